@@ -1,0 +1,237 @@
+"""Value types shared by every part of the engine.
+
+Plain dataclasses with slots: they are created once per bar on the hot path, so they stay cheap. Timestamps are
+integer milliseconds since the Unix epoch (UTC) everywhere inside the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Action(str, Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+    HOLD = "HOLD"
+
+
+class Side(str, Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class EngineState(str, Enum):
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    HALTED = "HALTED"
+
+
+class OrderStatus(str, Enum):
+    NEW = "new"  # journaled, not yet sent
+    IN_DOUBT = "in_doubt"  # sent, answer lost: resolved by looking it up by client order id
+    OPEN = "open"  # accepted by the venue, not (fully) filled
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"  # refused by a gate or by the venue
+
+    @property
+    def final(self) -> bool:
+        return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED)
+
+
+class OrderReason(str, Enum):
+    SIGNAL = "signal"
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    FLATTEN = "flatten"
+    OPERATOR = "operator"
+    RECONCILE = "reconcile"
+
+
+@dataclass(slots=True)
+class Candle:
+    symbol: str
+    ts: int  # open time, ms UTC
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+@dataclass(slots=True)
+class Vote:
+    provider: str
+    action: Action
+    confidence: float  # 0..1
+    reason: str = ""
+    latency_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class GateResult:
+    code: str
+    value: Any
+    limit: Any
+    passed: bool
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "value": self.value, "limit": self.limit, "passed": self.passed,
+                "detail": self.detail}
+
+
+@dataclass(slots=True)
+class EnsembleResult:
+    action: Action
+    confidence: float
+    tier: int  # 1 configured strategy, 2 majority, 3 average confidence, 4 single best vote; 0 = quorum HOLD
+    strategy: str
+    votes: list[Vote]
+    failed: list[str]
+    weights: dict[str, float]  # the weights actually applied to this decision
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class MarketInfo:
+    """What a venue says about a symbol: precision and minimums."""
+
+    symbol: str
+    base: str
+    quote: str
+    amount_step: float = 1e-8  # quantity is rounded down to a multiple of this
+    price_step: float = 1e-8
+    min_qty: float = 0.0
+    min_notional: float = 0.0
+
+
+@dataclass(slots=True)
+class OrderRequest:
+    """What the single order path asks a venue to do. The client order id is chosen before the first send."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    type: str = "market"  # market | limit
+    price: float | None = None  # limit price
+    reduce_only: bool = False
+
+
+@dataclass(slots=True)
+class VenueOrder:
+    """A venue's view of one order. `filled`, `average` and `fee` are cumulative."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    status: str  # open | closed | canceled | rejected  (ccxt's unified statuses)
+    filled: float = 0.0
+    average: float | None = None
+    fee: float = 0.0
+    exchange_id: str | None = None
+    type: str = "market"
+    price: float | None = None
+    ts: int | None = None
+
+
+@dataclass(slots=True)
+class Order:
+    """The engine's journal entry for one order."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    type: str
+    reason: OrderReason
+    venue: str
+    decision_id: str | None = None
+    price: float | None = None
+    reduce_only: bool = False
+    status: OrderStatus = OrderStatus.NEW
+    filled: float = 0.0
+    average: float | None = None
+    fee: float = 0.0
+    exchange_id: str | None = None
+    created_ts: int = 0
+    updated_ts: int = 0
+    error: str = ""
+
+
+@dataclass(slots=True)
+class Fill:
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    price: float
+    fee: float
+    ts: int
+
+
+@dataclass(slots=True)
+class Position:
+    symbol: str
+    side: Side  # BUY = long
+    quantity: float
+    entry_price: float
+    opened_ts: int
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    entry_decision_id: str | None = None
+    fees: float = 0.0  # entry fees, charged to the trade's P&L when it closes
+    last_price: float = 0.0
+
+    @property
+    def unrealised(self) -> float:
+        sign = 1.0 if self.side is Side.BUY else -1.0
+        return sign * (self.last_price - self.entry_price) * self.quantity
+
+
+@dataclass(slots=True)
+class ClosedTrade:
+    symbol: str
+    side: Side
+    quantity: float
+    entry_price: float
+    exit_price: float
+    pnl: float  # net of entry and exit fees
+    fees: float
+    reason: str
+    opened_ts: int
+    closed_ts: int
+    entry_decision_id: str | None = None
+    exit_client_order_id: str | None = None
+    trade_id: int | None = None
+
+    @property
+    def return_pct(self) -> float:
+        cost = self.entry_price * self.quantity
+        return 100.0 * self.pnl / cost if cost else 0.0
+
+
+@dataclass(slots=True)
+class Decision:
+    """One decision with its full context, as stored and as shown."""
+
+    decision_id: str
+    symbol: str
+    ts: int
+    price: float
+    ensemble: EnsembleResult
+    quantity: float = 0.0
+    sizing: dict[str, Any] = field(default_factory=dict)
+    gates: list[GateResult] = field(default_factory=list)
+    outcome: str = "hold"  # hold | no_position | in_position | below_minimum | rejected | pending | submitted | ...
+    reason: str = ""
+    client_order_id: str | None = None
+    approval_id: str | None = None
+
+    @property
+    def action(self) -> Action:
+        return self.ensemble.action
