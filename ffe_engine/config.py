@@ -1,0 +1,956 @@
+"""Settings: config.toml, then .env, then FFE_ environment variables (later wins).
+
+Environment keys carry the `FFE_` prefix and `__` between levels: `FFE_RISK__MAX_OPEN_POSITIONS=3`. Unknown keys are
+errors at every level and in every source. Each source is read here rather than by pydantic-settings' own sources so
+that an error can name the file and line (or the variable) it came from; the merged result is validated once by the
+models below. Every problem surfaces as one ConfigError whose message is a single line and never holds a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from dotenv.parser import parse_stream
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "FFE_"
+ENV_DELIMITER = "__"
+SECRET_MASK = "********"
+DEFAULT_CONFIG = Path("config.toml")
+KNOWN_PROVIDERS = ("trend", "momentum", "mean_reversion", "breakout", "llm")
+
+Path_ = tuple[str, ...]  # a key path: ("risk", "max_open_positions")
+
+# A secret shorter than this is not scrubbed from surrounding text: replacing one or two characters everywhere
+# would mangle messages, and no real credential is that short.
+_MIN_SCRUB_LEN = 4
+
+
+class ConfigError(Exception):
+    """Invalid configuration. str() is one line naming the source (file:line or variable) and the key."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None, key: str | None = None):
+        super().__init__(message)
+        self.source = source
+        self.line = line
+        self.key = key
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where each value came from
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    kind: str  # "toml" | "dotenv" | "env" | "cli"
+    file: str | None = None
+    line: int | None = None
+    var: str | None = None  # the FFE_ variable for dotenv/env, the option for cli
+
+    @property
+    def where(self) -> str:
+        if self.kind == "env":
+            return "environment"
+        if self.kind == "cli":
+            return "command line"
+        return f"{self.file}:{self.line}" if self.line else f"{self.file}"
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return ({"toml": 0, "dotenv": 1, "env": 2}.get(self.kind, 3), self.line or 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Field types
+
+
+def _symbol(value: str) -> str:
+    if not _SYMBOL_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a BASE/QUOTE symbol such as 'BTC/USDT'")
+    return value
+
+
+def _timeframe(value: str) -> str:
+    if not _TIMEFRAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a timeframe such as '1m', '4h' or '1d'")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _empty_secret_is_unset(value: Any) -> Any:
+    # `FFE_EXCHANGE__SECRET=` in a .env file means "not set", not "an empty password".
+    if value == "" or (isinstance(value, SecretStr) and value.get_secret_value() == ""):
+        return None
+    return value
+
+
+def _secret_is_clean(value: SecretStr | None) -> SecretStr | None:
+    # A credential pasted with a stray space or newline fails at the exchange with an opaque signature error;
+    # catch it here. The message must not quote the value.
+    if value is not None:
+        raw = value.get_secret_value()
+        if raw != raw.strip() or "\n" in raw or "\r" in raw:
+            raise ValueError("must not contain line breaks or leading/trailing whitespace")
+    return value
+
+
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*/[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*(?::[A-Za-z0-9]+)?")
+_TIMEFRAME_RE = re.compile(r"[1-9][0-9]*[mhd]")
+_TIMEFRAME_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+Symbol = Annotated[str, AfterValidator(_symbol)]
+Secret = Annotated[Union[SecretStr, None], BeforeValidator(_empty_secret_is_unset), AfterValidator(_secret_is_clean)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Seconds = Annotated[float, Field(gt=0)]
+Pct = Annotated[float, Field(gt=0, le=100)]
+Bps = Annotated[float, Field(ge=0, le=10_000)]
+Count = Annotated[int, Field(ge=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The schema (names are the contract in DESIGN.md)
+
+
+class EngineSettings(_Section):
+    symbols: list[Symbol] = Field(default_factory=lambda: ["BTC/USDT", "ETH/USDT"], min_length=1)
+    timeframe: Annotated[str, AfterValidator(_timeframe)] = "1m"
+    approval: Literal["auto", "manual"] = "auto"
+    approval_ttl_s: Seconds = 120.0
+    live_start_paused: bool = True
+    warmup_bars: int = Field(100, ge=0)  # history fed to the indicators before trading starts
+    reconcile_interval_s: Seconds = 30.0
+    order_poll_s: Seconds = 2.0  # how often in-flight orders are checked with the venue
+    stop_timeout_s: Seconds = 5.0
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique_symbols(cls, value: list[str]) -> list[str]:
+        dupes = sorted({s for s in value if value.count(s) > 1})
+        if dupes:
+            raise ValueError(f"listed more than once: {', '.join(dupes)}")
+        return value
+
+    @property
+    def timeframe_ms(self) -> int:
+        return int(self.timeframe[:-1]) * _TIMEFRAME_MS[self.timeframe[-1]]
+
+
+class MarketSettings(_Section):
+    source: Literal["simulated", "replay", "exchange"] = "simulated"
+    replay_files: dict[Symbol, NonEmptyStr] = Field(default_factory=dict, validate_default=True)
+    speed: float = Field(2.0, ge=0)  # bars per second of wall time; 0 = as fast as possible
+    seed: int = 7
+
+    @field_validator("replay_files")
+    @classmethod
+    def _replay_needs_files(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if info.data.get("source") == "replay" and not value:
+            raise ValueError('source = "replay" needs at least one symbol -> CSV file')
+        return value
+
+
+class VenueSettings(_Section):
+    kind: Literal["paper", "ccxt"] = "paper"
+    starting_cash: float = Field(10_000.0, gt=0)
+    quote: NonEmptyStr = "USDT"
+    fee_bps: Bps = 10.0
+    slippage_bps: Bps = 5.0
+    min_notional: float = Field(10.0, ge=0)
+    amount_step: float = Field(1e-6, gt=0)  # paper venue amount precision
+
+
+class LlmSettings(_Section):
+    base_url: Annotated[str, AfterValidator(_http_url)] = "http://127.0.0.1:11434/v1"
+    model: NonEmptyStr = "llama3"
+    api_key: Secret = None
+    timeout_s: Seconds = 5.0
+
+
+class EnsembleSettings(_Section):
+    strategy: Literal["weighted", "majority", "unanimous"] = "weighted"
+    min_votes: Count = 2
+    providers: list[Literal["trend", "momentum", "mean_reversion", "breakout", "llm"]] = Field(
+        default_factory=lambda: ["trend", "momentum", "mean_reversion", "breakout"], min_length=1
+    )
+    adaptive: bool = True
+    provider_timeout_s: Seconds = 2.0
+    warmup_trades: int = Field(20, ge=0)
+    weight_floor: float = Field(0.05, ge=0, lt=1)
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_reach_quorum(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        dupes = sorted({p for p in value if value.count(p) > 1})
+        if dupes:
+            raise ValueError(f"listed more than once: {', '.join(dupes)}")
+        min_votes = info.data.get("min_votes")
+        if min_votes is not None and min_votes > len(value):
+            # Every decision would be HOLD (QUORUM): almost certainly not what was meant.
+            raise ValueError(f"min_votes = {min_votes} can never be reached with {len(value)} provider(s)")
+        return value
+
+
+class RiskSettings(_Section):
+    # gates, in DESIGN.md order
+    stale_after_bars: Count = 3
+    min_confidence: float = Field(0.55, ge=0, le=1)
+    max_open_positions: Count = 2
+    max_position_pct: Pct = 10.0
+    max_concentration_pct: Pct = 30.0
+    max_leverage: float = Field(1.0, gt=0)
+    max_drawdown_pct: Pct = 15.0
+    daily_loss_limit_pct: Pct = 5.0
+    max_var_pct: Pct = 5.0
+    var_confidence: float = Field(0.95, gt=0.5, lt=1)
+    max_correlation: float = Field(0.7, gt=-1, le=1)
+    max_orders_per_minute: Count = 10
+    max_daily_trades: Count = 50
+    # sizing
+    risk_per_trade_pct: Pct = 1.0
+    stop_loss_atr: float = Field(2.0, gt=0)
+    take_profit_atr: float = Field(3.0, gt=0)
+    var_window: int = Field(250, ge=2)  # bars of returns
+    correlation_window: int = Field(100, ge=2)
+
+
+class ExchangeSettings(_Section):
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "binance"
+    timeout_ms: Count = 10_000
+    poll_s: Seconds = 5.0
+    options: dict[str, Any] = Field(default_factory=dict)
+    api_urls: dict[NonEmptyStr, Annotated[str, AfterValidator(_http_url)]] = Field(default_factory=dict)
+    sandbox: bool = False
+    api_key: Secret = None
+    secret: Secret = None
+    password: Secret = None
+
+
+class BreakerSettings(_Section):
+    failure_threshold: Count = 3
+    recovery_timeout_s: Seconds = 60.0
+
+
+class StorageSettings(_Section):
+    path: NonEmptyStr = "data/ffe.db"
+
+
+class LoggingSettings(_Section):
+    dir: NonEmptyStr = "logs"
+    level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+        BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    ] = "INFO"
+
+
+class ControlSettings(_Section):
+    socket: str = ""  # empty: <data dir>/ffe.sock
+
+
+class TuiSettings(_Section):
+    keys: dict[NonEmptyStr, NonEmptyStr] = Field(default_factory=dict)  # binding id -> key; ids checked by the TUI
+    chart: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        validate_assignment=True,
+        allow_inf_nan=False,
+    )
+
+    mode: Literal["paper", "live"] = "paper"
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    market: MarketSettings = Field(default_factory=MarketSettings)
+    venue: VenueSettings = Field(default_factory=VenueSettings)
+    ensemble: EnsembleSettings = Field(default_factory=EnsembleSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
+    tui: TuiSettings = Field(default_factory=TuiSettings)
+
+    _source_files: list[Path] = PrivateAttr(default_factory=list)
+    _sources: list[str] = PrivateAttr(default_factory=list)
+    _origins: dict[Path_, Origin] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # load_settings() reads the file, .env and the environment itself so that errors can name file, line and
+        # variable. Settings(...) on its own takes only its arguments: code and tests get plain defaults.
+        return (init_settings,)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.path).parent
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.storage.path)
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.logging.dir)
+
+    @property
+    def audit_path(self) -> Path:
+        return self.log_dir / "audit.jsonl"
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.control.socket) if self.control.socket else self.data_dir / "ffe.sock"
+
+    @property
+    def source_files(self) -> list[Path]:
+        """The files that were read (config file, .env), in the order they were applied."""
+        return list(self._source_files)
+
+    def with_dirs(self, data_dir: str | Path | None = None, log_dir: str | Path | None = None) -> Settings:
+        """A copy with the database moved under data_dir (same file name) and the logs under log_dir."""
+        update: dict[str, Any] = {}
+        origins = dict(self._origins)
+        if data_dir is not None:
+            path = str(Path(data_dir) / Path(self.storage.path).name)
+            update["storage"] = self.storage.model_copy(update={"path": path})
+            origins[("storage", "path")] = Origin("cli", var="--data-dir")
+        if log_dir is not None:
+            update["logging"] = self.logging.model_copy(update={"dir": str(log_dir)})
+            origins[("logging", "dir")] = Origin("cli", var="--log-dir")
+        copy = self.model_copy(update=update)
+        copy._origins = origins
+        copy._source_files = list(self._source_files)
+        copy._sources = list(self._sources)
+        return copy
+
+    def secrets(self) -> list[str]:
+        """The plain value of every secret that is set, for redaction in logs and screens."""
+        found = []
+        for path in _secret_paths(type(self)):
+            value = _get_path(self, path)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                found.append(value.get_secret_value())
+        return found
+
+
+@dataclass(slots=True)
+class _Layer:
+    kind: str  # "toml" | "dotenv" | "env"
+    values: dict[str, Any]
+    origins: dict[Path_, Origin]
+    label: str  # for the "sources" comment of render_settings
+    file: Path | None = None
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        if part == "[key]":  # pydantic's marker for an invalid dict key; the key itself is already in the path
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _env_name(path: Path_) -> str:
+    return ENV_PREFIX + ENV_DELIMITER.join(p.upper() for p in path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schema walking (unknown keys, secret fields, how to read an environment value)
+
+
+def _unwrap(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _is_secret(annotation: Any) -> bool:
+    annotation = _unwrap(annotation)
+    return annotation is SecretStr or SecretStr in get_args(annotation)
+
+
+def _kind(annotation: Any) -> str:
+    """'model', 'dict', 'list', 'secret' or 'scalar'."""
+    if _model_of(annotation):
+        return "model"
+    if _is_secret(annotation):
+        return "secret"
+    origin = get_origin(_unwrap(annotation))
+    if origin is dict:
+        return "dict"
+    if origin is list:
+        return "list"
+    return "scalar"
+
+
+def _secret_paths(model: type[BaseModel], prefix: Path_ = ()) -> list[Path_]:
+    paths: list[Path_] = []
+    for name, field in model.model_fields.items():
+        sub = _model_of(field.annotation)
+        if sub is not None:
+            paths.extend(_secret_paths(sub, prefix + (name,)))
+        elif _is_secret(field.annotation):
+            paths.append(prefix + (name,))
+    return paths
+
+
+def _get_path(obj: Any, path: Path_) -> Any:
+    for part in path:
+        if obj is None:
+            return None
+        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+    return obj
+
+
+def _unknown_key(path: Path_, model: type[BaseModel], depth: int) -> str:
+    """'unknown key risk.max_open_positons (did you mean risk.max_open_positions?)'"""
+    if not all(path):
+        return "unknown key (an empty name between FFE_ and __)"
+    text = f"unknown key {_dotted(path)}"
+    if depth < len(path) - 1 and path[depth] in model.model_fields:
+        return f"{text} ({_dotted(path[: depth + 1])} is not a table)"
+    if depth < len(path):
+        close = difflib.get_close_matches(path[depth], list(model.model_fields), n=1)
+        if close:
+            text += f" (did you mean {_dotted(path[:depth] + (close[0],))}?)"
+    return text
+
+
+def _find_unknown(values: Any, model: type[BaseModel], path: Path_ = ()) -> list[Path_]:
+    """Every key in `values` that the schema does not have, at every level of tables."""
+    if not isinstance(values, dict):
+        return []  # the wrong type is reported by validation
+    unknown: list[Path_] = []
+    for key, value in values.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            unknown.append(path + (key,))
+            continue
+        sub = _model_of(field.annotation)
+        if sub is not None:
+            unknown.extend(_find_unknown(value, sub, path + (key,)))
+    return unknown
+
+
+def _model_at(path: Path_) -> tuple[type[BaseModel], int]:
+    """The deepest model along `path` and how many parts of the path it consumed."""
+    model: type[BaseModel] = Settings
+    depth = 0
+    for part in path:
+        field = model.model_fields.get(part)
+        sub = _model_of(field.annotation) if field else None
+        if sub is None:
+            break
+        model, depth = sub, depth + 1
+    return model, depth
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config.toml
+
+
+def _read_toml(path: Path, shown: str) -> _Layer:
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"{shown}: is a directory, not a config file", source=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror}", source=shown) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{shown}:{line}: not valid UTF-8", source=shown, line=line) from None
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _toml_syntax_error(exc, text, shown) from None
+    lines = _toml_key_lines(text)
+    origins = {key: Origin("toml", file=shown, line=line) for key, line in lines.items()}
+    return _Layer(kind="toml", values=values, origins=origins, label=shown, file=path)
+
+
+def _toml_syntax_error(exc: tomllib.TOMLDecodeError, text: str, shown: str) -> ConfigError:
+    message = str(exc)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match:
+        line = int(match.group(1))
+        message = f"{message[: match.start()]} (column {match.group(2)})"
+    else:
+        line = text.count("\n") + (0 if text.endswith("\n") else 1)
+        message = re.sub(r"\s*\(at end of document\)$", " at end of file", message)
+    return ConfigError(f"{shown}:{line}: invalid TOML: {message}", source=shown, line=line)
+
+
+_KEY_PART = re.compile(r"""\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*""")
+
+
+def _parse_key(text: str) -> tuple[Path_, int] | None:
+    """Parse a dotted TOML key at the start of `text`: (parts, end offset) or None."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        match = _KEY_PART.match(text, pos)
+        if not match or match.end() == pos:
+            return None
+        basic, literal, bare = match.groups()
+        if basic is not None:
+            try:
+                parts.append(json.loads(f'"{basic}"'))
+            except ValueError:
+                parts.append(basic)
+        else:
+            parts.append(literal if literal is not None else bare)
+        pos = match.end()
+        if pos < len(text) and text[pos] == ".":
+            pos += 1
+            continue
+        return tuple(parts), pos
+
+
+def _toml_key_lines(text: str) -> dict[Path_, int]:
+    """Line number of every table header and `key =` line. tomllib keeps no positions, so scan the text: track
+    the current [table], and skip the insides of multi-line strings and arrays so their contents are not read as
+    keys. Keys inside an inline table are not listed; lookups fall back to the line of the enclosing key."""
+    lines: dict[Path_, int] = {}
+    table: Path_ = ()
+    depth = 0  # open [ or { of a value spanning lines
+    in_string: str | None = None  # the delimiter of an open multi-line string
+    for number, line in enumerate(text.splitlines(), start=1):
+        rest = line
+        if depth == 0 and in_string is None:
+            stripped = line.lstrip()
+            header = re.match(r"\[\[?", stripped)
+            if header:
+                parsed = _parse_key(stripped[header.end() :])
+                if parsed:
+                    table = parsed[0]
+                    lines.setdefault(table, number)
+                continue
+            parsed = _parse_key(stripped)
+            if parsed and stripped[parsed[1] : parsed[1] + 1] == "=":
+                lines.setdefault(table + parsed[0], number)
+                rest = stripped[parsed[1] + 1 :]
+            else:
+                continue
+        depth, in_string = _scan_value(rest, depth, in_string)
+    return lines
+
+
+def _scan_value(text: str, depth: int, in_string: str | None) -> tuple[int, str | None]:
+    i = 0
+    n = len(text)
+    while i < n:
+        if in_string is not None:
+            end = text.find(in_string, i)
+            if end < 0:
+                return depth, in_string
+            i = end + 3
+            in_string = None
+            continue
+        ch = text[i]
+        if ch == "#":
+            break
+        if text.startswith('"""', i) or text.startswith("'''", i):
+            in_string = text[i : i + 3]
+            i += 3
+            continue
+        if ch == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif ch == "'":
+            end = text.find("'", i + 1)
+            i = n if end < 0 else end
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return depth, in_string
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# .env and the environment
+
+
+def _read_dotenv(path: Path, shown: str) -> tuple[_Layer, list[tuple[str, Origin]]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"{shown}: is a directory, not a .env file", source=shown) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: not valid UTF-8", source=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror}", source=shown) from None
+    entries: list[tuple[str, str, Origin]] = []
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error:
+            # The line is not quoted back: it may hold a secret.
+            raise ConfigError(f"{shown}:{line}: cannot parse this line (expected NAME=value)", source=shown, line=line)
+        if binding.key is None or not binding.key.upper().startswith(ENV_PREFIX):
+            continue
+        origin = Origin("dotenv", file=shown, line=line, var=binding.key)
+        if binding.value is None:
+            raise ConfigError(f"{shown}:{line}: {binding.key}: has no value (expected {binding.key}=value)",
+                              source=shown, line=line, key=binding.key)
+        entries.append((binding.key, binding.value, origin))
+    return _env_layer("dotenv", entries, label=shown, file=path)
+
+
+def _read_environ(environ: Mapping[str, str]) -> tuple[_Layer, list[tuple[str, Origin]]]:
+    entries = [(name, value, Origin("env", var=name)) for name, value in sorted(environ.items())
+               if name.upper().startswith(ENV_PREFIX)]
+    names = ", ".join(name for name, _, _ in entries)
+    return _env_layer("env", entries, label=f"environment ({names})" if names else "environment")
+
+
+def _env_layer(kind: str, entries: list[tuple[str, str, Origin]], label: str, file: Path | None = None):
+    """Build a nested dict from FFE_A__B=value entries. Returns the layer and the unknown variables found."""
+    values: dict[str, Any] = {}
+    origins: dict[Path_, Origin] = {}
+    unknown: list[tuple[str, Origin]] = []
+    parsed = []
+    for name, raw, origin in entries:
+        target = _env_target(name)
+        if target is None:
+            unknown.append((name, origin))
+            continue
+        parsed.append((target, name, raw, origin))
+    # Whole tables (FFE_RISK='{...}') first, so that a more specific variable refines them rather than being lost.
+    parsed.sort(key=lambda item: len(item[0][0]))
+    for (path, kind), name, raw, origin in parsed:
+        value = _env_value(name, raw, kind, origin)
+        node = values
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        existing = node.get(path[-1])
+        if isinstance(existing, dict) and isinstance(value, dict):
+            _deep_merge(existing, value, path, [])
+        else:
+            node[path[-1]] = value
+        origins[path] = origin
+    return _Layer(kind=kind, values=values, origins=origins, label=label, file=file), unknown
+
+
+def _env_target(name: str) -> tuple[Path_, str] | None:
+    """Map FFE_RISK__MAX_OPEN_POSITIONS to (('risk', 'max_open_positions'), kind), or None if unknown.
+    Field names match case-insensitively; a key inside a dict field (FFE_TUI__KEYS__pause) is kept as written."""
+    parts = name[len(ENV_PREFIX) :].split(ENV_DELIMITER)
+    model: type[BaseModel] = Settings
+    path: list[str] = []
+    for i, part in enumerate(parts):
+        field_name = part.lower()
+        field = model.model_fields.get(field_name)
+        if field is None or not part:
+            return None
+        path.append(field_name)
+        kind = _kind(field.annotation)
+        rest = parts[i + 1 :]
+        if kind == "model":
+            if not rest:
+                return tuple(path), "model"
+            model = _model_of(field.annotation)  # type: ignore[assignment]
+            continue
+        if kind == "dict" and len(rest) == 1 and rest[0]:
+            value_type = get_args(_unwrap(field.annotation))[1]
+            return tuple(path) + (rest[0],), "any" if _unwrap(value_type) is Any else "scalar"
+        return (tuple(path), kind) if not rest else None
+    return None
+
+
+def _env_value(name: str, raw: str, kind: str, origin: Origin) -> Any:
+    if kind in ("scalar", "secret"):
+        return raw
+    if kind == "any":
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        if kind == "list":
+            # FFE_ENGINE__SYMBOLS=BTC/USDT,ETH/USDT reads as well as the JSON form.
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        expected = "a JSON object" if kind in ("model", "dict") else "JSON"
+        raise ConfigError(f"{origin.where}: {name}: expected {expected}", source=origin.where,
+                          line=origin.line, key=name) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _deep_merge(dst: dict[str, Any], src: dict[str, Any], path: Path_, replaced: list[Path_]) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _deep_merge(dst[key], value, path + (key,), replaced)
+        else:
+            dst[key] = value
+            replaced.append(path + (key,))
+
+
+def _origin_for(loc: tuple[Any, ...], origins: Mapping[Path_, Origin]) -> Origin | None:
+    """The source of the value at `loc`, or of the nearest enclosing key that has one."""
+    for n in range(len(loc), 0, -1):
+        origin = origins.get(tuple(loc[:n]))
+        if origin is not None:
+            return origin
+    return None
+
+
+# When a value fails only because of another key, point at the key that was set.
+_CAUSES: dict[Path_, Path_] = {
+    ("market", "replay_files"): ("market", "source"),
+    ("ensemble", "providers"): ("ensemble", "min_votes"),
+}
+
+
+def _format(origin: Origin | None, key_path: tuple[Any, ...], problem: str) -> tuple[str, Origin | None]:
+    key = _dotted(key_path)
+    if origin is None:
+        return f"{key}: {problem}", None
+    if origin.kind in ("dotenv", "env"):
+        var = origin.var or ""
+        same = var.upper() == _env_name(tuple(str(p) for p in key_path)).upper()
+        if problem.startswith("unknown key") or same:
+            return f"{origin.where}: {var}: {problem}", origin
+        return f"{origin.where}: {var}: {key}: {problem}", origin
+    if problem.startswith("unknown key") or problem.endswith("not config.toml"):
+        return f"{origin.where}: {problem}", origin
+    return f"{origin.where}: {key}: {problem}", origin
+
+
+def _scrub(message: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if len(secret) >= _MIN_SCRUB_LEN:
+            message = message.replace(secret, SECRET_MASK)
+    return message
+
+
+def _raise_first(problems: list[tuple[tuple[int, int, int], str, Origin | None, str]], secrets: list[str]) -> None:
+    if not problems:
+        return
+    _, message, origin, key = min(problems, key=lambda p: p[0])
+    raise ConfigError(
+        _scrub(message, secrets),
+        source=origin.where if origin else None,
+        line=origin.line if origin else None,
+        key=key,
+    )
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    env_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read config_path (default ./config.toml; a missing default file means built-in defaults), then env_file
+    (default .env next to the config file; missing is fine), then `environ` (default os.environ). Later wins.
+    Raises ConfigError with a one-line message."""
+    explicit_config = config_path is not None
+    config = Path(config_path) if explicit_config else DEFAULT_CONFIG
+    layers: list[_Layer] = []
+    unknown_vars: list[tuple[str, Origin]] = []
+
+    if config.exists() or config.is_symlink():
+        layers.append(_read_toml(config, str(config)))
+    elif explicit_config:
+        raise ConfigError(f"{config}: config file not found", source=str(config))
+
+    dotenv = Path(env_file) if env_file is not None else config.parent / ".env"
+    if dotenv.exists():
+        layer, unknown = _read_dotenv(dotenv, str(dotenv))
+        layers.append(layer)
+        unknown_vars += unknown
+    elif env_file is not None:
+        raise ConfigError(f"{dotenv}: .env file not found", source=str(dotenv))
+
+    layer, unknown = _read_environ(os.environ if environ is None else environ)
+    if layer.values or unknown:
+        layers.append(layer)
+    unknown_vars += unknown
+
+    secret_paths = _secret_paths(Settings)
+    secrets = [
+        str(value)
+        for layer in layers
+        for path in secret_paths
+        if isinstance(value := _get_path(layer.values, path), str) and value
+    ]
+
+    # Unknown keys and misplaced credentials first: a typo is usually the cause of whatever else looks wrong.
+    problems = []
+    for index, (name, origin) in enumerate(unknown_vars):
+        path = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_DELIMITER))
+        model, depth = _model_at(path)
+        message, _ = _format(origin, path, _unknown_key(path, model, depth))
+        problems.append(((*origin.rank, index), message, origin, name))
+    for layer in layers:
+        for index, path in enumerate(_find_unknown(layer.values, Settings)):
+            origin = _origin_for(path, layer.origins) or Origin("toml", file=layer.label)
+            model, depth = _model_at(path)
+            message, _ = _format(origin, path, _unknown_key(path, model, depth))
+            problems.append(((*origin.rank, index), message, origin, _dotted(path)))
+        if layer.kind == "toml":
+            for index, path in enumerate(secret_paths):
+                if _get_path(layer.values, path) is not None:
+                    origin = _origin_for(path, layer.origins) or Origin("toml", file=layer.label)
+                    problem = f"{_dotted(path)} must come from .env or the environment, not config.toml"
+                    message, _ = _format(origin, path, problem)
+                    problems.append(((*origin.rank, index), message, origin, _dotted(path)))
+    _raise_first(problems, secrets)
+
+    merged: dict[str, Any] = {}
+    origins: dict[Path_, Origin] = {}
+    for layer in layers:
+        replaced: list[Path_] = []
+        _deep_merge(merged, layer.values, (), replaced)
+        for path in replaced:  # keys below a replaced value no longer come from the earlier source
+            for key in [k for k in origins if len(k) > len(path) and k[: len(path)] == path]:
+                del origins[key]
+        origins.update(layer.origins)
+
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for index, error in enumerate(exc.errors(include_url=False, include_input=False)):
+            loc = tuple(error["loc"])
+            origin = origins.get(loc) or origins.get(_CAUSES.get(loc, ())) or _origin_for(loc, origins)
+            problem = error["msg"]
+            if error["type"] == "value_error" and problem.startswith("Value error, "):
+                problem = problem[len("Value error, ") :]
+            elif error["type"] == "extra_forbidden":
+                model, depth = _model_at(loc)
+                problem = _unknown_key(loc, model, depth)
+            message, origin = _format(origin, loc, problem)
+            rank = origin.rank if origin else (3, 0)
+            problems.append(((*rank, index), message, origin, _dotted(loc)))
+        _raise_first(problems, secrets)
+        raise  # pragma: no cover - a ValidationError always has at least one error
+
+    settings._origins = origins
+    settings._source_files = [layer.file for layer in layers if layer.file is not None]
+    settings._sources = [layer.label for layer in layers]
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return json.dumps(SECRET_MASK)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if value is None:
+        return '""'
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def render_settings(settings: Settings) -> str:
+    """The effective configuration as TOML, secrets masked. Values set by .env, the environment or the command
+    line carry a comment naming where they came from."""
+    origins = settings._origins
+    sources = settings._sources or []
+    out = ["# ffe effective configuration", f"# sources, later wins: {', '.join(['defaults', *sources])}"]
+
+    def annotate(path: Path_) -> str:
+        origin = _origin_for(path, origins)
+        if origin is None or origin.kind == "toml":
+            return ""
+        if origin.kind == "env":
+            return f"  # environment {origin.var}"
+        if origin.kind == "cli":
+            return f"  # {origin.var}"
+        return f"  # {origin.where} {origin.var}"
+
+    def section(model: BaseModel, path: Path_) -> None:
+        tables = []
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            key_path = path + (name,)
+            if isinstance(value, BaseModel):
+                tables.append((value, key_path))
+            elif value is None and _is_secret(type(model).model_fields[name].annotation):
+                out.append(f"# {name}: not set ({_env_name(key_path)})")
+            else:
+                out.append(f"{_toml_key(name)} = {_toml_value(value)}{annotate(key_path)}")
+        for value, key_path in tables:
+            out.append("")
+            out.append("[" + ".".join(_toml_key(p) for p in key_path) + "]")
+            section(value, key_path)
+
+    section(settings, ())
+    text = "\n".join(out) + "\n"
+    # Secret fields are masked above; this also catches a secret copied into an ordinary field (a URL, an option).
+    return _scrub(text, settings.secrets())
