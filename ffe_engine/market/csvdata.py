@@ -1,0 +1,445 @@
+"""CSV market data: one file of candles per symbol.
+
+The contract (DESIGN.md, "CSV market data"): a header row naming at least timestamp, open, high, low, close and
+volume in any order (case-insensitive, common aliases accepted, extra columns ignored); timestamps in ISO-8601
+(UTC when no offset is given) or epoch seconds or milliseconds (told apart by magnitude); rows strictly
+increasing in time. A bad row is a `CsvError` naming the file and line, or is skipped and counted when lenient.
+Gaps are allowed and reported.
+
+Parsing is on the backtest's clock, so the common case takes a fast path: whole columns are converted at C speed
+(`map(float, ...)`, cached date and time-of-day parts for ISO timestamps) and checked with a few whole-column
+passes. Only when one of those checks fails does the row-by-row path run, and that path is the authority: it
+finds the first bad row and its line number, or skips bad rows in lenient mode.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
+from itertools import compress, islice, repeat
+from operator import add, gt, itemgetter, le, lt, methodcaller, sub
+from pathlib import Path
+from typing import Iterator
+
+from ..clock import DAY_MS, format_timeframe, timeframe_ms as parse_timeframe
+from ..model import Candle
+
+FIELDS = ("timestamp", "open", "high", "low", "close", "volume")
+
+# Accepted header names per field, best first; names are compared lower-cased, with spaces and dashes as "_".
+ALIASES: dict[str, tuple[str, ...]] = {
+    "timestamp": ("timestamp", "datetime", "date_time", "time", "date", "ts", "open_time", "opentime", "unix",
+                  "time_utc", "timestamp_utc"),
+    "open": ("open", "o", "open_price"),
+    "high": ("high", "h", "high_price"),
+    "low": ("low", "l", "low_price"),
+    "close": ("close", "c", "close_price"),
+    "volume": ("volume", "vol", "v", "base_volume", "volume_base"),
+}
+
+MAX_SKIP_REASONS = 5
+_INF = math.inf
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_MS = timedelta(milliseconds=1)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_MAX_MS = 253_402_300_800_000  # 10000-01-01: beyond it a number is not a timestamp
+_MS_THRESHOLD = 100_000_000_000  # |epoch| >= 1e11 is milliseconds (1e11 s is the year 5138, 1e11 ms is 1973)
+_date_part = itemgetter(slice(None, 10))
+_time_part = itemgetter(slice(10, None))
+
+
+class CsvError(ValueError):
+    """A CSV file that cannot be used as market data. `str()` is one line: `path:line: what is wrong`."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, reason: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+class CandleSeries:
+    """One symbol's candles as parallel lists of plain numbers (cheap to iterate and to index)."""
+
+    __slots__ = ("symbol", "path", "timeframe_ms", "ts", "open", "high", "low", "close", "volume",
+                 "gaps", "skipped", "skip_reasons")
+
+    def __init__(self, symbol: str, timeframe_ms: int, ts: list[int], open: list[float], high: list[float],
+                 low: list[float], close: list[float], volume: list[float], *, path: str = "",
+                 skipped: int = 0, skip_reasons: list[str] | None = None) -> None:
+        self.symbol = symbol
+        self.path = path
+        self.ts = ts
+        self.open = open
+        self.high = high
+        self.low = low
+        self.close = close
+        self.volume = volume
+        self.skipped = skipped
+        self.skip_reasons = skip_reasons or []
+        self.timeframe_ms = timeframe_ms or infer_timeframe(ts)
+        self.gaps = find_gaps(ts, self.timeframe_ms)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @property
+    def gap_count(self) -> int:
+        return len(self.gaps)
+
+    @property
+    def missing_bars(self) -> int:
+        """Bars the gaps leave out, counted in timeframe steps."""
+        tf = self.timeframe_ms
+        return sum((b - a) // tf - 1 for a, b in self.gaps) if tf else 0
+
+    def candles(self) -> Iterator[Candle]:
+        sym = self.symbol
+        for t, o, h, lo, c, v in zip(self.ts, self.open, self.high, self.low, self.close, self.volume):
+            yield Candle(sym, t, o, h, lo, c, v)
+
+    def head(self, n: int) -> CandleSeries:
+        """The first n bars (all of them when n is larger)."""
+        if n >= len(self.ts):
+            return self
+        return CandleSeries(self.symbol, self.timeframe_ms, self.ts[:n], self.open[:n], self.high[:n],
+                            self.low[:n], self.close[:n], self.volume[:n], path=self.path, skipped=self.skipped,
+                            skip_reasons=self.skip_reasons)
+
+    def summary(self) -> str:
+        """One line for an operator: symbol, bars, timeframe, span, gaps and skipped rows."""
+        if not self.ts:
+            return f"{self.symbol}: no bars"
+        text = (f"{self.symbol}: {len(self.ts)} bars of {format_timeframe(self.timeframe_ms)} from "
+                f"{iso(self.ts[0])} to {iso(self.ts[-1])}, {self.gap_count} gaps "
+                f"({self.missing_bars} missing bars)")
+        if self.skipped:
+            text += f", {self.skipped} bad rows skipped"
+        return text
+
+
+def iso(ts_ms: int) -> str:
+    """ISO-8601 UTC text of a timestamp in ms, for messages."""
+    dt = _EPOCH + timedelta(milliseconds=ts_ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ts_ms % 1000:03d}Z" if ts_ms % 1000 else "Z")
+
+
+def infer_timeframe(ts: list[int]) -> int:
+    """The most common step between consecutive timestamps; 0 with fewer than two bars."""
+    if len(ts) < 2:
+        return 0
+    return Counter(map(sub, islice(ts, 1, None), ts)).most_common(1)[0][0]
+
+
+def find_gaps(ts: list[int], step: int) -> list[tuple[int, int]]:
+    """(from_ts, to_ts) for every step larger than the timeframe: the bars in between are missing."""
+    if step <= 0 or len(ts) < 2:
+        return []
+    late = map(gt, map(sub, islice(ts, 1, None), ts), repeat(step))
+    return [(ts[i], ts[i + 1]) for i in compress(range(len(ts) - 1), late)]
+
+
+def symbol_from_filename(path: str | os.PathLike) -> str:
+    """The file name up to its first "_", with "-" read as "/": `BTC-USD_1h_2020-2023.csv` is `BTC/USD`."""
+    name = Path(path).name
+    head = name.split("_", 1)[0] if "_" in name else Path(name).stem
+    if not head:
+        raise ValueError(f"{path}: cannot tell the symbol from the file name; pass SYMBOL=FILE")
+    return head.replace("-", "/")
+
+
+def parse_symbol_arg(arg: str) -> tuple[str, Path]:
+    """`SYMBOL=FILE` or just `FILE` (the symbol then comes from the file name) -> (symbol, path)."""
+    if "=" in arg and not os.path.exists(arg):
+        symbol, _, file = arg.partition("=")
+        symbol = symbol.strip()
+        if not symbol or not file:
+            raise ValueError(f"bad market data argument {arg!r}: expected SYMBOL=FILE or FILE")
+        return symbol, Path(file)
+    return symbol_from_filename(arg), Path(arg)
+
+
+# --- timestamps -------------------------------------------------------------------------------------------------
+
+
+def parse_timestamp(text: str) -> int:
+    """ISO-8601 (UTC unless it carries an offset) or epoch seconds / milliseconds -> ms since the epoch (UTC)."""
+    s = text.strip()
+    if not s:
+        raise ValueError("timestamp is empty")
+    body = s[1:] if s[0] == "-" else s
+    if body.replace(".", "", 1).isdigit():
+        try:
+            value = int(s) if body.isdigit() else float(s)
+            ms = int(round(value if abs(value) >= _MS_THRESHOLD else value * 1000))
+        except (ValueError, OverflowError):
+            raise ValueError(f"timestamp out of range: {text!r}") from None
+    else:
+        try:
+            dt = datetime.fromisoformat(s)
+        except ValueError:
+            raise ValueError(f"bad timestamp: {text!r}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        ms = (dt - _EPOCH) // _ONE_MS
+    if not -_MAX_MS < ms < _MAX_MS:
+        raise ValueError(f"timestamp out of range: {text!r}")
+    return ms
+
+
+class _DayCache(dict):
+    """"YYYY-MM-DD" -> ms at that day's midnight UTC, parsed once per distinct day."""
+
+    def __missing__(self, key: str) -> int:
+        value = self[key] = (date.fromisoformat(key).toordinal() - _EPOCH_ORDINAL) * DAY_MS
+        return value
+
+
+class _TimeOfDayCache(dict):
+    """What follows the date ("T13:00:00Z", " 13:00+02:00", "") -> ms after midnight UTC, parsed once each."""
+
+    def __missing__(self, key: str) -> int:
+        if key:
+            dt = datetime.fromisoformat("1970-01-01" + key)
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            value = (dt - _EPOCH) // _ONE_MS
+        else:
+            value = 0
+        self[key] = value
+        return value
+
+
+def _fast_timestamps(column: tuple[str, ...]) -> list[int]:
+    """A whole timestamp column at C speed; ValueError when any value needs the careful path."""
+    first = column[0]
+    if first.isdigit():
+        values = list(map(int, column))
+        ts = [v if v >= _MS_THRESHOLD else v * 1000 for v in values]
+    else:
+        days, times = _DayCache(), _TimeOfDayCache()
+        ts = list(map(add, map(days.__getitem__, map(_date_part, column)),
+                      map(times.__getitem__, map(_time_part, column))))
+    if not (-_MAX_MS < ts[0] and ts[-1] < _MAX_MS):
+        raise ValueError("timestamp out of range")
+    return ts
+
+
+# --- files ------------------------------------------------------------------------------------------------------
+
+
+def _header_columns(path: str, header: list[str], line: int) -> tuple[list[int], int]:
+    names = [h.strip().lower().replace(" ", "_").replace("-", "_") for h in header]
+    seen: set[str] = set()
+    for name in names:
+        if name and name in seen:
+            raise CsvError(path, line, f"duplicate column {name!r} in the header")
+        seen.add(name)
+    index: list[int] = []
+    missing: list[str] = []
+    for field in FIELDS:
+        for alias in ALIASES[field]:
+            if alias in seen:
+                index.append(names.index(alias))
+                break
+        else:
+            missing.append(field)
+    if missing:
+        shown = ", ".join(" ".join(h.split()) for h in header)  # a quoted header cell may hold a newline
+        raise CsvError(path, line, f"missing columns: {', '.join(missing)} (header has: {shown})")
+    return index, len(header)
+
+
+class _BadRow(Exception):
+    pass
+
+
+def _number(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _BadRow(f"{name} is not a number: {raw!r}") from None
+    if not math.isfinite(value):
+        raise _BadRow(f"{name} is not a finite number: {raw!r}")
+    if value < 0:
+        raise _BadRow(f"{name} is negative: {raw!r}")
+    if value == 0 and name != "volume":
+        raise _BadRow(f"{name} is zero")
+    return value
+
+
+def _check_row(row: list[str], index: list[int], ncols: int, last_ts: int | None) -> tuple:
+    """One row, checked in a fixed order so the first problem is the one reported."""
+    if len(row) != ncols:
+        raise _BadRow(f"expected {ncols} columns, found {len(row)}")
+    it, io_, ih, il, ic, iv = index
+    raw_ts = row[it]
+    try:
+        t = parse_timestamp(raw_ts)
+    except ValueError as e:
+        raise _BadRow(str(e)) from None
+    o = _number(row[io_], "open")
+    h = _number(row[ih], "high")
+    lo = _number(row[il], "low")
+    c = _number(row[ic], "close")
+    v = _number(row[iv], "volume")
+    if h < lo:
+        raise _BadRow(f"high {row[ih].strip()} is below low {row[il].strip()}")
+    if not lo <= o <= h:
+        raise _BadRow(f"open {row[io_].strip()} is outside low..high {row[il].strip()}..{row[ih].strip()}")
+    if not lo <= c <= h:
+        raise _BadRow(f"close {row[ic].strip()} is outside low..high {row[il].strip()}..{row[ih].strip()}")
+    if last_ts is not None and t <= last_ts:
+        if t == last_ts:
+            raise _BadRow(f"duplicate timestamp {iso(t)}")
+        raise _BadRow(f"timestamp {iso(t)} is earlier than the previous row's {iso(last_ts)}")
+    return t, o, h, lo, c, v
+
+
+def _read_text(path: str) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CsvError(path, None, f"cannot read: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise CsvError(path, line, "not UTF-8 text") from None
+
+
+def load_csv(path: str | os.PathLike, symbol: str | None = None, lenient: bool = False, *,
+             timeframe: str | int | None = None) -> CandleSeries:
+    """Read one CSV file of candles. Raises CsvError (one line: file, line, problem).
+
+    lenient: skip bad rows instead of failing; the count is `series.skipped` and the first few reasons are kept
+    in `series.skip_reasons`. timeframe: "1h" or ms; by default the most common step between rows.
+    """
+    path = str(path)
+    sym = symbol or symbol_from_filename(path)
+    tf = parse_timeframe(timeframe) if isinstance(timeframe, str) else (timeframe or 0)
+    text = _read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+    except csv.Error as e:
+        raise CsvError(path, reader.line_num, f"unreadable CSV: {e}") from None
+    if header is None:
+        raise CsvError(path, 1, "file is empty (expected a header row: " + ",".join(FIELDS) + ")")
+    header_line = reader.line_num
+    index, ncols = _header_columns(path, header, header_line)
+
+    if not lenient:
+        columns = _split_columns(text, ncols, index) if header_line == 1 else None
+        if columns is None:
+            columns = _csv_columns(reader, ncols, index)
+        series = _fast_path(columns) if columns else None
+        if series is not None:
+            return CandleSeries(sym, tf, *series, path=path)
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for _ in range(header_line):
+            next(reader)
+    return _careful_path(path, sym, tf, reader, index, ncols, lenient, header_line)
+
+
+_count_commas = methodcaller("count", ",")
+
+
+def _split_columns(text: str, ncols: int, index: list[int]) -> list[list[str]] | None:
+    """The needed columns of a file without quoting, by plain string splitting (faster than the csv module).
+
+    None when the file is not that simple: quotes, stray carriage returns, blank lines or a row with the wrong
+    number of fields.
+    """
+    if '"' in text:
+        return None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
+    body = text.partition("\n")[2]
+    if body.endswith("\n"):
+        body = body[:-1]
+    if not body:
+        return None
+    if set(map(_count_commas, body.split("\n"))) != {ncols - 1}:
+        return None
+    flat = body.replace("\n", ",").split(",")
+    return [flat[i::ncols] for i in index]
+
+
+def _csv_columns(reader, ncols: int, index: list[int]) -> list[tuple[str, ...]] | None:
+    try:
+        rows = list(reader)
+    except csv.Error:
+        return None
+    if not rows or set(map(len, rows)) != {ncols}:
+        return None
+    columns = list(zip(*rows))
+    return [columns[i] for i in index]
+
+
+def _fast_path(columns: list) -> tuple | None:
+    """All columns converted and checked at once; None when anything is off (the careful path then explains)."""
+    try:
+        ts = _fast_timestamps(columns[0])
+        o, h, lo, c, v = (list(map(float, col)) for col in columns[1:])
+    except (ValueError, OverflowError):
+        return None
+    ok = (all(map(lt, ts, islice(ts, 1, None)))
+          and all(map(le, lo, o)) and all(map(le, o, h)) and all(map(le, lo, c)) and all(map(le, c, h))
+          and min(lo) > 0.0 and max(h) < _INF
+          and all(map(le, repeat(0.0), v)) and max(v) < _INF)
+    return (ts, o, h, lo, c, v) if ok else None
+
+
+def _careful_path(path: str, sym: str, tf: int, reader, index: list[int], ncols: int, lenient: bool,
+                  header_line: int) -> CandleSeries:
+    ts: list[int] = []
+    o: list[float] = []
+    h: list[float] = []
+    lo: list[float] = []
+    c: list[float] = []
+    v: list[float] = []
+    skipped = 0
+    reasons: list[str] = []
+    last: int | None = None
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            reason = f"unreadable CSV: {e}"
+        else:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            try:
+                t, ro, rh, rl, rc, rv = _check_row(row, index, ncols, last)
+            except _BadRow as e:
+                reason = str(e)
+            else:
+                ts.append(t)
+                o.append(ro)
+                h.append(rh)
+                lo.append(rl)
+                c.append(rc)
+                v.append(rv)
+                last = t
+                continue
+        if not lenient:
+            raise CsvError(path, reader.line_num, reason)
+        skipped += 1
+        if len(reasons) < MAX_SKIP_REASONS:
+            reasons.append(f"line {reader.line_num}: {reason}")
+    if not ts:
+        if skipped:
+            raise CsvError(path, None, f"no usable rows: all {skipped} data rows are bad (first: {reasons[0]})")
+        raise CsvError(path, header_line + 1, "no data rows after the header")
+    return CandleSeries(sym, tf, ts, o, h, lo, c, v, path=path, skipped=skipped, skip_reasons=reasons)
