@@ -310,7 +310,9 @@ class Settings(BaseSettings):
     _origins: dict[Path_, Origin] = PrivateAttr(default_factory=dict)
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         # load_settings() reads the file, .env and the environment itself so that errors can name file, line and
         # variable. Settings(...) on its own takes only its arguments: code and tests get plain defaults.
         return (init_settings,)
@@ -630,7 +632,9 @@ def _read_dotenv(path: Path, shown: str) -> tuple[_Layer, list[tuple[str, Origin
         raise ConfigError(f"{shown}: cannot read: {exc.strerror}", source=shown) from None
     entries: list[tuple[str, str, Origin]] = []
     for binding in parse_stream(io.StringIO(text)):
-        line = binding.original.line
+        # The parser counts blank lines before an entry as part of it; the entry itself starts after them.
+        raw = binding.original.string
+        line = binding.original.line + raw[: len(raw) - len(raw.lstrip())].count("\n")
         if binding.error:
             # The line is not quoted back: it may hold a secret.
             raise ConfigError(f"{shown}:{line}: cannot parse this line (expected NAME=value)", source=shown, line=line)
@@ -665,8 +669,8 @@ def _env_layer(kind: str, entries: list[tuple[str, str, Origin]], label: str, fi
         parsed.append((target, name, raw, origin))
     # Whole tables (FFE_RISK='{...}') first, so that a more specific variable refines them rather than being lost.
     parsed.sort(key=lambda item: len(item[0][0]))
-    for (path, kind), name, raw, origin in parsed:
-        value = _env_value(name, raw, kind, origin)
+    for (path, target_kind), name, raw, origin in parsed:
+        value = _env_value(name, raw, target_kind, origin)
         node = values
         for part in path[:-1]:
             child = node.get(part)
@@ -856,8 +860,8 @@ def load_settings(
     for layer in layers:
         replaced: list[Path_] = []
         _deep_merge(merged, layer.values, (), replaced)
-        for path in replaced:  # keys below a replaced value no longer come from the earlier source
-            for key in [k for k in origins if len(k) > len(path) and k[: len(path)] == path]:
+        for path in replaced:  # a replaced value, and everything below it, no longer comes from the earlier source
+            for key in [k for k in origins if k[: len(path)] == path]:
                 del origins[key]
         origins.update(layer.origins)
 

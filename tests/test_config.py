@@ -1,0 +1,316 @@
+"""Configuration: config.toml, then .env, then FFE_ environment variables; unknown keys and bad values are one-line
+errors naming the source; secrets never shown."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ffe_engine.config import ConfigError, Settings, load_settings, render_settings
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "s3cr3t-Value-9f8e7d6c"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(**kwargs) -> ConfigError:
+    kwargs.setdefault("environ", {})
+    with pytest.raises(ConfigError) as info:
+        load_settings(**kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return info.value
+
+
+# --- defaults and files --------------------------------------------------------------------------------------------
+
+
+def test_defaults_load_with_no_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.source_files == []
+    assert settings.mode == "paper"
+    assert settings.market.source == "simulated"
+    assert settings.engine.symbols == ["BTC/USDT", "ETH/USDT"]
+    assert settings.risk.max_open_positions == 2
+    assert settings.risk.max_position_pct == 10
+    assert settings.risk.var_confidence == 0.95
+    assert settings.ensemble.providers == ["trend", "momentum", "mean_reversion", "breakout"]
+    assert settings.exchange.api_key is None
+    assert settings.db_path == Path("data/ffe.db")
+    assert settings.data_dir == Path("data")
+    assert settings.audit_path == Path("logs/audit.jsonl")
+    assert settings.socket_path == Path("data/ffe.sock")
+    assert settings.engine.timeframe_ms == 60_000
+    assert settings.secrets() == []
+
+
+def test_repo_config_toml_holds_the_built_in_defaults_with_a_comment_per_key():
+    settings = load_settings(config_path=REPO / "config.toml", env_file=REPO / ".env.example", environ={})
+    assert settings.model_dump() == Settings().model_dump()
+    for number, line in enumerate((REPO / "config.toml").read_text().splitlines(), start=1):
+        if re.match(r"\s*[a-z_]+\s*=", line):
+            assert "#" in line.split("=", 1)[1], f"config.toml:{number} has no comment"
+
+
+def test_env_example_is_all_comments_and_names_the_credentials():
+    text = (REPO / ".env.example").read_text()
+    assert all(not line.strip() or line.startswith("#") for line in text.splitlines())
+    for name in ("FFE_EXCHANGE__API_KEY", "FFE_EXCHANGE__SECRET", "FFE_EXCHANGE__PASSWORD"):
+        assert name in text
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_explicit_config_file_must_exist(tmp_path):
+    error = config_error(config_path=tmp_path / "nope.toml")
+    assert str(error) == f"{tmp_path / 'nope.toml'}: config file not found"
+
+
+def test_precedence_toml_then_dotenv_then_environment(tmp_path):
+    config = write(
+        tmp_path / "config.toml",
+        '[risk]\nmax_open_positions = 4\nmax_daily_trades = 40\nmax_orders_per_minute = 7\n'
+        '[engine]\napproval = "manual"\n',
+    )
+    write(tmp_path / ".env", "FFE_RISK__MAX_DAILY_TRADES=41\nFFE_RISK__MAX_ORDERS_PER_MINUTE=8\n")
+    settings = load_settings(config_path=config, environ={"FFE_RISK__MAX_ORDERS_PER_MINUTE": "9"})
+    assert settings.engine.approval == "manual"  # only in the file
+    assert settings.risk.max_open_positions == 4  # only in the file
+    assert settings.risk.max_daily_trades == 41  # .env over the file
+    assert settings.risk.max_orders_per_minute == 9  # environment over both
+    assert settings.source_files == [config, tmp_path / ".env"]
+
+
+def test_dotenv_is_found_next_to_the_config_file_not_in_the_working_directory(tmp_path, monkeypatch):
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    config = write(conf_dir / "config.toml", "")
+    write(conf_dir / ".env", "FFE_VENUE__QUOTE=USD\n")
+    write(tmp_path / ".env", "FFE_VENUE__QUOTE=EUR\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(config_path=config, environ={}).venue.quote == "USD"
+
+
+def test_environment_values_for_lists_tables_and_dict_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        environ={
+            "FFE_ENGINE__SYMBOLS": "BTC/USDT, SOL/USDT",
+            "FFE_ENSEMBLE__PROVIDERS": '["trend", "llm"]',
+            "FFE_TUI__KEYS__pause": "P",
+            "FFE_EXCHANGE__OPTIONS": '{"defaultType": "spot"}',
+            "FFE_MODE": "live",
+            "HOME": "/somewhere",
+            "FFEX_RISK__NOTHING": "1",
+        }
+    )
+    assert settings.engine.symbols == ["BTC/USDT", "SOL/USDT"]
+    assert settings.ensemble.providers == ["trend", "llm"]
+    assert settings.tui.keys == {"pause": "P"}
+    assert settings.exchange.options == {"defaultType": "spot"}
+    assert settings.mode == "live"
+
+
+def test_with_dirs_moves_database_and_logs(tmp_path):
+    config = write(tmp_path / "config.toml", '[storage]\npath = "state/main.db"\n')
+    settings = load_settings(config_path=config, environ={})
+    moved = settings.with_dirs(data_dir=tmp_path / "d", log_dir=tmp_path / "l")
+    assert moved.db_path == tmp_path / "d" / "main.db"
+    assert moved.data_dir == tmp_path / "d"
+    assert moved.log_dir == tmp_path / "l"
+    assert moved.audit_path == tmp_path / "l" / "audit.jsonl"
+    assert moved.socket_path == tmp_path / "d" / "ffe.sock"
+    assert settings.db_path == Path("state/main.db")  # the original is unchanged
+    assert moved.source_files == [config]
+    assert "--data-dir" in render_settings(moved)
+
+
+# --- unknown keys --------------------------------------------------------------------------------------------------
+
+
+def test_unknown_top_level_key(tmp_path):
+    config = write(tmp_path / "config.toml", 'mode = "paper"\nmoed = "live"\n')
+    error = config_error(config_path=config)
+    assert str(error) == f"{config}:2: unknown key moed (did you mean mode?)"
+
+
+def test_unknown_key_inside_risk_names_file_key_and_line(tmp_path):
+    config = write(
+        tmp_path / "config.toml",
+        "# comment\n"
+        "[engine]\n"
+        "symbols = [\n"
+        '  "BTC/USDT",   # max_open_positons = 1 inside an array is not a key\n'
+        "]\n"
+        'timeframe = """1m"""\n'
+        "\n"
+        "[risk]  # the gates\n"
+        "max_open_positions = 3\n"
+        "max_open_positons = 3\n",
+    )
+    error = config_error(config_path=config)
+    assert str(error).startswith(f"{config}:10: unknown key risk.max_open_positons")
+    assert "did you mean risk.max_open_positions?" in str(error)
+    assert error.line == 10
+
+
+def test_unknown_key_inside_ensemble_llm_table_and_inline_table(tmp_path):
+    config = write(tmp_path / "config.toml", '[ensemble]\nmin_votes = 2\n\n[ensemble.llm]\nmodle = "x"\n')
+    assert str(config_error(config_path=config)).startswith(f"{config}:5: unknown key ensemble.llm.modle")
+    config = write(tmp_path / "config.toml", '[ensemble]\nmin_votes = 2\nllm = { model = "x", timeout = 3 }\n')
+    assert str(config_error(config_path=config)).startswith(f"{config}:3: unknown key ensemble.llm.timeout")
+
+
+def test_unknown_key_in_dotenv(tmp_path):
+    config = write(tmp_path / "config.toml", "")
+    write(tmp_path / ".env", "# credentials\nOTHER_TOOL_SETTING=1\n\nFFE_RISK__MAX_OPEN_POSITONS=3\n")
+    error = config_error(config_path=config)
+    assert str(error).startswith(
+        f"{tmp_path / '.env'}:4: FFE_RISK__MAX_OPEN_POSITONS: unknown key risk.max_open_positons"
+    )
+
+
+def test_unknown_key_in_environment(tmp_path):
+    config = write(tmp_path / "config.toml", "")
+    error = config_error(config_path=config, environ={"FFE_RISK__MAX_OPEN_POSITONS": "3", "PATH": "/bin"})
+    assert str(error).startswith("environment: FFE_RISK__MAX_OPEN_POSITONS: unknown key risk.max_open_positons")
+    error = config_error(config_path=config, environ={"FFE_MODE__X": "1"})
+    assert str(error) == "environment: FFE_MODE__X: unknown key mode.x (mode is not a table)"
+
+
+# --- bad values ----------------------------------------------------------------------------------------------------
+
+
+def test_wrong_type_names_key_file_and_line(tmp_path):
+    config = write(tmp_path / "config.toml", '[risk]\nmin_confidence = 0.6\nmax_open_positions = "many"\n')
+    error = config_error(config_path=config)
+    assert str(error).startswith(f"{config}:3: risk.max_open_positions: Input should be a valid integer")
+
+
+def test_out_of_range_and_bad_choices(tmp_path):
+    config = write(tmp_path / "config.toml", "[risk]\nmax_position_pct = 0\n")
+    assert str(config_error(config_path=config)) == f"{config}:2: risk.max_position_pct: Input should be greater than 0"
+    config = write(tmp_path / "config.toml", "")
+    error = config_error(config_path=config, environ={"FFE_ENGINE__APPROVAL": "sometimes"})
+    assert str(error) == "environment: FFE_ENGINE__APPROVAL: Input should be 'auto' or 'manual'"
+    config = write(tmp_path / "config.toml", '[engine]\nsymbols = ["BTC/USDT", "ETHUSDT"]\n')
+    assert str(config_error(config_path=config)).startswith(f"{config}:2: engine.symbols[1]: 'ETHUSDT' is not")
+    config = write(tmp_path / "config.toml", '[engine]\ntimeframe = "5x"\n')
+    assert str(config_error(config_path=config)).startswith(f"{config}:2: engine.timeframe:")
+    config = write(tmp_path / "config.toml", '[ensemble]\nproviders = ["trend", "vibes"]\n')
+    assert str(config_error(config_path=config)).startswith(f"{config}:2: ensemble.providers[1]: Input should be")
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path):
+    config = write(tmp_path / "config.toml", '[risk]\nmax_open_positions = 2\nmax_position_pct = \n')
+    error = config_error(config_path=config)
+    assert str(error).startswith(f"{config}:3: invalid TOML: ")
+    assert error.line == 3
+
+
+def test_replay_without_files_is_rejected(tmp_path):
+    config = write(tmp_path / "config.toml", '[market]\nseed = 1\nsource = "replay"\n')
+    error = config_error(config_path=config)
+    assert str(error).startswith(f"{config}:3: market.replay_files: ")
+    config = write(tmp_path / "config.toml", '[market]\nsource = "replay"\nreplay_files = { "BTC/USD" = "btc.csv" }\n')
+    assert load_settings(config_path=config, environ={}).market.replay_files == {"BTC/USD": "btc.csv"}
+
+
+def test_min_votes_beyond_the_providers_is_rejected(tmp_path):
+    config = write(tmp_path / "config.toml", '[ensemble]\nmin_votes = 3\nproviders = ["trend", "momentum"]\n')
+    assert "min_votes = 3 can never be reached" in str(config_error(config_path=config))
+
+
+# --- secrets -------------------------------------------------------------------------------------------------------
+
+
+def test_credentials_in_config_toml_are_rejected(tmp_path):
+    config = write(tmp_path / "config.toml", f'[exchange]\nid = "kraken"\nsecret = "{SECRET}"\n')
+    error = config_error(config_path=config)
+    assert str(error) == f"{config}:3: exchange.secret must come from .env or the environment, not config.toml"
+    config = write(tmp_path / "config.toml", f'ensemble.llm.api_key = "{SECRET}"\n')
+    assert "ensemble.llm.api_key must come from .env" in str(config_error(config_path=config))
+
+
+def test_secret_from_dotenv_is_masked_in_render(tmp_path):
+    config = write(tmp_path / "config.toml", '[exchange]\nid = "kraken"\n')
+    write(tmp_path / ".env", f"FFE_EXCHANGE__API_KEY=key-{SECRET}\nFFE_EXCHANGE__SECRET={SECRET}\n")
+    settings = load_settings(config_path=config, environ={})
+    assert settings.exchange.secret.get_secret_value() == SECRET
+    assert sorted(settings.secrets()) == sorted([SECRET, f"key-{SECRET}"])
+    text = render_settings(settings)
+    assert SECRET not in text
+    assert SECRET[:6] not in text and SECRET[-6:] not in text  # not even partially
+    assert 'secret = "********"' in text
+    assert 'api_key = "********"' in text
+    assert str(config) in text.splitlines()[1]  # the sources are listed at the top
+
+
+def test_secret_never_in_error_message(tmp_path):
+    config = write(tmp_path / "config.toml", "")
+    # A trailing space inside quotes is kept by the .env parser and refused by the secret's validation.
+    write(tmp_path / ".env", f'FFE_EXCHANGE__PASSWORD="{SECRET} "\n')
+    error = config_error(config_path=config)
+    assert str(error).startswith(f"{tmp_path / '.env'}:1: FFE_EXCHANGE__PASSWORD: must not contain")
+    assert SECRET not in str(error) and SECRET not in repr(error.args)
+    error = config_error(config_path=config, environ={"FFE_EXCHANGE": f'{{"secret": "{SECRET}", "nope": 1}}'})
+    assert "unknown key exchange.nope" in str(error)
+    assert SECRET not in str(error)
+
+
+def test_render_is_toml_that_loads_back_to_the_same_settings(tmp_path):
+    config = write(
+        tmp_path / "config.toml",
+        '[market]\nsource = "replay"\nreplay_files = { "BTC/USD" = "a b.csv" }\n[tui]\nkeys = { pause = "p" }\n',
+    )
+    settings = load_settings(config_path=config, environ={"FFE_RISK__MAX_OPEN_POSITIONS": "5"})
+    text = render_settings(settings)
+    assert "max_open_positions = 5  # environment FFE_RISK__MAX_OPEN_POSITIONS" in text
+    again = load_settings(config_path=write(tmp_path / "rendered.toml", text), environ={})
+    assert again.model_dump() == settings.model_dump()
+    assert tomllib.loads(text)["market"]["replay_files"] == {"BTC/USD": "a b.csv"}
+
+
+# --- the real command ----------------------------------------------------------------------------------------------
+
+
+def run_ffe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FFE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ffe_engine.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_ffe_config_check_prints_effective_config_with_masked_secrets(tmp_path):
+    write(tmp_path / "config.toml", "[risk]\nmax_open_positions = 3\n")
+    write(tmp_path / ".env", f"FFE_EXCHANGE__SECRET={SECRET}\n")
+    result = run_ffe(tmp_path, "config", "check", "--config", str(tmp_path / "config.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "max_open_positions = 3" in result.stdout
+    assert 'secret = "********"' in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_ffe_config_check_typo_in_risk_exits_2_with_one_line(tmp_path):
+    write(tmp_path / "config.toml", "[engine]\napproval = \"auto\"\n\n[risk]\nmax_open_positons = 3\n")
+    result = run_ffe(tmp_path, "config", "check", "--config", str(tmp_path / "config.toml"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"ffe: error: {tmp_path / 'config.toml'}:5: unknown key risk.max_open_positons")
+    assert result.stdout == ""
