@@ -8,6 +8,7 @@ models below. Every problem surfaces as one ConfigError whose message is a singl
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import io
 import json
@@ -38,7 +39,8 @@ ENV_PREFIX = "FFE_"
 ENV_DELIMITER = "__"
 SECRET_MASK = "********"
 DEFAULT_CONFIG = Path("config.toml")
-KNOWN_PROVIDERS = ("trend", "momentum", "mean_reversion", "breakout", "llm")
+ProviderName = Literal["trend", "momentum", "mean_reversion", "breakout", "llm"]
+KNOWN_PROVIDERS: tuple[str, ...] = get_args(ProviderName)
 
 Path_ = tuple[str, ...]  # a key path: ("risk", "max_open_positions")
 
@@ -199,7 +201,7 @@ class LlmSettings(_Section):
 class EnsembleSettings(_Section):
     strategy: Literal["weighted", "majority", "unanimous"] = "weighted"
     min_votes: Count = 2
-    providers: list[Literal["trend", "momentum", "mean_reversion", "breakout", "llm"]] = Field(
+    providers: list[ProviderName] = Field(
         default_factory=lambda: ["trend", "momentum", "mean_reversion", "breakout"], min_length=1
     )
     adaptive: bool = True
@@ -376,6 +378,10 @@ class _Layer:
     origins: dict[Path_, Origin]
     label: str  # for the "sources" comment of render_settings
     file: Path | None = None
+    unknown: list[tuple[str, Origin]] = dataclasses.field(default_factory=list)  # FFE_ variables that name no setting
+
+
+Problem = tuple[tuple[int, int, int], str, Origin | None, str]  # (sort key, message, origin, key)
 
 
 def _dotted(path: tuple[Any, ...]) -> str:
@@ -621,7 +627,7 @@ def _scan_value(text: str, depth: int, in_string: str | None) -> tuple[int, str 
 # .env and the environment
 
 
-def _read_dotenv(path: Path, shown: str) -> tuple[_Layer, list[tuple[str, Origin]]]:
+def _read_dotenv(path: Path, shown: str) -> _Layer:
     try:
         text = path.read_text(encoding="utf-8")
     except IsADirectoryError:
@@ -642,21 +648,24 @@ def _read_dotenv(path: Path, shown: str) -> tuple[_Layer, list[tuple[str, Origin
             continue
         origin = Origin("dotenv", file=shown, line=line, var=binding.key)
         if binding.value is None:
-            raise ConfigError(f"{shown}:{line}: {binding.key}: has no value (expected {binding.key}=value)",
-                              source=shown, line=line, key=binding.key)
+            message = f"{shown}:{line}: {binding.key}: has no value (expected {binding.key}=value)"
+            raise ConfigError(message, source=shown, line=line, key=binding.key)
         entries.append((binding.key, binding.value, origin))
     return _env_layer("dotenv", entries, label=shown, file=path)
 
 
-def _read_environ(environ: Mapping[str, str]) -> tuple[_Layer, list[tuple[str, Origin]]]:
-    entries = [(name, value, Origin("env", var=name)) for name, value in sorted(environ.items())
-               if name.upper().startswith(ENV_PREFIX)]
+def _read_environ(environ: Mapping[str, str]) -> _Layer:
+    entries = [
+        (name, value, Origin("env", var=name))
+        for name, value in sorted(environ.items())
+        if name.upper().startswith(ENV_PREFIX)
+    ]
     names = ", ".join(name for name, _, _ in entries)
     return _env_layer("env", entries, label=f"environment ({names})" if names else "environment")
 
 
-def _env_layer(kind: str, entries: list[tuple[str, str, Origin]], label: str, file: Path | None = None):
-    """Build a nested dict from FFE_A__B=value entries. Returns the layer and the unknown variables found."""
+def _env_layer(kind: str, entries: list[tuple[str, str, Origin]], label: str, file: Path | None = None) -> _Layer:
+    """Build a nested dict from FFE_A__B=value entries; variables that name no setting are kept in .unknown."""
     values: dict[str, Any] = {}
     origins: dict[Path_, Origin] = {}
     unknown: list[tuple[str, Origin]] = []
@@ -683,7 +692,7 @@ def _env_layer(kind: str, entries: list[tuple[str, str, Origin]], label: str, fi
         else:
             node[path[-1]] = value
         origins[path] = origin
-    return _Layer(kind=kind, values=values, origins=origins, label=label, file=file), unknown
+    return _Layer(kind=kind, values=values, origins=origins, label=label, file=file, unknown=unknown)
 
 
 def _env_target(name: str) -> tuple[Path_, str] | None:
@@ -727,8 +736,8 @@ def _env_value(name: str, raw: str, kind: str, origin: Origin) -> Any:
             # FFE_ENGINE__SYMBOLS=BTC/USDT,ETH/USDT reads as well as the JSON form.
             return [item.strip() for item in raw.split(",") if item.strip()]
         expected = "a JSON object" if kind in ("model", "dict") else "JSON"
-        raise ConfigError(f"{origin.where}: {name}: expected {expected}", source=origin.where,
-                          line=origin.line, key=name) from None
+        message = f"{origin.where}: {name}: expected {expected}"
+        raise ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -760,19 +769,17 @@ _CAUSES: dict[Path_, Path_] = {
 }
 
 
-def _format(origin: Origin | None, key_path: tuple[Any, ...], problem: str) -> tuple[str, Origin | None]:
+def _format(origin: Origin | None, key_path: tuple[Any, ...], problem: str, names_key: bool = False) -> str:
+    """'<where>: [<variable>: ][<key>: ]<problem>'; the key is left out when the problem or the variable names it."""
     key = _dotted(key_path)
     if origin is None:
-        return f"{key}: {problem}", None
+        return problem if names_key else f"{key}: {problem}"
     if origin.kind in ("dotenv", "env"):
         var = origin.var or ""
-        same = var.upper() == _env_name(tuple(str(p) for p in key_path)).upper()
-        if problem.startswith("unknown key") or same:
-            return f"{origin.where}: {var}: {problem}", origin
-        return f"{origin.where}: {var}: {key}: {problem}", origin
-    if problem.startswith("unknown key") or problem.endswith("not config.toml"):
-        return f"{origin.where}: {problem}", origin
-    return f"{origin.where}: {key}: {problem}", origin
+        if names_key or var.upper() == _env_name(tuple(str(p) for p in key_path)).upper():
+            return f"{origin.where}: {var}: {problem}"
+        return f"{origin.where}: {var}: {key}: {problem}"
+    return f"{origin.where}: {problem}" if names_key else f"{origin.where}: {key}: {problem}"
 
 
 def _scrub(message: str, secrets: list[str]) -> str:
@@ -782,13 +789,13 @@ def _scrub(message: str, secrets: list[str]) -> str:
     return message
 
 
-def _raise_first(problems: list[tuple[tuple[int, int, int], str, Origin | None, str]], secrets: list[str]) -> None:
+def _raise_first(problems: list[Problem], secrets: list[str]) -> None:
     if not problems:
         return
     _, message, origin, key = min(problems, key=lambda p: p[0])
     raise ConfigError(
         _scrub(message, secrets),
-        source=origin.where if origin else None,
+        source=(origin.file or origin.where) if origin else None,
         line=origin.line if origin else None,
         key=key,
     )
@@ -802,59 +809,71 @@ def load_settings(
     """Read config_path (default ./config.toml; a missing default file means built-in defaults), then env_file
     (default .env next to the config file; missing is fine), then `environ` (default os.environ). Later wins.
     Raises ConfigError with a one-line message."""
-    explicit_config = config_path is not None
-    config = Path(config_path) if explicit_config else DEFAULT_CONFIG
-    layers: list[_Layer] = []
-    unknown_vars: list[tuple[str, Origin]] = []
+    layers = _read_layers(config_path, env_file, os.environ if environ is None else environ)
+    secrets = [
+        value
+        for layer in layers
+        for path in _secret_paths(Settings)
+        if isinstance(value := _get_path(layer.values, path), str) and value
+    ]
+    # Unknown keys and misplaced credentials first: a typo is usually the cause of whatever else looks wrong.
+    _raise_first(_key_problems(layers), secrets)
+    merged, origins = _merge_layers(layers)
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        _raise_first(_validation_problems(exc, origins), secrets)
+        raise  # pragma: no cover - a ValidationError always has at least one error
+    settings._origins = origins
+    settings._source_files = [layer.file for layer in layers if layer.file is not None]
+    settings._sources = [layer.label for layer in layers]
+    return settings
 
+
+def _read_layers(config_path: str | Path | None, env_file: str | Path | None, environ: Mapping[str, str]):
+    layers: list[_Layer] = []
+    config = Path(config_path) if config_path is not None else DEFAULT_CONFIG
     if config.exists() or config.is_symlink():
         layers.append(_read_toml(config, str(config)))
-    elif explicit_config:
+    elif config_path is not None:
         raise ConfigError(f"{config}: config file not found", source=str(config))
 
     dotenv = Path(env_file) if env_file is not None else config.parent / ".env"
     if dotenv.exists():
-        layer, unknown = _read_dotenv(dotenv, str(dotenv))
-        layers.append(layer)
-        unknown_vars += unknown
+        layers.append(_read_dotenv(dotenv, str(dotenv)))
     elif env_file is not None:
         raise ConfigError(f"{dotenv}: .env file not found", source=str(dotenv))
 
-    layer, unknown = _read_environ(os.environ if environ is None else environ)
-    if layer.values or unknown:
+    layer = _read_environ(environ)
+    if layer.values or layer.unknown:
         layers.append(layer)
-    unknown_vars += unknown
+    return layers
 
-    secret_paths = _secret_paths(Settings)
-    secrets = [
-        str(value)
-        for layer in layers
-        for path in secret_paths
-        if isinstance(value := _get_path(layer.values, path), str) and value
-    ]
 
-    # Unknown keys and misplaced credentials first: a typo is usually the cause of whatever else looks wrong.
-    problems = []
-    for index, (name, origin) in enumerate(unknown_vars):
-        path = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_DELIMITER))
-        model, depth = _model_at(path)
-        message, _ = _format(origin, path, _unknown_key(path, model, depth))
-        problems.append(((*origin.rank, index), message, origin, name))
+def _key_problems(layers: list[_Layer]) -> list[Problem]:
+    problems: list[Problem] = []
     for layer in layers:
-        for index, path in enumerate(_find_unknown(layer.values, Settings)):
-            origin = _origin_for(path, layer.origins) or Origin("toml", file=layer.label)
+        for index, (name, origin) in enumerate(layer.unknown):
+            path = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_DELIMITER))
             model, depth = _model_at(path)
-            message, _ = _format(origin, path, _unknown_key(path, model, depth))
+            message = _format(origin, path, _unknown_key(path, model, depth), names_key=True)
+            problems.append(((*origin.rank, index), message, origin, name))
+        for index, path in enumerate(_find_unknown(layer.values, Settings)):
+            origin = _origin_for(path, layer.origins) or Origin(layer.kind, file=layer.label)
+            model, depth = _model_at(path)
+            message = _format(origin, path, _unknown_key(path, model, depth), names_key=True)
             problems.append(((*origin.rank, index), message, origin, _dotted(path)))
         if layer.kind == "toml":
-            for index, path in enumerate(secret_paths):
+            for index, path in enumerate(_secret_paths(Settings)):
                 if _get_path(layer.values, path) is not None:
                     origin = _origin_for(path, layer.origins) or Origin("toml", file=layer.label)
                     problem = f"{_dotted(path)} must come from .env or the environment, not config.toml"
-                    message, _ = _format(origin, path, problem)
+                    message = _format(origin, path, problem, names_key=True)
                     problems.append(((*origin.rank, index), message, origin, _dotted(path)))
-    _raise_first(problems, secrets)
+    return problems
 
+
+def _merge_layers(layers: list[_Layer]) -> tuple[dict[str, Any], dict[Path_, Origin]]:
     merged: dict[str, Any] = {}
     origins: dict[Path_, Origin] = {}
     for layer in layers:
@@ -864,30 +883,25 @@ def load_settings(
             for key in [k for k in origins if k[: len(path)] == path]:
                 del origins[key]
         origins.update(layer.origins)
+    return merged, origins
 
-    try:
-        settings = Settings.model_validate(merged)
-    except ValidationError as exc:
-        problems = []
-        for index, error in enumerate(exc.errors(include_url=False, include_input=False)):
-            loc = tuple(error["loc"])
-            origin = origins.get(loc) or origins.get(_CAUSES.get(loc, ())) or _origin_for(loc, origins)
-            problem = error["msg"]
-            if error["type"] == "value_error" and problem.startswith("Value error, "):
-                problem = problem[len("Value error, ") :]
-            elif error["type"] == "extra_forbidden":
-                model, depth = _model_at(loc)
-                problem = _unknown_key(loc, model, depth)
-            message, origin = _format(origin, loc, problem)
-            rank = origin.rank if origin else (3, 0)
-            problems.append(((*rank, index), message, origin, _dotted(loc)))
-        _raise_first(problems, secrets)
-        raise  # pragma: no cover - a ValidationError always has at least one error
 
-    settings._origins = origins
-    settings._source_files = [layer.file for layer in layers if layer.file is not None]
-    settings._sources = [layer.label for layer in layers]
-    return settings
+def _validation_problems(exc: ValidationError, origins: Mapping[Path_, Origin]) -> list[Problem]:
+    problems: list[Problem] = []
+    # include_input=False: the rejected value may be a secret.
+    for index, error in enumerate(exc.errors(include_url=False, include_input=False)):
+        loc = tuple(error["loc"])
+        origin = origins.get(loc) or origins.get(_CAUSES.get(loc, ())) or _origin_for(loc, origins)
+        problem, names_key = error["msg"], False
+        if error["type"] == "value_error" and problem.startswith("Value error, "):
+            problem = problem[len("Value error, ") :]
+        elif error["type"] == "extra_forbidden":
+            model, depth = _model_at(loc)
+            problem, names_key = _unknown_key(loc, model, depth), True
+        message = _format(origin, loc, problem, names_key)
+        rank = origin.rank if origin else (3, 0)
+        problems.append(((*rank, index), message, origin, _dotted(loc)))
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------------------------
