@@ -1,0 +1,116 @@
+"""Replay of CSV market data: candles of several symbols merged into one time-ordered stream.
+
+A backtest iterates `iter_candles()` (no event loop involved, nothing sleeps). The engine's loop uses
+`candles()`, which paces at `speed` bars per second through the clock, or at speed 0 runs flat out and only
+yields to the event loop every few thousand candles so other tasks stay responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from heapq import heapify, heappop, heapreplace
+from typing import AsyncIterator, Iterator
+
+from ..clock import Clock, SimClock, format_timeframe
+from ..model import Candle
+from .csvdata import CandleSeries
+
+YIELD_EVERY = 4096  # candles between yields to the event loop at speed 0
+
+
+class ReplayFeed:
+    """Candles from one CandleSeries per symbol, in time order; equal timestamps come in `symbols` order.
+
+    Before each candle is handed out the clock is advanced to its close time (ts + timeframe), so "now" is the
+    moment that candle became known. `max_bars` caps the bars replayed per symbol.
+    """
+
+    def __init__(self, series_by_symbol: dict[str, CandleSeries], clock: Clock | None = None, speed: float = 0.0,
+                 *, max_bars: int | None = None) -> None:
+        if not series_by_symbol:
+            raise ValueError("a replay needs at least one CSV series")
+        frames = {s.timeframe_ms for s in series_by_symbol.values() if s.timeframe_ms}
+        if len(frames) > 1:
+            listed = ", ".join(f"{sym} {format_timeframe(s.timeframe_ms)}" for sym, s in series_by_symbol.items())
+            raise ValueError(f"replay series have different timeframes: {listed}")
+        if speed < 0:
+            raise ValueError(f"replay speed must be >= 0, got {speed}")
+        self.symbols = list(series_by_symbol)
+        self.timeframe_ms = frames.pop() if frames else 0
+        self.clock = clock if clock is not None else SimClock()
+        self.speed = speed
+        self.max_bars = max_bars
+        self._series = [s if max_bars is None else s.head(max_bars) for s in series_by_symbol.values()]
+        self._closed = False
+
+    @property
+    def total_bars(self) -> int:
+        """Candles the replay will hand out, all symbols together."""
+        return sum(len(s) for s in self._series)
+
+    def history(self, n: int) -> list[Candle]:
+        """No warm-up bars before a replay: its own first bars are the warm-up."""
+        return []
+
+    def iter_candles(self) -> Iterator[Candle]:
+        """The merged candles, synchronously, advancing the clock; for backtests."""
+        return self._merged(self.clock.advance)
+
+    async def candles(self) -> AsyncIterator[Candle]:
+        advance = self.clock.advance
+        if self.speed > 0:
+            interval = 1.0 / self.speed
+            sleep = self.clock.sleep
+            last_ts = None
+            for candle in self._merged(None):
+                if candle.ts != last_ts:
+                    # One pause per bar time: all symbols' candles of the same bar arrive together.
+                    if last_ts is not None:
+                        await sleep(interval)
+                        if self._closed:
+                            return
+                    last_ts = candle.ts
+                advance(candle.ts + self.timeframe_ms)
+                yield candle
+        else:
+            count = 0
+            for candle in self._merged(advance):
+                yield candle
+                count += 1
+                if count >= YIELD_EVERY:
+                    count = 0
+                    await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _merged(self, advance) -> Iterator[Candle]:
+        tf = self.timeframe_ms
+        sources = [(sym, s.ts, s.open, s.high, s.low, s.close, s.volume, len(s))
+                   for sym, s in zip(self.symbols, self._series)]
+        if len(sources) == 1:
+            sym, ts, o, h, lo, c, v, _ = sources[0]
+            for row in zip(ts, o, h, lo, c, v):
+                if self._closed:
+                    return
+                if advance is not None:
+                    advance(row[0] + tf)
+                yield Candle(sym, *row)
+            return
+        # Heap of (next ts, symbol position, row index): ties on ts go to the earlier symbol.
+        heap = [(src[1][0], k, 0) for k, src in enumerate(sources) if src[7]]
+        heapify(heap)
+        while heap:
+            if self._closed:
+                return
+            t, k, i = heap[0]
+            sym, ts, o, h, lo, c, v, n = sources[k]
+            candle = Candle(sym, t, o[i], h[i], lo[i], c[i], v[i])
+            i += 1
+            if i < n:
+                heapreplace(heap, (ts[i], k, i))
+            else:
+                heappop(heap)
+            if advance is not None:
+                advance(t + tf)
+            yield candle

@@ -1,0 +1,231 @@
+"""The built-in simulated market: seeded, deterministic, several correlated symbols, changing regimes.
+
+Returns are a common market factor plus idiosyncratic noise, so symbols move together (BTC and ETH correlate
+around 0.7). A market-wide regime (trend up, trend down, range, volatile) drives drift, mean reversion,
+volatility and volume; regimes follow a Markov chain with sampled durations, and a regime left out for too long
+is chosen next, so that every regime shows up within a few hundred bars whatever the seed.
+
+Warm-up history is generated backwards in time from the live start with its own random stream, so it ends
+exactly at the live starting price, `history(200)[-100:] == history(100)`, and the live candles are the same
+however much history is asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Iterator
+
+from ..clock import DAY_MS, Clock, WallClock, align
+from ..model import Candle
+
+TREND_UP = "trend_up"
+TREND_DOWN = "trend_down"
+RANGE = "range"
+VOLATILE = "volatile"
+REGIMES = (TREND_UP, TREND_DOWN, RANGE, VOLATILE)
+
+
+@dataclass(frozen=True, slots=True)
+class Regime:
+    drift: float  # per bar, in units of the symbol's per-bar volatility
+    vol: float  # volatility multiplier
+    kappa: float  # pull toward the price at which the regime began, per bar (mean reversion)
+    jump_prob: float  # chance per bar of a market-wide jump of 3-6 volatilities
+    volume: float  # volume multiplier
+    duration: tuple[int, int]  # bars, drawn uniformly
+
+
+REGIME_PARAMS = {
+    TREND_UP: Regime(drift=0.25, vol=0.9, kappa=0.0, jump_prob=0.0, volume=1.1, duration=(30, 80)),
+    TREND_DOWN: Regime(drift=-0.25, vol=1.1, kappa=0.0, jump_prob=0.0, volume=1.3, duration=(30, 80)),
+    RANGE: Regime(drift=0.0, vol=0.7, kappa=0.08, jump_prob=0.0, volume=0.8, duration=(30, 80)),
+    VOLATILE: Regime(drift=0.0, vol=2.8, kappa=0.0, jump_prob=0.05, volume=2.5, duration=(10, 30)),
+}
+
+# Next-regime weights, in REGIMES order (the current regime's own weight is 0).
+TRANSITIONS = {
+    TREND_UP: (0.0, 0.2, 0.45, 0.35),
+    TREND_DOWN: (0.2, 0.0, 0.45, 0.35),
+    RANGE: (0.35, 0.35, 0.0, 0.3),
+    VOLATILE: (0.25, 0.25, 0.5, 0.0),
+}
+STALE_BARS = 200  # a regime absent this long is the next one
+LONG_KAPPA = 0.002  # weak pull toward the starting price, so long runs stay plausible
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolProfile:
+    price: float  # starting price
+    daily_vol: float  # standard deviation of daily log returns
+    beta: float  # loading on the market factor (correlation of two symbols = product of their betas)
+    daily_volume: float  # in base units
+
+
+PROFILES = {
+    "BTC": SymbolProfile(price=60_000.0, daily_vol=0.035, beta=0.88, daily_volume=30_000.0),
+    "ETH": SymbolProfile(price=3_000.0, daily_vol=0.045, beta=0.85, daily_volume=400_000.0),
+    "SOL": SymbolProfile(price=150.0, daily_vol=0.06, beta=0.78, daily_volume=3_000_000.0),
+}
+DEFAULT_PROFILE = SymbolProfile(price=100.0, daily_vol=0.05, beta=0.7, daily_volume=1_000_000.0)
+
+
+def profile_for(symbol: str) -> SymbolProfile:
+    base = symbol.split("/")[0].upper()
+    for name, profile in PROFILES.items():
+        if base == name or ("/" not in symbol and base.startswith(name)):
+            return profile
+    return DEFAULT_PROFILE
+
+
+class _SymbolState:
+    __slots__ = ("symbol", "price", "log_start", "anchor", "sigma", "beta", "idio", "bar_volume", "decimals")
+
+    def __init__(self, symbol: str, timeframe_ms: int) -> None:
+        p = profile_for(symbol)
+        self.symbol = symbol
+        self.price = p.price
+        self.log_start = math.log(p.price)
+        self.anchor = self.log_start
+        self.sigma = p.daily_vol * math.sqrt(timeframe_ms / DAY_MS)
+        self.beta = p.beta
+        self.idio = math.sqrt(1.0 - p.beta * p.beta)
+        self.bar_volume = p.daily_volume * timeframe_ms / DAY_MS
+        self.decimals = 6 - math.floor(math.log10(p.price))  # six significant digits at the starting price
+
+
+class MarketSimulator:
+    """Bar-by-bar price generator. `step()` returns one (open, high, low, close, volume) per symbol.
+
+    direction=-1 generates backwards in time: each step yields the bar before the previous one, ending at the
+    starting prices.
+    """
+
+    def __init__(self, symbols: list[str], timeframe_ms: int, rng: random.Random, direction: int = 1) -> None:
+        self.rng = rng
+        self.direction = direction
+        self._states = [_SymbolState(s, timeframe_ms) for s in symbols]
+        self.bar = 0
+        self.regime = rng.choice(REGIMES)
+        self._left = rng.randint(*REGIME_PARAMS[self.regime].duration)
+        self._last_seen = dict.fromkeys(REGIMES, 0)
+
+    def _switch(self) -> None:
+        stale = [r for r in REGIMES if r != self.regime and self.bar - self._last_seen[r] > STALE_BARS]
+        if stale:
+            nxt = min(stale, key=self._last_seen.__getitem__)
+        else:
+            nxt = self.rng.choices(REGIMES, TRANSITIONS[self.regime])[0]
+        self.regime = nxt
+        self._left = self.rng.randint(*REGIME_PARAMS[nxt].duration)
+        for s in self._states:
+            s.anchor = math.log(s.price)
+
+    def step(self) -> list[tuple[float, float, float, float, float]]:
+        if self._left <= 0:
+            self._switch()
+        self._left -= 1
+        rg = REGIME_PARAMS[self.regime]
+        gauss = self.rng.gauss
+        market = gauss(0.0, 1.0)
+        jump = 0.0
+        if rg.jump_prob and self.rng.random() < rg.jump_prob:
+            jump = self.rng.choice((-1.0, 1.0)) * self.rng.uniform(3.0, 6.0)
+        drift = self.direction * rg.drift
+        bars = []
+        for s in self._states:
+            lp = math.log(s.price)
+            sig = s.sigma
+            # The log move in generation order (forward: open -> close; backward: close -> open).
+            move = (sig * (drift + jump + rg.vol * (s.beta * market + s.idio * gauss(0.0, 1.0)))
+                    - rg.kappa * (lp - s.anchor) - LONG_KAPPA * (lp - s.log_start))
+            new = round(s.price * math.exp(move), s.decimals)
+            o, c = (s.price, new) if self.direction > 0 else (new, s.price)
+            wick = 0.5 * sig * rg.vol
+            h = round(max(o, c) * math.exp(abs(gauss(0.0, 1.0)) * wick), s.decimals)
+            lo = round(min(o, c) * math.exp(-abs(gauss(0.0, 1.0)) * wick), s.decimals)
+            activity = 1.0 + 0.5 * abs(move) / sig
+            v = round(s.bar_volume * rg.volume * activity * math.exp(0.35 * gauss(0.0, 1.0)), 4)
+            s.price = new
+            bars.append((o, h, lo, c, v))
+        self.bar += 1
+        self._last_seen[self.regime] = self.bar
+        return bars
+
+
+class SimulatedFeed:
+    """The default market: deterministic for a seed, paced at `speed` bars per second by the clock.
+
+    start_ts is the open time of the first live bar (aligned down to the timeframe); by default the current
+    wall-clock time, so the warm-up history ends now. `max_bars` stops after that many live bars per symbol.
+    """
+
+    def __init__(self, symbols: list[str], timeframe_ms: int, seed: int = 7, clock: Clock | None = None,
+                 speed: float = 2.0, start_ts: int | None = None, max_bars: int | None = None) -> None:
+        if not symbols:
+            raise ValueError("the simulated market needs at least one symbol")
+        if timeframe_ms <= 0:
+            raise ValueError(f"timeframe must be positive, got {timeframe_ms} ms")
+        if speed < 0:
+            raise ValueError(f"speed must be >= 0, got {speed}")
+        self.symbols = list(symbols)
+        self.timeframe_ms = timeframe_ms
+        self.seed = seed
+        self.clock = clock if clock is not None else WallClock()
+        self.speed = speed
+        self.max_bars = max_bars
+        now = int(time.time() * 1000) if start_ts is None else start_ts
+        self.start_ts = align(now, timeframe_ms)
+        self._market = MarketSimulator(self.symbols, timeframe_ms, random.Random(seed))
+        self._next_ts = self.start_ts
+        self._closed = False
+
+    @property
+    def regime(self) -> str:
+        """The live market's current regime."""
+        return self._market.regime
+
+    def history(self, n: int) -> list[Candle]:
+        """The n bars per symbol before the live start, oldest first; the last close is the first live open."""
+        back = MarketSimulator(self.symbols, self.timeframe_ms, random.Random(f"{self.seed}:history"), -1)
+        steps = [back.step() for _ in range(n)]
+        out: list[Candle] = []
+        tf = self.timeframe_ms
+        for k in range(n - 1, -1, -1):
+            ts = self.start_ts - (k + 1) * tf
+            for sym, bar in zip(self.symbols, steps[k]):
+                out.append(Candle(sym, ts, *bar))
+        return out
+
+    def iter_candles(self) -> Iterator[Candle]:
+        """Live bars without pacing (for tests and fast runs); advances the clock like `candles()`."""
+        while not self._closed and (self.max_bars is None or self._market.bar < self.max_bars):
+            yield from self._next_bar()
+
+    async def candles(self) -> AsyncIterator[Candle]:
+        interval = 1.0 / self.speed if self.speed > 0 else 0.0
+        first = True
+        while not self._closed and (self.max_bars is None or self._market.bar < self.max_bars):
+            if interval:
+                if not first:
+                    await self.clock.sleep(interval)
+                    if self._closed:
+                        return
+            elif self._market.bar % 256 == 255:
+                await asyncio.sleep(0)  # flat out, but let other tasks run now and then
+            first = False
+            for candle in self._next_bar():
+                yield candle
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _next_bar(self) -> list[Candle]:
+        ts = self._next_ts
+        self._next_ts = ts + self.timeframe_ms
+        bars = self._market.step()
+        self.clock.advance(ts + self.timeframe_ms)
+        return [Candle(sym, ts, *bar) for sym, bar in zip(self.symbols, bars)]
