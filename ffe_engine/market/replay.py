@@ -42,6 +42,9 @@ class ReplayFeed:
         self.max_bars = max_bars
         self._series = [s if max_bars is None else s.head(max_bars) for s in series_by_symbol.values()]
         self._closed = False
+        starts = [s.ts[0] for s in self._series if len(s)]
+        if starts:
+            self.clock.advance(min(starts))  # before the first candle closes, it is the replay's first moment
 
     @property
     def total_bars(self) -> int:

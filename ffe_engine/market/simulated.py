@@ -182,6 +182,7 @@ class SimulatedFeed:
         self._market = MarketSimulator(self.symbols, timeframe_ms, random.Random(seed))
         self._next_ts = self.start_ts
         self._closed = False
+        self.clock.advance(self.start_ts)  # market time starts where the warm-up history ends
 
     @property
     def regime(self) -> str:
