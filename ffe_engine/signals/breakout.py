@@ -1,0 +1,44 @@
+"""Breakout: the Donchian channel, with Bollinger expansion as confirmation."""
+
+from __future__ import annotations
+
+from ..indicators import IndicatorSet
+from ..model import Vote
+from .base import BUY, HOLD, NO_SIGNAL, SELL, check_positive, scaled
+
+
+class BreakoutProvider:
+    """BUY when the close breaks above the highest high of the previous n bars (Donchian upper), SELL when it
+    breaks below the lowest low; HOLD inside the channel. Confidence rises from 0.55 at the channel to 0.9 at
+    `full_break` ATRs beyond it, plus `band_bonus` when the close is also outside the Bollinger band (volatility
+    expanding in the direction of the break)."""
+
+    name = "breakout"
+    __slots__ = ("full_break", "band_bonus")
+
+    def __init__(self, full_break: float = 1.0, band_bonus: float = 0.1) -> None:
+        check_positive(self.name, full_break=full_break)
+        if not 0.0 <= band_bonus <= 0.1:
+            raise ValueError(f"provider 'breakout': band_bonus must be within 0..0.1, got {band_bonus!r}")
+        self.full_break = float(full_break)
+        self.band_bonus = float(band_bonus)
+
+    def vote(self, ind: IndicatorSet) -> Vote:
+        high = ind.dc_high
+        atr = ind.atr
+        if high is None or not atr or ind.bb_upper is None:
+            return Vote(self.name, HOLD, 0.0, "warming up")
+        close = ind.close
+        if close > high:
+            conf = scaled((close - high) / atr, 0.0, self.full_break, 0.55, 0.9)
+            if close > ind.bb_upper:
+                conf += self.band_bonus
+            return Vote(self.name, BUY, conf, "close above the Donchian high")
+        low = ind.dc_low
+        if close < low:
+            conf = scaled((low - close) / atr, 0.0, self.full_break, 0.55, 0.9)
+            if close < ind.bb_lower:
+                conf += self.band_bonus
+            return Vote(self.name, SELL, conf, "close below the Donchian low")
+        return Vote(self.name, HOLD, NO_SIGNAL, "inside the channel")
+
