@@ -14,8 +14,19 @@ class VenueError(Exception):
     """A final answer from the venue: the order was refused (funds, invalid, auth). Never retried."""
 
 
+class UnknownOrder(VenueError):
+    """The venue has no order with this client order id (cancelling an order it never had)."""
+
+
 class VenueUnavailable(Exception):
-    """A transient failure (network, timeout, 5xx, rate limit). Counts against the circuit breaker."""
+    """A transient failure (network, timeout, 5xx, rate limit). Counts against the circuit breaker.
+
+    `retry_after` is the wait in seconds the venue asked for (HTTP Retry-After), when it said so.
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class OrderInDoubt(VenueUnavailable):

@@ -1,0 +1,425 @@
+"""A real exchange through ccxt (async), configured by the [exchange] settings.
+
+How ccxt's errors become ours (ccxt 4 hierarchy: OperationFailed > NetworkError > RequestTimeout,
+ExchangeNotAvailable, DDoSProtection, RateLimitExceeded, InvalidNonce; ExchangeError > AuthenticationError,
+InsufficientFunds, InvalidOrder > OrderNotFound, BadRequest, ...):
+
+create_order is sent once and never retried here:
+- DDoSProtection / RateLimitExceeded (HTTP 429/418, Binance -1003) and InvalidNonce (timestamp outside the receive
+  window): the exchange refused the request before matching it -> VenueUnavailable (with retry_after).
+- any other OperationFailed (RequestTimeout, ExchangeNotAvailable for 5xx and lost connections, bare
+  OperationFailed for Binance -1000/-1001/-1006, BadResponse), a ccxt error caused by the HTTP client (a truncated
+  answer), or a network error that escaped ccxt: the order may or may not exist -> OrderInDoubt. The order path
+  resolves it by client order id.
+- any other ExchangeError (InsufficientFunds, InvalidOrder, AuthenticationError, PermissionDenied, BadRequest, ...):
+  a final answer -> VenueError.
+
+Reads and cancels retry (tenacity) on transient errors only, i.e. what create_order would call VenueUnavailable or
+OrderInDoubt, with short exponential backoff, waiting at least what Retry-After asks for; they give up at once when
+Retry-After asks for more than `max_retry_after_s`. After the last attempt they raise VenueUnavailable. Final errors
+raise VenueError at once. OrderNotFound is an ExchangeError in ccxt 4 (not an OperationFailed), so it is never
+retried: fetch_order answers None for it, and cancel_order looks the order up to report what became of it.
+
+No message built here contains a credential: exception texts are rebuilt from the exchange's error code and message
+with URLs cut at the query string and every credential value masked, ccxt's own HTTP debug log goes through a
+redacting logger, and no ccxt exception is chained to ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import re
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
+
+import aiohttp
+import ccxt.async_support as ccxt_async
+from ccxt.base import errors as cx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from ..model import MarketInfo, OrderRequest, Side, VenueOrder
+from .base import OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MASK = "********"
+_URL = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
+_NETWORK = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, OSError)
+
+
+def _reveal(secret: Any) -> str | None:
+    if secret is None:
+        return None
+    value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret)
+    return value or None
+
+
+def build_exchange(settings: Any, *, credentials: bool = True) -> Any:
+    """A ccxt.async_support exchange from [exchange] settings (id, timeout_ms, options, api_urls, sandbox, keys).
+
+    ccxt's own retry option is forced to 0: retrying is decided here and in the order path, never blindly.
+    """
+    cls = getattr(ccxt_async, settings.id, None)
+    if cls is None or not isinstance(cls, type):
+        raise VenueError(f"exchange.id: {settings.id!r} is not a ccxt exchange id")
+    options = copy.deepcopy(dict(settings.options or {}))
+    options["maxRetriesOnFailure"] = 0
+    options["maxRetriesOnFailureDelay"] = 0
+    config: dict[str, Any] = {"timeout": int(settings.timeout_ms), "enableRateLimit": True, "options": options}
+    if credentials:
+        for key, attr in (("apiKey", "api_key"), ("secret", "secret"), ("password", "password")):
+            value = _reveal(getattr(settings, attr, None))
+            if value is not None:
+                config[key] = value
+    exchange = cls(config)
+    if getattr(settings, "sandbox", False):
+        exchange.set_sandbox_mode(True)
+    if settings.api_urls:
+        exchange.urls["api"] = dict(settings.api_urls)
+        _merge_error_tables(exchange)
+    return exchange
+
+
+def _merge_error_tables(exchange: Any) -> None:
+    """Binance picks its error table by the URL's host (api. for spot, fapi. for futures, ...); with replaced URLs no
+    host matches, so the spot table (ffe trades spot) is folded into the generic one, taking precedence as it would
+    for a spot URL."""
+    tables = exchange.exceptions
+    spot = tables.get("spot") if isinstance(tables, dict) else None
+    if not isinstance(spot, dict):
+        return
+    for kind in ("exact", "broad"):
+        if isinstance(spot.get(kind), dict):
+            tables.setdefault(kind, {}).update(spot[kind])
+
+
+class _RedactingLogger(logging.LoggerAdapter):
+    """ccxt logs request headers (the API key among them) at debug level: mask credentials before they land."""
+
+    def __init__(self, logger: logging.Logger, secrets: list[str]) -> None:
+        super().__init__(logger, {})
+        self.secrets = secrets
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            self.logger.log(level, _mask(text, self.secrets))
+
+
+def _mask(text: str, secrets: Iterable[str]) -> str:
+    for s in secrets:
+        if s and s in text:
+            text = text.replace(s, MASK)
+    return text
+
+
+def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """One line about a ccxt error without credentials, signatures or query strings."""
+    name = type(exc).__name__
+    text = str(exc)
+    m = re.search(r"\{.*\}", text)
+    if m:
+        try:
+            body = json.loads(m.group(0))
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and ("code" in body or "msg" in body):
+            return _mask(f"{name}: code {body.get('code')}: {body.get('msg', '')}".strip(), secrets)
+    text = _URL.sub(r"\1", text)
+    text = re.sub(r"<[^>]*>", " ", text)  # gateway error pages
+    text = " ".join(text.split())
+    if len(text) > 240:
+        text = text[:237] + "..."
+    cause = exc.__cause__
+    if cause is not None and not text.strip():
+        text = type(cause).__name__
+    return _mask(f"{name}: {text}" if text else name, secrets)
+
+
+def _retry_after(exchange: Any) -> float | None:
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    for k, v in headers.items():
+        if k.lower() == "retry-after":
+            try:
+                return max(0.0, float(v))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _lost_answer(exc: BaseException) -> bool:
+    """ccxt raises a bare ExchangeError for HTTP client errors other than connection errors (a cut-off body)."""
+    return isinstance(exc.__cause__, _NETWORK)
+
+
+class ReadRetry:
+    """Runs a read or a cancel, retrying transient failures only (see the module docstring)."""
+
+    def __init__(self, exchange: Any, name: str, secrets: list[str], *, attempts: int = 4, backoff_s: float = 0.2,
+                 max_backoff_s: float = 2.0, max_retry_after_s: float = 5.0,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.exchange = exchange
+        self.name = name
+        self.secrets = secrets
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_retry_after_s = max_retry_after_s
+        self.sleep = sleep
+
+    def translate(self, exc: BaseException, what: str) -> Exception:
+        """A ccxt or network error as VenueUnavailable (transient) or VenueError (final)."""
+        msg = f"{self.name} {what}: {describe(exc, self.secrets)}"
+        if isinstance(exc, (cx.DDoSProtection, cx.RateLimitExceeded)):
+            return VenueUnavailable(msg, retry_after=_retry_after(self.exchange))
+        if isinstance(exc, cx.OperationFailed) or isinstance(exc, _NETWORK) or _lost_answer(exc):
+            return VenueUnavailable(msg)
+        return VenueError(msg)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = min(self.backoff_s * 2 ** (state.attempt_number - 1), self.max_backoff_s)
+        asked = getattr(exc, "retry_after", None)
+        return max(wait, asked) if asked is not None else wait
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self.attempts:
+            return True
+        exc = state.outcome.exception() if state.outcome else None
+        asked = getattr(exc, "retry_after", None)
+        return asked is not None and asked > self.max_retry_after_s
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s: attempt %d failed, retrying: %s", self.name, state.attempt_number, exc)
+
+    async def __call__(self, what: str, call: Callable[[], Awaitable[T]],
+                       passthrough: tuple[type[BaseException], ...] = ()) -> T:
+        """Run `call`; exceptions of the `passthrough` types are re-raised untouched for the caller to handle."""
+
+        async def attempt() -> T:
+            try:
+                return await call()
+            except passthrough:
+                raise
+            except (cx.BaseError, *_NETWORK) as exc:
+                raise self.translate(exc, what) from None
+
+        retrying = AsyncRetrying(stop=self._stop, wait=self._wait, retry=retry_if_exception_type(VenueUnavailable),
+                                 before_sleep=self._before_sleep, reraise=True, sleep=self.sleep)
+        return await retrying(attempt)
+
+
+class CcxtVenue:
+    """The Venue protocol over a ccxt exchange. `exchange` may be given (already configured) instead of built."""
+
+    def __init__(self, settings: Any, symbols: Iterable[str], *, exchange: Any = None, read_attempts: int = 4,
+                 backoff_s: float = 0.2, max_backoff_s: float = 2.0, max_retry_after_s: float = 5.0,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.exchange = exchange if exchange is not None else build_exchange(settings)
+        self.name: str = self.exchange.id
+        self.symbols = list(symbols)
+        self._secrets = [s for s in (_reveal(getattr(settings, a, None)) if settings is not None else None
+                                     for a in ("api_key", "secret", "password")) if s]
+        self._secrets += [s for s in (getattr(self.exchange, a, None) for a in ("apiKey", "secret", "password"))
+                          if isinstance(s, str) and len(s) >= 4 and s not in self._secrets]
+        self.exchange.logger = _RedactingLogger(logging.getLogger(__name__ + ".http"), self._secrets)
+        self.reads = ReadRetry(self.exchange, self.name, self._secrets, attempts=read_attempts, backoff_s=backoff_s,
+                               max_backoff_s=max_backoff_s, max_retry_after_s=max_retry_after_s, sleep=sleep)
+        self._markets: dict[str, MarketInfo] = {}
+        self._exchange_ids: dict[str, str] = {}  # client order id -> exchange order id, as learnt
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Load the markets and check that every configured symbol is listed."""
+        await self.reads("load_markets", lambda: self.exchange.load_markets())
+        missing = [s for s in self.symbols if s not in self.exchange.markets]
+        if missing:
+            raise VenueError(f"{self.name} lists no market {', '.join(missing)} (engine.symbols)")
+        self._markets = {s: self._market_info(s) for s in self.symbols}
+
+    async def close(self) -> None:
+        await self.exchange.close()
+
+    def market(self, symbol: str) -> MarketInfo:
+        info = self._markets.get(symbol)
+        if info is None:
+            if not self.exchange.markets or symbol not in self.exchange.markets:
+                raise VenueError(f"{self.name}: no market {symbol!r} (not connected or not listed)")
+            info = self._markets[symbol] = self._market_info(symbol)
+        return info
+
+    def _market_info(self, symbol: str) -> MarketInfo:
+        m = self.exchange.markets[symbol]
+        precision, limits = m.get("precision") or {}, m.get("limits") or {}
+        return MarketInfo(symbol=symbol, base=m["base"], quote=m["quote"],
+                          amount_step=self._step(precision.get("amount")),
+                          price_step=self._step(precision.get("price")),
+                          min_qty=float((limits.get("amount") or {}).get("min") or 0.0),
+                          min_notional=float((limits.get("cost") or {}).get("min") or 0.0))
+
+    def _step(self, p: Any) -> float:
+        if p is None:
+            return 1e-8
+        mode = getattr(self.exchange, "precisionMode", ccxt_async.TICK_SIZE)
+        if mode == ccxt_async.DECIMAL_PLACES:
+            return 10.0 ** -int(p)
+        if mode == ccxt_async.TICK_SIZE:
+            return float(p)
+        return 1e-8  # significant digits: no fixed step
+
+    # -- orders ------------------------------------------------------------------------------------------------
+    async def create_order(self, req: OrderRequest) -> VenueOrder:
+        """Send once. Raises OrderInDoubt, VenueUnavailable or VenueError as the module docstring says."""
+        if not self._markets:
+            # a load_markets failing inside create_order would look like an order in doubt
+            raise VenueError(f"{self.name}: create_order before connect()")
+        m = self.exchange.markets.get(req.symbol)
+        if m is None:
+            raise VenueError(f"{self.name}: no market {req.symbol!r}")
+        params: dict[str, Any] = {"clientOrderId": req.client_order_id}
+        if req.reduce_only and m.get("contract"):
+            params["reduceOnly"] = True  # spot has no reduce-only flag: a spot sell cannot open a short anyway
+        price = req.price if req.type == "limit" else None
+        what = f"create_order {req.client_order_id} {req.side.value} {req.quantity} {req.symbol}"
+        try:
+            raw = await self.exchange.create_order(req.symbol, req.type, req.side.value, req.quantity, price, params)
+        except (cx.DDoSProtection, cx.RateLimitExceeded) as exc:
+            raise VenueUnavailable(f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}",
+                                   retry_after=_retry_after(self.exchange)) from None
+        except cx.InvalidNonce as exc:
+            raise VenueUnavailable(f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}") \
+                from None
+        except cx.OperationFailed as exc:
+            raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}") from None
+        except cx.BaseError as exc:
+            if _lost_answer(exc):
+                raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}") \
+                    from None
+            raise VenueError(f"{self.name} {what}: {describe(exc, self._secrets)}") from None
+        except _NETWORK as exc:
+            raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {type(exc).__name__}") from None
+        order = self.to_venue_order(raw, req.client_order_id)
+        if order.exchange_id:
+            self._exchange_ids[req.client_order_id] = order.exchange_id
+        return order
+
+    async def fetch_order(self, client_order_id: str, symbol: str) -> VenueOrder | None:
+        """The order by client order id, or None when the exchange answers that it does not exist."""
+        try:
+            raw = await self.reads(f"fetch_order {client_order_id}",
+                                   lambda: self.exchange.fetch_order(None, symbol, {"clientOrderId": client_order_id}),
+                                   passthrough=(cx.OrderNotFound,))
+        except cx.OrderNotFound:
+            return None
+        order = self.to_venue_order(raw, client_order_id)
+        if order.exchange_id:
+            self._exchange_ids[client_order_id] = order.exchange_id
+        return await self._with_fees(order, raw)
+
+    async def cancel_order(self, client_order_id: str, symbol: str) -> VenueOrder:
+        """Cancel by client order id. When the exchange no longer has it open, report what became of it (filled or
+        cancelled before); UnknownOrder when it never had it."""
+        try:
+            raw = await self.reads(f"cancel_order {client_order_id}",
+                                   lambda: self.exchange.cancel_order(self._exchange_ids.get(client_order_id), symbol,
+                                                                      {"clientOrderId": client_order_id}),
+                                   passthrough=(cx.OrderNotFound,))
+        except cx.OrderNotFound:
+            known = await self.fetch_order(client_order_id, symbol)
+            if known is None:
+                raise UnknownOrder(f"{self.name}: no order {client_order_id} on {symbol}") from None
+            return known
+        order = self.to_venue_order(raw, client_order_id)
+        if order.status == "open":  # some exchanges answer a cancel before it is done
+            order.status = "canceled"
+        return order
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
+        """Open orders of one symbol, or of every configured symbol (one request each: cheaper than the
+        account-wide query on most exchanges)."""
+        out: list[VenueOrder] = []
+        for sym in [symbol] if symbol else self.symbols:
+            raws = await self.reads(f"fetch_open_orders {sym}", lambda s=sym: self.exchange.fetch_open_orders(s))
+            for raw in raws:
+                order = self.to_venue_order(raw)
+                if order.exchange_id and order.client_order_id:
+                    self._exchange_ids[order.client_order_id] = order.exchange_id
+                out.append(await self._with_fees(order, raw))
+        return out
+
+    async def fetch_balance(self) -> dict[str, float]:
+        raw = await self.reads("fetch_balance", lambda: self.exchange.fetch_balance())
+        totals = raw.get("total") or {}
+        return {asset: float(v) for asset, v in totals.items() if v is not None}
+
+    # -- market data (used by the exchange feed) ---------------------------------------------------------------
+    async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int | None = None,
+                          limit: int | None = None) -> list[list[float]]:
+        return await self.reads(f"fetch_ohlcv {symbol}",
+                                lambda: self.exchange.fetch_ohlcv(symbol, timeframe, since, limit))
+
+    async def last_price(self, symbol: str) -> float:
+        ticker = await self.reads(f"fetch_ticker {symbol}", lambda: self.exchange.fetch_ticker(symbol))
+        last = ticker.get("last") or ticker.get("close")
+        if last is None:
+            raise VenueError(f"{self.name}: ticker for {symbol} has no last price")
+        return float(last)
+
+    # -- mapping -----------------------------------------------------------------------------------------------
+    def to_venue_order(self, o: dict[str, Any], client_order_id: str | None = None) -> VenueOrder:
+        info = o.get("info") or {}
+        # a Binance cancel answer carries the cancel request's own id as clientOrderId
+        cid = client_order_id or info.get("origClientOrderId") or o.get("clientOrderId") or ""
+        filled = float(o.get("filled") or 0.0)
+        average = o.get("average")
+        if average is None and filled and o.get("cost"):
+            average = float(o["cost"]) / filled
+        otype = o.get("type") or "market"
+        price = o.get("price")
+        return VenueOrder(
+            client_order_id=cid, symbol=o.get("symbol") or "", side=Side(o.get("side") or "buy"),
+            quantity=float(o.get("amount") or 0.0), status=_STATUS.get(o.get("status") or "open", "open"),
+            filled=filled, average=float(average) if average else None,
+            fee=self._fee_in_quote(o.get("fees") or ([o["fee"]] if o.get("fee") else []), o.get("symbol"),
+                                   average) or 0.0,
+            exchange_id=str(o["id"]) if o.get("id") is not None else None, type=otype,
+            price=float(price) if price and otype == "limit" else None, ts=o.get("timestamp"))
+
+    def _fee_in_quote(self, fees: list[dict[str, Any]], symbol: str | None, price: Any) -> float | None:
+        """Fees valued in the quote currency; a fee in the base currency is valued at the fill price. A fee in any
+        other currency (an exchange token) cannot be valued without a rate and is left out."""
+        m = self.exchange.markets.get(symbol) if symbol and self.exchange.markets else None
+        if not fees or m is None:
+            return None
+        total = 0.0
+        for f in fees:
+            cost, cur = f.get("cost"), f.get("currency")
+            if cost is None:
+                continue
+            if cur is None or cur == m["quote"]:
+                total += float(cost)
+            elif cur == m["base"] and price:
+                total += float(cost) * float(price)
+        return total
+
+    async def _with_fees(self, order: VenueOrder, raw: dict[str, Any]) -> VenueOrder:
+        """Order queries often carry no fee; the order's trades do."""
+        if order.filled <= 0 or raw.get("fees") or raw.get("fee") or not order.exchange_id:
+            return order
+        if not self.exchange.has.get("fetchOrderTrades"):
+            return order
+        trades = await self.reads(f"fetch_order_trades {order.client_order_id}",
+                                  lambda: self.exchange.fetch_order_trades(order.exchange_id, order.symbol))
+        fee = 0.0
+        for t in trades:
+            fee += self._fee_in_quote([t["fee"]] if t.get("fee") else [], order.symbol, t.get("price")) or 0.0
+        order.fee = fee
+        return order
+
+
+_STATUS = {"open": "open", "closed": "closed", "canceled": "canceled", "cancelled": "canceled",
+           "expired": "canceled", "rejected": "rejected", "canceling": "open"}

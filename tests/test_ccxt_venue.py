@@ -1,0 +1,321 @@
+"""CcxtVenue against the fake Binance: real ccxt, real HTTP, every fault mapped to the right exception."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from fake_exchange import FakeBinance, ccxt_options, exchange_settings
+from ffe_engine.model import OrderRequest, Side
+from ffe_engine.venues.base import OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
+from ffe_engine.venues.ccxt_venue import CcxtVenue, build_exchange
+
+BTC, ETH = "BTC/USDT", "ETH/USDT"
+POST_ORDER, GET_ORDER, DELETE_ORDER = "POST /api/v3/order", "GET /api/v3/order", "DELETE /api/v3/order"
+
+
+class Waits:
+    """Stands in for asyncio.sleep between read retries: records the waits, does not wait."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    async def __call__(self, s: float) -> None:
+        self.seconds.append(s)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def fx():
+    async with FakeBinance() as fake:
+        fake.set_price("BTCUSDT", 30_000.0)
+        yield fake
+
+
+@pytest.fixture
+def waits():
+    return Waits()
+
+
+@pytest.fixture
+async def venue(fx, waits):
+    v = fast(CcxtVenue(exchange_settings(fx), [BTC, ETH], read_attempts=4, sleep=waits))
+    await v.connect()
+    yield v
+    await v.close()
+
+
+def fast(v: CcxtVenue) -> CcxtVenue:
+    """No client-side throttle and no TLS close delay against the local fake."""
+    v.exchange.enableRateLimit = False
+    v.exchange.timeout_on_exit = 0
+    return v
+
+
+def buy(cid: str, qty: float = 0.01, **kw) -> OrderRequest:
+    return OrderRequest(client_order_id=cid, symbol=BTC, side=Side.BUY, quantity=qty, **kw)
+
+
+async def test_market_info_from_the_exchange_filters(venue):
+    m = venue.market(BTC)
+    assert (m.base, m.quote) == ("BTC", "USDT")
+    assert m.amount_step == 0.00001 and m.price_step == 0.01
+    assert m.min_qty == 0.00001 and m.min_notional == 5.0
+    assert venue.market(ETH).amount_step == 0.0001
+    assert venue.name == "binance"
+
+
+async def test_connect_names_a_symbol_the_exchange_does_not_list(fx):
+    v = fast(CcxtVenue(exchange_settings(fx), [BTC, "DOGE/USDT"]))
+    try:
+        with pytest.raises(VenueError, match="DOGE/USDT"):
+            await v.connect()
+    finally:
+        await v.close()
+
+
+async def test_build_exchange_from_settings(fx):
+    s = exchange_settings(fx, options={**ccxt_options(), "maxRetriesOnFailure": 3}, timeout_ms=1234)
+    ex = build_exchange(s)
+    try:
+        assert ex.timeout == 1234
+        assert ex.options["maxRetriesOnFailure"] == 0  # ccxt never retries behind our back
+        assert set(ex.urls["api"]) == {"public", "private"}
+        assert ex.apiKey == fx.api_key and ex.secret == fx.secret
+        assert ex.exceptions["exact"]["-1008"] is ex.exceptions["spot"]["exact"]["-1008"]
+        assert build_exchange(s, credentials=False).apiKey in (None, "")
+    finally:
+        await ex.close()
+    with pytest.raises(VenueError, match="exchange.id"):
+        build_exchange(exchange_settings(fx, id="nosuchexchange"))
+
+
+async def test_market_order_round_trip(fx, venue):
+    o = await venue.create_order(buy("m-1"))
+    assert (o.client_order_id, o.status, o.filled, o.average) == ("m-1", "closed", 0.01, 30_000.0)
+    assert o.exchange_id == str(fx.orders[0].order_id) and o.side is Side.BUY
+    assert o.fee == pytest.approx(0.01 * fx.fee_rate * 30_000.0)  # paid in BTC, valued in USDT
+    f = await venue.fetch_order("m-1", BTC)
+    assert f is not None and (f.status, f.filled, f.exchange_id) == ("closed", 0.01, o.exchange_id)
+    assert f.fee == pytest.approx(o.fee)  # an order query has no fee: it comes from the order's trades
+    bal = await venue.fetch_balance()
+    assert bal["USDT"] == pytest.approx(9_700.0) and bal["BTC"] == pytest.approx(0.00999)
+
+
+async def test_sell_fee_is_in_quote(fx, venue):
+    fx.balances["BTC"].free = 1.0
+    o = await venue.create_order(OrderRequest("s-1", BTC, Side.SELL, 0.01))
+    assert o.side is Side.SELL and o.fee == pytest.approx(300.0 * fx.fee_rate)
+
+
+async def test_limit_order_open_then_cancelled(fx, venue):
+    o = await venue.create_order(buy("l-1", type="limit", price=25_000.0))
+    assert (o.status, o.filled, o.price, o.type) == ("open", 0.0, 25_000.0, "limit")
+    assert [x.client_order_id for x in await venue.fetch_open_orders()] == ["l-1"]
+    c = await venue.cancel_order("l-1", BTC)
+    assert (c.client_order_id, c.status) == ("l-1", "canceled")
+    assert fx.orders[0].status == "CANCELED" and await venue.fetch_open_orders() == []
+
+
+async def test_open_orders_of_every_symbol(fx, venue):
+    await venue.create_order(buy("a", type="limit", price=25_000.0))
+    await venue.create_order(OrderRequest("b", ETH, Side.BUY, 0.01, type="limit", price=1_500.0))
+    assert sorted(o.client_order_id for o in await venue.fetch_open_orders()) == ["a", "b"]
+    assert [o.client_order_id for o in await venue.fetch_open_orders(ETH)] == ["b"]
+
+
+async def test_partial_fill_then_cancel(fx, venue):
+    fx.partial_fill_next(0.5)
+    o = await venue.create_order(buy("p-1"))
+    assert o.status == "open" and o.filled == pytest.approx(0.005)
+    c = await venue.cancel_order("p-1", BTC)
+    assert c.status == "canceled" and c.filled == pytest.approx(0.005)
+    assert fx.orders[0].status == "CANCELED" and fx.orders[0].filled == pytest.approx(0.005)
+
+
+async def test_cancel_of_a_filled_order_reports_it_filled(fx, venue):
+    await venue.create_order(buy("f-1"))
+    c = await venue.cancel_order("f-1", BTC)
+    assert c.status == "closed" and c.filled == 0.01
+
+
+async def test_cancel_of_an_unknown_order(venue):
+    with pytest.raises(UnknownOrder):
+        await venue.cancel_order("never", BTC)
+
+
+async def test_fetch_order_is_none_for_an_unknown_id_after_one_request(fx, venue):
+    assert await venue.fetch_order("never", BTC) is None
+    assert len(fx.requests_to(GET_ORDER)) == 1  # OrderNotFound is final: not retried
+
+
+# -- create_order: every fault, and never a second send --------------------------------------------------------
+
+@pytest.mark.parametrize("kind, opts, exc, placed", [
+    ("drop_after", {}, OrderInDoubt, 1),
+    ("drop_before", {}, OrderInDoubt, 0),
+    ("hang", {"seconds": 5, "execute": True}, OrderInDoubt, 1),
+    ("hang", {"seconds": 5, "execute": False}, OrderInDoubt, 0),
+    ("5xx_executed", {"status": 502}, OrderInDoubt, 1),
+    ("5xx_executed", {"status": 503}, OrderInDoubt, 1),
+    ("5xx_not_executed", {"status": 503}, OrderInDoubt, 0),
+    ("error", {"status": 500, "code": -1001, "msg": "Internal error; unable to process your request."},
+     OrderInDoubt, 0),
+    ("error", {"status": 503, "code": -1006, "msg": "An unexpected response was received. Execution status "
+                                                    "unknown."}, OrderInDoubt, 0),
+    ("429", {"retry_after": 3}, VenueUnavailable, 0),
+    ("418", {"retry_after": 120}, VenueUnavailable, 0),
+])
+async def test_create_order_faults(fx, venue, kind, opts, exc, placed):
+    fx.fault(POST_ORDER, kind, **opts)
+    with pytest.raises(exc) as info:
+        await venue.create_order(buy("c-1"))
+    assert len(fx.orders_with("c-1")) == placed
+    assert len(fx.requests_to(POST_ORDER)) == 1  # never retried
+    if exc is VenueUnavailable:
+        assert not isinstance(info.value, OrderInDoubt)
+        assert info.value.retry_after == opts["retry_after"]
+    assert "c-1" in str(info.value)
+
+
+async def test_create_order_when_the_exchange_is_down(fx, venue):
+    fx.down = True
+    with pytest.raises(OrderInDoubt):
+        await venue.create_order(buy("d-1"))
+    assert fx.orders == [] and len(fx.requests_to(POST_ORDER)) == 1
+
+
+async def test_create_order_final_errors(fx, venue):
+    with pytest.raises(VenueError, match="insufficient balance") as info:
+        await venue.create_order(buy("big", qty=1.0))
+    assert not isinstance(info.value, VenueUnavailable)
+    with pytest.raises(VenueError):
+        await venue.create_order(buy("tiny", qty=0.0001 / 1000))  # below the amount precision
+    with pytest.raises(VenueError, match="NOTIONAL"):
+        await venue.create_order(buy("cheap", qty=0.0001))  # 3 USDT < 5 USDT minimum
+    await venue.create_order(buy("dup", type="limit", price=20_000.0))
+    with pytest.raises(VenueError, match="Duplicate order sent"):
+        await venue.create_order(buy("dup", type="limit", price=20_000.0))
+    assert [o.client_id for o in fx.orders] == ["dup"]
+
+
+async def test_create_order_stale_timestamp_is_refused_not_in_doubt(fx, venue):
+    venue.exchange.options["timeDifference"] = 70_000
+    with pytest.raises(VenueUnavailable) as info:
+        await venue.create_order(buy("late"))
+    assert not isinstance(info.value, OrderInDoubt) and fx.orders == []
+
+
+async def test_create_order_before_connect_is_refused_without_sending(fx):
+    v = fast(CcxtVenue(exchange_settings(fx), [BTC]))
+    try:
+        with pytest.raises(VenueError, match="before connect"):
+            await v.create_order(buy("early"))
+    finally:
+        await v.close()
+    assert fx.requests == []
+
+
+# -- reads and cancels: retry transient failures only ----------------------------------------------------------
+
+@pytest.mark.parametrize("kind, opts", [
+    ("5xx_not_executed", {}), ("drop_before", {}), ("drop_after", {}),
+    ("error", {"status": 500, "code": -1001, "msg": "Internal error; unable to process your request."}),
+    ("hang", {"seconds": 5, "execute": True}),
+])
+async def test_reads_retry_through_transient_faults(fx, venue, waits, kind, opts):
+    await venue.create_order(buy("r-1"))
+    fx.fault(GET_ORDER, kind, times=2, **opts)
+    o = await venue.fetch_order("r-1", BTC)
+    assert o is not None and o.status == "closed"
+    assert [r.status for r in fx.requests_to(GET_ORDER)][-1] == 200 and fx.pending_faults(GET_ORDER) == 0
+    assert len(fx.requests_to(GET_ORDER)) == 3
+    if kind.startswith("drop"):
+        # aiohttp itself resends an idempotent request once when a reused connection drops
+        assert waits.seconds == [0.2]
+    else:
+        assert waits.seconds == [0.2, 0.4]
+
+
+async def test_reads_wait_what_retry_after_asks(fx, venue, waits):
+    fx.fault("GET /api/v3/account", "429", retry_after=2)
+    assert (await venue.fetch_balance())["USDT"] == 10_000.0
+    assert waits.seconds == [2.0]
+
+
+async def test_reads_give_up_when_retry_after_is_too_long(fx, venue, waits):
+    fx.fault("GET /api/v3/account", "418", retry_after=600)
+    with pytest.raises(VenueUnavailable) as info:
+        await venue.fetch_balance()
+    assert info.value.retry_after == 600 and waits.seconds == []
+    assert len(fx.requests_to("GET /api/v3/account")) == 1
+
+
+async def test_reads_give_up_after_the_last_attempt(fx, venue, waits):
+    fx.fault("GET /api/v3/openOrders", "5xx_not_executed", times=10)
+    with pytest.raises(VenueUnavailable):
+        await venue.fetch_open_orders(BTC)
+    assert len(fx.requests_to("GET /api/v3/openOrders")) == 4
+    assert waits.seconds == [0.2, 0.4, 0.8]
+
+
+async def test_reads_do_not_retry_final_errors(fx, venue, waits):
+    fx.fault("GET /api/v3/account", "error", status=400, code=-1121, msg="Invalid symbol.")
+    with pytest.raises(VenueError) as info:
+        await venue.fetch_balance()
+    assert not isinstance(info.value, VenueUnavailable)
+    assert len(fx.requests_to("GET /api/v3/account")) == 1 and waits.seconds == []
+
+
+async def test_fetch_order_not_found_for_a_moment_answers_none(fx, venue):
+    await venue.create_order(buy("settle"))
+    fx.fault(GET_ORDER, "not_found_once")
+    assert await venue.fetch_order("settle", BTC) is None
+    assert (await venue.fetch_order("settle", BTC)).status == "closed"
+
+
+async def test_cancel_retried_after_a_lost_answer_reports_cancelled(fx, venue):
+    await venue.create_order(buy("k-1", type="limit", price=20_000.0))
+    fx.fault(DELETE_ORDER, "drop_after")  # cancelled, answer lost; the retry hears "Unknown order sent."
+    c = await venue.cancel_order("k-1", BTC)
+    assert (c.client_order_id, c.status) == ("k-1", "canceled")
+    assert len(fx.requests_to(DELETE_ORDER)) == 2 and fx.orders[0].status == "CANCELED"
+
+
+async def test_cancel_retries_through_5xx(fx, venue):
+    await venue.create_order(buy("k-2", type="limit", price=20_000.0))
+    fx.fault(DELETE_ORDER, "5xx_not_executed")
+    assert (await venue.cancel_order("k-2", BTC)).status == "canceled"
+    assert len(fx.requests_to(DELETE_ORDER)) == 2
+
+
+# -- secrets ---------------------------------------------------------------------------------------------------
+
+async def test_no_credential_in_exception_messages_or_logs(fx, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong_secret = "wr0ng-secret-Pq77"
+    v = fast(CcxtVenue(exchange_settings(fx, secret=wrong_secret), [BTC], read_attempts=2, sleep=Waits()))
+    try:
+        await v.connect()
+        errors: list[BaseException] = []
+        with pytest.raises(VenueError) as info:
+            await v.fetch_balance()  # -1022 bad signature
+        errors.append(info.value)
+        fx.fault("GET /api/v3/account", "hang", seconds=5, times=2)
+        with pytest.raises(VenueUnavailable) as info2:
+            await v.fetch_balance()  # timeouts: ccxt's message carries the signed URL
+        errors.append(info2.value)
+        with pytest.raises(VenueError) as info3:
+            await v.create_order(buy("s-1"))
+        errors.append(info3.value)
+    finally:
+        await v.close()
+    assert "X-MBX-APIKEY" in caplog.text  # ccxt did log its request headers ...
+    for text in [str(e) for e in errors] + [caplog.text]:
+        assert fx.api_key not in text and wrong_secret not in text  # ... with the credentials masked
+    for e in errors:
+        assert "signature=" not in str(e) and "timestamp=" not in str(e)
+        assert e.__cause__ is None and e.__suppress_context__  # no ccxt text chained into tracebacks
+    assert "code -1022" in str(errors[0])
