@@ -153,7 +153,10 @@ class Ensemble:
         for p in providers:
             if id(p) in late:
                 v = late[id(p)]
-                (votes.append(v) if v is not None else failed.append(p.name))
+                if v is None:
+                    failed.append(p.name)
+                else:
+                    votes.append(v)
                 continue
             one_votes, one_failed = self.collect_sync((p,), ind)
             votes.extend(one_votes)

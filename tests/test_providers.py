@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from ffe_engine.ensemble import Ensemble
 from ffe_engine.indicators import IndicatorSet
 from ffe_engine.model import Action, Candle, Vote
-from ffe_engine.signals import BUILTIN, make_providers
+from ffe_engine.signals import BUILTIN, close_providers, make_providers
 from ffe_engine.signals.breakout import BreakoutProvider
 from ffe_engine.signals.llm import LLMError, LLMProvider, parse_answer
 from ffe_engine.signals.mean_reversion import MeanReversionProvider
@@ -196,6 +196,23 @@ def test_votes_on_real_data_are_well_formed_and_the_default_ensemble_trades(btc_
     assert 150 <= entries <= 2000, entries
 
 
+def test_the_default_ensemble_trades_on_the_simulated_market():
+    from ffe_engine.market.simulated import SimulatedFeed
+
+    feed = SimulatedFeed(["BTC/USDT", "ETH/USDT"], 60_000, seed=7, start_ts=0, max_bars=600)
+    providers = make_providers(["trend", "momentum", "mean_reversion", "breakout"])
+    ens = Ensemble()
+    sets = {s: IndicatorSet(s) for s in feed.symbols}
+    confident: dict[str, set] = {s: set() for s in feed.symbols}
+    for c in feed.iter_candles():
+        ind = sets[c.symbol]
+        ind.update(c)
+        r = ens.decide(*ens.collect_sync(providers, ind))
+        if r.confidence >= 0.55:
+            confident[c.symbol].add(r.action)
+    assert all({BUY, SELL} <= actions for actions in confident.values()), confident
+
+
 def test_registry_builds_providers_and_rejects_unknown_names_and_parameters():
     assert set(BUILTIN) >= {"trend", "momentum", "mean_reversion", "breakout", "llm"}
     ps = make_providers(["breakout", "trend"], {"trend": {"min_spread": 0.5}, "momentum": {"full_hist": 9}})
@@ -293,11 +310,23 @@ async def test_llm_vote_reads_the_answer_and_sends_model_key_and_snapshot(chat_s
 
 async def test_llm_without_key_sends_no_authorization(chat_server, warm_ind):
     llm = LLMProvider(base_url=chat_server.base_url, model="m")
+    providers = make_providers(["trend"]) + [llm]
     try:
         await llm.vote(warm_ind)
+        session = llm._session
     finally:
-        await llm.close()
+        await close_providers(providers)
     assert chat_server.requests[-1]["auth"] is None
+    assert session.closed
+
+
+def test_importing_the_providers_does_not_load_aiohttp():
+    import subprocess
+    import sys
+
+    code = "import sys, ffe_engine.signals; print('aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 async def test_llm_holds_without_asking_while_indicators_warm_up(chat_server):

@@ -47,5 +47,13 @@ def make_providers(names: list[str], params: Mapping[str, Mapping[str, Any]] | N
     return out
 
 
-__all__ = ["BUILTIN", "Provider", "make_providers", "TrendProvider", "MomentumProvider", "MeanReversionProvider",
-           "BreakoutProvider", "LLMProvider"]
+async def close_providers(providers: list[Any]) -> None:
+    """Release what providers hold open (the LLM voter's HTTP session). Call once when the engine stops."""
+    for p in providers:
+        close = getattr(p, "close", None)
+        if close is not None:
+            await close()
+
+
+__all__ = ["BUILTIN", "Provider", "make_providers", "close_providers", "TrendProvider", "MomentumProvider",
+           "MeanReversionProvider", "BreakoutProvider", "LLMProvider"]
