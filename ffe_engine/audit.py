@@ -1,0 +1,152 @@
+"""The audit trail and the engine's logging.
+
+- `AuditWriter`: the events as JSON lines in logs/audit.jsonl. Lines are buffered and written with one
+  `os.write` of whole lines on an O_APPEND descriptor, so a crash never leaves a partial line.
+- `setup_logging`: structlog for the engine's own log lines (human-readable on stderr when headless, or into the
+  console's log pane), with every configured secret redacted from every line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import structlog
+
+from .events import Event
+
+REDACTED = "********"
+
+
+class Redactor:
+    """Replaces every known secret value in strings (recursively in dicts and lists)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def text(self, s: str) -> str:
+        for secret in self.secrets:
+            if secret in s:
+                s = s.replace(secret, REDACTED)
+        return s
+
+    def value(self, v: Any) -> Any:
+        if not self.secrets:
+            return v
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, dict):
+            return {k: self.value(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [self.value(x) for x in v]
+        return v
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        return self.value(event_dict)
+
+
+class AuditWriter:
+    """Event sink writing logs/audit.jsonl (the bus has already encoded and redacted each record)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._lines: list[bytes] = []
+        self._repair_tail()
+
+    def _repair_tail(self) -> None:
+        """A line cut by a power loss (never by a crash of ours) is closed so the next line stays whole."""
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(self.path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    os.write(self._fd, b"\n")
+
+    def __call__(self, ev: Event, line: bytes) -> None:
+        self._lines.append(line)
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        data = b"\n".join(self._lines) + b"\n"
+        self._lines = []
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+
+def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream=None,
+                  to_bus: Callable[[str, str], None] | None = None, human: bool = True) -> Redactor:
+    """Configure structlog (and stdlib logging, which ccxt and aiohttp use) with secret redaction.
+
+    `to_bus(level, message)` receives each rendered line, for the console's log pane.
+    """
+    redactor = Redactor(secrets)
+    stream = stream if stream is not None else sys.stderr
+    renderer = structlog.dev.ConsoleRenderer(colors=False) if human else structlog.processors.JSONRenderer()
+
+    def bus_tap(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        if to_bus is not None:
+            extras = " ".join(f"{k}={v}" for k, v in event_dict.items()
+                              if k not in ("event", "level", "timestamp", "logger"))
+            to_bus(method, f"{event_dict.get('event', '')} {extras}".strip())
+        return event_dict
+
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redactor,
+        bus_tap,
+    ]
+    processors.append(renderer)
+    factory = structlog.PrintLoggerFactory(file=stream)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=factory,
+        cache_logger_on_first_use=False,
+    )
+    # Third-party libraries log through stdlib logging: route them through the same redaction.
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_ffe", False):
+            root.removeHandler(h)
+    handler = _StdlibBridge(redactor)
+    handler._ffe = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    return redactor
+
+
+class _StdlibBridge(logging.Handler):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.redactor.text(record.getMessage())
+            structlog.get_logger(record.name).log(record.levelno, msg)
+        except Exception:  # logging must never take the engine down
+            pass
+
+
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.endswith(b"\n"):
+                out.append(json.loads(raw))
+    return out

@@ -1,0 +1,299 @@
+"""Typed engine events and a bounded fan-out bus.
+
+Every audited event gets a strictly increasing `seq` (continued across restarts from the store) and a wall-clock
+`ts`. Sinks (the store's events table, the audit file) are called synchronously in publish order; subscribers
+(the console) get a bounded queue each that drops its oldest entries rather than ever blocking the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, Callable, ClassVar
+
+import orjson
+
+
+@dataclass(slots=True)
+class Event:
+    name: ClassVar[str] = "event"
+    audit: ClassVar[bool] = True  # False: live UI updates only, not recorded
+    seq: int = field(default=0, init=False)
+    ts: float = field(default=0.0, init=False)  # wall clock, seconds since epoch
+
+    def payload(self) -> dict[str, Any]:
+        names = _FIELDS.get(type(self))
+        if names is None:
+            names = _FIELDS[type(self)] = tuple(f.name for f in fields(self) if f.name not in ("seq", "ts"))
+        return {n: getattr(self, n) for n in names}
+
+    def record(self) -> dict[str, Any]:
+        """The audit line: ts, seq, event, then the fields."""
+        rec: dict[str, Any] = {"ts": iso_ts(self.ts), "seq": self.seq, "event": self.name}
+        rec.update(self.payload())
+        return rec
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def encode(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=str)
+
+
+_iso_second = [-1, ""]
+
+
+def iso_ts(ts: float) -> str:
+    """ISO-8601 UTC with milliseconds. The second's text is reused: events come many to a second."""
+    sec = int(ts)
+    if sec != _iso_second[0]:
+        _iso_second[0] = sec
+        _iso_second[1] = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_iso_second[1]}.{int((ts - sec) * 1000):03d}Z"
+
+
+@dataclass(slots=True)
+class EngineStateChanged(Event):
+    name: ClassVar[str] = "engine_state"
+    state: str = ""
+    previous: str = ""
+    reason: str = ""
+    by: str = "engine"
+
+
+@dataclass(slots=True)
+class DecisionMade(Event):
+    name: ClassVar[str] = "decision"
+    decision_id: str = ""
+    symbol: str = ""
+    bar_ts: int = 0
+    price: float = 0.0
+    action: str = ""
+    confidence: float = 0.0
+    tier: int = 0
+    strategy: str = ""
+    votes: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    quantity: float = 0.0
+    outcome: str = ""
+    reason: str = ""
+    sizing: dict[str, Any] = field(default_factory=dict)
+    client_order_id: str | None = None
+    approval_id: str | None = None
+
+
+@dataclass(slots=True)
+class OrderEvent(Event):
+    name: ClassVar[str] = "order"
+    client_order_id: str = ""
+    decision_id: str | None = None
+    symbol: str = ""
+    side: str = ""
+    type: str = "market"
+    quantity: float = 0.0
+    status: str = ""
+    reason: str = ""
+    filled: float = 0.0
+    average: float | None = None
+    error: str = ""
+    venue: str = ""
+
+
+@dataclass(slots=True)
+class FillEvent(Event):
+    name: ClassVar[str] = "fill"
+    client_order_id: str = ""
+    symbol: str = ""
+    side: str = ""
+    quantity: float = 0.0
+    price: float = 0.0
+    fee: float = 0.0
+
+
+@dataclass(slots=True)
+class PositionOpened(Event):
+    name: ClassVar[str] = "position_opened"
+    symbol: str = ""
+    side: str = ""
+    quantity: float = 0.0
+    entry_price: float = 0.0
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    decision_id: str | None = None
+
+
+@dataclass(slots=True)
+class PositionClosed(Event):
+    name: ClassVar[str] = "position_closed"
+    symbol: str = ""
+    side: str = ""
+    quantity: float = 0.0
+    entry_price: float = 0.0
+    exit_price: float = 0.0
+    pnl: float = 0.0
+    fees: float = 0.0
+    reason: str = ""
+    trade_id: int | None = None
+    decision_id: str | None = None
+
+
+@dataclass(slots=True)
+class BreakerChanged(Event):
+    name: ClassVar[str] = "breaker"
+    venue: str = ""
+    state: str = ""
+    previous: str = ""
+    failures: int = 0
+    error: str = ""
+    retry_at: float | None = None  # wall/market seconds when the half-open probe is allowed
+
+
+@dataclass(slots=True)
+class ApprovalEvent(Event):
+    name: ClassVar[str] = "approval"
+    approval_id: str = ""
+    decision_id: str = ""
+    outcome: str = ""  # pending | approved | rejected | expired
+    by: str = ""
+    symbol: str = ""
+    side: str = ""
+    quantity: float = 0.0
+    price: float = 0.0
+    expires_at: float = 0.0
+    reason: str = ""
+    gates: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class WeightsChanged(Event):
+    name: ClassVar[str] = "weights"
+    weights: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class ReconcileEvent(Event):
+    name: ClassVar[str] = "reconcile"
+    status: str = ""  # ok | resolved | differences | failed | accepted
+    differences: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ErrorEvent(Event):
+    name: ClassVar[str] = "error"
+    message: str = ""
+    where: str = ""
+
+
+@dataclass(slots=True)
+class KillSwitchEvent(Event):
+    name: ClassVar[str] = "kill_switch"
+    action: str = "halt"  # halt | flatten
+    cancelled: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    closing: list[str] = field(default_factory=list)
+    by: str = ""
+    elapsed_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class RunEvent(Event):
+    name: ClassVar[str] = "run"
+    phase: str = ""  # start | stop
+    mode: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+# Not audited: fast-moving updates for the console.
+@dataclass(slots=True)
+class BarEvent(Event):
+    name: ClassVar[str] = "bar"
+    audit: ClassVar[bool] = False
+    symbol: str = ""
+    bar_ts: int = 0
+    close: float = 0.0
+    equity: float = 0.0
+
+
+@dataclass(slots=True)
+class LogEvent(Event):
+    name: ClassVar[str] = "log"
+    audit: ClassVar[bool] = False
+    level: str = "info"
+    message: str = ""
+
+
+Sink = Callable[[Event, bytes], None]  # the event and its audit record, encoded once for every sink
+
+
+class Subscription:
+    """A bounded queue of events for one consumer. Never blocks the publisher: the oldest entries are dropped."""
+
+    def __init__(self, maxlen: int) -> None:
+        self._items: deque[Event] = deque(maxlen=maxlen)
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def put(self, ev: Event) -> None:
+        if len(self._items) == self._items.maxlen:
+            self.dropped += 1
+        self._items.append(ev)
+        self._ready.set()
+
+    def drain(self) -> list[Event]:
+        items = list(self._items)
+        self._items.clear()
+        self._ready.clear()
+        return items
+
+    async def get_batch(self, timeout: float | None = None) -> list[Event]:
+        if not self._items:
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except asyncio.TimeoutError:
+                return []
+        return self.drain()
+
+
+class EventBus:
+    def __init__(self, start_seq: int = 0, wall: Callable[[], float] = time.time,
+                 redact: Callable[[str], str] | None = None) -> None:
+        self.seq = start_seq
+        self._wall = wall
+        self._redact = redact  # applied to every record before any sink sees it
+        self._sinks: list[Sink] = []
+        self._subs: list[Subscription] = []
+
+    def add_sink(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+
+    def subscribe(self, maxlen: int = 20_000) -> Subscription:
+        sub = Subscription(maxlen)
+        self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def publish(self, ev: Event) -> bytes | None:
+        """Deliver an event; returns its encoded audit record (None for events that are not audited)."""
+        ev.ts = self._wall()
+        line = None
+        if ev.audit:
+            self.seq += 1
+            ev.seq = self.seq
+            if self._sinks:
+                line = encode(ev.record())
+                if self._redact is not None:
+                    line = self._redact(line.decode()).encode()
+                for sink in self._sinks:
+                    sink(ev, line)
+        for sub in self._subs:
+            sub.put(ev)
+        return line

@@ -1,0 +1,344 @@
+"""The single order path. Every order (strategy, operator, stop-loss/take-profit, flatten, reconciliation) goes
+through `OrderPath.submit`; nothing else calls a venue's create_order or cancel_order.
+
+submit: risk gates -> round to the venue's precision -> client order id -> journal (durable) -> re-check the
+engine state (a halt may have landed meanwhile) -> venue call through the circuit breaker.
+
+create_order is never retried blindly. When its answer is lost (timeout, 5xx, connection reset) the order is
+IN_DOUBT: it is looked up by client order id, and sent again with the same id only when it is surely absent,
+meaning a lookup made after the venue's settle window (the time after which the venue refuses the original
+request) still does not find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from .breaker import BreakerOpen, CircuitBreaker
+from .events import EventBus, FillEvent, OrderEvent
+from .model import EngineState, Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder
+from .risk import Gatekeeper, OrderIntent, first_failure
+from .store import Store
+from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
+
+MAX_RESENDS = 3
+
+FillHandler = Callable[[Order, Fill, OrderIntent], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Submission:
+    accepted: bool  # sent to the venue (or in doubt there)
+    gates: list[GateResult]
+    order: Order | None = None
+    reason: str = ""  # why not accepted
+
+
+@dataclass(slots=True)
+class CancelReport:
+    cancelled: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+
+
+def new_client_order_id() -> str:
+    # <= 36 characters of [A-Za-z0-9_-]: accepted by every major exchange's client id field
+    return "ffe-" + uuid.uuid4().hex[:24]
+
+
+class OrderPath:
+    def __init__(self, *, store: Store, venue: Venue, breaker: CircuitBreaker, gatekeeper: Gatekeeper,
+                 bus: EventBus, now_ms: Callable[[], int], state: Callable[[], EngineState],
+                 on_fill: FillHandler, settle_s: float = 0.0, cancel_timeout_s: float = 5.0) -> None:
+        self.store = store
+        self.venue = venue
+        self.breaker = breaker
+        self.gatekeeper = gatekeeper
+        self.bus = bus
+        self.now_ms = now_ms
+        self.state = state
+        self.on_fill = on_fill
+        self.settle_s = settle_s
+        self.cancel_timeout_s = cancel_timeout_s
+        self.live: dict[str, Order] = {}  # orders that are not final
+        self.intents: dict[str, OrderIntent] = {}
+        self._doubt_deadline: dict[str, float] = {}
+        self._resends: dict[str, int] = {}
+        self._poll_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ queries
+    def pending_entries(self) -> int:
+        return sum(1 for o in self.live.values() if not o.reduce_only)
+
+    def pending_entry(self, symbol: str) -> bool:
+        return any(o.symbol == symbol and not o.reduce_only for o in self.live.values())
+
+    def pending_exit_qty(self, symbol: str) -> float:
+        return sum(o.quantity - o.filled for o in self.live.values() if o.symbol == symbol and o.reduce_only)
+
+    def check(self, intent: OrderIntent) -> list[GateResult]:
+        return self.gatekeeper.evaluate(intent)
+
+    def _emit(self, o: Order) -> None:
+        self.bus.publish(OrderEvent(client_order_id=o.client_order_id, decision_id=o.decision_id, symbol=o.symbol,
+                                    side=o.side.value, type=o.type, quantity=o.quantity, status=o.status.value,
+                                    reason=o.reason.value, filled=o.filled, average=o.average, error=o.error,
+                                    venue=o.venue))
+
+    def _allowed_now(self, o: Order) -> bool:
+        state = self.state()
+        if o.reduce_only:
+            return state is not EngineState.HALTED or o.reason is OrderReason.FLATTEN
+        return state is EngineState.RUNNING
+
+    # ------------------------------------------------------------------ submit
+    async def submit(self, intent: OrderIntent, gates: list[GateResult] | None = None) -> Submission:
+        """Check the gates (unless `gates` were just evaluated for this very intent), then journal and send."""
+        if gates is None:
+            gates = self.gatekeeper.evaluate(intent)
+        failure = first_failure(gates)
+        if failure is not None:
+            return self._refused(intent, gates, f"{failure.code}: value={failure.value} limit={failure.limit}")
+
+        market = self.venue.market(intent.symbol)
+        qty = intent.quantity
+        if intent.reduce_only:
+            # Never sell more than the position still holds after the exits already working.
+            held = self.gatekeeper.pf.positions.get(intent.symbol)
+            qty = min(qty, (held.quantity if held else 0.0) - self.pending_exit_qty(intent.symbol))
+        step = market.amount_step
+        if step > 0:
+            qty = int(qty / step + 1e-9) * step
+        price = intent.price or intent.ref_price or self.gatekeeper.pf.last_price.get(intent.symbol) or 0.0
+        if qty <= 0 or qty < market.min_qty or (price and qty * price < market.min_notional):
+            return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "
+                                                f"{market.min_notional})", code="BELOW_MINIMUM")
+
+        now = self.now_ms()
+        o = Order(client_order_id=new_client_order_id(), symbol=intent.symbol, side=intent.side, quantity=qty,
+                  type=intent.type, reason=intent.reason, venue=self.venue.name, decision_id=intent.decision_id,
+                  price=intent.price, reduce_only=intent.reduce_only, created_ts=now, updated_ts=now)
+        await self.store.journal_order(o, intent.as_dict())
+        self.live[o.client_order_id] = o
+        self.intents[o.client_order_id] = intent
+        if intent.decision_id is None:
+            self.store.add_gates(gates, decision_id=None, client_order_id=o.client_order_id, ts=time.time())
+        if not self._allowed_now(o):
+            await self._finish(o, OrderStatus.REJECTED, f"engine {self.state().value} before send")
+            return Submission(False, gates, o, o.error)
+        if not intent.reduce_only:
+            self.gatekeeper.pf.note_order(now)
+            if intent.reason is OrderReason.SIGNAL or intent.reason is OrderReason.OPERATOR:
+                self.gatekeeper.pf.entries_today += 1
+        self._emit(o)
+        await self._send(o)
+        return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error)
+
+    def _refused(self, intent: OrderIntent, gates: list[GateResult], reason: str, code: str = "") -> Submission:
+        if intent.reason is not OrderReason.SIGNAL:
+            # The strategy's refusals are recorded on its decision; other callers' are recorded here.
+            self.bus.publish(OrderEvent(client_order_id="", decision_id=intent.decision_id, symbol=intent.symbol,
+                                        side=intent.side.value, type=intent.type, quantity=intent.quantity,
+                                        status="refused", reason=intent.reason.value, error=reason,
+                                        venue=self.venue.name))
+            self.store.add_gates(gates, decision_id=intent.decision_id, client_order_id=None, ts=time.time())
+        return Submission(False, gates, None, reason)
+
+    def _request(self, o: Order) -> OrderRequest:
+        return OrderRequest(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side,
+                            quantity=o.quantity, type=o.type, price=o.price, reduce_only=o.reduce_only)
+
+    async def _send(self, o: Order) -> None:
+        try:
+            vo = await self.breaker.call(lambda: self.venue.create_order(self._request(o)))
+        except BreakerOpen as exc:
+            await self._finish(o, OrderStatus.REJECTED, str(exc))
+            return
+        except OrderInDoubt as exc:
+            o.status = OrderStatus.IN_DOUBT
+            o.error = str(exc)[:300]
+            o.updated_ts = self.now_ms()
+            self._doubt_deadline[o.client_order_id] = time.monotonic() + self.settle_s
+            await self.store.update_order(o)
+            self._emit(o)
+            return
+        except VenueUnavailable as exc:  # refused before execution (rate limit, maintenance)
+            await self._finish(o, OrderStatus.REJECTED, f"venue unavailable: {exc}")
+            return
+        except VenueError as exc:
+            await self._finish(o, OrderStatus.REJECTED, str(exc))
+            return
+        await self._apply(o, vo)
+
+    async def _finish(self, o: Order, status: OrderStatus, error: str = "") -> None:
+        o.status = status
+        o.error = error[:300]
+        o.updated_ts = self.now_ms()
+        self.live.pop(o.client_order_id, None)
+        self._doubt_deadline.pop(o.client_order_id, None)
+        await self.store.update_order(o)
+        self._emit(o)
+
+    # ------------------------------------------------------------------ venue answers
+    async def _apply(self, o: Order, vo: VenueOrder) -> None:
+        """Bring the journal in line with the venue's view of the order, recording any new fill."""
+        delta = vo.filled - o.filled
+        prev_status = o.status
+        if vo.exchange_id:
+            o.exchange_id = vo.exchange_id
+        self._doubt_deadline.pop(o.client_order_id, None)
+        status = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
+                  "rejected": OrderStatus.REJECTED, "expired": OrderStatus.CANCELED}.get(vo.status, OrderStatus.OPEN)
+        if status is OrderStatus.FILLED and vo.filled + 1e-12 < o.quantity and vo.filled <= 0:
+            status = OrderStatus.CANCELED
+        if delta > 1e-12:
+            avg_new = vo.average or o.average or o.price or 0.0
+            cost_before = (o.average or 0.0) * o.filled
+            px = (avg_new * vo.filled - cost_before) / delta if o.filled else avg_new
+            fee = max(0.0, vo.fee - o.fee)
+            o.filled = vo.filled
+            o.average = avg_new
+            o.fee = vo.fee
+            o.status = status
+            o.updated_ts = self.now_ms()
+            if status.final:
+                self.live.pop(o.client_order_id, None)
+            fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
+                        fee=fee, ts=o.updated_ts)
+            await self.store.add_fill(fill, o)
+            self.bus.publish(FillEvent(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side.value,
+                                       quantity=delta, price=px, fee=fee))
+            self._emit(o)
+            intent = self.intents.get(o.client_order_id) or _intent_of(o)
+            await self.on_fill(o, fill, intent)
+            if status.final:
+                self.intents.pop(o.client_order_id, None)
+            return
+        if status is not prev_status:
+            if status.final:
+                await self._finish(o, status, o.error if status is OrderStatus.REJECTED else "")
+                self.intents.pop(o.client_order_id, None)
+            else:
+                o.status = status
+                o.updated_ts = self.now_ms()
+                await self.store.update_order(o)
+                self._emit(o)
+
+    async def poll(self) -> None:
+        """Check every order in flight with the venue: record fills, resolve orders in doubt."""
+        if not self.live:
+            return
+        async with self._poll_lock:
+            for o in list(self.live.values()):
+                try:
+                    if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:
+                        await self._resolve(o)
+                    else:
+                        vo = await self.breaker.call(lambda o=o: self.venue.fetch_order(o.client_order_id, o.symbol))
+                        if vo is None:
+                            await self._finish(o, OrderStatus.REJECTED, "venue no longer knows this order")
+                        else:
+                            await self._apply(o, vo)
+                except (BreakerOpen, VenueUnavailable):
+                    continue
+                except VenueError as exc:
+                    o.error = str(exc)[:300]
+
+    async def _resolve(self, o: Order) -> None:
+        cid = o.client_order_id
+        vo = await self.breaker.call(lambda: self.venue.fetch_order(cid, o.symbol))
+        if vo is not None:
+            await self._apply(o, vo)
+            return
+        deadline = self._doubt_deadline.get(cid)
+        if deadline is None:  # first look after a restart: give the venue its settle window from now
+            self._doubt_deadline[cid] = time.monotonic() + self.settle_s
+            if self.settle_s > 0:
+                return
+        elif time.monotonic() < deadline:
+            return
+        # Surely absent. Send it again with the same id, unless the engine no longer allows it.
+        if not self._allowed_now(o):
+            await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.state().value}")
+            return
+        n = self._resends.get(cid, 0) + 1
+        self._resends[cid] = n
+        if n > MAX_RESENDS:
+            await self._finish(o, OrderStatus.REJECTED, "absent at the venue after repeated sends")
+            return
+        o.status = OrderStatus.NEW
+        o.error = ""
+        await self._send(o)
+
+    # ------------------------------------------------------------------ cancels
+    async def cancel(self, o: Order) -> tuple[bool, str]:
+        try:
+            vo = await self.venue.cancel_order(o.client_order_id, o.symbol)
+        except (VenueError, VenueUnavailable) as exc:
+            # A cancel refused because the order is already gone: look it up to learn its real end.
+            try:
+                vo = await self.venue.fetch_order(o.client_order_id, o.symbol)
+            except (VenueError, VenueUnavailable):
+                return False, str(exc)[:200]
+            if vo is None:
+                await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
+                return True, ""
+            if vo.status == "open":
+                return False, str(exc)[:200]
+        await self._apply(o, vo)
+        if o.status is OrderStatus.CANCELED or o.status is OrderStatus.FILLED:
+            return o.status is OrderStatus.CANCELED, "" if o.status is OrderStatus.CANCELED else "already filled"
+        return False, f"still {o.status.value}"
+
+    async def cancel_all(self, symbol: str | None = None) -> CancelReport:
+        """Cancel every order in flight, concurrently, bounded by cancel_timeout_s."""
+        t0 = time.perf_counter()
+        report = CancelReport()
+        targets = [o for o in self.live.values() if symbol is None or o.symbol == symbol]
+        if targets:
+            tasks = {o.client_order_id: asyncio.ensure_future(self.cancel(o)) for o in targets}
+            done, pending = await asyncio.wait(tasks.values(), timeout=self.cancel_timeout_s)
+            for cid, task in tasks.items():
+                if task in pending:
+                    task.cancel()
+                    report.failed.append({"client_order_id": cid, "error": "cancel timed out"})
+                    continue
+                exc = task.exception()
+                if exc is not None:
+                    report.failed.append({"client_order_id": cid, "error": str(exc)[:200]})
+                    continue
+                ok, err = task.result()
+                if ok:
+                    report.cancelled.append(cid)
+                elif err != "already filled":
+                    report.failed.append({"client_order_id": cid, "error": err})
+        report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        return report
+
+    # ------------------------------------------------------------------ restart
+    async def recover(self) -> list[Order]:
+        """Load the journal's unfinished orders and resolve them against the venue before anything new is sent."""
+        orders = await self.store.live_orders()
+        intents = await self.store.order_intents([o.client_order_id for o in orders])
+        for o in orders:
+            self.live[o.client_order_id] = o
+            raw = intents.get(o.client_order_id)
+            self.intents[o.client_order_id] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
+            if o.status is OrderStatus.NEW:
+                # Journaled, then the process stopped: it may or may not have reached the venue.
+                o.status = OrderStatus.IN_DOUBT
+                await self.store.update_order(o)
+        return orders
+
+
+def _intent_of(o: Order) -> OrderIntent:
+    return OrderIntent(symbol=o.symbol, side=o.side, quantity=o.quantity, reason=o.reason,
+                       decision_id=o.decision_id, type=o.type, price=o.price, reduce_only=o.reduce_only)
+
+
+def side_to_close(side: Side) -> Side:
+    return Side.SELL if side is Side.BUY else Side.BUY

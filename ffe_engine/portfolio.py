@@ -1,0 +1,230 @@
+"""The engine's own book: cash, positions, equity marks and the rolling inputs the risk gates measure.
+
+Positions are built from fills only (never from what was asked for). Long-only spot: a sell fill reduces a long.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from .model import ClosedTrade, Fill, Position, Side
+
+DAY_MS = 86_400_000
+
+
+@dataclass(slots=True)
+class FillResult:
+    position: Position | None  # the position after the fill (None when it closed)
+    opened: bool = False
+    closed: ClosedTrade | None = None
+
+
+class Portfolio:
+    def __init__(self, starting_cash: float, *, returns_window: int = 250, amount_step: float = 1e-8) -> None:
+        self.starting_cash = starting_cash
+        self.cash = starting_cash
+        self.positions: dict[str, Position] = {}
+        self.last_price: dict[str, float] = {}
+        self.fees_paid = 0.0
+        self.realised = 0.0
+        self.peak_equity = starting_cash
+        self.day = -1
+        self.day_start_equity = starting_cash
+        self.day_realised = 0.0
+        self.entries_today = 0
+        self.dust = amount_step / 2
+        # Per-symbol close-to-close returns and portfolio equity returns, for VaR and correlation.
+        self.window = returns_window
+        self.returns: dict[str, deque[float]] = {}
+        self._prev_close: dict[str, float] = {}
+        self.equity_returns: deque[float] = deque(maxlen=returns_window)
+        self._last_equity: float | None = None
+        self.order_times: deque[int] = deque()
+
+    # ------------------------------------------------------------------ marks
+    def mark(self, symbol: str, price: float) -> None:
+        self.last_price[symbol] = price
+        prev = self._prev_close.get(symbol)
+        if prev:
+            r = self.returns.get(symbol)
+            if r is None:
+                r = self.returns[symbol] = deque(maxlen=self.window)
+            r.append(price / prev - 1.0)
+        self._prev_close[symbol] = price
+        pos = self.positions.get(symbol)
+        if pos is not None:
+            pos.last_price = price
+
+    def close_bar(self) -> float:
+        """After every symbol of a bar is marked: record the equity return and update the peak."""
+        eq = self.equity()
+        if self._last_equity:
+            self.equity_returns.append(eq / self._last_equity - 1.0)
+        self._last_equity = eq
+        if eq > self.peak_equity:
+            self.peak_equity = eq
+        return eq
+
+    def roll_day(self, ts_ms: int) -> bool:
+        day = ts_ms // DAY_MS
+        if day == self.day:
+            return False
+        self.day = day
+        self.day_start_equity = self.equity()
+        self.day_realised = 0.0
+        self.entries_today = 0
+        return True
+
+    # ------------------------------------------------------------------ measures
+    def exposure(self, symbol: str) -> float:
+        pos = self.positions.get(symbol)
+        if pos is None:
+            return 0.0
+        return pos.quantity * (self.last_price.get(symbol) or pos.entry_price)
+
+    def gross_exposure(self) -> float:
+        return sum(self.exposure(s) for s in self.positions)
+
+    def unrealised(self) -> float:
+        total = 0.0
+        for s, pos in self.positions.items():
+            px = self.last_price.get(s) or pos.entry_price
+            total += (px - pos.entry_price) * pos.quantity if pos.side is Side.BUY else (pos.entry_price - px) * pos.quantity
+        return total
+
+    def equity(self) -> float:
+        return self.cash + sum(
+            (self.last_price.get(s) or p.entry_price) * p.quantity * (1 if p.side is Side.BUY else -1)
+            for s, p in self.positions.items())
+
+    def drawdown_pct(self) -> float:
+        eq = self.equity()
+        return 0.0 if self.peak_equity <= 0 else max(0.0, 100.0 * (self.peak_equity - eq) / self.peak_equity)
+
+    def day_pnl(self) -> float:
+        return self.equity() - self.day_start_equity
+
+    def day_loss_pct(self) -> float:
+        """Today's loss (realised + unrealised since the start of the UTC day) as a percentage of start equity."""
+        if self.day_start_equity <= 0:
+            return 0.0
+        return max(0.0, -100.0 * self.day_pnl() / self.day_start_equity)
+
+    # ------------------------------------------------------------------ fills
+    def apply_fill(self, f: Fill, *, decision_id: str | None = None, stop_loss: float | None = None,
+                   take_profit: float | None = None, reason: str = "", client_order_id: str | None = None
+                   ) -> FillResult:
+        self.fees_paid += f.fee
+        pos = self.positions.get(f.symbol)
+        if f.side is Side.BUY:
+            self.cash -= f.quantity * f.price + f.fee
+            if pos is None:
+                pos = Position(symbol=f.symbol, side=Side.BUY, quantity=f.quantity, entry_price=f.price,
+                               opened_ts=f.ts, stop_loss=stop_loss, take_profit=take_profit,
+                               entry_decision_id=decision_id, fees=f.fee, last_price=f.price)
+                self.positions[f.symbol] = pos
+                return FillResult(pos, opened=True)
+            total = pos.quantity + f.quantity
+            pos.entry_price = (pos.entry_price * pos.quantity + f.price * f.quantity) / total
+            pos.quantity = total
+            pos.fees += f.fee
+            if stop_loss is not None:
+                pos.stop_loss = stop_loss
+            if take_profit is not None:
+                pos.take_profit = take_profit
+            return FillResult(pos)
+        # sell: reduces a long
+        self.cash += f.quantity * f.price - f.fee
+        if pos is None:
+            return FillResult(None)
+        qty = min(f.quantity, pos.quantity)
+        entry_fee_share = pos.fees * (qty / pos.quantity) if pos.quantity else 0.0
+        pnl = (f.price - pos.entry_price) * qty - f.fee - entry_fee_share
+        self.realised += pnl + f.fee + entry_fee_share  # realised price P&L; fees are already in cash
+        self.day_realised += pnl
+        pos.quantity -= qty
+        pos.fees -= entry_fee_share
+        trade = ClosedTrade(symbol=f.symbol, side=pos.side, quantity=qty, entry_price=pos.entry_price,
+                            exit_price=f.price, pnl=pnl, fees=f.fee + entry_fee_share, reason=reason,
+                            opened_ts=pos.opened_ts, closed_ts=f.ts, entry_decision_id=pos.entry_decision_id,
+                            exit_client_order_id=client_order_id)
+        if pos.quantity <= self.dust:
+            del self.positions[f.symbol]
+            return FillResult(None, closed=trade)
+        return FillResult(pos, closed=trade)
+
+    # ------------------------------------------------------------------ rolling statistics
+    def note_order(self, ts_ms: int) -> None:
+        self.order_times.append(ts_ms)
+
+    def orders_in_last(self, now_ms: int, window_ms: int = 60_000) -> int:
+        q = self.order_times
+        while q and q[0] <= now_ms - window_ms:
+            q.popleft()
+        return len(q)
+
+    def var_pct(self, confidence: float, extra: dict[str, float] | None = None, *, horizon_bars: float = 1.0,
+                min_obs: int = 30) -> float | None:
+        """Historical VaR over `horizon_bars` (square-root-of-time scaling of the 1-bar figure), as a percentage
+        of equity, of the current positions plus `extra` (symbol -> added notional), from the joint window of
+        symbol returns. None when the history is too short to measure."""
+        exposures = {s: self.exposure(s) for s in self.positions}
+        for s, notional in (extra or {}).items():
+            exposures[s] = exposures.get(s, 0.0) + notional
+        exposures = {s: v for s, v in exposures.items() if v}
+        eq = self.equity()
+        if not exposures:
+            return 0.0
+        series = [self.returns.get(s) for s in exposures]
+        if any(r is None or len(r) < min_obs for r in series) or eq <= 0:
+            return None
+        n = min(len(r) for r in series)  # type: ignore[arg-type]
+        pnl: list[float] | None = None
+        for w, r in zip(exposures.values(), series):
+            col = list(r)[-n:]  # type: ignore[arg-type]
+            pnl = [w * x for x in col] if pnl is None else [p + w * x for p, x in zip(pnl, col)]
+        assert pnl is not None
+        k = min(int(math.floor((1.0 - confidence) * n)), n - 1)
+        worst = heapq.nsmallest(k + 1, pnl)
+        loss = -worst[k] * math.sqrt(horizon_bars)
+        return max(0.0, 100.0 * loss / eq)
+
+    def correlation(self, a: str, b: str, min_obs: int = 30) -> float | None:
+        ra, rb = self.returns.get(a), self.returns.get(b)
+        if ra is None or rb is None:
+            return None
+        n = min(len(ra), len(rb))
+        if n < min_obs:
+            return None
+        xa, xb = list(ra)[-n:], list(rb)[-n:]
+        ma, mb = sum(xa) / n, sum(xb) / n
+        cov = sum((x - ma) * (y - mb) for x, y in zip(xa, xb))
+        va = sum((x - ma) ** 2 for x in xa)
+        vb = sum((y - mb) ** 2 for y in xb)
+        if va <= 0 or vb <= 0:
+            return None
+        return cov / math.sqrt(va * vb)
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict:
+        return {"cash": self.cash, "peak_equity": self.peak_equity, "day": self.day,
+                "day_start_equity": self.day_start_equity, "day_realised": self.day_realised,
+                "entries_today": self.entries_today, "fees_paid": self.fees_paid, "realised": self.realised,
+                "last_price": self.last_price}
+
+    def load(self, state: dict, positions: list[Position]) -> None:
+        self.cash = state.get("cash", self.cash)
+        self.peak_equity = state.get("peak_equity", self.peak_equity)
+        self.day = state.get("day", self.day)
+        self.day_start_equity = state.get("day_start_equity", self.day_start_equity)
+        self.day_realised = state.get("day_realised", 0.0)
+        self.entries_today = state.get("entries_today", 0)
+        self.fees_paid = state.get("fees_paid", 0.0)
+        self.realised = state.get("realised", 0.0)
+        self.last_price.update(state.get("last_price", {}))
+        self.positions = {p.symbol: p for p in positions}
+        for p in positions:
+            p.last_price = self.last_price.get(p.symbol, p.entry_price)

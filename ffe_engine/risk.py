@@ -1,0 +1,202 @@
+"""The gatekeeper (ordered risk gates) and position sizing.
+
+Every gate is evaluated, in the DESIGN.md order, and recorded (code, measured value, limit, passed); the first
+failure is the reason shown. Entries face every gate. Exits and flatten orders (reduce-only) face only
+ENGINE_STATE and BREAKER_OPEN: a risk limit must never stop the engine from getting out.
+
+A gate whose input cannot be measured fails closed in live mode (detail INPUT_MISSING); in paper mode it passes
+with the same detail recorded, so a fresh paper run can trade while its history fills.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from .model import EngineState, GateResult, OrderReason, Side
+from .portfolio import Portfolio
+
+INPUT_MISSING = "INPUT_MISSING"
+
+GATE_ORDER = ("ENGINE_STATE", "BREAKER_OPEN", "DATA_STALE", "MIN_CONFIDENCE", "MAX_OPEN_POSITIONS", "POSITION_SIZE",
+              "CONCENTRATION", "LEVERAGE", "DRAWDOWN", "DAILY_LOSS", "VAR", "CORRELATION", "ORDER_RATE",
+              "DAILY_TRADES")
+
+
+@dataclass(slots=True)
+class OrderIntent:
+    """What a caller (strategy, operator, monitor, flatten, reconciliation) asks the order path to do."""
+
+    symbol: str
+    side: Side
+    quantity: float
+    reason: OrderReason
+    decision_id: str | None = None
+    confidence: float | None = None  # the ensemble's confidence; None for orders no decision produced
+    ref_price: float | None = None  # the price the order was sized at
+    type: str = "market"
+    price: float | None = None
+    reduce_only: bool = False
+    stop_loss: float | None = None
+    take_profit: float | None = None
+
+    @property
+    def is_entry(self) -> bool:
+        return not self.reduce_only
+
+    def as_dict(self) -> dict:
+        return {"symbol": self.symbol, "side": self.side.value, "quantity": self.quantity,
+                "reason": self.reason.value, "decision_id": self.decision_id, "confidence": self.confidence,
+                "ref_price": self.ref_price, "type": self.type, "price": self.price,
+                "reduce_only": self.reduce_only, "stop_loss": self.stop_loss, "take_profit": self.take_profit}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OrderIntent":
+        return cls(symbol=d["symbol"], side=Side(d["side"]), quantity=d["quantity"], reason=OrderReason(d["reason"]),
+                   decision_id=d.get("decision_id"), confidence=d.get("confidence"), ref_price=d.get("ref_price"),
+                   type=d.get("type", "market"), price=d.get("price"), reduce_only=d.get("reduce_only", False),
+                   stop_loss=d.get("stop_loss"), take_profit=d.get("take_profit"))
+
+
+def first_failure(gates: list[GateResult]) -> GateResult | None:
+    for g in gates:
+        if not g.passed:
+            return g
+    return None
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+class Gatekeeper:
+    def __init__(self, risk, portfolio: Portfolio, *, state: Callable[[], EngineState],
+                 breaker_allows: Callable[[], bool], now_ms: Callable[[], int],
+                 last_bar_ts: Callable[[str], int | None], pending_entries: Callable[[], int],
+                 timeframe_ms: int, live: bool) -> None:
+        self.risk = risk
+        self.pf = portfolio
+        self.state = state
+        self.breaker_allows = breaker_allows
+        self.now_ms = now_ms
+        self.last_bar_ts = last_bar_ts
+        self.pending_entries = pending_entries
+        self.timeframe_ms = timeframe_ms
+        self.live = live
+        self.bars_per_day = max(1.0, 86_400_000 / timeframe_ms)
+
+    def _missing(self, code: str, limit) -> GateResult:
+        return GateResult(code, None, limit, not self.live, INPUT_MISSING)
+
+    def evaluate(self, it: OrderIntent) -> list[GateResult]:
+        state = self.state()
+        if it.reduce_only:
+            ok = state is not EngineState.HALTED or it.reason is OrderReason.FLATTEN
+            limit = "not HALTED (flatten excepted)"
+        else:
+            ok = state is EngineState.RUNNING
+            limit = "RUNNING"
+        gates = [GateResult("ENGINE_STATE", state.value, limit, ok)]
+        gates.append(GateResult("BREAKER_OPEN", "allows" if self.breaker_allows() else "open", "closed or probe",
+                                self.breaker_allows()))
+        if it.reduce_only:
+            return gates
+        r = self.risk
+        pf = self.pf
+        price = it.ref_price or pf.last_price.get(it.symbol)
+        equity = pf.equity()
+
+        last = self.last_bar_ts(it.symbol)
+        if last is None:
+            gates.append(self._missing("DATA_STALE", r.stale_after_bars))
+        else:
+            # `last` is the open time of the newest closed bar; it is current while now < its close + 1 bar.
+            age = max(0.0, (self.now_ms() - last - self.timeframe_ms) / self.timeframe_ms)
+            gates.append(GateResult("DATA_STALE", round(age, 2), r.stale_after_bars, age <= r.stale_after_bars))
+
+        conf = it.confidence
+        if conf is None:
+            if it.reason is OrderReason.OPERATOR:  # the operator is the judgement; recorded as such
+                gates.append(GateResult("MIN_CONFIDENCE", None, r.min_confidence, True, "operator order"))
+            else:
+                gates.append(self._missing("MIN_CONFIDENCE", r.min_confidence))
+        else:
+            gates.append(GateResult("MIN_CONFIDENCE", round(conf, 4), r.min_confidence, conf >= r.min_confidence))
+
+        open_now = len(pf.positions) + self.pending_entries()
+        gates.append(GateResult("MAX_OPEN_POSITIONS", open_now + 1, r.max_open_positions,
+                                open_now + 1 <= r.max_open_positions))
+
+        if price is None or price <= 0 or equity <= 0:
+            for code, limit in (("POSITION_SIZE", r.max_position_pct), ("CONCENTRATION", r.max_concentration_pct),
+                                ("LEVERAGE", r.max_leverage)):
+                gates.append(self._missing(code, limit))
+            notional = None
+        else:
+            notional = it.quantity * price
+            size_pct = 100.0 * notional / equity
+            gates.append(GateResult("POSITION_SIZE", _r(size_pct), r.max_position_pct, size_pct <= r.max_position_pct))
+            conc = 100.0 * (pf.exposure(it.symbol) + notional) / equity
+            gates.append(GateResult("CONCENTRATION", _r(conc), r.max_concentration_pct,
+                                    conc <= r.max_concentration_pct))
+            lev = (pf.gross_exposure() + notional) / equity
+            gates.append(GateResult("LEVERAGE", _r(lev), r.max_leverage, lev <= r.max_leverage + 1e-9))
+
+        dd = pf.drawdown_pct()
+        gates.append(GateResult("DRAWDOWN", _r(dd), r.max_drawdown_pct, dd <= r.max_drawdown_pct))
+        dl = pf.day_loss_pct()
+        gates.append(GateResult("DAILY_LOSS", _r(dl), r.daily_loss_limit_pct, dl <= r.daily_loss_limit_pct))
+
+        if notional is None:
+            gates.append(self._missing("VAR", r.max_var_pct))
+        else:
+            signed = notional if it.side is Side.BUY else -notional
+            var = pf.var_pct(r.var_confidence, {it.symbol: signed}, horizon_bars=self.bars_per_day)
+            if var is None:
+                gates.append(self._missing("VAR", r.max_var_pct))
+            else:
+                gates.append(GateResult("VAR", _r(var), r.max_var_pct, var <= r.max_var_pct))
+
+        gates.append(self._correlation(it))
+
+        rate = pf.orders_in_last(self.now_ms())
+        gates.append(GateResult("ORDER_RATE", rate, r.max_orders_per_minute, rate < r.max_orders_per_minute))
+        gates.append(GateResult("DAILY_TRADES", pf.entries_today, r.max_daily_trades,
+                                pf.entries_today < r.max_daily_trades))
+        return gates
+
+    def _correlation(self, it: OrderIntent) -> GateResult:
+        limit = self.risk.max_correlation
+        others = [p for s, p in self.pf.positions.items() if s != it.symbol and p.side is it.side]
+        if not others:
+            return GateResult("CORRELATION", 0.0, limit, True, "no open same-direction position")
+        worst: float | None = None
+        worst_sym = ""
+        for p in others:
+            c = self.pf.correlation(it.symbol, p.symbol)
+            if c is None:
+                return GateResult("CORRELATION", None, limit, not self.live, f"{INPUT_MISSING}: {p.symbol}")
+            if worst is None or c > worst:
+                worst, worst_sym = c, p.symbol
+        assert worst is not None
+        return GateResult("CORRELATION", round(worst, 4), limit, worst <= limit, f"with {worst_sym}")
+
+
+def size_entry(risk, *, equity: float, cash: float, price: float, atr: float | None, fee_rate: float,
+               amount_step: float) -> tuple[float, dict]:
+    """quantity = equity x risk_per_trade_pct / stop distance, capped by POSITION_SIZE and by the cash a spot
+    account has, rounded down to the venue's step. Returns (quantity, the sizing record)."""
+    if not atr or atr <= 0 or price <= 0 or equity <= 0:
+        return 0.0, {"error": INPUT_MISSING, "atr": atr, "price": price}
+    stop_distance = risk.stop_loss_atr * atr
+    raw = equity * risk.risk_per_trade_pct / 100.0 / stop_distance
+    cap_size = equity * risk.max_position_pct / 100.0 / price
+    cap_cash = max(0.0, cash) / (price * (1.0 + fee_rate) * 1.001)
+    qty = min(raw, cap_size, cap_cash)
+    capped = "risk" if qty == raw else ("position_size" if qty == cap_size else "cash")
+    qty = math.floor(qty / amount_step + 1e-9) * amount_step if amount_step > 0 else qty
+    return qty, {"equity": round(equity, 2), "atr": round(atr, 6), "stop_distance": round(stop_distance, 6),
+                 "risk_pct": risk.risk_per_trade_pct, "raw_qty": raw, "capped_by": capped, "quantity": qty,
+                 "stop_loss": round(price - stop_distance, 8),
+                 "take_profit": round(price + risk.take_profit_atr * atr, 8)}
