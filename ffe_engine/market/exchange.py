@@ -1,0 +1,142 @@
+"""Closed candles and last prices from a real exchange, by polling ccxt (fetch_ohlcv, fetch_ticker).
+
+Exchanges serve the candle still being formed as the newest row of fetch_ohlcv; it is never yielded. A row is
+taken as closed when a later row exists, or when its period ended `close_grace_ms` ago by the feed's clock (for
+exchanges that do not serve the open candle). Each closed candle is yielded once, in non-decreasing time across
+symbols: candles of a symbol that is ahead wait until the others have caught up, unless those lag by more than
+`max_lag_bars` (an illiquid market with no trades); a candle that arrives after newer ones were yielded is dropped
+with a warning rather than yielded out of order.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, AsyncIterator
+
+from ..clock import WallClock, format_timeframe
+from ..model import Candle
+from ..venues.base import VenueError, VenueUnavailable
+from ..venues.ccxt_venue import CcxtVenue, build_exchange
+
+log = logging.getLogger(__name__)
+
+
+class ExchangeFeed:
+    """`source` is a CcxtVenue (shared with the order path) or a ccxt exchange. `clock` needs now_ms() and
+    async sleep(seconds); the wall clock by default."""
+
+    def __init__(self, source: Any, symbols: list[str], timeframe_ms: int, poll_s: float, clock: Any = None, *,
+                 page: int = 500, max_lag_bars: int = 2, close_grace_ms: int = 2000) -> None:
+        self.reader: CcxtVenue = source if isinstance(source, CcxtVenue) else CcxtVenue(None, symbols,
+                                                                                        exchange=source)
+        self.symbols = list(symbols)
+        self.timeframe_ms = int(timeframe_ms)
+        self.timeframe = format_timeframe(self.timeframe_ms)
+        known = getattr(self.reader.exchange, "timeframes", None) or {}
+        if known and self.timeframe not in known:
+            raise VenueError(f"engine.timeframe: {self.reader.name} has no {self.timeframe!r} candles "
+                             f"(it has {', '.join(known)})")
+        self.poll_s = poll_s
+        self.clock = clock if clock is not None else WallClock()
+        self.page = page
+        self.max_lag_bars = max_lag_bars
+        self.close_grace_ms = close_grace_ms
+        self._owned: CcxtVenue | None = None
+        self._fetched: dict[str, int] = {}  # symbol -> open time of the newest closed candle fetched
+        self._pending: dict[tuple[str, int], Candle] = {}
+        self._watermark = -1  # open time of the newest candle yielded
+        self._order = {s: i for i, s in enumerate(self.symbols)}
+        self._closed = False
+        self._more = False  # the last poll filled a page: fetch again without waiting
+
+    @classmethod
+    def from_settings(cls, settings: Any, symbols: list[str], timeframe_ms: int, clock: Any = None,
+                      **kw: Any) -> "ExchangeFeed":
+        """A feed with its own public (credential-less) connection, closed with the feed."""
+        venue = CcxtVenue(settings, symbols, exchange=build_exchange(settings, credentials=False))
+        feed = cls(venue, symbols, timeframe_ms, settings.poll_s, clock, **kw)
+        feed._owned = venue
+        return feed
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._owned is not None:
+            await self._owned.close()
+            self._owned = None
+
+    async def last_price(self, symbol: str) -> float:
+        return await self.reader.last_price(symbol)
+
+    async def history(self, n: int) -> dict[str, list[Candle]]:
+        """The last n closed candles per symbol, for indicator warm-up; candles() continues after them."""
+        out: dict[str, list[Candle]] = {}
+        now = self.clock.now_ms()
+        for sym in self.symbols:
+            rows = await self.reader.fetch_ohlcv(sym, self.timeframe, None, n + 1)
+            candles = self._closed_rows(sym, rows, now)[-n:] if n > 0 else []
+            out[sym] = candles
+            if candles:
+                self._fetched[sym] = candles[-1].ts
+        if self._fetched:
+            self._watermark = min(self._fetched.values())
+        return out
+
+    async def candles(self) -> AsyncIterator[Candle]:
+        while not self._closed:
+            for candle in await self.poll():
+                yield candle
+                if self._closed:
+                    return
+            if not self._more:
+                await self.clock.sleep(self.poll_s)
+
+    async def poll(self) -> list[Candle]:
+        """One round over every symbol: the closed candles that can be released now, in order."""
+        now = self.clock.now_ms()
+        self._more = False
+        for sym in self.symbols:
+            since = self._fetched[sym] + self.timeframe_ms if sym in self._fetched else None
+            try:
+                rows = await self.reader.fetch_ohlcv(sym, self.timeframe, since, self.page if since else 2)
+            except (VenueUnavailable, VenueError) as exc:
+                log.warning("exchange feed: %s candles unavailable: %s", sym, exc)
+                continue
+            closed = self._closed_rows(sym, rows, now)
+            if since is None:
+                closed = closed[-1:]  # a feed started without history begins with the latest closed candle
+            for c in closed:
+                if c.ts > self._fetched.get(sym, -1):
+                    self._pending[(sym, c.ts)] = c
+                    self._fetched[sym] = c.ts
+            if since is not None and len(rows) >= self.page:
+                self._more = True
+        return self._release()
+
+    def _closed_rows(self, sym: str, rows: list[list[Any]], now: int) -> list[Candle]:
+        out = []
+        last = len(rows) - 1
+        for i, r in enumerate(rows):
+            ts = int(r[0])
+            if i == last and ts + self.timeframe_ms + self.close_grace_ms > now:
+                break  # still forming (or too fresh to trust)
+            out.append(Candle(sym, ts, float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5] or 0.0)))
+        return out
+
+    def _release(self) -> list[Candle]:
+        if not self._pending:
+            return []
+        lead = max(self._fetched.values())
+        floor = lead - self.max_lag_bars * self.timeframe_ms
+        keeping_up = [ts for ts in self._fetched.values() if ts >= floor]
+        bound = min(keeping_up)
+        ready = sorted((c for c in self._pending.values() if c.ts <= bound),
+                       key=lambda c: (c.ts, self._order.get(c.symbol, 0)))
+        out = []
+        for c in ready:
+            del self._pending[(c.symbol, c.ts)]
+            if c.ts < self._watermark:
+                log.warning("exchange feed: dropped %s candle %d that arrived after newer candles", c.symbol, c.ts)
+                continue
+            self._watermark = c.ts
+            out.append(c)
+        return out

@@ -1,0 +1,168 @@
+"""ExchangeFeed over real ccxt and the fake Binance: closed candles only, each once, in order across symbols."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fake_exchange import FakeBinance, exchange_settings, kline
+from ffe_engine.market.exchange import ExchangeFeed
+from ffe_engine.venues.base import VenueError
+from ffe_engine.venues.ccxt_venue import CcxtVenue
+
+BTC, ETH = "BTC/USDT", "ETH/USDT"
+IDS = {BTC: "BTCUSDT", ETH: "ETHUSDT"}
+M = 60_000
+T0 = 1_700_000_040_000  # a minute boundary
+
+
+class StepClock:
+    """Market time that moves only when the feed sleeps, shared with the fake exchange's klines."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+        self.sleeps = 0
+
+    def now_ms(self) -> int:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.now += int(seconds * 1000)
+        await asyncio.sleep(0)
+
+
+async def no_wait(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def fx():
+    async with FakeBinance() as fake:
+        yield fake
+
+
+@pytest.fixture
+def clock(fx):
+    c = StepClock(T0 + 30_000)
+    fx.market_clock = c.now_ms
+    return c
+
+
+@pytest.fixture
+async def venue(fx):
+    v = CcxtVenue(exchange_settings(fx), [BTC, ETH], read_attempts=1, sleep=no_wait)
+    v.exchange.enableRateLimit = False
+    v.exchange.timeout_on_exit = 0
+    yield v
+    await v.close()
+
+
+def expected(symbol: str, ts: int) -> tuple:
+    return kline(IDS[symbol], ts, M)
+
+
+def as_tuple(c) -> tuple:
+    return (c.ts, c.open, c.high, c.low, c.close, c.volume)
+
+
+async def test_history_then_live_candles_once_and_in_order(fx, venue, clock):
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock)
+    assert (feed.symbols, feed.timeframe_ms, feed.timeframe) == ([BTC, ETH], M, "1m")
+    hist = await feed.history(3)
+    for sym in (BTC, ETH):
+        assert [c.ts for c in hist[sym]] == [T0 - 3 * M, T0 - 2 * M, T0 - M]
+        assert [as_tuple(c) for c in hist[sym]] == [pytest.approx(expected(sym, c.ts)) for c in hist[sym]]
+
+    got = []
+    gen = feed.candles()
+    async for c in gen:
+        assert c.ts + M <= clock.now_ms()  # never the candle still forming
+        got.append(c)
+        if (c.symbol, c.ts) == (ETH, T0 + 3 * M):
+            break
+    await gen.aclose()
+    await feed.close()
+    assert [(c.ts, c.symbol) for c in got] == [(T0 + i * M, s) for i in range(4) for s in (BTC, ETH)]
+    for c in got:
+        assert as_tuple(c) == pytest.approx(expected(c.symbol, c.ts))
+    assert clock.sleeps >= 4  # paced by the clock between polls
+
+
+async def test_without_history_it_starts_at_the_latest_closed_candle(venue, clock):
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock)
+    first = await feed.poll()
+    assert [(c.ts, c.symbol) for c in first] == [(T0 - M, BTC), (T0 - M, ETH)]
+    assert await feed.poll() == []  # nothing new in the same minute
+
+
+async def test_outage_then_catch_up_without_gaps_or_repeats(fx, venue, clock):
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock)
+    await feed.history(2)
+    fx.down = True
+    clock.now += 5 * M
+    assert await feed.poll() == []
+    fx.down = False
+    out = await feed.poll()
+    assert [(c.ts, c.symbol) for c in out] == [(T0 + i * M, s) for i in range(5) for s in (BTC, ETH)]
+    assert await feed.poll() == []
+
+
+async def test_long_gap_is_fetched_page_by_page_without_waiting(fx, venue, clock):
+    feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock, page=3)
+    await feed.history(1)
+    clock.now += 7 * M
+    got = []
+    gen = feed.candles()
+    async for c in gen:
+        got.append(c.ts)
+        if c.ts == T0 + 6 * M:
+            break
+    await gen.aclose()
+    assert got == [T0 + i * M for i in range(7)]
+    assert clock.sleeps == 0  # full pages are followed at once
+
+
+async def test_a_symbol_behind_holds_the_others_back(fx, venue, clock):
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock)
+    await feed.history(1)
+    clock.now += M
+    fx.fault("GET /api/v3/klines", "5xx_not_executed")  # BTC's read fails this round
+    assert await feed.poll() == []  # ETH's new candle waits for BTC
+    out = await feed.poll()
+    assert [(c.ts, c.symbol) for c in out] == [(T0, BTC), (T0, ETH)]
+
+
+async def test_a_symbol_far_behind_does_not_stall_the_feed(fx, venue, clock):
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock, max_lag_bars=2)
+    await feed.history(1)
+    clock.now += 3 * M
+    fx.fault("GET /api/v3/klines", "5xx_not_executed")
+    out = await feed.poll()  # BTC unreadable, ETH three bars ahead: released
+    assert [(c.ts, c.symbol) for c in out] == [(T0 + i * M, ETH) for i in range(3)]
+    late = await feed.poll()  # BTC's older candles would now go out of order: dropped, never yielded late
+    assert [(c.ts, c.symbol) for c in late] == [(T0 + 2 * M, BTC)]
+
+
+async def test_last_price_is_the_ticker(fx, venue, clock):
+    feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock)
+    fx.set_price("BTCUSDT", 31_234.5)
+    assert await feed.last_price(BTC) == 31_234.5
+
+
+async def test_timeframe_the_exchange_does_not_offer(venue, clock):
+    with pytest.raises(VenueError, match="engine.timeframe"):
+        ExchangeFeed(venue, [BTC], 7 * M, poll_s=20, clock=clock)
+
+
+async def test_from_settings_reads_public_data_without_credentials(fx, clock):
+    feed = ExchangeFeed.from_settings(exchange_settings(fx), [BTC], M, clock)
+    feed.reader.exchange.enableRateLimit = False
+    feed.reader.exchange.timeout_on_exit = 0
+    assert not feed.reader.exchange.apiKey and feed.poll_s == 1.0
+    hist = await feed.history(2)
+    assert [c.ts for c in hist[BTC]] == [T0 - 2 * M, T0 - M]
+    await feed.close()
+    assert feed.reader.exchange.session is None or feed.reader.exchange.session.closed
+    assert all("X-MBX-APIKEY" not in r.params and "signature" not in r.params for r in fx.requests)
