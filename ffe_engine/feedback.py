@@ -202,9 +202,12 @@ class WeightLearner:
         }
 
     def load(self, weights: Mapping[str, float], stats: Mapping[str, Any]) -> None:
-        """Restore from `state()` output. Providers no longer configured are dropped; new ones start from the
-        mean weight. Malformed input raises ValueError naming the part at fault, and leaves this learner as it
-        was."""
+        """Restore from `state()` output: `stats` is its "stats" part (the whole `state()` dict is accepted
+        too). Providers no longer configured are dropped; new ones start from the mean weight. Malformed input
+        raises ValueError naming the part at fault, and leaves this learner as it was."""
+        inner = stats.get("stats")
+        if isinstance(inner, Mapping) and "trades" not in stats:
+            stats = inner
         w = {}
         for k, v in weights.items():
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:

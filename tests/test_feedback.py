@@ -140,6 +140,15 @@ def test_state_round_trips_through_json_and_resumes_identically():
     assert a.weights == b.weights
 
 
+def test_load_accepts_the_whole_state_as_stats():
+    a = WeightLearner(NAMES, warmup_trades=5)
+    run(a, 30)
+    saved = json.loads(json.dumps({"weights": a.weights, "stats": a.state()}))  # stats = everything
+    b = WeightLearner(NAMES, warmup_trades=5)
+    b.load(saved["weights"], saved["stats"])
+    assert b.trades == 30 and b.report() == a.report()
+
+
 def test_load_adapts_to_a_changed_provider_list():
     old = WeightLearner(["trend", "momentum", "gone"], warmup_trades=0, floor=0.0)
     for _ in range(30):
