@@ -9,7 +9,7 @@ import pytest
 
 from fake_exchange import FakeBinance, ccxt_options, exchange_settings
 from ffe_engine.model import OrderRequest, Side
-from ffe_engine.venues.base import OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
+from ffe_engine.venues.base import DuplicateOrder, OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
 from ffe_engine.venues.ccxt_venue import CcxtVenue, build_exchange
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
@@ -195,10 +195,24 @@ async def test_create_order_final_errors(fx, venue):
         await venue.create_order(buy("tiny", qty=0.0001 / 1000))  # below the amount precision
     with pytest.raises(VenueError, match="NOTIONAL"):
         await venue.create_order(buy("cheap", qty=0.0001))  # 3 USDT < 5 USDT minimum
+    assert fx.orders == []
+
+
+async def test_duplicate_client_id_while_open_is_an_order_in_doubt(fx, venue):
     await venue.create_order(buy("dup", type="limit", price=20_000.0))
-    with pytest.raises(VenueError, match="Duplicate order sent"):
+    with pytest.raises(DuplicateOrder, match="Duplicate order sent") as info:
         await venue.create_order(buy("dup", type="limit", price=20_000.0))
+    assert isinstance(info.value, OrderInDoubt)  # it exists: look it up, do not record a rejection
     assert [o.client_id for o in fx.orders] == ["dup"]
+
+
+async def test_settle_window_follows_recv_window(fx):
+    venues = [CcxtVenue(exchange_settings(fx), [BTC]),  # ccxt's binance default recvWindow: 10 s
+              CcxtVenue(exchange_settings(fx, options={**ccxt_options(), "recvWindow": 3000}), [BTC]),
+              CcxtVenue(exchange_settings(fx), [BTC], settle_s=0.5)]
+    assert [v.settle_s for v in venues] == [10.0, 3.0, 0.5]
+    for v in venues:
+        await v.close()
 
 
 async def test_create_order_stale_timestamp_is_refused_not_in_doubt(fx, venue):

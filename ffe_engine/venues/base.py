@@ -33,6 +33,11 @@ class OrderInDoubt(VenueUnavailable):
     """create_order failed in a way that leaves open whether the venue placed the order."""
 
 
+class DuplicateOrder(OrderInDoubt):
+    """create_order refused because the venue already has an open order with this client order id: the order
+    exists, in a state the reply does not tell. Resolved like any order in doubt, by looking it up."""
+
+
 class Venue(Protocol):
     name: str
 

@@ -11,8 +11,16 @@ create_order is sent once and never retried here:
   OperationFailed for Binance -1000/-1001/-1006, BadResponse), a ccxt error caused by the HTTP client (a truncated
   answer), or a network error that escaped ccxt: the order may or may not exist -> OrderInDoubt. The order path
   resolves it by client order id.
+- DuplicateOrderId, or Binance's "Duplicate order sent." (-2010, which ccxt reports as InvalidOrder): an open order
+  with this client order id exists already, as after a resend of an order whose lookup did not find it yet
+  -> DuplicateOrder, an OrderInDoubt: the order path looks it up instead of recording a rejection.
 - any other ExchangeError (InsufficientFunds, InvalidOrder, AuthenticationError, PermissionDenied, BadRequest, ...):
   a final answer -> VenueError.
+
+`settle_s` is how long after an unanswered create_order a lookup that does not find the order still proves
+nothing: Binance refuses a request whose timestamp is older than its receive window (ccxt's option `recvWindow`,
+10 s by default), so the window bounds when the original request could still be executed. The order path only
+resends after it.
 
 Reads and cancels retry (tenacity) on transient errors only, i.e. what create_order would call VenueUnavailable or
 OrderInDoubt, with short exponential backoff, waiting at least what Retry-After asks for; they give up at once when
@@ -40,7 +48,7 @@ from ccxt.base import errors as cx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from ..model import MarketInfo, OrderRequest, Side, VenueOrder
-from .base import OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
+from .base import DuplicateOrder, OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,7 @@ T = TypeVar("T")
 MASK = "********"
 _URL = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
 _NETWORK = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, OSError)
+DEFAULT_SETTLE_S = 10.0
 
 
 def _reveal(secret: Any) -> str | None:
@@ -218,9 +227,13 @@ class CcxtVenue:
 
     def __init__(self, settings: Any, symbols: Iterable[str], *, exchange: Any = None, read_attempts: int = 4,
                  backoff_s: float = 0.2, max_backoff_s: float = 2.0, max_retry_after_s: float = 5.0,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 settle_s: float | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.exchange = exchange if exchange is not None else build_exchange(settings)
         self.name: str = self.exchange.id
+        if settle_s is None:
+            window_ms = (self.exchange.options or {}).get("recvWindow")
+            settle_s = float(window_ms) / 1000.0 if isinstance(window_ms, (int, float)) else DEFAULT_SETTLE_S
+        self.settle_s = settle_s
         self.symbols = list(symbols)
         self._secrets = [s for s in (_reveal(getattr(settings, a, None)) if settings is not None else None
                                      for a in ("api_key", "secret", "password")) if s]
@@ -296,6 +309,8 @@ class CcxtVenue:
         except cx.OperationFailed as exc:
             raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}") from None
         except cx.BaseError as exc:
+            if isinstance(exc, cx.DuplicateOrderId) or "Duplicate order sent" in str(exc):
+                raise DuplicateOrder(f"{self.name} {what}: already open: {describe(exc, self._secrets)}") from None
             if _lost_answer(exc):
                 raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}") \
                     from None
