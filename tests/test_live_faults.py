@@ -1,0 +1,324 @@
+"""The single order path on a live venue under the faults real exchanges produce.
+
+Real parts end to end: OrderPath (journal in SQLite, circuit breaker, risk gates) -> CcxtVenue -> real ccxt ->
+HTTP -> the fake Binance. Every scenario asserts on the fake's own book that exactly the intended orders exist: an
+order whose answer was lost is looked up by its client order id and sent again (with the same id) only when it is
+surely absent, never twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from fake_exchange import FakeBinance, exchange_settings
+from ffe_engine.breaker import CircuitBreaker
+from ffe_engine.config import RiskSettings
+from ffe_engine.events import BreakerChanged, EventBus
+from ffe_engine.execution import OrderPath
+from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
+from ffe_engine.portfolio import Portfolio
+from ffe_engine.risk import Gatekeeper, OrderIntent
+from ffe_engine.store import Store
+from ffe_engine.venues.ccxt_venue import CcxtVenue
+
+BTC = "BTC/USDT"
+POST_ORDER, GET_ORDER = "POST /api/v3/order", "GET /api/v3/order"
+SETTLE_S = 0.5
+M = 60_000
+
+
+async def no_wait(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+class Desk:
+    """One engine's order path wired to the fake exchange, as the engine wires it."""
+
+    def __init__(self, fx: FakeBinance, venue: CcxtVenue, store: Store, *, threshold: int, recovery_s: float,
+                 risk: RiskSettings) -> None:
+        self.fx, self.venue, self.store = fx, venue, store
+        self.state = EngineState.RUNNING
+        self.breaker_now = 1_000.0  # the breaker's clock, moved by the test
+        self.events: list = []
+        self.fills: list = []
+        bus = EventBus()
+        bus.add_sink(lambda ev, line: self.events.append(ev))
+        self.breaker = CircuitBreaker(venue.name, threshold, recovery_s, now=lambda: self.breaker_now, bus=bus)
+        self.pf = Portfolio(10_000.0)
+        self.pf.last_price[BTC] = 30_000.0
+        now_ms = lambda: int(time.time() * 1000)  # noqa: E731
+        self.gatekeeper = Gatekeeper(risk, self.pf, state=lambda: self.state, breaker_allows=self.breaker.allows,
+                                     now_ms=now_ms, last_bar_ts=lambda s: now_ms() // M * M - M,
+                                     pending_entries=lambda: self.path.pending_entries(), timeframe_ms=M,
+                                     live=False)
+        self.path = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper, bus=bus,
+                              now_ms=now_ms, state=lambda: self.state, on_fill=self._on_fill,
+                              settle_s=venue.settle_s)
+
+    async def _on_fill(self, order, fill, intent) -> None:
+        self.pf.apply_fill(fill, reason=order.reason.value, client_order_id=order.client_order_id)
+        self.fills.append(fill)
+
+    async def buy(self, qty: float = 0.01, **kw):
+        sub = await self.path.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=qty,
+                                                 reason=OrderReason.OPERATOR, ref_price=30_000.0, **kw))
+        return sub
+
+    async def resolve(self, order, *, until=lambda o: o.status.final, rounds: int = 40) -> None:
+        """Poll the order path (as the engine's loop does) until the order reaches the wanted state."""
+        for _ in range(rounds):
+            await self.path.poll()
+            if until(order):
+                return
+            await asyncio.sleep(SETTLE_S / 4)
+        raise AssertionError(f"order {order.client_order_id} still {order.status.value}: {order.error}")
+
+    async def journal(self, cid: str):
+        return [o for o in await self.store.orders() if o.client_order_id == cid]
+
+    def sent_ids(self) -> list[str]:
+        return [r.params.get("newClientOrderId", "") for r in self.fx.requests_to(POST_ORDER)]
+
+
+@pytest.fixture
+async def fx():
+    async with FakeBinance() as fake:
+        fake.set_price("BTCUSDT", 30_000.0)
+        yield fake
+
+
+@pytest.fixture
+async def make_desk(fx, tmp_path):
+    made = []
+
+    async def make(*, threshold: int = 3, recovery_s: float = 30.0, risk: RiskSettings | None = None,
+                   db: str = "ffe.db") -> Desk:
+        venue = CcxtVenue(exchange_settings(fx), [BTC], read_attempts=2, settle_s=SETTLE_S, sleep=no_wait)
+        venue.exchange.enableRateLimit = False
+        venue.exchange.timeout_on_exit = 0
+        await venue.connect()
+        store = await Store.open(tmp_path / db)
+        desk = Desk(fx, venue, store, threshold=threshold, recovery_s=recovery_s, risk=risk or RiskSettings())
+        made.append(desk)
+        return desk
+
+    yield make
+    for desk in made:
+        await desk.venue.close()
+        await desk.store.close()
+
+
+def assert_one_filled_order(fx: FakeBinance, cid: str, qty: float = 0.01) -> None:
+    """The fake's book: exactly one order, and it is this one, filled once."""
+    assert [(o.client_id, o.status, o.filled) for o in fx.orders] == [(cid, "FILLED", qty)]
+    assert fx.balances["BTC"].total == pytest.approx(qty * (1 - fx.fee_rate))
+
+
+async def assert_journal_filled(desk: Desk, cid: str, qty: float = 0.01) -> None:
+    (o,) = await desk.journal(cid)
+    assert (o.status, o.filled) == (OrderStatus.FILLED, qty)
+    assert [(f.client_order_id, f.quantity, f.price) for f in desk.fills] == [(cid, qty, 30_000.0)]
+    assert desk.pf.positions[BTC].quantity == pytest.approx(qty)
+
+
+# -- answers lost: in doubt, resolved by client order id -------------------------------------------------------
+
+async def test_answer_lost_after_the_order_was_placed(fx, make_desk):
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "drop_after")
+    sub = await desk.buy()
+    o = sub.order
+    assert sub.accepted and o.status is OrderStatus.IN_DOUBT
+    await desk.resolve(o)
+    assert_one_filled_order(fx, o.client_order_id)
+    await assert_journal_filled(desk, o.client_order_id)
+    assert desk.sent_ids() == [o.client_order_id]  # looked up, never sent again
+
+
+async def test_not_found_for_a_moment_after_a_lost_answer_is_not_resent(fx, make_desk):
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "drop_after")
+    fx.fault(GET_ORDER, "not_found_once")  # the exchange has not indexed the order yet
+    o = (await desk.buy()).order
+    await desk.resolve(o)
+    assert desk.sent_ids() == [o.client_order_id]  # a resend would have bought twice
+    assert_one_filled_order(fx, o.client_order_id)
+    await assert_journal_filled(desk, o.client_order_id)
+
+
+@pytest.mark.parametrize("executed", [True, False])
+async def test_request_hangs_past_the_timeout(fx, make_desk, executed):
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "hang", seconds=5, execute=executed)
+    o = (await desk.buy()).order
+    assert o.status is OrderStatus.IN_DOUBT
+    await desk.resolve(o)
+    assert_one_filled_order(fx, o.client_order_id)
+    await assert_journal_filled(desk, o.client_order_id)
+    # executed: found and never resent; not executed: resent once, with the same id, after the settle window
+    assert desk.sent_ids() == [o.client_order_id] * (1 if executed else 2)
+
+
+@pytest.mark.parametrize("status", [502, 503])
+async def test_5xx_that_executed(fx, make_desk, status):
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "5xx_executed", status=status)
+    o = (await desk.buy()).order
+    assert o.status is OrderStatus.IN_DOUBT
+    await desk.resolve(o)
+    assert desk.sent_ids() == [o.client_order_id]
+    assert_one_filled_order(fx, o.client_order_id)
+    await assert_journal_filled(desk, o.client_order_id)
+
+
+async def test_5xx_that_did_not_execute(fx, make_desk):
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "5xx_not_executed", status=503)
+    o = (await desk.buy()).order
+    assert o.status is OrderStatus.IN_DOUBT
+    await desk.path.poll()  # inside the settle window a missing order proves nothing: not resent yet
+    assert fx.orders == [] and desk.sent_ids() == [o.client_order_id]
+    await desk.resolve(o)
+    assert desk.sent_ids() == [o.client_order_id, o.client_order_id]
+    assert_one_filled_order(fx, o.client_order_id)
+    await assert_journal_filled(desk, o.client_order_id)
+
+
+# -- refusals: final, nothing placed ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, retry_after", [("429", 2), ("418", 120)])
+async def test_rate_limited_with_retry_after(fx, make_desk, kind, retry_after):
+    desk = await make_desk()
+    fx.fault(POST_ORDER, kind, retry_after=retry_after)
+    sub = await desk.buy()
+    o = sub.order
+    assert not sub.accepted and o.status is OrderStatus.REJECTED
+    assert "not placed" in o.error
+    assert fx.orders == [] and len(desk.sent_ids()) == 1  # refused before matching: nothing to resend
+    assert desk.breaker.failures == 1  # a venue failure for the breaker
+    await desk.path.poll()
+    assert fx.orders == [] and len(desk.sent_ids()) == 1
+    (journaled,) = await desk.journal(o.client_order_id)
+    assert journaled.status is OrderStatus.REJECTED
+
+
+async def test_insufficient_funds(fx, make_desk):
+    desk = await make_desk()
+    fx.balances["USDT"].free = 100.0  # the account holds less than the engine believes
+    sub = await desk.buy()
+    assert not sub.accepted and sub.order.status is OrderStatus.REJECTED
+    assert "insufficient balance" in sub.order.error
+    assert fx.orders == [] and len(desk.sent_ids()) == 1
+    assert desk.breaker.failures == 0  # a clear answer: the venue is healthy
+    assert desk.fills == [] and BTC not in desk.pf.positions
+
+
+# -- partial fills and cancels ---------------------------------------------------------------------------------
+
+async def test_partial_fill_then_cancel(fx, make_desk):
+    desk = await make_desk()
+    fx.partial_fill_next(0.5)
+    o = (await desk.buy(type="limit", price=30_100.0)).order
+    assert o.status is OrderStatus.OPEN and o.filled == pytest.approx(0.005)
+    ok, err = await desk.path.cancel(o)
+    assert ok, err
+    assert [(x.client_id, x.status, x.filled) for x in fx.orders] == [(o.client_order_id, "CANCELED", 0.005)]
+    assert fx.balances["USDT"].locked == pytest.approx(0.0)
+    (journaled,) = await desk.journal(o.client_order_id)
+    assert (journaled.status, journaled.filled) == (OrderStatus.CANCELED, pytest.approx(0.005))
+    assert [f.quantity for f in desk.fills] == [pytest.approx(0.005)]
+    assert desk.pf.positions[BTC].quantity == pytest.approx(0.005)
+
+
+async def test_duplicate_client_id_rejected_while_open(fx, make_desk):
+    """A resting order whose answer was lost, that lookups miss for a while: the resend with the same id is refused
+    by the exchange because the first is open, and the path goes back to looking it up."""
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "drop_after")
+    fx.fault(GET_ORDER, "not_found_once", times=2)
+    o = (await desk.buy(type="limit", price=25_000.0)).order
+    assert o.status is OrderStatus.IN_DOUBT
+    await desk.path.poll()  # not found, inside the settle window: wait
+    await asyncio.sleep(SETTLE_S * 1.2)
+    await desk.path.poll()  # still not found after it: surely absent, so it is sent again with the same id
+    assert o.status is OrderStatus.IN_DOUBT  # "Duplicate order sent.": it exists after all
+    await desk.resolve(o, until=lambda o: o.status is OrderStatus.OPEN)
+    assert desk.sent_ids() == [o.client_order_id, o.client_order_id]
+    assert [r.status for r in fx.requests_to(POST_ORDER)] == [None, 400]  # lost, then "Duplicate order sent."
+    assert [(x.client_id, x.status) for x in fx.orders] == [(o.client_order_id, "NEW")]
+    (journaled,) = await desk.journal(o.client_order_id)
+    assert journaled.status is OrderStatus.OPEN and journaled.exchange_id == str(fx.orders[0].order_id)
+
+
+# -- an outage longer than the breaker threshold -----------------------------------------------------------------
+
+async def test_exchange_down_past_the_breaker_threshold_then_back(fx, make_desk):
+    desk = await make_desk(threshold=3, recovery_s=30.0)
+    fx.down = True
+    a = (await desk.buy()).order
+    assert a.status is OrderStatus.IN_DOUBT and desk.breaker.failures == 1
+    await desk.path.poll()
+    await desk.path.poll()
+    assert desk.breaker.state == "open"
+    seen = len(fx.requests)
+    b = await desk.buy()  # refused by the BREAKER_OPEN gate: never journaled, never sent
+    assert not b.accepted and b.order is None and "BREAKER_OPEN" in b.reason
+    await desk.path.poll()  # lookups wait for the breaker too
+    assert len(fx.requests) == seen
+    fx.down = False
+    desk.breaker_now += 31.0
+    await asyncio.sleep(SETTLE_S)
+    await desk.resolve(a)  # the half-open probe finds nothing, so the order is sent again with its own id
+    assert desk.breaker.state == "closed"
+    assert [e.state for e in desk.events if isinstance(e, BreakerChanged)] == ["open", "half_open", "closed"]
+    assert_one_filled_order(fx, a.client_order_id)
+    await assert_journal_filled(desk, a.client_order_id)
+    assert [r.params.get("newClientOrderId") for r in fx.requests_to(POST_ORDER) if r.status == 200] == \
+        [a.client_order_id]
+
+
+# -- restart with an order in flight ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reached", [True, False])
+async def test_restart_with_an_order_in_flight(fx, make_desk, reached):
+    """The process stops between journaling an order and hearing back; the next start resolves it, once."""
+    first = await make_desk()
+    fx.fault(POST_ORDER, "hang", seconds=5, execute=reached)
+    task = asyncio.create_task(first.buy())
+    while not fx.requests_to(POST_ORDER):
+        await asyncio.sleep(0.01)
+    task.cancel()  # the engine dies with the request in flight
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (cid,) = [o.client_order_id for o in await first.store.live_orders()]
+
+    second = await make_desk()  # same database
+    recovered = await second.path.recover()
+    assert [(o.client_order_id, o.status) for o in recovered] == [(cid, OrderStatus.IN_DOUBT)]
+    await second.resolve(recovered[0])
+    assert_one_filled_order(fx, cid)
+    assert second.sent_ids() == [cid] * (1 if reached else 2)
+    (journaled,) = await second.journal(cid)
+    assert (journaled.status, journaled.filled) == (OrderStatus.FILLED, 0.01)
+
+
+# -- kill switch: many open orders cancelled concurrently ------------------------------------------------------
+
+async def test_cancel_all_with_50_open_orders(fx, make_desk):
+    risk = RiskSettings(max_open_positions=60, max_orders_per_minute=60, max_daily_trades=60,
+                        max_concentration_pct=100.0)
+    desk = await make_desk(risk=risk)
+    fx.balances["USDT"].free = 1_000_000.0
+    orders = []
+    for i in range(50):
+        sub = await desk.buy(qty=0.001, type="limit", price=20_000.0 + i)
+        assert sub.accepted, sub.reason
+        orders.append(sub.order)
+    assert len(fx.open_orders()) == 50
+    report = await desk.path.cancel_all()
+    assert sorted(report.cancelled) == sorted(o.client_order_id for o in orders) and report.failed == []
+    assert fx.open_orders() == [] and {o.status for o in fx.orders} == {"CANCELED"}
+    assert desk.path.live == {}
