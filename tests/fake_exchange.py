@@ -40,7 +40,6 @@ import asyncio
 import hashlib
 import hmac
 import itertools
-import json
 import math
 import time
 from collections import deque
@@ -735,8 +734,3 @@ def exchange_settings(fx: FakeBinance, **overrides: Any) -> Any:
     }
     values.update(overrides)
     return ExchangeSettings(**values)
-
-
-def dump(obj: Any) -> str:
-    """Readable book for assertion messages."""
-    return json.dumps(obj, default=lambda o: o.__dict__, indent=1)

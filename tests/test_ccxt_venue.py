@@ -90,6 +90,8 @@ async def test_build_exchange_from_settings(fx):
         await ex.close()
     with pytest.raises(VenueError, match="exchange.id"):
         build_exchange(exchange_settings(fx, id="nosuchexchange"))
+    with pytest.raises(VenueError, match="exchange.sandbox"):
+        build_exchange(exchange_settings(fx, id="kraken", sandbox=True, api_urls={}))
 
 
 async def test_market_order_round_trip(fx, venue):

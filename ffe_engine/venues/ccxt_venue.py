@@ -85,7 +85,10 @@ def build_exchange(settings: Any, *, credentials: bool = True) -> Any:
                 config[key] = value
     exchange = cls(config)
     if getattr(settings, "sandbox", False):
-        exchange.set_sandbox_mode(True)
+        try:
+            exchange.set_sandbox_mode(True)
+        except (cx.NotSupported, TypeError):  # TypeError: ccxt has no urls['test'] for it
+            raise VenueError(f"exchange.sandbox: {settings.id} has no sandbox (testnet) URLs in ccxt") from None
     if settings.api_urls:
         exchange.urls["api"] = dict(settings.api_urls)
         _merge_error_tables(exchange)
@@ -114,7 +117,10 @@ class _RedactingLogger(logging.LoggerAdapter):
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         if self.isEnabledFor(level):
-            text = str(msg) % args if args else str(msg)
+            try:
+                text = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError):
+                text = " ".join([str(msg), *map(str, args)])
             self.logger.log(level, _mask(text, self.secrets))
 
 
