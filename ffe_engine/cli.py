@@ -50,6 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--yes", action="store_true", help="confirm re-arming a HALTED engine (resume)")
     ctl.add_argument("--json", action="store_true", help="print the raw answer as JSON")
 
+    audit = sub.add_parser("audit", help="read the audit trail; the story of one decision")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    tail = audit_sub.add_parser("tail", help="the last audit records, filtered, or followed as they come")
+    _common(tail)
+    tail.add_argument("-n", dest="lines", type=int, default=20, metavar="N", help="how many records (default 20)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records until interrupted")
+    tail.add_argument("--event", default=None, metavar="NAME,...", help="only these events, e.g. decision,order")
+    tail.add_argument("--json", action="store_true", help="the raw JSON lines")
+    show = audit_sub.add_parser("show", help="votes, gates, approval, orders, fills and P&L of one decision")
+    _common(show)
+    show.add_argument("decision_id", metavar="DECISION_ID", help="a decision id (or an order or approval id)")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+
+    report = sub.add_parser("report", help="reports from the database")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    prov = report_sub.add_parser("providers", help="per provider: votes, trades backed, hit rate, return, weight")
+    _common(prov)
+    prov.add_argument("--last", type=int, default=20, metavar="N", help="also over the last N trades (default 20)")
+    prov.add_argument("--json", action="store_true", help="one JSON object")
+    trades = report_sub.add_parser("trades", help="closed trades with P&L, reason and entry decision")
+    _common(trades)
+    trades.add_argument("--last", type=int, default=50, metavar="N", help="the last N trades (default 50, 0 = all)")
+    trades.add_argument("--json", action="store_true", help="one JSON object")
+
     return parser
 
 
@@ -139,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_backtest(args)
         if args.command == "ctl":
             return cmd_ctl(args)
+        if args.command == "audit":
+            from .audittool import cmd_audit
+
+            return cmd_audit(args)
+        if args.command == "report":
+            from .audittool import cmd_report
+
+            return cmd_report(args)
         parser.print_help()
         return 2
     except (ConfigError, UsageError, CsvError, StartError) as exc:

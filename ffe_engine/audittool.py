@@ -1,0 +1,804 @@
+"""Read-side commands over the audit trail and the database.
+
+- `ffe audit tail`: the last records of logs/audit.jsonl, filtered by event, one line each (or the raw JSON lines),
+  and optionally following the file as it grows, is truncated or is replaced.
+- `ffe audit show DECISION_ID`: the whole story of one decision from the database.
+- `ffe report providers` and `ffe report trades`: what the feedback loop has learned, and the closed trades.
+
+These only read. The database is opened read-only (SQLite WAL lets them run next to a live engine) and the audit
+file is never written. Only complete lines of the audit file are ever shown: a line still being written is
+waited for, never printed in part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from .cli import load_settings_from_args
+
+
+class UsageError(Exception):
+    """Bad input (a missing file, an unknown id): one line on stderr, exit code 2."""
+
+BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
+POLL_S = 0.2  # how often `audit tail -f` looks at the file
+
+
+# ====================================================================================================== formatting
+def _num(x: Any, spec: str = ".8g") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    return format(x, spec)
+
+
+def _money(x: Any) -> str:
+    return _num(x, "+.2f")
+
+
+def _pct(x: float | None, spec: str = ".1f") -> str:
+    return "-" if x is None else f"{x * 100:{spec}}%"
+
+
+def _ms_time(ms: Any) -> str:
+    """A market timestamp (integer ms UTC) as `YYYY-MM-DD HH:MM:SS`."""
+    if not isinstance(ms, (int, float)):
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _s_time(s: Any) -> str:
+    """A wall-clock timestamp (seconds since epoch) as `YYYY-MM-DD HH:MM:SS`."""
+    return _ms_time(s * 1000) if isinstance(s, (int, float)) else "-"
+
+
+def _audit_time(ts: Any) -> str:
+    """An audit `ts` (ISO-8601 UTC) as `YYYY-MM-DD HH:MM:SS.mmm`."""
+    if not isinstance(ts, str):
+        return "-"
+    return ts.replace("T", " ").rstrip("Z")
+
+
+def _fmt_decision(r: dict) -> str:
+    s = (f"{r.get('decision_id')} {r.get('symbol')} {r.get('action')} conf {_num(r.get('confidence'), '.2f')} "
+         f"tier {r.get('tier')} {r.get('outcome')}")
+    if r.get("quantity"):
+        s += f" qty {_num(r.get('quantity'))}"
+    if r.get("client_order_id"):
+        s += f" order {r['client_order_id']}"
+    if r.get("approval_id"):
+        s += f" approval {r['approval_id']}"
+    if r.get("failed"):
+        s += f" failed {','.join(map(str, r['failed']))}"
+    reason = r.get("reason")
+    if reason and reason != r.get("strategy"):
+        s += f" ({reason})"
+    return s
+
+
+def _fmt_order(r: dict) -> str:
+    s = (f"{r.get('client_order_id') or '-'} {r.get('side')} {_num(r.get('quantity'))} {r.get('symbol')} "
+         f"{r.get('type')} {r.get('status')} {r.get('reason')}")
+    if r.get("filled"):
+        s += f" filled {_num(r.get('filled'))} @ {_num(r.get('average'))}"
+    if r.get("decision_id"):
+        s += f" decision {r['decision_id']}"
+    if r.get("error"):
+        s += f" error: {r['error']}"
+    return s
+
+
+def _fmt_fill(r: dict) -> str:
+    return (f"{r.get('client_order_id')} {r.get('side')} {_num(r.get('quantity'))} {r.get('symbol')} "
+            f"@ {_num(r.get('price'))} fee {_num(r.get('fee'), '.4f')}")
+
+
+def _fmt_opened(r: dict) -> str:
+    return (f"{r.get('symbol')} {r.get('side')} {_num(r.get('quantity'))} @ {_num(r.get('entry_price'))} "
+            f"SL {_num(r.get('stop_loss'))} TP {_num(r.get('take_profit'))} decision {r.get('decision_id') or '-'}")
+
+
+def _fmt_closed(r: dict) -> str:
+    return (f"{r.get('symbol')} {r.get('side')} {_num(r.get('quantity'))} {_num(r.get('entry_price'))} -> "
+            f"{_num(r.get('exit_price'))} pnl {_money(r.get('pnl'))} fees {_num(r.get('fees'), '.2f')} "
+            f"{r.get('reason')} trade {r.get('trade_id')} decision {r.get('decision_id') or '-'}")
+
+
+def _fmt_state(r: dict) -> str:
+    return f"{r.get('previous')} -> {r.get('state')} by {r.get('by', '-')}: {r.get('reason')}"
+
+
+def _fmt_breaker(r: dict) -> str:
+    s = f"{r.get('venue')} {r.get('previous')} -> {r.get('state')} failures {r.get('failures')}"
+    return s + (f" error: {r['error']}" if r.get("error") else "")
+
+
+def _fmt_approval(r: dict) -> str:
+    s = (f"{r.get('approval_id')} {r.get('outcome')} by {r.get('by')} decision {r.get('decision_id')} "
+         f"{r.get('symbol')} {r.get('side')} {_num(r.get('quantity'))} @ {_num(r.get('price'))}")
+    return s + (f" ({r['reason']})" if r.get("reason") else "")
+
+
+def _fmt_weights(r: dict) -> str:
+    w = r.get("weights") or {}
+    s = " ".join(f"{k} {_num(v, '.3f')}" for k, v in w.items())
+    return s + (f" ({r['reason']})" if r.get("reason") else "")
+
+
+def _fmt_reconcile(r: dict) -> str:
+    diffs = r.get("differences") or []
+    s = f"{r.get('status')} {len(diffs)} difference(s)"
+    if diffs:
+        s += ": " + "; ".join(_compact(d) for d in diffs[:3]) + (" ..." if len(diffs) > 3 else "")
+    return s
+
+
+def _fmt_error(r: dict) -> str:
+    return f"{r.get('where')}: {r.get('message')}"
+
+
+def _fmt_kill(r: dict) -> str:
+    s = (f"{r.get('action')} by {r.get('by')} cancelled {len(r.get('cancelled') or [])} "
+         f"failed {len(r.get('failed') or [])} closing {len(r.get('closing') or [])}")
+    if r.get("failed"):
+        s += ": " + "; ".join(_compact(f) for f in r["failed"])
+    return s
+
+
+def _fmt_run(r: dict) -> str:
+    detail = r.get("detail") or {}
+    return f"{r.get('phase')} {r.get('mode')} " + " ".join(f"{k}={_compact(v)}" for k, v in detail.items())
+
+
+def _compact(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, separators=(",", ":"), default=str)
+
+
+def _fmt_generic(r: dict) -> str:
+    s = " ".join(f"{k}={_compact(v)}" for k, v in r.items() if k not in ("ts", "seq", "event"))
+    return s if len(s) <= 300 else s[:297] + "..."
+
+
+FORMATTERS: dict[str, Callable[[dict], str]] = {
+    "decision": _fmt_decision, "order": _fmt_order, "fill": _fmt_fill, "position_opened": _fmt_opened,
+    "position_closed": _fmt_closed, "engine_state": _fmt_state, "breaker": _fmt_breaker, "approval": _fmt_approval,
+    "weights": _fmt_weights, "reconcile": _fmt_reconcile, "error": _fmt_error, "kill_switch": _fmt_kill,
+    "run": _fmt_run,
+}
+
+
+def format_record(rec: dict) -> str:
+    """One audit record as one human-readable line: time, seq, event, then the fields that matter for it."""
+    name = str(rec.get("event"))
+    fmt = FORMATTERS.get(name, _fmt_generic)
+    try:
+        body = fmt(rec)
+    except (TypeError, ValueError, AttributeError):  # a record of another shape: show its fields as they are
+        body = _fmt_generic(rec)
+    return f"{_audit_time(rec.get('ts'))} {_num(rec.get('seq')):>7} {name:<15} {body}".rstrip()
+
+
+# ====================================================================================================== audit tail
+class _Lines:
+    """Parses audit lines and applies the event filter; bad lines are reported on stderr, never printed."""
+
+    def __init__(self, path: Path, events: set[str] | None) -> None:
+        self.path = path
+        self.events = events
+
+    def accept(self, line: bytes, offset: int) -> dict | None:
+        try:
+            rec = orjson.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            print(f"ffe: warning: {self.path}: skipped a line that is not a JSON object at byte {offset}",
+                  file=sys.stderr)
+            return None
+        if self.events is not None and rec.get("event") not in self.events:
+            return None
+        return rec
+
+
+def _complete_end(f, size: int) -> int:
+    """Offset just past the last newline in the first `size` bytes (0 if none): a partial line is never read."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - BLOCK)
+        f.seek(start)
+        chunk = f.read(pos - start)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        pos = start
+    return 0
+
+
+def last_records(f, end: int, n: int, lines: _Lines) -> list[tuple[bytes, dict]]:
+    """The last `n` accepted lines before `end`, oldest first, reading backwards block by block."""
+    found: list[tuple[bytes, dict]] = []
+    pos = end
+    carry = b""
+    while pos > 0 and len(found) < n:
+        start = max(0, pos - BLOCK)
+        f.seek(start)
+        chunk = f.read(pos - start) + carry
+        parts = chunk.split(b"\n")
+        # The first part may be the end of a line that starts in an earlier block: keep it for the next read.
+        carry = parts[0] if start > 0 else b""
+        first = 1 if start > 0 else 0
+        offset = start + len(chunk)
+        for i in range(len(parts) - 1, first - 1, -1):
+            part = parts[i]
+            offset -= len(part) + (1 if i < len(parts) - 1 else 0)
+            if not part.strip():
+                continue
+            rec = lines.accept(part, offset)
+            if rec is not None:
+                found.append((part, rec))
+                if len(found) == n:
+                    break
+        pos = start
+    found.reverse()
+    return found
+
+
+class _Out:
+    """stdout as bytes; flushes each line when following."""
+
+    def __init__(self, as_json: bool, flush_each: bool) -> None:
+        self.buf = sys.stdout.buffer
+        self.as_json = as_json
+        self.flush_each = flush_each
+
+    def emit(self, line: bytes, rec: dict) -> None:
+        text = line if self.as_json else format_record(rec).encode("utf-8", "replace")
+        self.buf.write(text + b"\n")
+        if self.flush_each:
+            self.buf.flush()
+
+
+def _parse_events(text: str | None) -> set[str] | None:
+    if text is None:
+        return None
+    names = {x.strip() for x in text.split(",") if x.strip()}
+    if not names:
+        raise UsageError("--event needs at least one event name, e.g. --event decision,order")
+    return names
+
+
+def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: bool) -> int:
+    lines = _Lines(path, events)
+    out = _Out(as_json, flush_each=follow)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        if not follow:
+            raise UsageError(f"no audit file at {path} (is --log-dir right?)") from None
+        print(f"ffe: waiting for {path} to appear", file=sys.stderr, flush=True)
+        return _follow(path, None, 0, lines, out)
+    except OSError as exc:
+        raise UsageError(f"cannot read the audit file {path}: {exc.strerror}") from None
+    try:
+        end = _complete_end(f, os.fstat(f.fileno()).st_size)
+        for line, rec in last_records(f, end, n, lines) if n > 0 else []:
+            out.emit(line, rec)
+        out.buf.flush()
+    except BaseException:
+        f.close()
+        raise
+    if not follow:
+        f.close()
+        return 0
+    return _follow(path, f, end, lines, out)
+
+
+def _follow(path: Path, f, pos: int, lines: _Lines, out: _Out) -> int:
+    """Print the lines appended to `path` from `pos` on, until SIGINT or SIGTERM.
+
+    Like `tail -F`: a file created later is read from its start; a truncated file from its new start; a file
+    replaced by another (rotation) is read to its end, then the new one from its start. An unfinished last line
+    is kept back until its newline arrives.
+    """
+    stop = []
+
+    def on_signal(signum, frame):
+        stop.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    buf = b""
+    try:
+        while not stop:
+            if f is None:
+                try:
+                    f = open(path, "rb")
+                except FileNotFoundError:
+                    time.sleep(POLL_S)
+                    continue
+                pos, buf = 0, b""
+            size = os.fstat(f.fileno()).st_size
+            if size < pos:  # truncated in place
+                pos, buf = 0, b""
+            got = False
+            if size > pos:
+                f.seek(pos)
+                data = f.read(size - pos)
+                pos += len(data)
+                buf += data
+                cut = buf.rfind(b"\n")
+                if cut >= 0:
+                    offset = pos - len(buf)  # where buf starts in the file
+                    complete, buf = buf[:cut], buf[cut + 1:]
+                    for part in complete.split(b"\n"):
+                        if part.strip():
+                            rec = lines.accept(part, offset)
+                            if rec is not None:
+                                out.emit(part, rec)
+                        offset += len(part) + 1
+                got = True
+            if not got:
+                if _replaced(path, f):
+                    # Rotated or deleted and recreated: whatever the old file held has been read above.
+                    f.close()
+                    f = None
+                    continue
+                time.sleep(POLL_S)
+    except BrokenPipeError:
+        pass
+    finally:
+        if f is not None:
+            f.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return 0
+
+
+def _replaced(path: Path, f) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False  # moved away and not recreated yet: keep reading the old one
+    mine = os.fstat(f.fileno())
+    return (st.st_ino, st.st_dev) != (mine.st_ino, mine.st_dev)
+
+
+# ====================================================================================================== database
+def open_db(path: Path) -> sqlite3.Connection:
+    """The database, read-only. Works next to a running engine (WAL)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no database at {path} (is --data-dir right?)")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn.execute("PRAGMA busy_timeout=5000")
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"cannot read the database {path}: {exc}") from None
+    if not {"decisions", "orders", "trades", "votes"} <= names:
+        conn.close()
+        raise UsageError(f"{path} is not an ffe database (no decisions table)")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(sql, params)]
+
+
+def _json_blob(data: Any) -> dict:
+    try:
+        rec = json.loads(data)
+    except (TypeError, ValueError):
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------------- audit show
+def _resolve_decision_id(conn: sqlite3.Connection, ident: str) -> str | None:
+    """A decision id, or the decision behind an order id or an approval id."""
+    if conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (ident,)).fetchone():
+        return ident
+    for sql in ("SELECT decision_id FROM orders WHERE client_order_id = ?",
+                "SELECT decision_id FROM approvals WHERE approval_id = ?"):
+        row = conn.execute(sql, (ident,)).fetchone()
+        if row and row[0]:
+            return row[0]
+    return None
+
+
+def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | None:
+    """Everything recorded about one decision, as JSON-safe values; None when there is no such decision."""
+    did = _resolve_decision_id(conn, ident)
+    if did is None:
+        return None
+    d = dict(conn.execute("SELECT * FROM decisions WHERE decision_id = ?", (did,)).fetchone())
+    rec: dict = {}
+    if d.get("event_seq") is not None:
+        row = conn.execute("SELECT data FROM events WHERE seq = ?", (d["event_seq"],)).fetchone()
+        rec = _json_blob(row[0]) if row else {}
+
+    # Votes: the decision record holds every vote (HOLDs too) with the weight applied; the votes table adds the
+    # latency, and is the fallback for a record that is missing.
+    table_votes = _rows(conn, "SELECT provider, action, confidence, weight, failed, reason, latency_ms FROM votes "
+                              "WHERE decision_id = ?", (did,))
+    latency = {v["provider"]: v["latency_ms"] for v in table_votes if not v["failed"]}
+    if rec.get("votes") is not None:
+        votes = [{"provider": v.get("provider"), "action": v.get("action"), "confidence": v.get("confidence"),
+                  "weight": v.get("weight"), "reason": v.get("reason"), "latency_ms": latency.get(v.get("provider"))}
+                 for v in rec["votes"]]
+        failed = list(rec.get("failed") or [])
+    else:
+        votes = [{k: v[k] for k in ("provider", "action", "confidence", "weight", "reason", "latency_ms")}
+                 for v in table_votes if not v["failed"]]
+        failed = [v["provider"] for v in table_votes if v["failed"]]
+
+    # Gates: the ones evaluated for this decision, then any checked later under its id (an exit refused, ...).
+    gate_rows = _rows(conn, "SELECT client_order_id, position, code, value, limit_value, passed, detail, ts "
+                            "FROM gate_results WHERE decision_id = ? ORDER BY rowid", (did,))
+    own_ts = d["ts"] / 1000
+    if rec.get("gates") is not None:
+        gates = [{"code": g.get("code"), "value": g.get("value"), "limit": g.get("limit"),
+                  "passed": bool(g.get("passed")), "detail": g.get("detail") or ""} for g in rec["gates"]]
+    else:
+        gates = [_gate(g) for g in gate_rows if g["ts"] == own_ts]
+    later = [dict(_gate(g), client_order_id=g["client_order_id"], ts=g["ts"])
+             for g in gate_rows if g["ts"] != own_ts]
+
+    approval = None
+    arow = conn.execute("SELECT * FROM approvals WHERE decision_id = ? ORDER BY created_ts DESC",
+                        (did,)).fetchone()
+    if arow is not None:
+        approval = dict(arow)
+        try:
+            approval["gates"] = json.loads(approval["gates"])
+        except (TypeError, ValueError):
+            approval["gates"] = []
+        approval.pop("intent", None)
+        approval["history"] = _approval_history(conn, approval, d.get("event_seq"))
+
+    # Orders: this decision's own, the exits of the position it opened (stop-loss and take-profit orders carry the
+    # entry decision's id; an exit placed by a later decision is found through the trade it closed).
+    orders = _rows(conn, "SELECT * FROM orders WHERE decision_id = ? ORDER BY created_ts, rowid", (did,))
+    trades = _rows(conn, "SELECT * FROM trades WHERE entry_decision_id = ? ORDER BY id", (did,))
+    for t in trades:
+        t["role"] = "opened"
+    own_ids = {o["client_order_id"] for o in orders}
+    extra = [t["exit_client_order_id"] for t in trades
+             if t["exit_client_order_id"] and t["exit_client_order_id"] not in own_ids]
+    if extra:
+        marks = ",".join("?" * len(extra))
+        orders += _rows(conn, f"SELECT * FROM orders WHERE client_order_id IN ({marks})", tuple(extra))
+        orders.sort(key=lambda o: (o["created_ts"], o["client_order_id"]))
+    # A decision that closed a position: the trade whose exit order it placed.
+    seen = {t["id"] for t in trades}
+    for o in orders:
+        if o["decision_id"] == did and o["reduce_only"] and o["reason"] == "signal":
+            for t in _rows(conn, "SELECT * FROM trades WHERE exit_client_order_id = ?", (o["client_order_id"],)):
+                if t["id"] not in seen:
+                    t["role"] = "closed"
+                    trades.append(t)
+                    seen.add(t["id"])
+    for o in orders:
+        o["intent"] = _json_blob(o.get("intent"))
+        o["reduce_only"] = bool(o["reduce_only"])
+        o["fills"] = _rows(conn, "SELECT quantity, price, fee, ts FROM fills WHERE client_order_id = ? ORDER BY id",
+                           (o["client_order_id"],))
+    for t in trades:
+        t["scores"] = _rows(conn, "SELECT provider, action, correct, return_pct FROM provider_scores "
+                                  "WHERE trade_id = ?", (t["id"],))
+        for s in t["scores"]:
+            s["correct"] = bool(s["correct"])
+
+    return {
+        "decision_id": did, "symbol": d["symbol"], "bar_ts": d["ts"], "bar_time": _ms_time(d["ts"]),
+        "recorded": rec.get("ts"), "seq": d.get("event_seq"), "price": d["price"], "action": d["action"],
+        "confidence": d["confidence"], "tier": d["tier"], "strategy": d["strategy"], "outcome": d["outcome"],
+        "reason": d["reason"], "quantity": d["quantity"], "client_order_id": d["client_order_id"],
+        "approval_id": d["approval_id"], "votes": votes, "failed": failed, "sizing": rec.get("sizing") or {},
+        "gates": gates, "later_gates": later, "approval": approval, "orders": orders, "trades": trades,
+        "pnl": sum(t["pnl"] for t in trades if t["role"] == "opened") if any(
+            t["role"] == "opened" for t in trades) else None,
+    }
+
+
+def _gate(g: dict) -> dict:
+    return {"code": g["code"], "value": g["value"], "limit": g["limit_value"], "passed": bool(g["passed"]),
+            "detail": g["detail"] or ""}
+
+
+def _approval_history(conn: sqlite3.Connection, approval: dict, decision_seq: int | None) -> list[dict]:
+    """The approval's events (pending, then how it ended, with the reason), read forward from the decision's own
+    event and no further than the approval's end: the events table can be long."""
+    if decision_seq is None:
+        return []
+    until = (approval.get("ended_ts") or approval.get("created_ts") or 0) + 5
+    out = []
+    cur = conn.execute("SELECT ts, CASE WHEN event = 'approval' THEN data END FROM events WHERE seq >= ? "
+                       "ORDER BY seq", (decision_seq - 10,))
+    for ts, data in cur:
+        if ts > until:
+            break
+        if data is None:
+            continue
+        rec = _json_blob(data)
+        if rec.get("approval_id") == approval["approval_id"]:
+            out.append({"ts": rec.get("ts"), "outcome": rec.get("outcome"), "by": rec.get("by"),
+                        "reason": rec.get("reason", "")})
+    cur.close()
+    return out
+
+
+def render_story(s: dict) -> str:
+    out: list[str] = []
+    add = out.append
+    add(f"decision {s['decision_id']}  {s['symbol']}  bar {s['bar_time']} UTC  price {_num(s['price'])}"
+        + (f"  (recorded {_audit_time(s['recorded'])}, seq {s['seq']})" if s.get("recorded") else ""))
+    add(f"  {s['action']}  confidence {_num(s['confidence'], '.3f')}  tier {s['tier']}  strategy {s['strategy']}"
+        f"  outcome {s['outcome']}" + (f"  ({s['reason']})" if s['reason'] and s['reason'] != s['strategy'] else ""))
+
+    add("")
+    add("votes")
+    add(f"  {'provider':<16}{'action':<7}{'conf':>6}{'weight':>8}  reason")
+    for v in s["votes"]:
+        add(f"  {str(v['provider']):<16}{str(v['action']):<7}{_num(v['confidence'], '.3f'):>6}"
+            f"{_num(v['weight'], '.3f'):>8}  {v.get('reason') or ''}")
+    if not s["votes"]:
+        add("  (no valid votes)")
+    add(f"  failed: {', '.join(s['failed']) if s['failed'] else 'none'}")
+
+    if s["sizing"]:
+        add("")
+        add("sizing")
+        add("  " + "  ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in s["sizing"].items()))
+
+    add("")
+    add("gates")
+    if s["gates"]:
+        add(f"  {'code':<20}{'value':<12}{'limit':<31}result")
+        for g in s["gates"]:
+            add(_gate_line(g))
+    else:
+        add("  none (no order was proposed)")
+    if s["later_gates"]:
+        add("  checked later under this decision:")
+        for g in s["later_gates"]:
+            add(_gate_line(g) + f"  at {_s_time(g['ts'])}")
+
+    add("")
+    a = s["approval"]
+    if a is None:
+        add("approval: none (not proposed for approval)")
+    else:
+        add(f"approval {a['approval_id']}: {a['status']}" + (f" by {a['by']}" if a.get("by") else "")
+            + f"  proposed {_s_time(a['created_ts'])}  expires {_s_time(a['expires_ts'])}"
+            + (f"  ended {_s_time(a['ended_ts'])}" if a.get("ended_ts") else "")
+            + (f"  order {a['client_order_id']}" if a.get("client_order_id") else ""))
+        for h in a["history"]:
+            add(f"  {_audit_time(h['ts'])} {h['outcome']} by {h['by']}" + (f": {h['reason']}" if h['reason'] else ""))
+
+    add("")
+    add("orders")
+    if not s["orders"]:
+        add("  none")
+    for o in s["orders"]:
+        via = f" (decision {o['decision_id']})" if o["decision_id"] != s["decision_id"] else ""
+        add(f"  {o['client_order_id']}  {o['side']} {_num(o['quantity'])} {o['symbol']} {o['type']}  {o['reason']}"
+            f"  {o['status']}  filled {_num(o['filled'])} @ {_num(o['average'])}  fee {_num(o['fee'], '.4f')}"
+            f"  at {_ms_time(o['created_ts'])}{via}" + (f"  error: {o['error']}" if o["error"] else ""))
+        for f in o["fills"]:
+            add(f"    fill {_num(f['quantity'])} @ {_num(f['price'])}  fee {_num(f['fee'], '.4f')}  at {_ms_time(f['ts'])}")
+
+    add("")
+    add("trade")
+    if not s["trades"]:
+        add("  none closed")
+    for t in s["trades"]:
+        role = "opened by this decision" if t["role"] == "opened" else \
+            f"closed by this decision, opened by {t['entry_decision_id']}"
+        add(f"  #{t['id']} {t['side']} {_num(t['quantity'])} {t['symbol']}  {_num(t['entry_price'])} -> "
+            f"{_num(t['exit_price'])}  pnl {_money(t['pnl'])}  fees {_num(t['fees'], '.2f')}  {t['reason']}  "
+            f"{_ms_time(t['opened_ts'])} -> {_ms_time(t['closed_ts'])}  ({role})")
+        if t["scores"]:
+            add("    scored: " + ", ".join(f"{x['provider']} {x['action']} {'hit' if x['correct'] else 'miss'}"
+                                          for x in t["scores"]))
+    if s["pnl"] is not None:
+        add(f"  P&L {_money(s['pnl'])}")
+    return "\n".join(out)
+
+
+def _gate_line(g: dict) -> str:
+    detail = f"  {g['detail']}" if g.get("detail") else ""
+    return (f"  {str(g['code']):<20}{_num(g['value'], '.6g'):<12}{_num(g['limit'], '.6g'):<31}"
+            f"{'pass' if g['passed'] else 'FAIL'}{detail}")
+
+
+# ---------------------------------------------------------------------------------------------------- reports
+def _last_trade_ids(conn: sqlite3.Connection, n: int) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT id FROM trades ORDER BY id DESC LIMIT ?", (n,))]
+
+
+_BACKED = ("FROM trades t JOIN votes v ON v.decision_id = t.entry_decision_id AND v.failed = 0 "
+           "AND v.action = CASE t.side WHEN 'buy' THEN 'BUY' ELSE 'SELL' END")
+# A vote's return as seen from its side: the trade's return for a vote that backed it, minus that for one against.
+_SIGNED = ("s.return_pct * (CASE s.action WHEN 'BUY' THEN 1 ELSE -1 END) "
+           "* (CASE t.side WHEN 'buy' THEN 1 ELSE -1 END)")
+
+
+def _scores(conn: sqlite3.Connection, where: str, params: tuple) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for p, backed in conn.execute(f"SELECT v.provider, COUNT(DISTINCT t.entry_decision_id) {_BACKED} "
+                                  f"WHERE 1=1 {where} GROUP BY v.provider", params):
+        out.setdefault(p, {})["backed"] = backed
+    for p, votes in conn.execute("SELECT v.provider, COUNT(*) FROM trades t JOIN votes v ON "
+                                 "v.decision_id = t.entry_decision_id AND v.failed = 0 "
+                                 f"WHERE 1=1 {where} GROUP BY v.provider", params):
+        out.setdefault(p, {})["votes"] = votes
+    for p, scored, hits, avg in conn.execute(
+            f"SELECT s.provider, COUNT(*), SUM(s.correct), AVG({_SIGNED}) FROM provider_scores s "
+            f"JOIN trades t ON t.id = s.trade_id WHERE 1=1 {where} GROUP BY s.provider", params):
+        out.setdefault(p, {}).update(scored=scored, hits=hits, avg_return_pct=avg)
+    return out
+
+
+def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) -> dict[str, Any]:
+    cast = {p: (n, f) for p, n, f in conn.execute(
+        "SELECT provider, SUM(failed = 0), SUM(failed = 1) FROM votes GROUP BY provider")}
+    all_time = _scores(conn, "", ())
+    ids = _last_trade_ids(conn, last)
+    recent = _scores(conn, f"AND t.id IN ({','.join('?' * len(ids))})", tuple(ids)) if ids else {}
+    total_trades = conn.execute("SELECT COUNT(*) FROM trades").fetchone()[0]
+
+    row = conn.execute("SELECT value, updated_ts FROM kv WHERE key = 'weights'").fetchone()
+    stored = _json_blob(row[0]).get("weights") if row else None
+    learned = isinstance(stored, dict) and bool(stored)
+    names = list(dict.fromkeys([*configured, *(stored or {}), *cast, *all_time]))
+    if learned:
+        weights = {k: v for k, v in stored.items() if isinstance(v, (int, float))}
+    else:
+        weights = {k: 1.0 / len(configured) for k in configured} if configured else {}
+
+    def figures(src: dict[str, Any]) -> dict[str, Any]:
+        scored = src.get("scored", 0)
+        hits = src.get("hits", 0) or 0
+        return {"votes": src.get("votes", 0), "backed": src.get("backed", 0), "scored": scored, "hits": hits,
+                "hit_rate": hits / scored if scored else None, "avg_return_pct": src.get("avg_return_pct")}
+
+    providers = []
+    for p in names:
+        n, f = cast.get(p, (0, 0))
+        base = figures(all_time.get(p, {}))
+        base["votes"] = n or 0  # every directional vote cast, not only those on trade entries
+        providers.append({"provider": p, "configured": p in configured, "weight": weights.get(p),
+                          **base, "failed": f or 0, "last": figures(recent.get(p, {}))})
+    return {"trades": total_trades, "last": last, "last_trades": len(ids),
+            "weights": "learned" if learned else "equal", "weights_updated": row[1] if row else None,
+            "providers": providers}
+
+
+def render_provider_report(r: dict[str, Any]) -> str:
+    """Fits 80 columns: all-time figures, then the same over the last N trades."""
+    if r["weights"] == "learned":
+        src = f"learned weights, updated {_s_time(r['weights_updated'])} UTC"
+    else:
+        src = "equal weights (none learned yet)"
+    lines = [f"{r['trades']} closed trades; {src}",
+             f"{'':<41}all trades | last {r['last_trades']} trades",
+             f"{'provider':<15}{'weight':>7}{'votes':>6}{'fail':>5}{'backed':>7}{'hit':>6}{'ret%':>8} |"
+             f"{'backed':>7}{'hit':>6}{'ret%':>8}"]
+    for p in r["providers"]:
+        name = p["provider"] + ("" if p["configured"] else "*")
+        last = p["last"]
+        lines.append(f"{name:<15}{_num(p['weight'], '.3f'):>7}{p['votes']:>6}{p['failed']:>5}{p['backed']:>7}"
+                     f"{_pct(p['hit_rate'], '.0f'):>6}{_ret(p['avg_return_pct']):>8} |{last['backed']:>7}"
+                     f"{_pct(last['hit_rate'], '.0f'):>6}{_ret(last['avg_return_pct']):>8}")
+    if any(not p["configured"] for p in r["providers"]):
+        lines.append("* not a configured provider (history only)")
+    lines.append("votes: BUY/SELL votes cast; fail: failed or timed out; backed: entries it voted for;")
+    lines.append("hit: its votes on entries whose direction matched the outcome; ret%: the trade's")
+    lines.append("return from the vote's side, average")
+    return "\n".join(lines)
+
+
+def _ret(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.3f}"
+
+
+def trades_report(conn: sqlite3.Connection, last: int) -> dict[str, Any]:
+    sql = ("SELECT id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, closed_ts, "
+           "entry_decision_id, exit_client_order_id FROM trades ORDER BY id DESC")
+    rows = _rows(conn, sql + (" LIMIT ?" if last > 0 else ""), (last,) if last > 0 else ())
+    rows.reverse()
+    count, wins, pnl = conn.execute("SELECT COUNT(*), SUM(pnl > 0), COALESCE(SUM(pnl), 0) FROM trades").fetchone()
+    return {"trades": rows, "total": {"count": count, "wins": wins or 0, "pnl": pnl}}
+
+
+def render_trades(r: dict[str, Any]) -> str:
+    lines = [f"{'#':>5} {'closed (UTC)':<19} {'symbol':<10}{'side':<5}{'quantity':>12}{'entry':>13}{'exit':>13}"
+             f"{'pnl':>10}  {'reason':<12}entry decision"]
+    for t in r["trades"]:
+        lines.append(f"{t['id']:>5} {_ms_time(t['closed_ts']):<19} {t['symbol']:<10}{t['side']:<5}"
+                     f"{_num(t['quantity'], '.6g'):>12}{_num(t['entry_price'], '.8g'):>13}"
+                     f"{_num(t['exit_price'], '.8g'):>13}{_money(t['pnl']):>10}  {t['reason']:<12}"
+                     f"{t['entry_decision_id'] or '-'}")
+    tot = r["total"]
+    rate = f" ({tot['wins'] / tot['count'] * 100:.0f}%)" if tot["count"] else ""
+    lines.append(f"{tot['count']} closed trades, {tot['wins']} won{rate}, P&L {_money(tot['pnl'])}"
+                 + (f"; {len(r['trades'])} shown" if len(r["trades"]) < tot["count"] else ""))
+    return "\n".join(lines)
+
+
+# ====================================================================================================== commands
+def _print(text: str) -> None:
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+
+
+def _one_line_errors(cmd: Callable[[Any], int]) -> Callable[[Any], int]:
+    # Handled here rather than by the caller: under `python -m ffe_engine.cli` the caller's error classes are
+    # those of `__main__`, not of `ffe_engine.cli`.
+    def run(args) -> int:
+        try:
+            return cmd(args)
+        except UsageError as exc:
+            print(f"ffe: error: {exc}", file=sys.stderr)
+            return 2
+    run.__doc__ = cmd.__doc__
+    return run
+
+
+@_one_line_errors
+def cmd_audit(args) -> int:
+    """`ffe audit tail` and `ffe audit show`."""
+    settings = load_settings_from_args(args)
+    if args.audit_command == "tail":
+        if args.lines < 0:
+            raise UsageError(f"-n must be 0 or more, got {args.lines}")
+        try:
+            return tail(settings.audit_path, args.lines, _parse_events(args.event), args.json, args.follow)
+        except BrokenPipeError:
+            return 0
+    conn = open_db(settings.db_path)
+    try:
+        story = decision_story(conn, args.decision_id)
+    finally:
+        conn.close()
+    if story is None:
+        raise UsageError(f"no decision {args.decision_id} in {settings.db_path}")
+    _print(json.dumps(story, indent=1, default=str) if args.json else render_story(story))
+    return 0
+
+
+@_one_line_errors
+def cmd_report(args) -> int:
+    """`ffe report providers` and `ffe report trades`."""
+    settings = load_settings_from_args(args)
+    if args.last < 0:
+        raise UsageError(f"--last must be 0 or more, got {args.last}")
+    conn = open_db(settings.db_path)
+    try:
+        if args.report_command == "providers":
+            r = provider_report(conn, list(settings.ensemble.providers), args.last)
+            text = render_provider_report(r)
+        else:
+            r = trades_report(conn, args.last)
+            text = render_trades(r)
+    finally:
+        conn.close()
+    _print(json.dumps(r, indent=1, default=str) if args.json else text)
+    return 0
