@@ -31,6 +31,7 @@ from .indicators import IndicatorSet
 from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Side)
 from .portfolio import Portfolio
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
+from .signals import close_providers
 from .store import Store
 
 log = structlog.get_logger("ffe.engine")
@@ -101,6 +102,7 @@ class Engine:
         self._since_flush = 0
         self._stop = asyncio.Event()
         self._dd_breached = False
+        self._learner_dirty = False
         self._dl_breached = False
         self._id_prefix = uuid.uuid4().hex[:6]
         self._id_n = 0
@@ -186,9 +188,11 @@ class Engine:
             self._tasks.append(asyncio.create_task(self._housekeeping(), name="ffe-housekeeping"))
         try:
             if self.opts.backtest:
-                async for c in self.feed.candles():
-                    await self.on_candle(c)
-                    if self._stop.is_set():
+                # A backtest never waits for its feed: take the candles synchronously.
+                on_candle, stop = self.on_candle, self._stop
+                for c in self.feed.iter_candles():
+                    await on_candle(c)
+                    if stop.is_set():
                         break
             else:
                 await self._run_paced()
@@ -241,6 +245,7 @@ class Engine:
             await self.flush()
         finally:
             try:
+                await close_providers(self.providers)
                 await self.venue.close()
             finally:
                 close = getattr(self.feed, "close", None)
@@ -257,6 +262,7 @@ class Engine:
     async def _persist_books(self) -> None:
         await self.store.put_kv("portfolio", self.portfolio.state(), time.time())
         await self._save_venue()
+        await self._save_learner()
 
     async def _save_venue(self) -> None:
         """The paper venue's book is the in-process exchange's own state; a backtest is never resumed."""
@@ -452,8 +458,9 @@ class Engine:
             await self.store.delete_position(fill.symbol)
         if res.closed is not None:
             await self._on_trade_closed(res.closed)
-        await self.store.put_kv("portfolio", pf.state(), time.time())
-        await self._save_venue()
+        if not self.opts.backtest:  # a backtest stores its books at each flush; it is never resumed
+            await self.store.put_kv("portfolio", pf.state(), time.time())
+            await self._save_venue()
 
     async def _on_trade_closed(self, t: ClosedTrade) -> None:
         t.trade_id = await self.store.add_trade(t)
@@ -478,12 +485,17 @@ class Engine:
         if new is not None:
             if self.opts.adaptive:
                 self.ensemble.set_weights(new)
-            await self.store.put_kv("weights", {"weights": new, "stats": self.learner.state()}, time.time())
             self.bus.publish(WeightsChanged(weights={k: round(v, 4) for k, v in new.items()},
                                             reason=f"trade {t.trade_id} closed"))
-        else:
+        self._learner_dirty = True
+        if not self.opts.backtest:
+            await self._save_learner()
+
+    async def _save_learner(self) -> None:
+        if self._learner_dirty and self.learner is not None:
             await self.store.put_kv("weights", {"weights": self.learner.weights, "stats": self.learner.state()},
                                     time.time())
+            self._learner_dirty = False
 
     # ================================================================== approvals
     async def _propose(self, d: Decision, intent: OrderIntent) -> None:

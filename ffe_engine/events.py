@@ -8,6 +8,7 @@ Every audited event gets a strictly increasing `seq` (continued across restarts 
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields
@@ -25,19 +26,29 @@ class Event:
     ts: float = field(default=0.0, init=False)  # wall clock, seconds since epoch
 
     def payload(self) -> dict[str, Any]:
-        names = _FIELDS.get(type(self))
-        if names is None:
-            names = _FIELDS[type(self)] = tuple(f.name for f in fields(self) if f.name not in ("seq", "ts"))
-        return {n: getattr(self, n) for n in names}
+        names, get = _accessors(type(self))
+        return dict(zip(names, get(self)))
 
     def record(self) -> dict[str, Any]:
         """The audit line: ts, seq, event, then the fields."""
+        names, get = _accessors(type(self))
         rec: dict[str, Any] = {"ts": iso_ts(self.ts), "seq": self.seq, "event": self.name}
-        rec.update(self.payload())
+        rec.update(zip(names, get(self)))
         return rec
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_ACCESSORS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple]]] = {}
+
+
+def _accessors(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple]]:
+    """The event class's field names and one C-level getter for all their values (events are made per bar)."""
+    acc = _ACCESSORS.get(cls)
+    if acc is None:
+        names = tuple(f.name for f in fields(cls) if f.name not in ("seq", "ts"))
+        getter = operator.attrgetter(*names)
+        get = getter if len(names) > 1 else (lambda obj, g=getter: (g(obj),))
+        acc = _ACCESSORS[cls] = (names, get)
+    return acc
 
 
 def encode(obj: Any) -> bytes:

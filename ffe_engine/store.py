@@ -24,6 +24,7 @@ from .events import Event
 from .model import Action, ClosedTrade, Decision, Fill, Order, OrderReason, OrderStatus, Position, Side
 
 SCHEMA_VERSION = 1
+_HOLD = Action.HOLD
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -36,7 +37,6 @@ MIGRATIONS: dict[int, list[str]] = {
             confidence REAL NOT NULL, tier INTEGER NOT NULL, strategy TEXT NOT NULL, price REAL NOT NULL,
             quantity REAL NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL, client_order_id TEXT,
             approval_id TEXT, event_seq INTEGER)""",
-        "CREATE INDEX decisions_symbol_ts ON decisions (symbol, ts)",
         """CREATE TABLE votes (
             decision_id TEXT NOT NULL, provider TEXT NOT NULL, action TEXT, confidence REAL, weight REAL,
             failed INTEGER NOT NULL, reason TEXT, latency_ms REAL)""",
@@ -196,14 +196,15 @@ class Store:
     def add_decision(self, d: Decision, weights: dict[str, float], event_seq: int | None) -> None:
         """`event_seq` is the `decision` event holding the decision's full record (events table, audit trail)."""
         e = d.ensemble
-        self._decisions.append((d.decision_id, d.ts, d.symbol, e.action.value, e.confidence, e.tier, e.strategy,
+        # Action is a str enum: sqlite3 stores it as its text.
+        self._decisions.append((d.decision_id, d.ts, d.symbol, e.action, e.confidence, e.tier, e.strategy,
                                 d.price, d.quantity, d.outcome, d.reason, d.client_order_id, d.approval_id,
                                 event_seq))
         # The votes table indexes the directional votes (what the feedback loop scores and the provider report
         # counts); every vote, HOLDs included, is in the decision's record.
         for v in e.votes:
-            if v.action is not Action.HOLD:
-                self._votes.append((d.decision_id, v.provider, v.action.value, v.confidence,
+            if v.action is not _HOLD:
+                self._votes.append((d.decision_id, v.provider, v.action, v.confidence,
                                     weights.get(v.provider), 0, v.reason, v.latency_ms))
         for name in e.failed:
             self._votes.append((d.decision_id, name, None, None, weights.get(name), 1, "failed", None))
