@@ -1,0 +1,342 @@
+"""`ffe audit tail`: the last records of the audit trail, filtered, as lines or raw JSON, and followed as the file
+grows, is created, truncated or rotated; never a partial line. Real engine runs, real files, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+WAIT_S = 60  # a safety net against a hung process, never a speed assertion
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FFE_")}
+    env.update(extra)
+    return env
+
+
+def ffe(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ffe_engine.cli", *args], cwd=cwd, env=clean_env(**env),
+                          capture_output=True, text=True, timeout=WAIT_S)
+
+
+def run_engine(root: Path, bars: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "ffe_engine.cli", "run", "--headless", "--max-bars", str(bars),
+                           "--data-dir", "data", "--log-dir", "logs"], cwd=root,
+                          env=clean_env(FFE_MARKET__SPEED="0"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """One headless engine run on the simulated market; its audit file is logs/audit.jsonl under the root."""
+    root = tmp_path_factory.mktemp("engine")
+    run_engine(root)
+    return root
+
+
+def audit_lines(root: Path) -> list[bytes]:
+    return (root / "logs" / "audit.jsonl").read_bytes().splitlines()
+
+
+def records(root: Path) -> list[dict]:
+    return [json.loads(x) for x in audit_lines(root)]
+
+
+class Follower:
+    """`ffe audit tail -f` as a child process, its stdout read line by line on a thread."""
+
+    def __init__(self, cwd: Path, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "ffe_engine.cli", "audit", "tail", "-f", *args],
+                                     cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.errors: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.errors), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, into: queue.Queue) -> None:
+        for line in stream:
+            into.put(line.rstrip("\n"))
+
+    def line(self) -> str:
+        try:
+            return self.lines.get(timeout=WAIT_S)
+        except queue.Empty:
+            raise AssertionError("no line from `ffe audit tail -f`") from None
+
+    def error_line(self) -> str:
+        try:
+            return self.errors.get(timeout=WAIT_S)
+        except queue.Empty:
+            raise AssertionError("no line on the stderr of `ffe audit tail -f`") from None
+
+    def read_bytes_so_far(self) -> int:
+        """Bytes this process has read with read(2) so far (Linux /proc): tells when it has looked at the file."""
+        for row in Path(f"/proc/{self.proc.pid}/io").read_text().splitlines():
+            if row.startswith("rchar:"):
+                return int(row.split()[1])
+        raise AssertionError("no rchar in /proc/PID/io")
+
+    def wait_until_read(self, before: int, n: int) -> None:
+        """Block until the follower has read at least `n` more bytes than `before` (it polls the file)."""
+        done = threading.Event()
+        for _ in range(WAIT_S * 100):
+            if self.read_bytes_so_far() >= before + n:
+                return
+            done.wait(0.01)
+        raise AssertionError("the follower never read the appended bytes")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=WAIT_S)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def follower_factory():
+    made: list[Follower] = []
+
+    def make(cwd: Path, *args: str) -> Follower:
+        f = Follower(cwd, *args)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.kill()
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def rec_line(seq: int, event: str = "error", **fields) -> bytes:
+    rec = {"ts": "2026-01-02T03:04:05.678Z", "seq": seq, "event": event, **fields}
+    return json.dumps(rec, separators=(",", ":")).encode() + b"\n"
+
+
+# --------------------------------------------------------------------------------------------------- last N records
+def test_the_engine_run_left_a_varied_audit_trail(run):
+    events = {r["event"] for r in records(run)}
+    assert {"engine_state", "decision", "order", "fill", "position_opened", "position_closed", "weights"} <= events
+
+
+def test_tail_n_prints_the_last_n_records_one_line_each(run):
+    proc = ffe(run, "audit", "tail", "-n", "5", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert len(out) == 5
+    last = records(run)[-5:]
+    for line, rec in zip(out, last):
+        assert line.startswith(rec["ts"][:10] + " " + rec["ts"][11:23])
+        assert line.split()[2] == str(rec["seq"]) and line.split()[3] == rec["event"]
+
+
+def test_tail_defaults_to_twenty_records(run):
+    proc = ffe(run, "audit", "tail", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    assert [int(x.split()[2]) for x in proc.stdout.splitlines()] == [r["seq"] for r in records(run)[-20:]]
+
+
+def test_json_prints_the_raw_lines_with_increasing_seq(run):
+    proc = ffe(run, "audit", "tail", "-n", "120", "--json", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.encode().splitlines()
+    assert out == audit_lines(run)[-120:]
+    seqs = [json.loads(x)["seq"] for x in out]
+    assert all(b > a for a, b in zip(seqs, seqs[1:]))
+
+
+def test_event_filter_keeps_only_the_named_events(run):
+    proc = ffe(run, "audit", "tail", "-n", "100000", "--event", "order,position_closed", "--json", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(x) for x in proc.stdout.splitlines()]
+    want = [r for r in records(run) if r["event"] in ("order", "position_closed")]
+    assert got == want and len(got) > 10
+
+    proc = ffe(run, "audit", "tail", "-n", "3", "--event", " fill , no_such_event", "--log-dir", "logs")
+    lines = proc.stdout.splitlines()
+    assert [int(x.split()[2]) for x in lines] == [r["seq"] for r in records(run) if r["event"] == "fill"][-3:]
+
+    proc = ffe(run, "audit", "tail", "--event", "no_such_event", "--log-dir", "logs")
+    assert proc.returncode == 0 and proc.stdout == ""
+
+
+def test_human_lines_carry_the_fields_that_matter(run):
+    recs = records(run)
+
+    def line_for(rec: dict) -> str:
+        proc = ffe(run, "audit", "tail", "-n", "100000", "--event", rec["event"], "--log-dir", "logs")
+        for line in proc.stdout.splitlines():
+            if line.split()[2] == str(rec["seq"]):
+                return line
+        raise AssertionError(f"seq {rec['seq']} not printed")
+
+    d = next(r for r in recs if r["event"] == "decision" and r["outcome"] == "submitted")
+    line = line_for(d)
+    for text in (d["decision_id"], d["symbol"], d["action"], f"conf {d['confidence']:.2f}", f"tier {d['tier']}",
+                 "submitted", d["client_order_id"]):
+        assert text in line
+
+    rej = next(r for r in recs if r["event"] == "decision" and r["outcome"] == "rejected")
+    assert rej["reason"].split(":")[0] in line_for(rej)  # the failing gate's code
+
+    o = next(r for r in recs if r["event"] == "order" and r["reason"] == "stop_loss")
+    line = line_for(o)
+    for text in (o["client_order_id"], o["side"], o["symbol"], o["status"], "stop_loss"):
+        assert text in line
+
+    c = next(r for r in recs if r["event"] == "position_closed")
+    line = line_for(c)
+    assert f"pnl {c['pnl']:+.2f}" in line and c["reason"] in line and c["symbol"] in line
+
+    s = next(r for r in recs if r["event"] == "engine_state")
+    assert f"{s['previous']} -> {s['state']}" in line_for(s) and s["reason"] in line_for(s)
+
+    w = next(r for r in recs if r["event"] == "weights")
+    line = line_for(w)
+    assert all(f"{k} {v:.3f}" in line for k, v in w["weights"].items())
+
+
+def test_missing_audit_file_is_a_one_line_error_naming_it(tmp_path):
+    proc = ffe(tmp_path, "audit", "tail", "--log-dir", "nowhere")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and str(Path("nowhere") / "audit.jsonl") in proc.stderr
+
+
+def test_bad_arguments_are_usage_errors(run):
+    assert ffe(run, "audit", "tail", "-n", "-1", "--log-dir", "logs").returncode == 2
+    proc = ffe(run, "audit", "tail", "--event", ",", "--log-dir", "logs")
+    assert proc.returncode == 2 and "--event" in proc.stderr
+
+
+def test_a_partial_trailing_line_is_never_printed(run, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    whole = audit_lines(run)[-3:]
+    (logs / "audit.jsonl").write_bytes(b"\n".join(whole) + b'\n{"ts":"2026-01-01T00:00:00.000Z","seq":99')
+    proc = ffe(tmp_path, "audit", "tail", "-n", "5", "--json", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.encode().splitlines() == whole
+
+
+def test_long_lines_across_read_blocks_and_a_bad_line(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = [rec_line(i, "error", message="x" * (i * 50_000), where="here") for i in range(1, 6)]
+    lines.insert(2, b"this is not json\n")
+    (logs / "audit.jsonl").write_bytes(b"".join(lines))
+    proc = ffe(tmp_path, "audit", "tail", "-n", "4", "--json", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.encode().splitlines() == [x.rstrip(b"\n") for x in lines if x.startswith(b"{")][-4:]
+    offset = sum(len(x) for x in lines[:2])
+    assert f"not a JSON object at byte {offset}" in proc.stderr
+
+
+def test_the_last_lines_of_a_huge_file_are_read_from_its_end(tmp_path):
+    """64 GiB of (sparse) leading bytes: reading the whole file, or keeping it in memory, could not finish."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "audit.jsonl"
+    tail_lines = [rec_line(i, "error", message=f"m{i}", where="w") for i in range(1, 4)]
+    with open(path, "wb") as f:
+        f.write(rec_line(0))
+        f.seek(64 * 2**30)
+        f.write(b"\n" + b"".join(tail_lines))
+    assert path.stat().st_size > 64 * 2**30
+    proc = ffe(tmp_path, "audit", "tail", "-n", "3", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    assert [x.split()[-1] for x in proc.stdout.splitlines()] == ["m1", "m2", "m3"]
+
+
+# --------------------------------------------------------------------------------------------------- follow
+def test_follow_prints_appended_lines_holds_back_a_partial_one_and_stops_on_sigterm(tmp_path, follower_factory):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "audit.jsonl"
+    path.write_bytes(rec_line(1, message="one", where="w") + rec_line(2, message="two", where="w"))
+    f = follower_factory(tmp_path, "-n", "1", "--json", "--log-dir", "logs")
+    assert json.loads(f.line())["seq"] == 2
+
+    append(path, rec_line(3, message="three", where="w") + rec_line(4, "order", client_order_id="c4"))
+    assert json.loads(f.line())["seq"] == 3
+    assert json.loads(f.line())["client_order_id"] == "c4"
+
+    # Half a line: the follower reads it, holds it back, and prints it only once its newline has arrived.
+    whole = rec_line(5, message="five", where="w")
+    before = f.read_bytes_so_far()
+    append(path, whole[:40])
+    f.wait_until_read(before, 40)
+    append(path, whole[40:])
+    assert f.line().encode() + b"\n" == whole
+
+    assert f.stop(signal.SIGTERM) == 0
+    assert f.lines.empty()
+
+
+def test_follow_stops_on_sigint_with_exit_0_and_filters_events(tmp_path, follower_factory):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "audit.jsonl"
+    fill = dict(symbol="X", side="buy", quantity=1.5, price=10.0, fee=0.01)
+    path.write_bytes(rec_line(1, "fill", client_order_id="c1", **fill) + rec_line(2))
+    f = follower_factory(tmp_path, "-n", "1", "--event", "fill", "--log-dir", "logs")
+    assert f.line().split()[2:5] == ["1", "fill", "c1"]  # started, and at the end of the file
+    append(path, rec_line(3, "decision", decision_id="d3") + rec_line(4, "fill", client_order_id="c4", **fill))
+    line = f.line()
+    assert line.split()[2:5] == ["4", "fill", "c4"] and "buy 1.5 X @ 10 fee 0.0100" in line
+    assert f.stop(signal.SIGINT) == 0
+    assert f.lines.empty()
+
+
+def test_follow_waits_for_the_file_and_survives_truncation_and_rotation(tmp_path, follower_factory):
+    logs = tmp_path / "logs"
+    path = logs / "audit.jsonl"
+    f = follower_factory(tmp_path, "--json", "--log-dir", "logs")
+    assert f.error_line() == f"ffe: waiting for {Path('logs') / 'audit.jsonl'} to appear"
+    logs.mkdir()
+    path.write_bytes(rec_line(1, message="created later", where="w"))
+    assert json.loads(f.line())["message"] == "created later"
+
+    append(path, rec_line(2, message="x" * 200, where="w"))
+    assert json.loads(f.line())["seq"] == 2
+    path.write_bytes(rec_line(3, message="after truncation", where="w"))  # shorter than before: truncated
+    assert json.loads(f.line())["message"] == "after truncation"
+
+    path.rename(logs / "audit.jsonl.1")
+    path.write_bytes(rec_line(4, message="rotated", where="w"))
+    assert json.loads(f.line())["message"] == "rotated"
+    append(path, rec_line(5, message="after rotation", where="w"))
+    assert json.loads(f.line())["message"] == "after rotation"
+
+    assert f.stop() == 0
+
+
+def test_follow_a_running_engine_from_before_it_starts(tmp_path, follower_factory):
+    f = follower_factory(tmp_path, "--json", "--log-dir", "logs")
+    assert "waiting for" in f.error_line()
+    run_engine(tmp_path, bars=60)
+    want = audit_lines(tmp_path)
+    got = [f.line().encode() for _ in want]
+    assert got == want
+    seqs = [json.loads(x)["seq"] for x in got]
+    assert seqs == list(range(1, len(want) + 1))
+    assert f.stop() == 0
