@@ -55,7 +55,7 @@ async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str
     data_dir, log_dir = run_dirs(settings, run_id)
     engine_settings = settings.model_copy(update={
         "engine": settings.engine.model_copy(update={"symbols": symbols, "approval": "auto"})})
-    store = await Store.open(data_dir / "ffe.db", synchronous="OFF", inline=True, batch=True)
+    store = await Store.open(data_dir / "ffe.db", backtest=True)
     audit = AuditWriter(log_dir / "audit.jsonl")
     redactor = Redactor(settings.secrets())
     bus = EventBus(redact=redactor.text if redactor.secrets else None)

@@ -136,7 +136,7 @@ async def open_engine(settings, *, live: bool = False, max_bars: int | None = No
                                  stream=log_stream if log_stream is not None else (
                                      sys.stderr if headless else open(os.devnull, "w")),
                                  to_bus=to_bus)
-        store = await Store.open(settings.db_path, synchronous="FULL")
+        store = await Store.open(settings.db_path)
         audit = AuditWriter(settings.audit_path)
         bus.add_sink(store.add_event)
         bus.add_sink(audit)

@@ -134,23 +134,29 @@ class Store:
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    async def open(cls, path: Path | str, *, synchronous: str = "FULL", inline: bool = False,
-                   batch: bool = False) -> "Store":
-        """`inline`: run sqlite3 on the calling thread (backtests). `batch`: one transaction from flush to flush,
-        for a backtest, where a crash loses nothing worth keeping and per-statement commits cost most of the time."""
+    async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL") -> "Store":
+        """The system of record: WAL, every commit synced (`synchronous`), statements on aiosqlite's thread.
+
+        `backtest=True`: a run's own database, written by one process once and never resumed. sqlite3 runs on
+        the calling thread (no hop per statement), writes go in one transaction from flush to flush, unsynced,
+        with a rollback journal (appending needs no copy of each page in a WAL). A crash loses the run, which is
+        re-run, never an account's records.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if inline:
+        if backtest:
             conn: Any = _InlineConnection(str(path))
+            for pragma in ("journal_mode=TRUNCATE", "synchronous=OFF", "locking_mode=EXCLUSIVE",
+                           "cache_size=-65536"):
+                await conn.execute(f"PRAGMA {pragma}")
         else:
             conn = await aiosqlite.connect(str(path), isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={synchronous}")
-        await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute(f"PRAGMA synchronous={synchronous}")
         await conn.execute("PRAGMA busy_timeout=5000")
         store = cls(conn, path)
         await store._migrate()
-        if batch:
+        if backtest:
             store.batch = True
             await conn.execute("BEGIN")
         return store
