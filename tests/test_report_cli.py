@@ -1,0 +1,301 @@
+"""`ffe audit show` (the story of one decision) and `ffe report providers|trades`, read from the database of a real
+headless engine run, checked against direct SQL on the same database."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+WAIT_S = 60  # a safety net against a hung process, never a speed assertion
+PROVIDERS = ["trend", "momentum", "mean_reversion", "breakout"]  # the configured defaults
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FFE_")}
+    env.update(extra)
+    return env
+
+
+def ffe(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ffe_engine.cli", *args], cwd=cwd, env=clean_env(),
+                          capture_output=True, text=True, timeout=WAIT_S)
+
+
+def ffe_json(cwd: Path, *args: str):
+    proc = ffe(cwd, *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """One headless engine run on the simulated market; data/ffe.db under the root."""
+    root = tmp_path_factory.mktemp("engine")
+    proc = subprocess.run([sys.executable, "-m", "ffe_engine.cli", "run", "--headless", "--max-bars", "300",
+                           "--data-dir", "data", "--log-dir", "logs"], cwd=root,
+                          env=clean_env(FFE_MARKET__SPEED="0"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root
+
+
+def sql(root: Path, query: str, params: tuple = ()) -> list[tuple]:
+    conn = sqlite3.connect(root / "data" / "ffe.db")
+    try:
+        return conn.execute(query, params).fetchall()
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------------------------------- audit show
+def closed_by_monitor(root: Path) -> tuple:
+    """A trade closed by a stop-loss or take-profit: id, entry decision, pnl, exit order id."""
+    rows = sql(root, "SELECT id, entry_decision_id, pnl, exit_client_order_id FROM trades "
+                     "WHERE reason IN ('stop_loss', 'take_profit') ORDER BY id")
+    assert rows, "the run closed no trade at a stop-loss or take-profit"
+    return rows[0]
+
+
+def test_show_tells_the_story_of_a_decision_that_became_a_closed_trade(run):
+    trade_id, did, pnl, exit_id = closed_by_monitor(run)
+    entry_id = sql(run, "SELECT client_order_id FROM orders WHERE decision_id = ? AND reduce_only = 0", (did,))[0][0]
+    proc = ffe(run, "audit", "show", did, "--data-dir", "data")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    symbol, price = sql(run, "SELECT symbol, price FROM decisions WHERE decision_id = ?", (did,))[0]
+    assert out.splitlines()[0].startswith(f"decision {did}  {symbol}") and f"price {price:.8g}" in out
+    for p in PROVIDERS:  # every provider's vote, with the weight applied
+        assert any(line.split()[:1] == [p] and "0.250" in line for line in out.splitlines()), p
+    for (code, passed) in sql(run, "SELECT code, passed FROM gate_results WHERE decision_id = ? AND "
+                                   "client_order_id = ? ORDER BY position", (did, entry_id)):
+        assert passed and any(line.split()[:1] == [code] and "pass" in line.split() for line in out.splitlines())
+    assert "sizing" in out and "stop distance" in out
+    assert "approval: none" in out
+    assert entry_id in out and exit_id in out
+    for (fill_price,) in sql(run, "SELECT price FROM fills WHERE client_order_id IN (?, ?)", (entry_id, exit_id)):
+        assert "fill " in out and f"@ {fill_price:.8g}" in out
+    assert f"#{trade_id} " in out and f"P&L {pnl:+.2f}" in out
+
+
+def test_show_json_holds_the_same_story(run):
+    trade_id, did, pnl, exit_id = closed_by_monitor(run)
+    story = ffe_json(run, "audit", "show", did, "--data-dir", "data")
+    assert story["decision_id"] == did and story["action"] == "BUY" and story["outcome"] == "submitted"
+    assert [v["provider"] for v in story["votes"]] == PROVIDERS
+    assert all(v["weight"] == pytest.approx(0.25) for v in story["votes"])
+    directional = sql(run, "SELECT provider, action, confidence FROM votes WHERE decision_id = ? AND failed = 0",
+                      (did,))
+    by_name = {v["provider"]: v for v in story["votes"]}
+    for p, action, conf in directional:
+        assert by_name[p]["action"] == action and by_name[p]["confidence"] == pytest.approx(conf)
+    assert story["failed"] == []
+    codes = [c for (c,) in sql(run, "SELECT code FROM gate_results WHERE decision_id = ? ORDER BY position", (did,))]
+    assert [g["code"] for g in story["gates"]] == codes and len(codes) == 14
+    assert all(g["passed"] for g in story["gates"])
+    assert story["sizing"]["quantity"] == pytest.approx(story["quantity"])
+    assert story["approval"] is None
+    orders = {o["client_order_id"]: o for o in story["orders"]}
+    assert exit_id in orders and orders[exit_id]["reduce_only"]
+    assert len(orders) == 2
+    for cid, o in orders.items():
+        fills = sql(run, "SELECT quantity, price, fee FROM fills WHERE client_order_id = ?", (cid,))
+        assert [(f["quantity"], f["price"], f["fee"]) for f in o["fills"]] == fills
+    [trade] = story["trades"]
+    assert trade["id"] == trade_id and trade["role"] == "opened" and story["pnl"] == pytest.approx(pnl)
+    scored = sql(run, "SELECT provider, correct FROM provider_scores WHERE trade_id = ?", (trade_id,))
+    assert sorted((s["provider"], s["correct"]) for s in trade["scores"]) == sorted((p, bool(c)) for p, c in scored)
+
+
+def test_show_an_exit_decision_names_the_trade_it_closed(run):
+    rows = sql(run, "SELECT t.id, t.entry_decision_id, o.decision_id, t.pnl FROM trades t JOIN orders o ON "
+                    "o.client_order_id = t.exit_client_order_id WHERE t.reason = 'signal'")
+    assert rows, "the run closed no trade on a SELL signal"
+    trade_id, entry, exit_decision, pnl = rows[0]
+    out = ffe(run, "audit", "show", exit_decision, "--data-dir", "data").stdout
+    assert "outcome exit_submitted" in out
+    assert f"#{trade_id} " in out and f"pnl {pnl:+.2f}" in out and f"closed by this decision, opened by {entry}" in out
+    # and the entry decision's story includes the exit order that a later decision placed
+    story = ffe_json(run, "audit", "show", entry, "--data-dir", "data")
+    assert any(o["decision_id"] == exit_decision for o in story["orders"])
+    assert story["pnl"] == pytest.approx(pnl)
+
+
+def test_show_a_rejected_decision_shows_the_failing_gate(run):
+    did, reason = sql(run, "SELECT decision_id, reason FROM decisions WHERE outcome = 'rejected' LIMIT 1")[0]
+    code = reason.split(":")[0]
+    out = ffe(run, "audit", "show", did, "--data-dir", "data").stdout
+    assert "outcome rejected" in out
+    assert any(line.split()[:1] == [code] and "FAIL" in line for line in out.splitlines())
+    assert "orders\n  none" in out and "trade\n  none closed" in out
+
+
+def test_show_accepts_an_order_id_for_its_decision(run):
+    _, did, _, exit_id = closed_by_monitor(run)
+    assert ffe_json(run, "audit", "show", exit_id, "--data-dir", "data")["decision_id"] == did
+
+
+def test_show_unknown_id_or_missing_database_is_a_one_line_error(run, tmp_path):
+    proc = ffe(run, "audit", "show", "d-no-such", "--data-dir", "data")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "d-no-such" in proc.stderr and "ffe.db" in proc.stderr
+    proc = ffe(tmp_path, "audit", "show", "d1", "--data-dir", "nowhere")
+    assert proc.returncode == 2 and str(Path("nowhere") / "ffe.db") in proc.stderr
+    assert not (tmp_path / "nowhere").exists()  # a read tool creates nothing
+
+
+def test_show_follows_a_manual_approval_to_its_end(tmp_path):
+    """Manual approval on a running engine: one proposal approved, one rejected, through `ffe ctl`."""
+    engine = subprocess.Popen([sys.executable, "-m", "ffe_engine.cli", "run", "--headless", "--max-bars", "2000",
+                               "--data-dir", "data", "--log-dir", "logs"], cwd=tmp_path,
+                              env=clean_env(FFE_MARKET__SPEED="20", FFE_ENGINE__APPROVAL="manual"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        ended = {}
+        for action in ("approve", "reject"):
+            aid = wait_for_pending(tmp_path, exclude=set(ended))
+            proc = ffe(tmp_path, "ctl", action, aid, "--data-dir", "data")
+            assert proc.returncode == 0, proc.stderr
+            ended[aid] = action
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(timeout=WAIT_S) == 0, engine.stderr.read()[-2000:]
+
+    for aid, action in ended.items():
+        status, by, did, coid = sql(tmp_path, "SELECT status, by, decision_id, client_order_id FROM approvals "
+                                              "WHERE approval_id = ?", (aid,))[0]
+        story = ffe_json(tmp_path, "audit", "show", did, "--data-dir", "data")
+        a = story["approval"]
+        assert a["approval_id"] == aid and a["status"] == status and a["by"] == by
+        assert [h["outcome"] for h in a["history"]] == ["pending", status]
+        if action == "reject":
+            assert status == "rejected" and by == "ctl"
+        elif status == "approved":  # the order went out through the single path
+            assert coid and [o["client_order_id"] for o in story["orders"]][0] == coid
+        else:  # the re-check at approval time refused it: the reason is the failing gate
+            assert by == "re-check (ctl)" and a["history"][-1]["reason"].split(":")[0].isupper()
+        out = ffe(tmp_path, "audit", "show", aid, "--data-dir", "data").stdout
+        assert f"approval {aid}: {status} by {by}" in out
+
+
+def wait_for_pending(root: Path, exclude: set[str]) -> str:
+    done = threading.Event()
+    for _ in range(WAIT_S * 20):
+        if (root / "data" / "ffe.db").exists():
+            try:
+                rows = sql(root, "SELECT approval_id FROM approvals WHERE status = 'pending' ORDER BY created_ts")
+            except sqlite3.OperationalError:  # the schema is still being created
+                rows = []
+            for (aid,) in rows:
+                if aid not in exclude:
+                    return aid
+        done.wait(0.05)
+    raise AssertionError("no pending approval appeared")
+
+
+# --------------------------------------------------------------------------------------------------- reports
+def test_report_providers_lists_every_provider_with_figures_that_match_the_database(run):
+    proc = ffe(run, "report", "providers", "--data-dir", "data")
+    assert proc.returncode == 0, proc.stderr
+    table = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()[:1] != []}
+    (trades,) = sql(run, "SELECT COUNT(*) FROM trades")[0]
+    assert proc.stdout.startswith(f"{trades} closed trades; learned weights")
+    weights = json.loads(sql(run, "SELECT value FROM kv WHERE key = 'weights'")[0][0])["weights"]
+    for p in PROVIDERS:
+        row = table[p]
+        (votes,) = sql(run, "SELECT COUNT(*) FROM votes WHERE provider = ? AND failed = 0", (p,))[0]
+        assert row[1] == f"{weights[p]:.3f}" and row[2] == str(votes) and row[3] == "0"
+
+    r = ffe_json(run, "report", "providers", "--data-dir", "data")
+    assert [p["provider"] for p in r["providers"]] == PROVIDERS and r["trades"] == trades
+    momentum = next(p for p in r["providers"] if p["provider"] == "momentum")
+    backed = sql(run, "SELECT COUNT(*) FROM trades t JOIN votes v ON v.decision_id = t.entry_decision_id "
+                      "WHERE v.provider = 'momentum' AND v.action = 'BUY'")[0][0]
+    scored, hits, avg = sql(run, "SELECT COUNT(*), SUM(correct), AVG(CASE action WHEN 'BUY' THEN return_pct "
+                                 "ELSE -return_pct END) FROM provider_scores WHERE provider = 'momentum'")[0]
+    assert backed > 0 and momentum["backed"] == backed
+    assert (momentum["scored"], momentum["hits"]) == (scored, hits)
+    assert momentum["hit_rate"] == pytest.approx(hits / scored)
+    assert momentum["avg_return_pct"] == pytest.approx(avg)
+    assert momentum["weight"] == pytest.approx(weights["momentum"])
+    # The learner's own totals (persisted with the weights) agree with what the report derives from the tables.
+    totals = json.loads(sql(run, "SELECT value FROM kv WHERE key = 'weights'")[0][0])
+    while "totals" not in totals:
+        totals = totals["stats"]
+    for p in r["providers"]:
+        t = totals["totals"][p["provider"]]
+        assert (p["backed"], p["scored"], p["hits"]) == (t["backed"], t["votes"], t["hits"])
+
+
+def test_report_providers_over_the_last_n_trades(run):
+    r = ffe_json(run, "report", "providers", "--last", "5", "--data-dir", "data")
+    assert r["last"] == 5 and r["last_trades"] == 5
+    ids = [i for (i,) in sql(run, "SELECT id FROM trades ORDER BY id DESC LIMIT 5")]
+    marks = ",".join("?" * len(ids))
+    for p in r["providers"]:
+        scored, hits = sql(run, f"SELECT COUNT(*), COALESCE(SUM(correct), 0) FROM provider_scores "
+                                f"WHERE provider = ? AND trade_id IN ({marks})", (p["provider"], *ids))[0]
+        assert (p["last"]["scored"], p["last"]["hits"]) == (scored, hits)
+        assert p["last"]["hit_rate"] == (pytest.approx(hits / scored) if scored else None)
+    everything = ffe_json(run, "report", "providers", "--last", "100000", "--data-dir", "data")
+    for p in everything["providers"]:
+        assert {k: p["last"][k] for k in ("backed", "scored", "hits")} == {k: p[k] for k in ("backed", "scored", "hits")}
+
+
+def test_report_providers_shows_equal_weights_before_any_are_learned(run, tmp_path):
+    (tmp_path / "data").mkdir()
+    shutil.copy(run / "data" / "ffe.db", tmp_path / "data" / "ffe.db")
+    conn = sqlite3.connect(tmp_path / "data" / "ffe.db")
+    conn.execute("DELETE FROM kv WHERE key = 'weights'")
+    conn.commit()
+    conn.close()
+    proc = ffe(tmp_path, "report", "providers", "--data-dir", "data")
+    assert proc.returncode == 0, proc.stderr
+    assert "equal weights" in proc.stdout.splitlines()[0]
+    r = ffe_json(tmp_path, "report", "providers", "--data-dir", "data")
+    assert r["weights"] == "equal" and [p["weight"] for p in r["providers"]] == [0.25] * 4
+
+
+def test_report_trades_lists_closed_trades_with_pnl_and_entry_decision(run):
+    rows = sql(run, "SELECT id, pnl, reason, entry_decision_id FROM trades ORDER BY id")
+    proc = ffe(run, "report", "trades", "--last", "0", "--data-dir", "data")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    body = lines[1:-1]
+    assert len(body) == len(rows)
+    for line, (tid, pnl, reason, did) in zip(body, rows):
+        parts = line.split()
+        assert parts[0] == str(tid) and f"{pnl:+.2f}" in parts and reason in parts and parts[-1] == did
+    total = sum(p for _, p, _, _ in rows)
+    assert lines[-1].startswith(f"{len(rows)} closed trades") and f"P&L {total:+.2f}" in lines[-1]
+    r = ffe_json(run, "report", "trades", "--last", "3", "--data-dir", "data")
+    assert [t["id"] for t in r["trades"]] == [tid for tid, *_ in rows[-3:]]
+
+
+def test_reads_the_database_while_a_writer_holds_it(run, tmp_path):
+    """WAL: the tools read the last committed state while a transaction is open, and write nothing."""
+    (tmp_path / "data").mkdir()
+    db = tmp_path / "data" / "ffe.db"
+    shutil.copy(run / "data" / "ffe.db", db)
+    writer = sqlite3.connect(db, isolation_level=None)
+    assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO trades (symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, "
+                   "opened_ts, closed_ts) VALUES ('X/Y', 'buy', 1, 1, 2, 1, 0, 'signal', 0, 1)")
+    try:
+        (count,) = sql(run, "SELECT COUNT(*) FROM trades")[0]
+        r = ffe_json(tmp_path, "report", "trades", "--data-dir", "data")
+        assert r["total"]["count"] == count
+        _, did, _, _ = closed_by_monitor(run)
+        assert ffe_json(tmp_path, "audit", "show", did, "--data-dir", "data")["decision_id"] == did
+        assert ffe_json(tmp_path, "report", "providers", "--data-dir", "data")["trades"] == count
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
