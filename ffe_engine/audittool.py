@@ -32,6 +32,7 @@ class UsageError(Exception):
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
+READ_MAX = 1 << 20  # bytes taken at a time when following, so a burst never has to fit in memory at once
 
 
 # ====================================================================================================== formatting
@@ -335,7 +336,7 @@ def _follow(path: Path, f, pos: int, lines: _Lines, out: _Out) -> int:
             got = False
             if size > pos:
                 f.seek(pos)
-                data = f.read(size - pos)
+                data = f.read(min(size - pos, READ_MAX))
                 pos += len(data)
                 buf += data
                 cut = buf.rfind(b"\n")
@@ -357,7 +358,7 @@ def _follow(path: Path, f, pos: int, lines: _Lines, out: _Out) -> int:
                     continue
                 time.sleep(POLL_S)
     except BrokenPipeError:
-        pass
+        _reader_gone()
     finally:
         if f is not None:
             f.close()
@@ -502,6 +503,7 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
         for s in t["scores"]:
             s["correct"] = bool(s["correct"])
 
+    opened = [t for t in trades if t["role"] == "opened"]
     return {
         "decision_id": did, "symbol": d["symbol"], "bar_ts": d["ts"], "bar_time": _ms_time(d["ts"]),
         "recorded": rec.get("ts"), "seq": d.get("event_seq"), "price": d["price"], "action": d["action"],
@@ -509,8 +511,7 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
         "reason": d["reason"], "quantity": d["quantity"], "client_order_id": d["client_order_id"],
         "approval_id": d["approval_id"], "votes": votes, "failed": failed, "sizing": rec.get("sizing") or {},
         "gates": gates, "later_gates": later, "approval": approval, "orders": orders, "trades": trades,
-        "pnl": sum(t["pnl"] for t in trades if t["role"] == "opened") if any(
-            t["role"] == "opened" for t in trades) else None,
+        "pnl": sum(t["pnl"] for t in opened) if opened else None,  # of the position this decision opened
     }
 
 
@@ -741,12 +742,17 @@ def render_trades(r: dict[str, Any]) -> str:
 
 
 # ====================================================================================================== commands
+def _reader_gone() -> None:
+    """stdout's reader went away (`| head`): stop quietly, and keep the interpreter's last flush from failing."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _print(text: str) -> None:
     try:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
-        pass
+        _reader_gone()
 
 
 def _one_line_errors(cmd: Callable[[Any], int]) -> Callable[[Any], int]:
@@ -772,6 +778,7 @@ def cmd_audit(args) -> int:
         try:
             return tail(settings.audit_path, args.lines, _parse_events(args.event), args.json, args.follow)
         except BrokenPipeError:
+            _reader_gone()
             return 0
     conn = open_db(settings.db_path)
     try:
