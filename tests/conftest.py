@@ -1,0 +1,201 @@
+"""Shared fixtures: settings under the test's tmp_path, the `ffe` command as a real subprocess, an engine opened
+in-process exactly as the console and the headless runner open it, and readers for the audit file and database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from ffe_engine.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BTC_CSV = SHARED_DATA / "BTC-USD_1h_2020-2023.csv"
+ETH_CSV = SHARED_DATA / "ETH-USD_1h_2020-2023.csv"
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings with the database and logs under tmp_path, an unpaced market with a fixed seed and warm-up.
+
+    Each keyword is a config table (`risk={"max_open_positions": 1}`) merged over these defaults, or a
+    top-level key (`mode="paper"`).
+    """
+    values: dict[str, Any] = {
+        "engine": {"warmup_bars": 100},
+        "market": {"speed": 0.0, "seed": 7},
+        "storage": {"path": str(tmp_path / "data" / "ffe.db")},
+        "logging": {"dir": str(tmp_path / "logs")},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            values.setdefault(key, {}).update(value)
+        else:
+            values[key] = value
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def settings_factory() -> Callable[..., Settings]:
+    return make_settings
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+def ffe_env(**extra: Any) -> dict[str, str]:
+    """The environment for an `ffe` subprocess: no FFE_ variable from the caller's shell, an unpaced market."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FFE_")}
+    env["FFE_MARKET__SPEED"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def ffe_cmd(*args: str, python_flags: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, *python_flags, "-m", "ffe_engine.cli", *map(str, args)]
+
+
+def run_ffe(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 90.0,
+            python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run `ffe ARGS` to the end in cwd; stdout and stderr as text."""
+    return subprocess.run(ffe_cmd(*args, python_flags=python_flags), cwd=cwd, env=env or ffe_env(),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+class FfeProcess:
+    """A running `ffe` subprocess whose output goes to files (a pipe nobody reads could stall it)."""
+
+    def __init__(self, cwd: Path, args: tuple[str, ...], env: dict[str, str], name: str) -> None:
+        self.cwd = cwd
+        self.stdout_path = cwd / f"{name}.stdout"
+        self.stderr_path = cwd / f"{name}.stderr"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
+                                         stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def spawn_ffe():
+    """Start `ffe ARGS` in the background: spawn_ffe(cwd, *args, env=..., name=...). Killed at teardown if alive."""
+    started: list[FfeProcess] = []
+
+    def spawn(cwd: Path, *args: str, env: dict[str, str] | None = None, name: str = "ffe") -> FfeProcess:
+        p = FfeProcess(cwd, tuple(map(str, args)), env or ffe_env(), f"{name}{len(started)}")
+        started.append(p)
+        return p
+
+    yield spawn
+    for p in started:
+        p.kill()
+
+
+# ---------------------------------------------------------------------------------------------------- reading results
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll until predicate() is truthy and return its value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def db_rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows from a database that an engine may be writing at the same moment (WAL: readers do not block)."""
+    conn = sqlite3.connect(str(db), timeout=10)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+def db_value(db: Path, sql: str, params: tuple = ()) -> Any:
+    rows = db_rows(db, sql, params)
+    return rows[0][0] if rows else None
+
+
+def audit_lines(path: Path) -> list[dict]:
+    """Every line of an audit file, each required to be one whole JSON object with ts, seq and event."""
+    raw = path.read_bytes()
+    assert raw, f"{path} is empty"
+    assert raw.endswith(b"\n"), f"{path} ends in a partial line: {raw[-120:]!r}"
+    records = []
+    for n, line in enumerate(raw.split(b"\n")[:-1], 1):
+        rec = json.loads(line)  # a partial or corrupt line fails here
+        assert isinstance(rec, dict), f"{path}:{n} is not a JSON object"
+        for key in ("ts", "seq", "event"):
+            assert key in rec, f"{path}:{n} has no {key!r}: {line[:200]!r}"
+        records.append(rec)
+    return records
+
+
+def count_events(path: Path, name: str) -> int:
+    """How many whole lines of an audit file that may still be growing are `name` events."""
+    if not path.exists():
+        return 0
+    needle = f'"event":"{name}"'.encode()
+    return sum(1 for line in path.read_bytes().split(b"\n")[:-1] if needle in line)
+
+
+def assert_strictly_increasing(seqs: list[int]) -> None:
+    bad = [(a, b) for a, b in zip(seqs, seqs[1:]) if b <= a]
+    assert not bad, f"seq not strictly increasing at {bad[:5]}"
+
+
+# ---------------------------------------------------------------------------------------------------- in-process engine
+@contextlib.asynccontextmanager
+async def engine_session(settings: Settings, **kwargs: Any):
+    """An engine opened by `open_engine` (state restored, orders recovered, indicators warmed), closed in order
+    at the end: stopped, store closed, data-dir lock released. Its log lines go to `running.log` (StringIO)."""
+    from ffe_engine.runner import open_engine
+
+    log = io.StringIO()
+    running = await open_engine(settings, log_stream=log, **kwargs)
+    running.log = log  # type: ignore[attr-defined]
+    try:
+        yield running
+    finally:
+        try:
+            await running.engine.stop()
+        finally:
+            await running.store.close()
+            running.release()
