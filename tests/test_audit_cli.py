@@ -29,9 +29,11 @@ def ffe(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def run_engine(root: Path, bars: int = 300) -> subprocess.CompletedProcess:
+    # Weights move from the first closed trade on, so a short run has `weights` events too.
+    env = clean_env(FFE_MARKET__SPEED="0", FFE_ENSEMBLE__WARMUP_TRADES="1")
     proc = subprocess.run([sys.executable, "-m", "ffe_engine.cli", "run", "--headless", "--max-bars", str(bars),
-                           "--data-dir", "data", "--log-dir", "logs"], cwd=root,
-                          env=clean_env(FFE_MARKET__SPEED="0"), capture_output=True, text=True, timeout=120)
+                           "--data-dir", "data", "--log-dir", "logs"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
 
@@ -197,9 +199,9 @@ def test_human_lines_carry_the_fields_that_matter(run):
     rej = next(r for r in recs if r["event"] == "decision" and r["outcome"] == "rejected")
     assert rej["reason"].split(":")[0] in line_for(rej)  # the failing gate's code
 
-    o = next(r for r in recs if r["event"] == "order" and r["reason"] == "stop_loss")
+    o = next(r for r in recs if r["event"] == "order" and r["reason"] in ("stop_loss", "take_profit"))
     line = line_for(o)
-    for text in (o["client_order_id"], o["side"], o["symbol"], o["status"], "stop_loss"):
+    for text in (o["client_order_id"], o["side"], o["symbol"], o["status"], o["reason"], o["decision_id"]):
         assert text in line
 
     c = next(r for r in recs if r["event"] == "position_closed")

@@ -36,15 +36,26 @@ def ffe_json(cwd: Path, *args: str):
     return json.loads(proc.stdout)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """One headless engine run on the simulated market; data/ffe.db under the root."""
-    root = tmp_path_factory.mktemp("engine")
+def run_engine(root: Path, **env: str) -> Path:
     proc = subprocess.run([sys.executable, "-m", "ffe_engine.cli", "run", "--headless", "--max-bars", "300",
                            "--data-dir", "data", "--log-dir", "logs"], cwd=root,
-                          env=clean_env(FFE_MARKET__SPEED="0"), capture_output=True, text=True, timeout=120)
+                          env=clean_env(FFE_MARKET__SPEED="0", **env), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """One headless engine run on the simulated market (data/ffe.db under the root). Weights move from the first
+    closed trade on, so the report has learned weights to show."""
+    return run_engine(tmp_path_factory.mktemp("engine"), FFE_ENSEMBLE__WARMUP_TRADES="1")
+
+
+@pytest.fixture(scope="module")
+def signal_exits(tmp_path_factory) -> Path:
+    """A run with stop-loss and take-profit far away: positions are closed by SELL decisions."""
+    return run_engine(tmp_path_factory.mktemp("engine"), FFE_RISK__STOP_LOSS_ATR="50",
+                      FFE_RISK__TAKE_PROFIT_ATR="100")
 
 
 def sql(root: Path, query: str, params: tuple = ()) -> list[tuple]:
@@ -53,6 +64,13 @@ def sql(root: Path, query: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(query, params).fetchall()
     finally:
         conn.close()
+
+
+def decision_record(root: Path, decision_id: str) -> dict:
+    """The decision's full record, as the engine stored it in the events table."""
+    (data,) = sql(root, "SELECT e.data FROM decisions d JOIN events e ON e.seq = d.event_seq "
+                        "WHERE d.decision_id = ?", (decision_id,))[0]
+    return json.loads(data)
 
 
 # --------------------------------------------------------------------------------------------------- audit show
@@ -72,8 +90,9 @@ def test_show_tells_the_story_of_a_decision_that_became_a_closed_trade(run):
     out = proc.stdout
     symbol, price = sql(run, "SELECT symbol, price FROM decisions WHERE decision_id = ?", (did,))[0]
     assert out.splitlines()[0].startswith(f"decision {did}  {symbol}") and f"price {price:.8g}" in out
-    for p in PROVIDERS:  # every provider's vote, with the weight applied
-        assert any(line.split()[:1] == [p] and "0.250" in line for line in out.splitlines()), p
+    for v in decision_record(run, did)["votes"]:  # every provider's vote, with the weight applied
+        assert any(line.split()[:3] == [v["provider"], v["action"], f"{v['confidence']:.3f}"]
+                   and line.split()[3] == f"{v['weight']:.3f}" for line in out.splitlines()), v
     for (code, passed) in sql(run, "SELECT code, passed FROM gate_results WHERE decision_id = ? AND "
                                    "client_order_id = ? ORDER BY position", (did, entry_id)):
         assert passed and any(line.split()[:1] == [code] and "pass" in line.split() for line in out.splitlines())
@@ -90,7 +109,9 @@ def test_show_json_holds_the_same_story(run):
     story = ffe_json(run, "audit", "show", did, "--data-dir", "data")
     assert story["decision_id"] == did and story["action"] == "BUY" and story["outcome"] == "submitted"
     assert [v["provider"] for v in story["votes"]] == PROVIDERS
-    assert all(v["weight"] == pytest.approx(0.25) for v in story["votes"])
+    record = decision_record(run, did)
+    assert [v["weight"] for v in story["votes"]] == [v["weight"] for v in record["votes"]]
+    assert sum(v["weight"] for v in story["votes"]) == pytest.approx(1.0)
     directional = sql(run, "SELECT provider, action, confidence FROM votes WHERE decision_id = ? AND failed = 0",
                       (did,))
     by_name = {v["provider"]: v for v in story["votes"]}
@@ -114,11 +135,13 @@ def test_show_json_holds_the_same_story(run):
     assert sorted((s["provider"], s["correct"]) for s in trade["scores"]) == sorted((p, bool(c)) for p, c in scored)
 
 
-def test_show_an_exit_decision_names_the_trade_it_closed(run):
+def test_show_an_exit_decision_names_the_trade_it_closed(signal_exits):
+    run = signal_exits
     rows = sql(run, "SELECT t.id, t.entry_decision_id, o.decision_id, t.pnl FROM trades t JOIN orders o ON "
                     "o.client_order_id = t.exit_client_order_id WHERE t.reason = 'signal'")
     assert rows, "the run closed no trade on a SELL signal"
     trade_id, entry, exit_decision, pnl = rows[0]
+    assert exit_decision != entry
     out = ffe(run, "audit", "show", exit_decision, "--data-dir", "data").stdout
     assert "outcome exit_submitted" in out
     assert f"#{trade_id} " in out and f"pnl {pnl:+.2f}" in out and f"closed by this decision, opened by {entry}" in out
@@ -215,16 +238,18 @@ def test_report_providers_lists_every_provider_with_figures_that_match_the_datab
 
     r = ffe_json(run, "report", "providers", "--data-dir", "data")
     assert [p["provider"] for p in r["providers"]] == PROVIDERS and r["trades"] == trades
-    momentum = next(p for p in r["providers"] if p["provider"] == "momentum")
-    backed = sql(run, "SELECT COUNT(*) FROM trades t JOIN votes v ON v.decision_id = t.entry_decision_id "
-                      "WHERE v.provider = 'momentum' AND v.action = 'BUY'")[0][0]
+    # The provider that backed most trades (the engine takes long trades: BUY votes on their entries).
+    name, backed = sql(run, "SELECT v.provider, COUNT(*) FROM trades t JOIN votes v ON "
+                            "v.decision_id = t.entry_decision_id WHERE v.action = 'BUY' GROUP BY v.provider "
+                            "ORDER BY 2 DESC LIMIT 1")[0]
     scored, hits, avg = sql(run, "SELECT COUNT(*), SUM(correct), AVG(CASE action WHEN 'BUY' THEN return_pct "
-                                 "ELSE -return_pct END) FROM provider_scores WHERE provider = 'momentum'")[0]
-    assert backed > 0 and momentum["backed"] == backed
-    assert (momentum["scored"], momentum["hits"]) == (scored, hits)
-    assert momentum["hit_rate"] == pytest.approx(hits / scored)
-    assert momentum["avg_return_pct"] == pytest.approx(avg)
-    assert momentum["weight"] == pytest.approx(weights["momentum"])
+                                 "ELSE -return_pct END) FROM provider_scores WHERE provider = ?", (name,))[0]
+    top = next(p for p in r["providers"] if p["provider"] == name)
+    assert top["backed"] == backed
+    assert (top["scored"], top["hits"]) == (scored, hits)
+    assert top["hit_rate"] == pytest.approx(hits / scored)
+    assert top["avg_return_pct"] == pytest.approx(avg)
+    assert top["weight"] == pytest.approx(weights[name])
     # The learner's own totals (persisted with the weights) agree with what the report derives from the tables.
     totals = json.loads(sql(run, "SELECT value FROM kv WHERE key = 'weights'")[0][0])
     while "totals" not in totals:
