@@ -1,0 +1,68 @@
+"""`ffe ctl status|pause|resume|halt` against a running headless engine (both real subprocesses, talking over the
+engine's unix socket); each command's effect checked in the engine's own database."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from conftest import count_events, db_value, ffe_env, run_ffe, wait_until
+
+
+def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_ffe):
+    db = tmp_path / "data" / "ffe.db"
+    sock = tmp_path / "data" / "ffe.sock"
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: sock.exists() or not engine.alive(), timeout=60, what="the control socket")
+    assert engine.alive(), engine.stderr
+
+    def ctl(*args: str):
+        return run_ffe(tmp_path, "ctl", *args, timeout=60)
+
+    status = ctl("status")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("PAPER RUNNING"), status.stdout
+    raw = ctl("status", "--json")
+    answer = json.loads(raw.stdout)
+    assert answer["ok"] is True and answer["result"]["state"] == "RUNNING" and answer["result"]["mode"] == "PAPER"
+    assert answer["result"]["bars"] >= 0 and "positions" in answer["result"]
+
+    paused = ctl("pause")
+    assert paused.returncode == 0 and paused.stdout.strip() == "PAUSED", paused.stdout + paused.stderr
+    assert db_value(db, "SELECT state FROM engine_state") == "PAUSED"
+    assert db_value(db, "SELECT by FROM engine_state") == "ctl"
+    assert ctl("status").stdout.startswith("PAPER PAUSED (ffe ctl pause)")
+    # Paused, the engine's loop goes on: bars keep coming.
+    seen = count_events(tmp_path / "logs" / "audit.jsonl", "decision")
+    wait_until(lambda: count_events(tmp_path / "logs" / "audit.jsonl", "decision") > seen, timeout=30,
+               what="a decision while paused")
+
+    resumed = ctl("resume")
+    assert resumed.returncode == 0 and resumed.stdout.strip() == "RUNNING", resumed.stdout + resumed.stderr
+    assert db_value(db, "SELECT state FROM engine_state") == "RUNNING"
+
+    halted = ctl("halt")
+    assert halted.returncode == 0, halted.stderr
+    report = json.loads(halted.stdout)
+    assert set(report) >= {"cancelled", "failed"} and report["failed"] == []
+    assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+    assert ctl("status").stdout.startswith("PAPER HALTED (ffe ctl halt)")
+
+    refused = ctl("resume")  # re-arming a halted engine needs --yes
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("ffe: error: ") and "confirm" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+
+    rearmed = ctl("resume", "--yes")
+    assert rearmed.returncode == 0 and rearmed.stdout.strip() == "RUNNING", rearmed.stdout + rearmed.stderr
+    assert db_value(db, "SELECT state FROM engine_state") == "RUNNING"
+    assert db_value(db, "SELECT reason FROM engine_state") == "re-armed"
+
+    assert engine.alive(), engine.stderr
+    engine.send(signal.SIGTERM)
+    assert engine.wait(timeout=20) == 0, engine.stderr
+    assert not sock.exists()  # the socket goes with the engine
+
+    gone = ctl("status")
+    assert gone.returncode == 1 and "no engine is running" in gone.stderr

@@ -1,0 +1,91 @@
+"""Signals to a headless engine (a real subprocess on a paced simulated market): SIGTERM and SIGINT stop it in
+order and a restart resumes; SIGUSR1 halts it while its loop goes on."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from conftest import (assert_strictly_increasing, audit_lines, count_events, db_rows, db_value, ffe_env, run_ffe,
+                      wait_until)
+
+PACED = {"FFE_MARKET__SPEED": "100"}  # bars per second: the run is still going when the signal arrives
+
+
+def _started(p, audit, what: str, n: int = 1):
+    wait_until(lambda: count_events(audit, what) >= n or not p.alive(), timeout=60, what=f"{n} {what} event(s)")
+    assert p.alive(), p.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_mid_run_exits_0_with_everything_whole_and_a_restart_resumes(tmp_path, spawn_ffe, sig):
+    audit = tmp_path / "logs" / "audit.jsonl"
+    db = tmp_path / "data" / "ffe.db"
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED))
+    _started(p, audit, "order")  # trading is under way: orders have gone out
+    p.send(sig)
+    assert p.wait(timeout=20) == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "engine stopped" in p.stderr
+
+    assert db_value(db, "PRAGMA integrity_check") == "ok"
+    first = audit_lines(audit)  # every line whole, the file ending in a newline
+    assert_strictly_increasing([r["seq"] for r in first])
+    assert first[-1]["event"] == "run" and first[-1]["phase"] == "stop"  # the orderly stop was recorded last
+    bars_first = first[-1]["detail"]["bars"]
+    assert bars_first > 0
+    assert db_rows(db, "SELECT state, by FROM engine_state") == [("RUNNING", "engine")]
+    assert db_value(db, "SELECT MAX(seq) FROM events") == first[-1]["seq"]  # the store has all the audit has
+    positions = db_value(db, "SELECT COUNT(*) FROM positions")
+    decisions = db_value(db, "SELECT COUNT(*) FROM decisions")
+    orders = db_value(db, "SELECT COUNT(*) FROM orders")
+    assert orders > 0
+    assert db_value(db, "SELECT COUNT(*) FROM orders WHERE status IN ('new', 'in_doubt')") == 0
+
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "40")
+    assert again.returncode == 0, again.stderr
+    assert db_value(db, "PRAGMA integrity_check") == "ok"
+    records = audit_lines(audit)
+    assert records[: len(first)] == first  # appended to, never rewritten
+    assert_strictly_increasing([r["seq"] for r in records])  # seq continues across the restart
+    second = records[len(first):]
+    start = second[0]
+    assert start["event"] == "run" and start["phase"] == "start"
+    assert start["detail"]["state"] == "RUNNING" and start["detail"]["positions"] == positions
+    assert second[-1]["event"] == "run" and second[-1]["detail"]["bars"] == 80  # 40 bars x 2 symbols
+    assert sum(1 for r in second if r["event"] == "decision") > 0
+    assert db_value(db, "SELECT COUNT(*) FROM decisions") > decisions
+
+
+def test_sigusr1_halts_a_headless_engine_whose_loop_goes_on_until_sigterm(tmp_path, spawn_ffe):
+    audit = tmp_path / "logs" / "audit.jsonl"
+    db = tmp_path / "data" / "ffe.db"
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED))
+    _started(p, audit, "decision", 20)
+    p.send(signal.SIGUSR1)
+    wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=20,
+               what="HALTED in the engine_state table")
+    assert db_rows(db, "SELECT reason, by FROM engine_state") == [("SIGUSR1", "signal")]
+    wait_until(lambda: count_events(audit, "kill_switch") == 1, timeout=20, what="the kill_switch event")
+
+    # The loop goes on: decisions keep being made and recorded, while HALTED.
+    after_halt = count_events(audit, "decision")
+    wait_until(lambda: count_events(audit, "decision") >= after_halt + 20 or not p.alive(), timeout=30,
+               what="decisions after the halt")
+    assert p.alive(), p.stderr
+    p.send(signal.SIGTERM)
+    assert p.wait(timeout=20) == 0, p.stderr
+
+    records = audit_lines(audit)
+    kill = next(r for r in records if r["event"] == "kill_switch")
+    later = [r for r in records if r["seq"] > kill["seq"]]
+    assert sum(1 for r in later if r["event"] == "decision") >= 20
+    assert not [r for r in later if r["event"] == "fill"]  # nothing was left working at the venue
+    assert not [r for r in later if r["event"] == "order" and r["status"] in ("new", "open")]
+    for d in (r for r in later if r["event"] == "decision" and r["gates"]):
+        assert d["gates"][0]["code"] == "ENGINE_STATE" and d["gates"][0]["passed"] is False
+    assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+    assert db_value(db, "SELECT COUNT(*) FROM orders WHERE status IN ('new', 'in_doubt', 'open')") == 0
+    assert json.loads(db_value(db, "SELECT data FROM events ORDER BY seq DESC LIMIT 1"))["detail"]["state"] == "HALTED"
