@@ -664,9 +664,9 @@ def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) 
 
     row = conn.execute("SELECT value, updated_ts FROM kv WHERE key = 'weights'").fetchone()
     stored = _json_blob(row[0]).get("weights") if row else None
-    learned = isinstance(stored, dict) and bool(stored)
+    have = isinstance(stored, dict) and bool(stored)
     names = list(dict.fromkeys([*configured, *(stored or {}), *cast, *all_time]))
-    if learned:
+    if have:
         weights = {k: v for k, v in stored.items() if isinstance(v, (int, float))}
     else:
         weights = {k: 1.0 / len(configured) for k in configured} if configured else {}
@@ -685,16 +685,16 @@ def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) 
         providers.append({"provider": p, "configured": p in configured, "weight": weights.get(p),
                           **base, "failed": f or 0, "last": figures(recent.get(p, {}))})
     return {"trades": total_trades, "last": last, "last_trades": len(ids),
-            "weights": "learned" if learned else "equal", "weights_updated": row[1] if row else None,
+            "weights": "stored" if have else "equal", "weights_updated": row[1] if row else None,
             "providers": providers}
 
 
 def render_provider_report(r: dict[str, Any]) -> str:
     """Fits 80 columns: all-time figures, then the same over the last N trades."""
-    if r["weights"] == "learned":
-        src = f"learned weights, updated {_s_time(r['weights_updated'])} UTC"
+    if r["weights"] == "stored":
+        src = f"weights as stored {_s_time(r['weights_updated'])} UTC"
     else:
-        src = "equal weights (none learned yet)"
+        src = "equal weights (none stored yet)"
     lines = [f"{r['trades']} closed trades; {src}",
              f"{'':<41}all trades | last {r['last_trades']} trades",
              f"{'provider':<15}{'weight':>7}{'votes':>6}{'fail':>5}{'backed':>7}{'hit':>6}{'ret%':>8} |"

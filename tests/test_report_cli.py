@@ -229,7 +229,7 @@ def test_report_providers_lists_every_provider_with_figures_that_match_the_datab
     assert proc.returncode == 0, proc.stderr
     table = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()[:1] != []}
     (trades,) = sql(run, "SELECT COUNT(*) FROM trades")[0]
-    assert proc.stdout.startswith(f"{trades} closed trades; learned weights")
+    assert proc.stdout.startswith(f"{trades} closed trades; weights as stored")
     weights = json.loads(sql(run, "SELECT value FROM kv WHERE key = 'weights'")[0][0])["weights"]
     for p in PROVIDERS:
         row = table[p]
