@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .audit import AuditWriter, Redactor
+from .audit import AuditWriter, Redactor, setup_logging
 from .clock import SimClock
 from .engine import Engine, EngineOptions
 from .ensemble import Ensemble
@@ -160,6 +161,8 @@ def cmd_backtest(args) -> int:
     from .cli import load_settings_from_args
 
     settings = load_settings_from_args(args)
+    # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
+    setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
     series = load_files(args.files, lenient=args.lenient)
     report = asyncio.run(run_backtest(settings, series))
     print(format_summary(report))
