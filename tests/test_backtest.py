@@ -1,0 +1,125 @@
+"""`ffe backtest` as a real subprocess on slices of the shared BTC and ETH hourly data: the printed summary, the
+JSON report (checked against the run's own database and equity curve), where the run's records go, and how
+symbols are named."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import BTC_CSV, ETH_CSV, audit_lines, db_rows, db_value, run_ffe
+
+ROWS = 3000  # per symbol: ~4 months of hourly bars
+
+
+def write_slice(src: Path, dst: Path, rows: int) -> Path:
+    with open(src) as f:
+        lines = [next(f) for _ in range(rows + 1)]  # header + rows
+    dst.write_text("".join(lines))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def backtest(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("backtest")
+    write_slice(BTC_CSV, cwd / "BTC-USD_1h_slice.csv", ROWS)
+    write_slice(ETH_CSV, cwd / "ETH-USD_1h_slice.csv", ROWS)
+    proc = run_ffe(cwd, "backtest", "BTC-USD_1h_slice.csv", "ETH-USD_1h_slice.csv", "--report", "out/report.json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((cwd / "out" / "report.json").read_text())
+    return cwd, proc, report
+
+
+def summary_value(stdout: str, label: str) -> str:
+    m = re.search(rf"^\s*{label}\s+(.+)$", stdout, re.MULTILINE)
+    assert m, f"no {label!r} line in:\n{stdout}"
+    return m.group(1)
+
+
+def number(text: str) -> float:
+    return float(re.match(r"[+-]?[\d,]*\.?\d+", text.strip()).group(0).replace(",", ""))
+
+
+def test_prints_bars_trades_return_drawdown_sharpe_win_rate_and_fees(backtest):
+    _, proc, report = backtest
+    out = proc.stdout
+    assert out.startswith("backtest "), out  # the summary is stdout; log lines go to stderr
+    assert number(summary_value(out, "bars")) == 2 * ROWS == report["bars"]
+    trades = summary_value(out, "trades")
+    assert number(trades) == report["trades"] > 0
+    win_rate = re.search(r"win rate ([\d.]+)%", trades)
+    assert win_rate and float(win_rate.group(1)) == pytest.approx(report["win_rate_pct"], abs=0.05)
+    assert number(summary_value(out, "return").rstrip("%")) == pytest.approx(report["return_pct"], abs=0.005)
+    assert number(summary_value(out, "max drawdown")) == pytest.approx(report["max_drawdown_pct"], abs=0.005)
+    assert number(summary_value(out, "sharpe")) == pytest.approx(report["sharpe"], abs=0.005)
+    assert number(summary_value(out, "fees")) == pytest.approx(report["fees"], abs=0.005)
+
+
+def test_report_carries_the_figures_and_the_equity_curve_consistent_with_the_run_database(backtest):
+    cwd, _, r = backtest
+    for key in ("bars", "trades", "return_pct", "max_drawdown_pct", "sharpe", "win_rate_pct", "fees", "equity_curve",
+                "start_equity", "end_equity", "symbols"):
+        assert key in r, key
+    assert r["symbols"] == ["BTC/USD", "ETH/USD"]  # from the file names: BTC-USD_... is BTC/USD
+
+    db = Path(r["database"]) if Path(r["database"]).is_absolute() else cwd / r["database"]
+    trades = db_rows(db, "SELECT pnl FROM trades")
+    assert len(trades) == r["trades"]
+    wins = sum(1 for (pnl,) in trades if pnl > 0)
+    assert r["win_rate_pct"] == pytest.approx(100.0 * wins / len(trades), abs=0.01)
+    assert r["fees"] == pytest.approx(db_value(db, "SELECT SUM(fee) FROM fills"), abs=0.01)
+    assert r["return_pct"] == pytest.approx(100.0 * (r["end_equity"] / r["start_equity"] - 1.0), abs=0.001)
+    assert {row[0] for row in db_rows(db, "SELECT DISTINCT symbol FROM decisions")} == {"BTC/USD", "ETH/USD"}
+    # The same pipeline as a live engine: every proposed entry went through the gates.
+    assert db_value(db, "SELECT COUNT(DISTINCT decision_id) FROM gate_results") > 0
+
+    curve = r["equity_curve"]
+    assert len(curve) == ROWS  # one point per bar time (thinned only past ~2000 points per step)
+    assert all(len(p) == 2 for p in curve)
+    ts = [p[0] for p in curve]
+    assert ts == sorted(ts) and len(set(ts)) == len(ts)
+    assert curve[-1][1] == pytest.approx(r["end_equity"], abs=0.01)
+    # Max drawdown and Sharpe follow from the curve.
+    peak, max_dd, rets, prev = r["start_equity"], 0.0, [], r["start_equity"]
+    for _, eq in curve:
+        peak = max(peak, eq)
+        max_dd = max(max_dd, (peak - eq) / peak)
+        rets.append(eq / prev - 1.0)
+        prev = eq
+    assert r["max_drawdown_pct"] == pytest.approx(100.0 * max_dd, abs=0.01)
+    mean = sum(rets) / len(rets)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in rets) / (len(rets) - 1))
+    assert r["sharpe"] == pytest.approx(mean / sd * math.sqrt(365.25 * 24), abs=0.02)  # hourly bars, annualised
+
+
+def test_the_run_records_in_a_folder_of_its_own_never_in_the_live_database(backtest):
+    cwd, proc, r = backtest
+    db = cwd / r["database"]
+    audit = cwd / r["audit"]
+    assert db.parent.parent == cwd / "data" / "backtests"
+    assert audit.parent.parent == cwd / "logs" / "backtests"
+    assert db.parent.name == audit.parent.name == r["run_id"]
+    assert not (cwd / "data" / "ffe.db").exists() and not (cwd / "logs" / "audit.jsonl").exists()
+    assert db_value(db, "PRAGMA integrity_check") == "ok"
+    records = audit_lines(audit)
+    seqs = [x["seq"] for x in records]
+    assert seqs == sorted(set(seqs))
+    assert sum(1 for x in records if x["event"] == "position_closed") == r["trades"]
+    assert [row[0] for row in db_rows(db, "SELECT seq FROM events ORDER BY seq")] == seqs
+
+
+def test_symbol_eq_file_names_the_symbol_and_each_run_gets_its_own_folder(backtest):
+    cwd, _, first = backtest
+    write_slice(BTC_CSV, cwd / "prices.csv", 600)
+    proc = run_ffe(cwd, "backtest", "XBT/EUR=prices.csv", "--report", "second.json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((cwd / "second.json").read_text())
+    assert r["symbols"] == ["XBT/EUR"] and r["bars"] == 600
+    assert "XBT/EUR" in proc.stdout
+    assert r["run_id"] != first["run_id"]
+    assert {p.name for p in (cwd / "data" / "backtests").iterdir()} == {first["run_id"], r["run_id"]}
+    assert {row[0] for row in db_rows(cwd / r["database"], "SELECT DISTINCT symbol FROM decisions")} == {"XBT/EUR"}
