@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .market.csvdata import CsvError
     from .runner import StartError
+    from .store import SchemaError
 
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         parser.print_help()
         return 2
-    except (ConfigError, UsageError, CsvError, StartError) as exc:
+    except (ConfigError, UsageError, CsvError, StartError, SchemaError) as exc:
         print(f"ffe: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

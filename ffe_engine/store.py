@@ -24,6 +24,10 @@ from .events import Event
 from .model import Action, ClosedTrade, Decision, Fill, Order, OrderReason, OrderStatus, Position, Side
 
 SCHEMA_VERSION = 1
+
+
+class SchemaError(RuntimeError):
+    """The database was written by a newer ffe (its schema version is higher than this one knows)."""
 _HOLD = Action.HOLD
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -155,7 +159,11 @@ class Store:
             await conn.execute(f"PRAGMA synchronous={synchronous}")
         await conn.execute("PRAGMA busy_timeout=5000")
         store = cls(conn, path)
-        await store._migrate()
+        try:
+            await store._migrate()
+        except BaseException:
+            await conn.close()  # aiosqlite's worker thread would keep the process alive
+            raise
         if backtest:
             store.batch = True
             await conn.execute("BEGIN")
@@ -165,7 +173,7 @@ class Store:
         cur = await self.conn.execute("PRAGMA user_version")
         (version,) = await cur.fetchone()
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: database schema version {version} is newer than this ffe ({SCHEMA_VERSION})")
+            raise SchemaError(f"{self.path}: database schema version {version} is newer than this ffe ({SCHEMA_VERSION})")
         for v in range(version + 1, SCHEMA_VERSION + 1):
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
