@@ -1,0 +1,113 @@
+"""The SQLite store: WAL, a versioned schema, durable writes that another connection sees at once, data kept
+across a reopen, and a database from a newer ffe refused with a clear error (by the library and by `ffe run`)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from conftest import db_rows, db_value, run_ffe
+from ffe_engine.events import EngineStateChanged, EventBus
+from ffe_engine.model import ClosedTrade, Order, OrderReason, OrderStatus, Position, Side
+from ffe_engine.store import SCHEMA_VERSION, SchemaError, Store
+
+TABLES = {"kv", "engine_state", "decisions", "votes", "gate_results", "orders", "fills", "positions", "trades",
+          "provider_scores", "approvals", "events"}
+
+
+def _order(cid: str = "ffe-test-1") -> Order:
+    return Order(client_order_id=cid, symbol="BTC/USDT", side=Side.BUY, quantity=0.5, type="market",
+                 reason=OrderReason.SIGNAL, venue="paper", decision_id="d1", created_ts=1, updated_ts=1)
+
+
+async def test_a_new_database_is_in_wal_mode_with_the_schema_version_set(tmp_path):
+    path = tmp_path / "data" / "ffe.db"
+    store = await Store.open(path)
+    try:
+        assert db_value(path, "PRAGMA journal_mode") == "wal"
+        assert db_value(path, "PRAGMA user_version") == SCHEMA_VERSION >= 1
+        tables = {r[0] for r in db_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert TABLES <= tables
+    finally:
+        await store.close()
+
+
+async def test_durable_writes_are_visible_to_another_connection_before_the_call_returns(tmp_path):
+    path = tmp_path / "ffe.db"
+    store = await Store.open(path)
+    try:
+        await store.journal_order(_order(), {"reason": "signal"})
+        # No flush, no close: the journal entry is already committed (an order is recorded before it is sent).
+        assert db_rows(path, "SELECT client_order_id, status FROM orders") == [("ffe-test-1", "new")]
+        await store.set_engine_state("HALTED", "kill switch", "operator", 1.0)
+        assert db_rows(path, "SELECT state, reason, by FROM engine_state") == [("HALTED", "kill switch", "operator")]
+    finally:
+        await store.close()
+
+
+async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
+    path = tmp_path / "ffe.db"
+    store = await Store.open(path)
+    bus = EventBus()
+    bus.add_sink(store.add_event)
+    o = _order()
+    await store.journal_order(o, {"reason": "signal"})
+    o.status = OrderStatus.OPEN
+    await store.update_order(o)
+    await store.set_engine_state("PAUSED", "operator", "ctl", 2.0)
+    await store.put_kv("portfolio", {"cash": 1234.5}, 2.0)
+    await store.save_position(Position(symbol="BTC/USDT", side=Side.BUY, quantity=0.5, entry_price=100.0,
+                                       opened_ts=5, stop_loss=90.0, take_profit=120.0, entry_decision_id="d1",
+                                       fees=0.05))
+    await store.add_trade(ClosedTrade(symbol="ETH/USDT", side=Side.BUY, quantity=1.0, entry_price=10.0,
+                                      exit_price=11.0, pnl=0.9, fees=0.1, reason="take_profit", opened_ts=1,
+                                      closed_ts=2))
+    for _ in range(3):
+        bus.publish(EngineStateChanged(state="PAUSED", previous="RUNNING", reason="x", by="test"))
+    await store.close()
+
+    store = await Store.open(path)
+    try:
+        assert db_value(path, "PRAGMA user_version") == SCHEMA_VERSION
+        assert await store.get_engine_state() == ("PAUSED", "operator", "ctl")
+        assert await store.get_kv("portfolio") == {"cash": 1234.5}
+        live = await store.live_orders()
+        assert [(x.client_order_id, x.status) for x in live] == [("ffe-test-1", OrderStatus.OPEN)]
+        assert await store.order_intents(["ffe-test-1"]) == {"ffe-test-1": {"reason": "signal"}}
+        (pos,) = await store.positions()
+        assert (pos.symbol, pos.quantity, pos.stop_loss, pos.take_profit) == ("BTC/USDT", 0.5, 90.0, 120.0)
+        assert db_rows(path, "SELECT symbol, pnl, reason FROM trades") == [("ETH/USDT", 0.9, "take_profit")]
+        assert await store.last_seq() == 3  # the next event continues after these
+    finally:
+        await store.close()
+
+
+async def test_a_database_with_a_newer_schema_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / "ffe.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(SchemaError, match=rf"schema version {SCHEMA_VERSION + 1} is newer") as err:
+        await Store.open(path)
+    assert str(path) in str(err.value)
+    assert db_value(path, "PRAGMA user_version") == SCHEMA_VERSION + 1
+    assert db_rows(path, "SELECT name FROM sqlite_master") == []  # no migration ran over it
+
+
+def test_ffe_run_on_a_newer_database_stops_with_one_line_naming_it(tmp_path):
+    db = tmp_path / "data" / "ffe.db"
+    db.parent.mkdir()
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", timeout=60)  # must end by itself, too
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("ffe: error: ") and "data/ffe.db" in lines[0] and "newer" in lines[0]
+    assert db_value(db, "PRAGMA user_version") == SCHEMA_VERSION + 1
