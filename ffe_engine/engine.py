@@ -158,11 +158,17 @@ class Engine:
         await self._expire_approvals()
         history = getattr(self.feed, "history", None)
         if history is not None and self.settings.engine.warmup_bars > 0:
+            bar_ts = None
             for c in await _maybe_await(history(self.settings.engine.warmup_bars)):
+                if bar_ts is not None and c.ts != bar_ts:
+                    self.portfolio.record_returns()  # the history's returns feed VaR and correlation
+                bar_ts = c.ts
                 self.ind[c.symbol].update(c)
                 self.portfolio.mark(c.symbol, c.close)
                 if hasattr(self.venue, "set_price"):
                     self.venue.set_price(c.symbol, c.close)
+            if bar_ts is not None:
+                self.portfolio.record_returns()
         self.started = True
         await self.flush()
         log.info("engine started", mode=self.mode, state=self.state.value, approval=self.approval_mode,

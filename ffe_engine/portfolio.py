@@ -47,19 +47,27 @@ class Portfolio:
     # ------------------------------------------------------------------ marks
     def mark(self, symbol: str, price: float) -> None:
         self.last_price[symbol] = price
-        prev = self._prev_close.get(symbol)
-        if prev:
-            r = self.returns.get(symbol)
-            if r is None:
-                r = self.returns[symbol] = deque(maxlen=self.window)
-            r.append(price / prev - 1.0)
-        self._prev_close[symbol] = price
         pos = self.positions.get(symbol)
         if pos is not None:
             pos.last_price = price
 
+    def record_returns(self) -> None:
+        """After every symbol of a bar is marked: one return per symbol for the bar (0 for a symbol that had no
+        candle). Recorded per bar, not per candle, so that the return series of all symbols end at the same bar:
+        mid-bar, the symbols already marked would otherwise be one return ahead of the rest, and VaR and
+        correlation would pair each symbol's returns with another's from the bar before."""
+        for symbol, price in self.last_price.items():
+            prev = self._prev_close.get(symbol)
+            if prev:
+                r = self.returns.get(symbol)
+                if r is None:
+                    r = self.returns[symbol] = deque(maxlen=self.window)
+                r.append(price / prev - 1.0)
+            self._prev_close[symbol] = price
+
     def close_bar(self) -> float:
-        """After every symbol of a bar is marked: record the equity return and update the peak."""
+        """After every symbol of a bar is marked: record the bar's returns and the equity return, update the peak."""
+        self.record_returns()
         eq = self.equity()
         if self._last_equity:
             self.equity_returns.append(eq / self._last_equity - 1.0)
@@ -167,10 +175,10 @@ class Portfolio:
         return len(q)
 
     def var_pct(self, confidence: float, extra: dict[str, float] | None = None, *, horizon_bars: float = 1.0,
-                min_obs: int = 30) -> float | None:
+                min_obs: int = 30, window: int | None = None) -> float | None:
         """Historical VaR over `horizon_bars` (square-root-of-time scaling of the 1-bar figure), as a percentage
         of equity, of the current positions plus `extra` (symbol -> added notional), from the joint window of
-        symbol returns. None when the history is too short to measure."""
+        symbol returns (at most `window` bars). None when the history is too short to measure."""
         exposures = {s: self.exposure(s) for s in self.positions}
         for s, notional in (extra or {}).items():
             exposures[s] = exposures.get(s, 0.0) + notional
@@ -182,6 +190,8 @@ class Portfolio:
         if any(r is None or len(r) < min_obs for r in series) or eq <= 0:
             return None
         n = min(len(r) for r in series)  # type: ignore[arg-type]
+        if window is not None:
+            n = min(n, window)
         pnl: list[float] | None = None
         for w, r in zip(exposures.values(), series):
             col = list(r)[-n:]  # type: ignore[arg-type]
@@ -192,11 +202,13 @@ class Portfolio:
         loss = -worst[k] * math.sqrt(horizon_bars)
         return max(0.0, 100.0 * loss / eq)
 
-    def correlation(self, a: str, b: str, min_obs: int = 30) -> float | None:
+    def correlation(self, a: str, b: str, min_obs: int = 30, window: int | None = None) -> float | None:
         ra, rb = self.returns.get(a), self.returns.get(b)
         if ra is None or rb is None:
             return None
         n = min(len(ra), len(rb))
+        if window is not None:
+            n = min(n, window)
         if n < min_obs:
             return None
         xa, xb = list(ra)[-n:], list(rb)[-n:]

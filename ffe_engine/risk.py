@@ -152,7 +152,8 @@ class Gatekeeper:
             gates.append(self._missing("VAR", r.max_var_pct))
         else:
             signed = notional if it.side is Side.BUY else -notional
-            var = pf.var_pct(r.var_confidence, {it.symbol: signed}, horizon_bars=self.bars_per_day)
+            var = pf.var_pct(r.var_confidence, {it.symbol: signed}, horizon_bars=self.bars_per_day,
+                             window=r.var_window)
             if var is None:
                 gates.append(self._missing("VAR", r.max_var_pct))
             else:
@@ -174,7 +175,7 @@ class Gatekeeper:
         worst: float | None = None
         worst_sym = ""
         for p in others:
-            c = self.pf.correlation(it.symbol, p.symbol)
+            c = self.pf.correlation(it.symbol, p.symbol, window=self.risk.correlation_window)
             if c is None:
                 return GateResult("CORRELATION", None, limit, not self.live, f"{INPUT_MISSING}: {p.symbol}")
             if worst is None or c > worst:
