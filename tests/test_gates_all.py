@@ -99,7 +99,10 @@ async def test_breaker_open_refuses_entries_after_three_venue_failures(tmp_path,
     await p.bars(3)
     assert venue.calls == 3
     assert [d["outcome"] for d in await p.decisions("WHERE symbol = ?", (BTC,))] == ["refused"] * 3
-    await p.bars(2)
+    assert p.engine.breaker.state == "open"
+    if p.engine.state is EngineState.PAUSED:  # an open breaker also pauses the engine; the operator resumes
+        await p.engine.resume()
+    await p.bars(1)
     g = await refused_by(p, BTC, "BREAKER_OPEN")
     check(g["BREAKER_OPEN"], passed=False, value="open", limit="closed or probe")
     assert venue.calls == 3  # refused before the venue
