@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
+from ..audit import REDACTED
 from ..indicators import IndicatorSet
 from ..model import Action, Vote
 from .base import HOLD
@@ -142,6 +143,9 @@ class LLMProvider:
             content = data["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise LLMError(f"{self.name}: response from {self._public} is not a chat completion") from None
+        key = self._api_key.get_secret_value() if self._api_key is not None else ""
+        if key and isinstance(content, str):
+            content = content.replace(key, REDACTED)  # a reply quoting the key must not carry it into the records
         try:
             action, conf, reason = parse_answer(content)
         except LLMError as e:
