@@ -1,0 +1,213 @@
+"""Bad input gets one clear line and exit code 2, and loses nothing already recorded: a malformed CSV row, a typo
+in a config table; secrets set in .env never show in `ffe config check`, in a headless run's stderr, audit file,
+events table or database, even when a reply from outside echoes one back."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+import structlog
+
+from conftest import BTC_CSV, audit_lines, db_rows, db_value, ffe_env, run_ffe
+from ffe_engine.audit import REDACTED, Redactor, setup_logging
+from ffe_engine.events import ErrorEvent, EventBus
+
+
+def snapshot(*dirs: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for d in dirs if d.exists() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{stderr}"
+    assert lines[0].startswith("ffe: error: "), lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------- CSV
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> Path:
+    """A directory where a paper engine already ran and recorded its decisions and orders."""
+    cwd = tmp_path_factory.mktemp("recorded")
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "60")
+    assert proc.returncode == 0, proc.stderr
+    assert db_value(cwd / "data" / "ffe.db", "SELECT COUNT(*) FROM decisions") > 0
+    return cwd
+
+
+def write_csv_with_bad_line_57(path: Path, bad: str) -> Path:
+    with open(BTC_CSV) as f:
+        lines = [next(f) for _ in range(100)]  # header (line 1) and 99 rows
+    if bad == "not a number":
+        ts = lines[56].split(",")[0]
+        lines[56] = f"{ts},7200.5,7210.0,oops,7205.0,12.5\n"
+    elif bad == "missing columns":
+        lines[56] = lines[56].split(",")[0] + ",7200.5,7210.0\n"
+    elif bad == "time going back":
+        lines[56] = lines[50].split(",")[0] + "," + lines[56].split(",", 1)[1]
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.mark.parametrize("bad", ["not a number", "missing columns", "time going back"])
+def test_a_malformed_csv_row_57_exits_2_naming_file_and_line_and_loses_nothing(recorded, bad):
+    csv = write_csv_with_bad_line_57(recorded / f"BTC-USD_bad_{bad.replace(' ', '_')}.csv", bad)
+    before = snapshot(recorded / "data", recorded / "logs")
+    proc = run_ffe(recorded, "backtest", csv.name)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"{csv.name}:57:" in line, line
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert snapshot(recorded / "data", recorded / "logs") == before  # the live records are untouched
+    assert not (recorded / "data" / "backtests").exists()  # no run was started
+
+
+def test_lenient_skips_the_bad_row_and_counts_it(recorded, tmp_path):
+    csv = write_csv_with_bad_line_57(tmp_path / "BTC-USD_lenient.csv", "not a number")
+    proc = run_ffe(tmp_path, "backtest", "--lenient", csv.name, "--report", "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["bars"] == 98  # 99 rows less the bad one
+
+
+# ---------------------------------------------------------------------------------------------------- config
+CONFIG_WITH_TYPO = """\
+mode = "paper"
+
+[engine]
+symbols = ["BTC/USDT"]
+
+[risk]
+min_confidence = 0.6
+max_open_positons = 3
+"""
+
+
+@pytest.mark.parametrize("command", [("run", "--headless", "--max-bars", "5"), ("config", "check")],
+                         ids=["run", "config check"])
+def test_a_typo_inside_risk_exits_2_naming_the_key_file_and_line(tmp_path, command):
+    (tmp_path / "config.toml").write_text(CONFIG_WITH_TYPO)
+    proc = run_ffe(tmp_path, *command)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert "risk.max_open_positons" in line and "config.toml:8" in line, line
+    assert proc.stdout == ""
+    assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=ffe_env(FFE_RISK__MAX_OPEN_POSITONS="3"))
+    assert proc.returncode == 2
+    assert "FFE_RISK__MAX_OPEN_POSITONS" in one_error_line(proc.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- secrets
+SECRETS = {
+    "FFE_EXCHANGE__API_KEY": "AKIA7FFEK3YQ2M4XW9ZP",
+    "FFE_EXCHANGE__SECRET": "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY",
+    "FFE_ENSEMBLE__LLM__API_KEY": "sk-ffe-0123456789abcdefLLMKEY",
+}
+
+
+class EchoModel(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint that votes BUY and, careless, quotes the Authorization header it got."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.auth_seen.append(self.headers.get("Authorization", ""))  # type: ignore[attr-defined]
+        answer = {"action": "BUY", "confidence": 0.9, "reason": f"you sent {self.headers.get('Authorization')}"}
+        body = json.dumps({"choices": [{"message": {"role": "assistant", "content": json.dumps(answer)}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_model():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoModel)
+    server.auth_seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
+
+
+def test_config_check_masks_every_secret_set_in_dotenv(tmp_path):
+    _dotenv(tmp_path)
+    # A secret pasted into an ordinary field is caught too.
+    env = ffe_env(FFE_EXCHANGE__OPTIONS=json.dumps({"note": SECRETS["FFE_EXCHANGE__SECRET"]}))
+    proc = run_ffe(tmp_path, "config", "check", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    for value in SECRETS.values():
+        assert value not in out
+    for name in SECRETS:
+        assert f".env:{list(SECRETS).index(name) + 1} {name}" in out  # shown as set, from .env, masked
+    assert out.count(REDACTED) >= 4
+
+
+def test_secrets_from_dotenv_never_reach_stderr_audit_events_or_database_even_when_echoed(tmp_path, echo_model):
+    _dotenv(tmp_path)
+    port = echo_model.server_address[1]
+    env = ffe_env(FFE_ENSEMBLE__PROVIDERS="trend,momentum,mean_reversion,breakout,llm",
+                  FFE_ENSEMBLE__LLM__BASE_URL=f"http://127.0.0.1:{port}/v1", FFE_ENSEMBLE__LLM__TIMEOUT_S="5",
+                  FFE_ENSEMBLE__PROVIDER_TIMEOUT_S="5")
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "30", env=env)
+    assert proc.returncode == 0, proc.stderr
+    llm_key = SECRETS["FFE_ENSEMBLE__LLM__API_KEY"]
+    assert echo_model.auth_seen and echo_model.auth_seen[0] == f"Bearer {llm_key}"  # the key was really used
+
+    audit = tmp_path / "logs" / "audit.jsonl"
+    records = audit_lines(audit)
+    llm_votes = [v for r in records if r["event"] == "decision" for v in r["votes"] if v["provider"] == "llm"]
+    assert llm_votes, "the llm provider never voted"
+    # The echoed key reached the engine and was redacted on its way into the records.
+    assert any(REDACTED in v["reason"] for v in llm_votes), llm_votes[:2]
+
+    db = tmp_path / "data" / "ffe.db"
+    events_text = "\n".join(r[0].decode() if isinstance(r[0], bytes) else r[0]
+                            for r in db_rows(db, "SELECT data FROM events"))
+    places = {"stderr": proc.stderr, "stdout": proc.stdout, "audit.jsonl": audit.read_text(),
+              "events table": events_text}
+    db_files = {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir() if p.is_file()}
+    for name, value in SECRETS.items():
+        for where, text in places.items():
+            assert value not in text, f"{name} appears in {where}"
+        for fname, raw in db_files.items():
+            assert value.encode() not in raw, f"{name} appears in {fname}"
+
+
+def test_the_log_pipeline_redacts_a_secret_handed_to_it():
+    """Log lines that do carry a secret (structlog fields, stdlib loggers such as ccxt's, event records) come out
+    with the value replaced."""
+    secret = SECRETS["FFE_EXCHANGE__SECRET"]
+    out = io.StringIO()
+    setup_logging("INFO", secrets=[secret], stream=out)
+    structlog.get_logger("ffe.test").error("request failed", url=f"https://x.test/api?signature={secret}",
+                                           headers={"X-MBX-SECRET": secret}, args=[secret])
+    logging.getLogger("ccxt.base").warning("POST failed with %s", secret)
+    text = out.getvalue()
+    assert "request failed" in text and "POST failed with" in text
+    assert secret not in text
+    assert text.count(REDACTED) >= 4
+
+    bus = EventBus(redact=Redactor([secret]).text)
+    lines: list[bytes] = []
+    bus.add_sink(lambda ev, line: lines.append(line))
+    bus.publish(ErrorEvent(message=f"auth error for key {secret}", where="venue"))
+    assert secret.encode() not in lines[0] and REDACTED.encode() in lines[0]
