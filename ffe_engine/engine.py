@@ -22,7 +22,7 @@ import structlog
 from .breaker import CircuitBreaker
 from .ensemble import Ensemble, is_async_provider
 from .events import (ApprovalEvent, BarEvent, DecisionMade, EngineStateChanged, ErrorEvent, EventBus,
-                     KillSwitchEvent, PositionClosed, PositionOpened, RunEvent, WeightsChanged)
+                     KillSwitchEvent, PositionClosed, PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 from .indicators import IndicatorSet
 from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Side)
 from .portfolio import Portfolio
+from .reconcile import accept as accept_differences
+from .reconcile import reconcile_and_hold
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
 from .store import Store
@@ -50,6 +52,7 @@ class EngineOptions:
     approval_ttl_s: float = 120.0
     adaptive: bool = True
     start_state: EngineState = EngineState.RUNNING  # for a fresh database
+    max_bars: int | None = None  # stop by itself after this many bars per symbol
 
 
 class Engine:
@@ -153,8 +156,9 @@ class Engine:
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
             "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),
             "positions": len(positions), "pid": os.getpid(), "backtest": self.opts.backtest}))
-        if recovered:
-            await self.orders.poll()
+        if not self.opts.backtest:
+            # Before any new order: the journal against the venue (orders in flight, fills while down, positions).
+            await reconcile_and_hold(self)
         await self._expire_approvals()
         history = getattr(self.feed, "history", None)
         if history is not None and self.settings.engine.warmup_bars > 0:
@@ -279,14 +283,23 @@ class Engine:
     async def _housekeeping(self) -> None:
         """Work that goes on between bars: orders in flight, approval expiry, periodic reconciliation."""
         poll_s = self.settings.engine.order_poll_s
+        reconcile_s = self.settings.engine.reconcile_interval_s
+        next_poll = next_reconcile = time.monotonic()
+        next_reconcile += reconcile_s
         while True:
             await asyncio.sleep(min(1.0, poll_s))
             try:
                 await self._expire_approvals()
-                if self.orders.live and not getattr(self.venue, "in_process", False):
+                now = time.monotonic()
+                if self.orders.live and self._venue_on_candle is None and now >= next_poll:
+                    next_poll = now + poll_s
                     await self.orders.poll()
-                    await self._persist_books()
-                    await self.flush()
+                if now >= next_reconcile:
+                    next_reconcile = now + reconcile_s
+                    await reconcile_and_hold(self)
+                await self._breaker_pause()
+                await self._persist_books()
+                await self.flush()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # housekeeping must keep going; the failure is recorded
@@ -316,6 +329,8 @@ class Engine:
         ind.update(c)
         if ind.warm:
             await self._decide(c, ind)
+        if self.opts.max_bars is not None and min(self.bars_by_symbol.values()) >= self.opts.max_bars:
+            self._stop.set()
         if self.opts.backtest:
             self._since_flush += 1
             if self._since_flush >= self.opts.flush_every:
@@ -324,6 +339,7 @@ class Engine:
         else:
             self.bus.publish(BarEvent(symbol=sym, bar_ts=c.ts, close=c.close, equity=pf.equity()))
             await self._risk_pauses()
+            await self._breaker_pause()
             await self._persist_books()
             await self.flush()
 
@@ -331,6 +347,12 @@ class Engine:
         eq = self.portfolio.close_bar()
         if self.opts.backtest:
             self.equity_curve.append((self._bar_ts or 0, eq))
+
+    async def _breaker_pause(self) -> None:
+        """An open breaker pauses the engine (entries would be refused anyway; the operator resumes)."""
+        if self.breaker.state == "open" and self.state is EngineState.RUNNING:
+            await self._set_state(EngineState.PAUSED, f"breaker open on {self.breaker.venue}: "
+                                                      f"{self.breaker.last_error}", "breaker")
 
     async def _risk_pauses(self) -> None:
         """A DRAWDOWN or DAILY_LOSS breach pauses the engine once, when it happens."""
@@ -662,11 +684,15 @@ class Engine:
                 "client_order_id": sub.order.client_order_id if sub.order else None,
                 "gates": [g.as_dict() for g in sub.gates]}
 
-    async def accept_reconcile(self, by: str = "operator") -> None:
-        self.reconcile_blocked = []
-        from .events import ReconcileEvent
-        self.bus.publish(ReconcileEvent(status="accepted", differences=[]))
-        await self.flush()
+    async def accept_reconcile(self, by: str = "operator") -> list[dict]:
+        """Accept the differences reconciliation found (the venue's balances become the new baseline)."""
+        async with self._control_lock:
+            accepted = list(self.reconcile_blocked)
+            await accept_differences(self)
+            self.reconcile_blocked = []
+            self.bus.publish(ReconcileEvent(status="accepted", differences=accepted))
+            await self.flush()
+            return accepted
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the console's panes show, as plain data."""

@@ -70,6 +70,9 @@ def check_live(settings, live_flag: bool) -> bool:
     if live_flag and settings.mode != "live":
         raise StartError('--live needs mode = "live" in the configuration')
     if settings.mode != "live":
+        if settings.venue.kind == "ccxt":
+            raise StartError('venue.kind = "ccxt" places real orders: it needs mode = "live" and the --live flag '
+                             '(paper trading uses venue.kind = "paper", on any market source)')
         return False
     if settings.venue.kind != "ccxt":
         raise StartError('mode = "live" needs venue.kind = "ccxt"')
@@ -78,6 +81,18 @@ def check_live(settings, live_flag: bool) -> bool:
         raise StartError("live trading needs exchange credentials: set "
                          + ", ".join(f"FFE_EXCHANGE__{k.upper()}" for k in missing) + " in .env or the environment")
     return True
+
+
+async def check_credentials(venue) -> None:
+    """Live start: the markets load and the balance can be read with these credentials, or nothing starts."""
+    from .venues.base import VenueError, VenueUnavailable
+
+    try:
+        await venue.connect()
+        await venue.fetch_balance()
+    except (VenueError, VenueUnavailable) as exc:
+        await venue.close()
+        raise StartError(f"live start check failed on {venue.name}: {exc}") from None
 
 
 def make_providers_from(settings) -> list:
@@ -101,7 +116,7 @@ def make_venue(settings, symbols: list[str], live: bool):
                       slippage_bps=v.slippage_bps, min_notional=v.min_notional, amount_step=v.amount_step)
 
 
-def make_feed(settings, clock, max_bars: int | None):
+def make_feed(settings, clock, max_bars: int | None, venue=None):
     m = settings.market
     tf = settings.engine.timeframe_ms
     symbols = list(settings.engine.symbols)
@@ -120,8 +135,9 @@ def make_feed(settings, clock, max_bars: int | None):
         return ReplayFeed(series, clock, speed=m.speed, max_bars=max_bars)
     from .market.exchange import ExchangeFeed
 
-    return ExchangeFeed(settings.exchange, symbols, tf, poll_s=settings.exchange.poll_s, clock=clock,
-                        max_bars=max_bars)
+    if venue is not None and hasattr(venue, "fetch_ohlcv"):
+        return ExchangeFeed(venue, symbols, tf, settings.exchange.poll_s, clock)
+    return ExchangeFeed.from_settings(settings.exchange, symbols, tf, clock)
 
 
 async def open_engine(settings, *, live: bool = False, max_bars: int | None = None, headless: bool = True,
@@ -145,8 +161,10 @@ async def open_engine(settings, *, live: bool = False, max_bars: int | None = No
             clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
         if venue is None:
             venue = make_venue(settings, symbols, live)
+        if live:
+            await check_credentials(venue)
         if feed is None:
-            feed = make_feed(settings, clock, max_bars)
+            feed = make_feed(settings, clock, max_bars, venue)
         providers = make_providers_from(settings)
         e = settings.ensemble
         ensemble = Ensemble(e.strategy, e.min_votes, None, e.provider_timeout_s)
@@ -155,7 +173,7 @@ async def open_engine(settings, *, live: bool = False, max_bars: int | None = No
         start_state = EngineState.PAUSED if live and settings.engine.live_start_paused else EngineState.RUNNING
         opts = EngineOptions(live=live, approval=settings.engine.approval,
                              approval_ttl_s=settings.engine.approval_ttl_s, adaptive=e.adaptive,
-                             start_state=start_state)
+                             start_state=start_state, max_bars=max_bars)
         engine = Engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock, providers=providers,
                         ensemble=ensemble, learner=learner, audit=audit, options=opts,
                         timeframe_ms=settings.engine.timeframe_ms)

@@ -12,6 +12,7 @@ No pickle: structured context is stored as JSON text.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -135,6 +136,9 @@ class Store:
         self._gates: list[tuple] = []
         self._events: list[tuple] = []
         self.batch = False
+        # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
+        # transaction must not interleave with another's.
+        self._lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -234,10 +238,6 @@ class Store:
         """Event sink: the events table holds each event's audit record."""
         self._events.append((ev.seq, ev.ts, ev.name, line))
 
-    @property
-    def pending(self) -> int:
-        return len(self._decisions) + len(self._events)
-
     async def _write_buffers(self) -> None:
         decisions, votes, gates, events = self._decisions, self._votes, self._gates, self._events
         self._decisions, self._votes, self._gates, self._events = [], [], [], []
@@ -252,6 +252,10 @@ class Store:
             await c.executemany("INSERT INTO events VALUES (?,?,?,?)", events)
 
     async def flush(self) -> None:
+        async with self._lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         if self.batch:
             await self._write_buffers()
             await self.conn.execute("COMMIT")
@@ -264,10 +268,11 @@ class Store:
 
     async def _write(self, sql: str, params: tuple | list = ()) -> int | None:
         """Flush buffered rows, then run one statement in its own committed transaction."""
-        if not self.batch:
-            await self.flush()
-        cur = await self.conn.execute(sql, params)
-        return cur.lastrowid
+        async with self._lock:
+            if not self.batch:
+                await self._flush_locked()
+            cur = await self.conn.execute(sql, params)
+            return cur.lastrowid
 
     # ---------------------------------------------------------------- engine state and key/value
     async def get_engine_state(self) -> tuple[str, str, str] | None:
@@ -284,6 +289,9 @@ class Store:
     async def put_kv(self, key: str, value: Any, ts: float) -> None:
         await self._write("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
                           "value=excluded.value, updated_ts=excluded.updated_ts", (key, _dumps(value), ts))
+
+    async def delete_kv(self, key: str) -> None:
+        await self._write("DELETE FROM kv WHERE key = ?", (key,))
 
     async def get_kv(self, key: str, default: Any = None) -> Any:
         cur = await self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,))
@@ -340,18 +348,19 @@ class Store:
 
     async def add_fill(self, f: Fill, order: Order) -> None:
         """A fill and its order's new cumulative state, in one transaction."""
-        if not self.batch:
-            await self.flush()
         c = self.conn
-        async with self._tx():
-            await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts) "
-                            "VALUES (?,?,?,?,?,?,?)",
-                            (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts))
-            await c.execute(
-                "UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=? "
-                "WHERE client_order_id=?",
-                (order.status.value, order.filled, order.average, order.fee, order.exchange_id, order.updated_ts,
-                 order.error, order.client_order_id))
+        async with self._lock:
+            if not self.batch:
+                await self._flush_locked()
+            async with self._tx():
+                await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts) "
+                                "VALUES (?,?,?,?,?,?,?)",
+                                (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts))
+                await c.execute(
+                    "UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=? "
+                    "WHERE client_order_id=?",
+                    (order.status.value, order.filled, order.average, order.fee, order.exchange_id,
+                     order.updated_ts, order.error, order.client_order_id))
 
     # ---------------------------------------------------------------- positions and trades
     async def save_position(self, p: Position) -> None:
@@ -377,10 +386,11 @@ class Store:
              t.closed_ts, t.entry_decision_id, t.exit_client_order_id))
 
     async def add_provider_scores(self, trade_id: int, scores: list[tuple[str, str, bool, float]]) -> None:
-        if not self.batch:
-            await self.flush()
-        await self.conn.executemany("INSERT INTO provider_scores VALUES (?,?,?,?,?)",
-                                    [(trade_id, p, a, 1 if ok else 0, r) for p, a, ok, r in scores])
+        async with self._lock:
+            if not self.batch:
+                await self._flush_locked()
+            await self.conn.executemany("INSERT INTO provider_scores VALUES (?,?,?,?,?)",
+                                        [(trade_id, p, a, 1 if ok else 0, r) for p, a, ok, r in scores])
 
     # ---------------------------------------------------------------- approvals
     async def save_approval(self, row: dict[str, Any]) -> None:
@@ -404,9 +414,11 @@ class Store:
 
     # ---------------------------------------------------------------- reads for reports
     async def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        if self.batch:
-            await self._write_buffers()
-        else:
-            await self.flush()
-        cur = await self.conn.execute(sql, params)
-        return list(await cur.fetchall())
+        """A read that sees everything recorded so far, buffered rows included."""
+        async with self._lock:
+            if self.batch:
+                await self._write_buffers()
+            else:
+                await self._flush_locked()
+            cur = await self.conn.execute(sql, params)
+            return list(await cur.fetchall())
