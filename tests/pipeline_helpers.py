@@ -281,7 +281,7 @@ class Pipeline:
 async def open_pipeline(settings: Settings, *, providers: list | None = None, script: dict | None = None,
                         feed=None, clock: SimClock | None = None, venue=None, live: bool = False,
                         backtest: bool = False, adaptive: bool | None = None, seed: int | None = None,
-                        start_state: EngineState = EngineState.RUNNING, synchronous: str = "NORMAL") -> Pipeline:
+                        start_state: EngineState = EngineState.RUNNING, synchronous: str = "OFF") -> Pipeline:
     """Assemble an engine the way runner.open_engine does, with the providers given (default: two Scripted voters
     reading `script`, else the configured built-ins), then start it (state restored, warm-up history fed)."""
     clock = clock or SimClock()
