@@ -174,7 +174,7 @@ def test_sizing_is_capped_by_position_size_and_by_cash():
 def one_position_run(tmp_path_factory) -> Path:
     """A long headless run on two symbols with max_open_positions = 1."""
     cwd = tmp_path_factory.mktemp("one_position")
-    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "1000",
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "600",
                    env=ffe_env(FFE_RISK__MAX_OPEN_POSITIONS="1", FFE_RISK__MAX_CORRELATION="1.0"))
     assert proc.returncode == 0, proc.stderr
     return cwd / "data" / "ffe.db"
