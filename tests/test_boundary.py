@@ -44,3 +44,22 @@ def test_ffe_run_headless_never_imports_textual(tmp_path):
     assert "ffe_engine.engine" in imported and "ffe_engine.runner" in imported and "aiosqlite" in imported
     assert "engine stopped" in proc.stderr  # the run went to the end
     assert _textual(imported) == []
+
+
+def test_only_the_order_path_calls_a_venue_to_place_or_cancel_orders():
+    """execution.OrderPath is the single order path: no other module of the engine or the console calls
+    create_order or cancel_order (the venue adapters' own calls into their exchange library excepted)."""
+    import ast
+
+    calls: dict[str, list[int]] = {}
+    for package in ("ffe_engine", "ffe_tui"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            rel = path.relative_to(REPO).as_posix()
+            for node in ast.walk(ast.parse(path.read_text(), filename=rel)):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr in ("create_order", "cancel_order")):
+                    calls.setdefault(rel, []).append(node.lineno)
+    assert "ffe_engine/execution.py" in calls  # the check sees the calls that do exist
+    outside = {f: lines for f, lines in calls.items()
+               if f != "ffe_engine/execution.py" and not f.startswith("ffe_engine/venues/")}
+    assert outside == {}
