@@ -463,3 +463,32 @@ async def test_breaker_open_through_the_engine_refuses_operator_orders_and_recor
         assert venue.calls == 2
         assert _operator_gates(settings.db_path)["BREAKER_OPEN"] == ("open", "closed or probe", 0)
         assert db_value(settings.db_path, "SELECT COUNT(*) FROM orders WHERE status = 'rejected'") == 2
+
+
+class JournalWitness(NetworkVenue):
+    """Looks in the database, through a connection of its own, for each order it is asked to place."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__()
+        self.db = db
+        self.seen: list[tuple] = []
+
+    async def create_order(self, req):
+        self.seen.extend(db_rows(self.db, "SELECT client_order_id, status, quantity FROM orders "
+                                          "WHERE client_order_id = ?", (req.client_order_id,)))
+        return await super().create_order(req)
+
+
+async def test_every_order_is_journaled_with_its_client_order_id_before_the_venue_sees_it(tmp_path):
+    store = await Store.open(tmp_path / "ffe.db")
+    venue = JournalWitness(tmp_path / "ffe.db")
+    p = Path_(store, venue)
+    try:
+        subs = [await p.buy(0.5), await p.buy(0.25)]
+        assert all(s.accepted for s in subs)
+        ids = [s.order.client_order_id for s in subs]
+        assert len(set(ids)) == 2 and all(i.startswith("ffe-") for i in ids)
+        assert venue.seen == [(ids[0], "new", 0.5), (ids[1], "new", 0.25)]  # committed, then sent
+        assert sorted(venue.orders) == sorted(ids)  # the venue knows them by the same ids
+    finally:
+        await store.close()

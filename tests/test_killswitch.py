@@ -18,6 +18,8 @@ from conftest import db_rows, db_value, engine_session, make_settings
 from ffe_engine.engine import ControlError
 from ffe_engine.model import Candle, EngineState, OrderReason, Side
 from ffe_engine.risk import OrderIntent
+from ffe_engine.venues.base import VenueUnavailable
+from ffe_engine.venues.paper import PaperVenue
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 
@@ -274,3 +276,44 @@ async def test_pause_refuses_new_entries_but_stop_loss_and_take_profit_exits_sti
             assert (g["code"], g["value"], g["limit"], g["passed"]) == ("ENGINE_STATE", "PAUSED", "RUNNING", False)
         assert db_value(db, "SELECT COUNT(*) FROM orders WHERE reduce_only = 0") == entries_before
         assert e.state is EngineState.PAUSED
+
+
+class CancelsFailVenue(PaperVenue):
+    """The paper exchange behind a network that drops cancel requests while `down`."""
+
+    down = False
+
+    async def cancel_order(self, client_order_id: str, symbol: str):
+        if self.down:
+            raise VenueUnavailable("connection reset by peer")
+        return await super().cancel_order(client_order_id, symbol)
+
+
+async def test_a_cancel_that_fails_is_reported_and_the_engine_is_halted_all_the_same(tmp_path):
+    settings = make_settings(tmp_path)
+    venue = CancelsFailVenue([BTC, ETH], starting_cash=10_000.0, quote="USDT", fee_bps=10.0, slippage_bps=5.0)
+    async with engine_session(settings, venue=venue) as running:
+        e = running.engine
+        candles = e.feed.iter_candles()
+        await feed(e, candles, 2)
+        _, open_cid = await open_position_and_order(e, candles)
+        venue.down = True
+        report = await e.halt(by="test")
+        assert report.cancelled == []
+        assert [f["client_order_id"] for f in report.failed] == [open_cid]
+        assert "connection reset" in report.failed[0]["error"]
+        assert db_value(settings.db_path, "SELECT state FROM engine_state") == "HALTED"
+        (kill,) = events(settings.db_path, "kill_switch")
+        assert kill["cancelled"] == [] and kill["failed"] == report.failed  # the audit says what could not be
+        assert venue.orders[open_cid].status == "open"  # still working at the venue, and known to be
+
+
+async def test_paused_survives_a_restart(tmp_path):
+    settings = make_settings(tmp_path)
+    async with engine_session(settings) as running:
+        await running.engine.pause(reason="lunch", by="test")
+    async with engine_session(settings) as running:
+        assert running.engine.state is EngineState.PAUSED and running.engine.state_reason == "lunch"
+        refused = await running.engine.operator_order(BTC, "buy", 0.01)
+        assert not refused["accepted"] and refused["gates"][0]["value"] == "PAUSED"
+        assert await running.engine.resume() is EngineState.RUNNING  # a pause needs no confirmation
