@@ -1,0 +1,1 @@
+"""The ffe operator console (Textual). Entry point: `ffe_tui.app.run_console`."""

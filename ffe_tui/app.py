@@ -1,0 +1,566 @@
+"""The operator console: a Textual app that runs the engine in-process and shows what it does and why.
+
+The console talks to the engine only through its control surface (pause, resume, halt, flatten, approve, reject,
+set_approval_mode), `snapshot()` and the event bus. Events are drained from a bounded subscription on a timer and
+folded into the panes in batches, so a burst of log lines costs one redraw, not one per line.
+
+Lifecycle (one place for errors): `_lifecycle` opens the engine, starts the control socket, and runs the engine
+loop as a task shielded from the UI's teardown. Whatever ends the loop (quit, SIGTERM/SIGHUP, the feed ending, a
+crash), `_close` finishes in the same order as the headless run: stop requested, loop ended, socket closed, state
+and books stored, audit flushed, store closed, data-dir lock released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from textual import events
+from textual.app import App, ComposeResult, SystemCommand
+from textual.containers import Container, Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from ffe_engine.config import ConfigError
+from ffe_engine.control import ControlServer
+from ffe_engine.engine import ControlError
+from ffe_engine.events import ErrorEvent
+from ffe_engine.runner import Running, StartError, open_engine
+
+from . import keys as keydefs
+from .dialogs import ConfirmScreen, FilterScreen, HelpScreen
+from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, LogPane, PositionsTable, StatusLine,
+                    VotesPane)
+from .state import ConsoleState, kill_summary
+
+TICK_S = 0.15  # event drain and redraw period
+CHART_S = 0.5  # the chart is redrawn at most this often
+LOG_LINES = 2000  # lines kept in the log pane (the console keeps a longer history for re-filtering)
+HISTORY_LINES = 5000
+SUBSCRIPTION_MAX = 50_000  # events buffered between two drains before the oldest are dropped
+WIDE = (110, 32)  # from this size on, every pane is on screen at once
+DETAIL_VIEWS = ("votes", "approvals", "gates", "breaker", "chart")
+TITLES = {"positions": "Positions", "votes": "Ensemble votes", "chart": "Chart", "approvals": "Approvals",
+          "breaker": "Circuit breaker", "gates": "Risk gates", "log": "Log"}
+
+
+class ConsoleApp(App[int]):
+    CSS_PATH = "console.tcss"
+    TITLE = "ffe"
+    BINDINGS = keydefs.bindings()
+
+    def __init__(self, settings, *, live: bool = False, max_bars: int | None = None, feed=None, clock=None,
+                 control: bool = True, handle_signals: bool = False, tick_s: float = TICK_S,
+                 chart_s: float = CHART_S) -> None:
+        self.keymap_ids = keydefs.keymap(dict(settings.tui.keys))  # KeymapError before anything starts
+        super().__init__()
+        self.settings = settings
+        self.live = live
+        self.max_bars = max_bars
+        self._market_feed = feed
+        self._market_clock = clock
+        self.control = control
+        self.handle_signals = handle_signals
+        self.tick_s = tick_s
+        self.chart_s = chart_s
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            self.animation_level = "none"
+        self.kill_keys = set(keydefs.keys_for("kill", self.keymap_ids))
+        self.confirm_keys = keydefs.keys_for("confirm", self.keymap_ids)
+        self.view = ConsoleState(settings.engine.symbols, max_lines=HISTORY_LINES)
+        self.running: Running | None = None
+        self.engine = None
+        self.sub = None
+        self.snap: dict[str, Any] | None = None
+        self.server: ControlServer | None = None
+        self.start_error: str | None = None
+        self.start_error_code = 2
+        self.crash: BaseException | None = None
+        self.feed_ended = False
+        self.stopping = False
+        self.stop_reason = ""
+        self._open_task: asyncio.Task | None = None
+        self._run_task: asyncio.Task | None = None
+        self._engine_closed: asyncio.Future | None = None
+        self._signals: list[int] = []
+        self._chart_due = 0.0
+        self._chart_dirty = False
+        self._detail = "votes"
+        self._wide = False
+        self._banner = ""
+        self._status_note = ""
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="status")
+        yield Static(id="banner")
+        with Container(id="main"):
+            yield PositionsTable(id="positions")
+            with Horizontal(id="mid"):
+                yield ApprovalsTable(id="approvals", classes="detail")
+                yield BreakerPane(id="breaker", classes="detail")
+            with Horizontal(id="low"):
+                with Vertical(id="lowleft"):
+                    yield VotesPane(id="votes", classes="detail")
+                    if self.settings.tui.chart:
+                        yield ChartPane(id="chart", classes="detail")
+                yield GatesPane(id="gates", classes="detail")
+        yield LogPane(id="log", max_lines=LOG_LINES, highlight=False)
+        yield Footer(show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.set_keymap(self.keymap_ids)
+        for wid, title in TITLES.items():
+            for w in self.query(f"#{wid}"):
+                w.border_title = title
+        self.query_one(StatusLine).show(None)
+        self._set_detail("votes")
+        self._layout(self.size.width, self.size.height)
+        self._open_task = asyncio.ensure_future(self._open())
+        self.run_worker(self._lifecycle(), name="engine", group="engine", exit_on_error=False)
+        self.set_interval(self.tick_s, self._tick, name="drain")
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._layout(event.size.width, event.size.height)
+
+    def _layout(self, width: int, height: int) -> None:
+        self._wide = width >= WIDE[0] and height >= WIDE[1]
+        self.screen.set_class(self._wide, "-wide")
+        self.screen.set_class(not self._wide, "-narrow")
+        self._retitle_detail()
+
+    @property
+    def detail_views(self) -> list[str]:
+        return [v for v in DETAIL_VIEWS if v != "chart" or self.settings.tui.chart]
+
+    def _set_detail(self, view: str) -> None:
+        self._detail = view
+        for v in self.detail_views:
+            self.query_one(f"#{v}").set_class(v == view, "-current")
+        self._retitle_detail()
+        if view == "chart":
+            self._chart_dirty = True
+
+    def _retitle_detail(self) -> None:
+        key = keydefs.display(keydefs.keys_for("view", self.keymap_ids)[0])
+        for v in self.detail_views:
+            title = TITLES[v]
+            if v == "gates" and self.view.gates:
+                title = f"{title}: {self.view.gates['title']}"
+            self.query_one(f"#{v}").border_title = title if self._wide else f"{title}  [{key}: next]"
+
+    def pane_visible(self, view: str) -> bool:
+        return self._wide or self._detail == view
+
+    # ------------------------------------------------------------------ engine lifecycle
+    async def _open(self) -> Running:
+        return await open_engine(self.settings, live=self.live, max_bars=self.max_bars, headless=False,
+                                 feed=self._market_feed, clock=self._market_clock)
+
+    async def _lifecycle(self) -> None:
+        """Open, run, and handle every way the engine loop can end. The one place engine errors are handled."""
+        try:
+            # Shielded: if the console closes while the engine is opening, _close still gets the engine to close.
+            self.running = await asyncio.shield(self._open_task)
+        except (StartError, ConfigError) as exc:
+            self._start_failed(str(exc), 2)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._start_failed(f"{type(exc).__name__}: {exc}", 1)
+            return
+        self.engine = self.running.engine
+        self.sub = self.running.bus.subscribe(maxlen=SUBSCRIPTION_MAX)
+        try:
+            if self.control:
+                self.server = ControlServer(self.engine, self.settings.socket_path)
+                await self.server.start()
+            if self.handle_signals:
+                self._install_signals()
+            self._run_task = asyncio.ensure_future(self.engine.run())
+            await asyncio.shield(self._run_task)
+        except asyncio.CancelledError:
+            raise  # the console is closing: _close ends the engine in order
+        except Exception as exc:
+            await self._engine_failed(exc)
+            return
+        self._tick()
+        if self.stopping:
+            await self._finish()
+        else:
+            self.feed_ended = True
+            self._status_note = "STOPPED: the market feed ended"
+            self._tick()
+
+    def _start_failed(self, message: str, code: int) -> None:
+        self.start_error = message
+        self.start_error_code = code
+        self.exit(code, return_code=code)
+
+    async def _engine_failed(self, exc: BaseException) -> None:
+        """An engine crash: on screen, in the audit log, and the console stays usable so the operator can quit."""
+        self.crash = exc
+        text = f"{type(exc).__name__}: {exc}"
+        if self.engine is not None and self.engine.crashed is None:
+            # The loop itself recorded nothing (the failure came from starting or stopping it): record it here.
+            self.running.bus.publish(ErrorEvent(message=text, where="console engine worker"))
+            try:
+                await self.engine.flush()
+            except Exception:
+                pass
+        self._status_note = "ENGINE STOPPED (crash)"
+        self._set_banner(f"ENGINE CRASHED: {text}. The engine is stopped; orders and state are as stored. "
+                         f"{self._key('quit')} quits.", error=True)
+        self._tick()
+        if self.stopping:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        await self._close()
+        code = 1 if self.crash is not None else 0
+        self.exit(code, return_code=code)
+
+    async def _close(self) -> None:
+        """End the engine in order (idempotent; awaited by quit, signals and the app's unmount)."""
+        if self._engine_closed is not None:
+            await asyncio.shield(self._engine_closed)
+            return
+        self._engine_closed = asyncio.get_running_loop().create_future()
+        try:
+            self._remove_signals()
+            running = self.running
+            if running is None and self._open_task is not None:
+                try:
+                    running = self.running = await self._open_task
+                except BaseException:
+                    running = None
+            if running is None:
+                return
+            running.engine.request_stop()
+            if self._run_task is not None:
+                try:
+                    await self._run_task
+                except BaseException:
+                    pass  # already reported by _engine_failed
+            if self.server is not None:
+                await self.server.stop()
+            try:
+                await running.engine.stop()
+            finally:
+                try:
+                    await running.store.close()
+                finally:
+                    running.release()
+        finally:
+            self._engine_closed.set_result(None)
+
+    async def on_unmount(self) -> None:
+        await self._close()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            loop.add_signal_handler(sig, self._signal_stop, sig.name)
+            self._signals.append(sig)
+        loop.add_signal_handler(signal.SIGUSR1, self._signal_halt)
+        self._signals.append(signal.SIGUSR1)
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._signals:
+            loop.remove_signal_handler(self._signals.pop())
+
+    def _signal_stop(self, name: str) -> None:
+        self.request_stop(f"{name} received")
+
+    def _signal_halt(self) -> None:
+        self._control("halt", self._halt("SIGUSR1", "signal"))
+
+    def request_stop(self, reason: str) -> None:
+        """Stop the engine in order, then leave (quit, SIGTERM, SIGHUP)."""
+        self.stopping = True
+        self.stop_reason = reason
+        self._status_note = f"stopping ({reason})"
+        if self.engine is None:
+            self.exit(0)
+            return
+        self.engine.request_stop()
+        if self._run_task is not None and self._run_task.done():
+            self.run_worker(self._finish(), group="control", exit_on_error=False)
+
+    # ------------------------------------------------------------------ redraw
+    def _tick(self) -> None:
+        if self.engine is None:
+            return
+        batch = self.sub.drain() if self.sub is not None else []
+        changed = self.view.apply(batch) if batch else set()
+        try:
+            snap = self.engine.snapshot()
+        except Exception as exc:  # a half-stopped engine: keep the last picture
+            self._status_note = f"snapshot failed: {exc}"
+            snap = self.snap
+        if snap is None:
+            return
+        prev_state = self.snap["state"] if self.snap else None
+        self.snap = snap
+        self.query_one(StatusLine).show(snap, note=self._status_note)
+        self.query_one(PositionsTable).show(snap["positions"], snap.get("market_ts"))
+        self.query_one(ApprovalsTable).show(snap["approvals"])
+        self.query_one(BreakerPane).show(snap["breakers"])
+        if "log" in changed:
+            self.query_one(LogPane).write_lines([ln.text for ln in self.view.take_lines()[-LOG_LINES:]])
+        if "votes" in changed:
+            self.query_one(VotesPane).show(self.view)
+        if "gates" in changed:
+            self._show_gates()
+        if "chart" in changed:
+            self._chart_dirty = True
+        if self._chart_dirty and self.settings.tui.chart and self.pane_visible("chart"):
+            now = time.monotonic()
+            if now >= self._chart_due:
+                self._chart_due = now + self.chart_s
+                self._chart_dirty = False
+                self.query_one(ChartPane).show(self.view, self._chart_symbol())
+        if "banner" in changed:
+            if self.view.kill is not None and (self.view.error is None or self.view.kill.seq > self.view.error.seq):
+                self._set_banner(f"KILL SWITCH {kill_summary(self.view.kill)}", error=True)
+            elif self.view.error is not None and self.crash is None:
+                self._set_banner(f"ERROR [{self.view.error.where}] {self.view.error.message}", error=True)
+        if prev_state == "HALTED" and snap["state"] == "RUNNING":
+            self._set_banner("")
+        if snap["approvals"] and not self._wide and "approvals" in changed and prev_state is not None:
+            if self._detail != "approvals":
+                self._set_detail("approvals")
+        for done in self.view.approvals_done:
+            self.notify(f"approval {done.approval_id} {done.outcome} ({done.symbol} {done.side}) by {done.by}"
+                        + (f": {done.reason}" if done.reason else ""),
+                        severity="warning" if done.outcome == "expired" else "information")
+        self.view.approvals_done.clear()
+
+    def _show_gates(self) -> None:
+        pane = self.query_one(GatesPane)
+        pane.show(self.view)
+        if self.view.gates:
+            pane.border_title = f"{TITLES['gates']}: {self.view.gates['title']}"
+        if not self._wide:
+            self._retitle_detail()
+
+    def _chart_symbol(self) -> str:
+        table = self.query_one(PositionsTable)
+        if table.row_count:
+            row = min(max(table.cursor_row, 0), table.row_count - 1)
+            return table.coordinate_to_cell_key((row, 0)).row_key.value
+        return self.view.symbols[0]
+
+    def _set_banner(self, text: str, error: bool = False) -> None:
+        self._banner = text
+        banner = self.query_one("#banner", Static)
+        banner.update(text)
+        banner.set_class(bool(text), "-shown")
+        banner.set_class(error, "-error")
+
+    def _key(self, binding_id: str) -> str:
+        return keydefs.display(keydefs.keys_for(binding_id, self.keymap_ids)[0])
+
+    # ------------------------------------------------------------------ keys
+    async def on_event(self, event: events.Event) -> None:
+        # The kill switch is taken before any widget or dialog sees the key: a text field (the log filter, the
+        # command palette) would otherwise swallow K.
+        if isinstance(event, events.Key) and not event.is_forwarded and event.key in self.kill_keys:
+            event.stop()
+            self.action_kill()
+            return
+        await super().on_event(event)
+
+    def _confirm(self, kind: str, title: str, body: str, verb: str, on_confirm) -> None:
+        if any(isinstance(s, ConfirmScreen) and s.kind == kind and not s.answered for s in self.screen_stack):
+            return  # already asking
+        self.push_screen(ConfirmScreen(kind, title, body, self.confirm_keys, verb, on_confirm))
+
+    def _counts(self) -> tuple[int, int]:
+        snap = self.snap or {}
+        return len(snap.get("orders") or []), len(snap.get("positions") or [])
+
+    def action_kill(self) -> None:
+        if self.engine is None:
+            self.notify("the engine is not running yet", severity="warning")
+            return
+        orders, positions = self._counts()
+        self._confirm("kill", "KILL SWITCH",
+                      f"Halt the engine now: cancel every open order ({orders} open) and refuse every new order.\n"
+                      f"Positions ({positions}) stay open. HALTED is stored and survives a restart; re-arm with "
+                      f"{self._key('pause')}.",
+                      "HALT", lambda: self._control("kill switch", self._halt("kill switch", "operator")))
+
+    async def _halt(self, reason: str, by: str) -> None:
+        report = await self.engine.halt(reason=reason, by=by)
+        cancelled = ", ".join(report.cancelled[:4]) + (", …" if len(report.cancelled) > 4 else "")
+        self._set_banner(f"HALTED by {by}: cancelled {len(report.cancelled)}"
+                         + (f" ({cancelled})" if report.cancelled else "")
+                         + f", failed {len(report.failed)}"
+                         + (" (" + ", ".join(f"{f['client_order_id']}: {f['error']}" for f in report.failed[:3]) + ")"
+                            if report.failed else "")
+                         + f", {report.elapsed_ms:.1f} ms", error=True)
+        self._tick()
+
+    def action_pause(self) -> None:
+        if self.engine is None or self.snap is None:
+            return
+        state = self.snap["state"]
+        if state == "RUNNING":
+            self._control("pause", self.engine.pause(reason="operator pause", by="operator"))
+        elif state == "PAUSED":
+            self._control("resume", self.engine.resume(by="operator"))
+        else:
+            self._confirm("rearm", "Re-arm the HALTED engine",
+                          "New orders will be allowed again (state RUNNING).", "RE-ARM",
+                          lambda: self._control("re-arm", self.engine.resume(by="operator", confirm=True)))
+
+    def action_flatten(self) -> None:
+        if self.engine is None:
+            return
+        orders, positions = self._counts()
+        self._confirm("flatten", "FLATTEN",
+                      f"Cancel every open order ({orders}), close every position ({positions}) with market orders, "
+                      "then HALT.", "FLATTEN", lambda: self._control("flatten", self._flatten()))
+
+    async def _flatten(self) -> None:
+        res = await self.engine.flatten(by="operator")
+        self._set_banner(f"FLATTEN: cancelled {len(res['cancelled'])}, closing {len(res['closing'])}, "
+                         f"failed {len(res['failed'])}" + (" (" + ", ".join(
+                             str(f.get('symbol') or f.get('client_order_id')) for f in res['failed'][:3]) + ")"
+                             if res['failed'] else "") + "; HALTED", error=True)
+        self._tick()
+
+    def _selected_approval(self, verb: str) -> str | None:
+        if self.engine is None:
+            return None
+        table = self.query_one(ApprovalsTable)
+        if not table.row_count:
+            self.notify("no pending approval", severity="warning")
+            return None
+        if not self.pane_visible("approvals"):
+            self._set_detail("approvals")
+            self.notify(f"press {self._key(verb)} again to {verb} the selected trade")
+            return None
+        return table.selected()
+
+    def action_approve(self) -> None:
+        aid = self._selected_approval("approve")
+        if aid is not None:
+            self._control("approve", self._approve(aid))
+
+    async def _approve(self, aid: str) -> None:
+        res = await self.engine.approve(aid, by="operator")
+        if res.get("gates"):
+            self.view.set_gates(f"approval {aid} re-check -> {'sent' if res['accepted'] else 'refused'}",
+                                res["gates"])
+            self._show_gates()
+        if res.get("accepted"):
+            self.notify(f"approved {aid}: order {res.get('client_order_id')}")
+        else:
+            self.notify(f"{aid} refused on re-check: {res.get('reason')}", severity="warning")
+        self._tick()
+
+    def action_reject(self) -> None:
+        aid = self._selected_approval("reject")
+        if aid is not None:
+            self._control("reject", self.engine.reject(aid, by="operator"))
+
+    def action_approval_mode(self) -> None:
+        if self.engine is None or self.snap is None:
+            return
+        mode = "auto" if self.snap["approval_mode"] == "manual" else "manual"
+        self._control("approval mode", self.engine.set_approval_mode(mode, by="operator"))
+
+    def action_filter_log(self) -> None:
+        def done(spec: str | None) -> None:
+            if spec is None:
+                return
+            try:
+                lines = self.view.set_filter(spec)
+            except ValueError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            log = self.query_one(LogPane)
+            log.clear()
+            log.write_lines([ln.text for ln in lines[-LOG_LINES:]])
+            log.border_title = f"Log  [filter: {self.view.filter.spec}]" if self.view.filter.spec else "Log"
+
+        self.push_screen(FilterScreen(self.view.filter.spec), done)
+
+    def action_next_view(self) -> None:
+        views = self.detail_views
+        self._set_detail(views[(views.index(self._detail) + 1) % len(views)])
+        self._tick()
+
+    def action_help(self) -> None:
+        rows = [(", ".join(keydefs.display(k) for k in keydefs.keys_for(k.id, self.keymap_ids)), k.description, k.id)
+                for k in keydefs.KEYS]
+        self.push_screen(HelpScreen(rows, self._key("palette")))
+
+    async def action_quit(self) -> None:
+        if self.engine is None:
+            self.exit(self.start_error_code if self.start_error else 0)
+            return
+        orders, positions = self._counts()
+        state = self.snap["state"] if self.snap else "?"
+        self._confirm("quit", "Quit the console",
+                      f"The engine stops in order. {orders} open order(s) stay open at the venue and {positions} "
+                      f"position(s) stay open, with no stop-loss/take-profit watch until the next start.\n"
+                      f"The engine will start again {state}.", "QUIT", lambda: self.request_stop("quit"))
+
+    def _control(self, what: str, coro) -> None:
+        """Run a control call as a worker (the UI never waits on the engine); failures are shown and audited."""
+
+        async def run() -> None:
+            try:
+                result = await coro
+            except ControlError as exc:
+                self.notify(f"{what}: {exc}", severity="warning")
+                return
+            except Exception as exc:
+                self.report_error(f"{what} failed", exc)
+                return
+            if isinstance(result, str) or hasattr(result, "value"):
+                self.notify(f"{what}: {getattr(result, 'value', result)}")
+            self._tick()
+
+        self.run_worker(run(), group="control", exit_on_error=False)
+
+    def report_error(self, where: str, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        self.notify(f"{where}: {text}", severity="error", timeout=15)
+        if self.running is not None:
+            self.running.bus.publish(ErrorEvent(message=text, where=f"console: {where}"))
+
+    # ------------------------------------------------------------------ command palette
+    def get_system_commands(self, screen: Screen):
+        for k in keydefs.KEYS:
+            if k.scope != "app" or k.id == "palette":
+                continue
+            yield SystemCommand(k.description, f"{k.id} ({self._key(k.id)})",
+                                lambda action=k.action: self.run_action(action))
+        yield from (c for c in super().get_system_commands(screen) if c.title in ("Theme", "Keys"))
+
+
+def run_console(settings, *, live: bool, max_bars: int | None) -> int:
+    """`ffe` / `ffe run`: the console with the engine in-process. Returns the exit code."""
+    try:
+        app = ConsoleApp(settings, live=live, max_bars=max_bars, handle_signals=True)
+    except keydefs.KeymapError as exc:
+        print(f"ffe: error: {exc}", file=sys.stderr)
+        return 2
+    code = app.run(mouse=False)
+    if app.start_error:
+        print(f"ffe: error: {app.start_error}", file=sys.stderr)
+        return app.start_error_code
+    if app.crash is not None:
+        print(f"ffe: engine stopped after an error: {type(app.crash).__name__}: {app.crash}", file=sys.stderr)
+        return 1
+    return code if isinstance(code, int) else 0

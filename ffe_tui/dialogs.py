@@ -1,0 +1,108 @@
+"""Dialogs: confirmation (defaults to cancel), the log filter and help.
+
+The kill switch keys are dispatched by the app before any dialog sees a key, so they work over every dialog.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rich.table import Table
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+from .state import EVENT_NAMES
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Confirms on the confirm key (y); every other key, enter and escape included, cancels.
+
+    `on_confirm` runs synchronously inside the key handler, before the dialog closes, so the confirmed action
+    (the kill switch above all) starts without waiting for a screen refresh.
+    """
+
+    def __init__(self, kind: str, title: str, body: str, confirm_keys: list[str], verb: str,
+                 on_confirm: Callable[[], None] | None = None) -> None:
+        super().__init__(classes=f"confirm -{kind}")
+        self.kind = kind
+        self.title_text = title
+        self.body = body
+        self.confirm_keys = confirm_keys
+        self.verb = verb
+        self.on_confirm = on_confirm
+        self.answered = False
+
+    def compose(self) -> ComposeResult:
+        keys = "/".join(self.confirm_keys)
+        with Vertical(id="dialog"):
+            yield Static(Text(self.title_text, style="bold"), id="dialog-title")
+            yield Static(self.body, id="dialog-body")
+            yield Static(Text.assemble((f" {keys} ", "bold reverse"), f" {self.verb}    ",
+                                       (" any other key ", "reverse"), " cancel (default)"), id="dialog-keys")
+
+    def on_key(self, event: events.Key) -> None:
+        event.stop()
+        event.prevent_default()
+        if self.answered:
+            return
+        self.answered = True
+        confirmed = event.key in self.confirm_keys
+        if confirmed and self.on_confirm is not None:
+            self.on_confirm()
+        self.dismiss(confirmed)
+
+
+class FilterScreen(ModalScreen[str | None]):
+    """Asks for the log filter: event types, comma or space separated; a leading - hides a type."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__(classes="filter")
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(Text("Filter the log by event type", style="bold"), id="dialog-title")
+            yield Static(Text("types: " + " ".join(EVENT_NAMES), style="dim"), id="dialog-body")
+            yield Input(value=self.current, placeholder="e.g. order fill   or   -decision   (empty: all)",
+                        id="filter-input")
+            yield Static("enter apply    escape cancel", id="dialog-keys")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value.strip())
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key == "escape":
+            event.stop()
+            self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every binding with its key (after remapping); any key closes."""
+
+    def __init__(self, rows: list[tuple[str, str, str]], palette_key: str) -> None:
+        super().__init__(classes="help")
+        self.rows = rows
+        self.palette_key = palette_key
+
+    def compose(self) -> ComposeResult:
+        t = Table(box=None, padding=(0, 1), show_edge=False)
+        t.add_column("key", style="bold", no_wrap=True)
+        t.add_column("does")
+        t.add_column("id", style="dim", no_wrap=True)
+        for keys, desc, bid in self.rows:
+            t.add_row(keys, desc, bid)
+        with Vertical(id="dialog"):
+            yield Static(Text("ffe console keys", style="bold"), id="dialog-title")
+            yield Static(t, id="dialog-body")
+            yield Static(f"Remap in config.toml: [tui] keys = {{ id = \"key\" }}.  {self.palette_key}: command "
+                         "palette.  Any key closes.", id="dialog-keys")
+
+    def on_key(self, event: events.Key) -> None:
+        event.stop()
+        event.prevent_default()
+        self.dismiss(None)

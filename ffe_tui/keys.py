@@ -1,0 +1,116 @@
+"""The console's key bindings: one id each, remappable from `[tui] keys` in the configuration.
+
+The footer has room for seven bindings at 80 columns; the rest are listed in help (`?`) and the command palette.
+Keys that tmux or the terminal itself take are refused: ctrl+b and ctrl+a are tmux/screen prefixes, ctrl+m/j/i/h
+arrive as enter/enter/tab/backspace, ctrl+c and ctrl+z belong to the shell, and ctrl/shift+enter are not told apart
+from enter by most terminals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+class KeymapError(Exception):
+    """A bad `[tui] keys` entry (one line, naming the binding id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    id: str
+    keys: str  # Textual key names, comma separated
+    action: str
+    description: str
+    footer: bool  # shown in the footer (at most seven)
+    priority: bool = False
+    scope: str = "app"  # "dialog": read by the confirmation dialog, where every other key cancels
+
+
+KEYS: tuple[Key, ...] = (
+    Key("kill", "K,ctrl+k", "kill", "Kill switch", True, priority=True),
+    Key("pause", "p", "pause", "Pause/resume", True),
+    Key("flatten", "F", "flatten", "Flatten", True),
+    Key("approve", "a", "approve", "Approve", True),
+    Key("reject", "r", "reject", "Reject", True),
+    Key("help", "question_mark", "help", "Help", True),
+    Key("quit", "q", "quit", "Quit", True),
+    Key("approval_mode", "m", "approval_mode", "Approval mode auto/manual", False),
+    Key("filter", "slash", "filter_log", "Filter the log by event type", False),
+    Key("view", "v", "next_view", "Next detail pane (votes, gates, breaker, chart)", False),
+    Key("palette", "ctrl+p", "command_palette", "Command palette", False, priority=True),
+    Key("confirm", "y", "confirm", "Confirm in a dialog (any other key cancels)", False, scope="dialog"),
+)
+
+IDS = tuple(k.id for k in KEYS)
+
+TAKEN = {
+    "ctrl+b": "the tmux prefix",
+    "ctrl+a": "the screen/tmux prefix",
+    "ctrl+m": "sent as enter by terminals",
+    "ctrl+j": "sent as enter by terminals",
+    "ctrl+i": "sent as tab by terminals",
+    "ctrl+h": "sent as backspace by terminals",
+    "ctrl+c": "the shell's interrupt key",
+    "ctrl+z": "the shell's suspend key",
+    "ctrl+enter": "not told apart from enter by most terminals",
+    "shift+enter": "not told apart from enter by most terminals",
+}
+
+# What operators write in a config file -> Textual's key names.
+_ALIASES = {"?": "question_mark", "/": "slash", " ": "space", "esc": "escape", "return": "enter"}
+
+
+def bindings() -> list[Binding]:
+    return [Binding(k.keys, k.action, k.description, show=k.footer, priority=k.priority, id=k.id)
+            for k in KEYS if k.scope == "app"]
+
+
+def _normalise(key: str) -> str:
+    key = key.strip()
+    key = _ALIASES.get(key, key)
+    if "+" in key:  # modifiers are case-insensitive, the final key is not (K is shift+k)
+        *mods, last = key.split("+")
+        key = "+".join([m.lower() for m in mods] + [last])
+    return key
+
+
+def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
+    """Validate `[tui] keys` (binding id -> key or comma-separated keys) and return Textual's keymap."""
+    out: dict[str, str] = {}
+    for bid, value in keys.items():
+        if bid not in IDS:
+            raise KeymapError(f"{where}: unknown binding id {bid!r} (known: {', '.join(IDS)})")
+        parts = [_normalise(p) for p in str(value).split(",")]
+        if not all(parts) or any(" " in p for p in parts):
+            raise KeymapError(f"{where}.{bid}: {value!r} is not a key name such as 'p', 'K' or 'ctrl+k'")
+        for p in parts:
+            if p.lower() in TAKEN:
+                raise KeymapError(f"{where}.{bid}: {p!r} cannot be used ({TAKEN[p.lower()]})")
+        out[bid] = ",".join(parts)
+    # One key, one meaning: within the main screen, and between a dialog and the keys that work over dialogs.
+    owner: dict[tuple[str, str], str] = {}
+    for k in KEYS:
+        for p in out.get(k.id, k.keys).split(","):
+            scopes = ("app", "dialog") if k.priority else (k.scope,)
+            for scope in scopes:
+                other = owner.get((scope, p))
+                if other is not None:
+                    raise KeymapError(f"{where}: key {p!r} is bound to both {other!r} and {k.id!r}")
+                owner[(scope, p)] = k.id
+    return out
+
+
+def keys_for(binding_id: str, km: dict[str, str]) -> list[str]:
+    for k in KEYS:
+        if k.id == binding_id:
+            return km.get(binding_id, k.keys).split(",")
+    raise KeyError(binding_id)
+
+
+def display(key: str) -> str:
+    names = {"question_mark": "?", "slash": "/", "space": "space"}
+    if key in names:
+        return names[key]
+    return key.replace("ctrl+", "^") if key.startswith("ctrl+") and len(key) == 6 else key

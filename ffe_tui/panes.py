@@ -1,0 +1,238 @@
+"""The console's panes. Each takes plain data (an engine snapshot or ConsoleState) and redraws only on change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import DataTable, Log, Static
+from textual_plotext import PlotextPlot
+
+from . import fmt
+from .state import ConsoleState
+
+STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow", "HALTED": "bold white on red"}
+
+
+class StatusLine(Static):
+    """Mode, engine state in words, equity, today's P&L, drawdown, breakers, market clock, approvals."""
+
+    def show(self, snap: dict[str, Any] | None, *, note: str = "") -> None:
+        if snap is None:
+            text = Text.assemble(("ffe ", "bold"), ("STARTING", "bold reverse"), "  opening the engine…")
+        else:
+            state = snap["state"]
+            reason = snap.get("state_reason") or ""
+            mode = snap["mode"]
+            line1 = Text.assemble(
+                (f" {mode} ", "bold reverse" if mode == "LIVE" else "bold"), " ",
+                (f" {state} ", STATE_STYLE.get(state, "bold reverse")), " ",
+                (fmt.short(reason, 22), "italic"), "  ",
+                "equity ", (fmt.money(snap["equity"]), "bold"), "  ",
+                "day ", (fmt.money(snap["day_pnl"], signed=True), "green" if snap["day_pnl"] >= 0 else "red"), "  ",
+                "dd ", fmt.pct(snap["drawdown_pct"]),
+            )
+            br = snap.get("breakers") or []
+            bad = [b for b in br if b.get("state") != "closed"]
+            breakers = "ok" if not bad else ", ".join(f"{b['venue']} {b['state'].upper()}" for b in bad)
+            n_appr = len(snap.get("approvals") or [])
+            line2 = Text.assemble(
+                "breaker ", (breakers, "bold red" if bad else ""), "  ",
+                "market ", fmt.market_time(snap.get("market_ts")), "  ",
+                "approvals ", (str(n_appr), "bold yellow" if n_appr else ""), f" ({snap['approval_mode']})",
+                f"  bars {snap.get('bars', 0)}",
+            )
+            if note:
+                line2.append("  ")
+                line2.append(note, "bold")
+            text = Text("\n").join([line1, line2])
+            text.no_wrap = True
+            text.overflow = "ellipsis"
+        self.update(text)
+
+
+# Widths include one space of separation (the tables use no cell padding): 75 columns in all, for 80x24.
+POSITION_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 6), ("qty", "qty", 9), ("entry", "entry", 9),
+                    ("last", "last", 9), ("upnl", "uPnL", 10), ("sl", "SL", 9), ("tp", "TP", 9), ("age", "age", 6))
+
+
+class PositionsTable(DataTable):
+    """Open positions; rows are updated in place so the operator's cursor stays put."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(cell_padding=0, **kw)
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = False
+        for key, label, width in POSITION_COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    def show(self, positions: list[dict[str, Any]], market_ts: int | None) -> None:
+        seen = set()
+        for p in positions:
+            sym = p["symbol"]
+            seen.add(sym)
+            age = None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
+            upnl = p.get("unrealised") or 0.0
+            cells = {
+                "symbol": sym, "side": "long" if p["side"] == "buy" else "short", "qty": fmt.qty(p["quantity"]),
+                "entry": fmt.price(p["entry"]), "last": fmt.price(p["last"]),
+                "upnl": Text(fmt.money(upnl, signed=True), style="green" if upnl >= 0 else "red"),
+                "sl": fmt.price(p.get("stop_loss")), "tp": fmt.price(p.get("take_profit")), "age": fmt.duration(age),
+            }
+            if sym in self.rows:
+                for key, value in cells.items():
+                    if str(self.get_cell(sym, key)) != str(value):
+                        self.update_cell(sym, key, value)
+            else:
+                self.add_row(*(cells[k] for k, _, _ in POSITION_COLUMNS), key=sym)
+        for key in [k for k in self.rows if k.value not in seen]:
+            self.remove_row(key)
+
+
+APPROVAL_COLUMNS = (("id", "approval", 15), ("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 9),
+                    ("price", "price", 9), ("expires", "expires in", 10))
+
+
+class ApprovalsTable(DataTable):
+    """Pending trades in manual mode, with a live countdown to expiry."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(cell_padding=0, **kw)
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label, width in APPROVAL_COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    def show(self, approvals: list[dict[str, Any]]) -> None:
+        seen = set()
+        for a in approvals:
+            aid = a["approval_id"]
+            seen.add(aid)
+            left = a.get("expires_in")
+            countdown = Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else "")
+            if aid in self.rows:
+                if str(self.get_cell(aid, "expires")) != str(countdown):
+                    self.update_cell(aid, "expires", countdown)
+            else:
+                self.add_row(aid, a["symbol"], a["side"], fmt.qty(a["quantity"]), fmt.price(a["price"]), countdown,
+                             key=aid)
+        for key in [k for k in self.rows if k.value not in seen]:
+            self.remove_row(key)
+
+    def selected(self) -> str | None:
+        if not self.row_count:
+            return None
+        row = min(max(self.cursor_row, 0), self.row_count - 1)
+        return self.coordinate_to_cell_key((row, 0)).row_key.value
+
+
+class VotesPane(Static):
+    """The latest decision per symbol: each provider's vote, confidence and applied weight, failures, tier, action."""
+
+    def show(self, state: ConsoleState) -> None:
+        decisions = [state.decisions[s] for s in state.symbols if s in state.decisions]
+        if not decisions:
+            self.update(Text("no decision yet (indicators warming up)", style="dim"))
+            return
+        providers: list[str] = []
+        for d in decisions:
+            for v in d.votes:
+                if v.get("provider") not in providers:
+                    providers.append(v.get("provider"))
+            for p in d.failed:
+                if p not in providers:
+                    providers.append(p)
+        t = Table(box=None, padding=(0, 1), show_edge=False, expand=False)
+        t.add_column("provider", no_wrap=True)
+        for d in decisions:
+            t.add_column(d.symbol, no_wrap=True)
+        for p in providers:
+            row: list[Any] = [p]
+            for d in decisions:
+                vote = next((v for v in d.votes if v.get("provider") == p), None)
+                if vote is not None:
+                    w = vote.get("weight")
+                    row.append(f"{fmt.enum_text(vote.get('action')):<4} {fmt.conf(vote.get('confidence'))} "
+                               f"w{'-' if w is None else f'{w:.2f}'}")
+                elif p in d.failed:
+                    row.append(Text("FAILED", style="bold red"))
+                else:
+                    row.append("-")
+            t.add_row(*row)
+        t.add_row(*(["final"] + [Text(f"{fmt.enum_text(d.action)} {d.confidence:.2f} tier {d.tier}", style="bold")
+                                 for d in decisions]))
+        t.add_row(*(["outcome"] + [fmt.short(d.outcome or "-", 22) for d in decisions]))
+        self.update(t)
+
+
+class GatesPane(Static):
+    """Every gate of the last evaluated order: code, measured value, limit, pass/fail (in words)."""
+
+    def show(self, state: ConsoleState) -> None:
+        g = state.gates
+        if not g:
+            self.update(Text("no order evaluated yet", style="dim"))
+            return
+        gates = g["gates"]
+        cols = 2 if self.size.width >= 78 and len(gates) > max(1, self.size.height - 2) else 1
+        per = -(-len(gates) // cols)
+        t = Table(box=None, padding=(0, 1), show_edge=False, show_header=True)
+        for _ in range(cols):
+            t.add_column("gate", no_wrap=True)
+            t.add_column("value", no_wrap=True, justify="right", max_width=8)
+            t.add_column("limit", no_wrap=True, justify="right", max_width=8)
+            t.add_column("", no_wrap=True)
+        for i in range(per):
+            row: list[Any] = []
+            for c in range(cols):
+                k = c * per + i
+                if k < len(gates):
+                    x = gates[k]
+                    row += [x.get("code", "?"), fmt.short(fmt.gate_value(x.get("value")), 8),
+                            fmt.short(fmt.gate_value(x.get("limit")), 8),
+                            Text("ok", style="green") if x.get("passed") else Text("FAIL", style="bold red")]
+                else:
+                    row += ["", "", "", ""]
+            t.add_row(*row)
+        self.update(t)
+
+
+class BreakerPane(Static):
+    """Circuit breaker per venue: state, consecutive failures, time until the half-open probe, last error."""
+
+    def show(self, breakers: list[dict[str, Any]]) -> None:
+        t = Table(box=None, padding=(0, 1), show_edge=False)
+        for name in ("venue", "state", "failures", "probe in", "last error"):
+            t.add_column(name, no_wrap=True)
+        for b in breakers:
+            st = b.get("state", "?")
+            retry_in = b.get("retry_in")
+            t.add_row(b.get("venue", "?"), Text(st.upper(), style="green" if st == "closed" else "bold red"),
+                      str(b.get("failures", 0)), "-" if retry_in is None else fmt.duration(retry_in),
+                      fmt.short(b.get("last_error") or "-", 40))
+        self.update(t)
+
+
+class ChartPane(PlotextPlot):
+    """Close prices of one symbol and the account's equity (right axis), redrawn at most twice a second."""
+
+    def show(self, state: ConsoleState, symbol: str) -> None:
+        plt = self.plt
+        plt.clear_data()
+        prices = list(state.prices.get(symbol, ()))
+        equity = list(state.equity)
+        if prices:
+            plt.plot(prices, label=symbol, marker="braille")
+        if equity:
+            plt.plot(equity, label="equity", yside="right", marker="braille")
+        plt.xticks([])
+        plt.title(f"{symbol} close · equity (right) · last {max(len(prices), len(equity))} bars")
+        self.refresh()
+
+
+class LogPane(Log):
+    """Tail of the audit events and engine log lines, written in batches."""
