@@ -89,3 +89,28 @@ def test_sigusr1_halts_a_headless_engine_whose_loop_goes_on_until_sigterm(tmp_pa
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
     assert db_value(db, "SELECT COUNT(*) FROM orders WHERE status IN ('new', 'in_doubt', 'open')") == 0
     assert json.loads(db_value(db, "SELECT data FROM events ORDER BY seq DESC LIMIT 1"))["detail"]["state"] == "HALTED"
+
+
+def test_after_sigkill_nothing_is_torn_and_a_restart_resolves_what_was_in_flight(tmp_path, spawn_ffe):
+    """No orderly stop at all: the audit file still holds only whole lines, the database is sound, and the
+    restart picks up the journal (orders in flight resolved against the venue's book) and continues the seq."""
+    audit = tmp_path / "logs" / "audit.jsonl"
+    db = tmp_path / "data" / "ffe.db"
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED))
+    _started(p, audit, "fill", 3)
+    p.send(signal.SIGKILL)
+    assert p.wait(timeout=20) == -signal.SIGKILL
+
+    assert db_value(db, "PRAGMA integrity_check") == "ok"
+    before = audit_lines(audit)
+    assert_strictly_increasing([r["seq"] for r in before])
+    assert before[-1]["event"] != "run" or before[-1]["phase"] != "stop"  # it really did not stop in order
+
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "10")
+    assert again.returncode == 0, again.stderr
+    records = audit_lines(audit)
+    assert records[: len(before)] == before
+    assert_strictly_increasing([r["seq"] for r in records])
+    assert records[-1]["event"] == "run" and records[-1]["phase"] == "stop"
+    assert db_value(db, "SELECT COUNT(*) FROM orders WHERE status IN ('new', 'in_doubt')") == 0
+    assert db_value(db, "PRAGMA integrity_check") == "ok"
