@@ -641,6 +641,9 @@ class Engine:
             intent = OrderIntent.from_dict(row["intent"])
             intent.ref_price = self.portfolio.last_price.get(intent.symbol, intent.ref_price)
             sub = await self.orders.submit(intent)  # the gates again, against the state at this moment
+            # The re-check is an evaluation of its own: recorded under the decision, after the decision's gates.
+            self.store.add_gates(sub.gates, decision_id=row["decision_id"],
+                                 client_order_id=sub.order.client_order_id if sub.order else None, ts=time.time())
             if sub.accepted and sub.order is not None:
                 await self._end_approval(row, "approved", by, client_order_id=sub.order.client_order_id)
             else:
