@@ -1,0 +1,325 @@
+"""Manual approval, engine side, on a real engine.
+
+With engine.approval = "manual" a decision that passes every gate becomes a pending approval instead of an order.
+Approve re-runs the gates against the state at that moment and then uses the single order path; reject and expiry
+are recorded with who or what ended them; an expired approval is never executed; pending approvals survive a
+restart (still pending, or expired by then); the mode can be switched while running and the switch persists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+
+from ffe_engine.clock import SimClock
+from ffe_engine.engine import ControlError
+from ffe_engine.market.simulated import SimulatedFeed
+from ffe_engine.model import EngineState
+
+from pipeline_helpers import (BUY, GATE_ORDER, MIN, START_TS, FlakyVenue, crash_paths, make_settings, open_pipeline,
+                              paper_venue, pipelines, replay_feed, simulated_feed)
+
+_ = pipelines  # a fixture
+
+BTC, ETH = "BTC/USDT", "ETH/USDT"
+
+
+def manual(tmp_path, ttl: float = 300.0, **kw):
+    engine = {"approval": "manual", "approval_ttl_s": ttl, **kw.pop("engine", {})}
+    return make_settings(tmp_path, engine=engine, **kw)
+
+
+async def approvals(p, status: str | None = None) -> list[dict]:
+    await p.engine.flush()
+    return await p.store.approvals(status)
+
+
+async def approval_events(p, approval_id: str) -> list[dict]:
+    return [e for e in await p.events("approval") if e["approval_id"] == approval_id]
+
+
+async def orders_of(p, decision_id: str) -> list[tuple]:
+    return await p.rows("SELECT client_order_id, side, reason, status FROM orders WHERE decision_id = ?",
+                        (decision_id,))
+
+
+async def recheck_gates(p, decision_id: str) -> list[dict]:
+    """Gate results recorded under the decision after its own (the approval's re-check)."""
+    rows = await p.rows("SELECT code, value, limit_value, passed, ts FROM gate_results WHERE decision_id = ? "
+                        "ORDER BY rowid", (decision_id,))
+    d = (await p.decisions("WHERE decision_id = ?", (decision_id,)))[0]
+    later = [r for r in rows if r[4] != d["ts"] / 1000]
+    return [{"code": r[0], "value": r[1], "limit": r[2], "passed": bool(r[3])} for r in later]
+
+
+async def test_a_passing_decision_waits_for_approval_then_goes_through_the_single_order_path(tmp_path, pipelines):
+    # sized by risk well under the POSITION_SIZE cap, so the price moving while it waits does not matter
+    s = manual(tmp_path, risk={"max_position_pct": 20, "risk_per_trade_pct": 0.02})
+    venue = paper_venue(s, FlakyVenue)
+    p = await pipelines(s, script={BTC: (BUY, 0.8)}, venue=venue)
+    await p.bars(1)
+    d = (await p.decisions("WHERE symbol = ?", (BTC,)))[-1]
+    assert d["outcome"] == "pending_approval" and d["approval_id"]
+    assert venue.calls == 0 and await p.rows("SELECT count(*) FROM orders") == [(0,)]
+
+    [a] = await approvals(p)
+    assert a["approval_id"] == d["approval_id"] and a["decision_id"] == d["decision_id"]
+    assert (a["symbol"], a["side"], a["status"]) == (BTC, "buy", "pending")
+    assert a["quantity"] == pytest.approx(d["quantity"]) and a["quantity"] > 0
+    assert a["price"] == pytest.approx(d["price"])
+    assert a["expires_ts"] - a["created_ts"] == pytest.approx(300.0)
+    assert [g["code"] for g in a["gates"]] == GATE_ORDER and all(g["passed"] for g in a["gates"])
+    [ev] = await approval_events(p, a["approval_id"])
+    assert (ev["outcome"], ev["by"], ev["decision_id"]) == ("pending", "engine", d["decision_id"])
+    assert [x["approval_id"] for x in p.engine.snapshot()["approvals"]] == [a["approval_id"]]
+
+    # while it waits, the same signal does not pile up more approvals
+    await p.bars(2)
+    assert [r["outcome"] for r in await p.decisions("WHERE symbol = ?", (BTC,))][1:] == ["awaiting_approval"] * 2
+    assert len(await approvals(p)) == 1
+
+    res = await p.engine.approve(a["approval_id"], by="alice")
+    assert res["accepted"] and res["client_order_id"], res
+    [a] = await approvals(p)
+    assert (a["status"], a["by"], a["client_order_id"]) == ("approved", "alice", res["client_order_id"])
+    assert [e["outcome"] for e in await approval_events(p, a["approval_id"])] == ["pending", "approved"]
+    assert (await approval_events(p, a["approval_id"]))[-1]["by"] == "alice"
+    # the re-check ran every gate again and was recorded under the decision
+    gates = await recheck_gates(p, d["decision_id"])
+    assert [g["code"] for g in gates] == GATE_ORDER and all(g["passed"] for g in gates)
+    # through the single path: journaled under the decision, then sent to the venue
+    assert await orders_of(p, d["decision_id"]) == [(res["client_order_id"], "buy", "signal", "open")]
+    assert venue.sent == [res["client_order_id"]]
+    await p.bars(1)
+    pos = p.engine.portfolio.positions[BTC]
+    assert pos.entry_decision_id == d["decision_id"]
+    assert pos.quantity == pytest.approx(a["quantity"])
+
+
+async def test_a_rejected_approval_is_recorded_with_who_and_never_sent(tmp_path, pipelines):
+    p = await pipelines(manual(tmp_path), script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    [a] = await approvals(p, "pending")
+    res = await p.engine.reject(a["approval_id"], by="bob")
+    assert res["outcome"] == "rejected"
+    [a] = await approvals(p)
+    assert (a["status"], a["by"]) == ("rejected", "bob") and a["ended_ts"] is not None
+    assert [(e["outcome"], e["by"]) for e in await approval_events(p, a["approval_id"])] == [
+        ("pending", "engine"), ("rejected", "bob")]
+    assert await orders_of(p, a["decision_id"]) == []
+    with pytest.raises(ControlError):
+        await p.engine.approve(a["approval_id"])  # it is over: approving it now does nothing
+    assert await p.rows("SELECT count(*) FROM orders") == [(0,)]
+    await p.bars(1)  # the signal is still there: a new approval, not the old one revived
+    pending = await approvals(p, "pending")
+    assert len(pending) == 1 and pending[0]["approval_id"] != a["approval_id"]
+
+
+async def test_an_approval_approved_after_it_expired_is_never_executed(tmp_path, pipelines):
+    p = await pipelines(manual(tmp_path, ttl=0.2), script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    [a] = await approvals(p, "pending")
+    await asyncio.sleep(0.3)
+    with pytest.raises(ControlError, match="expired"):
+        await p.engine.approve(a["approval_id"])
+    [a] = await approvals(p)
+    assert (a["status"], a["by"]) == ("expired", "ttl")
+    assert [(e["outcome"], e["by"]) for e in await approval_events(p, a["approval_id"])] == [
+        ("pending", "engine"), ("expired", "ttl")]
+    assert await orders_of(p, a["decision_id"]) == []
+    assert await p.rows("SELECT count(*) FROM orders") == [(0,)]
+
+
+async def test_a_running_engine_expires_an_unanswered_approval_by_itself(tmp_path):
+    s = manual(tmp_path, ttl=0.3, engine={"order_poll_s": 0.05})
+    clock = SimClock(paced=True)
+    feed = SimulatedFeed(list(s.engine.symbols), s.engine.timeframe_ms, seed=7, clock=clock, speed=20.0,
+                         start_ts=START_TS, max_bars=2000)
+    p = await open_pipeline(s, script={BTC: (BUY, 0.8)}, feed=feed, clock=clock)
+    run = asyncio.create_task(p.engine.run())
+    try:
+        deadline = time.monotonic() + 20
+        expired: list = []
+        while not expired and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            expired = [a for a in await approvals(p) if a["status"] == "expired"]
+        assert expired, "the pending approval never expired"
+        a = expired[0]
+        assert a["by"] == "ttl"
+        assert a["ended_ts"] >= a["expires_ts"]
+        assert await orders_of(p, a["decision_id"]) == []
+    finally:
+        p.engine.request_stop()
+        await asyncio.wait_for(run, timeout=20)
+        await p.close()
+    with sqlite3.connect(s.db_path) as db:  # nothing was ever sent for an approval nobody approved
+        assert db.execute("SELECT count(*) FROM orders").fetchone()[0] == 0
+
+
+async def test_approving_after_the_engine_was_paused_is_refused_by_the_re_check(tmp_path, pipelines):
+    s = manual(tmp_path)
+    venue = paper_venue(s, FlakyVenue)
+    p = await pipelines(s, script={BTC: (BUY, 0.8)}, venue=venue)
+    await p.bars(1)
+    [a] = await approvals(p, "pending")
+    await p.engine.pause()
+    res = await p.engine.approve(a["approval_id"])
+    assert not res["accepted"] and res["reason"] == "ENGINE_STATE: value=PAUSED limit=RUNNING"
+    [a] = await approvals(p)
+    assert (a["status"], a["by"]) == ("rejected", "re-check (operator)")
+    ev = (await approval_events(p, a["approval_id"]))[-1]
+    assert (ev["outcome"], ev["reason"]) == ("rejected", "ENGINE_STATE: value=PAUSED limit=RUNNING")
+    gates = await recheck_gates(p, a["decision_id"])
+    assert [g["code"] for g in gates] == GATE_ORDER
+    assert [(g["code"], g["value"]) for g in gates if not g["passed"]] == [("ENGINE_STATE", "PAUSED")]
+    assert venue.calls == 0 and await orders_of(p, a["decision_id"]) == []
+
+
+async def test_approving_after_the_positions_filled_up_is_refused_by_the_re_check(tmp_path, pipelines):
+    p = await pipelines(manual(tmp_path, risk={"max_open_positions": 1}), script={BTC: (BUY, 0.8), ETH: (BUY, 0.8)})
+    await p.bars(1)
+    pending = {a["symbol"]: a for a in await approvals(p, "pending")}
+    assert set(pending) == {BTC, ETH}  # each passed its gates on its own
+    assert (await p.engine.approve(pending[ETH]["approval_id"]))["accepted"]
+    res = await p.engine.approve(pending[BTC]["approval_id"])
+    assert not res["accepted"] and res["reason"] == "MAX_OPEN_POSITIONS: value=2 limit=1"
+    btc = next(a for a in await approvals(p) if a["symbol"] == BTC)
+    assert (btc["status"], btc["by"]) == ("rejected", "re-check (operator)")
+    g = {x["code"]: x for x in await recheck_gates(p, btc["decision_id"])}
+    assert (g["MAX_OPEN_POSITIONS"]["passed"], float(g["MAX_OPEN_POSITIONS"]["value"])) == (False, 2.0)
+    await p.bars(1)
+    assert list(p.engine.portfolio.positions) == [ETH]
+    assert await orders_of(p, btc["decision_id"]) == []
+
+
+async def test_approving_after_a_drawdown_breach_is_refused_by_the_re_check(tmp_path, pipelines):
+    paths = crash_paths()
+    script: dict = {}
+    s = manual(tmp_path, risk={"max_position_pct": 50, "max_drawdown_pct": 5, "take_profit_atr": 100})
+    clock = SimClock()
+    p = await pipelines(s, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
+    await p.bars(60)
+    script[BTC] = (BUY, 0.8)
+    await p.bars(1)
+    del script[BTC]
+    [btc] = await approvals(p, "pending")
+    assert (await p.engine.approve(btc["approval_id"]))["accepted"]
+    await p.bars(5)
+    script[ETH] = (BUY, 0.8)
+    await p.bars(1)  # bar 66: ETH proposed while the account is at its best
+    del script[ETH]
+    [eth] = await approvals(p, "pending")
+    assert eth["symbol"] == ETH and all(g["passed"] for g in eth["gates"])
+    await p.bars(10)  # the crash at bar 76 breaches the drawdown limit and pauses the engine
+    assert p.engine.state is EngineState.PAUSED
+    await p.engine.resume()
+    res = await p.engine.approve(eth["approval_id"])
+    assert not res["accepted"]
+    [eth] = [a for a in await approvals(p) if a["approval_id"] == eth["approval_id"]]
+    assert (eth["status"], eth["by"]) == ("rejected", "re-check (operator)")
+    gates = await recheck_gates(p, eth["decision_id"])
+    failed = [g for g in gates if not g["passed"]]
+    assert res["reason"].startswith(failed[0]["code"] + ":")
+    # the account is now worse than when ETH was proposed: the drawdown (and the size it was given, now a bigger
+    # share of a smaller equity) fail
+    g = {x["code"]: x for x in gates}
+    assert g["DRAWDOWN"]["passed"] is False and float(g["DRAWDOWN"]["value"]) > 5
+    assert await orders_of(p, eth["decision_id"]) == []
+
+
+async def test_a_pending_approval_survives_a_restart_and_can_be_approved_there(tmp_path):
+    s = manual(tmp_path)
+    p = await open_pipeline(s, script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    [a] = await approvals(p, "pending")
+    await p.close()
+
+    clock = SimClock()
+    feed = simulated_feed(s, clock, start_ts=START_TS + 10 * MIN)
+    p = await open_pipeline(s, script={BTC: (BUY, 0.8)}, feed=feed, clock=clock)
+    try:
+        assert list(p.engine.pending) == [a["approval_id"]]
+        assert [x["approval_id"] for x in p.engine.snapshot()["approvals"]] == [a["approval_id"]]
+        assert await p.rows("SELECT count(*) FROM orders") == [(0,)]  # not executed by the restart
+        await p.bars(1)
+        assert (await p.decisions("WHERE symbol = ?", (BTC,)))[-1]["outcome"] == "awaiting_approval"
+        res = await p.engine.approve(a["approval_id"], by="carol")
+        assert res["accepted"]
+        await p.bars(1)
+        assert p.engine.portfolio.positions[BTC].entry_decision_id == a["decision_id"]
+        [a] = await approvals(p)
+        assert (a["status"], a["by"]) == ("approved", "carol")
+    finally:
+        await p.close()
+
+
+async def test_a_pending_approval_whose_time_ran_out_during_a_restart_is_expired_not_executed(tmp_path):
+    s = manual(tmp_path, ttl=0.3)
+    p = await open_pipeline(s, script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    [a] = await approvals(p, "pending")
+    await p.close()
+    await asyncio.sleep(0.4)
+
+    clock = SimClock()
+    p = await open_pipeline(s, script={}, feed=simulated_feed(s, clock, start_ts=START_TS + 10 * MIN), clock=clock)
+    try:
+        assert p.engine.pending == {}
+        [a] = await approvals(p)
+        assert (a["status"], a["by"]) == ("expired", "ttl")
+        assert [e["outcome"] for e in await approval_events(p, a["approval_id"])] == ["pending", "expired"]
+        with pytest.raises(ControlError):
+            await p.engine.approve(a["approval_id"])
+        await p.bars(2)
+        assert await p.rows("SELECT count(*) FROM orders") == [(0,)]
+    finally:
+        await p.close()
+
+
+async def test_approval_mode_switches_while_running_and_the_switch_persists(tmp_path):
+    s = make_settings(tmp_path)  # approval = "auto" in the configuration
+    script = {BTC: (BUY, 0.8)}
+    p = await open_pipeline(s, script=script)
+    try:
+        await p.bars(1)
+        assert (await p.decisions("WHERE symbol = ?", (BTC,)))[-1]["outcome"] == "submitted"
+        assert await p.engine.set_approval_mode("manual", by="erin") == "manual"
+        script[ETH] = (BUY, 0.8)
+        await p.bars(1)
+        assert (await p.decisions("WHERE symbol = ?", (ETH,)))[-1]["outcome"] == "pending_approval"
+        assert [(e["reason"], e["by"]) for e in await p.events("engine_state")][-1] == ("approval mode manual",
+                                                                                         "erin")
+        with pytest.raises(ControlError):
+            await p.engine.set_approval_mode("sometimes")
+        assert p.engine.approval_mode == "manual"
+    finally:
+        await p.close()
+
+    async def restart(minutes: int):
+        clock = SimClock()
+        return await open_pipeline(s, script={ETH: (BUY, 0.8)}, clock=clock,
+                                   feed=simulated_feed(s, clock, start_ts=START_TS + minutes * MIN))
+
+    p = await restart(10)
+    try:
+        assert p.engine.approval_mode == "manual"  # the operator's switch outlives the configuration
+        [a] = await approvals(p, "pending")
+        await p.engine.reject(a["approval_id"], by="erin")
+        await p.bars(1)
+        assert (await p.decisions("WHERE symbol = ?", (ETH,)))[-1]["outcome"] == "pending_approval"
+        [a] = await approvals(p, "pending")
+        await p.engine.reject(a["approval_id"], by="erin")
+        await p.engine.set_approval_mode("auto")
+        await p.bars(1)
+        assert (await p.decisions("WHERE symbol = ?", (ETH,)))[-1]["outcome"] == "submitted"
+    finally:
+        await p.close()
+
+    p = await restart(20)
+    try:
+        assert p.engine.approval_mode == "auto"
+    finally:
+        await p.close()
