@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from .engine import ControlError, Engine
+from .events import encode
 
-COMMANDS = ("status", "pause", "resume", "halt", "flatten", "approve", "reject", "mode", "accept", "order")
+COMMANDS = ("status", "pause", "resume", "halt", "flatten", "approve", "reject", "mode", "accept", "order",
+            "subscribe")
 
 
 def _jsonable(x: Any) -> Any:
@@ -76,6 +78,20 @@ class ControlServer:
         except FileNotFoundError:
             pass
 
+    async def _stream(self, writer: asyncio.StreamWriter) -> None:
+        """Every event from now on, one JSON line each, until the client goes away (ffe attach)."""
+        sub = self.engine.bus.subscribe(maxlen=20_000)
+        try:
+            writer.write(encode({"event": "snapshot", "snapshot": _jsonable(self.engine.snapshot())}) + b"\n")
+            await writer.drain()
+            while True:
+                batch = await sub.get_batch(timeout=1.0)
+                if batch:
+                    writer.write(b"".join(event_line(ev) for ev in batch))
+                    await writer.drain()
+        finally:
+            self.engine.bus.unsubscribe(sub)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -84,6 +100,9 @@ class ControlServer:
                     break
                 try:
                     req = json.loads(line)
+                    if req.get("cmd") == "subscribe":
+                        await self._stream(writer)
+                        return
                     result = await dispatch(self.engine, str(req.get("cmd", "")), dict(req.get("args") or {}))
                     answer = {"ok": True, "result": _jsonable(result)}
                 except (ControlError, KeyError, ValueError, TypeError) as exc:
@@ -94,6 +113,13 @@ class ControlServer:
             pass
         finally:
             writer.close()
+
+
+def event_line(ev) -> bytes:
+    """One event for a remote console: name, seq, ts and the event's fields."""
+    rec = {"event": ev.name, "seq": ev.seq, "ts": ev.ts, "audit": ev.audit}
+    rec.update(ev.payload())
+    return encode(rec) + b"\n"
 
 
 async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:

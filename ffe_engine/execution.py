@@ -22,12 +22,12 @@ from .breaker import BreakerOpen, CircuitBreaker
 from .events import EventBus, FillEvent, OrderEvent
 from .model import EngineState, Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder
 from .risk import Gatekeeper, OrderIntent, first_failure
-from .store import Store
+from .store import FillRecord, Store
 from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
 
-FillHandler = Callable[[Order, Fill, OrderIntent], Awaitable[None]]
+FillHandler = Callable[[Order, Fill, OrderIntent], Awaitable["FillRecord | None"]]
 
 
 @dataclass(slots=True)
@@ -209,12 +209,16 @@ class OrderPath:
                 self.live.pop(o.client_order_id, None)
             fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
                         fee=fee, ts=o.updated_ts)
-            await self.store.add_fill(fill, o)
+            intent = self.intents.get(o.client_order_id) or _intent_of(o)
+            # The owner applies the fill to its book in memory and says what else to record; the fill, the
+            # order's new state and those records are written in one transaction.
+            record = await self.on_fill(o, fill, intent)
+            await self.store.add_fill(fill, o, record)
             self.bus.publish(FillEvent(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side.value,
                                        quantity=delta, price=px, fee=fee))
             self._emit(o)
-            intent = self.intents.get(o.client_order_id) or _intent_of(o)
-            await self.on_fill(o, fill, intent)
+            if record is not None and record.then is not None:
+                await record.then()
             if status.final:
                 self.intents.pop(o.client_order_id, None)
             return

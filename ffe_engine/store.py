@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import aiosqlite
 
@@ -92,6 +93,33 @@ def _scalar(x: Any) -> Any:
     if x is None or isinstance(x, (int, float)):
         return x
     return str(x.value if hasattr(x, "value") else x)
+
+
+_SQL_TRADE = ("INSERT INTO trades (symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, "
+              "closed_ts, entry_decision_id, exit_client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+_SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+           "value=excluded.value, updated_ts=excluded.updated_ts")
+
+
+def _position_row(p: Position) -> tuple:
+    return (p.symbol, p.side.value, p.quantity, p.entry_price, p.opened_ts, p.stop_loss, p.take_profit,
+            p.entry_decision_id, p.fees)
+
+
+def _trade_row(t: ClosedTrade) -> tuple:
+    return (t.symbol, t.side.value, t.quantity, t.entry_price, t.exit_price, t.pnl, t.fees, t.reason, t.opened_ts,
+            t.closed_ts, t.entry_decision_id, t.exit_client_order_id)
+
+
+@dataclass(slots=True)
+class FillRecord:
+    """What a fill changed in the engine's book, recorded in the fill's own transaction."""
+
+    position: Position | None = None  # the position after the fill, to store
+    closed_symbol: str | None = None  # or: the symbol whose position the fill closed
+    trade: ClosedTrade | None = None  # a trade the fill closed (its trade_id is set once stored)
+    kv: dict[str, Any] = field(default_factory=dict)  # book state to store with it
+    then: Callable[[], Awaitable[None]] | None = None  # events and feedback, after it is recorded
 
 
 class _InlineCursor:
@@ -287,8 +315,7 @@ class Store:
             "updated_ts=excluded.updated_ts", (state, reason, by, ts))
 
     async def put_kv(self, key: str, value: Any, ts: float) -> None:
-        await self._write("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                          "value=excluded.value, updated_ts=excluded.updated_ts", (key, _dumps(value), ts))
+        await self._write(_SQL_KV, (key, _dumps(value), ts))
 
     async def delete_kv(self, key: str) -> None:
         await self._write("DELETE FROM kv WHERE key = ?", (key,))
@@ -346,8 +373,9 @@ class Store:
         cur = await self.conn.execute(f"SELECT * FROM orders {where} ORDER BY created_ts, rowid", params)
         return [self._order_from_row(tuple(r)) for r in await cur.fetchall()]
 
-    async def add_fill(self, f: Fill, order: Order) -> None:
-        """A fill and its order's new cumulative state, in one transaction."""
+    async def add_fill(self, f: Fill, order: Order, record: "FillRecord | None" = None) -> None:
+        """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
+        trade, book state), in one transaction: after a crash either all of it is recorded or none."""
         c = self.conn
         async with self._lock:
             if not self.batch:
@@ -361,13 +389,22 @@ class Store:
                     "WHERE client_order_id=?",
                     (order.status.value, order.filled, order.average, order.fee, order.exchange_id,
                      order.updated_ts, order.error, order.client_order_id))
+                if record is None:
+                    return
+                if record.position is not None:
+                    await c.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?,?,?)",
+                                    _position_row(record.position))
+                elif record.closed_symbol is not None:
+                    await c.execute("DELETE FROM positions WHERE symbol = ?", (record.closed_symbol,))
+                if record.trade is not None:
+                    cur = await c.execute(_SQL_TRADE, _trade_row(record.trade))
+                    record.trade.trade_id = cur.lastrowid
+                for key, value in record.kv.items():
+                    await c.execute(_SQL_KV, (key, _dumps(value), f.ts / 1000.0))
 
     # ---------------------------------------------------------------- positions and trades
     async def save_position(self, p: Position) -> None:
-        await self._write(
-            "INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?,?,?)",
-            (p.symbol, p.side.value, p.quantity, p.entry_price, p.opened_ts, p.stop_loss, p.take_profit,
-             p.entry_decision_id, p.fees))
+        await self._write("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?,?,?)", _position_row(p))
 
     async def delete_position(self, symbol: str) -> None:
         await self._write("DELETE FROM positions WHERE symbol = ?", (symbol,))
@@ -379,11 +416,7 @@ class Store:
                 for r in await cur.fetchall()]
 
     async def add_trade(self, t: ClosedTrade) -> int:
-        return await self._write(
-            "INSERT INTO trades (symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, "
-            "closed_ts, entry_decision_id, exit_client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (t.symbol, t.side.value, t.quantity, t.entry_price, t.exit_price, t.pnl, t.fees, t.reason, t.opened_ts,
-             t.closed_ts, t.entry_decision_id, t.exit_client_order_id))
+        return await self._write(_SQL_TRADE, _trade_row(t))
 
     async def add_provider_scores(self, trade_id: int, scores: list[tuple[str, str, bool, float]]) -> None:
         async with self._lock:
