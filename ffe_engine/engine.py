@@ -370,8 +370,9 @@ class Engine:
         self._dl_breached = breached
 
     async def _monitor(self, c: Candle, pos) -> None:
-        """Stop-loss and take-profit on the bar's range: an exit order through the single path."""
-        if self.orders.pending_exit_qty(c.symbol) > 0:
+        """Stop-loss and take-profit on the bar's range: an exit order through the single path.
+        HALTED means cancels only: the kill switch leaves positions to the operator (flatten)."""
+        if self.state is EngineState.HALTED or self.orders.pending_exit_qty(c.symbol) > 0:
             return
         reason = None
         if pos.stop_loss is not None and c.low <= pos.stop_loss:
