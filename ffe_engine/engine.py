@@ -163,7 +163,10 @@ class Engine:
         history = getattr(self.feed, "history", None)
         if history is not None and self.settings.engine.warmup_bars > 0:
             bar_ts = None
-            for c in await _maybe_await(history(self.settings.engine.warmup_bars)):
+            warmup = await _maybe_await(history(self.settings.engine.warmup_bars))
+            if isinstance(warmup, dict):  # per symbol (the exchange feed): into one time order
+                warmup = sorted((c for candles in warmup.values() for c in candles), key=lambda c: c.ts)
+            for c in warmup:
                 if bar_ts is not None and c.ts != bar_ts:
                     self.portfolio.record_returns()  # the history's returns feed VaR and correlation
                 bar_ts = c.ts
