@@ -142,6 +142,11 @@ class Engine:
             self.approval_mode = mode
         positions = await self.store.positions()
         self.portfolio.load(await self.store.get_kv("portfolio", {}), positions)
+        # A breach that was there before the restart already paused the engine, or the operator resumed it since:
+        # it is not a new breach, and does not pause the engine again.
+        risk = self.settings.risk
+        self._dd_breached = self.portfolio.drawdown_pct() > risk.max_drawdown_pct
+        self._dl_breached = self.portfolio.day_loss_pct() > risk.daily_loss_limit_pct
         venue_state = await self.store.get_kv("paper_venue") if hasattr(self.venue, "load") else None
         if venue_state:
             self.venue.load(venue_state)
