@@ -69,6 +69,7 @@ class OrderPath:
         self._doubt_deadline: dict[str, float] = {}
         self._resends: dict[str, int] = {}
         self._poll_lock = asyncio.Lock()
+        self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
 
     # ------------------------------------------------------------------ queries
     def pending_entries(self) -> int:
@@ -153,6 +154,16 @@ class OrderPath:
                             quantity=o.quantity, type=o.type, price=o.price, reduce_only=o.reduce_only)
 
     async def _send(self, o: Order) -> None:
+        # A cancel issued while this send is on the wire waits for its answer: cancelling first would find
+        # nothing, and the order would then open at the venue untracked.
+        sent = self._sending[o.client_order_id] = asyncio.Event()
+        try:
+            await self._send_once(o)
+        finally:
+            sent.set()
+            self._sending.pop(o.client_order_id, None)
+
+    async def _send_once(self, o: Order) -> None:
         try:
             vo = await self.breaker.call(lambda: self.venue.create_order(self._request(o)))
         except BreakerOpen as exc:
@@ -229,6 +240,7 @@ class OrderPath:
             else:
                 o.status = status
                 o.updated_ts = self.now_ms()
+                self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
                 await self.store.update_order(o)
                 self._emit(o)
 
@@ -280,6 +292,11 @@ class OrderPath:
 
     # ------------------------------------------------------------------ cancels
     async def cancel(self, o: Order) -> tuple[bool, str]:
+        sending = self._sending.get(o.client_order_id)
+        if sending is not None:
+            await sending.wait()
+            if o.status.final:
+                return _end_of(o)
         try:
             vo = await self.venue.cancel_order(o.client_order_id, o.symbol)
         except (VenueError, VenueUnavailable) as exc:
@@ -294,8 +311,8 @@ class OrderPath:
             if vo.status == "open":
                 return False, str(exc)[:200]
         await self._apply(o, vo)
-        if o.status is OrderStatus.CANCELED or o.status is OrderStatus.FILLED:
-            return o.status is OrderStatus.CANCELED, "" if o.status is OrderStatus.CANCELED else "already filled"
+        if o.status.final:
+            return _end_of(o)
         return False, f"still {o.status.value}"
 
     async def cancel_all(self, symbol: str | None = None) -> CancelReport:
@@ -318,7 +335,7 @@ class OrderPath:
                 ok, err = task.result()
                 if ok:
                     report.cancelled.append(cid)
-                elif err != "already filled":
+                elif err not in NOTHING_TO_CANCEL:
                     report.failed.append({"client_order_id": cid, "error": err})
         report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
         return report
@@ -337,6 +354,16 @@ class OrderPath:
                 o.status = OrderStatus.IN_DOUBT
                 await self.store.update_order(o)
         return orders
+
+
+NOTHING_TO_CANCEL = ("already filled", "never opened")
+
+
+def _end_of(o: Order) -> tuple[bool, str]:
+    """A cancel's outcome for an order that has ended: (cancelled, why not)."""
+    if o.status is OrderStatus.CANCELED:
+        return True, ""
+    return False, "already filled" if o.status is OrderStatus.FILLED else "never opened"
 
 
 def _intent_of(o: Order) -> OrderIntent:

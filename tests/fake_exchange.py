@@ -21,6 +21,7 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "drop_after": run the request (an order is placed), then drop the connection without an answer;
 - "drop_before": drop the connection without running the request;
 - "hang": hold the request for `seconds` (past the client's timeout); `execute=True` runs it first;
+- "slow": hold the request for `seconds` before running it, then answer normally;
 - "5xx_executed": run the request, then answer `status` (503 by default) with a gateway error page;
 - "5xx_not_executed": answer `status` without running the request;
 - "429" / "418": answer Binance's rate-limit error with a Retry-After header (`retry_after` seconds);
@@ -50,7 +51,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-FAULT_KINDS = ("drop_after", "drop_before", "hang", "5xx_executed", "5xx_not_executed", "429", "418",
+FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418",
                "not_found_once", "error")
 
 # symbol id -> listing; prices are the starting points of the deterministic price path used by klines
@@ -330,6 +331,9 @@ class FakeBinance:
             except asyncio.TimeoutError:
                 pass
             return resp if resp is not None else self._drop(request)
+        if f.kind == "slow":  # the request waits `seconds` on the way in, then runs and is answered
+            await asyncio.sleep(f.seconds)
+            return await self._run(handler, request)
         if f.kind == "5xx_executed":
             await self._run(handler, request)
             return web.Response(status=f.status, text=f"<html><body><h1>{f.status} Service Unavailable</h1>"

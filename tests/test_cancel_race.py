@@ -1,0 +1,32 @@
+"""A kill switch pressed while an order is still on its way to the exchange.
+
+The cancel must wait for the create's answer: cancelling first finds nothing at the exchange, and the order would
+then open there with the journal believing it cancelled. Real ccxt, the fake Binance, the real order path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fake_exchange import FakeBinance  # noqa: F401  (fixtures below come from test_live_faults' helpers)
+from ffe_engine.model import OrderStatus
+from test_live_faults import POST_ORDER, fx, make_desk  # noqa: F401
+
+
+async def test_cancel_all_waits_for_an_order_still_on_the_wire(fx, make_desk):  # noqa: F811
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "slow", seconds=0.4)  # reaches the book only after the cancel was asked for
+    submit = asyncio.create_task(desk.buy(type="limit", price=20_000.0))  # rests: far below the market
+    for _ in range(200):
+        if fx.requests_to(POST_ORDER):
+            break
+        await asyncio.sleep(0.01)
+    assert fx.requests_to(POST_ORDER) and not fx.orders  # on the wire, not yet at the exchange
+    report = await desk.path.cancel_all()
+    sub = await submit
+    cid = sub.order.client_order_id
+    assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "CANCELED")]
+    (journaled,) = await desk.journal(cid)
+    assert journaled.status is OrderStatus.CANCELED
+    assert report.cancelled == [cid] and report.failed == []
+    assert not desk.path.live
