@@ -146,6 +146,7 @@ async def open_engine(settings, *, live: bool = False, max_bars: int | None = No
     lock_fd = acquire_lock(settings.data_dir)
     secrets = settings.secrets()
     bus = EventBus(redact=Redactor(secrets).text if secrets else None)
+    store = audit = None
     try:
         to_bus = None if headless else (lambda level, msg: bus.publish(LogEvent(level=level, message=msg)))
         setup_logging(settings.logging.level, secrets=settings.secrets(),
@@ -181,6 +182,11 @@ async def open_engine(settings, *, live: bool = False, max_bars: int | None = No
         await engine.start()
         return running
     except BaseException:
+        # A failed start ends the process: the store's worker thread would keep it alive after the error.
+        if store is not None:
+            await store.close()
+        if audit is not None:
+            audit.close()
         os.close(lock_fd)
         raise
 
