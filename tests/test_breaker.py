@@ -8,13 +8,19 @@ through, and its outcome reopens or closes the breaker. Each transition is a `br
 from __future__ import annotations
 
 import asyncio
+import time
 
 from pipeline_helpers import BUY, MIN, FlakyVenue, make_settings, paper_venue, pipelines
 
 _ = pipelines  # a fixture
 
 BTC = "BTC/USDT"
-RECOVERY_S = 1.0
+RECOVERY_S = 1.5
+
+
+async def past_the_recovery_timeout(breaker) -> None:
+    """Wait until the breaker's probe time (monotonic seconds) has passed."""
+    await asyncio.sleep(max(0.0, breaker.retry_at - time.monotonic()) + 0.05)
 
 
 async def transitions(p) -> list[tuple[str, str, int]]:
@@ -56,11 +62,11 @@ async def test_breaker_opens_blocks_the_venue_and_one_probe_reopens_or_closes_it
     await e.resume()
     res = await e.operator_order(BTC, "buy", 0.001)
     assert not res["accepted"] and res["reason"].startswith("BREAKER_OPEN:")
-    await p.bars(3)
+    await p.bars(1)
     assert venue.calls == 3
 
     # after the recovery timeout: one probe, which fails and opens the breaker again
-    await asyncio.sleep(RECOVERY_S * 1.2)
+    await past_the_recovery_timeout(e.breaker)
     await e.resume()
     assert e.breaker.allows()
     await p.bars(1)
@@ -68,12 +74,12 @@ async def test_breaker_opens_blocks_the_venue_and_one_probe_reopens_or_closes_it
     assert e.breaker.state == "open"
     assert await transitions(p) == [("closed", "open", 3), ("open", "half_open", 3), ("half_open", "open", 4)]
     await e.resume()
-    await p.bars(3)
+    await p.bars(1)
     assert venue.calls == 4  # open again for another full timeout
 
     # the network is back: the next probe succeeds and closes the breaker; orders flow again
     venue.down = False
-    await asyncio.sleep(RECOVERY_S * 1.2)
+    await past_the_recovery_timeout(e.breaker)
     await e.resume()
     await p.bars(1)
     assert venue.calls == 5
