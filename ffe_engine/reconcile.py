@@ -50,9 +50,11 @@ def _bases(engine: "Engine") -> list[str]:
 async def reconcile(engine: "Engine") -> list[dict[str, Any]]:
     """Compare and record; returns the unexplained differences (empty when everything agrees)."""
     venue = engine.venue
+    in_doubt = [cid for cid, o in engine.orders.live.items() if o.status is OrderStatus.IN_DOUBT]
     await engine.orders.poll()
     differences: list[dict[str, Any]] = []
-    resolved = [o.client_order_id for o in list(engine.orders.live.values()) if o.status is OrderStatus.IN_DOUBT]
+    live = engine.orders.live
+    resolved = [cid for cid in in_doubt if cid not in live or live[cid].status is not OrderStatus.IN_DOUBT]
     try:
         open_at_venue = await venue.fetch_open_orders()
         balances = await venue.fetch_balance()
