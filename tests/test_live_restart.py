@@ -1,0 +1,98 @@
+"""A live engine killed with an order in flight, and the next start: real `ffe run --headless --live` subprocesses
+against the fake Binance, SIGKILL, the same SQLite database.
+
+The order is journaled, sent, and the exchange holds the request without answering (it hangs); the process is
+killed before any reply. The next start finds the order in the journal with no outcome and resolves it by its
+client order id before anything new is sent: an order the exchange executed is recorded as filled (fill and
+position), never sent again; an order that never reached the exchange is sent again once, with the same id, after
+the exchange's settle window. The fake's own book shows exactly one order either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import pytest
+
+from ffe_engine.control import request
+from live_helpers import (BTC, POST_ORDER, AsyncFfe, fx, live_config, live_env, processes, rows,  # noqa: F401
+                          stored_events, wait_for, wait_for_bar, write_config)
+
+RUN = ("run", "--headless", "--live")
+
+
+async def start_engine(cwd, fx, processes, name: str) -> AsyncFfe:
+    """Start `ffe run --headless --live` and wait until its control socket answers (a killed predecessor may have
+    left its socket file behind)."""
+    p = await AsyncFfe.start(cwd, *RUN, env=live_env(fx), name=name)
+    processes.append(p)
+    sock = cwd / "data" / "ffe.sock"
+
+    async def answers() -> bool:
+        if not p.alive():
+            raise AssertionError(f"ffe exited {p.proc.returncode}: {p.stderr}")
+        with contextlib.suppress(OSError):
+            return (await request(sock, "status", timeout=5))["ok"]
+        return False
+
+    await wait_for(answers, timeout=60, what=f"{name} answering on its control socket", interval=0.05)
+    return p
+
+
+@pytest.mark.parametrize("reached", [True, False], ids=["executed", "never-reached"])
+async def test_killed_between_journal_and_reply_then_restarted(tmp_path, fx, processes, reached):
+    # the client waits 5 s for the reply: the test kills the process well inside that window
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}, exchange={"timeout_ms": 5000}))
+    db = tmp_path / "data" / "ffe.db"
+    sock = tmp_path / "data" / "ffe.sock"
+
+    first = await start_engine(tmp_path, fx, processes, "first")
+    assert rows(db, "SELECT state FROM engine_state") == [("RUNNING",)]
+    await wait_for_bar(sock, fx)
+    fx.fault(POST_ORDER, "hang", seconds=20, execute=reached)
+    placing = asyncio.ensure_future(request(sock, "order", {"symbol": BTC, "side": "buy", "quantity": 0.01}))
+
+    journaled = await wait_for(lambda: fx.requests_to(POST_ORDER) and rows(
+        db, "SELECT client_order_id, status FROM orders"), timeout=30, what="the order journaled and on the wire")
+    await first.kill()
+    ((cid, status_at_kill),) = journaled
+    assert status_at_kill == "new"  # journaled, sent, no reply yet
+    (sent,) = fx.requests_to(POST_ORDER)
+    assert sent.params["newClientOrderId"] == cid and sent.status is None  # the exchange had not answered
+    with contextlib.suppress(Exception):
+        await placing  # the control connection died with the process
+    assert rows(db, "SELECT status FROM orders") == [("new",)]
+    assert rows(db, "SELECT COUNT(*) FROM fills") == [(0,)]
+    assert [(o.client_id, o.status) for o in fx.orders] == ([(cid, "FILLED")] if reached else [])
+
+    second = await start_engine(tmp_path, fx, processes, "second")
+    await wait_for(lambda: rows(db, "SELECT status, filled FROM orders") == [("filled", 0.01)], timeout=30,
+                   what="the order resolved as filled")
+
+    # the exchange's own book: one order with this client id, and no other
+    assert [(o.client_id, o.status, o.filled) for o in fx.orders] == [(cid, "FILLED", 0.01)]
+    post_ids = [r.params.get("newClientOrderId") for r in fx.requests_to(POST_ORDER)]
+    assert post_ids == ([cid] if reached else [cid, cid])  # looked up; sent again only when surely absent
+    assert rows(db, "SELECT client_order_id, side, quantity, price FROM fills") == [(cid, "buy", 0.01, 30_000.0)]
+    assert rows(db, "SELECT symbol, side, quantity FROM positions") == [(BTC, "buy", 0.01)]
+
+    # The second start: the lookup by client id is part of its reconciliation, before anything new is sent.
+    started = max(e["seq"] for e in stored_events(db, "run") if e["phase"] == "start")
+    after = [e for e in stored_events(db, "reconcile", "order", "fill") if e["seq"] > started]
+    assert {e.get("client_order_id") for e in after if e["event"] != "reconcile"} == {cid}
+    i = next(n for n, e in enumerate(after) if e["event"] == "reconcile")
+    assert after[i]["differences"] == []
+    before, since = [(e["event"], e.get("status")) for e in after[:i]], [(e["event"], e.get("status"))
+                                                                        for e in after[i + 1:]]
+    if reached:  # found filled at once: recorded, and the reconciliation says it resolved an order in doubt
+        assert (before, after[i]["status"], since) == ([("fill", None), ("order", "filled")], "resolved", [])
+    else:  # absent, and inside the settle window that proves nothing: sent again only after it
+        assert (before, after[i]["status"], since) == ([], "ok", [("fill", None), ("order", "filled")])
+
+    status = (await request(sock, "status"))["result"]
+    assert [(p["symbol"], p["quantity"]) for p in status["positions"]] == [(BTC, 0.01)]
+    assert status["orders"] == []
+    assert await second.stop() == 0, second.stderr
+    assert json.dumps(fx.secret) not in second.stderr + first.stderr
