@@ -2,7 +2,7 @@
 
 1. Orders: every order the journal has in flight is looked up by client order id (in-doubt orders resolved,
    fills that happened while the engine was down recorded) by the order path's poll.
-2. Open orders at the venue that the journal does not know are differences.
+2. Open orders at the venue that the journal does not know are differences, unless the operator accepted them.
 3. Positions: for each traded symbol, the venue's base-asset balance less the baseline it had when ffe first
    started on this account must equal the position ffe holds.
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 BASELINE_KEY = "reconcile_baseline"
+ACCEPTED_KEY = "reconcile_accepted_orders"  # open orders at the venue that the operator accepted as not ffe's
 
 
 def _tolerance(engine: "Engine", symbol: str) -> float:
@@ -63,12 +64,16 @@ async def reconcile(engine: "Engine") -> list[dict[str, Any]]:
         return [{"kind": "venue_unreachable", "error": str(exc)[:200]}]
     known = set(engine.orders.live)
     journal = {o.client_order_id for o in await engine.store.orders("WHERE venue = ?", (venue.name,))}
+    accepted = set(await engine.store.get_kv(ACCEPTED_KEY, []) or [])
     for vo in open_at_venue:
-        if vo.client_order_id in known:
+        if vo.client_order_id in known or _order_key(vo) in accepted:
             continue
         differences.append({"kind": "unknown_open_order", "client_order_id": vo.client_order_id,
                             "symbol": vo.symbol, "side": vo.side.value, "quantity": vo.quantity,
-                            "in_journal": vo.client_order_id in journal})
+                            "in_journal": vo.client_order_id in journal, "exchange_id": vo.exchange_id})
+    still_open = accepted & {_order_key(vo) for vo in open_at_venue}
+    if still_open != accepted:  # accepted orders that are gone: forget them
+        await engine.store.put_kv(ACCEPTED_KEY, sorted(still_open), time.time())
     base_line = await baseline(engine, balances)
     for sym in engine.symbols:
         base = sym.partition("/")[0]
@@ -82,8 +87,18 @@ async def reconcile(engine: "Engine") -> list[dict[str, Any]]:
     return differences
 
 
+def _order_key(vo: Any) -> str:
+    return vo.client_order_id or f"#{vo.exchange_id}"
+
+
 async def accept(engine: "Engine") -> None:
-    """The operator accepts the venue as it is: its balances become the new baseline."""
+    """The operator accepts the venue as it is: its balances become the new baseline, and the open orders found
+    that are not ffe's are left out of later reconciliations (while they stay open)."""
+    foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in engine.reconcile_blocked
+               if d.get("kind") == "unknown_open_order"}
+    if foreign:
+        accepted = set(await engine.store.get_kv(ACCEPTED_KEY, []) or [])
+        await engine.store.put_kv(ACCEPTED_KEY, sorted(accepted | foreign), time.time())
     try:
         balances = await engine.venue.fetch_balance()
     except (VenueError, VenueUnavailable):
