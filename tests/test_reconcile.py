@@ -1,0 +1,131 @@
+"""Reconciliation of a live engine with the exchange: the journal against the fake Binance's own book.
+
+Real parts: an engine opened by `open_engine` in live mode (its CcxtVenue, real ccxt, the exchange feed), its SQLite
+database, and the fake exchange on 127.0.0.1. What the exchange holds is changed behind the engine's back the way it
+happens in practice: an order placed by hand through another client, a deposit, a limit order that fills while the
+engine is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import engine_session
+from fake_exchange import binance_client
+from ffe_engine.engine import ControlError
+from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
+from ffe_engine.reconcile import BASELINE_KEY, reconcile_and_hold
+from ffe_engine.risk import OrderIntent
+from live_helpers import BTC, fx, live_settings, next_bar, rows, stored_events, wait_for  # noqa: F401
+
+
+async def place_by_hand(fx, client_id: str, price: float = 20_000.0, qty: float = 0.01) -> None:
+    """An order placed at the exchange by someone else (another program, the exchange's web page)."""
+    other = binance_client(fx)
+    try:
+        await other.create_order(BTC, "limit", "buy", qty, price, {"clientOrderId": client_id})
+    finally:
+        await other.close()
+
+
+async def test_unknown_open_order_at_start_keeps_the_engine_paused_until_accepted(tmp_path, fx):
+    await place_by_hand(fx, "by-hand-1")
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state is EngineState.PAUSED
+        assert rows(db, "SELECT state, reason, by FROM engine_state") == [
+            ("PAUSED", "reconcile: 1 difference(s)", "reconcile")]
+        (event,) = stored_events(db, "reconcile")
+        assert event["status"] == "differences"
+        assert event["differences"] == [{"kind": "unknown_open_order", "client_order_id": "by-hand-1",
+                                         "symbol": BTC, "side": "buy", "quantity": 0.01, "in_journal": False,
+                                         "exchange_id": str(fx.orders[0].order_id)}]
+
+        with pytest.raises(ControlError, match="accept"):
+            await e.resume(by="test")
+        assert e.state is EngineState.PAUSED
+        assert rows(db, "SELECT state FROM engine_state") == [("PAUSED",)]
+
+        accepted = await e.accept_reconcile(by="test")
+        assert [d["client_order_id"] for d in accepted] == ["by-hand-1"]
+        assert await e.resume(by="test") is EngineState.RUNNING
+        assert rows(db, "SELECT state FROM engine_state") == [("RUNNING",)]
+        # the order is the exchange's business: ffe neither cancelled nor adopted it
+        assert fx.open_order("by-hand-1") is not None
+        assert "by-hand-1" not in e.orders.live and rows(db, "SELECT client_order_id FROM orders") == []
+        # accepted means explained: the next reconciliation does not stop the engine for it again
+        assert await reconcile_and_hold(e) == []
+        assert e.state is EngineState.RUNNING
+        # ... but a new one does
+        await place_by_hand(fx, "by-hand-2", price=21_000.0)
+        assert [d["client_order_id"] for d in await reconcile_and_hold(e)] == ["by-hand-2"]
+        assert e.state is EngineState.PAUSED
+        await e.flush()
+        assert [r["status"] for r in stored_events(db, "reconcile")] == ["differences", "accepted", "ok",
+                                                                         "differences"]
+
+
+async def test_running_engine_pauses_on_a_balance_it_cannot_explain_until_accepted(tmp_path, fx):
+    settings = live_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.reconcile_blocked == []
+        assert await running.store.get_kv(BASELINE_KEY) == {"BTC": 0.0}
+        await e.resume(by="test")
+        loop = asyncio.ensure_future(e.run())
+        try:
+            fx.balances["BTC"].free += 0.25  # BTC arrives that no order of ffe's explains
+            await wait_for(lambda: e.state is EngineState.PAUSED, timeout=20, what="the engine paused")
+            assert e.state_reason == "reconcile: 1 difference(s)"
+            assert rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")]
+            assert e.reconcile_blocked == [{"kind": "position", "symbol": BTC, "journal": 0.0, "venue": 0.25}]
+            with pytest.raises(ControlError):
+                await e.resume(by="test")
+
+            await e.accept_reconcile(by="test")
+            assert await running.store.get_kv(BASELINE_KEY) == {"BTC": 0.25}  # the new baseline
+            assert await e.resume(by="test") is EngineState.RUNNING
+            checks = len(stored_events(db, "reconcile"))
+            # later reconciliations agree with the accepted baseline: the engine stays RUNNING
+            await wait_for(lambda: len(stored_events(db, "reconcile")) >= checks + 2, timeout=20,
+                           what="two more reconciliations")
+            assert e.state is EngineState.RUNNING and e.reconcile_blocked == []
+            assert stored_events(db, "reconcile")[-1]["status"] == "ok"
+        finally:
+            e.request_stop()
+            await loop
+
+
+async def test_a_fill_while_the_engine_was_stopped_is_recorded_at_the_next_start(tmp_path, fx):
+    settings = live_settings(tmp_path, fx)
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        await e.resume(by="test")
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, type="limit",
+                                                price=29_000.0, reason=OrderReason.OPERATOR, ref_price=30_000.0))
+        assert sub.accepted and sub.order.status is OrderStatus.OPEN, sub.reason
+        cid = sub.order.client_order_id
+    # stopped in order: the limit order stays open at the exchange, and fills there while ffe is down
+    assert rows(db, "SELECT status FROM orders") == [("open",)]
+    fx.set_price("BTCUSDT", 28_900.0)
+    assert [(o.client_id, o.status, o.price) for o in fx.orders] == [(cid, "FILLED", 29_000.0)]
+
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert rows(db, "SELECT status, filled, average FROM orders") == [("filled", 0.01, 29_000.0)]
+        assert rows(db, "SELECT client_order_id, side, quantity, price FROM fills") == [(cid, "buy", 0.01, 29_000.0)]
+        assert rows(db, "SELECT symbol, quantity, entry_price FROM positions") == [(BTC, 0.01, 29_000.0)]
+        assert e.portfolio.positions[BTC].quantity == 0.01 and e.orders.live == {}
+        # recorded as part of the start's reconciliation, which then finds nothing unexplained
+        events = stored_events(db, "run", "fill", "reconcile")
+        start = max(i for i, ev in enumerate(events) if ev["event"] == "run" and ev["phase"] == "start")
+        assert [ev["event"] for ev in events[start + 1:]] == ["fill", "reconcile"]
+        assert events[-1]["differences"] == [] and e.reconcile_blocked == []
+    assert len(fx.orders) == 1  # nothing was sent again
