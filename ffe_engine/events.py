@@ -292,6 +292,11 @@ class EventBus:
         if sub in self._subs:
             self._subs.remove(sub)
 
+    def relay(self, ev: Event) -> None:
+        """Deliver an event stamped elsewhere (an engine in another process) to the subscribers only."""
+        for sub in self._subs:
+            sub.put(ev)
+
     def publish(self, ev: Event) -> bytes | None:
         """Deliver an event; returns its encoded audit record (None for events that are not audited)."""
         ev.ts = self._wall()

@@ -1,0 +1,174 @@
+"""A running engine seen through its control socket: what `ffe attach` gives the console.
+
+`RemoteEngine` has the engine's control surface (pause, resume, halt, flatten, approve, reject, ...) and a
+`snapshot()`, each a request on the socket; its events arrive on a second connection (the `subscribe` stream) and
+are published on a local EventBus as the same event classes, so the console works the same in or out of process.
+Stopping the console never stops the engine it is attached to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from . import events as ev_mod
+from .control import request
+from .engine import ControlError
+from .events import Event, EventBus
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.name: cls for cls in vars(ev_mod).values()
+    if isinstance(cls, type) and issubclass(cls, Event) and cls is not Event
+}
+
+
+def event_from(rec: dict[str, Any]) -> Event | None:
+    cls = EVENT_TYPES.get(rec.get("event", ""))
+    if cls is None:
+        return None
+    names = {f.name for f in fields(cls)} - {"seq", "ts"}
+    ev = cls(**{k: v for k, v in rec.items() if k in names})
+    ev.seq = int(rec.get("seq") or 0)
+    ev.ts = float(rec.get("ts") or 0.0)
+    return ev
+
+
+@dataclass
+class RemoteCancelReport:
+    cancelled: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+
+
+class RemoteEngine:
+    def __init__(self, path: Path, bus: EventBus) -> None:
+        self.path = Path(path)
+        self.bus = bus
+        self._snapshot: dict[str, Any] = {}
+        self._stop = asyncio.Event()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.crashed: BaseException | None = None
+        self.remote = True
+
+    async def connect(self) -> None:
+        self._snapshot = await self._call("status")
+        self._reader, self._writer = await asyncio.open_unix_connection(str(self.path), limit=2 ** 24)
+        self._writer.write(b'{"cmd": "subscribe"}\n')
+        await self._writer.drain()
+
+    async def _call(self, cmd: str, **args: Any) -> Any:
+        try:
+            answer = await request(self.path, cmd, args)
+        except (FileNotFoundError, ConnectionError) as exc:
+            raise ControlError(f"engine at {self.path} is gone: {exc}") from None
+        if not answer.get("ok"):
+            raise ControlError(str(answer.get("error")))
+        return answer.get("result")
+
+    # ------------------------------------------------------------------ the engine's surface
+    def snapshot(self) -> dict[str, Any]:
+        return self._snapshot
+
+    async def run(self) -> None:
+        """Relay the engine's events until it goes away or the console stops; refresh the snapshot meanwhile."""
+        assert self._reader is not None
+        refresher = asyncio.ensure_future(self._refresh())
+        try:
+            while not self._stop.is_set():
+                try:
+                    line = await self._reader.readline()
+                except ConnectionError:
+                    line = b""
+                if not line:
+                    if self._stop.is_set():
+                        return
+                    raise ConnectionError(f"engine at {self.path} closed the connection")
+                rec = json.loads(line)
+                if rec.get("event") == "snapshot":
+                    self._snapshot = rec.get("snapshot") or self._snapshot
+                    continue
+                ev = event_from(rec)
+                if ev is not None:
+                    self.bus.relay(ev)  # with the engine's own seq and ts
+        finally:
+            refresher.cancel()
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                self._snapshot = await self._call("status")
+            except ControlError:
+                return
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.close()
+
+    async def stop(self) -> None:
+        self.request_stop()
+
+    async def flush(self) -> None:
+        return None
+
+    async def pause(self, reason: str = "operator", by: str = "operator") -> Any:
+        return await self._call("pause", by=by)
+
+    async def resume(self, by: str = "operator", confirm: bool = False) -> Any:
+        return await self._call("resume", by=by, confirm=confirm)
+
+    async def halt(self, reason: str = "kill switch", by: str = "operator") -> RemoteCancelReport:
+        r = await self._call("halt", by=by) or {}
+        return RemoteCancelReport(r.get("cancelled", []), r.get("failed", []), r.get("elapsed_ms", 0.0))
+
+    async def flatten(self, by: str = "operator") -> dict:
+        return await self._call("flatten", by=by)
+
+    async def approve(self, approval_id: str, by: str = "operator") -> dict:
+        return await self._call("approve", id=approval_id, by=by)
+
+    async def reject(self, approval_id: str, by: str = "operator") -> dict:
+        return await self._call("reject", id=approval_id, by=by)
+
+    async def set_approval_mode(self, mode: str, by: str = "operator") -> str:
+        return await self._call("mode", mode=mode, by=by)
+
+    async def accept_reconcile(self, by: str = "operator") -> Any:
+        return await self._call("accept", by=by)
+
+    async def operator_order(self, symbol: str, side: str, quantity: float, by: str = "operator") -> dict:
+        return await self._call("order", symbol=symbol, side=side, quantity=quantity, by=by)
+
+
+class _NoStore:
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class RemoteRunning:
+    """The same shape as runner.Running, for an engine in another process."""
+
+    engine: RemoteEngine
+    bus: EventBus
+    store: Any = field(default_factory=_NoStore)
+
+    def release(self) -> None:
+        return None
+
+
+async def attach(settings) -> RemoteRunning:
+    bus = EventBus()
+    engine = RemoteEngine(settings.socket_path, bus)
+    try:
+        await engine.connect()
+    except (FileNotFoundError, ConnectionRefusedError, ControlError) as exc:
+        from .runner import StartError
+
+        raise StartError(f"no engine is running on {settings.socket_path} ({exc})") from None
+    return RemoteRunning(engine, bus)
