@@ -93,6 +93,7 @@ class ConsoleApp(App[int]):
         self._wide = False
         self._banner = ""
         self._status_note = ""
+        self.panes: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -114,10 +115,14 @@ class ConsoleApp(App[int]):
 
     def on_mount(self) -> None:
         self.set_keymap(self.keymap_ids)
+        # Widgets are looked up once: a query during shutdown, when the screen is already gone, would fail.
+        self.panes = {wid: self.query_one(f"#{wid}") for wid in TITLES if wid != "chart" or self.settings.tui.chart}
+        self.panes["status"] = self.query_one(StatusLine)
+        self.panes["banner"] = self.query_one("#banner", Static)
+        self.panes["status"].show(None)
         for wid, title in TITLES.items():
-            for w in self.query(f"#{wid}"):
-                w.border_title = title
-        self.query_one(StatusLine).show(None)
+            if wid in self.panes:
+                self.panes[wid].border_title = title
         self._set_detail("votes")
         self._layout(self.size.width, self.size.height)
         self._open_task = asyncio.ensure_future(self._open())
@@ -140,18 +145,20 @@ class ConsoleApp(App[int]):
     def _set_detail(self, view: str) -> None:
         self._detail = view
         for v in self.detail_views:
-            self.query_one(f"#{v}").set_class(v == view, "-current")
+            self.panes[v].set_class(v == view, "-current")
         self._retitle_detail()
         if view == "chart":
             self._chart_dirty = True
 
     def _retitle_detail(self) -> None:
+        if not self.panes:
+            return
         key = keydefs.display(keydefs.keys_for("view", self.keymap_ids)[0])
         for v in self.detail_views:
             title = TITLES[v]
             if v == "gates" and self.view.gates:
                 title = f"{title}: {self.view.gates['title']}"
-            self.query_one(f"#{v}").border_title = title if self._wide else f"{title}  [{key}: next]"
+            self.panes[v].border_title = title if self._wide else f"{title}  [{key}: next]"
 
     def pane_visible(self, view: str) -> bool:
         return self._wide or self._detail == view
@@ -308,14 +315,14 @@ class ConsoleApp(App[int]):
             return
         prev_state = self.snap["state"] if self.snap else None
         self.snap = snap
-        self.query_one(StatusLine).show(snap, note=self._status_note)
-        self.query_one(PositionsTable).show(snap["positions"], snap.get("market_ts"))
-        self.query_one(ApprovalsTable).show(snap["approvals"])
-        self.query_one(BreakerPane).show(snap["breakers"])
+        self.panes["status"].show(snap, note=self._status_note)
+        self.panes["positions"].show(snap["positions"], snap.get("market_ts"))
+        self.panes["approvals"].show(snap["approvals"])
+        self.panes["breaker"].show(snap["breakers"])
         if "log" in changed:
-            self.query_one(LogPane).write_lines([ln.text for ln in self.view.take_lines()[-LOG_LINES:]])
+            self.panes["log"].write_lines([ln.text for ln in self.view.take_lines()[-LOG_LINES:]])
         if "votes" in changed:
-            self.query_one(VotesPane).show(self.view)
+            self.panes["votes"].show(self.view)
         if "gates" in changed:
             self._show_gates()
         if "chart" in changed:
@@ -325,10 +332,12 @@ class ConsoleApp(App[int]):
             if now >= self._chart_due:
                 self._chart_due = now + self.chart_s
                 self._chart_dirty = False
-                self.query_one(ChartPane).show(self.view, self._chart_symbol())
+                self.panes["chart"].show(self.view, self._chart_symbol())
         if "banner" in changed:
             if self.view.kill is not None and (self.view.error is None or self.view.kill.seq > self.view.error.seq):
-                self._set_banner(f"KILL SWITCH {kill_summary(self.view.kill)}", error=True)
+                kill = self.view.kill
+                self._set_banner(f"{'FLATTEN' if kill.action == 'flatten' else 'KILL SWITCH'} {kill_summary(kill)}",
+                                 error=True)
             elif self.view.error is not None and self.crash is None:
                 self._set_banner(f"ERROR [{self.view.error.where}] {self.view.error.message}", error=True)
         if prev_state == "HALTED" and snap["state"] == "RUNNING":
@@ -343,7 +352,7 @@ class ConsoleApp(App[int]):
         self.view.approvals_done.clear()
 
     def _show_gates(self) -> None:
-        pane = self.query_one(GatesPane)
+        pane = self.panes["gates"]
         pane.show(self.view)
         if self.view.gates:
             pane.border_title = f"{TITLES['gates']}: {self.view.gates['title']}"
@@ -351,7 +360,7 @@ class ConsoleApp(App[int]):
             self._retitle_detail()
 
     def _chart_symbol(self) -> str:
-        table = self.query_one(PositionsTable)
+        table = self.panes["positions"]
         if table.row_count:
             row = min(max(table.cursor_row, 0), table.row_count - 1)
             return table.coordinate_to_cell_key((row, 0)).row_key.value
@@ -359,7 +368,7 @@ class ConsoleApp(App[int]):
 
     def _set_banner(self, text: str, error: bool = False) -> None:
         self._banner = text
-        banner = self.query_one("#banner", Static)
+        banner = self.panes["banner"]
         banner.update(text)
         banner.set_class(bool(text), "-shown")
         banner.set_class(error, "-error")
@@ -440,7 +449,7 @@ class ConsoleApp(App[int]):
     def _selected_approval(self, verb: str) -> str | None:
         if self.engine is None:
             return None
-        table = self.query_one(ApprovalsTable)
+        table = self.panes["approvals"]
         if not table.row_count:
             self.notify("no pending approval", severity="warning")
             return None
@@ -487,7 +496,7 @@ class ConsoleApp(App[int]):
             except ValueError as exc:
                 self.notify(str(exc), severity="error")
                 return
-            log = self.query_one(LogPane)
+            log = self.panes["log"]
             log.clear()
             log.write_lines([ln.text for ln in lines[-LOG_LINES:]])
             log.border_title = f"Log  [filter: {self.view.filter.spec}]" if self.view.filter.spec else "Log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.table import Table
@@ -18,7 +19,17 @@ STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow
 class StatusLine(Static):
     """Mode, engine state in words, equity, today's P&L, drawdown, breakers, market clock, approvals."""
 
+    _last: tuple = ()
+
     def show(self, snap: dict[str, Any] | None, *, note: str = "") -> None:
+        key = (note,) if snap is None else (
+            snap["mode"], snap["state"], snap.get("state_reason"), round(snap["equity"], 2),
+            round(snap["day_pnl"], 2), round(snap["drawdown_pct"], 2), snap.get("market_ts"), snap["approval_mode"],
+            len(snap.get("approvals") or []), snap.get("bars"), note,
+            tuple((b.get("venue"), b.get("state")) for b in snap.get("breakers") or []))
+        if key == self._last:
+            return  # nothing visible changed: no redraw
+        self._last = key
         if snap is None:
             text = Text.assemble(("ffe ", "bold"), ("STARTING", "bold reverse"), "  opening the engine…")
         else:
@@ -204,16 +215,26 @@ class GatesPane(Static):
 class BreakerPane(Static):
     """Circuit breaker per venue: state, consecutive failures, time until the half-open probe, last error."""
 
+    _last: tuple = ()
+
     def show(self, breakers: list[dict[str, Any]]) -> None:
+        rows = []
+        for b in breakers:
+            retry_in = b.get("retry_in")
+            if retry_in is None and b.get("retry_at") is not None:
+                # A running engine's breaker keeps retry_at on the monotonic clock (market time only in backtests).
+                retry_in = max(0.0, b["retry_at"] - time.monotonic())
+            rows.append((b.get("venue", "?"), b.get("state", "?"), str(b.get("failures", 0)),
+                         "-" if retry_in is None else fmt.duration(retry_in), fmt.short(b.get("last_error") or "-", 40)))
+        key = tuple(rows)
+        if key == self._last:
+            return
+        self._last = key
         t = Table(box=None, padding=(0, 1), show_edge=False)
         for name in ("venue", "state", "failures", "probe in", "last error"):
             t.add_column(name, no_wrap=True)
-        for b in breakers:
-            st = b.get("state", "?")
-            retry_in = b.get("retry_in")
-            t.add_row(b.get("venue", "?"), Text(st.upper(), style="green" if st == "closed" else "bold red"),
-                      str(b.get("failures", 0)), "-" if retry_in is None else fmt.duration(retry_in),
-                      fmt.short(b.get("last_error") or "-", 40))
+        for venue, st, failures, probe, error in rows:
+            t.add_row(venue, Text(st.upper(), style="green" if st == "closed" else "bold red"), failures, probe, error)
         self.update(t)
 
 

@@ -1,0 +1,276 @@
+"""The console on a real engine (simulated market, SQLite under tmp_path), driven through Textual's Pilot at 80x24
+and 120x40: what the operator presses, what the screen then says, and what the engine's own database records."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import structlog
+
+from conftest import audit_lines, db_value, ffe_cmd, ffe_env
+from ffe_engine.market.simulated import SimulatedFeed
+from ffe_tui.app import HISTORY_LINES, LOG_LINES
+from test_tui_helpers import (SIZE_IDS, SIZES, audit_path, console, db_path, running, screen_text, status_text,
+                              until)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_pause_then_resume(tmp_path, size):
+    app = console(tmp_path)
+    db = db_path(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        await pilot.press("p")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "PAUSED", "PAUSED stored")
+        await until(pilot, lambda: "PAUSED" in status_text(app), "PAUSED on the status line")
+        assert db_value(db, "SELECT by FROM engine_state") == "operator"
+        await pilot.press("p")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "RUNNING", "RUNNING stored")
+        await until(pilot, lambda: "RUNNING" in status_text(app), "RUNNING on the status line")
+
+
+async def _open_order(pilot, app) -> str:
+    """A market order the paper venue holds open until the next candle (the market is slowed down for this)."""
+    await until(pilot, lambda: app.snap["bars"] >= 2, "the first live bar")
+    res = await app.engine.operator_order("BTC/USDT", "buy", 0.01)
+    assert res["accepted"], res
+    await until(pilot, lambda: any(o["client_order_id"] == res["client_order_id"] for o in app.snap["orders"]),
+                "the open order in the snapshot")
+    return res["client_order_id"]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_kill_switch_K_then_y_halts_cancels_and_survives_a_restart(tmp_path, size):
+    db = db_path(tmp_path)
+    app = console(tmp_path, speed=0.2)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        cid = await _open_order(pilot, app)
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
+        await pilot.press("enter")  # the default is cancel
+        await until(pilot, lambda: "KILL SWITCH" not in screen_text(app), "the confirmation to close")
+        assert db_value(db, "SELECT state FROM engine_state") == "RUNNING"
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        assert db_value(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == "canceled"
+        await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
+        await until(pilot, lambda: cid in screen_text(app) and "cancelled 1" in screen_text(app),
+                    "what was cancelled, on screen")
+    # A new console on the same data directory: the engine starts HALTED and says so.
+    again = console(tmp_path, speed=0.2)
+    async with again.run_test(size=size) as pilot:
+        await until(pilot, lambda: again.snap is not None and "HALTED" in status_text(again), "HALTED after restart")
+        assert again.snap["state"] == "HALTED"
+    assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_ctrl_k_works_over_an_open_dialog(tmp_path, size):
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: "ffe console keys" in screen_text(app), "the help dialog")
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch over the help dialog")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        assert db_value(db, "SELECT reason FROM engine_state") == "kill switch"
+
+
+async def test_K_works_while_typing_in_the_log_filter(tmp_path):
+    """A text field takes printable keys; the kill switch key is taken before it."""
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.press("slash")
+        await until(pilot, lambda: "Filter the log" in screen_text(app), "the filter dialog")
+        await pilot.press("o", "r")
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch over the filter dialog")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_flatten_closes_every_position(tmp_path, size):
+    db = db_path(tmp_path)
+    app = console(tmp_path, speed=1.0)  # one bar a second: orders fill at the next bar
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        await until(pilot, lambda: app.snap["bars"] >= 2, "the first live bar")
+        for symbol, qty in (("BTC/USDT", 0.01), ("ETH/USDT", 0.2)):
+            res = await app.engine.operator_order(symbol, "buy", qty)
+            assert res["accepted"], res
+        positions = app.query_one("#positions")
+        await until(pilot, lambda: positions.row_count == 2, "two open positions on screen")
+        await pilot.press("F")
+        await until(pilot, lambda: "FLATTEN" in screen_text(app), "the flatten confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: db_value(db, "SELECT COUNT(*) FROM positions") == 0, "no position stored")
+        await until(pilot, lambda: positions.row_count == 0 and not app.snap["positions"], "no position on screen")
+        closed = db_value(db, "SELECT group_concat(symbol) FROM orders WHERE reason = 'flatten' AND status = 'filled'")
+        assert sorted(closed.split(",")) == ["BTC/USDT", "ETH/USDT"]
+        await until(pilot, lambda: "FLATTEN" in screen_text(app) and "closing 2" in screen_text(app),
+                    "the flatten report on screen")
+
+
+async def test_approve_and_reject_pending_trades_in_manual_mode(tmp_path):
+    db = db_path(tmp_path)
+    # Small trades (sizing well under the POSITION_SIZE cap), so the re-check at approval passes on a moved price.
+    app = console(tmp_path, approval="manual", risk={"risk_per_trade_pct": 0.01})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        table = app.query_one("#approvals")
+        await until(pilot, lambda: table.row_count >= 1, "a pending approval on screen", timeout=60)
+        aid = table.selected()
+        assert aid in screen_text(app)  # the approvals pane came forward at 80x24
+        await pilot.press("a")
+        await until(pilot, lambda: db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (aid,))
+                    == "approved", f"{aid} approved")
+        assert db_value(db, "SELECT by FROM approvals WHERE approval_id = ?", (aid,)) == "operator"
+        order = db_value(db, "SELECT client_order_id FROM approvals WHERE approval_id = ?", (aid,))
+        assert db_value(db, "SELECT decision_id FROM orders WHERE client_order_id = ?", (order,)) == \
+            db_value(db, "SELECT decision_id FROM approvals WHERE approval_id = ?", (aid,))
+        await until(pilot, lambda: aid not in table.rows, "the approved trade to leave the pane")
+
+        await until(pilot, lambda: table.row_count >= 1, "another pending approval", timeout=60)
+        other = table.selected()
+        await pilot.press("r")
+        await until(pilot, lambda: db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (other,))
+                    == "rejected", f"{other} rejected")
+        assert db_value(db, "SELECT by FROM approvals WHERE approval_id = ?", (other,)) == "operator"
+        assert db_value(db, "SELECT client_order_id FROM approvals WHERE approval_id = ?", (other,)) is None
+        await until(pilot, lambda: other not in table.rows, "the rejected trade to leave the pane")
+
+
+async def test_a_pending_approval_counts_down_and_expires_on_screen(tmp_path):
+    db = db_path(tmp_path)
+    app = console(tmp_path, approval="manual", ttl=3.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        table = app.query_one("#approvals")
+        await until(pilot, lambda: table.row_count >= 1, "a pending approval on screen", timeout=60)
+        aid = next(iter(table.rows)).value
+        shown: list[str] = []
+
+        def gone() -> bool:
+            if aid in table.rows:
+                text = str(table.get_cell(aid, "expires"))
+                if not shown or shown[-1] != text:
+                    shown.append(text)
+                return False
+            return True
+
+        await until(pilot, gone, "the approval to leave the pane")
+        assert len(shown) >= 2 and shown[0] != shown[-1], shown  # the countdown moved on screen
+        assert db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (aid,)) == "expired"
+        await until(pilot, lambda: f"approval {aid} expired" in screen_text(app), "the expiry on screen")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_quit_asks_first_and_says_what_stays_open(tmp_path, size):
+    app = console(tmp_path, speed=0.2)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        await _open_order(pilot, app)
+        await pilot.press("q")
+        await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
+        text = screen_text(app)
+        assert "1 open order(s) stay open" in text and "position(s) stay open" in text
+        await pilot.press("n")
+        await until(pilot, lambda: "Quit the console" not in screen_text(app), "the dialog to close")
+        assert app.is_running and not app.engine.stopped
+        await pilot.press("q")
+        await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to exit")
+    assert app.return_code == 0
+    assert app.engine.stopped
+    last = audit_lines(audit_path(tmp_path))[-1]
+    assert last["event"] == "run" and last["phase"] == "stop"
+
+
+async def test_a_burst_of_5000_log_lines_reaches_the_pane_bounded_and_the_kill_key_still_works(tmp_path):
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        log = structlog.get_logger("ffe.burst")
+        for n in range(5000):  # through the engine's own logging, into the bus, all between two redraws
+            log.info("burst line", n=n)
+        await pilot.press("K", "y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        pane = app.query_one("#log")
+        await until(pilot, lambda: any("burst line n=4999" in line for line in pane.lines), "the last burst line")
+        assert app.sub.dropped == 0  # every event reached the console
+        assert len(pane.lines) == LOG_LINES  # the pane keeps its bound...
+        assert len(app.view.lines) == HISTORY_LINES  # ...and so does the history the filter re-reads
+        await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
+
+
+async def test_log_filter_by_event_type(tmp_path):
+    app = console(tmp_path, speed=4.0)  # a quieter market: Pilot waits for an idle process after each key
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        pane = app.query_one("#log")
+        await until(pilot, lambda: any(" decision " in line for line in pane.lines), "decisions in the log")
+        await pilot.press("p")  # an engine_state line
+        await until(pilot, lambda: any(" engine_state " in line for line in pane.lines), "the pause in the log")
+        await pilot.press("slash")
+        await until(pilot, lambda: "Filter the log" in screen_text(app), "the filter dialog")
+        await pilot.press(*"engine_state", "enter")
+        await until(pilot, lambda: "filter: engine_state" in screen_text(app), "the filter in the pane title")
+        assert pane.lines and all(" engine_state " in line for line in pane.lines)
+        await pilot.press("slash", *"bogus", "enter")
+        await until(pilot, lambda: any("unknown event type 'bogus'" in n.message for n in app._notifications),
+                    "the error for a bad type")
+        await pilot.press("slash", "ctrl+u", *"-decision", "enter")
+        await until(pilot, lambda: "filter: -decision" in screen_text(app), "the exclusion in the pane title")
+        assert not any(" decision " in line for line in pane.lines)
+
+
+class _FailingFeed(SimulatedFeed):
+    """The simulated market, whose connection drops after a few bars."""
+
+    async def candles(self):
+        n = 0
+        async for c in super().candles():
+            yield c
+            n += 1
+            if n == 10:
+                raise ConnectionError("market data connection lost")
+
+
+async def test_an_engine_crash_shows_on_screen_lands_in_the_audit_and_the_console_stays_usable(tmp_path):
+    app = console(tmp_path, feed_class=_FailingFeed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "ENGINE CRASHED" in screen_text(app), "the crash on screen")
+        assert "market data connection lost" in screen_text(app)
+        errors = [r for r in audit_lines(audit_path(tmp_path)) if r["event"] == "error"]
+        assert any("market data connection lost" in r["message"] for r in errors), errors
+        await pilot.press("q")
+        await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to exit")
+    assert app.return_code == 1
+    assert app.engine.stopped
+
+
+async def test_ffe_ctl_talks_to_the_console(tmp_path):
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        proc = await asyncio.create_subprocess_exec(*ffe_cmd("ctl", "pause"), cwd=tmp_path, env=ffe_env(),
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0 and out.decode().strip() == "PAUSED", (out, err)
+        await until(pilot, lambda: "PAUSED" in status_text(app) and "ffe ctl pause" in status_text(app),
+                    "the pause from ffe ctl on the status line")

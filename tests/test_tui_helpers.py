@@ -1,0 +1,67 @@
+"""Shared by the console tests (no tests here): a console on a real engine and a seeded simulated market under
+tmp_path, and ways to read what is on its screen."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from conftest import make_settings
+
+from ffe_engine.clock import SimClock
+from ffe_engine.market.simulated import SimulatedFeed
+from ffe_tui.app import ConsoleApp
+
+START_TS = 1_700_000_040_000  # a fixed first live bar (2023-11-14 22:14 UTC): the same market every run
+SIZES = [(80, 24), (120, 40)]
+SIZE_IDS = ["80x24", "120x40"]
+
+
+def console(tmp_path: Path, *, speed: float = 40.0, max_bars: int | None = None, approval: str = "auto",
+            ttl: float = 120.0, keys: dict[str, str] | None = None, feed_class=SimulatedFeed,
+            **overrides: Any) -> ConsoleApp:
+    """The console as `ffe run` builds it, on a market paced at `speed` bars per second (both symbols per bar)."""
+    settings = make_settings(tmp_path, engine={"warmup_bars": 100, "approval": approval, "approval_ttl_s": ttl},
+                             market={"speed": speed, "seed": 7}, tui={"keys": keys or {}}, **overrides)
+    clock = SimClock(paced=True)
+    feed = feed_class(list(settings.engine.symbols), settings.engine.timeframe_ms, seed=7, clock=clock, speed=speed,
+                      start_ts=START_TS, max_bars=max_bars)
+    return ConsoleApp(settings, feed=feed, clock=clock)
+
+
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "ffe.db"
+
+
+def audit_path(tmp_path: Path) -> Path:
+    return tmp_path / "logs" / "audit.jsonl"
+
+
+def screen_text(app: ConsoleApp) -> str:
+    """The characters on the terminal right now (every screen on the stack, as the operator sees them)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(strip.text for strip in strips)
+
+
+def status_text(app: ConsoleApp) -> str:
+    return "\n".join(screen_text(app).split("\n")[:2])
+
+
+async def until(pilot, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Let the app run until predicate() is truthy; fail after `timeout` seconds (a hang, never a speed check)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n--- screen ---\n"
+                                 f"{screen_text(pilot.app)}")
+        await pilot.pause(0.05)
+
+
+async def running(pilot) -> None:
+    """Wait for the engine to be open and its state on the status line."""
+    await until(pilot, lambda: pilot.app.snap is not None and "RUNNING" in status_text(pilot.app),
+                "the engine RUNNING on the status line")
