@@ -202,6 +202,7 @@ class ConsoleApp(App[int]):
         else:
             self.feed_ended = True
             self._status_note = "STOPPED: the market feed ended"
+            self._chart_due = 0.0  # the final picture, whatever the chart's redraw pace
             self._tick()
 
     def _start_failed(self, message: str, code: int) -> None:

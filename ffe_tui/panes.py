@@ -49,14 +49,12 @@ class StatusLine(Static):
             breakers = "ok" if not bad else ", ".join(f"{b['venue']} {b['state'].upper()}" for b in bad)
             n_appr = len(snap.get("approvals") or [])
             line2 = Text.assemble(
+                (f"{note}  ", "bold reverse") if note else "",
                 "breaker ", (breakers, "bold red" if bad else ""), "  ",
                 "market ", fmt.market_time(snap.get("market_ts")), "  ",
                 "approvals ", (str(n_appr), "bold yellow" if n_appr else ""), f" ({snap['approval_mode']})",
                 f"  bars {snap.get('bars', 0)}",
             )
-            if note:
-                line2.append("  ")
-                line2.append(note, "bold")
             text = Text("\n").join([line1, line2])
             text.no_wrap = True
             text.overflow = "ellipsis"

@@ -1,0 +1,22 @@
+"""Snapshots of the main screen at 80x24 and 120x40 on a deterministic engine: a seeded market from a fixed start,
+run to a fixed number of bars. The log pane is filtered to an event type that did not occur, because log lines carry
+wall-clock times; everything else on screen follows market time."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_tui_helpers import SIZE_IDS, SIZES, console, screen_text, until
+
+
+async def _settled(pilot) -> None:
+    app = pilot.app
+    await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60)
+    await pilot.press("slash", *"kill_switch", "enter")
+    await until(pilot, lambda: "filter: kill_switch" in screen_text(app), "the log filter")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_main_screen(tmp_path, size, snap_compare):
+    app = console(tmp_path, speed=0.0, max_bars=150)
+    assert snap_compare(app, terminal_size=size, run_before=_settled)
