@@ -56,7 +56,7 @@ class ConsoleApp(App[int]):
     def __init__(self, settings, *, live: bool = False, max_bars: int | None = None, feed=None, clock=None,
                  control: bool = True, handle_signals: bool = False, tick_s: float = TICK_S,
                  chart_s: float = CHART_S) -> None:
-        self.keymap_ids = keydefs.keymap(dict(settings.tui.keys))  # KeymapError before anything starts
+        self.keymap_ids = keydefs.keymap(dict(settings.tui.keys), keydefs.where(settings))  # before anything starts
         super().__init__()
         self.settings = settings
         self.live = live

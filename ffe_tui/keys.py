@@ -76,6 +76,14 @@ def _normalise(key: str) -> str:
     return key
 
 
+def where(settings) -> str:
+    """`file:line: tui.keys` when the settings know where [tui] keys was set, else `tui.keys`."""
+    from ffe_engine.config import _origin_for
+
+    found = _origin_for(("tui", "keys"), getattr(settings, "_origins", {}))
+    return f"{found.where}: tui.keys" if found is not None and found.kind in ("toml", "dotenv") else "tui.keys"
+
+
 def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
     """Validate `[tui] keys` (binding id -> key or comma-separated keys) and return Textual's keymap."""
     out: dict[str, str] = {}

@@ -1,0 +1,87 @@
+"""Key bindings: ids, remapping from [tui] keys (and the errors for bad entries), the footer's seven keys at 80
+columns, and help and the command palette reaching the same actions."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from textual.command import CommandPalette
+
+from conftest import db_value, ffe_env, run_ffe
+from ffe_tui import keys
+from test_tui_helpers import console, db_path, running, screen_text, until
+
+
+def test_every_binding_has_an_id_and_a_remap_replaces_its_keys():
+    assert len(set(keys.IDS)) == len(keys.IDS)
+    assert all(b.id for b in keys.bindings())
+    assert keys.keymap({"kill": "X", "help": "?"}) == {"kill": "X", "help": "question_mark"}
+    assert keys.keys_for("kill", {}) == ["K", "ctrl+k"]
+    assert keys.keys_for("kill", {"kill": "X,ctrl+x"}) == ["X", "ctrl+x"]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"bogus": "x"}, "unknown binding id 'bogus'"),
+    ({"kill": "ctrl+b"}, "tui.keys.kill: 'ctrl+b' cannot be used (the tmux prefix)"),
+    ({"pause": "ctrl+m"}, "tui.keys.pause: 'ctrl+m' cannot be used (sent as enter by terminals)"),
+    ({"kill": "p"}, "key 'p' is bound to both 'kill' and 'pause'"),
+    ({"confirm": "K"}, "key 'K' is bound to both 'kill' and 'confirm'"),
+    ({"reject": "a b"}, "tui.keys.reject: 'a b' is not a key name"),
+])
+def test_bad_key_entries_are_refused_with_the_id_named(entry, message):
+    with pytest.raises(keys.KeymapError, match=re.escape(message)):
+        keys.keymap(entry)
+
+
+def test_ffe_run_refuses_a_bad_key_entry_naming_file_line_and_id(tmp_path):
+    (tmp_path / "config.toml").write_text('mode = "paper"\n[tui]\nkeys = { pause = "p", panic = "x" }\n')
+    res = run_ffe(tmp_path, "run", env=ffe_env())
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("ffe: error: config.toml:3: tui.keys: unknown binding id 'panic'")
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data" / "ffe.db").exists()  # nothing started
+
+
+async def test_a_remapped_kill_key_works_and_the_old_one_does_not(tmp_path):
+    db = db_path(tmp_path)
+    app = console(tmp_path, keys={"kill": "X,ctrl+x"})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        assert "X Kill switch" in screen_text(app)  # the footer shows the remapped key
+        await pilot.press("K")
+        await pilot.pause(0.3)
+        assert "KILL SWITCH" not in screen_text(app)
+        await pilot.press("ctrl+x")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch on ctrl+x")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+
+
+async def test_footer_has_at_most_seven_keys_at_80_columns_and_help_lists_every_binding(tmp_path):
+    app = console(tmp_path, speed=4.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        footer = [k for k in app.query("FooterKey") if k.display]
+        assert 1 <= len(footer) <= 7
+        first_line = screen_text(app).split("\n")[-1]
+        assert first_line.lstrip().startswith("K Kill switch")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: "ffe console keys" in screen_text(app), "the help dialog")
+        text = screen_text(app)
+        for k in keys.KEYS:
+            assert k.id in text and k.description[:20] in text, k.id
+        await pilot.press("escape")
+        await until(pilot, lambda: "ffe console keys" not in screen_text(app), "help to close")
+
+
+async def test_the_command_palette_reaches_the_same_actions(tmp_path):
+    db = db_path(tmp_path)
+    app = console(tmp_path, speed=4.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
+        await pilot.press(*"pause", "enter")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "PAUSED", "PAUSED stored")
