@@ -249,6 +249,10 @@ class Engine:
             return
         self.stopped = True
         self._stop.set()
+        if self._tasks:
+            # Housekeeping ends after its current round: cancelled, it could lose a journal write half done (an
+            # order resolved in memory, not yet in the database). Forced after engine.stop_timeout_s.
+            await asyncio.wait(self._tasks, timeout=self.settings.engine.stop_timeout_s)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -294,8 +298,12 @@ class Engine:
         reconcile_s = self.settings.engine.reconcile_interval_s
         next_poll = next_reconcile = time.monotonic()
         next_reconcile += reconcile_s
-        while True:
-            await asyncio.sleep(min(1.0, poll_s))
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), min(1.0, poll_s))
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 await self._expire_approvals()
                 now = time.monotonic()
