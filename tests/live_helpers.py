@@ -32,10 +32,14 @@ RECV_WINDOW_MS = 1500  # the venue's settle window: an unanswered order is resen
 
 
 class MarketClock:
-    """The fake's market time: frozen at a minute boundary, moved by the test one bar at a time."""
+    """The fake's market time: frozen, moved by the test one bar at a time.
+
+    It starts a few minutes ahead of the wall clock: the exchange feed also takes a candle as closed once the wall
+    clock has passed its end, and the candle the fake still has open must not close that way during a test.
+    """
 
     def __init__(self) -> None:
-        self.now = int(time.time() * 1000) // M * M + 30_000
+        self.now = int(time.time() * 1000) // M * M + 3 * M + 30_000
 
     def __call__(self) -> int:
         return self.now

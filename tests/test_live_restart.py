@@ -70,6 +70,8 @@ async def test_killed_between_journal_and_reply_then_restarted(tmp_path, fx, pro
     second = await start_engine(tmp_path, fx, processes, "second")
     await wait_for(lambda: rows(db, "SELECT status, filled FROM orders") == [("filled", 0.01)], timeout=30,
                    what="the order resolved as filled")
+    await wait_for(lambda: [e for e in stored_events(db, "order") if e["status"] == "filled"], timeout=30,
+                   what="its events flushed")  # the events table is written in batches, orders at once
 
     # the exchange's own book: one order with this client id, and no other
     assert [(o.client_id, o.status, o.filled) for o in fx.orders] == [(cid, "FILLED", 0.01)]

@@ -124,6 +124,8 @@ async def test_good_credentials_start_paused_and_reconcile_before_any_order(tmp_
                    timeout=30, what="the order filled")
     assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
 
+    # the events table is written in batches (orders at once): wait for the fill's event to land
+    await wait_for(lambda: stored_events(db, "fill"), timeout=30, what="the fill event")
     events = stored_events(db, "reconcile", "order", "fill")
     first_seq = {}
     for e in events:

@@ -1,0 +1,214 @@
+"""The operator's controls and the circuit breaker on a live engine, against the fake Binance.
+
+Real parts: an engine opened by `open_engine` in live mode (CcxtVenue over real ccxt, the exchange feed, the
+circuit breaker, the SQLite database) and the fake exchange on 127.0.0.1, whose own book every test checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from conftest import engine_session
+from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
+from ffe_engine.risk import OrderIntent
+from live_helpers import (BTC, DELETE_ORDER, POST_ORDER, fx, live_settings, next_bar, rows,  # noqa: F401
+                          stored_events, wait_for)
+
+MANY = 50
+HANG_S = 0.3  # how long the fake takes to answer each cancel in the kill switch tests
+
+LOOSE = {"max_open_positions": MANY + 10, "max_orders_per_minute": MANY + 10, "max_daily_trades": MANY + 10,
+         "max_concentration_pct": 100.0}
+
+
+@contextlib.asynccontextmanager
+async def running_live(tmp_path, fx, **tables):
+    """A live engine that has seen a closed candle and was resumed by the operator."""
+    async with engine_session(live_settings(tmp_path, fx, **tables), live=True) as running:
+        e = running.engine
+        assert await next_bar(e, fx) == 1
+        await e.resume(by="test")
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def engine_loop(engine):
+    """The engine's own loop (feed, housekeeping: order polls, breaker pause) running in the background."""
+    task = asyncio.ensure_future(engine.run())
+    try:
+        yield task
+    finally:
+        engine.request_stop()
+        await task
+
+
+async def open_limit_orders(e, n: int) -> list[str]:
+    """n resting buy orders far below the price, through the engine's single order path."""
+    cids = []
+    for i in range(n):
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.001, type="limit",
+                                                price=20_000.0 + i, reason=OrderReason.OPERATOR,
+                                                ref_price=30_000.0))
+        assert sub.accepted and sub.order.status is OrderStatus.OPEN, sub.reason
+        cids.append(sub.order.client_order_id)
+    return cids
+
+
+class InFlight:
+    """Samples how many requests on a route the fake holds unanswered at once."""
+
+    def __init__(self, fx, route: str) -> None:
+        self.fx, self.route, self.most = fx, route, 0
+        self._task = asyncio.ensure_future(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            pending = sum(1 for r in self.fx.requests_to(self.route) if r.status is None)
+            self.most = max(self.most, pending)
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> int:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        return self.most
+
+
+# ---------------------------------------------------------------------------------------------------- kill switch
+async def test_kill_switch_cancels_50_open_orders_concurrently_and_stores_halted(tmp_path, fx):
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e, db = running.engine, running.store.path
+        cids = await open_limit_orders(e, MANY)
+        assert sorted(o.client_id for o in fx.open_orders()) == sorted(cids)
+
+        fx.fault(DELETE_ORDER, "hang", seconds=HANG_S, execute=True, times=MANY)  # every cancel answers slowly
+        sampler = InFlight(fx, DELETE_ORDER)
+        report = await e.halt(reason="test kill switch", by="test")
+        most_at_once = await sampler.stop()
+
+        # before halt() returned: HALTED in the database, every order cancelled in the fake's own book
+        assert rows(db, "SELECT state, reason, by FROM engine_state") == [("HALTED", "test kill switch", "test")]
+        assert fx.open_orders() == [] and {o.status for o in fx.orders} == {"CANCELED"} and len(fx.orders) == MANY
+        assert sorted(report.cancelled) == sorted(cids) and report.failed == []
+        assert rows(db, "SELECT DISTINCT status FROM orders") == [("canceled",)]
+        assert e.orders.live == {}
+        (event,) = stored_events(db, "kill_switch")
+        assert sorted(event["cancelled"]) == sorted(cids) and event["failed"] == []
+        # concurrent: many cancels were waiting on the exchange at the same moment, so the whole took a small
+        # multiple of one slow answer rather than 50 of them
+        assert most_at_once > 1
+        assert report.elapsed_ms < MANY * HANG_S * 1000 / 2
+        # HALTED refuses every new order; nothing more reaches the exchange
+        refused = await e.operator_order(BTC, "buy", 0.01)
+        assert not refused["accepted"] and refused["reason"].startswith("ENGINE_STATE")
+        assert len(fx.requests_to(POST_ORDER)) == MANY
+
+
+async def test_kill_switch_lists_the_orders_it_could_not_cancel(tmp_path, fx):
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e, db = running.engine, running.store.path
+        cids = await open_limit_orders(e, MANY)
+        # The first three cancels are answered "Unknown order sent." although the orders are open (the lookup that
+        # follows finds them open): they cannot be cancelled now. The next five get a 503: transient, retried.
+        fx.fault(DELETE_ORDER, "not_found_once", times=3)
+        fx.fault(DELETE_ORDER, "5xx_not_executed", times=5)
+        report = await e.halt(by="test")
+
+        refused = [r.params["origClientOrderId"] for r in fx.requests_to(DELETE_ORDER) if r.fault == "not_found_once"]
+        assert len(refused) == 3
+        assert sorted(f["client_order_id"] for f in report.failed) == sorted(refused)
+        assert all("still open" in f["error"] for f in report.failed)
+        assert sorted(report.cancelled) == sorted(set(cids) - set(refused))
+        # the fake's book agrees: exactly the refused ones are still open
+        assert sorted(o.client_id for o in fx.open_orders()) == sorted(refused)
+        assert rows(db, "SELECT state FROM engine_state") == [("HALTED",)]
+        (event,) = stored_events(db, "kill_switch")
+        assert sorted(f["client_order_id"] for f in event["failed"]) == sorted(refused)
+        assert len(event["cancelled"]) == MANY - 3
+        # still tracked: the engine has not lost sight of the orders it could not cancel
+        assert sorted(e.orders.live) == sorted(refused)
+        assert sorted(r[0] for r in rows(db, "SELECT client_order_id FROM orders WHERE status = 'open'")) == \
+            sorted(refused)
+
+
+# ---------------------------------------------------------------------------------------------------- flatten
+@pytest.mark.parametrize("first_answer", ["429", "5xx_not_executed"])
+async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(tmp_path, fx, first_answer):
+    fx.balances["BTC"].free = 0.05  # the account holds BTC of its own next to what ffe buys
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        assert e.portfolio.positions[BTC].quantity == 0.02
+        resting = (await open_limit_orders(e, 1))[0]  # an open order, cancelled first
+
+        # the first closing order fails: refused before matching (429), or a 503 that did not execute it
+        fx.fault(POST_ORDER, first_answer, retry_after=0) if first_answer == "429" else fx.fault(POST_ORDER,
+                                                                                                  first_answer)
+        async with engine_loop(e):
+            result = await e.flatten(by="test")
+            assert result["cancelled"] == [resting] and result["failed"] == []
+            assert rows(db, "SELECT state, reason FROM engine_state") == [("HALTED", "flatten")]
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
+
+        sells = [o for o in fx.orders if o.side == "SELL"]
+        assert [(o.type, o.status, o.filled) for o in sells] == [("MARKET", "FILLED", 0.02)]
+        (closing,) = result["closing"]
+        assert sells[0].client_id == closing
+        posts = [r.params for r in fx.requests_to(POST_ORDER) if r.params.get("side") == "SELL"]
+        if first_answer == "429":  # refused and not placed: flatten tried again with a new order
+            assert len(posts) == 2 and posts[0]["newClientOrderId"] != closing
+        else:  # in doubt: looked up by its id, sent again with the same id once surely absent
+            assert [p["newClientOrderId"] for p in posts] == [closing, closing]
+        assert rows(db, "SELECT symbol FROM positions") == []
+        assert rows(db, "SELECT reason, quantity FROM trades") == [("flatten", 0.02)]
+        assert e.state is EngineState.HALTED
+        assert fx.balances["BTC"].total == pytest.approx(0.05 + 0.02 * (1 - fx.fee_rate) - 0.02)
+
+
+# ---------------------------------------------------------------------------------------------------- breaker
+async def test_exchange_down_past_the_breaker_threshold_then_back(tmp_path, fx):
+    async with running_live(tmp_path, fx, breaker={"failure_threshold": 3, "recovery_timeout_s": 1.0}) as running:
+        e, db = running.engine, running.store.path
+        async with engine_loop(e):
+            fx.down = True
+            placed = await e.operator_order(BTC, "buy", 0.01)  # its answer is lost: failure 1, in doubt
+            cid = placed["client_order_id"]
+            assert placed["accepted"] and e.orders.live[cid].status is OrderStatus.IN_DOUBT
+            # the engine's own polls look the order up and fail too: the breaker opens, the engine pauses
+            await wait_for(lambda: e.breaker.state == "open", timeout=30, what="the breaker open")
+            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "breaker")],
+                           timeout=10, what="the engine paused, durably")
+            assert e.state is EngineState.PAUSED and e.state_reason.startswith("breaker open on binance")
+
+            # while it is open nothing is sent: an operator entry is refused at the gates
+            posts = len(fx.requests_to(POST_ORDER))
+            gets = len(fx.requests_to("GET /api/v3/order"))
+            refused = await e.operator_order(BTC, "buy", 0.01)
+            gates = {g["code"]: g["passed"] for g in refused["gates"]}
+            assert not refused["accepted"] and gates["ENGINE_STATE"] is False and gates["BREAKER_OPEN"] is False
+            await asyncio.sleep(0.5)  # polls go on meanwhile, held back by the open breaker
+            assert e.breaker.state == "open"
+            assert len(fx.requests_to(POST_ORDER)) == posts and len(fx.requests_to("GET /api/v3/order")) == gets
+
+            fx.down = False
+            # after recovery_timeout_s one probe goes through (the lookup of the order in doubt) and closes it
+            await wait_for(lambda: e.breaker.state == "closed", timeout=20, what="the breaker closed")
+            await wait_for(lambda: rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
+                ("rejected", "not sent again: engine PAUSED")], timeout=20, what="the order in doubt resolved")
+            # The order never reached the exchange (the connection was dropped before it), and the paused engine
+            # does not send an entry again on its own: recorded as not sent, nothing at the exchange.
+            assert fx.orders == [] and cid not in e.orders.live
+
+            # the operator resumes once the exchange is back, and orders go through again
+            assert e.state is EngineState.PAUSED
+            assert await e.resume(by="test") is EngineState.RUNNING
+            again = await e.operator_order(BTC, "buy", 0.01)
+            assert again["accepted"], again
+            assert [(o.client_id, o.status) for o in fx.orders] == [(again["client_order_id"], "FILLED")]
+
+        states = [(b["previous"], b["state"]) for b in stored_events(db, "breaker")]
+        assert states == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
