@@ -125,6 +125,7 @@ class ConsoleApp(App[int]):
                 self.panes[wid].border_title = title
         self._set_detail("votes")
         self._layout(self.size.width, self.size.height)
+        self.panes["positions"].focus()
         self._open_task = asyncio.ensure_future(self._open())
         self.run_worker(self._lifecycle(), name="engine", group="engine", exit_on_error=False)
         self.set_interval(self.tick_s, self._tick, name="drain")

@@ -56,7 +56,8 @@ async def test_kill_switch_K_then_y_halts_cancels_and_survives_a_restart(tmp_pat
         await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
         await pilot.press("y")
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
-        assert db_value(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == "canceled"
+        await until(pilot, lambda: db_value(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,))
+                    == "canceled", "the open order cancelled in the journal")
         await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
         await until(pilot, lambda: cid in screen_text(app) and "cancelled 1" in screen_text(app),
                     "what was cancelled, on screen")
@@ -116,8 +117,9 @@ async def test_flatten_closes_every_position(tmp_path, size):
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
         await until(pilot, lambda: db_value(db, "SELECT COUNT(*) FROM positions") == 0, "no position stored")
         await until(pilot, lambda: positions.row_count == 0 and not app.snap["positions"], "no position on screen")
-        closed = db_value(db, "SELECT group_concat(symbol) FROM orders WHERE reason = 'flatten' AND status = 'filled'")
-        assert sorted(closed.split(",")) == ["BTC/USDT", "ETH/USDT"]
+        await until(pilot, lambda: sorted((db_value(db, "SELECT group_concat(symbol) FROM orders WHERE reason = "
+                                                    "'flatten' AND status = 'filled'") or "").split(","))
+                    == ["BTC/USDT", "ETH/USDT"], "both flatten orders filled")
         await until(pilot, lambda: "FLATTEN" in screen_text(app) and "closing 2" in screen_text(app),
                     "the flatten report on screen")
 
@@ -274,3 +276,49 @@ async def test_ffe_ctl_talks_to_the_console(tmp_path):
         assert proc.returncode == 0 and out.decode().strip() == "PAUSED", (out, err)
         await until(pilot, lambda: "PAUSED" in status_text(app) and "ffe ctl pause" in status_text(app),
                     "the pause from ffe ctl on the status line")
+
+
+async def test_positions_update_in_place_and_the_cursor_stays_put(tmp_path):
+    app = console(tmp_path, speed=8.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await until(pilot, lambda: app.snap["bars"] >= 2, "the first live bar")
+        for symbol, qty in (("BTC/USDT", 0.01), ("ETH/USDT", 0.2)):
+            assert (await app.engine.operator_order(symbol, "buy", qty))["accepted"]
+        table = app.query_one("#positions")
+        await until(pilot, lambda: table.row_count == 2, "two positions on screen")
+        await pilot.press("down")
+        chosen = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        assert table.cursor_row == 1
+        seen = {str(table.get_cell(chosen, "last"))}
+        await until(pilot, lambda: seen.add(str(table.get_cell(chosen, "last"))) or len(seen) >= 3,
+                    "the last price to change twice")
+        assert table.cursor_row == 1
+        assert table.coordinate_to_cell_key((1, 0)).row_key.value == chosen
+
+
+async def test_approval_mode_switch_and_the_detail_views_at_80x24(tmp_path):
+    app = console(tmp_path, speed=4.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.press("m")
+        await until(pilot, lambda: "(manual)" in status_text(app), "manual approval on the status line")
+        assert db_value(db_path(tmp_path), "SELECT value FROM kv WHERE key = 'approval_mode'") == '"manual"'
+        titles = []
+        for _ in range(5):
+            titles.append(next(line for line in screen_text(app).split("\n") if "[v: next]" in line))
+            await pilot.press("v")
+        for title in ("Ensemble votes", "Approvals", "Risk gates", "Circuit breaker", "Chart"):
+            assert any(title in t for t in titles), titles
+
+
+async def test_a_data_dir_in_use_is_a_one_line_error_and_exit_code_2(tmp_path):
+    first = console(tmp_path, speed=4.0)
+    async with first.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        second = console(tmp_path, speed=4.0)
+        async with second.run_test(size=(80, 24)) as pilot2:
+            await until(pilot2, lambda: not second.is_running, "the second console to give up")
+        assert second.return_code == 2
+        assert "another ffe engine is running on this data directory" in second.start_error
+        assert "RUNNING" in status_text(first)  # the first one is untouched
