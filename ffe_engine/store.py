@@ -47,9 +47,10 @@ MIGRATIONS: dict[int, list[str]] = {
             decision_id TEXT NOT NULL, provider TEXT NOT NULL, action TEXT, confidence REAL, weight REAL,
             failed INTEGER NOT NULL, reason TEXT, latency_ms REAL)""",
         "CREATE INDEX votes_decision ON votes (decision_id)",
+        # value and limit_value have no declared type: numbers stay numbers, a state name stays text.
         """CREATE TABLE gate_results (
             decision_id TEXT, client_order_id TEXT, position INTEGER NOT NULL, code TEXT NOT NULL,
-            value TEXT, limit_value TEXT, passed INTEGER NOT NULL, detail TEXT, ts REAL NOT NULL)""",
+            value, limit_value, passed INTEGER NOT NULL, detail TEXT, ts REAL NOT NULL)""",
         "CREATE INDEX gate_results_decision ON gate_results (decision_id)",
         """CREATE TABLE orders (
             client_order_id TEXT PRIMARY KEY, decision_id TEXT, venue TEXT NOT NULL, symbol TEXT NOT NULL,
