@@ -115,4 +115,8 @@ async def reconcile_and_hold(engine: "Engine") -> list[dict[str, Any]]:
         engine.reconcile_blocked = differences
         if engine.state is EngineState.RUNNING:
             await engine._set_state(EngineState.PAUSED, f"reconcile: {len(differences)} difference(s)", "reconcile")
+    elif all(d.get("kind") == "venue_unreachable" for d in engine.reconcile_blocked):
+        # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept
+        # (the engine stays PAUSED until resumed).
+        engine.reconcile_blocked = []
     return differences
