@@ -80,9 +80,9 @@ async def test_running_engine_pauses_on_a_balance_it_cannot_explain_until_accept
         loop = asyncio.ensure_future(e.run())
         try:
             fx.balances["BTC"].free += 0.25  # BTC arrives that no order of ffe's explains
-            await wait_for(lambda: e.state is EngineState.PAUSED, timeout=20, what="the engine paused")
+            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
+                           timeout=20, what="the engine paused, durably")
             assert e.state_reason == "reconcile: 1 difference(s)"
-            assert rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")]
             assert e.reconcile_blocked == [{"kind": "position", "symbol": BTC, "journal": 0.0, "venue": 0.25}]
             with pytest.raises(ControlError):
                 await e.resume(by="test")
@@ -129,3 +129,25 @@ async def test_a_fill_while_the_engine_was_stopped_is_recorded_at_the_next_start
         assert [ev["event"] for ev in events[start + 1:]] == ["fill", "reconcile"]
         assert events[-1]["differences"] == [] and e.reconcile_blocked == []
     assert len(fx.orders) == 1  # nothing was sent again
+
+
+async def test_exchange_unreachable_at_a_reconciliation_pauses_and_clears_once_it_agrees(tmp_path, fx):
+    settings = live_settings(tmp_path, fx)
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await e.resume(by="test")
+        fx.down = True
+        (difference,) = await reconcile_and_hold(e)
+        assert difference["kind"] == "venue_unreachable"
+        assert e.state is EngineState.PAUSED and rows(db, "SELECT by FROM engine_state") == [("reconcile",)]
+        with pytest.raises(ControlError):
+            await e.resume(by="test")  # nothing known about the account: no new entries
+
+        fx.down = False
+        assert await reconcile_and_hold(e) == []
+        # the exchange answers and agrees: nothing for the operator to accept; resuming is the operator's call
+        assert e.state is EngineState.PAUSED and e.reconcile_blocked == []
+        assert await e.resume(by="test") is EngineState.RUNNING
+        await e.flush()
+        assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok", "failed", "ok"]
