@@ -1,8 +1,8 @@
 """Never more than `max_open_positions` positions at once, over a long simulated run.
 
 The engine runs its own loop (Engine.run, the four built-in providers, the paper venue, a SQLite file) on three
-symbols of the simulated market for a few thousand bars, with the limit at 1 and at 2 and every other limit loose, so that
-the strategy wants more positions than it may hold. The proof is read back from the SQLite file: replaying the
+symbols of the simulated market for a couple of thousand bars, with the limit at 1 and at 2 and every other limit
+loose, so that the strategy wants more positions than it may hold. The proof is read back from the SQLite file: replaying the
 stored fills in time order never finds more symbols held at once than the limit, and the decisions table shows
 the MAX_OPEN_POSITIONS gate refusing entries (the limit was reached and defended, not merely never tested).
 """
