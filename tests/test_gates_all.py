@@ -488,3 +488,27 @@ async def test_halted_refuses_every_exit_but_the_operators_flatten(tmp_path, pip
     assert BTC not in p.engine.portfolio.positions
     assert await p.rows("SELECT reason FROM trades") == [("flatten",)]
     assert p.engine.state is EngineState.HALTED
+
+
+async def test_halted_refuses_a_stop_loss_exit_too(tmp_path, pipelines):
+    paths = crash_paths()
+    script: dict = {}
+    s = make_settings(tmp_path, risk={"max_position_pct": 50, "take_profit_atr": 100})
+    clock = SimClock()
+    p = await pipelines(s, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
+    await p.bars(60)
+    script[BTC] = (BUY, 0.8)
+    await p.bars(1)
+    del script[BTC]
+    await p.bars(2)
+    entry = p.engine.portfolio.positions[BTC].entry_decision_id
+    await p.engine.halt()
+    await p.bars(14)  # through the crash at bar 76: its low is far under the stop
+    assert p.engine.portfolio.positions[BTC].stop_loss > min(paths[BTC][70:80])
+    assert BTC in p.engine.portfolio.positions  # the kill switch leaves the position to the operator
+    assert await p.rows("SELECT count(*) FROM orders WHERE side = 'sell'") == [(0,)]
+    out = await p.engine.flatten()
+    assert len(out["closing"]) == 1
+    await p.bars(1)
+    assert BTC not in p.engine.portfolio.positions
+    assert await p.rows("SELECT reason, entry_decision_id FROM trades") == [("flatten", entry)]
