@@ -146,8 +146,7 @@ async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(t
         resting = (await open_limit_orders(e, 1))[0]  # an open order, cancelled first
 
         # the first closing order fails: refused before matching (429), or a 503 that did not execute it
-        fx.fault(POST_ORDER, first_answer, retry_after=0) if first_answer == "429" else fx.fault(POST_ORDER,
-                                                                                                  first_answer)
+        fx.fault(POST_ORDER, first_answer, **({"retry_after": 0} if first_answer == "429" else {}))
         async with engine_loop(e):
             result = await e.flatten(by="test")
             assert result["cancelled"] == [resting] and result["failed"] == []
@@ -171,7 +170,7 @@ async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(t
 
 # ---------------------------------------------------------------------------------------------------- breaker
 async def test_exchange_down_past_the_breaker_threshold_then_back(tmp_path, fx):
-    async with running_live(tmp_path, fx, breaker={"failure_threshold": 3, "recovery_timeout_s": 1.0}) as running:
+    async with running_live(tmp_path, fx, breaker={"failure_threshold": 3, "recovery_timeout_s": 3.0}) as running:
         e, db = running.engine, running.store.path
         async with engine_loop(e):
             fx.down = True
@@ -190,7 +189,7 @@ async def test_exchange_down_past_the_breaker_threshold_then_back(tmp_path, fx):
             refused = await e.operator_order(BTC, "buy", 0.01)
             gates = {g["code"]: g["passed"] for g in refused["gates"]}
             assert not refused["accepted"] and gates["ENGINE_STATE"] is False and gates["BREAKER_OPEN"] is False
-            await asyncio.sleep(0.5)  # polls go on meanwhile, held back by the open breaker
+            await asyncio.sleep(0.3)  # polls go on meanwhile, held back by the open breaker
             assert e.breaker.state == "open"
             assert len(fx.requests_to(POST_ORDER)) == posts and len(fx.requests_to("GET /api/v3/order")) == gets
 
