@@ -251,15 +251,3 @@ async def wait_for_bar(sock: Path, fx: FakeBinance) -> None:
         return bool((await engine_status(sock))["market_ts"])
 
     await wait_for(seen, timeout=30, what="a closed candle at the engine", interval=0.05)
-
-
-def fx_orders(fx: FakeBinance) -> list[tuple[str, str, str, float]]:
-    """The fake's own book: (client id, side, status, filled) of every order it ever accepted."""
-    return [(o.client_id, o.side, o.status, o.filled) for o in fx.orders]
-
-
-def env_has_no_secret(texts: list[str], *secrets: str) -> None:
-    for text in texts:
-        for s in secrets:
-            assert s not in text, f"a credential appears in: {text[:300]!r}"
-

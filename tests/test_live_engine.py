@@ -14,7 +14,7 @@ import pytest
 from conftest import engine_session
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.risk import OrderIntent
-from live_helpers import (BTC, DELETE_ORDER, POST_ORDER, fx, live_settings, next_bar, rows,  # noqa: F401
+from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, fx, live_settings, next_bar, rows,  # noqa: F401
                           stored_events, wait_for)
 
 MANY = 50
@@ -185,13 +185,13 @@ async def test_exchange_down_past_the_breaker_threshold_then_back(tmp_path, fx):
 
             # while it is open nothing is sent: an operator entry is refused at the gates
             posts = len(fx.requests_to(POST_ORDER))
-            gets = len(fx.requests_to("GET /api/v3/order"))
+            gets = len(fx.requests_to(GET_ORDER))
             refused = await e.operator_order(BTC, "buy", 0.01)
             gates = {g["code"]: g["passed"] for g in refused["gates"]}
             assert not refused["accepted"] and gates["ENGINE_STATE"] is False and gates["BREAKER_OPEN"] is False
             await asyncio.sleep(0.3)  # polls go on meanwhile, held back by the open breaker
             assert e.breaker.state == "open"
-            assert len(fx.requests_to(POST_ORDER)) == posts and len(fx.requests_to("GET /api/v3/order")) == gets
+            assert len(fx.requests_to(POST_ORDER)) == posts and len(fx.requests_to(GET_ORDER)) == gets
 
             fx.down = False
             # after recovery_timeout_s one probe goes through (the lookup of the order in doubt) and closes it
