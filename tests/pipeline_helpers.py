@@ -34,7 +34,7 @@ from ffe_engine.market.simulated import SimulatedFeed
 from ffe_engine.model import Action, EngineState, Vote
 from ffe_engine.signals import make_providers
 from ffe_engine.store import Store
-from ffe_engine.venues.base import VenueUnavailable
+from ffe_engine.venues.base import OrderInDoubt, VenueUnavailable
 from ffe_engine.venues.paper import PaperVenue
 
 BUY, SELL, HOLD = Action.BUY, Action.SELL, Action.HOLD
@@ -84,21 +84,32 @@ class Scripted:
 
 
 class FlakyVenue(PaperVenue):
-    """The paper exchange behind a network that can be cut: while `down`, create_order raises VenueUnavailable
-    before the exchange sees the order. `calls` counts every create_order that reached this boundary."""
+    """The paper exchange behind a network that can be cut: while `down`, every call fails before the exchange sees
+    it (VenueUnavailable; for create_order OrderInDoubt instead when `lost_answers`, as when a request timed out).
+    `calls` counts every create_order that reached this boundary, `fetches` every fetch_order."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.down = False
+        self.lost_answers = False
         self.calls = 0
+        self.fetches = 0
         self.sent: list[str] = []
 
     async def create_order(self, req):
         self.calls += 1
         self.sent.append(req.client_order_id)
         if self.down:
+            if self.lost_answers:
+                raise OrderInDoubt("request timed out")
             raise VenueUnavailable("connection reset by peer")
         return await super().create_order(req)
+
+    async def fetch_order(self, client_order_id, symbol):
+        self.fetches += 1
+        if self.down:
+            raise VenueUnavailable("connection reset by peer")
+        return await super().fetch_order(client_order_id, symbol)
 
 
 def paper_venue(settings: Settings, cls=PaperVenue):

@@ -14,7 +14,7 @@ from pipeline_helpers import BUY, MIN, FlakyVenue, make_settings, paper_venue, p
 
 _ = pipelines  # a fixture
 
-BTC = "BTC/USDT"
+BTC, ETH = "BTC/USDT", "ETH/USDT"
 RECOVERY_S = 1.5
 
 
@@ -113,3 +113,33 @@ async def test_in_a_backtest_the_probe_waits_exactly_the_recovery_timeout_in_mar
     states = [(e["previous"], e["state"]) for e in await p.events("breaker")]
     assert states == [("closed", "open"), ("open", "half_open"), ("half_open", "open")]
     await journal_matches_the_wire(p, venue)
+
+
+async def test_while_open_not_even_the_lookups_of_orders_in_doubt_reach_the_venue(tmp_path, pipelines):
+    s = make_settings(tmp_path, breaker={"failure_threshold": 3, "recovery_timeout_s": RECOVERY_S})
+    venue = paper_venue(s, FlakyVenue)
+    venue.down = venue.lost_answers = True
+    p = await pipelines(s, script={BTC: (BUY, 0.8), ETH: (BUY, 0.8)}, venue=venue)
+    e = p.engine
+    # BTC's entry: answer lost (in doubt); ETH's candle: the lookup of BTC's order fails, then ETH's entry is
+    # lost too: three failures in a row, the breaker opens
+    await p.bars(1)
+    assert e.breaker.state == "open" and (venue.calls, venue.fetches) == (2, 1)
+    assert sorted(r[0] for r in await p.rows("SELECT status FROM orders")) == ["in_doubt", "in_doubt"]
+    for _ in range(2):
+        await e.resume()
+        await p.bars(1)
+    assert (venue.calls, venue.fetches) == (2, 1)  # the orders in doubt wait: nothing looked up or sent again
+
+    # the network is back: one lookup probes and closes the breaker, then each order is resolved by its id
+    venue.down = False
+    await past_the_recovery_timeout(e.breaker)
+    await e.resume()  # an entry in doubt is sent again only while the engine runs
+    await p.bars(1)
+    assert e.breaker.state == "closed"
+    await p.bars(1)
+    assert set(e.portfolio.positions) == {BTC, ETH}
+    # each order is in the exchange's book once, under the id chosen before its first send
+    journaled = sorted(r[0] for r in await p.rows("SELECT client_order_id FROM orders"))
+    assert sorted(venue.orders) == journaled
+    assert sorted(set(venue.sent)) == journaled
