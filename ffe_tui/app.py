@@ -126,6 +126,8 @@ class ConsoleApp(App[int]):
         self._set_detail("votes")
         self._layout(self.size.width, self.size.height)
         self.panes["positions"].focus()
+        if self.handle_signals:
+            self._install_signals()  # before the engine opens: a SIGTERM while it starts still stops it in order
         self._open_task = asyncio.ensure_future(self._open())
         self.run_worker(self._lifecycle(), name="engine", group="engine", exit_on_error=False)
         self.set_interval(self.tick_s, self._tick, name="drain")
@@ -188,8 +190,6 @@ class ConsoleApp(App[int]):
             if self.control:
                 self.server = ControlServer(self.engine, self.settings.socket_path)
                 await self.server.start()
-            if self.handle_signals:
-                self._install_signals()
             self._run_task = asyncio.ensure_future(self.engine.run())
             await asyncio.shield(self._run_task)
         except asyncio.CancelledError:
@@ -288,7 +288,8 @@ class ConsoleApp(App[int]):
         self.request_stop(f"{name} received")
 
     def _signal_halt(self) -> None:
-        self._control("halt", self._halt("SIGUSR1", "signal"))
+        if self.engine is not None:
+            self._control("halt", self._halt("SIGUSR1", "signal"))
 
     def request_stop(self, reason: str) -> None:
         """Stop the engine in order, then leave (quit, SIGTERM, SIGHUP)."""
@@ -338,8 +339,8 @@ class ConsoleApp(App[int]):
         if "banner" in changed:
             if self.view.kill is not None and (self.view.error is None or self.view.kill.seq > self.view.error.seq):
                 kill = self.view.kill
-                self._set_banner(f"{'FLATTEN' if kill.action == 'flatten' else 'KILL SWITCH'} {kill_summary(kill)}",
-                                 error=True)
+                what = "FLATTEN, then HALTED," if kill.action == "flatten" else "KILL SWITCH: HALTED"
+                self._set_banner(f"{what} {kill_summary(kill)}", error=True)
             elif self.view.error is not None and self.crash is None:
                 self._set_banner(f"ERROR [{self.view.error.where}] {self.view.error.message}", error=True)
         if prev_state == "HALTED" and snap["state"] == "RUNNING":
@@ -409,15 +410,8 @@ class ConsoleApp(App[int]):
                       "HALT", lambda: self._control("kill switch", self._halt("kill switch", "operator")))
 
     async def _halt(self, reason: str, by: str) -> None:
-        report = await self.engine.halt(reason=reason, by=by)
-        cancelled = ", ".join(report.cancelled[:4]) + (", …" if len(report.cancelled) > 4 else "")
-        self._set_banner(f"HALTED by {by}: cancelled {len(report.cancelled)}"
-                         + (f" ({cancelled})" if report.cancelled else "")
-                         + f", failed {len(report.failed)}"
-                         + (" (" + ", ".join(f"{f['client_order_id']}: {f['error']}" for f in report.failed[:3]) + ")"
-                            if report.failed else "")
-                         + f", {report.elapsed_ms:.1f} ms", error=True)
-        self._tick()
+        await self.engine.halt(reason=reason, by=by)
+        self._tick()  # the kill_switch event (what was cancelled, what failed) is on the bus by now: show it
 
     def action_pause(self) -> None:
         if self.engine is None or self.snap is None:
@@ -441,11 +435,7 @@ class ConsoleApp(App[int]):
                       "then HALT.", "FLATTEN", lambda: self._control("flatten", self._flatten()))
 
     async def _flatten(self) -> None:
-        res = await self.engine.flatten(by="operator")
-        self._set_banner(f"FLATTEN: cancelled {len(res['cancelled'])}, closing {len(res['closing'])}, "
-                         f"failed {len(res['failed'])}" + (" (" + ", ".join(
-                             str(f.get('symbol') or f.get('client_order_id')) for f in res['failed'][:3]) + ")"
-                             if res['failed'] else "") + "; HALTED", error=True)
+        await self.engine.flatten(by="operator")
         self._tick()
 
     def _selected_approval(self, verb: str) -> str | None:

@@ -95,7 +95,7 @@ def describe(e: ev.Event) -> str:
     if isinstance(e, ev.ErrorEvent):
         return f"{n} [{e.where}] {e.message}"
     if isinstance(e, ev.KillSwitchEvent):
-        return f"{n} {kill_summary(e)}"
+        return f"{n} {e.action} {kill_summary(e)}"
     if isinstance(e, ev.RunEvent):
         d = e.detail
         keep = " ".join(f"{k}={d[k]}" for k in ("state", "approval", "positions", "recovered_orders", "bars", "equity")
@@ -107,7 +107,7 @@ def describe(e: ev.Event) -> str:
 
 
 def kill_summary(e: ev.KillSwitchEvent) -> str:
-    parts = [f"{e.action} by {e.by or '?'}: cancelled {len(e.cancelled)}"]
+    parts = [f"by {e.by or '?'}: cancelled {len(e.cancelled)}"]
     if e.cancelled:
         parts.append(f"({', '.join(e.cancelled[:4])}{', …' if len(e.cancelled) > 4 else ''})")
     parts.append(f"failed {len(e.failed)}")

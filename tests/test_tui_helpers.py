@@ -18,7 +18,7 @@ SIZES = [(80, 24), (120, 40)]
 SIZE_IDS = ["80x24", "120x40"]
 
 
-def console(tmp_path: Path, *, speed: float = 40.0, max_bars: int | None = None, approval: str = "auto",
+def console(tmp_path: Path, *, speed: float = 8.0, max_bars: int | None = None, approval: str = "auto",
             ttl: float = 120.0, keys: dict[str, str] | None = None, feed_class=SimulatedFeed,
             **overrides: Any) -> ConsoleApp:
     """The console as `ffe run` builds it, on a market paced at `speed` bars per second (both symbols per bar)."""
