@@ -243,8 +243,8 @@ class RiskSettings(_Section):
     risk_per_trade_pct: Pct = 1.0
     stop_loss_atr: float = Field(2.0, gt=0)
     take_profit_atr: float = Field(3.0, gt=0)
-    var_window: int = Field(250, ge=2)  # bars of returns
-    correlation_window: int = Field(100, ge=2)
+    var_window: int = Field(250, ge=30)  # bars of returns (30 at least: fewer cannot measure a tail)
+    correlation_window: int = Field(100, ge=30)
 
 
 class ExchangeSettings(_Section):

@@ -126,7 +126,8 @@ class OrderPath:
         await self.store.journal_order(o, intent.as_dict())
         self.live[o.client_order_id] = o
         self.intents[o.client_order_id] = intent
-        if intent.decision_id is None:
+        if intent.reason is not OrderReason.SIGNAL:
+            # The strategy's gates are recorded with its decision; every other caller's with the order.
             self.store.add_gates(gates, decision_id=None, client_order_id=o.client_order_id, ts=time.time())
         if not self._allowed_now(o):
             await self._finish(o, OrderStatus.REJECTED, f"engine {self.state().value} before send")

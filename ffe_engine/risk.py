@@ -18,6 +18,7 @@ from .model import EngineState, GateResult, OrderReason, Side
 from .portfolio import Portfolio
 
 INPUT_MISSING = "INPUT_MISSING"
+SIZE_HEADROOM = 0.99
 
 GATE_ORDER = ("ENGINE_STATE", "BREAKER_OPEN", "DATA_STALE", "MIN_CONFIDENCE", "MAX_OPEN_POSITIONS", "POSITION_SIZE",
               "CONCENTRATION", "LEVERAGE", "DRAWDOWN", "DAILY_LOSS", "VAR", "CORRELATION", "ORDER_RATE",
@@ -192,7 +193,9 @@ def size_entry(risk, *, equity: float, cash: float, price: float, atr: float | N
         return 0.0, {"error": INPUT_MISSING, "atr": atr, "price": price}
     stop_distance = risk.stop_loss_atr * atr
     raw = equity * risk.risk_per_trade_pct / 100.0 / stop_distance
-    cap_size = equity * risk.max_position_pct / 100.0 / price
+    # 1% below the POSITION_SIZE limit: an order sized at the limit itself would fail the gate on the first
+    # tick up before it is sent or approved.
+    cap_size = equity * risk.max_position_pct * SIZE_HEADROOM / 100.0 / price
     cap_cash = max(0.0, cash) / (price * (1.0 + fee_rate) * 1.001)
     qty = min(raw, cap_size, cap_cash)
     capped = "risk" if qty == raw else ("position_size" if qty == cap_size else "cash")

@@ -245,7 +245,8 @@ class Store:
         e = d.ensemble
         # Action is a str enum: sqlite3 stores it as its text.
         self._decisions.append((d.decision_id, d.ts, d.symbol, e.action, e.confidence, e.tier, e.strategy,
-                                d.price, d.quantity, d.outcome, d.reason, d.client_order_id, d.approval_id,
+                                d.price, d.quantity, d.outcome, d.reason or e.reason, d.client_order_id,
+                                d.approval_id,
                                 event_seq))
         # The votes table indexes the directional votes (what the feedback loop scores and the provider report
         # counts); every vote, HOLDs included, is in the decision's record.
