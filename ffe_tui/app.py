@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Container, Horizontal, Vertical
@@ -122,7 +123,7 @@ class ConsoleApp(App[int]):
         self.panes["status"].show(None)
         for wid, title in TITLES.items():
             if wid in self.panes:
-                self.panes[wid].border_title = title
+                self.panes[wid].border_title = Text(title)
         self._set_detail("votes")
         self._layout(self.size.width, self.size.height)
         self.panes["positions"].focus()
@@ -161,7 +162,7 @@ class ConsoleApp(App[int]):
             title = TITLES[v]
             if v == "gates" and self.view.gates:
                 title = f"{title}: {self.view.gates['title']}"
-            self.panes[v].border_title = title if self._wide else f"{title}  [{key}: next]"
+            self.panes[v].border_title = Text(title if self._wide else f"{title}  [{key}: next]")
 
     def pane_visible(self, view: str) -> bool:
         return self._wide or self._detail == view
@@ -269,6 +270,11 @@ class ConsoleApp(App[int]):
             self._engine_closed.set_result(None)
 
     async def on_unmount(self) -> None:
+        # Textual keeps the exception that ended the app (a failing handler in the console itself): record it in
+        # the audit trail before the engine stops, as for an engine crash.
+        ui_error = getattr(self, "_exception", None)
+        if ui_error is not None and self.running is not None and self._engine_closed is None:
+            self.running.bus.publish(ErrorEvent(message=f"{type(ui_error).__name__}: {ui_error}", where="console"))
         await self._close()
 
     def _install_signals(self) -> None:
@@ -349,7 +355,7 @@ class ConsoleApp(App[int]):
             if self._detail != "approvals":
                 self._set_detail("approvals")
         for done in self.view.approvals_done:
-            self.notify(f"approval {done.approval_id} {done.outcome} ({done.symbol} {done.side}) by {done.by}"
+            self.say(f"approval {done.approval_id} {done.outcome} ({done.symbol} {done.side}) by {done.by}"
                         + (f": {done.reason}" if done.reason else ""),
                         severity="warning" if done.outcome == "expired" else "information")
         self.view.approvals_done.clear()
@@ -358,7 +364,7 @@ class ConsoleApp(App[int]):
         pane = self.panes["gates"]
         pane.show(self.view)
         if self.view.gates:
-            pane.border_title = f"{TITLES['gates']}: {self.view.gates['title']}"
+            pane.border_title = Text(f"{TITLES['gates']}: {self.view.gates['title']}")
         if not self._wide:
             self._retitle_detail()
 
@@ -372,7 +378,7 @@ class ConsoleApp(App[int]):
     def _set_banner(self, text: str, error: bool = False) -> None:
         self._banner = text
         banner = self.panes["banner"]
-        banner.update(text)
+        banner.update(Text(text))
         banner.set_class(bool(text), "-shown")
         banner.set_class(error, "-error")
 
@@ -400,7 +406,7 @@ class ConsoleApp(App[int]):
 
     def action_kill(self) -> None:
         if self.engine is None:
-            self.notify("the engine is not running yet", severity="warning")
+            self.say("the engine is not running yet", severity="warning")
             return
         orders, positions = self._counts()
         self._confirm("kill", "KILL SWITCH",
@@ -443,11 +449,11 @@ class ConsoleApp(App[int]):
             return None
         table = self.panes["approvals"]
         if not table.row_count:
-            self.notify("no pending approval", severity="warning")
+            self.say("no pending approval", severity="warning")
             return None
         if not self.pane_visible("approvals"):
             self._set_detail("approvals")
-            self.notify(f"press {self._key(verb)} again to {verb} the selected trade")
+            self.say(f"press {self._key(verb)} again to {verb} the selected trade")
             return None
         return table.selected()
 
@@ -463,9 +469,9 @@ class ConsoleApp(App[int]):
                                 res["gates"])
             self._show_gates()
         if res.get("accepted"):
-            self.notify(f"approved {aid}: order {res.get('client_order_id')}")
+            self.say(f"approved {aid}: order {res.get('client_order_id')}")
         else:
-            self.notify(f"{aid} refused on re-check: {res.get('reason')}", severity="warning")
+            self.say(f"{aid} refused on re-check: {res.get('reason')}", severity="warning")
         self._tick()
 
     def action_reject(self) -> None:
@@ -486,12 +492,12 @@ class ConsoleApp(App[int]):
             try:
                 lines = self.view.set_filter(spec)
             except ValueError as exc:
-                self.notify(str(exc), severity="error")
+                self.say(str(exc), severity="error")
                 return
             log = self.panes["log"]
             log.clear()
             log.write_lines([ln.text for ln in lines[-LOG_LINES:]])
-            log.border_title = f"Log  [filter: {self.view.filter.spec}]" if self.view.filter.spec else "Log"
+            log.border_title = Text(f"Log  [filter: {self.view.filter.spec}]" if self.view.filter.spec else "Log")
 
         self.push_screen(FilterScreen(self.view.filter.spec), done)
 
@@ -523,20 +529,24 @@ class ConsoleApp(App[int]):
             try:
                 result = await coro
             except ControlError as exc:
-                self.notify(f"{what}: {exc}", severity="warning")
+                self.say(f"{what}: {exc}", severity="warning")
                 return
             except Exception as exc:
                 self.report_error(f"{what} failed", exc)
                 return
             if isinstance(result, str) or hasattr(result, "value"):
-                self.notify(f"{what}: {getattr(result, 'value', result)}")
+                self.say(f"{what}: {getattr(result, 'value', result)}")
             self._tick()
 
         self.run_worker(run(), group="control", exit_on_error=False)
 
+    def say(self, message: str, *, severity: str = "information", timeout: float | None = None) -> None:
+        """A notification, as plain text: engine messages carry ids and brackets that are not markup."""
+        self.notify(message, severity=severity, timeout=timeout, markup=False)
+
     def report_error(self, where: str, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}"
-        self.notify(f"{where}: {text}", severity="error", timeout=15)
+        self.say(f"{where}: {text}", severity="error", timeout=15)
         if self.running is not None:
             self.running.bus.publish(ErrorEvent(message=text, where=f"console: {where}"))
 
@@ -557,11 +567,14 @@ def run_console(settings, *, live: bool, max_bars: int | None) -> int:
     except keydefs.KeymapError as exc:
         print(f"ffe: error: {exc}", file=sys.stderr)
         return 2
-    code = app.run(mouse=False)
+    app.run(mouse=False)
     if app.start_error:
         print(f"ffe: error: {app.start_error}", file=sys.stderr)
         return app.start_error_code
     if app.crash is not None:
         print(f"ffe: engine stopped after an error: {type(app.crash).__name__}: {app.crash}", file=sys.stderr)
         return 1
-    return code if isinstance(code, int) else 0
+    if app.return_code:
+        print("ffe: the console stopped after an error; the engine was stopped in order", file=sys.stderr)
+        return 1
+    return 0

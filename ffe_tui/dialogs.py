@@ -40,14 +40,16 @@ class ConfirmScreen(ModalScreen[bool]):
         keys = "/".join(self.confirm_keys)
         with Vertical(id="dialog"):
             yield Static(Text(self.title_text, style="bold"), id="dialog-title")
-            yield Static(self.body, id="dialog-body")
+            yield Static(Text(self.body), id="dialog-body")
             yield Static(Text.assemble((f" {keys} ", "bold reverse"), f" {self.verb}    ",
                                        (" any other key ", "reverse"), " cancel (default)"), id="dialog-keys")
 
     def on_key(self, event: events.Key) -> None:
         event.stop()
         event.prevent_default()
-        if self.answered:
+        if self.answered or not self.is_active:
+            # A key that reached this dialog after another screen opened on top of it (keys are queued per
+            # screen): dismissing now would close that other screen. The dialog stays until answered again.
             return
         self.answered = True
         confirmed = event.key in self.confirm_keys
@@ -73,12 +75,14 @@ class FilterScreen(ModalScreen[str | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.dismiss(event.value.strip())
+        if self.is_active:
+            self.dismiss(event.value.strip())
 
     def on_key(self, event: events.Key) -> None:
         if event.key == "escape":
             event.stop()
-            self.dismiss(None)
+            if self.is_active:
+                self.dismiss(None)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -99,10 +103,11 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="dialog"):
             yield Static(Text("ffe console keys", style="bold"), id="dialog-title")
             yield Static(t, id="dialog-body")
-            yield Static(f"Remap in config.toml: [tui] keys = {{ id = \"key\" }}.  {self.palette_key}: command "
-                         "palette.  Any key closes.", id="dialog-keys")
+            yield Static(Text(f'Remap in config.toml: [tui] keys = {{ id = "key" }}.  {self.palette_key}: command '
+                              "palette.  Any key closes."), id="dialog-keys")
 
     def on_key(self, event: events.Key) -> None:
         event.stop()
         event.prevent_default()
-        self.dismiss(None)
+        if self.is_active:
+            self.dismiss(None)
