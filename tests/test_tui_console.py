@@ -323,3 +323,15 @@ async def test_a_data_dir_in_use_is_a_one_line_error_and_exit_code_2(tmp_path):
         assert second.return_code == 2
         assert "another ffe engine is running on this data directory" in second.start_error
         assert "RUNNING" in status_text(first)  # the first one is untouched
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_without_the_chart_the_other_panes_still_show_and_cycle(tmp_path, size):
+    app = console(tmp_path, speed=4.0, chart=False)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        for _ in range(5):
+            await pilot.press("v")
+        text = screen_text(app)
+        assert "Chart" not in text and "Positions" in text and "Log" in text
+        assert app.is_running
