@@ -67,9 +67,16 @@ def market_time(ts_ms: int | None) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+_clock_cache = [-1, ""]
+
+
 def clock(ts: float) -> str:
-    """Wall time of an event, HH:MM:SS UTC (the audit trail is in UTC too)."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S")
+    """Wall time of an event, HH:MM:SS UTC (the audit trail is in UTC too). Events come many to a second."""
+    sec = int(ts)
+    if sec != _clock_cache[0]:
+        _clock_cache[0] = sec
+        _clock_cache[1] = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%H:%M:%S")
+    return _clock_cache[1]
 
 
 def gate_value(x: Any) -> str:

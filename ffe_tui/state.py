@@ -1,7 +1,7 @@
 """What the panes show, built from engine events alone (no textual here: plain data, easy to check).
 
 `ConsoleState.apply(events)` folds a batch of events into: the log tail (bounded), the latest decision per symbol,
-the last evaluated order's gates, the breaker per venue, the chart series and the last kill switch report. It
+the last evaluated order's gates, the chart series and the last kill switch report and error. It
 returns the names of the panes whose content changed, so the screen redraws only those.
 """
 
@@ -129,20 +129,17 @@ class ConsoleState:
         self.pending_lines: list[LogLine] = []  # matched the filter, not yet on screen
         self.decisions: dict[str, ev.DecisionMade] = {}
         self.gates: dict[str, Any] | None = None  # {"title": str, "gates": [...]}
-        self.breakers: dict[str, ev.BreakerChanged] = {}
         self.prices: dict[str, deque[float]] = {s: deque(maxlen=chart_points) for s in self.symbols}
         self.equity: deque[float] = deque(maxlen=chart_points)
         self._equity_ts: int | None = None
         self.kill: ev.KillSwitchEvent | None = None
         self.error: ev.ErrorEvent | None = None
         self.approvals_done: list[ev.ApprovalEvent] = []  # outcomes since the last look (for notifications)
-        self.received = 0
 
     def apply(self, batch: list[ev.Event]) -> set[str]:
         changed: set[str] = set()
         keep = self.filter
         for e in batch:
-            self.received += 1
             if isinstance(e, ev.BarEvent):
                 series = self.prices.get(e.symbol)
                 if series is not None:
@@ -174,9 +171,6 @@ class ConsoleState:
                 elif e.outcome != "pending":
                     self.approvals_done.append(e)
                 changed.add("approvals")
-            elif isinstance(e, ev.BreakerChanged):
-                self.breakers[e.venue] = e
-                changed.add("breaker")
             elif isinstance(e, ev.KillSwitchEvent):
                 self.kill = e
                 changed.add("banner")
