@@ -34,7 +34,7 @@ from .reconcile import accept as accept_differences
 from .reconcile import reconcile_and_hold
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
-from .store import Store
+from .store import FillRecord, Store
 
 log = structlog.get_logger("ffe.engine")
 
@@ -137,11 +137,23 @@ class Engine:
         else:
             self.state = EngineState(row[0])
             self.state_reason = row[1]
+            if self.opts.live and self.opts.start_state is EngineState.PAUSED and self.state is EngineState.RUNNING:
+                # A live engine waits for the operator after every start, not only the first.
+                await self._set_state(EngineState.PAUSED, "live start", "engine")
         mode = await self.store.get_kv("approval_mode")
         if mode in ("auto", "manual") and not self.opts.backtest:
             self.approval_mode = mode
         positions = await self.store.positions()
         self.portfolio.load(await self.store.get_kv("portfolio", {}), positions)
+        # Cash is what the fills say it is: the starting cash plus every sale less every purchase and every fee
+        # paid in cash (a fee taken in coins is not).
+        rows = await self.store.query("SELECT side, SUM(quantity * price), SUM(fee - fee_base * price) FROM fills "
+                                      "GROUP BY side")
+        if rows:
+            flows = {r[0]: (r[1] or 0.0, r[2] or 0.0) for r in rows}
+            bought, buy_fees = flows.get("buy", (0.0, 0.0))
+            sold, sell_fees = flows.get("sell", (0.0, 0.0))
+            self.portfolio.cash = self.settings.venue.starting_cash - bought + sold - buy_fees - sell_fees
         # A breach that was there before the restart already paused the engine, or the operator resumed it since:
         # it is not a new breach, and does not pause the engine again.
         risk = self.settings.risk
@@ -157,6 +169,10 @@ class Engine:
         for row in await self.store.approvals("pending"):
             self.pending[row["approval_id"]] = row
         await self.venue.connect()
+        if self._venue_on_candle is None and not self.opts.backtest:
+            # A real account: its cash is what the venue holds in the quote currency.
+            balances = await self.venue.fetch_balance()
+            self.portfolio.cash = balances.get(self.settings.venue.quote, 0.0)
         recovered = await self.orders.recover()
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
             "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),
@@ -481,34 +497,42 @@ class Engine:
         self.store.add_decision(d, weights, ev.seq)
 
     # ================================================================== fills -> positions -> feedback
-    async def _on_fill(self, order: Order, fill: Fill, intent: OrderIntent) -> None:
+    async def _on_fill(self, order: Order, fill: Fill, intent: OrderIntent) -> FillRecord:
+        """Apply a fill to the book in memory; the order path records it with the fill in one transaction."""
         pf = self.portfolio
         res = pf.apply_fill(fill, decision_id=order.decision_id if not order.reduce_only else None,
                             stop_loss=intent.stop_loss, take_profit=intent.take_profit, reason=order.reason.value,
                             client_order_id=order.client_order_id)
-        if res.opened and res.position is not None:
-            p = res.position
-            if p.entry_decision_id:
-                d = self.last_decision.get(p.symbol)
-                if d is not None and d.decision_id == p.entry_decision_id:
-                    self.entry_votes[p.entry_decision_id] = {v.provider: v.action.value for v in d.ensemble.votes}
-                else:
-                    self.entry_votes[p.entry_decision_id] = await self._decision_votes(p.entry_decision_id)
-            self.bus.publish(PositionOpened(symbol=p.symbol, side=p.side.value, quantity=p.quantity,
-                                            entry_price=p.entry_price, stop_loss=p.stop_loss,
-                                            take_profit=p.take_profit, decision_id=p.entry_decision_id))
-        if res.position is not None:
-            await self.store.save_position(res.position)
-        elif pf.positions.get(fill.symbol) is None:
-            await self.store.delete_position(fill.symbol)
-        if res.closed is not None:
-            await self._on_trade_closed(res.closed)
+        record = FillRecord(position=res.position, trade=res.closed)
+        if res.position is None and fill.symbol not in pf.positions:
+            record.closed_symbol = fill.symbol
         if not self.opts.backtest:  # a backtest stores its books at each flush; it is never resumed
-            await self.store.put_kv("portfolio", pf.state(), time.time())
-            await self._save_venue()
+            record.kv["portfolio"] = pf.state()
+            if getattr(self.venue, "dirty", False):
+                record.kv["paper_venue"] = self.venue.state()
+                self.venue.dirty = False
+        if res.opened and res.position is not None and res.position.entry_decision_id:
+            p = res.position
+            d = self.last_decision.get(p.symbol)
+            if d is not None and d.decision_id == p.entry_decision_id:
+                self.entry_votes[p.entry_decision_id] = {v.provider: v.action.value for v in d.ensemble.votes}
+            else:
+                self.entry_votes[p.entry_decision_id] = await self._decision_votes(p.entry_decision_id)
+
+        async def then() -> None:
+            if res.opened and res.position is not None:
+                p = res.position
+                self.bus.publish(PositionOpened(symbol=p.symbol, side=p.side.value, quantity=p.quantity,
+                                                entry_price=p.entry_price, stop_loss=p.stop_loss,
+                                                take_profit=p.take_profit, decision_id=p.entry_decision_id))
+            if res.closed is not None:
+                await self._on_trade_closed(res.closed)
+
+        record.then = then
+        return record
 
     async def _on_trade_closed(self, t: ClosedTrade) -> None:
-        t.trade_id = await self.store.add_trade(t)
+        """A trade is recorded (it carries its trade_id): tell the world and score the providers that voted."""
         self.trades.append(t)
         self.bus.publish(PositionClosed(symbol=t.symbol, side=t.side.value, quantity=t.quantity,
                                         entry_price=t.entry_price, exit_price=t.exit_price, pnl=round(t.pnl, 8),

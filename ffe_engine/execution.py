@@ -212,6 +212,8 @@ class OrderPath:
             cost_before = (o.average or 0.0) * o.filled
             px = (avg_new * vo.filled - cost_before) / delta if o.filled else avg_new
             fee = max(0.0, vo.fee - o.fee)
+            fee_base = max(0.0, vo.fee_base - o.fee_base)
+            o.fee_base = vo.fee_base
             o.filled = vo.filled
             o.average = avg_new
             o.fee = vo.fee
@@ -220,7 +222,7 @@ class OrderPath:
             if status.final:
                 self.live.pop(o.client_order_id, None)
             fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
-                        fee=fee, ts=o.updated_ts)
+                        fee=fee, ts=o.updated_ts, fee_base=fee_base)
             intent = self.intents.get(o.client_order_id) or _intent_of(o)
             # The owner applies the fill to its book in memory and says what else to record; the fill, the
             # order's new state and those records are written in one transaction.

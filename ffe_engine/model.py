@@ -132,11 +132,12 @@ class VenueOrder:
     status: str  # open | closed | canceled | rejected  (ccxt's unified statuses)
     filled: float = 0.0
     average: float | None = None
-    fee: float = 0.0
+    fee: float = 0.0  # all fees, valued in the quote currency
     exchange_id: str | None = None
     type: str = "market"
     price: float | None = None
     ts: int | None = None
+    fee_base: float = 0.0  # the part of the fee taken in the base asset, as an amount of it
 
 
 @dataclass(slots=True)
@@ -161,6 +162,7 @@ class Order:
     created_ts: int = 0
     updated_ts: int = 0
     error: str = ""
+    fee_base: float = 0.0  # cumulative part of `fee` taken in the base asset, as an amount of it
 
 
 @dataclass(slots=True)
@@ -168,10 +170,11 @@ class Fill:
     client_order_id: str
     symbol: str
     side: Side
-    quantity: float
+    quantity: float  # traded, gross
     price: float
-    fee: float
+    fee: float  # valued in the quote currency, whatever it was paid in
     ts: int
+    fee_base: float = 0.0  # of which taken in the base asset (amount of it): the position holds that much less
 
 
 @dataclass(slots=True)

@@ -127,16 +127,19 @@ class Portfolio:
                    ) -> FillResult:
         self.fees_paid += f.fee
         pos = self.positions.get(f.symbol)
+        # A fee taken in the base asset is paid in kind: it leaves the cash alone and the position smaller.
+        fee_in_cash = f.fee - f.fee_base * f.price
         if f.side is Side.BUY:
-            self.cash -= f.quantity * f.price + f.fee
+            self.cash -= f.quantity * f.price + fee_in_cash
+            held = f.quantity - f.fee_base
             if pos is None:
-                pos = Position(symbol=f.symbol, side=Side.BUY, quantity=f.quantity, entry_price=f.price,
+                pos = Position(symbol=f.symbol, side=Side.BUY, quantity=held, entry_price=f.price,
                                opened_ts=f.ts, stop_loss=stop_loss, take_profit=take_profit,
                                entry_decision_id=decision_id, fees=f.fee, last_price=f.price)
                 self.positions[f.symbol] = pos
                 return FillResult(pos, opened=True)
-            total = pos.quantity + f.quantity
-            pos.entry_price = (pos.entry_price * pos.quantity + f.price * f.quantity) / total
+            total = pos.quantity + held
+            pos.entry_price = (pos.entry_price * pos.quantity + f.price * held) / total
             pos.quantity = total
             pos.fees += f.fee
             if stop_loss is not None:
@@ -145,7 +148,7 @@ class Portfolio:
                 pos.take_profit = take_profit
             return FillResult(pos)
         # sell: reduces a long
-        self.cash += f.quantity * f.price - f.fee
+        self.cash += f.quantity * f.price - fee_in_cash
         if pos is None:
             return FillResult(None)
         qty = min(f.quantity, pos.quantity)
@@ -153,7 +156,7 @@ class Portfolio:
         pnl = (f.price - pos.entry_price) * qty - f.fee - entry_fee_share
         self.realised += pnl + f.fee + entry_fee_share  # realised price P&L; fees are already in cash
         self.day_realised += pnl
-        pos.quantity -= qty
+        pos.quantity -= min(pos.quantity, qty + f.fee_base)
         pos.fees -= entry_fee_share
         trade = ClosedTrade(symbol=f.symbol, side=pos.side, quantity=qty, entry_price=pos.entry_price,
                             exit_price=f.price, pnl=pnl, fees=f.fee + entry_fee_share, reason=reason,

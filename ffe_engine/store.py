@@ -57,11 +57,12 @@ MIGRATIONS: dict[int, list[str]] = {
             side TEXT NOT NULL, type TEXT NOT NULL, quantity REAL NOT NULL, price REAL, reduce_only INTEGER NOT NULL,
             reason TEXT NOT NULL, status TEXT NOT NULL, filled REAL NOT NULL, average REAL, fee REAL NOT NULL,
             exchange_id TEXT, created_ts INTEGER NOT NULL, updated_ts INTEGER NOT NULL, error TEXT NOT NULL,
-            intent TEXT NOT NULL DEFAULT '{}')""",
+            intent TEXT NOT NULL DEFAULT '{}', fee_base REAL NOT NULL DEFAULT 0)""",
         "CREATE INDEX orders_status ON orders (status)",
         """CREATE TABLE fills (
             id INTEGER PRIMARY KEY AUTOINCREMENT, client_order_id TEXT NOT NULL, symbol TEXT NOT NULL,
-            side TEXT NOT NULL, quantity REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL, ts INTEGER NOT NULL)""",
+            side TEXT NOT NULL, quantity REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL, ts INTEGER NOT NULL,
+            fee_base REAL NOT NULL DEFAULT 0)""",
         "CREATE INDEX fills_order ON fills (client_order_id)",
         """CREATE TABLE positions (
             symbol TEXT PRIMARY KEY, side TEXT NOT NULL, quantity REAL NOT NULL, entry_price REAL NOT NULL,
@@ -341,8 +342,8 @@ class Store:
 
     async def journal_order(self, o: Order, intent: dict | None = None) -> None:
         """Record an order before it is sent: after a crash the journal says it may exist at the venue."""
-        await self._write("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                          (*self._order_row(o), _dumps(intent or {})))
+        await self._write("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                          (*self._order_row(o), _dumps(intent or {}), o.fee_base))
 
     async def order_intents(self, client_order_ids: list[str]) -> dict[str, dict]:
         if not client_order_ids:
@@ -354,16 +355,17 @@ class Store:
 
     async def update_order(self, o: Order) -> None:
         await self._write(
-            "UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=? "
-            "WHERE client_order_id=?",
-            (o.status.value, o.filled, o.average, o.fee, o.exchange_id, o.updated_ts, o.error, o.client_order_id))
+            "UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=?, "
+            "fee_base=? WHERE client_order_id=?",
+            (o.status.value, o.filled, o.average, o.fee, o.exchange_id, o.updated_ts, o.error, o.fee_base,
+             o.client_order_id))
 
     @staticmethod
     def _order_from_row(r: tuple) -> Order:
         return Order(client_order_id=r[0], decision_id=r[1], venue=r[2], symbol=r[3], side=Side(r[4]), type=r[5],
                      quantity=r[6], price=r[7], reduce_only=bool(r[8]), reason=OrderReason(r[9]),
                      status=OrderStatus(r[10]), filled=r[11], average=r[12], fee=r[13], exchange_id=r[14],
-                     created_ts=r[15], updated_ts=r[16], error=r[17])
+                     created_ts=r[15], updated_ts=r[16], error=r[17], fee_base=r[19])
 
     async def live_orders(self) -> list[Order]:
         """Orders that are not final: new (journaled, maybe sent), in doubt, or open."""
@@ -383,14 +385,15 @@ class Store:
             if not self.batch:
                 await self._flush_locked()
             async with self._tx():
-                await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts) "
-                                "VALUES (?,?,?,?,?,?,?)",
-                                (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts))
+                await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts, fee_base) "
+                                "VALUES (?,?,?,?,?,?,?,?)",
+                                (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts,
+                                 f.fee_base))
                 await c.execute(
-                    "UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=? "
-                    "WHERE client_order_id=?",
+                    "UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=?, "
+                    "fee_base=? WHERE client_order_id=?",
                     (order.status.value, order.filled, order.average, order.fee, order.exchange_id,
-                     order.updated_ts, order.error, order.client_order_id))
+                     order.updated_ts, order.error, order.fee_base, order.client_order_id))
                 if record is None:
                     return
                 if record.position is not None:

@@ -401,31 +401,35 @@ class CcxtVenue:
             average = float(o["cost"]) / filled
         otype = o.get("type") or "market"
         price = o.get("price")
+        fee, fee_base = self._fees(o.get("fees") or ([o["fee"]] if o.get("fee") else []), o.get("symbol"), average)
         return VenueOrder(
             client_order_id=cid, symbol=o.get("symbol") or "", side=Side(o.get("side") or "buy"),
             quantity=float(o.get("amount") or 0.0), status=_STATUS.get(o.get("status") or "open", "open"),
-            filled=filled, average=float(average) if average else None,
-            fee=self._fee_in_quote(o.get("fees") or ([o["fee"]] if o.get("fee") else []), o.get("symbol"),
-                                   average) or 0.0,
+            filled=filled, average=float(average) if average else None, fee=fee, fee_base=fee_base,
             exchange_id=str(o["id"]) if o.get("id") is not None else None, type=otype,
             price=float(price) if price and otype == "limit" else None, ts=o.get("timestamp"))
 
-    def _fee_in_quote(self, fees: list[dict[str, Any]], symbol: str | None, price: Any) -> float | None:
-        """Fees valued in the quote currency; a fee in the base currency is valued at the fill price. A fee in any
-        other currency (an exchange token) cannot be valued without a rate and is left out."""
+    def _fees(self, fees: list[dict[str, Any]], symbol: str | None, price: Any) -> tuple[float, float]:
+        """(all fees valued in the quote currency, the part paid in the base currency as an amount of it).
+
+        A fee in the base currency (Binance takes a buy's fee from the coins bought) is valued at the fill price,
+        and its amount is reported too: the position holds that much less than was bought. A fee in any other
+        currency (an exchange token) cannot be valued without a rate and is left out."""
         m = self.exchange.markets.get(symbol) if symbol and self.exchange.markets else None
         if not fees or m is None:
-            return None
-        total = 0.0
+            return 0.0, 0.0
+        total = base = 0.0
         for f in fees:
             cost, cur = f.get("cost"), f.get("currency")
             if cost is None:
                 continue
             if cur is None or cur == m["quote"]:
                 total += float(cost)
-            elif cur == m["base"] and price:
-                total += float(cost) * float(price)
-        return total
+            elif cur == m["base"]:
+                base += float(cost)
+                if price:
+                    total += float(cost) * float(price)
+        return total, base
 
     async def _with_fees(self, order: VenueOrder, raw: dict[str, Any]) -> VenueOrder:
         """Order queries often carry no fee; the order's trades do."""
@@ -435,10 +439,13 @@ class CcxtVenue:
             return order
         trades = await self.reads(f"fetch_order_trades {order.client_order_id}",
                                   lambda: self.exchange.fetch_order_trades(order.exchange_id, order.symbol))
-        fee = 0.0
+        fee = fee_base = 0.0
         for t in trades:
-            fee += self._fee_in_quote([t["fee"]] if t.get("fee") else [], order.symbol, t.get("price")) or 0.0
+            f, b = self._fees([t["fee"]] if t.get("fee") else [], order.symbol, t.get("price"))
+            fee += f
+            fee_base += b
         order.fee = fee
+        order.fee_base = fee_base
         return order
 
 
