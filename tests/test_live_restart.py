@@ -77,7 +77,9 @@ async def test_killed_between_journal_and_reply_then_restarted(tmp_path, fx, pro
     post_ids = [r.params.get("newClientOrderId") for r in fx.requests_to(POST_ORDER)]
     assert post_ids == ([cid] if reached else [cid, cid])  # looked up; sent again only when surely absent
     assert rows(db, "SELECT client_order_id, side, quantity, price FROM fills") == [(cid, "buy", 0.01, 30_000.0)]
-    assert rows(db, "SELECT symbol, side, quantity FROM positions") == [(BTC, "buy", 0.01)]
+    # the buy's fee was taken in BTC: the position is what the account holds
+    held = 0.01 * (1 - fx.fee_rate)
+    assert rows(db, "SELECT symbol, side, quantity FROM positions") == [(BTC, "buy", pytest.approx(held))]
 
     # The second start: the lookup by client id is part of its reconciliation, before anything new is sent.
     started = max(e["seq"] for e in stored_events(db, "run") if e["phase"] == "start")
@@ -93,7 +95,7 @@ async def test_killed_between_journal_and_reply_then_restarted(tmp_path, fx, pro
         assert (before, after[i]["status"], since) == ([], "ok", [("fill", None), ("order", "filled")])
 
     status = (await request(sock, "status"))["result"]
-    assert [(p["symbol"], p["quantity"]) for p in status["positions"]] == [(BTC, 0.01)]
+    assert [(p["symbol"], p["quantity"]) for p in status["positions"]] == [(BTC, pytest.approx(held))]
     assert status["orders"] == []
     assert await second.stop() == 0, second.stderr
     assert fx.secret not in second.stderr + first.stderr and fx.api_key not in second.stderr + first.stderr

@@ -121,8 +121,10 @@ async def test_a_fill_while_the_engine_was_stopped_is_recorded_at_the_next_start
         e = running.engine
         assert rows(db, "SELECT status, filled, average FROM orders") == [("filled", 0.01, 29_000.0)]
         assert rows(db, "SELECT client_order_id, side, quantity, price FROM fills") == [(cid, "buy", 0.01, 29_000.0)]
-        assert rows(db, "SELECT symbol, quantity, entry_price FROM positions") == [(BTC, 0.01, 29_000.0)]
-        assert e.portfolio.positions[BTC].quantity == 0.01 and e.orders.live == {}
+        held = 0.01 * (1 - fx.fee_rate)  # the buy's fee was taken in BTC
+        assert rows(db, "SELECT symbol, quantity, entry_price FROM positions") == [
+            (BTC, pytest.approx(held), 29_000.0)]
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(held) and e.orders.live == {}
         # recorded as part of the start's reconciliation, which then finds nothing unexplained
         events = stored_events(db, "run", "fill", "reconcile")
         start = max(i for i, ev in enumerate(events) if ev["event"] == "run" and ev["phase"] == "start")
