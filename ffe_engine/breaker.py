@@ -93,5 +93,7 @@ class CircuitBreaker:
             self._set(CLOSED)
 
     def summary(self) -> dict:
-        return {"venue": self.venue, "state": self.state, "failures": self.failures, "retry_at": self.retry_at,
+        retry_at = self.retry_at
+        return {"venue": self.venue, "state": self.state, "failures": self.failures, "retry_at": retry_at,
+                "retry_in": None if retry_at is None else max(0.0, retry_at - self._now()),
                 "last_error": self.last_error}

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-bars", type=int, default=None, help="stop after N bars per symbol")
     run.add_argument("--live", action="store_true", help="allow live trading (needs mode = \"live\" too)")
 
+    att = sub.add_parser("attach", help="the console of a running headless engine")
+    _common(att)
+
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate and print the effective configuration")
@@ -99,6 +102,22 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attach(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .control import request
+
+    settings = load_settings_from_args(args)
+    try:
+        asyncio.run(request(settings.socket_path, "status", timeout=5.0))
+    except (OSError, asyncio.TimeoutError):
+        print(f"ffe: error: no engine is running on {settings.socket_path}", file=sys.stderr)
+        return 1
+    from ffe_tui.app import run_console
+
+    return run_console(settings, live=False, max_bars=None, attach=True)
+
+
 def cmd_ctl(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -158,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import cmd_run
 
             return cmd_run(args)
+        if args.command == "attach":
+            return cmd_attach(args)
         if args.command == "backtest":
             from .backtest import cmd_backtest
 

@@ -30,6 +30,7 @@ from ffe_engine.config import ConfigError
 from ffe_engine.control import ControlServer
 from ffe_engine.engine import ControlError
 from ffe_engine.events import ErrorEvent
+from ffe_engine.remote import attach as attach_engine
 from ffe_engine.runner import Running, StartError, open_engine
 
 from . import keys as keydefs
@@ -56,7 +57,7 @@ class ConsoleApp(App[int]):
 
     def __init__(self, settings, *, live: bool = False, max_bars: int | None = None, feed=None, clock=None,
                  control: bool = True, handle_signals: bool = False, tick_s: float = TICK_S,
-                 chart_s: float = CHART_S) -> None:
+                 chart_s: float = CHART_S, attach: bool = False) -> None:
         self.keymap_ids = keydefs.keymap(dict(settings.tui.keys), keydefs.where(settings))  # before anything starts
         super().__init__()
         self.settings = settings
@@ -64,7 +65,8 @@ class ConsoleApp(App[int]):
         self.max_bars = max_bars
         self._market_feed = feed
         self._market_clock = clock
-        self.control = control
+        self.attached = attach  # the engine runs in another process (ffe attach): quitting leaves it running
+        self.control = control and not attach
         self.handle_signals = handle_signals
         self.tick_s = tick_s
         self.chart_s = chart_s
@@ -169,6 +171,8 @@ class ConsoleApp(App[int]):
 
     # ------------------------------------------------------------------ engine lifecycle
     async def _open(self) -> Running:
+        if self.attached:
+            return await attach_engine(self.settings)
         return await open_engine(self.settings, live=self.live, max_bars=self.max_bars, headless=False,
                                  feed=self._market_feed, clock=self._market_clock)
 
@@ -517,6 +521,12 @@ class ConsoleApp(App[int]):
             return
         orders, positions = self._counts()
         state = self.snap["state"] if self.snap else "?"
+        if self.attached:
+            self._confirm("quit", "Detach the console",
+                          f"The engine keeps running {state} in its own process, with its {orders} open order(s) "
+                          f"and {positions} position(s); `ffe attach` shows it again.", "QUIT",
+                          lambda: self.request_stop("quit"))
+            return
         self._confirm("quit", "Quit the console",
                       f"The engine stops in order. {orders} open order(s) stay open at the venue and {positions} "
                       f"position(s) stay open, with no stop-loss/take-profit watch until the next start.\n"
@@ -560,10 +570,11 @@ class ConsoleApp(App[int]):
         yield from (c for c in super().get_system_commands(screen) if c.title in ("Theme", "Keys"))
 
 
-def run_console(settings, *, live: bool, max_bars: int | None) -> int:
-    """`ffe` / `ffe run`: the console with the engine in-process. Returns the exit code."""
+def run_console(settings, *, live: bool, max_bars: int | None, attach: bool = False) -> int:
+    """`ffe` / `ffe run`: the console with the engine in-process; `ffe attach`: the console of a running headless
+    engine. Returns the exit code."""
     try:
-        app = ConsoleApp(settings, live=live, max_bars=max_bars, handle_signals=True)
+        app = ConsoleApp(settings, live=live, max_bars=max_bars, handle_signals=True, attach=attach)
     except keydefs.KeymapError as exc:
         print(f"ffe: error: {exc}", file=sys.stderr)
         return 2

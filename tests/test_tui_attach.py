@@ -1,0 +1,51 @@
+"""`ffe attach`: the console of a headless engine running in another process, through its control socket.
+
+The console shows the engine's state and events, its keys act on that engine, and quitting the console leaves the
+engine running.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from conftest import db_value, ffe_env, make_settings, run_ffe, wait_until
+from test_tui_helpers import screen_text, status_text, until
+
+from ffe_tui.app import ConsoleApp
+
+
+async def test_attach_shows_and_controls_a_headless_engine(tmp_path, spawn_ffe):
+    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
+                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
+    settings = make_settings(tmp_path)  # the same data directory, so the same control socket
+    db = tmp_path / "data" / "ffe.db"
+    wait_until(settings.socket_path.exists, what="the engine's control socket")
+
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        bars = app.snap["bars"]
+        await until(pilot, lambda: app.snap["bars"] > bars, "the engine's bars going on, seen from here")
+        await pilot.press("p")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "PAUSED", "PAUSED stored")
+        await until(pilot, lambda: "PAUSED" in status_text(app), "PAUSED on the status line")
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
+        await pilot.press("q")
+        await until(pilot, lambda: "Detach" in screen_text(app), "the detach confirmation")
+        await pilot.press("y")
+        await pilot.pause(0.5)
+    assert engine.alive(), "quitting an attached console must not stop the engine"
+    status = run_ffe(tmp_path, "ctl", "status", "--data-dir", "data", "--log-dir", "logs")
+    assert status.returncode == 0 and "HALTED" in status.stdout, status.stderr
+    engine.send(signal.SIGTERM)
+    assert engine.wait() == 0, engine.stderr
+
+
+async def test_attach_without_an_engine_says_so(tmp_path):
+    proc = run_ffe(tmp_path, "attach", "--data-dir", "data", "--log-dir", "logs")
+    assert proc.returncode == 1
+    assert proc.stderr == "ffe: error: no engine is running on data/ffe.sock\n" and proc.stdout == ""
