@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ffe_engine import backtest as bt  # noqa: E402
+from ffe_engine.audit import setup_logging  # noqa: E402
 from ffe_engine.config import Settings  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -119,6 +120,7 @@ async def split_run(tmp: str) -> tuple[float, dict[str, int]]:
 
 
 def main() -> None:
+    setup_logging("WARNING")  # the engine's own lines would interleave with the figures
     runs = []
     for _ in range(3):
         with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -52,11 +53,15 @@ class Redactor:
 class AuditWriter:
     """Event sink writing logs/audit.jsonl (the bus has already encoded and redacted each record)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, background: bool = False) -> None:
+        """`background`: whole batches are written by a thread of their own (a backtest's megabytes of records go
+        to disk while the replay goes on); lines still reach the file in order, each batch in whole lines."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._lines: list[bytes] = []
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ffe-audit") if background else None
+        self._pending: Future | None = None
         self._repair_tail()
 
     def _repair_tail(self) -> None:
@@ -76,6 +81,14 @@ class AuditWriter:
             return
         data = b"\n".join(self._lines) + b"\n"
         self._lines = []
+        if self._writer is None:
+            self._write(data)
+            return
+        if self._pending is not None:
+            self._pending.result()  # one batch at a time, in order; raises a failed write here
+        self._pending = self._writer.submit(self._write, data)
+
+    def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)
@@ -83,6 +96,10 @@ class AuditWriter:
 
     def close(self) -> None:
         self.flush()
+        if self._writer is not None:
+            if self._pending is not None:
+                self._pending.result()
+            self._writer.shutdown()
         os.close(self._fd)
 
 

@@ -5,6 +5,7 @@ speed, into a database and audit file of the run's own, then report.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import sys
@@ -57,7 +58,7 @@ async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str
     engine_settings = settings.model_copy(update={
         "engine": settings.engine.model_copy(update={"symbols": symbols, "approval": "auto"})})
     store = await Store.open(data_dir / "ffe.db", backtest=True)
-    audit = AuditWriter(log_dir / "audit.jsonl")
+    audit = AuditWriter(log_dir / "audit.jsonl", background=True)
     redactor = Redactor(settings.secrets())
     bus = EventBus(redact=redactor.text if redactor.secrets else None)
     bus.add_sink(store.add_event)
@@ -76,6 +77,11 @@ async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str
                     audit=audit, timeframe_ms=timeframe,
                     options=EngineOptions(backtest=True, flush_every=FLUSH_EVERY, adaptive=e.adaptive,
                                           start_state=EngineState.RUNNING))
+    # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
+    gc.collect()
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(20_000, 50, 50)
     try:
         await engine.run()
         report = build_report(engine, series, timeframe)
@@ -84,6 +90,8 @@ async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str
                       elapsed_s=round(time.perf_counter() - t0, 3))
         report["bars_per_s"] = round(report["bars"] / report["elapsed_s"], 1) if report["elapsed_s"] else None
     finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
         await store.close()
         audit.close()
     return report

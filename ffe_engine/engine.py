@@ -360,7 +360,17 @@ class Engine:
         ind = self.ind[sym]
         ind.update(c)
         if ind.warm:
-            await self._decide(c, ind)
+            if self.async_providers:
+                votes, failed = await self.ensemble.gather(self.providers, ind)
+            else:
+                votes, failed = self.ensemble.collect_sync(self.providers, ind)
+            res = self.ensemble.decide(votes, failed)
+            d = Decision(decision_id=self._new_id("d"), symbol=sym, ts=c.ts, price=c.close, ensemble=res)
+            if res.action is Action.HOLD:  # most bars: nothing to act on
+                d.outcome = "hold"
+            else:
+                await self._act(d, c, ind)
+            self._record_decision(d)
         if self.opts.max_bars is not None and min(self.bars_by_symbol.values()) >= self.opts.max_bars:
             self._stop.set()
         if self.opts.backtest:
@@ -417,19 +427,11 @@ class Engine:
                                              reason=reason, ref_price=ref, reduce_only=True,
                                              decision_id=pos.entry_decision_id))
 
-    async def _decide(self, c: Candle, ind: IndicatorSet) -> None:
-        if self.async_providers:
-            votes, failed = await self.ensemble.gather(self.providers, ind)
-        else:
-            votes, failed = self.ensemble.collect_sync(self.providers, ind)
-        res = self.ensemble.decide(votes, failed)
-        d = Decision(decision_id=self._new_id("d"), symbol=c.symbol, ts=c.ts, price=c.close, ensemble=res)
-        action = res.action
-        pf = self.portfolio
-        pos = pf.positions.get(c.symbol)
-        if action is Action.HOLD:
-            d.outcome = "hold"
-        elif action is Action.BUY:
+    async def _act(self, d: Decision, c: Candle, ind: IndicatorSet) -> None:
+        """A BUY or SELL decision: an entry (sized, gated, approved or sent), an exit, or the reason it is neither."""
+        res = d.ensemble
+        pos = self.portfolio.positions.get(c.symbol)
+        if res.action is Action.BUY:
             if pos is not None or self.orders.pending_entry(c.symbol):
                 d.outcome = "in_position"
             elif any(a["symbol"] == c.symbol for a in self.pending.values()):
@@ -450,7 +452,6 @@ class Engine:
                 d.client_order_id = sub.order.client_order_id if sub.order else None
                 d.outcome = "exit_submitted" if sub.accepted else "exit_refused"
                 d.reason = sub.reason
-        self._record_decision(d)
 
     async def _enter(self, d: Decision, ind: IndicatorSet) -> None:
         pf = self.portfolio
@@ -485,16 +486,15 @@ class Engine:
         self.last_decision[d.symbol] = d
         res = d.ensemble
         weights = res.weights
-        ev = DecisionMade(
-            decision_id=d.decision_id, symbol=d.symbol, bar_ts=d.ts, price=d.price, action=res.action,
-            confidence=res.confidence, tier=res.tier, strategy=res.strategy,
-            votes=[{"provider": v.provider, "action": v.action, "confidence": v.confidence,
-                    "weight": weights.get(v.provider), "reason": v.reason} for v in res.votes],
-            failed=res.failed, gates=[g.as_dict() for g in d.gates] if d.gates else [], quantity=d.quantity,
-            outcome=d.outcome, reason=d.reason or res.reason, sizing=d.sizing, client_order_id=d.client_order_id,
-            approval_id=d.approval_id)
-        self.bus.publish(ev)
-        self.store.add_decision(d, weights, ev.seq)
+        seq = self.bus.publish_fields(DecisionMade, {
+            "decision_id": d.decision_id, "symbol": d.symbol, "bar_ts": d.ts, "price": d.price, "action": res.action,
+            "confidence": res.confidence, "tier": res.tier, "strategy": res.strategy,
+            "votes": [{"provider": v.provider, "action": v.action, "confidence": v.confidence,
+                       "weight": weights.get(v.provider), "reason": v.reason} for v in res.votes],
+            "failed": res.failed, "gates": [g.as_dict() for g in d.gates] if d.gates else [],
+            "quantity": d.quantity, "outcome": d.outcome, "reason": d.reason or res.reason, "sizing": d.sizing,
+            "client_order_id": d.client_order_id, "approval_id": d.approval_id})
+        self.store.add_decision(d, weights, seq)
 
     # ================================================================== fills -> positions -> feedback
     async def _on_fill(self, order: Order, fill: Fill, intent: OrderIntent) -> FillRecord:

@@ -271,6 +271,15 @@ class Subscription:
         return self.drain()
 
 
+class _Stamp:
+    """What a sink needs of an event published from its fields: its name, seq and time."""
+
+    __slots__ = ("name", "seq", "ts")
+
+    def __init__(self, name: str, seq: int, ts: float) -> None:
+        self.name, self.seq, self.ts = name, seq, ts
+
+
 class EventBus:
     def __init__(self, start_seq: int = 0, wall: Callable[[], float] = time.time,
                  redact: Callable[[str], str] | None = None) -> None:
@@ -291,6 +300,27 @@ class EventBus:
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
+
+    def publish_fields(self, cls: type[Event], fields: dict[str, Any]) -> int:
+        """Publish an event given as its fields: the record is built from them directly, and the event object only
+        when someone subscribes (a backtest has no one to show it to). Returns the event's seq."""
+        ts = self._wall()
+        self.seq += 1
+        if self._sinks:
+            rec: dict[str, Any] = {"ts": iso_ts(ts), "seq": self.seq, "event": cls.name}
+            rec.update(fields)
+            line = encode(rec)
+            if self._redact is not None:
+                line = self._redact(line.decode()).encode()
+            ev = _Stamp(cls.name, self.seq, ts)
+            for sink in self._sinks:
+                sink(ev, line)  # type: ignore[arg-type]
+        if self._subs:
+            ev2 = cls(**fields)
+            ev2.seq, ev2.ts = self.seq, ts
+            for sub in self._subs:
+                sub.put(ev2)
+        return self.seq
 
     def relay(self, ev: Event) -> None:
         """Deliver an event stamped elsewhere (an engine in another process) to the subscribers only."""
