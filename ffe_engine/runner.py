@@ -104,7 +104,7 @@ def make_providers_from(settings) -> list:
     return make_providers(list(settings.ensemble.providers), params)
 
 
-def make_venue(settings, symbols: list[str], live: bool):
+def make_venue(settings, symbols: list[str]):
     if settings.venue.kind == "ccxt":
         from .venues.ccxt_venue import CcxtVenue
 
@@ -149,10 +149,9 @@ async def open_engine(settings, *, live: bool = False, max_bars: int | None = No
     store = audit = None
     try:
         to_bus = None if headless else (lambda level, msg: bus.publish(LogEvent(level=level, message=msg)))
-        setup_logging(settings.logging.level, secrets=settings.secrets(),
-                                 stream=log_stream if log_stream is not None else (
-                                     sys.stderr if headless else open(os.devnull, "w")),
-                                 to_bus=to_bus)
+        if log_stream is None:
+            log_stream = sys.stderr if headless else open(os.devnull, "w")  # the console shows them in its pane
+        setup_logging(settings.logging.level, secrets=secrets, stream=log_stream, to_bus=to_bus)
         store = await Store.open(settings.db_path)
         audit = AuditWriter(settings.audit_path)
         bus.add_sink(store.add_event)
@@ -161,7 +160,7 @@ async def open_engine(settings, *, live: bool = False, max_bars: int | None = No
         if clock is None:
             clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
         if venue is None:
-            venue = make_venue(settings, symbols, live)
+            venue = make_venue(settings, symbols)
         if live:
             await check_credentials(venue)
         if feed is None:
