@@ -131,7 +131,8 @@ class Ensemble:
                 failed.append(p.name)
                 self.errors[p.name] = f"{type(e).__name__}: {e}"
                 continue
-            if _valid(v):
+            # `_valid` written out: this runs for every provider on every bar.
+            if isinstance(v, Vote) and v.action.__class__ is Action and 0.0 <= v.confidence <= 1.0:
                 votes.append(v)
             else:
                 failed.append(p.name)
