@@ -31,6 +31,7 @@ SCHEMA_VERSION = 1
 class SchemaError(RuntimeError):
     """The database was written by a newer ffe (its schema version is higher than this one knows)."""
 _HOLD = Action.HOLD
+_TEXT = {a: a.value for a in Action}
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -244,26 +245,28 @@ class Store:
     def add_decision(self, d: Decision, weights: dict[str, float], event_seq: int | None) -> None:
         """`event_seq` is the `decision` event holding the decision's full record (events table, audit trail)."""
         e = d.ensemble
-        # Action is a str enum: sqlite3 stores it as its text.
-        self._decisions.append((d.decision_id, d.ts, d.symbol, e.action, e.confidence, e.tier, e.strategy,
+        decision_id = d.decision_id
+        # Actions as their plain text: sqlite3 would store an Action (a str enum) as the same text, but only after
+        # looking for an adapter for it, on each of the ~150k rows of a backtest.
+        self._decisions.append((decision_id, d.ts, d.symbol, _TEXT[e.action], e.confidence, e.tier, e.strategy,
                                 d.price, d.quantity, d.outcome, d.reason or e.reason, d.client_order_id,
-                                d.approval_id,
-                                event_seq))
+                                d.approval_id, event_seq))
         # The votes table indexes the directional votes (what the feedback loop scores and the provider report
         # counts); every vote, HOLDs included, is in the decision's record.
+        votes = self._votes
         for v in e.votes:
-            if v.action is not _HOLD:
-                self._votes.append((d.decision_id, v.provider, v.action, v.confidence,
-                                    weights.get(v.provider), 0, v.reason, v.latency_ms))
+            a = v.action
+            if a is not _HOLD:
+                votes.append((decision_id, v.provider, _TEXT[a], v.confidence, weights.get(v.provider), 0, v.reason,
+                              v.latency_ms))
         for name in e.failed:
-            self._votes.append((d.decision_id, name, None, None, weights.get(name), 1, "failed", None))
+            votes.append((decision_id, name, None, None, weights.get(name), 1, "failed", None))
         if d.gates:
-            self.add_gates(d.gates, decision_id=d.decision_id, client_order_id=d.client_order_id, ts=d.ts / 1000)
+            self.add_gates(d.gates, decision_id=decision_id, client_order_id=d.client_order_id, ts=d.ts / 1000)
 
     def add_gates(self, gates: Iterable, *, decision_id: str | None, client_order_id: str | None, ts: float) -> None:
-        for i, g in enumerate(gates):
-            self._gates.append((decision_id, client_order_id, i, g.code, _scalar(g.value), _scalar(g.limit),
-                                1 if g.passed else 0, g.detail, ts))
+        self._gates.extend([(decision_id, client_order_id, i, g.code, _scalar(g.value), _scalar(g.limit),
+                             1 if g.passed else 0, g.detail, ts) for i, g in enumerate(gates)])
 
     def add_event(self, ev: Event, line: bytes) -> None:
         """Event sink: the events table holds each event's audit record."""
