@@ -5,14 +5,20 @@ Positions are built from fills only (never from what was asked for). Long-only s
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
+from itertools import islice
 from dataclasses import dataclass
 
 from .model import ClosedTrade, Fill, Position, Side
 
 DAY_MS = 86_400_000
+
+
+def _last(d: deque[float], n: int) -> list[float] | deque[float]:
+    """The last n values of a return series, without copying it when that is all of it (the usual case once the
+    window is full)."""
+    return d if n >= len(d) else list(islice(d, len(d) - n, None))
 
 
 @dataclass(slots=True)
@@ -197,12 +203,12 @@ class Portfolio:
             n = min(n, window)
         pnl: list[float] | None = None
         for w, r in zip(exposures.values(), series):
-            col = list(r)[-n:]  # type: ignore[arg-type]
+            col = _last(r, n)  # type: ignore[arg-type]
             pnl = [w * x for x in col] if pnl is None else [p + w * x for p, x in zip(pnl, col)]
         assert pnl is not None
         k = min(int(math.floor((1.0 - confidence) * n)), n - 1)
-        worst = heapq.nsmallest(k + 1, pnl)
-        loss = -worst[k] * math.sqrt(horizon_bars)
+        # The (k+1)-th smallest P&L; sorting a few hundred floats in C is cheaper than heapq.nsmallest.
+        loss = -sorted(pnl)[k] * math.sqrt(horizon_bars)
         return max(0.0, 100.0 * loss / eq)
 
     def correlation(self, a: str, b: str, min_obs: int = 30, window: int | None = None) -> float | None:
@@ -214,7 +220,7 @@ class Portfolio:
             n = min(n, window)
         if n < min_obs:
             return None
-        xa, xb = list(ra)[-n:], list(rb)[-n:]
+        xa, xb = _last(ra, n), _last(rb, n)
         ma, mb = sum(xa) / n, sum(xb) / n
         cov = sum((x - ma) * (y - mb) for x, y in zip(xa, xb))
         va = sum((x - ma) ** 2 for x in xa)
