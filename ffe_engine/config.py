@@ -153,6 +153,7 @@ class EngineSettings(_Section):
     reconcile_interval_s: Seconds = 30.0
     order_poll_s: Seconds = 2.0  # how often in-flight orders are checked with the venue
     stop_timeout_s: Seconds = 5.0
+    cancel_timeout_s: Seconds = 5.0  # kill switch / flatten: the bound on all cancels together
 
     @field_validator("symbols")
     @classmethod

@@ -89,7 +89,8 @@ class Engine:
                                      timeframe_ms=timeframe_ms, live=self.opts.live)
         self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper, bus=bus,
                                 now_ms=clock.now_ms, state=lambda: self.state, on_fill=self._on_fill,
-                                settle_s=getattr(venue, "settle_s", 0.0))
+                                settle_s=getattr(venue, "settle_s", 0.0),
+                                cancel_timeout_s=settings.engine.cancel_timeout_s)
         self.ind = {s: IndicatorSet(s) for s in self.symbols}
         self._venue_on_candle = getattr(venue, "on_candle", None)  # an in-process venue fills on market data
         self.fee_rate = settings.venue.fee_bps / 10_000.0

@@ -30,3 +30,14 @@ async def test_cancel_all_waits_for_an_order_still_on_the_wire(fx, make_desk):  
     assert journaled.status is OrderStatus.CANCELED
     assert report.cancelled == [cid] and report.failed == []
     assert not desk.path.live
+
+
+async def test_cancels_are_bounded_in_time_and_the_late_ones_reported(fx, make_desk):  # noqa: F811
+    desk = await make_desk()
+    resting = [(await desk.buy(type="limit", price=20_000.0)).order.client_order_id for _ in range(2)]
+    desk.path.cancel_timeout_s = 0.3  # engine.cancel_timeout_s
+    fx.fault("DELETE /api/v3/order", "slow", seconds=2.0, times=2)
+    report = await desk.path.cancel_all()
+    assert report.cancelled == []
+    assert sorted(f["client_order_id"] for f in report.failed) == sorted(resting)
+    assert {f["error"] for f in report.failed} == {"cancel timed out"}
