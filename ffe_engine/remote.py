@@ -17,6 +17,7 @@ from typing import Any
 from . import events as ev_mod
 from .control import request
 from .engine import ControlError
+from .execution import CancelReport
 from .events import Event, EventBus
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -36,13 +37,6 @@ def event_from(rec: dict[str, Any]) -> Event | None:
     return ev
 
 
-@dataclass
-class RemoteCancelReport:
-    cancelled: list[str] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    elapsed_ms: float = 0.0
-
-
 class RemoteEngine:
     def __init__(self, path: Path, bus: EventBus) -> None:
         self.path = Path(path)
@@ -52,7 +46,6 @@ class RemoteEngine:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.crashed: BaseException | None = None
-        self.remote = True
 
     async def connect(self) -> None:
         self._snapshot = await self._call("status")
@@ -122,9 +115,9 @@ class RemoteEngine:
     async def resume(self, by: str = "operator", confirm: bool = False) -> Any:
         return await self._call("resume", by=by, confirm=confirm)
 
-    async def halt(self, reason: str = "kill switch", by: str = "operator") -> RemoteCancelReport:
+    async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
         r = await self._call("halt", by=by) or {}
-        return RemoteCancelReport(r.get("cancelled", []), r.get("failed", []), r.get("elapsed_ms", 0.0))
+        return CancelReport(r.get("cancelled", []), r.get("failed", []), r.get("elapsed_ms", 0.0))
 
     async def flatten(self, by: str = "operator") -> dict:
         return await self._call("flatten", by=by)

@@ -104,6 +104,16 @@ _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT
            "value=excluded.value, updated_ts=excluded.updated_ts")
 
 
+_SQL_ORDER_STATE = ("UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=?, "
+                    "fee_base=? WHERE client_order_id=?")
+
+
+def _order_state(o: Order) -> tuple:
+    """An order's changing part: what the venue has said of it so far."""
+    return (o.status.value, o.filled, o.average, o.fee, o.exchange_id, o.updated_ts, o.error, o.fee_base,
+            o.client_order_id)
+
+
 def _position_row(p: Position) -> tuple:
     return (p.symbol, p.side.value, p.quantity, p.entry_price, p.opened_ts, p.stop_loss, p.take_profit,
             p.entry_decision_id, p.fees)
@@ -357,11 +367,7 @@ class Store:
         return {r[0]: json.loads(r[1]) for r in await cur.fetchall()}
 
     async def update_order(self, o: Order) -> None:
-        await self._write(
-            "UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=?, "
-            "fee_base=? WHERE client_order_id=?",
-            (o.status.value, o.filled, o.average, o.fee, o.exchange_id, o.updated_ts, o.error, o.fee_base,
-             o.client_order_id))
+        await self._write(_SQL_ORDER_STATE, _order_state(o))
 
     @staticmethod
     def _order_from_row(r: tuple) -> Order:
@@ -392,11 +398,7 @@ class Store:
                                 "VALUES (?,?,?,?,?,?,?,?)",
                                 (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts,
                                  f.fee_base))
-                await c.execute(
-                    "UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=?, "
-                    "fee_base=? WHERE client_order_id=?",
-                    (order.status.value, order.filled, order.average, order.fee, order.exchange_id,
-                     order.updated_ts, order.error, order.fee_base, order.client_order_id))
+                await c.execute(_SQL_ORDER_STATE, _order_state(order))
                 if record is None:
                     return
                 if record.position is not None:
@@ -411,20 +413,11 @@ class Store:
                     await c.execute(_SQL_KV, (key, _dumps(value), f.ts / 1000.0))
 
     # ---------------------------------------------------------------- positions and trades
-    async def save_position(self, p: Position) -> None:
-        await self._write("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?,?,?)", _position_row(p))
-
-    async def delete_position(self, symbol: str) -> None:
-        await self._write("DELETE FROM positions WHERE symbol = ?", (symbol,))
-
     async def positions(self) -> list[Position]:
         cur = await self.conn.execute("SELECT * FROM positions ORDER BY symbol")
         return [Position(symbol=r[0], side=Side(r[1]), quantity=r[2], entry_price=r[3], opened_ts=r[4],
                          stop_loss=r[5], take_profit=r[6], entry_decision_id=r[7], fees=r[8])
                 for r in await cur.fetchall()]
-
-    async def add_trade(self, t: ClosedTrade) -> int:
-        return await self._write(_SQL_TRADE, _trade_row(t))
 
     async def add_provider_scores(self, trade_id: int, scores: list[tuple[str, str, bool, float]]) -> None:
         async with self._lock:

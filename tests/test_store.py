@@ -9,8 +9,8 @@ import pytest
 
 from conftest import db_rows, db_value, run_ffe
 from ffe_engine.events import EngineStateChanged, EventBus
-from ffe_engine.model import ClosedTrade, Order, OrderReason, OrderStatus, Position, Side
-from ffe_engine.store import SCHEMA_VERSION, SchemaError, Store
+from ffe_engine.model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
+from ffe_engine.store import SCHEMA_VERSION, FillRecord, SchemaError, Store
 
 TABLES = {"kv", "engine_state", "decisions", "votes", "gate_results", "orders", "fills", "positions", "trades",
           "provider_scores", "approvals", "events"}
@@ -57,12 +57,16 @@ async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
     await store.update_order(o)
     await store.set_engine_state("PAUSED", "operator", "ctl", 2.0)
     await store.put_kv("portfolio", {"cash": 1234.5}, 2.0)
-    await store.save_position(Position(symbol="BTC/USDT", side=Side.BUY, quantity=0.5, entry_price=100.0,
-                                       opened_ts=5, stop_loss=90.0, take_profit=120.0, entry_decision_id="d1",
-                                       fees=0.05))
-    await store.add_trade(ClosedTrade(symbol="ETH/USDT", side=Side.BUY, quantity=1.0, entry_price=10.0,
-                                      exit_price=11.0, pnl=0.9, fees=0.1, reason="take_profit", opened_ts=1,
-                                      closed_ts=2))
+    # A fill with what it changed in the book (position, a closed trade), recorded in one transaction.
+    o.filled = 0.5
+    trade = ClosedTrade(symbol="ETH/USDT", side=Side.BUY, quantity=1.0, entry_price=10.0, exit_price=11.0, pnl=0.9,
+                        fees=0.1, reason="take_profit", opened_ts=1, closed_ts=2)
+    record = FillRecord(position=Position(symbol="BTC/USDT", side=Side.BUY, quantity=0.5, entry_price=100.0,
+                                          opened_ts=5, stop_loss=90.0, take_profit=120.0, entry_decision_id="d1",
+                                          fees=0.05), trade=trade)
+    await store.add_fill(Fill(client_order_id=o.client_order_id, symbol="BTC/USDT", side=Side.BUY, quantity=0.5,
+                              price=100.0, fee=0.05, ts=5), o, record)
+    assert trade.trade_id == 1
     for _ in range(3):
         bus.publish(EngineStateChanged(state="PAUSED", previous="RUNNING", reason="x", by="test"))
     await store.close()
@@ -78,6 +82,7 @@ async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
         (pos,) = await store.positions()
         assert (pos.symbol, pos.quantity, pos.stop_loss, pos.take_profit) == ("BTC/USDT", 0.5, 90.0, 120.0)
         assert db_rows(path, "SELECT symbol, pnl, reason FROM trades") == [("ETH/USDT", 0.9, "take_profit")]
+        assert db_rows(path, "SELECT client_order_id, quantity FROM fills") == [("ffe-test-1", 0.5)]
         assert await store.last_seq() == 3  # the next event continues after these
     finally:
         await store.close()
