@@ -431,14 +431,15 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
         row = conn.execute("SELECT data FROM events WHERE seq = ?", (d["event_seq"],)).fetchone()
         rec = _json_blob(row[0]) if row else {}
 
-    # Votes: the decision record holds every vote (HOLDs too) with the weight applied; the votes table adds the
-    # latency, and is the fallback for a record that is missing.
+    # Votes: the decision record holds every vote (HOLDs too) with the weight applied and its latency; the votes
+    # table is the fallback for a record that is missing (or written before records carried the latency).
     table_votes = _rows(conn, "SELECT provider, action, confidence, weight, failed, reason, latency_ms FROM votes "
                               "WHERE decision_id = ?", (did,))
     latency = {v["provider"]: v["latency_ms"] for v in table_votes if not v["failed"]}
     if rec.get("votes") is not None:
         votes = [{"provider": v.get("provider"), "action": v.get("action"), "confidence": v.get("confidence"),
-                  "weight": v.get("weight"), "reason": v.get("reason"), "latency_ms": latency.get(v.get("provider"))}
+                  "weight": v.get("weight"), "reason": v.get("reason"),
+                  "latency_ms": v["latency_ms"] if "latency_ms" in v else latency.get(v.get("provider"))}
                  for v in rec["votes"]]
         failed = list(rec.get("failed") or [])
     else:

@@ -487,15 +487,16 @@ class Engine:
         self.last_decision[d.symbol] = d
         res = d.ensemble
         weights = res.weights
-        seq = self.bus.publish_fields(DecisionMade, {
+        # The store indexes the decision from this record (decisions, votes and gate_results tables).
+        self.bus.publish_fields(DecisionMade, {
             "decision_id": d.decision_id, "symbol": d.symbol, "bar_ts": d.ts, "price": d.price, "action": res.action,
             "confidence": res.confidence, "tier": res.tier, "strategy": res.strategy,
             "votes": [{"provider": v.provider, "action": v.action, "confidence": v.confidence,
-                       "weight": weights.get(v.provider), "reason": v.reason} for v in res.votes],
+                       "weight": weights.get(v.provider), "reason": v.reason, "latency_ms": v.latency_ms}
+                      for v in res.votes],
             "failed": res.failed, "gates": [g.as_dict() for g in d.gates] if d.gates else [],
             "quantity": d.quantity, "outcome": d.outcome, "reason": d.reason or res.reason, "sizing": d.sizing,
             "client_order_id": d.client_order_id, "approval_id": d.approval_id})
-        self.store.add_decision(d, weights, seq)
 
     # ================================================================== fills -> positions -> feedback
     async def _on_fill(self, order: Order, fill: Fill, intent: OrderIntent) -> FillRecord:

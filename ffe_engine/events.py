@@ -56,15 +56,22 @@ def encode(obj: Any) -> bytes:
 
 
 _iso_second = [-1, ""]
+_iso_milli = [-1, ""]
 
 
 def iso_ts(ts: float) -> str:
-    """ISO-8601 UTC with milliseconds. The second's text is reused: events come many to a second."""
-    sec = int(ts)
+    """ISO-8601 UTC with milliseconds. The text is reused within a millisecond and its second: events come many
+    to a millisecond in a backtest."""
+    ms = int(ts * 1000)
+    if ms == _iso_milli[0]:
+        return _iso_milli[1]
+    sec = ms // 1000
     if sec != _iso_second[0]:
         _iso_second[0] = sec
         _iso_second[1] = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{_iso_second[1]}.{int((ts - sec) * 1000):03d}Z"
+    text = f"{_iso_second[1]}.{ms - sec * 1000:03d}Z"
+    _iso_milli[0], _iso_milli[1] = ms, text
+    return text
 
 
 @dataclass(slots=True)

@@ -3,8 +3,8 @@
 Two kinds of writes:
 - durable now (`journal_order`, `update_order`, `set_engine_state`, ...): the buffered rows are written first so
   the order of records is kept, then the statement, then a commit, before the call returns;
-- buffered (`add_decision`, `add_event`): appended to memory and written by the next `flush()` in one
-  transaction. The engine flushes after every bar in paper and live runs, and every few thousand bars in a
+- buffered (`add_event`, `add_gates`): appended to memory and written by the next `flush()` in one
+  transaction; the decisions, votes and gate_results tables are derived from the `decision` events then. The engine flushes after every bar in paper and live runs, and every few thousand bars in a
   backtest, so a crash can only lose the decisions of the bar in progress, never an order.
 
 No pickle: structured context is stored as JSON text.
@@ -23,15 +23,14 @@ from typing import Any, Awaitable, Callable, Iterable
 import aiosqlite
 
 from .events import Event
-from .model import Action, ClosedTrade, Decision, Fill, Order, OrderReason, OrderStatus, Position, Side
+from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
+from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
 SCHEMA_VERSION = 1
 
 
 class SchemaError(RuntimeError):
     """The database was written by a newer ffe (its schema version is higher than this one knows)."""
-_HOLD = Action.HOLD
-_TEXT = {a: a.value for a in Action}
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -91,15 +90,8 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=str)
 
 
-def _scalar(x: Any) -> Any:
-    """A gate's measured value or limit as SQLite stores it: numbers as numbers, anything else as text."""
-    if x is None or isinstance(x, (int, float)):
-        return x
-    return str(x.value if hasattr(x, "value") else x)
-
-
-_SQL_TRADE = ("INSERT INTO trades (symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, "
-              "closed_ts, entry_decision_id, exit_client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+_SQL_TRADE = ("INSERT INTO trades (id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, "
+              "closed_ts, entry_decision_id, exit_client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
            "value=excluded.value, updated_ts=excluded.updated_ts")
 
@@ -120,7 +112,7 @@ def _position_row(p: Position) -> tuple:
 
 
 def _trade_row(t: ClosedTrade) -> tuple:
-    return (t.symbol, t.side.value, t.quantity, t.entry_price, t.exit_price, t.pnl, t.fees, t.reason, t.opened_ts,
+    return (t.trade_id, t.symbol, t.side.value, t.quantity, t.entry_price, t.exit_price, t.pnl, t.fees, t.reason, t.opened_ts,
             t.closed_ts, t.entry_decision_id, t.exit_client_order_id)
 
 
@@ -135,47 +127,13 @@ class FillRecord:
     then: Callable[[], Awaitable[None]] | None = None  # events and feedback, after it is recorded
 
 
-class _InlineCursor:
-    def __init__(self, cur: sqlite3.Cursor) -> None:
-        self._cur = cur
-        self.lastrowid = cur.lastrowid
-        self.description = cur.description
-
-    async def fetchone(self):
-        return self._cur.fetchone()
-
-    async def fetchall(self):
-        return self._cur.fetchall()
-
-
-class _InlineConnection:
-    """sqlite3 run on the calling thread behind aiosqlite's async API.
-
-    For a backtest: one task, no operator waiting on the loop, and ~50 µs saved on every statement that a hop to
-    aiosqlite's thread would cost.
-    """
-
-    def __init__(self, path: str) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None)
-
-    async def execute(self, sql: str, params: Any = ()) -> _InlineCursor:
-        return _InlineCursor(self._conn.execute(sql, params))
-
-    async def executemany(self, sql: str, rows: Any) -> _InlineCursor:
-        return _InlineCursor(self._conn.executemany(sql, rows))
-
-    async def close(self) -> None:
-        self._conn.close()
-
-
 class Store:
     def __init__(self, conn: Any, path: Path) -> None:
         self.conn = conn
         self.path = path
-        self._decisions: list[tuple] = []
-        self._votes: list[tuple] = []
         self._gates: list[tuple] = []
         self._events: list[tuple] = []
+        self._last_trade_id = 0
         self.batch = False
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
         # transaction must not interleave with another's.
@@ -186,15 +144,15 @@ class Store:
     async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL") -> "Store":
         """The system of record: WAL, every commit synced (`synchronous`), statements on aiosqlite's thread.
 
-        `backtest=True`: a run's own database, written by one process once and never resumed. sqlite3 runs on
-        the calling thread (no hop per statement), writes go in one transaction from flush to flush, unsynced,
-        with a rollback journal (appending needs no copy of each page in a WAL). A crash loses the run, which is
-        re-run, never an account's records.
+        `backtest=True`: a run's own database, written once and never resumed, by a child process that owns the
+        connection (sqlwriter.py). Writes go in one transaction from flush to flush, unsynced, with a rollback
+        journal (appending needs no copy of each page in a WAL). A crash loses the run, which is re-run, never an
+        account's records.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if backtest:
-            conn: Any = _InlineConnection(str(path))
+            conn: Any = WriterProcess(str(path))
             for pragma in ("journal_mode=TRUNCATE", "synchronous=OFF", "locking_mode=EXCLUSIVE",
                            "cache_size=-65536"):
                 await conn.execute(f"PRAGMA {pragma}")
@@ -204,8 +162,12 @@ class Store:
             await conn.execute(f"PRAGMA synchronous={synchronous}")
         await conn.execute("PRAGMA busy_timeout=5000")
         store = cls(conn, path)
+        if backtest:  # the child derives the index rows from the records
+            store.add_event = conn.add_event  # type: ignore[method-assign]
         try:
             await store._migrate()
+            cur = await conn.execute("SELECT COALESCE(MAX(id), 0) FROM trades")
+            (store._last_trade_id,) = await cur.fetchone()
         except BaseException:
             await conn.close()  # aiosqlite's worker thread would keep the process alive
             raise
@@ -231,11 +193,13 @@ class Store:
                 raise
 
     async def close(self) -> None:
-        await self.flush()
-        if self.batch:
-            await self.conn.execute("COMMIT")
-            self.batch = False
-        await self.conn.close()
+        try:
+            await self.flush()
+            if self.batch:
+                await self.conn.execute("COMMIT")
+                self.batch = False
+        finally:  # a failed write must not leave the connection (or a backtest's writer process) open
+            await self.conn.close()
 
     @contextlib.asynccontextmanager
     async def _tx(self):
@@ -252,48 +216,33 @@ class Store:
         await self.conn.execute("COMMIT")
 
     # ---------------------------------------------------------------- buffered writes
-    def add_decision(self, d: Decision, weights: dict[str, float], event_seq: int | None) -> None:
-        """`event_seq` is the `decision` event holding the decision's full record (events table, audit trail)."""
-        e = d.ensemble
-        decision_id = d.decision_id
-        # Actions as their plain text: sqlite3 would store an Action (a str enum) as the same text, but only after
-        # looking for an adapter for it, on each of the ~150k rows of a backtest.
-        self._decisions.append((decision_id, d.ts, d.symbol, _TEXT[e.action], e.confidence, e.tier, e.strategy,
-                                d.price, d.quantity, d.outcome, d.reason or e.reason, d.client_order_id,
-                                d.approval_id, event_seq))
-        # The votes table indexes the directional votes (what the feedback loop scores and the provider report
-        # counts); every vote, HOLDs included, is in the decision's record.
-        votes = self._votes
-        for v in e.votes:
-            a = v.action
-            if a is not _HOLD:
-                votes.append((decision_id, v.provider, _TEXT[a], v.confidence, weights.get(v.provider), 0, v.reason,
-                              v.latency_ms))
-        for name in e.failed:
-            votes.append((decision_id, name, None, None, weights.get(name), 1, "failed", None))
-        if d.gates:
-            self.add_gates(d.gates, decision_id=decision_id, client_order_id=d.client_order_id, ts=d.ts / 1000)
-
     def add_gates(self, gates: Iterable, *, decision_id: str | None, client_order_id: str | None, ts: float) -> None:
-        self._gates.extend([(decision_id, client_order_id, i, g.code, _scalar(g.value), _scalar(g.limit),
+        """Gates checked outside a decision's own evaluation (an order refused later, an approval re-checked)."""
+        self._gates.extend([(decision_id, client_order_id, i, g.code, scalar(g.value), scalar(g.limit),
                              1 if g.passed else 0, g.detail, ts) for i, g in enumerate(gates)])
 
     def add_event(self, ev: Event, line: bytes) -> None:
-        """Event sink: the events table holds each event's audit record."""
+        """Event sink: the events table holds each event's audit record; a `decision` event's record is also
+        indexed in the decisions, votes and gate_results tables (sqlwriter.index_rows)."""
         self._events.append((ev.seq, ev.ts, ev.name, line))
 
     async def _write_buffers(self) -> None:
-        decisions, votes, gates, events = self._decisions, self._votes, self._gates, self._events
-        self._decisions, self._votes, self._gates, self._events = [], [], [], []
+        gates, events = self._gates, self._events
+        self._gates, self._events = [], []
         c = self.conn
-        if decisions:
-            await c.executemany("INSERT OR REPLACE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", decisions)
-        if votes:
-            await c.executemany("INSERT INTO votes VALUES (?,?,?,?,?,?,?,?)", votes)
+        if isinstance(c, WriterProcess):
+            c.write_events()
+        elif events:
+            await c.executemany(SQL_EVENT, events)
+            decisions: list[tuple] = []
+            votes: list[tuple] = []
+            index_rows(events, decisions, votes, gates)
+            if decisions:
+                await c.executemany(SQL_DECISION, decisions)
+            if votes:
+                await c.executemany(SQL_VOTE, votes)
         if gates:
-            await c.executemany("INSERT INTO gate_results VALUES (?,?,?,?,?,?,?,?,?)", gates)
-        if events:
-            await c.executemany("INSERT INTO events VALUES (?,?,?,?)", events)
+            await c.executemany(SQL_GATE, gates)
 
     async def flush(self) -> None:
         async with self._lock:
@@ -305,18 +254,17 @@ class Store:
             await self.conn.execute("COMMIT")
             await self.conn.execute("BEGIN")
             return
-        if not (self._decisions or self._votes or self._gates or self._events):
+        if not (self._gates or self._events):
             return
         async with self._tx():
             await self._write_buffers()
 
-    async def _write(self, sql: str, params: tuple | list = ()) -> int | None:
+    async def _write(self, sql: str, params: tuple | list = ()) -> None:
         """Flush buffered rows, then run one statement in its own committed transaction."""
         async with self._lock:
             if not self.batch:
                 await self._flush_locked()
-            cur = await self.conn.execute(sql, params)
-            return cur.lastrowid
+            await self.conn.execute(sql, params)
 
     # ---------------------------------------------------------------- engine state and key/value
     async def get_engine_state(self) -> tuple[str, str, str] | None:
@@ -407,8 +355,10 @@ class Store:
                 elif record.closed_symbol is not None:
                     await c.execute("DELETE FROM positions WHERE symbol = ?", (record.closed_symbol,))
                 if record.trade is not None:
-                    cur = await c.execute(_SQL_TRADE, _trade_row(record.trade))
-                    record.trade.trade_id = cur.lastrowid
+                    # The id is assigned here, not by SQLite: a backtest's writer runs in another process.
+                    self._last_trade_id += 1
+                    record.trade.trade_id = self._last_trade_id
+                    await c.execute(_SQL_TRADE, _trade_row(record.trade))
                 for key, value in record.kv.items():
                     await c.execute(_SQL_KV, (key, _dumps(value), f.ts / 1000.0))
 

@@ -1,0 +1,317 @@
+"""The decision index, and a backtest's database writer: a child process that owns the SQLite connection.
+
+The decisions, votes and gate_results tables index the `decision` events: their rows are derived from each event's
+audit record (`index_rows`), so a decision is written once, as its record, and what the tables say can never
+disagree with the audit trail. The live store derives them in process when it flushes.
+
+A backtest writes about four rows per bar, and binding and inserting them costs a third of the run on one core.
+Its database is its own (written once, never resumed, never shared), so `WriterProcess` hands it to a child
+process on the machine's other core: the engine queues statements and event records, sends them as one frame at
+each commit, and reads that frame's acknowledgement one frame later, so a failed write stops the run within two
+flushes. Reads wait for everything sent before them.
+
+Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload. JSON throughout, no pickle.
+- `W` write: header length (4 bytes), header JSON `[op, ...]`, then the event records end to end. An op is
+  `["x", sql, params]`, `["m", sql, rows]` (executemany) or `["e", [[seq, ts, name, length], ...]]` (events rows,
+  records taken in turn from the tail, plus the index rows of the decisions among them). Answered `{"ok": true}`.
+- `Q` query: `[sql, params]`, answered `{"rows": [...], "columns": [...]}`.
+- `C` close: commit and close, answered `{"ok": true}`; the child then exits.
+Any answer may be `{"error": "..."}`: the first failed statement, after which the child writes nothing more and
+rolls back the transaction it was in (what earlier flushes committed stays).
+
+Run as `python -m ffe_engine.sqlwriter PATH`. If the engine's process dies, the child commits what it was sent and
+exits when its input closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+
+SQL_EVENT = "INSERT INTO events VALUES (?,?,?,?)"
+SQL_DECISION = "INSERT OR REPLACE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+SQL_VOTE = "INSERT INTO votes VALUES (?,?,?,?,?,?,?,?)"
+SQL_GATE = "INSERT INTO gate_results VALUES (?,?,?,?,?,?,?,?,?)"
+
+_HEAD = struct.Struct(">cI")
+_LEN = struct.Struct(">I")
+
+
+class WriterError(sqlite3.Error):
+    """The writer process failed or reported a failed statement."""
+
+
+def scalar(x: Any) -> Any:
+    """A gate's measured value or limit as SQLite stores it: numbers as numbers, anything else as text."""
+    if x is None or isinstance(x, (int, float)):
+        return x
+    return str(x.value if hasattr(x, "value") else x)
+
+
+def index_rows(events: Iterable[tuple], decisions: list, votes: list, gates: list) -> None:
+    """Append the decisions, votes and gate_results rows of the `decision` events among `events`
+    ((seq, ts, name, record) tuples, the record as its audit line).
+
+    The votes table indexes the directional votes (what the feedback loop scores and the provider report counts)
+    and the providers that failed; every vote, HOLDs included, is in the record. A failed provider cast no vote,
+    so no weight was applied to it.
+    """
+    loads = orjson.loads
+    for seq, _ts, name, line in events:
+        if name != "decision":
+            continue
+        r = loads(line)
+        did = r["decision_id"]
+        action = r["action"]
+        decisions.append((did, r["bar_ts"], r["symbol"], action, r["confidence"], r["tier"], r["strategy"],
+                          r["price"], r["quantity"], r["outcome"], r["reason"], r.get("client_order_id"),
+                          r.get("approval_id"), seq))
+        for v in r["votes"]:
+            if v["action"] != "HOLD":
+                votes.append((did, v["provider"], v["action"], v["confidence"], v.get("weight"), 0, v.get("reason"),
+                              v.get("latency_ms")))
+        for p in r.get("failed") or ():
+            votes.append((did, p, None, None, None, 1, "failed", None))
+        if r.get("gates"):
+            cid = r.get("client_order_id")
+            ts = r["bar_ts"] / 1000
+            gates.extend([(did, cid, i, g["code"], scalar(g.get("value")), scalar(g.get("limit")),
+                           1 if g["passed"] else 0, g.get("detail"), ts) for i, g in enumerate(r["gates"])])
+
+
+# ====================================================================== the engine's side
+class _Rows:
+    """What a statement returned, behind the cursor calls the store makes."""
+
+    def __init__(self, rows: list, columns: list | None = None) -> None:
+        self._rows = [tuple(r) for r in rows]
+        self.description = [(c, None, None, None, None, None, None) for c in columns] if columns else None
+
+    async def fetchone(self):
+        return self._rows[0] if self._rows else None
+
+    async def fetchall(self):
+        return self._rows
+
+
+_NO_ROWS = _Rows([])
+
+
+def _returns_rows(sql: str) -> bool:
+    head = sql.lstrip()[:6].upper()
+    return head == "SELECT" or (head == "PRAGMA" and "=" not in sql)
+
+
+class WriterProcess:
+    """The store's connection for a backtest: statements are queued and run by the child process, in order."""
+
+    def __init__(self, path: str) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # Its own session: a ^C reaches the engine, which closes the run in order; the child never sees it.
+        self._proc = subprocess.Popen([sys.executable, "-m", "ffe_engine.sqlwriter", path], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=env, bufsize=0, start_new_session=True)
+        with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups per frame where Linux allows it
+            fcntl.fcntl(self._proc.stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        self._ops: list[list] = []
+        self._events: list[tuple] = []  # (seq, ts, name, length) of the records not yet in an op
+        self._records: list[bytes] = []
+        self._unanswered = 0
+        self._closed = False
+
+    # ---- the aiosqlite calls the store makes
+    async def execute(self, sql: str, params: Any = ()) -> _Rows:
+        if _returns_rows(sql):
+            return self._query(sql, params)
+        self._ops.append(["x", sql, list(params)])
+        if sql == "COMMIT":  # a flush: send it, and hear how the one before it went
+            self._send_writes()
+        return _NO_ROWS
+
+    async def executemany(self, sql: str, rows: list) -> _Rows:
+        self._ops.append(["m", sql, rows])
+        return _NO_ROWS
+
+    def add_event(self, ev: Any, line: bytes) -> None:
+        """The store's event sink: an events row, and the index rows of a decision, which the child derives."""
+        self._events.append((ev.seq, ev.ts, ev.name, len(line)))
+        self._records.append(line)
+
+    def write_events(self) -> None:
+        """Place the events received so far at this point of the statements."""
+        if self._events:
+            self._ops.append(["e", self._events])
+            self._events = []
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._send_writes()
+            self._frame(b"C", [])
+            while self._unanswered:
+                self._answer()
+        finally:
+            self._proc.stdin.close()
+            self._proc.wait()
+            self._proc.stdout.close()
+
+    # ---- frames
+    def _query(self, sql: str, params: Any) -> _Rows:
+        self._send_writes()
+        self._frame(b"Q", [orjson.dumps([sql, list(params)])])
+        while self._unanswered > 1:
+            self._answer()
+        reply = self._answer()
+        return _Rows(reply["rows"], reply.get("columns"))
+
+    def _send_writes(self) -> None:
+        if not self._ops:
+            return
+        ops, records = self._ops, self._records
+        self._ops, self._records = [], []
+        header = orjson.dumps(ops)
+        self._frame(b"W", [_LEN.pack(len(header)), header, *records])
+        while self._unanswered > 1:  # one write in flight: the child works on it while the engine goes on
+            self._answer()
+
+    def _frame(self, kind: bytes, parts: list[bytes]) -> None:
+        if self._proc.poll() is not None:
+            raise WriterError(f"the backtest database writer exited (code {self._proc.returncode})")
+        parts.insert(0, _HEAD.pack(kind, sum(map(len, parts))))
+        try:
+            _write_all(self._proc.stdin.fileno(), parts)
+        except BrokenPipeError:
+            raise WriterError("the backtest database writer exited") from None
+        self._unanswered += 1
+
+    def _answer(self) -> dict:
+        kind, payload = _read_frame(self._proc.stdout)
+        if kind is None:
+            raise WriterError(f"the backtest database writer exited (code {self._proc.wait()})")
+        self._unanswered -= 1
+        reply = orjson.loads(payload)
+        if "error" in reply:
+            raise WriterError(f"backtest database: {reply['error']}")
+        return reply
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """The parts end to end, without joining them (a frame holds a few thousand records), in few system calls."""
+    i = 0
+    while i < len(parts):
+        chunk = parts[i:i + 512]
+        done = os.writev(fd, chunk)
+        i += len(chunk)
+        if done < sum(map(len, chunk)):  # a partial write: the rest of this chunk, then go on
+            rest = b"".join(chunk)[done:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+
+
+def _read_exactly(f, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = f.readinto(view[got:])
+        if not k:
+            return None
+        got += k
+    return bytes(buf)
+
+
+def _read_frame(f) -> tuple[bytes | None, bytes]:
+    head = _read_exactly(f, _HEAD.size)
+    if head is None:
+        return None, b""
+    kind, n = _HEAD.unpack(head)
+    payload = _read_exactly(f, n) if n else b""
+    if payload is None:
+        return None, b""
+    return kind, payload
+
+
+# ====================================================================== the child
+def _apply_writes(conn: sqlite3.Connection, payload: bytes) -> None:
+    (hlen,) = _LEN.unpack_from(payload)
+    ops = orjson.loads(payload[4:4 + hlen])
+    at = 4 + hlen
+    for op in ops:
+        kind = op[0]
+        if kind == "x":
+            conn.execute(op[1], op[2])
+        elif kind == "m":
+            conn.executemany(op[1], op[2])
+        else:
+            events = []
+            for seq, ts, name, n in op[1]:
+                events.append((seq, ts, name, payload[at:at + n]))
+                at += n
+            decisions: list = []
+            votes: list = []
+            gates: list = []
+            index_rows(events, decisions, votes, gates)
+            conn.executemany(SQL_EVENT, events)
+            conn.executemany(SQL_DECISION, decisions)
+            conn.executemany(SQL_VOTE, votes)
+            conn.executemany(SQL_GATE, gates)
+
+
+def _reply(out, obj: Any) -> None:
+    body = orjson.dumps(obj)
+    out.write(_HEAD.pack(b"A", len(body)) + body)
+    out.flush()
+
+
+def _plain(rows: list) -> list:
+    """Rows as JSON can carry them: a BLOB (an event record) as its text."""
+    return [[x.decode() if isinstance(x, bytes) else x for x in r] for r in rows]
+
+
+def main(argv: list[str]) -> int:
+    conn = sqlite3.connect(argv[0], isolation_level=None)
+    inp, out = sys.stdin.buffer.raw, sys.stdout.buffer
+    error: str | None = None
+    try:
+        while True:
+            kind, payload = _read_frame(inp)
+            if kind is None:  # the engine is gone: keep what it sent
+                if conn.in_transaction and error is None:
+                    conn.execute("COMMIT")
+                return 1
+            try:
+                if kind == b"W":
+                    if error is None:
+                        _apply_writes(conn, payload)
+                    _reply(out, {"error": error} if error else {"ok": True})
+                elif kind == b"Q":
+                    sql, params = orjson.loads(payload)
+                    cur = conn.execute(sql, params)
+                    columns = [d[0] for d in cur.description] if cur.description else None
+                    _reply(out, {"error": error} if error else {"rows": _plain(cur.fetchall()), "columns": columns})
+                elif kind == b"C":
+                    if error is None and conn.in_transaction:
+                        conn.execute("COMMIT")
+                    _reply(out, {"error": error} if error else {"ok": True})
+                    return 0
+            except Exception as exc:  # the first failure is kept and answered from then on
+                error = f"{type(exc).__name__}: {exc}"
+                _reply(out, {"error": error})
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
