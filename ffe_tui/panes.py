@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import DataTable, Log, Static
@@ -255,3 +256,10 @@ class ChartPane(PlotextPlot):
 
 class LogPane(Log):
     """Tail of the audit events and engine log lines, written in batches."""
+
+    def _update_size(self, updates: int, lines: list[str]) -> None:
+        # Textual's Log measures new lines in a thread worker that looks up the app from the widget; a batch written
+        # as the console quits then fails the app (the pane is already detached). The batches here are bounded,
+        # so they are measured in place.
+        if lines:
+            self._update_maximum_width(updates, max(cell_len(self._process_line(line)) for line in lines))
