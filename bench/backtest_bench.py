@@ -76,7 +76,6 @@ class Timers:
 
 async def split_run(tmp: str) -> tuple[float, dict[str, int]]:
     from ffe_engine import engine, ensemble, execution, indicators, market, risk, sqlwriter, store
-    from ffe_engine.audit import AuditWriter
     from ffe_engine.events import EventBus
     from ffe_engine.market import replay
     from ffe_engine.signals import breakout, mean_reversion, momentum, trend
@@ -97,7 +96,6 @@ async def split_run(tmp: str) -> tuple[float, dict[str, int]]:
         timers.wrap(store.Store, name, "store")
     timers.wrap(sqlwriter.WriterProcess, "add_event", "store")  # a backtest store's event sink
     timers.wrap(EventBus, "publish", "store")
-    timers.wrap(AuditWriter, "flush", "store")
     timers.wrap(engine.Engine, "_persist_books", "store")
 
     # The replay feed's iteration: time spent producing candles between the engine's bars.

@@ -12,13 +12,13 @@ import json
 import logging
 import os
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import structlog
 
 from .events import Event
+from .sqlwriter import open_lines_file
 
 REDACTED = "********"
 
@@ -51,27 +51,18 @@ class Redactor:
 
 
 class AuditWriter:
-    """Event sink writing logs/audit.jsonl (the bus has already encoded and redacted each record)."""
+    """Event sink writing logs/audit.jsonl (the bus has already encoded and redacted each record).
 
-    def __init__(self, path: Path, *, background: bool = False) -> None:
-        """`background`: whole batches are written by a thread of their own (a backtest's megabytes of records go
-        to disk while the replay goes on); lines still reach the file in order, each batch in whole lines."""
+    Lines are kept until `flush()` (the engine flushes after every bar of a paper or live run) and written with one
+    `os.write` of whole lines. A backtest's audit file is written by its record writer process instead
+    (sqlwriter.py), from the same records.
+    """
+
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._fd = open_lines_file(self.path)
         self._lines: list[bytes] = []
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ffe-audit") if background else None
-        self._pending: Future | None = None
-        self._repair_tail()
-
-    def _repair_tail(self) -> None:
-        """A line cut by a power loss (never by a crash of ours) is closed so the next line stays whole."""
-        size = os.fstat(self._fd).st_size
-        if size:
-            with open(self.path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    os.write(self._fd, b"\n")
 
     def __call__(self, ev: Event, line: bytes) -> None:
         self._lines.append(line)
@@ -81,25 +72,12 @@ class AuditWriter:
             return
         data = b"\n".join(self._lines) + b"\n"
         self._lines = []
-        if self._writer is None:
-            self._write(data)
-            return
-        if self._pending is not None:
-            self._pending.result()  # one batch at a time, in order; raises a failed write here
-        self._pending = self._writer.submit(self._write, data)
-
-    def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+            view = view[os.write(self._fd, view):]
 
     def close(self) -> None:
         self.flush()
-        if self._writer is not None:
-            if self._pending is not None:
-                self._pending.result()
-            self._writer.shutdown()
         os.close(self._fd)
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .audit import AuditWriter, Redactor, setup_logging
+from .audit import Redactor, setup_logging
 from .clock import SimClock
 from .engine import Engine, EngineOptions
 from .ensemble import Ensemble
@@ -57,12 +57,11 @@ async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str
     data_dir, log_dir = run_dirs(settings, run_id)
     engine_settings = settings.model_copy(update={
         "engine": settings.engine.model_copy(update={"symbols": symbols, "approval": "auto"})})
-    store = await Store.open(data_dir / "ffe.db", backtest=True)
-    audit = AuditWriter(log_dir / "audit.jsonl", background=True)
+    # The store's writer process writes the database and the audit file, from the same records.
+    store = await Store.open(data_dir / "ffe.db", backtest=True, audit_path=log_dir / "audit.jsonl")
     redactor = Redactor(settings.secrets())
     bus = EventBus(redact=redactor.text if redactor.secrets else None)
     bus.add_sink(store.add_event)
-    bus.add_sink(audit)
     clock = SimClock()
     feed = ReplayFeed(series, clock, speed=0.0)
     v = settings.venue
@@ -74,7 +73,7 @@ async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str
                     ensemble=Ensemble(e.strategy, e.min_votes, None, e.provider_timeout_s),
                     learner=WeightLearner([p.name for p in providers], warmup_trades=e.warmup_trades,
                                           floor=e.weight_floor, learning_rate=e.learning_rate),
-                    audit=audit, timeframe_ms=timeframe,
+                    timeframe_ms=timeframe,
                     options=EngineOptions(backtest=True, flush_every=FLUSH_EVERY, adaptive=e.adaptive,
                                           start_state=EngineState.RUNNING))
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
@@ -95,7 +94,6 @@ async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         await store.close()
-        audit.close()
     return report
 
 

@@ -1,4 +1,5 @@
-"""The decision index, and a backtest's database writer: a child process that owns the SQLite connection.
+"""The decision index, and a backtest's record writer: a child process that owns the SQLite connection and
+appends the run's audit lines.
 
 The decisions, votes and gate_results tables index the `decision` events: their rows are derived from each event's
 audit record (`index_rows`), so a decision is written once, as its record, and what the tables say can never
@@ -8,7 +9,8 @@ A backtest writes about four rows per bar, and binding and inserting them costs 
 Its database is its own (written once, never resumed, never shared), so `WriterProcess` hands it to a child
 process on the machine's other core: the engine queues statements and event records, sends them as one frame at
 each commit, and reads that frame's acknowledgement one frame later, so a failed write stops the run within two
-flushes. Reads wait for everything sent before them.
+flushes. Reads wait for everything sent before them. The child also appends the event records to the run's
+audit file, whole lines per frame, as the AuditWriter does in a live run: the records cross to it once.
 
 Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload. JSON throughout, no pickle.
 - `W` write: header length (4 bytes), header JSON `[op, ...]`, then the event records end to end. An op is
@@ -19,7 +21,7 @@ Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload.
 Any answer may be `{"error": "..."}`: the first failed statement, after which the child writes nothing more and
 rolls back the transaction it was in (what earlier flushes committed stays).
 
-Run as `python -m ffe_engine.sqlwriter PATH`. If the engine's process dies, the child commits what it was sent and
+Run as `python -m ffe_engine.sqlwriter DATABASE [AUDIT_FILE]`. If the engine's process dies, the child commits what it was sent and
 exits when its input closes.
 """
 
@@ -48,6 +50,19 @@ _LEN = struct.Struct(">I")
 
 class WriterError(sqlite3.Error):
     """The writer process failed or reported a failed statement."""
+
+
+def open_lines_file(path: str | Path) -> int:
+    """A JSON-lines file opened for appending whole lines (O_APPEND). A last line cut by a power loss (a crash of
+    ours never cuts one: lines go in whole batches) is closed first, so the next line stays whole."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    size = os.fstat(fd).st_size
+    if size:
+        with open(path, "rb") as f:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                os.write(fd, b"\n")
+    return fd
 
 
 def scalar(x: Any) -> Any:
@@ -114,18 +129,20 @@ def _returns_rows(sql: str) -> bool:
 class WriterProcess:
     """The store's connection for a backtest: statements are queued and run by the child process, in order."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, audit_path: str | None = None) -> None:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        args = [sys.executable, "-m", "ffe_engine.sqlwriter", path] + ([audit_path] if audit_path else [])
         # Its own session: a ^C reaches the engine, which closes the run in order; the child never sees it.
-        self._proc = subprocess.Popen([sys.executable, "-m", "ffe_engine.sqlwriter", path], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, env=env, bufsize=0, start_new_session=True)
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
+                                      start_new_session=True)
         with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups per frame where Linux allows it
             fcntl.fcntl(self._proc.stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
         self._ops: list[list] = []
-        self._events: list[tuple] = []  # (seq, ts, name, length) of the records not yet in an op
-        self._records: list[bytes] = []
+        self._events: list[tuple] = []  # (seq, ts, name, length) of the records not yet placed in an op
+        self._unplaced: list[bytes] = []  # and those records
+        self._records: list[bytes] = []  # the records of the ops queued so far, in order
         self._unanswered = 0
         self._closed = False
 
@@ -145,13 +162,14 @@ class WriterProcess:
     def add_event(self, ev: Any, line: bytes) -> None:
         """The store's event sink: an events row, and the index rows of a decision, which the child derives."""
         self._events.append((ev.seq, ev.ts, ev.name, len(line)))
-        self._records.append(line)
+        self._unplaced.append(line)
 
     def write_events(self) -> None:
-        """Place the events received so far at this point of the statements."""
+        """Place the events received so far at this point of the statements (a record travels with its op)."""
         if self._events:
             self._ops.append(["e", self._events])
-            self._events = []
+            self._records.extend(self._unplaced)
+            self._events, self._unplaced = [], []
 
     async def close(self) -> None:
         if self._closed:
@@ -244,7 +262,7 @@ def _read_frame(f) -> tuple[bytes | None, bytes]:
 
 
 # ====================================================================== the child
-def _apply_writes(conn: sqlite3.Connection, payload: bytes) -> None:
+def _apply_writes(conn: sqlite3.Connection, payload: bytes, audit_fd: int | None) -> None:
     (hlen,) = _LEN.unpack_from(payload)
     ops = orjson.loads(payload[4:4 + hlen])
     at = 4 + hlen
@@ -259,6 +277,8 @@ def _apply_writes(conn: sqlite3.Connection, payload: bytes) -> None:
             for seq, ts, name, n in op[1]:
                 events.append((seq, ts, name, payload[at:at + n]))
                 at += n
+            if audit_fd is not None:
+                _write_all(audit_fd, [b"\n".join([e[3] for e in events]), b"\n"])
             decisions: list = []
             votes: list = []
             gates: list = []
@@ -282,6 +302,7 @@ def _plain(rows: list) -> list:
 
 def main(argv: list[str]) -> int:
     conn = sqlite3.connect(argv[0], isolation_level=None)
+    audit_fd = open_lines_file(argv[1]) if len(argv) > 1 else None
     inp, out = sys.stdin.buffer.raw, sys.stdout.buffer
     error: str | None = None
     try:
@@ -294,7 +315,7 @@ def main(argv: list[str]) -> int:
             try:
                 if kind == b"W":
                     if error is None:
-                        _apply_writes(conn, payload)
+                        _apply_writes(conn, payload, audit_fd)
                     _reply(out, {"error": error} if error else {"ok": True})
                 elif kind == b"Q":
                     sql, params = orjson.loads(payload)
@@ -311,6 +332,8 @@ def main(argv: list[str]) -> int:
                 _reply(out, {"error": error})
     finally:
         conn.close()
+        if audit_fd is not None:
+            os.close(audit_fd)
 
 
 if __name__ == "__main__":

@@ -141,18 +141,22 @@ class Store:
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL") -> "Store":
+    async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL",
+                   audit_path: Path | str | None = None) -> "Store":
         """The system of record: WAL, every commit synced (`synchronous`), statements on aiosqlite's thread.
 
         `backtest=True`: a run's own database, written once and never resumed, by a child process that owns the
         connection (sqlwriter.py). Writes go in one transaction from flush to flush, unsynced, with a rollback
         journal (appending needs no copy of each page in a WAL). A crash loses the run, which is re-run, never an
-        account's records.
+        account's records. With `audit_path`, the child also appends every event record there (the run's audit
+        file), so the records cross to it once.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if backtest:
-            conn: Any = WriterProcess(str(path))
+            if audit_path is not None:
+                Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
+            conn: Any = WriterProcess(str(path), str(audit_path) if audit_path is not None else None)
             for pragma in ("journal_mode=TRUNCATE", "synchronous=OFF", "locking_mode=EXCLUSIVE",
                            "cache_size=-65536"):
                 await conn.execute(f"PRAGMA {pragma}")

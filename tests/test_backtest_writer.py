@@ -63,6 +63,9 @@ async def _record_a_session(store: Store) -> None:
               reason=OrderReason.SIGNAL, venue="paper", decision_id="d0007", created_ts=7, updated_ts=7)
     await store.journal_order(o, {"stop_loss": 95.0})
     bus.publish(OrderEvent(client_order_id="ffe-7", symbol="BTC/USDT", side="buy", quantity=0.25, status="new"))
+    # A read between an event and the next flush (the engine reads the store mid-bar, for instance).
+    assert await store.get_kv("nothing") is None
+    bus.publish(OrderEvent(client_order_id="ffe-7", symbol="BTC/USDT", side="buy", quantity=0.25, status="open"))
     o.status, o.filled, o.average, o.fee = OrderStatus.FILLED, 0.25, 107.0, 0.03
     trades = []
     for n in range(3):
@@ -105,9 +108,18 @@ async def test_the_writer_process_records_what_the_live_store_records(tmp_path):
     for table in TABLES:
         assert _table(bt_path, table) == _table(live_path, table), table
     # Events: the same records in the same order (their ts is the wall clock of each run).
-    assert [r[0] for r in db_rows(bt_path, "SELECT seq FROM events")] == list(range(1, 43))
-    assert ([(r[0], r[1]) for r in db_rows(bt_path, "SELECT seq, event FROM events")]
-            == [(r[0], r[1]) for r in db_rows(live_path, "SELECT seq, event FROM events")])
+    assert [r[0] for r in db_rows(bt_path, "SELECT seq FROM events")] == list(range(1, 44))
+
+    def records(path: Path) -> list[tuple]:
+        out = []
+        for seq, event, data in db_rows(path, "SELECT seq, event, data FROM events ORDER BY seq"):
+            rec = json.loads(data)
+            assert (rec.pop("seq"), rec.pop("event")) == (seq, event)
+            rec.pop("ts")
+            out.append((seq, event, rec))
+        return out
+
+    assert records(bt_path) == records(live_path)
     # Each decision is indexed from its record: the row points at the event that holds it.
     assert db_rows(bt_path, "SELECT d.decision_id, e.event FROM decisions d JOIN events e ON e.seq = d.event_seq "
                             "WHERE d.decision_id = 'd0007'") == [("d0007", "decision")]
@@ -214,3 +226,7 @@ def test_a_backtest_run_makes_no_reference_cycles_and_indexes_every_decision(tmp
     directional = sum(1 for _, data in decisions for v in json.loads(data)["votes"] if v["action"] != "HOLD")
     assert db_rows(db, "SELECT COUNT(*) FROM votes WHERE failed = 0")[0][0] == directional
     assert db_rows(db, "SELECT COUNT(*) FROM trades")[0][0] == report["trades"]
+    # The writer appends the same records to the run's audit file, one whole line each.
+    lines = Path(report["audit"]).read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    assert lines[:-1] == [r[0] for r in db_rows(db, "SELECT data FROM events ORDER BY seq")]
