@@ -300,6 +300,17 @@ def _plain(rows: list) -> list:
     return [[x.decode() if isinstance(x, bytes) else x for x in r] for r in rows]
 
 
+def _query(conn: sqlite3.Connection, payload: bytes) -> dict:
+    """A read's rows, or why it failed (a failed read is answered, and writes go on)."""
+    sql, params = orjson.loads(payload)
+    try:
+        cur = conn.execute(sql, params)
+        columns = [d[0] for d in cur.description] if cur.description else None
+        return {"rows": _plain(cur.fetchall()), "columns": columns}
+    except sqlite3.Error as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def main(argv: list[str]) -> int:
     conn = sqlite3.connect(argv[0], isolation_level=None)
     audit_fd = open_lines_file(argv[1]) if len(argv) > 1 else None
@@ -318,10 +329,7 @@ def main(argv: list[str]) -> int:
                         _apply_writes(conn, payload, audit_fd)
                     _reply(out, {"error": error} if error else {"ok": True})
                 elif kind == b"Q":
-                    sql, params = orjson.loads(payload)
-                    cur = conn.execute(sql, params)
-                    columns = [d[0] for d in cur.description] if cur.description else None
-                    _reply(out, {"error": error} if error else {"rows": _plain(cur.fetchall()), "columns": columns})
+                    _reply(out, {"error": error} if error else _query(conn, payload))
                 elif kind == b"C":
                     if error is None and conn.in_transaction:
                         conn.execute("COMMIT")

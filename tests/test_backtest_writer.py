@@ -136,6 +136,9 @@ async def test_a_failed_statement_stops_the_run_with_the_database_error_and_keep
     o = Order(client_order_id="ffe-1", symbol="BTC/USDT", side=Side.BUY, quantity=1.0, type="market",
               reason=OrderReason.SIGNAL, venue="paper", decision_id=None, created_ts=1, updated_ts=1)
     await store.journal_order(o)
+    with pytest.raises(WriterError, match="no such table: missing_table"):
+        await store.query("SELECT * FROM missing_table")  # a failed read is answered; writes go on
+    await store.set_engine_state("RUNNING", "after a failed read", "test", 1.0)
     await store.flush()
     await store.journal_order(o)  # the same client order id twice
     with pytest.raises(WriterError, match="UNIQUE constraint failed: orders.client_order_id"):
@@ -144,6 +147,7 @@ async def test_a_failed_statement_stops_the_run_with_the_database_error_and_keep
     with pytest.raises(WriterError, match="UNIQUE constraint failed"):
         await store.close()
     assert db_rows(path, "SELECT client_order_id FROM orders") == [("ffe-1",)]
+    assert db_rows(path, "SELECT reason FROM engine_state") == [("after a failed read",)]
 
 
 async def test_a_writer_that_died_is_reported_not_waited_for(tmp_path):
