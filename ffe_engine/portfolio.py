@@ -201,14 +201,20 @@ class Portfolio:
         n = min(len(r) for r in series)  # type: ignore[arg-type]
         if window is not None:
             n = min(n, window)
-        pnl: list[float] | None = None
-        for w, r in zip(exposures.values(), series):
-            col = _last(r, n)  # type: ignore[arg-type]
-            pnl = [w * x for x in col] if pnl is None else [p + w * x for p, x in zip(pnl, col)]
-        assert pnl is not None
         k = min(int(math.floor((1.0 - confidence) * n)), n - 1)
         # The (k+1)-th smallest P&L; sorting a few hundred floats in C is cheaper than heapq.nsmallest.
-        loss = -sorted(pnl)[k] * math.sqrt(horizon_bars)
+        if len(exposures) == 1:  # the usual case: one position (or the entry alone); P&L is w x return
+            (w,) = exposures.values()
+            ranked = sorted(_last(series[0], n))  # type: ignore[arg-type]
+            worst = w * (ranked[k] if w > 0 else ranked[n - 1 - k])
+        else:
+            pnl: list[float] | None = None
+            for w, r in zip(exposures.values(), series):
+                col = _last(r, n)  # type: ignore[arg-type]
+                pnl = [w * x for x in col] if pnl is None else [p + w * x for p, x in zip(pnl, col)]
+            assert pnl is not None
+            worst = sorted(pnl)[k]
+        loss = -worst * math.sqrt(horizon_bars)
         return max(0.0, 100.0 * loss / eq)
 
     def correlation(self, a: str, b: str, min_obs: int = 30, window: int | None = None) -> float | None:
