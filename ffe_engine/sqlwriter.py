@@ -18,11 +18,11 @@ Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload.
   records taken in turn from the tail, plus the index rows of the decisions among them). Answered `{"ok": true}`.
 - `Q` query: `[sql, params]`, answered `{"rows": [...], "columns": [...]}`.
 - `C` close: commit and close, answered `{"ok": true}`; the child then exits.
-Any answer may be `{"error": "..."}`: the first failed statement, after which the child writes nothing more and
-rolls back the transaction it was in (what earlier flushes committed stays).
+Any answer may be `{"error": "..."}`: the first failed write, after which the child writes nothing more and rolls
+back the transaction it was in (what earlier flushes committed stays), or a failed read (writes go on).
 
-Run as `python -m ffe_engine.sqlwriter DATABASE [AUDIT_FILE]`. If the engine's process dies, the child commits what it was sent and
-exits when its input closes.
+Run as `python -m ffe_engine.sqlwriter DATABASE [AUDIT_FILE]`. If the engine's process dies, the child commits what
+it was sent and exits when its input closes.
 """
 
 from __future__ import annotations

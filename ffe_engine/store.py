@@ -4,8 +4,9 @@ Two kinds of writes:
 - durable now (`journal_order`, `update_order`, `set_engine_state`, ...): the buffered rows are written first so
   the order of records is kept, then the statement, then a commit, before the call returns;
 - buffered (`add_event`, `add_gates`): appended to memory and written by the next `flush()` in one
-  transaction; the decisions, votes and gate_results tables are derived from the `decision` events then. The engine flushes after every bar in paper and live runs, and every few thousand bars in a
-  backtest, so a crash can only lose the decisions of the bar in progress, never an order.
+  transaction, with the decisions, votes and gate_results rows derived from the `decision` events. The engine
+  flushes after every bar in paper and live runs, and every few thousand bars in a backtest, so a crash can only
+  lose the decisions of the bar in progress, never an order.
 
 No pickle: structured context is stored as JSON text.
 """
@@ -112,8 +113,8 @@ def _position_row(p: Position) -> tuple:
 
 
 def _trade_row(t: ClosedTrade) -> tuple:
-    return (t.trade_id, t.symbol, t.side.value, t.quantity, t.entry_price, t.exit_price, t.pnl, t.fees, t.reason, t.opened_ts,
-            t.closed_ts, t.entry_decision_id, t.exit_client_order_id)
+    return (t.trade_id, t.symbol, t.side.value, t.quantity, t.entry_price, t.exit_price, t.pnl, t.fees, t.reason,
+            t.opened_ts, t.closed_ts, t.entry_decision_id, t.exit_client_order_id)
 
 
 @dataclass(slots=True)
