@@ -41,6 +41,10 @@ def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries
     return series
 
 
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
 def run_dirs(settings, run_id: str) -> tuple[Path, Path]:
     return settings.data_dir / "backtests" / run_id, settings.log_dir / "backtests" / run_id
 
@@ -53,7 +57,7 @@ async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str
         raise StartError(f"backtest symbols must share one quote currency, got {', '.join(sorted(quotes))}")
     tfs = {s.timeframe_ms for s in series.values()}
     timeframe = min(tfs)
-    run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    run_id = run_id or new_run_id()
     data_dir, log_dir = run_dirs(settings, run_id)
     engine_settings = settings.model_copy(update={
         "engine": settings.engine.model_copy(update={"symbols": symbols, "approval": "auto"})})
@@ -172,7 +176,14 @@ def cmd_backtest(args) -> int:
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
     series = load_files(args.files, lenient=args.lenient)
-    report = asyncio.run(run_backtest(settings, series))
+    run_id = new_run_id()
+    try:
+        report = asyncio.run(run_backtest(settings, series, run_id=run_id))
+    except KeyboardInterrupt:
+        data_dir, log_dir = run_dirs(settings, run_id)
+        print(f"ffe: backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
+              f"{log_dir / 'audit.jsonl'}", file=sys.stderr)
+        return 130
     print(format_summary(report))
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)

@@ -379,6 +379,8 @@ class Engine:
             if self._since_flush >= self.opts.flush_every:
                 await self._persist_books()
                 await self.flush()
+                # The bar loop never waits otherwise: give the loop a turn, so a ^C (a cancel) lands here.
+                await asyncio.sleep(0)
         else:
             self.bus.publish(BarEvent(symbol=sym, bar_ts=c.ts, close=c.close, equity=pf.equity()))
             await self._risk_pauses()

@@ -1,17 +1,19 @@
 """`ffe backtest` as a real subprocess on slices of the shared BTC and ETH hourly data: the printed summary, the
-JSON report (checked against the run's own database and equity curve), where the run's records go, and how
-symbols are named."""
+JSON report (checked against the run's own database and equity curve), where the run's records go, how
+symbols are named, and a ^C in the middle of a run."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, audit_lines, db_rows, db_value, run_ffe
+from conftest import BTC_CSV, ETH_CSV, audit_lines, db_rows, db_value, run_ffe, wait_until
 
 ROWS = 3000  # per symbol: ~4 months of hourly bars
 
@@ -123,3 +125,34 @@ def test_symbol_eq_file_names_the_symbol_and_each_run_gets_its_own_folder(backte
     assert r["run_id"] != first["run_id"]
     assert {p.name for p in (cwd / "data" / "backtests").iterdir()} == {first["run_id"], r["run_id"]}
     assert {row[0] for row in db_rows(cwd / r["database"], "SELECT DISTINCT symbol FROM decisions")} == {"XBT/EUR"}
+
+
+def test_ctrl_c_stops_a_backtest_within_a_flush_and_keeps_consistent_records(tmp_path, spawn_ffe):
+    # Both whole shared files (70,116 bars): seconds of work, so the ^C lands in the middle of the run.
+    p = spawn_ffe(tmp_path, "backtest", BTC_CSV, ETH_CSV)
+    wait_until(lambda: "engine started" in p.stderr, what="the backtest to start")
+    p.send(signal.SIGINT)
+    assert p.wait(timeout=60) == 130
+    line = [x for x in p.stderr.splitlines() if "interrupted" in x]
+    assert line, p.stderr
+    m = re.search(r"backtest (\S+) interrupted; its records so far are in (\S+) and (\S+)$", line[0])
+    assert m, line[0]
+    run_id, db, audit = m.group(1), tmp_path / m.group(2), tmp_path / m.group(3)
+    assert run_id in str(db) and db.exists() and audit.exists()
+    bars = int(re.search(r"engine stopped\s+bars=(\d+)", p.stderr).group(1))
+    assert 0 < bars < 70_116
+    assert p.stdout == ""  # no summary for a run that did not finish
+    assert db_value(db, "PRAGMA integrity_check") == "ok"
+    records = audit_lines(audit)
+    assert [row[0] for row in db_rows(db, "SELECT seq FROM events ORDER BY seq")] == [x["seq"] for x in records]
+    assert db_value(db, "SELECT COUNT(*) FROM decisions") == sum(1 for x in records if x["event"] == "decision") > 0
+    # The writer process is gone with the run.
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, str(db.name))
+                and _cmdline_has(pid, run_id)]
+
+
+def _cmdline_has(pid: str, text: str) -> bool:
+    try:
+        return text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
