@@ -15,7 +15,8 @@ audit file, whole lines per frame, as the AuditWriter does in a live run: the re
 Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload. JSON throughout, no pickle.
 - `W` write: header length (4 bytes), header JSON `[op, ...]`, then the event records end to end. An op is
   `["x", sql, params]`, `["m", sql, rows]` (executemany) or `["e", [[seq, ts, name, length], ...]]` (events rows,
-  records taken in turn from the tail, plus the index rows of the decisions among them). Answered `{"ok": true}`.
+  their records taken in turn from after the header, plus the index rows of the decisions among them). Answered
+  `{"ok": true}`.
 - `Q` query: `[sql, params]`, answered `{"rows": [...], "columns": [...]}`.
 - `C` close: commit and close, answered `{"ok": true}`; the child then exits.
 Any answer may be `{"error": "..."}`: the first failed write, after which the child writes nothing more and rolls
