@@ -139,8 +139,9 @@ class WeightLearner:
             return None
         return self._learn()
 
-    def quality(self, name: str) -> float:
-        votes = hits = 0
+    def _recent_figures(self, name: str) -> tuple[int, int, float, int]:
+        """A provider's scored votes, hits, summed signed return and backed votes over the last `window` trades."""
+        votes = hits = backed = 0
         ret = 0.0
         for trade in self._recent:
             s = trade.get(name)
@@ -148,6 +149,11 @@ class WeightLearner:
                 votes += 1
                 hits += s[0]
                 ret += s[1]
+                backed += s[2]
+        return votes, hits, ret, backed
+
+    def quality(self, name: str) -> float:
+        votes, hits, ret, _ = self._recent_figures(name)
         if votes == 0:
             return 0.5
         return 0.5 * hits / votes + 0.5 * _sigmoid(ret / votes / self.return_scale)
@@ -170,15 +176,7 @@ class WeightLearner:
         rows = []
         for k in self.providers:
             t = self._totals[k]
-            r_votes = r_hits = r_backed = 0
-            r_ret = 0.0
-            for trade in self._recent:
-                s = trade.get(k)
-                if s is not None:
-                    r_votes += 1
-                    r_hits += s[0]
-                    r_ret += s[1]
-                    r_backed += s[2]
+            r_votes, r_hits, r_ret, r_backed = self._recent_figures(k)
             rows.append({
                 "provider": k, "weight": self._weights[k], "holds": t["holds"], "votes": t["votes"],
                 "backed": t["backed"], "hits": t["hits"],
