@@ -1,7 +1,7 @@
 """The audit trail and the engine's logging.
 
 - `AuditWriter`: the events as JSON lines in logs/audit.jsonl. Lines are buffered and written with one
-  `os.write` of whole lines on an O_APPEND descriptor, so a crash never leaves a partial line.
+  system call of whole lines on an O_APPEND descriptor, so a crash never leaves a partial line.
 - `setup_logging`: structlog for the engine's own log lines (human-readable on stderr when headless, or into the
   console's log pane), with every configured secret redacted from every line.
 """
@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from .events import Event
-from .sqlwriter import open_lines_file
+from .sqlwriter import append_lines, open_lines_file
 
 REDACTED = "********"
 
@@ -53,8 +53,8 @@ class Redactor:
 class AuditWriter:
     """Event sink writing logs/audit.jsonl (the bus has already encoded and redacted each record).
 
-    Lines are kept until `flush()` (the engine flushes after every bar of a paper or live run) and written with one
-    `os.write` of whole lines. A backtest's audit file is written by its record writer process instead
+    Lines are kept until `flush()` (the engine flushes after every bar of a paper or live run) and appended as
+    whole lines in one batch. A backtest's audit file is written by its record writer process instead
     (sqlwriter.py), from the same records.
     """
 
@@ -70,11 +70,8 @@ class AuditWriter:
     def flush(self) -> None:
         if not self._lines:
             return
-        data = b"\n".join(self._lines) + b"\n"
-        self._lines = []
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        lines, self._lines = self._lines, []
+        append_lines(self._fd, lines)
 
     def close(self) -> None:
         self.flush()

@@ -66,6 +66,11 @@ def open_lines_file(path: str | Path) -> int:
     return fd
 
 
+def append_lines(fd: int, lines: list[bytes]) -> None:
+    """Records appended as whole lines, in one batch (the audit file of a live run and of a backtest)."""
+    _write_all(fd, [b"\n".join(lines), b"\n"])
+
+
 def scalar(x: Any) -> Any:
     """A gate's measured value or limit as SQLite stores it: numbers as numbers, anything else as text."""
     if x is None or isinstance(x, (int, float)):
@@ -151,7 +156,7 @@ class WriterProcess:
     async def execute(self, sql: str, params: Any = ()) -> _Rows:
         if _returns_rows(sql):
             return self._query(sql, params)
-        self._ops.append(["x", sql, list(params)])
+        self._ops.append(["x", sql, params])
         if sql == "COMMIT":  # a flush: send it, and hear how the one before it went
             self._send_writes()
         return _NO_ROWS
@@ -189,7 +194,7 @@ class WriterProcess:
     # ---- frames
     def _query(self, sql: str, params: Any) -> _Rows:
         self._send_writes()
-        self._frame(b"Q", [orjson.dumps([sql, list(params)])])
+        self._frame(b"Q", [orjson.dumps([sql, params])])
         while self._unanswered > 1:
             self._answer()
         reply = self._answer()
@@ -279,7 +284,7 @@ def _apply_writes(conn: sqlite3.Connection, payload: bytes, audit_fd: int | None
                 events.append((seq, ts, name, payload[at:at + n]))
                 at += n
             if audit_fd is not None:
-                _write_all(audit_fd, [b"\n".join([e[3] for e in events]), b"\n"])
+                append_lines(audit_fd, [e[3] for e in events])
             decisions: list = []
             votes: list = []
             gates: list = []
