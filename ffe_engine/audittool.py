@@ -24,11 +24,8 @@ from typing import Any, Callable
 
 import orjson
 
-from .cli import load_settings_from_args
-
-
-class UsageError(Exception):
-    """Bad input (a missing file, an unknown id): one line on stderr, exit code 2."""
+from .errors import UsageError
+from .events import EVENT_TYPES
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -272,12 +269,16 @@ class _Out:
             self.buf.flush()
 
 
-def _parse_events(text: str | None) -> set[str] | None:
+def parse_events(text: str | None) -> set[str] | None:
+    """`--event a,b`: the names, each a known event (a typo would otherwise match nothing, silently)."""
     if text is None:
         return None
     names = {x.strip() for x in text.split(",") if x.strip()}
     if not names:
         raise UsageError("--event needs at least one event name, e.g. --event decision,order")
+    unknown = sorted(names - set(EVENT_TYPES))
+    if unknown:
+        raise UsageError(f"--event: unknown event {', '.join(unknown)} (known: {', '.join(sorted(EVENT_TYPES))})")
     return names
 
 
@@ -740,73 +741,3 @@ def render_trades(r: dict[str, Any]) -> str:
     lines.append(f"{tot['count']} closed trades, {tot['wins']} won{rate}, P&L {_money(tot['pnl'])}"
                  + (f"; {len(r['trades'])} shown" if len(r["trades"]) < tot["count"] else ""))
     return "\n".join(lines)
-
-
-# ====================================================================================================== commands
-def _reader_gone() -> None:
-    """stdout's reader went away (`| head`): stop quietly, and keep the interpreter's last flush from failing."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _print(text: str) -> None:
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _reader_gone()
-
-
-def _one_line_errors(cmd: Callable[[Any], int]) -> Callable[[Any], int]:
-    # Handled here rather than by the caller: under `python -m ffe_engine.cli` the caller's error classes are
-    # those of `__main__`, not of `ffe_engine.cli`.
-    def run(args) -> int:
-        try:
-            return cmd(args)
-        except UsageError as exc:
-            print(f"ffe: error: {exc}", file=sys.stderr)
-            return 2
-    run.__doc__ = cmd.__doc__
-    return run
-
-
-@_one_line_errors
-def cmd_audit(args) -> int:
-    """`ffe audit tail` and `ffe audit show`."""
-    settings = load_settings_from_args(args)
-    if args.audit_command == "tail":
-        if args.lines < 0:
-            raise UsageError(f"-n must be 0 or more, got {args.lines}")
-        try:
-            return tail(settings.audit_path, args.lines, _parse_events(args.event), args.json, args.follow)
-        except BrokenPipeError:
-            _reader_gone()
-            return 0
-    conn = open_db(settings.db_path)
-    try:
-        story = decision_story(conn, args.decision_id)
-    finally:
-        conn.close()
-    if story is None:
-        raise UsageError(f"no decision {args.decision_id} in {settings.db_path}")
-    _print(json.dumps(story, indent=1, default=str) if args.json else render_story(story))
-    return 0
-
-
-@_one_line_errors
-def cmd_report(args) -> int:
-    """`ffe report providers` and `ffe report trades`."""
-    settings = load_settings_from_args(args)
-    if args.last < 0:
-        raise UsageError(f"--last must be 0 or more, got {args.last}")
-    conn = open_db(settings.db_path)
-    try:
-        if args.report_command == "providers":
-            r = provider_report(conn, list(settings.ensemble.providers), args.last)
-            text = render_provider_report(r)
-        else:
-            r = trades_report(conn, args.last)
-            text = render_trades(r)
-    finally:
-        conn.close()
-    _print(json.dumps(r, indent=1, default=str) if args.json else text)
-    return 0

@@ -6,27 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import math
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .audit import Redactor, setup_logging
+from .audit import Redactor
 from .clock import SimClock
+from .config import Settings
 from .engine import Engine, EngineOptions
-from .ensemble import Ensemble
+from .errors import StartError
 from .events import EventBus
-from .feedback import WeightLearner
+from .kernel import build_engine, paper_venue
 from .market.csvdata import CandleSeries, load_csv, parse_symbol_arg
 from .market.replay import ReplayFeed
 from .model import EngineState
-from .runner import StartError, make_providers_from
 from .store import Store
-from .venues.paper import PaperVenue
 
 FLUSH_EVERY = 5000
 
@@ -45,11 +42,11 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def run_dirs(settings, run_id: str) -> tuple[Path, Path]:
+def run_dirs(settings: Settings, run_id: str) -> tuple[Path, Path]:
     return settings.data_dir / "backtests" / run_id, settings.log_dir / "backtests" / run_id
 
 
-async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str | None = None) -> dict[str, Any]:
+async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     symbols = list(series)
     quotes = {s.partition("/")[2] for s in symbols}
@@ -68,18 +65,11 @@ async def run_backtest(settings, series: dict[str, CandleSeries], *, run_id: str
     bus.add_sink(store.add_event)
     clock = SimClock()
     feed = ReplayFeed(series, clock, speed=0.0)
-    v = settings.venue
-    venue = PaperVenue(symbols, starting_cash=v.starting_cash, quote=quotes.pop(), fee_bps=v.fee_bps,
-                       slippage_bps=v.slippage_bps, min_notional=v.min_notional, amount_step=v.amount_step)
-    providers = make_providers_from(settings)
-    e = settings.ensemble
-    engine = Engine(engine_settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock, providers=providers,
-                    ensemble=Ensemble(e.strategy, e.min_votes, None, e.provider_timeout_s),
-                    learner=WeightLearner([p.name for p in providers], warmup_trades=e.warmup_trades,
-                                          floor=e.weight_floor, learning_rate=e.learning_rate),
-                    timeframe_ms=timeframe,
-                    options=EngineOptions(backtest=True, flush_every=FLUSH_EVERY, adaptive=e.adaptive,
-                                          start_state=EngineState.RUNNING))
+    venue = paper_venue(settings, symbols, quote=quotes.pop())
+    options = EngineOptions(backtest=True, flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive,
+                            start_state=EngineState.RUNNING)
+    engine = build_engine(engine_settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
+                          options=options, timeframe_ms=timeframe)
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
     # The run itself makes no reference cycles (a full run over the shared data leaves none to collect; a test
     # checks a shorter one), so the collector is only a backstop here, at a rare threshold.
@@ -167,25 +157,3 @@ def format_summary(r: dict[str, Any]) -> str:
         f"  audit         {r['audit']}",
     ]
     return "\n".join(lines)
-
-
-def cmd_backtest(args) -> int:
-    from .cli import load_settings_from_args
-
-    settings = load_settings_from_args(args)
-    # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
-    setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
-    series = load_files(args.files, lenient=args.lenient)
-    run_id = new_run_id()
-    try:
-        report = asyncio.run(run_backtest(settings, series, run_id=run_id))
-    except KeyboardInterrupt:
-        data_dir, log_dir = run_dirs(settings, run_id)
-        print(f"ffe: backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
-              f"{log_dir / 'audit.jsonl'}", file=sys.stderr)
-        return 130
-    print(format_summary(report))
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=1))
-    return 0

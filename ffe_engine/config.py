@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from dotenv.parser import parse_stream
+
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,6 +35,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import FfeError
 
 ENV_PREFIX = "FFE_"
 ENV_DELIMITER = "__"
@@ -49,8 +52,10 @@ Path_ = tuple[str, ...]  # a key path: ("risk", "max_open_positions")
 _MIN_SCRUB_LEN = 4
 
 
-class ConfigError(Exception):
-    """Invalid configuration. str() is one line naming the source (file:line or variable) and the key."""
+class ConfigError(FfeError):
+    """Invalid configuration (exit code 2). str() is one line naming the source (file:line or variable) and the key."""
+
+    exit_code = 2
 
     def __init__(self, message: str, *, source: str | None = None, line: int | None = None, key: str | None = None):
         super().__init__(message)
@@ -806,9 +811,13 @@ def load_settings(
     config_path: str | Path | None = None,
     env_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    log_dir: str | Path | None = None,
 ) -> Settings:
     """Read config_path (default ./config.toml; a missing default file means built-in defaults), then env_file
     (default .env next to the config file; missing is fine), then `environ` (default os.environ). Later wins.
+    data_dir and log_dir (the command line's --data-dir, --log-dir) override all of them.
     Raises ConfigError with a one-line message."""
     layers = _read_layers(config_path, env_file, os.environ if environ is None else environ)
     secrets = [
@@ -828,6 +837,8 @@ def load_settings(
     settings._origins = origins
     settings._source_files = [layer.file for layer in layers if layer.file is not None]
     settings._sources = [layer.label for layer in layers]
+    if data_dir is not None or log_dir is not None:
+        settings = settings.with_dirs(data_dir=data_dir, log_dir=log_dir)
     return settings
 
 

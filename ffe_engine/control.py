@@ -9,50 +9,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .engine import ControlError, Engine
+import structlog
+
+from .api import STREAM, dispatch
+from .engine import Engine
+from .errors import ControlError
 from .events import encode
 
-COMMANDS = ("status", "pause", "resume", "halt", "flatten", "approve", "reject", "mode", "accept", "order",
-            "subscribe")
+log = structlog.get_logger("ffe.control")
 
 
 def _jsonable(x: Any) -> Any:
     if hasattr(x, "__dataclass_fields__"):
         return {k: _jsonable(getattr(x, k)) for k in x.__dataclass_fields__}
+    if isinstance(x, Enum):
+        return x.value
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     return x
-
-
-async def dispatch(engine: Engine, cmd: str, args: dict[str, Any]) -> Any:
-    by = str(args.get("by") or "ctl")
-    if cmd == "status":
-        return engine.snapshot()
-    if cmd == "pause":
-        return (await engine.pause(reason="ffe ctl pause", by=by)).value
-    if cmd == "resume":
-        return (await engine.resume(by=by, confirm=bool(args.get("confirm")))).value
-    if cmd == "halt":
-        return await engine.halt(reason="ffe ctl halt", by=by)
-    if cmd == "flatten":
-        return await engine.flatten(by=by)
-    if cmd == "approve":
-        return await engine.approve(str(args["id"]), by=by)
-    if cmd == "reject":
-        return await engine.reject(str(args["id"]), by=by)
-    if cmd == "mode":
-        return await engine.set_approval_mode(str(args["mode"]), by=by)
-    if cmd == "accept":
-        await engine.accept_reconcile(by=by)
-        return "accepted"
-    if cmd == "order":
-        return await engine.operator_order(str(args["symbol"]), str(args["side"]), float(args["quantity"]), by=by)
-    raise ControlError(f"unknown command {cmd!r} (known: {', '.join(COMMANDS)})")
 
 
 class ControlServer:
@@ -100,19 +80,31 @@ class ControlServer:
                     break
                 try:
                     req = json.loads(line)
-                    if req.get("cmd") == "subscribe":
+                except ValueError as exc:
+                    answer: dict[str, Any] = {"ok": False, "error": f"not a JSON request: {exc}"}
+                else:
+                    if isinstance(req, dict) and req.get("cmd") == STREAM:
                         await self._stream(writer)
                         return
-                    result = await dispatch(self.engine, str(req.get("cmd", "")), dict(req.get("args") or {}))
-                    answer = {"ok": True, "result": _jsonable(result)}
-                except (ControlError, KeyError, ValueError, TypeError) as exc:
-                    answer = {"ok": False, "error": str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"}
+                    answer = await self._answer(req)
                 writer.write((json.dumps(answer, default=str) + "\n").encode())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
+
+    async def _answer(self, req: Any) -> dict[str, Any]:
+        try:
+            if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+                raise ControlError('a request is {"cmd": NAME, "args": {...}}')
+            result = await dispatch(self.engine, req["cmd"], req.get("args"))
+        except ControlError as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # the engine failed to carry it out: the caller is told what, the socket stays up
+            log.warning("control command failed", cmd=req.get("cmd"), error=f"{type(exc).__name__}: {exc}")
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": True, "result": _jsonable(result)}
 
 
 def event_line(ev) -> bytes:

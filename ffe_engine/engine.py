@@ -21,6 +21,7 @@ import structlog
 
 from .breaker import CircuitBreaker
 from .ensemble import Ensemble, is_async_provider
+from .errors import ControlError
 from .events import (ApprovalEvent, BarEvent, DecisionMade, EngineStateChanged, ErrorEvent, EventBus,
                      KillSwitchEvent, PositionClosed, PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
@@ -37,10 +38,6 @@ from .signals import close_providers
 from .store import FillRecord, Store
 
 log = structlog.get_logger("ffe.engine")
-
-
-class ControlError(Exception):
-    """An operator command that cannot be carried out now (the message says why)."""
 
 
 @dataclass(slots=True)

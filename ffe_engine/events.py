@@ -287,6 +287,13 @@ class _Stamp:
         self.name, self.seq, self.ts = name, seq, ts
 
 
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.name: cls for cls in list(globals().values())
+    if isinstance(cls, type) and issubclass(cls, Event) and cls is not Event
+}
+"""Every event class by its name, as it appears in the audit trail and on the control socket."""
+
+
 class EventBus:
     def __init__(self, start_seq: int = 0, wall: Callable[[], float] = time.time,
                  redact: Callable[[str], str] | None = None) -> None:

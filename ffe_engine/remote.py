@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from . import events as ev_mod
+from .config import Settings
 from .control import request
-from .engine import ControlError
+from .errors import ControlError, StartError
 from .execution import CancelReport
-from .events import Event, EventBus
-
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.name: cls for cls in vars(ev_mod).values()
-    if isinstance(cls, type) and issubclass(cls, Event) and cls is not Event
-}
-
+from .events import EVENT_TYPES, Event, EventBus
+from .host import install_signals, remove_signals
 
 def event_from(rec: dict[str, Any]) -> Event | None:
     cls = EVENT_TYPES.get(rec.get("event", ""))
@@ -138,30 +133,36 @@ class RemoteEngine:
         return await self._call("order", symbol=symbol, side=side, quantity=quantity, by=by)
 
 
-class _NoStore:
+class RemoteHost:
+    """The console's host for an engine in another process: the same shape as host.EngineHost. Closing it
+    detaches; the engine goes on."""
+
+    def __init__(self, settings: Settings, engine: RemoteEngine, bus: EventBus) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.bus = bus
+        self._signals: list[int] = []
+
+    async def start_control(self) -> None:
+        return None  # the engine's own process serves its socket
+
+    def install_signals(self, on_stop: Any = None, on_halt: Any = None) -> None:
+        self._signals = install_signals(on_stop or (lambda name: self.engine.request_stop()),
+                                        on_halt or (lambda: None))
+
+    def remove_signals(self) -> None:
+        remove_signals(self._signals)
+
     async def close(self) -> None:
-        return None
+        self.remove_signals()
+        self.engine.request_stop()
 
 
-@dataclass
-class RemoteRunning:
-    """The same shape as runner.Running, for an engine in another process."""
-
-    engine: RemoteEngine
-    bus: EventBus
-    store: Any = field(default_factory=_NoStore)
-
-    def release(self) -> None:
-        return None
-
-
-async def attach(settings) -> RemoteRunning:
+async def attach(settings: Settings) -> RemoteHost:
     bus = EventBus()
     engine = RemoteEngine(settings.socket_path, bus)
     try:
         await engine.connect()
     except (FileNotFoundError, ConnectionRefusedError, ControlError) as exc:
-        from .runner import StartError
-
         raise StartError(f"no engine is running on {settings.socket_path} ({exc})") from None
-    return RemoteRunning(engine, bus)
+    return RemoteHost(settings, engine, bus)

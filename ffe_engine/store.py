@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import aiosqlite
 
+from .errors import FfeError
 from .events import Event
 from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
@@ -30,8 +31,10 @@ from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProces
 SCHEMA_VERSION = 1
 
 
-class SchemaError(RuntimeError):
+class SchemaError(FfeError, RuntimeError):
     """The database was written by a newer ffe (its schema version is higher than this one knows)."""
+
+    exit_code = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import sys
 import time
 from typing import Any
 
@@ -26,12 +24,12 @@ from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from ffe_engine.config import ConfigError
-from ffe_engine.control import ControlServer
-from ffe_engine.engine import ControlError
+from ffe_engine.config import Settings
+from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
+from ffe_engine.host import EngineHost, install_signals, remove_signals
+from ffe_engine.remote import RemoteHost
 from ffe_engine.remote import attach as attach_engine
-from ffe_engine.runner import Running, StartError, open_engine
 
 from . import keys as keydefs
 from .dialogs import ConfirmScreen, FilterScreen, HelpScreen
@@ -75,13 +73,12 @@ class ConsoleApp(App[int]):
         self.kill_keys = set(keydefs.keys_for("kill", self.keymap_ids))
         self.confirm_keys = keydefs.keys_for("confirm", self.keymap_ids)
         self.view = ConsoleState(settings.engine.symbols, max_lines=HISTORY_LINES)
-        self.running: Running | None = None
+        self.running: EngineHost | RemoteHost | None = None
         self.engine = None
         self.sub = None
         self.snap: dict[str, Any] | None = None
-        self.server: ControlServer | None = None
         self.start_error: str | None = None
-        self.start_error_code = 2
+        self.start_failure: FfeError | None = None
         self.crash: BaseException | None = None
         self.feed_ended = False
         self.stopping = False
@@ -130,7 +127,7 @@ class ConsoleApp(App[int]):
         self._layout(self.size.width, self.size.height)
         self.panes["positions"].focus()
         if self.handle_signals:
-            self._install_signals()  # before the engine opens: a SIGTERM while it starts still stops it in order
+            self._signals = install_signals(self._signal_stop, self._signal_halt)  # before the engine opens: a SIGTERM while it starts still stops it in order
         self._open_task = asyncio.ensure_future(self._open())
         self.run_worker(self._lifecycle(), name="engine", group="engine", exit_on_error=False)
         self.set_interval(self.tick_s, self._tick, name="drain")
@@ -170,31 +167,30 @@ class ConsoleApp(App[int]):
         return self._wide or self._detail == view
 
     # ------------------------------------------------------------------ engine lifecycle
-    async def _open(self) -> Running:
+    async def _open(self) -> EngineHost | RemoteHost:
         if self.attached:
             return await attach_engine(self.settings)
-        return await open_engine(self.settings, live=self.live, max_bars=self.max_bars, headless=False,
-                                 feed=self._market_feed, clock=self._market_clock)
+        return await EngineHost.open(self.settings, live=self.live, max_bars=self.max_bars, headless=False,
+                                     feed=self._market_feed, clock=self._market_clock)
 
     async def _lifecycle(self) -> None:
         """Open, run, and handle every way the engine loop can end. The one place engine errors are handled."""
         try:
             # Shielded: if the console closes while the engine is opening, _close still gets the engine to close.
             self.running = await asyncio.shield(self._open_task)
-        except (StartError, ConfigError) as exc:
-            self._start_failed(str(exc), 2)
+        except FfeError as exc:
+            self._start_failed(exc)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._start_failed(f"{type(exc).__name__}: {exc}", 1)
+            self._start_failed(FfeError(f"{type(exc).__name__}: {exc}"))
             return
         self.engine = self.running.engine
         self.sub = self.running.bus.subscribe(maxlen=SUBSCRIPTION_MAX)
         try:
             if self.control:
-                self.server = ControlServer(self.engine, self.settings.socket_path)
-                await self.server.start()
+                await self.running.start_control()
             self._run_task = asyncio.ensure_future(self.engine.run())
             await asyncio.shield(self._run_task)
         except asyncio.CancelledError:
@@ -211,10 +207,10 @@ class ConsoleApp(App[int]):
             self._chart_due = 0.0  # the final picture, whatever the chart's redraw pace
             self._tick()
 
-    def _start_failed(self, message: str, code: int) -> None:
-        self.start_error = message
-        self.start_error_code = code
-        self.exit(code, return_code=code)
+    def _start_failed(self, exc: FfeError) -> None:
+        self.start_failure = exc
+        self.start_error = str(exc)
+        self.exit(exc.exit_code, return_code=exc.exit_code)
 
     async def _engine_failed(self, exc: BaseException) -> None:
         """An engine crash: on screen, in the audit log, and the console stays usable so the operator can quit."""
@@ -246,7 +242,7 @@ class ConsoleApp(App[int]):
             return
         self._engine_closed = asyncio.get_running_loop().create_future()
         try:
-            self._remove_signals()
+            remove_signals(self._signals)
             running = self.running
             if running is None and self._open_task is not None:
                 try:
@@ -261,15 +257,7 @@ class ConsoleApp(App[int]):
                     await self._run_task
                 except BaseException:
                     pass  # already reported by _engine_failed
-            if self.server is not None:
-                await self.server.stop()
-            try:
-                await running.engine.stop()
-            finally:
-                try:
-                    await running.store.close()
-                finally:
-                    running.release()
+            await running.close()
         finally:
             self._engine_closed.set_result(None)
 
@@ -280,19 +268,6 @@ class ConsoleApp(App[int]):
         if ui_error is not None and self.running is not None and self._engine_closed is None:
             self.running.bus.publish(ErrorEvent(message=f"{type(ui_error).__name__}: {ui_error}", where="console"))
         await self._close()
-
-    def _install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            loop.add_signal_handler(sig, self._signal_stop, sig.name)
-            self._signals.append(sig)
-        loop.add_signal_handler(signal.SIGUSR1, self._signal_halt)
-        self._signals.append(signal.SIGUSR1)
-
-    def _remove_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._signals:
-            loop.remove_signal_handler(self._signals.pop())
 
     def _signal_stop(self, name: str) -> None:
         self.request_stop(f"{name} received")
@@ -517,7 +492,7 @@ class ConsoleApp(App[int]):
 
     async def action_quit(self) -> None:
         if self.engine is None:
-            self.exit(self.start_error_code if self.start_error else 0)
+            self.exit(self.start_failure.exit_code if self.start_failure else 0)
             return
         orders, positions = self._counts()
         state = self.snap["state"] if self.snap else "?"
@@ -570,22 +545,15 @@ class ConsoleApp(App[int]):
         yield from (c for c in super().get_system_commands(screen) if c.title in ("Theme", "Keys"))
 
 
-def run_console(settings, *, live: bool, max_bars: int | None, attach: bool = False) -> int:
+def run_console(settings: Settings, *, live: bool, max_bars: int | None, attach: bool = False) -> int:
     """`ffe` / `ffe run`: the console with the engine in-process; `ffe attach`: the console of a running headless
-    engine. Returns the exit code."""
-    try:
-        app = ConsoleApp(settings, live=live, max_bars=max_bars, handle_signals=True, attach=attach)
-    except keydefs.KeymapError as exc:
-        print(f"ffe: error: {exc}", file=sys.stderr)
-        return 2
+    engine. Returns 0 after an orderly stop; every other ending is raised as an FfeError carrying its exit code."""
+    app = ConsoleApp(settings, live=live, max_bars=max_bars, handle_signals=True, attach=attach)
     app.run(mouse=False)
-    if app.start_error:
-        print(f"ffe: error: {app.start_error}", file=sys.stderr)
-        return app.start_error_code
+    if app.start_failure is not None:
+        raise app.start_failure
     if app.crash is not None:
-        print(f"ffe: engine stopped after an error: {type(app.crash).__name__}: {app.crash}", file=sys.stderr)
-        return 1
+        raise FfeError(f"engine stopped after an error: {type(app.crash).__name__}: {app.crash}")
     if app.return_code:
-        print("ffe: the console stopped after an error; the engine was stopped in order", file=sys.stderr)
-        return 1
+        raise FfeError("the console stopped after an error; the engine was stopped in order")
     return 0

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 
 from textual.binding import Binding
 
+from ffe_engine.errors import FfeError
 
-class KeymapError(Exception):
+
+class KeymapError(FfeError):
     """A bad `[tui] keys` entry (one line, naming the binding id)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)

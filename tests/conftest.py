@@ -63,7 +63,7 @@ def ffe_env(**extra: Any) -> dict[str, str]:
 
 
 def ffe_cmd(*args: str, python_flags: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, *python_flags, "-m", "ffe_engine.cli", *map(str, args)]
+    return [sys.executable, *python_flags, "-m", "ffe_cli", *map(str, args)]
 
 
 def run_ffe(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 90.0,
@@ -186,16 +186,29 @@ def assert_strictly_increasing(seqs: list[int]) -> None:
 async def engine_session(settings: Settings, **kwargs: Any):
     """An engine opened by `open_engine` (state restored, orders recovered, indicators warmed), closed in order
     at the end: stopped, store closed, data-dir lock released. Its log lines go to `running.log` (StringIO)."""
-    from ffe_engine.runner import open_engine
+    from ffe_engine.host import EngineHost
 
     log = io.StringIO()
-    running = await open_engine(settings, log_stream=log, **kwargs)
+    running = await EngineHost.open(settings, log_stream=log, **kwargs)
     running.log = log  # type: ignore[attr-defined]
     try:
         yield running
     finally:
-        try:
-            await running.engine.stop()
-        finally:
-            await running.store.close()
-            running.release()
+        await running.close()
+
+
+# ---------------------------------------------------------------------------------------------------- no skips
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:  # a skip or an xfail, in setup or in the call
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped or xfailed test proves nothing: it fails the run."""
+    if _SKIPPED and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\n{len(_SKIPPED)} skipped or xfailed tests (not allowed): {', '.join(_SKIPPED[:10])}",
+              file=sys.stderr)

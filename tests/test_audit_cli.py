@@ -24,14 +24,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def ffe(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ffe_engine.cli", *args], cwd=cwd, env=clean_env(**env),
+    return subprocess.run([sys.executable, "-m", "ffe_cli", *args], cwd=cwd, env=clean_env(**env),
                           capture_output=True, text=True, timeout=WAIT_S)
 
 
 def run_engine(root: Path, bars: int = 300) -> subprocess.CompletedProcess:
     # Weights move from the first closed trade on, so a short run has `weights` events too.
     env = clean_env(FFE_MARKET__SPEED="0", FFE_ENSEMBLE__WARMUP_TRADES="1")
-    proc = subprocess.run([sys.executable, "-m", "ffe_engine.cli", "run", "--headless", "--max-bars", str(bars),
+    proc = subprocess.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", str(bars),
                            "--data-dir", "data", "--log-dir", "logs"], cwd=root, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -58,7 +58,7 @@ class Follower:
     """`ffe audit tail -f` as a child process, its stdout read line by line on a thread."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "ffe_engine.cli", "audit", "tail", "-f", *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ffe_cli", "audit", "tail", "-f", *args],
                                      cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.lines: queue.Queue[str] = queue.Queue()
@@ -172,12 +172,16 @@ def test_event_filter_keeps_only_the_named_events(run):
     want = [r for r in records(run) if r["event"] in ("order", "position_closed")]
     assert got == want and len(got) > 10
 
-    proc = ffe(run, "audit", "tail", "-n", "3", "--event", " fill , no_such_event", "--log-dir", "logs")
+    proc = ffe(run, "audit", "tail", "-n", "3", "--event", " fill , order ", "--log-dir", "logs")
     lines = proc.stdout.splitlines()
-    assert [int(x.split()[2]) for x in lines] == [r["seq"] for r in records(run) if r["event"] == "fill"][-3:]
+    want_seqs = [r["seq"] for r in records(run) if r["event"] in ("fill", "order")][-3:]
+    assert [int(x.split()[2]) for x in lines] == want_seqs
 
-    proc = ffe(run, "audit", "tail", "--event", "no_such_event", "--log-dir", "logs")
-    assert proc.returncode == 0 and proc.stdout == ""
+    # A typo is refused with the known names, rather than matching nothing and exiting 0.
+    proc = ffe(run, "audit", "tail", "--event", "fills", "--log-dir", "logs")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("ffe: error: --event: unknown event fills (known: ") and "fill" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_human_lines_carry_the_fields_that_matter(run):

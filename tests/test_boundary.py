@@ -31,7 +31,7 @@ def test_importing_every_ffe_engine_module_in_a_fresh_interpreter_does_not_load_
     result = json.loads(proc.stdout)
     imported = set(result["imported"])
     # The walk found the engine's modules, so the check below covers them.
-    assert {"ffe_engine.engine", "ffe_engine.runner", "ffe_engine.cli", "ffe_engine.execution",
+    assert {"ffe_engine.engine", "ffe_engine.host", "ffe_engine.kernel", "ffe_engine.execution",
             "ffe_engine.venues.paper", "ffe_engine.market.simulated"} <= imported
     assert _textual(result["modules"]) == []
 
@@ -41,7 +41,7 @@ def test_ffe_run_headless_never_imports_textual(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # "import time:   self [us] | cumulative | imported package", one line per module the process imported
     imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", proc.stderr, re.MULTILINE)
-    assert "ffe_engine.engine" in imported and "ffe_engine.runner" in imported and "aiosqlite" in imported
+    assert "ffe_engine.engine" in imported and "ffe_engine.host" in imported and "aiosqlite" in imported
     assert "engine stopped" in proc.stderr  # the run went to the end
     assert _textual(imported) == []
 

@@ -287,7 +287,7 @@ def test_render_is_toml_that_loads_back_to_the_same_settings(tmp_path):
 def run_ffe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FFE_")}
     return subprocess.run(
-        [sys.executable, "-m", "ffe_engine.cli", *args],
+        [sys.executable, "-m", "ffe_cli", *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,

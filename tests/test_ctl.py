@@ -41,10 +41,11 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     assert resumed.returncode == 0 and resumed.stdout.strip() == "RUNNING", resumed.stdout + resumed.stderr
     assert db_value(db, "SELECT state FROM engine_state") == "RUNNING"
 
-    halted = ctl("halt")
+    halted = ctl("halt", "--json")
     assert halted.returncode == 0, halted.stderr
-    report = json.loads(halted.stdout)
+    report = json.loads(halted.stdout)["result"]
     assert set(report) >= {"cancelled", "failed"} and report["failed"] == []
+    assert ctl("halt").stdout.strip() == "HALTED: 0 open orders cancelled"  # a second halt: nothing left to cancel
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
     assert ctl("status").stdout.startswith("PAPER HALTED (ffe ctl halt)")
 

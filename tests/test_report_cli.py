@@ -26,7 +26,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def ffe(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ffe_engine.cli", *args], cwd=cwd, env=clean_env(),
+    return subprocess.run([sys.executable, "-m", "ffe_cli", *args], cwd=cwd, env=clean_env(),
                           capture_output=True, text=True, timeout=WAIT_S)
 
 
@@ -37,7 +37,7 @@ def ffe_json(cwd: Path, *args: str):
 
 
 def run_engine(root: Path, **env: str) -> Path:
-    proc = subprocess.run([sys.executable, "-m", "ffe_engine.cli", "run", "--headless", "--max-bars", "300",
+    proc = subprocess.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", "300",
                            "--data-dir", "data", "--log-dir", "logs"], cwd=root,
                           env=clean_env(FFE_MARKET__SPEED="0", **env), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -176,7 +176,7 @@ def test_show_unknown_id_or_missing_database_is_a_one_line_error(run, tmp_path):
 
 def test_show_follows_a_manual_approval_to_its_end(tmp_path):
     """Manual approval on a running engine: one proposal approved, one rejected, through `ffe ctl`."""
-    engine = subprocess.Popen([sys.executable, "-m", "ffe_engine.cli", "run", "--headless", "--max-bars", "2000",
+    engine = subprocess.Popen([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", "2000",
                                "--data-dir", "data", "--log-dir", "logs"], cwd=tmp_path,
                               env=clean_env(FFE_MARKET__SPEED="20", FFE_ENGINE__APPROVAL="manual"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..clock import DAY_MS, format_timeframe, timeframe_ms as parse_timeframe
+from ..errors import FfeError
 from ..model import Candle
 
 FIELDS = ("timestamp", "open", "high", "low", "close", "volume")
@@ -52,8 +53,10 @@ _date_part = itemgetter(slice(None, 10))
 _time_part = itemgetter(slice(10, None))
 
 
-class CsvError(ValueError):
+class CsvError(FfeError, ValueError):
     """A CSV file that cannot be used as market data. `str()` is one line: `path:line: what is wrong`."""
+
+    exit_code = 2
 
     def __init__(self, path: str | os.PathLike, line: int | None, reason: str) -> None:
         self.path = str(path)

@@ -1,0 +1,191 @@
+"""One function per verb: settings, then a library call, then what is printed. Errors are raised, never printed
+here (`ffe_cli.main` prints them and picks the exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ffe_engine import audittool
+from ffe_engine.api import COMMANDS as CONTROL
+from ffe_engine.config import Settings, load_settings, render_settings
+from ffe_engine.errors import ControlError, Interrupted, UsageError
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_settings(config_path=args.config, env_file=args.env_file, data_dir=args.data_dir,
+                         log_dir=args.log_dir)
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------------- run, attach
+def run(args: argparse.Namespace) -> int:
+    from ffe_engine.kernel import check_live
+
+    settings = settings_from(args)
+    live = check_live(settings, args.live)
+    if not args.headless:
+        from ffe_tui.app import run_console
+
+        return run_console(settings, live=live, max_bars=args.max_bars)
+    from ffe_engine.host import run_headless
+
+    return asyncio.run(run_headless(settings, live=live, max_bars=args.max_bars))
+
+
+def attach(args: argparse.Namespace) -> int:
+    from ffe_engine.control import request
+
+    settings = settings_from(args)
+    try:
+        asyncio.run(request(settings.socket_path, "status", timeout=5.0))
+    except (OSError, asyncio.TimeoutError):
+        raise ControlError(f"no engine is running on {settings.socket_path}") from None
+    from ffe_tui.app import run_console
+
+    return run_console(settings, live=False, max_bars=None, attach=True)
+
+
+def config_check(args: argparse.Namespace) -> int:
+    _print(render_settings(settings_from(args)))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- backtest
+def backtest(args: argparse.Namespace) -> int:
+    from ffe_engine import backtest as bt
+    from ffe_engine.audit import setup_logging
+
+    settings = settings_from(args)
+    # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
+    setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
+    series = bt.load_files(args.files, lenient=args.lenient)
+    run_id = bt.new_run_id()
+    try:
+        report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id))
+    except KeyboardInterrupt:
+        data_dir, log_dir = bt.run_dirs(settings, run_id)
+        raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
+                          f"{log_dir / 'audit.jsonl'}") from None
+    _print(bt.format_summary(report))
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- ctl
+def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
+    command = CONTROL[args.action]
+    request: dict[str, Any] = {"by": "ctl"}
+    if command.target is not None:
+        if not args.target:
+            raise UsageError(f"ffe ctl {args.action} needs {'an approval id' if command.target == 'id' else 'auto or manual'}")
+        if command.target == "mode" and args.target not in ("auto", "manual"):
+            raise UsageError("ffe ctl mode needs auto or manual")
+        request[command.target] = args.target
+    elif args.target:
+        raise UsageError(f"ffe ctl {args.action} takes no argument (got {args.target!r})")
+    if args.action == "resume":
+        request["confirm"] = args.yes
+    if command.confirm is not None and not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"ffe ctl {args.action} would {command.confirm}: add --yes to confirm")
+        answer = input(f"{command.confirm}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            raise UsageError(f"ffe ctl {args.action}: not confirmed, nothing sent")
+    return request
+
+
+def _render(action: str, result: Any) -> str:
+    if action == "status":
+        r = result
+        return (f"{r['mode']} {r['state']} ({r['state_reason']})  equity {r['equity']:.2f}  "
+                f"positions {len(r['positions'])}  open orders {len(r['orders'])}  "
+                f"pending approvals {len(r['approvals'])}  approval {r['approval_mode']}")
+    if action == "halt":
+        failed = f", {len(result['failed'])} failed" if result["failed"] else ""
+        return f"HALTED: {len(result['cancelled'])} open orders cancelled{failed}"
+    if action == "flatten":
+        closing = result.get("closing") or []
+        return f"HALTED and flattening: {len(closing)} positions closing ({', '.join(closing) or 'none open'})"
+    if action == "accept":
+        return f"accepted {len(result)} differences" if result else "nothing to accept"
+    if isinstance(result, dict):
+        return json.dumps(result, default=str)
+    return str(result)
+
+
+def ctl(args: argparse.Namespace) -> int:
+    from ffe_engine.control import request
+
+    settings = settings_from(args)
+    payload = _ctl_args(args)
+    path = settings.socket_path
+    try:
+        answer = asyncio.run(request(path, args.action, payload))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ControlError(f"no engine is running on {path}") from None
+    if args.json:
+        _print(json.dumps(answer, indent=1, default=str))
+    if not answer.get("ok"):
+        raise ControlError(str(answer.get("error")))
+    if not args.json:
+        _print(_render(args.action, answer.get("result")))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- audit, report
+def audit_tail(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.lines < 0:
+        raise UsageError(f"-n must be 0 or more, got {args.lines}")
+    return audittool.tail(settings.audit_path, args.lines, audittool.parse_events(args.event), args.json,
+                          args.follow)
+
+
+def audit_show(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    conn = audittool.open_db(settings.db_path)
+    try:
+        story = audittool.decision_story(conn, args.decision_id)
+    finally:
+        conn.close()
+    if story is None:
+        raise UsageError(f"no decision {args.decision_id} in {settings.db_path}")
+    _print(json.dumps(story, indent=1, default=str) if args.json else audittool.render_story(story))
+    return 0
+
+
+def _report(args: argparse.Namespace, which: str) -> int:
+    settings = settings_from(args)
+    if args.last < 0:
+        raise UsageError(f"--last must be 0 or more, got {args.last}")
+    conn = audittool.open_db(settings.db_path)
+    try:
+        if which == "providers":
+            r = audittool.provider_report(conn, list(settings.ensemble.providers), args.last)
+            text = audittool.render_provider_report(r)
+        else:
+            r = audittool.trades_report(conn, args.last)
+            text = audittool.render_trades(r)
+    finally:
+        conn.close()
+    _print(json.dumps(r, indent=1, default=str) if args.json else text)
+    return 0
+
+
+def report_providers(args: argparse.Namespace) -> int:
+    return _report(args, "providers")
+
+
+def report_trades(args: argparse.Namespace) -> int:
+    return _report(args, "trades")

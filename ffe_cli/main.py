@@ -1,0 +1,138 @@
+"""`ffe`: the parser, one command table, and the one place where errors become exit codes.
+
+Exit codes: 0 success; 2 usage or configuration error (one line naming the key, file and line); 1 runtime
+failure; 130 interrupted. Every error an operator can cause derives from ffe_engine.errors.FfeError and carries
+its code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ffe_engine.api import COMMANDS as CONTROL
+from ffe_engine.errors import FfeError
+
+from . import commands
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="config file (default ./config.toml)")
+    p.add_argument("--env-file", type=Path, default=None, help="dotenv file (default .env next to the config)")
+    p.add_argument("--data-dir", type=Path, default=None, help="runtime state directory (database)")
+    p.add_argument("--log-dir", type=Path, default=None, help="audit and log directory")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ffe", description="Finance Feedback Engine console")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the engine (console by default)")
+    _common(run)
+    run.add_argument("--headless", action="store_true", help="no UI; log lines on stderr")
+    run.add_argument("--max-bars", type=_positive, default=None, help="stop after N bars per symbol")
+    run.add_argument("--live", action="store_true", help="allow live trading (needs mode = \"live\" too)")
+    run.set_defaults(handler=commands.run)
+
+    att = sub.add_parser("attach", help="the console of a running headless engine")
+    _common(att)
+    att.set_defaults(handler=commands.attach)
+
+    cfg = sub.add_parser("config", help="configuration")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate and print the effective configuration")
+    _common(check)
+    check.set_defaults(handler=commands.config_check)
+
+    bt = sub.add_parser("backtest", help="replay CSV files through the pipeline at full speed")
+    _common(bt)
+    bt.add_argument("files", nargs="+", metavar="[SYMBOL=]FILE.csv")
+    bt.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    bt.add_argument("--lenient", action="store_true", help="skip bad CSV rows (counted) instead of stopping")
+    bt.set_defaults(handler=commands.backtest)
+
+    ctl = sub.add_parser("ctl", help="control a running engine")
+    _common(ctl)
+    names = [name for name, c in CONTROL.items() if c.ctl]
+    ctl.add_argument("action", choices=names, help="; ".join(f"{n}: {CONTROL[n].help}" for n in names))
+    ctl.add_argument("target", nargs="?", help="approval id (approve, reject) or auto|manual (mode)")
+    ctl.add_argument("--yes", action="store_true", help="confirm without asking (resume of a HALTED engine, flatten)")
+    ctl.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    ctl.set_defaults(handler=commands.ctl)
+
+    audit = sub.add_parser("audit", help="read the audit trail; the story of one decision")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    tail = audit_sub.add_parser("tail", help="the last audit records, filtered, or followed as they come")
+    _common(tail)
+    tail.add_argument("-n", dest="lines", type=int, default=20, metavar="N", help="how many records (default 20)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records until interrupted")
+    tail.add_argument("--event", default=None, metavar="NAME,...", help="only these events, e.g. decision,order")
+    tail.add_argument("--json", action="store_true", help="the raw JSON lines")
+    tail.set_defaults(handler=commands.audit_tail)
+    show = audit_sub.add_parser("show", help="votes, gates, approval, orders, fills and P&L of one decision")
+    _common(show)
+    show.add_argument("decision_id", metavar="DECISION_ID", help="a decision id (or an order or approval id)")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+    show.set_defaults(handler=commands.audit_show)
+
+    report = sub.add_parser("report", help="reports from the database")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    prov = report_sub.add_parser("providers", help="per provider: votes, trades backed, hit rate, return, weight")
+    _common(prov)
+    prov.add_argument("--last", type=int, default=20, metavar="N", help="also over the last N trades (default 20)")
+    prov.add_argument("--json", action="store_true", help="one JSON object")
+    prov.set_defaults(handler=commands.report_providers)
+    trades = report_sub.add_parser("trades", help="closed trades with P&L, reason and entry decision")
+    _common(trades)
+    trades.add_argument("--last", type=int, default=50, metavar="N", help="the last N trades (default 50, 0 = all)")
+    trades.add_argument("--json", action="store_true", help="one JSON object")
+    trades.set_defaults(handler=commands.report_trades)
+
+    return parser
+
+
+def _reader_gone() -> None:
+    """stdout's reader went away (`| head`): stop quietly, and keep the interpreter's last flush from failing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return handler(args)
+    except FfeError as exc:
+        print(f"ffe: error: {exc}" if exc.exit_code != 130 else f"ffe: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        _reader_gone()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

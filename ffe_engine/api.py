@@ -1,0 +1,144 @@
+"""The engine's control surface as one table: `ffe ctl`, the control socket's dispatch and the attached console's
+client are all built from COMMANDS.
+
+Every command's arguments are a strict pydantic model: a wrong type (`{"confirm": "false"}`), a missing argument
+or an unknown one is refused with a one-line error, never coerced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ControlError
+
+
+class Args(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    by: str = Field("ctl", min_length=1, max_length=64)
+
+
+class ResumeArgs(Args):
+    confirm: bool = False
+
+
+class ApprovalArgs(Args):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class ModeArgs(Args):
+    mode: Literal["auto", "manual"]
+
+
+class OrderArgs(Args):
+    symbol: str = Field(min_length=1, max_length=32)
+    side: Literal["buy", "sell"]
+    quantity: float = Field(gt=0, allow_inf_nan=False)
+
+
+class EngineControl(Protocol):
+    """What a front end may ask of an engine, in process (`Engine`) or through the socket (`RemoteEngine`)."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+    async def pause(self, reason: str = ..., by: str = ...) -> Any: ...
+    async def resume(self, by: str = ..., confirm: bool = ...) -> Any: ...
+    async def halt(self, reason: str = ..., by: str = ...) -> Any: ...
+    async def flatten(self, by: str = ...) -> Any: ...
+    async def approve(self, approval_id: str, by: str = ...) -> Any: ...
+    async def reject(self, approval_id: str, by: str = ...) -> Any: ...
+    async def set_approval_mode(self, mode: str, by: str = ...) -> Any: ...
+    async def accept_reconcile(self, by: str = ...) -> Any: ...
+    async def operator_order(self, symbol: str, side: str, quantity: float, by: str = ...) -> Any: ...
+
+
+async def _status(e: EngineControl, a: Any) -> Any:
+    return e.snapshot()
+
+
+async def _pause(e: EngineControl, a: Any) -> Any:
+    return await e.pause(reason="ffe ctl pause", by=a.by)
+
+
+async def _resume(e: EngineControl, a: Any) -> Any:
+    return await e.resume(by=a.by, confirm=a.confirm)
+
+
+async def _halt(e: EngineControl, a: Any) -> Any:
+    return await e.halt(reason="ffe ctl halt", by=a.by)
+
+
+async def _flatten(e: EngineControl, a: Any) -> Any:
+    return await e.flatten(by=a.by)
+
+
+async def _approve(e: EngineControl, a: Any) -> Any:
+    return await e.approve(a.id, by=a.by)
+
+
+async def _reject(e: EngineControl, a: Any) -> Any:
+    return await e.reject(a.id, by=a.by)
+
+
+async def _mode(e: EngineControl, a: Any) -> Any:
+    return await e.set_approval_mode(a.mode, by=a.by)
+
+
+async def _accept(e: EngineControl, a: Any) -> Any:
+    return await e.accept_reconcile(by=a.by)
+
+
+async def _order(e: EngineControl, a: Any) -> Any:
+    return await e.operator_order(a.symbol, a.side, a.quantity, by=a.by)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: type[Args]
+    call: Callable[[EngineControl, Any], Awaitable[Any]]
+    help: str
+    ctl: bool = True  # offered by `ffe ctl`
+    target: str | None = None  # the argument `ffe ctl NAME TARGET` fills
+    confirm: str | None = None  # what `ffe ctl` asks before sending (skipped with --yes)
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("status", Args, _status, "state, equity, positions, orders, approvals"),
+    Command("pause", Args, _pause, "no new entries; exits, stop-loss and take-profit go on"),
+    Command("resume", ResumeArgs, _resume, "resume; re-arming a HALTED engine needs --yes"),
+    Command("halt", Args, _halt, "kill switch: cancel every open order, refuse new ones, HALTED stored"),
+    Command("flatten", Args, _flatten, "cancel all, close every position, then HALTED",
+            confirm="close every position at market and halt"),
+    Command("approve", ApprovalArgs, _approve, "approve a pending trade", target="id"),
+    Command("reject", ApprovalArgs, _reject, "reject a pending trade", target="id"),
+    Command("mode", ModeArgs, _mode, "approval mode: auto or manual", target="mode"),
+    Command("accept", Args, _accept, "accept the differences reconciliation found"),
+    Command("order", OrderArgs, _order, "a manual order through the single order path", ctl=False),
+)}
+
+STREAM = "subscribe"  # not a command: the connection turns into the event stream (ffe attach)
+
+
+def parse_args(name: str, raw: Any) -> Args:
+    """The command's arguments, checked strictly; ControlError names what is wrong."""
+    command = COMMANDS.get(name)
+    if command is None:
+        raise ControlError(f"unknown command {name!r} (known: {', '.join(COMMANDS)})")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ControlError(f"{name}: args must be an object")
+    try:
+        return command.args.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "args"
+        raise ControlError(f"{name}: {where}: {err['msg']}") from None
+
+
+async def dispatch(engine: EngineControl, name: str, raw: Any) -> Any:
+    args = parse_args(name, raw)
+    return await COMMANDS[name].call(engine, args)

@@ -1,0 +1,40 @@
+"""The errors an operator sees, each carrying its exit code.
+
+Every error that reaches the command line derives from FfeError; `ffe_cli.main` prints it as one line
+(`ffe: error: ...`) and exits with its `exit_code`. Nothing else decides an exit code.
+
+- 2: the operator's input is wrong (usage, configuration, a CSV file, a key map, a refused start, a schema).
+- 1: a runtime failure (a command the engine refused, a venue or disk failure).
+"""
+
+from __future__ import annotations
+
+
+class FfeError(Exception):
+    """Base of every error shown to the operator as one line."""
+
+    exit_code = 1
+
+
+class UsageError(FfeError):
+    """Bad input on the command line (a missing id, a bad value)."""
+
+    exit_code = 2
+
+
+class StartError(FfeError):
+    """The engine cannot start as configured (live without --live, a held data directory, missing credentials)."""
+
+    exit_code = 2
+
+
+class ControlError(FfeError):
+    """An operator command that cannot be carried out now (the message says why)."""
+
+    exit_code = 1
+
+
+class Interrupted(FfeError):
+    """^C during a command that keeps what it did so far (the message says where)."""
+
+    exit_code = 130

@@ -1,0 +1,197 @@
+"""The process around an engine: data-directory lock, store, audit file, control socket, signals, ordered stop.
+
+Headless and console runs both hold their engine through an `EngineHost`, so the two start and stop the same
+way. Stop order (safety-relevant): stop requested, engine loop ended, control socket closed, state and books
+stored, audit flushed, store closed, data-directory lock released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import IO, Any, Callable
+
+import structlog
+
+from .audit import AuditWriter, Redactor, setup_logging
+from .clock import Clock, SimClock, WallClock
+from .config import Settings
+from .control import ControlServer
+from .engine import Engine, EngineOptions
+from .errors import StartError
+from .events import ErrorEvent, EventBus, LogEvent
+from .kernel import build_engine, check_credentials, make_feed, make_venue
+from .market.base import Feed
+from .model import EngineState
+from .store import Store
+from .venues.base import Venue
+
+log = structlog.get_logger("ffe.host")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def install_signals(on_stop: Callable[[str], None], on_halt: Callable[[], None]) -> list[int]:
+    """SIGTERM, SIGINT and SIGHUP stop in order (on_stop gets the signal's name); SIGUSR1 halts."""
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_stop, sig.name)
+        installed.append(sig)
+    loop.add_signal_handler(signal.SIGUSR1, on_halt)
+    installed.append(signal.SIGUSR1)
+    return installed
+
+
+def remove_signals(installed: list[int]) -> None:
+    loop = asyncio.get_running_loop()
+    while installed:
+        loop.remove_signal_handler(installed.pop())
+
+
+def acquire_lock(data_dir: Path) -> int:
+    """One engine per data directory: two would journal orders into the same book."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "ffe.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartError(f"{data_dir}: another ffe engine is running on this data directory") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+class EngineHost:
+    """Owns everything an engine needs from its process. Build it with `await EngineHost.open(...)`."""
+
+    def __init__(self, settings: Settings, engine: Engine, store: Store, audit: AuditWriter, bus: EventBus,
+                 lock_fd: int | None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.audit = audit
+        self.bus = bus
+        self._lock_fd = lock_fd
+        self._server: ControlServer | None = None
+        self._signals: list[int] = []
+        self._halts: list[asyncio.Task[Any]] = []
+        self._closed: asyncio.Future[None] | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, live: bool = False, max_bars: int | None = None,
+                   headless: bool = True, log_stream: IO[str] | None = None, feed: Feed | None = None,
+                   venue: Venue | None = None, clock: Clock | None = None) -> EngineHost:
+        """Build every part from the settings and start the engine (state restored, orders recovered)."""
+        lock_fd = acquire_lock(settings.data_dir)
+        secrets = settings.secrets()
+        bus = EventBus(redact=Redactor(secrets).text if secrets else None)
+        store: Store | None = None
+        audit: AuditWriter | None = None
+        try:
+            to_bus = None if headless else (lambda level, msg: bus.publish(LogEvent(level=level, message=msg)))
+            if log_stream is None:
+                log_stream = sys.stderr if headless else open(os.devnull, "w")  # the console shows them in its pane
+            setup_logging(settings.logging.level, secrets=secrets, stream=log_stream, to_bus=to_bus)
+            store = await Store.open(settings.db_path)
+            audit = AuditWriter(settings.audit_path)
+            bus.add_sink(store.add_event)
+            bus.add_sink(audit)
+            symbols = list(settings.engine.symbols)
+            if clock is None:
+                clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
+            if venue is None:
+                venue = make_venue(settings, symbols)
+            if live:
+                await check_credentials(venue)
+            if feed is None:
+                feed = make_feed(settings, clock, max_bars, venue)
+            start_state = EngineState.PAUSED if live and settings.engine.live_start_paused else EngineState.RUNNING
+            options = EngineOptions(live=live, approval=settings.engine.approval,
+                                    approval_ttl_s=settings.engine.approval_ttl_s, adaptive=settings.ensemble.adaptive,
+                                    start_state=start_state, max_bars=max_bars)
+            engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
+                                  options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit)
+            host = cls(settings, engine, store, audit, bus, lock_fd)
+            await engine.start()
+            return host
+        except BaseException:
+            # A failed start ends the process: the store's worker thread would keep it alive after the error.
+            if store is not None:
+                await store.close()
+            if audit is not None:
+                audit.close()
+            os.close(lock_fd)
+            raise
+
+    # ------------------------------------------------------------------ control socket and signals
+    async def start_control(self) -> None:
+        self._server = ControlServer(self.engine, self.settings.socket_path)
+        await self._server.start()
+
+    def install_signals(self, on_stop: Callable[[str], None] | None = None,
+                        on_halt: Callable[[], None] | None = None) -> None:
+        """The console passes its own handlers so the screen says what is happening; by default the engine is
+        told directly."""
+        self._signals = install_signals(on_stop or (lambda name: self.engine.request_stop()),
+                                        on_halt or self.halt_by_signal)
+
+    def remove_signals(self) -> None:
+        remove_signals(self._signals)
+
+    def halt_by_signal(self) -> None:
+        self._halts.append(asyncio.ensure_future(self.engine.halt(reason="SIGUSR1", by="signal")))
+
+    # ------------------------------------------------------------------ run and stop
+    async def run(self) -> int:
+        """Headless: control socket, signals, the engine loop to its end, then the ordered stop. The exit code."""
+        await self.start_control()
+        self.install_signals()
+        try:
+            await self.engine.run()
+        finally:
+            await self.close()
+        return 1 if self.engine.crashed else 0
+
+    async def close(self) -> None:
+        """End the engine in order (idempotent; a second caller waits for the first)."""
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+            return
+        self._closed = asyncio.get_running_loop().create_future()
+        try:
+            self.remove_signals()
+            self.engine.request_stop()
+            for task in self._halts:
+                try:
+                    await task
+                except Exception as exc:
+                    # A halt asked for by signal that failed is on the record, not dropped.
+                    self.bus.publish(ErrorEvent(message=f"SIGUSR1 halt failed: {type(exc).__name__}: {exc}",
+                                                where="signal"))
+            if self._server is not None:
+                await self._server.stop()
+                self._server = None
+            try:
+                await self.engine.stop()
+            finally:
+                try:
+                    await self.store.close()
+                finally:
+                    self.audit.close()
+                    if self._lock_fd is not None:
+                        os.close(self._lock_fd)
+                        self._lock_fd = None
+        finally:
+            self._closed.set_result(None)
+
+
+async def run_headless(settings: Settings, *, live: bool, max_bars: int | None) -> int:
+    host = await EngineHost.open(settings, live=live, max_bars=max_bars, headless=True)
+    return await host.run()

@@ -1,0 +1,113 @@
+"""Building an engine from settings: the one place where the parts are chosen and wired.
+
+Headless, console and backtest all get their engine from `build_engine`; what differs between them is passed in
+(feed, venue, clock, options). The process around an engine (lock, store, audit, control socket, signals, ordered
+stop) is `host.EngineHost`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .clock import Clock
+from .config import Settings
+from .engine import Engine, EngineOptions
+from .ensemble import Ensemble
+from .errors import StartError
+from .events import EventBus
+from .feedback import WeightLearner
+from .market.base import Feed
+from .signals import make_providers
+from .store import Store
+from .venues.base import Venue, VenueError, VenueUnavailable
+from .venues.paper import PaperVenue
+
+
+def check_live(settings: Settings, live_flag: bool) -> bool:
+    """Live trading needs mode = "live", the --live flag and a real venue, all at once. Never falls back to paper."""
+    if settings.mode == "live" and not live_flag:
+        raise StartError('mode = "live" needs the --live flag on the command line')
+    if live_flag and settings.mode != "live":
+        raise StartError('--live needs mode = "live" in the configuration')
+    if settings.mode != "live":
+        if settings.venue.kind == "ccxt":
+            raise StartError('venue.kind = "ccxt" places real orders: it needs mode = "live" and the --live flag '
+                             '(paper trading uses venue.kind = "paper", on any market source)')
+        return False
+    if settings.venue.kind != "ccxt":
+        raise StartError('mode = "live" needs venue.kind = "ccxt"')
+    missing = [k for k in ("api_key", "secret") if getattr(settings.exchange, k) is None]
+    if missing:
+        raise StartError("live trading needs exchange credentials: set "
+                         + ", ".join(f"FFE_EXCHANGE__{k.upper()}" for k in missing) + " in .env or the environment")
+    return True
+
+
+async def check_credentials(venue: Venue) -> None:
+    """Live start: the markets load and the balance can be read with these credentials, or nothing starts."""
+    try:
+        await venue.connect()
+        await venue.fetch_balance()
+    except (VenueError, VenueUnavailable) as exc:
+        await venue.close()
+        raise StartError(f"live start check failed on {venue.name}: {exc}") from None
+
+
+def providers_for(settings: Settings) -> list[Any]:
+    params: dict[str, dict[str, Any]] = {}
+    if "llm" in settings.ensemble.providers:
+        llm = settings.ensemble.llm
+        params["llm"] = {"base_url": llm.base_url, "model": llm.model, "api_key": llm.api_key,
+                         "timeout_s": llm.timeout_s}
+    return make_providers(list(settings.ensemble.providers), params)
+
+
+def paper_venue(settings: Settings, symbols: list[str], quote: str | None = None) -> PaperVenue:
+    cfg = settings.venue
+    return PaperVenue(symbols, starting_cash=cfg.starting_cash, quote=quote or cfg.quote, fee_bps=cfg.fee_bps,
+                      slippage_bps=cfg.slippage_bps, min_notional=cfg.min_notional, amount_step=cfg.amount_step)
+
+
+def make_venue(settings: Settings, symbols: list[str]) -> Venue:
+    if settings.venue.kind == "ccxt":
+        from .venues.ccxt_venue import CcxtVenue
+
+        return CcxtVenue(settings.exchange, symbols)
+    return paper_venue(settings, symbols)
+
+
+def make_feed(settings: Settings, clock: Clock, max_bars: int | None, venue: Venue | None = None) -> Feed:
+    market = settings.market
+    tf = settings.engine.timeframe_ms
+    symbols = list(settings.engine.symbols)
+    if market.source == "simulated":
+        from .market.simulated import SimulatedFeed
+
+        return SimulatedFeed(symbols, tf, seed=market.seed, clock=clock, speed=market.speed, max_bars=max_bars)
+    if market.source == "replay":
+        from .market.csvdata import load_csv
+        from .market.replay import ReplayFeed
+
+        missing = [s for s in symbols if s not in market.replay_files]
+        if missing:
+            raise StartError(f"market.replay_files has no file for {', '.join(missing)}")
+        series = {s: load_csv(market.replay_files[s], symbol=s) for s in symbols}
+        return ReplayFeed(series, clock, speed=market.speed, max_bars=max_bars)
+    from .market.exchange import ExchangeFeed
+
+    if venue is not None and hasattr(venue, "fetch_ohlcv"):
+        return ExchangeFeed(venue, symbols, tf, settings.exchange.poll_s, clock)
+    return ExchangeFeed.from_settings(settings.exchange, symbols, tf, clock)
+
+
+def build_engine(settings: Settings, *, feed: Feed, venue: Venue, store: Store, bus: EventBus, clock: Clock,
+                 options: EngineOptions, timeframe_ms: int, audit: Any = None) -> Engine:
+    """The pipeline behind every front end: providers, ensemble and learner from the settings, around the given
+    feed, venue, store, bus and clock."""
+    providers = providers_for(settings)
+    cfg = settings.ensemble
+    ensemble = Ensemble(cfg.strategy, cfg.min_votes, None, cfg.provider_timeout_s)
+    learner = WeightLearner([p.name for p in providers], warmup_trades=cfg.warmup_trades, floor=cfg.weight_floor,
+                            learning_rate=cfg.learning_rate)
+    return Engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock, providers=providers,
+                  ensemble=ensemble, learner=learner, audit=audit, options=options, timeframe_ms=timeframe_ms)

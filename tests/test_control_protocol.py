@@ -1,0 +1,85 @@
+"""The control socket's protocol is strictly typed: every command's arguments are checked against the command
+table (ffe_engine/api.py), a wrong type is an error and never coerced, and a failing command is answered with
+its error while the socket stays up. Real engine, real Unix socket."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import engine_session, make_settings
+
+from ffe_engine.api import COMMANDS
+from ffe_engine.control import ControlServer, request
+from ffe_engine.model import EngineState
+
+
+async def _raw(path, line: bytes) -> dict:
+    import asyncio
+
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    try:
+        writer.write(line + b"\n")
+        await writer.drain()
+        return json.loads(await reader.readline())
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def served(tmp_path):
+    settings = make_settings(tmp_path, market={"speed": 0.0})
+    async with engine_session(settings) as running:
+        server = ControlServer(running.engine, settings.socket_path)
+        await server.start()
+        try:
+            yield running.engine, settings.socket_path
+        finally:
+            await server.stop()
+
+
+async def test_a_string_false_never_re_arms_a_halted_engine(served):
+    engine, path = served
+    await engine.halt(reason="test", by="test")
+    answer = await request(path, "resume", {"confirm": "false"})
+    assert answer["ok"] is False and answer["error"].startswith("resume: confirm: ")
+    assert engine.state is EngineState.HALTED
+    answer = await request(path, "resume", {"confirm": 1})
+    assert answer["ok"] is False and engine.state is EngineState.HALTED
+    answer = await request(path, "resume", {"confirm": True, "by": "test"})
+    assert answer == {"ok": True, "result": "RUNNING"}
+
+
+async def test_wrong_missing_and_unknown_arguments_are_refused_by_name(served):
+    engine, path = served
+    assert (await request(path, "approve", {}))["error"] == "approve: id: Field required"
+    assert (await request(path, "mode", {"mode": "sometimes"}))["error"].startswith("mode: mode: ")
+    assert (await request(path, "pause", {"by": "ctl", "force": True}))["error"].startswith("pause: force: ")
+    assert (await request(path, "order", {"symbol": "BTC/USD", "side": "buy", "quantity": "1"}))["ok"] is False
+    assert (await request(path, "nope", {}))["error"].startswith("unknown command 'nope'")
+    assert engine.state is EngineState.RUNNING  # nothing above changed anything
+
+
+async def test_malformed_requests_are_answered_and_the_socket_stays_up(served):
+    engine, path = served
+    assert (await _raw(path, b"{not json"))["error"].startswith("not a JSON request")
+    assert (await _raw(path, b"[1, 2]"))["error"] == 'a request is {"cmd": NAME, "args": {...}}'
+    assert (await _raw(path, b'{"cmd": "pause", "args": [1]}'))["error"] == "pause: args must be an object"
+    # An engine-side failure names its type; the next request is served as usual.
+    answer = await request(path, "order", {"symbol": "NOPE/USD", "side": "buy", "quantity": 1.0})
+    assert answer["ok"] is False and "unknown symbol NOPE/USD" in answer["error"]
+    assert (await request(path, "status"))["result"]["state"] == "RUNNING"
+
+
+def test_ffe_ctl_offers_exactly_the_table_s_ctl_commands(capsys):
+    from ffe_cli.main import build_parser
+
+    parser = build_parser()
+    for name, command in COMMANDS.items():
+        assert command.help
+        if command.ctl:
+            assert parser.parse_args(["ctl", name]).action == name
+        else:
+            with pytest.raises(SystemExit) as exc:
+                parser.parse_args(["ctl", name])
+            assert exc.value.code == 2
