@@ -37,6 +37,9 @@ HOLD = Action.HOLD
 
 STRATEGIES = ("weighted", "majority", "unanimous")
 
+# One strategy's verdict: action, strength, the weight applied to each provider, and how it was reached.
+Tally = tuple[Action, float, dict[str, float], str]
+
 # Totals closer than this (relative) are a tie: a decision must not hinge on floating-point rounding.
 TIE = 1e-9
 
@@ -179,8 +182,9 @@ class Ensemble:
         if not _valid(v):
             self.errors[provider.name] = f"invalid vote {v!r}"
             return None
-        v.latency_ms = (time.perf_counter() - t0) * 1000.0
-        return v
+        vote: Vote = v
+        vote.latency_ms = (time.perf_counter() - t0) * 1000.0
+        return vote
 
     async def evaluate(self, providers: Sequence[Any], ind: Any) -> EnsembleResult:
         votes, failed = await self.gather(providers, ind)
@@ -204,16 +208,16 @@ class Ensemble:
                 action, conf, _, _ = decided
                 return EnsembleResult(action, conf, 2, self.strategy, votes, failed, equal,
                                       f"{self.strategy} undecided; majority")
-        action, conf = _average_by_action(votes)
-        if action is not None:
-            return EnsembleResult(action, conf, 3, self.strategy, votes, failed, equal,
+        average, conf = _average_by_action(votes)
+        if average is not None:
+            return EnsembleResult(average, conf, 3, self.strategy, votes, failed, equal,
                                   f"{self.strategy} undecided; highest average confidence")
         action, conf = _best_single(votes)
         return EnsembleResult(action, conf, 4, self.strategy, votes, failed, equal,
                               f"{self.strategy} undecided; single most confident vote"
                               if action is not HOLD else "undecided at every tier: HOLD")
 
-    def _weighted(self, votes: list[Vote]):
+    def _weighted(self, votes: list[Vote]) -> Tally | None:
         sb = ss = sh = 0.0  # weight x confidence per action
         wb = ws = wh = 0.0  # weight per action
         applied: dict[str, float] = {}
@@ -252,7 +256,7 @@ class Ensemble:
         strength = top / wtop
         return action, (share if share < strength else strength), applied, "weighted"
 
-    def _majority(self, votes: list[Vote]):
+    def _majority(self, votes: list[Vote]) -> Tally | None:
         n = len(votes)
         cb = cs = ch = 0
         sb = ss = sh = 0.0
@@ -280,7 +284,7 @@ class Ensemble:
         share = top / total if total > 0.0 else 0.0
         return action, min(share, strength), {v.provider: 1.0 / n for v in votes}, "majority"
 
-    def _unanimous(self, votes: list[Vote]):
+    def _unanimous(self, votes: list[Vote]) -> Tally | None:
         n = len(votes)
         first = votes[0].action
         equal = {v.provider: 1.0 / n for v in votes}

@@ -91,7 +91,7 @@ class WeightLearner:
         # Lifetime totals per provider: holds, votes (scored), backed, hits, return_sum.
         self._totals = {k: self._zero() for k in names}
         # The last `window` trades: per trade, provider -> [hit, signed_return, backed] for its scored vote.
-        self._recent: deque[dict[str, list]] = deque(maxlen=window)
+        self._recent: deque[dict[str, list[Any]]] = deque(maxlen=window)
 
     @staticmethod
     def _zero() -> dict[str, Any]:
@@ -110,7 +110,7 @@ class WeightLearner:
             raise ValueError(f"feedback: trade P&L and return must be finite numbers, got {pnl!r}, {return_pct!r}")
         direction = 1 if Side(side) is Side.BUY else -1
         market = 0 if pnl == 0 else (direction if pnl > 0 else -direction)
-        scored: dict[str, list] = {}
+        scored: dict[str, list[Any]] = {}
         for name, action in trade_votes.items():
             if name not in self._totals:
                 continue
@@ -226,7 +226,7 @@ class WeightLearner:
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                     raise ValueError(f"feedback state: {field} of {k!r} must be a number, got {v!r}")
                 totals[k][field] = type(zero)(v)
-        recent: deque[dict[str, list]] = deque(maxlen=self.window)
+        recent: deque[dict[str, list[Any]]] = deque(maxlen=self.window)
         for i, trade in enumerate(stats.get("recent") or []):
             if not isinstance(trade, Mapping):
                 raise ValueError(f"feedback state: recent trade {i} must be an object")

@@ -95,10 +95,13 @@ class EngineHost:
         store: Store | None = None
         audit: AuditWriter | None = None
         try:
-            to_bus = None if headless else (lambda level, msg: bus.publish(LogEvent(level=level, message=msg)))
+            def to_bus(level: str, message: str) -> None:
+                bus.publish(LogEvent(level=level, message=message))
+
             if log_stream is None:
                 log_stream = sys.stderr if headless else open(os.devnull, "w")  # the console shows them in its pane
-            setup_logging(settings.logging.level, secrets=secrets, stream=log_stream, to_bus=to_bus)
+            setup_logging(settings.logging.level, secrets=secrets, stream=log_stream,
+                          to_bus=None if headless else to_bus)
             store = await Store.open(settings.db_path)
             audit = AuditWriter(settings.audit_path)
             bus.add_sink(store.add_event)

@@ -144,7 +144,7 @@ class MACD:
     def update(self, close: float) -> float | None:
         f = self._fast.update(close)
         s = self._slow.update(close)
-        if s is None:
+        if s is None or f is None:
             return None
         line = f - s
         self.value = line

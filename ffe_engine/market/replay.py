@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from heapq import heapify, heappop, heapreplace
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 from ..clock import Clock, SimClock, format_timeframe
 from ..model import Candle
@@ -87,7 +87,7 @@ class ReplayFeed:
     async def close(self) -> None:
         self._closed = True
 
-    def _merged(self, advance) -> Iterator[Candle]:
+    def _merged(self, advance: Callable[[int], None] | None) -> Iterator[Candle]:
         tf = self.timeframe_ms
         sources = [(sym, s.ts, s.open, s.high, s.low, s.close, s.volume, len(s))
                    for sym, s in zip(self.symbols, self._series)]

@@ -26,18 +26,20 @@ class BreakoutProvider:
     def vote(self, ind: IndicatorSet) -> Vote:
         high = ind.dc_high
         atr = ind.atr
-        if high is None or not atr or ind.bb_upper is None:
+        low = ind.dc_low
+        upper = ind.bb_upper
+        lower = ind.bb_lower
+        if high is None or low is None or upper is None or lower is None or not atr:
             return Vote(self.name, HOLD, 0.0, "warming up")
         close = ind.close
         if close > high:
             conf = scaled((close - high) / atr, 0.0, self.full_break, 0.55, 0.9)
-            if close > ind.bb_upper:
+            if close > upper:
                 conf += self.band_bonus
             return Vote(self.name, BUY, conf, "close above the Donchian high")
-        low = ind.dc_low
         if close < low:
             conf = scaled((low - close) / atr, 0.0, self.full_break, 0.55, 0.9)
-            if close < ind.bb_lower:
+            if close < lower:
                 conf += self.band_bonus
             return Vote(self.name, SELL, conf, "close below the Donchian low")
         return Vote(self.name, HOLD, NO_SIGNAL, "inside the channel")

@@ -30,7 +30,7 @@ class MeanReversionProvider:
         rsi = ind.rsi
         upper = ind.bb_upper
         lower = ind.bb_lower
-        if rsi is None or upper is None:
+        if rsi is None or upper is None or lower is None:
             return Vote(self.name, HOLD, 0.0, "warming up")
         width = upper - lower
         if width <= 0.0:

@@ -30,7 +30,7 @@ class MomentumProvider:
         hist = ind.macd_hist
         prev = ind.prev_macd_hist
         atr = ind.atr
-        if prev is None or not atr:
+        if prev is None or hist is None or not atr:
             return Vote(self.name, HOLD, 0.0, "warming up")
         h = hist / atr
         if hist > 0.0:

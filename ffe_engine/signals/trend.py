@@ -27,7 +27,7 @@ class TrendProvider:
         slow = ind.ema_slow
         prev_fast = ind.prev_ema_fast
         atr = ind.atr
-        if prev_fast is None or slow is None or not atr:
+        if prev_fast is None or fast is None or slow is None or not atr:
             return Vote(self.name, HOLD, 0.0, "warming up")
         spread = (fast - slow) / atr
         if spread >= self.min_spread and fast >= prev_fast:
