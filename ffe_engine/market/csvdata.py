@@ -1,9 +1,10 @@
 """CSV market data: one file of candles per symbol.
 
-The contract (DESIGN.md, "CSV market data"): a header row naming at least timestamp, open, high, low, close and
-volume in any order (case-insensitive, common aliases accepted, extra columns ignored); timestamps in ISO-8601
-(UTC when no offset is given) or epoch seconds or milliseconds (told apart by magnitude); rows strictly
-increasing in time. A bad row is a `CsvError` naming the file and line, or is skipped and counted when lenient.
+The contract (docs/cli.md, "CSV market data"): UTF-8 text, plain or gzip-compressed (a name ending in `.gz`), no
+line longer than MAX_LINE_BYTES; a header row naming at least timestamp, open, high, low, close and volume in any
+order (case-insensitive, common aliases accepted, extra columns ignored); timestamps in ISO-8601 (UTC when no offset
+is given) or epoch seconds or milliseconds (told apart by magnitude); rows strictly increasing in time. A bad row is
+a `CsvError` naming the file and line, or is skipped and counted when lenient.
 Gaps are allowed and reported.
 
 Parsing is on the backtest's clock, so the common case takes a fast path: whole columns are converted at C speed
@@ -15,9 +16,11 @@ finds the first bad row and its line number, or skips bad rows in lenient mode.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import math
 import os
+import zlib
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from itertools import compress, islice, repeat
@@ -43,6 +46,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 MAX_SKIP_REASONS = 5
+# No candle row comes near this; a longer line means the file is not candles (or is damaged), and reading on would
+# only cost memory. Checked while reading, before anything is parsed.
+MAX_LINE_BYTES = 65_536
 _INF = math.inf
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
@@ -148,8 +154,11 @@ def find_gaps(ts: list[int], step: int) -> list[tuple[int, int]]:
 
 
 def symbol_from_filename(path: str | os.PathLike) -> str:
-    """The file name up to its first "_", with "-" read as "/": `BTC-USD_1h_2020-2023.csv` is `BTC/USD`."""
+    """The file name up to its first "_", with "-" read as "/": `BTC-USD_1h_2020-2023.csv` and
+    `BTC-USD_1h_2020-2023.csv.gz` are `BTC/USD`."""
     name = Path(path).name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
     head = name.split("_", 1)[0] if "_" in name else Path(name).stem
     if not head:
         raise ValueError(f"{path}: cannot tell the symbol from the file name; pass SYMBOL=FILE")
@@ -304,16 +313,58 @@ def _check_row(row: list[str], index: list[int], ncols: int, last_ts: int | None
     return t, o, h, lo, c, v
 
 
+def _open_bytes(path: str):
+    """The file's bytes, decompressed on the fly when its name ends in `.gz`."""
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+
+
 def _read_text(path: str) -> str:
+    """The whole file as text, read in chunks so a line longer than MAX_LINE_BYTES stops the read as soon as it
+    is seen (a file that is not candles, or a damaged one, can hold one enormous line; read at once it would take
+    its whole size in memory, several times over, before any check could run).
+
+    A chunk is at most MAX_LINE_BYTES long, so any line that starts and ends inside one chunk is short enough; only
+    the line still open across chunk boundaries needs counting.
+    """
+    chunks: list[bytes] = []
+    newlines = 0  # line breaks in the chunks kept so far
+    open_line = 0  # bytes of the line not yet ended by a line break
     try:
-        data = Path(path).read_bytes()
+        with _open_bytes(path) as f:
+            while chunk := f.read(MAX_LINE_BYTES):
+                first = _first_break(chunk)
+                if first < 0:
+                    open_line += len(chunk)
+                    too_long = open_line > MAX_LINE_BYTES
+                else:
+                    too_long = open_line + first > MAX_LINE_BYTES
+                    open_line = len(chunk) - _last_break(chunk) - 1
+                if too_long:
+                    raise CsvError(path, newlines + 1, f"line is longer than {MAX_LINE_BYTES:,} bytes "
+                                                       "(not a CSV file of candles?)")
+                newlines += chunk.count(b"\n")
+                chunks.append(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise CsvError(path, None, f"cannot decompress: {e}") from None
     except OSError as e:
         raise CsvError(path, None, f"cannot read: {e.strerror or e}") from None
+    data = b"".join(chunks)
+    del chunks
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise CsvError(path, line, "not UTF-8 text") from None
+
+
+def _first_break(chunk: bytes) -> int:
+    """Index of the first line break (\\n, or a lone \\r as in old Mac files), -1 when there is none."""
+    lf, cr = chunk.find(b"\n"), chunk.find(b"\r")
+    return lf if cr < 0 else cr if lf < 0 else min(lf, cr)
+
+
+def _last_break(chunk: bytes) -> int:
+    return max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
 
 
 def load_csv(path: str | os.PathLike, symbol: str | None = None, lenient: bool = False, *,
