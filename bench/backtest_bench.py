@@ -1,4 +1,4 @@
-"""End-to-end backtest speed on the shared data: CSV parse to report, through the whole default pipeline.
+"""End-to-end backtest speed on the sample data (samples/, read compressed as shipped): CSV parse to report, through the whole default pipeline.
 
 Prints bars per second for the plain run (the figure the target is about), then a second, instrumented run that
 splits the time per stage: feeds (CSV parse and replay), indicators, votes, ensemble, gates, execution (order
@@ -24,8 +24,8 @@ from ffe_engine import backtest as bt  # noqa: E402
 from ffe_engine.audit import setup_logging  # noqa: E402
 from ffe_engine.config import Settings  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
-FILES = [str(DATA / "BTC-USD_1h_2020-2023.csv"), str(DATA / "ETH-USD_1h_2020-2023.csv")]
+SAMPLES = ROOT / "samples"
+FILES = [str(SAMPLES / "BTC-USD_1h_2020-2023.csv.gz"), str(SAMPLES / "ETH-USD_1h_2020-2023.csv.gz")]
 
 
 def settings_in(tmp: str) -> Settings:
@@ -129,7 +129,7 @@ def main() -> None:
             runs.append(elapsed)
     best = min(runs)
     bars = report["bars"]
-    print(f"backtest, both shared files: {bars:,} bars, {report['trades']} trades, "
+    print(f"backtest, both sample files: {bars:,} bars, {report['trades']} trades, "
           f"return {report['return_pct']:+.2f}%, max drawdown {report['max_drawdown_pct']:.2f}%")
     print(f"end to end (CSV parse to report): best {best:.2f} s = {bars / best:,.0f} bars/s "
           f"(runs: {', '.join(f'{r:.2f}' for r in runs)} s; target 20,000 bars/s)")

@@ -1,6 +1,7 @@
-"""CSV parse speed on the shared hourly files: rows per second, best of several runs.
+"""CSV parse speed on the sample hourly files (samples/*.csv.gz, decompression included): rows per second, best of
+several runs.
 
-Run: .venv/bin/python bench/csv_bench.py [FILE.csv ...]
+Run: .venv/bin/python bench/csv_bench.py [FILE.csv[.gz] ...]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from ffe_engine.market.csvdata import load_csv  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
+SAMPLES = ROOT / "samples"
 RUNS = 7
 
 
@@ -30,9 +31,9 @@ def best_time(path: Path, lenient: bool) -> tuple[float, int]:
 
 
 def main() -> None:
-    files = [Path(a) for a in sys.argv[1:]] or sorted(SHARED.glob("*.csv"))
+    files = [Path(a) for a in sys.argv[1:]] or sorted(SAMPLES.glob("*.csv.gz"))
     if not files:
-        sys.exit(f"no CSV files found in {SHARED}")
+        sys.exit(f"no CSV files found in {SAMPLES}")
     for lenient in (False, True):
         label = "row by row (lenient)" if lenient else "default"
         total_s = 0.0

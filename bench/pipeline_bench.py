@@ -1,6 +1,6 @@
 """Per-bar cost of the judgement pipeline: IndicatorSet.update + the four built-in votes + Ensemble.decide.
 
-Reads the shared BTC hourly file (../shared/data, next to the repository), parses it once outside the timed
+Reads the sample BTC hourly file (samples/BTC-USD_1h_2020-2023.csv.gz), parses it once outside the timed
 part, then replays every bar several times and prints bars per second and microseconds per bar for each stage
 (best of the repeats), plus how often the default ensemble would act (confidence >= 0.55).
 
@@ -10,7 +10,6 @@ part, then replays every bar several times and prints bars per second and micros
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from collections import Counter
@@ -21,17 +20,16 @@ sys.path.insert(0, str(ROOT))
 
 from ffe_engine.ensemble import Ensemble  # noqa: E402
 from ffe_engine.indicators import IndicatorSet  # noqa: E402
+from ffe_engine.market.csvdata import load_csv  # noqa: E402
 from ffe_engine.model import Action, Candle  # noqa: E402
 from ffe_engine.signals import make_providers  # noqa: E402
 
-DEFAULT_CSV = ROOT.parent / "shared" / "data" / "BTC-USD_1h_2020-2023.csv"
+DEFAULT_CSV = ROOT / "samples" / "BTC-USD_1h_2020-2023.csv.gz"
 PROVIDERS = ["trend", "momentum", "mean_reversion", "breakout"]
 
 
 def load(path: Path) -> list[Candle]:
-    with path.open(newline="") as f:
-        return [Candle("BTC/USD", i, float(r["open"]), float(r["high"]), float(r["low"]), float(r["close"]),
-                       float(r["volume"])) for i, r in enumerate(csv.DictReader(f))]
+    return list(load_csv(path, symbol="BTC/USD").candles())
 
 
 def run_indicators(candles: list[Candle]) -> float:

@@ -5,6 +5,7 @@ in-process exactly as the console and the headless runner open it, and readers f
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import os
@@ -21,9 +22,15 @@ import pytest
 from ffe_engine.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-BTC_CSV = SHARED_DATA / "BTC-USD_1h_2020-2023.csv"
-ETH_CSV = SHARED_DATA / "ETH-USD_1h_2020-2023.csv"
+SAMPLES = REPO / "samples"
+BTC_CSV = SAMPLES / "BTC-USD_1h_2020-2023.csv.gz"
+ETH_CSV = SAMPLES / "ETH-USD_1h_2020-2023.csv.gz"
+
+
+def sample_head(path: Path, rows: int) -> list[str]:
+    """The header line and the first `rows` data lines of a sample file, as text lines."""
+    with gzip.open(path, "rt", newline="") as f:
+        return [next(f) for _ in range(rows + 1)]
 
 
 # ---------------------------------------------------------------------------------------------------- settings

@@ -45,7 +45,7 @@ START_TS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 GATE_ORDER = ["ENGINE_STATE", "BREAKER_OPEN", "DATA_STALE", "MIN_CONFIDENCE", "MAX_OPEN_POSITIONS", "POSITION_SIZE",
               "CONCENTRATION", "LEVERAGE", "DRAWDOWN", "DAILY_LOSS", "VAR", "CORRELATION", "ORDER_RATE",
               "DAILY_TRADES"]  # the DESIGN.md gates table, top to bottom
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 # Limits loose enough that only the gate a test is about can bind.
 LOOSE_RISK = {"min_confidence": 0.5, "max_open_positions": 10, "max_position_pct": 10, "max_concentration_pct": 100,
@@ -165,9 +165,9 @@ def replay_feed(tmp_path: Path, paths: dict[str, list[float]], clock: SimClock, 
 
 @functools.lru_cache(maxsize=None)
 def real_series(symbol: str) -> CandleSeries:
-    """Real hourly candles from the shared data (BTC/USD or ETH/USD)."""
-    name = symbol.replace("/", "-") + "_1h_2020-2023.csv"
-    return load_csv(SHARED_DATA / name, symbol=symbol)
+    """Real hourly candles from the sample data (BTC/USD or ETH/USD)."""
+    name = symbol.replace("/", "-") + "_1h_2020-2023.csv.gz"
+    return load_csv(SAMPLES / name, symbol=symbol)
 
 
 def real_feed(clock: SimClock, n: int, symbols: Iterable[str] = ("BTC/USD", "ETH/USD")) -> ReplayFeed:

@@ -1,9 +1,10 @@
-"""`ffe backtest` as a real subprocess on slices of the shared BTC and ETH hourly data: the printed summary, the
+"""`ffe backtest` as a real subprocess on slices of the sample BTC and ETH hourly data: the printed summary, the
 JSON report (checked against the run's own database and equity curve), where the run's records go, how
 symbols are named, and a ^C in the middle of a run."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -13,15 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, audit_lines, db_rows, db_value, run_ffe, wait_until
+from conftest import BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, run_ffe, wait_until
 
 ROWS = 3000  # per symbol: ~4 months of hourly bars
 
 
 def write_slice(src: Path, dst: Path, rows: int) -> Path:
-    with open(src) as f:
-        lines = [next(f) for _ in range(rows + 1)]  # header + rows
-    dst.write_text("".join(lines))
+    dst.write_text("".join(sample_head(src, rows)))
     return dst
 
 
@@ -128,7 +127,7 @@ def test_symbol_eq_file_names_the_symbol_and_each_run_gets_its_own_folder(backte
 
 
 def test_ctrl_c_stops_a_backtest_within_a_flush_and_keeps_consistent_records(tmp_path, spawn_ffe):
-    # Both whole shared files (70,116 bars): seconds of work, so the ^C lands in the middle of the run.
+    # Both whole sample files (70,116 bars, read compressed): seconds of work, so the ^C lands in the middle of the run.
     p = spawn_ffe(tmp_path, "backtest", BTC_CSV, ETH_CSV)
     wait_until(lambda: "engine started" in p.stderr, what="the backtest to start")
     p.send(signal.SIGINT)
@@ -156,3 +155,11 @@ def _cmdline_has(pid: str, text: str) -> bool:
         return text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+
+
+def test_a_gzip_file_is_read_directly_and_names_its_symbol(tmp_path):
+    (tmp_path / "ETH-USD_1h_head.csv.gz").write_bytes(gzip.compress("".join(sample_head(ETH_CSV, 300)).encode()))
+    proc = run_ffe(tmp_path, "backtest", "ETH-USD_1h_head.csv.gz", "--report", "r.json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["symbols"] == ["ETH/USD"] and r["bars"] == 300

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, db_rows, make_settings
+from conftest import BTC_CSV, ETH_CSV, db_rows, make_settings, sample_head
 from ffe_engine import backtest as bt
 from ffe_engine.engine import Engine
 from ffe_engine.events import DecisionMade, EngineStateChanged, EventBus, OrderEvent
@@ -200,8 +200,7 @@ def _alive(pid: int) -> bool:
 
 
 def _slice(src: Path, dst: Path, rows: int) -> Path:
-    with open(src) as f:
-        dst.write_text("".join(next(f) for _ in range(rows + 1)))
+    dst.write_text("".join(sample_head(src, rows)))
     return dst
 
 

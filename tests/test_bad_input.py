@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from conftest import BTC_CSV, audit_lines, db_rows, db_value, ffe_env, run_ffe
+from conftest import BTC_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, run_ffe
 from ffe_engine.audit import REDACTED, Redactor, setup_logging
 from ffe_engine.events import ErrorEvent, EventBus
 
@@ -42,8 +42,7 @@ def recorded(tmp_path_factory) -> Path:
 
 
 def write_csv_with_bad_line_57(path: Path, bad: str) -> Path:
-    with open(BTC_CSV) as f:
-        lines = [next(f) for _ in range(100)]  # header (line 1) and 99 rows
+    lines = sample_head(BTC_CSV, 99)  # header (line 1) and 99 rows
     if bad == "not a number":
         ts = lines[56].split(",")[0]
         lines[56] = f"{ts},7200.5,7210.0,oops,7205.0,12.5\n"

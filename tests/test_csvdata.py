@@ -1,7 +1,10 @@
-"""CSV market data: the DESIGN.md contract, checked on real files written to disk and on the shared data."""
+"""CSV market data: the contract in docs/config.md and docs/cli.md, checked on real files written to disk and on the
+sample data shipped in samples/."""
 
 from __future__ import annotations
 
+import gzip
+import tracemalloc
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,9 +13,11 @@ import pytest
 from ffe_engine.model import Candle
 from ffe_engine.market.csvdata import CsvError, load_csv, parse_symbol_arg, symbol_from_filename
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-BTC = SHARED / "BTC-USD_1h_2020-2023.csv"
-ETH = SHARED / "ETH-USD_1h_2020-2023.csv"
+from ffe_engine.market.csvdata import MAX_LINE_BYTES
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+BTC = SAMPLES / "BTC-USD_1h_2020-2023.csv.gz"
+ETH = SAMPLES / "ETH-USD_1h_2020-2023.csv.gz"
 HOUR = 3_600_000
 T0 = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 
@@ -192,7 +197,7 @@ def test_gaps_are_counted_and_reported(tmp_path: Path) -> None:
     assert "2 gaps (4 missing bars)" in series.summary()
 
 
-def test_shared_files_parse_with_their_real_gaps() -> None:
+def test_sample_files_parse_with_their_real_gaps() -> None:
     btc = load_csv(BTC)
     eth = load_csv(ETH)
     assert btc.symbol == "BTC/USD" and eth.symbol == "ETH/USD"
@@ -200,7 +205,7 @@ def test_shared_files_parse_with_their_real_gaps() -> None:
     assert btc.timeframe_ms == eth.timeframe_ms == HOUR
     assert btc.ts[0] == T0
     assert iso(btc.ts[-1]) == "2023-12-31T23:00:00Z"
-    # The shared files miss 6 hourly bars in 4 places (one of them a 3-hour hole on 2023-03-04).
+    # The sample files miss 6 hourly bars in 4 places (one of them a 3-hour hole on 2023-03-04).
     assert btc.gap_count == 4 and btc.missing_bars == 6
     assert (1_677_949_200_000, 1_677_963_600_000) in btc.gaps
     assert eth.gaps == btc.gaps
@@ -209,7 +214,7 @@ def test_shared_files_parse_with_their_real_gaps() -> None:
     assert first == Candle("BTC/USD", T0, 7165.72, 7165.72, 7136.05, 7150.35, 250.84981195)
 
 
-def test_fast_and_row_by_row_paths_agree_on_the_shared_file() -> None:
+def test_fast_and_row_by_row_paths_agree_on_the_sample_file() -> None:
     fast = load_csv(BTC)
     careful = load_csv(BTC, lenient=True)  # lenient mode always reads row by row
     assert careful.skipped == 0
@@ -234,6 +239,9 @@ def test_symbol_from_filename() -> None:
     assert symbol_from_filename("BTC-USD_1h_2020-2023.csv") == "BTC/USD"
     assert symbol_from_filename("/some/dir/ETH-USDT_5m.csv") == "ETH/USDT"
     assert symbol_from_filename("SOLUSDT.csv") == "SOLUSDT"
+    assert symbol_from_filename("BTC-USD_1h_2020-2023.csv.gz") == "BTC/USD"
+    assert symbol_from_filename("/some/dir/ETH-USDT.csv.gz") == "ETH/USDT"
+    assert symbol_from_filename("SOLUSDT.gz") == "SOLUSDT"
     with pytest.raises(ValueError, match="cannot tell the symbol"):
         symbol_from_filename("_1h.csv")
 
@@ -246,3 +254,85 @@ def test_parse_symbol_arg(tmp_path: Path) -> None:
     assert parse_symbol_arg(str(odd)) == ("A=B", odd)
     with pytest.raises(ValueError, match="expected SYMBOL=FILE"):
         parse_symbol_arg("=x.csv")
+
+
+# ---- compressed files ------------------------------------------------------------------------------------------
+
+
+def write_gz(tmp_path: Path, lines: list[str], name: str = "TEST-USD_1h.csv.gz") -> Path:
+    path = tmp_path / name
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_gzip_file_reads_like_the_plain_one(tmp_path: Path) -> None:
+    plain = load_csv(write(tmp_path, good_lines()))
+    packed = load_csv(write_gz(tmp_path, good_lines()))
+    assert packed.symbol == "TEST/USD"
+    for name in ("ts", "open", "high", "low", "close", "volume"):
+        assert getattr(packed, name) == getattr(plain, name), name
+
+
+def test_a_bad_row_in_a_gzip_file_names_the_file_and_line(tmp_path: Path) -> None:
+    path = write_gz(tmp_path, with_line(57, f"{iso(T0 + 55 * HOUR)},1,2,oops,1,1"))
+    with pytest.raises(CsvError) as e:
+        load_csv(path)
+    assert str(e.value) == f"{path}:57: low is not a number: 'oops'"
+    assert load_csv(path, lenient=True).skipped == 1
+
+
+def test_a_damaged_gzip_file_is_a_csv_error(tmp_path: Path) -> None:
+    whole = write_gz(tmp_path, good_lines(2000)).read_bytes()
+    cut = tmp_path / "CUT-USD_1h.csv.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CsvError) as e:
+        load_csv(cut)
+    assert str(e.value).startswith(f"{cut}: cannot decompress: ")
+    plain = tmp_path / "PLAIN-USD_1h.csv.gz"
+    plain.write_text("\n".join(good_lines()))
+    with pytest.raises(CsvError) as e:
+        load_csv(plain)
+    assert str(e.value).startswith(f"{plain}: cannot decompress: ")
+
+
+# ---- line length bound -----------------------------------------------------------------------------------------
+
+HUGE = 48 * 1024 * 1024  # far beyond the bound, and far beyond the memory a bounded reader may use
+
+
+def write_huge_line(path: Path, opener) -> None:
+    """Six good rows, then line 8: a timestamp followed by HUGE bytes and no newline until its end."""
+    block = b"9" * (1024 * 1024)
+    with opener(path, "wb") as f:
+        f.write(("\n".join(good_lines(6)) + "\n").encode())
+        f.write(f"{iso(T0 + 6 * HOUR)},".encode())
+        for _ in range(HUGE // len(block)):
+            f.write(block)
+        f.write(b",1,2,1,1\n")
+
+
+@pytest.mark.parametrize("name, opener", [("HUGE-USD_1h.csv", open), ("HUGE-USD_1h.csv.gz", gzip.open)],
+                         ids=["plain", "gzip"])
+@pytest.mark.parametrize("lenient", [False, True])
+def test_a_huge_line_stops_the_read_with_file_and_line_in_bounded_memory(tmp_path: Path, name: str, opener,
+                                                                        lenient: bool) -> None:
+    path = tmp_path / name
+    write_huge_line(path, opener)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CsvError) as e:
+            load_csv(path, lenient=lenient)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(e.value) == f"{path}:8: line is longer than {MAX_LINE_BYTES:,} bytes (not a CSV file of candles?)"
+    assert peak < 8 * MAX_LINE_BYTES  # the read stops soon after the bound, never holding the whole line
+
+
+def test_a_line_just_within_the_bound_is_read(tmp_path: Path) -> None:
+    lines = good_lines(3)
+    lines[0] += "," + "x" * (MAX_LINE_BYTES - len(lines[0]) - 1)  # a header exactly MAX_LINE_BYTES long
+    lines[1:] = [row + ",1" for row in lines[1:]]
+    series = load_csv(write(tmp_path, lines))
+    assert len(series) == 3

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_env, run_ffe
+from conftest import BTC_CSV, assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_env, run_ffe
 
 BARS = 300
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
@@ -121,3 +121,16 @@ def test_every_audit_line_is_json_with_ts_seq_event_and_mirrors_the_events_table
     assert [r[0] for r in rows] == seqs
     assert [r[1] for r in rows] == [r["event"] for r in records]
     assert [json.loads(r[2]) for r in rows] == records
+
+
+def test_replays_a_compressed_sample_file_as_it_is(tmp_path):
+    (tmp_path / "config.toml").write_text(
+        f'[market]\nsource = "replay"\nreplay_files = {{ "BTC/USD" = "{BTC_CSV}" }}\n'
+        '[engine]\nsymbols = ["BTC/USD"]\nwarmup_bars = 50\n')
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "120")
+    assert proc.returncode == 0, proc.stderr
+    rows = db_rows(tmp_path / "data" / "ffe.db", "SELECT ts, price FROM decisions ORDER BY ts")
+    assert rows
+    # The file's own prices: early 2020 BTC traded between 6,000 and 9,000 dollars.
+    assert 1_577_836_800_000 <= rows[0][0] < 1_578_441_600_000  # within its first week
+    assert all(6_000 < price < 9_000 for _, price in rows)

@@ -17,7 +17,7 @@ from ffe_engine.market.replay import YIELD_EVERY, ReplayFeed
 from ffe_engine.market.simulated import REGIMES, TREND_DOWN, TREND_UP, VOLATILE, MarketSimulator, SimulatedFeed
 from ffe_engine.model import Candle
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 HOUR = 3_600_000
 MINUTE = 60_000
 T0 = 1_577_836_800_000  # 2020-01-01T00:00:00Z
@@ -126,9 +126,9 @@ async def test_closing_a_replay_stops_it(two_symbols: dict) -> None:
     assert len(got) == 3
 
 
-async def test_replay_of_the_shared_files_yields_to_the_loop_now_and_then() -> None:
-    series = {"BTC/USD": load_csv(SHARED / "BTC-USD_1h_2020-2023.csv"),
-              "ETH/USD": load_csv(SHARED / "ETH-USD_1h_2020-2023.csv")}
+async def test_replay_of_the_sample_files_yields_to_the_loop_now_and_then() -> None:
+    series = {"BTC/USD": load_csv(SAMPLES / "BTC-USD_1h_2020-2023.csv.gz"),
+              "ETH/USD": load_csv(SAMPLES / "ETH-USD_1h_2020-2023.csv.gz")}
     feed = ReplayFeed(series, SimClock())
     turns = 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 import statistics
 from pathlib import Path
@@ -12,11 +13,11 @@ import pytest
 from ffe_engine.indicators import ATR, EMA, MACD, RSI, SMA, Bollinger, Donchian, IndicatorSet
 from ffe_engine.model import Candle
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTC-USD_1h_2020-2023.csv"
+DATA = Path(__file__).resolve().parents[1] / "samples" / "BTC-USD_1h_2020-2023.csv.gz"
 
 
 def load_bars() -> list[tuple[float, float, float, float]]:
-    with DATA.open(newline="") as f:
+    with gzip.open(DATA, "rt", newline="") as f:
         rows = list(csv.DictReader(f))
     return [(float(r["open"]), float(r["high"]), float(r["low"]), float(r["close"])) for r in rows]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 import json
 import math
 from pathlib import Path
@@ -24,7 +25,7 @@ from ffe_engine.signals.momentum import MomentumProvider
 from ffe_engine.signals.trend import TrendProvider
 
 BUY, SELL, HOLD = Action.BUY, Action.SELL, Action.HOLD
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTC-USD_1h_2020-2023.csv"
+DATA = Path(__file__).resolve().parents[1] / "samples" / "BTC-USD_1h_2020-2023.csv.gz"
 HOUR = 3_600_000
 
 
@@ -168,7 +169,7 @@ def test_every_provider_holds_with_zero_confidence_while_warming_up():
 
 @pytest.fixture(scope="module")
 def btc_candles():
-    with DATA.open(newline="") as f:
+    with gzip.open(DATA, "rt", newline="") as f:
         return [Candle("BTC/USD", i * HOUR, float(r["open"]), float(r["high"]), float(r["low"]), float(r["close"]),
                        float(r["volume"])) for i, r in enumerate(csv.DictReader(f))]
 
