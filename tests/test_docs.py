@@ -1,0 +1,125 @@
+"""docs/ is the source of truth for the contracts, so it must keep up with the code: every config key (with its
+default), event type, gate and command named in the code is named on its page, and the index links every page."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import BaseModel
+
+from ffe_engine import events
+from ffe_engine.config import Settings
+from ffe_engine.risk import GATE_ORDER
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+PAGES = ("states.md", "gates.md", "order-path.md", "config.md", "cli.md", "audit-events.md", "storage.md")
+
+
+def page(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def setting_keys(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Every leaf key of the settings model, dotted: `mode`, `engine.symbols`, `ensemble.llm.model`, ..."""
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            yield from setting_keys(sub, f"{prefix}{name}.")
+        else:
+            yield prefix + name
+
+
+def default_of(key: str) -> Any:
+    value: Any = Settings().model_dump()
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def config_rows() -> dict[str, str]:
+    """key -> default cell of every table row of config.md."""
+    rows = re.findall(r"^\| `([a-z_.]+)` \| ([^|]+) \|", page("config.md"), re.MULTILINE)
+    return {key: cell.strip() for key, cell in rows}
+
+
+def test_the_index_links_every_page_and_every_page_exists() -> None:
+    index = page("README.md")
+    for name in PAGES:
+        assert f"]({name})" in index, name
+        assert (DOCS / name).is_file(), name
+
+
+def test_every_setting_is_in_config_md_with_its_default() -> None:
+    rows = config_rows()
+    keys = list(setting_keys(Settings))
+    assert len(keys) > 60
+    missing = [k for k in keys if k not in rows]
+    assert not missing, f"docs/config.md lacks: {', '.join(missing)}"
+    unknown = sorted(set(rows) - set(keys))
+    assert not unknown, f"docs/config.md names keys the settings do not have: {', '.join(unknown)}"
+    for key in keys:
+        cell = rows[key]
+        if default_of(key) is None:  # a secret
+            assert cell == "unset", key
+            continue
+        assert cell.startswith("`") and cell.endswith("`"), f"{key}: default {cell!r} is not a literal"
+        documented = tomllib.loads(f"v = {cell[1:-1]}")["v"]
+        assert documented == default_of(key), f"docs/config.md: {key} default {cell} != {default_of(key)!r}"
+
+
+def test_every_event_type_is_in_audit_events_md() -> None:
+    text = page("audit-events.md")
+    names = {cls.name for cls in vars(events).values()
+             if isinstance(cls, type) and issubclass(cls, events.Event) and cls is not events.Event}
+    assert {"engine_state", "decision", "order", "fill", "kill_switch", "bar"} <= names
+    missing = sorted(n for n in names if f"| `{n}` |" not in text)
+    assert not missing, f"docs/audit-events.md lacks: {', '.join(missing)}"
+
+
+def test_every_gate_is_in_gates_md_in_order() -> None:
+    text = page("gates.md")
+    rows = re.findall(r"^\| (\d+) \| `([A-Z_]+)` \|", text, re.MULTILINE)
+    assert [code for _, code in rows] == list(GATE_ORDER)
+    assert [int(n) for n, _ in rows] == list(range(1, len(GATE_ORDER) + 1))
+    assert f"The {len(GATE_ORDER)} gates" in text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `ffe` parser, from wherever the command line lives."""
+    for module, attr in (("ffe_cli.main", "build_parser"), ("ffe_engine.cli", "build_parser")):
+        try:
+            return getattr(importlib.import_module(module), attr)()
+        except (ImportError, AttributeError):
+            continue
+    raise AssertionError("no build_parser in ffe_cli.main or ffe_engine.cli")
+
+
+def commands(parser: argparse.ArgumentParser, path: str = "ffe") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """(`ffe audit tail`, its parser) for every command and subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{path} {name}", sub
+                yield from commands(sub, f"{path} {name}")
+
+
+def test_every_command_option_and_ctl_action_is_in_cli_md() -> None:
+    text = page("cli.md")
+    found = list(commands(build_parser()))
+    assert {"ffe run", "ffe backtest", "ffe ctl", "ffe audit tail"} <= {name for name, _ in found}
+    missing: list[str] = []
+    for name, parser in found:
+        if f"`{name}" not in text:
+            missing.append(name)
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help") and f"`{option}" not in text:
+                    missing.append(f"{name} {option}")
+            if action.choices and not isinstance(action, argparse._SubParsersAction):
+                missing += [f"{name} {choice}" for choice in action.choices if f"`{name} {choice}" not in text]
+    assert not missing, f"docs/cli.md lacks: {', '.join(missing)}"
