@@ -1,4 +1,5 @@
-"""End-to-end backtest speed on the sample data (samples/, read compressed as shipped): CSV parse to report, through the whole default pipeline.
+"""End-to-end backtest speed on the sample data (samples/*.csv.gz, read compressed as shipped): CSV parse to report,
+through the whole default pipeline.
 
 Prints bars per second for the plain run (the figure the target is about), then a second, instrumented run that
 splits the time per stage: feeds (CSV parse and replay), indicators, votes, ensemble, gates, execution (order

@@ -145,7 +145,7 @@ class _Section(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The schema (names are the contract in DESIGN.md)
+# The schema (names are the contract in docs/config.md)
 
 
 class EngineSettings(_Section):
@@ -231,7 +231,7 @@ class EnsembleSettings(_Section):
 
 
 class RiskSettings(_Section):
-    # gates, in DESIGN.md order
+    # gates, in docs/gates.md order
     stale_after_bars: Count = 3
     min_confidence: float = Field(0.55, ge=0, le=1)
     max_open_positions: Count = 2

@@ -1,6 +1,6 @@
 """The gatekeeper (ordered risk gates) and position sizing.
 
-Every gate is evaluated, in the DESIGN.md order, and recorded (code, measured value, limit, passed); the first
+Every gate is evaluated, in the docs/gates.md order, and recorded (code, measured value, limit, passed); the first
 failure is the reason shown. Entries face every gate. Exits and flatten orders (reduce-only) face only
 ENGINE_STATE and BREAKER_OPEN: a risk limit must never stop the engine from getting out.
 

@@ -44,7 +44,7 @@ DAY = 86_400_000
 START_TS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 GATE_ORDER = ["ENGINE_STATE", "BREAKER_OPEN", "DATA_STALE", "MIN_CONFIDENCE", "MAX_OPEN_POSITIONS", "POSITION_SIZE",
               "CONCENTRATION", "LEVERAGE", "DRAWDOWN", "DAILY_LOSS", "VAR", "CORRELATION", "ORDER_RATE",
-              "DAILY_TRADES"]  # the DESIGN.md gates table, top to bottom
+              "DAILY_TRADES"]  # the docs/gates.md table, top to bottom
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 # Limits loose enough that only the gate a test is about can bind.

@@ -1,5 +1,5 @@
-"""CSV market data: the contract in docs/config.md and docs/cli.md, checked on real files written to disk and on the
-sample data shipped in samples/."""
+"""CSV market data: the contract in docs/cli.md ("CSV market data"), checked on real files written to disk and on
+the sample data shipped in samples/."""
 
 from __future__ import annotations
 

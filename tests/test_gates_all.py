@@ -1,4 +1,4 @@
-"""Every risk gate of the DESIGN.md table, on a real engine.
+"""Every risk gate of the docs/gates.md table, on a real engine.
 
 For each gate a trade that violates it is refused by that gate, and the stored record (gate_results rows, the
 decision row and its `decision` event) holds the gate's code, measured value, limit and passed = false. Every gate

@@ -70,7 +70,7 @@ def entry(symbol: str = BTC, qty: float = 5.0, confidence: float | None = 0.8) -
 
 
 def only_failure(gates, code: str, value, limit) -> None:
-    assert [g.code for g in gates] == list(GATE_ORDER)  # every gate evaluated, in the DESIGN.md order
+    assert [g.code for g in gates] == list(GATE_ORDER)  # every gate evaluated, in the docs/gates.md order
     failed = [g for g in gates if not g.passed]
     assert [g.code for g in failed] == [code], [(g.code, g.value, g.limit) for g in failed]
     g = first_failure(gates)
