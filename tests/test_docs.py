@@ -4,7 +4,6 @@ default), event type, gate and command named in the code is named on its page, a
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import tomllib
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel
 
+from ffe_cli.main import build_parser
 from ffe_engine import events
 from ffe_engine.config import Settings
 from ffe_engine.risk import GATE_ORDER
@@ -87,16 +87,6 @@ def test_every_gate_is_in_gates_md_in_order() -> None:
     assert [code for _, code in rows] == list(GATE_ORDER)
     assert [int(n) for n, _ in rows] == list(range(1, len(GATE_ORDER) + 1))
     assert f"The {len(GATE_ORDER)} gates" in text
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `ffe` parser, from wherever the command line lives."""
-    for module, attr in (("ffe_cli.main", "build_parser"), ("ffe_engine.cli", "build_parser")):
-        try:
-            return getattr(importlib.import_module(module), attr)()
-        except (ImportError, AttributeError):
-            continue
-    raise AssertionError("no build_parser in ffe_cli.main or ffe_engine.cli")
 
 
 def commands(parser: argparse.ArgumentParser, path: str = "ffe") -> Iterator[tuple[str, argparse.ArgumentParser]]:
