@@ -336,3 +336,10 @@ def test_a_line_just_within_the_bound_is_read(tmp_path: Path) -> None:
     lines[1:] = [row + ",1" for row in lines[1:]]
     series = load_csv(write(tmp_path, lines))
     assert len(series) == 3
+
+
+def test_a_long_file_with_old_mac_line_ends_is_not_one_long_line(tmp_path: Path) -> None:
+    path = tmp_path / "MAC-USD_1h.csv"
+    path.write_bytes("\r".join(good_lines(3000)).encode() + b"\r")
+    assert path.stat().st_size > 2 * MAX_LINE_BYTES
+    assert len(load_csv(path)) == 3000

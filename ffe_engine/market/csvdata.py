@@ -332,13 +332,15 @@ def _read_text(path: str) -> str:
     try:
         with _open_bytes(path) as f:
             while chunk := f.read(MAX_LINE_BYTES):
-                first = _first_break(chunk)
+                first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
+                if first < 0:  # no line feed: old Mac line ends (a lone \r), or one long line
+                    first, last = chunk.find(b"\r"), chunk.rfind(b"\r")
                 if first < 0:
                     open_line += len(chunk)
                     too_long = open_line > MAX_LINE_BYTES
                 else:
                     too_long = open_line + first > MAX_LINE_BYTES
-                    open_line = len(chunk) - _last_break(chunk) - 1
+                    open_line = len(chunk) - last - 1
                 if too_long:
                     raise CsvError(path, newlines + 1, f"line is longer than {MAX_LINE_BYTES:,} bytes "
                                                        "(not a CSV file of candles?)")
@@ -355,16 +357,6 @@ def _read_text(path: str) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise CsvError(path, line, "not UTF-8 text") from None
-
-
-def _first_break(chunk: bytes) -> int:
-    """Index of the first line break (\\n, or a lone \\r as in old Mac files), -1 when there is none."""
-    lf, cr = chunk.find(b"\n"), chunk.find(b"\r")
-    return lf if cr < 0 else cr if lf < 0 else min(lf, cr)
-
-
-def _last_break(chunk: bytes) -> int:
-    return max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
 
 
 def load_csv(path: str | os.PathLike, symbol: str | None = None, lenient: bool = False, *,
