@@ -43,11 +43,17 @@ def scanned_files(root: Path) -> list[Path]:
 
 
 def outside_paths(root: Path) -> list[str]:
-    """`file:line: what` for every reference that leaves the repository."""
+    """`file:line: what` for every reference that leaves the repository.
+
+    Whole-line comments of code, shell and config files are prose (.ci/run's comment names the folder the clone
+    must not depend on) and read nothing, so they are not scanned; Markdown is scanned whole, its examples are run.
+    """
     found: list[str] = []
     for path in scanned_files(root):
         rel = path.relative_to(root)
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if path.suffix != ".md" and line.lstrip().startswith("#"):
+                continue
             for m in _FROM_FILE.finditer(line):
                 up = int(m.group(2)) + 1 if m.group(2) is not None else m.group(1).count(".parent")
                 if up > len(rel.parts):  # tests/x.py: up 2 levels is the repository root itself
@@ -86,7 +92,7 @@ def test_the_scan_finds_each_way_out_and_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "b.py").write_text("D = '/work" + "/data'\n")
     (tmp_path / "README.md").write_text(f"see the '{shared}/' folder\n")
-    (tmp_path / "Makefile").write_text("run:\n\tpython x.py\n")
+    (tmp_path / "Makefile").write_text(f"# a comment may name {up}{shared} without reading it\nrun:\n\tpython x.py\n")
     found = outside_paths(tmp_path)
     assert [f.split(": ", 1)[0] for f in found] == [
         "tests/test_x.py:1", "tests/test_x.py:1", "tests/test_x.py:2", "bench/b.py:1", "README.md:1",

@@ -313,7 +313,7 @@ def _check_row(row: list[str], index: list[int], ncols: int, last_ts: int | None
     return t, o, h, lo, c, v
 
 
-def _open_bytes(path: str):
+def _open_bytes(path: str) -> io.BufferedIOBase:
     """The file's bytes, decompressed on the fly when its name ends in `.gz`."""
     return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
 
