@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bt = sub.add_parser("backtest", help="replay CSV files through the pipeline at full speed")
     _common(bt)
-    bt.add_argument("files", nargs="+", metavar="[SYMBOL=]FILE.csv")
+    bt.add_argument("files", nargs="+", metavar="[SYMBOL=]FILE.csv[.gz]")
     bt.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     bt.add_argument("--lenient", action="store_true", help="skip bad CSV rows (counted) instead of stopping")
     bt.set_defaults(handler=commands.backtest)
