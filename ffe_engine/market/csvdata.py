@@ -26,7 +26,7 @@ from datetime import date, datetime, timedelta, timezone
 from itertools import compress, islice, repeat
 from operator import add, gt, itemgetter, le, lt, methodcaller, sub
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Protocol, Sequence
 
 from ..clock import DAY_MS, format_timeframe, timeframe_ms as parse_timeframe
 from ..errors import FfeError
@@ -59,12 +59,21 @@ _date_part = itemgetter(slice(None, 10))
 _time_part = itemgetter(slice(10, None))
 
 
+class CsvRows(Protocol):
+    """What csv.reader gives: rows, and the number of the line last read."""
+
+    line_num: int
+
+    def __iter__(self) -> Iterator[list[str]]: ...
+    def __next__(self) -> list[str]: ...
+
+
 class CsvError(FfeError, ValueError):
     """A CSV file that cannot be used as market data. `str()` is one line: `path:line: what is wrong`."""
 
     exit_code = 2
 
-    def __init__(self, path: str | os.PathLike, line: int | None, reason: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], line: int | None, reason: str) -> None:
         self.path = str(path)
         self.line = line
         self.reason = reason
@@ -142,7 +151,8 @@ def infer_timeframe(ts: list[int]) -> int:
     """The most common step between consecutive timestamps; 0 with fewer than two bars."""
     if len(ts) < 2:
         return 0
-    return Counter(map(sub, islice(ts, 1, None), ts)).most_common(1)[0][0]
+    step: int = Counter(map(sub, islice(ts, 1, None), ts)).most_common(1)[0][0]
+    return step
 
 
 def find_gaps(ts: list[int], step: int) -> list[tuple[int, int]]:
@@ -153,7 +163,7 @@ def find_gaps(ts: list[int], step: int) -> list[tuple[int, int]]:
     return [(ts[i], ts[i + 1]) for i in compress(range(len(ts) - 1), late)]
 
 
-def symbol_from_filename(path: str | os.PathLike) -> str:
+def symbol_from_filename(path: str | os.PathLike[str]) -> str:
     """The file name up to its first "_", with "-" read as "/": `BTC-USD_1h_2020-2023.csv` and
     `BTC-USD_1h_2020-2023.csv.gz` are `BTC/USD`."""
     name = Path(path).name
@@ -204,7 +214,7 @@ def parse_timestamp(text: str) -> int:
     return ms
 
 
-class _DayCache(dict):
+class _DayCache(dict[str, int]):
     """"YYYY-MM-DD" -> ms at that day's midnight UTC, parsed once per distinct day."""
 
     def __missing__(self, key: str) -> int:
@@ -212,7 +222,7 @@ class _DayCache(dict):
         return value
 
 
-class _TimeOfDayCache(dict):
+class _TimeOfDayCache(dict[str, int]):
     """What follows the date ("T13:00:00Z", " 13:00+02:00", "") -> ms after midnight UTC, parsed once each."""
 
     def __missing__(self, key: str) -> int:
@@ -227,7 +237,7 @@ class _TimeOfDayCache(dict):
         return value
 
 
-def _fast_timestamps(column: tuple[str, ...]) -> list[int]:
+def _fast_timestamps(column: Sequence[str]) -> list[int]:
     """A whole timestamp column at C speed; ValueError when any value needs the careful path."""
     first = column[0]
     if first.isdigit():
@@ -285,7 +295,7 @@ def _number(raw: str, name: str) -> float:
     return value
 
 
-def _check_row(row: list[str], index: list[int], ncols: int, last_ts: int | None) -> tuple:
+def _check_row(row: list[str], index: list[int], ncols: int, last_ts: int | None) -> tuple[Any, ...]:
     """One row, checked in a fixed order so the first problem is the one reported."""
     if len(row) != ncols:
         raise _BadRow(f"expected {ncols} columns, found {len(row)}")
@@ -359,7 +369,7 @@ def _read_text(path: str) -> str:
         raise CsvError(path, line, "not UTF-8 text") from None
 
 
-def load_csv(path: str | os.PathLike, symbol: str | None = None, lenient: bool = False, *,
+def load_csv(path: str | os.PathLike[str], symbol: str | None = None, lenient: bool = False, *,
              timeframe: str | int | None = None) -> CandleSeries:
     """Read one CSV file of candles. Raises CsvError (one line: file, line, problem).
 
@@ -396,7 +406,7 @@ def load_csv(path: str | os.PathLike, symbol: str | None = None, lenient: bool =
 _count_commas = methodcaller("count", ",")
 
 
-def _split_columns(text: str, ncols: int, index: list[int]) -> list[list[str]] | None:
+def _split_columns(text: str, ncols: int, index: list[int]) -> Sequence[Sequence[str]] | None:
     """The needed columns of a file without quoting, by plain string splitting (faster than the csv module).
 
     None when the file is not that simple: quotes, stray carriage returns, blank lines or a row with the wrong
@@ -419,7 +429,7 @@ def _split_columns(text: str, ncols: int, index: list[int]) -> list[list[str]] |
     return [flat[i::ncols] for i in index]
 
 
-def _csv_columns(reader, ncols: int, index: list[int]) -> list[tuple[str, ...]] | None:
+def _csv_columns(reader: CsvRows, ncols: int, index: list[int]) -> list[tuple[str, ...]] | None:
     try:
         rows = list(reader)
     except csv.Error:
@@ -430,7 +440,7 @@ def _csv_columns(reader, ncols: int, index: list[int]) -> list[tuple[str, ...]] 
     return [columns[i] for i in index]
 
 
-def _fast_path(columns: list) -> tuple | None:
+def _fast_path(columns: Sequence[Sequence[str]]) -> tuple[Any, ...] | None:
     """All columns converted and checked at once; None when anything is off (the careful path then explains)."""
     try:
         ts = _fast_timestamps(columns[0])
@@ -444,7 +454,7 @@ def _fast_path(columns: list) -> tuple | None:
     return (ts, o, h, lo, c, v) if ok else None
 
 
-def _careful_path(path: str, sym: str, tf: int, reader, index: list[int], ncols: int, lenient: bool,
+def _careful_path(path: str, sym: str, tf: int, reader: CsvRows, index: list[int], ncols: int, lenient: bool,
                   header_line: int) -> CandleSeries:
     ts: list[int] = []
     o: list[float] = []
