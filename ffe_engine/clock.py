@@ -1,7 +1,15 @@
 """Clocks: wall time for live and paper trading, market time for replays and backtests.
 
 Everything that asks "what time is it" or waits goes through a clock, so a backtest can run the same code as a
-live engine without ever sleeping. Times are integer milliseconds since the Unix epoch (UTC).
+live engine without ever sleeping, and a test can move time by hand instead of waiting for it.
+
+A clock tells three times:
+- `now_ms()`: market time, integer milliseconds since the Unix epoch (UTC): what the bars and the gates see;
+- `wall()`: seconds since the epoch, for the time a record was written (approvals, engine state, key/values);
+- `monotonic()`: seconds that never go back, for durations: settle windows, breaker recovery, cadences.
+
+Real network timeouts (`asyncio.wait_for` around a venue call) are not measured with a clock: a test clock must
+never make a request time out, or wait forever for one.
 """
 
 from __future__ import annotations
@@ -49,6 +57,10 @@ def align(ts_ms: int, step_ms: int) -> int:
 class Clock(Protocol):
     def now_ms(self) -> int: ...
 
+    def wall(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
     def advance(self, ts_ms: int) -> None: ...
 
     async def sleep(self, seconds: float) -> None: ...
@@ -62,6 +74,12 @@ class WallClock:
     def now_ms(self) -> int:
         return int(time.time() * 1000)
 
+    def wall(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
     def advance(self, ts_ms: int) -> None:
         pass
 
@@ -74,7 +92,8 @@ class SimClock:
 
     `sleep` returns at once; it yields to the event loop every `yield_every` calls so that a loop polling the
     clock cannot starve other tasks. With `paced=True` sleeps really wait (a replay shown at a given speed) while
-    the time reported stays the market's.
+    the time reported stays the market's. `wall` and `monotonic` are real time: an operator watching a replay
+    waits in real seconds (an approval's time to live, a breaker's recovery).
     """
 
     __slots__ = ("_now", "_calls", "yield_every", "paced")
@@ -87,6 +106,12 @@ class SimClock:
 
     def now_ms(self) -> int:
         return self._now
+
+    def wall(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def advance(self, ts_ms: int) -> None:
         # Never backwards: candles of several symbols may close at the same time.
@@ -102,3 +127,29 @@ class SimClock:
             self._calls = 0
             await asyncio.sleep(0)
 
+
+
+class ManualClock(SimClock):
+    """A clock for tests: market time as with SimClock (the feed advances it; `paced` as there), while wall and
+    monotonic time stand still until the test moves them with `forward(seconds)`. A test that needs "two minutes
+    later" says so instead of sleeping."""
+
+    __slots__ = ("_wall", "_mono")
+
+    def __init__(self, start_ms: int = 0, *, wall: float = 1_700_000_000.0, paced: bool = False,
+                 yield_every: int = 1000) -> None:
+        super().__init__(start_ms, paced=paced, yield_every=yield_every)
+        self._wall = wall
+        self._mono = 1_000.0
+
+    def wall(self) -> float:
+        return self._wall
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def forward(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        self._wall += seconds
+        self._mono += seconds

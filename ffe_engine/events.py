@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import operator
-import time
 from collections import deque
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Callable, ClassVar
 
 import orjson
+
+from .clock import WallClock
 
 
 @dataclass(slots=True)
@@ -295,10 +296,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 class EventBus:
-    def __init__(self, start_seq: int = 0, wall: Callable[[], float] = time.time,
+    def __init__(self, start_seq: int = 0, wall: Callable[[], float] | None = None,
                  redact: Callable[[str], str] | None = None) -> None:
         self.seq = start_seq
-        self._wall = wall
+        self._wall = wall if wall is not None else WallClock().wall  # the time each record was written
         self._redact = redact  # applied to every record before any sink sees it
         self._sinks: list[Sink] = []
         self._subs: list[Subscription] = []

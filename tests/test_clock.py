@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ffe_engine.clock import SimClock, WallClock, align, format_timeframe, timeframe_ms, utc_day
+from ffe_engine.clock import ManualClock, SimClock, WallClock, align, format_timeframe, timeframe_ms, utc_day
 
 
 @pytest.mark.parametrize("text, ms", [
@@ -80,3 +80,27 @@ async def test_paced_sim_clock_waits_but_keeps_market_time() -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(clock.sleep(30), timeout=0.05)
     assert clock.now_ms() == 7
+
+
+def test_wall_and_sim_clocks_tell_real_wall_and_monotonic_time() -> None:
+    for clock in (WallClock(), SimClock(5_000)):
+        before_wall, before_mono = time.time(), time.monotonic()
+        wall, mono = clock.wall(), clock.monotonic()
+        assert before_wall <= wall <= time.time()
+        assert before_mono <= mono <= time.monotonic()
+
+
+async def test_manual_clock_moves_wall_and_monotonic_time_only_by_hand() -> None:
+    clock = ManualClock(60_000, wall=1_000.0)
+    wall, mono = clock.wall(), clock.monotonic()
+    await clock.sleep(30.0)  # returns at once, and moves nothing
+    assert (clock.wall(), clock.monotonic()) == (wall, mono)
+    clock.forward(90.0)
+    assert (clock.wall(), clock.monotonic()) == (1_090.0, mono + 90.0)
+    # market time is the feed's, as with SimClock: never backwards, not moved by forward
+    assert clock.now_ms() == 60_000
+    clock.advance(120_000)
+    clock.advance(90_000)
+    assert clock.now_ms() == 120_000 and clock.wall() == 1_090.0
+    with pytest.raises(ValueError, match="does not go back"):
+        clock.forward(-1.0)

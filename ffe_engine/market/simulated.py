@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator
 
@@ -177,7 +176,7 @@ class SimulatedFeed:
         self.clock = clock if clock is not None else WallClock()
         self.speed = speed
         self.max_bars = max_bars
-        now = int(time.time() * 1000) if start_ts is None else start_ts
+        now = int(self.clock.wall() * 1000) if start_ts is None else start_ts
         self.start_ts = align(now, timeframe_ms)
         self._market = MarketSimulator(self.symbols, timeframe_ms, random.Random(seed))
         self._next_ts = self.start_ts
