@@ -350,6 +350,11 @@ class Settings(BaseSettings):
         """The files that were read (config file, .env), in the order they were applied."""
         return list(self._source_files)
 
+    def origin_of(self, *path: str) -> Origin | None:
+        """Where the value at `path` (e.g. "tui", "keys") was set, or the nearest enclosing key that was; None for a
+        default."""
+        return _origin_for(path, self._origins)
+
     def with_dirs(self, data_dir: str | Path | None = None, log_dir: str | Path | None = None) -> Settings:
         """A copy with the database moved under data_dir (same file name) and the logs under log_dir."""
         update: dict[str, Any] = {}

@@ -82,9 +82,7 @@ def _normalise(key: str) -> str:
 
 def where(settings) -> str:
     """`file:line: tui.keys` when the settings know where [tui] keys was set, else `tui.keys`."""
-    from ffe_engine.config import _origin_for
-
-    found = _origin_for(("tui", "keys"), getattr(settings, "_origins", {}))
+    found = settings.origin_of("tui", "keys")
     return f"{found.where}: tui.keys" if found is not None and found.kind in ("toml", "dotenv") else "tui.keys"
 
 
