@@ -22,7 +22,6 @@ from .events import EventBus
 from .kernel import build_engine, paper_venue
 from .market.csvdata import CandleSeries, load_csv, parse_symbol_arg
 from .market.replay import ReplayFeed
-from .model import EngineState
 from .store import Store
 
 FLUSH_EVERY = 5000
@@ -66,8 +65,7 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     clock = SimClock()
     feed = ReplayFeed(series, clock, speed=0.0)
     venue = paper_venue(settings, symbols, quote=quotes.pop())
-    options = EngineOptions(backtest=True, flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive,
-                            start_state=EngineState.RUNNING)
+    options = EngineOptions.for_backtest(flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive)
     engine = build_engine(engine_settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                           options=options, timeframe_ms=timeframe)
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
@@ -92,7 +90,7 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
 
 
 def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: int) -> dict[str, Any]:
-    engine._close_bar()
+    engine.close_books()
     pf = engine.portfolio
     curve = engine.equity_curve
     start = pf.starting_cash

@@ -6,6 +6,10 @@ indicators -> votes -> ensemble -> sizing -> gates -> approval or the single ord
 Control surface (the console and `ffe ctl` use only these): pause, resume, halt, flatten, approve, reject,
 set_approval_mode, accept_reconcile, operator_order, snapshot. Engine state changes are stored durably before the
 call returns, and the engine starts in the state it was left in.
+
+The engine composes parts that each own one piece of state: the trading state (trading_state.py), the order path
+(execution.py), the approvals (approvals.py) and reconciliation (reconcile.py), which reports while the engine
+decides. What a backtest does differently from a live or paper run is one `RunProfile`.
 """
 
 from __future__ import annotations
@@ -15,49 +19,84 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import structlog
 
+from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
+from .clock import Clock
 from .ensemble import Ensemble, is_async_provider
 from .errors import ControlError
-from .events import (ApprovalEvent, BarEvent, DecisionMade, EngineStateChanged, ErrorEvent, EventBus,
-                     KillSwitchEvent, PositionClosed, PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
+from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, PositionClosed, PositionOpened,
+                     ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
-from typing import TYPE_CHECKING
-if TYPE_CHECKING:
-    from .feedback import WeightLearner
 from .indicators import IndicatorSet
-from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Side)
+from .model import Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Side
 from .portfolio import Portfolio
-from .reconcile import accept as accept_differences
-from .reconcile import reconcile_and_hold
+from .reconcile import Reconciler
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
 from .store import FillRecord, Store
+from .trading_state import TradingState
+from .venues.base import SimulatedVenue
+
+if TYPE_CHECKING:
+    from .feedback import WeightLearner
+
+__all__ = ["BACKTEST", "LIVE", "ControlError", "Engine", "EngineOptions", "RunProfile"]
 
 log = structlog.get_logger("ffe.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class RunProfile:
+    """What a run does around the bar: everything a backtest does differently from a paper or live run."""
+
+    name: str
+    # Books (portfolio, paper venue, learner) stored and the store flushed after every bar and with every fill,
+    # so a restart resumes where the run stopped. A run that is never resumed stores them every `flush_every` bars.
+    resumable: bool
+    publish_bars: bool  # a `bar` event per candle, for the console
+    pause_on_breach: bool  # a drawdown, daily-loss or breaker breach pauses the engine
+    venue_checks: bool  # reconciliation at start and periodically, orders polled between bars (housekeeping)
+    breaker_market_time: bool  # the breaker's recovery timeout in market time, not in real seconds
+    synchronous_feed: bool  # the feed's candles taken without waiting (a file already read)
+    equity_curve: bool  # the equity at each bar's close kept for the report
+
+
+LIVE = RunProfile("live", resumable=True, publish_bars=True, pause_on_breach=True, venue_checks=True,
+                  breaker_market_time=False, synchronous_feed=False, equity_curve=False)
+# A backtest replays a file as fast as it can, never resumes, and never pauses: it has no operator to resume it.
+BACKTEST = RunProfile("backtest", resumable=False, publish_bars=False, pause_on_breach=False, venue_checks=False,
+                      breaker_market_time=True, synchronous_feed=True, equity_curve=True)
 
 
 @dataclass(slots=True)
 class EngineOptions:
     live: bool = False
-    backtest: bool = False
-    flush_every: int = 1  # bars between store/audit flushes
+    profile: RunProfile = LIVE
+    flush_every: int = 1  # bars between store/audit flushes (a run that is not resumable)
     approval: str = "auto"
     approval_ttl_s: float = 120.0
     adaptive: bool = True
     start_state: EngineState = EngineState.RUNNING  # for a fresh database
     max_bars: int | None = None  # stop by itself after this many bars per symbol
 
+    @classmethod
+    def for_backtest(cls, *, flush_every: int, adaptive: bool) -> "EngineOptions":
+        """A backtest: its profile, automatic approval, RUNNING from the first bar."""
+        return cls(profile=BACKTEST, flush_every=flush_every, approval="auto", adaptive=adaptive,
+                   start_state=EngineState.RUNNING)
+
 
 class Engine:
-    def __init__(self, settings, *, feed, venue, store: Store, bus: EventBus, clock, providers: list,
+    def __init__(self, settings, *, feed, venue, store: Store, bus: EventBus, clock: Clock, providers: list,
                  ensemble: Ensemble, learner: WeightLearner | None, audit=None, options: EngineOptions | None = None,
                  timeframe_ms: int = 60_000) -> None:
         self.settings = settings
         self.opts = options or EngineOptions()
+        self.profile = self.opts.profile
         self.feed = feed
         self.venue = venue
         self.store = store
@@ -71,34 +110,41 @@ class Engine:
         self.timeframe_ms = timeframe_ms
         self.symbols = list(settings.engine.symbols)
         self.mode = "LIVE" if self.opts.live else "PAPER"
-        self.state = self.opts.start_state
-        self.state_reason = "start"
-        self.approval_mode = self.opts.approval
+        self.trading = TradingState(store, bus, clock, self.opts.start_state)
         risk = settings.risk
         self.portfolio = Portfolio(settings.venue.starting_cash, returns_window=max(risk.var_window,
                                                                                    risk.correlation_window))
+        # The breaker's recovery timeout is in real seconds, except in a backtest where it follows market time.
+        breaker_now: Callable[[], float] = ((lambda: clock.now_ms() / 1000.0) if self.profile.breaker_market_time
+                                            else clock.monotonic)
         self.breaker = CircuitBreaker(venue.name, settings.breaker.failure_threshold,
-                                      settings.breaker.recovery_timeout_s, now=self._breaker_now, bus=bus)
+                                      settings.breaker.recovery_timeout_s, now=breaker_now, bus=bus)
         self.last_bar_ts: dict[str, int] = {}
-        self.gatekeeper = Gatekeeper(risk, self.portfolio, state=lambda: self.state,
+        self.gatekeeper = Gatekeeper(risk, self.portfolio, trading=self.trading,
                                      breaker_allows=self.breaker.allows, now_ms=clock.now_ms,
                                      last_bar_ts=self.last_bar_ts.get, pending_entries=self._pending_entries,
                                      timeframe_ms=timeframe_ms, live=self.opts.live)
         self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper, bus=bus,
-                                now_ms=clock.now_ms, state=lambda: self.state, on_fill=self._on_fill,
-                                settle_s=getattr(venue, "settle_s", 0.0),
+                                clock=clock, trading=self.trading, on_fill=self._on_fill, settle_s=venue.settle_s,
                                 cancel_timeout_s=settings.engine.cancel_timeout_s)
+        self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
+                                      trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
+                                      mode=self.opts.approval, new_id=self._new_id)
+        self.reconciler = Reconciler(venue=venue, store=store, orders=self.orders, portfolio=self.portfolio, bus=bus,
+                                     symbols=self.symbols, clock=clock)
         self.ind = {s: IndicatorSet(s) for s in self.symbols}
-        self._venue_on_candle = getattr(venue, "on_candle", None)  # an in-process venue fills on market data
+        # An exchange in the process fills on market data and has no real account behind it.
+        self.sim_venue: SimulatedVenue | None = venue if isinstance(venue, SimulatedVenue) else None
+        self._sim_on_candle = self.sim_venue.on_candle if self.sim_venue is not None else None
         self.fee_rate = settings.venue.fee_bps / 10_000.0
         self.last_decision: dict[str, Decision] = {}
-        self.pending: dict[str, dict[str, Any]] = {}  # approval id -> approval row
         self.entry_votes: dict[str, dict[str, str]] = {}  # decision id -> {provider: action} for open trades
         self.bars = 0
         self.bars_by_symbol: dict[str, int] = {s: 0 for s in self.symbols}
         self.equity_curve: list[tuple[int, float]] = []
         self.trades: list[ClosedTrade] = []
         self.reconcile_blocked: list[dict] = []
+        self._reconciled_at = clock.monotonic()
         self._bar_ts: int | None = None
         self._since_flush = 0
         self._stop = asyncio.Event()
@@ -114,9 +160,22 @@ class Engine:
         self.crashed: BaseException | None = None
 
     # ================================================================== helpers
-    def _breaker_now(self) -> float:
-        # The breaker's recovery timeout is in real seconds, except in a backtest where it follows market time.
-        return self.clock.now_ms() / 1000.0 if self.opts.backtest else time.monotonic()
+    @property
+    def state(self) -> EngineState:
+        return self.trading.state
+
+    @property
+    def state_reason(self) -> str:
+        return self.trading.reason
+
+    @property
+    def approval_mode(self) -> str:
+        return self.approvals.mode
+
+    @property
+    def pending(self) -> dict[str, dict[str, Any]]:
+        """Pending approvals by id."""
+        return self.approvals.pending
 
     def _pending_entries(self) -> int:
         return self.orders.pending_entries()
@@ -131,24 +190,18 @@ class Engine:
         self.bus.seq = max(self.bus.seq, await self.store.last_seq())
         row = await self.store.get_engine_state()
         if row is None:
-            await self._set_state(self.opts.start_state, "fresh start", "engine", force=True)
+            await self.trading.set(self.opts.start_state, "fresh start", "engine", force=True)
         else:
-            self.state = EngineState(row[0])
-            self.state_reason = row[1]
+            self.trading.restore(EngineState(row[0]), row[1])
             if self.opts.live and self.opts.start_state is EngineState.PAUSED and self.state is EngineState.RUNNING:
                 # A live engine waits for the operator after every start, not only the first.
-                await self._set_state(EngineState.PAUSED, "live start", "engine")
-        mode = await self.store.get_kv("approval_mode")
-        if mode in ("auto", "manual") and not self.opts.backtest:
-            self.approval_mode = mode
+                await self.trading.set(EngineState.PAUSED, "live start", "engine")
         positions = await self.store.positions()
         self.portfolio.load(await self.store.get_kv("portfolio", {}), positions)
         # Cash is what the fills say it is: the starting cash plus every sale less every purchase and every fee
         # paid in cash (a fee taken in coins is not).
-        rows = await self.store.query("SELECT side, SUM(quantity * price), SUM(fee - fee_base * price) FROM fills "
-                                      "GROUP BY side")
-        if rows:
-            flows = {r[0]: (r[1] or 0.0, r[2] or 0.0) for r in rows}
+        flows = await self.store.cash_flows()
+        if flows:
             bought, buy_fees = flows.get("buy", (0.0, 0.0))
             sold, sell_fees = flows.get("sell", (0.0, 0.0))
             self.portfolio.cash = self.settings.venue.starting_cash - bought + sold - buy_fees - sell_fees
@@ -157,28 +210,29 @@ class Engine:
         risk = self.settings.risk
         self._dd_breached = self.portfolio.drawdown_pct() > risk.max_drawdown_pct
         self._dl_breached = self.portfolio.day_loss_pct() > risk.daily_loss_limit_pct
-        venue_state = await self.store.get_kv("paper_venue") if hasattr(self.venue, "load") else None
-        if venue_state:
-            self.venue.load(venue_state)
+        if self.sim_venue is not None:
+            venue_state = await self.store.get_kv("paper_venue")
+            if venue_state:
+                self.sim_venue.load(venue_state)
         await self._load_weights()
         for p in positions:
             if p.entry_decision_id:
-                self.entry_votes[p.entry_decision_id] = await self._decision_votes(p.entry_decision_id)
-        for row in await self.store.approvals("pending"):
-            self.pending[row["approval_id"]] = row
+                self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
+        # A run that is not resumed takes its approval mode from its options only.
+        await self.approvals.restore(mode=self.profile.resumable)
         await self.venue.connect()
-        if self._venue_on_candle is None and not self.opts.backtest:
+        if self.sim_venue is None:
             # A real account: its cash is what the venue holds in the quote currency.
             balances = await self.venue.fetch_balance()
             self.portfolio.cash = balances.get(self.settings.venue.quote, 0.0)
         recovered = await self.orders.recover()
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
             "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),
-            "positions": len(positions), "pid": os.getpid(), "backtest": self.opts.backtest}))
-        if not self.opts.backtest:
+            "positions": len(positions), "pid": os.getpid(), "backtest": self.profile is BACKTEST}))
+        if self.profile.venue_checks:
             # Before any new order: the journal against the venue (orders in flight, fills while down, positions).
-            await reconcile_and_hold(self)
-        await self._expire_approvals()
+            await self.reconcile()
+        await self.approvals.expire()
         history = getattr(self.feed, "history", None)
         if history is not None and self.settings.engine.warmup_bars > 0:
             bar_ts = None
@@ -191,8 +245,8 @@ class Engine:
                 bar_ts = c.ts
                 self.ind[c.symbol].update(c)
                 self.portfolio.mark(c.symbol, c.close)
-                if hasattr(self.venue, "set_price"):
-                    self.venue.set_price(c.symbol, c.close)
+                if self.sim_venue is not None:
+                    self.sim_venue.set_price(c.symbol, c.close)
             if bar_ts is not None:
                 self.portfolio.record_returns()
         self.started = True
@@ -207,19 +261,14 @@ class Engine:
             if self.opts.adaptive:
                 self.ensemble.set_weights(self.learner.weights)
 
-    async def _decision_votes(self, decision_id: str) -> dict[str, str]:
-        rows = await self.store.query("SELECT provider, action FROM votes WHERE decision_id = ? AND failed = 0",
-                                      (decision_id,))
-        return {r[0]: r[1] for r in rows}
-
     async def run(self) -> None:
         """Consume the feed until it ends or a stop is requested."""
         if not self.started:
             await self.start()
-        if not self.opts.backtest:
+        if self.profile.venue_checks:
             self._tasks.append(asyncio.create_task(self._housekeeping(), name="ffe-housekeeping"))
         try:
-            if self.opts.backtest:
+            if self.profile.synchronous_feed:
                 # A backtest never waits for its feed: take the candles synchronously.
                 on_candle, stop = self.on_candle, self._stop
                 for c in self.feed.iter_candles():
@@ -296,37 +345,38 @@ class Engine:
         self._since_flush = 0
 
     async def _persist_books(self) -> None:
-        await self.store.put_kv("portfolio", self.portfolio.state(), time.time())
+        await self.store.put_kv("portfolio", self.portfolio.state(), self.clock.wall())
         await self._save_venue()
         await self._save_learner()
 
     async def _save_venue(self) -> None:
-        """The paper venue's book is the in-process exchange's own state; a backtest is never resumed."""
-        if getattr(self.venue, "dirty", False) and not self.opts.backtest:
-            await self.store.put_kv("paper_venue", self.venue.state(), time.time())
-            self.venue.dirty = False
+        """The paper venue's book is the in-process exchange's own state; a run that is not resumed skips it."""
+        sim = self.sim_venue
+        if sim is not None and sim.dirty and self.profile.resumable:
+            await self.store.put_kv("paper_venue", sim.state(), self.clock.wall())
+            sim.dirty = False
 
     async def _housekeeping(self) -> None:
         """Work that goes on between bars: orders in flight, approval expiry, periodic reconciliation."""
         poll_s = self.settings.engine.order_poll_s
         reconcile_s = self.settings.engine.reconcile_interval_s
-        next_poll = next_reconcile = time.monotonic()
-        next_reconcile += reconcile_s
+        clock = self.clock
+        next_poll = clock.monotonic()
         while not self._stop.is_set():
+            # The rounds are paced in real time; what each round does is decided on the clock's time.
             try:
                 await asyncio.wait_for(self._stop.wait(), min(1.0, poll_s))
                 return
             except asyncio.TimeoutError:
                 pass
             try:
-                await self._expire_approvals()
-                now = time.monotonic()
-                if self.orders.live and self._venue_on_candle is None and now >= next_poll:
+                await self.approvals.expire()
+                now = clock.monotonic()
+                if self.orders.live and self.sim_venue is None and now >= next_poll:
                     next_poll = now + poll_s
                     await self.orders.poll()
-                if now >= next_reconcile:
-                    next_reconcile = now + reconcile_s
-                    await reconcile_and_hold(self)
+                if now >= self._reconciled_at + reconcile_s:  # counted from the last one, the start's included
+                    await self.reconcile()
                 await self._breaker_pause()
                 await self._persist_books()
                 await self.flush()
@@ -339,16 +389,17 @@ class Engine:
     async def on_candle(self, c: Candle) -> None:
         sym = c.symbol
         if self._bar_ts is not None and c.ts != self._bar_ts:
-            self._close_bar()
+            self.close_books()
         self._bar_ts = c.ts
         self.last_bar_ts[sym] = c.ts
         self.bars += 1
         self.bars_by_symbol[sym] = self.bars_by_symbol.get(sym, 0) + 1
         pf = self.portfolio
-        if pf.roll_day(c.ts) and not self.opts.backtest:
+        profile = self.profile
+        if pf.roll_day(c.ts) and profile.pause_on_breach:
             self._dl_breached = False
-        if self._venue_on_candle is not None:
-            self._venue_on_candle(c)
+        if self._sim_on_candle is not None:
+            self._sim_on_candle(c)
         if self.orders.live:
             await self.orders.poll()
         pf.mark(sym, c.close)
@@ -371,30 +422,34 @@ class Engine:
             self._record_decision(d)
         if self.opts.max_bars is not None and min(self.bars_by_symbol.values()) >= self.opts.max_bars:
             self._stop.set()
-        if self.opts.backtest:
+        if profile.publish_bars:
+            self.bus.publish(BarEvent(symbol=sym, bar_ts=c.ts, close=c.close, equity=pf.equity()))
+        if profile.pause_on_breach:
+            await self._risk_pauses()
+            await self._breaker_pause()
+        if profile.resumable:
+            await self._persist_books()
+            await self.flush()
+        else:
             self._since_flush += 1
             if self._since_flush >= self.opts.flush_every:
                 await self._persist_books()
                 await self.flush()
                 # The bar loop never waits otherwise: give the loop a turn, so a ^C (a cancel) lands here.
                 await asyncio.sleep(0)
-        else:
-            self.bus.publish(BarEvent(symbol=sym, bar_ts=c.ts, close=c.close, equity=pf.equity()))
-            await self._risk_pauses()
-            await self._breaker_pause()
-            await self._persist_books()
-            await self.flush()
 
-    def _close_bar(self) -> None:
+    def close_books(self) -> None:
+        """Close the bar in progress: its equity enters the returns (and the equity curve, when kept). A backtest
+        calls it once more after its last candle, so the last bar counts."""
         eq = self.portfolio.close_bar()
-        if self.opts.backtest:
+        if self.profile.equity_curve:
             self.equity_curve.append((self._bar_ts or 0, eq))
 
     async def _breaker_pause(self) -> None:
         """An open breaker pauses the engine (entries would be refused anyway; the operator resumes)."""
         if self.breaker.state == "open" and self.state is EngineState.RUNNING:
-            await self._set_state(EngineState.PAUSED, f"breaker open on {self.breaker.venue}: "
-                                                      f"{self.breaker.last_error}", "breaker")
+            await self.trading.set(EngineState.PAUSED, f"breaker open on {self.breaker.venue}: "
+                                                       f"{self.breaker.last_error}", "breaker")
 
     async def _risk_pauses(self) -> None:
         """A DRAWDOWN or DAILY_LOSS breach pauses the engine once, when it happens."""
@@ -403,12 +458,12 @@ class Engine:
         dd = pf.drawdown_pct()
         breached = dd > r.max_drawdown_pct
         if breached and not self._dd_breached and self.state is EngineState.RUNNING:
-            await self._set_state(EngineState.PAUSED, f"DRAWDOWN {dd:.2f}% > {r.max_drawdown_pct}%", "risk")
+            await self.trading.set(EngineState.PAUSED, f"DRAWDOWN {dd:.2f}% > {r.max_drawdown_pct}%", "risk")
         self._dd_breached = breached
         dl = pf.day_loss_pct()
         breached = dl > r.daily_loss_limit_pct
         if breached and not self._dl_breached and self.state is EngineState.RUNNING:
-            await self._set_state(EngineState.PAUSED, f"DAILY_LOSS {dl:.2f}% > {r.daily_loss_limit_pct}%", "risk")
+            await self.trading.set(EngineState.PAUSED, f"DAILY_LOSS {dl:.2f}% > {r.daily_loss_limit_pct}%", "risk")
         self._dl_breached = breached
 
     async def _monitor(self, c: Candle, pos) -> None:
@@ -434,7 +489,7 @@ class Engine:
         if res.action is Action.BUY:
             if pos is not None or self.orders.pending_entry(c.symbol):
                 d.outcome = "in_position"
-            elif any(a["symbol"] == c.symbol for a in self.pending.values()):
+            elif self.approvals.waiting_for(c.symbol):
                 d.outcome = "awaiting_approval"
             else:
                 await self._enter(d, ind)
@@ -460,7 +515,7 @@ class Engine:
                                  fee_rate=self.fee_rate, amount_step=market.amount_step)
         d.sizing = sizing
         d.quantity = qty
-        if qty <= 0 or qty < market.min_qty or qty * d.price < market.min_notional:
+        if market.below_minimum(qty, d.price):
             d.outcome = "below_minimum"
             d.reason = f"size {qty:.8g} below venue minimum (min notional {market.min_notional})"
             return
@@ -472,10 +527,10 @@ class Engine:
         failure = first_failure(gates)
         if failure is not None:
             d.outcome = "rejected"
-            d.reason = f"{failure.code}: value={failure.value} limit={failure.limit}"
+            d.reason = failure.refusal()
             return
-        if self.approval_mode == "manual":
-            await self._propose(d, intent)
+        if self.approvals.mode == "manual":
+            await self.approvals.propose(d, intent)
             return
         sub = await self.orders.submit(intent, gates)
         d.client_order_id = sub.order.client_order_id if sub.order else None
@@ -507,18 +562,19 @@ class Engine:
         record = FillRecord(position=res.position, trade=res.closed)
         if res.position is None and fill.symbol not in pf.positions:
             record.closed_symbol = fill.symbol
-        if not self.opts.backtest:  # a backtest stores its books at each flush; it is never resumed
+        if self.profile.resumable:  # otherwise the books are stored at each flush
             record.kv["portfolio"] = pf.state()
-            if getattr(self.venue, "dirty", False):
-                record.kv["paper_venue"] = self.venue.state()
-                self.venue.dirty = False
+            sim = self.sim_venue
+            if sim is not None and sim.dirty:
+                record.kv["paper_venue"] = sim.state()
+                sim.dirty = False
         if res.opened and res.position is not None and res.position.entry_decision_id:
             p = res.position
             d = self.last_decision.get(p.symbol)
             if d is not None and d.decision_id == p.entry_decision_id:
                 self.entry_votes[p.entry_decision_id] = {v.provider: v.action.value for v in d.ensemble.votes}
             else:
-                self.entry_votes[p.entry_decision_id] = await self._decision_votes(p.entry_decision_id)
+                self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
 
         async def then() -> None:
             if res.opened and res.position is not None:
@@ -558,63 +614,39 @@ class Engine:
             self.bus.publish(WeightsChanged(weights={k: round(v, 4) for k, v in new.items()},
                                             reason=f"trade {t.trade_id} closed"))
         self._learner_dirty = True
-        if not self.opts.backtest:
+        if self.profile.resumable:
             await self._save_learner()
 
     async def _save_learner(self) -> None:
         if self._learner_dirty and self.learner is not None:
             await self.store.put_kv("weights", {"weights": self.learner.weights, "stats": self.learner.state()},
-                                    time.time())
+                                    self.clock.wall())
             self._learner_dirty = False
 
-    # ================================================================== approvals
-    async def _propose(self, d: Decision, intent: OrderIntent) -> None:
-        now = time.time()
-        aid = self._new_id("a")
-        row = {"approval_id": aid, "decision_id": d.decision_id, "symbol": d.symbol, "side": intent.side.value,
-               "quantity": intent.quantity, "price": d.price, "created_ts": now,
-               "expires_ts": now + self.opts.approval_ttl_s, "status": "pending", "by": None, "ended_ts": None,
-               "intent": intent.as_dict(), "gates": [g.as_dict() for g in d.gates]}
-        await self.store.save_approval(row)
-        self.pending[aid] = row
-        d.approval_id = aid
-        d.outcome = "pending_approval"
-        self.bus.publish(ApprovalEvent(approval_id=aid, decision_id=d.decision_id, outcome="pending", by="engine",
-                                       symbol=d.symbol, side=intent.side.value, quantity=intent.quantity,
-                                       price=d.price, expires_at=row["expires_ts"], gates=row["gates"]))
-
-    async def _end_approval(self, row: dict, outcome: str, by: str, reason: str = "",
-                            client_order_id: str | None = None) -> None:
-        row.update(status=outcome, by=by, ended_ts=time.time(), client_order_id=client_order_id)
-        self.pending.pop(row["approval_id"], None)
-        await self.store.save_approval(row)
-        self.bus.publish(ApprovalEvent(approval_id=row["approval_id"], decision_id=row["decision_id"],
-                                       outcome=outcome, by=by, symbol=row["symbol"], side=row["side"],
-                                       quantity=row["quantity"], price=row["price"], expires_at=row["expires_ts"],
-                                       reason=reason, gates=row["gates"]))
-
-    async def _expire_approvals(self) -> None:
-        now = time.time()
-        for row in list(self.pending.values()):
-            if now >= row["expires_ts"]:
-                await self._end_approval(row, "expired", "ttl", f"not approved within {self.opts.approval_ttl_s:g}s")
+    # ================================================================== reconciliation
+    async def reconcile(self) -> list[dict[str, Any]]:
+        """Reconcile the journal with the venue; an unexplained difference keeps the engine PAUSED until the operator
+        accepts it. Returns the differences (empty when everything agrees)."""
+        self._reconciled_at = self.clock.monotonic()
+        report = await self.reconciler.run()
+        if report.differences:
+            self.reconcile_blocked = report.differences
+            if self.state is EngineState.RUNNING:
+                await self.trading.set(EngineState.PAUSED, f"reconcile: {len(report.differences)} difference(s)",
+                                       "reconcile")
+        elif all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked):
+            # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept
+            # (the engine stays PAUSED until resumed).
+            self.reconcile_blocked = []
+        return report.differences
 
     # ================================================================== control surface
-    async def _set_state(self, new: EngineState, reason: str, by: str, force: bool = False) -> None:
-        prev = self.state
-        if prev is new and not force:
-            return
-        self.state = new  # in memory first: from here on no new order passes the gates
-        self.state_reason = reason
-        await self.store.set_engine_state(new.value, reason, by, time.time())
-        self.bus.publish(EngineStateChanged(state=new.value, previous=prev.value, reason=reason, by=by))
-        log.info("engine state", state=new.value, previous=prev.value, reason=reason, by=by)
 
     async def pause(self, reason: str = "operator", by: str = "operator") -> EngineState:
         async with self._control_lock:
             if self.state is EngineState.HALTED:
                 raise ControlError("engine is HALTED; resume with confirmation to re-arm")
-            await self._set_state(EngineState.PAUSED, reason, by)
+            await self.trading.set(EngineState.PAUSED, reason, by)
             await self.flush()
             return self.state
 
@@ -625,8 +657,8 @@ class Engine:
             if self.reconcile_blocked:
                 raise ControlError(f"reconciliation found {len(self.reconcile_blocked)} unexplained difference(s); "
                                    "accept them first")
-            await self._set_state(EngineState.RUNNING, "re-armed" if self.state is EngineState.HALTED else "resume",
-                                  by)
+            await self.trading.set(EngineState.RUNNING, "re-armed" if self.state is EngineState.HALTED else "resume",
+                                   by)
             await self.flush()
             return self.state
 
@@ -634,7 +666,7 @@ class Engine:
         """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return."""
         t0 = time.perf_counter()
         async with self._control_lock:
-            await self._set_state(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
+            await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
             report = await self.orders.cancel_all()
             report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
             self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed, by=by,
@@ -674,43 +706,19 @@ class Engine:
 
     async def approve(self, approval_id: str, by: str = "operator") -> dict:
         async with self._control_lock:
-            row = self.pending.get(approval_id)
-            if row is None:
-                raise ControlError(f"no pending approval {approval_id}")
-            if time.time() >= row["expires_ts"]:
-                await self._end_approval(row, "expired", "ttl", "expired before approval")
-                raise ControlError(f"approval {approval_id} expired")
-            intent = OrderIntent.from_dict(row["intent"])
-            intent.ref_price = self.portfolio.last_price.get(intent.symbol, intent.ref_price)
-            sub = await self.orders.submit(intent)  # the gates again, against the state at this moment
-            # The re-check is an evaluation of its own: recorded under the decision, after the decision's gates.
-            self.store.add_gates(sub.gates, decision_id=row["decision_id"],
-                                 client_order_id=sub.order.client_order_id if sub.order else None, ts=time.time())
-            if sub.accepted and sub.order is not None:
-                await self._end_approval(row, "approved", by, client_order_id=sub.order.client_order_id)
-            else:
-                await self._end_approval(row, "rejected", f"re-check ({by})", sub.reason)
-            await self.flush()
-            return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason,
-                    "client_order_id": sub.order.client_order_id if sub.order else None,
-                    "gates": [g.as_dict() for g in sub.gates]}
+            try:
+                return await self.approvals.approve(approval_id, by)
+            finally:
+                await self.flush()
 
     async def reject(self, approval_id: str, by: str = "operator") -> dict:
         async with self._control_lock:
-            row = self.pending.get(approval_id)
-            if row is None:
-                raise ControlError(f"no pending approval {approval_id}")
-            await self._end_approval(row, "rejected", by)
+            res = await self.approvals.reject(approval_id, by)
             await self.flush()
-            return {"approval_id": approval_id, "outcome": "rejected"}
+            return res
 
     async def set_approval_mode(self, mode: str, by: str = "operator") -> str:
-        if mode not in ("auto", "manual"):
-            raise ControlError(f"approval mode must be auto or manual, not {mode!r}")
-        self.approval_mode = mode
-        await self.store.put_kv("approval_mode", mode, time.time())
-        self.bus.publish(EngineStateChanged(state=self.state.value, previous=self.state.value,
-                                            reason=f"approval mode {mode}", by=by))
+        await self.approvals.set_mode(mode, by)
         await self.flush()
         return mode
 
@@ -733,7 +741,7 @@ class Engine:
         """Accept the differences reconciliation found (the venue's balances become the new baseline)."""
         async with self._control_lock:
             accepted = list(self.reconcile_blocked)
-            await accept_differences(self)
+            await self.reconciler.accept(accepted)
             self.reconcile_blocked = []
             self.bus.publish(ReconcileEvent(status="accepted", differences=accepted))
             await self.flush()
@@ -742,7 +750,6 @@ class Engine:
     def snapshot(self) -> dict[str, Any]:
         """Everything the console's panes show, as plain data."""
         pf = self.portfolio
-        now = time.time()
         return {
             "mode": self.mode,
             "state": self.state.value,
@@ -761,10 +768,7 @@ class Engine:
                         "quantity": o.quantity, "status": o.status.value, "reason": o.reason.value}
                        for o in self.orders.live.values()],
             "breakers": [self.breaker.summary()],
-            "approvals": [{"approval_id": a["approval_id"], "symbol": a["symbol"], "side": a["side"],
-                           "quantity": a["quantity"], "price": a["price"],
-                           "expires_in": max(0.0, a["expires_ts"] - now), "decision_id": a["decision_id"]}
-                          for a in self.pending.values()],
+            "approvals": self.approvals.summary(),
             "weights": {p.name: self.ensemble.weight(p.name) for p in self.providers},
             "bars": self.bars,
             "reconcile_blocked": list(self.reconcile_blocked),

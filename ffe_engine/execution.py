@@ -20,9 +20,11 @@ from typing import Awaitable, Callable
 
 from .breaker import BreakerOpen, CircuitBreaker
 from .events import EventBus, FillEvent, OrderEvent
-from .model import EngineState, Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder
+from .clock import Clock
+from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder
 from .risk import Gatekeeper, OrderIntent, first_failure
 from .store import FillRecord, Store
+from .trading_state import TradingState
 from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
@@ -52,15 +54,16 @@ def new_client_order_id() -> str:
 
 class OrderPath:
     def __init__(self, *, store: Store, venue: Venue, breaker: CircuitBreaker, gatekeeper: Gatekeeper,
-                 bus: EventBus, now_ms: Callable[[], int], state: Callable[[], EngineState],
-                 on_fill: FillHandler, settle_s: float = 0.0, cancel_timeout_s: float = 5.0) -> None:
+                 bus: EventBus, clock: Clock, trading: TradingState, on_fill: FillHandler, settle_s: float = 0.0,
+                 cancel_timeout_s: float = 5.0) -> None:
         self.store = store
         self.venue = venue
         self.breaker = breaker
         self.gatekeeper = gatekeeper
         self.bus = bus
-        self.now_ms = now_ms
-        self.state = state
+        self.clock = clock
+        self.now_ms = clock.now_ms
+        self.trading = trading
         self.on_fill = on_fill
         self.settle_s = settle_s
         self.cancel_timeout_s = cancel_timeout_s
@@ -91,10 +94,7 @@ class OrderPath:
                                     venue=o.venue))
 
     def _allowed_now(self, o: Order) -> bool:
-        state = self.state()
-        if o.reduce_only:
-            return state is not EngineState.HALTED or o.reason is OrderReason.FLATTEN
-        return state is EngineState.RUNNING
+        return self.trading.allows(o).passed
 
     # ------------------------------------------------------------------ submit
     async def submit(self, intent: OrderIntent, gates: list[GateResult] | None = None) -> Submission:
@@ -103,7 +103,7 @@ class OrderPath:
             gates = self.gatekeeper.evaluate(intent)
         failure = first_failure(gates)
         if failure is not None:
-            return self._refused(intent, gates, f"{failure.code}: value={failure.value} limit={failure.limit}")
+            return self._refused(intent, gates, failure.refusal())
 
         market = self.venue.market(intent.symbol)
         qty = intent.quantity
@@ -115,7 +115,7 @@ class OrderPath:
         if step > 0:
             qty = int(qty / step + 1e-9) * step
         price = intent.price or intent.ref_price or self.gatekeeper.pf.last_price.get(intent.symbol) or 0.0
-        if qty <= 0 or qty < market.min_qty or (price and qty * price < market.min_notional):
+        if market.below_minimum(qty, price):
             return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "
                                                 f"{market.min_notional})", code="BELOW_MINIMUM")
 
@@ -128,9 +128,9 @@ class OrderPath:
         self.intents[o.client_order_id] = intent
         if intent.reason is not OrderReason.SIGNAL:
             # The strategy's gates are recorded with its decision; every other caller's with the order.
-            self.store.add_gates(gates, decision_id=None, client_order_id=o.client_order_id, ts=time.time())
+            self.store.add_gates(gates, decision_id=None, client_order_id=o.client_order_id, ts=self.clock.wall())
         if not self._allowed_now(o):
-            await self._finish(o, OrderStatus.REJECTED, f"engine {self.state().value} before send")
+            await self._finish(o, OrderStatus.REJECTED, f"engine {self.trading.state.value} before send")
             return Submission(False, gates, o, o.error)
         if not intent.reduce_only:
             self.gatekeeper.pf.note_order(now)
@@ -147,7 +147,7 @@ class OrderPath:
                                         side=intent.side.value, type=intent.type, quantity=intent.quantity,
                                         status="refused", reason=intent.reason.value, error=reason,
                                         venue=self.venue.name))
-            self.store.add_gates(gates, decision_id=intent.decision_id, client_order_id=None, ts=time.time())
+            self.store.add_gates(gates, decision_id=intent.decision_id, client_order_id=None, ts=self.clock.wall())
         return Submission(False, gates, None, reason)
 
     def _request(self, o: Order) -> OrderRequest:
@@ -174,7 +174,7 @@ class OrderPath:
             o.status = OrderStatus.IN_DOUBT
             o.error = str(exc)[:300]
             o.updated_ts = self.now_ms()
-            self._doubt_deadline[o.client_order_id] = time.monotonic() + self.settle_s
+            self._doubt_deadline[o.client_order_id] = self.clock.monotonic() + self.settle_s
             await self.store.update_order(o)
             self._emit(o)
             return
@@ -275,14 +275,14 @@ class OrderPath:
             return
         deadline = self._doubt_deadline.get(cid)
         if deadline is None:  # first look after a restart: give the venue its settle window from now
-            self._doubt_deadline[cid] = time.monotonic() + self.settle_s
+            self._doubt_deadline[cid] = self.clock.monotonic() + self.settle_s
             if self.settle_s > 0:
                 return
-        elif time.monotonic() < deadline:
+        elif self.clock.monotonic() < deadline:
             return
         # Surely absent. Send it again with the same id, unless the engine no longer allows it.
         if not self._allowed_now(o):
-            await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.state().value}")
+            await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.trading.state.value}")
             return
         n = self._resends.get(cid, 0) + 1
         self._resends[cid] = n

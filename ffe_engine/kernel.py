@@ -19,7 +19,7 @@ from .feedback import WeightLearner
 from .market.base import Feed
 from .signals import make_providers
 from .store import Store
-from .venues.base import Venue, VenueError, VenueUnavailable
+from .venues.base import CandleVenue, Venue, VenueError, VenueUnavailable
 from .venues.paper import PaperVenue
 
 
@@ -95,7 +95,7 @@ def make_feed(settings: Settings, clock: Clock, max_bars: int | None, venue: Ven
         return ReplayFeed(series, clock, speed=market.speed, max_bars=max_bars)
     from .market.exchange import ExchangeFeed
 
-    if venue is not None and hasattr(venue, "fetch_ohlcv"):
+    if isinstance(venue, CandleVenue):
         return ExchangeFeed(venue, symbols, tf, settings.exchange.poll_s, clock)
     return ExchangeFeed.from_settings(settings.exchange, symbols, tf, clock)
 

@@ -82,6 +82,10 @@ class GateResult:
         return {"code": self.code, "value": self.value, "limit": self.limit, "passed": self.passed,
                 "detail": self.detail}
 
+    def refusal(self) -> str:
+        """The reason shown for an order this gate refused."""
+        return f"{self.code}: value={self.value} limit={self.limit}"
+
 
 @dataclass(slots=True)
 class EnsembleResult:
@@ -106,6 +110,10 @@ class MarketInfo:
     price_step: float = 1e-8
     min_qty: float = 0.0
     min_notional: float = 0.0
+
+    def below_minimum(self, qty: float, price: float | None) -> bool:
+        """Whether the venue would refuse this quantity (at this price, when one is known) as too small."""
+        return qty <= 0 or qty < self.min_qty or bool(price and qty * price < self.min_notional)
 
 
 @dataclass(slots=True)

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from .model import EngineState, GateResult, OrderReason, Side
+from .model import GateResult, OrderReason, Side
 from .portfolio import Portfolio
+
+if TYPE_CHECKING:
+    from .trading_state import TradingState
 
 INPUT_MISSING = "INPUT_MISSING"
 SIZE_HEADROOM = 0.99
@@ -72,13 +75,13 @@ def _r(x: float | None, nd: int = 4) -> float | None:
 
 
 class Gatekeeper:
-    def __init__(self, risk, portfolio: Portfolio, *, state: Callable[[], EngineState],
+    def __init__(self, risk, portfolio: Portfolio, *, trading: "TradingState",
                  breaker_allows: Callable[[], bool], now_ms: Callable[[], int],
                  last_bar_ts: Callable[[str], int | None], pending_entries: Callable[[], int],
                  timeframe_ms: int, live: bool) -> None:
         self.risk = risk
         self.pf = portfolio
-        self.state = state
+        self.trading = trading
         self.breaker_allows = breaker_allows
         self.now_ms = now_ms
         self.last_bar_ts = last_bar_ts
@@ -91,14 +94,7 @@ class Gatekeeper:
         return GateResult(code, None, limit, not self.live, INPUT_MISSING)
 
     def evaluate(self, it: OrderIntent) -> list[GateResult]:
-        state = self.state()
-        if it.reduce_only:
-            ok = state is not EngineState.HALTED or it.reason is OrderReason.FLATTEN
-            limit = "not HALTED (flatten excepted)"
-        else:
-            ok = state is EngineState.RUNNING
-            limit = "RUNNING"
-        gates = [GateResult("ENGINE_STATE", state.value, limit, ok)]
+        gates = [self.trading.allows(it)]
         gates.append(GateResult("BREAKER_OPEN", "allows" if self.breaker_allows() else "open", "closed or probe",
                                 self.breaker_allows()))
         if it.reduce_only:

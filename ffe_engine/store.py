@@ -100,6 +100,15 @@ _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT
            "value=excluded.value, updated_ts=excluded.updated_ts")
 
 
+_ORDER_COLUMNS = ("client_order_id, decision_id, venue, symbol, side, type, quantity, price, reduce_only, reason, status, "
+                  "filled, average, fee, exchange_id, created_ts, updated_ts, error")
+_SQL_JOURNAL_ORDER = f"INSERT INTO orders ({_ORDER_COLUMNS}, intent, fee_base) VALUES ({','.join('?' * 20)})"
+_SQL_ORDERS = f"SELECT {_ORDER_COLUMNS}, fee_base FROM orders"
+_SQL_POSITION = ("INSERT OR REPLACE INTO positions (symbol, side, quantity, entry_price, opened_ts, stop_loss, "
+                 "take_profit, entry_decision_id, fees) VALUES (?,?,?,?,?,?,?,?,?)")
+_APPROVAL_COLUMNS = ("approval_id, decision_id, symbol, side, quantity, price, created_ts, expires_ts, status, by, "
+                     "ended_ts, intent, gates, client_order_id")
+
 _SQL_ORDER_STATE = ("UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=?, "
                     "fee_base=? WHERE client_order_id=?")
 
@@ -303,16 +312,12 @@ class Store:
         return int(seq)
 
     # ---------------------------------------------------------------- orders and fills
-    @staticmethod
-    def _order_row(o: Order) -> tuple:
-        return (o.client_order_id, o.decision_id, o.venue, o.symbol, o.side.value, o.type, o.quantity, o.price,
-                1 if o.reduce_only else 0, o.reason.value, o.status.value, o.filled, o.average, o.fee, o.exchange_id,
-                o.created_ts, o.updated_ts, o.error)
-
     async def journal_order(self, o: Order, intent: dict | None = None) -> None:
         """Record an order before it is sent: after a crash the journal says it may exist at the venue."""
-        await self._write("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                          (*self._order_row(o), _dumps(intent or {}), o.fee_base))
+        await self._write(_SQL_JOURNAL_ORDER, (
+            o.client_order_id, o.decision_id, o.venue, o.symbol, o.side.value, o.type, o.quantity, o.price,
+            1 if o.reduce_only else 0, o.reason.value, o.status.value, o.filled, o.average, o.fee, o.exchange_id,
+            o.created_ts, o.updated_ts, o.error, _dumps(intent or {}), o.fee_base))
 
     async def order_intents(self, client_order_ids: list[str]) -> dict[str, dict]:
         if not client_order_ids:
@@ -326,21 +331,40 @@ class Store:
         await self._write(_SQL_ORDER_STATE, _order_state(o))
 
     @staticmethod
-    def _order_from_row(r: tuple) -> Order:
+    def _order_from_row(r: tuple) -> Order:  # the columns of _SQL_ORDERS, in order
         return Order(client_order_id=r[0], decision_id=r[1], venue=r[2], symbol=r[3], side=Side(r[4]), type=r[5],
                      quantity=r[6], price=r[7], reduce_only=bool(r[8]), reason=OrderReason(r[9]),
                      status=OrderStatus(r[10]), filled=r[11], average=r[12], fee=r[13], exchange_id=r[14],
-                     created_ts=r[15], updated_ts=r[16], error=r[17], fee_base=r[19])
+                     created_ts=r[15], updated_ts=r[16], error=r[17], fee_base=r[18])
 
     async def live_orders(self) -> list[Order]:
         """Orders that are not final: new (journaled, maybe sent), in doubt, or open."""
-        cur = await self.conn.execute("SELECT * FROM orders WHERE status IN ('new', 'in_doubt', 'open') "
+        cur = await self.conn.execute(_SQL_ORDERS + " WHERE status IN ('new', 'in_doubt', 'open') "
                                       "ORDER BY created_ts, rowid")
         return [self._order_from_row(tuple(r)) for r in await cur.fetchall()]
 
-    async def orders(self, where: str = "", params: tuple = ()) -> list[Order]:
-        cur = await self.conn.execute(f"SELECT * FROM orders {where} ORDER BY created_ts, rowid", params)
+    async def orders(self) -> list[Order]:
+        """Every order in the journal, oldest first."""
+        cur = await self.conn.execute(_SQL_ORDERS + " ORDER BY created_ts, rowid")
         return [self._order_from_row(tuple(r)) for r in await cur.fetchall()]
+
+    async def order_ids_on(self, venue: str) -> set[str]:
+        """The client order ids the journal has for a venue."""
+        cur = await self.conn.execute("SELECT client_order_id FROM orders WHERE venue = ?", (venue,))
+        return {r[0] for r in await cur.fetchall()}
+
+    async def cash_flows(self) -> dict[str, tuple[float, float]]:
+        """Per side (buy, sell): the fills' total notional and the fees paid in cash (a fee taken in coins is
+        not), with every row written so far."""
+        rows = await self.query("SELECT side, SUM(quantity * price), SUM(fee - fee_base * price) FROM fills "
+                                "GROUP BY side")
+        return {r[0]: (r[1] or 0.0, r[2] or 0.0) for r in rows}
+
+    async def decision_votes(self, decision_id: str) -> dict[str, str]:
+        """provider -> action of the directional votes a decision recorded (failed providers left out)."""
+        rows = await self.query("SELECT provider, action FROM votes WHERE decision_id = ? AND failed = 0",
+                                (decision_id,))
+        return {r[0]: r[1] for r in rows}
 
     async def add_fill(self, f: Fill, order: Order, record: "FillRecord | None" = None) -> None:
         """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
@@ -358,8 +382,7 @@ class Store:
                 if record is None:
                     return
                 if record.position is not None:
-                    await c.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?,?,?)",
-                                    _position_row(record.position))
+                    await c.execute(_SQL_POSITION, _position_row(record.position))
                 elif record.closed_symbol is not None:
                     await c.execute("DELETE FROM positions WHERE symbol = ?", (record.closed_symbol,))
                 if record.trade is not None:
@@ -372,7 +395,8 @@ class Store:
 
     # ---------------------------------------------------------------- positions and trades
     async def positions(self) -> list[Position]:
-        cur = await self.conn.execute("SELECT * FROM positions ORDER BY symbol")
+        cur = await self.conn.execute("SELECT symbol, side, quantity, entry_price, opened_ts, stop_loss, take_profit, "
+                                      "entry_decision_id, fees FROM positions ORDER BY symbol")
         return [Position(symbol=r[0], side=Side(r[1]), quantity=r[2], entry_price=r[3], opened_ts=r[4],
                          stop_loss=r[5], take_profit=r[6], entry_decision_id=r[7], fees=r[8])
                 for r in await cur.fetchall()]
@@ -381,19 +405,21 @@ class Store:
         async with self._lock:
             if not self.batch:
                 await self._flush_locked()
-            await self.conn.executemany("INSERT INTO provider_scores VALUES (?,?,?,?,?)",
+            await self.conn.executemany("INSERT INTO provider_scores (trade_id, provider, action, correct, return_pct) "
+                                        "VALUES (?,?,?,?,?)",
                                         [(trade_id, p, a, 1 if ok else 0, r) for p, a, ok, r in scores])
 
     # ---------------------------------------------------------------- approvals
     async def save_approval(self, row: dict[str, Any]) -> None:
         await self._write(
-            "INSERT OR REPLACE INTO approvals VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO approvals (" + _APPROVAL_COLUMNS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (row["approval_id"], row["decision_id"], row["symbol"], row["side"], row["quantity"], row["price"],
              row["created_ts"], row["expires_ts"], row["status"], row.get("by"), row.get("ended_ts"),
              _dumps(row["intent"]), _dumps(row["gates"]), row.get("client_order_id")))
 
     async def approvals(self, status: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM approvals" + (" WHERE status = ?" if status else "") + " ORDER BY created_ts"
+        sql = ("SELECT " + _APPROVAL_COLUMNS + " FROM approvals" + (" WHERE status = ?" if status else "")
+               + " ORDER BY created_ts")
         cur = await self.conn.execute(sql, (status,) if status else ())
         cols = [d[0] for d in cur.description]
         out = []

@@ -23,6 +23,7 @@ import pytest
 
 from conftest import ffe_cmd, ffe_env, make_settings
 from fake_exchange import FakeBinance, ccxt_options
+from ffe_engine.clock import WallClock
 from ffe_engine.control import request
 
 BTC = "BTC/USDT"
@@ -46,6 +47,24 @@ class MarketClock:
 
     def step(self, bars: int = 1) -> None:
         self.now += bars * M
+
+
+class SteppedClock(WallClock):
+    """The engine's clock for an in-process live engine: real market time and real waits (the exchange feed polls
+    the fake), while the engine's wall and monotonic time also move when the test says `forward(seconds)`: a
+    breaker's recovery, an approval's time to live or a reconciliation's interval pass without waiting for them."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def wall(self) -> float:
+        return super().wall() + self.offset
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self.offset
+
+    def forward(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 @pytest.fixture

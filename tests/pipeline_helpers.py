@@ -24,7 +24,8 @@ import pytest
 from ffe_engine.audit import AuditWriter
 from ffe_engine.clock import SimClock
 from ffe_engine.config import Settings
-from ffe_engine.engine import Engine, EngineOptions
+from ffe_engine.engine import BACKTEST, LIVE, Engine, EngineOptions
+from ffe_engine.trading_state import TradingState
 from ffe_engine.ensemble import Ensemble
 from ffe_engine.events import EventBus
 from ffe_engine.feedback import WeightLearner
@@ -312,7 +313,7 @@ async def open_pipeline(settings: Settings, *, providers: list | None = None, sc
     e = settings.ensemble
     learner = WeightLearner([p.name for p in providers], warmup_trades=e.warmup_trades, floor=e.weight_floor,
                             learning_rate=e.learning_rate)
-    opts = EngineOptions(live=live, backtest=backtest, approval=settings.engine.approval,
+    opts = EngineOptions(live=live, profile=BACKTEST if backtest else LIVE, approval=settings.engine.approval,
                          approval_ttl_s=settings.engine.approval_ttl_s,
                          adaptive=e.adaptive if adaptive is None else adaptive, start_state=start_state)
     engine = Engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock, providers=providers,
@@ -320,6 +321,11 @@ async def open_pipeline(settings: Settings, *, providers: list | None = None, sc
                     audit=audit, options=opts, timeframe_ms=settings.engine.timeframe_ms)
     await engine.start()
     return Pipeline(engine, store=store, audit=audit, feed=feed, clock=clock, venue=venue, settings=settings)
+
+
+def trading_state(state: EngineState = EngineState.RUNNING) -> TradingState:
+    """A trading state for a gatekeeper or an order path tested on their own: read, never changed (no store)."""
+    return TradingState(store=None, bus=EventBus(), clock=SimClock(), state=state)  # type: ignore[arg-type]
 
 
 def by_code(gates: list[dict]) -> dict[str, dict]:

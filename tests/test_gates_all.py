@@ -17,7 +17,7 @@ from ffe_engine.model import EngineState, OrderReason, Side
 from ffe_engine.portfolio import Portfolio
 from ffe_engine.risk import INPUT_MISSING, SIZE_HEADROOM, Gatekeeper, OrderIntent, first_failure
 
-from pipeline_helpers import (BUY, DAY, GATE_ORDER, HOUR, MIN, SELL, START_TS, FlakyVenue, assert_all_gates_in_order,
+from pipeline_helpers import (trading_state, BUY, DAY, GATE_ORDER, HOUR, MIN, SELL, START_TS, FlakyVenue, assert_all_gates_in_order,
                               by_code, cash_after, crash_paths, fills, historical_var_pct, make_settings,
                               paper_venue, pearson, pipelines, real_feed, real_series, replay_feed, returns, wave)
 
@@ -371,7 +371,7 @@ async def test_daily_trades_refuses_entries_over_the_limit_until_the_next_utc_da
 
 # --------------------------------------------------------------------------------------------- missing inputs
 def _gatekeeper(pf: Portfolio, *, live: bool, last_bar: dict[str, int], now: int) -> Gatekeeper:
-    return Gatekeeper(RiskSettings(), pf, state=lambda: EngineState.RUNNING, breaker_allows=lambda: True,
+    return Gatekeeper(RiskSettings(), pf, trading=trading_state(), breaker_allows=lambda: True,
                       now_ms=lambda: now, last_bar_ts=last_bar.get, pending_entries=lambda: 0, timeframe_ms=HOUR,
                       live=live)
 

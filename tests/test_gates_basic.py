@@ -32,6 +32,7 @@ from ffe_engine.clock import SimClock
 from ffe_engine.store import Store
 from ffe_engine.venues.base import VenueUnavailable
 from ffe_engine.venues.paper import PaperVenue
+from pipeline_helpers import trading_state
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 MIN = 60_000
@@ -59,7 +60,7 @@ def portfolio(*held: tuple[str, float, float]) -> Portfolio:
 def gatekeeper(pf: Portfolio, *, state: EngineState = EngineState.RUNNING, breaker: CircuitBreaker | None = None,
                last_bar: int | None = NOW - MIN, pending: int = 0, **risk) -> Gatekeeper:
     b = breaker or CircuitBreaker("paper", 3, 60.0, now=lambda: 0.0)
-    return Gatekeeper(RiskSettings(**{**WIDE, **risk}), pf, state=lambda: state, breaker_allows=b.allows,
+    return Gatekeeper(RiskSettings(**{**WIDE, **risk}), pf, trading=trading_state(state), breaker_allows=b.allows,
                       now_ms=lambda: NOW, last_bar_ts=lambda s: last_bar, pending_entries=lambda: pending,
                       timeframe_ms=MIN, live=False)
 
@@ -342,7 +343,7 @@ class Path_:
         self.pf = portfolio()
         self.venue = venue
         self.store = store
-        gk = Gatekeeper(RiskSettings(**WIDE), self.pf, state=lambda: EngineState.RUNNING,
+        gk = Gatekeeper(RiskSettings(**WIDE), self.pf, trading=trading_state(EngineState.RUNNING),
                         breaker_allows=self.breaker.allows, now_ms=lambda: NOW, last_bar_ts=lambda s: NOW - MIN,
                         pending_entries=lambda: self.orders.pending_entries(), timeframe_ms=MIN, live=False)
 
@@ -350,7 +351,7 @@ class Path_:
             self.pf.apply_fill(fill)
 
         self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=gk, bus=self.bus,
-                                now_ms=lambda: NOW, state=lambda: EngineState.RUNNING, on_fill=on_fill)
+                                clock=SimClock(NOW), trading=gk.trading, on_fill=on_fill)
 
     async def buy(self, qty: float = 1.0):
         return await self.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=qty,

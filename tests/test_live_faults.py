@@ -9,12 +9,12 @@ surely absent, never twice.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from fake_exchange import FakeBinance, exchange_settings
 from ffe_engine.breaker import CircuitBreaker
+from ffe_engine.clock import WallClock
 from ffe_engine.config import RiskSettings
 from ffe_engine.events import BreakerChanged, EventBus
 from ffe_engine.execution import OrderPath
@@ -22,6 +22,7 @@ from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.portfolio import Portfolio
 from ffe_engine.risk import Gatekeeper, OrderIntent
 from ffe_engine.store import Store
+from ffe_engine.trading_state import TradingState
 from ffe_engine.venues.ccxt_venue import CcxtVenue
 
 BTC = "BTC/USDT"
@@ -40,7 +41,6 @@ class Desk:
     def __init__(self, fx: FakeBinance, venue: CcxtVenue, store: Store, *, threshold: int, recovery_s: float,
                  risk: RiskSettings) -> None:
         self.fx, self.venue, self.store = fx, venue, store
-        self.state = EngineState.RUNNING
         self.breaker_now = 1_000.0  # the breaker's clock, moved by the test
         self.events: list = []
         self.fills: list = []
@@ -49,13 +49,15 @@ class Desk:
         self.breaker = CircuitBreaker(venue.name, threshold, recovery_s, now=lambda: self.breaker_now, bus=bus)
         self.pf = Portfolio(10_000.0)
         self.pf.last_price[BTC] = 30_000.0
-        now_ms = lambda: int(time.time() * 1000)  # noqa: E731
-        self.gatekeeper = Gatekeeper(risk, self.pf, state=lambda: self.state, breaker_allows=self.breaker.allows,
+        clock = WallClock()
+        now_ms = clock.now_ms
+        self.trading = TradingState(store, bus, clock, EngineState.RUNNING)
+        self.gatekeeper = Gatekeeper(risk, self.pf, trading=self.trading, breaker_allows=self.breaker.allows,
                                      now_ms=now_ms, last_bar_ts=lambda s: now_ms() // M * M - M,
                                      pending_entries=lambda: self.path.pending_entries(), timeframe_ms=M,
                                      live=False)
         self.path = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper, bus=bus,
-                              now_ms=now_ms, state=lambda: self.state, on_fill=self._on_fill,
+                              clock=clock, trading=self.trading, on_fill=self._on_fill,
                               settle_s=venue.settle_s)
 
     async def _on_fill(self, order, fill, intent) -> None:

@@ -16,9 +16,9 @@ from conftest import engine_session
 from fake_exchange import binance_client
 from ffe_engine.engine import ControlError
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
-from ffe_engine.reconcile import BASELINE_KEY, reconcile_and_hold
+from ffe_engine.reconcile import BASELINE_KEY
 from ffe_engine.risk import OrderIntent
-from live_helpers import BTC, fx, live_settings, next_bar, rows, stored_events, wait_for  # noqa: F401
+from live_helpers import BTC, SteppedClock, fx, live_settings, next_bar, rows, stored_events, wait_for  # noqa: F401
 
 
 async def place_by_hand(fx, client_id: str, price: float = 20_000.0, qty: float = 0.01) -> None:
@@ -58,11 +58,11 @@ async def test_unknown_open_order_at_start_keeps_the_engine_paused_until_accepte
         assert fx.open_order("by-hand-1") is not None
         assert "by-hand-1" not in e.orders.live and rows(db, "SELECT client_order_id FROM orders") == []
         # accepted means explained: the next reconciliation does not stop the engine for it again
-        assert await reconcile_and_hold(e) == []
+        assert await e.reconcile() == []
         assert e.state is EngineState.RUNNING
         # ... but a new one does
         await place_by_hand(fx, "by-hand-2", price=21_000.0)
-        assert [d["client_order_id"] for d in await reconcile_and_hold(e)] == ["by-hand-2"]
+        assert [d["client_order_id"] for d in await e.reconcile()] == ["by-hand-2"]
         assert e.state is EngineState.PAUSED
         await e.flush()
         assert [r["status"] for r in stored_events(db, "reconcile")] == ["differences", "accepted", "ok",
@@ -70,9 +70,10 @@ async def test_unknown_open_order_at_start_keeps_the_engine_paused_until_accepte
 
 
 async def test_running_engine_pauses_on_a_balance_it_cannot_explain_until_accepted(tmp_path, fx):
-    settings = live_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
+    settings = live_settings(tmp_path, fx, engine={"reconcile_interval_s": 600})
     db = settings.db_path
-    async with engine_session(settings, live=True) as running:
+    clock = SteppedClock()  # the interval passes when the test says so
+    async with engine_session(settings, live=True, clock=clock) as running:
         e = running.engine
         assert e.reconcile_blocked == []
         assert await running.store.get_kv(BASELINE_KEY) == {"BTC": 0.0}
@@ -80,6 +81,7 @@ async def test_running_engine_pauses_on_a_balance_it_cannot_explain_until_accept
         loop = asyncio.ensure_future(e.run())
         try:
             fx.balances["BTC"].free += 0.25  # BTC arrives that no order of ffe's explains
+            clock.forward(600)
             await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
                            timeout=20, what="the engine paused, durably")
             assert e.state_reason == "reconcile: 1 difference(s)"
@@ -92,8 +94,10 @@ async def test_running_engine_pauses_on_a_balance_it_cannot_explain_until_accept
             assert await e.resume(by="test") is EngineState.RUNNING
             checks = len(stored_events(db, "reconcile"))
             # later reconciliations agree with the accepted baseline: the engine stays RUNNING
-            await wait_for(lambda: len(stored_events(db, "reconcile")) >= checks + 2, timeout=20,
-                           what="two more reconciliations")
+            for n in (1, 2):
+                clock.forward(600)
+                await wait_for(lambda: len(stored_events(db, "reconcile")) >= checks + n, timeout=20,
+                               what=f"{n} more reconciliation(s)")
             assert e.state is EngineState.RUNNING and e.reconcile_blocked == []
             assert stored_events(db, "reconcile")[-1]["status"] == "ok"
         finally:
@@ -140,14 +144,14 @@ async def test_exchange_unreachable_at_a_reconciliation_pauses_and_clears_once_i
         e = running.engine
         await e.resume(by="test")
         fx.down = True
-        (difference,) = await reconcile_and_hold(e)
+        (difference,) = await e.reconcile()
         assert difference["kind"] == "venue_unreachable"
         assert e.state is EngineState.PAUSED and rows(db, "SELECT by FROM engine_state") == [("reconcile",)]
         with pytest.raises(ControlError):
             await e.resume(by="test")  # nothing known about the account: no new entries
 
         fx.down = False
-        assert await reconcile_and_hold(e) == []
+        assert await e.reconcile() == []
         # the exchange answers and agrees: nothing for the operator to accept; resuming is the operator's call
         assert e.state is EngineState.PAUSED and e.reconcile_blocked == []
         assert await e.resume(by="test") is EngineState.RUNNING

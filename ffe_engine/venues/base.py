@@ -1,13 +1,18 @@
 """The venue interface: what the single order path (execution.py) needs from an exchange.
 
 Only execution.py calls `create_order` and `cancel_order`. Everything else reads.
+
+Two capabilities beyond it are declared here, so the engine asks `isinstance` instead of probing attributes:
+- `SimulatedVenue`: an exchange inside the process (the paper venue). It fills on market data, so the engine
+  shows it every candle; its book is the engine's to store and restore; there is no real account behind it.
+- `CandleVenue`: a venue that also serves candles (`fetch_ohlcv`), which the exchange feed can share.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from ..model import MarketInfo, OrderRequest, VenueOrder
+from ..model import Candle, MarketInfo, OrderRequest, VenueOrder
 
 
 class VenueError(Exception):
@@ -40,6 +45,9 @@ class DuplicateOrder(OrderInDoubt):
 
 class Venue(Protocol):
     name: str
+    # After an unanswered create_order, how long until a lookup that does not find the order proves it absent
+    # (the venue refuses the original request after that). 0 for a venue that answers in process.
+    settle_s: float
 
     async def connect(self) -> None: ...
 
@@ -60,3 +68,32 @@ class Venue(Protocol):
     async def fetch_balance(self) -> dict[str, float]:
         """Total balance per asset."""
         ...
+
+
+@runtime_checkable
+class SimulatedVenue(Protocol):
+    """An exchange simulated in the process."""
+
+    dirty: bool  # its book changed since it was last stored
+
+    def on_candle(self, c: Candle) -> int:
+        """A closed candle: fill what it fills; returns how many orders filled."""
+        ...
+
+    def set_price(self, symbol: str, price: float) -> None:
+        """A price known without a new candle (the warm-up history)."""
+        ...
+
+    def state(self) -> dict:
+        """Its book, to store."""
+        ...
+
+    def load(self, state: dict) -> None:
+        """Its book, as stored."""
+        ...
+
+
+@runtime_checkable
+class CandleVenue(Protocol):
+    async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int | None = None,
+                          limit: int | None = None) -> list: ...

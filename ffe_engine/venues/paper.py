@@ -22,7 +22,10 @@ def _split(symbol: str) -> tuple[str, str]:
 
 
 class PaperVenue:
+    """A simulated exchange (venues.base.SimulatedVenue): fills market orders on the next candle's open."""
+
     name = "paper"
+    settle_s = 0.0  # every answer arrives: an order is never in doubt for long
 
     def __init__(self, symbols: list[str], *, starting_cash: float, quote: str, fee_bps: float, slippage_bps: float,
                  min_notional: float = 10.0, amount_step: float = 1e-6) -> None:

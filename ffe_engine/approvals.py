@@ -1,0 +1,125 @@
+"""Manual approval: the pending approvals and the approval mode, with one owner.
+
+In manual mode a decision that passes every gate becomes a pending approval instead of an order. Approving runs
+the gates again, against the state at that moment, and then uses the single order path; rejecting and expiring
+are recorded with who or what ended the approval. An approval past its time to live is never executed. Times are
+the clock's wall time (stored with the approval, so they survive a restart).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .clock import Clock
+from .events import ApprovalEvent, EngineStateChanged, EventBus
+from .execution import OrderPath
+from .model import Decision
+from .portfolio import Portfolio
+from .risk import OrderIntent
+from .store import Store
+from .errors import ControlError
+from .trading_state import TradingState
+
+MODES = ("auto", "manual")
+
+
+class ApprovalDesk:
+    def __init__(self, *, store: Store, bus: EventBus, orders: OrderPath, portfolio: Portfolio,
+                 trading: TradingState, clock: Clock, ttl_s: float, mode: str, new_id: Callable[[str], str]) -> None:
+        self.store = store
+        self.bus = bus
+        self.orders = orders
+        self.portfolio = portfolio
+        self.trading = trading
+        self.clock = clock
+        self.ttl_s = ttl_s
+        self.mode = mode
+        self.new_id = new_id
+        self.pending: dict[str, dict[str, Any]] = {}  # approval id -> approval row
+
+    async def restore(self, *, mode: bool) -> None:
+        """Pending approvals (and, with `mode`, the approval mode) as they were stored."""
+        if mode:
+            saved = await self.store.get_kv("approval_mode")
+            if saved in MODES:
+                self.mode = saved
+        for row in await self.store.approvals("pending"):
+            self.pending[row["approval_id"]] = row
+
+    def waiting_for(self, symbol: str) -> bool:
+        return any(a["symbol"] == symbol for a in self.pending.values())
+
+    async def propose(self, d: Decision, intent: OrderIntent) -> None:
+        now = self.clock.wall()
+        aid = self.new_id("a")
+        row = {"approval_id": aid, "decision_id": d.decision_id, "symbol": d.symbol, "side": intent.side.value,
+               "quantity": intent.quantity, "price": d.price, "created_ts": now, "expires_ts": now + self.ttl_s,
+               "status": "pending", "by": None, "ended_ts": None, "intent": intent.as_dict(),
+               "gates": [g.as_dict() for g in d.gates]}
+        await self.store.save_approval(row)
+        self.pending[aid] = row
+        d.approval_id = aid
+        d.outcome = "pending_approval"
+        self.bus.publish(ApprovalEvent(approval_id=aid, decision_id=d.decision_id, outcome="pending", by="engine",
+                                       symbol=d.symbol, side=intent.side.value, quantity=intent.quantity,
+                                       price=d.price, expires_at=row["expires_ts"], gates=row["gates"]))
+
+    async def _end(self, row: dict, outcome: str, by: str, reason: str = "",
+                   client_order_id: str | None = None) -> None:
+        row.update(status=outcome, by=by, ended_ts=self.clock.wall(), client_order_id=client_order_id)
+        self.pending.pop(row["approval_id"], None)
+        await self.store.save_approval(row)
+        self.bus.publish(ApprovalEvent(approval_id=row["approval_id"], decision_id=row["decision_id"],
+                                       outcome=outcome, by=by, symbol=row["symbol"], side=row["side"],
+                                       quantity=row["quantity"], price=row["price"], expires_at=row["expires_ts"],
+                                       reason=reason, gates=row["gates"]))
+
+    async def expire(self) -> None:
+        now = self.clock.wall()
+        for row in list(self.pending.values()):
+            if now >= row["expires_ts"]:
+                await self._end(row, "expired", "ttl", f"not approved within {self.ttl_s:g}s")
+
+    def _row(self, approval_id: str) -> dict[str, Any]:
+        row = self.pending.get(approval_id)
+        if row is None:
+            raise ControlError(f"no pending approval {approval_id}")
+        return row
+
+    async def approve(self, approval_id: str, by: str) -> dict:
+        row = self._row(approval_id)
+        if self.clock.wall() >= row["expires_ts"]:
+            await self._end(row, "expired", "ttl", "expired before approval")
+            raise ControlError(f"approval {approval_id} expired")
+        intent = OrderIntent.from_dict(row["intent"])
+        intent.ref_price = self.portfolio.last_price.get(intent.symbol, intent.ref_price)
+        sub = await self.orders.submit(intent)  # the gates again, against the state at this moment
+        cid = sub.order.client_order_id if sub.order else None
+        # The re-check is an evaluation of its own: recorded under the decision, after the decision's gates.
+        self.store.add_gates(sub.gates, decision_id=row["decision_id"], client_order_id=cid, ts=self.clock.wall())
+        if sub.accepted and sub.order is not None:
+            await self._end(row, "approved", by, client_order_id=cid)
+        else:
+            await self._end(row, "rejected", f"re-check ({by})", sub.reason)
+        return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason,
+                "client_order_id": cid, "gates": [g.as_dict() for g in sub.gates]}
+
+    async def reject(self, approval_id: str, by: str) -> dict:
+        await self._end(self._row(approval_id), "rejected", by)
+        return {"approval_id": approval_id, "outcome": "rejected"}
+
+    async def set_mode(self, mode: str, by: str) -> str:
+        if mode not in MODES:
+            raise ControlError(f"approval mode must be auto or manual, not {mode!r}")
+        self.mode = mode
+        await self.store.put_kv("approval_mode", mode, self.clock.wall())
+        state = self.trading.state.value
+        self.bus.publish(EngineStateChanged(state=state, previous=state, reason=f"approval mode {mode}", by=by))
+        return mode
+
+    def summary(self) -> list[dict[str, Any]]:
+        """The pending approvals as the console shows them."""
+        now = self.clock.wall()
+        return [{"approval_id": a["approval_id"], "symbol": a["symbol"], "side": a["side"],
+                 "quantity": a["quantity"], "price": a["price"], "expires_in": max(0.0, a["expires_ts"] - now),
+                 "decision_id": a["decision_id"]} for a in self.pending.values()]

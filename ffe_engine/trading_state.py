@@ -1,0 +1,68 @@
+"""The trading state (RUNNING, PAUSED, HALTED) and what each state allows: one owner, one rule.
+
+- RUNNING: every order may be sent (the other gates still apply).
+- PAUSED: no new entry; exits (reduce-only) still go out, so a position can always be closed.
+- HALTED: nothing is sent except the closing orders of a flatten.
+
+`set` changes the state in memory first (from then on no new order passes), then stores it durably, then publishes
+the `engine_state` event, all before it returns: the kill switch relies on HALTED being recorded when halt returns.
+The gatekeeper's ENGINE_STATE gate and the order path's re-check just before a send both ask `allows`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from .clock import Clock
+from .events import EngineStateChanged, EventBus
+from .model import EngineState, GateResult, OrderReason
+
+if TYPE_CHECKING:
+    from .store import Store
+
+log = structlog.get_logger("ffe.engine")
+
+_EXITS_LIMIT = "not HALTED (flatten excepted)"
+_ENTRIES_LIMIT = "RUNNING"
+
+
+class Sendable(Protocol):
+    """What the rule needs of an order or an intent: whether it only reduces a position, and who asked."""
+
+    reduce_only: bool
+    reason: OrderReason
+
+
+class TradingState:
+    def __init__(self, store: "Store", bus: EventBus, clock: Clock,
+                 state: EngineState = EngineState.RUNNING, reason: str = "start") -> None:
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.state = state
+        self.reason = reason
+
+    def restore(self, state: EngineState, reason: str) -> None:
+        """The state the engine was left in, read back at start (already stored: nothing to record)."""
+        self.state = state
+        self.reason = reason
+
+    async def set(self, new: EngineState, reason: str, by: str, force: bool = False) -> None:
+        prev = self.state
+        if prev is new and not force:
+            return
+        self.state = new  # in memory first: from here on no new order passes the gates
+        self.reason = reason
+        await self.store.set_engine_state(new.value, reason, by, self.clock.wall())
+        self.bus.publish(EngineStateChanged(state=new.value, previous=prev.value, reason=reason, by=by))
+        log.info("engine state", state=new.value, previous=prev.value, reason=reason, by=by)
+
+    def allows(self, order: Sendable) -> GateResult:
+        """The ENGINE_STATE gate: may this order be sent in the current state?"""
+        state = self.state
+        if order.reduce_only:
+            ok = state is not EngineState.HALTED or order.reason is OrderReason.FLATTEN
+            return GateResult("ENGINE_STATE", state.value, _EXITS_LIMIT, ok)
+        return GateResult("ENGINE_STATE", state.value, _ENTRIES_LIMIT, state is EngineState.RUNNING)
