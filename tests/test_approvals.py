@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ffe_engine.clock import SimClock
+from ffe_engine.clock import ManualClock, SimClock
 from ffe_engine.engine import ControlError
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_engine.model import EngineState
@@ -119,10 +119,11 @@ async def test_a_rejected_approval_is_recorded_with_who_and_never_sent(tmp_path,
 
 
 async def test_an_approval_approved_after_it_expired_is_never_executed(tmp_path, pipelines):
-    p = await pipelines(manual(tmp_path, ttl=0.2), script={BTC: (BUY, 0.8)})
+    clock = ManualClock()
+    p = await pipelines(manual(tmp_path, ttl=120.0), script={BTC: (BUY, 0.8)}, clock=clock)
     await p.bars(1)
     [a] = await approvals(p, "pending")
-    await asyncio.sleep(0.3)
+    clock.forward(120.0)
     with pytest.raises(ControlError, match="expired"):
         await p.engine.approve(a["approval_id"])
     [a] = await approvals(p)
@@ -134,14 +135,18 @@ async def test_an_approval_approved_after_it_expired_is_never_executed(tmp_path,
 
 
 async def test_a_running_engine_expires_an_unanswered_approval_by_itself(tmp_path):
-    s = manual(tmp_path, ttl=0.3, engine={"order_poll_s": 0.05})
-    clock = SimClock(paced=True)
+    s = manual(tmp_path, ttl=120.0, engine={"order_poll_s": 0.05})
+    clock = ManualClock(paced=True)
     feed = SimulatedFeed(list(s.engine.symbols), s.engine.timeframe_ms, seed=7, clock=clock, speed=20.0,
                          start_ts=START_TS, max_bars=2000)
     p = await open_pipeline(s, script={BTC: (BUY, 0.8)}, feed=feed, clock=clock)
     run = asyncio.create_task(p.engine.run())
     try:
         deadline = time.monotonic() + 20
+        while not p.engine.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert p.engine.pending, "no approval was proposed"
+        clock.forward(120.0)  # its time to live has run out; the engine's own housekeeping expires it
         expired: list = []
         while not expired and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -257,14 +262,14 @@ async def test_a_pending_approval_survives_a_restart_and_can_be_approved_there(t
 
 
 async def test_a_pending_approval_whose_time_ran_out_during_a_restart_is_expired_not_executed(tmp_path):
-    s = manual(tmp_path, ttl=0.3)
-    p = await open_pipeline(s, script={BTC: (BUY, 0.8)})
+    s = manual(tmp_path, ttl=120.0)
+    first = ManualClock()
+    p = await open_pipeline(s, script={BTC: (BUY, 0.8)}, clock=first)
     await p.bars(1)
     [a] = await approvals(p, "pending")
     await p.close()
-    await asyncio.sleep(0.4)
 
-    clock = SimClock()
+    clock = ManualClock(wall=first.wall() + 121.0)  # restarted two minutes later
     p = await open_pipeline(s, script={}, feed=simulated_feed(s, clock, start_ts=START_TS + 10 * MIN), clock=clock)
     try:
         assert p.engine.pending == {}

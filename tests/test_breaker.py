@@ -7,20 +7,18 @@ through, and its outcome reopens or closes the breaker. Each transition is a `br
 
 from __future__ import annotations
 
-import asyncio
-import time
-
+from ffe_engine.clock import ManualClock
 from pipeline_helpers import BUY, MIN, FlakyVenue, make_settings, paper_venue, pipelines
 
 _ = pipelines  # a fixture
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
-RECOVERY_S = 1.5
+RECOVERY_S = 60.0  # on the test clock: nothing waits for it
 
 
-async def past_the_recovery_timeout(breaker) -> None:
-    """Wait until the breaker's probe time (monotonic seconds) has passed."""
-    await asyncio.sleep(max(0.0, breaker.retry_at - time.monotonic()) + 0.05)
+def past_the_recovery_timeout(clock: ManualClock, breaker) -> None:
+    """Move the clock past the breaker's probe time (monotonic seconds), as if the time had gone by."""
+    clock.forward(max(0.0, breaker.retry_at - clock.monotonic()) + 0.05)
 
 
 async def transitions(p) -> list[tuple[str, str, int]]:
@@ -42,7 +40,8 @@ async def test_breaker_opens_blocks_the_venue_and_one_probe_reopens_or_closes_it
     s = make_settings(tmp_path, breaker={"failure_threshold": 3, "recovery_timeout_s": RECOVERY_S})
     venue = paper_venue(s, FlakyVenue)
     venue.down = True
-    p = await pipelines(s, script={BTC: (BUY, 0.8)}, venue=venue)
+    clock = ManualClock()
+    p = await pipelines(s, script={BTC: (BUY, 0.8)}, venue=venue, clock=clock)
     e = p.engine
 
     # three consecutive failures: each entry reaches the venue and fails, the third opens the breaker
@@ -65,8 +64,15 @@ async def test_breaker_opens_blocks_the_venue_and_one_probe_reopens_or_closes_it
     await p.bars(1)
     assert venue.calls == 3
 
+    # just before the recovery timeout: still nothing goes through
+    clock.forward(e.breaker.retry_at - clock.monotonic() - 0.1)
+    await e.resume()
+    assert not e.breaker.allows()
+    await p.bars(1)
+    assert venue.calls == 3
+
     # after the recovery timeout: one probe, which fails and opens the breaker again
-    await past_the_recovery_timeout(e.breaker)
+    past_the_recovery_timeout(clock, e.breaker)
     await e.resume()
     assert e.breaker.allows()
     await p.bars(1)
@@ -79,7 +85,7 @@ async def test_breaker_opens_blocks_the_venue_and_one_probe_reopens_or_closes_it
 
     # the network is back: the next probe succeeds and closes the breaker; orders flow again
     venue.down = False
-    await past_the_recovery_timeout(e.breaker)
+    past_the_recovery_timeout(clock, e.breaker)
     await e.resume()
     await p.bars(1)
     assert venue.calls == 5
@@ -119,7 +125,8 @@ async def test_while_open_not_even_the_lookups_of_orders_in_doubt_reach_the_venu
     s = make_settings(tmp_path, breaker={"failure_threshold": 3, "recovery_timeout_s": RECOVERY_S})
     venue = paper_venue(s, FlakyVenue)
     venue.down = venue.lost_answers = True
-    p = await pipelines(s, script={BTC: (BUY, 0.8), ETH: (BUY, 0.8)}, venue=venue)
+    clock = ManualClock()
+    p = await pipelines(s, script={BTC: (BUY, 0.8), ETH: (BUY, 0.8)}, venue=venue, clock=clock)
     e = p.engine
     # BTC's entry: answer lost (in doubt); ETH's candle: the lookup of BTC's order fails, then ETH's entry is
     # lost too: three failures in a row, the breaker opens
@@ -133,7 +140,7 @@ async def test_while_open_not_even_the_lookups_of_orders_in_doubt_reach_the_venu
 
     # the network is back: one lookup probes and closes the breaker, then each order is resolved by its id
     venue.down = False
-    await past_the_recovery_timeout(e.breaker)
+    past_the_recovery_timeout(clock, e.breaker)
     await e.resume()  # an entry in doubt is sent again only while the engine runs
     await p.bars(1)
     assert e.breaker.state == "closed"

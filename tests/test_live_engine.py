@@ -14,8 +14,8 @@ import pytest
 from conftest import engine_session
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.risk import OrderIntent
-from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, fx, live_settings, next_bar, rows,  # noqa: F401
-                          stored_events, wait_for)
+from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, SteppedClock, fx, live_settings,  # noqa: F401
+                          next_bar, rows, stored_events, wait_for)
 
 MANY = 50
 HANG_S = 0.3  # how long the fake takes to answer each cancel in the kill switch tests
@@ -25,9 +25,9 @@ LOOSE = {"max_open_positions": MANY + 10, "max_orders_per_minute": MANY + 10, "m
 
 
 @contextlib.asynccontextmanager
-async def running_live(tmp_path, fx, **tables):
+async def running_live(tmp_path, fx, clock=None, **tables):
     """A live engine that has seen a closed candle and was resumed by the operator."""
-    async with engine_session(live_settings(tmp_path, fx, **tables), live=True) as running:
+    async with engine_session(live_settings(tmp_path, fx, **tables), live=True, clock=clock) as running:
         e = running.engine
         assert await next_bar(e, fx) == 1
         await e.resume(by="test")
@@ -170,7 +170,9 @@ async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(t
 
 # ---------------------------------------------------------------------------------------------------- breaker
 async def test_exchange_down_past_the_breaker_threshold_then_back(tmp_path, fx):
-    async with running_live(tmp_path, fx, breaker={"failure_threshold": 3, "recovery_timeout_s": 3.0}) as running:
+    clock = SteppedClock()
+    breaker = {"failure_threshold": 3, "recovery_timeout_s": 60.0}  # on the stepped clock: not waited for
+    async with running_live(tmp_path, fx, clock, breaker=breaker) as running:
         e, db = running.engine, running.store.path
         async with engine_loop(e):
             fx.down = True
@@ -195,6 +197,8 @@ async def test_exchange_down_past_the_breaker_threshold_then_back(tmp_path, fx):
 
             fx.down = False
             # after recovery_timeout_s one probe goes through (the lookup of the order in doubt) and closes it
+            assert e.breaker.state == "open"
+            clock.forward(60.0)
             await wait_for(lambda: e.breaker.state == "closed", timeout=20, what="the breaker closed")
             await wait_for(lambda: rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
                 ("rejected", "not sent again: engine PAUSED")], timeout=20, what="the order in doubt resolved")

@@ -9,6 +9,7 @@ import pytest
 import structlog
 
 from conftest import audit_lines, db_value, ffe_cmd, ffe_env
+from ffe_engine.clock import ManualClock
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_tui.app import HISTORY_LINES, LOG_LINES
 from test_tui_helpers import (SIZE_IDS, SIZES, audit_path, console, db_path, running, screen_text, status_text,
@@ -157,7 +158,8 @@ async def test_approve_and_reject_pending_trades_in_manual_mode(tmp_path):
 
 async def test_a_pending_approval_counts_down_and_expires_on_screen(tmp_path):
     db = db_path(tmp_path)
-    app = console(tmp_path, speed=40.0, approval="manual", ttl=3.0)
+    clock = ManualClock(paced=True)  # the approval's two minutes pass when the test moves the clock
+    app = console(tmp_path, speed=40.0, approval="manual", ttl=120.0, clock=clock)
     async with app.run_test(size=(120, 40)) as pilot:
         await running(pilot)
         table = app.query_one("#approvals")
@@ -173,6 +175,10 @@ async def test_a_pending_approval_counts_down_and_expires_on_screen(tmp_path):
                 return False
             return True
 
+        gone()
+        clock.forward(60.0)
+        await until(pilot, lambda: gone() or len(shown) >= 2, "the countdown to move on")
+        clock.forward(60.5)
         await until(pilot, gone, "the approval to leave the pane")
         assert len(shown) >= 2 and shown[0] != shown[-1], shown  # the countdown moved on screen
         assert db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (aid,)) == "expired"
