@@ -52,19 +52,21 @@ class ApprovalDesk:
     async def propose(self, d: Decision, intent: OrderIntent) -> None:
         now = self.clock.wall()
         aid = self.new_id("a")
-        row = {"approval_id": aid, "decision_id": d.decision_id, "symbol": d.symbol, "side": intent.side.value,
-               "quantity": intent.quantity, "price": d.price, "created_ts": now, "expires_ts": now + self.ttl_s,
+        expires = now + self.ttl_s
+        gates = [g.as_dict() for g in d.gates]
+        row: dict[str, Any] = {"approval_id": aid, "decision_id": d.decision_id, "symbol": d.symbol, "side": intent.side.value,
+               "quantity": intent.quantity, "price": d.price, "created_ts": now, "expires_ts": expires,
                "status": "pending", "by": None, "ended_ts": None, "intent": intent.as_dict(),
-               "gates": [g.as_dict() for g in d.gates]}
+               "gates": gates}
         await self.store.save_approval(row)
         self.pending[aid] = row
         d.approval_id = aid
         d.outcome = "pending_approval"
         self.bus.publish(ApprovalEvent(approval_id=aid, decision_id=d.decision_id, outcome="pending", by="engine",
                                        symbol=d.symbol, side=intent.side.value, quantity=intent.quantity,
-                                       price=d.price, expires_at=row["expires_ts"], gates=row["gates"]))
+                                       price=d.price, expires_at=expires, gates=gates))
 
-    async def _end(self, row: dict, outcome: str, by: str, reason: str = "",
+    async def _end(self, row: dict[str, Any], outcome: str, by: str, reason: str = "",
                    client_order_id: str | None = None) -> None:
         row.update(status=outcome, by=by, ended_ts=self.clock.wall(), client_order_id=client_order_id)
         self.pending.pop(row["approval_id"], None)
@@ -86,7 +88,7 @@ class ApprovalDesk:
             raise ControlError(f"no pending approval {approval_id}")
         return row
 
-    async def approve(self, approval_id: str, by: str) -> dict:
+    async def approve(self, approval_id: str, by: str) -> dict[str, Any]:
         row = self._row(approval_id)
         if self.clock.wall() >= row["expires_ts"]:
             await self._end(row, "expired", "ttl", "expired before approval")
@@ -104,7 +106,7 @@ class ApprovalDesk:
         return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason,
                 "client_order_id": cid, "gates": [g.as_dict() for g in sub.gates]}
 
-    async def reject(self, approval_id: str, by: str) -> dict:
+    async def reject(self, approval_id: str, by: str) -> dict[str, Any]:
         await self._end(self._row(approval_id), "rejected", by)
         return {"approval_id": approval_id, "outcome": "rejected"}
 

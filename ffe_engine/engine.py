@@ -704,14 +704,14 @@ class Engine:
             await self.flush()
         return {"cancelled": report.cancelled, "failed": report.failed + failed, "closing": closing}
 
-    async def approve(self, approval_id: str, by: str = "operator") -> dict:
+    async def approve(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
         async with self._control_lock:
             try:
                 return await self.approvals.approve(approval_id, by)
             finally:
                 await self.flush()
 
-    async def reject(self, approval_id: str, by: str = "operator") -> dict:
+    async def reject(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
         async with self._control_lock:
             res = await self.approvals.reject(approval_id, by)
             await self.flush()

@@ -57,7 +57,7 @@ class Reconciler:
 
     async def baseline(self, balances: dict[str, float]) -> dict[str, float]:
         """The venue's balances that ffe did not put there: taken once, when ffe first meets the account."""
-        saved = await self.store.get_kv(BASELINE_KEY)
+        saved: dict[str, float] | None = await self.store.get_kv(BASELINE_KEY)
         if saved is None:
             held: dict[str, float] = {}
             for p in self.portfolio.positions.values():

@@ -10,7 +10,7 @@ Two capabilities beyond it are declared here, so the engine asks `isinstance` in
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..model import Candle, MarketInfo, OrderRequest, VenueOrder
 
@@ -84,11 +84,11 @@ class SimulatedVenue(Protocol):
         """A price known without a new candle (the warm-up history)."""
         ...
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """Its book, to store."""
         ...
 
-    def load(self, state: dict) -> None:
+    def load(self, state: dict[str, Any]) -> None:
         """Its book, as stored."""
         ...
 
@@ -96,4 +96,4 @@ class SimulatedVenue(Protocol):
 @runtime_checkable
 class CandleVenue(Protocol):
     async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int | None = None,
-                          limit: int | None = None) -> list: ...
+                          limit: int | None = None) -> list[list[float]]: ...
