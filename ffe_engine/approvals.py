@@ -54,10 +54,10 @@ class ApprovalDesk:
         aid = self.new_id("a")
         expires = now + self.ttl_s
         gates = [g.as_dict() for g in d.gates]
-        row: dict[str, Any] = {"approval_id": aid, "decision_id": d.decision_id, "symbol": d.symbol, "side": intent.side.value,
-               "quantity": intent.quantity, "price": d.price, "created_ts": now, "expires_ts": expires,
-               "status": "pending", "by": None, "ended_ts": None, "intent": intent.as_dict(),
-               "gates": gates}
+        row: dict[str, Any] = {
+            "approval_id": aid, "decision_id": d.decision_id, "symbol": d.symbol, "side": intent.side.value,
+            "quantity": intent.quantity, "price": d.price, "created_ts": now, "expires_ts": expires,
+            "status": "pending", "by": None, "ended_ts": None, "intent": intent.as_dict(), "gates": gates}
         await self.store.save_approval(row)
         self.pending[aid] = row
         d.approval_id = aid

@@ -124,8 +124,9 @@ class Engine:
                                      breaker_allows=self.breaker.allows, now_ms=clock.now_ms,
                                      last_bar_ts=self.last_bar_ts.get, pending_entries=self._pending_entries,
                                      timeframe_ms=timeframe_ms, live=self.opts.live)
-        self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper, bus=bus,
-                                clock=clock, trading=self.trading, on_fill=self._on_fill, settle_s=venue.settle_s,
+        self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper,
+                                portfolio=self.portfolio, bus=bus, clock=clock, trading=self.trading,
+                                on_fill=self._on_fill, settle_s=venue.settle_s,
                                 cancel_timeout_s=settings.engine.cancel_timeout_s)
         self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,

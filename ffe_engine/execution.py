@@ -22,6 +22,7 @@ from .breaker import BreakerOpen, CircuitBreaker
 from .events import EventBus, FillEvent, OrderEvent
 from .clock import Clock
 from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder
+from .portfolio import Portfolio
 from .risk import Gatekeeper, OrderIntent, first_failure
 from .store import FillRecord, Store
 from .trading_state import TradingState
@@ -54,12 +55,13 @@ def new_client_order_id() -> str:
 
 class OrderPath:
     def __init__(self, *, store: Store, venue: Venue, breaker: CircuitBreaker, gatekeeper: Gatekeeper,
-                 bus: EventBus, clock: Clock, trading: TradingState, on_fill: FillHandler, settle_s: float = 0.0,
-                 cancel_timeout_s: float = 5.0) -> None:
+                 portfolio: Portfolio, bus: EventBus, clock: Clock, trading: TradingState, on_fill: FillHandler,
+                 settle_s: float = 0.0, cancel_timeout_s: float = 5.0) -> None:
         self.store = store
         self.venue = venue
         self.breaker = breaker
         self.gatekeeper = gatekeeper
+        self.portfolio = portfolio  # what an exit may sell, the price to check minimums at; entries sent are counted
         self.bus = bus
         self.clock = clock
         self.now_ms = clock.now_ms
@@ -109,12 +111,12 @@ class OrderPath:
         qty = intent.quantity
         if intent.reduce_only:
             # Never sell more than the position still holds after the exits already working.
-            held = self.gatekeeper.pf.positions.get(intent.symbol)
+            held = self.portfolio.positions.get(intent.symbol)
             qty = min(qty, (held.quantity if held else 0.0) - self.pending_exit_qty(intent.symbol))
         step = market.amount_step
         if step > 0:
             qty = int(qty / step + 1e-9) * step
-        price = intent.price or intent.ref_price or self.gatekeeper.pf.last_price.get(intent.symbol) or 0.0
+        price = intent.price or intent.ref_price or self.portfolio.last_price.get(intent.symbol) or 0.0
         if market.below_minimum(qty, price):
             return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "
                                                 f"{market.min_notional})", code="BELOW_MINIMUM")
@@ -133,9 +135,9 @@ class OrderPath:
             await self._finish(o, OrderStatus.REJECTED, f"engine {self.trading.state.value} before send")
             return Submission(False, gates, o, o.error)
         if not intent.reduce_only:
-            self.gatekeeper.pf.note_order(now)
+            self.portfolio.note_order(now)
             if intent.reason is OrderReason.SIGNAL or intent.reason is OrderReason.OPERATOR:
-                self.gatekeeper.pf.entries_today += 1
+                self.portfolio.entries_today += 1
         self._emit(o)
         await self._send(o)
         return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error)

@@ -42,7 +42,8 @@ import orjson
 
 SQL_EVENT = "INSERT INTO events (seq, ts, event, data) VALUES (?,?,?,?)"
 SQL_DECISION = ("INSERT OR REPLACE INTO decisions (decision_id, ts, symbol, action, confidence, tier, strategy, price, "
-                "quantity, outcome, reason, client_order_id, approval_id, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+                "quantity, outcome, reason, client_order_id, approval_id, event_seq) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 SQL_VOTE = ("INSERT INTO votes (decision_id, provider, action, confidence, weight, failed, reason, latency_ms) "
             "VALUES (?,?,?,?,?,?,?,?)")
 SQL_GATE = ("INSERT INTO gate_results (decision_id, client_order_id, position, code, value, limit_value, passed, "

@@ -100,8 +100,8 @@ _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT
            "value=excluded.value, updated_ts=excluded.updated_ts")
 
 
-_ORDER_COLUMNS = ("client_order_id, decision_id, venue, symbol, side, type, quantity, price, reduce_only, reason, status, "
-                  "filled, average, fee, exchange_id, created_ts, updated_ts, error")
+_ORDER_COLUMNS = ("client_order_id, decision_id, venue, symbol, side, type, quantity, price, reduce_only, reason, "
+                  "status, filled, average, fee, exchange_id, created_ts, updated_ts, error")
 _SQL_JOURNAL_ORDER = f"INSERT INTO orders ({_ORDER_COLUMNS}, intent, fee_base) VALUES ({','.join('?' * 20)})"
 _SQL_ORDERS = f"SELECT {_ORDER_COLUMNS}, fee_base FROM orders"
 _SQL_POSITION = ("INSERT OR REPLACE INTO positions (symbol, side, quantity, entry_price, opened_ts, stop_loss, "

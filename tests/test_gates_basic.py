@@ -350,8 +350,8 @@ class Path_:
         async def on_fill(order, fill, intent):
             self.pf.apply_fill(fill)
 
-        self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=gk, bus=self.bus,
-                                clock=SimClock(NOW), trading=gk.trading, on_fill=on_fill)
+        self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=gk, portfolio=self.pf,
+                                bus=self.bus, clock=SimClock(NOW), trading=gk.trading, on_fill=on_fill)
 
     async def buy(self, qty: float = 1.0):
         return await self.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=qty,

@@ -56,8 +56,8 @@ class Desk:
                                      now_ms=now_ms, last_bar_ts=lambda s: now_ms() // M * M - M,
                                      pending_entries=lambda: self.path.pending_entries(), timeframe_ms=M,
                                      live=False)
-        self.path = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper, bus=bus,
-                              clock=clock, trading=self.trading, on_fill=self._on_fill,
+        self.path = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper,
+                              portfolio=self.pf, bus=bus, clock=clock, trading=self.trading, on_fill=self._on_fill,
                               settle_s=venue.settle_s)
 
     async def _on_fill(self, order, fill, intent) -> None:
