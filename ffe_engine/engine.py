@@ -114,7 +114,7 @@ class Engine:
         risk = settings.risk
         self.portfolio = Portfolio(settings.venue.starting_cash, returns_window=max(risk.var_window,
                                                                                    risk.correlation_window))
-        # The breaker's recovery timeout is in real seconds, except in a backtest where it follows market time.
+        # The breaker's recovery timeout runs on the clock's monotonic seconds, or on market time in a backtest.
         breaker_now: Callable[[], float] = ((lambda: clock.now_ms() / 1000.0) if self.profile.breaker_market_time
                                             else clock.monotonic)
         self.breaker = CircuitBreaker(venue.name, settings.breaker.failure_threshold,
