@@ -288,12 +288,15 @@ async def test_ffe_ctl_talks_to_the_console(tmp_path):
 
 
 async def test_positions_update_in_place_and_the_cursor_stays_put(tmp_path):
-    app = console(tmp_path, speed=8.0)
+    # BTC and ETH move together on this market: on a loaded machine the BTC buy can fill before the ETH buy is
+    # placed, and CORRELATION would then rightly refuse the second one.
+    app = console(tmp_path, speed=8.0, risk={"max_correlation": 1.0})
     async with app.run_test(size=(80, 24)) as pilot:
         await running(pilot)
         await until(pilot, lambda: app.snap["bars"] >= 2, "the first live bar")
         for symbol, qty in (("BTC/USDT", 0.01), ("ETH/USDT", 0.2)):
-            assert (await app.engine.operator_order(symbol, "buy", qty))["accepted"]
+            res = await app.engine.operator_order(symbol, "buy", qty)
+            assert res["accepted"], res
         table = app.query_one("#positions")
         await until(pilot, lambda: table.row_count == 2, "two positions on screen")
         await pilot.press("down")
