@@ -8,7 +8,7 @@ Only transient failures (VenueUnavailable, which includes an order in doubt) cou
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from .events import BreakerChanged, EventBus
 from .venues.base import VenueUnavailable
@@ -92,7 +92,7 @@ class CircuitBreaker:
             self.opened_at = None
             self._set(CLOSED)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         retry_at = self.retry_at
         return {"venue": self.venue, "state": self.state, "failures": self.failures, "retry_at": retry_at,
                 "retry_in": None if retry_at is None else max(0.0, retry_at - self._now()),

@@ -38,10 +38,10 @@ class Event:
         return rec
 
 
-_ACCESSORS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple]]] = {}
+_ACCESSORS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
 
 
-def _accessors(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple]]:
+def _accessors(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
     """The event class's field names and one C-level getter for all their values (events are made per bar)."""
     acc = _ACCESSORS.get(cls)
     if acc is None:
@@ -56,8 +56,8 @@ def encode(obj: Any) -> bytes:
     return orjson.dumps(obj, default=str)
 
 
-_iso_second = [-1, ""]
-_iso_milli = [-1, ""]
+_iso_second: list[Any] = [-1, ""]
+_iso_milli: list[Any] = [-1, ""]
 
 
 def iso_ts(ts: float) -> str:
@@ -65,7 +65,8 @@ def iso_ts(ts: float) -> str:
     to a millisecond in a backtest."""
     ms = int(ts * 1000)
     if ms == _iso_milli[0]:
-        return _iso_milli[1]
+        cached: str = _iso_milli[1]
+        return cached
     sec = ms // 1000
     if sec != _iso_second[0]:
         _iso_second[0] = sec

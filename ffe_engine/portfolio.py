@@ -9,6 +9,7 @@ import math
 from collections import deque
 from itertools import islice
 from dataclasses import dataclass
+from typing import Any
 
 from .model import ClosedTrade, Fill, Position, Side
 
@@ -236,13 +237,13 @@ class Portfolio:
         return cov / math.sqrt(va * vb)
 
     # ------------------------------------------------------------------ persistence
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {"cash": self.cash, "peak_equity": self.peak_equity, "day": self.day,
                 "day_start_equity": self.day_start_equity, "day_realised": self.day_realised,
                 "entries_today": self.entries_today, "fees_paid": self.fees_paid, "realised": self.realised,
                 "last_price": self.last_price}
 
-    def load(self, state: dict, positions: list[Position]) -> None:
+    def load(self, state: dict[str, Any], positions: list[Position]) -> None:
         self.cash = state.get("cash", self.cash)
         self.peak_equity = state.get("peak_equity", self.peak_equity)
         self.day = state.get("day", self.day)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from .config import RiskSettings
 from .model import GateResult, OrderReason, Side
 from .portfolio import Portfolio
 
@@ -49,14 +50,14 @@ class OrderIntent:
     def is_entry(self) -> bool:
         return not self.reduce_only
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"symbol": self.symbol, "side": self.side.value, "quantity": self.quantity,
                 "reason": self.reason.value, "decision_id": self.decision_id, "confidence": self.confidence,
                 "ref_price": self.ref_price, "type": self.type, "price": self.price,
                 "reduce_only": self.reduce_only, "stop_loss": self.stop_loss, "take_profit": self.take_profit}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "OrderIntent":
+    def from_dict(cls, d: dict[str, Any]) -> "OrderIntent":
         return cls(symbol=d["symbol"], side=Side(d["side"]), quantity=d["quantity"], reason=OrderReason(d["reason"]),
                    decision_id=d.get("decision_id"), confidence=d.get("confidence"), ref_price=d.get("ref_price"),
                    type=d.get("type", "market"), price=d.get("price"), reduce_only=d.get("reduce_only", False),
@@ -75,7 +76,7 @@ def _r(x: float | None, nd: int = 4) -> float | None:
 
 
 class Gatekeeper:
-    def __init__(self, risk, portfolio: Portfolio, *, trading: "TradingState",
+    def __init__(self, risk: RiskSettings, portfolio: Portfolio, *, trading: "TradingState",
                  breaker_allows: Callable[[], bool], now_ms: Callable[[], int],
                  last_bar_ts: Callable[[str], int | None], pending_entries: Callable[[], int],
                  timeframe_ms: int, live: bool) -> None:
@@ -90,7 +91,7 @@ class Gatekeeper:
         self.live = live
         self.bars_per_day = max(1.0, 86_400_000 / timeframe_ms)
 
-    def _missing(self, code: str, limit) -> GateResult:
+    def _missing(self, code: str, limit: Any) -> GateResult:
         return GateResult(code, None, limit, not self.live, INPUT_MISSING)
 
     def evaluate(self, it: OrderIntent) -> list[GateResult]:
@@ -181,8 +182,8 @@ class Gatekeeper:
         return GateResult("CORRELATION", round(worst, 4), limit, worst <= limit, f"with {worst_sym}")
 
 
-def size_entry(risk, *, equity: float, cash: float, price: float, atr: float | None, fee_rate: float,
-               amount_step: float) -> tuple[float, dict]:
+def size_entry(risk: RiskSettings, *, equity: float, cash: float, price: float, atr: float | None, fee_rate: float,
+               amount_step: float) -> tuple[float, dict[str, Any]]:
     """quantity = equity x risk_per_trade_pct / stop distance, capped by POSITION_SIZE and by the cash a spot
     account has, rounded down to the venue's step. Returns (quantity, the sizing record)."""
     if not atr or atr <= 0 or price <= 0 or equity <= 0:
