@@ -42,13 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def attach(args: argparse.Namespace) -> int:
-    from ffe_engine.control import request
-
     settings = settings_from(args)
-    try:
-        asyncio.run(request(settings.socket_path, "status", timeout=5.0))
-    except (OSError, asyncio.TimeoutError):
-        raise ControlError(f"no engine is running on {settings.socket_path}") from None
+    answer = _ask(settings, "status", {}, settings.control.request_timeout_s)
+    if not answer.get("ok"):
+        raise ControlError(str(answer.get("error")))
     from ffe_tui.app import run_console
 
     return run_console(settings, live=False, max_bars=None, attach=True)
@@ -124,22 +121,39 @@ def _render(action: str, result: Any) -> str:
     return str(result)
 
 
-def ctl(args: argparse.Namespace) -> int:
+def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One command to the engine of settings' data directory, within timeout; every failure as one line."""
     from ffe_engine.control import request
+
+    path = settings.socket_path
+    try:
+        return asyncio.run(request(path, action, payload, timeout=timeout, data_dir=settings.data_dir))
+    except TimeoutError:  # before OSError: TimeoutError is one
+        late = "" if action == "status" else f"; the {action} may still apply when the engine wakes"
+        raise ControlError(f"no answer from the engine on {path} within {timeout:g}s (stopped or busy?){late}; "
+                           "see `ffe ctl status`") from None
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ControlError(f"no engine is running on {path}") from None
+    except PermissionError:
+        raise ControlError(f"{path}: permission denied (the engine runs as another user?)") from None
+    except (OSError, ValueError) as exc:
+        raise ControlError(f"the engine on {path} did not answer: {exc}") from None
+
+
+def ctl(args: argparse.Namespace) -> int:
+    from ffe_engine.control import describe
 
     settings = settings_from(args)
     payload = _ctl_args(args)
-    path = settings.socket_path
-    try:
-        answer = asyncio.run(request(path, args.action, payload))
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise ControlError(f"no engine is running on {path}") from None
+    timeout = args.timeout if args.timeout is not None else settings.control.request_timeout_s
+    answer = _ask(settings, args.action, payload, timeout)
     if args.json:
         _print(json.dumps(answer, indent=1, default=str))
     if not answer.get("ok"):
-        raise ControlError(str(answer.get("error")))
+        raise ControlError(f"{answer.get('error')} [{describe(answer.get('engine'))}]")
     if not args.json:
         _print(_render(args.action, answer.get("result")))
+        _print(describe(answer.get("engine")))
     return 0
 
 

@@ -38,6 +38,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ffe", description="Finance Feedback Engine console")
     sub = parser.add_subparsers(dest="command")
@@ -73,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("target", nargs="?", help="approval id (approve, reject) or auto|manual (mode)")
     ctl.add_argument("--yes", action="store_true", help="confirm without asking (resume of a HALTED engine, flatten)")
     ctl.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    ctl.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                     help="give up after S seconds without an answer (default [control] request_timeout_s)")
     ctl.set_defaults(handler=commands.ctl)
 
     audit = sub.add_parser("audit", help="read the audit trail; the story of one decision")

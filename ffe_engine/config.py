@@ -284,6 +284,10 @@ class LoggingSettings(_Section):
 
 class ControlSettings(_Section):
     socket: str = ""  # empty: <data dir>/ffe.sock
+    request_timeout_s: float = Field(10.0, gt=0, le=3600)  # how long `ffe ctl` waits for an answer
+    max_connections: int = Field(16, ge=1, le=10_000)  # one more is always kept for a halt
+    idle_timeout_s: float = Field(30.0, gt=0, le=86_400)  # a connection with no request for this long is closed
+    stream_buffer_kb: int = Field(4096, ge=16, le=1_048_576)  # unsent events before a subscriber is dropped
 
 
 class TuiSettings(_Section):

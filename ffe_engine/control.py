@@ -1,14 +1,30 @@
-"""The local control socket: `ffe ctl ...` talks to a running engine through it.
+"""The local control socket: `ffe ctl ...` and `ffe attach` talk to a running engine through it.
 
-One JSON object per line each way. Request: {"cmd": "pause", "args": {...}}. Answer: {"ok": true, "result": ...}
-or {"ok": false, "error": "..."}. The socket is a Unix socket in the data directory, readable by its owner only.
+One JSON object per line each way. Request: {"cmd": "pause", "args": {...}, "data_dir": "/abs/data"} ("data_dir"
+is optional: when given, an engine on another data directory refuses the command). Answer: {"ok": true,
+"result": ..., "engine": {...}} or {"ok": false, "error": "...", "engine": {...}}; "engine" names the engine that
+answered (instance, data directory, pid).
+
+The socket belongs to one engine: a lock file beside it (`<socket>.lock`) is held while the engine runs, a socket
+left by a dead engine is removed only when nobody answers on it, and a stopping engine removes the socket only if
+the path is still the one it bound. The socket is created private (umask 077 around bind) and every connection's
+peer is checked (SO_PEERCRED): only the engine's own user and root are served.
+
+Connections are bounded (`[control] max_connections`), idle ones are closed (`idle_timeout_s`), and one more
+connection is always kept for a `halt`. Event-stream subscribers (`ffe attach`) that stop reading are disconnected
+once `stream_buffer_kb` of events wait for them: the engine never waits for a reader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -17,10 +33,25 @@ import structlog
 
 from .api import STREAM, dispatch
 from .engine import Engine
-from .errors import ControlError
+from .errors import ControlError, StartError
 from .events import encode
 
 log = structlog.get_logger("ffe.control")
+
+MAX_REQUEST_BYTES = 64 * 1024  # one request line; anything longer is refused and the connection closed
+MAX_ANSWER_BYTES = 1 << 24  # what a client reads in one answer line (a status with many orders)
+STREAM_INTERVAL_S = 0.02  # events are sent to subscribers in batches at most this often
+PROBE_TIMEOUT_S = 2.0  # how long a starting engine waits for an engine already on its socket path
+# Connections taken from the kernel at once, and the kernel's queue of connections not yet taken: small, so a
+# flood never holds more descriptors than the limit plus this (each one past the limit is closed at once).
+ACCEPT_BACKLOG = 32
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_connections: int = 16  # besides these, one connection is kept for a halt
+    idle_timeout_s: float = 30.0  # a connection that sends no request for this long is closed
+    stream_buffer_bytes: int = 4 << 20  # events waiting for one subscriber before it is disconnected
 
 
 def _jsonable(x: Any) -> Any:
@@ -35,76 +66,315 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def engine_identity(instance: str, data_dir: Path) -> dict[str, Any]:
+    """What every answer carries so the caller knows which engine it reached."""
+    return {"instance": instance, "data_dir": os.path.realpath(data_dir), "pid": os.getpid()}
+
+
+def describe(identity: Any) -> str:
+    """`engine pid 123 on /srv/ffe/data (instance 1a2b3c)`, from an answer's "engine"."""
+    if not isinstance(identity, dict):
+        return "an unnamed engine"
+    return (f"engine pid {identity.get('pid')} on {identity.get('data_dir')} "
+            f"(instance {identity.get('instance')})")
+
+
+# ---------------------------------------------------------------------------------------------------- the socket path
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _claim(path: Path) -> int | None:
+    """Hold `<socket>.lock` for as long as the engine serves `path`; None when another engine holds it. The lock
+    file is never removed: removing a lock file races with the next one to take it."""
+    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _answers(path: Path) -> bool:
+    """Whether something accepts connections on path. A refused connection means nobody listens: a socket left
+    by an engine that died. A stopped (SIGSTOP) engine still accepts: its socket is not stale."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(PROBE_TIMEOUT_S)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError as exc:
+        raise StartError(f"control socket {path}: cannot tell whether an engine is on it ({exc.strerror}); "
+                         "remove it or choose another [control] socket") from None
+    finally:
+        probe.close()
+    return True
+
+
+def _clear_stale(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartError(f"control socket {path} exists and is not a socket; remove it or choose another "
+                         "[control] socket")
+    if _answers(path):
+        raise StartError(f"control socket {path} is in use by a process that answers on it; stop it or choose "
+                         "another [control] socket")
+    path.unlink()  # nobody answers: left by an engine that died (and we hold the socket's lock)
+
+
+def _bind(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)  # the socket is private from the moment it exists: no window before a chmod
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise StartError(f"control socket {path}: {exc.strerror or exc}") from None
+    finally:
+        os.umask(old)
+    sock.listen(ACCEPT_BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def _same_file(path: Path, ident: tuple[int, int] | None) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return ident is not None and (st.st_dev, st.st_ino) == ident
+
+
+def peer_uid(sock: socket.socket | None) -> int | None:
+    """The uid of the process on the other end (Linux SO_PEERCRED); None where it cannot be read."""
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return struct.unpack("3i", raw)[1]
+
+
+# ---------------------------------------------------------------------------------------------------- the server
 class ControlServer:
-    def __init__(self, engine: Engine, path: Path) -> None:
+    def __init__(self, engine: Engine, path: Path, *, data_dir: Path | None = None, instance: str = "-",
+                 limits: Limits = Limits()) -> None:
         self.engine = engine
         self.path = Path(path)
+        self.limits = limits
+        self.identity = engine_identity(instance, data_dir if data_dir is not None else self.path.parent)
         self._server: asyncio.AbstractServer | None = None
+        self._lock_fd: int | None = None
+        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket this server created
+        self._uid = os.geteuid()
+        self._open = 0  # connections holding one of the max_connections places
+        self._reserved: asyncio.StreamWriter | None = None  # the connection in the place kept for a halt
+        self._halting = False  # ... and it is carrying out its halt
+        self._full_logged = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._streams: set[asyncio.StreamWriter] = set()
+        self._fan_out: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            self.path.unlink()  # a stale socket from a previous run: the data-dir lock says we are the only one
-        self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
-        os.chmod(self.path, 0o600)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_fd = _claim(self.path)
+        if self._lock_fd is None:
+            raise StartError(f"control socket {self.path} belongs to {await _holder(self.path)}; give each engine "
+                             "its own [control] socket (empty: <data dir>/ffe.sock)")
+        try:
+            _clear_stale(self.path)
+            sock = _bind(self.path)
+            st = os.lstat(self.path)
+            self._bound = (st.st_dev, st.st_ino)
+            self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=MAX_REQUEST_BYTES,
+                                                           backlog=ACCEPT_BACKLOG)
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise
+        log.info("control socket ready", path=str(self.path), **self.identity)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
             self._server = None
-        try:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._fan_out is not None:
+            self._fan_out.cancel()
+            self._fan_out = None
+        if _same_file(self.path, self._bound):
+            # Only the socket this engine bound: if the path is now another engine's, it stays.
             self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self._bound = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
-    async def _stream(self, writer: asyncio.StreamWriter) -> None:
-        """Every event from now on, one JSON line each, until the client goes away (ffe attach)."""
-        sub = self.engine.bus.subscribe(maxlen=20_000)
-        try:
-            writer.write(encode({"event": "snapshot", "snapshot": _jsonable(self.engine.snapshot())}) + b"\n")
-            await writer.drain()
-            while True:
-                batch = await sub.get_batch(timeout=1.0)
-                if batch:
-                    writer.write(b"".join(event_line(ev) for ev in batch))
-                    await writer.drain()
-        finally:
-            self.engine.bus.unsubscribe(sub)
+    # ------------------------------------------------------------------ connections
+    def _take_place(self, writer: asyncio.StreamWriter) -> str | None:
+        """A place for a new connection: one of max_connections, else the one kept for a halt. That one goes to
+        the newest connection (one still waiting for its request gives it up), so a halt always gets in unless
+        another halt is being carried out."""
+        if self._open < self.limits.max_connections:
+            self._open += 1
+            self._full_logged = False
+            return "normal"
+        if not self._full_logged:  # once per episode: a flood of connections is not a flood of log lines
+            log.warning("control connections at their limit: only a halt is served until some close",
+                        max_connections=self.limits.max_connections)
+            self._full_logged = True
+        if self._reserved is not None:
+            if self._halting:
+                return None
+            self._reserved.transport.abort()
+        self._reserved = writer
+        return "reserved"
+
+    def _give_back(self, place: str | None, writer: asyncio.StreamWriter) -> None:
+        if place == "normal":
+            self._open -= 1
+        elif place == "reserved" and self._reserved is writer:
+            self._reserved = None
+            self._halting = False
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        place: str | None = None
         try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                try:
-                    req = json.loads(line)
-                except ValueError as exc:
-                    answer: dict[str, Any] = {"ok": False, "error": f"not a JSON request: {exc}"}
-                else:
-                    if isinstance(req, dict) and req.get("cmd") == STREAM:
-                        await self._stream(writer)
-                        return
-                    answer = await self._answer(req)
-                writer.write((json.dumps(answer, default=str) + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+            uid = peer_uid(writer.get_extra_info("socket"))
+            if uid is not None and uid not in (self._uid, 0):
+                log.warning("control connection from another user refused", uid=uid)
+                writer.write(b'{"ok": false, "error": "refused: not the engine\'s user"}\n')
+                return
+            place = self._take_place(writer)
+            if place is None:
+                await self._reply(writer, {"ok": False, "error": "too many control connections; try again"})
+                return
+            await self._serve(reader, writer, halt_only=place == "reserved")
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
             pass
+        except Exception as exc:  # one line with its type; the socket stays up for the next caller
+            log.warning("control connection failed", error=f"{type(exc).__name__}: {exc}")
         finally:
+            self._give_back(place, writer)
+            self._writers.discard(writer)
+            self._streams.discard(writer)
             writer.close()
 
-    async def _answer(self, req: Any) -> dict[str, Any]:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, halt_only: bool) -> None:
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), self.limits.idle_timeout_s)
+            except asyncio.TimeoutError:
+                return  # idle: its place goes to someone else
+            except ValueError:  # no newline within the limit
+                await self._reply(writer, {"ok": False,
+                                           "error": f"a request is one line of at most {MAX_REQUEST_BYTES} bytes"})
+                return
+            if not line:
+                return
+            req, answer = self._parse(line)
+            if req is not None:
+                cmd = req["cmd"]
+                if halt_only:
+                    if cmd != "halt":
+                        await self._reply(writer, {"ok": False, "error": "too many control connections: only "
+                                                                         "halt is served now; try again"})
+                        return
+                    self._halting = True
+                if cmd == STREAM:
+                    await self._stream(reader, writer)
+                    return
+                answer = await self._answer(cmd, req.get("args"))
+            await self._reply(writer, answer)
+            if halt_only:
+                return  # the place kept for a halt serves one request
+
+    def _parse(self, line: bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """The request, or None and the answer that refuses it."""
         try:
-            if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-                raise ControlError('a request is {"cmd": NAME, "args": {...}}')
-            result = await dispatch(self.engine, req["cmd"], req.get("args"))
+            req = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            return None, {"ok": False, "error": f"not a JSON request: {type(exc).__name__}"}
+        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+            return None, {"ok": False, "error": 'a request is {"cmd": NAME, "args": {...}}'}
+        wanted = req.get("data_dir")
+        if wanted is not None:
+            if not isinstance(wanted, str) or "\x00" in wanted:
+                return None, {"ok": False, "error": "data_dir must be a path"}
+            if os.path.realpath(wanted) != self.identity["data_dir"]:
+                return None, {"ok": False, "error": f"the engine on {self.path} runs on data directory "
+                                                    f"{self.identity['data_dir']}, not {wanted}: nothing done"}
+        return req, {}
+
+    async def _reply(self, writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
+        writer.write((json.dumps({**answer, "engine": self.identity}, default=str) + "\n").encode())
+        await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
+
+    async def _answer(self, cmd: str, args: Any) -> dict[str, Any]:
+        try:
+            result = await dispatch(self.engine, cmd, args)
         except ControlError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # the engine failed to carry it out: the caller is told what, the socket stays up
-            log.warning("control command failed", cmd=req.get("cmd"), error=f"{type(exc).__name__}: {exc}")
+            log.warning("control command failed", cmd=cmd, error=f"{type(exc).__name__}: {exc}")
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         return {"ok": True, "result": _jsonable(result)}
+
+    # ------------------------------------------------------------------ the event stream
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Every event from now on, one JSON line each, until the client goes away or falls behind (ffe attach)."""
+        writer.write(encode({"event": "snapshot", "snapshot": _jsonable(self.engine.snapshot()),
+                             "engine": self.identity}) + b"\n")
+        self._streams.add(writer)
+        if self._fan_out is None or self._fan_out.done():
+            self._fan_out = asyncio.ensure_future(self._send_events())
+        while await reader.read(4096):
+            pass  # a subscriber sends nothing more; its end of file ends the stream
+
+    async def _send_events(self) -> None:
+        """One bus subscription for all subscribers: each event is encoded once and written to every subscriber
+        without waiting for any; one whose unsent events pass the limit is disconnected."""
+        sub = self.engine.bus.subscribe(maxlen=20_000)
+        try:
+            while self._streams:
+                batch = await sub.get_batch(timeout=1.0)
+                if not batch:
+                    continue
+                data = b"".join(event_line(ev) for ev in batch)
+                slow = 0
+                for writer in list(self._streams):
+                    transport = writer.transport
+                    if transport.is_closing():
+                        self._streams.discard(writer)
+                        continue
+                    transport.write(data)
+                    if transport.get_write_buffer_size() > self.limits.stream_buffer_bytes:
+                        self._streams.discard(writer)
+                        transport.abort()
+                        slow += 1
+                if slow:
+                    log.warning("event stream subscribers disconnected: not reading", count=slow,
+                                limit_bytes=self.limits.stream_buffer_bytes)
+                await asyncio.sleep(STREAM_INTERVAL_S)
+        finally:
+            self.engine.bus.unsubscribe(sub)
+
+
+async def _holder(path: Path) -> str:
+    """The engine serving path, named by its own answer (for an error message: best effort)."""
+    try:
+        answer = await request(path, "status", timeout=PROBE_TIMEOUT_S)
+    except (OSError, ValueError):
+        return "another running engine"
+    return describe(answer.get("engine"))
 
 
 def event_line(ev) -> bytes:
@@ -114,12 +384,42 @@ def event_line(ev) -> bytes:
     return encode(rec) + b"\n"
 
 
-async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
-    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+# ---------------------------------------------------------------------------------------------------- the client
+async def connect(path: Path) -> socket.socket:
+    """A connected socket to path. While the engine's queue of new connections is full (it is busy, or stopped)
+    this keeps trying: the caller's timeout decides how long."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        writer.write((json.dumps({"cmd": cmd, "args": args or {}}) + "\n").encode())
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout)
+        while True:
+            try:
+                sock.connect(str(path))
+                return sock
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0,
+                  data_dir: Path | None = None) -> dict[str, Any]:
+    """Send one command and read its answer, all within `timeout` (asyncio.TimeoutError past it). With
+    `data_dir`, an engine on another data directory refuses the command instead of carrying it out."""
+    message: dict[str, Any] = {"cmd": cmd, "args": args or {}}
+    if data_dir is not None:
+        message["data_dir"] = os.path.realpath(data_dir)
+
+    async def exchange() -> dict[str, Any]:
+        reader, writer = await asyncio.open_unix_connection(sock=await connect(path), limit=MAX_ANSWER_BYTES)
+        try:
+            writer.write((json.dumps(message) + "\n").encode())
+            await writer.drain()
+            line = await reader.readline()
+        finally:
+            writer.close()
+        if not line:
+            raise ConnectionResetError("the engine closed the connection without answering")
         return json.loads(line)
-    finally:
-        writer.close()
+
+    return await asyncio.wait_for(exchange(), timeout)

@@ -3,6 +3,10 @@
 Headless and console runs both hold their engine through an `EngineHost`, so the two start and stop the same
 way. Stop order (safety-relevant): stop requested, engine loop ended, control socket closed, state and books
 stored, audit flushed, store closed, data-directory lock released.
+
+Everything the engine's process creates is private to its user: the process runs under umask 077 from the
+moment the host opens (directories 0700; database, lock, audit and socket 0600), whatever umask it was started
+with. Files and directories that already exist keep their modes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import fcntl
 import os
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -20,7 +25,7 @@ import structlog
 from .audit import AuditWriter, Redactor, setup_logging
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
-from .control import ControlServer
+from .control import ControlServer, Limits
 from .engine import Engine, EngineOptions
 from .errors import StartError
 from .events import ErrorEvent, EventBus, LogEvent
@@ -33,6 +38,7 @@ from .venues.base import Venue
 log = structlog.get_logger("ffe.host")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PRIVATE = 0o077  # the umask while a host is open: the engine's records are its user's alone
 
 
 def install_signals(on_stop: Callable[[str], None], on_halt: Callable[[], None]) -> list[int]:
@@ -55,7 +61,7 @@ def remove_signals(installed: list[int]) -> None:
 
 def acquire_lock(data_dir: Path) -> int:
     """One engine per data directory: two would journal orders into the same book."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / "ffe.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -72,13 +78,15 @@ class EngineHost:
     """Owns everything an engine needs from its process. Build it with `await EngineHost.open(...)`."""
 
     def __init__(self, settings: Settings, engine: Engine, store: Store, audit: AuditWriter, bus: EventBus,
-                 lock_fd: int | None) -> None:
+                 lock_fd: int | None, umask: int | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.store = store
         self.audit = audit
         self.bus = bus
         self._lock_fd = lock_fd
+        self._umask = umask  # the process's umask before open, put back by close
+        self.instance = uuid.uuid4().hex[:12]  # tells this run apart on the control socket and in its log
         self._server: ControlServer | None = None
         self._signals: list[int] = []
         self._halts: list[asyncio.Task[Any]] = []
@@ -89,7 +97,12 @@ class EngineHost:
                    headless: bool = True, log_stream: IO[str] | None = None, feed: Feed | None = None,
                    venue: Venue | None = None, clock: Clock | None = None) -> EngineHost:
         """Build every part from the settings and start the engine (state restored, orders recovered)."""
-        lock_fd = acquire_lock(settings.data_dir)
+        umask = os.umask(PRIVATE)
+        try:
+            lock_fd = acquire_lock(settings.data_dir)
+        except BaseException:
+            os.umask(umask)
+            raise
         secrets = settings.secrets()
         bus = EventBus(redact=Redactor(secrets).text if secrets else None)
         store: Store | None = None
@@ -121,7 +134,7 @@ class EngineHost:
                                     start_state=start_state, max_bars=max_bars)
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                                   options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit)
-            host = cls(settings, engine, store, audit, bus, lock_fd)
+            host = cls(settings, engine, store, audit, bus, lock_fd, umask)
             await engine.start()
             return host
         except BaseException:
@@ -131,11 +144,16 @@ class EngineHost:
             if audit is not None:
                 audit.close()
             os.close(lock_fd)
+            os.umask(umask)
             raise
 
     # ------------------------------------------------------------------ control socket and signals
     async def start_control(self) -> None:
-        self._server = ControlServer(self.engine, self.settings.socket_path)
+        control = self.settings.control
+        limits = Limits(max_connections=control.max_connections, idle_timeout_s=control.idle_timeout_s,
+                        stream_buffer_bytes=control.stream_buffer_kb * 1024)
+        self._server = ControlServer(self.engine, self.settings.socket_path, data_dir=self.settings.data_dir,
+                                     instance=self.instance, limits=limits)
         await self._server.start()
 
     def install_signals(self, on_stop: Callable[[str], None] | None = None,
@@ -154,9 +172,9 @@ class EngineHost:
     # ------------------------------------------------------------------ run and stop
     async def run(self) -> int:
         """Headless: control socket, signals, the engine loop to its end, then the ordered stop. The exit code."""
-        await self.start_control()
-        self.install_signals()
         try:
+            await self.start_control()  # refused when another engine has the socket: the stop below still runs
+            self.install_signals()
             await self.engine.run()
         finally:
             await self.close()
@@ -191,6 +209,9 @@ class EngineHost:
                     if self._lock_fd is not None:
                         os.close(self._lock_fd)
                         self._lock_fd = None
+                    if self._umask is not None:
+                        os.umask(self._umask)
+                        self._umask = None
         finally:
             self._closed.set_result(None)
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from .api import STREAM
 from .config import Settings
-from .control import request
+from .control import MAX_ANSWER_BYTES, connect, request
 from .errors import ControlError, StartError
 from .execution import CancelReport
 from .events import EVENT_TYPES, Event, EventBus
@@ -33,9 +35,11 @@ def event_from(rec: dict[str, Any]) -> Event | None:
 
 
 class RemoteEngine:
-    def __init__(self, path: Path, bus: EventBus) -> None:
+    def __init__(self, path: Path, bus: EventBus, *, data_dir: Path | None = None, timeout: float = 10.0) -> None:
         self.path = Path(path)
         self.bus = bus
+        self.data_dir = data_dir  # an engine on another data directory refuses every command
+        self.timeout = timeout
         self._snapshot: dict[str, Any] = {}
         self._stop = asyncio.Event()
         self._reader: asyncio.StreamReader | None = None
@@ -44,14 +48,21 @@ class RemoteEngine:
 
     async def connect(self) -> None:
         self._snapshot = await self._call("status")
-        self._reader, self._writer = await asyncio.open_unix_connection(str(self.path), limit=2 ** 24)
-        self._writer.write(b'{"cmd": "subscribe"}\n')
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=await connect(self.path),
+                                                                        limit=MAX_ANSWER_BYTES)
+        stream: dict[str, Any] = {"cmd": STREAM}
+        if self.data_dir is not None:
+            stream["data_dir"] = os.path.realpath(self.data_dir)
+        self._writer.write((json.dumps(stream) + "\n").encode())
         await self._writer.drain()
 
     async def _call(self, cmd: str, **args: Any) -> Any:
         try:
-            answer = await request(self.path, cmd, args)
-        except (FileNotFoundError, ConnectionError) as exc:
+            answer = await request(self.path, cmd, args, timeout=self.timeout, data_dir=self.data_dir)
+        except asyncio.TimeoutError:
+            raise ControlError(f"the engine at {self.path} did not answer {cmd} within {self.timeout:g}s; "
+                               "it may still carry it out") from None
+        except (FileNotFoundError, ConnectionError, ValueError) as exc:
             raise ControlError(f"engine at {self.path} is gone: {exc}") from None
         if not answer.get("ok"):
             raise ControlError(str(answer.get("error")))
@@ -160,7 +171,8 @@ class RemoteHost:
 
 async def attach(settings: Settings) -> RemoteHost:
     bus = EventBus()
-    engine = RemoteEngine(settings.socket_path, bus)
+    engine = RemoteEngine(settings.socket_path, bus, data_dir=settings.data_dir,
+                          timeout=settings.control.request_timeout_s)
     try:
         await engine.connect()
     except (FileNotFoundError, ConnectionRefusedError, ControlError) as exc:

@@ -47,7 +47,7 @@ async def test_a_string_false_never_re_arms_a_halted_engine(served):
     answer = await request(path, "resume", {"confirm": 1})
     assert answer["ok"] is False and engine.state is EngineState.HALTED
     answer = await request(path, "resume", {"confirm": True, "by": "test"})
-    assert answer == {"ok": True, "result": "RUNNING"}
+    assert answer["ok"] is True and answer["result"] == "RUNNING"
 
 
 async def test_wrong_missing_and_unknown_arguments_are_refused_by_name(served):

@@ -28,7 +28,7 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     assert answer["result"]["bars"] >= 0 and "positions" in answer["result"]
 
     paused = ctl("pause")
-    assert paused.returncode == 0 and paused.stdout.strip() == "PAUSED", paused.stdout + paused.stderr
+    assert paused.returncode == 0 and paused.stdout.splitlines()[0] == "PAUSED", paused.stdout + paused.stderr
     assert db_value(db, "SELECT state FROM engine_state") == "PAUSED"
     assert db_value(db, "SELECT by FROM engine_state") == "ctl"
     assert ctl("status").stdout.startswith("PAPER PAUSED (ffe ctl pause)")
@@ -38,14 +38,15 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
                what="a decision while paused")
 
     resumed = ctl("resume")
-    assert resumed.returncode == 0 and resumed.stdout.strip() == "RUNNING", resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0 and resumed.stdout.splitlines()[0] == "RUNNING", resumed.stdout + resumed.stderr
     assert db_value(db, "SELECT state FROM engine_state") == "RUNNING"
 
     halted = ctl("halt", "--json")
     assert halted.returncode == 0, halted.stderr
     report = json.loads(halted.stdout)["result"]
     assert set(report) >= {"cancelled", "failed"} and report["failed"] == []
-    assert ctl("halt").stdout.strip() == "HALTED: 0 open orders cancelled"  # a second halt: nothing left to cancel
+    # A second halt: nothing left to cancel.
+    assert ctl("halt").stdout.splitlines()[0] == "HALTED: 0 open orders cancelled"
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
     assert ctl("status").stdout.startswith("PAPER HALTED (ffe ctl halt)")
 
@@ -56,7 +57,7 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
 
     rearmed = ctl("resume", "--yes")
-    assert rearmed.returncode == 0 and rearmed.stdout.strip() == "RUNNING", rearmed.stdout + rearmed.stderr
+    assert rearmed.returncode == 0 and rearmed.stdout.splitlines()[0] == "RUNNING", rearmed.stdout + rearmed.stderr
     assert db_value(db, "SELECT state FROM engine_state") == "RUNNING"
     assert db_value(db, "SELECT reason FROM engine_state") == "re-armed"
 

@@ -282,7 +282,7 @@ async def test_ffe_ctl_talks_to_the_console(tmp_path):
         proc = await asyncio.create_subprocess_exec(*ffe_cmd("ctl", "pause"), cwd=tmp_path, env=ffe_env(),
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0 and out.decode().strip() == "PAUSED", (out, err)
+        assert proc.returncode == 0 and out.decode().splitlines()[0] == "PAUSED", (out, err)
         await until(pilot, lambda: "PAUSED" in status_text(app) and "ffe ctl pause" in status_text(app),
                     "the pause from ffe ctl on the status line")
 

@@ -1,0 +1,211 @@
+"""Who owns the control socket, who may talk on it, and what `ffe ctl` does when nobody answers. Real headless
+engines in subprocesses, real Unix sockets, another uid for the peer check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import stat
+import tempfile
+from pathlib import Path
+
+from conftest import db_value, ffe_env, run_ffe, wait_until
+
+from ffe_engine.control import request
+
+
+def _start(spawn_ffe, tmp_path: Path, data: str, sock: Path | None = None, name: str = "ffe", **env: str):
+    extra = {"FFE_MARKET__SPEED": "20", **env}
+    if sock is not None:
+        extra["FFE_CONTROL__SOCKET"] = str(sock)
+    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", data, "--log-dir", f"logs-{data}",
+                       env=ffe_env(**extra), name=name)
+    path = sock or tmp_path / data / "ffe.sock"
+    wait_until(lambda: _answers(path) or not engine.alive(), timeout=60, what=f"{path} answering")
+    assert engine.alive(), engine.stderr
+    return engine
+
+
+def _answers(path: Path) -> bool:
+    try:
+        return asyncio.run(request(path, "status", timeout=10))["ok"]
+    except OSError:
+        return False
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("ffe: ")]
+
+
+# ---------------------------------------------------------------------------------------------------- ownership
+def test_a_second_engine_on_the_same_socket_is_refused_and_ctl_names_the_engine(tmp_path, spawn_ffe):
+    sock = tmp_path / "ctl.sock"
+    env = ffe_env(FFE_CONTROL__SOCKET=str(sock))
+    one = _start(spawn_ffe, tmp_path, "data1", sock, name="one")
+    inode = sock.stat().st_ino
+
+    two = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data2", "--log-dir", "logs-data2",
+                    env=ffe_env(FFE_MARKET__SPEED="20", FFE_CONTROL__SOCKET=str(sock)), name="two")
+    assert two.wait(timeout=60) == 2, two.stderr
+    [line] = _error_lines(two.stderr)
+    assert line.startswith(f"ffe: error: control socket {sock} belongs to engine pid {one.pid} on ")
+    assert os.path.realpath(tmp_path / "data1") in line and "Traceback" not in two.stderr
+    assert sock.stat().st_ino == inode and one.alive()  # the first engine's socket was left alone
+
+    status = run_ffe(tmp_path, "ctl", "status", "--data-dir", "data1", env=env)
+    assert status.returncode == 0, status.stderr
+    first, named = status.stdout.splitlines()
+    assert first.startswith("PAPER RUNNING")
+    assert named.startswith(f"engine pid {one.pid} on {os.path.realpath(tmp_path / 'data1')} (instance ")
+    answer = json.loads(run_ffe(tmp_path, "ctl", "status", "--json", "--data-dir", "data1", env=env).stdout)
+    assert answer["engine"]["pid"] == one.pid and answer["engine"]["data_dir"] == os.path.realpath(tmp_path / "data1")
+    assert len(answer["engine"]["instance"]) >= 8
+
+    # Asking for data2's engine on this socket reaches data1's engine: it refuses, nothing is done.
+    wrong = run_ffe(tmp_path, "ctl", "halt", "--data-dir", "data2", env=env)
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    [line] = wrong.stderr.splitlines()
+    assert "runs on data directory" in line and "nothing done" in line and f"engine pid {one.pid}" in line
+    assert db_value(tmp_path / "data1" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
+
+    one.send(signal.SIGTERM)
+    assert one.wait(timeout=30) == 0, one.stderr
+    assert not sock.exists()
+
+
+def test_a_socket_left_by_a_killed_engine_is_taken_over(tmp_path, spawn_ffe):
+    first = _start(spawn_ffe, tmp_path, "data", name="first")
+    first.kill()
+    sock = tmp_path / "data" / "ffe.sock"
+    assert sock.exists()  # SIGKILL leaves it behind; nobody answers on it
+    second = _start(spawn_ffe, tmp_path, "data", name="second")
+    answer = asyncio.run(request(sock, "status", timeout=10))
+    assert answer["engine"]["pid"] == second.pid
+
+
+def test_a_stopping_engine_removes_only_its_own_socket(tmp_path, spawn_ffe):
+    sock = tmp_path / "data" / "ffe.sock"
+    engine = _start(spawn_ffe, tmp_path, "data")
+    os.rename(sock, tmp_path / "moved.sock")  # the path now belongs to someone else
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        other.bind(str(sock))
+        inode = sock.stat().st_ino
+        engine.send(signal.SIGTERM)
+        assert engine.wait(timeout=30) == 0, engine.stderr
+        assert sock.exists() and sock.stat().st_ino == inode
+    finally:
+        other.close()
+
+
+# ---------------------------------------------------------------------------------------------------- permissions
+def test_records_directories_and_socket_are_private_under_umask_000(tmp_path, spawn_ffe):
+    old = os.umask(0)
+    try:
+        engine = _start(spawn_ffe, tmp_path, "data")
+    finally:
+        os.umask(old)
+    wait_until(lambda: (tmp_path / "logs-data" / "audit.jsonl").exists(), what="the audit file")
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(os.lstat(path).st_mode)
+
+    assert mode(tmp_path / "data") == 0o700 and mode(tmp_path / "logs-data") == 0o700
+    for name in ("ffe.db", "ffe.lock", "ffe.sock.lock"):
+        assert mode(tmp_path / "data" / name) == 0o600, name
+    assert mode(tmp_path / "logs-data" / "audit.jsonl") == 0o600
+    assert mode(tmp_path / "data" / "ffe.sock") & 0o077 == 0
+    for path in [*(tmp_path / "data").iterdir(), *(tmp_path / "logs-data").iterdir()]:
+        assert mode(path) & 0o077 == 0, f"{path} is {oct(mode(path))}"
+    engine.send(signal.SIGTERM)
+    assert engine.wait(timeout=30) == 0, engine.stderr
+
+
+def _as_other_user(path: Path, line: bytes) -> bytes:
+    """Connect to path as uid/gid 65534 (nobody) in a child process, send line, return what came back."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(30)
+            s.connect(str(path))
+            try:
+                s.sendall(line)
+            except BrokenPipeError:
+                pass  # the engine may have answered and closed before the request went out
+            got = b""
+            while not got.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            os.write(write_end, got or b"<closed>")
+        except BaseException as exc:
+            os.write(write_end, f"<{type(exc).__name__}: {exc}>".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        chunks = []
+        while chunk := os.read(read_end, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    return b"".join(chunks)
+
+
+def test_another_user_is_refused_even_on_a_socket_open_to_all(tmp_path, spawn_ffe):
+    assert os.geteuid() == 0, "this test connects as another uid, which needs root"
+    public = Path(tempfile.mkdtemp(prefix="ffe-ctl-"))  # short, and reachable by another user
+    try:
+        os.chmod(public, 0o711)
+        sock = public / "ctl.sock"
+        engine = _start(spawn_ffe, tmp_path, "data", sock)
+        os.chmod(sock, 0o777)  # as if the mode were lost: the peer check has to hold on its own
+        got = _as_other_user(sock, b'{"cmd": "pause", "args": {"by": "intruder"}}\n')
+        answer = json.loads(got)
+        assert answer["ok"] is False and answer["error"].startswith("refused"), got
+        assert "engine" not in answer  # another user is not told which engine this is
+        assert db_value(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
+        assert "control connection from another user refused" in engine.stderr
+        ours = run_ffe(tmp_path, "ctl", "pause", "--data-dir", "data", env=ffe_env(FFE_CONTROL__SOCKET=str(sock)))
+        assert ours.returncode == 0 and ours.stdout.startswith("PAUSED"), ours.stderr
+        engine.send(signal.SIGTERM)
+        assert engine.wait(timeout=30) == 0, engine.stderr
+    finally:
+        for leftover in public.iterdir():
+            leftover.unlink()
+        public.rmdir()
+
+
+# ---------------------------------------------------------------------------------------------------- a stopped engine
+def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_on_waking(tmp_path, spawn_ffe):
+    engine = _start(spawn_ffe, tmp_path, "data")
+    db = tmp_path / "data" / "ffe.db"
+    engine.send(signal.SIGSTOP)
+    try:
+        status = run_ffe(tmp_path, "ctl", "status", "--data-dir", "data",
+                         env=ffe_env(FFE_CONTROL__REQUEST_TIMEOUT_S="0.5"))
+        halt = run_ffe(tmp_path, "ctl", "halt", "--data-dir", "data", "--timeout", "1")
+    finally:
+        engine.send(signal.SIGCONT)
+    assert status.returncode == 1 and status.stdout == ""
+    assert status.stderr.splitlines() == [f"ffe: error: no answer from the engine on data/ffe.sock within 0.5s "
+                                          "(stopped or busy?); see `ffe ctl status`"]
+    assert halt.returncode == 1 and halt.stdout == ""
+    [line] = halt.stderr.splitlines()
+    assert line.startswith("ffe: error: no answer from the engine on data/ffe.sock within 1s")
+    assert "the halt may still apply when the engine wakes" in line
+    # It does: the request waited in the socket and the engine carries it out once it runs again.
+    wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=60, what="HALTED")
+    engine.send(signal.SIGTERM)
+    assert engine.wait(timeout=30) == 0, engine.stderr
