@@ -34,7 +34,7 @@ import structlog
 from .api import STREAM, dispatch
 from .engine import Engine
 from .errors import ControlError, StartError
-from .events import encode
+from .events import Event, encode
 
 log = structlog.get_logger("ffe.control")
 
@@ -158,7 +158,8 @@ def peer_uid(sock: socket.socket | None) -> int | None:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
         return None
-    return struct.unpack("3i", raw)[1]
+    uid: int = struct.unpack("3i", raw)[1]
+    return uid
 
 
 # ---------------------------------------------------------------------------------------------------- the server
@@ -377,7 +378,7 @@ async def _holder(path: Path) -> str:
     return describe(answer.get("engine"))
 
 
-def event_line(ev) -> bytes:
+def event_line(ev: Event) -> bytes:
     """One event for a remote console: name, seq, ts and the event's fields."""
     rec = {"event": ev.name, "seq": ev.seq, "ts": ev.ts, "audit": ev.audit}
     rec.update(ev.payload())
@@ -420,6 +421,9 @@ async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, time
             writer.close()
         if not line:
             raise ConnectionResetError("the engine closed the connection without answering")
-        return json.loads(line)
+        answer = json.loads(line)
+        if not isinstance(answer, dict):
+            raise ValueError(f"not an answer: {line[:80]!r}")
+        return answer
 
     return await asyncio.wait_for(exchange(), timeout)
