@@ -84,15 +84,18 @@ def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def _claim(path: Path) -> int | None:
-    """Hold `<socket>.lock` for as long as the engine serves `path`; None when another engine holds it. The lock
-    file is never removed: removing a lock file races with the next one to take it."""
+async def claim(path: Path) -> int:
+    """Hold `<socket>.lock` for as long as an engine serves `path` (the returned descriptor); StartError naming the
+    engine that holds it. The lock file is never removed: removing a lock file races with the next one to take
+    it. A host claims its socket before its engine starts, so a refused start changes nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        return None
+        raise StartError(f"control socket {path} belongs to {await _holder(path)}; give each engine its own "
+                         "[control] socket (empty: <data dir>/ffe.sock)") from None
     return fd
 
 
@@ -182,12 +185,9 @@ class ControlServer:
         self._streams: set[asyncio.StreamWriter] = set()
         self._fan_out: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock_fd = _claim(self.path)
-        if self._lock_fd is None:
-            raise StartError(f"control socket {self.path} belongs to {await _holder(self.path)}; give each engine "
-                             "its own [control] socket (empty: <data dir>/ffe.sock)")
+    async def start(self, claimed: int | None = None) -> None:
+        """Serve on the path; `claimed` is the descriptor from `claim` (this server closes it at stop)."""
+        self._lock_fd = claimed if claimed is not None else await claim(self.path)
         try:
             _clear_stale(self.path)
             sock = _bind(self.path)

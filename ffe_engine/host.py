@@ -25,7 +25,7 @@ import structlog
 from .audit import AuditWriter, Redactor, setup_logging
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
-from .control import ControlServer, Limits
+from .control import ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
 from .errors import StartError
 from .events import ErrorEvent, EventBus, LogEvent
@@ -78,7 +78,7 @@ class EngineHost:
     """Owns everything an engine needs from its process. Build it with `await EngineHost.open(...)`."""
 
     def __init__(self, settings: Settings, engine: Engine, store: Store, audit: AuditWriter, bus: EventBus,
-                 lock_fd: int | None, umask: int | None = None) -> None:
+                 lock_fd: int | None, umask: int | None = None, socket_lock: int | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.store = store
@@ -88,6 +88,7 @@ class EngineHost:
         self._umask = umask  # the process's umask before open, put back by close
         self.instance = uuid.uuid4().hex[:12]  # tells this run apart on the control socket and in its log
         self._server: ControlServer | None = None
+        self._socket_lock = socket_lock  # the control socket's path, claimed at open; the server's once it serves
         self._signals: list[int] = []
         self._halts: list[asyncio.Task[Any]] = []
         self._closed: asyncio.Future[None] | None = None
@@ -107,7 +108,10 @@ class EngineHost:
         bus = EventBus(redact=Redactor(secrets).text if secrets else None)
         store: Store | None = None
         audit: AuditWriter | None = None
+        socket_lock: int | None = None
         try:
+            socket_lock = await claim(settings.socket_path)  # another engine's socket: refused before anything
+
             def to_bus(level: str, message: str) -> None:
                 bus.publish(LogEvent(level=level, message=message))
 
@@ -134,7 +138,7 @@ class EngineHost:
                                     start_state=start_state, max_bars=max_bars)
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                                   options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit)
-            host = cls(settings, engine, store, audit, bus, lock_fd, umask)
+            host = cls(settings, engine, store, audit, bus, lock_fd, umask, socket_lock)
             await engine.start()
             return host
         except BaseException:
@@ -143,6 +147,8 @@ class EngineHost:
                 await store.close()
             if audit is not None:
                 audit.close()
+            if socket_lock is not None:
+                os.close(socket_lock)
             os.close(lock_fd)
             os.umask(umask)
             raise
@@ -154,7 +160,8 @@ class EngineHost:
                         stream_buffer_bytes=control.stream_buffer_kb * 1024)
         self._server = ControlServer(self.engine, self.settings.socket_path, data_dir=self.settings.data_dir,
                                      instance=self.instance, limits=limits)
-        await self._server.start()
+        claimed, self._socket_lock = self._socket_lock, None
+        await self._server.start(claimed)
 
     def install_signals(self, on_stop: Callable[[str], None] | None = None,
                         on_halt: Callable[[], None] | None = None) -> None:
@@ -173,7 +180,7 @@ class EngineHost:
     async def run(self) -> int:
         """Headless: control socket, signals, the engine loop to its end, then the ordered stop. The exit code."""
         try:
-            await self.start_control()  # refused when another engine has the socket: the stop below still runs
+            await self.start_control()
             self.install_signals()
             await self.engine.run()
         finally:
@@ -206,6 +213,9 @@ class EngineHost:
                     await self.store.close()
                 finally:
                     self.audit.close()
+                    if self._socket_lock is not None:
+                        os.close(self._socket_lock)
+                        self._socket_lock = None
                     if self._lock_fd is not None:
                         os.close(self._lock_fd)
                         self._lock_fd = None

@@ -10,7 +10,7 @@ import pytest
 from conftest import engine_session, make_settings
 
 from ffe_engine.api import COMMANDS
-from ffe_engine.control import ControlServer, request
+from ffe_engine.control import request
 from ffe_engine.model import EngineState
 
 
@@ -30,12 +30,8 @@ async def _raw(path, line: bytes) -> dict:
 async def served(tmp_path):
     settings = make_settings(tmp_path, market={"speed": 0.0})
     async with engine_session(settings) as running:
-        server = ControlServer(running.engine, settings.socket_path)
-        await server.start()
-        try:
-            yield running.engine, settings.socket_path
-        finally:
-            await server.stop()
+        await running.start_control()
+        yield running.engine, settings.socket_path
 
 
 async def test_a_string_false_never_re_arms_a_halted_engine(served):

@@ -54,6 +54,8 @@ def test_a_second_engine_on_the_same_socket_is_refused_and_ctl_names_the_engine(
     assert line.startswith(f"ffe: error: control socket {sock} belongs to engine pid {one.pid} on ")
     assert os.path.realpath(tmp_path / "data1") in line and "Traceback" not in two.stderr
     assert sock.stat().st_ino == inode and one.alive()  # the first engine's socket was left alone
+    # Refused before its engine started: no database, no audit trail, no run recorded for data2.
+    assert not (tmp_path / "data2" / "ffe.db").exists() and not (tmp_path / "logs-data2" / "audit.jsonl").exists()
 
     status = run_ffe(tmp_path, "ctl", "status", "--data-dir", "data1", env=env)
     assert status.returncode == 0, status.stderr
