@@ -349,7 +349,12 @@ class ControlServer:
                 batch = await sub.get_batch(timeout=1.0)
                 if not batch:
                     continue
-                data = b"".join(event_line(ev) for ev in batch)
+                try:
+                    data = b"".join(event_line(ev) for ev in batch)
+                except Exception as exc:  # an event that cannot be sent must not end the stream for the rest
+                    log.warning("events not sent to subscribers", count=len(batch),
+                                error=f"{type(exc).__name__}: {exc}")
+                    continue
                 slow = 0
                 for writer in list(self._streams):
                     transport = writer.transport

@@ -12,6 +12,7 @@ import signal
 import socket
 from pathlib import Path
 
+import pytest
 from conftest import db_value, ffe_env, wait_until
 
 from ffe_engine.control import request
@@ -141,6 +142,7 @@ def _hung_up(socks: list[socket.socket]) -> int:
     return sum(1 for _, ev in poller.poll(0) if ev & (select.POLLHUP | select.POLLRDHUP))
 
 
+@pytest.mark.timeout(400)  # a thousand connections filling their buffers take a while on a loaded machine
 def test_subscribers_that_never_read_are_dropped_and_the_engine_goes_on(tmp_path, spawn_ffe):
     engine, sock = _start(spawn_ffe, tmp_path, FFE_MARKET__SPEED="0", FFE_CONTROL__MAX_CONNECTIONS="1100",
                           FFE_CONTROL__STREAM_BUFFER_KB="64")
