@@ -72,6 +72,9 @@ def test_a_second_engine_on_the_same_socket_is_refused_and_ctl_names_the_engine(
     [line] = wrong.stderr.splitlines()
     assert "runs on data directory" in line and "nothing done" in line and f"engine pid {one.pid}" in line
     assert db_value(tmp_path / "data1" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
+    attach = run_ffe(tmp_path, "attach", "--data-dir", "data2", env=env)  # nor does the console attach to it
+    assert attach.returncode == 1 and attach.stdout == "" and len(attach.stderr.splitlines()) == 1
+    assert "runs on data directory" in attach.stderr
 
     one.send(signal.SIGTERM)
     assert one.wait(timeout=30) == 0, one.stderr
