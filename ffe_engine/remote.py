@@ -125,22 +125,22 @@ class RemoteEngine:
         r = await self._call("halt", by=by) or {}
         return CancelReport(r.get("cancelled", []), r.get("failed", []), r.get("elapsed_ms", 0.0))
 
-    async def flatten(self, by: str = "operator") -> dict:
+    async def flatten(self, by: str = "operator") -> Any:
         return await self._call("flatten", by=by)
 
-    async def approve(self, approval_id: str, by: str = "operator") -> dict:
+    async def approve(self, approval_id: str, by: str = "operator") -> Any:
         return await self._call("approve", id=approval_id, by=by)
 
-    async def reject(self, approval_id: str, by: str = "operator") -> dict:
+    async def reject(self, approval_id: str, by: str = "operator") -> Any:
         return await self._call("reject", id=approval_id, by=by)
 
-    async def set_approval_mode(self, mode: str, by: str = "operator") -> str:
+    async def set_approval_mode(self, mode: str, by: str = "operator") -> Any:
         return await self._call("mode", mode=mode, by=by)
 
     async def accept_reconcile(self, by: str = "operator") -> Any:
         return await self._call("accept", by=by)
 
-    async def operator_order(self, symbol: str, side: str, quantity: float, by: str = "operator") -> dict:
+    async def operator_order(self, symbol: str, side: str, quantity: float, by: str = "operator") -> Any:
         return await self._call("order", symbol=symbol, side=side, quantity=quantity, by=by)
 
 
