@@ -30,6 +30,10 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "error": answer `status` with Binance error `code` and `msg` without running the request.
 `fx.down = True` drops every connection (or answers `fx.down_status` when that is set) until set back to False.
 
+Klines follow `fx.market_clock` and include the candle still open, as Binance's do. `fx.klines_max` caps how many
+one request answers (Binance: 1000) and `fx.kline_gaps` lists [from, to) periods without candles (no trades), which
+a request passes over as Binance does.
+
 Deliberate simplification: a partial fill requested with `partial_fill_next` leaves the remainder of any order,
 market orders included, resting as PARTIALLY_FILLED until it is cancelled (or expires it with rest="expire"), so the
 partial-fill path can be exercised with either order type.
@@ -194,6 +198,8 @@ class FakeBinance:
         self.down_status: int | None = None
         # klines and tickers use this clock (ms); signatures are always checked against the real time
         self.market_clock: Callable[[], int] = lambda: int(time.time() * 1000)
+        self.klines_max = 1000  # the most candles /klines serves per request (Binance: 1000)
+        self.kline_gaps: list[tuple[int, int]] = []  # [from, to) open times with no candle: no trades then
         self._faults: dict[str, deque[Fault]] = {}
         self._partial: tuple[float, str] | None = None
         self._ids = itertools.count(1)
@@ -483,15 +489,17 @@ class FakeBinance:
         if "interval" not in q:
             raise ApiError(400, -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
         iv = interval_ms(q["interval"])
-        limit = min(int(q.get("limit", "500")), 1000)
+        limit = min(int(q.get("limit", "500")), self.klines_max)
         now = self.market_clock()
         current = now // iv * iv  # the candle still open: Binance serves it too
         last = min(current, int(q["endTime"]) // iv * iv) if "endTime" in q else current
+        # Binance answers the first `limit` candles from startTime (or the last `limit` up to endTime or now),
+        # passing over periods without trades.
         if "startTime" in q:
             first = -(-int(q["startTime"]) // iv) * iv
-            opens = range(first, min(last, first + (limit - 1) * iv) + 1, iv)
+            opens = list(itertools.islice((t for t in range(first, last + 1, iv) if not self._no_trades(t)), limit))
         else:
-            opens = range(max(last - (limit - 1) * iv, 0), last + 1, iv)
+            opens = [t for t in range(last, -1, -iv)[: limit * 2] if not self._no_trades(t)][:limit][::-1]
         rows = []
         for t in opens:
             t0, o, h, lo, c, v = kline(sid, t, iv)
@@ -501,6 +509,9 @@ class FakeBinance:
             rows.append([t0, _fmt(o), _fmt(h), _fmt(lo), _fmt(c), _fmt(v), t0 + iv - 1, _fmt(v * c), 10,
                          _fmt(v / 2), _fmt(v * c / 2), "0"])
         return web.json_response(rows)
+
+    def _no_trades(self, open_ms: int) -> bool:
+        return any(a <= open_ms < b for a, b in self.kline_gaps)
 
     # -- signed routes -----------------------------------------------------------------------------------------
     async def _account(self, request: web.Request, params: dict[str, str]) -> web.Response:
