@@ -79,6 +79,27 @@ def backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- data
+def data_download(args: argparse.Namespace) -> int:
+    import logging
+
+    from ffe_engine.download import Request, download, progress_for
+
+    settings = settings_from(args)
+    exchange = settings.exchange
+    if args.exchange is not None and args.exchange != exchange.id:
+        # The configured URLs, options and sandbox belong to the configured exchange, not to this one.
+        exchange = type(exchange)().model_copy(update={"id": args.exchange, "timeout_ms": exchange.timeout_ms})
+    request = Request(exchange=exchange, symbols=list(args.symbols),
+                      timeframe=args.timeframe or settings.engine.timeframe, since=args.since, until=args.until,
+                      out_dir=args.out if args.out is not None else settings.data_dir, file=args.file)
+    # The reads' "retrying" warnings would otherwise land on stderr through logging's last resort; the outcome
+    # (done, or one line saying what failed) is what the operator reads.
+    logging.getLogger("ffe_engine.venues").addHandler(logging.NullHandler())
+    asyncio.run(download(request, progress=progress_for(sys.stderr)))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- ctl
 def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
     command = CONTROL[args.action]

@@ -115,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     trades.add_argument("--json", action="store_true", help="one JSON object")
     trades.set_defaults(handler=commands.report_trades)
 
+    data = sub.add_parser("data", help="market data files")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    dl = data_sub.add_parser("download", help="closed candles from an exchange into CSV files (resumable)")
+    _common(dl)
+    dl.add_argument("symbols", nargs="+", metavar="SYMBOL", help="e.g. BTC/USDT")
+    dl.add_argument("--exchange", default=None, metavar="ID", help="ccxt exchange id (default: exchange.id)")
+    dl.add_argument("--timeframe", default=None, help="candle length, e.g. 1h (default: engine.timeframe)")
+    dl.add_argument("--since", default=None, metavar="DATE",
+                    help="first candle, e.g. 2024-01-01 (UTC); not needed to continue a file")
+    dl.add_argument("--until", default=None, metavar="DATE", help="candles opening before this (default: now)")
+    where = dl.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="directory of SYMBOL_TIMEFRAME_EXCHANGE.csv files (default: the data directory)")
+    where.add_argument("--file", type=Path, default=None, help="write this one file (one symbol)")
+    dl.set_defaults(handler=commands.data_download)
+
     return parser
 
 

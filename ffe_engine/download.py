@@ -1,0 +1,388 @@
+"""Closed candles from an exchange into the CSV files backtests read (`ffe data download`).
+
+ccxt's fetch_ohlcv is called page by page (since + limit, the exchange's own page size), with ccxt's rate limiter
+on and reads retried on transient errors (429 included) as for the exchange feed. Only closed candles are written:
+a candle is closed once its period ended `close_grace_ms` ago by the clock, so the one still forming is never
+stored. Each page is appended to the file as whole lines before the next is asked for, so a run that stops on an
+error or ^C leaves a file that loads; the next run continues after its last candle and never writes one twice.
+
+The file is the CSV market data contract (ffe_engine/market/csvdata.py): `timestamp,open,high,low,close,volume`,
+ISO-8601 UTC timestamps, strictly increasing. A row from the exchange that breaks the contract (a zero price, low
+above high) is left out and counted rather than written: the file must always load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Protocol, TextIO
+
+import ccxt
+
+from .clock import WallClock, format_timeframe, timeframe_ms
+from .errors import FfeError, UsageError
+from .market.csvdata import CandleSeries, find_gaps, iso, load_csv
+from .venues.base import VenueError, VenueUnavailable
+from .venues.ccxt_venue import CcxtVenue, build_exchange
+
+HEADER = "timestamp,open,high,low,close,volume"
+DEFAULT_PAGE = 500  # when ccxt does not know the exchange's page size
+MAX_GAPS_SHOWN = 5
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class DownloadInputError(UsageError):
+    """Bad input from the operator (exchange, timeframe, date, symbol, file): one line, exit code 2."""
+
+
+class DownloadError(FfeError):
+    """The exchange or the network failed: one line, exit code 1. What was written so far stays valid."""
+
+    exit_code = 1
+
+
+# --- input ------------------------------------------------------------------------------------------------------
+
+
+def parse_date(text: str, option: str) -> int:
+    """`2024-01-01`, `2024-01-01T12:00` or with an offset (UTC when none) -> ms since the epoch."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise DownloadInputError(f"{option}: {text!r} is not a date such as 2024-01-01 or 2024-01-01T12:00")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int((dt - _EPOCH).total_seconds() * 1000)
+
+
+def candle_file_name(symbol: str, timeframe: str, exchange_id: str) -> str:
+    """`BTC/USDT` on binance in 1h -> `BTC-USDT_1h_binance.csv`: `ffe backtest` reads the symbol back from it."""
+    return f"{symbol.replace('/', '-')}_{timeframe}_{exchange_id}.csv"
+
+
+def check_csv_path(path: Path) -> None:
+    if path.suffix != ".csv":
+        raise DownloadInputError(f"{path}: the file name must end in .csv")
+
+
+# --- progress ---------------------------------------------------------------------------------------------------
+
+
+class Progress(Protocol):
+    def begin(self, symbol: str, start_ms: int, end_ms: int) -> None: ...
+
+    def advance(self, symbol: str, last_ms: int, written: int) -> None: ...
+
+    def end(self, symbol: str) -> None: ...
+
+
+class NoProgress:
+    """What a pipe or a log file gets: nothing while it runs, only the summary at the end."""
+
+    def begin(self, symbol: str, start_ms: int, end_ms: int) -> None:
+        pass
+
+    def advance(self, symbol: str, last_ms: int, written: int) -> None:
+        pass
+
+    def end(self, symbol: str) -> None:
+        pass
+
+
+class ProgressBar:
+    """One line per symbol, redrawn in place with a carriage return: for a terminal only."""
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self._span = (0, 1)
+
+    def begin(self, symbol: str, start_ms: int, end_ms: int) -> None:
+        self._span = (start_ms, max(end_ms, start_ms + 1))
+        self.advance(symbol, start_ms, 0)
+
+    def advance(self, symbol: str, last_ms: int, written: int) -> None:
+        start, end = self._span
+        done = min(1.0, max(0.0, (last_ms - start) / (end - start)))
+        filled = int(done * self.width)
+        bar = "#" * filled + "." * (self.width - filled)
+        self.stream.write(f"\r{symbol} [{bar}] {done:4.0%} {written} candles, at {iso(last_ms)[:16]}Z")
+        self.stream.flush()
+
+    def end(self, symbol: str) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def progress_for(stream: TextIO) -> Progress:
+    """A progress bar when `stream` is a terminal, nothing otherwise."""
+    isatty = getattr(stream, "isatty", None)
+    return ProgressBar(stream) if isatty is not None and isatty() else NoProgress()
+
+
+# --- one symbol -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What one symbol's download did, and what its file holds afterwards."""
+
+    symbol: str
+    path: Path
+    timeframe_ms: int
+    written: int = 0
+    first_ms: int | None = None  # first and last candle written by this run
+    last_ms: int | None = None
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # in what this run wrote, the seam included
+    refused: int = 0  # exchange rows left out because they break the CSV contract
+    pages: int = 0
+    notes: list[str] = field(default_factory=list)
+    file: CandleSeries | None = None
+
+    @property
+    def missing_bars(self) -> int:
+        return sum((b - a) // self.timeframe_ms - 1 for a, b in self.gaps)
+
+    def lines(self) -> list[str]:
+        """The report for an operator: one summary line, then one line per gap (the first few) and per note."""
+        tf = format_timeframe(self.timeframe_ms)
+        if self.written:
+            head = (f"{self.symbol}: {self.written} new {tf} candles from {iso(self.first_ms or 0)} to "
+                    f"{iso(self.last_ms or 0)} in {self.pages} requests, {len(self.gaps)} gaps "
+                    f"({self.missing_bars} missing bars)")
+        else:
+            head = f"{self.symbol}: no new closed {tf} candles"
+        if self.refused:
+            head += f", {self.refused} bad rows from the exchange left out"
+        out = [head]
+        for a, b in self.gaps[:MAX_GAPS_SHOWN]:
+            out.append(f"  gap: {(b - a) // self.timeframe_ms - 1} missing bars after {iso(a)}, "
+                       f"next candle at {iso(b)}")
+        if len(self.gaps) > MAX_GAPS_SHOWN:
+            out.append(f"  ... and {len(self.gaps) - MAX_GAPS_SHOWN} more gaps")
+        out.extend(f"  {note}" for note in self.notes)
+        if self.file is not None:
+            out.append(f"  {self.path}: {self.file.summary()}")
+        return out
+
+
+def _row_line(row: list[Any]) -> str | None:
+    """One CSV line for an exchange row, or None when the row breaks the contract."""
+    try:
+        ts = int(row[0])
+        o, h, lo, c = (float(x) for x in row[1:5])
+        v = float(row[5]) if len(row) > 5 and row[5] is not None else 0.0
+    except (TypeError, ValueError, IndexError):
+        return None
+    values = (o, h, lo, c, v)
+    if not all(map(math.isfinite, values)) or min(o, h, lo, c) <= 0 or v < 0:
+        return None
+    if not (lo <= o <= h and lo <= c <= h):
+        return None
+    return f"{iso(ts)},{o!r},{h!r},{lo!r},{c!r},{v!r}\n"
+
+
+def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSeries | None:
+    """The candles already in `path` (None when there are none). An incomplete last line (a write cut short by a
+    crash) is cut off first; anything else wrong with the file is a CsvError naming its line."""
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+        notes.append(f"cut off an incomplete last line of {path} ({len(data) - keep} bytes)")
+        data = data[:keep]
+    if not data.strip() or data.strip() == HEADER.encode():
+        return None
+    series = load_csv(path, symbol=symbol)
+    if len(series) >= 2 and series.timeframe_ms != tf_ms:
+        raise DownloadInputError(f"{path}: holds {format_timeframe(series.timeframe_ms)} candles, not "
+                                 f"{format_timeframe(tf_ms)}")
+    return series
+
+
+class Downloader:
+    """Downloads closed candles of one timeframe from one connected exchange (a CcxtVenue), symbol by symbol."""
+
+    def __init__(self, venue: CcxtVenue, timeframe: str, *, clock: Any = None, page: int | None = None,
+                 close_grace_ms: int = 2000, progress: Progress | None = None) -> None:
+        self.venue = venue
+        self.timeframe = timeframe
+        self.tf_ms = timeframe_ms(timeframe)
+        self.clock = clock if clock is not None else WallClock()
+        self.page = page or _page_size(venue.exchange)
+        self.close_grace_ms = close_grace_ms
+        self.progress = progress or NoProgress()
+
+    async def connect(self, symbols: Iterable[str]) -> None:
+        """Load the markets; an unlisted symbol or a timeframe the exchange does not serve is bad input."""
+        try:
+            await self.venue.reads("load_markets", lambda: self.venue.exchange.load_markets())
+        except (VenueError, VenueUnavailable) as exc:
+            raise DownloadError(str(exc)) from None
+        name = self.venue.name
+        known = getattr(self.venue.exchange, "timeframes", None) or {}
+        if known and self.timeframe not in known:
+            raise DownloadInputError(f"--timeframe: {name} has no {self.timeframe!r} candles "
+                                     f"(it has {', '.join(known)})")
+        missing = [s for s in symbols if s not in (self.venue.exchange.markets or {})]
+        if missing:
+            raise DownloadInputError(f"{name} lists no market {', '.join(missing)}")
+
+    async def symbol(self, symbol: str, path: Path, since_ms: int | None, until_ms: int | None) -> Result:
+        """Append the closed candles of [since, until) that `path` does not hold yet. since may be None only when
+        the file has candles already (the run continues after them)."""
+        tf = self.tf_ms
+        result = Result(symbol, path, tf)
+        stored = _existing(path, symbol, tf, result.notes)
+        last_stored = stored.ts[-1] if stored is not None else None
+        if last_stored is None and since_ms is None:
+            raise DownloadInputError(f"{path}: no candles yet: --since is needed to start it")
+        if stored is not None and since_ms is not None and since_ms < stored.ts[0]:
+            result.notes.append(f"{path} starts at {iso(stored.ts[0])}: candles before it are not fetched "
+                                f"(download into a new file for them)")
+        start = max(x for x in (since_ms, None if last_stored is None else last_stored + tf) if x is not None)
+        start = -(-start // tf) * tf  # the first candle opening at or after it
+        # A candle opening at t has closed once t + timeframe + grace <= now: those opening before `end`.
+        end = self.clock.now_ms() - self.close_grace_ms - tf + 1
+        if until_ms is not None:
+            end = min(end, until_ms)
+        if start >= end:
+            result.file = stored
+            return result
+
+        self.progress.begin(symbol, start, end)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        seam = last_stored
+        written_ts: list[int] = []
+        cursor = start
+        try:
+            # A file without candles (new, empty, or a header only) is started afresh; otherwise appended to.
+            with open(path, "w" if stored is None else "a", encoding="utf-8", newline="") as f:
+                if stored is None:
+                    f.write(HEADER + "\n")
+                while cursor < end:
+                    rows = await self._page(symbol, cursor)
+                    result.pages += 1
+                    fresh = sorted((r for r in rows if cursor <= int(r[0]) < end), key=lambda r: int(r[0]))
+                    if not fresh:
+                        break  # the exchange has nothing from here on
+                    lines = []
+                    for r in fresh:
+                        ts = int(r[0])
+                        if written_ts and ts <= written_ts[-1]:
+                            continue  # a row served twice
+                        line = _row_line(r)
+                        if line is None:
+                            result.refused += 1
+                            continue
+                        lines.append(line)
+                        written_ts.append(ts)
+                    f.write("".join(lines))
+                    f.flush()
+                    cursor = int(fresh[-1][0]) + tf
+                    self.progress.advance(symbol, cursor, len(written_ts))
+                os.fsync(f.fileno())
+        except DownloadError as exc:
+            held = written_ts[-1] if written_ts else last_stored
+            where = f"{path} holds candles up to {iso(held)}" if held is not None else f"{path} holds no candles"
+            raise DownloadError(f"{exc} ({where}; run again to continue)") from None
+        finally:
+            self.progress.end(symbol)
+        if written_ts:
+            result.written = len(written_ts)
+            result.first_ms, result.last_ms = written_ts[0], written_ts[-1]
+            result.gaps = find_gaps(([seam] if seam is not None else []) + written_ts, tf)
+            if since_ms is not None and seam is None and written_ts[0] > start:
+                result.notes.append(f"{self.venue.name} has no {symbol} candles before {iso(written_ts[0])}")
+        result.file = load_csv(path, symbol=symbol, timeframe=tf)  # what was written reads back
+        return result
+
+    async def _page(self, symbol: str, since: int) -> list[list[Any]]:
+        try:
+            return await self.venue.fetch_ohlcv(symbol, self.timeframe, since, self.page)
+        except (VenueError, VenueUnavailable) as exc:
+            raise DownloadError(str(exc)) from None
+
+
+def _page_size(exchange: Any) -> int:
+    """The most candles the exchange serves per request, as ccxt knows it."""
+    features = getattr(exchange, "features", None) or {}
+    for market_type in ("spot", "swap", "future"):
+        section = features.get(market_type) or {}
+        limit = (section.get("fetchOHLCV") or {}).get("limit") if isinstance(section, dict) else None
+        if isinstance(limit, int) and limit > 0:
+            return limit
+    return DEFAULT_PAGE
+
+
+# --- the whole command ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """`ffe data download` as data: where from, what, which period, and where to."""
+
+    exchange: Any  # ExchangeSettings: id, timeout_ms, options, api_urls, sandbox
+    symbols: list[str]
+    timeframe: str
+    since: str | None = None
+    until: str | None = None
+    out_dir: Path = Path("data")
+    file: Path | None = None
+
+    def validated(self) -> tuple[int | None, int | None, list[tuple[str, Path]]]:
+        """Check everything that needs no network: (since ms, until ms, [(symbol, path)]). Raises
+        DownloadInputError with one line."""
+        if self.exchange.id not in ccxt.exchanges:
+            raise DownloadInputError(f"--exchange: {self.exchange.id!r} is not a ccxt exchange id")
+        try:
+            timeframe_ms(self.timeframe)
+        except ValueError as exc:
+            raise DownloadInputError(f"--timeframe: {exc}") from None
+        since = parse_date(self.since, "--since") if self.since is not None else None
+        until = parse_date(self.until, "--until") if self.until is not None else None
+        if since is not None and until is not None and until <= since:
+            raise DownloadInputError(f"--until {self.until} is not after --since {self.since}")
+        if not self.symbols or len(set(self.symbols)) != len(self.symbols):
+            raise DownloadInputError("name each symbol once, e.g. BTC/USDT ETH/USDT")
+        if self.file is not None:
+            if len(self.symbols) != 1:
+                raise DownloadInputError("--file takes one symbol; use --out DIR for several")
+            plan = [(self.symbols[0], self.file)]
+        else:
+            plan = [(s, self.out_dir / candle_file_name(s, self.timeframe, self.exchange.id)) for s in self.symbols]
+        for _, path in plan:
+            check_csv_path(path)
+            if path.is_dir():
+                raise DownloadInputError(f"{path}: is a directory")
+            if since is None and not path.exists():
+                raise DownloadInputError(f"{path}: no candles yet: --since is needed to start it")
+        return since, until, plan
+
+
+async def download(request: Request, *, clock: Any = None, progress: Progress | None = None,
+                   page: int | None = None, report: TextIO | None = None) -> list[Result]:
+    """Run a download: validate, connect (public data, no credentials), then each symbol in turn. Each symbol's
+    report lines go to `report` (stdout by default) as soon as it is done."""
+    since, until, plan = request.validated()
+    out = report if report is not None else sys.stdout
+    venue = CcxtVenue(None, [s for s, _ in plan], exchange=build_exchange(request.exchange, credentials=False))
+    results = []
+    try:
+        loader = Downloader(venue, request.timeframe, clock=clock, page=page, progress=progress)
+        await loader.connect([s for s, _ in plan])
+        for symbol, path in plan:
+            result = await loader.symbol(symbol, path, since, until)
+            results.append(result)
+            out.write("\n".join(result.lines()) + "\n")
+            out.flush()
+    finally:
+        await venue.close()
+    return results

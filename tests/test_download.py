@@ -1,0 +1,299 @@
+"""`ffe data download`: closed candles from the fake Binance (real ccxt) into CSV files that load back.
+
+The library is driven in-process with a market clock the test sets by hand; the command runs as a real subprocess
+against the same fake, configured through a config file's [exchange] table as an operator would point it at a
+testnet.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from conftest import ffe_env, run_ffe
+from fake_exchange import FakeBinance, ccxt_options, exchange_settings, kline
+from ffe_engine.download import (DownloadError, NoProgress, ProgressBar, Request, candle_file_name, download,
+                                 progress_for)
+from ffe_engine.market.csvdata import iso, load_csv, symbol_from_filename
+from live_helpers import run_ffe_async, write_config
+
+H = 3_600_000
+T0 = 1_700_000_000_000 // H * H  # 2023-11-14T22:00Z, an hour boundary
+KLINES = "GET /api/v3/klines"
+
+
+class FixedClock:
+    """The time the downloader sees: the same as the fake's market time, moved by the test."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+async def fx():
+    async with FakeBinance() as fake:
+        yield fake
+
+
+def at(fx: FakeBinance, now: int) -> FixedClock:
+    clock = FixedClock(now)
+    fx.market_clock = clock.now_ms
+    return clock
+
+
+async def fetch(fx: FakeBinance, tmp_path: Path, clock: FixedClock, *, since: int | None = T0,
+                until: int | None = None, symbols=("BTC/USDT",), progress=None) -> list:
+    request = Request(exchange=exchange_settings(fx), symbols=list(symbols), timeframe="1h",
+                      since=iso(since) if since is not None else None, until=iso(until) if until is not None else None,
+                      out_dir=tmp_path)
+    return await download(request, clock=clock, progress=progress, report=io.StringIO())
+
+
+def csv_path(tmp_path: Path, symbol: str = "BTC/USDT") -> Path:
+    return tmp_path / candle_file_name(symbol, "1h", "binance")
+
+
+def expected_rows(first: int, last: int, symbol: str = "BTCUSDT") -> list[tuple]:
+    return [kline(symbol, t, H)[1:5] for t in range(first, last + 1, H)]
+
+
+def stored_rows(series) -> list[tuple]:
+    return list(zip(series.open, series.high, series.low, series.close))
+
+
+# ---------------------------------------------------------------------------------------------------- the library
+async def test_pages_through_the_history_and_writes_closed_candles_that_load_back(fx, tmp_path):
+    fx.klines_max = 50  # the exchange serves 50 candles per request: 180 candles take 4 pages
+    clock = at(fx, T0 + 180 * H + 30 * 60_000)  # the 180th hour's candle is still forming
+    [result] = await fetch(fx, tmp_path, clock)
+    series = load_csv(csv_path(tmp_path))
+    assert series.symbol == "BTC/USDT" and series.timeframe_ms == H
+    assert series.ts == list(range(T0, T0 + 180 * H, H))
+    assert stored_rows(series) == expected_rows(T0, T0 + 179 * H)
+    assert result.written == 180 and result.gaps == [] and result.pages == 4
+    starts = [int(r.params["startTime"]) for r in fx.requests_to(KLINES)]
+    assert starts == [T0, T0 + 50 * H, T0 + 100 * H, T0 + 150 * H]
+
+
+async def test_the_candle_still_forming_is_never_written_and_is_taken_once_it_has_closed(fx, tmp_path):
+    clock = at(fx, T0 + 10 * H + 20 * 60_000)
+    await fetch(fx, tmp_path, clock)
+    path = csv_path(tmp_path)
+    assert load_csv(path).ts[-1] == T0 + 9 * H  # the fake served the open 10th candle too; it was left out
+    clock.now = fx_now = T0 + 11 * H + 5_000
+    fx.market_clock = lambda: fx_now
+    [result] = await fetch(fx, tmp_path, clock)
+    series = load_csv(path)
+    assert series.ts == list(range(T0, T0 + 11 * H, H))
+    assert stored_rows(series)[-1] == expected_rows(T0 + 10 * H, T0 + 10 * H)[0]  # its final values
+    assert result.written == 1
+
+
+async def test_a_candle_that_closed_only_a_moment_ago_waits_for_the_next_run(fx, tmp_path):
+    clock = at(fx, T0 + 5 * H + 500)  # the 5th candle closed half a second ago: the exchange may not agree yet
+    await fetch(fx, tmp_path, clock)
+    assert load_csv(csv_path(tmp_path)).ts[-1] == T0 + 3 * H
+
+
+async def test_a_rerun_continues_after_the_last_stored_candle_without_duplicates(fx, tmp_path):
+    clock = at(fx, T0 + 100 * H + 1_000_000)
+    await fetch(fx, tmp_path, clock, until=T0 + 40 * H)
+    path = csv_path(tmp_path)
+    assert load_csv(path).ts[-1] == T0 + 39 * H
+    fx.requests.clear()
+    [again] = await fetch(fx, tmp_path, clock)  # the same --since: what is stored is not asked for again
+    assert [int(r.params["startTime"]) for r in fx.requests_to(KLINES)] == [T0 + 40 * H]
+    assert again.written == 60 and again.gaps == []
+    [none_left] = await fetch(fx, tmp_path, clock, since=None)  # no --since: continue the file
+    assert none_left.written == 0
+    series = load_csv(path)  # strictly increasing, or it would not load
+    assert series.ts == list(range(T0, T0 + 100 * H, H))
+    assert stored_rows(series) == expected_rows(T0, T0 + 99 * H)
+    assert path.read_text().count("timestamp") == 1  # one header
+
+
+async def test_until_bounds_the_candles_and_the_requests(fx, tmp_path):
+    fx.klines_max = 20
+    clock = at(fx, T0 + 500 * H)
+    [result] = await fetch(fx, tmp_path, clock, until=T0 + 30 * H)
+    assert load_csv(csv_path(tmp_path)).ts == list(range(T0, T0 + 30 * H, H))
+    assert result.pages == 2  # 20 + 10 candles; nothing after --until was asked for
+
+
+async def test_gaps_are_reported_with_where_they_are(fx, tmp_path):
+    fx.klines_max = 50
+    fx.kline_gaps = [(T0 + 20 * H, T0 + 25 * H), (T0 + 48 * H, T0 + 53 * H)]  # the second spans a page edge
+    clock = at(fx, T0 + 80 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock)
+    assert result.gaps == [(T0 + 19 * H, T0 + 25 * H), (T0 + 47 * H, T0 + 53 * H)]
+    assert result.missing_bars == 10
+    text = "\n".join(result.lines())
+    assert "2 gaps (10 missing bars)" in text
+    assert f"5 missing bars after {iso(T0 + 19 * H)}, next candle at {iso(T0 + 25 * H)}" in text
+    series = load_csv(csv_path(tmp_path))
+    assert series.gap_count == 2 and series.missing_bars == 10 and len(series) == 70
+
+
+async def test_a_gap_at_the_seam_between_runs_is_reported(fx, tmp_path):
+    clock = at(fx, T0 + 60 * H + 1_000_000)
+    await fetch(fx, tmp_path, clock, until=T0 + 10 * H)
+    fx.kline_gaps = [(T0 + 10 * H, T0 + 13 * H)]
+    [result] = await fetch(fx, tmp_path, clock)
+    assert result.gaps == [(T0 + 9 * H, T0 + 13 * H)] and result.missing_bars == 3
+
+
+async def test_a_rate_limit_answer_is_waited_out_and_the_download_completes(fx, tmp_path):
+    fx.klines_max = 50
+    fx.fault(KLINES, "429", retry_after=0)
+    clock = at(fx, T0 + 100 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock)
+    assert [r.status for r in fx.requests_to(KLINES)][:2] == [429, 200]
+    assert result.written == 100 and load_csv(csv_path(tmp_path)).ts[-1] == T0 + 99 * H
+
+
+class DownAfterFirstPage(NoProgress):
+    def __init__(self, fx: FakeBinance) -> None:
+        self.fx = fx
+
+    def advance(self, symbol: str, last_ms: int, written: int) -> None:
+        self.fx.down = True
+
+
+async def test_a_network_failure_keeps_what_was_written_valid_and_a_rerun_completes_it(fx, tmp_path):
+    fx.klines_max = 50
+    clock = at(fx, T0 + 120 * H + 1_000_000)
+    with pytest.raises(DownloadError) as failed:
+        await fetch(fx, tmp_path, clock, progress=DownAfterFirstPage(fx))
+    path = csv_path(tmp_path)
+    assert f"{path} holds candles up to {iso(T0 + 49 * H)}; run again to continue" in str(failed.value)
+    assert "\n" not in str(failed.value)
+    assert load_csv(path).ts == list(range(T0, T0 + 50 * H, H))
+    fx.down = False
+    [result] = await fetch(fx, tmp_path, clock)
+    assert result.written == 70
+    assert load_csv(path).ts == list(range(T0, T0 + 120 * H, H))
+
+
+async def test_a_line_cut_short_by_a_crash_is_dropped_and_fetched_again(fx, tmp_path):
+    clock = at(fx, T0 + 20 * H + 1_000_000)
+    await fetch(fx, tmp_path, clock, until=T0 + 10 * H)
+    path = csv_path(tmp_path)
+    with open(path, "a") as f:
+        f.write(f"{iso(T0 + 10 * H)},3000")  # 30000.x cut off mid-number: it would load as a wrong price
+    [result] = await fetch(fx, tmp_path, clock)
+    series = load_csv(path)
+    assert series.ts == list(range(T0, T0 + 20 * H, H))
+    assert stored_rows(series) == expected_rows(T0, T0 + 19 * H)
+    assert any("incomplete last line" in line for line in result.lines())
+
+
+async def test_several_symbols_each_get_their_own_file_named_for_the_backtest(fx, tmp_path):
+    clock = at(fx, T0 + 30 * H + 1_000_000)
+    await fetch(fx, tmp_path, clock, symbols=("BTC/USDT", "ETH/USDT"))
+    for symbol, sid in (("BTC/USDT", "BTCUSDT"), ("ETH/USDT", "ETHUSDT")):
+        path = csv_path(tmp_path, symbol)
+        assert path.name == f"{symbol.replace('/', '-')}_1h_binance.csv"
+        assert symbol_from_filename(path) == symbol
+        assert stored_rows(load_csv(path)) == expected_rows(T0, T0 + 29 * H, sid)
+
+
+def test_the_progress_bar_is_drawn_in_place_on_a_terminal_only():
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert isinstance(progress_for(io.StringIO()), NoProgress)
+    screen = Tty()
+    bar = progress_for(screen)
+    assert isinstance(bar, ProgressBar)
+    bar.begin("BTC/USDT", T0, T0 + 100 * H)
+    bar.advance("BTC/USDT", T0 + 50 * H, 50)
+    bar.end("BTC/USDT")
+    text = screen.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\n") and text.count("\n") == 1
+    assert "BTC/USDT [###############...............]  50% 50 candles" in text
+
+
+# ---------------------------------------------------------------------------------------------------- the command
+def fake_config(fx: FakeBinance) -> dict:
+    return {"exchange": {"id": "binance", "timeout_ms": 2000, "options": ccxt_options(),
+                         "api_urls": {"public": fx.url + "/api/v3", "private": fx.url + "/api/v3"}}}
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("ffe: error: ")
+    return lines[0]
+
+
+async def test_ffe_data_download_writes_files_against_the_configured_exchange(fx, tmp_path):
+    write_config(tmp_path, fake_config(fx))
+    now = fx.market_clock()
+    since = now // H * H - 30 * H
+    p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "ETH/USDT", "--exchange", "binance",
+                            "--timeframe", "1h", "--since", iso(since), "--out", "candles", env=ffe_env())
+    assert p.proc.returncode == 0, p.stderr
+    assert p.stderr == ""  # not a terminal: no progress bar
+    for symbol in ("BTC/USDT", "ETH/USDT"):
+        path = tmp_path / "candles" / candle_file_name(symbol, "1h", "binance")
+        series = load_csv(path)
+        assert series.ts[0] == since and series.gap_count == 0
+        assert series.ts[-1] + H <= fx.market_clock()  # closed when it was written
+        assert f"{symbol}: {len(series)} new 1h candles from {iso(since)}" in p.stdout
+    # a second run continues the same files
+    again = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "--timeframe", "1h", "--out", "candles",
+                                env=ffe_env(), name="again")
+    assert again.proc.returncode == 0, again.stderr
+    assert load_csv(tmp_path / "candles" / candle_file_name("BTC/USDT", "1h", "binance")).ts[0] == since
+
+
+async def test_ffe_data_download_exits_1_with_one_line_when_the_exchange_is_unreachable(fx, tmp_path):
+    write_config(tmp_path, fake_config(fx))
+    fx.down = True
+    p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "--timeframe", "1h", "--since", "2024-01-01",
+                            "--file", "btc.csv", env=ffe_env())
+    assert p.proc.returncode == 1
+    assert "load_markets" in one_error_line(p.stderr)
+    assert not (tmp_path / "btc.csv").exists()
+
+
+async def test_a_symbol_the_exchange_does_not_list_exits_2_before_anything_is_written(fx, tmp_path):
+    write_config(tmp_path, fake_config(fx))
+    p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "DOGE/USDT", "--timeframe", "1h",
+                            "--since", "2024-01-01", "--out", "candles", env=ffe_env())
+    assert p.proc.returncode == 2
+    assert "binance lists no market DOGE/USDT" in one_error_line(p.stderr)
+    assert not (tmp_path / "candles").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--exchange", "no_such_exchange"), "--exchange: 'no_such_exchange' is not a ccxt exchange id"),
+    (("--timeframe", "1x"), "--timeframe: bad timeframe '1x'"),
+    (("--since", "yesterday"), "--since: 'yesterday' is not a date"),
+    (("--until", "2023-12-31"), "--until 2023-12-31 is not after --since 2024-01-01"),
+    (("--until", "2024-13-01"), "--until: '2024-13-01' is not a date"),
+    (("ETH/USDT", "--file", "a.csv"), "--file takes one symbol"),
+    (("--file", "a.txt"), "a.txt: the file name must end in .csv"),
+], ids=["exchange", "timeframe", "since", "until-before-since", "until", "file-two-symbols", "file-suffix"])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    base = {"--exchange": "binance", "--timeframe": "1h", "--since": "2024-01-01"}
+    opts = list(args)
+    for key, value in base.items():
+        if key not in opts:
+            opts += [key, value]
+    proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", *opts)
+    assert proc.returncode == 2, proc.stderr
+    assert message in one_error_line(proc.stderr)
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_a_new_file_needs_since(tmp_path):
+    proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--file", "btc.csv")
+    assert proc.returncode == 2
+    assert "btc.csv: no candles yet: --since is needed to start it" in one_error_line(proc.stderr)
