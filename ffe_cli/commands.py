@@ -79,7 +79,17 @@ def backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------- data
+# ---------------------------------------------------------------------------------------------------- init, data
+def init(args: argparse.Namespace) -> int:
+    from ffe_engine.scaffold import write_starter_files
+
+    for path in write_starter_files(args.dir, force=args.force):
+        _print(f"wrote {path}")
+    run = "ffe run" if args.dir == Path(".") else f"cd {args.dir} && ffe run"
+    _print(f"next: edit config.toml; credentials go in .env (see .env.example); then {run}")
+    return 0
+
+
 def data_download(args: argparse.Namespace) -> int:
     import logging
 

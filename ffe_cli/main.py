@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--file", type=Path, default=None, help="write this one file (one symbol)")
     dl.set_defaults(handler=commands.data_download)
 
+    init = sub.add_parser("init", help="write a commented config.toml and .env.example for a new operator")
+    init.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR", help="where (default .)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(handler=commands.init)
+
     return parser
 
 
