@@ -12,7 +12,7 @@ from typing import Any
 
 from ffe_engine import audittool
 from ffe_engine.api import COMMANDS as CONTROL
-from ffe_engine.config import Settings, load_settings, render_settings
+from ffe_engine.config import Settings, load_settings, render_settings, require_config_file
 from ffe_engine.errors import ControlError, Interrupted, UsageError
 
 
@@ -30,6 +30,7 @@ def _print(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ffe_engine.kernel import check_live
 
+    require_config_file(args.config)
     settings = settings_from(args)
     live = check_live(settings, args.live)
     if not args.headless:

@@ -851,6 +851,17 @@ def load_settings(
     return settings
 
 
+def require_config_file(config_path: str | Path | None) -> Path:
+    """The config file an engine starts from: the one given, or ./config.toml. An engine started on the built-in
+    defaults by accident (from the wrong directory) would open a database and trade where nobody looks, so a
+    missing default file is an error here rather than the defaults it is for other commands."""
+    config = Path(config_path) if config_path is not None else DEFAULT_CONFIG
+    if config_path is None and not (config.exists() or config.is_symlink()):
+        raise ConfigError(f"no config file: {config.absolute()} not found (write one with `ffe init`, or pass "
+                          f"--config FILE)", source=str(config))
+    return config
+
+
 def _read_layers(config_path: str | Path | None, env_file: str | Path | None, environ: Mapping[str, str]):
     layers: list[_Layer] = []
     config = Path(config_path) if config_path is not None else DEFAULT_CONFIG

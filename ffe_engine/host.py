@@ -139,6 +139,9 @@ class EngineHost:
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                                   options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit)
             host = cls(settings, engine, store, audit, bus, lock_fd, umask, socket_lock)
+            files = [str(p.resolve()) for p in settings.source_files]
+            log.info("settings", files=", ".join(files) or "none (built-in defaults)",
+                     data_dir=str(settings.data_dir.resolve()), log_dir=str(settings.log_dir.resolve()))
             await engine.start()
             return host
         except BaseException:

@@ -69,6 +69,23 @@ def ffe_env(**extra: Any) -> dict[str, str]:
     return env
 
 
+def starter_config(cwd: Path) -> Path:
+    """The config.toml `ffe init` writes (the documented defaults), in cwd unless one is there already."""
+    from ffe_engine.scaffold import template_text
+
+    path = cwd / "config.toml"
+    if not path.exists():
+        path.write_text(template_text("config.toml"))
+    return path
+
+
+def config_for_run(cwd: Path, args: tuple[str, ...] | list[str]) -> None:
+    """`ffe run` starts only from a config file, as an operator's does after `ffe init`: a test that runs the
+    engine without writing a config of its own runs it on the documented defaults."""
+    if args and args[0] == "run" and "--config" not in args:
+        starter_config(cwd)
+
+
 def ffe_cmd(*args: str, python_flags: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, *python_flags, "-m", "ffe_cli", *map(str, args)]
 
@@ -76,6 +93,7 @@ def ffe_cmd(*args: str, python_flags: tuple[str, ...] = ()) -> list[str]:
 def run_ffe(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 90.0,
             python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Run `ffe ARGS` to the end in cwd; stdout and stderr as text."""
+    config_for_run(cwd, args)
     return subprocess.run(ffe_cmd(*args, python_flags=python_flags), cwd=cwd, env=env or ffe_env(),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
@@ -87,6 +105,7 @@ class FfeProcess:
         self.cwd = cwd
         self.stdout_path = cwd / f"{name}.stdout"
         self.stderr_path = cwd / f"{name}.stderr"
+        config_for_run(cwd, args)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import ffe_cmd, ffe_env, make_settings
+from conftest import config_for_run, ffe_cmd, ffe_env, make_settings
 from fake_exchange import FakeBinance, ccxt_options
 from ffe_engine.clock import WallClock
 from ffe_engine.control import request
@@ -154,6 +154,7 @@ class AsyncFfe:
     @classmethod
     async def start(cls, cwd: Path, *args: str, env: dict[str, str], name: str = "ffe") -> "AsyncFfe":
         p = cls(cwd, name)
+        config_for_run(cwd, args)
         with open(p.stdout_path, "wb") as out, open(p.stderr_path, "wb") as err:
             p.proc = await asyncio.create_subprocess_exec(*ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
                                                           stdin=asyncio.subprocess.DEVNULL)

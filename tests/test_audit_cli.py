@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import starter_config
+
 WAIT_S = 60  # a safety net against a hung process, never a speed assertion
 
 
@@ -31,6 +33,7 @@ def ffe(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 def run_engine(root: Path, bars: int = 300) -> subprocess.CompletedProcess:
     # Weights move from the first closed trade on, so a short run has `weights` events too.
     env = clean_env(FFE_MARKET__SPEED="0", FFE_ENSEMBLE__WARMUP_TRADES="1")
+    starter_config(root)
     proc = subprocess.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", str(bars),
                            "--data-dir", "data", "--log-dir", "logs"], cwd=root, env=env, capture_output=True,
                           text=True, timeout=120)

@@ -1,8 +1,10 @@
-"""`ffe init` writes the starting files of a new installation."""
+"""`ffe init` writes the starting files of a new installation; `ffe run` refuses to start without a config file."""
 
 from __future__ import annotations
 
-from conftest import REPO, run_ffe
+import subprocess
+
+from conftest import REPO, ffe_cmd, ffe_env, run_ffe
 from ffe_engine.config import Settings, load_settings
 from ffe_engine.scaffold import template_text
 
@@ -40,3 +42,22 @@ def test_ffe_init_keeps_existing_files_unless_forced(tmp_path):
     proc = run_ffe(tmp_path, "init", "--force")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "config.toml").read_text() == template_text("config.toml")
+
+
+def test_ffe_run_without_a_config_file_says_where_it_looked_and_starts_nothing(tmp_path):
+    # Not through run_ffe: that gives `ffe run` the starter config, as `ffe init` would.
+    proc = subprocess.run(ffe_cmd("run", "--headless", "--max-bars", "1"), cwd=tmp_path, env=ffe_env(),
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert f"{tmp_path / 'config.toml'} not found" in line and "ffe init" in line and "--config" in line
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_ffe_run_after_ffe_init_names_its_config_file_and_data_directory(tmp_path):
+    assert run_ffe(tmp_path, "init").returncode == 0
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "2", "--data-dir", "state")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [line] = [line for line in proc.stderr.splitlines() if "settings" in line and "data_dir=" in line]
+    assert f"files={tmp_path / 'config.toml'}" in line and f"data_dir={tmp_path / 'state'}" in line
+    assert (tmp_path / "state" / "ffe.db").exists()

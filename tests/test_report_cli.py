@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import starter_config
+
 WAIT_S = 60  # a safety net against a hung process, never a speed assertion
 PROVIDERS = ["trend", "momentum", "mean_reversion", "breakout"]  # the configured defaults
 
@@ -37,6 +39,7 @@ def ffe_json(cwd: Path, *args: str):
 
 
 def run_engine(root: Path, **env: str) -> Path:
+    starter_config(root)
     proc = subprocess.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", "300",
                            "--data-dir", "data", "--log-dir", "logs"], cwd=root,
                           env=clean_env(FFE_MARKET__SPEED="0", **env), capture_output=True, text=True, timeout=120)
@@ -176,6 +179,7 @@ def test_show_unknown_id_or_missing_database_is_a_one_line_error(run, tmp_path):
 
 def test_show_follows_a_manual_approval_to_its_end(tmp_path):
     """Manual approval on a running engine: one proposal approved, one rejected, through `ffe ctl`."""
+    starter_config(tmp_path)
     engine = subprocess.Popen([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", "2000",
                                "--data-dir", "data", "--log-dir", "logs"], cwd=tmp_path,
                               env=clean_env(FFE_MARKET__SPEED="20", FFE_ENGINE__APPROVAL="manual"),

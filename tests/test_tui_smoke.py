@@ -8,7 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import REPO, audit_lines, db_value, ffe_env, run_ffe, wait_until
+from conftest import REPO, audit_lines, db_value, ffe_env, run_ffe, starter_config, wait_until
 
 
 class Tmux:
@@ -78,6 +78,7 @@ def test_make_run_in_tmux_shows_its_panes_and_K_y_q_y_halts_then_quits(tmp_path)
 
 def _start_ffe(tmp_path: Path, tmux: Tmux, rc: Path) -> int:
     pid_file = tmp_path / "pid"
+    starter_config(tmp_path)
     tmux.start(f"sh -c 'echo $$ > {pid_file}; exec {REPO / '.venv' / 'bin' / 'ffe'} run'; echo $? > {rc}", tmp_path)
     tmux.wait_for("RUNNING")
     return int(pid_file.read_text())
