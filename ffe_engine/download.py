@@ -247,8 +247,9 @@ class Downloader:
         if stored is not None and since_ms is not None and since_ms < stored.ts[0]:
             result.notes.append(f"{path} starts at {iso(stored.ts[0])}: candles before it are not fetched "
                                 f"(download into a new file for them)")
+        # Not rounded to a multiple of the timeframe: exchanges align some candles otherwise (Binance's weeks start
+        # on Mondays, the epoch on a Thursday). The exchange answers the candles opening at or after `since`.
         start = max(x for x in (since_ms, None if last_stored is None else last_stored + tf) if x is not None)
-        start = -(-start // tf) * tf  # the first candle opening at or after it
         # A candle opening at t has closed once t + timeframe + grace <= now: those opening before `end`.
         end = self.clock.now_ms() - self.close_grace_ms - tf + 1
         if until_ms is not None:
@@ -272,7 +273,10 @@ class Downloader:
                     result.pages += 1
                     fresh = sorted((r for r in rows if cursor <= int(r[0]) < end), key=lambda r: int(r[0]))
                     if not fresh:
-                        break  # the exchange has nothing from here on
+                        if cursor + tf < end:
+                            result.notes.append(f"{self.venue.name} answered no {symbol} candles from "
+                                                f"{iso(cursor)} on")
+                        break
                     lines = []
                     for r in fresh:
                         ts = int(r[0])

@@ -16,7 +16,7 @@ from conftest import ffe_env, run_ffe
 from fake_exchange import FakeBinance, ccxt_options, exchange_settings, kline
 from ffe_engine.download import (DownloadError, NoProgress, ProgressBar, Request, candle_file_name, download,
                                  progress_for)
-from ffe_engine.market.csvdata import iso, load_csv, symbol_from_filename
+from ffe_engine.market.csvdata import CsvError, iso, load_csv, symbol_from_filename
 from live_helpers import run_ffe_async, write_config
 
 H = 3_600_000
@@ -297,3 +297,14 @@ def test_a_new_file_needs_since(tmp_path):
     proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--file", "btc.csv")
     assert proc.returncode == 2
     assert "btc.csv: no candles yet: --since is needed to start it" in one_error_line(proc.stderr)
+
+
+async def test_a_damaged_file_is_refused_naming_its_line_and_left_as_it_is(fx, tmp_path):
+    clock = at(fx, T0 + 20 * H + 1_000_000)
+    path = csv_path(tmp_path)
+    path.write_text(f"timestamp,open,high,low,close,volume\n{iso(T0)},1,2,0.5,1.5,3\n{iso(T0 + H)},1,2,3,1.5,3\n")
+    before = path.read_text()
+    with pytest.raises(CsvError, match=r"_1h_binance\.csv:3: high 2 is below low 3"):
+        await fetch(fx, tmp_path, clock)
+    assert path.read_text() == before and fx.requests_to(KLINES) == []
+
