@@ -181,7 +181,9 @@ async def test_a_pending_approval_counts_down_and_expires_on_screen(tmp_path):
         clock.forward(60.5)
         await until(pilot, gone, "the approval to leave the pane")
         assert len(shown) >= 2 and shown[0] != shown[-1], shown  # the countdown moved on screen
-        assert db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (aid,)) == "expired"
+        # The pane follows the engine's memory; the store's write of the same change may land a moment later.
+        await until(pilot, lambda: db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (aid,))
+                    == "expired", "the expiry stored")
         log = app.query_one("#log")
         await until(pilot, lambda: any(f"approval {aid} expired" in line for line in log.lines), "the expiry logged")
 
