@@ -34,7 +34,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import FfeError
 
@@ -44,6 +44,7 @@ SECRET_MASK = "********"
 DEFAULT_CONFIG = Path("config.toml")
 ProviderName = Literal["trend", "momentum", "mean_reversion", "breakout", "llm"]
 KNOWN_PROVIDERS: tuple[str, ...] = get_args(ProviderName)
+DEFAULT_PROVIDERS: tuple[ProviderName, ...] = ("trend", "momentum", "mean_reversion", "breakout")
 
 Path_ = tuple[str, ...]  # a key path: ("risk", "max_open_positions")
 
@@ -207,9 +208,7 @@ class LlmSettings(_Section):
 class EnsembleSettings(_Section):
     strategy: Literal["weighted", "majority", "unanimous"] = "weighted"
     min_votes: Count = 2
-    providers: list[ProviderName] = Field(
-        default_factory=lambda: ["trend", "momentum", "mean_reversion", "breakout"], min_length=1
-    )
+    providers: list[ProviderName] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS), min_length=1)
     adaptive: bool = True
     provider_timeout_s: Seconds = 2.0
     warmup_trades: int = Field(20, ge=0)
@@ -323,8 +322,13 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-    ):
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # load_settings() reads the file, .env and the environment itself so that errors can name file, line and
         # variable. Settings(...) on its own takes only its arguments: code and tests get plain defaults.
         return (init_settings,)
@@ -862,7 +866,8 @@ def require_config_file(config_path: str | Path | None) -> Path:
     return config
 
 
-def _read_layers(config_path: str | Path | None, env_file: str | Path | None, environ: Mapping[str, str]):
+def _read_layers(config_path: str | Path | None, env_file: str | Path | None,
+                 environ: Mapping[str, str]) -> list[_Layer]:
     layers: list[_Layer] = []
     config = Path(config_path) if config_path is not None else DEFAULT_CONFIG
     if config.exists() or config.is_symlink():
@@ -922,7 +927,7 @@ def _validation_problems(exc: ValidationError, origins: Mapping[Path_, Origin]) 
     problems: list[Problem] = []
     # include_input=False: the rejected value may be a secret.
     for index, error in enumerate(exc.errors(include_url=False, include_input=False)):
-        loc = tuple(error["loc"])
+        loc: tuple[Any, ...] = tuple(error["loc"])  # an int where the key is a list index
         origin = origins.get(loc) or origins.get(_CAUSES.get(loc, ())) or _origin_for(loc, origins)
         problem, names_key = error["msg"], False
         if error["type"] == "value_error" and problem.startswith("Value error, "):
