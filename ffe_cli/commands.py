@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ffe_engine import audittool
+from ffe_engine import audittool, fmt
 from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.config import Settings, load_settings, render_settings, require_config_file
 from ffe_engine.errors import ControlError, Interrupted, UsageError
@@ -137,7 +137,7 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
 def _render(action: str, result: Any) -> str:
     if action == "status":
         r = result
-        return (f"{r['mode']} {r['state']} ({r['state_reason']})  equity {r['equity']:.2f}  "
+        return (f"{r['mode']} {r['state']} ({r['state_reason']})  equity {fmt.money(r['equity'])}  "
                 f"positions {len(r['positions'])}  open orders {len(r['orders'])}  "
                 f"pending approvals {len(r['approvals'])}  approval {r['approval_mode']}")
     if action == "halt":

@@ -18,12 +18,12 @@ import signal
 import sqlite3
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
+from . import fmt, present
 from .errors import UsageError
 from .events import EVENT_TYPES
 
@@ -33,160 +33,12 @@ READ_MAX = 1 << 20  # bytes taken at a time when following, so a burst never has
 
 
 # ====================================================================================================== formatting
-def _num(x: Any, spec: str = ".8g") -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return str(x)
-    return format(x, spec)
-
-
-def _money(x: Any) -> str:
-    return _num(x, "+.2f")
-
-
-def _pct(x: float | None, spec: str = ".1f") -> str:
-    return "-" if x is None else f"{x * 100:{spec}}%"
-
-
-def _ms_time(ms: Any) -> str:
-    """A market timestamp (integer ms UTC) as `YYYY-MM-DD HH:MM:SS`."""
-    if not isinstance(ms, (int, float)):
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _s_time(s: Any) -> str:
-    """A wall-clock timestamp (seconds since epoch) as `YYYY-MM-DD HH:MM:SS`."""
-    return _ms_time(s * 1000) if isinstance(s, (int, float)) else "-"
-
-
-def _audit_time(ts: Any) -> str:
-    """An audit `ts` (ISO-8601 UTC) as `YYYY-MM-DD HH:MM:SS.mmm`."""
-    if not isinstance(ts, str):
-        return "-"
-    return ts.replace("T", " ").rstrip("Z")
-
-
-def _fmt_decision(r: dict) -> str:
-    s = (f"{r.get('decision_id')} {r.get('symbol')} {r.get('action')} conf {_num(r.get('confidence'), '.2f')} "
-         f"tier {r.get('tier')} {r.get('outcome')}")
-    if r.get("quantity"):
-        s += f" qty {_num(r.get('quantity'))}"
-    if r.get("client_order_id"):
-        s += f" order {r['client_order_id']}"
-    if r.get("approval_id"):
-        s += f" approval {r['approval_id']}"
-    if r.get("failed"):
-        s += f" failed {','.join(map(str, r['failed']))}"
-    reason = r.get("reason")
-    if reason and reason != r.get("strategy"):
-        s += f" ({reason})"
-    return s
-
-
-def _fmt_order(r: dict) -> str:
-    s = (f"{r.get('client_order_id') or '-'} {r.get('side')} {_num(r.get('quantity'))} {r.get('symbol')} "
-         f"{r.get('type')} {r.get('status')} {r.get('reason')}")
-    if r.get("filled"):
-        s += f" filled {_num(r.get('filled'))} @ {_num(r.get('average'))}"
-    if r.get("decision_id"):
-        s += f" decision {r['decision_id']}"
-    if r.get("error"):
-        s += f" error: {r['error']}"
-    return s
-
-
-def _fmt_fill(r: dict) -> str:
-    return (f"{r.get('client_order_id')} {r.get('side')} {_num(r.get('quantity'))} {r.get('symbol')} "
-            f"@ {_num(r.get('price'))} fee {_num(r.get('fee'), '.4f')}")
-
-
-def _fmt_opened(r: dict) -> str:
-    return (f"{r.get('symbol')} {r.get('side')} {_num(r.get('quantity'))} @ {_num(r.get('entry_price'))} "
-            f"SL {_num(r.get('stop_loss'))} TP {_num(r.get('take_profit'))} decision {r.get('decision_id') or '-'}")
-
-
-def _fmt_closed(r: dict) -> str:
-    return (f"{r.get('symbol')} {r.get('side')} {_num(r.get('quantity'))} {_num(r.get('entry_price'))} -> "
-            f"{_num(r.get('exit_price'))} pnl {_money(r.get('pnl'))} fees {_num(r.get('fees'), '.2f')} "
-            f"{r.get('reason')} trade {r.get('trade_id')} decision {r.get('decision_id') or '-'}")
-
-
-def _fmt_state(r: dict) -> str:
-    return f"{r.get('previous')} -> {r.get('state')} by {r.get('by', '-')}: {r.get('reason')}"
-
-
-def _fmt_breaker(r: dict) -> str:
-    s = f"{r.get('venue')} {r.get('previous')} -> {r.get('state')} failures {r.get('failures')}"
-    return s + (f" error: {r['error']}" if r.get("error") else "")
-
-
-def _fmt_approval(r: dict) -> str:
-    s = (f"{r.get('approval_id')} {r.get('outcome')} by {r.get('by')} decision {r.get('decision_id')} "
-         f"{r.get('symbol')} {r.get('side')} {_num(r.get('quantity'))} @ {_num(r.get('price'))}")
-    return s + (f" ({r['reason']})" if r.get("reason") else "")
-
-
-def _fmt_weights(r: dict) -> str:
-    w = r.get("weights") or {}
-    s = " ".join(f"{k} {_num(v, '.3f')}" for k, v in w.items())
-    return s + (f" ({r['reason']})" if r.get("reason") else "")
-
-
-def _fmt_reconcile(r: dict) -> str:
-    diffs = r.get("differences") or []
-    s = f"{r.get('status')} {len(diffs)} difference(s)"
-    if diffs:
-        s += ": " + "; ".join(_compact(d) for d in diffs[:3]) + (" ..." if len(diffs) > 3 else "")
-    return s
-
-
-def _fmt_error(r: dict) -> str:
-    return f"{r.get('where')}: {r.get('message')}"
-
-
-def _fmt_kill(r: dict) -> str:
-    s = (f"{r.get('action')} by {r.get('by')} cancelled {len(r.get('cancelled') or [])} "
-         f"failed {len(r.get('failed') or [])} closing {len(r.get('closing') or [])}")
-    if r.get("failed"):
-        s += ": " + "; ".join(_compact(f) for f in r["failed"])
-    return s
-
-
-def _fmt_run(r: dict) -> str:
-    detail = r.get("detail") or {}
-    return f"{r.get('phase')} {r.get('mode')} " + " ".join(f"{k}={_compact(v)}" for k, v in detail.items())
-
-
-def _compact(v: Any) -> str:
-    if isinstance(v, str):
-        return v
-    return json.dumps(v, separators=(",", ":"), default=str)
-
-
-def _fmt_generic(r: dict) -> str:
-    s = " ".join(f"{k}={_compact(v)}" for k, v in r.items() if k not in ("ts", "seq", "event"))
-    return s if len(s) <= 300 else s[:297] + "..."
-
-
-FORMATTERS: dict[str, Callable[[dict], str]] = {
-    "decision": _fmt_decision, "order": _fmt_order, "fill": _fmt_fill, "position_opened": _fmt_opened,
-    "position_closed": _fmt_closed, "engine_state": _fmt_state, "breaker": _fmt_breaker, "approval": _fmt_approval,
-    "weights": _fmt_weights, "reconcile": _fmt_reconcile, "error": _fmt_error, "kill_switch": _fmt_kill,
-    "run": _fmt_run,
-}
-
-
-def format_record(rec: dict) -> str:
-    """One audit record as one human-readable line: time, seq, event, then the fields that matter for it."""
-    name = str(rec.get("event"))
-    fmt = FORMATTERS.get(name, _fmt_generic)
-    try:
-        body = fmt(rec)
-    except (TypeError, ValueError, AttributeError):  # a record of another shape: show its fields as they are
-        body = _fmt_generic(rec)
-    return f"{_audit_time(rec.get('ts'))} {_num(rec.get('seq')):>7} {name:<15} {body}".rstrip()
+def format_record(rec: dict[str, Any]) -> str:
+    """One audit record as one line: its time as recorded (ISO 8601 UTC), its seq, then the event in the words
+    the console's log uses."""
+    ts = rec.get("ts") if isinstance(rec.get("ts"), str) else "-"
+    seq = rec.get("seq")
+    return f"{ts} {seq if seq is not None else '-':>7} {present.line(str(rec.get('event')), rec)}"
 
 
 # ====================================================================================================== audit tail
@@ -358,8 +210,6 @@ def _follow(path: Path, f, pos: int, lines: _Lines, out: _Out) -> int:
                     f = None
                     continue
                 time.sleep(POLL_S)
-    except BrokenPipeError:
-        _reader_gone()
     finally:
         if f is not None:
             f.close()
@@ -507,7 +357,7 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
 
     opened = [t for t in trades if t["role"] == "opened"]
     return {
-        "decision_id": did, "symbol": d["symbol"], "bar_ts": d["ts"], "bar_time": _ms_time(d["ts"]),
+        "decision_id": did, "symbol": d["symbol"], "bar_ts": d["ts"], "bar_time": fmt.iso_ms(d["ts"]),
         "recorded": rec.get("ts"), "seq": d.get("event_seq"), "price": d["price"], "action": d["action"],
         "confidence": d["confidence"], "tier": d["tier"], "strategy": d["strategy"], "outcome": d["outcome"],
         "reason": d["reason"], "quantity": d["quantity"], "client_order_id": d["client_order_id"],
@@ -547,17 +397,17 @@ def _approval_history(conn: sqlite3.Connection, approval: dict, decision_seq: in
 def render_story(s: dict) -> str:
     out: list[str] = []
     add = out.append
-    add(f"decision {s['decision_id']}  {s['symbol']}  bar {s['bar_time']} UTC  price {_num(s['price'])}"
-        + (f"  (recorded {_audit_time(s['recorded'])}, seq {s['seq']})" if s.get("recorded") else ""))
-    add(f"  {s['action']}  confidence {_num(s['confidence'], '.3f')}  tier {s['tier']}  strategy {s['strategy']}"
+    add(f"decision {s['decision_id']}  {s['symbol']}  bar {s['bar_time']}  price {fmt.price(s['price'])}"
+        + (f"  (recorded {s['recorded']}, seq {s['seq']})" if s.get("recorded") else ""))
+    add(f"  {s['action']}  confidence {fmt.conf(s['confidence'])}  tier {s['tier']}  strategy {s['strategy']}"
         f"  outcome {s['outcome']}" + (f"  ({s['reason']})" if s['reason'] and s['reason'] != s['strategy'] else ""))
 
     add("")
     add("votes")
     add(f"  {'provider':<16}{'action':<7}{'conf':>6}{'weight':>8}  reason")
     for v in s["votes"]:
-        add(f"  {str(v['provider']):<16}{str(v['action']):<7}{_num(v['confidence'], '.3f'):>6}"
-            f"{_num(v['weight'], '.3f'):>8}  {v.get('reason') or ''}")
+        add(f"  {str(v['provider']):<16}{str(v['action']):<7}{fmt.conf(v['confidence']):>6}"
+            f"{_weight(v['weight']):>8}  {v.get('reason') or ''}")
     if not s["votes"]:
         add("  (no valid votes)")
     add(f"  failed: {', '.join(s['failed']) if s['failed'] else 'none'}")
@@ -565,7 +415,7 @@ def render_story(s: dict) -> str:
     if s["sizing"]:
         add("")
         add("sizing")
-        add("  " + "  ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in s["sizing"].items()))
+        add("  " + "  ".join(f"{k.replace('_', ' ')} {fmt.number(v)}" for k, v in s["sizing"].items()))
 
     add("")
     add("gates")
@@ -578,7 +428,7 @@ def render_story(s: dict) -> str:
     if s["later_gates"]:
         add("  checked later under this decision:")
         for g in s["later_gates"]:
-            add(_gate_line(g) + f"  at {_s_time(g['ts'])}")
+            add(_gate_line(g) + f"  at {fmt.iso(g['ts'])}")
 
     add("")
     a = s["approval"]
@@ -586,11 +436,11 @@ def render_story(s: dict) -> str:
         add("approval: none (not proposed for approval)")
     else:
         add(f"approval {a['approval_id']}: {a['status']}" + (f" by {a['by']}" if a.get("by") else "")
-            + f"  proposed {_s_time(a['created_ts'])}  expires {_s_time(a['expires_ts'])}"
-            + (f"  ended {_s_time(a['ended_ts'])}" if a.get("ended_ts") else "")
+            + f"  proposed {fmt.iso(a['created_ts'])}  expires {fmt.iso(a['expires_ts'])}"
+            + (f"  ended {fmt.iso(a['ended_ts'])}" if a.get("ended_ts") else "")
             + (f"  order {a['client_order_id']}" if a.get("client_order_id") else ""))
         for h in a["history"]:
-            add(f"  {_audit_time(h['ts'])} {h['outcome']} by {h['by']}" + (f": {h['reason']}" if h['reason'] else ""))
+            add(f"  {h['ts']} {h['outcome']} by {h['by']}" + (f": {h['reason']}" if h['reason'] else ""))
 
     add("")
     add("orders")
@@ -598,11 +448,11 @@ def render_story(s: dict) -> str:
         add("  none")
     for o in s["orders"]:
         via = f" (decision {o['decision_id']})" if o["decision_id"] != s["decision_id"] else ""
-        add(f"  {o['client_order_id']}  {o['side']} {_num(o['quantity'])} {o['symbol']} {o['type']}  {o['reason']}"
-            f"  {o['status']}  filled {_num(o['filled'])} @ {_num(o['average'])}  fee {_num(o['fee'], '.4f')}"
-            f"  at {_ms_time(o['created_ts'])}{via}" + (f"  error: {o['error']}" if o["error"] else ""))
+        add(f"  {o['client_order_id']}  {o['side']} {fmt.qty(o['quantity'])} {o['symbol']} {o['type']}  {o['reason']}"
+            f"  {o['status']}  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
+            f"  at {fmt.iso_ms(o['created_ts'])}{via}" + (f"  error: {o['error']}" if o["error"] else ""))
         for f in o["fills"]:
-            add(f"    fill {_num(f['quantity'])} @ {_num(f['price'])}  fee {_num(f['fee'], '.4f')}  at {_ms_time(f['ts'])}")
+            add(f"    fill {fmt.qty(f['quantity'])} @ {fmt.price(f['price'])}  fee {fmt.fee(f['fee'])}  at {fmt.iso_ms(f['ts'])}")
 
     add("")
     add("trade")
@@ -611,20 +461,20 @@ def render_story(s: dict) -> str:
     for t in s["trades"]:
         role = "opened by this decision" if t["role"] == "opened" else \
             f"closed by this decision, opened by {t['entry_decision_id']}"
-        add(f"  #{t['id']} {t['side']} {_num(t['quantity'])} {t['symbol']}  {_num(t['entry_price'])} -> "
-            f"{_num(t['exit_price'])}  pnl {_money(t['pnl'])}  fees {_num(t['fees'], '.2f')}  {t['reason']}  "
-            f"{_ms_time(t['opened_ts'])} -> {_ms_time(t['closed_ts'])}  ({role})")
+        add(f"  #{t['id']} {t['side']} {fmt.qty(t['quantity'])} {t['symbol']}  {fmt.price(t['entry_price'])} -> "
+            f"{fmt.price(t['exit_price'])}  pnl {fmt.money(t['pnl'], signed=True)}  fees {fmt.fee(t['fees'])}  {t['reason']}  "
+            f"{fmt.iso_ms(t['opened_ts'])} -> {fmt.iso_ms(t['closed_ts'])}  ({role})")
         if t["scores"]:
             add("    scored: " + ", ".join(f"{x['provider']} {x['action']} {'hit' if x['correct'] else 'miss'}"
                                           for x in t["scores"]))
     if s["pnl"] is not None:
-        add(f"  P&L {_money(s['pnl'])}")
+        add(f"  P&L {fmt.money(s['pnl'], signed=True)}")
     return "\n".join(out)
 
 
 def _gate_line(g: dict) -> str:
     detail = f"  {g['detail']}" if g.get("detail") else ""
-    return (f"  {str(g['code']):<20}{_num(g['value'], '.6g'):<12}{_num(g['limit'], '.6g'):<31}"
+    return (f"  {str(g['code']):<20}{fmt.number(g['value']):<12}{fmt.number(g['limit']):<31}"
             f"{'pass' if g['passed'] else 'FAIL'}{detail}")
 
 
@@ -694,7 +544,7 @@ def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) 
 def render_provider_report(r: dict[str, Any]) -> str:
     """Fits 80 columns: all-time figures, then the same over the last N trades."""
     if r["weights"] == "stored":
-        src = f"weights as stored {_s_time(r['weights_updated'])} UTC"
+        src = f"weights as stored {fmt.iso(r['weights_updated'])}"
     else:
         src = "equal weights (none stored yet)"
     lines = [f"{r['trades']} closed trades; {src}",
@@ -704,9 +554,9 @@ def render_provider_report(r: dict[str, Any]) -> str:
     for p in r["providers"]:
         name = p["provider"] + ("" if p["configured"] else "*")
         last = p["last"]
-        lines.append(f"{name:<15}{_num(p['weight'], '.3f'):>7}{p['votes']:>6}{p['failed']:>5}{p['backed']:>7}"
-                     f"{_pct(p['hit_rate'], '.0f'):>6}{_ret(p['avg_return_pct']):>8} |{last['backed']:>7}"
-                     f"{_pct(last['hit_rate'], '.0f'):>6}{_ret(last['avg_return_pct']):>8}")
+        lines.append(f"{name:<15}{_weight(p['weight']):>7}{p['votes']:>6}{p['failed']:>5}{p['backed']:>7}"
+                     f"{_hit(p['hit_rate']):>6}{_ret(p['avg_return_pct']):>8} |{last['backed']:>7}"
+                     f"{_hit(last['hit_rate']):>6}{_ret(last['avg_return_pct']):>8}")
     if any(not p["configured"] for p in r["providers"]):
         lines.append("* not a configured provider (history only)")
     lines.append("votes: BUY/SELL votes cast; fail: failed or timed out; backed: entries it voted for;")
@@ -719,6 +569,16 @@ def _ret(x: float | None) -> str:
     return "-" if x is None else f"{x:+.3f}"
 
 
+def _weight(x: Any) -> str:
+    """An ensemble weight: three decimals, as the weights event shows them."""
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "-"
+
+
+def _hit(x: float | None) -> str:
+    """A hit rate in a 6-wide column: whole percent."""
+    return "-" if x is None else f"{x * 100:.0f}%"
+
+
 def trades_report(conn: sqlite3.Connection, last: int) -> dict[str, Any]:
     sql = ("SELECT id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, closed_ts, "
            "entry_decision_id, exit_client_order_id FROM trades ORDER BY id DESC")
@@ -729,15 +589,15 @@ def trades_report(conn: sqlite3.Connection, last: int) -> dict[str, Any]:
 
 
 def render_trades(r: dict[str, Any]) -> str:
-    lines = [f"{'#':>5} {'closed (UTC)':<19} {'symbol':<10}{'side':<5}{'quantity':>12}{'entry':>13}{'exit':>13}"
+    lines = [f"{'#':>5} {'closed':<20} {'symbol':<10}{'side':<5}{'quantity':>12}{'entry':>13}{'exit':>13}"
              f"{'pnl':>10}  {'reason':<12}entry decision"]
     for t in r["trades"]:
-        lines.append(f"{t['id']:>5} {_ms_time(t['closed_ts']):<19} {t['symbol']:<10}{t['side']:<5}"
-                     f"{_num(t['quantity'], '.6g'):>12}{_num(t['entry_price'], '.8g'):>13}"
-                     f"{_num(t['exit_price'], '.8g'):>13}{_money(t['pnl']):>10}  {t['reason']:<12}"
+        lines.append(f"{t['id']:>5} {fmt.iso_ms(t['closed_ts']):<20} {t['symbol']:<10}{t['side']:<5}"
+                     f"{fmt.qty(t['quantity']):>12}{fmt.price(t['entry_price']):>13}"
+                     f"{fmt.price(t['exit_price']):>13}{fmt.money(t['pnl'], signed=True):>10}  {t['reason']:<12}"
                      f"{t['entry_decision_id'] or '-'}")
     tot = r["total"]
     rate = f" ({tot['wins'] / tot['count'] * 100:.0f}%)" if tot["count"] else ""
-    lines.append(f"{tot['count']} closed trades, {tot['wins']} won{rate}, P&L {_money(tot['pnl'])}"
+    lines.append(f"{tot['count']} closed trades, {tot['wins']} won{rate}, P&L {fmt.money(tot['pnl'], signed=True)}"
                  + (f"; {len(r['trades'])} shown" if len(r["trades"]) < tot["count"] else ""))
     return "\n".join(lines)

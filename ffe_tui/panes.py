@@ -11,7 +11,8 @@ from rich.text import Text
 from textual.widgets import DataTable, Log, Static
 from textual_plotext import PlotextPlot
 
-from . import fmt
+from ffe_engine import fmt
+
 from .state import ConsoleState
 
 STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow", "HALTED": "bold white on red"}
@@ -173,7 +174,7 @@ class VotesPane(Static):
                 else:
                     row.append("-")
             t.add_row(*row)
-        t.add_row(*(["final"] + [Text(f"{fmt.enum_text(d.action)} {d.confidence:.2f} tier {d.tier}", style="bold")
+        t.add_row(*(["final"] + [Text(f"{fmt.enum_text(d.action)} {fmt.conf(d.confidence)} tier {d.tier}", style="bold")
                                  for d in decisions]))
         t.add_row(*(["outcome"] + [fmt.short(d.outcome or "-", 22) for d in decisions]))
         self.update(t)
@@ -202,8 +203,8 @@ class GatesPane(Static):
                 k = c * per + i
                 if k < len(gates):
                     x = gates[k]
-                    row += [x.get("code", "?"), fmt.short(fmt.gate_value(x.get("value")), 8),
-                            fmt.short(fmt.gate_value(x.get("limit")), 8),
+                    row += [x.get("code", "?"), fmt.short(fmt.number(x.get("value"), 4), 8),
+                            fmt.short(fmt.number(x.get("limit"), 4), 8),
                             Text("ok", style="green") if x.get("passed") else Text("FAIL", style="bold red")]
                 else:
                     row += ["", "", "", ""]

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ffe_engine import events as ev
-
-from . import fmt
+from ffe_engine import fmt, present
 
 # Every event type the log can be filtered on (BarEvent is a per-candle UI update and never logged).
 EVENT_NAMES: tuple[str, ...] = tuple(sorted(c.name for c in ev.Event.__subclasses__() if c is not ev.BarEvent))
@@ -49,78 +48,6 @@ class LogFilter:
         return name not in self.exclude
 
 
-def _votes(votes: list[dict[str, Any]]) -> str:
-    return " ".join(f"{v.get('provider')}={fmt.enum_text(v.get('action'))}" for v in votes)
-
-
-def describe(e: ev.Event) -> str:
-    """One log line for an event, without its time."""
-    n = e.name
-    if isinstance(e, ev.EngineStateChanged):
-        if e.state == e.previous:
-            return f"{n} {e.state}: {e.reason} (by {e.by})"
-        return f"{n} {e.previous} -> {e.state}: {e.reason} (by {e.by})"
-    if isinstance(e, ev.DecisionMade):
-        text = (f"{n} {e.symbol} {fmt.enum_text(e.action)} {e.confidence:.2f} tier {e.tier} -> {e.outcome or '-'}")
-        if e.quantity:
-            text += f" qty {fmt.qty(e.quantity)}"
-        if e.failed:
-            text += f" failed: {','.join(e.failed)}"
-        if e.outcome not in ("hold", "") and e.reason:
-            text += f" ({e.reason})"
-        return text
-    if isinstance(e, ev.OrderEvent):
-        text = (f"{n} {e.symbol} {fmt.enum_text(e.side)} {fmt.qty(e.quantity)} {e.type} {fmt.enum_text(e.status)} "
-                f"{fmt.enum_text(e.reason)} {e.client_order_id}")
-        return text + (f" error: {e.error}" if e.error else "")
-    if isinstance(e, ev.FillEvent):
-        return f"{n} {e.symbol} {fmt.enum_text(e.side)} {fmt.qty(e.quantity)} @ {fmt.price(e.price)} fee {e.fee:.4g}"
-    if isinstance(e, ev.PositionOpened):
-        return (f"{n} {e.symbol} {e.side} {fmt.qty(e.quantity)} @ {fmt.price(e.entry_price)} "
-                f"SL {fmt.price(e.stop_loss)} TP {fmt.price(e.take_profit)}")
-    if isinstance(e, ev.PositionClosed):
-        return (f"{n} {e.symbol} {fmt.qty(e.quantity)} {fmt.price(e.entry_price)} -> {fmt.price(e.exit_price)} "
-                f"pnl {fmt.money(e.pnl, signed=True)} ({e.reason})")
-    if isinstance(e, ev.BreakerChanged):
-        text = f"{n} {e.venue} {e.previous} -> {e.state} failures {e.failures}"
-        return text + (f": {e.error}" if e.error else "")
-    if isinstance(e, ev.ApprovalEvent):
-        text = (f"{n} {e.approval_id} {e.outcome} {e.symbol} {e.side} {fmt.qty(e.quantity)} @ {fmt.price(e.price)} "
-                f"by {e.by}")
-        return text + (f" ({e.reason})" if e.reason else "")
-    if isinstance(e, ev.WeightsChanged):
-        return f"{n} " + " ".join(f"{k}={v:.3f}" for k, v in e.weights.items())
-    if isinstance(e, ev.ReconcileEvent):
-        return f"{n} {e.status} ({len(e.differences)} difference(s))"
-    if isinstance(e, ev.ErrorEvent):
-        return f"{n} [{e.where}] {e.message}"
-    if isinstance(e, ev.KillSwitchEvent):
-        return f"{n} {e.action} {kill_summary(e)}"
-    if isinstance(e, ev.RunEvent):
-        d = e.detail
-        keep = " ".join(f"{k}={d[k]}" for k in ("state", "approval", "positions", "recovered_orders", "bars", "equity")
-                        if k in d)
-        return f"{n} {e.phase} {e.mode} {keep}".rstrip()
-    if isinstance(e, ev.LogEvent):
-        return f"{n} {e.level} {e.message}"
-    return f"{n} " + " ".join(f"{k}={v}" for k, v in e.payload().items())
-
-
-def kill_summary(e: ev.KillSwitchEvent) -> str:
-    parts = [f"by {e.by or '?'}: cancelled {len(e.cancelled)}"]
-    if e.cancelled:
-        parts.append(f"({', '.join(e.cancelled[:4])}{', …' if len(e.cancelled) > 4 else ''})")
-    parts.append(f"failed {len(e.failed)}")
-    if e.failed:
-        parts.append("(" + ", ".join(f"{f.get('client_order_id') or f.get('symbol')}: {f.get('error')}"
-                                     for f in e.failed[:3]) + ")")
-    if e.action == "flatten":
-        parts.append(f"closing {len(e.closing)}")
-    if e.elapsed_ms:
-        parts.append(f"in {e.elapsed_ms:.1f} ms")
-    return " ".join(parts)
-
-
 class ConsoleState:
     def __init__(self, symbols: Iterable[str], *, max_lines: int = 5000, chart_points: int = 240) -> None:
         self.symbols = list(symbols)
@@ -151,7 +78,7 @@ class ConsoleState:
                     self.equity[-1] = e.equity
                 changed.add("chart")
                 continue
-            line = LogLine(e.name, f"{fmt.clock(e.ts)} {describe(e)}")
+            line = LogLine(e.name, f"{fmt.clock(e.ts)} {present.line(e.name, e.payload())}")
             self.lines.append(line)
             if keep(e.name):
                 self.pending_lines.append(line)

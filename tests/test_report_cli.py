@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import starter_config
+from ffe_engine import fmt
 
 WAIT_S = 60  # a safety net against a hung process, never a speed assertion
 PROVIDERS = ["trend", "momentum", "mean_reversion", "breakout"]  # the configured defaults
@@ -92,9 +93,9 @@ def test_show_tells_the_story_of_a_decision_that_became_a_closed_trade(run):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     symbol, price = sql(run, "SELECT symbol, price FROM decisions WHERE decision_id = ?", (did,))[0]
-    assert out.splitlines()[0].startswith(f"decision {did}  {symbol}") and f"price {price:.8g}" in out
+    assert out.splitlines()[0].startswith(f"decision {did}  {symbol}") and f"price {fmt.price(price)}" in out
     for v in decision_record(run, did)["votes"]:  # every provider's vote, with the weight applied
-        assert any(line.split()[:3] == [v["provider"], v["action"], f"{v['confidence']:.3f}"]
+        assert any(line.split()[:3] == [v["provider"], v["action"], fmt.conf(v['confidence'])]
                    and line.split()[3] == f"{v['weight']:.3f}" for line in out.splitlines()), v
     for (code, passed) in sql(run, "SELECT code, passed FROM gate_results WHERE decision_id = ? AND "
                                    "client_order_id = ? ORDER BY position", (did, entry_id)):
@@ -103,8 +104,8 @@ def test_show_tells_the_story_of_a_decision_that_became_a_closed_trade(run):
     assert "approval: none" in out
     assert entry_id in out and exit_id in out
     for (fill_price,) in sql(run, "SELECT price FROM fills WHERE client_order_id IN (?, ?)", (entry_id, exit_id)):
-        assert "fill " in out and f"@ {fill_price:.8g}" in out
-    assert f"#{trade_id} " in out and f"P&L {pnl:+.2f}" in out
+        assert "fill " in out and f"@ {fmt.price(fill_price)}" in out
+    assert f"#{trade_id} " in out and f"P&L {fmt.money(pnl, signed=True)}" in out
 
 
 def test_show_json_holds_the_same_story(run):
@@ -147,7 +148,7 @@ def test_show_an_exit_decision_names_the_trade_it_closed(signal_exits):
     assert exit_decision != entry
     out = ffe(run, "audit", "show", exit_decision, "--data-dir", "data").stdout
     assert "outcome exit_submitted" in out
-    assert f"#{trade_id} " in out and f"pnl {pnl:+.2f}" in out and f"closed by this decision, opened by {entry}" in out
+    assert f"#{trade_id} " in out and f"pnl {fmt.money(pnl, signed=True)}" in out and f"closed by this decision, opened by {entry}" in out
     # and the entry decision's story includes the exit order that a later decision placed
     story = ffe_json(run, "audit", "show", entry, "--data-dir", "data")
     assert any(o["decision_id"] == exit_decision for o in story["orders"])
@@ -301,9 +302,9 @@ def test_report_trades_lists_closed_trades_with_pnl_and_entry_decision(run):
     assert len(body) == len(rows)
     for line, (tid, pnl, reason, did) in zip(body, rows):
         parts = line.split()
-        assert parts[0] == str(tid) and f"{pnl:+.2f}" in parts and reason in parts and parts[-1] == did
+        assert parts[0] == str(tid) and fmt.money(pnl, signed=True) in parts and reason in parts and parts[-1] == did
     total = sum(p for _, p, _, _ in rows)
-    assert lines[-1].startswith(f"{len(rows)} closed trades") and f"P&L {total:+.2f}" in lines[-1]
+    assert lines[-1].startswith(f"{len(rows)} closed trades") and f"P&L {fmt.money(total, signed=True)}" in lines[-1]
     r = ffe_json(run, "report", "trades", "--last", "3", "--data-dir", "data")
     assert [t["id"] for t in r["trades"]] == [tid for tid, *_ in rows[-3:]]
 

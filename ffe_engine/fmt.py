@@ -1,0 +1,148 @@
+"""How numbers and times read, everywhere: the console, `ffe ctl`, the audit tail, `audit show` and the reports.
+
+One rule for each kind of value, so the same fill reads the same on every screen:
+
+- prices and quantities: six significant digits, thousands separators, never scientific (60,118.1, 0.0123457);
+- money (equity, P&L): two decimals with thousands separators, signed where it is a gain or a loss (+1,234.50);
+  fees four decimals (0.0120), as they are often fractions of a cent;
+- percentages: two decimals and a % sign (12.34%);
+- times: UTC in ISO 8601 form with the zone shown (2026-01-02T03:04:05Z), market and wall time alike; the console's
+  log column keeps only the time of day (03:04:05Z).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+
+def enum_text(x: Any) -> str:
+    """Enum-valued fields (model.Action, Side, ...) as their plain value; audit records already hold the value."""
+    return str(x.value if hasattr(x, "value") else x)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _significant(x: float, digits: int) -> str:
+    """`digits` significant digits with thousands separators and no exponent; trailing zeros kept (3,008.10)."""
+    if x == 0:
+        return "0"
+    places = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
+    return f"{x:,.{places}f}"
+
+
+def price(x: Any) -> str:
+    """60,118.1  3,008.10  0.123456"""
+    return _significant(float(x), 6) if _finite(x) else "-"
+
+
+def qty(x: Any, digits: int = 6) -> str:
+    """Quantities lose their trailing zeros: 0.01, 1.5, 12,345.7."""
+    if not _finite(x):
+        return "-"
+    text = _significant(float(x), digits)
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def number(x: Any, digits: int = 6) -> str:
+    """Any other figure (a gate's measured value, a sizing input): as a quantity; text as it is."""
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        return qty(x, digits) if math.isfinite(x) else str(x)
+    return str(x)
+
+
+def money(x: Any, signed: bool = False) -> str:
+    if not _finite(x):
+        return "-"
+    return f"{x:+,.2f}" if signed else f"{x:,.2f}"
+
+
+def fee(x: Any) -> str:
+    return f"{x:,.4f}" if _finite(x) else "-"
+
+
+def pct(x: Any, signed: bool = False) -> str:
+    """A figure already in percent: 12.34%."""
+    if not _finite(x):
+        return "-"
+    return f"{x:+,.2f}%" if signed else f"{x:,.2f}%"
+
+
+def ratio(x: Any, signed: bool = False) -> str:
+    """A fraction as a percentage: 0.1234 -> 12.34%."""
+    return pct(x * 100, signed) if _finite(x) else "-"
+
+
+def conf(x: Any) -> str:
+    return f"{x:.2f}" if _finite(x) else "-"
+
+
+def duration(seconds: float | None) -> str:
+    """Compact age or countdown: 42s, 3m05s, 2h10m, 3d04h."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def iso(seconds: Any) -> str:
+    """Seconds since the epoch (wall clock) as 2026-01-02T03:04:05Z."""
+    if not _finite(seconds):
+        return "-"
+    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_ms(ts_ms: Any) -> str:
+    """A market timestamp (integer milliseconds, UTC) as 2026-01-02T03:04:05Z."""
+    return iso(ts_ms / 1000) if _finite(ts_ms) else "-"
+
+
+def market_time(ts_ms: Any) -> str:
+    """The market clock on the status line, to the minute: 2026-01-02T03:04Z."""
+    if not _finite(ts_ms):
+        return "-"
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+
+_clock_cache: list[Any] = [-1, ""]
+
+
+def clock(seconds: float) -> str:
+    """The time of day of an event, 03:04:05Z. Events come many to a second: the text is reused within one."""
+    sec = int(seconds)
+    if sec != _clock_cache[0]:
+        _clock_cache[0] = sec
+        _clock_cache[1] = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%H:%M:%SZ")
+    return str(_clock_cache[1])
+
+
+def compact(v: Any) -> str:
+    """A nested value on one line (a reconcile difference, a run's detail)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float):
+        return number(v)
+    return json.dumps(v, separators=(",", ":"), default=str)
+
+
+def short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"

@@ -1,0 +1,156 @@
+"""How each event reads as one line of text: the console's log pane and `ffe audit tail` print the same words.
+
+`line(name, fields)` takes an event's name and its fields: a live event's `payload()` or an audit record as read
+back from the file (where enums are already plain strings and the time is text). Each line starts with the event's
+name; the caller puts the time (and, in the audit tail, the sequence number) in front. What matters most to an
+operator comes first, ids last, so a narrow screen cuts off the least useful part.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from . import fmt
+
+Fields = Mapping[str, Any]
+
+
+def _reason(f: Fields) -> str:
+    return f" ({f['reason']})" if f.get("reason") else ""
+
+
+def _ids(f: Fields, *names: str) -> str:
+    """`order C1 decision D1`: the ids that are set, under their plain names."""
+    labels = {"client_order_id": "order", "decision_id": "decision", "approval_id": "approval", "trade_id": "trade"}
+    return "".join(f" {labels[n]} {f[n]}" for n in names if f.get(n) not in (None, ""))
+
+
+def _decision(f: Fields) -> str:
+    text = (f"{f.get('symbol')} {fmt.enum_text(f.get('action'))} conf {fmt.conf(f.get('confidence'))} "
+            f"tier {f.get('tier')} -> {f.get('outcome') or '-'}")
+    if f.get("quantity"):
+        text += f" qty {fmt.qty(f.get('quantity'))}"
+    if f.get("failed"):
+        text += f" failed: {','.join(map(str, f['failed']))}"
+    reason = f.get("reason")
+    if reason and f.get("outcome") not in ("hold", "") and reason != f.get("strategy"):
+        text += f" ({reason})"
+    return text + _ids(f, "client_order_id", "approval_id", "decision_id")
+
+
+def _order(f: Fields) -> str:
+    text = (f"{f.get('symbol')} {fmt.enum_text(f.get('side'))} {fmt.qty(f.get('quantity'))} {f.get('type')} "
+            f"{fmt.enum_text(f.get('status'))} {fmt.enum_text(f.get('reason'))}")
+    if f.get("filled"):
+        text += f" filled {fmt.qty(f.get('filled'))} @ {fmt.price(f.get('average'))}"
+    if f.get("error"):
+        text += f" error: {f['error']}"
+    return text + _ids(f, "client_order_id", "decision_id")
+
+
+def _fill(f: Fields) -> str:
+    return (f"{f.get('symbol')} {fmt.enum_text(f.get('side'))} {fmt.qty(f.get('quantity'))} @ "
+            f"{fmt.price(f.get('price'))} fee {fmt.fee(f.get('fee'))}" + _ids(f, "client_order_id"))
+
+
+def _opened(f: Fields) -> str:
+    return (f"{f.get('symbol')} {f.get('side')} {fmt.qty(f.get('quantity'))} @ {fmt.price(f.get('entry_price'))} "
+            f"SL {fmt.price(f.get('stop_loss'))} TP {fmt.price(f.get('take_profit'))}" + _ids(f, "decision_id"))
+
+
+def _closed(f: Fields) -> str:
+    return (f"{f.get('symbol')} {f.get('side')} {fmt.qty(f.get('quantity'))} {fmt.price(f.get('entry_price'))} -> "
+            f"{fmt.price(f.get('exit_price'))} pnl {fmt.money(f.get('pnl'), signed=True)} "
+            f"fees {fmt.fee(f.get('fees'))} ({f.get('reason')})" + _ids(f, "trade_id", "decision_id"))
+
+
+def _state(f: Fields) -> str:
+    change = f.get("state") if f.get("state") == f.get("previous") else f"{f.get('previous')} -> {f.get('state')}"
+    return f"{change}: {f.get('reason')} (by {f.get('by') or '-'})"
+
+
+def _breaker(f: Fields) -> str:
+    text = f"{f.get('venue')} {f.get('previous')} -> {f.get('state')} failures {f.get('failures')}"
+    return text + (f": {f['error']}" if f.get("error") else "")
+
+
+def _approval(f: Fields) -> str:
+    return (f"{f.get('approval_id')} {f.get('outcome')} {f.get('symbol')} {f.get('side')} "
+            f"{fmt.qty(f.get('quantity'))} @ {fmt.price(f.get('price'))} by {f.get('by') or '-'}"
+            + _reason(f) + _ids(f, "decision_id"))
+
+
+def _weights(f: Fields) -> str:
+    weights = f.get("weights") or {}
+    return " ".join(f"{k}={v:.3f}" if isinstance(v, (int, float)) else f"{k}={v}"
+                    for k, v in weights.items()) + _reason(f)
+
+
+def _reconcile(f: Fields) -> str:
+    diffs = f.get("differences") or []
+    text = f"{f.get('status')} ({len(diffs)} difference(s))"
+    if diffs:
+        text += ": " + "; ".join(fmt.compact(d) for d in diffs[:3]) + ("; …" if len(diffs) > 3 else "")
+    return text
+
+
+def _error(f: Fields) -> str:
+    return f"[{f.get('where')}] {f.get('message')}"
+
+
+def kill_summary(f: Fields) -> str:
+    """What a kill switch or flatten did: also the console's banner after one."""
+    cancelled = list(f.get("cancelled") or [])
+    failed = list(f.get("failed") or [])
+    parts = [f"by {f.get('by') or '?'}: cancelled {len(cancelled)}"]
+    if cancelled:
+        parts.append(f"({', '.join(map(str, cancelled[:4]))}{', …' if len(cancelled) > 4 else ''})")
+    parts.append(f"failed {len(failed)}")
+    if failed:
+        parts.append("(" + ", ".join(f"{x.get('client_order_id') or x.get('symbol')}: {x.get('error')}"
+                                     if isinstance(x, dict) else str(x) for x in failed[:3]) + ")")
+    if f.get("action") == "flatten":
+        parts.append(f"closing {len(f.get('closing') or [])}")
+    if f.get("elapsed_ms"):
+        parts.append(f"in {f['elapsed_ms']:.1f} ms")
+    return " ".join(parts)
+
+
+def _kill(f: Fields) -> str:
+    return f"{f.get('action')} {kill_summary(f)}"
+
+
+def _run(f: Fields) -> str:
+    detail = f.get("detail") or {}
+    keep = " ".join(f"{k}={fmt.compact(v)}" for k, v in detail.items())
+    return f"{f.get('phase')} {f.get('mode')} {keep}".rstrip()
+
+
+def _log(f: Fields) -> str:
+    return f"{f.get('level')} {f.get('message')}"
+
+
+_SKIP = ("ts", "seq", "event", "audit")
+
+
+def _generic(f: Fields) -> str:
+    text = " ".join(f"{k}={fmt.compact(v)}" for k, v in f.items() if k not in _SKIP)
+    return fmt.short(text, 300)
+
+
+BODIES: dict[str, Callable[[Fields], str]] = {
+    "decision": _decision, "order": _order, "fill": _fill, "position_opened": _opened, "position_closed": _closed,
+    "engine_state": _state, "breaker": _breaker, "approval": _approval, "weights": _weights,
+    "reconcile": _reconcile, "error": _error, "kill_switch": _kill, "run": _run, "log": _log,
+}
+
+
+def line(name: str, fields: Fields) -> str:
+    """One line for one event, starting with its name. A record of an unexpected shape (an older file, a damaged
+    line) is shown field by field rather than failing the reader."""
+    body = BODIES.get(name, _generic)
+    try:
+        text = body(fields)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        text = _generic(fields)
+    return f"{name} {text}".rstrip()
