@@ -22,7 +22,7 @@ from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 
 from ffe_engine.config import Settings
 from ffe_engine.errors import ControlError, FfeError
@@ -367,12 +367,14 @@ class ConsoleApp(App[int]):
 
     # ------------------------------------------------------------------ keys
     async def on_event(self, event: events.Event) -> None:
-        # The kill switch is taken before any widget or dialog sees the key: a text field (the log filter, the
-        # command palette) would otherwise swallow K.
+        # The kill switch is taken before any widget or dialog sees the key, so it works over every dialog. A
+        # printable kill key (K) is a letter while a text field (the log filter, the command palette) has focus:
+        # there only ctrl+k kills.
         if isinstance(event, events.Key) and not event.is_forwarded and event.key in self.kill_keys:
-            event.stop()
-            self.action_kill()
-            return
+            if not (event.is_printable and isinstance(self.focused, Input)):
+                event.stop()
+                self.action_kill()
+                return
         await super().on_event(event)
 
     def _confirm(self, kind: str, title: str, body: str, verb: str, on_confirm) -> None:

@@ -1,6 +1,7 @@
 """Dialogs: confirmation (defaults to cancel), the log filter and help.
 
-The kill switch keys are dispatched by the app before any dialog sees a key, so they work over every dialog.
+The kill switch keys are dispatched by the app before any dialog sees a key, so they work over every dialog
+(ctrl+k always; K only where no text field has focus, since there it is a letter).
 """
 
 from __future__ import annotations

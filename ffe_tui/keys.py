@@ -28,7 +28,7 @@ class Key:
     action: str
     description: str
     footer: bool  # shown in the footer (at most seven)
-    priority: bool = False
+    priority: bool = False  # works over dialogs too (the kill keys: K only where no text is being typed)
     scope: str = "app"  # "dialog": read by the confirmation dialog, where every other key cancels
 
 
@@ -67,7 +67,9 @@ _ALIASES = {"?": "question_mark", "/": "slash", " ": "space", "esc": "escape", "
 
 
 def bindings() -> list[Binding]:
-    return [Binding(k.keys, k.action, k.description, show=k.footer, priority=k.priority, id=k.id)
+    # The kill keys are taken by the console itself before any binding is looked at (ConsoleApp.on_event): as a
+    # priority binding, K would also fire inside a text field.
+    return [Binding(k.keys, k.action, k.description, show=k.footer, priority=k.priority and k.id != "kill", id=k.id)
             for k in KEYS if k.scope == "app"]
 
 

@@ -85,21 +85,6 @@ async def test_ctrl_k_works_over_an_open_dialog(tmp_path, size):
         assert db_value(db, "SELECT reason FROM engine_state") == "kill switch"
 
 
-async def test_K_works_while_typing_in_the_log_filter(tmp_path):
-    """A text field takes printable keys; the kill switch key is taken before it."""
-    db = db_path(tmp_path)
-    app = console(tmp_path)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await running(pilot)
-        await pilot.press("slash")
-        await until(pilot, lambda: "Filter the log" in screen_text(app), "the filter dialog")
-        await pilot.press("o", "r")
-        await pilot.press("K")
-        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch over the filter dialog")
-        await pilot.press("y")
-        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
-
-
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_flatten_closes_every_position(tmp_path, size):
     db = db_path(tmp_path)
