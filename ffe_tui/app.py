@@ -309,7 +309,7 @@ class ConsoleApp(App[int]):
         self.panes["approvals"].show(snap["approvals"])
         self.panes["breaker"].show(snap["breakers"])
         if "log" in changed:
-            self.panes["log"].write_lines([ln.text for ln in self.view.take_lines()[-LOG_LINES:]])
+            self.panes["log"].add([ln.text for ln in self.view.take_lines()[-LOG_LINES:]])
         if "votes" in changed:
             self.panes["votes"].show(self.view)
         if "gates" in changed:
@@ -476,10 +476,7 @@ class ConsoleApp(App[int]):
             except ValueError as exc:
                 self.say(str(exc), severity="error")
                 return
-            log = self.panes["log"]
-            log.clear()
-            log.write_lines([ln.text for ln in lines[-LOG_LINES:]])
-            log.border_title = Text(f"Log  [filter: {self.view.filter.spec}]" if self.view.filter.spec else "Log")
+            self.panes["log"].replace([ln.text for ln in lines[-LOG_LINES:]], self.view.filter.spec)
 
         self.push_screen(FilterScreen(self.view.filter.spec), done)
 

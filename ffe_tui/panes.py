@@ -8,6 +8,7 @@ from typing import Any
 from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.widgets import DataTable, Log, Static
 from textual_plotext import PlotextPlot
 
@@ -256,7 +257,95 @@ class ChartPane(PlotextPlot):
 
 
 class LogPane(Log):
-    """Tail of the audit events and engine log lines, written in batches."""
+    """Tail of the audit events and engine log lines, written in batches.
+
+    It follows the newest line unless the operator scrolled up on purpose (a key or the mouse wheel), and then its
+    title says so; scrolling back to the end, End, or a new filter follows again. Following is kept here rather
+    than read from the scroll position: a pane that changes height (a banner appearing after a kill switch) or is
+    refilled (a new filter) is no longer at its end, yet must go on following.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(auto_scroll=False, **kw)
+        self.following = True
+        self.filter_spec = ""
+
+    # ------------------------------------------------------------------ what is written
+    def add(self, lines: list[str]) -> None:
+        if lines:
+            self.write_lines(lines, scroll_end=False)
+            self._keep_up()
+
+    def replace(self, lines: list[str], filter_spec: str) -> None:
+        """Show other lines (a new filter): the pane follows again."""
+        self.clear()
+        self.filter_spec = filter_spec
+        self.write_lines(lines, scroll_end=False)
+        self._set_following(True)
+
+    def _keep_up(self) -> None:
+        if self.following:
+            # After the next layout: the pane's height may be changing in the same refresh (a banner appearing).
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
+
+    def on_resize(self) -> None:
+        self._keep_up()
+
+    # ------------------------------------------------------------------ the operator's scrolling
+    def _set_following(self, on: bool) -> None:
+        self.following = on
+        self._retitle()
+        self._keep_up()
+
+    def _retitle(self) -> None:
+        parts = ["Log"]
+        if self.filter_spec:
+            parts.append(f"[filter: {self.filter_spec}]")
+        if not self.following:
+            parts.append("[scrolled up, not following: End follows]")
+        self.border_title = Text("  ".join(parts))
+
+    def _after_user_scroll(self) -> None:
+        """A scroll towards the end: following again once the end is reached."""
+        self.call_after_refresh(self._follow_at_end)
+
+    def _follow_at_end(self) -> None:
+        if not self.following and self.is_vertical_scroll_end:
+            self._set_following(True)
+
+    def _stop_following(self) -> None:
+        if self.following:
+            self.following = False
+            self._retitle()
+
+    def action_scroll_up(self) -> None:
+        self._stop_following()
+        super().action_scroll_up()
+
+    def action_page_up(self) -> None:
+        self._stop_following()
+        super().action_page_up()
+
+    def action_scroll_home(self) -> None:
+        self._stop_following()
+        super().action_scroll_home()
+
+    def action_scroll_down(self) -> None:
+        super().action_scroll_down()
+        self._after_user_scroll()
+
+    def action_page_down(self) -> None:
+        super().action_page_down()
+        self._after_user_scroll()
+
+    def action_scroll_end(self) -> None:
+        self._set_following(True)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._stop_following()  # the wheel's scrolling itself is the widget's own handler
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        self._after_user_scroll()
 
     def _update_size(self, updates: int, lines: list[str]) -> None:
         # Textual's Log measures new lines in a thread worker that looks up the app from the widget; a batch written

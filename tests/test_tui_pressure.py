@@ -4,6 +4,7 @@ engine (simulated market, SQLite under tmp_path) driven through Textual's Pilot.
 from __future__ import annotations
 
 import pytest
+import structlog
 from textual.command import CommandPalette
 from textual.widgets import Input
 
@@ -50,3 +51,85 @@ async def test_letters_type_into_the_command_palette_and_ctrl_k_still_kills(tmp_
         await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch over the palette")
         await pilot.press("y")
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+
+
+# ------------------------------------------------------------------------------------------ the log follows
+def _say(n: int, what: str) -> None:
+    """Log lines through the engine's own logging: they reach the log pane as events, like any other."""
+    log = structlog.get_logger("ffe.incident")
+    for i in range(n):
+        log.info(what, n=i)
+
+
+async def _newest_on_screen(pilot, what: str) -> None:
+    app = pilot.app
+    _say(12, what)
+    await until(pilot, lambda: f"{what} n=11" in screen_text(app), f"the newest log line ({what}) on screen")
+
+
+async def _log_full(pilot) -> None:
+    pane = pilot.app.query_one("#log")
+    _say(60, "warming up")
+    await until(pilot, lambda: len(pane.lines) > pane.size.height + 10, "a log longer than its pane")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_the_log_keeps_following_after_a_kill_switch(tmp_path, size):
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        await _log_full(pilot)
+        await _newest_on_screen(pilot, "before the kill")
+        await pilot.press("ctrl+k", "y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: "KILL SWITCH: HALTED" in screen_text(app), "the kill report in the banner")
+        await _newest_on_screen(pilot, "after the kill")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_the_log_keeps_following_after_a_flatten(tmp_path, size):
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        await _log_full(pilot)
+        await pilot.press("F")
+        await until(pilot, lambda: "FLATTEN" in screen_text(app), "the flatten confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: "FLATTEN, then HALTED" in screen_text(app), "the flatten report")
+        await _newest_on_screen(pilot, "after the flatten")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_the_log_keeps_following_after_a_filter_is_applied_and_cleared(tmp_path, size):
+    app = console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        await _log_full(pilot)
+        await pilot.press("slash", "ctrl+u", *"log", "enter")
+        await until(pilot, lambda: "filter: log" in screen_text(app), "the filter in the pane title")
+        await _newest_on_screen(pilot, "filtered")
+        await pilot.press("slash", "ctrl+u", "enter")
+        await until(pilot, lambda: "filter:" not in screen_text(app), "the filter cleared")
+        await _newest_on_screen(pilot, "unfiltered")
+
+
+async def test_scrolled_up_the_log_stays_put_and_says_so_until_end(tmp_path):
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        pane = app.query_one("#log")
+        await _log_full(pilot)
+        pane.focus()
+        await pilot.press("home")
+        await until(pilot, lambda: "not following" in screen_text(app), "the pane saying it stopped following")
+        top = pane.scroll_y
+        _say(12, "while scrolled up")
+        await until(pilot, lambda: any("while scrolled up n=11" in line for line in pane.lines), "the new lines")
+        await pilot.pause(0.3)
+        assert pane.scroll_y == top and "while scrolled up n=11" not in screen_text(app)
+        await pilot.press("end")
+        await until(pilot, lambda: "not following" not in screen_text(app), "following again")
+        await _newest_on_screen(pilot, "after end")
