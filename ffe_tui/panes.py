@@ -182,33 +182,49 @@ class VotesPane(Static):
 
 
 class GatesPane(Static):
-    """Every gate of the last evaluated order: code, measured value, limit, pass/fail (in words)."""
+    """Every gate of the last evaluated order: code, measured value, limit, pass/fail (in words).
+
+    Failing gates come first, so the gate that refused an order is on screen at any size; the gates that do not fit
+    are counted in a last line rather than left out silently.
+    """
+
+    _state: ConsoleState | None = None
+
+    def on_resize(self) -> None:
+        if self._state is not None:
+            self.show(self._state)  # how many gates fit, and in how many columns, depends on the size
 
     def show(self, state: ConsoleState) -> None:
+        self._state = state
         g = state.gates
         if not g:
             self.update(Text("no order evaluated yet", style="dim"))
             return
-        gates = g["gates"]
-        cols = 2 if self.size.width >= 78 and len(gates) > max(1, self.size.height - 2) else 1
-        per = -(-len(gates) // cols)
+        gates = sorted(g["gates"], key=lambda x: bool(x.get("passed")))  # stable: failing first, else in order
+        rows_free = max(1, self.size.height - 1)  # below the header
+        cols = 2 if self.size.width >= 78 and len(gates) > rows_free else 1
+        room = cols * rows_free
+        hidden = gates[room - 1:] if len(gates) > room else []
+        shown = gates[: room - 1] if hidden else gates
+        per = -(-(len(shown) + (1 if hidden else 0)) // cols)
         t = Table(box=None, padding=(0, 1), show_edge=False, show_header=True)
         for _ in range(cols):
             t.add_column("gate", no_wrap=True)
             t.add_column("value", no_wrap=True, justify="right", max_width=8)
             t.add_column("limit", no_wrap=True, justify="right", max_width=8)
             t.add_column("", no_wrap=True)
+        cells: list[list[Any]] = [
+            [x.get("code", "?"), fmt.short(fmt.number(x.get("value"), 4), 8), fmt.short(fmt.number(x.get("limit"), 4), 8),
+             Text("ok", style="green") if x.get("passed") else Text("FAIL", style="bold red")] for x in shown]
+        if hidden:
+            failing = sum(1 for x in hidden if not x.get("passed"))
+            cells.append([Text(f"+{len(hidden)} more" + (f", {failing} FAIL" if failing else ", all ok"),
+                               style="bold red" if failing else "dim"), "", "", ""])
         for i in range(per):
             row: list[Any] = []
             for c in range(cols):
                 k = c * per + i
-                if k < len(gates):
-                    x = gates[k]
-                    row += [x.get("code", "?"), fmt.short(fmt.number(x.get("value"), 4), 8),
-                            fmt.short(fmt.number(x.get("limit"), 4), 8),
-                            Text("ok", style="green") if x.get("passed") else Text("FAIL", style="bold red")]
-                else:
-                    row += ["", "", "", ""]
+                row += cells[k] if k < len(cells) else ["", "", "", ""]
             t.add_row(*row)
         self.update(t)
 

@@ -133,3 +133,23 @@ async def test_scrolled_up_the_log_stays_put_and_says_so_until_end(tmp_path):
         await pilot.press("end")
         await until(pilot, lambda: "not following" not in screen_text(app), "following again")
         await _newest_on_screen(pilot, "after end")
+
+
+# ------------------------------------------------------------------------------------------ gates
+async def test_a_failing_gate_is_always_on_screen_at_80x24(tmp_path):
+    """DAILY_TRADES is the last of 14 gates: at 80x24 the gates pane has room for fewer, and the one refusing
+    every entry must still be the one the operator sees."""
+    app = console(tmp_path, speed=2.0, risk={"max_daily_trades": 1})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        while app._detail != "gates":
+            await pilot.press("v")
+
+        def failing_on_screen() -> bool:
+            gates = (app.view.gates or {}).get("gates") or []
+            failing = [g["code"] for g in gates if not g.get("passed")]
+            text = screen_text(app)
+            return "DAILY_TRADES" in failing and all(f"{code}" in text for code in failing) and "FAIL" in text
+
+        await until(pilot, failing_on_screen, "a refusal by DAILY_TRADES visible in the gates pane", timeout=60)
+        assert "more" in screen_text(app)  # the gates that did not fit are counted, not dropped silently
