@@ -42,6 +42,8 @@ TICK_S = 0.15  # event drain and redraw period
 CHART_S = 0.5  # the chart is redrawn at most this often
 LOG_LINES = 2000  # lines kept in the log pane (the console keeps a longer history for re-filtering)
 HISTORY_LINES = 5000
+# A decision per symbol per bar would push a fill off an 80x24 log within a second: decisions are shown on request.
+LOG_FILTER = "-decision"
 SUBSCRIPTION_MAX = 50_000  # events buffered between two drains before the oldest are dropped
 WIDE = (110, 32)  # from this size on, every pane is on screen at once
 DETAIL_VIEWS = ("votes", "approvals", "gates", "breaker", "chart")
@@ -74,6 +76,7 @@ class ConsoleApp(App[int]):
         self.kill_keys = set(keydefs.keys_for("kill", self.keymap_ids))
         self.confirm_keys = keydefs.keys_for("confirm", self.keymap_ids)
         self.view = ConsoleState(settings.engine.symbols, max_lines=HISTORY_LINES)
+        self.view.set_filter(LOG_FILTER)
         self.running: EngineHost | RemoteHost | None = None
         self.engine = None
         self.sub = None
@@ -124,6 +127,7 @@ class ConsoleApp(App[int]):
         for wid, title in TITLES.items():
             if wid in self.panes:
                 self.panes[wid].border_title = Text(title)
+        self.panes["log"].replace([], self.view.filter.spec)
         self._set_detail("votes")
         self._layout(self.size.width, self.size.height)
         self.panes["positions"].focus()
@@ -479,6 +483,10 @@ class ConsoleApp(App[int]):
             self.panes["log"].replace([ln.text for ln in lines[-LOG_LINES:]], self.view.filter.spec)
 
         self.push_screen(FilterScreen(self.view.filter.spec), done)
+
+    def action_toggle_decisions(self) -> None:
+        lines = self.view.toggle("decision")
+        self.panes["log"].replace([ln.text for ln in lines[-LOG_LINES:]], self.view.filter.spec)
 
     def action_next_view(self) -> None:
         views = self.detail_views

@@ -42,6 +42,7 @@ KEYS: tuple[Key, ...] = (
     Key("quit", "q", "quit", "Quit", True),
     Key("approval_mode", "m", "approval_mode", "Approval mode auto/manual", False),
     Key("filter", "slash", "filter_log", "Filter the log by event type", False),
+    Key("decisions", "d", "toggle_decisions", "Decisions in the log on/off (off at start)", False),
     Key("view", "v", "next_view", "Next detail pane (votes, gates, breaker, chart)", False),
     Key("palette", "ctrl+p", "command_palette", "Command palette", False, priority=True),
     Key("confirm", "y", "confirm", "Confirm in a dialog (any other key cancels)", False, scope="dialog"),

@@ -119,6 +119,19 @@ class ConsoleState:
         self.pending_lines = []
         return [ln for ln in self.lines if self.filter(ln.name)]
 
+    def toggle(self, name: str) -> list[LogLine]:
+        """Show or hide one event type, keeping the rest of the filter; returns the kept lines to show again."""
+        words = self.filter.spec.split()
+        if self.filter(name):
+            words = [w for w in words if w != name]
+            if not any(not w.startswith("-") for w in words):
+                words.append("-" + name)
+        else:
+            words = [w for w in words if w != "-" + name]
+            if any(not w.startswith("-") for w in words):
+                words.append(name)
+        return self.set_filter(" ".join(words))
+
     def take_lines(self) -> list[LogLine]:
         out, self.pending_lines = self.pending_lines, []
         return out

@@ -219,6 +219,7 @@ async def test_log_filter_by_event_type(tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await running(pilot)
         pane = app.query_one("#log")
+        await pilot.press("d")  # decisions are off at start
         await until(pilot, lambda: any(" decision " in line for line in pane.lines), "decisions in the log")
         await pilot.press("p")  # an engine_state line
         await until(pilot, lambda: any(" engine_state " in line for line in pane.lines), "the pause in the log")

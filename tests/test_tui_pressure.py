@@ -153,3 +153,26 @@ async def test_a_failing_gate_is_always_on_screen_at_80x24(tmp_path):
 
         await until(pilot, failing_on_screen, "a refusal by DAILY_TRADES visible in the gates pane", timeout=60)
         assert "more" in screen_text(app)  # the gates that did not fit are counted, not dropped silently
+
+
+# ------------------------------------------------------------------------------------------ what the log shows
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_the_log_shows_orders_fills_and_state_changes_by_default_and_decisions_on_d(tmp_path, size):
+    """A decision per symbol per bar would push a fill off an 80x24 log in a second: they are off by default."""
+    app = console(tmp_path, speed=4.0)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        pane = app.query_one("#log")
+        await until(pilot, lambda: sum(ln.name == "decision" for ln in app.view.lines) >= 6, "decisions made")
+        assert (await app.engine.operator_order("BTC/USDT", "buy", 0.01))["accepted"]
+        await until(pilot, lambda: any(" fill BTC/USDT buy 0.01 @ " in line for line in pane.lines), "the fill")
+        await pilot.press("p")
+        await until(pilot, lambda: any(" engine_state RUNNING -> PAUSED" in line for line in pane.lines), "the pause")
+        lines = list(pane.lines)
+        assert any(" order BTC/USDT buy 0.01 market " in line for line in lines)
+        assert not any(" decision " in line for line in lines)
+        assert "fill BTC/USDT" in screen_text(app) or "PAUSED" in screen_text(app)
+        await pilot.press("d")
+        await until(pilot, lambda: any(" decision " in line for line in pane.lines), "decisions, switched on")
+        await pilot.press("d")
+        await until(pilot, lambda: not any(" decision " in line for line in pane.lines), "decisions, off again")

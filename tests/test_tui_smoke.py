@@ -57,6 +57,7 @@ def test_make_run_in_tmux_shows_its_panes_and_K_y_q_y_halts_then_quits(tmp_path)
         screen = tmux.wait_for("RUNNING")
         for pane in ("PAPER", "equity", "Positions", "Ensemble votes", "Log", "K Kill switch", "q Quit"):
             assert pane in screen, screen
+        tmux.press("d")  # decisions in the log (off at start)
         tmux.wait_for(" decision ")  # events flow into the log pane
         tmux.press("K")
         tmux.wait_for("KILL SWITCH")
