@@ -45,6 +45,7 @@ PROBE_TIMEOUT_S = 2.0  # how long a starting engine waits for an engine already 
 # Connections taken from the kernel at once, and the kernel's queue of connections not yet taken: small, so a
 # flood never holds more descriptors than the limit plus this (each one past the limit is closed at once).
 ACCEPT_BACKLOG = 32
+STREAM_END = "stream_end"  # the last line of an event stream: the engine is stopping, and whether it crashed
 
 
 @dataclass(frozen=True)
@@ -205,11 +206,20 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
         if self._fan_out is not None:
             self._fan_out.cancel()
             self._fan_out = None
+        # An attached console learns how the engine ended from a last line, not from the connection dropping
+        # (which is what a crash or a kill -9 looks like); closing, unlike aborting, sends it first.
+        crashed = self.engine.crashed
+        end = encode({"event": STREAM_END,
+                      "crashed": None if crashed is None else f"{type(crashed).__name__}: {crashed}"}) + b"\n"
+        for writer in list(self._writers):
+            if writer in self._streams and not writer.transport.is_closing():
+                writer.transport.write(end)
+                writer.transport.close()
+            else:
+                writer.transport.abort()
         if _same_file(self.path, self._bound):
             # Only the socket this engine bound: if the path is now another engine's, it stays.
             self.path.unlink()

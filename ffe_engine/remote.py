@@ -17,7 +17,7 @@ from typing import Any
 
 from .api import STREAM
 from .config import Settings
-from .control import MAX_ANSWER_BYTES, connect, request
+from .control import MAX_ANSWER_BYTES, STREAM_END, connect, request
 from .errors import ControlError, StartError
 from .execution import CancelReport
 from .events import EVENT_TYPES, Event, EventBus
@@ -34,6 +34,10 @@ def event_from(rec: dict[str, Any]) -> Event | None:
     return ev
 
 
+class EngineStopped(Exception):
+    """The engine at the other end of the socket stopped after an error."""
+
+
 class RemoteEngine:
     def __init__(self, path: Path, bus: EventBus, *, data_dir: Path | None = None, timeout: float = 10.0) -> None:
         self.path = Path(path)
@@ -45,6 +49,7 @@ class RemoteEngine:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.crashed: BaseException | None = None
+        self.ended = False  # the engine said it stopped in order (not a dropped connection)
 
     async def connect(self) -> None:
         self._snapshot = await self._call("status")
@@ -87,6 +92,11 @@ class RemoteEngine:
                         return
                     raise ConnectionError(f"engine at {self.path} closed the connection")
                 rec = json.loads(line)
+                if rec.get("event") == STREAM_END:
+                    if rec.get("crashed"):
+                        raise EngineStopped(f"the engine at {self.path} stopped after an error: {rec['crashed']}")
+                    self.ended = True
+                    return
                 if rec.get("event") == "snapshot":
                     self._snapshot = rec.get("snapshot") or self._snapshot
                     continue

@@ -85,6 +85,7 @@ class ConsoleApp(App[int]):
         self.start_failure: FfeError | None = None
         self.crash: BaseException | None = None
         self.feed_ended = False
+        self.engine_stopped = False  # attached: the engine stopped in order in its own process
         self.stopping = False
         self.stop_reason = ""
         self._open_task: asyncio.Task | None = None
@@ -206,6 +207,12 @@ class ConsoleApp(App[int]):
         self._tick()
         if self.stopping:
             await self._finish()
+        elif self.attached:
+            self.engine_stopped = True
+            self._status_note = "ENGINE STOPPED"
+            self._set_banner(f"ENGINE STOPPED: the engine stopped in order in its own process. "
+                             f"{self._key('quit')} closes this console.", error=True)
+            self._tick()
         else:
             self.feed_ended = True
             self._status_note = "STOPPED: the market feed ended"
@@ -504,6 +511,12 @@ class ConsoleApp(App[int]):
             return
         orders, positions = self._counts()
         state = self.snap["state"] if self.snap else "?"
+        if self.attached and self.engine_stopped:
+            self._confirm("quit", "Detach the console",
+                          "The engine has stopped in order in its own process: nothing runs there now. Its last "
+                          f"state was {state}, with {orders} open order(s) and {positions} position(s); "
+                          "`ffe run --headless` starts it again.", "QUIT", lambda: self.request_stop("quit"))
+            return
         if self.attached:
             self._confirm("quit", "Detach the console",
                           f"The engine keeps running {state} in its own process, with its {orders} open order(s) "

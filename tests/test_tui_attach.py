@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from conftest import db_value, ffe_env, make_settings, run_ffe, wait_until
-from test_tui_helpers import screen_text, status_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, screen_text, status_text, until
 
 from ffe_tui.app import ConsoleApp
 
@@ -49,3 +51,29 @@ async def test_attach_without_an_engine_says_so(tmp_path):
     proc = run_ffe(tmp_path, "attach", "--data-dir", "data", "--log-dir", "logs")
     assert proc.returncode == 1
     assert proc.stderr == "ffe: error: no engine is running on data/ffe.sock\n" and proc.stdout == ""
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_a_normal_stop_of_the_engine_reads_as_a_clean_stop_in_the_attached_console(tmp_path, spawn_ffe, size):
+    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
+                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
+    settings = make_settings(tmp_path)
+    wait_until(settings.socket_path.exists, what="the engine's control socket")
+
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        engine.send(signal.SIGTERM)
+        assert engine.wait() == 0, engine.stderr
+        await until(pilot, lambda: "ENGINE STOPPED" in screen_text(app), "the stop on screen")
+        text = screen_text(app)
+        assert "crash" not in text.lower() and "stopped in order" in text, text
+        assert app.crash is None
+        await pilot.press("q")
+        await until(pilot, lambda: "Detach" in screen_text(app) or not app.is_running, "the detach dialog")
+        if app.is_running:
+            assert "keeps running" not in screen_text(app) and "has stopped" in screen_text(app)
+            await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to exit")
+    assert app.return_code == 0
+    assert "Traceback" not in engine.stderr and "ConnectionError" not in engine.stderr, engine.stderr
