@@ -46,6 +46,7 @@ HISTORY_LINES = 5000
 LOG_FILTER = "-decision"
 SUBSCRIPTION_MAX = 50_000  # events buffered between two drains before the oldest are dropped
 WIDE = (110, 32)  # from this size on, every pane is on screen at once
+SMALLEST = (80, 24)  # below this, the detail pane gives way to the log, and a line says so
 DETAIL_VIEWS = ("votes", "approvals", "gates", "breaker", "chart")
 TITLES = {"positions": "Positions", "votes": "Ensemble votes", "chart": "Chart", "approvals": "Approvals",
           "breaker": "Circuit breaker", "gates": "Risk gates", "log": "Log"}
@@ -103,6 +104,7 @@ class ConsoleApp(App[int]):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
+        yield Static(id="toosmall")
         yield Static(id="banner")
         with Container(id="main"):
             yield PositionsTable(id="positions")
@@ -124,6 +126,7 @@ class ConsoleApp(App[int]):
         self.panes = {wid: self.query_one(f"#{wid}") for wid in TITLES if wid != "chart" or self.settings.tui.chart}
         self.panes["status"] = self.query_one(StatusLine)
         self.panes["banner"] = self.query_one("#banner", Static)
+        self.panes["toosmall"] = self.query_one("#toosmall", Static)
         self.panes["status"].show(None)
         for wid, title in TITLES.items():
             if wid in self.panes:
@@ -143,8 +146,14 @@ class ConsoleApp(App[int]):
 
     def _layout(self, width: int, height: int) -> None:
         self._wide = width >= WIDE[0] and height >= WIDE[1]
+        tiny = width < SMALLEST[0] or height < SMALLEST[1]
         self.screen.set_class(self._wide, "-wide")
         self.screen.set_class(not self._wide, "-narrow")
+        self.screen.set_class(tiny, "-tiny")
+        if self.panes:
+            self.panes["toosmall"].update(Text(
+                f"{width}x{height} is too small (the layout needs {SMALLEST[0]}x{SMALLEST[1]}): panes cut"
+                if tiny else ""))
         self._retitle_detail()
 
     @property

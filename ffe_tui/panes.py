@@ -17,6 +17,9 @@ from ffe_engine import fmt
 from .state import ConsoleState
 
 STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow", "HALTED": "bold white on red"}
+# NO_COLOR turns colours into shades of grey, where white on red is darker than black on green: without colour a
+# stopped engine is the one filled badge on screen, and a running one plain text.
+STATE_STYLE_NO_COLOR = {"RUNNING": "bold", "PAUSED": "bold underline", "HALTED": "bold reverse"}
 
 
 class StatusLine(Static):
@@ -39,9 +42,12 @@ class StatusLine(Static):
             state = snap["state"]
             reason = snap.get("state_reason") or ""
             mode = snap["mode"]
+            no_color = self.app.no_color
+            styles = STATE_STYLE_NO_COLOR if no_color else STATE_STYLE
+            live = "bold underline" if no_color else "bold reverse"
             line1 = Text.assemble(
-                (f" {mode} ", "bold reverse" if mode == "LIVE" else "bold"), " ",
-                (f" {state} ", STATE_STYLE.get(state, "bold reverse")), " ",
+                (f" {mode} ", live if mode == "LIVE" else "bold"), " ",
+                (f" {state} ", styles.get(state, "bold reverse")), " ",
                 (fmt.short(reason, 22), "italic"), "  ",
                 "equity ", (fmt.money(snap["equity"]), "bold"), "  ",
                 "day ", (fmt.money(snap["day_pnl"], signed=True), "green" if snap["day_pnl"] >= 0 else "red"), "  ",

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 import structlog
+from textual.color import Color
 from textual.command import CommandPalette
+from textual.filter import monochrome_style
 from textual.widgets import Input
 
 from conftest import db_value
-from test_tui_helpers import SIZE_IDS, SIZES, console, db_path, running, screen_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, console, db_path, running, screen_text, status_text, until
 
 
 # ------------------------------------------------------------------------------------------ keys in text fields
@@ -176,3 +178,61 @@ async def test_the_log_shows_orders_fills_and_state_changes_by_default_and_decis
         await until(pilot, lambda: any(" decision " in line for line in pane.lines), "decisions, switched on")
         await pilot.press("d")
         await until(pilot, lambda: not any(" decision " in line for line in pane.lines), "decisions, off again")
+
+
+# ------------------------------------------------------------------------------------------ loud when stopped
+def _loudness(style) -> float:
+    """How much a cell stands out on a monochrome terminal (NO_COLOR): contrast between its text and background,
+    more for bold, much more for a filled background. Default colours are a light text on a dark background."""
+    st = monochrome_style(style)
+    fg = Color.from_rich_color(st.color).brightness if st.color is not None and not st.color.is_default else 0.75
+    bg = Color.from_rich_color(st.bgcolor).brightness if st.bgcolor is not None and not st.bgcolor.is_default \
+        else 0.0
+    if st.reverse:
+        fg, bg = bg, fg
+    return abs(fg - bg) + (0.5 if st.bold else 0.0) + (1.0 if bg > 0.2 else 0.0)
+
+
+def _loudest(app, word: str) -> tuple[float, float]:
+    """The loudness of `word` where it is loudest on screen, and the loudest of everything else."""
+    mine, others = 0.0, 0.0
+    for strip in app.screen._compositor.render_strips():
+        for seg in strip:
+            if not seg.text.strip() or seg.style is None:
+                continue
+            loud = _loudness(seg.style)
+            if word in seg.text:
+                mine = max(mine, loud)
+            else:
+                others = max(others, loud)
+    return mine, others
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_with_no_color_halted_is_the_loudest_thing_on_screen(tmp_path, size, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        running_loud, _ = _loudest(app, "RUNNING")
+        await pilot.press("ctrl+k", "y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: "HALTED" in status_text(app) and "KILL SWITCH" in screen_text(app), "HALTED")
+        halted_loud, others = _loudest(app, "HALTED")
+        assert halted_loud > running_loud, (halted_loud, running_loud)
+        assert halted_loud >= others, (halted_loud, others)
+
+
+# ------------------------------------------------------------------------------------------ too small
+async def test_a_terminal_too_small_for_the_layout_says_so(tmp_path):
+    app = console(tmp_path)
+    async with app.run_test(size=(70, 18)) as pilot:
+        await running(pilot)
+        await until(pilot, lambda: "too small" in screen_text(app), "the size warning")
+        text = screen_text(app)
+        assert "70x18" in text and "80x24" in text, text
+        assert "HALTED" not in text and "RUNNING" in status_text(app)  # the state stays on screen
+        assert "Kill switch" in text  # and so does the footer with the kill key
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: "too small" not in screen_text(app), "the warning gone at 80x24")
