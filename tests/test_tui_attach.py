@@ -77,3 +77,34 @@ async def test_a_normal_stop_of_the_engine_reads_as_a_clean_stop_in_the_attached
         await until(pilot, lambda: not app.is_running, "the console to exit")
     assert app.return_code == 0
     assert "Traceback" not in engine.stderr and "ConnectionError" not in engine.stderr, engine.stderr
+
+
+async def test_the_attached_log_keeps_following_after_ffe_ctl_flatten(tmp_path, spawn_ffe):
+    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
+                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
+    settings = make_settings(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    wait_until(settings.socket_path.exists, what="the engine's control socket")
+
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        pane = app.query_one("#log")
+        await pilot.press("d")  # decisions on: a line per symbol per bar keeps coming after the flatten
+        await until(pilot, lambda: len(pane.lines) > pane.size.height + 5, "a log longer than its pane")
+        flatten = run_ffe(tmp_path, "ctl", "flatten", "--yes", "--data-dir", "data", "--log-dir", "logs")
+        assert flatten.returncode == 0, flatten.stderr
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: "FLATTEN, then HALTED" in screen_text(app), "the flatten report")
+        seen = len(pane.lines)
+
+        def newest_on_screen() -> bool:  # lines of one second look alike at 80 columns: the scroll position tells
+            return len(pane.lines) >= seen + 10 and pane.scroll_y == pane.max_scroll_y > 0
+
+        await until(pilot, newest_on_screen, "the newest line on screen, well after the flatten")
+        await pilot.press("q")
+        await until(pilot, lambda: "Detach" in screen_text(app), "the detach confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to detach")
+    engine.send(signal.SIGTERM)
+    assert engine.wait() == 0, engine.stderr
