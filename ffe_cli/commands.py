@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ffe_engine import audittool, fmt
+from ffe_engine import audittool, fmt, present
 from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.config import Settings, load_settings, render_settings, require_config_file
 from ffe_engine.errors import ControlError, Interrupted, UsageError
@@ -140,12 +140,14 @@ def _render(action: str, result: Any) -> str:
         return (f"{r['mode']} {r['state']} ({r['state_reason']})  equity {fmt.money(r['equity'])}  "
                 f"positions {len(r['positions'])}  open orders {len(r['orders'])}  "
                 f"pending approvals {len(r['approvals'])}  approval {r['approval_mode']}")
-    if action == "halt":
-        failed = f", {len(result['failed'])} failed" if result["failed"] else ""
-        return f"HALTED: {len(result['cancelled'])} open orders cancelled{failed}"
-    if action == "flatten":
-        closing = result.get("closing") or []
-        return f"HALTED and flattening: {len(closing)} positions closing ({', '.join(closing) or 'none open'})"
+    if action in ("halt", "flatten"):  # the words of the console's banner
+        return present.kill_headline({**result, "action": action, "by": "ctl"})
+    if action == "approve":
+        if result.get("accepted"):
+            return f"approved {result['approval_id']}: order {result.get('client_order_id')}"
+        return f"{result['approval_id']} refused on re-check: {result.get('reason')}"
+    if action == "reject":
+        return f"rejected {result['approval_id']}"
     if action == "accept":
         return f"accepted {len(result)} differences" if result else "nothing to accept"
     if isinstance(result, dict):

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import fmt
 from .audit import Redactor
 from .clock import SimClock
 from .config import Settings
@@ -144,13 +145,15 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
 def format_summary(r: dict[str, Any]) -> str:
     lines = [
         f"backtest {r['run_id']}: {', '.join(r['symbols'])}",
-        f"  bars          {r['bars']:,}",
-        f"  trades        {r['trades']} ({r['wins']} won, win rate {r['win_rate_pct']:.1f}%)",
-        f"  return        {r['return_pct']:+.2f}%  ({r['start_equity']:,.2f} -> {r['end_equity']:,.2f})",
-        f"  max drawdown  {r['max_drawdown_pct']:.2f}%",
+        f"  period        {fmt.iso_ms(r.get('from'))} -> {fmt.iso_ms(r.get('to'))}",
+        f"  bars          {fmt.number(r['bars'])}",
+        f"  trades        {r['trades']} ({r['wins']} won, win rate {fmt.pct(r['win_rate_pct'])})",
+        f"  return        {fmt.pct(r['return_pct'], signed=True)}  ({fmt.money(r['start_equity'])} -> "
+        f"{fmt.money(r['end_equity'])})",
+        f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}",
         f"  sharpe        {r['sharpe']:.2f}",
-        f"  fees          {r['fees']:,.2f}",
-        f"  speed         {r['bars_per_s']:,.0f} bars/s ({r['elapsed_s']:.2f} s)",
+        f"  fees          {fmt.money(r['fees'])}",
+        f"  speed         {r['bars_per_s'] or 0:,.0f} bars/s ({r['elapsed_s']:.2f} s)",
         f"  database      {r['database']}",
         f"  audit         {r['audit']}",
     ]

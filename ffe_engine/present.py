@@ -116,6 +116,12 @@ def kill_summary(f: Fields) -> str:
     return " ".join(parts)
 
 
+def kill_headline(f: Fields) -> str:
+    """The kill switch's or flatten's report as the operator reads it first: the console's banner, `ffe ctl`."""
+    what = "FLATTEN, then HALTED," if f.get("action") == "flatten" else "KILL SWITCH: HALTED"
+    return f"{what} {kill_summary(f)}"
+
+
 def _kill(f: Fields) -> str:
     return f"{f.get('action')} {kill_summary(f)}"
 

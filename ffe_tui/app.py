@@ -27,7 +27,7 @@ from textual.widgets import Footer, Input, Static
 from ffe_engine.config import Settings
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
-from ffe_engine.present import kill_summary
+from ffe_engine.present import kill_headline
 from ffe_engine.host import EngineHost, install_signals, remove_signals
 from ffe_engine.remote import RemoteHost
 from ffe_engine.remote import attach as attach_engine
@@ -344,9 +344,7 @@ class ConsoleApp(App[int]):
                 self.panes["chart"].show(self.view, self._chart_symbol())
         if "banner" in changed:
             if self.view.kill is not None and (self.view.error is None or self.view.kill.seq > self.view.error.seq):
-                kill = self.view.kill
-                what = "FLATTEN, then HALTED," if kill.action == "flatten" else "KILL SWITCH: HALTED"
-                self._set_banner(f"{what} {kill_summary(kill.payload())}", error=True)
+                self._set_banner(kill_headline(self.view.kill.payload()), error=True)
             elif self.view.error is not None and self.crash is None:
                 self._set_banner(f"ERROR [{self.view.error.where}] {self.view.error.message}", error=True)
         if prev_state == "HALTED" and snap["state"] == "RUNNING":

@@ -45,8 +45,9 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     assert halted.returncode == 0, halted.stderr
     report = json.loads(halted.stdout)["result"]
     assert set(report) >= {"cancelled", "failed"} and report["failed"] == []
-    # A second halt: nothing left to cancel.
-    assert ctl("halt").stdout.splitlines()[0] == "HALTED: 0 open orders cancelled"
+    # A second halt: nothing left to cancel. The report reads as the console's banner.
+    again = ctl("halt").stdout.splitlines()[0]
+    assert again.startswith("KILL SWITCH: HALTED by ctl: cancelled 0 failed 0"), again
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
     assert ctl("status").stdout.startswith("PAPER HALTED (ffe ctl halt)")
 
