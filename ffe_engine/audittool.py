@@ -452,7 +452,8 @@ def render_story(s: dict) -> str:
             f"  {o['status']}  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
             f"  at {fmt.iso_ms(o['created_ts'])}{via}" + (f"  error: {o['error']}" if o["error"] else ""))
         for f in o["fills"]:
-            add(f"    fill {fmt.qty(f['quantity'])} @ {fmt.price(f['price'])}  fee {fmt.fee(f['fee'])}  at {fmt.iso_ms(f['ts'])}")
+            add(f"    fill {fmt.qty(f['quantity'])} @ {fmt.price(f['price'])}  fee {fmt.fee(f['fee'])}  "
+                f"at {fmt.iso_ms(f['ts'])}")
 
     add("")
     add("trade")
@@ -462,7 +463,8 @@ def render_story(s: dict) -> str:
         role = "opened by this decision" if t["role"] == "opened" else \
             f"closed by this decision, opened by {t['entry_decision_id']}"
         add(f"  #{t['id']} {t['side']} {fmt.qty(t['quantity'])} {t['symbol']}  {fmt.price(t['entry_price'])} -> "
-            f"{fmt.price(t['exit_price'])}  pnl {fmt.money(t['pnl'], signed=True)}  fees {fmt.fee(t['fees'])}  {t['reason']}  "
+            f"{fmt.price(t['exit_price'])}  pnl {fmt.money(t['pnl'], signed=True)}  fees {fmt.fee(t['fees'])}  "
+            f"{t['reason']}  "
             f"{fmt.iso_ms(t['opened_ts'])} -> {fmt.iso_ms(t['closed_ts'])}  ({role})")
         if t["scores"]:
             add("    scored: " + ", ".join(f"{x['provider']} {x['action']} {'hit' if x['correct'] else 'miss'}"

@@ -27,8 +27,8 @@ from textual.widgets import Footer, Input, Static
 from ffe_engine.config import Settings
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
-from ffe_engine.present import kill_headline
 from ffe_engine.host import EngineHost, install_signals, remove_signals
+from ffe_engine.present import kill_headline
 from ffe_engine.remote import RemoteHost
 from ffe_engine.remote import attach as attach_engine
 
@@ -46,7 +46,7 @@ HISTORY_LINES = 5000
 LOG_FILTER = "-decision"
 SUBSCRIPTION_MAX = 50_000  # events buffered between two drains before the oldest are dropped
 WIDE = (110, 32)  # from this size on, every pane is on screen at once
-SMALLEST = (80, 24)  # below this, the detail pane gives way to the log, and a line says so
+SMALLEST = (80, 24)  # below this the panes shrink so the log keeps some lines, and a line says so
 DETAIL_VIEWS = ("votes", "approvals", "gates", "breaker", "chart")
 TITLES = {"positions": "Positions", "votes": "Ensemble votes", "chart": "Chart", "approvals": "Approvals",
           "breaker": "Circuit breaker", "gates": "Risk gates", "log": "Log"}

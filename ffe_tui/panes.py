@@ -181,8 +181,8 @@ class VotesPane(Static):
                 else:
                     row.append("-")
             t.add_row(*row)
-        t.add_row(*(["final"] + [Text(f"{fmt.enum_text(d.action)} {fmt.conf(d.confidence)} tier {d.tier}", style="bold")
-                                 for d in decisions]))
+        t.add_row(*(["final"] + [Text(f"{fmt.enum_text(d.action)} {fmt.conf(d.confidence)} tier {d.tier}",
+                                      style="bold") for d in decisions]))
         t.add_row(*(["outcome"] + [fmt.short(d.outcome or "-", 22) for d in decisions]))
         self.update(t)
 
@@ -220,7 +220,8 @@ class GatesPane(Static):
             t.add_column("limit", no_wrap=True, justify="right", max_width=8)
             t.add_column("", no_wrap=True)
         cells: list[list[Any]] = [
-            [x.get("code", "?"), fmt.short(fmt.number(x.get("value"), 4), 8), fmt.short(fmt.number(x.get("limit"), 4), 8),
+            [x.get("code", "?"), fmt.short(fmt.number(x.get("value"), 4), 8),
+             fmt.short(fmt.number(x.get("limit"), 4), 8),
              Text("ok", style="green") if x.get("passed") else Text("FAIL", style="bold red")] for x in shown]
         if hidden:
             failing = sum(1 for x in hidden if not x.get("passed"))
