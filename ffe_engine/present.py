@@ -54,12 +54,14 @@ def _fill(f: Fields) -> str:
 
 
 def _opened(f: Fields) -> str:
-    return (f"{f.get('symbol')} {f.get('side')} {fmt.qty(f.get('quantity'))} @ {fmt.price(f.get('entry_price'))} "
+    return (f"{f.get('symbol')} {fmt.enum_text(f.get('side'))} {fmt.qty(f.get('quantity'))} @ "
+            f"{fmt.price(f.get('entry_price'))} "
             f"SL {fmt.price(f.get('stop_loss'))} TP {fmt.price(f.get('take_profit'))}" + _ids(f, "decision_id"))
 
 
 def _closed(f: Fields) -> str:
-    return (f"{f.get('symbol')} {f.get('side')} {fmt.qty(f.get('quantity'))} {fmt.price(f.get('entry_price'))} -> "
+    return (f"{f.get('symbol')} {fmt.enum_text(f.get('side'))} {fmt.qty(f.get('quantity'))} "
+            f"{fmt.price(f.get('entry_price'))} -> "
             f"{fmt.price(f.get('exit_price'))} pnl {fmt.money(f.get('pnl'), signed=True)} "
             f"fees {fmt.fee(f.get('fees'))} ({f.get('reason')})" + _ids(f, "trade_id", "decision_id"))
 
@@ -75,7 +77,7 @@ def _breaker(f: Fields) -> str:
 
 
 def _approval(f: Fields) -> str:
-    return (f"{f.get('approval_id')} {f.get('outcome')} {f.get('symbol')} {f.get('side')} "
+    return (f"{f.get('approval_id')} {f.get('outcome')} {f.get('symbol')} {fmt.enum_text(f.get('side'))} "
             f"{fmt.qty(f.get('quantity'))} @ {fmt.price(f.get('price'))} by {f.get('by') or '-'}"
             + _reason(f) + _ids(f, "decision_id"))
 

@@ -1,0 +1,81 @@
+"""One vocabulary: an event reads the same in the console's log (a live event's fields, enums and all) and in
+`ffe audit tail` (the same event's audit record, read back from JSON); numbers and times follow one rule."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ffe_engine import events as ev
+from ffe_engine import fmt, present
+from ffe_engine.model import Action, OrderReason, OrderStatus, Side
+
+EVENTS = [
+    ev.DecisionMade(decision_id="d1", symbol="BTC/USDT", action=Action.BUY, confidence=0.7312, tier=2,
+                    strategy="trend", quantity=0.0125, outcome="submitted", reason="tier 2 entry",
+                    client_order_id="c1", gates=[{"code": "DRAWDOWN", "passed": True}]),
+    ev.OrderEvent(client_order_id="c1", decision_id="d1", symbol="BTC/USDT", side=Side.BUY, quantity=0.0125,
+                  status=OrderStatus.FILLED, reason=OrderReason.SIGNAL, filled=0.0125, average=60118.12),
+    ev.FillEvent(client_order_id="c1", symbol="BTC/USDT", side=Side.BUY, quantity=0.0125, price=60118.12,
+                 fee=0.0751),
+    ev.PositionOpened(symbol="BTC/USDT", side=Side.BUY, quantity=0.0125, entry_price=60118.12, stop_loss=59000.0,
+                      take_profit=62000.5, decision_id="d1"),
+    ev.PositionClosed(symbol="BTC/USDT", side=Side.BUY, quantity=0.0125, entry_price=60118.12, exit_price=62000.5,
+                      pnl=1234.5678, fees=0.15, reason="take_profit", trade_id=7, decision_id="d1"),
+    ev.EngineStateChanged(state="HALTED", previous="RUNNING", reason="kill switch", by="operator"),
+    ev.ApprovalEvent(approval_id="a1", decision_id="d1", outcome="expired", by="ttl", symbol="ETH/USDT",
+                     side=Side.SELL, quantity=0.5, price=3008.1, reason="no answer"),
+    ev.KillSwitchEvent(action="flatten", cancelled=["c1", "c2"], failed=[{"client_order_id": "c3", "error": "x"}],
+                       closing=["BTC/USDT"], by="ctl", elapsed_ms=12.34),
+    ev.WeightsChanged(weights={"trend": 0.3, "momentum": 0.7}, reason="feedback"),
+    ev.ReconcileEvent(status="differences", differences=[{"symbol": "BTC/USDT", "ours": 1.0, "venue": 0.5}]),
+    ev.BreakerChanged(venue="paper", state="open", previous="closed", failures=3, error="timeout"),
+    ev.ErrorEvent(message="boom", where="engine loop"),
+    ev.RunEvent(phase="stop", mode="PAPER", detail={"state": "RUNNING", "equity": 10016.1}),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=[e.name for e in EVENTS])
+def test_a_live_event_and_its_audit_record_read_the_same(event):
+    bus = ev.EventBus()
+    lines: list[bytes] = []
+    bus.add_sink(lambda e, line: lines.append(line))
+    bus.publish(event)
+    record = orjson.loads(lines[0])
+    live = present.line(event.name, event.payload())
+    assert live == present.line(record["event"], record)
+    assert live.startswith(event.name + " ") and "Side." not in live and "Action." not in live
+
+
+def test_each_event_says_what_matters():
+    said = {e.name: present.line(e.name, e.payload()) for e in EVENTS}
+    assert said["decision"] == ("decision BTC/USDT BUY conf 0.73 tier 2 -> submitted qty 0.0125 (tier 2 entry) "
+                                "order c1 decision d1")
+    assert said["fill"] == "fill BTC/USDT buy 0.0125 @ 60,118.1 fee 0.0751 order c1"
+    assert said["position_closed"] == ("position_closed BTC/USDT buy 0.0125 60,118.1 -> 62,000.5 pnl +1,234.57 "
+                                       "fees 0.1500 (take_profit) trade 7 decision d1")
+    assert said["engine_state"] == "engine_state RUNNING -> HALTED: kill switch (by operator)"
+    assert said["approval"].startswith("approval a1 expired ETH/USDT sell 0.5 @ 3,008.10 by ttl (no answer)")
+    assert said["kill_switch"] == ("kill_switch flatten by ctl: cancelled 2 (c1, c2) failed 1 (c3: x) closing 1 "
+                                   "in 12.3 ms")
+    assert present.kill_headline(EVENTS[7].payload()).startswith("FLATTEN, then HALTED, by ctl: cancelled 2")
+
+
+def test_a_record_of_an_unexpected_shape_never_fails_the_reader():
+    assert present.line("fill", {"symbol": "X", "quantity": "lots", "price": None}) == "fill X None - @ - fee -"
+    text = present.line("weights", {"weights": [1, 2]})
+    assert text.startswith("weights ") and "[1,2]" in text
+    assert present.line("something_new", {"ts": "t", "seq": 1, "a": 1.5}) == "something_new a=1.5"
+
+
+def test_numbers_and_times_follow_one_rule():
+    assert [fmt.price(x) for x in (60118.12, 3008.1, 0.1234564, 0, None, float("nan"))] == \
+        ["60,118.1", "3,008.10", "0.123456", "0", "-", "-"]
+    assert [fmt.qty(x) for x in (0.01, 1.5, 12345.678, 0.0000123)] == ["0.01", "1.5", "12,345.7", "0.0000123"]
+    assert fmt.money(1234.5) == "1,234.50" and fmt.money(-0.5, signed=True) == "-0.50"
+    assert fmt.pct(12.345) == "12.35%" and fmt.ratio(0.5, signed=True) == "+50.00%"
+    assert fmt.number(1234) == "1,234" and fmt.number(True) == "yes" and fmt.number(0.61654, 4) == "0.6165"
+    assert fmt.iso(1_700_000_040.9) == "2023-11-14T22:14:00Z" and fmt.iso_ms(1_700_000_040_000) == \
+        "2023-11-14T22:14:00Z"
+    assert fmt.market_time(1_700_000_040_000) == "2023-11-14T22:14Z" and fmt.clock(1_700_000_040.5) == "22:14:00Z"
+    assert [fmt.duration(s) for s in (None, 42, 185, 7800, 273600)] == ["-", "42s", "3m05s", "2h10m", "3d04h"]
