@@ -144,7 +144,7 @@ async def test_a_failing_gate_is_always_on_screen_at_80x24(tmp_path):
     app = console(tmp_path, speed=2.0, risk={"max_daily_trades": 1})
     async with app.run_test(size=(80, 24)) as pilot:
         await running(pilot)
-        while app._detail != "gates":
+        while not app.pane_visible("gates"):
             await pilot.press("v")
 
         def failing_on_screen() -> bool:
