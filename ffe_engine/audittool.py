@@ -19,7 +19,8 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -49,7 +50,7 @@ class _Lines:
         self.path = path
         self.events = events
 
-    def accept(self, line: bytes, offset: int) -> dict | None:
+    def accept(self, line: bytes, offset: int) -> dict[str, Any] | None:
         try:
             rec = orjson.loads(line)
             if not isinstance(rec, dict):
@@ -63,7 +64,7 @@ class _Lines:
         return rec
 
 
-def _complete_end(f, size: int) -> int:
+def _complete_end(f: BinaryIO, size: int) -> int:
     """Offset just past the last newline in the first `size` bytes (0 if none): a partial line is never read."""
     pos = size
     while pos > 0:
@@ -72,14 +73,14 @@ def _complete_end(f, size: int) -> int:
         chunk = f.read(pos - start)
         i = chunk.rfind(b"\n")
         if i >= 0:
-            return start + i + 1
+            return int(start + i + 1)
         pos = start
     return 0
 
 
-def last_records(f, end: int, n: int, lines: _Lines) -> list[tuple[bytes, dict]]:
+def last_records(f: BinaryIO, end: int, n: int, lines: _Lines) -> list[tuple[bytes, dict[str, Any]]]:
     """The last `n` accepted lines before `end`, oldest first, reading backwards block by block."""
-    found: list[tuple[bytes, dict]] = []
+    found: list[tuple[bytes, dict[str, Any]]] = []
     pos = end
     carry = b""
     while pos > 0 and len(found) < n:
@@ -114,7 +115,7 @@ class _Out:
         self.as_json = as_json
         self.flush_each = flush_each
 
-    def emit(self, line: bytes, rec: dict) -> None:
+    def emit(self, line: bytes, rec: dict[str, Any]) -> None:
         text = line if self.as_json else format_record(rec).encode("utf-8", "replace")
         self.buf.write(text + b"\n")
         if self.flush_each:
@@ -160,7 +161,7 @@ def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: boo
     return _follow(path, f, end, lines, out)
 
 
-def _follow(path: Path, f, pos: int, lines: _Lines, out: _Out) -> int:
+def _follow(path: Path, f: BinaryIO | None, pos: int, lines: _Lines, out: _Out) -> int:
     """Print the lines appended to `path` from `pos` on, until SIGINT or SIGTERM.
 
     Like `tail -F`: a file created later is read from its start; a truncated file from its new start; a file
@@ -169,7 +170,7 @@ def _follow(path: Path, f, pos: int, lines: _Lines, out: _Out) -> int:
     """
     stop = []
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.append(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -218,7 +219,7 @@ def _follow(path: Path, f, pos: int, lines: _Lines, out: _Out) -> int:
     return 0
 
 
-def _replaced(path: Path, f) -> bool:
+def _replaced(path: Path, f: BinaryIO) -> bool:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -246,11 +247,11 @@ def open_db(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _rows(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+def _rows(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(sql, params)]
 
 
-def _json_blob(data: Any) -> dict:
+def _json_blob(data: Any) -> dict[str, Any]:
     try:
         rec = json.loads(data)
     except (TypeError, ValueError):
@@ -267,7 +268,7 @@ def _resolve_decision_id(conn: sqlite3.Connection, ident: str) -> str | None:
                 "SELECT decision_id FROM approvals WHERE approval_id = ?"):
         row = conn.execute(sql, (ident,)).fetchone()
         if row and row[0]:
-            return row[0]
+            return str(row[0])
     return None
 
 
@@ -277,7 +278,7 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
     if did is None:
         return None
     d = dict(conn.execute("SELECT * FROM decisions WHERE decision_id = ?", (did,)).fetchone())
-    rec: dict = {}
+    rec: dict[str, Any] = {}
     if d.get("event_seq") is not None:
         row = conn.execute("SELECT data FROM events WHERE seq = ?", (d["event_seq"],)).fetchone()
         rec = _json_blob(row[0]) if row else {}
@@ -367,12 +368,13 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
     }
 
 
-def _gate(g: dict) -> dict:
+def _gate(g: dict[str, Any]) -> dict[str, Any]:
     return {"code": g["code"], "value": g["value"], "limit": g["limit_value"], "passed": bool(g["passed"]),
             "detail": g["detail"] or ""}
 
 
-def _approval_history(conn: sqlite3.Connection, approval: dict, decision_seq: int | None) -> list[dict]:
+def _approval_history(conn: sqlite3.Connection, approval: dict[str, Any],
+                      decision_seq: int | None) -> list[dict[str, Any]]:
     """The approval's events (pending, then how it ended, with the reason), read forward from the decision's own
     event and no further than the approval's end: the events table can be long."""
     if decision_seq is None:
@@ -394,7 +396,7 @@ def _approval_history(conn: sqlite3.Connection, approval: dict, decision_seq: in
     return out
 
 
-def render_story(s: dict) -> str:
+def render_story(s: dict[str, Any]) -> str:
     out: list[str] = []
     add = out.append
     add(f"decision {s['decision_id']}  {s['symbol']}  bar {s['bar_time']}  price {fmt.price(s['price'])}"
@@ -474,7 +476,7 @@ def render_story(s: dict) -> str:
     return "\n".join(out)
 
 
-def _gate_line(g: dict) -> str:
+def _gate_line(g: dict[str, Any]) -> str:
     detail = f"  {g['detail']}" if g.get("detail") else ""
     return (f"  {str(g['code']):<20}{fmt.number(g['value']):<12}{fmt.number(g['limit']):<31}"
             f"{'pass' if g['passed'] else 'FAIL'}{detail}")
@@ -492,7 +494,7 @@ _SIGNED = ("s.return_pct * (CASE s.action WHEN 'BUY' THEN 1 ELSE -1 END) "
            "* (CASE t.side WHEN 'buy' THEN 1 ELSE -1 END)")
 
 
-def _scores(conn: sqlite3.Connection, where: str, params: tuple) -> dict[str, dict[str, Any]]:
+def _scores(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for p, backed in conn.execute(f"SELECT v.provider, COUNT(DISTINCT t.entry_decision_id) {_BACKED} "
                                   f"WHERE 1=1 {where} GROUP BY v.provider", params):
@@ -520,7 +522,7 @@ def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) 
     stored = _json_blob(row[0]).get("weights") if row else None
     have = isinstance(stored, dict) and bool(stored)
     names = list(dict.fromkeys([*configured, *(stored or {}), *cast, *all_time]))
-    if have:
+    if have and stored:
         weights = {k: v for k, v in stored.items() if isinstance(v, (int, float))}
     else:
         weights = {k: 1.0 / len(configured) for k in configured} if configured else {}
