@@ -155,6 +155,28 @@ def _render(action: str, result: Any) -> str:
     return str(result)
 
 
+def _ctl_health(args: argparse.Namespace, settings: Settings) -> int:
+    """For cron, monit or a load balancer: 0 healthy, 1 degraded, 2 down or no engine answering (within 5 s: an
+    engine whose event loop is blocked does not answer at all)."""
+    from ffe_engine.control import request
+    from ffe_engine.health import EXIT_CODES, one_line
+
+    path = settings.socket_path
+    try:
+        answer = asyncio.run(request(path, "health", {"by": "ctl"}, timeout=5.0, data_dir=settings.data_dir))
+    except (OSError, asyncio.TimeoutError, ValueError) as exc:
+        reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else "no engine is running"
+        _print(json.dumps({"status": "down", "problems": [f"{reason} on {path}"]}) if args.json
+               else f"DOWN  {reason} on {path}")
+        return 2
+    if not answer.get("ok"):
+        _print(f"DOWN  {answer.get('error')}")
+        return 2
+    verdict = answer["result"]
+    _print(json.dumps(verdict, indent=1, default=str) if args.json else one_line(verdict))
+    return EXIT_CODES.get(verdict.get("status"), 2)
+
+
 def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
     """One command to the engine of settings' data directory, within timeout; every failure as one line."""
     from ffe_engine.control import request
@@ -179,6 +201,8 @@ def ctl(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     payload = _ctl_args(args)
+    if args.action == "health":
+        return _ctl_health(args, settings)
     timeout = args.timeout if args.timeout is not None else settings.control.request_timeout_s
     answer = _ask(settings, args.action, payload, timeout)
     if args.json:

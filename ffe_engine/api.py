@@ -52,10 +52,15 @@ class EngineControl(Protocol):
     async def set_approval_mode(self, mode: str, by: str = ...) -> Any: ...
     async def accept_reconcile(self, by: str = ...) -> Any: ...
     async def operator_order(self, symbol: str, side: str, quantity: float, by: str = ...) -> Any: ...
+    def health(self) -> dict[str, Any]: ...
 
 
 async def _status(e: EngineControl, a: Any) -> Any:
     return e.snapshot()
+
+
+async def _health(e: EngineControl, a: Any) -> Any:
+    return e.health()
 
 
 async def _pause(e: EngineControl, a: Any) -> Any:
@@ -107,6 +112,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("status", Args, _status, "state, equity, positions, orders, approvals"),
+    Command("health", Args, _health, "the monitor's verdict: exit 0 healthy, 1 degraded, 2 down or unreachable"),
     Command("pause", Args, _pause, "no new entries; exits, stop-loss and take-profit go on"),
     Command("resume", ResumeArgs, _resume, "resume; re-arming a HALTED engine needs --yes"),
     Command("halt", Args, _halt, "kill switch: cancel every open order, refuse new ones, HALTED stored"),

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -63,8 +64,14 @@ class AuditWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = open_lines_file(self.path)
         self._lines: list[bytes] = []
+        # For the monitor: since when a record has been waiting (monotonic; kept until a write succeeds, so a
+        # failing disk shows as a growing lag) and when the file was last appended to (seconds since the epoch).
+        self.waiting_since: float | None = None
+        self.last_write: float | None = None
 
     def __call__(self, ev: Event, line: bytes) -> None:
+        if self.waiting_since is None:
+            self.waiting_since = time.monotonic()
         self._lines.append(line)
 
     def flush(self) -> None:
@@ -72,6 +79,12 @@ class AuditWriter:
             return
         lines, self._lines = self._lines, []
         append_lines(self._fd, lines)
+        self.waiting_since = None
+        self.last_write = time.time()
+
+    def lag(self) -> float:
+        """Seconds the oldest record not yet in the file has been waiting (0 when all are written)."""
+        return 0.0 if self.waiting_since is None else time.monotonic() - self.waiting_since
 
     def close(self) -> None:
         self.flush()

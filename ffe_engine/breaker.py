@@ -8,6 +8,7 @@ Only transient failures (VenueUnavailable, which includes an order in doubt) cou
 
 from __future__ import annotations
 
+import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 from .events import BreakerChanged, EventBus
@@ -38,6 +39,8 @@ class CircuitBreaker:
         self.opened_at: float | None = None
         self.last_error = ""
         self._probing = False
+        # Told of every call that went out: its duration and its error (None on success), for /metrics.
+        self.observe: Callable[[float, BaseException | None], None] | None = None
 
     @property
     def retry_at(self) -> float | None:
@@ -67,13 +70,23 @@ class CircuitBreaker:
             if self._probing:
                 raise BreakerOpen(self.venue, 0.0)
             self._probing = True
+        observe = self.observe
+        started = time.perf_counter()  # a duration measured, not a time of day
         try:
             result = await fn()
         except VenueUnavailable as exc:
             self.record_failure(str(exc))
+            if observe is not None:
+                observe(time.perf_counter() - started, exc)
+            raise
+        except Exception as exc:
+            if observe is not None:
+                observe(time.perf_counter() - started, exc)
             raise
         finally:
             self._probing = False
+        if observe is not None:
+            observe(time.perf_counter() - started, None)
         self.record_success()
         return result
 

@@ -294,6 +294,43 @@ class TuiSettings(_Section):
     chart: bool = True
 
 
+class MonitorSettings(_Section):
+    enabled: bool = True  # the HTTP endpoint (/health, /metrics); health and alerts work without it
+    host: NonEmptyStr = "127.0.0.1"
+    port: int = Field(9310, ge=0, le=65535)  # 0: any free port (the address is shown in the console's status)
+    token: Secret = None  # bearer token; required to bind anywhere but loopback (FFE_MONITOR__TOKEN)
+    loop_stale_s: Seconds = 30.0  # no completed loop turn for this long: the engine is down
+    data_stale_s: float = Field(0.0, ge=0)  # no bar for a symbol for this long: degraded; 0 = three timeframes
+    audit_stale_s: Seconds = 30.0  # an audit record waiting this long to be written: the engine is down
+
+
+class AlertSettings(_Section):
+    # Channels: each is on when its URL or token is set, from .env or the environment only (they are secrets).
+    webhook_url: Secret = None  # generic JSON webhook (FFE_ALERTS__WEBHOOK_URL)
+    slack_url: Secret = None  # Slack-compatible incoming webhook (FFE_ALERTS__SLACK_URL)
+    discord_url: Secret = None  # Discord webhook (FFE_ALERTS__DISCORD_URL)
+    telegram_token: Secret = None  # Telegram bot token (FFE_ALERTS__TELEGRAM_TOKEN)
+    telegram_chat_id: str = ""  # the chat the bot writes to
+    telegram_api: Annotated[str, AfterValidator(_http_url)] = "https://api.telegram.org"
+    heartbeat_url: Secret = None  # dead man's switch, pinged while the loop is alive (FFE_ALERTS__HEARTBEAT_URL)
+    heartbeat_s: Seconds = 60.0
+    min_severity: Literal["page", "warn", "info"] = "info"  # alerts below this are not sent
+    window_s: Seconds = 300.0  # per alert key: one message, then a summary of the repeats at the window's end
+    in_doubt_s: Seconds = 60.0  # an order in doubt this long is an alert
+    outbox_max: Count = 1000  # undelivered alerts kept per channel; the oldest are dropped beyond it
+    timeout_s: Seconds = 5.0  # one delivery request
+    retry_attempts: Count = 3  # tries per round before the channel backs off
+    retry_initial_s: Seconds = 1.0  # backoff between tries, doubling up to retry_max_s
+    retry_max_s: Seconds = 60.0
+
+    @field_validator("telegram_chat_id")
+    @classmethod
+    def _chat_id_plain(cls, value: str) -> str:
+        if value and not re.fullmatch(r"-?[0-9]+|@[A-Za-z0-9_]{5,}", value):
+            raise ValueError("must be a numeric chat id or @channelname")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid",
@@ -315,6 +352,8 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     _source_files: list[Path] = PrivateAttr(default_factory=list)
     _sources: list[str] = PrivateAttr(default_factory=list)

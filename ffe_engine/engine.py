@@ -32,6 +32,7 @@ from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEve
                      ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
 from .indicators import IndicatorSet
+from .liveness import TURN_S, Liveness
 from .model import Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Side
 from .portfolio import Portfolio
 from .reconcile import Reconciler
@@ -159,6 +160,10 @@ class Engine:
         self.started = False
         self.stopped = False
         self.crashed: BaseException | None = None
+        self.liveness = Liveness()
+        # Set by the process around the engine (host.EngineHost): /health's verdict and the monitor's status.
+        self.health_report: Callable[[], dict[str, Any]] | None = None
+        self.monitor_status: Callable[[], dict[str, Any]] | None = None
 
     # ================================================================== helpers
     @property
@@ -289,19 +294,29 @@ class Engine:
     async def _run_paced(self) -> None:
         it = self.feed.candles().__aiter__()
         stop_wait = asyncio.ensure_future(self._stop.wait())
+        nxt: asyncio.Future[Candle] | None = None
+        stamp = self.liveness.turn
         try:
             while not self._stop.is_set():
-                nxt = asyncio.ensure_future(it.__anext__())
-                done, _ = await asyncio.wait({nxt, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt is None:
+                    nxt = asyncio.ensure_future(it.__anext__())
+                # Bounded waits: a quiet market still turns the loop, so only a hung loop stops stamping.
+                done, _ = await asyncio.wait({nxt, stop_wait}, timeout=TURN_S, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    stamp()
+                    continue
                 if nxt not in done:
-                    nxt.cancel()
                     break
+                got, nxt = nxt, None
                 try:
-                    c = nxt.result()
+                    c = got.result()
                 except StopAsyncIteration:
                     break
                 await self.on_candle(c)
+                stamp()
         finally:
+            if nxt is not None:
+                nxt.cancel()
             stop_wait.cancel()
 
     def request_stop(self) -> None:
@@ -421,6 +436,7 @@ class Engine:
             else:
                 await self._act(d, c, ind)
             self._record_decision(d)
+        self.liveness.bar(sym)
         if self.opts.max_bars is not None and min(self.bars_by_symbol.values()) >= self.opts.max_bars:
             self._stop.set()
         if profile.publish_bars:
@@ -773,7 +789,14 @@ class Engine:
             "weights": {p.name: self.ensemble.weight(p.name) for p in self.providers},
             "bars": self.bars,
             "reconcile_blocked": list(self.reconcile_blocked),
+            "monitor": self.monitor_status() if self.monitor_status is not None else None,
         }
+
+    def health(self) -> dict[str, Any]:
+        """The monitor's verdict (what GET /health answers), for `ffe ctl health`."""
+        if self.health_report is None:
+            raise ControlError("this engine has no health report (it runs without its process host)")
+        return self.health_report()
 
 
 async def _maybe_await(x):

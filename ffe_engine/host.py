@@ -32,6 +32,8 @@ from .events import ErrorEvent, EventBus, LogEvent
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
 from .model import EngineState
+from .monitor import Monitor, check_bind
+from .sdnotify import SystemdNotifier
 from .store import Store
 from .venues.base import Venue
 
@@ -92,12 +94,15 @@ class EngineHost:
         self._signals: list[int] = []
         self._halts: list[asyncio.Task[Any]] = []
         self._closed: asyncio.Future[None] | None = None
+        self.monitor: Monitor | None = None
+        self.systemd = SystemdNotifier(engine.clock.monotonic)
 
     @classmethod
     async def open(cls, settings: Settings, *, live: bool = False, max_bars: int | None = None,
                    headless: bool = True, log_stream: IO[str] | None = None, feed: Feed | None = None,
                    venue: Venue | None = None, clock: Clock | None = None) -> EngineHost:
         """Build every part from the settings and start the engine (state restored, orders recovered)."""
+        check_bind(settings)
         umask = os.umask(PRIVATE)
         try:
             lock_fd = acquire_lock(settings.data_dir)
@@ -109,6 +114,7 @@ class EngineHost:
         store: Store | None = None
         audit: AuditWriter | None = None
         socket_lock: int | None = None
+        monitor: Monitor | None = None
         try:
             socket_lock = await claim(settings.socket_path)  # another engine's socket: refused before anything
 
@@ -120,12 +126,12 @@ class EngineHost:
             setup_logging(settings.logging.level, secrets=secrets, stream=log_stream,
                           to_bus=None if headless else to_bus)
             store = await Store.open(settings.db_path)
-            audit = AuditWriter(settings.audit_path)
+            if clock is None:
+                clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
+            audit = AuditWriter(settings.audit_path, clock)
             bus.add_sink(store.add_event)
             bus.add_sink(audit)
             symbols = list(settings.engine.symbols)
-            if clock is None:
-                clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
             if venue is None:
                 venue = make_venue(settings, symbols)
             if live:
@@ -142,10 +148,20 @@ class EngineHost:
             files = [str(p.resolve()) for p in settings.source_files]
             log.info("settings", files=", ".join(files) or "none (built-in defaults)",
                      data_dir=str(settings.data_dir.resolve()), log_dir=str(settings.log_dir.resolve()))
+            monitor = Monitor(settings, engine, audit=audit, store=store,
+                              redact=Redactor(secrets).text if secrets else None)
+            bus.add_sink(monitor.sink)  # before the start: the start and its reconciliation raise alerts
+            engine.health_report = monitor.health
+            engine.monitor_status = monitor.status
+            engine.liveness.on_turn = host.systemd.watchdog
+            await monitor.start()  # bound before the engine starts: a port in use stops the start, not trading
+            host.monitor = monitor
             await engine.start()
             return host
         except BaseException:
             # A failed start ends the process: the store's worker thread would keep it alive after the error.
+            if monitor is not None:
+                await monitor.close()
             if store is not None:
                 await store.close()
             if audit is not None:
@@ -185,6 +201,7 @@ class EngineHost:
         try:
             await self.start_control()
             self.install_signals()
+            self.systemd.ready(f"{self.engine.mode} {self.engine.state.value}")
             await self.engine.run()
         finally:
             await self.close()
@@ -197,6 +214,7 @@ class EngineHost:
             return
         self._closed = asyncio.get_running_loop().create_future()
         try:
+            self.systemd.stopping()
             self.remove_signals()
             self.engine.request_stop()
             for task in self._halts:
@@ -213,6 +231,10 @@ class EngineHost:
                 await self.engine.stop()
             finally:
                 try:
+                    if self.monitor is not None:
+                        # After the engine's stop (its alert gets a short chance to leave), before the store.
+                        await self.monitor.close()
+                        self.monitor = None
                     await self.store.close()
                 finally:
                     self.audit.close()
@@ -225,6 +247,7 @@ class EngineHost:
                     if self._umask is not None:
                         os.umask(self._umask)
                         self._umask = None
+                    self.systemd.close()
         finally:
             self._closed.set_result(None)
 

@@ -28,7 +28,7 @@ from .events import Event
 from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SchemaError(FfeError, RuntimeError):
@@ -87,7 +87,20 @@ MIGRATIONS: dict[int, list[str]] = {
         # data: the event's audit record, UTF-8 JSON (stored as a BLOB, read with json.loads)
         """CREATE TABLE events (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, event TEXT NOT NULL, data BLOB NOT NULL)""",
     ],
+    2: [
+        # The alerts' durable outbox: one row per alert and channel, delivered oldest first, kept after delivery
+        # (status sent) as the record of what the operator was told.
+        """CREATE TABLE alert_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL,
+            severity TEXT NOT NULL, text TEXT NOT NULL, created_ts REAL NOT NULL, status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '', sent_ts REAL)""",
+        "CREATE INDEX alert_outbox_pending ON alert_outbox (channel, status, id)",
+    ],
 }
+
+_SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, status) "
+              "VALUES (?,?,?,?,?,?,'pending')")
+_ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
 
 
 def _dumps(obj: Any) -> str:
@@ -146,6 +159,7 @@ class Store:
         self.path = path
         self._gates: list[tuple] = []
         self._events: list[tuple] = []
+        self._alerts: list[tuple] = []
         self._last_trade_id = 0
         self.batch = False
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
@@ -260,6 +274,9 @@ class Store:
                 await c.executemany(SQL_VOTE, votes)
         if gates:
             await c.executemany(SQL_GATE, gates)
+        if self._alerts:
+            alerts, self._alerts = self._alerts, []
+            await c.executemany(_SQL_ALERT, alerts)
 
     async def flush(self) -> None:
         async with self._lock:
@@ -271,7 +288,7 @@ class Store:
             await self.conn.execute("COMMIT")
             await self.conn.execute("BEGIN")
             return
-        if not (self._gates or self._events):
+        if not (self._gates or self._events or self._alerts):
             return
         async with self._tx():
             await self._write_buffers()
@@ -429,6 +446,43 @@ class Store:
             row["gates"] = json.loads(row["gates"])
             out.append(row)
         return out
+
+    # ---------------------------------------------------------------- the alerts' outbox
+    def add_alert(self, channel: str, key: str, kind: str, severity: str, text: str, ts: float) -> None:
+        """Buffered like the events: written by the next flush, in the same transaction as the event that raised
+        the alert, so the alert is exactly as durable as that record."""
+        self._alerts.append((channel, key, kind, severity, text, ts))
+
+    async def next_alert(self, channel: str) -> dict[str, Any] | None:
+        """The channel's oldest undelivered alert."""
+        cur = await self.conn.execute(
+            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alert_outbox WHERE channel = ? AND status = 'pending' "
+            "ORDER BY id LIMIT 1", (channel,))
+        row = await cur.fetchone()
+        return dict(zip(_ALERT_COLUMNS, row)) if row else None
+
+    async def pending_alerts(self, channel: str) -> int:
+        cur = await self.conn.execute("SELECT COUNT(*) FROM alert_outbox WHERE channel = ? AND status = 'pending'",
+                                      (channel,))
+        (n,) = await cur.fetchone()
+        return int(n)
+
+    async def alert_sent(self, alert_id: int, attempts: int, ts: float) -> None:
+        await self._write("UPDATE alert_outbox SET status = 'sent', attempts = ?, sent_ts = ? WHERE id = ?",
+                          (attempts, ts, alert_id))
+
+    async def alert_failed(self, alert_id: int, attempts: int, error: str) -> None:
+        await self._write("UPDATE alert_outbox SET attempts = ?, last_error = ? WHERE id = ?",
+                          (attempts, error[:200], alert_id))
+
+    async def trim_alerts(self, channel: str, keep: int) -> int:
+        """Bound the outbox: beyond `keep` undelivered alerts, the oldest are marked dropped. How many were."""
+        async with self._lock:
+            await self._flush_locked()
+            cur = await self.conn.execute(
+                "UPDATE alert_outbox SET status = 'dropped' WHERE id IN (SELECT id FROM alert_outbox "
+                "WHERE channel = ? AND status = 'pending' ORDER BY id DESC LIMIT -1 OFFSET ?)", (channel, keep))
+            return int(cur.rowcount or 0)
 
     # ---------------------------------------------------------------- reads for reports
     async def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:

@@ -45,6 +45,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "market": {"speed": 0.0, "seed": 7},
         "storage": {"path": str(tmp_path / "data" / "ffe.db")},
         "logging": {"dir": str(tmp_path / "logs")},
+        "monitor": {"port": 0},  # any free port: engines of other tests may be up at the same time
     }
     for key, value in overrides.items():
         if isinstance(value, dict):
@@ -64,6 +65,7 @@ def ffe_env(**extra: Any) -> dict[str, str]:
     """The environment for an `ffe` subprocess: no FFE_ variable from the caller's shell, an unpaced market."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FFE_")}
     env["FFE_MARKET__SPEED"] = "0"
+    env["FFE_MONITOR__PORT"] = "0"  # any free port: engines of other tests may be up at the same time
     env["PYTHONUNBUFFERED"] = "1"
     env.update({k: str(v) for k, v in extra.items()})
     return env

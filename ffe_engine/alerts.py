@@ -1,0 +1,329 @@
+"""Alerts: what the operator is told, when, and how it gets there without ever slowing the trading loop.
+
+Every alert has a severity (page: act now; warn: look soon; info: for the record), a stable key (repeats of the
+same thing share it) and a text that reads on a phone's lock screen. The notifier is an event sink: it turns
+events into alerts synchronously and cheaply, then:
+
+- noise control per key: the first alert of a key is sent; repeats within `alerts.window_s` are counted, and one
+  summary (warn) says how many there were when the window ends. A storm of 500 breaker failures is one page and
+  one summary.
+- durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
+  alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
+  channel's oldest are dropped (counted).
+- delivery: one task per channel, off the trading loop, oldest first; a failing channel is retried with
+  exponential backoff (tenacity) and holds its own queue only, so each alert arrives once and in order when the
+  receiver is back (at least once if the process dies between the receiver's answer and the outbox update).
+
+Times: rate-limit windows and ages are real seconds (monotonic); alert timestamps are the engine clock's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import aiohttp
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from .channels import Channel, DeliveryFailed
+from .config import AlertSettings
+from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
+                     OrderEvent, ReconcileEvent, RunEvent)
+
+log = structlog.get_logger("ffe.alerts")
+
+SEVERITIES = ("page", "warn", "info")
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    kind: str  # what happened, stable (HALTED, BREAKER_OPEN, ...): the README says what to do about each
+    key: str  # kind plus what it is about (a venue, a symbol): the unit of noise control
+    severity: str
+    text: str
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S UTC")
+
+
+def alerts_for(ev: Event) -> list[Alert]:
+    """The alerts an event raises (most raise none)."""
+    if isinstance(ev, EngineStateChanged):
+        if ev.state == ev.previous:
+            return []
+        if ev.state == "HALTED":
+            return [Alert("HALTED", "HALTED", "page", f"ffe HALTED by {ev.by}: {ev.reason}. New orders refused, "
+                                                      "open orders cancelled; positions stay open.")]
+        if ev.state == "PAUSED" and ev.by == "risk":
+            return [Alert("RISK_PAUSE", "RISK_PAUSE", "page", f"ffe paused by risk limit: {ev.reason}. No new "
+                                                              "entries until resumed.")]
+        if ev.state == "RUNNING" and ev.previous == "HALTED":
+            return [Alert("REARMED", "REARMED", "warn", f"ffe re-armed (HALTED -> RUNNING) by {ev.by}.")]
+        return []
+    if isinstance(ev, KillSwitchEvent) and ev.action == "flatten":
+        failed = len(ev.failed)
+        text = (f"ffe flatten by {ev.by}: {len(ev.closing)} closing order(s) placed, {len(ev.cancelled)} cancelled"
+                + (f", {failed} FAILED: check the venue now." if failed else "."))
+        return [Alert("FLATTEN", "FLATTEN", "page" if failed else "warn", text)]
+    if isinstance(ev, BreakerChanged):
+        if ev.state == "open":
+            return [Alert("BREAKER_OPEN", f"BREAKER_OPEN:{ev.venue}", "page",
+                          f"ffe circuit breaker OPEN on {ev.venue} after {ev.failures} failure(s): {ev.error}. "
+                          "Entries refused, engine paused.")]
+        if ev.state == "closed":
+            return [Alert("BREAKER_CLOSED", f"BREAKER_CLOSED:{ev.venue}", "info",
+                          f"ffe circuit breaker closed on {ev.venue}: the venue answers again (engine stays paused "
+                          "until resumed).")]
+        return []
+    if isinstance(ev, ReconcileEvent) and ev.status in ("differences", "failed"):
+        n = len(ev.differences)
+        what = f"{n} unexplained difference(s)" if ev.status == "differences" else "reconciliation failed"
+        return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {what} between the journal and the "
+                                                        "venue. Entries held until `ffe ctl accept`.")]
+    if isinstance(ev, ApprovalEvent) and ev.outcome == "pending":
+        return [Alert("APPROVAL", f"APPROVAL:{ev.approval_id}", "warn",
+                      f"ffe approval {ev.approval_id} waiting: {ev.side.upper()} {ev.quantity:g} {ev.symbol} at "
+                      f"{ev.price:g}, expires {_clock(ev.expires_at)}. `ffe ctl approve {ev.approval_id}`.")]
+    if isinstance(ev, ErrorEvent) and ev.where == "engine loop":
+        return [Alert("CRASH", "CRASH", "page", f"ffe engine CRASHED: {ev.message}. The process exits; orders and "
+                                                "state are as stored.")]
+    if isinstance(ev, RunEvent):
+        if ev.phase == "start":
+            return [Alert("STARTED", "STARTED", "info", f"ffe started ({ev.mode}, {ev.detail.get('state')}, "
+                                                        f"{ev.detail.get('recovered_orders', 0)} order(s) recovered).")]
+        if ev.phase == "stop":
+            return [Alert("STOPPED", "STOPPED", "info", f"ffe stopped ({ev.mode}, {ev.detail.get('state')}).")]
+    return []
+
+
+@dataclass(slots=True)
+class _Window:
+    until: float
+    repeats: int = 0
+    last_text: str = ""
+    severity: str = "info"
+    kind: str = ""
+
+
+@dataclass(slots=True)
+class ChannelStatus:
+    pending: int = 0
+    sent: int = 0
+    failures: int = 0
+    dropped: int = 0
+    last_success: float | None = None
+    last_error: str = ""
+    ok: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pending": self.pending, "sent": self.sent, "failures": self.failures, "dropped": self.dropped,
+                "last_success": self.last_success, "last_error": self.last_error, "ok": self.ok}
+
+
+@dataclass(slots=True)
+class _Doubt:
+    since: float
+    symbol: str
+    alerted: bool = False
+
+
+class Notifier:
+    """Raises alerts from events (a bus sink) and delivers them from the store's outbox. `start()` / `close()`."""
+
+    def __init__(self, cfg: AlertSettings, store: Any, channels: list[Channel], *,
+                 now: Callable[[], float], wall: Callable[[], float]) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.channels = channels
+        self._now = now
+        self._wall = wall
+        self.status: dict[str, ChannelStatus] = {c.name: ChannelStatus() for c in channels}
+        self.suppressed = 0
+        self._windows: dict[str, _Window] = {}
+        self._doubts: dict[str, _Doubt] = {}
+        self._raised = 0  # rows added since the last flush the notifier itself made
+        self._wake = {c.name: asyncio.Event() for c in channels}
+        self._closing = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self.checks: list[Callable[[], list[Alert]]] = []  # periodic conditions (stale data, stalled loop)
+
+    # ------------------------------------------------------------------ raising
+    def sink(self, ev: Event, line: bytes) -> None:
+        if isinstance(ev, OrderEvent):
+            self._track_doubt(ev)
+            return
+        for alert in alerts_for(ev):
+            self.raise_alert(alert)
+
+    def raise_alert(self, alert: Alert) -> None:
+        if _RANK[alert.severity] > _RANK[self.cfg.min_severity]:
+            return
+        now = self._now()
+        w = self._windows.get(alert.key)
+        if w is not None and now < w.until:
+            w.repeats += 1
+            w.last_text = alert.text
+            self.suppressed += 1
+            return
+        self._windows[alert.key] = _Window(until=now + self.cfg.window_s, severity=alert.severity, kind=alert.kind)
+        self._enqueue(alert)
+
+    def _enqueue(self, alert: Alert) -> None:
+        ts = self._wall()
+        for c in self.channels:
+            self.store.add_alert(c.name, alert.key, alert.kind, alert.severity, alert.text, ts)
+            self.status[c.name].pending += 1
+            self._wake[c.name].set()
+        self._raised += 1
+
+    def _track_doubt(self, ev: OrderEvent) -> None:
+        if ev.status == "in_doubt":
+            self._doubts.setdefault(ev.client_order_id, _Doubt(self._now(), ev.symbol))
+        else:
+            self._doubts.pop(ev.client_order_id, None)
+
+    def tick(self) -> None:
+        """Once a second: summaries of windows that ended, orders long in doubt, the periodic checks."""
+        now = self._now()
+        for key, w in list(self._windows.items()):
+            if now >= w.until:
+                del self._windows[key]
+                if w.repeats:
+                    self.raise_alert(Alert(f"{w.kind}_REPEATED", f"{key}:summary", "warn",
+                                           f"{w.repeats} more {w.kind} alert(s) in the last {self.cfg.window_s:g}s; "
+                                           f"last: {w.last_text}"))
+        for cid, d in self._doubts.items():
+            if not d.alerted and now - d.since >= self.cfg.in_doubt_s:
+                d.alerted = True
+                self.raise_alert(Alert("IN_DOUBT", f"IN_DOUBT:{cid}", "page",
+                                       f"ffe order {cid} ({d.symbol}) still in doubt after {now - d.since:.0f}s: "
+                                       "the venue has not confirmed or denied it. Check the venue's open orders."))
+        for check in self.checks:
+            for alert in check():
+                self.raise_alert(alert)
+
+    # ------------------------------------------------------------------ delivering
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        for c in self.channels:
+            self.status[c.name].pending = await self.store.pending_alerts(c.name)
+            self._tasks.append(asyncio.create_task(self._deliver(c), name=f"ffe-alerts-{c.name}"))
+        self._tasks.append(asyncio.create_task(self._ticker(), name="ffe-alerts-tick"))
+
+    async def _ticker(self) -> None:
+        while not self._closing.is_set():
+            try:
+                await asyncio.wait_for(self._closing.wait(), 1.0)
+            except TimeoutError:
+                pass
+            try:
+                self.tick()
+                if self._raised:
+                    # Alerts raised between bars (a summary, a stalled loop) are written now, not at the next bar.
+                    self._raised = 0
+                    await self.store.flush()
+                for c in self.channels:
+                    dropped = await self.store.trim_alerts(c.name, self.cfg.outbox_max)
+                    if dropped:
+                        st = self.status[c.name]
+                        st.dropped += dropped
+                        st.pending = max(0, st.pending - dropped)
+                        log.warning("alert outbox full: oldest alerts dropped", channel=c.name, dropped=dropped)
+            except Exception as exc:  # the ticker must keep going; the failure is logged
+                log.error("alert tick failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _deliver(self, channel: Channel) -> None:
+        st = self.status[channel.name]
+        wake = self._wake[channel.name]
+        while not self._closing.is_set():
+            try:
+                alert = await self.store.next_alert(channel.name)
+            except Exception as exc:
+                log.error("alert outbox read failed", channel=channel.name, error=f"{type(exc).__name__}: {exc}")
+                alert = None
+            if alert is None:
+                wake.clear()
+                try:
+                    await asyncio.wait_for(wake.wait(), 1.0)
+                    await asyncio.sleep(0.05)  # let the bar's flush write the row before looking again
+                except TimeoutError:
+                    pass
+                continue
+            attempts = alert["attempts"]
+            try:
+                attempts = await self._send_with_retries(channel, alert, st)
+            except DeliveryFailed as exc:
+                attempts = alert["attempts"] + self.cfg.retry_attempts
+                st.ok = False
+                await self.store.alert_failed(alert["id"], attempts, str(exc))
+                log.warning("alert not delivered; backing off", channel=channel.name, kind=alert["kind"],
+                            error=str(exc), attempts=attempts)
+                try:
+                    await asyncio.wait_for(self._closing.wait(), self.cfg.retry_max_s)
+                except TimeoutError:
+                    pass
+                continue
+            await self.store.alert_sent(alert["id"], attempts, self._wall())
+            st.sent += 1
+            st.pending = max(0, st.pending - 1)
+            st.last_success = self._wall()
+            st.ok = True
+            st.last_error = ""
+
+    async def _send_with_retries(self, channel: Channel, alert: dict[str, Any], st: ChannelStatus) -> int:
+        assert self._session is not None
+        cfg = self.cfg
+        tried = alert["attempts"]
+
+        def failed(rs: RetryCallState) -> None:
+            st.failures += 1
+            exc = rs.outcome.exception() if rs.outcome is not None else None
+            st.last_error = str(exc)
+
+        retrying = AsyncRetrying(stop=stop_after_attempt(cfg.retry_attempts),
+                                 wait=wait_exponential(multiplier=cfg.retry_initial_s, max=cfg.retry_max_s),
+                                 retry=retry_if_exception_type(DeliveryFailed), before_sleep=failed, reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    tried += 1
+                    await channel.send(self._session, alert, cfg.timeout_s)
+        except DeliveryFailed as exc:
+            st.failures += 1  # the last try of the round (before_sleep saw the others)
+            st.last_error = str(exc)
+            raise
+        return tried
+
+    def status_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: st.as_dict() for name, st in self.status.items()}
+
+    async def close(self, grace_s: float = 2.0) -> None:
+        """Give what is in the outbox a short chance to leave (the stop alert), then end the tasks. What has not
+        left stays in the outbox for the next start."""
+        if self._raised:
+            self._raised = 0
+            try:
+                await self.store.flush()
+            except Exception:
+                pass
+        deadline = self._now() + grace_s
+        while self._now() < deadline and any(st.pending and st.ok for st in self.status.values()):
+            await asyncio.sleep(0.05)
+        self._closing.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

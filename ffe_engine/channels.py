@@ -1,0 +1,83 @@
+"""Where alerts go: a generic JSON webhook, a Slack-compatible incoming webhook, Discord, Telegram's sendMessage.
+
+The URLs and the bot token are credentials (anyone holding a webhook URL can post to the channel): they come from
+.env or the environment only, and no error, log line or status names them. A failed request is described by its
+HTTP status or its exception class, never by the URL it went to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .config import AlertSettings
+
+SEVERITY_MARK = {"page": "PAGE", "warn": "WARN", "info": "INFO"}
+
+
+class DeliveryFailed(Exception):
+    """One delivery attempt failed; the message is safe to log (no URL, no token)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    name: str  # webhook | slack | discord | telegram
+    url: str
+    chat_id: str = ""
+
+    def body(self, alert: dict[str, Any]) -> dict[str, Any]:
+        line = f"[{SEVERITY_MARK.get(alert['severity'], alert['severity'])}] {alert['text']}"
+        if self.name == "slack":
+            return {"text": line}
+        if self.name == "discord":
+            return {"content": line[:2000]}  # Discord refuses longer messages
+        if self.name == "telegram":
+            return {"chat_id": self.chat_id, "text": line[:4096], "disable_web_page_preview": True}
+        return {"key": alert["key"], "kind": alert["kind"], "severity": alert["severity"], "text": alert["text"],
+                "created_ts": alert["created_ts"], "source": "ffe"}
+
+    async def send(self, session: aiohttp.ClientSession, alert: dict[str, Any], timeout_s: float) -> None:
+        try:
+            async with session.post(self.url, json=self.body(alert),
+                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                if resp.status >= 300:
+                    raise DeliveryFailed(f"HTTP {resp.status}")
+                if self.name == "telegram":
+                    answer = await resp.json(content_type=None)
+                    if not isinstance(answer, dict) or not answer.get("ok"):
+                        raise DeliveryFailed("telegram answered ok=false")
+        except DeliveryFailed:
+            raise
+        except TimeoutError:
+            raise DeliveryFailed(f"no answer within {timeout_s:g}s") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise DeliveryFailed(type(exc).__name__) from None
+
+
+def channels_from(cfg: AlertSettings) -> list[Channel]:
+    """The channels whose URL or token is set."""
+    out: list[Channel] = []
+    for name in ("webhook", "slack", "discord"):
+        secret = getattr(cfg, f"{name}_url")
+        if secret is not None:
+            out.append(Channel(name, secret.get_secret_value()))
+    if cfg.telegram_token is not None:
+        token = cfg.telegram_token.get_secret_value()
+        out.append(Channel("telegram", f"{cfg.telegram_api.rstrip('/')}/bot{token}/sendMessage", cfg.telegram_chat_id))
+    return out
+
+
+async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> None:
+    """A heartbeat: a GET whose arrival is the message (healthchecks.io, Uptime Kuma push, Cronitor, ...)."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status >= 300:
+                raise DeliveryFailed(f"HTTP {resp.status}")
+    except DeliveryFailed:
+        raise
+    except TimeoutError:
+        raise DeliveryFailed(f"no answer within {timeout_s:g}s") from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise DeliveryFailed(type(exc).__name__) from None

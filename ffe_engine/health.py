@@ -1,0 +1,81 @@
+"""The health verdict: what GET /health answers and `ffe ctl health` prints.
+
+healthy (HTTP 200, exit 0): the loop turns, every symbol has fresh bars, the audit trail is being written, the
+    breaker is closed and reconciliation found no unexplained difference.
+degraded (HTTP 503, exit 1): the engine runs but cannot be trusted to trade as configured: a symbol's data is stale
+    (no bar for `monitor.data_stale_s`, by default three timeframes), the circuit breaker is open or probing, or
+    reconciliation holds unexplained differences.
+down (HTTP 503, exit 2): the main loop has not completed a turn for `monitor.loop_stale_s` (hung, or not started
+    yet), the engine has stopped, or an audit record has waited `monitor.audit_stale_s` to be written. `ffe ctl
+    health` also exits 2 when no engine answers.
+
+PAUSED and HALTED are deliberate states and do not make the verdict worse on their own: the state is in the
+answer, and the shipped Prometheus rules alert on an engine HALTED for too long.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .config import MonitorSettings
+from .liveness import Liveness
+
+HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
+EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
+
+
+class AuditLag(Protocol):
+    def lag(self) -> float: ...
+
+
+def data_stale_after(cfg: MonitorSettings, timeframe_ms: int) -> float:
+    return cfg.data_stale_s if cfg.data_stale_s > 0 else 3 * timeframe_ms / 1000.0
+
+
+def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str], breakers: list[dict[str, Any]],
+           reconcile_blocked: int, pending_approvals: int, audit: AuditLag | None, cfg: MonitorSettings,
+           timeframe_ms: int) -> dict[str, Any]:
+    down: list[str] = []
+    degraded: list[str] = []
+    loop_age = liveness.loop_age()
+    if stopped:
+        down.append("engine stopped")
+    elif loop_age > cfg.loop_stale_s:
+        down.append(f"main loop stalled: no turn for {loop_age:.0f}s (limit {cfg.loop_stale_s:g}s)")
+    audit_lag = audit.lag() if audit is not None else 0.0
+    if audit_lag > cfg.audit_stale_s:
+        down.append(f"audit stalled: a record has waited {audit_lag:.0f}s to be written (limit {cfg.audit_stale_s:g}s)")
+    stale_after = data_stale_after(cfg, timeframe_ms)
+    bar_ages = {s: liveness.bar_age(s) for s in symbols}
+    for sym, age in bar_ages.items():
+        if age > stale_after:
+            degraded.append(f"{sym}: no bar for {age:.0f}s (limit {stale_after:g}s)")
+    for b in breakers:
+        if b.get("state") != "closed":
+            degraded.append(f"breaker {b.get('state')} on {b.get('venue')}: {b.get('last_error') or 'failures'}")
+    if reconcile_blocked:
+        degraded.append(f"reconciliation holds {reconcile_blocked} unexplained difference(s)")
+    status = DOWN if down else DEGRADED if degraded else HEALTHY
+    return {
+        "status": status,
+        "problems": down + degraded,
+        "state": state,
+        "loop_age_s": round(loop_age, 3),
+        "loop_stale_s": cfg.loop_stale_s,
+        "bar_age_s": {s: round(a, 3) for s, a in bar_ages.items()},
+        "data_stale_s": stale_after,
+        "breakers": [{"venue": b.get("venue"), "state": b.get("state"), "failures": b.get("failures")}
+                     for b in breakers],
+        "reconcile": "differences" if reconcile_blocked else "ok",
+        "reconcile_differences": reconcile_blocked,
+        "pending_approvals": pending_approvals,
+        "audit_lag_s": round(audit_lag, 3),
+    }
+
+
+def one_line(verdict: dict[str, Any]) -> str:
+    """The verdict as `ffe ctl health` prints it."""
+    head = f"{verdict['status'].upper()} {verdict['state']}  loop {verdict['loop_age_s']:.1f}s ago"
+    if verdict.get("problems"):
+        return head + "  " + "; ".join(verdict["problems"])
+    return head

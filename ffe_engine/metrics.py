@@ -1,0 +1,188 @@
+"""Prometheus metrics of a running engine (GET /metrics), following the client's naming guide: `ffe_` prefix,
+`_total` counters, `_seconds` units, ratios in 0..1, and bounded labels only (venue, symbol, gate code, channel,
+error class; never an order or decision id).
+
+Counters follow the events the engine publishes (the monitor is an event sink); everything else is read from the
+engine at scrape time, so a scrape shows the state at that moment.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .events import BreakerChanged, Event, OrderEvent, ReconcileEvent
+from .risk import GATE_ORDER
+
+# A `_created` series per counter doubles the scrape and no shipped rule or panel reads it.
+disable_created_metrics()
+
+STATES = ("RUNNING", "PAUSED", "HALTED")
+BREAKER_STATES = ("closed", "open", "half_open")
+# The venue round trip is milliseconds on a healthy exchange, seconds when it is not.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class EngineMetrics:
+    """The registry of one engine. `sink` is added to the engine's bus; `observe_venue` to its breaker."""
+
+    def __init__(self, engine: Any, *, mode: str, audit: Any = None,
+                 alert_status: Callable[[], dict[str, dict[str, Any]]] | None = None,
+                 health: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.engine = engine
+        self.audit = audit
+        self.alert_status = alert_status
+        self.health = health
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        Info("ffe_build", "The running ffe version and trading mode.", registry=r).info(
+            {"version": __version__, "mode": mode})
+        self.orders_submitted = Counter("ffe_orders_submitted_total", "Orders sent to the venue.", registry=r)
+        self.orders_rejected = Counter("ffe_orders_rejected_total",
+                                       "Orders refused by a gate, the engine state or the venue.", registry=r)
+        self.orders_in_doubt = Counter("ffe_orders_in_doubt_total",
+                                       "Orders whose answer was lost (looked up by client order id).", registry=r)
+        self.gate_denials = Counter("ffe_risk_gate_denials_total", "Risk gate checks that failed, by gate.",
+                                    ["gate"], registry=r)
+        for code in GATE_ORDER:
+            self.gate_denials.labels(code)  # every gate shows, at zero until it denies
+        self.reconcile_mismatches = Counter("ffe_reconcile_mismatches_total",
+                                            "Unexplained differences found by reconciliation.", registry=r)
+        self.breaker_transitions = Counter("ffe_breaker_transitions_total", "Circuit breaker state changes.",
+                                           ["venue", "state"], registry=r)
+        self.venue_duration = Histogram("ffe_venue_request_duration_seconds", "Venue request round trips.",
+                                        ["venue"], buckets=DURATION_BUCKETS, registry=r)
+        self.venue_errors = Counter("ffe_venue_errors_total", "Venue requests that failed, by error class.",
+                                    ["venue", "error"], registry=r)
+        r.register(_Snapshot(self))
+        self._in_doubt: set[str] = set()
+
+    # ------------------------------------------------------------------ inputs
+    def observe_venue(self, venue: str) -> Callable[[float, BaseException | None], None]:
+        duration = self.venue_duration.labels(venue)
+
+        def observe(seconds: float, error: BaseException | None) -> None:
+            duration.observe(seconds)
+            if error is not None:
+                self.venue_errors.labels(venue, type(error).__name__).inc()
+        return observe
+
+    def sink(self, ev: Event, line: bytes) -> None:
+        name = ev.name
+        if name == "decision":
+            # Most decisions deny nothing: the record is read only when a gate failed.
+            if b'"passed":false' in line:
+                for g in orjson.loads(line).get("gates") or ():
+                    if not g.get("passed"):
+                        self.gate_denials.labels(str(g.get("code"))).inc()
+        elif isinstance(ev, OrderEvent):
+            status = ev.status
+            if status == "new":
+                self.orders_submitted.inc()
+            elif status in ("rejected", "refused"):
+                self.orders_rejected.inc()
+            if status == "in_doubt":
+                if ev.client_order_id not in self._in_doubt:
+                    self._in_doubt.add(ev.client_order_id)
+                    self.orders_in_doubt.inc()
+            else:
+                self._in_doubt.discard(ev.client_order_id)
+        elif isinstance(ev, ReconcileEvent):
+            if ev.status == "differences":
+                self.reconcile_mismatches.inc(len(ev.differences))
+        elif isinstance(ev, BreakerChanged):
+            self.breaker_transitions.labels(ev.venue, ev.state).inc()
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Snapshot(Collector):
+    """The engine's state at scrape time."""
+
+    def __init__(self, m: EngineMetrics) -> None:
+        self.m = m
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        e = m.engine
+        state = GaugeMetricFamily("ffe_engine_state", "1 for the engine's current state.", labels=["state"])
+        for s in STATES:
+            state.add_metric([s], 1.0 if e.state.value == s else 0.0)
+        yield state
+        yield GaugeMetricFamily("ffe_kill_switch_engaged", "1 while the engine is HALTED (kill switch).",
+                                value=1.0 if e.state.value == "HALTED" else 0.0)
+        live = e.liveness
+        yield GaugeMetricFamily("ffe_loop_last_turn_timestamp_seconds",
+                                "When the main loop last completed a turn (seconds since the epoch; 0 = never).",
+                                value=live.last_turn_wall or 0.0)
+        yield GaugeMetricFamily("ffe_loop_age_seconds", "Seconds since the main loop last completed a turn.",
+                                value=live.loop_age())
+        bars = GaugeMetricFamily("ffe_bar_age_seconds", "Seconds since the symbol's last bar was processed.",
+                                 labels=["symbol"])
+        for sym in e.symbols:
+            bars.add_metric([sym], live.bar_age(sym))
+        yield bars
+        br = GaugeMetricFamily("ffe_breaker_state", "1 for the circuit breaker's current state, per venue.",
+                               labels=["venue", "state"])
+        b = e.breaker
+        for s in BREAKER_STATES:
+            br.add_metric([b.venue, s], 1.0 if b.state == s else 0.0)
+        yield br
+        pos = GaugeMetricFamily("ffe_position_quantity", "Open position size in base units (0 when flat).",
+                                labels=["symbol"])
+        positions = e.portfolio.positions
+        for sym in e.symbols:
+            p = positions.get(sym)
+            pos.add_metric([sym], p.quantity if p is not None else 0.0)
+        yield pos
+        pf = e.portfolio
+        yield GaugeMetricFamily("ffe_equity", "Account equity in the quote currency.", value=pf.equity())
+        yield GaugeMetricFamily("ffe_drawdown_ratio", "Drawdown from the equity peak (0..1).",
+                                value=pf.drawdown_pct() / 100.0)
+        risk = e.settings.risk
+        yield GaugeMetricFamily("ffe_drawdown_limit_ratio", "The drawdown that pauses the engine (0..1).",
+                                value=risk.max_drawdown_pct / 100.0)
+        yield GaugeMetricFamily("ffe_open_orders_in_doubt", "Orders in doubt right now.",
+                                value=float(sum(1 for o in e.orders.live.values() if o.status.value == "in_doubt")))
+        yield GaugeMetricFamily("ffe_approvals_pending", "Trades waiting for the operator's approval.",
+                                value=float(len(e.pending)))
+        yield GaugeMetricFamily("ffe_reconcile_differences", "Unexplained differences holding the engine.",
+                                value=float(len(e.reconcile_blocked)))
+        audit = m.audit
+        yield GaugeMetricFamily("ffe_audit_last_write_timestamp_seconds",
+                                "When the audit file was last appended to (seconds since the epoch; 0 = not yet).",
+                                value=(audit.last_write or 0.0) if audit is not None else 0.0)
+        yield GaugeMetricFamily("ffe_audit_lag_seconds", "How long the oldest unwritten audit record has waited.",
+                                value=audit.lag() if audit is not None else 0.0)
+        if m.health is not None:
+            verdict = m.health()
+            h = GaugeMetricFamily("ffe_health_status", "1 for the current /health verdict.", labels=["status"])
+            for s in ("healthy", "degraded", "down"):
+                h.add_metric([s], 1.0 if verdict["status"] == s else 0.0)
+            yield h
+        pending = GaugeMetricFamily("ffe_alerts_pending", "Alerts in the outbox not yet delivered, per channel.",
+                                    labels=["channel"])
+        sent = _counter("ffe_alerts_sent_total", "Alerts delivered, per channel.")
+        failed = _counter("ffe_alerts_failed_total", "Delivery attempts that failed, per channel.")
+        dropped = _counter("ffe_alerts_dropped_total", "Alerts dropped from a full outbox, per channel.")
+        last_ok = GaugeMetricFamily("ffe_alerts_last_success_timestamp_seconds",
+                                    "When the channel last delivered (seconds since the epoch; 0 = not yet).",
+                                    labels=["channel"])
+        for channel, st in (m.alert_status() if m.alert_status is not None else {}).items():
+            pending.add_metric([channel], float(st["pending"]))
+            sent.add_metric([channel], float(st["sent"]))
+            failed.add_metric([channel], float(st["failures"]))
+            dropped.add_metric([channel], float(st["dropped"]))
+            last_ok.add_metric([channel], float(st["last_success"] or 0.0))
+        yield from (pending, sent, failed, dropped, last_ok)
+
+
+def _counter(name: str, doc: str) -> Metric:
+    return CounterMetricFamily(name[: -len("_total")], doc, labels=["channel"])

@@ -1,0 +1,198 @@
+"""The monitor of a running engine: GET /health and GET /metrics over HTTP, the heartbeat, the alerts.
+
+The HTTP endpoint listens on `[monitor] host:port` (127.0.0.1 by default). Anywhere but a loopback address it
+needs a bearer token (FFE_MONITOR__TOKEN), and with a token set every request must carry
+`Authorization: Bearer <token>`. Binding elsewhere without one is refused at start.
+
+The heartbeat ("dead man's switch") GETs `alerts.heartbeat_url` every `alerts.heartbeat_s` only while the main
+loop is alive, so a receiver that expects it notices an engine that is dead or hung and can no longer say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import time
+from typing import Any, Callable
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from .alerts import Alert, Notifier
+from .channels import DeliveryFailed, channels_from, ping
+from .config import Settings
+from .errors import StartError
+from .health import HEALTHY, assess, data_stale_after
+from .metrics import EngineMetrics
+
+log = structlog.get_logger("ffe.monitor")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse an endpoint reachable from the network without a token (before anything starts)."""
+    cfg = settings.monitor
+    if cfg.enabled and not is_loopback(cfg.host) and cfg.token is None:
+        raise StartError(f"monitor.host = {cfg.host!r} is reachable from the network: set FFE_MONITOR__TOKEN "
+                         "(a bearer token) in .env or the environment, or bind to 127.0.0.1")
+
+
+class Monitor:
+    def __init__(self, settings: Settings, engine: Any, *, audit: Any, store: Any,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.cfg = settings.monitor
+        self.engine = engine
+        self.audit = audit
+        self._now = now
+        wall = lambda: engine.clock.now_ms() / 1000.0  # noqa: E731 - alert times as the engine records them
+        channels = channels_from(settings.alerts)
+        self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall)
+        self.notifier.checks.append(self._condition_alerts)
+        self.metrics = EngineMetrics(engine, mode=engine.mode, audit=audit, alert_status=self.notifier.status_dict,
+                                     health=self.health)
+        engine.breaker.observe = self.metrics.observe_venue(engine.breaker.venue)
+        self.url: str | None = None
+        self.heartbeat: dict[str, Any] = {"configured": settings.alerts.heartbeat_url is not None, "sent": 0,
+                                          "failures": 0, "last_success": None, "skipped": 0}
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stale: set[str] = set()
+        self._stalled = False
+
+    # ------------------------------------------------------------------ the verdict
+    def health(self) -> dict[str, Any]:
+        e = self.engine
+        return assess(state=e.state.value, stopped=e.stopped, liveness=e.liveness, symbols=e.symbols,
+                      breakers=[e.breaker.summary()], reconcile_blocked=len(e.reconcile_blocked),
+                      pending_approvals=len(e.pending), audit=self.audit, cfg=self.cfg,
+                      timeframe_ms=e.timeframe_ms)
+
+    def loop_alive(self) -> bool:
+        return not self.engine.stopped and self.engine.liveness.loop_age() <= self.cfg.loop_stale_s
+
+    def status(self) -> dict[str, Any]:
+        """For the console's status line and `ffe ctl status`."""
+        return {"url": self.url, "channels": self.notifier.status_dict(), "heartbeat": dict(self.heartbeat)}
+
+    def sink(self, ev: Any, line: bytes) -> None:
+        self.metrics.sink(ev, line)
+        self.notifier.sink(ev, line)
+
+    def _condition_alerts(self) -> list[Alert]:
+        """Conditions no event announces: a stalled loop, a symbol without bars (raised once per episode)."""
+        out: list[Alert] = []
+        e = self.engine
+        if not e.started or e.stopped:
+            return out
+        age = e.liveness.loop_age()
+        if age > self.cfg.loop_stale_s and not self._stalled:
+            self._stalled = True
+            out.append(Alert("LOOP_STALLED", "LOOP_STALLED", "page",
+                             f"ffe main loop STALLED: no turn for {age:.0f}s. The process is up but not trading; "
+                             "check the log, then restart it."))
+        elif age <= self.cfg.loop_stale_s:
+            self._stalled = False
+        limit = data_stale_after(self.cfg, e.timeframe_ms)
+        for sym in e.symbols:
+            bar_age = e.liveness.bar_age(sym)
+            if bar_age > limit and sym not in self._stale:
+                self._stale.add(sym)
+                out.append(Alert("STALE_DATA", f"STALE_DATA:{sym}", "warn",
+                                 f"ffe {sym}: no market data for {bar_age:.0f}s (limit {limit:g}s). Entries on it "
+                                 "are refused (DATA_STALE)."))
+            elif bar_age <= limit:
+                self._stale.discard(sym)
+        return out
+
+    # ------------------------------------------------------------------ running
+    async def start(self) -> None:
+        await self.notifier.start()
+        if self.cfg.enabled:
+            await self._serve()
+        if self.settings.alerts.heartbeat_url is not None:
+            self._tasks.append(asyncio.create_task(self._heartbeat(), name="ffe-heartbeat"))
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_get("/health", self._health_handler)
+        app.router.add_get("/metrics", self._metrics_handler)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartError(f"monitor: cannot listen on {self.cfg.host}:{self.cfg.port}: "
+                             f"{exc.strerror or exc}") from None
+        self._runner = runner
+        port = runner.addresses[0][1] if runner.addresses else self.cfg.port  # the port 0 chose
+        host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
+        self.url = f"http://{host}:{port}"
+        log.info("monitor listening", url=self.url)
+
+    def _authorised(self, request: web.Request) -> bool:
+        token = self.cfg.token
+        if token is None:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode())
+
+    async def _health_handler(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.Response(status=401, text="bearer token required\n")
+        verdict = self.health()
+        return web.Response(status=200 if verdict["status"] == HEALTHY else 503, body=orjson.dumps(verdict),
+                            content_type="application/json")
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.Response(status=401, text="bearer token required\n")
+        return web.Response(body=self.metrics.text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _heartbeat(self) -> None:
+        cfg = self.settings.alerts
+        assert cfg.heartbeat_url is not None
+        url = cfg.heartbeat_url.get_secret_value()
+        hb = self.heartbeat
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if self.loop_alive():
+                    try:
+                        await ping(session, url, cfg.timeout_s)
+                        hb["sent"] += 1
+                        hb["last_success"] = self.engine.clock.now_ms() / 1000.0
+                    except DeliveryFailed as exc:
+                        hb["failures"] += 1
+                        log.warning("heartbeat failed", error=str(exc))
+                else:
+                    hb["skipped"] += 1  # silence is the message: the receiver raises the alarm
+                await asyncio.sleep(cfg.heartbeat_s)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.notifier.close()
+
