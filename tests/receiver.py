@@ -1,0 +1,74 @@
+"""A real HTTP receiver on 127.0.0.1 standing in for an alert channel or a heartbeat service: it records every
+request (path, headers, JSON body) and answers by a schedule the test controls (ok, fail with a status, or hang)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Receiver:
+    requests: list[Received] = field(default_factory=list)  # every request, answered or not
+    delivered: list[Received] = field(default_factory=list)  # the requests answered 200
+    fail_with: int | None = None  # answer this status instead of 200 while set
+    fail_next: int = 0  # answer 503 to this many requests, then go back to the schedule
+    hang: bool = False  # never answer
+    telegram: bool = False  # answer like the Bot API ({"ok": true})
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> "Receiver":
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        rec = Received(request.method, request.path, body, dict(request.headers))
+        self.requests.append(rec)
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return web.Response(status=503, text="down")
+        if self.fail_with is not None:
+            return web.Response(status=self.fail_with, text="down")
+        self.delivered.append(rec)
+        if self.telegram:
+            return web.json_response({"ok": True, "result": {}})
+        return web.Response(text="ok")
+
+    def texts(self) -> list[str]:
+        """The alert texts delivered, whatever the channel's format."""
+        out = []
+        for r in self.delivered:
+            b = r.body if isinstance(r.body, dict) else {}
+            out.append(str(b.get("text") or b.get("content") or ""))
+        return out
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,234 @@
+"""The monitor of a running engine, over real sockets: GET /health and GET /metrics on 127.0.0.1 (scraped and parsed
+with prometheus-client's own parser), `ffe ctl health` as a subprocess, sd_notify on a Unix datagram socket, and
+a main loop stalled on purpose by a venue that never answers while the process stays up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import engine_session, ffe_cmd, ffe_env, make_settings, run_ffe
+from ffe_engine.risk import GATE_ORDER
+from ffe_engine.venues.paper import PaperVenue
+from receiver import Receiver
+
+REQUIRED = {
+    "ffe_build_info", "ffe_engine_state", "ffe_loop_last_turn_timestamp_seconds", "ffe_breaker_state",
+    "ffe_kill_switch_engaged", "ffe_orders_submitted_total", "ffe_orders_rejected_total",
+    "ffe_orders_in_doubt_total", "ffe_risk_gate_denials_total", "ffe_reconcile_mismatches_total",
+    "ffe_venue_request_duration_seconds_bucket", "ffe_venue_errors_total", "ffe_position_quantity", "ffe_equity",
+    "ffe_drawdown_ratio", "ffe_alerts_pending", "ffe_audit_last_write_timestamp_seconds",
+}
+BOUNDED_LABELS = {"state", "venue", "symbol", "gate", "channel", "error", "status", "le", "version", "mode"}
+
+
+async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url, headers=headers or {}) as r:
+            return r.status, await r.text()
+
+
+async def until(predicate, timeout: float = 60.0, what: str = ""):
+    """Poll an async or plain predicate while the event loop (and the engine in it) keeps running."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def exported(text: str) -> set[str]:
+    """Every series name the scrape declares, with or without samples yet (a labelled counter that has not
+    counted anything has only its HELP and TYPE lines)."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.update(s.name for s in family.samples)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(family.name)
+    return names
+
+
+def samples(text: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+async def test_health_is_200_and_metrics_follow_the_naming_guide_on_a_running_engine(tmp_path):
+    settings = make_settings(tmp_path)
+    async with engine_session(settings) as host:
+        run = asyncio.ensure_future(host.engine.run())
+        try:
+            await until(lambda: host.engine.bars >= 50 and host.engine.liveness.turns > 0, what="bars")
+            url = host.monitor.url
+            assert url.startswith("http://127.0.0.1:")
+            status, body = await get(url + "/health")
+            verdict = json.loads(body)
+            assert status == 200, verdict
+            assert verdict["status"] == "healthy" and verdict["problems"] == []
+            assert verdict["state"] == "RUNNING"
+            assert set(verdict["bar_age_s"]) == {"BTC/USDT", "ETH/USDT"}
+            for key in ("loop_age_s", "breakers", "reconcile", "pending_approvals", "audit_lag_s"):
+                assert key in verdict
+            status, text = await get(url + "/metrics")
+            assert status == 200
+            found = samples(text)
+            assert REQUIRED <= exported(text), REQUIRED - exported(text)
+            gates = {s.labels["gate"] for s in found["ffe_risk_gate_denials_total"]}
+            assert gates == set(GATE_ORDER) and len(gates) == 14
+            state = {s.labels["state"]: s.value for s in found["ffe_engine_state"]}
+            assert state == {"RUNNING": 1.0, "PAUSED": 0.0, "HALTED": 0.0}
+            assert found["ffe_loop_last_turn_timestamp_seconds"][0].value > 0
+            for name, rows in found.items():
+                assert name.startswith("ffe_"), name
+                for s in rows:
+                    assert set(s.labels) <= BOUNDED_LABELS, (name, s.labels)  # never an order or decision id
+            for family in text_string_to_metric_families(text):
+                if family.type == "counter":
+                    assert all(s.name.endswith("_total") for s in family.samples), family.name
+            # The kill switch shows at the next scrape.
+            await host.engine.halt(reason="test", by="test")
+            found = samples((await get(url + "/metrics"))[1])
+            assert found["ffe_kill_switch_engaged"][0].value == 1.0
+        finally:
+            host.engine.request_stop()
+            await run
+
+
+class HangingVenue(PaperVenue):
+    """An exchange that takes orders and never answers: the engine's loop hangs inside the order call, while the
+    process, its control socket and its monitor stay up."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hung = asyncio.Event()
+
+    async def create_order(self, req):
+        self.hung.set()
+        await asyncio.Event().wait()
+
+
+def datagrams(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out
+
+
+async def test_a_stalled_loop_is_down_the_watchdog_and_heartbeat_stop_and_ctl_health_exits_2(tmp_path, monkeypatch):
+    notify_path = tmp_path / "notify.sock"
+    sd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sd.bind(str(notify_path))
+    sd.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # a ping every 0.1 s while the loop lives
+    heartbeat = await Receiver().start()
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, monitor={"port": 0, "loop_stale_s": 1.0},
+                             alerts={"heartbeat_url": heartbeat.url + "/ping", "heartbeat_s": 0.1,
+                                     "webhook_url": hook.url + "/hook", "window_s": 60})
+    from ffe_engine.kernel import paper_venue
+
+    base = paper_venue(settings, list(settings.engine.symbols))
+    venue = HangingVenue(list(settings.engine.symbols), starting_cash=10_000.0, quote="USDT", fee_bps=10.0,
+                         slippage_bps=5.0, min_notional=base.market("BTC/USDT").min_notional, amount_step=1e-6)
+    sent: list[str] = []
+    async with engine_session(settings, venue=venue) as host:
+        run = asyncio.ensure_future(host.run())
+        try:
+            await until(lambda: heartbeat.requests, what="a heartbeat while the loop is alive")
+            sent += datagrams(sd)
+            await until(lambda: (sent.extend(datagrams(sd)), "WATCHDOG=1" in sent)[1], what="a watchdog ping")
+            assert sent[0].startswith("READY=1")
+            await until(venue.hung.wait, timeout=120, what="the order call that hangs")
+            url = host.monitor.url
+
+            async def unhealthy():
+                status, body = await get(url + "/health")
+                return (status, json.loads(body)) if status == 503 else None
+            status, verdict = await until(unhealthy, what="/health 503")
+            assert verdict["status"] == "down"
+            assert any("main loop stalled" in p for p in verdict["problems"]), verdict
+            # The process is alive (this very test answered), and the command line says "down".
+            proc = await asyncio.create_subprocess_exec(
+                *ffe_cmd("ctl", "health", "--data-dir", str(settings.data_dir)), env=ffe_env(),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate()
+            assert proc.returncode == 2, (out, err)
+            assert out.decode().startswith("DOWN"), out
+            # Silence from the stalled loop: no watchdog ping and no heartbeat from now on.
+            sent.extend(datagrams(sd))
+            pings_then, beats_then = sent.count("WATCHDOG=1"), len(heartbeat.requests)
+            await asyncio.sleep(1.0)  # ten heartbeat periods, five watchdog periods
+            sent.extend(datagrams(sd))
+            pings_later, beats_later = sent.count("WATCHDOG=1"), len(heartbeat.requests)
+            await asyncio.sleep(1.0)
+            sent.extend(datagrams(sd))
+            assert sent.count("WATCHDOG=1") == pings_later and len(heartbeat.requests) == beats_later
+            assert pings_later - pings_then <= 1 and beats_later - beats_then <= 1  # at most one already on its way
+            # The operator is paged by the monitor, which does not depend on the stalled loop.
+            await until(lambda: any("STALLED" in t for t in hook.texts()), what="the LOOP_STALLED page")
+        finally:
+            run.cancel()
+            try:
+                await run
+            except BaseException:
+                pass
+    sent.extend(datagrams(sd))
+    assert "STOPPING=1" in sent
+    await heartbeat.stop()
+    await hook.stop()
+    sd.close()
+
+
+def test_ctl_health_exits_2_when_no_engine_runs(tmp_path):
+    proc = run_ffe(tmp_path, "ctl", "health")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout.startswith("DOWN") and "no engine is running" in proc.stdout
+
+
+def test_a_non_loopback_monitor_without_a_token_is_refused_in_one_line(tmp_path):
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=ffe_env(FFE_MONITOR__HOST="0.0.0.0"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ffe: error: monitor.host = '0.0.0.0'"), proc.stderr
+    assert "FFE_MONITOR__TOKEN" in lines[0]
+    assert not (tmp_path / "data" / "ffe.db").exists()  # refused before anything started
+
+
+async def test_with_a_token_every_request_needs_it_and_the_token_is_never_logged(tmp_path):
+    token = "s3cr3t-monitor-token-0123456789"
+    settings = make_settings(tmp_path, monitor={"port": 0, "host": "0.0.0.0", "token": token})
+    async with engine_session(settings) as host:
+        port = host.monitor.url.rsplit(":", 1)[1]
+        base = f"http://127.0.0.1:{port}"
+        assert (await get(base + "/health"))[0] == 401
+        assert (await get(base + "/metrics", {"Authorization": "Bearer wrong"}))[0] == 401
+        status, text = await get(base + "/metrics", {"Authorization": f"Bearer {token}"})
+        assert status == 200 and "ffe_engine_state" in text
+        logged = host.log.getvalue()
+    assert token not in logged
+    assert token not in (tmp_path / "logs" / "audit.jsonl").read_text()
+
+
+if sys.platform != "linux":  # AF_UNIX datagram sockets and NOTIFY_SOCKET are Linux service-manager features
+    raise RuntimeError("these tests need Linux")
