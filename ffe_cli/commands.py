@@ -261,3 +261,22 @@ def report_providers(args: argparse.Namespace) -> int:
 
 def report_trades(args: argparse.Namespace) -> int:
     return _report(args, "trades")
+
+
+# ---------------------------------------------------------------------------------------------------- alert
+def alert_test(args: argparse.Namespace) -> int:
+    """A test alert to every configured channel, each result on its own line; exit 1 when any failed."""
+    import socket
+
+    from ffe_engine.channels import send_test
+
+    settings = settings_from(args)
+    text = f"ffe test alert from {socket.gethostname()}: this channel works."
+    results = asyncio.run(send_test(settings.alerts, text))
+    if not results:
+        raise UsageError("no alert channel is configured: set FFE_ALERTS__WEBHOOK_URL, FFE_ALERTS__SLACK_URL, "
+                         "FFE_ALERTS__DISCORD_URL, FFE_ALERTS__TELEGRAM_TOKEN or FFE_ALERTS__HEARTBEAT_URL "
+                         "in .env or the environment")
+    for name, error in results:
+        _print(f"{name}: {'delivered' if error is None else 'FAILED (' + error + ')'}")
+    return 1 if any(error is not None for _, error in results) else 0

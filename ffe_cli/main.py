@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="give up after S seconds without an answer (default [control] request_timeout_s)")
     ctl.set_defaults(handler=commands.ctl)
 
+    alert = sub.add_parser("alert", help="alert channels")
+    alert_sub = alert.add_subparsers(dest="alert_command", required=True)
+    alert_test = alert_sub.add_parser("test", help="send a test alert to every configured channel, report each")
+    _common(alert_test)
+    alert_test.set_defaults(handler=commands.alert_test)
+
     audit = sub.add_parser("audit", help="read the audit trail; the story of one decision")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     tail = audit_sub.add_parser("tail", help="the last audit records, filtered, or followed as they come")

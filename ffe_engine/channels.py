@@ -81,3 +81,24 @@ async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> No
         raise DeliveryFailed(f"no answer within {timeout_s:g}s") from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise DeliveryFailed(type(exc).__name__) from None
+
+
+async def send_test(cfg: AlertSettings, text: str) -> list[tuple[str, str | None]]:
+    """`ffe alert test`: one test alert straight to every configured channel (and a heartbeat ping), not through
+    the outbox. Each channel's result: None when delivered, else why not."""
+    results: list[tuple[str, str | None]] = []
+    alert = {"key": "TEST", "kind": "TEST", "severity": "info", "text": text, "created_ts": None}
+    async with aiohttp.ClientSession() as session:
+        for channel in channels_from(cfg):
+            try:
+                await channel.send(session, alert, cfg.timeout_s)
+                results.append((channel.name, None))
+            except DeliveryFailed as exc:
+                results.append((channel.name, str(exc)))
+        if cfg.heartbeat_url is not None:
+            try:
+                await ping(session, cfg.heartbeat_url.get_secret_value(), cfg.timeout_s)
+                results.append(("heartbeat", None))
+            except DeliveryFailed as exc:
+                results.append(("heartbeat", str(exc)))
+    return results

@@ -310,7 +310,7 @@ class AlertSettings(_Section):
     slack_url: Secret = None  # Slack-compatible incoming webhook (FFE_ALERTS__SLACK_URL)
     discord_url: Secret = None  # Discord webhook (FFE_ALERTS__DISCORD_URL)
     telegram_token: Secret = None  # Telegram bot token (FFE_ALERTS__TELEGRAM_TOKEN)
-    telegram_chat_id: str = ""  # the chat the bot writes to
+    telegram_chat_id: str = Field("", validate_default=True)  # the chat the bot writes to
     telegram_api: Annotated[str, AfterValidator(_http_url)] = "https://api.telegram.org"
     heartbeat_url: Secret = None  # dead man's switch, pinged while the loop is alive (FFE_ALERTS__HEARTBEAT_URL)
     heartbeat_s: Seconds = 60.0
@@ -325,9 +325,11 @@ class AlertSettings(_Section):
 
     @field_validator("telegram_chat_id")
     @classmethod
-    def _chat_id_plain(cls, value: str) -> str:
+    def _chat_id_plain(cls, value: str, info: ValidationInfo) -> str:
         if value and not re.fullmatch(r"-?[0-9]+|@[A-Za-z0-9_]{5,}", value):
             raise ValueError("must be a numeric chat id or @channelname")
+        if not value and info.data.get("telegram_token") is not None:
+            raise ValueError("is needed when the Telegram bot token (FFE_ALERTS__TELEGRAM_TOKEN) is set")
         return value
 
 

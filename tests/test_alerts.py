@@ -1,0 +1,169 @@
+"""Alerts to real HTTP receivers on 127.0.0.1 (one per channel, recording requests and failing on a schedule):
+formats of the four channels, a storm of breaker failures, a receiver down and back, alerts in the outbox across a
+SIGKILL, `ffe alert test`, and secret channel URLs kept out of logs, audit and `ffe config check`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aiohttp
+
+from conftest import db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings
+from ffe_engine.alerts import Alert
+from prometheus_client.parser import text_string_to_metric_families
+from receiver import Receiver
+from test_monitor import until
+
+FAST = {"retry_initial_s": 0.05, "retry_max_s": 0.2, "retry_attempts": 2, "timeout_s": 2.0}
+
+
+def kinds(receiver: Receiver) -> list[str]:
+    return [r.body.get("kind") for r in receiver.delivered if isinstance(r.body, dict)]
+
+
+async def test_every_channel_gets_the_halted_page_in_its_own_format(tmp_path):
+    hook, slack, discord, tg = [await Receiver().start() for _ in range(4)]
+    tg.telegram = True
+    settings = make_settings(tmp_path, alerts={
+        "webhook_url": hook.url + "/hook", "slack_url": slack.url + "/services/T0/B0/xyz",
+        "discord_url": discord.url + "/api/webhooks/1/abc", "telegram_token": "123456:telegram-token-abc",
+        "telegram_chat_id": "-100200300", "telegram_api": tg.url, **FAST})
+    async with engine_session(settings) as host:
+        await host.engine.halt(reason="operator saw a bad fill", by="ctl")
+        await until(lambda: all(any("HALTED" in t for t in r.texts()) for r in (hook, slack, discord, tg)),
+                    what="HALTED on every channel")
+        halted = [r for r in hook.delivered if r.body.get("kind") == "HALTED"][0].body
+        assert halted["severity"] == "page" and halted["key"] == "HALTED"
+        assert "HALTED by ctl: operator saw a bad fill" in halted["text"]
+        assert any(t.startswith("[PAGE] ffe HALTED by ctl") for t in slack.texts())
+        assert all(set(r.body) == {"text"} for r in slack.delivered)
+        assert all(set(r.body) == {"content"} for r in discord.delivered)
+        sent = [r for r in tg.delivered if "HALTED" in r.body["text"]][0]
+        assert sent.path == "/bot123456:telegram-token-abc/sendMessage"
+        assert sent.body["chat_id"] == "-100200300"
+        status = host.engine.snapshot()["monitor"]["channels"]
+        assert set(status) == {"webhook", "slack", "discord", "telegram"}
+        assert all(st["ok"] and st["sent"] >= 1 for st in status.values())
+    for r in (hook, slack, discord, tg):
+        await r.stop()
+
+
+async def test_a_storm_of_500_breaker_failures_is_one_page_and_one_summary(tmp_path):
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, "window_s": 3.0, **FAST},
+                             breaker={"failure_threshold": 3, "recovery_timeout_s": 60})
+    async with engine_session(settings) as host:
+        breaker = host.engine.breaker
+        sub = host.bus.subscribe()
+        for n in range(500):
+            breaker.record_failure(f"exchange timeout #{n}")
+        opened = sum(1 for ev in sub.drain() if ev.name == "breaker" and ev.state == "open")
+        assert opened > 400  # the breaker re-opens on every failure once open
+        await until(lambda: "BREAKER_OPEN_REPEATED" in kinds(hook), what="the summary")
+        await asyncio.sleep(0.5)  # anything else would have arrived with the summary
+        bodies = [r.body for r in hook.delivered if r.body["kind"].startswith("BREAKER_OPEN")]
+        assert [b["kind"] for b in bodies] == ["BREAKER_OPEN", "BREAKER_OPEN_REPEATED"]
+        assert bodies[0]["severity"] == "page" and bodies[1]["severity"] == "warn"
+        # Every opening after the first was counted into the summary, none was lost.
+        assert bodies[1]["text"].startswith(f"{opened - 1} more BREAKER_OPEN alert(s) in the last 3s")
+    await hook.stop()
+
+
+async def test_a_receiver_down_then_back_gets_every_alert_once_and_in_order(tmp_path):
+    hook = await Receiver().start()
+    hook.fail_with = 503
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, "min_severity": "warn", **FAST})
+    async with engine_session(settings) as host:
+        notifier = host.monitor.notifier
+        texts = [f"alert number {i}" for i in range(6)]
+        for i, text in enumerate(texts):
+            notifier.raise_alert(Alert("TEST", f"TEST:{i}", "warn", text))
+        await until(lambda: len(hook.requests) >= 8, what="several failed deliveries")
+        assert hook.delivered == []
+        st = host.engine.snapshot()["monitor"]["channels"]["webhook"]
+        assert not st["ok"] and st["failures"] >= 8 and st["pending"] == 6 and st["last_error"] == "HTTP 503"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(host.monitor.url + "/metrics") as r:
+                scraped = {smp.name: smp.value for fam in text_string_to_metric_families(await r.text())
+                           for smp in fam.samples if smp.labels.get("channel") == "webhook"}
+        assert scraped["ffe_alerts_pending"] == 6 and scraped["ffe_alerts_failed_total"] >= 8
+        assert db_value(settings.db_path, "SELECT COUNT(*) FROM alert_outbox WHERE status = 'pending'") == 6
+        hook.fail_with = None  # back
+        await until(lambda: len(hook.delivered) >= 6, what="delivery once the receiver is back")
+        await asyncio.sleep(0.5)
+        assert hook.texts() == texts  # the generic webhook carries the plain text
+        st = host.engine.snapshot()["monitor"]["channels"]["webhook"]
+        assert st["ok"] and st["pending"] == 0 and st["sent"] == 6
+    assert [r[0] for r in db_rows(settings.db_path, "SELECT status FROM alert_outbox ORDER BY id")] == ["sent"] * 6
+    await hook.stop()
+
+
+async def _ffe(*args: str, env: dict[str, str], cwd) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(*ffe_cmd(*args), env=env, cwd=cwd,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_alerts_in_the_outbox_at_sigkill_are_delivered_after_the_restart_and_the_url_stays_secret(tmp_path):
+    hook = await Receiver().start()
+    hook.fail_with = 503
+    secret_url = hook.url + "/hooks/T000/B000/very-secret-webhook-path-4242"
+    env = ffe_env(FFE_ALERTS__WEBHOOK_URL=secret_url, FFE_ALERTS__RETRY_INITIAL_S="0.05",
+                  FFE_ALERTS__RETRY_MAX_S="0.2", FFE_MARKET__SPEED="20")
+    db = tmp_path / "data" / "ffe.db"
+    first = await _ffe("run", "--headless", env=env, cwd=tmp_path)
+    try:
+        await until(lambda: db.exists() and (tmp_path / "data" / "ffe.sock").exists(), what="the engine's socket")
+        halt = await _ffe("ctl", "halt", env=env, cwd=tmp_path)
+        assert await halt.wait() == 0
+        # Oldest first: the STARTED notice is tried (and fails) while HALTED waits behind it.
+        await until(lambda: db_value(db, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'HALTED' AND "
+                                         "status = 'pending'") and db_value(
+                        db, "SELECT MAX(attempts) FROM alert_outbox WHERE status = 'pending'"),
+                    what="HALTED waiting in the outbox, the receiver failing")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        _, err1 = await first.communicate()
+    assert hook.delivered == []
+    hook.fail_with = None
+    second = await _ffe("run", "--headless", env=env, cwd=tmp_path)
+    try:
+        await until(lambda: "HALTED" in kinds(hook), what="HALTED delivered after the restart")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err2 = await second.communicate()
+    # Once each, in the order they were raised: the first run's start, its HALTED page, then the second start.
+    assert kinds(hook)[:3] == ["STARTED", "HALTED", "STARTED"]
+    assert kinds(hook).count("HALTED") == 1
+    # The URL is a credential: not in the log lines, the audit trail, the database or `ffe config check`.
+    check = await _ffe("config", "check", env=env, cwd=tmp_path)
+    shown, _ = await check.communicate()
+    assert check.returncode == 0
+    secret = "very-secret-webhook-path-4242"
+    for text in (err1.decode(), err2.decode(), shown.decode(), (tmp_path / "logs" / "audit.jsonl").read_text()):
+        assert secret not in text
+    assert "HTTP 503" in err1.decode()  # the failure is told, without the URL
+    assert "# webhook_url: not set" not in shown.decode() and "webhook_url = \"********\"" in shown.decode()
+    assert not any(secret in str(r) for r in db_rows(db, "SELECT data FROM events"))
+    await hook.stop()
+
+
+async def test_ffe_alert_test_reports_each_channel(tmp_path):
+    ok, down = await Receiver().start(), await Receiver().start()
+    down.fail_with = 500
+    env = ffe_env(FFE_ALERTS__SLACK_URL=ok.url + "/slack", FFE_ALERTS__DISCORD_URL=down.url + "/discord",
+                  FFE_ALERTS__HEARTBEAT_URL=ok.url + "/beat")
+    proc = await _ffe("alert", "test", env=env, cwd=tmp_path)
+    out, err = await proc.communicate()
+    assert proc.returncode == 1, err
+    assert out.decode().splitlines() == ["slack: delivered", "discord: FAILED (HTTP 500)", "heartbeat: delivered"]
+    assert [r.path for r in ok.requests] == ["/slack", "/beat"]
+    assert "test alert" in ok.requests[0].body["text"]
+    down.fail_with = None
+    proc = await _ffe("alert", "test", env=env, cwd=tmp_path)
+    assert await proc.wait() == 0
+    proc = await _ffe("alert", "test", env=ffe_env(), cwd=tmp_path)
+    _, err = await proc.communicate()
+    assert proc.returncode == 2 and err.decode().startswith("ffe: error: no alert channel is configured")
+    await ok.stop()
+    await down.stop()
