@@ -1,0 +1,120 @@
+"""What ships in deploy/: the systemd unit, the Prometheus alert rules and the Grafana dashboard.
+
+Each file is checked structurally everywhere, and by the real tool where it is installed (`systemd-analyze
+verify`, `promtool check rules` from Debian's prometheus package): a machine without the tool still checks what
+the tool would read. Every metric the rules and the dashboard name must be exported by a running engine's
+/metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+from conftest import REPO, engine_session, make_settings
+from test_monitor import exported, get
+
+UNIT = REPO / "deploy" / "systemd" / "ffe.service"
+RULES = REPO / "deploy" / "prometheus" / "ffe-rules.yml"
+DASHBOARD = REPO / "deploy" / "grafana" / "ffe-dashboard.json"
+METRIC = re.compile(r"\bffe_[a-z0-9_]+\b")
+
+
+def unit_sections(text: str) -> dict[str, dict[str, list[str]]]:
+    """A systemd unit file: sections of keys, each key with every value it is given (keys may repeat)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            assert line.endswith("]"), f"ffe.service:{n}: bad section header"
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None and "=" in line, f"ffe.service:{n}: not KEY=VALUE inside a section"
+        key, value = line.split("=", 1)
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def test_the_systemd_unit_is_hardened_and_speaks_sd_notify():
+    s = unit_sections(UNIT.read_text())
+    service = {k: v[-1] for k, v in s["Service"].items()}
+    assert service["Type"] == "notify"  # READY after start-up and reconciliation, the watchdog from the loop
+    assert int(service["WatchdogSec"]) > 0
+    assert service["Restart"] == "on-failure"
+    assert service["User"] not in ("root", "0") and service["Group"] not in ("root", "0")
+    assert service["ProtectSystem"] == "strict"
+    paths = service["ReadWritePaths"].split()
+    assert any(p.endswith("/data") for p in paths) and any(p.endswith("/logs") for p in paths)
+    assert service["NoNewPrivileges"] == "yes" and service["PrivateTmp"] == "yes"
+    assert service["ProtectHome"] == "yes" and service["CapabilityBoundingSet"] == ""
+    assert service["KillSignal"] == "SIGTERM"  # the ordered stop
+    assert service["ExecStart"].split()[1:] == ["run", "--headless"]
+    assert s["Install"]["WantedBy"] == ["multi-user.target"]
+    assert "StartLimitBurst" in s["Unit"]
+
+
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
+    """The unit as shipped names /opt/ffe; here its ExecStart points at this checkout's interpreter."""
+    text = UNIT.read_text()
+    assert "ExecStart=/opt/ffe/.venv/bin/ffe run --headless" in text
+    local = tmp_path / "ffe.service"
+    local.write_text(text.replace("/opt/ffe/.venv/bin/ffe run", f"{sys.executable} -m ffe_cli run"))
+    assert unit_sections(local.read_text())["Service"]["ExecStart"] == [f"{sys.executable} -m ffe_cli run --headless"]
+    tool = shutil.which("systemd-analyze")
+    if tool is not None:
+        proc = subprocess.run([tool, "verify", str(local)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.strip() == "", proc.stderr  # a warning (an unknown key) is an error here
+
+
+def rules() -> list[dict]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [r for group in doc["groups"] for r in group["rules"]]
+
+
+def test_the_alert_rules_cover_what_an_on_call_operator_needs(tmp_path):
+    found = {r["alert"]: r for r in rules()}
+    for name in ("FfeEngineDown", "FfeLoopStalled", "FfeHaltedTooLong", "FfeBreakerOpen", "FfeDrawdownNearLimit",
+                 "FfeReconcileMismatch", "FfeAlertsNotLeaving", "FfeAlertingWatchdog"):
+        assert name in found, name
+    for r in found.values():
+        assert r["labels"]["severity"] in ("page", "warn", "none"), r["alert"]
+        assert r["annotations"]["summary"] and r["annotations"]["description"], r["alert"]
+    assert found["FfeAlertingWatchdog"]["expr"].strip() == "vector(1)"  # always firing: a dead pipeline shows
+    tool = shutil.which("promtool")
+    if tool is not None:
+        proc = subprocess.run([tool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"SUCCESS: {len(found)} rules found" in proc.stdout
+
+
+def test_the_dashboard_is_grafana_json_with_a_prometheus_query_per_panel():
+    dash = json.loads(DASHBOARD.read_text())
+    assert dash["uid"] and dash["title"] and dash["panels"]
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dash["panels"]:
+        assert p["targets"] and all(METRIC.search(t["expr"]) for t in p["targets"]), p["title"]
+
+
+async def test_every_metric_named_in_the_rules_and_the_dashboard_is_exported(tmp_path):
+    named = set()
+    for r in rules():
+        named |= set(METRIC.findall(r["expr"]))
+    for p in json.loads(DASHBOARD.read_text())["panels"]:
+        for t in p["targets"]:
+            named |= set(METRIC.findall(t["expr"]))
+    assert len(named) > 15
+    settings = make_settings(tmp_path, alerts={"webhook_url": "http://127.0.0.1:9/hook"})
+    async with engine_session(settings) as host:
+        status, text = await get(host.monitor.url + "/metrics")
+    assert status == 200
+    missing = named - exported(text)
+    assert not missing, f"named in deploy/ but not exported: {sorted(missing)}"
