@@ -279,7 +279,7 @@ class Notifier:
     async def _send_with_retries(self, channel: Channel, alert: dict[str, Any], st: ChannelStatus) -> int:
         assert self._session is not None
         cfg = self.cfg
-        tried = alert["attempts"]
+        tried = int(alert["attempts"])
 
         def failed(rs: RetryCallState) -> None:
             st.failures += 1

@@ -22,6 +22,27 @@ STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow
 STATE_STYLE_NO_COLOR = {"RUNNING": "bold", "PAUSED": "bold underline", "HALTED": "bold reverse"}
 
 
+def monitor_text(snap: dict[str, Any]) -> str:
+    return "".join(part if isinstance(part, str) else part[0] for part in monitor_parts(snap))
+
+
+def monitor_parts(snap: dict[str, Any]) -> list[str | tuple[str, str]]:
+    """Where /health and /metrics answer, and whether the alert channels deliver (those failing, by name)."""
+    mon = snap.get("monitor")
+    if not mon:
+        return []
+    url = mon.get("url")
+    channels = mon.get("channels") or {}
+    failing = [name for name, st in channels.items() if not st.get("ok")]
+    if not channels:
+        alerts: tuple[str, str] = ("none", "yellow")
+    elif failing:
+        alerts = (f"{', '.join(failing)} FAILING", "bold red")
+    else:
+        alerts = (f"ok ({len(channels)})", "")
+    return ["alerts ", alerts, "  monitor ", (url.removeprefix("http://") if url else "off", "")]
+
+
 class StatusLine(Static):
     """Mode, engine state in words, equity, today's P&L, drawdown, breakers, market clock, approvals."""
 
@@ -32,7 +53,7 @@ class StatusLine(Static):
             snap["mode"], snap["state"], snap.get("state_reason"), round(snap["equity"], 2),
             round(snap["day_pnl"], 2), round(snap["drawdown_pct"], 2), snap.get("market_ts"), snap["approval_mode"],
             len(snap.get("approvals") or []), snap.get("bars"), note,
-            tuple((b.get("venue"), b.get("state")) for b in snap.get("breakers") or []))
+            tuple((b.get("venue"), b.get("state")) for b in snap.get("breakers") or []), monitor_text(snap))
         if key == self._last:
             return  # nothing visible changed: no redraw
         self._last = key
@@ -62,7 +83,8 @@ class StatusLine(Static):
                 "breaker ", (breakers, "bold red" if bad else ""), "  ",
                 "market ", fmt.market_time(snap.get("market_ts")), "  ",
                 "approvals ", (str(n_appr), "bold yellow" if n_appr else ""), f" ({snap['approval_mode']})",
-                f"  bars {snap.get('bars', 0)}",
+                f"  bars {snap.get('bars', 0)}", "  ",
+                *monitor_parts(snap),
             )
             text = Text("\n").join([line1, line2])
             text.no_wrap = True
