@@ -1,0 +1,187 @@
+"""What the monitor costs the engine: backtest speed with the monitor on and off, and the kill switch's latency
+with every alert channel configured and one of them hanging.
+
+1. Backtest: the same generated market (two symbols of hourly candles, a seeded random walk written to CSV in a
+   temporary directory) run through the whole pipeline, alternately without and with the monitor's event sinks
+   (metrics counters and alert rules) on the bus and a /metrics rendering every second. Bars per second, median
+   of the runs. (The loop's liveness stamp is part of the engine and in both.)
+2. Kill switch: a headless-style engine (EngineHost, paper venue, real SQLite) with the four channels and the
+   heartbeat pointed at receivers on 127.0.0.1, the Slack one never answering. Each run: re-arm, place open
+   orders, halt, and time from the call to HALTED stored (the engine_state event, published once the state is
+   committed) and to the halt's return (every cancel issued and journaled). Milliseconds.
+
+    .venv/bin/python bench/monitor_bench.py [--runs 5] [--bars 20000] [--halts 20]
+
+Not a test: the figures depend on the machine. The targets: within 3% of off; HALTED stored under 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from ffe_engine import backtest as bt  # noqa: E402
+from ffe_engine.alerts import Notifier  # noqa: E402
+from ffe_engine.audit import setup_logging  # noqa: E402
+from ffe_engine.config import Settings  # noqa: E402
+from ffe_engine.events import EngineStateChanged  # noqa: E402
+from ffe_engine.metrics import EngineMetrics  # noqa: E402
+from receiver import Receiver  # noqa: E402
+
+
+def write_market(tmp: Path, bars: int) -> list[str]:
+    files = []
+    for symbol, start, seed in (("BTC/USDT", 30_000.0, 1), ("ETH/USDT", 2_000.0, 2)):
+        rng = random.Random(seed)
+        price = start
+        lines = ["timestamp,open,high,low,close,volume"]
+        t0 = 1_600_000_000 - 1_600_000_000 % 3600
+        for i in range(bars):
+            o = price
+            price = max(1.0, price * math.exp(rng.gauss(0, 0.01)))
+            hi, lo = max(o, price) * (1 + abs(rng.gauss(0, 0.002))), min(o, price) * (1 - abs(rng.gauss(0, 0.002)))
+            lines.append(f"{t0 + 3600 * i},{o:.2f},{hi:.2f},{lo:.2f},{price:.2f},{rng.uniform(1, 100):.4f}")
+        path = tmp / f"{symbol.replace('/', '-')}.csv"
+        path.write_text("\n".join(lines) + "\n")
+        files.append(f"{symbol}={path}")
+    return files
+
+
+class Monitored:
+    """Wraps the backtest's build_engine: once the engine is built, the monitor's sinks go on its bus (what
+    EngineHost does in a live run) and its /metrics is rendered every second while the run lasts."""
+
+    def __init__(self) -> None:
+        self.metrics: EngineMetrics | None = None
+        self.build = bt.build_engine
+
+    def __call__(self, settings, **kw):
+        engine = self.build(settings, **kw)
+        notifier = Notifier(settings.alerts, store=None, channels=[], now=time.monotonic, wall=time.time)
+        self.metrics = EngineMetrics(engine, mode=engine.mode, health=None)
+        engine.breaker.observe = self.metrics.observe_venue(engine.breaker.venue)
+        kw["bus"].add_sink(self.metrics.sink)
+        kw["bus"].add_sink(notifier.sink)
+        return engine
+
+
+async def backtest_once(files: list[str], monitored: bool) -> float:
+    with tempfile.TemporaryDirectory(prefix="ffe-monbench-") as tmp:
+        settings = Settings().with_dirs(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs")
+        series = bt.load_files(files)
+        original = bt.build_engine
+        scraper = None
+        if monitored:
+            hook = Monitored()
+            bt.build_engine = hook  # type: ignore[assignment]
+
+            async def scrape() -> None:
+                while True:
+                    await asyncio.sleep(1.0)
+                    if hook.metrics is not None:
+                        hook.metrics.text()
+            scraper = asyncio.ensure_future(scrape())
+        try:
+            report = await bt.run_backtest(settings, series)
+        finally:
+            bt.build_engine = original  # type: ignore[assignment]
+            if scraper is not None:
+                scraper.cancel()
+        return float(report["bars_per_s"])
+
+
+async def backtest_bench(runs: int, bars: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="ffe-monbench-data-") as tmp:
+        files = write_market(Path(tmp), bars)
+        off, on = [], []
+        await backtest_once(files, False)  # warm the caches
+        for _ in range(runs):
+            off.append(await backtest_once(files, False))
+            on.append(await backtest_once(files, True))
+        m_off, m_on = statistics.median(off), statistics.median(on)
+        print(f"backtest, {2 * bars} bars, {runs} runs each, alternating:")
+        print(f"  monitor off  median {m_off:9.0f} bars/s   (runs: {', '.join(f'{x:.0f}' for x in off)})")
+        print(f"  monitor on   median {m_on:9.0f} bars/s   (runs: {', '.join(f'{x:.0f}' for x in on)})")
+        print(f"  difference   {100.0 * (m_on - m_off) / m_off:+.1f}% (target: within 3%)")
+
+
+async def killswitch_bench(halts: int) -> None:
+    from conftest import make_settings
+    from ffe_engine.host import EngineHost
+
+    receivers = [await Receiver().start() for _ in range(5)]
+    hook, slack, discord, tg, beat = receivers
+    slack.hang = True
+    tg.telegram = True
+    with tempfile.TemporaryDirectory(prefix="ffe-monbench-kill-") as tmp:
+        settings = make_settings(
+            Path(tmp), market={"speed": 0.2, "seed": 7},
+            risk={"max_open_positions": 50, "max_orders_per_minute": 10_000, "max_daily_trades": 10_000,
+                  "max_concentration_pct": 100.0},
+            alerts={"webhook_url": hook.url + "/h", "slack_url": slack.url + "/s", "discord_url": discord.url + "/d",
+                    "telegram_token": "1:bench-token", "telegram_chat_id": "1", "telegram_api": tg.url,
+                    "heartbeat_url": beat.url + "/b", "heartbeat_s": 1.0, "timeout_s": 30.0})
+        stored, returned = [], []
+        host = await EngineHost.open(settings, log_stream=io.StringIO())
+        try:
+            engine = host.engine
+            run = asyncio.ensure_future(engine.run())
+            sub = host.bus.subscribe(maxlen=100_000)
+            while engine.bars < 2:
+                await asyncio.sleep(0.02)
+            for _ in range(halts):
+                if engine.state.value != "RUNNING":
+                    await engine.resume(by="bench", confirm=True)
+                for symbol, qty in (("BTC/USDT", 0.002), ("ETH/USDT", 0.04)):
+                    res = await engine.operator_order(symbol, "buy", qty, by="bench")
+                    if not res["accepted"]:
+                        raise SystemExit(f"monitor_bench: order refused: {res['reason']}")
+                sub.drain()
+                t0 = time.time()
+                await engine.halt(reason="bench", by="bench")
+                t1 = time.time()
+                halted = [e for e in sub.drain() if isinstance(e, EngineStateChanged) and e.state == "HALTED"]
+                stored.append((halted[0].ts - t0) * 1000.0)
+                returned.append((t1 - t0) * 1000.0)
+                await asyncio.sleep(0.2)  # let the alerts go out (or hang) between presses
+            channels = engine.snapshot()["monitor"]["channels"]
+            engine.request_stop()
+            await run
+        finally:
+            await host.close()
+        print(f"kill switch with 4 channels + heartbeat configured, slack hanging, {halts} halts, 2 open orders each:")
+        print(f"  HALTED stored          median {statistics.median(stored):6.1f} ms   max {max(stored):6.1f} ms "
+              "(target < 50 ms)")
+        print(f"  halt returned          median {statistics.median(returned):6.1f} ms   max {max(returned):6.1f} ms")
+        print("  channels: " + ", ".join(f"{n} sent {c['sent']} pending {c['pending']}" for n, c in channels.items()))
+    for r in receivers:
+        r.hang = False
+        await r.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--bars", type=int, default=20_000, help="bars per symbol in the backtest")
+    ap.add_argument("--halts", type=int, default=20)
+    args = ap.parse_args()
+    setup_logging("WARNING", stream=io.StringIO())  # the figures, not the engines' log lines
+    asyncio.run(backtest_bench(args.runs, args.bars))
+    asyncio.run(killswitch_bench(args.halts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
