@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sys
 
 import aiohttp
 import pytest
@@ -230,5 +229,54 @@ async def test_with_a_token_every_request_needs_it_and_the_token_is_never_logged
     assert token not in (tmp_path / "logs" / "audit.jsonl").read_text()
 
 
-if sys.platform != "linux":  # AF_UNIX datagram sockets and NOTIFY_SOCKET are Linux service-manager features
-    raise RuntimeError("these tests need Linux")
+async def ctl_health(settings) -> tuple[int, str]:
+    """`ffe ctl health` as a subprocess, while this event loop (and the engine in it) keeps running."""
+    proc = await asyncio.create_subprocess_exec(
+        *ffe_cmd("ctl", "health", "--data-dir", str(settings.data_dir)), env=ffe_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return proc.returncode, out.decode()
+
+
+async def test_an_open_breaker_is_degraded_503_and_ctl_health_exits_1(tmp_path):
+    settings = make_settings(tmp_path, breaker={"failure_threshold": 2, "recovery_timeout_s": 600})
+    async with engine_session(settings) as host:
+        await host.start_control()
+        run = asyncio.ensure_future(host.engine.run())
+        try:
+            await until(lambda: host.engine.bars >= 10, what="bars")
+            assert (await ctl_health(settings))[0] == 0
+            host.engine.breaker.record_failure("exchange timeout")
+            host.engine.breaker.record_failure("exchange timeout")
+            status, body = await get(host.monitor.url + "/health")
+            verdict = json.loads(body)
+            assert status == 503 and verdict["status"] == "degraded"
+            assert verdict["problems"] == ["breaker open on paper: exchange timeout"]
+            code, out = await ctl_health(settings)
+            assert code == 1 and out.startswith("DEGRADED") and "breaker open on paper" in out
+        finally:
+            host.engine.request_stop()
+            await run
+
+
+async def test_a_symbol_without_bars_is_stale_data_degraded_and_a_warning_is_sent(tmp_path):
+    hook = await Receiver().start()
+    # One bar every five seconds against a one-second staleness limit.
+    settings = make_settings(tmp_path, market={"speed": 0.2, "seed": 7}, monitor={"port": 0, "data_stale_s": 1.0},
+                             alerts={"webhook_url": hook.url})
+    async with engine_session(settings) as host:
+        run = asyncio.ensure_future(host.engine.run())
+        try:
+            async def stale():
+                status, body = await get(host.monitor.url + "/health")
+                verdict = json.loads(body)
+                return verdict if status == 503 and any("no bar for" in p for p in verdict["problems"]) else None
+            verdict = await until(stale, what="stale data on /health")
+            assert verdict["status"] == "degraded"
+            await until(lambda: [r for r in hook.delivered if r.body.get("kind") == "STALE_DATA"], what="the alert")
+            alert = [r.body for r in hook.delivered if r.body.get("kind") == "STALE_DATA"][0]
+            assert alert["severity"] == "warn" and "no market data" in alert["text"]
+        finally:
+            host.engine.request_stop()
+            await run
+    await hook.stop()
