@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import os
 import time
 from typing import Any, Callable
 
@@ -136,8 +137,8 @@ class Monitor:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise StartError(f"monitor: cannot listen on {self.cfg.host}:{self.cfg.port}: "
-                             f"{exc.strerror or exc}") from None
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise StartError(f"monitor: cannot listen on {self.cfg.host}:{self.cfg.port}: {reason}") from None
         self._runner = runner
         port = runner.addresses[0][1] if runner.addresses else self.cfg.port  # the port 0 chose
         host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host

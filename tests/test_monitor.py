@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import engine_session, ffe_cmd, ffe_env, make_settings, run_ffe
+from conftest import db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings, run_ffe
 from ffe_engine.risk import GATE_ORDER
 from ffe_engine.venues.paper import PaperVenue
 from receiver import Receiver
@@ -71,11 +71,14 @@ def samples(text: str) -> dict[str, list]:
 
 
 async def test_health_is_200_and_metrics_follow_the_naming_guide_on_a_running_engine(tmp_path):
-    settings = make_settings(tmp_path)
+    # Few entries pass a 0.99 confidence bar: the MIN_CONFIDENCE gate denies, and the counters can be checked.
+    settings = make_settings(tmp_path, risk={"min_confidence": 0.99})
     async with engine_session(settings) as host:
         run = asyncio.ensure_future(host.engine.run())
         try:
-            await until(lambda: host.engine.bars >= 50 and host.engine.liveness.turns > 0, what="bars")
+            registry = host.monitor.metrics.registry
+            await until(lambda: host.engine.bars >= 50 and host.engine.liveness.turns > 0 and registry.get_sample_value(
+                "ffe_risk_gate_denials_total", {"gate": "MIN_CONFIDENCE"}), what="bars and a gate denial")
             url = host.monitor.url
             assert url.startswith("http://127.0.0.1:")
             status, body = await get(url + "/health")
@@ -102,6 +105,8 @@ async def test_health_is_200_and_metrics_follow_the_naming_guide_on_a_running_en
             for family in text_string_to_metric_families(text):
                 if family.type == "counter":
                     assert all(s.name.endswith("_total") for s in family.samples), family.name
+            placed = await host.engine.operator_order("BTC/USDT", "buy", 0.002, by="test")
+            assert placed["accepted"], placed
             # The kill switch shows at the next scrape.
             await host.engine.halt(reason="test", by="test")
             found = samples((await get(url + "/metrics"))[1])
@@ -109,6 +114,15 @@ async def test_health_is_200_and_metrics_follow_the_naming_guide_on_a_running_en
         finally:
             host.engine.request_stop()
             await run
+        # The counters agree with the record: gate denials of the decisions, orders sent.
+        found = samples((await get(url + "/metrics"))[1])
+        denials = {s.labels["gate"]: s.value for s in found["ffe_risk_gate_denials_total"]}
+        recorded = dict(db_rows(settings.db_path, "SELECT g.code, COUNT(*) FROM gate_results g JOIN decisions d "
+                                                  "ON d.decision_id = g.decision_id WHERE g.passed = 0 "
+                                                  "GROUP BY g.code"))
+        assert recorded and {g: n for g, n in denials.items() if n} == recorded
+        orders = db_value(settings.db_path, "SELECT COUNT(*) FROM orders")
+        assert orders >= 1 and found["ffe_orders_submitted_total"][0].value == orders
 
 
 class HangingVenue(PaperVenue):
@@ -203,6 +217,18 @@ def test_ctl_health_exits_2_when_no_engine_runs(tmp_path):
     proc = run_ffe(tmp_path, "ctl", "health")
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout.startswith("DOWN") and "no engine is running" in proc.stdout
+
+
+def test_a_monitor_port_in_use_stops_the_start_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=ffe_env(FFE_MONITOR__PORT=port))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == f"ffe: error: monitor: cannot listen on 127.0.0.1:{port}: address already in use", proc.stderr
+    assert "engine started" not in proc.stderr
 
 
 def test_a_non_loopback_monitor_without_a_token_is_refused_in_one_line(tmp_path):
