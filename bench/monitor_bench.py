@@ -129,7 +129,7 @@ async def killswitch_bench(halts: int) -> None:
         settings = make_settings(
             Path(tmp), market={"speed": 0.2, "seed": 7},
             risk={"max_open_positions": 50, "max_orders_per_minute": 10_000, "max_daily_trades": 10_000,
-                  "max_concentration_pct": 100.0},
+                  "max_concentration_pct": 100.0, "max_correlation": 1.0},
             alerts={"webhook_url": hook.url + "/h", "slack_url": slack.url + "/s", "discord_url": discord.url + "/d",
                     "telegram_token": "1:bench-token", "telegram_chat_id": "1", "telegram_api": tg.url,
                     "heartbeat_url": beat.url + "/b", "heartbeat_s": 1.0, "timeout_s": 30.0})

@@ -136,8 +136,12 @@ class Notifier:
     """Raises alerts from events (a bus sink) and delivers them from the store's outbox. `start()` / `close()`."""
 
     def __init__(self, cfg: AlertSettings, store: Any, channels: list[Channel], *,
-                 now: Callable[[], float], wall: Callable[[], float]) -> None:
+                 now: Callable[[], float], wall: Callable[[], float],
+                 redact: Callable[[str], str] | None = None) -> None:
         self.cfg = cfg
+        # Sinks get the event as published (the bus redacts only the records it encodes): alert texts quote
+        # errors and reasons, so they are redacted here before they are stored or sent anywhere.
+        self._redact = redact
         self.store = store
         self.channels = channels
         self._now = now
@@ -176,8 +180,9 @@ class Notifier:
 
     def _enqueue(self, alert: Alert) -> None:
         ts = self._wall()
+        text = self._redact(alert.text) if self._redact is not None else alert.text
         for c in self.channels:
-            self.store.add_alert(c.name, alert.key, alert.kind, alert.severity, alert.text, ts)
+            self.store.add_alert(c.name, alert.key, alert.kind, alert.severity, text, ts)
             self.status[c.name].pending += 1
             self._wake[c.name].set()
         self._raised += 1

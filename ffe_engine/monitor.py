@@ -52,7 +52,7 @@ def check_bind(settings: Settings) -> None:
 
 class Monitor:
     def __init__(self, settings: Settings, engine: Any, *, audit: Any, store: Any,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] = time.monotonic, redact: Callable[[str], str] | None = None) -> None:
         self.settings = settings
         self.cfg = settings.monitor
         self.engine = engine
@@ -60,7 +60,8 @@ class Monitor:
         self._now = now
         wall = lambda: engine.clock.now_ms() / 1000.0  # noqa: E731 - alert times as the engine records them
         channels = channels_from(settings.alerts)
-        self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall)
+        self._redact = redact  # the verdict quotes venue errors, and the endpoint may face a network
+        self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall, redact=redact)
         self.notifier.checks.append(self._condition_alerts)
         self.metrics = EngineMetrics(engine, mode=engine.mode, audit=audit, alert_status=self.notifier.status_dict,
                                      health=self.health)
@@ -156,7 +157,10 @@ class Monitor:
         if not self._authorised(request):
             return web.Response(status=401, text="bearer token required\n")
         verdict = self.health()
-        return web.Response(status=200 if verdict["status"] == HEALTHY else 503, body=orjson.dumps(verdict),
+        body = orjson.dumps(verdict)
+        if self._redact is not None:
+            body = self._redact(body.decode()).encode()
+        return web.Response(status=200 if verdict["status"] == HEALTHY else 503, body=body,
                             content_type="application/json")
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:

@@ -167,3 +167,21 @@ async def test_ffe_alert_test_reports_each_channel(tmp_path):
     assert proc.returncode == 2 and err.decode().startswith("ffe: error: no alert channel is configured")
     await ok.stop()
     await down.stop()
+
+
+async def test_a_secret_quoted_in_an_error_is_masked_in_the_alert_and_on_health(tmp_path):
+    hook = await Receiver().start()
+    key = "exchange-api-key-0123456789"
+    settings = make_settings(tmp_path, exchange={"api_key": key, "secret": "exchange-secret-9876543210"},
+                             alerts={"webhook_url": hook.url, **FAST}, breaker={"failure_threshold": 1})
+    async with engine_session(settings) as host:
+        host.engine.breaker.record_failure(f"401 Unauthorized for key {key}")
+        await until(lambda: "BREAKER_OPEN" in kinds(hook), what="the breaker page")
+        text = [r.body["text"] for r in hook.delivered if r.body["kind"] == "BREAKER_OPEN"][0]
+        assert key not in text and "401 Unauthorized for key ********" in text
+        async with aiohttp.ClientSession() as s:
+            async with s.get(host.monitor.url + "/health") as r:
+                body = await r.text()
+        assert "breaker open" in body and key not in body
+    assert not any(key in str(row) for row in db_rows(settings.db_path, "SELECT text FROM alert_outbox"))
+    await hook.stop()
