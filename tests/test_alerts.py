@@ -185,3 +185,65 @@ async def test_a_secret_quoted_in_an_error_is_masked_in_the_alert_and_on_health(
         assert "breaker open" in body and key not in body
     assert not any(key in str(row) for row in db_rows(settings.db_path, "SELECT text FROM alert_outbox"))
     await hook.stop()
+
+
+class ManualTime:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_each_kind_of_event_raises_the_alert_an_operator_needs(tmp_path):
+    """The rules, event by event, through a notifier on a real store delivering to a receiver; time is manual
+    so the in-doubt delay is exact."""
+    from ffe_engine.alerts import Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.events import (ApprovalEvent, EngineStateChanged, ErrorEvent, KillSwitchEvent, OrderEvent,
+                                   ReconcileEvent)
+    from ffe_engine.store import Store
+
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, in_doubt_s=60, **FAST)
+    store = await Store.open(tmp_path / "ffe.db")
+    now = ManualTime()
+    notifier = Notifier(cfg, store, channels_from(cfg), now=now, wall=lambda: 1_700_000_000.0)
+    await notifier.start()
+    try:
+        events = [
+            EngineStateChanged(state="PAUSED", previous="RUNNING", reason="DRAWDOWN 16.00% > 15.0%", by="risk"),
+            EngineStateChanged(state="PAUSED", previous="RUNNING", reason="operator", by="ctl"),  # asked for: quiet
+            KillSwitchEvent(action="flatten", closing=["c1"], failed=[{"symbol": "ETH/USDT", "error": "x"}], by="tui"),
+            ReconcileEvent(status="differences", differences=[{"asset": "BTC"}, {"asset": "USDT"}]),
+            ApprovalEvent(approval_id="a1b2c3", outcome="pending", symbol="BTC/USDT", side="buy", quantity=0.01,
+                          price=42000.0, expires_at=1_700_000_120.0),
+            ErrorEvent(message="RuntimeError: boom", where="engine loop"),
+            OrderEvent(client_order_id="ffe-doubt-1", symbol="BTC/USDT", status="in_doubt"),
+            OrderEvent(client_order_id="ffe-doubt-2", symbol="ETH/USDT", status="in_doubt"),
+        ]
+        for ev in events:
+            notifier.sink(ev, b"")
+        notifier.sink(OrderEvent(client_order_id="ffe-doubt-2", symbol="ETH/USDT", status="filled"), b"")
+        now.t += 59
+        notifier.tick()
+        now.t += 2  # the first order has now been in doubt for 61 s; the second was resolved
+        notifier.tick()
+        await store.flush()
+        await until(lambda: len(hook.delivered) >= 6, what="the alerts")
+        await asyncio.sleep(0.3)
+        got = {r.body["kind"]: r.body for r in hook.delivered}
+        assert list(got) == ["RISK_PAUSE", "FLATTEN", "RECONCILE", "APPROVAL", "CRASH", "IN_DOUBT"]
+        assert got["RISK_PAUSE"]["severity"] == "page" and "DRAWDOWN 16.00% > 15.0%" in got["RISK_PAUSE"]["text"]
+        assert got["FLATTEN"]["severity"] == "page" and "1 FAILED" in got["FLATTEN"]["text"]
+        assert "2 unexplained difference(s)" in got["RECONCILE"]["text"]
+        assert got["APPROVAL"]["text"] == ("ffe approval a1b2c3 waiting: BUY 0.01 BTC/USDT at 42000, expires "
+                                           "22:15:20 UTC. `ffe ctl approve a1b2c3`.")
+        assert got["CRASH"]["severity"] == "page" and "RuntimeError: boom" in got["CRASH"]["text"]
+        assert "ffe-doubt-1" in got["IN_DOUBT"]["text"] and "61s" in got["IN_DOUBT"]["text"]
+        assert all(len(r.body["text"]) < 300 for r in hook.delivered)  # a phone's lock screen, not a log
+    finally:
+        await notifier.close()
+        await store.close()
+        await hook.stop()
