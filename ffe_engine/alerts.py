@@ -20,7 +20,7 @@ Times: rate-limit windows and ages are real seconds (monotonic); alert timestamp
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
