@@ -128,7 +128,8 @@ async def test_alerts_in_the_outbox_at_sigkill_are_delivered_after_the_restart_a
     hook.fail_with = None
     second = await _ffe("run", "--headless", env=env, cwd=tmp_path)
     try:
-        await until(lambda: "HALTED" in kinds(hook), what="HALTED delivered after the restart")
+        await until(lambda: "HALTED" in kinds(hook) and kinds(hook).count("STARTED") == 2,
+                    what="HALTED delivered after the restart, and the second start's notice after it")
     finally:
         second.send_signal(signal.SIGTERM)
         _, err2 = await second.communicate()
