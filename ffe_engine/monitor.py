@@ -90,6 +90,10 @@ class Monitor:
         return {"url": self.url, "channels": self.notifier.status_dict(), "heartbeat": dict(self.heartbeat)}
 
     def sink(self, ev: Any, line: bytes) -> None:
+        if ev.name == "decision":  # one per bar and symbol: only a denial is of interest, and no alert comes of it
+            if b'"passed":false' in line:
+                self.metrics.count_denials(line)
+            return
         self.metrics.sink(ev, line)
         self.notifier.sink(ev, line)
 
