@@ -36,7 +36,7 @@ from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEve
 log = structlog.get_logger("ffe.alerts")
 
 SEVERITIES = ("page", "warn", "info")
-_ALERTING = frozenset(cls.name for cls in (EngineStateChanged, KillSwitchEvent, BreakerChanged, ReconcileEvent,
+ALERTING = frozenset(cls.name for cls in (EngineStateChanged, KillSwitchEvent, BreakerChanged, ReconcileEvent,
                                            ApprovalEvent, ErrorEvent, RunEvent, OrderEvent))
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
@@ -161,7 +161,7 @@ class Notifier:
 
     # ------------------------------------------------------------------ raising
     def sink(self, ev: Event, line: bytes) -> None:
-        if ev.name not in _ALERTING:  # decisions, fills, ...: most events, and none raises an alert
+        if ev.name not in ALERTING:  # decisions, fills, ...: most events, and none raises an alert
             return
         if isinstance(ev, OrderEvent):
             self._track_doubt(ev)

@@ -12,12 +12,12 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import structlog
 
+from .clock import Clock
 from .events import Event
 from .sqlwriter import append_lines, open_lines_file
 
@@ -59,19 +59,20 @@ class AuditWriter:
     (sqlwriter.py), from the same records.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Clock | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = open_lines_file(self.path)
         self._lines: list[bytes] = []
-        # For the monitor: since when a record has been waiting (monotonic; kept until a write succeeds, so a
-        # failing disk shows as a growing lag) and when the file was last appended to (seconds since the epoch).
+        # For the monitor (with a clock): since when a record has been waiting (monotonic; kept until a write
+        # succeeds, so a failing disk shows as a growing lag) and when the file was last appended to (wall).
+        self.clock = clock
         self.waiting_since: float | None = None
         self.last_write: float | None = None
 
     def __call__(self, ev: Event, line: bytes) -> None:
-        if self.waiting_since is None:
-            self.waiting_since = time.monotonic()
+        if self.waiting_since is None and self.clock is not None:
+            self.waiting_since = self.clock.monotonic()
         self._lines.append(line)
 
     def flush(self) -> None:
@@ -79,12 +80,15 @@ class AuditWriter:
             return
         lines, self._lines = self._lines, []
         append_lines(self._fd, lines)
-        self.waiting_since = None
-        self.last_write = time.time()
+        if self.clock is not None:
+            self.waiting_since = None
+            self.last_write = self.clock.wall()
 
     def lag(self) -> float:
         """Seconds the oldest record not yet in the file has been waiting (0 when all are written)."""
-        return 0.0 if self.waiting_since is None else time.monotonic() - self.waiting_since
+        if self.waiting_since is None or self.clock is None:
+            return 0.0
+        return self.clock.monotonic() - self.waiting_since
 
     def close(self) -> None:
         self.flush()

@@ -160,7 +160,7 @@ class Engine:
         self.started = False
         self.stopped = False
         self.crashed: BaseException | None = None
-        self.liveness = Liveness()
+        self.liveness = Liveness(now=clock.monotonic, wall=clock.wall)
         # Set by the process around the engine (host.EngineHost): /health's verdict and the monitor's status.
         self.health_report: Callable[[], dict[str, Any]] | None = None
         self.monitor_status: Callable[[], dict[str, Any]] | None = None

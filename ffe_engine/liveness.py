@@ -5,20 +5,19 @@ The loop stamps every turn (a bar processed, or a wait for the next bar that rea
 "no turn for N seconds" means the loop is hung. The watchdog of a service manager is fed from the stamp itself
 (`on_turn`), so it goes quiet exactly when the loop does.
 
-Ages are in real seconds (a monotonic clock), even in a paced replay whose engine clock shows market time: a
-hang is a matter of the operator's time, not the market's.
+Ages are in real seconds (the engine clock's monotonic time), even in a paced replay whose clock shows market
+time: a hang is a matter of the operator's time, not the market's.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 TURN_S = 1.0  # the longest a loop turn waits for the next bar before it stamps and waits again
 
 
 class Liveness:
-    def __init__(self, now: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, now: Callable[[], float], wall: Callable[[], float]) -> None:
         self._now = now
         self._wall = wall
         self.created = now()

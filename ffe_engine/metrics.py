@@ -24,7 +24,7 @@ from .risk import GATE_ORDER
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 STATES = ("RUNNING", "PAUSED", "HALTED")
-_COUNTED = frozenset({OrderEvent.name, ReconcileEvent.name, BreakerChanged.name})
+COUNTED = frozenset({OrderEvent.name, ReconcileEvent.name, BreakerChanged.name})
 # One gate in a decision's record is a flat object {"code":..,"value":..,"limit":..,"passed":..,"detail":..}.
 _FAILED_GATE = re.compile(rb'"code":"([A-Z_]+)"[^{}]*?"passed":false')
 BREAKER_STATES = ("closed", "open", "half_open")
@@ -91,7 +91,7 @@ class EngineMetrics:
             if b'"passed":false' in line:  # most decisions deny nothing: one byte search
                 self.count_denials(line)
             return
-        if name not in _COUNTED:
+        if name not in COUNTED:
             return
         if isinstance(ev, OrderEvent):
             status = ev.status

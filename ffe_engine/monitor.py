@@ -14,7 +14,6 @@ import asyncio
 import hmac
 import ipaddress
 import os
-import time
 from typing import Any, Callable
 
 import aiohttp
@@ -23,14 +22,18 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .alerts import Alert, Notifier
+from .alerts import ALERTING, Alert, Notifier
 from .channels import DeliveryFailed, channels_from, ping
 from .config import Settings
 from .errors import StartError
 from .health import HEALTHY, assess, data_stale_after
-from .metrics import EngineMetrics
+from .metrics import COUNTED, EngineMetrics
 
 log = structlog.get_logger("ffe.monitor")
+
+
+# Events that move a counter or may raise an alert; the others (fills, positions, weights) pass by.
+_WATCHED = COUNTED | ALERTING
 
 
 def is_loopback(host: str) -> bool:
@@ -52,13 +55,13 @@ def check_bind(settings: Settings) -> None:
 
 class Monitor:
     def __init__(self, settings: Settings, engine: Any, *, audit: Any, store: Any,
-                 now: Callable[[], float] = time.monotonic, redact: Callable[[str], str] | None = None) -> None:
+                 redact: Callable[[str], str] | None = None) -> None:
         self.settings = settings
         self.cfg = settings.monitor
         self.engine = engine
         self.audit = audit
-        self._now = now
-        wall = lambda: engine.clock.now_ms() / 1000.0  # noqa: E731 - alert times as the engine records them
+        clock = engine.clock
+        now, wall = clock.monotonic, clock.wall  # ages and windows in real seconds, even in a paced replay
         channels = channels_from(settings.alerts)
         self._redact = redact  # the verdict quotes venue errors, and the endpoint may face a network
         self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall, redact=redact)
@@ -90,12 +93,16 @@ class Monitor:
         return {"url": self.url, "channels": self.notifier.status_dict(), "heartbeat": dict(self.heartbeat)}
 
     def sink(self, ev: Any, line: bytes) -> None:
-        if ev.name == "decision":  # one per bar and symbol: only a denial is of interest, and no alert comes of it
-            if b'"passed":false' in line:
+        name = ev.name
+        if name == "decision":  # one per bar and symbol: only a denial is of interest, and no alert comes of it
+            # The gates come last but for a few short fields: found from the end, and most lists are empty.
+            start = line.rfind(b'"gates":[')
+            if start >= 0 and line[start + 9] != 93 and line.find(b'"passed":false', start) >= 0:  # 93: "]"
                 self.metrics.count_denials(line)
             return
-        self.metrics.sink(ev, line)
-        self.notifier.sink(ev, line)
+        if name in _WATCHED:
+            self.metrics.sink(ev, line)
+            self.notifier.sink(ev, line)
 
     def _condition_alerts(self) -> list[Alert]:
         """Conditions no event announces: a stalled loop, a symbol without bars (raised once per episode)."""
@@ -183,7 +190,7 @@ class Monitor:
                     try:
                         await ping(session, url, cfg.timeout_s)
                         hb["sent"] += 1
-                        hb["last_success"] = self.engine.clock.now_ms() / 1000.0
+                        hb["last_success"] = self.engine.clock.wall()
                     except DeliveryFailed as exc:
                         hb["failures"] += 1
                         log.warning("heartbeat failed", error=str(exc))

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import Callable, Mapping
 
 
 class SystemdNotifier:
-    def __init__(self, environ: Mapping[str, str] | None = None, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, now: Callable[[], float], environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         addr = env.get("NOTIFY_SOCKET", "")
         self._now = now
