@@ -9,7 +9,7 @@ import signal
 
 import aiohttp
 
-from conftest import db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings
+from conftest import config_for_run, db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings
 from ffe_engine.alerts import Alert
 from prometheus_client.parser import text_string_to_metric_families
 from receiver import Receiver
@@ -100,6 +100,7 @@ async def test_a_receiver_down_then_back_gets_every_alert_once_and_in_order(tmp_
 
 
 async def _ffe(*args: str, env: dict[str, str], cwd) -> asyncio.subprocess.Process:
+    config_for_run(cwd, args)
     return await asyncio.create_subprocess_exec(*ffe_cmd(*args), env=env, cwd=cwd,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
