@@ -156,14 +156,15 @@ def _render(action: str, result: Any) -> str:
 
 
 def _ctl_health(args: argparse.Namespace, settings: Settings) -> int:
-    """For cron, monit or a load balancer: 0 healthy, 1 degraded, 2 down or no engine answering (within 5 s: an
-    engine whose event loop is blocked does not answer at all)."""
+    """For cron, monit or a load balancer: 0 healthy, 1 degraded, 2 down or no engine answering (within 5 s or
+    --timeout: an engine whose event loop is blocked does not answer at all)."""
     from ffe_engine.control import request
     from ffe_engine.health import EXIT_CODES, one_line
 
     path = settings.socket_path
     try:
-        answer = asyncio.run(request(path, "health", {"by": "ctl"}, timeout=5.0, data_dir=settings.data_dir))
+        timeout = args.timeout if args.timeout is not None else 5.0
+        answer = asyncio.run(request(path, "health", {"by": "ctl"}, timeout=timeout, data_dir=settings.data_dir))
     except (OSError, asyncio.TimeoutError, ValueError) as exc:
         reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else "no engine is running"
         _print(json.dumps({"status": "down", "problems": [f"{reason} on {path}"]}) if args.json
