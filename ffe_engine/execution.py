@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+import structlog
+
 from .breaker import BreakerOpen, CircuitBreaker
 from .events import EventBus, FillEvent, OrderEvent
 from .clock import Clock
@@ -29,6 +31,8 @@ from .trading_state import TradingState
 from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
+
+log = structlog.get_logger("ffe.orders")
 
 FillHandler = Callable[[Order, Fill, OrderIntent], Awaitable["FillRecord | None"]]
 
@@ -173,9 +177,11 @@ class OrderPath:
             await self._finish(o, OrderStatus.REJECTED, str(exc))
             return
         except OrderInDoubt as exc:
-            o.status = OrderStatus.IN_DOUBT
+            # The poll may have found the order at the venue while this answer was on its way: then the venue
+            # has spoken and the lost answer changes nothing.
+            if not self._move(o, OrderStatus.IN_DOUBT):
+                return
             o.error = str(exc)[:300]
-            o.updated_ts = self.now_ms()
             self._doubt_deadline[o.client_order_id] = self.clock.monotonic() + self.settle_s
             await self.store.update_order(o)
             self._emit(o)
@@ -188,10 +194,21 @@ class OrderPath:
             return
         await self._apply(o, vo)
 
-    async def _finish(self, o: Order, status: OrderStatus, error: str = "") -> None:
+    def _move(self, o: Order, status: OrderStatus) -> bool:
+        """The one place an order's status changes. A move its current status does not allow (a final status
+        changing, an order seen OPEN going back to IN_DOUBT) is refused: the caller then records nothing."""
+        if not o.status.can_become(status):
+            log.debug("order status kept", client_order_id=o.client_order_id, status=o.status.value,
+                      refused=status.value)
+            return False
         o.status = status
-        o.error = error[:300]
         o.updated_ts = self.now_ms()
+        return True
+
+    async def _finish(self, o: Order, status: OrderStatus, error: str = "") -> None:
+        if not self._move(o, status):
+            return
+        o.error = error[:300]
         self.live.pop(o.client_order_id, None)
         self._doubt_deadline.pop(o.client_order_id, None)
         await self.store.update_order(o)
@@ -219,9 +236,9 @@ class OrderPath:
             o.filled = vo.filled
             o.average = avg_new
             o.fee = vo.fee
-            o.status = status
+            self._move(o, status)  # a fill is a fact; a status the order has already passed is not
             o.updated_ts = self.now_ms()
-            if status.final:
+            if o.status.final:
                 self.live.pop(o.client_order_id, None)
             fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
                         fee=fee, ts=o.updated_ts, fee_base=fee_base)
@@ -235,16 +252,14 @@ class OrderPath:
             self._emit(o)
             if record is not None and record.then is not None:
                 await record.then()
-            if status.final:
+            if o.status.final:
                 self.intents.pop(o.client_order_id, None)
             return
         if status is not prev_status:
             if status.final:
                 await self._finish(o, status, o.error if status is OrderStatus.REJECTED else "")
                 self.intents.pop(o.client_order_id, None)
-            else:
-                o.status = status
-                o.updated_ts = self.now_ms()
+            elif self._move(o, status):
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
                 await self.store.update_order(o)
                 self._emit(o)
@@ -282,6 +297,8 @@ class OrderPath:
                 return
         elif self.clock.monotonic() < deadline:
             return
+        if cid in self._sending:  # its first send is still waiting for an answer: only the sender sends
+            return
         # Surely absent. Send it again with the same id, unless the engine no longer allows it.
         if not self._allowed_now(o):
             await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.trading.state.value}")
@@ -291,7 +308,8 @@ class OrderPath:
         if n > MAX_RESENDS:
             await self._finish(o, OrderStatus.REJECTED, "absent at the venue after repeated sends")
             return
-        o.status = OrderStatus.NEW
+        if not self._move(o, OrderStatus.NEW):
+            return
         o.error = ""
         await self._send(o)
 
@@ -354,9 +372,8 @@ class OrderPath:
             self.live[o.client_order_id] = o
             raw = intents.get(o.client_order_id)
             self.intents[o.client_order_id] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
-            if o.status is OrderStatus.NEW:
+            if o.status is OrderStatus.NEW and self._move(o, OrderStatus.IN_DOUBT):
                 # Journaled, then the process stopped: it may or may not have reached the venue.
-                o.status = OrderStatus.IN_DOUBT
                 await self.store.update_order(o)
         return orders
 

@@ -40,6 +40,22 @@ class OrderStatus(str, Enum):
     def final(self) -> bool:
         return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED)
 
+    def can_become(self, new: "OrderStatus") -> bool:
+        """Whether an order in this status may move to `new`. A final status never changes, and an order the venue
+        has shown (OPEN) never goes back to NEW or IN_DOUBT: a late, lost answer to its create_order says nothing
+        the venue has not already said."""
+        return new in _NEXT_STATUS[self]
+
+
+_NEXT_STATUS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.NEW: frozenset(OrderStatus),
+    OrderStatus.IN_DOUBT: frozenset(OrderStatus),  # NEW again: sent again with the same id once surely absent
+    OrderStatus.OPEN: frozenset({OrderStatus.OPEN, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED}),
+    OrderStatus.FILLED: frozenset({OrderStatus.FILLED}),
+    OrderStatus.CANCELED: frozenset({OrderStatus.CANCELED}),
+    OrderStatus.REJECTED: frozenset({OrderStatus.REJECTED}),
+}
+
 
 class OrderReason(str, Enum):
     SIGNAL = "signal"

@@ -131,6 +131,8 @@ class Recorded:
     params: dict[str, str]
     fault: str | None = None
     status: int | None = None  # None when the connection was dropped
+    received: float = field(default_factory=time.time)  # wall time the request arrived (s)
+    answered: float | None = None  # wall time its answer went out (s); None while held or when dropped
 
     @property
     def route(self) -> str:
@@ -171,10 +173,11 @@ def path_price(symbol: str, ts: int) -> float:
     return round(base * (1.0 + 0.02 * math.sin(i / 50.0) + 0.005 * math.sin(i / 7.0)), 2)
 
 
-def kline(symbol: str, open_ms: int, iv_ms: int) -> tuple[int, float, float, float, float, float]:
+def kline(symbol: str, open_ms: int, iv_ms: int,
+          path: Callable[[str, int], float] = path_price) -> tuple[int, float, float, float, float, float]:
     """(open time, open, high, low, close, volume) of the candle starting at open_ms, as /klines serves it."""
-    o = path_price(symbol, open_ms)
-    c = path_price(symbol, open_ms + iv_ms)
+    o = path(symbol, open_ms)
+    c = path(symbol, open_ms + iv_ms)
     h = round(max(o, c) * 1.001, 2)
     lo = round(min(o, c) * 0.999, 2)
     vol = float(1 + (open_ms // iv_ms) % 10)
@@ -200,6 +203,8 @@ class FakeBinance:
         self.market_clock: Callable[[], int] = lambda: int(time.time() * 1000)
         self.klines_max = 1000  # the most candles /klines serves per request (Binance: 1000)
         self.kline_gaps: list[tuple[int, int]] = []  # [from, to) open times with no candle: no trades then
+        # klines follow this path (symbol id, ms -> price): a test can give the strategy a market it acts on
+        self.price_path: Callable[[str, int], float] = path_price
         self._faults: dict[str, deque[Fault]] = {}
         self._partial: tuple[float, str] | None = None
         self._ids = itertools.count(1)
@@ -316,6 +321,8 @@ class FakeBinance:
             rec.fault = fault.kind
             resp = await self._apply(fault, handler, request)
         rec.status = resp.status if not getattr(resp, "dropped", False) else None
+        if rec.status is not None:
+            rec.answered = time.time()
         return resp
 
     async def _run(self, handler: Callable, request: web.Request) -> web.StreamResponse:
@@ -502,9 +509,9 @@ class FakeBinance:
             opens = [t for t in range(last, -1, -iv)[: limit * 2] if not self._no_trades(t)][:limit][::-1]
         rows = []
         for t in opens:
-            t0, o, h, lo, c, v = kline(sid, t, iv)
+            t0, o, h, lo, c, v = kline(sid, t, iv, self.price_path)
             if t == current:  # the open candle closes at the current market price so far
-                c = path_price(sid, now)
+                c = self.price_path(sid, now)
                 h, lo = max(h, c), min(lo, c)
             rows.append([t0, _fmt(o), _fmt(h), _fmt(lo), _fmt(c), _fmt(v), t0 + iv - 1, _fmt(v * c), 10,
                          _fmt(v / 2), _fmt(v * c / 2), "0"])
