@@ -133,7 +133,7 @@ class Engine:
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
                                       mode=self.opts.approval, new_id=self._new_id)
         self.reconciler = Reconciler(venue=venue, store=store, orders=self.orders, portfolio=self.portfolio, bus=bus,
-                                     symbols=self.symbols, clock=clock)
+                                     symbols=self.symbols, clock=clock, quote=settings.venue.quote)
         self.ind = {s: IndicatorSet(s) for s in self.symbols}
         # An exchange in the process fills on market data and has no real account behind it.
         self.sim_venue: SimulatedVenue | None = venue if isinstance(venue, SimulatedVenue) else None
@@ -146,6 +146,9 @@ class Engine:
         self.equity_curve: list[tuple[int, float]] = []
         self.trades: list[ClosedTrade] = []
         self.reconcile_blocked: list[dict] = []
+        # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
+        # start, once the orders in flight are resolved: a fill they bring is in that balance already.
+        self._cash_from_venue = False
         self._reconciled_at = clock.monotonic()
         self._bar_ts: int | None = None
         self._since_flush = 0
@@ -231,6 +234,7 @@ class Engine:
             # A real account: its cash is what the venue holds in the quote currency.
             balances = await self.venue.fetch_balance()
             self.portfolio.cash = balances.get(self.settings.venue.quote, 0.0)
+            self._cash_from_venue = True
         recovered = await self.orders.recover()
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
             "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),
@@ -645,7 +649,11 @@ class Engine:
         """Reconcile the journal with the venue; an unexplained difference keeps the engine PAUSED until the operator
         accepts it. Returns the differences (empty when everything agrees)."""
         self._reconciled_at = self.clock.monotonic()
-        report = await self.reconciler.run()
+        adopt = self._cash_from_venue
+        report = await self.reconciler.run(with_cash=not adopt)
+        if adopt and report.venue_cash is not None:
+            self.portfolio.cash = report.venue_cash
+            self._cash_from_venue = False
         if report.differences:
             self.reconcile_blocked = report.differences
             if self.state is EngineState.RUNNING:
@@ -755,10 +763,13 @@ class Engine:
                 "gates": [g.as_dict() for g in sub.gates]}
 
     async def accept_reconcile(self, by: str = "operator") -> list[dict]:
-        """Accept the differences reconciliation found (the venue's balances become the new baseline)."""
+        """Accept the differences reconciliation found (the venue's balances become the new baseline, its quote
+        balance the cash)."""
         async with self._control_lock:
             accepted = list(self.reconcile_blocked)
-            await self.reconciler.accept(accepted)
+            cash = await self.reconciler.accept(accepted)
+            if cash is not None:
+                self.portfolio.cash = cash
             self.reconcile_blocked = []
             self.bus.publish(ReconcileEvent(status="accepted", differences=accepted))
             await self.flush()

@@ -79,6 +79,7 @@ class OrderPath:
         self._resends: dict[str, int] = {}
         self._poll_lock = asyncio.Lock()
         self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
+        self.fills_recorded = 0  # how many fills this path has recorded: tells a reader whether one landed
 
     # ------------------------------------------------------------------ queries
     def pending_entries(self) -> int:
@@ -247,6 +248,7 @@ class OrderPath:
             # order's new state and those records are written in one transaction.
             record = await self.on_fill(o, fill, intent)
             await self.store.add_fill(fill, o, record)
+            self.fills_recorded += 1
             self.bus.publish(FillEvent(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side.value,
                                        quantity=delta, price=px, fee=fee))
             self._emit(o)

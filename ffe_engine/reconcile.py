@@ -5,10 +5,16 @@
 2. Open orders at the venue that the journal does not know are differences, unless the operator accepted them.
 3. Positions: for each traded symbol, the venue's base-asset balance less the baseline it had when ffe first
    started on this account must equal the position ffe holds.
+4. Cash and equity: ffe's cash must equal the venue's quote balance (to the cent), and ffe's equity the venue's
+   (quote balance plus the positions above at ffe's last prices). A reconciliation asked to leave the cash out
+   (the first after a live start, whose cash the engine then takes from the report) compares positions only.
 
-The reconciler compares and reports (a `reconcile` event and a `ReconcileReport`); it changes no trading state.
-The engine decides: an unexplained difference pauses it until the operator accepts the differences (which also
-takes the venue's balances as the new baseline).
+The balances are read after the orders are polled, and read again when a poll after them records a fill: a fill
+landing between the poll and the balance would otherwise show as a difference that is not one.
+
+The reconciler compares and reports (a `reconcile` event and a `ReconcileReport`, with the venue's quote balance);
+it changes no trading state. The engine decides: an unexplained difference pauses it until the operator accepts
+the differences (which also takes the venue's balances as the new baseline, and its quote balance as the cash).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .portfolio import Portfolio
 from .store import Store
 from .venues.base import Venue, VenueError, VenueUnavailable
 
+CENT = 0.01  # cash and equity agree to the cent of the quote currency
 BASELINE_KEY = "reconcile_baseline"
 ACCEPTED_KEY = "reconcile_accepted_orders"  # open orders at the venue that the operator accepted as not ffe's
 
@@ -32,6 +39,7 @@ ACCEPTED_KEY = "reconcile_accepted_orders"  # open orders at the venue that the 
 class ReconcileReport:
     status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, failed
     differences: list[dict[str, Any]] = field(default_factory=list)
+    venue_cash: float | None = None  # the venue's quote balance, read after the orders in flight were resolved
 
     @property
     def unreachable(self) -> bool:
@@ -40,8 +48,9 @@ class ReconcileReport:
 
 class Reconciler:
     def __init__(self, *, venue: Venue, store: Store, orders: OrderPath, portfolio: Portfolio, bus: EventBus,
-                 symbols: list[str], clock: Clock) -> None:
+                 symbols: list[str], clock: Clock, quote: str) -> None:
         self.venue = venue
+        self.quote = quote
         self.store = store
         self.orders = orders
         self.portfolio = portfolio
@@ -67,8 +76,43 @@ class Reconciler:
             await self.store.put_kv(BASELINE_KEY, saved, self.clock.wall())
         return saved
 
-    async def run(self) -> ReconcileReport:
-        """Compare and record; the report's differences are empty when everything agrees."""
+    async def _balances_after_fills(self) -> dict[str, float]:
+        """The venue's balances, read when no fill landed between the last poll and the read (a few tries)."""
+        orders = self.orders
+        balances = await self.venue.fetch_balance()
+        for _ in range(3):
+            if not orders.live:
+                break
+            seen = orders.fills_recorded
+            await orders.poll()
+            if orders.fills_recorded == seen:
+                break
+            balances = await self.venue.fetch_balance()
+        return balances
+
+    def _cash_and_equity(self, balances: dict[str, float], base_line: dict[str, float]) -> list[dict[str, Any]]:
+        pf = self.portfolio
+        cash = balances.get(self.quote, 0.0)
+        out: list[dict[str, Any]] = []
+        if abs(pf.cash - cash) > CENT:
+            out.append({"kind": "cash", "asset": self.quote, "journal": round(pf.cash, 8), "venue": round(cash, 8)})
+        theirs = cash
+        slack = CENT
+        for sym in self.symbols:
+            base = sym.partition("/")[0]
+            pos = pf.positions.get(sym)
+            price = pf.last_price.get(sym) or (pos.entry_price if pos is not None else 0.0)  # as equity() does
+            if price:
+                theirs += (balances.get(base, 0.0) - base_line.get(base, 0.0)) * price
+                slack += self._tolerance(sym) * price  # what the position check lets pass
+        ours = pf.equity()
+        if abs(ours - theirs) > slack:
+            out.append({"kind": "equity", "asset": self.quote, "journal": round(ours, 2), "venue": round(theirs, 2)})
+        return out
+
+    async def run(self, *, with_cash: bool = True) -> ReconcileReport:
+        """Compare and record; the report's differences are empty when everything agrees. `with_cash=False` leaves
+        the cash and equity out (the caller takes the cash from the report)."""
         venue = self.venue
         in_doubt = [cid for cid, o in self.orders.live.items() if o.status is OrderStatus.IN_DOUBT]
         await self.orders.poll()
@@ -77,7 +121,7 @@ class Reconciler:
         resolved = [cid for cid in in_doubt if cid not in live or live[cid].status is not OrderStatus.IN_DOUBT]
         try:
             open_at_venue = await venue.fetch_open_orders()
-            balances = await venue.fetch_balance()
+            balances = await self._balances_after_fills()
         except (VenueError, VenueUnavailable) as exc:
             self.bus.publish(ReconcileEvent(status="failed", differences=[{"error": str(exc)[:200]}]))
             return ReconcileReport("failed", [{"kind": "venue_unreachable", "error": str(exc)[:200]}])
@@ -101,13 +145,16 @@ class Reconciler:
             theirs = balances.get(base, 0.0) - base_line.get(base, 0.0)
             if abs(theirs - ours) > self._tolerance(sym):
                 differences.append({"kind": "position", "symbol": sym, "journal": ours, "venue": round(theirs, 12)})
+        if with_cash:
+            differences += self._cash_and_equity(balances, base_line)
         status = "differences" if differences else ("resolved" if resolved else "ok")
         self.bus.publish(ReconcileEvent(status=status, differences=differences))
-        return ReconcileReport(status, differences)
+        return ReconcileReport(status, differences, balances.get(self.quote, 0.0))
 
-    async def accept(self, differences: list[dict[str, Any]]) -> None:
+    async def accept(self, differences: list[dict[str, Any]]) -> float | None:
         """The operator accepts the venue as it is: its balances become the new baseline, and the open orders found
-        that are not ffe's are left out of later reconciliations (while they stay open)."""
+        that are not ffe's are left out of later reconciliations (while they stay open). Returns the venue's quote
+        balance, the engine's cash from now on (None when the venue could not be read)."""
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
                    if d.get("kind") == "unknown_open_order"}
         if foreign:
@@ -117,9 +164,11 @@ class Reconciler:
             balances = await self.venue.fetch_balance()
         except (VenueError, VenueUnavailable):
             balances = None
-        if balances is not None:
-            await self.store.delete_kv(BASELINE_KEY)
-            await self.baseline(balances)
+        if balances is None:
+            return None
+        await self.store.delete_kv(BASELINE_KEY)
+        await self.baseline(balances)
+        return balances.get(self.quote, 0.0)
 
 
 def _order_key(vo: Any) -> str:

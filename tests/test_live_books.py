@@ -15,9 +15,9 @@ import pytest
 
 from conftest import engine_session
 from fake_exchange import FakeBinance
-from ffe_engine.model import OrderStatus
-from live_helpers import (BTC, GET_ORDER, M, POST_ORDER, fx, live_settings, rows, stored_events,  # noqa: F401
-                          wait_for)
+from ffe_engine.control import request
+from live_helpers import (BTC, GET_ORDER, M, POST_ORDER, AsyncFfe, fx, live_config, live_env,  # noqa: F401
+                          live_settings, processes, rows, stored_events, wait_for, wait_for_bar, write_config)
 
 START = 30_000.0
 CLIMB = 0.001  # per bar: a trend the strategy buys
@@ -92,3 +92,110 @@ async def test_lost_answer_found_filled_by_the_poll_stays_filled(tmp_path, fx):
         assert rows(db, "SELECT COUNT(*) FROM fills") == [(1,)]
         assert rows(db, "SELECT symbol, quantity FROM positions") == [(BTC, pytest.approx(fx.balances["BTC"].total))]
         assert_books_agree(e, fx)
+
+
+# ---------------------------------------------------------------------------------------------------- restart
+RUN = ("run", "--headless", "--live")
+
+
+def strategy_config(fx: FakeBinance, **tables):
+    """The config file of a live engine whose strategy enters on the climb (see strategy_settings)."""
+    base = {"engine": {"warmup_bars": 80, "live_start_paused": False},
+            "ensemble": {"providers": ["trend", "breakout"], "min_votes": 2, "adaptive": False}}
+    for key, value in tables.items():
+        base.setdefault(key, {}).update(value)
+    return live_config(fx, **base)
+
+
+async def start_engine(cwd, fx, processes, name: str) -> AsyncFfe:
+    """`ffe run --headless --live`, once its control socket answers (a killed predecessor may have left the
+    socket file behind)."""
+    p = await AsyncFfe.start(cwd, *RUN, env=live_env(fx), name=name)
+    processes.append(p)
+    sock = cwd / "data" / "ffe.sock"
+
+    async def answers() -> bool:
+        if not p.alive():
+            raise AssertionError(f"ffe exited {p.proc.returncode}: {p.stderr}")
+        with contextlib.suppress(OSError):
+            return (await request(sock, "status", timeout=5))["ok"]
+        return False
+
+    await wait_for(answers, timeout=60, what=f"{name} answering on its control socket", interval=0.05)
+    return p
+
+
+def assert_status_agrees(status: dict, fx: FakeBinance) -> None:
+    """The engine's cash, position and equity (as `status` reports them) are the fake account's, to the cent."""
+    usdt, btc = fx.balances["USDT"].total, fx.balances["BTC"].total
+    (pos,) = status["positions"]
+    assert (pos["symbol"], pos["quantity"]) == (BTC, pytest.approx(btc, abs=1e-9))
+    assert status["cash"] == pytest.approx(usdt, abs=0.005)
+    assert status["equity"] == pytest.approx(usdt + btc * pos["last"], abs=0.01)
+
+
+async def test_a_buy_filled_while_the_engine_was_killed_is_charged_once(tmp_path, fx, processes):
+    climbing(fx)
+    write_config(tmp_path, strategy_config(fx, exchange={"timeout_ms": 5000}))
+    db, sock = tmp_path / "data" / "ffe.db", tmp_path / "data" / "ffe.sock"
+    first = await start_engine(tmp_path, fx, processes, "first")
+    # the exchange places and fills the strategy's buy, and holds the answer until the process is gone
+    fx.fault(POST_ORDER, "hang", seconds=20, execute=True)
+    fx.market_clock.step()
+    (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's buy on the wire")
+    await first.kill()
+    cid = sent.params["newClientOrderId"]
+    assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
+    assert rows(db, "SELECT status, reason FROM orders") == [("new", "signal")]
+    bought = fx.orders[0].quote_filled
+    assert bought > 500  # a real position: the double charge would be plain in cash and equity
+
+    second = await start_engine(tmp_path, fx, processes, "second")
+    await wait_for(lambda: rows(db, "SELECT status FROM orders") == [("filled",)], timeout=30,
+                   what="the order resolved as filled")
+    status = (await request(sock, "status"))["result"]
+    assert_status_agrees(status, fx)
+    assert status["state"] == "RUNNING" and status["reconcile_blocked"] == []
+
+    # a bar later (the strategy holds: in position) the books still agree and no risk limit saw a loss
+    await wait_for_bar(sock, fx)
+    status = (await request(sock, "status"))["result"]
+    assert_status_agrees(status, fx)
+    assert status["state"] == "RUNNING"
+    assert [o.client_id for o in fx.orders] == [cid]
+    assert await second.stop() == 0, second.stderr
+    assert not [e for e in stored_events(db, "engine_state") if e.get("by") == "risk"]
+
+
+# ---------------------------------------------------------------------------------------------------- reconcile
+async def test_periodic_reconciliation_compares_cash_and_equity(tmp_path, fx):
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the strategy's entry filled")
+            assert_books_agree(e, fx)
+            await wait_for(lambda: stored_events(db, "reconcile")[-1:] and
+                           stored_events(db, "reconcile")[-1]["status"] == "ok", timeout=20,
+                           what="a reconciliation that agrees with the fill")
+            assert e.state.value == "RUNNING"
+
+            fx.balances["USDT"].free -= 250.0  # quote leaves the account (a withdrawal): no order of ffe's
+            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
+                           timeout=20, what="the engine paused, durably")
+            usdt = fx.balances["USDT"].total
+            cash, equity = e.reconcile_blocked
+            assert cash == {"kind": "cash", "asset": "USDT", "journal": pytest.approx(usdt + 250.0),
+                            "venue": pytest.approx(usdt)}
+            assert equity["kind"] == "equity" and equity["journal"] - equity["venue"] == pytest.approx(250, abs=0.01)
+
+            await e.accept_reconcile(by="test")  # the venue's cash becomes the engine's
+            assert_books_agree(e, fx)
+            checks = len(stored_events(db, "reconcile"))
+            await wait_for(lambda: len(stored_events(db, "reconcile")) >= checks + 2, timeout=20,
+                           what="two more reconciliations")
+            assert e.reconcile_blocked == [] and stored_events(db, "reconcile")[-1]["status"] == "ok"
+        assert [o.side for o in fx.orders] == ["BUY"]

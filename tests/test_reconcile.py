@@ -84,8 +84,12 @@ async def test_running_engine_pauses_on_a_balance_it_cannot_explain_until_accept
             clock.forward(600)
             await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
                            timeout=20, what="the engine paused, durably")
-            assert e.state_reason == "reconcile: 1 difference(s)"
-            assert e.reconcile_blocked == [{"kind": "position", "symbol": BTC, "journal": 0.0, "venue": 0.25}]
+            # the coins, and what they are worth: the venue's equity is theirs more than the engine's
+            assert e.state_reason == "reconcile: 2 difference(s)"
+            position, equity = e.reconcile_blocked
+            assert position == {"kind": "position", "symbol": BTC, "journal": 0.0, "venue": 0.25}
+            assert equity["kind"] == "equity" and equity["venue"] - equity["journal"] == pytest.approx(
+                0.25 * e.portfolio.last_price[BTC], abs=0.01)
             with pytest.raises(ControlError):
                 await e.resume(by="test")
 
