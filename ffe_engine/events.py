@@ -174,6 +174,18 @@ class BreakerChanged(Event):
 
 
 @dataclass(slots=True)
+class VenueFault(Event):
+    """A fault on a venue's order route, and later its resolution: one record of each per fault."""
+    name: ClassVar[str] = "venue_fault"
+    venue: str = ""
+    kind: str = ""  # rate_limit: orders held until `until` | in_doubt: an order's outcome unknown | refused
+    phase: str = ""  # fault | resolved
+    client_order_id: str = ""
+    detail: str = ""
+    until: float | None = None  # rate_limit: wall seconds until which no order goes to the venue
+
+
+@dataclass(slots=True)
 class ApprovalEvent(Event):
     name: ClassVar[str] = "approval"
     approval_id: str = ""

@@ -21,8 +21,8 @@ from typing import Awaitable, Callable
 import structlog
 
 from .breaker import BreakerOpen, CircuitBreaker
-from .events import EventBus, FillEvent, OrderEvent
 from .clock import Clock
+from .events import EventBus, FillEvent, OrderEvent, VenueFault
 from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder
 from .portfolio import Portfolio
 from .risk import Gatekeeper, OrderIntent, first_failure
@@ -79,6 +79,8 @@ class OrderPath:
         self._resends: dict[str, int] = {}
         self._poll_lock = asyncio.Lock()
         self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
+        self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
+        self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
         self.fills_recorded = 0  # how many fills this path has recorded: tells a reader whether one landed
 
     # ------------------------------------------------------------------ queries
@@ -111,6 +113,10 @@ class OrderPath:
         failure = first_failure(gates)
         if failure is not None:
             return self._refused(intent, gates, failure.refusal())
+
+        held = self._held()
+        if held:
+            return self._refused(intent, gates, held, code="VENUE_HOLD")
 
         market = self.venue.market(intent.symbol)
         qty = intent.quantity
@@ -147,6 +153,35 @@ class OrderPath:
         await self._send(o)
         return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error)
 
+    # ------------------------------------------------------------------ venue faults
+    def _fault(self, kind: str, phase: str, o: Order | None = None, detail: str = "",
+               until: float | None = None) -> None:
+        """Say a fault on the order route (or its end) once: to the console and the audit trail, and in the log."""
+        cid = o.client_order_id if o is not None else ""
+        self.bus.publish(VenueFault(venue=self.venue.name, kind=kind, phase=phase, client_order_id=cid,
+                                    detail=detail, until=until))
+        if phase == "fault":
+            log.warning("venue fault", venue=self.venue.name, kind=kind, order=cid or None, detail=detail)
+        else:
+            log.info("venue fault resolved", venue=self.venue.name, kind=kind, order=cid or None, detail=detail)
+
+    def _hold(self, retry_after_s: float) -> None:
+        # Retry-After is real seconds, counted from when the answer came: the clock's wall time, not market time.
+        until = self.hold_until = self.clock.wall() + retry_after_s
+        self._fault("rate_limit", "fault", detail=f"Retry-After {retry_after_s:g}s: no order sent before "
+                                                  f"{_clock_text(until)}", until=until)
+
+    def _held(self) -> str:
+        """Why no order may go to the venue now ("" when one may); says so once when a hold has ended."""
+        if self.hold_until is None:
+            return ""
+        if self.clock.wall() < self.hold_until:
+            return (f"VENUE_HOLD: {self.venue.name} asked for no orders before {_clock_text(self.hold_until)} "
+                    "(Retry-After)")
+        self.hold_until = None
+        self._fault("rate_limit", "resolved", detail="orders go to the venue again")
+        return ""
+
     def _refused(self, intent: OrderIntent, gates: list[GateResult], reason: str, code: str = "") -> Submission:
         if intent.reason is not OrderReason.SIGNAL:
             # The strategy's refusals are recorded on its decision; other callers' are recorded here.
@@ -180,36 +215,53 @@ class OrderPath:
         except OrderInDoubt as exc:
             # The poll may have found the order at the venue while this answer was on its way: then the venue
             # has spoken and the lost answer changes nothing.
-            if not self._move(o, OrderStatus.IN_DOUBT):
+            if not self._move(o, OrderStatus.IN_DOUBT, str(exc)):
+                self._fault("in_doubt", "fault", o, str(exc)[:300])
+                self._fault("in_doubt", "resolved", o, f"{o.status.value}: the venue had shown it before")
                 return
-            o.error = str(exc)[:300]
             self._doubt_deadline[o.client_order_id] = self.clock.monotonic() + self.settle_s
             await self.store.update_order(o)
             self._emit(o)
             return
         except VenueUnavailable as exc:  # refused before execution (rate limit, maintenance)
-            await self._finish(o, OrderStatus.REJECTED, f"venue unavailable: {exc}")
+            if exc.retry_after:
+                self._hold(exc.retry_after)
+                await self._finish(o, OrderStatus.REJECTED, f"{self._held()}; {exc}")
+            else:
+                await self._finish(o, OrderStatus.REJECTED, f"venue unavailable: {exc}")
+                self._fault("refused", "fault", o, f"not placed: {exc}"[:300])
             return
         except VenueError as exc:
             await self._finish(o, OrderStatus.REJECTED, str(exc))
             return
         await self._apply(o, vo)
 
-    def _move(self, o: Order, status: OrderStatus) -> bool:
+    def _move(self, o: Order, status: OrderStatus, error: str | None = None) -> bool:
         """The one place an order's status changes. A move its current status does not allow (a final status
-        changing, an order seen OPEN going back to IN_DOUBT) is refused: the caller then records nothing."""
-        if not o.status.can_become(status):
-            log.debug("order status kept", client_order_id=o.client_order_id, status=o.status.value,
+        changing, an order seen OPEN going back to IN_DOUBT) is refused: the caller then records nothing.
+        An order going into doubt, and coming out of it with the venue's word, is said once each."""
+        prev = o.status
+        if not prev.can_become(status):
+            log.debug("order status kept", client_order_id=o.client_order_id, status=prev.value,
                       refused=status.value)
             return False
         o.status = status
         o.updated_ts = self.now_ms()
+        if error is not None:
+            o.error = error[:300]
+        cid = o.client_order_id
+        if status is OrderStatus.IN_DOUBT and cid not in self._doubted:
+            self._doubted.add(cid)
+            self._fault("in_doubt", "fault", o, o.error or "no answer recorded (the engine stopped while it was sent)")
+        elif cid in self._doubted and status is not OrderStatus.IN_DOUBT and status is not OrderStatus.NEW:
+            self._doubted.discard(cid)  # resolved by the venue's word (a resend is not that yet)
+            self._fault("in_doubt", "resolved", o,
+                        f"{status.value}: {o.error}" if status is OrderStatus.REJECTED else status.value)
         return True
 
     async def _finish(self, o: Order, status: OrderStatus, error: str = "") -> None:
-        if not self._move(o, status):
+        if not self._move(o, status, error):
             return
-        o.error = error[:300]
         self.live.pop(o.client_order_id, None)
         self._doubt_deadline.pop(o.client_order_id, None)
         await self.store.update_order(o)
@@ -301,6 +353,8 @@ class OrderPath:
             return
         if cid in self._sending:  # its first send is still waiting for an answer: only the sender sends
             return
+        if self._held():
+            return
         # Surely absent. Send it again with the same id, unless the engine no longer allows it.
         if not self._allowed_now(o):
             await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.trading.state.value}")
@@ -310,9 +364,8 @@ class OrderPath:
         if n > MAX_RESENDS:
             await self._finish(o, OrderStatus.REJECTED, "absent at the venue after repeated sends")
             return
-        if not self._move(o, OrderStatus.NEW):
+        if not self._move(o, OrderStatus.NEW, ""):
             return
-        o.error = ""
         await self._send(o)
 
     # ------------------------------------------------------------------ cancels
@@ -374,6 +427,8 @@ class OrderPath:
             self.live[o.client_order_id] = o
             raw = intents.get(o.client_order_id)
             self.intents[o.client_order_id] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
+            if o.status is OrderStatus.IN_DOUBT:
+                self._doubted.add(o.client_order_id)
             if o.status is OrderStatus.NEW and self._move(o, OrderStatus.IN_DOUBT):
                 # Journaled, then the process stopped: it may or may not have reached the venue.
                 await self.store.update_order(o)
@@ -381,6 +436,10 @@ class OrderPath:
 
 
 NOTHING_TO_CANCEL = ("already filled", "never opened")
+
+
+def _clock_text(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 def _end_of(o: Order) -> tuple[bool, str]:

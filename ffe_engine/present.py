@@ -76,6 +76,11 @@ def _breaker(f: Fields) -> str:
     return text + (f": {f['error']}" if f.get("error") else "")
 
 
+def _venue_fault(f: Fields) -> str:
+    text = f"{f.get('venue')} {f.get('kind')} {f.get('phase')}"
+    return text + (f": {f['detail']}" if f.get("detail") else "") + _ids(f, "client_order_id")
+
+
 def _approval(f: Fields) -> str:
     return (f"{f.get('approval_id')} {f.get('outcome')} {f.get('symbol')} {fmt.enum_text(f.get('side'))} "
             f"{fmt.qty(f.get('quantity'))} @ {fmt.price(f.get('price'))} by {f.get('by') or '-'}"
@@ -150,6 +155,7 @@ BODIES: dict[str, Callable[[Fields], str]] = {
     "decision": _decision, "order": _order, "fill": _fill, "position_opened": _opened, "position_closed": _closed,
     "engine_state": _state, "breaker": _breaker, "approval": _approval, "weights": _weights,
     "reconcile": _reconcile, "error": _error, "kill_switch": _kill, "run": _run, "log": _log,
+    "venue_fault": _venue_fault,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
 import pytest
 
@@ -92,6 +93,11 @@ async def test_lost_answer_found_filled_by_the_poll_stays_filled(tmp_path, fx):
         assert rows(db, "SELECT COUNT(*) FROM fills") == [(1,)]
         assert rows(db, "SELECT symbol, quantity FROM positions") == [(BTC, pytest.approx(fx.balances["BTC"].total))]
         assert_books_agree(e, fx)
+        # the lost answer is said once, and so is what became of the order
+        assert [(f["kind"], f["phase"], f["client_order_id"]) for f in stored_events(db, "venue_fault")] == [
+            ("in_doubt", "fault", cid), ("in_doubt", "resolved", cid)]
+        said = [line for line in running.log.getvalue().splitlines() if "venue fault" in line]
+        assert len(said) == 2 and "venue fault resolved" in said[1] and "filled" in said[1], said
 
 
 # ---------------------------------------------------------------------------------------------------- restart
@@ -199,3 +205,47 @@ async def test_periodic_reconciliation_compares_cash_and_equity(tmp_path, fx):
                            what="two more reconciliations")
             assert e.reconcile_blocked == [] and stored_events(db, "reconcile")[-1]["status"] == "ok"
         assert [o.side for o in fx.orders] == ["BUY"]
+
+
+# ---------------------------------------------------------------------------------------------------- Retry-After
+RETRY_AFTER_S = 3
+
+
+async def test_orders_wait_for_the_time_a_429_gave(tmp_path, fx):
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx)
+    db = settings.db_path
+    fx.fault(POST_ORDER, "429", retry_after=RETRY_AFTER_S)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()  # the strategy enters: refused with 429, Retry-After 3 s
+            (limited,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the first entry")
+            await wait_for(lambda: len(stored_events(db, "decision")) == 1, timeout=30, what="its decision")
+            fx.market_clock.step()  # inside the wait: the strategy wants in again
+            await wait_for(lambda: len(stored_events(db, "decision")) == 2, timeout=30, what="the next decision")
+            await asyncio.sleep(RETRY_AFTER_S)  # past the wait the venue asked for
+            fx.market_clock.step()
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the entry after the wait")
+
+        assert limited.status == 429 and limited.fault == "429"
+        posts = fx.requests_to(POST_ORDER)
+        assert len(posts) == 2
+        # the ordering that matters: nothing reached the venue's order route before the time it gave
+        assert all(r.received >= limited.answered + RETRY_AFTER_S for r in posts[1:])
+        assert [(o.client_id, o.status) for o in fx.orders] == [(posts[1].params["newClientOrderId"], "FILLED")]
+
+        first, held, entered = stored_events(db, "decision")
+        assert (first["outcome"], held["outcome"], entered["outcome"]) == ("refused", "refused", "submitted")
+        assert first["reason"].startswith("VENUE_HOLD") and "Too many requests" in first["reason"]
+        assert held["reason"].startswith("VENUE_HOLD") and held["client_order_id"] is None
+        # said in the audit trail (and so on the console) and in the log: the hold, and its end
+        faults = [(f["kind"], f["phase"]) for f in stored_events(db, "venue_fault")]
+        assert faults == [("rate_limit", "fault"), ("rate_limit", "resolved")]
+        (hold,) = [f for f in stored_events(db, "venue_fault") if f["phase"] == "fault"]
+        assert hold["until"] >= limited.answered + RETRY_AFTER_S and hold["venue"] == "binance"
+        audit = [json.loads(line) for line in settings.audit_path.read_text().splitlines()]
+        assert [(a["kind"], a["phase"]) for a in audit if a["event"] == "venue_fault"] == faults
+        said = [line for line in running.log.getvalue().splitlines() if "venue fault" in line]
+        assert len(said) == 2 and "rate_limit" in said[0] and "venue fault resolved" in said[1], said
+        assert_books_agree(e, fx)
