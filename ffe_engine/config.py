@@ -259,6 +259,10 @@ class ExchangeSettings(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     api_urls: dict[NonEmptyStr, Annotated[str, AfterValidator(_http_url)]] = Field(default_factory=dict)
     sandbox: bool = False
+    # After an unanswered create_order, a lookup that does not find the order proves it absent (and lets the
+    # order be sent again with the same id) only once this long has passed: at least the exchange's receive
+    # window (options.recvWindow on Binance), after which it refuses the original request.
+    settle_window_ms: Count = 10_000
     api_key: Secret = None
     secret: Secret = None
     password: Secret = None

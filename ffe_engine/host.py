@@ -125,19 +125,20 @@ class EngineHost:
                 log_stream = sys.stderr if headless else open(os.devnull, "w")  # the console shows them in its pane
             setup_logging(settings.logging.level, secrets=secrets, stream=log_stream,
                           to_bus=None if headless else to_bus)
-            store = await Store.open(settings.db_path)
+            symbols = list(settings.engine.symbols)
             if clock is None:
                 clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
-            audit = AuditWriter(settings.audit_path, clock)
-            bus.add_sink(store.add_event)
-            bus.add_sink(audit)
-            symbols = list(settings.engine.symbols)
+            # The venue and the credentials first: a start they refuse leaves no database or audit file behind.
             if venue is None:
                 venue = make_venue(settings, symbols)
             if live:
                 await check_credentials(venue)
             if feed is None:
                 feed = make_feed(settings, clock, max_bars, venue)
+            store = await Store.open(settings.db_path)
+            audit = AuditWriter(settings.audit_path, clock)
+            bus.add_sink(store.add_event)
+            bus.add_sink(audit)
             start_state = EngineState.PAUSED if live and settings.engine.live_start_paused else EngineState.RUNNING
             options = EngineOptions(live=live, approval=settings.engine.approval,
                                     approval_ttl_s=settings.engine.approval_ttl_s, adaptive=settings.ensemble.adaptive,

@@ -70,9 +70,13 @@ def paper_venue(settings: Settings, symbols: list[str], quote: str | None = None
 
 def make_venue(settings: Settings, symbols: list[str]) -> Venue:
     if settings.venue.kind == "ccxt":
-        from .venues.ccxt_venue import CcxtVenue
+        from .venues.ccxt_venue import CcxtVenue, check_settings
 
-        return CcxtVenue(settings.exchange, symbols)
+        try:
+            check_settings(settings.exchange)
+            return CcxtVenue(settings.exchange, symbols)
+        except VenueError as exc:
+            raise StartError(str(exc)) from None
     return paper_venue(settings, symbols)
 
 
@@ -97,7 +101,10 @@ def make_feed(settings: Settings, clock: Clock, max_bars: int | None, venue: Ven
 
     if isinstance(venue, CandleVenue):
         return ExchangeFeed(venue, symbols, tf, settings.exchange.poll_s, clock)
-    return ExchangeFeed.from_settings(settings.exchange, symbols, tf, clock)
+    try:
+        return ExchangeFeed.from_settings(settings.exchange, symbols, tf, clock)
+    except VenueError as exc:
+        raise StartError(str(exc)) from None
 
 
 def build_engine(settings: Settings, *, feed: Feed, venue: Venue, store: Store, bus: EventBus, clock: Clock,

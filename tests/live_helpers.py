@@ -82,7 +82,7 @@ def live_config(fx: FakeBinance, **tables: Any) -> dict[str, Any]:
         "engine": {"symbols": [BTC], "warmup_bars": 40, "order_poll_s": 0.2, "reconcile_interval_s": 600},
         "market": {"source": "exchange"},
         "venue": {"kind": "ccxt"},
-        "exchange": {"id": "binance", "timeout_ms": 1000, "poll_s": 0.2,
+        "exchange": {"id": "binance", "timeout_ms": 1000, "poll_s": 0.2, "settle_window_ms": RECV_WINDOW_MS,
                      "options": {**ccxt_options(), "recvWindow": RECV_WINDOW_MS},
                      "api_urls": {"public": fx.url + "/api/v3", "private": fx.url + "/api/v3"}},
         "breaker": {"failure_threshold": 3, "recovery_timeout_s": 60},

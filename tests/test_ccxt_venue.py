@@ -208,11 +208,13 @@ async def test_duplicate_client_id_while_open_is_an_order_in_doubt(fx, venue):
     assert [o.client_id for o in fx.orders] == ["dup"]
 
 
-async def test_settle_window_follows_recv_window(fx):
-    venues = [CcxtVenue(exchange_settings(fx), [BTC]),  # ccxt's binance default recvWindow: 10 s
+async def test_settle_window_is_its_own_setting(fx):
+    venues = [CcxtVenue(exchange_settings(fx), [BTC]),  # default 10 s: ccxt's binance default recvWindow
+              CcxtVenue(exchange_settings(fx, settle_window_ms=3000), [BTC]),
+              # the receive window does not move it (a settle window below it is refused at start)
               CcxtVenue(exchange_settings(fx, options={**ccxt_options(), "recvWindow": 3000}), [BTC]),
               CcxtVenue(exchange_settings(fx), [BTC], settle_s=0.5)]
-    assert [v.settle_s for v in venues] == [10.0, 3.0, 0.5]
+    assert [v.settle_s for v in venues] == [10.0, 3.0, 10.0, 0.5]
     for v in venues:
         await v.close()
 

@@ -17,10 +17,14 @@ create_order is sent once and never retried here:
 - any other ExchangeError (InsufficientFunds, InvalidOrder, AuthenticationError, PermissionDenied, BadRequest, ...):
   a final answer -> VenueError.
 
-`settle_s` is how long after an unanswered create_order a lookup that does not find the order still proves
-nothing: Binance refuses a request whose timestamp is older than its receive window (ccxt's option `recvWindow`,
-10 s by default), so the window bounds when the original request could still be executed. The order path only
-resends after it.
+`settle_s` (exchange.settle_window_ms) is how long after an unanswered create_order a lookup that does not find
+the order still proves nothing: Binance refuses a request whose timestamp is older than its receive window (ccxt's
+option `recvWindow`, 10 s by default), so the window bounds when the original request could still be executed. The
+order path only resends after it; a settle window shorter than the receive window is refused at start.
+
+`exchange.api_urls` replaces ccxt's URL table, section by section (ccxt's own names: Binance spot is `public` and
+`private`); a section left out is then unreachable, and ccxt's load_markets of some exchanges calls more sections
+than spot trading needs unless its options keep it to spot. `check_settings` says at start which keys to set.
 
 Reads and cancels retry (tenacity) on transient errors only, i.e. what create_order would call VenueUnavailable or
 OrderInDoubt, with short exponential backoff, waiting at least what Retry-After asks for; they give up at once when
@@ -57,6 +61,53 @@ MASK = "********"
 _URL = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
 _NETWORK = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, OSError)
 DEFAULT_SETTLE_S = 10.0
+_NO_URL = re.compile(r"does not have a testnet/sandbox URL for (\w+) endpoints")
+
+# With exchange.api_urls set: the ccxt URL sections that spot trading uses, and the ccxt options that keep the
+# exchange's load_markets on them, per exchange id.
+SPOT_ONLY: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "binance": (("public", "private"),
+                {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}),
+}
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def check_settings(settings: Any) -> None:
+    """Raise VenueError naming the [exchange] key to set when the settings cannot work as written: an URL section
+    ccxt does not have, a section or option that spot trading needs with replaced URLs, a settle window shorter
+    than the exchange's receive window."""
+    exchange = build_exchange(settings, credentials=False)
+    if settings.api_urls:
+        sections = sorted(getattr(type(exchange)(), "urls", {}).get("api", {}) or {})
+        unknown = sorted(set(settings.api_urls) - set(sections)) if sections else []
+        if unknown:
+            raise VenueError(f"exchange.api_urls: ccxt's {settings.id} has no URL section "
+                             f"{', '.join(map(repr, unknown))}; its sections are {', '.join(sections)}")
+        needs = SPOT_ONLY.get(settings.id)
+        if needs is not None:
+            wanted, options = needs
+            missing = [w for w in wanted if w not in settings.api_urls]
+            if missing:
+                raise VenueError(f"exchange.api_urls: set {' and '.join(missing)} too (ccxt's {settings.id} spot "
+                                 f"trading uses the sections {', '.join(wanted)})")
+            given = settings.options or {}
+            if any(given.get(k) != v for k, v in options.items()):
+                raise VenueError(f"exchange.options: with exchange.api_urls set, keep ccxt's {settings.id} to those "
+                                 f"sections: options = {_toml({**given, **options})}")
+    window = (exchange.options or {}).get("recvWindow")
+    if isinstance(window, (int, float)) and settings.settle_window_ms < window:
+        raise VenueError(f"exchange.settle_window_ms: {settings.settle_window_ms} is shorter than the exchange's "
+                         f"receive window (options.recvWindow = {window:g} ms): an unanswered order could still "
+                         f"execute after it; set exchange.settle_window_ms to at least {window:g}")
 
 
 def _reveal(secret: Any) -> str | None:
@@ -135,6 +186,10 @@ def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     """One line about a ccxt error without credentials, signatures or query strings."""
     name = type(exc).__name__
     text = str(exc)
+    no_url = _NO_URL.search(text)
+    if no_url:  # exchange.api_urls replaced ccxt's URLs and left out a section this call needs
+        return (f"{name}: exchange.api_urls has no URL for ccxt's {no_url.group(1)!r} section; add it, or keep "
+                "ccxt to the sections given with exchange.options (see README, Live trading)")
     m = re.search(r"\{.*\}", text)
     if m:
         try:
@@ -237,8 +292,8 @@ class CcxtVenue:
         self.exchange = exchange if exchange is not None else build_exchange(settings)
         self.name: str = self.exchange.id
         if settle_s is None:
-            window_ms = (self.exchange.options or {}).get("recvWindow")
-            settle_s = float(window_ms) / 1000.0 if isinstance(window_ms, (int, float)) else DEFAULT_SETTLE_S
+            window_ms = getattr(settings, "settle_window_ms", None)
+            settle_s = window_ms / 1000.0 if window_ms is not None else DEFAULT_SETTLE_S
         self.settle_s = settle_s
         self.symbols = list(symbols)
         self._secrets = [s for s in (_reveal(getattr(settings, a, None)) if settings is not None else None
