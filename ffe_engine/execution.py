@@ -23,7 +23,7 @@ import structlog
 from .breaker import BreakerOpen, CircuitBreaker
 from .clock import Clock
 from .events import EventBus, FillEvent, OrderEvent, VenueFault
-from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder
+from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder, floor_to_step
 from .portfolio import Portfolio
 from .risk import Gatekeeper, OrderIntent, first_failure
 from .store import FillRecord, Store
@@ -124,9 +124,7 @@ class OrderPath:
             # Never sell more than the position still holds after the exits already working.
             held = self.portfolio.positions.get(intent.symbol)
             qty = min(qty, (held.quantity if held else 0.0) - self.pending_exit_qty(intent.symbol))
-        step = market.amount_step
-        if step > 0:
-            qty = int(qty / step + 1e-9) * step
+        qty = floor_to_step(qty, market.amount_step)
         price = intent.price or intent.ref_price or self.portfolio.last_price.get(intent.symbol) or 0.0
         if market.below_minimum(qty, price):
             return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "

@@ -6,6 +6,8 @@ integer milliseconds since the Unix epoch (UTC) everywhere inside the engine.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -26,6 +28,16 @@ class EngineState(str, Enum):
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"
     HALTED = "HALTED"
+
+
+def floor_to_step(qty: float, step: float) -> float:
+    """qty rounded down to a whole number of steps, written with the step's decimals: 0.01001 on a 0.00001 step,
+    not the 0.010010000000000002 that the product of the two floats gives."""
+    if step <= 0:
+        return qty
+    n = math.floor(qty / step + 1e-9)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + 2  # a step like 0.0025 needs its own digits
+    return round(n * step, decimals)
 
 
 class OrderStatus(str, Enum):

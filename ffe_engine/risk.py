@@ -10,12 +10,11 @@ with the same detail recorded, so a fresh paper run can trade while its history 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import RiskSettings
-from .model import GateResult, OrderReason, Side
+from .model import GateResult, OrderReason, Side, floor_to_step
 from .portfolio import Portfolio
 
 if TYPE_CHECKING:
@@ -196,7 +195,7 @@ def size_entry(risk: RiskSettings, *, equity: float, cash: float, price: float, 
     cap_cash = max(0.0, cash) / (price * (1.0 + fee_rate) * 1.001)
     qty = min(raw, cap_size, cap_cash)
     capped = "risk" if qty == raw else ("position_size" if qty == cap_size else "cash")
-    qty = math.floor(qty / amount_step + 1e-9) * amount_step if amount_step > 0 else qty
+    qty = floor_to_step(qty, amount_step)
     return qty, {"equity": round(equity, 2), "atr": round(atr, 6), "stop_distance": round(stop_distance, 6),
                  "risk_pct": risk.risk_per_trade_pct, "raw_qty": raw, "capped_by": capped, "quantity": qty,
                  "stop_loss": round(price - stop_distance, 8),

@@ -249,3 +249,59 @@ async def test_orders_wait_for_the_time_a_429_gave(tmp_path, fx):
         said = [line for line in running.log.getvalue().splitlines() if "venue fault" in line]
         assert len(said) == 2 and "rate_limit" in said[0] and "venue fault resolved" in said[1], said
         assert_books_agree(e, fx)
+
+
+# ---------------------------------------------------------------------------------------------------- precision
+async def test_order_texts_show_quantities_at_the_venues_precision(tmp_path, fx):
+    # 0.01001 is a whole number of BTC steps (0.00001); that number times the step is not 0.01001 in binary
+    fx.fault(POST_ORDER, "error", status=400, code=-2010, msg="Account has insufficient balance for requested "
+                                                              "action.")
+    async with engine_session(live_settings(tmp_path, fx), live=True) as running:
+        e = running.engine
+        fx.market_clock.step()
+        for c in await e.feed.poll():
+            await e.on_candle(c)
+        await e.resume(by="test")
+        placed = await e.operator_order(BTC, "buy", 0.01001)
+        assert not placed["accepted"] and placed["client_order_id"], placed
+        (order,) = await running.store.orders()
+        assert repr(order.quantity) == "0.01001"
+        assert "buy 0.01001 BTC/USDT" in order.error, order.error
+        assert fx.requests_to(POST_ORDER)[0].params["quantity"] == "0.01001"
+
+
+# ---------------------------------------------------------------------------------------------------- the log
+async def test_the_log_has_one_line_per_venue_fault_and_one_per_resolution(tmp_path, fx):
+    # three failures in a row: the breaker is set not to open on them, so the poll can resolve the orders
+    settings = live_settings(tmp_path, fx, breaker={"failure_threshold": 10})
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        fx.market_clock.step()
+        for c in await e.feed.poll():
+            await e.on_candle(c)
+        await e.resume(by="test")
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "429", retry_after=0)  # refused, not placed: nothing to resolve later
+            refused = await e.operator_order(BTC, "buy", 0.001)
+            fx.fault(POST_ORDER, "drop_after")  # placed and filled, the answer lost: found by the poll
+            lost = await e.operator_order(BTC, "buy", 0.001)
+            fx.fault(POST_ORDER, "5xx_not_executed")  # not placed, the answer a 503: sent again after the window
+            absent = await e.operator_order(BTC, "buy", 0.001)
+            await wait_for(lambda: not e.orders.live, timeout=30, what="both orders in doubt resolved")
+        assert not refused["accepted"] and lost["accepted"] and absent["accepted"]
+        assert [(o.client_id, o.status) for o in fx.orders] == [(lost["client_order_id"], "FILLED"),
+                                                                (absent["client_order_id"], "FILLED")]
+        said = [line for line in running.log.getvalue().splitlines() if "venue fault" in line]
+        faults = [line for line in said if "venue fault resolved" not in line]
+        resolved = [line for line in said if "venue fault resolved" in line]
+        assert len(faults) == 3 and len(resolved) == 2, said
+        assert "refused" in faults[0] and "in_doubt" in faults[1] and "in_doubt" in faults[2]
+        assert all("filled" in line for line in resolved)
+        recorded = stored_events(db, "venue_fault")
+        per_order = {placed["client_order_id"] or "": [(f["kind"], f["phase"]) for f in recorded
+                                                       if f["client_order_id"] == placed["client_order_id"]]
+                     for placed in (lost, absent)}
+        assert per_order == {lost["client_order_id"]: [("in_doubt", "fault"), ("in_doubt", "resolved")],
+                             absent["client_order_id"]: [("in_doubt", "fault"), ("in_doubt", "resolved")]}
+        assert [(f["kind"], f["phase"]) for f in recorded][0] == ("refused", "fault") and len(recorded) == 5
+        assert_books_agree(e, fx)

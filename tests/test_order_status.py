@@ -16,7 +16,7 @@ from ffe_engine.clock import WallClock
 from ffe_engine.config import RiskSettings
 from ffe_engine.events import EventBus, OrderEvent
 from ffe_engine.execution import OrderPath
-from ffe_engine.model import (EngineState, MarketInfo, OrderReason, OrderStatus, Side, VenueOrder)
+from ffe_engine.model import EngineState, MarketInfo, OrderReason, OrderStatus, Side, VenueOrder
 from ffe_engine.portfolio import Portfolio
 from ffe_engine.risk import Gatekeeper, OrderIntent
 from ffe_engine.store import Store
@@ -130,3 +130,4 @@ async def test_statuses_only_move_forward_in_any_interleaving(tmp_path, send_out
         assert journaled.status is OrderStatus.FILLED and len(fills) == 1
     assert len(fills) <= 1
     assert sum(f.quantity for f in fills) == pytest.approx(journaled.filled)
+

@@ -358,7 +358,7 @@ class CcxtVenue:
         if req.reduce_only and m.get("contract"):
             params["reduceOnly"] = True  # spot has no reduce-only flag: a spot sell cannot open a short anyway
         price = req.price if req.type == "limit" else None
-        what = f"create_order {req.client_order_id} {req.side.value} {req.quantity} {req.symbol}"
+        what = f"create_order {req.client_order_id} {req.side.value} {self._amount_text(req)} {req.symbol}"
         try:
             raw = await self.exchange.create_order(req.symbol, req.type, req.side.value, req.quantity, price, params)
         except (cx.DDoSProtection, cx.RateLimitExceeded) as exc:
@@ -382,6 +382,13 @@ class CcxtVenue:
         if order.exchange_id:
             self._exchange_ids[req.client_order_id] = order.exchange_id
         return order
+
+    def _amount_text(self, req: OrderRequest) -> str:
+        """The quantity as the exchange is sent it (its own precision), not as a float prints."""
+        try:
+            return str(self.exchange.amount_to_precision(req.symbol, req.quantity))
+        except cx.BaseError:
+            return f"{req.quantity:.12g}"
 
     async def fetch_order(self, client_order_id: str, symbol: str) -> VenueOrder | None:
         """The order by client order id, or None when the exchange answers that it does not exist."""

@@ -10,9 +10,7 @@ Its book is JSON-serialisable (`state()` / `load()`) so a paper account survives
 
 from __future__ import annotations
 
-import math
-
-from ..model import Candle, MarketInfo, OrderRequest, Side, VenueOrder
+from ..model import Candle, MarketInfo, OrderRequest, Side, VenueOrder, floor_to_step
 from .base import VenueError
 
 
@@ -82,7 +80,7 @@ class PaperVenue:
 
     # ------------------------------------------------------------------ orders
     def _round(self, qty: float) -> float:
-        return math.floor(qty / self.amount_step + 1e-9) * self.amount_step
+        return floor_to_step(qty, self.amount_step)
 
     async def create_order(self, req: OrderRequest) -> VenueOrder:
         existing = self.orders.get(req.client_order_id)
