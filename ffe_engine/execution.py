@@ -7,7 +7,14 @@ engine state (a halt may have landed meanwhile) -> venue call through the circui
 create_order is never retried blindly. When its answer is lost (timeout, 5xx, connection reset) the order is
 IN_DOUBT: it is looked up by client order id, and sent again with the same id only when it is surely absent,
 meaning a lookup made after the venue's settle window (the time after which the venue refuses the original
-request) still does not find it.
+request) still does not find it. While its first send waits for an answer, only the sender may send it.
+
+An order's status changes in one place (`_move`) and only forward (OrderStatus.can_become): the poll and the
+sender may both hear about one order, in either order, and the later, older news never undoes the earlier.
+
+After a rate limit with Retry-After, no order goes to the venue before that time: new orders are refused
+(VENUE_HOLD) and orders in doubt wait. Each fault on the order route, and its end, is said once (a venue_fault
+event and one log line).
 """
 
 from __future__ import annotations
@@ -250,7 +257,7 @@ class OrderPath:
         cid = o.client_order_id
         if status is OrderStatus.IN_DOUBT and cid not in self._doubted:
             self._doubted.add(cid)
-            self._fault("in_doubt", "fault", o, o.error or "no answer recorded (the engine stopped while it was sent)")
+            self._fault("in_doubt", "fault", o, o.error or "no answer recorded: the engine stopped while it was sent")
         elif cid in self._doubted and status is not OrderStatus.IN_DOUBT and status is not OrderStatus.NEW:
             self._doubted.discard(cid)  # resolved by the venue's word (a resend is not that yet)
             self._fault("in_doubt", "resolved", o,
