@@ -121,9 +121,9 @@ class OrderPath:
         if failure is not None:
             return self._refused(intent, gates, failure.refusal())
 
-        held = self._held()
-        if held:
-            return self._refused(intent, gates, held, code="VENUE_HOLD")
+        hold = self._held()
+        if hold:
+            return self._refused(intent, gates, hold, code="VENUE_HOLD")
 
         market = self.venue.market(intent.symbol)
         qty = intent.quantity

@@ -79,7 +79,7 @@ class Reconciler:
     async def _balances_after_fills(self) -> dict[str, float]:
         """The venue's balances, read when no fill landed between the last poll and the read (a few tries)."""
         orders = self.orders
-        balances = await self.venue.fetch_balance()
+        balances: dict[str, float] = await self.venue.fetch_balance()
         for _ in range(3):
             if not orders.live:
                 break
