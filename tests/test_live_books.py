@@ -35,13 +35,18 @@ def climbing(fx: FakeBinance) -> None:
     fx.set_price("BTCUSDT", path("BTCUSDT", fx.market_clock()))
 
 
-def strategy_settings(tmp_path, fx: FakeBinance, **tables):
-    """A live engine whose strategy enters on the climb: warm at start, two trend-following providers."""
+def with_strategy(**tables) -> dict:
+    """Config tables for a live engine whose strategy enters on the climb: warm at start (80 bars), two
+    trend-following providers, running from the start; `tables` are merged over them."""
     base = {"engine": {"warmup_bars": 80, "live_start_paused": False},
             "ensemble": {"providers": ["trend", "breakout"], "min_votes": 2, "adaptive": False}}
     for key, value in tables.items():
         base.setdefault(key, {}).update(value)
-    return live_settings(tmp_path, fx, **base)
+    return base
+
+
+def strategy_settings(tmp_path, fx: FakeBinance, **tables):
+    return live_settings(tmp_path, fx, **with_strategy(**tables))
 
 
 @contextlib.asynccontextmanager
@@ -72,9 +77,11 @@ def order_statuses(db, cid: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- lost answer
 async def test_lost_answer_found_filled_by_the_poll_stays_filled(tmp_path, fx):
     climbing(fx)
-    # the exchange places and fills the order, and holds the answer past the client's 1 s timeout
-    fx.fault(POST_ORDER, "hang", seconds=3, execute=True)
-    async with engine_session(strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1}), live=True) as running:
+    # the exchange places and fills the order, and holds the answer past the client's 3 s timeout; the engine
+    # polls its orders every 0.1 s meanwhile
+    fx.fault(POST_ORDER, "hang", seconds=6, execute=True)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1}, exchange={"timeout_ms": 3000})
+    async with engine_session(settings, live=True) as running:
         e, db = running.engine, running.store.path
         async with engine_loop(e):
             fx.market_clock.step()
@@ -105,12 +112,7 @@ RUN = ("run", "--headless", "--live")
 
 
 def strategy_config(fx: FakeBinance, **tables):
-    """The config file of a live engine whose strategy enters on the climb (see strategy_settings)."""
-    base = {"engine": {"warmup_bars": 80, "live_start_paused": False},
-            "ensemble": {"providers": ["trend", "breakout"], "min_votes": 2, "adaptive": False}}
-    for key, value in tables.items():
-        base.setdefault(key, {}).update(value)
-    return live_config(fx, **base)
+    return live_config(fx, **with_strategy(**tables))
 
 
 async def start_engine(cwd, fx, processes, name: str) -> AsyncFfe:
@@ -208,7 +210,7 @@ async def test_periodic_reconciliation_compares_cash_and_equity(tmp_path, fx):
 
 
 # ---------------------------------------------------------------------------------------------------- Retry-After
-RETRY_AFTER_S = 3
+RETRY_AFTER_S = 5  # long enough for the next bar's decision to come inside it on a loaded machine
 
 
 async def test_orders_wait_for_the_time_a_429_gave(tmp_path, fx):
@@ -219,7 +221,7 @@ async def test_orders_wait_for_the_time_a_429_gave(tmp_path, fx):
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()  # the strategy enters: refused with 429, Retry-After 3 s
+            fx.market_clock.step()  # the strategy enters: refused with 429 and a Retry-After
             (limited,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the first entry")
             await wait_for(lambda: len(stored_events(db, "decision")) == 1, timeout=30, what="its decision")
             fx.market_clock.step()  # inside the wait: the strategy wants in again
