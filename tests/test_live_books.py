@@ -1,9 +1,10 @@
 """The books of a live engine when the strategy trades through faults and restarts, against the fake Binance.
 
-The strategy places every order here: the fake's klines follow a steady climb, on which the trend and breakout
-providers vote BUY as soon as the indicators are warm, so the first closed bar after the start makes the engine
-enter. Each test checks the fake's own book (orders, balances, the requests it received) and the engine's books
-(journal, fills, positions, cash and equity).
+In the lost-answer, restart, reconciliation and Retry-After cases the strategy places the orders: the fake's
+klines follow a steady climb, on which the trend and breakout providers vote BUY as soon as the indicators are
+warm, so the first closed bar after the start makes the engine enter. (The precision and log cases place operator
+orders: they are about texts.) Each test checks the fake's own book (orders, balances, the requests it received)
+and the engine's books (journal, fills, positions, cash and equity).
 """
 
 from __future__ import annotations
