@@ -206,7 +206,8 @@ class Engine:
                 # A live engine waits for the operator after every start, not only the first.
                 await self.trading.set(EngineState.PAUSED, "live start", "engine")
         positions = await self.store.positions()
-        self.portfolio.load(await self.store.get_kv("portfolio", {}), positions)
+        saved_books = await self.store.get_kv("portfolio")
+        self.portfolio.load(saved_books or {}, positions)
         # Cash is what the fills say it is: the starting cash plus every sale less every purchase and every fee
         # paid in cash (a fee taken in coins is not).
         flows = await self.store.cash_flows()
@@ -214,11 +215,6 @@ class Engine:
             bought, buy_fees = flows.get("buy", (0.0, 0.0))
             sold, sell_fees = flows.get("sell", (0.0, 0.0))
             self.portfolio.cash = self.settings.venue.starting_cash - bought + sold - buy_fees - sell_fees
-        # A breach that was there before the restart already paused the engine, or the operator resumed it since:
-        # it is not a new breach, and does not pause the engine again.
-        risk = self.settings.risk
-        self._dd_breached = self.portfolio.drawdown_pct() > risk.max_drawdown_pct
-        self._dl_breached = self.portfolio.day_loss_pct() > risk.daily_loss_limit_pct
         if self.sim_venue is not None:
             venue_state = await self.store.get_kv("paper_venue")
             if venue_state:
@@ -235,6 +231,13 @@ class Engine:
             balances = await self.venue.fetch_balance()
             self.portfolio.cash = balances.get(self.settings.venue.quote, 0.0)
             self._cash_from_venue = True
+            if saved_books is None:  # the first start on this account: its books begin at what it holds
+                self.portfolio.begin_at_equity()
+        # A breach that was there before the restart already paused the engine, or the operator resumed it since:
+        # it is not a new breach, and does not pause the engine again.
+        risk = self.settings.risk
+        self._dd_breached = self.portfolio.drawdown_pct() > risk.max_drawdown_pct
+        self._dl_breached = self.portfolio.day_loss_pct() > risk.daily_loss_limit_pct
         recovered = await self.orders.recover()
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
             "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),

@@ -83,6 +83,11 @@ class Portfolio:
             self.peak_equity = eq
         return eq
 
+    def begin_at_equity(self) -> None:
+        """The peak and the day's start are the equity now: for books opened on an account that already holds
+        money (a live start), whose history before ffe is no drawdown and no day's loss."""
+        self.peak_equity = self.day_start_equity = self.equity()
+
     def roll_day(self, ts_ms: int) -> bool:
         day = ts_ms // DAY_MS
         if day == self.day:

@@ -18,7 +18,7 @@ import pytest
 from conftest import engine_session
 from fake_exchange import FakeBinance
 from ffe_engine.control import request
-from live_helpers import (BTC, GET_ORDER, M, POST_ORDER, AsyncFfe, fx, live_config, live_env,  # noqa: F401
+from live_helpers import (BTC, GET_ORDER, M, POST_ORDER, AsyncFfe, MarketClock, fx, live_config, live_env,  # noqa: F401
                           live_settings, processes, rows, stored_events, wait_for, wait_for_bar, write_config)
 
 START = 30_000.0
@@ -308,3 +308,21 @@ async def test_the_log_has_one_line_per_venue_fault_and_one_per_resolution(tmp_p
                              absent["client_order_id"]: [("in_doubt", "fault"), ("in_doubt", "resolved")]}
         assert [(f["kind"], f["phase"]) for f in recorded][0] == ("refused", "fault") and len(recorded) == 5
         assert_books_agree(e, fx)
+
+
+# ---------------------------------------------------------------------------------------------------- fresh start
+async def test_a_fresh_start_measures_drawdown_from_the_accounts_own_equity(tmp_path):
+    # an account smaller than venue.starting_cash (the paper default, 10,000): its equity is the start of the
+    # books, not a 90 % drawdown
+    async with FakeBinance(balances={"USDT": 1_000.0, "BTC": 0.0}) as small:
+        small.market_clock = MarketClock()
+        climbing(small)
+        async with engine_session(strategy_settings(tmp_path, small), live=True) as running:
+            e, db = running.engine, running.store.path
+            assert e.portfolio.drawdown_pct() == 0.0 and e.portfolio.cash == 1_000.0
+            async with engine_loop(e):
+                small.market_clock.step()
+                await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the strategy's entry")
+            assert e.state.value == "RUNNING"
+            assert not [s for s in stored_events(db, "engine_state") if s["by"] == "risk"]
+            assert_books_agree(e, small)
