@@ -143,21 +143,21 @@ def assert_status_agrees(status: dict, fx: FakeBinance) -> None:
     assert status["equity"] == pytest.approx(usdt + btc * pos["last"], abs=0.01)
 
 
-async def test_a_buy_filled_while_the_engine_was_killed_is_charged_once(tmp_path, fx, processes):
+@pytest.mark.parametrize("reached", [True, False], ids=["filled-while-down", "never-reached"])
+async def test_a_buy_on_the_wire_when_the_engine_was_killed_is_charged_once(tmp_path, fx, processes, reached):
     climbing(fx)
     write_config(tmp_path, strategy_config(fx, exchange={"timeout_ms": 5000}))
     db, sock = tmp_path / "data" / "ffe.db", tmp_path / "data" / "ffe.sock"
     first = await start_engine(tmp_path, fx, processes, "first")
-    # the exchange places and fills the strategy's buy, and holds the answer until the process is gone
-    fx.fault(POST_ORDER, "hang", seconds=20, execute=True)
+    # the exchange places and fills the strategy's buy (or never gets it), and holds the answer until the process
+    # is gone
+    fx.fault(POST_ORDER, "hang", seconds=20, execute=reached)
     fx.market_clock.step()
     (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's buy on the wire")
     await first.kill()
     cid = sent.params["newClientOrderId"]
-    assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
+    assert [(o.client_id, o.status) for o in fx.orders] == ([(cid, "FILLED")] if reached else [])
     assert rows(db, "SELECT status, reason FROM orders") == [("new", "signal")]
-    bought = fx.orders[0].quote_filled
-    assert bought > 500  # a real position: the double charge would be plain in cash and equity
 
     second = await start_engine(tmp_path, fx, processes, "second")
     await wait_for(lambda: rows(db, "SELECT status FROM orders") == [("filled",)], timeout=30,
@@ -172,6 +172,7 @@ async def test_a_buy_filled_while_the_engine_was_killed_is_charged_once(tmp_path
     assert_status_agrees(status, fx)
     assert status["state"] == "RUNNING"
     assert [o.client_id for o in fx.orders] == [cid]
+    assert fx.orders[0].quote_filled > 500  # a real position: a double charge would be plain in cash and equity
     assert await second.stop() == 0, second.stderr
     assert not [e for e in stored_events(db, "engine_state") if e.get("by") == "risk"]
 
