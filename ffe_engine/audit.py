@@ -152,6 +152,14 @@ class _StdlibBridge(logging.Handler):
             pass
 
 
+def has_records(path: Path) -> bool:
+    """Whether an audit trail holds anything (a missing or empty file does not)."""
+    try:
+        return os.stat(path).st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def read_audit(path: Path) -> list[dict[str, Any]]:
     out = []
     with open(path, "rb") as f:

@@ -34,6 +34,13 @@ class ControlError(FfeError):
     exit_code = 1
 
 
+class StorageError(FfeError):
+    """The records cannot be trusted or written: a damaged or lost database, a full disk, a read-only directory.
+    The message names the file and what to do; a refused start leaves the file as it was found."""
+
+    exit_code = 1
+
+
 class Interrupted(FfeError):
     """^C during a command that keeps what it did so far (the message says where)."""
 

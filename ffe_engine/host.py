@@ -22,7 +22,7 @@ from typing import IO, Any, Callable
 
 import structlog
 
-from .audit import AuditWriter, Redactor, setup_logging
+from .audit import AuditWriter, Redactor, has_records, setup_logging
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import ControlServer, Limits, claim
@@ -125,7 +125,8 @@ class EngineHost:
                 log_stream = sys.stderr if headless else open(os.devnull, "w")  # the console shows them in its pane
             setup_logging(settings.logging.level, secrets=secrets, stream=log_stream,
                           to_bus=None if headless else to_bus)
-            store = await Store.open(settings.db_path)
+            # An audit trail with records means this is not a first start: the database must be there, whole.
+            store = await Store.open(settings.db_path, new_ok=not has_records(settings.audit_path))
             if clock is None:
                 clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
             audit = AuditWriter(settings.audit_path, clock)

@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import aiosqlite
 
-from .errors import FfeError
+from .errors import FfeError, StorageError
 from .events import Event
 from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
@@ -35,6 +35,7 @@ class SchemaError(FfeError, RuntimeError):
     """The database was written by a newer ffe (its schema version is higher than this one knows)."""
 
     exit_code = 2
+
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -103,6 +104,10 @@ _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, cre
 _ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
 
 
+_LOST = ("{path}: the database {found} but the audit trail holds records: the account's database was lost or "
+         "replaced; restore it, or move the audit trail away to start a new account")
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=str)
 
@@ -169,7 +174,7 @@ class Store:
     # ---------------------------------------------------------------- lifecycle
     @classmethod
     async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL",
-                   audit_path: Path | str | None = None) -> "Store":
+                   audit_path: Path | str | None = None, new_ok: bool = True) -> "Store":
         """The system of record: WAL, every commit synced (`synchronous`), statements on aiosqlite's thread.
 
         `backtest=True`: a run's own database, written once and never resumed, by a child process that owns the
@@ -177,6 +182,10 @@ class Store:
         journal (appending needs no copy of each page in a WAL). A crash loses the run, which is re-run, never an
         account's records. With `audit_path`, the child also appends every event record there (the run's audit
         file), so the records cross to it once.
+
+        A database that fails SQLite's quick check, or is not a database at all, raises StorageError before
+        anything is written to it. So does one without any records when `new_ok` is false (the caller knows of
+        records elsewhere, an audit trail: the account's database was lost, and a new one would forget it).
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,24 +197,45 @@ class Store:
                            "cache_size=-65536"):
                 await conn.execute(f"PRAGMA {pragma}")
         else:
+            if not new_ok and not path.exists():
+                raise StorageError(_LOST.format(path=path, found="is missing"))
             conn = await aiosqlite.connect(str(path), isolation_level=None)
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute(f"PRAGMA synchronous={synchronous}")
-        await conn.execute("PRAGMA busy_timeout=5000")
         store = cls(conn, path)
         if backtest:  # the child derives the index rows from the records
             store.add_event = conn.add_event  # type: ignore[method-assign]
         try:
+            if not backtest:
+                # Read before anything is written: a damaged file is refused as it was found.
+                await store._check(new_ok)
+                await conn.execute("PRAGMA journal_mode=WAL")
+                await conn.execute(f"PRAGMA synchronous={synchronous}")
+            await conn.execute("PRAGMA busy_timeout=5000")
             await store._migrate()
             cur = await conn.execute("SELECT COALESCE(MAX(id), 0) FROM trades")
             (store._last_trade_id,) = await cur.fetchone()
-        except BaseException:
+        except BaseException as exc:
             await conn.close()  # aiosqlite's worker thread would keep the process alive
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                raise StorageError(f"{path}: the database is damaged ({exc}); it was left as it is: restore it "
+                                   "from a backup, or move it away to start a new account") from None
             raise
         if backtest:
             store.batch = True
             await conn.execute("BEGIN")
         return store
+
+    async def _check(self, new_ok: bool) -> None:
+        cur = await self.conn.execute("PRAGMA quick_check")
+        problems = [r[0] for r in await cur.fetchall()]
+        if problems != ["ok"]:
+            raise StorageError(f"{self.path}: the database is damaged ({'; '.join(problems[:3])}); it was left as "
+                               "it is: restore it from a backup, or move it away to start a new account")
+        if new_ok:
+            return
+        cur = await self.conn.execute("SELECT COUNT(*) FROM sqlite_master")
+        (tables,) = await cur.fetchone()
+        if tables == 0:
+            raise StorageError(_LOST.format(path=self.path, found="holds no records"))
 
     async def _migrate(self) -> None:
         cur = await self.conn.execute("PRAGMA user_version")
