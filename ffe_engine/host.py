@@ -22,7 +22,7 @@ from typing import IO, Any, Callable
 
 import structlog
 
-from .audit import AuditWriter, Redactor, has_records, setup_logging
+from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import ControlServer, Limits, claim
@@ -127,9 +127,19 @@ class EngineHost:
                           to_bus=None if headless else to_bus)
             # An audit trail with records means this is not a first start: the database must be there, whole.
             store = await Store.open(settings.db_path, new_ok=not has_records(settings.audit_path))
+            # Before anything else is written: the audit trail level with the database, and the seq after both.
+            repair = await repair_trail(settings.audit_path, store.events_after)
+            if repair.torn is not None:
+                log.warning("audit trail: a torn last line was set aside", file=str(repair.torn),
+                            bytes=repair.torn_bytes)
+            if repair.appended:
+                log.warning("audit trail: records missing from the file appended from the database",
+                            records=repair.appended, file=str(settings.audit_path))
+            bus.seq = max(bus.seq, repair.last_seq)
             if clock is None:
                 clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
             audit = AuditWriter(settings.audit_path, clock)
+            store.write_events_first(audit.flush)
             bus.add_sink(store.add_event)
             bus.add_sink(audit)
             symbols = list(settings.engine.symbols)

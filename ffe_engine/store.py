@@ -167,6 +167,7 @@ class Store:
         self._alerts: list[tuple] = []
         self._last_trade_id = 0
         self.batch = False
+        self._before_events: Callable[[], None] | None = None
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
         # transaction must not interleave with another's.
         self._lock = asyncio.Lock()
@@ -287,7 +288,14 @@ class Store:
         indexed in the decisions, votes and gate_results tables (sqlwriter.index_rows)."""
         self._events.append((ev.seq, ev.ts, ev.name, line))
 
+    def write_events_first(self, write: Callable[[], None]) -> None:
+        """`write()` is called before buffered events are written, so that another record of the same events (the
+        audit trail) is never behind the database. If it raises, nothing is written and the events stay buffered."""
+        self._before_events = write
+
     async def _write_buffers(self) -> None:
+        if self._events and self._before_events is not None:
+            self._before_events()
         gates, events = self._gates, self._events
         self._gates, self._events = [], []
         c = self.conn
@@ -352,6 +360,11 @@ class Store:
         cur = await self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,))
         row = await cur.fetchone()
         return json.loads(row[0]) if row else default
+
+    async def events_after(self, seq: int, limit: int = 5000) -> list[tuple[int, bytes]]:
+        """The next event records after `seq`, in seq order: (seq, audit line)."""
+        cur = await self.conn.execute("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
 
     async def last_seq(self) -> int:
         cur = await self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
