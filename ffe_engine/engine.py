@@ -128,7 +128,7 @@ class Engine:
         self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper,
                                 portfolio=self.portfolio, bus=bus, clock=clock, trading=self.trading,
                                 on_fill=self._on_fill, settle_s=venue.settle_s,
-                                cancel_timeout_s=settings.engine.cancel_timeout_s)
+                                cancel_timeout_s=settings.engine.cancel_timeout_s, book=self._venue_book)
         self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
                                       mode=self.opts.approval, new_id=self._new_id)
@@ -367,10 +367,18 @@ class Engine:
 
     async def _save_venue(self) -> None:
         """The paper venue's book is the in-process exchange's own state; a run that is not resumed skips it."""
+        book = self._venue_book()
+        if book:
+            await self.store.put_kv("paper_venue", book["paper_venue"], self.clock.wall())
+
+    def _venue_book(self) -> dict[str, Any]:
+        """The paper venue's book if it changed since it was last stored, to store with the journal entry or fill
+        that changed it (a run that is not resumed skips it)."""
         sim = self.sim_venue
-        if sim is not None and sim.dirty and self.profile.resumable:
-            await self.store.put_kv("paper_venue", sim.state(), self.clock.wall())
-            sim.dirty = False
+        if sim is None or not sim.dirty or not self.profile.resumable:
+            return {}
+        sim.dirty = False
+        return {"paper_venue": sim.state()}
 
     async def _housekeeping(self) -> None:
         """Work that goes on between bars: orders in flight, approval expiry, periodic reconciliation."""
@@ -581,10 +589,7 @@ class Engine:
             record.closed_symbol = fill.symbol
         if self.profile.resumable:  # otherwise the books are stored at each flush
             record.kv["portfolio"] = pf.state()
-            sim = self.sim_venue
-            if sim is not None and sim.dirty:
-                record.kv["paper_venue"] = sim.state()
-                sim.dirty = False
+            record.kv.update(self._venue_book())
         if res.opened and res.position is not None and res.position.entry_decision_id:
             p = res.position
             d = self.last_decision.get(p.symbol)

@@ -16,7 +16,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from .breaker import BreakerOpen, CircuitBreaker
 from .events import EventBus, FillEvent, OrderEvent
@@ -56,7 +56,8 @@ def new_client_order_id() -> str:
 class OrderPath:
     def __init__(self, *, store: Store, venue: Venue, breaker: CircuitBreaker, gatekeeper: Gatekeeper,
                  portfolio: Portfolio, bus: EventBus, clock: Clock, trading: TradingState, on_fill: FillHandler,
-                 settle_s: float = 0.0, cancel_timeout_s: float = 5.0) -> None:
+                 settle_s: float = 0.0, cancel_timeout_s: float = 5.0,
+                 book: Callable[[], dict[str, Any]] = dict) -> None:
         self.store = store
         self.venue = venue
         self.breaker = breaker
@@ -67,6 +68,9 @@ class OrderPath:
         self.now_ms = clock.now_ms
         self.trading = trading
         self.on_fill = on_fill
+        # Book state the venue's answer may have changed (an in-process venue's own book), stored with each
+        # journal entry: a kill right after an accept must not leave an order the venue forgot.
+        self.book = book
         self.settle_s = settle_s
         self.cancel_timeout_s = cancel_timeout_s
         self.live: dict[str, Order] = {}  # orders that are not final
@@ -177,7 +181,7 @@ class OrderPath:
             o.error = str(exc)[:300]
             o.updated_ts = self.now_ms()
             self._doubt_deadline[o.client_order_id] = self.clock.monotonic() + self.settle_s
-            await self.store.update_order(o)
+            await self.store.update_order(o, self.book())
             self._emit(o)
             return
         except VenueUnavailable as exc:  # refused before execution (rate limit, maintenance)
@@ -194,7 +198,7 @@ class OrderPath:
         o.updated_ts = self.now_ms()
         self.live.pop(o.client_order_id, None)
         self._doubt_deadline.pop(o.client_order_id, None)
-        await self.store.update_order(o)
+        await self.store.update_order(o, self.book())
         self._emit(o)
 
     # ------------------------------------------------------------------ venue answers
@@ -246,7 +250,7 @@ class OrderPath:
                 o.status = status
                 o.updated_ts = self.now_ms()
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
-                await self.store.update_order(o)
+                await self.store.update_order(o, self.book())
                 self._emit(o)
 
     async def poll(self) -> None:
@@ -357,7 +361,7 @@ class OrderPath:
             if o.status is OrderStatus.NEW:
                 # Journaled, then the process stopped: it may or may not have reached the venue.
                 o.status = OrderStatus.IN_DOUBT
-                await self.store.update_order(o)
+                await self.store.update_order(o, self.book())
         return orders
 
 

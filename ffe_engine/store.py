@@ -387,8 +387,19 @@ class Store:
                                       client_order_ids)
         return {r[0]: json.loads(r[1]) for r in await cur.fetchall()}
 
-    async def update_order(self, o: Order) -> None:
-        await self._write(_SQL_ORDER_STATE, _order_state(o))
+    async def update_order(self, o: Order, kv: dict[str, Any] | None = None) -> None:
+        """An order's new state, with `kv` (book state the same change altered, e.g. the paper venue's book) in
+        the same transaction."""
+        if not kv:
+            await self._write(_SQL_ORDER_STATE, _order_state(o))
+            return
+        async with self._lock:
+            if not self.batch:
+                await self._flush_locked()
+            async with self._tx():
+                await self.conn.execute(_SQL_ORDER_STATE, _order_state(o))
+                for key, value in kv.items():
+                    await self.conn.execute(_SQL_KV, (key, _dumps(value), o.updated_ts / 1000.0))
 
     @staticmethod
     def _order_from_row(r: tuple) -> Order:  # the columns of _SQL_ORDERS, in order
