@@ -26,6 +26,7 @@ import structlog
 from .clock import Clock
 from .events import Event
 from .sqlwriter import append_lines, open_lines_file
+from .store import storage_failure
 
 REDACTED = "********"
 
@@ -67,8 +68,11 @@ class AuditWriter:
 
     def __init__(self, path: Path, clock: Clock | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = open_lines_file(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = open_lines_file(self.path)
+        except OSError as exc:
+            raise storage_failure(self.path, exc) from None
         self._lines: list[bytes] = []
         # For the monitor (with a clock): since when a record has been waiting (monotonic; kept until a write
         # succeeds, so a failing disk shows as a growing lag) and when the file was last appended to (wall).
@@ -84,7 +88,10 @@ class AuditWriter:
     def flush(self) -> None:
         if not self._lines:
             return
-        append_lines(self._fd, self._lines)  # on failure the lines stay here, for the next flush
+        try:
+            append_lines(self._fd, self._lines)  # on failure the lines stay here, for the next flush
+        except OSError as exc:
+            raise storage_failure(self.path, exc) from None
         self._lines = []
         if self.clock is not None:
             self.waiting_since = None
@@ -97,8 +104,10 @@ class AuditWriter:
         return self.clock.monotonic() - self.waiting_since
 
     def close(self) -> None:
-        self.flush()
-        os.close(self._fd)
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,13 @@ async def repair_trail(path: Path, events_after: Callable[[int], Awaitable[list[
     `events_after(seq)` returns the next records ((seq, line) pairs, in seq order) after `seq`, an empty list at
     the end. Only the tail is repaired: the file is append-only, and a record is never written out of order."""
     path = Path(path)
+    try:
+        return await _repair(path, events_after)
+    except OSError as exc:
+        raise storage_failure(path, exc) from None
+
+
+async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> TrailRepair:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
     try:

@@ -27,7 +27,7 @@ from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .clock import Clock
 from .ensemble import Ensemble, is_async_provider
-from .errors import ControlError
+from .errors import ControlError, StorageError
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, PositionClosed, PositionOpened,
                      ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
@@ -283,6 +283,9 @@ class Engine:
                         break
             else:
                 await self._run_paced()
+        except StorageError as exc:
+            await self._storage_failed(exc)
+            raise self.crashed from None
         except Exception as exc:
             self.crashed = exc
             self.bus.publish(ErrorEvent(message=f"{type(exc).__name__}: {exc}", where="engine loop"))
@@ -340,10 +343,11 @@ class Engine:
             except (asyncio.CancelledError, Exception):
                 pass
         try:
-            await self._persist_books()
-            self.bus.publish(RunEvent(phase="stop", mode=self.mode, detail={
-                "state": self.state.value, "bars": self.bars, "equity": round(self.portfolio.equity(), 2)}))
-            await self.flush()
+            if not isinstance(self.crashed, StorageError):  # else nothing more can be written
+                await self._persist_books()
+                self.bus.publish(RunEvent(phase="stop", mode=self.mode, detail={
+                    "state": self.state.value, "bars": self.bars, "equity": round(self.portfolio.equity(), 2)}))
+                await self.flush()
         finally:
             try:
                 await close_providers(self.providers)
@@ -353,6 +357,16 @@ class Engine:
                 if close is not None:
                     await close()
         log.info("engine stopped", state=self.state.value, bars=self.bars)
+
+    async def _storage_failed(self, exc: StorageError) -> None:
+        """A record could not be written (full disk, read-only directory): no order may go out that the journal
+        cannot hold. HALTED in memory at once, stored if it still can be, and the engine stops."""
+        if isinstance(self.crashed, StorageError):
+            return
+        stored = await self.trading.halt_unrecordable("records cannot be written", "engine")
+        self.crashed = StorageError(f"{exc}; the engine stopped " + (
+            "HALTED" if stored else "(HALTED could not be stored)"))
+        self._stop.set()
 
     async def flush(self) -> None:
         await self.store.flush()
@@ -406,6 +420,9 @@ class Engine:
                 await self.flush()
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:  # nothing can be recorded: the engine stops
+                await self._storage_failed(exc)
+                return
             except Exception as exc:  # housekeeping must keep going; the failure is recorded
                 self.bus.publish(ErrorEvent(message=f"{type(exc).__name__}: {exc}", where="housekeeping"))
 

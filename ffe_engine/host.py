@@ -12,10 +12,12 @@ with. Files and directories that already exist keep their modes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -27,14 +29,14 @@ from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
-from .errors import StartError
+from .errors import StartError, StorageError
 from .events import ErrorEvent, EventBus, LogEvent
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
 from .model import EngineState
 from .monitor import Monitor, check_bind
 from .sdnotify import SystemdNotifier
-from .store import Store
+from .store import Store, storage_failure
 from .venues.base import Venue
 
 log = structlog.get_logger("ffe.host")
@@ -63,16 +65,23 @@ def remove_signals(installed: list[int]) -> None:
 
 def acquire_lock(data_dir: Path) -> int:
     """One engine per data directory: two would journal orders into the same book."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / "ffe.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise storage_failure(path, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise StartError(f"{data_dir}: another ffe engine is running on this data directory") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError as exc:
+        os.close(fd)
+        raise storage_failure(path, exc) from None
     return fd
 
 
@@ -169,18 +178,27 @@ class EngineHost:
             host.monitor = monitor
             await engine.start()
             return host
-        except BaseException:
+        except BaseException as exc:
             # A failed start ends the process: the store's worker thread would keep it alive after the error.
-            if monitor is not None:
-                await monitor.close()
-            if store is not None:
-                await store.close()
-            if audit is not None:
-                audit.close()
-            if socket_lock is not None:
-                os.close(socket_lock)
-            os.close(lock_fd)
-            os.umask(umask)
+            halted = False
+            try:
+                if monitor is not None:
+                    await monitor.close()
+                if store is not None:
+                    if isinstance(exc, StorageError):  # a record could not be written: HALTED, if it still can be
+                        halted = await store.record_halt("records cannot be written", "engine", time.time())
+                    with contextlib.suppress(StorageError):  # the failure met again: it is the one reported
+                        await store.close()
+                if audit is not None:
+                    with contextlib.suppress(StorageError):
+                        audit.close()
+            finally:
+                if socket_lock is not None:
+                    os.close(socket_lock)
+                os.close(lock_fd)
+                os.umask(umask)
+            if halted:
+                raise StorageError(f"{exc}; HALTED stored") from None
             raise
 
     # ------------------------------------------------------------------ control socket and signals
@@ -216,6 +234,8 @@ class EngineHost:
             await self.engine.run()
         finally:
             await self.close()
+        if isinstance(self.engine.crashed, StorageError):
+            raise self.engine.crashed  # the one line: which file, and what to do
         return 1 if self.engine.crashed else 0
 
     async def close(self) -> None:
@@ -242,23 +262,29 @@ class EngineHost:
                 await self.engine.stop()
             finally:
                 try:
-                    if self.monitor is not None:
-                        # After the engine's stop (its alert gets a short chance to leave), before the store.
-                        await self.monitor.close()
-                        self.monitor = None
-                    await self.store.close()
-                finally:
-                    self.audit.close()
-                    if self._socket_lock is not None:
-                        os.close(self._socket_lock)
-                        self._socket_lock = None
-                    if self._lock_fd is not None:
-                        os.close(self._lock_fd)
-                        self._lock_fd = None
-                    if self._umask is not None:
-                        os.umask(self._umask)
-                        self._umask = None
-                    self.systemd.close()
+                    try:
+                        if self.monitor is not None:
+                            # After the engine's stop (its alert gets a short chance to leave), before the store.
+                            await self.monitor.close()
+                            self.monitor = None
+                        await self.store.close()
+                    finally:
+                        try:
+                            self.audit.close()
+                        finally:
+                            if self._socket_lock is not None:
+                                os.close(self._socket_lock)
+                                self._socket_lock = None
+                            if self._lock_fd is not None:
+                                os.close(self._lock_fd)
+                                self._lock_fd = None
+                            if self._umask is not None:
+                                os.umask(self._umask)
+                                self._umask = None
+                            self.systemd.close()
+                except StorageError:
+                    if not isinstance(self.engine.crashed, StorageError):
+                        raise  # else: the failure the engine stopped for, met again while closing
         finally:
             self._closed.set_result(None)
 

@@ -104,6 +104,21 @@ _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, cre
 _ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
 
 
+def storage_failure(path: Path | str, exc: BaseException) -> StorageError:
+    """A write that failed (full disk, read-only directory, file size limit), as the one line the operator reads."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return StorageError(f"{path}: cannot write ({reason}): free space on its disk or make its directory writable, "
+                        "then start again")
+
+
+# SQLite's answers that mean the file cannot be written (as opposed to a wrong statement or a busy database).
+_WRITE_FAILURES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+
+
+def _is_write_failure(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "").startswith(_WRITE_FAILURES)
+
+
 _LOST = ("{path}: the database {found} but the audit trail holds records: the account's database was lost or "
          "replaced; restore it, or move the audit trail away to start a new account")
 
@@ -114,6 +129,8 @@ def _dumps(obj: Any) -> str:
 
 _SQL_TRADE = ("INSERT INTO trades (id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, "
               "closed_ts, entry_decision_id, exit_client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_SQL_STATE = ("INSERT INTO engine_state (id, state, reason, by, updated_ts) VALUES (1, ?, ?, ?, ?) ON CONFLICT(id) "
+              "DO UPDATE SET state=excluded.state, reason=excluded.reason, by=excluded.by, updated_ts=excluded.updated_ts")
 _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
            "value=excluded.value, updated_ts=excluded.updated_ts")
 
@@ -189,7 +206,10 @@ class Store:
         records elsewhere, an audit trail: the account's database was lost, and a new one would forget it).
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_failure(path.parent, exc) from None
         if backtest:
             if audit_path is not None:
                 Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +236,8 @@ class Store:
             (store._last_trade_id,) = await cur.fetchone()
         except BaseException as exc:
             await conn.close()  # aiosqlite's worker thread would keep the process alive
+            if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
+                raise storage_failure(path, exc) from None
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
                 raise StorageError(f"{path}: the database is damaged ({exc}); it was left as it is: restore it "
                                    "from a backup, or move it away to start a new account") from None
@@ -264,6 +286,31 @@ class Store:
             await self.conn.close()
 
     @contextlib.asynccontextmanager
+    async def _writing(self):
+        """One writer at a time; a write the disk refuses becomes a StorageError naming the database."""
+        async with self._lock:
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                if _is_write_failure(exc):
+                    raise storage_failure(self.path, exc) from None
+                raise
+
+    async def record_halt(self, reason: str, by: str, ts: float) -> bool:
+        """After a write failed: HALTED stored on its own, if it still can be (the rows buffered before it cannot
+        be written first, so they stay buffered). The WAL is checkpointed first, which may free room. Returns
+        whether it was stored."""
+        async with self._lock:
+            for stmt in ("ROLLBACK", "PRAGMA wal_checkpoint(TRUNCATE)"):  # a transaction the failure left open
+                with contextlib.suppress(sqlite3.Error):
+                    await self.conn.execute(stmt)
+            try:
+                await self.conn.execute(_SQL_STATE, ("HALTED", reason, by, ts))
+            except sqlite3.Error:
+                return False
+            return True
+
+    @contextlib.asynccontextmanager
     async def _tx(self):
         """A transaction of its own, or (batch mode) part of the open one."""
         if self.batch:
@@ -275,7 +322,12 @@ class Store:
         except BaseException:
             await self.conn.execute("ROLLBACK")
             raise
-        await self.conn.execute("COMMIT")
+        try:
+            await self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave the transaction open
+                await self.conn.execute("ROLLBACK")
+            raise
 
     # ---------------------------------------------------------------- buffered writes
     def add_gates(self, gates: Iterable, *, decision_id: str | None, client_order_id: str | None, ts: float) -> None:
@@ -317,7 +369,7 @@ class Store:
             await c.executemany(_SQL_ALERT, alerts)
 
     async def flush(self) -> None:
-        async with self._lock:
+        async with self._writing():
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
@@ -333,7 +385,7 @@ class Store:
 
     async def _write(self, sql: str, params: tuple | list = ()) -> None:
         """Flush buffered rows, then run one statement in its own committed transaction."""
-        async with self._lock:
+        async with self._writing():
             if not self.batch:
                 await self._flush_locked()
             await self.conn.execute(sql, params)
@@ -345,10 +397,7 @@ class Store:
         return tuple(row) if row else None
 
     async def set_engine_state(self, state: str, reason: str, by: str, ts: float) -> None:
-        await self._write(
-            "INSERT INTO engine_state (id, state, reason, by, updated_ts) VALUES (1, ?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET state=excluded.state, reason=excluded.reason, by=excluded.by, "
-            "updated_ts=excluded.updated_ts", (state, reason, by, ts))
+        await self._write(_SQL_STATE, (state, reason, by, ts))
 
     async def put_kv(self, key: str, value: Any, ts: float) -> None:
         await self._write(_SQL_KV, (key, _dumps(value), ts))
@@ -393,7 +442,7 @@ class Store:
         if not kv:
             await self._write(_SQL_ORDER_STATE, _order_state(o))
             return
-        async with self._lock:
+        async with self._writing():
             if not self.batch:
                 await self._flush_locked()
             async with self._tx():
@@ -441,7 +490,7 @@ class Store:
         """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
         trade, book state), in one transaction: after a crash either all of it is recorded or none."""
         c = self.conn
-        async with self._lock:
+        async with self._writing():
             if not self.batch:
                 await self._flush_locked()
             async with self._tx():
@@ -473,7 +522,7 @@ class Store:
                 for r in await cur.fetchall()]
 
     async def add_provider_scores(self, trade_id: int, scores: list[tuple[str, str, bool, float]]) -> None:
-        async with self._lock:
+        async with self._writing():
             if not self.batch:
                 await self._flush_locked()
             await self.conn.executemany("INSERT INTO provider_scores (trade_id, provider, action, correct, return_pct) "
@@ -541,7 +590,7 @@ class Store:
     # ---------------------------------------------------------------- reads for reports
     async def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         """A read that sees everything recorded so far, buffered rows included."""
-        async with self._lock:
+        async with self._writing():
             if self.batch:
                 await self._write_buffers()
             else:
