@@ -24,9 +24,9 @@ from typing import Any, Awaitable, Callable, Iterable
 import structlog
 
 from .clock import Clock
+from .errors import storage_failure
 from .events import Event
 from .sqlwriter import append_lines, open_lines_file
-from .store import storage_failure
 
 REDACTED = "********"
 

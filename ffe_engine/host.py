@@ -29,14 +29,14 @@ from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
-from .errors import StartError, StorageError
+from .errors import StartError, StorageError, storage_failure
 from .events import ErrorEvent, EventBus, LogEvent
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
 from .model import EngineState
 from .monitor import Monitor, check_bind
 from .sdnotify import SystemdNotifier
-from .store import Store, storage_failure
+from .store import Store
 from .venues.base import Venue
 
 log = structlog.get_logger("ffe.host")

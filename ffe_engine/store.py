@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import aiosqlite
 
-from .errors import FfeError, StorageError
+from .errors import FfeError, StorageError, storage_failure
 from .events import Event
 from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
@@ -102,13 +102,6 @@ MIGRATIONS: dict[int, list[str]] = {
 _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, status) "
               "VALUES (?,?,?,?,?,?,'pending')")
 _ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
-
-
-def storage_failure(path: Path | str, exc: BaseException) -> StorageError:
-    """A write that failed (full disk, read-only directory, file size limit), as the one line the operator reads."""
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return StorageError(f"{path}: cannot write ({reason}): free space on its disk or make its directory writable, "
-                        "then start again")
 
 
 # SQLite's answers that mean the file cannot be written (as opposed to a wrong statement or a busy database).

@@ -7,6 +7,7 @@ Every case is a real `ffe run` subprocess over real files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -134,6 +135,8 @@ def test_a_damaged_database_stops_the_console_start_too(good_dir, tmp_path):
                 break
     finally:
         os.close(master)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # the terminal closes just before the process ends
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
