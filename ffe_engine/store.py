@@ -590,3 +590,68 @@ class Store:
                 await self._flush_locked()
             cur = await self.conn.execute(sql, params)
             return list(await cur.fetchall())
+
+
+# ==================================================================== read-only: the checks of `ffe doctor`
+class Records:
+    """A data directory's database opened read-only, every read inside one transaction (one consistent view,
+    even beside a running engine: WAL)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            raise StorageError(f"{self.path}: no database here (is --data-dir right?)")
+        try:
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            self.conn.execute("PRAGMA busy_timeout=5000")
+            self.conn.execute("BEGIN")
+            self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _q(self, statement: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self.conn.execute(statement, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+
+    def integrity(self) -> list[str]:
+        """SQLite's integrity check: ['ok'] or the problems found."""
+        try:
+            return [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+
+    def events(self, chunk: int = 5000) -> Iterable[tuple[int, bytes]]:
+        """Every event record, (seq, audit line), in seq order."""
+        seq = 0
+        while True:
+            rows = self._q("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk))
+            if not rows:
+                return
+            for s, data in rows:
+                yield s, bytes(data)
+            seq = rows[-1][0]
+
+    def orders(self) -> list[tuple[str, str, str, float, float, str]]:
+        """(client_order_id, status, symbol, quantity, filled, venue) of every journaled order."""
+        return self._q("SELECT client_order_id, status, symbol, quantity, filled, venue FROM orders "
+                       "ORDER BY created_ts, rowid")
+
+    def fills(self) -> list[tuple[str, str, str, float, float, float, float]]:
+        """(client_order_id, symbol, side, quantity, price, fee, fee_base) of every fill, in the order recorded."""
+        return self._q("SELECT client_order_id, symbol, side, quantity, price, fee, fee_base FROM fills ORDER BY id")
+
+    def positions(self) -> dict[str, float]:
+        return dict(self._q("SELECT symbol, quantity FROM positions"))
+
+    def kv(self, key: str) -> Any:
+        rows = self._q("SELECT value FROM kv WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def engine_state(self) -> str | None:
+        rows = self._q("SELECT state FROM engine_state WHERE id = 1")
+        return rows[0][0] if rows else None

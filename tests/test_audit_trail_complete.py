@@ -73,6 +73,8 @@ def test_after_sigkills_and_restarts_the_trail_is_complete_ordered_and_never_rep
     records = assert_trail_holds_the_database(tmp_path)
     assert db_value(db, "SELECT COUNT(*) FROM orders") > 0
     assert len(records) >= len(db_seqs(db))
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stderr
 
 
 def first_run(tmp_path: Path) -> None:

@@ -96,6 +96,8 @@ def test_a_disk_that_fills_while_trading_stops_the_engine_halted_with_one_line(t
     assert again.returncode == 0, again.stderr
     assert "state=HALTED" in again.stderr
     assert_trail_holds_the_database(tmp_path)
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stderr
 
 
 def test_a_disk_already_full_at_start_stops_before_the_engine_starts(traded, tmp_path):
