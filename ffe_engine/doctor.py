@@ -28,6 +28,10 @@ from .errors import FfeError
 from .model import OrderStatus
 from .store import Records
 
+OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
+FillRow = tuple[str, str, str, float, float, float, float]  # client_order_id, symbol, side, qty, price, fee, fee_base
+OrderEvents = dict[str, list[tuple[int, dict[str, Any]]]]  # client_order_id -> (audit line, record)
+
 FINAL = {s.value for s in OrderStatus if s.final}
 KNOWN = {s.value for s in OrderStatus}
 
@@ -105,7 +109,7 @@ def _audit_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
             yield n, seq, line
 
 
-def _check_audit(records: Records, path: Path, found: Findings) -> dict[str, list[tuple[int, dict]]]:
+def _check_audit(records: Records, path: Path, found: Findings) -> OrderEvents:
     """First the file alone (whole lines, seq order), then the merge of the database's events (read first) and
     the file's lines, both in seq order. Returns each order's audit records (line number, record)."""
     last = 0
@@ -115,7 +119,7 @@ def _check_audit(records: Records, path: Path, found: Findings) -> dict[str, lis
         last = seq
     db_events = iter(records.events())
     want = next(db_events, None)
-    order_events: dict[str, list[tuple[int, dict]]] = {}
+    order_events: OrderEvents = {}
     for n, seq, line in _audit_lines(path):
         found.audit_lines += 1
         if want is not None and want[0] < seq:
@@ -137,7 +141,7 @@ def _check_audit(records: Records, path: Path, found: Findings) -> dict[str, lis
 
 
 # ------------------------------------------------------------------------------------------------ orders
-def _check_orders(orders: list[tuple], order_events: dict[str, list[tuple[int, dict]]], db: Path) -> None:
+def _check_orders(orders: list[OrderRow], order_events: OrderEvents, db: Path) -> None:
     for cid, status, _symbol, quantity, filled, _venue in orders:
         if status not in KNOWN:
             raise Violation(f"{db}: order {cid} has an unknown status {status!r}")
@@ -160,7 +164,7 @@ def _check_orders(orders: list[tuple], order_events: dict[str, list[tuple[int, d
 
 
 # ------------------------------------------------------------------------------------------------ the book
-def _replay(fills: list[tuple]) -> dict[str, float]:
+def _replay(fills: list[FillRow]) -> dict[str, float]:
     """Positions from the fills, as the portfolio applies them (a fee in coins makes the position smaller)."""
     held: dict[str, float] = {}
     for _cid, symbol, side, qty, _price, _fee, fee_base in fills:
@@ -173,7 +177,7 @@ def _close(a: float, b: float, rel: float = 1e-9, floor: float = 1e-9) -> bool:
     return abs(a - b) <= floor + rel * max(abs(a), abs(b))
 
 
-def _check_positions(records: Records, fills: list[tuple], db: Path) -> dict[str, float]:
+def _check_positions(records: Records, fills: list[FillRow], db: Path) -> dict[str, float]:
     stored = records.positions()
     replayed = _replay(fills)
     for symbol in sorted(set(stored) | set(replayed)):
@@ -183,7 +187,7 @@ def _check_positions(records: Records, fills: list[tuple], db: Path) -> dict[str
     return stored
 
 
-def _check_cash(records: Records, fills: list[tuple], held: dict[str, float], settings: Settings) -> None:
+def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], settings: Settings) -> None:
     db = settings.db_path
     book = records.kv("portfolio")
     if book is None:
@@ -204,7 +208,7 @@ def _check_cash(records: Records, fills: list[tuple], held: dict[str, float], se
         raise Violation(f"{db}: stored equity {stored_equity:.8f}, the fills make it {rebuilt_equity:.8f}")
 
 
-def _check_paper_book(records: Records, orders: list[tuple], db: Path) -> None:
+def _check_paper_book(records: Records, orders: list[OrderRow], db: Path) -> None:
     book = records.kv("paper_venue")
     journal = {o[0]: o for o in orders}
     venue_orders = book.get("orders", []) if book else []

@@ -612,7 +612,7 @@ class Records:
     def close(self) -> None:
         self.conn.close()
 
-    def _q(self, statement: str, params: tuple = ()) -> list[tuple]:
+    def _q(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:
             return self.conn.execute(statement, params).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -636,12 +636,12 @@ class Records:
                 yield s, bytes(data)
             seq = rows[-1][0]
 
-    def orders(self) -> list[tuple[str, str, str, float, float, str]]:
+    def orders(self) -> list[Any]:
         """(client_order_id, status, symbol, quantity, filled, venue) of every journaled order."""
         return self._q("SELECT client_order_id, status, symbol, quantity, filled, venue FROM orders "
                        "ORDER BY created_ts, rowid")
 
-    def fills(self) -> list[tuple[str, str, str, float, float, float, float]]:
+    def fills(self) -> list[Any]:
         """(client_order_id, symbol, side, quantity, price, fee, fee_base) of every fill, in the order recorded."""
         return self._q("SELECT client_order_id, symbol, side, quantity, price, fee, fee_base FROM fills ORDER BY id")
 
