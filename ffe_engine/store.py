@@ -636,6 +636,9 @@ class Records:
                 yield s, bytes(data)
             seq = rows[-1][0]
 
+    def last_seq(self) -> int:
+        return int(self._q("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
     def orders(self) -> list[Any]:
         """(client_order_id, status, symbol, quantity, filled, venue) of every journaled order."""
         return self._q("SELECT client_order_id, status, symbol, quantity, filled, venue FROM orders "
