@@ -73,7 +73,7 @@ def numeric_keys(model=Settings, prefix=()) -> list[tuple[str, ...]]:
     return out
 
 
-def test_every_numeric_key_has_an_upper_and_a_lower_bound_documented_in_config_toml():
+def test_every_numeric_key_has_an_upper_and_a_lower_bound_documented_in_config_toml_and_docs():
     text = (REPO / "config.toml").read_text()
     keys = numeric_keys()
     assert len(keys) > 30
@@ -100,3 +100,8 @@ def test_every_numeric_key_has_an_upper_and_a_lower_bound_documented_in_config_t
             if not re.search(r"[\[(][^\s\[\]()]*\.\.[^\s\[\]()]*[\])]\s*$", raw):
                 undocumented.append(f"{table}.{m.group(1)}")
     assert not undocumented, f"bounds not documented in config.toml: {undocumented}"
+    docs = (REPO / "docs" / "config.md").read_text()
+    for path in keys:
+        key = ".".join(path)
+        row = re.search(rf"^\| `{re.escape(key)}` \|.*\|$", docs, re.MULTILINE)
+        assert row and re.search(r"bounds `[\[(][^`]*\.\.[^`]*[\])]`", row.group(0)), f"docs/config.md: {key}"
