@@ -193,6 +193,10 @@ class OrderPath:
         await self._apply(o, vo)
 
     async def _finish(self, o: Order, status: OrderStatus, error: str = "") -> None:
+        if o.status.final:
+            # Ended meanwhile on another path (a cancel waiting on the venue while the poller resolved the order,
+            # or the other way round): an order ends once, and its first end stands.
+            return
         o.status = status
         o.error = error[:300]
         o.updated_ts = self.now_ms()
@@ -316,7 +320,7 @@ class OrderPath:
                 return False, str(exc)[:200]
             if vo is None:
                 await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
-                return True, ""
+                return _end_of(o)
             if vo.status == "open":
                 return False, str(exc)[:200]
         await self._apply(o, vo)
