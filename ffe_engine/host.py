@@ -29,7 +29,7 @@ from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
-from .errors import StartError, StorageError, storage_failure
+from .errors import FfeError, StartError, StorageError, storage_failure
 from .events import ErrorEvent, EventBus, LogEvent
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
@@ -37,7 +37,7 @@ from .model import EngineState
 from .monitor import Monitor, check_bind
 from .sdnotify import SystemdNotifier
 from .store import Store
-from .venues.base import Venue
+from .venues.base import Venue, VenueError, VenueUnavailable
 
 log = structlog.get_logger("ffe.host")
 
@@ -197,8 +197,15 @@ class EngineHost:
                     os.close(socket_lock)
                 os.close(lock_fd)
                 os.umask(umask)
+                if venue is not None:  # its connections would outlive the failed start, reported unclosed
+                    with contextlib.suppress(Exception):
+                        await venue.close()
             if halted:
                 raise StorageError(f"{exc}; HALTED stored") from None
+            if isinstance(exc, (VenueError, VenueUnavailable)) and venue is not None:
+                # Past the start check, the exchange stopped answering (rate limit, outage): nothing was sent.
+                raise FfeError(f"start failed on {venue.name}: {exc}; nothing was sent: start again once it "
+                               "answers") from None
             raise
 
     # ------------------------------------------------------------------ control socket and signals
