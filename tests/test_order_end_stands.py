@@ -22,7 +22,7 @@ async def test_a_cancel_that_ends_after_the_poller_ended_the_order_changes_nothi
     o = (await desk.buy()).order
     assert o.status is OrderStatus.IN_DOUBT
     await asyncio.sleep(SETTLE_S + 0.1)  # past the settle window: surely absent
-    desk.state = EngineState.HALTED  # the kill switch: no resend
+    await desk.trading.set(EngineState.HALTED, "kill switch", "operator")  # no resend from here on
     fx.fault(DELETE_ORDER, "slow", seconds=1.0)
     cancelling = asyncio.create_task(desk.path.cancel_all())
     while not fx.requests_to(DELETE_ORDER):
