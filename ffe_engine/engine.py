@@ -284,8 +284,7 @@ class Engine:
             else:
                 await self._run_paced()
         except StorageError as exc:
-            await self._storage_failed(exc)
-            raise self.crashed from None
+            raise await self._storage_failed(exc) from None
         except Exception as exc:
             self.crashed = exc
             self.bus.publish(ErrorEvent(message=f"{type(exc).__name__}: {exc}", where="engine loop"))
@@ -358,15 +357,18 @@ class Engine:
                     await close()
         log.info("engine stopped", state=self.state.value, bars=self.bars)
 
-    async def _storage_failed(self, exc: StorageError) -> None:
+    async def _storage_failed(self, exc: StorageError) -> StorageError:
         """A record could not be written (full disk, read-only directory): no order may go out that the journal
-        cannot hold. HALTED in memory at once, stored if it still can be, and the engine stops."""
+        cannot hold. HALTED in memory at once, stored if it still can be, and the engine stops. Returns the
+        failure as reported (the first one, if the bar loop and housekeeping both met it)."""
         if isinstance(self.crashed, StorageError):
-            return
+            return self.crashed
         stored = await self.trading.halt_unrecordable("records cannot be written", "engine")
-        self.crashed = StorageError(f"{exc}; the engine stopped " + (
+        failure = StorageError(f"{exc}; the engine stopped " + (
             "HALTED" if stored else "(HALTED could not be stored)"))
+        self.crashed = failure
         self._stop.set()
+        return failure
 
     async def flush(self) -> None:
         await self.store.flush()
