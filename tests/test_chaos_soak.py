@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import db_value, ffe_cmd, ffe_env, run_ffe
+from conftest import db_value, ffe_cmd, ffe_env, run_ffe, starter_config
 
 ROUNDS = 12
 SEED = int(os.environ.get("FFE_CHAOS_SEED", "20261201"))
@@ -49,6 +49,7 @@ class Soak:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
+        starter_config(self.cwd)
         with open(self.stderr, "wb") as err:
             self.proc = subprocess.Popen(ffe_cmd("run", "--headless"), cwd=self.cwd, env=self.env,
                                          stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ffe_cmd, ffe_env, run_ffe
+from conftest import ffe_cmd, ffe_env, run_ffe, starter_config
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,7 @@ def test_a_damaged_database_stops_the_console_start_too(good_dir, tmp_path):
     db = cwd / "data" / "ffe.db"
     garbage(db)
     before = db.read_bytes()
+    starter_config(cwd)
     master, slave = pty.openpty()
     env = ffe_env(TERM="xterm-256color", COLUMNS="100", LINES="30")
     # The console draws on stderr (Textual's way), so all three are the terminal; its output is read back.

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_cmd, ffe_env, run_ffe)
+from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_cmd, ffe_env, run_ffe,
+                      starter_config)
 
 
 def run_limited(cwd: Path, *args: str, fsize: int, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -28,6 +29,7 @@ def run_limited(cwd: Path, *args: str, fsize: int, timeout: float = 120) -> subp
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
+    starter_config(cwd)
     return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, preexec_fn=limit)
 
