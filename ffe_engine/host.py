@@ -17,7 +17,6 @@ import fcntl
 import os
 import signal
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -186,7 +185,8 @@ class EngineHost:
                     await monitor.close()
                 if store is not None:
                     if isinstance(exc, StorageError):  # a record could not be written: HALTED, if it still can be
-                        halted = await store.record_halt("records cannot be written", "engine", time.time())
+                        now = (clock or WallClock()).wall()
+                        halted = await store.record_halt("records cannot be written", "engine", now)
                     with contextlib.suppress(StorageError):  # the failure met again: it is the one reported
                         await store.close()
                 if audit is not None:
