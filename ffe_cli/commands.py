@@ -57,6 +57,13 @@ def config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def doctor(args: argparse.Namespace) -> int:
+    from ffe_engine.doctor import check
+
+    _print(check(settings_from(args)).summary())
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- backtest
 def backtest(args: argparse.Namespace) -> int:
     from ffe_engine import backtest as bt

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(check)
     check.set_defaults(handler=commands.config_check)
 
+    doc = sub.add_parser("doctor", help="check every invariant of a data directory; names the first violation")
+    _common(doc)
+    doc.set_defaults(handler=commands.doctor)
+
     bt = sub.add_parser("backtest", help="replay CSV files through the pipeline at full speed")
     _common(bt)
     bt.add_argument("files", nargs="+", metavar="[SYMBOL=]FILE.csv[.gz]")

@@ -1,7 +1,12 @@
 """The audit trail and the engine's logging.
 
 - `AuditWriter`: the events as JSON lines in logs/audit.jsonl. Lines are buffered and written with one
-  system call of whole lines on an O_APPEND descriptor, so a crash never leaves a partial line.
+  system call of whole lines on an O_APPEND descriptor, so a crash never leaves a partial line. The store calls
+  its `flush` before it commits events, so the file is never behind the database (it may be ahead: lines written,
+  then a kill before the commit; the next start continues after the file's last seq).
+- `repair_trail`: at start, before anything else is written, the file is brought level with the database: a torn
+  last line (a power loss, a full disk) is set aside in a side file, and the events the database holds after the
+  file's last record are appended.
 - `setup_logging`: structlog for the engine's own log lines (human-readable on stderr when headless, or into the
   console's log pane), with every configured secret redacted from every line.
 """
@@ -12,12 +17,14 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import structlog
 
 from .clock import Clock
+from .errors import storage_failure
 from .events import Event
 from .sqlwriter import append_lines, open_lines_file
 
@@ -61,8 +68,11 @@ class AuditWriter:
 
     def __init__(self, path: Path, clock: Clock | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = open_lines_file(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = open_lines_file(self.path)
+        except OSError as exc:
+            raise storage_failure(self.path, exc) from None
         self._lines: list[bytes] = []
         # For the monitor (with a clock): since when a record has been waiting (monotonic; kept until a write
         # succeeds, so a failing disk shows as a growing lag) and when the file was last appended to (wall).
@@ -78,8 +88,11 @@ class AuditWriter:
     def flush(self) -> None:
         if not self._lines:
             return
-        lines, self._lines = self._lines, []
-        append_lines(self._fd, lines)
+        try:
+            append_lines(self._fd, self._lines)  # on failure the lines stay here, for the next flush
+        except OSError as exc:
+            raise storage_failure(self.path, exc) from None
+        self._lines = []
         if self.clock is not None:
             self.waiting_since = None
             self.last_write = self.clock.wall()
@@ -91,8 +104,91 @@ class AuditWriter:
         return self.clock.monotonic() - self.waiting_since
 
     def close(self) -> None:
-        self.flush()
-        os.close(self._fd)
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+
+
+@dataclass(frozen=True)
+class TrailRepair:
+    last_seq: int  # the seq of the file's last record after the repair
+    appended: int  # records appended from the database
+    torn: Path | None  # where a torn last line was set aside
+    torn_bytes: int
+
+
+async def repair_trail(path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> TrailRepair:
+    """Bring the audit file level with the database's events: set aside a torn tail, append what is missing.
+
+    `events_after(seq)` returns the next records ((seq, line) pairs, in seq order) after `seq`, an empty list at
+    the end. Only the tail is repaired: the file is append-only, and a record is never written out of order."""
+    path = Path(path)
+    try:
+        return await _repair(path, events_after)
+    except OSError as exc:
+        raise storage_failure(path, exc) from None
+
+
+async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> TrailRepair:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        last_seq, torn, aside = _set_aside_torn_tail(fd, path)
+        appended = 0
+        while True:
+            rows = await events_after(last_seq)
+            if not rows:
+                break
+            append_lines(fd, [line for _, line in rows])
+            appended += len(rows)
+            last_seq = rows[-1][0]
+        return TrailRepair(last_seq=last_seq, appended=appended, torn=aside, torn_bytes=len(torn))
+    finally:
+        os.close(fd)
+
+
+def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes, Path | None]:
+    """The seq of the last whole record, and the torn bytes after it (moved to a side file, and cut off)."""
+    size = os.fstat(fd).st_size
+    block = 1 << 16
+    while True:
+        start = max(0, size - block)
+        tail = os.pread(fd, size - start, start)
+        # The last whole record is the last line that ends in a newline and reads as a record.
+        end = tail.rfind(b"\n")
+        while end >= 0:
+            begin = tail.rfind(b"\n", 0, end) + 1
+            if begin == 0 and start > 0:
+                break  # this line starts before the block: read a larger one
+            seq = _seq_of(tail[begin:end])
+            if seq is not None:
+                return _cut(fd, path, start + end + 1, tail[end + 1:], seq)
+            end = begin - 1
+        else:
+            if start == 0:
+                return _cut(fd, path, 0, tail, 0)
+        block *= 4
+
+
+def _seq_of(line: bytes) -> int | None:
+    try:
+        seq = json.loads(line).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) else None
+
+
+def _cut(fd: int, path: Path, keep: int, torn: bytes, seq: int) -> tuple[int, bytes, Path | None]:
+    if not torn:
+        return seq, b"", None
+    aside = path.with_name(f"{path.name}.torn-after-{seq}")
+    with open(aside, "ab") as f:
+        f.write(torn)
+        f.flush()
+        os.fsync(f.fileno())
+    os.ftruncate(fd, keep)
+    return seq, torn, aside
 
 
 def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream=None,
@@ -150,6 +246,14 @@ class _StdlibBridge(logging.Handler):
             structlog.get_logger(record.name).log(record.levelno, msg)
         except Exception:  # logging must never take the engine down
             pass
+
+
+def has_records(path: Path) -> bool:
+    """Whether an audit trail holds anything (a missing or empty file does not)."""
+    try:
+        return os.stat(path).st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:

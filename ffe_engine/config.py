@@ -102,6 +102,17 @@ def _symbol(value: str) -> str:
 def _timeframe(value: str) -> str:
     if not _TIMEFRAME_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a timeframe such as '1m', '4h' or '1d'")
+    if int(value[:-1]) * _TIMEFRAME_MS[value[-1]] > MAX_TIMEFRAME_MS:
+        raise ValueError(f"{value!r} is longer than 7d")
+    return value
+
+
+def _path(value: str) -> str:
+    # A NUL cannot be in a file name: the OS call would fail at start, after the configuration was approved.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    if len(value.encode()) > 4096:
+        raise ValueError("is longer than 4096 bytes")
     return value
 
 
@@ -131,14 +142,20 @@ def _secret_is_clean(value: SecretStr | None) -> SecretStr | None:
 _SYMBOL_RE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*/[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*(?::[A-Za-z0-9]+)?")
 _TIMEFRAME_RE = re.compile(r"[1-9][0-9]*[mhd]")
 _TIMEFRAME_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+MAX_TIMEFRAME_MS = 7 * 86_400_000
 
 Symbol = Annotated[str, AfterValidator(_symbol)]
 Secret = Annotated[Union[SecretStr, None], BeforeValidator(_empty_secret_is_unset), AfterValidator(_secret_is_clean)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
-Seconds = Annotated[float, Field(gt=0)]
+FilePath = Annotated[str, Field(min_length=1), AfterValidator(_path)]
+# Every number has a lower and an upper bound (documented in config.toml): a value past them would overflow, grow
+# memory without end, or only ever be a typo. Integers stay far inside 64 bits, where SQLite stores them.
+Seconds = Annotated[float, Field(gt=0, le=86_400)]  # at most a day
 Pct = Annotated[float, Field(gt=0, le=100)]
 Bps = Annotated[float, Field(ge=0, le=10_000)]
-Count = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=1, le=1_000_000)]
+Bars = Annotated[int, Field(ge=0, le=100_000)]
+Money = Annotated[float, Field(ge=0, le=1e12)]
 
 
 class _Section(BaseModel):
@@ -155,7 +172,7 @@ class EngineSettings(_Section):
     approval: Literal["auto", "manual"] = "auto"
     approval_ttl_s: Seconds = 120.0
     live_start_paused: bool = True
-    warmup_bars: int = Field(100, ge=0)  # history fed to the indicators before trading starts
+    warmup_bars: Bars = 100  # history fed to the indicators before trading starts
     reconcile_interval_s: Seconds = 30.0
     order_poll_s: Seconds = 2.0  # how often in-flight orders are checked with the venue
     stop_timeout_s: Seconds = 5.0
@@ -176,9 +193,9 @@ class EngineSettings(_Section):
 
 class MarketSettings(_Section):
     source: Literal["simulated", "replay", "exchange"] = "simulated"
-    replay_files: dict[Symbol, NonEmptyStr] = Field(default_factory=dict, validate_default=True)
-    speed: float = Field(2.0, ge=0)  # bars per second of wall time; 0 = as fast as possible
-    seed: int = 7
+    replay_files: dict[Symbol, FilePath] = Field(default_factory=dict, validate_default=True)
+    speed: float = Field(2.0, ge=0, le=1_000_000)  # bars per second of wall time; 0 = as fast as possible
+    seed: int = Field(7, ge=0, le=2**63 - 1)
 
     @field_validator("replay_files")
     @classmethod
@@ -190,12 +207,12 @@ class MarketSettings(_Section):
 
 class VenueSettings(_Section):
     kind: Literal["paper", "ccxt"] = "paper"
-    starting_cash: float = Field(10_000.0, gt=0)
+    starting_cash: float = Field(10_000.0, gt=0, le=1e12)
     quote: NonEmptyStr = "USDT"
     fee_bps: Bps = 10.0
     slippage_bps: Bps = 5.0
-    min_notional: float = Field(10.0, ge=0)
-    amount_step: float = Field(1e-6, gt=0)  # paper venue amount precision
+    min_notional: Money = 10.0
+    amount_step: float = Field(1e-6, ge=1e-12, le=1e6)  # paper venue amount precision
 
 
 class LlmSettings(_Section):
@@ -207,11 +224,11 @@ class LlmSettings(_Section):
 
 class EnsembleSettings(_Section):
     strategy: Literal["weighted", "majority", "unanimous"] = "weighted"
-    min_votes: Count = 2
+    min_votes: int = Field(2, ge=1, le=100)
     providers: list[ProviderName] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS), min_length=1)
     adaptive: bool = True
     provider_timeout_s: Seconds = 2.0
-    warmup_trades: int = Field(20, ge=0)
+    warmup_trades: int = Field(20, ge=0, le=1_000_000)
     weight_floor: float = Field(0.05, ge=0, lt=1)
     learning_rate: float = Field(0.1, gt=0, le=1)
     llm: LlmSettings = Field(default_factory=LlmSettings)
@@ -231,12 +248,12 @@ class EnsembleSettings(_Section):
 
 class RiskSettings(_Section):
     # gates, in docs/gates.md order
-    stale_after_bars: Count = 3
+    stale_after_bars: int = Field(3, ge=1, le=10_000)
     min_confidence: float = Field(0.55, ge=0, le=1)
-    max_open_positions: Count = 2
+    max_open_positions: int = Field(2, ge=1, le=10_000)
     max_position_pct: Pct = 10.0
     max_concentration_pct: Pct = 30.0
-    max_leverage: float = Field(1.0, gt=0)
+    max_leverage: float = Field(1.0, gt=0, le=100)
     max_drawdown_pct: Pct = 15.0
     daily_loss_limit_pct: Pct = 5.0
     max_var_pct: Pct = 5.0
@@ -246,15 +263,15 @@ class RiskSettings(_Section):
     max_daily_trades: Count = 50
     # sizing
     risk_per_trade_pct: Pct = 1.0
-    stop_loss_atr: float = Field(2.0, gt=0)
-    take_profit_atr: float = Field(3.0, gt=0)
-    var_window: int = Field(250, ge=30)  # bars of returns (30 at least: fewer cannot measure a tail)
-    correlation_window: int = Field(100, ge=30)
+    stop_loss_atr: float = Field(2.0, gt=0, le=1_000)
+    take_profit_atr: float = Field(3.0, gt=0, le=1_000)
+    var_window: int = Field(250, ge=30, le=100_000)  # bars of returns (30 at least: fewer cannot measure a tail)
+    correlation_window: int = Field(100, ge=30, le=100_000)
 
 
 class ExchangeSettings(_Section):
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "binance"
-    timeout_ms: Count = 10_000
+    timeout_ms: int = Field(10_000, ge=1, le=600_000)
     poll_s: Seconds = 5.0
     options: dict[str, Any] = Field(default_factory=dict)
     api_urls: dict[NonEmptyStr, Annotated[str, AfterValidator(_http_url)]] = Field(default_factory=dict)
@@ -269,16 +286,16 @@ class ExchangeSettings(_Section):
 
 
 class BreakerSettings(_Section):
-    failure_threshold: Count = 3
+    failure_threshold: int = Field(3, ge=1, le=10_000)
     recovery_timeout_s: Seconds = 60.0
 
 
 class StorageSettings(_Section):
-    path: NonEmptyStr = "data/ffe.db"
+    path: FilePath = "data/ffe.db"
 
 
 class LoggingSettings(_Section):
-    dir: NonEmptyStr = "logs"
+    dir: FilePath = "logs"
     level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"],
         BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
@@ -304,7 +321,7 @@ class MonitorSettings(_Section):
     port: int = Field(9310, ge=0, le=65535)  # 0: any free port (the address is shown in the console's status)
     token: Secret = None  # bearer token; required to bind anywhere but loopback (FFE_MONITOR__TOKEN)
     loop_stale_s: Seconds = 30.0  # no completed loop turn for this long: the engine is down
-    data_stale_s: float = Field(0.0, ge=0)  # no bar for a symbol for this long: degraded; 0 = three timeframes
+    data_stale_s: float = Field(0.0, ge=0, le=30 * 86_400)  # no bar for a symbol for this long: degraded; 0 = three timeframes
     audit_stale_s: Seconds = 30.0  # an audit record waiting this long to be written: the engine is down
 
 

@@ -27,7 +27,7 @@ from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .clock import Clock
 from .ensemble import Ensemble, is_async_provider
-from .errors import ControlError
+from .errors import ControlError, StorageError
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, PositionClosed, PositionOpened,
                      ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
@@ -128,7 +128,7 @@ class Engine:
         self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper,
                                 portfolio=self.portfolio, bus=bus, clock=clock, trading=self.trading,
                                 on_fill=self._on_fill, settle_s=venue.settle_s,
-                                cancel_timeout_s=settings.engine.cancel_timeout_s)
+                                cancel_timeout_s=settings.engine.cancel_timeout_s, book=self._venue_book)
         self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
                                       mode=self.opts.approval, new_id=self._new_id)
@@ -290,6 +290,8 @@ class Engine:
                         break
             else:
                 await self._run_paced()
+        except StorageError as exc:
+            raise await self._storage_failed(exc) from None
         except Exception as exc:
             self.crashed = exc
             self.bus.publish(ErrorEvent(message=f"{type(exc).__name__}: {exc}", where="engine loop"))
@@ -347,10 +349,11 @@ class Engine:
             except (asyncio.CancelledError, Exception):
                 pass
         try:
-            await self._persist_books()
-            self.bus.publish(RunEvent(phase="stop", mode=self.mode, detail={
-                "state": self.state.value, "bars": self.bars, "equity": round(self.portfolio.equity(), 2)}))
-            await self.flush()
+            if not isinstance(self.crashed, StorageError):  # else nothing more can be written
+                await self._persist_books()
+                self.bus.publish(RunEvent(phase="stop", mode=self.mode, detail={
+                    "state": self.state.value, "bars": self.bars, "equity": round(self.portfolio.equity(), 2)}))
+                await self.flush()
         finally:
             try:
                 await close_providers(self.providers)
@@ -360,6 +363,19 @@ class Engine:
                 if close is not None:
                     await close()
         log.info("engine stopped", state=self.state.value, bars=self.bars)
+
+    async def _storage_failed(self, exc: StorageError) -> StorageError:
+        """A record could not be written (full disk, read-only directory): no order may go out that the journal
+        cannot hold. HALTED in memory at once, stored if it still can be, and the engine stops. Returns the
+        failure as reported (the first one, if the bar loop and housekeeping both met it)."""
+        if isinstance(self.crashed, StorageError):
+            return self.crashed
+        stored = await self.trading.halt_unrecordable("records cannot be written", "engine")
+        failure = StorageError(f"{exc}; the engine stopped " + (
+            "HALTED" if stored else "(HALTED could not be stored)"))
+        self.crashed = failure
+        self._stop.set()
+        return failure
 
     async def flush(self) -> None:
         await self.store.flush()
@@ -374,10 +390,18 @@ class Engine:
 
     async def _save_venue(self) -> None:
         """The paper venue's book is the in-process exchange's own state; a run that is not resumed skips it."""
+        book = self._venue_book()
+        if book:
+            await self.store.put_kv("paper_venue", book["paper_venue"], self.clock.wall())
+
+    def _venue_book(self) -> dict[str, Any]:
+        """The paper venue's book if it changed since it was last stored, to store with the journal entry or fill
+        that changed it (a run that is not resumed skips it)."""
         sim = self.sim_venue
-        if sim is not None and sim.dirty and self.profile.resumable:
-            await self.store.put_kv("paper_venue", sim.state(), self.clock.wall())
-            sim.dirty = False
+        if sim is None or not sim.dirty or not self.profile.resumable:
+            return {}
+        sim.dirty = False
+        return {"paper_venue": sim.state()}
 
     async def _housekeeping(self) -> None:
         """Work that goes on between bars: orders in flight, approval expiry, periodic reconciliation."""
@@ -405,6 +429,9 @@ class Engine:
                 await self.flush()
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:  # nothing can be recorded: the engine stops
+                await self._storage_failed(exc)
+                return
             except Exception as exc:  # housekeeping must keep going; the failure is recorded
                 self.bus.publish(ErrorEvent(message=f"{type(exc).__name__}: {exc}", where="housekeeping"))
 
@@ -588,10 +615,7 @@ class Engine:
             record.closed_symbol = fill.symbol
         if self.profile.resumable:  # otherwise the books are stored at each flush
             record.kv["portfolio"] = pf.state()
-            sim = self.sim_venue
-            if sim is not None and sim.dirty:
-                record.kv["paper_venue"] = sim.state()
-                sim.dirty = False
+            record.kv.update(self._venue_book())
         if res.opened and res.position is not None and res.position.entry_decision_id:
             p = res.position
             d = self.last_decision.get(p.symbol)

@@ -34,6 +34,20 @@ class ControlError(FfeError):
     exit_code = 1
 
 
+class StorageError(FfeError):
+    """The records cannot be trusted or written: a damaged or lost database, a full disk, a read-only directory.
+    The message names the file and what to do; a refused start leaves the file as it was found."""
+
+    exit_code = 1
+
+
+def storage_failure(path: object, exc: BaseException) -> StorageError:
+    """A write that failed (full disk, read-only directory, file size limit), as the one line the operator reads."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return StorageError(f"{path}: cannot write ({reason}): free space on its disk or make its directory writable, "
+                        "then start again")
+
+
 class Interrupted(FfeError):
     """^C during a command that keeps what it did so far (the message says where)."""
 

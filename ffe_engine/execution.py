@@ -23,7 +23,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import structlog
 
@@ -67,7 +67,8 @@ def new_client_order_id() -> str:
 class OrderPath:
     def __init__(self, *, store: Store, venue: Venue, breaker: CircuitBreaker, gatekeeper: Gatekeeper,
                  portfolio: Portfolio, bus: EventBus, clock: Clock, trading: TradingState, on_fill: FillHandler,
-                 settle_s: float = 0.0, cancel_timeout_s: float = 5.0) -> None:
+                 settle_s: float = 0.0, cancel_timeout_s: float = 5.0,
+                 book: Callable[[], dict[str, Any]] = dict) -> None:
         self.store = store
         self.venue = venue
         self.breaker = breaker
@@ -78,6 +79,9 @@ class OrderPath:
         self.now_ms = clock.now_ms
         self.trading = trading
         self.on_fill = on_fill
+        # Book state the venue's answer may have changed (an in-process venue's own book), stored with each
+        # journal entry: a kill right after an accept must not leave an order the venue forgot.
+        self.book = book
         self.settle_s = settle_s
         self.cancel_timeout_s = cancel_timeout_s
         self.live: dict[str, Order] = {}  # orders that are not final
@@ -225,7 +229,7 @@ class OrderPath:
                 self._fault("in_doubt", "resolved", o, f"{o.status.value}: the venue had shown it before")
                 return
             self._doubt_deadline[o.client_order_id] = self.clock.monotonic() + self.settle_s
-            await self.store.update_order(o)
+            await self.store.update_order(o, self.book())
             self._emit(o)
             return
         except VenueUnavailable as exc:  # refused before execution (rate limit, maintenance)
@@ -269,7 +273,7 @@ class OrderPath:
             return
         self.live.pop(o.client_order_id, None)
         self._doubt_deadline.pop(o.client_order_id, None)
-        await self.store.update_order(o)
+        await self.store.update_order(o, self.book())
         self._emit(o)
 
     # ------------------------------------------------------------------ venue answers
@@ -320,7 +324,7 @@ class OrderPath:
                 self.intents.pop(o.client_order_id, None)
             elif self._move(o, status):
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
-                await self.store.update_order(o)
+                await self.store.update_order(o, self.book())
                 self._emit(o)
 
     async def poll(self) -> None:
@@ -390,7 +394,7 @@ class OrderPath:
                 return False, str(exc)[:200]
             if vo is None:
                 await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
-                return True, ""
+                return _end_of(o)
             if vo.status == "open":
                 return False, str(exc)[:200]
         await self._apply(o, vo)
@@ -436,7 +440,7 @@ class OrderPath:
                 self._doubted.add(o.client_order_id)
             if o.status is OrderStatus.NEW and self._move(o, OrderStatus.IN_DOUBT):
                 # Journaled, then the process stopped: it may or may not have reached the venue.
-                await self.store.update_order(o)
+                await self.store.update_order(o, self.book())
         return orders
 
 

@@ -12,6 +12,7 @@ with. Files and directories that already exist keep their modes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import signal
@@ -22,12 +23,12 @@ from typing import IO, Any, Callable
 
 import structlog
 
-from .audit import AuditWriter, Redactor, setup_logging
+from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
-from .errors import StartError
+from .errors import FfeError, StartError, StorageError, storage_failure
 from .events import ErrorEvent, EventBus, LogEvent
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
@@ -35,7 +36,7 @@ from .model import EngineState
 from .monitor import Monitor, check_bind
 from .sdnotify import SystemdNotifier
 from .store import Store
-from .venues.base import Venue
+from .venues.base import Venue, VenueError, VenueUnavailable
 
 log = structlog.get_logger("ffe.host")
 
@@ -63,16 +64,23 @@ def remove_signals(installed: list[int]) -> None:
 
 def acquire_lock(data_dir: Path) -> int:
     """One engine per data directory: two would journal orders into the same book."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / "ffe.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise storage_failure(path, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise StartError(f"{data_dir}: another ffe engine is running on this data directory") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError as exc:
+        os.close(fd)
+        raise storage_failure(path, exc) from None
     return fd
 
 
@@ -135,8 +143,19 @@ class EngineHost:
                 await check_credentials(venue)
             if feed is None:
                 feed = make_feed(settings, clock, max_bars, venue)
-            store = await Store.open(settings.db_path)
+            # An audit trail with records means this is not a first start: the database must be there, whole.
+            store = await Store.open(settings.db_path, new_ok=not has_records(settings.audit_path))
+            # Before anything else is written: the audit trail level with the database, and the seq after both.
+            repair = await repair_trail(settings.audit_path, store.events_after)
+            if repair.torn is not None:
+                log.warning("audit trail: a torn last line was set aside", file=str(repair.torn),
+                            bytes=repair.torn_bytes)
+            if repair.appended:
+                log.warning("audit trail: records missing from the file appended from the database",
+                            records=repair.appended, file=str(settings.audit_path))
+            bus.seq = max(bus.seq, repair.last_seq)
             audit = AuditWriter(settings.audit_path, clock)
+            store.write_events_first(audit.flush)
             bus.add_sink(store.add_event)
             bus.add_sink(audit)
             start_state = EngineState.PAUSED if live and settings.engine.live_start_paused else EngineState.RUNNING
@@ -159,18 +178,35 @@ class EngineHost:
             host.monitor = monitor
             await engine.start()
             return host
-        except BaseException:
+        except BaseException as exc:
             # A failed start ends the process: the store's worker thread would keep it alive after the error.
-            if monitor is not None:
-                await monitor.close()
-            if store is not None:
-                await store.close()
-            if audit is not None:
-                audit.close()
-            if socket_lock is not None:
-                os.close(socket_lock)
-            os.close(lock_fd)
-            os.umask(umask)
+            halted = False
+            try:
+                if monitor is not None:
+                    await monitor.close()
+                if store is not None:
+                    if isinstance(exc, StorageError):  # a record could not be written: HALTED, if it still can be
+                        now = (clock or WallClock()).wall()
+                        halted = await store.record_halt("records cannot be written", "engine", now)
+                    with contextlib.suppress(StorageError):  # the failure met again: it is the one reported
+                        await store.close()
+                if audit is not None:
+                    with contextlib.suppress(StorageError):
+                        audit.close()
+            finally:
+                if socket_lock is not None:
+                    os.close(socket_lock)
+                os.close(lock_fd)
+                os.umask(umask)
+                if venue is not None:  # its connections would outlive the failed start, reported unclosed
+                    with contextlib.suppress(Exception):
+                        await venue.close()
+            if halted:
+                raise StorageError(f"{exc}; HALTED stored") from None
+            if isinstance(exc, (VenueError, VenueUnavailable)) and venue is not None:
+                # Past the start check, the exchange stopped answering (rate limit, outage): nothing was sent.
+                raise FfeError(f"start failed on {venue.name}: {exc}; nothing was sent: start again once it "
+                               "answers") from None
             raise
 
     # ------------------------------------------------------------------ control socket and signals
@@ -206,6 +242,8 @@ class EngineHost:
             await self.engine.run()
         finally:
             await self.close()
+        if isinstance(self.engine.crashed, StorageError):
+            raise self.engine.crashed  # the one line: which file, and what to do
         return 1 if self.engine.crashed else 0
 
     async def close(self) -> None:
@@ -232,23 +270,29 @@ class EngineHost:
                 await self.engine.stop()
             finally:
                 try:
-                    if self.monitor is not None:
-                        # After the engine's stop (its alert gets a short chance to leave), before the store.
-                        await self.monitor.close()
-                        self.monitor = None
-                    await self.store.close()
-                finally:
-                    self.audit.close()
-                    if self._socket_lock is not None:
-                        os.close(self._socket_lock)
-                        self._socket_lock = None
-                    if self._lock_fd is not None:
-                        os.close(self._lock_fd)
-                        self._lock_fd = None
-                    if self._umask is not None:
-                        os.umask(self._umask)
-                        self._umask = None
-                    self.systemd.close()
+                    try:
+                        if self.monitor is not None:
+                            # After the engine's stop (its alert gets a short chance to leave), before the store.
+                            await self.monitor.close()
+                            self.monitor = None
+                        await self.store.close()
+                    finally:
+                        try:
+                            self.audit.close()
+                        finally:
+                            if self._socket_lock is not None:
+                                os.close(self._socket_lock)
+                                self._socket_lock = None
+                            if self._lock_fd is not None:
+                                os.close(self._lock_fd)
+                                self._lock_fd = None
+                            if self._umask is not None:
+                                os.umask(self._umask)
+                                self._umask = None
+                            self.systemd.close()
+                except StorageError:
+                    if not isinstance(self.engine.crashed, StorageError):
+                        raise  # else: the failure the engine stopped for, met again while closing
         finally:
             self._closed.set_result(None)
 

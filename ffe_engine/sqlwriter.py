@@ -71,8 +71,17 @@ def open_lines_file(path: str | Path) -> int:
 
 
 def append_lines(fd: int, lines: list[bytes]) -> None:
-    """Records appended as whole lines, in one batch (the audit file of a live run and of a backtest)."""
-    _write_all(fd, [b"\n".join(lines), b"\n"])
+    """Records appended as whole lines, in one batch (the audit file of a live run and of a backtest).
+
+    A write that fails part way (a full disk) is taken back to where it started, so the file never keeps a cut
+    line that later lines would follow."""
+    start = os.fstat(fd).st_size
+    try:
+        _write_all(fd, [b"\n".join(lines), b"\n"])
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
 
 
 def scalar(x: Any) -> Any:

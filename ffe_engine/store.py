@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import aiosqlite
 
-from .errors import FfeError
+from .errors import FfeError, StorageError, storage_failure
 from .events import Event
 from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
@@ -35,6 +35,7 @@ class SchemaError(FfeError, RuntimeError):
     """The database was written by a newer ffe (its schema version is higher than this one knows)."""
 
     exit_code = 2
+
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -103,12 +104,26 @@ _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, cre
 _ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
 
 
+# SQLite's answers that mean the file cannot be written (as opposed to a wrong statement or a busy database).
+_WRITE_FAILURES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+
+
+def _is_write_failure(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "").startswith(_WRITE_FAILURES)
+
+
+_LOST = ("{path}: the database {found} but the audit trail holds records: the account's database was lost or "
+         "replaced; restore it, or move the audit trail away to start a new account")
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=str)
 
 
 _SQL_TRADE = ("INSERT INTO trades (id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, "
               "closed_ts, entry_decision_id, exit_client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_SQL_STATE = ("INSERT INTO engine_state (id, state, reason, by, updated_ts) VALUES (1, ?, ?, ?, ?) ON CONFLICT(id) "
+              "DO UPDATE SET state=excluded.state, reason=excluded.reason, by=excluded.by, updated_ts=excluded.updated_ts")
 _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
            "value=excluded.value, updated_ts=excluded.updated_ts")
 
@@ -162,6 +177,7 @@ class Store:
         self._alerts: list[tuple] = []
         self._last_trade_id = 0
         self.batch = False
+        self._before_events: Callable[[], None] | None = None
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
         # transaction must not interleave with another's.
         self._lock = asyncio.Lock()
@@ -169,7 +185,7 @@ class Store:
     # ---------------------------------------------------------------- lifecycle
     @classmethod
     async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL",
-                   audit_path: Path | str | None = None) -> "Store":
+                   audit_path: Path | str | None = None, new_ok: bool = True) -> "Store":
         """The system of record: WAL, every commit synced (`synchronous`), statements on aiosqlite's thread.
 
         `backtest=True`: a run's own database, written once and never resumed, by a child process that owns the
@@ -177,9 +193,16 @@ class Store:
         journal (appending needs no copy of each page in a WAL). A crash loses the run, which is re-run, never an
         account's records. With `audit_path`, the child also appends every event record there (the run's audit
         file), so the records cross to it once.
+
+        A database that fails SQLite's quick check, or is not a database at all, raises StorageError before
+        anything is written to it. So does one without any records when `new_ok` is false (the caller knows of
+        records elsewhere, an audit trail: the account's database was lost, and a new one would forget it).
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_failure(path.parent, exc) from None
         if backtest:
             if audit_path is not None:
                 Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
@@ -188,24 +211,47 @@ class Store:
                            "cache_size=-65536"):
                 await conn.execute(f"PRAGMA {pragma}")
         else:
+            if not new_ok and not path.exists():
+                raise StorageError(_LOST.format(path=path, found="is missing"))
             conn = await aiosqlite.connect(str(path), isolation_level=None)
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute(f"PRAGMA synchronous={synchronous}")
-        await conn.execute("PRAGMA busy_timeout=5000")
         store = cls(conn, path)
         if backtest:  # the child derives the index rows from the records
             store.add_event = conn.add_event  # type: ignore[method-assign]
         try:
+            if not backtest:
+                # Read before anything is written: a damaged file is refused as it was found.
+                await store._check(new_ok)
+                await conn.execute("PRAGMA journal_mode=WAL")
+                await conn.execute(f"PRAGMA synchronous={synchronous}")
+            await conn.execute("PRAGMA busy_timeout=5000")
             await store._migrate()
             cur = await conn.execute("SELECT COALESCE(MAX(id), 0) FROM trades")
             (store._last_trade_id,) = await cur.fetchone()
-        except BaseException:
+        except BaseException as exc:
             await conn.close()  # aiosqlite's worker thread would keep the process alive
+            if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
+                raise storage_failure(path, exc) from None
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                raise StorageError(f"{path}: the database is damaged ({exc}); it was left as it is: restore it "
+                                   "from a backup, or move it away to start a new account") from None
             raise
         if backtest:
             store.batch = True
             await conn.execute("BEGIN")
         return store
+
+    async def _check(self, new_ok: bool) -> None:
+        cur = await self.conn.execute("PRAGMA quick_check")
+        problems = [r[0] for r in await cur.fetchall()]
+        if problems != ["ok"]:
+            raise StorageError(f"{self.path}: the database is damaged ({'; '.join(problems[:3])}); it was left as "
+                               "it is: restore it from a backup, or move it away to start a new account")
+        if new_ok:
+            return
+        cur = await self.conn.execute("SELECT COUNT(*) FROM sqlite_master")
+        (tables,) = await cur.fetchone()
+        if tables == 0:
+            raise StorageError(_LOST.format(path=self.path, found="holds no records"))
 
     async def _migrate(self) -> None:
         cur = await self.conn.execute("PRAGMA user_version")
@@ -233,6 +279,31 @@ class Store:
             await self.conn.close()
 
     @contextlib.asynccontextmanager
+    async def _writing(self):
+        """One writer at a time; a write the disk refuses becomes a StorageError naming the database."""
+        async with self._lock:
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                if _is_write_failure(exc):
+                    raise storage_failure(self.path, exc) from None
+                raise
+
+    async def record_halt(self, reason: str, by: str, ts: float) -> bool:
+        """After a write failed: HALTED stored on its own, if it still can be (the rows buffered before it cannot
+        be written first, so they stay buffered). The WAL is checkpointed first, which may free room. Returns
+        whether it was stored."""
+        async with self._lock:
+            for stmt in ("ROLLBACK", "PRAGMA wal_checkpoint(TRUNCATE)"):  # a transaction the failure left open
+                with contextlib.suppress(sqlite3.Error):
+                    await self.conn.execute(stmt)
+            try:
+                await self.conn.execute(_SQL_STATE, ("HALTED", reason, by, ts))
+            except sqlite3.Error:
+                return False
+            return True
+
+    @contextlib.asynccontextmanager
     async def _tx(self):
         """A transaction of its own, or (batch mode) part of the open one."""
         if self.batch:
@@ -244,7 +315,12 @@ class Store:
         except BaseException:
             await self.conn.execute("ROLLBACK")
             raise
-        await self.conn.execute("COMMIT")
+        try:
+            await self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave the transaction open
+                await self.conn.execute("ROLLBACK")
+            raise
 
     # ---------------------------------------------------------------- buffered writes
     def add_gates(self, gates: Iterable, *, decision_id: str | None, client_order_id: str | None, ts: float) -> None:
@@ -257,7 +333,14 @@ class Store:
         indexed in the decisions, votes and gate_results tables (sqlwriter.index_rows)."""
         self._events.append((ev.seq, ev.ts, ev.name, line))
 
+    def write_events_first(self, write: Callable[[], None]) -> None:
+        """`write()` is called before buffered events are written, so that another record of the same events (the
+        audit trail) is never behind the database. If it raises, nothing is written and the events stay buffered."""
+        self._before_events = write
+
     async def _write_buffers(self) -> None:
+        if self._events and self._before_events is not None:
+            self._before_events()
         gates, events = self._gates, self._events
         self._gates, self._events = [], []
         c = self.conn
@@ -279,7 +362,7 @@ class Store:
             await c.executemany(_SQL_ALERT, alerts)
 
     async def flush(self) -> None:
-        async with self._lock:
+        async with self._writing():
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
@@ -295,7 +378,7 @@ class Store:
 
     async def _write(self, sql: str, params: tuple | list = ()) -> None:
         """Flush buffered rows, then run one statement in its own committed transaction."""
-        async with self._lock:
+        async with self._writing():
             if not self.batch:
                 await self._flush_locked()
             await self.conn.execute(sql, params)
@@ -307,10 +390,7 @@ class Store:
         return tuple(row) if row else None
 
     async def set_engine_state(self, state: str, reason: str, by: str, ts: float) -> None:
-        await self._write(
-            "INSERT INTO engine_state (id, state, reason, by, updated_ts) VALUES (1, ?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET state=excluded.state, reason=excluded.reason, by=excluded.by, "
-            "updated_ts=excluded.updated_ts", (state, reason, by, ts))
+        await self._write(_SQL_STATE, (state, reason, by, ts))
 
     async def put_kv(self, key: str, value: Any, ts: float) -> None:
         await self._write(_SQL_KV, (key, _dumps(value), ts))
@@ -322,6 +402,11 @@ class Store:
         cur = await self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,))
         row = await cur.fetchone()
         return json.loads(row[0]) if row else default
+
+    async def events_after(self, seq: int, limit: int = 5000) -> list[tuple[int, bytes]]:
+        """The next event records after `seq`, in seq order: (seq, audit line)."""
+        cur = await self.conn.execute("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
 
     async def last_seq(self) -> int:
         cur = await self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
@@ -344,8 +429,19 @@ class Store:
                                       client_order_ids)
         return {r[0]: json.loads(r[1]) for r in await cur.fetchall()}
 
-    async def update_order(self, o: Order) -> None:
-        await self._write(_SQL_ORDER_STATE, _order_state(o))
+    async def update_order(self, o: Order, kv: dict[str, Any] | None = None) -> None:
+        """An order's new state, with `kv` (book state the same change altered, e.g. the paper venue's book) in
+        the same transaction."""
+        if not kv:
+            await self._write(_SQL_ORDER_STATE, _order_state(o))
+            return
+        async with self._writing():
+            if not self.batch:
+                await self._flush_locked()
+            async with self._tx():
+                await self.conn.execute(_SQL_ORDER_STATE, _order_state(o))
+                for key, value in kv.items():
+                    await self.conn.execute(_SQL_KV, (key, _dumps(value), o.updated_ts / 1000.0))
 
     @staticmethod
     def _order_from_row(r: tuple) -> Order:  # the columns of _SQL_ORDERS, in order
@@ -387,7 +483,7 @@ class Store:
         """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
         trade, book state), in one transaction: after a crash either all of it is recorded or none."""
         c = self.conn
-        async with self._lock:
+        async with self._writing():
             if not self.batch:
                 await self._flush_locked()
             async with self._tx():
@@ -419,7 +515,7 @@ class Store:
                 for r in await cur.fetchall()]
 
     async def add_provider_scores(self, trade_id: int, scores: list[tuple[str, str, bool, float]]) -> None:
-        async with self._lock:
+        async with self._writing():
             if not self.batch:
                 await self._flush_locked()
             await self.conn.executemany("INSERT INTO provider_scores (trade_id, provider, action, correct, return_pct) "
@@ -487,10 +583,78 @@ class Store:
     # ---------------------------------------------------------------- reads for reports
     async def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         """A read that sees everything recorded so far, buffered rows included."""
-        async with self._lock:
+        async with self._writing():
             if self.batch:
                 await self._write_buffers()
             else:
                 await self._flush_locked()
             cur = await self.conn.execute(sql, params)
             return list(await cur.fetchall())
+
+
+# ==================================================================== read-only: the checks of `ffe doctor`
+class Records:
+    """A data directory's database opened read-only, every read inside one transaction (one consistent view,
+    even beside a running engine: WAL)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            raise StorageError(f"{self.path}: no database here (is --data-dir right?)")
+        try:
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            self.conn.execute("PRAGMA busy_timeout=5000")
+            self.conn.execute("BEGIN")
+            self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _q(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self.conn.execute(statement, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+
+    def integrity(self) -> list[str]:
+        """SQLite's integrity check: ['ok'] or the problems found."""
+        try:
+            return [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+
+    def events(self, chunk: int = 5000) -> Iterable[tuple[int, bytes]]:
+        """Every event record, (seq, audit line), in seq order."""
+        seq = 0
+        while True:
+            rows = self._q("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk))
+            if not rows:
+                return
+            for s, data in rows:
+                yield s, bytes(data)
+            seq = rows[-1][0]
+
+    def last_seq(self) -> int:
+        return int(self._q("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
+    def orders(self) -> list[Any]:
+        """(client_order_id, status, symbol, quantity, filled, venue) of every journaled order."""
+        return self._q("SELECT client_order_id, status, symbol, quantity, filled, venue FROM orders "
+                       "ORDER BY created_ts, rowid")
+
+    def fills(self) -> list[Any]:
+        """(client_order_id, symbol, side, quantity, price, fee, fee_base) of every fill, in the order recorded."""
+        return self._q("SELECT client_order_id, symbol, side, quantity, price, fee, fee_base FROM fills ORDER BY id")
+
+    def positions(self) -> dict[str, float]:
+        return dict(self._q("SELECT symbol, quantity FROM positions"))
+
+    def kv(self, key: str) -> Any:
+        rows = self._q("SELECT value FROM kv WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def engine_state(self) -> str | None:
+        rows = self._q("SELECT state FROM engine_state WHERE id = 1")
+        return rows[0][0] if rows else None

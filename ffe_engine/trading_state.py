@@ -59,6 +59,16 @@ class TradingState:
         self.bus.publish(EngineStateChanged(state=new.value, previous=prev.value, reason=reason, by=by))
         log.info("engine state", state=new.value, previous=prev.value, reason=reason, by=by)
 
+    async def halt_unrecordable(self, reason: str, by: str) -> bool:
+        """A record could not be written (full disk, read-only directory): HALTED in memory at once, then stored
+        on its own if the database can still take it; no event, since none could be recorded. Returns whether
+        HALTED was stored."""
+        self.state = EngineState.HALTED
+        self.reason = reason
+        stored = await self.store.record_halt(reason, by, self.clock.wall())
+        log.warning("engine state", state="HALTED", reason=reason, by=by, stored=stored)
+        return stored
+
     def allows(self, order: Sendable) -> GateResult:
         """The ENGINE_STATE gate: may this order be sent in the current state?"""
         state = self.state

@@ -1,0 +1,232 @@
+"""`ffe doctor`: the invariants of a data directory, checked from its records alone.
+
+In order, stopping at the first violation (a `Violation`, exit 1, naming what is wrong and where):
+1. the database passes SQLite's integrity check;
+2. the audit trail is whole lines, one JSON record each, with strictly increasing seq, and holds every event the
+   database holds, byte for byte (it may hold more: lines written just before a kill, never committed);
+3. every order's journal status is a known one, and no order went back: in the audit trail an order that reached
+   a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
+   the last final status the trail shows;
+4. the positions are the fills, replayed;
+5. paper account: the cash and equity rebuilt from the starting cash and the fills equal the stored book;
+6. paper account: the venue's book knows every order the journal says is open, holds each client order id and
+   exchange id once, and holds no order the journal never recorded.
+
+Read-only: it can be run beside a running engine (the database is read in one transaction, before the audit file,
+which is never behind it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import Settings
+from .errors import FfeError
+from .model import OrderStatus
+from .store import Records
+
+OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
+FillRow = tuple[str, str, str, float, float, float, float]  # client_order_id, symbol, side, qty, price, fee, fee_base
+OrderEvents = dict[str, list[tuple[int, dict[str, Any]]]]  # client_order_id -> (audit line, record)
+
+FINAL = {s.value for s in OrderStatus if s.final}
+KNOWN = {s.value for s in OrderStatus}
+
+
+class Violation(FfeError):
+    """An invariant does not hold; the message names the first one found."""
+
+    exit_code = 1
+
+
+@dataclass
+class Findings:
+    """What was checked, for the report of a healthy directory."""
+
+    events: int = 0
+    audit_lines: int = 0
+    orders: int = 0
+    fills: int = 0
+    positions: int = 0
+    checks: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"ok: {len(self.checks)} checks passed ({', '.join(self.checks)}); {self.events} events, "
+                f"{self.audit_lines} audit lines, {self.orders} orders, {self.fills} fills, "
+                f"{self.positions} open positions")
+
+
+def check(settings: Settings) -> Findings:
+    """Every invariant on settings.data_dir and settings.log_dir; raises Violation at the first one broken."""
+    found = Findings()
+    records = Records(settings.db_path)
+    try:
+        problems = records.integrity()
+        if problems != ["ok"]:
+            raise Violation(f"{settings.db_path}: integrity check failed: {'; '.join(problems[:3])}")
+        found.checks.append("integrity")
+        order_events = _check_audit(records, settings.audit_path, found)
+        found.checks.append("audit trail")
+        orders = records.orders()
+        found.orders = len(orders)
+        _check_orders(orders, order_events, settings.db_path)
+        found.checks.append("order statuses")
+        fills = records.fills()
+        found.fills = len(fills)
+        held = _check_positions(records, fills, settings.db_path)
+        found.positions = len(held)
+        found.checks.append("positions")
+        if settings.venue.kind == "paper":
+            _check_cash(records, fills, held, settings)
+            found.checks.append("cash and equity")
+            _check_paper_book(records, orders, settings.db_path)
+            found.checks.append("paper venue book")
+    finally:
+        records.close()
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ the audit trail
+def _audit_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, seq, line) of every line; a cut or unreadable line is a violation."""
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                raise Violation(f"{path}:{n}: the last line is cut off ({len(line)} bytes, no newline)")
+            line = line[:-1]
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                raise Violation(f"{path}:{n}: not a JSON record: {line[:80]!r}") from None
+            seq = rec.get("seq") if isinstance(rec, dict) else None
+            if not isinstance(seq, int):
+                raise Violation(f"{path}:{n}: a record without an integer seq")
+            yield n, seq, line
+
+
+def _check_audit(records: Records, path: Path, found: Findings) -> OrderEvents:
+    """First the file alone (whole lines, seq order), then the merge of the database's events (read first) and
+    the file's lines, both in seq order. Returns each order's audit records (line number, record)."""
+    last = 0
+    for n, seq, _line in _audit_lines(path):
+        if seq <= last:
+            raise Violation(f"{path}:{n}: seq {seq} after seq {last} (seq must strictly increase)")
+        last = seq
+    db_events = iter(records.events())
+    want = next(db_events, None)
+    # Beside a running engine the file goes on growing after the database was read: the order checks compare the
+    # journal with the trail up to the database's last event only.
+    snapshot_seq = records.last_seq()
+    order_events: OrderEvents = {}
+    for n, seq, line in _audit_lines(path):
+        found.audit_lines += 1
+        if want is not None and want[0] < seq:
+            raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
+                            f"(next line {n} has seq {seq})")
+        if want is not None and want[0] == seq:
+            if want[1] != line:
+                raise Violation(f"{path}:{n}: seq {seq} differs from the database's record of it")
+            found.events += 1
+            want = next(db_events, None)
+        if seq <= snapshot_seq and b'"event":"order"' in line:
+            rec = json.loads(line)
+            if rec.get("client_order_id"):
+                order_events.setdefault(rec["client_order_id"], []).append((n, rec))
+    if want is not None:
+        raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
+                        f"(the file ends before it)")
+    return order_events
+
+
+# ------------------------------------------------------------------------------------------------ orders
+def _check_orders(orders: list[OrderRow], order_events: OrderEvents, db: Path) -> None:
+    for cid, status, _symbol, quantity, filled, _venue in orders:
+        if status not in KNOWN:
+            raise Violation(f"{db}: order {cid} has an unknown status {status!r}")
+        if filled > quantity * (1 + 1e-9) + 1e-12:
+            raise Violation(f"{db}: order {cid} filled {filled:g} of {quantity:g}")
+        final_seen = None
+        most = 0.0
+        for n, rec in order_events.get(cid, []):
+            if final_seen is not None and rec["status"] != final_seen:
+                raise Violation(f"audit line {n}: order {cid} went from {final_seen} back to {rec['status']}")
+            if rec.get("filled", 0.0) < most - 1e-12:
+                raise Violation(f"audit line {n}: order {cid} filled quantity went down to {rec['filled']:g}")
+            most = max(most, rec.get("filled", 0.0))
+            if rec["status"] in FINAL:
+                final_seen = rec["status"]
+        if final_seen is not None and status != final_seen:
+            raise Violation(f"{db}: order {cid} is {status} in the journal, {final_seen} in the audit trail")
+        if filled < most - 1e-12:
+            raise Violation(f"{db}: order {cid} filled {filled:g} in the journal, {most:g} in the audit trail")
+
+
+# ------------------------------------------------------------------------------------------------ the book
+def _replay(fills: list[FillRow]) -> dict[str, float]:
+    """Positions from the fills, as the portfolio applies them (a fee in coins makes the position smaller)."""
+    held: dict[str, float] = {}
+    for _cid, symbol, side, qty, _price, _fee, fee_base in fills:
+        q = held.get(symbol, 0.0)
+        held[symbol] = q + qty - fee_base if side == "buy" else q - min(q, qty + fee_base)
+    return held
+
+
+def _close(a: float, b: float, rel: float = 1e-9, floor: float = 1e-9) -> bool:
+    return abs(a - b) <= floor + rel * max(abs(a), abs(b))
+
+
+def _check_positions(records: Records, fills: list[FillRow], db: Path) -> dict[str, float]:
+    stored = records.positions()
+    replayed = _replay(fills)
+    for symbol in sorted(set(stored) | set(replayed)):
+        if not _close(stored.get(symbol, 0.0), replayed.get(symbol, 0.0)):
+            raise Violation(f"{db}: position {symbol} is {stored.get(symbol, 0.0):.10g}, the fills make it "
+                            f"{replayed.get(symbol, 0.0):.10g}")
+    return stored
+
+
+def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], settings: Settings) -> None:
+    db = settings.db_path
+    book = records.kv("portfolio")
+    if book is None:
+        if fills:
+            raise Violation(f"{db}: fills are recorded but no portfolio book is stored")
+        return
+    cash = settings.venue.starting_cash
+    for _cid, _symbol, side, qty, price, fee, fee_base in fills:
+        in_cash = fee - fee_base * price
+        cash += -(qty * price + in_cash) if side == "buy" else qty * price - in_cash
+    if not _close(book["cash"], cash, rel=1e-9, floor=1e-6):
+        raise Violation(f"{db}: stored cash {book['cash']:.8f}, the fills make it {cash:.8f}")
+    prices: dict[str, Any] = book.get("last_price", {})
+    replayed = _replay(fills)
+    stored_equity = book["cash"] + sum(q * prices.get(s, 0.0) for s, q in held.items())
+    rebuilt_equity = cash + sum(q * prices.get(s, 0.0) for s, q in replayed.items())
+    if not _close(stored_equity, rebuilt_equity, rel=1e-9, floor=1e-6):
+        raise Violation(f"{db}: stored equity {stored_equity:.8f}, the fills make it {rebuilt_equity:.8f}")
+
+
+def _check_paper_book(records: Records, orders: list[OrderRow], db: Path) -> None:
+    book = records.kv("paper_venue")
+    journal = {o[0]: o for o in orders}
+    venue_orders = book.get("orders", []) if book else []
+    seen: set[str] = set()
+    exchange_ids: set[str] = set()
+    for o in venue_orders:
+        cid = o["client_order_id"]
+        if cid in seen:
+            raise Violation(f"{db}: the paper venue holds client order id {cid} twice")
+        seen.add(cid)
+        if o.get("exchange_id") in exchange_ids:
+            raise Violation(f"{db}: the paper venue gave exchange id {o['exchange_id']} to two orders")
+        exchange_ids.add(o.get("exchange_id"))
+        if cid not in journal:
+            raise Violation(f"{db}: the paper venue holds order {cid}, which the journal never recorded")
+    for cid, status, *_ in orders:
+        if status == "open" and journal[cid][5] == "paper" and cid not in seen:
+            raise Violation(f"{db}: order {cid} is open in the journal but the paper venue does not know it")

@@ -1,0 +1,150 @@
+"""A database that cannot be trusted stops the start: one line naming it, a non-zero exit, the process ends (no
+thread left behind keeps it alive), and the file is left exactly as it was found. An empty or missing database
+beside an audit trail with records is a lost database, never a first start.
+
+Every case is a real `ffe run` subprocess over real files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ffe_cmd, ffe_env, run_ffe, starter_config
+
+
+@pytest.fixture(scope="module")
+def good_dir(tmp_path_factory) -> Path:
+    """A data and log directory left by a real run that traded (with a checkpointed database)."""
+    cwd = tmp_path_factory.mktemp("good")
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "40", env=ffe_env(FFE_MARKET__SEED=7))
+    assert proc.returncode == 0, proc.stderr
+    assert (cwd / "data" / "ffe.db").stat().st_size > 20_000
+    assert (cwd / "logs" / "audit.jsonl").stat().st_size > 0
+    return cwd
+
+
+def copy_of(good_dir: Path, tmp_path: Path) -> Path:
+    shutil.copytree(good_dir / "data", tmp_path / "data")
+    shutil.copytree(good_dir / "logs", tmp_path / "logs")
+    for stale in ("ffe.db-wal", "ffe.db-shm"):
+        (tmp_path / "data" / stale).unlink(missing_ok=True)
+    return tmp_path
+
+
+def truncated(db: Path) -> None:
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 3])
+
+
+def garbage(db: Path) -> None:
+    db.write_bytes(bytes((i * 7919 + 13) % 251 for i in range(65_536)))
+
+
+def header_only(db: Path) -> None:
+    db.write_bytes(db.read_bytes()[:100])
+
+
+def page_damaged(db: Path) -> None:
+    # The header and schema stay whole; a table page in the middle is overwritten.
+    data = bytearray(db.read_bytes())
+    page = 4096
+    middle = (len(data) // page // 2) * page
+    data[middle:middle + page] = b"\xa5" * page
+    db.write_bytes(bytes(data))
+
+
+def emptied(db: Path) -> None:
+    db.write_bytes(b"")
+
+
+def removed(db: Path) -> None:
+    db.unlink()
+
+
+def assert_refused(proc: subprocess.CompletedProcess, db: Path, before: bytes | None) -> None:
+    assert proc.returncode in (1, 2), (proc.returncode, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("ffe: error: "), lines
+    assert "ffe.db" in lines[0], lines
+    assert "Traceback" not in proc.stderr
+    assert "engine started" not in proc.stderr
+    if before is None:
+        assert not db.exists() or db.stat().st_size == 0
+    else:
+        assert db.read_bytes() == before, "the damaged database was changed"
+
+
+@pytest.mark.parametrize("damage", [truncated, garbage, header_only, page_damaged, emptied, removed],
+                         ids=lambda f: f.__name__)
+def test_a_damaged_or_lost_database_stops_the_headless_start_with_one_line(good_dir, tmp_path, damage):
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    audit = cwd / "logs" / "audit.jsonl"
+    audit_before = audit.read_bytes()
+    damage(db)
+    before = db.read_bytes() if db.exists() and db.stat().st_size else None
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", timeout=30)
+    assert_refused(proc, db, before)
+    assert audit.read_bytes() == audit_before, "the audit trail was written by a start that was refused"
+    if damage in (emptied, removed):
+        assert "audit" in proc.stderr  # why it is not taken for a first start
+
+
+def test_a_first_start_still_creates_the_database(tmp_path):
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "data" / "ffe.db").stat().st_size > 0
+
+
+def test_a_damaged_database_stops_the_console_start_too(good_dir, tmp_path):
+    """The console, on a real terminal: it shows nothing for long, prints the line and the process ends."""
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    garbage(db)
+    before = db.read_bytes()
+    starter_config(cwd)
+    master, slave = pty.openpty()
+    env = ffe_env(TERM="xterm-256color", COLUMNS="100", LINES="30")
+    # The console draws on stderr (Textual's way), so all three are the terminal; its output is read back.
+    proc = subprocess.Popen(ffe_cmd("run", "--max-bars", "5"), cwd=cwd, env=env, stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True)
+    os.close(slave)
+    output = bytearray()
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the terminal closed: every process on it has ended
+                    chunk = b""
+                if not chunk:
+                    break
+                output += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # the terminal closes just before the process ends
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise AssertionError("the console start did not end: " + output.decode(errors="replace")[-2000:])
+    text = output.decode(errors="replace")
+    assert proc.wait(timeout=10) == 1, text[-2000:]
+    error = text[text.rindex("ffe: error: "):]
+    assert "ffe.db" in error and "damaged" in error, error
+    assert "Traceback" not in text
+    assert db.read_bytes() == before

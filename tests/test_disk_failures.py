@@ -1,0 +1,134 @@
+"""A full disk or a read-only data or log directory: the engine stops with one line naming the file and what to do,
+exit 1, no traceback, HALTED stored if it still can be; a start that fails never says "engine started".
+
+Real mechanisms: a file size limit (RLIMIT_FSIZE, what a full disk looks like to the writer: a write that fails
+part way), and a directory that cannot be written (its mode, or for root, who ignores modes, a read-only bind
+mount).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_cmd, ffe_env, run_ffe,
+                      starter_config)
+
+
+def run_limited(cwd: Path, *args: str, fsize: int, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`ffe ARGS` with no file allowed to grow past `fsize` bytes (writes past it fail with EFBIG)."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    starter_config(cwd)
+    return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, preexec_fn=limit)
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """The directory and its files cannot be written by the engine's process."""
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [directory, *directory.iterdir()]}
+        for p in modes:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+        return
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+def the_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ffe: error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert proc.stderr.rstrip().endswith(errors[0])  # the last word
+    assert "free space on its disk or make its directory writable" in errors[0], errors[0]
+    return errors[0]
+
+
+def assert_trail_holds_the_database(cwd: Path) -> None:
+    records = audit_lines(cwd / "logs" / "audit.jsonl")
+    seqs = [r["seq"] for r in records]
+    assert_strictly_increasing(seqs)
+    db_seqs = {r[0] for r in db_rows(cwd / "data" / "ffe.db", "SELECT seq FROM events")}
+    assert not db_seqs - set(seqs)
+
+
+@pytest.fixture(scope="module")
+def traded(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("traded")
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "40", env=ffe_env(FFE_MARKET__SEED=7))
+    assert proc.returncode == 0, proc.stderr
+    return cwd
+
+
+def copy_of(traded: Path, tmp_path: Path) -> Path:
+    shutil.copytree(traded / "data", tmp_path / "data")
+    shutil.copytree(traded / "logs", tmp_path / "logs")
+    return tmp_path
+
+
+def test_a_disk_that_fills_while_trading_stops_the_engine_halted_with_one_line(tmp_path):
+    proc = run_limited(tmp_path, "run", "--headless", fsize=300_000)  # no --max-bars: only the failure ends it
+    line = the_error_line(proc)
+    assert "ffe.db" in line or "audit.jsonl" in line, line
+    assert "the engine stopped HALTED" in line, line
+    assert db_value(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == "HALTED"
+    # Room again: the next start comes up HALTED, with every committed event in the audit trail.
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert again.returncode == 0, again.stderr
+    assert "state=HALTED" in again.stderr
+    assert_trail_holds_the_database(tmp_path)
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stderr
+
+
+def test_a_disk_already_full_at_start_stops_before_the_engine_starts(traded, tmp_path):
+    cwd = copy_of(traded, tmp_path)
+    db_before = (cwd / "data" / "ffe.db").read_bytes()
+    proc = run_limited(cwd, "run", "--headless", "--max-bars", "5", fsize=4000)
+    line = the_error_line(proc)
+    assert "engine started" not in proc.stderr
+    assert "audit.jsonl" in line or "ffe.db" in line, line
+    assert_trail_holds_the_database(cwd)
+    assert (cwd / "data" / "ffe.db").read_bytes()[:100] == db_before[:100]
+
+
+def test_a_read_only_data_directory_stops_the_start_with_one_line(traded, tmp_path):
+    cwd = copy_of(traded, tmp_path)
+    with read_only(cwd / "data"):
+        proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
+    line = the_error_line(proc)
+    assert "engine started" not in proc.stderr
+    assert str(Path("data")) in line, line
+
+
+def test_a_read_only_log_directory_stops_the_start_and_stores_halted(traded, tmp_path):
+    cwd = copy_of(traded, tmp_path)
+    audit_before = (cwd / "logs" / "audit.jsonl").read_bytes()
+    with read_only(cwd / "logs"):
+        proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
+    line = the_error_line(proc)
+    assert "engine started" not in proc.stderr
+    assert "audit.jsonl" in line and "HALTED stored" in line, line
+    assert (cwd / "logs" / "audit.jsonl").read_bytes() == audit_before
+    assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "HALTED"

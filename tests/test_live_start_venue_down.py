@@ -1,0 +1,21 @@
+"""A live start whose exchange stops answering after the start check (rate limited when the start reads the
+account's balance): one line naming the exchange and what failed, exit 1, nothing sent, the connection closed, no traceback.
+Found by the live chaos soak. Real `ffe run --headless --live` against the fake Binance."""
+
+from __future__ import annotations
+
+from live_helpers import fx, live_config, live_env, processes, rows, run_ffe_async, write_config  # noqa: F401
+
+
+async def test_a_venue_failure_during_the_start_is_one_line_and_exit_1(tmp_path, fx):  # noqa: F811
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    fx.fault("GET /api/v3/account", "slow", seconds=0)  # the start check's balance read: answered
+    fx.fault("GET /api/v3/account", "429", times=50, retry_after=0)  # then rate limited, every retry
+    p = await run_ffe_async(tmp_path, "run", "--headless", "--live", env=live_env(fx), timeout=90)
+    assert p.proc.returncode == 1, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr and "Unclosed" not in p.stderr, p.stderr[-3000:]
+    last = p.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("ffe: error: ") and "binance" in last, last
+    assert "engine started" not in p.stderr
+    assert not fx.requests_to("POST /api/v3/order")
+    assert rows(tmp_path / "data" / "ffe.db", "SELECT COUNT(*) FROM orders") == [(0,)]
