@@ -131,7 +131,7 @@ class Engine:
                                 cancel_timeout_s=settings.engine.cancel_timeout_s, book=self._venue_book)
         self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
-                                      mode=self.opts.approval, new_id=self._new_id)
+                                      mode=self.opts.approval, new_id=self._new_id, size=self._size)
         self.reconciler = Reconciler(venue=venue, store=store, orders=self.orders, portfolio=self.portfolio, bus=bus,
                                      symbols=self.symbols, clock=clock, quote=settings.venue.quote)
         self.ind = {s: IndicatorSet(s) for s in self.symbols}
@@ -559,11 +559,16 @@ class Engine:
                 d.outcome = "exit_submitted" if sub.accepted else "exit_refused"
                 d.reason = sub.reason
 
-    async def _enter(self, d: Decision, ind: IndicatorSet) -> None:
+    def _size(self, symbol: str, price: float) -> tuple[float, dict]:
+        """An entry in `symbol` sized at `price` with the account and the volatility as they are now."""
         pf = self.portfolio
+        return size_entry(self.settings.risk, equity=pf.equity(), cash=pf.cash, price=price,
+                          atr=self.ind[symbol].atr, fee_rate=self.fee_rate,
+                          amount_step=self.venue.market(symbol).amount_step)
+
+    async def _enter(self, d: Decision, ind: IndicatorSet) -> None:
         market = self.venue.market(d.symbol)
-        qty, sizing = size_entry(self.settings.risk, equity=pf.equity(), cash=pf.cash, price=d.price, atr=ind.atr,
-                                 fee_rate=self.fee_rate, amount_step=market.amount_step)
+        qty, sizing = self._size(d.symbol, d.price)
         d.sizing = sizing
         d.quantity = qty
         if market.below_minimum(qty, d.price):
@@ -719,6 +724,8 @@ class Engine:
         t0 = time.perf_counter()
         async with self._control_lock:
             await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
+            # Nothing decided before the halt may be sent after re-arming: every pending approval ends here.
+            await self.approvals.reject_all(by, f"halted by {by} ({reason})")
             report = await self.orders.cancel_all()
             report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
             self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed, by=by,
