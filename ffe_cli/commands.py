@@ -53,7 +53,18 @@ def attach(args: argparse.Namespace) -> int:
 
 
 def config_check(args: argparse.Namespace) -> int:
-    _print(render_settings(settings_from(args)))
+    from ffe_engine import overrides
+    from ffe_engine.store import saved_state
+
+    settings = settings_from(args)
+    text = render_settings(settings)
+    saved = saved_state(settings.db_path)
+    found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
+    if found:
+        # As comments, so the output stays a valid configuration file.
+        text += (f"\n\n# saved state in {settings.db_path} takes precedence at the next start:\n"
+                 + "\n".join(f"#   {o.setting}: {o.message}" for o in found))
+    _print(text)
     return 0
 
 

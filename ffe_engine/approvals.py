@@ -17,6 +17,7 @@ from .clock import Clock
 from .events import ApprovalEvent, EngineStateChanged, EventBus
 from .execution import OrderPath
 from .model import Decision
+from .overrides import Override, approval_mode
 from .portfolio import Portfolio
 from .model import Side
 from .risk import OrderIntent
@@ -61,14 +62,15 @@ class ApprovalDesk:
         self.size = size
         self.pending: dict[str, dict[str, Any]] = {}  # approval id -> approval row
 
-    async def restore(self, *, mode: bool) -> None:
-        """Pending approvals (and, with `mode`, the approval mode) as they were stored."""
+    async def restore(self, *, mode: bool) -> Override | None:
+        """Pending approvals as they were stored, and, with `mode`, the approval mode: the safer of the configured
+        and the stored one (manual over auto). Returns the disagreement, if any, to announce."""
+        override = None
         if mode:
-            saved = await self.store.get_kv("approval_mode")
-            if saved in MODES:
-                self.mode = saved
+            self.mode, override = approval_mode(self.mode, await self.store.get_kv("approval_mode"))
         for row in await self.store.approvals("pending"):
             self.pending[row["approval_id"]] = row
+        return override
 
     def waiting_for(self, symbol: str) -> bool:
         return any(a["symbol"] == symbol for a in self.pending.values())

@@ -28,12 +28,14 @@ from .breaker import CircuitBreaker
 from .clock import Clock
 from .ensemble import Ensemble, is_async_provider
 from .errors import ControlError, StorageError
-from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, PositionClosed, PositionOpened,
-                     ReconcileEvent, RunEvent, WeightsChanged)
+from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
+                     PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
 from .model import Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Side
+from . import overrides
+from .overrides import Override
 from .portfolio import Portfolio
 from .reconcile import Reconciler
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
@@ -160,6 +162,7 @@ class Engine:
         self._id_n = 0
         self._control_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
+        self.overrides: list[Override] = []  # saved state that disagreed with the configuration at start
         self.started = False
         self.stopped = False
         self.crashed: BaseException | None = None
@@ -197,11 +200,15 @@ class Engine:
     async def start(self) -> None:
         """Restore the state the engine was left in, recover orders in flight, then warm the indicators."""
         self.bus.seq = max(self.bus.seq, await self.store.last_seq())
+        found: list[Override | None] = []  # saved state that disagrees with the configuration, to announce
         row = await self.store.get_engine_state()
         if row is None:
             await self.trading.set(self.opts.start_state, "fresh start", "engine", force=True)
         else:
             self.trading.restore(EngineState(row[0]), row[1])
+            if self.profile.resumable:
+                found.append(overrides.start_state(self.opts.start_state, self.state, row[1], row[2],
+                                                   self.opts.live))
             if self.opts.live and self.opts.start_state is EngineState.PAUSED and self.state is EngineState.RUNNING:
                 # A live engine waits for the operator after every start, not only the first.
                 await self.trading.set(EngineState.PAUSED, "live start", "engine")
@@ -219,12 +226,12 @@ class Engine:
             venue_state = await self.store.get_kv("paper_venue")
             if venue_state:
                 self.sim_venue.load(venue_state)
-        await self._load_weights()
+        found.append(await self._load_weights())
         for p in positions:
             if p.entry_decision_id:
                 self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
         # A run that is not resumed takes its approval mode from its options only.
-        await self.approvals.restore(mode=self.profile.resumable)
+        found.append(await self.approvals.restore(mode=self.profile.resumable))
         await self.venue.connect()
         if self.sim_venue is None:
             # A real account: its cash is what the venue holds in the quote currency.
@@ -242,6 +249,11 @@ class Engine:
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
             "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),
             "positions": len(positions), "pid": os.getpid(), "backtest": self.profile is BACKTEST}))
+        self.overrides = [o for o in found if o is not None]
+        for o in self.overrides:
+            self.bus.publish(OverrideEvent(**o.as_dict()))
+            log.warning("saved state over configuration", setting=o.setting, configured=o.configured,
+                        saved=o.saved, effective=o.effective, detail=o.message)
         if self.profile.venue_checks:
             # Before any new order: the journal against the venue (orders in flight, fills while down, positions).
             await self.reconcile()
@@ -267,12 +279,15 @@ class Engine:
         log.info("engine started", mode=self.mode, state=self.state.value, approval=self.approval_mode,
                  symbols=",".join(self.symbols))
 
-    async def _load_weights(self) -> None:
+    async def _load_weights(self) -> Override | None:
         saved = await self.store.get_kv("weights")
         if saved and self.learner is not None:
             self.learner.load(saved.get("weights", {}), saved.get("stats", {}))
             if self.opts.adaptive:
                 self.ensemble.set_weights(self.learner.weights)
+                if self.profile.resumable:
+                    return overrides.weights(True, {"weights": self.learner.weights})
+        return None
 
     async def run(self) -> None:
         """Consume the feed until it ends or a stop is requested."""
@@ -817,6 +832,7 @@ class Engine:
             "state": self.state.value,
             "state_reason": self.state_reason,
             "approval_mode": self.approval_mode,
+            "overrides": [o.as_dict() for o in self.overrides],
             "equity": pf.equity(),
             "cash": pf.cash,
             "day_pnl": pf.day_pnl(),
