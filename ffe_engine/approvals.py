@@ -120,9 +120,9 @@ class ApprovalDesk:
             await self._end(row, "expired", "ttl", "expired before approval")
             raise ControlError(f"approval {approval_id} expired")
         proposed = OrderIntent.from_dict(row["intent"])
-        price = self.portfolio.last_price.get(proposed.symbol, proposed.ref_price)
+        price = self.portfolio.last_price.get(proposed.symbol) or proposed.ref_price
         reason = moved_past(proposed, price) if price else "no current price"
-        if reason:
+        if reason or not price:
             reason += f" (proposed at {_num(row['price'])})"
             await self._end(row, "rejected", f"re-check ({by})", reason)
             return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
