@@ -27,6 +27,7 @@ from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .clock import Clock
 from .ensemble import Ensemble, is_async_provider
+from .entrylog import EntryLog
 from .errors import ControlError, StorageError
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
@@ -147,6 +148,7 @@ class Engine:
         self.bars_by_symbol: dict[str, int] = {s: 0 for s in self.symbols}
         self.equity_curve: list[tuple[int, float]] = []
         self.trades: list[ClosedTrade] = []
+        self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
         self.reconcile_blocked: list[dict] = []
         # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
         # start, once the orders in flight are resolved: a fill they bring is in that balance already.
@@ -559,6 +561,7 @@ class Engine:
                 d.outcome = "awaiting_approval"
             else:
                 await self._enter(d, ind)
+                self.entries.note(d.outcome, d.reason, d.ts)
         else:  # SELL: long-only spot, so a SELL closes a long and is otherwise nothing to do
             if pos is None:
                 d.outcome = "no_position"
