@@ -56,7 +56,11 @@ def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
     from ffe_engine.store import saved_state
 
+    from ffe_tui import keys
+
     settings = settings_from(args)
+    # The console validates [tui] keys when it starts: the same check here, so what run would refuse is said now.
+    keys.keymap(dict(settings.tui.keys), keys.where(settings))
     text = render_settings(settings)
     saved = saved_state(settings.db_path)
     found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
