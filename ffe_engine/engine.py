@@ -34,6 +34,7 @@ from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEve
 from .execution import CancelReport, OrderPath, side_to_close
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
+from .market.base import ResumableFeed
 from .model import Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Side
 from . import overrides
 from .overrides import Override
@@ -141,6 +142,9 @@ class Engine:
         # An exchange in the process fills on market data and has no real account behind it.
         self.sim_venue: SimulatedVenue | None = venue if isinstance(venue, SimulatedVenue) else None
         self._sim_on_candle = self.sim_venue.on_candle if self.sim_venue is not None else None
+        # A market made in the process continues across a restart: its state is stored with the books.
+        self.sim_feed: ResumableFeed | None = (feed if self.profile.resumable and isinstance(feed, ResumableFeed)
+                                               else None)
         self.fee_rate = settings.venue.fee_bps / 10_000.0
         self.last_decision: dict[str, Decision] = {}
         self.entry_votes: dict[str, dict[str, str]] = {}  # decision id -> {provider: action} for open trades
@@ -229,6 +233,8 @@ class Engine:
             if venue_state:
                 self.sim_venue.load(venue_state)
         found.append(await self._load_weights())
+        if self.sim_feed is not None:
+            found.append(await self._load_market())
         for p in positions:
             if p.entry_decision_id:
                 self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
@@ -280,6 +286,19 @@ class Engine:
         await self.flush()
         log.info("engine started", mode=self.mode, state=self.state.value, approval=self.approval_mode,
                  symbols=",".join(self.symbols))
+
+    async def _load_market(self) -> Override | None:
+        """The simulated market continues from its stored state (prices, bar time, recent bars)."""
+        assert self.sim_feed is not None
+        saved = await self.store.get_kv("market")
+        if not saved:
+            return None
+        if not self.sim_feed.load(saved):
+            return Override("market", "a new price path", "a market for other symbols or timeframe",
+                            "a new price path", "the simulated market saved from the last run does not fit the "
+                            "configured symbols or timeframe: a new price path starts, and open positions are "
+                            "priced on it")
+        return overrides.market(self.settings.market.seed, saved)
 
     async def _load_weights(self) -> Override | None:
         saved = await self.store.get_kv("weights")
@@ -402,6 +421,8 @@ class Engine:
 
     async def _persist_books(self) -> None:
         await self.store.put_kv("portfolio", self.portfolio.state(), self.clock.wall())
+        if self.sim_feed is not None:
+            await self.store.put_kv("market", self.sim_feed.state(), self.clock.wall())
         await self._save_venue()
         await self._save_learner()
 
@@ -577,7 +598,7 @@ class Engine:
                 d.outcome = "exit_submitted" if sub.accepted else "exit_refused"
                 d.reason = sub.reason
 
-    def _size(self, symbol: str, price: float) -> tuple[float, dict]:
+    def _size(self, symbol: str, price: float) -> tuple[float, dict[str, Any]]:
         """An entry in `symbol` sized at `price` with the account and the volatility as they are now."""
         pf = self.portfolio
         return size_entry(self.settings.risk, equity=pf.equity(), cash=pf.cash, price=price,
