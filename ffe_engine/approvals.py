@@ -16,10 +16,9 @@ from typing import Any, Callable
 from .clock import Clock
 from .events import ApprovalEvent, EngineStateChanged, EventBus
 from .execution import OrderPath
-from .model import Decision
+from .model import Decision, Side
 from .overrides import Override, approval_mode
 from .portfolio import Portfolio
-from .model import Side
 from .risk import OrderIntent
 from .store import Store
 from .errors import ControlError
@@ -128,6 +127,11 @@ class ApprovalDesk:
             return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
                     "gates": []}
         intent = self.resized(proposed, price)
+        if intent.quantity <= 0:
+            reason = f"could not be sized at {_num(price)} (proposed at {_num(row['price'])})"
+            await self._end(row, "rejected", f"re-check ({by})", reason)
+            return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
+                    "gates": []}
         sub = await self.orders.submit(intent)  # the gates again, on the new size, against the state at this moment
         cid = sub.order.client_order_id if sub.order else None
         # The re-check is an evaluation of its own: recorded under the decision, after the decision's gates.

@@ -139,7 +139,8 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "exits_by_reason": by_reason,
         "open_positions": len(pf.positions),
         "gaps": {s: getattr(ser, "gap_count", 0) for s, ser in series.items()},
-        "entries": engine.entries.report(trades[-1].closed_ts if trades else None),  # sent, refused by gate, last entry, and since when none was sent
+        # entries sent and refused by gate, the last entry, and since when none was sent
+        "entries": engine.entries.report(trades[-1].closed_ts if trades else None),
         "skipped_rows": {s: {"count": ser.skipped, "first": list(ser.skip_reasons)}
                          for s, ser in series.items() if getattr(ser, "skipped", 0)},
         "equity_curve": [[ts, round(eq, 2)] for ts, eq in curve[::step]],

@@ -132,8 +132,9 @@ class PositionsTable(DataTable):
             self.remove_row(key)
 
 
+# The countdown and the move since the proposal come first: the pane is about 55 columns wide beside the breaker.
 APPROVAL_COLUMNS = (("id", "approval", 15), ("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 9),
-                    ("price", "proposed", 9), ("last", "now", 9), ("move", "move", 7), ("expires", "expires in", 10))
+                    ("expires", "expires in", 10), ("move", "move", 7), ("price", "proposed", 9), ("last", "now", 9))
 
 
 def approval_move(a: dict[str, Any]) -> Text:
@@ -169,8 +170,8 @@ class ApprovalsTable(DataTable):
                     if str(self.get_cell(aid, key)) != str(value):
                         self.update_cell(aid, key, value)
             else:
-                self.add_row(aid, a["symbol"], a["side"], fmt.qty(a["quantity"]), fmt.price(a["price"]), last, move,
-                             countdown, key=aid)
+                self.add_row(aid, a["symbol"], a["side"], fmt.qty(a["quantity"]), countdown, move,
+                             fmt.price(a["price"]), last, key=aid)
         for key in [k for k in self.rows if k.value not in seen]:
             self.remove_row(key)
 

@@ -8,8 +8,13 @@ from textual.app import App, ComposeResult
 
 from ffe_tui.panes import ApprovalsTable
 
+import re
+
+import pytest
+
 from pipeline_helpers import pipelines
 from test_approvals import BTC, propose_at_60k
+from test_tui_helpers import SIZE_IDS, SIZES, console, running, screen_text, until
 
 _ = pipelines  # a fixture
 
@@ -29,7 +34,7 @@ async def test_the_approvals_pane_shows_the_price_now_and_the_move_since_the_pro
     async with app.run_test(size=(100, 10)) as pilot:
         table = app.query_one(ApprovalsTable)
         labels = [str(c.label) for c in table.columns.values()]
-        assert labels[4:7] == ["proposed", "now", "move"]
+        assert labels[4:] == ["expires in", "move", "proposed", "now"]
         table.show(p.engine.snapshot()["approvals"])
         await pilot.pause()
         row = cells(table, a["approval_id"])
@@ -40,3 +45,21 @@ async def test_the_approvals_pane_shows_the_price_now_and_the_move_since_the_pro
         row = cells(table, a["approval_id"])
         assert (row["price"], row["last"], row["move"]) == ("60000.0", "60600.0", "+1.00%")
         assert table.row_count == 1
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_in_the_console_a_pending_trade_shows_its_countdown_and_move_on_screen(tmp_path, size):
+    app = console(tmp_path, speed=20.0, approval="manual", ttl=600.0)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        table = app.query_one("#approvals")
+        await until(pilot, lambda: table.row_count >= 1, "a pending approval on screen", timeout=60)
+        aid = table.selected()
+
+        def row_on_screen() -> str:
+            return next((line for line in screen_text(app).splitlines() if aid in line), "")
+
+        # the countdown and the signed move since the proposal are on the approval's own line
+        line = await until(pilot, lambda: re.search(r"\d+m\d\ds +[+-]\d+\.\d\d%", row_on_screen()) and row_on_screen(),
+                           "the countdown and the move on the approval's line")
+        assert "move" in screen_text(app) and "expires in" in screen_text(app), line
