@@ -39,9 +39,9 @@ def moved_past(intent: OrderIntent, price: float) -> str:
     buy = intent.side is Side.BUY
     tp, sl = intent.take_profit, intent.stop_loss
     if tp is not None and (price >= tp if buy else price <= tp):
-        return f"price moved past the take-profit: now {_num(price)}, take-profit {_num(tp)}"
+        return f"PRICE_MOVED: price moved past the take-profit: now {_num(price)}, take-profit {_num(tp)}"
     if sl is not None and (price <= sl if buy else price >= sl):
-        return f"price moved past the stop-loss: now {_num(price)}, stop-loss {_num(sl)}"
+        return f"PRICE_MOVED: price moved past the stop-loss: now {_num(price)}, stop-loss {_num(sl)}"
     return ""
 
 
@@ -120,7 +120,7 @@ class ApprovalDesk:
             raise ControlError(f"approval {approval_id} expired")
         proposed = OrderIntent.from_dict(row["intent"])
         price = self.portfolio.last_price.get(proposed.symbol) or proposed.ref_price
-        reason = moved_past(proposed, price) if price else "no current price"
+        reason = moved_past(proposed, price) if price else "NO_PRICE: no current price"
         if reason or not price:
             reason += f" (proposed at {_num(row['price'])})"
             await self._end(row, "rejected", f"re-check ({by})", reason)
@@ -128,7 +128,7 @@ class ApprovalDesk:
                     "gates": []}
         intent = self.resized(proposed, price)
         if intent.quantity <= 0:
-            reason = f"could not be sized at {_num(price)} (proposed at {_num(row['price'])})"
+            reason = f"NOT_SIZED: could not be sized at {_num(price)} (proposed at {_num(row['price'])})"
             await self._end(row, "rejected", f"re-check ({by})", reason)
             return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
                     "gates": []}

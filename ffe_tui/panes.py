@@ -134,7 +134,7 @@ class PositionsTable(DataTable):
 
 # The countdown and the move since the proposal come first: the pane is about 55 columns wide beside the breaker.
 APPROVAL_COLUMNS = (("id", "approval", 15), ("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 9),
-                    ("expires", "expires in", 10), ("move", "move", 7), ("price", "proposed", 9), ("last", "now", 9))
+                    ("expires", "expires in", 11), ("move", "move", 8), ("price", "proposed", 9), ("last", "now", 9))
 
 
 def approval_move(a: dict[str, Any]) -> Text:
