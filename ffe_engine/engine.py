@@ -581,7 +581,7 @@ class Engine:
             elif self.approvals.waiting_for(c.symbol):
                 d.outcome = "awaiting_approval"
             else:
-                await self._enter(d, ind)
+                await self._enter(d)
                 self.entries.note(d.outcome, d.reason, d.ts)
         else:  # SELL: long-only spot, so a SELL closes a long and is otherwise nothing to do
             if pos is None:
@@ -605,7 +605,7 @@ class Engine:
                           atr=self.ind[symbol].atr, fee_rate=self.fee_rate,
                           amount_step=self.venue.market(symbol).amount_step)
 
-    async def _enter(self, d: Decision, ind: IndicatorSet) -> None:
+    async def _enter(self, d: Decision) -> None:
         market = self.venue.market(d.symbol)
         qty, sizing = self._size(d.symbol, d.price)
         d.sizing = sizing
@@ -763,9 +763,10 @@ class Engine:
         t0 = time.perf_counter()
         async with self._control_lock:
             await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
-            # Nothing decided before the halt may be sent after re-arming: every pending approval ends here.
-            await self.approvals.reject_all(by, f"halted by {by} ({reason})")
             report = await self.orders.cancel_all()
+            # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
+            # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
+            await self.approvals.reject_all(by, f"halted by {by} ({reason})")
             report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
             self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed, by=by,
                                              elapsed_ms=round(report.elapsed_ms, 2)))
