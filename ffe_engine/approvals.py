@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import fmt
 from .clock import Clock
 from .events import ApprovalEvent, EngineStateChanged, EventBus
 from .execution import OrderPath
@@ -30,18 +31,14 @@ MODES = ("auto", "manual")
 Sizer = Callable[[str, float], "tuple[float, dict[str, Any]]"]
 
 
-def _num(x: float) -> str:
-    return f"{x:,.8g}"
-
-
 def moved_past(intent: OrderIntent, price: float) -> str:
     """Why an entry proposed with these stops can no longer be taken at `price` ("" when it still can)."""
     buy = intent.side is Side.BUY
     tp, sl = intent.take_profit, intent.stop_loss
     if tp is not None and (price >= tp if buy else price <= tp):
-        return f"PRICE_MOVED: price moved past the take-profit: now {_num(price)}, take-profit {_num(tp)}"
+        return f"PRICE_MOVED: price moved past the take-profit: now {fmt.price(price)}, take-profit {fmt.price(tp)}"
     if sl is not None and (price <= sl if buy else price >= sl):
-        return f"PRICE_MOVED: price moved past the stop-loss: now {_num(price)}, stop-loss {_num(sl)}"
+        return f"PRICE_MOVED: price moved past the stop-loss: now {fmt.price(price)}, stop-loss {fmt.price(sl)}"
     return ""
 
 
@@ -122,13 +119,13 @@ class ApprovalDesk:
         price = self.portfolio.last_price.get(proposed.symbol) or proposed.ref_price
         reason = moved_past(proposed, price) if price else "NO_PRICE: no current price"
         if reason or not price:
-            reason += f" (proposed at {_num(row['price'])})"
+            reason += f" (proposed at {fmt.price(row['price'])})"
             await self._end(row, "rejected", f"re-check ({by})", reason)
             return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
                     "gates": []}
         intent = self.resized(proposed, price)
         if intent.quantity <= 0:
-            reason = f"NOT_SIZED: could not be sized at {_num(price)} (proposed at {_num(row['price'])})"
+            reason = f"NOT_SIZED: could not be sized at {fmt.price(price)} (proposed at {fmt.price(row['price'])})"
             await self._end(row, "rejected", f"re-check ({by})", reason)
             return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
                     "gates": []}

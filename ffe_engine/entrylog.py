@@ -7,17 +7,16 @@ entry to the end of the run; its report says since when and by what.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
+
+from . import fmt
 
 SENT = "submitted"
 REFUSED = ("rejected", "refused", "below_minimum")
 
 
 def iso(ts_ms: int | None) -> str | None:
-    if ts_ms is None:
-        return None
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if ts_ms is None else fmt.iso_ms(ts_ms)
 
 
 def refusal_code(outcome: str, reason: str) -> str:

@@ -142,7 +142,7 @@ def approval_move(a: dict[str, Any]) -> Text:
     move = a.get("move_pct")
     if move is None:
         return Text("-")
-    return Text(f"{move:+.2f}%", style="green" if move > 0 else ("red" if move < 0 else ""))
+    return Text(fmt.pct(move, signed=True), style="green" if move > 0 else ("red" if move < 0 else ""))
 
 
 class ApprovalsTable(DataTable):

@@ -361,8 +361,8 @@ async def test_approving_after_the_price_rose_past_the_take_profit_is_refused_wi
     await p.bars(1)  # the price is now above the take-profit the trade was proposed with
     res = await p.engine.approve(a["approval_id"], by="alice")
     assert not res["accepted"]
-    assert res["reason"].startswith("PRICE_MOVED: price moved past the take-profit: now 61,500, take-profit ")
-    assert res["reason"].endswith("(proposed at 60,000)"), res["reason"]
+    assert res["reason"].startswith("PRICE_MOVED: price moved past the take-profit: now 61,500.0, take-profit ")
+    assert res["reason"].endswith("(proposed at 60,000.0)"), res["reason"]
     [a] = await approvals(p)
     assert (a["status"], a["by"]) == ("rejected", "re-check (alice)")
     assert (await approval_events(p, a["approval_id"]))[-1]["reason"] == res["reason"]

@@ -38,12 +38,12 @@ async def test_the_approvals_pane_shows_the_price_now_and_the_move_since_the_pro
         table.show(p.engine.snapshot()["approvals"])
         await pilot.pause()
         row = cells(table, a["approval_id"])
-        assert (row["symbol"], row["price"], row["last"], row["move"]) == (BTC, "60000.0", "60000.0", "+0.00%")
+        assert (row["symbol"], row["price"], row["last"], row["move"]) == (BTC, "60,000.0", "60,000.0", "+0.00%")
         await p.bars(1)  # the price rises 1% while the trade waits
         table.show(p.engine.snapshot()["approvals"])
         await pilot.pause()
         row = cells(table, a["approval_id"])
-        assert (row["price"], row["last"], row["move"]) == ("60000.0", "60600.0", "+1.00%")
+        assert (row["price"], row["last"], row["move"]) == ("60,000.0", "60,600.0", "+1.00%")
         assert table.row_count == 1
 
 
