@@ -53,7 +53,22 @@ def attach(args: argparse.Namespace) -> int:
 
 
 def config_check(args: argparse.Namespace) -> int:
-    _print(render_settings(settings_from(args)))
+    from ffe_engine import overrides
+    from ffe_engine.store import saved_state
+
+    from ffe_tui import keys
+
+    settings = settings_from(args)
+    # The console validates [tui] keys when it starts: the same check here, so what run would refuse is said now.
+    keys.keymap(dict(settings.tui.keys), keys.where(settings))
+    text = render_settings(settings)
+    saved = saved_state(settings.db_path)
+    found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
+    if found:
+        # As comments, so the output stays a valid configuration file.
+        text += (f"\n\n# saved state in {settings.db_path} takes precedence at the next start:\n"
+                 + "\n".join(f"#   {o.setting}: {o.message}" for o in found))
+    _print(text)
     return 0
 
 
@@ -73,6 +88,10 @@ def backtest(args: argparse.Namespace) -> int:
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
     series = bt.load_files(args.files, lenient=args.lenient)
+    for symbol, ser in series.items():
+        if ser.skipped:  # said at once, on stderr, and again in the summary
+            sys.stderr.write(f"ffe: {symbol}: {ser.skipped} bad rows skipped (--lenient); first: "
+                             f"{'; '.join(ser.skip_reasons)}\n")
     run_id = bt.new_run_id()
     try:
         report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id))

@@ -1,19 +1,24 @@
 """Manual approval: the pending approvals and the approval mode, with one owner.
 
-In manual mode a decision that passes every gate becomes a pending approval instead of an order. Approving runs
-the gates again, against the state at that moment, and then uses the single order path; rejecting and expiring
-are recorded with who or what ended the approval. An approval past its time to live is never executed. Times are
-the clock's wall time (stored with the approval, so they survive a restart).
+In manual mode a decision that passes every gate becomes a pending approval instead of an order. Approving sizes
+the trade again at the current price (quantity, stop-loss and take-profit, as a new entry would be), runs the
+gates again on that, against the state at that moment, and then uses the single order path. When the price has
+already moved past the stop-loss or the take-profit the trade was proposed with, the approval is refused with that
+reason: the trade it described no longer exists. Rejecting and expiring are recorded with who or what ended the
+approval; a halt (kill switch or flatten) rejects every pending approval. An approval past its time to live is
+never executed. Times are the clock's wall time (stored with the approval, so they survive a restart).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import fmt
 from .clock import Clock
 from .events import ApprovalEvent, EngineStateChanged, EventBus
 from .execution import OrderPath
-from .model import Decision
+from .model import Decision, Side
+from .overrides import Override, approval_mode
 from .portfolio import Portfolio
 from .risk import OrderIntent
 from .store import Store
@@ -22,10 +27,25 @@ from .trading_state import TradingState
 
 MODES = ("auto", "manual")
 
+# (symbol, price) -> (quantity, sizing record with stop_loss and take_profit): an entry sized as the engine sizes it
+Sizer = Callable[[str, float], "tuple[float, dict[str, Any]]"]
+
+
+def moved_past(intent: OrderIntent, price: float) -> str:
+    """Why an entry proposed with these stops can no longer be taken at `price` ("" when it still can)."""
+    buy = intent.side is Side.BUY
+    tp, sl = intent.take_profit, intent.stop_loss
+    if tp is not None and (price >= tp if buy else price <= tp):
+        return f"PRICE_MOVED: price moved past the take-profit: now {fmt.price(price)}, take-profit {fmt.price(tp)}"
+    if sl is not None and (price <= sl if buy else price >= sl):
+        return f"PRICE_MOVED: price moved past the stop-loss: now {fmt.price(price)}, stop-loss {fmt.price(sl)}"
+    return ""
+
 
 class ApprovalDesk:
     def __init__(self, *, store: Store, bus: EventBus, orders: OrderPath, portfolio: Portfolio,
-                 trading: TradingState, clock: Clock, ttl_s: float, mode: str, new_id: Callable[[str], str]) -> None:
+                 trading: TradingState, clock: Clock, ttl_s: float, mode: str, new_id: Callable[[str], str],
+                 size: Sizer) -> None:
         self.store = store
         self.bus = bus
         self.orders = orders
@@ -35,16 +55,18 @@ class ApprovalDesk:
         self.ttl_s = ttl_s
         self.mode = mode
         self.new_id = new_id
+        self.size = size
         self.pending: dict[str, dict[str, Any]] = {}  # approval id -> approval row
 
-    async def restore(self, *, mode: bool) -> None:
-        """Pending approvals (and, with `mode`, the approval mode) as they were stored."""
+    async def restore(self, *, mode: bool) -> Override | None:
+        """Pending approvals as they were stored, and, with `mode`, the approval mode: the safer of the configured
+        and the stored one (manual over auto). Returns the disagreement, if any, to announce."""
+        override = None
         if mode:
-            saved = await self.store.get_kv("approval_mode")
-            if saved in MODES:
-                self.mode = saved
+            self.mode, override = approval_mode(self.mode, await self.store.get_kv("approval_mode"))
         for row in await self.store.approvals("pending"):
             self.pending[row["approval_id"]] = row
+        return override
 
     def waiting_for(self, symbol: str) -> bool:
         return any(a["symbol"] == symbol for a in self.pending.values())
@@ -93,9 +115,21 @@ class ApprovalDesk:
         if self.clock.wall() >= row["expires_ts"]:
             await self._end(row, "expired", "ttl", "expired before approval")
             raise ControlError(f"approval {approval_id} expired")
-        intent = OrderIntent.from_dict(row["intent"])
-        intent.ref_price = self.portfolio.last_price.get(intent.symbol, intent.ref_price)
-        sub = await self.orders.submit(intent)  # the gates again, against the state at this moment
+        proposed = OrderIntent.from_dict(row["intent"])
+        price = self.portfolio.last_price.get(proposed.symbol) or proposed.ref_price
+        reason = moved_past(proposed, price) if price else "NO_PRICE: no current price"
+        if reason or not price:
+            reason += f" (proposed at {fmt.price(row['price'])})"
+            await self._end(row, "rejected", f"re-check ({by})", reason)
+            return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
+                    "gates": []}
+        intent = self.resized(proposed, price)
+        if intent.quantity <= 0:
+            reason = f"NOT_SIZED: could not be sized at {fmt.price(price)} (proposed at {fmt.price(row['price'])})"
+            await self._end(row, "rejected", f"re-check ({by})", reason)
+            return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
+                    "gates": []}
+        sub = await self.orders.submit(intent)  # the gates again, on the new size, against the state at this moment
         cid = sub.order.client_order_id if sub.order else None
         # The re-check is an evaluation of its own: recorded under the decision, after the decision's gates.
         self.store.add_gates(sub.gates, decision_id=row["decision_id"], client_order_id=cid, ts=self.clock.wall())
@@ -104,7 +138,23 @@ class ApprovalDesk:
         else:
             await self._end(row, "rejected", f"re-check ({by})", sub.reason)
         return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason,
-                "client_order_id": cid, "gates": [g.as_dict() for g in sub.gates]}
+                "client_order_id": cid, "gates": [g.as_dict() for g in sub.gates], "quantity": intent.quantity,
+                "price": price, "stop_loss": intent.stop_loss, "take_profit": intent.take_profit}
+
+    def resized(self, proposed: OrderIntent, price: float) -> OrderIntent:
+        """The proposed entry sized again at `price`: the quantity the engine would give it now (within the
+        POSITION_SIZE cap at this price, so the re-check measures what was sized), and its stops from this price."""
+        qty, sizing = self.size(proposed.symbol, price)
+        return OrderIntent(symbol=proposed.symbol, side=proposed.side, quantity=qty, reason=proposed.reason,
+                           decision_id=proposed.decision_id, confidence=proposed.confidence, ref_price=price,
+                           stop_loss=sizing.get("stop_loss"), take_profit=sizing.get("take_profit"))
+
+    async def reject_all(self, by: str, reason: str) -> list[str]:
+        """End every pending approval (a halt): none may be approved after the engine is re-armed."""
+        ended = list(self.pending)
+        for row in list(self.pending.values()):
+            await self._end(row, "rejected", by, reason)
+        return ended
 
     async def reject(self, approval_id: str, by: str) -> dict[str, Any]:
         await self._end(self._row(approval_id), "rejected", by)
@@ -122,6 +172,12 @@ class ApprovalDesk:
     def summary(self) -> list[dict[str, Any]]:
         """The pending approvals as the console shows them."""
         now = self.clock.wall()
-        return [{"approval_id": a["approval_id"], "symbol": a["symbol"], "side": a["side"],
-                 "quantity": a["quantity"], "price": a["price"], "expires_in": max(0.0, a["expires_ts"] - now),
-                 "decision_id": a["decision_id"]} for a in self.pending.values()]
+        out = []
+        for a in self.pending.values():
+            last = self.portfolio.last_price.get(a["symbol"])
+            move = 100.0 * (last / a["price"] - 1.0) if last and a["price"] else None
+            out.append({"approval_id": a["approval_id"], "symbol": a["symbol"], "side": a["side"],
+                        "quantity": a["quantity"], "price": a["price"], "last": last,
+                        "move_pct": None if move is None else round(move, 4),
+                        "expires_in": max(0.0, a["expires_ts"] - now), "decision_id": a["decision_id"]})
+        return out

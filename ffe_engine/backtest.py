@@ -18,6 +18,7 @@ from .audit import Redactor
 from .clock import SimClock
 from .config import Settings
 from .engine import Engine, EngineOptions
+from .entrylog import summary_lines as entry_lines
 from .errors import StartError
 from .events import EventBus
 from .kernel import build_engine, paper_venue
@@ -138,6 +139,10 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "exits_by_reason": by_reason,
         "open_positions": len(pf.positions),
         "gaps": {s: getattr(ser, "gap_count", 0) for s, ser in series.items()},
+        # entries sent and refused by gate, the last entry, and since when none was sent
+        "entries": engine.entries.report(trades[-1].closed_ts if trades else None),
+        "skipped_rows": {s: {"count": ser.skipped, "first": list(ser.skip_reasons)}
+                         for s, ser in series.items() if getattr(ser, "skipped", 0)},
         "equity_curve": [[ts, round(eq, 2)] for ts, eq in curve[::step]],
     }
 
@@ -153,6 +158,11 @@ def format_summary(r: dict[str, Any]) -> str:
         f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}",
         f"  sharpe        {r['sharpe']:.2f}",
         f"  fees          {fmt.money(r['fees'])}",
+    ]
+    lines += entry_lines(r["entries"])
+    for sym, skipped in r["skipped_rows"].items():
+        lines.append(f"  skipped rows  {sym}: {skipped['count']} ({'; '.join(skipped['first'])})")
+    lines += [
         f"  speed         {r['bars_per_s'] or 0:,.0f} bars/s ({r['elapsed_s']:.2f} s)",
         f"  database      {r['database']}",
         f"  audit         {r['audit']}",

@@ -27,13 +27,17 @@ from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .clock import Clock
 from .ensemble import Ensemble, is_async_provider
+from .entrylog import EntryLog
 from .errors import ControlError, StorageError
-from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, PositionClosed, PositionOpened,
-                     ReconcileEvent, RunEvent, WeightsChanged)
+from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
+                     PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
+from .market.base import ResumableFeed
 from .model import Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Side
+from . import overrides
+from .overrides import Override
 from .portfolio import Portfolio
 from .reconcile import Reconciler
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
@@ -131,13 +135,16 @@ class Engine:
                                 cancel_timeout_s=settings.engine.cancel_timeout_s, book=self._venue_book)
         self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
-                                      mode=self.opts.approval, new_id=self._new_id)
+                                      mode=self.opts.approval, new_id=self._new_id, size=self._size)
         self.reconciler = Reconciler(venue=venue, store=store, orders=self.orders, portfolio=self.portfolio, bus=bus,
                                      symbols=self.symbols, clock=clock, quote=settings.venue.quote)
         self.ind = {s: IndicatorSet(s) for s in self.symbols}
         # An exchange in the process fills on market data and has no real account behind it.
         self.sim_venue: SimulatedVenue | None = venue if isinstance(venue, SimulatedVenue) else None
         self._sim_on_candle = self.sim_venue.on_candle if self.sim_venue is not None else None
+        # A market made in the process continues across a restart: its state is stored with the books.
+        self.sim_feed: ResumableFeed | None = (feed if self.profile.resumable and isinstance(feed, ResumableFeed)
+                                               else None)
         self.fee_rate = settings.venue.fee_bps / 10_000.0
         self.last_decision: dict[str, Decision] = {}
         self.entry_votes: dict[str, dict[str, str]] = {}  # decision id -> {provider: action} for open trades
@@ -145,6 +152,7 @@ class Engine:
         self.bars_by_symbol: dict[str, int] = {s: 0 for s in self.symbols}
         self.equity_curve: list[tuple[int, float]] = []
         self.trades: list[ClosedTrade] = []
+        self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
         self.reconcile_blocked: list[dict] = []
         # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
         # start, once the orders in flight are resolved: a fill they bring is in that balance already.
@@ -160,6 +168,7 @@ class Engine:
         self._id_n = 0
         self._control_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
+        self.overrides: list[Override] = []  # saved state that disagreed with the configuration at start
         self.started = False
         self.stopped = False
         self.crashed: BaseException | None = None
@@ -197,11 +206,15 @@ class Engine:
     async def start(self) -> None:
         """Restore the state the engine was left in, recover orders in flight, then warm the indicators."""
         self.bus.seq = max(self.bus.seq, await self.store.last_seq())
+        found: list[Override | None] = []  # saved state that disagrees with the configuration, to announce
         row = await self.store.get_engine_state()
         if row is None:
             await self.trading.set(self.opts.start_state, "fresh start", "engine", force=True)
         else:
             self.trading.restore(EngineState(row[0]), row[1])
+            if self.profile.resumable:
+                found.append(overrides.start_state(self.opts.start_state, self.state, row[1], row[2],
+                                                   self.opts.live))
             if self.opts.live and self.opts.start_state is EngineState.PAUSED and self.state is EngineState.RUNNING:
                 # A live engine waits for the operator after every start, not only the first.
                 await self.trading.set(EngineState.PAUSED, "live start", "engine")
@@ -219,12 +232,14 @@ class Engine:
             venue_state = await self.store.get_kv("paper_venue")
             if venue_state:
                 self.sim_venue.load(venue_state)
-        await self._load_weights()
+        found.append(await self._load_weights())
+        if self.sim_feed is not None:
+            found.append(await self._load_market())
         for p in positions:
             if p.entry_decision_id:
                 self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
         # A run that is not resumed takes its approval mode from its options only.
-        await self.approvals.restore(mode=self.profile.resumable)
+        found.append(await self.approvals.restore(mode=self.profile.resumable))
         await self.venue.connect()
         if self.sim_venue is None:
             # A real account: its cash is what the venue holds in the quote currency.
@@ -242,6 +257,11 @@ class Engine:
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
             "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),
             "positions": len(positions), "pid": os.getpid(), "backtest": self.profile is BACKTEST}))
+        self.overrides = [o for o in found if o is not None]
+        for o in self.overrides:
+            self.bus.publish(OverrideEvent(**o.as_dict()))
+            log.warning("saved state over configuration", setting=o.setting, configured=o.configured,
+                        saved=o.saved, effective=o.effective, detail=o.message)
         if self.profile.venue_checks:
             # Before any new order: the journal against the venue (orders in flight, fills while down, positions).
             await self.reconcile()
@@ -267,12 +287,28 @@ class Engine:
         log.info("engine started", mode=self.mode, state=self.state.value, approval=self.approval_mode,
                  symbols=",".join(self.symbols))
 
-    async def _load_weights(self) -> None:
+    async def _load_market(self) -> Override | None:
+        """The simulated market continues from its stored state (prices, bar time, recent bars)."""
+        assert self.sim_feed is not None
+        saved = await self.store.get_kv("market")
+        if not saved:
+            return None
+        if not self.sim_feed.load(saved):
+            return Override("market", "a new price path", "a market for other symbols or timeframe",
+                            "a new price path", "the simulated market saved from the last run does not fit the "
+                            "configured symbols or timeframe: a new price path starts, and open positions are "
+                            "priced on it")
+        return overrides.market(self.settings.market.seed, saved)
+
+    async def _load_weights(self) -> Override | None:
         saved = await self.store.get_kv("weights")
         if saved and self.learner is not None:
             self.learner.load(saved.get("weights", {}), saved.get("stats", {}))
             if self.opts.adaptive:
                 self.ensemble.set_weights(self.learner.weights)
+                if self.profile.resumable:
+                    return overrides.weights(True, {"weights": self.learner.weights})
+        return None
 
     async def run(self) -> None:
         """Consume the feed until it ends or a stop is requested."""
@@ -385,6 +421,8 @@ class Engine:
 
     async def _persist_books(self) -> None:
         await self.store.put_kv("portfolio", self.portfolio.state(), self.clock.wall())
+        if self.sim_feed is not None:
+            await self.store.put_kv("market", self.sim_feed.state(), self.clock.wall())
         await self._save_venue()
         await self._save_learner()
 
@@ -543,7 +581,8 @@ class Engine:
             elif self.approvals.waiting_for(c.symbol):
                 d.outcome = "awaiting_approval"
             else:
-                await self._enter(d, ind)
+                await self._enter(d)
+                self.entries.note(d.outcome, d.reason, d.ts)
         else:  # SELL: long-only spot, so a SELL closes a long and is otherwise nothing to do
             if pos is None:
                 d.outcome = "no_position"
@@ -559,11 +598,16 @@ class Engine:
                 d.outcome = "exit_submitted" if sub.accepted else "exit_refused"
                 d.reason = sub.reason
 
-    async def _enter(self, d: Decision, ind: IndicatorSet) -> None:
+    def _size(self, symbol: str, price: float) -> tuple[float, dict[str, Any]]:
+        """An entry in `symbol` sized at `price` with the account and the volatility as they are now."""
         pf = self.portfolio
+        return size_entry(self.settings.risk, equity=pf.equity(), cash=pf.cash, price=price,
+                          atr=self.ind[symbol].atr, fee_rate=self.fee_rate,
+                          amount_step=self.venue.market(symbol).amount_step)
+
+    async def _enter(self, d: Decision) -> None:
         market = self.venue.market(d.symbol)
-        qty, sizing = size_entry(self.settings.risk, equity=pf.equity(), cash=pf.cash, price=d.price, atr=ind.atr,
-                                 fee_rate=self.fee_rate, amount_step=market.amount_step)
+        qty, sizing = self._size(d.symbol, d.price)
         d.sizing = sizing
         d.quantity = qty
         if market.below_minimum(qty, d.price):
@@ -720,6 +764,9 @@ class Engine:
         async with self._control_lock:
             await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
             report = await self.orders.cancel_all()
+            # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
+            # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
+            await self.approvals.reject_all(by, f"halted by {by} ({reason})")
             report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
             self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed, by=by,
                                              elapsed_ms=round(report.elapsed_ms, 2)))
@@ -810,6 +857,7 @@ class Engine:
             "state": self.state.value,
             "state_reason": self.state_reason,
             "approval_mode": self.approval_mode,
+            "overrides": [o.as_dict() for o in self.overrides],
             "equity": pf.equity(),
             "cash": pf.cash,
             "day_pnl": pf.day_pnl(),

@@ -241,6 +241,18 @@ class RunEvent(Event):
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class OverrideEvent(Event):
+    """Saved state that takes precedence over the configuration at start (overrides.py), or the other way round."""
+
+    name: ClassVar[str] = "override"
+    setting: str = ""
+    configured: str = ""
+    saved: str = ""
+    effective: str = ""
+    message: str = ""
+
+
 # Not audited: fast-moving updates for the console.
 @dataclass(slots=True)
 class BarEvent(Event):

@@ -143,6 +143,10 @@ def _log(f: Fields) -> str:
     return f"{f.get('level')} {f.get('message')}"
 
 
+def _override(f: Fields) -> str:
+    return str(f.get("message"))
+
+
 _SKIP = ("ts", "seq", "event", "audit")
 
 
@@ -156,6 +160,7 @@ BODIES: dict[str, Callable[[Fields], str]] = {
     "engine_state": _state, "breaker": _breaker, "approval": _approval, "weights": _weights,
     "reconcile": _reconcile, "error": _error, "kill_switch": _kill, "run": _run, "log": _log,
     "venue_fault": _venue_fault,
+    "override": _override,
 }
 
 

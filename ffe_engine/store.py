@@ -658,3 +658,31 @@ class Records:
     def engine_state(self) -> str | None:
         rows = self._q("SELECT state FROM engine_state WHERE id = 1")
         return rows[0][0] if rows else None
+
+
+# Saved state that can take precedence over the configuration at the next start (overrides.py).
+SAVED_KEYS = ("approval_mode", "weights", "market")
+
+
+def saved_state(path: Path | str) -> dict[str, Any] | None:
+    """What a data directory's database holds that a start would restore over the configuration, read-only and
+    without creating anything: None when there is no database. Values that cannot be read are left out."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        out: dict[str, Any] = {}
+        with contextlib.suppress(sqlite3.DatabaseError):
+            row = conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
+            if row is not None:
+                out["engine_state"] = tuple(row)
+        for key in SAVED_KEYS:
+            with contextlib.suppress(sqlite3.DatabaseError, ValueError):
+                row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                if row is not None:
+                    out[key] = json.loads(row[0])
+        return out
+    finally:
+        conn.close()

@@ -132,12 +132,22 @@ class PositionsTable(DataTable):
             self.remove_row(key)
 
 
+# The countdown and the move since the proposal come first: the pane is about 55 columns wide beside the breaker.
 APPROVAL_COLUMNS = (("id", "approval", 15), ("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 9),
-                    ("price", "price", 9), ("expires", "expires in", 10))
+                    ("expires", "expires in", 11), ("move", "move", 8), ("price", "proposed", 9), ("last", "now", 9))
+
+
+def approval_move(a: dict[str, Any]) -> Text:
+    """The price move since the trade was proposed: approving sizes it again at the price now."""
+    move = a.get("move_pct")
+    if move is None:
+        return Text("-")
+    return Text(fmt.pct(move, signed=True), style="green" if move > 0 else ("red" if move < 0 else ""))
 
 
 class ApprovalsTable(DataTable):
-    """Pending trades in manual mode, with a live countdown to expiry."""
+    """Pending trades in manual mode: the price proposed at, the price now and the move since, and a live countdown
+    to expiry."""
 
     def __init__(self, **kw) -> None:
         super().__init__(cell_padding=0, **kw)
@@ -154,12 +164,14 @@ class ApprovalsTable(DataTable):
             seen.add(aid)
             left = a.get("expires_in")
             countdown = Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else "")
+            last, move = fmt.price(a.get("last")), approval_move(a)
             if aid in self.rows:
-                if str(self.get_cell(aid, "expires")) != str(countdown):
-                    self.update_cell(aid, "expires", countdown)
+                for key, value in (("expires", countdown), ("last", last), ("move", move)):
+                    if str(self.get_cell(aid, key)) != str(value):
+                        self.update_cell(aid, key, value)
             else:
-                self.add_row(aid, a["symbol"], a["side"], fmt.qty(a["quantity"]), fmt.price(a["price"]), countdown,
-                             key=aid)
+                self.add_row(aid, a["symbol"], a["side"], fmt.qty(a["quantity"]), countdown, move,
+                             fmt.price(a["price"]), last, key=aid)
         for key in [k for k in self.rows if k.value not in seen]:
             self.remove_row(key)
 

@@ -9,6 +9,7 @@ restart (still pending, or expired by then); the mode can be switched while runn
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 
@@ -20,7 +21,7 @@ from ffe_engine.market.simulated import SimulatedFeed
 from ffe_engine.model import EngineState
 
 from pipeline_helpers import (BUY, GATE_ORDER, MIN, START_TS, FlakyVenue, crash_paths, make_settings, open_pipeline,
-                              paper_venue, pipelines, replay_feed, simulated_feed)
+                              paper_venue, pipelines, replay_feed, simulated_feed, wave)
 
 _ = pipelines  # a fixture
 
@@ -96,7 +97,7 @@ async def test_a_passing_decision_waits_for_approval_then_goes_through_the_singl
     await p.bars(1)
     pos = p.engine.portfolio.positions[BTC]
     assert pos.entry_decision_id == d["decision_id"]
-    assert pos.quantity == pytest.approx(a["quantity"])
+    assert pos.quantity == pytest.approx(res["quantity"])  # sized again at the price when approved
 
 
 async def test_a_rejected_approval_is_recorded_with_who_and_never_sent(tmp_path, pipelines):
@@ -328,3 +329,123 @@ async def test_approval_mode_switches_while_running_and_the_switch_persists(tmp_
         assert p.engine.approval_mode == "auto"
     finally:
         await p.close()
+
+
+# ---------------------------------------------------------------- the price moves while an approval waits
+
+def waiting_paths(after: list[float]) -> dict[str, list[float]]:
+    """BTC/USDT: a quiet range for 60 bars ending at 60,000 (where the approval is proposed), then `after`.
+    ETH/USDT: a quiet range throughout."""
+    btc = wave(60, base=60_000.0, amp=0.002) + [60_000.0] + after
+    return {BTC: btc, ETH: wave(len(btc), base=3_000.0, amp=0.002)}
+
+
+async def propose_at_60k(tmp_path, pipelines, after: list[float], **risk):
+    script: dict = {}
+    clock = SimClock()
+    s = manual(tmp_path, risk=risk)
+    p = await pipelines(s, script=script, feed=replay_feed(tmp_path, waiting_paths(after), clock), clock=clock)
+    await p.bars(60)
+    script[BTC] = (BUY, 0.8)
+    await p.bars(1)
+    del script[BTC]
+    [a] = await approvals(p, "pending")
+    assert a["price"] == pytest.approx(60_000.0)
+    return p, a
+
+
+async def test_approving_after_the_price_rose_past_the_take_profit_is_refused_with_the_reason(tmp_path, pipelines):
+    p, a = await propose_at_60k(tmp_path, pipelines, [61_500.0] * 5)
+    tp = a["intent"]["take_profit"]
+    assert 60_000 < tp < 61_500
+    await p.bars(1)  # the price is now above the take-profit the trade was proposed with
+    res = await p.engine.approve(a["approval_id"], by="alice")
+    assert not res["accepted"]
+    assert res["reason"].startswith("PRICE_MOVED: price moved past the take-profit: now 61,500.0, take-profit ")
+    assert res["reason"].endswith("(proposed at 60,000.0)"), res["reason"]
+    [a] = await approvals(p)
+    assert (a["status"], a["by"]) == ("rejected", "re-check (alice)")
+    assert (await approval_events(p, a["approval_id"]))[-1]["reason"] == res["reason"]
+    assert await orders_of(p, a["decision_id"]) == []
+    await p.bars(2)
+    assert p.engine.portfolio.positions == {}
+
+
+async def test_approving_after_the_price_fell_past_the_stop_loss_is_refused_with_the_reason(tmp_path, pipelines):
+    p, a = await propose_at_60k(tmp_path, pipelines, [58_000.0] * 5)
+    assert a["intent"]["stop_loss"] > 58_000
+    await p.bars(1)
+    res = await p.engine.approve(a["approval_id"])
+    assert not res["accepted"] and res["reason"].startswith("PRICE_MOVED: price moved past the stop-loss"), res
+    assert await orders_of(p, a["decision_id"]) == []
+
+
+async def test_an_approval_is_sized_with_its_stops_from_the_price_when_approved(tmp_path, pipelines):
+    p, a = await propose_at_60k(tmp_path, pipelines, [60_300.0] * 5)
+    proposed = a["intent"]
+    await p.bars(1)  # +0.5%, still inside the stops it was proposed with
+    atr = p.engine.ind[BTC].atr
+    res = await p.engine.approve(a["approval_id"])
+    assert res["accepted"], res
+    [intent] = [json.loads(r[0]) for r in await p.rows("SELECT intent FROM orders WHERE client_order_id = ?",
+                                                        (res["client_order_id"],))]
+    r = p.settings.risk
+    assert intent["ref_price"] == pytest.approx(60_300.0)
+    assert intent["stop_loss"] == pytest.approx(60_300.0 - r.stop_loss_atr * atr)
+    assert intent["take_profit"] == pytest.approx(60_300.0 + r.take_profit_atr * atr)
+    assert intent["take_profit"] > proposed["take_profit"] and intent["stop_loss"] > proposed["stop_loss"]
+    assert (res["price"], res["stop_loss"], res["take_profit"]) == (
+        intent["ref_price"], intent["stop_loss"], intent["take_profit"])
+    await p.bars(2)
+    pos = p.engine.portfolio.positions[BTC]
+    assert pos.take_profit > pos.entry_price > pos.stop_loss  # not closed at once as a "take-profit" at a loss
+    assert pos.take_profit == pytest.approx(intent["take_profit"])
+    assert await p.rows("SELECT count(*) FROM trades") == [(0,)]
+
+
+async def test_an_approval_sized_at_the_position_size_cap_passes_its_re_check_after_an_uptick(tmp_path, pipelines):
+    # sized by the POSITION_SIZE cap (a large risk per trade), and stops far enough that a 2% rise is inside them
+    p, a = await propose_at_60k(tmp_path, pipelines, [61_200.0] * 5, risk_per_trade_pct=50, take_profit_atr=100)
+    d = (await p.decisions("WHERE decision_id = ?", (a["decision_id"],)))[0]
+    assert d["event"]["sizing"]["capped_by"] == "position_size"
+    await p.bars(1)  # +2%: the quantity proposed would now be more than the cap
+    assert a["quantity"] * 61_200.0 / p.engine.portfolio.equity() * 100 > p.settings.risk.max_position_pct
+    res = await p.engine.approve(a["approval_id"])
+    assert res["accepted"], res
+    g = {x["code"]: x for x in await recheck_gates(p, a["decision_id"])}
+    assert g["POSITION_SIZE"]["passed"] and float(g["POSITION_SIZE"]["value"]) <= p.settings.risk.max_position_pct
+    assert res["quantity"] < a["quantity"]
+
+
+async def test_the_snapshot_shows_each_approval_with_the_current_price_and_the_move_since_proposed(tmp_path,
+                                                                                                  pipelines):
+    p, a = await propose_at_60k(tmp_path, pipelines, [60_600.0] * 5)
+    [row] = p.engine.snapshot()["approvals"]
+    assert (row["price"], row["last"], row["move_pct"]) == (60_000.0, 60_000.0, 0.0)
+    await p.bars(1)
+    [row] = p.engine.snapshot()["approvals"]
+    assert row["last"] == pytest.approx(60_600.0) and row["move_pct"] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- a halt ends every approval
+
+@pytest.mark.parametrize("how", ["halt", "flatten"])
+async def test_a_halt_rejects_every_pending_approval_so_none_is_approved_after_re_arming(tmp_path, pipelines, how):
+    p = await pipelines(manual(tmp_path), script={BTC: (BUY, 0.8), ETH: (BUY, 0.8)})
+    await p.bars(1)
+    pending = await approvals(p, "pending")
+    assert len(pending) == 2
+    if how == "halt":
+        await p.engine.halt(reason="kill switch", by="dave")
+    else:
+        await p.engine.flatten(by="dave")
+    assert p.engine.pending == {} and p.engine.snapshot()["approvals"] == []
+    for a in await approvals(p):
+        assert (a["status"], a["by"]) == ("rejected", "dave")
+        [ev] = [e for e in await approval_events(p, a["approval_id"]) if e["outcome"] == "rejected"]
+        assert ev["by"] == "dave" and ev["reason"] == f"halted by dave ({'kill switch' if how == 'halt' else how})"
+    await p.engine.resume(confirm=True)
+    for a in pending:
+        with pytest.raises(ControlError):
+            await p.engine.approve(a["approval_id"])
+    assert await p.rows("SELECT count(*) FROM orders WHERE reduce_only = 0") == [(0,)]

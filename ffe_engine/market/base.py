@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 from ..model import Candle
 
@@ -16,3 +16,15 @@ class Feed(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ResumableFeed(Protocol):
+    """A market made in the process (the simulated one): its state is stored with the engine's books, so a restart
+    continues it instead of starting a new price path."""
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load(self, state: dict[str, Any]) -> bool:
+        """Continue from a stored state; False when the state does not fit this feed (a new path then)."""
+        ...

@@ -8,6 +8,17 @@ is chosen next, so that every regime shows up within a few hundred bars whatever
 Warm-up history is generated backwards in time from the live start with its own random stream, so it ends
 exactly at the live starting price, `history(200)[-100:] == history(100)`, and the live candles are the same
 however much history is asked for.
+
+Time. A bar's time is market time: the first live bar opens at the start (by default the wall-clock time when the
+feed is made), and each bar is one timeframe later, however fast the bars come. At `market.speed` bars per second
+of 1m bars, market time runs speed x 60 times faster than the wall clock (120x at the default 2.0): a paper "day"
+(the DAILY_LOSS and DAILY_TRADES gates' UTC day) passes in 24 x 60 / 120 = 12 wall minutes.
+
+Restarts. `state()` is what the engine stores with its books (key `market`); `load(state)` continues from it: the
+same prices, regime and bar time, the recent bars as the warm-up history, and a random stream derived from the
+seed and the bar count. Market time goes on from where it stopped, or from the wall clock if that is later (the
+time the engine was down is then a gap with no bars, like a market closure). Positions carried across a restart
+are therefore priced on the path they were opened on, never on a new one.
 """
 
 from __future__ import annotations
@@ -15,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections import deque
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 from ..clock import DAY_MS, Clock, WallClock, align
 from ..model import Candle
@@ -112,6 +124,20 @@ class MarketSimulator:
         self._left = rng.randint(*REGIME_PARAMS[self.regime].duration)
         self._last_seen = dict.fromkeys(REGIMES, 0)
 
+    def state(self) -> dict[str, Any]:
+        return {"bar": self.bar, "regime": self.regime, "left": self._left, "last_seen": dict(self._last_seen),
+                "symbols": {s.symbol: [s.price, s.anchor] for s in self._states}}
+
+    def load(self, state: dict[str, Any], rng: random.Random) -> None:
+        self.rng = rng
+        self.bar = int(state["bar"])
+        self.regime = state["regime"] if state["regime"] in REGIMES else RANGE
+        self._left = int(state["left"])
+        self._last_seen = {r: int(state["last_seen"].get(r, 0)) for r in REGIMES}
+        for s in self._states:
+            price, anchor = state["symbols"][s.symbol]
+            s.price, s.anchor = float(price), float(anchor)
+
     def _switch(self) -> None:
         stale = [r for r in REGIMES if r != self.regime and self.bar - self._last_seen[r] > STALE_BARS]
         if stale:
@@ -181,7 +207,37 @@ class SimulatedFeed:
         self._market = MarketSimulator(self.symbols, timeframe_ms, random.Random(seed))
         self._next_ts = self.start_ts
         self._closed = False
+        self._emitted = 0  # live bars per symbol in this run (max_bars counts these)
+        self._recent: deque[Candle] = deque(maxlen=0)  # the last bars, the warm-up history after a restart
+        self._resumed = False
         self.clock.advance(self.start_ts)  # market time starts where the warm-up history ends
+
+    def state(self) -> dict[str, Any]:
+        """What a restart needs to continue this market (stored by the engine with its books)."""
+        return {"version": 1, "seed": self.seed, "timeframe_ms": self.timeframe_ms, "symbols": self.symbols,
+                "next_ts": self._next_ts, "market": self._market.state(),
+                "recent": [[c.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume] for c in self._recent]}
+
+    def load(self, state: dict[str, Any]) -> bool:
+        """Continue from a stored state; False (and a new path from the start) when it was made for other symbols
+        or another timeframe, or cannot be read."""
+        try:
+            if (state.get("version") != 1 or state["symbols"] != self.symbols
+                    or state["timeframe_ms"] != self.timeframe_ms):
+                return False
+            market = MarketSimulator(self.symbols, self.timeframe_ms, random.Random(self.seed))
+            market.load(state["market"], random.Random(f"{state['seed']}:{state['market']['bar']}"))
+            recent = [Candle(r[0], int(r[1]), *map(float, r[2:7])) for r in state["recent"]]
+            next_ts = int(state["next_ts"])
+        except (KeyError, TypeError, ValueError, IndexError):
+            return False
+        self._market = market
+        # Market time goes on from where it stopped, or from now if that is later (a gap while it was down).
+        self._next_ts = self.start_ts = max(next_ts, self.start_ts)
+        self._recent = deque(recent, maxlen=len(recent))
+        self._resumed = True
+        self.clock.advance(self.start_ts)
+        return True
 
     @property
     def regime(self) -> str:
@@ -189,26 +245,32 @@ class SimulatedFeed:
         return self._market.regime
 
     def history(self, n: int) -> list[Candle]:
-        """The n bars per symbol before the live start, oldest first; the last close is the first live open."""
-        back = MarketSimulator(self.symbols, self.timeframe_ms, random.Random(f"{self.seed}:history"), -1)
-        steps = [back.step() for _ in range(n)]
-        out: list[Candle] = []
-        tf = self.timeframe_ms
-        for k in range(n - 1, -1, -1):
-            ts = self.start_ts - (k + 1) * tf
-            for sym, bar in zip(self.symbols, steps[k]):
-                out.append(Candle(sym, ts, *bar))
+        """The n bars per symbol before the live start, oldest first; the last close is the first live open.
+        After a restart (`load`), the last bars before it, as many as were kept (the n of the previous run)."""
+        width = n * len(self.symbols)
+        if self._resumed:
+            out = list(self._recent)[-width:] if width else []
+        else:
+            back = MarketSimulator(self.symbols, self.timeframe_ms, random.Random(f"{self.seed}:history"), -1)
+            steps = [back.step() for _ in range(n)]
+            out = []
+            tf = self.timeframe_ms
+            for k in range(n - 1, -1, -1):
+                ts = self.start_ts - (k + 1) * tf
+                for sym, bar in zip(self.symbols, steps[k]):
+                    out.append(Candle(sym, ts, *bar))
+        self._recent = deque(out, maxlen=width)  # kept up to date with the live bars, for the next restart
         return out
 
     def iter_candles(self) -> Iterator[Candle]:
         """Live bars without pacing (for tests and fast runs); advances the clock like `candles()`."""
-        while not self._closed and (self.max_bars is None or self._market.bar < self.max_bars):
+        while not self._closed and (self.max_bars is None or self._emitted < self.max_bars):
             yield from self._next_bar()
 
     async def candles(self) -> AsyncIterator[Candle]:
         interval = 1.0 / self.speed if self.speed > 0 else 0.0
         first = True
-        while not self._closed and (self.max_bars is None or self._market.bar < self.max_bars):
+        while not self._closed and (self.max_bars is None or self._emitted < self.max_bars):
             if interval:
                 if not first:
                     await self.clock.sleep(interval)
@@ -227,5 +289,9 @@ class SimulatedFeed:
         ts = self._next_ts
         self._next_ts = ts + self.timeframe_ms
         bars = self._market.step()
+        self._emitted += 1
         self.clock.advance(ts + self.timeframe_ms)
-        return [Candle(sym, ts, *bar) for sym, bar in zip(self.symbols, bars)]
+        candles = [Candle(sym, ts, *bar) for sym, bar in zip(self.symbols, bars)]
+        if self._recent.maxlen:
+            self._recent.extend(candles)
+        return candles

@@ -1,0 +1,92 @@
+"""Saved state that takes precedence over the configuration at start: found, resolved, announced.
+
+A data directory keeps what the last run left (docs/states.md, "Saved state and the configuration"). Where a
+saved value and the configuration disagree on something that decides whether the engine trades, the safer of the
+two wins: manual approval over auto, HALTED over PAUSED over RUNNING. Every such disagreement, whichever side
+wins, is an `Override`: the engine logs it and publishes it as an `override` event at start, and `ffe config
+check` lists it for a data directory that has saved state. The rules are here once, for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .model import EngineState
+
+_STRICTNESS = {EngineState.RUNNING: 0, EngineState.PAUSED: 1, EngineState.HALTED: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    setting: str  # what the configuration calls it
+    configured: str
+    saved: str
+    effective: str  # what the engine runs with
+    message: str  # one line for the operator
+
+    def as_dict(self) -> dict[str, str]:
+        return {"setting": self.setting, "configured": self.configured, "saved": self.saved,
+                "effective": self.effective, "message": self.message}
+
+
+def approval_mode(configured: str, saved: Any) -> tuple[str, Override | None]:
+    """The approval mode to start in: manual when either the configuration or the saved mode says manual."""
+    if saved not in ("auto", "manual") or saved == configured:
+        return configured, None
+    if saved == "manual":
+        msg = ("approval mode manual, saved from the last run, overrides engine.approval = auto (the safer wins); "
+               "switch with m or `ffe ctl mode auto`")
+    else:
+        msg = ("engine.approval = manual overrides the approval mode auto saved from the last run (the safer wins)")
+    return "manual", Override("engine.approval", configured, str(saved), "manual", msg)
+
+
+def start_state(configured: EngineState, saved: EngineState, saved_reason: str, saved_by: str,
+                live: bool) -> Override | None:
+    """A saved state stricter than the one the configuration starts in: the engine stays in it."""
+    if _STRICTNESS[saved] <= _STRICTNESS[configured]:
+        return None
+    setting = "engine.live_start_paused" if live else "start state"
+    how = "re-arm to trade" if saved is EngineState.HALTED else "resume to trade"
+    msg = (f"engine state {saved.value} saved from the last run ({saved_reason}, by {saved_by}) is kept: a start "
+           f"would otherwise be {configured.value}; {how}")
+    return Override(setting, configured.value, saved.value, saved.value, msg)
+
+
+def weights(adaptive: bool, saved: Any) -> Override | None:
+    """Learned provider weights saved from the last run replace the starting (equal) weights when adaptive."""
+    if not adaptive or not isinstance(saved, dict) or not saved.get("weights"):
+        return None
+    learned = saved["weights"]
+    if len({round(float(w), 6) for w in learned.values()}) <= 1:
+        return None  # still equal: nothing learned yet that changes a vote
+    shown = " ".join(f"{k}={float(v):.3f}" for k, v in sorted(learned.items()))
+    return Override("ensemble.adaptive", "equal weights", shown, shown,
+                    f"provider weights learned in earlier runs are used, not equal weights: {shown}")
+
+
+def market(seed: int, saved: Any) -> Override | None:
+    """A simulated market saved from the last run continues its own price path (started from its own seed)."""
+    if not isinstance(saved, dict) or "seed" not in saved:
+        return None
+    if saved["seed"] == seed:
+        return None
+    return Override("market.seed", str(seed), str(saved["seed"]), str(saved["seed"]),
+                    f"the simulated market continues the price path it saved (seed {saved['seed']}); market.seed = "
+                    f"{seed} applies to a fresh data directory")
+
+
+def find(settings: Any, saved: dict[str, Any], *, live: bool) -> list[Override]:
+    """What the saved state of a data directory (`store.saved_state`) would override at the next start."""
+    found: list[Override | None] = []
+    _, o = approval_mode(settings.engine.approval, saved.get("approval_mode"))
+    found.append(o)
+    row = saved.get("engine_state")
+    if row is not None and row[0] in {s.value for s in EngineState}:
+        configured = EngineState.PAUSED if live and settings.engine.live_start_paused else EngineState.RUNNING
+        found.append(start_state(configured, EngineState(row[0]), row[1], row[2], live))
+    found.append(weights(settings.ensemble.adaptive, saved.get("weights")))
+    if settings.market.source == "simulated":
+        found.append(market(settings.market.seed, saved.get("market")))
+    return [o for o in found if o is not None]

@@ -1,0 +1,62 @@
+"""`ffe config check` refuses what `ffe run` would refuse, and stops quietly when its reader goes away.
+
+Key bindings are validated by the console (ffe_tui/keys.py) when it starts; config check runs the same
+validation, so a binding that `run` would reject is reported by `config check` first, as one line naming the file,
+line and key, exit 2. Real `ffe` subprocesses and real pipes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import ffe_cmd, ffe_env, run_ffe
+
+
+def write_config(tmp_path, keys: str) -> None:
+    (tmp_path / "config.toml").write_text(f'[engine]\napproval = "auto"\n\n[tui]\nkeys = {keys}\n')
+
+
+@pytest.mark.parametrize("keys, says", [
+    ('{kill = "ctrl+b"}', "'ctrl+b' cannot be used (the tmux prefix)"),
+    ('{pause = "a"}', "key 'a' is bound to both"),
+    ('{paws = "p"}', "unknown binding id 'paws'"),
+], ids=["taken by tmux", "bound twice", "unknown id"])
+def test_config_check_rejects_the_key_bindings_the_console_would_reject(tmp_path, keys, says):
+    write_config(tmp_path, keys)
+    res = run_ffe(tmp_path, "config", "check")
+    assert res.returncode == 2, res.stdout
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("ffe: error: ") and "config.toml:5: tui.keys" in line and says in line, line
+    assert res.stdout == ""
+
+
+def test_config_check_accepts_valid_key_bindings(tmp_path):
+    write_config(tmp_path, '{pause = "space", kill = "X,ctrl+k"}')
+    res = run_ffe(tmp_path, "config", "check")
+    assert res.returncode == 0, res.stderr
+    assert "[tui]" in res.stdout
+
+
+def test_config_check_into_a_pipe_whose_reader_is_gone_ends_quietly(tmp_path):
+    write_config(tmp_path, "{}")
+    r, w = os.pipe()
+    proc = subprocess.Popen(ffe_cmd("config", "check"), cwd=tmp_path, env=ffe_env(), stdout=w,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    os.close(w)
+    os.close(r)  # the reader went away before ffe wrote a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_config_check_piped_into_head_ends_quietly(tmp_path):
+    write_config(tmp_path, "{}")
+    cmd = " ".join(ffe_cmd("config", "check")) + " | head -n 1"
+    res = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=tmp_path, env=ffe_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "# ffe effective configuration\n"
+    assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr, res.stderr

@@ -1,0 +1,147 @@
+"""The simulated market continues across a restart: same prices, same bar time, the recent bars as warm-up.
+
+Seen before: a restart started a new price path, and a position carried across it was re-priced on that path
+(BTC 61,182 to 60,028) and stopped out for a loss. The market's state is stored with the engine's books; a new
+engine over the same database continues it. Real engine, real SQLite, the simulated feed as `ffe run` makes it.
+"""
+
+from __future__ import annotations
+
+from ffe_engine.clock import SimClock
+from ffe_engine.market.simulated import SimulatedFeed
+
+from pipeline_helpers import BUY, MIN, START_TS, make_settings, open_pipeline, simulated_feed
+from conftest import db_value, engine_session, run_ffe
+
+BTC, ETH = "BTC/USDT", "ETH/USDT"
+
+
+async def restart(s, *, start_ts: int, seed: int | None = None, script=None):
+    clock = SimClock()
+    feed = simulated_feed(s, clock, start_ts=start_ts, seed=seed)
+    return await open_pipeline(s, script=script if script is not None else {}, feed=feed, clock=clock)
+
+
+async def next_bar(p) -> dict:
+    """Feed the engine the market's next bar (every symbol's candle) and return the candles by symbol."""
+    it = p.feed.iter_candles()
+    bars = {}
+    for _ in p.settings.engine.symbols:
+        c = next(it)
+        bars[c.symbol] = c
+        await p.engine.on_candle(c)
+    return bars
+
+
+async def test_a_position_carried_across_a_restart_is_priced_on_the_path_it_was_opened_on(tmp_path):
+    s = make_settings(tmp_path, risk={"take_profit_atr": 100, "stop_loss_atr": 100})
+    script = {BTC: (BUY, 0.8)}
+    p = await open_pipeline(s, script=script)
+    try:
+        await p.until(lambda: BTC in p.engine.portfolio.positions, max_bars=5, what="a BTC position")
+        del script[BTC]
+        await p.bars(30)
+        last = {sym: closes[-1] for sym, closes in p.closes.items()}
+        last_ts = p.engine.last_bar_ts[BTC]
+        pos = p.engine.portfolio.positions[BTC]
+        entry = pos.entry_price
+        live = {sym: list(closes) for sym, closes in p.closes.items()}
+    finally:
+        await p.close()
+
+    # restarted "a moment later" by the wall clock: the fresh start time is earlier than the market time reached
+    p = await restart(s, start_ts=START_TS + 5 * MIN)
+    try:
+        assert p.engine.portfolio.positions[BTC].entry_price == entry
+        # warmed on the bars it saw before the stop, not on a made-up past
+        warmup = p.engine.feed.history(s.engine.warmup_bars)
+        for sym in (BTC, ETH):
+            assert [c.close for c in warmup if c.symbol == sym][-len(live[sym]):] == live[sym]
+        first = await next_bar(p)
+        for sym in (BTC, ETH):
+            assert first[sym].open == last[sym]  # the new bar opens at the last close: no jump
+        assert p.engine.last_bar_ts[BTC] == last_ts + MIN  # market time goes on
+        assert BTC in p.engine.portfolio.positions  # not stopped out by a new path
+        assert await p.rows("SELECT count(*) FROM trades") == [(0,)]
+    finally:
+        await p.close()
+
+
+async def test_after_a_long_stop_market_time_resumes_at_the_wall_clock_with_prices_continued(tmp_path):
+    s = make_settings(tmp_path)
+    p = await open_pipeline(s, script={})
+    await p.bars(10)
+    last = {sym: closes[-1] for sym, closes in p.closes.items()}
+    await p.close()
+    later = START_TS + 3 * 86_400_000  # three days later by the wall clock, past the market time reached
+    p = await restart(s, start_ts=later)
+    try:
+        bars = await next_bar(p)
+        assert p.engine.last_bar_ts[BTC] == later == bars[BTC].ts
+        assert {sym: bars[sym].open for sym in (BTC, ETH)} == last
+    finally:
+        await p.close()
+
+
+async def test_the_same_saved_market_continues_the_same_way(tmp_path):
+    s = make_settings(tmp_path)
+    p = await open_pipeline(s, script={})
+    await p.bars(20)
+    await p.close()
+    saved = (tmp_path / "data" / "ffe.db").read_bytes()
+    paths = []
+    for run in range(2):
+        (tmp_path / "data" / "ffe.db").write_bytes(saved)
+        for extra in ("-wal", "-shm"):
+            (tmp_path / "data" / f"ffe.db{extra}").unlink(missing_ok=True)
+        p = await restart(s, start_ts=START_TS)
+        await p.bars(15)
+        paths.append(dict(p.closes))
+        await p.close()
+    assert paths[0] == paths[1] and len(paths[0][BTC]) == 15
+
+
+async def test_a_saved_market_for_other_symbols_starts_a_new_path_and_says_so(tmp_path):
+    p = await open_pipeline(make_settings(tmp_path), script={})
+    await p.bars(5)
+    await p.close()
+    s = make_settings(tmp_path, symbols=(BTC,))
+    p = await restart(s, start_ts=START_TS)
+    try:
+        [o] = [o for o in p.engine.overrides if o.setting == "market"]
+        assert "new price path" in o.message
+        feed = SimulatedFeed([BTC], s.engine.timeframe_ms, seed=s.market.seed, clock=SimClock(), speed=0,
+                             start_ts=START_TS)
+        await p.bars(1)
+        assert p.closes[BTC][0] == next(feed.iter_candles()).close  # the fresh path, from its start
+    finally:
+        await p.close()
+
+
+async def test_a_different_seed_is_announced_and_the_saved_market_continues(tmp_path):
+    p = await open_pipeline(make_settings(tmp_path), script={})  # seed 7
+    await p.bars(5)
+    last = p.closes[BTC][-1]
+    await p.close()
+    s = make_settings(tmp_path, market={"seed": 99})
+    p = await restart(s, start_ts=START_TS)
+    try:
+        [o] = [o for o in p.engine.overrides if o.setting == "market.seed"]
+        assert (o.configured, o.saved, o.effective) == ("99", "7", "7") and "continues" in o.message
+        assert (await next_bar(p))[BTC].open == last
+    finally:
+        await p.close()
+
+
+async def test_config_check_says_the_saved_market_continues_when_the_seed_changed(tmp_path):
+    (tmp_path / "config.toml").write_text(
+        f'[market]\nseed = 11\n\n[storage]\npath = "{tmp_path / "data" / "ffe.db"}"\n\n'
+        f'[logging]\ndir = "{tmp_path / "logs"}"\n')
+    from conftest import make_settings as host_settings
+
+    async with engine_session(host_settings(tmp_path), max_bars=3) as running:  # seed 7
+        await running.engine.run()
+    assert db_value(tmp_path / "data" / "ffe.db", "SELECT count(*) FROM kv WHERE key = 'market'") == 1
+    res = run_ffe(tmp_path, "config", "check")
+    assert res.returncode == 0, res.stderr
+    assert any(x.startswith("#   market.seed:") and "continues" in x for x in res.stdout.splitlines()), res.stdout

@@ -1,0 +1,65 @@
+"""The approvals pane shows, for each pending trade, the price it was proposed at, the price now and the move
+since: approving sizes the trade again at the price now (or refuses it when the price has moved past its stops),
+so the operator sees what he approves. Fed with the snapshot rows of a real engine, in a real Textual app."""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+
+from ffe_tui.panes import ApprovalsTable
+
+import re
+
+import pytest
+
+from pipeline_helpers import pipelines
+from test_approvals import BTC, propose_at_60k
+from test_tui_helpers import SIZE_IDS, SIZES, console, running, screen_text, until
+
+_ = pipelines  # a fixture
+
+
+class PaneApp(App):
+    def compose(self) -> ComposeResult:
+        yield ApprovalsTable(id="approvals")
+
+
+def cells(table: ApprovalsTable, aid: str) -> dict[str, str]:
+    return {str(col.key.value): str(table.get_cell(aid, col.key)) for col in table.columns.values()}
+
+
+async def test_the_approvals_pane_shows_the_price_now_and_the_move_since_the_proposal(tmp_path, pipelines):
+    p, a = await propose_at_60k(tmp_path, pipelines, [60_600.0] * 5)
+    app = PaneApp()
+    async with app.run_test(size=(100, 10)) as pilot:
+        table = app.query_one(ApprovalsTable)
+        labels = [str(c.label) for c in table.columns.values()]
+        assert labels[4:] == ["expires in", "move", "proposed", "now"]
+        table.show(p.engine.snapshot()["approvals"])
+        await pilot.pause()
+        row = cells(table, a["approval_id"])
+        assert (row["symbol"], row["price"], row["last"], row["move"]) == (BTC, "60,000.0", "60,000.0", "+0.00%")
+        await p.bars(1)  # the price rises 1% while the trade waits
+        table.show(p.engine.snapshot()["approvals"])
+        await pilot.pause()
+        row = cells(table, a["approval_id"])
+        assert (row["price"], row["last"], row["move"]) == ("60,000.0", "60,600.0", "+1.00%")
+        assert table.row_count == 1
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_in_the_console_a_pending_trade_shows_its_countdown_and_move_on_screen(tmp_path, size):
+    app = console(tmp_path, speed=20.0, approval="manual", ttl=600.0)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        table = app.query_one("#approvals")
+        await until(pilot, lambda: table.row_count >= 1, "a pending approval on screen", timeout=60)
+        aid = table.selected()
+
+        def row_on_screen() -> str:
+            return next((line for line in screen_text(app).splitlines() if aid in line), "")
+
+        # the countdown and the signed move since the proposal are on the approval's own line
+        line = await until(pilot, lambda: re.search(r"\d+m\d\ds +[+-]\d+\.\d\d%", row_on_screen()) and row_on_screen(),
+                           "the countdown and the move on the approval's line")
+        assert "move" in screen_text(app) and "expires in" in screen_text(app), line
