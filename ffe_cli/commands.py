@@ -75,9 +75,11 @@ def backtest(args: argparse.Namespace) -> int:
     series = bt.load_files(args.files, lenient=args.lenient)
     run_id = bt.new_run_id()
     try:
-        report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id))
+        report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id, records=args.records))
     except KeyboardInterrupt:
         data_dir, log_dir = bt.run_dirs(settings, run_id)
+        if (args.records or settings.backtest.records) == "summary":
+            raise Interrupted(f"backtest {run_id} interrupted (records: summary, nothing written)") from None
         raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
                           f"{log_dir / 'audit.jsonl'}") from None
     _print(bt.format_summary(report))

@@ -1,5 +1,13 @@
 """Backtest: replay CSV candles through the same pipeline (same engine, gates, order path, paper venue) at full
 speed, into a database and audit file of the run's own, then report.
+
+What is written is the run's record level (`backtest.records`, `ffe backtest --records`):
+- `full`: every event, every decision with its votes, gates and sizing (what `ffe audit show` tells);
+- `trades`: orders, fills, closed trades, positions, the equity at every bar, weight changes, and the number of
+  decisions each gate refused; no per-bar decision records;
+- `summary`: the report only: no database or audit file is left behind.
+The run itself is the same at every level: the same decisions are made (with the same ids), so the orders, fills,
+trades, equity and weights are the same, bit for bit.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from .market.replay import ReplayFeed
 from .store import Store
 
 FLUSH_EVERY = 5000
+RECORD_LEVELS = ("full", "trades", "summary")
 
 
 def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries]:
@@ -46,8 +55,13 @@ def run_dirs(settings: Settings, run_id: str) -> tuple[Path, Path]:
     return settings.data_dir / "backtests" / run_id, settings.log_dir / "backtests" / run_id
 
 
-async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None = None) -> dict[str, Any]:
+async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None = None,
+                       records: str | None = None) -> dict[str, Any]:
+    """Run the backtest and return its report. `records` overrides the configured record level."""
     t0 = time.perf_counter()
+    records = records or settings.backtest.records
+    if records not in RECORD_LEVELS:
+        raise StartError(f"--records must be one of {', '.join(RECORD_LEVELS)}, got {records!r}")
     symbols = list(series)
     quotes = {s.partition("/")[2] for s in symbols}
     if len(quotes) != 1:
@@ -58,15 +72,20 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     data_dir, log_dir = run_dirs(settings, run_id)
     engine_settings = settings.model_copy(update={
         "engine": settings.engine.model_copy(update={"symbols": symbols, "approval": "auto"})})
-    # The store's writer process writes the database and the audit file, from the same records.
-    store = await Store.open(data_dir / "ffe.db", backtest=True, audit_path=log_dir / "audit.jsonl")
+    # The store's writer process writes the database and the audit file, from the same records. A summary run
+    # keeps its database in the writer's memory: the order path journals as always, and nothing reaches the disk.
+    kept = records != "summary"
+    db_path: Path | str = data_dir / "ffe.db" if kept else ":memory:"
+    store = await Store.open(db_path, backtest=True, audit_path=log_dir / "audit.jsonl" if kept else None)
     redactor = Redactor(settings.secrets())
     bus = EventBus(redact=redactor.text if redactor.secrets else None)
-    bus.add_sink(store.add_event)
+    if kept:
+        bus.add_sink(store.add_event)
     clock = SimClock()
     feed = ReplayFeed(series, clock, speed=0.0)
     venue = paper_venue(settings, symbols, quote=quotes.pop())
-    options = EngineOptions.for_backtest(flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive)
+    options = EngineOptions.for_backtest(flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive,
+                                         decision_records=records == "full")
     engine = build_engine(engine_settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                           options=options, timeframe_ms=timeframe)
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
@@ -79,8 +98,14 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     try:
         await engine.run()
         report = build_report(engine, series, timeframe)
+        if kept:
+            # The whole curve, one equity per bar close, and what the gates refused (the report thins the curve).
+            await store.put_kv("equity_curve", {"ts": [ts for ts, _ in engine.equity_curve],
+                                                "equity": [eq for _, eq in engine.equity_curve]}, 0.0)
+            await store.put_kv("gate_refusals", engine.refusals, 0.0)
         # The last bar closes the books: an open position is valued at the last price.
-        report.update(run_id=run_id, database=str(data_dir / "ffe.db"), audit=str(log_dir / "audit.jsonl"),
+        report.update(run_id=run_id, records=records, database=str(data_dir / "ffe.db") if kept else None,
+                      audit=str(log_dir / "audit.jsonl") if kept else None,
                       elapsed_s=round(time.perf_counter() - t0, 3))
         report["bars_per_s"] = round(report["bars"] / report["elapsed_s"], 1) if report["elapsed_s"] else None
     finally:
@@ -136,6 +161,7 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "sharpe": round(sharpe, 3),
         "fees": round(pf.fees_paid, 2),
         "exits_by_reason": by_reason,
+        "gate_refusals": dict(sorted(engine.refusals.items())),
         "open_positions": len(pf.positions),
         "gaps": {s: getattr(ser, "gap_count", 0) for s, ser in series.items()},
         "equity_curve": [[ts, round(eq, 2)] for ts, eq in curve[::step]],
@@ -154,7 +180,11 @@ def format_summary(r: dict[str, Any]) -> str:
         f"  sharpe        {r['sharpe']:.2f}",
         f"  fees          {fmt.money(r['fees'])}",
         f"  speed         {r['bars_per_s'] or 0:,.0f} bars/s ({r['elapsed_s']:.2f} s)",
-        f"  database      {r['database']}",
-        f"  audit         {r['audit']}",
     ]
+    if r.get("gate_refusals"):
+        lines.append("  refused       " + ", ".join(f"{code} {n}" for code, n in r["gate_refusals"].items()))
+    if r.get("database"):
+        lines += [f"  database      {r['database']}", f"  audit         {r['audit']}"]
+    else:
+        lines.append(f"  records       {r.get('records', 'summary')}: the report only")
     return "\n".join(lines)
