@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import math
 import time
 import uuid
@@ -165,7 +166,24 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "open_positions": len(pf.positions),
         "gaps": {s: getattr(ser, "gap_count", 0) for s, ser in series.items()},
         "equity_curve": [[ts, round(eq, 2)] for ts, eq in curve[::step]],
+        "results_sha256": results_digest(engine),
     }
+
+
+def results_digest(engine: Engine) -> str:
+    """A fingerprint of what the run did, exact to the last bit: every closed trade, the equity at every bar close
+    and the provider weights at the end. Two runs with the same digest traded alike (at any record level). Order and
+    decision ids are left out: each run numbers them under a prefix of its own."""
+    h = hashlib.sha256()
+    for t in engine.trades:
+        h.update(f"{t.symbol},{t.side.value},{t.quantity.hex()},{t.entry_price.hex()},{t.exit_price.hex()},"
+                 f"{t.pnl.hex()},{t.fees.hex()},{t.reason},{t.opened_ts},{t.closed_ts},{t.trade_id}\n".encode())
+    for ts, eq in engine.equity_curve:
+        h.update(f"{ts},{eq.hex()}\n".encode())
+    weights = engine.learner.weights if engine.learner is not None else {}
+    for name in sorted(weights):
+        h.update(f"{name},{float(weights[name]).hex()}\n".encode())
+    return h.hexdigest()
 
 
 def format_summary(r: dict[str, Any]) -> str:
