@@ -81,7 +81,7 @@ def backtest(args: argparse.Namespace) -> int:
         if (args.records or settings.backtest.records) == "summary":
             raise Interrupted(f"backtest {run_id} interrupted (records: summary, nothing written)") from None
         raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
-                          f"{log_dir / 'audit.jsonl'}") from None
+                          f"{log_dir / bt.AUDIT_NAME}") from None
     _print(bt.format_summary(report))
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)

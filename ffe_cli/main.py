@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("files", nargs="+", metavar="[SYMBOL=]FILE.csv[.gz]")
     bt.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     bt.add_argument("--lenient", action="store_true", help="skip bad CSV rows (counted) instead of stopping")
-    bt.add_argument("--records", choices=("full", "trades", "summary"), default=None,
+    bt.add_argument("--records", default=None, metavar="full|trades|summary",
                     help="what the run writes (default: backtest.records, full)")
     bt.set_defaults(handler=commands.backtest)
 

@@ -26,6 +26,7 @@ from . import fmt
 from .audit import Redactor
 from .clock import SimClock
 from .config import Settings
+from . import records as compact
 from .engine import Engine, EngineOptions
 from .errors import StartError
 from .events import EventBus
@@ -36,6 +37,7 @@ from .store import Store
 
 FLUSH_EVERY = 5000
 RECORD_LEVELS = ("full", "trades", "summary")
+AUDIT_NAME = "audit.jsonl.zst"
 
 
 def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries]:
@@ -73,16 +75,30 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     data_dir, log_dir = run_dirs(settings, run_id)
     engine_settings = settings.model_copy(update={
         "engine": settings.engine.model_copy(update={"symbols": symbols, "approval": "auto"})})
-    # The store's writer process writes the database and the audit file, from the same records. A summary run
-    # keeps its database in the writer's memory: the order path journals as always, and nothing reaches the disk.
+    # The store's writer process writes the database and the audit file, from the same records. A full run keeps
+    # its event records compact in the database and its audit file compressed (records.py): a few hundred bytes
+    # per bar, not kilobytes. A trades run has a database only, with what its tables tell (orders, fills, trades,
+    # positions, provider scores) and the equity curve, weight history and refusal counts, packed tightly at the
+    # end. A summary run keeps its database in the writer's memory: the order path journals as always, and nothing
+    # reaches the disk.
+    full = records == "full"
     kept = records != "summary"
     db_path: Path | str = data_dir / "ffe.db" if kept else ":memory:"
-    store = await Store.open(db_path, backtest=True, audit_path=log_dir / "audit.jsonl" if kept else None)
+    store = await Store.open(db_path, backtest=True, audit_path=log_dir / AUDIT_NAME if full else None)
+    store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades")
     redactor = Redactor(settings.secrets())
     bus = EventBus(redact=redactor.text if redactor.secrets else None)
-    if kept:
-        bus.add_sink(store.add_event)
     clock = SimClock()
+    weight_history: list[list] = []  # [market time ms, weights, reason] of each change
+
+    def weights_changed(ev: Any, line: bytes | None) -> None:
+        if ev.name == "weights":
+            weight_history.append([clock.now_ms(), ev.weights, ev.reason])
+
+    if full:
+        bus.add_sink(store.add_event)
+    elif kept:
+        bus.add_sink(weights_changed)
     feed = ReplayFeed(series, clock, speed=0.0)
     venue = paper_venue(settings, symbols, quote=quotes.pop())
     options = EngineOptions.for_backtest(flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive,
@@ -101,12 +117,13 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
         report = build_report(engine, series, timeframe)
         if kept:
             # The whole curve, one equity per bar close, and what the gates refused (the report thins the curve).
-            await store.put_kv("equity_curve", {"ts": [ts for ts, _ in engine.equity_curve],
-                                                "equity": [eq for _, eq in engine.equity_curve]}, 0.0)
+            await store.put_kv("equity_curve", compact.packed_value(equity_columns(engine.equity_curve)), 0.0)
             await store.put_kv("gate_refusals", engine.refusals, 0.0)
+            if not full:  # a full run has them as `weights` events
+                await store.put_kv("weight_history", compact.packed_value(weight_history), 0.0)
         # The last bar closes the books: an open position is valued at the last price.
         report.update(run_id=run_id, records=records, database=str(data_dir / "ffe.db") if kept else None,
-                      audit=str(log_dir / "audit.jsonl") if kept else None,
+                      audit=str(log_dir / AUDIT_NAME) if full else None,
                       elapsed_s=round(time.perf_counter() - t0, 3))
         report["bars_per_s"] = round(report["bars"] / report["elapsed_s"], 1) if report["elapsed_s"] else None
     finally:
@@ -114,6 +131,14 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
         gc.unfreeze()
         await store.close()
     return report
+
+
+def equity_columns(curve: list[tuple[int, float]]) -> dict[str, Any]:
+    """The equity curve as it is stored: the first bar's time, the steps between bar times (nearly all alike, so they
+    pack to almost nothing), and the equity at each bar close, exact."""
+    ts = [t for t, _ in curve]
+    return {"ts0": ts[0] if ts else None, "steps": [b - a for a, b in zip(ts, ts[1:])],
+            "equity": [eq for _, eq in curve]}
 
 
 def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: int) -> dict[str, Any]:
@@ -202,7 +227,9 @@ def format_summary(r: dict[str, Any]) -> str:
     if r.get("gate_refusals"):
         lines.append("  refused       " + ", ".join(f"{code} {n}" for code, n in r["gate_refusals"].items()))
     if r.get("database"):
-        lines += [f"  database      {r['database']}", f"  audit         {r['audit']}"]
+        lines.append(f"  database      {r['database']}")
+        if r.get("audit"):
+            lines.append(f"  audit         {r['audit']}")
     else:
         lines.append(f"  records       {r.get('records', 'summary')}: the report only")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BTC_CSV, ETH_CSV, db_rows, run_ffe
+from ffe_engine import records
 
 LEVELS = ("full", "trades", "summary")
 FULL_BYTES_PER_BAR = 600
@@ -73,10 +74,38 @@ def test_full_and_trades_records_hold_the_same_orders_fills_trades_equity_and_we
     full = books(runs["full"]["cwd"] / runs["full"]["report"]["database"])
     trades = books(runs["trades"]["cwd"] / runs["trades"]["report"]["database"])
     assert len(full["orders"]) >= 2 * runs["full"]["report"]["trades"] and full["fills"]
-    curve = json.loads(dict(full["kv"])["equity_curve"])
-    assert len(curve["equity"]) == len(curve["ts"]) == 35_058  # one point per bar close of the two files
+    curve = records.unpacked_value(json.loads(dict(full["kv"])["equity_curve"]))
+    assert len(curve["equity"]) == len(curve["steps"]) + 1 == 35_058  # one point per bar close of the two files
+    assert curve["ts0"] == 1_577_836_800_000 and set(curve["steps"]) >= {3_600_000}
     assert json.loads(dict(full["kv"])["gate_refusals"]) == runs["full"]["report"]["gate_refusals"]
     assert trades == full
+
+
+def test_the_weight_history_of_a_trades_run_is_the_full_runs_weights_events(runs):
+    db = runs["trades"]["cwd"] / runs["trades"]["report"]["database"]
+    history = records.unpacked_value(json.loads(db_rows(db, "SELECT value FROM kv WHERE key = 'weight_history'")[0][0]))
+    full = runs["full"]
+    events = [r for r in records.read_lines(full["cwd"] / full["report"]["audit"]) if b'"event":"weights"' in r]
+    assert len(history) == len(events) > 100
+    assert [[w, why] for _, w, why in history] == [[json.loads(e)["weights"], json.loads(e)["reason"]]
+                                                   for e in events]
+
+
+def test_audit_show_tells_a_decision_of_a_full_run_from_its_compact_records(runs):
+    full = runs["full"]
+    db = full["cwd"] / full["report"]["database"]
+    did, seq = db_rows(db, "SELECT decision_id, event_seq FROM decisions WHERE outcome = 'submitted' "
+                           "ORDER BY ts DESC LIMIT 1")[0]
+    assert records.is_compact(db_rows(db, "SELECT data FROM events WHERE seq = ?", (seq,))[0][0])
+    line = next(r for r in records.read_lines(full["cwd"] / full["report"]["audit"]) if f'"seq":{seq},'.encode() in r)
+    record = json.loads(line)
+    proc = run_ffe(full["cwd"], "audit", "show", did, "--json", "--data-dir", str(db.parent))
+    assert proc.returncode == 0, proc.stderr
+    story = json.loads(proc.stdout)
+    assert story["recorded"] == record["ts"] and story["sizing"] == record["sizing"] and story["sizing"]
+    assert [(v["provider"], v["action"], v["confidence"], v["weight"], v["reason"]) for v in story["votes"]] == [
+        (v["provider"], v["action"], v["confidence"], v["weight"], v["reason"]) for v in record["votes"]]
+    assert [g["code"] for g in story["gates"]] == [g["code"] for g in record["gates"]] and story["orders"]
 
 
 def test_trades_level_has_no_decision_records_and_summary_writes_nothing(runs):
@@ -85,8 +114,16 @@ def test_trades_level_has_no_decision_records_and_summary_writes_nothing(runs):
     assert db_rows(full_db, "SELECT COUNT(*) FROM decisions")[0][0] > 60_000
     assert db_rows(trades_db, "SELECT COUNT(*) FROM decisions")[0][0] == 0
     assert db_rows(trades_db, "SELECT COUNT(*) FROM votes")[0][0] == 0
+    assert db_rows(trades_db, "SELECT COUNT(*) FROM events")[0][0] == 0
+    assert runs["trades"]["report"]["audit"] is None and not (runs["trades"]["cwd"] / "logs").exists()
     summary = runs["summary"]
     assert summary["report"]["database"] is None and summary["report"]["audit"] is None
     assert written(summary["cwd"]) == 0
     assert "the report only" in summary["stdout"]
 
+
+
+def test_bytes_per_bar_stay_within_each_levels_bound(runs):
+    bars = runs["full"]["report"]["bars"]
+    assert written(runs["full"]["cwd"]) / bars <= FULL_BYTES_PER_BAR
+    assert written(runs["trades"]["cwd"]) / bars <= TRADES_BYTES_PER_BAR
