@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/backtest_bench.py
+	$(BIN)/python bench/live_bench.py
 	$(BIN)/python bench/killswitch_bench.py
 	$(BIN)/python bench/monitor_bench.py
 
