@@ -78,8 +78,12 @@ def backtest(args: argparse.Namespace) -> int:
         report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id, records=args.records))
     except KeyboardInterrupt:
         data_dir, log_dir = bt.run_dirs(settings, run_id)
-        if (args.records or settings.backtest.records) == "summary":
+        level = args.records or settings.backtest.records
+        if level == "summary":
             raise Interrupted(f"backtest {run_id} interrupted (records: summary, nothing written)") from None
+        if level == "trades":
+            raise Interrupted(f"backtest {run_id} interrupted; its records so far are in "
+                              f"{data_dir / 'ffe.db'}") from None
         raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
                           f"{log_dir / bt.AUDIT_NAME}") from None
     _print(bt.format_summary(report))

@@ -40,7 +40,8 @@ def train(records: list[bytes]) -> bytes | None:
     if len(records) < TRAIN_MIN_RECORDS:
         return None
     try:
-        return zstandard.train_dictionary(DICTIONARY_BYTES, records).as_bytes()
+        samples: list[bytes | bytearray | memoryview] = list(records)
+        return bytes(zstandard.train_dictionary(DICTIONARY_BYTES, samples).as_bytes())
     except zstandard.ZstdError:  # records too alike or too few bytes: keep them plain, try again later
         return None
 
@@ -69,7 +70,7 @@ class RecordReader:
             return data
         if self._d is None:
             raise ValueError("a compact record, and no record dictionary in this database")
-        return self._d.decompress(data)
+        return bytes(self._d.decompress(data))
 
     def load(self, data: Any) -> Any:
         return orjson.loads(self.unpack(data))
