@@ -65,12 +65,12 @@ class RecordReader:
         """A stored record as its JSON bytes (plain records as they are)."""
         if isinstance(data, str):
             return data.encode()
-        data = bytes(data)
-        if data[:4] != MAGIC:
-            return data
+        raw = bytes(data)
+        if raw[:4] != MAGIC:
+            return raw
         if self._d is None:
             raise ValueError("a compact record, and no record dictionary in this database")
-        return bytes(self._d.decompress(data))
+        return bytes(self._d.decompress(raw))
 
     def load(self, data: Any) -> Any:
         return orjson.loads(self.unpack(data))
