@@ -89,7 +89,7 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     redactor = Redactor(settings.secrets())
     bus = EventBus(redact=redactor.text if redactor.secrets else None)
     clock = SimClock()
-    weight_history: list[list] = []  # [market time ms, weights, reason] of each change
+    weight_history: list[list[Any]] = []  # [market time ms, weights, reason] of each change
 
     def weights_changed(ev: Any, line: bytes | None) -> None:
         if ev.name == "weights":

@@ -323,7 +323,7 @@ class _Child:
         else:
             append_lines(self.audit_fd, lines)
 
-    def stored(self, events: list[tuple]) -> list[tuple]:
+    def stored(self, events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The events rows as stored: compact records once the run's dictionary is known."""
         if not self.compact:
             return events
