@@ -20,7 +20,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/backtest_bench.py
+	$(BIN)/python bench/live_bench.py
 	$(BIN)/python bench/killswitch_bench.py
 	$(BIN)/python bench/monitor_bench.py
 

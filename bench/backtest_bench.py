@@ -1,8 +1,13 @@
 """End-to-end backtest speed on the sample data (samples/*.csv.gz, read compressed as shipped): CSV parse to report,
-through the whole default pipeline.
+through the whole default pipeline, at each record level, side by side with backtrader's SMA cross (bt_sma.py) on
+the same files.
 
-Prints bars per second for the plain run (the figure the target is about), then a second, instrumented run that
-splits the time per stage: feeds (CSV parse and replay), indicators, votes, ensemble, gates, execution (order
+Every run is a whole process, timed from its start to its exit; the runs take turns (full, trades, summary,
+backtrader, three rounds) so a noisy machine slows them alike, and the best of the three counts. The table gives
+bars per second, the ratio to backtrader, wall and CPU seconds (the CPU of the record writer process included),
+megabytes left on disk and the peak resident set size of the largest process.
+
+Then a second, instrumented run (full records, in this process) splits the time per stage: feeds (CSV parse and replay), indicators, votes, ensemble, gates, execution (order
 path and fills), store and audit (the engine's side of the records: events, flushes), and the engine's own
 bookkeeping. The database writer process (sqlwriter.py) runs beside the engine; its CPU time is printed too.
 The instrumented run is slower than the plain one (timers cost a little on every call); its split is what counts.
@@ -10,9 +15,13 @@ The instrumented run is slower than the plain one (timers cost a little on every
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
+import json
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +42,71 @@ def settings_in(tmp: str) -> Settings:
     return Settings().with_dirs(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs")
 
 
-async def plain_run(tmp: str) -> tuple[float, dict]:
+LEVELS = ("full", "trades", "summary")
+
+
+def disk_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def one_run(level: str, files: list[str]) -> None:
+    """A worker: one backtest at `level` in a temporary directory; prints its report's figures and the bytes left."""
+    setup_logging("WARNING")
+    with tempfile.TemporaryDirectory() as tmp:
+        report = asyncio.run(bt.run_backtest(settings_in(tmp), bt.load_files(files), records=level))
+        print(json.dumps({"bars": report["bars"], "trades": report["trades"], "return_pct": report["return_pct"],
+                          "max_drawdown_pct": report["max_drawdown_pct"], "bytes": disk_bytes(Path(tmp))}))
+
+
+def timed_process(args: list[str]) -> dict:
+    """Run a whole process; its wall time, CPU time (its children's included), peak RSS and what it printed."""
     t0 = time.perf_counter()
-    series = bt.load_files(FILES)
-    report = await bt.run_backtest(settings_in(tmp), series)
-    return time.perf_counter() - t0, report
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{err.decode(errors='replace')}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    result.update(wall=wall, cpu=usage.ru_utime + usage.ru_stime, rss_mb=usage.ru_maxrss / 1024)
+    return result
+
+
+def compare(files: list[str], rounds: int, with_backtrader: bool) -> dict[str, dict]:
+    runs: dict[str, list[dict]] = {}
+    commands = {level: [sys.executable, __file__, "--one", level, *files] for level in LEVELS}
+    if with_backtrader:
+        commands["backtrader"] = [sys.executable, str(ROOT / "bench" / "bt_sma.py"), *files]
+    for _ in range(rounds):
+        for name, cmd in commands.items():
+            runs.setdefault(name, []).append(timed_process(cmd))
+    return {name: min(rs, key=lambda r: r["wall"]) for name, rs in runs.items()}
+
+
+def minute_runs(bars: int) -> None:
+    """Each record level once over `bars` generated 1-minute bars of one symbol: the memory bound."""
+    from minute_data import write_minutes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_minutes(Path(tmp) / "SIM-USD_1m.csv.gz", bars)
+        best = {level: timed_process([sys.executable, __file__, "--one", level, str(path)]) for level in LEVELS}
+    print_table(f"{bars:,} generated 1-minute bars, one run each (peak RSS must stay under 1 GB)", best)
+
+
+def print_table(title: str, best: dict[str, dict]) -> None:
+    ref = best.get("backtrader")
+    print(title)
+    print(f"  {'run':<16} {'bars/s':>10} {'x bt':>6} {'wall s':>7} {'CPU s':>7} {'MB':>8} {'B/bar':>7} {'RSS MB':>7}")
+    for name, r in best.items():
+        rate = r["bars"] / r["wall"]
+        ratio = f"{rate / (ref['bars'] / ref['wall']):.2f}" if ref else "-"
+        written = r.get("bytes")
+        mb = f"{written / 1e6:.1f}" if written is not None else "-"
+        per_bar = f"{written / r['bars']:.0f}" if written is not None else "-"
+        label = f"ffe {name}" if name in LEVELS else name + " SMA"
+        print(f"  {label:<16} {rate:>10,.0f} {ratio:>6} {r['wall']:>7.2f} {r['cpu']:>7.2f} {mb:>8} {per_bar:>7} "
+              f"{r['rss_mb']:>7.0f}")
 
 
 class Timers:
@@ -122,18 +191,34 @@ async def split_run(tmp: str) -> tuple[float, dict[str, int]]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--one", choices=LEVELS, help=argparse.SUPPRESS)  # a worker process
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--minutes", type=int, default=0, metavar="BARS",
+                    help="also run this many generated 1-minute bars at each level (525600: a year)")
+    ap.add_argument("files", nargs="*")
+    args = ap.parse_args()
+    if args.one:
+        one_run(args.one, args.files)
+        return
     setup_logging("WARNING")  # the engine's own lines would interleave with the figures
-    runs = []
-    for _ in range(3):
-        with tempfile.TemporaryDirectory() as tmp:
-            elapsed, report = asyncio.run(plain_run(tmp))
-            runs.append(elapsed)
-    best = min(runs)
-    bars = report["bars"]
-    print(f"backtest, both sample files: {bars:,} bars, {report['trades']} trades, "
-          f"return {report['return_pct']:+.2f}%, max drawdown {report['max_drawdown_pct']:.2f}%")
-    print(f"end to end (CSV parse to report): best {best:.2f} s = {bars / best:,.0f} bars/s "
-          f"(runs: {', '.join(f'{r:.2f}' for r in runs)} s; target 20,000 bars/s)")
+    files = args.files or FILES
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    try:
+        import backtrader  # noqa: F401
+        with_bt = True
+    except ImportError:
+        with_bt = False
+        print("backtrader is not installed (pip install -e '.[bench]'): no reference run")
+    best = compare(files, args.rounds, with_bt)
+    r = best["full"]
+    bars = r["bars"]
+    print(f"backtest, {len(files)} file(s): {bars:,} bars, {r['trades']} trades, "
+          f"return {r['return_pct']:+.2f}%, max drawdown {r['max_drawdown_pct']:.2f}% (the same at every level)")
+    print_table(f"whole processes, best of {args.rounds} (CPU: the process and its record writer)", best)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.minutes:
+        minute_runs(args.minutes)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory() as tmp:
         elapsed, ns = asyncio.run(split_run(tmp))

@@ -94,11 +94,17 @@ def backtest(args: argparse.Namespace) -> int:
                              f"{'; '.join(ser.skip_reasons)}\n")
     run_id = bt.new_run_id()
     try:
-        report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id))
+        report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id, records=args.records))
     except KeyboardInterrupt:
         data_dir, log_dir = bt.run_dirs(settings, run_id)
+        level = args.records or settings.backtest.records
+        if level == "summary":
+            raise Interrupted(f"backtest {run_id} interrupted (records: summary, nothing written)") from None
+        if level == "trades":
+            raise Interrupted(f"backtest {run_id} interrupted; its records so far are in "
+                              f"{data_dir / 'ffe.db'}") from None
         raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
-                          f"{log_dir / 'audit.jsonl'}") from None
+                          f"{log_dir / bt.AUDIT_NAME}") from None
     _print(bt.format_summary(report))
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("files", nargs="+", metavar="[SYMBOL=]FILE.csv[.gz]")
     bt.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     bt.add_argument("--lenient", action="store_true", help="skip bad CSV rows (counted) instead of stopping")
+    bt.add_argument("--records", default=None, metavar="full|trades|summary",
+                    help="what the run writes (default: backtest.records, full)")
     bt.set_defaults(handler=commands.backtest)
 
     ctl = sub.add_parser("ctl", help="control a running engine")

@@ -23,8 +23,10 @@ from types import FrameType
 from typing import Any, BinaryIO
 
 import orjson
+import zstandard
 
 from . import fmt, present
+from . import records as compact
 from .errors import UsageError
 from .events import EVENT_TYPES
 
@@ -259,6 +261,18 @@ def _json_blob(data: Any) -> dict[str, Any]:
     return rec if isinstance(rec, dict) else {}
 
 
+def _event_record(conn: sqlite3.Connection, data: Any) -> dict[str, Any]:
+    """An events row's record, plain or compact (a backtest's: records.py). A damaged one reads as missing."""
+    if compact.is_compact(data):
+        row = conn.execute("SELECT value FROM kv WHERE key = ?", (compact.DICTIONARY_KEY,)).fetchone()
+        try:
+            reader = compact.RecordReader(compact.dictionary_bytes(json.loads(row[0])) if row else None)
+            data = reader.unpack(data)
+        except (ValueError, TypeError, zstandard.ZstdError):
+            return {}
+    return _json_blob(data)
+
+
 # ---------------------------------------------------------------------------------------------------- audit show
 def _resolve_decision_id(conn: sqlite3.Connection, ident: str) -> str | None:
     """A decision id, or the decision behind an order id or an approval id."""
@@ -281,7 +295,7 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
     rec: dict[str, Any] = {}
     if d.get("event_seq") is not None:
         row = conn.execute("SELECT data FROM events WHERE seq = ?", (d["event_seq"],)).fetchone()
-        rec = _json_blob(row[0]) if row else {}
+        rec = _event_record(conn, row[0]) if row else {}
 
     # Votes: the decision record holds every vote (HOLDs too) with the weight applied and its latency; the votes
     # table is the fallback for a record that is missing (or written before records carried the latency).
@@ -388,7 +402,7 @@ def _approval_history(conn: sqlite3.Connection, approval: dict[str, Any],
             break
         if data is None:
             continue
-        rec = _json_blob(data)
+        rec = _event_record(conn, data)
         if rec.get("approval_id") == approval["approval_id"]:
             out.append({"ts": rec.get("ts"), "outcome": rec.get("outcome"), "by": rec.get("by"),
                         "reason": rec.get("reason", "")})

@@ -1,11 +1,20 @@
 """Backtest: replay CSV candles through the same pipeline (same engine, gates, order path, paper venue) at full
 speed, into a database and audit file of the run's own, then report.
+
+What is written is the run's record level (`backtest.records`, `ffe backtest --records`):
+- `full`: every event, every decision with its votes, gates and sizing (what `ffe audit show` tells);
+- `trades`: orders, fills, closed trades, positions, the equity at every bar, weight changes, and the number of
+  decisions each gate refused; no per-bar decision records;
+- `summary`: the report only: no database or audit file is left behind.
+The run itself is the same at every level: the same decisions are made (with the same ids), so the orders, fills,
+trades, equity and weights are the same, bit for bit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import math
 import time
 import uuid
@@ -17,6 +26,7 @@ from . import fmt
 from .audit import Redactor
 from .clock import SimClock
 from .config import Settings
+from . import records as compact
 from .engine import Engine, EngineOptions
 from .entrylog import summary_lines as entry_lines
 from .errors import StartError
@@ -27,6 +37,8 @@ from .market.replay import ReplayFeed
 from .store import Store
 
 FLUSH_EVERY = 5000
+RECORD_LEVELS = ("full", "trades", "summary")
+AUDIT_NAME = "audit.jsonl.zst"
 
 
 def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries]:
@@ -47,8 +59,13 @@ def run_dirs(settings: Settings, run_id: str) -> tuple[Path, Path]:
     return settings.data_dir / "backtests" / run_id, settings.log_dir / "backtests" / run_id
 
 
-async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None = None) -> dict[str, Any]:
+async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None = None,
+                       records: str | None = None) -> dict[str, Any]:
+    """Run the backtest and return its report. `records` overrides the configured record level."""
     t0 = time.perf_counter()
+    records = records or settings.backtest.records
+    if records not in RECORD_LEVELS:
+        raise StartError(f"--records must be one of {', '.join(RECORD_LEVELS)}, got {records!r}")
     symbols = list(series)
     quotes = {s.partition("/")[2] for s in symbols}
     if len(quotes) != 1:
@@ -59,15 +76,34 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     data_dir, log_dir = run_dirs(settings, run_id)
     engine_settings = settings.model_copy(update={
         "engine": settings.engine.model_copy(update={"symbols": symbols, "approval": "auto"})})
-    # The store's writer process writes the database and the audit file, from the same records.
-    store = await Store.open(data_dir / "ffe.db", backtest=True, audit_path=log_dir / "audit.jsonl")
+    # The store's writer process writes the database and the audit file, from the same records. A full run keeps
+    # its event records compact in the database and its audit file compressed (records.py): a few hundred bytes
+    # per bar, not kilobytes. A trades run has a database only, with what its tables tell (orders, fills, trades,
+    # positions, provider scores) and the equity curve, weight history and refusal counts, packed tightly at the
+    # end. A summary run keeps its database in the writer's memory: the order path journals as always, and nothing
+    # reaches the disk.
+    full = records == "full"
+    kept = records != "summary"
+    db_path: Path | str = data_dir / "ffe.db" if kept else ":memory:"
+    store = await Store.open(db_path, backtest=True, audit_path=log_dir / AUDIT_NAME if full else None)
+    store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades")
     redactor = Redactor(settings.secrets())
     bus = EventBus(redact=redactor.text if redactor.secrets else None)
-    bus.add_sink(store.add_event)
     clock = SimClock()
+    weight_history: list[list[Any]] = []  # [market time ms, weights, reason] of each change
+
+    def weights_changed(ev: Any, line: bytes | None) -> None:
+        if ev.name == "weights":
+            weight_history.append([clock.now_ms(), ev.weights, ev.reason])
+
+    if full:
+        bus.add_sink(store.add_event)
+    elif kept:
+        bus.add_sink(weights_changed)
     feed = ReplayFeed(series, clock, speed=0.0)
     venue = paper_venue(settings, symbols, quote=quotes.pop())
-    options = EngineOptions.for_backtest(flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive)
+    options = EngineOptions.for_backtest(flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive,
+                                         decision_records=records == "full")
     engine = build_engine(engine_settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                           options=options, timeframe_ms=timeframe)
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
@@ -80,8 +116,15 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     try:
         await engine.run()
         report = build_report(engine, series, timeframe)
+        if kept:
+            # The whole curve, one equity per bar close, and what the gates refused (the report thins the curve).
+            await store.put_kv("equity_curve", compact.packed_value(equity_columns(engine.equity_curve)), 0.0)
+            await store.put_kv("gate_refusals", engine.refusals, 0.0)
+            if not full:  # a full run has them as `weights` events
+                await store.put_kv("weight_history", compact.packed_value(weight_history), 0.0)
         # The last bar closes the books: an open position is valued at the last price.
-        report.update(run_id=run_id, database=str(data_dir / "ffe.db"), audit=str(log_dir / "audit.jsonl"),
+        report.update(run_id=run_id, records=records, database=str(data_dir / "ffe.db") if kept else None,
+                      audit=str(log_dir / AUDIT_NAME) if full else None,
                       elapsed_s=round(time.perf_counter() - t0, 3))
         report["bars_per_s"] = round(report["bars"] / report["elapsed_s"], 1) if report["elapsed_s"] else None
     finally:
@@ -89,6 +132,14 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
         gc.unfreeze()
         await store.close()
     return report
+
+
+def equity_columns(curve: list[tuple[int, float]]) -> dict[str, Any]:
+    """The equity curve as it is stored: the first bar's time, the steps between bar times (nearly all alike, so they
+    pack to almost nothing), and the equity at each bar close, exact."""
+    ts = [t for t, _ in curve]
+    return {"ts0": ts[0] if ts else None, "steps": [b - a for a, b in zip(ts, ts[1:])],
+            "equity": [eq for _, eq in curve]}
 
 
 def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: int) -> dict[str, Any]:
@@ -137,6 +188,7 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "sharpe": round(sharpe, 3),
         "fees": round(pf.fees_paid, 2),
         "exits_by_reason": by_reason,
+        "gate_refusals": dict(sorted(engine.refusals.items())),
         "open_positions": len(pf.positions),
         "gaps": {s: getattr(ser, "gap_count", 0) for s, ser in series.items()},
         # entries sent and refused by gate, the last entry, and since when none was sent
@@ -144,7 +196,24 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "skipped_rows": {s: {"count": ser.skipped, "first": list(ser.skip_reasons)}
                          for s, ser in series.items() if getattr(ser, "skipped", 0)},
         "equity_curve": [[ts, round(eq, 2)] for ts, eq in curve[::step]],
+        "results_sha256": results_digest(engine),
     }
+
+
+def results_digest(engine: Engine) -> str:
+    """A fingerprint of what the run did, exact to the last bit: every closed trade, the equity at every bar close
+    and the provider weights at the end. Two runs with the same digest traded alike (at any record level). Order and
+    decision ids are left out: each run numbers them under a prefix of its own."""
+    h = hashlib.sha256()
+    for t in engine.trades:
+        h.update(f"{t.symbol},{t.side.value},{t.quantity.hex()},{t.entry_price.hex()},{t.exit_price.hex()},"
+                 f"{t.pnl.hex()},{t.fees.hex()},{t.reason},{t.opened_ts},{t.closed_ts},{t.trade_id}\n".encode())
+    for ts, eq in engine.equity_curve:
+        h.update(f"{ts},{eq.hex()}\n".encode())
+    weights = engine.learner.weights if engine.learner is not None else {}
+    for name in sorted(weights):
+        h.update(f"{name},{float(weights[name]).hex()}\n".encode())
+    return h.hexdigest()
 
 
 def format_summary(r: dict[str, Any]) -> str:
@@ -164,7 +233,13 @@ def format_summary(r: dict[str, Any]) -> str:
         lines.append(f"  skipped rows  {sym}: {skipped['count']} ({'; '.join(skipped['first'])})")
     lines += [
         f"  speed         {r['bars_per_s'] or 0:,.0f} bars/s ({r['elapsed_s']:.2f} s)",
-        f"  database      {r['database']}",
-        f"  audit         {r['audit']}",
     ]
+    if r.get("gate_refusals"):
+        lines.append("  refused       " + ", ".join(f"{code} {n}" for code, n in r["gate_refusals"].items()))
+    if r.get("database"):
+        lines.append(f"  database      {r['database']}")
+        if r.get("audit"):
+            lines.append(f"  audit         {r['audit']}")
+    else:
+        lines.append(f"  records       {r.get('records', 'summary')}: the report only")
     return "\n".join(lines)

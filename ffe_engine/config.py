@@ -290,6 +290,12 @@ class BreakerSettings(_Section):
     recovery_timeout_s: Seconds = 60.0
 
 
+class BacktestSettings(_Section):
+    # full: every decision with its votes and gates; trades: orders, fills, trades, equity, weights and refusal
+    # counts per gate; summary: the report only (docs/config.md).
+    records: Literal["full", "trades", "summary"] = "full"
+
+
 class StorageSettings(_Section):
     path: FilePath = "data/ffe.db"
 
@@ -371,6 +377,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = Field(default_factory=RiskSettings)
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    backtest: BacktestSettings = Field(default_factory=BacktestSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)

@@ -15,6 +15,7 @@ decides. What a backtest does differently from a live or paper run is one `RunPr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import uuid
@@ -53,6 +54,8 @@ __all__ = ["BACKTEST", "LIVE", "ControlError", "Engine", "EngineOptions", "RunPr
 
 log = structlog.get_logger("ffe.engine")
 
+REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
+
 
 @dataclass(frozen=True, slots=True)
 class RunProfile:
@@ -68,6 +71,9 @@ class RunProfile:
     breaker_market_time: bool  # the breaker's recovery timeout in market time, not in real seconds
     synchronous_feed: bool  # the feed's candles taken without waiting (a file already read)
     equity_curve: bool  # the equity at each bar's close kept for the report
+    # Every decision recorded (a `decision` event with its votes, gates and sizing). Without them the engine counts
+    # the refusals per gate instead; orders, fills, trades and weights are recorded either way.
+    decision_records: bool = True
 
 
 LIVE = RunProfile("live", resumable=True, publish_bars=True, pause_on_breach=True, venue_checks=True,
@@ -89,9 +95,10 @@ class EngineOptions:
     max_bars: int | None = None  # stop by itself after this many bars per symbol
 
     @classmethod
-    def for_backtest(cls, *, flush_every: int, adaptive: bool) -> "EngineOptions":
+    def for_backtest(cls, *, flush_every: int, adaptive: bool, decision_records: bool = True) -> "EngineOptions":
         """A backtest: its profile, automatic approval, RUNNING from the first bar."""
-        return cls(profile=BACKTEST, flush_every=flush_every, approval="auto", adaptive=adaptive,
+        profile = BACKTEST if decision_records else dataclasses.replace(BACKTEST, decision_records=False)
+        return cls(profile=profile, flush_every=flush_every, approval="auto", adaptive=adaptive,
                    start_state=EngineState.RUNNING)
 
 
@@ -153,6 +160,7 @@ class Engine:
         self.equity_curve: list[tuple[int, float]] = []
         self.trades: list[ClosedTrade] = []
         self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
+        self.refusals: dict[str, int] = {}  # gate code -> orders it refused (entries and exits)
         self.reconcile_blocked: list[dict] = []
         # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
         # start, once the orders in flight are resolved: a fill they bring is in that balance already.
@@ -256,7 +264,7 @@ class Engine:
         recovered = await self.orders.recover()
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
             "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),
-            "positions": len(positions), "pid": os.getpid(), "backtest": self.profile is BACKTEST}))
+            "positions": len(positions), "pid": os.getpid(), "backtest": self.profile.name == BACKTEST.name}))
         self.overrides = [o for o in found if o is not None]
         for o in self.overrides:
             self.bus.publish(OverrideEvent(**o.as_dict()))
@@ -634,6 +642,12 @@ class Engine:
 
     def _record_decision(self, d: Decision) -> None:
         self.last_decision[d.symbol] = d
+        if d.gates and d.outcome in REFUSED:
+            failure = first_failure(d.gates)
+            if failure is not None:
+                self.refusals[failure.code] = self.refusals.get(failure.code, 0) + 1
+        if not self.profile.decision_records:
+            return
         res = d.ensemble
         weights = res.weights
         # The store indexes the decision from this record (decisions, votes and gate_results tables).

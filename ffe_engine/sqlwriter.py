@@ -14,16 +14,20 @@ audit file, whole lines per frame, as the AuditWriter does in a live run: the re
 
 Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload. JSON throughout, no pickle.
 - `W` write: header length (4 bytes), header JSON `[op, ...]`, then the event records end to end. An op is
-  `["x", sql, params]`, `["m", sql, rows]` (executemany) or `["e", [[seq, ts, name, length], ...]]` (events rows,
-  their records taken in turn from after the header, plus the index rows of the decisions among them). Answered
-  `{"ok": true}`.
+  `["x", sql, params]`, `["m", sql, rows]` (executemany), `["e", [[seq, ts, name, length], ...]]` (events rows,
+  their records taken in turn from after the header, plus the index rows of the decisions among them) or
+  `["o", {option: value}]`, the run's record options from here on: `compact` (store the event records compact,
+  records.py), `events_table` (false: event records go to the audit file only), `gate_rows` (false: the gate
+  results of each order are not kept), `vacuum` (rewrite the database in small, full pages when it is closed).
+  Answered `{"ok": true}`.
 - `Q` query: `[sql, params]`, answered `{"rows": [...], "columns": [...]}`.
 - `C` close: commit and close, answered `{"ok": true}`; the child then exits.
 Any answer may be `{"error": "..."}`: the first failed write, after which the child writes nothing more and rolls
 back the transaction it was in (what earlier flushes committed stays), or a failed read (writes go on).
 
-Run as `python -m ffe_engine.sqlwriter DATABASE [AUDIT_FILE]`. If the engine's process dies, the child commits what
-it was sent and exits when its input closes.
+Run as `python -m ffe_engine.sqlwriter DATABASE [AUDIT_FILE]`. An audit file named `.zst` is written compressed, one
+Zstandard frame per write frame (a file of frames reads as one stream: `zstd -dc`). If the engine's process dies,
+the child commits what it was sent and exits when its input closes.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from typing import Any, Iterable
 
 import orjson
 
+from . import records as compact
+
 SQL_EVENT = "INSERT INTO events (seq, ts, event, data) VALUES (?,?,?,?)"
 SQL_DECISION = ("INSERT OR REPLACE INTO decisions (decision_id, ts, symbol, action, confidence, tier, strategy, price, "
                 "quantity, outcome, reason, client_order_id, approval_id, event_seq) "
@@ -48,6 +54,8 @@ SQL_VOTE = ("INSERT INTO votes (decision_id, provider, action, confidence, weigh
             "VALUES (?,?,?,?,?,?,?,?)")
 SQL_GATE = ("INSERT INTO gate_results (decision_id, client_order_id, position, code, value, limit_value, passed, "
             "detail, ts) VALUES (?,?,?,?,?,?,?,?,?)")
+
+SQL_KV = "INSERT OR REPLACE INTO kv (key, value, updated_ts) VALUES (?,?,?)"
 
 _HEAD = struct.Struct(">cI")
 _LEN = struct.Struct(">I")
@@ -183,6 +191,14 @@ class WriterProcess:
         self._events.append((ev.seq, ev.ts, ev.name, len(line)))
         self._unplaced.append(line)
 
+    def set_options(self, *, compact: bool = False, events_table: bool = True, gate_rows: bool = True,
+                    vacuum: bool = False) -> None:
+        """How the run's records are kept from here on (a backtest's own database): event records compact
+        (records.py), event records in the audit file only, no gate results per order, the database packed
+        tightly when it is closed."""
+        self._ops.append(["o", {"compact": compact, "events_table": events_table, "gate_rows": gate_rows,
+                                "vacuum": vacuum}])
+
     def write_events(self) -> None:
         """Place the events received so far at this point of the statements (a record travels with its op)."""
         if self._events:
@@ -281,7 +297,54 @@ def _read_frame(f) -> tuple[bytes | None, bytes]:
 
 
 # ====================================================================== the child
-def _apply_writes(conn: sqlite3.Connection, payload: bytes, audit_fd: int | None) -> None:
+class _Child:
+    """The writer's side: the connection, the audit file, and how records are stored."""
+
+    def __init__(self, conn: sqlite3.Connection, audit_path: str | None) -> None:
+        self.conn = conn
+        self.packed_audit = bool(audit_path and audit_path.endswith(".zst"))
+        if audit_path is None:
+            self.audit_fd = None
+        elif self.packed_audit:
+            self.audit_fd = os.open(audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        else:
+            self.audit_fd = open_lines_file(audit_path)
+        self.compact = False
+        self.events_table = True
+        self.gate_rows = True
+        self.vacuum = False
+        self.packer: compact.RecordPacker | None = None
+
+    def append_audit(self, lines: list[bytes]) -> None:
+        if self.audit_fd is None or not lines:
+            return
+        if self.packed_audit:  # one whole frame per write: a cut file still reads up to its last whole frame
+            _write_all(self.audit_fd, [compact.compress_lines(lines)])
+        else:
+            append_lines(self.audit_fd, lines)
+
+    def stored(self, events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The events rows as stored: compact records once the run's dictionary is known."""
+        if not self.compact:
+            return events
+        if self.packer is None:
+            dictionary = compact.train([e[3] for e in events])
+            if dictionary is None:
+                return events
+            self.conn.execute(SQL_KV, (compact.DICTIONARY_KEY, orjson.dumps(compact.dictionary_text(dictionary)).decode(),
+                                       0.0))
+            self.packer = compact.RecordPacker(dictionary)
+        pack = self.packer.pack
+        return [(seq, ts, name, pack(line)) for seq, ts, name, line in events]
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.audit_fd is not None:
+            os.close(self.audit_fd)
+
+
+def _apply_writes(child: _Child, payload: bytes) -> None:
+    conn = child.conn
     (hlen,) = _LEN.unpack_from(payload)
     ops = orjson.loads(payload[4:4 + hlen])
     at = 4 + hlen
@@ -290,19 +353,25 @@ def _apply_writes(conn: sqlite3.Connection, payload: bytes, audit_fd: int | None
         if kind == "x":
             conn.execute(op[1], op[2])
         elif kind == "m":
-            conn.executemany(op[1], op[2])
+            if child.gate_rows or op[1] != SQL_GATE:
+                conn.executemany(op[1], op[2])
+        elif kind == "o":
+            child.compact = op[1]["compact"]
+            child.events_table = op[1]["events_table"]
+            child.gate_rows = op[1]["gate_rows"]
+            child.vacuum = op[1]["vacuum"]
         else:
             events = []
             for seq, ts, name, n in op[1]:
                 events.append((seq, ts, name, payload[at:at + n]))
                 at += n
-            if audit_fd is not None:
-                append_lines(audit_fd, [e[3] for e in events])
+            child.append_audit([e[3] for e in events])
             decisions: list = []
             votes: list = []
             gates: list = []
             index_rows(events, decisions, votes, gates)
-            conn.executemany(SQL_EVENT, events)
+            if child.events_table:
+                conn.executemany(SQL_EVENT, child.stored(events))
             conn.executemany(SQL_DECISION, decisions)
             conn.executemany(SQL_VOTE, votes)
             conn.executemany(SQL_GATE, gates)
@@ -316,7 +385,7 @@ def _reply(out, obj: Any) -> None:
 
 def _plain(rows: list) -> list:
     """Rows as JSON can carry them: a BLOB (an event record) as its text."""
-    return [[x.decode() if isinstance(x, bytes) else x for x in r] for r in rows]
+    return [[x.decode(errors="replace") if isinstance(x, bytes) else x for x in r] for r in rows]
 
 
 def _query(conn: sqlite3.Connection, payload: bytes) -> dict:
@@ -332,7 +401,7 @@ def _query(conn: sqlite3.Connection, payload: bytes) -> dict:
 
 def main(argv: list[str]) -> int:
     conn = sqlite3.connect(argv[0], isolation_level=None)
-    audit_fd = open_lines_file(argv[1]) if len(argv) > 1 else None
+    child = _Child(conn, argv[1] if len(argv) > 1 else None)
     inp, out = sys.stdin.buffer.raw, sys.stdout.buffer
     error: str | None = None
     try:
@@ -345,22 +414,23 @@ def main(argv: list[str]) -> int:
             try:
                 if kind == b"W":
                     if error is None:
-                        _apply_writes(conn, payload, audit_fd)
+                        _apply_writes(child, payload)
                     _reply(out, {"error": error} if error else {"ok": True})
                 elif kind == b"Q":
                     _reply(out, {"error": error} if error else _query(conn, payload))
                 elif kind == b"C":
                     if error is None and conn.in_transaction:
                         conn.execute("COMMIT")
+                    if error is None and child.vacuum:  # a small database: small pages waste less of each
+                        conn.execute("PRAGMA page_size=2048")
+                        conn.execute("VACUUM")
                     _reply(out, {"error": error} if error else {"ok": True})
                     return 0
             except Exception as exc:  # the first failure is kept and answered from then on
                 error = f"{type(exc).__name__}: {exc}"
                 _reply(out, {"error": error})
     finally:
-        conn.close()
-        if audit_fd is not None:
-            os.close(audit_fd)
+        child.close()
 
 
 if __name__ == "__main__":

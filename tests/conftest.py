@@ -182,8 +182,14 @@ def db_value(db: Path, sql: str, params: tuple = ()) -> Any:
 
 
 def audit_lines(path: Path) -> list[dict]:
-    """Every line of an audit file, each required to be one whole JSON object with ts, seq and event."""
-    raw = path.read_bytes()
+    """Every line of an audit file (a backtest's compressed one too), each required to be one whole JSON object with
+    ts, seq and event."""
+    if path.suffix == ".zst":
+        from ffe_engine.records import read_lines
+
+        raw = b"".join(line + b"\n" for line in read_lines(path))
+    else:
+        raw = path.read_bytes()
     assert raw, f"{path} is empty"
     assert raw.endswith(b"\n"), f"{path} ends in a partial line: {raw[-120:]!r}"
     records = []

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import BTC_CSV, ETH_CSV, db_rows, make_settings, sample_head
 from ffe_engine import backtest as bt
+from ffe_engine import records
 from ffe_engine.engine import Engine
 from ffe_engine.events import DecisionMade, EngineStateChanged, EventBus, OrderEvent
 from ffe_engine.model import (Action, ClosedTrade, EngineState, Fill, GateResult, Order, OrderReason, OrderStatus,
@@ -223,13 +224,16 @@ def test_a_backtest_run_makes_no_reference_cycles_and_indexes_every_decision(tmp
     assert report["trades"] > 0
     assert found["garbage"] == 0
     db = Path(report["database"])
+    # The records are stored compact (records.py), with the dictionary the run trained on its first records.
+    (dictionary,) = db_rows(db, "SELECT value FROM kv WHERE key = ?", (records.DICTIONARY_KEY,))[0]
+    reader = records.RecordReader(records.dictionary_bytes(json.loads(dictionary)))
     decisions = db_rows(db, "SELECT seq, data FROM events WHERE event = 'decision'")
     assert len(decisions) > 3000
+    assert sum(1 for _, data in decisions if records.is_compact(data)) > len(decisions) // 2
     assert db_rows(db, "SELECT COUNT(*) FROM decisions d JOIN events e ON e.seq = d.event_seq")[0][0] == len(decisions)
-    directional = sum(1 for _, data in decisions for v in json.loads(data)["votes"] if v["action"] != "HOLD")
+    directional = sum(1 for _, data in decisions for v in reader.load(data)["votes"] if v["action"] != "HOLD")
     assert db_rows(db, "SELECT COUNT(*) FROM votes WHERE failed = 0")[0][0] == directional
     assert db_rows(db, "SELECT COUNT(*) FROM trades")[0][0] == report["trades"]
-    # The writer appends the same records to the run's audit file, one whole line each.
-    lines = Path(report["audit"]).read_bytes().split(b"\n")
-    assert lines[-1] == b""
-    assert lines[:-1] == [r[0] for r in db_rows(db, "SELECT data FROM events ORDER BY seq")]
+    # The writer appends the same records to the run's audit file (compressed), one whole line each.
+    lines = records.read_lines(report["audit"])
+    assert lines == [reader.unpack(r[0]) for r in db_rows(db, "SELECT data FROM events ORDER BY seq")]

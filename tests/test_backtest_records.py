@@ -1,0 +1,129 @@
+"""`ffe backtest --records full|trades|summary` as real subprocesses on both whole sample files: the three levels
+trade alike, bit for bit, and each leaves only what it promises on disk, within its bytes-per-bar bound."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import BTC_CSV, ETH_CSV, db_rows, run_ffe
+from ffe_engine import records
+
+LEVELS = ("full", "trades", "summary")
+FULL_BYTES_PER_BAR = 600
+TRADES_BYTES_PER_BAR = 20
+RUN_FIELDS = {"run_id", "records", "database", "audit", "elapsed_s", "bars_per_s"}  # what differs between runs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, dict]:
+    out = {}
+    for level in LEVELS:
+        cwd = tmp_path_factory.mktemp(level)
+        proc = run_ffe(cwd, "backtest", str(BTC_CSV), str(ETH_CSV), "--records", level, "--report", "report.json",
+                       timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads((cwd / "report.json").read_text())
+        out[level] = {"cwd": cwd, "report": report, "stdout": proc.stdout}
+    return out
+
+
+def written(cwd: Path) -> int:
+    return sum(p.stat().st_size for d in ("data", "logs") for p in (cwd / d).rglob("*") if p.is_file())
+
+
+class Ids:
+    """Order and decision ids by order of first appearance: each run numbers them under a prefix of its own."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, x):
+        if isinstance(x, str) and (x.startswith("ffe-") or (x[:1] == "d" and x[1:].isalnum() and len(x) == 13)):
+            return self.seen.setdefault(x, f"id{len(self.seen)}")
+        return x
+
+
+def books(db: Path) -> dict[str, list]:
+    ids = Ids()
+    tables = {
+        "orders": "SELECT client_order_id, decision_id, symbol, side, type, quantity, price, reduce_only, reason, "
+                  "status, filled, average, fee, created_ts, updated_ts, error, fee_base FROM orders "
+                  "ORDER BY created_ts, rowid",
+        "fills": "SELECT client_order_id, symbol, side, quantity, price, fee, ts, fee_base FROM fills ORDER BY id",
+        "trades": "SELECT * FROM trades ORDER BY id",
+        "positions": "SELECT * FROM positions ORDER BY symbol",
+        "provider_scores": "SELECT * FROM provider_scores ORDER BY rowid",
+        "kv": "SELECT key, value FROM kv WHERE key IN ('equity_curve', 'weights', 'gate_refusals') ORDER BY key",
+    }
+    return {name: [tuple(ids(x) for x in row) for row in db_rows(db, sql)] for name, sql in tables.items()}
+
+
+def test_every_level_reports_the_same_run_bit_for_bit(runs):
+    full = {k: v for k, v in runs["full"]["report"].items() if k not in RUN_FIELDS}
+    assert full["trades"] > 100 and full["bars"] == 70_116
+    assert full["gate_refusals"], "the sample run has refused entries"
+    for level in ("trades", "summary"):
+        other = {k: v for k, v in runs[level]["report"].items() if k not in RUN_FIELDS}
+        assert other == full, level  # results_sha256: every trade, the equity at every bar, the weights, exactly
+
+
+def test_full_and_trades_records_hold_the_same_orders_fills_trades_equity_and_weights(runs):
+    full = books(runs["full"]["cwd"] / runs["full"]["report"]["database"])
+    trades = books(runs["trades"]["cwd"] / runs["trades"]["report"]["database"])
+    assert len(full["orders"]) >= 2 * runs["full"]["report"]["trades"] and full["fills"]
+    curve = records.unpacked_value(json.loads(dict(full["kv"])["equity_curve"]))
+    assert len(curve["equity"]) == len(curve["steps"]) + 1 == 35_058  # one point per bar close of the two files
+    assert curve["ts0"] == 1_577_836_800_000 and set(curve["steps"]) >= {3_600_000}
+    assert json.loads(dict(full["kv"])["gate_refusals"]) == runs["full"]["report"]["gate_refusals"]
+    assert trades == full
+
+
+def test_the_weight_history_of_a_trades_run_is_the_full_runs_weights_events(runs):
+    db = runs["trades"]["cwd"] / runs["trades"]["report"]["database"]
+    history = records.unpacked_value(json.loads(db_rows(db, "SELECT value FROM kv WHERE key = 'weight_history'")[0][0]))
+    full = runs["full"]
+    events = [r for r in records.read_lines(full["cwd"] / full["report"]["audit"]) if b'"event":"weights"' in r]
+    assert len(history) == len(events) > 100
+    assert [[w, why] for _, w, why in history] == [[json.loads(e)["weights"], json.loads(e)["reason"]]
+                                                   for e in events]
+
+
+def test_audit_show_tells_a_decision_of_a_full_run_from_its_compact_records(runs):
+    full = runs["full"]
+    db = full["cwd"] / full["report"]["database"]
+    did, seq = db_rows(db, "SELECT decision_id, event_seq FROM decisions WHERE outcome = 'submitted' "
+                           "ORDER BY ts DESC LIMIT 1")[0]
+    assert records.is_compact(db_rows(db, "SELECT data FROM events WHERE seq = ?", (seq,))[0][0])
+    line = next(r for r in records.read_lines(full["cwd"] / full["report"]["audit"]) if f'"seq":{seq},'.encode() in r)
+    record = json.loads(line)
+    proc = run_ffe(full["cwd"], "audit", "show", did, "--json", "--data-dir", str(db.parent))
+    assert proc.returncode == 0, proc.stderr
+    story = json.loads(proc.stdout)
+    assert story["recorded"] == record["ts"] and story["sizing"] == record["sizing"] and story["sizing"]
+    assert [(v["provider"], v["action"], v["confidence"], v["weight"], v["reason"]) for v in story["votes"]] == [
+        (v["provider"], v["action"], v["confidence"], v["weight"], v["reason"]) for v in record["votes"]]
+    assert [g["code"] for g in story["gates"]] == [g["code"] for g in record["gates"]] and story["orders"]
+
+
+def test_trades_level_has_no_decision_records_and_summary_writes_nothing(runs):
+    full_db = runs["full"]["cwd"] / runs["full"]["report"]["database"]
+    trades_db = runs["trades"]["cwd"] / runs["trades"]["report"]["database"]
+    assert db_rows(full_db, "SELECT COUNT(*) FROM decisions")[0][0] > 60_000
+    assert db_rows(trades_db, "SELECT COUNT(*) FROM decisions")[0][0] == 0
+    assert db_rows(trades_db, "SELECT COUNT(*) FROM votes")[0][0] == 0
+    assert db_rows(trades_db, "SELECT COUNT(*) FROM events")[0][0] == 0
+    assert runs["trades"]["report"]["audit"] is None and not (runs["trades"]["cwd"] / "logs").exists()
+    summary = runs["summary"]
+    assert summary["report"]["database"] is None and summary["report"]["audit"] is None
+    assert written(summary["cwd"]) == 0
+    assert "the report only" in summary["stdout"]
+
+
+
+def test_bytes_per_bar_stay_within_each_levels_bound(runs):
+    bars = runs["full"]["report"]["bars"]
+    assert written(runs["full"]["cwd"]) / bars <= FULL_BYTES_PER_BAR
+    assert written(runs["trades"]["cwd"]) / bars <= TRADES_BYTES_PER_BAR
