@@ -16,8 +16,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/ffe run
 
+# The quality gates run with the tests: layer contracts (tests/test_layers.py), no skipped test (tests/conftest.py),
+# mypy --strict on the engine, and line coverage of ffe_engine, ffe_tui and ffe_cli (subprocesses included) of at
+# least the fail_under figure in pyproject.toml. The tests run on two workers, one per core.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m mypy
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -27,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/monitor_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .coverage .coverage.* .mypy_cache

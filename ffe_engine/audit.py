@@ -55,7 +55,8 @@ class Redactor:
         return v
 
     def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        return self.value(event_dict)
+        redacted: dict[str, Any] = self.value(event_dict)
+        return redacted
 
 
 class AuditWriter:
@@ -191,7 +192,7 @@ def _cut(fd: int, path: Path, keep: int, torn: bytes, seq: int) -> tuple[int, by
     return seq, torn, aside
 
 
-def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream=None,
+def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream: Any = None,
                   to_bus: Callable[[str, str], None] | None = None, human: bool = True) -> Redactor:
     """Configure structlog (and stdlib logging, which ccxt and aiohttp use) with secret redaction.
 

@@ -27,6 +27,7 @@ import structlog
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .clock import Clock
+from .config import Settings
 from .ensemble import Ensemble, is_async_provider
 from .entrylog import EntryLog
 from .errors import ControlError, StorageError
@@ -36,7 +37,7 @@ from .execution import CancelReport, OrderPath, side_to_close
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
 from .market.base import ResumableFeed
-from .model import Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Side
+from .model import Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Position, Side
 from . import overrides
 from .overrides import Override
 from .portfolio import Portfolio
@@ -103,8 +104,8 @@ class EngineOptions:
 
 
 class Engine:
-    def __init__(self, settings, *, feed, venue, store: Store, bus: EventBus, clock: Clock, providers: list,
-                 ensemble: Ensemble, learner: WeightLearner | None, audit=None, options: EngineOptions | None = None,
+    def __init__(self, settings: Settings, *, feed: Any, venue: Any, store: Store, bus: EventBus, clock: Clock,
+                 providers: list[Any], ensemble: Ensemble, learner: WeightLearner | None, audit: Any = None, options: EngineOptions | None = None,
                  timeframe_ms: int = 60_000) -> None:
         self.settings = settings
         self.opts = options or EngineOptions()
@@ -161,7 +162,7 @@ class Engine:
         self.trades: list[ClosedTrade] = []
         self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
         self.refusals: dict[str, int] = {}  # gate code -> orders it refused (entries and exits)
-        self.reconcile_blocked: list[dict] = []
+        self.reconcile_blocked: list[dict[str, Any]] = []
         # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
         # start, once the orders in flight are resolved: a fill they bring is in that balance already.
         self._cash_from_venue = False
@@ -175,7 +176,7 @@ class Engine:
         self._id_prefix = uuid.uuid4().hex[:6]
         self._id_n = 0
         self._control_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self.overrides: list[Override] = []  # saved state that disagreed with the configuration at start
         self.started = False
         self.stopped = False
@@ -563,7 +564,7 @@ class Engine:
             await self.trading.set(EngineState.PAUSED, f"DAILY_LOSS {dl:.2f}% > {r.daily_loss_limit_pct}%", "risk")
         self._dl_breached = breached
 
-    async def _monitor(self, c: Candle, pos) -> None:
+    async def _monitor(self, c: Candle, pos: Position) -> None:
         """Stop-loss and take-profit on the bar's range: an exit order through the single path.
         HALTED means cancels only: the kill switch leaves positions to the operator (flatten)."""
         if self.state is EngineState.HALTED or self.orders.pending_exit_qty(c.symbol) > 0:
@@ -676,11 +677,12 @@ class Engine:
             record.kv.update(self._venue_book())
         if res.opened and res.position is not None and res.position.entry_decision_id:
             p = res.position
+            entry = res.position.entry_decision_id
             d = self.last_decision.get(p.symbol)
-            if d is not None and d.decision_id == p.entry_decision_id:
-                self.entry_votes[p.entry_decision_id] = {v.provider: v.action.value for v in d.ensemble.votes}
+            if d is not None and d.decision_id == entry:
+                self.entry_votes[entry] = {v.provider: v.action.value for v in d.ensemble.votes}
             else:
-                self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
+                self.entry_votes[entry] = await self.store.decision_votes(entry)
 
         async def then() -> None:
             if res.opened and res.position is not None:
@@ -712,7 +714,7 @@ class Engine:
         new = self.learner.record(actions, t.pnl, t.return_pct)
         scores = [(p, a.value, (a is Action.BUY) == (t.pnl > 0), t.return_pct)
                   for p, a in actions.items() if a is not Action.HOLD]
-        if scores:
+        if scores and t.trade_id is not None:
             await self.store.add_provider_scores(t.trade_id, scores)
         if new is not None:
             if self.opts.adaptive:
@@ -790,11 +792,11 @@ class Engine:
                     elapsed_ms=round(report.elapsed_ms, 1))
         return report
 
-    async def flatten(self, by: str = "operator", attempts: int = 3) -> dict:
+    async def flatten(self, by: str = "operator", attempts: int = 3) -> dict[str, Any]:
         """Cancel all, close every position with reduce-only market orders (bounded retries), end HALTED."""
         report = await self.halt(reason="flatten", by=by)
         closing: list[str] = []
-        failed: list[dict] = []
+        failed: list[dict[str, Any]] = []
         async with self._control_lock:
             for sym, pos in list(self.portfolio.positions.items()):
                 for attempt in range(attempts):
@@ -835,7 +837,7 @@ class Engine:
         await self.flush()
         return mode
 
-    async def operator_order(self, symbol: str, side: str, quantity: float, by: str = "operator") -> dict:
+    async def operator_order(self, symbol: str, side: str, quantity: float, by: str = "operator") -> dict[str, Any]:
         """A manual order from the operator: the same single path and gates as every other order."""
         if symbol not in self.symbols:
             raise ControlError(f"unknown symbol {symbol}")
@@ -850,7 +852,7 @@ class Engine:
                 "client_order_id": sub.order.client_order_id if sub.order else None,
                 "gates": [g.as_dict() for g in sub.gates]}
 
-    async def accept_reconcile(self, by: str = "operator") -> list[dict]:
+    async def accept_reconcile(self, by: str = "operator") -> list[dict[str, Any]]:
         """Accept the differences reconciliation found (the venue's balances become the new baseline, its quote
         balance the cash)."""
         async with self._control_lock:
@@ -899,7 +901,7 @@ class Engine:
         return self.health_report()
 
 
-async def _maybe_await(x):
+async def _maybe_await(x: Any) -> Any:
     if asyncio.iscoroutine(x):
         return await x
     return x

@@ -20,6 +20,7 @@ event and one log line).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -337,7 +338,8 @@ class OrderPath:
                     if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:
                         await self._resolve(o)
                     else:
-                        vo = await self.breaker.call(lambda o=o: self.venue.fetch_order(o.client_order_id, o.symbol))
+                        vo = await self.breaker.call(
+                            functools.partial(self.venue.fetch_order, o.client_order_id, o.symbol))
                         if vo is None:
                             await self._finish(o, OrderStatus.REJECTED, "venue no longer knows this order")
                         else:
@@ -385,7 +387,7 @@ class OrderPath:
             if o.status.final:
                 return _end_of(o)
         try:
-            vo = await self.venue.cancel_order(o.client_order_id, o.symbol)
+            vo: VenueOrder | None = await self.venue.cancel_order(o.client_order_id, o.symbol)
         except (VenueError, VenueUnavailable) as exc:
             # A cancel refused because the order is already gone: look it up to learn its real end.
             try:
@@ -397,6 +399,7 @@ class OrderPath:
                 return _end_of(o)
             if vo.status == "open":
                 return False, str(exc)[:200]
+        assert vo is not None  # cancel_order answers an order; a lookup's None returned above
         await self._apply(o, vo)
         if o.status.final:
             return _end_of(o)

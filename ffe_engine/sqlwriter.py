@@ -40,7 +40,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import IO, Any, Iterable
 
 import orjson
 
@@ -99,7 +99,7 @@ def scalar(x: Any) -> Any:
     return str(x.value if hasattr(x, "value") else x)
 
 
-def index_rows(events: Iterable[tuple], decisions: list, votes: list, gates: list) -> None:
+def index_rows(events: Iterable[tuple[Any, ...]], decisions: list[Any], votes: list[Any], gates: list[Any]) -> None:
     """Append the decisions, votes and gate_results rows of the `decision` events among `events`
     ((seq, ts, name, record) tuples, the record as its audit line).
 
@@ -134,14 +134,14 @@ def index_rows(events: Iterable[tuple], decisions: list, votes: list, gates: lis
 class _Rows:
     """What a statement returned, behind the cursor calls the store makes."""
 
-    def __init__(self, rows: list, columns: list | None = None) -> None:
+    def __init__(self, rows: list[Any], columns: list[Any] | None = None) -> None:
         self._rows = [tuple(r) for r in rows]
         self.description = [(c, None, None, None, None, None, None) for c in columns] if columns else None
 
-    async def fetchone(self):
+    async def fetchone(self) -> Any:
         return self._rows[0] if self._rows else None
 
-    async def fetchall(self):
+    async def fetchall(self) -> Any:
         return self._rows
 
 
@@ -164,10 +164,13 @@ class WriterProcess:
         # Its own session: a ^C reaches the engine, which closes the run in order; the child never sees it.
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
                                       start_new_session=True)
+        assert self._proc.stdin is not None and self._proc.stdout is not None  # both asked for as pipes
+        self._stdin: IO[bytes] = self._proc.stdin
+        self._stdout: IO[bytes] = self._proc.stdout
         with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups per frame where Linux allows it
-            fcntl.fcntl(self._proc.stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-        self._ops: list[list] = []
-        self._events: list[tuple] = []  # (seq, ts, name, length) of the records not yet placed in an op
+            fcntl.fcntl(self._stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        self._ops: list[list[Any]] = []
+        self._events: list[tuple[Any, ...]] = []  # (seq, ts, name, length) of the records not yet placed in an op
         self._unplaced: list[bytes] = []  # and those records
         self._records: list[bytes] = []  # the records of the ops queued so far, in order
         self._unanswered = 0
@@ -182,7 +185,7 @@ class WriterProcess:
             self._send_writes()
         return _NO_ROWS
 
-    async def executemany(self, sql: str, rows: list) -> _Rows:
+    async def executemany(self, sql: str, rows: list[Any]) -> _Rows:
         self._ops.append(["m", sql, rows])
         return _NO_ROWS
 
@@ -216,9 +219,9 @@ class WriterProcess:
             while self._unanswered:
                 self._answer()
         finally:
-            self._proc.stdin.close()
+            self._stdin.close()
             self._proc.wait()
-            self._proc.stdout.close()
+            self._stdout.close()
 
     # ---- frames
     def _query(self, sql: str, params: Any) -> _Rows:
@@ -244,17 +247,17 @@ class WriterProcess:
             raise WriterError(f"the backtest database writer exited (code {self._proc.returncode})")
         parts.insert(0, _HEAD.pack(kind, sum(map(len, parts))))
         try:
-            _write_all(self._proc.stdin.fileno(), parts)
+            _write_all(self._stdin.fileno(), parts)
         except BrokenPipeError:
             raise WriterError("the backtest database writer exited") from None
         self._unanswered += 1
 
-    def _answer(self) -> dict:
+    def _answer(self) -> dict[str, Any]:
         kind, payload = _read_frame(self._proc.stdout)
         if kind is None:
             raise WriterError(f"the backtest database writer exited (code {self._proc.wait()})")
         self._unanswered -= 1
-        reply = orjson.loads(payload)
+        reply: dict[str, Any] = orjson.loads(payload)
         if "error" in reply:
             raise WriterError(f"backtest database: {reply['error']}")
         return reply
@@ -273,7 +276,7 @@ def _write_all(fd: int, parts: list[bytes]) -> None:
                 rest = rest[os.write(fd, rest):]
 
 
-def _read_exactly(f, n: int) -> bytes | None:
+def _read_exactly(f: Any, n: int) -> bytes | None:
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -285,7 +288,7 @@ def _read_exactly(f, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def _read_frame(f) -> tuple[bytes | None, bytes]:
+def _read_frame(f: Any) -> tuple[bytes | None, bytes]:
     head = _read_exactly(f, _HEAD.size)
     if head is None:
         return None, b""
@@ -366,9 +369,9 @@ def _apply_writes(child: _Child, payload: bytes) -> None:
                 events.append((seq, ts, name, payload[at:at + n]))
                 at += n
             child.append_audit([e[3] for e in events])
-            decisions: list = []
-            votes: list = []
-            gates: list = []
+            decisions: list[Any] = []
+            votes: list[Any] = []
+            gates: list[Any] = []
             index_rows(events, decisions, votes, gates)
             if child.events_table:
                 conn.executemany(SQL_EVENT, child.stored(events))
@@ -377,18 +380,18 @@ def _apply_writes(child: _Child, payload: bytes) -> None:
             conn.executemany(SQL_GATE, gates)
 
 
-def _reply(out, obj: Any) -> None:
+def _reply(out: Any, obj: Any) -> None:
     body = orjson.dumps(obj)
     out.write(_HEAD.pack(b"A", len(body)) + body)
     out.flush()
 
 
-def _plain(rows: list) -> list:
+def _plain(rows: list[Any]) -> list[Any]:
     """Rows as JSON can carry them: a BLOB (an event record) as its text."""
     return [[x.decode(errors="replace") if isinstance(x, bytes) else x for x in r] for r in rows]
 
 
-def _query(conn: sqlite3.Connection, payload: bytes) -> dict:
+def _query(conn: sqlite3.Connection, payload: bytes) -> dict[str, Any]:
     """A read's rows, or why it failed (a failed read is answered, and writes go on)."""
     sql, params = orjson.loads(payload)
     try:
@@ -402,7 +405,7 @@ def _query(conn: sqlite3.Connection, payload: bytes) -> dict:
 def main(argv: list[str]) -> int:
     conn = sqlite3.connect(argv[0], isolation_level=None)
     child = _Child(conn, argv[1] if len(argv) > 1 else None)
-    inp, out = sys.stdin.buffer.raw, sys.stdout.buffer
+    inp, out = sys.stdin.buffer.raw, sys.stdout.buffer  # type: ignore[union-attr]  # an unbuffered read end
     error: str | None = None
     try:
         while True:

@@ -19,7 +19,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import aiosqlite
 
@@ -141,18 +141,18 @@ _SQL_ORDER_STATE = ("UPDATE orders SET status=?, filled=?, average=?, fee=?, exc
                     "fee_base=? WHERE client_order_id=?")
 
 
-def _order_state(o: Order) -> tuple:
+def _order_state(o: Order) -> tuple[Any, ...]:
     """An order's changing part: what the venue has said of it so far."""
     return (o.status.value, o.filled, o.average, o.fee, o.exchange_id, o.updated_ts, o.error, o.fee_base,
             o.client_order_id)
 
 
-def _position_row(p: Position) -> tuple:
+def _position_row(p: Position) -> tuple[Any, ...]:
     return (p.symbol, p.side.value, p.quantity, p.entry_price, p.opened_ts, p.stop_loss, p.take_profit,
             p.entry_decision_id, p.fees)
 
 
-def _trade_row(t: ClosedTrade) -> tuple:
+def _trade_row(t: ClosedTrade) -> tuple[Any, ...]:
     return (t.trade_id, t.symbol, t.side.value, t.quantity, t.entry_price, t.exit_price, t.pnl, t.fees, t.reason,
             t.opened_ts, t.closed_ts, t.entry_decision_id, t.exit_client_order_id)
 
@@ -172,9 +172,9 @@ class Store:
     def __init__(self, conn: Any, path: Path) -> None:
         self.conn = conn
         self.path = path
-        self._gates: list[tuple] = []
-        self._events: list[tuple] = []
-        self._alerts: list[tuple] = []
+        self._gates: list[tuple[Any, ...]] = []
+        self._events: list[tuple[Any, ...]] = []
+        self._alerts: list[tuple[Any, ...]] = []
         self._last_trade_id = 0
         self.batch = False
         self._before_events: Callable[[], None] | None = None
@@ -279,7 +279,7 @@ class Store:
             await self.conn.close()
 
     @contextlib.asynccontextmanager
-    async def _writing(self):
+    async def _writing(self) -> AsyncIterator[None]:
         """One writer at a time; a write the disk refuses becomes a StorageError naming the database."""
         async with self._lock:
             try:
@@ -304,7 +304,7 @@ class Store:
             return True
 
     @contextlib.asynccontextmanager
-    async def _tx(self):
+    async def _tx(self) -> AsyncIterator[None]:
         """A transaction of its own, or (batch mode) part of the open one."""
         if self.batch:
             yield
@@ -323,7 +323,7 @@ class Store:
             raise
 
     # ---------------------------------------------------------------- buffered writes
-    def add_gates(self, gates: Iterable, *, decision_id: str | None, client_order_id: str | None, ts: float) -> None:
+    def add_gates(self, gates: Iterable[Any], *, decision_id: str | None, client_order_id: str | None, ts: float) -> None:
         """Gates checked outside a decision's own evaluation (an order refused later, an approval re-checked)."""
         self._gates.extend([(decision_id, client_order_id, i, g.code, scalar(g.value), scalar(g.limit),
                              1 if g.passed else 0, g.detail, ts) for i, g in enumerate(gates)])
@@ -348,8 +348,8 @@ class Store:
             c.write_events()
         elif events:
             await c.executemany(SQL_EVENT, events)
-            decisions: list[tuple] = []
-            votes: list[tuple] = []
+            decisions: list[tuple[Any, ...]] = []
+            votes: list[tuple[Any, ...]] = []
             index_rows(events, decisions, votes, gates)
             if decisions:
                 await c.executemany(SQL_DECISION, decisions)
@@ -376,7 +376,7 @@ class Store:
         async with self._tx():
             await self._write_buffers()
 
-    async def _write(self, sql: str, params: tuple | list = ()) -> None:
+    async def _write(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> None:
         """Flush buffered rows, then run one statement in its own committed transaction."""
         async with self._writing():
             if not self.batch:
@@ -414,14 +414,14 @@ class Store:
         return int(seq)
 
     # ---------------------------------------------------------------- orders and fills
-    async def journal_order(self, o: Order, intent: dict | None = None) -> None:
+    async def journal_order(self, o: Order, intent: dict[str, Any] | None = None) -> None:
         """Record an order before it is sent: after a crash the journal says it may exist at the venue."""
         await self._write(_SQL_JOURNAL_ORDER, (
             o.client_order_id, o.decision_id, o.venue, o.symbol, o.side.value, o.type, o.quantity, o.price,
             1 if o.reduce_only else 0, o.reason.value, o.status.value, o.filled, o.average, o.fee, o.exchange_id,
             o.created_ts, o.updated_ts, o.error, _dumps(intent or {}), o.fee_base))
 
-    async def order_intents(self, client_order_ids: list[str]) -> dict[str, dict]:
+    async def order_intents(self, client_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         if not client_order_ids:
             return {}
         marks = ",".join("?" * len(client_order_ids))
@@ -444,7 +444,7 @@ class Store:
                     await self.conn.execute(_SQL_KV, (key, _dumps(value), o.updated_ts / 1000.0))
 
     @staticmethod
-    def _order_from_row(r: tuple) -> Order:  # the columns of _SQL_ORDERS, in order
+    def _order_from_row(r: tuple[Any, ...]) -> Order:  # the columns of _SQL_ORDERS, in order
         return Order(client_order_id=r[0], decision_id=r[1], venue=r[2], symbol=r[3], side=Side(r[4]), type=r[5],
                      quantity=r[6], price=r[7], reduce_only=bool(r[8]), reason=OrderReason(r[9]),
                      status=OrderStatus(r[10]), filled=r[11], average=r[12], fee=r[13], exchange_id=r[14],
@@ -581,7 +581,7 @@ class Store:
             return int(cur.rowcount or 0)
 
     # ---------------------------------------------------------------- reads for reports
-    async def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """A read that sees everything recorded so far, buffered rows included."""
         async with self._writing():
             if self.batch:

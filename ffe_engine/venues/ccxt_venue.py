@@ -40,6 +40,7 @@ redacting logger, and no ccxt exception is chained to ours.
 from __future__ import annotations
 
 import asyncio
+import functools
 import copy
 import json
 import logging
@@ -159,7 +160,7 @@ def _merge_error_tables(exchange: Any) -> None:
             tables.setdefault(kind, {}).update(spot[kind])
 
 
-class _RedactingLogger(logging.LoggerAdapter):
+class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
     """ccxt logs request headers (the API key among them) at debug level: mask credentials before they land."""
 
     def __init__(self, logger: logging.Logger, secrets: list[str]) -> None:
@@ -253,7 +254,7 @@ class ReadRetry:
         exc = state.outcome.exception() if state.outcome else None
         wait = min(self.backoff_s * 2 ** (state.attempt_number - 1), self.max_backoff_s)
         asked = getattr(exc, "retry_after", None)
-        return max(wait, asked) if asked is not None else wait
+        return float(max(wait, asked)) if asked is not None else float(wait)
 
     def _stop(self, state: RetryCallState) -> bool:
         if state.attempt_number >= self.attempts:
@@ -426,7 +427,7 @@ class CcxtVenue:
         account-wide query on most exchanges)."""
         out: list[VenueOrder] = []
         for sym in [symbol] if symbol else self.symbols:
-            raws = await self.reads(f"fetch_open_orders {sym}", lambda s=sym: self.exchange.fetch_open_orders(s))
+            raws = await self.reads(f"fetch_open_orders {sym}", functools.partial(self.exchange.fetch_open_orders, sym))
             for raw in raws:
                 order = self.to_venue_order(raw)
                 if order.exchange_id and order.client_order_id:

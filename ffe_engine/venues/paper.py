@@ -10,6 +10,8 @@ Its book is JSON-serialisable (`state()` / `load()`) so a paper account survives
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..model import Candle, MarketInfo, OrderRequest, Side, VenueOrder, floor_to_step
 from .base import VenueError
 
@@ -165,7 +167,7 @@ class PaperVenue:
         return {k: v for k, v in self.balances.items() if abs(v) > 1e-12}
 
     # ------------------------------------------------------------------ persistence
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {
             "balances": self.balances,
             "reserved": self.reserved,
@@ -176,7 +178,7 @@ class PaperVenue:
             + [_order_dict(self.orders[c]) for c in self.open_ids],
         }
 
-    def load(self, state: dict) -> None:
+    def load(self, state: dict[str, Any]) -> None:
         self.balances = dict(state.get("balances", self.balances))
         self.reserved = dict(state.get("reserved", {}))
         self._reservations = {k: (v[0], v[1]) for k, v in state.get("reservations", {}).items()}
@@ -196,7 +198,7 @@ def _copy(o: VenueOrder) -> VenueOrder:
                       type=o.type, price=o.price, ts=o.ts)
 
 
-def _order_dict(o: VenueOrder) -> dict:
+def _order_dict(o: VenueOrder) -> dict[str, Any]:
     return {"client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side.value, "quantity": o.quantity,
             "status": o.status, "filled": o.filled, "average": o.average, "fee": o.fee, "exchange_id": o.exchange_id,
             "type": o.type, "price": o.price, "ts": o.ts}
