@@ -32,6 +32,7 @@ from .channels import Channel, DeliveryFailed
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RunEvent)
+from .tasks import cancel_and_wait
 
 log = structlog.get_logger("ffe.alerts")
 
@@ -325,13 +326,7 @@ class Notifier:
         while self._now() < deadline and any(st.pending and st.ok for st in self.status.values()):
             await asyncio.sleep(0.05)
         self._closing.set()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()

@@ -45,6 +45,7 @@ from .reconcile import Reconciler
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
 from .store import FillRecord, Store
+from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from .venues.base import SimulatedVenue
 
@@ -386,13 +387,7 @@ class Engine:
             # Housekeeping ends after its current round: cancelled, it could lose a journal write half done (an
             # order resolved in memory, not yet in the database). Forced after engine.stop_timeout_s.
             await asyncio.wait(self._tasks, timeout=self.settings.engine.stop_timeout_s)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         try:
             if not isinstance(self.crashed, StorageError):  # else nothing more can be written
                 await self._persist_books()

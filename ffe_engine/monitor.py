@@ -28,6 +28,7 @@ from .config import Settings
 from .errors import StartError
 from .health import HEALTHY, assess, data_stale_after
 from .metrics import COUNTED, EngineMetrics
+from .tasks import cancel_and_wait
 
 log = structlog.get_logger("ffe.monitor")
 
@@ -199,13 +200,7 @@ class Monitor:
                 await asyncio.sleep(cfg.heartbeat_s)
 
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self._runner is not None:
             await self._runner.cleanup()
