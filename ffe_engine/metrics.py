@@ -2,15 +2,15 @@
 `_total` counters, `_seconds` units, ratios in 0..1, and bounded labels only (venue, symbol, gate code, channel,
 error class; never an order or decision id).
 
-Counters follow the events the engine publishes (the monitor is an event sink); everything else is read from the
-engine at scrape time, so a scrape shows the state at that moment.
+Order, reconciliation and breaker counters follow the events the engine publishes (the monitor is an event sink).
+Everything else is read from the engine at scrape time (`_Snapshot`), the gate denials included: their counts are
+the gatekeeper's, so the trading loop does no metrics work per bar and a scrape shows the state at that moment.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-import re
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -25,8 +25,6 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 STATES = ("RUNNING", "PAUSED", "HALTED")
 COUNTED = frozenset({OrderEvent.name, ReconcileEvent.name, BreakerChanged.name})
-# One gate in a decision's record is a flat object {"code":..,"value":..,"limit":..,"passed":..,"detail":..}.
-_FAILED_GATE = re.compile(rb'"code":"([A-Z_]+)"[^{}]*?"passed":false')
 BREAKER_STATES = ("closed", "open", "half_open")
 # The venue round trip is milliseconds on a healthy exchange, seconds when it is not.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -51,10 +49,6 @@ class EngineMetrics:
                                        "Orders refused by a gate, the engine state or the venue.", registry=r)
         self.orders_in_doubt = Counter("ffe_orders_in_doubt_total",
                                        "Orders whose answer was lost (looked up by client order id).", registry=r)
-        self.gate_denials = Counter("ffe_risk_gate_denials_total", "Risk gate checks that failed, by gate.",
-                                    ["gate"], registry=r)
-        # Every gate shows, at zero until it denies; the children are kept (labels() costs a lock and a lookup).
-        self._denials = {code: self.gate_denials.labels(code) for code in GATE_ORDER}
         self.reconcile_mismatches = Counter("ffe_reconcile_mismatches_total",
                                             "Unexplained differences found by reconciliation.", registry=r)
         self.breaker_transitions = Counter("ffe_breaker_transitions_total", "Circuit breaker state changes.",
@@ -76,22 +70,8 @@ class EngineMetrics:
                 self.venue_errors.labels(venue, type(error).__name__).inc()
         return observe
 
-    def count_denials(self, line: bytes) -> None:
-        """A decision's record: its failed gates, read off the record without decoding it."""
-        for code in _FAILED_GATE.findall(line):
-            gate = code.decode()
-            child = self._denials.get(gate)
-            if child is None:
-                child = self._denials[gate] = self.gate_denials.labels(gate)
-            child.inc()
-
     def sink(self, ev: Event, line: bytes) -> None:
-        name = ev.name
-        if name == "decision":
-            if b'"passed":false' in line:  # most decisions deny nothing: one byte search
-                self.count_denials(line)
-            return
-        if name not in COUNTED:
+        if ev.name not in COUNTED:
             return
         if isinstance(ev, OrderEvent):
             status = ev.status
@@ -161,6 +141,12 @@ class _Snapshot(Collector):
         risk = e.settings.risk
         yield GaugeMetricFamily("ffe_drawdown_limit_ratio", "The drawdown that pauses the engine (0..1).",
                                 value=risk.max_drawdown_pct / 100.0)
+        denials = CounterMetricFamily("ffe_risk_gate_denials", "Risk gate checks that failed, by gate (every caller).",
+                                      labels=["gate"])
+        counted = e.gatekeeper.denials
+        for code in GATE_ORDER:  # every gate shows, at zero until it denies
+            denials.add_metric([code], float(counted.get(code, 0)))
+        yield denials
         yield GaugeMetricFamily("ffe_open_orders_in_doubt", "Orders in doubt right now.",
                                 value=float(sum(1 for o in e.orders.live.values() if o.status.value == "in_doubt")))
         yield GaugeMetricFamily("ffe_approvals_pending", "Trades waiting for the operator's approval.",

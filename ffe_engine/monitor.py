@@ -94,14 +94,9 @@ class Monitor:
         return {"url": self.url, "channels": self.notifier.status_dict(), "heartbeat": dict(self.heartbeat)}
 
     def sink(self, ev: Any, line: bytes) -> None:
-        name = ev.name
-        if name == "decision":  # one per bar and symbol: only a denial is of interest, and no alert comes of it
-            # The gates come last but for a few short fields: found from the end, and most lists are empty.
-            start = line.rfind(b'"gates":[')
-            if start >= 0 and line[start + 9] != 93 and line.find(b'"passed":false', start) >= 0:  # 93: "]"
-                self.metrics.count_denials(line)
-            return
-        if name in _WATCHED:
+        # Most events (a decision per bar and symbol, fills, positions) move no counter and raise no alert: one set
+        # lookup. Gate denials are the gatekeeper's counts, read at scrape time.
+        if ev.name in _WATCHED:
             self.metrics.sink(ev, line)
             self.notifier.sink(ev, line)
 

@@ -89,11 +89,21 @@ class Gatekeeper:
         self.timeframe_ms = timeframe_ms
         self.live = live
         self.bars_per_day = max(1.0, 86_400_000 / timeframe_ms)
+        # Failed checks by gate, whoever asked (the strategy, an approval's re-check, the operator, an exit): every
+        # caller's gates are evaluated here, so this is the one count of denials (GET /metrics reads it).
+        self.denials: dict[str, int] = dict.fromkeys(GATE_ORDER, 0)
 
     def _missing(self, code: str, limit: Any) -> GateResult:
         return GateResult(code, None, limit, not self.live, INPUT_MISSING)
 
     def evaluate(self, it: OrderIntent) -> list[GateResult]:
+        gates = self._gates(it)
+        for g in gates:
+            if not g.passed:
+                self.denials[g.code] += 1
+        return gates
+
+    def _gates(self, it: OrderIntent) -> list[GateResult]:
         gates = [self.trading.allows(it)]
         gates.append(GateResult("BREAKER_OPEN", "allows" if self.breaker_allows() else "open", "closed or probe",
                                 self.breaker_allows()))

@@ -306,3 +306,48 @@ async def test_a_symbol_without_bars_is_stale_data_degraded_and_a_warning_is_sen
             host.engine.request_stop()
             await run
     await hook.stop()
+
+
+def denials_of(text: str) -> dict[str, float]:
+    return {s.labels["gate"]: s.value for s in samples(text).get("ffe_risk_gate_denials_total", [])}
+
+
+async def test_every_callers_gate_denials_are_counted_by_gate(tmp_path):
+    # Denials from the operator's side of the single order path: an approval re-checked while paused, a manual
+    # order too large for the account, a position closed by hand while HALTED.
+    # Ten bars a second: the waiting trade's price has little time to run past its stops before the re-check.
+    settings = make_settings(tmp_path, engine={"approval": "manual", "approval_ttl_s": 600},
+                             market={"speed": 10.0, "seed": 7})
+    async with engine_session(settings) as host:
+        engine = host.engine
+        url = host.monitor.url
+        run = asyncio.ensure_future(engine.run())
+        try:
+            await until(lambda: engine.pending, what="a trade waiting for approval")
+            await engine.pause(by="test")
+            approval_id, waiting = next(iter(engine.pending.items()))
+            approved = await engine.approve(approval_id, by="test")
+            assert not approved["accepted"] and approved["reason"].startswith("ENGINE_STATE"), approved
+            await engine.resume(by="test")
+            too_big = await engine.operator_order("BTC/USDT", "buy", 1000.0, by="test")
+            assert not too_big["accepted"] and too_big["reason"].startswith("POSITION_SIZE"), too_big
+            bought = await engine.operator_order("ETH/USDT", "buy", 0.04, by="test")
+            assert bought["accepted"], bought
+            await until(lambda: "ETH/USDT" in engine.portfolio.positions, what="the position")
+            await engine.halt(reason="test", by="test")
+            closed = await engine.operator_order("ETH/USDT", "sell", 0.04, by="test")
+            assert not closed["accepted"] and closed["reason"].startswith("ENGINE_STATE"), closed
+        finally:
+            engine.request_stop()
+            await run
+        denials = denials_of((await get(url + "/metrics"))[1])
+    assert set(denials) == set(GATE_ORDER)
+    # Every failed gate check recorded, whoever asked (the strategy's decisions, the approval's re-check, the
+    # operator's orders), is counted once under its gate.
+    recorded = dict(db_rows(settings.db_path, "SELECT code, COUNT(*) FROM gate_results WHERE passed = 0 "
+                                              "GROUP BY code"))
+    assert {g: n for g, n in denials.items() if n} == recorded
+    operators = dict(db_rows(settings.db_path, "SELECT code, COUNT(*) FROM gate_results WHERE passed = 0 AND "
+                                               "(decision_id IS NULL OR decision_id = ?) GROUP BY code",
+                             (waiting["decision_id"],)))
+    assert operators["POSITION_SIZE"] >= 1 and operators["ENGINE_STATE"] >= 2, operators
