@@ -237,7 +237,7 @@ class Notifier:
                 if self._raised:
                     # Alerts raised between bars (a summary, a stalled loop) are written now, not at the next bar.
                     self._raised = 0
-                    await self.store.flush()
+                    await self.store.flush(audit_first=False)  # not held up by a stalled audit trail
                 for c in self.channels:
                     dropped = await self.store.trim_alerts(c.name, self.cfg.outbox_max)
                     if dropped:
@@ -319,7 +319,7 @@ class Notifier:
         if self._raised:
             self._raised = 0
             try:
-                await self.store.flush()
+                await self.store.flush(audit_first=False)
             except Exception:
                 pass
         deadline = self._now() + grace_s

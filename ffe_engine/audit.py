@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
@@ -63,8 +65,10 @@ class AuditWriter:
     """Event sink writing logs/audit.jsonl (the bus has already encoded and redacted each record).
 
     Lines are kept until `flush()` (the engine flushes after every bar of a paper or live run) and appended as
-    whole lines in one batch. A backtest's audit file is written by its record writer process instead
-    (sqlwriter.py), from the same records.
+    whole lines in one batch, on the writer's own thread: a disk that hangs holds up whoever waits for the flush
+    (the bar loop, a store commit: the file is never behind the database), never the event loop, so /health,
+    the control socket and the kill switch still answer and the growing lag shows the stall. A backtest's audit
+    file is written by its record writer process instead (sqlwriter.py), from the same records.
     """
 
     def __init__(self, path: Path, clock: Clock | None = None) -> None:
@@ -75,38 +79,63 @@ class AuditWriter:
         except OSError as exc:
             raise storage_failure(self.path, exc) from None
         self._lines: list[bytes] = []
-        # For the monitor (with a clock): since when a record has been waiting (monotonic; kept until a write
-        # succeeds, so a failing disk shows as a growing lag) and when the file was last appended to (wall).
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ffe-audit")
+        self._writing = asyncio.Lock()  # one batch on its way at a time: lines reach the file in order
+        # For the monitor (with a clock): since when the oldest record not yet in the file has waited (monotonic;
+        # kept until a write succeeds, so a failing or hung disk shows as a growing lag) and when the file was
+        # last appended to (wall).
         self.clock = clock
         self.waiting_since: float | None = None
+        self._batch_since: float | None = None  # the batch being written, while it is
         self.last_write: float | None = None
+        self._last_seq = 0  # of the newest record handed over
+        self.written_seq = 0  # of the newest record in the file (that this writer wrote)
 
     def __call__(self, ev: Event, line: bytes) -> None:
         if self.waiting_since is None and self.clock is not None:
             self.waiting_since = self.clock.monotonic()
         self._lines.append(line)
+        self._last_seq = ev.seq
 
-    def flush(self) -> None:
-        if not self._lines:
-            return
-        try:
-            append_lines(self._fd, self._lines)  # on failure the lines stay here, for the next flush
-        except OSError as exc:
-            raise storage_failure(self.path, exc) from None
-        self._lines = []
-        if self.clock is not None:
-            self.waiting_since = None
-            self.last_write = self.clock.wall()
+    async def flush(self) -> None:
+        async with self._writing:
+            if not self._lines:
+                return
+            lines, since, seq = self._lines, self.waiting_since, self._last_seq
+            self._lines, self.waiting_since, self._batch_since = [], None, since
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.thread, append_lines, self._fd, lines)
+            except OSError as exc:
+                # The lines go back in front, for the next flush; their wait goes on.
+                self._lines = lines + self._lines
+                self.waiting_since = since
+                raise storage_failure(self.path, exc) from None
+            finally:
+                self._batch_since = None
+            self.written_seq = seq
+            if self.clock is not None:
+                self.last_write = self.clock.wall()
+
+    def written(self) -> int:
+        return self.written_seq
 
     def lag(self) -> float:
         """Seconds the oldest record not yet in the file has been waiting (0 when all are written)."""
-        if self.waiting_since is None or self.clock is None:
+        since = self._batch_since if self._batch_since is not None else self.waiting_since
+        if since is None or self.clock is None:
             return 0.0
-        return self.clock.monotonic() - self.waiting_since
+        return self.clock.monotonic() - since
 
     def close(self) -> None:
+        """The last lines written here and now (the loop has stopped), after any batch still on the thread."""
+        self.thread.shutdown(wait=True)
         try:
-            self.flush()
+            if self._lines:
+                try:
+                    append_lines(self._fd, self._lines)
+                except OSError as exc:
+                    raise storage_failure(self.path, exc) from None
+                self._lines = []
         finally:
             os.close(self._fd)
 

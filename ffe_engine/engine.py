@@ -420,7 +420,7 @@ class Engine:
     async def flush(self) -> None:
         await self.store.flush()
         if self.audit is not None:
-            self.audit.flush()
+            await self.audit.flush()
         self._since_flush = 0
 
     async def _persist_books(self) -> None:

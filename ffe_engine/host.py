@@ -155,7 +155,7 @@ class EngineHost:
                             records=repair.appended, file=str(settings.audit_path))
             bus.seq = max(bus.seq, repair.last_seq)
             audit = AuditWriter(settings.audit_path, clock)
-            store.write_events_first(audit.flush)
+            store.write_events_first(audit.flush, audit.written)
             bus.add_sink(store.add_event)
             bus.add_sink(audit)
             start_state = EngineState.PAUSED if live and settings.engine.live_start_paused else EngineState.RUNNING

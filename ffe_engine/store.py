@@ -177,7 +177,8 @@ class Store:
         self._alerts: list[tuple[Any, ...]] = []
         self._last_trade_id = 0
         self.batch = False
-        self._before_events: Callable[[], None] | None = None
+        self._before_events: Callable[[], Awaitable[None]] | None = None
+        self._written_seq: Callable[[], int] | None = None
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
         # transaction must not interleave with another's.
         self._lock = asyncio.Lock()
@@ -279,8 +280,14 @@ class Store:
             await self.conn.close()
 
     @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[None]:
-        """One writer at a time; a write the disk refuses becomes a StorageError naming the database."""
+    async def _writing(self, audit_first: bool = True) -> AsyncIterator[None]:
+        """One writer at a time; a write the disk refuses becomes a StorageError naming the database.
+
+        With `audit_first`, the events buffered so far go to the audit trail first, before the lock is taken: a
+        hung audit disk holds up this write only, and the outbox's own writes (`audit_first=False`) still go
+        through, so an alert about the stall can leave."""
+        if audit_first and self._events and self._before_events is not None:
+            await self._before_events()
         async with self._lock:
             try:
                 yield
@@ -333,16 +340,24 @@ class Store:
         indexed in the decisions, votes and gate_results tables (sqlwriter.index_rows)."""
         self._events.append((ev.seq, ev.ts, ev.name, line))
 
-    def write_events_first(self, write: Callable[[], None]) -> None:
-        """`write()` is called before buffered events are written, so that another record of the same events (the
-        audit trail) is never behind the database. If it raises, nothing is written and the events stay buffered."""
+    def write_events_first(self, write: Callable[[], Awaitable[None]], written_seq: Callable[[], int]) -> None:
+        """Another record of the same events (the audit trail) is never behind the database: `write()` is awaited
+        before a write (it writes every event buffered so far there), and only events up to `written_seq()`, the
+        last one that record holds, are written here; later ones stay buffered for a later flush. If `write()`
+        raises, nothing is written."""
         self._before_events = write
+        self._written_seq = written_seq
 
     async def _write_buffers(self) -> None:
-        if self._events and self._before_events is not None:
-            self._before_events()
         gates, events = self._gates, self._events
         self._gates, self._events = [], []
+        if events and self._written_seq is not None and events[-1][0] > self._written_seq():
+            # Not all in the audit trail yet (published while it was written, or it is stalled): those wait.
+            last = self._written_seq()
+            n = len(events)
+            while n and events[n - 1][0] > last:
+                n -= 1
+            events, self._events = events[:n], events[n:]
         c = self.conn
         if isinstance(c, WriterProcess):
             c.write_events()
@@ -361,8 +376,10 @@ class Store:
             alerts, self._alerts = self._alerts, []
             await c.executemany(_SQL_ALERT, alerts)
 
-    async def flush(self) -> None:
-        async with self._writing():
+    async def flush(self, audit_first: bool = True) -> None:
+        """Write what is buffered. `audit_first=False` (the alerts' outbox): without waiting for the audit trail,
+        so only the events it already holds, and the alerts."""
+        async with self._writing(audit_first):
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
@@ -376,9 +393,9 @@ class Store:
         async with self._tx():
             await self._write_buffers()
 
-    async def _write(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> None:
+    async def _write(self, sql: str, params: tuple[Any, ...] | list[Any] = (), audit_first: bool = True) -> None:
         """Flush buffered rows, then run one statement in its own committed transaction."""
-        async with self._writing():
+        async with self._writing(audit_first):
             if not self.batch:
                 await self._flush_locked()
             await self.conn.execute(sql, params)
@@ -546,7 +563,8 @@ class Store:
     # ---------------------------------------------------------------- the alerts' outbox
     def add_alert(self, channel: str, key: str, kind: str, severity: str, text: str, ts: float) -> None:
         """Buffered like the events: written by the next flush, in the same transaction as the event that raised
-        the alert, so the alert is exactly as durable as that record."""
+        the alert, so the alert is exactly as durable as that record (ahead of it only while the audit trail is
+        stalled: the record waits for the audit trail, the alert about the stall must not)."""
         self._alerts.append((channel, key, kind, severity, text, ts))
 
     async def next_alert(self, channel: str) -> dict[str, Any] | None:
@@ -565,11 +583,11 @@ class Store:
 
     async def alert_sent(self, alert_id: int, attempts: int, ts: float) -> None:
         await self._write("UPDATE alert_outbox SET status = 'sent', attempts = ?, sent_ts = ? WHERE id = ?",
-                          (attempts, ts, alert_id))
+                          (attempts, ts, alert_id), audit_first=False)
 
     async def alert_failed(self, alert_id: int, attempts: int, error: str) -> None:
         await self._write("UPDATE alert_outbox SET attempts = ?, last_error = ? WHERE id = ?",
-                          (attempts, error[:200], alert_id))
+                          (attempts, error[:200], alert_id), audit_first=False)
 
     async def trim_alerts(self, channel: str, keep: int) -> int:
         """Bound the outbox: beyond `keep` undelivered alerts, the oldest are marked dropped. How many were."""
