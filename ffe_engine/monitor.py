@@ -77,6 +77,7 @@ class Monitor:
         self._tasks: list[asyncio.Task[None]] = []
         self._stale: set[str] = set()
         self._stalled = False
+        self._audit_stalled = False
 
     # ------------------------------------------------------------------ the verdict
     def health(self) -> dict[str, Any]:
@@ -101,7 +102,8 @@ class Monitor:
             self.notifier.sink(ev, line)
 
     def _condition_alerts(self) -> list[Alert]:
-        """Conditions no event announces: a stalled loop, a symbol without bars (raised once per episode)."""
+        """Conditions no event announces: a stalled loop or audit trail, a symbol without bars (raised once per
+        episode)."""
         out: list[Alert] = []
         e = self.engine
         if not e.started or e.stopped:
@@ -114,6 +116,14 @@ class Monitor:
                              "check the log, then restart it."))
         elif age <= self.cfg.loop_stale_s:
             self._stalled = False
+        lag = self.audit.lag() if self.audit is not None else 0.0
+        if lag > self.cfg.audit_stale_s and not self._audit_stalled:
+            self._audit_stalled = True
+            out.append(Alert("AUDIT_STALLED", "AUDIT_STALLED", "page",
+                             f"ffe audit trail STALLED: a record has waited {lag:.0f}s to be written. Trading waits "
+                             "for it; check the log disk (space, I/O errors), then restart."))
+        elif lag <= self.cfg.audit_stale_s:
+            self._audit_stalled = False
         limit = data_stale_after(self.cfg, e.timeframe_ms)
         for sym in e.symbols:
             bar_age = e.liveness.bar_age(sym)

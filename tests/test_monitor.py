@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 
 import aiohttp
 import pytest
@@ -351,3 +352,60 @@ async def test_every_callers_gate_denials_are_counted_by_gate(tmp_path):
                                                "(decision_id IS NULL OR decision_id = ?) GROUP BY code",
                              (waiting["decision_id"],)))
     assert operators["POSITION_SIZE"] >= 1 and operators["ENGINE_STATE"] >= 2, operators
+
+
+async def test_a_stalled_audit_writer_is_down_pages_the_operator_and_recovers(tmp_path):
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, market={"speed": 5.0, "seed": 7},
+                             monitor={"port": 0, "audit_stale_s": 1.0, "loop_stale_s": 600},
+                             alerts={"webhook_url": hook.url + "/hook", "window_s": 60})
+    disk = threading.Event()  # set: the disk answers
+    async with engine_session(settings) as host:
+        await host.start_control()
+        engine = host.engine
+        url = host.monitor.url
+        run = asyncio.ensure_future(engine.run())
+        try:
+            await until(lambda: engine.bars >= 3, what="bars")
+            assert (await get(url + "/health"))[0] == 200
+            # The audit writer's own thread held, as a hung disk holds a write: records wait to be written, the
+            # bar loop waits for them (nothing trades unrecorded), and the process still answers.
+            host.audit.thread.submit(disk.wait)
+
+            async def audit_stalled():
+                status, body = await get(url + "/health")
+                verdict = json.loads(body)
+                return verdict if status == 503 and any("audit stalled" in p for p in verdict["problems"]) else None
+            verdict = await until(audit_stalled, what="/health 503 for the audit trail")
+            assert verdict["status"] == "down" and verdict["audit_lag_s"] > 1.0, verdict
+            code, out = await ctl_health(settings)
+            assert code == 2 and out.startswith("DOWN") and "audit stalled" in out, out
+            # The page leaves while the trail is stalled: the outbox does not wait for the audit trail.
+            await until(lambda: [r for r in hook.delivered if r.body.get("kind") == "AUDIT_STALLED"],
+                        what="the AUDIT_STALLED page")
+            page = [r.body for r in hook.delivered if r.body.get("kind") == "AUDIT_STALLED"][0]
+            assert page["severity"] == "page" and "audit trail STALLED" in page["text"]
+            # The kill switch takes effect at once; HALTED is stored once the disk answers.
+            halting = asyncio.ensure_future(engine.halt(reason="audit stalled", by="test"))
+            await until(lambda: engine.state.value == "HALTED", what="HALTED in memory")
+            assert not halting.done()
+            bars = engine.bars
+        finally:
+            disk.set()
+        await halting
+        assert db_rows(settings.db_path, "SELECT state FROM engine_state") == [("HALTED",)]
+        # The disk answers again: the waiting records are written, the loop goes on, the verdict is healthy.
+        status, verdict = await until(lambda: _healthy(url), what="/health 200 again")
+        assert verdict["audit_lag_s"] < 1.0
+        await until(lambda: engine.bars >= bars + 3, what="bars after the stall")
+        engine.request_stop()
+        await run
+    await hook.stop()
+    # Every record reached the file, in order, and the file agrees with the database.
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+async def _healthy(url: str):
+    status, body = await get(url + "/health")
+    return (status, json.loads(body)) if status == 200 else None
