@@ -10,7 +10,7 @@ with every alert channel configured and one of them hanging.
    orders, halt, and time from the call to HALTED stored (the engine_state event, published once the state is
    committed) and to the halt's return (every cancel issued and journaled). Milliseconds.
 
-    .venv/bin/python bench/monitor_bench.py [--runs 5] [--bars 20000] [--halts 20]
+    .venv/bin/python bench/monitor_bench.py [--runs 7] [--bars 20000] [--halts 20]
 
 Not a test: the figures depend on the machine. The targets: within 3% of off; HALTED stored under 50 ms.
 """
@@ -78,7 +78,8 @@ class Monitored:
         return engine
 
 
-SINK_CPU: list[tuple[float, int, float]] = []  # per measured run: sinks' CPU seconds, events, engine CPU seconds
+SINK_CPU: list[tuple[float, int, float]] = []
+LAST_METRICS: list[EngineMetrics] = []  # the metrics of the last monitored run, scraped again afterwards  # per measured run: sinks' CPU seconds, events, engine CPU seconds
 
 
 async def backtest_once(files: list[str], monitored: bool, measure_sinks: bool = False) -> tuple[float, float]:
@@ -106,6 +107,8 @@ async def backtest_once(files: list[str], monitored: bool, measure_sinks: bool =
             bt.build_engine = original  # type: ignore[assignment]
             if scraper is not None:
                 scraper.cancel()
+        if hook.metrics is not None:
+            LAST_METRICS[:] = [hook.metrics]
         if measure_sinks:
             sink_s, events = sink_cpu_seconds(Path(report["audit"]), settings, hook.engine)
             SINK_CPU.append((sink_s, events, cpu))
@@ -120,8 +123,11 @@ def sink_cpu_seconds(audit_path: Path, settings: Settings, engine, repeat: int =
 
     from ffe_engine.events import EVENT_TYPES, _Stamp
 
+    from ffe_engine.records import read_lines
+
     items = []
-    for line in audit_path.read_bytes().splitlines():
+    lines = read_lines(audit_path) if audit_path.suffix == ".zst" else audit_path.read_bytes().splitlines()
+    for line in lines:
         rec = orjson.loads(line)
         name = rec["event"]
         if name == "decision":
@@ -147,19 +153,40 @@ async def backtest_bench(runs: int, bars: int) -> None:
         on: list[tuple[float, float]] = []
         await backtest_once(files, False)  # warm the caches
         for n in range(runs):
-            off.append(await backtest_once(files, False, measure_sinks=n < 3))
-            on.append(await backtest_once(files, True))
-        print(f"backtest, {2 * bars} bars, {runs} runs each, alternating:")
+            # Pairs, the order swapped every round: a machine that gets busier or quieter during the bench
+            # slows both halves of a pair alike, and neither half always goes first.
+            if n % 2:
+                on.append(await backtest_once(files, True))
+                off.append(await backtest_once(files, False, measure_sinks=n < 4))
+            else:
+                off.append(await backtest_once(files, False, measure_sinks=n < 4))
+                on.append(await backtest_once(files, True))
+        print(f"backtest, {2 * bars} bars, {runs} pairs of runs (monitor off / on, order swapped each pair):")
         for name, runs_ in (("monitor off", off), ("monitor on ", on)):
             print(f"  {name}  median {statistics.median(r[0] for r in runs_):8.0f} bars/s   engine CPU median "
                   f"{statistics.median(r[1] for r in runs_):6.2f} s   (bars/s: {', '.join(f'{r[0]:.0f}' for r in runs_)})")
-        wall = statistics.median(r[0] for r in on) / statistics.median(r[0] for r in off) - 1.0
-        cpu = statistics.median(r[1] for r in on) / statistics.median(r[1] for r in off) - 1.0
-        print(f"  difference   bars/s {100.0 * wall:+.1f}%, engine CPU {100.0 * cpu:+.1f}% (target: within 3%)")
+        speed = statistics.median(b[0] / a[0] for a, b in zip(off, on)) - 1.0
+        cpu = statistics.median(b[1] / a[1] for a, b in zip(off, on)) - 1.0
+        print(f"  on vs off    bars/s {100.0 * speed:+.1f}%, engine CPU {100.0 * cpu:+.1f}% (median of the pairs; "
+              "target: bars/s within 3%)")
         share = statistics.median(sink_s / engine_s for sink_s, _, engine_s in SINK_CPU)
         sink_s, events, _ = min(SINK_CPU)
         print(f"  the monitor's sink replayed on a run's {events} events: {1000 * sink_s:.1f} ms of CPU "
               f"({1e6 * sink_s / (2 * bars):.2f} us per bar), {100.0 * share:.2f}% of the run's engine CPU")
+        scrape_s = scrape_cpu_seconds()
+        print(f"  one /metrics scrape: {1000 * scrape_s:.2f} ms of CPU ({100.0 * scrape_s:.2f}% of a second: the "
+              "share of one core a scrape every second takes)")
+
+
+def scrape_cpu_seconds(repeat: int = 200) -> float:
+    """CPU seconds of one /metrics rendering of an engine that has run (best of `repeat`)."""
+    metrics = LAST_METRICS[-1]
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.process_time()
+        metrics.text()
+        best = min(best, time.process_time() - t)
+    return best
 
 
 async def killswitch_bench(halts: int) -> None:
@@ -219,7 +246,7 @@ async def killswitch_bench(halts: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=7, help="pairs of backtests, monitor off and on")
     ap.add_argument("--bars", type=int, default=20_000, help="bars per symbol in the backtest")
     ap.add_argument("--halts", type=int, default=20)
     ap.add_argument("--only", choices=("backtest", "killswitch"), default=None)
