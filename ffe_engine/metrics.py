@@ -2,19 +2,23 @@
 `_total` counters, `_seconds` units, ratios in 0..1, and bounded labels only (venue, symbol, gate code, channel,
 error class; never an order or decision id).
 
-Order, reconciliation and breaker counters follow the events the engine publishes (the monitor is an event sink).
-Everything else is read from the engine at scrape time (`_Snapshot`), the gate denials included: their counts are
-the gatekeeper's, so the trading loop does no metrics work per bar and a scrape shows the state at that moment.
+Order, reconciliation and breaker counts follow the events the engine publishes (the monitor is an event sink) and
+venue timings come from the breaker, kept as plain numbers; the gate denials are the gatekeeper's own counts. All
+of it, and the engine's state, is turned into metric families at scrape time (`_Snapshot`): the trading loop does
+no metrics work per bar and takes no client metric's lock, and a scrape shows the state at that moment.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from bisect import bisect_left
+
+from prometheus_client import CollectorRegistry, Info, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .events import BreakerChanged, Event, OrderEvent, ReconcileEvent
@@ -28,6 +32,34 @@ COUNTED = frozenset({OrderEvent.name, ReconcileEvent.name, BreakerChanged.name})
 BREAKER_STATES = ("closed", "open", "half_open")
 # The venue round trip is milliseconds on a healthy exchange, seconds when it is not.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# The buckets' `le` labels, written as the client writes them.
+_LE = [floatToGoString(b) for b in DURATION_BUCKETS]  # type: ignore[no-untyped-call]
+
+
+class Timings:
+    """A histogram of durations in DURATION_BUCKETS: a count per bucket (not cumulative), the sum and the count."""
+
+    __slots__ = ("counts", "total", "n")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)  # the last one: above the largest bound
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1  # a bucket holds durations <= its bound
+        self.total += seconds
+        self.n += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative, as Prometheus reads a histogram: (le, how many took at most that long)."""
+        out: list[tuple[str, float]] = []
+        running = 0
+        for le, count in zip(_LE, self.counts):
+            running += count
+            out.append((le, float(running)))
+        out.append(("+Inf", float(self.n)))
+        return out
 
 
 class EngineMetrics:
@@ -44,30 +76,28 @@ class EngineMetrics:
         r = self.registry
         Info("ffe_build", "The running ffe version and trading mode.", registry=r).info(
             {"version": __version__, "mode": mode})
-        self.orders_submitted = Counter("ffe_orders_submitted_total", "Orders sent to the venue.", registry=r)
-        self.orders_rejected = Counter("ffe_orders_rejected_total",
-                                       "Orders refused by a gate, the engine state or the venue.", registry=r)
-        self.orders_in_doubt = Counter("ffe_orders_in_doubt_total",
-                                       "Orders whose answer was lost (looked up by client order id).", registry=r)
-        self.reconcile_mismatches = Counter("ffe_reconcile_mismatches_total",
-                                            "Unexplained differences found by reconciliation.", registry=r)
-        self.breaker_transitions = Counter("ffe_breaker_transitions_total", "Circuit breaker state changes.",
-                                           ["venue", "state"], registry=r)
-        self.venue_duration = Histogram("ffe_venue_request_duration_seconds", "Venue request round trips.",
-                                        ["venue"], buckets=DURATION_BUCKETS, registry=r)
-        self.venue_errors = Counter("ffe_venue_errors_total", "Venue requests that failed, by error class.",
-                                    ["venue", "error"], registry=r)
+        # The counts are plain numbers, exported by `_Snapshot` at scrape time: an order or a venue call costs an
+        # addition, not a client metric's lock (prometheus-client's way to export state kept elsewhere).
+        self.orders_submitted = 0
+        self.orders_rejected = 0
+        self.orders_in_doubt = 0
+        self.reconcile_mismatches = 0
+        self.breaker_transitions: dict[tuple[str, str], int] = {}
+        self.venue_timings: dict[str, Timings] = {}
+        self.venue_errors: dict[tuple[str, str], int] = {}
         r.register(_Snapshot(self))
         self._in_doubt: set[str] = set()
 
     # ------------------------------------------------------------------ inputs
     def observe_venue(self, venue: str) -> Callable[[float, BaseException | None], None]:
-        duration = self.venue_duration.labels(venue)
+        timings = self.venue_timings[venue] = Timings()  # shown from the start, at zero
+        errors = self.venue_errors
 
         def observe(seconds: float, error: BaseException | None) -> None:
-            duration.observe(seconds)
+            timings.observe(seconds)
             if error is not None:
-                self.venue_errors.labels(venue, type(error).__name__).inc()
+                key = (venue, type(error).__name__)
+                errors[key] = errors.get(key, 0) + 1
         return observe
 
     def sink(self, ev: Event, line: bytes) -> None:
@@ -76,20 +106,21 @@ class EngineMetrics:
         if isinstance(ev, OrderEvent):
             status = ev.status
             if status == "new":
-                self.orders_submitted.inc()
+                self.orders_submitted += 1
             elif status in ("rejected", "refused"):
-                self.orders_rejected.inc()
+                self.orders_rejected += 1
             if status == "in_doubt":
                 if ev.client_order_id not in self._in_doubt:
                     self._in_doubt.add(ev.client_order_id)
-                    self.orders_in_doubt.inc()
+                    self.orders_in_doubt += 1
             else:
                 self._in_doubt.discard(ev.client_order_id)
         elif isinstance(ev, ReconcileEvent):
             if ev.status == "differences":
-                self.reconcile_mismatches.inc(len(ev.differences))
+                self.reconcile_mismatches += len(ev.differences)
         elif isinstance(ev, BreakerChanged):
-            self.breaker_transitions.labels(ev.venue, ev.state).inc()
+            key = (ev.venue, ev.state)
+            self.breaker_transitions[key] = self.breaker_transitions.get(key, 0) + 1
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
@@ -104,6 +135,28 @@ class _Snapshot(Collector):
     def collect(self) -> Iterator[Metric]:
         m = self.m
         e = m.engine
+        yield CounterMetricFamily("ffe_orders_submitted", "Orders sent to the venue.", value=m.orders_submitted)
+        yield CounterMetricFamily("ffe_orders_rejected", "Orders refused by a gate, the engine state or the venue.",
+                                  value=m.orders_rejected)
+        yield CounterMetricFamily("ffe_orders_in_doubt", "Orders whose answer was lost (looked up by client order id).",
+                                  value=m.orders_in_doubt)
+        yield CounterMetricFamily("ffe_reconcile_mismatches", "Unexplained differences found by reconciliation.",
+                                  value=m.reconcile_mismatches)
+        transitions = CounterMetricFamily("ffe_breaker_transitions", "Circuit breaker state changes.",
+                                          labels=["venue", "state"])
+        for (venue, to), n in sorted(m.breaker_transitions.items()):
+            transitions.add_metric([venue, to], float(n))
+        yield transitions
+        durations = HistogramMetricFamily("ffe_venue_request_duration_seconds", "Venue request round trips.",
+                                          labels=["venue"])
+        for venue, t in sorted(m.venue_timings.items()):
+            durations.add_metric([venue], t.buckets(), sum_value=t.total)
+        yield durations
+        errors = CounterMetricFamily("ffe_venue_errors", "Venue requests that failed, by error class.",
+                                     labels=["venue", "error"])
+        for (venue, error), n in sorted(m.venue_errors.items()):
+            errors.add_metric([venue, error], float(n))
+        yield errors
         state = GaugeMetricFamily("ffe_engine_state", "1 for the engine's current state.", labels=["state"])
         for s in STATES:
             state.add_metric([s], 1.0 if e.state.value == s else 0.0)

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings, run_ffe
 from ffe_engine.risk import GATE_ORDER
+from ffe_engine.venues.base import VenueUnavailable
 from ffe_engine.venues.paper import PaperVenue
 from receiver import Receiver
 
@@ -409,3 +410,41 @@ async def test_a_stalled_audit_writer_is_down_pages_the_operator_and_recovers(tm
 async def _healthy(url: str):
     status, body = await get(url + "/health")
     return (status, json.loads(body)) if status == 200 else None
+
+
+class DownVenue(PaperVenue):
+    """An exchange that refuses every new order as unavailable (a 503), and answers everything else."""
+
+    async def create_order(self, req):
+        raise VenueUnavailable("503 Service Unavailable")
+
+
+async def test_venue_calls_errors_and_breaker_changes_are_counted_on_the_scrape(tmp_path):
+    settings = make_settings(tmp_path, breaker={"failure_threshold": 2, "recovery_timeout_s": 600})
+    from ffe_engine.kernel import paper_venue
+
+    base = paper_venue(settings, list(settings.engine.symbols))
+    venue = DownVenue(list(settings.engine.symbols), starting_cash=10_000.0, quote="USDT", fee_bps=10.0,
+                      slippage_bps=5.0, min_notional=base.market("BTC/USDT").min_notional, amount_step=1e-6)
+    async with engine_session(settings, venue=venue) as host:
+        run = asyncio.ensure_future(host.engine.run())
+        try:
+            await until(lambda: host.engine.bars >= 5, what="bars")
+            for _ in range(2):
+                placed = await host.engine.operator_order("BTC/USDT", "buy", 0.002, by="test")
+                assert not placed["accepted"], placed
+            assert host.engine.breaker.state == "open"
+            found = samples((await get(host.monitor.url + "/metrics"))[1])
+        finally:
+            host.engine.request_stop()
+            await run
+    errors = {(s.labels["venue"], s.labels["error"]): s.value for s in found["ffe_venue_errors_total"]}
+    assert errors == {("paper", "VenueUnavailable"): 2.0}
+    assert [(s.labels, s.value) for s in found["ffe_breaker_transitions_total"]] == [
+        ({"venue": "paper", "state": "open"}, 1.0)]
+    count = found["ffe_venue_request_duration_seconds_count"][0]
+    assert count.labels == {"venue": "paper"} and count.value >= 2  # the two orders, and any lookups
+    buckets = [s for s in found["ffe_venue_request_duration_seconds_bucket"] if s.labels["venue"] == "paper"]
+    assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == count.value
+    assert all(a.value <= b.value for a, b in zip(buckets, buckets[1:]))  # cumulative
+    assert found["ffe_orders_rejected_total"][0].value == 2.0
