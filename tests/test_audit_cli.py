@@ -21,6 +21,7 @@ WAIT_S = 60  # a safety net against a hung process, never a speed assertion
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FFE_")}
+    env["FFE_MONITOR__PORT"] = "0"  # any free port: engines of other tests may be up at the same time
     env.update(extra)
     return env
 

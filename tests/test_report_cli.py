@@ -24,6 +24,7 @@ PROVIDERS = ["trend", "momentum", "mean_reversion", "breakout"]  # the configure
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FFE_")}
+    env["FFE_MONITOR__PORT"] = "0"  # any free port: engines of other tests may be up at the same time
     env.update(extra)
     return env
 
