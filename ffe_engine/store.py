@@ -498,12 +498,13 @@ class Store:
 
     async def add_fill(self, f: Fill, order: Order, record: "FillRecord | None" = None) -> None:
         """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
-        trade, book state), in one transaction: after a crash either all of it is recorded or none."""
+        trade, book state), in one transaction with the events buffered so far (the fill's own event among them,
+        already in the audit trail): after a crash either all of it is recorded or none."""
         c = self.conn
         async with self._writing():
-            if not self.batch:
-                await self._flush_locked()
             async with self._tx():
+                if not self.batch:
+                    await self._write_buffers()
                 await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts, fee_base) "
                                 "VALUES (?,?,?,?,?,?,?,?)",
                                 (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts,

@@ -307,6 +307,7 @@ async def open_pipeline(settings: Settings, *, providers: list | None = None, sc
             providers = make_providers(list(settings.ensemble.providers))
     store = await Store.open(settings.db_path, synchronous=synchronous)
     audit = AuditWriter(settings.audit_path)
+    store.write_events_first(audit.flush, audit.written)  # as the engine's host wires them
     bus = EventBus()
     bus.add_sink(store.add_event)
     bus.add_sink(audit)
