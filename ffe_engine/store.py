@@ -23,6 +23,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import aiosqlite
 
+from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import FfeError, StorageError, storage_failure
 from .events import Event
 from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
@@ -370,6 +371,10 @@ class Store:
                 await c.executemany(SQL_DECISION, decisions)
             if votes:
                 await c.executemany(SQL_VOTE, votes)
+            # The chain head in the transaction of the records it covers: `ffe audit verify` finds a trail cut
+            # short of it, or whose lines up to it were rewritten. (A backtest's writer process stores its own.)
+            seq, ts, _name, line = events[-1]
+            await c.execute(_SQL_KV, (HEAD_KEY, _dumps({"seq": seq, "hash": line_hash(line)}), ts))
         if gates:
             await c.executemany(SQL_GATE, gates)
         if self._alerts:
@@ -429,6 +434,17 @@ class Store:
         cur = await self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
         (seq,) = await cur.fetchone()
         return int(seq)
+
+    async def chain_head(self) -> ChainHead | None:
+        """The audit chain's head as stored (seq and hash of the last record written); for a database written
+        before the head was stored, the hash of its last event record. None when there are no records."""
+        value = await self.get_kv(HEAD_KEY)
+        head = chain_head_of(value)
+        if head is not None:
+            return head
+        cur = await self.conn.execute("SELECT seq, data FROM events ORDER BY seq DESC LIMIT 1")
+        row = await cur.fetchone()
+        return ChainHead(int(row[0]), line_hash(bytes(row[1]))) if row else None
 
     # ---------------------------------------------------------------- orders and fills
     async def journal_order(self, o: Order, intent: dict[str, Any] | None = None) -> None:
@@ -676,6 +692,21 @@ class Records:
     def engine_state(self) -> str | None:
         rows = self._q("SELECT state FROM engine_state WHERE id = 1")
         return rows[0][0] if rows else None
+
+    def chain_head(self) -> ChainHead | None:
+        """The audit chain's head the database stored (None: no records yet, or written before it was stored)."""
+        try:
+            value = self.kv(HEAD_KEY)
+        except ValueError:
+            value = None
+        return chain_head_of(value)
+
+
+def chain_head_of(value: Any) -> ChainHead | None:
+    """The chain head from its stored value; None when it is missing or not one."""
+    if isinstance(value, dict) and type(value.get("seq")) is int and isinstance(value.get("hash"), str):
+        return ChainHead(value["seq"], value["hash"])
+    return None
 
 
 # Saved state that can take precedence over the configuration at the next start (overrides.py).
