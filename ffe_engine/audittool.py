@@ -1,7 +1,7 @@
 """Read-side commands over the audit trail and the database.
 
-- `ffe audit tail`: the last records of logs/audit.jsonl, filtered by event, one line each (or the raw JSON lines),
-  and optionally following the file as it grows, is truncated or is replaced.
+- `ffe audit tail`: the last records of logs/audit.jsonl (and of its rotated files before it), filtered by event, one
+  line each (or the raw JSON lines), and optionally following the file as it grows, is truncated or is replaced.
 - `ffe audit show DECISION_ID`: the whole story of one decision from the database.
 - `ffe audit verify`: the audit trail's hash chain, across its rotated files, and the chain head the database
   stores (chain.py).
@@ -29,7 +29,7 @@ import zstandard
 
 from . import fmt, present
 from . import records as compact
-from .chain import ChainHead, VerifyResult, trail_files, verify_trail
+from .chain import ChainHead, VerifyResult, rotated_files, trail_files, verify_trail
 from .errors import StorageError, UsageError
 from .events import EVENT_TYPES
 from .store import Records
@@ -145,26 +145,59 @@ def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: boo
     lines = _Lines(path, events)
     out = _Out(as_json, flush_each=follow)
     try:
-        f = open(path, "rb")
+        f: BinaryIO | None = open(path, "rb")
     except FileNotFoundError:
-        if not follow:
-            raise UsageError(f"no audit file at {path} (is --log-dir right?)") from None
-        print(f"ffe: waiting for {path} to appear", file=sys.stderr, flush=True)
-        return _follow(path, None, 0, lines, out)
+        f = None
     except OSError as exc:
         raise UsageError(f"cannot read the audit file {path}: {exc.strerror}") from None
+    if f is None and not rotated_files(path):
+        if not follow:
+            raise UsageError(f"no audit file at {path} (is --log-dir right?)")
+        print(f"ffe: waiting for {path} to appear", file=sys.stderr, flush=True)
+        return _follow(path, None, 0, lines, out)
+    end = 0
     try:
-        end = _complete_end(f, os.fstat(f.fileno()).st_size)
-        for line, rec in last_records(f, end, n, lines) if n > 0 else []:
+        if f is not None:
+            end = _complete_end(f, os.fstat(f.fileno()).st_size)
+        for line, rec in _last_across(path, f, end, n, lines) if n > 0 else []:
             out.emit(line, rec)
         out.buf.flush()
     except BaseException:
-        f.close()
+        if f is not None:
+            f.close()
         raise
     if not follow:
-        f.close()
+        if f is not None:
+            f.close()
         return 0
     return _follow(path, f, end, lines, out)
+
+
+def _last_across(path: Path, f: BinaryIO | None, end: int, n: int,
+                 lines: _Lines) -> list[tuple[bytes, dict[str, Any]]]:
+    """The last `n` accepted records of the trail: the current file's, then, while more are wanted, those of the
+    rotated files, newest first (seq runs on across them). A file rotated since `f` was opened is the same file
+    as `f`, and is not read twice."""
+    found = last_records(f, end, n, lines) if f is not None else []
+    seen = set()
+    if f is not None:
+        st = os.fstat(f.fileno())
+        seen.add((st.st_dev, st.st_ino))
+    for p in reversed(rotated_files(path)):
+        if len(found) >= n:
+            break
+        try:
+            g = open(p, "rb")
+        except FileNotFoundError:
+            continue
+        with g:
+            st = os.fstat(g.fileno())
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            older = last_records(g, _complete_end(g, st.st_size), n - len(found), _Lines(p, lines.events))
+        found = older + found
+    return found
 
 
 def _follow(path: Path, f: BinaryIO | None, pos: int, lines: _Lines, out: _Out) -> int:
