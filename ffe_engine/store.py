@@ -248,6 +248,7 @@ class Store:
         if problems != ["ok"]:
             raise StorageError(f"{self.path}: the database is damaged ({'; '.join(problems[:3])}); it was left as "
                                "it is: restore it from a backup, or move it away to start a new account")
+        await self._check_version()  # before the journal mode is set: that would be a write
         if new_ok:
             return
         cur = await self.conn.execute("SELECT COUNT(*) FROM sqlite_master")
@@ -255,11 +256,19 @@ class Store:
         if tables == 0:
             raise StorageError(_LOST.format(path=self.path, found="holds no records"))
 
-    async def _migrate(self) -> None:
+    async def _check_version(self) -> int:
+        """The database's schema version; one written by a newer ffe is refused (an older binary rolled back onto
+        it must not change what it does not know)."""
         cur = await self.conn.execute("PRAGMA user_version")
         (version,) = await cur.fetchone()
         if version > SCHEMA_VERSION:
-            raise SchemaError(f"{self.path}: database schema version {version} is newer than this ffe ({SCHEMA_VERSION})")
+            raise SchemaError(f"{self.path}: database schema version {version} is newer than this ffe "
+                              f"({SCHEMA_VERSION}); it was left as it is: run the ffe release that wrote it, or a "
+                              "newer one")
+        return int(version)
+
+    async def _migrate(self) -> None:
+        version = await self._check_version()
         for v in range(version + 1, SCHEMA_VERSION + 1):
             await self.conn.execute("BEGIN IMMEDIATE")
             try:

@@ -281,6 +281,7 @@ def test_a_database_with_a_newer_schema_is_refused_untouched(copy):
     db = copy / "data" / "ffe.db"
     con = sqlite3.connect(db)
     con.execute("PRAGMA user_version = 99")
+    con.execute("PRAGMA journal_mode = DELETE")  # a newer release's choice: switching it back would be a write
     con.close()
     before = db.read_bytes()
     proc = run_ffe(copy, "run", "--headless", "--max-bars", "3", "--data-dir", "data", "--log-dir", "logs")
@@ -288,4 +289,6 @@ def test_a_database_with_a_newer_schema_is_refused_untouched(copy):
     errors = [x for x in proc.stderr.splitlines() if x.startswith("ffe: error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr
     assert "schema version 99 is newer than this ffe" in errors[0] and "data/ffe.db" in errors[0]
+    assert "left as it is" in errors[0]
     assert db.read_bytes() == before
+    assert not (copy / "data" / "ffe.db-wal").exists()
