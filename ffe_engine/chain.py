@@ -6,12 +6,14 @@ database stores the chain head (the last seq it holds and that line's hash) in t
 records, so a trail cut short, or whose last lines were rewritten, is found too.
 
 A trail is one current file (`audit.jsonl`) and, once rotated, older files named after their first seq
-(`audit-000000000001.jsonl`, ...): seq and the chain run on from one file into the next.
+(`audit-000000000001.jsonl`, ...): seq and the chain run on from one file into the next. A backtest's trail is one
+compressed file, `audit.jsonl.zst`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 import orjson
+import zstandard
 
 GENESIS = "0" * 64  # the `prev` of a trail's first line
 HEAD_KEY = "audit_head"  # the database's kv key for the chain head: {"seq": n, "hash": hex}
@@ -34,6 +37,13 @@ def line_hash(line: bytes) -> str:
 def chained(line: bytes, prev: str) -> bytes:
     """An encoded record (a JSON object) with `prev` added as its last key, without encoding it again."""
     return b"".join((line[:-1], _PREV, prev.encode(), b'"}'))
+
+
+def without_prev(line: bytes) -> bytes:
+    """A chained line without its `prev` (a backtest's compact database rows: the chain is its audit file's, and
+    64 hex digits of hash are all entropy to a compressor)."""
+    cut = len(line) - len(_PREV) - 66
+    return line[:cut] + b"}" if line[cut:cut + len(_PREV)] == _PREV else line
 
 
 @dataclass(frozen=True)
@@ -64,11 +74,19 @@ def rotated_files(current: Path) -> list[Path]:
 
 
 def trail_files(current: Path) -> list[Path]:
-    """Every file of the trail, oldest first: the rotated ones, then the current one if it exists."""
+    """Every file of the trail, oldest first: the rotated ones, then the current one if it exists (a backtest's
+    compressed file if that is what there is)."""
     files = rotated_files(current)
     if current.exists():
         files.append(current)
+    elif not files and packed(current).exists():
+        files.append(packed(current))
     return files
+
+
+def packed(current: Path) -> Path:
+    """A backtest's audit file: the trail compressed (Zstandard frames, records.py)."""
+    return current.with_name(current.name + ".zst")
 
 
 def last_line(path: Path) -> bytes | None:
@@ -146,11 +164,14 @@ def _open_all(current: Path) -> list[tuple[Path, IO[bytes]]]:
     """The trail's files, opened: the current one first, so a rotation while this runs can only add a file that
     is already open (it is then read once, under the name it had when opened)."""
     opened: list[tuple[Path, IO[bytes]]] = []
-    cur = None
+    cur: IO[bytes] | None = None
     try:
         cur = open(current, "rb")
     except FileNotFoundError:
-        pass
+        if not rotated_files(current) and packed(current).exists():
+            raw = open(packed(current), "rb")
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+            return [(packed(current), io.BufferedReader(reader))]
     seen = set()
     if cur is not None:
         st = os.fstat(cur.fileno())

@@ -17,7 +17,7 @@ Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload.
   `["x", sql, params]`, `["m", sql, rows]` (executemany), `["e", [[seq, ts, name, length], ...]]` (events rows,
   their records taken in turn from after the header, plus the index rows of the decisions among them) or
   `["o", {option: value}]`, the run's record options from here on: `compact` (store the event records compact,
-  records.py), `events_table` (false: event records go to the audit file only), `gate_rows` (false: the gate
+  records.py, without their `prev`: the hash chain is the audit file's), `events_table` (false: event records go to the audit file only), `gate_rows` (false: the gate
   results of each order are not kept), `vacuum` (rewrite the database in small, full pages when it is closed).
   Answered `{"ok": true}`.
 - `Q` query: `[sql, params]`, answered `{"rows": [...], "columns": [...]}`.
@@ -45,6 +45,7 @@ from typing import IO, Any, Iterable
 import orjson
 
 from . import records as compact
+from .chain import without_prev
 
 SQL_EVENT = "INSERT INTO events (seq, ts, event, data) VALUES (?,?,?,?)"
 SQL_DECISION = ("INSERT OR REPLACE INTO decisions (decision_id, ts, symbol, action, confidence, tier, strategy, price, "
@@ -330,6 +331,7 @@ class _Child:
         """The events rows as stored: compact records once the run's dictionary is known."""
         if not self.compact:
             return events
+        events = [(seq, ts, name, without_prev(line)) for seq, ts, name, line in events]
         if self.packer is None:
             dictionary = compact.train([e[3] for e in events])
             if dictionary is None:
