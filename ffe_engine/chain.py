@@ -39,13 +39,6 @@ def chained(line: bytes, prev: str) -> bytes:
     return b"".join((line[:-1], _PREV, prev.encode(), b'"}'))
 
 
-def without_prev(line: bytes) -> bytes:
-    """A chained line without its `prev` (a backtest's compact database rows: the chain is its audit file's, and
-    64 hex digits of hash are all entropy to a compressor)."""
-    cut = len(line) - len(_PREV) - 66
-    return line[:cut] + b"}" if line[cut:cut + len(_PREV)] == _PREV else line
-
-
 @dataclass(frozen=True)
 class ChainHead:
     seq: int
@@ -247,6 +240,8 @@ class _Walk:
         self.records = 0
         self.first_seq = 0
         self.head_hash: str | None = None  # the hash of the line at the head's seq, once read
+        self.prev_where = ""  # file:line of the line before
+        self.head_where = ""
 
     def run(self, lines: Iterator[_Line]) -> None:
         line: _Line | None = None
@@ -280,20 +275,26 @@ class _Walk:
         else:
             self.chained = True
             if line.prev != self.prev_hash:
-                raise _Bad(self._edited_or_inserted(line, digest, after), self._mismatch(line))
+                bad = self._edited_or_inserted(line, digest, after)
+                raise _Bad(bad, self._mismatch(line, bad))
         if self.head is not None and e == self.head.seq:
-            self.head_hash = digest
+            self.head_hash, self.head_where = digest, line.where
         if self.records == 0:
             self.first_seq = e
         self.records += 1
         self.prev_hash = digest
+        self.prev_where = line.where
         self.expected = e + 1
 
-    def _mismatch(self, line: _Line) -> str:
+    def _mismatch(self, line: _Line, bad: int) -> str:
         e = self.expected
-        return (f"{line.where}: seq {e} does not follow the line before it (its prev hash is not that line's hash: "
-                f"seq {e - 1} was edited, or seq {e} was inserted or edited)" if e > 1 else
-                f"{line.where}: seq 1 does not start the chain (its prev hash is not the genesis value)")
+        if e == 1:
+            return f"{line.where}: seq 1 does not start the chain (its prev hash is not the genesis value)"
+        if bad < e:
+            return (f"{self.prev_where}: seq {bad} was changed: its hash is not the prev hash seq {e} carries "
+                    f"({line.where}), and the lines after seq {e} follow on from seq {e}")
+        return (f"{line.where}: seq {e} does not follow seq {e - 1} (its prev hash is not that line's hash) and "
+                "nothing after it follows it: a line inserted or edited")
 
     def _edited_or_inserted(self, line: _Line, digest: str, after: _Line | None) -> int:
         """The line's prev is not the hash of the line before it. If the next line follows this one (its prev is
@@ -316,5 +317,5 @@ class _Walk:
             raise _Bad(last + 1, f"the trail ends at seq {last} but the database's chain head is seq {head.seq}: "
                                  f"seq {last + 1} to {head.seq} are missing from the trail (cut short)")
         if self.head_hash != head.hash:
-            raise _Bad(head.seq, f"seq {head.seq} is not the record the database's chain head names (the line "
-                                 "was edited)")
+            raise _Bad(head.seq, f"{self.head_where}: seq {head.seq} does not hash to the database's chain head "
+                                 "(the line was edited)")

@@ -323,9 +323,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 class EventBus:
     def __init__(self, start_seq: int = 0, wall: Callable[[], float] | None = None,
-                 redact: Callable[[str], str] | None = None) -> None:
+                 redact: Callable[[str], str] | None = None, chain: bool = True) -> None:
         self.seq = start_seq
-        self.head = GENESIS  # the hash of the last audit line: the next line's `prev` (chain.py)
+        # The hash chain (chain.py): each record gets the hash of the one before as its `prev`. A backtest leaves it
+        # to its record writer process, on the other core (sqlwriter.py).
+        self.chain = chain
+        self.head = GENESIS  # the hash of the last audit line: the next line's `prev`
         self._wall = wall if wall is not None else WallClock().wall  # the time each record was written
         self._redact = redact  # applied to every record before any sink sees it
         self._sinks: list[Sink] = []
@@ -358,8 +361,9 @@ class EventBus:
             line = encode(rec)
             if self._redact is not None:
                 line = self._redact(line.decode()).encode()
-            line = chained(line, self.head)  # after redaction: the line hashed is the line written
-            self.head = line_hash(line)
+            if self.chain:  # after redaction: the line hashed is the line written
+                line = chained(line, self.head)
+                self.head = line_hash(line)
             ev = _Stamp(cls.name, self.seq, ts)
             for sink in self._sinks:
                 sink(ev, line)  # type: ignore[arg-type]
@@ -386,8 +390,9 @@ class EventBus:
                 line = encode(ev.record())
                 if self._redact is not None:
                     line = self._redact(line.decode()).encode()
-                line = chained(line, self.head)
-                self.head = line_hash(line)
+                if self.chain:
+                    line = chained(line, self.head)
+                    self.head = line_hash(line)
                 for sink in self._sinks:
                     sink(ev, line)
         for sub in self._subs:
