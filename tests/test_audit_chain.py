@@ -257,7 +257,7 @@ def test_rotation_under_a_running_engine_keeps_seq_and_the_chain_across_files(tm
     assert code == 1 and f"first bad seq {gone}: " in out and second.name in out, out
 
 
-def test_a_day_rotation_starts_a_new_file_with_the_day(tmp_path):
+async def test_a_day_rotation_starts_a_new_file_with_the_day(tmp_path):
     from ffe_engine.audit import AuditWriter
     from ffe_engine.events import ErrorEvent, EventBus
 
@@ -267,7 +267,7 @@ def test_a_day_rotation_starts_a_new_file_with_the_day(tmp_path):
     for i in range(4):
         bus.publish(ErrorEvent(message=f"m{i}", where="test"))
         if i % 2:
-            writer.flush()  # rotation falls between batches
+            await writer.flush()  # rotation falls between batches
     writer.close()
     rotated = rotated_files(tmp_path / "audit.jsonl")
     assert [p.name for p in rotated] == ["audit-000000000001.jsonl"]
