@@ -166,6 +166,28 @@ def test_a_trail_cut_short_is_found_through_the_database_head(copy):
     assert f"seq {n - 4} to {n} are missing" in answer["reason"]
 
 
+def test_a_trail_written_before_the_chain_goes_on_chained_from_its_last_line(copy):
+    # Records as an earlier release wrote them: no prev, no chain head in the database.
+    raw = [json.dumps({k: v for k, v in json.loads(x).items() if k != "prev"}, separators=(",", ":")).encode()
+           for x in lines(copy)]
+    write_lines(copy, raw)
+    con = sqlite3.connect(copy / "data" / "ffe.db")
+    con.executemany("UPDATE events SET data = ? WHERE seq = ?", [(x, seq_of(x)) for x in raw])
+    con.execute("DELETE FROM kv WHERE key = 'audit_head'")
+    con.commit()
+    con.close()
+    run_engine(copy, 5)
+    code, out, err = verify(copy)
+    assert code == 0, out + err
+    assert f"note: the first {len(raw)} records were written before the trail was chained" in out
+    after = lines(copy)
+    assert json.loads(after[len(raw)])["prev"] == line_hash(raw[-1])
+    # the unchained records are still checked for order
+    write_lines(copy, reorder(after, 5))
+    code, out, _ = verify(copy)
+    assert code == 1 and "first bad seq 5: " in out
+
+
 def test_nothing_to_verify_is_bad_input(tmp_path):
     proc = run_ffe(tmp_path, "audit", "verify", "--data-dir", "data", "--log-dir", "logs")
     assert proc.returncode == 2
