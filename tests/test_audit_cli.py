@@ -33,8 +33,7 @@ def ffe(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 def run_engine(root: Path, bars: int = 300) -> subprocess.CompletedProcess:
     # Weights move from the first closed trade on, so a short run has `weights` events too.
-    # Any free port for the monitor: engines of other tests may be up at the same time.
-    env = clean_env(FFE_MARKET__SPEED="0", FFE_ENSEMBLE__WARMUP_TRADES="1", FFE_MONITOR__PORT="0")
+    env = clean_env(FFE_MARKET__SPEED="0", FFE_ENSEMBLE__WARMUP_TRADES="1")
     starter_config(root)
     proc = subprocess.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", str(bars),
                            "--data-dir", "data", "--log-dir", "logs"], cwd=root, env=env, capture_output=True,
