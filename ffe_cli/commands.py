@@ -270,6 +270,11 @@ def audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit_verify(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    return audittool.verify(settings.audit_path, settings.db_path, args.json)
+
+
 def _report(args: argparse.Namespace, which: str) -> int:
     settings = settings_from(args)
     if args.last < 0:

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(alert_test)
     alert_test.set_defaults(handler=commands.alert_test)
 
-    audit = sub.add_parser("audit", help="read the audit trail; the story of one decision")
+    audit = sub.add_parser("audit", help="read and verify the audit trail; the story of one decision")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     tail = audit_sub.add_parser("tail", help="the last audit records, filtered, or followed as they come")
     _common(tail)
@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("decision_id", metavar="DECISION_ID", help="a decision id (or an order or approval id)")
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.set_defaults(handler=commands.audit_show)
+    verify = audit_sub.add_parser("verify", help="check the audit trail's hash chain and the database's chain head; "
+                                                 "exit 1 names the first bad seq")
+    _common(verify)
+    verify.add_argument("--json", action="store_true", help="one JSON object")
+    verify.set_defaults(handler=commands.audit_verify)
 
     report = sub.add_parser("report", help="reports from the database")
     report_sub = report.add_subparsers(dest="report_command", required=True)

@@ -7,6 +7,8 @@
 - `repair_trail`: at start, before anything else is written, the file is brought level with the database: a torn
   last line (a power loss, a full disk) is set aside in a side file, and the events the database holds after the
   file's last record are appended.
+- `verify_trail` (chain.py): the hash chain checked across every file of the trail, and against the chain head the
+  database stores (`ffe audit verify`).
 - `setup_logging`: structlog for the engine's own log lines (human-readable on stderr when headless, or into the
   console's log pane), with every configured secret redacted from every line.
 """
@@ -14,10 +16,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +29,14 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import structlog
 
+from .chain import GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files, verify_trail
 from .clock import Clock
 from .errors import storage_failure
 from .events import Event
 from .sqlwriter import append_lines, open_lines_file
+
+__all__ = ["AuditWriter", "Redactor", "TrailRepair", "VerifyResult", "has_records", "read_audit", "repair_trail",
+           "setup_logging", "verify_trail"]
 
 REDACTED = "********"
 
@@ -62,23 +70,34 @@ class Redactor:
 
 
 class AuditWriter:
-    """Event sink writing logs/audit.jsonl (the bus has already encoded and redacted each record).
+    """Event sink writing logs/audit.jsonl (the bus has already encoded, redacted and chained each record).
 
     Lines are kept until `flush()` (the engine flushes after every bar of a paper or live run) and appended as
     whole lines in one batch, on the writer's own thread: a disk that hangs holds up whoever waits for the flush
     (the bar loop, a store commit: the file is never behind the database), never the event loop, so /health,
     the control socket and the kill switch still answer and the growing lag shows the stall. A backtest's audit
     file is written by its record writer process instead (sqlwriter.py), from the same records.
+
+    Rotation (`rotate_bytes`, `rotate_daily`): before a batch that would take the file past `rotate_bytes`, or
+    whose first record falls on another UTC day than the file's first record, the file is renamed after its
+    first seq (chain.rotated_name) and a new one is started, on the same thread. Rotation happens between whole
+    batches, so seq and the hash chain run on from the last line of one file to the first of the next.
     """
 
-    def __init__(self, path: Path, clock: Clock | None = None) -> None:
+    def __init__(self, path: Path, clock: Clock | None = None, *, rotate_bytes: int = 0,
+                 rotate_daily: bool = False) -> None:
         self.path = Path(path)
+        self.rotate_bytes = rotate_bytes
+        self.rotate_daily = rotate_daily
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = open_lines_file(self.path)
+            self._size = os.fstat(self._fd).st_size
+            self._first = _first_record(self.path) if self._size else None  # (seq, UTC day) of the file's first
         except OSError as exc:
             raise storage_failure(self.path, exc) from None
         self._lines: list[bytes] = []
+        self._batch_first: tuple[int, str] | None = None  # (seq, UTC day) of the first line waiting
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ffe-audit")
         self._writing = asyncio.Lock()  # one batch on its way at a time: lines reach the file in order
         # For the monitor (with a clock): since when the oldest record not yet in the file has waited (monotonic;
@@ -92,8 +111,10 @@ class AuditWriter:
         self.written_seq = 0  # of the newest record in the file (that this writer wrote)
 
     def __call__(self, ev: Event, line: bytes) -> None:
-        if self.waiting_since is None and self.clock is not None:
-            self.waiting_since = self.clock.monotonic()
+        if not self._lines:
+            if self.waiting_since is None and self.clock is not None:
+                self.waiting_since = self.clock.monotonic()
+            self._batch_first = (ev.seq, _utc_day(ev.ts))
         self._lines.append(line)
         self._last_seq = ev.seq
 
@@ -101,14 +122,15 @@ class AuditWriter:
         async with self._writing:
             if not self._lines:
                 return
-            lines, since, seq = self._lines, self.waiting_since, self._last_seq
+            lines, since, seq, first = self._lines, self.waiting_since, self._last_seq, self._batch_first
             self._lines, self.waiting_since, self._batch_since = [], None, since
             try:
-                await asyncio.get_running_loop().run_in_executor(self.thread, append_lines, self._fd, lines)
+                await asyncio.get_running_loop().run_in_executor(self.thread, self._append, lines, first)
             except OSError as exc:
                 # The lines go back in front, for the next flush; their wait goes on.
                 self._lines = lines + self._lines
                 self.waiting_since = since
+                self._batch_first = first
                 raise storage_failure(self.path, exc) from None
             finally:
                 self._batch_since = None
@@ -118,6 +140,32 @@ class AuditWriter:
 
     def written(self) -> int:
         return self.written_seq
+
+    def _append(self, lines: list[bytes], first: tuple[int, str] | None) -> None:
+        """On the writer's thread (one batch at a time): rotate if due, then the lines in one write."""
+        size = sum(map(len, lines)) + len(lines)
+        if self._size and self._rotation_due(size, first):
+            self._rotate()
+        append_lines(self._fd, lines)
+        if not self._size:
+            self._first = first
+        self._size += size
+
+    def _rotation_due(self, adding: int, first: tuple[int, str] | None) -> bool:
+        if self.rotate_bytes and self._size + adding > self.rotate_bytes:
+            return True
+        return bool(self.rotate_daily and self._first and first and self._first[1] != first[1])
+
+    def _rotate(self) -> None:
+        first = self._first[0] if self._first else _first_record(self.path)[0]
+        target = rotated_name(self.path, first)
+        if target.exists():  # never overwrite a part of the trail
+            raise FileExistsError(errno.EEXIST, f"{target} already exists", str(target))
+        os.rename(self.path, target)
+        _sync_dir(self.path.parent)
+        fd = open_lines_file(self.path)
+        os.close(self._fd)
+        self._fd, self._size, self._first = fd, 0, None
 
     def lag(self) -> float:
         """Seconds the oldest record not yet in the file has been waiting (0 when all are written)."""
@@ -132,7 +180,7 @@ class AuditWriter:
         try:
             if self._lines:
                 try:
-                    append_lines(self._fd, self._lines)
+                    self._append(self._lines, self._batch_first)
                 except OSError as exc:
                     raise storage_failure(self.path, exc) from None
                 self._lines = []
@@ -140,19 +188,46 @@ class AuditWriter:
             os.close(self._fd)
 
 
+def _utc_day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def _first_record(path: Path) -> tuple[int, str]:
+    """(seq, UTC day) of a file's first record ((0, "") if it cannot be read as one)."""
+    with open(path, "rb") as f:
+        first = f.readline()
+    try:
+        rec = json.loads(first)
+        return int(rec["seq"]), str(rec["ts"])[:10]
+    except (ValueError, KeyError, TypeError):
+        return 0, ""
+
+
+def _sync_dir(path: Path) -> None:
+    """A rename made durable: the directory's entry synced."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class TrailRepair:
-    last_seq: int  # the seq of the file's last record after the repair
+    last_seq: int  # the seq of the trail's last record after the repair
+    last_hash: str  # that record's hash: the next record's `prev` (chain.GENESIS for an empty trail)
     appended: int  # records appended from the database
     torn: Path | None  # where a torn last line was set aside
     torn_bytes: int
 
 
 async def repair_trail(path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> TrailRepair:
-    """Bring the audit file level with the database's events: set aside a torn tail, append what is missing.
+    """Bring the audit trail level with the database's events: set aside a torn tail, append what is missing.
 
     `events_after(seq)` returns the next records ((seq, line) pairs, in seq order) after `seq`, an empty list at
-    the end. Only the tail is repaired: the file is append-only, and a record is never written out of order."""
+    the end. Only the tail is repaired: the file is append-only, and a record is never written out of order. The
+    chain stays whole: a torn line was never followed by another, and the records appended are the database's
+    copies of the very lines the trail lacks, `prev` included."""
     path = Path(path)
     try:
         return await _repair(path, events_after)
@@ -164,7 +239,9 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
     try:
-        last_seq, torn, aside = _set_aside_torn_tail(fd, path)
+        last_seq, last, torn, aside = _set_aside_torn_tail(fd, path)
+        if last is None:  # the current file holds no record (just rotated): the trail ends in the last rotated file
+            last_seq, last = _last_rotated(path)
         appended = 0
         while True:
             rows = await events_after(last_seq)
@@ -172,14 +249,23 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
                 break
             append_lines(fd, [line for _, line in rows])
             appended += len(rows)
-            last_seq = rows[-1][0]
-        return TrailRepair(last_seq=last_seq, appended=appended, torn=aside, torn_bytes=len(torn))
+            last_seq, last = rows[-1]
+        return TrailRepair(last_seq=last_seq, last_hash=line_hash(last) if last is not None else GENESIS,
+                           appended=appended, torn=aside, torn_bytes=len(torn))
     finally:
         os.close(fd)
 
 
-def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes, Path | None]:
-    """The seq of the last whole record, and the torn bytes after it (moved to a side file, and cut off)."""
+def _last_rotated(path: Path) -> tuple[int, bytes | None]:
+    rotated = rotated_files(path)
+    line = last_line(rotated[-1]) if rotated else None
+    seq = _seq_of(line) if line is not None else None
+    return (seq, line) if seq is not None else (0, None)
+
+
+def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes | None, bytes, Path | None]:
+    """The seq and bytes of the last whole record, and the torn bytes after it (moved to a side file, and cut
+    off)."""
     size = os.fstat(fd).st_size
     block = 1 << 16
     while True:
@@ -191,13 +277,14 @@ def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes, Path | None]:
             begin = tail.rfind(b"\n", 0, end) + 1
             if begin == 0 and start > 0:
                 break  # this line starts before the block: read a larger one
-            seq = _seq_of(tail[begin:end])
+            line = tail[begin:end]
+            seq = _seq_of(line)
             if seq is not None:
-                return _cut(fd, path, start + end + 1, tail[end + 1:], seq)
+                return _cut(fd, path, start + end + 1, tail[end + 1:], seq, line)
             end = begin - 1
         else:
             if start == 0:
-                return _cut(fd, path, 0, tail, 0)
+                return _cut(fd, path, 0, tail, 0, None)
         block *= 4
 
 
@@ -209,16 +296,17 @@ def _seq_of(line: bytes) -> int | None:
     return seq if isinstance(seq, int) else None
 
 
-def _cut(fd: int, path: Path, keep: int, torn: bytes, seq: int) -> tuple[int, bytes, Path | None]:
+def _cut(fd: int, path: Path, keep: int, torn: bytes, seq: int,
+         line: bytes | None) -> tuple[int, bytes | None, bytes, Path | None]:
     if not torn:
-        return seq, b"", None
+        return seq, line, b"", None
     aside = path.with_name(f"{path.name}.torn-after-{seq}")
     with open(aside, "ab") as f:
         f.write(torn)
         f.flush()
         os.fsync(f.fileno())
     os.ftruncate(fd, keep)
-    return seq, torn, aside
+    return seq, line, torn, aside
 
 
 def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream: Any = None,
@@ -279,11 +367,14 @@ class _StdlibBridge(logging.Handler):
 
 
 def has_records(path: Path) -> bool:
-    """Whether an audit trail holds anything (a missing or empty file does not)."""
-    try:
-        return os.stat(path).st_size > 0
-    except FileNotFoundError:
-        return False
+    """Whether an audit trail holds anything (missing or empty files do not): its current file or a rotated one."""
+    for p in trail_files(Path(path)):
+        try:
+            if os.stat(p).st_size > 0:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """Read-side commands over the audit trail and the database.
 
-- `ffe audit tail`: the last records of logs/audit.jsonl, filtered by event, one line each (or the raw JSON lines),
-  and optionally following the file as it grows, is truncated or is replaced.
+- `ffe audit tail`: the last records of logs/audit.jsonl (and of its rotated files before it), filtered by event, one
+  line each (or the raw JSON lines), and optionally following the file as it grows, is truncated or is replaced.
 - `ffe audit show DECISION_ID`: the whole story of one decision from the database.
+- `ffe audit verify`: the audit trail's hash chain, across its rotated files, and the chain head the database
+  stores (chain.py).
 - `ffe report providers` and `ffe report trades`: what the feedback loop has learned, and the closed trades.
 
 These only read. The database is opened read-only (SQLite WAL lets them run next to a live engine) and the audit
@@ -27,8 +29,10 @@ import zstandard
 
 from . import fmt, present
 from . import records as compact
-from .errors import UsageError
+from .chain import ChainHead, VerifyResult, rotated_files, trail_files, verify_trail
+from .errors import StorageError, UsageError
 from .events import EVENT_TYPES
+from .store import Records
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -141,26 +145,59 @@ def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: boo
     lines = _Lines(path, events)
     out = _Out(as_json, flush_each=follow)
     try:
-        f = open(path, "rb")
+        f: BinaryIO | None = open(path, "rb")
     except FileNotFoundError:
-        if not follow:
-            raise UsageError(f"no audit file at {path} (is --log-dir right?)") from None
-        print(f"ffe: waiting for {path} to appear", file=sys.stderr, flush=True)
-        return _follow(path, None, 0, lines, out)
+        f = None
     except OSError as exc:
         raise UsageError(f"cannot read the audit file {path}: {exc.strerror}") from None
+    if f is None and not rotated_files(path):
+        if not follow:
+            raise UsageError(f"no audit file at {path} (is --log-dir right?)")
+        print(f"ffe: waiting for {path} to appear", file=sys.stderr, flush=True)
+        return _follow(path, None, 0, lines, out)
+    end = 0
     try:
-        end = _complete_end(f, os.fstat(f.fileno()).st_size)
-        for line, rec in last_records(f, end, n, lines) if n > 0 else []:
+        if f is not None:
+            end = _complete_end(f, os.fstat(f.fileno()).st_size)
+        for line, rec in _last_across(path, f, end, n, lines) if n > 0 else []:
             out.emit(line, rec)
         out.buf.flush()
     except BaseException:
-        f.close()
+        if f is not None:
+            f.close()
         raise
     if not follow:
-        f.close()
+        if f is not None:
+            f.close()
         return 0
     return _follow(path, f, end, lines, out)
+
+
+def _last_across(path: Path, f: BinaryIO | None, end: int, n: int,
+                 lines: _Lines) -> list[tuple[bytes, dict[str, Any]]]:
+    """The last `n` accepted records of the trail: the current file's, then, while more are wanted, those of the
+    rotated files, newest first (seq runs on across them). A file rotated since `f` was opened is the same file
+    as `f`, and is not read twice."""
+    found = last_records(f, end, n, lines) if f is not None else []
+    seen = set()
+    if f is not None:
+        st = os.fstat(f.fileno())
+        seen.add((st.st_dev, st.st_ino))
+    for p in reversed(rotated_files(path)):
+        if len(found) >= n:
+            break
+        try:
+            g = open(p, "rb")
+        except FileNotFoundError:
+            continue
+        with g:
+            st = os.fstat(g.fileno())
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            older = last_records(g, _complete_end(g, st.st_size), n - len(found), _Lines(p, lines.events))
+        found = older + found
+    return found
 
 
 def _follow(path: Path, f: BinaryIO | None, pos: int, lines: _Lines, out: _Out) -> int:
@@ -228,6 +265,61 @@ def _replaced(path: Path, f: BinaryIO) -> bool:
         return False  # moved away and not recreated yet: keep reading the old one
     mine = os.fstat(f.fileno())
     return (st.st_ino, st.st_dev) != (mine.st_ino, mine.st_dev)
+
+
+# ====================================================================================================== audit verify
+def verify(path: Path, db_path: Path, as_json: bool) -> int:
+    """`ffe audit verify`: 0 when the trail is intact, 1 when not (the first bad seq and why), 2 when there is no
+    trail to check or the database cannot be read."""
+    path = Path(path)
+    if not trail_files(path):
+        raise UsageError(f"no audit trail at {path} (is --log-dir right?)")
+    head: ChainHead | None = None
+    checked_db = Path(db_path).is_file()
+    if checked_db:  # the head first: a running engine writes the trail before it commits the head
+        try:
+            records = Records(db_path)
+        except StorageError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            head = records.chain_head()
+        except StorageError as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            records.close()
+    result = verify_trail(path.parent, head, name=path.name)
+    if as_json:
+        print(json.dumps(_verify_json(result, db_path if checked_db else None)))
+    else:
+        print(_verify_text(result, db_path if checked_db else None))
+    return 0 if result.ok else 1
+
+
+def _verify_json(r: VerifyResult, db_path: Path | None) -> dict[str, Any]:
+    return {"ok": r.ok, "first_bad_seq": r.first_bad_seq, "reason": r.reason, "records": r.records,
+            "first_seq": r.first_seq, "last_seq": r.last_seq, "files": r.files, "database": str(db_path or ""),
+            "head": {"seq": r.head.seq, "hash": r.head.hash} if r.head else None, "unchained": r.unchained,
+            "torn_bytes": r.torn_bytes}
+
+
+def _verify_text(r: VerifyResult, db_path: Path | None) -> str:
+    files = f"{len(r.files)} file{'s' if len(r.files) != 1 else ''}"
+    if not r.ok:
+        return f"audit trail NOT intact: first bad seq {r.first_bad_seq}: {r.reason}"
+    out = [f"audit trail intact: {r.records} records, seq {r.first_seq}..{r.last_seq} in {files}"]
+    if db_path is None:
+        out.append("no database found: the chain head was not checked (a trail cut short would not be seen)")
+    elif r.head is None:
+        out.append(f"{db_path} stores no chain head yet: the trail's end was not checked against it")
+    else:
+        out.append(f"chain head in {db_path}: seq {r.head.seq}, matches")
+    if r.unchained:
+        out.append(f"note: the first {r.unchained} records were written before the trail was chained: their order "
+                   "is checked, their content only as far as the first chained record covers it")
+    if r.torn_bytes:
+        out.append(f"note: an unfinished last line ({r.torn_bytes} bytes, a crash mid-write) is set aside at the "
+                   "next start")
+    return "\n".join(out)
 
 
 # ====================================================================================================== database

@@ -86,9 +86,11 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     kept = records != "summary"
     db_path: Path | str = data_dir / "ffe.db" if kept else ":memory:"
     store = await Store.open(db_path, backtest=True, audit_path=log_dir / AUDIT_NAME if full else None)
-    store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades")
+    # The writer process chains the records (chain.py), on the other core: a hash per record is a few percent of
+    # the engine's time.
+    store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades", chain=full)
     redactor = Redactor(settings.secrets())
-    bus = EventBus(redact=redactor.text if redactor.secrets else None)
+    bus = EventBus(redact=redactor.text if redactor.secrets else None, chain=False)
     clock = SimClock()
     weight_history: list[list[Any]] = []  # [market time ms, weights, reason] of each change
 

@@ -308,6 +308,16 @@ class LoggingSettings(_Section):
     ] = "INFO"
 
 
+class AuditSettings(_Section):
+    # Rotation of logs/audit.jsonl: seq and the hash chain run on across files (chain.py). Both may be on.
+    rotate_mb: float = Field(0.0, ge=0, le=1_048_576)  # start a new file before one grows past this; 0 = never
+    rotate_daily: bool = False  # start a new file with the first record of each UTC day
+
+    @property
+    def rotate_bytes(self) -> int:
+        return int(self.rotate_mb * 1024 * 1024)
+
+
 class ControlSettings(_Section):
     socket: str = ""  # empty: <data dir>/ffe.sock
     request_timeout_s: float = Field(10.0, gt=0, le=3600)  # how long `ffe ctl` waits for an answer
@@ -380,6 +390,7 @@ class Settings(BaseSettings):
     backtest: BacktestSettings = Field(default_factory=BacktestSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)

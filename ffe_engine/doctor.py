@@ -2,8 +2,10 @@
 
 In order, stopping at the first violation (a `Violation`, exit 1, naming what is wrong and where):
 1. the database passes SQLite's integrity check;
-2. the audit trail is whole lines, one JSON record each, with strictly increasing seq, and holds every event the
-   database holds, byte for byte (it may hold more: lines written just before a kill, never committed);
+2. the audit trail (its rotated files, then the current one) is whole lines, one JSON record each, with strictly
+   increasing seq, and holds every event the database holds, byte for byte (it may hold more: lines written just
+   before a kill, never committed); and its hash chain is whole up to the chain head the database stores
+   (chain.verify_trail);
 3. every order's journal status is a known one, and no order went back: in the audit trail an order that reached
    a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
    the last final status the trail shows;
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .chain import trail_files, verify_trail
 from .config import Settings
 from .errors import FfeError
 from .model import OrderStatus
@@ -30,7 +33,7 @@ from .store import Records
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 FillRow = tuple[str, str, str, float, float, float, float]  # client_order_id, symbol, side, qty, price, fee, fee_base
-OrderEvents = dict[str, list[tuple[int, dict[str, Any]]]]  # client_order_id -> (audit line, record)
+OrderEvents = dict[str, list[tuple[str, dict[str, Any]]]]  # client_order_id -> (file:line, record)
 
 FINAL = {s.value for s in OrderStatus if s.final}
 KNOWN = {s.value for s in OrderStatus}
@@ -70,6 +73,11 @@ def check(settings: Settings) -> Findings:
         found.checks.append("integrity")
         order_events = _check_audit(records, settings.audit_path, found)
         found.checks.append("audit trail")
+        if trail_files(settings.audit_path):
+            chain = verify_trail(settings.log_dir, records.chain_head(), name=settings.audit_path.name)
+            if not chain.ok:
+                raise Violation(f"audit chain broken at seq {chain.first_bad_seq}: {chain.reason}")
+        found.checks.append("audit chain")
         orders = records.orders()
         found.orders = len(orders)
         _check_orders(orders, order_events, settings.db_path)
@@ -90,32 +98,33 @@ def check(settings: Settings) -> Findings:
 
 
 # ------------------------------------------------------------------------------------------------ the audit trail
-def _audit_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """(line number, seq, line) of every line; a cut or unreadable line is a violation."""
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.endswith(b"\n"):
-                raise Violation(f"{path}:{n}: the last line is cut off ({len(line)} bytes, no newline)")
-            line = line[:-1]
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                raise Violation(f"{path}:{n}: not a JSON record: {line[:80]!r}") from None
-            seq = rec.get("seq") if isinstance(rec, dict) else None
-            if not isinstance(seq, int):
-                raise Violation(f"{path}:{n}: a record without an integer seq")
-            yield n, seq, line
+def _audit_lines(path: Path) -> Iterator[tuple[str, int, bytes]]:
+    """(file:line, seq, line) of every line of the trail, rotated files first; a cut or unreadable line is a
+    violation."""
+    for p in trail_files(path):
+        with open(p, "rb") as f:
+            for n, line in enumerate(f, 1):
+                where = f"{p}:{n}"
+                if not line.endswith(b"\n"):
+                    raise Violation(f"{where}: the last line is cut off ({len(line)} bytes, no newline)")
+                line = line[:-1]
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    raise Violation(f"{where}: not a JSON record: {line[:80]!r}") from None
+                seq = rec.get("seq") if isinstance(rec, dict) else None
+                if not isinstance(seq, int):
+                    raise Violation(f"{where}: a record without an integer seq")
+                yield where, seq, line
 
 
 def _check_audit(records: Records, path: Path, found: Findings) -> OrderEvents:
     """First the file alone (whole lines, seq order), then the merge of the database's events (read first) and
     the file's lines, both in seq order. Returns each order's audit records (line number, record)."""
     last = 0
-    for n, seq, _line in _audit_lines(path):
+    for where, seq, _line in _audit_lines(path):
         if seq <= last:
-            raise Violation(f"{path}:{n}: seq {seq} after seq {last} (seq must strictly increase)")
+            raise Violation(f"{where}: seq {seq} after seq {last} (seq must strictly increase)")
         last = seq
     db_events = iter(records.events())
     want = next(db_events, None)
@@ -123,20 +132,20 @@ def _check_audit(records: Records, path: Path, found: Findings) -> OrderEvents:
     # journal with the trail up to the database's last event only.
     snapshot_seq = records.last_seq()
     order_events: OrderEvents = {}
-    for n, seq, line in _audit_lines(path):
+    for where, seq, line in _audit_lines(path):
         found.audit_lines += 1
         if want is not None and want[0] < seq:
             raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
-                            f"(next line {n} has seq {seq})")
+                            f"(next line {where} has seq {seq})")
         if want is not None and want[0] == seq:
             if want[1] != line:
-                raise Violation(f"{path}:{n}: seq {seq} differs from the database's record of it")
+                raise Violation(f"{where}: seq {seq} differs from the database's record of it")
             found.events += 1
             want = next(db_events, None)
         if seq <= snapshot_seq and b'"event":"order"' in line:
             rec = json.loads(line)
             if rec.get("client_order_id"):
-                order_events.setdefault(rec["client_order_id"], []).append((n, rec))
+                order_events.setdefault(rec["client_order_id"], []).append((where, rec))
     if want is not None:
         raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
                         f"(the file ends before it)")
@@ -154,9 +163,9 @@ def _check_orders(orders: list[OrderRow], order_events: OrderEvents, db: Path) -
         most = 0.0
         for n, rec in order_events.get(cid, []):
             if final_seen is not None and rec["status"] != final_seen:
-                raise Violation(f"audit line {n}: order {cid} went from {final_seen} back to {rec['status']}")
+                raise Violation(f"{n}: order {cid} went from {final_seen} back to {rec['status']}")
             if rec.get("filled", 0.0) < most - 1e-12:
-                raise Violation(f"audit line {n}: order {cid} filled quantity went down to {rec['filled']:g}")
+                raise Violation(f"{n}: order {cid} filled quantity went down to {rec['filled']:g}")
             most = max(most, rec.get("filled", 0.0))
             if rec["status"] in FINAL:
                 final_seen = rec["status"]

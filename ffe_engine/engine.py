@@ -215,7 +215,9 @@ class Engine:
     # ================================================================== lifecycle
     async def start(self) -> None:
         """Restore the state the engine was left in, recover orders in flight, then warm the indicators."""
-        self.bus.seq = max(self.bus.seq, await self.store.last_seq())
+        head = await self.store.chain_head()
+        if head is not None and head.seq > self.bus.seq:  # the trail goes on from the records already stored
+            self.bus.resume(head.seq, head.hash)
         found: list[Override | None] = []  # saved state that disagrees with the configuration, to announce
         row = await self.store.get_engine_state()
         if row is None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 
 import orjson
 
+from .chain import GENESIS, chained, line_hash
 from .clock import WallClock
 
 
@@ -322,12 +323,20 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 class EventBus:
     def __init__(self, start_seq: int = 0, wall: Callable[[], float] | None = None,
-                 redact: Callable[[str], str] | None = None) -> None:
+                 redact: Callable[[str], str] | None = None, chain: bool = True) -> None:
         self.seq = start_seq
+        # The hash chain (chain.py): each record gets the hash of the one before as its `prev`. A backtest leaves it
+        # to its record writer process, on the other core (sqlwriter.py).
+        self.chain = chain
+        self.head = GENESIS  # the hash of the last audit line: the next line's `prev`
         self._wall = wall if wall is not None else WallClock().wall  # the time each record was written
         self._redact = redact  # applied to every record before any sink sees it
         self._sinks: list[Sink] = []
         self._subs: list[Subscription] = []
+
+    def resume(self, seq: int, head: str) -> None:
+        """Continue a trail: the next record is seq + 1, its `prev` the hash of the record at seq."""
+        self.seq, self.head = seq, head
 
     def add_sink(self, sink: Sink) -> None:
         self._sinks.append(sink)
@@ -352,6 +361,9 @@ class EventBus:
             line = encode(rec)
             if self._redact is not None:
                 line = self._redact(line.decode()).encode()
+            if self.chain:  # after redaction: the line hashed is the line written
+                line = chained(line, self.head)
+                self.head = line_hash(line)
             ev = _Stamp(cls.name, self.seq, ts)
             for sink in self._sinks:
                 sink(ev, line)  # type: ignore[arg-type]
@@ -378,6 +390,9 @@ class EventBus:
                 line = encode(ev.record())
                 if self._redact is not None:
                     line = self._redact(line.decode()).encode()
+                if self.chain:
+                    line = chained(line, self.head)
+                    self.head = line_hash(line)
                 for sink in self._sinks:
                     sink(ev, line)
         for sub in self._subs:

@@ -153,8 +153,10 @@ class EngineHost:
             if repair.appended:
                 log.warning("audit trail: records missing from the file appended from the database",
                             records=repair.appended, file=str(settings.audit_path))
-            bus.seq = max(bus.seq, repair.last_seq)
-            audit = AuditWriter(settings.audit_path, clock)
+            if repair.last_seq >= bus.seq:  # seq and the hash chain go on from the trail's last record
+                bus.resume(repair.last_seq, repair.last_hash)
+            audit = AuditWriter(settings.audit_path, clock, rotate_bytes=settings.audit.rotate_bytes,
+                                rotate_daily=settings.audit.rotate_daily)
             store.write_events_first(audit.flush, audit.written)
             bus.add_sink(store.add_event)
             bus.add_sink(audit)

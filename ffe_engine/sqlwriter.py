@@ -17,7 +17,9 @@ Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload.
   `["x", sql, params]`, `["m", sql, rows]` (executemany), `["e", [[seq, ts, name, length], ...]]` (events rows,
   their records taken in turn from after the header, plus the index rows of the decisions among them) or
   `["o", {option: value}]`, the run's record options from here on: `compact` (store the event records compact,
-  records.py), `events_table` (false: event records go to the audit file only), `gate_rows` (false: the gate
+  records.py), `chain` (the engine's bus left the hash chain to the writer: each record gets its `prev` here, the
+  audit file the chained lines, the kv table the chain head with each frame; compact rows are kept without `prev`,
+  64 hex digits of entropy no dictionary compresses), `events_table` (false: event records go to the audit file only), `gate_rows` (false: the gate
   results of each order are not kept), `vacuum` (rewrite the database in small, full pages when it is closed).
   Answered `{"ok": true}`.
 - `Q` query: `[sql, params]`, answered `{"rows": [...], "columns": [...]}`.
@@ -45,6 +47,7 @@ from typing import IO, Any, Iterable
 import orjson
 
 from . import records as compact
+from .chain import GENESIS, HEAD_KEY, chained, line_hash
 
 SQL_EVENT = "INSERT INTO events (seq, ts, event, data) VALUES (?,?,?,?)"
 SQL_DECISION = ("INSERT OR REPLACE INTO decisions (decision_id, ts, symbol, action, confidence, tier, strategy, price, "
@@ -195,12 +198,12 @@ class WriterProcess:
         self._unplaced.append(line)
 
     def set_options(self, *, compact: bool = False, events_table: bool = True, gate_rows: bool = True,
-                    vacuum: bool = False) -> None:
+                    vacuum: bool = False, chain: bool = False) -> None:
         """How the run's records are kept from here on (a backtest's own database): event records compact
         (records.py), event records in the audit file only, no gate results per order, the database packed
-        tightly when it is closed."""
+        tightly when it is closed, the records chained here (the bus did not)."""
         self._ops.append(["o", {"compact": compact, "events_table": events_table, "gate_rows": gate_rows,
-                                "vacuum": vacuum}])
+                                "vacuum": vacuum, "chain": chain}])
 
     def write_events(self) -> None:
         """Place the events received so far at this point of the statements (a record travels with its op)."""
@@ -316,7 +319,26 @@ class _Child:
         self.events_table = True
         self.gate_rows = True
         self.vacuum = False
+        self.chain = False
+        self.head = GENESIS  # the hash of the last record chained
         self.packer: compact.RecordPacker | None = None
+
+    def chained(self, events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The records with their `prev` (chain.py), in order."""
+        prev = self.head
+        out = []
+        for seq, ts, name, line in events:
+            line = chained(line, prev)
+            prev = line_hash(line)
+            out.append((seq, ts, name, line))
+        self.head = prev
+        return out
+
+    def store_head(self, last: tuple[Any, ...]) -> None:
+        """The chain head, in the transaction of the records it covers, as the live store keeps it."""
+        seq, ts, _name, line = last
+        digest = self.head if self.chain else line_hash(line)
+        self.conn.execute(SQL_KV, (HEAD_KEY, orjson.dumps({"seq": seq, "hash": digest}).decode(), ts))
 
     def append_audit(self, lines: list[bytes]) -> None:
         if self.audit_fd is None or not lines:
@@ -363,12 +385,20 @@ def _apply_writes(child: _Child, payload: bytes) -> None:
             child.events_table = op[1]["events_table"]
             child.gate_rows = op[1]["gate_rows"]
             child.vacuum = op[1]["vacuum"]
+            child.chain = op[1].get("chain", False)
         else:
             events = []
             for seq, ts, name, n in op[1]:
                 events.append((seq, ts, name, payload[at:at + n]))
                 at += n
-            child.append_audit([e[3] for e in events])
+            trail = events
+            if child.chain and events:
+                trail = child.chained(events)
+                if not child.compact:  # plain rows are the trail's lines, byte for byte; compact ones leave prev out
+                    events = trail
+            child.append_audit([e[3] for e in trail])
+            if trail:
+                child.store_head(trail[-1])
             decisions: list[Any] = []
             votes: list[Any] = []
             gates: list[Any] = []

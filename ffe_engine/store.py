@@ -23,6 +23,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import aiosqlite
 
+from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import FfeError, StorageError, storage_failure
 from .events import Event
 from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
@@ -247,6 +248,7 @@ class Store:
         if problems != ["ok"]:
             raise StorageError(f"{self.path}: the database is damaged ({'; '.join(problems[:3])}); it was left as "
                                "it is: restore it from a backup, or move it away to start a new account")
+        await self._check_version()  # before the journal mode is set: that would be a write
         if new_ok:
             return
         cur = await self.conn.execute("SELECT COUNT(*) FROM sqlite_master")
@@ -254,11 +256,19 @@ class Store:
         if tables == 0:
             raise StorageError(_LOST.format(path=self.path, found="holds no records"))
 
-    async def _migrate(self) -> None:
+    async def _check_version(self) -> int:
+        """The database's schema version; one written by a newer ffe is refused (an older binary rolled back onto
+        it must not change what it does not know)."""
         cur = await self.conn.execute("PRAGMA user_version")
         (version,) = await cur.fetchone()
         if version > SCHEMA_VERSION:
-            raise SchemaError(f"{self.path}: database schema version {version} is newer than this ffe ({SCHEMA_VERSION})")
+            raise SchemaError(f"{self.path}: database schema version {version} is newer than this ffe "
+                              f"({SCHEMA_VERSION}); it was left as it is: run the ffe release that wrote it, or a "
+                              "newer one")
+        return int(version)
+
+    async def _migrate(self) -> None:
+        version = await self._check_version()
         for v in range(version + 1, SCHEMA_VERSION + 1):
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -370,6 +380,10 @@ class Store:
                 await c.executemany(SQL_DECISION, decisions)
             if votes:
                 await c.executemany(SQL_VOTE, votes)
+            # The chain head in the transaction of the records it covers: `ffe audit verify` finds a trail cut
+            # short of it, or whose lines up to it were rewritten. (A backtest's writer process stores its own.)
+            seq, ts, _name, line = events[-1]
+            await c.execute(_SQL_KV, (HEAD_KEY, _dumps({"seq": seq, "hash": line_hash(line)}), ts))
         if gates:
             await c.executemany(SQL_GATE, gates)
         if self._alerts:
@@ -429,6 +443,17 @@ class Store:
         cur = await self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
         (seq,) = await cur.fetchone()
         return int(seq)
+
+    async def chain_head(self) -> ChainHead | None:
+        """The audit chain's head as stored (seq and hash of the last record written); for a database written
+        before the head was stored, the hash of its last event record. None when there are no records."""
+        value = await self.get_kv(HEAD_KEY)
+        head = chain_head_of(value)
+        if head is not None:
+            return head
+        cur = await self.conn.execute("SELECT seq, data FROM events ORDER BY seq DESC LIMIT 1")
+        row = await cur.fetchone()
+        return ChainHead(int(row[0]), line_hash(bytes(row[1]))) if row else None
 
     # ---------------------------------------------------------------- orders and fills
     async def journal_order(self, o: Order, intent: dict[str, Any] | None = None) -> None:
@@ -677,6 +702,21 @@ class Records:
     def engine_state(self) -> str | None:
         rows = self._q("SELECT state FROM engine_state WHERE id = 1")
         return rows[0][0] if rows else None
+
+    def chain_head(self) -> ChainHead | None:
+        """The audit chain's head the database stored (None: no records yet, or written before it was stored)."""
+        try:
+            value = self.kv(HEAD_KEY)
+        except ValueError:
+            value = None
+        return chain_head_of(value)
+
+
+def chain_head_of(value: Any) -> ChainHead | None:
+    """The chain head from its stored value; None when it is missing or not one."""
+    if isinstance(value, dict) and type(value.get("seq")) is int and isinstance(value.get("hash"), str):
+        return ChainHead(value["seq"], value["hash"])
+    return None
 
 
 # Saved state that can take precedence over the configuration at the next start (overrides.py).

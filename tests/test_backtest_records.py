@@ -108,6 +108,17 @@ def test_audit_show_tells_a_decision_of_a_full_run_from_its_compact_records(runs
     assert [g["code"] for g in story["gates"]] == [g["code"] for g in record["gates"]] and story["orders"]
 
 
+def test_the_audit_file_of_a_full_run_is_hash_chained_up_to_its_databases_chain_head(runs):
+    full = runs["full"]
+    db = full["cwd"] / full["report"]["database"]
+    audit = full["cwd"] / full["report"]["audit"]
+    proc = run_ffe(full["cwd"], "audit", "verify", "--data-dir", str(db.parent), "--log-dir", str(audit.parent))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    n = db_rows(db, "SELECT MAX(seq) FROM events")[0][0]
+    assert f"audit trail intact: {n} records, seq 1..{n} in 1 file" in proc.stdout
+    assert f"seq {n}, matches" in proc.stdout
+
+
 def test_trades_level_has_no_decision_records_and_summary_writes_nothing(runs):
     full_db = runs["full"]["cwd"] / runs["full"]["report"]["database"]
     trades_db = runs["trades"]["cwd"] / runs["trades"]["report"]["database"]

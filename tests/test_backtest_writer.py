@@ -20,6 +20,7 @@ import pytest
 from conftest import BTC_CSV, ETH_CSV, db_rows, make_settings, sample_head
 from ffe_engine import backtest as bt
 from ffe_engine import records
+from ffe_engine.chain import GENESIS, chained, line_hash
 from ffe_engine.engine import Engine
 from ffe_engine.events import DecisionMade, EngineStateChanged, EventBus, OrderEvent
 from ffe_engine.model import (Action, ClosedTrade, EngineState, Fill, GateResult, Order, OrderReason, OrderStatus,
@@ -89,7 +90,8 @@ async def _record_a_session(store: Store) -> None:
 def _table(path: Path, table: str) -> list[tuple]:
     rows = db_rows(path, f"SELECT * FROM {table}")
     if table == "kv":
-        rows = [r[:2] for r in rows]  # updated_ts is the wall clock
+        # updated_ts is the wall clock; so is each record's ts, which the chain head's hash covers: its seq is kept
+        rows = [(k, json.loads(v)["seq"] if k == "audit_head" else v) for k, v, _ts in rows]
     return sorted(rows, key=repr)
 
 
@@ -117,6 +119,7 @@ async def test_the_writer_process_records_what_the_live_store_records(tmp_path):
             rec = json.loads(data)
             assert (rec.pop("seq"), rec.pop("event")) == (seq, event)
             rec.pop("ts")
+            rec.pop("prev")  # the previous record's hash, and so of its wall-clock ts
             out.append((seq, event, rec))
         return out
 
@@ -234,6 +237,13 @@ def test_a_backtest_run_makes_no_reference_cycles_and_indexes_every_decision(tmp
     directional = sum(1 for _, data in decisions for v in reader.load(data)["votes"] if v["action"] != "HOLD")
     assert db_rows(db, "SELECT COUNT(*) FROM votes WHERE failed = 0")[0][0] == directional
     assert db_rows(db, "SELECT COUNT(*) FROM trades")[0][0] == report["trades"]
-    # The writer appends the same records to the run's audit file (compressed), one whole line each.
+    # The writer appends the same records to the run's audit file (compressed), one whole line each, chained: each
+    # with the hash of the line before it as its prev (the rows leave prev out, chain.py).
     lines = records.read_lines(report["audit"])
-    assert lines == [reader.unpack(r[0]) for r in db_rows(db, "SELECT data FROM events ORDER BY seq")]
+    prev, chain = GENESIS, []
+    for (data,) in db_rows(db, "SELECT data FROM events ORDER BY seq"):
+        chain.append(chained(reader.unpack(data), prev))
+        prev = line_hash(chain[-1])
+    assert lines == chain
+    head = json.loads(db_rows(db, "SELECT value FROM kv WHERE key = 'audit_head'")[0][0])
+    assert head == {"seq": len(lines), "hash": prev}

@@ -57,8 +57,8 @@ def test_a_healthy_data_directory_passes_every_check(healthy):
     proc = doctor(healthy)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("ok: 6 checks passed"), out
-    for name in ("integrity", "audit trail", "order statuses", "positions", "cash and equity", "paper venue book"):
+    assert out.startswith("ok: 7 checks passed"), out
+    for name in ("integrity", "audit trail", "audit chain", "order statuses", "positions", "cash and equity", "paper venue book"):
         assert name in out
     n_orders = sql(healthy, "SELECT COUNT(*) FROM orders")[0][0]
     assert n_orders > 0 and f"{n_orders} orders" in out
@@ -105,6 +105,17 @@ def alter_a_record(cwd):
     ls[7] = json.dumps(rec, separators=(",", ":")).encode()
     write_lines(cwd, ls)
     return f"seq {rec['seq']} differs from the database's record"
+
+
+def rewrite_a_record_in_the_trail_and_the_database_alike(cwd):
+    # The byte-for-byte comparison cannot see it; the hash chain can (the next line carries the old line's hash).
+    ls = lines(cwd)
+    rec = json.loads(ls[7])
+    rec["ts"] = "1999-01-01T00:00:00Z"
+    ls[7] = json.dumps(rec, separators=(",", ":")).encode()
+    write_lines(cwd, ls)
+    sql(cwd, "UPDATE events SET data = ? WHERE seq = ?", (ls[7], rec["seq"]))
+    return f"audit chain broken at seq {rec['seq']}: "
 
 
 def reopen_a_filled_order(cwd):
@@ -163,7 +174,7 @@ def damage_a_page(cwd):
 
 
 DAMAGES = [drop_a_middle_line, cut_the_last_line, swap_two_lines, repeat_a_line, garble_a_line, alter_a_record,
-           reopen_a_filled_order, unknown_status, lose_a_fill, change_the_cash, an_order_the_journal_never_had,
+           rewrite_a_record_in_the_trail_and_the_database_alike, reopen_a_filled_order, unknown_status, lose_a_fill, change_the_cash, an_order_the_journal_never_had,
            an_open_order_the_venue_forgot, damage_a_page]
 
 

@@ -1,0 +1,321 @@
+"""The audit trail's hash chain, its files, and `verify_trail`.
+
+Every audit line ends with `"prev":"<hex>"`: the SHA-256 of the previous line's exact bytes (without its newline),
+GENESIS for the first line. Editing, deleting, inserting or reordering a line breaks the chain at that line; the
+database stores the chain head (the last seq it holds and that line's hash) in the transaction that writes the
+records, so a trail cut short, or whose last lines were rewritten, is found too.
+
+A trail is one current file (`audit.jsonl`) and, once rotated, older files named after their first seq
+(`audit-000000000001.jsonl`, ...): seq and the chain run on from one file into the next. A backtest's trail is one
+compressed file, `audit.jsonl.zst`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator
+
+import orjson
+import zstandard
+
+GENESIS = "0" * 64  # the `prev` of a trail's first line
+HEAD_KEY = "audit_head"  # the database's kv key for the chain head: {"seq": n, "hash": hex}
+CURRENT = "audit.jsonl"
+_PREV = b',"prev":"'
+
+
+def line_hash(line: bytes) -> str:
+    """The hash the next line carries as its `prev`: SHA-256 of the line's bytes, newline excluded."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def chained(line: bytes, prev: str) -> bytes:
+    """An encoded record (a JSON object) with `prev` added as its last key, without encoding it again."""
+    return b"".join((line[:-1], _PREV, prev.encode(), b'"}'))
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    seq: int
+    hash: str
+
+
+# ====================================================================================================== the files
+def rotated_name(current: Path, first_seq: int) -> Path:
+    """Where a rotated file goes: named after the first seq it holds, so names sort in seq order."""
+    return current.with_name(f"{current.stem}-{first_seq:012d}{current.suffix}")
+
+
+def rotated_files(current: Path) -> list[Path]:
+    """The trail's rotated files, oldest first."""
+    pattern = re.compile(re.escape(current.stem) + r"-(\d{12,})" + re.escape(current.suffix) + "$")
+    found = []
+    try:
+        names = os.listdir(current.parent)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        m = pattern.match(name)
+        if m:
+            found.append((int(m.group(1)), current.parent / name))
+    return [p for _, p in sorted(found)]
+
+
+def trail_files(current: Path) -> list[Path]:
+    """Every file of the trail, oldest first: the rotated ones, then the current one if it exists (a backtest's
+    compressed file if that is what there is)."""
+    files = rotated_files(current)
+    if current.exists():
+        files.append(current)
+    elif not files and packed(current).exists():
+        files.append(packed(current))
+    return files
+
+
+def packed(current: Path) -> Path:
+    """A backtest's audit file: the trail compressed (Zstandard frames, records.py)."""
+    return current.with_name(current.name + ".zst")
+
+
+def last_line(path: Path) -> bytes | None:
+    """The last complete line of a file (None if it has none): read backwards, block by block."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        end = os.fstat(f.fileno()).st_size
+        block = 1 << 16
+        while True:
+            start = max(0, end - block)
+            f.seek(start)
+            data = f.read(end - start)
+            stop = data.rfind(b"\n")
+            if stop < 0:
+                if start == 0:
+                    return None
+                block *= 4
+                continue
+            begin = data.rfind(b"\n", 0, stop) + 1
+            if begin > 0 or start == 0:
+                return data[begin:stop]
+            block *= 4
+
+
+# ====================================================================================================== verify
+@dataclass(frozen=True)
+class VerifyResult:
+    """What `verify_trail` found. `ok` is false when a line was edited, deleted, inserted or moved, or when the
+    trail is shorter than the database's chain head; `first_bad_seq` then names the first record that is not as
+    written and `reason` says what is wrong (with file and line)."""
+
+    ok: bool
+    first_bad_seq: int | None
+    reason: str
+    records: int  # lines read
+    first_seq: int
+    last_seq: int
+    last_hash: str  # the hash of the last line read (the `prev` of the next one)
+    files: list[str]
+    head: ChainHead | None  # the database's chain head it was checked against
+    unchained: int  # records at the start written before the trail was chained (seq order checked only)
+    torn_bytes: int  # an unfinished last line (a crash mid-write): set aside at the next start, not tampering
+
+
+class _Bad(Exception):
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(reason)
+        self.seq = seq
+        self.reason = reason
+
+
+@dataclass
+class _Line:
+    where: str
+    raw: bytes
+    seq: int | None
+    prev: str | None
+
+    @classmethod
+    def parse(cls, where: str, raw: bytes) -> "_Line":
+        try:
+            rec = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return cls(where, raw, None, None)
+        if not isinstance(rec, dict) or type(rec.get("seq")) is not int:
+            return cls(where, raw, None, None)
+        prev = rec.get("prev")
+        return cls(where, raw, rec["seq"], prev if isinstance(prev, str) else None)
+
+
+def _open_all(current: Path) -> list[tuple[Path, IO[bytes]]]:
+    """The trail's files, opened: the current one first, so a rotation while this runs can only add a file that
+    is already open (it is then read once, under the name it had when opened)."""
+    opened: list[tuple[Path, IO[bytes]]] = []
+    cur: IO[bytes] | None = None
+    try:
+        cur = open(current, "rb")
+    except FileNotFoundError:
+        if not rotated_files(current) and packed(current).exists():
+            raw = open(packed(current), "rb")
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+            return [(packed(current), io.BufferedReader(reader))]
+    seen = set()
+    if cur is not None:
+        st = os.fstat(cur.fileno())
+        seen.add((st.st_dev, st.st_ino))
+    for p in rotated_files(current):
+        try:
+            f = open(p, "rb")
+        except FileNotFoundError:
+            continue
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) in seen:
+            f.close()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        opened.append((p, f))
+    if cur is not None:
+        opened.append((current, cur))
+    return opened
+
+
+def _lines(opened: list[tuple[Path, IO[bytes]]], torn: list[int]) -> Iterator[_Line]:
+    last = len(opened) - 1
+    for i, (path, f) in enumerate(opened):
+        for n, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                if i == last:  # an unfinished last line: a crash mid-write; the next start sets it aside
+                    torn.append(len(raw))
+                    return
+                yield _Line(f"{path}:{n}", raw, None, None)
+                continue
+            yield _Line(f"{path}:{n}", raw[:-1], *_fields(raw[:-1]))
+
+
+def _fields(raw: bytes) -> tuple[int | None, str | None]:
+    line = _Line.parse("", raw)
+    return line.seq, line.prev
+
+
+def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: str = CURRENT) -> VerifyResult:
+    """Check the audit trail in `log_dir` (every rotated file, then the current one) line by line: seq runs on by
+    one from 1, each line's `prev` is the hash of the line before it; and, with the database's chain `head`, that
+    the trail reaches it and its line there hashes to it (a trail cut short, or whose last lines were rewritten,
+    is found so). Never writes. The first bad seq is the first record found not as it was written: an edited
+    line's own seq, a deleted (or moved) line's seq, an inserted line's place."""
+    opened = _open_all(Path(log_dir) / name)
+    torn: list[int] = []
+    state = _Walk(head)
+    bad: _Bad | None = None
+    try:
+        state.run(_lines(opened, torn))
+        state.finish()
+    except _Bad as exc:
+        bad = exc
+    finally:
+        for _, f in opened:
+            f.close()
+    return VerifyResult(ok=bad is None, first_bad_seq=bad.seq if bad else None, reason=bad.reason if bad else "",
+                        records=state.records, first_seq=state.first_seq, last_seq=state.expected - 1,
+                        last_hash=state.prev_hash, files=[str(p) for p, _ in opened], head=head,
+                        unchained=state.unchained, torn_bytes=sum(torn))
+
+
+class _Walk:
+    """The check, one line at a time with one line of lookahead (enough to tell an edited line from an inserted
+    one)."""
+
+    def __init__(self, head: ChainHead | None) -> None:
+        self.head = head
+        self.expected = 1
+        self.prev_hash = GENESIS
+        self.chained = False
+        self.unchained = 0
+        self.records = 0
+        self.first_seq = 0
+        self.head_hash: str | None = None  # the hash of the line at the head's seq, once read
+        self.prev_where = ""  # file:line of the line before
+        self.head_where = ""
+
+    def run(self, lines: Iterator[_Line]) -> None:
+        line: _Line | None = None
+        for after in lines:
+            if line is not None:
+                self.check(line, after)
+            line = after
+        if line is not None:
+            self.check(line, None)
+
+    def check(self, line: _Line, after: _Line | None) -> None:
+        e = self.expected
+        if line.seq is None:
+            raise _Bad(e, f"{line.where}: not an audit record where seq {e} was expected")
+        if line.seq != e:
+            if e == 1:
+                raise _Bad(1, f"{line.where}: the trail starts at seq {line.seq}, not 1 (its first records are "
+                              "missing)")
+            if line.seq > e:
+                raise _Bad(e, f"{line.where}: seq {line.seq} follows seq {e - 1}: seq {e} is missing here (a line "
+                              "deleted or moved)")
+            raise _Bad(e, f"{line.where}: seq {line.seq} again after seq {e - 1}, where seq {e} was expected (a "
+                          "line inserted or moved)")
+        if after is not None and after.seq == line.seq:
+            raise _Bad(e, f"{after.where}: seq {e} a second time (a line inserted)")
+        digest = line_hash(line.raw)
+        if line.prev is None:
+            if self.chained:
+                raise _Bad(e, f"{line.where}: seq {e} carries no prev hash (a line inserted or edited)")
+            self.unchained += 1
+        else:
+            self.chained = True
+            if line.prev != self.prev_hash:
+                bad = self._edited_or_inserted(line, digest, after)
+                raise _Bad(bad, self._mismatch(line, bad))
+        if self.head is not None and e == self.head.seq:
+            self.head_hash, self.head_where = digest, line.where
+        if self.records == 0:
+            self.first_seq = e
+        self.records += 1
+        self.prev_hash = digest
+        self.prev_where = line.where
+        self.expected = e + 1
+
+    def _mismatch(self, line: _Line, bad: int) -> str:
+        e = self.expected
+        if e == 1:
+            return f"{line.where}: seq 1 does not start the chain (its prev hash is not the genesis value)"
+        if bad < e:
+            return (f"{self.prev_where}: seq {bad} was changed: its hash is not the prev hash seq {e} carries "
+                    f"({line.where}), and the lines after seq {e} follow on from seq {e}")
+        return (f"{line.where}: seq {e} does not follow seq {e - 1} (its prev hash is not that line's hash) and "
+                "nothing after it follows it: a line inserted or edited")
+
+    def _edited_or_inserted(self, line: _Line, digest: str, after: _Line | None) -> int:
+        """The line's prev is not the hash of the line before it. If the next line follows this one (its prev is
+        this line's hash), this line is as written and the one before it was edited; otherwise this one is not."""
+        e = self.expected
+        if e == 1:
+            return 1
+        if after is not None:
+            confirmed = after.seq == e + 1 and after.prev == digest
+        else:
+            confirmed = self.head is not None and self.head.seq == e and self.head.hash == digest
+        return e - 1 if confirmed else e
+
+    def finish(self) -> None:
+        head = self.head
+        if head is None or head.seq == 0:
+            return
+        last = self.expected - 1
+        if last < head.seq:
+            raise _Bad(last + 1, f"the trail ends at seq {last} but the database's chain head is seq {head.seq}: "
+                                 f"seq {last + 1} to {head.seq} are missing from the trail (cut short)")
+        if self.head_hash != head.hash:
+            raise _Bad(head.seq, f"{self.head_where}: seq {head.seq} does not hash to the database's chain head "
+                                 "(the line was edited)")

@@ -1,0 +1,316 @@
+"""The audit trail is tamper-evident: every line carries the hash of the line before it and the database stores the
+chain head, so `ffe audit verify` finds an edited, deleted, inserted or reordered line, or a trail cut short, and
+names the first bad seq (exit 1; 0 when intact, 2 when there is nothing to check). Real engine runs write the
+trails; the CLI runs as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import ffe_env, run_ffe, starter_config, wait_until
+from ffe_engine.audit import verify_trail
+from ffe_engine.chain import GENESIS, ChainHead, line_hash, rotated_files
+
+
+def run_engine(root: Path, bars: int, **env: str) -> None:
+    proc = run_ffe(root, "run", "--headless", "--max-bars", str(bars), "--data-dir", "data", "--log-dir", "logs",
+                   env=ffe_env(**env), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def verify(root: Path, *extra: str) -> tuple[int, str, str]:
+    proc = run_ffe(root, "audit", "verify", "--data-dir", "data", "--log-dir", "logs", *extra)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def lines(root: Path) -> list[bytes]:
+    return (root / "logs" / "audit.jsonl").read_bytes().split(b"\n")[:-1]
+
+
+def write_lines(root: Path, new: list[bytes]) -> None:
+    (root / "logs" / "audit.jsonl").write_bytes(b"".join(x + b"\n" for x in new))
+
+
+def seq_of(line: bytes) -> int:
+    return int(json.loads(line)["seq"])
+
+
+@pytest.fixture(scope="module")
+def trail(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trail")
+    run_engine(root, 40)
+    run_engine(root, 10)  # a restart: seq and the chain go on from the trail's last record
+    return root
+
+
+@pytest.fixture
+def copy(trail, tmp_path) -> Path:
+    for d in ("data", "logs"):
+        shutil.copytree(trail / d, tmp_path / d, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    shutil.copy(trail / "config.toml", tmp_path / "config.toml")
+    return tmp_path
+
+
+def test_each_line_carries_the_hash_of_the_one_before_and_the_database_the_head(trail):
+    raw = lines(trail)
+    recs = [json.loads(x) for x in raw]
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+    assert recs[0]["prev"] == GENESIS
+    assert all(r["prev"] == line_hash(p) for r, p in zip(recs[1:], raw))
+    assert sum(r["event"] == "run" and r["phase"] == "start" for r in recs) == 2  # two runs, one chain
+    con = sqlite3.connect(trail / "data" / "ffe.db")
+    head = json.loads(con.execute("SELECT value FROM kv WHERE key = 'audit_head'").fetchone()[0])
+    db_last = con.execute("SELECT seq, data FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    con.close()
+    assert head == {"seq": db_last[0], "hash": line_hash(bytes(db_last[1]))}
+    assert head["seq"] == recs[-1]["seq"]
+
+
+def test_an_intact_trail_verifies(trail):
+    code, out, err = verify(trail)
+    assert code == 0, out + err
+    n = len(lines(trail))
+    assert f"audit trail intact: {n} records, seq 1..{n} in 1 file" in out
+    assert f"chain head in data/ffe.db: seq {n}, matches" in out
+    result = verify_trail(trail / "logs", ChainHead(n, line_hash(lines(trail)[-1])))
+    assert result.ok and result.first_bad_seq is None and result.last_seq == n
+
+
+def edit(raw: list[bytes], k: int) -> list[bytes]:
+    rec = json.loads(raw[k - 1])
+    rec["ts"] = "2020-01-01T00:00:00.000Z"  # a record's content changed, its prev left as it was
+    raw[k - 1] = json.dumps(rec, separators=(",", ":")).encode()
+    return raw
+
+
+def delete(raw: list[bytes], k: int) -> list[bytes]:
+    del raw[k - 1]
+    return raw
+
+
+def insert_forged(raw: list[bytes], k: int) -> list[bytes]:
+    """A line made to pass for seq k: the right seq and the hash of the line before it (a careful forger)."""
+    forged = {"ts": "2020-01-01T00:00:00.000Z", "seq": k, "event": "error",
+              "message": "nothing happened", "where": "engine", "prev": line_hash(raw[k - 2]) if k > 1 else GENESIS}
+    raw.insert(k - 1, json.dumps(forged, separators=(",", ":")).encode())
+    return raw
+
+
+def insert_copy(raw: list[bytes], k: int) -> list[bytes]:
+    """Seq k's line copied in again right after itself."""
+    raw.insert(k, raw[k - 1])
+    return raw
+
+
+def reorder(raw: list[bytes], k: int) -> list[bytes]:
+    raw[k - 1], raw[k] = raw[k], raw[k - 1]
+    return raw
+
+
+def edit_prev(raw: list[bytes], k: int) -> list[bytes]:
+    rec = json.loads(raw[k - 1])
+    rec["prev"] = "f" * 64
+    raw[k - 1] = json.dumps(rec, separators=(",", ":")).encode()
+    return raw
+
+
+TAMPER = [(edit, 30), (delete, 30), (insert_forged, 30), (insert_copy, 30), (reorder, 30), (edit_prev, 30),
+          (edit, 1), (delete, 1), (reorder, 1)]
+
+
+@pytest.mark.parametrize("tamper,k", TAMPER, ids=[f"{t.__name__}-{k}" for t, k in TAMPER])
+def test_tampering_is_found_and_the_first_bad_seq_named(copy, tamper, k):
+    raw = lines(copy)
+    assert seq_of(raw[k - 1]) == k
+    write_lines(copy, tamper(raw, k))
+    code, out, err = verify(copy)
+    assert code == 1, out + err
+    assert out.startswith(f"audit trail NOT intact: first bad seq {k}: "), out
+    assert "audit.jsonl:" in out  # names the file and line
+    result = verify_trail(copy / "logs")
+    assert not result.ok and result.first_bad_seq == k
+
+
+def test_a_rewritten_last_line_is_found_through_the_database_head(copy):
+    raw = lines(copy)
+    n = len(raw)
+    write_lines(copy, edit(raw, n))
+    code, out, _ = verify(copy)
+    assert code == 1 and f"first bad seq {n}: " in out, out
+    assert "chain head" in out
+
+
+def test_a_second_to_last_line_edited_is_named_not_the_last(copy):
+    raw = lines(copy)
+    n = len(raw)
+    write_lines(copy, edit(raw, n - 1))
+    code, out, _ = verify(copy)
+    assert code == 1 and f"first bad seq {n - 1}: " in out, out
+
+
+def test_a_trail_cut_short_is_found_through_the_database_head(copy):
+    raw = lines(copy)
+    n = len(raw)
+    write_lines(copy, raw[:n - 5])  # the last five records gone: the chain that remains is whole
+    assert verify_trail(copy / "logs").ok  # on its own the trail cannot tell
+    code, out, _ = verify(copy, "--json")
+    assert code == 1
+    answer = json.loads(out)
+    assert answer["ok"] is False and answer["first_bad_seq"] == n - 4
+    assert f"seq {n - 4} to {n} are missing" in answer["reason"]
+
+
+def test_a_trail_written_before_the_chain_goes_on_chained_from_its_last_line(copy):
+    # Records as an earlier release wrote them: no prev, no chain head in the database.
+    raw = [json.dumps({k: v for k, v in json.loads(x).items() if k != "prev"}, separators=(",", ":")).encode()
+           for x in lines(copy)]
+    write_lines(copy, raw)
+    con = sqlite3.connect(copy / "data" / "ffe.db")
+    con.executemany("UPDATE events SET data = ? WHERE seq = ?", [(x, seq_of(x)) for x in raw])
+    con.execute("DELETE FROM kv WHERE key = 'audit_head'")
+    con.commit()
+    con.close()
+    run_engine(copy, 5)
+    code, out, err = verify(copy)
+    assert code == 0, out + err
+    assert f"note: the first {len(raw)} records were written before the trail was chained" in out
+    after = lines(copy)
+    assert json.loads(after[len(raw)])["prev"] == line_hash(raw[-1])
+    # the unchained records are still checked for order
+    write_lines(copy, reorder(after, 5))
+    code, out, _ = verify(copy)
+    assert code == 1 and "first bad seq 5: " in out
+
+
+def test_nothing_to_verify_is_bad_input(tmp_path):
+    proc = run_ffe(tmp_path, "audit", "verify", "--data-dir", "data", "--log-dir", "logs")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"ffe: error: no audit trail at logs/audit.jsonl (is --log-dir "
+                                                f"right?)"]
+
+
+def test_a_database_that_cannot_be_read_is_bad_input(copy):
+    (copy / "data" / "ffe.db").write_bytes(b"this is not a database, just some bytes of text" * 100)
+    for p in (copy / "data").glob("ffe.db-*"):
+        p.unlink()
+    code, out, err = verify(copy)
+    assert code == 2, out + err
+    assert len(err.strip().splitlines()) == 1 and "data/ffe.db" in err
+
+
+def test_a_crash_mid_write_leaves_a_torn_line_that_is_set_aside_and_the_chain_stays_whole(copy, spawn_ffe):
+    # A running engine killed outright, then the last write cut short (a power loss cuts it; a kill of the process
+    # never does: lines go in whole batches).
+    engine = spawn_ffe(copy, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
+                       env=ffe_env(FFE_MARKET__SPEED="20"))
+    before = len(lines(copy))
+    wait_until(lambda: len(lines(copy)) > before + 10, timeout=60, what="records written")
+    engine.send(signal.SIGKILL)
+    engine.wait()
+    raw = lines(copy)
+    last = seq_of(raw[-1])
+    torn = json.dumps({"ts": "2026-01-01T00:00:00.000Z", "seq": last + 1, "event": "error",
+                       "message": "cut"}).encode()[:40]
+    with open(copy / "logs" / "audit.jsonl", "ab") as f:
+        f.write(torn)
+    code, out, err = verify(copy)
+    assert code == 0, out + err
+    assert f"an unfinished last line ({len(torn)} bytes" in out
+    run_engine(copy, 5)
+    assert (copy / "logs" / f"audit.jsonl.torn-after-{last}").read_bytes() == torn
+    code, out, err = verify(copy)
+    assert code == 0, out + err
+    assert "unfinished" not in out
+    recs = [json.loads(x) for x in lines(copy)]
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+
+
+def test_rotation_under_a_running_engine_keeps_seq_and_the_chain_across_files(tmp_path):
+    root = tmp_path
+    config = root / "config.toml"
+    starter_config(root)  # the documented defaults, then a small rotation size
+    text = config.read_text()
+    assert "rotate_mb = 0 " in text
+    config.write_text(text.replace("rotate_mb = 0 ", "rotate_mb = 0.01", 1))  # about 10 KB a file
+    run_engine(root, 60)
+    run_engine(root, 20)
+    logs = root / "logs"
+    rotated = rotated_files(logs / "audit.jsonl")
+    assert len(rotated) >= 5
+    recs = []
+    for p in [*rotated, logs / "audit.jsonl"]:
+        raw = p.read_bytes()
+        assert len(raw) <= 10 * 1024 + 4096  # a file may pass the size by less than one batch of records
+        first = json.loads(raw.split(b"\n", 1)[0])
+        if p != logs / "audit.jsonl":
+            assert p.name == f"audit-{first['seq']:012d}.jsonl"
+        recs += [(x, json.loads(x)) for x in raw.split(b"\n")[:-1]]
+    assert [r["seq"] for _, r in recs] == list(range(1, len(recs) + 1))
+    assert all(r["prev"] == line_hash(x) for (_, r), (x, _) in zip(recs[1:], recs))
+    code, out, err = verify(root)
+    assert code == 0, out + err
+    assert f"seq 1..{len(recs)} in {len(rotated) + 1} files" in out
+
+    # tail reads back across the files, in seq order
+    proc = run_ffe(root, "audit", "tail", "-n", str(len(recs) + 10), "--json", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(x)["seq"] for x in proc.stdout.splitlines()] == list(range(1, len(recs) + 1))
+    proc = run_ffe(root, "audit", "tail", "-n", "3", "--json", "--log-dir", "logs")
+    assert [json.loads(x)["seq"] for x in proc.stdout.splitlines()] == [len(recs) - 2, len(recs) - 1, len(recs)]
+
+    # show: a decision whose record is in the oldest file
+    did = next(r["decision_id"] for _, r in recs if r["event"] == "decision")
+    proc = run_ffe(root, "audit", "show", did, "--json", "--data-dir", "data", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["decision_id"] == did
+
+    # a line deleted from a rotated file is found there
+    second = rotated[1]
+    raw = second.read_bytes().split(b"\n")[:-1]
+    gone = seq_of(raw[1])
+    second.write_bytes(b"".join(x + b"\n" for x in raw[:1] + raw[2:]))
+    code, out, _ = verify(root)
+    assert code == 1 and f"first bad seq {gone}: " in out and second.name in out, out
+
+
+async def test_a_day_rotation_starts_a_new_file_with_the_day(tmp_path):
+    from ffe_engine.audit import AuditWriter
+    from ffe_engine.events import ErrorEvent, EventBus
+
+    bus = EventBus(wall=iter([86_400.0 * 3 + 10, 86_400.0 * 3 + 20, 86_400.0 * 4 + 1, 86_400.0 * 4 + 2]).__next__)
+    writer = AuditWriter(tmp_path / "audit.jsonl", rotate_daily=True)
+    bus.add_sink(writer)
+    for i in range(4):
+        bus.publish(ErrorEvent(message=f"m{i}", where="test"))
+        if i % 2:
+            await writer.flush()  # rotation falls between batches
+    writer.close()
+    rotated = rotated_files(tmp_path / "audit.jsonl")
+    assert [p.name for p in rotated] == ["audit-000000000001.jsonl"]
+    assert [json.loads(x)["ts"][:10] for x in rotated[0].read_bytes().splitlines()] == ["1970-01-04"] * 2
+    assert [json.loads(x)["ts"][:10] for x in (tmp_path / "audit.jsonl").read_bytes().splitlines()] == \
+        ["1970-01-05"] * 2
+    assert verify_trail(tmp_path).ok
+
+
+def test_a_database_with_a_newer_schema_is_refused_untouched(copy):
+    db = copy / "data" / "ffe.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version = 99")
+    con.execute("PRAGMA journal_mode = DELETE")  # a newer release's choice: switching it back would be a write
+    con.close()
+    before = db.read_bytes()
+    proc = run_ffe(copy, "run", "--headless", "--max-bars", "3", "--data-dir", "data", "--log-dir", "logs")
+    assert proc.returncode == 2, proc.stderr
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("ffe: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "schema version 99 is newer than this ffe" in errors[0] and "data/ffe.db" in errors[0]
+    assert "left as it is" in errors[0]
+    assert db.read_bytes() == before
+    assert not (copy / "data" / "ffe.db-wal").exists()
