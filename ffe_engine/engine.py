@@ -746,6 +746,10 @@ class Engine:
                 unrecovered = [{"kind": "restore_unrecovered", "error": recovery.error}]
             else:
                 self._restore_pending = False
+            if recovery.fills and self.sim_venue is None:
+                # The venue's quote balance already holds what those fills paid and received: the cash is
+                # taken from it again, as after a start.
+                self._cash_from_venue = True
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
         if adopt and report.venue_cash is not None:
@@ -757,9 +761,11 @@ class Engine:
             if self.state is EngineState.RUNNING:
                 await self.trading.set(EngineState.PAUSED, f"reconcile: {len(differences)} difference(s)",
                                        "reconcile")
-        elif all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked):
-            # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept
-            # (the engine stays PAUSED until resumed).
+        elif (all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
+              or any(d.get("kind") == "restore_unrecovered" for d in self.reconcile_blocked)):
+            # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept,
+            # nor are the differences a restore showed before the venue's later orders could be recovered (the
+            # engine stays PAUSED until resumed).
             self.reconcile_blocked = []
         return differences
 
