@@ -341,13 +341,13 @@ def backup(args: argparse.Namespace) -> int:
         if not answer.get("ok"):
             raise ControlError(f"the engine took no backup: {answer.get('error')}")
         result = answer["result"]
-        path, manifest = Path(result["file"]), result["manifest"]
+        path, manifest, held = Path(result["file"]), result["manifest"], result["held_ms"]
     else:
         try:
             made = bk.take_stopped(settings, dest, clock.wall())
         finally:
             os.close(lock)
-        path, manifest = made.path, made.manifest
+        path, manifest, held = made.path, made.manifest, None
     pruned = bk.prune(dest, settings.backup.keep_last, settings.backup.keep_days, clock.wall())
     if args.json:
         _print(json.dumps({"file": str(path), "pruned": [str(p) for p in pruned], "manifest": manifest}, indent=1))
@@ -355,7 +355,8 @@ def backup(args: argparse.Namespace) -> int:
     seq = manifest["seq"]
     _print(f"{path}: {path.stat().st_size} bytes, records to seq {seq['last']} "
            f"({manifest['rows'].get('orders', 0)} orders, {manifest['rows'].get('fills', 0)} fills), "
-           f"from the {'running engine' if lock is None else 'stopped data directory'}")
+           + (f"from the running engine (its writes waited {held:.1f} ms)" if held is not None
+              else "from the stopped data directory"))
     for p in pruned:
         _print(f"pruned {p}")
     return 0

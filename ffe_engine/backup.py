@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import zstandard
 
@@ -100,12 +100,15 @@ def prune(directory: Path, keep_last: int, keep_days: int, now: float) -> list[P
 
 
 # ------------------------------------------------------------------------------------------------ taking a backup
-async def take_running(store: Store, settings: Settings, dest: Path, now: float, source: str) -> Made:
+async def take_running(store: Store, settings: Settings, dest: Path, now: float, source: str,
+                       monotonic: Callable[[], float]) -> tuple[Made, float]:
     """A backup of a running engine's records: the read view is pinned in the loop (the store's writes wait a
-    moment), everything else happens on another thread."""
-    conn, _ = await store.pin_snapshot()
+    moment), everything else happens on another thread. Also returns how long the pinning held the store, in
+    milliseconds (the flush of the buffered records included)."""
+    conn, _, held = await store.pin_snapshot(monotonic)
     config = _config_text(settings)
-    return await asyncio.to_thread(_write_archive, conn, settings.audit_path, config, dest, now, source)
+    made = await asyncio.to_thread(_write_archive, conn, settings.audit_path, config, dest, now, source)
+    return made, held * 1000.0
 
 
 def take_stopped(settings: Settings, dest: Path, now: float) -> Made:

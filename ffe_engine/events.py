@@ -235,6 +235,7 @@ class BackupEvent(Event):
     file: str = ""
     last_seq: int = 0  # the backup holds the records up to this seq
     bytes: int = 0
+    held_ms: float = 0.0  # how long the store's writer waited for it (the flush and the pinning of the view)
 
 
 @dataclass(slots=True)

@@ -216,12 +216,14 @@ class EngineHost:
         """A backup of the records while the engine runs (`ffe backup` asks for it on the control socket): trading
         waits only while the buffered records are written and the read view is pinned (backup.py)."""
         dest = Path(to) if to else Path(self.settings.backup.dir)
-        made = await take_running(self.store, self.settings, dest, self.engine.clock.wall(),
-                                  source=f"engine {self.instance}")
+        clock = self.engine.clock
+        made, held_ms = await take_running(self.store, self.settings, dest, clock.wall(),
+                                           source=f"engine {self.instance}", monotonic=clock.monotonic)
         size = made.path.stat().st_size
-        self.bus.publish(BackupEvent(file=str(made.path), last_seq=made.manifest["seq"]["last"], bytes=size))
-        log.info("backup taken", file=str(made.path), last_seq=made.manifest["seq"]["last"], bytes=size, by=by)
-        return {"file": str(made.path), "bytes": size, "manifest": made.manifest}
+        last_seq = made.manifest["seq"]["last"]
+        self.bus.publish(BackupEvent(file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3)))
+        log.info("backup taken", file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3), by=by)
+        return {"file": str(made.path), "bytes": size, "held_ms": held_ms, "manifest": made.manifest}
 
     # ------------------------------------------------------------------ control socket and signals
     async def start_control(self) -> None:

@@ -425,14 +425,17 @@ class Store:
         cur = await self.conn.execute("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
         return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
 
-    async def pin_snapshot(self) -> tuple[sqlite3.Connection, int]:
+    async def pin_snapshot(self, monotonic: Callable[[], float]) -> tuple[sqlite3.Connection, int, float]:
         """A second connection whose read transaction holds the database as it is now, buffered rows included
         (written first, the audit trail before them): every record committed so far, none after. The engine waits
         only for the flush and the opening of the read; copying from the pinned view (`copy_pinned`) can then take
-        as long as it takes on another thread while writes go on (WAL). Returns it and the last event's seq."""
+        as long as it takes on another thread while writes go on (WAL). Returns it, the last event's seq, and the
+        seconds the writer was held."""
         async with self._writing():
+            t0 = monotonic()
             await self._flush_locked()
-            return pin_file(self.path)
+            conn, seq = pin_file(self.path)
+            return conn, seq, monotonic() - t0
 
     async def last_seq(self) -> int:
         cur = await self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events")

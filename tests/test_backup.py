@@ -161,8 +161,11 @@ def test_restore_puts_the_records_back_and_never_overwrites_without_force(accoun
     assert proc.returncode == 1 and "add --force" in proc.stderr and "nothing restored" in proc.stderr
     assert (target / "data" / "ffe.db").read_bytes() == restored
 
+    rotated = target / "logs" / "audit-000000000001.jsonl"  # an older file of the trail being replaced
+    rotated.write_text("{}\n")
     proc = run_ffe(account, "restore", str(path), *dirs, "--force")
     assert proc.returncode == 0, proc.stderr
+    assert not rotated.exists() and list((target / "logs").glob("audit-000000000001.jsonl.before-restore-*"))
     aside = sorted(p.name for p in (target / "data").glob("ffe.db.before-restore-*"))
     assert len(aside) == 1 and (target / "data" / aside[0]).read_bytes() == restored  # moved, not deleted
     assert list((target / "logs").glob("audit.jsonl.before-restore-*"))

@@ -115,4 +115,5 @@ async def test_disaster_drill_backup_kill_delete_restore_start(tmp_path, fx, pro
     print(f"\nRPO: {len(recovered['orders'])} orders and {fills_lost} fills made after the backup were lost locally; "
           f"all recovered from the exchange, none lost for good")
     print(f"RTO: {rto:.2f}s from `ffe restore` to the engine reconciled and answering")
+    print(f"backup: {backup.stdout.strip()}")
     assert fx.secret not in second.stderr + first.stderr + restore.stderr + backup.stderr
