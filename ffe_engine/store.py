@@ -29,6 +29,7 @@ from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position,
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
 SCHEMA_VERSION = 2
+PIN_TRIES = 5  # a backup's read view waits at most this many rounds for every buffered event to be written
 
 
 class SchemaError(FfeError, RuntimeError):
@@ -431,11 +432,16 @@ class Store:
         only for the flush and the opening of the read; copying from the pinned view (`copy_pinned`) can then take
         as long as it takes on another thread while writes go on (WAL). Returns it, the last event's seq, and the
         seconds the writer was held."""
-        async with self._writing():
-            t0 = monotonic()
-            await self._flush_locked()
-            conn, seq = pin_file(self.path)
-            return conn, seq, monotonic() - t0
+        for attempt in range(PIN_TRIES):
+            async with self._writing():
+                t0 = monotonic()
+                await self._flush_locked()
+                if not self._events or attempt == PIN_TRIES - 1:
+                    conn, seq = pin_file(self.path)
+                    return conn, seq, monotonic() - t0
+            # Events published while the audit trail was written (an order's, after its journal entry was
+            # committed) are not in the database yet: their turn in the trail first, then pin.
+        raise AssertionError("unreachable")
 
     async def last_seq(self) -> int:
         cur = await self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
