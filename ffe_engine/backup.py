@@ -40,7 +40,7 @@ from .audit import Redactor
 from .config import Settings, render_settings
 from .errors import FfeError, StorageError, UsageError
 from .model import OrderStatus
-from .store import Records, Store, copy_pinned, pin_file
+from .store import SCHEMA_VERSION, Records, Store, copy_pinned, pin_file
 
 FORMAT = 1
 PREFIX = "ffe-backup-"
@@ -290,6 +290,11 @@ def check_unpacked(file: Path, work: Path) -> Checked:
     problems = checked.problems
     if manifest.get("format") != FORMAT:
         problems.append(f"format {manifest.get('format')!r}, this ffe reads format {FORMAT}")
+        return checked
+    schema = manifest.get("schema_version")
+    if isinstance(schema, int) and schema > SCHEMA_VERSION:
+        problems.append(f"written by ffe {manifest.get('ffe_version')} with database schema {schema}, newer than this "
+                        f"ffe's ({SCHEMA_VERSION}): verify and restore it with that release")
         return checked
     files = manifest.get("files") or {}
     for name in (DB_NAME, TRAIL_NAME, CONFIG_NAME):

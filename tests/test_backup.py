@@ -16,6 +16,7 @@ import zstandard
 
 from conftest import ffe_env, run_ffe, spawn_ffe, wait_until  # noqa: F401
 from ffe_engine import backup as bk
+from ffe_engine.store import SCHEMA_VERSION
 
 SECRET = "backup-secret-Qz81xP"
 
@@ -94,7 +95,7 @@ def test_a_backup_of_a_stopped_directory_holds_everything_and_verifies(account, 
 
 
 @pytest.mark.parametrize("damage", ["edited line", "deleted line", "reordered lines", "order without record",
-                                    "checksum"])
+                                    "checksum", "newer schema"])
 def test_verify_names_what_is_wrong(account, archive, tmp_path, damage):
     path = archive
     work = tmp_path / "x"
@@ -118,9 +119,14 @@ def test_verify_names_what_is_wrong(account, archive, tmp_path, damage):
             db.execute("UPDATE fills SET client_order_id = 'ffe-nowhere' WHERE client_order_id = ?", (cid,))
         db.close()
         expected = "order ffe-nowhere (filled) has no record in the audit trail"
-    else:
+    elif damage == "checksum":
         lines[-1] = lines[-1].replace(b'"seq"', b'"seq" ')
         expected = "audit.jsonl: checksum differs from the manifest's"
+    else:  # a backup from a newer release: this one could not read its database
+        manifest = json.loads((work / bk.MANIFEST_NAME).read_text())
+        manifest["schema_version"] = SCHEMA_VERSION + 1
+        (work / bk.MANIFEST_NAME).write_text(json.dumps(manifest))
+        expected = f"database schema {SCHEMA_VERSION + 1}, newer than this ffe's ({SCHEMA_VERSION})"
     trail.write_bytes(b"".join(lines))
     bad = repack(work, tmp_path / "bad.tar.zst", update_manifest=damage != "checksum")
 
