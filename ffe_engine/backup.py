@@ -191,15 +191,25 @@ def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> tuple[int, in
     return first, last, from_db
 
 
+def rotated_files(trail: Path) -> list[Path]:
+    """The trail's older files beside it, named after their first seq (`audit-000000000001.jsonl`), oldest first."""
+    pattern = re.compile(re.escape(trail.stem) + r"-(\d{12,})" + re.escape(trail.suffix) + "$")
+    found = [(int(m.group(1)), p) for p in trail.parent.glob(f"{trail.stem}-*{trail.suffix}")
+             if (m := pattern.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
 def trail_lines(path: Path) -> Iterator[bytes]:
-    """The audit trail's whole lines (newline included), oldest first; a torn last line is not one."""
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                return
-            yield line
+    """The audit trail's whole lines (newline included), oldest first: its rotated files, then the current one.
+    A torn last line is not one."""
+    for part in [*rotated_files(path), path]:
+        if not part.exists():
+            continue
+        with open(part, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    return
+                yield line
 
 
 def seq_of(line: bytes) -> int | None:

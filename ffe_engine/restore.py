@@ -11,14 +11,13 @@ the database as `config.from-backup.toml`, for reference: the operator's own con
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from .backup import CONFIG_NAME, DB_NAME, TRAIL_NAME, Invalid, check_unpacked
+from .backup import CONFIG_NAME, DB_NAME, TRAIL_NAME, Invalid, check_unpacked, rotated_files
 from .config import Settings
 from .errors import FfeError, StartError
 from .host import acquire_lock
@@ -47,7 +46,7 @@ def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[
                           "(nothing restored)") from None
         try:
             there = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), trail,
-                                 *_rotated(trail))
+                                 *rotated_files(trail))
                      if p.exists() and (p.stat().st_size > 0 or p == db)]
             if there and not force:
                 raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "
@@ -71,12 +70,6 @@ def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills}
-
-
-def _rotated(trail: Path) -> list[Path]:
-    """Older files of the trail beside it (`audit-<first seq>.jsonl`): they belong to the records being replaced."""
-    pattern = re.compile(re.escape(trail.stem) + r"-\d{12,}" + re.escape(trail.suffix) + "$")
-    return sorted(p for p in trail.parent.glob(f"{trail.stem}-*{trail.suffix}") if pattern.match(p.name))
 
 
 def _put(src: Path, dest: Path) -> None:

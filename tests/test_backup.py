@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import sqlite3
 import tarfile
 import time
@@ -151,6 +152,21 @@ def test_a_file_that_is_not_a_backup_is_bad_input(account, tmp_path, content):
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.splitlines()
     assert str(path) in line and "Traceback" not in proc.stderr
+
+
+def test_a_trail_in_rotated_files_is_backed_up_whole(account, tmp_path):
+    """A trail split into older files (named after their first seq) and the current one is read across them."""
+    cwd = tmp_path / "rotated"
+    shutil.copytree(account, cwd)
+    trail = cwd / "logs" / "audit.jsonl"
+    lines = trail.read_bytes().splitlines(keepends=True)
+    (cwd / "logs" / "audit-000000000001.jsonl").write_bytes(b"".join(lines[:10]))
+    (cwd / "logs" / "audit-000000000011.jsonl").write_bytes(b"".join(lines[10:25]))
+    trail.write_bytes(b"".join(lines[25:]))
+    path = take(cwd, tmp_path / "b")
+    unpack(path, tmp_path / "x")
+    assert (tmp_path / "x" / bk.TRAIL_NAME).read_bytes() == b"".join(lines)
+    assert verify(cwd, path).returncode == 0
 
 
 def test_restore_puts_the_records_back_and_never_overwrites_without_force(account, archive, tmp_path):
