@@ -148,6 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--file", type=Path, default=None, help="write this one file (one symbol)")
     dl.set_defaults(handler=commands.data_download)
 
+    bk = sub.add_parser("backup", help="one compressed file of the records (database, audit trail, configuration)")
+    _common(bk)
+    bk.add_argument("--to", type=Path, default=None, metavar="DIR",
+                    help="write it into DIR (default: backup.dir); older backups there are pruned")
+    bk.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    bk.set_defaults(handler=commands.backup)
+    bk_sub = bk.add_subparsers(dest="backup_command")
+    bk_verify = bk_sub.add_parser("verify", help="check a backup: checksums, integrity, audit trail, agreement")
+    bk_verify.add_argument("file", type=Path, metavar="FILE")
+    bk_verify.set_defaults(handler=commands.backup_verify)
+
+    rs = sub.add_parser("restore", help="verify a backup, then put it in place as the data and log directories")
+    _common(rs)
+    rs.add_argument("file", type=Path, metavar="FILE")
+    rs.add_argument("--force", action="store_true", help="move existing records aside (never deleted) and restore")
+    rs.set_defaults(handler=commands.restore)
+
     init = sub.add_parser("init", help="write a commented config.toml and .env.example for a new operator")
     init.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR", help="where (default .)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")

@@ -39,6 +39,10 @@ class OrderArgs(Args):
     quantity: float = Field(gt=0, allow_inf_nan=False)
 
 
+class BackupArgs(Args):
+    to: str | None = Field(None, min_length=1, max_length=4096)  # a directory; none: the engine's [backup] dir
+
+
 class EngineControl(Protocol):
     """What a front end may ask of an engine, in process (`Engine`) or through the socket (`RemoteEngine`)."""
 
@@ -53,6 +57,7 @@ class EngineControl(Protocol):
     async def accept_reconcile(self, by: str = ...) -> Any: ...
     async def operator_order(self, symbol: str, side: str, quantity: float, by: str = ...) -> Any: ...
     def health(self) -> dict[str, Any]: ...
+    async def backup(self, to: str | None = ..., by: str = ...) -> Any: ...
 
 
 async def _status(e: EngineControl, a: Any) -> Any:
@@ -99,6 +104,10 @@ async def _order(e: EngineControl, a: Any) -> Any:
     return await e.operator_order(a.symbol, a.side, a.quantity, by=a.by)
 
 
+async def _backup(e: EngineControl, a: Any) -> Any:
+    return await e.backup(a.to, by=a.by)
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -123,6 +132,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("mode", ModeArgs, _mode, "approval mode: auto or manual", target="mode"),
     Command("accept", Args, _accept, "accept the differences reconciliation found"),
     Command("order", OrderArgs, _order, "a manual order through the single order path", ctl=False),
+    Command("backup", BackupArgs, _backup, "a backup of the running engine's records (`ffe backup`)", ctl=False),
 )}
 
 STREAM = "subscribe"  # not a command: the connection turns into the event stream (ffe attach)

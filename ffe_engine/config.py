@@ -318,6 +318,12 @@ class AuditSettings(_Section):
         return int(self.rotate_mb * 1024 * 1024)
 
 
+class BackupSettings(_Section):
+    dir: FilePath = "backups"  # where `ffe backup` writes (--to overrides)
+    keep_last: int = Field(14, ge=1, le=10_000)  # the newest N backups are kept
+    keep_days: int = Field(30, ge=0, le=3650)  # and the newest of each day for D days; older ones are deleted
+
+
 class ControlSettings(_Section):
     socket: str = ""  # empty: <data dir>/ffe.sock
     request_timeout_s: float = Field(10.0, gt=0, le=3600)  # how long `ffe ctl` waits for an answer
@@ -391,6 +397,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)

@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import structlog
 
@@ -42,9 +42,10 @@ from . import overrides
 from .overrides import Override
 from .portfolio import Portfolio
 from .reconcile import Reconciler
+from .recovery import recover_after_restore
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
-from .store import FillRecord, Store
+from .store import RESTORED_KEY, FillRecord, Store
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from .venues.base import SimulatedVenue
@@ -164,10 +165,15 @@ class Engine:
         self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
         self.refusals: dict[str, int] = {}  # gate code -> orders it refused (entries and exits)
         self.reconcile_blocked: list[dict[str, Any]] = []
+        # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
+        self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
         # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
         # start, once the orders in flight are resolved: a fill they bring is in that balance already.
         self._cash_from_venue = False
         self._reconciled_at = clock.monotonic()
+        # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
+        # reconciliation, and by every one after until the venue has answered.
+        self._restore_pending = True
         self._bar_ts: int | None = None
         self._since_flush = 0
         self._stop = asyncio.Event()
@@ -733,21 +739,37 @@ class Engine:
         """Reconcile the journal with the venue; an unexplained difference keeps the engine PAUSED until the operator
         accepts it. Returns the differences (empty when everything agrees)."""
         self._reconciled_at = self.clock.monotonic()
+        unrecovered: list[dict[str, Any]] = []
+        if self._restore_pending:
+            # After a restore, first the orders the venue made since the backup: they explain what it holds.
+            recovery = await recover_after_restore(store=self.store, venue=self.venue, orders=self.orders,
+                                                   bus=self.bus, clock=self.clock, symbols=self.symbols)
+            if recovery.status == "failed":
+                unrecovered = [{"kind": "restore_unrecovered", "error": recovery.error}]
+            else:
+                self._restore_pending = False
+            if recovery.fills and self.sim_venue is None:
+                # The venue's quote balance already holds what those fills paid and received: the cash is
+                # taken from it again, as after a start.
+                self._cash_from_venue = True
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
         if adopt and report.venue_cash is not None:
             self.portfolio.cash = report.venue_cash
             self._cash_from_venue = False
-        if report.differences:
-            self.reconcile_blocked = report.differences
+        differences = report.differences + unrecovered
+        if differences:
+            self.reconcile_blocked = differences
             if self.state is EngineState.RUNNING:
-                await self.trading.set(EngineState.PAUSED, f"reconcile: {len(report.differences)} difference(s)",
+                await self.trading.set(EngineState.PAUSED, f"reconcile: {len(differences)} difference(s)",
                                        "reconcile")
-        elif all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked):
-            # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept
-            # (the engine stays PAUSED until resumed).
+        elif (all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
+              or any(d.get("kind") == "restore_unrecovered" for d in self.reconcile_blocked)):
+            # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept,
+            # nor are the differences a restore showed before the venue's later orders could be recovered (the
+            # engine stays PAUSED until resumed).
             self.reconcile_blocked = []
-        return report.differences
+        return differences
 
     # ================================================================== control surface
 
@@ -855,12 +877,22 @@ class Engine:
         async with self._control_lock:
             accepted = list(self.reconcile_blocked)
             cash = await self.reconciler.accept(accepted)
+            if any(d.get("kind") == "restore_unrecovered" for d in accepted):
+                # The operator has checked the account's later orders by hand: the restore is behind us.
+                await self.store.delete_kv(RESTORED_KEY)
+                self._restore_pending = False
             if cash is not None:
                 self.portfolio.cash = cash
             self.reconcile_blocked = []
             self.bus.publish(ReconcileEvent(status="accepted", differences=accepted))
             await self.flush()
             return accepted
+
+    async def backup(self, to: str | None = None, by: str = "operator") -> dict[str, Any]:
+        """A backup of this engine's records while it runs (the host takes it: it owns the store and audit)."""
+        if self.backup_hook is None:
+            raise ControlError("this engine takes no backups (no host around it)")
+        return await self.backup_hook(to, by)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the console's panes show, as plain data."""

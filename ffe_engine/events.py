@@ -217,6 +217,29 @@ class ReconcileEvent(Event):
 
 
 @dataclass(slots=True)
+class RecoveredEvent(Event):
+    """After a restore: the orders the venue made after the backup, journaled from the venue (recovery.py)."""
+
+    name: ClassVar[str] = "recovered"
+    backup: str = ""
+    status: str = ""  # recovered | failed
+    orders: list[str] = field(default_factory=list)  # client order ids journaled from the venue
+    fills: int = 0  # fills recorded from the venue for them
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class BackupEvent(Event):
+    """A backup was taken of the running engine's records (backup.py)."""
+
+    name: ClassVar[str] = "backup"
+    file: str = ""
+    last_seq: int = 0  # the backup holds the records up to this seq
+    bytes: int = 0
+    held_ms: float = 0.0  # how long the store's writer waited for it (the flush and the pinning of the view)
+
+
+@dataclass(slots=True)
 class ErrorEvent(Event):
     name: ClassVar[str] = "error"
     message: str = ""

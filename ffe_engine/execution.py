@@ -60,9 +60,12 @@ class CancelReport:
     elapsed_ms: float = 0.0
 
 
+CLIENT_ID_PREFIX = "ffe-"  # every order this engine sends carries it: tells its orders at the venue from others
+
+
 def new_client_order_id() -> str:
     # <= 36 characters of [A-Za-z0-9_-]: accepted by every major exchange's client id field
-    return "ffe-" + uuid.uuid4().hex[:24]
+    return CLIENT_ID_PREFIX + uuid.uuid4().hex[:24]
 
 
 class OrderPath:
@@ -448,6 +451,24 @@ class OrderPath:
                 await self.store.update_order(o, self.book())
         return orders
 
+
+    async def adopt(self, vo: VenueOrder, note: dict[str, Any]) -> Order:
+        """An order the venue has and the journal lacks (placed by this account's engine after the backup the
+        journal was restored from): journaled as the venue shows it, its fills recorded from the venue's word,
+        kept in flight while it is open. Nothing is sent. `note` is stored with it (its intent), saying where
+        it came from."""
+        now = self.now_ms()
+        o = Order(client_order_id=vo.client_order_id, symbol=vo.symbol, side=vo.side, quantity=vo.quantity,
+                  type=vo.type, reason=OrderReason.RECONCILE, venue=self.venue.name, decision_id=None,
+                  price=vo.price, reduce_only=vo.side is Side.SELL, status=OrderStatus.OPEN,
+                  exchange_id=vo.exchange_id, created_ts=vo.ts or now, updated_ts=now)
+        intent = _intent_of(o)
+        await self.store.journal_order(o, {**intent.as_dict(), **note})
+        self.live[o.client_order_id] = o
+        self.intents[o.client_order_id] = intent
+        self._emit(o)
+        await self._apply(o, vo)
+        return o
 
 NOTHING_TO_CANCEL = ("already filled", "never opened")
 

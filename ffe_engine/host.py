@@ -23,13 +23,14 @@ from typing import IO, Any, Callable
 
 import structlog
 
+from .backup import take_running
 from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
 from .errors import FfeError, StartError, StorageError, storage_failure
-from .events import ErrorEvent, EventBus, LogEvent
+from .events import BackupEvent, ErrorEvent, EventBus, LogEvent
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
 from .model import EngineState
@@ -175,6 +176,7 @@ class EngineHost:
             bus.add_sink(monitor.sink)  # before the start: the start and its reconciliation raise alerts
             engine.health_report = monitor.health
             engine.monitor_status = monitor.status
+            engine.backup_hook = host.backup
             engine.liveness.on_turn = host.systemd.watchdog
             await monitor.start()  # bound before the engine starts: a port in use stops the start, not trading
             host.monitor = monitor
@@ -210,6 +212,20 @@ class EngineHost:
                 raise FfeError(f"start failed on {venue.name}: {exc}; nothing was sent: start again once it "
                                "answers") from None
             raise
+
+    # ------------------------------------------------------------------ backups
+    async def backup(self, to: str | None, by: str) -> dict[str, Any]:
+        """A backup of the records while the engine runs (`ffe backup` asks for it on the control socket): trading
+        waits only while the buffered records are written and the read view is pinned (backup.py)."""
+        dest = Path(to) if to else Path(self.settings.backup.dir)
+        clock = self.engine.clock
+        made, held_ms = await take_running(self.store, self.settings, dest, clock.wall(),
+                                           source=f"engine {self.instance}", monotonic=clock.monotonic)
+        size = made.path.stat().st_size
+        last_seq = made.manifest["seq"]["last"]
+        self.bus.publish(BackupEvent(file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3)))
+        log.info("backup taken", file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3), by=by)
+        return {"file": str(made.path), "bytes": size, "held_ms": held_ms, "manifest": made.manifest}
 
     # ------------------------------------------------------------------ control socket and signals
     async def start_control(self) -> None:

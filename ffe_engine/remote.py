@@ -153,6 +153,9 @@ class RemoteEngine:
     async def operator_order(self, symbol: str, side: str, quantity: float, by: str = "operator") -> Any:
         return await self._call("order", symbol=symbol, side=side, quantity=quantity, by=by)
 
+    async def backup(self, to: str | None = None, by: str = "operator") -> Any:
+        return await self._call("backup", to=to, by=by)
+
 
 class RemoteHost:
     """The console's host for an engine in another process: the same shape as host.EngineHost. Closing it

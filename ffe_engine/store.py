@@ -30,6 +30,7 @@ from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position,
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
 SCHEMA_VERSION = 2
+PIN_TRIES = 5  # a backup's read view waits at most this many rounds for every buffered event to be written
 
 
 class SchemaError(FfeError, RuntimeError):
@@ -439,6 +440,23 @@ class Store:
         cur = await self.conn.execute("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
         return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
 
+    async def pin_snapshot(self, monotonic: Callable[[], float]) -> tuple[sqlite3.Connection, int, float]:
+        """A second connection whose read transaction holds the database as it is now, buffered rows included
+        (written first, the audit trail before them): every record committed so far, none after. The engine waits
+        only for the flush and the opening of the read; copying from the pinned view (`copy_pinned`) can then take
+        as long as it takes on another thread while writes go on (WAL). Returns it, the last event's seq, and the
+        seconds the writer was held."""
+        for attempt in range(PIN_TRIES):
+            async with self._writing():
+                t0 = monotonic()
+                await self._flush_locked()
+                if not self._events or attempt == PIN_TRIES - 1:
+                    conn, seq = pin_file(self.path)
+                    return conn, seq, monotonic() - t0
+            # Events published while the audit trail was written (an order's, after its journal entry was
+            # committed) are not in the database yet: their turn in the trail first, then pin.
+        raise AssertionError("unreachable")
+
     async def last_seq(self) -> int:
         cur = await self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
         (seq,) = await cur.fetchone()
@@ -636,6 +654,67 @@ class Store:
             return list(await cur.fetchall())
 
 
+# ==================================================================== backups
+RESTORED_KEY = "restored_from_backup"  # set by `ffe restore`, cleared once the venue's later orders are recovered
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What a copied database holds, for a backup's manifest."""
+
+    schema_version: int
+    first_seq: int
+    last_seq: int
+    rows: dict[str, int]
+
+
+def pin_file(path: Path | str) -> tuple[sqlite3.Connection, int]:
+    """A connection to the database at `path` with a read transaction open (its view fixed from here on), and the
+    last event's seq in that view. The connection may be used from another thread."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("BEGIN")
+        row = conn.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StorageError(f"{path}: cannot read the database ({exc})") from None
+    return conn, int(row[0]) if row else 0
+
+
+def copy_pinned(conn: sqlite3.Connection, dest: Path) -> DatabaseFacts:
+    """Copy a pinned view (pin_file) to a new single-file database at `dest` with SQLite's online backup, in one
+    step (so within the one read transaction), then close the pinned connection."""
+    try:
+        target = sqlite3.connect(str(dest), isolation_level=None)
+        try:
+            conn.backup(target)
+            # One self-contained file: no -wal beside it (the engine puts WAL back when it opens the database).
+            target.execute("PRAGMA journal_mode=DELETE")
+            (version,) = target.execute("PRAGMA user_version").fetchone()
+            first, last = target.execute("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events").fetchone()
+            rows = {name: int(target.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0])
+                    for (name,) in target.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT "
+                                                  "LIKE 'sqlite_%' ORDER BY name").fetchall()}
+        finally:
+            target.close()
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{dest}: the database copy failed ({exc})") from None
+    finally:
+        conn.close()
+    return DatabaseFacts(schema_version=int(version), first_seq=int(first), last_seq=int(last), rows=rows)
+
+
+def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:
+    """Record in a restored database that it came from a backup: the next start recovers from the venue what the
+    account did after the backup was taken (recovery.py), before any order."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute(_SQL_KV, (RESTORED_KEY, _dumps(marker), ts))
+    finally:
+        conn.close()
+
+
 # ==================================================================== read-only: the checks of `ffe doctor`
 class Records:
     """A data directory's database opened read-only, every read inside one transaction (one consistent view,
@@ -679,6 +758,18 @@ class Records:
             for s, data in rows:
                 yield s, bytes(data)
             seq = rows[-1][0]
+
+    def schema_version(self) -> int:
+        return int(self._q("PRAGMA user_version")[0][0])
+
+    def row_counts(self) -> dict[str, int]:
+        names = [r[0] for r in self._q("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                                       "'sqlite_%' ORDER BY name")]
+        return {name: int(self._q(f'SELECT COUNT(*) FROM "{name}"')[0][0]) for name in names}
+
+    def fill_counts(self) -> dict[str, int]:
+        """client_order_id -> how many fills the database records for it."""
+        return {r[0]: int(r[1]) for r in self._q("SELECT client_order_id, COUNT(*) FROM fills GROUP BY client_order_id")}
 
     def last_seq(self) -> int:
         return int(self._q("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])

@@ -235,6 +235,7 @@ class FakeBinance:
         r.add_get("/api/v3/order", self._signed(self._get_order))
         r.add_delete("/api/v3/order", self._signed(self._delete_order))
         r.add_get("/api/v3/openOrders", self._signed(self._open_orders))
+        r.add_get("/api/v3/allOrders", self._signed(self._all_orders))
         r.add_delete("/api/v3/openOrders", self._signed(self._cancel_all))
         r.add_get("/api/v3/myTrades", self._signed(self._my_trades))
         r.add_route("*", "/{tail:.*}", self._unknown)
@@ -687,6 +688,14 @@ class FakeBinance:
         sid = self._symbol(params, required=False)
         return web.json_response([self._order_json(o) for o in self.orders
                                   if o.open and (sid is None or o.symbol == sid)])
+
+    async def _all_orders(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        """Every order of a symbol, oldest first, from startTime on, at most `limit` (Binance: 500 by default)."""
+        sid = self._symbol(params)
+        start = int(params.get("startTime", 0))
+        limit = int(params.get("limit", 500))
+        found = [o for o in self.orders if o.symbol == sid and o.time >= start][:limit]
+        return web.json_response([self._order_json(o) for o in found])
 
     async def _cancel_all(self, request: web.Request, params: dict[str, str]) -> web.Response:
         sid = self._symbol(params)

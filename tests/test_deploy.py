@@ -19,6 +19,9 @@ from conftest import REPO, engine_session, make_settings
 from test_monitor import exported, get
 
 UNIT = REPO / "deploy" / "systemd" / "ffe.service"
+BACKUP_UNIT = REPO / "deploy" / "systemd" / "ffe-backup.service"
+BACKUP_TIMER = REPO / "deploy" / "systemd" / "ffe-backup.timer"
+CRON = REPO / "deploy" / "cron" / "ffe-backup"
 RULES = REPO / "deploy" / "prometheus" / "ffe-rules.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "ffe-dashboard.json"
 METRIC = re.compile(r"\bffe_[a-z0-9_]+\b")
@@ -72,6 +75,40 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
         proc = subprocess.run([tool, "verify", str(local)], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr.strip() == "", proc.stderr  # a warning (an unknown key) is an error here
+
+
+def test_the_backup_units_run_ffe_backup_hourly_where_the_engine_writes_it():
+    service = {k: v[-1] for k, v in unit_sections(BACKUP_UNIT.read_text())["Service"].items()}
+    assert service["Type"] == "oneshot" and service["ExecStart"].split()[1:] == ["backup"]
+    assert service["User"] == "ffe" and service["ProtectSystem"] == "strict" and service["UMask"] == "0077"
+    assert service["WorkingDirectory"] == "/opt/ffe"  # backup.dir ("backups") is relative to it
+    backups = "/opt/ffe/backups"
+    assert backups in service["ReadWritePaths"].split()
+    # a running engine writes the backup itself: its own unit must be allowed to
+    engine = {k: v[-1] for k, v in unit_sections(UNIT.read_text())["Service"].items()}
+    assert backups in engine["ReadWritePaths"].split()
+    timer = unit_sections(BACKUP_TIMER.read_text())
+    assert timer["Timer"]["OnCalendar"] == ["hourly"] and timer["Timer"]["Persistent"] == ["yes"]
+    assert timer["Timer"]["Unit"] == ["ffe-backup.service"] and timer["Install"]["WantedBy"] == ["timers.target"]
+    # the cron line: minute hour day month weekday, the user, then the same command
+    (line,) = [x for x in CRON.read_text().splitlines() if x and not x.startswith("#") and "=" not in x.split()[0]]
+    fields = line.split(None, 6)
+    assert fields[:5] == ["17", "*", "*", "*", "*"] and fields[5] == "ffe"
+    assert "cd /opt/ffe && /opt/ffe/.venv/bin/ffe backup" in fields[6]
+
+
+def test_systemd_analyze_verify_accepts_the_backup_service_and_timer(tmp_path):
+    text = BACKUP_UNIT.read_text()
+    assert "ExecStart=/opt/ffe/.venv/bin/ffe backup" in text
+    (tmp_path / "ffe-backup.service").write_text(
+        text.replace("/opt/ffe/.venv/bin/ffe backup", f"{sys.executable} -m ffe_cli backup"))
+    (tmp_path / "ffe-backup.timer").write_text(BACKUP_TIMER.read_text())
+    tool = shutil.which("systemd-analyze")
+    if tool is not None:
+        proc = subprocess.run([tool, "verify", str(tmp_path / "ffe-backup.timer"), str(tmp_path / "ffe-backup.service")],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.strip() == "", proc.stderr
 
 
 def rules() -> list[dict]:

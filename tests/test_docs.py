@@ -17,7 +17,8 @@ from ffe_engine.config import Settings
 from ffe_engine.risk import GATE_ORDER
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ("states.md", "gates.md", "order-path.md", "config.md", "cli.md", "audit-events.md", "storage.md")
+PAGES = ("states.md", "gates.md", "order-path.md", "config.md", "cli.md", "audit-events.md", "storage.md",
+         "runbook.md")
 
 
 def page(name: str) -> str:

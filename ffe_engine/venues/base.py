@@ -97,3 +97,11 @@ class SimulatedVenue(Protocol):
 class CandleVenue(Protocol):
     async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int | None = None,
                           limit: int | None = None) -> list[list[float]]: ...
+
+
+@runtime_checkable
+class OrderHistoryVenue(Protocol):
+    async def fetch_orders_since(self, symbol: str, since_ms: int) -> list[VenueOrder]:
+        """Every order of the account on `symbol` created at or after `since_ms` (open and closed, oldest first,
+        fees included): what a restored journal lacks."""
+        ...

@@ -435,6 +435,28 @@ class CcxtVenue:
                 out.append(await self._with_fees(order, raw))
         return out
 
+    async def fetch_orders_since(self, symbol: str, since_ms: int, page: int = 500) -> list[VenueOrder]:
+        """The account's orders on `symbol` from `since_ms` on, page by page (an exchange answers a few hundred at
+        most per request), each with its fees."""
+        out: list[VenueOrder] = []
+        seen: set[str] = set()
+        since = since_ms
+        while True:
+            raws = await self.reads(f"fetch_orders {symbol}",
+                                    functools.partial(self.exchange.fetch_orders, symbol, since, page))
+            fresh = [r for r in raws if str(r.get("id")) not in seen]
+            for raw in fresh:
+                seen.add(str(raw.get("id")))
+                order = self.to_venue_order(raw)
+                if order.exchange_id and order.client_order_id:
+                    self._exchange_ids[order.client_order_id] = order.exchange_id
+                out.append(await self._with_fees(order, raw))
+            if len(raws) < page or not fresh:
+                break
+            since = max(int(r.get("timestamp") or since) for r in raws)
+        out.sort(key=lambda o: (o.ts or 0, o.exchange_id or ""))
+        return out
+
     async def fetch_balance(self) -> dict[str, float]:
         raw = await self.reads("fetch_balance", lambda: self.exchange.fetch_balance())
         totals = raw.get("total") or {}

@@ -1,0 +1,418 @@
+"""Backups: one compressed file per backup holding a consistent snapshot of an account's records.
+
+A backup (`ffe-backup-<UTC time>.tar.zst`, a tar archive compressed with zstd) holds:
+- `ffe.db`: the database, copied with SQLite's online backup from a read view pinned at one moment (store.pin_file);
+- `audit.jsonl`: the audit trail up to exactly the last seq that database holds (the file is never behind the
+  database; the records of a trail that is, are taken from the database's own copy of each record);
+- `config.toml`: the effective configuration, secrets masked;
+- `manifest.json`: versions, the seq range, row counts and the sha256 of each file above.
+
+A running engine takes its own backup when asked on its control socket (host.EngineHost.backup): it waits only
+while the buffered records are written and the read view is opened, a few milliseconds; the copy and the
+compression run on another thread. A stopped data directory is backed up by `ffe backup` itself, holding the
+directory's lock so that an engine starting meanwhile is refused.
+
+`verify` checks a backup on its own; `restore` verifies first, then puts it in place (restore.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+import zstandard
+
+from . import __version__
+from .audit import Redactor
+from .config import Settings, render_settings
+from .errors import FfeError, StorageError, UsageError
+from .model import OrderStatus
+from .store import SCHEMA_VERSION, Records, Store, copy_pinned, pin_file
+
+FORMAT = 1
+PREFIX = "ffe-backup-"
+SUFFIX = ".tar.zst"
+DB_NAME = "ffe.db"
+TRAIL_NAME = "audit.jsonl"
+CONFIG_NAME = "config.toml"
+MANIFEST_NAME = "manifest.json"
+MEMBERS = (MANIFEST_NAME, DB_NAME, TRAIL_NAME, CONFIG_NAME)
+ZSTD_LEVEL = 10
+_NAME = re.compile(re.escape(PREFIX) + r"(\d{8}T\d{6})(\d{3})Z" + re.escape(SUFFIX) + "$")
+_SEQ = re.compile(rb'"seq":(\d+)')
+
+
+class Invalid(FfeError):
+    """A backup that fails its checks (exit 1); the message lists what is wrong."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Made:
+    path: Path
+    manifest: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------ names, retention
+def archive_name(ts: float) -> str:
+    return f"{PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime(ts))}{int(ts * 1000) % 1000:03d}Z{SUFFIX}"
+
+
+def taken_at(name: str) -> float | None:
+    """The time in a backup's file name (seconds, UTC), or None for a file that is not one."""
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    when = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+    return when.timestamp() + int(m.group(2)) / 1000.0
+
+
+def prune(directory: Path, keep_last: int, keep_days: int, now: float) -> list[Path]:
+    """Delete the backups in `directory` that retention does not keep: the newest `keep_last`, and the newest of
+    each of the last `keep_days` UTC days. Files not named like a backup are never touched. Returns the deleted."""
+    found = sorted(((t, p) for p in directory.iterdir() if (t := taken_at(p.name)) is not None), reverse=True)
+    keep = {p for _, p in found[:keep_last]}
+    days: set[str] = set()
+    oldest_day = time.strftime("%Y-%m-%d", time.gmtime(now - (keep_days - 1) * 86_400)) if keep_days else "9"
+    for t, p in found:
+        day = time.strftime("%Y-%m-%d", time.gmtime(t))
+        if day >= oldest_day and day not in days:
+            days.add(day)
+            keep.add(p)
+    deleted = [p for _, p in found if p not in keep]
+    for p in deleted:
+        p.unlink()
+    return deleted
+
+
+# ------------------------------------------------------------------------------------------------ taking a backup
+async def take_running(store: Store, settings: Settings, dest: Path, now: float, source: str,
+                       monotonic: Callable[[], float]) -> tuple[Made, float]:
+    """A backup of a running engine's records: the read view is pinned in the loop (the store's writes wait a
+    moment), everything else happens on another thread. Also returns how long the pinning held the store, in
+    milliseconds (the flush of the buffered records included)."""
+    conn, _, held = await store.pin_snapshot(monotonic)
+    config = _config_text(settings)
+    made = await asyncio.to_thread(_write_archive, conn, settings.audit_path, config, dest, now, source)
+    return made, held * 1000.0
+
+
+def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
+    """A backup of a data directory no engine runs on (the caller holds its lock)."""
+    if not settings.db_path.is_file():
+        raise UsageError(f"{settings.db_path}: no database here (is --data-dir right?)")
+    conn, _ = pin_file(settings.db_path)
+    return _write_archive(conn, settings.audit_path, _config_text(settings), dest, now, "directory")
+
+
+def _config_text(settings: Settings) -> str:
+    # render_settings masks every secret; the redactor also catches one that found its way into another value.
+    secrets = settings.secrets()
+    text = render_settings(settings)
+    return Redactor(secrets).text(text) if secrets else text
+
+
+def _write_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Path, now: float,
+                   source: str) -> Made:
+    try:
+        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        work = Path(tempfile.mkdtemp(prefix=".ffe-backup-", dir=dest))
+    except OSError as exc:
+        conn.close()
+        raise StorageError(f"{dest}: cannot write a backup here ({exc.strerror or exc})") from None
+    try:
+        facts = copy_pinned(conn, work / DB_NAME)
+        first, last, from_db = copy_trail(trail, work / TRAIL_NAME, facts.last_seq, work / DB_NAME)
+        (work / CONFIG_NAME).write_text(config)
+        manifest = {
+            "format": FORMAT, "ffe_version": __version__, "schema_version": facts.schema_version,
+            "sqlite_version": sqlite3.sqlite_version, "python": platform.python_version(),
+            "created": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
+            "created_ms": int(now * 1000), "host": platform.node(), "source": source,
+            "seq": {"first": first, "last": last}, "trail_records_from_database": from_db,
+            "rows": facts.rows,
+            "files": {name: _digest(work / name) for name in (DB_NAME, TRAIL_NAME, CONFIG_NAME)},
+        }
+        (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+        path = dest / archive_name(now)
+        partial = path.with_name(path.name + ".partial")
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            _pack(work, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+        _sync_dir(dest)
+        return Made(path, manifest)
+    except OSError as exc:
+        raise StorageError(f"{dest}: the backup could not be written ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> tuple[int, int, int]:
+    """The audit trail's records up to `last_seq` into `out`. Records the file lacks (a trail behind the
+    database, which the next start would repair) are taken from the database's copy of each record. Returns the
+    first and last seq written and how many came from the database."""
+    first = last = 0
+    with open(out, "wb") as w:
+        for line in trail_lines(trail):
+            seq = seq_of(line)
+            if seq is None or seq > last_seq:
+                break
+            w.write(line)
+            first = first or seq
+            last = seq
+        from_db = 0
+        if last < last_seq:
+            records = Records(db)
+            try:
+                for seq, data in records.events():
+                    if seq > last:
+                        w.write(data + b"\n")
+                        first = first or seq
+                        last = seq
+                        from_db += 1
+            finally:
+                records.close()
+    return first, last, from_db
+
+
+def rotated_files(trail: Path) -> list[Path]:
+    """The trail's older files beside it, named after their first seq (`audit-000000000001.jsonl`), oldest first."""
+    pattern = re.compile(re.escape(trail.stem) + r"-(\d{12,})" + re.escape(trail.suffix) + "$")
+    found = [(int(m.group(1)), p) for p in trail.parent.glob(f"{trail.stem}-*{trail.suffix}")
+             if (m := pattern.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def trail_lines(path: Path) -> Iterator[bytes]:
+    """The audit trail's whole lines (newline included), oldest first: its rotated files, then the current one.
+    A torn last line is not one."""
+    for part in [*rotated_files(path), path]:
+        if not part.exists():
+            continue
+        with open(part, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    return
+                yield line
+
+
+def seq_of(line: bytes) -> int | None:
+    m = _SEQ.search(line)
+    return int(m.group(1)) if m else None
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"sha256": h.hexdigest(), "bytes": path.stat().st_size}
+
+
+def _pack(work: Path, f: IO[bytes]) -> None:
+    with zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).stream_writer(f, closefd=False) as z:
+        with tarfile.open(fileobj=z, mode="w|") as tar:
+            for name in MEMBERS:  # the manifest first: a reader learns what follows before it comes
+                info = tar.gettarinfo(str(work / name), arcname=name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with open(work / name, "rb") as member:
+                    tar.addfile(info, member)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------ reading one
+def unpack(file: Path, into: Path) -> dict[str, Any]:
+    """Extract a backup's files into `into` and return its manifest. A file that is not an ffe backup at all is
+    bad input (UsageError, exit 2); what is wrong inside one is for `check`."""
+    if not file.is_file():
+        raise UsageError(f"{file}: no such backup file")
+    try:
+        with open(file, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as z, \
+                tarfile.open(fileobj=z, mode="r|") as tar:
+            for member in tar:
+                if member.name not in MEMBERS or not member.isfile():
+                    raise UsageError(f"{file}: not an ffe backup (unexpected member {member.name!r})")
+                src = tar.extractfile(member)
+                assert src is not None
+                with open(into / member.name, "wb") as out:
+                    shutil.copyfileobj(src, out)
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise UsageError(f"{file}: not an ffe backup, or cut short ({exc})") from None
+    except OSError as exc:
+        raise UsageError(f"{file}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        manifest = json.loads((into / MANIFEST_NAME).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{file}: not an ffe backup (no {MANIFEST_NAME})") from None
+    except ValueError as exc:
+        raise Invalid(f"{file}: {MANIFEST_NAME} is not JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise Invalid(f"{file}: {MANIFEST_NAME} is not an object")
+    return manifest
+
+
+@dataclass
+class Checked:
+    manifest: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+    events: int = 0
+    orders: int = 0
+    fills: int = 0
+
+
+def verify(file: Path) -> Checked:
+    """Every check of a backup: raises Invalid naming what is wrong, or returns what was checked."""
+    with tempfile.TemporaryDirectory(prefix=".ffe-verify-") as tmp:
+        checked = check_unpacked(file, Path(tmp))
+    if checked.problems:
+        raise Invalid(f"{file}: {len(checked.problems)} problem(s): " + "; ".join(checked.problems[:10]))
+    return checked
+
+
+def check_unpacked(file: Path, work: Path) -> Checked:
+    """Unpack `file` into `work` and check it there (the files stay, for a restore)."""
+    manifest = unpack(file, work)
+    checked = Checked(manifest)
+    problems = checked.problems
+    if manifest.get("format") != FORMAT:
+        problems.append(f"format {manifest.get('format')!r}, this ffe reads format {FORMAT}")
+        return checked
+    schema = manifest.get("schema_version")
+    if isinstance(schema, int) and schema > SCHEMA_VERSION:
+        problems.append(f"written by ffe {manifest.get('ffe_version')} with database schema {schema}, newer than this "
+                        f"ffe's ({SCHEMA_VERSION}): verify and restore it with that release")
+        return checked
+    files = manifest.get("files") or {}
+    for name in (DB_NAME, TRAIL_NAME, CONFIG_NAME):
+        want = files.get(name)
+        if not (work / name).exists():
+            problems.append(f"{name} is missing")
+        elif not isinstance(want, dict) or _digest(work / name) != want:
+            problems.append(f"{name}: checksum differs from the manifest's")
+    if problems:
+        return checked
+    problems += trail_problems(work / TRAIL_NAME)
+    try:
+        records = Records(work / DB_NAME)
+    except StorageError as exc:
+        problems.append(str(exc))
+        return checked
+    try:
+        integrity = records.integrity()
+        if integrity != ["ok"]:
+            problems.append(f"{DB_NAME}: integrity check failed: {'; '.join(integrity[:3])}")
+            return checked
+        if records.schema_version() != manifest.get("schema_version"):
+            problems.append(f"{DB_NAME}: schema version {records.schema_version()}, the manifest says "
+                            f"{manifest.get('schema_version')}")
+        if records.row_counts() != manifest.get("rows"):
+            problems.append(f"{DB_NAME}: row counts differ from the manifest's")
+        _agree(records, work / TRAIL_NAME, manifest, checked)
+    finally:
+        records.close()
+    return checked
+
+
+def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Checked) -> None:
+    """The database and the audit trail tell the same story: the database's event records are the trail's, byte
+    for byte, to the same last seq; every order has its records in the trail, with the journal's final status;
+    every fill has its record."""
+    problems = checked.problems
+    seq = manifest.get("seq") or {}
+    db_last = records.last_seq()
+    if db_last != seq.get("last"):
+        problems.append(f"the database's last seq is {db_last}, the manifest says {seq.get('last')}")
+    last = 0
+    order_status: dict[str, str] = {}
+    fill_counts: dict[str, int] = {}
+    db_events = iter(records.events())  # merged with the trail's lines, both in seq order
+    want = next(db_events, None)
+    for line in trail_lines(trail):
+        s = seq_of(line)
+        if s is None:
+            continue
+        last = s
+        if want is not None and want[0] < s:
+            problems.append(f"seq {want[0]} is in the database but not in the audit trail")
+            return
+        if want is not None and want[0] == s:
+            checked.events += 1
+            if line[:-1] != want[1]:
+                problems.append(f"seq {s} differs between the database and the audit trail")
+                return
+            want = next(db_events, None)
+        if b'"event":"order"' in line or b'"event":"fill"' in line:
+            rec = json.loads(line)
+            cid = rec.get("client_order_id")
+            if not cid:
+                continue
+            if rec["event"] == "fill":
+                fill_counts[cid] = fill_counts.get(cid, 0) + 1
+            else:
+                order_status[cid] = rec.get("status", "")
+    if want is not None:
+        problems.append(f"seq {want[0]} is in the database but not in the audit trail (it ends before)")
+    if last != db_last:
+        problems.append(f"the audit trail ends at seq {last}, the database at seq {db_last}")
+    orders = records.orders()
+    checked.orders = len(orders)
+    for cid, status, *_ in orders:
+        if cid not in order_status:
+            problems.append(f"order {cid} ({status}) has no record in the audit trail")
+        elif status != order_status[cid] and status in _FINAL:
+            problems.append(f"order {cid} is {status} in the database, {order_status[cid]} in the audit trail")
+    counts = records.fill_counts()
+    checked.fills = sum(counts.values())
+    for cid, n in sorted(counts.items()):
+        if fill_counts.get(cid, 0) != n:
+            problems.append(f"order {cid}: {n} fill(s) in the database, {fill_counts.get(cid, 0)} in the audit "
+                            "trail")
+
+
+_FINAL = tuple(s.value for s in OrderStatus if s.final)
+
+
+def trail_problems(path: Path) -> list[str]:
+    """The audit trail's own continuity: whole lines, one JSON record each, seq going up by one from line to line.
+    Empty when it holds."""
+    problems: list[str] = []
+    prev = None
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                return [f"{TRAIL_NAME}:{n}: the last line is cut off"]
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                return [f"{TRAIL_NAME}:{n}: not a JSON record"]
+            seq = rec.get("seq") if isinstance(rec, dict) else None
+            if not isinstance(seq, int):
+                return [f"{TRAIL_NAME}:{n}: a record without an integer seq"]
+            if prev is not None and seq != prev + 1:
+                return [f"{TRAIL_NAME}:{n}: seq {seq} follows seq {prev} (records missing or out of order)"]
+            prev = seq
+    return problems

@@ -1,0 +1,88 @@
+"""`ffe restore`: a verified backup put in place as a data directory's database and a log directory's audit trail.
+
+In order: the backup is checked in full (backup.check_unpacked) and refused if anything is wrong; the data
+directory's lock is taken (an engine running there refuses the restore; one starting meanwhile is refused); files
+already there are refused unless `force`, and with it they are moved aside (`<name>.before-restore-<time>`), never
+deleted. The database is marked as restored (store.RESTORED_KEY): the next start asks the venue for the orders the
+account made after the backup before it sends any (recovery.py). The backup's configuration is written beside
+the database as `config.from-backup.toml`, for reference: the operator's own configuration is not touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .backup import CONFIG_NAME, DB_NAME, TRAIL_NAME, Invalid, check_unpacked, rotated_files
+from .config import Settings
+from .errors import FfeError, StartError
+from .host import acquire_lock
+from .store import mark_restored
+
+CONFIG_COPY = "config.from-backup.toml"
+
+
+class Refused(FfeError):
+    """The restore would overwrite records, or an engine holds the directory: nothing was changed."""
+
+    exit_code = 1
+
+
+def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[str, Any]:
+    data_dir, db, trail = settings.data_dir, settings.db_path, settings.audit_path
+    with tempfile.TemporaryDirectory(prefix=".ffe-restore-") as tmp:
+        work = Path(tmp)
+        checked = check_unpacked(file, work)
+        if checked.problems:
+            raise Invalid(f"{file} fails verify, nothing restored: " + "; ".join(checked.problems[:10]))
+        try:
+            lock = acquire_lock(data_dir)
+        except StartError:
+            raise Refused(f"{data_dir}: an ffe engine is running on this data directory; stop it first "
+                          "(nothing restored)") from None
+        try:
+            there = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), trail,
+                                 *rotated_files(trail))
+                     if p.exists() and (p.stat().st_size > 0 or p == db)]
+            if there and not force:
+                raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "
+                              "and restore (nothing restored)")
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+            aside = []
+            for p in there:
+                moved = p.with_name(f"{p.name}.before-restore-{stamp}")
+                os.replace(p, moved)
+                aside.append(str(moved))
+            manifest = checked.manifest
+            mark_restored(work / DB_NAME, {"backup": file.name, "taken_ms": manifest["created_ms"],
+                                           "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
+            _put(work / DB_NAME, db)
+            trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _put(work / TRAIL_NAME, trail)
+            _put(work / CONFIG_NAME, data_dir / CONFIG_COPY)
+        finally:
+            os.close(lock)
+    return {"backup": str(file), "database": str(db), "audit_trail": str(trail),
+            "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
+            "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
+            "fills": checked.fills}
+
+
+def _put(src: Path, dest: Path) -> None:
+    """Copy next to `dest`, sync, then rename over it: a crash leaves the old file or the new, whole."""
+    partial = dest.with_name(dest.name + ".restoring")
+    with open(src, "rb") as s, open(partial, "wb") as d:
+        shutil.copyfileobj(s, d)
+        d.flush()
+        os.fsync(d.fileno())
+    os.chmod(partial, 0o600)
+    os.replace(partial, dest)
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,233 @@
+"""`ffe backup`, `ffe backup verify` and `ffe restore` as an operator runs them: real subprocesses on the data
+directory of a real paper run, real archives, damaged on purpose where a check must find something."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import sqlite3
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from conftest import ffe_env, run_ffe, spawn_ffe, wait_until  # noqa: F401
+from ffe_engine import backup as bk
+from ffe_engine.store import SCHEMA_VERSION
+
+SECRET = "backup-secret-Qz81xP"
+
+
+@pytest.fixture(scope="module")
+def account(tmp_path_factory) -> Path:
+    """A directory with config.toml, and the data and logs of a paper run that traded."""
+    cwd = tmp_path_factory.mktemp("account")
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "200", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return cwd
+
+
+def env(**extra: str) -> dict[str, str]:
+    return ffe_env(FFE_EXCHANGE__SECRET=SECRET, **extra)
+
+
+@pytest.fixture(scope="module")
+def archive(account, tmp_path_factory) -> Path:
+    """One backup of the account, taken by `ffe backup` (tests that damage it work on copies)."""
+    return take(account, tmp_path_factory.mktemp("backups"))
+
+
+def take(cwd: Path, to: Path) -> Path:
+    proc = run_ffe(cwd, "backup", "--to", str(to), env=env())
+    assert proc.returncode == 0, proc.stderr
+    (path,) = to.glob("ffe-backup-*.tar.zst")
+    return path
+
+
+def unpack(path: Path, into: Path) -> dict:
+    into.mkdir()
+    return bk.unpack(path, into)
+
+
+def repack(work: Path, out: Path, *, update_manifest: bool = True) -> Path:
+    """The files in `work` as a backup again; the manifest's checksums follow them unless told not to."""
+    manifest = json.loads((work / bk.MANIFEST_NAME).read_text())
+    if update_manifest:
+        for name in (bk.DB_NAME, bk.TRAIL_NAME, bk.CONFIG_NAME):
+            data = (work / name).read_bytes()
+            manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        (work / bk.MANIFEST_NAME).write_text(json.dumps(manifest))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in bk.MEMBERS:
+            tar.add(work / name, arcname=name)
+    out.write_bytes(zstandard.ZstdCompressor().compress(buf.getvalue()))
+    return out
+
+
+def verify(cwd: Path, path: Path):
+    return run_ffe(cwd, "backup", "verify", str(path))
+
+
+def test_a_backup_of_a_stopped_directory_holds_everything_and_verifies(account, tmp_path):
+    path = take(account, tmp_path / "b")
+    assert path.stat().st_mode & 0o077 == 0  # the account's records are its user's alone
+    manifest = unpack(path, tmp_path / "x")
+    db = sqlite3.connect(tmp_path / "x" / bk.DB_NAME)
+    orders, fills, last = (db.execute(sql).fetchone()[0] for sql in (
+        "SELECT COUNT(*) FROM orders", "SELECT COUNT(*) FROM fills", "SELECT MAX(seq) FROM events"))
+    db.close()
+    assert orders > 0 and fills > 0
+    assert manifest["rows"]["orders"] == orders and manifest["rows"]["fills"] == fills
+    assert manifest["seq"] == {"first": 1, "last": last} and manifest["source"] == "directory"
+    assert manifest["schema_version"] >= 1 and manifest["ffe_version"]
+    trail = (tmp_path / "x" / bk.TRAIL_NAME).read_bytes().splitlines()
+    assert [json.loads(x)["seq"] for x in trail] == list(range(1, last + 1))
+    config = (tmp_path / "x" / bk.CONFIG_NAME).read_text()
+    assert "[risk]" in config and SECRET not in config and SECRET.encode() not in path.read_bytes()
+
+    proc = verify(account, path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok: ") and f"{orders} orders and {fills} fills agree" in proc.stdout
+
+
+@pytest.mark.parametrize("damage", ["edited line", "deleted line", "reordered lines", "order without record",
+                                    "checksum", "newer schema"])
+def test_verify_names_what_is_wrong(account, archive, tmp_path, damage):
+    path = archive
+    work = tmp_path / "x"
+    unpack(path, work)
+    trail = work / bk.TRAIL_NAME
+    lines = trail.read_bytes().splitlines(keepends=True)
+    if damage == "edited line":
+        lines[5] = lines[5].replace(b'"seq":6', b'"seq":6,"x":1')
+        expected = "seq 6 differs between the database and the audit trail"
+    elif damage == "deleted line":
+        del lines[5]
+        expected = "audit.jsonl:6: seq 7 follows seq 5"
+    elif damage == "reordered lines":
+        lines[5], lines[6] = lines[6], lines[5]
+        expected = "audit.jsonl:6: seq 7 follows seq 5"
+    elif damage == "order without record":
+        cid = next(json.loads(x)["client_order_id"] for x in lines if b'"event":"order"' in x)
+        db = sqlite3.connect(work / bk.DB_NAME)
+        with db:
+            db.execute("UPDATE orders SET client_order_id = 'ffe-nowhere' WHERE client_order_id = ?", (cid,))
+            db.execute("UPDATE fills SET client_order_id = 'ffe-nowhere' WHERE client_order_id = ?", (cid,))
+        db.close()
+        expected = "order ffe-nowhere (filled) has no record in the audit trail"
+    elif damage == "checksum":
+        lines[-1] = lines[-1].replace(b'"seq"', b'"seq" ')
+        expected = "audit.jsonl: checksum differs from the manifest's"
+    else:  # a backup from a newer release: this one could not read its database
+        manifest = json.loads((work / bk.MANIFEST_NAME).read_text())
+        manifest["schema_version"] = SCHEMA_VERSION + 1
+        (work / bk.MANIFEST_NAME).write_text(json.dumps(manifest))
+        expected = f"database schema {SCHEMA_VERSION + 1}, newer than this ffe's ({SCHEMA_VERSION})"
+    trail.write_bytes(b"".join(lines))
+    bad = repack(work, tmp_path / "bad.tar.zst", update_manifest=damage != "checksum")
+
+    proc = verify(account, bad)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    # a backup that fails verify is never restored
+    target = tmp_path / "restored"
+    proc = run_ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
+    assert proc.returncode == 1 and "fails verify, nothing restored" in proc.stderr, proc.stderr
+    assert not (target / "data" / "ffe.db").exists() and not (target / "logs").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a backup at all", None])
+def test_a_file_that_is_not_a_backup_is_bad_input(account, tmp_path, content):
+    path = tmp_path / "x.tar.zst"
+    if content is not None:
+        path.write_bytes(content)
+    proc = verify(account, path)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert str(path) in line and "Traceback" not in proc.stderr
+
+
+def test_a_trail_in_rotated_files_is_backed_up_whole(account, tmp_path):
+    """A trail split into older files (named after their first seq) and the current one is read across them."""
+    cwd = tmp_path / "rotated"
+    shutil.copytree(account, cwd)
+    trail = cwd / "logs" / "audit.jsonl"
+    lines = trail.read_bytes().splitlines(keepends=True)
+    (cwd / "logs" / "audit-000000000001.jsonl").write_bytes(b"".join(lines[:10]))
+    (cwd / "logs" / "audit-000000000011.jsonl").write_bytes(b"".join(lines[10:25]))
+    trail.write_bytes(b"".join(lines[25:]))
+    path = take(cwd, tmp_path / "b")
+    unpack(path, tmp_path / "x")
+    assert (tmp_path / "x" / bk.TRAIL_NAME).read_bytes() == b"".join(lines)
+    assert verify(cwd, path).returncode == 0
+
+
+def test_restore_puts_the_records_back_and_never_overwrites_without_force(account, archive, tmp_path):
+    path = archive
+    target = tmp_path / "t"
+    dirs = ("--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
+    proc = run_ffe(account, "restore", str(path), *dirs)
+    assert proc.returncode == 0, proc.stderr
+    doctor = run_ffe(account, "doctor", *dirs)
+    assert doctor.returncode == 0 and doctor.stdout.startswith("ok: "), doctor.stderr
+    restored = (target / "data" / "ffe.db").read_bytes()
+
+    proc = run_ffe(account, "restore", str(path), *dirs)
+    assert proc.returncode == 1 and "add --force" in proc.stderr and "nothing restored" in proc.stderr
+    assert (target / "data" / "ffe.db").read_bytes() == restored
+
+    rotated = target / "logs" / "audit-000000000001.jsonl"  # an older file of the trail being replaced
+    rotated.write_text("{}\n")
+    proc = run_ffe(account, "restore", str(path), *dirs, "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert not rotated.exists() and list((target / "logs").glob("audit-000000000001.jsonl.before-restore-*"))
+    aside = sorted(p.name for p in (target / "data").glob("ffe.db.before-restore-*"))
+    assert len(aside) == 1 and (target / "data" / aside[0]).read_bytes() == restored  # moved, not deleted
+    assert list((target / "logs").glob("audit.jsonl.before-restore-*"))
+
+
+def test_a_running_engine_backs_itself_up_and_refuses_a_restore_over_it(account, archive, tmp_path, spawn_ffe):
+    cwd = tmp_path / "live"
+    cwd.mkdir()
+    (cwd / "config.toml").write_text((account / "config.toml").read_text())
+    # paced: the engine trades on, bar by bar, while it is backed up
+    engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+
+    path = take(cwd, tmp_path / "b")
+    proc = run_ffe(cwd, "audit", "tail", "--event", "backup", "--json")
+    (event,) = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert event["file"] == str(path) and event["bytes"] == path.stat().st_size
+    assert verify(cwd, path).returncode == 0
+
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 1 and "an ffe engine is running on this data directory" in proc.stderr, proc.stderr
+    assert engine.alive()
+    assert not list((cwd / "data").glob("*.before-restore-*"))
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+
+
+def test_retention_keeps_the_newest_and_one_a_day(tmp_path):
+    now = time.mktime(time.strptime("2026-03-10 12:00", "%Y-%m-%d %H:%M")) - time.timezone
+    made = []
+    for hours in range(0, 24 * 10, 6):  # every 6 hours for 10 days
+        p = tmp_path / bk.archive_name(now - hours * 3600)
+        p.write_bytes(b"x")
+        made.append(p)
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    deleted = bk.prune(tmp_path, keep_last=3, keep_days=4, now=now)
+    kept = sorted(set(made) - set(deleted))
+    assert made[:3] == sorted(kept, reverse=True)[:3]  # the newest three
+    days = sorted({time.strftime("%Y-%m-%d", time.gmtime(bk.taken_at(p.name))) for p in kept})
+    assert days == ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"]
+    assert len(kept) == 3 + 3  # today's newest is among the three; one for each of the three days before
+    assert other.exists() and all(not p.exists() for p in deleted)

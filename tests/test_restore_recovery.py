@@ -1,0 +1,78 @@
+"""The first start after `ffe restore`: the venue's orders since the backup are journaled from the venue before any
+order, and a venue that cannot be read then keeps the engine PAUSED (fail closed) until it answers or the operator
+accepts. Engines opened in-process on real SQLite files; the venue is the fake Binance through real ccxt, or the
+paper venue."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import engine_session, make_settings
+from ffe_engine import backup as bk
+from ffe_engine.model import EngineState
+from ffe_engine.restore import restore
+from ffe_engine.store import RESTORED_KEY
+from live_helpers import BTC, fx, live_settings, next_bar, rows, stored_events  # noqa: F401
+
+ALL_ORDERS = "GET /api/v3/allOrders"
+
+
+async def buy(e, fx, quantity: float) -> str:
+    await next_bar(e, fx)
+    answer = await e.operator_order(BTC, "buy", quantity)
+    assert answer["accepted"], answer
+    return answer["client_order_id"]
+
+
+async def test_a_venue_unreadable_after_a_restore_keeps_the_engine_paused_until_it_answers(tmp_path, fx):
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False}, risk={"max_open_positions": 10})
+    async with engine_session(settings, live=True) as running:
+        first = await buy(running.engine, fx, 0.01)
+    archive = bk.take_stopped(settings, tmp_path / "backups", time.time()).path
+    async with engine_session(settings, live=True) as running:
+        later = await buy(running.engine, fx, 0.02)
+    restore(archive, settings, force=True, now=time.time())
+    db = settings.db_path
+
+    # every read of the venue's order history fails (the read retries included)
+    fx.fault(ALL_ORDERS, "5xx_not_executed", times=4)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state is EngineState.PAUSED
+        kinds = sorted(d["kind"] for d in e.reconcile_blocked)
+        assert kinds == ["position", "restore_unrecovered"]  # the later buy is not explained yet
+        (failed,) = stored_events(db, "recovered")
+        assert failed["status"] == "failed" and "could not be read" in failed["detail"]
+        assert rows(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (RESTORED_KEY,)) == [(1,)]  # tried again later
+        assert [r[0] for r in rows(db, "SELECT client_order_id FROM orders")] == [first]
+        with pytest.raises(Exception, match="unexplained difference"):
+            await e.resume(by="test")
+
+        # the venue answers again: the next reconciliation recovers the later buy, and nothing is left unexplained
+        assert fx.pending_faults(ALL_ORDERS) == 0
+        assert await e.reconcile() == []
+        assert e.reconcile_blocked == [] and e.state is EngineState.PAUSED  # resumed by the operator only
+        assert [r[0] for r in rows(db, "SELECT client_order_id FROM orders ORDER BY created_ts")] == [first, later]
+        assert rows(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (RESTORED_KEY,)) == [(0,)]
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total)
+        await e.resume(by="test")
+        assert e.state is EngineState.RUNNING
+    assert len(fx.requests_to("POST /api/v3/order")) == 2  # nothing was sent again
+
+
+async def test_a_restored_paper_account_starts_from_the_backups_book(tmp_path):
+    settings = make_settings(tmp_path)
+    async with engine_session(settings, max_bars=120) as running:
+        await running.engine.run()
+    archive = bk.take_stopped(settings, tmp_path / "backups", time.time()).path
+    async with engine_session(settings, max_bars=240) as running:
+        await running.engine.run()
+    restore(archive, settings, force=True, now=time.time())
+    async with engine_session(settings, max_bars=1) as running:
+        (recovered,) = stored_events(settings.db_path, "recovered")
+        assert recovered["status"] == "recovered" and recovered["orders"] == []
+        assert "paper venue" in recovered["detail"]
+        assert running.engine.state is EngineState.RUNNING
+    assert rows(settings.db_path, "SELECT COUNT(*) FROM kv WHERE key = ?", (RESTORED_KEY,)) == [(0,)]
