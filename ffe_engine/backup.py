@@ -37,6 +37,7 @@ import zstandard
 
 from . import __version__
 from .audit import Redactor
+from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
 from .errors import FfeError, StorageError, UsageError
 from .model import OrderStatus
@@ -191,14 +192,6 @@ def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> tuple[int, in
     return first, last, from_db
 
 
-def rotated_files(trail: Path) -> list[Path]:
-    """The trail's older files beside it, named after their first seq (`audit-000000000001.jsonl`), oldest first."""
-    pattern = re.compile(re.escape(trail.stem) + r"-(\d{12,})" + re.escape(trail.suffix) + "$")
-    found = [(int(m.group(1)), p) for p in trail.parent.glob(f"{trail.stem}-*{trail.suffix}")
-             if (m := pattern.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
 def trail_lines(path: Path) -> Iterator[bytes]:
     """The audit trail's whole lines (newline included), oldest first: its rotated files, then the current one.
     A torn last line is not one."""
@@ -315,7 +308,6 @@ def check_unpacked(file: Path, work: Path) -> Checked:
             problems.append(f"{name}: checksum differs from the manifest's")
     if problems:
         return checked
-    problems += trail_problems(work / TRAIL_NAME)
     try:
         records = Records(work / DB_NAME)
     except StorageError as exc:
@@ -331,6 +323,12 @@ def check_unpacked(file: Path, work: Path) -> Checked:
                             f"{manifest.get('schema_version')}")
         if records.row_counts() != manifest.get("rows"):
             problems.append(f"{DB_NAME}: row counts differ from the manifest's")
+        # The trail's own continuity and hash chain, up to the chain head the database stored.
+        trail = verify_trail(work, records.chain_head(), name=TRAIL_NAME)
+        if not trail.ok:
+            reason = trail.reason.replace(f"{work}{os.sep}", "")  # the unpacked copy's place means nothing to a reader
+            problems.append(f"{TRAIL_NAME}: seq {trail.first_bad_seq}: {reason}")
+            return checked
         _agree(records, work / TRAIL_NAME, manifest, checked)
     finally:
         records.close()
@@ -396,23 +394,3 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
 _FINAL = tuple(s.value for s in OrderStatus if s.final)
 
 
-def trail_problems(path: Path) -> list[str]:
-    """The audit trail's own continuity: whole lines, one JSON record each, seq going up by one from line to line.
-    Empty when it holds."""
-    problems: list[str] = []
-    prev = None
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.endswith(b"\n"):
-                return [f"{TRAIL_NAME}:{n}: the last line is cut off"]
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                return [f"{TRAIL_NAME}:{n}: not a JSON record"]
-            seq = rec.get("seq") if isinstance(rec, dict) else None
-            if not isinstance(seq, int):
-                return [f"{TRAIL_NAME}:{n}: a record without an integer seq"]
-            if prev is not None and seq != prev + 1:
-                return [f"{TRAIL_NAME}:{n}: seq {seq} follows seq {prev} (records missing or out of order)"]
-            prev = seq
-    return problems

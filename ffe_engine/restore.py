@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .backup import CONFIG_NAME, DB_NAME, TRAIL_NAME, Invalid, check_unpacked, rotated_files
+from .backup import CONFIG_NAME, DB_NAME, TRAIL_NAME, Invalid, check_unpacked
+from .chain import rotated_files
 from .config import Settings
 from .errors import FfeError, StartError
 from .host import acquire_lock

@@ -105,7 +105,7 @@ def test_verify_names_what_is_wrong(account, archive, tmp_path, damage):
     lines = trail.read_bytes().splitlines(keepends=True)
     if damage == "edited line":
         lines[5] = lines[5].replace(b'"seq":6', b'"seq":6,"x":1')
-        expected = "seq 6 differs between the database and the audit trail"
+        expected = "audit.jsonl: seq 6: audit.jsonl:6: seq 6 was changed"
     elif damage == "deleted line":
         del lines[5]
         expected = "audit.jsonl:6: seq 7 follows seq 5"
