@@ -18,11 +18,12 @@ run: $(STAMP)
 
 # The quality gates run with the tests: layer contracts (tests/test_layers.py), no skipped test (tests/conftest.py),
 # mypy --strict on the engine, and line coverage of ffe_engine, ffe_tui and ffe_cli (subprocesses included) of at
-# least the fail_under figure in pyproject.toml. The tests run on two workers, one per core.
+# least the fail_under figure in pyproject.toml. The tests run on two workers, one per core, a module at a time,
+# the longest modules first (tests/conftest.py).
 test: $(STAMP)
 	$(BIN)/python -m mypy
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(BIN)/coverage run -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 

@@ -90,8 +90,8 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     # the engine's time.
     store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades", chain=full)
     redactor = Redactor(settings.secrets())
-    bus = EventBus(redact=redactor.text if redactor.secrets else None, chain=False)
     clock = SimClock()
+    bus = EventBus(clock, redact=redactor.text if redactor.secrets else None, chain=False)
     weight_history: list[list[Any]] = []  # [market time ms, weights, reason] of each change
 
     def weights_changed(ev: Any, line: bytes | None) -> None:

@@ -27,14 +27,16 @@ import struct
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .api import STREAM, dispatch
-from .engine import Engine
 from .errors import ControlError, StartError
 from .events import Event, encode
+
+if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine: it starts faster without one
+    from .engine import Engine
 
 log = structlog.get_logger("ffe.control")
 

@@ -1,8 +1,9 @@
 """Typed engine events and a bounded fan-out bus.
 
-Every audited event gets a strictly increasing `seq` (continued across restarts from the store) and a wall-clock
-`ts`. Sinks (the store's events table, the audit file) are called synchronously in publish order; subscribers
-(the console) get a bounded queue each that drops its oldest entries rather than ever blocking the engine.
+Every audited event gets a strictly increasing `seq` (continued across restarts from the store) and a `ts`: the
+wall time of the engine's clock (real time live, the hand-moved time of a test clock). Sinks (the store's events
+table, the audit file) are called synchronously in publish order; subscribers (the console) get a bounded queue
+each that drops its oldest entries rather than ever blocking the engine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Callable, ClassVar
 import orjson
 
 from .chain import GENESIS, chained, line_hash
-from .clock import WallClock
+from .clock import Clock
 
 
 @dataclass(slots=True)
@@ -25,7 +26,7 @@ class Event:
     name: ClassVar[str] = "event"
     audit: ClassVar[bool] = True  # False: live UI updates only, not recorded
     seq: int = field(default=0, init=False)
-    ts: float = field(default=0.0, init=False)  # wall clock, seconds since epoch
+    ts: float = field(default=0.0, init=False)  # the clock's wall time, seconds since epoch
 
     def payload(self) -> dict[str, Any]:
         names, get = _accessors(type(self))
@@ -345,14 +346,14 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 class EventBus:
-    def __init__(self, start_seq: int = 0, wall: Callable[[], float] | None = None,
-                 redact: Callable[[str], str] | None = None, chain: bool = True) -> None:
+    def __init__(self, clock: Clock, *, start_seq: int = 0, redact: Callable[[str], str] | None = None,
+                 chain: bool = True) -> None:
         self.seq = start_seq
         # The hash chain (chain.py): each record gets the hash of the one before as its `prev`. A backtest leaves it
         # to its record writer process, on the other core (sqlwriter.py).
         self.chain = chain
         self.head = GENESIS  # the hash of the last audit line: the next line's `prev`
-        self._wall = wall if wall is not None else WallClock().wall  # the time each record was written
+        self._wall = clock.wall  # the time each record was written
         self._redact = redact  # applied to every record before any sink sees it
         self._sinks: list[Sink] = []
         self._subs: list[Subscription] = []

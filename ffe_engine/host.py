@@ -119,7 +119,9 @@ class EngineHost:
             os.umask(umask)
             raise
         secrets = settings.secrets()
-        bus = EventBus(redact=Redactor(secrets).text if secrets else None)
+        if clock is None:
+            clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
+        bus = EventBus(clock, redact=Redactor(secrets).text if secrets else None)
         store: Store | None = None
         audit: AuditWriter | None = None
         socket_lock: int | None = None
@@ -135,8 +137,6 @@ class EngineHost:
             setup_logging(settings.logging.level, secrets=secrets, stream=log_stream,
                           to_bus=None if headless else to_bus)
             symbols = list(settings.engine.symbols)
-            if clock is None:
-                clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
             # The venue and the credentials first: a start they refuse leaves no database or audit file behind.
             if venue is None:
                 venue = make_venue(settings, symbols)
@@ -190,7 +190,7 @@ class EngineHost:
                     await monitor.close()
                 if store is not None:
                     if isinstance(exc, StorageError):  # a record could not be written: HALTED, if it still can be
-                        now = (clock or WallClock()).wall()
+                        now = clock.wall()
                         halted = await store.record_halt("records cannot be written", "engine", now)
                     with contextlib.suppress(StorageError):  # the failure met again: it is the one reported
                         await store.close()

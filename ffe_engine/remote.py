@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import STREAM
+from .clock import WallClock
 from .config import Settings
 from .control import MAX_ANSWER_BYTES, STREAM_END, connect, request
 from .errors import ControlError, StartError
@@ -183,7 +184,7 @@ class RemoteHost:
 
 
 async def attach(settings: Settings) -> RemoteHost:
-    bus = EventBus()
+    bus = EventBus(WallClock())  # the engine's events arrive stamped; only the console's own are stamped here
     engine = RemoteEngine(settings.socket_path, bus, data_dir=settings.data_dir,
                           timeout=settings.control.request_timeout_s)
     try:

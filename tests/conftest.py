@@ -231,6 +231,24 @@ async def engine_session(settings: Settings, **kwargs: Any):
         await running.close()
 
 
+# ---------------------------------------------------------------------------------------------------- order
+# The longest modules first (by `pytest --durations=0`). `make test` hands whole modules to its two workers (a
+# module's fixtures are built once, on one worker) in this order, so the long ones run side by side from the start
+# and the many short ones fill in the end, instead of one long module keeping a worker busy after the other is
+# done. Within a module the order is kept; a module not named here runs after these, in its usual order.
+LONGEST_FIRST = (
+    "test_tui_console.py", "test_download.py", "test_chaos_soak_live.py", "test_control_socket.py",
+    "test_tui_pressure.py", "test_live_books.py", "test_report_cli.py", "test_max_positions.py",
+    "test_live_start.py", "test_chaos_soak.py", "test_backtest_records.py", "test_config_bounds.py",
+    "test_ctl.py", "test_signals_stop.py", "test_tui_attach.py", "test_live_restart.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort: the rest keep their order
+
+
 # ---------------------------------------------------------------------------------------------------- no skips
 _SKIPPED: list[str] = []
 

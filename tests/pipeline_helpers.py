@@ -308,7 +308,7 @@ async def open_pipeline(settings: Settings, *, providers: list | None = None, sc
     store = await Store.open(settings.db_path, synchronous=synchronous)
     audit = AuditWriter(settings.audit_path)
     store.write_events_first(audit.flush, audit.written)  # as the engine's host wires them
-    bus = EventBus()
+    bus = EventBus(clock)
     bus.add_sink(store.add_event)
     bus.add_sink(audit)
     e = settings.ensemble
@@ -326,7 +326,8 @@ async def open_pipeline(settings: Settings, *, providers: list | None = None, sc
 
 def trading_state(state: EngineState = EngineState.RUNNING) -> TradingState:
     """A trading state for a gatekeeper or an order path tested on their own: read, never changed (no store)."""
-    return TradingState(store=None, bus=EventBus(), clock=SimClock(), state=state)  # type: ignore[arg-type]
+    clock = SimClock()
+    return TradingState(store=None, bus=EventBus(clock), clock=clock, state=state)  # type: ignore[arg-type]
 
 
 def by_code(gates: list[dict]) -> dict[str, dict]:

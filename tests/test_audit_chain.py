@@ -281,12 +281,16 @@ def test_rotation_under_a_running_engine_keeps_seq_and_the_chain_across_files(tm
 
 async def test_a_day_rotation_starts_a_new_file_with_the_day(tmp_path):
     from ffe_engine.audit import AuditWriter
+    from ffe_engine.clock import ManualClock
     from ffe_engine.events import ErrorEvent, EventBus
 
-    bus = EventBus(wall=iter([86_400.0 * 3 + 10, 86_400.0 * 3 + 20, 86_400.0 * 4 + 1, 86_400.0 * 4 + 2]).__next__)
+    times = [86_400.0 * 3 + 10, 86_400.0 * 3 + 20, 86_400.0 * 4 + 1, 86_400.0 * 4 + 2]
+    clock = ManualClock(wall=times[0])
+    bus = EventBus(clock)
     writer = AuditWriter(tmp_path / "audit.jsonl", rotate_daily=True)
     bus.add_sink(writer)
     for i in range(4):
+        clock.forward(times[i] - clock.wall())
         bus.publish(ErrorEvent(message=f"m{i}", where="test"))
         if i % 2:
             await writer.flush()  # rotation falls between batches

@@ -21,6 +21,7 @@ from conftest import BTC_CSV, ETH_CSV, db_rows, make_settings, sample_head
 from ffe_engine import backtest as bt
 from ffe_engine import records
 from ffe_engine.chain import GENESIS, chained, line_hash
+from ffe_engine.clock import WallClock
 from ffe_engine.engine import Engine
 from ffe_engine.events import DecisionMade, EngineStateChanged, EventBus, OrderEvent
 from ffe_engine.model import (Action, ClosedTrade, EngineState, Fill, GateResult, Order, OrderReason, OrderStatus,
@@ -49,7 +50,7 @@ def _decision(i: int, action: Action, gates: list[GateResult] | None = None, fai
 async def _record_a_session(store: Store) -> None:
     """The same writes an engine makes, through a real bus: decisions (HOLD, gated BUY, a failed provider), an
     order journaled then filled with the position and a closed trade, gates checked later, state and key/value."""
-    bus = EventBus()
+    bus = EventBus(WallClock())
     bus.add_sink(store.add_event)
     gates = [GateResult("ENGINE_STATE", EngineState.RUNNING, "RUNNING", True),
              GateResult("POSITION_SIZE", 12.5, 20.0, True, "of equity"),

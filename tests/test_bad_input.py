@@ -15,6 +15,7 @@ import pytest
 import structlog
 
 from conftest import BTC_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, run_ffe
+from ffe_engine.clock import WallClock
 from ffe_engine.audit import REDACTED, Redactor, setup_logging
 from ffe_engine.events import ErrorEvent, EventBus
 
@@ -205,7 +206,7 @@ def test_the_log_pipeline_redacts_a_secret_handed_to_it():
     assert secret not in text
     assert text.count(REDACTED) >= 4
 
-    bus = EventBus(redact=Redactor([secret]).text)
+    bus = EventBus(WallClock(), redact=Redactor([secret]).text)
     lines: list[bytes] = []
     bus.add_sink(lambda ev, line: lines.append(line))
     bus.publish(ErrorEvent(message=f"auth error for key {secret}", where="venue"))

@@ -1,15 +1,20 @@
 """A seeded chaos soak of a paper session: a headless engine trading while it is killed (SIGKILL), frozen and
 thawed (SIGSTOP/SIGCONT), stopped in order (SIGTERM), starved of disk (a file size limit), and driven by the
-operator through `ffe ctl` (pause, resume, halt, re-arm, approval mode, approve, reject, flatten) at random times,
-then restarted. `ffe doctor` must pass after every ending, beside the running engine, and at the end.
+operator (pause, resume, halt, re-arm, approval mode, approve, reject, flatten) at random times, then restarted.
+The doctor's checks must pass after every ending, beside the running engine, and at the end (`ffe doctor`).
+
+The operator's commands go over the engine's control socket as `ffe ctl` sends them, and the doctor's checks run
+in this process: the soak spends its seconds on the engine, not on starting interpreters (the `ffe ctl` and
+`ffe doctor` command lines have tests of their own, and the soak ends with one `ffe doctor`).
 
 The schedule comes from one seed (FFE_CHAOS_SEED, printed with the counts, so a failure can be replayed; the
-timing of a loaded machine still varies). Bounded: a fixed number of rounds of a few seconds each.
+timing of a loaded machine still varies). Bounded: a fixed number of rounds of one to three seconds each.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import os
 import random
 import resource
@@ -20,6 +25,9 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import db_value, ffe_cmd, ffe_env, run_ffe, starter_config
+from ffe_engine.config import load_settings
+from ffe_engine.control import request
+from ffe_engine.doctor import check
 
 ROUNDS = 12
 SEED = int(os.environ.get("FFE_CHAOS_SEED", "20261201"))
@@ -31,7 +39,7 @@ class Soak:
         self.rng = random.Random(seed)
         self.seed = seed
         self.counts: Counter[str] = Counter()
-        self.env = ffe_env(FFE_MARKET__SPEED="100", FFE_RISK__MIN_CONFIDENCE="0.3", FFE_MARKET__SEED=str(seed % 1000),
+        self.env = ffe_env(FFE_MARKET__SPEED="300", FFE_RISK__MIN_CONFIDENCE="0.3", FFE_MARKET__SEED=str(seed % 1000),
                            FFE_ENGINE__WARMUP_BARS="40", FFE_ENGINE__APPROVAL_TTL_S="5",
                            FFE_RISK__MAX_ORDERS_PER_MINUTE="1000", FFE_RISK__MAX_DAILY_TRADES="100000")
         self.proc: subprocess.Popen | None = None
@@ -67,14 +75,21 @@ class Soak:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def ctl(self, *args: str) -> subprocess.CompletedProcess:
-        self.counts[f"ctl {args[0]}"] += 1
-        return run_ffe(self.cwd, "ctl", *args, env=self.env, timeout=60)
+    def ctl(self, command: str, **args: object) -> dict | None:
+        """One operator command, as `ffe ctl` sends it; None when the engine did not answer (frozen, or gone)."""
+        self.counts[f"ctl {command}"] += 1
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            return asyncio.run(request(self.cwd / "data" / "ffe.sock", command, {"by": "ctl", **args}, timeout=10))
+        return None
 
     def doctor(self, when: str) -> None:
-        proc = run_ffe(self.cwd, "doctor", env=self.env, timeout=120)
+        settings = load_settings(self.cwd / "config.toml", environ=self.env, data_dir=self.cwd / "data",
+                                 log_dir=self.cwd / "logs")
         self.counts["doctor"] += 1
-        assert proc.returncode == 0, f"{self.where()} doctor {when}: {proc.stderr.strip()}\n{self.log()}"
+        try:
+            check(settings)
+        except Exception as exc:
+            raise AssertionError(f"{self.where()} doctor {when}: {exc}\n{self.log()}") from exc
 
     # ------------------------------------------------------------------ one random act
     def act(self) -> None:
@@ -87,20 +102,20 @@ class Soak:
         elif roll < 0.17:
             self.ctl("pause")
         elif roll < 0.42:
-            self.ctl("resume", "--yes")
+            self.ctl("resume", confirm=True)
         elif roll < 0.46:
             self.ctl("halt")
         elif roll < 0.49:
-            self.ctl("flatten", "--yes")
+            self.ctl("flatten")
         elif roll < 0.57:
-            self.ctl("mode", self.rng.choice(["auto", "manual"]))
+            self.ctl("mode", mode=self.rng.choice(["auto", "manual"]))
         elif roll < 0.80:
-            status = self.ctl("status", "--json")
-            if status.returncode == 0:
-                pending = json.loads(status.stdout)["result"]["approvals"]
+            status = self.ctl("status")
+            if status is not None and status["ok"]:
+                pending = status["result"]["approvals"]
                 if pending:
                     verb = "approve" if self.rng.random() < 0.8 else "reject"
-                    self.ctl(verb, self.rng.choice(pending)["approval_id"])
+                    self.ctl(verb, id=self.rng.choice(pending)["approval_id"])
         elif roll < 0.85:
             self.doctor("beside the running engine")
         else:
@@ -136,8 +151,9 @@ def test_a_paper_session_under_kills_stops_operator_commands_and_a_full_disk_kee
             continue
         soak.start()
         if soak.rng.random() < 0.8:  # mostly re-armed: a HALTED or PAUSED engine places no orders
-            soak.ctl("resume", "--yes")
-        until = time.monotonic() + soak.rng.uniform(1.0, 4.0)
+            soak.ctl("resume", confirm=True)
+        # An operator command takes milliseconds: a round of one to three seconds holds a dozen random acts or more.
+        until = time.monotonic() + soak.rng.uniform(1.0, 3.0)
         while time.monotonic() < until and soak.alive():
             soak.act()
         assert soak.alive(), f"{soak.where()} the engine stopped by itself: {soak.log()}"
@@ -145,12 +161,14 @@ def test_a_paper_session_under_kills_stops_operator_commands_and_a_full_disk_kee
         soak.doctor(f"after round {n}")
     # The end: one last start and orderly stop, then every invariant once more.
     soak.start()
-    soak.ctl("resume", "--yes")
+    soak.ctl("resume", confirm=True)
     time.sleep(1.0)
     soak.counts["sigterm"] += 1
     soak.proc.send_signal(signal.SIGTERM)
     assert soak.proc.wait(timeout=60) == 0, soak.log()
     soak.doctor("at the end")
+    proc = run_ffe(tmp_path, "doctor", env=soak.env, timeout=120)  # and as the operator runs it
+    assert proc.returncode == 0, f"{soak.where()} ffe doctor at the end: {proc.stderr.strip()}"
     db = tmp_path / "data" / "ffe.db"
     orders = db_value(db, "SELECT COUNT(*) FROM orders")
     fills = db_value(db, "SELECT COUNT(*) FROM fills")

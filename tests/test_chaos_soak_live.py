@@ -1,8 +1,9 @@
 """A seeded chaos soak of a live session against the fake Binance: real `ffe run --headless --live` subprocesses
 placing operator orders while the exchange answers with a fault on every order and account route (dropped,
 hung, slow, 5xx executed or not, rate limits, a missing order), the process is killed, frozen and thawed, halted,
-resumed, and restarted. After every ending and at the end `ffe doctor` passes, and the exchange's own book never
-holds two orders with one client order id (a blind resend would trade twice).
+resumed, and restarted. After every ending and at the end the doctor's checks pass (run in this process, and
+at the very end as `ffe doctor`), and the exchange's own book never holds two orders with one client order id (a
+blind resend would trade twice).
 
 The schedule comes from one seed (FFE_CHAOS_SEED, printed with the counts). Bounded: a fixed number of rounds.
 """
@@ -18,7 +19,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ffe_engine.config import load_settings
 from ffe_engine.control import request
+from ffe_engine.doctor import check
 from live_helpers import (BTC, AsyncFfe, fx, live_config, live_env, processes, rows,  # noqa: F401
                           run_ffe_async, wait_for, write_config)
 
@@ -35,9 +38,13 @@ FAULTS = {  # route -> the faults an exchange gives on it
 
 
 async def doctor(cwd: Path, fx, counts: Counter, when: str) -> None:
+    """The doctor's checks on the records (no engine runs: nothing waits on the fake meanwhile)."""
     counts["doctor"] += 1
-    p = await run_ffe_async(cwd, "doctor", env=live_env(fx), name=f"doctor{counts['doctor']}", timeout=120)
-    assert p.proc.returncode == 0, f"[chaos seed={SEED} {dict(counts)}] doctor {when}: {p.stderr.strip()}"
+    settings = load_settings(cwd / "config.toml", environ=live_env(fx), data_dir=cwd / "data", log_dir=cwd / "logs")
+    try:
+        check(settings)
+    except Exception as exc:
+        raise AssertionError(f"[chaos seed={SEED} {dict(counts)}] doctor {when}: {exc}") from exc
     ids = [o.client_id for o in fx.orders]
     twice = sorted({c for c in ids if ids.count(c) > 1})
     assert not twice, f"[chaos seed={SEED}] the exchange holds client order ids twice: {twice}"
@@ -135,6 +142,8 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
     counts["sigterm"] += 1
     assert await proc.stop(timeout=60) == 0, proc.stderr[-3000:]
     await doctor(tmp_path, fx, counts, "at the end")
+    p = await run_ffe_async(tmp_path, "doctor", env=live_env(fx), name="doctor", timeout=120)  # as an operator runs it
+    assert p.proc.returncode == 0, f"[chaos seed={SEED} {dict(counts)}] ffe doctor at the end: {p.stderr.strip()}"
     db = tmp_path / "data" / "ffe.db"
     orders, fills = rows(db, "SELECT COUNT(*) FROM orders")[0][0], rows(db, "SELECT COUNT(*) FROM fills")[0][0]
     print(f"chaos seed={SEED} rounds={ROUNDS} orders={orders} fills={fills} exchange_orders={len(fx.orders)} "

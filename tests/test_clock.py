@@ -104,3 +104,22 @@ async def test_manual_clock_moves_wall_and_monotonic_time_only_by_hand() -> None
     assert clock.now_ms() == 120_000 and clock.wall() == 1_090.0
     with pytest.raises(ValueError, match="does not go back"):
         clock.forward(-1.0)
+
+
+async def test_every_record_of_a_running_engine_is_stamped_with_the_engine_clock(tmp_path) -> None:
+    """The audit trail's times come from the engine's clock, like every other time the engine tells: a test clock
+    that stands still stamps every record with its own time, and moving it moves the stamps."""
+    from conftest import audit_lines, engine_session, make_settings
+    from ffe_engine.events import iso_ts
+
+    clock = ManualClock(wall=1_700_000_000.0)
+    settings = make_settings(tmp_path)
+    async with engine_session(settings, max_bars=3, clock=clock) as running:
+        await running.engine.pause(reason="test")
+        clock.forward(90.0)
+        await running.engine.resume(confirm=True)
+    records = audit_lines(settings.audit_path)
+    states = [r for r in records if r["event"] == "engine_state"]
+    assert [r["state"] for r in states[-2:]] == ["PAUSED", "RUNNING"]
+    assert states[-2]["ts"] == iso_ts(1_700_000_000.0) and states[-1]["ts"] == iso_ts(1_700_000_090.0)
+    assert {r["ts"] for r in records} <= {iso_ts(1_700_000_000.0), iso_ts(1_700_000_090.0)}

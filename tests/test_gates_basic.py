@@ -337,7 +337,8 @@ class Path_:
 
     def __init__(self, store: Store, venue: NetworkVenue, threshold: int = 3, recovery_s: float = 60.0) -> None:
         self.t = 5_000.0
-        self.bus = EventBus()
+        clock = SimClock(NOW)
+        self.bus = EventBus(clock)
         self.bus.add_sink(store.add_event)
         self.breaker = CircuitBreaker(venue.name, threshold, recovery_s, now=lambda: self.t, bus=self.bus)
         self.pf = portfolio()
@@ -351,7 +352,7 @@ class Path_:
             self.pf.apply_fill(fill)
 
         self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=gk, portfolio=self.pf,
-                                bus=self.bus, clock=SimClock(NOW), trading=gk.trading, on_fill=on_fill)
+                                bus=self.bus, clock=clock, trading=gk.trading, on_fill=on_fill)
 
     async def buy(self, qty: float = 1.0):
         return await self.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=qty,

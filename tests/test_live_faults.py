@@ -44,12 +44,12 @@ class Desk:
         self.breaker_now = 1_000.0  # the breaker's clock, moved by the test
         self.events: list = []
         self.fills: list = []
-        bus = EventBus()
+        clock = WallClock()
+        bus = EventBus(clock)
         bus.add_sink(lambda ev, line: self.events.append(ev))
         self.breaker = CircuitBreaker(venue.name, threshold, recovery_s, now=lambda: self.breaker_now, bus=bus)
         self.pf = Portfolio(10_000.0)
         self.pf.last_price[BTC] = 30_000.0
-        clock = WallClock()
         now_ms = clock.now_ms
         self.trading = TradingState(store, bus, clock, EngineState.RUNNING)
         self.gatekeeper = Gatekeeper(risk, self.pf, trading=self.trading, breaker_allows=self.breaker.allows,

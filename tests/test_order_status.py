@@ -78,12 +78,12 @@ async def run_interleaving(tmp_path, send_outcome: str, venue_view: str, polls_b
     store = await Store.open(tmp_path / f"ffe-{next(DATABASES)}.db")  # hypothesis runs many in one tmp_path
     try:
         venue = ScriptedVenue(send_outcome, venue_view)
-        bus = EventBus()
+        clock = WallClock()
+        bus = EventBus(clock)
         events: list[OrderEvent] = []
         bus.add_sink(lambda ev, line: events.append(ev) if isinstance(ev, OrderEvent) else None)
         pf = Portfolio(10_000.0)
         pf.last_price[BTC] = 30_000.0
-        clock = WallClock()
         breaker = CircuitBreaker(venue.name, 3, 30.0, now=clock.monotonic, bus=bus)
         trading = TradingState(store, bus, clock, EngineState.RUNNING)
         gk = Gatekeeper(RiskSettings(), pf, trading=trading, breaker_allows=breaker.allows, now_ms=clock.now_ms,

@@ -8,6 +8,7 @@ import pytest
 
 from ffe_engine import events as ev
 from ffe_engine import fmt, present
+from ffe_engine.clock import WallClock
 from ffe_engine.model import Action, OrderReason, OrderStatus, Side
 
 EVENTS = [
@@ -37,7 +38,7 @@ EVENTS = [
 
 @pytest.mark.parametrize("event", EVENTS, ids=[e.name for e in EVENTS])
 def test_a_live_event_and_its_audit_record_read_the_same(event):
-    bus = ev.EventBus()
+    bus = ev.EventBus(WallClock())
     lines: list[bytes] = []
     bus.add_sink(lambda e, line: lines.append(line))
     bus.publish(event)

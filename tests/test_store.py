@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from conftest import db_rows, db_value, run_ffe
+from ffe_engine.clock import WallClock
 from ffe_engine.events import EngineStateChanged, EventBus
 from ffe_engine.model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
 from ffe_engine.store import SCHEMA_VERSION, FillRecord, SchemaError, Store
@@ -49,7 +50,7 @@ async def test_durable_writes_are_visible_to_another_connection_before_the_call_
 async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
     path = tmp_path / "ffe.db"
     store = await Store.open(path)
-    bus = EventBus()
+    bus = EventBus(WallClock())
     bus.add_sink(store.add_event)
     o = _order()
     await store.journal_order(o, {"reason": "signal"})

@@ -43,12 +43,12 @@ def test_what_each_state_allows(state, entry, exit_, flatten):
 async def test_a_change_is_stored_before_it_is_published_and_stamped_with_the_clock(tmp_path):
     path = tmp_path / "ffe.db"
     store = await Store.open(path)
-    bus = EventBus()
+    clock = ManualClock(wall=1_000.0)
+    bus = EventBus(clock)
     seen: list[tuple] = []
     # What a subscriber sees at the moment the event is published: the stored row, read by another connection.
     bus.add_sink(lambda ev, line: seen.append((ev.state, ev.previous, db_rows(path, "SELECT state, reason, by, "
                                                                               "updated_ts FROM engine_state"))))
-    clock = ManualClock(wall=1_000.0)
     trading = TradingState(store, bus, clock, RUNNING)
     try:
         await trading.set(HALTED, "kill switch", "alice")
