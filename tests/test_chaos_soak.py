@@ -24,6 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from conftest import db_value, ffe_cmd, ffe_env, run_ffe, starter_config
 from ffe_engine.config import load_settings
 from ffe_engine.control import request
@@ -134,8 +136,17 @@ class Soak:
             assert code == 0, f"{self.where()} orderly stop exited {code}: {self.log()}"
 
 
-def test_a_paper_session_under_kills_stops_operator_commands_and_a_full_disk_keeps_every_invariant(tmp_path):
-    soak = Soak(tmp_path, SEED)
+@pytest.fixture
+def soak(tmp_path):
+    s = Soak(tmp_path, SEED)
+    yield s
+    if s.alive():  # a failed round must not leave its engine running after the test
+        s.proc.send_signal(signal.SIGCONT)
+        s.proc.kill()
+        s.proc.wait(timeout=30)
+
+
+def test_a_paper_session_under_kills_stops_operator_commands_and_a_full_disk_keeps_every_invariant(tmp_path, soak):
     print(f"chaos seed={SEED} (replay with FFE_CHAOS_SEED={SEED})")
     full_disk_round = soak.rng.randrange(3, ROUNDS - 1)
     for n in range(ROUNDS):
