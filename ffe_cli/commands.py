@@ -83,6 +83,7 @@ def doctor(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- backtest
 def backtest(args: argparse.Namespace) -> int:
     from ffe_engine import backtest as bt
+    from ffe_engine.backtest_report import format_summary
     from ffe_engine.audit import setup_logging
 
     settings = settings_from(args)
@@ -106,7 +107,7 @@ def backtest(args: argparse.Namespace) -> int:
                               f"{data_dir / 'ffe.db'}") from None
         raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
                           f"{log_dir / bt.AUDIT_NAME}") from None
-    _print(bt.format_summary(report))
+    _print(format_summary(report))
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=1))

@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import math
+import json
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import fmt
 from .audit import Redactor
 from .clock import SimClock
 from .config import Settings
 from . import records as compact
-from .engine import Engine, EngineOptions
-from .entrylog import summary_lines as entry_lines
+from .backtest_report import build_report
+from .engine import EngineOptions
 from .errors import StartError
 from .events import EventBus
 from .kernel import build_engine, paper_venue
@@ -39,6 +37,8 @@ from .store import Store
 FLUSH_EVERY = 5000
 RECORD_LEVELS = ("full", "trades", "summary")
 AUDIT_NAME = "audit.jsonl.zst"
+REPORT_NAME = "report.json"  # the report beside a kept run's database, without the curve
+
 
 
 def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries]:
@@ -129,6 +129,10 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
                       audit=str(log_dir / AUDIT_NAME) if full else None,
                       elapsed_s=round(time.perf_counter() - t0, 3))
         report["bars_per_s"] = round(report["bars"] / report["elapsed_s"], 1) if report["elapsed_s"] else None
+        if kept:
+            # Written last: a run folder without it is a run that did not finish.
+            brief = {k: v for k, v in report.items() if k != "equity_curve"}
+            (data_dir / REPORT_NAME).write_text(json.dumps(brief, indent=1))
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
@@ -142,106 +146,3 @@ def equity_columns(curve: list[tuple[int, float]]) -> dict[str, Any]:
     ts = [t for t, _ in curve]
     return {"ts0": ts[0] if ts else None, "steps": [b - a for a, b in zip(ts, ts[1:])],
             "equity": [eq for _, eq in curve]}
-
-
-def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: int) -> dict[str, Any]:
-    engine.close_books()
-    pf = engine.portfolio
-    curve = engine.equity_curve
-    start = pf.starting_cash
-    end = pf.equity()
-    peak = start
-    max_dd = 0.0
-    rets: list[float] = []
-    prev = start
-    for _, eq in curve:
-        if eq > peak:
-            peak = eq
-        if peak > 0:
-            max_dd = max(max_dd, (peak - eq) / peak)
-        if prev > 0:
-            rets.append(eq / prev - 1.0)
-        prev = eq
-    sharpe = 0.0
-    if len(rets) > 1:
-        mean = sum(rets) / len(rets)
-        var = sum((r - mean) ** 2 for r in rets) / (len(rets) - 1)
-        sd = math.sqrt(var)
-        periods = 365.25 * 86_400_000 / timeframe_ms
-        sharpe = mean / sd * math.sqrt(periods) if sd > 0 else 0.0
-    trades = engine.trades
-    wins = sum(1 for t in trades if t.pnl > 0)
-    by_reason: dict[str, int] = {}
-    for t in trades:
-        by_reason[t.reason] = by_reason.get(t.reason, 0) + 1
-    step = max(1, len(curve) // 2000)  # the report's curve is thinned to at most ~2000 points
-    return {
-        "symbols": list(series),
-        "bars": sum(len(s) for s in series.values()),
-        "from": series[next(iter(series))].ts[0] if series else None,
-        "to": max(s.ts[-1] for s in series.values()) if series else None,
-        "trades": len(trades),
-        "wins": wins,
-        "win_rate_pct": round(100.0 * wins / len(trades), 2) if trades else 0.0,
-        "start_equity": round(start, 2),
-        "end_equity": round(end, 2),
-        "return_pct": round(100.0 * (end / start - 1.0), 3) if start else 0.0,
-        "max_drawdown_pct": round(100.0 * max_dd, 3),
-        "sharpe": round(sharpe, 3),
-        "fees": round(pf.fees_paid, 2),
-        "exits_by_reason": by_reason,
-        "gate_refusals": dict(sorted(engine.refusals.items())),
-        "open_positions": len(pf.positions),
-        "gaps": {s: getattr(ser, "gap_count", 0) for s, ser in series.items()},
-        # entries sent and refused by gate, the last entry, and since when none was sent
-        "entries": engine.entries.report(trades[-1].closed_ts if trades else None),
-        "skipped_rows": {s: {"count": ser.skipped, "first": list(ser.skip_reasons)}
-                         for s, ser in series.items() if getattr(ser, "skipped", 0)},
-        "equity_curve": [[ts, round(eq, 2)] for ts, eq in curve[::step]],
-        "results_sha256": results_digest(engine),
-    }
-
-
-def results_digest(engine: Engine) -> str:
-    """A fingerprint of what the run did, exact to the last bit: every closed trade, the equity at every bar close
-    and the provider weights at the end. Two runs with the same digest traded alike (at any record level). Order and
-    decision ids are left out: each run numbers them under a prefix of its own."""
-    h = hashlib.sha256()
-    for t in engine.trades:
-        h.update(f"{t.symbol},{t.side.value},{t.quantity.hex()},{t.entry_price.hex()},{t.exit_price.hex()},"
-                 f"{t.pnl.hex()},{t.fees.hex()},{t.reason},{t.opened_ts},{t.closed_ts},{t.trade_id}\n".encode())
-    for ts, eq in engine.equity_curve:
-        h.update(f"{ts},{eq.hex()}\n".encode())
-    weights = engine.learner.weights if engine.learner is not None else {}
-    for name in sorted(weights):
-        h.update(f"{name},{float(weights[name]).hex()}\n".encode())
-    return h.hexdigest()
-
-
-def format_summary(r: dict[str, Any]) -> str:
-    lines = [
-        f"backtest {r['run_id']}: {', '.join(r['symbols'])}",
-        f"  period        {fmt.iso_ms(r.get('from'))} -> {fmt.iso_ms(r.get('to'))}",
-        f"  bars          {fmt.number(r['bars'])}",
-        f"  trades        {r['trades']} ({r['wins']} won, win rate {fmt.pct(r['win_rate_pct'])})",
-        f"  return        {fmt.pct(r['return_pct'], signed=True)}  ({fmt.money(r['start_equity'])} -> "
-        f"{fmt.money(r['end_equity'])})",
-        f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}",
-        f"  sharpe        {r['sharpe']:.2f}",
-        f"  fees          {fmt.money(r['fees'])}",
-    ]
-    lines += entry_lines(r["entries"])
-    for sym, skipped in r["skipped_rows"].items():
-        lines.append(f"  skipped rows  {sym}: {skipped['count']} ({'; '.join(skipped['first'])})")
-    lines += [
-        f"  speed         {r['bars_per_s'] or 0:,.0f} bars/s ({r['elapsed_s']:.2f} s)",
-    ]
-    if r.get("gate_refusals"):
-        lines.append("  refused       " + ", ".join(f"{code} {n}" for code, n in r["gate_refusals"].items()))
-    if r.get("database"):
-        lines.append(f"  database      {r['database']}")
-        if r.get("audit"):
-            lines.append(f"  audit         {r['audit']}")
-    else:
-        lines.append(f"  records       {r.get('records', 'summary')}: the report only")
-    return "\n".join(lines)

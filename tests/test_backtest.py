@@ -10,6 +10,7 @@ import math
 import os
 import re
 import signal
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,107 @@ def test_report_carries_the_figures_and_the_equity_curve_consistent_with_the_run
     mean = sum(rets) / len(rets)
     sd = math.sqrt(sum((x - mean) ** 2 for x in rets) / (len(rets) - 1))
     assert r["sharpe"] == pytest.approx(mean / sd * math.sqrt(365.25 * 24), abs=0.02)  # hourly bars, annualised
+
+
+def epoch_numbers(value, path="report") -> list[str]:
+    """Where a JSON value holds a number as large as epoch milliseconds (or seconds) of a recent date."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in epoch_numbers(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in epoch_numbers(v, f"{path}[{i}]")]
+    return [path] if isinstance(value, int) and not isinstance(value, bool) and value > 900_000_000 else []
+
+
+def iso_time(text: str) -> datetime:
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", text), text
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_the_json_report_has_utc_iso_times_and_no_epoch_milliseconds(backtest):
+    _, _, r = backtest
+    assert epoch_numbers(r) == []
+    assert iso_time(r["from"]) == datetime(2020, 1, 1, tzinfo=timezone.utc)
+    assert iso_time(r["equity_curve"][0][0]) == datetime(2020, 1, 1, 1, tzinfo=timezone.utc)  # the first close
+    for key in ("peak", "trough"):
+        iso_time(r["drawdown"][key])
+
+
+def test_drawdown_dates_cagr_sortino_calmar_and_months_follow_from_the_equity_curve(backtest):
+    _, _, r = backtest
+    curve = [(iso_time(t), eq) for t, eq in r["equity_curve"]]  # every bar close: not thinned at this length
+    start = r["start_equity"]
+    peak, peak_at, deepest, at = start, iso_time(r["from"]), 0.0, None
+    for t, eq in curve:
+        if eq >= peak:
+            peak, peak_at = eq, t
+        elif (peak - eq) / peak > deepest:
+            deepest, at = (peak - eq) / peak, (peak_at, t, peak)
+    dd = r["drawdown"]
+    assert dd["max_pct"] == r["max_drawdown_pct"] == pytest.approx(100 * deepest, abs=0.01)
+    assert (iso_time(dd["peak"]), iso_time(dd["trough"])) == at[:2]
+    recovered = next((t for t, eq in curve if t > at[1] and eq >= at[2]), None)
+    assert (iso_time(dd["recovered"]) if dd["recovered"] else None) == recovered
+    assert dd["duration_days"] == pytest.approx(((recovered or curve[-1][0]) - at[0]).total_seconds() / 86400,
+                                                abs=0.01)
+    years = (curve[-1][0] - iso_time(r["from"])).total_seconds() / (365.25 * 86400)
+    cagr = (r["end_equity"] / start) ** (1 / years) - 1
+    assert r["cagr_pct"] == pytest.approx(100 * cagr, abs=0.01)
+    assert r["calmar"] == pytest.approx(cagr / deepest, abs=0.01)
+    rets = [b / a - 1 for a, b in zip([start] + [eq for _, eq in curve], [eq for _, eq in curve])]
+    downside = math.sqrt(sum(min(x, 0) ** 2 for x in rets) / len(rets))
+    assert r["sortino"] == pytest.approx(sum(rets) / len(rets) / downside * math.sqrt(365.25 * 24), abs=0.02)
+    # Each month's return is its last close against the month before's: together they make the run's return.
+    month_end = {}
+    for t, eq in curve:
+        month_end[(t - timedelta(hours=1)).strftime("%Y-%m")] = eq  # by the bar's open time
+    assert list(r["monthly_returns_pct"]) == list(month_end)
+    prev = start
+    for month, eq in month_end.items():
+        assert r["monthly_returns_pct"][month] == pytest.approx(100 * (eq / prev - 1), abs=0.01), month
+        prev = eq
+    assert math.prod(1 + m / 100 for m in r["monthly_returns_pct"].values()) == pytest.approx(
+        1 + r["return_pct"] / 100, abs=1e-4)
+
+
+def test_per_symbol_exit_and_buy_and_hold_tables_agree_with_the_database_and_the_files(backtest):
+    cwd, _, r = backtest
+    db = cwd / r["database"]
+    for symbol in r["symbols"]:
+        pnls = [pnl for (pnl,) in db_rows(db, "SELECT pnl FROM trades WHERE symbol = ?", (symbol,))]
+        row = r["per_symbol"][symbol]
+        assert row["trades"] == len(pnls) and row["wins"] == sum(1 for p in pnls if p > 0)
+        assert row["pnl"] == pytest.approx(sum(pnls), abs=0.01)
+    reasons = dict(db_rows(db, "SELECT reason, COUNT(*) FROM trades GROUP BY reason"))
+    assert {k: v["trades"] for k, v in r["exits_by_reason"].items()} == reasons
+    # Buy and hold: bought at the first bar's open, sold at the last close, half the equity in each file.
+    hold = {}
+    for name, symbol in (("BTC-USD_1h_slice.csv", "BTC/USD"), ("ETH-USD_1h_slice.csv", "ETH/USD")):
+        rows = (cwd / name).read_text().splitlines()[1:]
+        first_open, last_close = float(rows[0].split(",")[1]), float(rows[-1].split(",")[4])
+        hold[symbol] = 100 * (last_close / first_open - 1)
+        assert r["per_symbol"][symbol]["buy_and_hold_pct"] == pytest.approx(hold[symbol], abs=0.001)
+    assert r["buy_and_hold"]["return_pct"] == pytest.approx(sum(hold.values()) / 2, abs=0.001)
+    assert r["buy_and_hold"]["strategy_minus_hold_pct"] == pytest.approx(
+        r["return_pct"] - r["buy_and_hold"]["return_pct"], abs=0.001)
+
+
+def test_the_printed_report_shows_the_tables_and_readable_dates(backtest):
+    _, proc, r = backtest
+    out = proc.stdout
+    assert summary_value(out, "period") == f"{r['from']} -> {r['to']}"
+    assert f"peak {r['drawdown']['peak']}, trough {r['drawdown']['trough']}" in summary_value(out, "drawdown")
+    assert f"CAGR {r['cagr_pct']:+.2f}%" in summary_value(out, "return")
+    assert f"sortino {r['sortino']:.2f}" in summary_value(out, "sharpe")
+    assert number(summary_value(out, "buy and hold")) == pytest.approx(r["buy_and_hold"]["return_pct"], abs=0.005)
+    for symbol, row in r["per_symbol"].items():
+        cells = summary_value(out, re.escape(symbol)).split()
+        assert int(cells[0]) == row["trades"] and cells[-1] == f"{row['buy_and_hold_pct']:+.2f}%"
+    for reason, row in r["exits_by_reason"].items():
+        assert int(summary_value(out, reason).split()[0]) == row["trades"]
+    year = summary_value(out, "2020").split()
+    assert [float(x) for x in year[:-1]] == [round(v, 2) for v in r["monthly_returns_pct"].values()]
+    assert float(year[-1]) == pytest.approx(r["yearly_returns_pct"]["2020"], abs=0.005)
+    assert not re.search(r"\b1[5-9]\d{11}\b", out)  # no epoch milliseconds
 
 
 def test_the_run_records_in_a_folder_of_its_own_never_in_the_live_database(backtest):

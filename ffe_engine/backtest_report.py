@@ -1,0 +1,180 @@
+"""A backtest's report: the figures of the run (ffe_engine/performance.py) as one JSON-ready dict, and the same
+as the summary `ffe backtest` prints.
+
+Times are UTC ISO strings (fmt.iso_ms) in both, never epoch milliseconds. The report is built from the trades,
+the equity curve and the candles only, so it is the same at every record level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from . import fmt, performance
+from .engine import Engine
+from .entrylog import summary_lines as entry_lines
+from .market.csvdata import CandleSeries
+
+CURVE_POINTS = 2000  # the report's equity curve is thinned to about this many points
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: int) -> dict[str, Any]:
+    engine.close_books()
+    pf = engine.portfolio
+    curve = engine.equity_curve
+    start = pf.starting_cash
+    end = pf.equity()
+    trades = engine.trades
+    wins = sum(1 for t in trades if t.pnl > 0)
+    figures = performance.curve_figures(curve, start, timeframe_ms)
+    hold = performance.buy_and_hold(
+        {s: (ser.ts, ser.close, ser.open[0] if len(ser) else 0.0) for s, ser in series.items()}, start, timeframe_ms)
+    per_symbol = {s: performance.trade_table([t for t in trades if t.symbol == s], "symbol").get(s, empty_row())
+                  for s in series}
+    for s, row in per_symbol.items():
+        row["buy_and_hold_pct"] = hold["per_symbol"].get(s, 0.0)
+    return_pct = round(100.0 * (end / start - 1.0), 3) if start else 0.0
+    step = max(1, len(curve) // CURVE_POINTS)
+    return {
+        "symbols": list(series),
+        "bars": sum(len(s) for s in series.values()),
+        "from": fmt.iso_ms(min(s.ts[0] for s in series.values() if len(s))) if curve else None,
+        "to": fmt.iso_ms(max(s.ts[-1] for s in series.values() if len(s))) if curve else None,
+        "trades": len(trades),
+        "wins": wins,
+        "win_rate_pct": round(100.0 * wins / len(trades), 2) if trades else 0.0,
+        "start_equity": round(start, 2),
+        "end_equity": round(end, 2),
+        "return_pct": return_pct,
+        "cagr_pct": figures["cagr_pct"],
+        "max_drawdown_pct": figures["max_drawdown_pct"],
+        "drawdown": figures["drawdown"],
+        "sharpe": figures["sharpe"],
+        "sortino": figures["sortino"],
+        "calmar": figures["calmar"],
+        "fees": round(pf.fees_paid, 2),
+        "buy_and_hold": {**hold, "strategy_minus_hold_pct": round(return_pct - hold["return_pct"], 3)},
+        "per_symbol": per_symbol,
+        "exits_by_reason": performance.trade_table(trades, "reason"),
+        "monthly_returns_pct": figures["returns_pct"]["monthly"],
+        "yearly_returns_pct": figures["returns_pct"]["yearly"],
+        "gate_refusals": dict(sorted(engine.refusals.items())),
+        "open_positions": len(pf.positions),
+        "gaps": {s: getattr(ser, "gap_count", 0) for s, ser in series.items()},
+        # entries sent and refused by gate, the last entry, and since when none was sent
+        "entries": engine.entries.report(trades[-1].closed_ts if trades else None),
+        "skipped_rows": {s: {"count": ser.skipped, "first": list(ser.skip_reasons)}
+                         for s, ser in series.items() if getattr(ser, "skipped", 0)},
+        # the equity at each bar's close, at the close time
+        "equity_curve": [[fmt.iso_ms(ts + timeframe_ms), round(eq, 2)] for ts, eq in curve[::step]],
+        "results_sha256": results_digest(engine),
+    }
+
+
+def empty_row() -> dict[str, Any]:
+    return {"trades": 0, "wins": 0, "win_rate_pct": 0.0, "pnl": 0.0, "fees": 0.0, "avg_return_pct": 0.0,
+            "avg_hold_hours": 0.0}
+
+
+def results_digest(engine: Engine) -> str:
+    """A fingerprint of what the run did, exact to the last bit: every closed trade, the equity at every bar close
+    and the provider weights at the end. Two runs with the same digest traded alike (at any record level). Order and
+    decision ids are left out: each run numbers them under a prefix of its own."""
+    h = hashlib.sha256()
+    for t in engine.trades:
+        h.update(f"{t.symbol},{t.side.value},{t.quantity.hex()},{t.entry_price.hex()},{t.exit_price.hex()},"
+                 f"{t.pnl.hex()},{t.fees.hex()},{t.reason},{t.opened_ts},{t.closed_ts},{t.trade_id}\n".encode())
+    for ts, eq in engine.equity_curve:
+        h.update(f"{ts},{eq.hex()}\n".encode())
+    weights = engine.learner.weights if engine.learner is not None else {}
+    for name in sorted(weights):
+        h.update(f"{name},{float(weights[name]).hex()}\n".encode())
+    return h.hexdigest()
+
+
+def ratio_text(x: Any) -> str:
+    return f"{x:.2f}" if isinstance(x, (int, float)) else "-"
+
+
+def drawdown_text(dd: dict[str, Any]) -> str:
+    if not dd["peak"]:
+        return "none"
+    end = (f"recovered {dd['recovered']}" if dd["recovered"] else "not recovered by the end")
+    return (f"peak {dd['peak']}, trough {dd['trough']}, {end} "
+            f"({fmt.duration(dd['duration_days'] * 86_400)}; longest under a peak "
+            f"{fmt.duration(dd['longest_days'] * 86_400)})")
+
+
+def table_lines(title: str, rows: dict[str, dict[str, Any]], extra: str | None = None) -> list[str]:
+    """A per-symbol or per-exit-reason table, one row each."""
+    width = max([len(title)] + [len(name) for name in rows])
+    head = (f"  {title:<{width}}  {'trades':>6}  {'win rate':>8}  {'P&L':>12}  {'fees':>10}  {'avg ret':>8}"
+            f"  {'avg hold':>8}")
+    if extra:
+        head += f"  {'buy&hold':>9}"
+    lines = [head]
+    for name, r in rows.items():
+        line = (f"  {name:<{width}}  {r['trades']:>6}  {fmt.pct(r['win_rate_pct']):>8}  "
+                f"{fmt.money(r['pnl'], signed=True):>12}  {fmt.fee(r['fees']):>10}  "
+                f"{fmt.pct(r['avg_return_pct'], signed=True):>8}  "
+                f"{fmt.duration(r['avg_hold_hours'] * 3600):>8}")
+        if extra:
+            line += f"  {fmt.pct(r[extra], signed=True):>9}"
+        lines.append(line)
+    return lines
+
+
+def month_lines(monthly: dict[str, float], yearly: dict[str, float]) -> list[str]:
+    """Monthly returns, a row a year, a column a month, and the year's return last."""
+    lines = ["  monthly returns (%, UTC months)",
+             "  year " + "".join(f"{m:>7}" for m in MONTHS) + f"{'year':>8}"]
+    for year, total in yearly.items():
+        cells = "".join(f"{monthly[key]:>+7.2f}" if key in monthly else f"{'':>7}"
+                        for key in (f"{year}-{i:02d}" for i in range(1, 13)))
+        lines.append(f"  {year} {cells}{total:>+8.2f}")
+    return lines
+
+
+def format_summary(r: dict[str, Any]) -> str:
+    hold = r["buy_and_hold"]
+    lines = [
+        f"backtest {r['run_id']}: {', '.join(r['symbols'])}",
+        f"  period        {r.get('from') or '-'} -> {r.get('to') or '-'}",
+        f"  bars          {fmt.number(r['bars'])}",
+        f"  trades        {r['trades']} ({r['wins']} won, win rate {fmt.pct(r['win_rate_pct'])})",
+        f"  return        {fmt.pct(r['return_pct'], signed=True)}  ({fmt.money(r['start_equity'])} -> "
+        f"{fmt.money(r['end_equity'])}); CAGR {fmt.pct(r['cagr_pct'], signed=True)}",
+        f"  buy and hold  {fmt.pct(hold['return_pct'], signed=True)} ("
+        + ", ".join(f"{s} {fmt.pct(p, signed=True)}" for s, p in hold["per_symbol"].items())
+        + f"; max drawdown {fmt.pct(hold['max_drawdown_pct'])}); strategy "
+        f"{hold['strategy_minus_hold_pct']:+,.2f} points",
+        f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}",
+        f"  drawdown      {drawdown_text(r['drawdown'])}",
+        f"  sharpe        {ratio_text(r['sharpe'])}  (sortino {ratio_text(r['sortino'])}, "
+        f"calmar {ratio_text(r['calmar'])})",
+        f"  fees          {fmt.money(r['fees'])}",
+    ]
+    lines += entry_lines(r["entries"])
+    for sym, skipped in r["skipped_rows"].items():
+        lines.append(f"  skipped rows  {sym}: {skipped['count']} ({'; '.join(skipped['first'])})")
+    lines += [
+        f"  speed         {r['bars_per_s'] or 0:,.0f} bars/s ({r['elapsed_s']:.2f} s)",
+    ]
+    if r.get("gate_refusals"):
+        lines.append("  refused       " + ", ".join(f"{code} {n}" for code, n in r["gate_refusals"].items()))
+    if r.get("database"):
+        lines.append(f"  database      {r['database']}")
+        if r.get("audit"):
+            lines.append(f"  audit         {r['audit']}")
+    else:
+        lines.append(f"  records       {r.get('records', 'summary')}: the report only")
+    lines.append("")
+    lines += table_lines("symbol", r["per_symbol"], extra="buy_and_hold_pct")
+    if r["exits_by_reason"]:
+        lines.append("")
+        lines += table_lines("exit", r["exits_by_reason"])
+    if r["yearly_returns_pct"]:
+        lines.append("")
+        lines += month_lines(r["monthly_returns_pct"], r["yearly_returns_pct"])
+    return "\n".join(lines)

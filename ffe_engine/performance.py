@@ -1,0 +1,204 @@
+"""Performance figures of an equity curve and of closed trades: drawdown with its dates, CAGR, Sharpe, Sortino,
+Calmar, monthly and yearly returns, figures per symbol and per exit reason, and buying and holding the same data.
+
+Pure functions of plain numbers, so each figure can be checked by hand on a small constructed curve.
+
+The curve is what a backtest keeps: one point per bar time, `(bar open time in ms, equity at that bar's close)`.
+The account holds `start_equity` at the open of the first bar. A point's equity is measured at the bar's close,
+`open time + timeframe`: that is the time the drawdown dates name, and the span CAGR is taken over. Months and
+years group bars by their open time, so a bar's gain counts in the month it was made in.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+
+from . import fmt
+from .model import ClosedTrade
+
+YEAR_MS = 365.25 * 86_400_000
+DAY_MS = 86_400_000
+
+
+def returns(curve: Sequence[tuple[int, float]], start_equity: float) -> list[float]:
+    """The return of each bar, the first against the starting equity."""
+    out: list[float] = []
+    prev = start_equity
+    for _, eq in curve:
+        if prev > 0:
+            out.append(eq / prev - 1.0)
+        prev = eq
+    return out
+
+
+def sharpe(rets: Sequence[float], periods_per_year: float) -> float:
+    """Mean over sample standard deviation of the bar returns, annualised; 0 without variation."""
+    if len(rets) < 2:
+        return 0.0
+    mean = sum(rets) / len(rets)
+    sd = math.sqrt(sum((r - mean) ** 2 for r in rets) / (len(rets) - 1))
+    return mean / sd * math.sqrt(periods_per_year) if sd > 0 else 0.0
+
+
+def sortino(rets: Sequence[float], periods_per_year: float) -> float | None:
+    """Mean over downside deviation (target 0: the root of the mean of min(r, 0)² over all bars), annualised.
+    None when no bar lost: the ratio has no finite value then."""
+    if not rets:
+        return None
+    mean = sum(rets) / len(rets)
+    downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in rets) / len(rets))
+    return mean / downside * math.sqrt(periods_per_year) if downside > 0 else None
+
+
+def cagr(start_equity: float, end_equity: float, span_ms: float) -> float | None:
+    """The compound annual growth rate (a fraction) over `span_ms`; -1 when everything was lost."""
+    if start_equity <= 0 or span_ms <= 0:
+        return None
+    if end_equity <= 0:
+        return -1.0
+    return float((end_equity / start_equity) ** (YEAR_MS / span_ms) - 1.0)
+
+
+def calmar(cagr_value: float | None, max_drawdown: float) -> float | None:
+    """CAGR over the maximum drawdown (both fractions); None without a drawdown."""
+    if cagr_value is None or max_drawdown <= 0:
+        return None
+    return cagr_value / max_drawdown
+
+
+def drawdown(points: Sequence[tuple[int, float]], start_ts: int, start_equity: float) -> dict[str, Any]:
+    """The deepest fall from a peak, with its dates, and the longest time spent below a peak.
+
+    `points` are (time in ms, equity) with the time the equity was measured. The peak of the deepest drawdown is
+    the last time the equity stood at that high before falling; it is recovered at the first time the equity is
+    back at or above it (None if never). Its duration runs from peak to recovery, or to the last point."""
+    peak, peak_ts = start_equity, start_ts
+    deepest = 0.0
+    at: tuple[int, int, float] | None = None  # (peak time, trough time, peak equity) of the deepest drawdown
+    trough_index = -1
+    longest_ms = 0
+    under = False
+    for i, (ts, eq) in enumerate(points):
+        if eq >= peak:
+            if under:  # back at the peak: one spell under it ends
+                longest_ms, under = max(longest_ms, ts - peak_ts), False
+            peak, peak_ts = eq, ts
+        elif peak > 0:
+            under = True
+            dd = (peak - eq) / peak
+            if dd > deepest:
+                deepest, at, trough_index = dd, (peak_ts, ts, peak), i
+    end_ts = points[-1][0] if points else start_ts
+    if under:  # still under the peak at the last point
+        longest_ms = max(longest_ms, end_ts - peak_ts)
+    if at is None:
+        return {"max_pct": 0.0, "peak": None, "trough": None, "recovered": None, "duration_days": 0.0,
+                "longest_days": 0.0}
+    peak_at, trough_at, peak_equity = at
+    recovered = next((ts for ts, eq in points[trough_index + 1:] if eq >= peak_equity), None)
+    return {
+        "max_pct": round(100.0 * deepest, 3),
+        "peak": fmt.iso_ms(peak_at),
+        "trough": fmt.iso_ms(trough_at),
+        "recovered": fmt.iso_ms(recovered) if recovered is not None else None,
+        "duration_days": round(((recovered if recovered is not None else end_ts) - peak_at) / DAY_MS, 2),
+        "longest_days": round(longest_ms / DAY_MS, 2),
+    }
+
+
+def month_of(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m")
+
+
+def period_returns(curve: Sequence[tuple[int, float]], start_equity: float) -> dict[str, dict[str, float]]:
+    """Return in percent of each calendar month and year (UTC) the curve's bars open in: the equity at the last
+    close of the period against the equity at the end of the one before (the starting equity for the first)."""
+    month_end: dict[str, float] = {}
+    for ts, eq in curve:
+        month_end[month_of(ts)] = eq  # the curve is in time order: the last point of a month stays
+    months: dict[str, float] = {}
+    years: dict[str, float] = {}
+    prev = year_base = start_equity
+    year = None
+    for month, eq in month_end.items():
+        if month[:4] != year:
+            year, year_base = month[:4], prev
+        months[month] = round(100.0 * (eq / prev - 1.0), 3) if prev > 0 else 0.0
+        years[month[:4]] = round(100.0 * (eq / year_base - 1.0), 3) if year_base > 0 else 0.0
+        prev = eq
+    return {"monthly": months, "yearly": years}
+
+
+def trade_table(trades: Iterable[ClosedTrade], key: str) -> dict[str, dict[str, Any]]:
+    """Closed trades grouped by `symbol` or `reason`: count, wins, win rate, net P&L, fees, average return and
+    average holding time, most trades first."""
+    groups: dict[str, list[ClosedTrade]] = {}
+    for t in trades:
+        groups.setdefault(getattr(t, key), []).append(t)
+    table: dict[str, dict[str, Any]] = {}
+    for name, ts in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        wins = sum(1 for t in ts if t.pnl > 0)
+        table[name] = {
+            "trades": len(ts),
+            "wins": wins,
+            "win_rate_pct": round(100.0 * wins / len(ts), 2),
+            "pnl": round(sum(t.pnl for t in ts), 2),
+            "fees": round(sum(t.fees for t in ts), 4),
+            "avg_return_pct": round(sum(t.return_pct for t in ts) / len(ts), 3),
+            "avg_hold_hours": round(sum(t.closed_ts - t.opened_ts for t in ts) / len(ts) / 3_600_000, 2),
+        }
+    return table
+
+
+def buy_and_hold(prices: dict[str, tuple[Sequence[int], Sequence[float], float]], start_equity: float,
+                 timeframe_ms: int) -> dict[str, Any]:
+    """The starting equity split equally between the symbols, each bought at the open of its first bar and held to
+    its last close, with no fees: {symbol: (bar open times, closes, first open)}. Its return, CAGR and max drawdown,
+    and the return of each symbol."""
+    if not prices or start_equity <= 0:
+        return {"return_pct": 0.0, "end_equity": round(start_equity, 2), "cagr_pct": None, "max_drawdown_pct": 0.0,
+                "per_symbol": {}}
+    share = start_equity / len(prices)
+    units = {s: share / first for s, (_, _, first) in prices.items() if first > 0}
+    value = {s: share for s in prices}  # a symbol not bought yet counts at its share
+    steps = sorted((ts, s, close) for s, (times, closes, _) in prices.items() for ts, close in zip(times, closes))
+    points: list[tuple[int, float]] = []
+    for i, (ts, s, close) in enumerate(steps):
+        value[s] = units.get(s, 0.0) * close
+        if i + 1 == len(steps) or steps[i + 1][0] != ts:  # every symbol's bar at this time is in
+            points.append((ts + timeframe_ms, sum(value.values())))
+    start_ts = steps[0][0] if steps else 0
+    end = points[-1][1] if points else start_equity
+    growth = cagr(start_equity, end, points[-1][0] - start_ts) if points else None
+    return {
+        "return_pct": round(100.0 * (end / start_equity - 1.0), 3),
+        "end_equity": round(end, 2),
+        "cagr_pct": round(100.0 * growth, 3) if growth is not None else None,
+        "max_drawdown_pct": drawdown(points, start_ts, start_equity)["max_pct"],
+        "per_symbol": {s: round(100.0 * (closes[-1] / first - 1.0), 3) if closes and first > 0 else 0.0
+                       for s, (_, closes, first) in prices.items()},
+    }
+
+
+def curve_figures(curve: Sequence[tuple[int, float]], start_equity: float, timeframe_ms: int) -> dict[str, Any]:
+    """Every figure of the equity curve for the report."""
+    periods = YEAR_MS / timeframe_ms
+    rets = returns(curve, start_equity)
+    start_ts = curve[0][0] if curve else 0
+    closes = [(ts + timeframe_ms, eq) for ts, eq in curve]
+    dd = drawdown(closes, start_ts, start_equity)
+    end = curve[-1][1] if curve else start_equity
+    growth = cagr(start_equity, end, closes[-1][0] - start_ts) if curve else None
+    cal = calmar(growth, dd["max_pct"] / 100.0)
+    sor = sortino(rets, periods)
+    return {
+        "max_drawdown_pct": dd["max_pct"],
+        "drawdown": dd,
+        "cagr_pct": round(100.0 * growth, 3) if growth is not None else None,
+        "sharpe": round(sharpe(rets, periods), 3),
+        "sortino": round(sor, 3) if sor is not None else None,
+        "calmar": round(cal, 3) if cal is not None else None,
+        "returns_pct": period_returns(curve, start_equity),
+    }
