@@ -86,6 +86,13 @@ def backtest(args: argparse.Namespace) -> int:
     from ffe_engine.backtest_report import format_summary
     from ffe_engine.audit import setup_logging
 
+    if args.list or args.clean:
+        return backtest_runs(args)
+    for option, given in (("--keep", args.keep), ("--older-than", args.older_than), ("--yes", args.yes)):
+        if given not in (None, False):
+            raise UsageError(f"ffe backtest {option} goes with --clean")
+    if not args.files:
+        raise UsageError("ffe backtest needs at least one [SYMBOL=]FILE.csv (or --list, --clean)")
     settings = settings_from(args)
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
@@ -111,6 +118,51 @@ def backtest(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def backtest_runs(args: argparse.Namespace) -> int:
+    """`--list` and `--clean`: the past runs on disk (ffe_engine/backtest_runs.py)."""
+    from datetime import datetime, timezone
+
+    from ffe_engine import backtest_runs as past
+
+    if args.list and args.clean:
+        raise UsageError("ffe backtest takes --list or --clean, not both")
+    verb = "--list" if args.list else "--clean"
+    if args.files:
+        raise UsageError(f"ffe backtest {verb} takes no files (got {args.files[0]})")
+    if args.records is not None or args.report is not None or args.lenient:
+        raise UsageError(f"ffe backtest {verb} takes no --records, --report or --lenient")
+    settings = settings_from(args)
+    runs = past.find_runs(settings)
+    where = settings.data_dir / "backtests"
+    if args.list:
+        for option, given in (("--keep", args.keep), ("--older-than", args.older_than), ("--yes", args.yes)):
+            if given not in (None, False):
+                raise UsageError(f"ffe backtest {option} goes with --clean, not --list")
+        _print("\n".join(past.list_lines(runs, where)))
+        return 0
+    keep = past.parse_keep(args.keep) if args.keep is not None else None
+    older = past.parse_age(args.older_than) if args.older_than is not None else None
+    chosen = past.to_clean(runs, keep=keep, older_than_s=older, now=datetime.now(timezone.utc))
+    if not chosen:
+        _print(f"nothing to remove: {len(runs)} runs in {where} (none chosen by the options)")
+        return 0
+    total = fmt.size(sum(r.size for r in chosen))
+    _print(f"{'removing' if args.yes else 'would remove'} {len(chosen)} of {len(runs)} runs, {total}:")
+    for run in chosen:
+        _print("  " + past.run_line(run))
+        for folder in run.folders:
+            _print(f"    {folder}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("ffe backtest --clean would remove these runs: add --yes to confirm")
+        if input(f"remove {len(chosen)} runs? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise UsageError("ffe backtest --clean: not confirmed, nothing removed")
+    for run in chosen:
+        past.remove(run)
+    _print(f"removed {len(chosen)} runs; {len(runs) - len(chosen)} kept")
     return 0
 
 

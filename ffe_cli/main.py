@@ -75,11 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     bt = sub.add_parser("backtest", help="replay CSV files through the pipeline at full speed")
     _common(bt)
-    bt.add_argument("files", nargs="+", metavar="[SYMBOL=]FILE.csv[.gz]")
+    bt.add_argument("files", nargs="*", metavar="[SYMBOL=]FILE.csv[.gz]")
     bt.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     bt.add_argument("--lenient", action="store_true", help="skip bad CSV rows (counted) instead of stopping")
     bt.add_argument("--records", default=None, metavar="full|trades|summary",
                     help="what the run writes (default: backtest.records, full)")
+    bt.add_argument("--list", action="store_true", help="list past runs: date, data, record level, size, result")
+    bt.add_argument("--clean", action="store_true", help="remove past runs chosen by --keep and/or --older-than")
+    bt.add_argument("--keep", default=None, metavar="N", help="with --clean: keep the newest N runs")
+    bt.add_argument("--older-than", default=None, metavar="AGE",
+                    help="with --clean: only runs begun more than AGE ago (30m, 12h, 7d, 2w)")
+    bt.add_argument("--yes", action="store_true", help="with --clean: remove without asking")
     bt.set_defaults(handler=commands.backtest)
 
     ctl = sub.add_parser("ctl", help="control a running engine")

@@ -26,6 +26,7 @@ from .clock import SimClock
 from .config import Settings
 from . import records as compact
 from .backtest_report import build_report
+from .backtest_runs import REPORT_NAME  # the report beside a kept run's database, without the curve
 from .engine import EngineOptions
 from .errors import StartError
 from .events import EventBus
@@ -37,7 +38,6 @@ from .store import Store
 FLUSH_EVERY = 5000
 RECORD_LEVELS = ("full", "trades", "summary")
 AUDIT_NAME = "audit.jsonl.zst"
-REPORT_NAME = "report.json"  # the report beside a kept run's database, without the curve
 
 
 

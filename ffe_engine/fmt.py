@@ -104,6 +104,21 @@ def duration(seconds: float | None) -> str:
     return f"{d}d{h:02d}h"
 
 
+def size(n: Any) -> str:
+    """A size in bytes: 512 B, 3.4 KB, 12.0 MB, 1.2 GB (powers of 1,024)."""
+    if not _finite(n):
+        return "-"
+    value = float(n)
+    if abs(value) < 1024:
+        return f"{int(value)} B"
+    unit = "KB"
+    for unit in ("KB", "MB", "GB"):
+        value /= 1024
+        if abs(value) < 1024:
+            break
+    return f"{value:,.1f} {unit}"
+
+
 def iso(seconds: Any) -> str:
     """Seconds since the epoch (wall clock) as 2026-01-02T03:04:05Z."""
     if not _finite(seconds):

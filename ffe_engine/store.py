@@ -836,3 +836,22 @@ def saved_state(path: Path | str) -> dict[str, Any] | None:
         return out
     finally:
         conn.close()
+
+
+def in_use(path: Path | str) -> bool:
+    """Whether another process holds the database's lock at this moment: a backtest's writer keeps its run's
+    database locked (locking_mode=EXCLUSIVE) until the run ends. Read-only; False when there is no database."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc)
+    except sqlite3.DatabaseError:
+        return False  # damaged or not a database: nobody is writing it
+    return False

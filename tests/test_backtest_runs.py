@@ -1,0 +1,165 @@
+"""`ffe backtest --list` and `--clean` as real subprocesses over real runs: what is listed (date, data, record
+level, size, result), what is removed and said, what is never touched (a folder that is not a run, a run being
+written now), and bad input as one line with exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BTC_CSV, ETH_CSV, ffe_cmd, ffe_env, run_ffe, sample_head
+
+OLD_RUN = "20200101T000000Z-0a0b0c"  # an interrupted run of long ago: a database, no report
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    """Three runs that kept records (full, trades, full) and one that did not (summary), an old interrupted run, and
+    a folder of the operator's that is not a run."""
+    cwd = tmp_path_factory.mktemp("runs")
+    (cwd / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 400)))
+    (cwd / "ETH-USD_1h.csv").write_text("".join(sample_head(ETH_CSV, 300)))
+    for args in (("BTC-USD_1h.csv", "ETH-USD_1h.csv"), ("ETH-USD_1h.csv", "--records", "trades"),
+                 ("ETH-USD_1h.csv", "--records", "summary"), ("BTC-USD_1h.csv",)):
+        proc = run_ffe(cwd, "backtest", *args)
+        assert proc.returncode == 0, proc.stderr
+    old = cwd / "data" / "backtests" / OLD_RUN
+    old.mkdir()
+    sqlite3.connect(old / "ffe.db").execute("CREATE TABLE t (x)").connection.close()
+    (cwd / "data" / "backtests" / "notes").mkdir()
+    (cwd / "data" / "backtests" / "notes" / "keep.txt").write_text("mine")
+    return cwd
+
+
+def copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def run_ids(cwd: Path) -> list[str]:
+    return sorted(p.name for p in (cwd / "data" / "backtests").iterdir() if p.name != "notes")
+
+
+def reports(cwd: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (cwd / "data" / "backtests").glob("*/report.json")}
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_list_shows_each_run_with_its_date_data_level_size_and_result(runs_dir):
+    proc = run_ffe(runs_dir, "backtest", "--list")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:4] == ["RUN", "BEGUN", "(UTC)", "RECORDS"]
+    by_id = {line.split()[0]: line for line in lines[1:-1]}
+    assert list(by_id) == run_ids(runs_dir)  # oldest first; the summary run left nothing, "notes" is not a run
+    found = reports(runs_dir)
+    assert sorted(r["records"] for r in found.values()) == ["full", "full", "trades"]
+    for run_id, r in found.items():
+        line = by_id[run_id]
+        begun = f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}T{run_id[9:11]}:{run_id[11:13]}:{run_id[13:15]}Z"
+        assert line.split()[1:3] == [begun, r["records"]]
+        assert f"{', '.join(r['symbols'])} {r['from'][:10]} -> {r['to'][:10]}, {r['bars']:,} bars" in line
+        assert f"return {r['return_pct']:+.2f}%, {r['trades']} trades, max drawdown {r['max_drawdown_pct']:.2f}%" in line
+        assert re.search(r"\d (B|KB|MB)\s", line)
+    assert "no report: interrupted, or running now" in by_id[OLD_RUN]
+    assert lines[-1].startswith("4 runs, ")
+
+
+def test_clean_keep_removes_the_older_runs_data_and_logs_and_says_which(runs_dir, tmp_path):
+    cwd = copy(runs_dir, tmp_path / "c")
+    ids = run_ids(cwd)
+    proc = run_ffe(cwd, "backtest", "--clean", "--keep", "1", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    removed = ids[:-1]
+    assert proc.stdout.startswith(f"removing 3 of 4 runs, ")
+    for run_id in removed:
+        assert f"data/backtests/{run_id}" in proc.stdout
+        assert not (cwd / "data" / "backtests" / run_id).exists() and not (cwd / "logs" / "backtests" / run_id).exists()
+    full_run = next(i for i, r in reports(runs_dir).items() if r["records"] == "full" and i in removed)
+    assert f"logs/backtests/{full_run}" in proc.stdout  # its audit file's folder goes too
+    assert run_ids(cwd) == ids[-1:] and (cwd / "data" / "backtests" / "notes" / "keep.txt").read_text() == "mine"
+    assert proc.stdout.rstrip().endswith("removed 3 runs; 1 kept")
+
+
+def test_clean_older_than_removes_only_runs_begun_before_then(runs_dir, tmp_path):
+    cwd = copy(runs_dir, tmp_path / "c")
+    proc = run_ffe(cwd, "backtest", "--clean", "--older-than", "30d", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert run_ids(cwd) == [i for i in run_ids(runs_dir) if i != OLD_RUN]
+    proc = run_ffe(cwd, "backtest", "--clean", "--older-than", "30d", "--keep", "0", "--yes")
+    assert proc.returncode == 0 and proc.stdout.startswith("nothing to remove: 3 runs"), proc.stdout
+
+
+def test_clean_without_yes_off_a_terminal_lists_what_it_would_remove_and_removes_nothing(runs_dir, tmp_path):
+    cwd = copy(runs_dir, tmp_path / "c")
+    proc = run_ffe(cwd, "backtest", "--clean", "--keep", "2")
+    assert one_error_line(proc) == "ffe: error: ffe backtest --clean would remove these runs: add --yes to confirm"
+    assert proc.stdout.startswith("would remove 2 of 4 runs")
+    assert run_ids(cwd) == run_ids(runs_dir)
+
+
+def test_clean_on_a_terminal_asks_and_a_no_removes_nothing(runs_dir, tmp_path):
+    cwd = copy(runs_dir, tmp_path / "c")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(ffe_cmd("backtest", "--clean", "--keep", "0"), cwd=cwd, env=ffe_env(), stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    try:
+        os.write(master, b"n\n")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert proc.returncode == 2 and err.strip() == "ffe: error: ffe backtest --clean: not confirmed, nothing removed"
+    assert "would remove 4 of 4 runs" in out
+    assert run_ids(cwd) == run_ids(runs_dir)
+
+
+def test_a_run_being_written_now_is_listed_as_running_and_never_removed(runs_dir, tmp_path):
+    cwd = copy(runs_dir, tmp_path / "c")
+    db = cwd / "data" / "backtests" / OLD_RUN / "ffe.db"
+    # Held as a backtest's writer holds its database: an exclusive lock until the run ends.
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("INSERT INTO t VALUES (1)")
+        listed = run_ffe(cwd, "backtest", "--list")
+        assert re.search(rf"^{OLD_RUN} .* running now$", listed.stdout, re.MULTILINE), listed.stdout
+        proc = run_ffe(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        conn.close()
+    assert run_ids(cwd) == [OLD_RUN] and "removing 3 of 4 runs" in proc.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--clean",), "ffe backtest --clean needs --keep N or --older-than AGE (or both)"),
+    (("--clean", "--keep", "-1"), "--keep needs a whole number of runs, 0 or more, got '-1'"),
+    (("--clean", "--older-than", "5"), "--older-than needs an age such as 30m, 12h, 7d or 2w, got '5'"),
+    (("--list", "--clean"), "ffe backtest takes --list or --clean, not both"),
+    (("--list", "x.csv"), "ffe backtest --list takes no files (got x.csv)"),
+    (("--list", "--keep", "1"), "ffe backtest --keep goes with --clean, not --list"),
+    (("--clean", "--keep", "1", "--report", "r.json"), "ffe backtest --clean takes no --records, --report or --lenient"),
+    (("x.csv", "--yes"), "ffe backtest --yes goes with --clean"),
+    ((), "ffe backtest needs at least one [SYMBOL=]FILE.csv (or --list, --clean)"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
+    proc = run_ffe(tmp_path, "backtest", *args)
+    assert one_error_line(proc) == f"ffe: error: {says}"
+
+
+def test_list_of_a_directory_without_runs_says_so(tmp_path):
+    proc = run_ffe(tmp_path, "backtest", "--list")
+    assert proc.returncode == 0 and proc.stdout.strip() == "no backtest runs in data/backtests", proc
