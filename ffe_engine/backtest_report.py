@@ -97,13 +97,16 @@ def ratio_text(x: Any) -> str:
     return f"{x:.2f}" if isinstance(x, (int, float)) else "-"
 
 
-def drawdown_text(dd: dict[str, Any]) -> str:
+def drawdown_lines(r: dict[str, Any]) -> list[str]:
+    """The max drawdown, its peak and trough, and whether and when it recovered."""
+    dd = r["drawdown"]
     if not dd["peak"]:
-        return "none"
-    end = (f"recovered {dd['recovered']}" if dd["recovered"] else "not recovered by the end")
-    return (f"peak {dd['peak']}, trough {dd['trough']}, {end} "
-            f"({fmt.duration(dd['duration_days'] * 86_400)}; longest under a peak "
-            f"{fmt.duration(dd['longest_days'] * 86_400)})")
+        return [f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}"]
+    duration = fmt.duration(dd["duration_days"] * 86_400)
+    recovered = (f"{dd['recovered']}, {duration} after the peak" if dd["recovered"]
+                 else f"no, {duration} under that peak by the end")
+    return [f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}  peak {dd['peak']}, trough {dd['trough']}",
+            f"  recovered     {recovered}; longest time under a peak {fmt.duration(dd['longest_days'] * 86_400)}"]
 
 
 def table_lines(title: str, rows: dict[str, dict[str, Any]], extra: str | None = None) -> list[str]:
@@ -112,7 +115,7 @@ def table_lines(title: str, rows: dict[str, dict[str, Any]], extra: str | None =
     head = (f"  {title:<{width}}  {'trades':>6}  {'win rate':>8}  {'P&L':>12}  {'fees':>10}  {'avg ret':>8}"
             f"  {'avg hold':>8}")
     if extra:
-        head += f"  {'buy&hold':>9}"
+        head += f"  {'buy&hold':>10}"
     lines = [head]
     for name, r in rows.items():
         line = (f"  {name:<{width}}  {r['trades']:>6}  {fmt.pct(r['win_rate_pct']):>8}  "
@@ -120,7 +123,7 @@ def table_lines(title: str, rows: dict[str, dict[str, Any]], extra: str | None =
                 f"{fmt.pct(r['avg_return_pct'], signed=True):>8}  "
                 f"{fmt.duration(r['avg_hold_hours'] * 3600):>8}")
         if extra:
-            line += f"  {fmt.pct(r[extra], signed=True):>9}"
+            line += f"  {fmt.pct(r[extra], signed=True):>10}"
         lines.append(line)
     return lines
 
@@ -149,8 +152,7 @@ def format_summary(r: dict[str, Any]) -> str:
         + ", ".join(f"{s} {fmt.pct(p, signed=True)}" for s, p in hold["per_symbol"].items())
         + f"; max drawdown {fmt.pct(hold['max_drawdown_pct'])}); strategy "
         f"{hold['strategy_minus_hold_pct']:+,.2f} points",
-        f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}",
-        f"  drawdown      {drawdown_text(r['drawdown'])}",
+        *drawdown_lines(r),
         f"  sharpe        {ratio_text(r['sharpe'])}  (sortino {ratio_text(r['sortino'])}, "
         f"calmar {ratio_text(r['calmar'])})",
         f"  fees          {fmt.money(r['fees'])}",

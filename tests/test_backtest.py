@@ -184,7 +184,9 @@ def test_the_printed_report_shows_the_tables_and_readable_dates(backtest):
     _, proc, r = backtest
     out = proc.stdout
     assert summary_value(out, "period") == f"{r['from']} -> {r['to']}"
-    assert f"peak {r['drawdown']['peak']}, trough {r['drawdown']['trough']}" in summary_value(out, "drawdown")
+    dd = r["drawdown"]
+    assert f"peak {dd['peak']}, trough {dd['trough']}" in summary_value(out, "max drawdown")
+    assert summary_value(out, "recovered").startswith(f"{dd['recovered']}, " if dd["recovered"] else "no, ")
     assert f"CAGR {r['cagr_pct']:+.2f}%" in summary_value(out, "return")
     assert f"sortino {r['sortino']:.2f}" in summary_value(out, "sharpe")
     assert number(summary_value(out, "buy and hold")) == pytest.approx(r["buy_and_hold"]["return_pct"], abs=0.005)

@@ -122,3 +122,14 @@ def test_buy_and_hold_splits_the_equity_equally_and_counts_a_late_symbol_at_its_
     assert hold["end_equity"] == 1000.0 and hold["return_pct"] == 0.0
     assert hold["max_drawdown_pct"] == round(100 * 50 / 1050, 3)
     assert hold["per_symbol"] == {"A/USD": 20.0, "B/USD": -20.0}
+
+
+def test_the_printed_drawdown_names_its_dates_and_its_recovery():
+    from ffe_engine.backtest_report import drawdown_lines
+
+    figures = performance.curve_figures(two_year_curve(), 100.0, HALF_DAY)
+    assert drawdown_lines(figures) == [
+        "  max drawdown  20.00%  peak 2021-02-01T12:00:00Z, trough 2021-02-02T12:00:00Z",
+        "  recovered     2021-03-01T12:00:00Z, 28d00h after the peak; longest time under a peak 28d00h"]
+    rising = performance.curve_figures([(0, 101.0), (HOUR, 102.0)], 100.0, HOUR)
+    assert drawdown_lines(rising) == ["  max drawdown  0.00%"]
