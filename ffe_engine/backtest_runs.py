@@ -54,7 +54,13 @@ def parse_keep(text: str) -> int:
 
 
 def folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    total = 0
+    for p in path.rglob("*"):
+        try:  # a running run's writer may remove a file (its journal) between the listing and here
+            total += p.stat().st_size if p.is_file() else 0
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def read_report(path: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -5,7 +5,7 @@ One rule for each kind of value, so the same fill reads the same on every screen
 - prices and quantities: six significant digits, thousands separators, never scientific (60,118.1, 0.0123457);
 - money (equity, P&L): two decimals with thousands separators, signed where it is a gain or a loss (+1,234.50);
   fees four decimals (0.0120), as they are often fractions of a cent;
-- percentages: two decimals and a % sign (12.34%);
+- percentages: two decimals and a % sign (12.34%); sizes in B, KB, MB or GB (206.2 KB);
 - times: UTC in ISO 8601 form with the zone shown (2026-01-02T03:04:05Z), market and wall time alike; the console's
   log column keeps only the time of day (03:04:05Z).
 """
