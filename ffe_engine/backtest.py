@@ -28,7 +28,7 @@ from . import records as compact
 from .backtest_report import build_report
 from .backtest_runs import REPORT_NAME  # the report beside a kept run's database, without the curve
 from .engine import EngineOptions
-from .errors import StartError
+from .errors import StartError, storage_failure
 from .events import EventBus
 from .kernel import build_engine, paper_venue
 from .market.csvdata import CandleSeries, load_csv, parse_symbol_arg
@@ -38,7 +38,6 @@ from .store import Store
 FLUSH_EVERY = 5000
 RECORD_LEVELS = ("full", "trades", "summary")
 AUDIT_NAME = "audit.jsonl.zst"
-
 
 
 def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries]:
@@ -129,14 +128,17 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
                       audit=str(log_dir / AUDIT_NAME) if full else None,
                       elapsed_s=round(time.perf_counter() - t0, 3))
         report["bars_per_s"] = round(report["bars"] / report["elapsed_s"], 1) if report["elapsed_s"] else None
-        if kept:
-            # Written last: a run folder without it is a run that did not finish.
-            brief = {k: v for k, v in report.items() if k != "equity_curve"}
-            (data_dir / REPORT_NAME).write_text(json.dumps(brief, indent=1))
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         await store.close()
+    if kept:
+        # Written once the records are closed: a run folder without it is a run that did not finish.
+        path = data_dir / REPORT_NAME
+        try:
+            path.write_text(json.dumps({k: v for k, v in report.items() if k != "equity_curve"}, indent=1))
+        except OSError as exc:
+            raise storage_failure(path, exc) from None
     return report
 
 
