@@ -41,12 +41,34 @@ async def _open_order(pilot, app) -> str:
     return res["client_order_id"]
 
 
+class _HeldFeed(SimulatedFeed):
+    """The simulated market, held still while `hold` is set, as a quiet market would be: an order placed then
+    stays open at the paper venue (which fills at the next candle) for as long as the test needs, however slowly
+    a loaded machine runs it. `parked` is set while the feed waits, the engine then idle between bars."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hold = False
+        self.parked = asyncio.Event()
+
+    async def candles(self):
+        async for c in super().candles():
+            while self.hold:
+                self.parked.set()
+                await asyncio.sleep(0.05)
+            yield c
+
+
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_kill_switch_K_then_y_halts_cancels_and_survives_a_restart(tmp_path, size):
     db = db_path(tmp_path)
-    app = console(tmp_path, speed=0.2)
+    app = console(tmp_path, speed=4.0, feed_class=_HeldFeed)
     async with app.run_test(size=size) as pilot:
         await running(pilot)
+        await until(pilot, lambda: app.snap["bars"] >= 2, "the first live bar")
+        feed = app.engine.feed
+        feed.hold = True
+        await until(pilot, feed.parked.is_set, "the market held still")
         cid = await _open_order(pilot, app)
         await pilot.press("K")
         await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
