@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..indicators import IndicatorSet
+from ..indicators import IndicatorColumns, IndicatorSet
 from ..model import Vote
-from .base import BUY, HOLD, NO_SIGNAL, SELL, check_positive, scaled
+from .base import BUY, BUY_CODE, HOLD, HOLD_CODE, NO_SIGNAL, SELL, SELL_CODE, check_positive, scaled
 
 
 class BreakoutProvider:
@@ -44,3 +44,19 @@ class BreakoutProvider:
             return Vote(self.name, SELL, conf, "close below the Donchian low")
         return Vote(self.name, HOLD, NO_SIGNAL, "inside the channel")
 
+    def vote_codes(self, cols: IndicatorColumns) -> list[int]:
+        """The action `vote` gives after each bar of a whole series, as a code (base.py), in one pass."""
+        c = cols.columns
+        out: list[int] = []
+        append = out.append
+        for high, low, upper, lower, atr, close in zip(c["dc_high"], c["dc_low"], c["bb_upper"], c["bb_lower"],
+                                                       c["atr"], c["close"]):
+            if high is None or low is None or upper is None or lower is None or not atr:
+                append(HOLD_CODE)
+            elif close > high:
+                append(BUY_CODE)
+            elif close < low:
+                append(SELL_CODE)
+            else:
+                append(HOLD_CODE)
+        return out

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..indicators import IndicatorSet
+from ..indicators import IndicatorColumns, IndicatorSet
 from ..model import Vote
-from .base import BUY, HOLD, NO_SIGNAL, SELL, scaled
+from .base import BUY, BUY_CODE, HOLD, HOLD_CODE, NO_SIGNAL, SELL, SELL_CODE, scaled
 
 
 class MeanReversionProvider:
@@ -44,3 +44,27 @@ class MeanReversionProvider:
             conf = scaled(rsi - self.overbought, 0.0, 20.0, 0.55, 0.9) + (0.1 if close > upper else 0.0)
             return Vote(self.name, SELL, conf, f"RSI {rsi:.0f} overbought at upper band")
         return Vote(self.name, HOLD, NO_SIGNAL, "RSI within range")
+
+    def vote_codes(self, cols: IndicatorColumns) -> list[int]:
+        """The action `vote` gives after each bar of a whole series, as a code (base.py), in one pass."""
+        c = cols.columns
+        oversold, overbought, zone = self.oversold, self.overbought, self.band_zone
+        high_zone = 1.0 - zone
+        out: list[int] = []
+        append = out.append
+        for rsi, upper, lower, close in zip(c["rsi"], c["bb_upper"], c["bb_lower"], c["close"]):
+            if rsi is None or upper is None or lower is None:
+                append(HOLD_CODE)
+                continue
+            width = upper - lower
+            if width <= 0.0:
+                append(HOLD_CODE)
+                continue
+            pct_b = (close - lower) / width
+            if rsi <= oversold and pct_b <= zone:
+                append(BUY_CODE)
+            elif rsi >= overbought and pct_b >= high_zone:
+                append(SELL_CODE)
+            else:
+                append(HOLD_CODE)
+        return out

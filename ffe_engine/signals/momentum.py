@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..indicators import IndicatorSet
+from ..indicators import IndicatorColumns, IndicatorSet
 from ..model import Vote
-from .base import BUY, HOLD, NO_SIGNAL, SELL, check_positive, scaled
+from .base import BUY, BUY_CODE, HOLD, HOLD_CODE, NO_SIGNAL, SELL, SELL_CODE, check_positive, scaled
 
 
 class MomentumProvider:
@@ -46,3 +46,24 @@ class MomentumProvider:
             if hist < prev and h <= -self.min_hist:
                 return Vote(self.name, SELL, scaled(-h, 0.0, self.full_hist), f"MACD histogram falling, {h:.2f} ATR")
         return Vote(self.name, HOLD, NO_SIGNAL, "momentum fading")
+
+    def vote_codes(self, cols: IndicatorColumns) -> list[int]:
+        """The action `vote` gives after each bar of a whole series, as a code (base.py), in one pass."""
+        c = cols.columns
+        lo = self.min_hist
+        out: list[int] = []
+        append = out.append
+        for hist, prev, atr in zip(c["macd_hist"], c["prev_macd_hist"], c["atr"]):
+            if prev is None or hist is None or not atr:
+                append(HOLD_CODE)
+                continue
+            if hist > 0.0:
+                if prev <= 0.0 or (hist > prev and hist / atr >= lo):
+                    append(BUY_CODE)
+                    continue
+            elif hist < 0.0:
+                if prev >= 0.0 or (hist < prev and hist / atr <= -lo):
+                    append(SELL_CODE)
+                    continue
+            append(HOLD_CODE)
+        return out

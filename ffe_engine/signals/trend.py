@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..indicators import IndicatorSet
+from ..indicators import IndicatorColumns, IndicatorSet
 from ..model import Vote
-from .base import BUY, HOLD, NO_SIGNAL, SELL, check_positive, scaled
+from .base import BUY, BUY_CODE, HOLD, HOLD_CODE, NO_SIGNAL, SELL, SELL_CODE, check_positive, scaled
 
 
 class TrendProvider:
@@ -37,3 +37,22 @@ class TrendProvider:
             conf = scaled(-spread, self.min_spread, self.full_spread)
             return Vote(self.name, SELL, conf, f"EMA fast<slow by {-spread:.2f} ATR")
         return Vote(self.name, HOLD, NO_SIGNAL, "no clear trend")
+
+    def vote_codes(self, cols: IndicatorColumns) -> list[int]:
+        """The action `vote` gives after each bar of a whole series, as a code (base.py), in one pass."""
+        c = cols.columns
+        lo = self.min_spread
+        out: list[int] = []
+        append = out.append
+        for fast, slow, prev_fast, atr in zip(c["ema_fast"], c["ema_slow"], c["prev_ema_fast"], c["atr"]):
+            if prev_fast is None or fast is None or slow is None or not atr:
+                append(HOLD_CODE)
+                continue
+            spread = (fast - slow) / atr
+            if spread >= lo and fast >= prev_fast:
+                append(BUY_CODE)
+            elif spread <= -lo and fast <= prev_fast:
+                append(SELL_CODE)
+            else:
+                append(HOLD_CODE)
+        return out
