@@ -1,16 +1,16 @@
 """A backtest's market-data work done once per series, before the run: indicators and vote actions.
 
 Everything that depends on market data alone is the same whichever way it is computed, so a backtest computes it
-for each symbol's whole series in one pass (indicators.IndicatorColumns, the providers' `vote_codes`) instead of
+for each symbol's whole series in one pass (indicators.IndicatorColumns, the providers' `vote_columns`) instead of
 bar by bar. The engine then does per bar only what depends on its own state:
 - with decision records (`full`), every decision as before: the bar's indicators are loaded into the symbol's
   IndicatorSet and the providers vote on them;
 - without them, only the bars where a decision could trade: a BUY vote while the symbol has no position, a SELL
-  vote while it has one. Elsewhere the ensemble can only say HOLD, or BUY while in a position, or SELL with none,
+  vote while it has one, from the precomputed votes (their reasons, which nothing records then, left out). Elsewhere the ensemble can only say HOLD, or BUY while in a position, or SELL with none,
   and none of these leaves a trace at those record levels (the decision's id is still taken, so ids stay the
   same). The ensemble's verdict is always one of the actions voted, or HOLD.
 The live engine keeps the incremental path (IndicatorSet.update, provider.vote every bar);
-tests/test_indicator_columns.py checks that both give the same numbers and actions on every bar of the sample
+tests/test_indicator_columns.py checks that both give the same numbers and votes on every bar of the sample
 files, and tests/test_backtest_columns.py that a backtest trades and records alike either way.
 """
 
@@ -21,20 +21,28 @@ from typing import Any, Mapping
 
 from .indicators import IndicatorColumns, IndicatorSet
 from .market.csvdata import CandleSeries
+from .model import Action, Vote
 from .signals.base import BUY_CODE, SELL_CODE
 
 
+ACTIONS = (Action.HOLD, Action.BUY, Action.SELL)  # by code (signals/base.py)
+
+
 class SeriesSignals:
-    """One symbol's precomputed indicators, the first bar its decisions start at, and per bar which actions any
-    provider votes (BUY_CODE | SELL_CODE bits)."""
+    """One symbol's precomputed indicators, the first bar its decisions start at, per bar which actions any
+    provider votes (BUY_CODE | SELL_CODE bits), and each provider's action code and confidence per bar."""
 
-    __slots__ = ("columns", "ts", "warm_from", "codes")
+    __slots__ = ("columns", "ts", "warm_from", "codes", "votes")
 
-    def __init__(self, columns: IndicatorColumns, codes: list[int]) -> None:
+    def __init__(self, columns: IndicatorColumns, votes: list[tuple[str, list[int], list[float]]]) -> None:
         self.columns = columns
         self.ts = columns.columns["ts"]
         self.warm_from = columns.warm_from
+        codes = [0] * len(columns)
+        for _, provider_codes, _ in votes:
+            codes = list(map(or_, codes, provider_codes))
         self.codes = codes
+        self.votes = votes
 
 
 class BarSignals:
@@ -62,18 +70,27 @@ class BarSignals:
         s.columns.load(ind, i)
         return True
 
+    def votes(self, symbol: str, i: int) -> list[Vote]:
+        """The providers' votes at bar i, in their order, without reasons (for a run without decision records,
+        where nothing keeps them)."""
+        return [Vote(name, ACTIONS[codes[i]], confs[i]) for name, codes, confs in self.by_symbol[symbol].votes]
+
 
 def precompute(series: Mapping[str, CandleSeries], providers: list[Any], *,
                every_decision: bool) -> BarSignals | None:
     """The signals of each series for these providers; None when a provider votes on more than market data (it
-    has no `vote_codes`: a remote voter), and the run takes the incremental path."""
-    if not providers or not all(callable(getattr(p, "vote_codes", None)) for p in providers):
+    has no `vote_columns`: a remote voter), and the run takes the incremental path. (None too if a confidence were
+    outside 0..1: the ensemble would count that provider as failed, which only the incremental path records.)"""
+    if not providers or not all(callable(getattr(p, "vote_columns", None)) for p in providers):
         return None
     out: dict[str, SeriesSignals] = {}
     for symbol, s in series.items():
         cols = IndicatorColumns(s.ts, s.open, s.high, s.low, s.close, s.volume)
-        codes = [0] * len(cols)
+        votes = []
         for p in providers:
-            codes = list(map(or_, codes, p.vote_codes(cols)))
-        out[symbol] = SeriesSignals(cols, codes)
+            codes, confs = p.vote_columns(cols)
+            if not all(0.0 <= x <= 1.0 for x in confs):
+                return None
+            votes.append((p.name, codes, confs))
+        out[symbol] = SeriesSignals(cols, votes)
     return BarSignals(out, every_decision)

@@ -515,11 +515,15 @@ class Engine:
             ind.update(c)
             decide: bool | None = ind.warm
         else:
-            decide = signals.bar(sym, self.bars_by_symbol[sym] - 1, c.ts, ind, sym in pf.positions)
+            i = self.bars_by_symbol[sym] - 1
+            decide = signals.bar(sym, i, c.ts, ind, sym in pf.positions)
             if decide is None:
                 self._id_n += 1  # a decision that cannot trade, unrecorded: its id is taken all the same
         if decide:
-            if self.async_providers:
+            failed: list[str] = []
+            if signals is not None and not signals.every_decision:
+                votes = signals.votes(sym, i)
+            elif self.async_providers:
                 votes, failed = await self.ensemble.gather(self.providers, ind)
             else:
                 votes, failed = self.ensemble.collect_sync(self.providers, ind)

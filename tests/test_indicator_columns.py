@@ -1,5 +1,6 @@
-"""Indicators and vote actions computed for a whole series at once (a backtest's way) equal the incremental ones
-the live engine computes bar by bar: on every bar of both sample files, every value to the last bit."""
+"""Indicators and votes computed for a whole series at once (a backtest's way) equal the incremental ones the live
+engine computes bar by bar: on every bar of both sample files, every value, action and confidence to the last
+bit."""
 
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ def columns(series: CandleSeries, **periods) -> IndicatorColumns:
 
 
 def compare(series: CandleSeries, **periods) -> int:
-    """Bar by bar, the incremental set and the loaded column values, the warm flag and each provider's action;
-    returns the number of warm bars."""
+    """Bar by bar, the incremental set and the loaded column values, the warm flag and each provider's action and
+    confidence; returns the number of warm bars."""
     cols = columns(series, **periods)
     providers = make_providers(MARKET_DATA_PROVIDERS)
-    codes = {p.name: p.vote_codes(cols) for p in providers}
+    votes = {p.name: p.vote_columns(cols) for p in providers}
     ind = IndicatorSet(series.symbol, **periods)
     loaded = IndicatorSet(series.symbol, **periods)
     warm = 0
@@ -42,7 +43,10 @@ def compare(series: CandleSeries, **periods) -> int:
         assert (i >= cols.warm_from) is ind.warm, f"{series.symbol} bar {i}"
         warm += ind.warm
         for p in providers:
-            assert codes[p.name][i] == CODE[p.vote(ind).action], f"{p.name} at {series.symbol} bar {i}"
+            vote = p.vote(ind)
+            codes, confs = votes[p.name]
+            assert (codes[i], repr(confs[i])) == (CODE[vote.action], repr(vote.confidence)), \
+                f"{p.name} at {series.symbol} bar {i}"
     return warm
 
 
@@ -50,10 +54,9 @@ def compare(series: CandleSeries, **periods) -> int:
 def test_every_bar_of_the_sample_files_is_the_same_either_way(path):
     series = load_csv(path)
     assert compare(series) == len(series) - 50  # warm once the slow EMA has a previous value
-    codes = set()
     for p in make_providers(MARKET_DATA_PROVIDERS):
-        codes.update(p.vote_codes(columns(series)))
-    assert codes == {HOLD_CODE, BUY_CODE, SELL_CODE}  # the comparison saw every action
+        codes, _ = p.vote_columns(columns(series))
+        assert set(codes) == {HOLD_CODE, BUY_CODE, SELL_CODE}, p.name  # the comparison saw every action
 
 
 def test_other_periods_and_a_series_shorter_than_the_warm_up():

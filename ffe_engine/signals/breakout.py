@@ -44,19 +44,32 @@ class BreakoutProvider:
             return Vote(self.name, SELL, conf, "close below the Donchian low")
         return Vote(self.name, HOLD, NO_SIGNAL, "inside the channel")
 
-    def vote_codes(self, cols: IndicatorColumns) -> list[int]:
-        """The action `vote` gives after each bar of a whole series, as a code (base.py), in one pass."""
+    def vote_columns(self, cols: IndicatorColumns) -> tuple[list[int], list[float]]:
+        """What `vote` says after each bar of a whole series, in one pass: each bar's action as a code (base.py) and
+        its confidence. The reasons are left out: only decision records keep them."""
         c = cols.columns
-        out: list[int] = []
-        append = out.append
+        full, bonus = self.full_break, self.band_bonus
+        codes: list[int] = []
+        confs: list[float] = []
+        code, conf = codes.append, confs.append
         for high, low, upper, lower, atr, close in zip(c["dc_high"], c["dc_low"], c["bb_upper"], c["bb_lower"],
                                                        c["atr"], c["close"]):
             if high is None or low is None or upper is None or lower is None or not atr:
-                append(HOLD_CODE)
+                code(HOLD_CODE)
+                conf(0.0)
             elif close > high:
-                append(BUY_CODE)
+                x = scaled((close - high) / atr, 0.0, full, 0.55, 0.9)
+                if close > upper:
+                    x += bonus
+                code(BUY_CODE)
+                conf(x)
             elif close < low:
-                append(SELL_CODE)
+                x = scaled((low - close) / atr, 0.0, full, 0.55, 0.9)
+                if close < lower:
+                    x += bonus
+                code(SELL_CODE)
+                conf(x)
             else:
-                append(HOLD_CODE)
-        return out
+                code(HOLD_CODE)
+                conf(NO_SIGNAL)
+        return codes, confs

@@ -45,26 +45,32 @@ class MeanReversionProvider:
             return Vote(self.name, SELL, conf, f"RSI {rsi:.0f} overbought at upper band")
         return Vote(self.name, HOLD, NO_SIGNAL, "RSI within range")
 
-    def vote_codes(self, cols: IndicatorColumns) -> list[int]:
-        """The action `vote` gives after each bar of a whole series, as a code (base.py), in one pass."""
+    def vote_columns(self, cols: IndicatorColumns) -> tuple[list[int], list[float]]:
+        """What `vote` says after each bar of a whole series, in one pass: each bar's action as a code (base.py) and
+        its confidence. The reasons are left out: only decision records keep them."""
         c = cols.columns
         oversold, overbought, zone = self.oversold, self.overbought, self.band_zone
-        high_zone = 1.0 - zone
-        out: list[int] = []
-        append = out.append
+        codes: list[int] = []
+        confs: list[float] = []
+        code, conf = codes.append, confs.append
         for rsi, upper, lower, close in zip(c["rsi"], c["bb_upper"], c["bb_lower"], c["close"]):
             if rsi is None or upper is None or lower is None:
-                append(HOLD_CODE)
+                code(HOLD_CODE)
+                conf(0.0)
                 continue
             width = upper - lower
             if width <= 0.0:
-                append(HOLD_CODE)
+                code(HOLD_CODE)
+                conf(NO_SIGNAL)
                 continue
             pct_b = (close - lower) / width
             if rsi <= oversold and pct_b <= zone:
-                append(BUY_CODE)
-            elif rsi >= overbought and pct_b >= high_zone:
-                append(SELL_CODE)
+                code(BUY_CODE)
+                conf(scaled(oversold - rsi, 0.0, 20.0, 0.55, 0.9) + (0.1 if close < lower else 0.0))
+            elif rsi >= overbought and pct_b >= 1.0 - zone:
+                code(SELL_CODE)
+                conf(scaled(rsi - overbought, 0.0, 20.0, 0.55, 0.9) + (0.1 if close > upper else 0.0))
             else:
-                append(HOLD_CODE)
-        return out
+                code(HOLD_CODE)
+                conf(NO_SIGNAL)
+        return codes, confs

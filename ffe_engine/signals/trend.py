@@ -38,21 +38,27 @@ class TrendProvider:
             return Vote(self.name, SELL, conf, f"EMA fast<slow by {-spread:.2f} ATR")
         return Vote(self.name, HOLD, NO_SIGNAL, "no clear trend")
 
-    def vote_codes(self, cols: IndicatorColumns) -> list[int]:
-        """The action `vote` gives after each bar of a whole series, as a code (base.py), in one pass."""
+    def vote_columns(self, cols: IndicatorColumns) -> tuple[list[int], list[float]]:
+        """What `vote` says after each bar of a whole series, in one pass: each bar's action as a code (base.py) and
+        its confidence. The reasons are left out: only decision records keep them."""
         c = cols.columns
-        lo = self.min_spread
-        out: list[int] = []
-        append = out.append
+        lo, hi = self.min_spread, self.full_spread
+        codes: list[int] = []
+        confs: list[float] = []
+        code, conf = codes.append, confs.append
         for fast, slow, prev_fast, atr in zip(c["ema_fast"], c["ema_slow"], c["prev_ema_fast"], c["atr"]):
             if prev_fast is None or fast is None or slow is None or not atr:
-                append(HOLD_CODE)
+                code(HOLD_CODE)
+                conf(0.0)
                 continue
             spread = (fast - slow) / atr
             if spread >= lo and fast >= prev_fast:
-                append(BUY_CODE)
+                code(BUY_CODE)
+                conf(scaled(spread, lo, hi))
             elif spread <= -lo and fast <= prev_fast:
-                append(SELL_CODE)
+                code(SELL_CODE)
+                conf(scaled(-spread, lo, hi))
             else:
-                append(HOLD_CODE)
-        return out
+                code(HOLD_CODE)
+                conf(NO_SIGNAL)
+        return codes, confs
