@@ -55,9 +55,10 @@ class BarSignals:
         self.every_decision = every_decision
 
     def bar(self, symbol: str, i: int, ts: int, ind: IndicatorSet, in_position: bool) -> bool | None:
-        """Bar i of `symbol` (at `ts`): True when its decision is to be made (its indicators are loaded into `ind`),
-        False while the indicators are warming up (no decision), None when a decision is due but cannot trade and
-        leaves no record."""
+        """Bar i of `symbol` (at `ts`): True when its decision is to be made, False while the indicators are warming
+        up (no decision), None when a decision is due but cannot trade and leaves no record. With decision records
+        the bar's indicators are loaded into `ind` for the providers; without them the votes come from `votes` and
+        the indicators are loaded (`load`) only for a decision that acts."""
         s = self.by_symbol[symbol]
         if s.ts[i] != ts:  # the columns are not this feed's: never decide on them
             raise RuntimeError(f"{symbol}: precomputed bar {i} is at {s.ts[i]}, the feed's candle at {ts}")
@@ -67,8 +68,12 @@ class BarSignals:
             code = s.codes[i]
             if not (code & SELL_CODE if in_position else code & BUY_CODE):
                 return None
+            return True
         s.columns.load(ind, i)
         return True
+
+    def load(self, symbol: str, i: int, ind: IndicatorSet) -> None:
+        self.by_symbol[symbol].columns.load(ind, i)
 
     def votes(self, symbol: str, i: int) -> list[Vote]:
         """The providers' votes at bar i, in their order, without reasons (for a run without decision records,

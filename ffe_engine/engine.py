@@ -532,6 +532,8 @@ class Engine:
             if res.action is Action.HOLD:  # most bars: nothing to act on
                 d.outcome = "hold"
             else:
+                if signals is not None and not signals.every_decision:
+                    signals.load(sym, i, ind)  # the bar's indicators, which sizing reads
                 await self._act(d, c, ind)
             self._record_decision(d)
         self.liveness.bar(sym)

@@ -95,6 +95,7 @@ def run(tmp: Path, level: str, whole_series: bool, bars: int | None) -> dict[str
     return everything(report)
 
 
+@pytest.mark.timeout(600)  # two backtests of the whole files and all they left compared: minutes on a loaded machine
 def test_trades_records_are_the_same_as_bar_by_bar_on_the_whole_sample_files(tmp_path):
     fast = run(tmp_path / "whole", "trades", whole_series=True, bars=None)
     slow = run(tmp_path / "bars", "trades", whole_series=False, bars=None)
@@ -106,6 +107,7 @@ def test_trades_records_are_the_same_as_bar_by_bar_on_the_whole_sample_files(tmp
         assert difference(fast[part], slow[part]) == "", part
 
 
+@pytest.mark.timeout(600)  # two backtests with every decision recorded, compared record by record
 def test_full_records_are_the_same_as_bar_by_bar(tmp_path):
     """Every decision record: a third of each sample file (each decision is checked on its own; the vote actions
     and indicators of every bar of the whole files are compared in test_indicator_columns.py)."""
