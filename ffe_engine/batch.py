@@ -16,6 +16,7 @@ files, and tests/test_backtest_columns.py that a backtest trades and records ali
 
 from __future__ import annotations
 
+from array import array
 from operator import or_
 from typing import Any, Mapping
 
@@ -34,13 +35,13 @@ class SeriesSignals:
 
     __slots__ = ("columns", "ts", "warm_from", "codes", "votes")
 
-    def __init__(self, columns: IndicatorColumns, votes: list[tuple[str, list[int], list[float]]]) -> None:
+    def __init__(self, columns: IndicatorColumns, votes: list[tuple[str, bytes, array[float]]]) -> None:
         self.columns = columns
         self.ts = columns.columns["ts"]
         self.warm_from = columns.warm_from
-        codes = [0] * len(columns)
+        codes = bytes(len(columns))
         for _, provider_codes, _ in votes:
-            codes = list(map(or_, codes, provider_codes))
+            codes = bytes(map(or_, codes, provider_codes))
         self.codes = codes
         self.votes = votes
 
@@ -96,6 +97,7 @@ def precompute(series: Mapping[str, CandleSeries], providers: list[Any], *,
             codes, confs = p.vote_columns(cols)
             if not all(0.0 <= x <= 1.0 for x in confs):
                 return None
-            votes.append((p.name, codes, confs))
+            votes.append((p.name, bytes(codes), array("d", confs)))  # compact: a year of minutes stays small
         out[symbol] = SeriesSignals(cols, votes)
+        cols.compact()
     return BarSignals(out, every_decision)

@@ -11,6 +11,7 @@ window length so floating-point drift cannot build up over a long run, which is 
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from itertools import accumulate
 from typing import Any, Sequence
@@ -409,6 +410,7 @@ class IndicatorSet:
 # every bar of the sample files.
 
 Column = list[float | None]
+_NAN = float("nan")
 
 
 def ema_column(xs: Sequence[float], n: int) -> Column:
@@ -631,21 +633,29 @@ class IndicatorColumns:
         cols["dc_high"], cols["dc_low"] = donchian_columns(high, low, donchian)
         self.columns = cols
         self._fields = [cols[f] for f in self.FIELDS]
+        # The first bar after which IndicatorSet.warm is true (every column, once set, stays set; and from that
+        # bar on every column is set).
+        self.warm_from = max(_first_set(cols[name]) for name in ("prev_ema_slow", "prev_macd_hist", "prev_rsi",
+                                                                 "atr", "bb_mid", "dc_high"))
 
     def __len__(self) -> int:
         return self.size
 
-    @property
-    def warm_from(self) -> int:
-        """The first bar after which IndicatorSet.warm is true (every column, once set, stays set)."""
-        c = self.columns
-        return max(_first_set(c[name]) for name in ("prev_ema_slow", "prev_macd_hist", "prev_rsi", "atr", "bb_mid",
-                                                    "dc_high"))
+    def compact(self) -> None:
+        """Keep the computed columns as arrays of doubles (NaN for not yet set), not lists of float objects: a
+        quarter of the memory. Their values are the same, bit for bit; `load` gives None where a value is not set."""
+        cols = self.columns
+        for name in self.FIELDS[6:]:  # the candle's own columns are the series' lists
+            cols[name] = array("d", [_NAN if v is None else v for v in cols[name]])
+        self._fields = [cols[f] for f in self.FIELDS]
 
     def load(self, ind: IndicatorSet, i: int) -> None:
         """Make `ind` what an IndicatorSet is after bar i of this series."""
         ind.bars = i + 1
+        values = [col[i] for col in self._fields]
+        if i < self.warm_from:  # some values are not set yet (from the warm bar on, every one is)
+            values = [None if v is None or v != v else v for v in values]
         (ind.ts, ind.open, ind.high, ind.low, ind.close, ind.volume, ind.prev_close, ind.ema_fast, ind.ema_slow,
          ind.prev_ema_fast, ind.prev_ema_slow, ind.macd, ind.macd_signal, ind.macd_hist, ind.prev_macd_hist, ind.rsi,
          ind.prev_rsi, ind.atr, ind.bb_upper, ind.bb_mid, ind.bb_lower, ind.bb_std, ind.dc_high,
-         ind.dc_low) = [col[i] for col in self._fields]
+         ind.dc_low) = values

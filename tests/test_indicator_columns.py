@@ -33,6 +33,7 @@ def compare(series: CandleSeries, **periods) -> int:
     cols = columns(series, **periods)
     providers = make_providers(MARKET_DATA_PROVIDERS)
     votes = {p.name: p.vote_columns(cols) for p in providers}
+    cols.compact()  # as a backtest keeps them, once the votes are computed
     ind = IndicatorSet(series.symbol, **periods)
     loaded = IndicatorSet(series.symbol, **periods)
     warm = 0
