@@ -16,7 +16,7 @@ import pytest
 
 from conftest import BTC_CSV, ETH_CSV
 from ffe_engine import backtest as bt
-from ffe_engine import records
+from ffe_engine import chain, records
 from ffe_engine.config import Settings
 
 RUN_FIELDS = {"run_id", "database", "audit", "elapsed_s", "bars_per_s"}  # what differs between two runs
@@ -28,6 +28,7 @@ ORDER_ID = re.compile(r'(?<=")ffe-[0-9a-f]{24}(?=\\?")')
 DECISION_ID = re.compile(r'(?<=")d[0-9a-f]{6}([0-9]{6})(?=\\?")')  # d, the run's prefix, a number
 PID = re.compile(r'"pid": ?[0-9]+')
 RECORD_TS = re.compile(r'^\{"ts":"[^"]*",', re.MULTILINE)  # an audit record's first field: when it was written
+PREV = re.compile(r',"prev":"[0-9a-f]{64}"')  # the hash chaining a record to the one before (write times too)
 
 
 def comparable(obj) -> str:
@@ -64,16 +65,21 @@ def everything(report: dict) -> dict[str, str]:
                     if table == "events":
                         values[header.index("data")] = None  # the audit file's records, compared there
                     elif table == "kv":
-                        # The record dictionary is trained on the run's first records, write times included.
-                        values[1] = (None if row[0] == records.DICTIONARY_KEY
-                                     else records.unpacked_value(json.loads(row[1])))
+                        # The record dictionary is trained on the run's first records, and the audit file's head
+                        # hash chains them, write times included.
+                        value = records.unpacked_value(json.loads(row[1]))
+                        if row[0] == records.DICTIONARY_KEY:
+                            value = None
+                        elif row[0] == chain.HEAD_KEY:
+                            value = {k: v for k, v in value.items() if k != "hash"}
+                        values[1] = value
                     rows.append(values)
                 out[table] = comparable(rows)
         finally:
             conn.close()
     if report["audit"]:
         lines = b"\n".join(records.read_lines(report["audit"])).decode()
-        out["audit"] = comparable(RECORD_TS.sub("{", lines))
+        out["audit"] = comparable(PREV.sub("", RECORD_TS.sub("{", lines)))
     return out
 
 
