@@ -10,7 +10,8 @@ megabytes left on disk and the peak resident set size of the largest process.
 Then two instrumented runs (full and trades records, in this process) split the time per stage: feeds (CSV parse
 and replay), indicators (computed once per series, loaded for each decision), votes, ensemble, gates, execution
 (order path and fills), store and audit (the engine's side of the records: events, flushes), and the engine's own
-bookkeeping, with the run's wall and CPU seconds. The database writer process (sqlwriter.py) runs beside the engine; its CPU time is printed too.
+bookkeeping, with the run's wall and CPU seconds. The database writer process (sqlwriter.py) runs beside the
+engine; its CPU time is printed too.
 The instrumented run is slower than the plain one (timers cost a little on every call); its split is what counts.
 """
 

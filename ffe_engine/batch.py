@@ -6,7 +6,8 @@ bar by bar. The engine then does per bar only what depends on its own state:
 - with decision records (`full`), every decision as before: the bar's indicators are loaded into the symbol's
   IndicatorSet and the providers vote on them;
 - without them, only the bars where a decision could trade: a BUY vote while the symbol has no position, a SELL
-  vote while it has one, from the precomputed votes (their reasons, which nothing records then, left out). Elsewhere the ensemble can only say HOLD, or BUY while in a position, or SELL with none,
+  vote while it has one, from the precomputed votes (their reasons, which nothing records then, left out).
+  Elsewhere the ensemble can only say HOLD, or BUY while in a position, or SELL with none,
   and none of these leaves a trace at those record levels (the decision's id is still taken, so ids stay the
   same). The ensemble's verdict is always one of the actions voted, or HOLD.
 The live engine keeps the incremental path (IndicatorSet.update, provider.vote every bar);
