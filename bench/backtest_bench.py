@@ -7,9 +7,11 @@ backtrader, three rounds) so a noisy machine slows them alike, and the best of t
 bars per second, the ratio to backtrader, wall and CPU seconds (the CPU of the record writer process included),
 megabytes left on disk and the peak resident set size of the largest process.
 
-Then a second, instrumented run (full records, in this process) splits the time per stage: feeds (CSV parse and replay), indicators, votes, ensemble, gates, execution (order
-path and fills), store and audit (the engine's side of the records: events, flushes), and the engine's own
-bookkeeping. The database writer process (sqlwriter.py) runs beside the engine; its CPU time is printed too.
+Then two instrumented runs (full and trades records, in this process) split the time per stage: feeds (CSV parse
+and replay), indicators (computed once per series, loaded for each decision), votes, ensemble, gates, execution
+(order path and fills), store and audit (the engine's side of the records: events, flushes), and the engine's own
+bookkeeping, with the run's wall and CPU seconds. The database writer process (sqlwriter.py) runs beside the
+engine; its CPU time is printed too.
 The instrumented run is slower than the plain one (timers cost a little on every call); its split is what counts.
 """
 
@@ -144,18 +146,23 @@ class Timers:
         setattr(owner, name, timed)
 
 
-async def split_run(tmp: str) -> tuple[float, dict[str, int]]:
-    from ffe_engine import engine, ensemble, execution, indicators, market, risk, sqlwriter, store
+async def split_run(tmp: str, level: str) -> tuple[float, float, dict[str, int]]:
+    from ffe_engine import batch, engine, ensemble, execution, indicators, market, risk, sqlwriter, store
     from ffe_engine.events import EventBus
     from ffe_engine.market import replay
     from ffe_engine.signals import breakout, mean_reversion, momentum, trend
 
     timers = Timers()
     timers.wrap(bt, "load_files", "feeds")
-    timers.wrap(indicators.IndicatorSet, "update", "indicators")
+    # Indicators: computed once per series (batch.py) and loaded into the symbol's set for each decision.
+    timers.wrap(indicators.IndicatorColumns, "__init__", "indicators")
+    timers.wrap(indicators.IndicatorColumns, "load", "indicators")
+    timers.wrap(indicators.IndicatorSet, "update", "indicators")  # the incremental path (not taken here)
     for mod, cls in ((trend, "TrendProvider"), (momentum, "MomentumProvider"),
                      (mean_reversion, "MeanReversionProvider"), (breakout, "BreakoutProvider")):
         timers.wrap(getattr(mod, cls), "vote", "votes")
+        timers.wrap(getattr(mod, cls), "vote_columns", "votes")
+    timers.wrap(batch.BarSignals, "votes", "votes")
     timers.wrap(ensemble.Ensemble, "decide", "ensemble")
     timers.wrap(risk.Gatekeeper, "evaluate", "gates")
     timers.wrap(risk, "size_entry", "gates")
@@ -185,9 +192,10 @@ async def split_run(tmp: str) -> tuple[float, dict[str, int]]:
 
     replay.ReplayFeed.candles = timed_candles
     t0 = time.perf_counter()
+    c0 = time.process_time()
     series = bt.load_files(FILES)
-    await bt.run_backtest(settings_in(tmp), series)
-    return time.perf_counter() - t0, timers.ns
+    await bt.run_backtest(settings_in(tmp), series, records=level)
+    return time.perf_counter() - t0, time.process_time() - c0, timers.ns
 
 
 def main() -> None:
@@ -219,23 +227,28 @@ def main() -> None:
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.minutes:
         minute_runs(args.minutes)
+    for level in ("full", "trades"):
+        split(level, bars)
+
+
+def split(level: str, bars: int) -> None:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory() as tmp:
-        elapsed, ns = asyncio.run(split_run(tmp))
+        elapsed, cpu, ns = asyncio.run(split_run(tmp, level))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     writer_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     total = elapsed * 1e9
     accounted = sum(ns.values())
-    print(f"time per stage (instrumented run, {elapsed:.2f} s):")
+    print(f"time per stage ({level} records, instrumented run in this process: {elapsed:.2f} s wall, "
+          f"{cpu:.2f} s CPU):")
     for stage in ("feeds", "indicators", "votes", "ensemble", "gates", "execution", "store"):
         v = ns.get(stage, 0)
         print(f"  {stage:<11} {v / 1e9:6.2f} s  {100 * v / total:5.1f}%  {v / bars / 1000:6.2f} us/bar")
     rest = total - accounted
     print(f"  {'engine':<11} {rest / 1e9:6.2f} s  {100 * rest / total:5.1f}%  {rest / bars / 1000:6.2f} us/bar"
-          "  (bar loop, marks, monitor, decision building)")
+          "  (bar loop, marks, monitor, decision building, report)")
     print(f"  beside it: the database writer process, {writer_cpu:.2f} s of CPU on the other core "
           f"({writer_cpu * 1e6 / bars:.2f} us/bar: decision index rows, SQLite inserts)")
-
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,9 @@ def run(bars: int) -> tuple[float, float]:
     env.update(FFE_MARKET__SPEED="0", FFE_LOGGING__LEVEL="WARNING", PYTHONPATH=str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
+        # The repository's config.toml (ffe run refuses to start without one); the environment above wins over it.
         proc = subprocess.Popen([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", str(bars),
+                                 "--config", str(ROOT / "config.toml"),
                                  "--data-dir", f"{tmp}/data", "--log-dir", f"{tmp}/logs"], cwd=tmp, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         err = proc.stderr.read()

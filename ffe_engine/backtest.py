@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import batch
 from .audit import Redactor
 from .clock import SimClock
 from .config import Settings
@@ -59,8 +60,10 @@ def run_dirs(settings: Settings, run_id: str) -> tuple[Path, Path]:
 
 
 async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None = None,
-                       records: str | None = None) -> dict[str, Any]:
-    """Run the backtest and return its report. `records` overrides the configured record level."""
+                       records: str | None = None, whole_series: bool = True) -> dict[str, Any]:
+    """Run the backtest and return its report. `records` overrides the configured record level. With
+    `whole_series` False the indicators and votes are computed bar by bar, as the live engine computes them, not
+    once per series: the run is the same, only slower."""
     t0 = time.perf_counter()
     records = records or settings.backtest.records
     if records not in RECORD_LEVELS:
@@ -107,6 +110,9 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
                                          decision_records=records == "full")
     engine = build_engine(engine_settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                           options=options, timeframe_ms=timeframe)
+    # Indicators and vote actions depend on the market data alone: computed once per series (batch.py).
+    if whole_series:
+        engine.signals = batch.precompute(series, engine.providers, every_decision=full)
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
     # The run itself makes no reference cycles (a full run over the shared data leaves none to collect; a test
     # checks a shorter one), so the collector is only a backstop here, at a rare threshold.

@@ -51,6 +51,7 @@ from .trading_state import TradingState
 from .venues.base import SimulatedVenue
 
 if TYPE_CHECKING:
+    from .batch import BarSignals
     from .feedback import WeightLearner
 
 __all__ = ["BACKTEST", "LIVE", "ControlError", "Engine", "EngineOptions", "RunProfile"]
@@ -149,6 +150,8 @@ class Engine:
         self.reconciler = Reconciler(venue=venue, store=store, orders=self.orders, portfolio=self.portfolio, bus=bus,
                                      symbols=self.symbols, clock=clock, quote=settings.venue.quote)
         self.ind = {s: IndicatorSet(s) for s in self.symbols}
+        # A backtest's indicators and vote actions computed for its whole series (batch.py); None: bar by bar.
+        self.signals: BarSignals | None = None
         # An exchange in the process fills on market data and has no real account behind it.
         self.sim_venue: SimulatedVenue | None = venue if isinstance(venue, SimulatedVenue) else None
         self._sim_on_candle = self.sim_venue.on_candle if self.sim_venue is not None else None
@@ -507,9 +510,20 @@ class Engine:
         if pos is not None:
             await self._monitor(c, pos)
         ind = self.ind[sym]
-        ind.update(c)
-        if ind.warm:
-            if self.async_providers:
+        signals = self.signals
+        if signals is None:
+            ind.update(c)
+            decide: bool | None = ind.warm
+        else:
+            i = self.bars_by_symbol[sym] - 1
+            decide = signals.bar(sym, i, c.ts, ind, sym in pf.positions)
+            if decide is None:
+                self._id_n += 1  # a decision that cannot trade, unrecorded: its id is taken all the same
+        if decide:
+            failed: list[str] = []
+            if signals is not None and not signals.every_decision:
+                votes = signals.votes(sym, i)
+            elif self.async_providers:
                 votes, failed = await self.ensemble.gather(self.providers, ind)
             else:
                 votes, failed = self.ensemble.collect_sync(self.providers, ind)
@@ -518,6 +532,8 @@ class Engine:
             if res.action is Action.HOLD:  # most bars: nothing to act on
                 d.outcome = "hold"
             else:
+                if signals is not None and not signals.every_decision:
+                    signals.load(sym, i, ind)  # the bar's indicators, which sizing reads
                 await self._act(d, c, ind)
             self._record_decision(d)
         self.liveness.bar(sym)

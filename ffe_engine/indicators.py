@@ -11,7 +11,10 @@ window length so floating-point drift cannot build up over a long run, which is 
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
+from itertools import accumulate
+from typing import Any, Sequence
 
 from .model import Candle
 
@@ -397,3 +400,262 @@ class IndicatorSet:
         """True once every indicator (and the previous values the providers compare against) is available."""
         return (self.prev_ema_slow is not None and self.prev_macd_hist is not None and self.prev_rsi is not None
                 and self.atr is not None and self.bb_mid is not None and self.dc_high is not None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A whole series at once (backtests): the same numbers as the incremental classes above, bar for bar, bit for bit.
+# Each indicator is one tight loop over the series' columns, with the exact arithmetic of its class's `update` in
+# the same order (floating-point recurrences such as the EMA cannot be reordered without changing the last bits),
+# so a backtest pays no per-bar object overhead for them. tests/test_indicator_columns.py compares the two on
+# every bar of the sample files.
+
+Column = list[float | None]
+_NAN = float("nan")
+
+
+def ema_column(xs: Sequence[float], n: int) -> Column:
+    """EMA.update over xs: None until n values were seen, then the EMA after each value."""
+    _check_period("EMA", n)
+    alpha = 2.0 / (n + 1)
+    out: Column = []
+    append = out.append
+    total = 0.0
+    v = 0.0
+    for count, x in enumerate(xs, 1):
+        if count > n:
+            v += alpha * (x - v)
+            append(v)
+        elif count == n:
+            total += x
+            v = total / n
+            append(v)
+        else:
+            total += x
+            append(None)
+    return out
+
+
+def rsi_column(closes: Sequence[float], n: int) -> Column:
+    """RSI.update over closes."""
+    _check_period("RSI", n)
+    out: Column = []
+    append = out.append
+    if not closes:
+        return out
+    append(None)
+    ag = al = 0.0
+    count = 0
+    value: float | None = None
+    prev = closes[0]
+    for i in range(1, len(closes)):
+        close = closes[i]
+        change = close - prev
+        prev = close
+        gain = change if change > 0.0 else 0.0
+        loss = -change if change < 0.0 else 0.0
+        if count >= n:
+            ag = (ag * (n - 1) + gain) / n
+            al = (al * (n - 1) + loss) / n
+        else:
+            count += 1
+            ag += gain
+            al += loss
+            if count < n:
+                append(None)
+                continue
+            ag /= n
+            al /= n
+        if al == 0.0:
+            value = 100.0 if ag > 0.0 else 50.0
+        else:
+            value = 100.0 - 100.0 / (1.0 + ag / al)
+        append(value)
+    return out
+
+
+def atr_column(highs: Sequence[float], lows: Sequence[float], closes: Sequence[float], n: int) -> Column:
+    """ATR.update over the bars."""
+    _check_period("ATR", n)
+    out: Column = []
+    append = out.append
+    pc: float | None = None
+    total = 0.0
+    v: float | None = None
+    count = 0
+    for high, low, close in zip(highs, lows, closes):
+        tr = high - low
+        if pc is not None:
+            a = high - pc if high > pc else pc - high
+            if a > tr:
+                tr = a
+            b = low - pc if low > pc else pc - low
+            if b > tr:
+                tr = b
+        pc = close
+        if v is not None:
+            v = (v * (n - 1) + tr) / n
+        else:
+            count += 1
+            total += tr
+            if count == n:
+                v = total / n
+        append(v)
+    return out
+
+
+def bollinger_columns(xs: Sequence[float], n: int, k: float) -> tuple[Column, Column, Column, Column]:
+    """Bollinger.update over xs: (mid, upper, lower, std), each None until the window is full."""
+    _check_period("Bollinger", n)
+    if not k > 0.0:
+        raise ValueError(f"Bollinger width k must be positive, got {k!r}")
+    k = float(k)
+    mids: Column = []
+    uppers: Column = []
+    lowers: Column = []
+    stds: Column = []
+    buf: deque[float] = deque()
+    mean = 0.0
+    m2 = 0.0
+    until_anchor = n
+    fsum = math.fsum
+    sqrt = math.sqrt
+    for x in xs:
+        buf.append(x)
+        size = len(buf)
+        if size > n:
+            old = buf.popleft()
+            new_mean = mean + (x - old) / n
+            m2 += (x - old) * (x - new_mean + old - mean)
+        else:
+            new_mean = mean + (x - mean) / size
+            m2 += (x - mean) * (x - new_mean)
+        mean = new_mean
+        until_anchor -= 1
+        if until_anchor == 0:
+            until_anchor = n
+            mean = fsum(buf) / len(buf)
+            m2 = fsum([(v - mean) * (v - mean) for v in buf])
+        if len(buf) < n:
+            mids.append(None)
+            uppers.append(None)
+            lowers.append(None)
+            stds.append(None)
+            continue
+        std = sqrt(m2 / n) if m2 > 0.0 else 0.0
+        mids.append(mean)
+        stds.append(std)
+        uppers.append(mean + k * std)
+        lowers.append(mean - k * std)
+    return mids, uppers, lowers, stds
+
+
+def donchian_columns(highs: Sequence[float], lows: Sequence[float], n: int) -> tuple[Column, Column]:
+    """Donchian.update over the bars: (upper, lower) of the previous n bars, None until n bars precede."""
+    _check_period("Donchian", n)
+    warm = min(n, len(highs))
+    uppers: Column = [None] * warm
+    lowers: Column = [None] * warm
+    uppers += _window_extremes(highs, n, max)
+    lowers += _window_extremes(lows, n, min)
+    return uppers, lowers
+
+
+def _window_extremes(xs: Sequence[float], n: int, pick: Any) -> list[float]:
+    """pick (max or min) of xs[i - n:i] for each i from n to len(xs) - 1, in linear time (van Herk/Gil-Werman):
+    within blocks of n values, the running pick from each block's start (`ahead`) and from its end (`behind`); a
+    window of n values spans at most two blocks, so its pick is that of the two. Exact: only compares values."""
+    size = len(xs)
+    ahead: list[float] = []
+    behind: list[float] = []
+    for b in range(0, size, n):
+        block = xs[b:b + n]
+        ahead += accumulate(block, pick)
+        tail = list(accumulate(reversed(block), pick))
+        tail.reverse()
+        behind += tail
+    return list(map(pick, behind[:size - n], ahead[n - 1:size - 1]))
+
+
+def _first_set(col: Sequence[float | None]) -> int:
+    for i, v in enumerate(col):
+        if v is not None:
+            return i
+    return len(col)
+
+
+def shifted(col: Sequence[float | None]) -> Column:
+    """The column one bar later: the value before each bar (None before the first)."""
+    return [None, *col[:-1]] if col else []
+
+
+class IndicatorColumns:
+    """What an `IndicatorSet` holds after each bar of a series, for every bar at once: one list per attribute,
+    indexed by bar. `load(ind, i)` puts bar i's values into an IndicatorSet, for a provider to read.
+    Built with the same periods as `IndicatorSet`'s defaults (or the given ones)."""
+
+    FIELDS = ("ts", "open", "high", "low", "close", "volume", "prev_close", "ema_fast", "ema_slow", "prev_ema_fast",
+              "prev_ema_slow", "macd", "macd_signal", "macd_hist", "prev_macd_hist", "rsi", "prev_rsi", "atr",
+              "bb_upper", "bb_mid", "bb_lower", "bb_std", "dc_high", "dc_low")
+
+    def __init__(self, ts: Sequence[int], open: Sequence[float], high: Sequence[float], low: Sequence[float],
+                 close: Sequence[float], volume: Sequence[float], *, ema_fast: int = 20, ema_slow: int = 50,
+                 macd_fast: int = 12, macd_slow: int = 26, macd_signal: int = 9, rsi: int = 14, atr: int = 14,
+                 bb_period: int = 20, bb_k: float = 2.0, donchian: int = 20) -> None:
+        if _check_period("EMA fast", ema_fast) >= _check_period("EMA slow", ema_slow):
+            raise ValueError(f"EMA fast period ({ema_fast}) must be shorter than the slow period ({ema_slow})")
+        if _check_period("MACD fast", macd_fast) >= _check_period("MACD slow", macd_slow):
+            raise ValueError(f"MACD fast period ({macd_fast}) must be shorter than the slow period ({macd_slow})")
+        cols: dict[str, Sequence[Any]] = {"ts": ts, "open": open, "high": high, "low": low, "close": close,
+                                          "volume": volume}
+        self.size = len(close)
+        cols["prev_close"] = shifted(close)
+        cols["ema_fast"] = ema_column(close, ema_fast)
+        cols["ema_slow"] = ema_column(close, ema_slow)
+        cols["prev_ema_fast"] = shifted(cols["ema_fast"])
+        cols["prev_ema_slow"] = shifted(cols["ema_slow"])
+        # MACD: the line once both EMAs are warm (the slow one is the later); its signal line is an EMA of the
+        # line from there on; the histogram once the signal is warm.
+        fast = ema_column(close, macd_fast)
+        slow = ema_column(close, macd_slow)
+        line: Column = [None if f is None or s is None else f - s for f, s in zip(fast, slow)]
+        values = [x for x in line if x is not None]
+        sig: Column = [None] * (len(line) - len(values))
+        sig += ema_column(values, _check_period("MACD signal", macd_signal))
+        cols["macd"] = line
+        cols["macd_signal"] = sig
+        hist: Column = [None if m is None or g is None else m - g for m, g in zip(line, sig)]
+        cols["macd_hist"] = hist
+        cols["prev_macd_hist"] = shifted(hist)
+        cols["rsi"] = rsi_column(close, rsi)
+        cols["prev_rsi"] = shifted(cols["rsi"])
+        cols["atr"] = atr_column(high, low, close, atr)
+        cols["bb_mid"], cols["bb_upper"], cols["bb_lower"], cols["bb_std"] = bollinger_columns(close, bb_period, bb_k)
+        cols["dc_high"], cols["dc_low"] = donchian_columns(high, low, donchian)
+        self.columns = cols
+        self._fields = [cols[f] for f in self.FIELDS]
+        # The first bar after which IndicatorSet.warm is true (every column, once set, stays set; and from that
+        # bar on every column is set).
+        self.warm_from = max(_first_set(cols[name]) for name in ("prev_ema_slow", "prev_macd_hist", "prev_rsi",
+                                                                 "atr", "bb_mid", "dc_high"))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def compact(self) -> None:
+        """Keep the computed columns as arrays of doubles (NaN for not yet set), not lists of float objects: a
+        quarter of the memory. Their values are the same, bit for bit; `load` gives None where a value is not set."""
+        cols = self.columns
+        for name in self.FIELDS[6:]:  # the candle's own columns are the series' lists
+            cols[name] = array("d", [_NAN if v is None else v for v in cols[name]])
+        self._fields = [cols[f] for f in self.FIELDS]
+
+    def load(self, ind: IndicatorSet, i: int) -> None:
+        """Make `ind` what an IndicatorSet is after bar i of this series."""
+        ind.bars = i + 1
+        values = [col[i] for col in self._fields]
+        if i < self.warm_from:  # some values are not set yet (from the warm bar on, every one is)
+            values = [None if v is None or v != v else v for v in values]
+        (ind.ts, ind.open, ind.high, ind.low, ind.close, ind.volume, ind.prev_close, ind.ema_fast, ind.ema_slow,
+         ind.prev_ema_fast, ind.prev_ema_slow, ind.macd, ind.macd_signal, ind.macd_hist, ind.prev_macd_hist, ind.rsi,
+         ind.prev_rsi, ind.atr, ind.bb_upper, ind.bb_mid, ind.bb_lower, ind.bb_std, ind.dc_high,
+         ind.dc_low) = values

@@ -116,6 +116,8 @@ class Portfolio:
         return total
 
     def equity(self) -> float:
+        if not self.positions:  # most bars of a run: nothing held (the sum below, of nothing, is 0)
+            return self.cash + 0
         return self.cash + sum(
             (self.last_price.get(s) or p.entry_price) * p.quantity * (1 if p.side is Side.BUY else -1)
             for s, p in self.positions.items())

@@ -81,8 +81,9 @@ def is_compact(data: Any) -> bool:
 
 
 def packed_value(obj: Any) -> dict[str, str]:
-    """A large value for the kv table (an equity curve): its JSON compressed, as JSON text can carry it."""
-    return {"zstd_base64": base64.b64encode(zstandard.ZstdCompressor(level=19).compress(orjson.dumps(obj))).decode()}
+    """A large value for the kv table (an equity curve): its JSON compressed, as JSON text can carry it. (Level 3:
+    a fifth larger than level 19 on an equity curve, and a hundred times faster: a sweep runs this once a run.)"""
+    return {"zstd_base64": base64.b64encode(zstandard.ZstdCompressor(level=3).compress(orjson.dumps(obj))).decode()}
 
 
 def unpacked_value(value: Any) -> Any:

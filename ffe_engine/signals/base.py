@@ -41,6 +41,12 @@ def check_positive(provider: str, **values: float) -> None:
             raise ValueError(f"provider {provider!r}: {key} must be a positive number, got {v!r}")
 
 
+# A vote's action as a small number, for whole-series votes (`vote_codes`): a backtest ORs the providers' codes per
+# bar and so sees at once which bars have a BUY or a SELL vote at all.
+HOLD_CODE = 0
+BUY_CODE = 1
+SELL_CODE = 2
+
 # Confidence of a HOLD that means "my rule sees nothing here": an even-odds opinion that weighs against a lone
 # signal from another provider. A provider still warming up says HOLD with confidence 0 instead.
 NO_SIGNAL = 0.5

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..indicators import IndicatorSet
+from ..indicators import IndicatorColumns, IndicatorSet
 from ..model import Vote
-from .base import BUY, HOLD, NO_SIGNAL, SELL, check_positive, scaled
+from .base import BUY, BUY_CODE, HOLD, HOLD_CODE, NO_SIGNAL, SELL, SELL_CODE, check_positive, scaled
 
 
 class BreakoutProvider:
@@ -44,3 +44,32 @@ class BreakoutProvider:
             return Vote(self.name, SELL, conf, "close below the Donchian low")
         return Vote(self.name, HOLD, NO_SIGNAL, "inside the channel")
 
+    def vote_columns(self, cols: IndicatorColumns) -> tuple[list[int], list[float]]:
+        """What `vote` says after each bar of a whole series, in one pass: each bar's action as a code (base.py) and
+        its confidence. The reasons are left out: only decision records keep them."""
+        c = cols.columns
+        full, bonus = self.full_break, self.band_bonus
+        codes: list[int] = []
+        confs: list[float] = []
+        code, conf = codes.append, confs.append
+        for high, low, upper, lower, atr, close in zip(c["dc_high"], c["dc_low"], c["bb_upper"], c["bb_lower"],
+                                                       c["atr"], c["close"]):
+            if high is None or low is None or upper is None or lower is None or not atr:
+                code(HOLD_CODE)
+                conf(0.0)
+            elif close > high:
+                x = scaled((close - high) / atr, 0.0, full, 0.55, 0.9)
+                if close > upper:
+                    x += bonus
+                code(BUY_CODE)
+                conf(x)
+            elif close < low:
+                x = scaled((low - close) / atr, 0.0, full, 0.55, 0.9)
+                if close < lower:
+                    x += bonus
+                code(SELL_CODE)
+                conf(x)
+            else:
+                code(HOLD_CODE)
+                conf(NO_SIGNAL)
+        return codes, confs

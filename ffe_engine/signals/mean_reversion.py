@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..indicators import IndicatorSet
+from ..indicators import IndicatorColumns, IndicatorSet
 from ..model import Vote
-from .base import BUY, HOLD, NO_SIGNAL, SELL, scaled
+from .base import BUY, BUY_CODE, HOLD, HOLD_CODE, NO_SIGNAL, SELL, SELL_CODE, scaled
 
 
 class MeanReversionProvider:
@@ -44,3 +44,33 @@ class MeanReversionProvider:
             conf = scaled(rsi - self.overbought, 0.0, 20.0, 0.55, 0.9) + (0.1 if close > upper else 0.0)
             return Vote(self.name, SELL, conf, f"RSI {rsi:.0f} overbought at upper band")
         return Vote(self.name, HOLD, NO_SIGNAL, "RSI within range")
+
+    def vote_columns(self, cols: IndicatorColumns) -> tuple[list[int], list[float]]:
+        """What `vote` says after each bar of a whole series, in one pass: each bar's action as a code (base.py) and
+        its confidence. The reasons are left out: only decision records keep them."""
+        c = cols.columns
+        oversold, overbought, zone = self.oversold, self.overbought, self.band_zone
+        codes: list[int] = []
+        confs: list[float] = []
+        code, conf = codes.append, confs.append
+        for rsi, upper, lower, close in zip(c["rsi"], c["bb_upper"], c["bb_lower"], c["close"]):
+            if rsi is None or upper is None or lower is None:
+                code(HOLD_CODE)
+                conf(0.0)
+                continue
+            width = upper - lower
+            if width <= 0.0:
+                code(HOLD_CODE)
+                conf(NO_SIGNAL)
+                continue
+            pct_b = (close - lower) / width
+            if rsi <= oversold and pct_b <= zone:
+                code(BUY_CODE)
+                conf(scaled(oversold - rsi, 0.0, 20.0, 0.55, 0.9) + (0.1 if close < lower else 0.0))
+            elif rsi >= overbought and pct_b >= 1.0 - zone:
+                code(SELL_CODE)
+                conf(scaled(rsi - overbought, 0.0, 20.0, 0.55, 0.9) + (0.1 if close > upper else 0.0))
+            else:
+                code(HOLD_CODE)
+                conf(NO_SIGNAL)
+        return codes, confs

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..indicators import IndicatorSet
+from ..indicators import IndicatorColumns, IndicatorSet
 from ..model import Vote
-from .base import BUY, HOLD, NO_SIGNAL, SELL, check_positive, scaled
+from .base import BUY, BUY_CODE, HOLD, HOLD_CODE, NO_SIGNAL, SELL, SELL_CODE, check_positive, scaled
 
 
 class MomentumProvider:
@@ -46,3 +46,39 @@ class MomentumProvider:
             if hist < prev and h <= -self.min_hist:
                 return Vote(self.name, SELL, scaled(-h, 0.0, self.full_hist), f"MACD histogram falling, {h:.2f} ATR")
         return Vote(self.name, HOLD, NO_SIGNAL, "momentum fading")
+
+    def vote_columns(self, cols: IndicatorColumns) -> tuple[list[int], list[float]]:
+        """What `vote` says after each bar of a whole series, in one pass: each bar's action as a code (base.py) and
+        its confidence. The reasons are left out: only decision records keep them."""
+        c = cols.columns
+        lo, full, bonus = self.min_hist, self.full_hist, self.cross_bonus
+        codes: list[int] = []
+        confs: list[float] = []
+        code, conf = codes.append, confs.append
+        for hist, prev, atr in zip(c["macd_hist"], c["prev_macd_hist"], c["atr"]):
+            if prev is None or hist is None or not atr:
+                code(HOLD_CODE)
+                conf(0.0)
+                continue
+            h = hist / atr
+            if hist > 0.0:
+                if prev <= 0.0:
+                    code(BUY_CODE)
+                    conf(min(1.0, scaled(h, 0.0, full) + bonus))
+                    continue
+                if hist > prev and h >= lo:
+                    code(BUY_CODE)
+                    conf(scaled(h, 0.0, full))
+                    continue
+            elif hist < 0.0:
+                if prev >= 0.0:
+                    code(SELL_CODE)
+                    conf(min(1.0, scaled(-h, 0.0, full) + bonus))
+                    continue
+                if hist < prev and h <= -lo:
+                    code(SELL_CODE)
+                    conf(scaled(-h, 0.0, full))
+                    continue
+            code(HOLD_CODE)
+            conf(NO_SIGNAL)
+        return codes, confs

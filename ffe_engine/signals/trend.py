@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..indicators import IndicatorSet
+from ..indicators import IndicatorColumns, IndicatorSet
 from ..model import Vote
-from .base import BUY, HOLD, NO_SIGNAL, SELL, check_positive, scaled
+from .base import BUY, BUY_CODE, HOLD, HOLD_CODE, NO_SIGNAL, SELL, SELL_CODE, check_positive, scaled
 
 
 class TrendProvider:
@@ -37,3 +37,28 @@ class TrendProvider:
             conf = scaled(-spread, self.min_spread, self.full_spread)
             return Vote(self.name, SELL, conf, f"EMA fast<slow by {-spread:.2f} ATR")
         return Vote(self.name, HOLD, NO_SIGNAL, "no clear trend")
+
+    def vote_columns(self, cols: IndicatorColumns) -> tuple[list[int], list[float]]:
+        """What `vote` says after each bar of a whole series, in one pass: each bar's action as a code (base.py) and
+        its confidence. The reasons are left out: only decision records keep them."""
+        c = cols.columns
+        lo, hi = self.min_spread, self.full_spread
+        codes: list[int] = []
+        confs: list[float] = []
+        code, conf = codes.append, confs.append
+        for fast, slow, prev_fast, atr in zip(c["ema_fast"], c["ema_slow"], c["prev_ema_fast"], c["atr"]):
+            if prev_fast is None or fast is None or slow is None or not atr:
+                code(HOLD_CODE)
+                conf(0.0)
+                continue
+            spread = (fast - slow) / atr
+            if spread >= lo and fast >= prev_fast:
+                code(BUY_CODE)
+                conf(scaled(spread, lo, hi))
+            elif spread <= -lo and fast <= prev_fast:
+                code(SELL_CODE)
+                conf(scaled(-spread, lo, hi))
+            else:
+                code(HOLD_CODE)
+                conf(NO_SIGNAL)
+        return codes, confs

@@ -1,0 +1,128 @@
+"""A backtest computes indicators and vote actions once per series (batch.py) and decides only where a decision
+can trade when it keeps no decision records. Its records are the same as when everything is computed bar by bar,
+as the live engine does: the report, every table of the database and every line of the audit file, at `trades`
+records on both whole sample files and at `full` records on a third of each."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from operator import itemgetter
+from pathlib import Path
+
+import pytest
+
+from conftest import BTC_CSV, ETH_CSV
+from ffe_engine import backtest as bt
+from ffe_engine import chain, records
+from ffe_engine.config import Settings
+
+RUN_FIELDS = {"run_id", "database", "audit", "elapsed_s", "bars_per_s"}  # what differs between two runs
+# When a row or record was written, in real time: different in every run. (A record's own "ts" is such a time;
+# bar and order times are market time and are compared.)
+WALL_COLUMNS = {("kv", "updated_ts"), ("engine_state", "updated_ts"), ("gate_results", "ts"), ("events", "ts")}
+# As a JSON value, or quoted within a JSON text held as a value (an order's intent): "x" or \"x\".
+ORDER_ID = re.compile(r'(?<=")ffe-[0-9a-f]{24}(?=\\?")')
+DECISION_ID = re.compile(r'(?<=")d[0-9a-f]{6}([0-9]{6})(?=\\?")')  # d, the run's prefix, a number
+PID = re.compile(r'"pid": ?[0-9]+')
+RECORD_TS = re.compile(r'^\{"ts":"[^"]*",', re.MULTILINE)  # an audit record's first field: when it was written
+PREV = re.compile(r',"prev":"[0-9a-f]{64}"')  # the hash chaining a record to the one before (write times too)
+
+
+def comparable(obj) -> str:
+    """obj as JSON text (floats written exactly, to the last bit), with order and decision ids numbered by first
+    appearance (each run numbers them under a prefix of its own) and process ids left out."""
+    return same_ids(obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True))
+
+
+def same_ids(text: str) -> str:
+    seen: dict[str, str] = {}
+    text = ORDER_ID.sub(lambda m: seen.setdefault(m.group(0), f"id{len(seen)}"), text)
+    text = DECISION_ID.sub(r"d\1", text)
+    return PID.sub('"pid":0', text)
+
+
+def everything(report: dict) -> dict[str, str]:
+    """The run's report, every database table and the audit file, each made comparable. (The events table holds
+    the audit file's records, compressed with a dictionary trained on them, write times included: its records
+    are compared in the audit file.)"""
+    out = {"report": comparable({k: v for k, v in report.items() if k not in RUN_FIELDS})}
+    if report["database"]:
+        conn = sqlite3.connect(report["database"])
+        try:
+            tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            for table in tables:
+                cur = conn.execute(f"SELECT * FROM {table} ORDER BY rowid")
+                names = [d[0] for d in cur.description]
+                keep = [i for i, name in enumerate(names) if (table, name) not in WALL_COLUMNS]
+                header = [names[i] for i in keep]
+                rows: list = [header]
+                pick = itemgetter(*keep)
+                for row in cur.fetchall():
+                    values = list(pick(row))
+                    if table == "events":
+                        values[header.index("data")] = None  # the audit file's records, compared there
+                    elif table == "kv":
+                        # The record dictionary is trained on the run's first records, and the audit file's head
+                        # hash chains them, write times included.
+                        value = records.unpacked_value(json.loads(row[1]))
+                        if row[0] == records.DICTIONARY_KEY:
+                            value = None
+                        elif row[0] == chain.HEAD_KEY:
+                            value = {k: v for k, v in value.items() if k != "hash"}
+                        values[1] = value
+                    rows.append(values)
+                out[table] = comparable(rows)
+        finally:
+            conn.close()
+    if report["audit"]:
+        lines = b"\n".join(records.read_lines(report["audit"])).decode()
+        out["audit"] = comparable(PREV.sub("", RECORD_TS.sub("{", lines)))
+    return out
+
+
+def difference(a: str, b: str) -> str:
+    """Where two texts first differ, with a little context; "" when they are the same. (pytest's own account of
+    two unequal texts of megabytes takes minutes.)"""
+    if a == b:
+        return ""
+    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return f"at {i} of {len(a)}/{len(b)}: {a[max(0, i - 200):i + 100]!r} != {b[max(0, i - 200):i + 100]!r}"
+
+
+def run(tmp: Path, level: str, whole_series: bool, bars: int | None) -> dict[str, str]:
+    settings = Settings().with_dirs(data_dir=tmp / "data", log_dir=tmp / "logs")
+    series = bt.load_files([str(BTC_CSV), str(ETH_CSV)])
+    if bars is not None:
+        series = {symbol: s.head(bars) for symbol, s in series.items()}
+    report = asyncio.run(bt.run_backtest(settings, series, records=level, whole_series=whole_series))
+    return everything(report)
+
+
+@pytest.mark.timeout(600)  # two backtests of the whole files and all they left compared: minutes on a loaded machine
+def test_trades_records_are_the_same_as_bar_by_bar_on_the_whole_sample_files(tmp_path):
+    fast = run(tmp_path / "whole", "trades", whole_series=True, bars=None)
+    slow = run(tmp_path / "bars", "trades", whole_series=False, bars=None)
+    report = json.loads(fast["report"])
+    assert report["bars"] == 70_116 and report["trades"] > 100
+    assert len(json.loads(fast["trades"])) == 1 + report["trades"] and len(json.loads(fast["fills"])) > 1  # + header
+    assert fast.keys() == slow.keys()
+    for part in fast:
+        assert difference(fast[part], slow[part]) == "", part
+
+
+@pytest.mark.timeout(600)  # two backtests with every decision recorded, compared record by record
+def test_full_records_are_the_same_as_bar_by_bar(tmp_path):
+    """Every decision record: a third of each sample file (each decision is checked on its own; the vote actions
+    and indicators of every bar of the whole files are compared in test_indicator_columns.py)."""
+    fast = run(tmp_path / "whole", "full", whole_series=True, bars=12_000)
+    slow = run(tmp_path / "bars", "full", whole_series=False, bars=12_000)
+    report = json.loads(fast["report"])
+    assert report["bars"] == 24_000 and report["trades"] > 50 and report["gate_refusals"]
+    assert len(json.loads(fast["decisions"])) == 1 + 24_000 - 2 * 50  # every bar once the indicators are warm
+    assert fast["audit"].count("\n") > 24_000
+    assert fast.keys() == slow.keys()
+    for part in fast:
+        assert difference(fast[part], slow[part]) == "", part
