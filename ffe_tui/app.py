@@ -113,6 +113,7 @@ class ConsoleApp(App[int]):
         self.view_keys = keydefs.keys_for("views", self.keymap_ids)
         self._read_due = 0.0
         self._reading = False
+        self._outcome: dict[str, Text] = {}  # the last cancel or close, under its table until the next one
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -264,7 +265,7 @@ class ConsoleApp(App[int]):
         else:
             text = Text.assemble(("trade ", "dim"), (p.get("id") or "-", "bold"), f"  {sym} opened ",
                                  fmt.iso_ms(p.get("opened_ts")), f"  {self._key('close_trade')}: close at market")
-        self.panes["trades-note"].update(text)
+        self.panes["trades-note"].update(self._with_outcome("trades", text))
 
     def _note_order(self, snap: dict[str, Any]) -> None:
         cid = self.panes["orders"].selected()
@@ -274,7 +275,17 @@ class ConsoleApp(App[int]):
         else:
             text = Text.assemble(("order ", "dim"), (cid or "", "bold"), "  sent ", fmt.iso_ms(o.get("created_ts")),
                                  f"  {self._key('cancel_order')}: cancel it")
-        self.panes["orders-note"].update(text)
+        self.panes["orders-note"].update(self._with_outcome("orders", text))
+
+    def _with_outcome(self, view: str, text: Text) -> Text:
+        outcome = self._outcome.get(view)
+        return text if outcome is None else Text("\n").join([text, outcome])
+
+    def _set_outcome(self, view: str, text: str, ok: bool) -> None:
+        """A cancel's or a close's outcome: a notification, and under the view's table until the next one (a
+        refusal and its reason stay readable after the notification has gone)."""
+        self.say(text, severity="information" if ok else "warning", timeout=None if ok else 15)
+        self._outcome[view] = Text(text, style="bold" if ok else "bold red")
 
     async def _read_view(self, view: str) -> None:
         """One read of the shown view's data from the engine (in process or through its socket)."""
@@ -626,7 +637,7 @@ class ConsoleApp(App[int]):
 
     async def _cancel_order(self, cid: str) -> None:
         res = await self.engine.cancel_order(cid, by="operator")
-        self.say(tables.cancelled(res), severity="information" if res.get("cancelled") else "warning")
+        self._set_outcome("orders", tables.cancelled(res), bool(res.get("cancelled")))
         self._tick()
 
     def action_close_trade(self) -> None:
@@ -654,8 +665,7 @@ class ConsoleApp(App[int]):
 
     async def _close_trade(self, symbol: str) -> None:
         res = await self.engine.close_position(symbol, by="operator")
-        self.say(tables.closed(res), severity="information" if res.get("accepted") else "warning",
-                 timeout=None if res.get("accepted") else 15)
+        self._set_outcome("trades", tables.closed(res), bool(res.get("accepted")))
         self._tick()
 
     def action_approval_mode(self) -> None:
