@@ -253,7 +253,16 @@ def ctl(args: argparse.Namespace) -> int:
     if not args.json:
         _print(_render(args.action, answer.get("result")))
         _print(describe(answer.get("engine")))
-    return 0
+    return 0 if _carried_out(args.action, answer.get("result")) else 1
+
+
+def _carried_out(action: str, result: Any) -> bool:
+    """A close the order path refused, or a cancel that did not cancel, is a failure for a script (exit 1)."""
+    if action == "close":
+        return bool(result.get("accepted"))
+    if action == "cancel":
+        return bool(result.get("cancelled"))
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------- audit, report
