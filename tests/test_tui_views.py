@@ -48,10 +48,10 @@ class HeldFeed(SimulatedFeed):
         self.more.set()
 
 
-def held_console(tmp_path) -> tuple[ConsoleApp, HeldFeed]:
+def held_console(tmp_path, **overrides) -> tuple[ConsoleApp, HeldFeed]:
     """The console as `ffe run` builds it (as test_tui_helpers.console), on the held market."""
     settings = make_settings(tmp_path, engine={"warmup_bars": 100}, market={"speed": 0.0, "seed": 7},
-                             monitor={"enabled": False})
+                             monitor={"enabled": False}, **overrides)
     clock = ManualClock()
     feed = HeldFeed(list(settings.engine.symbols), settings.engine.timeframe_ms, seed=7, clock=clock, speed=0.0,
                     start_ts=START_TS)
@@ -125,6 +125,24 @@ async def test_every_view_shows_the_engine_figures(tmp_path, size):
         await pilot.press("1")
         await until(pilot, lambda: "Ensemble votes" in screen_text(app) or "Log" in screen_text(app), "main view")
         assert "2 Trades" not in screen_text(app)  # no tab line on the main view: the log keeps it
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_why_no_trades_names_a_latched_drawdown_and_what_lifts_it(tmp_path, size):
+    # A drawdown limit the seeded market breaches: the engine pauses once, and the gate refuses every entry.
+    app, feed = held_console(tmp_path, risk={"max_drawdown_pct": 0.01})
+    async with app.run_test(size=size) as pilot:
+        await held(pilot)
+        assert app.snap["state"] == "PAUSED" and "DRAWDOWN" in app.snap["state_reason"], app.snap["state_reason"]
+        await pilot.press("6")
+        await until(pilot, lambda: "lifted by equity back above" in screen_text(app), "the latched drawdown")
+        text = screen_text(app)
+        assert "DRAWDOWN" in text and "re-arm with time" in text
+        assert "ENGINE_STATE PAUSED" in text and "resume" in text
+        refused = rows(tmp_path, "SELECT COUNT(*) FROM decisions WHERE outcome = 'rejected' AND reason LIKE "
+                                 "'ENGINE_STATE:%'")[0][0]
+        if refused:  # entries refused while PAUSED are counted under the gate that refused them
+            assert "ENGINE_STATE" in text.split("blocking entries now")[0]
 
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
