@@ -1,7 +1,8 @@
 """The operator console: a Textual app that runs the engine in-process and shows what it does and why.
 
 The console talks to the engine only through its control surface (pause, resume, halt, flatten, approve, reject,
-set_approval_mode), `snapshot()` and the event bus. Events are drained from a bounded subscription on a timer and
+set_approval_mode, cancel_order, close_position, and the reads balances, profit, why and health behind the views
+1-7), `snapshot()` and the event bus. Events are drained from a bounded subscription on a timer and
 folded into the panes in batches, so a burst of log lines costs one redraw, not one per line.
 
 Lifecycle (one place for errors): `_lifecycle` opens the engine, starts the control socket, and runs the engine
@@ -24,11 +25,11 @@ from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
+from ffe_engine import fmt, tables
 from ffe_engine.config import Settings
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
 from ffe_engine.host import EngineHost, install_signals, remove_signals
-from ffe_engine import fmt, tables
 from ffe_engine.present import kill_headline
 from ffe_engine.remote import RemoteHost
 from ffe_engine.remote import attach as attach_engine
