@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ffe_engine import audittool, fmt, present
+from ffe_engine import audittool, fmt, present, tables
 from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.config import Settings, load_settings, render_settings, require_config_file
 from ffe_engine.errors import ControlError, Interrupted, UsageError
@@ -198,12 +198,17 @@ def data_download(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- ctl
+TARGET_WORDS = {"approve": "an approval id", "reject": "an approval id", "mode": "auto or manual",
+                "cancel": "an order's client order id (see `ffe ctl orders`)",
+                "close": "a symbol with an open position (see `ffe ctl trades`)"}
+
+
 def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
     command = CONTROL[args.action]
     request: dict[str, Any] = {"by": "ctl"}
     if command.target is not None:
         if not args.target:
-            raise UsageError(f"ffe ctl {args.action} needs {'an approval id' if command.target == 'id' else 'auto or manual'}")
+            raise UsageError(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.target)}")
         if command.target == "mode" and args.target not in ("auto", "manual"):
             raise UsageError("ffe ctl mode needs auto or manual")
         request[command.target] = args.target
@@ -236,6 +241,8 @@ def _render(action: str, result: Any) -> str:
         return f"rejected {result['approval_id']}"
     if action == "accept":
         return f"accepted {len(result)} differences" if result else "nothing to accept"
+    if action in tables.RENDER:
+        return tables.RENDER[action](result)
     if isinstance(result, dict):
         return json.dumps(result, default=str)
     return str(result)
@@ -299,7 +306,16 @@ def ctl(args: argparse.Namespace) -> int:
     if not args.json:
         _print(_render(args.action, answer.get("result")))
         _print(describe(answer.get("engine")))
-    return 0
+    return 0 if _carried_out(args.action, answer.get("result")) else 1
+
+
+def _carried_out(action: str, result: Any) -> bool:
+    """A close the order path refused, or a cancel that did not cancel, is a failure for a script (exit 1)."""
+    if action == "close":
+        return bool(result.get("accepted"))
+    if action == "cancel":
+        return bool(result.get("cancelled"))
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------- audit, report

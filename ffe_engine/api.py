@@ -29,6 +29,14 @@ class ApprovalArgs(Args):
     id: str = Field(min_length=1, max_length=64)
 
 
+class OrderIdArgs(Args):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class SymbolArgs(Args):
+    symbol: str = Field(min_length=1, max_length=32)
+
+
 class ModeArgs(Args):
     mode: Literal["auto", "manual"]
 
@@ -56,6 +64,11 @@ class EngineControl(Protocol):
     async def set_approval_mode(self, mode: str, by: str = ...) -> Any: ...
     async def accept_reconcile(self, by: str = ...) -> Any: ...
     async def operator_order(self, symbol: str, side: str, quantity: float, by: str = ...) -> Any: ...
+    async def cancel_order(self, client_order_id: str, by: str = ...) -> Any: ...
+    async def close_position(self, symbol: str, by: str = ...) -> Any: ...
+    async def balances(self) -> Any: ...
+    async def profit(self) -> Any: ...
+    async def why(self) -> Any: ...
     def health(self) -> dict[str, Any]: ...
     async def backup(self, to: str | None = ..., by: str = ...) -> Any: ...
 
@@ -108,6 +121,36 @@ async def _backup(e: EngineControl, a: Any) -> Any:
     return await e.backup(a.to, by=a.by)
 
 
+async def _cancel(e: EngineControl, a: Any) -> Any:
+    return await e.cancel_order(a.id, by=a.by)
+
+
+async def _close(e: EngineControl, a: Any) -> Any:
+    return await e.close_position(a.symbol, by=a.by)
+
+
+async def _orders(e: EngineControl, a: Any) -> Any:
+    snap = e.snapshot()
+    return {"market_ts": snap.get("market_ts"), "orders": snap["orders"]}
+
+
+async def _trades(e: EngineControl, a: Any) -> Any:
+    snap = e.snapshot()
+    return {"market_ts": snap.get("market_ts"), "positions": snap["positions"]}
+
+
+async def _balances(e: EngineControl, a: Any) -> Any:
+    return await e.balances()
+
+
+async def _profit(e: EngineControl, a: Any) -> Any:
+    return await e.profit()
+
+
+async def _why(e: EngineControl, a: Any) -> Any:
+    return await e.why()
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -131,6 +174,16 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("reject", ApprovalArgs, _reject, "reject a pending trade", target="id"),
     Command("mode", ModeArgs, _mode, "approval mode: auto or manual", target="mode"),
     Command("accept", Args, _accept, "accept the differences reconciliation found"),
+    Command("orders", Args, _orders, "open orders with their age and status"),
+    Command("cancel", OrderIdArgs, _cancel, "cancel one open order (its client order id) through the order path",
+            target="id", confirm="cancel this order at the venue"),
+    Command("trades", Args, _trades, "open trades: entry, price now, P&L, age, stop-loss and take-profit"),
+    Command("close", SymbolArgs, _close, "close one position at market through the order path (gates apply)",
+            target="symbol", confirm="close this position at market"),
+    Command("balances", Args, _balances, "balances per asset: free, locked in orders, total, value"),
+    Command("profit", Args, _profit, "realised and unrealised P&L by day, week, month and symbol; win rate, fees, "
+            "drawdown"),
+    Command("why", Args, _why, "why no trades: refusals by gate in the last hour and day, what blocks entries now"),
     Command("order", OrderArgs, _order, "a manual order through the single order path", ctl=False),
     Command("backup", BackupArgs, _backup, "a backup of the running engine's records (`ffe backup`)", ctl=False),
 )}

@@ -4,7 +4,8 @@ Per bar: venue sees the candle (paper fills) -> in-flight orders polled -> marks
 indicators -> votes -> ensemble -> sizing -> gates -> approval or the single order path -> decision recorded.
 
 Control surface (the console and `ffe ctl` use only these): pause, resume, halt, flatten, approve, reject,
-set_approval_mode, accept_reconcile, operator_order, snapshot. Engine state changes are stored durably before the
+set_approval_mode, accept_reconcile, operator_order, cancel_order, close_position, snapshot, and the reads of the
+operator's views (balances, profit, why; views.py). Engine state changes are stored durably before the
 call returns, and the engine starts in the state it was left in.
 
 The engine composes parts that each own one piece of state: the trading state (trading_state.py), the order path
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import structlog
 
+from . import __version__
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .clock import Clock
@@ -48,6 +50,7 @@ from .signals import close_providers
 from .store import RESTORED_KEY, FillRecord, Store
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
+from . import views
 from .venues.base import SimulatedVenue
 
 if TYPE_CHECKING:
@@ -192,6 +195,7 @@ class Engine:
         self.stopped = False
         self.crashed: BaseException | None = None
         self.liveness = Liveness(now=clock.monotonic, wall=clock.wall)
+        self.started_at = clock.monotonic()  # the uptime on the health view counts from here
         # Set by the process around the engine (host.EngineHost): /health's verdict and the monitor's status.
         self.health_report: Callable[[], dict[str, Any]] | None = None
         self.monitor_status: Callable[[], dict[str, Any]] | None = None
@@ -887,6 +891,61 @@ class Engine:
                 "client_order_id": sub.order.client_order_id if sub.order else None,
                 "gates": [g.as_dict() for g in sub.gates]}
 
+    async def cancel_order(self, client_order_id: str, by: str = "operator") -> dict[str, Any]:
+        """Cancel one open order through the order path. Whatever filled before the cancel stays filled."""
+        async with self._control_lock:
+            o = self.orders.live.get(client_order_id)
+            if o is None:
+                raise ControlError(f"no open order {client_order_id}")
+            ok, why = await self.orders.cancel(o)
+            log.info("operator cancel", client_order_id=client_order_id, by=by, cancelled=ok, reason=why or None)
+            await self._persist_books()
+            await self.flush()
+            return {"client_order_id": client_order_id, "symbol": o.symbol, "cancelled": ok, "reason": why,
+                    "status": o.status.value, "filled": o.filled}
+
+    async def close_position(self, symbol: str, by: str = "operator") -> dict[str, Any]:
+        """Close one position with a reduce-only market order on the single order path: the gates, the engine
+        state (a HALTED engine refuses it), the breaker and the venue hold apply as for every other order."""
+        async with self._control_lock:
+            pos = self.portfolio.positions.get(symbol)
+            if pos is None:
+                raise ControlError(f"no open position in {symbol}")
+            remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
+            if remaining <= 0:
+                raise ControlError(f"{symbol}: its closing order is already working")
+            sub = await self.orders.submit(OrderIntent(
+                symbol=symbol, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.OPERATOR,
+                ref_price=self.portfolio.last_price.get(symbol), reduce_only=True,
+                decision_id=pos.entry_decision_id))
+            log.info("operator close", symbol=symbol, by=by, accepted=sub.accepted, reason=sub.reason or None)
+            await self.flush()
+            return {"symbol": symbol, "accepted": sub.accepted, "reason": sub.reason,
+                    "client_order_id": sub.order.client_order_id if sub.order else None,
+                    "gates": [g.as_dict() for g in sub.gates]}
+
+    async def balances(self) -> dict[str, Any]:
+        """Per asset: free, locked in open orders, total and its value in the quote currency."""
+        quote = self.settings.venue.quote
+        prices = self.portfolio.last_price
+        sim = self.sim_venue
+        if sim is not None:  # the paper venue knows what each open order reserved
+            book = sim.state()
+            totals, locked = book["balances"], book.get("reserved", {})
+        else:
+            try:
+                totals = await self.breaker.call(self.venue.fetch_balance)
+            except Exception as exc:
+                raise ControlError(f"the venue did not give its balances: {exc}") from None
+            locked = views.locked_by_orders(list(self.orders.live.values()), prices, quote)
+        return views.balance_rows(dict(totals), dict(locked), prices, quote)
+
+    async def profit(self) -> dict[str, Any]:
+        return await views.profit(self)
+
+    async def why(self) -> dict[str, Any]:
+        return await views.why(self)
+
     async def accept_reconcile(self, by: str = "operator") -> list[dict[str, Any]]:
         """Accept the differences reconciliation found (the venue's balances become the new baseline, its quote
         balance the cash)."""
@@ -913,8 +972,11 @@ class Engine:
     def snapshot(self) -> dict[str, Any]:
         """Everything the console's panes show, as plain data."""
         pf = self.portfolio
+        now_ms = self.clock.now_ms()
         return {
             "mode": self.mode,
+            "version": __version__,
+            "uptime_s": self.clock.monotonic() - self.started_at,
             "state": self.state.value,
             "state_reason": self.state_reason,
             "approval_mode": self.approval_mode,
@@ -927,9 +989,13 @@ class Engine:
             "positions": [{"symbol": p.symbol, "side": p.side.value, "quantity": p.quantity,
                            "entry": p.entry_price, "last": pf.last_price.get(p.symbol, p.entry_price),
                            "unrealised": p.unrealised, "stop_loss": p.stop_loss, "take_profit": p.take_profit,
-                           "opened_ts": p.opened_ts} for p in pf.positions.values()],
+                           "opened_ts": p.opened_ts, "id": p.entry_decision_id,
+                           "pnl_pct": _move_pct(p.side, p.entry_price, pf.last_price.get(p.symbol, p.entry_price))}
+                          for p in pf.positions.values()],
             "orders": [{"client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side.value,
-                        "quantity": o.quantity, "status": o.status.value, "reason": o.reason.value}
+                        "quantity": o.quantity, "filled": o.filled, "type": o.type, "price": o.price,
+                        "status": o.status.value, "reason": o.reason.value, "created_ts": o.created_ts,
+                        "age_s": max(0.0, (now_ms - o.created_ts) / 1000.0) if o.created_ts else None}
                        for o in self.orders.live.values()],
             "breakers": [self.breaker.summary()],
             "approvals": self.approvals.summary(),
@@ -944,6 +1010,13 @@ class Engine:
         if self.health_report is None:
             raise ControlError("this engine has no health report (it runs without its process host)")
         return self.health_report()
+
+
+def _move_pct(side: Side, entry: float, last: float) -> float | None:
+    """A position's move since its entry, in percent, in its favour when positive."""
+    if not entry:
+        return None
+    return (1.0 if side is Side.BUY else -1.0) * 100.0 * (last - entry) / entry
 
 
 async def _maybe_await(x: Any) -> Any:

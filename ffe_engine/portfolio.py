@@ -38,6 +38,7 @@ class Portfolio:
         self.fees_paid = 0.0
         self.realised = 0.0
         self.peak_equity = starting_cash
+        self.max_drawdown_pct = 0.0  # the deepest fall from a peak seen at a bar's close
         self.day = -1
         self.day_start_equity = starting_cash
         self.day_realised = 0.0
@@ -81,6 +82,9 @@ class Portfolio:
         self._last_equity = eq
         if eq > self.peak_equity:
             self.peak_equity = eq
+        dd = self.drawdown_pct()
+        if dd > self.max_drawdown_pct:
+            self.max_drawdown_pct = dd
         return eq
 
     def begin_at_equity(self) -> None:
@@ -245,7 +249,8 @@ class Portfolio:
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
-        return {"cash": self.cash, "peak_equity": self.peak_equity, "day": self.day,
+        return {"cash": self.cash, "peak_equity": self.peak_equity, "max_drawdown_pct": self.max_drawdown_pct,
+                "day": self.day,
                 "day_start_equity": self.day_start_equity, "day_realised": self.day_realised,
                 "entries_today": self.entries_today, "fees_paid": self.fees_paid, "realised": self.realised,
                 "last_price": self.last_price}
@@ -253,6 +258,7 @@ class Portfolio:
     def load(self, state: dict[str, Any], positions: list[Position]) -> None:
         self.cash = state.get("cash", self.cash)
         self.peak_equity = state.get("peak_equity", self.peak_equity)
+        self.max_drawdown_pct = state.get("max_drawdown_pct", 0.0)
         self.day = state.get("day", self.day)
         self.day_start_equity = state.get("day_start_equity", self.day_start_equity)
         self.day_realised = state.get("day_realised", 0.0)

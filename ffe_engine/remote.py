@@ -157,6 +157,25 @@ class RemoteEngine:
     async def backup(self, to: str | None = None, by: str = "operator") -> Any:
         return await self._call("backup", to=to, by=by)
 
+    async def cancel_order(self, client_order_id: str, by: str = "operator") -> Any:
+        return await self._call("cancel", id=client_order_id, by=by)
+
+    async def close_position(self, symbol: str, by: str = "operator") -> Any:
+        return await self._call("close", symbol=symbol, by=by)
+
+    async def balances(self) -> Any:
+        return await self._call("balances")
+
+    async def profit(self) -> Any:
+        return await self._call("profit")
+
+    async def why(self) -> Any:
+        return await self._call("why")
+
+    async def health(self) -> Any:
+        """The engine's health verdict (asked of it: an attached console has no monitor of its own)."""
+        return await self._call("health")
+
 
 class RemoteHost:
     """The console's host for an engine in another process: the same shape as host.EngineHost. Closing it

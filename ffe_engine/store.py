@@ -103,6 +103,8 @@ MIGRATIONS: dict[int, list[str]] = {
 
 _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, status) "
               "VALUES (?,?,?,?,?,?,'pending')")
+# A closed trade's period, from its close time (UTC): the profit view's daily, weekly and monthly tables.
+PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
 _ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
 
 
@@ -641,6 +643,39 @@ class Store:
                 "UPDATE alert_outbox SET status = 'dropped' WHERE id IN (SELECT id FROM alert_outbox "
                 "WHERE channel = ? AND status = 'pending' ORDER BY id DESC LIMIT -1 OFFSET ?)", (channel, keep))
             return int(cur.rowcount or 0)
+
+    # ---------------------------------------------------------------- reads for the operator's views
+    async def trade_stats(self, by: str | None = None, limit: int = 12) -> list[dict[str, Any]]:
+        """Closed trades summed: over all of them (by=None), per symbol (most profitable first), or per UTC day,
+        week or month of their close (newest first). P&L is net of fees; durations are in market milliseconds."""
+        params: tuple[Any, ...] = ()
+        if by is None:
+            key, order = "'all'", "k"
+        elif by == "symbol":
+            key, order = "symbol", "SUM(pnl) DESC"
+        elif by in PERIOD_FORMATS:
+            key, order, params = "strftime(?, closed_ts / 1000, 'unixepoch')", "k DESC", (PERIOD_FORMATS[by],)
+        else:
+            raise ValueError(f"trade_stats: unknown grouping {by!r}")
+        rows = await self.query(
+            f"SELECT {key} AS k, COUNT(*), SUM(pnl > 0), SUM(pnl), SUM(fees), AVG(closed_ts - opened_ts), "
+            f"MIN(pnl), MAX(pnl) FROM trades GROUP BY k ORDER BY {order} LIMIT ?", (*params, limit))
+        return [{"key": r[0], "trades": r[1], "wins": r[2] or 0, "pnl": r[3] or 0.0, "fees": r[4] or 0.0,
+                 "avg_duration_ms": r[5], "worst": r[6], "best": r[7]} for r in rows]
+
+    async def refusals_since(self, ts_ms: int) -> list[tuple[str, str, int]]:
+        """The strategy's orders refused since a market time: (outcome, the reason up to its first colon, how
+        many). A gate's refusal reads `CODE: value=... limit=...`, so the head is the gate's code."""
+        rows = await self.query(
+            "SELECT outcome, CASE WHEN instr(reason, ':') > 0 THEN substr(reason, 1, instr(reason, ':') - 1) "
+            "ELSE reason END AS head, COUNT(*) FROM decisions WHERE ts >= ? AND outcome IN "
+            "('rejected', 'refused', 'below_minimum', 'exit_refused') GROUP BY outcome, head", (ts_ms,))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def last_entry_ts(self) -> int | None:
+        """The market time of the strategy's last entry sent to the venue."""
+        rows = await self.query("SELECT MAX(ts) FROM decisions WHERE outcome = 'submitted'")
+        return rows[0][0] if rows else None
 
     # ---------------------------------------------------------------- reads for reports
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

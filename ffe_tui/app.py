@@ -1,7 +1,8 @@
 """The operator console: a Textual app that runs the engine in-process and shows what it does and why.
 
 The console talks to the engine only through its control surface (pause, resume, halt, flatten, approve, reject,
-set_approval_mode), `snapshot()` and the event bus. Events are drained from a bounded subscription on a timer and
+set_approval_mode, cancel_order, close_position, and the reads balances, profit, why and health behind the views
+1-7), `snapshot()` and the event bus. Events are drained from a bounded subscription on a timer and
 folded into the panes in batches, so a burst of log lines costs one redraw, not one per line.
 
 Lifecycle (one place for errors): `_lifecycle` opens the engine, starts the control socket, and runs the engine
@@ -22,8 +23,9 @@ from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import ContentSwitcher, Footer, Input, Static
 
+from ffe_engine import fmt, tables
 from ffe_engine.config import Settings
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
@@ -37,6 +39,8 @@ from .dialogs import ConfirmScreen, FilterScreen, HelpScreen
 from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, LogPane, PositionsTable, StatusLine,
                     VotesPane)
 from .state import ConsoleState
+from .views import (OrdersTable, ScrollPane, TradesTable, balances_view, health_view, profit_view,
+                    why_view)
 
 TICK_S = 0.15  # event drain and redraw period
 CHART_S = 0.5  # the chart is redrawn at most this often
@@ -48,6 +52,12 @@ SUBSCRIPTION_MAX = 50_000  # events buffered between two drains before the oldes
 WIDE = (110, 32)  # from this size on, every pane is on screen at once
 SMALLEST = (80, 24)  # below this the panes shrink so the log keeps some lines, and a line says so
 DETAIL_VIEWS = ("votes", "approvals", "gates", "breaker", "chart")
+VIEWS = keydefs.VIEWS
+VIEW_TITLES = {"main": "Main", "trades": "Trades", "orders": "Orders", "balances": "Balances", "profit": "Profit",
+               "why": "Why no trades", "health": "Health"}
+TAB_TITLES = {**VIEW_TITLES, "why": "Why"}  # the tabs fit 80 columns
+READ_VIEWS = ("balances", "profit", "why", "health")  # asked of the engine while shown, at most once per period
+VIEW_REFRESH_S = 1.0
 TITLES = {"positions": "Positions", "votes": "Ensemble votes", "chart": "Chart", "approvals": "Approvals",
           "breaker": "Circuit breaker", "gates": "Risk gates", "log": "Log"}
 
@@ -100,24 +110,41 @@ class ConsoleApp(App[int]):
         self._banner = ""
         self._status_note = ""
         self.panes: dict[str, Any] = {}
+        self.current_view = "main"
+        self.view_keys = keydefs.keys_for("views", self.keymap_ids)
+        self._read_due = 0.0
+        self._reading = False
+        self._outcome: dict[str, Text] = {}  # the last cancel or close, under its table until the next one
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
         yield Static(id="toosmall")
         yield Static(id="banner")
-        with Container(id="main"):
-            yield PositionsTable(id="positions")
-            with Horizontal(id="mid"):
-                yield ApprovalsTable(id="approvals", classes="detail")
-                yield BreakerPane(id="breaker", classes="detail")
-            with Horizontal(id="low"):
-                with Vertical(id="lowleft"):
-                    yield VotesPane(id="votes", classes="detail")
-                    if self.settings.tui.chart:
-                        yield ChartPane(id="chart", classes="detail")
-                yield GatesPane(id="gates", classes="detail")
-        yield LogPane(id="log", max_lines=LOG_LINES, highlight=False)
+        yield Static(id="tabs")
+        with ContentSwitcher(initial="view-main", id="views"):
+            with Vertical(id="view-main"):
+                with Container(id="main"):
+                    yield PositionsTable(id="positions")
+                    with Horizontal(id="mid"):
+                        yield ApprovalsTable(id="approvals", classes="detail")
+                        yield BreakerPane(id="breaker", classes="detail")
+                    with Horizontal(id="low"):
+                        with Vertical(id="lowleft"):
+                            yield VotesPane(id="votes", classes="detail")
+                            if self.settings.tui.chart:
+                                yield ChartPane(id="chart", classes="detail")
+                        yield GatesPane(id="gates", classes="detail")
+                yield LogPane(id="log", max_lines=LOG_LINES, highlight=False)
+            with Vertical(id="view-trades", classes="view"):
+                yield TradesTable(id="trades")
+                yield Static(id="trades-note", classes="note")
+            with Vertical(id="view-orders", classes="view"):
+                yield OrdersTable(id="orders")
+                yield Static(id="orders-note", classes="note")
+            for name in READ_VIEWS:
+                with Vertical(id=f"view-{name}", classes="view"):
+                    yield ScrollPane(id=name)
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -127,10 +154,19 @@ class ConsoleApp(App[int]):
         self.panes["status"] = self.query_one(StatusLine)
         self.panes["banner"] = self.query_one("#banner", Static)
         self.panes["toosmall"] = self.query_one("#toosmall", Static)
+        self.panes["tabs"] = self.query_one("#tabs", Static)
+        self.panes["switcher"] = self.query_one("#views", ContentSwitcher)
+        for name in ("trades", "orders", *READ_VIEWS):
+            self.panes[name] = self.query_one(f"#{name}")
+        self.panes["trades-note"] = self.query_one("#trades-note", Static)
+        self.panes["orders-note"] = self.query_one("#orders-note", Static)
         self.panes["status"].show(None)
         for wid, title in TITLES.items():
             if wid in self.panes:
                 self.panes[wid].border_title = Text(title)
+        views_key = keydefs.display_keys(self.view_keys)
+        self.panes["positions"].border_title = Text(f"Positions   [{views_key}: views  {self._key('help')}: help]")
+        self._show_tabs()
         self.panes["log"].replace([], self.view.filter.spec)
         self._set_detail("votes")
         self._layout(self.size.width, self.size.height)
@@ -179,7 +215,103 @@ class ConsoleApp(App[int]):
             self.panes[v].border_title = Text(title if self._wide else f"{title}  [{key}: next]")
 
     def pane_visible(self, view: str) -> bool:
-        return self._wide or self._detail == view
+        return self.current_view == "main" and (self._wide or self._detail == view)
+
+    # ------------------------------------------------------------------ views
+    def _show_tabs(self) -> None:
+        """The views and their keys, on every view but the main one (whose log keeps that line at 80x24)."""
+        tabs = self.panes["tabs"]
+        parts: list[Any] = []
+        for key, name in zip(self.view_keys, VIEWS):
+            label = f" {keydefs.display(key)} {TAB_TITLES[name]} "
+            parts += [(label, "bold reverse") if name == self.current_view else label, " "]
+        tabs.update(Text.assemble(*parts, no_wrap=True, overflow="ellipsis"))
+        tabs.set_class(self.current_view != "main", "-shown")
+
+    def action_show_view(self, name: str) -> None:
+        if name not in VIEWS or not self.panes:
+            return
+        self.current_view = name
+        self.panes["switcher"].current = f"view-{name}"
+        self._show_tabs()
+        focus = {"main": "positions", "trades": "trades", "orders": "orders"}.get(name, name)
+        self.panes[focus].focus()
+        self._read_due = 0.0  # a read view asks the engine at once
+        self._tick()
+
+    def on_key(self, event: events.Key) -> None:
+        # Reached only by keys no widget took: a digit typed into a text field never switches views.
+        if event.key in self.view_keys and self.screen is self.screen_stack[0]:
+            event.stop()
+            self.action_show_view(VIEWS[self.view_keys.index(event.key)])
+
+    def _show_view_data(self, snap: dict[str, Any]) -> None:
+        view = self.current_view
+        if view == "trades":
+            table = self.panes["trades"]
+            table.show(snap["positions"], snap.get("market_ts"))
+            self._note_trade(snap)
+        elif view == "orders":
+            self.panes["orders"].show(snap["orders"])
+            self._note_order(snap)
+        elif view in READ_VIEWS and not self._reading and time.monotonic() >= self._read_due:
+            self._reading = True
+            self.run_worker(self._read_view(view), group="reads", exit_on_error=False)
+
+    def _note_trade(self, snap: dict[str, Any]) -> None:
+        sym = self.panes["trades"].selected()
+        p = next((p for p in snap["positions"] if p["symbol"] == sym), None)
+        if p is None:
+            text = Text("no open trade", style="dim")
+        else:
+            text = Text.assemble(("trade ", "dim"), (p.get("id") or "-", "bold"), f"  {sym} opened ",
+                                 fmt.iso_ms(p.get("opened_ts")), f"  {self._key('close_trade')}: close at market")
+        self.panes["trades-note"].update(self._with_outcome("trades", text))
+
+    def _note_order(self, snap: dict[str, Any]) -> None:
+        cid = self.panes["orders"].selected()
+        o = next((o for o in snap["orders"] if o["client_order_id"] == cid), None)
+        if o is None:
+            text = Text("no open order", style="dim")
+        else:
+            text = Text.assemble(("order ", "dim"), (cid or "", "bold"), "  sent ", fmt.iso_ms(o.get("created_ts")),
+                                 f"  {self._key('cancel_order')}: cancel it")
+        self.panes["orders-note"].update(self._with_outcome("orders", text))
+
+    def _with_outcome(self, view: str, text: Text) -> Text:
+        outcome = self._outcome.get(view)
+        return text if outcome is None else Text("\n").join([text, outcome])
+
+    def _set_outcome(self, view: str, text: str, ok: bool) -> None:
+        """A cancel's or a close's outcome: a notification, and under the view's table until the next one (a
+        refusal and its reason stay readable after the notification has gone)."""
+        self.say(text, severity="information" if ok else "warning", timeout=None if ok else 15)
+        self._outcome[view] = Text(text, style="bold" if ok else "bold red")
+
+    async def _read_view(self, view: str) -> None:
+        """One read of the shown view's data from the engine (in process or through its socket)."""
+        try:
+            engine = self.engine
+            if view == "health":
+                data = engine.health()
+                if asyncio.iscoroutine(data):
+                    data = await data
+                body = health_view(data, self.snap or {})
+            elif view == "balances":
+                body = balances_view(await engine.balances())
+            elif view == "profit":
+                body = profit_view(await engine.profit(), self._wide)
+            else:
+                body = why_view(await engine.why())
+        except ControlError as exc:
+            body = Text(f"{VIEW_TITLES[view]}: {exc}", style="bold red")
+        except Exception as exc:
+            body = Text(f"{VIEW_TITLES[view]}: {type(exc).__name__}: {exc}", style="bold red")
+        finally:
+            self._reading = False
+            self._read_due = time.monotonic() + VIEW_REFRESH_S
+        if self.current_view == view:
+            self.panes[view].set(body)
 
     # ------------------------------------------------------------------ engine lifecycle
     async def _open(self) -> EngineHost | RemoteHost:
@@ -328,6 +460,8 @@ class ConsoleApp(App[int]):
         self.panes["positions"].show(snap["positions"], snap.get("market_ts"))
         self.panes["approvals"].show(snap["approvals"])
         self.panes["breaker"].show(snap["breakers"])
+        if self.current_view != "main":
+            self._show_view_data(snap)
         if "log" in changed:
             self.panes["log"].add([ln.text for ln in self.view.take_lines()[-LOG_LINES:]])
         if "votes" in changed:
@@ -452,6 +586,8 @@ class ConsoleApp(App[int]):
             self.say("no pending approval", severity="warning")
             return None
         if not self.pane_visible("approvals"):
+            if self.current_view != "main":
+                self.action_show_view("main")
             self._set_detail("approvals")
             self.say(f"press {self._key(verb)} again to {verb} the selected trade")
             return None
@@ -478,6 +614,60 @@ class ConsoleApp(App[int]):
         aid = self._selected_approval("reject")
         if aid is not None:
             self._control("reject", self.engine.reject(aid, by="operator"))
+
+    def action_cancel_order(self) -> None:
+        if self.engine is None or self.snap is None:
+            return
+        if self.current_view != "orders":
+            self.action_show_view("orders")
+            if self.snap["orders"]:
+                self.say(f"select the order (up/down), then {self._key('cancel_order')} again to cancel it")
+            return
+        cid = self.panes["orders"].selected()
+        o = next((o for o in self.snap["orders"] if o["client_order_id"] == cid), None)
+        if o is None:
+            self.say("no open order", severity="warning")
+            return
+        filled = f", {fmt.qty(o.get('filled'))} filled so far" if o.get("filled") else ""
+        self._confirm("cancel", f"Cancel order {cid}",
+                      f"{o['symbol']} {o['side']} {fmt.qty(o['quantity'])} ({o.get('type') or 'market'}, "
+                      f"{o['reason']}), {o['status']} for {fmt.duration(o.get('age_s'))}{filled}.\n"
+                      "The venue is asked to cancel it. What filled before the cancel stays filled (a position, "
+                      "with its stop-loss and take-profit watched); the strategy may send a new order on a later "
+                      "signal.", "CANCEL ORDER", lambda: self._control("cancel", self._cancel_order(cid)))
+
+    async def _cancel_order(self, cid: str) -> None:
+        res = await self.engine.cancel_order(cid, by="operator")
+        self._set_outcome("orders", tables.cancelled(res), bool(res.get("cancelled")))
+        self._tick()
+
+    def action_close_trade(self) -> None:
+        if self.engine is None or self.snap is None:
+            return
+        if self.current_view not in ("trades", "main"):
+            self.action_show_view("trades")
+            if self.snap["positions"]:
+                self.say(f"select the trade (up/down), then {self._key('close_trade')} again to close it")
+            return
+        sym = self.panes["trades" if self.current_view == "trades" else "positions"].selected()
+        p = next((p for p in self.snap["positions"] if p["symbol"] == sym), None)
+        if p is None:
+            self.say("no open position", severity="warning")
+            return
+        quote = self.settings.venue.quote
+        halted = ("\nThe engine is HALTED: the order path will refuse this close. Flatten closes every position "
+                  "while HALTED; or re-arm first.") if self.snap["state"] == "HALTED" else ""
+        self._confirm("close", f"Close {sym}",
+                      f"Sell {fmt.qty(p['quantity'])} {sym} at market (entry {fmt.price(p['entry'])}, now "
+                      f"{fmt.price(p['last'])}, {fmt.pct(p.get('pnl_pct'), signed=True)}, "
+                      f"{fmt.money(p.get('unrealised'), signed=True)} {quote}); the fill price may differ.\n"
+                      "A reduce-only order on the order path: pause, halt, the gates and the breaker apply as for "
+                      f"every order.{halted}", "CLOSE", lambda: self._control("close", self._close_trade(sym)))
+
+    async def _close_trade(self, symbol: str) -> None:
+        res = await self.engine.close_position(symbol, by="operator")
+        self._set_outcome("trades", tables.closed(res), bool(res.get("accepted")))
+        self._tick()
 
     def action_approval_mode(self) -> None:
         if self.engine is None or self.snap is None:
@@ -508,9 +698,12 @@ class ConsoleApp(App[int]):
         self._tick()
 
     def action_help(self) -> None:
-        rows = [(", ".join(keydefs.display(k) for k in keydefs.keys_for(k.id, self.keymap_ids)), k.description, k.id)
+        rows = [(keydefs.display_keys(keydefs.keys_for(k.id, self.keymap_ids)), k.description, k.id)
                 for k in keydefs.KEYS]
-        self.push_screen(HelpScreen(rows, self._key("palette")))
+        notes = (f"Up/down, j/k move in the focused pane; tab, shift+tab between panes. An approval: "
+                 f"{self._key('view')} shows the pane, tab to it, up/down, then {self._key('approve')} or "
+                 f"{self._key('reject')}.")
+        self.push_screen(HelpScreen(rows, self._key("palette"), notes))
 
     async def action_quit(self) -> None:
         if self.engine is None:
@@ -570,6 +763,9 @@ class ConsoleApp(App[int]):
                 continue
             yield SystemCommand(k.description, f"{k.id} ({self._key(k.id)})",
                                 lambda action=k.action: self.run_action(action))
+        for key, name in zip(self.view_keys, VIEWS):
+            yield SystemCommand(f"View: {VIEW_TITLES[name]}", f"views ({keydefs.display(key)})",
+                                lambda name=name: self.action_show_view(name))
         yield from (c for c in super().get_system_commands(screen) if c.title in ("Theme", "Keys"))
 
 

@@ -89,10 +89,11 @@ class FilterScreen(ModalScreen[str | None]):
 class HelpScreen(ModalScreen[None]):
     """Every binding with its key (after remapping); any key closes."""
 
-    def __init__(self, rows: list[tuple[str, str, str]], palette_key: str) -> None:
+    def __init__(self, rows: list[tuple[str, str, str]], palette_key: str, notes: str = "") -> None:
         super().__init__(classes="help")
         self.rows = rows
         self.palette_key = palette_key
+        self.notes = notes
 
     def compose(self) -> ComposeResult:
         t = Table(box=None, padding=(0, 1), show_edge=False)
@@ -104,8 +105,9 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="dialog"):
             yield Static(Text("ffe console keys", style="bold"), id="dialog-title")
             yield Static(t, id="dialog-body")
-            yield Static(Text(f'Remap in config.toml: [tui] keys = {{ id = "key" }}.  {self.palette_key}: command '
-                              "palette.  Any key closes."), id="dialog-keys")
+            yield Static(Text(f"{self.notes} " if self.notes else "") + Text(
+                f'Remap in config.toml: [tui] keys = {{ id = "key" }}.  {self.palette_key}: command palette.  '
+                "Any key closes."), id="dialog-keys")
 
     def on_key(self, event: events.Key) -> None:
         event.stop()

@@ -1,6 +1,8 @@
 """The console's key bindings: one id each, remappable from `[tui] keys` in the configuration.
 
 The footer has room for seven bindings at 80 columns; the rest are listed in help (`?`) and the command palette.
+Within the focused pane the arrow keys and j/k move (tab and shift+tab move between panes); those keys are kept for
+that and refused for other bindings.
 Keys that tmux or the terminal itself take are refused: ctrl+b and ctrl+a are tmux/screen prefixes, ctrl+m/j/i/h
 arrive as enter/enter/tab/backspace, ctrl+c and ctrl+z belong to the shell, and ctrl/shift+enter are not told apart
 from enter by most terminals.
@@ -29,7 +31,8 @@ class Key:
     description: str
     footer: bool  # shown in the footer (at most seven)
     priority: bool = False  # works over dialogs too (the kill keys: K only where no text is being typed)
-    scope: str = "app"  # "dialog": read by the confirmation dialog, where every other key cancels
+    scope: str = "app"  # "dialog": read by the confirmation dialog, where every other key cancels; "views": one key
+    # per view, in the order of VIEWS (taken by the console where no text is being typed)
 
 
 KEYS: tuple[Key, ...] = (
@@ -43,12 +46,24 @@ KEYS: tuple[Key, ...] = (
     Key("approval_mode", "m", "approval_mode", "Approval mode auto/manual", False),
     Key("filter", "slash", "filter_log", "Filter the log by event type", False),
     Key("decisions", "d", "toggle_decisions", "Decisions in the log on/off (off at start)", False),
-    Key("view", "v", "next_view", "Next detail pane (votes, gates, breaker, chart)", False),
+    Key("view", "v", "next_view", "Next detail pane (votes, gates, breaker…)", False),
+    Key("views", ",".join(str(n) for n in range(1, 8)), "", "main trades orders balances profit why health",
+        False, scope="views"),
+    Key("cancel_order", "c", "cancel_order", "Cancel the selected open order (orders view)", False),
+    Key("close_trade", "x", "close_trade", "Close the selected position at market", False),
     Key("palette", "ctrl+p", "command_palette", "Command palette", False, priority=True),
     Key("confirm", "y", "confirm", "Confirm in a dialog (any other key cancels)", False, scope="dialog"),
 )
 
 IDS = tuple(k.id for k in KEYS)
+
+# The console's views, in the order of the `views` keys (1 to 7 unless remapped).
+VIEWS = ("main", "trades", "orders", "balances", "profit", "why", "health")
+
+# Move within the focused pane (beside the arrow keys), in every table and scrolling pane: not for other bindings.
+PANE_KEYS = {"j": "moves down in the focused pane", "k": "moves up in the focused pane",
+             "up": "moves up in the focused pane", "down": "moves down in the focused pane",
+             "tab": "moves to the next pane", "shift+tab": "moves to the previous pane"}
 
 TAKEN = {
     "ctrl+b": "the tmux prefix",
@@ -101,12 +116,18 @@ def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
         for p in parts:
             if p.lower() in TAKEN:
                 raise KeymapError(f"{where}.{bid}: {p!r} cannot be used ({TAKEN[p.lower()]})")
+            if p in PANE_KEYS:
+                raise KeymapError(f"{where}.{bid}: {p!r} cannot be used (it {PANE_KEYS[p]})")
+        if bid == "views" and len(parts) != len(VIEWS):
+            raise KeymapError(f"{where}.views: {value!r} needs {len(VIEWS)} keys, one per view in this order: "
+                              f"{', '.join(VIEWS)}")
         out[bid] = ",".join(parts)
     # One key, one meaning: within the main screen, and between a dialog and the keys that work over dialogs.
     owner: dict[tuple[str, str], str] = {}
     for k in KEYS:
         for p in out.get(k.id, k.keys).split(","):
-            scopes = ("app", "dialog") if k.priority else (k.scope,)
+            # The view keys are read on the main screen, as the app's own bindings are.
+            scopes = ("app", "dialog") if k.priority else ("app",) if k.scope == "views" else (k.scope,)
             for scope in scopes:
                 other = owner.get((scope, p))
                 if other is not None:
@@ -120,6 +141,14 @@ def keys_for(binding_id: str, km: dict[str, str]) -> list[str]:
         if k.id == binding_id:
             return km.get(binding_id, k.keys).split(",")
     raise KeyError(binding_id)
+
+
+def display_keys(keys: list[str]) -> str:
+    """A binding's keys for help: `K, ctrl+k`; a run of digits as `1-7`."""
+    if len(keys) > 2 and all(k.isdigit() and len(k) == 1 for k in keys) and \
+            [int(k) for k in keys] == list(range(int(keys[0]), int(keys[0]) + len(keys))):
+        return f"{keys[0]}-{keys[-1]}"
+    return ", ".join(display(k) for k in keys)
 
 
 def display(key: str) -> str:

@@ -23,7 +23,10 @@ def write_config(tmp_path, keys: str) -> None:
     ('{kill = "ctrl+b"}', "'ctrl+b' cannot be used (the tmux prefix)"),
     ('{pause = "a"}', "key 'a' is bound to both"),
     ('{paws = "p"}', "unknown binding id 'paws'"),
-], ids=["taken by tmux", "bound twice", "unknown id"])
+    ('{pause = "j"}', "'j' cannot be used (it moves down in the focused pane)"),
+    ('{views = "1,2,3"}', "needs 7 keys, one per view"),
+    ('{close_trade = "3"}', "key '3' is bound to both 'views' and 'close_trade'"),
+], ids=["taken by tmux", "bound twice", "unknown id", "a pane's move key", "too few view keys", "a view key"])
 def test_config_check_rejects_the_key_bindings_the_console_would_reject(tmp_path, keys, says):
     write_config(tmp_path, keys)
     res = run_ffe(tmp_path, "config", "check")

@@ -29,10 +29,26 @@ def test_every_binding_has_an_id_and_a_remap_replaces_its_keys():
     ({"kill": "p"}, "key 'p' is bound to both 'kill' and 'pause'"),
     ({"confirm": "K"}, "key 'K' is bound to both 'kill' and 'confirm'"),
     ({"reject": "a b"}, "tui.keys.reject: 'a b' is not a key name"),
+    ({"cancel_order": "k"}, "tui.keys.cancel_order: 'k' cannot be used (it moves up in the focused pane)"),
+    ({"views": "1,2"}, "tui.keys.views: '1,2' needs 7 keys, one per view in this order: main, trades, orders"),
+    ({"views": "1,2,3,4,5,6,x"}, "key 'x' is bound to both 'views' and 'close_trade'"),
 ])
 def test_bad_key_entries_are_refused_with_the_id_named(entry, message):
     with pytest.raises(keys.KeymapError, match=re.escape(message)):
         keys.keymap(entry)
+
+
+async def test_remapped_view_keys_switch_views_and_help_shows_them(tmp_path):
+    app = console(tmp_path, speed=4.0, keys={"views": "f1,f2,f3,f4,f5,f6,f7"})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.press("2")
+        assert app.current_view == "main"  # the default key no longer switches
+        await pilot.press("f4")
+        await until(pilot, lambda: "locked (in orders)" in screen_text(app), "the balances view on f4")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: "ffe console keys" in screen_text(app), "the help dialog")
+        assert "f1, f2, f3, f4, f5, f6, f7" in screen_text(app)
 
 
 def test_ffe_run_refuses_a_bad_key_entry_naming_file_line_and_id(tmp_path):

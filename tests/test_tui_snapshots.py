@@ -1,11 +1,13 @@
 """Snapshots of the main screen at 80x24 and 120x40 on a deterministic engine: a seeded market from a fixed start,
 run to a fixed number of bars. The log pane is filtered to an event type that did not occur, because log lines carry
-wall-clock times; everything else on screen follows market time."""
+wall-clock times; everything else on screen follows market time. The views (balances, profit, why no trades,
+health) are taken on a ManualClock, whose wall and monotonic time stand still."""
 
 from __future__ import annotations
 
 import pytest
 
+from ffe_engine.clock import ManualClock
 from test_tui_helpers import SIZE_IDS, SIZES, console, screen_text, until
 
 
@@ -21,3 +23,23 @@ def test_main_screen(tmp_path, size, snap_compare):
     # The monitor's port is whichever was free: off here, so the status line is the same on every run.
     app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False})
     assert snap_compare(app, terminal_size=size, run_before=_settled)
+
+
+VIEW_KEYS = {"balances": ("4", "locked (in orders)"), "profit": ("5", "realised"), "why": ("6", "last market day"),
+             "health": ("7", "last candle BTC/USDT")}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("view", list(VIEW_KEYS))
+def test_view(tmp_path, view, size, snap_compare):
+    # A ManualClock: the health view's uptime and candle ages are on the clock, which stands still here.
+    key, shown = VIEW_KEYS[view]
+
+    async def settled(pilot) -> None:
+        app = pilot.app
+        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60)
+        await pilot.press(key)
+        await until(pilot, lambda: shown in screen_text(app), f"the {view} view")
+
+    app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False}, clock=ManualClock())
+    assert snap_compare(app, terminal_size=size, run_before=settled)

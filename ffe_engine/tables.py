@@ -1,0 +1,132 @@
+"""The operator's views as plain-text tables, for `ffe ctl` (the console draws the same data in its own panes).
+
+Every figure goes through fmt, so a balance or a P&L reads the same in the console and here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from . import fmt
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] = ()) -> str:
+    """Columns padded to their widest cell; numbers (right=True) aligned right."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    align = list(right) + [False] * (len(headers) - len(right))
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if a else c.ljust(w) for c, w, a in zip(cells, widths, align)).rstrip()
+
+    return "\n".join([line(headers)] + [line(r) for r in rows])
+
+
+def order_rows(orders: list[dict[str, Any]]) -> list[list[str]]:
+    return [[o["client_order_id"], o["symbol"], o["side"], fmt.qty(o["quantity"]), fmt.qty(o.get("filled")),
+             o.get("type") or "market", fmt.price(o.get("price")), o["status"], o["reason"],
+             fmt.duration(o.get("age_s"))] for o in orders]
+
+
+ORDER_HEADERS = ("order", "symbol", "side", "qty", "filled", "type", "price", "status", "reason", "age")
+
+
+def orders(result: dict[str, Any]) -> str:
+    rows = order_rows(result["orders"])
+    return table(ORDER_HEADERS, rows, (False, False, False, True, True, False, True)) if rows else "no open order"
+
+
+def position_age(p: dict[str, Any], market_ts: int | None) -> float | None:
+    return None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
+
+
+TRADE_HEADERS = ("id", "symbol", "side", "qty", "entry", "now", "%", "P&L", "age", "SL", "TP")
+
+
+def trade_rows(positions: list[dict[str, Any]], market_ts: int | None) -> list[list[str]]:
+    return [[p.get("id") or "-", p["symbol"], "long" if p["side"] == "buy" else "short", fmt.qty(p["quantity"]),
+             fmt.price(p["entry"]), fmt.price(p["last"]), fmt.pct(p.get("pnl_pct"), signed=True),
+             fmt.money(p.get("unrealised"), signed=True), fmt.duration(position_age(p, market_ts)),
+             fmt.price(p.get("stop_loss")), fmt.price(p.get("take_profit"))] for p in positions]
+
+
+def trades(result: dict[str, Any]) -> str:
+    rows = trade_rows(result["positions"], result.get("market_ts"))
+    return table(TRADE_HEADERS, rows, (False, False, False) + (True,) * 8) if rows else "no open trade"
+
+
+BALANCE_HEADERS = ("asset", "free", "locked", "total", "value")
+
+
+def balance_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [[b["asset"], fmt.qty(b["free"]), fmt.qty(b["locked"]), fmt.qty(b["total"]), fmt.money(b["value"])]
+            for b in result["assets"]]
+
+
+def balances(result: dict[str, Any]) -> str:
+    rows = balance_rows(result)
+    rows.append(["all", "", "", "", fmt.money(result["value"])])
+    return table(BALANCE_HEADERS[:-1] + (f"value ({result['quote']})",), rows, (False, True, True, True, True))
+
+
+PERIOD_HEADERS = ("trades", "win %", "P&L", "fees", "mean time")
+
+
+def period_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return [[str(r["key"]), str(r["trades"]), fmt.pct(r["win_rate"]), fmt.money(r["pnl"], signed=True),
+             fmt.fee(r["fees"]), fmt.duration(r["avg_duration_s"])] for r in rows]
+
+
+def profit_lines(p: dict[str, Any]) -> list[str]:
+    """The headline figures of the profit view, one per line."""
+    q = p["quote"]
+    return [
+        f"realised {fmt.money(p['realised'], signed=True)} {q}   unrealised {fmt.money(p['unrealised'], signed=True)}"
+        f" {q}   fees {fmt.fee(p['fees'])} {q}",
+        f"trades {p['trades']}   won {p['wins']} ({fmt.pct(p['win_rate'])})   mean time "
+        f"{fmt.duration(p['avg_duration_s'])}   best {fmt.money(p['best'], signed=True)}   worst "
+        f"{fmt.money(p['worst'], signed=True)}",
+        f"drawdown now {fmt.pct(p['drawdown_pct'])}   deepest {fmt.pct(p['max_drawdown_pct'])}   equity "
+        f"{fmt.money(p['equity'])} {q}",
+    ]
+
+
+def profit(p: dict[str, Any]) -> str:
+    out = profit_lines(p)
+    for name, label in (("day", "day (UTC)"), ("week", "week"), ("month", "month"), ("symbol", "symbol")):
+        rows = period_rows(p[name])
+        out += ["", table((label,) + PERIOD_HEADERS, rows, (False,) + (True,) * 5) if rows
+                else f"{label}: no closed trade"]
+    return "\n".join(out)
+
+
+def refusal_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{code} {n}" for code, n in counts.items()) or "none"
+
+
+def why(w: dict[str, Any]) -> str:
+    out = [f"engine {w['state']}   last entry sent {fmt.iso_ms(w.get('last_entry_ts'))}   market time "
+           f"{fmt.iso_ms(w.get('market_ts'))}",
+           f"refused in the last market hour: {refusal_text(w['refused']['hour'])}",
+           f"refused in the last market day:  {refusal_text(w['refused']['day'])}"]
+    if w["blocking"]:
+        out.append("blocking entries now:")
+        out += [f"  {b['gate']}: {b['now']}; lifted by {b['lifts']}" for b in w["blocking"]]
+    else:
+        out.append("nothing blocks entries now")
+    return "\n".join(out)
+
+
+def cancelled(r: dict[str, Any]) -> str:
+    if r.get("cancelled"):
+        return f"cancelled {r['client_order_id']} ({r['symbol']}; filled before the cancel {fmt.qty(r['filled'])})"
+    return f"{r['client_order_id']} not cancelled: {r.get('reason') or r.get('status')}"
+
+
+def closed(r: dict[str, Any]) -> str:
+    if r.get("accepted"):
+        return f"closing {r['symbol']}: order {r.get('client_order_id')}"
+    return f"close {r['symbol']} refused: {r.get('reason')}"
+
+
+RENDER: dict[str, Callable[[Any], str]] = {"orders": orders, "trades": trades, "balances": balances,
+                                           "profit": profit, "why": why, "cancel": cancelled, "close": closed}

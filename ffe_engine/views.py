@@ -1,0 +1,155 @@
+"""What the operator's views show beyond the snapshot: balances per asset, profit, why no entries are made.
+
+Plain data, computed here from the engine's books and the store's queries, so the console, `ffe ctl` and an
+attached console (through api.py) show the same figures. Times are market time (the engine's clock): a paper
+"day" is a market day.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .clock import utc_day
+from .entrylog import refusal_code
+from .fmt import iso_ms
+from .model import EngineState, Side
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+DUST = 1e-9
+
+
+# ==================================================================== balances
+def locked_by_orders(orders: list[Any], prices: dict[str, float], quote: str) -> dict[str, float]:
+    """What the open orders hold back, per asset: a buy its quote at its price, a sell its base asset. For a real
+    venue, whose balance answer here carries totals only."""
+    locked: dict[str, float] = {}
+    for o in orders:
+        left = max(0.0, o.quantity - o.filled)
+        base, _, q = o.symbol.partition("/")
+        if o.side is Side.BUY:
+            px = o.price or prices.get(o.symbol) or 0.0
+            locked[q or quote] = locked.get(q or quote, 0.0) + left * px
+        else:
+            locked[base] = locked.get(base, 0.0) + left
+    return locked
+
+
+def balance_rows(totals: dict[str, float], locked: dict[str, float], prices: dict[str, float],
+                 quote: str) -> dict[str, Any]:
+    """Per asset: free, locked (in orders), total, and the total's value in the quote currency (at the last price;
+    None where the engine has no price for it). The quote currency first."""
+    rows = []
+    for asset in sorted(set(totals) | set(locked), key=lambda a: (a != quote, a)):
+        total = totals.get(asset, 0.0)
+        held = min(locked.get(asset, 0.0), max(total, 0.0))
+        if held < DUST:  # what releasing a reservation leaves of float arithmetic: nothing is held
+            held = 0.0
+        price = 1.0 if asset == quote else prices.get(f"{asset}/{quote}")
+        rows.append({"asset": asset, "free": total - held, "locked": held, "total": total,
+                     "value": None if price is None else total * price})
+    return {"quote": quote, "assets": rows, "value": sum(r["value"] or 0.0 for r in rows)}
+
+
+# ==================================================================== profit
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    n = r["trades"]
+    return {"key": r["key"], "trades": n, "wins": r["wins"], "win_rate": 100.0 * r["wins"] / n if n else None,
+            "pnl": r["pnl"], "fees": r["fees"],
+            "avg_duration_s": None if r["avg_duration_ms"] is None else r["avg_duration_ms"] / 1000.0,
+            "best": r["best"], "worst": r["worst"]}
+
+
+async def profit(engine: "Engine", periods: int = 7) -> dict[str, Any]:
+    """Realised (closed trades, net of fees) and unrealised P&L, the tables by day, week, month and symbol, win
+    rate, mean trade duration, fees, drawdown now and the deepest so far."""
+    store = engine.store
+    pf = engine.portfolio
+    total = await store.trade_stats(None)
+    overall = _row(total[0]) if total else _row({"key": "all", "trades": 0, "wins": 0, "pnl": 0.0, "fees": 0.0,
+                                                  "avg_duration_ms": None, "best": None, "worst": None})
+    open_fees = sum(p.fees for p in pf.positions.values())
+    return {
+        "quote": engine.settings.venue.quote,
+        "realised": overall["pnl"],
+        "unrealised": pf.unrealised(),
+        "equity": pf.equity(),
+        "starting_cash": pf.starting_cash,
+        "trades": overall["trades"],
+        "wins": overall["wins"],
+        "win_rate": overall["win_rate"],
+        "avg_duration_s": overall["avg_duration_s"],
+        "best": overall["best"],
+        "worst": overall["worst"],
+        "fees": overall["fees"] + open_fees,  # the open positions' entry fees are paid already
+        "drawdown_pct": pf.drawdown_pct(),
+        "max_drawdown_pct": max(pf.max_drawdown_pct, pf.drawdown_pct()),
+        "day": [_row(r) for r in await store.trade_stats("day", periods)],
+        "week": [_row(r) for r in await store.trade_stats("week", periods)],
+        "month": [_row(r) for r in await store.trade_stats("month", periods)],
+        "symbol": [_row(r) for r in await store.trade_stats("symbol", 50)],
+    }
+
+
+# ==================================================================== why no trades
+def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
+    """What refuses new entries right now and what lifts it: the engine state, a breached drawdown or daily loss
+    (each paused the engine when it happened), the day's trade count, full positions, an open breaker, and
+    reconciliation differences."""
+    out: list[dict[str, str]] = []
+    r = engine.settings.risk
+    pf = engine.portfolio
+    state = engine.state
+    if state is EngineState.HALTED:
+        out.append({"gate": "ENGINE_STATE", "now": f"HALTED ({engine.state_reason})",
+                    "lifts": "re-arm: resume with confirmation (the pause key, then y; `ffe ctl resume --yes`)"})
+    elif state is EngineState.PAUSED:
+        out.append({"gate": "ENGINE_STATE", "now": f"PAUSED ({engine.state_reason})",
+                    "lifts": "resume (the pause key; `ffe ctl resume`)"})
+    dd = pf.drawdown_pct()
+    if dd > r.max_drawdown_pct:
+        floor = pf.peak_equity * (1.0 - r.max_drawdown_pct / 100.0)
+        out.append({"gate": "DRAWDOWN", "now": f"{dd:.2f}% > {r.max_drawdown_pct:g}% below the peak "
+                                               f"{pf.peak_equity:,.2f}",
+                    "lifts": f"equity back above {floor:,.2f} (held positions recovering); it does not re-arm "
+                             "with time"})
+    next_day = (utc_day(now_ms) + 1) * DAY_MS
+    dl = pf.day_loss_pct()
+    if dl > r.daily_loss_limit_pct:
+        out.append({"gate": "DAILY_LOSS", "now": f"{dl:.2f}% > {r.daily_loss_limit_pct:g}% of the day's start",
+                    "lifts": f"the next UTC day of market time, {iso_ms(next_day)}"})
+    if pf.entries_today >= r.max_daily_trades:
+        out.append({"gate": "DAILY_TRADES", "now": f"{pf.entries_today} entries today, limit {r.max_daily_trades}",
+                    "lifts": f"the next UTC day of market time, {iso_ms(next_day)}"})
+    open_now = len(pf.positions) + engine.orders.pending_entries()
+    if open_now >= r.max_open_positions:
+        out.append({"gate": "MAX_OPEN_POSITIONS", "now": f"{open_now} open, limit {r.max_open_positions}",
+                    "lifts": "a position closing (stop-loss, take-profit, a sell signal, or the close key)"})
+    b = engine.breaker.summary()
+    if b.get("state") != "closed":
+        retry = b.get("retry_in")
+        out.append({"gate": "BREAKER_OPEN", "now": f"{b.get('venue')} {b.get('state')}: {b.get('last_error')}",
+                    "lifts": "a successful probe" + (f" in {retry:.0f}s" if retry is not None else "")})
+    if engine.reconcile_blocked:
+        out.append({"gate": "RECONCILE", "now": f"{len(engine.reconcile_blocked)} unexplained difference(s)",
+                    "lifts": "accept them (`ffe ctl accept`), then resume"})
+    return out
+
+
+async def why(engine: "Engine") -> dict[str, Any]:
+    """Why no trades: the strategy's refused orders by gate over the last market hour and day, what blocks entries
+    now and what lifts it, and when the last entry was sent."""
+    # The newest bar's time, as the status line shows it (the clock itself is at that bar's close).
+    now = max(engine.last_bar_ts.values()) if engine.last_bar_ts else engine.clock.now_ms()
+    windows: dict[str, dict[str, int]] = {}
+    for name, span in (("hour", HOUR_MS), ("day", DAY_MS)):
+        counts: dict[str, int] = {}
+        for outcome, head, n in await engine.store.refusals_since(now - span):
+            code = refusal_code(outcome, head or "")
+            counts[code] = counts.get(code, 0) + n
+        windows[name] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return {"market_ts": now, "refused": windows, "blocking": blocking(engine, now),
+            "last_entry_ts": await engine.store.last_entry_ts(), "state": engine.state.value}

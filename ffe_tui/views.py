@@ -1,0 +1,216 @@
+"""The console's views beyond the main screen: open trades, open orders, balances, profit, why no trades, health.
+
+Each pane takes the plain data the engine answers (the snapshot, or its balances/profit/why/health reads, the same
+in process and through the control socket) and only displays it: every figure is computed in the engine and written
+through ffe_engine.fmt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Static
+
+from ffe_engine import fmt, tables
+
+# j/k beside the arrow keys, in every table and scrolling pane (keys.PANE_KEYS keeps them for this).
+TABLE_MOVES = [Binding("j", "cursor_down", "Down", show=False), Binding("k", "cursor_up", "Up", show=False)]
+SCROLL_MOVES = [Binding("j", "scroll_down", "Down", show=False), Binding("k", "scroll_up", "Up", show=False)]
+
+
+def signed(x: Any, text: str) -> Text:
+    return Text(text, style="green" if isinstance(x, (int, float)) and x > 0 else
+                ("red" if isinstance(x, (int, float)) and x < 0 else ""))
+
+
+class RowTable(DataTable):
+    """A table of rows keyed by an id, updated in place so the operator's cursor stays on its row."""
+
+    BINDINGS = TABLE_MOVES
+    COLUMNS: tuple[tuple[str, str, int], ...] = ()
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(cell_padding=0, **kw)
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label, width in self.COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    def put(self, rows: dict[str, dict[str, Any]]) -> None:
+        for rid, cells in rows.items():
+            if rid in self.rows:
+                for key, value in cells.items():
+                    if str(self.get_cell(rid, key)) != str(value):
+                        self.update_cell(rid, key, value)
+            else:
+                self.add_row(*(cells[k] for k, _, _ in self.COLUMNS), key=rid)
+        for key in [k for k in self.rows if k.value not in rows]:
+            self.remove_row(key)
+
+    def selected(self) -> str | None:
+        if not self.row_count:
+            return None
+        row = min(max(self.cursor_row, 0), self.row_count - 1)
+        return self.coordinate_to_cell_key((row, 0)).row_key.value
+
+
+# 78 columns before the id (which the line under the table also shows): all of it at 80x24 but the id.
+TRADE_COLUMNS = (("symbol", "symbol", 9), ("qty", "qty", 10), ("entry", "entry", 9), ("last", "now", 9),
+                 ("pct", "%", 8), ("pnl", "P&L", 9), ("age", "age", 6), ("sl", "SL", 9), ("tp", "TP", 9),
+                 ("id", "trade id", 16))
+
+
+class TradesTable(RowTable):
+    """Open trades: entry, price now, % and quote P&L, age, stop-loss, take-profit, id. One per symbol."""
+
+    COLUMNS = TRADE_COLUMNS
+
+    def show(self, positions: list[dict[str, Any]], market_ts: int | None) -> None:
+        rows = {}
+        for p in positions:
+            rows[p["symbol"]] = {
+                "symbol": p["symbol"], "qty": fmt.qty(p["quantity"]), "entry": fmt.price(p["entry"]),
+                "last": fmt.price(p["last"]), "pct": signed(p.get("pnl_pct"), fmt.pct(p.get("pnl_pct"), signed=True)),
+                "pnl": signed(p.get("unrealised"), fmt.money(p.get("unrealised"), signed=True)),
+                "age": fmt.duration(tables.position_age(p, market_ts)), "sl": fmt.price(p.get("stop_loss")),
+                "tp": fmt.price(p.get("take_profit")), "id": p.get("id") or "-"}
+        self.put(rows)
+
+
+ORDER_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 9), ("filled", "filled", 9),
+                 ("type", "type", 7), ("price", "price", 9), ("status", "status", 9), ("reason", "reason", 11),
+                 ("age", "age", 7), ("id", "client order id", 29))
+
+
+class OrdersTable(RowTable):
+    """Orders not yet final, by client order id: side, size, filled, type, limit price, status, why, age."""
+
+    COLUMNS = ORDER_COLUMNS
+
+    def show(self, orders: list[dict[str, Any]]) -> None:
+        rows = {}
+        for o in orders:
+            rows[o["client_order_id"]] = {
+                "symbol": o["symbol"], "side": o["side"], "qty": fmt.qty(o["quantity"]),
+                "filled": fmt.qty(o.get("filled")), "type": o.get("type") or "market",
+                "price": fmt.price(o.get("price")) if o.get("price") else "market",
+                "status": Text(o["status"], style="bold yellow" if o["status"] == "in_doubt" else ""),
+                "reason": o["reason"], "age": fmt.duration(o.get("age_s")), "id": o["client_order_id"]}
+        self.put(rows)
+
+
+class ScrollPane(VerticalScroll, can_focus=True):
+    """A view's text, scrolled with the arrow keys, j/k and page keys when the terminal is too short for it."""
+
+    BINDINGS = SCROLL_MOVES
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.body = Static(Text("loading…", style="dim"))
+
+    def compose(self) -> ComposeResult:
+        yield self.body
+
+    def set(self, renderable: Any) -> None:
+        self.body.update(renderable)
+
+
+def _table(*headers: str, right_from: int = 1) -> Table:
+    t = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False, show_header=any(headers))
+    for i, h in enumerate(headers):
+        t.add_column(h, no_wrap=True, justify="right" if i >= right_from else "left")
+    return t
+
+
+def balances_view(b: dict[str, Any]) -> Any:
+    t = _table("asset", "free", "locked (in orders)", "total", f"value ({b['quote']})")
+    for asset, free, locked, total, value in tables.balance_rows(b):
+        t.add_row(Text(asset, style="bold"), free, locked, total, value)
+    t.add_row(Text("all", style="bold"), "", "", "", Text(fmt.money(b["value"]), style="bold"))
+    return Group(t, Text(""), Text("value: each asset at its last price in the quote currency", style="dim"))
+
+
+def _period_table(label: str, rows: list[dict[str, Any]]) -> Any:
+    if not rows:
+        return Text(f"{label}: no closed trade yet", style="dim")
+    t = _table(label, *tables.PERIOD_HEADERS)
+    for r, cells in zip(rows, tables.period_rows(rows)):
+        t.add_row(*cells[:3], signed(r["pnl"], cells[3]), *cells[4:])
+    return t
+
+
+def profit_view(p: dict[str, Any], wide: bool) -> Any:
+    head = [Text(line) for line in tables.profit_lines(p)]
+    parts = [_period_table(label, p[name]) for name, label in
+             (("day", "day (UTC)"), ("week", "week"), ("month", "month"), ("symbol", "symbol"))]
+    if wide:  # side by side: day | week, month | symbol
+        grid = Table.grid(padding=(0, 4))
+        grid.add_column()
+        grid.add_column()
+        grid.add_row(parts[0], parts[1])
+        grid.add_row(Text(""), Text(""))
+        grid.add_row(parts[2], parts[3])
+        return Group(*head, Text(""), grid)
+    body: list[Any] = [*head]
+    for part in parts:
+        body += [Text(""), part]
+    return Group(*body)
+
+
+def why_view(w: dict[str, Any]) -> Any:
+    head = Text.assemble("engine ", (w["state"], "bold"), "   last entry sent ", fmt.iso_ms(w.get("last_entry_ts")),
+                         "   market time ", fmt.iso_ms(w.get("market_ts")))
+    hour, day = w["refused"]["hour"], w["refused"]["day"]
+    codes = list(dict.fromkeys([*day, *hour]))
+    if codes:
+        t = _table("refused by", "last market hour", "last market day")
+        for code in codes:
+            t.add_row(Text(code, style="bold"), str(hour.get(code, 0)), str(day.get(code, 0)))
+        refused: Any = t
+    else:
+        refused = Text("no order of the strategy refused in the last market day", style="dim")
+    parts: list[Any] = [head, Text(""), refused, Text("")]
+    if w["blocking"]:
+        parts.append(Text("blocking entries now (and what lifts it):", style="bold"))
+        for b in w["blocking"]:
+            parts.append(Text.assemble((f"{b['gate']} ", "bold red"), b["now"]))
+            parts.append(Text(f"    lifted by {b['lifts']}", style="italic"))
+    else:
+        parts.append(Text("nothing blocks entries now", style="green"))
+    return Group(*parts)
+
+
+HEALTH_STYLE = {"healthy": "bold black on green", "degraded": "bold black on yellow", "down": "bold white on red"}
+
+
+def health_view(h: dict[str, Any], snap: dict[str, Any]) -> Any:
+    status = str(h.get("status", "?"))
+    head = Text.assemble((f" {status.upper()} ", HEALTH_STYLE.get(status, "bold reverse")), "  ",
+                         f"engine {snap.get('state')} ({snap.get('mode')})  version {snap.get('version', '?')}  "
+                         f"up {fmt.duration(snap.get('uptime_s'))}")
+    parts: list[Any] = [head]
+    for problem in h.get("problems") or []:
+        parts.append(Text(f"  {problem}", style="bold red"))
+    t = _table("", "", right_from=2)
+    t.add_row("main loop", f"last turn {fmt.duration(h.get('loop_age_s'))} ago (limit {h.get('loop_stale_s')}s)")
+    ages = h.get("bar_age_s") or {}
+    for sym, age in ages.items():
+        t.add_row(f"last candle {sym}", f"{fmt.duration(age)} ago (stale after {fmt.duration(h.get('data_stale_s'))})")
+    for b in h.get("breakers") or []:
+        st = str(b.get("state"))
+        t.add_row(f"breaker {b.get('venue')}", Text(f"{st.upper()} ({b.get('failures', 0)} failures)",
+                                                     style="green" if st == "closed" else "bold red"))
+    rec = h.get("reconcile")
+    t.add_row("reconcile", Text("ok" if rec == "ok" else f"{h.get('reconcile_differences')} unexplained "
+                                                          "difference(s): `ffe ctl accept`",
+                                style="green" if rec == "ok" else "bold red"))
+    t.add_row("approvals pending", str(h.get("pending_approvals", 0)))
+    t.add_row("market time", fmt.iso_ms(snap.get("market_ts")))
+    return Group(*parts, Text(""), t)

@@ -1,0 +1,269 @@
+"""The console's views (keys 1-7) and the actions on them, on a real engine: a seeded simulated market held at a
+bar the test chooses, the paper venue, SQLite under tmp_path and a ManualClock, driven through Pilot at 80x24 and
+120x40. Cancel and close go through the engine's order path; what the screen says is checked against what the
+engine's database records."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from conftest import db_value, make_settings
+from ffe_engine import fmt
+from ffe_engine.clock import ManualClock
+from ffe_engine.market.simulated import SimulatedFeed
+from ffe_tui.app import ConsoleApp
+from test_tui_helpers import SIZE_IDS, SIZES, START_TS, db_path, screen_text, until
+
+HOLD_AT = 150  # live bars the market runs flat out before it waits for the test
+
+
+class HeldFeed(SimulatedFeed):
+    """The seeded market, flat out to HOLD_AT bars, then one bar at a time as the test releases them: the engine
+    keeps running (its control surface answers) while nothing moves."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.allowed = HOLD_AT
+        self.more = asyncio.Event()
+        self.bars_out = 0
+
+    async def candles(self):
+        n = 0
+        for c in self.iter_candles():
+            if n % len(self.symbols) == 0:  # the first symbol of a new bar
+                while self.bars_out >= self.allowed:
+                    self.more.clear()
+                    await self.more.wait()
+                self.bars_out += 1
+                if self.bars_out % 64 == 0:
+                    await asyncio.sleep(0)
+            n += 1
+            yield c
+
+    def release(self, bars: int = 1) -> None:
+        self.allowed += bars
+        self.more.set()
+
+
+def held_console(tmp_path, **overrides) -> tuple[ConsoleApp, HeldFeed]:
+    """The console as `ffe run` builds it (as test_tui_helpers.console), on the held market."""
+    settings = make_settings(tmp_path, engine={"warmup_bars": 100}, market={"speed": 0.0, "seed": 7},
+                             monitor={"enabled": False}, **overrides)
+    clock = ManualClock()
+    feed = HeldFeed(list(settings.engine.symbols), settings.engine.timeframe_ms, seed=7, clock=clock, speed=0.0,
+                    start_ts=START_TS)
+    return ConsoleApp(settings, feed=feed, clock=clock), feed
+
+
+async def held(pilot) -> None:
+    app = pilot.app
+    await until(pilot, lambda: app.snap is not None and app.snap["bars"] >= HOLD_AT * 2, "the market to hold",
+                timeout=60)
+
+
+def rows(tmp_path, sql: str, *params) -> list[tuple]:
+    con = sqlite3.connect(db_path(tmp_path))
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+async def a_position(pilot) -> dict:
+    app = pilot.app
+    assert app.snap["positions"], "the seeded market holds a position at the hold (the test relies on it)"
+    return app.snap["positions"][0]
+
+
+# ---------------------------------------------------------------------------------------------------- the views
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_every_view_shows_the_engine_figures(tmp_path, size):
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+
+        await pilot.press("2")
+        await until(pilot, lambda: "2 Trades" in screen_text(app) and pos["symbol"] in screen_text(app), "trades")
+        text = screen_text(app)
+        for cell in ("entry", "now", "%", "P&L", "SL", "TP", fmt.price(pos["entry"]), fmt.price(pos["stop_loss"]),
+                     fmt.price(pos["take_profit"]), fmt.pct(pos["pnl_pct"], signed=True), pos["id"]):
+            assert cell in text, cell
+
+        await pilot.press("4")
+        await until(pilot, lambda: "locked (in orders)" in screen_text(app), "balances")
+        equity = fmt.money(app.snap["equity"])
+        await until(pilot, lambda: equity in screen_text(app), "the balances' value equal to the equity")
+        assert "USDT" in screen_text(app) and "BTC" in screen_text(app)
+
+        await pilot.press("5")
+        await until(pilot, lambda: "realised" in screen_text(app), "profit")
+        n, wins, pnl = rows(tmp_path, "SELECT COUNT(*), SUM(pnl > 0), SUM(pnl) FROM trades")[0]
+        text = screen_text(app)
+        assert n > 0
+        assert f"trades {n}   won {wins}" in text and fmt.money(pnl, signed=True) in text
+        for heading in ("day (UTC)", "week", "month", "symbol", "win %", "fees", "drawdown now", "deepest"):
+            assert heading in text, heading
+
+        await pilot.press("6")
+        await until(pilot, lambda: "refused by" in screen_text(app) or "no order of the strategy refused"
+                    in screen_text(app), "why no trades")
+        text = screen_text(app)
+        (refused,) = rows(tmp_path, "SELECT COUNT(*) FROM decisions WHERE outcome IN ('rejected', 'refused')")[0]
+        assert refused > 0 and "last market hour" in text and "last market day" in text
+        assert "MAX_OPEN_POSITIONS" in text or "nothing blocks entries now" in text
+
+        await pilot.press("7")
+        await until(pilot, lambda: "last candle BTC/USDT" in screen_text(app), "health")
+        text = screen_text(app)
+        for words in ("HEALTHY", "version", "up 0s", "breaker paper", "CLOSED", "reconcile", "last candle ETH/USDT"):
+            assert words in text, words
+
+        await pilot.press("1")
+        await until(pilot, lambda: "Ensemble votes" in screen_text(app) or "Log" in screen_text(app), "main view")
+        assert "2 Trades" not in screen_text(app)  # no tab line on the main view: the log keeps it
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_why_no_trades_names_a_latched_drawdown_and_what_lifts_it(tmp_path, size):
+    # A drawdown limit the seeded market breaches: the engine pauses once, and the gate refuses every entry.
+    app, feed = held_console(tmp_path, risk={"max_drawdown_pct": 0.01})
+    async with app.run_test(size=size) as pilot:
+        await held(pilot)
+        assert app.snap["state"] == "PAUSED" and "DRAWDOWN" in app.snap["state_reason"], app.snap["state_reason"]
+        await pilot.press("6")
+        await until(pilot, lambda: "lifted by equity back above" in screen_text(app), "the latched drawdown")
+        text = screen_text(app)
+        assert "DRAWDOWN" in text and "re-arm with time" in text
+        assert "ENGINE_STATE PAUSED" in text and "resume" in text
+        refused = rows(tmp_path, "SELECT COUNT(*) FROM decisions WHERE outcome = 'rejected' AND reason LIKE "
+                                 "'ENGINE_STATE:%'")[0][0]
+        if refused:  # entries refused while PAUSED are counted under the gate that refused them
+            assert "ENGINE_STATE" in text.split("blocking entries now")[0]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_j_and_k_move_in_the_focused_table_and_digits_type_into_the_filter(tmp_path, size):
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await held(pilot)
+        assert len(app.snap["positions"]) >= 2, "two positions at the hold (the test relies on it)"
+        await pilot.press("2")
+        table = app.query_one("#trades")
+        await until(pilot, lambda: table.row_count >= 2, "the trades")
+        assert app.focused is table and table.cursor_row == 0
+        await pilot.press("j")
+        assert table.cursor_row == 1
+        await pilot.press("k")
+        assert table.cursor_row == 0
+        await pilot.press("down")
+        assert table.cursor_row == 1
+        await pilot.press("1", "slash")
+        await until(pilot, lambda: "Filter the log" in screen_text(app), "the filter dialog")
+        await pilot.press("ctrl+u", "3", "K", "j")  # typed, not a view switch, a kill switch or a move
+        assert app.screen.query_one("#filter-input").value == "3Kj"
+        assert app.current_view == "main" and "KILL SWITCH" not in screen_text(app)
+
+
+# ---------------------------------------------------------------------------------------------------- cancel one order
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_cancel_one_order_from_the_orders_view(tmp_path, size):
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        # A working exit order: it rests at the paper venue until the next bar, which the market holds back.
+        res = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"] / 2)
+        assert res["accepted"], res
+        cid = res["client_order_id"]
+        await pilot.press("3")
+        await until(pilot, lambda: "Orders" in screen_text(app) and pos["symbol"] in screen_text(app), "the order")
+        await pilot.press("c")
+        await until(pilot, lambda: f"Cancel order {cid}" in screen_text(app), "the cancel confirmation")
+        text = screen_text(app)
+        assert "The venue is asked to cancel it" in text and "What filled before the cancel stays" in text
+        await pilot.press("y")
+        await until(pilot, lambda: f"cancelled {cid}" in screen_text(app), "the cancel reported")
+        assert db_value(db_path(tmp_path), "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == "canceled"
+        assert app.snap["orders"] == [] or all(o["client_order_id"] != cid for o in app.snap["orders"])
+        assert any(p["symbol"] == pos["symbol"] and p["quantity"] == pos["quantity"]
+                   for p in app.snap["positions"]), "the position is whole: nothing sold"
+        await pilot.press("4")  # the paper venue released what the order held
+        await until(pilot, lambda: "locked (in orders)" in screen_text(app), "balances")
+        locked = (await app.engine.balances())["assets"]
+        assert all(b["locked"] == 0 for b in locked), locked
+
+
+async def test_any_other_key_cancels_the_cancel_and_the_order_stays(tmp_path):
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        res = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"] / 2)
+        await pilot.press("c")  # from the main view: shows the orders first
+        await until(pilot, lambda: app.current_view == "orders" and res["client_order_id"][:20] in screen_text(app),
+                    "the orders view")
+        await pilot.press("c")
+        await until(pilot, lambda: "Cancel order" in screen_text(app), "the cancel confirmation")
+        await pilot.press("n")
+        await until(pilot, lambda: "Cancel order" not in screen_text(app), "the dialog closed")
+        assert db_value(db_path(tmp_path), "SELECT status FROM orders WHERE client_order_id = ?",
+                        (res["client_order_id"],)) == "open"
+
+
+# ---------------------------------------------------------------------------------------------------- close one position
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_close_one_position_through_the_order_path(tmp_path, size):
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        others = {p["symbol"] for p in app.snap["positions"]} - {pos["symbol"]}
+        await pilot.press("2")
+        await until(pilot, lambda: pos["symbol"] in screen_text(app), "the trades view")
+        await pilot.press("x")
+        await until(pilot, lambda: f"Close {pos['symbol']}" in screen_text(app), "the close confirmation")
+        assert "order path" in screen_text(app) and "halt" in screen_text(app)
+        await pilot.press("y")
+        await until(pilot, lambda: f"closing {pos['symbol']}: order" in screen_text(app), "the closing order")
+        (cid, reason, reduce_only) = rows(tmp_path, "SELECT client_order_id, reason, reduce_only FROM orders "
+                                                    "WHERE reason = 'operator'")[0]
+        assert reduce_only == 1
+        feed.release(1)  # the next bar: the paper venue fills it
+        await until(pilot, lambda: all(p["symbol"] != pos["symbol"] for p in app.snap["positions"]),
+                    "the position closed")
+        db = db_path(tmp_path)
+        await until(pilot, lambda: db_value(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,))
+                    == "filled", "the closing order filled, in the journal")
+        assert db_value(db, "SELECT reason FROM trades WHERE exit_client_order_id = ?", (cid,)) == "operator"
+        assert others <= {p["symbol"] for p in app.snap["positions"]}, "only the selected position was closed"
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_a_halted_engine_refuses_the_close_and_the_reason_is_shown(tmp_path, size):
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: app.snap["state"] == "HALTED", "HALTED")
+        await pilot.press("2")
+        await until(pilot, lambda: pos["symbol"] in screen_text(app), "the trades view")
+        await pilot.press("x")
+        await until(pilot, lambda: f"Close {pos['symbol']}" in screen_text(app), "the close confirmation")
+        assert "The engine is HALTED" in screen_text(app)
+        await pilot.press("y")
+        await until(pilot, lambda: f"close {pos['symbol']} refused: ENGINE_STATE" in screen_text(app),
+                    "the refusal and its reason on screen")
+        assert "HALTED" in screen_text(app)
+        assert rows(tmp_path, "SELECT * FROM orders WHERE reason = 'operator'") == [], "nothing was journaled"
+        assert any(p["symbol"] == pos["symbol"] for p in app.snap["positions"])
+        # The refusal is in the audit trail with its gates, as for every caller of the order path.
+        gates = rows(tmp_path, "SELECT code, passed FROM gate_results WHERE decision_id = ? AND passed = 0",
+                     pos["id"])
+        assert ("ENGINE_STATE", 0) in gates
