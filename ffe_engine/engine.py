@@ -4,7 +4,7 @@ Per bar: venue sees the candle (paper fills) -> in-flight orders polled -> marks
 indicators -> votes -> ensemble -> sizing -> gates -> approval or the single order path -> decision recorded.
 
 Control surface (the console and `ffe ctl` use only these): pause, resume, halt, flatten, approve, reject,
-set_approval_mode, accept_reconcile, operator_order, cancel_order, close_position, snapshot, and the reads of the
+set_approval_mode, accept_reconcile, operator_order, operator_cancel, close_position, snapshot, and the reads of the
 operator's views (balances, profit, why; views.py). Engine state changes are stored durably before the
 call returns, and the engine starts in the state it was left in.
 
@@ -891,7 +891,7 @@ class Engine:
                 "client_order_id": sub.order.client_order_id if sub.order else None,
                 "gates": [g.as_dict() for g in sub.gates]}
 
-    async def cancel_order(self, client_order_id: str, by: str = "operator") -> dict[str, Any]:
+    async def operator_cancel(self, client_order_id: str, by: str = "operator") -> dict[str, Any]:
         """Cancel one open order through the order path. Whatever filled before the cancel stays filled."""
         async with self._control_lock:
             o = self.orders.live.get(client_order_id)

@@ -157,7 +157,7 @@ class RemoteEngine:
     async def backup(self, to: str | None = None, by: str = "operator") -> Any:
         return await self._call("backup", to=to, by=by)
 
-    async def cancel_order(self, client_order_id: str, by: str = "operator") -> Any:
+    async def operator_cancel(self, client_order_id: str, by: str = "operator") -> Any:
         return await self._call("cancel", id=client_order_id, by=by)
 
     async def close_position(self, symbol: str, by: str = "operator") -> Any:

@@ -1,7 +1,7 @@
 """The operator console: a Textual app that runs the engine in-process and shows what it does and why.
 
 The console talks to the engine only through its control surface (pause, resume, halt, flatten, approve, reject,
-set_approval_mode, cancel_order, close_position, and the reads balances, profit, why and health behind the views
+set_approval_mode, operator_cancel, close_position, and the reads balances, profit, why and health behind the views
 1-7), `snapshot()` and the event bus. Events are drained from a bounded subscription on a timer and
 folded into the panes in batches, so a burst of log lines costs one redraw, not one per line.
 
@@ -637,7 +637,7 @@ class ConsoleApp(App[int]):
                       "signal.", "CANCEL ORDER", lambda: self._control("cancel", self._cancel_order(cid)))
 
     async def _cancel_order(self, cid: str) -> None:
-        res = await self.engine.cancel_order(cid, by="operator")
+        res = await self.engine.operator_cancel(cid, by="operator")
         self._set_outcome("orders", tables.cancelled(res), bool(res.get("cancelled")))
         self._tick()
 
