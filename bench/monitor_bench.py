@@ -37,7 +37,7 @@ from ffe_engine.audit import setup_logging  # noqa: E402
 from ffe_engine.config import Settings  # noqa: E402
 from ffe_engine.events import EngineStateChanged  # noqa: E402
 from ffe_engine.metrics import EngineMetrics  # noqa: E402
-from ffe_engine.monitor import Monitor  # noqa: E402
+from ffe_engine.monitor import WATCHED, Monitor  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
 
@@ -74,7 +74,7 @@ class Monitored:
         if self.sinks:
             monitor = Monitor(settings, engine, audit=None, store=None)  # no channel: nothing to deliver
             self.metrics = monitor.metrics
-            kw["bus"].add_sink(monitor.sink)
+            kw["bus"].add_sink(monitor.sink, names=WATCHED)
         return engine
 
 
@@ -134,7 +134,7 @@ def sink_cpu_seconds(audit_path: Path, settings: Settings, engine, repeat: int =
             items.append((_Stamp(name, rec["seq"], 0.0), line))
         else:
             cls = EVENT_TYPES[name]
-            fields = {k: v for k, v in rec.items() if k not in ("ts", "seq", "event")}
+            fields = {k: v for k, v in rec.items() if k not in ("ts", "seq", "event", "prev")}
             items.append((cls(**fields), line))
     best = float("inf")
     for _ in range(repeat):

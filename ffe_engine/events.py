@@ -13,7 +13,7 @@ import operator
 from collections import deque
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import orjson
 
@@ -355,15 +355,24 @@ class EventBus:
         self.head = GENESIS  # the hash of the last audit line: the next line's `prev`
         self._wall = clock.wall  # the time each record was written
         self._redact = redact  # applied to every record before any sink sees it
-        self._sinks: list[Sink] = []
+        self._sinks: list[tuple[Sink, frozenset[str] | None]] = []
+        # Per event name, the sinks that take it. A record is encoded only when some sink takes it: a sink that
+        # watches a few names (the monitor) does not make every event of a backtest be encoded for nothing.
+        self._routes: dict[str, tuple[Sink, ...]] = {}
         self._subs: list[Subscription] = []
 
     def resume(self, seq: int, head: str) -> None:
         """Continue a trail: the next record is seq + 1, its `prev` the hash of the record at seq."""
         self.seq, self.head = seq, head
 
-    def add_sink(self, sink: Sink) -> None:
-        self._sinks.append(sink)
+    def add_sink(self, sink: Sink, names: Iterable[str] | None = None) -> None:
+        """`sink(event, line)` is called with every audited event, or only with those named in `names`."""
+        self._sinks.append((sink, None if names is None else frozenset(names)))
+        self._routes.clear()
+
+    def _route(self, name: str) -> tuple[Sink, ...]:
+        sinks = self._routes[name] = tuple(s for s, names in self._sinks if names is None or name in names)
+        return sinks
 
     def subscribe(self, maxlen: int = 20_000) -> Subscription:
         sub = Subscription(maxlen)
@@ -379,7 +388,10 @@ class EventBus:
         when someone subscribes (a backtest has no one to show it to). Returns the event's seq."""
         ts = self._wall()
         self.seq += 1
-        if self._sinks:
+        sinks = self._routes.get(cls.name)
+        if sinks is None:
+            sinks = self._route(cls.name)
+        if sinks:
             rec: dict[str, Any] = {"ts": iso_ts(ts), "seq": self.seq, "event": cls.name}
             rec.update(fields)
             line = encode(rec)
@@ -389,7 +401,7 @@ class EventBus:
                 line = chained(line, self.head)
                 self.head = line_hash(line)
             ev = _Stamp(cls.name, self.seq, ts)
-            for sink in self._sinks:
+            for sink in sinks:
                 sink(ev, line)  # type: ignore[arg-type]
         if self._subs:
             ev2 = cls(**fields)
@@ -410,14 +422,17 @@ class EventBus:
         if ev.audit:
             self.seq += 1
             ev.seq = self.seq
-            if self._sinks:
+            sinks = self._routes.get(ev.name)
+            if sinks is None:
+                sinks = self._route(ev.name)
+            if sinks:
                 line = encode(ev.record())
                 if self._redact is not None:
                     line = self._redact(line.decode()).encode()
                 if self.chain:
                     line = chained(line, self.head)
                     self.head = line_hash(line)
-                for sink in self._sinks:
+                for sink in sinks:
                     sink(ev, line)
         for sub in self._subs:
             sub.put(ev)

@@ -34,7 +34,7 @@ from .events import BackupEvent, ErrorEvent, EventBus, LogEvent
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
 from .model import EngineState
-from .monitor import Monitor, check_bind
+from .monitor import WATCHED, Monitor, check_bind
 from .sdnotify import SystemdNotifier
 from .store import Store
 from .venues.base import Venue, VenueError, VenueUnavailable
@@ -173,7 +173,8 @@ class EngineHost:
                      data_dir=str(settings.data_dir.resolve()), log_dir=str(settings.log_dir.resolve()))
             monitor = Monitor(settings, engine, audit=audit, store=store,
                               redact=Redactor(secrets).text if secrets else None)
-            bus.add_sink(monitor.sink)  # before the start: the start and its reconciliation raise alerts
+            # Before the start: the start and its reconciliation raise alerts.
+            bus.add_sink(monitor.sink, names=WATCHED)
             engine.health_report = monitor.health
             engine.monitor_status = monitor.status
             engine.backup_hook = host.backup

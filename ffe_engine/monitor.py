@@ -33,8 +33,9 @@ from .tasks import cancel_and_wait
 log = structlog.get_logger("ffe.monitor")
 
 
-# Events that move a counter or may raise an alert; the others (fills, positions, weights) pass by.
-_WATCHED = COUNTED | ALERTING
+# Events that move a counter or may raise an alert; the others (fills, positions, weights) pass by: the bus hands
+# the monitor only these (EventBus.add_sink's names).
+WATCHED = COUNTED | ALERTING
 
 
 def is_loopback(host: str) -> bool:
@@ -97,7 +98,7 @@ class Monitor:
     def sink(self, ev: Any, line: bytes) -> None:
         # Most events (a decision per bar and symbol, fills, positions) move no counter and raise no alert: one set
         # lookup. Gate denials are the gatekeeper's counts, read at scrape time.
-        if ev.name in _WATCHED:
+        if ev.name in WATCHED:
             self.metrics.sink(ev, line)
             self.notifier.sink(ev, line)
 

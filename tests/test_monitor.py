@@ -448,3 +448,22 @@ async def test_venue_calls_errors_and_breaker_changes_are_counted_on_the_scrape(
     assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == count.value
     assert all(a.value <= b.value for a, b in zip(buckets, buckets[1:]))  # cumulative
     assert found["ffe_orders_rejected_total"][0].value == 2.0
+
+
+def test_a_sink_given_names_gets_only_those_events_and_nothing_is_encoded_for_no_one():
+    """The monitor watches a few event names: the bus hands it only those, and an event no sink takes is not
+    encoded at all (a backtest without records has nothing to write)."""
+    from ffe_engine.clock import ManualClock
+    from ffe_engine.events import EngineStateChanged, EventBus, FillEvent
+
+    bus = EventBus(ManualClock(), chain=False)
+    seen: list[str] = []
+    bus.add_sink(lambda ev, line: seen.append(ev.name), names={"engine_state"})
+    assert bus.publish(FillEvent(client_order_id="a", symbol="BTC/USDT", side="buy", quantity=1.0, price=1.0)) is None
+    line = bus.publish(EngineStateChanged(state="HALTED", previous="RUNNING", reason="kill switch", by="operator"))
+    assert seen == ["engine_state"] and line is not None and b'"HALTED"' in line
+    everything: list[str] = []
+    bus.add_sink(lambda ev, line: everything.append(ev.name))
+    bus.publish(FillEvent(client_order_id="b", symbol="BTC/USDT", side="buy", quantity=1.0, price=1.0))
+    assert seen == ["engine_state"] and everything == ["fill"]
+    assert bus.seq == 3  # every audited event takes its seq, taken by a sink or not
