@@ -439,17 +439,18 @@ class Engine:
         self._since_flush = 0
 
     async def _persist_books(self) -> None:
-        await self.store.put_kv("portfolio", self.portfolio.state(), self.clock.wall())
+        """The books as they stand, in one transaction (one sync a bar, not one per key): a crash never leaves the
+        portfolio, the simulated market, the paper venue or the weights a bar ahead of the others."""
+        books: dict[str, Any] = {"portfolio": self.portfolio.state()}
         if self.sim_feed is not None:
-            await self.store.put_kv("market", self.sim_feed.state(), self.clock.wall())
-        await self._save_venue()
-        await self._save_learner()
-
-    async def _save_venue(self) -> None:
-        """The paper venue's book is the in-process exchange's own state; a run that is not resumed skips it."""
-        book = self._venue_book()
-        if book:
-            await self.store.put_kv("paper_venue", book["paper_venue"], self.clock.wall())
+            books["market"] = self.sim_feed.state()
+        books.update(self._venue_book())
+        learner = self.learner if self._learner_dirty else None
+        if learner is not None:
+            books["weights"] = _learner_record(learner)
+        await self.store.put_kvs(books, self.clock.wall())
+        if learner is not None:
+            self._learner_dirty = False
 
     def _venue_book(self) -> dict[str, Any]:
         """The paper venue's book if it changed since it was last stored, to store with the journal entry or fill
@@ -750,8 +751,7 @@ class Engine:
 
     async def _save_learner(self) -> None:
         if self._learner_dirty and self.learner is not None:
-            await self.store.put_kv("weights", {"weights": self.learner.weights, "stats": self.learner.state()},
-                                    self.clock.wall())
+            await self.store.put_kv("weights", _learner_record(self.learner), self.clock.wall())
             self._learner_dirty = False
 
     # ================================================================== reconciliation
@@ -1010,6 +1010,11 @@ class Engine:
         if self.health_report is None:
             raise ControlError("this engine has no health report (it runs without its process host)")
         return self.health_report()
+
+
+def _learner_record(learner: Any) -> dict[str, Any]:
+    """The adaptive weights as stored (kv `weights`), read back at start."""
+    return {"weights": learner.weights, "stats": learner.state()}
 
 
 def _move_pct(side: Side, entry: float, last: float) -> float | None:

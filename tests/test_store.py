@@ -117,3 +117,23 @@ def test_ffe_run_on_a_newer_database_stops_with_one_line_naming_it(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("ffe: error: ") and "data/ffe.db" in lines[0] and "newer" in lines[0]
     assert db_value(db, "PRAGMA user_version") == SCHEMA_VERSION + 1
+
+
+async def test_the_books_of_a_bar_are_stored_together_or_not_at_all(tmp_path):
+    """The engine stores a bar's books (portfolio, simulated market, paper venue, weights) with put_kvs: a write the
+    database refuses half-way leaves none of them changed, so a crash never leaves one of them a bar ahead."""
+    path = tmp_path / "ffe.db"
+    store = await Store.open(path)
+    try:
+        await store.put_kvs({"portfolio": {"cash": 1.0}, "market": {"bar": 1}}, 1.0)
+        con = sqlite3.connect(path)
+        con.execute("CREATE TRIGGER refuse_market BEFORE UPDATE ON kv WHEN NEW.key = 'market' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        con.commit()
+        con.close()
+        with pytest.raises(sqlite3.Error, match="refused"):
+            await store.put_kvs({"portfolio": {"cash": 2.0}, "market": {"bar": 2}}, 2.0)
+        assert db_rows(path, "SELECT key, value FROM kv WHERE key IN ('portfolio', 'market') ORDER BY key") == [
+            ("market", '{"bar":1}'), ("portfolio", '{"cash":1.0}')]
+    finally:
+        await store.close()
