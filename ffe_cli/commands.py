@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ffe_engine import audittool, fmt, present, tables
+# The engine's heavier modules (the engine itself, the audit tools, the console) are imported by the verbs that
+# use them: every `ffe` process starts with only what its verb needs.
+from ffe_engine import fmt, present, tables
 from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.config import Settings, load_settings, render_settings, require_config_file
 from ffe_engine.errors import ControlError, Interrupted, UsageError
@@ -320,6 +322,8 @@ def _carried_out(action: str, result: Any) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- audit, report
 def audit_tail(args: argparse.Namespace) -> int:
+    from ffe_engine import audittool
+
     settings = settings_from(args)
     if args.lines < 0:
         raise UsageError(f"-n must be 0 or more, got {args.lines}")
@@ -328,6 +332,8 @@ def audit_tail(args: argparse.Namespace) -> int:
 
 
 def audit_show(args: argparse.Namespace) -> int:
+    from ffe_engine import audittool
+
     settings = settings_from(args)
     conn = audittool.open_db(settings.db_path)
     try:
@@ -341,11 +347,15 @@ def audit_show(args: argparse.Namespace) -> int:
 
 
 def audit_verify(args: argparse.Namespace) -> int:
+    from ffe_engine import audittool
+
     settings = settings_from(args)
     return audittool.verify(settings.audit_path, settings.db_path, args.json)
 
 
 def _report(args: argparse.Namespace, which: str) -> int:
+    from ffe_engine import audittool
+
     settings = settings_from(args)
     if args.last < 0:
         raise UsageError(f"--last must be 0 or more, got {args.last}")
