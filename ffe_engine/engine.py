@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -36,6 +35,7 @@ from .errors import ControlError, StorageError
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
+from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
 from .market.base import ResumableFeed
@@ -112,7 +112,7 @@ class EngineOptions:
 class Engine:
     def __init__(self, settings: Settings, *, feed: Any, venue: Any, store: Store, bus: EventBus, clock: Clock,
                  providers: list[Any], ensemble: Ensemble, learner: WeightLearner | None, audit: Any = None, options: EngineOptions | None = None,
-                 timeframe_ms: int = 60_000) -> None:
+                 timeframe_ms: int = 60_000, ids: IdSource | None = None) -> None:
         self.settings = settings
         self.opts = options or EngineOptions()
         self.profile = self.opts.profile
@@ -127,6 +127,7 @@ class Engine:
         self.learner = learner
         self.audit = audit
         self.timeframe_ms = timeframe_ms
+        self.ids = ids or IdSource()  # order, decision and approval ids (ids.py): random unless a test fixes them
         self.symbols = list(settings.engine.symbols)
         self.mode = "LIVE" if self.opts.live else "PAPER"
         self.trading = TradingState(store, bus, clock, self.opts.start_state)
@@ -146,10 +147,11 @@ class Engine:
         self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper,
                                 portfolio=self.portfolio, bus=bus, clock=clock, trading=self.trading,
                                 on_fill=self._on_fill, settle_s=venue.settle_s,
-                                cancel_timeout_s=settings.engine.cancel_timeout_s, book=self._venue_book)
+                                cancel_timeout_s=settings.engine.cancel_timeout_s, book=self._venue_book,
+                                ids=self.ids)
         self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
-                                      mode=self.opts.approval, new_id=self._new_id, size=self._size)
+                                      mode=self.opts.approval, new_id=self.ids.new, size=self._size)
         self.reconciler = Reconciler(venue=venue, store=store, orders=self.orders, portfolio=self.portfolio, bus=bus,
                                      symbols=self.symbols, clock=clock, quote=settings.venue.quote)
         self.ind = {s: IndicatorSet(s) for s in self.symbols}
@@ -186,8 +188,6 @@ class Engine:
         self._dd_breached = False
         self._learner_dirty = False
         self._dl_breached = False
-        self._id_prefix = uuid.uuid4().hex[:6]
-        self._id_n = 0
         self._control_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self.overrides: list[Override] = []  # saved state that disagreed with the configuration at start
@@ -220,10 +220,6 @@ class Engine:
 
     def _pending_entries(self) -> int:
         return self.orders.pending_entries()
-
-    def _new_id(self, prefix: str) -> str:
-        self._id_n += 1
-        return f"{prefix}{self._id_prefix}{self._id_n:06d}"
 
     # ================================================================== lifecycle
     async def start(self) -> None:
@@ -523,7 +519,7 @@ class Engine:
             i = self.bars_by_symbol[sym] - 1
             decide = signals.bar(sym, i, c.ts, ind, sym in pf.positions)
             if decide is None:
-                self._id_n += 1  # a decision that cannot trade, unrecorded: its id is taken all the same
+                self.ids.skip()  # a decision that cannot trade, unrecorded: its id is taken all the same
         if decide:
             failed: list[str] = []
             if signals is not None and not signals.every_decision:
@@ -533,7 +529,7 @@ class Engine:
             else:
                 votes, failed = self.ensemble.collect_sync(self.providers, ind)
             res = self.ensemble.decide(votes, failed)
-            d = Decision(decision_id=self._new_id("d"), symbol=sym, ts=c.ts, price=c.close, ensemble=res)
+            d = Decision(decision_id=self.ids.new("d"), symbol=sym, ts=c.ts, price=c.close, ensemble=res)
             if res.action is Action.HOLD:  # most bars: nothing to act on
                 d.outcome = "hold"
             else:

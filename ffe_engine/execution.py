@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -31,6 +30,7 @@ import structlog
 from .breaker import BreakerOpen, CircuitBreaker
 from .clock import Clock
 from .events import EventBus, FillEvent, OrderEvent, VenueFault
+from .ids import IdSource
 from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder, floor_to_step
 from .portfolio import Portfolio
 from .risk import Gatekeeper, OrderIntent, first_failure
@@ -60,19 +60,11 @@ class CancelReport:
     elapsed_ms: float = 0.0
 
 
-CLIENT_ID_PREFIX = "ffe-"  # every order this engine sends carries it: tells its orders at the venue from others
-
-
-def new_client_order_id() -> str:
-    # <= 36 characters of [A-Za-z0-9_-]: accepted by every major exchange's client id field
-    return CLIENT_ID_PREFIX + uuid.uuid4().hex[:24]
-
-
 class OrderPath:
     def __init__(self, *, store: Store, venue: Venue, breaker: CircuitBreaker, gatekeeper: Gatekeeper,
                  portfolio: Portfolio, bus: EventBus, clock: Clock, trading: TradingState, on_fill: FillHandler,
                  settle_s: float = 0.0, cancel_timeout_s: float = 5.0,
-                 book: Callable[[], dict[str, Any]] = dict) -> None:
+                 book: Callable[[], dict[str, Any]] = dict, ids: IdSource | None = None) -> None:
         self.store = store
         self.venue = venue
         self.breaker = breaker
@@ -88,6 +80,7 @@ class OrderPath:
         self.book = book
         self.settle_s = settle_s
         self.cancel_timeout_s = cancel_timeout_s
+        self.ids = ids or IdSource()  # the client order ids; random unless a test fixes them
         self.live: dict[str, Order] = {}  # orders that are not final
         self.intents: dict[str, OrderIntent] = {}
         self._doubt_deadline: dict[str, float] = {}
@@ -146,7 +139,7 @@ class OrderPath:
                                                 f"{market.min_notional})", code="BELOW_MINIMUM")
 
         now = self.now_ms()
-        o = Order(client_order_id=new_client_order_id(), symbol=intent.symbol, side=intent.side, quantity=qty,
+        o = Order(client_order_id=self.ids.client_order_id(), symbol=intent.symbol, side=intent.side, quantity=qty,
                   type=intent.type, reason=intent.reason, venue=self.venue.name, decision_id=intent.decision_id,
                   price=intent.price, reduce_only=intent.reduce_only, created_ts=now, updated_ts=now)
         await self.store.journal_order(o, intent.as_dict())

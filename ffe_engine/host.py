@@ -31,6 +31,7 @@ from .control import ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
 from .errors import FfeError, StartError, StorageError, storage_failure
 from .events import BackupEvent, ErrorEvent, EventBus, LogEvent
+from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
 from .model import EngineState
@@ -109,7 +110,7 @@ class EngineHost:
     @classmethod
     async def open(cls, settings: Settings, *, live: bool = False, max_bars: int | None = None,
                    headless: bool = True, log_stream: IO[str] | None = None, feed: Feed | None = None,
-                   venue: Venue | None = None, clock: Clock | None = None) -> EngineHost:
+                   venue: Venue | None = None, clock: Clock | None = None, ids: IdSource | None = None) -> EngineHost:
         """Build every part from the settings and start the engine (state restored, orders recovered)."""
         check_bind(settings)
         umask = os.umask(PRIVATE)
@@ -166,7 +167,7 @@ class EngineHost:
                                     approval_ttl_s=settings.engine.approval_ttl_s, adaptive=settings.ensemble.adaptive,
                                     start_state=start_state, max_bars=max_bars)
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
-                                  options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit)
+                                  options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit, ids=ids)
             host = cls(settings, engine, store, audit, bus, lock_fd, umask, socket_lock)
             files = [str(p.resolve()) for p in settings.source_files]
             log.info("settings", files=", ".join(files) or "none (built-in defaults)",

@@ -16,6 +16,7 @@ from .ensemble import Ensemble
 from .errors import StartError
 from .events import EventBus
 from .feedback import WeightLearner
+from .ids import IdSource
 from .market.base import Feed
 from .signals import make_providers
 from .store import Store
@@ -108,13 +109,13 @@ def make_feed(settings: Settings, clock: Clock, max_bars: int | None, venue: Ven
 
 
 def build_engine(settings: Settings, *, feed: Feed, venue: Venue, store: Store, bus: EventBus, clock: Clock,
-                 options: EngineOptions, timeframe_ms: int, audit: Any = None) -> Engine:
+                 options: EngineOptions, timeframe_ms: int, audit: Any = None, ids: IdSource | None = None) -> Engine:
     """The pipeline behind every front end: providers, ensemble and learner from the settings, around the given
-    feed, venue, store, bus and clock."""
+    feed, venue, store, bus and clock (and ids: random when not given, ids.py)."""
     providers = providers_for(settings)
     cfg = settings.ensemble
     ensemble = Ensemble(cfg.strategy, cfg.min_votes, None, cfg.provider_timeout_s)
     learner = WeightLearner([p.name for p in providers], warmup_trades=cfg.warmup_trades, floor=cfg.weight_floor,
                             learning_rate=cfg.learning_rate)
     return Engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock, providers=providers,
-                  ensemble=ensemble, learner=learner, audit=audit, options=options, timeframe_ms=timeframe_ms)
+                  ensemble=ensemble, learner=learner, audit=audit, options=options, timeframe_ms=timeframe_ms, ids=ids)

@@ -22,7 +22,8 @@ import structlog
 
 from .clock import Clock
 from .events import EventBus, RecoveredEvent
-from .execution import CLIENT_ID_PREFIX, OrderPath
+from .execution import OrderPath
+from .ids import CLIENT_ID_PREFIX
 from .store import RESTORED_KEY, Store
 from .venues.base import OrderHistoryVenue, SimulatedVenue, Venue, VenueError, VenueUnavailable
 

@@ -69,7 +69,7 @@ class ConsoleApp(App[int]):
 
     def __init__(self, settings, *, live: bool = False, max_bars: int | None = None, feed=None, clock=None,
                  control: bool = True, handle_signals: bool = False, tick_s: float = TICK_S,
-                 chart_s: float = CHART_S, attach: bool = False) -> None:
+                 chart_s: float = CHART_S, attach: bool = False, ids=None) -> None:
         self.keymap_ids = keydefs.keymap(dict(settings.tui.keys), keydefs.where(settings))  # before anything starts
         super().__init__()
         self.settings = settings
@@ -77,6 +77,7 @@ class ConsoleApp(App[int]):
         self.max_bars = max_bars
         self._market_feed = feed
         self._market_clock = clock
+        self._ids = ids  # the engine's id source (ffe_engine.ids); None: random ids, as every real run has
         self.attached = attach  # the engine runs in another process (ffe attach): quitting leaves it running
         self.control = control and not attach
         self.handle_signals = handle_signals
@@ -318,7 +319,7 @@ class ConsoleApp(App[int]):
         if self.attached:
             return await attach_engine(self.settings)
         return await EngineHost.open(self.settings, live=self.live, max_bars=self.max_bars, headless=False,
-                                     feed=self._market_feed, clock=self._market_clock)
+                                     feed=self._market_feed, clock=self._market_clock, ids=self._ids)
 
     async def _lifecycle(self) -> None:
         """Open, run, and handle every way the engine loop can end. The one place engine errors are handled."""
