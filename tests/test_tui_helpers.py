@@ -10,6 +10,7 @@ from typing import Any, Callable
 from conftest import make_settings
 
 from ffe_engine.clock import SimClock
+from ffe_engine.ids import IdSource
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_tui.app import ConsoleApp
 
@@ -20,14 +21,15 @@ SIZE_IDS = ["80x24", "120x40"]
 
 def console(tmp_path: Path, *, speed: float = 8.0, max_bars: int | None = None, approval: str = "auto",
             ttl: float = 120.0, keys: dict[str, str] | None = None, chart: bool = True, feed_class=SimulatedFeed,
-            clock: SimClock | None = None, **overrides: Any) -> ConsoleApp:
-    """The console as `ffe run` builds it, on a market paced at `speed` bars per second (both symbols per bar)."""
+            clock: SimClock | None = None, ids: IdSource | None = None, **overrides: Any) -> ConsoleApp:
+    """The console as `ffe run` builds it, on a market paced at `speed` bars per second (both symbols per bar), and
+    with `ids`, order and decision ids from that source (random otherwise, as in a real run)."""
     settings = make_settings(tmp_path, engine={"warmup_bars": 100, "approval": approval, "approval_ttl_s": ttl},
                              market={"speed": speed, "seed": 7}, tui={"keys": keys or {}, "chart": chart}, **overrides)
     clock = clock or SimClock(paced=True)
     feed = feed_class(list(settings.engine.symbols), settings.engine.timeframe_ms, seed=7, clock=clock, speed=speed,
                       start_ts=START_TS, max_bars=max_bars)
-    return ConsoleApp(settings, feed=feed, clock=clock)
+    return ConsoleApp(settings, feed=feed, clock=clock, ids=ids)
 
 
 def db_path(tmp_path: Path) -> Path:

@@ -1,13 +1,15 @@
 """Snapshots of the main screen at 80x24 and 120x40 on a deterministic engine: a seeded market from a fixed start,
 run to a fixed number of bars. The log pane is filtered to an event type that did not occur, because log lines carry
 wall-clock times; everything else on screen follows market time. The views (balances, profit, why no trades,
-health) are taken on a ManualClock, whose wall and monotonic time stand still."""
+health, open trades and open orders) are taken on a ManualClock, whose wall and monotonic time stand still, and with
+order and decision ids from a seeded id source: the ids shown are the same on every run."""
 
 from __future__ import annotations
 
 import pytest
 
 from ffe_engine.clock import ManualClock
+from ffe_engine.ids import IdSource
 from test_tui_helpers import SIZE_IDS, SIZES, console, screen_text, until
 
 
@@ -25,8 +27,17 @@ def test_main_screen(tmp_path, size, snap_compare):
     assert snap_compare(app, terminal_size=size, run_before=_settled)
 
 
-VIEW_KEYS = {"balances": ("4", "locked (in orders)"), "profit": ("5", "realised"), "why": ("6", "last market day"),
-             "health": ("7", "last candle BTC/USDT")}
+VIEW_KEYS = {"trades": ("2", "2 Trades"), "orders": ("3", "3 Orders"), "balances": ("4", "locked (in orders)"),
+             "profit": ("5", "realised"), "why": ("6", "last market day"), "health": ("7", "last candle BTC/USDT")}
+
+
+async def an_open_order(app) -> None:
+    """A working order beside the open positions: half of one sold at market, which rests at the paper venue until
+    the next bar, and the market has ended."""
+    pos = app.snap["positions"]
+    assert pos and pos[0]["stop_loss"] and pos[0]["take_profit"], "the seeded market holds a position (relied on)"
+    res = await app.engine.operator_order(pos[0]["symbol"], "sell", pos[0]["quantity"] / 2)
+    assert res["accepted"], res
 
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
@@ -38,8 +49,13 @@ def test_view(tmp_path, view, size, snap_compare):
     async def settled(pilot) -> None:
         app = pilot.app
         await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60)
+        if view == "orders":
+            await an_open_order(app)
         await pilot.press(key)
         await until(pilot, lambda: shown in screen_text(app), f"the {view} view")
+        if view in ("trades", "orders"):  # the table filled from the next snapshot, not only its headings
+            await until(pilot, lambda: app.query_one(f"#{view}").row_count > 0, f"the {view} rows")
 
-    app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False}, clock=ManualClock())
+    app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False}, clock=ManualClock(),
+                  ids=IdSource(seed=7))
     assert snap_compare(app, terminal_size=size, run_before=settled)
