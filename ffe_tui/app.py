@@ -50,6 +50,7 @@ HISTORY_LINES = 5000
 LOG_FILTER = "-decision"
 SUBSCRIPTION_MAX = 50_000  # events buffered between two drains before the oldest are dropped
 WIDE = (110, 32)  # from this size on, every pane is on screen at once
+WIDER = 160  # columns from which the gates pane is wide enough to say values, limits and its title in full
 SMALLEST = (80, 24)  # below this the panes shrink so the log keeps some lines, and a line says so
 DETAIL_VIEWS = ("votes", "approvals", "gates", "breaker", "chart")
 VIEWS = keydefs.VIEWS
@@ -186,6 +187,7 @@ class ConsoleApp(App[int]):
         tiny = width < SMALLEST[0] or height < SMALLEST[1]
         self.screen.set_class(self._wide, "-wide")
         self.screen.set_class(not self._wide, "-narrow")
+        self.screen.set_class(self._wide and width >= WIDER, "-wider")
         self.screen.set_class(tiny, "-tiny")
         if self.panes:
             self.panes["toosmall"].update(Text(

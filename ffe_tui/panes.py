@@ -221,6 +221,11 @@ class VotesPane(Static):
         self.update(t)
 
 
+GATE_CELL = 8  # characters of a gate's value or limit
+GATE_CELL_WIDE = 16
+GATES_WIDE = 60  # pane width from which values and limits get GATE_CELL_WIDE: 18 + 2 x 16 + 4 + padding
+
+
 class GatesPane(Static):
     """Every gate of the last evaluated order: code, measured value, limit, pass/fail (in words).
 
@@ -247,15 +252,17 @@ class GatesPane(Static):
         hidden = gates[room - 1:] if len(gates) > room else []
         shown = gates[: room - 1] if hidden else gates
         per = -(-(len(shown) + (1 if hidden else 0)) // cols)
+        # A value or limit in words ("closed or probe") is cut to fit, unless the pane is wide enough for it.
+        cell = GATE_CELL_WIDE if cols == 1 and self.size.width >= GATES_WIDE else GATE_CELL
         t = Table(box=None, padding=(0, 1), show_edge=False, show_header=True)
         for _ in range(cols):
             t.add_column("gate", no_wrap=True)
-            t.add_column("value", no_wrap=True, justify="right", max_width=8)
-            t.add_column("limit", no_wrap=True, justify="right", max_width=8)
+            t.add_column("value", no_wrap=True, justify="right", max_width=cell)
+            t.add_column("limit", no_wrap=True, justify="right", max_width=cell)
             t.add_column("", no_wrap=True)
         cells: list[list[Any]] = [
-            [x.get("code", "?"), fmt.short(fmt.number(x.get("value"), 4), 8),
-             fmt.short(fmt.number(x.get("limit"), 4), 8),
+            [x.get("code", "?"), fmt.short(fmt.number(x.get("value"), 4), cell),
+             fmt.short(fmt.number(x.get("limit"), 4), cell),
              Text("ok", style="green") if x.get("passed") else Text("FAIL", style="bold red")] for x in shown]
         if hidden:
             failing = sum(1 for x in hidden if not x.get("passed"))

@@ -356,3 +356,19 @@ async def test_without_the_chart_the_other_panes_still_show_and_cycle(tmp_path, 
         text = screen_text(app)
         assert "Chart" not in text and "Positions" in text and "Log" in text
         assert app.is_running
+
+
+async def test_at_200x50_the_gates_pane_shows_every_value_limit_and_its_title_whole(tmp_path):
+    """On a wide terminal the gates pane has the room to say a gate's value and limit in full ("closed or probe",
+    not "closed …") and what the gates were checked for, where 120 columns must shorten them."""
+    app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False})
+    async with app.run_test(size=(200, 50)) as pilot:
+        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60)
+        gates = app.view.gates
+        assert gates, "the seeded market evaluates an order (relied on)"
+        await until(pilot, lambda: "closed or probe" in screen_text(app), "the BREAKER_OPEN limit in full")
+        text = screen_text(app)
+        assert f"Risk gates: {gates['title']}" in text
+        for g in gates["gates"]:
+            line = next(ln for ln in text.split("\n") if f" {g['code']} " in ln)
+            assert "…" not in line.split(g["code"])[1], line
