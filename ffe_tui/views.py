@@ -192,9 +192,13 @@ HEALTH_STYLE = {"healthy": "bold black on green", "degraded": "bold black on yel
 
 def health_view(h: dict[str, Any], snap: dict[str, Any]) -> Any:
     status = str(h.get("status", "?"))
+    # The trading state (RUNNING/PAUSED/HALTED) is kept when the engine's loop ends: said apart from whether the
+    # engine runs at all, so a stopped engine never reads as "engine RUNNING".
+    running = "engine stopped" not in (h.get("problems") or [])
     head = Text.assemble((f" {status.upper()} ", HEALTH_STYLE.get(status, "bold reverse")), "  ",
-                         f"engine {snap.get('state')} ({snap.get('mode')})  version {snap.get('version', '?')}  "
-                         f"up {fmt.duration(snap.get('uptime_s'))}")
+                         ("engine running" if running else ("engine STOPPED", "bold red")),
+                         f"  trading state {snap.get('state')} ({snap.get('mode')})  "
+                         f"version {snap.get('version', '?')}  up {fmt.duration(snap.get('uptime_s'))}")
     parts: list[Any] = [head]
     for problem in h.get("problems") or []:
         parts.append(Text(f"  {problem}", style="bold red"))

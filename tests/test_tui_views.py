@@ -119,7 +119,8 @@ async def test_every_view_shows_the_engine_figures(tmp_path, size):
         await pilot.press("7")
         await until(pilot, lambda: "last candle BTC/USDT" in screen_text(app), "health")
         text = screen_text(app)
-        for words in ("HEALTHY", "version", "up 0s", "breaker paper", "CLOSED", "reconcile", "last candle ETH/USDT"):
+        for words in ("HEALTHY", "engine running", "trading state RUNNING", "version", "up 0s", "breaker paper",
+                      "CLOSED", "reconcile", "last candle ETH/USDT"):
             assert words in text, words
 
         await pilot.press("1")
@@ -267,3 +268,21 @@ async def test_a_halted_engine_refuses_the_close_and_the_reason_is_shown(tmp_pat
         gates = rows(tmp_path, "SELECT code, passed FROM gate_results WHERE decision_id = ? AND passed = 0",
                      pos["id"])
         assert ("ENGINE_STATE", 0) in gates
+
+
+async def test_the_health_of_an_engine_whose_feed_ended_says_stopped_never_running(tmp_path):
+    """The trading state stays RUNNING when the market feed ends; the engine itself has stopped, and the health view
+    must say that first."""
+    settings = make_settings(tmp_path, engine={"warmup_bars": 100}, market={"speed": 0.0, "seed": 7},
+                             monitor={"enabled": False})
+    clock = ManualClock()
+    feed = SimulatedFeed(list(settings.engine.symbols), settings.engine.timeframe_ms, seed=7, clock=clock, speed=0.0,
+                         start_ts=START_TS, max_bars=20)
+    app = ConsoleApp(settings, feed=feed, clock=clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.feed_ended, "the market feed to end")
+        await pilot.press("7")
+        await until(pilot, lambda: "last candle BTC/USDT" in screen_text(app), "health")
+        text = screen_text(app)
+        assert "DOWN" in text and "engine STOPPED" in text and "trading state RUNNING" in text, text
+        assert "engine RUNNING" not in text and "engine running" not in text, text
