@@ -19,15 +19,15 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Protocol, TextIO
-
-import ccxt
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, TextIO
 
 from .clock import WallClock, format_timeframe, timeframe_ms
 from .errors import FfeError, UsageError
 from .market.csvdata import CandleSeries, find_gaps, iso, load_csv
 from .venues.base import VenueError, VenueUnavailable
-from .venues.ccxt_venue import CcxtVenue, build_exchange
+
+if TYPE_CHECKING:
+    from .venues.ccxt_venue import CcxtVenue
 
 HEADER = "timestamp,open,high,low,close,volume"
 DEFAULT_PAGE = 500  # when ccxt does not know the exchange's page size
@@ -344,8 +344,6 @@ class Request:
     def validated(self) -> tuple[int | None, int | None, list[tuple[str, Path]]]:
         """Check everything that needs no network: (since ms, until ms, [(symbol, path)]). Raises
         DownloadInputError with one line."""
-        if self.exchange.id not in ccxt.exchanges:
-            raise DownloadInputError(f"--exchange: {self.exchange.id!r} is not a ccxt exchange id")
         try:
             timeframe_ms(self.timeframe)
         except ValueError as exc:
@@ -368,6 +366,11 @@ class Request:
                 raise DownloadInputError(f"{path}: is a directory")
             if since is None and not path.exists():
                 raise DownloadInputError(f"{path}: no candles yet: --since is needed to start it")
+        # Last: ccxt takes about a second to import, and a mistyped argument above is told without it.
+        import ccxt
+
+        if self.exchange.id not in ccxt.exchanges:
+            raise DownloadInputError(f"--exchange: {self.exchange.id!r} is not a ccxt exchange id")
         return since, until, plan
 
 
@@ -376,6 +379,8 @@ async def download(request: Request, *, clock: Any = None, progress: Progress | 
     """Run a download: validate, connect (public data, no credentials), then each symbol in turn. Each symbol's
     report lines go to `report` (stdout by default) as soon as it is done."""
     since, until, plan = request.validated()
+    from .venues.ccxt_venue import CcxtVenue, build_exchange
+
     out = report if report is not None else sys.stdout
     venue = CcxtVenue(None, [s for s, _ in plan], exchange=build_exchange(request.exchange, credentials=False))
     results = []
