@@ -19,11 +19,14 @@ run: $(STAMP)
 # The quality gates run with the tests: layer contracts (tests/test_layers.py), no skipped test (tests/conftest.py),
 # mypy --strict on the engine, and line coverage of ffe_engine, ffe_tui and ffe_cli (subprocesses included) of at
 # least the fail_under figure in pyproject.toml. The tests run on two workers, one per core, a module at a time,
-# the longest modules first (tests/conftest.py).
+# the longest modules first (tests/conftest.py); mypy runs beside them (the workers often wait on subprocesses and
+# disks) and its verdict is printed after theirs.
 test: $(STAMP)
-	$(BIN)/python -m mypy
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
+	@types=$$(mktemp); $(BIN)/python -m mypy > $$types 2>&1 & mypy=$$!; \
+	$(BIN)/coverage run -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); tests=$$?; \
+	wait $$mypy; typed=$$?; echo "mypy:"; cat $$types; rm -f $$types; \
+	test $$tests -eq 0 && test $$typed -eq 0
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 
