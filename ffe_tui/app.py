@@ -268,7 +268,9 @@ class ConsoleApp(App[int]):
             text = Text("no open trade", style="dim")
         else:
             text = Text.assemble(("trade ", "dim"), (p.get("id") or "-", "bold"), f"  {sym} opened ",
-                                 fmt.iso_ms(p.get("opened_ts")), f"  {self._key('close_trade')}: close at market")
+                                 fmt.iso_ms(p.get("opened_ts")), " (",
+                                 fmt.duration(tables.position_age(p, snap.get("market_ts"))), " ago)",
+                                 f"  {self._key('close_trade')}: close at market")
         self.panes["trades-note"].update(self._with_outcome("trades", text))
 
     def _note_order(self, snap: dict[str, Any]) -> None:

@@ -92,9 +92,10 @@ class StatusLine(Static):
         self.update(text)
 
 
-# Widths include one space of separation (the tables use no cell padding): 75 columns in all, for 80x24.
-POSITION_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 6), ("qty", "qty", 9), ("entry", "entry", 9),
-                    ("last", "last", 9), ("upnl", "uPnL", 10), ("sl", "SL", 9), ("tp", "TP", 9), ("age", "age", 6))
+# Widths include one space of separation (the tables use no cell padding), for a price of 99,999.99 and a P&L to
+# -9,999.99: 79 columns in all, for 80x24 (the trades view, key 2, has room for larger P&L).
+POSITION_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 6), ("qty", "qty", 9), ("entry", "entry", 10),
+                    ("last", "last", 10), ("upnl", "uPnL", 10), ("sl", "SL", 10), ("tp", "TP", 10), ("age", "age", 6))
 
 
 class PositionsTable(DataTable):

@@ -61,9 +61,11 @@ class RowTable(DataTable):
         return self.coordinate_to_cell_key((row, 0)).row_key.value
 
 
-# 78 columns before the id (which the line under the table also shows): all of it at 80x24 but the id.
-TRADE_COLUMNS = (("symbol", "symbol", 9), ("qty", "qty", 10), ("entry", "entry", 9), ("last", "now", 9),
-                 ("pct", "%", 8), ("pnl", "P&L", 9), ("age", "age", 6), ("sl", "SL", 9), ("tp", "TP", 9),
+# Widths include one space of separation (the tables use no cell padding), for the widest figures an account sees
+# (a price of 99,999.99, a P&L of -12,345.67). 78 columns to the take-profit, all of it at 80x24; the age and the id,
+# cut there, are also on the line under the table for the selected trade.
+TRADE_COLUMNS = (("symbol", "symbol", 9), ("qty", "qty", 10), ("entry", "entry", 10), ("last", "now", 10),
+                 ("pct", "%", 8), ("pnl", "P&L", 11), ("sl", "SL", 10), ("tp", "TP", 10), ("age", "age", 7),
                  ("id", "trade id", 16))
 
 
@@ -84,8 +86,9 @@ class TradesTable(RowTable):
         self.put(rows)
 
 
-ORDER_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 9), ("filled", "filled", 9),
-                 ("type", "type", 7), ("price", "price", 9), ("status", "status", 9), ("reason", "reason", 11),
+# 79 columns before the id, which the line under the table also shows.
+ORDER_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 10), ("filled", "filled", 10),
+                 ("type", "type", 7), ("price", "price", 10), ("status", "status", 9), ("reason", "reason", 12),
                  ("age", "age", 7), ("id", "client order id", 29))
 
 

@@ -14,7 +14,11 @@ from conftest import db_value, make_settings
 from ffe_engine import fmt
 from ffe_engine.clock import ManualClock
 from ffe_engine.market.simulated import SimulatedFeed
+from textual.app import App
+
 from ffe_tui.app import ConsoleApp
+from ffe_tui.panes import PositionsTable
+from ffe_tui.views import OrdersTable, TradesTable
 from test_tui_helpers import SIZE_IDS, SIZES, START_TS, db_path, screen_text, until
 
 HOLD_AT = 150  # live bars the market runs flat out before it waits for the test
@@ -286,3 +290,43 @@ async def test_the_health_of_an_engine_whose_feed_ended_says_stopped_never_runni
         text = screen_text(app)
         assert "DOWN" in text and "engine STOPPED" in text and "trading state RUNNING" in text, text
         assert "engine RUNNING" not in text and "engine running" not in text, text
+
+
+class _Tables(App):
+    """The trades, orders and positions tables alone, at the console's widest columns."""
+
+    CSS = "DataTable { height: 3; }"
+
+    def compose(self):
+        yield TradesTable(id="trades")
+        yield OrdersTable(id="orders")
+        yield PositionsTable(id="positions")
+
+
+async def test_the_widest_figures_keep_a_space_between_columns():
+    """Prices of six figures, a P&L of -12,345.67 (-9,999.99 on the main pane), an age of days, a take_profit order:
+    every figure stays apart from the next column's (the tables have no cell padding; each width holds one space)."""
+    t0 = 1_700_000_000_000
+    pos = {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.1234567, "entry": 99_999.99, "last": 99_999.9,
+           "pnl_pct": -12.34, "unrealised": -12_345.67, "opened_ts": t0, "stop_loss": 100_000.1,
+           "take_profit": 123_456.7, "id": "d0123456789ab"}
+    order = {"client_order_id": "ffe-" + "a" * 24, "symbol": "BTC/USDT", "side": "sell", "quantity": 0.1234567,
+             "filled": 0.0123456, "type": "limit", "price": 123_456.7, "status": "in_doubt", "reason": "take_profit",
+             "age_s": 3 * 86_400.0}
+    app = _Tables()
+    async with app.run_test(size=(200, 20)) as pilot:
+        app.query_one(TradesTable).show([pos], t0 + 3 * 86_400_000)
+        app.query_one(OrdersTable).show([order])
+        app.query_one(PositionsTable).show([{**pos, "unrealised": -9_999.99}], t0 + 3 * 86_400_000)
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+    rows = {
+        "trades": [pos["symbol"], fmt.qty(pos["quantity"]), fmt.price(99_999.99), fmt.price(99_999.9), "-12.34%",
+                   "-12,345.67", fmt.price(100_000.1), fmt.price(123_456.7), "3d00h", "d0123456789ab"],
+        "orders": ["BTC/USDT", "sell", fmt.qty(0.1234567), fmt.qty(0.0123456), "limit", fmt.price(123_456.7),
+                   "in_doubt", "take_profit", "3d00h", order["client_order_id"]],
+        "positions": ["BTC/USDT", "long", fmt.qty(0.1234567), fmt.price(99_999.99), fmt.price(99_999.9), "-9,999.99",
+                      fmt.price(100_000.1), fmt.price(123_456.7), "3d00h"],
+    }
+    for name, cells in rows.items():
+        assert any(line.split() == cells for line in lines), (name, cells, lines)
