@@ -134,8 +134,11 @@ class PositionsTable(DataTable):
 
 
 # The countdown and the move since the proposal come first: the pane is about 55 columns wide beside the breaker.
-APPROVAL_COLUMNS = (("id", "approval", 15), ("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 9),
-                    ("expires", "expires in", 11), ("move", "move", 8), ("price", "proposed", 9), ("last", "now", 9))
+# What the operator weighs first comes first: the move since the proposal, the price now and the time left fit the
+# half-width pane of 120x40; the proposed price (the price now less the move) and the proposed size (approving sizes
+# the trade again at the price now) follow. Widths include one space of separation.
+APPROVAL_COLUMNS = (("id", "approval", 14), ("symbol", "symbol", 9), ("side", "side", 5), ("move", "move", 8),
+                    ("last", "now", 10), ("expires", "expires in", 11), ("price", "proposed", 10), ("qty", "qty", 10))
 
 
 def approval_move(a: dict[str, Any]) -> Text:
@@ -171,8 +174,9 @@ class ApprovalsTable(DataTable):
                     if str(self.get_cell(aid, key)) != str(value):
                         self.update_cell(aid, key, value)
             else:
-                self.add_row(aid, a["symbol"], a["side"], fmt.qty(a["quantity"]), countdown, move,
-                             fmt.price(a["price"]), last, key=aid)
+                cells = {"id": aid, "symbol": a["symbol"], "side": a["side"], "move": move, "last": last,
+                         "expires": countdown, "price": fmt.price(a["price"]), "qty": fmt.qty(a["quantity"])}
+                self.add_row(*(cells[k] for k, _, _ in APPROVAL_COLUMNS), key=aid)
         for key in [k for k in self.rows if k.value not in seen]:
             self.remove_row(key)
 
