@@ -20,9 +20,11 @@ run: $(STAMP)
 # mypy --strict on the engine, and line coverage of ffe_engine, ffe_tui and ffe_cli (subprocesses included) of at
 # least the fail_under figure in pyproject.toml. The tests run on two workers, one per core, a module at a time,
 # the longest modules first (tests/conftest.py); mypy runs beside them (the workers often wait on subprocesses and
-# disks) and its verdict is printed after theirs.
+# disks) and its verdict is printed after theirs. The tests start a few hundred Python processes: ffe's modules are
+# compiled once first, so each reads them compiled, even where PYTHONDONTWRITEBYTECODE keeps Python from caching.
 test: $(STAMP)
 	$(BIN)/coverage erase
+	$(BIN)/python -m compileall -q ffe_engine ffe_tui ffe_cli > /dev/null
 	@types=$$(mktemp); $(BIN)/python -m mypy > $$types 2>&1 & mypy=$$!; \
 	$(BIN)/coverage run -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); tests=$$?; \
 	wait $$mypy; typed=$$?; echo "mypy:"; cat $$types; rm -f $$types; \
