@@ -22,8 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-import structlog
-
+from . import logs
 from . import __version__
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
@@ -59,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKTEST", "LIVE", "ControlError", "Engine", "EngineOptions", "RunProfile"]
 
-log = structlog.get_logger("ffe.engine")
+log = logs.get_logger("ffe.engine")
 
 REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
 
