@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import batch
+from . import batch, logs
 from .audit import Redactor
 from .clock import SimClock
 from .config import Settings
@@ -113,6 +114,7 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     # Indicators and vote actions depend on the market data alone: computed once per series (batch.py).
     if whole_series:
         engine.signals = batch.precompute(series, engine.providers, every_decision=full)
+    logs.ready(logging.INFO)  # the engine's start and stop lines, if they go out
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
     # The run itself makes no reference cycles (a full run over the shared data leaves none to collect; a test
     # checks a shorter one), so the collector is only a backstop here, at a rare threshold.

@@ -38,6 +38,13 @@ def structlog_module() -> Any:
     return structlog
 
 
+def ready(level: int) -> None:
+    """structlog imported and configured now if lines at `level` go out (a backtest does it before its run, whose
+    objects it keeps from the garbage collector: an import's own objects are made before them, not during it)."""
+    if level >= _level:
+        structlog_module()
+
+
 class Logger:
     """A named logger with structlog's methods for the levels the engine uses."""
 
