@@ -116,8 +116,13 @@ def period_returns(curve: Sequence[tuple[int, float]], start_equity: float) -> d
     """Return in percent of each calendar month and year (UTC) the curve's bars open in: the equity at the last
     close of the period against the equity at the end of the one before (the starting equity for the first)."""
     month_end: dict[str, float] = {}
+    day = None
+    month = ""
     for ts, eq in curve:
-        month_end[month_of(ts)] = eq  # the curve is in time order: the last point of a month stays
+        if ts // DAY_MS != day:  # a month is told from its UTC day, once per day
+            day = ts // DAY_MS
+            month = month_of(ts)
+        month_end[month] = eq  # the curve is in time order: the last point of a month stays
     months: dict[str, float] = {}
     years: dict[str, float] = {}
     prev = year_base = start_equity
