@@ -9,8 +9,8 @@ bar by bar. The engine then does per bar only what depends on its own state:
   vote while it has one, from the precomputed votes (their reasons, which nothing records then, left out).
   Elsewhere the ensemble can only say HOLD, or BUY while in a position, or SELL with none,
   and none of these leaves a trace at those record levels (the decision's id is still taken, so ids stay the
-  same). The ensemble's verdict is always one of the actions voted, or HOLD. While the book is flat, the
-  engine books the bars up to the next one that may trade in one step (`flat_marks`, Engine._idle_stretch).
+  same). The ensemble's verdict is always one of the actions voted, or HOLD. With no order in flight, the
+  engine books the bars up to the next one that may trade in one step (`idle_marks`, Engine._idle_stretch).
 The live engine keeps the incremental path (IndicatorSet.update, provider.vote every bar);
 tests/test_indicator_columns.py checks that both give the same numbers and votes on every bar of the sample
 files, and tests/test_backtest_columns.py that a backtest trades and records alike either way.
@@ -29,9 +29,9 @@ from .signals.base import BUY_CODE, SELL_CODE
 
 
 ACTIONS = (Action.HOLD, Action.BUY, Action.SELL)  # by code (signals/base.py)
-# What a bar's decision can do on a flat book (BarSignals.flat_marks).
-WARMING, NO_BUY, BUY_VOTED, FIRST = 0, 1, 2, 3
-_FLAT_MARKS = bytes(BUY_VOTED if code & BUY_CODE else NO_BUY for code in range(256))  # by the bar's vote codes
+# What a bar's decision can do (BarSignals.idle_marks).
+WARMING, DUE, FIRST = 0, 4, 8
+_DUE_MARKS = bytes(DUE | (code & (BUY_CODE | SELL_CODE)) for code in range(256))  # by the bar's vote codes
 
 
 class SeriesSignals:
@@ -78,19 +78,20 @@ class BarSignals:
         s.columns.load(ind, i)
         return True
 
-    def flat_marks(self, symbol: str, ts: list[int]) -> bytes | None:
-        """Per bar of `symbol`, what its decision can do on a book without positions, orders or approvals (a
-        backtest books such bars in one step, Engine._idle_stretch): WARMING (no decision), NO_BUY (a decision
-        that cannot trade: no provider votes BUY), BUY_VOTED (it trades if the ensemble says BUY), or FIRST (the
-        symbol's first bar, the first time the run sees it). None with decision records: every decision is
-        recorded. `ts`: the feed's bar times of the symbol, which must be the precomputed ones (or their start)."""
+    def idle_marks(self, symbol: str, ts: list[int]) -> bytes | None:
+        """Per bar of `symbol`, what its decision can do (a backtest books bars that cannot trade in one step,
+        Engine._idle_stretch): WARMING (no decision), DUE plus the vote codes of its providers (BUY_CODE, SELL_CODE:
+        a decision that may trade if the ensemble says BUY with no position, SELL with one; without that vote it
+        cannot), or FIRST (the symbol's first bar, the first time the run sees it). None with decision records:
+        every decision is recorded. `ts`: the feed's bar times of the symbol, which must be the precomputed ones (or
+        their start)."""
         if self.every_decision:
             return None
         s = self.by_symbol[symbol]
         n = len(ts)  # the feed may replay the first bars only
         if n > len(s.ts) or any(map(ne, s.ts, ts)):
             raise RuntimeError(f"{symbol}: the feed's bars are not the precomputed ones")
-        marks = bytearray(s.codes[:n].translate(_FLAT_MARKS))
+        marks = bytearray(s.codes[:n].translate(_DUE_MARKS))
         warm = min(s.warm_from, n)
         marks[:warm] = bytes([WARMING]) * warm
         if marks:

@@ -48,13 +48,14 @@ from .reconcile import Reconciler
 from .recovery import recover_after_restore
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
+from .signals.base import BUY_CODE, SELL_CODE
 from .store import RESTORED_KEY, FillRecord, Store
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
 from .venues.base import SimulatedVenue
 
-from .batch import BUY_VOTED, FIRST
+from .batch import FIRST
 
 if TYPE_CHECKING:
     from .batch import BarSignals
@@ -84,9 +85,9 @@ class RunProfile:
     # Every decision recorded (a `decision` event with its votes, gates and sizing). Without them the engine counts
     # the refusals per gate instead; orders, fills, trades and weights are recorded either way.
     decision_records: bool = True
-    # Stretches of a replay where the book is flat and no decision could trade (precomputed signals say so) are
-    # booked in one step, not bar by bar (Engine._idle_stretch): only for a run that neither publishes, pauses nor
-    # stores anything per bar, for whom those bars only mark, count and close.
+    # Stretches of a replay where no order is in flight and no bar can trade (the precomputed signals and the
+    # positions' stops say so) are booked in one step, not bar by bar (Engine._idle_stretch): only for a run that
+    # neither publishes, pauses nor stores anything per bar, for whom those bars only mark, count and close.
     skip_idle: bool = False
 
     def __post_init__(self) -> None:
@@ -574,25 +575,25 @@ class Engine:
                 await asyncio.sleep(0)
 
     async def _replay(self, feed: ReplayFeed, signals: BarSignals) -> None:
-        """A replay's candles through on_candle, except while the book is flat (no position, order or approval):
-        then the candles up to the next one that trades are booked in one step (_idle_stretch), with the same
+        """A replay's candles through on_candle, except while no order is in flight and no approval pending: then
+        the candles up to the next one that may trade are booked in one step (_idle_stretch), with the same
         result."""
         symbols = feed.symbols
         order = feed.order()
         n = len(order)
-        per_symbol = [signals.flat_marks(sym, s.ts) for sym, s in zip(symbols, feed.series)]
+        per_symbol = [signals.idle_marks(sym, s.ts) for sym, s in zip(symbols, feed.series)]
         if self.opts.max_bars is not None or any(m is None for m in per_symbol):
             marks = bytes([FIRST]) * n  # every candle through on_candle
         else:
             # Each candle's mark from its symbol's: the order names the symbol, whose marks come in bar order.
             each = [iter(m) for m in per_symbol if m is not None]
             marks = bytes(map(next, map(each.__getitem__, order)))
-        pf, orders, approvals = self.portfolio, self.orders, self.approvals
+        orders, approvals = self.orders, self.approvals
         candle, advance, tf, stop = feed.candle, self.clock.advance, feed.timeframe_ms, self._stop
         rows = [self.bars_by_symbol[sym] for sym in symbols]  # the next candle's index in each series
         p = 0
         while p < n:
-            if not pf.positions and not orders.live and not approvals.pending:
+            if not orders.live and not approvals.pending:
                 # Up to where the next flush is due at most, so that it stores the books as they are then.
                 limit = min(n, p + self.opts.flush_every - self._since_flush)
                 q = await self._idle_stretch(feed, signals, order, marks, rows, p, limit)
@@ -613,45 +614,60 @@ class Engine:
 
     async def _idle_stretch(self, feed: ReplayFeed, signals: BarSignals, order: bytes, marks: bytes,
                             rows: list[int], start: int, limit: int) -> int:
-        """On a flat book, the replay's candles from `start` up to the first that may trade (a symbol's first
-        candle, or a decision the ensemble makes BUY) or `limit`: what on_candle would do with each (close the
-        bars, roll the days, mark, count, decide and take the decisions' ids, flush when due), in one step. The
-        equity is the cash throughout; the ensemble's weights change only when a trade closes. Returns where it
-        stopped."""
+        """With no order in flight, the replay's candles from `start` up to the first that may trade or `limit`:
+        what on_candle would do with each (close the bars, roll the days, mark, count, decide and take the
+        decisions' ids, flush when due), in one step. A candle may trade when it is a symbol's first, when it
+        reaches its position's stop-loss or take-profit, or when the ensemble says BUY with no position or SELL
+        with one; the ensemble's weights change only when a trade closes. Returns where it stopped."""
         pf = self.portfolio
+        positions = pf.positions
         symbols, series = feed.symbols, feed.series
         votes, decide = signals.votes, self.ensemble.decide
         before = list(rows)
         last: dict[int, int] = {}  # symbol -> its last candle taken
-        decided: dict[int, tuple[int, int, EnsembleResult]] = {}  # symbol -> its last decision: id, bar, verdict
+        decided: dict[int, tuple[int, int, EnsembleResult, str]] = {}  # symbol -> last decision: id, bar, verdict
         loaded: dict[int, int] = {}  # symbol -> the bar of its last decision that loaded the indicators
         ids = self.ids.taken  # decision numbers taken so far
         bar_ts = self._bar_ts
         p = start
         while p < limit:
             mark = marks[p]
-            if mark == FIRST:
+            if mark & FIRST:
                 break
             k = order[p]
             i = rows[k]
-            if mark == BUY_VOTED:
-                res = decide(votes(symbols[k], i), [])
-                if res.action is Action.BUY:
+            sym = symbols[k]
+            s = series[k]
+            pos = positions.get(sym)
+            if pos is None:
+                if mark & BUY_CODE:
+                    res = decide(votes(sym, i), [])
+                    if res.action is Action.BUY:
+                        break
+                    decided[k] = (ids + 1, i, res, "hold" if res.action is Action.HOLD else "no_position")
+                    if res.action is not Action.HOLD:
+                        loaded[k] = i  # on_candle loads the bar's indicators for any verdict but HOLD
+            else:
+                if ((pos.stop_loss is not None and s.low[i] <= pos.stop_loss)
+                        or (pos.take_profit is not None and s.high[i] >= pos.take_profit)):
                     break
-                decided[k] = (ids + 1, i, res)
-                if res.action is not Action.HOLD:
-                    loaded[k] = i  # on_candle loads the bar's indicators for a SELL, which finds no position
+                if mark & SELL_CODE:
+                    res = decide(votes(sym, i), [])
+                    if res.action is Action.SELL:
+                        break
+                    decided[k] = (ids + 1, i, res, "hold" if res.action is Action.HOLD else "in_position")
+                    if res.action is not Action.HOLD:
+                        loaded[k] = i
             if mark:
                 ids += 1
             rows[k] = i + 1
-            s = series[k]
             t = s.ts[i]
             if t != bar_ts:
                 if bar_ts is not None:
                     self.close_books()
                 self._bar_ts = bar_ts = t
                 pf.roll_day(t)
-            pf.mark(symbols[k], s.close[i])
+            pf.mark(sym, s.close[i])
             last[k] = p
             p += 1
         if p == start:
@@ -670,11 +686,11 @@ class Engine:
             self.liveness.bar(sym)
         for k, i in loaded.items():
             signals.load(symbols[k], i, self.ind[symbols[k]])
-        for k, (n, i, res) in decided.items():  # the symbol's last decision, as on_candle leaves it
+        for k, (n, i, res, outcome) in decided.items():  # the symbol's last decision, as on_candle leaves it
             s = series[k]
             d = Decision(decision_id=self.ids.numbered("d", n), symbol=symbols[k], ts=s.ts[i], price=s.close[i],
                          ensemble=res)
-            d.outcome = "hold" if res.action is Action.HOLD else "no_position"
+            d.outcome = outcome
             self._record_decision(d)
         if bar_ts is not None:
             self.clock.advance(bar_ts + feed.timeframe_ms)

@@ -138,12 +138,13 @@ def part(s: CandleSeries, start: int, end: int) -> CandleSeries:
 
 @pytest.mark.timeout(600)
 def test_idle_bars_booked_in_one_step_leave_the_run_as_bar_by_bar(tmp_path, monkeypatch):
-    """Where the book is flat and no decision can trade, a backtest books the bars up to the next one that may in one
-    step (Engine._idle_stretch). Here that happens hundreds of times: between entries and exits, across day rolls
-    and flushes, around a symbol whose file starts later than the other's, and after a DRAWDOWN gate latched at 3%
-    (refusing every entry to the end). Every trade, fill, order, equity point, weight change, refusal count and
-    decision id is the same as when the run takes every bar through on_candle, with the precomputed signals and
-    bar by bar; and each symbol's last decision is the same as with the precomputed signals bar by bar."""
+    """With no order in flight, a backtest books the bars up to the next one that may trade in one step
+    (Engine._idle_stretch). Here that happens hundreds of times: with the book flat and with positions open (up to
+    a stop-loss, take-profit or SELL), across day rolls and flushes, around a symbol whose file starts later than
+    the other's, and after a DRAWDOWN gate latched at 3% (refusing every entry to the end). Every trade, fill,
+    order, equity point, weight change, refusal count and decision id is the same as when the run takes every bar
+    through on_candle, with the precomputed signals and bar by bar; and each symbol's last decision is the same
+    as with the precomputed signals bar by bar."""
     engines: dict[str, Any] = {}
     build = bt.build_engine
     series = bt.load_files([str(BTC_CSV), str(ETH_CSV)])
@@ -161,7 +162,8 @@ def test_idle_bars_booked_in_one_step_leave_the_run_as_bar_by_bar(tmp_path, monk
         report = asyncio.run(bt.run_backtest(settings, series, records="trades", whole_series=whole))
         runs[name] = everything(report)
     fast = engines["skip"]
-    assert fast.idle_stretches > 300 and fast.idle_bars > 8000 and fast.bars == 11_300
+    # (8,343 bars in stretches with a flat book alone: the rest have a position open)
+    assert fast.idle_stretches > 500 and fast.idle_bars > 10_000 and fast.bars == 11_300
     assert all(e.idle_stretches == e.idle_bars == 0 and e.bars == 11_300 for e in (engines["each"], engines["bars"]))
     report = json.loads(runs["skip"]["report"])
     assert report["trades"] > 100 and report["entries"]["stopped"]["refused"]["DRAWDOWN"]["count"] > 400
