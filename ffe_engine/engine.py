@@ -593,7 +593,7 @@ class Engine:
         rows = [self.bars_by_symbol[sym] for sym in symbols]  # the next candle's index in each series
         p = 0
         while p < n:
-            if not orders.live and not approvals.pending:
+            if not marks[p] & FIRST and not orders.live and not approvals.pending:
                 # Up to where the next flush is due at most, so that it stores the books as they are then.
                 limit = min(n, p + self.opts.flush_every - self._since_flush)
                 q = await self._idle_stretch(feed, signals, order, marks, rows, p, limit)
