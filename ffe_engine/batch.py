@@ -19,7 +19,8 @@ files, and tests/test_backtest_columns.py that a backtest trades and records ali
 from __future__ import annotations
 
 from array import array
-from operator import ne, or_
+from itertools import repeat
+from operator import ge, le, ne, or_
 from typing import Any, Mapping
 
 from .indicators import IndicatorColumns, IndicatorSet
@@ -120,7 +121,7 @@ def precompute(series: Mapping[str, CandleSeries], providers: list[Any], *,
         votes = []
         for p in providers:
             codes, confs = p.vote_columns(cols)
-            if not all(0.0 <= x <= 1.0 for x in confs):
+            if not (all(map(le, repeat(0.0), confs)) and all(map(ge, repeat(1.0), confs))):  # NaN fails too
                 return None
             votes.append((p.name, bytes(codes), array("d", confs)))  # compact: a year of minutes stays small
         out[symbol] = SeriesSignals(cols, votes)
