@@ -117,8 +117,9 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     logs.ready(logging.INFO)  # the engine's start and stop lines, if they go out
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
     # The run itself makes no reference cycles (a full run over the shared data leaves none to collect; a test
-    # checks a shorter one), so the collector is only a backstop here, at a rare threshold.
-    gc.collect()
+    # checks a shorter one), so the collector is only a backstop here, at a rare threshold. What is frozen is not
+    # collected first (a full collection walks every object the process holds, for the few cycles the start left):
+    # unfrozen after the run, they are the collector's again.
     gc.freeze()
     thresholds = gc.get_threshold()
     gc.set_threshold(1_000_000, 1000, 1000)
