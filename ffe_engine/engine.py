@@ -624,7 +624,6 @@ class Engine:
         symbols, series = feed.symbols, feed.series
         votes, decide = signals.votes, self.ensemble.decide
         before = list(rows)
-        last: dict[int, int] = {}  # symbol -> its last candle taken
         decided: dict[int, tuple[int, int, EnsembleResult, str]] = {}  # symbol -> last decision: id, bar, verdict
         loaded: dict[int, int] = {}  # symbol -> the bar of its last decision that loaded the indicators
         ids = self.ids.taken  # decision numbers taken so far
@@ -668,10 +667,10 @@ class Engine:
                 self._bar_ts = bar_ts = t
                 pf.roll_day(t)
             pf.mark(sym, s.close[i])
-            last[k] = p
             p += 1
         if p == start:
             return p
+        last = {k: order.rfind(k, start, p) for k in range(len(symbols)) if rows[k] != before[k]}  # last candles
         self.bars += p - start
         self.idle_bars += p - start
         self.idle_stretches += 1
