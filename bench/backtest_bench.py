@@ -9,8 +9,9 @@ megabytes left on disk and the peak resident set size of the largest process.
 
 Then two instrumented runs (full and trades records, in this process) split the time per stage: feeds (CSV parse
 and replay), indicators (computed once per series, loaded for each decision), votes, ensemble, gates, execution
-(order path and fills), store and audit (the engine's side of the records: events, flushes), and the engine's own
-bookkeeping, with the run's wall and CPU seconds. The database writer process (sqlwriter.py) runs beside the
+(order path and fills), store and audit (the engine's side of the records: events, flushes), idle (stretches of
+bars that cannot trade, booked in one step: their marks, closes and the decisions they weigh), and the engine's
+own bookkeeping, with the run's wall and CPU seconds. The database writer process (sqlwriter.py) runs beside the
 engine; its CPU time is printed too.
 The instrumented run is slower than the plain one (timers cost a little on every call); its split is what counts.
 """
@@ -174,6 +175,10 @@ async def split_run(tmp: str, level: str) -> tuple[float, float, dict[str, int]]
     timers.wrap(sqlwriter.WriterProcess, "add_event", "store")  # a backtest store's event sink
     timers.wrap(EventBus, "publish", "store")
     timers.wrap(engine.Engine, "_persist_books", "store")
+    # Stretches of bars that cannot trade, booked in one step (their closes, marks and the decisions they weigh).
+    timers.wrap(engine.Engine, "_idle_stretch", "idle")
+    timers.wrap(replay.ReplayFeed, "order", "feeds")
+    timers.wrap(replay.ReplayFeed, "candle", "feeds")
 
     # The replay feed's iteration: time spent producing candles between the engine's bars.
     orig = replay.ReplayFeed.candles
@@ -241,7 +246,7 @@ def split(level: str, bars: int) -> None:
     accounted = sum(ns.values())
     print(f"time per stage ({level} records, instrumented run in this process: {elapsed:.2f} s wall, "
           f"{cpu:.2f} s CPU):")
-    for stage in ("feeds", "indicators", "votes", "ensemble", "gates", "execution", "store"):
+    for stage in ("feeds", "indicators", "votes", "ensemble", "gates", "execution", "store", "idle"):
         v = ns.get(stage, 0)
         print(f"  {stage:<11} {v / 1e9:6.2f} s  {100 * v / total:5.1f}%  {v / bars / 1000:6.2f} us/bar")
     rest = total - accounted

@@ -25,16 +25,16 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import aiohttp
-import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from . import logs
 from .channels import Channel, DeliveryFailed
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RunEvent)
 from .tasks import cancel_and_wait
 
-log = structlog.get_logger("ffe.alerts")
+log = logs.get_logger("ffe.alerts")
 
 SEVERITIES = ("page", "warn", "info")
 ALERTING = frozenset(cls.name for cls in (EngineStateChanged, KillSwitchEvent, BreakerChanged, ReconcileEvent,

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
-import structlog
-
+from . import logs
 from .chain import GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files, verify_trail
 from .clock import Clock
 from .errors import storage_failure
@@ -313,11 +312,12 @@ def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream: A
                   to_bus: Callable[[str, str], None] | None = None, human: bool = True) -> Redactor:
     """Configure structlog (and stdlib logging, which ccxt and aiohttp use) with secret redaction.
 
-    `to_bus(level, message)` receives each rendered line, for the console's log pane.
+    `to_bus(level, message)` receives each rendered line, for the console's log pane. structlog itself is
+    configured before the first line at or above `level` (logs.py): a run that logs none never imports it.
     """
     redactor = Redactor(secrets)
     stream = stream if stream is not None else sys.stderr
-    renderer = structlog.dev.ConsoleRenderer(colors=False) if human else structlog.processors.JSONRenderer()
+    threshold = getattr(logging, level.upper(), logging.INFO)
 
     def bus_tap(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         if to_bus is not None:
@@ -326,21 +326,26 @@ def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream: A
             to_bus(method, f"{event_dict.get('event', '')} {extras}".strip())
         return event_dict
 
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redactor,
-        bus_tap,
-    ]
-    processors.append(renderer)
-    factory = structlog.PrintLoggerFactory(file=stream)
-    structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=factory,
-        cache_logger_on_first_use=False,
-    )
+    def configure() -> None:
+        import structlog
+
+        renderer = structlog.dev.ConsoleRenderer(colors=False) if human else structlog.processors.JSONRenderer()
+        processors: list[Any] = [
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redactor,
+            bus_tap,
+        ]
+        processors.append(renderer)
+        structlog.configure(
+            processors=processors,
+            wrapper_class=structlog.make_filtering_bound_logger(threshold),
+            logger_factory=structlog.PrintLoggerFactory(file=stream),
+            cache_logger_on_first_use=False,
+        )
+
+    logs.set_up(threshold, configure)
     # Third-party libraries log through stdlib logging: route them through the same redaction.
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -361,7 +366,7 @@ class _StdlibBridge(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = self.redactor.text(record.getMessage())
-            structlog.get_logger(record.name).log(record.levelno, msg)
+            logs.get_logger(record.name).log(record.levelno, msg)
         except Exception:  # logging must never take the engine down
             pass
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import batch
+from . import batch, logs
 from .audit import Redactor
 from .clock import SimClock
 from .config import Settings
@@ -31,7 +32,7 @@ from .backtest_runs import REPORT_NAME  # the report beside a kept run's databas
 from .engine import EngineOptions
 from .errors import StartError, storage_failure
 from .events import EventBus
-from .kernel import build_engine, paper_venue
+from .kernel import build_engine, paper_venue, providers_for
 from .market.csvdata import CandleSeries, load_csv, parse_symbol_arg
 from .market.replay import ReplayFeed
 from .store import Store
@@ -87,7 +88,17 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     full = records == "full"
     kept = records != "summary"
     db_path: Path | str = data_dir / "ffe.db" if kept else ":memory:"
-    store = await Store.open(db_path, backtest=True, audit_path=log_dir / AUDIT_NAME if full else None)
+    audit_path = log_dir / AUDIT_NAME if full else None
+    # The writer process first: its interpreter comes up on the other core while this one computes what depends
+    # on the market data alone, once per series (batch.py: indicators and vote actions).
+    writer = Store.backtest_writer(db_path, audit_path)
+    try:
+        providers = providers_for(engine_settings)
+        signals = batch.precompute(series, providers, every_decision=full) if whole_series else None
+    except BaseException:
+        await writer.close()
+        raise
+    store = await Store.open(db_path, backtest=True, audit_path=audit_path, writer=writer)
     # The writer process chains the records (chain.py), on the other core: a hash per record is a few percent of
     # the engine's time.
     store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades", chain=full)
@@ -109,14 +120,14 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     options = EngineOptions.for_backtest(flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive,
                                          decision_records=records == "full")
     engine = build_engine(engine_settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
-                          options=options, timeframe_ms=timeframe)
-    # Indicators and vote actions depend on the market data alone: computed once per series (batch.py).
-    if whole_series:
-        engine.signals = batch.precompute(series, engine.providers, every_decision=full)
+                          options=options, timeframe_ms=timeframe, providers=providers)
+    engine.signals = signals
+    logs.ready(logging.INFO)  # the engine's start and stop lines, if they go out
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
     # The run itself makes no reference cycles (a full run over the shared data leaves none to collect; a test
-    # checks a shorter one), so the collector is only a backstop here, at a rare threshold.
-    gc.collect()
+    # checks a shorter one), so the collector is only a backstop here, at a rare threshold. What is frozen is not
+    # collected first (a full collection walks every object the process holds, for the few cycles the start left):
+    # unfrozen after the run, they are the collector's again.
     gc.freeze()
     thresholds = gc.get_threshold()
     gc.set_threshold(1_000_000, 1000, 1000)

@@ -85,8 +85,7 @@ def results_digest(engine: Engine) -> str:
     for t in engine.trades:
         h.update(f"{t.symbol},{t.side.value},{t.quantity.hex()},{t.entry_price.hex()},{t.exit_price.hex()},"
                  f"{t.pnl.hex()},{t.fees.hex()},{t.reason},{t.opened_ts},{t.closed_ts},{t.trade_id}\n".encode())
-    for ts, eq in engine.equity_curve:
-        h.update(f"{ts},{eq.hex()}\n".encode())
+    h.update("".join([f"{ts},{eq.hex()}\n" for ts, eq in engine.equity_curve]).encode())  # one line per bar
     weights = engine.learner.weights if engine.learner is not None else {}
     for name in sorted(weights):
         h.update(f"{name},{float(weights[name]).hex()}\n".encode())

@@ -9,7 +9,8 @@ bar by bar. The engine then does per bar only what depends on its own state:
   vote while it has one, from the precomputed votes (their reasons, which nothing records then, left out).
   Elsewhere the ensemble can only say HOLD, or BUY while in a position, or SELL with none,
   and none of these leaves a trace at those record levels (the decision's id is still taken, so ids stay the
-  same). The ensemble's verdict is always one of the actions voted, or HOLD.
+  same). The ensemble's verdict is always one of the actions voted, or HOLD. With no order in flight, the
+  engine books the bars up to the next one that may trade in one step (`idle_marks`, Engine._idle_stretch).
 The live engine keeps the incremental path (IndicatorSet.update, provider.vote every bar);
 tests/test_indicator_columns.py checks that both give the same numbers and votes on every bar of the sample
 files, and tests/test_backtest_columns.py that a backtest trades and records alike either way.
@@ -18,7 +19,8 @@ files, and tests/test_backtest_columns.py that a backtest trades and records ali
 from __future__ import annotations
 
 from array import array
-from operator import or_
+from itertools import repeat
+from operator import ge, le, ne, or_
 from typing import Any, Mapping
 
 from .indicators import IndicatorColumns, IndicatorSet
@@ -28,6 +30,9 @@ from .signals.base import BUY_CODE, SELL_CODE
 
 
 ACTIONS = (Action.HOLD, Action.BUY, Action.SELL)  # by code (signals/base.py)
+# What a bar's decision can do (BarSignals.idle_marks).
+WARMING, DUE, FIRST = 0, 4, 8
+_DUE_MARKS = bytes(DUE | (code & (BUY_CODE | SELL_CODE)) for code in range(256))  # by the bar's vote codes
 
 
 class SeriesSignals:
@@ -74,6 +79,26 @@ class BarSignals:
         s.columns.load(ind, i)
         return True
 
+    def idle_marks(self, symbol: str, ts: list[int]) -> bytes | None:
+        """Per bar of `symbol`, what its decision can do (a backtest books bars that cannot trade in one step,
+        Engine._idle_stretch): WARMING (no decision), DUE plus the vote codes of its providers (BUY_CODE, SELL_CODE:
+        a decision that may trade if the ensemble says BUY with no position, SELL with one; without that vote it
+        cannot), or FIRST (the symbol's first bar, the first time the run sees it). None with decision records:
+        every decision is recorded. `ts`: the feed's bar times of the symbol, which must be the precomputed ones (or
+        their start)."""
+        if self.every_decision:
+            return None
+        s = self.by_symbol[symbol]
+        n = len(ts)  # the feed may replay the first bars only
+        if n > len(s.ts) or any(map(ne, s.ts, ts)):
+            raise RuntimeError(f"{symbol}: the feed's bars are not the precomputed ones")
+        marks = bytearray(s.codes[:n].translate(_DUE_MARKS))
+        warm = min(s.warm_from, n)
+        marks[:warm] = bytes([WARMING]) * warm
+        if marks:
+            marks[0] = FIRST
+        return bytes(marks)
+
     def load(self, symbol: str, i: int, ind: IndicatorSet) -> None:
         self.by_symbol[symbol].columns.load(ind, i)
 
@@ -96,7 +121,7 @@ def precompute(series: Mapping[str, CandleSeries], providers: list[Any], *,
         votes = []
         for p in providers:
             codes, confs = p.vote_columns(cols)
-            if not all(0.0 <= x <= 1.0 for x in confs):
+            if not (all(map(le, repeat(0.0), confs)) and all(map(ge, repeat(1.0), confs))):  # NaN fails too
                 return None
             votes.append((p.name, bytes(codes), array("d", confs)))  # compact: a year of minutes stays small
         out[symbol] = SeriesSignals(cols, votes)

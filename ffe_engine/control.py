@@ -29,8 +29,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
 
+from . import logs
 from .api import STREAM, dispatch
 from .errors import ControlError, StartError
 from .events import Event, encode
@@ -38,7 +38,7 @@ from .events import Event, encode
 if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine: it starts faster without one
     from .engine import Engine
 
-log = structlog.get_logger("ffe.control")
+log = logs.get_logger("ffe.control")
 
 MAX_REQUEST_BYTES = 64 * 1024  # one request line; anything longer is refused and the connection closed
 MAX_ANSWER_BYTES = 1 << 24  # what a client reads in one answer line (a status with many orders)

@@ -22,8 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-import structlog
-
+from . import logs
 from . import __version__
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
@@ -39,7 +38,9 @@ from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
 from .market.base import ResumableFeed
-from .model import Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason, Position, Side
+from .market.replay import ReplayFeed
+from .model import (Action, Candle, ClosedTrade, Decision, EngineState, EnsembleResult, Fill, Order, OrderReason,
+                    Position, Side)
 from . import overrides
 from .overrides import Override
 from .portfolio import Portfolio
@@ -47,11 +48,14 @@ from .reconcile import Reconciler
 from .recovery import recover_after_restore
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
+from .signals.base import BUY_CODE, SELL_CODE
 from .store import RESTORED_KEY, FillRecord, Store
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
 from .venues.base import SimulatedVenue
+
+from .batch import FIRST
 
 if TYPE_CHECKING:
     from .batch import BarSignals
@@ -59,7 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKTEST", "LIVE", "ControlError", "Engine", "EngineOptions", "RunProfile"]
 
-log = structlog.get_logger("ffe.engine")
+log = logs.get_logger("ffe.engine")
 
 REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
 
@@ -81,13 +85,22 @@ class RunProfile:
     # Every decision recorded (a `decision` event with its votes, gates and sizing). Without them the engine counts
     # the refusals per gate instead; orders, fills, trades and weights are recorded either way.
     decision_records: bool = True
+    # Stretches of a replay where no order is in flight and no bar can trade (the precomputed signals and the
+    # positions' stops say so) are booked in one step, not bar by bar (Engine._idle_stretch): only for a run that
+    # neither publishes, pauses nor stores anything per bar, for whom those bars only mark, count and close.
+    skip_idle: bool = False
+
+    def __post_init__(self) -> None:
+        if self.skip_idle and (self.resumable or self.publish_bars or self.pause_on_breach or self.venue_checks):
+            raise ValueError(f"run profile {self.name}: idle bars are skipped only in a run that does nothing per "
+                             "bar but keep its books")
 
 
 LIVE = RunProfile("live", resumable=True, publish_bars=True, pause_on_breach=True, venue_checks=True,
                   breaker_market_time=False, synchronous_feed=False, equity_curve=False)
 # A backtest replays a file as fast as it can, never resumes, and never pauses: it has no operator to resume it.
 BACKTEST = RunProfile("backtest", resumable=False, publish_bars=False, pause_on_breach=False, venue_checks=False,
-                      breaker_market_time=True, synchronous_feed=True, equity_curve=True)
+                      breaker_market_time=True, synchronous_feed=True, equity_curve=True, skip_idle=True)
 
 
 @dataclass(slots=True)
@@ -168,6 +181,8 @@ class Engine:
         self.entry_votes: dict[str, dict[str, str]] = {}  # decision id -> {provider: action} for open trades
         self.bars = 0
         self.bars_by_symbol: dict[str, int] = {s: 0 for s in self.symbols}
+        self.idle_stretches = 0  # stretches of idle bars booked in one step (RunProfile.skip_idle), and their bars
+        self.idle_bars = 0
         self.equity_curve: list[tuple[int, float]] = []
         self.trades: list[ClosedTrade] = []
         self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
@@ -340,6 +355,9 @@ class Engine:
         try:
             if self.profile.synchronous_feed:
                 # A backtest never waits for its feed: take the candles synchronously.
+                if self.profile.skip_idle and self.signals is not None and isinstance(self.feed, ReplayFeed):
+                    await self._replay(self.feed, self.signals)
+                    return
                 on_candle, stop = self.on_candle, self._stop
                 for c in self.feed.iter_candles():
                     await on_candle(c)
@@ -555,6 +573,132 @@ class Engine:
                 await self.flush()
                 # The bar loop never waits otherwise: give the loop a turn, so a ^C (a cancel) lands here.
                 await asyncio.sleep(0)
+
+    async def _replay(self, feed: ReplayFeed, signals: BarSignals) -> None:
+        """A replay's candles through on_candle, except while no order is in flight and no approval pending: then
+        the candles up to the next one that may trade are booked in one step (_idle_stretch), with the same
+        result."""
+        symbols = feed.symbols
+        order = feed.order()
+        n = len(order)
+        per_symbol = [signals.idle_marks(sym, s.ts) for sym, s in zip(symbols, feed.series)]
+        if self.opts.max_bars is not None or any(m is None for m in per_symbol):
+            marks = bytes([FIRST]) * n  # every candle through on_candle
+        else:
+            # Each candle's mark from its symbol's: the order names the symbol, whose marks come in bar order.
+            each = [iter(m) for m in per_symbol if m is not None]
+            marks = bytes(map(next, map(each.__getitem__, order)))
+        orders, approvals = self.orders, self.approvals
+        candle, advance, tf, stop = feed.candle, self.clock.advance, feed.timeframe_ms, self._stop
+        rows = [self.bars_by_symbol[sym] for sym in symbols]  # the next candle's index in each series
+        p = 0
+        while p < n:
+            if not marks[p] & FIRST and not orders.live and not approvals.pending:
+                # Up to where the next flush is due at most, so that it stores the books as they are then.
+                limit = min(n, p + self.opts.flush_every - self._since_flush)
+                q = await self._idle_stretch(feed, signals, order, marks, rows, p, limit)
+                if q > p:
+                    p = q
+                    if stop.is_set():
+                        break
+                    continue
+            k = order[p]
+            i = rows[k]
+            rows[k] = i + 1
+            c = candle(k, i)
+            advance(c.ts + tf)
+            await self.on_candle(c)
+            p += 1
+            if stop.is_set():
+                break
+
+    async def _idle_stretch(self, feed: ReplayFeed, signals: BarSignals, order: bytes, marks: bytes,
+                            rows: list[int], start: int, limit: int) -> int:
+        """With no order in flight, the replay's candles from `start` up to the first that may trade or `limit`:
+        what on_candle would do with each (close the bars, roll the days, mark, count, decide and take the
+        decisions' ids, flush when due), in one step. A candle may trade when it is a symbol's first, when it
+        reaches its position's stop-loss or take-profit, or when the ensemble says BUY with no position or SELL
+        with one; the ensemble's weights change only when a trade closes. Returns where it stopped."""
+        pf = self.portfolio
+        positions = pf.positions
+        symbols, series = feed.symbols, feed.series
+        votes, decide = signals.votes, self.ensemble.decide
+        before = list(rows)
+        decided: dict[int, tuple[int, int, EnsembleResult, str]] = {}  # symbol -> last decision: id, bar, verdict
+        loaded: dict[int, int] = {}  # symbol -> the bar of its last decision that loaded the indicators
+        ids = self.ids.taken  # decision numbers taken so far
+        bar_ts = self._bar_ts
+        p = start
+        while p < limit:
+            mark = marks[p]
+            if mark & FIRST:
+                break
+            k = order[p]
+            i = rows[k]
+            sym = symbols[k]
+            s = series[k]
+            pos = positions.get(sym)
+            if pos is None:
+                if mark & BUY_CODE:
+                    res = decide(votes(sym, i), [])
+                    if res.action is Action.BUY:
+                        break
+                    decided[k] = (ids + 1, i, res, "hold" if res.action is Action.HOLD else "no_position")
+                    if res.action is not Action.HOLD:
+                        loaded[k] = i  # on_candle loads the bar's indicators for any verdict but HOLD
+            else:
+                if ((pos.stop_loss is not None and s.low[i] <= pos.stop_loss)
+                        or (pos.take_profit is not None and s.high[i] >= pos.take_profit)):
+                    break
+                if mark & SELL_CODE:
+                    res = decide(votes(sym, i), [])
+                    if res.action is Action.SELL:
+                        break
+                    decided[k] = (ids + 1, i, res, "hold" if res.action is Action.HOLD else "in_position")
+                    if res.action is not Action.HOLD:
+                        loaded[k] = i
+            if mark:
+                ids += 1
+            rows[k] = i + 1
+            t = s.ts[i]
+            if t != bar_ts:
+                if bar_ts is not None:
+                    self.close_books()
+                self._bar_ts = bar_ts = t
+                pf.roll_day(t)
+            pf.mark(sym, s.close[i])
+            p += 1
+        if p == start:
+            return p
+        last = {k: order.rfind(k, start, p) for k in range(len(symbols)) if rows[k] != before[k]}  # last candles
+        self.bars += p - start
+        self.idle_bars += p - start
+        self.idle_stretches += 1
+        self.ids.skip(ids - self.ids.taken)
+        for k in sorted(last, key=last.__getitem__):  # the venue's time ends at the stretch's last candle
+            sym = symbols[k]
+            i = rows[k] - 1
+            self.bars_by_symbol[sym] += rows[k] - before[k]
+            self.last_bar_ts[sym] = series[k].ts[i]
+            if self._sim_on_candle is not None:
+                self._sim_on_candle(feed.candle(k, i))
+            self.liveness.bar(sym)
+        for k, i in loaded.items():
+            signals.load(symbols[k], i, self.ind[symbols[k]])
+        for k, (n, i, res, outcome) in decided.items():  # the symbol's last decision, as on_candle leaves it
+            s = series[k]
+            d = Decision(decision_id=self.ids.numbered("d", n), symbol=symbols[k], ts=s.ts[i], price=s.close[i],
+                         ensemble=res)
+            d.outcome = outcome
+            self._record_decision(d)
+        if bar_ts is not None:
+            self.clock.advance(bar_ts + feed.timeframe_ms)
+        self._since_flush += p - start
+        if self._since_flush >= self.opts.flush_every:
+            await self._persist_books()
+            await self.flush()
+            await asyncio.sleep(0)
+        return p
 
     def close_books(self) -> None:
         """Close the bar in progress: its equity enters the returns (and the equity curve, when kept). A backtest

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-import structlog
 
+from . import logs
 from .breaker import BreakerOpen, CircuitBreaker
 from .clock import Clock
 from .events import EventBus, FillEvent, OrderEvent, VenueFault
@@ -40,7 +40,7 @@ from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
 
-log = structlog.get_logger("ffe.orders")
+log = logs.get_logger("ffe.orders")
 
 FillHandler = Callable[[Order, Fill, OrderIntent], Awaitable["FillRecord | None"]]
 

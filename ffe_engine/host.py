@@ -21,8 +21,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
 
-import structlog
-
+from . import logs
 from .backup import take_running
 from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging
 from .clock import Clock, SimClock, WallClock
@@ -40,7 +39,7 @@ from .sdnotify import SystemdNotifier
 from .store import Store
 from .venues.base import Venue, VenueError, VenueUnavailable
 
-log = structlog.get_logger("ffe.host")
+log = logs.get_logger("ffe.host")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PRIVATE = 0o077  # the umask while a host is open: the engine's records are its user's alone

@@ -39,9 +39,18 @@ class IdSource:
     def new(self, prefix: str) -> str:
         """A decision ("d") or approval ("a") id: the prefix, the run's and a number, e.g. d3f0c1a000042."""
         self._n += 1
-        return f"{prefix}{self.run}{self._n:06d}"
+        return self.numbered(prefix, self._n)
 
-    def skip(self) -> None:
-        """Take a number without making the id: a decision left unrecorded keeps the numbers of the ones after it
+    def numbered(self, prefix: str, n: int) -> str:
+        """The id with number n (one taken already: a backtest books a stretch of decisions, then names the last)."""
+        return f"{prefix}{self.run}{n:06d}"
+
+    @property
+    def taken(self) -> int:
+        """How many numbers were taken so far."""
+        return self._n
+
+    def skip(self, count: int = 1) -> None:
+        """Take numbers without making the ids: a decision left unrecorded keeps the numbers of the ones after it
         as they would be with it recorded (a backtest numbers its decisions alike at every record level)."""
-        self._n += 1
+        self._n += count

@@ -14,7 +14,7 @@ import math
 from array import array
 from collections import deque
 from itertools import accumulate
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from .model import Candle
 
@@ -576,6 +576,16 @@ def _window_extremes(xs: Sequence[float], n: int, pick: Any) -> list[float]:
     return list(map(pick, behind[:size - n], ahead[n - 1:size - 1]))
 
 
+def _doubles(col: Sequence[float | None]) -> array[float]:
+    """The column as an array of doubles, NaN where a value is not set. A column is unset only before its first
+    value, mostly: then the rest converts at C speed."""
+    first = _first_set(col)
+    try:
+        return array("d", [_NAN]) * first + array("d", cast("Sequence[float]", col[first:]))
+    except TypeError:  # an unset value after the first set one
+        return array("d", [_NAN if v is None else v for v in col])
+
+
 def _first_set(col: Sequence[float | None]) -> int:
     for i, v in enumerate(col):
         if v is not None:
@@ -646,7 +656,7 @@ class IndicatorColumns:
         quarter of the memory. Their values are the same, bit for bit; `load` gives None where a value is not set."""
         cols = self.columns
         for name in self.FIELDS[6:]:  # the candle's own columns are the series' lists
-            cols[name] = array("d", [_NAN if v is None else v for v in cols[name]])
+            cols[name] = _doubles(cols[name])
         self._fields = [cols[f] for f in self.FIELDS]
 
     def load(self, ind: IndicatorSet, i: int) -> None:

@@ -109,10 +109,13 @@ def make_feed(settings: Settings, clock: Clock, max_bars: int | None, venue: Ven
 
 
 def build_engine(settings: Settings, *, feed: Feed, venue: Venue, store: Store, bus: EventBus, clock: Clock,
-                 options: EngineOptions, timeframe_ms: int, audit: Any = None, ids: IdSource | None = None) -> Engine:
-    """The pipeline behind every front end: providers, ensemble and learner from the settings, around the given
-    feed, venue, store, bus and clock (and ids: random when not given, ids.py)."""
-    providers = providers_for(settings)
+                 options: EngineOptions, timeframe_ms: int, audit: Any = None, ids: IdSource | None = None,
+                 providers: list[Any] | None = None) -> Engine:
+    """The pipeline behind every front end: providers (unless given, made for these settings), ensemble and
+    learner from the settings, around the given feed, venue, store, bus and clock (and ids: random when not given,
+    ids.py)."""
+    if providers is None:
+        providers = providers_for(settings)
     cfg = settings.ensemble
     ensemble = Ensemble(cfg.strategy, cfg.min_votes, None, cfg.provider_timeout_s)
     learner = WeightLearner([p.name for p in providers], warmup_trades=cfg.warmup_trades, floor=cfg.weight_floor,

@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import aiohttp
 import orjson
-import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from . import logs
 from .alerts import ALERTING, Alert, Notifier
 from .channels import DeliveryFailed, channels_from, ping
 from .config import Settings
@@ -30,7 +30,7 @@ from .health import HEALTHY, assess, data_stale_after
 from .metrics import COUNTED, EngineMetrics
 from .tasks import cancel_and_wait
 
-log = structlog.get_logger("ffe.monitor")
+log = logs.get_logger("ffe.monitor")
 
 
 # Events that move a counter or may raise an alert; the others (fills, positions, weights) pass by: the bus hands

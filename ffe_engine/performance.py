@@ -116,8 +116,13 @@ def period_returns(curve: Sequence[tuple[int, float]], start_equity: float) -> d
     """Return in percent of each calendar month and year (UTC) the curve's bars open in: the equity at the last
     close of the period against the equity at the end of the one before (the starting equity for the first)."""
     month_end: dict[str, float] = {}
+    day = None
+    month = ""
     for ts, eq in curve:
-        month_end[month_of(ts)] = eq  # the curve is in time order: the last point of a month stays
+        if ts // DAY_MS != day:  # a month is told from its UTC day, once per day
+            day = ts // DAY_MS
+            month = month_of(ts)
+        month_end[month] = eq  # the curve is in time order: the last point of a month stays
     months: dict[str, float] = {}
     years: dict[str, float] = {}
     prev = year_base = start_equity
@@ -163,13 +168,21 @@ def buy_and_hold(prices: dict[str, tuple[Sequence[int], Sequence[float], float]]
     share = start_equity / len(prices)
     units = {s: share / first for s, (_, _, first) in prices.items() if first > 0}
     value = {s: share for s in prices}  # a symbol not bought yet counts at its share
-    steps = sorted((ts, s, close) for s, (times, closes, _) in prices.items() for ts, close in zip(times, closes))
+    times_of = [times for times, _, _ in prices.values()]
     points: list[tuple[int, float]] = []
-    for i, (ts, s, close) in enumerate(steps):
-        value[s] = units.get(s, 0.0) * close
-        if i + 1 == len(steps) or steps[i + 1][0] != ts:  # every symbol's bar at this time is in
-            points.append((ts + timeframe_ms, sum(value.values())))
-    start_ts = steps[0][0] if steps else 0
+    if all(times == times_of[0] for times in times_of):
+        # Every symbol has a bar at every time (the usual case): each point sums the symbols' values in the same
+        # order as below, a whole column at a time.
+        held = [[units.get(s, 0.0) * close for close in closes] for s, (_, closes, _) in prices.items()]
+        points = list(zip([ts + timeframe_ms for ts in times_of[0]], map(sum, zip(*held))))
+        start_ts = times_of[0][0] if times_of[0] else 0
+    else:
+        steps = sorted((ts, s, close) for s, (times, closes, _) in prices.items() for ts, close in zip(times, closes))
+        for i, (ts, s, close) in enumerate(steps):
+            value[s] = units.get(s, 0.0) * close
+            if i + 1 == len(steps) or steps[i + 1][0] != ts:  # every symbol's bar at this time is in
+                points.append((ts + timeframe_ms, sum(value.values())))
+        start_ts = steps[0][0] if steps else 0
     end = points[-1][1] if points else start_equity
     growth = cagr(start_equity, end, points[-1][0] - start_ts) if points else None
     return {

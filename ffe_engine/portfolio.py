@@ -82,7 +82,7 @@ class Portfolio:
         self._last_equity = eq
         if eq > self.peak_equity:
             self.peak_equity = eq
-        dd = self.drawdown_pct()
+        dd = self._drawdown_at(eq)
         if dd > self.max_drawdown_pct:
             self.max_drawdown_pct = dd
         return eq
@@ -127,7 +127,9 @@ class Portfolio:
             for s, p in self.positions.items())
 
     def drawdown_pct(self) -> float:
-        eq = self.equity()
+        return self._drawdown_at(self.equity())
+
+    def _drawdown_at(self, eq: float) -> float:
         return 0.0 if self.peak_equity <= 0 else max(0.0, 100.0 * (self.peak_equity - eq) / self.peak_equity)
 
     def day_pnl(self) -> float:

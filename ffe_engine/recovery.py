@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 
+from . import logs
 from .clock import Clock
 from .events import EventBus, RecoveredEvent
 from .execution import OrderPath
@@ -27,7 +27,7 @@ from .ids import CLIENT_ID_PREFIX
 from .store import RESTORED_KEY, Store
 from .venues.base import OrderHistoryVenue, SimulatedVenue, Venue, VenueError, VenueUnavailable
 
-log = structlog.get_logger("ffe.recovery")
+log = logs.get_logger("ffe.recovery")
 
 SKEW_MS = 10 * 60_000  # orders up to this long before the backup's time are asked for too (clock skew)
 

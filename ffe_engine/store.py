@@ -196,9 +196,23 @@ class Store:
         self._lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- lifecycle
+    @staticmethod
+    def backtest_writer(path: Path | str, audit_path: Path | str | None = None) -> WriterProcess:
+        """A backtest database's writer process (sqlwriter.py), started: its interpreter comes up on the other core
+        while the caller goes on, until it hands the writer to `open`."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_failure(path.parent, exc) from None
+        if audit_path is not None:
+            Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
+        return WriterProcess(str(path), str(audit_path) if audit_path is not None else None)
+
     @classmethod
     async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL",
-                   audit_path: Path | str | None = None, new_ok: bool = True) -> "Store":
+                   audit_path: Path | str | None = None, new_ok: bool = True,
+                   writer: WriterProcess | None = None) -> "Store":
         """The system of record: WAL, every commit synced (`synchronous`), statements on aiosqlite's thread.
 
         `backtest=True`: a run's own database, written once and never resumed, by a child process that owns the
@@ -210,20 +224,19 @@ class Store:
         A database that fails SQLite's quick check, or is not a database at all, raises StorageError before
         anything is written to it. So does one without any records when `new_ok` is false (the caller knows of
         records elsewhere, an audit trail: the account's database was lost, and a new one would forget it).
+        `writer`: the backtest's writer process, started beforehand (`backtest_writer`) for this path.
         """
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise storage_failure(path.parent, exc) from None
         if backtest:
-            if audit_path is not None:
-                Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
-            conn: Any = WriterProcess(str(path), str(audit_path) if audit_path is not None else None)
+            conn: Any = writer if writer is not None else cls.backtest_writer(path, audit_path)
             for pragma in ("journal_mode=TRUNCATE", "synchronous=OFF", "locking_mode=EXCLUSIVE",
                            "cache_size=-65536"):
                 await conn.execute(f"PRAGMA {pragma}")
         else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise storage_failure(path.parent, exc) from None
             if not new_ok and not path.exists():
                 raise StorageError(_LOST.format(path=path, found="is missing"))
             conn = await aiosqlite.connect(str(path), isolation_level=None)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-import structlog
 
+from . import logs
 from .clock import Clock
 from .events import EngineStateChanged, EventBus
 from .model import EngineState, GateResult, OrderReason
@@ -22,7 +22,7 @@ from .model import EngineState, GateResult, OrderReason
 if TYPE_CHECKING:
     from .store import Store
 
-log = structlog.get_logger("ffe.engine")
+log = logs.get_logger("ffe.engine")
 
 _EXITS_LIMIT = "not HALTED (flatten excepted)"
 _ENTRIES_LIMIT = "RUNNING"

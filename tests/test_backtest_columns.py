@@ -6,18 +6,21 @@ records on both whole sample files and at `full` records on a third of each."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import sqlite3
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import BTC_CSV, ETH_CSV
 from ffe_engine import backtest as bt
-from ffe_engine import chain, records
+from ffe_engine import chain, engine, records
 from ffe_engine.config import Settings
+from ffe_engine.market.csvdata import CandleSeries
 
 RUN_FIELDS = {"run_id", "database", "audit", "elapsed_s", "bars_per_s"}  # what differs between two runs
 # When a row or record was written, in real time: different in every run. (A record's own "ts" is such a time;
@@ -126,3 +129,50 @@ def test_full_records_are_the_same_as_bar_by_bar(tmp_path):
     assert fast.keys() == slow.keys()
     for part in fast:
         assert difference(fast[part], slow[part]) == "", part
+
+
+def part(s: CandleSeries, start: int, end: int) -> CandleSeries:
+    return CandleSeries(s.symbol, s.timeframe_ms, s.ts[start:end], s.open[start:end], s.high[start:end],
+                        s.low[start:end], s.close[start:end], s.volume[start:end], path=s.path)
+
+
+@pytest.mark.timeout(600)
+def test_idle_bars_booked_in_one_step_leave_the_run_as_bar_by_bar(tmp_path, monkeypatch):
+    """With no order in flight, a backtest books the bars up to the next one that may trade in one step
+    (Engine._idle_stretch). Here that happens hundreds of times: with the book flat and with positions open (up to
+    a stop-loss, take-profit or SELL), across day rolls and flushes, around a symbol whose file starts later than
+    the other's, and after a DRAWDOWN gate latched at 3% (refusing every entry to the end). Every trade, fill,
+    order, equity point, weight change, refusal count and decision id is the same as when the run takes every bar
+    through on_candle, with the precomputed signals and bar by bar; and each symbol's last decision is the same
+    as with the precomputed signals bar by bar."""
+    engines: dict[str, Any] = {}
+    build = bt.build_engine
+    series = bt.load_files([str(BTC_CSV), str(ETH_CSV)])
+    series = {"BTC/USD": part(series["BTC/USD"], 0, 6000), "ETH/USD": part(series["ETH/USD"], 700, 6000)}
+    runs = {}
+    for name, whole, skip in (("skip", True, True), ("each", True, False), ("bars", False, True)):
+        def keep(*args, **kwargs):
+            engines[name] = build(*args, **kwargs)
+            return engines[name]
+
+        monkeypatch.setattr(bt, "build_engine", keep)
+        monkeypatch.setattr(engine, "BACKTEST", dataclasses.replace(engine.BACKTEST, skip_idle=skip))
+        settings = Settings().with_dirs(data_dir=tmp_path / name / "data", log_dir=tmp_path / name / "logs")
+        settings = settings.model_copy(update={"risk": settings.risk.model_copy(update={"max_drawdown_pct": 3.0})})
+        report = asyncio.run(bt.run_backtest(settings, series, records="trades", whole_series=whole))
+        runs[name] = everything(report)
+    fast = engines["skip"]
+    # (8,343 bars in stretches with a flat book alone: the rest have a position open)
+    assert fast.idle_stretches > 500 and fast.idle_bars > 10_000 and fast.bars == 11_300
+    assert all(e.idle_stretches == e.idle_bars == 0 and e.bars == 11_300 for e in (engines["each"], engines["bars"]))
+    report = json.loads(runs["skip"]["report"])
+    assert report["trades"] > 100 and report["entries"]["stopped"]["refused"]["DRAWDOWN"]["count"] > 400
+    assert all(e.refusals == fast.refusals for e in engines.values()) and fast.refusals["DRAWDOWN"] > 400
+    for name in ("each", "bars"):
+        assert runs[name].keys() == runs["skip"].keys()
+        for part_name in runs["skip"]:
+            assert difference(runs["skip"][part_name], runs[name][part_name]) == "", (name, part_name)
+    # The last decision each symbol made, its id numbered as when every bar goes through on_candle.
+    last = [{s: (d.decision_id[7:], d.ts, d.outcome, d.ensemble.action) for s, d in engines[name].last_decision.items()}
+            for name in ("skip", "each")]
+    assert last[0] == last[1] and len(last[0]) == 2

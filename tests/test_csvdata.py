@@ -75,6 +75,18 @@ def test_malformed_row_57_names_file_and_line(tmp_path: Path, kind: str) -> None
     assert "\n" not in str(info.value)
 
 
+def test_a_row_too_long_and_a_later_one_too_short_are_not_taken_as_whole_rows(tmp_path: Path) -> None:
+    """Together they hold as many fields as two good rows: the rows between them would be read shifted by one."""
+    lines = with_line(57, f"{iso(T0 + 55 * HOUR)},155,157,154,156,65,1")
+    lines[59] = f"{iso(T0 + 58 * HOUR)},158,160,157,159"
+    path = write(tmp_path, lines)
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == f"{path}:57: expected 6 columns, found 7"
+    series = load_csv(path, lenient=True)
+    assert series.skipped == 2 and len(series) == 97
+
+
 @pytest.mark.parametrize("kind", sorted(BAD_ROW_57))
 def test_lenient_skips_and_counts_bad_rows(tmp_path: Path, kind: str) -> None:
     row, reason = BAD_ROW_57[kind]

@@ -87,6 +87,22 @@ def test_replay_candles_carry_the_file_values(two_symbols: dict) -> None:
     assert candles[2] == Candle("BBB/USD", T0 + HOUR, 501.0, 502.0, 500.0, 501.5, 2.0)
 
 
+def test_replay_order_and_candle_by_index_give_what_iter_candles_hands_out(two_symbols: dict) -> None:
+    """A backtest takes the replay's candles by index (order, candle): the same candles in the same order, with and
+    without gaps and later starts, and in the given symbol order at equal times."""
+    same_times = {"BBB/USD": two_symbols["BBB/USD"], "CCC/USD": two_symbols["BBB/USD"]}
+    for series in (two_symbols, same_times, {"BBB/USD": two_symbols["BBB/USD"], "AAA/USD": two_symbols["AAA/USD"]}):
+        feed = ReplayFeed(series)
+        rows = [0] * len(series)
+        by_index = []
+        for k in feed.order():
+            by_index.append(feed.candle(k, rows[k]))
+            rows[k] += 1
+        assert by_index == list(ReplayFeed(series).iter_candles())
+    assert ReplayFeed(same_times).order() == bytes([0, 1] * 6)
+    assert ReplayFeed(two_symbols, max_bars=3).order() == bytes([0, 0, 1, 0, 1, 1])
+
+
 def test_replay_honours_max_bars_per_symbol(two_symbols: dict) -> None:
     feed = ReplayFeed(two_symbols, max_bars=3)
     candles = list(feed.iter_candles())

@@ -403,7 +403,8 @@ def load_csv(path: str | os.PathLike[str], symbol: str | None = None, lenient: b
     return _careful_path(path, sym, tf, reader, index, ncols, lenient, header_line)
 
 
-_count_commas = methodcaller("count", ",")
+_ends_line = methodcaller("endswith", "\n")
+_without_line_break = methodcaller("removesuffix", "\n")
 
 
 def _split_columns(text: str, ncols: int, index: list[int]) -> Sequence[Sequence[str]] | None:
@@ -423,10 +424,17 @@ def _split_columns(text: str, ncols: int, index: list[int]) -> Sequence[Sequence
         body = body[:-1]
     if not body:
         return None
-    if set(map(_count_commas, body.split("\n"))) != {ncols - 1}:
+    # One list of every field, each line's last field keeping its line break: every line has ncols fields exactly
+    # when there are as many fields as lines times ncols and each line break ends the ncols-th field of its line
+    # (a field holds one line break at most: a comma follows each).
+    lines = body.count("\n") + 1
+    flat = body.replace("\n", "\n,").split(",")
+    if len(flat) != lines * ncols or not all(map(_ends_line, flat[ncols - 1:-1:ncols])):
         return None
-    flat = body.replace("\n", ",").split(",")
-    return [flat[i::ncols] for i in index]
+    columns = [flat[i::ncols] for i in index]
+    if index[0] == ncols - 1:  # timestamps in the last column: without their line breaks (numbers ignore them)
+        columns[0] = list(map(_without_line_break, columns[0]))
+    return columns
 
 
 def _csv_columns(reader: CsvRows, ncols: int, index: list[int]) -> list[tuple[str, ...]] | None:

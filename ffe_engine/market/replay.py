@@ -40,16 +40,16 @@ class ReplayFeed:
         self.clock = clock if clock is not None else SimClock()
         self.speed = speed
         self.max_bars = max_bars
-        self._series = [s if max_bars is None else s.head(max_bars) for s in series_by_symbol.values()]
+        self.series = [s if max_bars is None else s.head(max_bars) for s in series_by_symbol.values()]
         self._closed = False
-        starts = [s.ts[0] for s in self._series if len(s)]
+        starts = [s.ts[0] for s in self.series if len(s)]
         if starts:
             self.clock.advance(min(starts))  # before the first candle closes, it is the replay's first moment
 
     @property
     def total_bars(self) -> int:
         """Candles the replay will hand out, all symbols together."""
-        return sum(len(s) for s in self._series)
+        return sum(len(s) for s in self.series)
 
     def history(self, n: int) -> list[Candle]:
         """No warm-up bars before a replay: its own first bars are the warm-up."""
@@ -58,6 +58,26 @@ class ReplayFeed:
     def iter_candles(self) -> Iterator[Candle]:
         """The merged candles, synchronously, advancing the clock; for backtests."""
         return self._merged(self.clock.advance)
+
+    def order(self) -> bytes:
+        """The symbol of each candle, by its position in `symbols`, in the order `iter_candles` hands them out (a
+        symbol's candles come in the order of its series): for a run that takes the candles from `series` itself."""
+        n = len(self.symbols)
+        if n == 1:
+            return bytes(len(self.series[0]))
+        if n > 255:
+            raise ValueError(f"a replay order holds at most 255 symbols, not {n}")
+        first = self.series[0].ts
+        if all(s.ts == first for s in self.series):  # every symbol has a candle at every time (the usual case)
+            return bytes(range(n)) * len(first)
+        # Time order, equal times in symbol order: the heap's order in _merged (each series rises strictly).
+        keys = sorted(t * n + k for k, s in enumerate(self.series) for t in s.ts)
+        return bytes(key % n for key in keys)
+
+    def candle(self, k: int, i: int) -> Candle:
+        """Candle i of symbol k (its position in `symbols`)."""
+        s = self.series[k]
+        return Candle(self.symbols[k], s.ts[i], s.open[i], s.high[i], s.low[i], s.close[i], s.volume[i])
 
     async def candles(self) -> AsyncIterator[Candle]:
         advance = self.clock.advance
@@ -90,7 +110,7 @@ class ReplayFeed:
     def _merged(self, advance: Callable[[int], None] | None) -> Iterator[Candle]:
         tf = self.timeframe_ms
         sources = [(sym, s.ts, s.open, s.high, s.low, s.close, s.volume, len(s))
-                   for sym, s in zip(self.symbols, self._series)]
+                   for sym, s in zip(self.symbols, self.series)]
         if len(sources) == 1:
             sym, ts, o, h, lo, c, v, _ = sources[0]
             for row in zip(ts, o, h, lo, c, v):

@@ -77,7 +77,9 @@ class SimulatedVenue(Protocol):
     dirty: bool  # its book changed since it was last stored
 
     def on_candle(self, c: Candle) -> int:
-        """A closed candle: fill what it fills; returns how many orders filled."""
+        """A closed candle: fill what it fills; returns how many orders filled. With no order open a candle only
+        moves the venue's price and time: a backtest hands it only the last of a stretch of such candles of each
+        symbol (Engine._idle_stretch)."""
         ...
 
     def set_price(self, symbol: str, price: float) -> None:
