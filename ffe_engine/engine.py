@@ -176,8 +176,10 @@ class Engine:
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
         self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
         # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
-        # start, once the orders in flight are resolved: a fill they bring is in that balance already.
+        # start that finds no order in doubt: a fill they bring is in that balance already. When one was, the next
+        # reconciliation comes as soon as the orders in flight are settled (`_cash_waits`).
         self._cash_from_venue = False
+        self._cash_waits = False
         self._reconciled_at = clock.monotonic()
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
@@ -476,7 +478,8 @@ class Engine:
                 if self.orders.live and self.sim_venue is None and now >= next_poll:
                     next_poll = now + poll_s
                     await self.orders.poll()
-                if now >= self._reconciled_at + reconcile_s:  # counted from the last one, the start's included
+                settled = self._cash_waits and not self.orders.live
+                if settled or now >= self._reconciled_at + reconcile_s:  # counted from the last one, the start's
                     await self.reconcile()
                 await self._breaker_pause()
                 await self._persist_books()
@@ -770,7 +773,9 @@ class Engine:
                 self._cash_from_venue = True
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
-        if adopt and report.venue_cash is not None:
+        # Taken only from balances read when no order was in doubt: a fill found later would be counted twice.
+        self._cash_waits = adopt and report.venue_cash is not None and not report.settled
+        if adopt and report.venue_cash is not None and report.settled:
             self.portfolio.cash = report.venue_cash
             self._cash_from_venue = False
         differences = report.differences + unrecovered
