@@ -264,6 +264,8 @@ class Engine:
         # A run that is not resumed takes its approval mode from its options only.
         found.append(await self.approvals.restore(mode=self.profile.resumable))
         await self.venue.connect()
+        for s in self.symbols:
+            self.portfolio.steps[s] = self.venue.market(s).amount_step
         if self.sim_venue is None:
             # A real account: its cash is what the venue holds in the quote currency.
             balances = await self.venue.fetch_balance()
@@ -510,7 +512,7 @@ class Engine:
         if self.orders.live:
             await self.orders.poll()
         pf.mark(sym, c.close)
-        pos = pf.positions.get(sym)
+        pos = pf.holding(sym)  # dust (less than the venue can sell) has no exits to watch
         if pos is not None:
             await self._monitor(c, pos)
         ind = self.ind[sym]
@@ -520,7 +522,7 @@ class Engine:
             decide: bool | None = ind.warm
         else:
             i = self.bars_by_symbol[sym] - 1
-            decide = signals.bar(sym, i, c.ts, ind, sym in pf.positions)
+            decide = signals.bar(sym, i, c.ts, ind, pf.holding(sym) is not None)
             if decide is None:
                 self.ids.skip()  # a decision that cannot trade, unrecorded: its id is taken all the same
         if decide:
@@ -606,7 +608,7 @@ class Engine:
     async def _act(self, d: Decision, c: Candle, ind: IndicatorSet) -> None:
         """A BUY or SELL decision: an entry (sized, gated, approved or sent), an exit, or the reason it is neither."""
         res = d.ensemble
-        pos = self.portfolio.positions.get(c.symbol)
+        pos = self.portfolio.holding(c.symbol)
         if res.action is Action.BUY:
             if pos is not None or self.orders.pending_entry(c.symbol):
                 d.outcome = "in_position"
@@ -728,7 +730,7 @@ class Engine:
                                         decision_id=t.entry_decision_id))
         if self.learner is None or not t.entry_decision_id:
             return
-        if t.symbol in self.portfolio.positions:  # partly closed: score the trade when it is fully closed
+        if self.portfolio.holding(t.symbol) is not None:  # partly closed: score the trade when it is fully closed
             return
         votes = self.entry_votes.pop(t.entry_decision_id, None)
         if not votes:
@@ -839,6 +841,8 @@ class Engine:
         failed: list[dict[str, Any]] = []
         async with self._control_lock:
             for sym, pos in list(self.portfolio.positions.items()):
+                if self.portfolio.holding(sym) is None:
+                    continue  # dust: less than the venue can sell
                 for attempt in range(attempts):
                     remaining = pos.quantity - self.orders.pending_exit_qty(sym)
                     if remaining <= 0:
@@ -909,7 +913,7 @@ class Engine:
         """Close one position with a reduce-only market order on the single order path: the gates, the engine
         state (a HALTED engine refuses it), the breaker and the venue hold apply as for every other order."""
         async with self._control_lock:
-            pos = self.portfolio.positions.get(symbol)
+            pos = self.portfolio.holding(symbol)
             if pos is None:
                 raise ControlError(f"no open position in {symbol}")
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
