@@ -201,8 +201,9 @@ def damage_a_page(cwd):
 
 
 DAMAGES = [drop_a_middle_line, cut_the_last_line, swap_two_lines, repeat_a_line, garble_a_line, alter_a_record,
-           rewrite_a_record_in_the_trail_and_the_database_alike, reopen_a_filled_order, unknown_status, lose_a_fill, lose_a_fill_and_its_event, lose_a_fill_event, charge_a_fill_twice, change_the_cash, an_order_the_journal_never_had,
-           an_open_order_the_venue_forgot, damage_a_page]
+           rewrite_a_record_in_the_trail_and_the_database_alike, reopen_a_filled_order, unknown_status, lose_a_fill,
+           lose_a_fill_and_its_event, lose_a_fill_event, charge_a_fill_twice, change_the_cash,
+           an_order_the_journal_never_had, an_open_order_the_venue_forgot, damage_a_page]
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=lambda f: f.__name__)
