@@ -9,9 +9,11 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
 3. every order's journal status is a known one, and no order went back: in the audit trail an order that reached
    a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
    the last final status the trail shows;
-4. the positions are the fills, replayed;
-5. paper account: the cash and equity rebuilt from the starting cash and the fills equal the stored book;
-6. paper account: the venue's book knows every order the journal says is open, holds each client order id and
+4. every fill has its `fill` event (same order, side, quantity, price and fee) and every `fill` event its fill, one
+   to one; and each order's filled quantity is the sum of its fills;
+5. the positions are the fills, replayed;
+6. paper account: the cash and equity rebuilt from the starting cash and the fills equal the stored book;
+7. paper account: the venue's book knows every order the journal says is open, holds each client order id and
    exchange id once, and holds no order the journal never recorded.
 
 Read-only: it can be run beside a running engine (the database is read in one transaction, before the audit file,
@@ -21,6 +23,7 @@ which is never behind it).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -84,6 +87,8 @@ def check(settings: Settings) -> Findings:
         found.checks.append("order statuses")
         fills = records.fills()
         found.fills = len(fills)
+        _check_fills(orders, fills, records.fill_events(), settings.db_path)
+        found.checks.append("fills")
         held = _check_positions(records, fills, settings.db_path)
         found.positions = len(held)
         found.checks.append("positions")
@@ -173,6 +178,40 @@ def _check_orders(orders: list[OrderRow], order_events: OrderEvents, db: Path) -
             raise Violation(f"{db}: order {cid} is {status} in the journal, {final_seen} in the audit trail")
         if filled < most - 1e-12:
             raise Violation(f"{db}: order {cid} filled {filled:g} in the journal, {most:g} in the audit trail")
+
+
+# ------------------------------------------------------------------------------------------------ fills
+def _check_fills(orders: list[OrderRow], fills: list[FillRow], fill_events: list[bytes], db: Path) -> None:
+    """The fills and their events, one to one: a fill without its event was never audited, an event without its
+    fill (or a second fill for one event) was charged to the books another way, or twice. The store commits a fill
+    with its event in one transaction, so neither can be missing after a crash."""
+    events: Counter[tuple[str, str, float, float, float]] = Counter()
+    for data in fill_events:
+        rec = json.loads(data)
+        events[(rec.get("client_order_id", ""), rec.get("side", ""), rec.get("quantity"), rec.get("price"),
+                rec.get("fee"))] += 1
+    recorded: Counter[tuple[str, str, float, float, float]] = Counter(
+        (cid, side, qty, price, fee) for cid, _symbol, side, qty, price, fee, _fee_base in fills)
+    for key in recorded:
+        if recorded[key] > events[key]:
+            cid, side, qty, price, _fee = key
+            raise Violation(f"{db}: order {cid} has a {side} fill of {qty:g} at {price:g} without its fill event "
+                            f"({recorded[key]} fill(s), {events[key]} event(s))")
+    for key in events:
+        if events[key] > recorded[key]:
+            cid, side, qty, price, _fee = key
+            raise Violation(f"{db}: a fill event of order {cid} ({side} {qty:g} at {price:g}) has no fill "
+                            f"({events[key]} event(s), {recorded[key]} fill(s))")
+    filled: dict[str, float] = {}
+    for cid, _symbol, _side, qty, *_ in fills:
+        filled[cid] = filled.get(cid, 0.0) + qty
+    for cid, _status, _symbol, _quantity, order_filled, _venue in orders:
+        if not _close(order_filled, filled.pop(cid, 0.0), rel=1e-9, floor=1e-12):
+            raise Violation(f"{db}: order {cid} filled {order_filled:g} in the journal, its fills add up to "
+                            f"{sum(f[3] for f in fills if f[0] == cid):g}")
+    if filled:
+        cid = sorted(filled)[0]
+        raise Violation(f"{db}: fills of order {cid}, which the journal never recorded")
 
 
 # ------------------------------------------------------------------------------------------------ the book

@@ -191,8 +191,10 @@ class Engine:
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
         self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
         # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
-        # start, once the orders in flight are resolved: a fill they bring is in that balance already.
+        # start that finds no order in doubt: a fill they bring is in that balance already. When one was, the next
+        # reconciliation comes as soon as the orders in flight are settled (`_cash_waits`).
         self._cash_from_venue = False
+        self._cash_waits = False
         self._reconciled_at = clock.monotonic()
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
@@ -277,6 +279,8 @@ class Engine:
         # A run that is not resumed takes its approval mode from its options only.
         found.append(await self.approvals.restore(mode=self.profile.resumable))
         await self.venue.connect()
+        for s in self.symbols:
+            self.portfolio.steps[s] = self.venue.market(s).amount_step
         if self.sim_venue is None:
             # A real account: its cash is what the venue holds in the quote currency.
             balances = await self.venue.fetch_balance()
@@ -494,7 +498,8 @@ class Engine:
                 if self.orders.live and self.sim_venue is None and now >= next_poll:
                     next_poll = now + poll_s
                     await self.orders.poll()
-                if now >= self._reconciled_at + reconcile_s:  # counted from the last one, the start's included
+                settled = self._cash_waits and not self.orders.live
+                if settled or now >= self._reconciled_at + reconcile_s:  # counted from the last one, the start's
                     await self.reconcile()
                 await self._breaker_pause()
                 await self._persist_books()
@@ -525,7 +530,7 @@ class Engine:
         if self.orders.live:
             await self.orders.poll()
         pf.mark(sym, c.close)
-        pos = pf.positions.get(sym)
+        pos = pf.holding(sym)  # dust (less than the venue can sell) has no exits to watch
         if pos is not None:
             await self._monitor(c, pos)
         ind = self.ind[sym]
@@ -535,7 +540,7 @@ class Engine:
             decide: bool | None = ind.warm
         else:
             i = self.bars_by_symbol[sym] - 1
-            decide = signals.bar(sym, i, c.ts, ind, sym in pf.positions)
+            decide = signals.bar(sym, i, c.ts, ind, pf.holding(sym) is not None)
             if decide is None:
                 self.ids.skip()  # a decision that cannot trade, unrecorded: its id is taken all the same
         if decide:
@@ -747,7 +752,7 @@ class Engine:
     async def _act(self, d: Decision, c: Candle, ind: IndicatorSet) -> None:
         """A BUY or SELL decision: an entry (sized, gated, approved or sent), an exit, or the reason it is neither."""
         res = d.ensemble
-        pos = self.portfolio.positions.get(c.symbol)
+        pos = self.portfolio.holding(c.symbol)
         if res.action is Action.BUY:
             if pos is not None or self.orders.pending_entry(c.symbol):
                 d.outcome = "in_position"
@@ -869,7 +874,7 @@ class Engine:
                                         decision_id=t.entry_decision_id))
         if self.learner is None or not t.entry_decision_id:
             return
-        if t.symbol in self.portfolio.positions:  # partly closed: score the trade when it is fully closed
+        if self.portfolio.holding(t.symbol) is not None:  # partly closed: score the trade when it is fully closed
             return
         votes = self.entry_votes.pop(t.entry_decision_id, None)
         if not votes:
@@ -914,7 +919,9 @@ class Engine:
                 self._cash_from_venue = True
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
-        if adopt and report.venue_cash is not None:
+        # Taken only from balances read when no order was in doubt: a fill found later would be counted twice.
+        self._cash_waits = adopt and report.venue_cash is not None and not report.settled
+        if adopt and report.venue_cash is not None and report.settled:
             self.portfolio.cash = report.venue_cash
             self._cash_from_venue = False
         differences = report.differences + unrecovered
@@ -978,6 +985,8 @@ class Engine:
         failed: list[dict[str, Any]] = []
         async with self._control_lock:
             for sym, pos in list(self.portfolio.positions.items()):
+                if self.portfolio.holding(sym) is None:
+                    continue  # dust: less than the venue can sell
                 for attempt in range(attempts):
                     remaining = pos.quantity - self.orders.pending_exit_qty(sym)
                     if remaining <= 0:
@@ -1048,7 +1057,7 @@ class Engine:
         """Close one position with a reduce-only market order on the single order path: the gates, the engine
         state (a HALTED engine refuses it), the breaker and the venue hold apply as for every other order."""
         async with self._control_lock:
-            pos = self.portfolio.positions.get(symbol)
+            pos = self.portfolio.holding(symbol)
             if pos is None:
                 raise ControlError(f"no open position in {symbol}")
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)

@@ -44,6 +44,10 @@ class Portfolio:
         self.day_realised = 0.0
         self.entries_today = 0
         self.dust = amount_step / 2
+        # Per symbol, the venue's amount step: less than one step of a position cannot be sold (a fee taken in
+        # coins leaves that much after an exit). It stays in the books, as in the account, but is not a position
+        # to trade on (`holding`).
+        self.steps: dict[str, float] = {}
         # Per-symbol close-to-close returns and portfolio equity returns, for VaR and correlation.
         self.window = returns_window
         self.returns: dict[str, deque[float]] = {}
@@ -102,6 +106,17 @@ class Portfolio:
         self.entries_today = 0
         return True
 
+    def holding(self, symbol: str) -> Position | None:
+        """The position in `symbol` when it is one the venue can sell (a step at least); None for none or dust."""
+        pos = self.positions.get(symbol)
+        if pos is None or pos.quantity < self.steps.get(symbol, 0.0) - 1e-12:
+            return None
+        return pos
+
+    def held(self) -> int:
+        """How many positions are held (dust left out)."""
+        return sum(1 for s in self.positions if self.holding(s) is not None)
+
     # ------------------------------------------------------------------ measures
     def exposure(self, symbol: str) -> float:
         pos = self.positions.get(symbol)
@@ -152,10 +167,18 @@ class Portfolio:
         if f.side is Side.BUY:
             self.cash -= f.quantity * f.price + fee_in_cash
             held = f.quantity - f.fee_base
+            if pos is not None and self.holding(f.symbol) is None:
+                # Dust of an earlier position: a new one opens on this entry's decision, stops and price, holding
+                # the dust too (its cost is too small to move the entry price).
+                held += pos.quantity
+                dust_fees = pos.fees
+                pos = None
+            else:
+                dust_fees = 0.0
             if pos is None:
                 pos = Position(symbol=f.symbol, side=Side.BUY, quantity=held, entry_price=f.price,
                                opened_ts=f.ts, stop_loss=stop_loss, take_profit=take_profit,
-                               entry_decision_id=decision_id, fees=f.fee, last_price=f.price)
+                               entry_decision_id=decision_id, fees=f.fee + dust_fees, last_price=f.price)
                 self.positions[f.symbol] = pos
                 return FillResult(pos, opened=True)
             total = pos.quantity + held

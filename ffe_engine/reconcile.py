@@ -9,6 +9,10 @@
    (quote balance plus the positions above at ffe's last prices). A reconciliation asked to leave the cash out
    (the first after a live start, whose cash the engine then takes from the report) compares positions only.
 
+An order still in doubt (or sent and not answered) after the poll may have traded at the venue without the journal
+knowing yet: its symbol's position, and the cash and equity, are not compared then, and the report says the
+balances are not settled (the engine takes no cash from them).
+
 The balances are read after the orders are polled, and read again when a poll after them records a fill: a fill
 landing between the poll and the balance would otherwise show as a difference that is not one.
 
@@ -40,6 +44,9 @@ class ReconcileReport:
     status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, failed
     differences: list[dict[str, Any]] = field(default_factory=list)
     venue_cash: float | None = None  # the venue's quote balance, read after the orders in flight were resolved
+    # No order was in doubt or unanswered when the balances were read: they and the journal's fills describe the
+    # same trades. Otherwise an order the venue filled may be in the balances and not yet in the journal.
+    settled: bool = True
 
     @property
     def unreachable(self) -> bool:
@@ -137,19 +144,24 @@ class Reconciler:
         still_open = accepted & {_order_key(vo) for vo in open_at_venue}
         if still_open != accepted:  # accepted orders that are gone: forget them
             await self.store.put_kv(ACCEPTED_KEY, sorted(still_open), self.clock.wall())
+        # An order whose fate is unknown (in doubt, or sent and not answered yet) explains any difference in its
+        # symbol and in the cash: those are compared once it is settled.
+        unsettled = {o.symbol for o in live.values() if o.status in (OrderStatus.IN_DOUBT, OrderStatus.NEW)}
         base_line = await self.baseline(balances)
         for sym in self.symbols:
+            if sym in unsettled:
+                continue
             base = sym.partition("/")[0]
             pos = self.portfolio.positions.get(sym)
             ours = pos.quantity if pos is not None else 0.0
             theirs = balances.get(base, 0.0) - base_line.get(base, 0.0)
             if abs(theirs - ours) > self._tolerance(sym):
                 differences.append({"kind": "position", "symbol": sym, "journal": ours, "venue": round(theirs, 12)})
-        if with_cash:
+        if with_cash and not unsettled:
             differences += self._cash_and_equity(balances, base_line)
         status = "differences" if differences else ("resolved" if resolved else "ok")
         self.bus.publish(ReconcileEvent(status=status, differences=differences))
-        return ReconcileReport(status, differences, balances.get(self.quote, 0.0))
+        return ReconcileReport(status, differences, balances.get(self.quote, 0.0), settled=not unsettled)
 
     async def accept(self, differences: list[dict[str, Any]]) -> float | None:
         """The operator accepts the venue as it is: its balances become the new baseline, and the open orders found

@@ -131,7 +131,7 @@ class Gatekeeper:
         else:
             gates.append(GateResult("MIN_CONFIDENCE", round(conf, 4), r.min_confidence, conf >= r.min_confidence))
 
-        open_now = len(pf.positions) + self.pending_entries()
+        open_now = pf.held() + self.pending_entries()
         gates.append(GateResult("MAX_OPEN_POSITIONS", open_now + 1, r.max_open_positions,
                                 open_now + 1 <= r.max_open_positions))
 

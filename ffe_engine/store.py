@@ -851,6 +851,10 @@ class Records:
         """(client_order_id, symbol, side, quantity, price, fee, fee_base) of every fill, in the order recorded."""
         return self._q("SELECT client_order_id, symbol, side, quantity, price, fee, fee_base FROM fills ORDER BY id")
 
+    def fill_events(self) -> list[bytes]:
+        """The audit records of every `fill` event the database holds, in seq order."""
+        return [bytes(r[0]) for r in self._q("SELECT data FROM events WHERE event = 'fill' ORDER BY seq")]
+
     def positions(self) -> dict[str, float]:
         return dict(self._q("SELECT symbol, quantity FROM positions"))
 

@@ -124,7 +124,7 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
     if pf.entries_today >= r.max_daily_trades:
         out.append({"gate": "DAILY_TRADES", "now": f"{pf.entries_today} entries today, limit {r.max_daily_trades}",
                     "lifts": f"the next UTC day of market time, {iso_ms(next_day)}"})
-    open_now = len(pf.positions) + engine.orders.pending_entries()
+    open_now = pf.held() + engine.orders.pending_entries()
     if open_now >= r.max_open_positions:
         out.append({"gate": "MAX_OPEN_POSITIONS", "now": f"{open_now} open, limit {r.max_open_positions}",
                     "lifts": "a position closing (stop-loss, take-profit, a sell signal, or the close key)"})

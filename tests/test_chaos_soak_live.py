@@ -1,9 +1,24 @@
-"""A seeded chaos soak of a live session against the fake Binance: real `ffe run --headless --live` subprocesses
-placing operator orders while the exchange answers with a fault on every order and account route (dropped,
-hung, slow, 5xx executed or not, rate limits, a missing order), the process is killed, frozen and thawed, halted,
-resumed, and restarted. After every ending and at the end the doctor's checks pass (run in this process, and
-at the very end as `ffe doctor`), and the exchange's own book never holds two orders with one client order id (a
-blind resend would trade twice).
+"""A seeded chaos soak of a live session against the fake Binance, trading on the strategy's own decisions.
+
+Real `ffe run --headless --live` subprocesses trade BTC/USDT on the fake, spoken to by real ccxt. The fake's klines
+follow a zigzag that climbs faster than it falls (`zigzag`): the trend provider, alone and with a lower bar for
+confidence than the default (min_confidence 0.5), votes BUY on most climbs, so the engine enters there, and its
+stop-losses and take-profits (nearer than the defaults) close the positions on the legs that follow: most orders
+are the strategy's. Meanwhile the exchange answers with a fault on every order and account route (dropped before
+or after running, hung, slow, 5xx executed or not, rate limits, a missing order), the process is killed, frozen and
+thawed, stopped and restarted, and now and then the operator halts, resumes, flattens or sells a little.
+
+The invariants, checked after every round (the engine dead) and at the end (after a last start has settled every
+order, reconciled and stopped in order):
+(a) the books are the venue's: every fill the journal holds is one of the exchange's trades, an order the journal
+    has closed holds exactly the exchange's trades for it, and at the end the positions, the cash and the fills in
+    the database (and what `trades` and `balances` report before the stop) equal the fake's balances and trades;
+(b) the audit trail holds every committed event byte for byte, and every fill its `fill` event (the doctor's
+    checks, in this process after each round, and `ffe doctor` and `ffe audit verify` at the end); the only lines
+    it holds that the database lacks were written just before a kill (an orderly stop leaves none);
+(c) an order's status never goes back, sampled from the journal and the events after each round: a final status
+    never changes, an order the venue showed is never again new or in doubt, its filled quantity never shrinks;
+(d) the exchange never placed two orders with one client order id, and no fill is recorded twice.
 
 The schedule comes from one seed (FFE_CHAOS_SEED, printed with the counts). Bounded: a fixed number of rounds.
 """
@@ -12,17 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
+from fake_exchange import LISTINGS, FakeBinance
 from ffe_engine.config import load_settings
 from ffe_engine.control import request
 from ffe_engine.doctor import check
-from live_helpers import (BTC, AsyncFfe, fx, live_config, live_env, processes, rows,  # noqa: F401
+from live_helpers import (BTC, M, AsyncFfe, fx, live_config, live_env, processes, rows,  # noqa: F401
                           run_ffe_async, wait_for, write_config)
 
 ROUNDS = 6
@@ -35,22 +52,167 @@ FAULTS = {  # route -> the faults an exchange gives on it
     "GET /api/v3/openOrders": NETWORK,
     "GET /api/v3/account": NETWORK,
 }
+STEP = float(LISTINGS["BTCUSDT"]["step"])  # the venue's precision for BTC
+CENT = 0.01
+FINAL = {"filled", "canceled", "rejected"}
+SHOWN = {"open"} | FINAL  # an order the venue has shown is never again new or in doubt
+START = 30_000.0
+UP, DOWN, UP_BARS, DOWN_BARS = 0.0025, -0.003, 10, 5  # the zigzag: per bar, and how long each leg lasts
 
 
-async def doctor(cwd: Path, fx, counts: Counter, when: str) -> None:
-    """The doctor's checks on the records (no engine runs: nothing waits on the fake meanwhile)."""
+def tag(counts: Counter) -> str:
+    return f"[chaos seed={SEED} (FFE_CHAOS_SEED={SEED}) {dict(sorted(counts.items()))}]"
+
+
+def zigzag(fx: FakeBinance) -> None:
+    """Klines that climb UP per bar for UP_BARS bars, then fall DOWN per bar for DOWN_BARS, over and over (warm-up
+    included); market orders fill at the open candle's last price."""
+    origin = fx.market_clock() - 200 * M
+    cycle = UP_BARS + DOWN_BARS
+    per_cycle = UP * UP_BARS + DOWN * DOWN_BARS
+
+    def path(sid: str, ts: int) -> float:
+        bars = (ts - origin) / M
+        n, into = divmod(bars, cycle)
+        leg = UP * min(into, UP_BARS) + DOWN * max(0.0, into - UP_BARS)
+        return round(START * (1.0 + n * per_cycle + leg), 2)
+
+    fx.price_path = path
+    fx.set_price("BTCUSDT", path("BTCUSDT", fx.market_clock()))
+
+
+def next_bar(fx: FakeBinance) -> None:
+    fx.market_clock.step()
+    fx.set_price("BTCUSDT", fx.price_path("BTCUSDT", fx.market_clock()))
+
+
+# ---------------------------------------------------------------------------------------------------- invariants
+class Books:
+    """What the checks remember between rounds: every order's status and filled quantity as last sampled."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.seen: dict[str, tuple[str, float, str]] = {}  # client order id -> (status, filled, where sampled)
+        self.events: dict[int, bytes] = {}  # the order events sampled so far: seq -> record
+        self.orphans: set[int] = set()  # seqs of audit lines the database never committed
+
+    def sample(self, counts: Counter, when: str) -> None:
+        """(c): the journal's and the events' statuses of every order, against what the last sample saw."""
+        # In the order they happened: the events since the last sample first, then the journal (the latest word).
+        # The events the last sample saw are still there as they were.
+        now: dict[str, list[tuple[str, float, str]]] = defaultdict(list)
+        events = dict(rows(self.db, "SELECT seq, data FROM events WHERE event = 'order' ORDER BY seq"))
+        lost = [seq for seq, data in self.events.items() if events.get(seq) != data]
+        assert not lost, f"{tag(counts)} {when}: order events seq {lost[:5]} changed or went away since the last look"
+        for seq, data in events.items():
+            rec = json.loads(data)
+            if seq not in self.events and rec.get("client_order_id"):
+                now[rec["client_order_id"]].append((rec["status"], rec.get("filled", 0.0), f"event seq {seq}"))
+        self.events = events
+        for cid, status, filled in rows(self.db, "SELECT client_order_id, status, filled FROM orders"):
+            now[cid].append((status, filled, "journal"))
+        for cid, samples in now.items():
+            for status, filled, where in samples:
+                prev = self.seen.get(cid)
+                if prev is not None:
+                    p_status, p_filled, p_where = prev
+                    assert not (p_status in FINAL and status != p_status), (
+                        f"{tag(counts)} {when}: order {cid} was {p_status} ({p_where}), then {status} ({where})")
+                    assert not (p_status in SHOWN and status not in SHOWN), (
+                        f"{tag(counts)} {when}: order {cid} was {p_status} ({p_where}), then {status} ({where})")
+                    assert filled >= p_filled - 1e-12, (
+                        f"{tag(counts)} {when}: order {cid} filled {p_filled:g} ({p_where}), then {filled:g} ({where})")
+                self.seen[cid] = (status, filled, where)
+        counts["status samples"] += sum(len(s) for s in now.values())
+
+    def audit_beyond_database(self, logs: Path, counts: Counter, when: str, killed: bool) -> None:
+        """(b): the trail's lines that the database lacks are those written just before a kill, never committed
+        (docs/storage.md): an orderly stop adds none, and none of them is ever committed later."""
+        committed = {seq for (seq,) in rows(self.db, "SELECT seq FROM events")}
+        trail = {json.loads(line)["seq"] for f in sorted(logs.glob("audit*.jsonl"))
+                 for line in f.read_bytes().splitlines()}
+        orphans = trail - committed
+        assert self.orphans <= orphans, (
+            f"{tag(counts)} {when}: audit lines seq {sorted(self.orphans - orphans)[:5]} were committed later")
+        new = sorted(orphans - self.orphans)
+        assert killed or not new, f"{tag(counts)} {when}: an orderly stop left audit lines the database lacks: {new}"
+        counts["audit lines never committed"] += len(new)
+        self.orphans = orphans
+
+    def against_exchange(self, fx: FakeBinance, counts: Counter, when: str) -> None:
+        """(a) and (d) on every round: the journal's fills against the exchange's own trades."""
+        ids = [o.client_id for o in fx.orders]
+        twice = sorted({c for c in ids if ids.count(c) > 1})
+        assert not twice, f"{tag(counts)} {when}: the exchange placed two orders with one client order id: {twice}"
+        journal = {cid: (status, filled) for cid, status, filled in
+                   rows(self.db, "SELECT client_order_id, status, filled FROM orders")}
+        fills: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+        for cid, qty, price, fee, fee_base in rows(self.db, "SELECT client_order_id, quantity, price, fee, fee_base "
+                                                            "FROM fills ORDER BY id"):
+            fills[cid].append((qty, price, fee, fee_base))
+        venue = {o.client_id: o for o in fx.orders}
+        strange = sorted(set(venue) - set(journal))
+        assert not strange, f"{tag(counts)} {when}: the exchange holds orders the journal never had: {strange}"
+        for cid, got in fills.items():
+            o = venue.get(cid)
+            assert o is not None, f"{tag(counts)} {when}: fills of {cid}, which the exchange never placed: {got}"
+            # Market orders fill in one trade at the fake: one fill each, and never a second one.
+            assert len(got) <= len(o.trades), (
+                f"{tag(counts)} {when}: order {cid} has {len(got)} fills in the journal, {len(o.trades)} trades "
+                f"at the exchange (a fill recorded twice)")
+            assert sum(q for q, *_ in got) <= o.filled + 1e-12, (
+                f"{tag(counts)} {when}: order {cid} filled {sum(q for q, *_ in got):g} in the journal, "
+                f"{o.filled:g} at the exchange")
+        for cid, o in venue.items():
+            status, filled = journal[cid]
+            if status not in FINAL and not when.startswith("at the end"):
+                continue  # in flight when the engine died: the next start settles it
+            trades = [(t.qty, t.price) for t in o.trades]
+            got = [(q, round(p, 2)) for q, p, *_ in fills.get(cid, [])]
+            assert sorted(got) == sorted(trades), (
+                f"{tag(counts)} {when}: order {cid} is {status} in the journal with fills {got}, the exchange "
+                f"{o.status} with trades {trades}")
+            assert abs(filled - o.filled) <= 1e-12, (
+                f"{tag(counts)} {when}: order {cid} filled {filled:g} in the journal, {o.filled:g} at the exchange")
+            by_qty = sorted(o.trades, key=lambda t: t.qty)
+            for (_qty, _price, fee, fee_base), t in zip(sorted(fills.get(cid, [])), by_qty):
+                charged = fee_base if t.commission_asset == "BTC" else fee
+                assert abs(charged - t.commission) <= 1e-9, (
+                    f"{tag(counts)} {when}: order {cid} paid {charged:g} {t.commission_asset} in the journal, "
+                    f"{t.commission:g} at the exchange")
+
+    def settled(self, fx: FakeBinance, counts: Counter, trades: dict, balances: dict) -> None:
+        """(a) at the end: positions, cash and what the engine reported are the fake account's."""
+        btc, usdt = fx.balances["BTC"].total, fx.balances["USDT"].total
+        held = dict(rows(self.db, "SELECT symbol, quantity FROM positions")).get(BTC, 0.0)
+        assert abs(held - btc) <= STEP, f"{tag(counts)} at the end: position {held!r} BTC, the exchange {btc!r}"
+        (book,) = rows(self.db, "SELECT value FROM kv WHERE key = 'portfolio'")
+        cash = json.loads(book[0])["cash"]
+        assert abs(cash - usdt) <= CENT, f"{tag(counts)} at the end: cash {cash!r} USDT, the exchange {usdt!r}"
+        reported = sum(p["quantity"] for p in trades["positions"] if p["symbol"] == BTC)
+        assert abs(reported - btc) <= STEP, (
+            f"{tag(counts)} at the end: `trades` says {reported!r} BTC, the exchange {btc!r}")
+        totals = {a["asset"]: a["total"] for a in balances["assets"]}
+        for asset, want, tol in (("BTC", btc, STEP), ("USDT", usdt, CENT)):
+            assert abs(totals.get(asset, 0.0) - want) <= tol, (
+                f"{tag(counts)} at the end: `balances` says {totals.get(asset)!r} {asset}, the exchange {want!r}")
+
+
+async def doctor(cwd: Path, fx: FakeBinance, books: Books, counts: Counter, when: str, killed: bool) -> None:
+    """Every check on the records (no engine runs: nothing waits on the fake meanwhile)."""
     counts["doctor"] += 1
     settings = load_settings(cwd / "config.toml", environ=live_env(fx), data_dir=cwd / "data", log_dir=cwd / "logs")
     try:
         check(settings)
     except Exception as exc:
-        raise AssertionError(f"[chaos seed={SEED} {dict(counts)}] doctor {when}: {exc}") from exc
-    ids = [o.client_id for o in fx.orders]
-    twice = sorted({c for c in ids if ids.count(c) > 1})
-    assert not twice, f"[chaos seed={SEED}] the exchange holds client order ids twice: {twice}"
+        raise AssertionError(f"{tag(counts)} doctor {when}: {exc}") from exc
+    books.sample(counts, when)
+    books.audit_beyond_database(cwd / "logs", counts, when, killed)
+    books.against_exchange(fx, counts, when)
 
 
-async def start(cwd: Path, fx, processes, counts: Counter) -> AsyncFfe:
+# ---------------------------------------------------------------------------------------------------- the engine
+async def start(cwd: Path, fx: FakeBinance, processes, counts: Counter) -> AsyncFfe:
     """Start the live engine; a start the exchange's faults refused (one line, exit 2 or 1) is tried again."""
     sock = cwd / "data" / "ffe.sock"
     for _ in range(10):
@@ -73,10 +235,9 @@ async def start(cwd: Path, fx, processes, counts: Counter) -> AsyncFfe:
         last = p.stderr.rstrip().splitlines()[-1] if p.stderr.strip() else ""
         refused = (code == 2 and last.startswith("ffe: error: live start check failed")) or (
             code == 1 and last.startswith("ffe: error: start failed on binance"))
-        assert refused and "Traceback" not in p.stderr, (
-            f"[chaos seed={SEED} {dict(counts)}] ffe exited {code}: {p.stderr[-2000:]}")
+        assert refused and "Traceback" not in p.stderr, f"{tag(counts)} ffe exited {code}: {p.stderr[-2000:]}"
         counts["start check refused"] += 1
-    raise AssertionError(f"[chaos seed={SEED} {dict(counts)}] the engine never started")
+    raise AssertionError(f"{tag(counts)} the engine never started")
 
 
 async def call(sock: Path, counts: Counter, command: str, args: dict | None = None) -> dict | None:
@@ -86,66 +247,115 @@ async def call(sock: Path, counts: Counter, command: str, args: dict | None = No
     return None
 
 
+async def settle(sock: Path, proc: AsyncFfe, counts: Counter) -> tuple[dict, dict]:
+    """Wait until no order is in flight and a reconciliation found nothing to say; then `trades` and `balances`."""
+    last: dict = {}
+
+    async def quiet() -> dict | None:
+        assert proc.alive(), f"{tag(counts)} the engine stopped while settling: {proc.stderr[-3000:]}"
+        answer = await call(sock, counts, "status")
+        if not answer or not answer["ok"]:
+            return None
+        last.update(orders=answer["result"]["orders"], reconcile_blocked=answer["result"]["reconcile_blocked"],
+                    state=answer["result"]["state"])
+        if answer["result"]["orders"] or answer["result"]["reconcile_blocked"]:
+            return None
+        return answer["result"]
+
+    try:
+        await wait_for(quiet, timeout=30, what="every order settled", interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{tag(counts)} {exc}; the engine said at last: {last}") from None
+    trades = await call(sock, counts, "trades")
+    balances = await call(sock, counts, "balances")
+    assert trades and trades["ok"] and balances and balances["ok"], (trades, balances)
+    return trades["result"], balances["result"]
+
+
+def strategy_config(fx: FakeBinance) -> dict:
+    """A live engine on the fake whose strategy trades the zigzag: warm at start, the trend provider alone, a
+    confidence of 0.5 enough (its least), stop-loss and take-profit nearer than the defaults (1 and 1.5 ATRs, so
+    that exits come within a leg), a reconciliation every 2 s (under the faults too), and rate limits that the
+    soak's many bars a minute of wall time do not reach."""
+    return live_config(fx, engine={"live_start_paused": False, "cancel_timeout_s": 3, "warmup_bars": 80,
+                                   "reconcile_interval_s": 2},
+                       ensemble={"providers": ["trend"], "min_votes": 1, "adaptive": False},
+                       risk={"min_confidence": 0.5, "max_orders_per_minute": 200, "max_daily_trades": 1000,
+                             "stop_loss_atr": 1.0, "take_profit_atr": 1.5},
+                       exchange={"timeout_ms": 1000},
+                       breaker={"failure_threshold": 5, "recovery_timeout_s": 2})
+
+
 async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invariant(tmp_path, fx, processes):
     rng = random.Random(SEED)
     counts: Counter[str] = Counter()
     print(f"chaos seed={SEED} (replay with FFE_CHAOS_SEED={SEED})")
-    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False, "cancel_timeout_s": 3},
-                                       exchange={"timeout_ms": 1000},
-                                       breaker={"failure_threshold": 5, "recovery_timeout_s": 2}))
+    zigzag(fx)
+    write_config(tmp_path, strategy_config(fx))
     sock = tmp_path / "data" / "ffe.sock"
-    price = 30_000.0
+    books = Books(tmp_path / "data" / "ffe.db")
     for n in range(ROUNDS):
         proc = await start(tmp_path, fx, processes, counts)
         await call(sock, counts, "resume", {"confirm": True})
         until = time.monotonic() + rng.uniform(2.0, 4.0)
         while time.monotonic() < until and proc.alive():
             roll = rng.random()
-            if roll < 0.30:
-                price *= 1 + rng.uniform(-0.01, 0.01)
-                fx.set_price("BTCUSDT", round(price, 2))
-                fx.market_clock.step()
+            if roll < 0.45:
+                next_bar(fx)
                 counts["bars"] += 1
-            elif roll < 0.55:
-                side = "buy" if rng.random() < 0.6 else "sell"
-                await call(sock, counts, "order", {"symbol": BTC, "side": side,
-                                                   "quantity": round(rng.uniform(0.001, 0.01), 5)})
-            elif roll < 0.70:
+                await asyncio.sleep(rng.uniform(0.0, 0.1))
+            elif roll < 0.65:
                 counts["faults"] += 1
                 route = rng.choice(sorted(FAULTS))
                 fx.fault(route, rng.choice(FAULTS[route]), seconds=rng.uniform(0.2, 2.0), execute=True)
-            elif roll < 0.76:
+            elif roll < 0.70:
                 counts["sigstop"] += 1
                 proc.proc.send_signal(signal.SIGSTOP)
                 await asyncio.sleep(rng.uniform(0.05, 0.5))
                 proc.proc.send_signal(signal.SIGCONT)
-            elif roll < 0.82:
+            elif roll < 0.72:  # the operator sells a little of what the strategy holds (a buy would hold no exits)
+                await call(sock, counts, "order", {"symbol": BTC, "side": "sell",
+                                                   "quantity": round(rng.uniform(0.001, 0.005), 5)})
+            elif roll < 0.75:
                 await call(sock, counts, "halt")
-            elif roll < 0.90:
+            elif roll < 0.76:
+                await call(sock, counts, "flatten")
+            elif roll < 0.82:
                 await call(sock, counts, "resume", {"confirm": True})
-            elif roll < 0.94:
-                await call(sock, counts, "pause")
             else:
                 await asyncio.sleep(rng.uniform(0.05, 0.3))
-        assert proc.alive(), f"[chaos seed={SEED} {dict(counts)}] the engine stopped by itself: {proc.stderr[-3000:]}"
-        if rng.random() < 0.75:
+        assert proc.alive(), f"{tag(counts)} the engine stopped by itself: {proc.stderr[-3000:]}"
+        killed = rng.random() < 0.75
+        if killed:
             counts["sigkill"] += 1
             await proc.kill()
         else:
             counts["sigterm"] += 1
             code = await proc.stop(timeout=60)
-            assert code == 0, f"[chaos seed={SEED} {dict(counts)}] orderly stop exited {code}: {proc.stderr[-3000:]}"
-        await doctor(tmp_path, fx, counts, f"after round {n}")
-    # The end: one more start that settles what is in flight, an orderly stop, the doctor.
+            assert code == 0, f"{tag(counts)} orderly stop exited {code}: {proc.stderr[-3000:]}"
+        await doctor(tmp_path, fx, books, counts, f"after round {n}", killed)
+    # The end: one more start that settles what is in flight and reconciles, the engine's reports, an orderly stop.
     proc = await start(tmp_path, fx, processes, counts)
-    await asyncio.sleep(2.0)
+    trades, balances = await settle(sock, proc, counts)
     counts["sigterm"] += 1
     assert await proc.stop(timeout=60) == 0, proc.stderr[-3000:]
-    await doctor(tmp_path, fx, counts, "at the end")
-    p = await run_ffe_async(tmp_path, "doctor", env=live_env(fx), name="doctor", timeout=120)  # as an operator runs it
-    assert p.proc.returncode == 0, f"[chaos seed={SEED} {dict(counts)}] ffe doctor at the end: {p.stderr.strip()}"
+    await doctor(tmp_path, fx, books, counts, "at the end", killed=False)
+    books.settled(fx, counts, trades, balances)
+    for verb in (("doctor",), ("audit", "verify")):  # as an operator runs them
+        p = await run_ffe_async(tmp_path, *verb, env=live_env(fx), name=verb[-1], timeout=120)
+        assert p.proc.returncode == 0, f"{tag(counts)} ffe {' '.join(verb)} at the end: {p.stderr.strip()}"
     db = tmp_path / "data" / "ffe.db"
-    orders, fills = rows(db, "SELECT COUNT(*) FROM orders")[0][0], rows(db, "SELECT COUNT(*) FROM fills")[0][0]
-    print(f"chaos seed={SEED} rounds={ROUNDS} orders={orders} fills={fills} exchange_orders={len(fx.orders)} "
-          f"{dict(sorted(counts.items()))}")
-    assert counts["sigkill"] >= 2 and counts["faults"] > 0 and orders > 0 and fills > 0, dict(counts)
+    by_reason = dict(rows(db, "SELECT reason, COUNT(*) FROM orders GROUP BY reason"))
+    fills = rows(db, "SELECT COUNT(*) FROM fills")[0][0]
+    strategy = sum(by_reason.get(r, 0) for r in ("signal", "stop_loss", "take_profit"))
+    # The engine's own reconciliations, every 2 s under the faults, never found its books off the venue's.
+    differences = [json.loads(r[0])["differences"] for r in rows(db, "SELECT data FROM events WHERE event = "
+                                                                     "'reconcile' ORDER BY seq")
+                   if json.loads(r[0])["status"] == "differences"]
+    posts = Counter(r.params.get("newClientOrderId") for r in fx.requests_to("POST /api/v3/order"))
+    print(f"chaos seed={SEED} rounds={ROUNDS} orders={by_reason} fills={fills} exchange_orders={len(fx.orders)} "
+          f"exchange_trades={sum(len(o.trades) for o in fx.orders)} sent_again={sum(n > 1 for n in posts.values())} "
+          f"reconcile_differences={len(differences)} {dict(sorted(counts.items()))}")
+    assert not differences, f"{tag(counts)} reconciliation found differences: {differences[:3]}"
+    assert counts["sigkill"] >= 2 and counts["faults"] > 0, tag(counts)
+    assert strategy > 0 and fills > 0, f"{tag(counts)} strategy orders {by_reason}, fills {fills}"

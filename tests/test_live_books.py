@@ -19,7 +19,7 @@ from conftest import engine_session
 from fake_exchange import FakeBinance
 from ffe_engine.control import request
 from live_helpers import (BTC, GET_ORDER, M, POST_ORDER, AsyncFfe, MarketClock, fx, live_config, live_env,  # noqa: F401
-                          live_settings, processes, rows, stored_events, wait_for, wait_for_bar, write_config)
+                          live_settings, next_bar, processes, rows, stored_events, wait_for, wait_for_bar, write_config)
 
 START = 30_000.0
 CLIMB = 0.001  # per bar: a trend the strategy buys
@@ -327,3 +327,26 @@ async def test_a_fresh_start_measures_drawdown_from_the_accounts_own_equity(tmp_
             assert e.state.value == "RUNNING"
             assert not [s for s in stored_events(db, "engine_state") if s["by"] == "risk"]
             assert_books_agree(e, small)
+
+
+# ---------------------------------------------------------------------------------------------------- dust
+async def test_the_coins_a_fee_leaves_after_an_exit_do_not_keep_the_strategy_out(tmp_path, fx):
+    # The buy's fee is taken in BTC, so the position holds a little less than the order bought; the exit sells it
+    # down to the venue's step, and less than a step stays in the account: as in the books, but not a position
+    # the strategy holds. The next BUY enters again (on a new entry decision) rather than saying in_position, and
+    # no exit is tried on the dust, which the venue cannot sell.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, risk={"take_profit_atr": 0.3})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        for _ in range(12):
+            await next_bar(e, fx)
+            if [o.side for o in fx.orders][:3] == ["BUY", "SELL", "BUY"]:
+                break
+        assert [o.side for o in fx.orders][:3] == ["BUY", "SELL", "BUY"], [(o.side, o.status) for o in fx.orders]
+        assert_books_agree(e, fx)
+        entries = [r[0] for r in rows(db, "SELECT decision_id FROM orders WHERE side = 'buy' ORDER BY created_ts")]
+        assert len(set(entries)) == len(entries) >= 2
+        assert e.portfolio.positions[BTC].entry_decision_id == entries[-1]
+        assert not [ev for ev in stored_events(db, "order") if ev["status"] == "refused"]

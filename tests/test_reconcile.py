@@ -18,7 +18,8 @@ from ffe_engine.engine import ControlError
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.reconcile import BASELINE_KEY
 from ffe_engine.risk import OrderIntent
-from live_helpers import BTC, SteppedClock, fx, live_settings, next_bar, rows, stored_events, wait_for  # noqa: F401
+from live_helpers import (BTC, GET_ORDER, POST_ORDER, SteppedClock, fx, live_settings, next_bar, rows,  # noqa: F401
+                          stored_events, wait_for)
 
 
 async def place_by_hand(fx, client_id: str, price: float = 20_000.0, qty: float = 0.01) -> None:
@@ -161,3 +162,39 @@ async def test_exchange_unreachable_at_a_reconciliation_pauses_and_clears_once_i
         assert await e.resume(by="test") is EngineState.RUNNING
         await e.flush()
         assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok", "failed", "ok"]
+
+
+async def test_a_fill_of_an_order_in_doubt_at_the_start_is_counted_once_in_the_cash(tmp_path, fx):
+    # The engine stops with a buy in doubt: the exchange placed and filled it, the answer was lost. At the next
+    # start the exchange says for a moment that it does not know the order (twice), so the start's reconciliation reads
+    # the balances while the order is still in doubt: they already hold the buy that the journal has yet to
+    # record. The position does not differ (the order explains it), and the cash is taken from the venue only
+    # once nothing is in flight: recording the fill later must not take its cost out of the cash a second time.
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        fx.fault(POST_ORDER, "drop_after")
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01,
+                                                reason=OrderReason.OPERATOR, ref_price=30_000.0))
+        assert sub.accepted and sub.order.status is OrderStatus.IN_DOUBT, sub.reason
+        cid = sub.order.client_order_id
+    assert rows(db, "SELECT status FROM orders") == [("in_doubt",)]
+    assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
+    usdt = fx.balances["USDT"].total
+    assert usdt < 10_000.0 - 290.0  # the buy's cost is out of the account
+
+    fx.fault(GET_ORDER, "not_found_once", times=2)  # the start's lookup, and its second look before the balances
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.orders.live[cid].status is OrderStatus.IN_DOUBT  # not settled by the start
+        assert e.reconcile_blocked == [] and e.state is EngineState.RUNNING, e.reconcile_blocked
+        await wait_for(lambda: e.orders.poll() if e.orders.live else True, timeout=20, interval=0.1,
+                       what="the order in doubt resolved by the poll")
+        assert rows(db, "SELECT status FROM orders") == [("filled",)]
+        await e.reconcile()
+        assert e.reconcile_blocked == [], e.reconcile_blocked
+        assert e.portfolio.cash == pytest.approx(usdt, abs=0.005)
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total, abs=1e-9)
+    assert rows(db, "SELECT COUNT(*) FROM fills") == [(1,)] and len(fx.orders) == 1
