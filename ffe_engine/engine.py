@@ -1097,7 +1097,7 @@ class Engine:
 
     async def accept_reconcile(self, by: str = "operator") -> list[dict[str, Any]]:
         """Accept the differences reconciliation found (the venue's balances become the new baseline, its quote
-        balance the cash)."""
+        balance the cash). Refused, with the reason, while an order is in doubt or unanswered (Reconciler.accept)."""
         async with self._control_lock:
             accepted = list(self.reconcile_blocked)
             cash = await self.reconciler.accept(accepted)
@@ -1105,8 +1105,9 @@ class Engine:
                 # The operator has checked the account's later orders by hand: the restore is behind us.
                 await self.store.delete_kv(RESTORED_KEY)
                 self._restore_pending = False
-            if cash is not None:
+            if cash is not None:  # read when nothing was in doubt: what the venue's cash waited for is done
                 self.portfolio.cash = cash
+                self._cash_from_venue = self._cash_waits = False
             self.reconcile_blocked = []
             self.bus.publish(ReconcileEvent(status="accepted", differences=accepted))
             await self.flush()

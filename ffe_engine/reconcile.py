@@ -19,6 +19,8 @@ landing between the poll and the balance would otherwise show as a difference th
 The reconciler compares and reports (a `reconcile` event and a `ReconcileReport`, with the venue's quote balance);
 it changes no trading state. The engine decides: an unexplained difference pauses it until the operator accepts
 the differences (which also takes the venue's balances as the new baseline, and its quote balance as the cash).
+An accept is refused while an order is in doubt or unanswered: the balances it would take may hold that order's
+trade, which the journal records once the order is settled, and would then count twice.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock
+from .errors import ControlError
 from .events import EventBus, ReconcileEvent
 from .execution import OrderPath
-from .model import OrderStatus
+from .model import Order, OrderStatus
 from .portfolio import Portfolio
 from .store import Store
 from .venues.base import Venue, VenueError, VenueUnavailable
@@ -64,6 +67,11 @@ class Reconciler:
         self.bus = bus
         self.symbols = symbols
         self.clock = clock
+
+    def unsettled(self) -> list[Order]:
+        """The orders whose fate at the venue is unknown (in doubt, or sent and not answered yet): a trade of theirs
+        may be in the venue's balances and not yet in the journal."""
+        return [o for o in self.orders.live.values() if o.status in (OrderStatus.IN_DOUBT, OrderStatus.NEW)]
 
     def _tolerance(self, symbol: str) -> float:
         return max(self.venue.market(symbol).amount_step, 1e-9)
@@ -146,7 +154,7 @@ class Reconciler:
             await self.store.put_kv(ACCEPTED_KEY, sorted(still_open), self.clock.wall())
         # An order whose fate is unknown (in doubt, or sent and not answered yet) explains any difference in its
         # symbol and in the cash: those are compared once it is settled.
-        unsettled = {o.symbol for o in live.values() if o.status in (OrderStatus.IN_DOUBT, OrderStatus.NEW)}
+        unsettled = {o.symbol for o in self.unsettled()}
         base_line = await self.baseline(balances)
         for sym in self.symbols:
             if sym in unsettled:
@@ -166,21 +174,48 @@ class Reconciler:
     async def accept(self, differences: list[dict[str, Any]]) -> float | None:
         """The operator accepts the venue as it is: its balances become the new baseline, and the open orders found
         that are not ffe's are left out of later reconciliations (while they stay open). Returns the venue's quote
-        balance, the engine's cash from now on (None when the venue could not be read)."""
+        balance, the engine's cash from now on (None when the venue could not be read).
+
+        Refused (ControlError, nothing changed) while an order is in doubt or unanswered after a last look: its trade
+        may be in the balances already, and recording it later would count it a second time. The balances are read
+        as a reconciliation reads them, after the orders in flight are polled."""
+        await self.orders.poll()
+        self._refuse_while_unsettled()
+        balances: dict[str, float] | None = None
+        for _ in range(3):
+            seen = self.orders.fills_recorded
+            try:
+                balances = await self._balances_after_fills()
+            except (VenueError, VenueUnavailable):
+                balances = None
+            # An order sent meanwhile (an exit goes on while PAUSED) may have traded around the read: the
+            # balances are read again until no fill was recorded meanwhile.
+            self._refuse_while_unsettled()
+            if self.orders.fills_recorded == seen:
+                break
+        else:
+            raise ControlError("nothing accepted: orders kept filling while the venue's balances were read; "
+                               "accept again")
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
                    if d.get("kind") == "unknown_open_order"}
         if foreign:
             accepted = set(await self.store.get_kv(ACCEPTED_KEY, []) or [])
             await self.store.put_kv(ACCEPTED_KEY, sorted(accepted | foreign), self.clock.wall())
-        try:
-            balances = await self.venue.fetch_balance()
-        except (VenueError, VenueUnavailable):
-            balances = None
         if balances is None:
             return None
         await self.store.delete_kv(BASELINE_KEY)
         await self.baseline(balances)
         return balances.get(self.quote, 0.0)
+
+    def _refuse_while_unsettled(self) -> None:
+        waiting = self.unsettled()
+        if not waiting:
+            return
+        o = waiting[0]
+        more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+        state = "in doubt" if o.status is OrderStatus.IN_DOUBT else "sent and not answered yet"
+        raise ControlError(f"nothing accepted: order {o.client_order_id}{more} is {state}; the venue's balances may "
+                           "hold its trade before the journal does: accept again once it is settled (`ffe ctl orders`)")
 
 
 def _order_key(vo: Any) -> str:

@@ -12,14 +12,14 @@ import asyncio
 
 import pytest
 
-from conftest import engine_session
+from conftest import engine_session, ffe_env
 from fake_exchange import binance_client
 from ffe_engine.engine import ControlError
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.reconcile import BASELINE_KEY
 from ffe_engine.risk import OrderIntent
 from live_helpers import (BTC, GET_ORDER, POST_ORDER, SteppedClock, fx, live_settings, next_bar, rows,  # noqa: F401
-                          stored_events, wait_for)
+                          run_ffe_async, stored_events, wait_for)
 
 
 async def place_by_hand(fx, client_id: str, price: float = 20_000.0, qty: float = 0.01) -> None:
@@ -198,3 +198,52 @@ async def test_a_fill_of_an_order_in_doubt_at_the_start_is_counted_once_in_the_c
         assert e.portfolio.cash == pytest.approx(usdt, abs=0.005)
         assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total, abs=1e-9)
     assert rows(db, "SELECT COUNT(*) FROM fills") == [(1,)] and len(fx.orders) == 1
+
+
+async def test_accept_waits_until_no_order_is_in_doubt(tmp_path, fx):
+    # A buy is in doubt (the exchange placed and filled it, the answer was lost, and its lookups fail for now)
+    # when the operator accepts a difference found meanwhile. The venue's balances already hold the buy that the
+    # journal has yet to record: taken as the baseline and the cash, they would count it a second time once the
+    # fill is recorded. The accept is refused, with the reason, until the order is settled.
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        await next_bar(e, fx)
+        fx.fault(POST_ORDER, "drop_after")
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01,
+                                                reason=OrderReason.OPERATOR, ref_price=30_000.0))
+        assert sub.accepted and sub.order.status is OrderStatus.IN_DOUBT, sub.reason
+        cid = sub.order.client_order_id
+        assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
+        usdt = fx.balances["USDT"].total
+        # lookups that fail (a final error, not an outage): the order stays in doubt whatever the time
+        fx.fault(GET_ORDER, "error", times=4, status=400, code=-1100, msg="Illegal characters found in a parameter.")
+        await place_by_hand(fx, "by-hand-1")
+        (difference,) = await e.reconcile()  # two lookups: the poll, and its second look before the balances
+        assert difference["kind"] == "unknown_open_order" and e.state is EngineState.PAUSED
+        baseline = await running.store.get_kv(BASELINE_KEY)
+        cash = e.portfolio.cash
+
+        with pytest.raises(ControlError, match=f"nothing accepted: order {cid} is in doubt"):
+            await e.accept_reconcile(by="test")  # one more failed lookup: still in doubt
+        ctl = await run_ffe_async(tmp_path, "ctl", "accept", "--data-dir", str(settings.data_dir), env=ffe_env(),
+                                  name="accept")
+        assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
+        (line,) = ctl.stderr.splitlines()
+        assert f"nothing accepted: order {cid} is in doubt" in line and ctl.stdout == ""
+        # nothing changed: the differences wait, the baseline and the cash are the journal's
+        assert e.reconcile_blocked == [difference] and e.state is EngineState.PAUSED
+        assert await running.store.get_kv(BASELINE_KEY) == baseline and e.portfolio.cash == cash
+        assert fx.pending_faults(GET_ORDER) == 0
+
+        await e.orders.poll()  # the lookup answers: the fill is recorded
+        assert rows(db, "SELECT status FROM orders") == [("filled",)] and e.orders.live == {}
+        assert [d["client_order_id"] for d in await e.accept_reconcile(by="test")] == ["by-hand-1"]
+        assert e.portfolio.cash == pytest.approx(usdt, abs=0.005)
+        assert await e.reconcile() == [] and e.reconcile_blocked == []
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total, abs=1e-9)
+        await e.flush()
+        assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok", "differences", "accepted", "ok"]
+    assert rows(db, "SELECT COUNT(*) FROM fills") == [(1,)] and len(fx.orders) == 2
