@@ -192,7 +192,8 @@ class Engine:
         self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
         # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
         # start that finds no order in doubt: a fill they bring is in that balance already. When one was, the next
-        # reconciliation comes as soon as the orders in flight are settled (`_cash_waits`).
+        # reconciliation comes as soon as the orders in flight are settled (`_cash_waits`); until then the books
+        # keep the journal's cash (start()).
         self._cash_from_venue = False
         self._cash_waits = False
         self._reconciled_at = clock.monotonic()
@@ -281,10 +282,18 @@ class Engine:
         await self.venue.connect()
         for s in self.symbols:
             self.portfolio.steps[s] = self.venue.market(s).amount_step
+        recovered = await self.orders.recover()
         if self.sim_venue is None:
-            # A real account: its cash is what the venue holds in the quote currency.
-            balances = await self.venue.fetch_balance()
-            self.portfolio.cash = balances.get(self.settings.venue.quote, 0.0)
+            # A real account: its cash is what the venue holds in the quote currency. While the journal has orders
+            # in flight, the venue's cash may already hold a trade of theirs that the journal records later: the
+            # books keep their own cash (the journal's, stored with every fill) until a reconciliation finds
+            # nothing in doubt and takes the venue's. Bars closing meanwhile count no trade twice.
+            saved_cash = (saved_books or {}).get("cash")
+            if recovered and saved_cash is not None:
+                self.portfolio.cash = saved_cash
+            else:
+                balances = await self.venue.fetch_balance()
+                self.portfolio.cash = balances.get(self.settings.venue.quote, 0.0)
             self._cash_from_venue = True
             if saved_books is None:  # the first start on this account: its books begin at what it holds
                 self.portfolio.begin_at_equity()
@@ -293,7 +302,6 @@ class Engine:
         risk = self.settings.risk
         self._dd_breached = self.portfolio.drawdown_pct() > risk.max_drawdown_pct
         self._dl_breached = self.portfolio.day_loss_pct() > risk.daily_loss_limit_pct
-        recovered = await self.orders.recover()
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
             "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),
             "positions": len(positions), "pid": os.getpid(), "backtest": self.profile.name == BACKTEST.name}))

@@ -247,3 +247,43 @@ async def test_accept_waits_until_no_order_is_in_doubt(tmp_path, fx):
         await e.flush()
         assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok", "differences", "accepted", "ok"]
     assert rows(db, "SELECT COUNT(*) FROM fills") == [(1,)] and len(fx.orders) == 2
+
+
+async def test_a_fill_of_an_order_in_doubt_at_the_start_sets_no_peak_before_the_cash_is_settled(tmp_path, fx):
+    # The engine stops with a sell in doubt: the exchange filled it, the answer was lost, so the exchange's cash
+    # holds the proceeds that the journal has yet to record. At the next start the lookups fail for a while, and
+    # the start's reconciliation leaves the cash to a later one. Recording the fill in between must not add the
+    # proceeds to a cash that already holds them: a bar closing then would take the double count as a new peak
+    # equity, and every drawdown after would be measured from it.
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        bought = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01,
+                                                   reason=OrderReason.OPERATOR, ref_price=30_000.0))
+        assert bought.accepted and bought.order.status is OrderStatus.FILLED, bought.reason
+        held = e.portfolio.positions[BTC].quantity
+        fx.fault(POST_ORDER, "drop_after")
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=held,
+                                                reason=OrderReason.OPERATOR, ref_price=30_000.0))
+        assert sub.accepted and sub.order.status is OrderStatus.IN_DOUBT, sub.reason
+        cid = sub.order.client_order_id
+    assert [(o.client_id, o.status) for o in fx.orders][1:] == [(cid, "FILLED")]
+    assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+    usdt = fx.balances["USDT"].total  # all the account holds now
+
+    # the start's lookup, and its second look before the balances, fail (a final error, not an outage)
+    fx.fault(GET_ORDER, "error", times=2, status=400, code=-1100, msg="Illegal characters found in a parameter.")
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.orders.live[cid].status is OrderStatus.IN_DOUBT and e.state is EngineState.RUNNING
+        peak = e.portfolio.peak_equity
+        assert peak == pytest.approx(10_000.0, abs=1.0)  # the books' own, from before the stop
+        await e.orders.poll()  # the lookup answers: the sell is recorded, before the next reconciliation
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("filled",)]
+        assert e.portfolio.cash == pytest.approx(usdt, abs=0.005) and BTC not in e.portfolio.positions
+        assert await next_bar(e, fx) == 1 and await next_bar(e, fx) == 1  # the second closes the first's bar
+        assert e.portfolio.peak_equity == pytest.approx(peak) and e.portfolio.drawdown_pct() < 0.1
+        assert await e.reconcile() == [] and e.portfolio.cash == pytest.approx(usdt, abs=0.005)
+    assert rows(db, "SELECT COUNT(*) FROM fills") == [(2,)] and len(fx.orders) == 2
