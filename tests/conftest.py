@@ -232,15 +232,16 @@ async def engine_session(settings: Settings, **kwargs: Any):
 
 
 # ---------------------------------------------------------------------------------------------------- order
-# The longest modules first (by `pytest --durations=0`). `make test` hands whole modules to its two workers (a
+# The longest modules first (by `pytest --durations=0`). `make test` hands whole modules to its workers (a
 # module's fixtures are built once, on one worker) in this order, so the long ones run side by side from the start
-# and the many short ones fill in the end, instead of one long module keeping a worker busy after the other is
+# and the many short ones fill in the end, instead of one long module keeping a worker busy after the others are
 # done. Within a module the order is kept; a module not named here runs after these, in its usual order.
 LONGEST_FIRST = (
-    "test_tui_console.py", "test_download.py", "test_chaos_soak_live.py", "test_control_socket.py",
-    "test_tui_pressure.py", "test_live_books.py", "test_report_cli.py", "test_max_positions.py",
-    "test_live_start.py", "test_chaos_soak.py", "test_backtest_records.py", "test_config_bounds.py",
-    "test_ctl.py", "test_signals_stop.py", "test_tui_attach.py", "test_live_restart.py",
+    "test_tui_pressure.py", "test_tui_snapshots.py", "test_chaos_soak_live.py", "test_tui_console.py",
+    "test_chaos_soak.py", "test_ctl_views.py", "test_tui_views.py", "test_backtest_columns.py", "test_live_books.py",
+    "test_backup.py", "test_backtest_memory.py", "test_audit_trail_complete.py", "test_download.py",
+    "test_max_positions.py", "test_audit_chain.py", "test_backtest_records.py", "test_config_bounds.py",
+    "test_audit_cli.py", "test_report_cli.py", "test_backtest_runs.py",
 )
 
 
