@@ -1105,9 +1105,14 @@ class Engine:
 
     async def accept_reconcile(self, by: str = "operator") -> list[dict[str, Any]]:
         """Accept the differences reconciliation found (the venue's balances become the new baseline, its quote
-        balance the cash). Refused, with the reason, while an order is in doubt or unanswered (Reconciler.accept)."""
+        balance the cash). Nothing when nothing is waiting. Refused, with the reason, while an order is in doubt or
+        unanswered (Reconciler.accept)."""
         async with self._control_lock:
             accepted = list(self.reconcile_blocked)
+            if not accepted:
+                # Only what a reconciliation showed is accepted: a change at the venue since then (coins arriving)
+                # is for the next reconciliation to show, never taken into the baseline unseen.
+                return []
             cash = await self.reconciler.accept(accepted)
             if any(d.get("kind") == "restore_unrecovered" for d in accepted):
                 # The operator has checked the account's later orders by hand: the restore is behind us.

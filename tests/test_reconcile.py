@@ -287,3 +287,24 @@ async def test_a_fill_of_an_order_in_doubt_at_the_start_sets_no_peak_before_the_
         assert e.portfolio.peak_equity == pytest.approx(peak) and e.portfolio.drawdown_pct() < 0.1
         assert await e.reconcile() == [] and e.portfolio.cash == pytest.approx(usdt, abs=0.005)
     assert rows(db, "SELECT COUNT(*) FROM fills") == [(2,)] and len(fx.orders) == 2
+
+
+async def test_an_accept_with_nothing_shown_accepts_nothing(tmp_path, fx):
+    """An accept takes what a reconciliation showed the operator, and only that: with no difference waiting, a change
+    at the venue since (coins arriving) must not be taken into the baseline unseen."""
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.reconcile_blocked == [] and e.state is EngineState.RUNNING
+        cash = e.portfolio.cash
+        fx.balances["BTC"].free += 0.25  # after the last reconciliation: nobody has seen it yet
+        assert await e.accept_reconcile(by="test") == []
+        assert await running.store.get_kv(BASELINE_KEY) == {"BTC": 0.0} and e.portfolio.cash == cash
+        await e.flush()
+        assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok"]
+        # the next reconciliation shows the coins, and an accept then takes them
+        assert [d["kind"] for d in await e.reconcile()] == ["position", "equity"]
+        assert e.state is EngineState.PAUSED
+        assert [d["kind"] for d in await e.accept_reconcile(by="test")] == ["position", "equity"]
+        assert await running.store.get_kv(BASELINE_KEY) == {"BTC": 0.25}
