@@ -161,7 +161,7 @@ class AuditWriter:
         if target.exists():  # never overwrite a part of the trail
             raise FileExistsError(errno.EEXIST, f"{target} already exists", str(target))
         os.rename(self.path, target)
-        _sync_dir(self.path.parent)
+        sync_dir(self.path.parent)
         fd = open_lines_file(self.path)
         os.close(self._fd)
         self._fd, self._size, self._first = fd, 0, None
@@ -202,8 +202,9 @@ def _first_record(path: Path) -> tuple[int, str]:
         return 0, ""
 
 
-def _sync_dir(path: Path) -> None:
-    """A rename made durable: the directory's entry synced."""
+def sync_dir(path: Path) -> None:
+    """A rename (or a new file) made durable: the directory's entry synced. The audit trail's rotation, backups and
+    restores use it."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

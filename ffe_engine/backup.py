@@ -36,7 +36,7 @@ from typing import IO, Any, Callable, Iterator
 import zstandard
 
 from . import __version__
-from .audit import Redactor
+from .audit import Redactor, sync_dir
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
 from .errors import FfeError, StorageError, UsageError
@@ -156,7 +156,7 @@ def _write_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Pat
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
-        _sync_dir(dest)
+        sync_dir(dest)
         return Made(path, manifest)
     except OSError as exc:
         raise StorageError(f"{dest}: the backup could not be written ({exc.strerror or exc})") from None
@@ -227,14 +227,6 @@ def _pack(work: Path, f: IO[bytes]) -> None:
                 info.uname = info.gname = ""
                 with open(work / name, "rb") as member:
                     tar.addfile(info, member)
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------ reading one

@@ -158,6 +158,20 @@ class MACD:
         return line
 
 
+def true_range(high: float, low: float, prev_close: float | None) -> float:
+    """max(high - low, |high - previous close|, |low - previous close|); high - low with no previous close. The ATR
+    and its column (atr_column) both take it from here."""
+    tr = high - low
+    if prev_close is not None:
+        a = high - prev_close if high > prev_close else prev_close - high
+        if a > tr:
+            tr = a
+        b = low - prev_close if low > prev_close else prev_close - low
+        if b > tr:
+            tr = b
+    return tr
+
+
 class ATR:
     """Average true range with Wilder smoothing.
 
@@ -177,14 +191,7 @@ class ATR:
     def update(self, high: float, low: float, close: float) -> float | None:
         pc = self._prev_close
         self._prev_close = close
-        tr = high - low
-        if pc is not None:
-            a = high - pc if high > pc else pc - high
-            if a > tr:
-                tr = a
-            b = low - pc if low > pc else pc - low
-            if b > tr:
-                tr = b
+        tr = true_range(high, low, pc)
         v = self.value
         if v is not None:
             n = self.n
@@ -483,14 +490,7 @@ def atr_column(highs: Sequence[float], lows: Sequence[float], closes: Sequence[f
     v: float | None = None
     count = 0
     for high, low, close in zip(highs, lows, closes):
-        tr = high - low
-        if pc is not None:
-            a = high - pc if high > pc else pc - high
-            if a > tr:
-                tr = a
-            b = low - pc if low > pc else pc - low
-            if b > tr:
-                tr = b
+        tr = true_range(high, low, pc)
         pc = close
         if v is not None:
             v = (v * (n - 1) + tr) / n

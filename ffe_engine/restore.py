@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .audit import sync_dir
 from .backup import CONFIG_NAME, DB_NAME, TRAIL_NAME, Invalid, check_unpacked
 from .chain import rotated_files
 from .config import Settings
@@ -82,8 +83,4 @@ def _put(src: Path, dest: Path) -> None:
         os.fsync(d.fileno())
     os.chmod(partial, 0o600)
     os.replace(partial, dest)
-    fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync_dir(dest.parent)
