@@ -98,42 +98,58 @@ POSITION_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 6), ("qty", "qty",
                     ("last", "last", 10), ("upnl", "uPnL", 10), ("sl", "SL", 10), ("tp", "TP", 10), ("age", "age", 6))
 
 
-class PositionsTable(DataTable):
-    """Open positions; rows are updated in place so the operator's cursor stays put."""
+class KeyedTable(DataTable):
+    """A table of rows keyed by an id (COLUMNS: key, label, width), updated in place so the operator's cursor stays on
+    its row. The console's tables all are."""
 
-    def __init__(self, **kw) -> None:
+    COLUMNS: tuple[tuple[str, str, int], ...] = ()
+
+    def __init__(self, **kw: Any) -> None:
         super().__init__(cell_padding=0, **kw)
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
-        self.zebra_stripes = False
-        for key, label, width in POSITION_COLUMNS:
+        for key, label, width in self.COLUMNS:
             self.add_column(label, key=key, width=width)
 
+    def put(self, rows: dict[str, dict[str, Any]]) -> None:
+        """Each row's cells by column key: changed cells updated, new rows added, rows no longer given removed."""
+        for rid, cells in rows.items():
+            if rid in self.rows:
+                for key, value in cells.items():
+                    if str(self.get_cell(rid, key)) != str(value):
+                        self.update_cell(rid, key, value)
+            else:
+                self.add_row(*(cells[k] for k, _, _ in self.COLUMNS), key=rid)
+        for key in [k for k in self.rows if k.value not in rows]:
+            self.remove_row(key)
+
+    def selected(self) -> str | None:
+        if not self.row_count:
+            return None
+        row = min(max(self.cursor_row, 0), self.row_count - 1)
+        return self.coordinate_to_cell_key((row, 0)).row_key.value
+
+
+class PositionsTable(KeyedTable):
+    """Open positions."""
+
+    COLUMNS = POSITION_COLUMNS
+
     def show(self, positions: list[dict[str, Any]], market_ts: int | None) -> None:
-        seen = set()
+        rows = {}
         for p in positions:
-            sym = p["symbol"]
-            seen.add(sym)
             age = None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
             upnl = p.get("unrealised") or 0.0
-            cells = {
-                "symbol": sym, "side": "long" if p["side"] == "buy" else "short", "qty": fmt.qty(p["quantity"]),
-                "entry": fmt.price(p["entry"]), "last": fmt.price(p["last"]),
+            rows[p["symbol"]] = {
+                "symbol": p["symbol"], "side": "long" if p["side"] == "buy" else "short",
+                "qty": fmt.qty(p["quantity"]), "entry": fmt.price(p["entry"]), "last": fmt.price(p["last"]),
                 "upnl": Text(fmt.money(upnl, signed=True), style="green" if upnl >= 0 else "red"),
                 "sl": fmt.price(p.get("stop_loss")), "tp": fmt.price(p.get("take_profit")), "age": fmt.duration(age),
             }
-            if sym in self.rows:
-                for key, value in cells.items():
-                    if str(self.get_cell(sym, key)) != str(value):
-                        self.update_cell(sym, key, value)
-            else:
-                self.add_row(*(cells[k] for k, _, _ in POSITION_COLUMNS), key=sym)
-        for key in [k for k in self.rows if k.value not in seen]:
-            self.remove_row(key)
+        self.put(rows)
 
 
-# The countdown and the move since the proposal come first: the pane is about 55 columns wide beside the breaker.
 # What the operator weighs first comes first: the move since the proposal, the price now and the time left fit the
 # half-width pane of 120x40; the proposed price (the price now less the move) and the proposed size (approving sizes
 # the trade again at the price now) follow. Widths include one space of separation.
@@ -149,42 +165,22 @@ def approval_move(a: dict[str, Any]) -> Text:
     return Text(fmt.pct(move, signed=True), style="green" if move > 0 else ("red" if move < 0 else ""))
 
 
-class ApprovalsTable(DataTable):
+class ApprovalsTable(KeyedTable):
     """Pending trades in manual mode: the price proposed at, the price now and the move since, and a live countdown
     to expiry."""
 
-    def __init__(self, **kw) -> None:
-        super().__init__(cell_padding=0, **kw)
-
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        for key, label, width in APPROVAL_COLUMNS:
-            self.add_column(label, key=key, width=width)
+    COLUMNS = APPROVAL_COLUMNS
 
     def show(self, approvals: list[dict[str, Any]]) -> None:
-        seen = set()
+        rows = {}
         for a in approvals:
-            aid = a["approval_id"]
-            seen.add(aid)
             left = a.get("expires_in")
-            countdown = Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else "")
-            last, move = fmt.price(a.get("last")), approval_move(a)
-            if aid in self.rows:
-                for key, value in (("expires", countdown), ("last", last), ("move", move)):
-                    if str(self.get_cell(aid, key)) != str(value):
-                        self.update_cell(aid, key, value)
-            else:
-                cells = {"id": aid, "symbol": a["symbol"], "side": a["side"], "move": move, "last": last,
-                         "expires": countdown, "price": fmt.price(a["price"]), "qty": fmt.qty(a["quantity"])}
-                self.add_row(*(cells[k] for k, _, _ in APPROVAL_COLUMNS), key=aid)
-        for key in [k for k in self.rows if k.value not in seen]:
-            self.remove_row(key)
-
-    def selected(self) -> str | None:
-        if not self.row_count:
-            return None
-        row = min(max(self.cursor_row, 0), self.row_count - 1)
-        return self.coordinate_to_cell_key((row, 0)).row_key.value
+            rows[a["approval_id"]] = {
+                "id": a["approval_id"], "symbol": a["symbol"], "side": a["side"], "move": approval_move(a),
+                "last": fmt.price(a.get("last")),
+                "expires": Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else ""),
+                "price": fmt.price(a["price"]), "qty": fmt.qty(a["quantity"])}
+        self.put(rows)
 
 
 class VotesPane(Static):

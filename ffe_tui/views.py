@@ -15,9 +15,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from ffe_engine import fmt, tables
+
+from .panes import KeyedTable
 
 # j/k beside the arrow keys, in every table and scrolling pane (keys.PANE_KEYS keeps them for this).
 TABLE_MOVES = [Binding("j", "cursor_down", "Down", show=False), Binding("k", "cursor_up", "Up", show=False)]
@@ -29,36 +31,10 @@ def signed(x: Any, text: str) -> Text:
                 ("red" if isinstance(x, (int, float)) and x < 0 else ""))
 
 
-class RowTable(DataTable):
-    """A table of rows keyed by an id, updated in place so the operator's cursor stays on its row."""
+class RowTable(KeyedTable):
+    """A view's table: a KeyedTable that also moves its cursor with j and k."""
 
     BINDINGS = TABLE_MOVES
-    COLUMNS: tuple[tuple[str, str, int], ...] = ()
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(cell_padding=0, **kw)
-
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        for key, label, width in self.COLUMNS:
-            self.add_column(label, key=key, width=width)
-
-    def put(self, rows: dict[str, dict[str, Any]]) -> None:
-        for rid, cells in rows.items():
-            if rid in self.rows:
-                for key, value in cells.items():
-                    if str(self.get_cell(rid, key)) != str(value):
-                        self.update_cell(rid, key, value)
-            else:
-                self.add_row(*(cells[k] for k, _, _ in self.COLUMNS), key=rid)
-        for key in [k for k in self.rows if k.value not in rows]:
-            self.remove_row(key)
-
-    def selected(self) -> str | None:
-        if not self.row_count:
-            return None
-        row = min(max(self.cursor_row, 0), self.row_count - 1)
-        return self.coordinate_to_cell_key((row, 0)).row_key.value
 
 
 # Widths include one space of separation (the tables use no cell padding), for the widest figures an account sees
