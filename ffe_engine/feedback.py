@@ -199,6 +199,11 @@ class WeightLearner:
             },
         }
 
+    def _normalised(self, w: Mapping[str, float]) -> bool:
+        """Weights for exactly these providers, none under the floor, summing to 1 (to within rounding)."""
+        return (set(w) == set(self.providers) and all(v >= self.floor for v in w.values())
+                and abs(math.fsum(w.values()) - 1.0) <= 1e-9)
+
     def load(self, weights: Mapping[str, float], stats: Mapping[str, Any]) -> None:
         """Restore from `state()` output: `stats` is its "stats" part (the whole `state()` dict is accepted
         too). Providers no longer configured are dropped; new ones start from the mean weight. Malformed input
@@ -240,10 +245,15 @@ class WeightLearner:
                                      f"[hit, return, backed], got {s!r}")
                 kept[k] = [bool(s[0]), float(s[1]), bool(s[2])]
             recent.append(kept)
-        mean = sum(w.values()) / len(w) if w else 1.0
-        for k in self.providers:
-            w.setdefault(k, mean)
-        self._weights = apply_floor(w, self.floor)
+        if self._normalised(w):
+            # As saved: they sum to 1 only to within rounding, and normalising them again would move some by an ulp,
+            # so the ensemble would weigh differently after a restart than without one.
+            self._weights = {k: w[k] for k in self.providers}
+        else:
+            mean = sum(w.values()) / len(w) if w else 1.0
+            for k in self.providers:
+                w.setdefault(k, mean)
+            self._weights = apply_floor(w, self.floor)
         self.trades = trades
         self._totals = totals
         self._recent = recent
