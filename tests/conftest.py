@@ -21,6 +21,11 @@ import pytest
 
 from ffe_engine.config import Settings
 
+# A suite started in the background of a shell without job control (`make test &`, a script) inherits SIGINT
+# ignored, and so would every process it starts: an ffe started so would never see the ^C the tests send it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 BTC_CSV = SAMPLES / "BTC-USD_1h_2020-2023.csv.gz"
