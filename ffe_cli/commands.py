@@ -31,10 +31,10 @@ def _print(text: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------- run, attach
 def run(args: argparse.Namespace) -> int:
+    require_config_file(args.config)
+    settings = settings_from(args)  # a bad configuration is said before the engine's modules are even imported
     from ffe_engine.kernel import check_live
 
-    require_config_file(args.config)
-    settings = settings_from(args)
     live = check_live(settings, args.live)
     if not args.headless:
         from ffe_tui.app import run_console
