@@ -1,7 +1,7 @@
 """Never more than `max_open_positions` positions at once, over a long simulated run.
 
 The engine runs its own loop (Engine.run, the four built-in providers, the paper venue, a SQLite file) on three
-symbols of the simulated market for a couple of thousand bars, with the limit at 1 and at 2 and every other limit
+symbols of the simulated market for 800 bars each, with the limit at 1 and at 2 and every other limit
 loose, so that the strategy wants more positions than it may hold. The proof is read back from the SQLite file: replaying the
 stored fills in time order never finds more symbols held at once than the limit, and the decisions table shows
 the MAX_OPEN_POSITIONS gate refusing entries (the limit was reached and defended, not merely never tested).
@@ -20,7 +20,7 @@ from ffe_engine.market.simulated import SimulatedFeed
 from pipeline_helpers import START_TS, make_settings, max_concurrent_positions, open_pipeline
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
-BARS = 2000
+BARS = 800  # 2,400 bars of three symbols: 30 to 60 positions opened and 50 to 150 entries refused at the limit
 
 
 async def _run(settings) -> None:

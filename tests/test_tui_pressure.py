@@ -141,7 +141,7 @@ async def test_scrolled_up_the_log_stays_put_and_says_so_until_end(tmp_path):
 async def test_a_failing_gate_is_always_on_screen_at_80x24(tmp_path):
     """DAILY_TRADES is the last of 14 gates: at 80x24 the gates pane has room for fewer, and the one refusing
     every entry must still be the one the operator sees."""
-    app = console(tmp_path, speed=2.0, risk={"max_daily_trades": 1})
+    app = console(tmp_path, speed=8.0, risk={"max_daily_trades": 1})
     async with app.run_test(size=(80, 24)) as pilot:
         await running(pilot)
         while not app.pane_visible("gates"):
