@@ -102,6 +102,8 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     # The writer process chains the records (chain.py), on the other core: a hash per record is a few percent of
     # the engine's time.
     store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades", chain=full)
+    if full:  # built whole when the run is closed: full pages, and no index to keep up during the run
+        await store.defer_decision_indexes()
     redactor = Redactor(settings.secrets())
     clock = SimClock()
     bus = EventBus(clock, redact=redactor.text if redactor.secrets else None, chain=False)

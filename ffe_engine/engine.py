@@ -83,7 +83,8 @@ class RunProfile:
     synchronous_feed: bool  # the feed's candles taken without waiting (a file already read)
     equity_curve: bool  # the equity at each bar's close kept for the report
     # Every decision recorded (a `decision` event with its votes, gates and sizing). Without them the engine counts
-    # the refusals per gate instead; orders, fills, trades and weights are recorded either way.
+    # the refusals per gate instead (an entry's gates after the first that refuses it are then not measured);
+    # orders, fills, trades and weights are recorded either way.
     decision_records: bool = True
     # Stretches of a replay where no order is in flight and no bar can trade (the precomputed signals and the
     # positions' stops say so) are booked in one step, not bar by bar (Engine._idle_stretch): only for a run that
@@ -803,7 +804,9 @@ class Engine:
         intent = OrderIntent(symbol=d.symbol, side=Side.BUY, quantity=qty, reason=OrderReason.SIGNAL,
                              decision_id=d.decision_id, confidence=d.ensemble.confidence, ref_price=d.price,
                              stop_loss=sizing.get("stop_loss"), take_profit=sizing.get("take_profit"))
-        gates = self.orders.check(intent)
+        # Without decision records nothing keeps a refused entry's gates past the one that refused it (its code
+        # and reason are counted): the gates after it are not measured.
+        gates = self.orders.check(intent, until_refused=not self.profile.decision_records)
         d.gates = gates
         failure = first_failure(gates)
         if failure is not None:

@@ -101,8 +101,8 @@ class OrderPath:
     def pending_exit_qty(self, symbol: str) -> float:
         return sum(o.quantity - o.filled for o in self.live.values() if o.symbol == symbol and o.reduce_only)
 
-    def check(self, intent: OrderIntent) -> list[GateResult]:
-        return self.gatekeeper.evaluate(intent)
+    def check(self, intent: OrderIntent, *, until_refused: bool = False) -> list[GateResult]:
+        return self.gatekeeper.evaluate(intent, until_refused=until_refused)
 
     def _emit(self, o: Order) -> None:
         self.bus.publish(OrderEvent(client_order_id=o.client_order_id, decision_id=o.decision_id, symbol=o.symbol,

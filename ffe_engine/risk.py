@@ -11,7 +11,7 @@ with the same detail recorded, so a fresh paper run can trade while its history 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .config import RiskSettings
 from .model import GateResult, OrderReason, Side, floor_to_step
@@ -96,19 +96,26 @@ class Gatekeeper:
     def _missing(self, code: str, limit: Any) -> GateResult:
         return GateResult(code, None, limit, not self.live, INPUT_MISSING)
 
-    def evaluate(self, it: OrderIntent) -> list[GateResult]:
-        gates = self._gates(it)
-        for g in gates:
+    def evaluate(self, it: OrderIntent, *, until_refused: bool = False) -> list[GateResult]:
+        """The gates of `it`, in GATE_ORDER. With `until_refused`, the gates after the first that refuses are not
+        measured: for a caller that keeps no more of a refusal than which gate made it and why (a backtest
+        without decision records). The verdict and the first refusal are the same either way."""
+        gates = []
+        for g in self._gates(it):
+            gates.append(g)
             if not g.passed:
                 self.denials[g.code] += 1
+                if until_refused:
+                    break
         return gates
 
-    def _gates(self, it: OrderIntent) -> list[GateResult]:
-        gates = [self.trading.allows(it)]
-        gates.append(GateResult("BREAKER_OPEN", "allows" if self.breaker_allows() else "open", "closed or probe",
-                                self.breaker_allows()))
+    def _gates(self, it: OrderIntent) -> Iterator[GateResult]:
+        """Each gate in turn, measured when it is reached."""
+        yield self.trading.allows(it)
+        yield GateResult("BREAKER_OPEN", "allows" if self.breaker_allows() else "open", "closed or probe",
+                         self.breaker_allows())
         if it.reduce_only:
-            return gates
+            return
         r = self.risk
         pf = self.pf
         price = it.ref_price or pf.last_price.get(it.symbol)
@@ -116,63 +123,62 @@ class Gatekeeper:
 
         last = self.last_bar_ts(it.symbol)
         if last is None:
-            gates.append(self._missing("DATA_STALE", r.stale_after_bars))
+            yield self._missing("DATA_STALE", r.stale_after_bars)
         else:
             # `last` is the open time of the newest closed bar; it is current while now < its close + 1 bar.
             age = max(0.0, (self.now_ms() - last - self.timeframe_ms) / self.timeframe_ms)
-            gates.append(GateResult("DATA_STALE", round(age, 2), r.stale_after_bars, age <= r.stale_after_bars))
+            yield GateResult("DATA_STALE", round(age, 2), r.stale_after_bars, age <= r.stale_after_bars)
 
         conf = it.confidence
         if conf is None:
             if it.reason is OrderReason.OPERATOR:  # the operator is the judgement; recorded as such
-                gates.append(GateResult("MIN_CONFIDENCE", None, r.min_confidence, True, "operator order"))
+                yield GateResult("MIN_CONFIDENCE", None, r.min_confidence, True, "operator order")
             else:
-                gates.append(self._missing("MIN_CONFIDENCE", r.min_confidence))
+                yield self._missing("MIN_CONFIDENCE", r.min_confidence)
         else:
-            gates.append(GateResult("MIN_CONFIDENCE", round(conf, 4), r.min_confidence, conf >= r.min_confidence))
+            yield GateResult("MIN_CONFIDENCE", round(conf, 4), r.min_confidence, conf >= r.min_confidence)
 
         open_now = pf.held() + self.pending_entries()
-        gates.append(GateResult("MAX_OPEN_POSITIONS", open_now + 1, r.max_open_positions,
-                                open_now + 1 <= r.max_open_positions))
+        yield GateResult("MAX_OPEN_POSITIONS", open_now + 1, r.max_open_positions,
+                         open_now + 1 <= r.max_open_positions)
 
         if price is None or price <= 0 or equity <= 0:
             for code, limit in (("POSITION_SIZE", r.max_position_pct), ("CONCENTRATION", r.max_concentration_pct),
                                 ("LEVERAGE", r.max_leverage)):
-                gates.append(self._missing(code, limit))
+                yield self._missing(code, limit)
             notional = None
         else:
             notional = it.quantity * price
             size_pct = 100.0 * notional / equity
-            gates.append(GateResult("POSITION_SIZE", _r(size_pct), r.max_position_pct, size_pct <= r.max_position_pct))
+            yield GateResult("POSITION_SIZE", _r(size_pct), r.max_position_pct, size_pct <= r.max_position_pct)
             conc = 100.0 * (pf.exposure(it.symbol) + notional) / equity
-            gates.append(GateResult("CONCENTRATION", _r(conc), r.max_concentration_pct,
-                                    conc <= r.max_concentration_pct))
+            yield GateResult("CONCENTRATION", _r(conc), r.max_concentration_pct,
+                             conc <= r.max_concentration_pct)
             lev = (pf.gross_exposure() + notional) / equity
-            gates.append(GateResult("LEVERAGE", _r(lev), r.max_leverage, lev <= r.max_leverage + 1e-9))
+            yield GateResult("LEVERAGE", _r(lev), r.max_leverage, lev <= r.max_leverage + 1e-9)
 
         dd = pf.drawdown_pct()
-        gates.append(GateResult("DRAWDOWN", _r(dd), r.max_drawdown_pct, dd <= r.max_drawdown_pct))
+        yield GateResult("DRAWDOWN", _r(dd), r.max_drawdown_pct, dd <= r.max_drawdown_pct)
         dl = pf.day_loss_pct()
-        gates.append(GateResult("DAILY_LOSS", _r(dl), r.daily_loss_limit_pct, dl <= r.daily_loss_limit_pct))
+        yield GateResult("DAILY_LOSS", _r(dl), r.daily_loss_limit_pct, dl <= r.daily_loss_limit_pct)
 
         if notional is None:
-            gates.append(self._missing("VAR", r.max_var_pct))
+            yield self._missing("VAR", r.max_var_pct)
         else:
             signed = notional if it.side is Side.BUY else -notional
             var = pf.var_pct(r.var_confidence, {it.symbol: signed}, horizon_bars=self.bars_per_day,
                              window=r.var_window)
             if var is None:
-                gates.append(self._missing("VAR", r.max_var_pct))
+                yield self._missing("VAR", r.max_var_pct)
             else:
-                gates.append(GateResult("VAR", _r(var), r.max_var_pct, var <= r.max_var_pct))
+                yield GateResult("VAR", _r(var), r.max_var_pct, var <= r.max_var_pct)
 
-        gates.append(self._correlation(it))
+        yield self._correlation(it)
 
         rate = pf.orders_in_last(self.now_ms())
-        gates.append(GateResult("ORDER_RATE", rate, r.max_orders_per_minute, rate < r.max_orders_per_minute))
-        gates.append(GateResult("DAILY_TRADES", pf.entries_today, r.max_daily_trades,
-                                pf.entries_today < r.max_daily_trades))
-        return gates
+        yield GateResult("ORDER_RATE", rate, r.max_orders_per_minute, rate < r.max_orders_per_minute)
+        yield GateResult("DAILY_TRADES", pf.entries_today, r.max_daily_trades,
+                         pf.entries_today < r.max_daily_trades)
 
     def _correlation(self, it: OrderIntent) -> GateResult:
         limit = self.risk.max_correlation

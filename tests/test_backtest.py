@@ -217,6 +217,21 @@ def test_the_run_records_in_a_folder_of_its_own_never_in_the_live_database(backt
     assert [row[0] for row in db_rows(db, "SELECT seq FROM events ORDER BY seq")] == seqs
 
 
+def test_a_finished_run_has_the_decision_indexes_and_a_lookup_by_decision_uses_them(backtest):
+    # The run builds them when it ends (store.defer_decision_indexes): the same definitions as a live database's.
+    cwd, _, r = backtest
+    db = cwd / r["database"]
+    indexes = dict(db_rows(db, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+    assert indexes["votes_decision"] == "CREATE INDEX votes_decision ON votes (decision_id)"
+    assert indexes["gate_results_decision"] == "CREATE INDEX gate_results_decision ON gate_results (decision_id)"
+    did = db_value(db, "SELECT decision_id FROM gate_results WHERE decision_id IS NOT NULL LIMIT 1")
+    for table, index in (("votes", "votes_decision"), ("gate_results", "gate_results_decision")):
+        plan = " ".join(str(row[-1]) for row in db_rows(db, f"EXPLAIN QUERY PLAN SELECT * FROM {table} "
+                                                            "WHERE decision_id = ?", (did,)))
+        assert f"USING INDEX {index}" in plan, plan
+    assert db_value(db, "SELECT COUNT(*) FROM gate_results WHERE decision_id = ?", (did,)) > 0
+
+
 def test_symbol_eq_file_names_the_symbol_and_each_run_gets_its_own_folder(backtest):
     cwd, _, first = backtest
     write_slice(BTC_CSV, cwd / "prices.csv", 600)

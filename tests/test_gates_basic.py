@@ -112,6 +112,24 @@ def test_breaker_open_refuses_until_the_probe_is_due():
     assert all(g.passed for g in gatekeeper(portfolio(), breaker=breaker).evaluate(entry()))
 
 
+def test_until_refused_stops_at_the_first_refusal_with_the_same_verdict_and_reason():
+    # A backtest without decision records keeps only an entry's first refusal: the gates after it are not measured.
+    # Two refusals here (MIN_CONFIDENCE, then DRAWDOWN); the full evaluation measures both.
+    pf = portfolio()
+    pf.peak_equity = 20_000.0  # equity 10,000: a 50% drawdown
+    gk = gatekeeper(pf, max_drawdown_pct=15, min_confidence=0.9)
+    full = gk.evaluate(entry(confidence=0.8))
+    assert [g.code for g in full] == list(GATE_ORDER)
+    assert [g.code for g in full if not g.passed] == ["MIN_CONFIDENCE", "DRAWDOWN"]
+    short = gk.evaluate(entry(confidence=0.8), until_refused=True)
+    assert short == full[:len(short)] and short[-1] is first_failure(short)
+    assert [g.code for g in short] == list(GATE_ORDER[:GATE_ORDER.index("MIN_CONFIDENCE") + 1])
+    assert first_failure(short).refusal() == first_failure(full).refusal()
+    # An entry that passes is measured by every gate either way.
+    passing = gatekeeper(portfolio()).evaluate(entry(), until_refused=True)
+    assert [g.code for g in passing] == list(GATE_ORDER) and all(g.passed for g in passing)
+
+
 def test_data_stale_refuses_when_the_last_candle_is_older_than_the_limit():
     # The newest bar opened 5 minutes before "now": it closed 4 bars ago, over the limit of 3.
     gates = gatekeeper(portfolio(), last_bar=NOW - 5 * MIN).evaluate(entry())
