@@ -4,11 +4,12 @@ trade alike, bit for bit, and each leaves only what it promises on disk, within 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, db_rows, run_ffe
+from conftest import BTC_CSV, ETH_CSV, db_rows, ffe_cmd, ffe_env, run_ffe
 from ffe_engine import records
 
 LEVELS = ("full", "trades", "summary")
@@ -19,14 +20,18 @@ RUN_FIELDS = {"run_id", "records", "database", "audit", "elapsed_s", "bars_per_s
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, dict]:
-    out = {}
-    for level in LEVELS:
+    started = {}
+    for level in LEVELS:  # the three at once, each a whole process of its own
         cwd = tmp_path_factory.mktemp(level)
-        proc = run_ffe(cwd, "backtest", str(BTC_CSV), str(ETH_CSV), "--records", level, "--report", "report.json",
-                       timeout=300)
-        assert proc.returncode == 0, proc.stderr
+        started[level] = cwd, subprocess.Popen(
+            ffe_cmd("backtest", str(BTC_CSV), str(ETH_CSV), "--records", level, "--report", "report.json"), cwd=cwd,
+            env=ffe_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = {}
+    for level, (cwd, proc) in started.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
         report = json.loads((cwd / "report.json").read_text())
-        out[level] = {"cwd": cwd, "report": report, "stdout": proc.stdout}
+        out[level] = {"cwd": cwd, "report": report, "stdout": stdout}
     return out
 
 
