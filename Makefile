@@ -30,11 +30,13 @@ run: $(STAMP)
 # subprocesses, sockets and disks the tests use (on 2 cores, quiet, Python 3.12: 4.5 min with three workers, 3.8 to
 # 4.1 with four, no less with five). mypy runs beside them and its verdict is printed after theirs. The tests start
 # a few hundred Python processes: ffe's modules are compiled once first, so each reads them compiled, even where
-# PYTHONDONTWRITEBYTECODE keeps Python from caching.
+# PYTHONDONTWRITEBYTECODE keeps Python from caching; the test modules are collected once first for the same
+# reason, which leaves pytest's rewritten modules cached for the workers (each would spend ~3 s of CPU on them).
 test: $(STAMP)
 	$(BIN)/coverage erase
 	$(BIN)/python -m compileall -q ffe_engine ffe_tui ffe_cli > /dev/null
 	@types=$$(mktemp); $(BIN)/python -m mypy > $$types 2>&1 & mypy=$$!; \
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest --collect-only -q -p no:cacheprovider > /dev/null 2>&1; \
 	COVERAGE_CORE=$$($(BIN)/python -c 'import sys; print("sysmon" if sys.version_info >= (3, 12) else "ctrace")') \
 	$(BIN)/coverage run -m pytest -q -n 4 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); tests=$$?; \
 	wait $$mypy; typed=$$?; echo "mypy:"; cat $$types; rm -f $$types; \
