@@ -652,25 +652,20 @@ class Engine:
             sym = symbols[k]
             s = series[k]
             pos = positions.get(sym)
-            if pos is None:
-                if mark & BUY_CODE:
-                    res = decide(votes(sym, i), [])
-                    if res.action is Action.BUY:
-                        break
-                    decided[k] = (ids + 1, i, res, "hold" if res.action is Action.HOLD else "no_position")
-                    if res.action is not Action.HOLD:
-                        loaded[k] = i  # on_candle loads the bar's indicators for any verdict but HOLD
-            else:
+            if pos is None:  # only a BUY could trade
+                code, trades, refused = BUY_CODE, Action.BUY, "no_position"
+            else:  # only a SELL, or the position's stop-loss or take-profit
                 if ((pos.stop_loss is not None and s.low[i] <= pos.stop_loss)
                         or (pos.take_profit is not None and s.high[i] >= pos.take_profit)):
                     break
-                if mark & SELL_CODE:
-                    res = decide(votes(sym, i), [])
-                    if res.action is Action.SELL:
-                        break
-                    decided[k] = (ids + 1, i, res, "hold" if res.action is Action.HOLD else "in_position")
-                    if res.action is not Action.HOLD:
-                        loaded[k] = i
+                code, trades, refused = SELL_CODE, Action.SELL, "in_position"
+            if mark & code:
+                res = decide(votes(sym, i), [])
+                if res.action is trades:
+                    break
+                decided[k] = (ids + 1, i, res, "hold" if res.action is Action.HOLD else refused)
+                if res.action is not Action.HOLD:
+                    loaded[k] = i  # on_candle loads the bar's indicators for any verdict but HOLD
             if mark:
                 ids += 1
             rows[k] = i + 1
