@@ -164,6 +164,15 @@ async def test_exchange_unreachable_at_a_reconciliation_pauses_and_clears_once_i
         assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok", "failed", "ok"]
 
 
+async def an_order_in_doubt(e, fx, side: Side, quantity: float) -> str:
+    """An operator's order that the exchange places and fills while its answer is lost: in doubt. Its client id."""
+    fx.fault(POST_ORDER, "drop_after")
+    sub = await e.orders.submit(OrderIntent(symbol=BTC, side=side, quantity=quantity, reason=OrderReason.OPERATOR,
+                                            ref_price=30_000.0))
+    assert sub.accepted and sub.order.status is OrderStatus.IN_DOUBT, sub.reason
+    return sub.order.client_order_id
+
+
 async def test_a_fill_of_an_order_in_doubt_at_the_start_is_counted_once_in_the_cash(tmp_path, fx):
     # The engine stops with a buy in doubt: the exchange placed and filled it, the answer was lost. At the next
     # start the exchange says for a moment that it does not know the order (twice), so the start's reconciliation reads
@@ -175,11 +184,7 @@ async def test_a_fill_of_an_order_in_doubt_at_the_start_is_counted_once_in_the_c
     async with engine_session(settings, live=True) as running:
         e = running.engine
         await next_bar(e, fx)
-        fx.fault(POST_ORDER, "drop_after")
-        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01,
-                                                reason=OrderReason.OPERATOR, ref_price=30_000.0))
-        assert sub.accepted and sub.order.status is OrderStatus.IN_DOUBT, sub.reason
-        cid = sub.order.client_order_id
+        cid = await an_order_in_doubt(e, fx, Side.BUY, 0.01)
     assert rows(db, "SELECT status FROM orders") == [("in_doubt",)]
     assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
     usdt = fx.balances["USDT"].total
@@ -211,11 +216,7 @@ async def test_accept_waits_until_no_order_is_in_doubt(tmp_path, fx):
         e = running.engine
         await running.start_control()
         await next_bar(e, fx)
-        fx.fault(POST_ORDER, "drop_after")
-        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01,
-                                                reason=OrderReason.OPERATOR, ref_price=30_000.0))
-        assert sub.accepted and sub.order.status is OrderStatus.IN_DOUBT, sub.reason
-        cid = sub.order.client_order_id
+        cid = await an_order_in_doubt(e, fx, Side.BUY, 0.01)
         assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
         usdt = fx.balances["USDT"].total
         # lookups that fail (a final error, not an outage): the order stays in doubt whatever the time
@@ -264,11 +265,7 @@ async def test_a_fill_of_an_order_in_doubt_at_the_start_sets_no_peak_before_the_
                                                    reason=OrderReason.OPERATOR, ref_price=30_000.0))
         assert bought.accepted and bought.order.status is OrderStatus.FILLED, bought.reason
         held = e.portfolio.positions[BTC].quantity
-        fx.fault(POST_ORDER, "drop_after")
-        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=held,
-                                                reason=OrderReason.OPERATOR, ref_price=30_000.0))
-        assert sub.accepted and sub.order.status is OrderStatus.IN_DOUBT, sub.reason
-        cid = sub.order.client_order_id
+        cid = await an_order_in_doubt(e, fx, Side.SELL, held)
     assert [(o.client_id, o.status) for o in fx.orders][1:] == [(cid, "FILLED")]
     assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
     usdt = fx.balances["USDT"].total  # all the account holds now
