@@ -200,6 +200,11 @@ class Store:
         self._deferred_indexes = False
         self._before_events: Callable[[], Awaitable[None]] | None = None
         self._written_seq: Callable[[], int] | None = None
+        self._last_seq = 0  # of the last event buffered
+        # While a fill is being recorded: the seq of the last event before its own, which other writers write up to
+        # and no further (add_fill).
+        self._held_after: int | None = None
+        self._fill_turn = asyncio.Lock()
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
         # transaction must not interleave with another's.
         self._lock = asyncio.Lock()
@@ -395,6 +400,7 @@ class Store:
         """Event sink: the events table holds each event's audit record; a `decision` event's record is also
         indexed in the decisions, votes and gate_results tables (sqlwriter.index_rows)."""
         self._events.append((ev.seq, ev.ts, ev.name, line))
+        self._last_seq = ev.seq
 
     def write_events_first(self, write: Callable[[], Awaitable[None]], written_seq: Callable[[], int]) -> None:
         """Another record of the same events (the audit trail) is never behind the database: `write()` is awaited
@@ -407,9 +413,12 @@ class Store:
     async def _write_buffers(self) -> None:
         gates, events = self._gates, self._events
         self._gates, self._events = [], []
-        if events and self._written_seq is not None and events[-1][0] > self._written_seq():
-            # Not all in the audit trail yet (published while it was written, or it is stalled): those wait.
-            last = self._written_seq()
+        # Not all in the audit trail yet (published while it was written, or it is stalled), or published with a
+        # fill not recorded yet: those wait.
+        last = self._written_seq() if self._written_seq is not None else None
+        if self._held_after is not None:
+            last = self._held_after if last is None else min(last, self._held_after)
+        if events and last is not None and events[-1][0] > last:
             n = len(events)
             while n and events[n - 1][0] > last:
                 n -= 1
@@ -596,13 +605,29 @@ class Store:
                                 (decision_id,))
         return {r[0]: r[1] for r in rows}
 
-    async def add_fill(self, f: Fill, order: Order, record: "FillRecord | None" = None) -> None:
+    async def add_fill(self, f: Fill, order: Order, record: "FillRecord | None" = None,
+                       publish: Callable[[], None] | None = None) -> None:
         """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
-        trade, book state), in one transaction with the events buffered so far (the fill's own event among them,
-        already in the audit trail): after a crash either all of it is recorded or none."""
+        trade, book state), in one transaction with the events buffered so far, the fill's own event among them
+        (`publish()` publishes it; it reaches the audit trail first): after a crash either all of it is recorded
+        or none. Fills are recorded one at a time. From the fill's event until its commit, another writer that
+        takes the lock first (an operator's pause, the periodic flush) writes only the events before it: a fill's
+        event is never committed without its fill, where a kill would leave it so and the restarted engine record
+        the fill with a second event."""
+        async with self._fill_turn:
+            self._held_after = self._last_seq
+            try:
+                if publish is not None:
+                    publish()
+                await self._add_fill(f, order, record)
+            finally:
+                self._held_after = None
+
+    async def _add_fill(self, f: Fill, order: Order, record: "FillRecord | None") -> None:
         c = self.conn
         async with self._writing():
             async with self._tx():
+                self._held_after = None  # its own events are written now, in its transaction
                 if not self.batch:
                     await self._write_buffers()
                 await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts, fee_base) "

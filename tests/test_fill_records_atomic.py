@@ -56,8 +56,8 @@ def test_every_committed_fill_has_its_event_committed_and_in_the_audit_file(tmp_
         p = await open_pipeline(settings, feed=feed, clock=clock)
         add_fill = p.store.add_fill
 
-        async def add_fill_then_crash_here(f, order, record=None):
-            await add_fill(f, order, record)
+        async def add_fill_then_crash_here(*args, **kwargs):
+            await add_fill(*args, **kwargs)
             fills, events = committed_state(settings.db_path, tmp_path / f"crash{len(checked)}.db")
             checked.append(len(fills))
             missing = [x for x in fills if x not in events]
@@ -75,4 +75,57 @@ def test_every_committed_fill_has_its_event_committed_and_in_the_audit_file(tmp_
 
     asyncio.run(main())
     assert len(checked) >= 3, f"the run made only {len(checked)} fills"
+    assert not problems, "\n".join(problems[:5])
+
+
+
+def test_a_write_that_gets_in_before_a_fill_does_not_commit_the_fill_s_event_without_it(tmp_path):
+    """The store writes the audit trail before it takes its lock for the fill: another writer (an operator's pause,
+    the periodic flush) can take the lock first. What it commits must not hold the fill's event without the fill:
+    `ffe doctor` run beside an engine found that (a fill event without its fill), and a kill at that instant would
+    leave it so for good, and a second event for the fill once the restarted engine records it."""
+    settings = make_settings(tmp_path, symbols=SYMBOLS, market={"seed": 7}, risk={"min_confidence": 0.3},
+                             engine={"warmup_bars": 40})
+    checked: list[str] = []
+    problems: list[str] = []
+
+    async def main() -> None:
+        clock = SimClock()
+        feed = SimulatedFeed(SYMBOLS, settings.engine.timeframe_ms, seed=7, clock=clock, speed=0.0,
+                             start_ts=START_TS, max_bars=600)
+        p = await open_pipeline(settings, feed=feed, clock=clock)
+        add_fill = p.store.add_fill
+        in_fill = False
+
+        def look(when: str) -> None:
+            fills, events = committed_state(settings.db_path, tmp_path / f"crash{len(checked)}.db")
+            alone = [x for x in events if events.count(x) > fills.count(x)]
+            if alone:
+                problems.append(f"{when}: fill events committed without their fill: {alone}")
+            checked.append(when)
+
+        async def audit_then_another_write() -> None:
+            await p.audit.flush()
+            if in_fill:  # the fill's event is in the audit file now; another writer gets the lock first
+                await p.store.flush(audit_first=False)
+                look("after the other write")
+
+        async def recording_a_fill(*args, **kwargs):
+            nonlocal in_fill
+            in_fill = True
+            try:
+                await add_fill(*args, **kwargs)
+            finally:
+                in_fill = False
+            look("after the fill")
+
+        p.store.write_events_first(audit_then_another_write, p.audit.written)
+        p.store.add_fill = recording_a_fill
+        try:
+            await asyncio.wait_for(p.engine.run(), timeout=300)
+        finally:
+            await p.close()
+
+    asyncio.run(main())
+    assert checked.count("after the other write") >= 3, f"the other write came before {len(checked)} fill(s) only"
     assert not problems, "\n".join(problems[:5])
