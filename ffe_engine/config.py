@@ -1,9 +1,9 @@
 """Settings: config.toml, then .env, then FFE_ environment variables (later wins).
 
 Environment keys carry the `FFE_` prefix and `__` between levels: `FFE_RISK__MAX_OPEN_POSITIONS=3`. Unknown keys are
-errors at every level and in every source. Each source is read here rather than by pydantic-settings' own sources so
-that an error can name the file and line (or the variable) it came from; the merged result is validated once by the
-models below. Every problem surfaces as one ConfigError whose message is a single line and never holds a secret.
+errors at every level and in every source. Each source is read here, so that an error can name the file and line (or
+the variable) it came from; the merged result is validated once by the models below (plain pydantic models:
+`Settings(...)` takes only its arguments, so code and tests get plain defaults). Every problem surfaces as one ConfigError whose message is a single line and never holds a secret.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import FfeError
 
@@ -376,14 +375,8 @@ class AlertSettings(_Section):
         return value
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        extra="forbid",
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=ENV_DELIMITER,
-        validate_assignment=True,
-        allow_inf_nan=False,
-    )
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
 
     mode: Literal["paper", "live"] = "paper"
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -406,19 +399,6 @@ class Settings(BaseSettings):
     _source_files: list[Path] = PrivateAttr(default_factory=list)
     _sources: list[str] = PrivateAttr(default_factory=list)
     _origins: dict[Path_, Origin] = PrivateAttr(default_factory=dict)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_settings() reads the file, .env and the environment itself so that errors can name file, line and
-        # variable. Settings(...) on its own takes only its arguments: code and tests get plain defaults.
-        return (init_settings,)
 
     @property
     def data_dir(self) -> Path:
