@@ -22,17 +22,19 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from . import logs
-from .channels import Channel, DeliveryFailed
+from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RunEvent)
 from .tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logs.get_logger("ffe.alerts")
 
@@ -220,7 +222,8 @@ class Notifier:
 
     # ------------------------------------------------------------------ delivering
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        if self.channels:
+            self._session = new_session()
         for c in self.channels:
             self.status[c.name].pending = await self.store.pending_alerts(c.name)
             self._tasks.append(asyncio.create_task(self._deliver(c), name=f"ffe-alerts-{c.name}"))

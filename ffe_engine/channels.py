@@ -8,17 +8,26 @@ HTTP status or its exception class, never by the URL it went to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from .config import AlertSettings
+
+if TYPE_CHECKING:
+    import aiohttp
 
 SEVERITY_MARK = {"page": "PAGE", "warn": "WARN", "info": "INFO"}
 
 
 class DeliveryFailed(Exception):
     """One delivery attempt failed; the message is safe to log (no URL, no token)."""
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The HTTP client the channels and the heartbeat send with. aiohttp is imported here, by the runs that send:
+    importing it costs about a tenth of a second, and most runs have no channel configured."""
+    import aiohttp
+
+    return aiohttp.ClientSession()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,8 @@ class Channel:
                 "created_ts": alert["created_ts"], "source": "ffe"}
 
     async def send(self, session: aiohttp.ClientSession, alert: dict[str, Any], timeout_s: float) -> None:
+        import aiohttp  # already loaded: the session is aiohttp's
+
         try:
             async with session.post(self.url, json=self.body(alert),
                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
@@ -71,6 +82,8 @@ def channels_from(cfg: AlertSettings) -> list[Channel]:
 
 async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> None:
     """A heartbeat: a GET whose arrival is the message (healthchecks.io, Uptime Kuma push, Cronitor, ...)."""
+    import aiohttp  # already loaded: the session is aiohttp's
+
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             if resp.status >= 300:
@@ -88,7 +101,7 @@ async def send_test(cfg: AlertSettings, text: str) -> list[tuple[str, str | None
     the outbox. Each channel's result: None when delivered, else why not."""
     results: list[tuple[str, str | None]] = []
     alert = {"key": "TEST", "kind": "TEST", "severity": "info", "text": text, "created_ts": None}
-    async with aiohttp.ClientSession() as session:
+    async with new_session() as session:
         for channel in channels_from(cfg):
             try:
                 await channel.send(session, alert, cfg.timeout_s)

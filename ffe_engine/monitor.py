@@ -16,17 +16,16 @@ import ipaddress
 import os
 from typing import Any, Callable
 
-import aiohttp
 import orjson
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import logs
 from .alerts import ALERTING, Alert, Notifier
-from .channels import DeliveryFailed, channels_from, ping
+from .channels import DeliveryFailed, channels_from, new_session, ping
 from .config import Settings
 from .errors import StartError
 from .health import HEALTHY, assess, data_stale_after
+from .httpd import HttpServer, Response
 from .metrics import COUNTED, EngineMetrics
 from .tasks import cancel_and_wait
 
@@ -74,7 +73,7 @@ class Monitor:
         self.url: str | None = None
         self.heartbeat: dict[str, Any] = {"configured": settings.alerts.heartbeat_url is not None, "sent": 0,
                                           "failures": 0, "last_success": None, "skipped": 0}
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stale: set[str] = set()
         self._stalled = False
@@ -146,52 +145,44 @@ class Monitor:
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="ffe-heartbeat"))
 
     async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_get("/health", self._health_handler)
-        app.router.add_get("/metrics", self._metrics_handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
+        server = HttpServer({"/health": self._health_handler, "/metrics": self._metrics_handler})
         try:
-            await site.start()
+            port = await server.start(self.cfg.host, self.cfg.port)
         except OSError as exc:
-            await runner.cleanup()
             reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             raise StartError(f"monitor: cannot listen on {self.cfg.host}:{self.cfg.port}: {reason}") from None
-        self._runner = runner
-        port = runner.addresses[0][1] if runner.addresses else self.cfg.port  # the port 0 chose
+        self._server = server
         host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
         self.url = f"http://{host}:{port}"
         log.info("monitor listening", url=self.url)
 
-    def _authorised(self, request: web.Request) -> bool:
+    def _authorised(self, headers: dict[str, str]) -> bool:
         token = self.cfg.token
         if token is None:
             return True
-        given = request.headers.get("Authorization", "")
+        given = headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode())
 
-    async def _health_handler(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return web.Response(status=401, text="bearer token required\n")
+    async def _health_handler(self, headers: dict[str, str]) -> Response:
+        if not self._authorised(headers):
+            return Response(401, b"bearer token required\n")
         verdict = self.health()
         body = orjson.dumps(verdict)
         if self._redact is not None:
             body = self._redact(body.decode()).encode()
-        return web.Response(status=200 if verdict["status"] == HEALTHY else 503, body=body,
-                            content_type="application/json")
+        return Response(200 if verdict["status"] == HEALTHY else 503, body, "application/json")
 
-    async def _metrics_handler(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return web.Response(status=401, text="bearer token required\n")
-        return web.Response(body=self.metrics.text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _metrics_handler(self, headers: dict[str, str]) -> Response:
+        if not self._authorised(headers):
+            return Response(401, b"bearer token required\n")
+        return Response(200, self.metrics.text(), CONTENT_TYPE_LATEST)
 
     async def _heartbeat(self) -> None:
         cfg = self.settings.alerts
         assert cfg.heartbeat_url is not None
         url = cfg.heartbeat_url.get_secret_value()
         hb = self.heartbeat
-        async with aiohttp.ClientSession() as session:
+        async with new_session() as session:
             while True:
                 if self.loop_alive():
                     try:
@@ -208,8 +199,8 @@ class Monitor:
     async def close(self) -> None:
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
         await self.notifier.close()
 

@@ -606,7 +606,7 @@ class Store:
         return {r[0]: r[1] for r in rows}
 
     async def add_fill(self, f: Fill, order: Order, record: "FillRecord | None" = None,
-                       publish: Callable[[], None] | None = None) -> None:
+                       publish: Callable[[], object] | None = None) -> None:
         """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
         trade, book state), in one transaction with the events buffered so far, the fill's own event among them
         (`publish()` publishes it; it reaches the audit trail first): after a crash either all of it is recorded
