@@ -11,10 +11,12 @@ from enter by most terminals.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from textual.binding import Binding
+from typing import TYPE_CHECKING
 
 from ffe_engine.errors import FfeError
+
+if TYPE_CHECKING:
+    from textual.binding import Binding
 
 
 class KeymapError(FfeError):
@@ -83,6 +85,9 @@ _ALIASES = {"?": "question_mark", "/": "slash", " ": "space", "esc": "escape", "
 
 
 def bindings() -> list[Binding]:
+    # Textual is imported here, by the console: `ffe config check` validates the keys without it.
+    from textual.binding import Binding
+
     # The kill keys are taken by the console itself before any binding is looked at (ConsoleApp.on_event): as a
     # priority binding, K would also fire inside a text field.
     return [Binding(k.keys, k.action, k.description, show=k.footer, priority=k.priority and k.id != "kill", id=k.id)
