@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Awaitable, Callable
 
+from . import logs
+
+log = logs.get_logger("ffe.httpd")
+
 
 @dataclass(frozen=True, slots=True)
 class Response:
@@ -91,4 +95,8 @@ class HttpServer:
             return Response(404, b"not found\n"), method == "HEAD"
         if method not in ("GET", "HEAD"):
             return Response(405, b"GET only\n"), False
-        return await handler(headers), method == "HEAD"
+        try:
+            return await handler(headers), method == "HEAD"
+        except Exception as exc:  # a failing handler is answered, and said in the log; the server goes on
+            log.error("http handler failed", path=target.split("?", 1)[0], error=f"{type(exc).__name__}: {exc}")
+            return Response(500, b"internal error\n"), False

@@ -23,9 +23,13 @@ async def raw(port: int, data: bytes) -> bytes:
     return answer
 
 
+async def broken(headers: dict[str, str]) -> Response:
+    raise RuntimeError("a bug in a handler")
+
+
 def test_routes_methods_and_bad_requests():
     async def main() -> None:
-        server = HttpServer({"/hello": hello})
+        server = HttpServer({"/hello": hello, "/broken": broken})
         port = await server.start("127.0.0.1", 0)
         try:
             async with aiohttp.ClientSession() as s:
@@ -38,6 +42,10 @@ def test_routes_methods_and_bad_requests():
                     assert r.status == 405
                 async with s.head(f"http://127.0.0.1:{port}/hello") as r:
                     assert r.status == 200 and await r.read() == b""
+                async with s.get(f"http://127.0.0.1:{port}/broken") as r:
+                    assert r.status == 500
+                async with s.get(f"http://127.0.0.1:{port}/hello") as r:  # and it goes on serving
+                    assert r.status == 200
             assert (await raw(port, b"nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
             assert (await raw(port, b"GET /hello HTTP/1.1\r\nno colon here\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
             huge = b"GET /hello HTTP/1.1\r\nX-Pad: " + b"a" * 40_000 + b"\r\n\r\n"
