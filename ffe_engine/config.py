@@ -3,7 +3,8 @@
 Environment keys carry the `FFE_` prefix and `__` between levels: `FFE_RISK__MAX_OPEN_POSITIONS=3`. Unknown keys are
 errors at every level and in every source. Each source is read here, so that an error can name the file and line (or
 the variable) it came from; the merged result is validated once by the models below (plain pydantic models:
-`Settings(...)` takes only its arguments, so code and tests get plain defaults). Every problem surfaces as one ConfigError whose message is a single line and never holds a secret.
+`Settings(...)` takes only its arguments, so code and tests get plain defaults). Every problem surfaces as one
+ConfigError whose message is a single line and never holds a secret.
 """
 
 from __future__ import annotations
