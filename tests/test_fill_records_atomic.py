@@ -9,11 +9,19 @@ the books that the records never mention.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import random
 import sqlite3
 
-from ffe_engine.clock import SimClock
+import pytest
+
+from ffe_engine.audit import AuditWriter
+from ffe_engine.clock import SimClock, WallClock
+from ffe_engine.events import EngineStateChanged, EventBus, FillEvent
 from ffe_engine.market.simulated import SimulatedFeed
+from ffe_engine.model import Fill, Order, OrderReason, Side
+from ffe_engine.store import Store
 
 from pipeline_helpers import START_TS, make_settings, open_pipeline
 
@@ -129,3 +137,81 @@ def test_a_write_that_gets_in_before_a_fill_does_not_commit_the_fill_s_event_wit
     asyncio.run(main())
     assert checked.count("after the other write") >= 3, f"the other write came before {len(checked)} fill(s) only"
     assert not problems, "\n".join(problems[:5])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_under_random_interleavings_no_commit_holds_a_fill_event_without_its_fill(tmp_path, seed):
+    """Fills of several orders recorded at once, beside flushes, state writes and other events, with the audit trail
+    yielding at random while it writes: after every write, what is committed holds no fill event without its
+    fill, and in the end every fill has its event and every event its fill."""
+    rng = random.Random(seed)
+    db_path, audit_path = tmp_path / "ffe.db", tmp_path / "audit.jsonl"
+    problems: list[str] = []
+    looks = 0
+
+    def look(after: str) -> None:
+        nonlocal looks
+        fills, events = committed_state(db_path, tmp_path / "copy.db")
+        alone = [x for x in set(events) if events.count(x) > fills.count(x)]
+        if alone:
+            problems.append(f"after {after}: fill events committed without their fill: {alone}")
+        looks += 1
+
+    async def main() -> None:
+        clock = WallClock()
+        store = await Store.open(db_path)
+        audit = AuditWriter(audit_path)
+
+        async def audit_write_yielding() -> None:
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+            await audit.flush()
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+
+        store.write_events_first(audit_write_yielding, audit.written)
+        bus = EventBus(clock)
+        bus.add_sink(store.add_event)
+        bus.add_sink(audit)
+
+        async def filler(n: int) -> None:
+            o = Order(client_order_id=f"ffe-{seed}-{n}", symbol="BTC/USDT", side=Side.BUY, quantity=1.0,
+                      type="market", reason=OrderReason.SIGNAL, venue="paper", decision_id="d", created_ts=1,
+                      updated_ts=1)
+            await store.journal_order(o, {"reason": "signal"})
+            for part in range(1, 6):
+                o.filled = part * 0.2
+                fill = Fill(client_order_id=o.client_order_id, symbol="BTC/USDT", side=Side.BUY, quantity=0.2,
+                            price=100.0 + part, fee=0.01, ts=part)
+                event = FillEvent(client_order_id=o.client_order_id, symbol="BTC/USDT", side="buy", quantity=0.2,
+                                  price=100.0 + part, fee=0.01)
+                await store.add_fill(fill, o, publish=functools.partial(bus.publish, event))
+                look(f"fill {part} of {o.client_order_id}")
+                for _ in range(rng.randrange(4)):
+                    await asyncio.sleep(0)
+
+        async def other_writer() -> None:
+            for i in range(40):
+                choice = rng.randrange(3)
+                if choice == 0:
+                    await store.flush()
+                elif choice == 1:
+                    await store.set_engine_state(rng.choice(["RUNNING", "PAUSED"]), "operator", "ctl", clock.wall())
+                else:
+                    bus.publish(EngineStateChanged(state="PAUSED", previous="RUNNING", reason=f"x{i}", by="test"))
+                look(f"other write {i} ({choice})")
+                for _ in range(rng.randrange(4)):
+                    await asyncio.sleep(0)
+
+        try:
+            await asyncio.gather(*(filler(n) for n in range(4)), other_writer(), other_writer())
+            await store.flush()
+        finally:
+            await store.close()
+            audit.close()
+
+    asyncio.run(main())
+    fills, events = committed_state(db_path, tmp_path / "final.db")
+    assert looks == 100  # 20 fills, 80 other writes
+    assert not problems, "\n".join(problems[:5])
+    assert sorted(fills) == sorted(events) and len(fills) == 20
