@@ -167,16 +167,17 @@ class Portfolio:
         if f.side is Side.BUY:
             self.cash -= f.quantity * f.price + fee_in_cash
             held = f.quantity - f.fee_base
+            dust = dust_cost = dust_fees = 0.0
             if pos is not None and self.holding(f.symbol) is None:
-                # Dust of an earlier position: a new one opens on this entry's decision, stops and price, holding
-                # the dust too (its cost is too small to move the entry price).
-                held += pos.quantity
-                dust_fees = pos.fees
+                # Dust of an earlier position: a new one opens on this entry's decision and stops, holding the dust
+                # too at its own cost (the entry price averages both, so the closed trades' P&L add up to what the
+                # account made).
+                dust, dust_cost, dust_fees = pos.quantity, pos.quantity * pos.entry_price, pos.fees
                 pos = None
-            else:
-                dust_fees = 0.0
             if pos is None:
-                pos = Position(symbol=f.symbol, side=Side.BUY, quantity=held, entry_price=f.price,
+                total = held + dust
+                pos = Position(symbol=f.symbol, side=Side.BUY, quantity=total,
+                               entry_price=(f.price * held + dust_cost) / total if total > 0 else f.price,
                                opened_ts=f.ts, stop_loss=stop_loss, take_profit=take_profit,
                                entry_decision_id=decision_id, fees=f.fee + dust_fees, last_price=f.price)
                 self.positions[f.symbol] = pos
