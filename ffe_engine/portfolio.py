@@ -177,7 +177,7 @@ class Portfolio:
             if pos is None:
                 total = held + dust
                 pos = Position(symbol=f.symbol, side=Side.BUY, quantity=total,
-                               entry_price=(f.price * held + dust_cost) / total if total > 0 else f.price,
+                               entry_price=(f.price * held + dust_cost) / total if dust and total > 0 else f.price,
                                opened_ts=f.ts, stop_loss=stop_loss, take_profit=take_profit,
                                entry_decision_id=decision_id, fees=f.fee + dust_fees, last_price=f.price)
                 self.positions[f.symbol] = pos

@@ -35,3 +35,10 @@ def test_the_dust_an_exit_leaves_keeps_its_cost_in_the_next_entry_and_the_trades
     # Flat again: the two trades' P&L, fees included, are the account's gain to the cent and beyond.
     assert first.closed.pnl + last.closed.pnl == pytest.approx(pf.cash - 10_000.0, abs=1e-9)
     assert pf.cash - 10_000.0 == pytest.approx(19.475, abs=1e-9)
+
+
+def test_an_entry_without_dust_is_at_the_fill_price_exactly():
+    pf = Portfolio(10_000.0, amount_step=0.001)
+    pf.steps[BTC] = 0.001
+    opened = pf.apply_fill(fill("a", Side.BUY, 0.01, 29_000.0, fee=0.29, ts=1, fee_base=0.00001), decision_id="d1")
+    assert opened.position is not None and opened.position.entry_price == 29_000.0  # not 29000.000000000004
