@@ -51,17 +51,31 @@ def audit_fills(path) -> list[tuple]:
     return out
 
 
+def events_without_their_fill(fills: list[tuple], events: list[tuple]) -> list[tuple]:
+    """The fill events committed more often than fills with the same order and quantity."""
+    return [x for x in set(events) if events.count(x) > fills.count(x)]
+
+
+def fill_settings(tmp_path):
+    return make_settings(tmp_path, symbols=SYMBOLS, market={"seed": 7}, risk={"min_confidence": 0.3},
+                         engine={"warmup_bars": 40})
+
+
+async def trading_pipeline(settings):
+    """An engine on a seeded market that trades within its 600 bars."""
+    clock = SimClock()
+    feed = SimulatedFeed(SYMBOLS, settings.engine.timeframe_ms, seed=7, clock=clock, speed=0.0, start_ts=START_TS,
+                         max_bars=600)
+    return await open_pipeline(settings, feed=feed, clock=clock)
+
+
 def test_every_committed_fill_has_its_event_committed_and_in_the_audit_file(tmp_path):
-    settings = make_settings(tmp_path, symbols=SYMBOLS, market={"seed": 7}, risk={"min_confidence": 0.3},
-                             engine={"warmup_bars": 40})
+    settings = fill_settings(tmp_path)
     checked: list[int] = []
     problems: list[str] = []
 
     async def main() -> None:
-        clock = SimClock()
-        feed = SimulatedFeed(SYMBOLS, settings.engine.timeframe_ms, seed=7, clock=clock, speed=0.0,
-                             start_ts=START_TS, max_bars=600)
-        p = await open_pipeline(settings, feed=feed, clock=clock)
+        p = await trading_pipeline(settings)
         add_fill = p.store.add_fill
 
         async def add_fill_then_crash_here(*args, **kwargs):
@@ -86,28 +100,23 @@ def test_every_committed_fill_has_its_event_committed_and_in_the_audit_file(tmp_
     assert not problems, "\n".join(problems[:5])
 
 
-
 def test_a_write_that_gets_in_before_a_fill_does_not_commit_the_fill_s_event_without_it(tmp_path):
     """The store writes the audit trail before it takes its lock for the fill: another writer (an operator's pause,
     the periodic flush) can take the lock first. What it commits must not hold the fill's event without the fill:
     `ffe doctor` run beside an engine found that (a fill event without its fill), and a kill at that instant would
     leave it so for good, and a second event for the fill once the restarted engine records it."""
-    settings = make_settings(tmp_path, symbols=SYMBOLS, market={"seed": 7}, risk={"min_confidence": 0.3},
-                             engine={"warmup_bars": 40})
+    settings = fill_settings(tmp_path)
     checked: list[str] = []
     problems: list[str] = []
 
     async def main() -> None:
-        clock = SimClock()
-        feed = SimulatedFeed(SYMBOLS, settings.engine.timeframe_ms, seed=7, clock=clock, speed=0.0,
-                             start_ts=START_TS, max_bars=600)
-        p = await open_pipeline(settings, feed=feed, clock=clock)
+        p = await trading_pipeline(settings)
         add_fill = p.store.add_fill
         in_fill = False
 
         def look(when: str) -> None:
             fills, events = committed_state(settings.db_path, tmp_path / f"crash{len(checked)}.db")
-            alone = [x for x in events if events.count(x) > fills.count(x)]
+            alone = events_without_their_fill(fills, events)
             if alone:
                 problems.append(f"{when}: fill events committed without their fill: {alone}")
             checked.append(when)
@@ -152,7 +161,7 @@ def test_under_random_interleavings_no_commit_holds_a_fill_event_without_its_fil
     def look(after: str) -> None:
         nonlocal looks
         fills, events = committed_state(db_path, tmp_path / "copy.db")
-        alone = [x for x in set(events) if events.count(x) > fills.count(x)]
+        alone = events_without_their_fill(fills, events)
         if alone:
             problems.append(f"after {after}: fill events committed without their fill: {alone}")
         looks += 1
