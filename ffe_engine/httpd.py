@@ -90,7 +90,8 @@ class HttpServer:
                 if not sep:
                     return Response(400, b"bad header\n"), False
                 headers[name.strip().lower()] = value.strip()
-        handler = self.routes.get(target.split("?", 1)[0])
+        path = target.split("?", 1)[0]
+        handler = self.routes.get(path)
         if handler is None:
             return Response(404, b"not found\n"), method == "HEAD"
         if method not in ("GET", "HEAD"):
@@ -98,5 +99,5 @@ class HttpServer:
         try:
             return await handler(headers), method == "HEAD"
         except Exception as exc:  # a failing handler is answered, and said in the log; the server goes on
-            log.error("http handler failed", path=target.split("?", 1)[0], error=f"{type(exc).__name__}: {exc}")
+            log.error("http handler failed", path=path, error=f"{type(exc).__name__}: {exc}")
             return Response(500, b"internal error\n"), False
