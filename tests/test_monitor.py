@@ -420,7 +420,10 @@ class DownVenue(PaperVenue):
 
 
 async def test_venue_calls_errors_and_breaker_changes_are_counted_on_the_scrape(tmp_path):
-    settings = make_settings(tmp_path, breaker={"failure_threshold": 2, "recovery_timeout_s": 600})
+    # The strategy's entries wait for approval: only the test's two orders reach the order path (a strategy entry
+    # refused by the open breaker before the scrape would count a third rejection).
+    settings = make_settings(tmp_path, breaker={"failure_threshold": 2, "recovery_timeout_s": 600},
+                             engine={"approval": "manual"})
     from ffe_engine.kernel import paper_venue
 
     base = paper_venue(settings, list(settings.engine.symbols))
@@ -447,7 +450,8 @@ async def test_venue_calls_errors_and_breaker_changes_are_counted_on_the_scrape(
     buckets = [s for s in found["ffe_venue_request_duration_seconds_bucket"] if s.labels["venue"] == "paper"]
     assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == count.value
     assert all(a.value <= b.value for a, b in zip(buckets, buckets[1:]))  # cumulative
-    assert found["ffe_orders_rejected_total"][0].value == 2.0
+    assert found["ffe_orders_rejected_total"][0].value == 2.0, db_rows(settings.db_path,
+                                                                       "SELECT reason, status, error FROM orders")
 
 
 def test_a_sink_given_names_gets_only_those_events_and_nothing_is_encoded_for_no_one():
