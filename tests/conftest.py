@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -213,6 +214,17 @@ def count_events(path: Path, name: str) -> int:
         return 0
     needle = f'"event":"{name}"'.encode()
     return sum(1 for line in path.read_bytes().split(b"\n")[:-1] if needle in line)
+
+
+def kill_rounds(seed: int, rounds: list[int], at_least: int) -> set[int]:
+    """The rounds of a chaos soak that end in SIGKILL rather than the orderly stop: three in four, drawn from the seed
+    alone before the soak starts, so that how many random acts a round's timing let in cannot change them, and never
+    fewer than `at_least` (a soak that killed once would prove little about restarts)."""
+    rng = random.Random(seed)
+    killed = {n for n in rounds if rng.random() < 0.75}
+    spared = [n for n in rounds if n not in killed]
+    killed.update(rng.sample(spared, max(0, at_least - len(killed))))
+    return killed
 
 
 def assert_strictly_increasing(seqs: list[int]) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import db_value, ffe_cmd, ffe_env, run_ffe, starter_config
+from conftest import db_value, ffe_cmd, ffe_env, kill_rounds, run_ffe, starter_config
 from ffe_engine.config import load_settings
 from ffe_engine.control import request
 from ffe_engine.doctor import check
@@ -123,9 +123,9 @@ class Soak:
         else:
             time.sleep(self.rng.uniform(0.1, 0.5))
 
-    def end(self) -> None:
-        """SIGKILL mostly; sometimes the orderly stop."""
-        if self.rng.random() < 0.75:
+    def end(self, kill: bool) -> None:
+        """SIGKILL, or the orderly stop."""
+        if kill:
             self.counts["sigkill"] += 1
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
@@ -149,6 +149,7 @@ def soak(tmp_path):
 def test_a_paper_session_under_kills_stops_operator_commands_and_a_full_disk_keeps_every_invariant(tmp_path, soak):
     print(f"chaos seed={SEED} (replay with FFE_CHAOS_SEED={SEED})")
     full_disk_round = soak.rng.randrange(3, ROUNDS - 1)
+    kills = kill_rounds(SEED, [n for n in range(ROUNDS) if n != full_disk_round], at_least=3)
     for n in range(ROUNDS):
         if n == full_disk_round and (tmp_path / "data" / "ffe.db").exists():
             # A disk that fills: the engine must stop by itself, HALTED, with one line, and nothing torn.
@@ -168,7 +169,7 @@ def test_a_paper_session_under_kills_stops_operator_commands_and_a_full_disk_kee
         while time.monotonic() < until and soak.alive():
             soak.act()
         assert soak.alive(), f"{soak.where()} the engine stopped by itself: {soak.log()}"
-        soak.end()
+        soak.end(kill=n in kills)
         soak.doctor(f"after round {n}")
     # The end: one last start and orderly stop, then every invariant once more.
     soak.start()

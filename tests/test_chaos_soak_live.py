@@ -35,6 +35,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from conftest import kill_rounds
 from fake_exchange import LISTINGS, FakeBinance
 from ffe_engine.config import load_settings
 from ffe_engine.control import request
@@ -294,6 +295,7 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
     write_config(tmp_path, strategy_config(fx))
     sock = tmp_path / "data" / "ffe.sock"
     books = Books(tmp_path / "data" / "ffe.db")
+    kills = kill_rounds(SEED, list(range(ROUNDS)), at_least=2)
     for n in range(ROUNDS):
         proc = await start(tmp_path, fx, processes, counts)
         await call(sock, counts, "resume", {"confirm": True})
@@ -325,7 +327,7 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
             else:
                 await asyncio.sleep(rng.uniform(0.05, 0.3))
         assert proc.alive(), f"{tag(counts)} the engine stopped by itself: {proc.stderr[-3000:]}"
-        killed = rng.random() < 0.75
+        killed = n in kills
         if killed:
             counts["sigkill"] += 1
             await proc.kill()
