@@ -366,10 +366,10 @@ class Request:
                 raise DownloadInputError(f"{path}: is a directory")
             if since is None and not path.exists():
                 raise DownloadInputError(f"{path}: no candles yet: --since is needed to start it")
-        # Last: ccxt takes about a second to import, and a mistyped argument above is told without it.
-        import ccxt
+        # Last: ccxt takes a few tenths of a second to import, and a mistyped argument above is told without it.
+        from .venues.ccxt_loader import exchange_class
 
-        if self.exchange.id not in ccxt.exchanges:
+        if exchange_class(self.exchange.id) is None:
             raise DownloadInputError(f"--exchange: {self.exchange.id!r} is not a ccxt exchange id")
         return since, until, plan
 

@@ -48,11 +48,11 @@ import re
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import aiohttp
-import ccxt.async_support as ccxt_async
-from ccxt.base import errors as cx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from ..model import MarketInfo, OrderRequest, Side, VenueOrder
+from .ccxt_loader import DECIMAL_PLACES, TICK_SIZE, exchange_class
+from .ccxt_loader import errors as cx
 from .base import DuplicateOrder, OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,8 @@ def build_exchange(settings: Any, *, credentials: bool = True) -> Any:
 
     ccxt's own retry option is forced to 0: retrying is decided here and in the order path, never blindly.
     """
-    cls = getattr(ccxt_async, settings.id, None)
-    if cls is None or not isinstance(cls, type):
+    cls = exchange_class(settings.id)
+    if cls is None:
         raise VenueError(f"exchange.id: {settings.id!r} is not a ccxt exchange id")
     options = copy.deepcopy(dict(settings.options or {}))
     options["maxRetriesOnFailure"] = 0
@@ -339,10 +339,10 @@ class CcxtVenue:
     def _step(self, p: Any) -> float:
         if p is None:
             return 1e-8
-        mode = getattr(self.exchange, "precisionMode", ccxt_async.TICK_SIZE)
-        if mode == ccxt_async.DECIMAL_PLACES:
+        mode = getattr(self.exchange, "precisionMode", TICK_SIZE)
+        if mode == DECIMAL_PLACES:
             return 10.0 ** -int(p)
-        if mode == ccxt_async.TICK_SIZE:
+        if mode == TICK_SIZE:
             return float(p)
         return 1e-8  # significant digits: no fixed step
 
