@@ -65,6 +65,22 @@ def test_code_that_uses_ccxt_whole_after_the_engine_finds_what_a_plain_import_gi
     assert after == plain
 
 
+def test_every_exchange_ccxt_has_is_found_by_its_id_without_running_ccxt_s_package_files():
+    import ccxt
+
+    out = fresh(LOADED + f"""
+    from ffe_engine.venues.ccxt_loader import exchange_class
+    found = {{i: exchange_class(i) for i in {ccxt.exchanges!r}}}
+    import ccxt.async_support as ca
+    ran = [p for p in ("ccxt", "ccxt.async_support") if "exchanges" in vars(sys.modules[p])]
+    print(json.dumps({{"not_found": [i for i, c in found.items() if c is None or c.__name__ != i],
+                      "named_by_class": [i for i, c in found.items() if getattr(ca, i) is c], "packages_ran": ran}}))
+    """)
+    assert out["not_found"] == []
+    assert out["named_by_class"] == ccxt.exchanges
+    assert out["packages_ran"] == []
+
+
 def test_an_exchange_id_ccxt_does_not_have_is_none_and_the_start_names_the_key():
     out = fresh(LOADED + """
     from ffe_engine.venues.ccxt_loader import exchange_class
