@@ -291,10 +291,10 @@ class OrderPath:
             px = (avg_new * vo.filled - cost_before) / delta if o.filled else avg_new
             fee = max(0.0, vo.fee - o.fee)
             fee_base = max(0.0, vo.fee_base - o.fee_base)
-            o.fee_base = vo.fee_base
+            o.fee_base = max(o.fee_base, vo.fee_base)  # an answer without the fees does not take back those known
             o.filled = vo.filled
             o.average = avg_new
-            o.fee = vo.fee
+            o.fee = max(o.fee, vo.fee)
             self._move(o, status)  # a fill is a fact; a status the order has already passed is not
             o.updated_ts = self.now_ms()
             if o.status.final:

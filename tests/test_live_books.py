@@ -16,9 +16,9 @@ import json
 import pytest
 
 from conftest import engine_session
-from fake_exchange import FakeBinance
+from fake_exchange import FakeBinance, ccxt_options
 from ffe_engine.control import request
-from live_helpers import (BTC, GET_ORDER, M, POST_ORDER, AsyncFfe, MarketClock, fx, live_config, live_env,  # noqa: F401
+from live_helpers import (BTC, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe, MarketClock, fx, live_config, live_env,  # noqa: F401
                           live_settings, next_bar, processes, rows, stored_events, wait_for, wait_for_bar, write_config)
 
 START = 30_000.0
@@ -350,3 +350,86 @@ async def test_the_coins_a_fee_leaves_after_an_exit_do_not_keep_the_strategy_out
         assert len(set(entries)) == len(entries) >= 2
         assert e.portfolio.positions[BTC].entry_decision_id == entries[-1]
         assert not [ev for ev in stored_events(db, "order") if ev["status"] == "refused"]
+
+
+# ---------------------------------------------------------------------------------------------------- fees
+MY_TRADES = "GET /api/v3/myTrades"
+
+
+def venue_fees(fx: FakeBinance) -> float:
+    """What the fake charged, valued in USDT (a fee in BTC at its trade's price)."""
+    return sum(t.commission * (t.price if t.commission_asset == "BTC" else 1.0) for o in fx.orders for t in o.trades)
+
+
+def assert_fees_charged_once(db, fx: FakeBinance) -> None:
+    (fee, quantity), = rows(db, "SELECT SUM(fee), SUM(quantity) FROM fills")
+    assert quantity == pytest.approx(sum(o.filled for o in fx.orders), abs=1e-12)
+    assert fee == pytest.approx(venue_fees(fx), abs=1e-6)
+
+
+async def test_an_order_answer_without_its_fills_is_charged_its_fee(tmp_path, fx):
+    # Asked for the RESULT answer, Binance says how much filled and for how much, not the fills with their fees.
+    # The fee (taken in BTC from a buy) is then learned from the order's trades before the fill is recorded: the
+    # position is what the account holds, not what was bought.
+    climbing(fx)
+    options = {**ccxt_options(), "recvWindow": RECV_WINDOW_MS, "newOrderRespType": {"market": "RESULT",
+                                                                                 "limit": "RESULT"}}
+    settings = strategy_settings(tmp_path, fx, exchange={"options": options})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the strategy's entry filled")
+        (post,) = fx.requests_to(POST_ORDER)
+        assert post.params["newOrderRespType"] == "RESULT" and [o.status for o in fx.orders] == ["FILLED"]
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
+async def test_an_order_whose_fees_cannot_be_read_yet_is_recorded_open_and_its_fill_later_with_the_fee(tmp_path, fx):
+    # The RESULT answer shows the fill without its fees, and the order's trades cannot be read for a while (longer
+    # than the answer's own reads retry): the order is recorded as placed, not in doubt (the venue answered), and
+    # the fill is recorded with its fee once the trades can be read.
+    climbing(fx)
+    options = {**ccxt_options(), "recvWindow": RECV_WINDOW_MS, "newOrderRespType": {"market": "RESULT",
+                                                                                 "limit": "RESULT"}}
+    settings = strategy_settings(tmp_path, fx, exchange={"options": options}, engine={"order_poll_s": 0.2})
+    db = settings.db_path
+    fx.fault(MY_TRADES, "5xx_not_executed", times=8)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill, with its fee")
+        assert fx.pending_faults(MY_TRADES) == 0
+        statuses = order_statuses(db, cid)
+        assert statuses[0] == "new" and statuses[-1] == "filled" and "in_doubt" not in statuses, statuses
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
+async def test_a_fill_first_seen_in_a_cancel_answer_is_charged_its_fee(tmp_path, fx):
+    # The entry fills in part and rests; more of it fills at the venue between the engine's polls; the operator
+    # cancels it, and the cancel's answer is where the engine first sees that fill. Binance's cancel answer says
+    # how much filled, never the fees.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    fx.partial_fill_next(0.4)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            order = fx.open_order(cid)
+            fx.fill(cid, qty=round(order.remaining / 2, 5))
+            result = await e.operator_cancel(cid)
+        assert result["cancelled"] and result["filled"] == pytest.approx(order.filled, abs=1e-12)
+        assert [(o.status, len(o.trades)) for o in fx.orders] == [("CANCELED", 2)]
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)

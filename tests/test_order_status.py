@@ -131,3 +131,53 @@ async def test_statuses_only_move_forward_in_any_interleaving(tmp_path, send_out
     assert len(fills) <= 1
     assert sum(f.quantity for f in fills) == pytest.approx(journaled.filled)
 
+
+
+class ReportingVenue(ScriptedVenue):
+    """create_order answers the order open; each lookup answers the next of `reports` (filled, cumulative fee)."""
+
+    def __init__(self, reports: list[tuple[float, float]]) -> None:
+        super().__init__("open", "open")
+        self.release.set()
+        self.reports = list(reports)
+
+    async def fetch_order(self, cid: str, symbol: str) -> VenueOrder | None:
+        filled, fee = self.reports.pop(0)
+        return VenueOrder(client_order_id=cid, symbol=BTC, side=Side.BUY, quantity=0.01,
+                          status="closed" if filled >= 0.01 else "open", filled=filled,
+                          average=30_000.0 if filled else None, fee=fee, exchange_id="1")
+
+
+async def test_an_answer_without_the_fees_takes_back_none_of_those_recorded_so_none_is_charged_twice(tmp_path):
+    # A venue that cannot say the fees of its fills (no trades to read) may answer a fill without them; the next
+    # answer that has them says the order's fees in all. What was charged before is not charged again.
+    reports = [(0.004, 0.12), (0.007, 0.0), (0.01, 0.3)]
+    store = await Store.open(tmp_path / "ffe.db")
+    try:
+        venue = ReportingVenue(reports)
+        clock = WallClock()
+        bus = EventBus(clock)
+        pf = Portfolio(10_000.0)
+        pf.last_price[BTC] = 30_000.0
+        breaker = CircuitBreaker(venue.name, 3, 30.0, now=clock.monotonic, bus=bus)
+        trading = TradingState(store, bus, clock, EngineState.RUNNING)
+        gk = Gatekeeper(RiskSettings(), pf, trading=trading, breaker_allows=breaker.allows, now_ms=clock.now_ms,
+                        last_bar_ts=lambda s: clock.now_ms() // 60_000 * 60_000 - 60_000,
+                        pending_entries=lambda: 0, timeframe_ms=60_000, live=False)
+        fills = []
+
+        async def on_fill(order, fill, intent):
+            fills.append(fill)
+
+        path = OrderPath(store=store, venue=venue, breaker=breaker, gatekeeper=gk, portfolio=pf, bus=bus, clock=clock,
+                         trading=trading, on_fill=on_fill, settle_s=0.0)
+        await path.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
+                                      ref_price=30_000.0))
+        for _ in reports:
+            await path.poll()
+        (journaled,) = await store.orders()
+    finally:
+        await store.close()
+    assert [f.quantity for f in fills] == pytest.approx([0.004, 0.003, 0.003])
+    assert sum(f.fee for f in fills) == pytest.approx(0.3)
+    assert (journaled.status, journaled.fee) == (OrderStatus.FILLED, pytest.approx(0.3))

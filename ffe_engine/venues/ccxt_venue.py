@@ -382,7 +382,13 @@ class CcxtVenue:
         order = self.to_venue_order(raw, req.client_order_id)
         if order.exchange_id:
             self._exchange_ids[req.client_order_id] = order.exchange_id
-        return order
+        try:
+            return await self._with_fees(order, raw)
+        except (VenueError, VenueUnavailable):
+            # Placed, and filled at least in part, but the fees of its fills could not be read: it is answered as
+            # placed and not yet filled, and the order path's next look at it reads the fills with their fees.
+            order.status, order.filled, order.average = "open", 0.0, None
+            return order
 
     def _amount_text(self, req: OrderRequest) -> str:
         """The quantity as the exchange is sent it (its own precision), not as a float prints."""
@@ -417,7 +423,7 @@ class CcxtVenue:
             if known is None:
                 raise UnknownOrder(f"{self.name}: no order {client_order_id} on {symbol}") from None
             return known
-        order = self.to_venue_order(raw, client_order_id)
+        order = await self._with_fees(self.to_venue_order(raw, client_order_id), raw)
         if order.status == "open":  # some exchanges answer a cancel before it is done
             order.status = "canceled"
         return order
@@ -517,7 +523,9 @@ class CcxtVenue:
         return total, base
 
     async def _with_fees(self, order: VenueOrder, raw: dict[str, Any]) -> VenueOrder:
-        """Order queries often carry no fee; the order's trades do."""
+        """Order answers often carry no fee (Binance's lookups and cancels never do, nor its RESULT answer to a new
+        order); the order's trades do. Every answer that shows a fill goes through here: a fill recorded without its
+        fee would never be charged it, as later answers only add the fees beyond those already recorded."""
         if order.filled <= 0 or raw.get("fees") or raw.get("fee") or not order.exchange_id:
             return order
         if not self.exchange.has.get("fetchOrderTrades"):
