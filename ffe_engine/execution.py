@@ -90,8 +90,15 @@ class OrderPath:
         self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
         self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
         self.fills_recorded = 0  # how many fills this path has recorded: tells a reader whether one landed
+        # Orders in flight whose last look at the venue failed: what they did there since is unknown (a reader
+        # comparing the venue's balances with the books must not count on their fills being recorded).
+        self._unread: set[str] = set()
 
     # ------------------------------------------------------------------ queries
+    def unread(self) -> list[Order]:
+        """The orders in flight that the last poll could not look up at the venue."""
+        return [o for cid, o in self.live.items() if cid in self._unread]
+
     def pending_entries(self) -> int:
         return sum(1 for o in self.live.values() if not o.reduce_only)
 
@@ -331,6 +338,7 @@ class OrderPath:
         if not self.live:
             return
         async with self._poll_lock:
+            self._unread &= set(self.live)
             for o in list(self.live.values()):
                 try:
                     if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:
@@ -342,9 +350,11 @@ class OrderPath:
                             await self._finish(o, OrderStatus.REJECTED, "venue no longer knows this order")
                         else:
                             await self._apply(o, vo)
+                    self._unread.discard(o.client_order_id)
                 except (BreakerOpen, VenueUnavailable):
-                    continue
+                    self._unread.add(o.client_order_id)
                 except VenueError as exc:
+                    self._unread.add(o.client_order_id)
                     o.error = str(exc)[:300]
 
     async def _resolve(self, o: Order) -> None:

@@ -211,6 +211,37 @@ async def test_periodic_reconciliation_compares_cash_and_equity(tmp_path, fx):
         assert [o.side for o in fx.orders] == ["BUY"]
 
 
+async def test_an_open_order_the_venue_cannot_be_asked_about_is_no_difference_until_it_can(tmp_path, fx):
+    # The entry fills in part and rests; the rest fills at the venue, whose answers about the order then fail for a
+    # while. The venue's balances hold the fill and the journal cannot yet: that is no difference to pause for (the
+    # order explains it), and once the order can be read its fill is recorded and everything agrees.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600}, breaker={"recovery_timeout_s": 0.5})
+    db = settings.db_path
+    fx.partial_fill_next(0.4)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            fx.fill(cid)
+            fx.fault(GET_ORDER, "5xx_not_executed", times=12)  # every look at it during the reconciliation fails
+            assert await e.reconcile() == []
+            assert e.state.value == "RUNNING" and cid in e.orders.live
+            for _ in range(50):  # the breaker the failures opened lets a look through again after 0.5 s
+                if cid not in e.orders.live:
+                    break
+                await e.orders.poll()
+                await asyncio.sleep(0.1)
+            assert fx.pending_faults(GET_ORDER) == 0 and cid not in e.orders.live
+            assert await e.reconcile() == [] and stored_events(db, "reconcile")[-1]["status"] == "ok"
+        assert [o.status for o in fx.orders] == ["FILLED"]
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
 # ---------------------------------------------------------------------------------------------------- Retry-After
 RETRY_AFTER_S = 5  # long enough for the next bar's decision to come inside it on a loaded machine
 
