@@ -4,9 +4,10 @@ Real `ffe run --headless --live` subprocesses trade BTC/USDT on the fake, spoken
 follow a zigzag that climbs faster than it falls (`zigzag`): the trend provider, alone and with a lower bar for
 confidence than the default (min_confidence 0.5), votes BUY on most climbs, so the engine enters there, and its
 stop-losses and take-profits (nearer than the defaults) close the positions on the legs that follow: most orders
-are the strategy's. Meanwhile the exchange answers with a fault on every order and account route (dropped before
-or after running, hung, slow, 5xx executed or not, rate limits, a missing order), the process is killed, frozen and
-thawed, stopped and restarted, and now and then the operator halts, resumes, flattens or sells a little.
+are the strategy's. Meanwhile the exchange answers with a fault on every order, trades and account route (dropped
+before or after running, hung, slow, 5xx executed or not, rate limits, a missing order), fills some orders in part
+and expires the rest, answers new orders with their fills or (by the seed) without them, the process is killed,
+frozen and thawed, stopped and restarted, and now and then the operator halts, resumes, flattens or sells a little.
 
 The invariants, checked after every round (the engine dead) and at the end (after a last start has settled every
 order, reconciled and stopped in order):
@@ -36,11 +37,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from conftest import kill_rounds
-from fake_exchange import LISTINGS, FakeBinance
+from fake_exchange import LISTINGS, FakeBinance, ccxt_options
 from ffe_engine.config import load_settings
 from ffe_engine.control import request
 from ffe_engine.doctor import check
-from live_helpers import (BTC, M, AsyncFfe, fx, live_config, live_env, processes, rows,  # noqa: F401
+from live_helpers import (BTC, M, RECV_WINDOW_MS, AsyncFfe, fx, live_config, live_env, processes, rows,  # noqa: F401
                           run_ffe_async, wait_for, write_config)
 
 ROUNDS = 6
@@ -52,6 +53,7 @@ FAULTS = {  # route -> the faults an exchange gives on it
     "DELETE /api/v3/order": (*NETWORK, "not_found_once"),
     "GET /api/v3/openOrders": NETWORK,
     "GET /api/v3/account": NETWORK,
+    "GET /api/v3/myTrades": NETWORK,  # where an order's fees are read from when its answer lacks them
 }
 STEP = float(LISTINGS["BTCUSDT"]["step"])  # the venue's precision for BTC
 CENT = 0.01
@@ -273,17 +275,20 @@ async def settle(sock: Path, proc: AsyncFfe, counts: Counter) -> tuple[dict, dic
     return trades["result"], balances["result"]
 
 
-def strategy_config(fx: FakeBinance) -> dict:
+def strategy_config(fx: FakeBinance, answer: str) -> dict:
     """A live engine on the fake whose strategy trades the zigzag: warm at start, the trend provider alone, a
     confidence of 0.5 enough (its least), stop-loss and take-profit nearer than the defaults (1 and 1.5 ATRs, so
     that exits come within a leg), a reconciliation every 2 s (under the faults too), and rate limits that the
-    soak's many bars a minute of wall time do not reach."""
+    soak's many bars a minute of wall time do not reach. `answer` is the exchange's answer to a new order: FULL
+    (with its fills and their fees) or RESULT (how much filled, without the fees)."""
     return live_config(fx, engine={"live_start_paused": False, "cancel_timeout_s": 3, "warmup_bars": 80,
                                    "reconcile_interval_s": 2},
                        ensemble={"providers": ["trend"], "min_votes": 1, "adaptive": False},
                        risk={"min_confidence": 0.5, "max_orders_per_minute": 200, "max_daily_trades": 1000,
                              "stop_loss_atr": 1.0, "take_profit_atr": 1.5},
-                       exchange={"timeout_ms": 1000},
+                       exchange={"timeout_ms": 1000,
+                                 "options": {**ccxt_options(), "recvWindow": RECV_WINDOW_MS,
+                                             "newOrderRespType": {"market": answer, "limit": answer}}},
                        breaker={"failure_threshold": 5, "recovery_timeout_s": 2})
 
 
@@ -292,7 +297,9 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
     counts: Counter[str] = Counter()
     print(f"chaos seed={SEED} (replay with FFE_CHAOS_SEED={SEED})")
     zigzag(fx)
-    write_config(tmp_path, strategy_config(fx))
+    answer = rng.choice(["FULL", "RESULT"])
+    counts[f"answers {answer}"] = 1
+    write_config(tmp_path, strategy_config(fx, answer))
     sock = tmp_path / "data" / "ffe.sock"
     books = Books(tmp_path / "data" / "ffe.db")
     kills = kill_rounds(SEED, list(range(ROUNDS)), at_least=2)
@@ -310,11 +317,14 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
                 counts["faults"] += 1
                 route = rng.choice(sorted(FAULTS))
                 fx.fault(route, rng.choice(FAULTS[route]), seconds=rng.uniform(0.2, 2.0), execute=True)
-            elif roll < 0.70:
+            elif roll < 0.67:
                 counts["sigstop"] += 1
                 proc.proc.send_signal(signal.SIGSTOP)
                 await asyncio.sleep(rng.uniform(0.05, 0.5))
                 proc.proc.send_signal(signal.SIGCONT)
+            elif roll < 0.69:  # the next order fills in part, the rest expires (as an IOC order's would)
+                counts["partial"] += 1
+                fx.partial_fill_next(rng.uniform(0.2, 0.8), rest="expire")
             elif roll < 0.72:  # the operator sells a little of what the strategy holds (a buy would hold no exits)
                 await call(sock, counts, "order", {"symbol": BTC, "side": "sell",
                                                    "quantity": round(rng.uniform(0.001, 0.005), 5)})
