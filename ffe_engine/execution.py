@@ -90,8 +90,9 @@ class OrderPath:
         self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
         self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
         self.fills_recorded = 0  # how many fills this path has recorded: tells a reader whether one landed
-        # Orders in flight whose last look at the venue failed: what they did there since is unknown (a reader
-        # comparing the venue's balances with the books must not count on their fills being recorded).
+        # Orders in flight whose last look at the venue failed without an answer (the venue unavailable, the
+        # breaker open): what they did there since is unknown (a reader comparing the venue's balances with the
+        # books must not count on their fills being recorded).
         self._unread: set[str] = set()
 
     # ------------------------------------------------------------------ queries
@@ -353,8 +354,8 @@ class OrderPath:
                     self._unread.discard(o.client_order_id)
                 except (BreakerOpen, VenueUnavailable):
                     self._unread.add(o.client_order_id)
-                except VenueError as exc:
-                    self._unread.add(o.client_order_id)
+                except VenueError as exc:  # a final answer about the order is not a gap in what is known of it
+                    self._unread.discard(o.client_order_id)
                     o.error = str(exc)[:300]
 
     async def _resolve(self, o: Order) -> None:
