@@ -348,9 +348,15 @@ class OrderPath:
                         vo = await self.breaker.call(
                             functools.partial(self.venue.fetch_order, o.client_order_id, o.symbol))
                         if vo is None:
-                            await self._finish(o, OrderStatus.REJECTED, "venue no longer knows this order")
-                        else:
-                            await self._apply(o, vo)
+                            # The venue has shown this order: a lookup that does not find it proves nothing, and
+                            # ending it here would drop whatever it filled. It is looked up again at the next poll
+                            # (an operator's cancel ends an order the venue has really lost).
+                            if o.client_order_id not in self._unread:
+                                log.warning("venue did not find an open order", client_order_id=o.client_order_id,
+                                            symbol=o.symbol)
+                            self._unread.add(o.client_order_id)
+                            continue
+                        await self._apply(o, vo)
                     self._unread.discard(o.client_order_id)
                 except (BreakerOpen, VenueUnavailable):
                     self._unread.add(o.client_order_id)

@@ -54,6 +54,7 @@ FAULTS = {  # route -> the faults an exchange gives on it
     "GET /api/v3/openOrders": NETWORK,
     "GET /api/v3/account": NETWORK,
     "GET /api/v3/myTrades": NETWORK,  # where an order's fees are read from when its answer lacks them
+    "GET /api/v3/klines": NETWORK,  # the market data the strategy decides on
 }
 STEP = float(LISTINGS["BTCUSDT"]["step"])  # the venue's precision for BTC
 CENT = 0.01

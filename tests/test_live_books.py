@@ -242,6 +242,33 @@ async def test_an_open_order_the_venue_cannot_be_asked_about_is_no_difference_un
         assert_books_agree(e, fx)
 
 
+async def test_an_open_order_the_venue_once_says_it_does_not_have_keeps_its_fill(tmp_path, fx):
+    # An order the venue has shown is the venue's: a lookup that says it does not exist (a lagging replica, a
+    # glitch) proves nothing. Recorded as rejected, the order's fill at the venue would never reach the books.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    fx.partial_fill_next(0.4)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            fx.fill(cid)
+            fx.fault(GET_ORDER, "not_found_once")
+            await e.orders.poll()
+            assert cid in e.orders.live and e.orders.live[cid].status.value == "open"
+            assert await e.reconcile() == [] and e.state.value == "RUNNING"
+            await e.orders.poll()
+            assert cid not in e.orders.live
+        assert order_statuses(db, cid)[-1] == "filled"
+        assert [o.status for o in fx.orders] == ["FILLED"]
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
 # ---------------------------------------------------------------------------------------------------- Retry-After
 RETRY_AFTER_S = 5  # long enough for the next bar's decision to come inside it on a loaded machine
 
