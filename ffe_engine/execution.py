@@ -94,6 +94,9 @@ class OrderPath:
         # breaker open): what they did there since is unknown (a reader comparing the venue's balances with the
         # books must not count on their fills being recorded).
         self._unread: set[str] = set()
+        # Orders the venue has shown that lookups then did not find: client order id -> (monotonic time of the
+        # first such lookup, how many so far). See `_lost`.
+        self._missing: dict[str, tuple[float, int]] = {}
 
     # ------------------------------------------------------------------ queries
     def unread(self) -> list[Order]:
@@ -284,6 +287,7 @@ class OrderPath:
     # ------------------------------------------------------------------ venue answers
     async def _apply(self, o: Order, vo: VenueOrder) -> None:
         """Bring the journal in line with the venue's view of the order, recording any new fill."""
+        self._missing.pop(o.client_order_id, None)  # found
         delta = vo.filled - o.filled
         prev_status = o.status
         if vo.exchange_id:
@@ -340,6 +344,7 @@ class OrderPath:
             return
         async with self._poll_lock:
             self._unread &= set(self.live)
+            self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
             for o in list(self.live.values()):
                 try:
                     if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:
@@ -348,15 +353,13 @@ class OrderPath:
                         vo = await self.breaker.call(
                             functools.partial(self.venue.fetch_order, o.client_order_id, o.symbol))
                         if vo is None:
-                            # The venue has shown this order: a lookup that does not find it proves nothing, and
-                            # ending it here would drop whatever it filled. It is looked up again at the next poll
-                            # (an operator's cancel ends an order the venue has really lost).
-                            if o.client_order_id not in self._unread:
-                                log.warning("venue did not find an open order", client_order_id=o.client_order_id,
-                                            symbol=o.symbol)
-                            self._unread.add(o.client_order_id)
-                            continue
-                        await self._apply(o, vo)
+                            if self._lost(o):
+                                await self._finish(o, OrderStatus.REJECTED, "venue no longer knows this order")
+                            else:
+                                self._unread.add(o.client_order_id)
+                                continue
+                        else:
+                            await self._apply(o, vo)
                     self._unread.discard(o.client_order_id)
                 except (BreakerOpen, VenueUnavailable):
                     self._unread.add(o.client_order_id)
@@ -394,6 +397,18 @@ class OrderPath:
             return
         await self._send(o)
 
+    def _lost(self, o: Order) -> bool:
+        """A lookup did not find an order the venue has shown. One such answer proves nothing (a lagging replica, a
+        glitch), and ending the order on it would drop whatever it filled at the venue: the order is taken as lost
+        only once lookups have not found it for the settle window and three times over."""
+        cid = o.client_order_id
+        now = self.clock.monotonic()
+        first, looks = self._missing.get(cid, (now, 0))
+        if looks == 0:
+            log.warning("venue did not find an open order", client_order_id=cid, symbol=o.symbol)
+        self._missing[cid] = (first, looks + 1)
+        return looks + 1 >= 3 and now - first >= self.settle_s
+
     # ------------------------------------------------------------------ cancels
     async def cancel(self, o: Order) -> tuple[bool, str]:
         sending = self._sending.get(o.client_order_id)
@@ -410,6 +425,9 @@ class OrderPath:
             except (VenueError, VenueUnavailable):
                 return False, str(exc)[:200]
             if vo is None:
+                if o.status is OrderStatus.OPEN and not self._lost(o):
+                    self._unread.add(o.client_order_id)
+                    return False, "the venue did not find it: looked up again at the next poll"
                 await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
                 return _end_of(o)
             if vo.status == "open":

@@ -18,8 +18,9 @@ import pytest
 from conftest import engine_session
 from fake_exchange import FakeBinance, ccxt_options
 from ffe_engine.control import request
-from live_helpers import (BTC, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe, MarketClock, fx, live_config, live_env,  # noqa: F401
-                          live_settings, next_bar, processes, rows, stored_events, wait_for, wait_for_bar, write_config)
+from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
+                          MarketClock, fx, live_config, live_env, live_settings, next_bar, processes, rows,
+                          stored_events, wait_for, wait_for_bar, write_config)
 
 START = 30_000.0
 CLIMB = 0.001  # per bar: a trend the strategy buys
@@ -267,6 +268,58 @@ async def test_an_open_order_the_venue_once_says_it_does_not_have_keeps_its_fill
         assert [o.status for o in fx.orders] == ["FILLED"]
         assert_fees_charged_once(db, fx)
         assert_books_agree(e, fx)
+
+
+async def test_a_cancel_of_an_open_order_the_venue_does_not_find_keeps_its_fill(tmp_path, fx):
+    # The cancel is answered "unknown order" and both lookups after it "does not exist": the order had filled at
+    # the venue. The cancel is not done, the order stays open, and the next poll records its fill.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    fx.partial_fill_next(0.4)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            fx.fill(cid)
+            fx.fault(DELETE_ORDER, "not_found_once")
+            fx.fault(GET_ORDER, "not_found_once", times=2)
+            result = await e.operator_cancel(cid)
+            assert not result["cancelled"] and "did not find" in result["reason"], result
+            assert result["status"] == "open" and e.state.value == "RUNNING"
+            await e.orders.poll()
+            assert cid not in e.orders.live
+        assert order_statuses(db, cid)[-1] == "filled"
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
+async def test_an_open_order_the_venue_has_lost_ends_after_the_settle_window_and_three_lookups(tmp_path, fx):
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    fx.partial_fill_next(0.4)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            fx.fault(GET_ORDER, "not_found_once", times=1000)  # the venue has lost it for good
+            started = asyncio.get_running_loop().time()
+            looks = 0
+            while cid in e.orders.live and looks < 100:
+                await e.orders.poll()
+                looks += 1
+                await asyncio.sleep(0.2)
+            waited = asyncio.get_running_loop().time() - started
+        assert looks >= 3 and waited >= RECV_WINDOW_MS / 1000  # the settle window (exchange.settle_window_ms)
+        assert rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
+            ("rejected", "venue no longer knows this order")]
 
 
 # ---------------------------------------------------------------------------------------------------- Retry-After
