@@ -4,10 +4,11 @@ Real `ffe run --headless --live` subprocesses trade BTC/USDT on the fake, spoken
 follow a zigzag that climbs faster than it falls (`zigzag`): the trend provider, alone and with a lower bar for
 confidence than the default (min_confidence 0.5), votes BUY on most climbs, so the engine enters there, and its
 stop-losses and take-profits (nearer than the defaults) close the positions on the legs that follow: most orders
-are the strategy's. Meanwhile the exchange answers with a fault on every order, trades and account route (dropped
-before or after running, hung, slow, 5xx executed or not, rate limits, a missing order), fills some orders in part
-and expires the rest, answers new orders with their fills or (by the seed) without them, the process is killed,
-frozen and thawed, stopped and restarted, and now and then the operator halts, resumes, flattens or sells a little.
+are the strategy's. Meanwhile the exchange answers with a fault on every order, trades, account and klines route
+(dropped before or after running, hung, slow, 5xx executed or not, rate limits, a missing order), fills some
+orders in part and expires the rest, answers new orders with their fills or (by the seed) without them, the
+process is killed, frozen and thawed, stopped and restarted, and now and then the operator halts, resumes,
+flattens or sells a little.
 
 The invariants, checked after every round (the engine dead) and at the end (after a last start has settled every
 order, reconciled and stopped in order):
