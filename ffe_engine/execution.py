@@ -97,6 +97,9 @@ class OrderPath:
         # Orders the venue has shown that lookups then did not find: client order id -> (monotonic time of the
         # first such lookup, how many so far). See `_lost`.
         self._missing: dict[str, tuple[float, int]] = {}
+        # Orders in doubt that a cancel did not find: never sent again; cancelled if they appear, ended once surely
+        # absent (the original request may still reach the venue until the settle window has passed).
+        self._cancel_asked: set[str] = set()
 
     # ------------------------------------------------------------------ queries
     def unread(self) -> list[Order]:
@@ -345,6 +348,7 @@ class OrderPath:
         async with self._poll_lock:
             self._unread &= set(self.live)
             self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
+            self._cancel_asked &= set(self.live)
             for o in list(self.live.values()):
                 try:
                     if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:
@@ -372,6 +376,8 @@ class OrderPath:
         vo = await self.breaker.call(lambda: self.venue.fetch_order(cid, o.symbol))
         if vo is not None:
             await self._apply(o, vo)
+            if cid in self._cancel_asked and not o.status.final:
+                await self.cancel(o)
             return
         deadline = self._doubt_deadline.get(cid)
         if deadline is None:  # first look after a restart: give the venue its settle window from now
@@ -381,6 +387,9 @@ class OrderPath:
         elif self.clock.monotonic() < deadline:
             return
         if cid in self._sending:  # its first send is still waiting for an answer: only the sender sends
+            return
+        if cid in self._cancel_asked:
+            await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
             return
         if self._held():
             return
@@ -425,6 +434,10 @@ class OrderPath:
             except (VenueError, VenueUnavailable):
                 return False, str(exc)[:200]
             if vo is None:
+                if o.status is OrderStatus.IN_DOUBT:
+                    # Not placed yet, or never: the request may still reach the venue within the settle window.
+                    self._cancel_asked.add(o.client_order_id)
+                    return False, "in doubt and not found yet: not sent again, and cancelled if it appears"
                 if o.status is OrderStatus.OPEN and not self._lost(o):
                     self._unread.add(o.client_order_id)
                     return False, "the venue did not find it: looked up again at the next poll"

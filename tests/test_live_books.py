@@ -322,6 +322,67 @@ async def test_an_open_order_the_venue_has_lost_ends_after_the_settle_window_and
             ("rejected", "venue no longer knows this order")]
 
 
+async def test_the_kill_switch_on_an_order_in_doubt_that_executes_later_records_its_fill(tmp_path, fx):
+    # The order reaches the exchange slowly: the client gives up first (in doubt), the kill switch cancels while
+    # the exchange has not placed it yet ("unknown order", and the lookup does not find it), and then the exchange
+    # places and fills it. Ended as cancelled, its fill would never reach the books.
+    climbing(fx)
+    # The client waits 0.4 s; the exchange takes the order 1.3 s after it was signed, inside its 1.5 s receive
+    # window (a request older than that it would refuse).
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600}, exchange={"timeout_ms": 400})
+    db = settings.db_path
+    fx.fault(POST_ORDER, "slow", seconds=1.3)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt",
+                           timeout=30, what="the order in doubt")
+            await e.halt()
+            assert e.state.value == "HALTED"
+            await wait_for(lambda: fx.orders, timeout=30, what="the exchange placing the order after all")
+            for _ in range(50):
+                if cid not in e.orders.live:
+                    break
+                await e.orders.poll()
+                await asyncio.sleep(0.1)
+        assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
+        assert order_statuses(db, cid)[-1] == "filled"
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
+async def test_a_cancelled_order_in_doubt_that_never_reached_the_exchange_ends_cancelled_and_is_never_resent(
+        tmp_path, fx):
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    fx.fault(POST_ORDER, "drop_before")
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt",
+                           timeout=30, what="the order in doubt")
+            result = await e.operator_cancel(cid)
+            assert not result["cancelled"] and "not sent again" in result["reason"], result
+            for _ in range(50):  # past the settle window, still absent: ended, not sent again (the engine runs)
+                if cid not in e.orders.live:
+                    break
+                await e.orders.poll()
+                await asyncio.sleep(0.1)
+            assert e.state.value == "RUNNING"
+        assert len([r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid]) == 1
+        assert fx.orders_with(cid) == []
+        assert rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
+            ("canceled", "absent at the venue")]
+        assert_books_agree(e, fx)
+
+
 # ---------------------------------------------------------------------------------------------------- Retry-After
 RETRY_AFTER_S = 5  # long enough for the next bar's decision to come inside it on a loaded machine
 
