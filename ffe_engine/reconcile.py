@@ -93,19 +93,21 @@ class Reconciler:
             await self.store.put_kv(BASELINE_KEY, saved, self.clock.wall())
         return saved
 
-    async def _balances_after_fills(self) -> dict[str, float]:
-        """The venue's balances, read when no fill landed between the last poll and the read (a few tries)."""
+    async def _balances_after_fills(self) -> tuple[dict[str, float], bool]:
+        """The venue's balances, and whether they describe the same trades as the journal: True when no fill was
+        recorded from the moment they were asked for until a poll after them (a few tries). A fill recorded
+        meanwhile, by this poll or by any other path (the periodic poll, a cancel's answer, an order's own answer),
+        may be missing from balances the venue took before it."""
         orders = self.orders
-        balances: dict[str, float] = await self.venue.fetch_balance()
+        balances: dict[str, float] = {}
         for _ in range(3):
-            if not orders.live:
-                break
             seen = orders.fills_recorded
-            await orders.poll()
-            if orders.fills_recorded == seen:
-                break
             balances = await self.venue.fetch_balance()
-        return balances
+            if orders.live:
+                await orders.poll()
+            if orders.fills_recorded == seen:
+                return balances, True
+        return balances, False
 
     def _cash_and_equity(self, balances: dict[str, float], base_line: dict[str, float]) -> list[dict[str, Any]]:
         pf = self.portfolio
@@ -136,13 +138,16 @@ class Reconciler:
         differences: list[dict[str, Any]] = []
         live = self.orders.live
         resolved = [cid for cid in in_doubt if cid not in live or live[cid].status is not OrderStatus.IN_DOUBT]
+        # An order in flight when the venue's open orders are asked for may be ended (filled, cancelled) by another
+        # path before they arrive: it is still the journal's, not an unknown open order.
+        in_flight = set(live)
         try:
             open_at_venue = await venue.fetch_open_orders()
-            balances = await self._balances_after_fills()
+            balances, quiet = await self._balances_after_fills()
         except (VenueError, VenueUnavailable) as exc:
             self.bus.publish(ReconcileEvent(status="failed", differences=[{"error": str(exc)[:200]}]))
             return ReconcileReport("failed", [{"kind": "venue_unreachable", "error": str(exc)[:200]}])
-        known = set(live)
+        known = in_flight | set(live)
         journal = await self.store.order_ids_on(venue.name)
         accepted = set(await self.store.get_kv(ACCEPTED_KEY, []) or [])
         for vo in open_at_venue:
@@ -156,7 +161,7 @@ class Reconciler:
             await self.store.put_kv(ACCEPTED_KEY, sorted(still_open), self.clock.wall())
         # An order whose fate is unknown (in doubt, or sent and not answered yet) explains any difference in its
         # symbol and in the cash: those are compared once it is settled.
-        unsettled = {o.symbol for o in self.unsettled()}
+        unsettled = {o.symbol for o in self.unsettled()} if quiet else set(self.symbols)
         base_line = await self.baseline(balances)
         for sym in self.symbols:
             if sym in unsettled:
@@ -184,18 +189,14 @@ class Reconciler:
         await self.orders.poll()
         self._refuse_while_unsettled()
         balances: dict[str, float] | None = None
-        for _ in range(3):
-            seen = self.orders.fills_recorded
-            try:
-                balances = await self._balances_after_fills()
-            except (VenueError, VenueUnavailable):
-                balances = None
-            # An order sent meanwhile (an exit goes on while PAUSED) may have traded around the read: the
-            # balances are read again until no fill was recorded meanwhile.
-            self._refuse_while_unsettled()
-            if self.orders.fills_recorded == seen:
-                break
-        else:
+        try:
+            # An order sent meanwhile (an exit goes on while PAUSED) may trade around the read: the balances are
+            # read again until no fill was recorded meanwhile.
+            balances, quiet = await self._balances_after_fills()
+        except (VenueError, VenueUnavailable):
+            balances, quiet = None, True
+        self._refuse_while_unsettled()
+        if not quiet:
             raise ControlError("nothing accepted: orders kept filling while the venue's balances were read; "
                                "accept again")
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences

@@ -24,6 +24,7 @@ from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WIND
 
 START = 30_000.0
 CLIMB = 0.001  # per bar: a trend the strategy buys
+MY_TRADES, ACCOUNT = "GET /api/v3/myTrades", "GET /api/v3/account"
 
 
 def climbing(fx: FakeBinance) -> None:
@@ -383,6 +384,31 @@ async def test_a_cancelled_order_in_doubt_that_never_reached_the_exchange_ends_c
         assert_books_agree(e, fx)
 
 
+async def test_a_fill_recorded_while_the_venue_s_balances_are_read_is_no_difference(tmp_path, fx):
+    # The account's answer is taken at once and arrives 0.6 s later. Meanwhile the order's last part fills and the
+    # order path records it: the balances the reconciliation then holds are older than the journal, and the open
+    # orders it read show an order the journal has since closed.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    fx.partial_fill_next(0.4)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            reads = len(fx.requests_to(ACCOUNT))
+            fx.fault(ACCOUNT, "hang", seconds=0.6, execute=True)
+            reconciling = asyncio.ensure_future(e.reconcile())
+            await wait_for(lambda: len(fx.requests_to(ACCOUNT)) > reads, timeout=30, what="the balances asked for")
+            fx.fill(cid)
+            await e.orders.poll()
+            assert cid not in e.orders.live
+            assert await reconciling == [] and e.state.value == "RUNNING"
+        assert_books_agree(e, fx)
+
+
 # ---------------------------------------------------------------------------------------------------- Retry-After
 RETRY_AFTER_S = 5  # long enough for the next bar's decision to come inside it on a loaded machine
 
@@ -525,9 +551,6 @@ async def test_the_coins_a_fee_leaves_after_an_exit_do_not_keep_the_strategy_out
 
 
 # ---------------------------------------------------------------------------------------------------- fees
-MY_TRADES = "GET /api/v3/myTrades"
-
-
 def venue_fees(fx: FakeBinance) -> float:
     """What the fake charged, valued in USDT (a fee in BTC at its trade's price)."""
     return sum(t.commission * (t.price if t.commission_asset == "BTC" else 1.0) for o in fx.orders for t in o.trades)
