@@ -48,7 +48,7 @@ import re
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from ..model import MarketInfo, OrderRequest, Side, VenueOrder
 from .ccxt_loader import DECIMAL_PLACES, TICK_SIZE, exchange_class
