@@ -39,6 +39,7 @@ from .trading_state import TradingState
 from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
+CANCEL_ASKED_KEY = "orders_cancel_asked"  # kv: the orders in doubt a cancel did not find (see OrderPath.cancel)
 
 log = logs.get_logger("ffe.orders")
 
@@ -436,7 +437,9 @@ class OrderPath:
             if vo is None:
                 if o.status is OrderStatus.IN_DOUBT:
                     # Not placed yet, or never: the request may still reach the venue within the settle window.
-                    self._cancel_asked.add(o.client_order_id)
+                    # Stored before the answer: an engine started after a stop must not send it again either.
+                    self._cancel_asked = (self._cancel_asked | {o.client_order_id}) & set(self.live)
+                    await self.store.put_kv(CANCEL_ASKED_KEY, sorted(self._cancel_asked), self.clock.wall())
                     return False, "in doubt and not found yet: not sent again, and cancelled if it appears"
                 if o.status is OrderStatus.OPEN and not self._lost(o):
                     self._unread.add(o.client_order_id)
@@ -481,6 +484,8 @@ class OrderPath:
         """Load the journal's unfinished orders and resolve them against the venue before anything new is sent."""
         orders = await self.store.live_orders()
         intents = await self.store.order_intents([o.client_order_id for o in orders])
+        asked = set(await self.store.get_kv(CANCEL_ASKED_KEY, []) or [])
+        self._cancel_asked = asked & {o.client_order_id for o in orders}
         for o in orders:
             self.live[o.client_order_id] = o
             raw = intents.get(o.client_order_id)

@@ -409,6 +409,38 @@ async def test_a_fill_recorded_while_the_venue_s_balances_are_read_is_no_differe
         assert_books_agree(e, fx)
 
 
+async def test_a_cancel_asked_of_an_order_in_doubt_holds_across_a_restart(tmp_path, fx):
+    # The operator cancels an order in doubt that the exchange does not have (yet); the engine stops before the
+    # settle window has passed. The engine that starts next, running, must not send it again: it was cancelled.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    fx.fault(POST_ORDER, "drop_before")
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt",
+                           timeout=30, what="the order in doubt")
+            result = await e.operator_cancel(cid)
+            assert not result["cancelled"] and "not sent again" in result["reason"], result
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state.value == "RUNNING" and cid in e.orders.live
+        async with engine_loop(e):
+            for _ in range(50):  # past the settle window, still absent: ended, not sent again
+                if cid not in e.orders.live:
+                    break
+                await e.orders.poll()
+                await asyncio.sleep(0.1)
+    assert len([r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid]) == 1
+    assert fx.orders_with(cid) == []
+    assert rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
+        ("canceled", "absent at the venue")]
+
+
 # ---------------------------------------------------------------------------------------------------- Retry-After
 RETRY_AFTER_S = 5  # long enough for the next bar's decision to come inside it on a loaded machine
 
