@@ -74,30 +74,39 @@ class ScriptedVenue:
         return None if self.venue_view == "absent" else self._view(cid, self.venue_view)
 
 
+def order_path(store: Store, venue: ScriptedVenue) -> tuple[OrderPath, list, list[OrderEvent]]:
+    """A real order path over `store` and `venue`, RUNNING; with the fills it records and the order events it says."""
+    clock = WallClock()
+    bus = EventBus(clock)
+    events: list[OrderEvent] = []
+    bus.add_sink(lambda ev, line: events.append(ev) if isinstance(ev, OrderEvent) else None)
+    pf = Portfolio(10_000.0)
+    pf.last_price[BTC] = 30_000.0
+    breaker = CircuitBreaker(venue.name, 3, 30.0, now=clock.monotonic, bus=bus)
+    trading = TradingState(store, bus, clock, EngineState.RUNNING)
+    gk = Gatekeeper(RiskSettings(), pf, trading=trading, breaker_allows=breaker.allows, now_ms=clock.now_ms,
+                    last_bar_ts=lambda s: clock.now_ms() // 60_000 * 60_000 - 60_000,
+                    pending_entries=lambda: 0, timeframe_ms=60_000, live=False)
+    fills: list = []
+
+    async def on_fill(order, fill, intent):
+        fills.append(fill)
+
+    path = OrderPath(store=store, venue=venue, breaker=breaker, gatekeeper=gk, portfolio=pf, bus=bus, clock=clock,
+                     trading=trading, on_fill=on_fill, settle_s=0.0)
+    return path, fills, events
+
+
+def buy() -> OrderIntent:
+    return OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR, ref_price=30_000.0)
+
+
 async def run_interleaving(tmp_path, send_outcome: str, venue_view: str, polls_before: int, polls_after: int):
     store = await Store.open(tmp_path / f"ffe-{next(DATABASES)}.db")  # hypothesis runs many in one tmp_path
     try:
         venue = ScriptedVenue(send_outcome, venue_view)
-        clock = WallClock()
-        bus = EventBus(clock)
-        events: list[OrderEvent] = []
-        bus.add_sink(lambda ev, line: events.append(ev) if isinstance(ev, OrderEvent) else None)
-        pf = Portfolio(10_000.0)
-        pf.last_price[BTC] = 30_000.0
-        breaker = CircuitBreaker(venue.name, 3, 30.0, now=clock.monotonic, bus=bus)
-        trading = TradingState(store, bus, clock, EngineState.RUNNING)
-        gk = Gatekeeper(RiskSettings(), pf, trading=trading, breaker_allows=breaker.allows, now_ms=clock.now_ms,
-                        last_bar_ts=lambda s: clock.now_ms() // 60_000 * 60_000 - 60_000,
-                        pending_entries=lambda: 0, timeframe_ms=60_000, live=False)
-        fills = []
-
-        async def on_fill(order, fill, intent):
-            fills.append(fill)
-
-        path = OrderPath(store=store, venue=venue, breaker=breaker, gatekeeper=gk, portfolio=pf, bus=bus, clock=clock,
-                         trading=trading, on_fill=on_fill, settle_s=0.0)
-        submit = asyncio.ensure_future(path.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01,
-                                                                reason=OrderReason.OPERATOR, ref_price=30_000.0)))
+        path, fills, events = order_path(store, venue)
+        submit = asyncio.ensure_future(path.submit(buy()))
         await venue.sent.wait()
         for _ in range(polls_before):  # the poll runs while the send waits for its answer
             await path.poll()
@@ -154,25 +163,8 @@ async def test_an_answer_without_the_fees_takes_back_none_of_those_recorded_so_n
     reports = [(0.004, 0.12), (0.007, 0.0), (0.01, 0.3)]
     store = await Store.open(tmp_path / "ffe.db")
     try:
-        venue = ReportingVenue(reports)
-        clock = WallClock()
-        bus = EventBus(clock)
-        pf = Portfolio(10_000.0)
-        pf.last_price[BTC] = 30_000.0
-        breaker = CircuitBreaker(venue.name, 3, 30.0, now=clock.monotonic, bus=bus)
-        trading = TradingState(store, bus, clock, EngineState.RUNNING)
-        gk = Gatekeeper(RiskSettings(), pf, trading=trading, breaker_allows=breaker.allows, now_ms=clock.now_ms,
-                        last_bar_ts=lambda s: clock.now_ms() // 60_000 * 60_000 - 60_000,
-                        pending_entries=lambda: 0, timeframe_ms=60_000, live=False)
-        fills = []
-
-        async def on_fill(order, fill, intent):
-            fills.append(fill)
-
-        path = OrderPath(store=store, venue=venue, breaker=breaker, gatekeeper=gk, portfolio=pf, bus=bus, clock=clock,
-                         trading=trading, on_fill=on_fill, settle_s=0.0)
-        await path.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
-                                      ref_price=30_000.0))
+        path, fills, _ = order_path(store, ReportingVenue(reports))
+        await path.submit(buy())
         for _ in reports:
             await path.poll()
         (journaled,) = await store.orders()
