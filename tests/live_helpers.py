@@ -75,6 +75,11 @@ async def fx():
         yield fake
 
 
+def exchange_options(**extra: Any) -> dict[str, Any]:
+    """ccxt's options for binance on the fake (spot only, its receive window), with `extra` options."""
+    return {**ccxt_options(), "recvWindow": RECV_WINDOW_MS, **extra}
+
+
 def live_config(fx: FakeBinance, **tables: Any) -> dict[str, Any]:
     """Configuration values (no credentials) for a live engine trading BTC/USDT on the fake."""
     values: dict[str, Any] = {
@@ -83,7 +88,7 @@ def live_config(fx: FakeBinance, **tables: Any) -> dict[str, Any]:
         "market": {"source": "exchange"},
         "venue": {"kind": "ccxt"},
         "exchange": {"id": "binance", "timeout_ms": 1000, "poll_s": 0.2, "settle_window_ms": RECV_WINDOW_MS,
-                     "options": {**ccxt_options(), "recvWindow": RECV_WINDOW_MS},
+                     "options": exchange_options(),
                      "api_urls": {"public": fx.url + "/api/v3", "private": fx.url + "/api/v3"}},
         "breaker": {"failure_threshold": 3, "recovery_timeout_s": 60},
     }

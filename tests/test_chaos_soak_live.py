@@ -38,11 +38,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from conftest import kill_rounds
-from fake_exchange import LISTINGS, FakeBinance, ccxt_options
+from fake_exchange import LISTINGS, FakeBinance
 from ffe_engine.config import load_settings
 from ffe_engine.control import request
 from ffe_engine.doctor import check
-from live_helpers import (BTC, M, RECV_WINDOW_MS, AsyncFfe, fx, live_config, live_env, processes, rows,  # noqa: F401
+from live_helpers import (BTC, M, AsyncFfe, exchange_options, fx, live_config, live_env, processes, rows,  # noqa: F401
                           run_ffe_async, wait_for, write_config)
 
 ROUNDS = 6
@@ -289,8 +289,8 @@ def strategy_config(fx: FakeBinance, answer: str) -> dict:
                        risk={"min_confidence": 0.5, "max_orders_per_minute": 200, "max_daily_trades": 1000,
                              "stop_loss_atr": 1.0, "take_profit_atr": 1.5},
                        exchange={"timeout_ms": 1000,
-                                 "options": {**ccxt_options(), "recvWindow": RECV_WINDOW_MS,
-                                             "newOrderRespType": {"market": answer, "limit": answer}}},
+                                 "options": exchange_options(newOrderRespType={"market": answer,
+                                                                               "limit": answer})},
                        breaker={"failure_threshold": 5, "recovery_timeout_s": 2})
 
 

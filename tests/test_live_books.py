@@ -16,11 +16,11 @@ import json
 import pytest
 
 from conftest import engine_session
-from fake_exchange import FakeBinance, ccxt_options
+from fake_exchange import FakeBinance
 from ffe_engine.control import request
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
-                          MarketClock, fx, live_config, live_env, live_settings, next_bar, processes, rows,
-                          stored_events, wait_for, wait_for_bar, write_config)
+                          MarketClock, exchange_options, fx, live_config, live_env, live_settings, next_bar,
+                          processes, rows, stored_events, wait_for, wait_for_bar, write_config)
 
 START = 30_000.0
 CLIMB = 0.001  # per bar: a trend the strategy buys
@@ -61,6 +61,43 @@ async def engine_loop(engine):
     finally:
         engine.request_stop()
         await task
+
+
+async def strategy_order(fx: FakeBinance) -> str:
+    """The next bar, on which the strategy enters: the client order id of the one order it sent."""
+    fx.market_clock.step()
+    (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
+    return sent.params["newClientOrderId"]
+
+
+async def resting_entry(e, fx: FakeBinance) -> str:
+    """The strategy's entry, filled in part (40%) with the rest open at the exchange, its first part in the books:
+    its client order id."""
+    fx.partial_fill_next(0.4)
+    cid = await strategy_order(fx)
+    await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+    return cid
+
+
+async def in_doubt(e, cid: str) -> None:
+    await wait_for(lambda: cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt", timeout=30,
+                   what="the order in doubt")
+
+
+async def poll_until_ended(e, cid: str, *, every: float = 0.1, at_most: int = 50) -> int:
+    """The engine's orders polled, `every` seconds, until `cid` is no longer in flight (at most `at_most` polls):
+    how many polls it took."""
+    for n in range(at_most):
+        if cid not in e.orders.live:
+            return n
+        await e.orders.poll()
+        await asyncio.sleep(every)
+    return at_most
+
+
+def sends(fx: FakeBinance, cid: str) -> int:
+    """How many times the order with client order id `cid` was sent to the exchange."""
+    return len([r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid])
 
 
 def assert_books_agree(e, fx: FakeBinance) -> None:
@@ -220,23 +257,15 @@ async def test_an_open_order_the_venue_cannot_be_asked_about_is_no_difference_un
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600}, breaker={"recovery_timeout_s": 0.5})
     db = settings.db_path
-    fx.partial_fill_next(0.4)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            cid = await resting_entry(e, fx)
             fx.fill(cid)
             fx.fault(GET_ORDER, "5xx_not_executed", times=12)  # every look at it during the reconciliation fails
             assert await e.reconcile() == []
             assert e.state.value == "RUNNING" and cid in e.orders.live
-            for _ in range(50):  # the breaker the failures opened lets a look through again after 0.5 s
-                if cid not in e.orders.live:
-                    break
-                await e.orders.poll()
-                await asyncio.sleep(0.1)
+            await poll_until_ended(e, cid)  # the breaker the failures opened lets a look through after 0.5 s
             assert fx.pending_faults(GET_ORDER) == 0 and cid not in e.orders.live
             assert await e.reconcile() == [] and stored_events(db, "reconcile")[-1]["status"] == "ok"
         assert [o.status for o in fx.orders] == ["FILLED"]
@@ -250,14 +279,10 @@ async def test_an_open_order_the_venue_once_says_it_does_not_have_keeps_its_fill
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
     db = settings.db_path
-    fx.partial_fill_next(0.4)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            cid = await resting_entry(e, fx)
             fx.fill(cid)
             fx.fault(GET_ORDER, "not_found_once")
             await e.orders.poll()
@@ -277,14 +302,10 @@ async def test_a_cancel_of_an_open_order_the_venue_does_not_find_keeps_its_fill(
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
     db = settings.db_path
-    fx.partial_fill_next(0.4)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            cid = await resting_entry(e, fx)
             fx.fill(cid)
             fx.fault(DELETE_ORDER, "not_found_once")
             fx.fault(GET_ORDER, "not_found_once", times=2)
@@ -302,21 +323,13 @@ async def test_an_open_order_the_venue_has_lost_ends_after_the_settle_window_and
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
     db = settings.db_path
-    fx.partial_fill_next(0.4)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            cid = await resting_entry(e, fx)
             fx.fault(GET_ORDER, "not_found_once", times=1000)  # the venue has lost it for good
             started = asyncio.get_running_loop().time()
-            looks = 0
-            while cid in e.orders.live and looks < 100:
-                await e.orders.poll()
-                looks += 1
-                await asyncio.sleep(0.2)
+            looks = await poll_until_ended(e, cid, every=0.2, at_most=100)
             waited = asyncio.get_running_loop().time() - started
         assert looks >= 3 and waited >= RECV_WINDOW_MS / 1000  # the settle window (exchange.settle_window_ms)
         assert rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
@@ -336,19 +349,12 @@ async def test_the_kill_switch_on_an_order_in_doubt_that_executes_later_records_
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
-            await wait_for(lambda: cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt",
-                           timeout=30, what="the order in doubt")
+            cid = await strategy_order(fx)
+            await in_doubt(e, cid)
             await e.halt()
             assert e.state.value == "HALTED"
             await wait_for(lambda: fx.orders, timeout=30, what="the exchange placing the order after all")
-            for _ in range(50):
-                if cid not in e.orders.live:
-                    break
-                await e.orders.poll()
-                await asyncio.sleep(0.1)
+            await poll_until_ended(e, cid)
         assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
         assert order_statuses(db, cid)[-1] == "filled"
         assert_fees_charged_once(db, fx)
@@ -364,20 +370,13 @@ async def test_a_cancelled_order_in_doubt_that_never_reached_the_exchange_ends_c
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
-            await wait_for(lambda: cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt",
-                           timeout=30, what="the order in doubt")
+            cid = await strategy_order(fx)
+            await in_doubt(e, cid)
             result = await e.operator_cancel(cid)
             assert not result["cancelled"] and "not sent again" in result["reason"], result
-            for _ in range(50):  # past the settle window, still absent: ended, not sent again (the engine runs)
-                if cid not in e.orders.live:
-                    break
-                await e.orders.poll()
-                await asyncio.sleep(0.1)
+            await poll_until_ended(e, cid)  # past the settle window, still absent: ended, not sent again
             assert e.state.value == "RUNNING"
-        assert len([r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid]) == 1
+        assert sends(fx, cid) == 1
         assert fx.orders_with(cid) == []
         assert rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
             ("canceled", "absent at the venue")]
@@ -390,14 +389,10 @@ async def test_a_fill_recorded_while_the_venue_s_balances_are_read_is_no_differe
     # orders it read show an order the journal has since closed.
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
-    fx.partial_fill_next(0.4)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            cid = await resting_entry(e, fx)
             reads = len(fx.requests_to(ACCOUNT))
             fx.fault(ACCOUNT, "hang", seconds=0.6, execute=True)
             reconciling = asyncio.ensure_future(e.reconcile())
@@ -419,23 +414,16 @@ async def test_a_cancel_asked_of_an_order_in_doubt_holds_across_a_restart(tmp_pa
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
-            await wait_for(lambda: cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt",
-                           timeout=30, what="the order in doubt")
+            cid = await strategy_order(fx)
+            await in_doubt(e, cid)
             result = await e.operator_cancel(cid)
             assert not result["cancelled"] and "not sent again" in result["reason"], result
     async with engine_session(settings, live=True) as running:
         e = running.engine
         assert e.state.value == "RUNNING" and cid in e.orders.live
         async with engine_loop(e):
-            for _ in range(50):  # past the settle window, still absent: ended, not sent again
-                if cid not in e.orders.live:
-                    break
-                await e.orders.poll()
-                await asyncio.sleep(0.1)
-    assert len([r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid]) == 1
+            await poll_until_ended(e, cid)  # past the settle window, still absent: ended, not sent again
+    assert sends(fx, cid) == 1
     assert fx.orders_with(cid) == []
     assert rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
         ("canceled", "absent at the venue")]
@@ -599,8 +587,7 @@ async def test_an_order_answer_without_its_fills_is_charged_its_fee(tmp_path, fx
     # The fee (taken in BTC from a buy) is then learned from the order's trades before the fill is recorded: the
     # position is what the account holds, not what was bought.
     climbing(fx)
-    options = {**ccxt_options(), "recvWindow": RECV_WINDOW_MS, "newOrderRespType": {"market": "RESULT",
-                                                                                 "limit": "RESULT"}}
+    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
     settings = strategy_settings(tmp_path, fx, exchange={"options": options})
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
@@ -619,17 +606,14 @@ async def test_an_order_whose_fees_cannot_be_read_yet_is_recorded_open_and_its_f
     # than the answer's own reads retry): the order is recorded as placed, not in doubt (the venue answered), and
     # the fill is recorded with its fee once the trades can be read.
     climbing(fx)
-    options = {**ccxt_options(), "recvWindow": RECV_WINDOW_MS, "newOrderRespType": {"market": "RESULT",
-                                                                                 "limit": "RESULT"}}
+    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
     settings = strategy_settings(tmp_path, fx, exchange={"options": options}, engine={"order_poll_s": 0.2})
     db = settings.db_path
     fx.fault(MY_TRADES, "5xx_not_executed", times=8)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
+            cid = await strategy_order(fx)
             await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill, with its fee")
         assert fx.pending_faults(MY_TRADES) == 0
         statuses = order_statuses(db, cid)
@@ -645,14 +629,10 @@ async def test_a_fill_first_seen_in_a_cancel_answer_is_charged_its_fee(tmp_path,
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
     db = settings.db_path
-    fx.partial_fill_next(0.4)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
-            cid = sent.params["newClientOrderId"]
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
+            cid = await resting_entry(e, fx)
             order = fx.open_order(cid)
             fx.fill(cid, qty=round(order.remaining / 2, 5))
             result = await e.operator_cancel(cid)
