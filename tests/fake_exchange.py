@@ -27,7 +27,10 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "429" / "418": answer Binance's rate-limit error with a Retry-After header (`retry_after` seconds);
 - "not_found_once": answer "Order does not exist." (-2013, GET) or "Unknown order sent." (-2011, DELETE) although
   the order exists, as Binance can for a moment after creating it;
-- "error": answer `status` with Binance error `code` and `msg` without running the request.
+- "error": answer `status` with Binance error `code` and `msg` without running the request;
+- "stale": answer a read from the books as they stood before their last change, as a lagging replica can: the
+  account's balances, the open orders, an order (one that did not exist then: "Order does not exist.") or the
+  trades (without the newest).
 `fx.down = True` drops every connection (or answers `fx.down_status` when that is set) until set back to False.
 
 Klines follow `fx.market_clock` and include the candle still open, as Binance's do. `fx.klines_max` caps how many
@@ -56,7 +59,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418",
-               "not_found_once", "error")
+               "not_found_once", "error", "stale")
 
 # symbol id -> listing; prices are the starting points of the deterministic price path used by klines
 LISTINGS: dict[str, dict[str, Any]] = {
@@ -67,6 +70,7 @@ LISTINGS: dict[str, dict[str, Any]] = {
 }
 
 OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+STALE = web.RequestKey("stale", bool)  # the request is answered from the books before their last change
 INTERVAL_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -114,6 +118,7 @@ class FakeOrder:
     quote_filled: float = 0.0
     update_time: int = 0
     trades: list[Trade] = field(default_factory=list)
+    before: dict[str, Any] | None = None  # its answer before its last change (None: it did not exist then)
 
     @property
     def open(self) -> bool:
@@ -207,6 +212,9 @@ class FakeBinance:
         self.price_path: Callable[[str, int], float] = path_price
         self._faults: dict[str, deque[Fault]] = {}
         self._partial: tuple[float, str] | None = None
+        # The books before their last change, which a "stale" read answers from.
+        self._balances_before = {a: (b.free, b.locked) for a, b in self.balances.items()}
+        self._open_before: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._trade_ids = itertools.count(1)
         self._release = asyncio.Event()  # set at shutdown: ends every hanging request
@@ -361,6 +369,9 @@ class FakeBinance:
             resp = self._error(int(f.kind), -1003, msg)
             resp.headers["Retry-After"] = str(f.retry_after)
             return resp
+        if f.kind == "stale":
+            request[STALE] = True
+            return await self._run(handler, request)
         if f.kind == "not_found_once":
             if request.method == "DELETE":
                 return self._error(400, -2011, "Unknown order sent.")
@@ -523,16 +534,25 @@ class FakeBinance:
 
     # -- signed routes -----------------------------------------------------------------------------------------
     async def _account(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        books = (self._balances_before if request.get(STALE)
+                 else {a: (b.free, b.locked) for a, b in self.balances.items()})
         return web.json_response({
             "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
             "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
             "requireSelfTradePrevention": False, "updateTime": self.now_ms(), "accountType": "SPOT",
-            "balances": [{"asset": a, "free": _fmt(b.free), "locked": _fmt(b.locked)}
-                         for a, b in self.balances.items()],
+            "balances": [{"asset": a, "free": _fmt(free), "locked": _fmt(locked)}
+                         for a, (free, locked) in books.items()],
             "permissions": ["SPOT"], "uid": 1})
 
     def _balance(self, asset: str) -> Balance:
         return self.balances.setdefault(asset, Balance(0.0))
+
+    def _changing(self, *orders: FakeOrder) -> None:
+        """The books are about to change (and these orders): remember them as they stand, for stale reads."""
+        self._balances_before = {a: (b.free, b.locked) for a, b in self.balances.items()}
+        self._open_before = [self._order_json(o) for o in self.orders if o.open]
+        for o in orders:
+            o.before = self._order_json(o)
 
     @staticmethod
     def _decimal(params: dict[str, str], key: str) -> Decimal:
@@ -576,6 +596,7 @@ class FakeBinance:
         client_id = params.get("newClientOrderId") or f"web_{order_id}"
         if self.open_order(client_id) is not None:
             raise ApiError(400, -2010, "Duplicate order sent.")
+        self._changing()
         base, quote = self._balance(info["base"]), self._balance(info["quote"])
         if side == "BUY":
             need = _round(qty * reserve)
@@ -592,7 +613,7 @@ class FakeBinance:
         crosses = otype == "MARKET" or (side == "BUY" and market_price <= reserve) or (
             side == "SELL" and market_price >= reserve)
         if crosses:
-            self._fill(order, qty, market_price)
+            self._fill(order, qty, market_price, new=True)
         body = self._order_json(order)
         body["transactTime"] = order.update_time
         if params.get("newOrderRespType", "FULL") == "FULL":
@@ -600,7 +621,9 @@ class FakeBinance:
                               "commissionAsset": t.commission_asset, "tradeId": t.trade_id} for t in order.trades]
         return web.json_response(body)
 
-    def _fill(self, order: FakeOrder, qty: float, price: float) -> None:
+    def _fill(self, order: FakeOrder, qty: float, price: float, new: bool = False) -> None:
+        if not new:  # an order filled in the request that placed it was changed with the books just before
+            self._changing(order)
         expire_rest = False
         if self._partial is not None:
             fraction, rest = self._partial
@@ -631,10 +654,12 @@ class FakeBinance:
         else:
             order.status = "PARTIALLY_FILLED"
             if expire_rest:
-                self._close(order, "EXPIRED")
+                self._close(order, "EXPIRED", changing=False)
 
-    def _close(self, order: FakeOrder, status: str) -> None:
+    def _close(self, order: FakeOrder, status: str, changing: bool = True) -> None:
         """Cancel or expire an open order and release what it still holds."""
+        if changing:
+            self._changing(order)
         info = LISTINGS[order.symbol]
         if order.side == "BUY":
             quote = self._balance(info["quote"])
@@ -667,6 +692,10 @@ class FakeBinance:
         sid = self._symbol(params)
         assert sid is not None
         order = self._find(params, sid)
+        if order is not None and request.get(STALE):
+            if order.before is None:
+                raise ApiError(400, -2013, "Order does not exist.")
+            return web.json_response(order.before)
         if order is None:
             raise ApiError(400, -2013, "Order does not exist.")
         return web.json_response(self._order_json(order))
@@ -686,6 +715,8 @@ class FakeBinance:
 
     async def _open_orders(self, request: web.Request, params: dict[str, str]) -> web.Response:
         sid = self._symbol(params, required=False)
+        if request.get(STALE):
+            return web.json_response([o for o in self._open_before if sid is None or o["symbol"] == sid])
         return web.json_response([self._order_json(o) for o in self.orders
                                   if o.open and (sid is None or o.symbol == sid)])
 
@@ -722,6 +753,9 @@ class FakeBinance:
                              "time": t.time, "isBuyer": o.side == "BUY", "isMaker": o.type == "LIMIT",
                              "isBestMatch": True})
         rows.sort(key=lambda r: r["id"])
+        newest = max((t.trade_id for o in self.orders for t in o.trades), default=None)
+        if request.get(STALE):
+            rows = [r for r in rows if r["id"] != newest]
         return web.json_response(rows)
 
 

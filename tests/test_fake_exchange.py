@@ -231,6 +231,27 @@ async def test_not_found_once_then_found(fx, ex):
     assert (await ex.fetch_order(None, BTC, {"clientOrderId": "settle"}))["status"] == "closed"
 
 
+async def test_stale_reads_answer_the_books_before_their_last_change(fx, ex):
+    fx.set_price("BTCUSDT", 30_000.0)
+    await ex.create_order(BTC, "limit", "buy", 0.01, 29_000.0, {"clientOrderId": "lag"})
+    for route in ("GET /api/v3/order", "GET /api/v3/openOrders", "GET /api/v3/account"):
+        fx.fault(route, "stale")
+    with pytest.raises(ccxt_async.OrderNotFound):  # its last change is its creation
+        await ex.fetch_order(None, BTC, {"clientOrderId": "lag"})
+    assert await ex.fetch_open_orders(BTC) == []
+    assert (await ex.fetch_balance())["total"]["USDT"] == 10_000.0 and fx.balances["USDT"].free < 10_000.0
+    fx.set_price("BTCUSDT", 28_000.0)  # it fills
+    for route in ("GET /api/v3/order", "GET /api/v3/openOrders", "GET /api/v3/account", "GET /api/v3/myTrades"):
+        fx.fault(route, "stale")
+    before = await ex.fetch_order(None, BTC, {"clientOrderId": "lag"})
+    assert before["status"] == "open" and before["filled"] == 0.0
+    assert [o["clientOrderId"] for o in await ex.fetch_open_orders(BTC)] == ["lag"]
+    assert (await ex.fetch_balance())["total"]["BTC"] == 0.0
+    assert await ex.fetch_my_trades(BTC) == []
+    assert (await ex.fetch_order(None, BTC, {"clientOrderId": "lag"}))["status"] == "closed"  # the fault used
+    assert len(await ex.fetch_my_trades(BTC)) == 1
+
+
 async def test_fault_times_and_error_kind(fx, ex):
     fx.fault("GET /api/v3/account", "error", status=500, code=-1001, msg="Internal error; unable to process.",
              times=2)

@@ -622,6 +622,26 @@ async def test_an_order_whose_fees_cannot_be_read_yet_is_recorded_open_and_its_f
         assert_books_agree(e, fx)
 
 
+async def test_an_order_whose_trades_lag_its_fill_is_charged_the_whole_fee(tmp_path, fx):
+    # The RESULT answer shows the order filled; the trades, read for its fees, come from a replica that does not
+    # have the fill's trade yet. Fees summed from them would be short of what the venue took, for good: the order is
+    # filled, never looked up again. Trades that do not add up to the fill are not yet the order's fees.
+    climbing(fx)
+    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
+    settings = strategy_settings(tmp_path, fx, exchange={"options": options}, engine={"order_poll_s": 0.2})
+    db = settings.db_path
+    fx.fault(MY_TRADES, "stale")
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await strategy_order(fx)
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill, with its fee")
+        assert fx.pending_faults(MY_TRADES) == 0
+        assert "in_doubt" not in order_statuses(db, cid)
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
 async def test_a_fill_first_seen_in_a_cancel_answer_is_charged_its_fee(tmp_path, fx):
     # The entry fills in part and rests; more of it fills at the venue between the engine's polls; the operator
     # cancels it, and the cancel's answer is where the engine first sees that fill. Binance's cancel answer says
@@ -638,5 +658,26 @@ async def test_a_fill_first_seen_in_a_cancel_answer_is_charged_its_fee(tmp_path,
             result = await e.operator_cancel(cid)
         assert result["cancelled"] and result["filled"] == pytest.approx(order.filled, abs=1e-12)
         assert [(o.status, len(o.trades)) for o in fx.orders] == [("CANCELED", 2)]
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
+async def test_a_cancel_answer_whose_trades_lag_its_fill_is_charged_the_whole_fee(tmp_path, fx):
+    # As above, and the trades read for the cancel answer's fees lack the fill just made: the order is not ended on
+    # that answer (the fill beyond its trades would be dropped with its fee), and the next poll ends it with both.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            order = fx.open_order(cid)
+            fx.fill(cid, qty=round(order.remaining / 2, 5))
+            fx.fault(MY_TRADES, "stale")
+            await e.operator_cancel(cid)
+            assert await poll_until_ended(e, cid) < 50
+        assert [(o.status, len(o.trades)) for o in fx.orders] == [("CANCELED", 2)]
+        assert order_statuses(db, cid)[-1] == "canceled"
         assert_fees_charged_once(db, fx)
         assert_books_agree(e, fx)

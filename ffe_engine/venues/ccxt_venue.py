@@ -423,10 +423,10 @@ class CcxtVenue:
             if known is None:
                 raise UnknownOrder(f"{self.name}: no order {client_order_id} on {symbol}") from None
             return known
-        order = await self._with_fees(self.to_venue_order(raw, client_order_id), raw)
+        order = self.to_venue_order(raw, client_order_id)
         if order.status == "open":  # some exchanges answer a cancel before it is done
             order.status = "canceled"
-        return order
+        return await self._with_fees(order, raw)
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         """Open orders of one symbol, or of every configured symbol (one request each: cheaper than the
@@ -532,13 +532,24 @@ class CcxtVenue:
             return order
         trades = await self.reads(f"fetch_order_trades {order.client_order_id}",
                                   lambda: self.exchange.fetch_order_trades(order.exchange_id, order.symbol))
-        fee = fee_base = 0.0
+        fee = fee_base = amount = cost = 0.0
         for t in trades:
             f, b = self._fees([t["fee"]] if t.get("fee") else [], order.symbol, t.get("price"))
             fee += f
             fee_base += b
+            amount += float(t.get("amount") or 0.0)
+            cost += float(t.get("amount") or 0.0) * float(t.get("price") or 0.0)
         order.fee = fee
         order.fee_base = fee_base
+        if amount < order.filled * (1 - 1e-9) - 1e-12:
+            # The trades lag the order (an exchange's trade history can trail its order book): the fees of the
+            # fill beyond them are not known yet. The order is answered as far as its trades go, and open, so
+            # that the order path records that much and looks it up again for the rest.
+            log.warning("%s: the trades of order %s cover %.12g of its %.12g filled; the rest is read later",
+                        self.name, order.client_order_id, amount, order.filled)
+            order.filled = amount
+            order.average = cost / amount if amount else None
+            order.status = "open"
         return order
 
 
