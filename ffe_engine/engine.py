@@ -198,6 +198,7 @@ class Engine:
         self._cash_from_venue = False
         self._cash_waits = False
         self._reconciled_at = clock.monotonic()
+        self._recheck_at: float | None = None  # when to look again at differences found once (reconcile.py)
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
@@ -312,8 +313,14 @@ class Engine:
             log.warning("saved state over configuration", setting=o.setting, configured=o.configured,
                         saved=o.saved, effective=o.effective, detail=o.message)
         if self.profile.venue_checks:
-            # Before any new order: the journal against the venue (orders in flight, fills while down, positions).
+            # Before any new order: the journal against the venue (orders in flight, fills while down, positions),
+            # and a difference found then looked at again before the engine trades.
             await self.reconcile()
+            for _ in range(3):
+                if self._recheck_at is None:
+                    break
+                await self.clock.sleep(max(0.0, self._recheck_at - self.clock.monotonic()))
+                await self.reconcile()
         await self.approvals.expire()
         history = getattr(self.feed, "history", None)
         if history is not None and self.settings.engine.warmup_bars > 0:
@@ -508,7 +515,8 @@ class Engine:
                     next_poll = now + poll_s
                     await self.orders.poll()
                 settled = self._cash_waits and not self.orders.live
-                if settled or now >= self._reconciled_at + reconcile_s:  # counted from the last one, the start's
+                recheck = self._recheck_at is not None and now >= self._recheck_at
+                if settled or recheck or now >= self._reconciled_at + reconcile_s:  # from the last one, the start's
                     await self.reconcile()
                 await self._breaker_pause()
                 await self._persist_books()
@@ -925,9 +933,12 @@ class Engine:
                 self._cash_from_venue = True
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
-        # Taken only from balances read when no order was in doubt: a fill found later would be counted twice.
+        # Differences found once are looked at again when the venue's reads have had time to catch up.
+        self._recheck_at = report.confirm_at
+        # Taken only from balances read when no order was in doubt (a fill found later would be counted twice),
+        # and that showed no difference, even one not confirmed yet (they may lag the venue's books).
         self._cash_waits = adopt and report.venue_cash is not None and not report.settled
-        if adopt and report.venue_cash is not None and report.settled:
+        if adopt and report.venue_cash is not None and report.settled and not report.unconfirmed:
             self.portfolio.cash = report.venue_cash
             self._cash_from_venue = False
         differences = report.differences + unrecovered
@@ -1036,8 +1047,9 @@ class Engine:
         if symbol not in self.symbols:
             raise ControlError(f"unknown symbol {symbol}")
         s = Side(side.lower())
-        pos = self.portfolio.positions.get(symbol)
-        reduce = pos is not None and s is not pos.side
+        # The books are long only: a sell reduces what they hold, and never sells coins they do not have (another
+        # order's fill not recorded yet, or what the account held before ffe), whose fill no position could take.
+        reduce = s is Side.SELL
         sub = await self.orders.submit(OrderIntent(symbol=symbol, side=s, quantity=quantity,
                                                    reason=OrderReason.OPERATOR, reduce_only=reduce,
                                                    ref_price=self.portfolio.last_price.get(symbol)))

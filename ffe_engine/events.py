@@ -213,7 +213,7 @@ class WeightsChanged(Event):
 @dataclass(slots=True)
 class ReconcileEvent(Event):
     name: ClassVar[str] = "reconcile"
-    status: str = ""  # ok | resolved | differences | failed | accepted
+    status: str = ""  # ok | resolved | differences | unconfirmed | failed | accepted
     differences: list[dict[str, Any]] = field(default_factory=list)
 
 

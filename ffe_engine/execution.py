@@ -146,7 +146,12 @@ class OrderPath:
         if intent.reduce_only:
             # Never sell more than the position still holds after the exits already working.
             held = self.portfolio.positions.get(intent.symbol)
-            qty = min(qty, (held.quantity if held else 0.0) - self.pending_exit_qty(intent.symbol))
+            left = (held.quantity if held else 0.0) - self.pending_exit_qty(intent.symbol)
+            if left < market.amount_step:
+                return self._refused(intent, gates, f"nothing held to sell: the books hold {left:.8g} "
+                                                    f"{intent.symbol.partition('/')[0]} after the sells working",
+                                     code="NOTHING_HELD")
+            qty = min(qty, left)
         qty = floor_to_step(qty, market.amount_step)
         price = intent.price or intent.ref_price or self.portfolio.last_price.get(intent.symbol) or 0.0
         if market.below_minimum(qty, price):

@@ -16,6 +16,12 @@ are not compared then, and the report says the balances are not settled (the eng
 The balances are read after the orders are polled, and read again when a poll after them records a fill: a fill
 landing between the poll and the balance would otherwise show as a difference that is not one.
 
+A difference counts once a reconciliation at least the venue's settle window after the one that first found it
+finds it again (the same kind, in the same symbol, asset or order): an exchange's reads can lag its books for a
+moment (a balance from before the last fill, an order still listed open after it filled), and a difference seen
+once may be no more than that. Until then it is reported as unconfirmed, and the engine reconciles again once the
+window has passed. A paper venue's answers never lag: its differences count at once.
+
 The reconciler compares and reports (a `reconcile` event and a `ReconcileReport`, with the venue's quote balance);
 it changes no trading state. The engine decides: an unexplained difference pauses it until the operator accepts
 the differences (which also takes the venue's balances as the new baseline, and its quote balance as the cash).
@@ -44,12 +50,16 @@ ACCEPTED_KEY = "reconcile_accepted_orders"  # open orders at the venue that the 
 
 @dataclass(slots=True)
 class ReconcileReport:
-    status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, failed
+    status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, unconfirmed, failed
     differences: list[dict[str, Any]] = field(default_factory=list)
     venue_cash: float | None = None  # the venue's quote balance, read after the orders in flight were resolved
     # No order was in doubt or unanswered when the balances were read: they and the journal's fills describe the
     # same trades. Otherwise an order the venue filled may be in the balances and not yet in the journal.
     settled: bool = True
+    # Differences found for the first time, or not yet the settle window after that: they count if found again by
+    # a reconciliation from `confirm_at` on (the clock's monotonic time).
+    unconfirmed: list[dict[str, Any]] = field(default_factory=list)
+    confirm_at: float | None = None
 
     @property
     def unreachable(self) -> bool:
@@ -67,6 +77,22 @@ class Reconciler:
         self.bus = bus
         self.symbols = symbols
         self.clock = clock
+        self._first_seen: dict[str, float] = {}  # difference key -> when a reconciliation first found it
+
+    def _confirm(self, report: ReconcileReport, started: float) -> ReconcileReport:
+        """Split the report's differences into those that count and those not confirmed yet: a difference counts
+        once it has been found by reconciliations that started the venue's settle window apart, without one in
+        between that did not find it."""
+        found = report.differences
+        self._first_seen = {k: self._first_seen.get(k, started) for k in map(_difference_key, found)}
+        settle = self.venue.settle_s
+        report.differences = [d for d in found if started - self._first_seen[_difference_key(d)] >= settle]
+        report.unconfirmed = [d for d in found if d not in report.differences]
+        if report.unconfirmed:
+            report.confirm_at = max(self._first_seen[_difference_key(d)] for d in report.unconfirmed) + settle
+            if not report.differences:
+                report.status = "unconfirmed"
+        return report
 
     def unsettled(self) -> list[Order]:
         """The orders whose fate at the venue is unknown (in doubt, sent and not answered yet, or open and not
@@ -133,6 +159,7 @@ class Reconciler:
         """Compare and record; the report's differences are empty when everything agrees. `with_cash=False` leaves
         the cash and equity out (the caller takes the cash from the report)."""
         venue = self.venue
+        started = self.clock.monotonic()
         in_doubt = [cid for cid, o in self.orders.live.items() if o.status is OrderStatus.IN_DOUBT]
         await self.orders.poll()
         differences: list[dict[str, Any]] = []
@@ -175,8 +202,10 @@ class Reconciler:
         if with_cash and not unsettled:
             differences += self._cash_and_equity(balances, base_line)
         status = "differences" if differences else ("resolved" if resolved else "ok")
-        self.bus.publish(ReconcileEvent(status=status, differences=differences))
-        return ReconcileReport(status, differences, balances.get(self.quote, 0.0), settled=not unsettled)
+        report = self._confirm(ReconcileReport(status, differences, balances.get(self.quote, 0.0),
+                                               settled=not unsettled), started)
+        self.bus.publish(ReconcileEvent(status=report.status, differences=report.differences or report.unconfirmed))
+        return report
 
     async def accept(self, differences: list[dict[str, Any]]) -> float | None:
         """The operator accepts the venue as it is: its balances become the new baseline, and the open orders found
@@ -224,3 +253,12 @@ class Reconciler:
 
 def _order_key(vo: Any) -> str:
     return vo.client_order_id or f"#{vo.exchange_id}"
+
+
+def _difference_key(d: dict[str, Any]) -> str:
+    """What a difference is about, whatever its amounts: a lagging read and the next one differ in them."""
+    if d.get("kind") == "unknown_open_order":
+        about = d.get("client_order_id") or f"#{d.get('exchange_id')}"
+    else:
+        about = d.get("symbol") or d.get("asset") or ""
+    return f"{d.get('kind')}:{about}"

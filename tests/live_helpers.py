@@ -252,6 +252,14 @@ def stored_events(db: Path, *names: str) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------- in-process
+async def reconcile_twice(engine) -> list[dict]:
+    """Reconcile, and again once the venue's settle window has passed: a difference the first finds counts only
+    when the second finds it too (reconcile.py). The differences that count."""
+    await engine.reconcile()
+    await asyncio.sleep(engine.venue.settle_s)
+    return await engine.reconcile()
+
+
 async def next_bar(engine, fx: FakeBinance) -> int:
     """Move the market one bar on and pass the engine the candles its own feed releases. Returns how many."""
     fx.market_clock.step()

@@ -114,6 +114,33 @@ def order_statuses(db, cid: str) -> list[str]:
     return [e["status"] for e in stored_events(db, "order") if e.get("client_order_id") == cid]
 
 
+# ---------------------------------------------------------------------------------------------------- what is sold
+async def test_an_operator_sell_of_more_than_the_books_hold_is_refused(tmp_path, fx):
+    # The strategy's entry has filled at the exchange and its answer is late: the books hold nothing yet, the
+    # account holds the coins. A sell the operator asks for now would sell coins the books do not have (or, as
+    # well, coins the account held before ffe): its fill could reduce no position, and the books would hold more
+    # than the account for good. The books are long only: a sell is never more than they hold less the sells
+    # already working.
+    climbing(fx)
+    fx.fault(POST_ORDER, "hang", seconds=1.5, execute=True)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600}, exchange={"timeout_ms": 3000})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await strategy_order(fx)
+            await wait_for(lambda: fx.balances["BTC"].total > 0, timeout=30, what="the entry filled at the exchange")
+            assert BTC not in e.portfolio.positions
+            answer = await e.operator_order(BTC, "sell", 0.002)
+            assert not answer["accepted"] and "nothing held" in answer["reason"], answer
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the entry's late answer")
+            held = e.portfolio.positions[BTC].quantity
+            answer = await e.operator_order(BTC, "sell", held * 2)  # more than held: only what is held is sold
+            assert answer["accepted"], answer
+            await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=30, what="the sell filled (dust left)")
+        assert [r.params["newClientOrderId"] for r in fx.requests_to(POST_ORDER)] == [cid, answer["client_order_id"]]
+        assert_books_agree(e, fx)
+
+
 # ---------------------------------------------------------------------------------------------------- lost answer
 async def test_lost_answer_found_filled_by_the_poll_stays_filled(tmp_path, fx):
     climbing(fx)

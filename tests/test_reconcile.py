@@ -18,8 +18,8 @@ from ffe_engine.engine import ControlError
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.reconcile import BASELINE_KEY
 from ffe_engine.risk import OrderIntent
-from live_helpers import (BTC, GET_ORDER, POST_ORDER, SteppedClock, fx, live_settings, next_bar, rows,  # noqa: F401
-                          run_ffe_async, stored_events, wait_for)
+from live_helpers import (BTC, GET_ORDER, POST_ORDER, SteppedClock, fx, live_settings, next_bar,  # noqa: F401
+                          reconcile_twice, rows, run_ffe_async, stored_events, wait_for)
 
 
 async def place_by_hand(fx, client_id: str, price: float = 20_000.0, qty: float = 0.01) -> None:
@@ -40,7 +40,9 @@ async def test_unknown_open_order_at_start_keeps_the_engine_paused_until_accepte
         assert e.state is EngineState.PAUSED
         assert rows(db, "SELECT state, reason, by FROM engine_state") == [
             ("PAUSED", "reconcile: 1 difference(s)", "reconcile")]
-        (event,) = stored_events(db, "reconcile")
+        # found, then found again once the venue's reads have had their settle window to catch up, before any order
+        first, event = stored_events(db, "reconcile")
+        assert first["status"] == "unconfirmed" and first["differences"] == event["differences"]
         assert event["status"] == "differences"
         assert event["differences"] == [{"kind": "unknown_open_order", "client_order_id": "by-hand-1",
                                          "symbol": BTC, "side": "buy", "quantity": 0.01, "in_journal": False,
@@ -63,11 +65,42 @@ async def test_unknown_open_order_at_start_keeps_the_engine_paused_until_accepte
         assert e.state is EngineState.RUNNING
         # ... but a new one does
         await place_by_hand(fx, "by-hand-2", price=21_000.0)
+        assert await e.reconcile() == [] and e.state is EngineState.RUNNING  # once: it may be a read that lags
+        await asyncio.sleep(e.venue.settle_s)
         assert [d["client_order_id"] for d in await e.reconcile()] == ["by-hand-2"]
         assert e.state is EngineState.PAUSED
         await e.flush()
-        assert [r["status"] for r in stored_events(db, "reconcile")] == ["differences", "accepted", "ok",
-                                                                         "differences"]
+        assert [r["status"] for r in stored_events(db, "reconcile")] == ["unconfirmed", "differences", "accepted",
+                                                                         "ok", "unconfirmed", "differences"]
+
+
+async def test_reads_that_lag_the_venue_s_books_are_no_difference(tmp_path, fx):
+    # An exchange's reads can trail its books for a moment: here the balances from before an order's last fill, and
+    # the open orders listing that order, which the journal has seen filled. A difference found once is looked at
+    # again the venue's settle window later, and only one found again pauses the engine.
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        fx.partial_fill_next(0.5)
+        answer = await e.operator_order(BTC, "buy", 0.01)
+        cid = answer["client_order_id"]
+        fx.fill(cid)  # the rest fills: the venue's last change
+        await e.orders.poll()
+        assert cid not in e.orders.live and e.portfolio.positions[BTC].quantity == pytest.approx(
+            fx.balances["BTC"].total, abs=1e-12)
+        fx.fault("GET /api/v3/account", "stale")
+        fx.fault("GET /api/v3/openOrders", "stale")
+        assert await e.reconcile() == [] and e.state is EngineState.RUNNING and e.reconcile_blocked == []
+        await e.flush()
+        (once,) = stored_events(db, "reconcile")[-1:]
+        assert once["status"] == "unconfirmed"
+        assert sorted(d["kind"] for d in once["differences"]) == ["cash", "equity", "position", "unknown_open_order"]
+        await asyncio.sleep(e.venue.settle_s)
+        assert await e.reconcile() == [] and e.state is EngineState.RUNNING and e.reconcile_blocked == []
+        await e.flush()
+        assert stored_events(db, "reconcile")[-1]["status"] == "ok"
 
 
 async def test_running_engine_pauses_on_a_balance_it_cannot_explain_until_accepted(tmp_path, fx):
@@ -220,9 +253,9 @@ async def test_accept_waits_until_no_order_is_in_doubt(tmp_path, fx):
         assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
         usdt = fx.balances["USDT"].total
         # lookups that fail (a final error, not an outage): the order stays in doubt whatever the time
-        fx.fault(GET_ORDER, "error", times=4, status=400, code=-1100, msg="Illegal characters found in a parameter.")
+        fx.fault(GET_ORDER, "error", times=6, status=400, code=-1100, msg="Illegal characters found in a parameter.")
         await place_by_hand(fx, "by-hand-1")
-        (difference,) = await e.reconcile()  # two lookups: the poll, and its second look before the balances
+        (difference,) = await reconcile_twice(e)  # four lookups: each poll, and its second look before the balances
         assert difference["kind"] == "unknown_open_order" and e.state is EngineState.PAUSED
         baseline = await running.store.get_kv(BASELINE_KEY)
         cash = e.portfolio.cash
@@ -246,7 +279,8 @@ async def test_accept_waits_until_no_order_is_in_doubt(tmp_path, fx):
         assert await e.reconcile() == [] and e.reconcile_blocked == []
         assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total, abs=1e-9)
         await e.flush()
-        assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok", "differences", "accepted", "ok"]
+        assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok", "unconfirmed", "differences",
+                                                                         "accepted", "ok"]
     assert rows(db, "SELECT COUNT(*) FROM fills") == [(1,)] and len(fx.orders) == 2
 
 
@@ -301,7 +335,7 @@ async def test_an_accept_with_nothing_shown_accepts_nothing(tmp_path, fx):
         await e.flush()
         assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok"]
         # the next reconciliation shows the coins, and an accept then takes them
-        assert [d["kind"] for d in await e.reconcile()] == ["position", "equity"]
+        assert [d["kind"] for d in await reconcile_twice(e)] == ["position", "equity"]
         assert e.state is EngineState.PAUSED
         assert [d["kind"] for d in await e.accept_reconcile(by="test")] == ["position", "equity"]
         assert await running.store.get_kv(BASELINE_KEY) == {"BTC": 0.25}

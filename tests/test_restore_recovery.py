@@ -36,15 +36,16 @@ async def test_a_venue_unreadable_after_a_restore_keeps_the_engine_paused_until_
     restore(archive, settings, force=True, now=time.time())
     db = settings.db_path
 
-    # every read of the venue's order history fails (the read retries included)
-    fx.fault(ALL_ORDERS, "5xx_not_executed", times=4)
+    # every read of the venue's order history fails (the read retries included), at the start's reconciliation and
+    # at its second look
+    fx.fault(ALL_ORDERS, "5xx_not_executed", times=8)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         assert e.state is EngineState.PAUSED
         kinds = sorted(d["kind"] for d in e.reconcile_blocked)
         assert kinds == ["position", "restore_unrecovered"]  # the later buy is not explained yet
-        (failed,) = stored_events(db, "recovered")
-        assert failed["status"] == "failed" and "could not be read" in failed["detail"]
+        for failed in stored_events(db, "recovered"):  # the start's reconciliation, and its second look
+            assert failed["status"] == "failed" and "could not be read" in failed["detail"]
         assert rows(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (RESTORED_KEY,)) == [(1,)]  # tried again later
         assert [r[0] for r in rows(db, "SELECT client_order_id FROM orders")] == [first]
         with pytest.raises(Exception, match="unexplained difference"):
