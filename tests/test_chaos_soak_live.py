@@ -5,11 +5,11 @@ follow a zigzag that climbs faster than it falls (`zigzag`): the trend provider,
 confidence than the default (min_confidence 0.5), votes BUY on most climbs, so the engine enters there, and its
 stop-losses and take-profits (nearer than the defaults) close the positions on the legs that follow: most orders
 are the strategy's. Meanwhile the exchange answers with a fault on every order, trades, account and klines route
-(dropped before or after running, hung, slow, 5xx executed or not, rate limits, a missing order, a read from
-the books before their last change), fills some
-orders in part and expires the rest, answers new orders with their fills or (by the seed) without them, the
-process is killed, frozen and thawed, stopped and restarted, and now and then the operator halts, resumes,
-flattens or sells a little.
+(dropped before or after running, hung, slow, 5xx executed or not, rate limits, a missing order, a read from the
+books before their last change), goes down now and then (a restart: every request dropped or answered 503 for a
+few seconds), fills some orders in part and expires the rest, answers new orders with their fills or (by the
+seed) without them, the process is killed, frozen and thawed, stopped and restarted, and now and then the
+operator halts, resumes, flattens or sells a little.
 
 The invariants, checked after every round (the engine dead) and at the end (after a last start has settled every
 order, reconciled and stopped in order):
@@ -337,6 +337,12 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
                 await call(sock, counts, "flatten")
             elif roll < 0.82:
                 await call(sock, counts, "resume", {"confirm": True})
+            elif roll < 0.835:  # the exchange restarts: every request dropped (or answered 503) for a moment
+                counts["exchange down"] += 1
+                fx.down_status = rng.choice([None, 503])
+                fx.down = True
+                await asyncio.sleep(rng.uniform(0.3, 2.5))
+                fx.down = False
             else:
                 await asyncio.sleep(rng.uniform(0.05, 0.3))
         assert proc.alive(), f"{tag(counts)} the engine stopped by itself: {proc.stderr[-3000:]}"
