@@ -98,6 +98,7 @@ class OrderPath:
         # Orders the venue has shown that lookups then did not find: client order id -> (monotonic time of the
         # first such lookup, how many so far). See `_lost`.
         self._missing: dict[str, tuple[float, int]] = {}
+        self._absent_looks: dict[str, int] = {}  # in doubt past the settle window: lookups in a row not finding it
         # Orders in doubt that a cancel did not find: never sent again; cancelled if they appear, ended once surely
         # absent (the original request may still reach the venue until the settle window has passed).
         self._cancel_asked: set[str] = set()
@@ -297,6 +298,7 @@ class OrderPath:
     async def _apply(self, o: Order, vo: VenueOrder) -> None:
         """Bring the journal in line with the venue's view of the order, recording any new fill."""
         self._missing.pop(o.client_order_id, None)  # found
+        self._absent_looks.pop(o.client_order_id, None)
         delta = vo.filled - o.filled
         prev_status = o.status
         if vo.exchange_id:
@@ -354,6 +356,7 @@ class OrderPath:
         async with self._poll_lock:
             self._unread &= set(self.live)
             self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
+            self._absent_looks = {cid: n for cid, n in self._absent_looks.items() if cid in self.live}
             self._cancel_asked &= set(self.live)
             for o in list(self.live.values()):
                 try:
@@ -394,6 +397,12 @@ class OrderPath:
             return
         if cid in self._sending:  # its first send is still waiting for an answer: only the sender sends
             return
+        # Past the settle window, absent takes two answers in a row: one can come from a replica that does not
+        # have the order yet, and sending it again (or ending it, cancelled) on that answer alone would buy twice
+        # (or drop its fill).
+        looks = self._absent_looks[cid] = self._absent_looks.get(cid, 0) + 1
+        if looks < 2:
+            return
         if cid in self._cancel_asked:
             await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
             return
@@ -410,6 +419,7 @@ class OrderPath:
             return
         if not self._move(o, OrderStatus.NEW, ""):
             return
+        self._absent_looks.pop(cid, None)
         await self._send(o)
 
     def _lost(self, o: Order) -> bool:
