@@ -149,7 +149,7 @@ class OrderPath:
             held = self.portfolio.positions.get(intent.symbol)
             left = (held.quantity if held else 0.0) - self.pending_exit_qty(intent.symbol)
             if left < market.amount_step:
-                return self._refused(intent, gates, f"nothing held to sell: the books hold {left:.8g} "
+                return self._refused(intent, gates, f"NOTHING_HELD: nothing to sell, the books hold {left:.8g} "
                                                     f"{intent.symbol.partition('/')[0]} after the sells working",
                                      code="NOTHING_HELD")
             qty = min(qty, left)

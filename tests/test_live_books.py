@@ -131,7 +131,7 @@ async def test_an_operator_sell_of_more_than_the_books_hold_is_refused(tmp_path,
             await wait_for(lambda: fx.balances["BTC"].total > 0, timeout=30, what="the entry filled at the exchange")
             assert BTC not in e.portfolio.positions
             answer = await e.operator_order(BTC, "sell", 0.002)
-            assert not answer["accepted"] and "nothing held" in answer["reason"], answer
+            assert not answer["accepted"] and answer["reason"].startswith("NOTHING_HELD: nothing to sell"), answer
             await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the entry's late answer")
             held = e.portfolio.positions[BTC].quantity
             answer = await e.operator_order(BTC, "sell", held * 2)  # more than held: only what is held is sold
