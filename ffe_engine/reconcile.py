@@ -213,21 +213,31 @@ class Reconciler:
         balance, the engine's cash from now on (None when the venue could not be read).
 
         Refused (ControlError, nothing changed) while an order is in doubt or unanswered after a last look: its trade
-        may be in the balances already, and recording it later would count it a second time. The balances are read
+        may be in the balances already, and recording it later would count it a second time; and when the venue's
+        balances are not the same at two reads in a row (a read can lag its books), up to four reads. The balances are read
         as a reconciliation reads them, after the orders in flight are polled."""
         await self.orders.poll()
         self._refuse_while_unsettled()
         balances: dict[str, float] | None = None
         try:
             # An order sent meanwhile (an exit goes on while PAUSED) may trade around the read: the balances are
-            # read again until no fill was recorded meanwhile.
+            # read again until no fill was recorded meanwhile. And a read can lag the venue's books: what becomes
+            # the baseline is what two reads in a row agree on.
             balances, quiet = await self._balances_after_fills()
+            for _ in range(3):
+                again, quiet_again = await self._balances_after_fills()
+                steady = again == balances
+                balances, quiet = again, quiet_again
+                if steady:
+                    break
         except (VenueError, VenueUnavailable):
-            balances, quiet = None, True
+            balances, quiet, steady = None, True, True
         self._refuse_while_unsettled()
         if not quiet:
             raise ControlError("nothing accepted: orders kept filling while the venue's balances were read; "
                                "accept again")
+        if not steady:
+            raise ControlError("nothing accepted: the venue's balances changed at every read; accept again")
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
                    if d.get("kind") == "unknown_open_order"}
         if foreign:

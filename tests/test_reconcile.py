@@ -320,6 +320,26 @@ async def test_a_fill_of_an_order_in_doubt_at_the_start_sets_no_peak_before_the_
     assert rows(db, "SELECT COUNT(*) FROM fills") == [(2,)] and len(fx.orders) == 2
 
 
+async def test_an_accept_does_not_take_a_read_that_lags_as_the_baseline(tmp_path, fx):
+    # Coins arrive that no order of ffe's explains; the operator accepts them. The balances the accept reads come
+    # first from a replica that has neither the coins nor ffe's last buy: taken as the new baseline, they would
+    # leave a difference behind (the engine paused again by the next look). An accept takes balances that two
+    # reads in a row agree on.
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        assert (await e.operator_order(BTC, "buy", 0.01))["accepted"]  # the exchange's last change: this buy
+        held = e.portfolio.positions[BTC].quantity
+        fx.balances["BTC"].free += 0.25
+        assert [d["kind"] for d in await reconcile_twice(e)] == ["position", "equity"]
+        fx.fault("GET /api/v3/account", "stale")
+        await e.accept_reconcile(by="test")
+        assert (await running.store.get_kv(BASELINE_KEY))["BTC"] == pytest.approx(0.25, abs=1e-9)
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(held, abs=1e-12)
+        assert await reconcile_twice(e) == [] and e.reconcile_blocked == []
+
+
 async def test_an_accept_with_nothing_shown_accepts_nothing(tmp_path, fx):
     """An accept takes what a reconciliation showed the operator, and only that: with no difference waiting, a change
     at the venue since (coins arriving) must not be taken into the baseline unseen."""
