@@ -214,8 +214,8 @@ class Reconciler:
 
         Refused (ControlError, nothing changed) while an order is in doubt or unanswered after a last look: its trade
         may be in the balances already, and recording it later would count it a second time; and when the venue's
-        balances are not the same at two reads in a row (a read can lag its books), up to four reads. The balances are read
-        as a reconciliation reads them, after the orders in flight are polled."""
+        balances are not the same at two reads in a row (a read can lag its books), up to four reads. The balances
+        are read as a reconciliation reads them, after the orders in flight are polled."""
         await self.orders.poll()
         self._refuse_while_unsettled()
         balances: dict[str, float] | None = None
