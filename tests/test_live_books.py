@@ -52,6 +52,13 @@ def strategy_settings(tmp_path, fx: FakeBinance, **tables):
     return live_settings(tmp_path, fx, **with_strategy(**tables))
 
 
+def result_answer_settings(tmp_path, fx: FakeBinance, **tables):
+    """As strategy_settings, on an exchange asked for Binance's RESULT answer to a new order: how much filled and
+    for how much, without the fills and their fees."""
+    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
+    return strategy_settings(tmp_path, fx, exchange={"options": options}, **tables)
+
+
 @contextlib.asynccontextmanager
 async def engine_loop(engine):
     """The engine's own loop (feed, housekeeping: order polls, reconciliation) running in the background."""
@@ -77,6 +84,15 @@ async def resting_entry(e, fx: FakeBinance) -> str:
     cid = await strategy_order(fx)
     await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part filled")
     return cid
+
+
+async def filled_further_at_the_venue(e, fx: FakeBinance):
+    """The resting entry, and half of what it still has open filled at the exchange since the engine's last look:
+    its client order id and the fake's order."""
+    cid = await resting_entry(e, fx)
+    order = fx.open_order(cid)
+    fx.fill(cid, qty=round(order.remaining / 2, 5))
+    return cid, order
 
 
 async def in_doubt(e, cid: str) -> None:
@@ -614,8 +630,7 @@ async def test_an_order_answer_without_its_fills_is_charged_its_fee(tmp_path, fx
     # The fee (taken in BTC from a buy) is then learned from the order's trades before the fill is recorded: the
     # position is what the account holds, not what was bought.
     climbing(fx)
-    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
-    settings = strategy_settings(tmp_path, fx, exchange={"options": options})
+    settings = result_answer_settings(tmp_path, fx)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
@@ -633,8 +648,7 @@ async def test_an_order_whose_fees_cannot_be_read_yet_is_recorded_open_and_its_f
     # than the answer's own reads retry): the order is recorded as placed, not in doubt (the venue answered), and
     # the fill is recorded with its fee once the trades can be read.
     climbing(fx)
-    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
-    settings = strategy_settings(tmp_path, fx, exchange={"options": options}, engine={"order_poll_s": 0.2})
+    settings = result_answer_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
     db = settings.db_path
     fx.fault(MY_TRADES, "5xx_not_executed", times=8)
     async with engine_session(settings, live=True) as running:
@@ -654,8 +668,7 @@ async def test_an_order_whose_trades_lag_its_fill_is_charged_the_whole_fee(tmp_p
     # have the fill's trade yet. Fees summed from them would be short of what the venue took, for good: the order is
     # filled, never looked up again. Trades that do not add up to the fill are not yet the order's fees.
     climbing(fx)
-    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
-    settings = strategy_settings(tmp_path, fx, exchange={"options": options}, engine={"order_poll_s": 0.2})
+    settings = result_answer_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
     db = settings.db_path
     fx.fault(MY_TRADES, "stale")
     async with engine_session(settings, live=True) as running:
@@ -679,9 +692,7 @@ async def test_a_fill_first_seen_in_a_cancel_answer_is_charged_its_fee(tmp_path,
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            cid = await resting_entry(e, fx)
-            order = fx.open_order(cid)
-            fx.fill(cid, qty=round(order.remaining / 2, 5))
+            cid, order = await filled_further_at_the_venue(e, fx)
             result = await e.operator_cancel(cid)
         assert result["cancelled"] and result["filled"] == pytest.approx(order.filled, abs=1e-12)
         assert [(o.status, len(o.trades)) for o in fx.orders] == [("CANCELED", 2)]
@@ -698,9 +709,7 @@ async def test_a_cancel_answer_whose_trades_lag_its_fill_is_charged_the_whole_fe
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            cid = await resting_entry(e, fx)
-            order = fx.open_order(cid)
-            fx.fill(cid, qty=round(order.remaining / 2, 5))
+            cid, order = await filled_further_at_the_venue(e, fx)
             fx.fault(MY_TRADES, "stale")
             await e.operator_cancel(cid)
             assert await poll_until_ended(e, cid) < 50
