@@ -95,10 +95,9 @@ class OrderPath:
         # breaker open): what they did there since is unknown (a reader comparing the venue's balances with the
         # books must not count on their fills being recorded).
         self._unread: set[str] = set()
-        # Orders the venue has shown that lookups then did not find: client order id -> (monotonic time of the
-        # first such lookup, how many so far). See `_lost`.
+        # Orders that lookups did not find, in a row: client order id -> (monotonic time of the first such lookup,
+        # how many so far). An open order is taken as lost (`_lost`), one in doubt as absent (`_resolve`) on them.
         self._missing: dict[str, tuple[float, int]] = {}
-        self._absent_looks: dict[str, int] = {}  # in doubt past the settle window: lookups in a row not finding it
         # Orders in doubt that a cancel did not find: never sent again; cancelled if they appear, ended once surely
         # absent (the original request may still reach the venue until the settle window has passed).
         self._cancel_asked: set[str] = set()
@@ -298,7 +297,6 @@ class OrderPath:
     async def _apply(self, o: Order, vo: VenueOrder) -> None:
         """Bring the journal in line with the venue's view of the order, recording any new fill."""
         self._missing.pop(o.client_order_id, None)  # found
-        self._absent_looks.pop(o.client_order_id, None)
         delta = vo.filled - o.filled
         prev_status = o.status
         if vo.exchange_id:
@@ -356,7 +354,6 @@ class OrderPath:
         async with self._poll_lock:
             self._unread &= set(self.live)
             self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
-            self._absent_looks = {cid: n for cid, n in self._absent_looks.items() if cid in self.live}
             self._cancel_asked &= set(self.live)
             for o in list(self.live.values()):
                 try:
@@ -400,7 +397,7 @@ class OrderPath:
         # Past the settle window, absent takes two answers in a row: one can come from a replica that does not
         # have the order yet, and sending it again (or ending it, cancelled) on that answer alone would buy twice
         # (or drop its fill).
-        looks = self._absent_looks[cid] = self._absent_looks.get(cid, 0) + 1
+        _, looks = self._not_found(cid)
         if looks < 2:
             return
         if cid in self._cancel_asked:
@@ -419,7 +416,7 @@ class OrderPath:
             return
         if not self._move(o, OrderStatus.NEW, ""):
             return
-        self._absent_looks.pop(cid, None)
+        self._missing.pop(cid, None)
         await self._send(o)
 
     def _lost(self, o: Order) -> bool:
@@ -427,12 +424,16 @@ class OrderPath:
         glitch), and ending the order on it would drop whatever it filled at the venue: the order is taken as lost
         only once lookups have not found it for the settle window and three times over."""
         cid = o.client_order_id
-        now = self.clock.monotonic()
-        first, looks = self._missing.get(cid, (now, 0))
-        if looks == 0:
+        first, looks = self._not_found(cid)
+        if looks == 1:
             log.warning("venue did not find an open order", client_order_id=cid, symbol=o.symbol)
+        return looks >= 3 and self.clock.monotonic() - first >= self.settle_s
+
+    def _not_found(self, cid: str) -> tuple[float, int]:
+        """A lookup did not find the order: when the lookups that did not find it in a row began, and how many."""
+        first, looks = self._missing.get(cid, (self.clock.monotonic(), 0))
         self._missing[cid] = (first, looks + 1)
-        return looks + 1 >= 3 and now - first >= self.settle_s
+        return first, looks + 1
 
     # ------------------------------------------------------------------ cancels
     async def cancel(self, o: Order) -> tuple[bool, str]:
