@@ -83,13 +83,14 @@ class Reconciler:
         """Split the report's differences into those that count and those not confirmed yet: a difference counts
         once it has been found by reconciliations that started the venue's settle window apart, without one in
         between that did not find it."""
-        found = report.differences
-        self._first_seen = {k: self._first_seen.get(k, started) for k in map(_difference_key, found)}
+        found = [(_difference_key(d), d) for d in report.differences]
+        self._first_seen = {k: self._first_seen.get(k, started) for k, _ in found}
         settle = self.venue.settle_s
-        report.differences = [d for d in found if started - self._first_seen[_difference_key(d)] >= settle]
-        report.unconfirmed = [d for d in found if d not in report.differences]
-        if report.unconfirmed:
-            report.confirm_at = max(self._first_seen[_difference_key(d)] for d in report.unconfirmed) + settle
+        waiting = [(k, d) for k, d in found if started - self._first_seen[k] < settle]
+        report.differences = [d for k, d in found if started - self._first_seen[k] >= settle]
+        report.unconfirmed = [d for _, d in waiting]
+        if waiting:
+            report.confirm_at = max(self._first_seen[k] for k, _ in waiting) + settle
             if not report.differences:
                 report.status = "unconfirmed"
         return report

@@ -94,7 +94,7 @@ async def test_reads_that_lag_the_venue_s_books_are_no_difference(tmp_path, fx):
         fx.fault("GET /api/v3/openOrders", "stale")
         assert await e.reconcile() == [] and e.state is EngineState.RUNNING and e.reconcile_blocked == []
         await e.flush()
-        (once,) = stored_events(db, "reconcile")[-1:]
+        once = stored_events(db, "reconcile")[-1]
         assert once["status"] == "unconfirmed"
         assert sorted(d["kind"] for d in once["differences"]) == ["cash", "equity", "position", "unknown_open_order"]
         await asyncio.sleep(e.venue.settle_s)

@@ -537,8 +537,9 @@ class CcxtVenue:
             f, b = self._fees([t["fee"]] if t.get("fee") else [], order.symbol, t.get("price"))
             fee += f
             fee_base += b
-            amount += float(t.get("amount") or 0.0)
-            cost += float(t.get("amount") or 0.0) * float(t.get("price") or 0.0)
+            qty = float(t.get("amount") or 0.0)
+            amount += qty
+            cost += qty * float(t.get("price") or 0.0)
         order.fee = fee
         order.fee_base = fee_base
         if amount < order.filled * (1 - 1e-9) - 1e-12:
