@@ -96,7 +96,9 @@ async def test_reads_that_lag_the_venue_s_books_are_no_difference(tmp_path, fx):
         await e.flush()
         once = stored_events(db, "reconcile")[-1]
         assert once["status"] == "unconfirmed"
-        assert sorted(d["kind"] for d in once["differences"]) == ["cash", "equity", "position", "unknown_open_order"]
+        # (equity differs too when the price has moved since the fill: by the fee alone it can be within tolerance)
+        kinds = {d["kind"] for d in once["differences"]}
+        assert {"cash", "position", "unknown_open_order"} <= kinds <= {"cash", "equity", "position", "unknown_open_order"}
         await asyncio.sleep(e.venue.settle_s)
         assert await e.reconcile() == [] and e.state is EngineState.RUNNING and e.reconcile_blocked == []
         await e.flush()
