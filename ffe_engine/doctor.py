@@ -4,8 +4,8 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
 1. the database passes SQLite's integrity check;
 2. the audit trail (its rotated files, then the current one) is whole lines, one JSON record each, with strictly
    increasing seq, and holds every event the database holds, byte for byte (it may hold more: lines written just
-   before a kill, never committed); and its hash chain is whole up to the chain head the database stores
-   (chain.verify_trail);
+   before a kill, never committed, and a cut last line after the database's last event: one being written, or
+   torn); and its hash chain is whole up to the chain head the database stores (chain.verify_trail);
 3. every order's journal status is a known one, and no order went back: in the audit trail an order that reached
    a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
    the last final status the trail shows;
@@ -57,12 +57,15 @@ class Findings:
     orders: int = 0
     fills: int = 0
     positions: int = 0
+    cut_tail: int = 0  # a cut last line after the database's last event (1 or 0)
     checks: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        tail = (", 1 line after the database's last event cut off (being written, or torn: the next start sets it "
+                "aside)") if self.cut_tail else ""
         return (f"ok: {len(self.checks)} checks passed ({', '.join(self.checks)}); {self.events} events, "
                 f"{self.audit_lines} audit lines, {self.orders} orders, {self.fills} fills, "
-                f"{self.positions} open positions")
+                f"{self.positions} open positions{tail}")
 
 
 def check(settings: Settings) -> Findings:
@@ -103,15 +106,20 @@ def check(settings: Settings) -> Findings:
 
 
 # ------------------------------------------------------------------------------------------------ the audit trail
-def _audit_lines(path: Path) -> Iterator[tuple[str, int, bytes]]:
-    """(file:line, seq, line) of every line of the trail, rotated files first; a cut or unreadable line is a
-    violation."""
-    for p in trail_files(path):
+def _audit_lines(path: Path, cut: list[str]) -> Iterator[tuple[str, int, bytes]]:
+    """(file:line, seq, line) of every whole line of the trail, rotated files first; an unreadable line is a
+    violation, and so is a cut one except at the very end of the trail, where it is put in `cut` (file:line and
+    size) for the caller to judge: beside a running engine the writer may be half way through it."""
+    files = trail_files(path)
+    for p in files:
         with open(p, "rb") as f:
             for n, line in enumerate(f, 1):
                 where = f"{p}:{n}"
                 if not line.endswith(b"\n"):
-                    raise Violation(f"{where}: the last line is cut off ({len(line)} bytes, no newline)")
+                    if p != files[-1]:
+                        raise Violation(f"{where}: the last line is cut off ({len(line)} bytes, no newline)")
+                    cut.append(f"{where}: the last line is cut off ({len(line)} bytes, no newline)")
+                    return
                 line = line[:-1]
                 try:
                     rec = json.loads(line)
@@ -127,7 +135,7 @@ def _check_audit(records: Records, path: Path, found: Findings) -> OrderEvents:
     """First the file alone (whole lines, seq order), then the merge of the database's events (read first) and
     the file's lines, both in seq order. Returns each order's audit records (line number, record)."""
     last = 0
-    for where, seq, _line in _audit_lines(path):
+    for where, seq, _line in _audit_lines(path, []):
         if seq <= last:
             raise Violation(f"{where}: seq {seq} after seq {last} (seq must strictly increase)")
         last = seq
@@ -137,7 +145,8 @@ def _check_audit(records: Records, path: Path, found: Findings) -> OrderEvents:
     # journal with the trail up to the database's last event only.
     snapshot_seq = records.last_seq()
     order_events: OrderEvents = {}
-    for where, seq, line in _audit_lines(path):
+    cut: list[str] = []
+    for where, seq, line in _audit_lines(path, cut):
         found.audit_lines += 1
         if want is not None and want[0] < seq:
             raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
@@ -152,8 +161,13 @@ def _check_audit(records: Records, path: Path, found: Findings) -> OrderEvents:
             if rec.get("client_order_id"):
                 order_events.setdefault(rec["client_order_id"], []).append((where, rec))
     if want is not None:
+        if cut:
+            raise Violation(cut[0])
         raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
                         f"(the file ends before it)")
+    # Each event was whole in the file before the database committed it: a cut line after the last of them is a
+    # record the writer is still appending, or a torn tail the next start sets aside (audit.repair_trail).
+    found.cut_tail = len(cut)
     return order_events
 
 
