@@ -254,11 +254,15 @@ async def engine_session(settings: Settings, **kwargs: Any):
 # and the many short ones fill in the end, instead of one long module keeping a worker busy after the others are
 # done. Within a module the order is kept; a module not named here runs after these, in its usual order.
 LONGEST_FIRST = (
-    "test_tui_pressure.py", "test_tui_snapshots.py", "test_chaos_soak_live.py", "test_tui_console.py",
-    "test_chaos_soak.py", "test_ctl_views.py", "test_tui_views.py", "test_backtest_columns.py", "test_live_books.py",
-    "test_backup.py", "test_backtest_memory.py", "test_audit_trail_complete.py", "test_download.py",
-    "test_max_positions.py", "test_audit_chain.py", "test_backtest_records.py", "test_config_bounds.py",
-    "test_audit_cli.py", "test_report_cli.py", "test_backtest_runs.py",
+    "test_live_books.py", "test_chaos_soak_live.py", "test_chaos_soak.py", "test_tui_snapshots.py",
+    "test_tui_views.py", "test_reconcile.py", "test_report_cli.py", "test_tui_console.py", "test_audit_chain.py",
+    "test_download.py", "test_audit_cli.py", "test_tui_pressure.py", "test_config_bounds.py", "test_backup.py",
+    "test_backtest_runs.py", "test_doctor.py", "test_control_socket.py", "test_alerts.py",
+    "test_audit_trail_complete.py", "test_live_engine.py", "test_gates_basic.py", "test_backtest_memory.py",
+    "test_monitor.py", "test_fill_records_atomic.py", "test_tui_attach.py", "test_backtest_columns.py",
+    "test_ctl_views.py", "test_restore_recovery.py", "test_backtest_records.py", "test_damaged_database.py",
+    "test_ctl.py", "test_live_restart.py", "test_ccxt_venue.py", "test_bad_input.py", "test_signals_stop.py",
+    "test_disaster_drill.py",
 )
 
 
