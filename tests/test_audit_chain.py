@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ffe_env, run_ffe, starter_config, wait_until
+from conftest import ffe_env, ffe_in_process, run_ffe, starter_config, wait_until
 from ffe_engine.audit import verify_trail
 from ffe_engine.chain import GENESIS, ChainHead, line_hash, rotated_files
 
@@ -24,8 +24,8 @@ def run_engine(root: Path, bars: int, **env: str) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def verify(root: Path, *extra: str) -> tuple[int, str, str]:
-    proc = run_ffe(root, "audit", "verify", "--data-dir", "data", "--log-dir", "logs", *extra)
+def verify(root: Path, *extra: str, ffe=run_ffe) -> tuple[int, str, str]:
+    proc = ffe(root, "audit", "verify", "--data-dir", "data", "--log-dir", "logs", *extra)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -129,7 +129,7 @@ def test_tampering_is_found_and_the_first_bad_seq_named(copy, tamper, k):
     raw = lines(copy)
     assert seq_of(raw[k - 1]) == k
     write_lines(copy, tamper(raw, k))
-    code, out, err = verify(copy)
+    code, out, err = verify(copy, ffe=run_ffe if (tamper, k) == TAMPER[0] else ffe_in_process)  # the first: a process
     assert code == 1, out + err
     assert out.startswith(f"audit trail NOT intact: first bad seq {k}: "), out
     assert "audit.jsonl:" in out  # names the file and line

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, ffe_cmd, ffe_env, run_ffe, sample_head
+from conftest import BTC_CSV, ETH_CSV, ffe_cmd, ffe_env, ffe_in_process, run_ffe, sample_head
 
 OLD_RUN = "20200101T000000Z-0a0b0c"  # an interrupted run of long ago: a database, no report
 
@@ -156,7 +156,7 @@ def test_a_run_being_written_now_is_listed_as_running_and_never_removed(runs_dir
     ((), "ffe backtest needs at least one [SYMBOL=]FILE.csv (or --list, --clean)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
-    proc = run_ffe(tmp_path, "backtest", *args)
+    proc = (run_ffe if args == ("--clean",) else ffe_in_process)(tmp_path, "backtest", *args)  # the first: a process
     assert one_error_line(proc) == f"ffe: error: {says}"
 
 

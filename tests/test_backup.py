@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import ffe_env, run_ffe, spawn_ffe, wait_until  # noqa: F401
+from conftest import ffe_env, ffe_in_process, run_ffe, spawn_ffe, wait_until  # noqa: F401
 from ffe_engine import backup as bk
 from ffe_engine.store import SCHEMA_VERSION
 
@@ -69,8 +69,8 @@ def repack(work: Path, out: Path, *, update_manifest: bool = True) -> Path:
     return out
 
 
-def verify(cwd: Path, path: Path):
-    return run_ffe(cwd, "backup", "verify", str(path))
+def verify(cwd: Path, path: Path, ffe=run_ffe):
+    return ffe(cwd, "backup", "verify", str(path))
 
 
 def test_a_backup_of_a_stopped_directory_holds_everything_and_verifies(account, tmp_path):
@@ -131,7 +131,7 @@ def test_verify_names_what_is_wrong(account, archive, tmp_path, damage):
     trail.write_bytes(b"".join(lines))
     bad = repack(work, tmp_path / "bad.tar.zst", update_manifest=damage != "checksum")
 
-    proc = verify(account, bad)
+    proc = verify(account, bad, run_ffe if damage == "edited line" else ffe_in_process)  # the first: a process
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

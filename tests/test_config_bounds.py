@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ffe_env, run_ffe
+from conftest import ffe_env, ffe_in_process, run_ffe
 from ffe_engine.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +46,9 @@ def test_an_out_of_bounds_value_is_refused_by_check_and_by_the_start(tmp_path, t
     line = write_config(tmp_path, table, key, value)
     env = ffe_env()
     env.pop("FFE_MARKET__SPEED")  # the file's value is the one tested
+    ffe = run_ffe if (table, key, value) == HOSTILE[0] else ffe_in_process  # the first as a real process
     for command in (("config", "check"), ("run", "--headless", "--max-bars", "3")):
-        proc = run_ffe(tmp_path, *command, env=env, timeout=60)
+        proc = ffe(tmp_path, *command, env=env)
         assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
         errors = [x for x in proc.stderr.splitlines() if x.strip()]
         assert len(errors) == 1, proc.stderr

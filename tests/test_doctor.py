@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ffe_env, run_ffe
+from conftest import ffe_env, ffe_in_process, run_ffe
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,8 @@ def write_lines(cwd: Path, new: list[bytes]) -> None:
     audit(cwd).write_bytes(b"\n".join(new) + b"\n")
 
 
-def doctor(cwd: Path):
-    return run_ffe(cwd, "doctor", "--data-dir", "data", "--log-dir", "logs")
+def doctor(cwd: Path, ffe=run_ffe):
+    return ffe(cwd, "doctor", "--data-dir", "data", "--log-dir", "logs")
 
 
 def test_a_healthy_data_directory_passes_every_check(healthy):
@@ -210,7 +210,7 @@ DAMAGES = [drop_a_middle_line, cut_the_last_line, swap_two_lines, repeat_a_line,
 def test_each_violation_is_named_and_exits_1(healthy, tmp_path, damage):
     cwd = copy_of(healthy, tmp_path)
     expected = damage(cwd)
-    proc = doctor(cwd)
+    proc = doctor(cwd, run_ffe if damage is DAMAGES[0] else ffe_in_process)  # the first as a real process
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("ffe: error: "), proc.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ffe_env, run_ffe
+from conftest import ffe_env, ffe_in_process, run_ffe
 from fake_exchange import FakeBinance, ccxt_options, exchange_settings, kline
 from ffe_engine.download import (DownloadError, NoProgress, ProgressBar, Request, candle_file_name, download,
                                  progress_for)
@@ -287,7 +287,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     for key, value in base.items():
         if key not in opts:
             opts += [key, value]
-    proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", *opts)
+    ffe = run_ffe if args == ("--exchange", "no_such_exchange") else ffe_in_process  # the first as a real process
+    proc = ffe(tmp_path, "data", "download", "BTC/USDT", *opts)
     assert proc.returncode == 2, proc.stderr
     assert message in one_error_line(proc.stderr)
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
