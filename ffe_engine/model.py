@@ -174,6 +174,7 @@ class VenueOrder:
     price: float | None = None
     ts: int | None = None
     fee_base: float = 0.0  # the part of the fee taken in the base asset, as an amount of it
+    side_known: bool = True  # False: the venue's answer did not say (`side` is then a placeholder)
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from .clock import Clock
 from .events import EventBus, RecoveredEvent
 from .execution import OrderPath
 from .ids import CLIENT_ID_PREFIX
+from .model import VenueOrder
 from .store import RESTORED_KEY, Store
 from .venues.base import OrderHistoryVenue, SimulatedVenue, Venue, VenueError, VenueUnavailable
 
@@ -67,10 +68,20 @@ async def recover_after_restore(*, store: Store, venue: Venue, orders: OrderPath
     recovered = Recovery("recovered")
     before = orders.fills_recorded
     note = {"recovered": {"backup": backup, "from": venue.name}}
+    adopt: dict[str, VenueOrder] = {}
     for vo in sorted(found, key=lambda o: (o.ts or 0, o.exchange_id or "")):
         cid = vo.client_order_id
-        if not cid.startswith(CLIENT_ID_PREFIX) or cid in journal or cid in recovered.orders:
+        if not cid.startswith(CLIENT_ID_PREFIX) or cid in journal or cid in adopt:
             continue  # not ffe's (a difference for the reconciliation), or known already
+        # The venue's word is all there is on these orders: an answer that leaves out which way one went, what or
+        # how much cannot be journaled (a sell read as a buy would add to the position), so none is.
+        missing = [what for what, ok in (("side", vo.side_known), ("symbol", vo.symbol in symbols),
+                                         ("amount", vo.quantity > 0)) if not ok]
+        if missing:
+            return _failed(bus, backup, f"order {cid} in {venue.name}'s order history shows no "
+                                        f"{' or '.join(missing)}: check it by hand")
+        adopt[cid] = vo
+    for cid, vo in adopt.items():
         await orders.adopt(vo, note)
         recovered.orders.append(cid)
     recovered.fills = orders.fills_recorded - before

@@ -77,3 +77,37 @@ async def test_a_restored_paper_account_starts_from_the_backups_book(tmp_path):
         assert "paper venue" in recovered["detail"]
         assert running.engine.state is EngineState.RUNNING
     assert rows(settings.db_path, "SELECT COUNT(*) FROM kv WHERE key = ?", (RESTORED_KEY,)) == [(0,)]
+
+
+async def test_an_order_the_venue_shows_without_a_side_is_not_recovered_as_a_buy(tmp_path, fx):
+    # The venue's history is the only word on an order made after the backup: an answer that leaves out which way
+    # it went cannot be journaled (read as a buy, a sell would add to the position instead of taking from it). The
+    # recovery fails, the engine stays paused, and it is tried again at the next reconciliation.
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    async with engine_session(settings, live=True) as running:
+        first = await buy(running.engine, fx, 0.02)
+    archive = bk.take_stopped(settings, tmp_path / "backups", time.time()).path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        answer = await e.operator_order(BTC, "sell", 0.01)
+        assert answer["accepted"], answer
+        later = answer["client_order_id"]
+    restore(archive, settings, force=True, now=time.time())
+    db = settings.db_path
+    sold = next(o for o in fx.orders if o.client_id == later)
+    sold.side = ""  # the history's answer without its side
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state is EngineState.PAUSED
+        (failed, *_) = stored_events(db, "recovered")
+        assert failed["status"] == "failed" and later in failed["detail"] and "side" in failed["detail"], failed
+        assert [r[0] for r in rows(db, "SELECT client_order_id FROM orders")] == [first]
+        assert rows(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (RESTORED_KEY,)) == [(1,)]
+
+        sold.side = "SELL"  # the venue answers whole again: the next reconciliation recovers the sell
+        assert await e.reconcile() == []
+        await e.flush()
+        assert stored_events(db, "recovered")[-1]["status"] == "recovered"
+        assert rows(db, "SELECT side FROM orders WHERE client_order_id = ?", (later,)) == [("sell",)]
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total)

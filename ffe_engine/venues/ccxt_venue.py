@@ -493,8 +493,11 @@ class CcxtVenue:
         otype = o.get("type") or "market"
         price = o.get("price")
         fee, fee_base = self._fees(o.get("fees") or ([o["fee"]] if o.get("fee") else []), o.get("symbol"), average)
+        # Some answers (a cancel's, on some exchanges) leave the side out: the journal knows it for ffe's own orders.
+        side = o.get("side")
+        known = side in ("buy", "sell")
         return VenueOrder(
-            client_order_id=cid, symbol=o.get("symbol") or "", side=Side(o.get("side") or "buy"),
+            client_order_id=cid, symbol=o.get("symbol") or "", side=Side(side) if known else Side.BUY, side_known=known,
             quantity=float(o.get("amount") or 0.0), status=_STATUS.get(o.get("status") or "open", "open"),
             filled=filled, average=float(average) if average else None, fee=fee, fee_base=fee_base,
             exchange_id=str(o["id"]) if o.get("id") is not None else None, type=otype,
