@@ -30,7 +30,9 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "error": answer `status` with Binance error `code` and `msg` without running the request;
 - "stale": answer a read from the books as they stood before their last change, as a lagging replica can: the
   account's balances, the open orders, an order (one that did not exist then: "Order does not exist.") or the
-  trades (without the newest).
+  trades (without the newest);
+- "no_cost": run the request and answer its orders without what they cost (no `cummulativeQuoteQty`, no `fills`),
+  as an exchange's terser answers can: how much filled, but not at what price.
 `fx.down = True` drops every connection (or answers `fx.down_status` when that is set) until set back to False.
 
 Klines follow `fx.market_clock` and include the candle still open, as Binance's do. `fx.klines_max` caps how many
@@ -48,6 +50,7 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import json
 import math
 import time
 from collections import deque
@@ -59,7 +62,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418",
-               "not_found_once", "error", "stale")
+               "not_found_once", "error", "stale", "no_cost")
 
 # symbol id -> listing; prices are the starting points of the deterministic price path used by klines
 LISTINGS: dict[str, dict[str, Any]] = {
@@ -267,6 +270,9 @@ class FakeBinance:
             raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
         self._faults.setdefault(route, deque()).append(Fault(kind, **opts))
 
+    def clear_faults(self, route: str) -> None:
+        self._faults.pop(route, None)
+
     def pending_faults(self, route: str) -> int:
         return sum(f.times for f in self._faults.get(route, ()))
 
@@ -372,6 +378,16 @@ class FakeBinance:
         if f.kind == "stale":
             request[STALE] = True
             return await self._run(handler, request)
+        if f.kind == "no_cost":
+            resp = await self._run(handler, request)
+            if resp.status != 200 or not isinstance(resp, web.Response) or resp.text is None:
+                return resp
+            body = json.loads(resp.text)
+            for order in body if isinstance(body, list) else [body]:
+                if isinstance(order, dict):
+                    order.pop("cummulativeQuoteQty", None)
+                    order.pop("fills", None)
+            return web.json_response(body)
         if f.kind == "not_found_once":
             if request.method == "DELETE":
                 return self._error(400, -2011, "Unknown order sent.")
