@@ -101,6 +101,8 @@ class OrderPath:
         # Orders in doubt that a cancel did not find: never sent again; cancelled if they appear, ended once surely
         # absent (the original request may still reach the venue until the settle window has passed).
         self._cancel_asked: set[str] = set()
+        # Orders whose venue answer showed a fill without its price: not booked until an answer gives it.
+        self._unpriced: set[str] = set()
 
     # ------------------------------------------------------------------ queries
     def unread(self) -> list[Order]:
@@ -306,6 +308,17 @@ class OrderPath:
                   "rejected": OrderStatus.REJECTED, "expired": OrderStatus.CANCELED}.get(vo.status, OrderStatus.OPEN)
         if status is OrderStatus.FILLED and vo.filled + 1e-12 < o.quantity and vo.filled <= 0:
             status = OrderStatus.CANCELED
+        if delta > 1e-12 and vo.average is None and o.price is None:
+            # A fill whose price neither the answer nor the order's trades gave: booked at no price, the coins would
+            # cost nothing. The order stays as it was and is looked up again; if no answer ever says, the venue's
+            # balances and the books differ and reconciliation pauses the engine. (A limit order's fill is booked
+            # at its limit price.)
+            if o.client_order_id not in self._unpriced:
+                self._unpriced.add(o.client_order_id)
+                log.warning("venue answer shows a fill without its price: not booked yet",
+                            client_order_id=o.client_order_id, filled=vo.filled, venue=self.venue.name)
+            return
+        self._unpriced.discard(o.client_order_id)
         if delta > 1e-12:
             avg_new = vo.average or o.average or o.price or 0.0
             cost_before = (o.average or 0.0) * o.filled
@@ -355,6 +368,7 @@ class OrderPath:
             self._unread &= set(self.live)
             self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
             self._cancel_asked &= set(self.live)
+            self._unpriced &= set(self.live)
             for o in list(self.live.values()):
                 try:
                     if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:

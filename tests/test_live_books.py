@@ -682,6 +682,47 @@ async def test_an_order_whose_trades_lag_its_fill_is_charged_the_whole_fee(tmp_p
         assert_books_agree(e, fx)
 
 
+async def test_a_fill_answered_without_its_price_is_booked_at_the_price_of_its_trades(tmp_path, fx):
+    # The answers to a market order say how much filled but not for how much (no quote amount, no fills): the
+    # order's trades do. A fill booked without its price would cost nothing: coins bought for free in the books.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
+    fx.fault(POST_ORDER, "no_cost")
+    fx.fault(GET_ORDER, "no_cost", times=1000)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_order(fx)
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill")
+        assert fx.pending_faults(POST_ORDER) == 0
+        (order,) = fx.orders
+        assert e.portfolio.positions[BTC].entry_price == pytest.approx(order.quote_filled / order.filled)
+        assert_fees_charged_once(settings.db_path, fx)
+        assert_books_agree(e, fx)
+
+
+async def test_a_fill_whose_price_cannot_be_read_is_not_booked_until_it_can(tmp_path, fx):
+    # An exchange whose order trades cannot be asked for, answering without the quote amount: how much filled is
+    # known, for how much is not. Nothing is booked (it would be coins for nothing) until an answer says.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
+    fx.fault(POST_ORDER, "no_cost")
+    fx.fault(GET_ORDER, "no_cost", times=1000)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        e.venue.exchange.has["fetchOrderTrades"] = False
+        async with engine_loop(e):
+            cid = await strategy_order(fx)
+            await wait_for(lambda: len(fx.requests_to(GET_ORDER)) >= 3, timeout=30, what="three lookups")
+            assert BTC not in e.portfolio.positions and cid in e.orders.live
+            assert rows(settings.db_path, "SELECT COUNT(*) FROM fills") == [(0,)]
+            fx.clear_faults(GET_ORDER)  # the answers say what it cost again
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill, once priced")
+        (order,) = fx.orders
+        assert e.portfolio.positions[BTC].entry_price == pytest.approx(order.quote_filled / order.filled)
+        assert rows(settings.db_path, "SELECT COUNT(*) FROM fills") == [(1,)]
+
+
 async def test_a_fill_first_seen_in_a_cancel_answer_is_charged_its_fee(tmp_path, fx):
     # The entry fills in part and rests; more of it fills at the venue between the engine's polls; the operator
     # cancels it, and the cancel's answer is where the engine first sees that fill. Binance's cancel answer says

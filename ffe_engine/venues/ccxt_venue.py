@@ -527,9 +527,11 @@ class CcxtVenue:
 
     async def _with_fees(self, order: VenueOrder, raw: dict[str, Any]) -> VenueOrder:
         """Order answers often carry no fee (Binance's lookups and cancels never do, nor its RESULT answer to a new
-        order); the order's trades do. Every answer that shows a fill goes through here: a fill recorded without its
-        fee would never be charged it, as later answers only add the fees beyond those already recorded."""
-        if order.filled <= 0 or raw.get("fees") or raw.get("fee") or not order.exchange_id:
+        order), and some not the price either; the order's trades do. Every answer that shows a fill goes through
+        here: a fill recorded without its fee would never be charged it, as later answers only add the fees beyond
+        those already recorded."""
+        priced = order.average is not None
+        if order.filled <= 0 or (priced and (raw.get("fees") or raw.get("fee"))) or not order.exchange_id:
             return order
         if not self.exchange.has.get("fetchOrderTrades"):
             return order
@@ -545,6 +547,8 @@ class CcxtVenue:
             cost += qty * float(t.get("price") or 0.0)
         order.fee = fee
         order.fee_base = fee_base
+        if not priced and amount:  # an answer that says how much filled but not for how much: the trades say
+            order.average = cost / amount
         if amount < order.filled * (1 - 1e-9) - 1e-12:
             # The trades lag the order (an exchange's trade history can trail its order book): the fees of the
             # fill beyond them are not known yet. The order is answered as far as its trades go, and open, so
