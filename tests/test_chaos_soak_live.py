@@ -6,7 +6,7 @@ confidence than the default (min_confidence 0.5), votes BUY on most climbs, so t
 stop-losses and take-profits (nearer than the defaults) close the positions on the legs that follow: most orders
 are the strategy's. Meanwhile the exchange answers with a fault on every order, trades, account and klines route
 (dropped before or after running, hung, slow, 5xx executed or not, rate limits, a missing order, a read from the
-books before their last change), goes down now and then (a restart: every request dropped or answered 503 for a
+books before their last change, orders answered without what they cost), goes down now and then (a restart: every request dropped or answered 503 for a
 few seconds), fills some orders in part and expires the rest, answers new orders with their fills or (by the
 seed) without them, the process is killed, frozen and thawed, stopped and restarted, and now and then the
 operator halts, resumes, flattens or sells a little.
@@ -50,10 +50,10 @@ ROUNDS = 6
 SEED = int(os.environ.get("FFE_CHAOS_SEED", "20261201"))
 NETWORK = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429")
 FAULTS = {  # route -> the faults an exchange gives on it
-    "POST /api/v3/order": NETWORK,
-    "GET /api/v3/order": (*NETWORK, "not_found_once", "stale"),
-    "DELETE /api/v3/order": (*NETWORK, "not_found_once"),
-    "GET /api/v3/openOrders": (*NETWORK, "stale"),
+    "POST /api/v3/order": (*NETWORK, "no_cost"),  # no_cost: how much filled, not for how much
+    "GET /api/v3/order": (*NETWORK, "not_found_once", "stale", "no_cost"),
+    "DELETE /api/v3/order": (*NETWORK, "not_found_once", "no_cost"),
+    "GET /api/v3/openOrders": (*NETWORK, "stale", "no_cost"),
     "GET /api/v3/account": (*NETWORK, "stale"),
     "GET /api/v3/myTrades": (*NETWORK, "stale"),  # where an order's fees are read from when its answer lacks them
     "GET /api/v3/klines": NETWORK,  # the market data the strategy decides on
