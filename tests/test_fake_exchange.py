@@ -252,6 +252,20 @@ async def test_stale_reads_answer_the_books_before_their_last_change(fx, ex):
     assert len(await ex.fetch_my_trades(BTC)) == 1
 
 
+async def test_no_cost_answers_say_how_much_filled_but_not_for_how_much(fx, ex):
+    fx.set_price("BTCUSDT", 30_000.0)
+    fx.fault("POST /api/v3/order", "no_cost")
+    placed = await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "terse"})
+    assert placed["filled"] == 0.01 and placed["cost"] is None and placed["average"] is None
+    assert placed["trades"] == [] and not placed["fees"]
+    fx.fault("GET /api/v3/order", "no_cost")
+    looked = await ex.fetch_order(None, BTC, {"clientOrderId": "terse"})
+    assert looked["filled"] == 0.01 and looked["average"] is None
+    whole = await ex.fetch_order(None, BTC, {"clientOrderId": "terse"})  # the fault used
+    assert whole["average"] == pytest.approx(fx.orders[0].quote_filled / 0.01)
+    assert len(await ex.fetch_my_trades(BTC)) == 1  # the trades say what it cost
+
+
 async def test_fault_times_and_error_kind(fx, ex):
     fx.fault("GET /api/v3/account", "error", status=500, code=-1001, msg="Internal error; unable to process.",
              times=2)
