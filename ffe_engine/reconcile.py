@@ -181,8 +181,9 @@ class Reconciler:
         for vo in open_at_venue:
             if vo.client_order_id in known or _order_key(vo) in accepted:
                 continue
+            side = vo.side.value if vo.side_known else "unknown"
             differences.append({"kind": "unknown_open_order", "client_order_id": vo.client_order_id,
-                                "symbol": vo.symbol, "side": vo.side.value, "quantity": vo.quantity,
+                                "symbol": vo.symbol, "side": side, "quantity": vo.quantity,
                                 "in_journal": vo.client_order_id in journal, "exchange_id": vo.exchange_id})
         still_open = accepted & {_order_key(vo) for vo in open_at_venue}
         if still_open != accepted:  # accepted orders that are gone: forget them

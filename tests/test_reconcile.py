@@ -74,6 +74,16 @@ async def test_unknown_open_order_at_start_keeps_the_engine_paused_until_accepte
                                                                          "ok", "unconfirmed", "differences"]
 
 
+async def test_an_unknown_open_order_the_venue_shows_without_a_side_is_not_shown_as_a_buy(tmp_path, fx):
+    await place_by_hand(fx, "by-hand-1")
+    fx.orders[0].side = ""  # the venue's open orders leave its side out
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    async with engine_session(settings, live=True) as running:
+        assert running.engine.state is EngineState.PAUSED
+        (difference,) = running.engine.reconcile_blocked
+        assert difference["client_order_id"] == "by-hand-1" and difference["side"] == "unknown"
+
+
 async def test_reads_that_lag_the_venue_s_books_are_no_difference(tmp_path, fx):
     # An exchange's reads can trail its books for a moment: here the balances from before an order's last fill, and
     # the open orders listing that order, which the journal has seen filled. A difference found once is looked at
