@@ -116,9 +116,10 @@ def _audit_lines(path: Path, cut: list[str]) -> Iterator[tuple[str, int, bytes]]
             for n, line in enumerate(f, 1):
                 where = f"{p}:{n}"
                 if not line.endswith(b"\n"):
+                    cut_off = f"{where}: the last line is cut off ({len(line)} bytes, no newline)"
                     if p != files[-1]:
-                        raise Violation(f"{where}: the last line is cut off ({len(line)} bytes, no newline)")
-                    cut.append(f"{where}: the last line is cut off ({len(line)} bytes, no newline)")
+                        raise Violation(cut_off)
+                    cut.append(cut_off)
                     return
                 line = line[:-1]
                 try:

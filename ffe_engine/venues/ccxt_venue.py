@@ -547,8 +547,9 @@ class CcxtVenue:
             cost += qty * float(t.get("price") or 0.0)
         order.fee = fee
         order.fee_base = fee_base
-        if not priced and amount:  # an answer that says how much filled but not for how much: the trades say
-            order.average = cost / amount
+        traded_at = cost / amount if amount else None
+        if not priced:  # an answer that says how much filled but not for how much: the trades say
+            order.average = traded_at
         if amount < order.filled * (1 - 1e-9) - 1e-12:
             # The trades lag the order (an exchange's trade history can trail its order book): the fees of the
             # fill beyond them are not known yet. The order is answered as far as its trades go, and open, so
@@ -556,7 +557,7 @@ class CcxtVenue:
             log.warning("%s: the trades of order %s cover %.12g of its %.12g filled; the rest is read later",
                         self.name, order.client_order_id, amount, order.filled)
             order.filled = amount
-            order.average = cost / amount if amount else None
+            order.average = traded_at
             order.status = "open"
         return order
 
