@@ -682,32 +682,39 @@ async def test_an_order_whose_trades_lag_its_fill_is_charged_the_whole_fee(tmp_p
         assert_books_agree(e, fx)
 
 
-async def test_a_fill_answered_without_its_price_is_booked_at_the_price_of_its_trades(tmp_path, fx):
-    # The answers to a market order say how much filled but not for how much (no quote amount, no fills): the
-    # order's trades do. A fill booked without its price would cost nothing: coins bought for free in the books.
+def answers_without_the_cost(tmp_path, fx: FakeBinance):
+    """Settings for the strategy's entry on the climb, on an exchange whose answers to the new order and to its
+    lookups say how much filled but not for how much (no quote amount, no fills)."""
     climbing(fx)
-    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
     fx.fault(POST_ORDER, "no_cost")
     fx.fault(GET_ORDER, "no_cost", times=1000)
+    return strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
+
+
+def assert_bought_at_the_exchange_s_price(e, fx: FakeBinance) -> None:
+    (order,) = fx.orders
+    assert e.portfolio.positions[BTC].entry_price == pytest.approx(order.quote_filled / order.filled)
+
+
+async def test_a_fill_answered_without_its_price_is_booked_at_the_price_of_its_trades(tmp_path, fx):
+    # The order's trades say what the answers do not. A fill booked without its price would cost nothing: coins
+    # bought for free in the books.
+    settings = answers_without_the_cost(tmp_path, fx)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
             await strategy_order(fx)
             await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill")
         assert fx.pending_faults(POST_ORDER) == 0
-        (order,) = fx.orders
-        assert e.portfolio.positions[BTC].entry_price == pytest.approx(order.quote_filled / order.filled)
+        assert_bought_at_the_exchange_s_price(e, fx)
         assert_fees_charged_once(settings.db_path, fx)
         assert_books_agree(e, fx)
 
 
 async def test_a_fill_whose_price_cannot_be_read_is_not_booked_until_it_can(tmp_path, fx):
-    # An exchange whose order trades cannot be asked for, answering without the quote amount: how much filled is
-    # known, for how much is not. Nothing is booked (it would be coins for nothing) until an answer says.
-    climbing(fx)
-    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
-    fx.fault(POST_ORDER, "no_cost")
-    fx.fault(GET_ORDER, "no_cost", times=1000)
+    # An exchange whose order trades cannot be asked for either: how much filled is known, for how much is not.
+    # Nothing is booked (it would be coins for nothing) until an answer says.
+    settings = answers_without_the_cost(tmp_path, fx)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         e.venue.exchange.has["fetchOrderTrades"] = False
@@ -718,8 +725,7 @@ async def test_a_fill_whose_price_cannot_be_read_is_not_booked_until_it_can(tmp_
             assert rows(settings.db_path, "SELECT COUNT(*) FROM fills") == [(0,)]
             fx.clear_faults(GET_ORDER)  # the answers say what it cost again
             await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill, once priced")
-        (order,) = fx.orders
-        assert e.portfolio.positions[BTC].entry_price == pytest.approx(order.quote_filled / order.filled)
+        assert_bought_at_the_exchange_s_price(e, fx)
         assert rows(settings.db_path, "SELECT COUNT(*) FROM fills") == [(1,)]
 
 
