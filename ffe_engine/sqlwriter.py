@@ -179,7 +179,7 @@ class WriterProcess:
         self._unanswered = 0
         self._closed = False
 
-    # ---- the aiosqlite calls the store makes
+    # ---- the connection calls the store makes (sqlthread.Connection's)
     async def execute(self, sql: str, params: Any = ()) -> _Rows:
         if _returns_rows(sql):
             return self._query(sql, params)

@@ -1,4 +1,4 @@
-"""Persistence: SQLite in WAL mode through aiosqlite, the system of record.
+"""Persistence: SQLite in WAL mode, on a thread of its own (sqlthread.py), the system of record.
 
 Two kinds of writes:
 - durable now (`journal_order`, `update_order`, `set_engine_state`, ...): the buffered rows are written first so
@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
-import aiosqlite
 import orjson
 
 from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import FfeError, StorageError, storage_failure
 from .events import Event
 from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
+from .sqlthread import Connection
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
 SCHEMA_VERSION = 2
@@ -227,7 +227,7 @@ class Store:
     async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL",
                    audit_path: Path | str | None = None, new_ok: bool = True,
                    writer: WriterProcess | None = None) -> "Store":
-        """The system of record: WAL, every commit synced (`synchronous`), statements on aiosqlite's thread.
+        """The system of record: WAL, every commit synced (`synchronous`), statements on the connection's thread.
 
         `backtest=True`: a run's own database, written once and never resumed, by a child process that owns the
         connection (sqlwriter.py). Writes go in one transaction from flush to flush, unsynced, with a rollback
@@ -253,7 +253,7 @@ class Store:
                 raise storage_failure(path.parent, exc) from None
             if not new_ok and not path.exists():
                 raise StorageError(_LOST.format(path=path, found="is missing"))
-            conn = await aiosqlite.connect(str(path), isolation_level=None)
+            conn = await Connection.connect(str(path))
         store = cls(conn, path)
         if backtest:  # the child derives the index rows from the records
             store.add_event = conn.add_event  # type: ignore[method-assign]
@@ -268,7 +268,7 @@ class Store:
             cur = await conn.execute("SELECT COALESCE(MAX(id), 0) FROM trades")
             (store._last_trade_id,) = await cur.fetchone()
         except BaseException as exc:
-            await conn.close()  # aiosqlite's worker thread would keep the process alive
+            await conn.close()  # and its thread
             if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
                 raise storage_failure(path, exc) from None
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):

@@ -41,7 +41,7 @@ def test_ffe_run_headless_never_imports_textual(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # "import time:   self [us] | cumulative | imported package", one line per module the process imported
     imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", proc.stderr, re.MULTILINE)
-    assert "ffe_engine.engine" in imported and "ffe_engine.host" in imported and "aiosqlite" in imported
+    assert "ffe_engine.engine" in imported and "ffe_engine.host" in imported and "ffe_engine.sqlthread" in imported
     assert "engine stopped" in proc.stderr  # the run went to the end
     assert _textual(imported) == []
 
