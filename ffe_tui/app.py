@@ -23,7 +23,7 @@ from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Input, Static
+from textual.widgets import ContentSwitcher, Input, Static
 
 from ffe_engine import fmt, tables
 from ffe_engine.config import Settings
@@ -36,7 +36,7 @@ from ffe_engine.remote import attach as attach_engine
 
 from . import keys as keydefs
 from .dialogs import ConfirmScreen, FilterScreen, HelpScreen
-from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, LogPane, PositionsTable, StatusLine,
+from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, KeysFooter, LogPane, PositionsTable, StatusLine,
                     VotesPane)
 from .state import ConsoleState
 from .views import (OrdersTable, ScrollPane, TradesTable, balances_view, health_view, profit_view,
@@ -147,7 +147,7 @@ class ConsoleApp(App[int]):
             for name in READ_VIEWS:
                 with Vertical(id=f"view-{name}", classes="view"):
                     yield ScrollPane(id=name)
-        yield Footer(show_command_palette=False)
+        yield KeysFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.set_keymap(self.keymap_ids)

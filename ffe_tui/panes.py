@@ -9,7 +9,8 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 from textual import events
-from textual.widgets import DataTable, Log, Static
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Log, Static
 from textual_plotext import PlotextPlot
 
 from ffe_engine import fmt
@@ -90,6 +91,23 @@ class StatusLine(Static):
             text.no_wrap = True
             text.overflow = "ellipsis"
         self.update(text)
+
+
+class KeysFooter(Footer):
+    """Textual's footer of keys, laid out again only when the keys it shows change. Textual lays it out again at
+    every change of focus (each view shown, each table focused), mounting every key anew: most of a key press's
+    redraw, for the same keys."""
+
+    _shown: tuple[Any, ...] | None = None
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        shown = tuple((b.key, b.action, b.description, enabled, tooltip)
+                      for _, b, enabled, tooltip in screen.active_bindings.values() if b.show)
+        if shown == self._shown:
+            return
+        super().bindings_changed(screen)
+        if screen.app.app_focus and self.is_attached and screen is self.screen:  # it will be laid out again
+            self._shown = shown
 
 
 # Widths include one space of separation (the tables use no cell padding), for a price of 99,999.99 and a P&L to

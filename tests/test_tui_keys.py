@@ -1,5 +1,6 @@
 """Key bindings: ids, remapping from [tui] keys (and the errors for bad entries), the footer's seven keys at 80
-columns, and help and the command palette reaching the same actions."""
+columns (laid out again only when the keys it shows change), and help and the command palette reaching the same
+actions."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import re
 
 import pytest
 
+from textual.app import App
+from textual.binding import Binding
 from textual.command import CommandPalette
+from textual.widgets import Input, Static
 
 from conftest import db_value, ffe_env, run_ffe
 from ffe_tui import keys
+from ffe_tui.panes import KeysFooter
 from test_tui_helpers import console, db_path, running, screen_text, until
 
 
@@ -90,6 +95,53 @@ async def test_footer_has_at_most_seven_keys_at_80_columns_and_help_lists_every_
             assert k.id in text and k.description[:20] in text, k.id
         await pilot.press("escape")
         await until(pilot, lambda: "ffe console keys" not in screen_text(app), "help to close")
+
+
+async def test_the_footer_keeps_its_keys_when_focus_moves_and_the_keys_stay_the_same(tmp_path):
+    """Each view shown and each table focused moves the focus; the keys the footer shows stay the same, and so do
+    its key widgets (Textual's own footer mounts them all anew at every move of focus)."""
+    app = console(tmp_path, speed=4.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.pause(0.3)
+        before = list(app.query("FooterKey"))
+        focused = {type(app.focused).__name__}
+        for key in ("2", "3", "4", "1", "tab", "tab"):
+            await pilot.press(key)
+            await pilot.pause(0.1)
+            focused.add(type(app.focused).__name__)
+        assert len(focused) >= 3, focused  # the focus did move
+        after = list(app.query("FooterKey"))
+        assert len(after) == len(before) and all(a is b for a, b in zip(after, before))
+        assert screen_text(app).split("\n")[-1].lstrip().startswith("K Kill switch")
+
+
+class Zoomable(Static, can_focus=True):
+    BINDINGS = [Binding("z", "zoom", "Zoom in")]
+
+
+class TwoWidgets(App):
+    def compose(self):
+        yield Input(id="plain")
+        yield Zoomable("zoomable", id="zoomable")
+        yield KeysFooter(show_command_palette=False)
+
+
+async def test_the_footer_shows_the_keys_that_come_and_go_with_the_focus():
+    app = TwoWidgets()
+    async with app.run_test(size=(80, 10)) as pilot:
+        def footer() -> str:
+            return " ".join(str(k.render()) for k in app.query("FooterKey"))
+
+        app.query_one("#plain").focus()
+        await pilot.pause(0.1)
+        assert "Zoom in" not in footer()
+        app.query_one("#zoomable").focus()
+        await pilot.pause(0.1)
+        assert "Zoom in" in footer()
+        app.query_one("#plain").focus()
+        await pilot.pause(0.1)
+        assert "Zoom in" not in footer()
 
 
 async def test_the_command_palette_reaches_the_same_actions(tmp_path):
