@@ -32,7 +32,10 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
   account's balances, the open orders, an order (one that did not exist then: "Order does not exist.") or the
   trades (without the newest);
 - "no_cost": run the request and answer its orders without what they cost (no `cummulativeQuoteQty`, no `fills`),
-  as an exchange's terser answers can: how much filled, but not at what price.
+  as an exchange's terser answers can: how much filled, but not at what price;
+- "fill_later": run the request, but a market order it places is answered NEW, nothing filled yet, and fills
+  `seconds` later at the price then (unless cancelled first), as an exchange that fills market orders after it
+  has acknowledged them.
 `fx.down = True` drops every connection (or answers `fx.down_status` when that is set) until set back to False.
 
 Klines follow `fx.market_clock` and include the candle still open, as Binance's do. `fx.klines_max` caps how many
@@ -62,7 +65,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418",
-               "not_found_once", "error", "stale", "no_cost")
+               "not_found_once", "error", "stale", "no_cost", "fill_later")
 
 # symbol id -> listing; prices are the starting points of the deterministic price path used by klines
 LISTINGS: dict[str, dict[str, Any]] = {
@@ -74,6 +77,7 @@ LISTINGS: dict[str, dict[str, Any]] = {
 
 OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
 STALE = web.RequestKey("stale", bool)  # the request is answered from the books before their last change
+LATER = web.RequestKey("later", float)  # a market order the request places fills this many seconds later
 INTERVAL_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -221,6 +225,7 @@ class FakeBinance:
         self._ids = itertools.count(1)
         self._trade_ids = itertools.count(1)
         self._release = asyncio.Event()  # set at shutdown: ends every hanging request
+        self._later: list[asyncio.TimerHandle] = []  # market orders to fill later ("fill_later")
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -259,6 +264,8 @@ class FakeBinance:
 
     async def stop(self) -> None:
         self._release.set()
+        for handle in self._later:
+            handle.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -377,6 +384,9 @@ class FakeBinance:
             return resp
         if f.kind == "stale":
             request[STALE] = True
+            return await self._run(handler, request)
+        if f.kind == "fill_later":
+            request[LATER] = f.seconds
             return await self._run(handler, request)
         if f.kind == "no_cost":
             resp = await self._run(handler, request)
@@ -628,7 +638,10 @@ class FakeBinance:
         self.orders.append(order)
         crosses = otype == "MARKET" or (side == "BUY" and market_price <= reserve) or (
             side == "SELL" and market_price >= reserve)
-        if crosses:
+        later = request.get(LATER)
+        if later is not None and otype == "MARKET":
+            self._later.append(asyncio.get_running_loop().call_later(later, self._fill_later, order))
+        elif crosses:
             self._fill(order, qty, market_price, new=True)
         body = self._order_json(order)
         body["transactTime"] = order.update_time
@@ -636,6 +649,10 @@ class FakeBinance:
             body["fills"] = [{"price": _fmt(t.price), "qty": _fmt(t.qty), "commission": _fmt(t.commission),
                               "commissionAsset": t.commission_asset, "tradeId": t.trade_id} for t in order.trades]
         return web.json_response(body)
+
+    def _fill_later(self, order: FakeOrder) -> None:
+        if order.open:
+            self._fill(order, order.remaining, self.prices[order.symbol])
 
     def _fill(self, order: FakeOrder, qty: float, price: float, new: bool = False) -> None:
         if not new:  # an order filled in the request that placed it was changed with the books just before

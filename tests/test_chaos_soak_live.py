@@ -50,7 +50,8 @@ ROUNDS = 6
 SEED = int(os.environ.get("FFE_CHAOS_SEED", "20261201"))
 NETWORK = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429")
 FAULTS = {  # route -> the faults an exchange gives on it
-    "POST /api/v3/order": (*NETWORK, "no_cost"),  # no_cost: how much filled, not for how much
+    # no_cost: how much filled, not for how much; fill_later: a market order acknowledged, then filled a moment later
+    "POST /api/v3/order": (*NETWORK, "no_cost", "fill_later"),
     "GET /api/v3/order": (*NETWORK, "not_found_once", "stale", "no_cost"),
     "DELETE /api/v3/order": (*NETWORK, "not_found_once", "no_cost"),
     "GET /api/v3/openOrders": (*NETWORK, "stale", "no_cost"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import ccxt.async_support as ccxt_async
 import pytest
 
@@ -264,6 +266,26 @@ async def test_no_cost_answers_say_how_much_filled_but_not_for_how_much(fx, ex):
     whole = await ex.fetch_order(None, BTC, {"clientOrderId": "terse"})  # the fault used
     assert whole["average"] == pytest.approx(fx.orders[0].quote_filled / 0.01)
     assert len(await ex.fetch_my_trades(BTC)) == 1  # the trades say what it cost
+
+
+async def test_a_market_order_filled_later_is_answered_open_and_fills_at_the_price_then(fx, ex):
+    fx.set_price("BTCUSDT", 30_000.0)
+    fx.fault("POST /api/v3/order", "fill_later", seconds=0.3)
+    placed = await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "later"})
+    assert placed["status"] == "open" and placed["filled"] == 0.0
+    assert (await ex.fetch_balance())["used"]["USDT"] == pytest.approx(300.0)  # held for it meanwhile
+    assert [o["clientOrderId"] for o in await ex.fetch_open_orders(BTC)] == ["later"]
+    fx.set_price("BTCUSDT", 31_000.0)
+    await asyncio.sleep(0.5)
+    filled = await ex.fetch_order(None, BTC, {"clientOrderId": "later"})
+    assert filled["status"] == "closed" and filled["filled"] == 0.01 and filled["average"] == 31_000.0
+    balance = await ex.fetch_balance()
+    assert balance["total"]["USDT"] == pytest.approx(10_000.0 - 310.0) and balance["used"]["USDT"] == 0.0
+    fx.fault("POST /api/v3/order", "fill_later", seconds=0.3)
+    await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "cancelled"})
+    await ex.cancel_order(None, BTC, {"clientOrderId": "cancelled"})
+    await asyncio.sleep(0.5)
+    assert fx.orders[-1].status == "CANCELED" and fx.orders[-1].filled == 0.0  # cancelled first: never filled
 
 
 async def test_fault_times_and_error_kind(fx, ex):

@@ -711,6 +711,33 @@ async def test_a_fill_answered_without_its_price_is_booked_at_the_price_of_its_t
         assert_books_agree(e, fx)
 
 
+async def test_a_market_order_acknowledged_then_filled_is_booked_once_at_its_fill_price(tmp_path, fx):
+    # Some exchanges acknowledge a market order before they fill it: the answer says open, nothing filled. The
+    # order stays open in the journal, nothing is booked and nothing is sent again; the fill, at whatever price it
+    # came at, is booked once, from a later lookup.
+    climbing(fx)
+    fx.fault(POST_ORDER, "fill_later", seconds=1.5)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await strategy_order(fx)
+            await wait_for(lambda: cid in e.orders.live and e.orders.live[cid].status.value == "open", timeout=30,
+                           what="the order open in the journal")
+            assert BTC not in e.portfolio.positions
+            fx.set_price("BTCUSDT", fx.prices["BTCUSDT"] * 1.01)  # the market moves before it fills
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill, later")
+            await wait_for(lambda: cid not in e.orders.live, timeout=30, what="the order final")
+        (order,) = fx.orders
+        assert order.status == "FILLED" and len(order.trades) == 1
+        assert len(fx.requests_to(POST_ORDER)) == 1  # sent once
+        assert_bought_at_the_exchange_s_price(e, fx)
+        assert rows(settings.db_path, "SELECT COUNT(*) FROM fills") == [(1,)]
+        assert_fees_charged_once(settings.db_path, fx)
+        assert_books_agree(e, fx)
+        assert order_statuses(settings.db_path, cid)[-1] == "filled"
+
+
 async def test_a_fill_whose_price_cannot_be_read_is_not_booked_until_it_can(tmp_path, fx):
     # An exchange whose order trades cannot be asked for either: how much filled is known, for how much is not.
     # Nothing is booked (it would be coins for nothing) until an answer says.
