@@ -12,6 +12,8 @@ and keeps its own book: `fx.orders` (every order ever accepted, in order), `fx.b
 
 Behaviour that matters for the order path, as on Binance:
 - a market order fills at once at the current price (`set_price`), against the balances;
+- a buy's commission is taken from the coins received, as on Binance without BNB fee payment (or, with
+  `buy_fee_in_quote`, from the quote currency, as exchanges that charge every fee in it do);
 - a limit order rests until the price crosses it (or fills at once if it already does);
 - a client order id is refused ("Duplicate order sent.") only while an order with that id is open: once it is
   filled or cancelled the id can be used again, so a blind resend of a filled order trades twice;
@@ -202,6 +204,9 @@ class FakeBinance:
         self.api_key = api_key
         self.secret = secret
         self.fee_rate = fee_rate
+        # Where a buy's commission is taken from: the coins received (Binance without BNB fee payment), or the
+        # quote currency, as exchanges that charge every fee in it do.
+        self.buy_fee_in_quote = False
         self.balances: dict[str, Balance] = {
             asset: Balance(float(amount))
             for asset, amount in (balances if balances is not None else {"USDT": 10_000.0, "BTC": 0.0,
@@ -667,7 +672,12 @@ class FakeBinance:
         qty = _round(min(qty, order.remaining))
         info = LISTINGS[order.symbol]
         base, quote = self._balance(info["base"]), self._balance(info["quote"])
-        if order.side == "BUY":
+        if order.side == "BUY" and self.buy_fee_in_quote:
+            commission, asset = _round(qty * price * self.fee_rate), info["quote"]
+            quote.locked = _round(quote.locked - qty * order.reserve_price)
+            quote.free = _round(quote.free + qty * (order.reserve_price - price) - commission)
+            base.free = _round(base.free + qty)
+        elif order.side == "BUY":
             # the commission is taken from the asset received, as on Binance without BNB fee payment
             commission, asset = _round(qty * self.fee_rate), info["base"]
             quote.locked = _round(quote.locked - qty * order.reserve_price)

@@ -6,10 +6,11 @@ confidence than the default (min_confidence 0.5), votes BUY on most climbs, so t
 stop-losses and take-profits (nearer than the defaults) close the positions on the legs that follow: most orders
 are the strategy's. Meanwhile the exchange answers with a fault on every order, trades, account and klines route
 (dropped before or after running, hung, slow, 5xx executed or not, rate limits, a missing order, a read from the
-books before their last change, orders answered without what they cost), goes down now and then (a restart: every request dropped or answered 503 for a
-few seconds), fills some orders in part and expires the rest, answers new orders with their fills or (by the
-seed) without them, the process is killed, frozen and thawed, stopped and restarted, and now and then the
-operator halts, resumes, flattens or sells a little.
+books before their last change, orders answered without what they cost, a market order acknowledged and filled a
+moment later), goes down now and then (a restart: every request dropped or answered 503 for a few seconds), fills
+some orders in part and expires the rest, answers new orders with their fills or (by the seed) without them,
+takes a buy's fee from the coins or (by the seed) from the cash, the process is killed, frozen and thawed, stopped
+and restarted, and now and then the operator halts, resumes, flattens or sells a little.
 
 The invariants, checked after every round (the engine dead) and at the end (after a last start has settled every
 order, reconciled and stopped in order):
@@ -303,6 +304,8 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
     zigzag(fx)
     answer = rng.choice(["FULL", "RESULT"])
     counts[f"answers {answer}"] = 1
+    fx.buy_fee_in_quote = rng.random() < 0.5  # a buy's fee taken from the cash, not from the coins bought
+    counts["buy fees in " + ("USDT" if fx.buy_fee_in_quote else "BTC")] = 1
     write_config(tmp_path, strategy_config(fx, answer))
     sock = tmp_path / "data" / "ffe.sock"
     books = Books(tmp_path / "data" / "ffe.db")

@@ -738,6 +738,29 @@ async def test_a_market_order_acknowledged_then_filled_is_booked_once_at_its_fil
         assert order_statuses(settings.db_path, cid)[-1] == "filled"
 
 
+@pytest.mark.parametrize("answer", ["FULL", "RESULT"])
+async def test_a_buy_charged_its_fee_in_the_quote_currency_holds_every_coin_bought(tmp_path, fx, answer):
+    # An exchange that takes a buy's fee from the cash, not from the coins: the position is every coin bought and
+    # the fee comes out of the cash, whether the answer carries the fills (FULL) or the fee is read from the
+    # order's trades (RESULT).
+    climbing(fx)
+    fx.buy_fee_in_quote = True
+    options = exchange_options(newOrderRespType={"market": answer, "limit": answer})
+    settings = strategy_settings(tmp_path, fx, exchange={"options": options})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_order(fx)
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill")
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the order final")
+        (order,) = fx.orders
+        assert order.trades[0].commission_asset == "USDT"
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(order.filled, abs=1e-12)
+        assert_bought_at_the_exchange_s_price(e, fx)
+        assert_fees_charged_once(settings.db_path, fx)
+        assert_books_agree(e, fx)
+
+
 async def test_a_fill_whose_price_cannot_be_read_is_not_booked_until_it_can(tmp_path, fx):
     # An exchange whose order trades cannot be asked for either: how much filled is known, for how much is not.
     # Nothing is booked (it would be coins for nothing) until an answer says.
