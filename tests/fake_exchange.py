@@ -30,7 +30,8 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "not_found_once": answer "Order does not exist." (-2013, GET) or "Unknown order sent." (-2011, DELETE) although
   the order exists, as Binance can for a moment after creating it;
 - "error": answer `status` with Binance error `code` and `msg` without running the request;
-- "stale": answer a read from the books as they stood before their last change, as a lagging replica can: the
+- "stale": answer a read from the books as they stood before their last change, as a replica `seconds` behind can
+  (once the last change is older than that, the replica has caught up and the read is answered as it is): the
   account's balances, the open orders, an order (one that did not exist then: "Order does not exist.") or the
   trades (without the newest);
 - "no_cost": run the request and answer its orders without what they cost (no `cummulativeQuoteQty`, no `fills`),
@@ -78,7 +79,7 @@ LISTINGS: dict[str, dict[str, Any]] = {
 }
 
 OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
-STALE = web.RequestKey("stale", bool)  # the request is answered from the books before their last change
+STALE = web.RequestKey("stale", float)  # answered from the books before a change less than this many seconds old
 LATER = web.RequestKey("later", float)  # a market order the request places fills this many seconds later
 INTERVAL_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
@@ -227,6 +228,7 @@ class FakeBinance:
         # The books before their last change, which a "stale" read answers from.
         self._balances_before = {a: (b.free, b.locked) for a, b in self.balances.items()}
         self._open_before: list[dict[str, Any]] = []
+        self._changed_at = 0.0  # when the books last changed (time.time())
         self._ids = itertools.count(1)
         self._trade_ids = itertools.count(1)
         self._release = asyncio.Event()  # set at shutdown: ends every hanging request
@@ -388,7 +390,7 @@ class FakeBinance:
             resp.headers["Retry-After"] = str(f.retry_after)
             return resp
         if f.kind == "stale":
-            request[STALE] = True
+            request[STALE] = f.seconds
             return await self._run(handler, request)
         if f.kind == "fill_later":
             request[LATER] = f.seconds
@@ -565,7 +567,7 @@ class FakeBinance:
 
     # -- signed routes -----------------------------------------------------------------------------------------
     async def _account(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        books = (self._balances_before if request.get(STALE)
+        books = (self._balances_before if self._stale(request)
                  else {a: (b.free, b.locked) for a, b in self.balances.items()})
         return web.json_response({
             "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
@@ -578,8 +580,15 @@ class FakeBinance:
     def _balance(self, asset: str) -> Balance:
         return self.balances.setdefault(asset, Balance(0.0))
 
+    def _stale(self, request: web.Request) -> bool:
+        """Whether a "stale" read answers from the books before their last change: while that change is newer than
+        the replica's lag (the fault's `seconds`); after it, the replica has caught up."""
+        lag = request.get(STALE)
+        return lag is not None and time.time() - self._changed_at < lag
+
     def _changing(self, *orders: FakeOrder) -> None:
         """The books are about to change (and these orders): remember them as they stand, for stale reads."""
+        self._changed_at = time.time()
         self._balances_before = {a: (b.free, b.locked) for a, b in self.balances.items()}
         self._open_before = [self._order_json(o) for o in self.orders if o.open]
         for o in orders:
@@ -735,7 +744,7 @@ class FakeBinance:
         sid = self._symbol(params)
         assert sid is not None
         order = self._find(params, sid)
-        if order is not None and request.get(STALE):
+        if order is not None and self._stale(request):
             if order.before is None:
                 raise ApiError(400, -2013, "Order does not exist.")
             return web.json_response(order.before)
@@ -758,7 +767,7 @@ class FakeBinance:
 
     async def _open_orders(self, request: web.Request, params: dict[str, str]) -> web.Response:
         sid = self._symbol(params, required=False)
-        if request.get(STALE):
+        if self._stale(request):
             return web.json_response([o for o in self._open_before if sid is None or o["symbol"] == sid])
         return web.json_response([self._order_json(o) for o in self.orders
                                   if o.open and (sid is None or o.symbol == sid)])
@@ -797,7 +806,7 @@ class FakeBinance:
                              "isBestMatch": True})
         rows.sort(key=lambda r: r["id"])
         newest = max((t.trade_id for o in self.orders for t in o.trades), default=None)
-        if request.get(STALE):
+        if self._stale(request):
             rows = [r for r in rows if r["id"] != newest]
         return web.json_response(rows)
 

@@ -44,8 +44,8 @@ from fake_exchange import LISTINGS, FakeBinance
 from ffe_engine.config import load_settings
 from ffe_engine.control import request
 from ffe_engine.doctor import check
-from live_helpers import (BTC, M, AsyncFfe, exchange_options, fx, live_config, live_env, processes, rows,  # noqa: F401
-                          run_ffe_async, wait_for, write_config)
+from live_helpers import (BTC, M, RECV_WINDOW_MS, AsyncFfe, exchange_options, fx, live_config, live_env,  # noqa: F401
+                          processes, rows, run_ffe_async, wait_for, write_config)
 
 ROUNDS = 6
 SEED = int(os.environ.get("FFE_CHAOS_SEED", "20261201"))
@@ -323,7 +323,11 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
             elif roll < 0.65:
                 counts["faults"] += 1
                 route = rng.choice(sorted(FAULTS))
-                fx.fault(route, rng.choice(FAULTS[route]), seconds=rng.uniform(0.2, 2.0), execute=True)
+                kind = rng.choice(FAULTS[route])
+                # A stale read's replica lags by less than the venue's settle window, as the settle window says of
+                # the venue (a lag beyond it is a difference, and pauses the engine).
+                seconds = rng.uniform(0.2, 2.0) if kind != "stale" else rng.uniform(0.1, 0.9 * RECV_WINDOW_MS / 1000)
+                fx.fault(route, kind, seconds=seconds, execute=True)
             elif roll < 0.67:
                 counts["sigstop"] += 1
                 proc.proc.send_signal(signal.SIGSTOP)

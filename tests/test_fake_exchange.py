@@ -254,6 +254,16 @@ async def test_stale_reads_answer_the_books_before_their_last_change(fx, ex):
     assert len(await ex.fetch_my_trades(BTC)) == 1
 
 
+async def test_a_stale_read_lags_by_its_seconds_and_then_the_replica_has_caught_up(fx, ex):
+    await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "bought"})
+    fx.fault("GET /api/v3/account", "stale", seconds=0.3)
+    assert (await ex.fetch_balance())["total"]["BTC"] == 0.0  # the buy is newer than the lag
+    await asyncio.sleep(0.4)
+    fx.fault("GET /api/v3/account", "stale", seconds=0.3)
+    assert (await ex.fetch_balance())["total"]["BTC"] == pytest.approx(0.01 - 0.00001)  # caught up (less the fee)
+    assert [r.fault for r in fx.requests_to("GET /api/v3/account")] == ["stale", "stale"]
+
+
 async def test_no_cost_answers_say_how_much_filled_but_not_for_how_much(fx, ex):
     fx.set_price("BTCUSDT", 30_000.0)
     fx.fault("POST /api/v3/order", "no_cost")
