@@ -36,8 +36,8 @@ from ffe_engine.remote import attach as attach_engine
 
 from . import keys as keydefs
 from .dialogs import ConfirmScreen, FilterScreen, HelpScreen
-from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, KeysFooter, LogPane, PositionsTable, StatusLine,
-                    VotesPane)
+from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, KeysFooter, LogPane, PositionsTable,
+                    StatusLine, VotesPane)
 from .state import ConsoleState
 from .views import (OrdersTable, ScrollPane, TradesTable, balances_view, health_view, profit_view,
                     why_view)
