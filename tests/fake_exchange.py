@@ -824,9 +824,11 @@ def binance_client(fx: FakeBinance, *, timeout_ms: int = 2000, secret: str | Non
     before any network I/O. Binance picks its spot error table by URL host, so the spot table is merged into the
     generic one for the fake's URL.
     """
-    import ccxt.async_support as ccxt_async
+    from ffe_engine.venues.ccxt_loader import exchange_class  # ccxt with its binance module only, as ffe has it
 
-    exchange = ccxt_async.binance({
+    binance = exchange_class("binance")
+    assert binance is not None
+    exchange = binance({
         "apiKey": fx.api_key if api_key is None else api_key,
         "secret": fx.secret if secret is None else secret,
         "timeout": timeout_ms,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import ccxt.async_support as ccxt_async
 import pytest
 
 from fake_exchange import FakeBinance, binance_client, kline
+from ffe_engine.venues.ccxt_loader import errors as ccxt_errors
 
 BTC = "BTC/USDT"
 
@@ -76,7 +76,7 @@ async def test_cancel_by_client_id_releases_funds(fx, ex):
     assert c["status"] == "canceled" and c["info"]["origClientOrderId"] == "lim-2"
     assert fx.orders[0].status == "CANCELED"
     assert fx.balances["USDT"].free == 10_000.0 and fx.balances["USDT"].locked == 0.0
-    with pytest.raises(ccxt_async.OrderNotFound):  # cancelling it again: -2011
+    with pytest.raises(ccxt_errors.OrderNotFound):  # cancelling it again: -2011
         await ex.cancel_order(None, BTC, {"clientOrderId": "lim-2"})
 
 
@@ -92,19 +92,19 @@ async def test_partial_fill_then_cancel_keeps_the_filled_part(fx, ex):
 
 
 async def test_unknown_order_is_order_not_found(ex):
-    with pytest.raises(ccxt_async.OrderNotFound):
+    with pytest.raises(ccxt_errors.OrderNotFound):
         await ex.fetch_order(None, BTC, {"clientOrderId": "never-sent"})
 
 
 async def test_insufficient_balance_is_rejected_without_an_order(fx, ex):
-    with pytest.raises(ccxt_async.InsufficientFunds):
+    with pytest.raises(ccxt_errors.InsufficientFunds):
         await ex.create_order(BTC, "market", "buy", 1.0, None, {"clientOrderId": "big"})
     assert fx.orders == []
 
 
 async def test_lot_size_filter(fx, ex):
     fx.set_price("BTCUSDT", 30_000.0)
-    with pytest.raises(ccxt_async.InvalidOrder):
+    with pytest.raises(ccxt_errors.InvalidOrder):
         await ex.privatePostOrder({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
                                    "quantity": "0.000015", "newClientOrderId": "odd"})
     assert fx.orders == []
@@ -113,7 +113,7 @@ async def test_lot_size_filter(fx, ex):
 async def test_duplicate_client_id_is_refused_only_while_the_first_order_is_open(fx, ex):
     fx.set_price("BTCUSDT", 30_000.0)
     await ex.create_order(BTC, "limit", "buy", 0.01, 25_000.0, {"clientOrderId": "dup"})
-    with pytest.raises(ccxt_async.InvalidOrder, match="Duplicate order sent"):
+    with pytest.raises(ccxt_errors.InvalidOrder, match="Duplicate order sent"):
         await ex.create_order(BTC, "limit", "buy", 0.01, 25_000.0, {"clientOrderId": "dup"})
     assert len(fx.orders_with("dup")) == 1
     await ex.cancel_order(None, BTC, {"clientOrderId": "dup"})
@@ -128,7 +128,7 @@ async def test_duplicate_client_id_is_refused_only_while_the_first_order_is_open
 async def test_wrong_secret_fails_the_signature_check(fx):
     bad = binance_client(fx, secret="not-the-secret")
     try:
-        with pytest.raises(ccxt_async.AuthenticationError):
+        with pytest.raises(ccxt_errors.AuthenticationError):
             await bad.fetch_balance()
     finally:
         await bad.close()
@@ -138,7 +138,7 @@ async def test_wrong_secret_fails_the_signature_check(fx):
 async def test_wrong_api_key_is_refused(fx):
     bad = binance_client(fx, api_key="someone-else")
     try:
-        with pytest.raises(ccxt_async.AuthenticationError):
+        with pytest.raises(ccxt_errors.AuthenticationError):
             await bad.fetch_balance()
     finally:
         await bad.close()
@@ -147,22 +147,22 @@ async def test_wrong_api_key_is_refused(fx):
 
 async def test_stale_timestamp_is_outside_the_recv_window(fx, ex):
     ex.options["timeDifference"] = 70_000  # ccxt signs with a timestamp 70 s in the past
-    with pytest.raises(ccxt_async.InvalidNonce):
+    with pytest.raises(ccxt_errors.InvalidNonce):
         await ex.fetch_balance()
 
 
 async def test_unknown_route_answers_1020_which_is_final(fx, ex):
-    with pytest.raises(ccxt_async.BadRequest) as info:
+    with pytest.raises(ccxt_errors.BadRequest) as info:
         await ex.publicGetAvgPrice({"symbol": "BTCUSDT"})
-    assert not isinstance(info.value, ccxt_async.OperationFailed)
+    assert not isinstance(info.value, ccxt_errors.OperationFailed)
     assert fx.requests_to("GET /api/v3/avgPrice")[-1].status == 400
 
 
 async def test_other_api_sections_fail_before_any_network_io(fx, ex):
     before = len(fx.requests)
-    with pytest.raises(ccxt_async.NotSupported):
+    with pytest.raises(ccxt_errors.NotSupported):
         await ex.sapiGetCapitalConfigGetall()
-    with pytest.raises(ccxt_async.NotSupported):
+    with pytest.raises(ccxt_errors.NotSupported):
         await ex.fapiPublicGetExchangeInfo()
     assert len(fx.requests) == before
 
@@ -189,7 +189,7 @@ async def test_ticker_follows_set_price(fx, ex):
 
 async def test_drop_after_places_the_order_and_loses_the_answer(fx, ex):
     fx.fault("POST /api/v3/order", "drop_after")
-    with pytest.raises(ccxt_async.NetworkError):
+    with pytest.raises(ccxt_errors.NetworkError):
         await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "lost"})
     assert [o.status for o in fx.orders_with("lost")] == ["FILLED"]
     assert fx.requests_to("POST /api/v3/order")[-1].status is None
@@ -198,9 +198,9 @@ async def test_drop_after_places_the_order_and_loses_the_answer(fx, ex):
 async def test_hang_times_the_client_out_with_or_without_execution(fx, ex):
     fx.fault("POST /api/v3/order", "hang", seconds=5, execute=True)
     fx.fault("POST /api/v3/order", "hang", seconds=5, execute=False)
-    with pytest.raises(ccxt_async.RequestTimeout):
+    with pytest.raises(ccxt_errors.RequestTimeout):
         await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "h-1"})
-    with pytest.raises(ccxt_async.RequestTimeout):
+    with pytest.raises(ccxt_errors.RequestTimeout):
         await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "h-2"})
     assert len(fx.orders_with("h-1")) == 1 and fx.orders_with("h-2") == []
 
@@ -210,7 +210,7 @@ async def test_5xx_after_or_without_execution(fx, ex, status):
     fx.fault("POST /api/v3/order", "5xx_executed", status=status)
     fx.fault("POST /api/v3/order", "5xx_not_executed", status=status)
     for cid in ("x-1", "x-2"):
-        with pytest.raises(ccxt_async.ExchangeNotAvailable):
+        with pytest.raises(ccxt_errors.ExchangeNotAvailable):
             await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": cid})
     assert len(fx.orders_with("x-1")) == 1 and fx.orders_with("x-2") == []
     assert [r.status for r in fx.requests_to("POST /api/v3/order")] == [status, status]
@@ -219,7 +219,7 @@ async def test_5xx_after_or_without_execution(fx, ex, status):
 @pytest.mark.parametrize("kind", ["429", "418"])
 async def test_rate_limit_answers_carry_retry_after(fx, ex, kind):
     fx.fault("POST /api/v3/order", kind, retry_after=7)
-    with pytest.raises(ccxt_async.DDoSProtection):
+    with pytest.raises(ccxt_errors.DDoSProtection):
         await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "rl"})
     assert ex.last_response_headers["Retry-After"] == "7"
     assert fx.orders == []
@@ -228,7 +228,7 @@ async def test_rate_limit_answers_carry_retry_after(fx, ex, kind):
 async def test_not_found_once_then_found(fx, ex):
     await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "settle"})
     fx.fault("GET /api/v3/order", "not_found_once")
-    with pytest.raises(ccxt_async.OrderNotFound):
+    with pytest.raises(ccxt_errors.OrderNotFound):
         await ex.fetch_order(None, BTC, {"clientOrderId": "settle"})
     assert (await ex.fetch_order(None, BTC, {"clientOrderId": "settle"}))["status"] == "closed"
 
@@ -238,7 +238,7 @@ async def test_stale_reads_answer_the_books_before_their_last_change(fx, ex):
     await ex.create_order(BTC, "limit", "buy", 0.01, 29_000.0, {"clientOrderId": "lag"})
     for route in ("GET /api/v3/order", "GET /api/v3/openOrders", "GET /api/v3/account"):
         fx.fault(route, "stale")
-    with pytest.raises(ccxt_async.OrderNotFound):  # its last change is its creation
+    with pytest.raises(ccxt_errors.OrderNotFound):  # its last change is its creation
         await ex.fetch_order(None, BTC, {"clientOrderId": "lag"})
     assert await ex.fetch_open_orders(BTC) == []
     assert (await ex.fetch_balance())["total"]["USDT"] == 10_000.0 and fx.balances["USDT"].free < 10_000.0
@@ -303,7 +303,7 @@ async def test_fault_times_and_error_kind(fx, ex):
              times=2)
     assert fx.pending_faults("GET /api/v3/account") == 2
     for _ in range(2):
-        with pytest.raises(ccxt_async.OperationFailed):
+        with pytest.raises(ccxt_errors.OperationFailed):
             await ex.fetch_balance()
     assert (await ex.fetch_balance())["total"]["USDT"] == 10_000.0
     assert [r.fault for r in fx.requests_to("GET /api/v3/account")] == ["error", "error", None]
@@ -313,10 +313,10 @@ async def test_fault_times_and_error_kind(fx, ex):
 
 async def test_down_drops_every_request_until_back(fx, ex):
     fx.down = True
-    with pytest.raises(ccxt_async.ExchangeNotAvailable):
+    with pytest.raises(ccxt_errors.ExchangeNotAvailable):
         await ex.fetch_balance()
     fx.down_status = 503
-    with pytest.raises(ccxt_async.ExchangeNotAvailable):
+    with pytest.raises(ccxt_errors.ExchangeNotAvailable):
         await ex.fetch_ticker(BTC)
     fx.down = False
     assert (await ex.fetch_balance())["total"]["USDT"] == 10_000.0
