@@ -20,26 +20,9 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .sqlwriter import NO_ROWS, Rows, returns_rows
+
 Statement = tuple[str, Any, bool]  # sql, params (rows for executemany), executemany
-
-
-class Rows:
-    """What a statement returned, read in full on the connection's thread, behind the cursor calls the store
-    makes."""
-
-    def __init__(self, rows: list[Any], description: Any = None, rowcount: int = -1) -> None:
-        self._rows = rows
-        self.description = description
-        self.rowcount = rowcount
-
-    async def fetchone(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    async def fetchall(self) -> list[Any]:
-        return self._rows
-
-
-_NONE = Rows([])
 
 
 def _head(sql: str) -> str:
@@ -82,22 +65,22 @@ class Connection:
         ends = head.startswith(("COMMIT", "ROLLBACK"))
         if head.startswith("BEGIN"):
             self._in_tx = True
-        if self._in_tx and not ends and not _returns_rows(st[0]):
+        if self._in_tx and not ends and not returns_rows(st[0]):
             self._held.append(st)
-            return _NONE
+            return NO_ROWS
         if ends:
             self._in_tx = False
         held, self._held = self._held, []
-        rows: Rows = await asyncio.get_running_loop().run_in_executor(self._thread, self._run, held, st)
+        rows: Rows = await asyncio.get_running_loop().run_in_executor(self._thread, self._run, held, st, head)
         return rows
 
-    def _run(self, held: list[Statement], last: Statement) -> Rows:
-        """On the connection's thread: the held statements, then `last`, whose rows are returned."""
-        head = _head(last[0])
+    def _run(self, held: list[Statement], last: Statement, head: str) -> Rows:
+        """On the connection's thread: the held statements, then `last` (its first words `head`), whose rows are
+        returned."""
         if head.startswith("ROLLBACK"):
             self._failed = None
             if held and _head(held[0][0]).startswith("BEGIN"):
-                return _NONE  # nothing of the transaction reached the database
+                return NO_ROWS  # nothing of the transaction reached the database
             return _execute(self._conn, last)
         for st in held:
             if self._failed is not None:
@@ -122,11 +105,6 @@ class Connection:
 def _open(path: str) -> sqlite3.Connection:
     # Used on the connection's thread only; the flag lets it be closed from elsewhere should that thread be gone.
     return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-
-
-def _returns_rows(sql: str) -> bool:
-    head = _head(sql)
-    return head.startswith(("SELECT", "WITH")) or (head.startswith("PRAGMA") and "=" not in sql)
 
 
 def _execute(conn: sqlite3.Connection, st: Statement) -> Rows:

@@ -134,26 +134,29 @@ def index_rows(events: Iterable[tuple[Any, ...]], decisions: list[Any], votes: l
 
 
 # ====================================================================== the engine's side
-class _Rows:
-    """What a statement returned, behind the cursor calls the store makes."""
+class Rows:
+    """What a statement returned, read in full, behind the cursor calls the store makes (of this writer and of the
+    live store's connection, sqlthread.py)."""
 
-    def __init__(self, rows: list[Any], columns: list[Any] | None = None) -> None:
-        self._rows = [tuple(r) for r in rows]
-        self.description = [(c, None, None, None, None, None, None) for c in columns] if columns else None
+    def __init__(self, rows: list[Any], description: Any = None, rowcount: int = -1) -> None:
+        self._rows = rows
+        self.description = description
+        self.rowcount = rowcount
 
     async def fetchone(self) -> Any:
         return self._rows[0] if self._rows else None
 
-    async def fetchall(self) -> Any:
+    async def fetchall(self) -> list[Any]:
         return self._rows
 
 
-_NO_ROWS = _Rows([])
+NO_ROWS = Rows([])
 
 
-def _returns_rows(sql: str) -> bool:
-    head = sql.lstrip()[:6].upper()
-    return head == "SELECT" or (head == "PRAGMA" and "=" not in sql)
+def returns_rows(sql: str) -> bool:
+    """Whether a statement the store makes is answered with rows (a query), not only run (a write)."""
+    head = sql.lstrip()[:8].upper()
+    return head.startswith(("SELECT", "WITH")) or (head.startswith("PRAGMA") and "=" not in sql)
 
 
 class WriterProcess:
@@ -180,17 +183,17 @@ class WriterProcess:
         self._closed = False
 
     # ---- the connection calls the store makes (sqlthread.Connection's)
-    async def execute(self, sql: str, params: Any = ()) -> _Rows:
-        if _returns_rows(sql):
+    async def execute(self, sql: str, params: Any = ()) -> Rows:
+        if returns_rows(sql):
             return self._query(sql, params)
         self._ops.append(["x", sql, params])
         if sql == "COMMIT":  # a flush: send it, and hear how the one before it went
             self._send_writes()
-        return _NO_ROWS
+        return NO_ROWS
 
-    async def executemany(self, sql: str, rows: list[Any]) -> _Rows:
+    async def executemany(self, sql: str, rows: list[Any]) -> Rows:
         self._ops.append(["m", sql, rows])
-        return _NO_ROWS
+        return NO_ROWS
 
     def add_event(self, ev: Any, line: bytes) -> None:
         """The store's event sink: an events row, and the index rows of a decision, which the child derives."""
@@ -227,13 +230,15 @@ class WriterProcess:
             self._stdout.close()
 
     # ---- frames
-    def _query(self, sql: str, params: Any) -> _Rows:
+    def _query(self, sql: str, params: Any) -> Rows:
         self._send_writes()
         self._frame(b"Q", [orjson.dumps([sql, params])])
         while self._unanswered > 1:
             self._answer()
         reply = self._answer()
-        return _Rows(reply["rows"], reply.get("columns"))
+        columns = reply.get("columns")
+        return Rows([tuple(r) for r in reply["rows"]],
+                    [(c, None, None, None, None, None, None) for c in columns] if columns else None)
 
     def _send_writes(self) -> None:
         if not self._ops:
