@@ -52,10 +52,10 @@ def strategy_settings(tmp_path, fx: FakeBinance, **tables):
     return live_settings(tmp_path, fx, **with_strategy(**tables))
 
 
-def result_answer_settings(tmp_path, fx: FakeBinance, **tables):
-    """As strategy_settings, on an exchange asked for Binance's RESULT answer to a new order: how much filled and
-    for how much, without the fills and their fees."""
-    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
+def answer_settings(tmp_path, fx: FakeBinance, answer: str = "RESULT", **tables):
+    """As strategy_settings, on an exchange asked for Binance's `answer` to a new order: RESULT (how much filled and
+    for how much, without the fills and their fees) or FULL (with them)."""
+    options = exchange_options(newOrderRespType={"market": answer, "limit": answer})
     return strategy_settings(tmp_path, fx, exchange={"options": options}, **tables)
 
 
@@ -630,7 +630,7 @@ async def test_an_order_answer_without_its_fills_is_charged_its_fee(tmp_path, fx
     # The fee (taken in BTC from a buy) is then learned from the order's trades before the fill is recorded: the
     # position is what the account holds, not what was bought.
     climbing(fx)
-    settings = result_answer_settings(tmp_path, fx)
+    settings = answer_settings(tmp_path, fx)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
@@ -648,7 +648,7 @@ async def test_an_order_whose_fees_cannot_be_read_yet_is_recorded_open_and_its_f
     # than the answer's own reads retry): the order is recorded as placed, not in doubt (the venue answered), and
     # the fill is recorded with its fee once the trades can be read.
     climbing(fx)
-    settings = result_answer_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
+    settings = answer_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
     db = settings.db_path
     fx.fault(MY_TRADES, "5xx_not_executed", times=8)
     async with engine_session(settings, live=True) as running:
@@ -668,7 +668,7 @@ async def test_an_order_whose_trades_lag_its_fill_is_charged_the_whole_fee(tmp_p
     # have the fill's trade yet. Fees summed from them would be short of what the venue took, for good: the order is
     # filled, never looked up again. Trades that do not add up to the fill are not yet the order's fees.
     climbing(fx)
-    settings = result_answer_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
+    settings = answer_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
     db = settings.db_path
     fx.fault(MY_TRADES, "stale")
     async with engine_session(settings, live=True) as running:
@@ -745,8 +745,7 @@ async def test_a_buy_charged_its_fee_in_the_quote_currency_holds_every_coin_boug
     # order's trades (RESULT).
     climbing(fx)
     fx.buy_fee_in_quote = True
-    options = exchange_options(newOrderRespType={"market": answer, "limit": answer})
-    settings = strategy_settings(tmp_path, fx, exchange={"options": options})
+    settings = answer_settings(tmp_path, fx, answer)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
