@@ -16,7 +16,7 @@ from .errors import ControlError
 
 
 class Args(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
     by: str = Field("ctl", min_length=1, max_length=64)
 

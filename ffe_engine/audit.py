@@ -9,7 +9,7 @@
   file's last record are appended.
 - `verify_trail` (chain.py): the hash chain checked across every file of the trail, and against the chain head the
   database stores (`ffe audit verify`).
-- `setup_logging`: structlog for the engine's own log lines (human-readable on stderr when headless, or into the
+- `setup_logging`: the engine's own log lines (logs.py: human-readable on stderr when headless, or into the
   console's log pane), with every configured secret redacted from every line.
 """
 
@@ -63,9 +63,6 @@ class Redactor:
             return [self.value(x) for x in v]
         return v
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        redacted: dict[str, Any] = self.value(event_dict)
-        return redacted
 
 
 class AuditWriter:
@@ -310,43 +307,24 @@ def _cut(fd: int, path: Path, keep: int, torn: bytes, seq: int,
 
 
 def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream: Any = None,
-                  to_bus: Callable[[str, str], None] | None = None, human: bool = True) -> Redactor:
-    """Configure structlog (and stdlib logging, which ccxt and aiohttp use) with secret redaction.
-
-    `to_bus(level, message)` receives each rendered line, for the console's log pane. structlog itself is
-    configured before the first line at or above `level` (logs.py): a run that logs none never imports it.
-    """
+                  to_bus: Callable[[str, str], None] | None = None) -> Redactor:
+    """The engine's log lines (logs.py), and stdlib logging's (ccxt and aiohttp use it), at `level` and above to
+    `stream` (stderr by default), with every secret redacted. `to_bus(level, message)` receives each line's
+    event and fields, for the console's log pane."""
     redactor = Redactor(secrets)
-    stream = stream if stream is not None else sys.stderr
     threshold = getattr(logging, level.upper(), logging.INFO)
+    out = stream if stream is not None else sys.stderr
 
-    def bus_tap(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def write(method: str, fields: dict[str, Any]) -> None:
+        fields["level"] = method
+        fields["timestamp"] = logs.timestamp()
+        fields = redactor.value(fields)
         if to_bus is not None:
-            extras = " ".join(f"{k}={v}" for k, v in event_dict.items()
-                              if k not in ("event", "level", "timestamp", "logger"))
-            to_bus(method, f"{event_dict.get('event', '')} {extras}".strip())
-        return event_dict
+            extras = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("event", "level", "timestamp"))
+            to_bus(method, f"{fields.get('event', '')} {extras}".strip())
+        logs.write_line(out, fields)
 
-    def configure() -> None:
-        import structlog
-
-        renderer = structlog.dev.ConsoleRenderer(colors=False) if human else structlog.processors.JSONRenderer()
-        processors: list[Any] = [
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redactor,
-            bus_tap,
-        ]
-        processors.append(renderer)
-        structlog.configure(
-            processors=processors,
-            wrapper_class=structlog.make_filtering_bound_logger(threshold),
-            logger_factory=structlog.PrintLoggerFactory(file=stream),
-            cache_logger_on_first_use=False,
-        )
-
-    logs.set_up(threshold, configure)
+    logs.set_up(threshold, write)
     # Third-party libraries log through stdlib logging: route them through the same redaction.
     root = logging.getLogger()
     for h in list(root.handlers):

@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import logging
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import batch, logs
+from . import batch
 from .audit import Redactor
 from .clock import SimClock
 from .config import Settings
@@ -124,7 +123,6 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     engine = build_engine(engine_settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                           options=options, timeframe_ms=timeframe, providers=providers)
     engine.signals = signals
-    logs.ready(logging.INFO)  # the engine's start and stop lines, if they go out
     # Everything built so far lives to the end of the run: keep the collector from walking it again and again.
     # The run itself makes no reference cycles (a full run over the shared data leaves none to collect; a test
     # checks a shorter one), so the collector is only a backstop here, at a rare threshold. What is frozen is not

@@ -1,52 +1,94 @@
-"""The engine's own log lines: structlog, imported when the first line at or above the configured level is logged.
+"""The engine's own log lines, one per call, for people:
 
-structlog brings rich and more with it, a good part of the start of a short command; a backtest at WARNING logs
-nothing and need not pay for it. `audit.setup_logging` sets the level and hands over how structlog is to be
-configured; the configuration is applied before the first line goes out, and at once when structlog is already
-imported (whoever imported it may log through it directly). Lines below the level are dropped here, as structlog's
-filtering logger would drop them.
+    2026-01-01T00:00:00.000000Z [info     ] engine started                 mode=PAPER state=RUNNING
+
+the time in UTC, the level, the event padded to 30 characters, then the fields sorted by name (a string bare
+unless it holds a space, a quote or an equals sign; anything else as Python shows it). `audit.setup_logging`
+sets the level and where each line goes (the stream, through secret redaction, and the console's log pane);
+lines below the level are dropped here. Before it is set up, every line goes to stderr.
+
+A few lines of formatting rather than a logging library: the library (with rich, which it imports when rich is
+installed, as the console's dependency makes it) cost every `ffe` process about 0.1 s to start.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+from datetime import datetime, timezone
 from typing import Any, Callable
 
-_level = logging.NOTSET  # nothing is dropped before logging is set up: structlog's defaults print every line
-_configure: Callable[[], None] | None = None
+EVENT_WIDTH = 30
+LEVEL_WIDTH = 9  # "exception", the longest name a level line can carry
+NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error",
+         logging.CRITICAL: "critical"}
+_QUOTED = frozenset(" \t=\r\n\"'")
+
+Sink = Callable[[str, dict[str, Any]], None]  # (level name, the line's fields, "event" among them)
+
+_level = logging.NOTSET
+_lock = threading.Lock()
 
 
-def set_up(level: int, configure: Callable[[], None]) -> None:
-    """Lines below `level` are dropped; `configure` configures structlog, now if it is imported, else before the
-    first line."""
-    global _level, _configure
+def level_name(level: int) -> str:
+    return NAMES.get(level) or logging.getLevelName(level).lower()
+
+
+def timestamp() -> str:
+    """Now, in UTC, to the microsecond: a log line's time is the wall's, as its reader's is."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, str):
+        return repr(v) if _QUOTED.intersection(v) else v
+    return repr(v)
+
+
+def render(fields: dict[str, Any]) -> str:
+    """One line from a log call's fields (with its "timestamp", "level" and "event")."""
+    rest = dict(fields)
+    ts = rest.pop("timestamp", None)
+    level = rest.pop("level", None)
+    event = str(rest.pop("event", ""))
+    parts = []
+    if ts is not None:
+        parts.append(str(ts))
+    if level is not None:
+        parts.append(f"[{str(level):<{LEVEL_WIDTH}}]")
+    if rest:
+        parts.append(event.ljust(EVENT_WIDTH))
+        parts.append(" ".join(f"{k}={_value(rest[k])}" for k in sorted(rest)))
+    else:
+        parts.append(event)
+    return " ".join(parts)
+
+
+def write_line(stream: Any, fields: dict[str, Any]) -> None:
+    """A rendered line written whole to `stream` and flushed (threads log too)."""
+    line = render(fields) + "\n"
+    with _lock:
+        stream.write(line)
+        stream.flush()
+
+
+def _to_stderr(level: str, fields: dict[str, Any]) -> None:
+    write_line(sys.stderr, {"timestamp": timestamp(), "level": level, **fields})
+
+
+_sink: Sink = _to_stderr
+
+
+def set_up(level: int, sink: Sink) -> None:
+    """Lines below `level` are dropped; the others go to `sink`."""
+    global _level, _sink
     _level = level
-    _configure = configure
-    if "structlog" in sys.modules:
-        structlog_module()
-
-
-def structlog_module() -> Any:
-    """structlog, configured as set up."""
-    global _configure
-    import structlog
-
-    if _configure is not None:
-        configure, _configure = _configure, None
-        configure()
-    return structlog
-
-
-def ready(level: int) -> None:
-    """structlog imported and configured now if lines at `level` go out (a backtest does it before its run, whose
-    objects it keeps from the garbage collector: an import's own objects are made before them, not during it)."""
-    if level >= _level:
-        structlog_module()
+    _sink = sink
 
 
 class Logger:
-    """A named logger with structlog's methods for the levels the engine uses."""
+    """A named logger with the methods for the levels the engine uses."""
 
     __slots__ = ("name",)
 
@@ -55,23 +97,19 @@ class Logger:
 
     def log(self, level: int, event: str, **fields: Any) -> None:
         if level >= _level:
-            structlog_module().get_logger(self.name).log(level, event, **fields)
+            _sink(level_name(level), {"event": event, **fields})
 
     def debug(self, event: str, **fields: Any) -> None:
-        if logging.DEBUG >= _level:
-            structlog_module().get_logger(self.name).debug(event, **fields)
+        self.log(logging.DEBUG, event, **fields)
 
     def info(self, event: str, **fields: Any) -> None:
-        if logging.INFO >= _level:
-            structlog_module().get_logger(self.name).info(event, **fields)
+        self.log(logging.INFO, event, **fields)
 
     def warning(self, event: str, **fields: Any) -> None:
-        if logging.WARNING >= _level:
-            structlog_module().get_logger(self.name).warning(event, **fields)
+        self.log(logging.WARNING, event, **fields)
 
     def error(self, event: str, **fields: Any) -> None:
-        if logging.ERROR >= _level:
-            structlog_module().get_logger(self.name).error(event, **fields)
+        self.log(logging.ERROR, event, **fields)
 
 
 def get_logger(name: str) -> Logger:

@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 
 import pytest
-import structlog
 
 from conftest import BTC_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, run_ffe
+from ffe_engine import logs
 from ffe_engine.clock import WallClock
 from ffe_engine.audit import REDACTED, Redactor, setup_logging
 from ffe_engine.events import ErrorEvent, EventBus
@@ -193,13 +193,13 @@ def test_secrets_from_dotenv_never_reach_stderr_audit_events_or_database_even_wh
 
 
 def test_the_log_pipeline_redacts_a_secret_handed_to_it():
-    """Log lines that do carry a secret (structlog fields, stdlib loggers such as ccxt's, event records) come out
-    with the value replaced."""
+    """Log lines that do carry a secret (the engine's log fields, stdlib loggers such as ccxt's, event records) come
+    out with the value replaced."""
     secret = SECRETS["FFE_EXCHANGE__SECRET"]
     out = io.StringIO()
     setup_logging("INFO", secrets=[secret], stream=out)
-    structlog.get_logger("ffe.test").error("request failed", url=f"https://x.test/api?signature={secret}",
-                                           headers={"X-MBX-SECRET": secret}, args=[secret])
+    logs.get_logger("ffe.test").error("request failed", url=f"https://x.test/api?signature={secret}",
+                                      headers={"X-MBX-SECRET": secret}, args=[secret])
     logging.getLogger("ccxt.base").warning("POST failed with %s", secret)
     text = out.getvalue()
     assert "request failed" in text and "POST failed with" in text

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import structlog
 
 from conftest import audit_lines, db_value, ffe_cmd, ffe_env
+from ffe_engine import logs
 from ffe_engine.clock import ManualClock
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_tui.app import HISTORY_LINES, LOG_LINES
@@ -223,7 +223,7 @@ async def test_a_burst_of_5000_log_lines_reaches_the_pane_bounded_and_the_kill_k
     app = console(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await running(pilot)
-        log = structlog.get_logger("ffe.burst")
+        log = logs.get_logger("ffe.burst")
         for n in range(5000):  # through the engine's own logging, into the bus, all between two redraws
             log.info("burst line", n=n)
         await pilot.press("K", "y")

@@ -4,11 +4,12 @@ engine (simulated market, SQLite under tmp_path) driven through Textual's Pilot.
 from __future__ import annotations
 
 import pytest
-import structlog
 from textual.color import Color
 from textual.command import CommandPalette
 from textual.filter import monochrome_style
 from textual.widgets import Input
+
+from ffe_engine import logs
 
 from conftest import db_value
 from test_tui_helpers import SIZE_IDS, SIZES, console, db_path, running, screen_text, status_text, until
@@ -58,7 +59,7 @@ async def test_letters_type_into_the_command_palette_and_ctrl_k_still_kills(tmp_
 # ------------------------------------------------------------------------------------------ the log follows
 def _say(n: int, what: str) -> None:
     """Log lines through the engine's own logging: they reach the log pane as events, like any other."""
-    log = structlog.get_logger("ffe.incident")
+    log = logs.get_logger("ffe.incident")
     for i in range(n):
         log.info(what, n=i)
 
