@@ -15,12 +15,16 @@ SUBCOV := .coverage-subprocesses
 .PHONY: run test bench install clean
 
 # pip compiles what it installs on one core (about half of a fresh install's time, ccxt being most of it); the
-# packages are compiled after it on every core instead, so no process compiles them, with or without a cache.
+# packages are compiled after it on every core instead, so no process compiles them, with or without a cache (what
+# no test imports is left out: ccxt's websocket classes and tests, pip, mypy's sources beside its compiled modules).
+# ffe itself is built with the venv's setuptools (the version pyproject.toml's build-system names): an isolated
+# build environment would install and compile setuptools again on every install.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
-	$(BIN)/python -m pip install --quiet --no-compile $(EDITABLE) '.[test]'
-	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" > /dev/null
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3 setuptools==84.2.1
+	$(BIN)/python -m pip install --quiet --no-compile --no-build-isolation $(EDITABLE) '.[test]'
+	$(BIN)/python -m compileall -q -j 0 -x '/(ccxt/(pro|test)|pip|mypy|mypyc|setuptools)/' \
+		"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" > /dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,7 +59,7 @@ test: $(STAMP)
 	$(BIN)/coverage report
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet $(EDITABLE) '.[bench]'
+	$(BIN)/python -m pip install --quiet --no-build-isolation $(EDITABLE) '.[bench]'
 	$(BIN)/python bench/backtest_bench.py
 	$(BIN)/python bench/live_bench.py
 	$(BIN)/python bench/killswitch_bench.py
