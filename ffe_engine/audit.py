@@ -64,7 +64,6 @@ class Redactor:
         return v
 
 
-
 class AuditWriter:
     """Event sink writing logs/audit.jsonl (the bus has already encoded, redacted and chained each record).
 
