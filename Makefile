@@ -19,7 +19,7 @@ SUBCOV := .coverage-subprocesses
 # no test imports is left out: ccxt's websocket classes and tests, pip, mypy's sources beside its compiled modules).
 # ffe itself is built with the venv's setuptools (the version pyproject.toml's build-system names): an isolated
 # build environment would install and compile setuptools again on every install.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==25.3 setuptools==84.2.1
 	$(BIN)/python -m pip install --quiet --no-compile --no-build-isolation $(EDITABLE) '.[test]'
