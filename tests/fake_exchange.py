@@ -799,6 +799,8 @@ class FakeBinance:
             if o.symbol != sid or ("orderId" in params and str(o.order_id) != params["orderId"]):
                 continue
             for t in o.trades:
+                if "startTime" in params and t.time < int(params["startTime"]):
+                    continue
                 rows.append({"symbol": sid, "id": t.trade_id, "orderId": o.order_id, "orderListId": -1,
                              "price": _fmt(t.price), "qty": _fmt(t.qty), "quoteQty": _fmt(t.qty * t.price),
                              "commission": _fmt(t.commission), "commissionAsset": t.commission_asset,

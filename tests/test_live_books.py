@@ -760,6 +760,28 @@ async def test_a_buy_charged_its_fee_in_the_quote_currency_holds_every_coin_boug
         assert_books_agree(e, fx)
 
 
+@pytest.mark.parametrize("answer", ["RESULT", "no_cost"])
+async def test_an_exchange_without_order_trades_charges_the_fee_from_the_account_s_trades(tmp_path, fx, answer):
+    # An exchange that cannot list one order's trades but lists the account's: the fee (and, where the answers do
+    # not say it, the price) of a fill comes from the account's trades of that order since it was placed, not
+    # left out.
+    settings = answers_without_the_cost(tmp_path, fx) if answer == "no_cost" else answer_settings(tmp_path, fx)
+    if answer == "RESULT":
+        climbing(fx)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        e.venue.exchange.has["fetchOrderTrades"] = False
+        async with engine_loop(e):
+            await strategy_order(fx)
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill")
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the order final")
+        asked = fx.requests_to("GET /api/v3/myTrades")
+        assert asked and all("orderId" not in r.params and "startTime" in r.params for r in asked), asked
+        assert_bought_at_the_exchange_s_price(e, fx)
+        assert_fees_charged_once(settings.db_path, fx)
+        assert_books_agree(e, fx)
+
+
 async def test_a_fill_whose_price_cannot_be_read_is_not_booked_until_it_can(tmp_path, fx):
     # An exchange whose order trades cannot be asked for either: how much filled is known, for how much is not.
     # Nothing is booked (it would be coins for nothing) until an answer says.
@@ -767,6 +789,7 @@ async def test_a_fill_whose_price_cannot_be_read_is_not_booked_until_it_can(tmp_
     async with engine_session(settings, live=True) as running:
         e = running.engine
         e.venue.exchange.has["fetchOrderTrades"] = False
+        e.venue.exchange.has["fetchMyTrades"] = False
         async with engine_loop(e):
             cid = await strategy_order(fx)
             await wait_for(lambda: len(fx.requests_to(GET_ORDER)) >= 3, timeout=30, what="three lookups")

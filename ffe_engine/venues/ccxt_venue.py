@@ -533,10 +533,9 @@ class CcxtVenue:
         priced = order.average is not None
         if order.filled <= 0 or (priced and (raw.get("fees") or raw.get("fee"))) or not order.exchange_id:
             return order
-        if not self.exchange.has.get("fetchOrderTrades"):
+        trades = await self._order_trades(order)
+        if trades is None:
             return order
-        trades = await self.reads(f"fetch_order_trades {order.client_order_id}",
-                                  lambda: self.exchange.fetch_order_trades(order.exchange_id, order.symbol))
         fee = fee_base = amount = cost = 0.0
         for t in trades:
             f, b = self._fees([t["fee"]] if t.get("fee") else [], order.symbol, t.get("price"))
@@ -560,6 +559,23 @@ class CcxtVenue:
             order.average = traded_at
             order.status = "open"
         return order
+
+
+    async def _order_trades(self, order: VenueOrder) -> list[dict[str, Any]] | None:
+        """The order's trades: asked of the order where the exchange can, else picked by order id from the
+        account's trades in the symbol since the order was placed; None where the exchange lists neither."""
+        has = self.exchange.has
+        if has.get("fetchOrderTrades"):
+            trades: list[dict[str, Any]] = await self.reads(
+                f"fetch_order_trades {order.client_order_id}",
+                lambda: self.exchange.fetch_order_trades(order.exchange_id, order.symbol))
+            return trades
+        if not has.get("fetchMyTrades") or order.ts is None:
+            return None
+        mine: list[dict[str, Any]] = await self.reads(
+            f"fetch_my_trades {order.client_order_id}",
+            lambda: self.exchange.fetch_my_trades(order.symbol, order.ts))
+        return [t for t in mine if t.get("order") is not None and str(t["order"]) == order.exchange_id]
 
 
 _STATUS = {"open": "open", "closed": "closed", "canceled": "canceled", "cancelled": "canceled",
