@@ -33,15 +33,15 @@ run: $(STAMP)
 	$(BIN)/ffe run
 
 # The quality gates run with the tests: layer contracts (tests/test_layers.py), no skipped test (tests/conftest.py),
-# mypy --strict on the engine, and line coverage of ffe_engine, ffe_tui and ffe_cli (subprocesses included) of at
-# least the fail_under figure in pyproject.toml: coverage.py measures the workers, and on Python 3.12 and newer the
-# light collector in tests/subprocess_coverage the ffe processes they start (coverage.py's own start-up would cost
-# each of them 0.1 s of CPU); the lines they record are merged with the workers' after the tests. The tests run on four workers, a module at a time, the longest
-# modules first (tests/conftest.py): four rather than one per core, because the workers often wait on the
-# subprocesses, sockets and disks the tests use (on 2 cores, quiet, Python 3.12: 4.5 min with three workers, 3.8 to
-# 4.1 with four, no less with five). mypy runs beside them and its verdict is printed after theirs. The tests start
-# a few hundred Python processes: ffe's modules are compiled once first, so each reads them compiled, even where
-# PYTHONDONTWRITEBYTECODE keeps Python from caching; the test modules are collected once first for the same
+# mypy --strict on the engine, and line coverage of ffe_engine, ffe_tui and ffe_cli (subprocesses included) of at least
+# the fail_under figure in pyproject.toml: coverage.py measures the workers, and on Python 3.12 and newer the light
+# collector in tests/subprocess_coverage the ffe processes they start (coverage.py's own start-up would cost each of
+# them 0.1 s of CPU); the lines they record are merged with the workers' after the tests. The tests run on four workers,
+# a module at a time, the longest modules first (tests/conftest.py): four rather than one per core, because the workers
+# often wait on the subprocesses, sockets and disks the tests use (on 2 cores, quiet, Python 3.12: 4.5 min with three
+# workers, 3.8 to 4.1 with four, no less with five). mypy runs beside them and its verdict is printed after theirs. The
+# tests start a few hundred Python processes: ffe's modules are compiled once first, so each reads them compiled, even
+# where PYTHONDONTWRITEBYTECODE keeps Python from caching; the test modules are collected once first for the same
 # reason, which leaves pytest's rewritten modules cached for the workers (each would spend ~3 s of CPU on them).
 test: $(STAMP)
 	$(BIN)/coverage erase

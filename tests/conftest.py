@@ -37,6 +37,7 @@ if (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("SUBPROCESS_COVERAG
     del os.environ["COVERAGE_PROCESS_CONFIG"]
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO / "tests" / "subprocess_coverage"), os.environ.get("PYTHONPATH")) if p)
+
 SAMPLES = REPO / "samples"
 BTC_CSV = SAMPLES / "BTC-USD_1h_2020-2023.csv.gz"
 ETH_CSV = SAMPLES / "ETH-USD_1h_2020-2023.csv.gz"
