@@ -315,8 +315,6 @@ def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream: A
     out = stream if stream is not None else sys.stderr
 
     def write(method: str, fields: dict[str, Any]) -> None:
-        fields["level"] = method
-        fields["timestamp"] = logs.timestamp()
         fields = redactor.value(fields)
         if to_bus is not None:
             extras = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("event", "level", "timestamp"))

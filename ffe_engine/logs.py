@@ -25,7 +25,7 @@ NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning
          logging.CRITICAL: "critical"}
 _QUOTED = frozenset(" \t=\r\n\"'")
 
-Sink = Callable[[str, dict[str, Any]], None]  # (level name, the line's fields, "event" among them)
+Sink = Callable[[str, dict[str, Any]], None]  # (level name, the line's fields: event, level, timestamp, the rest)
 
 _level = logging.NOTSET
 _lock = threading.Lock()
@@ -47,22 +47,13 @@ def _value(v: Any) -> str:
 
 
 def render(fields: dict[str, Any]) -> str:
-    """One line from a log call's fields (with its "timestamp", "level" and "event")."""
+    """One line from a log call's fields ("timestamp", "level" and "event" among them)."""
     rest = dict(fields)
-    ts = rest.pop("timestamp", None)
-    level = rest.pop("level", None)
-    event = str(rest.pop("event", ""))
-    parts = []
-    if ts is not None:
-        parts.append(str(ts))
-    if level is not None:
-        parts.append(f"[{str(level):<{LEVEL_WIDTH}}]")
-    if rest:
-        parts.append(event.ljust(EVENT_WIDTH))
-        parts.append(" ".join(f"{k}={_value(rest[k])}" for k in sorted(rest)))
-    else:
-        parts.append(event)
-    return " ".join(parts)
+    head = f"{rest.pop('timestamp')} [{rest.pop('level'):<{LEVEL_WIDTH}}] "
+    event = str(rest.pop("event"))
+    if not rest:
+        return head + event
+    return head + event.ljust(EVENT_WIDTH) + " " + " ".join(f"{k}={_value(rest[k])}" for k in sorted(rest))
 
 
 def write_line(stream: Any, fields: dict[str, Any]) -> None:
@@ -74,7 +65,7 @@ def write_line(stream: Any, fields: dict[str, Any]) -> None:
 
 
 def _to_stderr(level: str, fields: dict[str, Any]) -> None:
-    write_line(sys.stderr, {"timestamp": timestamp(), "level": level, **fields})
+    write_line(sys.stderr, fields)
 
 
 _sink: Sink = _to_stderr
@@ -97,7 +88,8 @@ class Logger:
 
     def log(self, level: int, event: str, **fields: Any) -> None:
         if level >= _level:
-            _sink(level_name(level), {"event": event, **fields})
+            name = level_name(level)
+            _sink(name, {"event": event, **fields, "level": name, "timestamp": timestamp()})
 
     def debug(self, event: str, **fields: Any) -> None:
         self.log(logging.DEBUG, event, **fields)

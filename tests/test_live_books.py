@@ -765,9 +765,11 @@ async def test_an_exchange_without_order_trades_charges_the_fee_from_the_account
     # An exchange that cannot list one order's trades but lists the account's: the fee (and, where the answers do
     # not say it, the price) of a fill comes from the account's trades of that order since it was placed, not
     # left out.
-    settings = answers_without_the_cost(tmp_path, fx) if answer == "no_cost" else answer_settings(tmp_path, fx)
-    if answer == "RESULT":
+    if answer == "no_cost":
+        settings = answers_without_the_cost(tmp_path, fx)
+    else:
         climbing(fx)
+        settings = answer_settings(tmp_path, fx)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         e.venue.exchange.has["fetchOrderTrades"] = False

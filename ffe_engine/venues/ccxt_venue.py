@@ -560,7 +560,6 @@ class CcxtVenue:
             order.status = "open"
         return order
 
-
     async def _order_trades(self, order: VenueOrder) -> list[dict[str, Any]] | None:
         """The order's trades: asked of the order where the exchange can, else picked by order id from the
         account's trades in the symbol since the order was placed; None where the exchange lists neither."""
