@@ -276,6 +276,10 @@ class ExchangeSettings(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     api_urls: dict[NonEmptyStr, Annotated[str, AfterValidator(_http_url)]] = Field(default_factory=dict)
     sandbox: bool = False
+    # ccxt's pacing of requests: each waits the exchange's weight for it times this many ms (unset: ccxt's figure
+    # for the exchange, binance 50). Raise it to stay further under an exchange's limits; 0 only for a gateway that
+    # does its own pacing.
+    rate_limit_ms: int | None = Field(None, ge=0, le=60_000)
     # After an unanswered create_order, a lookup that does not find the order proves it absent (and lets the
     # order be sent again with the same id) only once this long has passed: at least the exchange's receive
     # window (options.recvWindow on Binance), after which it refuses the original request.
@@ -1066,6 +1070,8 @@ def render_settings(settings: Settings) -> str:
                 tables.append((value, key_path))
             elif value is None and _is_secret(type(model).model_fields[name].annotation):
                 out.append(f"# {name}: not set ({_env_name(key_path)})")
+            elif value is None:  # TOML has no null: an unset key stays out, as a comment
+                out.append(f"# {_toml_key(name)}: unset{annotate(key_path)}")
             else:
                 out.append(f"{_toml_key(name)} = {_toml_value(value)}{annotate(key_path)}")
         for value, key_path in tables:

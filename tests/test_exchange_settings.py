@@ -49,6 +49,21 @@ def test_a_settle_window_shorter_than_the_receive_window_is_refused(fx):
     check_settings(exchange_settings(fx, options={**ccxt_options(), "recvWindow": 5000}, settle_window_ms=5000))
 
 
+@pytest.mark.parametrize("rate_limit_ms", [None, 250, 0])
+def test_the_rate_limit_is_ccxt_s_own_unless_set(fx, rate_limit_ms):
+    # ccxt spaces the requests by the exchange's weights times its rateLimit (binance: 50 ms): unset keeps that; an
+    # operator who must go slower (or whose gateway does its own pacing: 0) sets exchange.rate_limit_ms.
+    venue = CcxtVenue(exchange_settings(fx, rate_limit_ms=rate_limit_ms), [BTC])
+    bucket = venue.exchange.tokenBucket
+    assert venue.exchange.enableRateLimit
+    if rate_limit_ms is None:
+        assert venue.exchange.rateLimit == 50 and bucket["refillRate"] == 1 / 50
+    elif rate_limit_ms:
+        assert venue.exchange.rateLimit == rate_limit_ms and bucket["refillRate"] == 1 / rate_limit_ms
+    else:
+        assert venue.exchange.rateLimit == 0 and bucket["refillRate"] > 1e9  # no waiting between requests
+
+
 async def test_a_section_left_out_at_run_time_says_which_key_to_set(fx):
     # past the start check (options not given for an exchange ffe has no table for is the user's call): the call
     # that needs the section says so

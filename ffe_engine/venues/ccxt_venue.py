@@ -130,6 +130,8 @@ def build_exchange(settings: Any, *, credentials: bool = True) -> Any:
     options["maxRetriesOnFailure"] = 0
     options["maxRetriesOnFailureDelay"] = 0
     config: dict[str, Any] = {"timeout": int(settings.timeout_ms), "enableRateLimit": True, "options": options}
+    if getattr(settings, "rate_limit_ms", None) is not None:
+        config["rateLimit"] = int(settings.rate_limit_ms)
     if credentials:
         for key, attr in (("apiKey", "api_key"), ("secret", "secret"), ("password", "password")):
             value = _reveal(getattr(settings, attr, None))
