@@ -849,7 +849,7 @@ def exchange_settings(fx: FakeBinance, **overrides: Any) -> Any:
     from ffe_engine.config import ExchangeSettings
 
     values: dict[str, Any] = {
-        "id": "binance", "timeout_ms": 1000, "poll_s": 1.0, "options": ccxt_options(),
+        "id": "binance", "timeout_ms": 1000, "poll_s": 1.0, "options": ccxt_options(), "rate_limit_ms": 1,
         "api_urls": {"public": fx.url + "/api/v3", "private": fx.url + "/api/v3"},
         "api_key": fx.api_key, "secret": fx.secret,
     }

@@ -87,7 +87,10 @@ def live_config(fx: FakeBinance, **tables: Any) -> dict[str, Any]:
         "engine": {"symbols": [BTC], "warmup_bars": 40, "order_poll_s": 0.2, "reconcile_interval_s": 600},
         "market": {"source": "exchange"},
         "venue": {"kind": "ccxt"},
+        # ccxt's pacing at 1 ms per unit of weight, not binance's 50: the fake does not limit, and at 50 each
+        # private read waits ~0.2 s (most of a live test's time)
         "exchange": {"id": "binance", "timeout_ms": 1000, "poll_s": 0.2, "settle_window_ms": RECV_WINDOW_MS,
+                     "rate_limit_ms": 1,
                      "options": exchange_options(),
                      "api_urls": {"public": fx.url + "/api/v3", "private": fx.url + "/api/v3"}},
         "breaker": {"failure_threshold": 3, "recovery_timeout_s": 60},
