@@ -41,17 +41,10 @@ def waits():
 
 @pytest.fixture
 async def venue(fx, waits):
-    v = fast(CcxtVenue(exchange_settings(fx), [BTC, ETH], read_attempts=4, sleep=waits))
+    v = CcxtVenue(exchange_settings(fx), [BTC, ETH], read_attempts=4, sleep=waits)
     await v.connect()
     yield v
     await v.close()
-
-
-def fast(v: CcxtVenue) -> CcxtVenue:
-    """No client-side throttle and no TLS close delay against the local fake."""
-    v.exchange.enableRateLimit = False
-    v.exchange.timeout_on_exit = 0
-    return v
 
 
 def buy(cid: str, qty: float = 0.01, **kw) -> OrderRequest:
@@ -68,7 +61,7 @@ async def test_market_info_from_the_exchange_filters(venue):
 
 
 async def test_connect_names_a_symbol_the_exchange_does_not_list(fx):
-    v = fast(CcxtVenue(exchange_settings(fx), [BTC, "DOGE/USDT"]))
+    v = CcxtVenue(exchange_settings(fx), [BTC, "DOGE/USDT"])
     try:
         with pytest.raises(VenueError, match="DOGE/USDT"):
             await v.connect()
@@ -92,6 +85,22 @@ async def test_build_exchange_from_settings(fx):
         build_exchange(exchange_settings(fx, id="nosuchexchange"))
     with pytest.raises(VenueError, match="exchange.sandbox"):
         build_exchange(exchange_settings(fx, id="kraken", sandbox=True, api_urls={}))
+
+
+async def test_closing_waits_for_tls_connections_only_when_there_can_be_some(fx):
+    # ccxt sleeps timeout_on_exit (250 ms) after closing its session, for TLS connections to finish closing: an
+    # engine on plain-http URLs (a local gateway) has none, and stops without it.
+    plain = CcxtVenue(exchange_settings(fx), [BTC])
+    await plain.connect()
+    await plain.close()
+    assert plain.exchange.timeout_on_exit == 0
+    tls = CcxtVenue(exchange_settings(fx, api_urls={"public": "https://gateway.invalid/api/v3",
+                                                    "private": fx.url + "/api/v3"}), [BTC])
+    await tls.close()
+    assert tls.exchange.timeout_on_exit == 250
+    default = CcxtVenue(exchange_settings(fx, id="kraken", api_urls={}), [BTC])  # ccxt's own https URLs
+    await default.close()
+    assert default.exchange.timeout_on_exit == 250
 
 
 async def test_market_order_round_trip(fx, venue):
@@ -227,7 +236,7 @@ async def test_create_order_stale_timestamp_is_refused_not_in_doubt(fx, venue):
 
 
 async def test_create_order_before_connect_is_refused_without_sending(fx):
-    v = fast(CcxtVenue(exchange_settings(fx), [BTC]))
+    v = CcxtVenue(exchange_settings(fx), [BTC])
     try:
         with pytest.raises(VenueError, match="before connect"):
             await v.create_order(buy("early"))
@@ -314,7 +323,7 @@ async def test_cancel_retries_through_5xx(fx, venue):
 async def test_no_credential_in_exception_messages_or_logs(fx, caplog):
     caplog.set_level(logging.DEBUG)
     wrong_secret = "wr0ng-secret-Pq77"
-    v = fast(CcxtVenue(exchange_settings(fx, secret=wrong_secret), [BTC], read_attempts=2, sleep=Waits()))
+    v = CcxtVenue(exchange_settings(fx, secret=wrong_secret), [BTC], read_attempts=2, sleep=Waits())
     try:
         await v.connect()
         errors: list[BaseException] = []

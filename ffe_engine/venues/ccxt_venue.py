@@ -319,6 +319,11 @@ class CcxtVenue:
         self._markets = {s: self._market_info(s) for s in self.symbols}
 
     async def close(self) -> None:
+        # ccxt sleeps timeout_on_exit after closing its session, for TLS connections to finish closing; endpoints
+        # that are all plain http (a local gateway) leave none to wait for.
+        urls = (self.exchange.urls or {}).get("api")
+        if isinstance(urls, dict) and urls and all(str(u).startswith("http://") for u in urls.values()):
+            self.exchange.timeout_on_exit = 0
         await self.exchange.close()
 
     def market(self, symbol: str) -> MarketInfo:
