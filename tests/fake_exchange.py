@@ -845,7 +845,8 @@ def binance_client(fx: FakeBinance, *, timeout_ms: int = 2000, secret: str | Non
 
 
 def exchange_settings(fx: FakeBinance, **overrides: Any) -> Any:
-    """[exchange] settings pointing ccxt's binance at the fake, as an operator would write them for a testnet."""
+    """[exchange] settings pointing ccxt's binance at the fake, as an operator would write them for a testnet, but
+    for ccxt's pacing: 1 ms per unit of weight, as the fake sets no limit."""
     from ffe_engine.config import ExchangeSettings
 
     values: dict[str, Any] = {
