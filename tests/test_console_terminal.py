@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import pty
 import select
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 import pyte
+import pytest
 
-from conftest import ffe_cmd, ffe_env, starter_config
+from conftest import ffe_cmd, ffe_env, run_ffe, starter_config, wait_until
 
 COLS, ROWS = 120, 40
 PATIENCE_S = 60.0  # a generous bound for anything to appear on a loaded machine; not a performance figure
@@ -39,11 +41,12 @@ FLATTEN_REPORT = "kill_switch flatten by operator: cancelled"
 class Terminal:
     """The console on a pseudo-terminal of COLS x ROWS, its screen as pyte draws it."""
 
-    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, cwd: Path, env: dict[str, str],
+                 args: tuple[str, ...] = ("run", "--config", "config.toml")) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         # The console draws on stderr (Textual's way): all three are the terminal.
-        self.proc = subprocess.Popen(ffe_cmd("run", "--config", "config.toml"), cwd=cwd, env=env, stdin=slave,
+        self.proc = subprocess.Popen(ffe_cmd(*args), cwd=cwd, env=env, stdin=slave,
                                      stdout=slave, stderr=slave, start_new_session=True)
         os.close(slave)
         self.fd = master
@@ -85,6 +88,18 @@ class Terminal:
 
     def text(self) -> str:
         return self.tail.decode(errors="replace")[-3000:]
+
+    def hang_up(self) -> None:
+        """The terminal goes away, as when an SSH connection drops: its other end closed."""
+        os.close(self.fd)
+        self.fd = os.open(os.devnull, os.O_RDONLY)  # for close()
+
+    def ended(self) -> int:
+        """The console's exit code, once it has ended."""
+        try:
+            return self.proc.wait(timeout=PATIENCE_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the console still runs after its terminal went away") from None
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -143,5 +158,47 @@ def test_kill_switch_and_flatten_during_a_burst_show_halted_and_the_reports_in_t
               f"the flatten report {flattened:.3f} s")  # shown with -s; what a run measured, not asserted
         assert "HALTED" in term.rows()[0]
         assert "Traceback" not in term.text()
+    finally:
+        term.close()
+
+
+@pytest.mark.parametrize("hangup", [True, False], ids=["sighup", "no_signal"])
+def test_a_terminal_that_goes_away_stops_the_engine_in_order_and_frees_the_data_directory(tmp_path, hangup):
+    # An operator's SSH connection drops: the terminal is gone (every write to it fails, its input ends) and the
+    # session gets SIGHUP; or the terminal is gone without a signal. Either way the console stops the engine in
+    # order and ends: never a process left running blind, its loop blocked on output nobody reads, holding the
+    # data directory's lock.
+    starter_config(tmp_path)
+    env = ffe_env(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS), FFE_MARKET__SPEED="6")
+    term = Terminal(tmp_path, env)
+    try:
+        term.until(lambda: "RUNNING" in term.rows()[0] and term.log_pane(), "the console RUNNING with its log")
+        term.hang_up()
+        if hangup:
+            os.killpg(term.proc.pid, signal.SIGHUP)
+        assert term.ended() == 0
+        records = [json.loads(line) for line in (tmp_path / "logs" / "audit.jsonl").read_text().splitlines()]
+        stops = [r for r in records if r["event"] == "run" and r["phase"] == "stop"]
+        assert len(stops) == 1, "the stop is recorded"
+        again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "1")
+        assert again.returncode == 0, again.stderr[-2000:]  # the data directory is free
+    finally:
+        term.close()
+
+
+def test_an_attached_console_whose_terminal_goes_away_ends_and_leaves_the_engine_running(tmp_path, spawn_ffe):
+    starter_config(tmp_path)
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="6"), name="engine")
+    socket = tmp_path / "data" / "ffe.sock"
+    wait_until(lambda: socket.exists() or not engine.alive(), timeout=PATIENCE_S, what="the control socket")
+    env = ffe_env(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS))
+    term = Terminal(tmp_path, env, ("attach",))
+    try:
+        term.until(lambda: "RUNNING" in term.rows()[0], "the attached console RUNNING")
+        term.hang_up()
+        assert term.ended() == 0
+        status = run_ffe(tmp_path, "ctl", "status")
+        assert status.returncode == 0 and "RUNNING" in status.stdout, status.stdout + status.stderr
+        assert engine.alive()
     finally:
         term.close()
