@@ -434,6 +434,19 @@ class ConsoleApp(App[int]):
         if self.engine is not None:
             self._control("halt", self._halt("SIGUSR1", "signal"))
 
+    def terminal_lost(self) -> None:
+        """The terminal went away (an SSH connection dropped; ffe_tui/terminal.py): stop in order, as on SIGHUP."""
+        if not self.stopping:
+            self.request_stop("the terminal went away")
+
+    def get_driver_class(self):
+        driver = super().get_driver_class()
+        if driver.__module__ == "textual.drivers.linux_driver":  # Linux and macOS: see ffe_tui/terminal.py
+            from .terminal import ConsoleDriver
+
+            return ConsoleDriver
+        return driver
+
     def request_stop(self, reason: str) -> None:
         """Stop the engine in order, then leave (quit, SIGTERM, SIGHUP)."""
         self.stopping = True
