@@ -8,6 +8,9 @@ Every chunk the console writes is fed to the emulator and the screen is checked 
 the terminal for a single frame is seen. How long after the confirming key the lines appeared is measured and
 put in the assertion messages; what is asserted is that they appear in the log pane and the pane follows on, not
 a time.
+
+And the terminal going away under the console (its other end closed, as when an SSH connection drops, with SIGHUP
+or without): the console, in-process engine or attached, must end.
 """
 
 from __future__ import annotations
