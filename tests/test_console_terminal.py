@@ -205,3 +205,28 @@ def test_an_attached_console_whose_terminal_goes_away_ends_and_leaves_the_engine
         assert engine.alive()
     finally:
         term.close()
+
+
+def test_a_headless_engine_whose_terminal_goes_away_keeps_its_records_whole(tmp_path):
+    # `ffe run --headless` started on an SSH session's terminal: its log lines go to the terminal, and when the
+    # connection drops every write of one fails. A log line must never take the engine down: without a signal it
+    # goes on trading (its records, not its lost log lines, are what counts), and SIGHUP stops it in order, exit 0.
+    starter_config(tmp_path)
+    term = Terminal(tmp_path, ffe_env(FFE_MARKET__SPEED="6"), ("run", "--headless"))
+    audit = tmp_path / "logs" / "audit.jsonl"
+
+    def records() -> list[dict]:
+        return [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+
+    try:
+        term.until(lambda: "engine started" in term.text(), "the engine's start in its log")
+        term.hang_up()
+        seen = len(records())
+        wait_until(lambda: len(records()) > seen + 20 or term.proc.poll() is not None, timeout=PATIENCE_S,
+                   what="more records after the terminal went away")
+        assert term.proc.poll() is None, "the engine ended when its terminal went away"
+        os.killpg(term.proc.pid, signal.SIGHUP)
+        assert term.ended() == 0
+        assert records()[-1]["event"] == "run" and records()[-1]["phase"] == "stop"
+    finally:
+        term.close()
