@@ -57,11 +57,16 @@ def render(fields: dict[str, Any]) -> str:
 
 
 def write_line(stream: Any, fields: dict[str, Any]) -> None:
-    """A rendered line written whole to `stream` and flushed (threads log too)."""
+    """A rendered line written whole to `stream` and flushed (threads log too). A line that cannot be written (the
+    terminal went away with an SSH connection, a closed pipe) is dropped: a log line must never take the engine
+    down in the middle of what it was saying; the records are in the database and the audit trail."""
     line = render(fields) + "\n"
     with _lock:
-        stream.write(line)
-        stream.flush()
+        try:
+            stream.write(line)
+            stream.flush()
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            pass
 
 
 def _to_stderr(level: str, fields: dict[str, Any]) -> None:
