@@ -42,9 +42,6 @@ class TerminalOutput:
     def fileno(self) -> int:
         return self.stream.fileno()
 
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
     def _went_away(self) -> None:
         self.gone = True
         self.lost()
