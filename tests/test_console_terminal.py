@@ -227,6 +227,7 @@ def test_a_headless_engine_whose_terminal_goes_away_keeps_its_records_whole(tmp_
         assert term.proc.poll() is None, "the engine ended when its terminal went away"
         os.killpg(term.proc.pid, signal.SIGHUP)
         assert term.ended() == 0
-        assert records()[-1]["event"] == "run" and records()[-1]["phase"] == "stop"
+        last = records()[-1]
+        assert last["event"] == "run" and last["phase"] == "stop"
     finally:
         term.close()
