@@ -14,7 +14,7 @@ import pytest
 from conftest import engine_session
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.risk import OrderIntent
-from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, SteppedClock, fx, live_settings,  # noqa: F401
+from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, SteppedClock, fx, live_settings,  # noqa: F401
                           next_bar, rows, stored_events, wait_for)
 
 MANY = 50
@@ -132,6 +132,29 @@ async def test_kill_switch_lists_the_orders_it_could_not_cancel(tmp_path, fx):
         assert sorted(e.orders.live) == sorted(refused)
         assert sorted(r[0] for r in rows(db, "SELECT client_order_id FROM orders WHERE status = 'open'")) == \
             sorted(refused)
+
+
+# ---------------------------------------------------------------------------------------------------- fresh data
+@pytest.mark.parametrize("behind_bars, fresh", [(0, True), (13, False)], ids=["current", "old"])
+async def test_right_after_a_start_data_stale_measures_the_warm_up_s_newest_bar(tmp_path, fx, behind_bars, fresh):
+    """The warm-up history is market data: from the start on, DATA_STALE measures the age of its newest closed bar.
+    An entry placed before the first new bar closes (up to an hour on 1h candles: an approval, an operator's buy)
+    is let through when that bar is current, and refused with its age when the exchange's newest is old, never
+    refused for want of an input the engine has."""
+    fx.market_clock.now -= behind_bars * M
+    async with engine_session(live_settings(tmp_path, fx), live=True) as running:
+        e = running.engine
+        await e.resume(by="test")
+        got = await e.operator_order(BTC, "buy", 0.001)
+        stale = next(g for g in got["gates"] if g["code"] == "DATA_STALE")
+        assert stale["value"] is not None, stale
+        assert stale["passed"] is fresh and got["accepted"] is fresh, got
+        if fresh:
+            assert stale["value"] == 0, stale
+            assert [o.client_id for o in fx.orders] == [got["client_order_id"]]
+        else:
+            assert stale["value"] >= 9, stale
+            assert not fx.orders
 
 
 # ---------------------------------------------------------------------------------------------------- flatten
