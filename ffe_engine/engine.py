@@ -332,6 +332,8 @@ class Engine:
                 if bar_ts is not None and c.ts != bar_ts:
                     self.portfolio.record_returns()  # the history's returns feed VaR and correlation
                 bar_ts = c.ts
+                # The history is market data: DATA_STALE measures its newest bar until a new one closes.
+                self.last_bar_ts[c.symbol] = c.ts
                 self.ind[c.symbol].update(c)
                 self.portfolio.mark(c.symbol, c.close)
                 if self.sim_venue is not None:
