@@ -157,6 +157,32 @@ async def test_right_after_a_start_data_stale_measures_the_warm_up_s_newest_bar(
             assert not fx.orders
 
 
+async def test_a_restart_keeps_the_entries_of_the_last_minute_for_order_rate(tmp_path, fx):
+    """ORDER_RATE bounds the entries sent in any 60 s, across restarts too: an engine that crash-loops (a supervisor
+    restarting it within seconds) cannot send an entry per start past the limit. The window is read back from the
+    journal at the start; the restarts here take well under its minute."""
+    settings = live_settings(tmp_path, fx, risk={"max_orders_per_minute": 2})
+    sent = []
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await e.resume(by="test")
+        for _ in range(2):
+            got = await e.operator_order(BTC, "buy", 0.001)
+            assert got["accepted"], got
+            sent.append(got["client_order_id"])
+        got = await e.operator_order(BTC, "buy", 0.001)
+        assert not got["accepted"] and got["reason"].startswith("ORDER_RATE"), got
+        closed = await e.operator_order(BTC, "sell", 0.001)  # an exit is not an entry: neither bounded nor counted
+        assert closed["accepted"], closed
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await e.resume(by="test")
+        got = await e.operator_order(BTC, "buy", 0.001)
+        rate = next(g for g in got["gates"] if g["code"] == "ORDER_RATE")
+        assert not got["accepted"] and (rate["value"], rate["passed"]) == (2, False), got
+    assert [o.client_id for o in fx.orders if o.side == "BUY"] == sent
+
+
 # ---------------------------------------------------------------------------------------------------- flatten
 @pytest.mark.parametrize("first_answer", ["429", "5xx_not_executed"])
 async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(tmp_path, fx, first_answer):
