@@ -43,7 +43,7 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Ensemble
                     Position, Side)
 from . import overrides
 from .overrides import Override
-from .portfolio import Portfolio
+from .portfolio import RATE_WINDOW_MS, Portfolio
 from .reconcile import Reconciler
 from .recovery import recover_after_restore
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
@@ -262,6 +262,9 @@ class Engine:
         positions = await self.store.positions()
         saved_books = await self.store.get_kv("portfolio")
         self.portfolio.load(saved_books or {}, positions)
+        # ORDER_RATE's window goes on across a restart: an engine restarted in a loop sends no more than the limit.
+        for ts in await self.store.entry_times_since(self.clock.now_ms() - RATE_WINDOW_MS):
+            self.portfolio.note_order(ts)
         # Cash is what the fills say it is: the starting cash plus every sale less every purchase and every fee
         # paid in cash (a fee taken in coins is not).
         flows = await self.store.cash_flows()

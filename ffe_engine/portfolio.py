@@ -14,6 +14,7 @@ from typing import Any
 from .model import ClosedTrade, Fill, Position, Side
 
 DAY_MS = 86_400_000
+RATE_WINDOW_MS = 60_000  # ORDER_RATE counts the entries sent in this window
 
 
 def _last(d: deque[float], n: int) -> list[float] | deque[float]:
@@ -215,7 +216,7 @@ class Portfolio:
     def note_order(self, ts_ms: int) -> None:
         self.order_times.append(ts_ms)
 
-    def orders_in_last(self, now_ms: int, window_ms: int = 60_000) -> int:
+    def orders_in_last(self, now_ms: int, window_ms: int = RATE_WINDOW_MS) -> int:
         q = self.order_times
         while q and q[0] <= now_ms - window_ms:
             q.popleft()

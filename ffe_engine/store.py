@@ -587,6 +587,12 @@ class Store:
         cur = await self.conn.execute(_SQL_ORDERS + " ORDER BY created_ts, rowid")
         return [self._order_from_row(tuple(r)) for r in await cur.fetchall()]
 
+    async def entry_times_since(self, since_ms: int) -> list[int]:
+        """When each entry (an order that is not reduce-only) journaled after since_ms was made, oldest first."""
+        rows = await self.query("SELECT created_ts FROM orders WHERE reduce_only = 0 AND created_ts > ? "
+                                "ORDER BY created_ts", (since_ms,))
+        return [r[0] for r in rows]
+
     async def order_ids_on(self, venue: str) -> set[str]:
         """The client order ids the journal has for a venue."""
         cur = await self.conn.execute("SELECT client_order_id FROM orders WHERE venue = ?", (venue,))
