@@ -1,6 +1,8 @@
 """A seeded chaos soak of a live session against the fake Binance, trading on the strategy's own decisions.
 
-Real `ffe run --headless --live` subprocesses trade BTC/USDT on the fake, spoken to by real ccxt. The fake's klines
+Real `ffe run --headless --live` subprocesses trade BTC/USDT, or (by the seed) BTC/USDT and ETH/USDT from one cash
+balance, on the fake, spoken to by real ccxt, with the strategy's entries placed at once or (by the seed) held for
+the operator's approval, which the soak gives or refuses now and then. The fake's klines
 follow a zigzag that climbs faster than it falls (`zigzag`): the trend provider, alone and with a lower bar for
 confidence than the default (min_confidence 0.5), votes BUY on most climbs, so the engine enters there, and its
 stop-losses and take-profits (nearer than the defaults) close the positions on the legs that follow: most orders
@@ -60,11 +62,15 @@ FAULTS = {  # route -> the faults an exchange gives on it
     "GET /api/v3/myTrades": (*NETWORK, "stale"),  # where an order's fees are read from when its answer lacks them
     "GET /api/v3/klines": NETWORK,  # the market data the strategy decides on
 }
-STEP = float(LISTINGS["BTCUSDT"]["step"])  # the venue's precision for BTC
+ETH = "ETH/USDT"
+BASES = {BTC: "BTC", ETH: "ETH"}
+STEPS = {BTC: float(LISTINGS["BTCUSDT"]["step"]), ETH: float(LISTINGS["ETHUSDT"]["step"])}  # the venue's precision
+SELLS = {BTC: (0.001, 0.005), ETH: (0.01, 0.08)}  # what the operator sells of what the strategy holds
 CENT = 0.01
 FINAL = {"filled", "canceled", "rejected"}
 SHOWN = {"open"} | FINAL  # an order the venue has shown is never again new or in doubt
-START = 30_000.0
+STARTS = {"BTCUSDT": 30_000.0, "ETHUSDT": 2_000.0}
+ETH_LAG = 4  # bars: ETH's zigzag turns later than BTC's, so the two positions open and close apart
 UP, DOWN, UP_BARS, DOWN_BARS = 0.0025, -0.003, 10, 5  # the zigzag: per bar, and how long each leg lasts
 
 
@@ -74,24 +80,26 @@ def tag(counts: Counter) -> str:
 
 def zigzag(fx: FakeBinance) -> None:
     """Klines that climb UP per bar for UP_BARS bars, then fall DOWN per bar for DOWN_BARS, over and over (warm-up
-    included); market orders fill at the open candle's last price."""
+    included), on both listings; market orders fill at the open candle's last price."""
     origin = fx.market_clock() - 200 * M
     cycle = UP_BARS + DOWN_BARS
     per_cycle = UP * UP_BARS + DOWN * DOWN_BARS
 
     def path(sid: str, ts: int) -> float:
-        bars = (ts - origin) / M
+        bars = (ts - origin) / M + (ETH_LAG if sid == "ETHUSDT" else 0)
         n, into = divmod(bars, cycle)
         leg = UP * min(into, UP_BARS) + DOWN * max(0.0, into - UP_BARS)
-        return round(START * (1.0 + n * per_cycle + leg), 2)
+        return round(STARTS[sid] * (1.0 + n * per_cycle + leg), 2)
 
     fx.price_path = path
-    fx.set_price("BTCUSDT", path("BTCUSDT", fx.market_clock()))
+    for sid in STARTS:
+        fx.set_price(sid, path(sid, fx.market_clock()))
 
 
 def next_bar(fx: FakeBinance) -> None:
     fx.market_clock.step()
-    fx.set_price("BTCUSDT", fx.price_path("BTCUSDT", fx.market_clock()))
+    for sid in STARTS:
+        fx.set_price(sid, fx.price_path(sid, fx.market_clock()))
 
 
 # ---------------------------------------------------------------------------------------------------- invariants
@@ -184,24 +192,29 @@ class Books:
                 f"{tag(counts)} {when}: order {cid} filled {filled:g} in the journal, {o.filled:g} at the exchange")
             by_qty = sorted(o.trades, key=lambda t: t.qty)
             for (_qty, _price, fee, fee_base), t in zip(sorted(fills.get(cid, [])), by_qty):
-                charged = fee_base if t.commission_asset == "BTC" else fee
+                charged = fee_base if t.commission_asset != "USDT" else fee  # a buy's fee in the coins bought
                 assert abs(charged - t.commission) <= 1e-9, (
                     f"{tag(counts)} {when}: order {cid} paid {charged:g} {t.commission_asset} in the journal, "
                     f"{t.commission:g} at the exchange")
 
     def settled(self, fx: FakeBinance, counts: Counter, trades: dict, balances: dict) -> None:
         """(a) at the end: positions, cash and what the engine reported are the fake account's."""
-        btc, usdt = fx.balances["BTC"].total, fx.balances["USDT"].total
-        held = dict(rows(self.db, "SELECT symbol, quantity FROM positions")).get(BTC, 0.0)
-        assert abs(held - btc) <= STEP, f"{tag(counts)} at the end: position {held!r} BTC, the exchange {btc!r}"
+        usdt = fx.balances["USDT"].total
+        positions = dict(rows(self.db, "SELECT symbol, quantity FROM positions"))
+        for symbol, base in BASES.items():  # a symbol not traded: nothing held on either side
+            coins = fx.balances[base].total
+            held = positions.get(symbol, 0.0)
+            assert abs(held - coins) <= STEPS[symbol], (
+                f"{tag(counts)} at the end: position {held!r} {base}, the exchange {coins!r}")
+            reported = sum(p["quantity"] for p in trades["positions"] if p["symbol"] == symbol)
+            assert abs(reported - coins) <= STEPS[symbol], (
+                f"{tag(counts)} at the end: `trades` says {reported!r} {base}, the exchange {coins!r}")
         (book,) = rows(self.db, "SELECT value FROM kv WHERE key = 'portfolio'")
         cash = json.loads(book[0])["cash"]
         assert abs(cash - usdt) <= CENT, f"{tag(counts)} at the end: cash {cash!r} USDT, the exchange {usdt!r}"
-        reported = sum(p["quantity"] for p in trades["positions"] if p["symbol"] == BTC)
-        assert abs(reported - btc) <= STEP, (
-            f"{tag(counts)} at the end: `trades` says {reported!r} BTC, the exchange {btc!r}")
         totals = {a["asset"]: a["total"] for a in balances["assets"]}
-        for asset, want, tol in (("BTC", btc, STEP), ("USDT", usdt, CENT)):
+        wanted = [(base, fx.balances[base].total, STEPS[symbol]) for symbol, base in BASES.items()]
+        for asset, want, tol in (*wanted, ("USDT", usdt, CENT)):
             assert abs(totals.get(asset, 0.0) - want) <= tol, (
                 f"{tag(counts)} at the end: `balances` says {totals.get(asset)!r} {asset}, the exchange {want!r}")
 
@@ -280,14 +293,28 @@ async def settle(sock: Path, proc: AsyncFfe, counts: Counter) -> tuple[dict, dic
     return trades["result"], balances["result"]
 
 
-def strategy_config(fx: FakeBinance, answer: str) -> dict:
-    """A live engine on the fake whose strategy trades the zigzag: warm at start, the trend provider alone, a
+async def decide_an_approval(sock: Path, rng: random.Random, counts: Counter) -> None:
+    """The operator approves (mostly) or rejects one of the entries waiting for approval, if any."""
+    answer = await call(sock, counts, "status")
+    waiting = answer["result"]["approvals"] if answer and answer["ok"] else []
+    if not waiting:
+        return
+    verb = "approve" if rng.random() < 0.8 else "reject"
+    got = await call(sock, counts, verb, {"id": rng.choice(waiting)["approval_id"]})
+    if got and got["ok"] and verb == "approve":
+        # accepted, or refused on its re-check (the price moved past its stops, the venue holds orders, ...)
+        counts["approved and sent" if got["result"]["accepted"] else "approval refused on re-check"] += 1
+
+
+def strategy_config(fx: FakeBinance, answer: str, symbols: list[str], approval: str) -> dict:
+    """A live engine on the fake whose strategy trades the zigzag on `symbols`, its entries placed at once or held
+    for approval (`approval`, auto or manual): warm at start, the trend provider alone, a
     confidence of 0.5 enough (its least), stop-loss and take-profit nearer than the defaults (1 and 1.5 ATRs, so
     that exits come within a leg), a reconciliation every 2 s (under the faults too), and rate limits that the
     soak's many bars a minute of wall time do not reach. `answer` is the exchange's answer to a new order: FULL
     (with its fills and their fees) or RESULT (how much filled, without the fees)."""
-    return live_config(fx, engine={"live_start_paused": False, "cancel_timeout_s": 3, "warmup_bars": 80,
-                                   "reconcile_interval_s": 2},
+    return live_config(fx, engine={"symbols": symbols, "approval": approval, "live_start_paused": False,
+                                   "cancel_timeout_s": 3, "warmup_bars": 80, "reconcile_interval_s": 2},
                        ensemble={"providers": ["trend"], "min_votes": 1, "adaptive": False},
                        risk={"min_confidence": 0.5, "max_orders_per_minute": 200, "max_daily_trades": 1000,
                              "stop_loss_atr": 1.0, "take_profit_atr": 1.5},
@@ -305,8 +332,11 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
     answer = rng.choice(["FULL", "RESULT"])
     counts[f"answers {answer}"] = 1
     fx.buy_fee_in_quote = rng.random() < 0.5  # a buy's fee taken from the cash, not from the coins bought
-    counts["buy fees in " + ("USDT" if fx.buy_fee_in_quote else "BTC")] = 1
-    write_config(tmp_path, strategy_config(fx, answer))
+    counts["buy fees in " + ("USDT" if fx.buy_fee_in_quote else "the coins")] = 1
+    symbols = [BTC, ETH] if rng.random() < 0.5 else [BTC]
+    approval = rng.choice(["auto", "manual"])
+    counts[f"symbols {len(symbols)}"] = counts[f"approval {approval}"] = 1
+    write_config(tmp_path, strategy_config(fx, answer, symbols, approval))
     sock = tmp_path / "data" / "ffe.sock"
     books = Books(tmp_path / "data" / "ffe.db")
     kills = kill_rounds(SEED, list(range(ROUNDS)), at_least=2)
@@ -316,7 +346,9 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
         until = time.monotonic() + rng.uniform(2.0, 4.0)
         while time.monotonic() < until and proc.alive():
             roll = rng.random()
-            if roll < 0.45:
+            if approval == "manual" and rng.random() < 0.2:
+                await decide_an_approval(sock, rng, counts)
+            elif roll < 0.45:
                 next_bar(fx)
                 counts["bars"] += 1
                 await asyncio.sleep(rng.uniform(0.0, 0.1))
@@ -337,8 +369,9 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
                 counts["partial"] += 1
                 fx.partial_fill_next(rng.uniform(0.2, 0.8), rest="expire")
             elif roll < 0.72:  # the operator sells a little of what the strategy holds (a buy would hold no exits)
-                await call(sock, counts, "order", {"symbol": BTC, "side": "sell",
-                                                   "quantity": round(rng.uniform(0.001, 0.005), 5)})
+                symbol = rng.choice(symbols)
+                await call(sock, counts, "order", {"symbol": symbol, "side": "sell",
+                                                   "quantity": round(rng.uniform(*SELLS[symbol]), 5)})
             elif roll < 0.75:
                 await call(sock, counts, "halt")
             elif roll < 0.76:
