@@ -15,6 +15,8 @@ Behaviour that matters for the order path, as on Binance:
 - a buy's commission is taken from the coins received, as on Binance without BNB fee payment (or, with
   `buy_fee_in_quote`, from the quote currency, as exchanges that charge every fee in it do);
 - a limit order rests until the price crosses it (or fills at once if it already does);
+- a new order is answered as its `newOrderRespType` asks: FULL (the order with its fills and their fees, the
+  default), RESULT (the order: how much filled, not at what fees) or ACK (its ids only, nothing of its fills);
 - a client order id is refused ("Duplicate order sent.") only while an order with that id is open: once it is
   filled or cancelled the id can be used again, so a blind resend of a filled order trades twice;
 - unknown routes answer 400 with code -1020 (ccxt maps a bare 404 to a retryable error, Binance's code is final).
@@ -657,9 +659,13 @@ class FakeBinance:
             self._later.append(asyncio.get_running_loop().call_later(later, self._fill_later, order))
         elif crosses:
             self._fill(order, qty, market_price, new=True)
+        answer = params.get("newOrderRespType", "FULL")
+        if answer == "ACK":  # Binance's shortest answer: placed, and nothing of how far it filled
+            return web.json_response({"symbol": sid, "orderId": order.order_id, "orderListId": -1,
+                                      "clientOrderId": order.client_id, "transactTime": order.update_time})
         body = self._order_json(order)
         body["transactTime"] = order.update_time
-        if params.get("newOrderRespType", "FULL") == "FULL":
+        if answer == "FULL":
             body["fills"] = [{"price": _fmt(t.price), "qty": _fmt(t.qty), "commission": _fmt(t.commission),
                               "commissionAsset": t.commission_asset, "tradeId": t.trade_id} for t in order.trades]
         return web.json_response(body)

@@ -10,9 +10,9 @@ are the strategy's. Meanwhile the exchange answers with a fault on every order, 
 (dropped before or after running, hung, slow, 5xx executed or not, rate limits, a missing order, a read from the
 books before their last change, orders answered without what they cost, a market order acknowledged and filled a
 moment later), goes down now and then (a restart: every request dropped or answered 503 for a few seconds), fills
-some orders in part and expires the rest, answers new orders with their fills or (by the seed) without them,
-takes a buy's fee from the coins or (by the seed) from the cash, the process is killed, frozen and thawed, stopped
-and restarted, and now and then the operator halts, resumes, flattens or sells a little.
+some orders in part and expires the rest, answers new orders with their fills or (by the seed) without them or
+with nothing but their ids, takes a buy's fee from the coins or (by the seed) from the cash, the process is killed,
+frozen and thawed, stopped and restarted, and now and then the operator halts, resumes, flattens or sells a little.
 
 The invariants, checked after every round (the engine dead) and at the end (after a last start has settled every
 order, reconciled and stopped in order):
@@ -312,7 +312,7 @@ def strategy_config(fx: FakeBinance, answer: str, symbols: list[str], approval: 
     confidence of 0.5 enough (its least), stop-loss and take-profit nearer than the defaults (1 and 1.5 ATRs, so
     that exits come within a leg), a reconciliation every 2 s (under the faults too), and rate limits that the
     soak's many bars a minute of wall time do not reach. `answer` is the exchange's answer to a new order: FULL
-    (with its fills and their fees) or RESULT (how much filled, without the fees)."""
+    (with its fills and their fees), RESULT (how much filled, without the fees) or ACK (the order's ids only)."""
     return live_config(fx, engine={"symbols": symbols, "approval": approval, "live_start_paused": False,
                                    "cancel_timeout_s": 3, "warmup_bars": 80, "reconcile_interval_s": 2},
                        ensemble={"providers": ["trend"], "min_votes": 1, "adaptive": False},
@@ -329,7 +329,7 @@ async def test_a_live_session_under_faults_kills_and_restarts_keeps_every_invari
     counts: Counter[str] = Counter()
     print(f"chaos seed={SEED} (replay with FFE_CHAOS_SEED={SEED})")
     zigzag(fx)
-    answer = rng.choice(["FULL", "RESULT"])
+    answer = rng.choice(["FULL", "RESULT", "ACK"])
     counts[f"answers {answer}"] = 1
     fx.buy_fee_in_quote = rng.random() < 0.5  # a buy's fee taken from the cash, not from the coins bought
     counts["buy fees in " + ("USDT" if fx.buy_fee_in_quote else "the coins")] = 1

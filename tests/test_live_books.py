@@ -54,7 +54,7 @@ def strategy_settings(tmp_path, fx: FakeBinance, **tables):
 
 def answer_settings(tmp_path, fx: FakeBinance, answer: str = "RESULT", **tables):
     """As strategy_settings, on an exchange asked for Binance's `answer` to a new order: RESULT (how much filled and
-    for how much, without the fills and their fees) or FULL (with them)."""
+    for how much, without the fills and their fees), FULL (with them) or ACK (the order's ids only)."""
     options = exchange_options(newOrderRespType={"market": answer, "limit": answer})
     return strategy_settings(tmp_path, fx, exchange={"options": options}, **tables)
 
@@ -625,12 +625,13 @@ def assert_fees_charged_once(db, fx: FakeBinance) -> None:
     assert fee == pytest.approx(venue_fees(fx), abs=1e-6)
 
 
-async def test_an_order_answer_without_its_fills_is_charged_its_fee(tmp_path, fx):
-    # Asked for the RESULT answer, Binance says how much filled and for how much, not the fills with their fees.
-    # The fee (taken in BTC from a buy) is then learned from the order's trades before the fill is recorded: the
-    # position is what the account holds, not what was bought.
+@pytest.mark.parametrize("answer", ["RESULT", "ACK"])
+async def test_an_order_answer_without_its_fills_is_charged_its_fee(tmp_path, fx, answer):
+    # Asked for the RESULT answer, Binance says how much filled and for how much, not the fills with their fees;
+    # for ACK, only the order's ids. The fee (taken in BTC from a buy) is then learned from the order's trades
+    # before the fill is recorded: the position is what the account holds, not what was bought.
     climbing(fx)
-    settings = answer_settings(tmp_path, fx)
+    settings = answer_settings(tmp_path, fx, answer)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
@@ -638,7 +639,7 @@ async def test_an_order_answer_without_its_fills_is_charged_its_fee(tmp_path, fx
             fx.market_clock.step()
             await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the strategy's entry filled")
         (post,) = fx.requests_to(POST_ORDER)
-        assert post.params["newOrderRespType"] == "RESULT" and [o.status for o in fx.orders] == ["FILLED"]
+        assert post.params["newOrderRespType"] == answer and [o.status for o in fx.orders] == ["FILLED"]
         assert_fees_charged_once(db, fx)
         assert_books_agree(e, fx)
 
