@@ -183,6 +183,24 @@ async def test_a_restart_keeps_the_entries_of_the_last_minute_for_order_rate(tmp
     assert [o.client_id for o in fx.orders if o.side == "BUY"] == sent
 
 
+async def test_a_restart_keeps_the_wait_the_exchange_asked_for(tmp_path, fx):
+    """Binance bans an address that goes on sending after a 418 or 429 for longer each time: the wait its
+    Retry-After gave outlasts a restart, and no order goes out before it is over."""
+    settings = live_settings(tmp_path, fx)
+    fx.fault(POST_ORDER, "418", retry_after=120)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await e.resume(by="test")
+        got = await e.operator_order(BTC, "buy", 0.001)
+        assert not got["accepted"] and "VENUE_HOLD" in got["reason"], got
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await e.resume(by="test")
+        got = await e.operator_order(BTC, "buy", 0.001)
+        assert not got["accepted"] and got["reason"].startswith("VENUE_HOLD"), got
+    assert len(fx.requests_to(POST_ORDER)) == 1 and not fx.orders
+
+
 # ---------------------------------------------------------------------------------------------------- flatten
 @pytest.mark.parametrize("first_answer", ["429", "5xx_not_executed"])
 async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(tmp_path, fx, first_answer):
