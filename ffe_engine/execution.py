@@ -40,6 +40,7 @@ from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
 CANCEL_ASKED_KEY = "orders_cancel_asked"  # kv: the orders in doubt a cancel did not find (see OrderPath.cancel)
+HOLD_KEY = "venue_hold_until"  # kv: the wall time before which the venue asked for no orders (Retry-After)
 
 log = logs.get_logger("ffe.orders")
 
@@ -193,9 +194,12 @@ class OrderPath:
         else:
             log.info("venue fault resolved", venue=self.venue.name, kind=kind, order=cid or None, detail=detail)
 
-    def _hold(self, retry_after_s: float) -> None:
+    async def _hold(self, retry_after_s: float) -> None:
         # Retry-After is real seconds, counted from when the answer came: the clock's wall time, not market time.
-        until = self.hold_until = self.clock.wall() + retry_after_s
+        # Stored, so that a restart waits too: an exchange bans an address that goes on sending for longer.
+        now = self.clock.wall()
+        until = self.hold_until = now + retry_after_s
+        await self.store.put_kv(HOLD_KEY, until, now)
         self._fault("rate_limit", "fault", detail=f"Retry-After {retry_after_s:g}s: no order sent before "
                                                   f"{_clock_text(until)}", until=until)
 
@@ -253,7 +257,7 @@ class OrderPath:
             return
         except VenueUnavailable as exc:  # refused before execution (rate limit, maintenance)
             if exc.retry_after:
-                self._hold(exc.retry_after)
+                await self._hold(exc.retry_after)
                 await self._finish(o, OrderStatus.REJECTED, f"{self._held()}; {exc}")
             else:
                 await self._finish(o, OrderStatus.REJECTED, f"venue unavailable: {exc}")
@@ -514,6 +518,9 @@ class OrderPath:
         """Load the journal's unfinished orders and resolve them against the venue before anything new is sent."""
         orders = await self.store.live_orders()
         intents = await self.store.order_intents([o.client_order_id for o in orders])
+        until = await self.store.get_kv(HOLD_KEY)
+        if isinstance(until, (int, float)) and until > self.clock.wall():
+            self.hold_until = float(until)  # its fault was said before the restart; its end is said when it comes
         asked = set(await self.store.get_kv(CANCEL_ASKED_KEY, []) or [])
         self._cancel_asked = asked & {o.client_order_id for o in orders}
         for o in orders:
