@@ -14,6 +14,7 @@ import pytest
 from conftest import engine_session
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.risk import OrderIntent
+from receiver import Receiver
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, SteppedClock, fx, live_settings,  # noqa: F401
                           next_bar, rows, stored_events, wait_for)
 
@@ -199,6 +200,36 @@ async def test_a_restart_keeps_the_wait_the_exchange_asked_for(tmp_path, fx):
         got = await e.operator_order(BTC, "buy", 0.001)
         assert not got["accepted"] and got["reason"].startswith("VENUE_HOLD"), got
     assert len(fx.requests_to(POST_ORDER)) == 1 and not fx.orders
+
+
+async def test_an_order_still_in_doubt_after_a_restart_is_paged_when_it_stays_so(tmp_path, fx):
+    """The operator is paged about an order that stays in doubt (alerts.in_doubt_s), whether it went in doubt
+    before the engine's last start or after: the engine recovers it in doubt and says so."""
+    hook = await Receiver().start()
+    clock = SteppedClock()
+    settings = live_settings(tmp_path, fx, alerts={"webhook_url": hook.url, "in_doubt_s": 60,
+                                                   "retry_initial_s": 0.05, "retry_max_s": 0.2})
+    try:
+        async with engine_session(settings, live=True, clock=clock) as running:
+            e = running.engine
+            await e.resume(by="test")
+            fx.down = True
+            placed = await e.operator_order(BTC, "buy", 0.001)  # its answer lost: in doubt
+            cid = placed["client_order_id"]
+            assert placed["accepted"] and e.orders.live[cid].status is OrderStatus.IN_DOUBT
+        fx.down = False
+        fx.fault(GET_ORDER, "5xx_not_executed", times=10_000)  # the exchange cannot say what became of it
+        async with engine_session(settings, live=True, clock=clock) as running:
+            e = running.engine
+            async with engine_loop(e):
+                assert e.orders.live[cid].status is OrderStatus.IN_DOUBT
+                clock.forward(61)
+                await wait_for(lambda: [r for r in hook.delivered if r.body["kind"] == "IN_DOUBT"], timeout=20,
+                               what="the in-doubt page")
+        (page,) = [r.body for r in hook.delivered if r.body["kind"] == "IN_DOUBT"]
+        assert page["severity"] == "page" and cid in page["text"]
+    finally:
+        await hook.stop()
 
 
 # ---------------------------------------------------------------------------------------------------- flatten
