@@ -266,6 +266,54 @@ async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(t
         assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)  # sold exactly what was held
 
 
+async def test_a_flatten_whose_closing_order_fills_in_part_closes_the_rest(tmp_path, fx):
+    """A market order can fill in part and expire (an exchange short of liquidity, or its self-trade prevention):
+    flatten goes on with another closing order for what is still held, until the books and the account are flat."""
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.partial_fill_next(0.5, rest="expire")
+        async with engine_loop(e):
+            result = await e.flatten(by="test")
+            assert result["failed"] == [] and len(result["closing"]) == 1
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
+        sells = [o for o in fx.orders if o.side == "SELL"]
+        assert [o.status for o in sells] == ["EXPIRED", "FILLED"] and sells[0].client_id == result["closing"][0]
+        assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+        assert [r for r, in rows(db, "SELECT reason FROM orders WHERE side = 'sell'")] == ["flatten", "flatten"]
+        assert e.state is EngineState.HALTED
+
+
+async def test_a_flatten_that_cannot_close_what_is_left_pages_the_operator(tmp_path, fx):
+    """When what a closing order left cannot be closed (every further closing order refused), the flatten says
+    which position is still open: a kill_switch record with it as failed, which is a page."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import KillSwitchEvent
+
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.partial_fill_next(0.5, rest="expire")
+        async with engine_loop(e):
+            result = await e.flatten(by="test")
+            assert result["failed"] == []
+            fx.fault(POST_ORDER, "error", status=400, code=-2010, msg="Account has insufficient balance for "
+                     "requested action.", times=1000)
+
+            def left_open() -> list[dict]:
+                return [k for k in stored_events(db, "kill_switch") if k["action"] == "flatten" and k["failed"]]
+
+            (said,) = await wait_for(left_open, timeout=20, what="the flatten saying what it left open")
+        (failed,) = said["failed"]
+        assert failed["symbol"] == BTC and "still held" in failed["error"], said
+        assert BTC in e.portfolio.positions and e.state is EngineState.HALTED
+        (alert,) = alerts_for(KillSwitchEvent(action=said["action"], failed=said["failed"], by=said["by"]))
+        assert alert.severity == "page" and "FAILED" in alert.text
+        assert len([o for o in fx.orders if o.side == "SELL"]) == 1  # the refused ones never reached the book
+
+
 # ---------------------------------------------------------------------------------------------------- breaker
 async def test_exchange_down_past_the_breaker_threshold_then_back(tmp_path, fx):
     clock = SteppedClock()
