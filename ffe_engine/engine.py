@@ -66,6 +66,7 @@ __all__ = ["BACKTEST", "LIVE", "ControlError", "Engine", "EngineOptions", "RunPr
 log = logs.get_logger("ffe.engine")
 
 REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
+FLATTEN_ORDERS = 3  # closing orders one flatten sends per position at most: the first, and one for each rest left
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +200,8 @@ class Engine:
         self._cash_waits = False
         self._reconciled_at = clock.monotonic()
         self._recheck_at: float | None = None  # when to look again at differences found once (reconcile.py)
+        # The flatten under way: symbol -> closing orders placed for it (see _follow_flatten); None when none is.
+        self._flattening: dict[str, int] | None = None
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
@@ -523,6 +526,7 @@ class Engine:
                 recheck = self._recheck_at is not None and now >= self._recheck_at
                 if settled or recheck or now >= self._reconciled_at + reconcile_s:  # from the last one, the start's
                     await self.reconcile()
+                await self._follow_flatten()
                 await self._breaker_pause()
                 await self._persist_books()
                 await self.flush()
@@ -987,6 +991,7 @@ class Engine:
         t0 = time.perf_counter()
         async with self._control_lock:
             await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
+            self._flattening = None  # a halt ends a flatten under way: no closing order is sent after it
             report = await self.orders.cancel_all()
             # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
             # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
@@ -1006,6 +1011,7 @@ class Engine:
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
         async with self._control_lock:
+            self._flattening = {}
             for sym, pos in list(self.portfolio.positions.items()):
                 if self.portfolio.holding(sym) is None:
                     continue  # dust: less than the venue can sell
@@ -1018,6 +1024,7 @@ class Engine:
                         ref_price=self.portfolio.last_price.get(sym), reduce_only=True))
                     if sub.accepted and sub.order is not None:
                         closing.append(sub.order.client_order_id)
+                        self._flattening[sym] = 1
                         break
                     if attempt + 1 < attempts:
                         await asyncio.sleep(0.2 * (attempt + 1))
@@ -1028,6 +1035,43 @@ class Engine:
             await self._persist_books()
             await self.flush()
         return {"cancelled": report.cancelled, "failed": report.failed + failed, "closing": closing}
+
+    async def _follow_flatten(self) -> None:
+        """A flatten's closing order can end with part of the position still held (filled in part, the rest expired:
+        an exchange short of liquidity, or its self-trade prevention). Once no closing order is working on it, what
+        is still held gets another, up to FLATTEN_ORDERS per position; a position still held after those is said as
+        the flatten's failure (a kill_switch record naming it: a page). Re-arming the engine ends the follow-up."""
+        placed = self._flattening
+        if placed is None or self._control_lock.locked():
+            return
+        if self.state is not EngineState.HALTED:
+            self._flattening = None
+            return
+        closing: list[str] = []
+        failed: list[dict[str, Any]] = []
+        async with self._control_lock:
+            for sym in list(placed):
+                pos = self.portfolio.holding(sym)
+                if pos is None:  # closed (or dust, less than the venue can sell)
+                    del placed[sym]
+                    continue
+                if self.orders.pending_exit_qty(sym) > 0:
+                    continue  # a closing order is still working on it
+                if placed[sym] >= FLATTEN_ORDERS:
+                    failed.append({"symbol": sym, "error": f"{pos.quantity:g} still held after {placed[sym]} "
+                                                           "closing orders"})
+                    del placed[sym]
+                    continue
+                placed[sym] += 1
+                sub = await self.orders.submit(OrderIntent(
+                    symbol=sym, side=side_to_close(pos.side), quantity=pos.quantity, reason=OrderReason.FLATTEN,
+                    ref_price=self.portfolio.last_price.get(sym), reduce_only=True))
+                if sub.accepted and sub.order is not None:
+                    closing.append(sub.order.client_order_id)
+            if closing or failed:
+                self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing, by="engine"))
+            if not placed:
+                self._flattening = None
 
     async def approve(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
         async with self._control_lock:
