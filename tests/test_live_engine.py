@@ -285,6 +285,26 @@ async def test_a_flatten_whose_closing_order_fills_in_part_closes_the_rest(tmp_p
         assert e.state is EngineState.HALTED
 
 
+async def test_a_flatten_goes_on_after_a_restart(tmp_path, fx):
+    """The engine stopped (a crash, a restart) before it followed up a closing order that left part of the position:
+    the flatten under way is stored with the HALTED state, and the engine started again closes the rest."""
+    settings = live_settings(tmp_path, fx)
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.partial_fill_next(0.5, rest="expire")
+        result = await e.flatten(by="test")  # no engine loop: nothing follows it up before the stop
+        assert result["failed"] == [] and BTC in e.portfolio.positions
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state is EngineState.HALTED
+        async with engine_loop(e):
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
+    assert [o.status for o in fx.orders if o.side == "SELL"] == ["EXPIRED", "FILLED"]
+    assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+
+
 async def test_a_flatten_that_cannot_close_what_is_left_pages_the_operator(tmp_path, fx):
     """When what a closing order left cannot be closed (every further closing order refused), the flatten says
     which position is still open: a kill_switch record with it as failed, which is a page."""
