@@ -67,6 +67,7 @@ log = logs.get_logger("ffe.engine")
 
 REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
 FLATTEN_ORDERS = 3  # closing orders one flatten sends per position at most: the first, and one for each rest left
+FLATTEN_KEY = "flatten_under_way"  # kv: the flatten being followed up (symbol -> closing orders placed), or null
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,7 @@ class Engine:
         self._recheck_at: float | None = None  # when to look again at differences found once (reconcile.py)
         # The flatten under way: symbol -> closing orders placed for it (see _follow_flatten); None when none is.
         self._flattening: dict[str, int] | None = None
+        self._stored_flattening: dict[str, int] | None = None  # as last written (written again only when changed)
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
@@ -262,6 +264,11 @@ class Engine:
             if self.opts.live and self.opts.start_state is EngineState.PAUSED and self.state is EngineState.RUNNING:
                 # A live engine waits for the operator after every start, not only the first.
                 await self.trading.set(EngineState.PAUSED, "live start", "engine")
+        if self.state is EngineState.HALTED:
+            under_way = await self.store.get_kv(FLATTEN_KEY)
+            if isinstance(under_way, dict) and under_way:
+                self._flattening = {str(k): int(v) for k, v in under_way.items()}
+                self._stored_flattening = dict(self._flattening)
         positions = await self.store.positions()
         saved_books = await self.store.get_kv("portfolio")
         self.portfolio.load(saved_books or {}, positions)
@@ -991,7 +998,7 @@ class Engine:
         t0 = time.perf_counter()
         async with self._control_lock:
             await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
-            self._flattening = None  # a halt ends a flatten under way: no closing order is sent after it
+            await self._flatten_under_way(None)  # a halt ends a flatten under way: no closing order after it
             report = await self.orders.cancel_all()
             # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
             # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
@@ -1010,8 +1017,8 @@ class Engine:
         report = await self.halt(reason="flatten", by=by)
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
+        placed: dict[str, int] = {}
         async with self._control_lock:
-            self._flattening = {}
             for sym, pos in list(self.portfolio.positions.items()):
                 if self.portfolio.holding(sym) is None:
                     continue  # dust: less than the venue can sell
@@ -1024,12 +1031,13 @@ class Engine:
                         ref_price=self.portfolio.last_price.get(sym), reduce_only=True))
                     if sub.accepted and sub.order is not None:
                         closing.append(sub.order.client_order_id)
-                        self._flattening[sym] = 1
+                        placed[sym] = 1
                         break
                     if attempt + 1 < attempts:
                         await asyncio.sleep(0.2 * (attempt + 1))
                 else:
                     failed.append({"symbol": sym, "error": "could not place the closing order"})
+            await self._flatten_under_way(placed or None)
             self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
                                              failed=report.failed + failed, closing=closing, by=by))
             await self._persist_books()
@@ -1045,7 +1053,7 @@ class Engine:
         if placed is None or self._control_lock.locked():
             return
         if self.state is not EngineState.HALTED:
-            self._flattening = None
+            await self._flatten_under_way(None)
             return
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
@@ -1070,8 +1078,15 @@ class Engine:
                     closing.append(sub.order.client_order_id)
             if closing or failed:
                 self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing, by="engine"))
-            if not placed:
-                self._flattening = None
+            await self._flatten_under_way(placed or None)
+
+    async def _flatten_under_way(self, placed: dict[str, int] | None) -> None:
+        """Keep the flatten being followed up, in memory and durably (a restart goes on with it)."""
+        stored = self._stored_flattening
+        self._flattening = dict(placed) if placed is not None else None
+        if self._flattening != stored:
+            self._stored_flattening = dict(self._flattening) if self._flattening is not None else None
+            await self.store.put_kv(FLATTEN_KEY, self._flattening, self.clock.wall())
 
     async def approve(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
         async with self._control_lock:
