@@ -232,6 +232,27 @@ async def test_an_order_still_in_doubt_after_a_restart_is_paged_when_it_stays_so
         await hook.stop()
 
 
+async def test_an_engine_that_starts_waiting_for_the_operator_says_so_as_a_warning(tmp_path, fx):
+    """A live engine starts PAUSED after every start (an unattended restart too) and nothing new trades until the
+    operator resumes it: the STARTED alert says so as a warning, which an operator who takes warnings and pages only
+    (alerts.min_severity = "warn") still gets."""
+    hook = await Receiver().start()
+    settings = live_settings(tmp_path, fx, alerts={"webhook_url": hook.url, "min_severity": "warn",
+                                                   "retry_initial_s": 0.05, "retry_max_s": 0.2})
+    try:
+        for n in (1, 2):  # the first start, then a restart of an engine the operator had resumed
+            async with engine_session(settings, live=True) as running:
+                assert running.engine.state is EngineState.PAUSED
+                await wait_for(lambda: len(hook.delivered) == n, timeout=20, what="the STARTED alert")
+                await running.engine.resume(by="test")
+        first, again = [r.body for r in hook.delivered]
+        assert [(a["kind"], a["severity"]) for a in (first, again)] == [("STARTED", "warn")] * 2
+        assert "PAUSED (fresh start)" in first["text"] and "PAUSED (live start)" in again["text"], again
+        assert "`ffe ctl resume`" in again["text"], again
+    finally:
+        await hook.stop()
+
+
 # ---------------------------------------------------------------------------------------------------- flatten
 @pytest.mark.parametrize("first_answer", ["429", "5xx_not_executed"])
 async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(tmp_path, fx, first_answer):
