@@ -99,8 +99,14 @@ def alerts_for(ev: Event) -> list[Alert]:
                                                 "state are as stored.")]
     if isinstance(ev, RunEvent):
         if ev.phase == "start":
-            return [Alert("STARTED", "STARTED", "info", f"ffe started ({ev.mode}, {ev.detail.get('state')}, "
-                                                        f"{ev.detail.get('recovered_orders', 0)} order(s) recovered).")]
+            state, recovered = ev.detail.get("state"), ev.detail.get("recovered_orders", 0)
+            if state in ("PAUSED", "HALTED"):  # it waits for the operator: a restart nobody watched needs someone
+                resume = "ffe ctl resume --yes" if state == "HALTED" else "ffe ctl resume"
+                return [Alert("STARTED", "STARTED", "warn",
+                              f"ffe started ({ev.mode}) {state} ({ev.detail.get('reason', '')}): nothing new trades "
+                              f"until you resume it (`{resume}`); {recovered} order(s) recovered.")]
+            return [Alert("STARTED", "STARTED", "info", f"ffe started ({ev.mode}, {state}, "
+                                                        f"{recovered} order(s) recovered).")]
         if ev.phase == "stop":
             return [Alert("STOPPED", "STOPPED", "info", f"ffe stopped ({ev.mode}, {ev.detail.get('state')}).")]
     return []

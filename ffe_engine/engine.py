@@ -318,7 +318,8 @@ class Engine:
         self._dd_breached = self.portfolio.drawdown_pct() > risk.max_drawdown_pct
         self._dl_breached = self.portfolio.day_loss_pct() > risk.daily_loss_limit_pct
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
-            "state": self.state.value, "approval": self.approval_mode, "recovered_orders": len(recovered),
+            "state": self.state.value, "reason": self.state_reason, "approval": self.approval_mode,
+            "recovered_orders": len(recovered),
             "positions": len(positions), "pid": os.getpid(), "backtest": self.profile.name == BACKTEST.name}))
         self.overrides = [o for o in found if o is not None]
         for o in self.overrides:
