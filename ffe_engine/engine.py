@@ -66,7 +66,7 @@ __all__ = ["BACKTEST", "LIVE", "ControlError", "Engine", "EngineOptions", "RunPr
 log = logs.get_logger("ffe.engine")
 
 REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
-FLATTEN_ORDERS = 3  # closing orders one flatten sends per position at most: the first, and one for each rest left
+FLATTEN_ORDERS = 3  # closing orders one flatten tries per position at most: the first, and one for each rest left
 FLATTEN_KEY = "flatten_under_way"  # kv: the flatten being followed up (symbol -> closing orders placed), or null
 
 
@@ -1068,7 +1068,7 @@ class Engine:
                     continue  # a closing order is still working on it
                 if placed[sym] >= FLATTEN_ORDERS:
                     failed.append({"symbol": sym, "error": f"{pos.quantity:g} still held after {placed[sym]} "
-                                                           "closing orders"})
+                                                           "closing attempts"})
                     del placed[sym]
                     continue
                 placed[sym] += 1
