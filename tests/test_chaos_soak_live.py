@@ -2,9 +2,9 @@
 
 Real `ffe run --headless --live` subprocesses trade BTC/USDT, or (by the seed) BTC/USDT and ETH/USDT from one cash
 balance, on the fake, spoken to by real ccxt, with the strategy's entries placed at once or (by the seed) held for
-the operator's approval, which the soak gives or refuses now and then. The fake's klines
-follow a zigzag that climbs faster than it falls (`zigzag`): the trend provider, alone and with a lower bar for
-confidence than the default (min_confidence 0.5), votes BUY on most climbs, so the engine enters there, and its
+the operator's approval, which the soak gives or refuses now and then. The fake's klines follow a zigzag that
+climbs faster than it falls (`zigzag`): the trend provider, alone and with a lower bar for confidence than the
+default (min_confidence 0.5), votes BUY on most climbs, so the engine enters there, and its
 stop-losses and take-profits (nearer than the defaults) close the positions on the legs that follow: most orders
 are the strategy's. Meanwhile the exchange answers with a fault on every order, trades, account and klines route
 (dropped before or after running, hung, slow, 5xx executed or not, rate limits, a missing order, a read from the
@@ -308,8 +308,8 @@ async def decide_an_approval(sock: Path, rng: random.Random, counts: Counter) ->
 
 def strategy_config(fx: FakeBinance, answer: str, symbols: list[str], approval: str) -> dict:
     """A live engine on the fake whose strategy trades the zigzag on `symbols`, its entries placed at once or held
-    for approval (`approval`, auto or manual): warm at start, the trend provider alone, a
-    confidence of 0.5 enough (its least), stop-loss and take-profit nearer than the defaults (1 and 1.5 ATRs, so
+    for approval (`approval`, auto or manual): warm at start, the trend provider alone, a confidence of 0.5
+    enough (its least), stop-loss and take-profit nearer than the defaults (1 and 1.5 ATRs, so
     that exits come within a leg), a reconciliation every 2 s (under the faults too), and rate limits that the
     soak's many bars a minute of wall time do not reach. `answer` is the exchange's answer to a new order: FULL
     (with its fills and their fees), RESULT (how much filled, without the fees) or ACK (the order's ids only)."""
