@@ -203,7 +203,6 @@ class Engine:
         self._recheck_at: float | None = None  # when to look again at differences found once (reconcile.py)
         # The flatten under way: symbol -> closing orders placed for it (see _follow_flatten); None when none is.
         self._flattening: dict[str, int] | None = None
-        self._stored_flattening: dict[str, int] | None = None  # as last written (written again only when changed)
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
@@ -268,7 +267,6 @@ class Engine:
             under_way = await self.store.get_kv(FLATTEN_KEY)
             if isinstance(under_way, dict) and under_way:
                 self._flattening = {str(k): int(v) for k, v in under_way.items()}
-                self._stored_flattening = dict(self._flattening)
         positions = await self.store.positions()
         saved_books = await self.store.get_kv("portfolio")
         self.portfolio.load(saved_books or {}, positions)
@@ -999,7 +997,8 @@ class Engine:
         t0 = time.perf_counter()
         async with self._control_lock:
             await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
-            await self._flatten_under_way(None)  # a halt ends a flatten under way: no closing order after it
+            if self._flattening is not None:  # a halt ends a flatten under way: no closing order after it
+                await self._flatten_under_way(None)
             report = await self.orders.cancel_all()
             # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
             # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
@@ -1038,7 +1037,8 @@ class Engine:
                         await asyncio.sleep(0.2 * (attempt + 1))
                 else:
                     failed.append({"symbol": sym, "error": "could not place the closing order"})
-            await self._flatten_under_way(placed or None)
+            if placed:
+                await self._flatten_under_way(placed)
             self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
                                              failed=report.failed + failed, closing=closing, by=by))
             await self._persist_books()
@@ -1059,19 +1059,20 @@ class Engine:
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
         async with self._control_lock:
-            for sym in list(placed):
+            left = dict(placed)
+            for sym in placed:
                 pos = self.portfolio.holding(sym)
                 if pos is None:  # closed (or dust, less than the venue can sell)
-                    del placed[sym]
+                    del left[sym]
                     continue
                 if self.orders.pending_exit_qty(sym) > 0:
                     continue  # a closing order is still working on it
                 if placed[sym] >= FLATTEN_ORDERS:
                     failed.append({"symbol": sym, "error": f"{pos.quantity:g} still held after {placed[sym]} "
                                                            "closing attempts"})
-                    del placed[sym]
+                    del left[sym]
                     continue
-                placed[sym] += 1
+                left[sym] += 1
                 sub = await self.orders.submit(OrderIntent(
                     symbol=sym, side=side_to_close(pos.side), quantity=pos.quantity, reason=OrderReason.FLATTEN,
                     ref_price=self.portfolio.last_price.get(sym), reduce_only=True))
@@ -1079,15 +1080,13 @@ class Engine:
                     closing.append(sub.order.client_order_id)
             if closing or failed:
                 self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing, by="engine"))
-            await self._flatten_under_way(placed or None)
+            if left != placed:
+                await self._flatten_under_way(left or None)
 
     async def _flatten_under_way(self, placed: dict[str, int] | None) -> None:
-        """Keep the flatten being followed up, in memory and durably (a restart goes on with it)."""
-        stored = self._stored_flattening
-        self._flattening = dict(placed) if placed is not None else None
-        if self._flattening != stored:
-            self._stored_flattening = dict(self._flattening) if self._flattening is not None else None
-            await self.store.put_kv(FLATTEN_KEY, self._flattening, self.clock.wall())
+        """Keep the flatten being followed up (None: none is), in memory and durably: a restart goes on with it."""
+        self._flattening = placed
+        await self.store.put_kv(FLATTEN_KEY, placed, self.clock.wall())
 
     async def approve(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
         async with self._control_lock:
