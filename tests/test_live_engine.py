@@ -15,6 +15,7 @@ from conftest import engine_session
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.risk import OrderIntent
 from receiver import Receiver
+from test_alerts import FAST
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, SteppedClock, fx, live_settings,  # noqa: F401
                           next_bar, rows, stored_events, wait_for)
 
@@ -207,8 +208,7 @@ async def test_an_order_still_in_doubt_after_a_restart_is_paged_when_it_stays_so
     before the engine's last start or after: the engine recovers it in doubt and says so."""
     hook = await Receiver().start()
     clock = SteppedClock()
-    settings = live_settings(tmp_path, fx, alerts={"webhook_url": hook.url, "in_doubt_s": 60,
-                                                   "retry_initial_s": 0.05, "retry_max_s": 0.2})
+    settings = live_settings(tmp_path, fx, alerts={"webhook_url": hook.url, "in_doubt_s": 60, **FAST})
     try:
         async with engine_session(settings, live=True, clock=clock) as running:
             e = running.engine
@@ -237,8 +237,7 @@ async def test_an_engine_that_starts_waiting_for_the_operator_says_so_as_a_warni
     operator resumes it: the STARTED alert says so as a warning, which an operator who takes warnings and pages only
     (alerts.min_severity = "warn") still gets."""
     hook = await Receiver().start()
-    settings = live_settings(tmp_path, fx, alerts={"webhook_url": hook.url, "min_severity": "warn",
-                                                   "retry_initial_s": 0.05, "retry_max_s": 0.2})
+    settings = live_settings(tmp_path, fx, alerts={"webhook_url": hook.url, "min_severity": "warn", **FAST})
     try:
         for n in (1, 2):  # the first start, then a restart of an engine the operator had resumed
             async with engine_session(settings, live=True) as running:
@@ -287,14 +286,20 @@ async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(t
         assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)  # sold exactly what was held
 
 
+async def held_with_a_partial_close_next(e, fx) -> None:
+    """A position bought by the operator, and the exchange set to fill the next order (flatten's closing order) in
+    part and expire the rest."""
+    bought = await e.operator_order(BTC, "buy", 0.02)
+    assert bought["accepted"], bought
+    fx.partial_fill_next(0.5, rest="expire")
+
+
 async def test_a_flatten_whose_closing_order_fills_in_part_closes_the_rest(tmp_path, fx):
     """A market order can fill in part and expire (an exchange short of liquidity, or its self-trade prevention):
     flatten goes on with another closing order for what is still held, until the books and the account are flat."""
     async with running_live(tmp_path, fx) as running:
         e, db = running.engine, running.store.path
-        bought = await e.operator_order(BTC, "buy", 0.02)
-        assert bought["accepted"], bought
-        fx.partial_fill_next(0.5, rest="expire")
+        await held_with_a_partial_close_next(e, fx)
         async with engine_loop(e):
             result = await e.flatten(by="test")
             assert result["failed"] == [] and len(result["closing"]) == 1
@@ -312,9 +317,7 @@ async def test_a_flatten_goes_on_after_a_restart(tmp_path, fx):
     settings = live_settings(tmp_path, fx)
     async with running_live(tmp_path, fx) as running:
         e = running.engine
-        bought = await e.operator_order(BTC, "buy", 0.02)
-        assert bought["accepted"], bought
-        fx.partial_fill_next(0.5, rest="expire")
+        await held_with_a_partial_close_next(e, fx)
         result = await e.flatten(by="test")  # no engine loop: nothing follows it up before the stop
         assert result["failed"] == [] and BTC in e.portfolio.positions
     async with engine_session(settings, live=True) as running:
@@ -334,9 +337,7 @@ async def test_a_flatten_that_cannot_close_what_is_left_pages_the_operator(tmp_p
 
     async with running_live(tmp_path, fx) as running:
         e, db = running.engine, running.store.path
-        bought = await e.operator_order(BTC, "buy", 0.02)
-        assert bought["accepted"], bought
-        fx.partial_fill_next(0.5, rest="expire")
+        await held_with_a_partial_close_next(e, fx)
         async with engine_loop(e):
             result = await e.flatten(by="test")
             assert result["failed"] == []
