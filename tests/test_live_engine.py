@@ -329,6 +329,33 @@ async def test_a_flatten_goes_on_after_a_restart(tmp_path, fx):
     assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
 
 
+async def test_a_flatten_cut_short_before_its_closing_orders_is_finished_after_a_restart(tmp_path, fx):
+    """The engine stopped in the middle of a flatten: HALTED stored, its cancels still out, no closing order placed
+    yet. What the flatten was to close is stored with the HALTED state, so the engine started again closes it."""
+    settings = live_settings(tmp_path, fx)
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        (resting,) = await open_limit_orders(e, 1)  # the flatten's cancel of it hangs
+        fx.fault(DELETE_ORDER, "hang", seconds=2.0, times=1)
+        flattening = asyncio.ensure_future(e.flatten(by="test"))
+        await wait_for(lambda: fx.requests_to(DELETE_ORDER), timeout=10, what="the flatten's cancel sent")
+        assert e.state is EngineState.HALTED
+        flattening.cancel()  # the process ends here, before any closing order
+        with contextlib.suppress(asyncio.CancelledError):
+            await flattening
+    assert [o for o in fx.orders if o.side == "SELL"] == []
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state is EngineState.HALTED and BTC in e.portfolio.positions
+        async with engine_loop(e):
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
+    assert [o.status for o in fx.orders if o.side == "SELL"] == ["FILLED"]
+    assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+    assert e.state is EngineState.HALTED
+
+
 async def test_a_flatten_that_cannot_close_what_is_left_pages_the_operator(tmp_path, fx):
     """When what a closing order left cannot be closed (every further closing order refused), the flatten says
     which position is still open: a kill_switch record with it as failed, which is a page."""
