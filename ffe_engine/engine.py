@@ -994,37 +994,43 @@ class Engine:
 
     async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
         """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return."""
-        t0 = time.perf_counter()
         async with self._control_lock:
-            await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
-            if self._flattening is not None:  # a halt ends a flatten under way: no closing order after it
-                await self._flatten_under_way(None)
-            report = await self.orders.cancel_all()
-            # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
-            # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
-            await self.approvals.reject_all(by, f"halted by {by} ({reason})")
-            report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
-            self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed, by=by,
-                                             elapsed_ms=round(report.elapsed_ms, 2)))
-            await self._persist_books()
-            await self.flush()
+            return await self._halt(reason, by)
+
+    async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None) -> CancelReport:
+        """The kill switch, under the control lock. `flattening`: the positions a flatten is about to close, stored
+        with HALTED before anything else, so that an engine stopped before its closing orders goes on with them."""
+        t0 = time.perf_counter()
+        await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
+        if flattening is not None or self._flattening is not None:  # a halt ends a flatten under way
+            await self._flatten_under_way(flattening)
+        report = await self.orders.cancel_all()
+        # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
+        # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
+        await self.approvals.reject_all(by, f"halted by {by} ({reason})")
+        report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed, by=by,
+                                         elapsed_ms=round(report.elapsed_ms, 2)))
+        await self._persist_books()
+        await self.flush()
         log.warning("kill switch", cancelled=len(report.cancelled), failed=len(report.failed),
                     elapsed_ms=round(report.elapsed_ms, 1))
         return report
 
     async def flatten(self, by: str = "operator", attempts: int = 3) -> dict[str, Any]:
         """Cancel all, close every position with reduce-only market orders (bounded retries), end HALTED."""
-        report = await self.halt(reason="flatten", by=by)
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
         async with self._control_lock:
-            for sym, pos in list(self.portfolio.positions.items()):
-                if self.portfolio.holding(sym) is None:
-                    continue  # dust: less than the venue can sell
+            # What is to be closed (dust, less than the venue can sell, is not), no closing order placed yet.
+            held = {sym: 0 for sym in self.portfolio.positions if self.portfolio.holding(sym) is not None}
+            report = await self._halt("flatten", by, flattening=held or None)
+            for sym in held:
+                pos = self.portfolio.positions.get(sym)
                 for attempt in range(attempts):
-                    remaining = pos.quantity - self.orders.pending_exit_qty(sym)
-                    if remaining <= 0:
+                    remaining = 0.0 if pos is None else pos.quantity - self.orders.pending_exit_qty(sym)
+                    if pos is None or remaining <= 0:
                         break
                     sub = await self.orders.submit(OrderIntent(
                         symbol=sym, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.FLATTEN,
@@ -1037,8 +1043,8 @@ class Engine:
                         await asyncio.sleep(0.2 * (attempt + 1))
                 else:
                     failed.append({"symbol": sym, "error": "could not place the closing order"})
-            if placed:
-                await self._flatten_under_way(placed)
+            if placed != held:  # what failed to be placed was said as failed: not followed up
+                await self._flatten_under_way(placed or None)
             self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
                                              failed=report.failed + failed, closing=closing, by=by))
             await self._persist_books()
