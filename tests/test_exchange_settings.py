@@ -49,6 +49,17 @@ def test_a_settle_window_shorter_than_the_receive_window_is_refused(fx):
     check_settings(exchange_settings(fx, options={**ccxt_options(), "recvWindow": 5000}, settle_window_ms=5000))
 
 
+@pytest.mark.parametrize("exchange_id", ["kraken", "okx", "coinbase"])
+def test_orders_only_go_to_an_exchange_whose_orders_ffe_can_find_by_its_own_id(fx, exchange_id):
+    # The order path resolves an unanswered order by its client order id (look it up, cancel it, resend it with the
+    # same id): ffe's ids and Binance's lookups. Elsewhere the id is refused (OKX: [a-z0-9]{1,32}; Kraken: a 32-bit
+    # integer) or an order cannot be found by it (Coinbase), and an order in doubt could never be settled.
+    with pytest.raises(VenueError) as info:
+        check_settings(exchange_settings(fx, id=exchange_id, api_urls={}, options={}))
+    assert str(info.value).startswith(f"exchange.id: ffe places orders on binance only; {exchange_id!r} ")
+    assert 'market.source = "exchange"' in str(info.value)
+
+
 @pytest.mark.parametrize("rate_limit_ms", [None, 250, 0])
 def test_the_rate_limit_is_ccxt_s_own_unless_set(fx, rate_limit_ms):
     # ccxt spaces the requests by the exchange's weights times its rateLimit (binance: 50 ms): unset keeps that; an
@@ -83,11 +94,13 @@ def records_written(cwd) -> list[str]:
                   if p.is_file() and p.suffix not in (".toml", ".stdout", ".stderr", ".lock"))
 
 
-@pytest.mark.parametrize("case", ["bad-secret", "no-flag", "bad-options"])
+@pytest.mark.parametrize("case", ["bad-secret", "no-flag", "bad-options", "other-exchange"])
 async def test_a_refused_live_start_creates_no_database_or_audit_file(tmp_path, fx, case):
     config = live_config(fx)
     if case == "bad-options":
         config["exchange"] = {**config["exchange"], "options": {"recvWindow": 1500}}
+    if case == "other-exchange":
+        config["exchange"] = {**config["exchange"], "id": "kraken", "api_urls": {}, "options": {}}
     write_config(tmp_path, config)
     args = RUN if case != "no-flag" else ("run", "--headless")
     env = live_env(fx, secret="wrong-secret-Hq8sPz41") if case == "bad-secret" else live_env(fx)
@@ -97,5 +110,7 @@ async def test_a_refused_live_start_creates_no_database_or_audit_file(tmp_path, 
     assert line.startswith("ffe: error: "), line
     if case == "bad-options":
         assert "exchange.options" in line and "fetchCurrencies = false" in line, line
+    if case == "other-exchange":
+        assert "exchange.id: ffe places orders on binance only" in line, line
     assert records_written(tmp_path) == []  # no database, no audit file
     assert fx.requests_to("POST /api/v3/order") == []
