@@ -82,10 +82,23 @@ def _toml(value: Any) -> str:
     return json.dumps(value)
 
 
+# Where orders may be placed. The order path settles an unanswered order by its own client order id: it looks the
+# order up by that id, cancels by it, and sends it again with the same id once the receive window has passed, all
+# as Binance's spot API (and the fake exchange the tests speak to) do. Elsewhere the id is refused (OKX takes
+# [a-z0-9]{1,32}, Kraken a 32-bit integer) or an order cannot be found by it (Coinbase): an order in doubt could
+# never be settled. Any ccxt exchange can still feed market data.
+ORDER_EXCHANGES = ("binance",)
+
+
 def check_settings(settings: Any) -> None:
-    """Raise VenueError naming the [exchange] key to set when the settings cannot work as written: an URL section
-    ccxt does not have, a section or option that spot trading needs with replaced URLs, a settle window shorter
-    than the exchange's receive window."""
+    """Raise VenueError naming the [exchange] key to set when the settings cannot work as written: an exchange the
+    order path cannot place orders on, an URL section ccxt does not have, a section or option that spot trading
+    needs with replaced URLs, a settle window shorter than the exchange's receive window."""
+    if settings.id not in ORDER_EXCHANGES:
+        build_exchange(settings, credentials=False)  # an id ccxt does not know is said as such first
+        raise VenueError(f"exchange.id: ffe places orders on {', '.join(ORDER_EXCHANGES)} only; {settings.id!r} "
+                         "cannot look an order up by ffe's client order id, so an unanswered order could not be "
+                         'settled (it can still feed market data: market.source = "exchange", venue.kind = "paper")')
     exchange = build_exchange(settings, credentials=False)
     if settings.api_urls:
         sections = sorted(getattr(type(exchange)(), "urls", {}).get("api", {}) or {})
