@@ -11,7 +11,8 @@ and keeps its own book: `fx.orders` (every order ever accepted, in order), `fx.b
 (every request received, with the fault applied to it, if any). Tests assert on that book.
 
 Behaviour that matters for the order path, as on Binance:
-- a market order fills at once at the current price (`set_price`), against the balances;
+- a market order fills at once at the current price (`set_price`), against the balances, in one trade or (with
+  `book_levels` above 1) in several at prices around it, as on a thin book;
 - a buy's commission is taken from the coins received, as on Binance without BNB fee payment (or, with
   `buy_fee_in_quote`, from the quote currency, as exchanges that charge every fee in it do);
 - a limit order rests until the price crosses it (or fills at once if it already does);
@@ -210,6 +211,10 @@ class FakeBinance:
         # Where a buy's commission is taken from: the coins received (Binance without BNB fee payment), or the
         # quote currency, as exchanges that charge every fee in it do.
         self.buy_fee_in_quote = False
+        # How many trades a market order fills in: one at the price, or (walking the book) several, each at its own
+        # price `book_step` apart around the price (each with its own commission), as on a thin book.
+        self.book_levels = 1
+        self.book_step = 0.0005
         self.balances: dict[str, Balance] = {
             asset: Balance(float(amount))
             for asset, amount in (balances if balances is not None else {"USDT": 10_000.0, "BTC": 0.0,
@@ -657,6 +662,8 @@ class FakeBinance:
         later = request.get(LATER)
         if later is not None and otype == "MARKET":
             self._later.append(asyncio.get_running_loop().call_later(later, self._fill_later, order))
+        elif otype == "MARKET":
+            self._fill_market(order, market_price, new=True)
         elif crosses:
             self._fill(order, qty, market_price, new=True)
         answer = params.get("newOrderRespType", "FULL")
@@ -672,7 +679,22 @@ class FakeBinance:
 
     def _fill_later(self, order: FakeOrder) -> None:
         if order.open:
-            self._fill(order, order.remaining, self.prices[order.symbol])
+            self._fill_market(order, self.prices[order.symbol])
+
+    def _fill_market(self, order: FakeOrder, price: float, new: bool = False) -> None:
+        """A market order filled at `price`, in `book_levels` trades when the book is walked (not when the next fill
+        is set to fill in part): the levels sit `book_step` apart, centred on the price, so the average stays near
+        it and a buy never pays more than it reserved in all; the last level takes what is left to the step."""
+        levels = self.book_levels if self._partial is None else 1
+        step = float(LISTINGS[order.symbol]["step"])
+        chunk = math.floor(order.remaining / levels / step + 1e-9) * step
+        if levels <= 1 or chunk < float(LISTINGS[order.symbol]["min_qty"]):
+            self._fill(order, order.remaining, price, new=new)
+            return
+        tick = float(LISTINGS[order.symbol]["tick"])
+        for i in range(levels):
+            level = round(price * (1.0 + (i - (levels - 1) / 2) * self.book_step) / tick) * tick
+            self._fill(order, order.remaining if i == levels - 1 else chunk, round(level, 8), new=new or i > 0)
 
     def _fill(self, order: FakeOrder, qty: float, price: float, new: bool = False) -> None:
         if not new:  # an order filled in the request that placed it was changed with the books just before

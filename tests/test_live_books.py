@@ -761,6 +761,36 @@ async def test_a_buy_charged_its_fee_in_the_quote_currency_holds_every_coin_boug
         assert_books_agree(e, fx)
 
 
+@pytest.mark.parametrize("answer", ["FULL", "RESULT", "ACK"])
+async def test_market_orders_that_walk_the_book_are_booked_at_their_average_with_every_fee(tmp_path, fx, answer):
+    # On a thin book a market order fills in several trades, each at its own price with its own commission: the
+    # books hold what all of them bought and sold, at their average price, less every commission, whether the
+    # answer lists the fills (FULL) or they are read from the order's trades (RESULT, ACK).
+    climbing(fx)
+    fx.book_levels = 3
+    settings = answer_settings(tmp_path, fx, answer)
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_order(fx)
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the entry filled")
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
+            (entry,) = fx.orders
+            assert len(entry.trades) == 3 and len({t.price for t in entry.trades}) == 3
+            assert_bought_at_the_exchange_s_price(e, fx)
+            closed = await e.close_position(BTC, by="test")
+            assert closed["accepted"], closed
+            await wait_for(lambda: e.portfolio.holding(BTC) is None and not e.orders.live, timeout=30,
+                           what="the position closed (less than a step, the buy's fee in coins, stays)")
+        exit_ = fx.orders[1]
+        assert exit_.side == "SELL" and exit_.status == "FILLED" and len(exit_.trades) == 3
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+        (sold,) = rows(db, "SELECT quantity, price FROM fills WHERE side = 'sell'")
+        assert sold == (pytest.approx(exit_.filled, abs=1e-12), pytest.approx(exit_.quote_filled / exit_.filled))
+
+
 @pytest.mark.parametrize("answer", ["RESULT", "no_cost"])
 async def test_an_exchange_without_order_trades_charges_the_fee_from_the_account_s_trades(tmp_path, fx, answer):
     # An exchange that cannot list one order's trades but lists the account's: the fee (and, where the answers do
