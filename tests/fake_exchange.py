@@ -173,6 +173,11 @@ def _round(x: float) -> float:
     return round(x, 12)
 
 
+def _commission(x: float) -> float:
+    """A commission as Binance charges it: to the 8 decimals its answers carry, the balance taken the same."""
+    return round(x, 8)
+
+
 def _fmt(x: float | None) -> str:
     return f"{(x or 0.0):.8f}"
 
@@ -710,18 +715,18 @@ class FakeBinance:
         info = LISTINGS[order.symbol]
         base, quote = self._balance(info["base"]), self._balance(info["quote"])
         if order.side == "BUY" and self.buy_fee_in_quote:
-            commission, asset = _round(qty * price * self.fee_rate), info["quote"]
+            commission, asset = _commission(qty * price * self.fee_rate), info["quote"]
             quote.locked = _round(quote.locked - qty * order.reserve_price)
             quote.free = _round(quote.free + qty * (order.reserve_price - price) - commission)
             base.free = _round(base.free + qty)
         elif order.side == "BUY":
             # the commission is taken from the asset received, as on Binance without BNB fee payment
-            commission, asset = _round(qty * self.fee_rate), info["base"]
+            commission, asset = _commission(qty * self.fee_rate), info["base"]
             quote.locked = _round(quote.locked - qty * order.reserve_price)
             quote.free = _round(quote.free + qty * (order.reserve_price - price))
             base.free = _round(base.free + qty - commission)
         else:
-            commission, asset = _round(qty * price * self.fee_rate), info["quote"]
+            commission, asset = _commission(qty * price * self.fee_rate), info["quote"]
             base.locked = _round(base.locked - qty)
             quote.free = _round(quote.free + qty * price - commission)
         now = self.now_ms()

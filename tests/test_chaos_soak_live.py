@@ -173,7 +173,7 @@ class Books:
         for cid, got in fills.items():
             o = venue.get(cid)
             assert o is not None, f"{tag(counts)} {when}: fills of {cid}, which the exchange never placed: {got}"
-            # Market orders fill in one trade at the fake: one fill each, and never a second one.
+            # A fill holds one trade or more: never more fills than trades (a fill recorded twice).
             assert len(got) <= len(o.trades), (
                 f"{tag(counts)} {when}: order {cid} has {len(got)} fills in the journal, {len(o.trades)} trades "
                 f"at the exchange (a fill recorded twice)")
@@ -186,17 +186,25 @@ class Books:
                 continue  # in flight when the engine died: the next start settles it
             trades = [(t.qty, t.price) for t in o.trades]
             got = [(q, round(p, 2)) for q, p, *_ in fills.get(cid, [])]
-            assert sorted(got) == sorted(trades), (
-                f"{tag(counts)} {when}: order {cid} is {status} in the journal with fills {got}, the exchange "
-                f"{o.status} with trades {trades}")
             assert abs(filled - o.filled) <= 1e-12, (
                 f"{tag(counts)} {when}: order {cid} filled {filled:g} in the journal, {o.filled:g} at the exchange")
-            by_qty = sorted(o.trades, key=lambda t: t.qty)
-            for (_qty, _price, fee, fee_base), t in zip(sorted(fills.get(cid, [])), by_qty):
-                charged = fee_base if t.commission_asset != "USDT" else fee  # a buy's fee in the coins bought
-                assert abs(charged - t.commission) <= 1e-9, (
-                    f"{tag(counts)} {when}: order {cid} paid {charged:g} {t.commission_asset} in the journal, "
-                    f"{t.commission:g} at the exchange")
+            # A fill is what one look at the order found new: one trade, or several (a market order that walked the
+            # book). Together they are the exchange's trades: as much, for as much, at the same commissions.
+            assert abs(sum(q for q, _ in got) - o.filled) <= 1e-12 and abs(
+                sum(q * p for q, p, *_ in fills.get(cid, [])) - sum(q * p for q, p in trades)) <= CENT, (
+                f"{tag(counts)} {when}: order {cid} is {status} in the journal with fills {got}, the exchange "
+                f"{o.status} with trades {trades}")
+            if len(got) == len(trades):  # one fill per trade: each is one of them
+                assert sorted(got) == sorted(trades), (
+                    f"{tag(counts)} {when}: order {cid} is {status} in the journal with fills {got}, the exchange "
+                    f"{o.status} with trades {trades}")
+            for asset in {t.commission_asset for t in o.trades}:
+                # a buy's fee in the coins bought is the fill's fee_base; in USDT, its fee
+                charged = sum(fee_base if asset != "USDT" else fee for _q, _p, fee, fee_base in fills.get(cid, []))
+                commission = sum(t.commission for t in o.trades if t.commission_asset == asset)
+                assert abs(charged - commission) <= 1e-9, (
+                    f"{tag(counts)} {when}: order {cid} paid {charged:g} {asset} in the journal, {commission:g} at "
+                    "the exchange")
 
     def settled(self, fx: FakeBinance, counts: Counter, trades: dict, balances: dict) -> None:
         """(a) at the end: positions, cash and what the engine reported are the fake account's."""
