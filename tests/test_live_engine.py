@@ -356,6 +356,27 @@ async def test_a_flatten_cut_short_before_its_closing_orders_is_finished_after_a
     assert e.state is EngineState.HALTED
 
 
+async def test_a_flatten_closes_a_position_that_a_fill_opened_while_its_cancels_were_out(tmp_path, fx):
+    """A resting buy fills at the exchange just as the flatten's cancel of it arrives: the cancel finds it filled,
+    the fill opens a position, and the flatten closes that one too."""
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        (resting,) = await open_limit_orders(e, 1)
+        fx.fault(DELETE_ORDER, "slow", seconds=1.0)
+
+        async def fill_it_meanwhile() -> None:
+            await wait_for(lambda: fx.requests_to(DELETE_ORDER), timeout=10, what="the cancel sent")
+            fx.fill(resting)
+
+        filler = asyncio.ensure_future(fill_it_meanwhile())
+        result = await e.flatten(by="test")
+        await filler
+        assert BTC not in e.portfolio.positions or e.portfolio.holding(BTC) is None
+        assert len(result["closing"]) == 1 and result["failed"] == [], result
+        assert [(o.side, o.status) for o in fx.orders] == [("BUY", "FILLED"), ("SELL", "FILLED")]
+        assert e.state is EngineState.HALTED
+
+
 async def test_a_flatten_that_cannot_close_what_is_left_pages_the_operator(tmp_path, fx):
     """When what a closing order left cannot be closed (every further closing order refused), the flatten says
     which position is still open: a kill_switch record with it as failed, which is a page."""
