@@ -1023,9 +1023,10 @@ class Engine:
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
         async with self._control_lock:
-            # What is to be closed (dust, less than the venue can sell, is not), no closing order placed yet.
-            held = {sym: 0 for sym in self.portfolio.positions if self.portfolio.holding(sym) is not None}
-            report = await self._halt("flatten", by, flattening=held or None)
+            report = await self._halt("flatten", by, flattening=self._to_close() or None)
+            held = self._to_close()  # a fill that came in with the cancels may have opened one more
+            if held != (self._flattening or {}):
+                await self._flatten_under_way(held or None)
             for sym in held:
                 pos = self.portfolio.positions.get(sym)
                 for attempt in range(attempts):
@@ -1050,6 +1051,10 @@ class Engine:
             await self._persist_books()
             await self.flush()
         return {"cancelled": report.cancelled, "failed": report.failed + failed, "closing": closing}
+
+    def _to_close(self) -> dict[str, int]:
+        """What a flatten closes (dust, less than the venue can sell, is not), no closing order placed yet."""
+        return {sym: 0 for sym in self.portfolio.positions if self.portfolio.holding(sym) is not None}
 
     async def _follow_flatten(self) -> None:
         """A flatten's closing order can end with part of the position still held (filled in part, the rest expired:
