@@ -37,6 +37,22 @@ def test_config_check_rejects_the_key_bindings_the_console_would_reject(tmp_path
     assert res.stdout == ""
 
 
+@pytest.mark.parametrize("exchange, says", [
+    ('id = "kraken"', "config.toml:5: exchange.id: ffe places orders on binance only; 'kraken' "),
+    ('api_urls = {public = "http://127.0.0.1:9/api/v3"}', "config.toml:5: exchange.api_urls: set private too"),
+], ids=["orders elsewhere than binance", "an URL section missing"])
+def test_config_check_rejects_the_exchange_settings_a_live_start_would_reject(tmp_path, exchange, says):
+    (tmp_path / "config.toml").write_text(f'[venue]\nkind = "ccxt"\n\n[exchange]\n{exchange}\n')
+    res = run_ffe(tmp_path, "config", "check")
+    assert res.returncode == 2, res.stdout
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("ffe: error: " + says), line
+    assert res.stdout == ""
+    # market data from any exchange: paper trading on kraken's candles passes
+    (tmp_path / "config.toml").write_text('[market]\nsource = "exchange"\n\n[exchange]\nid = "kraken"\n')
+    assert ffe_in_process(tmp_path, "config", "check").returncode == 0
+
+
 def test_config_check_accepts_valid_key_bindings(tmp_path):
     write_config(tmp_path, '{pause = "space", kill = "X,ctrl+k"}')
     res = run_ffe(tmp_path, "config", "check")

@@ -111,6 +111,7 @@ async def test_a_refused_live_start_creates_no_database_or_audit_file(tmp_path, 
     if case == "bad-options":
         assert "exchange.options" in line and "fetchCurrencies = false" in line, line
     if case == "other-exchange":
+        assert line.startswith("ffe: error: config.toml:"), line
         assert "exchange.id: ffe places orders on binance only" in line, line
     assert records_written(tmp_path) == []  # no database, no audit file
     assert fx.requests_to("POST /api/v3/order") == []
