@@ -16,7 +16,7 @@ from typing import Any
 from ffe_engine import fmt, present, tables
 from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.config import Settings, load_settings, render_settings, require_config_file
-from ffe_engine.errors import ControlError, Interrupted, UsageError
+from ffe_engine.errors import ControlError, Interrupted, StartError, UsageError
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -64,6 +64,14 @@ def config_check(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     # The console validates [tui] keys when it starts: the same check here, so what run would refuse is said now.
     keys.keymap(dict(settings.tui.keys), keys.where(settings))
+    if settings.venue.kind == "ccxt":  # the [exchange] settings an order venue needs, as the start checks them
+        from ffe_engine.venues.base import VenueError
+        from ffe_engine.venues.ccxt_venue import check_venue_settings
+
+        try:
+            check_venue_settings(settings)
+        except VenueError as exc:
+            raise StartError(str(exc)) from None
     text = render_settings(settings)
     saved = saved_state(settings.db_path)
     found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
@@ -408,7 +416,6 @@ def backup(args: argparse.Namespace) -> int:
     """Ask the running engine for its backup; with no engine on the data directory, take it here under its lock."""
     from ffe_engine import backup as bk
     from ffe_engine.clock import WallClock
-    from ffe_engine.errors import StartError
     from ffe_engine.host import acquire_lock
 
     settings = settings_from(args)

@@ -71,10 +71,10 @@ def paper_venue(settings: Settings, symbols: list[str], quote: str | None = None
 
 def make_venue(settings: Settings, symbols: list[str]) -> Venue:
     if settings.venue.kind == "ccxt":
-        from .venues.ccxt_venue import CcxtVenue, check_settings
+        from .venues.ccxt_venue import CcxtVenue, check_venue_settings
 
         try:
-            check_settings(settings.exchange)
+            check_venue_settings(settings)
             return CcxtVenue(settings.exchange, symbols)
         except VenueError as exc:
             raise StartError(str(exc)) from None

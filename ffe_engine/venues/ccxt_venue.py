@@ -124,6 +124,20 @@ def check_settings(settings: Any) -> None:
                          f"execute after it; set exchange.settle_window_ms to at least {window:g}")
 
 
+def check_venue_settings(settings: Any) -> None:
+    """check_settings on the whole settings (venue.kind = "ccxt"): the message also says where the key at fault was
+    set, when that is a file's line."""
+    try:
+        check_settings(settings.exchange)
+    except VenueError as exc:
+        message = str(exc)
+        section, _, key = message.partition(":")[0].partition(".")
+        found = settings.origin_of(section, key) if key else None
+        if found is None or found.kind not in ("toml", "dotenv"):
+            raise
+        raise VenueError(f"{found.where}: {message}") from None
+
+
 def _reveal(secret: Any) -> str | None:
     if secret is None:
         return None
