@@ -96,9 +96,10 @@ def check_settings(settings: Any) -> None:
     needs with replaced URLs, a settle window shorter than the exchange's receive window."""
     if settings.id not in ORDER_EXCHANGES:
         build_exchange(settings, credentials=False)  # an id ccxt does not know is said as such first
-        raise VenueError(f"exchange.id: ffe places orders on {', '.join(ORDER_EXCHANGES)} only; {settings.id!r} "
-                         "cannot look an order up by ffe's client order id, so an unanswered order could not be "
-                         'settled (it can still feed market data: market.source = "exchange", venue.kind = "paper")')
+        raise VenueError(f"exchange.id: ffe places orders on {', '.join(ORDER_EXCHANGES)} only (an unanswered order is "
+                         "settled by ffe's own client order id, as Binance's spot API allows); orders on "
+                         f"{settings.id!r} are not supported, its market data is: market.source = \"exchange\" "
+                         'with venue.kind = "paper"')
     exchange = build_exchange(settings, credentials=False)
     if settings.api_urls:
         sections = sorted(getattr(type(exchange)(), "urls", {}).get("api", {}) or {})
