@@ -1002,8 +1002,8 @@ class Engine:
         with HALTED before anything else, so that an engine stopped before its closing orders goes on with them."""
         t0 = time.perf_counter()
         await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
-        if flattening is not None or self._flattening is not None:  # a halt ends a flatten under way
-            await self._flatten_under_way(flattening)
+        if flattening is not None or self._flattening is not None:
+            await self._flatten_under_way(flattening)  # a halt ends a flatten under way; a flatten's, begins its own
         report = await self.orders.cancel_all()
         # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).

@@ -688,8 +688,8 @@ class FakeBinance:
 
     def _fill_market(self, order: FakeOrder, price: float, new: bool = False) -> None:
         """A market order filled at `price`, in `book_levels` trades when the book is walked (not when the next fill
-        is set to fill in part): the levels sit `book_step` apart, centred on the price, so the average stays near
-        it and a buy never pays more than it reserved in all; the last level takes what is left to the step."""
+        is set to fill in part): the levels sit `book_step` apart (to the tick), centred on the price, so the average
+        stays near it; the last level takes what is left to the step."""
         levels = self.book_levels if self._partial is None else 1
         step = float(LISTINGS[order.symbol]["step"])
         chunk = math.floor(order.remaining / levels / step + 1e-9) * step
