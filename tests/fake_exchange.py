@@ -14,7 +14,8 @@ Behaviour that matters for the order path, as on Binance:
 - a market order fills at once at the current price (`set_price`), against the balances, in one trade or (with
   `book_levels` above 1) in several at prices around it, as on a thin book;
 - a buy's commission is taken from the coins received, as on Binance without BNB fee payment (or, with
-  `buy_fee_in_quote`, from the quote currency, as exchanges that charge every fee in it do);
+  `buy_fee_in_quote`, from the quote currency, as exchanges that charge every fee in it do; or, with `fee_asset`,
+  every commission from that token's balance, as with BNB fee payment);
 - a limit order rests until the price crosses it (or fills at once if it already does);
 - a new order is answered as its `newOrderRespType` asks: FULL (the order with its fills and their fees, the
   default), RESULT (the order: how much filled, not at what fees) or ACK (its ids only, nothing of its fills);
@@ -216,6 +217,9 @@ class FakeBinance:
         # Where a buy's commission is taken from: the coins received (Binance without BNB fee payment), or the
         # quote currency, as exchanges that charge every fee in it do.
         self.buy_fee_in_quote = False
+        # Or every commission in the exchange's own token (Binance's BNB fee payment), at this price in the quote.
+        self.fee_asset: str | None = None
+        self.fee_asset_price = 300.0
         # How many trades a market order fills in: one at the price, or (walking the book) several, each at its own
         # price `book_step` apart around the price (each with its own commission), as on a thin book.
         self.book_levels = 1
@@ -714,7 +718,18 @@ class FakeBinance:
         qty = _round(min(qty, order.remaining))
         info = LISTINGS[order.symbol]
         base, quote = self._balance(info["base"]), self._balance(info["quote"])
-        if order.side == "BUY" and self.buy_fee_in_quote:
+        if self.fee_asset is not None:  # paid in the exchange's own token, from its balance
+            commission, asset = _commission(qty * price * self.fee_rate / self.fee_asset_price), self.fee_asset
+            token = self._balance(asset)
+            token.free = _round(token.free - commission)
+            if order.side == "BUY":
+                quote.locked = _round(quote.locked - qty * order.reserve_price)
+                quote.free = _round(quote.free + qty * (order.reserve_price - price))
+                base.free = _round(base.free + qty)
+            else:
+                base.locked = _round(base.locked - qty)
+                quote.free = _round(quote.free + qty * price)
+        elif order.side == "BUY" and self.buy_fee_in_quote:
             commission, asset = _commission(qty * price * self.fee_rate), info["quote"]
             quote.locked = _round(quote.locked - qty * order.reserve_price)
             quote.free = _round(quote.free + qty * (order.reserve_price - price) - commission)

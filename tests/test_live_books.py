@@ -16,7 +16,7 @@ import json
 import pytest
 
 from conftest import engine_session
-from fake_exchange import FakeBinance
+from fake_exchange import Balance, FakeBinance
 from ffe_engine.control import request
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
                           MarketClock, exchange_options, fx, live_config, live_env, live_settings, next_bar,
@@ -789,6 +789,32 @@ async def test_market_orders_that_walk_the_book_are_booked_at_their_average_with
         assert_books_agree(e, fx)
         (sold,) = rows(db, "SELECT quantity, price FROM fills WHERE side = 'sell'")
         assert sold == (pytest.approx(exit_.filled, abs=1e-12), pytest.approx(exit_.quote_filled / exit_.filled))
+
+
+@pytest.mark.parametrize("answer", ["FULL", "RESULT"])
+async def test_fees_paid_in_the_exchange_s_token_leave_the_books_the_account_s_and_are_said(tmp_path, fx, answer):
+    # With Binance's BNB fee payment every commission comes from the account's BNB, which the books do not hold:
+    # the coins and the cash are the account's to the cent, and the operator reads once that those fees are not
+    # in the books' P&L.
+    climbing(fx)
+    fx.fee_asset = "BNB"
+    fx.balances["BNB"] = Balance(1.0)
+    settings = answer_settings(tmp_path, fx, answer)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_order(fx)
+            await wait_for(lambda: BTC in e.portfolio.positions and not e.orders.live, timeout=30, what="the entry")
+            assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.orders[0].filled, abs=1e-12)
+            closed = await e.close_position(BTC, by="test")
+            assert closed["accepted"], closed
+            await wait_for(lambda: BTC not in e.portfolio.positions and not e.orders.live, timeout=30,
+                           what="the position closed")
+        assert [t.commission_asset for o in fx.orders for t in o.trades] == ["BNB", "BNB"]
+        assert fx.balances["BNB"].total < 1.0
+        assert_books_agree(e, fx)
+        said = [line for line in running.log.getvalue().splitlines() if "fees paid in BNB" in line]
+        assert len(said) == 1 and "left out of the books" in said[0], said
 
 
 @pytest.mark.parametrize("answer", ["RESULT", "no_cost"])
