@@ -336,6 +336,7 @@ class CcxtVenue:
                                max_backoff_s=max_backoff_s, max_retry_after_s=max_retry_after_s, sleep=sleep)
         self._markets: dict[str, MarketInfo] = {}
         self._exchange_ids: dict[str, str] = {}  # client order id -> exchange order id, as learnt
+        self._fees_left_out: set[str] = set()  # currencies fees were paid in that the books do not count
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -558,6 +559,10 @@ class CcxtVenue:
                 base += float(cost)
                 if price:
                     total += float(cost) * float(price)
+            elif float(cost) and cur not in self._fees_left_out:
+                self._fees_left_out.add(cur)
+                log.warning("%s: fees paid in %s are left out of the books (a fee is counted in the quote or the "
+                            "base currency only): the P&L is higher than the account's by them", self.name, cur)
         return total, base
 
     async def _with_fees(self, order: VenueOrder, raw: dict[str, Any]) -> VenueOrder:
