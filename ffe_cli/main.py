@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("action", choices=names, help="; ".join(f"{n}: {CONTROL[n].help}" for n in names))
     ctl.add_argument("target", nargs="?", help="approval id (approve, reject), auto|manual (mode), "
                                                 "client order id (cancel) or symbol (close)")
-    ctl.add_argument("--yes", action="store_true", help="confirm without asking (resume of a HALTED engine, flatten, cancel, close)")
+    ctl.add_argument("--yes", action="store_true",
+                     help="confirm without asking (resume of a HALTED engine, flatten, cancel, close)")
     ctl.add_argument("--json", action="store_true", help="print the raw answer as JSON")
     ctl.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                      help="give up after S seconds without an answer (default [control] request_timeout_s)")

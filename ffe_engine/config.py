@@ -347,7 +347,8 @@ class MonitorSettings(_Section):
     port: int = Field(9310, ge=0, le=65535)  # 0: any free port (the address is shown in the console's status)
     token: Secret = None  # bearer token; required to bind anywhere but loopback (FFE_MONITOR__TOKEN)
     loop_stale_s: Seconds = 30.0  # no completed loop turn for this long: the engine is down
-    data_stale_s: float = Field(0.0, ge=0, le=30 * 86_400)  # no bar for a symbol for this long: degraded; 0 = three timeframes
+    # no bar for a symbol for this long: degraded; 0 = three timeframes
+    data_stale_s: float = Field(0.0, ge=0, le=30 * 86_400)
     audit_stale_s: Seconds = 30.0  # an audit record waiting this long to be written: the engine is down
 
 

@@ -127,8 +127,8 @@ class EngineOptions:
 
 class Engine:
     def __init__(self, settings: Settings, *, feed: Any, venue: Any, store: Store, bus: EventBus, clock: Clock,
-                 providers: list[Any], ensemble: Ensemble, learner: WeightLearner | None, audit: Any = None, options: EngineOptions | None = None,
-                 timeframe_ms: int = 60_000, ids: IdSource | None = None) -> None:
+                 providers: list[Any], ensemble: Ensemble, learner: WeightLearner | None, audit: Any = None,
+                 options: EngineOptions | None = None, timeframe_ms: int = 60_000, ids: IdSource | None = None) -> None:
         self.settings = settings
         self.opts = options or EngineOptions()
         self.profile = self.opts.profile

@@ -132,7 +132,8 @@ class Portfolio:
         total = 0.0
         for s, pos in self.positions.items():
             px = self.last_price.get(s) or pos.entry_price
-            total += (px - pos.entry_price) * pos.quantity if pos.side is Side.BUY else (pos.entry_price - px) * pos.quantity
+            move = px - pos.entry_price if pos.side is Side.BUY else pos.entry_price - px
+            total += move * pos.quantity
         return total
 
     def equity(self) -> float:

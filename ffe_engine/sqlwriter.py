@@ -19,8 +19,9 @@ Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload.
   `["o", {option: value}]`, the run's record options from here on: `compact` (store the event records compact,
   records.py), `chain` (the engine's bus left the hash chain to the writer: each record gets its `prev` here, the
   audit file the chained lines, the kv table the chain head with each frame; compact rows are kept without `prev`,
-  64 hex digits of entropy no dictionary compresses), `events_table` (false: event records go to the audit file only), `gate_rows` (false: the gate
-  results of each order are not kept), `vacuum` (rewrite the database in small, full pages when it is closed).
+  64 hex digits of entropy no dictionary compresses), `events_table` (false: event records go to the audit file
+  only), `gate_rows` (false: the gate results of each order are not kept), `vacuum` (rewrite the database in
+  small, full pages when it is closed).
   Answered `{"ok": true}`.
 - `Q` query: `[sql, params]`, answered `{"rows": [...], "columns": [...]}`.
 - `C` close: commit and close, answered `{"ok": true}`; the child then exits.
@@ -361,8 +362,8 @@ class _Child:
             dictionary = compact.train([e[3] for e in events])
             if dictionary is None:
                 return events
-            self.conn.execute(SQL_KV, (compact.DICTIONARY_KEY, orjson.dumps(compact.dictionary_text(dictionary)).decode(),
-                                       0.0))
+            text = orjson.dumps(compact.dictionary_text(dictionary)).decode()
+            self.conn.execute(SQL_KV, (compact.DICTIONARY_KEY, text, 0.0))
             self.packer = compact.RecordPacker(dictionary)
         pack = self.packer.pack
         return [(seq, ts, name, pack(line)) for seq, ts, name, line in events]

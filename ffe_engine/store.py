@@ -143,7 +143,8 @@ def _dumps_books(obj: Any) -> str:
 _SQL_TRADE = ("INSERT INTO trades (id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, "
               "closed_ts, entry_decision_id, exit_client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _SQL_STATE = ("INSERT INTO engine_state (id, state, reason, by, updated_ts) VALUES (1, ?, ?, ?, ?) ON CONFLICT(id) "
-              "DO UPDATE SET state=excluded.state, reason=excluded.reason, by=excluded.by, updated_ts=excluded.updated_ts")
+              "DO UPDATE SET state=excluded.state, reason=excluded.reason, by=excluded.by, "
+              "updated_ts=excluded.updated_ts")
 _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
            "value=excluded.value, updated_ts=excluded.updated_ts")
 
@@ -391,7 +392,8 @@ class Store:
             raise
 
     # ---------------------------------------------------------------- buffered writes
-    def add_gates(self, gates: Iterable[Any], *, decision_id: str | None, client_order_id: str | None, ts: float) -> None:
+    def add_gates(self, gates: Iterable[Any], *, decision_id: str | None, client_order_id: str | None,
+                  ts: float) -> None:
         """Gates checked outside a decision's own evaluation (an order refused later, an approval re-checked)."""
         self._gates.extend([(decision_id, client_order_id, i, g.code, scalar(g.value), scalar(g.limit),
                              1 if g.passed else 0, g.detail, ts) for i, g in enumerate(gates)])
@@ -890,7 +892,8 @@ class Records:
 
     def fill_counts(self) -> dict[str, int]:
         """client_order_id -> how many fills the database records for it."""
-        return {r[0]: int(r[1]) for r in self._q("SELECT client_order_id, COUNT(*) FROM fills GROUP BY client_order_id")}
+        rows = self._q("SELECT client_order_id, COUNT(*) FROM fills GROUP BY client_order_id")
+        return {r[0]: int(r[1]) for r in rows}
 
     def last_seq(self) -> int:
         return int(self._q("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])

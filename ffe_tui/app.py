@@ -174,7 +174,8 @@ class ConsoleApp(App[int]):
         self._layout(self.size.width, self.size.height)
         self.panes["positions"].focus()
         if self.handle_signals:
-            self._signals = install_signals(self._signal_stop, self._signal_halt)  # before the engine opens: a SIGTERM while it starts still stops it in order
+            # before the engine opens: a SIGTERM while it starts still stops it in order
+            self._signals = install_signals(self._signal_stop, self._signal_halt)
         self._open_task = asyncio.ensure_future(self._open())
         self.run_worker(self._lifecycle(), name="engine", group="engine", exit_on_error=False)
         self.set_interval(self.tick_s, self._tick, name="drain")

@@ -309,7 +309,8 @@ class BreakerPane(Static):
                 # A running engine's breaker keeps retry_at on the monotonic clock (market time only in backtests).
                 retry_in = max(0.0, b["retry_at"] - time.monotonic())
             rows.append((b.get("venue", "?"), b.get("state", "?"), str(b.get("failures", 0)),
-                         "-" if retry_in is None else fmt.duration(retry_in), fmt.short(b.get("last_error") or "-", 40)))
+                         "-" if retry_in is None else fmt.duration(retry_in),
+                         fmt.short(b.get("last_error") or "-", 40)))
         key = tuple(rows)
         if key == self._last:
             return
