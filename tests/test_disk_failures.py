@@ -1,9 +1,10 @@
-"""A full disk or a read-only data or log directory: the engine stops with one line naming the file and what to do,
-exit 1, no traceback, HALTED stored if it still can be; a start that fails never says "engine started".
+"""A full disk, a read-only data or log directory, or a database another process keeps locked: the engine stops with
+one line naming the file and what to do, exit 1, no traceback, HALTED stored if it still can be; a start that fails
+never says "engine started".
 
 Real mechanisms: a file size limit (RLIMIT_FSIZE, what a full disk looks like to the writer: a write that fails
-part way), and a directory that cannot be written (its mode, or for root, who ignores modes, a read-only bind
-mount).
+part way), a directory that cannot be written (its mode, or for root, who ignores modes, a read-only bind mount),
+and a second SQLite connection holding the database's write lock.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +138,48 @@ def test_a_read_only_log_directory_stops_the_start_and_stores_halted(traded, tmp
     assert "audit.jsonl" in line and "HALTED stored" in line, line
     assert (cwd / "logs" / "audit.jsonl").read_bytes() == audit_before
     assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "HALTED"
+
+
+def decided(db: Path) -> bool:
+    """Whether the engine has recorded a decision in the database (made, its tables too, as it starts)."""
+    try:
+        return bool(db.exists() and db_value(db, "SELECT COUNT(*) FROM decisions"))
+    except sqlite3.OperationalError:
+        return False
+
+
+def test_a_database_another_process_keeps_locked_stops_the_engine_halted_with_one_line(tmp_path):
+    # Someone holds the database's write lock (an sqlite3 shell left in a transaction) longer than the engine
+    # waits for it (5 s): no record can be written, so no order may go out. The engine stops HALTED with one line
+    # that says what holds it up, not a traceback; once the lock is gone the next start comes up HALTED.
+    starter_config(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    proc = subprocess.Popen(ffe_cmd("run", "--headless"), cwd=tmp_path, env=ffe_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not decided(db):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        holder = sqlite3.connect(db, isolation_level=None, timeout=30)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, until the engine has given up waiting
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=7)
+        holder.execute("ROLLBACK")
+        holder.close()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
+    assert done.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+    (line,) = [ln for ln in stderr.splitlines() if ln.startswith("ffe: error: ")]
+    assert stderr.rstrip().endswith(line)
+    assert "ffe.db" in line and "locked by another process" in line and "the engine stopped HALTED" in line, line
+    assert "within a transaction" not in stderr, stderr[-3000:]
+    assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert again.returncode == 0 and "state=HALTED" in again.stderr, again.stderr[-3000:]
+    assert_trail_holds_the_database(tmp_path)
+    assert run_ffe(tmp_path, "doctor").returncode == 0
