@@ -42,7 +42,11 @@ class StorageError(FfeError):
 
 
 def storage_failure(path: object, exc: BaseException) -> StorageError:
-    """A write that failed (full disk, read-only directory, file size limit), as the one line the operator reads."""
+    """A write that failed (full disk, read-only directory, file size limit, a database another process keeps
+    locked), as the one line the operator reads."""
+    if str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StorageError(f"{path}: cannot write (the database is locked by another process): end what holds it "
+                            "(an sqlite3 shell left in a transaction, a tool writing to it), then start again")
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return StorageError(f"{path}: cannot write ({reason}): free space on its disk or make its directory writable, "
                         "then start again")

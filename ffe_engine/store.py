@@ -117,8 +117,10 @@ PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
 _ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
 
 
-# SQLite's answers that mean the file cannot be written (as opposed to a wrong statement or a busy database).
-_WRITE_FAILURES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+# SQLite's answers that mean the file cannot be written (as opposed to a wrong statement): the disk or directory
+# refuses it, or another process keeps the database locked longer than busy_timeout.
+_WRITE_FAILURES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_BUSY",
+                   "SQLITE_LOCKED")
 
 
 def _is_write_failure(exc: sqlite3.Error) -> bool:
