@@ -761,6 +761,25 @@ async def test_a_buy_charged_its_fee_in_the_quote_currency_holds_every_coin_boug
         assert_books_agree(e, fx)
 
 
+async def test_each_fill_of_an_order_is_recorded_as_the_exchange_s_amount(tmp_path, fx):
+    # A fill is what an answer shows filled beyond what was recorded: taken as a difference of two floats it would
+    # be 0.013819999999999999 BTC for a trade of 0.01382. The journal holds the exchange's amounts as they are.
+    settings = live_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        await next_bar(e, fx)
+        await e.resume(by="test")
+        fx.partial_fill_next(0.5)
+        bought = await e.operator_order(BTC, "buy", 0.02763)
+        assert bought["accepted"], bought
+        order = fx.fill(bought["client_order_id"])  # the rest, at the exchange, found by the engine's poll
+        async with engine_loop(e):
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the order's second fill")
+        assert [t.qty for t in order.trades] == [0.01381, 0.01382]
+        assert [q for q, in rows(db, "SELECT quantity FROM fills ORDER BY id")] == [0.01381, 0.01382]
+        assert_books_agree(e, fx)
+
+
 @pytest.mark.parametrize("answer", ["FULL", "RESULT", "ACK"])
 async def test_market_orders_that_walk_the_book_are_booked_at_their_average_with_every_fee(tmp_path, fx, answer):
     # On a thin book a market order fills in several trades, each at its own price with its own commission: the
