@@ -303,7 +303,9 @@ class OrderPath:
     async def _apply(self, o: Order, vo: VenueOrder) -> None:
         """Bring the journal in line with the venue's view of the order, recording any new fill."""
         self._missing.pop(o.client_order_id, None)  # found
-        delta = vo.filled - o.filled
+        # The venue's amounts are decimals: what filled since the last answer is their difference to 12 places, as
+        # the venue's trade says it (0.01382, not the float 0.013819999999999999).
+        delta = round(vo.filled - o.filled, 12)
         prev_status = o.status
         if vo.exchange_id:
             o.exchange_id = vo.exchange_id
@@ -328,7 +330,7 @@ class OrderPath:
             cost_before = (o.average or 0.0) * o.filled
             px = (avg_new * vo.filled - cost_before) / delta if o.filled else avg_new
             fee = max(0.0, vo.fee - o.fee)
-            fee_base = max(0.0, vo.fee_base - o.fee_base)
+            fee_base = max(0.0, round(vo.fee_base - o.fee_base, 12))
             o.fee_base = max(o.fee_base, vo.fee_base)  # an answer without the fees does not take back those known
             o.filled = vo.filled
             o.average = avg_new
