@@ -231,6 +231,24 @@ def test_a_crash_mid_write_leaves_a_torn_line_that_is_set_aside_and_the_chain_st
     assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
 
 
+def test_a_trail_whose_first_records_were_cut_away_stops_the_start_until_it_is_moved_away(copy):
+    # A log rotation by an outside tool (logrotate's copytruncate) empties the file under the running engine, which
+    # goes on appending: the file then starts in the middle of the trail. The next start refuses it with one line
+    # that says what to do; the file moved away, the engine writes the whole trail again from the database.
+    raw = lines(copy)
+    write_lines(copy, raw[20:])
+    proc = run_ffe(copy, "run", "--headless", "--max-bars", "3", "--data-dir", "data", "--log-dir", "logs")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
+    assert "audit.jsonl" in line and "starts at seq 21, not 1" in line and "move it away" in line, line
+    assert lines(copy) == raw[20:]  # left as it was found
+    (copy / "logs" / "audit.jsonl").rename(copy / "logs" / "cut.jsonl")
+    run_engine(copy, 3)
+    assert lines(copy)[:len(raw)] == raw
+    code, out, err = verify(copy)
+    assert code == 0, out + err
+
+
 def test_rotation_under_a_running_engine_keeps_seq_and_the_chain_across_files(tmp_path):
     root = tmp_path
     config = root / "config.toml"
