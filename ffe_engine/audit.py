@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from . import logs
 from .chain import GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files, verify_trail
 from .clock import Clock
-from .errors import storage_failure
+from .errors import StorageError, storage_failure
 from .events import Event
 from .sqlwriter import append_lines, open_lines_file
 
@@ -235,6 +235,7 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
     try:
+        _check_head(fd, path)
         last_seq, last, torn, aside = _set_aside_torn_tail(fd, path)
         if last is None:  # the current file holds no record (just rotated): the trail ends in the last rotated file
             last_seq, last = _last_rotated(path)
@@ -250,6 +251,23 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
                            appended=appended, torn=aside, torn_bytes=len(torn))
     finally:
         os.close(fd)
+
+
+def _check_head(fd: int, path: Path) -> None:
+    """The file's first record must follow the last rotated file's (or be seq 1): a file whose first records are
+    missing (emptied under the running engine by a rotation outside ffe, which appended on) is refused as found.
+    Moved away, the trail is written again from the database's copies of its records."""
+    head = os.pread(fd, 1 << 16, 0)
+    end = head.find(b"\n")
+    seq = _seq_of(head[:end]) if end >= 0 else None
+    if seq is None:  # empty, or a first line that is no record: `ffe audit verify` names what is wrong
+        return
+    expected = _last_rotated(path)[0] + 1
+    if seq != expected:
+        raise StorageError(f"{path}: the trail starts at seq {seq}, not {expected}: its first records are missing "
+                           "(a log rotation outside ffe?); it was left as it is: move it away and start again, "
+                           "and the engine writes the trail again from the database (ffe rotates it itself: "
+                           "[audit] rotate_mb, rotate_daily)")
 
 
 def _last_rotated(path: Path) -> tuple[int, bytes | None]:
