@@ -254,9 +254,10 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
 
 
 def _check_head(fd: int, path: Path) -> None:
-    """The file's first record must follow the last rotated file's (or be seq 1): a file whose first records are
-    missing (emptied under the running engine by a rotation outside ffe, which appended on) is refused as found.
-    Moved away, the trail is written again from the database's copies of its records."""
+    """The file's first record must follow the last rotated file's (or be seq 1): a trail whose first records are
+    missing (its older files moved away, or the file emptied under the running engine by a rotation outside ffe,
+    which appended on) is refused as found, as `ffe audit verify` would find it. Moved away, the file is written
+    again from the database's copies of the records."""
     head = os.pread(fd, 1 << 16, 0)
     end = head.find(b"\n")
     seq = _seq_of(head[:end]) if end >= 0 else None
@@ -265,9 +266,10 @@ def _check_head(fd: int, path: Path) -> None:
     expected = _last_rotated(path)[0] + 1
     if seq != expected:
         raise StorageError(f"{path}: the trail starts at seq {seq}, not {expected}: its first records are missing "
-                           "(a log rotation outside ffe?); it was left as it is: move it away and start again, "
-                           "and the engine writes the trail again from the database (ffe rotates it itself: "
-                           "[audit] rotate_mb, rotate_daily)")
+                           "(its older files moved away, or the file emptied by a rotation outside ffe); it was "
+                           "left as it is: put them back, or move this file away and start again, and the engine "
+                           "writes the trail again from the database (ffe rotates it itself: [audit] rotate_mb, "
+                           "rotate_daily)")
 
 
 def _last_rotated(path: Path) -> tuple[int, bytes | None]:

@@ -240,7 +240,7 @@ def test_a_trail_whose_first_records_were_cut_away_stops_the_start_until_it_is_m
     proc = run_ffe(copy, "run", "--headless", "--max-bars", "3", "--data-dir", "data", "--log-dir", "logs")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
-    assert "audit.jsonl" in line and "starts at seq 21, not 1" in line and "move it away" in line, line
+    assert "audit.jsonl" in line and "starts at seq 21, not 1" in line and "move this file away" in line, line
     assert lines(copy) == raw[20:]  # left as it was found
     (copy / "logs" / "audit.jsonl").rename(copy / "logs" / "cut.jsonl")
     run_engine(copy, 3)
