@@ -108,3 +108,87 @@ async def test_the_attached_log_keeps_following_after_ffe_ctl_flatten(tmp_path, 
         await until(pilot, lambda: not app.is_running, "the console to detach")
     engine.send(signal.SIGTERM)
     assert engine.wait() == 0, engine.stderr
+
+
+async def test_an_attached_console_whose_engine_stopped_answering_a_while_shows_it_as_it_is_after(tmp_path, spawn_ffe):
+    # The engine frozen (SIGSTOP: a stuck host, a debugger) past the console's request timeout: the console says it
+    # is not answering rather than showing the last picture as if it were live, and once the engine answers again
+    # it shows the engine as it is, here HALTED by `ffe ctl halt` meanwhile, so that `p` offers to re-arm it.
+    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
+                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
+    settings = make_settings(tmp_path, control={"request_timeout_s": 1.0})
+    wait_until(settings.socket_path.exists, what="the engine's control socket")
+
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        engine.send(signal.SIGSTOP)
+        try:
+            await until(pilot, lambda: "NOT ANSWERING" in status_text(app), "the silence on the status line")
+        finally:
+            engine.send(signal.SIGCONT)
+        await until(pilot, lambda: "NOT ANSWERING" not in status_text(app), "the engine answering again")
+        halted = run_ffe(tmp_path, "ctl", "halt", "--data-dir", "data", "--log-dir", "logs")
+        assert halted.returncode == 0, halted.stderr
+        await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
+        await pilot.press("p")
+        await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm confirmation")
+        await pilot.press("n")
+        await pilot.press("q")
+        await until(pilot, lambda: "Detach" in screen_text(app), "the detach confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to detach")
+    engine.send(signal.SIGTERM)
+    assert engine.wait() == 0, engine.stderr
+
+
+async def test_the_attached_console_s_keys_record_the_console_s_reasons(tmp_path, spawn_ffe):
+    # `p` and the kill switch from an attached console are the operator's pause and kill switch, as in the console
+    # that runs the engine itself: recorded so, not as `ffe ctl` commands.
+    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
+                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
+    settings = make_settings(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    wait_until(settings.socket_path.exists, what="the engine's control socket")
+
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        await pilot.press("p")
+        await until(pilot, lambda: db_value(db, "SELECT reason FROM engine_state") == "operator pause",
+                    "the pause stored with the console's reason")
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED",
+                    "HALTED stored")
+        assert db_value(db, "SELECT reason FROM engine_state") == "kill switch"
+        await pilot.press("q")
+        await until(pilot, lambda: "Detach" in screen_text(app), "the detach confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to detach")
+    engine.send(signal.SIGTERM)
+    assert engine.wait() == 0, engine.stderr
+
+
+async def test_an_attached_console_whose_engine_crashed_says_so_in_the_state_and_on_quitting(tmp_path, spawn_ffe):
+    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
+                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
+    settings = make_settings(tmp_path)
+    wait_until(settings.socket_path.exists, what="the engine's control socket")
+
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        engine.send(signal.SIGKILL)
+        engine.wait()
+        await until(pilot, lambda: "ENGINE CRASHED" in screen_text(app), "the crash on screen")
+        line1 = status_text(app).split("\n")[0]
+        assert "STOPPED" in line1 and "RUNNING" not in line1.replace("was RUNNING", ""), line1
+        await pilot.press("q")
+        await until(pilot, lambda: "Detach" in screen_text(app) or not app.is_running, "the detach dialog")
+        if app.is_running:
+            text = screen_text(app)
+            assert "keeps running" not in text and "has stopped" in text, text
+            await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to exit")
