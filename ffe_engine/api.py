@@ -21,6 +21,10 @@ class Args(BaseModel):
     by: str = Field("ctl", min_length=1, max_length=64)
 
 
+class StateArgs(Args):
+    reason: str | None = Field(None, min_length=1, max_length=120)  # a console's own (kill switch); else the command's
+
+
 class ResumeArgs(Args):
     confirm: bool = False
 
@@ -82,7 +86,7 @@ async def _health(e: EngineControl, a: Any) -> Any:
 
 
 async def _pause(e: EngineControl, a: Any) -> Any:
-    return await e.pause(reason="ffe ctl pause", by=a.by)
+    return await e.pause(reason=a.reason or "ffe ctl pause", by=a.by)
 
 
 async def _resume(e: EngineControl, a: Any) -> Any:
@@ -90,7 +94,7 @@ async def _resume(e: EngineControl, a: Any) -> Any:
 
 
 async def _halt(e: EngineControl, a: Any) -> Any:
-    return await e.halt(reason="ffe ctl halt", by=a.by)
+    return await e.halt(reason=a.reason or "ffe ctl halt", by=a.by)
 
 
 async def _flatten(e: EngineControl, a: Any) -> Any:
@@ -165,9 +169,9 @@ class Command:
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("status", Args, _status, "state, equity, positions, orders, approvals"),
     Command("health", Args, _health, "the monitor's verdict: exit 0 healthy, 1 degraded, 2 down or unreachable"),
-    Command("pause", Args, _pause, "no new entries; exits, stop-loss and take-profit go on"),
+    Command("pause", StateArgs, _pause, "no new entries; exits, stop-loss and take-profit go on"),
     Command("resume", ResumeArgs, _resume, "resume; re-arming a HALTED engine needs --yes"),
-    Command("halt", Args, _halt, "kill switch: cancel every open order, refuse new ones, HALTED stored"),
+    Command("halt", StateArgs, _halt, "kill switch: cancel every open order, refuse new ones, HALTED stored"),
     Command("flatten", Args, _flatten, "cancel all, close every position, then HALTED",
             confirm="close every position at market and halt"),
     Command("approve", ApprovalArgs, _approve, "approve a pending trade", target="id"),

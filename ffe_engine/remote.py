@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import STREAM
-from .clock import WallClock
+from .clock import Clock, WallClock
 from .config import Settings
 from .control import MAX_ANSWER_BYTES, STREAM_END, connect, request
 from .errors import ControlError, StartError
@@ -40,8 +40,10 @@ class EngineStopped(Exception):
 
 
 class RemoteEngine:
-    def __init__(self, path: Path, bus: EventBus, *, data_dir: Path | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, bus: EventBus, *, data_dir: Path | None = None, timeout: float = 10.0,
+                 clock: Clock | None = None) -> None:
         self.path = Path(path)
+        self.clock = clock if clock is not None else WallClock()
         self.bus = bus
         self.data_dir = data_dir  # an engine on another data directory refuses every command
         self.timeout = timeout
@@ -51,9 +53,11 @@ class RemoteEngine:
         self._writer: asyncio.StreamWriter | None = None
         self.crashed: BaseException | None = None
         self.ended = False  # the engine said it stopped in order (not a dropped connection)
+        self.answered_at = self.clock.monotonic()  # its last answer to a status request
 
     async def connect(self) -> None:
         self._snapshot = await self._call("status")
+        self.answered_at = self.clock.monotonic()
         self._reader, self._writer = await asyncio.open_unix_connection(sock=await connect(self.path),
                                                                         limit=MAX_ANSWER_BYTES)
         stream: dict[str, Any] = {"cmd": STREAM}
@@ -108,12 +112,19 @@ class RemoteEngine:
             refresher.cancel()
 
     async def _refresh(self) -> None:
+        """The snapshot, asked for every half second. An engine that does not answer (frozen, busy past the request
+        timeout) is asked again; one that is gone ends the event stream, which ends this."""
         while True:
             await asyncio.sleep(0.5)
             try:
                 self._snapshot = await self._call("status")
             except ControlError:
-                return
+                continue
+            self.answered_at = self.clock.monotonic()
+
+    def silent_s(self) -> float:
+        """Seconds since the engine last answered a status request."""
+        return self.clock.monotonic() - self.answered_at
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -127,13 +138,13 @@ class RemoteEngine:
         return None
 
     async def pause(self, reason: str = "operator", by: str = "operator") -> Any:
-        return await self._call("pause", by=by)
+        return await self._call("pause", reason=reason, by=by)
 
     async def resume(self, by: str = "operator", confirm: bool = False) -> Any:
         return await self._call("resume", by=by, confirm=confirm)
 
     async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
-        r = await self._call("halt", by=by) or {}
+        r = await self._call("halt", reason=reason, by=by) or {}
         return CancelReport(r.get("cancelled", []), r.get("failed", []), r.get("elapsed_ms", 0.0))
 
     async def flatten(self, by: str = "operator") -> Any:

@@ -49,6 +49,7 @@ HISTORY_LINES = 5000
 # A decision per symbol per bar would push a fill off an 80x24 log within a second: decisions are shown on request.
 LOG_FILTER = "-decision"
 SUBSCRIPTION_MAX = 50_000  # events buffered between two drains before the oldest are dropped
+NOT_ANSWERING_S = 3.0  # attached: an engine silent this long to the status requests (asked twice a second) is said
 WIDE = (110, 32)  # from this size on, every pane is on screen at once
 WIDER = 160  # columns from which the gates pane is wide enough to say values, limits and its title in full
 SMALLEST = (80, 24)  # below this the panes shrink so the log keeps some lines, and a line says so
@@ -475,7 +476,15 @@ class ConsoleApp(App[int]):
             return
         prev_state = self.snap["state"] if self.snap else None
         self.snap = snap
-        self.panes["status"].show(snap, note=self._status_note)
+        shown, note = snap, self._status_note
+        if self.crash is not None or self.engine_stopped:
+            # The state it stopped in is the one it starts in again; nothing runs it now.
+            shown = {**snap, "state": "STOPPED", "state_reason": f"was {snap['state']}"}
+        elif self.attached and not self.stopping:
+            silent = self.engine.silent_s()
+            if silent >= NOT_ANSWERING_S:  # the picture is as old as that: said, not shown as if live
+                note = f"ENGINE NOT ANSWERING {silent:.0f}s"
+        self.panes["status"].show(shown, note=note)
         self.panes["positions"].show(snap["positions"], snap.get("market_ts"))
         self.panes["approvals"].show(snap["approvals"])
         self.panes["breaker"].show(snap["breakers"])
@@ -730,9 +739,10 @@ class ConsoleApp(App[int]):
             return
         orders, positions = self._counts()
         state = self.snap["state"] if self.snap else "?"
-        if self.attached and self.engine_stopped:
+        if self.attached and (self.engine_stopped or self.crash is not None):
+            how = "in order" if self.crash is None else "after an error"
             self._confirm("quit", "Detach the console",
-                          "The engine has stopped in order in its own process: nothing runs there now. Its last "
+                          f"The engine has stopped {how} in its own process: nothing runs there now. Its last "
                           f"state was {state}, with {orders} open order(s) and {positions} position(s); "
                           "`ffe run --headless` starts it again.", "QUIT", lambda: self.request_stop("quit"))
             return
