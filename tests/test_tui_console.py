@@ -4,6 +4,7 @@ and 120x40: what the operator presses, what the screen then says, and what the e
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -161,6 +162,24 @@ async def test_approve_and_reject_pending_trades_in_manual_mode(tmp_path):
         assert db_value(db, "SELECT by FROM approvals WHERE approval_id = ?", (other,)) == "operator"
         assert db_value(db, "SELECT client_order_id FROM approvals WHERE approval_id = ?", (other,)) is None
         await until(pilot, lambda: other not in table.rows, "the rejected trade to leave the pane")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_a_pending_approval_shows_its_size_and_price_on_screen_at_every_size(tmp_path, size):
+    # What the operator approves: how much, at what price, and how long is left, on the row itself.
+    app = console(tmp_path, speed=40.0, approval="manual")
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        table = app.query_one("#approvals")
+        await until(pilot, lambda: table.row_count >= 1, "a pending approval on screen", timeout=60)
+        aid = next(iter(table.rows)).value
+        qty, price = str(table.get_cell(aid, "qty")), str(table.get_cell(aid, "price"))
+
+        def row_on_screen() -> str | None:
+            return next((ln for ln in screen_text(app).splitlines() if aid in ln), None)
+
+        row = await until(pilot, row_on_screen, "the approval's row on screen")
+        assert qty in row and price in row and re.search(r"\b\d+(m\d+)?s\b", row.replace(aid, "")), row
 
 
 async def test_a_pending_approval_counts_down_and_expires_on_screen(tmp_path):
