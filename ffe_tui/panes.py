@@ -171,8 +171,10 @@ class PositionsTable(KeyedTable):
 # What the operator weighs first comes first: the move since the proposal, the price now and the time left fit the
 # half-width pane of 120x40; the proposed price (the price now less the move) and the proposed size (approving sizes
 # the trade again at the price now) follow. Widths include one space of separation.
-APPROVAL_COLUMNS = (("id", "approval", 14), ("symbol", "symbol", 9), ("side", "side", 5), ("move", "move", 8),
-                    ("last", "now", 10), ("expires", "expires in", 11), ("price", "proposed", 10), ("qty", "qty", 10))
+# What is approved comes first (how much, at what price, how long is left), then the market since: a narrow pane
+# cuts the row from the right.
+APPROVAL_COLUMNS = (("id", "approval", 14), ("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 10),
+                    ("price", "proposed", 10), ("expires", "expires in", 11), ("last", "now", 10), ("move", "move", 8))
 
 
 def approval_move(a: dict[str, Any]) -> Text:

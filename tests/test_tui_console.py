@@ -175,11 +175,11 @@ async def test_a_pending_approval_shows_its_size_and_price_on_screen_at_every_si
         aid = next(iter(table.rows)).value
         qty, price = str(table.get_cell(aid, "qty")), str(table.get_cell(aid, "price"))
 
-        def row_on_screen() -> str | None:
-            return next((ln for ln in screen_text(app).splitlines() if aid in ln), None)
+        def row_on_screen() -> str | None:  # the pane's row (the log may name the approval too)
+            return next((ln for ln in screen_text(app).splitlines() if aid in ln and qty in ln), None)
 
-        row = await until(pilot, row_on_screen, "the approval's row on screen")
-        assert qty in row and price in row and re.search(r"\b\d+(m\d+)?s\b", row.replace(aid, "")), row
+        row = await until(pilot, row_on_screen, f"the approval's row on screen with its quantity {qty}")
+        assert price in row and re.search(r"\b\d+(m\d+)?s\b", row.replace(aid, "")), row
 
 
 async def test_a_pending_approval_counts_down_and_expires_on_screen(tmp_path):
