@@ -106,6 +106,26 @@ def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
     assert "FFE_RISK__MAX_OPEN_POSITONS" in one_error_line(proc.stderr)
 
 
+# ---------------------------------------------------------------------------------------------------- command line
+@pytest.mark.parametrize("args, says", [
+    (("ctl", "status", "--timeout", "0"), "argument --timeout: must be more than 0"),
+    (("ctl", "frobnicate"), "argument action: invalid choice: 'frobnicate'"),
+    (("run", "--max-bars", "x"), "argument --max-bars: not a whole number: 'x'"),
+    (("audit", "show"), "the following arguments are required: DECISION_ID"),
+    (("frob",), "invalid choice: 'frob'"),
+    (("run", "--headles"), "unrecognized arguments: --headles"),
+], ids=["bad value", "unknown action", "not a number", "missing argument", "unknown command", "abbreviation"])
+def test_a_command_line_mistake_is_one_line_and_starts_nothing(tmp_path, args, says):
+    # An abbreviated option (--headles for --headless) is a typo too: it must not start an engine.
+    (tmp_path / "config.toml").write_text("")
+    proc = run_ffe(tmp_path, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert says in line and "--help" in line, line
+    assert proc.stdout == ""
+    assert not (tmp_path / "data").exists()
+
+
 # ---------------------------------------------------------------------------------------------------- secrets
 SECRETS = {
     "FFE_EXCHANGE__API_KEY": "AKIA7FFEK3YQ2M4XW9ZP",
