@@ -11,14 +11,26 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from ffe_engine.api import COMMANDS as CONTROL
-from ffe_engine.errors import FfeError
+from ffe_engine.errors import FfeError, UsageError
 
 from . import commands
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake said as the one line every other error is (`ffe: error: ...`, exit 2), not a usage
+    block, and no abbreviated options: a typo such as `--headles` is refused, never taken for `--headless`."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -49,7 +61,7 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ffe", description="Finance Feedback Engine console")
+    parser = Parser(prog="ffe", description="Finance Feedback Engine console")
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="run the engine (console by default)")
@@ -192,12 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
-    args = parser.parse_args(argv)
-    handler: Handler | None = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 2
     try:
+        args = parser.parse_args(argv)
+        handler: Handler | None = getattr(args, "handler", None)
+        if handler is None:
+            parser.print_help()
+            return 2
         return handler(args)
     except FfeError as exc:
         print(f"ffe: error: {exc}" if exc.exit_code != 130 else f"ffe: {exc}", file=sys.stderr)
