@@ -17,6 +17,10 @@ import pytest
 
 from conftest import starter_config
 from ffe_engine import fmt
+from pipeline_helpers import BUY, make_settings, pipelines
+
+_ = pipelines  # a fixture
+BTC = "BTC/USDT"
 
 WAIT_S = 60  # a safety net against a hung process, never a speed assertion
 PROVIDERS = ["trend", "momentum", "mean_reversion", "breakout"]  # the configured defaults
@@ -330,3 +334,19 @@ def test_reads_the_database_while_a_writer_holds_it(run, tmp_path):
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+async def test_show_finds_the_decision_whose_position_a_flatten_closed(tmp_path, pipelines):
+    # A flatten's closing order belongs to no decision of its own: its id leads to the decision that opened the
+    # position it closed, whose story lists it among its orders, as an operator's close does.
+    p = await pipelines(make_settings(tmp_path), script={BTC: (BUY, 0.8)})
+    await p.until(lambda: BTC in p.engine.portfolio.positions, max_bars=50, what="the scripted entry")
+    entry = p.engine.portfolio.positions[BTC].entry_decision_id
+    result = await p.engine.flatten(by="test")
+    (closing,) = result["closing"]
+    await p.until(lambda: BTC not in p.engine.portfolio.positions, max_bars=5, what="the position closed")
+    await p.close()
+    shown = ffe(tmp_path, "audit", "show", closing, "--data-dir", "data", "--log-dir", "logs")
+    assert shown.returncode == 0, shown.stderr
+    assert f"decision {entry}" in shown.stdout.splitlines()[0] and closing in shown.stdout, shown.stdout
+    assert "None" not in shown.stdout, shown.stdout
