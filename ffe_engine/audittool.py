@@ -367,11 +367,13 @@ def _event_record(conn: sqlite3.Connection, data: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- audit show
 def _resolve_decision_id(conn: sqlite3.Connection, ident: str) -> str | None:
-    """A decision id, or the decision behind an order id or an approval id."""
+    """A decision id, or the decision behind an order id or an approval id. An order of no decision of its own (a
+    flatten's) leads to the decision that opened the position it closed."""
     if conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (ident,)).fetchone():
         return ident
     for sql in ("SELECT decision_id FROM orders WHERE client_order_id = ?",
-                "SELECT decision_id FROM approvals WHERE approval_id = ?"):
+                "SELECT decision_id FROM approvals WHERE approval_id = ?",
+                "SELECT entry_decision_id FROM trades WHERE exit_client_order_id = ? ORDER BY id"):
         row = conn.execute(sql, (ident,)).fetchone()
         if row and row[0]:
             return str(row[0])
@@ -555,7 +557,7 @@ def render_story(s: dict[str, Any]) -> str:
     if not s["orders"]:
         add("  none")
     for o in s["orders"]:
-        via = f" (decision {o['decision_id']})" if o["decision_id"] != s["decision_id"] else ""
+        via = f" (decision {o['decision_id']})" if o["decision_id"] not in (None, s["decision_id"]) else ""
         add(f"  {o['client_order_id']}  {o['side']} {fmt.qty(o['quantity'])} {o['symbol']} {o['type']}  {o['reason']}"
             f"  {o['status']}  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
             f"  at {fmt.iso_ms(o['created_ts'])}{via}" + (f"  error: {o['error']}" if o["error"] else ""))
