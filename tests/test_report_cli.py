@@ -191,12 +191,19 @@ def test_show_follows_a_manual_approval_to_its_end(tmp_path):
                               env=clean_env(FFE_MARKET__SPEED="20", FFE_ENGINE__APPROVAL="manual"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        ended = {}
+        ended, codes = {}, {}
+        # Approved while PAUSED: refused on re-check, which is a failure for a script (exit 1), as a refused close.
+        aid = wait_for_pending(tmp_path, exclude=set())
+        assert ffe(tmp_path, "ctl", "pause", "--data-dir", "data").returncode == 0
+        refused = ffe(tmp_path, "ctl", "approve", aid, "--data-dir", "data")
+        assert refused.returncode == 1 and f"{aid} refused on re-check: ENGINE_STATE" in refused.stdout, refused
+        assert ffe(tmp_path, "ctl", "resume", "--data-dir", "data").returncode == 0
+        ended[aid], codes[aid] = "approve", refused.returncode
         for action in ("approve", "reject"):
             aid = wait_for_pending(tmp_path, exclude=set(ended))
             proc = ffe(tmp_path, "ctl", action, aid, "--data-dir", "data")
-            assert proc.returncode == 0, proc.stderr
-            ended[aid] = action
+            assert proc.returncode in (0, 1), proc.stderr
+            ended[aid], codes[aid] = action, proc.returncode
     finally:
         engine.send_signal(signal.SIGTERM)
         assert engine.wait(timeout=WAIT_S) == 0, engine.stderr.read()[-2000:]
@@ -208,6 +215,7 @@ def test_show_follows_a_manual_approval_to_its_end(tmp_path):
         a = story["approval"]
         assert a["approval_id"] == aid and a["status"] == status and a["by"] == by
         assert [h["outcome"] for h in a["history"]] == ["pending", status]
+        assert codes[aid] == (0 if status in ("approved", "rejected") else 1), (aid, status, codes[aid])
         if action == "reject":
             assert status == "rejected" and by == "ctl"
         elif status == "approved":  # the order went out through the single path
