@@ -320,8 +320,9 @@ def ctl(args: argparse.Namespace) -> int:
 
 
 def _carried_out(action: str, result: Any) -> bool:
-    """A close the order path refused, or a cancel that did not cancel, is a failure for a script (exit 1)."""
-    if action == "close":
+    """A close the order path refused, an approval the re-check refused, or a cancel that did not cancel, is a
+    failure for a script (exit 1)."""
+    if action in ("close", "approve"):
         return bool(result.get("accepted"))
     if action == "cancel":
         return bool(result.get("cancelled"))
