@@ -180,6 +180,13 @@ async def test_a_pending_approval_shows_its_size_and_price_on_screen_at_every_si
 
         row = await until(pilot, row_on_screen, f"the approval's row on screen with its quantity {qty}")
         assert price in row and re.search(r"\b\d+(m\d+)?s\b", row.replace(aid, "")), row
+        for key, title in (("K", "KILL SWITCH"), ("F", "FLATTEN")):  # each says what becomes of what waits
+            await pilot.press(key)
+            await until(pilot, lambda: title in screen_text(app), f"the {title} confirmation")
+            body = app.screen.body  # the confirmation's own text, as the dialog wraps it on screen
+            assert re.search(r"Pending approvals \(\d+\) (is|are) rejected", body), body
+            await pilot.press("n")
+            await until(pilot, lambda: title not in screen_text(app), f"the {title} confirmation gone")
 
 
 async def test_a_pending_approval_counts_down_and_expires_on_screen(tmp_path):
