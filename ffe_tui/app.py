@@ -566,13 +566,21 @@ class ConsoleApp(App[int]):
         snap = self.snap or {}
         return len(snap.get("orders") or []), len(snap.get("positions") or [])
 
+    def _approvals_ended(self) -> str:
+        """What a halt does to the trades waiting for approval, for its confirmation: they are rejected."""
+        n = len((self.snap or {}).get("approvals") or [])
+        if not n:
+            return ""
+        return f" Pending approvals ({n}) {'is' if n == 1 else 'are'} rejected."
+
     def action_kill(self) -> None:
         if self.engine is None:
             self.say("the engine is not running yet", severity="warning")
             return
         orders, positions = self._counts()
         self._confirm("kill", "KILL SWITCH",
-                      f"Halt the engine now: cancel every open order ({orders} open) and refuse every new order.\n"
+                      f"Halt the engine now: cancel every open order ({orders} open) and refuse every new order."
+                      f"{self._approvals_ended()}\n"
                       f"Positions ({positions}) stay open. HALTED is stored and survives a restart; re-arm with "
                       f"{self._key('pause')}.",
                       "HALT", lambda: self._control("kill switch", self._halt("kill switch", "operator")))
@@ -600,7 +608,8 @@ class ConsoleApp(App[int]):
         orders, positions = self._counts()
         self._confirm("flatten", "FLATTEN",
                       f"Cancel every open order ({orders}), close every position ({positions}) with market orders, "
-                      "then HALT.", "FLATTEN", lambda: self._control("flatten", self._flatten()))
+                      f"then HALT.{self._approvals_ended()}", "FLATTEN",
+                      lambda: self._control("flatten", self._flatten()))
 
     async def _flatten(self) -> None:
         await self.engine.flatten(by="operator")
