@@ -318,8 +318,10 @@ class BreakerPane(Static):
             return
         self._last = key
         t = Table(box=None, padding=(0, 1), show_edge=False)
-        for name in ("venue", "state", "failures", "probe in", "last error"):
-            t.add_column(name, no_wrap=True)
+        # In a narrow pane the last error gives way: the state and the probe time stay whole.
+        for name, least in (("venue", 7), ("state", 9), ("failures", 8), ("probe in", 8)):
+            t.add_column(name, no_wrap=True, min_width=least)
+        t.add_column("last error", no_wrap=True, overflow="ellipsis")
         for venue, st, failures, probe, error in rows:
             t.add_row(venue, Text(st.upper(), style="green" if st == "closed" else "bold red"), failures, probe, error)
         self.update(t)

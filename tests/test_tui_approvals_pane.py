@@ -34,7 +34,7 @@ async def test_the_approvals_pane_shows_the_price_now_and_the_move_since_the_pro
     async with app.run_test(size=(100, 10)) as pilot:
         table = app.query_one(ApprovalsTable)
         labels = [str(c.label) for c in table.columns.values()]
-        assert labels[3:6] == ["move", "now", "expires in"] and "proposed" in labels
+        assert labels[3:8] == ["qty", "proposed", "expires in", "now", "move"]
         table.show(p.engine.snapshot()["approvals"])
         await pilot.pause()
         row = cells(table, a["approval_id"])
@@ -59,8 +59,8 @@ async def test_in_the_console_a_pending_trade_shows_its_countdown_and_move_on_sc
         def row_on_screen() -> str:
             return next((line for line in screen_text(app).splitlines() if aid in line), "")
 
-        # the signed move since the proposal, the price now and the countdown are on the approval's own line
-        line = await until(pilot, lambda: re.search(r"[+-]\d+\.\d\d% +[\d,.]+ +\d+m\d\ds", row_on_screen())
+        # the countdown, the price now and the signed move since the proposal are on the approval's own line
+        line = await until(pilot, lambda: re.search(r"\d+m\d\ds +[\d,.]+ +[+-]\d+\.\d\d%", row_on_screen())
                            and row_on_screen(),
                            "the countdown and the move on the approval's line")
         assert "move" in screen_text(app) and "expires in" in screen_text(app), line
