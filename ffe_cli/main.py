@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.errors import FfeError, UsageError
@@ -25,7 +25,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with a mistake said as the one line every other error is (`ffe: error: ...`, exit 2), not a usage
     block, and no abbreviated options: a typo such as `--headles` is refused, never taken for `--headless`."""
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
