@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import sqlite3
 import tarfile
@@ -93,6 +94,8 @@ def test_a_backup_of_a_stopped_directory_holds_everything_and_verifies(account, 
     proc = verify(account, path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok: ") and f"{orders} orders and {fills} fills agree" in proc.stdout
+    # the time it was taken in UTC, written as ffe writes times everywhere (…Z, not +00:00)
+    assert re.search(r"\(taken \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z by ffe ", proc.stdout), proc.stdout
 
 
 @pytest.mark.parametrize("damage", ["edited line", "deleted line", "reordered lines", "order without record",
