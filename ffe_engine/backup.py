@@ -142,7 +142,8 @@ def _write_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Pat
         manifest = {
             "format": FORMAT, "ffe_version": __version__, "schema_version": facts.schema_version,
             "sqlite_version": sqlite3.sqlite_version, "python": platform.python_version(),
-            "created": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
+            "created": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z"),  # UTC written as everywhere else in ffe
             "created_ms": int(now * 1000), "host": platform.node(), "source": source,
             "seq": {"first": first, "last": last}, "trail_records_from_database": from_db,
             "rows": facts.rows,
