@@ -157,7 +157,8 @@ def backtest_runs(args: argparse.Namespace) -> int:
     older = past.parse_age(args.older_than) if args.older_than is not None else None
     chosen = past.to_clean(runs, keep=keep, older_than_s=older, now=datetime.now(timezone.utc))
     if not chosen:
-        _print(f"nothing to remove: {len(runs)} runs in {where} (none chosen by the options)")
+        _print(f"nothing to remove: {len(runs)} run{'' if len(runs) == 1 else 's'} in {where} (none chosen by the "
+               "options)")
         return 0
     total = fmt.size(sum(r.size for r in chosen))
     _print(f"{'removing' if args.yes else 'would remove'} {len(chosen)} of {len(runs)} runs, {total}:")

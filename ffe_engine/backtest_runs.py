@@ -137,5 +137,5 @@ def list_lines(runs: list[Run], where: Path) -> list[str]:
         return [f"no backtest runs in {where}"]
     lines = [f"{'RUN':<23}  {'BEGUN (UTC)':<20}  {'RECORDS':<7}  {'SIZE':>9}  DATA; RESULT"]
     lines += [run_line(run) for run in runs]
-    lines.append(f"{len(runs)} runs, {fmt.size(sum(r.size for r in runs))}")
+    lines.append(f"{len(runs)} run{'' if len(runs) == 1 else 's'}, {fmt.size(sum(r.size for r in runs))}")
     return lines
