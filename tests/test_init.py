@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 from conftest import REPO, ffe_cmd, ffe_env, run_ffe
 from ffe_engine.config import Settings, load_settings
@@ -32,6 +34,17 @@ def test_ffe_init_writes_a_config_that_is_the_documented_defaults(tmp_path):
     assert (site / ".env.example").read_text() == (REPO / ".env.example").read_text()
     assert load_settings(site / "config.toml", environ={}).model_dump() == Settings().model_dump()
     assert proc.stdout.splitlines()[:2] == ["wrote site/config.toml", "wrote site/.env.example"]
+
+
+def test_ffe_init_says_the_next_command_as_the_operator_can_type_it(tmp_path):
+    # `make install` puts ffe in .venv/bin, not on the PATH: the next step names the program that was run, whole
+    # once it follows a cd.
+    script = Path(sys.executable).parent / "ffe"
+    env = ffe_env(PATH="/usr/bin:/bin")
+    proc = subprocess.run([str(script), "init", "site"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].endswith(f"then cd site && {script} run"), proc.stdout
 
 
 def test_ffe_init_keeps_existing_files_unless_forced(tmp_path):
