@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -183,9 +184,21 @@ def init(args: argparse.Namespace) -> int:
 
     for path in write_starter_files(args.dir, force=args.force):
         _print(f"wrote {path}")
-    run = "ffe run" if args.dir == Path(".") else f"cd {args.dir} && ffe run"
+    ffe = _ffe_as_run()
+    if args.dir != Path("."):
+        ffe = os.path.abspath(ffe) if os.sep in ffe else ffe  # it follows a cd
+    run = f"{ffe} run" if args.dir == Path(".") else f"cd {args.dir} && {ffe} run"
     _print(f"next: edit config.toml; credentials go in .env (see .env.example); then {run}")
     return 0
+
+
+def _ffe_as_run() -> str:
+    """How to type ffe again: `ffe` when that is the one on the PATH (or ffe runs as a module), else the script that
+    was run (`make install` puts it in .venv/bin, not on the PATH)."""
+    script = sys.argv[0]
+    if Path(script).name != "ffe" or shutil.which("ffe") == os.path.abspath(script):
+        return "ffe"
+    return script
 
 
 def data_download(args: argparse.Namespace) -> int:
