@@ -7,7 +7,8 @@ import json
 import signal
 import socket
 
-from conftest import db_value, ffe_env, make_settings, run_ffe, wait_until
+from conftest import db_value, ffe_env, run_ffe, wait_until
+from test_tui_attach import headless_engine
 from test_tui_helpers import screen_text, until
 
 from ffe_tui.app import ConsoleApp
@@ -103,10 +104,7 @@ def test_ctl_reads_the_views_and_closes_one_position_through_the_order_path(tmp_
 
 
 async def test_the_attached_console_shows_the_views_and_its_close_meets_the_engines_order_path(tmp_path, spawn_ffe):
-    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
-                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
-    settings = make_settings(tmp_path)
-    wait_until(settings.socket_path.exists, what="the engine's control socket")
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
     symbol = _halted_with_a_position(tmp_path)[0]["symbol"]
 
     app = ConsoleApp(settings, attach=True)

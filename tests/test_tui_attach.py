@@ -16,12 +16,27 @@ from test_tui_helpers import SIZE_IDS, SIZES, screen_text, status_text, until
 from ffe_tui.app import ConsoleApp
 
 
-async def test_attach_shows_and_controls_a_headless_engine(tmp_path, spawn_ffe):
+def headless_engine(spawn_ffe, tmp_path, **tables):
+    """A headless engine in a process of its own on tmp_path's data directory, its control socket up; and the
+    console's settings for the same directory (so the same socket), with `tables` over them."""
     engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
                        env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
-    settings = make_settings(tmp_path)  # the same data directory, so the same control socket
-    db = tmp_path / "data" / "ffe.db"
+    settings = make_settings(tmp_path, **tables)
     wait_until(settings.socket_path.exists, what="the engine's control socket")
+    return engine, settings
+
+
+async def detach(pilot, app) -> None:
+    """Quit the attached console through its confirmation; the engine goes on."""
+    await pilot.press("q")
+    await until(pilot, lambda: "Detach" in screen_text(app), "the detach confirmation")
+    await pilot.press("y")
+    await until(pilot, lambda: not app.is_running, "the console to detach")
+
+
+async def test_attach_shows_and_controls_a_headless_engine(tmp_path, spawn_ffe):
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    db = tmp_path / "data" / "ffe.db"
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -36,10 +51,7 @@ async def test_attach_shows_and_controls_a_headless_engine(tmp_path, spawn_ffe):
         await pilot.press("y")
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
         await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
-        await pilot.press("q")
-        await until(pilot, lambda: "Detach" in screen_text(app), "the detach confirmation")
-        await pilot.press("y")
-        await pilot.pause(0.5)
+        await detach(pilot, app)
     assert engine.alive(), "quitting an attached console must not stop the engine"
     status = run_ffe(tmp_path, "ctl", "status", "--data-dir", "data", "--log-dir", "logs")
     assert status.returncode == 0 and "HALTED" in status.stdout, status.stderr
@@ -55,10 +67,7 @@ async def test_attach_without_an_engine_says_so(tmp_path):
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_a_normal_stop_of_the_engine_reads_as_a_clean_stop_in_the_attached_console(tmp_path, spawn_ffe, size):
-    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
-                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
-    settings = make_settings(tmp_path)
-    wait_until(settings.socket_path.exists, what="the engine's control socket")
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=size) as pilot:
@@ -80,11 +89,8 @@ async def test_a_normal_stop_of_the_engine_reads_as_a_clean_stop_in_the_attached
 
 
 async def test_the_attached_log_keeps_following_after_ffe_ctl_flatten(tmp_path, spawn_ffe):
-    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
-                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
-    settings = make_settings(tmp_path)
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
     db = tmp_path / "data" / "ffe.db"
-    wait_until(settings.socket_path.exists, what="the engine's control socket")
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -102,10 +108,7 @@ async def test_the_attached_log_keeps_following_after_ffe_ctl_flatten(tmp_path, 
             return len(pane.lines) >= seen + 10 and pane.scroll_y == pane.max_scroll_y > 0
 
         await until(pilot, newest_on_screen, "the newest line on screen, well after the flatten")
-        await pilot.press("q")
-        await until(pilot, lambda: "Detach" in screen_text(app), "the detach confirmation")
-        await pilot.press("y")
-        await until(pilot, lambda: not app.is_running, "the console to detach")
+        await detach(pilot, app)
     engine.send(signal.SIGTERM)
     assert engine.wait() == 0, engine.stderr
 
@@ -114,10 +117,7 @@ async def test_an_attached_console_whose_engine_stopped_answering_a_while_shows_
     # The engine frozen (SIGSTOP: a stuck host, a debugger) past the console's request timeout: the console says it
     # is not answering rather than showing the last picture as if it were live, and once the engine answers again
     # it shows the engine as it is, here HALTED by `ffe ctl halt` meanwhile, so that `p` offers to re-arm it.
-    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
-                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
-    settings = make_settings(tmp_path, control={"request_timeout_s": 1.0})
-    wait_until(settings.socket_path.exists, what="the engine's control socket")
+    engine, settings = headless_engine(spawn_ffe, tmp_path, control={"request_timeout_s": 1.0})
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -134,10 +134,7 @@ async def test_an_attached_console_whose_engine_stopped_answering_a_while_shows_
         await pilot.press("p")
         await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm confirmation")
         await pilot.press("n")
-        await pilot.press("q")
-        await until(pilot, lambda: "Detach" in screen_text(app), "the detach confirmation")
-        await pilot.press("y")
-        await until(pilot, lambda: not app.is_running, "the console to detach")
+        await detach(pilot, app)
     engine.send(signal.SIGTERM)
     assert engine.wait() == 0, engine.stderr
 
@@ -145,11 +142,8 @@ async def test_an_attached_console_whose_engine_stopped_answering_a_while_shows_
 async def test_the_attached_console_s_keys_record_the_console_s_reasons(tmp_path, spawn_ffe):
     # `p` and the kill switch from an attached console are the operator's pause and kill switch, as in the console
     # that runs the engine itself: recorded so, not as `ffe ctl` commands.
-    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
-                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
-    settings = make_settings(tmp_path)
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
     db = tmp_path / "data" / "ffe.db"
-    wait_until(settings.socket_path.exists, what="the engine's control socket")
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -163,19 +157,13 @@ async def test_the_attached_console_s_keys_record_the_console_s_reasons(tmp_path
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED",
                     "HALTED stored")
         assert db_value(db, "SELECT reason FROM engine_state") == "kill switch"
-        await pilot.press("q")
-        await until(pilot, lambda: "Detach" in screen_text(app), "the detach confirmation")
-        await pilot.press("y")
-        await until(pilot, lambda: not app.is_running, "the console to detach")
+        await detach(pilot, app)
     engine.send(signal.SIGTERM)
     assert engine.wait() == 0, engine.stderr
 
 
 async def test_an_attached_console_whose_engine_crashed_says_so_in_the_state_and_on_quitting(tmp_path, spawn_ffe):
-    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
-                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
-    settings = make_settings(tmp_path)
-    wait_until(settings.socket_path.exists, what="the engine's control socket")
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
