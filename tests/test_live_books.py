@@ -77,6 +77,14 @@ async def strategy_order(fx: FakeBinance) -> str:
     return sent.params["newClientOrderId"]
 
 
+async def strategy_entry(e, fx: FakeBinance) -> str:
+    """The next bar's entry, filled and final (every answer it waits for settled): its client order id."""
+    cid = await strategy_order(fx)
+    await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the entry filled")
+    await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
+    return cid
+
+
 async def resting_entry(e, fx: FakeBinance) -> str:
     """The strategy's entry, filled in part (40%) with the rest open at the exchange, its first part in the books:
     its client order id."""
@@ -750,9 +758,7 @@ async def test_a_buy_charged_its_fee_in_the_quote_currency_holds_every_coin_boug
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            await strategy_order(fx)
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill")
-            await wait_for(lambda: not e.orders.live, timeout=30, what="the order final")
+            await strategy_entry(e, fx)
         (order,) = fx.orders
         assert order.trades[0].commission_asset == "USDT"
         assert e.portfolio.positions[BTC].quantity == pytest.approx(order.filled, abs=1e-12)
@@ -792,9 +798,7 @@ async def test_market_orders_that_walk_the_book_are_booked_at_their_average_with
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            await strategy_order(fx)
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the entry filled")
-            await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
+            await strategy_entry(e, fx)
             (entry,) = fx.orders
             assert len(entry.trades) == 3 and len({t.price for t in entry.trades}) == 3
             assert_bought_at_the_exchange_s_price(e, fx)
@@ -822,8 +826,7 @@ async def test_fees_paid_in_the_exchange_s_token_leave_the_books_the_account_s_a
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            await strategy_order(fx)
-            await wait_for(lambda: BTC in e.portfolio.positions and not e.orders.live, timeout=30, what="the entry")
+            await strategy_entry(e, fx)
             assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.orders[0].filled, abs=1e-12)
             closed = await e.close_position(BTC, by="test")
             assert closed["accepted"], closed
@@ -850,9 +853,7 @@ async def test_an_exchange_without_order_trades_charges_the_fee_from_the_account
         e = running.engine
         e.venue.exchange.has["fetchOrderTrades"] = False
         async with engine_loop(e):
-            await strategy_order(fx)
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the fill")
-            await wait_for(lambda: not e.orders.live, timeout=30, what="the order final")
+            await strategy_entry(e, fx)
         asked = fx.requests_to("GET /api/v3/myTrades")
         assert asked and all("orderId" not in r.params and "startTime" in r.params for r in asked), asked
         assert_bought_at_the_exchange_s_price(e, fx)
