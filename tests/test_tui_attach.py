@@ -139,6 +139,24 @@ async def test_an_attached_console_whose_engine_stopped_answering_a_while_shows_
     assert engine.wait() == 0, engine.stderr
 
 
+async def test_a_console_attaching_to_an_engine_busy_past_the_request_timeout_asks_again(tmp_path, spawn_ffe):
+    # An engine that does not answer the console's first question in time (busy, or a loaded host) is asked again:
+    # one late answer does not turn into "no engine is running" while the engine runs.
+    engine, settings = headless_engine(spawn_ffe, tmp_path, control={"request_timeout_s": 1.0})
+    engine.send(signal.SIGSTOP)
+    try:
+        app = ConsoleApp(settings, attach=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(1.5)  # past the first question's timeout
+            engine.send(signal.SIGCONT)
+            await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+            await detach(pilot, app)
+    finally:
+        engine.send(signal.SIGCONT)
+    engine.send(signal.SIGTERM)
+    assert engine.wait() == 0, engine.stderr
+
+
 async def test_the_attached_console_s_keys_record_the_console_s_reasons(tmp_path, spawn_ffe):
     # `p` and the kill switch from an attached console are the operator's pause and kill switch, as in the console
     # that runs the engine itself: recorded so, not as `ffe ctl` commands.

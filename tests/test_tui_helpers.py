@@ -57,6 +57,8 @@ async def until(pilot, predicate: Callable[[], Any], what: str, timeout: float =
         value = predicate()
         if value:
             return value
+        if not pilot.app.is_running:  # it will not come now: say why the console ended
+            raise AssertionError(f"the console ended before {what}: {pilot.app.start_error or 'no start error'}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n--- screen ---\n"
                                  f"{screen_text(pilot.app)}")
