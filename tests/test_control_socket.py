@@ -201,8 +201,13 @@ def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_
         status = run_ffe(tmp_path, "ctl", "status", "--data-dir", "data",
                          env=ffe_env(FFE_CONTROL__REQUEST_TIMEOUT_S="0.5"))
         halt = run_ffe(tmp_path, "ctl", "halt", "--data-dir", "data", "--timeout", "1")
+        attach = run_ffe(tmp_path, "attach", "--data-dir", "data", env=ffe_env(FFE_CONTROL__REQUEST_TIMEOUT_S="0.3"))
     finally:
         engine.send(signal.SIGCONT)
+    # The console asks a few times before giving up (one late answer is a busy engine, not a missing one).
+    assert attach.returncode == 1 and attach.stdout == ""
+    assert attach.stderr.splitlines() == ["ffe: error: no answer from the engine on data/ffe.sock within 0.3s, "
+                                          "asked 3 times (stopped or busy?); see `ffe ctl status`"]
     assert status.returncode == 1 and status.stdout == ""
     assert status.stderr.splitlines() == [f"ffe: error: no answer from the engine on data/ffe.sock within 0.5s "
                                           "(stopped or busy?); see `ffe ctl status`"]
