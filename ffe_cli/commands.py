@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
 def attach(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    answer = _ask(settings, "status", {}, settings.control.request_timeout_s)
+    from ffe_engine.remote import CONNECT_TRIES
+
+    answer = _ask(settings, "status", {}, settings.control.request_timeout_s, tries=CONNECT_TRIES)
     if not answer.get("ok"):
         raise ControlError(str(answer.get("error")))
     from ffe_tui.app import run_console
@@ -295,23 +297,30 @@ def _ctl_health(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_CODES.get(verdict.get("status"), 2)
 
 
-def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """One command to the engine of settings' data directory, within timeout; every failure as one line."""
+def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: float,
+         tries: int = 1) -> dict[str, Any]:
+    """One command to the engine of settings' data directory, within timeout, asked up to `tries` times while it
+    does not answer (for a question: a command may still apply late); every failure as one line."""
     from ffe_engine.control import request
 
     path = settings.socket_path
-    try:
-        return asyncio.run(request(path, action, payload, timeout=timeout, data_dir=settings.data_dir))
-    except TimeoutError:  # before OSError: TimeoutError is one
-        late = "" if action == "status" else f"; the {action} may still apply when the engine wakes"
-        raise ControlError(f"no answer from the engine on {path} within {timeout:g}s (stopped or busy?){late}; "
-                           "see `ffe ctl status`") from None
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise ControlError(f"no engine is running on {path}") from None
-    except PermissionError:
-        raise ControlError(f"{path}: permission denied (the engine runs as another user?)") from None
-    except (OSError, ValueError) as exc:
-        raise ControlError(f"the engine on {path} did not answer: {exc}") from None
+    for asked in range(1, tries + 1):
+        try:
+            return asyncio.run(request(path, action, payload, timeout=timeout, data_dir=settings.data_dir))
+        except TimeoutError:  # before OSError: TimeoutError is one
+            if asked < tries:
+                continue
+            times = f", asked {tries} times" if tries > 1 else ""
+            late = "" if action == "status" else f"; the {action} may still apply when the engine wakes"
+            raise ControlError(f"no answer from the engine on {path} within {timeout:g}s{times} (stopped or busy?)"
+                               f"{late}; see `ffe ctl status`") from None
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError(f"no engine is running on {path}") from None
+        except PermissionError:
+            raise ControlError(f"{path}: permission denied (the engine runs as another user?)") from None
+        except (OSError, ValueError) as exc:
+            raise ControlError(f"the engine on {path} did not answer: {exc}") from None
+    raise UsageError(f"tries must be at least 1, not {tries}")
 
 
 def ctl(args: argparse.Namespace) -> int:

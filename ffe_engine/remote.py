@@ -19,7 +19,7 @@ from .api import STREAM
 from .clock import Clock, WallClock
 from .config import Settings
 from .control import MAX_ANSWER_BYTES, STREAM_END, connect, request
-from .errors import ControlError, StartError
+from .errors import ControlError
 from .execution import CancelReport
 from .events import EVENT_TYPES, Event, EventBus
 from .host import install_signals, remove_signals
@@ -33,6 +33,13 @@ def event_from(rec: dict[str, Any]) -> Event | None:
     ev.seq = int(rec.get("seq") or 0)
     ev.ts = float(rec.get("ts") or 0.0)
     return ev
+
+
+CONNECT_TRIES = 3  # an engine busy past the request timeout is asked again before attaching gives up
+
+
+class NoAnswer(ControlError):
+    """The engine did not answer within the request timeout (stopped, or busy): it may be running."""
 
 
 class EngineStopped(Exception):
@@ -56,7 +63,13 @@ class RemoteEngine:
         self.answered_at = self.clock.monotonic()  # its last answer to a status request
 
     async def connect(self) -> None:
-        self._snapshot = await self._call("status")
+        for tries in range(1, CONNECT_TRIES + 1):
+            try:
+                self._snapshot = await self._call("status")
+                break
+            except NoAnswer:
+                if tries == CONNECT_TRIES:
+                    raise
         self.answered_at = self.clock.monotonic()
         self._reader, self._writer = await asyncio.open_unix_connection(sock=await connect(self.path),
                                                                         limit=MAX_ANSWER_BYTES)
@@ -70,8 +83,8 @@ class RemoteEngine:
         try:
             answer = await request(self.path, cmd, args, timeout=self.timeout, data_dir=self.data_dir)
         except asyncio.TimeoutError:
-            raise ControlError(f"the engine at {self.path} did not answer {cmd} within {self.timeout:g}s; "
-                               "it may still carry it out") from None
+            raise NoAnswer(f"the engine at {self.path} did not answer {cmd} within {self.timeout:g}s; "
+                           "it may still carry it out") from None
         except (FileNotFoundError, ConnectionError, ValueError) as exc:
             raise ControlError(f"engine at {self.path} is gone: {exc}") from None
         if not answer.get("ok"):
@@ -219,6 +232,10 @@ async def attach(settings: Settings) -> RemoteHost:
                           timeout=settings.control.request_timeout_s)
     try:
         await engine.connect()
+    except NoAnswer:
+        raise ControlError(f"no answer from the engine on {settings.socket_path} within "
+                           f"{settings.control.request_timeout_s:g}s, asked {CONNECT_TRIES} times (stopped or busy?); "
+                           "see `ffe ctl status`") from None
     except (FileNotFoundError, ConnectionRefusedError, ControlError) as exc:
-        raise StartError(f"no engine is running on {settings.socket_path} ({exc})") from None
+        raise ControlError(f"no engine is running on {settings.socket_path} ({exc})") from None
     return RemoteHost(settings, engine, bus)

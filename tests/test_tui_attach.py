@@ -145,6 +145,14 @@ async def test_a_console_attaching_to_an_engine_busy_past_the_request_timeout_as
     engine, settings = headless_engine(spawn_ffe, tmp_path, control={"request_timeout_s": 1.0})
     engine.send(signal.SIGSTOP)
     try:
+        # Not answering at all: the console ends with one line saying so (exit 1, as `ffe attach`), not "no engine".
+        quick = ConsoleApp(make_settings(tmp_path, control={"request_timeout_s": 0.3}), attach=True)
+        async with quick.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: quick.start_error, "the console giving up")
+        assert quick.return_code == 1
+        assert quick.start_error == ("no answer from the engine on " f"{settings.socket_path} within 0.3s, asked 3 "
+                                     "times (stopped or busy?); see `ffe ctl status`")
+
         app = ConsoleApp(settings, attach=True)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(1.5)  # past the first question's timeout
