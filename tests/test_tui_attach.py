@@ -165,6 +165,28 @@ async def test_a_console_attaching_to_an_engine_busy_past_the_request_timeout_as
     assert engine.wait() == 0, engine.stderr
 
 
+async def test_an_attached_console_s_log_begins_with_what_the_engine_did_before_it(tmp_path, spawn_ffe):
+    # The operator attaching after something happened sees it in the log, as the console that runs the engine does;
+    # but a kill switch since re-armed is a line there, not a banner, and nothing old pops up as new.
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    for action in (("halt",), ("resume", "--yes"), ("pause",)):
+        done = run_ffe(tmp_path, "ctl", *action, "--data-dir", "data", "--log-dir", "logs")
+        assert done.returncode == 0, done.stderr
+
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snap is not None and "PAUSED" in status_text(app), "PAUSED, attached")
+        pane = app.panes["log"]
+        await until(pilot, lambda: any(line.startswith(tuple("0123456789")) and "kill_switch" in line
+                                       for line in pane.lines), "the kill switch from before, in the log")
+        earlier = [line for line in pane.lines if "engine_state" in line and " -> " in line]
+        assert [line.split(" -> ")[1].split(":")[0] for line in earlier][-3:] == ["HALTED", "RUNNING", "PAUSED"]
+        assert not app.panes["banner"].has_class("-shown"), "a kill switch since re-armed is not a banner"
+        await detach(pilot, app)
+    engine.send(signal.SIGTERM)
+    assert engine.wait() == 0, engine.stderr
+
+
 async def test_the_attached_console_s_keys_record_the_console_s_reasons(tmp_path, spawn_ffe):
     # `p` and the kill switch from an attached console are the operator's pause and kill switch, as in the console
     # that runs the engine itself: recorded so, not as `ffe ctl` commands.
