@@ -24,6 +24,7 @@ import os
 import socket
 import stat
 import struct
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from . import logs
 from .api import STREAM, dispatch
 from .errors import ControlError, StartError
-from .events import Event, encode
+from .events import BarEvent, Event, encode
 
 if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine: it starts faster without one
     from .engine import Engine
@@ -48,6 +49,10 @@ PROBE_TIMEOUT_S = 2.0  # how long a starting engine waits for an engine already 
 # flood never holds more descriptors than the limit plus this (each one past the limit is closed at once).
 ACCEPT_BACKLOG = 32
 STREAM_END = "stream_end"  # the last line of an event stream: the engine is stopping, and whether it crashed
+# An event stream begins with the engine's snapshot, then this line and the `count` events before it (the latest
+# EARLIER_EVENTS, bars left out): what an attaching console shows in its log as already past.
+EARLIER = "earlier"
+EARLIER_EVENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,7 @@ class ControlServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._streams: set[asyncio.StreamWriter] = set()
         self._fan_out: asyncio.Task[None] | None = None
+        self._earlier: deque[bytes] = deque(maxlen=EARLIER_EVENTS)
 
     async def start(self, claimed: int | None = None) -> None:
         """Serve on the path; `claimed` is the descriptor from `claim` (this server closes it at stop)."""
@@ -202,6 +208,7 @@ class ControlServer:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise
+        self._fan_out = asyncio.ensure_future(self._send_events())
         log.info("control socket ready", path=str(self.path), **self.identity)
 
     async def stop(self) -> None:
@@ -343,40 +350,48 @@ class ControlServer:
 
     # ------------------------------------------------------------------ the event stream
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Every event from now on, one JSON line each, until the client goes away or falls behind (ffe attach)."""
-        writer.write(encode({"event": "snapshot", "snapshot": _jsonable(self.engine.snapshot()),
-                             "engine": self.identity}) + b"\n")
-        self._streams.add(writer)
+        """The snapshot, the latest events before it, then every event from now on, one JSON line each, until the
+        client goes away or falls behind (ffe attach)."""
+        earlier = list(self._earlier)
+        self._streams.add(writer)  # at once: the events not yet in `earlier` are sent to it as they come
+        if not self._send(writer, encode({"event": "snapshot", "snapshot": _jsonable(self.engine.snapshot()),
+                                          "engine": self.identity}) + b"\n"
+                          + encode({"event": EARLIER, "count": len(earlier)}) + b"\n" + b"".join(earlier)):
+            log.warning("event stream subscribers disconnected: not reading", count=1,
+                        limit_bytes=self.limits.stream_buffer_bytes)
+            return
         if self._fan_out is None or self._fan_out.done():
             self._fan_out = asyncio.ensure_future(self._send_events())
         while await reader.read(4096):
             pass  # a subscriber sends nothing more; its end of file ends the stream
 
     async def _send_events(self) -> None:
-        """One bus subscription for all subscribers: each event is encoded once and written to every subscriber
-        without waiting for any; one whose unsent events pass the limit is disconnected."""
+        """One bus subscription for all subscribers, for as long as the socket is served: each event is encoded
+        once and written to every subscriber without waiting for any; one whose unsent events pass the limit is
+        disconnected. The latest events but bars are kept for the next subscriber to begin with."""
         sub = self.engine.bus.subscribe(maxlen=20_000)
         try:
-            while self._streams:
+            while True:
                 batch = await sub.get_batch(timeout=1.0)
+                if not self._streams:
+                    batch = [ev for ev in batch if ev.name != BarEvent.name]  # nobody to draw a chart from them
                 if not batch:
                     continue
                 try:
-                    data = b"".join(event_line(ev) for ev in batch)
+                    lines = [event_line(ev) for ev in batch]
                 except Exception as exc:  # an event that cannot be sent must not end the stream for the rest
                     log.warning("events not sent to subscribers", count=len(batch),
                                 error=f"{type(exc).__name__}: {exc}")
                     continue
+                self._earlier.extend(line for ev, line in zip(batch, lines) if ev.name != BarEvent.name)
+                if not self._streams:
+                    continue
+                data = b"".join(lines)
                 slow = 0
                 for writer in list(self._streams):
-                    transport = writer.transport
-                    if transport.is_closing():
+                    if writer.transport.is_closing():
                         self._streams.discard(writer)
-                        continue
-                    transport.write(data)
-                    if transport.get_write_buffer_size() > self.limits.stream_buffer_bytes:
-                        self._streams.discard(writer)
-                        transport.abort()
+                    elif not self._send(writer, data):
                         slow += 1
                 if slow:
                     log.warning("event stream subscribers disconnected: not reading", count=slow,
@@ -384,6 +399,16 @@ class ControlServer:
                 await asyncio.sleep(STREAM_INTERVAL_S)
         finally:
             self.engine.bus.unsubscribe(sub)
+
+    def _send(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
+        """Write to one subscriber without waiting; False, and it is disconnected, once what it has not read yet
+        passes the limit."""
+        writer.transport.write(data)
+        if writer.transport.get_write_buffer_size() <= self.limits.stream_buffer_bytes:
+            return True
+        self._streams.discard(writer)
+        writer.transport.abort()
+        return False
 
 
 async def _holder(path: Path) -> str:

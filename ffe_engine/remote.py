@@ -18,7 +18,7 @@ from typing import Any
 from .api import STREAM
 from .clock import Clock, WallClock
 from .config import Settings
-from .control import MAX_ANSWER_BYTES, STREAM_END, connect, request
+from .control import EARLIER, MAX_ANSWER_BYTES, STREAM_END, connect, request
 from .errors import ControlError
 from .execution import CancelReport
 from .events import EVENT_TYPES, Event, EventBus
@@ -61,6 +61,7 @@ class RemoteEngine:
         self.crashed: BaseException | None = None
         self.ended = False  # the engine said it stopped in order (not a dropped connection)
         self.answered_at = self.clock.monotonic()  # its last answer to a status request
+        self.earlier: list[Event] = []  # the engine's latest events before the console attached
 
     async def connect(self) -> None:
         for tries in range(1, CONNECT_TRIES + 1):
@@ -78,6 +79,25 @@ class RemoteEngine:
             stream["data_dir"] = os.path.realpath(self.data_dir)
         self._writer.write((json.dumps(stream) + "\n").encode())
         await self._writer.drain()
+        try:
+            self.earlier = await asyncio.wait_for(self._read_earlier(), self.timeout)
+        except asyncio.TimeoutError:
+            raise ControlError(f"the engine at {self.path} did not begin its event stream within "
+                               f"{self.timeout:g}s") from None
+
+    async def _read_earlier(self) -> list[Event]:
+        """The stream's first lines: the engine's snapshot, then the events before this connection."""
+        assert self._reader is not None
+        head = [json.loads(await self._reader.readline() or b"null") for _ in range(2)]
+        if [rec.get("event") if isinstance(rec, dict) else None for rec in head] != ["snapshot", EARLIER]:
+            raise ControlError(f"the engine at {self.path} began its event stream with {head!r:.80}")
+        self._snapshot = head[0].get("snapshot") or self._snapshot
+        earlier = []
+        for _ in range(int(head[1].get("count") or 0)):
+            ev = event_from(json.loads(await self._reader.readline() or b"null") or {})
+            if ev is not None:
+                earlier.append(ev)
+        return earlier
 
     async def _call(self, cmd: str, **args: Any) -> Any:
         try:

@@ -31,7 +31,7 @@ from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
 from ffe_engine.host import EngineHost, install_signals, remove_signals
 from ffe_engine.present import kill_headline
-from ffe_engine.remote import RemoteHost
+from ffe_engine.remote import RemoteEngine, RemoteHost
 from ffe_engine.remote import attach as attach_engine
 
 from . import keys as keydefs
@@ -100,6 +100,7 @@ class ConsoleApp(App[int]):
         self.crash: BaseException | None = None
         self.feed_ended = False
         self.engine_stopped = False  # attached: the engine stopped in order in its own process
+        self._changed: set[str] = set()  # panes to redraw at the next refresh besides those its events change
         self.stopping = False
         self.stop_reason = ""
         self._open_task: asyncio.Task | None = None
@@ -342,6 +343,8 @@ class ConsoleApp(App[int]):
             return
         self.engine = self.running.engine
         self.sub = self.running.bus.subscribe(maxlen=SUBSCRIPTION_MAX)
+        if isinstance(self.engine, RemoteEngine):  # what the engine did before: in the log, as past
+            self._changed |= self.view.apply(self.engine.earlier, news=False)
         try:
             if self.control:
                 await self.running.start_control()
@@ -466,7 +469,9 @@ class ConsoleApp(App[int]):
         if self.engine is None:
             return
         batch = self.sub.drain() if self.sub is not None else []
-        changed = self.view.apply(batch) if batch else set()
+        changed, self._changed = self._changed, set()
+        if batch:
+            changed |= self.view.apply(batch)
         try:
             snap = self.engine.snapshot()
         except Exception as exc:  # a half-stopped engine: keep the last picture

@@ -63,7 +63,9 @@ class ConsoleState:
         self.error: ev.ErrorEvent | None = None
         self.approvals_done: list[ev.ApprovalEvent] = []  # outcomes since the last look (for notifications)
 
-    def apply(self, batch: list[ev.Event]) -> set[str]:
+    def apply(self, batch: list[ev.Event], news: bool = True) -> set[str]:
+        """Fold events in; `news=False` for events from before this console (an attached engine's recent past):
+        they go to the log, votes and gates, but raise no banner and no notice."""
         changed: set[str] = set()
         keep = self.filter
         for e in batch:
@@ -95,13 +97,13 @@ class ConsoleState:
                     self.gates = {"title": f"{e.symbol} {e.side} {fmt.qty(e.quantity)} -> awaiting approval",
                                   "gates": e.gates}
                     changed.add("gates")
-                elif e.outcome != "pending":
+                elif e.outcome != "pending" and news:
                     self.approvals_done.append(e)
                 changed.add("approvals")
-            elif isinstance(e, ev.KillSwitchEvent):
+            elif isinstance(e, ev.KillSwitchEvent) and news:
                 self.kill = e
                 changed.add("banner")
-            elif isinstance(e, ev.ErrorEvent):
+            elif isinstance(e, ev.ErrorEvent) and news:
                 self.error = e
                 changed.add("banner")
             elif isinstance(e, (ev.EngineStateChanged, ev.PositionOpened, ev.PositionClosed, ev.FillEvent)):

@@ -6,13 +6,16 @@ engine running.
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 
 import pytest
 
 from conftest import db_value, ffe_env, make_settings, run_ffe, wait_until
 from test_tui_helpers import SIZE_IDS, SIZES, screen_text, status_text, until
 
+from ffe_engine.control import EARLIER, EARLIER_EVENTS
 from ffe_tui.app import ConsoleApp
 
 
@@ -183,6 +186,29 @@ async def test_an_attached_console_s_log_begins_with_what_the_engine_did_before_
         assert [line.split(" -> ")[1].split(":")[0] for line in earlier][-3:] == ["HALTED", "RUNNING", "PAUSED"]
         assert not app.panes["banner"].has_class("-shown"), "a kill switch since re-armed is not a banner"
         await detach(pilot, app)
+    engine.send(signal.SIGTERM)
+    assert engine.wait() == 0, engine.stderr
+
+
+def test_the_event_stream_joins_the_events_before_it_to_those_after_it_without_a_gap_or_a_repeat(tmp_path, spawn_ffe):
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    wait_until(lambda: db_value(tmp_path / "data" / "ffe.db", "SELECT COUNT(*) FROM decisions") >= 20,
+               what="some decisions before subscribing")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(settings.socket_path))
+        s.settimeout(30)
+        s.sendall(b'{"cmd": "subscribe"}\n')
+        lines = s.makefile("rb")
+        head = [json.loads(lines.readline()) for _ in range(2)]
+        assert [rec["event"] for rec in head] == ["snapshot", EARLIER]
+        earlier = [json.loads(lines.readline()) for _ in range(head[1]["count"])]
+        later = []
+        while sum(rec["audit"] for rec in later) < 20:
+            later.append(json.loads(lines.readline()))
+    assert 20 <= len(earlier) <= EARLIER_EVENTS and not any(rec["event"] == "bar" for rec in earlier)
+    assert any(rec["event"] == "bar" for rec in later), "a subscriber gets the bars from now on"
+    seqs = [rec["seq"] for rec in earlier + later if rec["audit"]]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "audited events, each once and in order"
     engine.send(signal.SIGTERM)
     assert engine.wait() == 0, engine.stderr
 
