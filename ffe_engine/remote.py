@@ -62,6 +62,7 @@ class RemoteEngine:
         self.ended = False  # the engine said it stopped in order (not a dropped connection)
         self.answered_at = self.clock.monotonic()  # its last answer to a status request
         self.earlier: list[Event] = []  # the engine's latest events before the console attached
+        self.identity: dict[str, Any] = {}  # which engine answers (pid, data directory, instance)
 
     async def connect(self) -> None:
         for tries in range(1, CONNECT_TRIES + 1):
@@ -92,6 +93,7 @@ class RemoteEngine:
         if [rec.get("event") if isinstance(rec, dict) else None for rec in head] != ["snapshot", EARLIER]:
             raise ControlError(f"the engine at {self.path} began its event stream with {head!r:.80}")
         self._snapshot = head[0].get("snapshot") or self._snapshot
+        self.identity = head[0].get("engine") or {}
         earlier = []
         for _ in range(int(head[1].get("count") or 0)):
             ev = event_from(json.loads(await self._reader.readline() or b"null") or {})

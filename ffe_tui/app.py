@@ -27,6 +27,7 @@ from textual.widgets import ContentSwitcher, Input, Static
 
 from ffe_engine import fmt, tables
 from ffe_engine.config import Settings
+from ffe_engine.control import describe
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
 from ffe_engine.host import EngineHost, install_signals, remove_signals
@@ -345,6 +346,7 @@ class ConsoleApp(App[int]):
         self.sub = self.running.bus.subscribe(maxlen=SUBSCRIPTION_MAX)
         if isinstance(self.engine, RemoteEngine):  # what the engine did before: in the log, as past
             self._changed |= self.view.apply(self.engine.earlier, news=False)
+            self.say(f"attached to {describe(self.engine.identity)}; quitting this console leaves it running")
         try:
             if self.control:
                 await self.running.start_control()
@@ -489,7 +491,8 @@ class ConsoleApp(App[int]):
             silent = self.engine.silent_s()
             if silent >= NOT_ANSWERING_S:  # the picture is as old as that: said, not shown as if live
                 note = f"ENGINE NOT ANSWERING {silent:.0f}s"
-        self.panes["status"].show(shown, note=note)
+        where = f"attached pid {self.engine.identity.get('pid')}" if isinstance(self.engine, RemoteEngine) else ""
+        self.panes["status"].show(shown, note=note, where=where)
         self.panes["positions"].show(snap["positions"], snap.get("market_ts"))
         self.panes["approvals"].show(snap["approvals"])
         self.panes["breaker"].show(snap["breakers"])

@@ -49,8 +49,10 @@ class StatusLine(Static):
 
     _last: tuple = ()
 
-    def show(self, snap: dict[str, Any] | None, *, note: str = "") -> None:
-        key = (note,) if snap is None else (
+    def show(self, snap: dict[str, Any] | None, *, note: str = "", where: str = "") -> None:
+        """`note` leads the second line (a condition to see at once); `where` ends the first (an attached console:
+        which engine it shows)."""
+        key = (note,) if snap is None else (where,
             snap["mode"], snap["state"], snap.get("state_reason"), round(snap["equity"], 2),
             round(snap["day_pnl"], 2), round(snap["drawdown_pct"], 2), snap.get("market_ts"), snap["approval_mode"],
             len(snap.get("approvals") or []), snap.get("bars"), note,
@@ -74,6 +76,7 @@ class StatusLine(Static):
                 "equity ", (fmt.money(snap["equity"]), "bold"), "  ",
                 "day ", (fmt.money(snap["day_pnl"], signed=True), "green" if snap["day_pnl"] >= 0 else "red"), "  ",
                 "dd ", fmt.pct(snap["drawdown_pct"]),
+                f"  {where}" if where else "",
             )
             br = snap.get("breakers") or []
             bad = [b for b in br if b.get("state") != "closed"]

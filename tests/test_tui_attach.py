@@ -45,6 +45,8 @@ async def test_attach_shows_and_controls_a_headless_engine(tmp_path, spawn_ffe):
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
         assert f"attached pid {engine.pid}" in status_text(app), "which engine this console shows, at a glance"
+        data_dir = (tmp_path / "data").resolve()
+        assert any(f"attached to engine pid {engine.pid} on {data_dir}" in str(n.message) for n in app._notifications)
         bars = app.snap["bars"]
         await until(pilot, lambda: app.snap["bars"] > bars, "the engine's bars going on, seen from here")
         await pilot.press("p")
