@@ -193,6 +193,7 @@ class ControlServer:
         self._streams: set[asyncio.StreamWriter] = set()
         self._fan_out: asyncio.Task[None] | None = None
         self._earlier: deque[bytes] = deque(maxlen=EARLIER_EVENTS)
+        self._dropped = 0  # subscribers disconnected for not reading, not yet logged
 
     async def start(self, claimed: int | None = None) -> None:
         """Serve on the path; `claimed` is the descriptor from `claim` (this server closes it at stop)."""
@@ -357,8 +358,6 @@ class ControlServer:
         if not self._send(writer, encode({"event": "snapshot", "snapshot": _jsonable(self.engine.snapshot()),
                                           "engine": self.identity}) + b"\n"
                           + encode({"event": EARLIER, "count": len(earlier)}) + b"\n" + b"".join(earlier)):
-            log.warning("event stream subscribers disconnected: not reading", count=1,
-                        limit_bytes=self.limits.stream_buffer_bytes)
             return
         if self._fan_out is None or self._fan_out.done():
             self._fan_out = asyncio.ensure_future(self._send_events())
@@ -373,6 +372,10 @@ class ControlServer:
         try:
             while True:
                 batch = await sub.get_batch(timeout=1.0)
+                if self._dropped:  # one line for all those dropped since the last: a flood is not a flood of lines
+                    log.warning("event stream subscribers disconnected: not reading", count=self._dropped,
+                                limit_bytes=self.limits.stream_buffer_bytes)
+                    self._dropped = 0
                 if not self._streams:
                     batch = [ev for ev in batch if ev.name != BarEvent.name]  # nobody to draw a chart from them
                 if not batch:
@@ -387,15 +390,11 @@ class ControlServer:
                 if not self._streams:
                     continue
                 data = b"".join(lines)
-                slow = 0
                 for writer in list(self._streams):
                     if writer.transport.is_closing():
                         self._streams.discard(writer)
-                    elif not self._send(writer, data):
-                        slow += 1
-                if slow:
-                    log.warning("event stream subscribers disconnected: not reading", count=slow,
-                                limit_bytes=self.limits.stream_buffer_bytes)
+                    else:
+                        self._send(writer, data)
                 await asyncio.sleep(STREAM_INTERVAL_S)
         finally:
             self.engine.bus.unsubscribe(sub)
@@ -408,6 +407,7 @@ class ControlServer:
             return True
         self._streams.discard(writer)
         writer.transport.abort()
+        self._dropped += 1
         return False
 
 
