@@ -42,6 +42,10 @@ class NoAnswer(ControlError):
     """The engine did not answer within the request timeout (stopped, or busy): it may be running."""
 
 
+class EngineGone(ControlError):
+    """Nothing answers on the socket: no engine runs there (any more)."""
+
+
 class EngineStopped(Exception):
     """The engine at the other end of the socket stopped after an error."""
 
@@ -108,7 +112,7 @@ class RemoteEngine:
             raise NoAnswer(f"the engine at {self.path} did not answer {cmd} within {self.timeout:g}s; "
                            "it may still carry it out") from None
         except (FileNotFoundError, ConnectionError, ValueError) as exc:
-            raise ControlError(f"engine at {self.path} is gone: {exc}") from None
+            raise EngineGone(f"engine at {self.path} is gone: {exc}") from None
         if not answer.get("ok"):
             raise ControlError(str(answer.get("error")))
         return answer.get("result")
@@ -258,6 +262,6 @@ async def attach(settings: Settings) -> RemoteHost:
         raise ControlError(f"no answer from the engine on {settings.socket_path} within "
                            f"{settings.control.request_timeout_s:g}s, asked {CONNECT_TRIES} times (stopped or busy?); "
                            "see `ffe ctl status`") from None
-    except (FileNotFoundError, ConnectionRefusedError, ControlError) as exc:
+    except (FileNotFoundError, ConnectionRefusedError, EngineGone) as exc:
         raise ControlError(f"no engine is running on {settings.socket_path} ({exc})") from None
     return RemoteHost(settings, engine, bus)
