@@ -104,11 +104,22 @@ class OrderPath:
         self._cancel_asked: set[str] = set()
         # Orders whose venue answer showed a fill without its price: not booked until an answer gives it.
         self._unpriced: set[str] = set()
+        # Orders whose last answer showed a fill beyond their trades (read later): client order id -> monotonic
+        # time the venue first showed it so.
+        self._behind: dict[str, float] = {}
 
     # ------------------------------------------------------------------ queries
     def unread(self) -> list[Order]:
         """The orders in flight that the last poll could not look up at the venue."""
         return [o for cid, o in self.live.items() if cid in self._unread]
+
+    def trades_behind(self) -> list[Order]:
+        """The orders in flight whose fill the venue has shown beyond their trades, for at most the venue's settle
+        window since it first did: that fill is in the venue's balances and not yet in the journal (an exchange's
+        trade history can trail its order book). Past the window, trades that still lag are not a lag."""
+        now = self.clock.monotonic()
+        return [o for cid, o in self.live.items()
+                if cid in self._behind and now - self._behind[cid] < self.venue.settle_s]
 
     def pending_entries(self) -> int:
         return sum(1 for o in self.live.values() if not o.reduce_only)
@@ -303,6 +314,10 @@ class OrderPath:
     async def _apply(self, o: Order, vo: VenueOrder) -> None:
         """Bring the journal in line with the venue's view of the order, recording any new fill."""
         self._missing.pop(o.client_order_id, None)  # found
+        if vo.trades_behind:
+            self._behind.setdefault(o.client_order_id, self.clock.monotonic())
+        else:
+            self._behind.pop(o.client_order_id, None)
         # The venue's amounts are decimals: what filled since the last answer is their difference to 12 places, as
         # the venue's trade says it (0.01382, not the float 0.013819999999999999).
         delta = round(vo.filled - o.filled, 12)
@@ -375,6 +390,7 @@ class OrderPath:
             self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
             self._cancel_asked &= set(self.live)
             self._unpriced &= set(self.live)
+            self._behind = {cid: seen for cid, seen in self._behind.items() if cid in self.live}
             for o in list(self.live.values()):
                 try:
                     if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:

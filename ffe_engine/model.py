@@ -175,6 +175,8 @@ class VenueOrder:
     ts: int | None = None
     fee_base: float = 0.0  # the part of the fee taken in the base asset, as an amount of it
     side_known: bool = True  # False: the venue's answer did not say (`side` is then a placeholder)
+    # The venue showed more filled than the order's trades cover yet: answered as far as they go, the rest read later.
+    trades_behind: bool = False
 
 
 @dataclass(slots=True)

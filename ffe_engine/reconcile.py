@@ -9,9 +9,10 @@
    (quote balance plus the positions above at ffe's last prices). A reconciliation asked to leave the cash out
    (the first after a live start, whose cash the engine then takes from the report) compares positions only.
 
-An order still in doubt (or sent and not answered, or open and not readable when the poll looked it up) after the
-poll may have traded at the venue without the journal knowing yet: its symbol's position, and the cash and equity,
-are not compared then, and the report says the balances are not settled (the engine takes no cash from them).
+An order still in doubt (or sent and not answered, or open and not readable when the poll looked it up, or shown
+filled beyond the trades the venue lists for it yet, for the venue's settle window) after the poll may have traded
+at the venue without the journal knowing yet: its symbol's position, and the cash and equity, are not compared
+then, and the report says the balances are not settled (the engine takes no cash from them).
 
 The balances are read after the orders are polled, and read again when a poll after them records a fill: a fill
 landing between the poll and the balance would otherwise show as a difference that is not one.
@@ -97,8 +98,10 @@ class Reconciler:
 
     def unsettled(self) -> list[Order]:
         """The orders whose fate at the venue is unknown (in doubt, sent and not answered yet, or open and not
-        readable at the last look): a trade of theirs may be in the venue's balances and not yet in the journal."""
-        unread = {o.client_order_id for o in self.orders.unread()}
+        readable at the last look) or whose trades trail their fill there for now: a trade of theirs may be in the
+        venue's balances and not yet in the journal."""
+        unread = {o.client_order_id for o in self.orders.unread()} | {
+            o.client_order_id for o in self.orders.trades_behind()}
         return [o for o in self.orders.live.values()
                 if o.status in (OrderStatus.IN_DOUBT, OrderStatus.NEW) or o.client_order_id in unread]
 
@@ -257,8 +260,10 @@ class Reconciler:
             return
         o = waiting[0]
         more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+        behind = {b.client_order_id for b in self.orders.trades_behind()}
         state = {OrderStatus.IN_DOUBT: "in doubt", OrderStatus.NEW: "sent and not answered yet"}.get(
-            o.status, "not readable at the venue at the last look")
+            o.status, "filled at the venue beyond the trades it lists yet" if o.client_order_id in behind
+            else "not readable at the venue at the last look")
         raise ControlError(f"nothing accepted: order {o.client_order_id}{more} is {state}; the venue's balances may "
                            "hold its trade before the journal does: accept again once it is settled (`ffe ctl orders`)")
 

@@ -337,6 +337,7 @@ class CcxtVenue:
         self._markets: dict[str, MarketInfo] = {}
         self._exchange_ids: dict[str, str] = {}  # client order id -> exchange order id, as learnt
         self._fees_left_out: set[str] = set()  # currencies fees were paid in that the books do not count
+        self._trades_behind: set[str] = set()  # orders whose trades were last seen short of their fill
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -593,11 +594,16 @@ class CcxtVenue:
             # The trades lag the order (an exchange's trade history can trail its order book): the fees of the
             # fill beyond them are not known yet. The order is answered as far as its trades go, and open, so
             # that the order path records that much and looks it up again for the rest.
-            log.warning("%s: the trades of order %s cover %.12g of its %.12g filled; the rest is read later",
-                        self.name, order.client_order_id, amount, order.filled)
+            if order.client_order_id not in self._trades_behind:  # said once per order, not at every look
+                self._trades_behind.add(order.client_order_id)
+                log.warning("%s: the trades of order %s cover %.12g of its %.12g filled; the rest is read later",
+                            self.name, order.client_order_id, amount, order.filled)
             order.filled = amount
             order.average = traded_at
             order.status = "open"
+            order.trades_behind = True
+        else:
+            self._trades_behind.discard(order.client_order_id)
         return order
 
     async def _order_trades(self, order: VenueOrder) -> list[dict[str, Any]] | None:
