@@ -9,8 +9,10 @@ at the venue until the test feeds that symbol's next candle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import threading
 
 import pytest
 
@@ -207,6 +209,52 @@ async def test_flatten_cancels_orders_closes_every_position_reduce_only_and_halt
         n_orders = db_value(db, "SELECT COUNT(*) FROM orders")
         await feed(e, candles, 40)
         assert db_value(db, "SELECT COUNT(*) FROM orders") == n_orders
+
+
+async def test_a_flatten_cut_short_as_it_stores_halted_is_either_gone_on_with_or_never_recorded(tmp_path):
+    # The process can end anywhere in a flatten: the HALTED it stores and the positions it is to close are one
+    # record, so an engine started again either closes them or finds no flatten at all, never HALTED by a flatten
+    # with its positions left open. Here the audit disk holds the first write after the halt, as a slow disk does,
+    # and the process ends there.
+    settings = make_settings(tmp_path)
+    db = settings.db_path
+    async with engine_session(settings) as running:
+        e = running.engine
+        candles = e.feed.iter_candles()
+        await feed(e, candles, 2)
+        assert (await e.operator_order(BTC, "buy", 0.01))["accepted"]
+        await feed_until(e, candles, BTC)
+        assert BTC in e.portfolio.positions
+        await e.flush()
+        disk = threading.Event()  # set: the disk answers
+        running.audit.thread.submit(disk.wait)
+        flattening = asyncio.ensure_future(e.flatten(by="test"))
+        try:
+            for _ in range(100):  # as far as the flatten gets while the disk holds (two seconds at most)
+                if db_value(db, "SELECT state FROM engine_state") == "HALTED":
+                    break
+                await asyncio.sleep(0.02)
+            flattening.cancel()  # the process ends here
+            with contextlib.suppress(asyncio.CancelledError):
+                await flattening
+        finally:
+            disk.set()
+    async with engine_session(settings) as running:
+        e = running.engine
+        if e.state is EngineState.HALTED:
+            assert e.state_reason == "flatten"
+            loop = asyncio.ensure_future(e.run())
+            try:
+                for _ in range(400):
+                    if BTC not in e.portfolio.positions:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                e.request_stop()
+                await loop
+            assert BTC not in e.portfolio.positions, "HALTED by a flatten, its position left open"
+        else:
+            assert db_value(db, "SELECT COUNT(*) FROM orders WHERE reason = 'flatten'") == 0
 
 
 # ---------------------------------------------------------------------------------------------------- pause
