@@ -1001,9 +1001,12 @@ class Engine:
         """The kill switch, under the control lock. `flattening`: the positions a flatten is about to close, stored
         with HALTED before anything else, so that an engine stopped before its closing orders goes on with them."""
         t0 = time.perf_counter()
-        await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED)
+        follow: dict[str, Any] | None = None
         if flattening is not None or self._flattening is not None:
-            await self._flatten_under_way(flattening)  # a halt ends a flatten under way; a flatten's, begins its own
+            # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
+            self._flattening = flattening
+            follow = {FLATTEN_KEY: flattening}
+        await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED, kv=follow)
         report = await self.orders.cancel_all()
         # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).

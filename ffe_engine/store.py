@@ -479,8 +479,21 @@ class Store:
         row = await cur.fetchone()
         return tuple(row) if row else None
 
-    async def set_engine_state(self, state: str, reason: str, by: str, ts: float) -> None:
-        await self._write(_SQL_STATE, (state, reason, by, ts))
+    async def set_engine_state(self, state: str, reason: str, by: str, ts: float,
+                               kv: dict[str, Any] | None = None) -> None:
+        """The trading state, with the rows buffered before it and `kv` (what must change with it, as a flatten's
+        positions to close), in one transaction: stored together or not at all."""
+        rows = [(key, _dumps(value), ts) for key, value in (kv or {}).items()]
+        async with self._writing():
+            if self.batch:
+                await self.conn.execute(_SQL_STATE, (state, reason, by, ts))
+                await self.conn.executemany(_SQL_KV, rows)
+                return
+            async with self._tx():
+                await self._write_buffers()
+                await self.conn.execute(_SQL_STATE, (state, reason, by, ts))
+                if rows:
+                    await self.conn.executemany(_SQL_KV, rows)
 
     async def put_kv(self, key: str, value: Any, ts: float) -> None:
         await self._write(_SQL_KV, (key, _dumps(value), ts))

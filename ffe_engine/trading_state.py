@@ -4,14 +4,15 @@
 - PAUSED: no new entry; exits (reduce-only) still go out, so a position can always be closed.
 - HALTED: nothing is sent except the closing orders of a flatten.
 
-`set` changes the state in memory first (from then on no new order passes), then stores it durably, then publishes
-the `engine_state` event, all before it returns: the kill switch relies on HALTED being recorded when halt returns.
+`set` changes the state in memory first (from then on no new order passes), then stores it durably (with what must
+change with it, in one transaction), then publishes the `engine_state` event, all before it returns: the kill switch
+relies on HALTED being recorded when halt returns, and nothing announces a state that a crash would take back.
 The gatekeeper's ENGINE_STATE gate and the order path's re-check just before a send both ask `allows`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 
 from . import logs
@@ -49,13 +50,18 @@ class TradingState:
         self.state = state
         self.reason = reason
 
-    async def set(self, new: EngineState, reason: str, by: str, force: bool = False) -> None:
+    async def set(self, new: EngineState, reason: str, by: str, force: bool = False,
+                  kv: dict[str, Any] | None = None) -> None:
+        """`kv`: what is stored in the same transaction as the state (a flatten's positions to close), or on its
+        own when the state does not change."""
         prev = self.state
         if prev is new and not force:
+            if kv:
+                await self.store.put_kvs(kv, self.clock.wall())
             return
         self.state = new  # in memory first: from here on no new order passes the gates
         self.reason = reason
-        await self.store.set_engine_state(new.value, reason, by, self.clock.wall())
+        await self.store.set_engine_state(new.value, reason, by, self.clock.wall(), kv=kv)
         self.bus.publish(EngineStateChanged(state=new.value, previous=prev.value, reason=reason, by=by))
         log.info("engine state", state=new.value, previous=prev.value, reason=reason, by=by)
 
