@@ -9,6 +9,7 @@ and a second SQLite connection holding the database's write lock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
@@ -23,10 +24,12 @@ import pytest
 
 from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_cmd, ffe_env, run_ffe,
                       starter_config)
+from receiver import Receiver
 
 
-def run_limited(cwd: Path, *args: str, fsize: int, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`ffe ARGS` with no file allowed to grow past `fsize` bytes (writes past it fail with EFBIG)."""
+def run_limited(cwd: Path, *args: str, fsize: int, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess:
+    """`ffe ARGS` with no file allowed to grow past `fsize` bytes (writes past it fail with EFBIG); `extra`: more
+    environment."""
 
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
@@ -35,7 +38,7 @@ def run_limited(cwd: Path, *args: str, fsize: int, timeout: float = 120) -> subp
     starter_config(cwd)
     # Not measured by coverage: its own data file could not be written past the limit either, and its error
     # would be taken for the engine's.
-    env = {k: v for k, v in ffe_env().items() if not k.startswith("COVERAGE_")}
+    env = {k: v for k, v in ffe_env(**extra).items() if not k.startswith("COVERAGE_")}
     return subprocess.run(ffe_cmd(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, preexec_fn=limit)
 
@@ -106,6 +109,22 @@ def test_a_disk_that_fills_while_trading_stops_the_engine_halted_with_one_line(t
     assert_trail_holds_the_database(tmp_path)
     doctor = run_ffe(tmp_path, "doctor")
     assert doctor.returncode == 0, doctor.stderr
+
+
+async def test_a_disk_that_fills_pages_the_operator_though_nothing_can_be_recorded(tmp_path):
+    # The alerts' outbox is in the database the disk no longer takes: the page is sent at once instead, on the way
+    # out. Without it the operator hears nothing until someone looks.
+    hook = await Receiver().start()
+    try:
+        proc = await asyncio.to_thread(run_limited, tmp_path, "run", "--headless", fsize=300_000,
+                                       FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook")
+        line = the_error_line(proc)
+        pages = [r.body for r in hook.delivered if r.body.get("kind") == "RECORDS_UNWRITABLE"]
+        assert len(pages) == 1, [r.body for r in hook.delivered]
+        assert pages[0]["severity"] == "page" and "HALTED" in pages[0]["text"], pages
+        assert line.removeprefix("ffe: error: ") in pages[0]["text"], (line, pages)
+    finally:
+        await hook.stop()
 
 
 def test_a_disk_already_full_at_start_stops_before_the_engine_starts(traded, tmp_path):
