@@ -319,6 +319,27 @@ class Notifier:
             raise
         return tried
 
+    async def send_now(self, alert: Alert) -> None:
+        """Send past the outbox, one try per channel, for when nothing can be recorded (the outbox is in the
+        database): the alert leaves now or not at all."""
+        if not self.channels or _RANK[alert.severity] > _RANK[self.cfg.min_severity]:
+            return
+        text = self._redact(alert.text) if self._redact is not None else alert.text
+        row = {"key": alert.key, "kind": alert.kind, "severity": alert.severity, "text": text,
+               "created_ts": self._wall()}
+        session = self._session if self._session is not None else new_session()
+        try:
+            for channel in self.channels:
+                try:
+                    await channel.send(session, row, self.cfg.timeout_s)
+                except DeliveryFailed as exc:
+                    log.warning("alert not delivered", channel=channel.name, kind=alert.kind, error=str(exc))
+                else:
+                    self.status[channel.name].sent += 1
+        finally:
+            if session is not self._session:
+                await session.close()
+
     def status_dict(self) -> dict[str, dict[str, Any]]:
         return {name: st.as_dict() for name, st in self.status.items()}
 

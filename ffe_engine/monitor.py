@@ -23,7 +23,7 @@ from . import logs
 from .alerts import ALERTING, Alert, Notifier
 from .channels import DeliveryFailed, channels_from, new_session, ping
 from .config import Settings
-from .errors import StartError
+from .errors import StartError, StorageError
 from .health import HEALTHY, assess, data_stale_after
 from .httpd import HttpServer, Response
 from .metrics import COUNTED, EngineMetrics
@@ -202,5 +202,10 @@ class Monitor:
         if self._server is not None:
             await self._server.close()
             self._server = None
+        failure = self.engine.crashed
+        if isinstance(failure, StorageError):  # no event could say it: the operator is told on the way out
+            await self.notifier.send_now(Alert(
+                "RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page",
+                f"ffe HALTED and stopped: {failure}. Nothing trades until it is started again."))
         await self.notifier.close()
 
