@@ -4,7 +4,10 @@ Found by the live chaos soak. Real `ffe run --headless --live` against the fake 
 
 from __future__ import annotations
 
-from live_helpers import fx, live_config, live_env, processes, rows, run_ffe_async, write_config  # noqa: F401
+import signal
+
+from live_helpers import (AsyncFfe, fx, live_config, live_env, processes, rows, run_ffe_async, wait_for,  # noqa: F401
+                          write_config)
 
 
 async def test_a_venue_failure_during_the_start_is_one_line_and_exit_1(tmp_path, fx):  # noqa: F811
@@ -19,3 +22,23 @@ async def test_a_venue_failure_during_the_start_is_one_line_and_exit_1(tmp_path,
     assert "engine started" not in p.stderr
     assert not fx.requests_to("POST /api/v3/order")
     assert rows(tmp_path / "data" / "ffe.db", "SELECT COUNT(*) FROM orders") == [(0,)]
+
+
+async def test_a_stop_signal_during_the_start_check_stops_in_order(tmp_path, fx):  # noqa: F811
+    # `systemctl stop` while the start check waits on an exchange that does not answer: the start is given up in
+    # order (one line saying so, exit 0, nothing sent), never the signal's default death with nothing said.
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    fx.fault("GET /api/v3/account", "hang", seconds=30, times=50)  # the start check's balance read never answers
+    p = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx))
+    try:
+        await wait_for(lambda: fx.requests_to("GET /api/v3/account") or not p.alive(), timeout=60,
+                       what="the start check asking for the balance")
+        assert p.alive(), p.stderr
+        p.proc.send_signal(signal.SIGTERM)
+        assert await p.wait(timeout=30) == 0, p.stderr[-3000:]
+    finally:
+        await p.kill()
+    assert "Traceback" not in p.stderr and "Unclosed" not in p.stderr, p.stderr[-3000:]
+    assert "start stopped by SIGTERM before the engine started: nothing was sent" in p.stderr, p.stderr[-3000:]
+    assert "engine started" not in p.stderr
+    assert not fx.requests_to("POST /api/v3/order")
