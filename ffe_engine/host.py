@@ -317,5 +317,44 @@ class EngineHost:
 
 
 async def run_headless(settings: Settings, *, live: bool, max_bars: int | None) -> int:
-    host = await EngineHost.open(settings, live=live, max_bars=max_bars, headless=True)
+    """A live start can wait a while on its exchange (the start check's retries): a stop signal meanwhile gives the
+    start up in order, and SIGUSR1 halts the engine as soon as it has started, before it trades."""
+    opening = asyncio.ensure_future(EngineHost.open(settings, live=live, max_bars=max_bars, headless=True))
+    stopped_by: list[str] = []
+    halt_asked: list[bool] = []
+
+    def started() -> EngineHost | None:
+        return opening.result() if opening.done() and not opening.cancelled() and not opening.exception() else None
+
+    def stop(name: str) -> None:  # until the host's own handlers replace these, in host.run
+        stopped_by.append(name)
+        host = started()
+        if host is not None:
+            host.engine.request_stop()
+        else:
+            opening.cancel()
+
+    def halt() -> None:
+        host = started()
+        if host is not None:
+            host.halt_by_signal()
+        else:
+            halt_asked.append(True)
+
+    signals = install_signals(stop, halt)
+    try:
+        host = await opening
+    except asyncio.CancelledError:
+        remove_signals(signals)
+        if not stopped_by:
+            raise
+        log.warning("stopped while starting: nothing was sent", signal=stopped_by[0])
+        return 0
+    except BaseException:
+        remove_signals(signals)
+        raise
+    if halt_asked:
+        host.halt_by_signal()
+    if stopped_by:
+        host.engine.request_stop()
     return await host.run()

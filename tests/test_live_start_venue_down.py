@@ -4,6 +4,7 @@ Found by the live chaos soak. Real `ffe run --headless --live` against the fake 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 
 from live_helpers import (AsyncFfe, fx, live_config, live_env, processes, rows, run_ffe_async, wait_for,  # noqa: F401
@@ -39,6 +40,28 @@ async def test_a_stop_signal_during_the_start_check_stops_in_order(tmp_path, fx)
     finally:
         await p.kill()
     assert "Traceback" not in p.stderr and "Unclosed" not in p.stderr, p.stderr[-3000:]
-    assert "start stopped by SIGTERM before the engine started: nothing was sent" in p.stderr, p.stderr[-3000:]
+    [said] = [line for line in p.stderr.splitlines() if "stopped while starting" in line]
+    assert "nothing was sent" in said and "SIGTERM" in said, said
     assert "engine started" not in p.stderr
+    assert not fx.requests_to("POST /api/v3/order")
+
+
+async def test_the_kill_switch_signal_during_the_start_check_halts_before_any_trade(tmp_path, fx):  # noqa: F811
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    fx.fault("GET /api/v3/account", "hang", seconds=30, times=50)
+    p = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx))
+    try:
+        await wait_for(lambda: fx.requests_to("GET /api/v3/account") or not p.alive(), timeout=60,
+                       what="the start check asking for the balance")
+        p.proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(0.2)  # the signal taken while the start still waits
+        fx.clear_faults("GET /api/v3/account")  # the exchange answers the next try
+        db = tmp_path / "data" / "ffe.db"
+        await wait_for(lambda: db.exists() and rows(db, "SELECT state, reason, by FROM engine_state") == [
+            ("HALTED", "SIGUSR1", "signal")], timeout=60, what="HALTED by the signal")
+        assert p.alive(), p.stderr[-3000:]
+        p.proc.send_signal(signal.SIGTERM)
+        assert await p.wait(timeout=30) == 0, p.stderr[-3000:]
+    finally:
+        await p.kill()
     assert not fx.requests_to("POST /api/v3/order")
