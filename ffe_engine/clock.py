@@ -153,3 +153,8 @@ class ManualClock(SimClock):
             raise ValueError("a clock does not go back")
         self._wall += seconds
         self._mono += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        """The system clock set (an NTP step, a `date` by hand), either way: wall time jumps, elapsed time does
+        not."""
+        self._wall += seconds

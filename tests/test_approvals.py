@@ -135,6 +135,27 @@ async def test_an_approval_approved_after_it_expired_is_never_executed(tmp_path,
     assert await p.rows("SELECT count(*) FROM orders") == [(0,)]
 
 
+async def test_an_approval_s_time_to_live_is_not_stretched_or_cut_by_the_system_clock_being_set(tmp_path, pipelines):
+    # The system clock set back an hour (or forward a day) while an approval waits: its time to live is elapsed time,
+    # so it neither waits an hour more (its pending entry holding a place among the open positions meanwhile) nor
+    # expires at once.
+    clock = ManualClock()
+    p = await pipelines(manual(tmp_path, ttl=120.0), script={BTC: (BUY, 0.8), ETH: (BUY, 0.8)}, clock=clock)
+    await p.bars(1)
+    back, ahead = await approvals(p, "pending")
+    clock.step_wall(-3600.0)
+    assert [round(a["expires_in"]) for a in p.engine.approvals.summary()] == [120, 120]
+    clock.forward(60.0)
+    clock.step_wall(2 * 86_400.0)
+    await p.engine.approvals.expire()
+    assert [round(a["expires_in"]) for a in p.engine.approvals.summary()] == [60, 60]
+    assert (await p.engine.approve(ahead["approval_id"]))["accepted"]
+    clock.forward(60.0)
+    await p.engine.approvals.expire()
+    [a] = [a for a in await approvals(p) if a["approval_id"] == back["approval_id"]]
+    assert (a["status"], a["by"]) == ("expired", "ttl")
+
+
 async def test_a_running_engine_expires_an_unanswered_approval_by_itself(tmp_path):
     s = manual(tmp_path, ttl=120.0, engine={"order_poll_s": 0.05})
     clock = ManualClock(paced=True)
