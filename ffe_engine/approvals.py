@@ -6,7 +6,9 @@ gates again on that, against the state at that moment, and then uses the single 
 already moved past the stop-loss or the take-profit the trade was proposed with, the approval is refused with that
 reason: the trade it described no longer exists. Rejecting and expiring are recorded with who or what ended the
 approval; a halt (kill switch or flatten) rejects every pending approval. An approval past its time to live is
-never executed. Times are the clock's wall time (stored with the approval, so they survive a restart).
+never executed. The time to live is elapsed time (the clock's monotonic time), so the system clock being set
+neither stretches nor cuts it; the wall times stored with the approval carry it across a restart, where what is
+left of it is taken from them, never more than the time to live.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class ApprovalDesk:
         self.new_id = new_id
         self.size = size
         self.pending: dict[str, dict[str, Any]] = {}  # approval id -> approval row
+        self._deadline: dict[str, float] = {}  # approval id -> when it expires, on the clock's monotonic time
 
     async def restore(self, *, mode: bool) -> Override | None:
         """Pending approvals as they were stored, and, with `mode`, the approval mode: the safer of the configured
@@ -64,9 +67,16 @@ class ApprovalDesk:
         override = None
         if mode:
             self.mode, override = approval_mode(self.mode, await self.store.get_kv("approval_mode"))
+        now = self.clock.wall()
         for row in await self.store.approvals("pending"):
             self.pending[row["approval_id"]] = row
+            left = min(max(row["expires_ts"] - now, 0.0), self.ttl_s)
+            self._deadline[row["approval_id"]] = self.clock.monotonic() + left
         return override
+
+    def _left(self, approval_id: str) -> float:
+        """Seconds until the approval expires (0 or less: it has)."""
+        return self._deadline[approval_id] - self.clock.monotonic()
 
     def waiting_for(self, symbol: str) -> bool:
         return any(a["symbol"] == symbol for a in self.pending.values())
@@ -82,6 +92,7 @@ class ApprovalDesk:
             "status": "pending", "by": None, "ended_ts": None, "intent": intent.as_dict(), "gates": gates}
         await self.store.save_approval(row)
         self.pending[aid] = row
+        self._deadline[aid] = self.clock.monotonic() + self.ttl_s
         d.approval_id = aid
         d.outcome = "pending_approval"
         self.bus.publish(ApprovalEvent(approval_id=aid, decision_id=d.decision_id, outcome="pending", by="engine",
@@ -92,6 +103,7 @@ class ApprovalDesk:
                    client_order_id: str | None = None) -> None:
         row.update(status=outcome, by=by, ended_ts=self.clock.wall(), client_order_id=client_order_id)
         self.pending.pop(row["approval_id"], None)
+        self._deadline.pop(row["approval_id"], None)
         await self.store.save_approval(row)
         self.bus.publish(ApprovalEvent(approval_id=row["approval_id"], decision_id=row["decision_id"],
                                        outcome=outcome, by=by, symbol=row["symbol"], side=row["side"],
@@ -99,9 +111,8 @@ class ApprovalDesk:
                                        reason=reason, gates=row["gates"]))
 
     async def expire(self) -> None:
-        now = self.clock.wall()
         for row in list(self.pending.values()):
-            if now >= row["expires_ts"]:
+            if self._left(row["approval_id"]) <= 0:
                 await self._end(row, "expired", "ttl", f"not approved within {self.ttl_s:g}s")
 
     def _row(self, approval_id: str) -> dict[str, Any]:
@@ -112,7 +123,7 @@ class ApprovalDesk:
 
     async def approve(self, approval_id: str, by: str) -> dict[str, Any]:
         row = self._row(approval_id)
-        if self.clock.wall() >= row["expires_ts"]:
+        if self._left(approval_id) <= 0:
             await self._end(row, "expired", "ttl", "expired before approval")
             raise ControlError(f"approval {approval_id} expired")
         proposed = OrderIntent.from_dict(row["intent"])
@@ -171,7 +182,6 @@ class ApprovalDesk:
 
     def summary(self) -> list[dict[str, Any]]:
         """The pending approvals as the console shows them."""
-        now = self.clock.wall()
         out = []
         for a in self.pending.values():
             last = self.portfolio.last_price.get(a["symbol"])
@@ -179,5 +189,5 @@ class ApprovalDesk:
             out.append({"approval_id": a["approval_id"], "symbol": a["symbol"], "side": a["side"],
                         "quantity": a["quantity"], "price": a["price"], "last": last,
                         "move_pct": None if move is None else round(move, 4),
-                        "expires_in": max(0.0, a["expires_ts"] - now), "decision_id": a["decision_id"]})
+                        "expires_in": max(0.0, self._left(a["approval_id"])), "decision_id": a["decision_id"]})
         return out
