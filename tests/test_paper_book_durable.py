@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import db_rows, db_value, engine_session, make_settings
+from conftest import db_rows, db_value, engine_session, ffe_env, make_settings, run_ffe
 
 BTC = "BTC/USDT"
 
@@ -39,3 +39,23 @@ async def test_an_accepted_order_is_in_the_stored_paper_book_as_soon_as_the_jour
         await again.engine.run()
     rows = db_rows(copy, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,))
     assert rows == [("filled", "")], rows
+
+
+def test_a_restart_after_more_orders_than_the_saved_book_keeps_gives_new_exchange_ids_and_doctor_passes(tmp_path):
+    # One trend provider, loose risk limits and near stops: a short simulated run places a few hundred orders.
+    env = ffe_env(FFE_ENSEMBLE__PROVIDERS='["trend"]', FFE_ENSEMBLE__MIN_VOTES=1, FFE_RISK__MIN_CONFIDENCE=0,
+                  FFE_RISK__TAKE_PROFIT_ATR=0.05, FFE_RISK__STOP_LOSS_ATR=0.05, FFE_RISK__MAX_DAILY_TRADES=1_000_000,
+                  FFE_RISK__MAX_ORDERS_PER_MINUTE=1_000_000, FFE_RISK__MAX_CORRELATION=1, FFE_RISK__MAX_VAR_PCT=100,
+                  FFE_RISK__MAX_DRAWDOWN_PCT=100, FFE_RISK__DAILY_LOSS_LIMIT_PCT=100)
+    db = tmp_path / "data" / "ffe.db"
+    first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "300", env=env)
+    assert first.returncode == 0, first.stderr
+    before = db_value(db, "SELECT COUNT(*) FROM orders")
+    assert before > 200, before  # past the 200 final orders the stored paper book keeps
+    second = run_ffe(tmp_path, "run", "--headless", "--max-bars", "150", env=env)
+    assert second.returncode == 0, second.stderr
+    assert db_value(db, "SELECT COUNT(*) FROM orders") > before  # the restarted engine placed orders
+    ids = [row[0] for row in db_rows(db, "SELECT exchange_id FROM orders WHERE exchange_id IS NOT NULL")]
+    assert len(set(ids)) == len(ids), sorted(i for i in set(ids) if ids.count(i) > 1)[:5]
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stderr

@@ -153,3 +153,38 @@ async def test_state_goes_through_json_and_load_restores_the_book_and_the_open_o
     await x.cancel_order("b3", BTC)
     assert x.reserved["USDT"] == pytest.approx(0.0)
     assert x.balances == pytest.approx(w.balances)
+
+
+def restored(v: PaperVenue, drop: tuple[str, ...] = ()) -> PaperVenue:
+    """A new venue loaded from v's saved book (through JSON, as the database holds it), less the keys in `drop`."""
+    saved = {k: val for k, val in json.loads(json.dumps(v.state())).items() if k not in drop}
+    w = PaperVenue([BTC, ETH], starting_cash=1.0, quote="USDT", fee_bps=10.0, slippage_bps=5.0,
+                   min_notional=10.0, amount_step=0.001)
+    w.load(saved)
+    return w
+
+
+async def place_and_cancel(v: PaperVenue, prefix: str, count: int) -> list[str]:
+    """`count` orders accepted and cancelled (each a final order of the book); their exchange ids."""
+    ids = []
+    for i in range(count):
+        ids.append((await v.create_order(req(f"{prefix}{i}", Side.BUY, 1.0))).exchange_id)
+        await v.cancel_order(f"{prefix}{i}", BTC)
+    return ids
+
+
+async def test_exchange_ids_stay_unique_across_restarts_past_the_orders_the_saved_book_keeps():
+    v = venue()
+    given = await place_and_cancel(v, "a", 250)  # more than the 200 final orders a saved book keeps
+    w = restored(v)
+    given += await place_and_cancel(w, "b", 30)
+    given += await place_and_cancel(restored(w), "c", 30)
+    assert len(set(given)) == len(given), sorted(i for i in set(given) if given.count(i) > 1)
+
+
+async def test_a_book_saved_without_the_id_counter_continues_after_the_highest_exchange_id_it_holds():
+    v = venue()
+    given = await place_and_cancel(v, "a", 250)
+    w = restored(v, drop=("exchange_id_seq",))
+    new = await place_and_cancel(w, "b", 3)
+    assert new == ["P251", "P252", "P253"], (given[-1], new)
