@@ -10,6 +10,7 @@ Its book is JSON-serialisable (`state()` / `load()`) so a paper account survives
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..model import Candle, MarketInfo, OrderRequest, Side, VenueOrder, floor_to_step
@@ -41,6 +42,9 @@ class PaperVenue:
         self.open_ids: list[str] = []
         self._reservations: dict[str, tuple[str, float]] = {}  # client order id -> (asset, amount reserved)
         self.last: dict[str, float] = {}
+        # The number of the last exchange id given (P1, P2, ...): saved with the book, which keeps only the recent
+        # final orders, so that a restart never gives an id again.
+        self.exchange_id_seq = 0
         self.now_ms = 0
         self.dirty = False
 
@@ -109,8 +113,9 @@ class PaperVenue:
         if need > free + 1e-9:
             raise VenueError(f"insufficient {asset} balance: need {need:.8g}, free {free:.8g}")
         self.reserved[asset] = self.reserved.get(asset, 0.0) + need
+        self.exchange_id_seq += 1
         o = VenueOrder(client_order_id=req.client_order_id, symbol=req.symbol, side=req.side, quantity=qty,
-                       status="open", type=req.type, price=req.price, exchange_id=f"P{len(self.orders) + 1}",
+                       status="open", type=req.type, price=req.price, exchange_id=f"P{self.exchange_id_seq}",
                        ts=self.now_ms)
         self.orders[o.client_order_id] = o
         self.open_ids.append(o.client_order_id)
@@ -173,6 +178,7 @@ class PaperVenue:
             "reserved": self.reserved,
             "reservations": {k: list(v) for k, v in self._reservations.items()},
             "last": self.last,
+            "exchange_id_seq": self.exchange_id_seq,
             # open orders, and the most recent final ones so a lookup by client order id still answers
             "orders": [_order_dict(o) for o in list(self.orders.values())[-200:] if o.status != "open"]
             + [_order_dict(self.orders[c]) for c in self.open_ids],
@@ -190,6 +196,15 @@ class PaperVenue:
             self.orders[o.client_order_id] = o
             if o.status == "open":
                 self.open_ids.append(o.client_order_id)
+        # A book saved before the counter was: continue after the highest id it holds. The counter never goes back.
+        held = [_exchange_id_number(o.exchange_id) for o in self.orders.values()]
+        self.exchange_id_seq = max([self.exchange_id_seq, int(state.get("exchange_id_seq", 0)), *held])
+
+
+def _exchange_id_number(exchange_id: str | None) -> int:
+    """17 for "P17"; 0 for anything else."""
+    match = re.fullmatch(r"P([0-9]+)", exchange_id or "")
+    return int(match.group(1)) if match else 0
 
 
 def _copy(o: VenueOrder) -> VenueOrder:
