@@ -1,0 +1,81 @@
+"""Values that read well one by one but could never work are refused at load, by `ffe config check` and by the
+start alike: one line naming the source (file:line, or the variable) and the key, exit 2, nothing started. A symbol
+quoted in another currency than the account's (`venue.quote`), an alert URL that is not an http(s) URL with a host
+(without ever showing it: it is a secret), a `monitor.host` that is neither a host name nor an IP address."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ffe_env, ffe_in_process, run_ffe
+
+# (id, config.toml, .env, environment, what the line starts with after "ffe: error: ", what it also says, secret)
+REFUSED = [
+    ("a symbol in another quote", '[venue]\nquote = "USDT"\n\n[engine]\nsymbols = ["BTC/USDT", "ETH/EUR"]\n', "", {},
+     "config.toml:5: engine.symbols[1]: ", "venue.quote", None),
+    ("the quote of no symbol", '[venue]\nquote = "EUR"\n', "", {},
+     "config.toml:2: venue.quote: ", "engine.symbols[0]", None),
+    ("symbols from the environment", "", "", {"FFE_ENGINE__SYMBOLS": "BTC/USDT,ETH/BTC"},
+     "environment: FFE_ENGINE__SYMBOLS: engine.symbols[1]: ", "venue.quote", None),
+    ("a webhook url with spaces", "", "FFE_ALERTS__WEBHOOK_URL=not a url\n", {},
+     ".env:1: FFE_ALERTS__WEBHOOK_URL: ", "http", "not a url"),
+    ("an ftp slack url", "", "", {"FFE_ALERTS__SLACK_URL": "ftp://hooks.example.com/x"},
+     "environment: FFE_ALERTS__SLACK_URL: ", "http", "ftp://hooks.example.com/x"),
+    ("a bare word discord url", "", "# alerts\nFFE_ALERTS__DISCORD_URL=discordhook\n", {},
+     ".env:2: FFE_ALERTS__DISCORD_URL: ", "http", "discordhook"),
+    ("a heartbeat url with no host", "", "FFE_ALERTS__HEARTBEAT_URL=https:///ping/abc\n", {},
+     ".env:1: FFE_ALERTS__HEARTBEAT_URL: ", "http", "https:///ping/abc"),
+    ("a telegram api with no host", '[alerts]\ntelegram_api = "http://:443/"\n', "", {},
+     "config.toml:2: alerts.telegram_api: ", "http", None),
+    ("a host with spaces", '[monitor]\nhost = "not a host"\n', "", {},
+     "config.toml:2: monitor.host: ", "host name or an IP address", None),
+    ("a host that is an URL", '[monitor]\nenabled = true\nhost = "http://127.0.0.1"\n', "", {},
+     "config.toml:3: monitor.host: ", "host name or an IP address", None),
+    ("an IP address out of range", "", "", {"FFE_MONITOR__HOST": "300.1.2.3"},
+     "environment: FFE_MONITOR__HOST: ", "host name or an IP address", None),
+]
+
+
+@pytest.mark.parametrize("config, dotenv, environ, starts, says, secret", [case[1:] for case in REFUSED],
+                         ids=[case[0] for case in REFUSED])
+def test_a_value_that_cannot_work_is_refused_by_check_and_by_the_start(tmp_path, config, dotenv, environ, starts,
+                                                                       says, secret):
+    (tmp_path / "config.toml").write_text(config)
+    if dotenv:
+        (tmp_path / ".env").write_text(dotenv)
+    env = ffe_env(**environ)
+    ffe = run_ffe if config == REFUSED[0][1] else ffe_in_process  # the first as a real process
+    for command in (("config", "check"), ("run", "--headless", "--max-bars", "3")):
+        proc = ffe(tmp_path, *command, env=env)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+        where = line.removeprefix("ffe: error: ")
+        if where.startswith(str(tmp_path)):
+            where = where[len(str(tmp_path)) + 1:]
+        assert where.startswith(starts) and says in where, line
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+        if secret is not None:
+            assert secret not in proc.stderr, line
+        assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()
+
+
+ACCEPTED = [
+    ('[venue]\nquote = "EUR"\n\n[engine]\nsymbols = ["BTC/EUR", "ETH/EUR"]\n', {}),
+    ("", {"FFE_ALERTS__WEBHOOK_URL": "https://hooks.example.com/services/T0/B0?x=1",
+          "FFE_ALERTS__HEARTBEAT_URL": "http://127.0.0.1:8080/ping", "FFE_ALERTS__SLACK_URL": "https://[::1]:8443/s",
+          "FFE_ALERTS__DISCORD_URL": "https://discord.com/api/webhooks/1/abc"}),
+    ('[monitor]\nhost = "localhost"\n', {}),
+    ('[monitor]\nhost = "0.0.0.0"\n', {}),
+    ('[monitor]\nhost = "::1"\n', {}),
+    ('[monitor]\nhost = "monitor-1.internal.example.com"\n', {}),
+]
+
+
+@pytest.mark.parametrize("config, environ", ACCEPTED, ids=["symbols in the account's quote", "http(s) urls",
+                                                           "localhost", "any IPv4", "IPv6 loopback", "a host name"])
+def test_values_that_can_work_pass_the_check(tmp_path: Path, config, environ):
+    (tmp_path / "config.toml").write_text(config)
+    proc = ffe_in_process(tmp_path, "config", "check", env=ffe_env(**environ))
+    assert proc.returncode == 0, proc.stderr
