@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import io
+import ipaddress
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
 
@@ -116,10 +118,46 @@ def _path(value: str) -> str:
     return value
 
 
+def _is_http_url(value: str) -> bool:
+    if not _HTTP_URL_RE.fullmatch(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # a port that is no number from 0 to 65535 raises
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
 def _http_url(value: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    if not _is_http_url(value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
     return value
+
+
+def _secret_url(value: SecretStr | None) -> SecretStr | None:
+    # A webhook's URL carries its credential: the message must not quote it.
+    if value is not None and not _is_http_url(value.get_secret_value()):
+        raise ValueError("must be an http:// or https:// URL with a host (the value is a secret: not shown)")
+    return value
+
+
+def _host(value: str) -> str:
+    if not _is_host(value):
+        raise ValueError(f"{value!r} is not a host name or an IP address")
+    return value
+
+
+def _is_host(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    name = value.removesuffix(".")
+    labels = name.split(".")
+    # An all-digit last label is no name: 300.1.2.3 is a mistyped address, not a host to look up.
+    return len(name) <= 253 and all(_HOST_LABEL_RE.fullmatch(label) for label in labels) and not labels[-1].isdigit()
 
 
 def _empty_secret_is_unset(value: Any) -> Any:
@@ -141,11 +179,14 @@ def _secret_is_clean(value: SecretStr | None) -> SecretStr | None:
 
 _SYMBOL_RE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*/[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*(?::[A-Za-z0-9]+)?")
 _TIMEFRAME_RE = re.compile(r"[1-9][0-9]*[mhd]")
+_HTTP_URL_RE = re.compile(r"https?://[^\s/]+(/\S*)?")
+_HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TIMEFRAME_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_TIMEFRAME_MS = 7 * 86_400_000
 
 Symbol = Annotated[str, AfterValidator(_symbol)]
 Secret = Annotated[Union[SecretStr, None], BeforeValidator(_empty_secret_is_unset), AfterValidator(_secret_is_clean)]
+SecretUrl = Annotated[Secret, AfterValidator(_secret_url)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 FilePath = Annotated[str, Field(min_length=1), AfterValidator(_path)]
 # Every number has a lower and an upper bound (documented in config.toml): a value past them would overflow, grow
@@ -343,7 +384,7 @@ class TuiSettings(_Section):
 
 class MonitorSettings(_Section):
     enabled: bool = True  # the HTTP endpoint (/health, /metrics); health and alerts work without it
-    host: NonEmptyStr = "127.0.0.1"
+    host: Annotated[str, AfterValidator(_host)] = "127.0.0.1"  # a host name or an IP address
     port: int = Field(9310, ge=0, le=65535)  # 0: any free port (the address is shown in the console's status)
     token: Secret = None  # bearer token; required to bind anywhere but loopback (FFE_MONITOR__TOKEN)
     loop_stale_s: Seconds = 30.0  # no completed loop turn for this long: the engine is down
@@ -354,13 +395,14 @@ class MonitorSettings(_Section):
 
 class AlertSettings(_Section):
     # Channels: each is on when its URL or token is set, from .env or the environment only (they are secrets).
-    webhook_url: Secret = None  # generic JSON webhook (FFE_ALERTS__WEBHOOK_URL)
-    slack_url: Secret = None  # Slack-compatible incoming webhook (FFE_ALERTS__SLACK_URL)
-    discord_url: Secret = None  # Discord webhook (FFE_ALERTS__DISCORD_URL)
+    # The URLs are http(s) URLs with a host.
+    webhook_url: SecretUrl = None  # generic JSON webhook (FFE_ALERTS__WEBHOOK_URL)
+    slack_url: SecretUrl = None  # Slack-compatible incoming webhook (FFE_ALERTS__SLACK_URL)
+    discord_url: SecretUrl = None  # Discord webhook (FFE_ALERTS__DISCORD_URL)
     telegram_token: Secret = None  # Telegram bot token (FFE_ALERTS__TELEGRAM_TOKEN)
     telegram_chat_id: str = Field("", validate_default=True)  # the chat the bot writes to
     telegram_api: Annotated[str, AfterValidator(_http_url)] = "https://api.telegram.org"
-    heartbeat_url: Secret = None  # dead man's switch, pinged while the loop is alive (FFE_ALERTS__HEARTBEAT_URL)
+    heartbeat_url: SecretUrl = None  # dead man's switch, pinged while the loop is alive (FFE_ALERTS__HEARTBEAT_URL)
     heartbeat_s: Seconds = 60.0
     min_severity: Literal["page", "warn", "info"] = "info"  # alerts below this are not sent
     window_s: Seconds = 300.0  # per alert key: one message, then a summary of the repeats at the window's end
@@ -920,6 +962,7 @@ def load_settings(
     except ValidationError as exc:
         _raise_first(_validation_problems(exc, origins), secrets)
         raise  # pragma: no cover - a ValidationError always has at least one error
+    _raise_first(_quote_problems(settings, origins), secrets)
     settings._origins = origins
     settings._source_files = [layer.file for layer in layers if layer.file is not None]
     settings._sources = [layer.label for layer in layers]
@@ -994,6 +1037,33 @@ def _merge_layers(layers: list[_Layer]) -> tuple[dict[str, Any], dict[Path_, Ori
                 del origins[key]
         origins.update(layer.origins)
     return merged, origins
+
+
+def _symbol_quote(symbol: str) -> str:
+    """'USDT' for 'BTC/USDT', and for 'BTC/USDT:USDT' (a settlement currency after the colon)."""
+    return symbol.partition("/")[2].partition(":")[0]
+
+
+def _quote_problems(settings: Settings, origins: Mapping[Path_, Origin]) -> list[Problem]:
+    """Every symbol is quoted in the account's currency: the books keep their cash in venue.quote alone, and an order
+    in another currency would find no funds to pay with. The key named is the one that was set: the symbol, or
+    venue.quote when the symbols are the defaults."""
+    quote = settings.venue.quote
+    problems: list[Problem] = []
+    for index, symbol in enumerate(settings.engine.symbols):
+        symbol_quote = _symbol_quote(symbol)
+        if symbol_quote == quote:
+            continue
+        loc: tuple[Any, ...] = ("engine", "symbols", index)
+        origin = _origin_for(loc, origins)
+        problem = f"{symbol!r} is quoted in {symbol_quote}, not in the account's quote currency {quote} (venue.quote)"
+        if origin is None:
+            loc, origin = ("venue", "quote"), _origin_for(("venue", "quote"), origins)
+            problem = (f"{quote!r} is not the quote currency of engine.symbols[{index}] {symbol!r}: every symbol "
+                       f"is quoted in venue.quote")
+        rank = origin.rank if origin else (3, 0)
+        problems.append(((*rank, index), _format(origin, loc, problem), origin, _dotted(loc)))
+    return problems
 
 
 def _validation_problems(exc: ValidationError, origins: Mapping[Path_, Origin]) -> list[Problem]:

@@ -95,10 +95,10 @@ def test_dotenv_is_found_next_to_the_config_file_not_in_the_working_directory(tm
     conf_dir = tmp_path / "conf"
     conf_dir.mkdir()
     config = write(conf_dir / "config.toml", "")
-    write(conf_dir / ".env", "FFE_VENUE__QUOTE=USD\n")
-    write(tmp_path / ".env", "FFE_VENUE__QUOTE=EUR\n")
+    write(conf_dir / ".env", "FFE_MARKET__SEED=1\n")
+    write(tmp_path / ".env", "FFE_MARKET__SEED=2\n")
     monkeypatch.chdir(tmp_path)
-    assert load_settings(config_path=config, environ={}).venue.quote == "USD"
+    assert load_settings(config_path=config, environ={}).market.seed == 1
 
 
 def test_environment_values_for_lists_tables_and_dict_keys(tmp_path, monkeypatch):
