@@ -4,6 +4,7 @@ and 120x40: what the operator presses, what the screen then says, and what the e
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 
 import pytest
@@ -368,7 +369,7 @@ async def test_a_data_dir_in_use_is_a_one_line_error_and_exit_code_2(tmp_path):
         async with second.run_test(size=(80, 24)) as pilot2:
             await until(pilot2, lambda: not second.is_running, "the second console to give up")
         assert second.return_code == 2
-        assert "another ffe engine is running on this data directory" in second.start_error
+        assert f"another ffe engine (pid {os.getpid()}) is running on this data directory" in second.start_error
         assert "RUNNING" in status_text(first)  # the first one is untouched
 
 
