@@ -74,8 +74,12 @@ def acquire_lock(data_dir: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(fd)
-        raise StartError(f"{data_dir}: another ffe engine is running on this data directory") from None
+        try:
+            holder = os.read(fd, 32).decode(errors="replace").strip()  # its pid, written below by the holder
+        finally:
+            os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise StartError(f"{data_dir}: another ffe engine{who} is running on this data directory") from None
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
