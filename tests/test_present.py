@@ -33,6 +33,7 @@ EVENTS = [
     ev.BreakerChanged(venue="paper", state="open", previous="closed", failures=3, error="timeout"),
     ev.ErrorEvent(message="boom", where="engine loop"),
     ev.RunEvent(phase="stop", mode="PAPER", detail={"state": "RUNNING", "equity": 10016.1}),
+    ev.RecoveredEvent(backup="ffe-backup-20261203T150000Z.tar.zst", status="recovered", orders=["c9"], fills=1),
 ]
 
 
