@@ -147,7 +147,7 @@ def _override(f: Fields) -> str:
     return str(f.get("message"))
 
 
-_SKIP = ("ts", "seq", "event", "audit")
+_SKIP = ("ts", "seq", "event", "audit", "prev")  # prev: the audit chain's hash, not the event's
 
 
 def _generic(f: Fields) -> str:
