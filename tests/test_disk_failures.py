@@ -147,6 +147,35 @@ def test_a_read_only_data_directory_stops_the_start_with_one_line(traded, tmp_pa
     assert str(Path("data")) in line, line
 
 
+READ_COMMANDS = (("doctor",), ("audit", "verify"), ("report", "trades", "--last", "0"), ("report", "providers"),
+                 ("config", "check"))
+
+
+def test_the_read_commands_read_a_database_on_a_read_only_directory(traded, tmp_path):
+    """A disk remounted read-only after errors is when an operator runs `ffe doctor`. A cleanly stopped engine left
+    no -wal or -shm file beside the database, and none can be created there: the read commands still read it, and
+    say what they say of a copy on a writable directory."""
+    copies = {}
+    for name in ("writable", "read-only"):
+        cwd = copies[name] = copy_of(traded, tmp_path / name)
+        with contextlib.closing(sqlite3.connect(cwd / "data" / "ffe.db")) as conn, conn:
+            conn.execute("UPDATE engine_state SET state = 'PAUSED'")  # saved state that `config check` lists
+    writable = {args: run_ffe(copies["writable"], *args) for args in READ_COMMANDS}
+    for args, proc in writable.items():
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert "PAUSED" in writable[("config", "check")].stdout.split("# saved state")[1]
+    cwd = copies["read-only"]
+    data = cwd / "data"
+    assert not [p.name for p in data.iterdir() if p.name.startswith("ffe.db-")]
+    files = {p.name: p.read_bytes() for p in data.iterdir()}
+    with read_only(data):
+        read = {args: run_ffe(cwd, *args) for args in READ_COMMANDS}
+    for args, proc in read.items():
+        want = writable[args].stdout.replace(str(copies["writable"]), str(cwd))
+        assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", want), args
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == files
+
+
 def test_a_read_only_log_directory_stops_the_start_and_stores_halted(traded, tmp_path):
     cwd = copy_of(traded, tmp_path)
     audit_before = (cwd / "logs" / "audit.jsonl").read_bytes()
