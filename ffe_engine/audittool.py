@@ -32,7 +32,7 @@ from . import records as compact
 from .chain import ChainHead, VerifyResult, rotated_files, trail_files, verify_trail
 from .errors import StorageError, UsageError
 from .events import EVENT_TYPES
-from .store import Records
+from .store import Records, open_read_only
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -329,8 +329,7 @@ def open_db(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise UsageError(f"no database at {path} (is --data-dir right?)")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn = open_read_only(path)
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
         raise UsageError(f"cannot read the database {path}: {exc}") from None

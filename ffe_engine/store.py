@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -854,6 +855,39 @@ def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:
 
 
 # ==================================================================== read-only: the checks of `ffe doctor`
+def open_read_only(path: Path | str, timeout: float = 5.0) -> sqlite3.Connection:
+    """The database at `path` for reading only: never written, never created. Its first read is made here, so a
+    file that cannot be read raises sqlite3.DatabaseError now. `timeout`: how long a read waits for a lock."""
+    path = Path(path)
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=timeout)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(path.parent, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+            raise
+    # A WAL database is read through its -shm file, which the readers share with the writer so that a reader
+    # beside a running engine sees one consistent view; SQLite creates it beside the database when it is missing,
+    # as it is after a clean stop. On a directory that cannot be written (a disk remounted read-only after errors)
+    # it cannot: the database is then opened immutable, without the -shm and without locks. That is safe only
+    # because nobody can write the file there either: an engine must create those files to write it at all.
+    # Immutable skips the -wal file, though: records a killed engine left in one are read only with its -shm.
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise sqlite3.OperationalError(f"its directory cannot be written and {wal.name} holds records, which are "
+                                       f"read only with the {path.name}-shm file that cannot be created there: copy "
+                                       "the data directory to a writable place and read the copy")
+    conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, timeout=timeout)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
 class Records:
     """A data directory's database opened read-only, every read inside one transaction (one consistent view,
     even beside a running engine: WAL)."""
@@ -863,8 +897,7 @@ class Records:
         if not self.path.is_file() or self.path.stat().st_size == 0:
             raise StorageError(f"{self.path}: no database here (is --data-dir right?)")
         try:
-            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-            self.conn.execute("PRAGMA busy_timeout=5000")
+            self.conn = open_read_only(self.path)
             self.conn.execute("BEGIN")
             self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -963,9 +996,11 @@ def saved_state(path: Path | str) -> dict[str, Any] | None:
     path = Path(path)
     if not path.is_file():
         return None
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn = open_read_only(path)
+    except sqlite3.DatabaseError:
+        return {}
+    try:
         out: dict[str, Any] = {}
         with contextlib.suppress(sqlite3.DatabaseError):
             row = conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()

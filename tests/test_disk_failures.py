@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_cmd, ffe_env, run_ffe,
-                      starter_config)
+                      starter_config, wait_until)
 from receiver import Receiver
 
 
@@ -174,6 +174,34 @@ def test_the_read_commands_read_a_database_on_a_read_only_directory(traded, tmp_
         want = writable[args].stdout.replace(str(copies["writable"]), str(cwd))
         assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", want), args
     assert {p.name: p.read_bytes() for p in data.iterdir()} == files
+
+
+def test_records_a_killed_engine_left_in_the_wal_are_read_on_a_read_only_directory(tmp_path, spawn_ffe):
+    """Killed, the engine leaves its last records in ffe.db-wal, read through ffe.db-shm: on a read-only directory
+    they are read from there, never skipped. Without the -shm file (which cannot be created there) they could not
+    be: one line says so, rather than an answer that leaves them out."""
+    engine = spawn_ffe(tmp_path, "run", "--headless")
+    data = tmp_path / "data"
+    wait_until(lambda: decided(data / "ffe.db"), timeout=60, what="a decision recorded")
+    engine.kill()
+    assert (data / "ffe.db-wal").stat().st_size > 0 and (data / "ffe.db-shm").exists()
+    copy = tmp_path / "copy"  # counted in a copy: a writable connection closed last would empty the -wal file
+    copy.mkdir()
+    for name in ("ffe.db", "ffe.db-wal", "ffe.db-shm"):
+        shutil.copy(data / name, copy / name)
+    events = db_value(copy / "ffe.db", "SELECT COUNT(*) FROM events")
+    with read_only(data):
+        doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stderr
+    assert f"; {events} events, " in doctor.stdout, (events, doctor.stdout)
+    (data / "ffe.db-shm").unlink()
+    with read_only(data):
+        doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 1 and doctor.stdout == "", doctor.stderr
+    assert doctor.stderr.splitlines() == [
+        f"ffe: error: {Path('data', 'ffe.db')}: cannot read the database (its directory cannot be written and "
+        "ffe.db-wal holds records, which are read only with the ffe.db-shm file that cannot be created there: copy "
+        "the data directory to a writable place and read the copy)"]
 
 
 def test_a_read_only_log_directory_stops_the_start_and_stores_halted(traded, tmp_path):
