@@ -8,10 +8,12 @@ Every case is a real `ffe run` subprocess over real files.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import select
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -148,3 +150,63 @@ def test_a_damaged_database_stops_the_console_start_too(good_dir, tmp_path):
     assert "ffe.db" in error and "damaged" in error, error
     assert "Traceback" not in text
     assert db.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------------- damaged records
+# Records that pass SQLite's quick check but are not what ffe wrote: (the change, a word the one line must name).
+DAMAGED_RECORDS = {
+    "kv_not_json": ("UPDATE kv SET value = 'not json' WHERE key = 'portfolio'", "portfolio"),
+    "unknown_engine_state": ("UPDATE engine_state SET state = 'BOGUS'", "BOGUS"),
+    "table_dropped": ("DROP TABLE approvals", "approvals"),
+    "column_dropped": ("ALTER TABLE orders DROP COLUMN intent", "intent"),
+    "unknown_position_side": ("UPDATE positions SET side = 'sideways'", "sideways"),
+}
+
+
+def damage_record(db: Path, statement: str) -> None:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        assert conn.execute(statement).rowcount != 0
+    assert not [p.name for p in db.parent.iterdir() if p.name.startswith("ffe.db-")]
+
+
+def assert_one_line(proc: subprocess.CompletedProcess, *words: str) -> str:
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ffe: error: ")]
+    assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr[-3000:]
+    for word in words:
+        assert word in errors[0], (word, errors[0])
+    return errors[0]
+
+
+@pytest.mark.parametrize("damage", DAMAGED_RECORDS)
+def test_a_damaged_record_stops_the_start_with_one_line_and_doctor_names_it(good_dir, tmp_path, damage):
+    statement, word = DAMAGED_RECORDS[damage]
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    audit = cwd / "logs" / "audit.jsonl"
+    damage_record(db, statement)
+    before, audit_before = db.read_bytes(), audit.read_bytes()
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", timeout=30)
+    line = assert_one_line(proc, "ffe.db", "damaged", word)
+    assert "engine started" not in proc.stderr and "fresh start" not in proc.stderr, proc.stderr[-3000:]
+    assert db.read_bytes() == before, "the damaged database was changed"
+    assert audit.read_bytes() == audit_before, "the audit trail was written by a start that was refused"
+    doctor = run_ffe(cwd, "doctor")
+    assert doctor.stdout == ""
+    assert assert_one_line(doctor, "ffe.db", word), line
+    assert db.read_bytes() == before
+
+
+def test_backup_verify_finds_a_damaged_record(good_dir, tmp_path):
+    cwd = copy_of(good_dir, tmp_path)
+    damage_record(cwd / "data" / "ffe.db", DAMAGED_RECORDS["kv_not_json"][0])
+    made = run_ffe(cwd, "backup", "--to", "backups", "--json")
+    assert made.returncode == 0, made.stderr
+    file = json.loads(made.stdout)["file"]
+    verify = run_ffe(cwd, "backup", "verify", file)
+    assert verify.stdout == ""
+    assert_one_line(verify, "ffe.db", "portfolio")
+    restore = run_ffe(tmp_path, "restore", file, "--data-dir", "restored/data", "--log-dir", "restored/logs")
+    assert_one_line(restore, "ffe.db", "portfolio")
+    assert not (tmp_path / "restored" / "data" / "ffe.db").exists()
