@@ -311,6 +311,10 @@ def check_unpacked(file: Path, work: Path) -> Checked:
         if integrity != ["ok"]:
             problems.append(f"{DB_NAME}: integrity check failed: {'; '.join(integrity[:3])}")
             return checked
+        damage = records.damage()
+        if damage is not None:
+            problems.append(f"{DB_NAME}: {damage}")
+            return checked
         if records.schema_version() != manifest.get("schema_version"):
             problems.append(f"{DB_NAME}: schema version {records.schema_version()}, the manifest says "
                             f"{manifest.get('schema_version')}")

@@ -1,7 +1,9 @@
 """`ffe doctor`: the invariants of a data directory, checked from its records alone.
 
 In order, stopping at the first violation (a `Violation`, exit 1, naming what is wrong and where):
-1. the database passes SQLite's integrity check;
+1. the database passes SQLite's integrity check, and its records are what ffe writes: every table and column of
+   its schema version, a known engine state, key-value records, order intents and approvals that are JSON, and
+   known sides and order reasons (store.Records.damage);
 2. the audit trail (its rotated files, then the current one) is whole lines, one JSON record each, with strictly
    increasing seq, and holds every event the database holds, byte for byte (it may hold more: lines written just
    before a kill, never committed, and a cut last line after the database's last event: one being written, or
@@ -77,6 +79,10 @@ def check(settings: Settings) -> Findings:
         if problems != ["ok"]:
             raise Violation(f"{settings.db_path}: integrity check failed: {'; '.join(problems[:3])}")
         found.checks.append("integrity")
+        damage = records.damage()
+        if damage is not None:
+            raise Violation(f"{settings.db_path}: {damage}")
+        found.checks.append("records")
         order_events = _check_audit(records, settings.audit_path, found)
         found.checks.append("audit trail")
         if trail_files(settings.audit_path):

@@ -41,6 +41,17 @@ class StorageError(FfeError):
     exit_code = 1
 
 
+class DamagedDatabase(StorageError):
+    """The database holds records that are not what ffe wrote (it fails SQLite's checks, or a table, a column or a
+    value is not one ffe writes). Nothing more is written to it, not even HALTED: it is left as it was found."""
+
+
+def damaged_database(path: object, what: str) -> DamagedDatabase:
+    """A damaged database as the one line the operator reads: the file, what is damaged and what to do."""
+    return DamagedDatabase(f"{path}: the database is damaged ({what}); it was left as it is: restore it from a "
+                           "backup, or move it away to start a new account")
+
+
 def storage_failure(path: object, exc: BaseException) -> StorageError:
     """A write that failed (full disk, read-only directory, file size limit, a database another process keeps
     locked), as the one line the operator reads."""

@@ -28,7 +28,7 @@ from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
-from .errors import FfeError, StartError, StorageError, storage_failure
+from .errors import DamagedDatabase, FfeError, StartError, StorageError, storage_failure
 from .events import BackupEvent, ErrorEvent, EventBus, LogEvent
 from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
@@ -194,7 +194,8 @@ class EngineHost:
                 if monitor is not None:
                     await monitor.close()
                 if store is not None:
-                    if isinstance(exc, StorageError):  # a record could not be written: HALTED, if it still can be
+                    # A record could not be written: HALTED, if it still can be. A damaged database is left as it is.
+                    if isinstance(exc, StorageError) and not isinstance(exc, DamagedDatabase):
                         now = clock.wall()
                         halted = await store.record_halt("records cannot be written", "engine", now)
                     with contextlib.suppress(StorageError):  # the failure met again: it is the one reported

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import orjson
 
 from .chain import HEAD_KEY, ChainHead, line_hash
-from .errors import FfeError, StorageError, storage_failure
+from .errors import DamagedDatabase, FfeError, StorageError, damaged_database, storage_failure
 from .events import Event
-from .model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
+from .model import ClosedTrade, EngineState, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlthread import Connection
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
@@ -116,6 +118,106 @@ _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, cre
 # A closed trade's period, from its close time (UTC): the profit view's daily, weekly and monthly tables.
 PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
 _ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
+
+
+# ==================================================================== damaged records
+# Records that pass SQLite's checks can still be other than what ffe wrote (edited by hand, a table dropped, a bad
+# restore): read back, such a record is a damaged database, said in one line naming the table and the record.
+_SQL_COLUMNS = ("SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p "
+                "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'")
+_EnumT = TypeVar("_EnumT", bound=Enum)
+
+
+@functools.lru_cache(maxsize=None)
+def schema_of(version: int) -> dict[str, frozenset[str]]:
+    """table -> its columns, as the migrations up to `version` make them."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for v in range(1, min(version, SCHEMA_VERSION) + 1):
+            for stmt in MIGRATIONS[v]:
+                conn.execute(stmt)
+        return _tables(conn.execute(_SQL_COLUMNS).fetchall())
+    finally:
+        conn.close()
+
+
+def _tables(rows: Iterable[Any]) -> dict[str, frozenset[str]]:
+    tables: dict[str, set[str]] = {}
+    for table, column in rows:
+        tables.setdefault(table, set()).add(column)
+    return {table: frozenset(columns) for table, columns in tables.items()}
+
+
+def schema_damage(version: int, rows: Iterable[Any]) -> str | None:
+    """What the schema lacks of its version's (rows: the database's (table, column) pairs), or None."""
+    have = _tables(rows)
+    for table, columns in schema_of(version).items():
+        if table not in have:
+            return f"table {table} is missing"
+        missing = sorted(columns - have[table])
+        if missing:
+            return f"table {table} has no column {', '.join(missing)}"
+    return None
+
+
+def unreadable(where: str, column: str, raw: Any, expected: str) -> str:
+    """What is damaged in a record: `where` names the table (and the row), `expected` what the column holds."""
+    text = repr(raw)
+    return f"{where}: {column} {text if len(text) <= 40 else text[:37] + '...'} is not {expected}"
+
+
+def _is_json(raw: Any) -> bool:
+    try:
+        json.loads(raw)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+_KNOWN = {"an engine state": {s.value for s in EngineState}, "a side": {s.value for s in Side},
+          "an order reason": {r.value for r in OrderReason}}
+
+
+def _state_damage(r: tuple[Any, ...]) -> str | None:
+    if r[0] in _KNOWN["an engine state"]:
+        return None
+    return unreadable("table engine_state", "state", r[0], "an engine state")
+
+
+def _kv_damage(r: tuple[Any, ...]) -> str | None:
+    return None if _is_json(r[1]) else unreadable(f"table kv, key {r[0]}", "value", r[1], "JSON")
+
+
+def _position_damage(r: tuple[Any, ...]) -> str | None:
+    return None if r[1] in _KNOWN["a side"] else unreadable(f"table positions, position {r[0]}", "side", r[1], "a side")
+
+
+def _order_damage(r: tuple[Any, ...]) -> str | None:
+    where = f"table orders, order {r[0]}"
+    for column, raw, expected in (("side", r[1], "a side"), ("reason", r[2], "an order reason")):
+        if raw not in _KNOWN[expected]:
+            return unreadable(where, column, raw, expected)
+    return None if _is_json(r[3]) else unreadable(where, "intent", r[3], "JSON")
+
+
+def _approval_damage(r: tuple[Any, ...]) -> str | None:
+    for column, raw in (("intent", r[1]), ("gates", r[2])):
+        if not _is_json(raw):
+            return unreadable(f"table approvals, approval {r[0]}", column, raw, "JSON")
+    return None
+
+
+def record_checks(every: bool) -> list[tuple[str, Callable[[tuple[Any, ...]], str | None]]]:
+    """(query, judge of each row it returns: what is damaged, or None). What a start restores: the engine state,
+    the key-value records, the open positions, the orders not final and the pending approvals; with `every`, every
+    order and approval too. (An order's status is judged by `ffe doctor` with the audit trail.)"""
+    live = "" if every else " WHERE status IN ('new', 'in_doubt', 'open')"
+    pending = "" if every else " WHERE status = 'pending'"
+    return [("SELECT state FROM engine_state", _state_damage),
+            ("SELECT key, value FROM kv", _kv_damage),
+            ("SELECT symbol, side FROM positions", _position_damage),
+            ("SELECT client_order_id, side, reason, intent FROM orders" + live, _order_damage),
+            ("SELECT approval_id, intent, gates FROM approvals" + pending, _approval_damage)]
 
 
 # SQLite's answers that mean the file cannot be written (as opposed to a wrong statement): the disk or directory
@@ -276,8 +378,7 @@ class Store:
             if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
                 raise storage_failure(path, exc) from None
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-                raise StorageError(f"{path}: the database is damaged ({exc}); it was left as it is: restore it "
-                                   "from a backup, or move it away to start a new account") from None
+                raise damaged_database(path, str(exc)) from None
             raise
         if backtest:
             store.batch = True
@@ -288,15 +389,42 @@ class Store:
         cur = await self.conn.execute("PRAGMA quick_check")
         problems = [r[0] for r in await cur.fetchall()]
         if problems != ["ok"]:
-            raise StorageError(f"{self.path}: the database is damaged ({'; '.join(problems[:3])}); it was left as "
-                               "it is: restore it from a backup, or move it away to start a new account")
-        await self._check_version()  # before the journal mode is set: that would be a write
-        if new_ok:
-            return
+            raise damaged_database(self.path, "; ".join(problems[:3]))
+        version = await self._check_version()  # before the journal mode is set: that would be a write
         cur = await self.conn.execute("SELECT COUNT(*) FROM sqlite_master")
         (tables,) = await cur.fetchone()
-        if tables == 0:
+        if tables == 0 and not new_ok:
             raise StorageError(_LOST.format(path=self.path, found="holds no records"))
+        if version > 0:
+            await self._check_records(version)
+
+    async def _check_records(self, version: int) -> None:
+        """The schema and the records a start restores are what ffe wrote, before anything is written: a start
+        never goes on over a damaged state, nor starts afresh in its place."""
+        cur = await self.conn.execute(_SQL_COLUMNS)
+        problem = schema_damage(version, await cur.fetchall())
+        if problem is not None:
+            raise damaged_database(self.path, problem)
+        for sql, judge in record_checks(every=False):
+            cur = await self.conn.execute(sql)
+            for row in await cur.fetchall():
+                problem = judge(tuple(row))
+                if problem is not None:
+                    raise damaged_database(self.path, problem)
+
+    def _loads(self, raw: Any, where: str, column: str) -> Any:
+        """A JSON value read back; one that is not JSON is a damaged database."""
+        try:
+            return json.loads(raw)
+        except (TypeError, ValueError):
+            raise damaged_database(self.path, unreadable(where, column, raw, "JSON")) from None
+
+    def _known(self, kind: type[_EnumT], raw: Any, where: str, column: str, expected: str) -> _EnumT:
+        """An enum's value read back; one that is not among its values is a damaged database."""
+        try:
+            return kind(raw)
+        except ValueError:
+            raise damaged_database(self.path, unreadable(where, column, raw, expected)) from None
 
     async def _check_version(self) -> int:
         """The database's schema version; one written by a newer ffe is refused (an older binary rolled back onto
@@ -476,9 +604,13 @@ class Store:
 
     # ---------------------------------------------------------------- engine state and key/value
     async def get_engine_state(self) -> tuple[str, str, str] | None:
+        """(state, reason, by) as stored; the state is one of EngineState's values."""
         cur = await self.conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1")
         row = await cur.fetchone()
-        return tuple(row) if row else None
+        if not row:
+            return None
+        self._known(EngineState, row[0], "table engine_state", "state", "an engine state")
+        return (row[0], row[1], row[2])
 
     async def set_engine_state(self, state: str, reason: str, by: str, ts: float,
                                kv: dict[str, Any] | None = None) -> None:
@@ -517,7 +649,7 @@ class Store:
     async def get_kv(self, key: str, default: Any = None) -> Any:
         cur = await self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,))
         row = await cur.fetchone()
-        return json.loads(row[0]) if row else default
+        return self._loads(row[0], f"table kv, key {key}", "value") if row else default
 
     async def events_after(self, seq: int, limit: int = 5000) -> list[tuple[int, bytes]]:
         """The next event records after `seq`, in seq order: (seq, audit line)."""
@@ -571,7 +703,7 @@ class Store:
         marks = ",".join("?" * len(client_order_ids))
         cur = await self.conn.execute(f"SELECT client_order_id, intent FROM orders WHERE client_order_id IN ({marks})",
                                       client_order_ids)
-        return {r[0]: json.loads(r[1]) for r in await cur.fetchall()}
+        return {r[0]: self._loads(r[1], f"table orders, order {r[0]}", "intent") for r in await cur.fetchall()}
 
     async def update_order(self, o: Order, kv: dict[str, Any] | None = None) -> None:
         """An order's new state, with `kv` (book state the same change altered, e.g. the paper venue's book) in
@@ -587,12 +719,14 @@ class Store:
                 for key, value in kv.items():
                     await self.conn.execute(_SQL_KV, (key, _dumps(value), o.updated_ts / 1000.0))
 
-    @staticmethod
-    def _order_from_row(r: tuple[Any, ...]) -> Order:  # the columns of _SQL_ORDERS, in order
-        return Order(client_order_id=r[0], decision_id=r[1], venue=r[2], symbol=r[3], side=Side(r[4]), type=r[5],
-                     quantity=r[6], price=r[7], reduce_only=bool(r[8]), reason=OrderReason(r[9]),
-                     status=OrderStatus(r[10]), filled=r[11], average=r[12], fee=r[13], exchange_id=r[14],
-                     created_ts=r[15], updated_ts=r[16], error=r[17], fee_base=r[18])
+    def _order_from_row(self, r: tuple[Any, ...]) -> Order:  # the columns of _SQL_ORDERS, in order
+        where = f"table orders, order {r[0]}"
+        return Order(client_order_id=r[0], decision_id=r[1], venue=r[2], symbol=r[3],
+                     side=self._known(Side, r[4], where, "side", "a side"), type=r[5], quantity=r[6], price=r[7],
+                     reduce_only=bool(r[8]), reason=self._known(OrderReason, r[9], where, "reason", "an order reason"),
+                     status=self._known(OrderStatus, r[10], where, "status", "an order status"), filled=r[11],
+                     average=r[12], fee=r[13], exchange_id=r[14], created_ts=r[15], updated_ts=r[16], error=r[17],
+                     fee_base=r[18])
 
     async def live_orders(self) -> list[Order]:
         """Orders that are not final: new (journaled, maybe sent), in doubt, or open."""
@@ -677,8 +811,10 @@ class Store:
     async def positions(self) -> list[Position]:
         cur = await self.conn.execute("SELECT symbol, side, quantity, entry_price, opened_ts, stop_loss, take_profit, "
                                       "entry_decision_id, fees FROM positions ORDER BY symbol")
-        return [Position(symbol=r[0], side=Side(r[1]), quantity=r[2], entry_price=r[3], opened_ts=r[4],
-                         stop_loss=r[5], take_profit=r[6], entry_decision_id=r[7], fees=r[8])
+        return [Position(symbol=r[0], side=self._known(Side, r[1], f"table positions, position {r[0]}", "side",
+                                                       "a side"),
+                         quantity=r[2], entry_price=r[3], opened_ts=r[4], stop_loss=r[5], take_profit=r[6],
+                         entry_decision_id=r[7], fees=r[8])
                 for r in await cur.fetchall()]
 
     async def add_provider_scores(self, trade_id: int, scores: list[tuple[str, str, bool, float]]) -> None:
@@ -705,8 +841,9 @@ class Store:
         out = []
         for r in await cur.fetchall():
             row = dict(zip(cols, r))
-            row["intent"] = json.loads(row["intent"])
-            row["gates"] = json.loads(row["gates"])
+            where = f"table approvals, approval {row['approval_id']}"
+            row["intent"] = self._loads(row["intent"], where, "intent")
+            row["gates"] = self._loads(row["gates"], where, "gates")
             out.append(row)
         return out
 
@@ -964,7 +1101,27 @@ class Records:
 
     def kv(self, key: str) -> Any:
         rows = self._q("SELECT value FROM kv WHERE key = ?", (key,))
-        return json.loads(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        if not _is_json(rows[0][0]):
+            raise damaged_database(self.path, unreadable(f"table kv, key {key}", "value", rows[0][0], "JSON"))
+        return json.loads(rows[0][0])
+
+    def damage(self) -> str | None:
+        """What is damaged in the records (a table or column missing, a value that is not one ffe writes), or
+        None: the checks a start makes (Store.open), over every order and approval."""
+        problem = schema_damage(self.schema_version(), self._q(_SQL_COLUMNS))
+        if problem is not None:
+            return problem
+        for sql, judge in record_checks(every=True):
+            try:
+                for row in self.conn.execute(sql):
+                    problem = judge(tuple(row))
+                    if problem is not None:
+                        return problem
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+        return None
 
     def engine_state(self) -> str | None:
         rows = self._q("SELECT state FROM engine_state WHERE id = 1")
@@ -974,7 +1131,7 @@ class Records:
         """The audit chain's head the database stored (None: no records yet, or written before it was stored)."""
         try:
             value = self.kv(HEAD_KEY)
-        except ValueError:
+        except DamagedDatabase:
             value = None
         return chain_head_of(value)
 
