@@ -218,6 +218,33 @@ def test_a_running_engine_backs_itself_up_and_refuses_a_restore_over_it(account,
     assert engine.wait(60) == 0, engine.stderr
 
 
+def test_a_restore_into_the_log_directory_of_a_running_engine_is_refused(account, archive, tmp_path, spawn_ffe):
+    """Another --data-dir, but the default --log-dir is the running engine's: its audit trail is not touched."""
+    cwd = tmp_path / "live"
+    cwd.mkdir()
+    (cwd / "config.toml").write_text((account / "config.toml").read_text())
+    engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+
+    proc = run_ffe(cwd, "restore", str(archive), "--data-dir", str(cwd / "other"), "--force")
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "logs" in line and f"pid {engine.pid}" in line and "nothing restored" in line, line
+    assert not list((cwd / "logs").glob("*.before-restore-*"))
+    assert not (cwd / "other" / "ffe.db").exists()
+
+    # nor does a second engine on another data directory write into the same trail
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", "--data-dir", str(cwd / "other"))
+    assert proc.returncode == 2 and f"pid {engine.pid}" in proc.stderr, proc.stderr
+    assert not (cwd / "other" / "ffe.db").exists()
+
+    assert engine.alive()
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+    proc = run_ffe(cwd, "audit", "verify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_retention_keeps_the_newest_and_one_a_day(tmp_path):
     now = time.mktime(time.strptime("2026-03-10 12:00", "%Y-%m-%d %H:%M")) - time.timezone
     made = []
