@@ -1,8 +1,8 @@
-"""The process around an engine: data-directory lock, store, audit file, control socket, signals, ordered stop.
+"""The process around an engine: directory locks, store, audit file, control socket, signals, ordered stop.
 
 Headless and console runs both hold their engine through an `EngineHost`, so the two start and stop the same
 way. Stop order (safety-relevant): stop requested, engine loop ended, control socket closed, state and books
-stored, audit flushed, store closed, data-directory lock released.
+stored, audit flushed, store closed, log- and data-directory locks released.
 
 Everything the engine's process creates is private to its user: the process runs under umask 077 from the
 moment the host opens (directories 0700; database, lock, audit and socket 0600), whatever umask it was started
@@ -42,6 +42,7 @@ from .venues.base import Venue, VenueError, VenueUnavailable
 log = logs.get_logger("ffe.host")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+LOG_LOCK = "audit.jsonl.lock"
 PRIVATE = 0o077  # the umask while a host is open: the engine's records are its user's alone
 
 
@@ -89,17 +90,52 @@ def acquire_lock(data_dir: Path) -> int:
     return fd
 
 
+def acquire_log_lock(log_dir: Path, data_dir: Path) -> int:
+    """One engine per log directory: two would write into one audit trail, and a restore must not replace the
+    trail an engine is writing. The file says who holds it (pid, data directory) for the refusals to name it."""
+    path = log_dir / LOG_LOCK
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise storage_failure(path, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartError(f"{log_dir}: the audit trail there is written by {log_dir_holder(log_dir)}; give each "
+                         "engine its own [logging] dir") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {data_dir.resolve()}\n".encode())
+    except OSError as exc:
+        os.close(fd)
+        raise storage_failure(path, exc) from None
+    return fd
+
+
+def log_dir_holder(log_dir: Path) -> str:
+    """`the ffe engine pid 123 on /srv/ffe/data`, from the log directory's lock file."""
+    try:
+        pid, data_dir = (log_dir / LOG_LOCK).read_text().strip().split(" ", 1)
+    except (OSError, ValueError):  # held, and its holder not written yet (or not readable)
+        return "a running ffe engine"
+    return f"the ffe engine pid {pid} on {data_dir}"
+
+
 class EngineHost:
     """Owns everything an engine needs from its process. Build it with `await EngineHost.open(...)`."""
 
     def __init__(self, settings: Settings, engine: Engine, store: Store, audit: AuditWriter, bus: EventBus,
-                 lock_fd: int | None, umask: int | None = None, socket_lock: int | None = None) -> None:
+                 lock_fd: int | None, umask: int | None = None, socket_lock: int | None = None,
+                 log_lock: int | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.store = store
         self.audit = audit
         self.bus = bus
         self._lock_fd = lock_fd
+        self._log_lock = log_lock
         self._umask = umask  # the process's umask before open, put back by close
         self.instance = uuid.uuid4().hex[:12]  # tells this run apart on the control socket and in its log
         self._server: ControlServer | None = None
@@ -120,6 +156,12 @@ class EngineHost:
         try:
             lock_fd = acquire_lock(settings.data_dir)
         except BaseException:
+            os.umask(umask)
+            raise
+        try:
+            log_lock = acquire_log_lock(settings.log_dir, settings.data_dir)
+        except BaseException:
+            os.close(lock_fd)
             os.umask(umask)
             raise
         secrets = settings.secrets()
@@ -171,7 +213,7 @@ class EngineHost:
                                     start_state=start_state, max_bars=max_bars)
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                                   options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit, ids=ids)
-            host = cls(settings, engine, store, audit, bus, lock_fd, umask, socket_lock)
+            host = cls(settings, engine, store, audit, bus, lock_fd, umask, socket_lock, log_lock)
             files = [str(p.resolve()) for p in settings.source_files]
             log.info("settings", files=", ".join(files) or "none (built-in defaults)",
                      data_dir=str(settings.data_dir.resolve()), log_dir=str(settings.log_dir.resolve()))
@@ -206,6 +248,7 @@ class EngineHost:
             finally:
                 if socket_lock is not None:
                     os.close(socket_lock)
+                os.close(log_lock)
                 os.close(lock_fd)
                 os.umask(umask)
                 if venue is not None:  # its connections would outlive the failed start, reported unclosed
@@ -307,6 +350,9 @@ class EngineHost:
                             if self._socket_lock is not None:
                                 os.close(self._socket_lock)
                                 self._socket_lock = None
+                            if self._log_lock is not None:
+                                os.close(self._log_lock)
+                                self._log_lock = None
                             if self._lock_fd is not None:
                                 os.close(self._lock_fd)
                                 self._lock_fd = None

@@ -1,7 +1,8 @@
 """`ffe restore`: a verified backup put in place as a data directory's database and a log directory's audit trail.
 
 In order: the backup is checked in full (backup.check_unpacked) and refused if anything is wrong; the data
-directory's lock is taken (an engine running there refuses the restore; one starting meanwhile is refused); files
+directory's lock is taken, then the log directory's (an engine running on either refuses the restore: a restore
+must not replace the audit trail an engine is writing; one starting meanwhile is refused); files
 already there are refused unless `force`, and with it they are moved aside (`<name>.before-restore-<time>`), never
 deleted. The database is marked as restored (store.RESTORED_KEY): the next start asks the venue for the orders the
 account made after the backup before it sends any (recovery.py). The backup's configuration is written beside
@@ -22,7 +23,7 @@ from .backup import CONFIG_NAME, DB_NAME, TRAIL_NAME, Invalid, check_unpacked
 from .chain import rotated_files
 from .config import Settings
 from .errors import FfeError, StartError
-from .host import acquire_lock
+from .host import acquire_lock, acquire_log_lock, log_dir_holder
 from .store import mark_restored
 
 CONFIG_COPY = "config.from-backup.toml"
@@ -47,6 +48,12 @@ def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[
             raise Refused(f"{data_dir}: an ffe engine is running on this data directory; stop it first "
                           "(nothing restored)") from None
         try:
+            log_lock = acquire_log_lock(trail.parent, data_dir)
+        except StartError:
+            os.close(lock)
+            raise Refused(f"{trail.parent}: the audit trail there is written by {log_dir_holder(trail.parent)}; stop "
+                          "it first or restore with another --log-dir (nothing restored)") from None
+        try:
             there = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), trail,
                                  *rotated_files(trail))
                      if p.exists() and (p.stat().st_size > 0 or p == db)]
@@ -67,6 +74,7 @@ def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[
             _put(work / TRAIL_NAME, trail)
             _put(work / CONFIG_NAME, data_dir / CONFIG_COPY)
         finally:
+            os.close(log_lock)
             os.close(lock)
     return {"backup": str(file), "database": str(db), "audit_trail": str(trail),
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
