@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import signal
 import sqlite3
 import tarfile
 import time
@@ -243,6 +245,126 @@ def test_a_restore_into_the_log_directory_of_a_running_engine_is_refused(account
     assert engine.wait(60) == 0, engine.stderr
     proc = run_ffe(cwd, "audit", "verify")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def waiting_account(account: Path, cwd: Path) -> tuple[Path, bytes]:
+    """A copy of the account whose oldest audit file is a pipe: a backup of it stops there, its staging made and
+    the database copied into it, until the pipe is fed the bytes returned."""
+    shutil.copytree(account, cwd)
+    trail = cwd / "logs" / "audit.jsonl"
+    lines = trail.read_bytes().splitlines(keepends=True)
+    trail.write_bytes(b"".join(lines[10:]))
+    pipe = cwd / "logs" / "audit-000000000001.jsonl"
+    os.mkfifo(pipe)
+    return pipe, b"".join(lines[:10])
+
+
+def open_pipe(pipe: Path, reader) -> int:
+    """The writing end of `pipe`, once `reader` (a running ffe) has opened it."""
+    def opened() -> int | None:
+        assert reader.alive(), reader.stderr
+        try:
+            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # nobody reading yet
+            return None
+        os.set_blocking(fd, True)
+        return fd
+    return wait_until(opened, what=f"{pipe} read")
+
+
+def staged(directory: Path, prefix: str, but: set[Path] = frozenset()) -> list[Path]:
+    return [p for p in directory.glob(prefix + "*") if p not in but and (p / bk.DB_NAME).exists()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_backup_removes_what_it_staged(account, tmp_path, spawn_ffe, sig):
+    pipe, _ = waiting_account(account, tmp_path / "acct")
+    dest = tmp_path / "b"
+    proc = spawn_ffe(tmp_path / "acct", "backup", "--to", str(dest), env=env(), name="backup")
+    wait_until(lambda: staged(dest, ".ffe-backup-"), what="the backup staging its files")
+    proc.send(sig)
+    assert proc.wait(60) == 130, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "backup interrupted" in line and str(dest) in line, line
+    assert list(dest.iterdir()) == []
+
+
+def test_a_backup_removes_what_interrupted_backups_left_but_not_a_backup_under_way(account, tmp_path, spawn_ffe):
+    dest = tmp_path / "b"
+    pipe, head = waiting_account(account, tmp_path / "waiting")
+    waiting = spawn_ffe(tmp_path / "waiting", "backup", "--to", str(dest), env=env(), name="waiting")
+    under_way = wait_until(lambda: staged(dest, ".ffe-backup-"), what="a backup staging its files")
+    waiting_account(account, tmp_path / "killed")
+    killed = spawn_ffe(tmp_path / "killed", "backup", "--to", str(dest), env=env(), name="killed")
+    left = wait_until(lambda: staged(dest, ".ffe-backup-", set(under_way)), what="a second backup staging")
+    killed.kill()  # SIGKILL: nothing of it can clean up
+    partial = dest / "ffe-backup-20260101T000000000Z.tar.zst.partial"  # a file killed while it was written
+    partial.write_bytes(b"x" * 4096)
+
+    proc = run_ffe(account, "backup", "--to", str(dest), env=env())
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if "interrupted" in x]
+    assert str(left[0]) in line and str(partial) in line, proc.stdout
+    assert not left[0].exists() and not partial.exists()
+    assert all(p.exists() for p in under_way)
+
+    fd = open_pipe(pipe, waiting)  # the backup under way goes on, whole
+    os.write(fd, head)
+    os.close(fd)
+    assert waiting.wait(60) == 0, waiting.stderr
+    made = sorted(dest.iterdir())
+    assert len(made) == 2 and all(bk.taken_at(p.name) for p in made), made
+    assert all(verify(account, p).returncode == 0 for p in made)
+
+
+def restore_from_pipe(spawn_ffe, account: Path, pipe: Path, target: Path, tmp: Path, data: bytes, name: str):
+    """`ffe restore` reading its backup from a pipe fed half the file: it waits there, unpacking."""
+    os.mkfifo(pipe)
+    proc = spawn_ffe(account, "restore", str(pipe), "--data-dir", str(target / "data"), "--log-dir",
+                     str(target / "logs"), env=env(TMPDIR=str(tmp)), name=name)
+    fd = open_pipe(pipe, proc)
+    os.write(fd, data[:len(data) // 2])
+    return proc, fd
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_restore_removes_what_it_staged(account, archive, tmp_path, spawn_ffe, sig):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc, fd = restore_from_pipe(spawn_ffe, account, tmp_path / "pipe", tmp_path / "t", tmp, archive.read_bytes(),
+                                 "restore")
+    wait_until(lambda: staged(tmp, ".ffe-restore-"), what="the restore unpacking")
+    proc.send(sig)
+    assert proc.wait(60) == 130, proc.stderr
+    os.close(fd)
+    (line,) = proc.stderr.splitlines()
+    assert "restore interrupted" in line and "nothing restored" in line, line
+    assert list(tmp.iterdir()) == [] and not (tmp_path / "t" / "data" / "ffe.db").exists()
+
+
+def test_a_restore_removes_what_interrupted_restores_left_but_not_a_restore_under_way(account, archive, tmp_path,
+                                                                                    spawn_ffe):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    data = archive.read_bytes()
+    waiting, fd = restore_from_pipe(spawn_ffe, account, tmp_path / "p1", tmp_path / "t1", tmp, data, "waiting")
+    under_way = wait_until(lambda: staged(tmp, ".ffe-restore-"), what="a restore unpacking")
+    killed, killed_fd = restore_from_pipe(spawn_ffe, account, tmp_path / "p2", tmp_path / "t2", tmp, data, "killed")
+    left = wait_until(lambda: staged(tmp, ".ffe-restore-", set(under_way)), what="a second restore unpacking")
+    killed.kill()  # SIGKILL: nothing of it can clean up
+    os.close(killed_fd)
+
+    proc = run_ffe(account, "restore", str(archive), "--data-dir", str(tmp_path / "t3" / "data"), "--log-dir",
+                   str(tmp_path / "t3" / "logs"), env=env(TMPDIR=str(tmp)))
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if "interrupted" in x]
+    assert str(left[0]) in line, proc.stdout
+    assert not left[0].exists() and all(p.exists() for p in under_way)
+
+    os.write(fd, data[len(data) // 2:])  # the restore under way goes on, whole
+    os.close(fd)
+    assert waiting.wait(60) == 0, waiting.stderr
+    assert (tmp_path / "t1" / "data" / "ffe.db").exists() and list(tmp.iterdir()) == []
 
 
 def test_retention_keeps_the_newest_and_one_a_day(tmp_path):
