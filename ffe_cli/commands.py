@@ -441,6 +441,7 @@ def backup(args: argparse.Namespace) -> int:
     from ffe_engine import backup as bk
     from ffe_engine.clock import WallClock
     from ffe_engine.host import acquire_lock
+    from ffe_engine.interrupts import stopped_by_signals
 
     settings = settings_from(args)
     dest = (args.to if args.to is not None else Path(settings.backup.dir)).resolve()
@@ -451,22 +452,32 @@ def backup(args: argparse.Namespace) -> int:
         lock = acquire_lock(settings.data_dir)
     except StartError:  # an engine holds the directory: it takes the backup itself
         lock = None
-    if lock is None:
-        answer = _ask(settings, "backup", {"by": "ctl", "to": str(dest)}, BACKUP_TIMEOUT_S)
-        if not answer.get("ok"):
-            raise ControlError(f"the engine took no backup: {answer.get('error')}")
-        result = answer["result"]
-        path, manifest, held = Path(result["file"]), result["manifest"], result["held_ms"]
-    else:
-        try:
-            made = bk.take_stopped(settings, dest, clock.wall())
-        finally:
-            os.close(lock)
-        path, manifest, held = made.path, made.manifest, None
+    try:
+        with stopped_by_signals():
+            if lock is None:
+                answer = _ask(settings, "backup", {"by": "ctl", "to": str(dest)}, BACKUP_TIMEOUT_S)
+                if not answer.get("ok"):
+                    raise ControlError(f"the engine took no backup: {answer.get('error')}")
+                result = answer["result"]
+                path, manifest, held = Path(result["file"]), result["manifest"], result["held_ms"]
+                swept = [Path(p) for p in result.get("swept", [])]
+            else:
+                try:
+                    made = bk.take_stopped(settings, dest, clock.wall())
+                finally:
+                    os.close(lock)
+                path, manifest, held, swept = made.path, made.manifest, None, made.swept
+    except KeyboardInterrupt:
+        if lock is None:
+            raise Interrupted(f"backup interrupted: the engine on {settings.data_dir} goes on with the backup into "
+                              f"{dest} it was asked for") from None
+        raise Interrupted(f"backup interrupted: nothing written to {dest}, what it had staged removed") from None
     pruned = bk.prune(dest, settings.backup.keep_last, settings.backup.keep_days, clock.wall())
     if args.json:
-        _print(json.dumps({"file": str(path), "pruned": [str(p) for p in pruned], "manifest": manifest}, indent=1))
+        _print(json.dumps({"file": str(path), "pruned": [str(p) for p in pruned], "swept": [str(p) for p in swept],
+                           "manifest": manifest}, indent=1))
         return 0
+    _said_swept("backups", swept)
     seq = manifest["seq"]
     _print(f"{path}: {path.stat().st_size} bytes, records to seq {seq['last']} "
            f"({manifest['rows'].get('orders', 0)} orders, {manifest['rows'].get('fills', 0)} fills), "
@@ -477,23 +488,44 @@ def backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _said_swept(what: str, swept: list[Path]) -> None:
+    if swept:
+        _print(f"removed what interrupted {what} left: {', '.join(str(p) for p in swept)}")
+
+
 def backup_verify(args: argparse.Namespace) -> int:
     from ffe_engine import backup as bk
+    from ffe_engine.interrupts import stopped_by_signals
 
-    checked = bk.verify(args.file)
+    try:
+        with stopped_by_signals():
+            swept = bk.sweep_unpacked()
+            checked = bk.verify(args.file)
+    except KeyboardInterrupt:
+        raise Interrupted("backup verify interrupted: what it had unpacked removed") from None
     m = checked.manifest
     _print(f"ok: {args.file}: checksums, integrity, audit trail seq {m['seq']['first']}..{m['seq']['last']}, "
            f"{checked.events} events, {checked.orders} orders and {checked.fills} fills agree "
            f"(taken {m.get('created')} by ffe {m.get('ffe_version')}, schema {m.get('schema_version')})")
+    _said_swept("verifies and restores", swept)
     return 0
 
 
 def restore(args: argparse.Namespace) -> int:
     from ffe_engine.clock import WallClock
+    from ffe_engine.interrupts import stopped_by_signals
     from ffe_engine.restore import restore as put_back
 
     settings = settings_from(args)
-    done = put_back(args.file, settings, force=args.force, now=WallClock().wall())
+    done: dict[str, Any] | None = None
+    try:
+        with stopped_by_signals():
+            done = put_back(args.file, settings, force=args.force, now=WallClock().wall())
+    except KeyboardInterrupt:
+        if done is None:  # putting the files in place is never interrupted (ffe_engine.interrupts.held)
+            raise Interrupted("restore interrupted: nothing restored, what it had unpacked removed") from None
+    assert done is not None
+    _said_swept("verifies and restores", [Path(p) for p in done["swept"]])
     for moved in done["moved_aside"]:
         _print(f"moved aside {moved}")
     _print(f"restored {done['backup']} (taken {done['taken']}, records to seq {done['seq']['last']}): "

@@ -13,6 +13,11 @@ compression run on another thread. A stopped data directory is backed up by `ffe
 directory's lock so that an engine starting meanwhile is refused.
 
 `verify` checks a backup on its own; `restore` verifies first, then puts it in place (restore.py).
+
+A backup's files are made in a staging directory in the destination (`.ffe-backup-XXXXXXXX`, held by the backup
+while it runs: staging.py), the archive among them, then renamed into place. Each backup first removes what
+interrupted backups left in its destination; a verify or a restore, what interrupted ones left in the temporary
+directory, where they unpack.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
 from .errors import FfeError, StorageError, UsageError
 from .model import OrderStatus
+from .staging import Staging, sweep
 from .store import SCHEMA_VERSION, Records, Store, copy_pinned, pin_file
 
 FORMAT = 1
@@ -52,6 +58,8 @@ CONFIG_NAME = "config.toml"
 MANIFEST_NAME = "manifest.json"
 MEMBERS = (MANIFEST_NAME, DB_NAME, TRAIL_NAME, CONFIG_NAME)
 ZSTD_LEVEL = 10
+STAGING_PREFIX = ".ffe-backup-"
+UNPACK_PREFIXES = (".ffe-verify-", ".ffe-restore-")
 _NAME = re.compile(re.escape(PREFIX) + r"(\d{8}T\d{6})(\d{3})Z" + re.escape(SUFFIX) + "$")
 _SEQ = re.compile(rb'"seq":(\d+)')
 
@@ -66,6 +74,7 @@ class Invalid(FfeError):
 class Made:
     path: Path
     manifest: dict[str, Any]
+    swept: list[Path] = field(default_factory=list)  # what interrupted backups had left in the destination
 
 
 # ------------------------------------------------------------------------------------------------ names, retention
@@ -131,10 +140,17 @@ def _write_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Pat
                    source: str) -> Made:
     try:
         dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-        work = Path(tempfile.mkdtemp(prefix=".ffe-backup-", dir=dest))
+        swept = sweep_leftovers(dest)  # first: the room they take is the new backup's
+        stage = Staging(dest, STAGING_PREFIX)
     except OSError as exc:
         conn.close()
         raise StorageError(f"{dest}: cannot write a backup here ({exc.strerror or exc})") from None
+    with stage:
+        return _stage_archive(conn, trail, config, dest, now, source, stage.path, swept)
+
+
+def _stage_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Path, now: float, source: str,
+                   work: Path, swept: list[Path]) -> Made:
     try:
         facts = copy_pinned(conn, work / DB_NAME)
         first, last, from_db = copy_trail(trail, work / TRAIL_NAME, facts.last_seq, work / DB_NAME)
@@ -151,18 +167,32 @@ def _write_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Pat
         }
         (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
         path = dest / archive_name(now)
-        partial = path.with_name(path.name + ".partial")
+        partial = work / (path.name + ".partial")  # in the staging directory: removed with it, if interrupted
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             _pack(work, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
         sync_dir(dest)
-        return Made(path, manifest)
+        return Made(path, manifest, swept)
     except OSError as exc:
         raise StorageError(f"{dest}: the backup could not be written ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep_leftovers(dest: Path) -> list[Path]:
+    """Remove what interrupted backups left in `dest`: staging directories no backup holds, and archives cut
+    short (`NAME.partial`: a backup now writes its archive in its staging directory, so none is under way)."""
+    removed = sweep(dest, STAGING_PREFIX)
+    for p in sorted(dest.glob(f"{PREFIX}*{SUFFIX}.partial")):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def sweep_unpacked() -> list[Path]:
+    """Remove the staging directories that interrupted verifies and restores left in the temporary directory."""
+    tmp = Path(tempfile.gettempdir())
+    return [p for prefix in UNPACK_PREFIXES for p in sweep(tmp, prefix)]
 
 
 def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> tuple[int, int, int]:
@@ -234,10 +264,10 @@ def _pack(work: Path, f: IO[bytes]) -> None:
 def unpack(file: Path, into: Path) -> dict[str, Any]:
     """Extract a backup's files into `into` and return its manifest. A file that is not an ffe backup at all is
     bad input (UsageError, exit 2); what is wrong inside one is for `check`."""
-    if not file.is_file():
+    if not file.exists() or file.is_dir():  # a pipe is read as well: `<(ssh host cat BACKUP)`
         raise UsageError(f"{file}: no such backup file")
     try:
-        with open(file, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as z, \
+        with open(file, "rb", buffering=0) as f, zstandard.ZstdDecompressor().stream_reader(f) as z, \
                 tarfile.open(fileobj=z, mode="r|") as tar:
             for member in tar:
                 if member.name not in MEMBERS or not member.isfile():
@@ -272,8 +302,8 @@ class Checked:
 
 def verify(file: Path) -> Checked:
     """Every check of a backup: raises Invalid naming what is wrong, or returns what was checked."""
-    with tempfile.TemporaryDirectory(prefix=".ffe-verify-") as tmp:
-        checked = check_unpacked(file, Path(tmp))
+    with Staging(Path(tempfile.gettempdir()), UNPACK_PREFIXES[0]) as stage:
+        checked = check_unpacked(file, stage.path)
     if checked.problems:
         raise Invalid(f"{file}: {len(checked.problems)} problem(s): " + "; ".join(checked.problems[:10]))
     return checked

@@ -274,7 +274,8 @@ class EngineHost:
         last_seq = made.manifest["seq"]["last"]
         self.bus.publish(BackupEvent(file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3)))
         log.info("backup taken", file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3), by=by)
-        return {"file": str(made.path), "bytes": size, "held_ms": held_ms, "manifest": made.manifest}
+        return {"file": str(made.path), "bytes": size, "held_ms": held_ms, "manifest": made.manifest,
+                "swept": [str(p) for p in made.swept]}
 
     # ------------------------------------------------------------------ control socket and signals
     async def start_control(self) -> None:

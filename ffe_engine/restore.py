@@ -7,6 +7,10 @@ already there are refused unless `force`, and with it they are moved aside (`<na
 deleted. The database is marked as restored (store.RESTORED_KEY): the next start asks the venue for the orders the
 account made after the backup before it sends any (recovery.py). The backup's configuration is written beside
 the database as `config.from-backup.toml`, for reference: the operator's own configuration is not touched.
+
+The backup is unpacked in a staging directory in the temporary directory (`.ffe-restore-XXXXXXXX`, staging.py),
+removed at the end, or when SIGTERM or SIGINT interrupts the restore before it puts the files in place (putting
+them in place, moments, is not interrupted: interrupts.py); what killed restores left there is removed first.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from .audit import sync_dir
-from .backup import CONFIG_NAME, DB_NAME, TRAIL_NAME, Invalid, check_unpacked
+from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked, Invalid, check_unpacked,
+                     sweep_unpacked)
 from .chain import rotated_files
 from .config import Settings
 from .errors import FfeError, StartError
 from .host import acquire_lock, acquire_log_lock, log_dir_holder
+from .interrupts import held
+from .staging import Staging
 from .store import mark_restored
 
 CONFIG_COPY = "config.from-backup.toml"
@@ -36,46 +43,54 @@ class Refused(FfeError):
 
 
 def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[str, Any]:
-    data_dir, db, trail = settings.data_dir, settings.db_path, settings.audit_path
-    with tempfile.TemporaryDirectory(prefix=".ffe-restore-") as tmp:
-        work = Path(tmp)
-        checked = check_unpacked(file, work)
+    swept = sweep_unpacked()
+    with Staging(Path(tempfile.gettempdir()), UNPACK_PREFIXES[1]) as stage:
+        checked = check_unpacked(file, stage.path)
         if checked.problems:
             raise Invalid(f"{file} fails verify, nothing restored: " + "; ".join(checked.problems[:10]))
-        try:
-            lock = acquire_lock(data_dir)
-        except StartError:
-            raise Refused(f"{data_dir}: an ffe engine is running on this data directory; stop it first "
-                          "(nothing restored)") from None
-        try:
-            log_lock = acquire_log_lock(trail.parent, data_dir)
-        except StartError:
-            os.close(lock)
-            raise Refused(f"{trail.parent}: the audit trail there is written by {log_dir_holder(trail.parent)}; stop "
-                          "it first or restore with another --log-dir (nothing restored)") from None
-        try:
-            there = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), trail,
-                                 *rotated_files(trail))
-                     if p.exists() and (p.stat().st_size > 0 or p == db)]
-            if there and not force:
-                raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "
-                              "and restore (nothing restored)")
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-            aside = []
-            for p in there:
-                moved = p.with_name(f"{p.name}.before-restore-{stamp}")
-                os.replace(p, moved)
-                aside.append(str(moved))
-            manifest = checked.manifest
-            mark_restored(work / DB_NAME, {"backup": file.name, "taken_ms": manifest["created_ms"],
-                                           "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
-            _put(work / DB_NAME, db)
-            trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _put(work / TRAIL_NAME, trail)
-            _put(work / CONFIG_NAME, data_dir / CONFIG_COPY)
-        finally:
-            os.close(log_lock)
-            os.close(lock)
+        with held():  # from here a signal would stop it between files, with records moved aside and none back
+            done = _put_in_place(file, settings, stage.path, checked, force=force, now=now)
+            stage.remove()
+    return {**done, "swept": [str(p) for p in swept]}
+
+
+def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, *, force: bool,
+                  now: float) -> dict[str, Any]:
+    data_dir, db, trail = settings.data_dir, settings.db_path, settings.audit_path
+    try:
+        lock = acquire_lock(data_dir)
+    except StartError:
+        raise Refused(f"{data_dir}: an ffe engine is running on this data directory; stop it first "
+                      "(nothing restored)") from None
+    try:
+        log_lock = acquire_log_lock(trail.parent, data_dir)
+    except StartError:
+        os.close(lock)
+        raise Refused(f"{trail.parent}: the audit trail there is written by {log_dir_holder(trail.parent)}; stop "
+                      "it first or restore with another --log-dir (nothing restored)") from None
+    try:
+        there = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), trail,
+                             *rotated_files(trail))
+                 if p.exists() and (p.stat().st_size > 0 or p == db)]
+        if there and not force:
+            raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "
+                          "and restore (nothing restored)")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        aside = []
+        for p in there:
+            moved = p.with_name(f"{p.name}.before-restore-{stamp}")
+            os.replace(p, moved)
+            aside.append(str(moved))
+        manifest = checked.manifest
+        mark_restored(work / DB_NAME, {"backup": file.name, "taken_ms": manifest["created_ms"],
+                                       "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
+        _put(work / DB_NAME, db)
+        trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _put(work / TRAIL_NAME, trail)
+        _put(work / CONFIG_NAME, data_dir / CONFIG_COPY)
+    finally:
+        os.close(log_lock)
+        os.close(lock)
     return {"backup": str(file), "database": str(db), "audit_trail": str(trail),
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
@@ -85,10 +100,14 @@ def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[
 def _put(src: Path, dest: Path) -> None:
     """Copy next to `dest`, sync, then rename over it: a crash leaves the old file or the new, whole."""
     partial = dest.with_name(dest.name + ".restoring")
-    with open(src, "rb") as s, open(partial, "wb") as d:
-        shutil.copyfileobj(s, d)
-        d.flush()
-        os.fsync(d.fileno())
-    os.chmod(partial, 0o600)
-    os.replace(partial, dest)
+    try:
+        with open(src, "rb") as s, open(partial, "wb") as d:
+            shutil.copyfileobj(s, d)
+            d.flush()
+            os.fsync(d.fileno())
+        os.chmod(partial, 0o600)
+        os.replace(partial, dest)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     sync_dir(dest.parent)
