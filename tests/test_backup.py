@@ -148,6 +148,27 @@ def test_verify_names_what_is_wrong(account, archive, tmp_path, damage):
     assert not (target / "data" / "ffe.db").exists() and not (target / "logs").exists()
 
 
+@pytest.mark.parametrize("damage", ["cut short", "bit flipped"])
+def test_a_damaged_backup_file_fails_verify_and_is_not_restored(account, archive, tmp_path, damage):
+    """A backup file damaged on its way (a copy cut short, a bad disk) is a backup that fails its checks: exit 1,
+    as for any other damage to records; exit 2 is for a file that is no backup at all."""
+    data = bytearray(archive.read_bytes())
+    if damage == "cut short":
+        del data[len(data) * 2 // 3:]
+    else:
+        data[len(data) // 2] ^= 0x10
+    bad = tmp_path / "bad.tar.zst"
+    bad.write_bytes(bytes(data))
+    proc = verify(account, bad)
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert str(bad) in line and "Traceback" not in proc.stderr, line
+    target = tmp_path / "t"
+    proc = run_ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
+    assert proc.returncode == 1 and "nothing restored" in proc.stderr, proc.stderr
+    assert not (target / "data" / "ffe.db").exists()
+
+
 @pytest.mark.parametrize("content", [b"", b"not a backup at all", None])
 def test_a_file_that_is_not_a_backup_is_bad_input(account, tmp_path, content):
     path = tmp_path / "x.tar.zst"
