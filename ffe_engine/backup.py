@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator, cast
 
 import zstandard
 
@@ -62,6 +62,7 @@ STAGING_PREFIX = ".ffe-backup-"
 UNPACK_PREFIXES = (".ffe-verify-", ".ffe-restore-")
 _NAME = re.compile(re.escape(PREFIX) + r"(\d{8}T\d{6})(\d{3})Z" + re.escape(SUFFIX) + "$")
 _SEQ = re.compile(rb'"seq":(\d+)')
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class Invalid(FfeError):
@@ -263,21 +264,32 @@ def _pack(work: Path, f: IO[bytes]) -> None:
 # ------------------------------------------------------------------------------------------------ reading one
 def unpack(file: Path, into: Path) -> dict[str, Any]:
     """Extract a backup's files into `into` and return its manifest. A file that is not an ffe backup at all is
-    bad input (UsageError, exit 2); what is wrong inside one is for `check`."""
+    bad input (UsageError, exit 2); a backup damaged or cut short is records that fail their checks (Invalid,
+    exit 1), and so is what is wrong inside one (for `check`)."""
     if not file.exists() or file.is_dir():  # a pipe is read as well: `<(ssh host cat BACKUP)`
         raise UsageError(f"{file}: no such backup file")
+    members = 0
     try:
-        with open(file, "rb", buffering=0) as f, zstandard.ZstdDecompressor().stream_reader(f) as z, \
-                tarfile.open(fileobj=z, mode="r|") as tar:
-            for member in tar:
-                if member.name not in MEMBERS or not member.isfile():
-                    raise UsageError(f"{file}: not an ffe backup (unexpected member {member.name!r})")
-                src = tar.extractfile(member)
-                assert src is not None
-                with open(into / member.name, "wb") as out:
-                    shutil.copyfileobj(src, out)
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-        raise UsageError(f"{file}: not an ffe backup, or cut short ({exc})") from None
+        with open(file, "rb", buffering=0) as f:
+            head = _read_exactly(f, len(ZSTD_MAGIC))
+            if head != ZSTD_MAGIC:
+                raise UsageError(f"{file}: not an ffe backup (not Zstandard-compressed)")
+            with zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], _Rest(head, f))) as z, \
+                    tarfile.open(fileobj=z, mode="r|") as tar:
+                for member in tar:
+                    if member.name not in MEMBERS or not member.isfile():
+                        raise UsageError(f"{file}: not an ffe backup (unexpected member {member.name!r})")
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    with open(into / member.name, "wb") as out:
+                        shutil.copyfileobj(src, out)
+                    members += 1
+    except zstandard.ZstdError as exc:
+        raise Invalid(f"{file}: damaged ({exc})") from None
+    except (tarfile.TarError, EOFError) as exc:
+        if not members:  # Zstandard, but no tar archive of ours in it
+            raise UsageError(f"{file}: not an ffe backup ({exc})") from None
+        raise Invalid(f"{file}: damaged or cut short ({exc})") from None
     except OSError as exc:
         raise UsageError(f"{file}: cannot be read ({exc.strerror or exc})") from None
     try:
@@ -289,6 +301,27 @@ def unpack(file: Path, into: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise Invalid(f"{file}: {MANIFEST_NAME} is not an object")
     return manifest
+
+
+def _read_exactly(f: IO[bytes], size: int) -> bytes:
+    data = b""
+    while len(data) < size and (more := f.read(size - len(data))):
+        data += more
+    return data
+
+
+class _Rest:
+    """The rest of a file whose first bytes were read already (a pipe cannot go back to them)."""
+
+    def __init__(self, head: bytes, f: IO[bytes]) -> None:
+        self.head = head
+        self.f = f
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            out, self.head = self.head, b""
+            return out
+        return self.f.read(size)
 
 
 @dataclass

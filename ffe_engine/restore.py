@@ -45,7 +45,10 @@ class Refused(FfeError):
 def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[str, Any]:
     swept = sweep_unpacked()
     with Staging(Path(tempfile.gettempdir()), UNPACK_PREFIXES[1]) as stage:
-        checked = check_unpacked(file, stage.path)
+        try:
+            checked = check_unpacked(file, stage.path)
+        except Invalid as exc:  # damaged or cut short
+            raise Invalid(f"{exc}: fails verify, nothing restored") from None
         if checked.problems:
             raise Invalid(f"{file} fails verify, nothing restored: " + "; ".join(checked.problems[:10]))
         with held():  # from here a signal would stop it between files, with records moved aside and none back
