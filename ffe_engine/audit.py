@@ -233,7 +233,7 @@ async def repair_trail(path: Path, events_after: Callable[[int], Awaitable[list[
 
 async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> TrailRepair:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         _check_head(fd, path)
         last_seq, last, torn, aside = _set_aside_torn_tail(fd, path)
