@@ -158,8 +158,11 @@ class EngineHost:
         except BaseException:
             os.umask(umask)
             raise
+        log_lock: int | None = None
         try:
             log_lock = acquire_log_lock(settings.log_dir, settings.data_dir)
+        except StorageError:
+            pass  # a log directory that cannot be written: the audit trail's own failure below stores HALTED
         except BaseException:
             os.close(lock_fd)
             os.umask(umask)
@@ -248,7 +251,8 @@ class EngineHost:
             finally:
                 if socket_lock is not None:
                     os.close(socket_lock)
-                os.close(log_lock)
+                if log_lock is not None:
+                    os.close(log_lock)
                 os.close(lock_fd)
                 os.umask(umask)
                 if venue is not None:  # its connections would outlive the failed start, reported unclosed
