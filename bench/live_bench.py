@@ -23,7 +23,8 @@ SHORT = 20
 
 def run(bars: int) -> tuple[float, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FFE_")}
-    env.update(FFE_MARKET__SPEED="0", FFE_LOGGING__LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    # Any free port for the monitor: an engine already running here holds the default one.
+    env.update(FFE_MARKET__SPEED="0", FFE_LOGGING__LEVEL="WARNING", FFE_MONITOR__PORT="0", PYTHONPATH=str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         # The repository's config.toml (ffe run refuses to start without one); the environment above wins over it.
