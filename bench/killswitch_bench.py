@@ -39,6 +39,7 @@ def build(tmp: Path) -> ConsoleApp:
         "market": s.market.model_copy(update={"speed": 0.05, "seed": 7}),
         "risk": s.risk.model_copy(update={"max_open_positions": 50, "max_orders_per_minute": 10_000,
                                           "max_daily_trades": 10_000, "max_concentration_pct": 100.0}),
+        "monitor": s.monitor.model_copy(update={"port": 0}),  # any free port: a running engine holds the default
     })
     clock = SimClock(paced=True)
     feed = SimulatedFeed(list(s.engine.symbols), s.engine.timeframe_ms, seed=7, clock=clock, speed=0.05,
@@ -49,6 +50,8 @@ def build(tmp: Path) -> ConsoleApp:
 async def wait(pilot, predicate, what: str, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while not predicate():
+        if not pilot.app.is_running:
+            raise SystemExit(f"killswitch_bench: the console ended before {what}: {pilot.app.start_error}")
         if time.monotonic() > deadline:
             raise SystemExit(f"killswitch_bench: timed out waiting for {what}")
         await pilot.pause(0.02)
