@@ -20,6 +20,7 @@ import zstandard
 
 from conftest import ffe_env, ffe_in_process, run_ffe, spawn_ffe, wait_until  # noqa: F401
 from ffe_engine import backup as bk
+from ffe_engine.chain import chained, line_hash
 from ffe_engine.store import SCHEMA_VERSION
 
 SECRET = "backup-secret-Qz81xP"
@@ -193,6 +194,36 @@ def test_a_trail_in_rotated_files_is_backed_up_whole(account, tmp_path):
     unpack(path, tmp_path / "x")
     assert (tmp_path / "x" / bk.TRAIL_NAME).read_bytes() == b"".join(lines)
     assert verify(cwd, path).returncode == 0
+
+
+def test_a_backup_of_records_a_kill_left_verifies_as_doctor_finds_them(account, tmp_path):
+    # What a kill -9 may leave, which the next start takes as it is (docs/storage.md): a fill line written to the
+    # trail whose transaction never committed (the restarted engine's records follow it), and an order journaled
+    # `new` whose event the kill lost (the next start settles it). Doctor finds the records whole; so must verify,
+    # or every later backup of the account could never be restored.
+    cwd = tmp_path / "a"
+    shutil.copytree(account, cwd)
+    trail = cwd / "logs" / "audit.jsonl"
+    lines = trail.read_bytes().splitlines()
+    fill = json.loads(next(x for x in reversed(lines) if b'"event":"fill"' in x))
+    fill.pop("prev")
+    fill["seq"] = json.loads(lines[-1])["seq"] + 1
+    orphan = chained(json.dumps(fill, separators=(",", ":")).encode(), line_hash(lines[-1]))
+    with trail.open("ab") as f:
+        f.write(orphan + b"\n")
+    again = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
+    assert again.returncode == 0, again.stderr
+    db = sqlite3.connect(cwd / "data" / "ffe.db")
+    with db:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(orders)")]
+        values = ["'ffe-journaled-before-a-kill'" if c == "client_order_id" else "'new'" if c == "status"
+                  else "0" if c == "filled" else c for c in columns]
+        db.execute(f"INSERT INTO orders ({', '.join(columns)}) SELECT {', '.join(values)} FROM orders LIMIT 1")
+    db.close()
+    doctor = run_ffe(cwd, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    proc = verify(cwd, take(cwd, tmp_path / "b"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_restore_puts_the_records_back_and_never_overwrites_without_force(account, archive, tmp_path):
