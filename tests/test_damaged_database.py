@@ -160,6 +160,8 @@ DAMAGED_RECORDS = {
     "table_dropped": ("DROP TABLE approvals", "approvals"),
     "column_dropped": ("ALTER TABLE orders DROP COLUMN intent", "intent"),
     "unknown_position_side": ("UPDATE positions SET side = 'sideways'", "sideways"),
+    # the state the engine was left in (HALTED, say) gone: never a fresh start in its place
+    "engine_state_emptied": ("DELETE FROM engine_state", "engine_state"),
 }
 
 
