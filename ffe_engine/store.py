@@ -207,6 +207,14 @@ def _approval_damage(r: tuple[Any, ...]) -> str | None:
     return None
 
 
+def _no_state_damage(r: tuple[Any, ...]) -> str | None:
+    # The state is stored before the first event: records without it lost it (HALTED, say), and a start would begin
+    # afresh over them.
+    if r[0] or not r[1]:
+        return None
+    return f"table engine_state holds no state, though the database holds {r[1]} event record(s)"
+
+
 def record_checks(every: bool) -> list[tuple[str, Callable[[tuple[Any, ...]], str | None]]]:
     """(query, judge of each row it returns: what is damaged, or None). What a start restores: the engine state,
     the key-value records, the open positions, the orders not final and the pending approvals; with `every`, every
@@ -214,6 +222,7 @@ def record_checks(every: bool) -> list[tuple[str, Callable[[tuple[Any, ...]], st
     live = "" if every else " WHERE status IN ('new', 'in_doubt', 'open')"
     pending = "" if every else " WHERE status = 'pending'"
     return [("SELECT state FROM engine_state", _state_damage),
+            ("SELECT (SELECT COUNT(*) FROM engine_state), (SELECT COUNT(*) FROM events)", _no_state_damage),
             ("SELECT key, value FROM kv", _kv_damage),
             ("SELECT symbol, side FROM positions", _position_damage),
             ("SELECT client_order_id, side, reason, intent FROM orders" + live, _order_damage),
