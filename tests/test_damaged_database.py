@@ -162,6 +162,8 @@ DAMAGED_RECORDS = {
     "unknown_position_side": ("UPDATE positions SET side = 'sideways'", "sideways"),
     # the state the engine was left in (HALTED, say) gone: never a fresh start in its place
     "engine_state_emptied": ("DELETE FROM engine_state", "engine_state"),
+    # JSON, but not the books: read as empty, the peak equity and the drawdown baseline would be lost
+    "portfolio_not_an_object": ("UPDATE kv SET value = '[]' WHERE key = 'portfolio'", "portfolio"),
 }
 
 
