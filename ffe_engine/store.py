@@ -184,8 +184,16 @@ def _state_damage(r: tuple[Any, ...]) -> str | None:
     return unreadable("table engine_state", "state", r[0], "an engine state")
 
 
+# The books a start restores: each is a JSON object (read as an empty one, a start would lose them silently).
+_BOOK_KEYS = frozenset({"portfolio", "market", "paper_venue", "weights"})
+
+
 def _kv_damage(r: tuple[Any, ...]) -> str | None:
-    return None if _is_json(r[1]) else unreadable(f"table kv, key {r[0]}", "value", r[1], "JSON")
+    if not _is_json(r[1]):
+        return unreadable(f"table kv, key {r[0]}", "value", r[1], "JSON")
+    if r[0] in _BOOK_KEYS and not isinstance(json.loads(r[1]), dict):
+        return unreadable(f"table kv, key {r[0]}", "value", r[1], "a JSON object")
+    return None
 
 
 def _position_damage(r: tuple[Any, ...]) -> str | None:
