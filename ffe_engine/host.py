@@ -64,11 +64,11 @@ def remove_signals(installed: list[int]) -> None:
         loop.remove_signal_handler(installed.pop())
 
 
-def acquire_lock(data_dir: Path) -> int:
-    """One engine per data directory: two would journal orders into the same book."""
-    path = data_dir / "ffe.lock"
+def _hold_lock(path: Path, holder: str, refused: Callable[[str], StartError]) -> int:
+    """Hold the lock file `path` (its directory made private if new) and write `holder` in it, for the refusals of
+    others to name this process; `refused(what the holder wrote)` is raised when another process holds it."""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise storage_failure(path, exc) from None
@@ -76,49 +76,51 @@ def acquire_lock(data_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         try:
-            holder = os.read(fd, 32).decode(errors="replace").strip()  # its pid, written below by the holder
+            written = os.read(fd, 4096).decode(errors="replace").strip()
         finally:
             os.close(fd)
-        who = f" (pid {holder})" if holder.isdigit() else ""
-        raise StartError(f"{data_dir}: another ffe engine{who} is running on this data directory") from None
+        raise refused(written) from None
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{holder}\n".encode())
     except OSError as exc:
         os.close(fd)
         raise storage_failure(path, exc) from None
     return fd
+
+
+def acquire_lock(data_dir: Path) -> int:
+    """One engine per data directory: two would journal orders into the same book."""
+
+    def refused(pid: str) -> StartError:
+        who = f" (pid {pid})" if pid.isdigit() else ""
+        return StartError(f"{data_dir}: another ffe engine{who} is running on this data directory")
+
+    return _hold_lock(data_dir / "ffe.lock", str(os.getpid()), refused)
 
 
 def acquire_log_lock(log_dir: Path, data_dir: Path) -> int:
     """One engine per log directory: two would write into one audit trail, and a restore must not replace the
     trail an engine is writing. The file says who holds it (pid, data directory) for the refusals to name it."""
-    path = log_dir / LOG_LOCK
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise storage_failure(path, exc) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StartError(f"{log_dir}: the audit trail there is written by {log_dir_holder(log_dir)}; give each "
-                         "engine its own [logging] dir") from None
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {data_dir.resolve()}\n".encode())
-    except OSError as exc:
-        os.close(fd)
-        raise storage_failure(path, exc) from None
-    return fd
+
+    def refused(written: str) -> StartError:
+        return StartError(f"{log_dir}: the audit trail there is written by {_log_holder(written)}; give each "
+                          "engine its own [logging] dir")
+
+    return _hold_lock(log_dir / LOG_LOCK, f"{os.getpid()} {data_dir.resolve()}", refused)
 
 
 def log_dir_holder(log_dir: Path) -> str:
     """`the ffe engine pid 123 on /srv/ffe/data`, from the log directory's lock file."""
     try:
-        pid, data_dir = (log_dir / LOG_LOCK).read_text().strip().split(" ", 1)
-    except (OSError, ValueError):  # held, and its holder not written yet (or not readable)
+        return _log_holder((log_dir / LOG_LOCK).read_text())
+    except OSError:
+        return _log_holder("")
+
+
+def _log_holder(written: str) -> str:
+    pid, _, data_dir = written.strip().partition(" ")
+    if not data_dir:  # held, and its holder not written yet
         return "a running ffe engine"
     return f"the ffe engine pid {pid} on {data_dir}"
 
