@@ -51,6 +51,7 @@ ACCEPT_BACKLOG = 32
 STREAM_END = "stream_end"  # the last line of an event stream: the engine is stopping, and whether it crashed
 # An event stream begins with the engine's snapshot, then this line and the `count` events before it (the latest
 # EARLIER_EVENTS, bars left out): what an attaching console shows in its log as already past.
+SNAPSHOT = "snapshot"
 EARLIER = "earlier"
 EARLIER_EVENTS = 1000
 
@@ -355,7 +356,7 @@ class ControlServer:
         client goes away or falls behind (ffe attach)."""
         earlier = list(self._earlier)
         self._streams.add(writer)  # at once: the events not yet in `earlier` are sent to it as they come
-        if not self._send(writer, encode({"event": "snapshot", "snapshot": _jsonable(self.engine.snapshot()),
+        if not self._send(writer, encode({"event": SNAPSHOT, "snapshot": _jsonable(self.engine.snapshot()),
                                           "engine": self.identity}) + b"\n"
                           + encode({"event": EARLIER, "count": len(earlier)}) + b"\n" + b"".join(earlier)):
             return

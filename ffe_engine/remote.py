@@ -18,7 +18,7 @@ from typing import Any
 from .api import STREAM
 from .clock import Clock, WallClock
 from .config import Settings
-from .control import EARLIER, MAX_ANSWER_BYTES, STREAM_END, connect, request
+from .control import EARLIER, MAX_ANSWER_BYTES, SNAPSHOT, STREAM_END, connect, request
 from .errors import ControlError
 from .execution import CancelReport
 from .events import EVENT_TYPES, Event, EventBus
@@ -94,7 +94,7 @@ class RemoteEngine:
         """The stream's first lines: the engine's snapshot, then the events before this connection."""
         assert self._reader is not None
         head = [json.loads(await self._reader.readline() or b"null") for _ in range(2)]
-        if [rec.get("event") if isinstance(rec, dict) else None for rec in head] != ["snapshot", EARLIER]:
+        if [rec.get("event") if isinstance(rec, dict) else None for rec in head] != [SNAPSHOT, EARLIER]:
             raise ControlError(f"the engine at {self.path} began its event stream with {head!r:.80}")
         self._snapshot = head[0].get("snapshot") or self._snapshot
         self.identity = head[0].get("engine") or {}
@@ -141,9 +141,6 @@ class RemoteEngine:
                         raise EngineStopped(f"the engine at {self.path} stopped after an error: {rec['crashed']}")
                     self.ended = True
                     return
-                if rec.get("event") == "snapshot":
-                    self._snapshot = rec.get("snapshot") or self._snapshot
-                    continue
                 ev = event_from(rec)
                 if ev is not None:
                     self.bus.relay(ev)  # with the engine's own seq and ts
