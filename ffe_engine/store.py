@@ -189,9 +189,11 @@ _BOOK_KEYS = frozenset({"portfolio", "market", "paper_venue", "weights"})
 
 
 def _kv_damage(r: tuple[Any, ...]) -> str | None:
-    if not _is_json(r[1]):
+    try:
+        value = json.loads(r[1])
+    except (TypeError, ValueError):
         return unreadable(f"table kv, key {r[0]}", "value", r[1], "JSON")
-    if r[0] in _BOOK_KEYS and not isinstance(json.loads(r[1]), dict):
+    if r[0] in _BOOK_KEYS and not isinstance(value, dict):
         return unreadable(f"table kv, key {r[0]}", "value", r[1], "a JSON object")
     return None
 
