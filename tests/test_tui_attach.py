@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from conftest import db_value, ffe_env, make_settings, run_ffe, wait_until
-from test_tui_helpers import SIZE_IDS, SIZES, screen_text, status_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, running, screen_text, status_text, until
 
 from ffe_engine.control import EARLIER, EARLIER_EVENTS
 from ffe_tui.app import ConsoleApp
@@ -27,6 +27,12 @@ def headless_engine(spawn_ffe, tmp_path, **tables):
     settings = make_settings(tmp_path, **tables)
     wait_until(settings.socket_path.exists, what="the engine's control socket")
     return engine, settings
+
+
+def stop_in_order(engine) -> None:
+    """SIGTERM, as systemd stops it: the engine ends in order, exit 0."""
+    engine.send(signal.SIGTERM)
+    assert engine.wait() == 0, engine.stderr
 
 
 async def detach(pilot, app) -> None:
@@ -43,7 +49,7 @@ async def test_attach_shows_and_controls_a_headless_engine(tmp_path, spawn_ffe):
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        await running(pilot)
         assert f"attached pid {engine.pid}" in status_text(app), "which engine this console shows, at a glance"
         data_dir = (tmp_path / "data").resolve()
         assert any(f"attached to engine pid {engine.pid} on {data_dir}" in str(n.message) for n in app._notifications)
@@ -61,8 +67,7 @@ async def test_attach_shows_and_controls_a_headless_engine(tmp_path, spawn_ffe):
     assert engine.alive(), "quitting an attached console must not stop the engine"
     status = run_ffe(tmp_path, "ctl", "status", "--data-dir", "data", "--log-dir", "logs")
     assert status.returncode == 0 and "HALTED" in status.stdout, status.stderr
-    engine.send(signal.SIGTERM)
-    assert engine.wait() == 0, engine.stderr
+    stop_in_order(engine)
 
 
 async def test_attach_without_an_engine_says_so(tmp_path):
@@ -77,9 +82,8 @@ async def test_a_normal_stop_of_the_engine_reads_as_a_clean_stop_in_the_attached
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=size) as pilot:
-        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
-        engine.send(signal.SIGTERM)
-        assert engine.wait() == 0, engine.stderr
+        await running(pilot)
+        stop_in_order(engine)
         await until(pilot, lambda: "ENGINE STOPPED" in screen_text(app), "the stop on screen")
         text = screen_text(app)
         assert "crash" not in text.lower() and "stopped in order" in text, text
@@ -100,7 +104,7 @@ async def test_the_attached_log_keeps_following_after_ffe_ctl_flatten(tmp_path, 
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        await running(pilot)
         pane = app.query_one("#log")
         await pilot.press("d")  # decisions on: a line per symbol per bar keeps coming after the flatten
         await until(pilot, lambda: len(pane.lines) > pane.size.height + 5, "a log longer than its pane")
@@ -115,8 +119,7 @@ async def test_the_attached_log_keeps_following_after_ffe_ctl_flatten(tmp_path, 
 
         await until(pilot, newest_on_screen, "the newest line on screen, well after the flatten")
         await detach(pilot, app)
-    engine.send(signal.SIGTERM)
-    assert engine.wait() == 0, engine.stderr
+    stop_in_order(engine)
 
 
 async def test_an_attached_console_whose_engine_stopped_answering_a_while_shows_it_as_it_is_after(tmp_path, spawn_ffe):
@@ -127,7 +130,7 @@ async def test_an_attached_console_whose_engine_stopped_answering_a_while_shows_
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        await running(pilot)
         engine.send(signal.SIGSTOP)
         try:
             await until(pilot, lambda: "NOT ANSWERING" in status_text(app), "the silence on the status line")
@@ -141,8 +144,7 @@ async def test_an_attached_console_whose_engine_stopped_answering_a_while_shows_
         await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm confirmation")
         await pilot.press("n")
         await detach(pilot, app)
-    engine.send(signal.SIGTERM)
-    assert engine.wait() == 0, engine.stderr
+    stop_in_order(engine)
 
 
 async def test_a_console_attaching_to_an_engine_busy_past_the_request_timeout_asks_again(tmp_path, spawn_ffe):
@@ -163,12 +165,11 @@ async def test_a_console_attaching_to_an_engine_busy_past_the_request_timeout_as
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(1.5)  # past the first question's timeout
             engine.send(signal.SIGCONT)
-            await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+            await running(pilot)
             await detach(pilot, app)
     finally:
         engine.send(signal.SIGCONT)
-    engine.send(signal.SIGTERM)
-    assert engine.wait() == 0, engine.stderr
+    stop_in_order(engine)
 
 
 async def test_an_attached_console_s_log_begins_with_what_the_engine_did_before_it(tmp_path, spawn_ffe):
@@ -189,8 +190,7 @@ async def test_an_attached_console_s_log_begins_with_what_the_engine_did_before_
         assert [line.split(" -> ")[1].split(":")[0] for line in earlier][-3:] == ["HALTED", "RUNNING", "PAUSED"]
         assert not app.panes["banner"].has_class("-shown"), "a kill switch since re-armed is not a banner"
         await detach(pilot, app)
-    engine.send(signal.SIGTERM)
-    assert engine.wait() == 0, engine.stderr
+    stop_in_order(engine)
 
 
 def test_the_event_stream_joins_the_events_before_it_to_those_after_it_without_a_gap_or_a_repeat(tmp_path, spawn_ffe):
@@ -212,8 +212,7 @@ def test_the_event_stream_joins_the_events_before_it_to_those_after_it_without_a
     assert any(rec["event"] == "bar" for rec in later), "a subscriber gets the bars from now on"
     seqs = [rec["seq"] for rec in earlier + later if rec["audit"]]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "audited events, each once and in order"
-    engine.send(signal.SIGTERM)
-    assert engine.wait() == 0, engine.stderr
+    stop_in_order(engine)
 
 
 async def test_the_attached_console_s_keys_record_the_console_s_reasons(tmp_path, spawn_ffe):
@@ -224,7 +223,7 @@ async def test_the_attached_console_s_keys_record_the_console_s_reasons(tmp_path
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        await running(pilot)
         await pilot.press("p")
         await until(pilot, lambda: db_value(db, "SELECT reason FROM engine_state") == "operator pause",
                     "the pause stored with the console's reason")
@@ -235,8 +234,7 @@ async def test_the_attached_console_s_keys_record_the_console_s_reasons(tmp_path
                     "HALTED stored")
         assert db_value(db, "SELECT reason FROM engine_state") == "kill switch"
         await detach(pilot, app)
-    engine.send(signal.SIGTERM)
-    assert engine.wait() == 0, engine.stderr
+    stop_in_order(engine)
 
 
 async def test_an_attached_console_whose_engine_crashed_says_so_in_the_state_and_on_quitting(tmp_path, spawn_ffe):
@@ -244,7 +242,7 @@ async def test_an_attached_console_whose_engine_crashed_says_so_in_the_state_and
 
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.snap is not None and "RUNNING" in status_text(app), "RUNNING, attached")
+        await running(pilot)
         engine.send(signal.SIGKILL)
         engine.wait()
         await until(pilot, lambda: "ENGINE CRASHED" in screen_text(app), "the crash on screen")
