@@ -250,13 +250,18 @@ def test_restore_puts_the_records_back_and_never_overwrites_without_force(accoun
     assert list((target / "logs").glob("audit.jsonl.before-restore-*"))
 
 
-def test_a_running_engine_backs_itself_up_and_refuses_a_restore_over_it(account, archive, tmp_path, spawn_ffe):
-    cwd = tmp_path / "live"
+def engine_running(account: Path, cwd: Path, spawn_ffe):
+    """A headless engine on the account's configuration in `cwd`, answering; paced, so it trades on bar by bar
+    while the test works beside it."""
     cwd.mkdir()
     (cwd / "config.toml").write_text((account / "config.toml").read_text())
-    # paced: the engine trades on, bar by bar, while it is backed up
     engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
     wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    return cwd, engine
+
+
+def test_a_running_engine_backs_itself_up_and_refuses_a_restore_over_it(account, archive, tmp_path, spawn_ffe):
+    cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
 
     path = take(cwd, tmp_path / "b")
     proc = run_ffe(cwd, "audit", "tail", "--event", "backup", "--json")
@@ -274,11 +279,7 @@ def test_a_running_engine_backs_itself_up_and_refuses_a_restore_over_it(account,
 
 def test_a_restore_into_the_log_directory_of_a_running_engine_is_refused(account, archive, tmp_path, spawn_ffe):
     """Another --data-dir, but the default --log-dir is the running engine's: its audit trail is not touched."""
-    cwd = tmp_path / "live"
-    cwd.mkdir()
-    (cwd / "config.toml").write_text((account / "config.toml").read_text())
-    engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
-    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
 
     proc = run_ffe(cwd, "restore", str(archive), "--data-dir", str(cwd / "other"), "--force")
     assert proc.returncode == 1, proc.stderr
