@@ -164,6 +164,23 @@ DAMAGED_RECORDS = {
     "engine_state_emptied": ("DELETE FROM engine_state", "engine_state"),
     # JSON, but not the books: read as empty, the peak equity and the drawdown baseline would be lost
     "portfolio_not_an_object": ("UPDATE kv SET value = '[]' WHERE key = 'portfolio'", "portfolio"),
+    # a figure inside the books that is not one: taken as it is, the engine would trade on it or fail mid-start
+    "portfolio_cash_not_a_number": (
+        "UPDATE kv SET value = json_set(value, '$.cash', 'abc') WHERE key = 'portfolio'", "cash"),
+    "portfolio_peak_equity_null": (
+        "UPDATE kv SET value = json_set(value, '$.peak_equity', json('null')) WHERE key = 'portfolio'", "peak_equity"),
+    "portfolio_peak_equity_missing": (
+        "UPDATE kv SET value = json_remove(value, '$.peak_equity') WHERE key = 'portfolio'", "peak_equity"),
+    "portfolio_price_not_a_number": (
+        """UPDATE kv SET value = json_set(value, '$.last_price."ETH/USDT"', '3000') WHERE key = 'portfolio'""",
+        "last_price.ETH/USDT"),
+    "paper_balance_not_a_number": (
+        "UPDATE kv SET value = json_set(value, '$.balances.USDT', 'lots') WHERE key = 'paper_venue'",
+        "balances.USDT"),
+    "paper_order_not_an_object": (
+        "UPDATE kv SET value = json_set(value, '$.orders[0]', 7) WHERE key = 'paper_venue'", "orders[0]"),
+    "position_quantity_not_a_number": ("UPDATE positions SET quantity = 'abc'", "quantity"),
+    "position_entry_price_negative": ("UPDATE positions SET entry_price = -1", "entry_price"),
 }
 
 
