@@ -26,6 +26,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import orjson
 
+from . import bookshapes
 from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import DamagedDatabase, FfeError, StorageError, damaged_database, storage_failure
 from .events import Event
@@ -195,11 +196,18 @@ def _kv_damage(r: tuple[Any, ...]) -> str | None:
         return unreadable(f"table kv, key {r[0]}", "value", r[1], "JSON")
     if r[0] in _BOOK_KEYS and not isinstance(value, dict):
         return unreadable(f"table kv, key {r[0]}", "value", r[1], "a JSON object")
-    return None
+    inside = bookshapes.damage(r[0], value)
+    return f"table kv, key {r[0]}: {inside}" if inside else None
 
 
 def _position_damage(r: tuple[Any, ...]) -> str | None:
-    return None if r[1] in _KNOWN["a side"] else unreadable(f"table positions, position {r[0]}", "side", r[1], "a side")
+    where = f"table positions, position {r[0]}"
+    if r[1] not in _KNOWN["a side"]:
+        return unreadable(where, "side", r[1], "a side")
+    for column, raw in (("quantity", r[2]), ("entry_price", r[3])):
+        if not (bookshapes.NUMBER.test(raw) and raw > 0):
+            return unreadable(where, column, raw, "a number above 0")
+    return None
 
 
 def _order_damage(r: tuple[Any, ...]) -> str | None:
@@ -234,7 +242,7 @@ def record_checks(every: bool) -> list[tuple[str, Callable[[tuple[Any, ...]], st
     return [("SELECT state FROM engine_state", _state_damage),
             ("SELECT (SELECT COUNT(*) FROM engine_state), (SELECT COUNT(*) FROM events)", _no_state_damage),
             ("SELECT key, value FROM kv", _kv_damage),
-            ("SELECT symbol, side FROM positions", _position_damage),
+            ("SELECT symbol, side, quantity, entry_price FROM positions", _position_damage),
             ("SELECT client_order_id, side, reason, intent FROM orders" + live, _order_damage),
             ("SELECT approval_id, intent, gates FROM approvals" + pending, _approval_damage)]
 
