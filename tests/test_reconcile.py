@@ -18,6 +18,7 @@ from ffe_engine.engine import ControlError
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.reconcile import BASELINE_KEY
 from ffe_engine.risk import OrderIntent
+from ffe_engine.views import blocking
 from live_helpers import (BTC, GET_ORDER, POST_ORDER, SteppedClock, exchange_options, fx,  # noqa: F401
                           live_settings, next_bar, reconcile_twice, rows, run_ffe_async, stored_events, wait_for)
 
@@ -231,8 +232,14 @@ async def test_exchange_unreachable_at_a_reconciliation_pauses_and_clears_once_i
         (difference,) = await e.reconcile()
         assert difference["kind"] == "venue_unreachable"
         assert e.state is EngineState.PAUSED and rows(db, "SELECT by FROM engine_state") == [("reconcile",)]
-        with pytest.raises(ControlError):
+        # said as what it is: an outage, not a difference for the operator to look into and accept
+        (reason,) = rows(db, "SELECT reason FROM engine_state")[0]
+        assert reason == "reconcile: the exchange could not be reached" and "difference" not in e.state_reason
+        with pytest.raises(ControlError, match="could not be reached") as refused:
             await e.resume(by="test")  # nothing known about the account: no new entries
+        assert "difference" not in str(refused.value)
+        (gate,) = [g for g in blocking(e, e.clock.now_ms()) if g["gate"] == "RECONCILE"]
+        assert gate["now"] == "the exchange could not be reached"
 
         fx.down = False
         assert await e.reconcile() == []
