@@ -44,7 +44,7 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Ensemble
 from . import overrides
 from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio
-from .reconcile import Reconciler
+from .reconcile import UNREACHABLE, Reconciler, blocked_text, outage_only
 from .recovery import recover_after_restore
 from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
@@ -960,8 +960,8 @@ class Engine:
         if differences:
             self.reconcile_blocked = differences
             if self.state is EngineState.RUNNING:
-                await self.trading.set(EngineState.PAUSED, f"reconcile: {len(differences)} difference(s)",
-                                       "reconcile")
+                what = UNREACHABLE if outage_only(differences) else f"{len(differences)} difference(s)"
+                await self.trading.set(EngineState.PAUSED, f"reconcile: {what}", "reconcile")
         elif (all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
               or any(d.get("kind") == "restore_unrecovered" for d in self.reconcile_blocked)):
             # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept,
@@ -985,8 +985,9 @@ class Engine:
             if self.state is EngineState.HALTED and not confirm:
                 raise ControlError("engine is HALTED: re-arming needs confirmation")
             if self.reconcile_blocked:
-                raise ControlError(f"reconciliation found {len(self.reconcile_blocked)} unexplained difference(s); "
-                                   "accept them first")
+                raise ControlError(f"reconciliation: {UNREACHABLE}; resume once it answers and agrees"
+                                   if outage_only(self.reconcile_blocked) else
+                                   f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first")
             await self.trading.set(EngineState.RUNNING, "re-armed" if self.state is EngineState.HALTED else "resume",
                                    by)
             await self.flush()

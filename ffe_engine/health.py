@@ -33,7 +33,7 @@ def data_stale_after(cfg: MonitorSettings, timeframe_ms: int) -> float:
 
 
 def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str], breakers: list[dict[str, Any]],
-           reconcile_blocked: int, pending_approvals: int, audit: AuditLag | None, cfg: MonitorSettings,
+           reconcile_blocked: int, pending_approvals: int, reconcile_text: str = "", audit: AuditLag | None, cfg: MonitorSettings,
            timeframe_ms: int) -> dict[str, Any]:
     down: list[str] = []
     degraded: list[str] = []
@@ -54,7 +54,7 @@ def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str],
         if b.get("state") != "closed":
             degraded.append(f"breaker {b.get('state')} on {b.get('venue')}: {b.get('last_error') or 'failures'}")
     if reconcile_blocked:
-        degraded.append(f"reconciliation holds {reconcile_blocked} unexplained difference(s)")
+        degraded.append(f"reconciliation: {reconcile_text or f'{reconcile_blocked} unexplained difference(s)'}")
     status = DOWN if down else DEGRADED if degraded else HEALTHY
     return {
         "status": status,

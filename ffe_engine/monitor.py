@@ -27,6 +27,7 @@ from .errors import StartError, StorageError
 from .health import HEALTHY, assess, data_stale_after
 from .httpd import HttpServer, Response
 from .metrics import COUNTED, EngineMetrics
+from .reconcile import blocked_text
 from .tasks import cancel_and_wait
 
 log = logs.get_logger("ffe.monitor")
@@ -84,6 +85,7 @@ class Monitor:
         e = self.engine
         return assess(state=e.state.value, stopped=e.stopped, liveness=e.liveness, symbols=e.symbols,
                       breakers=[e.breaker.summary()], reconcile_blocked=len(e.reconcile_blocked),
+                      reconcile_text=blocked_text(e.reconcile_blocked),
                       pending_approvals=len(e.pending), audit=self.audit, cfg=self.cfg,
                       timeframe_ms=e.timeframe_ms)
 

@@ -67,6 +67,20 @@ class ReconcileReport:
         return self.status == "failed"
 
 
+UNREACHABLE = "the exchange could not be reached"
+
+
+def outage_only(differences: list[dict[str, Any]]) -> bool:
+    """The exchange could not be reached, and nothing else was found: an outage that clears when it answers and
+    agrees, not a difference for the operator to look into and accept."""
+    return bool(differences) and all(d.get("kind") == "venue_unreachable" for d in differences)
+
+
+def blocked_text(differences: list[dict[str, Any]]) -> str:
+    """What holds the engine, said as the operator should take it."""
+    return UNREACHABLE if outage_only(differences) else f"{len(differences)} unexplained difference(s)"
+
+
 class Reconciler:
     def __init__(self, *, venue: Venue, store: Store, orders: OrderPath, portfolio: Portfolio, bus: EventBus,
                  symbols: list[str], clock: Clock, quote: str) -> None:

@@ -13,6 +13,7 @@ from .clock import utc_day
 from .entrylog import refusal_code
 from .fmt import iso_ms
 from .model import EngineState, Side
+from .reconcile import blocked_text
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -134,7 +135,7 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
         out.append({"gate": "BREAKER_OPEN", "now": f"{b.get('venue')} {b.get('state')}: {b.get('last_error')}",
                     "lifts": "a successful probe" + (f" in {retry:.0f}s" if retry is not None else "")})
     if engine.reconcile_blocked:
-        out.append({"gate": "RECONCILE", "now": f"{len(engine.reconcile_blocked)} unexplained difference(s)",
+        out.append({"gate": "RECONCILE", "now": blocked_text(engine.reconcile_blocked),
                     "lifts": "accept them (`ffe ctl accept`), then resume"})
     return out
 
