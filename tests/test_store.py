@@ -57,7 +57,7 @@ async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
     o.status = OrderStatus.OPEN
     await store.update_order(o)
     await store.set_engine_state("PAUSED", "operator", "ctl", 2.0)
-    await store.put_kv("portfolio", {"cash": 1234.5}, 2.0)
+    await store.put_kv("portfolio", {"cash": 1234.5, "peak_equity": 1300.0}, 2.0)
     # A fill with what it changed in the book (position, a closed trade), recorded in one transaction.
     o.filled = 0.5
     trade = ClosedTrade(symbol="ETH/USDT", side=Side.BUY, quantity=1.0, entry_price=10.0, exit_price=11.0, pnl=0.9,
@@ -76,7 +76,7 @@ async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
     try:
         assert db_value(path, "PRAGMA user_version") == SCHEMA_VERSION
         assert await store.get_engine_state() == ("PAUSED", "operator", "ctl")
-        assert await store.get_kv("portfolio") == {"cash": 1234.5}
+        assert await store.get_kv("portfolio") == {"cash": 1234.5, "peak_equity": 1300.0}
         live = await store.live_orders()
         assert [(x.client_order_id, x.status) for x in live] == [("ffe-test-1", OrderStatus.OPEN)]
         assert await store.order_intents(["ffe-test-1"]) == {"ffe-test-1": {"reason": "signal"}}
