@@ -288,6 +288,17 @@ async def test_reads_give_up_after_the_last_attempt(fx, venue, waits):
     assert waits.seconds == [0.2, 0.4, 0.8]
 
 
+async def test_each_retry_is_a_debug_line_not_a_warning(fx, venue, waits, caplog):
+    # During an outage every call retries: a warning per attempt would bury the events that tell the operator what
+    # happens (the venue's faults, the breaker) in the console's log pane.
+    caplog.set_level(logging.DEBUG, logger="ffe_engine.venues.ccxt_venue")
+    fx.fault("GET /api/v3/openOrders", "5xx_not_executed", times=10)
+    with pytest.raises(VenueUnavailable):
+        await venue.fetch_open_orders(BTC)
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 3 and {r.levelno for r in retries} == {logging.DEBUG}
+
+
 async def test_reads_do_not_retry_final_errors(fx, venue, waits):
     fx.fault("GET /api/v3/account", "error", status=400, code=-1121, msg="Invalid symbol.")
     with pytest.raises(VenueError) as info:
