@@ -294,8 +294,10 @@ class ReadRetry:
         return asked is not None and asked > self.max_retry_after_s
 
     def _before_sleep(self, state: RetryCallState) -> None:
+        # Debug only: what the operator needs of an outage is what the last attempt's failure becomes (the venue's
+        # fault event, the breaker), not a line per attempt that buries them in the console's log.
         exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s: attempt %d failed, retrying: %s", self.name, state.attempt_number, exc)
+        log.debug("%s: attempt %d failed, retrying: %s", self.name, state.attempt_number, exc)
 
     async def __call__(self, what: str, call: Callable[[], Awaitable[T]],
                        passthrough: tuple[type[BaseException], ...] = ()) -> T:
