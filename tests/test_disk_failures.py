@@ -259,3 +259,31 @@ def test_a_database_another_process_keeps_locked_stops_the_engine_halted_with_on
     assert again.returncode == 0 and "state=HALTED" in again.stderr, again.stderr[-3000:]
     assert_trail_holds_the_database(tmp_path)
     assert run_ffe(tmp_path, "doctor").returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------- a file in the way
+WAY_COMMANDS = (("run", "--headless", "--max-bars", "1"), ("audit", "verify"), ("audit", "tail"), ("doctor",),
+                ("config", "check"), ("backup",), ("report", "trades"))
+
+
+@pytest.mark.parametrize("option", ["--log-dir", "--data-dir"])
+@pytest.mark.parametrize("command", WAY_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_a_regular_file_given_as_a_directory_is_one_line_naming_it(tmp_path, command, option):
+    starter_config(tmp_path)
+    (tmp_path / "afile").write_text("not a directory\n")
+    proc = run_ffe(tmp_path, *command, option, str(tmp_path / "afile"))
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"ffe: error: command line: {option}: {tmp_path / 'afile'} is not a directory"], proc.stderr
+    assert proc.stdout == ""
+    assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()
+
+
+def test_a_directory_below_a_regular_file_in_the_config_names_the_file_and_its_line(tmp_path):
+    (tmp_path / "config.toml").write_text('[storage]\npath = "data/ffe.db"\n\n[logging]\ndir = "afile/logs"\n')
+    (tmp_path / "afile").write_text("not a directory\n")
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "1")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == ["ffe: error: config.toml:5: logging.dir: afile is not a directory"]
+    assert not (tmp_path / "data").exists()
