@@ -908,6 +908,8 @@ def _format(origin: Origin | None, key_path: tuple[Any, ...], problem: str, name
     key = _dotted(key_path)
     if origin is None:
         return problem if names_key else f"{key}: {problem}"
+    if origin.kind == "cli":
+        return f"{origin.where}: {origin.var}: {problem}"
     if origin.kind in ("dotenv", "env"):
         var = origin.var or ""
         if names_key or var.upper() == _env_name(tuple(str(p) for p in key_path)).upper():
@@ -968,6 +970,7 @@ def load_settings(
     settings._sources = [layer.label for layer in layers]
     if data_dir is not None or log_dir is not None:
         settings = settings.with_dirs(data_dir=data_dir, log_dir=log_dir)
+    _raise_first(_directory_problems(settings), secrets)
     return settings
 
 
@@ -1063,6 +1066,29 @@ def _quote_problems(settings: Settings, origins: Mapping[Path_, Origin]) -> list
                        f"is quoted in venue.quote")
         rank = origin.rank if origin else (3, 0)
         problems.append(((*rank, index), _format(origin, loc, problem), origin, _dotted(loc)))
+    return problems
+
+
+def _not_a_directory(directory: Path) -> Path | None:
+    """The path in the way of `directory`: itself, or the nearest existing ancestor, when that is no directory."""
+    for candidate in (directory, *directory.parents):
+        if os.path.lexists(candidate):
+            return None if os.path.isdir(candidate) else candidate
+    return None
+
+
+def _directory_problems(settings: Settings) -> list[Problem]:
+    """The data and log directories are directories, or can be made: a regular file in the way would fail every
+    command that opens them, part way."""
+    problems: list[Problem] = []
+    for index, (key, directory) in enumerate(((("storage", "path"), settings.data_dir),
+                                              (("logging", "dir"), settings.log_dir))):
+        blocker = _not_a_directory(directory)
+        if blocker is None:
+            continue
+        origin = settings.origin_of(*key)
+        rank = origin.rank if origin else (3, 0)
+        problems.append(((*rank, index), _format(origin, key, f"{blocker} is not a directory"), origin, _dotted(key)))
     return problems
 
 
