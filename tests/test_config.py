@@ -197,6 +197,56 @@ def test_wrong_type_names_key_file_and_line(tmp_path):
     assert str(error).startswith(f"{config}:3: risk.max_open_positions: Input should be a valid integer")
 
 
+# A value of another TOML type is refused, never converted: `true` is no count, "3" no number.
+WRONG_TYPES = [
+    ("[risk]\nmax_open_positions = true\n", "risk.max_open_positions: Input should be a valid integer, not a boolean"),
+    ('[risk]\nmax_open_positions = "3"\n', "risk.max_open_positions: Input should be a valid integer, not a string"),
+    ("[risk]\nmax_open_positions = 3.0\n", "risk.max_open_positions: Input should be a valid integer, not a float"),
+    ('[engine]\nlive_start_paused = "no"\n', "engine.live_start_paused: Input should be a valid boolean, not a string"),
+    ("[engine]\nlive_start_paused = 0\n", "engine.live_start_paused: Input should be a valid boolean, not an integer"),
+    ('[risk]\nmin_confidence = "0.6"\n', "risk.min_confidence: Input should be a valid number, not a string"),
+    ("[risk]\nmin_confidence = true\n", "risk.min_confidence: Input should be a valid number, not a boolean"),
+    ("[tui]\nkeys = {pause = 1}\n", "tui.keys.pause: Input should be a valid string, not an integer"),
+]
+
+
+@pytest.mark.parametrize("text, says", WRONG_TYPES)
+def test_a_value_of_the_wrong_toml_type_is_refused_not_converted(tmp_path, text, says):
+    config = write(tmp_path / "config.toml", "# limits\n" + text)
+    assert str(config_error(config_path=config)) == f"{config}:3: {says}"
+
+
+def test_an_integer_where_a_number_is_expected_is_that_number(tmp_path):
+    config = write(tmp_path / "config.toml", "[risk]\nmin_confidence = 1\n[audit]\nrotate_mb = 2\n")
+    settings = load_settings(config_path=config, environ={})
+    assert settings.risk.min_confidence == 1.0 and settings.audit.rotate_mb == 2.0
+
+
+def test_environment_text_is_read_as_the_key_type(tmp_path):
+    config = write(tmp_path / "config.toml", "")
+    write(tmp_path / ".env", "FFE_ENGINE__LIVE_START_PAUSED=False\nFFE_RISK__MIN_CONFIDENCE=0.6\n")
+    settings = load_settings(config_path=config, environ={"FFE_RISK__MAX_OPEN_POSITIONS": "3",
+                                                          "FFE_TUI__CHART": "false"})
+    assert settings.risk.max_open_positions == 3 and settings.risk.min_confidence == 0.6
+    assert settings.engine.live_start_paused is False and settings.tui.chart is False
+
+
+@pytest.mark.parametrize("value", ["no", "yes", "0", "1", "off"])
+def test_an_environment_boolean_is_true_or_false(tmp_path, value):
+    config = write(tmp_path / "config.toml", "")
+    error = config_error(config_path=config, environ={"FFE_ENGINE__LIVE_START_PAUSED": value})
+    assert str(error) == "environment: FFE_ENGINE__LIVE_START_PAUSED: expected true or false"
+
+
+def test_ffe_config_check_refuses_a_wrong_toml_type_with_one_line(tmp_path):
+    write(tmp_path / "config.toml", "[engine]\napproval = \"auto\"\n\n[risk]\nmax_open_positions = true\n")
+    result = run_ffe(tmp_path, "config", "check", "--config", str(tmp_path / "config.toml"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"ffe: error: {tmp_path / 'config.toml'}:5: risk.max_open_positions: "
+                                          "Input should be a valid integer, not a boolean"]
+    assert result.stdout == ""
+
+
 def test_out_of_range_and_bad_choices(tmp_path):
     config = write(tmp_path / "config.toml", "[risk]\nmax_position_pct = 0\n")
     assert str(config_error(config_path=config)) == f"{config}:2: risk.max_position_pct: Input should be greater than 0"
