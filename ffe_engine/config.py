@@ -557,11 +557,13 @@ def _is_secret(annotation: Any) -> bool:
 
 
 def _kind(annotation: Any) -> str:
-    """'model', 'dict', 'list', 'secret' or 'scalar'."""
+    """'model', 'dict', 'list', 'secret', 'bool' or 'scalar'."""
     if _model_of(annotation):
         return "model"
     if _is_secret(annotation):
         return "secret"
+    if _unwrap(annotation) is bool:
+        return "bool"
     origin = get_origin(_unwrap(annotation))
     if origin is dict:
         return "dict"
@@ -858,6 +860,12 @@ def _env_target(name: str) -> tuple[Path_, str] | None:
 def _env_value(name: str, raw: str, kind: str, origin: Origin) -> Any:
     if kind in ("scalar", "secret"):
         return raw
+    if kind == "bool":
+        # As in TOML: "yes", "off" or "0" would be read differently by different people.
+        if raw.strip().lower() in ("true", "false"):
+            return raw.strip().lower() == "true"
+        message = f"{origin.where}: {name}: expected true or false"
+        raise ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name)
     if kind == "any":
         try:
             return json.loads(raw)
@@ -958,6 +966,7 @@ def load_settings(
     ]
     # Unknown keys and misplaced credentials first: a typo is usually the cause of whatever else looks wrong.
     _raise_first(_key_problems(layers), secrets)
+    _raise_first([p for layer in layers if layer.kind == "toml" for p in _toml_type_problems(layer)], secrets)
     merged, origins = _merge_layers(layers)
     try:
         settings = Settings.model_validate(merged)
@@ -1027,6 +1036,31 @@ def _key_problems(layers: list[_Layer]) -> list[Problem]:
                     message = _format(origin, path, problem, names_key=True)
                     problems.append(((*origin.rank, index), message, origin, _dotted(path)))
     return problems
+
+
+# Pydantic's strict errors for a value of another type; a TOML value has its type, and is never converted to another.
+_TYPE_ERRORS = frozenset({"int_type", "float_type", "bool_type", "string_type", "list_type", "dict_type"})
+_TOML_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"), (list, "an array"),
+               (dict, "a table"))
+
+
+def _toml_type_problems(layer: _Layer) -> list[Problem]:
+    """Each value of config.toml is of its key's type (an integer is a number too): `max_open_positions = true`
+    is refused rather than read as 1. The environment's values are text, read as their key's type by validation."""
+    try:
+        Settings.model_validate(layer.values, strict=True)
+    except ValidationError as exc:
+        problems: list[Problem] = []
+        for index, error in enumerate(exc.errors(include_url=False)):
+            if error["type"] not in _TYPE_ERRORS:
+                continue  # refused or not, validation of the merged settings says the rest
+            loc: tuple[Any, ...] = tuple(error["loc"])
+            found = next((name for kind, name in _TOML_TYPES if isinstance(error["input"], kind)), "a date or time")
+            origin = _origin_for(loc, layer.origins) or Origin("toml", file=layer.label)
+            message = _format(origin, loc, f"{error['msg']}, not {found}")
+            problems.append(((*origin.rank, index), message, origin, _dotted(loc)))
+        return problems
+    return []
 
 
 def _merge_layers(layers: list[_Layer]) -> tuple[dict[str, Any], dict[Path_, Origin]]:
