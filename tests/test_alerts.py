@@ -249,3 +249,60 @@ async def test_each_kind_of_event_raises_the_alert_an_operator_needs(tmp_path):
         await notifier.close()
         await store.close()
         await hook.stop()
+
+
+async def test_alert_texts_say_the_state_as_it_is(tmp_path):
+    """A breaker opening on a HALTED engine leaves it HALTED, an exchange out of reach clears by itself once it
+    answers, and a flatten whose closing order's answer was lost has not closed the position: each alert says so."""
+    from ffe_engine.alerts import Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.events import (BreakerChanged, EngineStateChanged, KillSwitchEvent, OrderEvent, ReconcileEvent,
+                                   RunEvent)
+    from ffe_engine.store import Store
+
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, **FAST)
+    store = await Store.open(tmp_path / "ffe.db")
+    notifier = Notifier(cfg, store, channels_from(cfg), now=ManualTime(), wall=lambda: 1_700_000_000.0)
+    await notifier.start()
+    try:
+        events = [
+            RunEvent(phase="start", mode="live", detail={"state": "RUNNING", "reason": "resume"}),
+            BreakerChanged(venue="binance", state="open", previous="closed", failures=3, error="timeout"),
+            OrderEvent(client_order_id="ffe-close-1", symbol="BTC/USDT", status="in_doubt"),
+            EngineStateChanged(state="HALTED", previous="PAUSED", reason="flatten", by="ctl"),
+            KillSwitchEvent(action="flatten", closing=["ffe-close-1"], by="ctl"),
+            BreakerChanged(venue="kraken", state="open", previous="closed", failures=3, error="503"),
+            BreakerChanged(venue="kraken", state="closed", previous="half_open"),
+            ReconcileEvent(status="failed", differences=[{"error": "connection refused"}]),
+        ]
+        for ev in events:
+            notifier.sink(ev, b"")
+        await store.flush()
+        await until(lambda: len(hook.delivered) >= 7, what="the alerts")
+        got = [(r.body["kind"], r.body["severity"], r.body["text"]) for r in hook.delivered]
+        assert [kind for kind, _, _ in got] == ["STARTED", "BREAKER_OPEN", "HALTED", "FLATTEN", "BREAKER_OPEN",
+                                                "BREAKER_CLOSED", "RECONCILE"]
+        running_open, halted_open = got[1][2], got[4][2]
+        assert "Entries refused; the engine pauses" in running_open, running_open
+        assert "Entries refused; the engine stays HALTED" in halted_open and "paused" not in halted_open
+        assert "stays HALTED" in got[5][2] and "paused" not in got[5][2], got[5][2]
+        _, severity, flatten = got[3]
+        assert severity == "page", flatten
+        assert "1 IN DOUBT" in flatten and "still held" in flatten, flatten
+        _, severity, reconcile = got[6]
+        assert "the exchange could not be reached" in reconcile and "connection refused" in reconcile, reconcile
+        assert "ffe ctl accept" not in reconcile and "once it answers" in reconcile, reconcile
+    finally:
+        await notifier.close()
+        await store.close()
+        await hook.stop()
+
+
+async def test_a_flatten_whose_closing_orders_were_answered_is_a_warning(tmp_path):
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import KillSwitchEvent
+
+    (alert,) = alerts_for(KillSwitchEvent(action="flatten", closing=["ffe-close-1"], cancelled=["o1"], by="ctl"))
+    assert (alert.severity, alert.text) == ("warn", "ffe flatten by ctl: 1 closing order(s) placed, 1 cancelled.")
