@@ -20,6 +20,7 @@ Times: rate-limit windows and ages are real seconds (monotonic); alert timestamp
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -31,6 +32,7 @@ from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RunEvent)
+from .reconcile import blocked_text, outage_only
 from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -56,8 +58,24 @@ def _clock(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S UTC")
 
 
-def alerts_for(ev: Event) -> list[Alert]:
-    """The alerts an event raises (most raise none)."""
+def _stays(state: str | None) -> str:
+    """What the engine's state does while the venue is out, said as it is."""
+    if state == "RUNNING":
+        return "the engine pauses"
+    return f"the engine stays {state}" if state else "the engine's state is unchanged"
+
+
+def _until_resumed(state: str | None) -> str:
+    if state == "HALTED":
+        return "the engine stays HALTED until re-armed"
+    if state == "PAUSED":
+        return "the engine stays PAUSED until resumed"
+    return f"the engine is {state}" if state else "the engine's state is unchanged"
+
+
+def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str] = ()) -> list[Alert]:
+    """The alerts an event raises (most raise none). `state`: the engine's state as last said by its events;
+    `in_doubt`: the client order ids whose answer was lost and is not known yet."""
     if isinstance(ev, EngineStateChanged):
         if ev.state == ev.previous:
             return []
@@ -72,24 +90,34 @@ def alerts_for(ev: Event) -> list[Alert]:
         return []
     if isinstance(ev, KillSwitchEvent) and ev.action == "flatten":
         failed = len(ev.failed)
+        # A closing order whose answer was lost may not have traded: the position is held until it is known.
+        doubt = sum(1 for cid in ev.closing if cid in in_doubt)
         text = (f"ffe flatten by {ev.by}: {len(ev.closing)} closing order(s) placed, {len(ev.cancelled)} cancelled"
-                + (f", {failed} FAILED: check the venue now." if failed else "."))
-        return [Alert("FLATTEN", "FLATTEN", "page" if failed else "warn", text)]
+                + (f", {doubt} IN DOUBT (answer lost: the position is still held until the venue says)"
+                   if doubt else "")
+                + (f", {failed} FAILED" if failed else "")
+                + (": check the venue now." if failed or doubt else "."))
+        return [Alert("FLATTEN", "FLATTEN", "page" if failed or doubt else "warn", text)]
     if isinstance(ev, BreakerChanged):
         if ev.state == "open":
             return [Alert("BREAKER_OPEN", f"BREAKER_OPEN:{ev.venue}", "page",
                           f"ffe circuit breaker OPEN on {ev.venue} after {ev.failures} failure(s): {ev.error}. "
-                          "Entries refused, engine paused.")]
+                          f"Entries refused; {_stays(state)}.")]
         if ev.state == "closed":
             return [Alert("BREAKER_CLOSED", f"BREAKER_CLOSED:{ev.venue}", "info",
-                          f"ffe circuit breaker closed on {ev.venue}: the venue answers again (engine stays paused "
-                          "until resumed).")]
+                          f"ffe circuit breaker closed on {ev.venue}: the venue answers again "
+                          f"({_until_resumed(state)}).")]
         return []
     if isinstance(ev, ReconcileEvent) and ev.status in ("differences", "failed"):
-        n = len(ev.differences)
-        what = f"{n} unexplained difference(s)" if ev.status == "differences" else "reconciliation failed"
-        return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {what} between the journal and the "
-                                                        "venue. Entries held until `ffe ctl accept`.")]
+        found = ev.differences if ev.status == "differences" else [{"kind": "venue_unreachable"}]
+        if outage_only(found):
+            error = next((str(d["error"]) for d in ev.differences if d.get("error")), "")
+            return [Alert("RECONCILE", "RECONCILE:unreachable", "page",
+                          f"ffe reconciliation: {blocked_text(found)}" + (f" ({error[:80]})" if error else "")
+                          + f". Entries held; {_stays(state)}. Nothing to accept: the hold lifts once it answers "
+                          "and agrees with the journal.")]
+        return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
+                                                        "journal and the venue. Entries held until `ffe ctl accept`.")]
     if isinstance(ev, ApprovalEvent) and ev.outcome == "pending":
         return [Alert("APPROVAL", f"APPROVAL:{ev.approval_id}", "warn",
                       f"ffe approval {ev.approval_id} waiting: {ev.side.upper()} {ev.quantity:g} {ev.symbol} at "
@@ -161,6 +189,7 @@ class Notifier:
         self.suppressed = 0
         self._windows: dict[str, _Window] = {}
         self._doubts: dict[str, _Doubt] = {}
+        self._state: str | None = None  # the engine's state as its last events said, for the alerts' texts
         self._raised = 0  # rows added since the last flush the notifier itself made
         self._wake = {c.name: asyncio.Event() for c in channels}
         self._closing = asyncio.Event()
@@ -175,7 +204,11 @@ class Notifier:
         if isinstance(ev, OrderEvent):
             self._track_doubt(ev)
             return
-        for alert in alerts_for(ev):
+        if isinstance(ev, EngineStateChanged):
+            self._state = ev.state
+        elif isinstance(ev, RunEvent) and ev.phase == "start":
+            self._state = ev.detail.get("state")
+        for alert in alerts_for(ev, state=self._state, in_doubt=self._doubts):
             self.raise_alert(alert)
 
     def raise_alert(self, alert: Alert) -> None:
