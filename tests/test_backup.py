@@ -170,6 +170,40 @@ def test_a_damaged_backup_file_fails_verify_and_is_not_restored(account, archive
     assert not (target / "data" / "ffe.db").exists()
 
 
+@pytest.mark.parametrize("keep", [4, 100, 600, 1000, 50_000])
+def test_a_backup_cut_short_anywhere_is_damaged_not_bad_input(account, archive, tmp_path, keep):
+    """A copy that stopped part way is a backup that fails its checks (exit 1), however early it stopped: only its
+    first bytes were needed to see it is a backup."""
+    bad = tmp_path / "cut.tar.zst"
+    bad.write_bytes(archive.read_bytes()[:keep])
+    proc = verify(account, bad, run_ffe if keep == 100 else ffe_in_process)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [f"ffe: error: {bad}: damaged or cut short (it ends part way through)"], \
+        proc.stderr
+
+
+def test_a_whole_zstandard_file_that_holds_no_backup_is_bad_input(account, tmp_path):
+    path = tmp_path / "notes.txt.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"meeting notes, not a backup\n"))
+    proc = verify(account, path, ffe_in_process)
+    assert proc.returncode == 2, proc.stderr
+    assert "not an ffe backup" in proc.stderr and str(path) in proc.stderr, proc.stderr
+
+
+def test_backup_verify_takes_the_common_options(account, archive, tmp_path):
+    config = tmp_path / "other.toml"
+    config.write_text("[risk]\nmax_open_positions = 3\n")
+    dotenv = tmp_path / "other.env"
+    dotenv.write_text("FFE_RISK__MAX_DAILY_TRADES=7\n")
+    for where in (("backup", "verify", str(archive)), ("backup", "--log-dir", str(tmp_path / "l"), "verify",
+                                                       str(archive))):
+        proc = run_ffe(account, *where, "--config", str(config), "--env-file", str(dotenv),
+                       "--data-dir", str(tmp_path / "d"), *(("--log-dir", str(tmp_path / "l")) if len(where) == 3
+                                                           else ()))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"ok: {archive}: "), proc.stdout
+
+
 @pytest.mark.parametrize("content", [b"", b"not a backup at all", None])
 def test_a_file_that_is_not_a_backup_is_bad_input(account, tmp_path, content):
     path = tmp_path / "x.tar.zst"
