@@ -33,11 +33,13 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=None, help="config file (default ./config.toml)")
-    p.add_argument("--env-file", type=Path, default=None, help="dotenv file (default .env next to the config)")
-    p.add_argument("--data-dir", type=Path, default=None, help="runtime state directory (database)")
-    p.add_argument("--log-dir", type=Path, default=None, help="audit and log directory")
+def _common(p: argparse.ArgumentParser, default: Any = None) -> None:
+    """The options every command takes. A subcommand of a command that has them takes them too, with
+    default=argparse.SUPPRESS: given before the subcommand's name, they are kept."""
+    p.add_argument("--config", type=Path, default=default, help="config file (default ./config.toml)")
+    p.add_argument("--env-file", type=Path, default=default, help="dotenv file (default .env next to the config)")
+    p.add_argument("--data-dir", type=Path, default=default, help="runtime state directory (database)")
+    p.add_argument("--log-dir", type=Path, default=default, help="audit and log directory")
 
 
 def _positive(text: str) -> int:
@@ -176,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     bk.set_defaults(handler=commands.backup)
     bk_sub = bk.add_subparsers(dest="backup_command")
     bk_verify = bk_sub.add_parser("verify", help="check a backup: checksums, integrity, audit trail, agreement")
+    _common(bk_verify, default=argparse.SUPPRESS)
     bk_verify.add_argument("file", type=Path, metavar="FILE")
     bk_verify.set_defaults(handler=commands.backup_verify)
 

@@ -269,13 +269,14 @@ def unpack(file: Path, into: Path) -> dict[str, Any]:
     if not file.exists() or file.is_dir():  # a pipe is read as well: `<(ssh host cat BACKUP)`
         raise UsageError(f"{file}: no such backup file")
     members = 0
+    frame: _Frame | None = None
     try:
         with open(file, "rb", buffering=0) as f:
             head = _read_exactly(f, len(ZSTD_MAGIC))
             if head != ZSTD_MAGIC:
                 raise UsageError(f"{file}: not an ffe backup (not Zstandard-compressed)")
-            with zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], _Rest(head, f))) as z, \
-                    tarfile.open(fileobj=z, mode="r|") as tar:
+            frame = _Frame(_Rest(head, f))
+            with tarfile.open(fileobj=cast(IO[bytes], frame), mode="r|") as tar:
                 for member in tar:
                     if member.name not in MEMBERS or not member.isfile():
                         raise UsageError(f"{file}: not an ffe backup (unexpected member {member.name!r})")
@@ -284,10 +285,16 @@ def unpack(file: Path, into: Path) -> dict[str, Any]:
                     with open(into / member.name, "wb") as out:
                         shutil.copyfileobj(src, out)
                     members += 1
+            while frame.read(_Frame.CHUNK):  # what follows the archive, to the frame's end
+                pass
+            if not frame.complete:
+                raise Invalid(f"{file}: damaged or cut short (it ends part way through)")
     except zstandard.ZstdError as exc:
         raise Invalid(f"{file}: damaged ({exc})") from None
     except (tarfile.TarError, EOFError) as exc:
-        if not members:  # Zstandard, but no tar archive of ours in it
+        if frame is not None and not frame.complete:  # a backup that stopped part way, however early
+            raise Invalid(f"{file}: damaged or cut short (it ends part way through)") from None
+        if not members:  # Zstandard, whole, but no tar archive of ours in it
             raise UsageError(f"{file}: not an ffe backup ({exc})") from None
         raise Invalid(f"{file}: damaged or cut short ({exc})") from None
     except OSError as exc:
@@ -322,6 +329,34 @@ class _Rest:
             out, self.head = self.head, b""
             return out
         return self.f.read(size)
+
+
+class _Frame:
+    """The decompressed bytes of the Zstandard frame read from `src`, as a file to read from. A file cut short just
+    ends, without an error from the decompressor: `complete` says whether the frame's end was read."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, src: _Rest) -> None:
+        self._src = src
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._out = b""
+        self._pos = 0
+        self.complete = False
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            return b"".join(iter(lambda: self.read(self.CHUNK), b""))
+        while self._pos == len(self._out) and not self.complete:
+            chunk = self._src.read(self.CHUNK)
+            if not chunk:
+                break
+            self._out, self._pos = self._obj.decompress(chunk), 0
+            self.complete = self._obj.eof
+        end = min(len(self._out), self._pos + size)
+        data = self._out[self._pos:end]
+        self._pos = end
+        return data
 
 
 @dataclass
