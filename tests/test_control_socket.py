@@ -219,3 +219,24 @@ def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_
     wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=60, what="HALTED")
     engine.send(signal.SIGTERM)
     assert engine.wait(timeout=30) == 0, engine.stderr
+
+
+def test_a_socket_path_too_long_for_a_unix_socket_is_refused_at_load_before_anything_is_recorded(tmp_path):
+    long_dir = tmp_path / ("d" * (120 - len(str(tmp_path))))
+    sock = long_dir / "ctl.sock"
+    (tmp_path / "config.toml").write_text(f'[control]\nsocket = "{sock}"\n')
+    for command in (("config", "check"), ("run", "--headless", "--max-bars", "1")):
+        proc = run_ffe(tmp_path, *command)
+        assert proc.returncode == 2, (command, proc.stderr[-3000:])
+        assert proc.stderr.splitlines() == [
+            f"ffe: error: config.toml:2: control.socket: {sock} is {len(str(sock))} bytes, longer than a Unix "
+            "socket path can be (107): choose a shorter one"], proc.stderr
+        assert proc.stdout == "" and not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()
+    (tmp_path / "config.toml").write_text("")
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "1", "--data-dir", str(long_dir))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [
+        f"ffe: error: command line: --data-dir: the control socket {long_dir / 'ffe.sock'} is "
+        f"{len(str(long_dir / 'ffe.sock'))} bytes, longer than a Unix socket path can be (107): choose a shorter "
+        "data directory, or a [control] socket elsewhere"], proc.stderr
+    assert not long_dir.exists() and not (tmp_path / "logs").exists()
