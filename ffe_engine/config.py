@@ -979,7 +979,7 @@ def load_settings(
     settings._sources = [layer.label for layer in layers]
     if data_dir is not None or log_dir is not None:
         settings = settings.with_dirs(data_dir=data_dir, log_dir=log_dir)
-    _raise_first(_directory_problems(settings), secrets)
+    _raise_first(_directory_problems(settings) + _socket_problems(settings), secrets)
     return settings
 
 
@@ -1124,6 +1124,30 @@ def _directory_problems(settings: Settings) -> list[Problem]:
         rank = origin.rank if origin else (3, 0)
         problems.append(((*rank, index), _format(origin, key, f"{blocker} is not a directory"), origin, _dotted(key)))
     return problems
+
+
+# The longest path a Unix socket can be bound to or reached at: sun_path holds 108 bytes with the closing NUL.
+MAX_SOCKET_PATH = 107
+
+
+def _socket_problems(settings: Settings) -> list[Problem]:
+    """The control socket's path fits a Unix socket's address: found only when the engine binds it, it would stop
+    a start that has already recorded itself."""
+    path = settings.socket_path
+    size = len(os.fsencode(str(path)))
+    if size <= MAX_SOCKET_PATH:
+        return []
+    too_long = f"{size} bytes, longer than a Unix socket path can be ({MAX_SOCKET_PATH})"
+    if settings.control.socket:
+        key: Path_ = ("control", "socket")
+        problem = f"{path} is {too_long}: choose a shorter one"
+    else:
+        key = ("storage", "path")
+        problem = (f"the control socket {path} is {too_long}: choose a shorter data directory, or a [control] "
+                   "socket elsewhere")
+    origin = settings.origin_of(*key)
+    rank = origin.rank if origin else (3, 0)
+    return [((*rank, 0), _format(origin, key, problem), origin, _dotted(key))]
 
 
 def _validation_problems(exc: ValidationError, origins: Mapping[Path_, Origin]) -> list[Problem]:
