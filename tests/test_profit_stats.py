@@ -70,3 +70,30 @@ async def test_no_trade_yet_sums_to_nothing(tmp_path):
         assert await store.refusals_since(0) == []
     finally:
         await store.close()
+
+
+async def test_weeks_are_iso_weeks_across_the_turn_of_the_year(tmp_path):
+    """Monday to Sunday, numbered as ISO 8601 does: a week belongs to the year of its Thursday (2027-01-01, a Friday,
+    is in 2026-W53; 2024-12-30, a Monday, in 2025-W01)."""
+    closes = ["2026-12-03T10:00", "2026-12-05T23:59", "2027-01-01T00:00", "2027-01-03T23:00", "2027-01-04T00:00",
+              "2024-12-30T12:00", "2021-01-03T12:00", "2020-12-28T00:30"]
+    store = await Store.open(tmp_path / "ffe.db")
+    try:
+        for i, closed in enumerate(closes):
+            o = Order(client_order_id=f"ffe-exit-{i}", symbol="BTC/USDT", side=Side.SELL, quantity=1.0,
+                      type="market", reason=OrderReason.SIGNAL, venue="paper", reduce_only=True, created_ts=ms(closed))
+            await store.journal_order(o)
+            o.status, o.filled, o.average = OrderStatus.FILLED, 1.0, 100.0
+            trade = ClosedTrade(symbol="BTC/USDT", side=Side.BUY, quantity=1.0, entry_price=100.0, exit_price=101.0,
+                                pnl=1.0, fees=0.0, reason="signal", opened_ts=ms(closed) - HOUR, closed_ts=ms(closed),
+                                exit_client_order_id=o.client_order_id)
+            fill = Fill(client_order_id=o.client_order_id, symbol="BTC/USDT", side=Side.SELL, quantity=1.0,
+                        price=101.0, fee=0.0, ts=ms(closed))
+            await store.add_fill(fill, o, FillRecord(trade=trade, closed_symbol="BTC/USDT"))
+        weeks = await store.trade_stats("week", limit=20)
+        assert [(w["key"], w["trades"]) for w in weeks] == [
+            ("2027-W01", 1), ("2026-W53", 2), ("2026-W49", 2), ("2025-W01", 1), ("2020-W53", 2)]
+        expected = {"{}-W{:02d}".format(*datetime.fromisoformat(c).isocalendar()[:2]) for c in closes}
+        assert {w["key"] for w in weeks} == expected
+    finally:
+        await store.close()
