@@ -116,8 +116,16 @@ MIGRATIONS: dict[int, list[str]] = {
 
 _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, status) "
               "VALUES (?,?,?,?,?,?,'pending')")
-# A closed trade's period, from its close time (UTC): the profit view's daily, weekly and monthly tables.
-PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
+# A closed trade's period, from its close time (UTC): the profit view's daily, weekly and monthly tables. Weeks are
+# ISO 8601's (Monday to Sunday, in the year of their Thursday); SQLite's strftime has %G and %V only from 3.46, so
+# the week is numbered from its Thursday's day of the year.
+_CLOSED = "closed_ts / 1000, 'unixepoch'"
+_THURSDAY = f"date({_CLOSED}, '-3 days', 'weekday 4')"
+PERIOD_KEYS = {
+    "day": f"strftime('%Y-%m-%d', {_CLOSED})",
+    "week": f"printf('%s-W%02d', strftime('%Y', {_THURSDAY}), (strftime('%j', {_THURSDAY}) - 1) / 7 + 1)",
+    "month": f"strftime('%Y-%m', {_CLOSED})",
+}
 _ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
 
 
@@ -916,18 +924,17 @@ class Store:
     async def trade_stats(self, by: str | None = None, limit: int = 12) -> list[dict[str, Any]]:
         """Closed trades summed: over all of them (by=None), per symbol (most profitable first), or per UTC day,
         week or month of their close (newest first). P&L is net of fees; durations are in market milliseconds."""
-        params: tuple[Any, ...] = ()
         if by is None:
             key, order = "'all'", "k"
         elif by == "symbol":
             key, order = "symbol", "SUM(pnl) DESC"
-        elif by in PERIOD_FORMATS:
-            key, order, params = "strftime(?, closed_ts / 1000, 'unixepoch')", "k DESC", (PERIOD_FORMATS[by],)
+        elif by in PERIOD_KEYS:
+            key, order = PERIOD_KEYS[by], "k DESC"
         else:
             raise ValueError(f"trade_stats: unknown grouping {by!r}")
         rows = await self.query(
             f"SELECT {key} AS k, COUNT(*), SUM(pnl > 0), SUM(pnl), SUM(fees), AVG(closed_ts - opened_ts), "
-            f"MIN(pnl), MAX(pnl) FROM trades GROUP BY k ORDER BY {order} LIMIT ?", (*params, limit))
+            f"MIN(pnl), MAX(pnl) FROM trades GROUP BY k ORDER BY {order} LIMIT ?", (limit,))
         return [{"key": r[0], "trades": r[1], "wins": r[2] or 0, "pnl": r[3] or 0.0, "fees": r[4] or 0.0,
                  "avg_duration_ms": r[5], "worst": r[6], "best": r[7]} for r in rows]
 
