@@ -252,6 +252,22 @@ async def test_an_engine_that_starts_waiting_for_the_operator_says_so_as_a_warni
         await hook.stop()
 
 
+async def test_a_new_position_is_valued_at_the_latest_price_everywhere(tmp_path, fx):
+    """Filled between bars at a price other than the last close, a new position's P&L, its % move and the equity
+    all take the same price: the latest one the engine has."""
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        (pos,) = e.snapshot()["positions"]
+        last, entry, qty = pos["last"], pos["entry"], pos["quantity"]
+        assert last == e.portfolio.last_price[BTC] and entry != last, pos
+        assert pos["unrealised"] == pytest.approx((last - entry) * qty), pos
+        assert pos["pnl_pct"] == pytest.approx(100.0 * (last - entry) / entry), pos
+        assert e.portfolio.unrealised() == pytest.approx(pos["unrealised"])
+        assert e.snapshot()["equity"] == pytest.approx(e.portfolio.cash + qty * last)
+
+
 # ---------------------------------------------------------------------------------------------------- flatten
 @pytest.mark.parametrize("first_answer", ["429", "5xx_not_executed"])
 async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(tmp_path, fx, first_answer):
