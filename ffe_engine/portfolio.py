@@ -178,10 +178,12 @@ class Portfolio:
                 pos = None
             if pos is None:
                 total = held + dust
-                pos = Position(symbol=f.symbol, side=Side.BUY, quantity=total,
-                               entry_price=(f.price * held + dust_cost) / total if dust and total > 0 else f.price,
+                entry = (f.price * held + dust_cost) / total if dust and total > 0 else f.price
+                # Valued at the symbol's mark, as the equity values it: the fill's price is not a newer quote.
+                pos = Position(symbol=f.symbol, side=Side.BUY, quantity=total, entry_price=entry,
                                opened_ts=f.ts, stop_loss=stop_loss, take_profit=take_profit,
-                               entry_decision_id=decision_id, fees=f.fee + dust_fees, last_price=f.price)
+                               entry_decision_id=decision_id, fees=f.fee + dust_fees,
+                               last_price=self.last_price.get(f.symbol) or entry)
                 self.positions[f.symbol] = pos
                 return FillResult(pos, opened=True)
             total = pos.quantity + held
@@ -296,4 +298,4 @@ class Portfolio:
         self.last_price.update(state.get("last_price", {}))
         self.positions = {p.symbol: p for p in positions}
         for p in positions:
-            p.last_price = self.last_price.get(p.symbol, p.entry_price)
+            p.last_price = self.last_price.get(p.symbol) or p.entry_price
