@@ -311,6 +311,37 @@ def test_a_running_engine_backs_itself_up_and_refuses_a_restore_over_it(account,
     assert engine.wait(60) == 0, engine.stderr
 
 
+def test_a_restore_over_a_halted_account_keeps_the_kill_switch(account, archive, tmp_path, spawn_ffe):
+    """The backup was taken before the kill switch was pressed: restored as it is, the account would start again
+    without it. The restore keeps the HALTED state of the records it moves aside."""
+    cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
+    halt = run_ffe(cwd, "ctl", "halt")
+    assert halt.returncode == 0, halt.stderr
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+    db = cwd / "data" / "ffe.db"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT state FROM engine_state").fetchall() == [("HALTED",)]
+    with sqlite3.connect(archive_db(archive, tmp_path / "unpacked")) as conn:
+        assert conn.execute("SELECT state FROM engine_state").fetchall() != [("HALTED",)]  # the case in point
+
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" in proc.stdout + proc.stderr  # the operator is told the kill switch is kept
+    with sqlite3.connect(db) as conn:
+        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
+    assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
+    assert run_ffe(cwd, "doctor").returncode == 0
+    started = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=env())
+    assert started.returncode == 0, started.stderr
+    assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
+
+
+def archive_db(archive: Path, into: Path) -> Path:
+    unpack(archive, into)
+    return into / bk.DB_NAME
+
+
 def test_a_restore_into_the_log_directory_of_a_running_engine_is_refused(account, archive, tmp_path, spawn_ffe):
     """Another --data-dir, but the default --log-dir is the running engine's: its audit trail is not touched."""
     cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
