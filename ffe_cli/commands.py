@@ -530,6 +530,9 @@ def restore(args: argparse.Namespace) -> int:
         _print(f"moved aside {moved}")
     _print(f"restored {done['backup']} (taken {done['taken']}, records to seq {done['seq']['last']}): "
            f"{done['database']}, {done['audit_trail']}; its configuration in {done['config']}")
+    if done["kept_halted"]:
+        _print("the records moved aside were HALTED: the restored account is HALTED too (re-arm it with "
+               "`ffe ctl resume --yes` once you are satisfied)")
     _print("next: start the engine; before any order it records from the venue what the account did after the "
            "backup, and stays PAUSED on any difference it cannot explain (see docs/runbook.md)")
     return 0

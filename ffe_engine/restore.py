@@ -31,7 +31,7 @@ from .errors import FfeError, StartError
 from .host import acquire_lock, acquire_log_lock, log_dir_holder
 from .interrupts import held
 from .staging import Staging
-from .store import mark_restored
+from .store import halted_in, keep_halted, mark_restored
 
 CONFIG_COPY = "config.from-backup.toml"
 
@@ -78,6 +78,9 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         if there and not force:
             raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "
                           "and restore (nothing restored)")
+        # A kill switch pressed after the backup was taken is kept: the records it is in are moved aside, and the
+        # restored account would otherwise start without it.
+        halted = halted_in(db) if db in there else None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         aside = []
         for p in there:
@@ -87,6 +90,8 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         manifest = checked.manifest
         mark_restored(work / DB_NAME, {"backup": file.name, "taken_ms": manifest["created_ms"],
                                        "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
+        if halted is not None:
+            keep_halted(work / DB_NAME, f"{halted[0]} (by {halted[1]}, kept across a restore)", now)
         _put(work / DB_NAME, db)
         trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _put(work / TRAIL_NAME, trail)
@@ -97,7 +102,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
     return {"backup": str(file), "database": str(db), "audit_trail": str(trail),
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
-            "fills": checked.fills}
+            "fills": checked.fills, "kept_halted": halted is not None}
 
 
 def _put(src: Path, dest: Path) -> None:

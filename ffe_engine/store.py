@@ -1025,6 +1025,31 @@ def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:
         conn.close()
 
 
+def halted_in(path: Path | str) -> tuple[str, str] | None:
+    """The reason and author of the HALTED state stored in the database at `path`, or None when it is not HALTED
+    or cannot be read (a restore replacing a lost or damaged database has no state to keep)."""
+    try:
+        conn = open_read_only(path)
+    except (sqlite3.Error, OSError):
+        return None
+    try:
+        row = conn.execute("SELECT state, reason, by FROM engine_state").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return (str(row[1]), str(row[2])) if row is not None and row[0] == EngineState.HALTED.value else None
+
+
+def keep_halted(path: Path | str, reason: str, ts: float) -> None:
+    """Store HALTED in a restored database, by `restore`: the kill switch of the records it replaced."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute(_SQL_STATE, (EngineState.HALTED.value, reason, "restore", ts))
+    finally:
+        conn.close()
+
+
 # ==================================================================== read-only: the checks of `ffe doctor`
 def open_read_only(path: Path | str, timeout: float = 5.0) -> sqlite3.Connection:
     """The database at `path` for reading only: never written, never created. Its first read is made here, so a
