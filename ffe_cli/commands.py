@@ -254,7 +254,10 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
 def _render(action: str, result: Any) -> str:
     if action == "status":
         r = result
-        return (f"{r['mode']} {r['state']} ({r['state_reason']})  equity {fmt.money(r['equity'])}  "
+        state = f"{r['state']} ({r['state_reason']})"
+        if r.get("ended"):  # nothing runs it now: the state it was left in is the one it starts in again
+            state = f"STOPPED ({r['ended']}): was {state}"
+        return (f"{r['mode']} {state}  equity {fmt.money(r['equity'])}  "
                 f"positions {len(r['positions'])}  open orders {len(r['orders'])}  "
                 f"pending approvals {len(r['approvals'])}  approval {r['approval_mode']}")
     if action in ("halt", "flatten"):  # the words of the console's banner

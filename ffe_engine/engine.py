@@ -6,7 +6,8 @@ indicators -> votes -> ensemble -> sizing -> gates -> approval or the single ord
 Control surface (the console and `ffe ctl` use only these): pause, resume, halt, flatten, approve, reject,
 set_approval_mode, accept_reconcile, operator_order, operator_cancel, close_position, snapshot, and the reads of the
 operator's views (balances, profit, why; views.py). Engine state changes are stored durably before the
-call returns, and the engine starts in the state it was left in.
+call returns, and the engine starts in the state it was left in. Once its run has ended (crashed, or stopped: the
+feed ended), every call that would change its state or place or cancel an order is refused; the reads still answer.
 
 The engine composes parts that each own one piece of state: the trading state (trading_state.py), the order path
 (execution.py), the approvals (approvals.py) and reconciliation (reconcile.py), which reports while the engine
@@ -218,6 +219,7 @@ class Engine:
         self.started = False
         self.stopped = False
         self.crashed: BaseException | None = None
+        self._stopped_why = "stopped in order"  # why the run ended, when it did not crash (ended())
         self.liveness = Liveness(now=clock.monotonic, wall=clock.wall)
         self.started_at = clock.monotonic()  # the uptime on the health view counts from here
         # Set by the process around the engine (host.EngineHost): /health's verdict and the monitor's status.
@@ -429,6 +431,7 @@ class Engine:
                 try:
                     c = got.result()
                 except StopAsyncIteration:
+                    self._stopped_why = "the market feed ended"
                     break
                 await self.on_candle(c)
                 stamp()
@@ -439,6 +442,18 @@ class Engine:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def ended(self) -> str | None:
+        """Why the engine's run has ended (it crashed, or stopped), None while it has not. An ended engine takes no
+        command that would change its state or place or cancel an order: nothing runs its orders any more."""
+        if self.crashed is not None:
+            return f"crashed: {type(self.crashed).__name__}: {self.crashed}"
+        return self._stopped_why if self.stopped else None
+
+    def _still_running(self) -> None:
+        why = self.ended()
+        if why is not None:
+            raise ControlError(f"the engine has stopped ({why}); nothing was done: start it again")
 
     async def stop(self) -> None:
         """Orderly stop: state and books stored, nothing cancelled (the engine starts in the state it was left in)."""
@@ -594,6 +609,7 @@ class Engine:
             self._record_decision(d)
         self.liveness.bar(sym)
         if self.opts.max_bars is not None and min(self.bars_by_symbol.values()) >= self.opts.max_bars:
+            self._stopped_why = f"it ran its {self.opts.max_bars} bars (--max-bars)"
             self._stop.set()
         if profile.publish_bars:
             self.bus.publish(BarEvent(symbol=sym, bar_ts=c.ts, close=c.close, equity=pf.equity()))
@@ -974,6 +990,7 @@ class Engine:
 
     async def pause(self, reason: str = "operator", by: str = "operator") -> EngineState:
         async with self._control_lock:
+            self._still_running()
             if self.state is EngineState.HALTED:
                 raise ControlError("engine is HALTED; resume with confirmation to re-arm")
             await self.trading.set(EngineState.PAUSED, reason, by)
@@ -982,6 +999,7 @@ class Engine:
 
     async def resume(self, by: str = "operator", confirm: bool = False) -> EngineState:
         async with self._control_lock:
+            self._still_running()
             if self.state is EngineState.HALTED and not confirm:
                 raise ControlError("engine is HALTED: re-arming needs confirmation")
             if self.reconcile_blocked:
@@ -996,6 +1014,7 @@ class Engine:
     async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
         """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return."""
         async with self._control_lock:
+            self._still_running()
             return await self._halt(reason, by)
 
     async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None) -> CancelReport:
@@ -1027,6 +1046,7 @@ class Engine:
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
         async with self._control_lock:
+            self._still_running()
             report = await self._halt("flatten", by, flattening=self._to_close() or None)
             held = self._to_close()  # a fill that came in with the cancels may have opened one more
             if held != (self._flattening or {}):
@@ -1105,6 +1125,7 @@ class Engine:
 
     async def approve(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
         async with self._control_lock:
+            self._still_running()
             try:
                 return await self.approvals.approve(approval_id, by)
             finally:
@@ -1112,17 +1133,20 @@ class Engine:
 
     async def reject(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
         async with self._control_lock:
+            self._still_running()
             res = await self.approvals.reject(approval_id, by)
             await self.flush()
             return res
 
     async def set_approval_mode(self, mode: str, by: str = "operator") -> str:
+        self._still_running()
         await self.approvals.set_mode(mode, by)
         await self.flush()
         return mode
 
     async def operator_order(self, symbol: str, side: str, quantity: float, by: str = "operator") -> dict[str, Any]:
         """A manual order from the operator: the same single path and gates as every other order."""
+        self._still_running()
         if symbol not in self.symbols:
             raise ControlError(f"unknown symbol {symbol}")
         s = Side(side.lower())
@@ -1140,6 +1164,7 @@ class Engine:
     async def operator_cancel(self, client_order_id: str, by: str = "operator") -> dict[str, Any]:
         """Cancel one open order through the order path. Whatever filled before the cancel stays filled."""
         async with self._control_lock:
+            self._still_running()
             o = self.orders.live.get(client_order_id)
             if o is None:
                 raise ControlError(f"no open order {client_order_id}")
@@ -1154,6 +1179,7 @@ class Engine:
         """Close one position with a reduce-only market order on the single order path: the gates, the engine
         state (a HALTED engine refuses it), the breaker and the venue hold apply as for every other order."""
         async with self._control_lock:
+            self._still_running()
             pos = self.portfolio.holding(symbol)
             if pos is None:
                 raise ControlError(f"no open position in {symbol}")
@@ -1197,6 +1223,7 @@ class Engine:
         balance the cash). Nothing when nothing is waiting. Refused, with the reason, while an order is in doubt or
         unanswered (Reconciler.accept)."""
         async with self._control_lock:
+            self._still_running()
             accepted = list(self.reconcile_blocked)
             if not accepted:
                 # Only what a reconciliation showed is accepted: a change at the venue since then (coins arriving)
@@ -1231,6 +1258,7 @@ class Engine:
             "uptime_s": self.clock.monotonic() - self.started_at,
             "state": self.state.value,
             "state_reason": self.state_reason,
+            "ended": self.ended(),
             "approval_mode": self.approval_mode,
             "overrides": [o.as_dict() for o in self.overrides],
             "equity": pf.equity(),
