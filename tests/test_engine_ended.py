@@ -11,6 +11,7 @@ import sqlite3
 
 from conftest import db_rows, db_value, run_ffe, starter_config
 from ffe_engine.control import request
+from receiver import Receiver
 from test_tui_helpers import console, db_path, running, until
 
 # Every command that changes something, with arguments it would otherwise take.
@@ -85,3 +86,33 @@ async def test_an_engine_that_crashed_on_its_records_refuses_every_change_and_sa
         assert resume.returncode == 1 and "the engine has stopped (crashed: StorageError" in resume.stderr, resume
     # Nothing the refused commands asked for was stored: the next start is not RUNNING by a resume.
     assert db_value(db, "SELECT reason FROM engine_state") != "re-armed"
+
+
+async def test_a_console_engine_that_crashed_on_its_records_pages_at_once_not_when_the_console_is_quit(tmp_path):
+    # The alerts' outbox is in the database that takes no more records: RECORDS_UNWRITABLE leaves past it as soon as
+    # the engine stops, whether anyone quits the console or not, and once.
+    hook = await Receiver().start()
+    try:
+        app = console(tmp_path, speed=4.0, alerts={"webhook_url": hook.url + "/hook"})
+        db = db_path(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await running(pilot)
+            await until(pilot, lambda: app.snap["bars"] >= 2, "a live bar")
+            holder = sqlite3.connect(db, isolation_level=None, timeout=30)
+            try:
+                holder.execute("BEGIN IMMEDIATE")
+                await until(pilot, lambda: app.crash is not None, "the engine crashed on its records", timeout=60)
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            await until(pilot, lambda: _pages(hook), "the RECORDS_UNWRITABLE page, the console still open")
+            [page] = _pages(hook)
+            assert page["severity"] == "page" and "HALTED" in page["text"] and "ffe.db" in page["text"], page
+            assert app.is_running
+        assert len(_pages(hook)) == 1, [r.body for r in hook.delivered]  # not again on the way out
+    finally:
+        await hook.stop()
+
+
+def _pages(hook: Receiver) -> list[dict]:
+    return [r.body for r in hook.delivered if r.body.get("kind") == "RECORDS_UNWRITABLE"]
