@@ -225,6 +225,9 @@ class Engine:
         # Set by the process around the engine (host.EngineHost): /health's verdict and the monitor's status.
         self.health_report: Callable[[], dict[str, Any]] | None = None
         self.monitor_status: Callable[[], dict[str, Any]] | None = None
+        # Set by the process around the engine: told at once when the engine stops because nothing can be recorded
+        # (its page cannot wait in the alerts' outbox, which is in the database).
+        self.on_records_unwritable: Callable[[StorageError], None] | None = None
 
     # ================================================================== helpers
     @property
@@ -493,6 +496,8 @@ class Engine:
             "HALTED" if stored else "(HALTED could not be stored)"))
         self.crashed = failure
         self._stop.set()
+        if self.on_records_unwritable is not None:
+            self.on_records_unwritable(failure)
         return failure
 
     async def flush(self) -> None:

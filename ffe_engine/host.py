@@ -228,6 +228,7 @@ class EngineHost:
             bus.add_sink(monitor.sink, names=WATCHED)
             engine.health_report = monitor.health
             engine.monitor_status = monitor.status
+            engine.on_records_unwritable = monitor.records_unwritable
             engine.backup_hook = host.backup
             engine.liveness.on_turn = host.systemd.watchdog
             await monitor.start()  # bound before the engine starts: a port in use stops the start, not trading

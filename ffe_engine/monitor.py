@@ -79,6 +79,7 @@ class Monitor:
         self._stale: set[str] = set()
         self._stalled = False
         self._audit_stalled = False
+        self._unwritable: asyncio.Task[None] | None = None  # the RECORDS_UNWRITABLE page, sent once
 
     # ------------------------------------------------------------------ the verdict
     def health(self) -> dict[str, Any]:
@@ -91,6 +92,14 @@ class Monitor:
 
     def loop_alive(self) -> bool:
         return not self.engine.stopped and self.engine.liveness.loop_age() <= self.cfg.loop_stale_s
+
+    def records_unwritable(self, failure: StorageError) -> None:
+        """The engine stopped because no record can be written: the page leaves now, past the alerts' outbox (which
+        is in the database), whether the process ends now (headless) or later (a console left open)."""
+        if self._unwritable is None:
+            self._unwritable = asyncio.ensure_future(self.notifier.send_now(Alert(
+                "RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page",
+                f"ffe HALTED and stopped: {failure}. Nothing trades until it is started again.")))
 
     def status(self) -> dict[str, Any]:
         """For the console's status line and `ffe ctl status`."""
@@ -205,9 +214,9 @@ class Monitor:
             await self._server.close()
             self._server = None
         failure = self.engine.crashed
-        if isinstance(failure, StorageError):  # no event could say it: the operator is told on the way out
-            await self.notifier.send_now(Alert(
-                "RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page",
-                f"ffe HALTED and stopped: {failure}. Nothing trades until it is started again."))
+        if isinstance(failure, StorageError):  # sent when it happened, unless nothing told the monitor then
+            self.records_unwritable(failure)
+        if self._unwritable is not None:
+            await self._unwritable  # the page has its one try before the process ends
         await self.notifier.close()
 
