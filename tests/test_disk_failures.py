@@ -43,6 +43,21 @@ def run_limited(cwd: Path, *args: str, fsize: int, timeout: float = 120, **extra
                           stdin=subprocess.DEVNULL, preexec_fn=limit)
 
 
+def run_on_a_small_disk(cwd: Path, *args: str, size: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`ffe ARGS` with its data and log directories on a tmpfs of `size` (a disk that fills up for real: neither the
+    WAL nor a checkpoint of it into the database finds room), mounted in a mount namespace of its own (unshare: no
+    root needed, nothing left mounted). The directories are copied to cwd/data and cwd/logs when it ends."""
+    disk = cwd / "disk"
+    disk.mkdir()
+    starter_config(cwd)
+    script = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; shift 2; "$@"; rc=$?; '
+              f'cp -a {disk}/data {disk}/logs {cwd}/ || exit 98; exit $rc')
+    cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", size, str(disk),
+           *ffe_cmd(*args, "--data-dir", str(disk / "data"), "--log-dir", str(disk / "logs"))]
+    return subprocess.run(cmd, cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def read_only(directory: Path):
     """The directory and its files cannot be written by the engine's process."""
@@ -109,6 +124,34 @@ def test_a_disk_that_fills_while_trading_stops_the_engine_halted_with_one_line(t
     assert_trail_holds_the_database(tmp_path)
     doctor = run_ffe(tmp_path, "doctor")
     assert doctor.returncode == 0, doctor.stderr
+
+
+def test_a_disk_that_fills_up_for_real_stores_halted_and_the_next_start_comes_up_halted(tmp_path):
+    # A real full disk: the database's WAL holds every record of the run, so the checkpoint that would free room
+    # needs room itself. The engine's reserve in the data directory gives HALTED its room.
+    proc = run_on_a_small_disk(tmp_path, "run", "--headless", size="3m")  # only the failure ends it
+    line = the_error_line(proc)
+    assert "the engine stopped HALTED" in line, line
+    assert db_value(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == "HALTED"
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "state=HALTED" in again.stderr, again.stderr[-3000:]
+    assert_trail_holds_the_database(tmp_path)
+
+
+def test_a_start_after_a_run_that_used_its_disk_reserve_comes_up_halted(traded, tmp_path):
+    # Should even the reserve not have been room enough for HALTED, the reserve it used says so at the next start.
+    cwd = copy_of(traded, tmp_path)
+    assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
+    reserve = cwd / "data" / "ffe.reserve"
+    assert reserve.stat().st_size > 0
+    os.truncate(reserve, 0)  # as a write that failed left it
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "state=HALTED" in proc.stderr, proc.stderr[-3000:]
+    assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "HALTED"
+    assert "could not write" in db_value(cwd / "data" / "ffe.db", "SELECT reason FROM engine_state")
+    assert reserve.stat().st_size > 0  # kept again for the next failure
 
 
 async def test_a_disk_that_fills_pages_the_operator_though_nothing_can_be_recorded(tmp_path):
