@@ -268,6 +268,11 @@ class Engine:
             if self.opts.live and self.opts.start_state is EngineState.PAUSED and self.state is EngineState.RUNNING:
                 # A live engine waits for the operator after every start, not only the first.
                 await self.trading.set(EngineState.PAUSED, "live start", "engine")
+        if self.store.reserve_used and self.state is not EngineState.HALTED:
+            # The last run emptied the disk reserve to store HALTED, and may not have managed even that.
+            await self.trading.set(EngineState.HALTED, "the last run stopped on a record it could not write",
+                                   "engine")
+        await self.store.keep_reserve()
         if self.state is EngineState.HALTED:
             under_way = await self.store.get_kv(FLATTEN_KEY)
             if isinstance(under_way, dict) and under_way:
@@ -492,8 +497,13 @@ class Engine:
         if isinstance(self.crashed, StorageError):
             return self.crashed
         stored = await self.trading.halt_unrecordable("records cannot be written", "engine")
-        failure = StorageError(f"{exc}; the engine stopped " + (
-            "HALTED" if stored else "(HALTED could not be stored)"))
+        if stored:
+            outcome = "HALTED"
+        elif self.store.reserve_used:  # the emptied disk reserve says it at the next start
+            outcome = "(HALTED could not be stored; the next start comes up HALTED all the same)"
+        else:
+            outcome = "(HALTED could not be stored)"
+        failure = StorageError(f"{exc}; the engine stopped {outcome}")
         self.crashed = failure
         self._stop.set()
         if self.on_records_unwritable is not None:

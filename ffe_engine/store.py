@@ -26,7 +26,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import orjson
 
-from . import bookshapes
+from . import bookshapes, reserve
 from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import DamagedDatabase, FfeError, StorageError, damaged_database, storage_failure
 from .events import Event
@@ -346,6 +346,10 @@ class Store:
         # and no further (add_fill).
         self._held_after: int | None = None
         self._fill_turn = asyncio.Lock()
+        # The account's data directory, where the disk reserve is kept (reserve.py); None for a backtest's own.
+        self._reserve_dir: Path | None = None
+        # The reserve is emptied (found so at open, or emptied since): a start comes up HALTED.
+        self.reserve_used = False
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
         # transaction must not interleave with another's.
         self._lock = asyncio.Lock()
@@ -396,6 +400,9 @@ class Store:
                 raise StorageError(_LOST.format(path=path, found="is missing"))
             conn = await Connection.connect(str(path))
         store = cls(conn, path)
+        if not backtest:
+            store._reserve_dir = path.parent
+            store.reserve_used = reserve.used(path.parent)
         if backtest:  # the child derives the index rows from the records
             store.add_event = conn.add_event  # type: ignore[method-assign]
         try:
@@ -526,17 +533,32 @@ class Store:
 
     async def record_halt(self, reason: str, by: str, ts: float) -> bool:
         """After a write failed: HALTED stored on its own, if it still can be (the rows buffered before it cannot
-        be written first, so they stay buffered). The WAL is checkpointed first, which may free room. Returns
-        whether it was stored."""
+        be written first, so they stay buffered), in the room the disk reserve frees; failing that, after a WAL
+        checkpoint, which may free room (a file size limit: the WAL starts again). Returns whether it was
+        stored."""
         async with self._lock:
-            for stmt in ("ROLLBACK", "PRAGMA wal_checkpoint(TRUNCATE)"):  # a transaction the failure left open
-                with contextlib.suppress(sqlite3.Error):
-                    await self.conn.execute(stmt)
-            try:
-                await self.conn.execute(_SQL_STATE, ("HALTED", reason, by, ts))
-            except sqlite3.Error:
-                return False
-            return True
+            with contextlib.suppress(sqlite3.Error):  # a transaction the failure left open
+                await self.conn.execute("ROLLBACK")
+            if self._reserve_dir is not None and reserve.release(self._reserve_dir):
+                self.reserve_used = True  # the next start comes up HALTED, stored here or not
+            for before in ("", "PRAGMA wal_checkpoint(TRUNCATE)"):
+                if before:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self.conn.execute(before)
+                try:
+                    await self.conn.execute(_SQL_STATE, ("HALTED", reason, by, ts))
+                except sqlite3.Error:
+                    continue
+                return True
+            return False
+
+    async def keep_reserve(self) -> None:
+        """The disk reserve in full (reserve.py), once the state a start found is stored: an emptied one is the
+        mark of a run that stopped on a record it could not write until then. StorageError when there is no
+        room for it."""
+        if self._reserve_dir is not None:
+            await asyncio.to_thread(reserve.fill, self._reserve_dir)
+            self.reserve_used = False
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[None]:

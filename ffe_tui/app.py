@@ -769,8 +769,13 @@ class ConsoleApp(App[int]):
                           f"and {positions} position(s); `ffe attach` shows it again.", "QUIT",
                           lambda: self.request_stop("quit"))
             return
+        # An engine already stopped stops nothing more; HALTED after a record it could not write, stored or not
+        # (the emptied disk reserve says it at the next start).
+        how = ("The engine has already stopped after an error." if self.crash is not None else
+               "The engine has already stopped (the market feed ended)." if self.feed_ended else
+               "The engine stops in order.")
         self._confirm("quit", "Quit the console",
-                      f"The engine stops in order. {orders} open order(s) stay open at the venue and {positions} "
+                      f"{how} {orders} open order(s) stay open at the venue and {positions} "
                       f"position(s) stay open, with no stop-loss/take-profit watch until the next start.\n"
                       f"The engine will start again {state}.", "QUIT", lambda: self.request_stop("quit"))
 
