@@ -898,6 +898,41 @@ async def test_a_fill_first_seen_in_a_cancel_answer_is_charged_its_fee(tmp_path,
         assert_books_agree(e, fx)
 
 
+async def test_a_cancel_the_exchange_carried_out_while_the_order_s_trades_lag_is_reported_cancelled(tmp_path, fx):
+    # The exchange cancels the order; the trades read for the answer's fees lack the fill just made, so the order
+    # stays in flight until they show. The operator is told what happened at the exchange (cancelled), not "still
+    # open", and so is the kill switch's report: an order that will not trade again is not a failed cancel.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid, order = await filled_further_at_the_venue(e, fx)
+            fx.fault(MY_TRADES, "stale")
+            result = await e.operator_cancel(cid)
+            assert result["cancelled"] and "trades" in result["reason"], result
+            assert await poll_until_ended(e, cid) < 50
+        assert [(o.status, len(o.trades)) for o in fx.orders] == [("CANCELED", 2)]
+        assert order_statuses(db, cid)[-1] == "canceled"
+        assert_books_agree(e, fx)
+
+
+async def test_the_kill_switch_counts_a_cancel_whose_trades_lag_as_cancelled(tmp_path, fx):
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid, order = await filled_further_at_the_venue(e, fx)
+            fx.fault(MY_TRADES, "stale")
+            report = await e.halt(by="test")
+            assert report.failed == [] and cid in report.cancelled, (report.failed, report.cancelled)
+            assert await poll_until_ended(e, cid) < 50
+        assert [o.status for o in fx.orders] == ["CANCELED"]
+        assert_books_agree(e, fx)
+
+
 async def test_a_cancel_answer_whose_trades_lag_its_fill_is_charged_the_whole_fee(tmp_path, fx):
     # As above, and the trades read for the cancel answer's fees lack the fill just made: the order is not ended on
     # that answer (the fill beyond its trades would be dropped with its fee), and the next poll ends it with both.
