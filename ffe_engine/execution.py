@@ -504,6 +504,11 @@ class OrderPath:
         await self._apply(o, vo)
         if o.status.final:
             return _end_of(o)
+        if vo.trades_behind and vo.venue_status == "canceled":
+            # Done at the venue: the order trades no more, and stays in flight here only until its trades show.
+            return True, "cancelled at the venue; its last fill is recorded once the venue's trades show it"
+        if vo.trades_behind and vo.venue_status == "closed":
+            return False, "already filled (recorded once the venue's trades show it)"
         return False, f"still {o.status.value}"
 
     async def cancel_all(self, symbol: str | None = None) -> CancelReport:

@@ -177,6 +177,8 @@ class VenueOrder:
     side_known: bool = True  # False: the venue's answer did not say (`side` is then a placeholder)
     # The venue showed more filled than the order's trades cover yet: answered as far as they go, the rest read later.
     trades_behind: bool = False
+    # With trades_behind: the status the venue gave the order (answered "open" until its trades show), e.g. canceled.
+    venue_status: str | None = None
 
 
 @dataclass(slots=True)

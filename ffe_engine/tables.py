@@ -118,7 +118,9 @@ def why(w: dict[str, Any]) -> str:
 
 def cancelled(r: dict[str, Any]) -> str:
     if r.get("cancelled"):
-        return f"cancelled {r['client_order_id']} ({r['symbol']}; filled before the cancel {fmt.qty(r['filled'])})"
+        note = f"; {r['reason']}" if r.get("reason") else ""  # its last fill not recorded yet, say
+        return (f"cancelled {r['client_order_id']} ({r['symbol']}; filled before the cancel {fmt.qty(r['filled'])}"
+                f"{note})")
     return f"{r['client_order_id']} not cancelled: {r.get('reason') or r.get('status')}"
 
 

@@ -602,6 +602,7 @@ class CcxtVenue:
                             self.name, order.client_order_id, amount, order.filled)
             order.filled = amount
             order.average = traded_at
+            order.venue_status = order.status
             order.status = "open"
             order.trades_behind = True
         else:
