@@ -27,6 +27,15 @@ def test_every_binding_has_an_id_and_a_remap_replaces_its_keys():
     assert keys.keys_for("kill", {"kill": "X,ctrl+x"}) == ["X", "ctrl+x"]
 
 
+def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
+    assert keys.keymap({"pause": "p", "kill": "K"}) == {"pause": "p", "kill": "K,ctrl+k"}
+    assert keys.keymap({"kill": "X,ctrl+x"}) == {"kill": "X,ctrl+x,ctrl+k"}
+    assert keys.keymap({"kill": "ctrl+k,K"}) == {"kill": "ctrl+k,K"}
+    with pytest.raises(keys.KeymapError, match=re.escape(
+            "tui.keys.pause: 'ctrl+k' cannot be used (the kill switch, which works everywhere)")):
+        keys.keymap({"kill": "K", "pause": "ctrl+k"})
+
+
 @pytest.mark.parametrize("entry, message", [
     ({"bogus": "x"}, "unknown binding id 'bogus'"),
     ({"kill": "ctrl+b"}, "tui.keys.kill: 'ctrl+b' cannot be used (the tmux prefix)"),
@@ -153,3 +162,24 @@ async def test_the_command_palette_reaches_the_same_actions(tmp_path):
         await until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
         await pilot.press(*"pause", "enter")
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "PAUSED", "PAUSED stored")
+
+
+async def test_ctrl_k_kills_from_the_log_filter_when_kill_is_remapped_to_k_and_help_says_so(tmp_path):
+    """`kill = "K"` (the example in docs/config.md): ctrl+k still kills, from inside the log filter too, where K is
+    a letter."""
+    db = db_path(tmp_path)
+    app = console(tmp_path, keys={"pause": "p", "kill": "K"})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.press("question_mark")
+        shown = await until(pilot, lambda: next((t for t in [screen_text(app)] if "Approval mode" in t), None),
+                            "the help dialog's keys")
+        assert re.search(r"K, \^k +Kill switch", shown), shown
+        await pilot.press("escape")
+        await until(pilot, lambda: "ffe console keys" not in screen_text(app), "help to close")
+        await pilot.press("slash")
+        await until(pilot, lambda: "Filter the log" in screen_text(app), "the filter dialog")
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch over the filter dialog")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
