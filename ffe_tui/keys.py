@@ -3,6 +3,7 @@
 The footer has room for seven bindings at 80 columns; the rest are listed in help (`?`) and the command palette.
 Within the focused pane the arrow keys and j/k move (tab and shift+tab move between panes); those keys are kept for
 that and refused for other bindings.
+ctrl+k always kills, whatever `kill` is remapped to: the one key that kills from a text field too.
 Keys that tmux or the terminal itself take are refused: ctrl+b and ctrl+a are tmux/screen prefixes, ctrl+m/j/i/h
 arrive as enter/enter/tab/backspace, ctrl+c and ctrl+z belong to the shell, and ctrl/shift+enter are not told apart
 from enter by most terminals.
@@ -80,6 +81,10 @@ TAKEN = {
     "shift+enter": "not told apart from enter by most terminals",
 }
 
+# The kill key that works everywhere (text fields and dialogs included): kept whatever `kill` is remapped to, and
+# never another binding's.
+ALWAYS_KILL = "ctrl+k"
+
 # What operators write in a config file -> Textual's key names.
 _ALIASES = {"?": "question_mark", "/": "slash", " ": "space", "esc": "escape", "return": "enter"}
 
@@ -123,6 +128,10 @@ def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
                 raise KeymapError(f"{where}.{bid}: {p!r} cannot be used ({TAKEN[p.lower()]})")
             if p in PANE_KEYS:
                 raise KeymapError(f"{where}.{bid}: {p!r} cannot be used (it {PANE_KEYS[p]})")
+            if p == ALWAYS_KILL and bid != "kill":
+                raise KeymapError(f"{where}.{bid}: {p!r} cannot be used (the kill switch, which works everywhere)")
+        if bid == "kill" and ALWAYS_KILL not in parts:
+            parts.append(ALWAYS_KILL)
         if bid == "views" and len(parts) != len(VIEWS):
             raise KeymapError(f"{where}.views: {value!r} needs {len(VIEWS)} keys, one per view in this order: "
                               f"{', '.join(VIEWS)}")

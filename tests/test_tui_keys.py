@@ -22,7 +22,7 @@ from test_tui_helpers import console, db_path, running, screen_text, until
 def test_every_binding_has_an_id_and_a_remap_replaces_its_keys():
     assert len(set(keys.IDS)) == len(keys.IDS)
     assert all(b.id for b in keys.bindings())
-    assert keys.keymap({"kill": "X", "help": "?"}) == {"kill": "X", "help": "question_mark"}
+    assert keys.keymap({"kill": "X", "help": "?"}) == {"kill": "X,ctrl+k", "help": "question_mark"}
     assert keys.keys_for("kill", {}) == ["K", "ctrl+k"]
     assert keys.keys_for("kill", {"kill": "X,ctrl+x"}) == ["X", "ctrl+x"]
 
