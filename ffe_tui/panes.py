@@ -24,35 +24,88 @@ STATE_STYLE_NO_COLOR = {"RUNNING": "bold", "PAUSED": "bold underline", "HALTED":
 
 
 def monitor_text(snap: dict[str, Any]) -> str:
-    return "".join(part if isinstance(part, str) else part[0] for part in monitor_parts(snap))
+    """Whether the alert channels deliver (those failing, by name) and where /health and /metrics answer."""
+    return "".join(forms[0].plain for forms in (_alerts_forms(snap), _monitor_forms(snap)) if forms)
 
 
-def monitor_parts(snap: dict[str, Any]) -> list[str | tuple[str, str]]:
-    """Where /health and /metrics answer, and whether the alert channels deliver (those failing, by name)."""
+def _failing(snap: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    channels = (snap.get("monitor") or {}).get("channels") or {}
+    return channels, [name for name, st in channels.items() if not st.get("ok")]
+
+
+def _alerts_forms(snap: dict[str, Any]) -> list[Text]:
+    if not snap.get("monitor"):
+        return []
+    channels, failing = _failing(snap)
+    if failing:
+        forms = [Text.assemble("  alerts ", (f"{', '.join(failing)} FAILING", "bold red"))]
+        if len(failing) > 1:
+            forms.append(Text.assemble("  alerts ", (f"{len(failing)} FAILING", "bold red")))
+        return forms
+    if not channels:
+        return [Text.assemble("  alerts ", ("none", "yellow")), Text()]
+    return [Text(f"  alerts ok ({len(channels)})"), Text("  alerts ok"), Text()]
+
+
+def _monitor_forms(snap: dict[str, Any]) -> list[Text]:
     mon = snap.get("monitor")
     if not mon:
         return []
     url = mon.get("url")
-    channels = mon.get("channels") or {}
-    failing = [name for name, st in channels.items() if not st.get("ok")]
-    if not channels:
-        alerts: tuple[str, str] = ("none", "yellow")
-    elif failing:
-        alerts = (f"{', '.join(failing)} FAILING", "bold red")
-    else:
-        alerts = (f"ok ({len(channels)})", "")
-    return ["alerts ", alerts, "  monitor ", (url.removeprefix("http://") if url else "off", "")]
+    return [Text(f"  monitor {url.removeprefix('http://') if url else 'off'}"), Text()]
+
+
+def fit(parts: dict[str, list[Text]], order: list[str], width: int) -> Text:
+    """One line of `parts` (each its forms, the fullest first, each form with the spaces that lead it; an empty form
+    leaves the part out): while the line is wider than `width`, the part named next in `order` takes its next
+    shorter form; then each step that is no longer needed is taken back. What still does not fit is cut at the end."""
+    at = dict.fromkeys(parts, 0)
+
+    first = next(iter(parts))
+
+    def line() -> Text:
+        shown = [(name, t) for name, forms in parts.items() if (t := forms[at[name]]).plain]
+        if shown and shown[0][0] != first:  # the first part left out: the next one starts the line, not its spaces
+            t = shown[0][1]
+            shown[0] = (first, t[len(t.plain) - len(t.plain.lstrip(" ")):])
+        return Text("").join(t for _, t in shown)
+
+    steps = []
+    for name in order:
+        if line().cell_len <= width:
+            break
+        if name in parts and at[name] < len(parts[name]) - 1:
+            at[name] += 1
+            steps.append(name)
+    for name in reversed(steps):
+        at[name] -= 1
+        if line().cell_len > width:
+            at[name] += 1
+    text = line()
+    text.truncate(width, overflow="ellipsis")
+    return text
 
 
 class StatusLine(Static):
-    """Mode, engine state in words, equity, today's P&L, drawdown, breakers, market clock, approvals."""
+    """Mode, engine state in words, equity, today's P&L, drawdown, breakers, market clock, approvals.
+
+    Laid out for 80 columns: what needs the operator (a note such as ENGINE NOT ANSWERING, a breaker not closed,
+    trades waiting for approval, alert channels failing, why the engine is not RUNNING) keeps its place; the rest is
+    shortened or left out first."""
 
     _last: tuple = ()
+    _shown: tuple[dict[str, Any] | None, str, str] = (None, "", "")
+
+    def on_resize(self, event: events.Resize) -> None:
+        snap, note, where = self._shown
+        self.show(snap, note=note, where=where)
 
     def show(self, snap: dict[str, Any] | None, *, note: str = "", where: str = "") -> None:
         """`note` leads the second line (a condition to see at once); `where` ends the first (an attached console:
-        which engine it shows)."""
-        key = (note,) if snap is None else (where,
+        which engine it shows, `attached pid N`)."""
+        self._shown = (snap, note, where)
+        width = self.content_size.width or max(1, self.app.size.width - 2)
+        key = (width, note) if snap is None else (width, where,
             snap["mode"], snap["state"], snap.get("state_reason"), round(snap["equity"], 2),
             round(snap["day_pnl"], 2), round(snap["drawdown_pct"], 2), snap.get("market_ts"), snap["approval_mode"],
             len(snap.get("approvals") or []), snap.get("bars"), note,
@@ -63,37 +116,57 @@ class StatusLine(Static):
         if snap is None:
             text = Text.assemble(("ffe ", "bold"), ("STARTING", "bold reverse"), "  opening the engine…")
         else:
-            state = snap["state"]
-            reason = snap.get("state_reason") or ""
-            mode = snap["mode"]
-            no_color = self.app.no_color
-            styles = STATE_STYLE_NO_COLOR if no_color else STATE_STYLE
-            live = "bold underline" if no_color else "bold reverse"
-            line1 = Text.assemble(
-                (f" {mode} ", live if mode == "LIVE" else "bold"), " ",
-                (f" {state} ", styles.get(state, "bold reverse")), " ",
-                (fmt.short(reason, 22), "italic"), "  ",
-                "equity ", (fmt.money(snap["equity"]), "bold"), "  ",
-                "day ", (fmt.money(snap["day_pnl"], signed=True), "green" if snap["day_pnl"] >= 0 else "red"), "  ",
-                "dd ", fmt.pct(snap["drawdown_pct"]),
-                f"  {where}" if where else "",
-            )
-            br = snap.get("breakers") or []
-            bad = [b for b in br if b.get("state") != "closed"]
-            breakers = "ok" if not bad else ", ".join(f"{b['venue']} {b['state'].upper()}" for b in bad)
-            n_appr = len(snap.get("approvals") or [])
-            line2 = Text.assemble(
-                (f"{note}  ", "bold reverse") if note else "",
-                "breaker ", (breakers, "bold red" if bad else ""), "  ",
-                "market ", fmt.market_time(snap.get("market_ts")), "  ",
-                "approvals ", (str(n_appr), "bold yellow" if n_appr else ""), f" ({snap['approval_mode']})",
-                f"  bars {snap.get('bars', 0)}", "  ",
-                *monitor_parts(snap),
-            )
-            text = Text("\n").join([line1, line2])
-            text.no_wrap = True
-            text.overflow = "ellipsis"
+            text = Text("\n").join([self._first(snap, where, width), self._second(snap, note, width)])
         self.update(text)
+
+    def _first(self, snap: dict[str, Any], where: str, width: int) -> Text:
+        state = snap["state"]
+        reason = snap.get("state_reason") or ""
+        mode = snap["mode"]
+        no_color = self.app.no_color
+        styles = STATE_STYLE_NO_COLOR if no_color else STATE_STYLE
+        live = "bold underline" if no_color else "bold reverse"
+        equity = (fmt.money(snap["equity"]), "bold")
+        day = (fmt.money(snap["day_pnl"], signed=True), "green" if snap["day_pnl"] >= 0 else "red")
+        parts = {
+            "state": [Text.assemble((f" {mode} ", live if mode == "LIVE" else "bold"), " ",
+                                    (f" {state} ", styles.get(state, "bold reverse")))],
+            "reason": [Text.assemble(" ", (fmt.short(reason, n), "italic")) for n in (22, 16, 10)],
+            "equity": [Text.assemble("  equity ", equity), Text.assemble("  eq ", equity)],
+            "day": [Text.assemble("  day ", day)],
+            "dd": [Text(f"  dd {fmt.pct(snap['drawdown_pct'])}")],
+            "where": [Text(f"  {where}"), Text(f"  {where.split(' ', 1)[-1]}"), Text()] if where else [Text()],
+        }
+        # Why the engine is not RUNNING outranks which engine it is; why it runs does not.
+        order = ["where", "equity", "reason", "where"] if state == "RUNNING" else ["where", "equity", "where"]
+        return fit(parts, [*order, "reason", "reason"], width)
+
+    def _second(self, snap: dict[str, Any], note: str, width: int) -> Text:
+        bad = [b for b in snap.get("breakers") or [] if b.get("state") != "closed"]
+        n_appr = len(snap.get("approvals") or [])
+        market = fmt.market_time(snap.get("market_ts"))
+        if bad:
+            states = (", ".join(f"{b['venue']} {b['state'].upper()}" for b in bad), "bold red")
+            breaker = [Text.assemble("  breaker ", states), Text.assemble("  brk ", states)]
+        else:
+            breaker = [Text("  breaker ok"), Text("  brk ok"), Text()]
+        count = (str(n_appr), "bold yellow" if n_appr else "")
+        approvals = [Text.assemble("  approvals ", count, f" ({snap['approval_mode']})"),
+                     Text.assemble("  approvals ", count), Text.assemble("  appr ", count)]
+        if not n_appr:
+            approvals.append(Text())
+        parts = {
+            "note": [Text(note, "bold reverse"), Text(fmt.short(note, 30), "bold reverse")] if note else [Text()],
+            "breaker": breaker,
+            "market": [Text(f"  market {market}"), Text(f"  market {market[11:] or market}"), Text()],
+            "approvals": approvals,
+            "bars": [Text(f"  bars {snap.get('bars', 0)}"), Text()],
+            "alerts": _alerts_forms(snap) or [Text()],
+            "monitor": _monitor_forms(snap) or [Text()],
+        }
+        order = ["monitor", "bars", "market", "approvals", "market", "alerts", "alerts", "approvals", "breaker",
+                 "approvals", "breaker", "note"]
+        return fit(parts, order, width)
 
 
 class KeysFooter(Footer):
