@@ -255,3 +255,30 @@ async def test_an_attached_console_whose_engine_crashed_says_so_in_the_state_and
             assert "keeps running" not in text and "has stopped" in text, text
             await pilot.press("y")
         await until(pilot, lambda: not app.is_running, "the console to exit")
+
+
+async def test_an_attached_console_shows_the_crash_over_an_earlier_flatten_once_the_engine_is_killed(
+        tmp_path, spawn_ffe):
+    # A flatten seen by the console, the engine re-armed, then killed: the banner says the engine crashed, not the
+    # flatten of before (the console's own record of the crash comes after it).
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        for action in (("flatten", "--yes"), ("resume", "--yes")):
+            done = run_ffe(tmp_path, "ctl", *action, "--data-dir", "data", "--log-dir", "logs")
+            assert done.returncode == 0, done.stderr
+        await until(pilot, lambda: "RUNNING" in status_text(app) and app.view.kill is not None,
+                    "the flatten seen, and the engine RUNNING again")
+        engine.send(signal.SIGKILL)
+        engine.wait()
+        banner = app.panes["banner"]
+        await until(pilot, lambda: app.crash is not None, "the crash seen")
+        await pilot.pause(0.5)  # a few redraws after it
+        assert str(banner.render()).startswith("ENGINE CRASHED"), str(banner.render())
+        assert "FLATTEN" not in screen_text(app).split("\n")[2], screen_text(app)
+        await pilot.press("q")
+        await until(pilot, lambda: "Detach" in screen_text(app) or not app.is_running, "the detach dialog")
+        if app.is_running:
+            await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to exit")
