@@ -411,7 +411,9 @@ class EventBus:
         return self.seq
 
     def relay(self, ev: Event) -> None:
-        """Deliver an event stamped elsewhere (an engine in another process) to the subscribers only."""
+        """Deliver an event stamped elsewhere (an engine in another process) to the subscribers only. The bus's own
+        events are numbered after it, so that they read as later than what the engine did before them."""
+        self.seq = max(self.seq, ev.seq)
         for sub in self._subs:
             sub.put(ev)
 

@@ -89,6 +89,8 @@ class RemoteEngine:
         except asyncio.TimeoutError:
             raise ControlError(f"the engine at {self.path} did not begin its event stream within "
                                f"{self.timeout:g}s") from None
+        # The console's own events (an error it records) are numbered after the engine's, as for those relayed.
+        self.bus.seq = max([self.bus.seq, *(ev.seq for ev in self.earlier)])
 
     async def _read_earlier(self) -> list[Event]:
         """The stream's first lines: the engine's snapshot, then the events before this connection."""
