@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import audit_lines, db_value, ffe_cmd, ffe_env
+from conftest import audit_lines, db_value, engine_session, ffe_cmd, ffe_env, make_settings
 from ffe_engine import logs
 from ffe_engine.clock import ManualClock
 from ffe_engine.market.simulated import SimulatedFeed
@@ -399,3 +399,23 @@ async def test_at_200x50_the_gates_pane_shows_every_value_limit_and_its_title_wh
         for g in gates["gates"]:
             line = next(ln for ln in text.split("\n") if f" {g['code']} " in ln)
             assert "…" not in line.split(g["code"])[1], line
+
+
+async def test_the_console_s_log_begins_with_the_engine_s_start(tmp_path):
+    # The start's events (the run starting, a saved setting that overrides the configuration, the orders recovered)
+    # are published before the console has its engine: its log shows them all the same.
+    async with engine_session(make_settings(tmp_path)) as before:
+        await before.engine.set_approval_mode("manual", by="operator")  # saved: manual
+    app = console(tmp_path)  # engine.approval = "auto"
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        pane = app.panes["log"]
+
+        def logged(name: str) -> list[str]:
+            return [line for line in pane.lines if f"Z {name} " in line]
+
+        await until(pilot, lambda: logged("override"), "the override in the log")
+        [override] = logged("override")
+        assert "approval mode manual" in override and "engine.approval = auto" in override, override
+        assert any(" start " in line for line in logged("run")), pane.lines
+        await pilot.press("q")
