@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 
 from . import logs
@@ -177,7 +177,7 @@ def peer_uid(sock: socket.socket | None) -> int | None:
 # ---------------------------------------------------------------------------------------------------- the server
 class ControlServer:
     def __init__(self, engine: Engine, path: Path, *, data_dir: Path | None = None, instance: str = "-",
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(), earlier: Iterable[Event] = ()) -> None:
         self.engine = engine
         self.path = Path(path)
         self.limits = limits
@@ -193,7 +193,8 @@ class ControlServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._streams: set[asyncio.StreamWriter] = set()
         self._fan_out: asyncio.Task[None] | None = None
-        self._earlier: deque[bytes] = deque(maxlen=EARLIER_EVENTS)
+        # The latest events but bars, for the next subscriber to begin with; from `earlier` (the engine's start) on.
+        self._earlier: deque[bytes] = deque((event_line(ev) for ev in earlier), maxlen=EARLIER_EVENTS)
         self._dropped = 0  # subscribers disconnected for not reading, not yet logged
 
     async def start(self, claimed: int | None = None) -> None:

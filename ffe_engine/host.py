@@ -26,10 +26,10 @@ from .backup import take_running
 from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
-from .control import ControlServer, Limits, claim
+from .control import EARLIER_EVENTS, ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
 from .errors import DamagedDatabase, FfeError, StartError, StorageError, storage_failure
-from .events import BackupEvent, ErrorEvent, EventBus, LogEvent
+from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
 from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
@@ -44,6 +44,7 @@ log = logs.get_logger("ffe.host")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 LOG_LOCK = "audit.jsonl.lock"
 PRIVATE = 0o077  # the umask while a host is open: the engine's records are its user's alone
+START_EVENTS_MAX = 20_000  # the start's events kept until the first subscription (warm-up bars included)
 
 
 def install_signals(on_stop: Callable[[str], None], on_halt: Callable[[], None]) -> list[int]:
@@ -147,6 +148,8 @@ class EngineHost:
         self._closed: asyncio.Future[None] | None = None
         self.monitor: Monitor | None = None
         self.systemd = SystemdNotifier(engine.clock.monotonic)
+        self._start_events: Subscription | None = None  # the bus's events from its creation, until `earlier` is kept
+        self.earlier: list[Event] = []  # the events from the start to the first subscription, bars left out
 
     @classmethod
     async def open(cls, settings: Settings, *, live: bool = False, max_bars: int | None = None,
@@ -173,6 +176,9 @@ class EngineHost:
         if clock is None:
             clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
         bus = EventBus(clock, redact=Redactor(secrets).text if secrets else None)
+        # The start's events (the run, overrides, the start's reconciliation, orders recovered) are published
+        # before anyone can subscribe: kept from here for the console's log and the control socket's stream.
+        start_events = bus.subscribe(maxlen=START_EVENTS_MAX)
         store: Store | None = None
         audit: AuditWriter | None = None
         socket_lock: int | None = None
@@ -219,6 +225,7 @@ class EngineHost:
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                                   options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit, ids=ids)
             host = cls(settings, engine, store, audit, bus, lock_fd, umask, socket_lock, log_lock)
+            host._start_events = start_events
             files = [str(p.resolve()) for p in settings.source_files]
             log.info("settings", files=", ".join(files) or "none (built-in defaults)",
                      data_dir=str(settings.data_dir.resolve()), log_dir=str(settings.log_dir.resolve()))
@@ -284,13 +291,26 @@ class EngineHost:
         return {"file": str(made.path), "bytes": size, "held_ms": held_ms, "manifest": made.manifest,
                 "swept": [str(p) for p in made.swept]}
 
+    def subscribe(self, maxlen: int) -> Subscription:
+        """The engine's events from now on; those from its start until now are in `earlier`."""
+        self._keep_earlier()
+        return self.bus.subscribe(maxlen=maxlen)
+
+    def _keep_earlier(self) -> None:
+        if self._start_events is not None:
+            events = [ev for ev in self._start_events.drain() if ev.name != BarEvent.name]
+            self.earlier = events[-EARLIER_EVENTS:]
+            self.bus.unsubscribe(self._start_events)
+            self._start_events = None
+
     # ------------------------------------------------------------------ control socket and signals
     async def start_control(self) -> None:
+        self._keep_earlier()
         control = self.settings.control
         limits = Limits(max_connections=control.max_connections, idle_timeout_s=control.idle_timeout_s,
                         stream_buffer_bytes=control.stream_buffer_kb * 1024)
         self._server = ControlServer(self.engine, self.settings.socket_path, data_dir=self.settings.data_dir,
-                                     instance=self.instance, limits=limits)
+                                     instance=self.instance, limits=limits, earlier=self.earlier)
         claimed, self._socket_lock = self._socket_lock, None
         await self._server.start(claimed)
 

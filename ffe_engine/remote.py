@@ -21,7 +21,7 @@ from .config import Settings
 from .control import EARLIER, MAX_ANSWER_BYTES, SNAPSHOT, STREAM_END, connect, request
 from .errors import ControlError
 from .execution import CancelReport
-from .events import EVENT_TYPES, Event, EventBus
+from .events import EVENT_TYPES, Event, EventBus, Subscription
 from .host import install_signals, remove_signals
 
 def event_from(rec: dict[str, Any]) -> Event | None:
@@ -235,6 +235,15 @@ class RemoteHost:
         self.engine = engine
         self.bus = bus
         self._signals: list[int] = []
+
+    @property
+    def earlier(self) -> list[Event]:
+        """The engine's latest events before the console attached."""
+        return self.engine.earlier
+
+    def subscribe(self, maxlen: int) -> Subscription:
+        """The engine's events from now on, relayed."""
+        return self.bus.subscribe(maxlen=maxlen)
 
     async def start_control(self) -> None:
         return None  # the engine's own process serves its socket

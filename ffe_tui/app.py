@@ -343,9 +343,11 @@ class ConsoleApp(App[int]):
             self._start_failed(FfeError(f"{type(exc).__name__}: {exc}"))
             return
         self.engine = self.running.engine
-        self.sub = self.running.bus.subscribe(maxlen=SUBSCRIPTION_MAX)
-        if isinstance(self.engine, RemoteEngine):  # what the engine did before: in the log, as past
-            self._changed |= self.view.apply(self.engine.earlier, news=False)
+        self.sub = self.running.subscribe(maxlen=SUBSCRIPTION_MAX)
+        # What the engine published before this console subscribed: its start (shown as it happened), or, attached,
+        # what a running engine did before (in the log as past: no banner, no notice).
+        self._changed |= self.view.apply(self.running.earlier, news=not self.attached)
+        if isinstance(self.engine, RemoteEngine):
             self.say(f"attached to {describe(self.engine.identity)}; quitting this console leaves it running")
         try:
             if self.control:
