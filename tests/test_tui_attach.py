@@ -282,3 +282,20 @@ async def test_an_attached_console_shows_the_crash_over_an_earlier_flatten_once_
         if app.is_running:
             await pilot.press("y")
         await until(pilot, lambda: not app.is_running, "the console to exit")
+
+
+async def test_an_attached_console_keeps_its_screen_after_a_stop_in_order_and_q_closes_it(tmp_path, spawn_ffe):
+    # The operator sees that the engine stopped, and how it was left, until they close the console: one key, as the
+    # banner says, since nothing runs there any more; exit 0.
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        stop_in_order(engine)
+        await until(pilot, lambda: "ENGINE STOPPED" in screen_text(app), "the stop on screen")
+        await pilot.pause(0.5)
+        assert app.is_running and "q closes this console" in screen_text(app), screen_text(app)
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running or "Detach" in screen_text(app), "the console to close")
+        assert not app.is_running, screen_text(app)
+    assert app.return_code == 0
