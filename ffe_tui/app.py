@@ -365,8 +365,8 @@ class ConsoleApp(App[int]):
         elif self.attached:
             self.engine_stopped = True
             self._status_note = "ENGINE STOPPED"
-            self._set_banner(f"ENGINE STOPPED: the engine stopped in order in its own process. "
-                             f"{self._key('quit')} closes this console.", error=True)
+            self._set_banner(f"ENGINE STOPPED: the engine stopped in order in its own process (`ffe run --headless` "
+                             f"starts it again). {self._key('quit')} closes this console.", error=True)
             self._tick()
         else:
             self.feed_ended = True
@@ -758,10 +758,12 @@ class ConsoleApp(App[int]):
             return
         orders, positions = self._counts()
         state = self.snap["state"] if self.snap else "?"
-        if self.attached and (self.engine_stopped or self.crash is not None):
-            how = "in order" if self.crash is None else "after an error"
+        if self.attached and self.engine_stopped:
+            self.request_stop("quit")  # nothing runs there now: nothing to confirm
+            return
+        if self.attached and self.crash is not None:
             self._confirm("quit", "Detach the console",
-                          f"The engine has stopped {how} in its own process: nothing runs there now. Its last "
+                          "The engine has stopped after an error in its own process: nothing runs there now. Its last "
                           f"state was {state}, with {orders} open order(s) and {positions} position(s); "
                           "`ffe run --headless` starts it again.", "QUIT", lambda: self.request_stop("quit"))
             return
