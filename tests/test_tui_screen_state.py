@@ -1,0 +1,71 @@
+"""What the screen says follows the engine as it is now: a breaker closed again shows no old error, a dialog written
+for the state before a kill switch does not stay open, and the kill and re-arm dialogs say what happens to the
+stop-loss and take-profit watch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App, ComposeResult
+
+from conftest import db_value
+from test_tui_helpers import console, db_path, running, screen_text, until
+
+import ffe_tui
+from ffe_tui.dialogs import ConfirmScreen
+from ffe_tui.panes import BreakerPane
+
+
+class BreakerOnly(App):
+    CSS_PATH = str(Path(ffe_tui.__file__).parent / "console.tcss")
+
+    def compose(self) -> ComposeResult:
+        yield BreakerPane(id="breaker")
+
+
+async def test_the_breaker_pane_shows_no_last_error_once_the_breaker_is_closed_again():
+    app = BreakerOnly()
+    async with app.run_test(size=(120, 10)) as pilot:
+        pane = app.query_one(BreakerPane)
+        pane.show([{"venue": "paper", "state": "open", "failures": 5, "retry_in": 3.0,
+                    "last_error": "VenueUnavailable: connection reset"}])
+        await pilot.pause()
+        assert "connection reset" in screen_text(app)
+        pane.show([{"venue": "paper", "state": "closed", "failures": 0, "retry_in": None,
+                    "last_error": "VenueUnavailable: connection reset"}])
+        await pilot.pause()
+        assert "CLOSED" in screen_text(app) and "connection reset" not in screen_text(app), screen_text(app)
+
+
+async def test_a_kill_switch_confirmed_over_the_flatten_dialog_closes_it(tmp_path):
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.press("F")
+        await until(pilot, lambda: "then HALT" in screen_text(app), "the flatten dialog")
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch over it")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: not any(isinstance(s, ConfirmScreen) for s in app.screen_stack),
+                    "no dialog left open")
+        assert "then HALT" not in screen_text(app)
+
+
+async def test_the_kill_and_re_arm_dialogs_say_what_happens_to_stop_loss_and_take_profit(tmp_path):
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch dialog")
+        assert "no stop-loss or take-profit watch" in " ".join(screen_text(app).split()), screen_text(app)
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: "HALTED" in screen_text(app).split("\n")[0], "HALTED on the status line")
+        await pilot.press("p")
+        await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm dialog")
+        text = " ".join(screen_text(app).split())
+        assert "passed while HALTED" in text and "closed at market" in text, text
+        await pilot.press("n")
