@@ -591,9 +591,21 @@ class ConsoleApp(App[int]):
         self._confirm("kill", "KILL SWITCH",
                       f"Halt the engine now: cancel every open order ({orders} open) and refuse every new order."
                       f"{self._approvals_ended()}\n"
-                      f"Positions ({positions}) stay open. HALTED is stored and survives a restart; re-arm with "
-                      f"{self._key('pause')}.",
-                      "HALT", lambda: self._control("kill switch", self._halt("kill switch", "operator")))
+                      f"Positions ({positions}) stay open, with no stop-loss or take-profit watch while HALTED. "
+                      f"HALTED is stored and survives a restart; re-arm with {self._key('pause')}.",
+                      "HALT", self._kill_confirmed)
+
+    def _kill_confirmed(self) -> None:
+        self._control("kill switch", self._halt("kill switch", "operator"))
+        self.call_later(self._close_stale_dialogs)  # once the kill switch dialog itself has closed
+
+    def _close_stale_dialogs(self) -> None:
+        """The confirmations still open under the kill switch's were written for the engine before it."""
+        while isinstance(self.screen, ConfirmScreen) and not self.screen.answered:
+            stale = self.screen
+            stale.answered = True
+            stale.dismiss(False)
+            self.say(f"{stale.title_text}: not asked any more, the engine is HALTED now", severity="warning")
 
     async def _halt(self, reason: str, by: str) -> None:
         await self.engine.halt(reason=reason, by=by)
@@ -609,7 +621,9 @@ class ConsoleApp(App[int]):
             self._control("resume", self.engine.resume(by="operator"))
         else:
             self._confirm("rearm", "Re-arm the HALTED engine",
-                          "New orders will be allowed again (state RUNNING).", "RE-ARM",
+                          "New orders will be allowed again (state RUNNING), and stop-loss and take-profit are "
+                          "watched again: a position whose stop-loss or take-profit was passed while HALTED, and "
+                          "is still past it, is closed at market on the next bar.", "RE-ARM",
                           lambda: self._control("re-arm", self.engine.resume(by="operator", confirm=True)))
 
     def action_flatten(self) -> None:

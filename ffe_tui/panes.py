@@ -388,7 +388,8 @@ class BreakerPane(Static):
                 retry_in = max(0.0, b["retry_at"] - time.monotonic())
             rows.append((b.get("venue", "?"), b.get("state", "?"), str(b.get("failures", 0)),
                          "-" if retry_in is None else fmt.duration(retry_in),
-                         fmt.short(b.get("last_error") or "-", 40)))
+                         # A breaker closed again: its last error is over (the log keeps it).
+                         "-" if b.get("state") == "closed" else fmt.short(b.get("last_error") or "-", 40)))
         key = tuple(rows)
         if key == self._last:
             return
