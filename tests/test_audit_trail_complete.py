@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_env, run_ffe, wait_until)
+from ffe_engine.chain import chained, line_hash
 
 
 def db_seqs(db: Path) -> list[int]:
@@ -110,18 +114,95 @@ def test_a_torn_last_line_is_set_aside_and_the_trail_continues_whole(tmp_path):
     assert aside[0].name in proc.stderr
 
 
-def test_records_written_to_the_file_but_not_committed_are_not_given_a_seq_again(tmp_path):
-    """The file is written before the database commits: a kill in between leaves the file ahead. The next start
-    continues after the file's last seq, so no seq is used twice."""
+def append_uncommitted(audit: Path, records: list[dict]) -> list[bytes]:
+    """Lines chained on from the trail's last one, as a kill between the audit write and the commit leaves them."""
+    last = audit.read_bytes().split(b"\n")[-2] if audit.exists() and audit.stat().st_size else None
+    prev = line_hash(last) if last is not None else line_hash(rotated_last(audit))
+    out = []
+    for rec in records:
+        rec = {k: v for k, v in rec.items() if k != "prev"}
+        line = chained(json.dumps(rec, separators=(",", ":")).encode(), prev)
+        out.append(line)
+        prev = line_hash(line)
+    with open(audit, "ab") as f:
+        f.write(b"".join(line + b"\n" for line in out))
+    return out
+
+
+def rotated_last(audit: Path) -> bytes:
+    (older,) = sorted(audit.parent.glob("audit-*.jsonl"))
+    return older.read_bytes().split(b"\n")[-2]
+
+
+def an_uncommitted_fill(cwd: Path, last_seq: int) -> list[dict]:
+    """A fill and its order's status, copied from the last ones the database holds, as the next records."""
+    db = cwd / "data" / "ffe.db"
+    (fill,) = db_rows(db, "SELECT data FROM events WHERE event = 'fill' ORDER BY seq DESC LIMIT 1")
+    (order,) = db_rows(db, "SELECT data FROM events WHERE event = 'order' ORDER BY seq DESC LIMIT 1")
+    return [dict(json.loads(fill[0]), seq=last_seq + 1), dict(json.loads(order[0]), seq=last_seq + 2)]
+
+
+def assert_trail_is_the_database(cwd: Path) -> None:
+    """Every line of the trail is the database's record of the same seq, byte for byte, and the other way round."""
+    logs = cwd / "logs"
+    lines = b"".join(p.read_bytes() for p in [*sorted(logs.glob("audit-*.jsonl")), logs / "audit.jsonl"])
+    trail = [(json.loads(line)["seq"], line) for line in lines.split(b"\n")[:-1]]
+    events = [(seq, bytes(data)) for seq, data in db_rows(cwd / "data" / "ffe.db",
+                                                            "SELECT seq, data FROM events ORDER BY seq")]
+    assert [s for s, _ in trail] == [s for s, _ in events]
+    assert trail == events
+
+
+def fill_lines(cwd: Path) -> list[bytes]:
+    logs = cwd / "logs"
+    return [line for p in [*logs.glob("audit-*.jsonl"), logs / "audit.jsonl"]
+            for line in p.read_bytes().split(b"\n") if b'"event":"fill"' in line]
+
+
+@pytest.mark.parametrize("rotated", [False, True], ids=["same file", "after a rotation"])
+def test_records_written_to_the_file_but_never_committed_are_set_aside_and_the_trail_goes_on_from_the_database(
+        tmp_path, rotated):
+    """The file is written before the database commits: a kill in between leaves lines the database never
+    committed (here a fill and its order's status). They are no record of what happened: the checks report them,
+    and the next start sets them aside, so the trail again ends where the database does and goes on from there,
+    and the fill, recorded again once the venue is asked, is never in the trail twice."""
     first_run(tmp_path)
     audit = tmp_path / "logs" / "audit.jsonl"
-    last = json.loads(audit.read_bytes().split(b"\n")[-2])
-    ahead = [dict(last, seq=last["seq"] + i, event="error", message="written, never committed") for i in (1, 2)]
-    with open(audit, "ab") as f:
-        for rec in ahead:
-            f.write(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
+    db = tmp_path / "data" / "ffe.db"
+    fills = db_value(db, "SELECT COUNT(*) FROM fills")
+    assert fills > 0
+    last = db_seqs(db)[-1]
+    if rotated:  # the uncommitted lines went into a new file, the committed ones are all in the rotated one
+        audit.rename(tmp_path / "logs" / f"audit-{1:012d}.jsonl")
+    ahead = append_uncommitted(audit, an_uncommitted_fill(tmp_path, last))
+    for check in (("doctor",), ("audit", "verify")):
+        proc = run_ffe(tmp_path, *check)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"2 records after the database's last event (seq {last})" in proc.stdout, proc.stdout
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr
-    records = assert_trail_holds_the_database(tmp_path)
-    assert min(db_seqs(tmp_path / "data" / "ffe.db")[-3:]) > last["seq"] + 2
-    assert len({r["seq"] for r in records}) == len(records)
+    aside = tmp_path / "logs" / f"audit.jsonl.uncommitted-after-{last}"
+    assert aside.read_bytes() == b"".join(line + b"\n" for line in ahead)
+    assert aside.name in proc.stderr and "never committed" in proc.stderr
+    assert_trail_is_the_database(tmp_path)
+    assert last + 1 in db_seqs(db)  # seq and the chain go on from the database's head
+    assert len(fill_lines(tmp_path)) == db_value(db, "SELECT COUNT(*) FROM fills")  # no fill twice
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode == 0 and "after the database's last event" not in verify.stdout, verify.stdout
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0 and "after the database's last event" not in doctor.stdout, doctor.stdout
+
+
+def test_a_record_the_database_never_committed_inside_the_trail_is_reported_alike(tmp_path):
+    """A trail an older ffe went on after a record the database never committed: every check names it the same."""
+    first_run(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    (seq,) = db_rows(db, "SELECT seq FROM events WHERE event = 'decision' ORDER BY seq LIMIT 1 OFFSET 3")[0]
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    conn.close()
+    note = f"seq {seq} is in the audit trail but the database never committed it"
+    for check in (("doctor",), ("audit", "verify")):
+        proc = run_ffe(tmp_path, *check)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert note in proc.stdout, proc.stdout
