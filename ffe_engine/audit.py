@@ -3,9 +3,10 @@
 - `AuditWriter`: the events as JSON lines in logs/audit.jsonl. Lines are buffered and written with one
   system call of whole lines on an O_APPEND descriptor, so a crash never leaves a partial line. The store calls
   its `flush` before it commits events, so the file is never behind the database (it may be ahead: lines written,
-  then a kill before the commit; the next start continues after the file's last seq).
+  then a kill before the commit; the next start sets them aside and continues after the database's last seq).
 - `repair_trail`: at start, before anything else is written, the file is brought level with the database: a torn
-  last line (a power loss, a full disk) is set aside in a side file, and the events the database holds after the
+  last line (a power loss, a full disk) and the records the database never committed are set aside in side
+  files, and the events the database holds after the
   file's last record are appended.
 - `verify_trail` (chain.py): the hash chain checked across every file of the trail, and against the chain head the
   database stores (`ffe audit verify`).
@@ -25,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from . import logs
 from .chain import GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files, verify_trail
@@ -38,6 +39,8 @@ __all__ = ["AuditWriter", "Redactor", "TrailRepair", "VerifyResult", "has_record
            "setup_logging", "verify_trail"]
 
 REDACTED = "********"
+
+log = logs.get_logger("ffe.audit")
 
 
 class Redactor:
@@ -215,15 +218,20 @@ class TrailRepair:
     appended: int  # records appended from the database
     torn: Path | None  # where a torn last line was set aside
     torn_bytes: int
+    uncommitted: Path | None = None  # where the records the database never committed were set aside
+    uncommitted_records: int = 0
 
 
 async def repair_trail(path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> TrailRepair:
-    """Bring the audit trail level with the database's events: set aside a torn tail, append what is missing.
+    """Bring the audit trail level with the database's events: set aside a torn tail and the records the database
+    never committed (written just before a kill), append what is missing.
 
     `events_after(seq)` returns the next records ((seq, line) pairs, in seq order) after `seq`, an empty list at
     the end. Only the tail is repaired: the file is append-only, and a record is never written out of order. The
-    chain stays whole: a torn line was never followed by another, and the records appended are the database's
-    copies of the very lines the trail lacks, `prev` included."""
+    chain stays whole: a torn line was never followed by another, the records past the database's last event are
+    no record of what happened (the trail then ends where the database does, and seq and the chain go on from
+    there), and the records appended are the database's copies of the very lines the trail lacks, `prev`
+    included."""
     path = Path(path)
     try:
         return await _repair(path, events_after)
@@ -237,8 +245,15 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
     try:
         _check_head(fd, path)
         last_seq, last, torn, aside = _set_aside_torn_tail(fd, path)
+        uncommitted, moved = await _set_aside_uncommitted(fd, path, events_after)
+        if uncommitted:
+            last_seq, last = _last_record(fd)
         if last is None:  # the current file holds no record (just rotated): the trail ends in the last rotated file
             last_seq, last = _last_rotated(path)
+        if moved is not None:
+            log.warning("audit trail: records the database never committed (written just before a kill) were set "
+                        "aside; the trail goes on from the database's last event", file=str(moved),
+                        records=len(uncommitted), after_seq=last_seq)
         appended = 0
         while True:
             rows = await events_after(last_seq)
@@ -248,9 +263,99 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
             appended += len(rows)
             last_seq, last = rows[-1]
         return TrailRepair(last_seq=last_seq, last_hash=line_hash(last) if last is not None else GENESIS,
-                           appended=appended, torn=aside, torn_bytes=len(torn))
+                           appended=appended, torn=aside, torn_bytes=len(torn), uncommitted=moved,
+                           uncommitted_records=len(uncommitted))
     finally:
         os.close(fd)
+
+
+async def _set_aside_uncommitted(fd: int, path: Path,
+                                 events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]
+                                 ) -> tuple[list[bytes], Path | None]:
+    """The records at the end of the trail that the database never committed (none of its events has their seq or
+    a later one), moved to `audit.jsonl.uncommitted-after-SEQ` (SEQ: the database's last event) and cut off, across
+    rotated files if a rotation fell among them: a file that holds only such records is removed. Returns them,
+    oldest first, and the file they were moved to."""
+    found: list[bytes] = []
+    cuts: list[tuple[Path, int]] = []  # (file, offset to cut it at), newest first
+    for p in [path, *reversed(rotated_files(path))]:
+        pfd = fd if p == path else os.open(p, os.O_RDONLY)
+        try:
+            cut, whole = await _uncommitted_in(pfd, events_after, found)
+        finally:
+            if pfd != fd:
+                os.close(pfd)
+        if cut is not None:
+            cuts.append((p, cut))
+        if not whole:
+            break
+    if not found:
+        return [], None
+    found.reverse()
+    end_seq = _seq_of(found[0])
+    aside = path.with_name(f"{path.name}.uncommitted-after-{(end_seq or 1) - 1}")
+    with open(aside, "ab") as f:
+        f.write(b"".join(line + b"\n" for line in found))
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(aside, 0o600)
+    for p, cut in cuts:
+        if p == path:
+            os.ftruncate(fd, cut)
+            os.fsync(fd)
+        elif cut == 0:
+            os.unlink(p)
+        else:
+            with open(p, "r+b") as f:
+                f.truncate(cut)
+                os.fsync(f.fileno())
+    sync_dir(path.parent)
+    return found, aside
+
+
+async def _uncommitted_in(fd: int, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]],
+                          found: list[bytes]) -> tuple[int | None, bool]:
+    """A file's last records the database never committed, last first, added to `found`: where to cut the file
+    (None: nowhere), and whether all its records are such."""
+    cut: int | None = None
+    for offset, line in _lines_backwards(fd):
+        seq = _seq_of(line)
+        if seq is None or await events_after(seq - 1):  # the database holds it or a later one
+            return cut, False
+        found.append(line)
+        cut = offset
+    return cut, True
+
+
+def _lines_backwards(fd: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of a file's whole lines, last first (the file ends in a newline, or is empty)."""
+    pos = os.fstat(fd).st_size
+    buf = b""
+    block = 1 << 16
+    while pos > 0 or buf:
+        if pos > 0:
+            start = max(0, pos - block)
+            buf = os.pread(fd, pos - start, start) + buf
+            pos = start
+        while True:
+            nl = buf.rfind(b"\n", 0, len(buf) - 1)
+            if nl < 0:
+                break
+            yield pos + nl + 1, buf[nl + 1:-1]
+            buf = buf[:nl + 1]
+        if pos == 0:
+            if buf:
+                yield 0, buf[:-1]
+            return
+
+
+def _last_record(fd: int) -> tuple[int, bytes | None]:
+    for _offset, line in _lines_backwards(fd):
+        seq = _seq_of(line)
+        if seq is not None:
+            return seq, line
+        break
+    return 0, None
 
 
 def _check_head(fd: int, path: Path) -> None:

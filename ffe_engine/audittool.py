@@ -276,18 +276,20 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
         raise UsageError(f"no audit trail at {path} (is --log-dir right?)")
     head: ChainHead | None = None
     checked_db = Path(db_path).is_file()
-    if checked_db:  # the head first: a running engine writes the trail before it commits the head
+    if not checked_db:
+        result = verify_trail(path.parent, None, name=path.name)
+    else:  # the head first: a running engine writes the trail before it commits the head
         try:
             records = Records(db_path)
         except StorageError as exc:
             raise UsageError(str(exc)) from None
         try:
             head = records.chain_head()
+            result = verify_trail(path.parent, head, name=path.name, committed=records.event_seqs())
         except StorageError as exc:
             raise UsageError(str(exc)) from None
         finally:
             records.close()
-    result = verify_trail(path.parent, head, name=path.name)
     if as_json:
         print(json.dumps(_verify_json(result, db_path if checked_db else None)))
     else:
@@ -299,7 +301,8 @@ def _verify_json(r: VerifyResult, db_path: Path | None) -> dict[str, Any]:
     return {"ok": r.ok, "first_bad_seq": r.first_bad_seq, "reason": r.reason, "records": r.records,
             "first_seq": r.first_seq, "last_seq": r.last_seq, "files": r.files, "database": str(db_path or ""),
             "head": {"seq": r.head.seq, "hash": r.head.hash} if r.head else None, "unchained": r.unchained,
-            "torn_bytes": r.torn_bytes}
+            "torn_bytes": r.torn_bytes,
+            "uncommitted": {"inside": r.uncommitted.inside, "after": r.uncommitted.after} if r.uncommitted else None}
 
 
 def _verify_text(r: VerifyResult, db_path: Path | None) -> str:
@@ -319,6 +322,8 @@ def _verify_text(r: VerifyResult, db_path: Path | None) -> str:
     if r.torn_bytes:
         out.append(f"note: an unfinished last line ({r.torn_bytes} bytes, a crash mid-write) is set aside at the "
                    "next start")
+    if r.uncommitted is not None:
+        out.extend(r.uncommitted.notes())
     return "\n".join(out)
 
 

@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 import orjson
 import zstandard
@@ -109,6 +109,34 @@ def last_line(path: Path) -> bytes | None:
 
 # ====================================================================================================== verify
 @dataclass(frozen=True)
+class Uncommitted:
+    """Records of the trail the database never committed: `inside`, the seqs of those the trail went on after (an
+    older ffe's start continued the chain after them), and `after`, how many follow the database's last event
+    (`db_last`): written just before a kill (or being committed, beside a running engine), which the next start
+    sets aside (audit.repair_trail). The one judgement `ffe doctor` and `ffe audit verify` both say."""
+
+    inside: list[int]
+    after: int
+    db_last: int
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.inside:
+            one = len(self.inside) == 1
+            shown = ", ".join(map(str, self.inside[:10])) + (", ..." if len(self.inside) > 10 else "")
+            out.append(f"note: seq {shown} {'is' if one else 'are'} in the audit trail but the database never "
+                       f"committed {'it' if one else 'them'}: written just before a kill, and the trail went on "
+                       "after (an older ffe): no record of what happened")
+        if self.after:
+            one = self.after == 1
+            out.append(f"note: {self.after} record{'' if one else 's'} after the database's last event (seq "
+                       f"{self.db_last}) {'is' if one else 'are'} not in it: written just before a kill and never "
+                       "committed (or being committed, beside a running engine); the next start sets "
+                       f"{'it' if one else 'them'} aside")
+        return out
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     """What `verify_trail` found. `ok` is false when a line was edited, deleted, inserted or moved, or when the
     trail is shorter than the database's chain head; `first_bad_seq` then names the first record that is not as
@@ -125,6 +153,7 @@ class VerifyResult:
     head: ChainHead | None  # the database's chain head it was checked against
     unchained: int  # records at the start written before the trail was chained (seq order checked only)
     torn_bytes: int  # an unfinished last line (a crash mid-write): set aside at the next start, not tampering
+    uncommitted: Uncommitted | None = None  # checked against the database's event seqs (`committed`)
 
 
 class _Bad(Exception):
@@ -203,18 +232,22 @@ def _fields(raw: bytes) -> tuple[int | None, str | None]:
     return line.seq, line.prev
 
 
-def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: str = CURRENT) -> VerifyResult:
+def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: str = CURRENT,
+                 committed: Iterable[int] | None = None) -> VerifyResult:
     """Check the audit trail in `log_dir` (every rotated file, then the current one) line by line: seq runs on by
     one from 1, each line's `prev` is the hash of the line before it; and, with the database's chain `head`, that
     the trail reaches it and its line there hashes to it (a trail cut short, or whose last lines were rewritten,
-    is found so). Never writes. The first bad seq is the first record found not as it was written: an edited
+    is found so). With `committed`, the seqs of the database's events in order, the records it never committed are
+    counted (`uncommitted`). Never writes. The first bad seq is the first record found not as it was written: an edited
     line's own seq, a deleted (or moved) line's seq, an inserted line's place."""
     opened = _open_all(Path(log_dir) / name)
     torn: list[int] = []
     state = _Walk(head)
+    match = _Match(committed) if committed is not None else None
     bad: _Bad | None = None
     try:
-        state.run(_lines(opened, torn))
+        lines = _lines(opened, torn)
+        state.run(match.walk(lines) if match is not None else lines)
         state.finish()
     except _Bad as exc:
         bad = exc
@@ -224,7 +257,43 @@ def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: st
     return VerifyResult(ok=bad is None, first_bad_seq=bad.seq if bad else None, reason=bad.reason if bad else "",
                         records=state.records, first_seq=state.first_seq, last_seq=state.expected - 1,
                         last_hash=state.prev_hash, files=[str(p) for p, _ in opened], head=head,
-                        unchained=state.unchained, torn_bytes=sum(torn))
+                        unchained=state.unchained, torn_bytes=sum(torn),
+                        uncommitted=match.result() if match is not None else None)
+
+
+class _Match:
+    """The trail's seqs merged with the database's, both in order: the records the database never committed."""
+
+    def __init__(self, committed: Iterable[int]) -> None:
+        self.committed = iter(committed)
+        self.next: int | None = next(self.committed, None)
+        self.last = 0  # the database's last seq seen
+        self.missing: list[int] = []
+
+    def walk(self, lines: Iterator[_Line]) -> Iterator[_Line]:
+        for line in lines:
+            if line.seq is not None:
+                self.see(line.seq)
+            yield line
+
+    def see(self, seq: int) -> None:
+        while self.next is not None and self.next < seq:
+            self._advance()
+        if self.next == seq:
+            self._advance()
+        else:
+            self.missing.append(seq)
+
+    def _advance(self) -> None:
+        assert self.next is not None
+        self.last = self.next
+        self.next = next(self.committed, None)
+
+    def result(self) -> Uncommitted:
+        while self.next is not None:
+            self._advance()
+        inside = [s for s in self.missing if s < self.last]
+        return Uncommitted(inside=inside, after=len(self.missing) - len(inside), db_last=self.last)
 
 
 class _Walk:

@@ -6,7 +6,7 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
    known sides and order reasons (store.Records.damage);
 2. the audit trail (its rotated files, then the current one) is whole lines, one JSON record each, with strictly
    increasing seq, and holds every event the database holds, byte for byte (it may hold more: lines written just
-   before a kill, never committed, and a cut last line after the database's last event: one being written, or
+   before a kill, never committed, noted as `ffe audit verify` notes them, and a cut last line after the database's last event: one being written, or
    torn); and its hash chain is whole up to the chain head the database stores (chain.verify_trail);
 3. every order's journal status is a known one, and no order went back: in the audit trail an order that reached
    a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
@@ -61,13 +61,14 @@ class Findings:
     positions: int = 0
     cut_tail: int = 0  # a cut last line after the database's last event (1 or 0)
     checks: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # records of the trail the database never committed
 
     def summary(self) -> str:
         tail = (", 1 line after the database's last event cut off (being written, or torn: the next start sets it "
                 "aside)") if self.cut_tail else ""
         return (f"ok: {len(self.checks)} checks passed ({', '.join(self.checks)}); {self.events} events, "
                 f"{self.audit_lines} audit lines, {self.orders} orders, {self.fills} fills, "
-                f"{self.positions} open positions{tail}")
+                f"{self.positions} open positions{tail}" + "".join("\n" + note for note in self.notes))
 
 
 def check(settings: Settings) -> Findings:
@@ -86,9 +87,12 @@ def check(settings: Settings) -> Findings:
         order_events = _check_audit(records, settings.audit_path, found)
         found.checks.append("audit trail")
         if trail_files(settings.audit_path):
-            chain = verify_trail(settings.log_dir, records.chain_head(), name=settings.audit_path.name)
+            chain = verify_trail(settings.log_dir, records.chain_head(), name=settings.audit_path.name,
+                                 committed=records.event_seqs())
             if not chain.ok:
                 raise Violation(f"audit chain broken at seq {chain.first_bad_seq}: {chain.reason}")
+            if chain.uncommitted is not None:
+                found.notes = chain.uncommitted.notes()
         found.checks.append("audit chain")
         orders = records.orders()
         found.orders = len(orders)

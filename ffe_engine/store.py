@@ -1148,6 +1148,17 @@ class Records:
                 yield s, bytes(data)
             seq = rows[-1][0]
 
+    def event_seqs(self, chunk: int = 50000) -> Iterable[int]:
+        """The seq of every event record, in order."""
+        seq = 0
+        while True:
+            rows = self._q("SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk))
+            if not rows:
+                return
+            for (s,) in rows:
+                yield s
+            seq = rows[-1][0]
+
     def schema_version(self) -> int:
         return int(self._q("PRAGMA user_version")[0][0])
 
