@@ -260,6 +260,42 @@ def test_a_backup_of_records_a_kill_left_verifies_as_doctor_finds_them(account, 
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_a_backup_of_an_order_whose_final_event_a_kill_lost_verifies_and_restores(account, tmp_path):
+    # The journal stores an order's end (cancelled here) and the kill comes before its `order` event is written:
+    # the trail's last word on it is `new`. Doctor takes the journal being ahead of the trail as what a kill leaves;
+    # backup verify must judge it alike, or no backup of the account could ever be restored again.
+    cwd = tmp_path / "a"
+    shutil.copytree(account, cwd)
+    trail = cwd / "logs" / "audit.jsonl"
+    lines = trail.read_bytes().splitlines()
+    last = lines[-1]
+    placed = json.loads(next(x for x in reversed(lines) if b'"event":"order"' in x))
+    placed.pop("prev")
+    cid = "ffe-ended-before-its-event"
+    placed.update(seq=json.loads(last)["seq"] + 1, client_order_id=cid, status="new", filled=0.0)
+    line = chained(json.dumps(placed, separators=(",", ":")).encode(), line_hash(last))
+    with trail.open("ab") as f:
+        f.write(line + b"\n")
+    db = sqlite3.connect(cwd / "data" / "ffe.db")
+    with db:
+        ts = db.execute("SELECT ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+        db.execute("INSERT INTO events (seq, ts, event, data) VALUES (?, ?, 'order', ?)", (placed["seq"], ts, line))
+        db.execute("UPDATE kv SET value = ? WHERE key = 'audit_head'",
+                   (json.dumps({"seq": placed["seq"], "hash": line_hash(line)}),))
+        columns = [r[1] for r in db.execute("PRAGMA table_info(orders)")]
+        values = [f"'{cid}'" if c == "client_order_id" else "'canceled'" if c == "status" else "0" if c == "filled"
+                  else c for c in columns]
+        db.execute(f"INSERT INTO orders ({', '.join(columns)}) SELECT {', '.join(values)} FROM orders LIMIT 1")
+    db.close()
+    doctor = run_ffe(cwd, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    path = take(cwd, tmp_path / "b")
+    proc = verify(cwd, path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    restored = run_ffe(cwd, "restore", str(path), "--data-dir", "r/data", "--log-dir", "r/logs")
+    assert restored.returncode == 0, restored.stderr
+
+
 def test_restore_puts_the_records_back_and_never_overwrites_without_force(account, archive, tmp_path):
     path = archive
     target = tmp_path / "t"
