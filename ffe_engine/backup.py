@@ -45,7 +45,7 @@ from .audit import Redactor, sync_dir
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
 from .errors import FfeError, StorageError, UsageError
-from .model import OrderStatus
+from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
 from .store import SCHEMA_VERSION, Records, Store, copy_pinned, pin_file
 
@@ -434,15 +434,17 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
     """The database and the audit trail tell the same story: the database's event records are the trail's, byte
     for byte, to the same last seq; every order has its records in the trail, with the journal's final status;
     every fill has its record. A line the database lacks (written just before a kill, its transaction never
-    committed) tells nothing, and an order journaled `new` may have no record yet (the kill lost it before it was
-    written; the next start settles the order): what a kill leaves, the next start takes as it is."""
+    committed) tells nothing, an order journaled `new` may have no record yet (the kill lost it before it was
+    written; the next start settles the order), and an order's status may be ahead of its records (model.
+    trail_disagrees, as `ffe doctor` judges it): what a kill leaves, the next start takes as it is."""
     problems = checked.problems
     seq = manifest.get("seq") or {}
     db_last = records.last_seq()
     if db_last != seq.get("last"):
         problems.append(f"the database's last seq is {db_last}, the manifest says {seq.get('last')}")
     last = 0
-    order_status: dict[str, str] = {}
+    order_seen: set[str] = set()
+    order_final: dict[str, str] = {}  # the first final status the trail shows for each order
     fill_counts: dict[str, int] = {}
     db_events = iter(records.events())  # merged with the trail's lines, both in seq order
     want = next(db_events, None)
@@ -469,7 +471,10 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
             if rec["event"] == "fill":
                 fill_counts[cid] = fill_counts.get(cid, 0) + 1
             else:
-                order_status[cid] = rec.get("status", "")
+                order_seen.add(cid)
+                status = rec.get("status", "")
+                if status in _FINAL:
+                    order_final.setdefault(cid, status)
     if want is not None:
         problems.append(f"seq {want[0]} is in the database but not in the audit trail (it ends before)")
     if last != db_last:
@@ -477,11 +482,11 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
     orders = records.orders()
     checked.orders = len(orders)
     for cid, status, *_ in orders:
-        if cid not in order_status:
+        if cid not in order_seen:
             if status != OrderStatus.NEW.value:
                 problems.append(f"order {cid} ({status}) has no record in the audit trail")
-        elif status != order_status[cid] and status in _FINAL:
-            problems.append(f"order {cid} is {status} in the database, {order_status[cid]} in the audit trail")
+        elif trail_disagrees(status, order_final.get(cid)):
+            problems.append(f"order {cid} is {status} in the database, {order_final[cid]} in the audit trail")
     counts = records.fill_counts()
     checked.fills = sum(counts.values())
     for cid, n in sorted(counts.items()):

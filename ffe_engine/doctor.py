@@ -33,7 +33,7 @@ from typing import Any, Iterator
 from .chain import trail_files, verify_trail
 from .config import Settings
 from .errors import FfeError
-from .model import OrderStatus
+from .model import OrderStatus, trail_disagrees
 from .store import Records
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
@@ -199,7 +199,7 @@ def _check_orders(orders: list[OrderRow], order_events: OrderEvents, db: Path) -
             most = max(most, rec.get("filled", 0.0))
             if rec["status"] in FINAL:
                 final_seen = rec["status"]
-        if final_seen is not None and status != final_seen:
+        if trail_disagrees(status, final_seen):
             raise Violation(f"{db}: order {cid} is {status} in the journal, {final_seen} in the audit trail")
         if filled < most - 1e-12:
             raise Violation(f"{db}: order {cid} filled {filled:g} in the journal, {most:g} in the audit trail")

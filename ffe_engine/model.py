@@ -157,6 +157,14 @@ class OrderRequest:
     reduce_only: bool = False
 
 
+def trail_disagrees(journal_status: str, trail_final: str | None) -> bool:
+    """Whether an order's journal contradicts its audit trail (`trail_final`: the final status the trail shows for
+    it, None when it shows none): only when the trail says the order ended, and the journal says otherwise. The
+    journal may be ahead of the trail: a kill between storing an order's new status and writing its event leaves
+    it so, and the next start goes on from the journal. `ffe doctor` and `ffe backup verify` judge by this alike."""
+    return trail_final is not None and journal_status != trail_final
+
+
 @dataclass(slots=True)
 class VenueOrder:
     """A venue's view of one order. `filled`, `average` and `fee` are cumulative."""
