@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 
 import pytest
 
@@ -20,7 +21,7 @@ from fake_exchange import Balance, FakeBinance
 from ffe_engine.control import request
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
                           MarketClock, exchange_options, fx, live_config, live_env, live_settings, next_bar,
-                          processes, rows, stored_events, wait_for, wait_for_bar, write_config)
+                          processes, rows, run_ffe_async, stored_events, wait_for, wait_for_bar, write_config)
 
 START = 30_000.0
 CLIMB = 0.001  # per bar: a trend the strategy buys
@@ -618,6 +619,83 @@ async def test_the_coins_a_fee_leaves_after_an_exit_do_not_keep_the_strategy_out
         entries = [r[0] for r in rows(db, "SELECT decision_id FROM orders WHERE side = 'buy' ORDER BY created_ts")]
         assert len(set(entries)) == len(entries) >= 2
         assert e.portfolio.positions[BTC].entry_decision_id == entries[-1]
+        assert not [ev for ev in stored_events(db, "order") if ev["status"] == "refused"]
+
+
+def leave_above_a_step_below_min_notional(e, fx: FakeBinance) -> None:
+    """The next sell fills all but 0.0001 BTC (ten steps, about 3.6 USDT: under the fake's 5 USDT minimum order
+    value), and the rest expires."""
+    order_qty = math.floor(e.portfolio.positions[BTC].quantity / 0.00001 + 1e-9) * 0.00001
+    fx.partial_fill_next((order_qty - 0.0001) / order_qty, rest="expire")
+
+
+async def sell_to_dust(e, fx: FakeBinance) -> None:
+    """Bars until the strategy's entry and its take-profit, which leaves coins worth less than the venue takes; the
+    engine is paused after the entry (exits go on), so that no new entry holds the dust meanwhile."""
+    for _ in range(12):
+        await next_bar(e, fx)
+        if BTC in e.portfolio.positions and not e.orders.live and len(fx.orders) == 1:
+            leave_above_a_step_below_min_notional(e, fx)
+            await e.pause()
+        if len(fx.orders) == 2 and not e.orders.live:
+            break
+    assert [(o.side, o.status) for o in fx.orders] == [("BUY", "FILLED"), ("SELL", "EXPIRED")]
+    left = e.portfolio.positions[BTC].quantity
+    assert 0.0001 <= left and left * e.portfolio.last_price[BTC] < 5.0, left
+
+
+async def test_coins_left_below_the_venue_s_minimum_order_value_are_dust_not_a_position(tmp_path, fx):
+    # A sell fills all but more than one step, and the rest expires: what is left is worth less than the exchange
+    # takes an order for (its minimum notional), so no order can ever sell it. It is dust, as less than a step is:
+    # no stop-loss or take-profit tries to sell it, it does not hold a place under MAX_OPEN_POSITIONS, `ctl status`
+    # counts no position, a close says what it is, and the strategy enters again over it.
+    climbing(fx)
+    tables = {"risk": {"take_profit_atr": 0.3, "max_open_positions": 1}}
+    settings = strategy_settings(tmp_path, fx, **tables)
+    write_config(tmp_path, strategy_config(fx, **tables))
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        await sell_to_dust(e, fx)
+        status = await run_ffe_async(tmp_path, "ctl", "status", env=live_env(fx), name="status")
+        assert status.proc.returncode == 0, status.stderr
+        assert "positions 0 " in status.stdout and "dust 1" in status.stdout, status.stdout
+        close = await run_ffe_async(tmp_path, "ctl", "close", BTC, "--yes", env=live_env(fx), name="close")
+        assert close.proc.returncode == 1
+        assert "below the venue's minimum" in close.stderr and "left as dust" in close.stderr, close.stderr
+        for _ in range(3):  # paused: no entry, and no order tried on the dust
+            await next_bar(e, fx)
+        assert len(fx.orders) == 2
+        await e.resume()
+        for _ in range(6):
+            await next_bar(e, fx)
+            if len(fx.orders) == 3:
+                break
+        assert [o.side for o in fx.orders] == ["BUY", "SELL", "BUY"], [(o.side, o.status) for o in fx.orders]
+        await wait_for(lambda: not e.orders.live, timeout=30, what="the new entry final")
+        assert_books_agree(e, fx)  # the new position holds the dust too
+        assert not [ev for ev in stored_events(db, "order") if ev["status"] == "refused"]
+
+
+async def test_a_flatten_leaves_dust_below_the_venue_s_minimum_and_says_so(tmp_path, fx):
+    climbing(fx)
+    tables = {"risk": {"take_profit_atr": 0.3}}
+    settings = strategy_settings(tmp_path, fx, **tables)
+    write_config(tmp_path, strategy_config(fx, **tables))
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        await sell_to_dust(e, fx)
+        flat = await run_ffe_async(tmp_path, "ctl", "flatten", "--yes", env=live_env(fx), name="flatten")
+        assert flat.proc.returncode == 0, flat.stderr
+        assert "failed 0" in flat.stdout and "closing 0" in flat.stdout, flat.stdout
+        assert f"{BTC} " in flat.stdout and "left as dust" in flat.stdout, flat.stdout
+        assert len(fx.orders) == 2  # nothing was sent for it
+        (kill,) = [ev for ev in stored_events(db, "kill_switch") if ev["action"] == "flatten"]
+        assert kill["failed"] == []
+        assert e.state.value == "HALTED"  # as every flatten ends
         assert not [ev for ev in stored_events(db, "order") if ev["status"] == "refused"]
 
 
