@@ -257,9 +257,11 @@ def _render(action: str, result: Any) -> str:
         state = f"{r['state']} ({r['state_reason']})"
         if r.get("ended"):  # nothing runs it now: the state it was left in is the one it starts in again
             state = f"STOPPED ({r['ended']}): was {state}"
+        dust = sum(1 for p in r["positions"] if p.get("dust"))
         return (f"{r['mode']} {state}  equity {fmt.money(r['equity'])}  "
-                f"positions {len(r['positions'])}  open orders {len(r['orders'])}  "
-                f"pending approvals {len(r['approvals'])}  approval {r['approval_mode']}")
+                f"positions {len(r['positions']) - dust}{f'  dust {dust}' if dust else ''}  "
+                f"open orders {len(r['orders'])}  pending approvals {len(r['approvals'])}  "
+                f"approval {r['approval_mode']}")
     if action in ("halt", "flatten"):  # the words of the console's banner
         return present.kill_headline({**result, "action": action, "by": "ctl"})
     if action == "approve":

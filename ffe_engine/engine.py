@@ -21,7 +21,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from . import logs
 from . import __version__
@@ -304,7 +304,7 @@ class Engine:
         found.append(await self.approvals.restore(mode=self.profile.resumable))
         await self.venue.connect()
         for s in self.symbols:
-            self.portfolio.steps[s] = self.venue.market(s).amount_step
+            self.portfolio.markets[s] = self.venue.market(s)
         recovered = await self.orders.recover()
         if self.sim_venue is None:
             # A real account: its cash is what the venue holds in the quote currency. While the journal has orders
@@ -1085,11 +1085,24 @@ class Engine:
                     failed.append({"symbol": sym, "error": "could not place the closing order"})
             if placed != held:  # what failed to be placed was said as failed: not followed up
                 await self._flatten_under_way(placed or None)
+            dust = self._dust(sym for sym in self.portfolio.positions if sym not in held)
             self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
-                                             failed=report.failed + failed, closing=closing, by=by))
+                                             failed=report.failed + failed, closing=closing, dust=dust, by=by))
             await self._persist_books()
             await self.flush()
-        return {"cancelled": report.cancelled, "failed": report.failed + failed, "closing": closing}
+        return {"cancelled": report.cancelled, "failed": report.failed + failed, "closing": closing, "dust": dust}
+
+    def _dust(self, symbols: Iterable[str]) -> list[dict[str, Any]]:
+        """Of `symbols`, what the books hold that the venue takes no order for (below one amount step, or below its
+        minimum order): left as it is, said with what it is worth."""
+        pf = self.portfolio
+        out = []
+        for sym in symbols:
+            if pf.is_dust(sym):
+                pos = pf.positions[sym]
+                value = pos.quantity * (pf.last_price.get(sym) or pos.entry_price)
+                out.append({"symbol": sym, "quantity": pos.quantity, "value": round(value, 8)})
+        return out
 
     def _to_close(self) -> dict[str, int]:
         """What a flatten closes (dust, less than the venue can sell, is not), no closing order placed yet."""
@@ -1112,7 +1125,7 @@ class Engine:
             left = dict(placed)
             for sym in placed:
                 pos = self.portfolio.holding(sym)
-                if pos is None:  # closed (or dust, less than the venue can sell)
+                if pos is None:  # closed (or dust, less than the venue takes an order for)
                     del left[sym]
                     continue
                 if self.orders.pending_exit_qty(sym) > 0:
@@ -1128,8 +1141,10 @@ class Engine:
                     ref_price=self.portfolio.last_price.get(sym), reduce_only=True))
                 if sub.accepted and sub.order is not None:
                     closing.append(sub.order.client_order_id)
-            if closing or failed:
-                self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing, by="engine"))
+            dust = self._dust(sym for sym in placed if sym not in left)
+            if closing or failed or dust:
+                self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing, dust=dust,
+                                                 by="engine"))
             if left != placed:
                 await self._flatten_under_way(left or None)
 
@@ -1197,7 +1212,11 @@ class Engine:
             self._still_running()
             pos = self.portfolio.holding(symbol)
             if pos is None:
-                raise ControlError(f"no open position in {symbol}")
+                dust = self._dust([symbol])
+                if not dust:
+                    raise ControlError(f"no open position in {symbol}")
+                raise ControlError(f"{symbol}: the {dust[0]['quantity']:.8g} {symbol.partition('/')[0]} left (worth "
+                                   f"{dust[0]['value']:.2f}) is below the venue's minimum order: left as dust")
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
             if remaining <= 0:
                 raise ControlError(f"{symbol}: its closing order is already working")
@@ -1285,7 +1304,8 @@ class Engine:
                            "entry": p.entry_price, "last": pf.last_price.get(p.symbol, p.entry_price),
                            "unrealised": p.unrealised, "stop_loss": p.stop_loss, "take_profit": p.take_profit,
                            "opened_ts": p.opened_ts, "id": p.entry_decision_id,
-                           "pnl_pct": _move_pct(p.side, p.entry_price, pf.last_price.get(p.symbol, p.entry_price))}
+                           "pnl_pct": _move_pct(p.side, p.entry_price, pf.last_price.get(p.symbol, p.entry_price)),
+                           "dust": pf.is_dust(p.symbol)}
                           for p in pf.positions.values()],
             "orders": [{"client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side.value,
                         "quantity": o.quantity, "filled": o.filled, "type": o.type, "price": o.price,

@@ -254,6 +254,7 @@ class KillSwitchEvent(Event):
     cancelled: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     closing: list[str] = field(default_factory=list)
+    dust: list[dict[str, Any]] = field(default_factory=list)  # left unsold: below what the venue takes an order for
     by: str = ""
     elapsed_ms: float = 0.0
 

@@ -11,7 +11,7 @@ from itertools import islice
 from dataclasses import dataclass
 from typing import Any
 
-from .model import ClosedTrade, Fill, Position, Side
+from .model import ClosedTrade, Fill, MarketInfo, Position, Side, floor_to_step
 
 DAY_MS = 86_400_000
 RATE_WINDOW_MS = 60_000  # ORDER_RATE counts the entries sent in this window
@@ -45,10 +45,11 @@ class Portfolio:
         self.day_realised = 0.0
         self.entries_today = 0
         self.dust = amount_step / 2
-        # Per symbol, the venue's amount step: less than one step of a position cannot be sold (a fee taken in
-        # coins leaves that much after an exit). It stays in the books, as in the account, but is not a position
-        # to trade on (`holding`).
-        self.steps: dict[str, float] = {}
+        # Per symbol, what the venue says of its orders: less than one amount step of a position (a fee taken in
+        # coins leaves that much after an exit), or less than its minimum order value (a sell filled in part, the
+        # rest expired), cannot be sold. It stays in the books, as in the account, but is not a position to trade
+        # on (`holding`).
+        self.markets: dict[str, MarketInfo] = {}
         # Per-symbol close-to-close returns and portfolio equity returns, for VaR and correlation.
         self.window = returns_window
         self.returns: dict[str, deque[float]] = {}
@@ -108,11 +109,21 @@ class Portfolio:
         return True
 
     def holding(self, symbol: str) -> Position | None:
-        """The position in `symbol` when it is one the venue can sell (a step at least); None for none or dust."""
+        """The position in `symbol` when it is one the venue can sell; None for none or dust."""
         pos = self.positions.get(symbol)
-        if pos is None or pos.quantity < self.steps.get(symbol, 0.0) - 1e-12:
+        if pos is None or self.is_dust(symbol):
             return None
         return pos
+
+    def is_dust(self, symbol: str) -> bool:
+        """Whether the books hold coins in `symbol` that the venue takes no order for: less than one amount step,
+        or less than its minimum quantity or order value at the latest price."""
+        pos = self.positions.get(symbol)
+        market = self.markets.get(symbol)
+        if pos is None or market is None:
+            return False
+        sellable = floor_to_step(pos.quantity, market.amount_step)
+        return market.below_minimum(sellable, self.last_price.get(symbol) or pos.entry_price)
 
     def held(self) -> int:
         """How many positions are held (dust left out)."""
@@ -170,10 +181,11 @@ class Portfolio:
             self.cash -= f.quantity * f.price + fee_in_cash
             held = f.quantity - f.fee_base
             dust = dust_cost = dust_fees = 0.0
-            if pos is not None and self.holding(f.symbol) is None:
-                # Dust of an earlier position: a new one opens on this entry's decision and stops, holding the dust
-                # too at its own cost (the entry price averages both, so the closed trades' P&L add up to what the
-                # account made).
+            continued = decision_id is not None and pos is not None and decision_id == pos.entry_decision_id
+            if pos is not None and self.is_dust(f.symbol) and not continued:
+                # Dust of an earlier position (not this entry's first part): a new one opens on this entry's
+                # decision and stops, holding the dust too at its own cost (the entry price averages both, so the
+                # closed trades' P&L add up to what the account made).
                 dust, dust_cost, dust_fees = pos.quantity, pos.quantity * pos.entry_price, pos.fees
                 pos = None
             if pos is None:

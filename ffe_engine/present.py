@@ -118,6 +118,10 @@ def kill_summary(f: Fields) -> str:
                                      if isinstance(x, dict) else str(x) for x in failed[:3]) + ")")
     if f.get("action") == "flatten":
         parts.append(f"closing {len(f.get('closing') or [])}")
+    dust = list(f.get("dust") or [])
+    if dust:
+        parts.append("left as dust, below the venue's minimum order: " + ", ".join(
+            f"{d.get('symbol')} {fmt.qty(d.get('quantity'))}" for d in dust if isinstance(d, dict)))
     if f.get("elapsed_ms"):
         parts.append(f"in {f['elapsed_ms']:.1f} ms")
     return " ".join(parts)

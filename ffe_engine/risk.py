@@ -182,7 +182,8 @@ class Gatekeeper:
 
     def _correlation(self, it: OrderIntent) -> GateResult:
         limit = self.risk.max_correlation
-        others = [p for s, p in self.pf.positions.items() if s != it.symbol and p.side is it.side]
+        others = [p for s, p in self.pf.positions.items()
+                  if s != it.symbol and p.side is it.side and self.pf.holding(s) is not None]
         if not others:
             return GateResult("CORRELATION", 0.0, limit, True, "no open same-direction position")
         worst: float | None = None

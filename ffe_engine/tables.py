@@ -39,11 +39,16 @@ def position_age(p: dict[str, Any], market_ts: int | None) -> float | None:
     return None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
 
 
+def side_text(p: dict[str, Any]) -> str:
+    """A position's side, or `dust` for coins the venue takes no order for (not a position)."""
+    return "dust" if p.get("dust") else ("long" if p["side"] == "buy" else "short")
+
+
 TRADE_HEADERS = ("id", "symbol", "side", "qty", "entry", "now", "%", "P&L", "age", "SL", "TP")
 
 
 def trade_rows(positions: list[dict[str, Any]], market_ts: int | None) -> list[list[str]]:
-    return [[p.get("id") or "-", p["symbol"], "long" if p["side"] == "buy" else "short", fmt.qty(p["quantity"]),
+    return [[p.get("id") or "-", p["symbol"], side_text(p), fmt.qty(p["quantity"]),
              fmt.price(p["entry"]), fmt.price(p["last"]), fmt.pct(p.get("pnl_pct"), signed=True),
              fmt.money(p.get("unrealised"), signed=True), fmt.duration(position_age(p, market_ts)),
              fmt.price(p.get("stop_loss")), fmt.price(p.get("take_profit"))] for p in positions]

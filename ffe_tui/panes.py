@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static
 from textual_plotext import PlotextPlot
 
-from ffe_engine import fmt
+from ffe_engine import fmt, tables
 
 from .state import ConsoleState
 
@@ -236,7 +236,7 @@ class PositionsTable(KeyedTable):
             age = None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
             upnl = p.get("unrealised") or 0.0
             rows[p["symbol"]] = {
-                "symbol": p["symbol"], "side": "long" if p["side"] == "buy" else "short",
+                "symbol": p["symbol"], "side": tables.side_text(p),
                 "qty": fmt.qty(p["quantity"]), "entry": fmt.price(p["entry"]), "last": fmt.price(p["last"]),
                 "upnl": Text(fmt.money(upnl, signed=True), style="green" if upnl >= 0 else "red"),
                 "sl": fmt.price(p.get("stop_loss")), "tp": fmt.price(p.get("take_profit")), "age": fmt.duration(age),

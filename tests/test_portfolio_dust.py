@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ffe_engine.model import Fill, Side
+from ffe_engine.model import Fill, MarketInfo, Side
 from ffe_engine.portfolio import Portfolio
 
 BTC = "BTC/USDT"
@@ -18,7 +18,7 @@ def fill(cid: str, side: Side, quantity: float, price: float, fee: float, ts: in
 
 def test_the_dust_an_exit_leaves_keeps_its_cost_in_the_next_entry_and_the_trades_add_up():
     pf = Portfolio(10_000.0, amount_step=0.001)
-    pf.steps[BTC] = 0.001  # as the engine sets it from the venue
+    pf.markets[BTC] = MarketInfo(BTC, "BTC", "USDT", amount_step=0.001)  # as the engine sets it from the venue
     pf.apply_fill(fill("a", Side.BUY, 1.0, 100.0, fee=0.05, ts=1, fee_base=0.0005), decision_id="d1")  # fee in BTC
     first = pf.apply_fill(fill("b", Side.SELL, 0.999, 110.0, fee=0.11, ts=2))  # down to the step: 0.0005 left
     assert pf.holding(BTC) is None and pf.positions[BTC].quantity == pytest.approx(0.0005)
@@ -39,6 +39,6 @@ def test_the_dust_an_exit_leaves_keeps_its_cost_in_the_next_entry_and_the_trades
 
 def test_an_entry_without_dust_is_at_the_fill_price_exactly():
     pf = Portfolio(10_000.0, amount_step=0.001)
-    pf.steps[BTC] = 0.001
+    pf.markets[BTC] = MarketInfo(BTC, "BTC", "USDT", amount_step=0.001)
     opened = pf.apply_fill(fill("a", Side.BUY, 0.01, 29_000.0, fee=0.29, ts=1, fee_base=0.00001), decision_id="d1")
     assert opened.position is not None and opened.position.entry_price == 29_000.0  # not 29000.000000000004
