@@ -190,6 +190,33 @@ async def test_running_engine_pauses_on_a_balance_it_cannot_explain_until_accept
             await loop
 
 
+async def test_the_paused_reason_follows_the_differences_found_later(tmp_path, fx):
+    # Paused on two differences, the engine finds a third at a later reconciliation: its state's reason (what
+    # `ffe ctl status` and the console show, and the stored state) says the three it is held on now, as an accept
+    # of them would, not the two of the first pause.
+    settings = live_settings(tmp_path, fx, engine={"reconcile_interval_s": 600})
+    db = settings.db_path
+    clock = SteppedClock()
+    async with engine_session(settings, live=True, clock=clock) as running:
+        e = running.engine
+        await e.resume(by="test")
+        loop = asyncio.ensure_future(e.run())
+        try:
+            fx.balances["BTC"].free += 0.25
+            clock.forward(600)
+            await wait_for(lambda: e.state_reason == "reconcile: 2 difference(s)", timeout=20,
+                           what="the engine paused on two differences")
+            await place_by_hand(fx, "by-hand-1")
+            clock.forward(600)
+            await wait_for(lambda: len(e.reconcile_blocked) == 3, timeout=20, what="the third difference confirmed")
+            assert e.state is EngineState.PAUSED and e.state_reason == "reconcile: 3 difference(s)"
+            assert rows(db, "SELECT state, reason, by FROM engine_state") == [
+                ("PAUSED", "reconcile: 3 difference(s)", "reconcile")]
+            assert len(await e.accept_reconcile(by="test")) == 3
+        finally:
+            e.request_stop()
+            await loop
+
 async def test_a_fill_while_the_engine_was_stopped_is_recorded_at_the_next_start(tmp_path, fx):
     settings = live_settings(tmp_path, fx)
     db = settings.db_path
