@@ -990,9 +990,13 @@ class Engine:
         differences = report.differences + unrecovered
         if differences:
             self.reconcile_blocked = differences
-            if self.state is EngineState.RUNNING:
-                what = UNREACHABLE if outage_only(differences) else f"{len(differences)} difference(s)"
-                await self.trading.set(EngineState.PAUSED, f"reconcile: {what}", "reconcile")
+            what = UNREACHABLE if outage_only(differences) else f"{len(differences)} difference(s)"
+            reason = f"reconcile: {what}"
+            # Paused by an earlier reconciliation: the reason says what holds the engine now.
+            held_by_reconcile = (self.state is EngineState.PAUSED and self.state_reason.startswith("reconcile: ")
+                                 and self.state_reason != reason)
+            if self.state is EngineState.RUNNING or held_by_reconcile:
+                await self.trading.set(EngineState.PAUSED, reason, "reconcile", force=held_by_reconcile)
         elif (all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
               or any(d.get("kind") == "restore_unrecovered" for d in self.reconcile_blocked)):
             # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept,
