@@ -17,7 +17,7 @@ import math
 import pytest
 
 from conftest import engine_session
-from fake_exchange import Balance, FakeBinance
+from fake_exchange import Balance, FakeBinance, binance_client
 from ffe_engine.control import request
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
                           MarketClock, exchange_options, fx, live_config, live_env, live_settings, next_bar,
@@ -698,6 +698,22 @@ async def test_a_flatten_leaves_dust_below_the_venue_s_minimum_and_says_so(tmp_p
         assert e.state.value == "HALTED"  # as every flatten ends
         assert not [ev for ev in stored_events(db, "order") if ev["status"] == "refused"]
 
+
+
+# ---------------------------------------------------------------------------------------------------- balances
+async def test_the_balances_show_what_a_foreign_order_locks_as_the_exchange_says(tmp_path, fx):
+    # An order placed at the exchange by someone else holds 200 USDT back: the balances view shows them locked, as
+    # the exchange's balance answer says, not free as the engine's own orders alone would have it.
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        other = binance_client(fx)
+        try:
+            await other.create_order(BTC, "limit", "buy", 0.01, 20_000.0, {"clientOrderId": "by-hand-1"})
+        finally:
+            await other.close()
+        usdt = next(r for r in (await running.engine.balances())["assets"] if r["asset"] == "USDT")
+        assert usdt["locked"] == pytest.approx(200.0) and usdt["total"] == pytest.approx(fx.balances["USDT"].total)
+        assert usdt["free"] == pytest.approx(fx.balances["USDT"].free)
 
 # ---------------------------------------------------------------------------------------------------- fees
 def venue_fees(fx: FakeBinance) -> float:
