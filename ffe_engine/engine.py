@@ -1244,10 +1244,11 @@ class Engine:
             totals, locked = book["balances"], book.get("reserved", {})
         else:
             try:
-                totals = await self.breaker.call(self.venue.fetch_balance)
+                totals, said = await self.breaker.call(self.venue.fetch_balance_locked)
             except Exception as exc:
                 raise ControlError(f"the venue did not give its balances: {exc}") from None
-            locked = views.locked_by_orders(list(self.orders.live.values()), prices, quote)
+            # The venue's figure where it gives one (it counts orders placed elsewhere too); ffe's own orders else.
+            locked = {**views.locked_by_orders(list(self.orders.live.values()), prices, quote), **said}
         return views.balance_rows(dict(totals), dict(locked), prices, quote)
 
     async def profit(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ DUST = 1e-9
 # ==================================================================== balances
 def locked_by_orders(orders: list[Any], prices: dict[str, float], quote: str) -> dict[str, float]:
     """What the open orders hold back, per asset: a buy its quote at its price, a sell its base asset. For a real
-    venue, whose balance answer here carries totals only."""
+    venue whose balance answer does not say what is locked."""
     locked: dict[str, float] = {}
     for o in orders:
         left = max(0.0, o.quantity - o.filled)

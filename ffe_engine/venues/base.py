@@ -69,6 +69,10 @@ class Venue(Protocol):
         """Total balance per asset."""
         ...
 
+    async def fetch_balance_locked(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Total balance per asset, and what open orders hold of it where the venue says so."""
+        ...
+
 
 @runtime_checkable
 class SimulatedVenue(Protocol):

@@ -503,9 +503,13 @@ class CcxtVenue:
         return out
 
     async def fetch_balance(self) -> dict[str, float]:
+        return (await self.fetch_balance_locked())[0]
+
+    async def fetch_balance_locked(self) -> tuple[dict[str, float], dict[str, float]]:
         raw = await self.reads("fetch_balance", lambda: self.exchange.fetch_balance())
-        totals = raw.get("total") or {}
-        return {asset: float(v) for asset, v in totals.items() if v is not None}
+        totals, used = raw.get("total") or {}, raw.get("used") or {}
+        return ({asset: float(v) for asset, v in totals.items() if v is not None},
+                {asset: float(v) for asset, v in used.items() if v is not None})
 
     # -- market data (used by the exchange feed) ---------------------------------------------------------------
     async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int | None = None,

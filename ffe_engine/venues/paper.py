@@ -171,6 +171,9 @@ class PaperVenue:
     async def fetch_balance(self) -> dict[str, float]:
         return {k: v for k, v in self.balances.items() if abs(v) > 1e-12}
 
+    async def fetch_balance_locked(self) -> tuple[dict[str, float], dict[str, float]]:
+        return await self.fetch_balance(), dict(self.reserved)
+
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         return {
