@@ -547,7 +547,9 @@ class Store:
                         await self.conn.execute(before)
                 try:
                     await self.conn.execute(_SQL_STATE, ("HALTED", reason, by, ts))
-                except sqlite3.Error:
+                except sqlite3.Error as exc:
+                    if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                        return False  # another process holds the database: a checkpoint would wait for it too
                     continue
                 return True
             return False

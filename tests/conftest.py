@@ -294,8 +294,9 @@ async def engine_session(settings: Settings, **kwargs: Any):
 # two cores stay busy. Within a module the order is kept; a module not named here runs after these, in its usual
 # order.
 LONGEST_FIRST = (
-    "test_tui_snapshots.py", "test_live_books.py", "test_tui_views.py", "test_tui_console.py", "test_report_cli.py",
-    "test_audit_chain.py", "test_chaos_soak_live.py", "test_audit_cli.py", "test_tui_pressure.py",
+    "test_tui_snapshots.py", "test_live_books.py", "test_tui_views.py", "test_engine_ended.py", "test_tui_console.py",
+    "test_report_cli.py", "test_audit_chain.py", "test_chaos_soak_live.py", "test_audit_cli.py", "test_tui_pressure.py",
+    "test_disk_failures.py",
     "test_config_bounds.py", "test_backup.py", "test_reconcile.py", "test_backtest_runs.py", "test_doctor.py",
     "test_control_socket.py", "test_chaos_soak.py", "test_audit_trail_complete.py", "test_backtest_memory.py",
     "test_download.py", "test_backtest_columns.py", "test_backtest_records.py", "test_alerts.py",
