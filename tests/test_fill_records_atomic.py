@@ -100,6 +100,55 @@ def test_every_committed_fill_has_its_event_committed_and_in_the_audit_file(tmp_
     assert not problems, "\n".join(problems[:5])
 
 
+def order_states(db_path, copy_path) -> tuple[dict[str, str], dict[str, str]]:
+    """(each order's status in the journal, its last `order` event's status) in the database a crash at this
+    instant would leave."""
+    src = sqlite3.connect(db_path)
+    dst = sqlite3.connect(copy_path)
+    try:
+        src.backup(dst)
+        journal = dict(dst.execute("SELECT client_order_id, status FROM orders").fetchall())
+        events: dict[str, str] = {}
+        for (data,) in dst.execute("SELECT data FROM events WHERE event = 'order' ORDER BY seq"):
+            rec = json.loads(data)
+            events[rec["client_order_id"]] = rec["status"]
+    finally:
+        src.close()
+        dst.close()
+    return journal, events
+
+
+def test_a_committed_fill_has_its_order_s_new_status_event_committed_with_it(tmp_path):
+    """The fill that ends an order (filled) changes its status in the same transaction as the fill: the `order`
+    event saying so is committed with them. A kill right after the commit would otherwise leave the order filled in
+    the journal and `new` in its records for good, the next start having nothing left to say about it."""
+    settings = fill_settings(tmp_path)
+    problems: list[str] = []
+    checked: list[int] = []
+
+    async def main() -> None:
+        p = await trading_pipeline(settings)
+        add_fill = p.store.add_fill
+
+        async def add_fill_then_crash_here(fill, order, *args, **kwargs):
+            await add_fill(fill, order, *args, **kwargs)
+            journal, events = order_states(settings.db_path, tmp_path / f"crash{len(checked)}.db")
+            checked.append(1)
+            cid = order.client_order_id
+            if events.get(cid) != journal[cid]:
+                problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
+
+        p.store.add_fill = add_fill_then_crash_here
+        try:
+            await asyncio.wait_for(p.engine.run(), timeout=300)
+        finally:
+            await p.close()
+
+    asyncio.run(main())
+    assert len(checked) >= 3, f"the run made only {len(checked)} fills"
+    assert not problems, "\n".join(problems[:5])
+
+
 def test_a_write_that_gets_in_before_a_fill_does_not_commit_the_fill_s_event_without_it(tmp_path):
     """The store writes the audit trail before it takes its lock for the fill: another writer (an operator's pause,
     the periodic flush) can take the lock first. What it commits must not hold the fill's event without the fill:
