@@ -360,13 +360,18 @@ class OrderPath:
             # The owner applies the fill to its book in memory and says what else to record; the fill, the
             # order's new state and those records are written in one transaction.
             record = await self.on_fill(o, fill, intent)
-            # The store publishes the fill's event and commits it with the fill itself: a crash never leaves a fill
-            # in the books that the records do not mention, nor its event without it.
+            # The store publishes the fill's event and the order's (its new status and amount filled) and commits
+            # them with the fill itself: a crash never leaves a fill in the books that the records do not mention,
+            # its event without it, nor the order's new status without the event that says it.
             event = FillEvent(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side.value, quantity=delta,
                               price=px, fee=fee)
-            await self.store.add_fill(fill, o, record, publish=functools.partial(self.bus.publish, event))
+
+            def publish() -> None:
+                self.bus.publish(event)
+                self._emit(o)
+
+            await self.store.add_fill(fill, o, record, publish=publish)
             self.fills_recorded += 1
-            self._emit(o)
             if record is not None and record.then is not None:
                 await record.then()
             if o.status.final:

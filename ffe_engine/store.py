@@ -825,9 +825,9 @@ class Store:
     async def add_fill(self, f: Fill, order: Order, record: "FillRecord | None" = None,
                        publish: Callable[[], object] | None = None) -> None:
         """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
-        trade, book state), in one transaction with the events buffered so far, the fill's own event among them
-        (`publish()` publishes it; it reaches the audit trail first): after a crash either all of it is recorded
-        or none. Fills are recorded one at a time. From the fill's event until its commit, another writer that
+        trade, book state), in one transaction with the events buffered so far, the fill's and the order's own
+        events among them (`publish()` publishes them; they reach the audit trail first): after a crash either all
+        of it is recorded or none. Fills are recorded one at a time. From the fill's event until its commit, another writer that
         takes the lock first (an operator's pause, the periodic flush) writes only the events before it: a fill's
         event is never committed without its fill, where a kill would leave it so and the restarted engine record
         the fill with a second event."""
