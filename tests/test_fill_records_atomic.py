@@ -149,6 +149,32 @@ def test_a_committed_fill_has_its_order_s_new_status_event_committed_with_it(tmp
     assert not problems, "\n".join(problems[:5])
 
 
+async def test_an_order_s_end_without_a_fill_is_committed_with_the_event_that_says_it(tmp_path):
+    """A cancel (no fill) stores the order's end: the `order` event saying so is committed with it, so a kill right
+    after the commit never leaves the order cancelled in the journal and open in its records."""
+    from conftest import engine_session, make_settings as session_settings
+
+    settings = session_settings(tmp_path, engine={"symbols": ["BTC/USDT"], "warmup_bars": 100})
+    problems: list[str] = []
+    async with engine_session(settings) as running:
+        e = running.engine
+        update_order = e.store.update_order
+
+        async def update_then_crash_here(order, *args, **kwargs):
+            await update_order(order, *args, **kwargs)
+            journal, events = order_states(settings.db_path, tmp_path / "crash.db")
+            cid = order.client_order_id
+            if events.get(cid) != journal[cid]:
+                problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
+
+        e.store.update_order = update_then_crash_here
+        placed = await e.operator_order("BTC/USDT", "buy", 0.01)
+        assert placed["accepted"], placed
+        cancelled = await e.operator_cancel(placed["client_order_id"])
+        assert cancelled["cancelled"], cancelled
+    assert not problems, "\n".join(problems)
+
+
 def test_a_write_that_gets_in_before_a_fill_does_not_commit_the_fill_s_event_without_it(tmp_path):
     """The store writes the audit trail before it takes its lock for the fill: another writer (an operator's pause,
     the periodic flush) can take the lock first. What it commits must not hold the fill's event without the fill:
