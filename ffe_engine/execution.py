@@ -263,8 +263,7 @@ class OrderPath:
                 self._fault("in_doubt", "resolved", o, f"{o.status.value}: the venue had shown it before")
                 return
             self._doubt_deadline[o.client_order_id] = self.clock.monotonic() + self.settle_s
-            await self.store.update_order(o, self.book())
-            self._emit(o)
+            await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
             return
         except VenueUnavailable as exc:  # refused before execution (rate limit, maintenance)
             if exc.retry_after:
@@ -307,8 +306,7 @@ class OrderPath:
             return
         self.live.pop(o.client_order_id, None)
         self._doubt_deadline.pop(o.client_order_id, None)
-        await self.store.update_order(o, self.book())
-        self._emit(o)
+        await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
 
     # ------------------------------------------------------------------ venue answers
     async def _apply(self, o: Order, vo: VenueOrder) -> None:
@@ -383,8 +381,7 @@ class OrderPath:
                 self.intents.pop(o.client_order_id, None)
             elif self._move(o, status):
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
-                await self.store.update_order(o, self.book())
-                self._emit(o)
+                await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
 
     async def poll(self) -> None:
         """Check every order in flight with the venue: record fills, resolve orders in doubt."""

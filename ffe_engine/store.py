@@ -764,9 +764,27 @@ class Store:
                                       client_order_ids)
         return {r[0]: self._loads(r[1], f"table orders, order {r[0]}", "intent") for r in await cur.fetchall()}
 
-    async def update_order(self, o: Order, kv: dict[str, Any] | None = None) -> None:
+    async def update_order(self, o: Order, kv: dict[str, Any] | None = None,
+                           publish: Callable[[], object] | None = None) -> None:
         """An order's new state, with `kv` (book state the same change altered, e.g. the paper venue's book) in
-        the same transaction."""
+        the same transaction; with `publish`, which publishes the event that says it, that event too (held from
+        other writers until then, as a fill's: add_fill), so that a crash leaves both or neither."""
+        if publish is not None:
+            async with self._fill_turn:
+                self._held_after = self._last_seq
+                try:
+                    publish()
+                    async with self._writing():
+                        async with self._tx():
+                            self._held_after = None  # its own event is written now, in its transaction
+                            if not self.batch:
+                                await self._write_buffers()
+                            await self.conn.execute(_SQL_ORDER_STATE, _order_state(o))
+                            for key, value in (kv or {}).items():
+                                await self.conn.execute(_SQL_KV, (key, _dumps(value), o.updated_ts / 1000.0))
+                finally:
+                    self._held_after = None
+            return
         if not kv:
             await self._write(_SQL_ORDER_STATE, _order_state(o))
             return
