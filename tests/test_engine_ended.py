@@ -38,7 +38,10 @@ async def _refuses_every_change(app, db, why: str) -> None:
         answer = await request(path, cmd, {"by": "ctl"}, timeout=10)
         assert answer["ok"] is True, (cmd, answer)
     assert db_value(db, "SELECT COUNT(*) FROM orders") == orders_before
-    assert db_rows(db, "SELECT * FROM engine_state") == state_before
+    # No command changed the stored state (a crashed engine may still store its own HALTED, once it can).
+    after = db_rows(db, "SELECT state, reason, by FROM engine_state")
+    assert after == [r[1:4] for r in state_before] or after == [("HALTED", "records cannot be written", "engine")], \
+        (state_before, after)
     assert app.engine.snapshot()["orders"] == []
 
 
