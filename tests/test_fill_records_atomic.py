@@ -175,6 +175,62 @@ async def test_an_order_s_end_without_a_fill_is_committed_with_the_event_that_sa
     assert not problems, "\n".join(problems)
 
 
+def position_records(db_path, copy_path) -> tuple[set, set, set, set]:
+    """(closed trades' ids, their `position_closed` events' trade ids, open positions, their `position_opened`
+    events) in the database a crash at this instant would leave."""
+    src = sqlite3.connect(db_path)
+    dst = sqlite3.connect(copy_path)
+    try:
+        src.backup(dst)
+        trades = {r[0] for r in dst.execute("SELECT id FROM trades")}
+        positions = set(dst.execute("SELECT symbol, entry_decision_id FROM positions").fetchall())
+        closed, opened = set(), set()
+        for name, data in dst.execute("SELECT event, data FROM events WHERE event IN ('position_opened', "
+                                      "'position_closed') ORDER BY seq"):
+            rec = json.loads(data)
+            if name == "position_closed":
+                closed.add(rec["trade_id"])
+            else:
+                opened.add((rec["symbol"], rec["decision_id"]))
+    finally:
+        src.close()
+        dst.close()
+    return trades, closed, positions, opened
+
+
+def test_a_fill_that_opens_or_closes_a_position_has_its_position_event_committed_with_it(tmp_path):
+    """The position opened and the trade closed by a fill are stored in the fill's transaction; so are the events
+    that say so. A kill right after the commit would otherwise leave a closed trade, or an open position, that the
+    records never mention."""
+    settings = fill_settings(tmp_path)
+    problems: list[str] = []
+    checked: list[int] = []
+
+    async def main() -> None:
+        p = await trading_pipeline(settings)
+        add_fill = p.store.add_fill
+
+        async def add_fill_then_crash_here(*args, **kwargs):
+            await add_fill(*args, **kwargs)
+            trades, closed, positions, opened = position_records(settings.db_path,
+                                                                 tmp_path / f"crash{len(checked)}.db")
+            checked.append(len(trades))
+            if trades != closed:
+                problems.append(f"trades {sorted(trades)} but position_closed events for {sorted(closed)}")
+            if not positions <= opened:
+                problems.append(f"open positions {sorted(positions - opened)} without their position_opened event")
+
+        p.store.add_fill = add_fill_then_crash_here
+        try:
+            await asyncio.wait_for(p.engine.run(), timeout=300)
+        finally:
+            await p.close()
+
+    asyncio.run(main())
+    assert checked and max(checked) >= 2, f"the run closed only {max(checked, default=0)} trades"
+    assert not problems, "\n".join(problems[:5])
+
+
 def test_a_write_that_gets_in_before_a_fill_does_not_commit_the_fill_s_event_without_it(tmp_path):
     """The store writes the audit trail before it takes its lock for the fill: another writer (an operator's pause,
     the periodic flush) can take the lock first. What it commits must not hold the fill's event without the fill:
