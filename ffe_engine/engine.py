@@ -913,25 +913,31 @@ class Engine:
             else:
                 self.entry_votes[entry] = await self.store.decision_votes(entry)
 
-        async def then() -> None:
+        def announce() -> None:  # committed with the fill (Store.add_fill); the trade's id is set by then
             if res.opened and res.position is not None:
                 p = res.position
                 self.bus.publish(PositionOpened(symbol=p.symbol, side=p.side.value, quantity=p.quantity,
                                                 entry_price=p.entry_price, stop_loss=p.stop_loss,
                                                 take_profit=p.take_profit, decision_id=p.entry_decision_id))
             if res.closed is not None:
+                t = res.closed
+                self.bus.publish(PositionClosed(symbol=t.symbol, side=t.side.value, quantity=t.quantity,
+                                                entry_price=t.entry_price, exit_price=t.exit_price,
+                                                pnl=round(t.pnl, 8), fees=round(t.fees, 8), reason=t.reason,
+                                                trade_id=t.trade_id, decision_id=t.entry_decision_id))
+
+        async def then() -> None:
+            if res.closed is not None:
                 await self._on_trade_closed(res.closed)
 
+        record.announce = announce
         record.then = then
         return record
 
     async def _on_trade_closed(self, t: ClosedTrade) -> None:
-        """A trade is recorded (it carries its trade_id): tell the world and score the providers that voted."""
+        """A trade is recorded (it carries its trade_id, and its event was committed with it): score the providers
+        that voted."""
         self.trades.append(t)
-        self.bus.publish(PositionClosed(symbol=t.symbol, side=t.side.value, quantity=t.quantity,
-                                        entry_price=t.entry_price, exit_price=t.exit_price, pnl=round(t.pnl, 8),
-                                        fees=round(t.fees, 8), reason=t.reason, trade_id=t.trade_id,
-                                        decision_id=t.entry_decision_id))
         if self.learner is None or not t.entry_decision_id:
             return
         if self.portfolio.holding(t.symbol) is not None:  # partly closed: score the trade when it is fully closed

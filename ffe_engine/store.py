@@ -326,7 +326,10 @@ class FillRecord:
     closed_symbol: str | None = None  # or: the symbol whose position the fill closed
     trade: ClosedTrade | None = None  # a trade the fill closed (its trade_id is set once stored)
     kv: dict[str, Any] = field(default_factory=dict)  # book state to store with it
-    then: Callable[[], Awaitable[None]] | None = None  # events and feedback, after it is recorded
+    # Publishes the events that say what it changed (a position opened, a trade closed, its id set by then): they
+    # are committed with it.
+    announce: Callable[[], None] | None = None
+    then: Callable[[], Awaitable[None]] | None = None  # feedback, after it is recorded
 
 
 class Store:
@@ -852,8 +855,15 @@ class Store:
         async with self._fill_turn:
             self._held_after = self._last_seq
             try:
+                if record is not None and record.trade is not None:
+                    # The id is assigned here, not by SQLite (a backtest's writer runs in another process), and
+                    # before the events: the trade's own names it.
+                    self._last_trade_id += 1
+                    record.trade.trade_id = self._last_trade_id
                 if publish is not None:
                     publish()
+                if record is not None and record.announce is not None:
+                    record.announce()
                 await self._add_fill(f, order, record)
             finally:
                 self._held_after = None
@@ -877,9 +887,6 @@ class Store:
                 elif record.closed_symbol is not None:
                     await c.execute("DELETE FROM positions WHERE symbol = ?", (record.closed_symbol,))
                 if record.trade is not None:
-                    # The id is assigned here, not by SQLite: a backtest's writer runs in another process.
-                    self._last_trade_id += 1
-                    record.trade.trade_id = self._last_trade_id
                     await c.execute(_SQL_TRADE, _trade_row(record.trade))
                 for key, value in record.kv.items():
                     await c.execute(_SQL_KV, (key, _dumps(value), f.ts / 1000.0))
