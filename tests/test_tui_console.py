@@ -145,7 +145,8 @@ async def test_approve_and_reject_pending_trades_in_manual_mode(tmp_path):
         table = app.query_one("#approvals")
         await until(pilot, lambda: table.row_count >= 1, "a pending approval on screen", timeout=60)
         aid = table.selected()
-        assert aid in screen_text(app)  # the approvals pane came forward at 80x24
+        # the approvals pane comes forward at 80x24 (on the next refresh of the screen)
+        await until(pilot, lambda: aid in screen_text(app), "the pending approval on screen")
         await pilot.press("a")
         await until(pilot, lambda: db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (aid,))
                     == "approved", f"{aid} approved")
