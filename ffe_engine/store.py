@@ -773,20 +773,10 @@ class Store:
         the same transaction; with `publish`, which publishes the event that says it, that event too (held from
         other writers until then, as a fill's: add_fill), so that a crash leaves both or neither."""
         if publish is not None:
-            async with self._fill_turn:
-                self._held_after = self._last_seq
-                try:
-                    publish()
-                    async with self._writing():
-                        async with self._tx():
-                            self._held_after = None  # its own event is written now, in its transaction
-                            if not self.batch:
-                                await self._write_buffers()
-                            await self.conn.execute(_SQL_ORDER_STATE, _order_state(o))
-                            for key, value in (kv or {}).items():
-                                await self.conn.execute(_SQL_KV, (key, _dumps(value), o.updated_ts / 1000.0))
-                finally:
-                    self._held_after = None
+            async with self._events_held():
+                publish()
+                async with self._tx_with_held_events():
+                    await self._write_order_state(o, kv)
             return
         if not kv:
             await self._write(_SQL_ORDER_STATE, _order_state(o))
@@ -795,9 +785,34 @@ class Store:
             if not self.batch:
                 await self._flush_locked()
             async with self._tx():
-                await self.conn.execute(_SQL_ORDER_STATE, _order_state(o))
-                for key, value in kv.items():
-                    await self.conn.execute(_SQL_KV, (key, _dumps(value), o.updated_ts / 1000.0))
+                await self._write_order_state(o, kv)
+
+    async def _write_order_state(self, o: Order, kv: dict[str, Any] | None) -> None:
+        await self.conn.execute(_SQL_ORDER_STATE, _order_state(o))
+        for key, value in (kv or {}).items():
+            await self.conn.execute(_SQL_KV, (key, _dumps(value), o.updated_ts / 1000.0))
+
+    @contextlib.asynccontextmanager
+    async def _events_held(self) -> AsyncIterator[None]:
+        """Records published inside it (a fill's or an order's events) are held from other writers (an operator's
+        pause, the periodic flush: they write only the events before them) until `_tx_with_held_events` writes
+        them in the transaction of what they say. One such record at a time."""
+        async with self._fill_turn:
+            self._held_after = self._last_seq
+            try:
+                yield
+            finally:
+                self._held_after = None
+
+    @contextlib.asynccontextmanager
+    async def _tx_with_held_events(self) -> AsyncIterator[None]:
+        """A transaction of its own that first writes the events held by `_events_held`, with those before them."""
+        async with self._writing():
+            async with self._tx():
+                self._held_after = None  # its own events are written now, in its transaction
+                if not self.batch:
+                    await self._write_buffers()
+                yield
 
     def _order_from_row(self, r: tuple[Any, ...]) -> Order:  # the columns of _SQL_ORDERS, in order
         where = f"table orders, order {r[0]}"
@@ -848,48 +863,40 @@ class Store:
         """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
         trade, book state), in one transaction with the events buffered so far, the fill's and the order's own
         events among them (`publish()` publishes them; they reach the audit trail first): after a crash either all
-        of it is recorded or none. Fills are recorded one at a time. From the fill's event until its commit, another writer that
-        takes the lock first (an operator's pause, the periodic flush) writes only the events before it: a fill's
-        event is never committed without its fill, where a kill would leave it so and the restarted engine record
-        the fill with a second event."""
-        async with self._fill_turn:
-            self._held_after = self._last_seq
-            try:
-                if record is not None and record.trade is not None:
-                    # The id is assigned here, not by SQLite (a backtest's writer runs in another process), and
-                    # before the events: the trade's own names it.
-                    self._last_trade_id += 1
-                    record.trade.trade_id = self._last_trade_id
-                if publish is not None:
-                    publish()
-                if record is not None and record.announce is not None:
-                    record.announce()
-                await self._add_fill(f, order, record)
-            finally:
-                self._held_after = None
+        of it is recorded or none. Fills are recorded one at a time. From the fill's event until its commit, another
+        writer that takes the lock first (an operator's pause, the periodic flush) writes only the events before
+        it: a fill's event is never committed without its fill, where a kill would leave it so and the restarted
+        engine record the fill with a second event."""
+        async with self._events_held():
+            if record is not None and record.trade is not None:
+                # The id is assigned here, not by SQLite (a backtest's writer runs in another process), and before
+                # the events: the trade's own names it.
+                self._last_trade_id += 1
+                record.trade.trade_id = self._last_trade_id
+            if publish is not None:
+                publish()
+            if record is not None and record.announce is not None:
+                record.announce()
+            await self._add_fill(f, order, record)
 
     async def _add_fill(self, f: Fill, order: Order, record: "FillRecord | None") -> None:
         c = self.conn
-        async with self._writing():
-            async with self._tx():
-                self._held_after = None  # its own events are written now, in its transaction
-                if not self.batch:
-                    await self._write_buffers()
-                await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts, fee_base) "
-                                "VALUES (?,?,?,?,?,?,?,?)",
-                                (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts,
-                                 f.fee_base))
-                await c.execute(_SQL_ORDER_STATE, _order_state(order))
-                if record is None:
-                    return
-                if record.position is not None:
-                    await c.execute(_SQL_POSITION, _position_row(record.position))
-                elif record.closed_symbol is not None:
-                    await c.execute("DELETE FROM positions WHERE symbol = ?", (record.closed_symbol,))
-                if record.trade is not None:
-                    await c.execute(_SQL_TRADE, _trade_row(record.trade))
-                for key, value in record.kv.items():
-                    await c.execute(_SQL_KV, (key, _dumps(value), f.ts / 1000.0))
+        async with self._tx_with_held_events():
+            await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts, fee_base) "
+                            "VALUES (?,?,?,?,?,?,?,?)",
+                            (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts,
+                             f.fee_base))
+            await c.execute(_SQL_ORDER_STATE, _order_state(order))
+            if record is None:
+                return
+            if record.position is not None:
+                await c.execute(_SQL_POSITION, _position_row(record.position))
+            elif record.closed_symbol is not None:
+                await c.execute("DELETE FROM positions WHERE symbol = ?", (record.closed_symbol,))
+            if record.trade is not None:
+                await c.execute(_SQL_TRADE, _trade_row(record.trade))
+            for key, value in record.kv.items():
+                await c.execute(_SQL_KV, (key, _dumps(value), f.ts / 1000.0))
 
     # ---------------------------------------------------------------- positions and trades
     async def positions(self) -> list[Position]:
