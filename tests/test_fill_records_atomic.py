@@ -9,10 +9,12 @@ the books that the records never mention.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import random
 import sqlite3
+from typing import Callable, Iterator
 
 import pytest
 
@@ -28,17 +30,24 @@ from pipeline_helpers import START_TS, make_settings, open_pipeline
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 
 
-def committed_state(db_path, copy_path) -> tuple[list[tuple], list[tuple]]:
-    """(fills, fill events) in the database a crash at this instant would leave."""
+@contextlib.contextmanager
+def crashed_copy(db_path, copy_path) -> Iterator[sqlite3.Connection]:
+    """The database a crash at this instant would leave, copied to `copy_path`, open."""
     src = sqlite3.connect(db_path)
     dst = sqlite3.connect(copy_path)
     try:
         src.backup(dst)
-        fills = dst.execute("SELECT client_order_id, quantity FROM fills ORDER BY id").fetchall()
-        events = [json.loads(r[0]) for r in dst.execute("SELECT data FROM events WHERE event = 'fill' ORDER BY seq")]
+        yield dst
     finally:
         src.close()
         dst.close()
+
+
+def committed_state(db_path, copy_path) -> tuple[list[tuple], list[tuple]]:
+    """(fills, fill events) in the database a crash at this instant would leave."""
+    with crashed_copy(db_path, copy_path) as db:
+        fills = db.execute("SELECT client_order_id, quantity FROM fills ORDER BY id").fetchall()
+        events = [json.loads(r[0]) for r in db.execute("SELECT data FROM events WHERE event = 'fill' ORDER BY seq")]
     return fills, [(e["client_order_id"], e["quantity"]) for e in events]
 
 
@@ -69,25 +78,17 @@ async def trading_pipeline(settings):
     return await open_pipeline(settings, feed=feed, clock=clock)
 
 
-def test_every_committed_fill_has_its_event_committed_and_in_the_audit_file(tmp_path):
-    settings = fill_settings(tmp_path)
-    checked: list[int] = []
-    problems: list[str] = []
+def run_checking_each_fill(settings, check: Callable[..., None]) -> None:
+    """The trading pipeline's whole run, `check(fill, order)` called right after each fill is committed (the
+    instant a crash matters)."""
 
     async def main() -> None:
         p = await trading_pipeline(settings)
         add_fill = p.store.add_fill
 
-        async def add_fill_then_crash_here(*args, **kwargs):
-            await add_fill(*args, **kwargs)
-            fills, events = committed_state(settings.db_path, tmp_path / f"crash{len(checked)}.db")
-            checked.append(len(fills))
-            missing = [x for x in fills if x not in events]
-            if missing:
-                problems.append(f"after fill {len(fills)}: committed fills without their event: {missing}")
-            in_file = audit_fills(settings.audit_path)
-            if [x for x in events if x not in in_file]:
-                problems.append(f"after fill {len(fills)}: committed fill events missing from the audit file")
+        async def add_fill_then_crash_here(fill, order, *args, **kwargs):
+            await add_fill(fill, order, *args, **kwargs)
+            check(fill, order)
 
         p.store.add_fill = add_fill_then_crash_here
         try:
@@ -96,6 +97,24 @@ def test_every_committed_fill_has_its_event_committed_and_in_the_audit_file(tmp_
             await p.close()
 
     asyncio.run(main())
+
+
+def test_every_committed_fill_has_its_event_committed_and_in_the_audit_file(tmp_path):
+    settings = fill_settings(tmp_path)
+    checked: list[int] = []
+    problems: list[str] = []
+
+    def check(fill, order) -> None:
+        fills, events = committed_state(settings.db_path, tmp_path / f"crash{len(checked)}.db")
+        checked.append(len(fills))
+        missing = [x for x in fills if x not in events]
+        if missing:
+            problems.append(f"after fill {len(fills)}: committed fills without their event: {missing}")
+        in_file = audit_fills(settings.audit_path)
+        if [x for x in events if x not in in_file]:
+            problems.append(f"after fill {len(fills)}: committed fill events missing from the audit file")
+
+    run_checking_each_fill(settings, check)
     assert len(checked) >= 3, f"the run made only {len(checked)} fills"
     assert not problems, "\n".join(problems[:5])
 
@@ -103,18 +122,12 @@ def test_every_committed_fill_has_its_event_committed_and_in_the_audit_file(tmp_
 def order_states(db_path, copy_path) -> tuple[dict[str, str], dict[str, str]]:
     """(each order's status in the journal, its last `order` event's status) in the database a crash at this
     instant would leave."""
-    src = sqlite3.connect(db_path)
-    dst = sqlite3.connect(copy_path)
-    try:
-        src.backup(dst)
-        journal = dict(dst.execute("SELECT client_order_id, status FROM orders").fetchall())
+    with crashed_copy(db_path, copy_path) as db:
+        journal = dict(db.execute("SELECT client_order_id, status FROM orders").fetchall())
         events: dict[str, str] = {}
-        for (data,) in dst.execute("SELECT data FROM events WHERE event = 'order' ORDER BY seq"):
+        for (data,) in db.execute("SELECT data FROM events WHERE event = 'order' ORDER BY seq"):
             rec = json.loads(data)
             events[rec["client_order_id"]] = rec["status"]
-    finally:
-        src.close()
-        dst.close()
     return journal, events
 
 
@@ -126,25 +139,14 @@ def test_a_committed_fill_has_its_order_s_new_status_event_committed_with_it(tmp
     problems: list[str] = []
     checked: list[int] = []
 
-    async def main() -> None:
-        p = await trading_pipeline(settings)
-        add_fill = p.store.add_fill
+    def check(fill, order) -> None:
+        journal, events = order_states(settings.db_path, tmp_path / f"crash{len(checked)}.db")
+        checked.append(1)
+        cid = order.client_order_id
+        if events.get(cid) != journal[cid]:
+            problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
 
-        async def add_fill_then_crash_here(fill, order, *args, **kwargs):
-            await add_fill(fill, order, *args, **kwargs)
-            journal, events = order_states(settings.db_path, tmp_path / f"crash{len(checked)}.db")
-            checked.append(1)
-            cid = order.client_order_id
-            if events.get(cid) != journal[cid]:
-                problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
-
-        p.store.add_fill = add_fill_then_crash_here
-        try:
-            await asyncio.wait_for(p.engine.run(), timeout=300)
-        finally:
-            await p.close()
-
-    asyncio.run(main())
+    run_checking_each_fill(settings, check)
     assert len(checked) >= 3, f"the run made only {len(checked)} fills"
     assert not problems, "\n".join(problems[:5])
 
@@ -178,23 +180,17 @@ async def test_an_order_s_end_without_a_fill_is_committed_with_the_event_that_sa
 def position_records(db_path, copy_path) -> tuple[set, set, set, set]:
     """(closed trades' ids, their `position_closed` events' trade ids, open positions, their `position_opened`
     events) in the database a crash at this instant would leave."""
-    src = sqlite3.connect(db_path)
-    dst = sqlite3.connect(copy_path)
-    try:
-        src.backup(dst)
-        trades = {r[0] for r in dst.execute("SELECT id FROM trades")}
-        positions = set(dst.execute("SELECT symbol, entry_decision_id FROM positions").fetchall())
+    with crashed_copy(db_path, copy_path) as db:
+        trades = {r[0] for r in db.execute("SELECT id FROM trades")}
+        positions = set(db.execute("SELECT symbol, entry_decision_id FROM positions").fetchall())
         closed, opened = set(), set()
-        for name, data in dst.execute("SELECT event, data FROM events WHERE event IN ('position_opened', "
-                                      "'position_closed') ORDER BY seq"):
+        for name, data in db.execute("SELECT event, data FROM events WHERE event IN ('position_opened', "
+                                     "'position_closed') ORDER BY seq"):
             rec = json.loads(data)
             if name == "position_closed":
                 closed.add(rec["trade_id"])
             else:
                 opened.add((rec["symbol"], rec["decision_id"]))
-    finally:
-        src.close()
-        dst.close()
     return trades, closed, positions, opened
 
 
@@ -206,27 +202,15 @@ def test_a_fill_that_opens_or_closes_a_position_has_its_position_event_committed
     problems: list[str] = []
     checked: list[int] = []
 
-    async def main() -> None:
-        p = await trading_pipeline(settings)
-        add_fill = p.store.add_fill
+    def check(fill, order) -> None:
+        trades, closed, positions, opened = position_records(settings.db_path, tmp_path / f"crash{len(checked)}.db")
+        checked.append(len(trades))
+        if trades != closed:
+            problems.append(f"trades {sorted(trades)} but position_closed events for {sorted(closed)}")
+        if not positions <= opened:
+            problems.append(f"open positions {sorted(positions - opened)} without their position_opened event")
 
-        async def add_fill_then_crash_here(*args, **kwargs):
-            await add_fill(*args, **kwargs)
-            trades, closed, positions, opened = position_records(settings.db_path,
-                                                                 tmp_path / f"crash{len(checked)}.db")
-            checked.append(len(trades))
-            if trades != closed:
-                problems.append(f"trades {sorted(trades)} but position_closed events for {sorted(closed)}")
-            if not positions <= opened:
-                problems.append(f"open positions {sorted(positions - opened)} without their position_opened event")
-
-        p.store.add_fill = add_fill_then_crash_here
-        try:
-            await asyncio.wait_for(p.engine.run(), timeout=300)
-        finally:
-            await p.close()
-
-    asyncio.run(main())
+    run_checking_each_fill(settings, check)
     assert checked and max(checked) >= 2, f"the run closed only {max(checked, default=0)} trades"
     assert not problems, "\n".join(problems[:5])
 
