@@ -65,20 +65,26 @@ async def test_an_engine_whose_feed_ended_refuses_every_change_and_says_it_stopp
         assert "the engine has stopped (the market feed ended)" in line, line
 
 
+async def crashed_on_a_locked_database(pilot, app, db) -> None:
+    """The console's engine running, then crashed on its records: another connection holds the database's write
+    lock longer than the engine waits for it, so nothing can be recorded."""
+    await running(pilot)
+    await until(pilot, lambda: app.snap["bars"] >= 2, "a live bar")
+    holder = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        await until(pilot, lambda: app.crash is not None, "the engine crashed on its records", timeout=60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 async def test_an_engine_that_crashed_on_its_records_refuses_every_change_and_says_it_stopped(tmp_path):
     starter_config(tmp_path)
     app = console(tmp_path, speed=4.0, monitor={"enabled": False})
     db = db_path(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        await running(pilot)
-        await until(pilot, lambda: app.snap["bars"] >= 2, "a live bar")
-        holder = sqlite3.connect(db, isolation_level=None, timeout=30)
-        try:
-            holder.execute("BEGIN IMMEDIATE")  # longer than the engine waits for it: nothing can be recorded
-            await until(pilot, lambda: app.crash is not None, "the engine crashed on its records", timeout=60)
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
+        await crashed_on_a_locked_database(pilot, app, db)
         assert "StorageError" in f"{type(app.crash).__name__}"
         await _refuses_every_change(app, db, "crashed: StorageError")
         status = await _ctl(tmp_path, "status")
@@ -99,15 +105,7 @@ async def test_a_console_engine_that_crashed_on_its_records_pages_at_once_not_wh
         app = console(tmp_path, speed=4.0, alerts={"webhook_url": hook.url + "/hook"})
         db = db_path(tmp_path)
         async with app.run_test(size=(120, 40)) as pilot:
-            await running(pilot)
-            await until(pilot, lambda: app.snap["bars"] >= 2, "a live bar")
-            holder = sqlite3.connect(db, isolation_level=None, timeout=30)
-            try:
-                holder.execute("BEGIN IMMEDIATE")
-                await until(pilot, lambda: app.crash is not None, "the engine crashed on its records", timeout=60)
-            finally:
-                holder.execute("ROLLBACK")
-                holder.close()
+            await crashed_on_a_locked_database(pilot, app, db)
             await until(pilot, lambda: _pages(hook), "the RECORDS_UNWRITABLE page, the console still open")
             [page] = _pages(hook)
             assert page["severity"] == "page" and "HALTED" in page["text"] and "ffe.db" in page["text"], page
