@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 
@@ -57,6 +58,26 @@ def test_a_stop_signal_mid_run_exits_0_with_everything_whole_and_a_restart_resum
     assert second[-1]["event"] == "run" and second[-1]["detail"]["bars"] == 80  # 40 bars x 2 symbols
     assert sum(1 for r in second if r["event"] == "decision") > 0
     assert db_value(db, "SELECT COUNT(*) FROM decisions") > decisions
+
+
+def test_stop_signals_that_keep_coming_during_the_ordered_stop_do_not_cut_it_short(tmp_path, spawn_ffe):
+    """A terminal's hang-up after the operator's own SIGHUP, an impatient second SIGTERM or Ctrl-C: once the stop is
+    under way, a further signal has nothing more to stop; the engine still stops in order and exits 0."""
+    audit = tmp_path / "logs" / "audit.jsonl"
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED))
+    _started(p, audit, "order")
+    p.send(signal.SIGTERM)
+    sent = 0
+    while p.alive():
+        p.send((signal.SIGHUP, signal.SIGTERM, signal.SIGINT)[sent % 3])
+        sent += 1
+        time.sleep(0.001)
+    assert sent > 3
+    assert p.wait(timeout=20) == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    records = audit_lines(audit)
+    assert records[-1]["event"] == "run" and records[-1]["phase"] == "stop"
+    assert "the engine is already stopping" in p.stderr
 
 
 def test_sigusr1_halts_a_headless_engine_whose_loop_goes_on_until_sigterm(tmp_path, spawn_ffe):
