@@ -59,10 +59,27 @@ def install_signals(on_stop: Callable[[str], None], on_halt: Callable[[], None])
     return installed
 
 
+def quiet_signals(installed: list[int]) -> None:
+    """From the start of an ordered stop to its end: a further signal only says the stop is under way (with no
+    handler at all, a late one, such as a terminal's hang-up after the operator's own SIGHUP, would kill the process
+    in the middle of its stop)."""
+    loop = asyncio.get_running_loop()
+    for sig in installed:
+        loop.add_signal_handler(sig, _already_stopping, signal.Signals(sig).name)
+
+
+def _already_stopping(name: str) -> None:
+    log.warning("signal ignored: the engine is already stopping", signal=name)
+
+
 def remove_signals(installed: list[int]) -> None:
+    """The handlers go and the signals are ignored from here on: what they would stop has stopped, and the process's
+    exit code stays its stop's."""
     loop = asyncio.get_running_loop()
     while installed:
-        loop.remove_signal_handler(installed.pop())
+        sig = installed.pop()
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _hold_lock(path: Path, holder: str, refused: Callable[[str], StartError]) -> int:
@@ -321,6 +338,9 @@ class EngineHost:
         self._signals = install_signals(on_stop or (lambda name: self.engine.request_stop()),
                                         on_halt or self.halt_by_signal)
 
+    def quiet_signals(self) -> None:
+        quiet_signals(self._signals)
+
     def remove_signals(self) -> None:
         remove_signals(self._signals)
 
@@ -349,7 +369,7 @@ class EngineHost:
         self._closed = asyncio.get_running_loop().create_future()
         try:
             self.systemd.stopping()
-            self.remove_signals()
+            self.quiet_signals()
             self.engine.request_stop()
             for task in self._halts:
                 try:
@@ -388,6 +408,7 @@ class EngineHost:
                                 os.umask(self._umask)
                                 self._umask = None
                             self.systemd.close()
+                            self.remove_signals()
                 except StorageError:
                     if not isinstance(self.engine.crashed, StorageError):
                         raise  # else: the failure the engine stopped for, met again while closing

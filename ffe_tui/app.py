@@ -30,7 +30,7 @@ from ffe_engine.config import Settings
 from ffe_engine.control import describe
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
-from ffe_engine.host import EngineHost, install_signals, remove_signals
+from ffe_engine.host import EngineHost, install_signals, quiet_signals, remove_signals
 from ffe_engine.present import kill_headline
 from ffe_engine.remote import RemoteEngine, RemoteHost
 from ffe_engine.remote import attach as attach_engine
@@ -409,7 +409,7 @@ class ConsoleApp(App[int]):
             return
         self._engine_closed = asyncio.get_running_loop().create_future()
         try:
-            remove_signals(self._signals)
+            quiet_signals(self._signals)
             running = self.running
             if running is None and self._open_task is not None:
                 try:
@@ -426,6 +426,7 @@ class ConsoleApp(App[int]):
                     pass  # already reported by _engine_failed
             await running.close()
         finally:
+            remove_signals(self._signals)
             self._engine_closed.set_result(None)
 
     async def on_unmount(self) -> None:
