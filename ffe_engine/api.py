@@ -1,58 +1,20 @@
 """The engine's control surface as one table: `ffe ctl`, the control socket's dispatch and the attached console's
 client are all built from COMMANDS.
 
-Every command's arguments are a strict pydantic model: a wrong type (`{"confirm": "false"}`), a missing argument
-or an unknown one is refused with a one-line error, never coerced.
+Every command's arguments are a strict pydantic model (ffe_engine/control_args.py): a wrong type
+(`{"confirm": "false"}`), a missing argument or an unknown one is refused with a one-line error, never coerced.
+The table itself is plain data, so `ffe` builds its parser and `ffe ctl` its requests without pydantic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from .errors import ControlError
 
-
-class Args(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
-
-    by: str = Field("ctl", min_length=1, max_length=64)
-
-
-class StateArgs(Args):
-    reason: str | None = Field(None, min_length=1, max_length=120)  # a console's own (kill switch); else the command's
-
-
-class ResumeArgs(Args):
-    confirm: bool = False
-
-
-class ApprovalArgs(Args):
-    id: str = Field(min_length=1, max_length=64)
-
-
-class OrderIdArgs(Args):
-    id: str = Field(min_length=1, max_length=64)
-
-
-class SymbolArgs(Args):
-    symbol: str = Field(min_length=1, max_length=32)
-
-
-class ModeArgs(Args):
-    mode: Literal["auto", "manual"]
-
-
-class OrderArgs(Args):
-    symbol: str = Field(min_length=1, max_length=32)
-    side: Literal["buy", "sell"]
-    quantity: float = Field(gt=0, allow_inf_nan=False)
-
-
-class BackupArgs(Args):
-    to: str | None = Field(None, min_length=1, max_length=4096)  # a directory; none: the engine's [backup] dir
+if TYPE_CHECKING:
+    from .control_args import Args
 
 
 class EngineControl(Protocol):
@@ -158,7 +120,6 @@ async def _why(e: EngineControl, a: Any) -> Any:
 @dataclass(frozen=True)
 class Command:
     name: str
-    args: type[Args]
     call: Callable[[EngineControl, Any], Awaitable[Any]]
     help: str
     ctl: bool = True  # offered by `ffe ctl`
@@ -167,29 +128,29 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
-    Command("status", Args, _status, "state, equity, positions, orders, approvals"),
-    Command("health", Args, _health, "the monitor's verdict: exit 0 healthy, 1 degraded, 2 down or unreachable"),
-    Command("pause", StateArgs, _pause, "no new entries; exits, stop-loss and take-profit go on"),
-    Command("resume", ResumeArgs, _resume, "resume; re-arming a HALTED engine needs --yes"),
-    Command("halt", StateArgs, _halt, "kill switch: cancel every open order, refuse new ones, HALTED stored"),
-    Command("flatten", Args, _flatten, "cancel all, close every position, then HALTED",
+    Command("status", _status, "state, equity, positions, orders, approvals"),
+    Command("health", _health, "the monitor's verdict: exit 0 healthy, 1 degraded, 2 down or unreachable"),
+    Command("pause", _pause, "no new entries; exits, stop-loss and take-profit go on"),
+    Command("resume", _resume, "resume; re-arming a HALTED engine needs --yes"),
+    Command("halt", _halt, "kill switch: cancel every open order, refuse new ones, HALTED stored"),
+    Command("flatten", _flatten, "cancel all, close every position, then HALTED",
             confirm="close every position at market and halt"),
-    Command("approve", ApprovalArgs, _approve, "approve a pending trade", target="id"),
-    Command("reject", ApprovalArgs, _reject, "reject a pending trade", target="id"),
-    Command("mode", ModeArgs, _mode, "approval mode: auto or manual", target="mode"),
-    Command("accept", Args, _accept, "accept the differences reconciliation found"),
-    Command("orders", Args, _orders, "open orders with their age and status"),
-    Command("cancel", OrderIdArgs, _cancel, "cancel one open order (its client order id) through the order path",
+    Command("approve", _approve, "approve a pending trade", target="id"),
+    Command("reject", _reject, "reject a pending trade", target="id"),
+    Command("mode", _mode, "approval mode: auto or manual", target="mode"),
+    Command("accept", _accept, "accept the differences reconciliation found"),
+    Command("orders", _orders, "open orders with their age and status"),
+    Command("cancel", _cancel, "cancel one open order (its client order id) through the order path",
             target="id", confirm="cancel this order at the venue"),
-    Command("trades", Args, _trades, "open trades: entry, price now, P&L, age, stop-loss and take-profit"),
-    Command("close", SymbolArgs, _close, "close one position at market through the order path (gates apply)",
+    Command("trades", _trades, "open trades: entry, price now, P&L, age, stop-loss and take-profit"),
+    Command("close", _close, "close one position at market through the order path (gates apply)",
             target="symbol", confirm="close this position at market"),
-    Command("balances", Args, _balances, "balances per asset: free, locked in orders, total, value"),
-    Command("profit", Args, _profit, "realised and unrealised P&L by day, week, month and symbol; win rate, fees, "
+    Command("balances", _balances, "balances per asset: free, locked in orders, total, value"),
+    Command("profit", _profit, "realised and unrealised P&L by day, week, month and symbol; win rate, fees, "
             "drawdown"),
-    Command("why", Args, _why, "why no trades: refusals by gate in the last hour and day, what blocks entries now"),
-    Command("order", OrderArgs, _order, "a manual order through the single order path", ctl=False),
-    Command("backup", BackupArgs, _backup, "a backup of the running engine's records (`ffe backup`)", ctl=False),
+    Command("why", _why, "why no trades: refusals by gate in the last hour and day, what blocks entries now"),
+    Command("order", _order, "a manual order through the single order path", ctl=False),
+    Command("backup", _backup, "a backup of the running engine's records (`ffe backup`)", ctl=False),
 )}
 
 STREAM = "subscribe"  # not a command: the connection turns into the event stream (ffe attach)
@@ -204,8 +165,12 @@ def parse_args(name: str, raw: Any) -> Args:
         raw = {}
     if not isinstance(raw, dict):
         raise ControlError(f"{name}: args must be an object")
+    from pydantic import ValidationError
+
+    from .control_args import ARGS, Args
+
     try:
-        return command.args.model_validate(raw)
+        return ARGS.get(name, Args).model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "args"

@@ -1,6 +1,7 @@
 """The control socket's protocol is strictly typed: every command's arguments are checked against the command
-table (ffe_engine/api.py), a wrong type is an error and never coerced, and a failing command is answered with
-its error while the socket stays up. Real engine, real Unix socket."""
+table (ffe_engine/api.py, the arguments' models in ffe_engine/control_args.py), a wrong type is an error and never
+coerced, and a failing command is answered with its error while the socket stays up. Real engine, real Unix
+socket."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from conftest import engine_session, make_settings
 
 from ffe_engine.api import COMMANDS
 from ffe_engine.control import request
+from ffe_engine.control_args import ARGS
 from ffe_engine.errors import UsageError
 from ffe_engine.model import EngineState
 
@@ -79,3 +81,10 @@ def test_ffe_ctl_offers_exactly_the_table_s_ctl_commands(capsys):
         else:
             with pytest.raises(UsageError, match=f"invalid choice: '{name}'"):  # one line, exit 2
                 parser.parse_args(["ctl", name])
+
+
+def test_every_argument_model_belongs_to_a_command_of_the_table():
+    assert set(ARGS) <= set(COMMANDS)
+    for name, command in COMMANDS.items():  # a command named by `ffe ctl NAME TARGET` takes that argument
+        if command.target is not None:
+            assert command.target in ARGS[name].model_fields, name

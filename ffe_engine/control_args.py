@@ -1,0 +1,58 @@
+"""The arguments of the control commands (ffe_engine/api.py), each a strict pydantic model: a wrong type
+(`{"confirm": "false"}`), a missing argument or an unknown one is refused with a one-line error, never coerced.
+
+Only the engine's side of the socket validates them; `ffe ctl` and the parser use the table in api.py alone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Args(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
+
+    by: str = Field("ctl", min_length=1, max_length=64)
+
+
+class StateArgs(Args):
+    reason: str | None = Field(None, min_length=1, max_length=120)  # a console's own (kill switch); else the command's
+
+
+class ResumeArgs(Args):
+    confirm: bool = False
+
+
+class ApprovalArgs(Args):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class OrderIdArgs(Args):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class SymbolArgs(Args):
+    symbol: str = Field(min_length=1, max_length=32)
+
+
+class ModeArgs(Args):
+    mode: Literal["auto", "manual"]
+
+
+class OrderArgs(Args):
+    symbol: str = Field(min_length=1, max_length=32)
+    side: Literal["buy", "sell"]
+    quantity: float = Field(gt=0, allow_inf_nan=False)
+
+
+class BackupArgs(Args):
+    to: str | None = Field(None, min_length=1, max_length=4096)  # a directory; none: the engine's [backup] dir
+
+
+# The commands that take more than `by`; every other command takes Args.
+ARGS: dict[str, type[Args]] = {
+    "pause": StateArgs, "resume": ResumeArgs, "halt": StateArgs, "approve": ApprovalArgs, "reject": ApprovalArgs,
+    "mode": ModeArgs, "cancel": OrderIdArgs, "close": SymbolArgs, "order": OrderArgs, "backup": BackupArgs,
+}
