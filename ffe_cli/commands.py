@@ -4,23 +4,27 @@ here (`ffe_cli.main` prints them and picks the exit code)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# The engine's heavier modules (the engine itself, the audit tools, the console) are imported by the verbs that
-# use them: every `ffe` process starts with only what its verb needs.
+# Everything heavier than these (asyncio, the settings' pydantic models, the engine, the audit tools, the console)
+# is imported by the verbs that use it: every `ffe` process starts with only what its verb needs, and a mistake on
+# the command line is said before any of it is loaded.
 from ffe_engine import fmt, present, tables
 from ffe_engine.api import COMMANDS as CONTROL
-from ffe_engine.config import Settings, load_settings, render_settings, require_config_file
 from ffe_engine.errors import ControlError, Interrupted, StartError, UsageError
+
+if TYPE_CHECKING:
+    from ffe_engine.config import Settings
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    from ffe_engine.config import load_settings
+
     return load_settings(config_path=args.config, env_file=args.env_file, data_dir=args.data_dir,
                          log_dir=args.log_dir)
 
@@ -32,6 +36,10 @@ def _print(text: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------- run, attach
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ffe_engine.config import require_config_file
+
     require_config_file(args.config)
     settings = settings_from(args)  # a bad configuration is said before the engine's modules are even imported
     from ffe_engine.kernel import check_live
@@ -60,6 +68,7 @@ def attach(args: argparse.Namespace) -> int:
 
 def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
+    from ffe_engine.config import render_settings
     from ffe_engine.store import saved_state
 
     from ffe_tui import keys
@@ -95,6 +104,8 @@ def doctor(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- backtest
 def backtest(args: argparse.Namespace) -> int:
+    import asyncio
+
     from ffe_engine import backtest as bt
     from ffe_engine.backtest_report import format_summary
     from ffe_engine.audit import setup_logging
@@ -204,6 +215,7 @@ def _ffe_as_run() -> str:
 
 
 def data_download(args: argparse.Namespace) -> int:
+    import asyncio
     import logging
 
     from ffe_engine.download import Request, download, progress_for
@@ -282,6 +294,8 @@ def _render(action: str, result: Any) -> str:
 def _ctl_health(args: argparse.Namespace, settings: Settings) -> int:
     """For cron, monit or a load balancer: 0 healthy, 1 degraded, 2 down or no engine answering (within 5 s or
     --timeout: an engine whose event loop is blocked does not answer at all)."""
+    import asyncio
+
     from ffe_engine.control import request
     from ffe_engine.health import EXIT_CODES, one_line
 
@@ -306,6 +320,8 @@ def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: floa
          tries: int = 1) -> dict[str, Any]:
     """One command to the engine of settings' data directory, within timeout, asked up to `tries` times while it
     does not answer (for a question: a command may still apply late); every failure as one line."""
+    import asyncio
+
     from ffe_engine.control import request
 
     path = settings.socket_path
@@ -421,6 +437,7 @@ def report_trades(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- alert
 def alert_test(args: argparse.Namespace) -> int:
     """A test alert to every configured channel, each result on its own line; exit 1 when any failed."""
+    import asyncio
     import socket
 
     from ffe_engine.channels import send_test
