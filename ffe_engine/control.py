@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any, Iterable
 from . import logs
 from .api import STREAM, dispatch
 from .errors import ControlError, StartError
-from .events import BarEvent, Event, encode
 
-if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine: it starts faster without one
+if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine and no events: it starts faster without them
     from .engine import Engine
+    from .events import Event
 
 log = logs.get_logger("ffe.control")
 
@@ -223,6 +223,8 @@ class ControlServer:
             self._fan_out = None
         # An attached console learns how the engine ended from a last line, not from the connection dropping
         # (which is what a crash or a kill -9 looks like); closing, unlike aborting, sends it first.
+        from .events import encode
+
         crashed = self.engine.crashed
         end = encode({"event": STREAM_END,
                       "crashed": None if crashed is None else f"{type(crashed).__name__}: {crashed}"}) + b"\n"
@@ -355,6 +357,8 @@ class ControlServer:
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The snapshot, the latest events before it, then every event from now on, one JSON line each, until the
         client goes away or falls behind (ffe attach)."""
+        from .events import encode
+
         earlier = list(self._earlier)
         self._streams.add(writer)  # at once: the events not yet in `earlier` are sent to it as they come
         if not self._send(writer, encode({"event": SNAPSHOT, "snapshot": _jsonable(self.engine.snapshot()),
@@ -370,6 +374,8 @@ class ControlServer:
         """One bus subscription for all subscribers, for as long as the socket is served: each event is encoded
         once and written to every subscriber without waiting for any; one whose unsent events pass the limit is
         disconnected. The latest events but bars are kept for the next subscriber to begin with."""
+        from .events import BarEvent
+
         sub = self.engine.bus.subscribe(maxlen=20_000)
         try:
             while True:
@@ -424,6 +430,8 @@ async def _holder(path: Path) -> str:
 
 def event_line(ev: Event) -> bytes:
     """One event for a remote console: name, seq, ts and the event's fields."""
+    from .events import encode
+
     rec = {"event": ev.name, "seq": ev.seq, "ts": ev.ts, "audit": ev.audit}
     rec.update(ev.payload())
     return encode(rec) + b"\n"
