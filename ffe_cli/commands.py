@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,6 +207,8 @@ def init(args: argparse.Namespace) -> int:
 def _ffe_as_run() -> str:
     """How to type ffe again: `ffe` when that is the one on the PATH (or ffe runs as a module), else the script that
     was run (`make install` puts it in .venv/bin, not on the PATH)."""
+    import shutil
+
     script = sys.argv[0]
     if Path(script).name != "ffe" or shutil.which("ffe") == os.path.abspath(script):
         return "ffe"

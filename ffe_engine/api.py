@@ -8,8 +8,7 @@ The table itself is plain data, so `ffe` builds its parser and `ffe ctl` its req
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple, Protocol
 
 from .errors import ControlError
 
@@ -117,8 +116,7 @@ async def _why(e: EngineControl, a: Any) -> Any:
     return await e.why()
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):  # not a dataclass: `ffe` builds its parser without importing dataclasses (and inspect)
     name: str
     call: Callable[[EngineControl, Any], Awaitable[Any]]
     help: str
