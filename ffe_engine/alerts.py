@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from . import logs
 from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
@@ -329,6 +327,10 @@ class Notifier:
             st.last_error = ""
 
     async def _send_with_retries(self, channel: Channel, alert: dict[str, Any], st: ChannelStatus) -> int:
+        # Imported by the first delivery: an engine with no alert channel never needs it.
+        from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt,
+                              wait_exponential)
+
         assert self._session is not None
         cfg = self.cfg
         tried = int(alert["attempts"])

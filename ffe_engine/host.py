@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from . import logs
-from .backup import take_running
 from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
@@ -297,6 +296,8 @@ class EngineHost:
     async def backup(self, to: str | None, by: str) -> dict[str, Any]:
         """A backup of the records while the engine runs (`ffe backup` asks for it on the control socket): trading
         waits only while the buffered records are written and the read view is pinned (backup.py)."""
+        from .backup import take_running  # only when asked: an engine starts without the backup's modules
+
         dest = Path(to) if to else Path(self.settings.backup.dir)
         clock = self.engine.clock
         made, held_ms = await take_running(self.store, self.settings, dest, clock.wall(),

@@ -1,7 +1,8 @@
 """The engine never loads the console's libraries (textual, and rich, which it draws with): not when ffe_engine
 (every module of it) is imported in a fresh interpreter, and not in a whole `ffe run --headless` (every import the
 process made, as `python -X importtime` lists it). A headless engine has no screen, and each would cost its start
-a tenth of a second or more."""
+a tenth of a second or more. Nor does a paper run load what only some runs use (the exchange library, the alerts'
+retries, the backup's modules)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def test_ffe_run_headless_never_imports_textual_or_rich(tmp_path):
     assert "ffe_engine.engine" in imported and "ffe_engine.host" in imported and "ffe_engine.sqlthread" in imported
     assert "engine stopped" in proc.stderr  # the run went to the end
     assert _textual(imported) == []
+    assert [m for m in imported if m.split(".")[0] in ("ccxt", "tenacity") or m == "ffe_engine.backup"] == []
 
 
 def test_only_the_order_path_calls_a_venue_to_place_or_cancel_orders():
