@@ -1,4 +1,8 @@
-"""The console's panes. Each takes plain data (an engine snapshot or ConsoleState) and redraws only on change."""
+"""The console's panes. Each takes plain data (an engine snapshot or ConsoleState) and redraws only on change.
+
+The status line and the detail panes (votes, gates, breaker) have a fixed size in every layout (console.tcss): their
+new content is drawn without a layout pass of the whole screen, which they would otherwise cost at every redraw.
+"""
 
 from __future__ import annotations
 
@@ -117,7 +121,7 @@ class StatusLine(Static):
             text = Text.assemble(("ffe ", "bold"), ("STARTING", "bold reverse"), "  opening the engine…")
         else:
             text = Text("\n").join([self._first(snap, where, width), self._second(snap, note, width)])
-        self.update(text)
+        self.update(text, layout=False)
 
     def _first(self, snap: dict[str, Any], where: str, width: int) -> Text:
         state = snap["state"]
@@ -285,7 +289,7 @@ class VotesPane(Static):
     def show(self, state: ConsoleState) -> None:
         decisions = [state.decisions[s] for s in state.symbols if s in state.decisions]
         if not decisions:
-            self.update(Text("no decision yet (indicators warming up)", style="dim"))
+            self.update(Text("no decision yet (indicators warming up)", style="dim"), layout=False)
             return
         providers: list[str] = []
         for d in decisions:
@@ -315,7 +319,7 @@ class VotesPane(Static):
         t.add_row(*(["final"] + [Text(f"{fmt.enum_text(d.action)} {fmt.conf(d.confidence)} tier {d.tier}",
                                       style="bold") for d in decisions]))
         t.add_row(*(["outcome"] + [fmt.short(d.outcome or "-", 22) for d in decisions]))
-        self.update(t)
+        self.update(t, layout=False)
 
 
 GATE_CELL = 8  # characters of a gate's value or limit
@@ -340,7 +344,7 @@ class GatesPane(Static):
         self._state = state
         g = state.gates
         if not g:
-            self.update(Text("no order evaluated yet", style="dim"))
+            self.update(Text("no order evaluated yet", style="dim"), layout=False)
             return
         gates = sorted(g["gates"], key=lambda x: bool(x.get("passed")))  # stable: failing first, else in order
         rows_free = max(1, self.size.height - 1)  # below the header
@@ -371,7 +375,7 @@ class GatesPane(Static):
                 k = c * per + i
                 row += cells[k] if k < len(cells) else ["", "", "", ""]
             t.add_row(*row)
-        self.update(t)
+        self.update(t, layout=False)
 
 
 class BreakerPane(Static):
@@ -401,7 +405,7 @@ class BreakerPane(Static):
         t.add_column("last error", no_wrap=True, overflow="ellipsis")
         for venue, st, failures, probe, error in rows:
             t.add_row(venue, Text(st.upper(), style="green" if st == "closed" else "bold red"), failures, probe, error)
-        self.update(t)
+        self.update(t, layout=False)
 
 
 class ChartPane(PlotextPlot):
