@@ -5,6 +5,7 @@ in-process exactly as the console and the headless runner open it, and readers f
 from __future__ import annotations
 
 import contextlib
+import gc
 import gzip
 import io
 import json
@@ -310,6 +311,27 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort: the rest keep their order
+
+
+# ---------------------------------------------------------------------------------------------------- the collector
+# The console tests allocate heavily (each Textual frame makes thousands of short-lived containers) and leave each
+# app as cyclic garbage: at the default thresholds the collector ran a full collection every test or two, each walking
+# every object the worker holds (the imports included), about a fifth of the console tests' CPU. What the worker has
+# imported by the end of collection lives to the end: it is frozen out of the collections, and young objects are
+# collected less often, most of them dead by then.
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    # Textual caches a method of each widget's render cache (lru_cache on StylesCache.get_inner_outer), which keeps
+    # the last 1024 of them alive with the lines they rendered: across tests, the ended apps' widgets, which every
+    # full collection then walks again.
+    styles = sys.modules.get("textual._styles_cache")
+    if styles is not None:
+        styles.StylesCache.get_inner_outer.cache_clear()
 
 
 # ---------------------------------------------------------------------------------------------------- no skips
