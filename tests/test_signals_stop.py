@@ -3,14 +3,15 @@ order and a restart resumes; SIGUSR1 halts it while its loop goes on."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import signal
 import time
 
 import pytest
 
-from conftest import (assert_strictly_increasing, audit_lines, count_events, db_rows, db_value, ffe_env, run_ffe,
-                      wait_until)
+from conftest import (assert_strictly_increasing, audit_lines, count_events, db_rows, db_value, ffe_env, ffe_in_process,
+                      run_ffe, starter_config, wait_until)
 
 PACED = {"FFE_MARKET__SPEED": "100"}  # bars per second: the run is still going when the signal arrives
 
@@ -78,6 +79,21 @@ def test_stop_signals_that_keep_coming_during_the_ordered_stop_do_not_cut_it_sho
     records = audit_lines(audit)
     assert records[-1]["event"] == "run" and records[-1]["phase"] == "stop"
     assert "the engine is already stopping" in p.stderr
+
+
+def test_a_start_given_up_leaves_the_signals_as_they_were_for_what_the_process_starts_next(tmp_path):
+    """`ffe run` in a process that goes on (here, this one) and whose engine never started (another holds the data
+    directory): the signals' handlers are put back as they were, never left ignored, which a process started
+    later would inherit (a backtest that Ctrl-C could not stop)."""
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+    before = {sig: signal.getsignal(sig) for sig in watched}
+    starter_config(tmp_path)
+    (tmp_path / "data").mkdir()
+    with open(tmp_path / "data" / "ffe.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = ffe_in_process(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert proc.returncode != 0 and "another ffe engine" in proc.stderr, proc
+    assert {sig: signal.getsignal(sig) for sig in watched} == before
 
 
 def test_sigusr1_halts_a_headless_engine_whose_loop_goes_on_until_sigterm(tmp_path, spawn_ffe):
