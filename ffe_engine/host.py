@@ -72,8 +72,16 @@ def _already_stopping(name: str) -> None:
 
 
 def remove_signals(installed: list[int]) -> None:
-    """The handlers go and the signals are ignored from here on: what they would stop has stopped, and the process's
-    exit code stays its stop's."""
+    """The handlers go, the signals' dispositions put back (a start given up: the process may go on)."""
+    loop = asyncio.get_running_loop()
+    while installed:
+        loop.remove_signal_handler(installed.pop())
+
+
+def end_signals(installed: list[int]) -> None:
+    """At the end of an ordered stop, in a process that exits next: the handlers go and the signals are ignored,
+    since what they would stop has stopped, and the exit code stays the stop's (through the interpreter's own
+    finalization, which puts a handler that does nothing back to the default and so to dying of a late signal)."""
     loop = asyncio.get_running_loop()
     while installed:
         sig = installed.pop()
@@ -409,7 +417,7 @@ class EngineHost:
                                 os.umask(self._umask)
                                 self._umask = None
                             self.systemd.close()
-                            self.remove_signals()
+                            end_signals(self._signals)
                 except StorageError:
                     if not isinstance(self.engine.crashed, StorageError):
                         raise  # else: the failure the engine stopped for, met again while closing
