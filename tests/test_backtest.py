@@ -10,18 +10,12 @@ import math
 import os
 import re
 import signal
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from conftest import BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, run_ffe, wait_until
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from minute_data import write_minutes  # noqa: E402
-
-MINUTE_BARS = 150_000
 
 ROWS = 3000  # per symbol: ~4 months of hourly bars
 
@@ -252,10 +246,8 @@ def test_symbol_eq_file_names_the_symbol_and_each_run_gets_its_own_folder(backte
 
 
 def test_ctrl_c_stops_a_backtest_within_a_flush_and_keeps_consistent_records(tmp_path, spawn_ffe):
-    # 150,000 minute bars: many seconds of work, so the ^C lands in the middle of the run even when
-    # this process is slow to send it (a loaded machine); a ^C after the last bar finds a whole run, reported as such.
-    minutes = write_minutes(tmp_path / "minutes.csv", MINUTE_BARS)
-    p = spawn_ffe(tmp_path, "backtest", f"SIM/USD={minutes}")
+    # Both whole sample files (70,116 bars, read compressed): seconds of work, so the ^C lands in the middle of the run.
+    p = spawn_ffe(tmp_path, "backtest", BTC_CSV, ETH_CSV)
     wait_until(lambda: "engine started" in p.stderr, what="the backtest to start")
     p.send(signal.SIGINT)
     assert p.wait(timeout=60) == 130
@@ -266,7 +258,7 @@ def test_ctrl_c_stops_a_backtest_within_a_flush_and_keeps_consistent_records(tmp
     run_id, db, audit = m.group(1), tmp_path / m.group(2), tmp_path / m.group(3)
     assert run_id in str(db) and db.exists() and audit.exists()
     bars = int(re.search(r"engine stopped\s+bars=(\d+)", p.stderr).group(1))
-    assert 0 < bars < MINUTE_BARS
+    assert 0 < bars < 70_116
     assert p.stdout == ""  # no summary for a run that did not finish
     assert db_value(db, "PRAGMA integrity_check") == "ok"
     records = audit_lines(audit)
