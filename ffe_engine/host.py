@@ -46,19 +46,23 @@ PRIVATE = 0o077  # the umask while a host is open: the engine's records are its 
 START_EVENTS_MAX = 20_000  # the start's events kept until the first subscription (warm-up bars included)
 
 
-def install_signals(on_stop: Callable[[str], None], on_halt: Callable[[], None]) -> list[int]:
+Installed = dict[int, Any]  # each signal handled, with the handler it had before
+
+
+def install_signals(on_stop: Callable[[str], None], on_halt: Callable[[], None]) -> Installed:
     """SIGTERM, SIGINT and SIGHUP stop in order (on_stop gets the signal's name); SIGUSR1 halts."""
     loop = asyncio.get_running_loop()
-    installed: list[int] = []
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, on_stop, sig.name)
-        installed.append(sig)
-    loop.add_signal_handler(signal.SIGUSR1, on_halt)
-    installed.append(signal.SIGUSR1)
+    installed: Installed = {}
+    for sig in (*STOP_SIGNALS, signal.SIGUSR1):
+        installed[sig] = signal.getsignal(sig)
+        if sig == signal.SIGUSR1:
+            loop.add_signal_handler(sig, on_halt)
+        else:
+            loop.add_signal_handler(sig, on_stop, sig.name)
     return installed
 
 
-def quiet_signals(installed: list[int]) -> None:
+def quiet_signals(installed: Installed) -> None:
     """From the start of an ordered stop to its end: a further signal only says the stop is under way (with no
     handler at all, a late one, such as a terminal's hang-up after the operator's own SIGHUP, would kill the process
     in the middle of its stop)."""
@@ -71,20 +75,23 @@ def _already_stopping(name: str) -> None:
     log.warning("signal ignored: the engine is already stopping", signal=name)
 
 
-def remove_signals(installed: list[int]) -> None:
-    """The handlers go, the signals' dispositions put back (a start given up: the process may go on)."""
+def remove_signals(installed: Installed) -> None:
+    """The handlers go and the ones from before are put back (a start given up: the process may go on)."""
     loop = asyncio.get_running_loop()
     while installed:
-        loop.remove_signal_handler(installed.pop())
+        sig, before = installed.popitem()
+        loop.remove_signal_handler(sig)
+        if before is not None:  # else not set from Python: left as the loop leaves it
+            signal.signal(sig, before)
 
 
-def end_signals(installed: list[int]) -> None:
+def end_signals(installed: Installed) -> None:
     """At the end of an ordered stop, in a process that exits next: the handlers go and the signals are ignored,
     since what they would stop has stopped, and the exit code stays the stop's (through the interpreter's own
     finalization, which puts a handler that does nothing back to the default and so to dying of a late signal)."""
     loop = asyncio.get_running_loop()
     while installed:
-        sig = installed.pop()
+        sig, _ = installed.popitem()
         loop.remove_signal_handler(sig)
         signal.signal(sig, signal.SIG_IGN)
 
@@ -167,7 +174,7 @@ class EngineHost:
         self.instance = uuid.uuid4().hex[:12]  # tells this run apart on the control socket and in its log
         self._server: ControlServer | None = None
         self._socket_lock = socket_lock  # the control socket's path, claimed at open; the server's once it serves
-        self._signals: list[int] = []
+        self._signals: Installed = {}
         self._halts: list[asyncio.Task[Any]] = []
         self._closed: asyncio.Future[None] | None = None
         self.monitor: Monitor | None = None

@@ -22,7 +22,7 @@ from .control import EARLIER, MAX_ANSWER_BYTES, SNAPSHOT, STREAM_END, connect, r
 from .errors import ControlError
 from .execution import CancelReport
 from .events import EVENT_TYPES, Event, EventBus, Subscription
-from .host import install_signals, remove_signals
+from .host import Installed, install_signals, remove_signals
 
 def event_from(rec: dict[str, Any]) -> Event | None:
     cls = EVENT_TYPES.get(rec.get("event", ""))
@@ -234,7 +234,7 @@ class RemoteHost:
         self.settings = settings
         self.engine = engine
         self.bus = bus
-        self._signals: list[int] = []
+        self._signals: Installed = {}
 
     @property
     def earlier(self) -> list[Event]:

@@ -30,7 +30,7 @@ from ffe_engine.config import Settings
 from ffe_engine.control import describe
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
-from ffe_engine.host import EngineHost, end_signals, install_signals, quiet_signals
+from ffe_engine.host import EngineHost, Installed, end_signals, install_signals, quiet_signals
 from ffe_engine.present import kill_headline
 from ffe_engine.remote import RemoteEngine, RemoteHost
 from ffe_engine.remote import attach as attach_engine
@@ -107,7 +107,7 @@ class ConsoleApp(App[int]):
         self._open_task: asyncio.Task | None = None
         self._run_task: asyncio.Task | None = None
         self._engine_closed: asyncio.Future | None = None
-        self._signals: list[int] = []
+        self._signals: Installed = {}
         self._chart_due = 0.0
         self._chart_dirty = False
         self._detail = "votes"
