@@ -144,7 +144,8 @@ def test_verify_names_what_is_wrong(account, archive, tmp_path, damage):
 
     # a backup that fails verify is never restored
     target = tmp_path / "restored"
-    proc = run_ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
+    proc = (run_ffe if damage == "edited line" else ffe_in_process)(  # the first: a process
+        account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
     assert proc.returncode == 1 and "fails verify, nothing restored" in proc.stderr, proc.stderr
     assert not (target / "data" / "ffe.db").exists() and not (target / "logs").exists()
 
@@ -160,12 +161,13 @@ def test_a_damaged_backup_file_fails_verify_and_is_not_restored(account, archive
         data[len(data) // 2] ^= 0x10
     bad = tmp_path / "bad.tar.zst"
     bad.write_bytes(bytes(data))
-    proc = verify(account, bad)
+    ffe = run_ffe if damage == "cut short" else ffe_in_process  # the first: a process
+    proc = verify(account, bad, ffe)
     assert proc.returncode == 1, proc.stderr
     (line,) = proc.stderr.splitlines()
     assert str(bad) in line and "Traceback" not in proc.stderr, line
     target = tmp_path / "t"
-    proc = run_ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
+    proc = ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
     assert proc.returncode == 1 and "nothing restored" in proc.stderr, proc.stderr
     assert not (target / "data" / "ffe.db").exists()
 
@@ -195,9 +197,9 @@ def test_backup_verify_takes_the_common_options(account, archive, tmp_path):
     config.write_text("[risk]\nmax_open_positions = 3\n")
     dotenv = tmp_path / "other.env"
     dotenv.write_text("FFE_RISK__MAX_DAILY_TRADES=7\n")
-    for where in (("backup", "verify", str(archive)), ("backup", "--log-dir", str(tmp_path / "l"), "verify",
-                                                       str(archive))):
-        proc = run_ffe(account, *where, "--config", str(config), "--env-file", str(dotenv),
+    for ffe, where in ((run_ffe, ("backup", "verify", str(archive))),
+                       (ffe_in_process, ("backup", "--log-dir", str(tmp_path / "l"), "verify", str(archive)))):
+        proc = ffe(account, *where, "--config", str(config), "--env-file", str(dotenv),
                        "--data-dir", str(tmp_path / "d"), *(("--log-dir", str(tmp_path / "l")) if len(where) == 3
                                                            else ()))
         assert proc.returncode == 0, proc.stderr
@@ -209,7 +211,7 @@ def test_a_file_that_is_not_a_backup_is_bad_input(account, tmp_path, content):
     path = tmp_path / "x.tar.zst"
     if content is not None:
         path.write_bytes(content)
-    proc = verify(account, path)
+    proc = verify(account, path, run_ffe if content == b"" else ffe_in_process)  # the first: a process
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.splitlines()
     assert str(path) in line and "Traceback" not in proc.stderr
@@ -227,7 +229,7 @@ def test_a_trail_in_rotated_files_is_backed_up_whole(account, tmp_path):
     path = take(cwd, tmp_path / "b")
     unpack(path, tmp_path / "x")
     assert (tmp_path / "x" / bk.TRAIL_NAME).read_bytes() == b"".join(lines)
-    assert verify(cwd, path).returncode == 0
+    assert verify(cwd, path, ffe_in_process).returncode == 0
 
 
 def test_a_backup_of_records_a_kill_left_verifies_as_doctor_finds_them(account, tmp_path):
@@ -254,9 +256,9 @@ def test_a_backup_of_records_a_kill_left_verifies_as_doctor_finds_them(account, 
                   else "0" if c == "filled" else c for c in columns]
         db.execute(f"INSERT INTO orders ({', '.join(columns)}) SELECT {', '.join(values)} FROM orders LIMIT 1")
     db.close()
-    doctor = run_ffe(cwd, "doctor")
+    doctor = ffe_in_process(cwd, "doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    proc = verify(cwd, take(cwd, tmp_path / "b"))
+    proc = verify(cwd, take(cwd, tmp_path / "b"), ffe_in_process)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -287,10 +289,10 @@ def test_a_backup_of_an_order_whose_final_event_a_kill_lost_verifies_and_restore
                   else c for c in columns]
         db.execute(f"INSERT INTO orders ({', '.join(columns)}) SELECT {', '.join(values)} FROM orders LIMIT 1")
     db.close()
-    doctor = run_ffe(cwd, "doctor")
+    doctor = ffe_in_process(cwd, "doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     path = take(cwd, tmp_path / "b")
-    proc = verify(cwd, path)
+    proc = verify(cwd, path, ffe_in_process)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     restored = run_ffe(cwd, "restore", str(path), "--data-dir", "r/data", "--log-dir", "r/logs")
     assert restored.returncode == 0, restored.stderr
@@ -337,7 +339,7 @@ def test_a_running_engine_backs_itself_up_and_refuses_a_restore_over_it(account,
     proc = run_ffe(cwd, "audit", "tail", "--event", "backup", "--json")
     (event,) = [json.loads(x) for x in proc.stdout.splitlines()]
     assert event["file"] == str(path) and event["bytes"] == path.stat().st_size
-    assert verify(cwd, path).returncode == 0
+    assert verify(cwd, path, ffe_in_process).returncode == 0
 
     proc = run_ffe(cwd, "restore", str(archive), "--force")
     assert proc.returncode == 1 and "an ffe engine is running on this data directory" in proc.stderr, proc.stderr
@@ -367,7 +369,7 @@ def test_a_restore_over_a_halted_account_keeps_the_kill_switch(account, archive,
     with sqlite3.connect(db) as conn:
         ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
     assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
-    assert run_ffe(cwd, "doctor").returncode == 0
+    assert ffe_in_process(cwd, "doctor").returncode == 0
     started = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=env())
     assert started.returncode == 0, started.stderr
     assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
@@ -468,7 +470,7 @@ def test_a_backup_removes_what_interrupted_backups_left_but_not_a_backup_under_w
     assert waiting.wait(60) == 0, waiting.stderr
     made = sorted(dest.iterdir())
     assert len(made) == 2 and all(bk.taken_at(p.name) for p in made), made
-    assert all(verify(account, p).returncode == 0 for p in made)
+    assert all(verify(account, p, ffe_in_process).returncode == 0 for p in made)
 
 
 def restore_from_pipe(spawn_ffe, account: Path, pipe: Path, target: Path, tmp: Path, data: bytes, name: str):
