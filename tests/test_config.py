@@ -334,16 +334,26 @@ def test_render_is_toml_that_loads_back_to_the_same_settings(tmp_path):
 # --- the real command ----------------------------------------------------------------------------------------------
 
 
+def ffe_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("FFE_")}
+
+
 def run_ffe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FFE_")}
     return subprocess.run(
         [sys.executable, "-m", "ffe_cli", *args],
         cwd=tmp_path,
-        env=env,
+        env=ffe_env(),
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def in_process(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`ffe ARGS` in this process (conftest.ffe_in_process), in the environment run_ffe gives its process."""
+    from conftest import ffe_in_process
+
+    return ffe_in_process(tmp_path, *args, env=ffe_env())
 
 
 def test_ffe_config_check_prints_effective_config_with_masked_secrets(tmp_path):
@@ -358,7 +368,8 @@ def test_ffe_config_check_prints_effective_config_with_masked_secrets(tmp_path):
 
 def test_ffe_config_check_typo_in_risk_exits_2_with_one_line(tmp_path):
     write(tmp_path / "config.toml", "[engine]\napproval = \"auto\"\n\n[risk]\nmax_open_positons = 3\n")
-    result = run_ffe(tmp_path, "config", "check", "--config", str(tmp_path / "config.toml"))
+    # a refusal as a real process: test_ffe_config_check_refuses_a_wrong_toml_type_with_one_line
+    result = in_process(tmp_path, "config", "check", "--config", str(tmp_path / "config.toml"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
