@@ -99,7 +99,7 @@ def test_clean_older_than_removes_only_runs_begun_before_then(runs_dir, tmp_path
     proc = run_ffe(cwd, "backtest", "--clean", "--older-than", "30d", "--yes")
     assert proc.returncode == 0, proc.stderr
     assert run_ids(cwd) == [i for i in run_ids(runs_dir) if i != OLD_RUN]
-    proc = run_ffe(cwd, "backtest", "--clean", "--older-than", "30d", "--keep", "0", "--yes")
+    proc = ffe_in_process(cwd, "backtest", "--clean", "--older-than", "30d", "--keep", "0", "--yes")
     assert proc.returncode == 0 and proc.stdout.startswith("nothing to remove: 3 runs"), proc.stdout
 
 
@@ -161,5 +161,5 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
 
 
 def test_list_of_a_directory_without_runs_says_so(tmp_path):
-    proc = run_ffe(tmp_path, "backtest", "--list")
+    proc = ffe_in_process(tmp_path, "backtest", "--list")  # a real process lists: test_list_shows_each_run_...
     assert proc.returncode == 0 and proc.stdout.strip() == "no backtest runs in data/backtests", proc
