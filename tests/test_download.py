@@ -8,6 +8,7 @@ testnet.
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,14 @@ async def test_a_damaged_file_is_refused_naming_its_line_and_left_as_it_is(fx, t
         await fetch(fx, tmp_path, clock)
     assert path.read_text() == before and fx.requests_to(KLINES) == []
 
+
+
+def test_downloads_in_one_process_leave_one_log_handler_not_one_each(tmp_path):
+    # A process that runs the download more than once (a script, the test suite) does not pile up handlers.
+    venues = logging.getLogger("ffe_engine.venues")
+    before = len(venues.handlers)
+    for _ in range(3):
+        proc = ffe_in_process(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--timeframe", "1x",
+                              "--since", "2024-01-01")
+        assert proc.returncode == 2, proc.stderr
+    assert len(venues.handlers) <= max(before, 1)
