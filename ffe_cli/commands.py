@@ -231,7 +231,9 @@ def data_download(args: argparse.Namespace) -> int:
                       out_dir=args.out if args.out is not None else settings.data_dir, file=args.file)
     # The reads' "retrying" warnings would otherwise land on stderr through logging's last resort; the outcome
     # (done, or one line saying what failed) is what the operator reads.
-    logging.getLogger("ffe_engine.venues").addHandler(logging.NullHandler())
+    venues = logging.getLogger("ffe_engine.venues")
+    if not any(isinstance(h, logging.NullHandler) for h in venues.handlers):
+        venues.addHandler(logging.NullHandler())
     asyncio.run(download(request, progress=progress_for(sys.stderr)))
     return 0
 
