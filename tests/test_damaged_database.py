@@ -2,7 +2,8 @@
 thread left behind keeps it alive), and the file is left exactly as it was found. An empty or missing database
 beside an audit trail with records is a lost database, never a first start.
 
-Every case is a real `ffe run` subprocess over real files.
+Every start is a real `ffe run` subprocess over real files; of the `ffe doctor` reads that follow, the first is a
+real process too and the rest run in the test process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ffe_cmd, ffe_env, run_ffe, starter_config
+from conftest import ffe_cmd, ffe_env, ffe_in_process, run_ffe, starter_config
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +214,8 @@ def test_a_damaged_record_stops_the_start_with_one_line_and_doctor_names_it(good
     assert "engine started" not in proc.stderr and "fresh start" not in proc.stderr, proc.stderr[-3000:]
     assert db.read_bytes() == before, "the damaged database was changed"
     assert audit.read_bytes() == audit_before, "the audit trail was written by a start that was refused"
-    doctor = run_ffe(cwd, "doctor")
+    # `ffe doctor`: the first damage as a real process, the rest in this process (a read that ends before logging).
+    doctor = (run_ffe if damage == next(iter(DAMAGED_RECORDS)) else ffe_in_process)(cwd, "doctor")
     assert doctor.stdout == ""
     assert assert_one_line(doctor, "ffe.db", word), line
     assert db.read_bytes() == before
