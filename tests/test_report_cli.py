@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import starter_config
+from conftest import ffe_in_process, starter_config
 from ffe_engine import fmt
 from pipeline_helpers import BUY, make_settings, pipelines
 
@@ -33,13 +33,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def ffe(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def ffe(cwd: Path, *args: str, real: bool = True) -> subprocess.CompletedProcess:
+    """`ffe ARGS` as a real process; with real=False, in this process (ffe_in_process): for the reads after the
+    first of each kind (`audit show`, `report providers`, `report trades`, as text and as JSON), which a process
+    has already proven end to end."""
+    if not real:
+        return ffe_in_process(cwd, *args, env=clean_env())
     return subprocess.run([sys.executable, "-m", "ffe_cli", *args], cwd=cwd, env=clean_env(),
                           capture_output=True, text=True, timeout=WAIT_S)
 
 
-def ffe_json(cwd: Path, *args: str):
-    proc = ffe(cwd, *args, "--json")
+def ffe_json(cwd: Path, *args: str, real: bool = True):
+    proc = ffe(cwd, *args, "--json", real=real)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -151,11 +156,11 @@ def test_show_an_exit_decision_names_the_trade_it_closed(signal_exits):
     assert rows, "the run closed no trade on a SELL signal"
     trade_id, entry, exit_decision, pnl = rows[0]
     assert exit_decision != entry
-    out = ffe(run, "audit", "show", exit_decision, "--data-dir", "data").stdout
+    out = ffe(run, "audit", "show", exit_decision, "--data-dir", "data", real=False).stdout
     assert "outcome exit_submitted" in out
     assert f"#{trade_id} " in out and f"pnl {fmt.money(pnl, signed=True)}" in out and f"closed by this decision, opened by {entry}" in out
     # and the entry decision's story includes the exit order that a later decision placed
-    story = ffe_json(run, "audit", "show", entry, "--data-dir", "data")
+    story = ffe_json(run, "audit", "show", entry, "--data-dir", "data", real=False)
     assert any(o["decision_id"] == exit_decision for o in story["orders"])
     assert story["pnl"] == pytest.approx(pnl)
 
@@ -163,7 +168,7 @@ def test_show_an_exit_decision_names_the_trade_it_closed(signal_exits):
 def test_show_a_rejected_decision_shows_the_failing_gate(run):
     did, reason = sql(run, "SELECT decision_id, reason FROM decisions WHERE outcome = 'rejected' LIMIT 1")[0]
     code = reason.split(":")[0]
-    out = ffe(run, "audit", "show", did, "--data-dir", "data").stdout
+    out = ffe(run, "audit", "show", did, "--data-dir", "data", real=False).stdout
     assert "outcome rejected" in out
     assert any(line.split()[:1] == [code] and "FAIL" in line for line in out.splitlines())
     assert "orders\n  none" in out and "trade\n  none closed" in out
@@ -171,14 +176,14 @@ def test_show_a_rejected_decision_shows_the_failing_gate(run):
 
 def test_show_accepts_an_order_id_for_its_decision(run):
     _, did, _, exit_id = closed_by_monitor(run)
-    assert ffe_json(run, "audit", "show", exit_id, "--data-dir", "data")["decision_id"] == did
+    assert ffe_json(run, "audit", "show", exit_id, "--data-dir", "data", real=False)["decision_id"] == did
 
 
 def test_show_unknown_id_or_missing_database_is_a_one_line_error(run, tmp_path):
     proc = ffe(run, "audit", "show", "d-no-such", "--data-dir", "data")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "d-no-such" in proc.stderr and "ffe.db" in proc.stderr
-    proc = ffe(tmp_path, "audit", "show", "d1", "--data-dir", "nowhere")
+    proc = ffe(tmp_path, "audit", "show", "d1", "--data-dir", "nowhere", real=False)
     assert proc.returncode == 2 and str(Path("nowhere") / "ffe.db") in proc.stderr
     assert not (tmp_path / "nowhere").exists()  # a read tool creates nothing
 
@@ -279,7 +284,7 @@ def test_report_providers_lists_every_provider_with_figures_that_match_the_datab
 
 
 def test_report_providers_over_the_last_n_trades(run):
-    r = ffe_json(run, "report", "providers", "--last", "5", "--data-dir", "data")
+    r = ffe_json(run, "report", "providers", "--last", "5", "--data-dir", "data", real=False)
     assert r["last"] == 5 and r["last_trades"] == 5
     ids = [i for (i,) in sql(run, "SELECT id FROM trades ORDER BY id DESC LIMIT 5")]
     marks = ",".join("?" * len(ids))
@@ -288,7 +293,7 @@ def test_report_providers_over_the_last_n_trades(run):
                                 f"WHERE provider = ? AND trade_id IN ({marks})", (p["provider"], *ids))[0]
         assert (p["last"]["scored"], p["last"]["hits"]) == (scored, hits)
         assert p["last"]["hit_rate"] == (pytest.approx(hits / scored) if scored else None)
-    everything = ffe_json(run, "report", "providers", "--last", "100000", "--data-dir", "data")
+    everything = ffe_json(run, "report", "providers", "--last", "100000", "--data-dir", "data", real=False)
     for p in everything["providers"]:
         assert {k: p["last"][k] for k in ("backed", "scored", "hits")} == {k: p[k] for k in ("backed", "scored", "hits")}
 
@@ -300,10 +305,10 @@ def test_report_providers_shows_equal_weights_before_any_are_learned(run, tmp_pa
     conn.execute("DELETE FROM kv WHERE key = 'weights'")
     conn.commit()
     conn.close()
-    proc = ffe(tmp_path, "report", "providers", "--data-dir", "data")
+    proc = ffe(tmp_path, "report", "providers", "--data-dir", "data", real=False)
     assert proc.returncode == 0, proc.stderr
     assert "equal weights" in proc.stdout.splitlines()[0]
-    r = ffe_json(tmp_path, "report", "providers", "--data-dir", "data")
+    r = ffe_json(tmp_path, "report", "providers", "--data-dir", "data", real=False)
     assert r["weights"] == "equal" and [p["weight"] for p in r["providers"]] == [0.25] * 4
 
 
