@@ -1,7 +1,8 @@
 """The audit trail is tamper-evident: every line carries the hash of the line before it and the database stores the
 chain head, so `ffe audit verify` finds an edited, deleted, inserted or reordered line, or a trail cut short, and
 names the first bad seq (exit 1; 0 when intact, 2 when there is nothing to check). Real engine runs write the
-trails; the CLI runs as a subprocess."""
+trails; the CLI runs as a subprocess for the first check of each kind (intact, tampered, --json, each refusal, a
+torn line), and in the test process for the checks after it."""
 
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ def test_a_rewritten_last_line_is_found_through_the_database_head(copy):
     raw = lines(copy)
     n = len(raw)
     write_lines(copy, edit(raw, n))
-    code, out, _ = verify(copy)
+    code, out, _ = verify(copy, ffe=ffe_in_process)
     assert code == 1 and f"first bad seq {n}: " in out, out
     assert "chain head" in out
 
@@ -150,7 +151,7 @@ def test_a_second_to_last_line_edited_is_named_not_the_last(copy):
     raw = lines(copy)
     n = len(raw)
     write_lines(copy, edit(raw, n - 1))
-    code, out, _ = verify(copy)
+    code, out, _ = verify(copy, ffe=ffe_in_process)
     assert code == 1 and f"first bad seq {n - 1}: " in out, out
 
 
@@ -177,14 +178,14 @@ def test_a_trail_written_before_the_chain_goes_on_chained_from_its_last_line(cop
     con.commit()
     con.close()
     run_engine(copy, 5)
-    code, out, err = verify(copy)
+    code, out, err = verify(copy, ffe=ffe_in_process)
     assert code == 0, out + err
     assert f"note: the first {len(raw)} records were written before the trail was chained" in out
     after = lines(copy)
     assert json.loads(after[len(raw)])["prev"] == line_hash(raw[-1])
     # the unchained records are still checked for order
     write_lines(copy, reorder(after, 5))
-    code, out, _ = verify(copy)
+    code, out, _ = verify(copy, ffe=ffe_in_process)
     assert code == 1 and "first bad seq 5: " in out
 
 
@@ -245,7 +246,7 @@ def test_a_trail_whose_first_records_were_cut_away_stops_the_start_until_it_is_m
     (copy / "logs" / "audit.jsonl").rename(copy / "logs" / "cut.jsonl")
     run_engine(copy, 3)
     assert lines(copy)[:len(raw)] == raw
-    code, out, err = verify(copy)
+    code, out, err = verify(copy, ffe=ffe_in_process)
     assert code == 0, out + err
 
 
@@ -271,7 +272,7 @@ def test_rotation_under_a_running_engine_keeps_seq_and_the_chain_across_files(tm
         recs += [(x, json.loads(x)) for x in raw.split(b"\n")[:-1]]
     assert [r["seq"] for _, r in recs] == list(range(1, len(recs) + 1))
     assert all(r["prev"] == line_hash(x) for (_, r), (x, _) in zip(recs[1:], recs))
-    code, out, err = verify(root)
+    code, out, err = verify(root, ffe=ffe_in_process)
     assert code == 0, out + err
     assert f"seq 1..{len(recs)} in {len(rotated) + 1} files" in out
 
@@ -293,7 +294,7 @@ def test_rotation_under_a_running_engine_keeps_seq_and_the_chain_across_files(tm
     raw = second.read_bytes().split(b"\n")[:-1]
     gone = seq_of(raw[1])
     second.write_bytes(b"".join(x + b"\n" for x in raw[:1] + raw[2:]))
-    code, out, _ = verify(root)
+    code, out, _ = verify(root, ffe=ffe_in_process)
     assert code == 1 and f"first bad seq {gone}: " in out and second.name in out, out
 
 
