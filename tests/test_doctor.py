@@ -229,7 +229,7 @@ def test_a_line_being_written_after_the_database_s_last_event_is_no_violation(he
     rec["seq"] += 1
     with open(audit(cwd), "ab") as f:
         f.write(json.dumps(rec, separators=(",", ":")).encode())  # no newline yet
-    proc = doctor(cwd)
+    proc = doctor(cwd, ffe_in_process)  # a pass is proven as a real process above
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok: 9 checks passed") and "1 line after the database's last event cut off" in (
         proc.stdout), proc.stdout
