@@ -1,5 +1,6 @@
 """`ffe audit tail`: the last records of the audit trail, filtered, as lines or raw JSON, and followed as the file
-grows, is created, truncated or rotated; never a partial line. Real engine runs, real files, real processes."""
+grows, is created, truncated or rotated; never a partial line. Real engine runs, real files, real processes; of the
+refusals, those after the first run in the test process."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import starter_config
+from conftest import ffe_in_process, starter_config
 
 WAIT_S = 60  # a safety net against a hung process, never a speed assertion
 
@@ -233,8 +234,10 @@ def test_missing_audit_file_is_a_one_line_error_naming_it(tmp_path):
 
 
 def test_bad_arguments_are_usage_errors(run):
-    assert ffe(run, "audit", "tail", "-n", "-1", "--log-dir", "logs").returncode == 2
-    proc = ffe(run, "audit", "tail", "--event", ",", "--log-dir", "logs")
+    # Refused before the file is read: in this process, as the refusals above (--event fills, a missing file) run
+    # as real processes.
+    assert ffe_in_process(run, "audit", "tail", "-n", "-1", "--log-dir", "logs", env=clean_env()).returncode == 2
+    proc = ffe_in_process(run, "audit", "tail", "--event", ",", "--log-dir", "logs", env=clean_env())
     assert proc.returncode == 2 and "--event" in proc.stderr
 
 
