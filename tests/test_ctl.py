@@ -1,12 +1,13 @@
-"""`ffe ctl status|pause|resume|halt` against a running headless engine (both real subprocesses, talking over the
-engine's unix socket); each command's effect checked in the engine's own database."""
+"""`ffe ctl status|pause|resume|halt` against a running headless engine (a real subprocess, talked to over its unix
+socket); each command's effect checked in the engine's own database. The first of each command runs as a real `ffe`
+process, the rest in the test process (`ffe_in_process`, the same entry point without a process's start)."""
 
 from __future__ import annotations
 
 import json
 import signal
 
-from conftest import count_events, db_value, ffe_env, run_ffe, wait_until
+from conftest import count_events, db_value, ffe_env, ffe_in_process, run_ffe, wait_until
 
 
 def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_ffe):
@@ -19,10 +20,13 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     def ctl(*args: str):
         return run_ffe(tmp_path, "ctl", *args, timeout=60)
 
+    def ctl_here(*args: str):
+        return ffe_in_process(tmp_path, "ctl", *args)
+
     status = ctl("status")
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith("PAPER RUNNING"), status.stdout
-    raw = ctl("status", "--json")
+    raw = ctl_here("status", "--json")
     answer = json.loads(raw.stdout)
     assert answer["ok"] is True and answer["result"]["state"] == "RUNNING" and answer["result"]["mode"] == "PAPER"
     assert answer["result"]["bars"] >= 0 and "positions" in answer["result"]
@@ -31,7 +35,7 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     assert paused.returncode == 0 and paused.stdout.splitlines()[0] == "PAUSED", paused.stdout + paused.stderr
     assert db_value(db, "SELECT state FROM engine_state") == "PAUSED"
     assert db_value(db, "SELECT by FROM engine_state") == "ctl"
-    assert ctl("status").stdout.startswith("PAPER PAUSED (ffe ctl pause)")
+    assert ctl_here("status").stdout.startswith("PAPER PAUSED (ffe ctl pause)")
     # Paused, the engine's loop goes on: bars keep coming.
     seen = count_events(tmp_path / "logs" / "audit.jsonl", "decision")
     wait_until(lambda: count_events(tmp_path / "logs" / "audit.jsonl", "decision") > seen, timeout=30,
@@ -46,18 +50,18 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     report = json.loads(halted.stdout)["result"]
     assert set(report) >= {"cancelled", "failed"} and report["failed"] == []
     # A second halt: nothing left to cancel. The report reads as the console's banner.
-    again = ctl("halt").stdout.splitlines()[0]
+    again = ctl_here("halt").stdout.splitlines()[0]
     assert again.startswith("KILL SWITCH: HALTED by ctl: cancelled 0 failed 0"), again
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
-    assert ctl("status").stdout.startswith("PAPER HALTED (ffe ctl halt)")
+    assert ctl_here("status").stdout.startswith("PAPER HALTED (ffe ctl halt)")
 
-    refused = ctl("resume")  # re-arming a halted engine needs --yes
+    refused = ctl_here("resume")  # re-arming a halted engine needs --yes
     assert refused.returncode == 1
     assert refused.stderr.startswith("ffe: error: ") and "confirm" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
 
-    rearmed = ctl("resume", "--yes")
+    rearmed = ctl_here("resume", "--yes")
     assert rearmed.returncode == 0 and rearmed.stdout.splitlines()[0] == "RUNNING", rearmed.stdout + rearmed.stderr
     assert db_value(db, "SELECT state FROM engine_state") == "RUNNING"
     assert db_value(db, "SELECT reason FROM engine_state") == "re-armed"
@@ -67,5 +71,5 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     assert engine.wait(timeout=20) == 0, engine.stderr
     assert not sock.exists()  # the socket goes with the engine
 
-    gone = ctl("status")
+    gone = ctl_here("status")
     assert gone.returncode == 1 and "no engine is running" in gone.stderr
