@@ -1,5 +1,6 @@
 """Who owns the control socket, who may talk on it, and what `ffe ctl` does when nobody answers. Real headless
-engines in subprocesses, real Unix sockets, another uid for the peer check."""
+engines in subprocesses, real Unix sockets, another uid for the peer check. The first `ffe ctl` of each action is a
+real `ffe` process; the later ones run in the test process (`ffe_in_process`), against the engine's process."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from conftest import db_value, ffe_env, run_ffe, wait_until
+from conftest import db_value, ffe_env, ffe_in_process, run_ffe, wait_until
 
 from ffe_engine.control import request
 
@@ -62,7 +63,7 @@ def test_a_second_engine_on_the_same_socket_is_refused_and_ctl_names_the_engine(
     first, named = status.stdout.splitlines()
     assert first.startswith("PAPER RUNNING")
     assert named.startswith(f"engine pid {one.pid} on {os.path.realpath(tmp_path / 'data1')} (instance ")
-    answer = json.loads(run_ffe(tmp_path, "ctl", "status", "--json", "--data-dir", "data1", env=env).stdout)
+    answer = json.loads(ffe_in_process(tmp_path, "ctl", "status", "--json", "--data-dir", "data1", env=env).stdout)
     assert answer["engine"]["pid"] == one.pid and answer["engine"]["data_dir"] == os.path.realpath(tmp_path / "data1")
     assert len(answer["engine"]["instance"]) >= 8
 
@@ -198,9 +199,9 @@ def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_
     db = tmp_path / "data" / "ffe.db"
     engine.send(signal.SIGSTOP)
     try:
-        status = run_ffe(tmp_path, "ctl", "status", "--data-dir", "data",
-                         env=ffe_env(FFE_CONTROL__REQUEST_TIMEOUT_S="0.5"))
-        halt = run_ffe(tmp_path, "ctl", "halt", "--data-dir", "data", "--timeout", "1")
+        status = ffe_in_process(tmp_path, "ctl", "status", "--data-dir", "data",
+                                env=ffe_env(FFE_CONTROL__REQUEST_TIMEOUT_S="0.5"))
+        halt = ffe_in_process(tmp_path, "ctl", "halt", "--data-dir", "data", "--timeout", "1")
         attach = run_ffe(tmp_path, "attach", "--data-dir", "data", env=ffe_env(FFE_CONTROL__REQUEST_TIMEOUT_S="0.3"))
     finally:
         engine.send(signal.SIGCONT)
