@@ -6,13 +6,14 @@ engine running.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
 
 import pytest
 
-from conftest import db_value, ffe_env, make_settings, run_ffe, wait_until
+from conftest import db_value, ffe_env, ffe_in_process, make_settings, run_ffe, wait_until
 from test_tui_helpers import SIZE_IDS, SIZES, running, screen_text, status_text, until
 
 from ffe_engine.control import EARLIER, EARLIER_EVENTS
@@ -176,7 +177,11 @@ async def test_an_attached_console_s_log_begins_with_what_the_engine_did_before_
     # The operator attaching after something happened sees it in the log, as the console that runs the engine does;
     # but a kill switch since re-armed is a line there, not a banner, and nothing old pops up as new.
     engine, settings = headless_engine(spawn_ffe, tmp_path)
-    for action in (("halt",), ("resume", "--yes"), ("pause",)):
+    # This module's first halt ran as a real `ffe ctl` process: this one runs in the test process, in a thread (the
+    # event loop has nothing else to run yet; `ffe ctl` runs its own).
+    halted = await asyncio.to_thread(ffe_in_process, tmp_path, "ctl", "halt", "--data-dir", "data", "--log-dir", "logs")
+    assert halted.returncode == 0, halted.stderr
+    for action in (("resume", "--yes"), ("pause",)):
         done = run_ffe(tmp_path, "ctl", *action, "--data-dir", "data", "--log-dir", "logs")
         assert done.returncode == 0, done.stderr
 
