@@ -52,13 +52,10 @@ Installed = dict[int, Any]  # each signal handled, with the handler it had befor
 def install_signals(on_stop: Callable[[str], None], on_halt: Callable[[], None]) -> Installed:
     """SIGTERM, SIGINT and SIGHUP stop in order (on_stop gets the signal's name); SIGUSR1 halts."""
     loop = asyncio.get_running_loop()
-    installed: Installed = {}
-    for sig in (*STOP_SIGNALS, signal.SIGUSR1):
-        installed[sig] = signal.getsignal(sig)
-        if sig == signal.SIGUSR1:
-            loop.add_signal_handler(sig, on_halt)
-        else:
-            loop.add_signal_handler(sig, on_stop, sig.name)
+    installed: Installed = {sig: signal.getsignal(sig) for sig in (*STOP_SIGNALS, signal.SIGUSR1)}
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_stop, sig.name)
+    loop.add_signal_handler(signal.SIGUSR1, on_halt)
     return installed
 
 
@@ -347,18 +344,10 @@ class EngineHost:
         claimed, self._socket_lock = self._socket_lock, None
         await self._server.start(claimed)
 
-    def install_signals(self, on_stop: Callable[[str], None] | None = None,
-                        on_halt: Callable[[], None] | None = None) -> None:
-        """The console passes its own handlers so the screen says what is happening; by default the engine is
-        told directly."""
-        self._signals = install_signals(on_stop or (lambda name: self.engine.request_stop()),
-                                        on_halt or self.halt_by_signal)
-
-    def quiet_signals(self) -> None:
-        quiet_signals(self._signals)
-
-    def remove_signals(self) -> None:
-        remove_signals(self._signals)
+    def install_signals(self) -> None:
+        """Headless: the engine is told directly (the console installs handlers of its own, which say on its screen
+        what is happening)."""
+        self._signals = install_signals(lambda name: self.engine.request_stop(), self.halt_by_signal)
 
     def halt_by_signal(self) -> None:
         self._halts.append(asyncio.ensure_future(self.engine.halt(reason="SIGUSR1", by="signal")))
@@ -385,7 +374,7 @@ class EngineHost:
         self._closed = asyncio.get_running_loop().create_future()
         try:
             self.systemd.stopping()
-            self.quiet_signals()
+            quiet_signals(self._signals)
             self.engine.request_stop()
             for task in self._halts:
                 try:

@@ -22,7 +22,6 @@ from .control import EARLIER, MAX_ANSWER_BYTES, SNAPSHOT, STREAM_END, connect, r
 from .errors import ControlError
 from .execution import CancelReport
 from .events import EVENT_TYPES, Event, EventBus, Subscription
-from .host import Installed, install_signals, remove_signals
 
 def event_from(rec: dict[str, Any]) -> Event | None:
     cls = EVENT_TYPES.get(rec.get("event", ""))
@@ -234,7 +233,6 @@ class RemoteHost:
         self.settings = settings
         self.engine = engine
         self.bus = bus
-        self._signals: Installed = {}
 
     @property
     def earlier(self) -> list[Event]:
@@ -248,15 +246,7 @@ class RemoteHost:
     async def start_control(self) -> None:
         return None  # the engine's own process serves its socket
 
-    def install_signals(self, on_stop: Any = None, on_halt: Any = None) -> None:
-        self._signals = install_signals(on_stop or (lambda name: self.engine.request_stop()),
-                                        on_halt or (lambda: None))
-
-    def remove_signals(self) -> None:
-        remove_signals(self._signals)
-
     async def close(self) -> None:
-        self.remove_signals()
         self.engine.request_stop()
 
 
