@@ -73,7 +73,8 @@ def _already_stopping(name: str) -> None:
 
 
 def remove_signals(installed: Installed) -> None:
-    """The handlers go and the ones from before are put back (a start given up: the process may go on)."""
+    """The handlers go and the ones from before are put back (a start given up, or a host in a process that goes
+    on)."""
     loop = asyncio.get_running_loop()
     while installed:
         sig, before = installed.popitem()
@@ -172,6 +173,7 @@ class EngineHost:
         self._server: ControlServer | None = None
         self._socket_lock = socket_lock  # the control socket's path, claimed at open; the server's once it serves
         self._signals: Installed = {}
+        self._exits_after = False  # run by `ffe run`, whose process exits when the run ends
         self._halts: list[asyncio.Task[Any]] = []
         self._closed: asyncio.Future[None] | None = None
         self.monitor: Monitor | None = None
@@ -353,8 +355,11 @@ class EngineHost:
         self._halts.append(asyncio.ensure_future(self.engine.halt(reason="SIGUSR1", by="signal")))
 
     # ------------------------------------------------------------------ run and stop
-    async def run(self) -> int:
-        """Headless: control socket, signals, the engine loop to its end, then the ordered stop. The exit code."""
+    async def run(self, *, exits_after: bool = False) -> int:
+        """Headless: control socket, signals, the engine loop to its end, then the ordered stop. The exit code.
+        exits_after: the process exits when this returns, so the stop signals stay ignored to its end; else the
+        handlers from before are put back (what this process starts next inherits them)."""
+        self._exits_after = exits_after
         try:
             await self.start_control()
             self.install_signals()
@@ -413,7 +418,7 @@ class EngineHost:
                                 os.umask(self._umask)
                                 self._umask = None
                             self.systemd.close()
-                            end_signals(self._signals)
+                            (end_signals if self._exits_after else remove_signals)(self._signals)
                 except StorageError:
                     if not isinstance(self.engine.crashed, StorageError):
                         raise  # else: the failure the engine stopped for, met again while closing
@@ -462,4 +467,4 @@ async def run_headless(settings: Settings, *, live: bool, max_bars: int | None) 
         host.halt_by_signal()
     if stopped_by:
         host.engine.request_stop()
-    return await host.run()
+    return await host.run(exits_after=True)
