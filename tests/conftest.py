@@ -308,6 +308,19 @@ LONGEST_FIRST = (
 )
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+
+
+@pytest.fixture(autouse=True)
+def signals_left_as_they_were():
+    """A test that leaves this process's stop signals changed fails: every process the suite starts after it would
+    inherit them (SIGINT ignored: an `ffe` that the tests' ^C cannot stop, on one worker and not another)."""
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    yield
+    after = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    assert after == before, f"signal handlers changed by the test: {before} -> {after}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort: the rest keep their order
