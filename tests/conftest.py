@@ -311,14 +311,25 @@ LONGEST_FIRST = (
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _process_state() -> dict[str, Any]:
+    return {**{sig.name: signal.getsignal(sig) for sig in STOP_SIGNALS}, "umask": _umask(), "cwd": os.getcwd()}
+
+
 @pytest.fixture(autouse=True)
-def signals_left_as_they_were():
-    """A test that leaves this process's stop signals changed fails: every process the suite starts after it would
-    inherit them (SIGINT ignored: an `ffe` that the tests' ^C cannot stop, on one worker and not another)."""
-    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+def process_left_as_it_was():
+    """A test that leaves this process's stop signals, umask or directory changed fails: every test after it on the
+    worker, and every process they start, would inherit them (SIGINT ignored: an `ffe` that the tests' ^C cannot
+    stop, on one worker and not another; a umask: files made with other modes)."""
+    before = _process_state()
     yield
-    after = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    assert after == before, f"signal handlers changed by the test: {before} -> {after}"
+    after = _process_state()
+    assert after == before, f"process state changed by the test: {before} -> {after}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
