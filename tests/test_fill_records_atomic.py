@@ -177,6 +177,34 @@ async def test_an_order_s_end_without_a_fill_is_committed_with_the_event_that_sa
     assert not problems, "\n".join(problems)
 
 
+async def test_an_order_journaled_before_its_send_is_committed_with_its_new_event(tmp_path):
+    """The journal records an order before it is sent; the `order` event saying it is `new` is committed with it,
+    so a kill right after the journal's commit (before the send) never leaves an order in the journal that its
+    records never mention: the next start settles it and says how it ended, but not that it began."""
+    from conftest import engine_session, make_settings as session_settings
+
+    settings = session_settings(tmp_path, engine={"symbols": ["BTC/USDT"], "warmup_bars": 100})
+    problems: list[str] = []
+    journaled: list[str] = []
+    async with engine_session(settings) as running:
+        e = running.engine
+        journal_order = e.store.journal_order
+
+        async def journal_then_crash_here(order, *args, **kwargs):
+            await journal_order(order, *args, **kwargs)
+            journal, events = order_states(settings.db_path, tmp_path / "crash.db")
+            cid = order.client_order_id
+            journaled.append(cid)
+            if events.get(cid) != journal[cid]:
+                problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
+
+        e.store.journal_order = journal_then_crash_here
+        placed = await e.operator_order("BTC/USDT", "buy", 0.01)
+        assert placed["accepted"], placed
+    assert journaled, "no order was journaled"
+    assert not problems, "\n".join(problems)
+
+
 def position_records(db_path, copy_path) -> tuple[set, set, set, set]:
     """(closed trades' ids, their `position_closed` events' trade ids, open positions, their `position_opened`
     events) in the database a crash at this instant would leave."""
