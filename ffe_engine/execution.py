@@ -176,7 +176,7 @@ class OrderPath:
         o = Order(client_order_id=self.ids.client_order_id(), symbol=intent.symbol, side=intent.side, quantity=qty,
                   type=intent.type, reason=intent.reason, venue=self.venue.name, decision_id=intent.decision_id,
                   price=intent.price, reduce_only=intent.reduce_only, created_ts=now, updated_ts=now)
-        await self.store.journal_order(o, intent.as_dict())
+        await self.store.journal_order(o, intent.as_dict(), publish=functools.partial(self._emit, o))
         self.live[o.client_order_id] = o
         self.intents[o.client_order_id] = intent
         if intent.reason is not OrderReason.SIGNAL:
@@ -189,7 +189,6 @@ class OrderPath:
             self.portfolio.note_order(now)
             if intent.reason is OrderReason.SIGNAL or intent.reason is OrderReason.OPERATOR:
                 self.portfolio.entries_today += 1
-        self._emit(o)
         await self._send(o)
         return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error)
 
@@ -574,10 +573,9 @@ class OrderPath:
                   price=vo.price, reduce_only=vo.side is Side.SELL, status=OrderStatus.OPEN,
                   exchange_id=vo.exchange_id, created_ts=vo.ts or now, updated_ts=now)
         intent = _intent_of(o)
-        await self.store.journal_order(o, {**intent.as_dict(), **note})
+        await self.store.journal_order(o, {**intent.as_dict(), **note}, publish=functools.partial(self._emit, o))
         self.live[o.client_order_id] = o
         self.intents[o.client_order_id] = intent
-        self._emit(o)
         await self._apply(o, vo)
         return o
 

@@ -752,12 +752,22 @@ class Store:
         return ChainHead(int(row[0]), line_hash(bytes(row[1]))) if row else None
 
     # ---------------------------------------------------------------- orders and fills
-    async def journal_order(self, o: Order, intent: dict[str, Any] | None = None) -> None:
-        """Record an order before it is sent: after a crash the journal says it may exist at the venue."""
-        await self._write(_SQL_JOURNAL_ORDER, (
-            o.client_order_id, o.decision_id, o.venue, o.symbol, o.side.value, o.type, o.quantity, o.price,
-            1 if o.reduce_only else 0, o.reason.value, o.status.value, o.filled, o.average, o.fee, o.exchange_id,
-            o.created_ts, o.updated_ts, o.error, _dumps(intent or {}), o.fee_base))
+    async def journal_order(self, o: Order, intent: dict[str, Any] | None = None,
+                            publish: Callable[[], object] | None = None) -> None:
+        """Record an order before it is sent: after a crash the journal says it may exist at the venue. With
+        `publish`, which publishes the event that says the order is new, that event in the same transaction (held
+        from other writers until then, as update_order's): a crash leaves both or neither, never an order whose
+        records do not say it began."""
+        params = (o.client_order_id, o.decision_id, o.venue, o.symbol, o.side.value, o.type, o.quantity, o.price,
+                  1 if o.reduce_only else 0, o.reason.value, o.status.value, o.filled, o.average, o.fee,
+                  o.exchange_id, o.created_ts, o.updated_ts, o.error, _dumps(intent or {}), o.fee_base)
+        if publish is None:
+            await self._write(_SQL_JOURNAL_ORDER, params)
+            return
+        async with self._events_held():
+            publish()
+            async with self._tx_with_held_events():
+                await self.conn.execute(_SQL_JOURNAL_ORDER, params)
 
     async def order_intents(self, client_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         if not client_order_ids:
