@@ -205,6 +205,47 @@ async def test_an_order_journaled_before_its_send_is_committed_with_its_new_even
     assert not problems, "\n".join(problems)
 
 
+def test_a_trade_a_committed_fill_closes_is_scored_in_the_same_commit(tmp_path):
+    """The providers that voted for a trade's entry are scored when the fill that closes it is committed, in the same
+    transaction: their scores and the learner's state that counts the trade. A kill right after the commit would
+    otherwise leave a closed trade that the feedback loop never learns from, and weights that differ from an
+    uninterrupted run's for good."""
+    settings = fill_settings(tmp_path)
+    problems: list[str] = []
+    closed: list[int] = []
+
+    async def main() -> None:
+        p = await trading_pipeline(settings)
+        add_fill = p.store.add_fill
+
+        async def add_fill_then_crash_here(fill, order, record=None, publish=None):
+            await add_fill(fill, order, record, publish)
+            if record is None or record.trade is None or record.closed_symbol is None:
+                return  # no trade closed, or one closed in part: scored when the rest is closed
+            trade_id = record.trade.trade_id
+            closed.append(trade_id)
+            with crashed_copy(settings.db_path, tmp_path / f"crash{len(closed)}.db") as db:
+                scored = {r[0] for r in db.execute("SELECT DISTINCT trade_id FROM provider_scores")}
+                row = db.execute("SELECT value FROM kv WHERE key = 'weights'").fetchone()
+            state = json.loads(row[0])["stats"] if row else {"trades": 0}
+            learned = state.get("stats", state)["trades"]  # the learner's state() under "stats"
+            if trade_id not in scored:
+                problems.append(f"trade {trade_id}: committed without its providers' scores")
+            if learned != p.engine.learner.trades:
+                problems.append(f"trade {trade_id}: the committed learner counts {learned} trades, "
+                                f"{p.engine.learner.trades} in memory")
+
+        p.store.add_fill = add_fill_then_crash_here
+        try:
+            await asyncio.wait_for(p.engine.run(), timeout=300)
+        finally:
+            await p.close()
+
+    asyncio.run(main())
+    assert len(closed) >= 2, f"the run closed only {len(closed)} trades"
+    assert not problems, "\n".join(problems[:5])
+
+
 def position_records(db_path, copy_path) -> tuple[set, set, set, set]:
     """(closed trades' ids, their `position_closed` events' trade ids, open positions, their `position_opened`
     events) in the database a crash at this instant would leave."""
