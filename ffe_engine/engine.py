@@ -912,6 +912,7 @@ class Engine:
                 self.entry_votes[entry] = {v.provider: v.action.value for v in d.ensemble.votes}
             else:
                 self.entry_votes[entry] = await self.store.decision_votes(entry)
+        learned = self._score(res.closed, record) if res.closed is not None else None
 
         def announce() -> None:  # committed with the fill (Store.add_fill); the trade's id is set by then
             if res.opened and res.position is not None:
@@ -925,45 +926,40 @@ class Engine:
                                                 entry_price=t.entry_price, exit_price=t.exit_price,
                                                 pnl=round(t.pnl, 8), fees=round(t.fees, 8), reason=t.reason,
                                                 trade_id=t.trade_id, decision_id=t.entry_decision_id))
+                if learned is not None:
+                    self.bus.publish(WeightsChanged(weights={k: round(v, 4) for k, v in learned.items()},
+                                                    reason=f"trade {t.trade_id} closed"))
 
         async def then() -> None:
             if res.closed is not None:
-                await self._on_trade_closed(res.closed)
+                self.trades.append(res.closed)
+            if learned is not None and self.opts.adaptive:
+                self.ensemble.set_weights(learned)
 
         record.announce = announce
         record.then = then
         return record
 
-    async def _on_trade_closed(self, t: ClosedTrade) -> None:
-        """A trade is recorded (it carries its trade_id, and its event was committed with it): score the providers
-        that voted."""
-        self.trades.append(t)
+    def _score(self, t: ClosedTrade, record: FillRecord) -> dict[str, float] | None:
+        """Score the providers that voted for a fully closed trade's entry, in the transaction of the fill that
+        closes it: their scores and the learner's state go with the fill's record (a kill right after its commit
+        must not leave a trade the feedback loop never learns from). The new weights, if they changed."""
         if self.learner is None or not t.entry_decision_id:
-            return
+            return None
         if self.portfolio.holding(t.symbol) is not None:  # partly closed: score the trade when it is fully closed
-            return
+            return None
         votes = self.entry_votes.pop(t.entry_decision_id, None)
         if not votes:
-            return
+            return None
         actions = {p: Action(a) for p, a in votes.items()}
         new = self.learner.record(actions, t.pnl, t.return_pct)
-        scores = [(p, a.value, (a is Action.BUY) == (t.pnl > 0), t.return_pct)
-                  for p, a in actions.items() if a is not Action.HOLD]
-        if scores and t.trade_id is not None:
-            await self.store.add_provider_scores(t.trade_id, scores)
-        if new is not None:
-            if self.opts.adaptive:
-                self.ensemble.set_weights(new)
-            self.bus.publish(WeightsChanged(weights={k: round(v, 4) for k, v in new.items()},
-                                            reason=f"trade {t.trade_id} closed"))
-        self._learner_dirty = True
+        record.scores = [(p, a.value, (a is Action.BUY) == (t.pnl > 0), t.return_pct)
+                         for p, a in actions.items() if a is not Action.HOLD]
         if self.profile.resumable:
-            await self._save_learner()
-
-    async def _save_learner(self) -> None:
-        if self._learner_dirty and self.learner is not None:
-            await self.store.put_kv("weights", _learner_record(self.learner), self.clock.wall())
-            self._learner_dirty = False
+            record.kv["weights"] = _learner_record(self.learner)
+        else:  # stored at the next flush, with the other books
+            self._learner_dirty = True
+        return new
 
     # ================================================================== reconciliation
     async def reconcile(self) -> list[dict[str, Any]]:

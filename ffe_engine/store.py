@@ -285,6 +285,7 @@ _SQL_TRADE = ("INSERT INTO trades (id, symbol, side, quantity, entry_price, exit
 _SQL_STATE = ("INSERT INTO engine_state (id, state, reason, by, updated_ts) VALUES (1, ?, ?, ?, ?) ON CONFLICT(id) "
               "DO UPDATE SET state=excluded.state, reason=excluded.reason, by=excluded.by, "
               "updated_ts=excluded.updated_ts")
+_SQL_SCORE = "INSERT INTO provider_scores (trade_id, provider, action, correct, return_pct) VALUES (?,?,?,?,?)"
 _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
            "value=excluded.value, updated_ts=excluded.updated_ts")
 
@@ -326,6 +327,8 @@ class FillRecord:
     closed_symbol: str | None = None  # or: the symbol whose position the fill closed
     trade: ClosedTrade | None = None  # a trade the fill closed (its trade_id is set once stored)
     kv: dict[str, Any] = field(default_factory=dict)  # book state to store with it
+    # The closed trade's providers scored (provider, action, correct, return %), stored with its trade id.
+    scores: list[tuple[str, str, bool, float]] = field(default_factory=list)
     # Publishes the events that say what it changed (a position opened, a trade closed, its id set by then): they
     # are committed with it.
     announce: Callable[[], None] | None = None
@@ -905,6 +908,9 @@ class Store:
                 await c.execute("DELETE FROM positions WHERE symbol = ?", (record.closed_symbol,))
             if record.trade is not None:
                 await c.execute(_SQL_TRADE, _trade_row(record.trade))
+                if record.scores:
+                    await c.executemany(_SQL_SCORE, [(record.trade.trade_id, p, a, 1 if ok else 0, r)
+                                                     for p, a, ok, r in record.scores])
             for key, value in record.kv.items():
                 await c.execute(_SQL_KV, (key, _dumps(value), f.ts / 1000.0))
 
@@ -917,14 +923,6 @@ class Store:
                          quantity=r[2], entry_price=r[3], opened_ts=r[4], stop_loss=r[5], take_profit=r[6],
                          entry_decision_id=r[7], fees=r[8])
                 for r in await cur.fetchall()]
-
-    async def add_provider_scores(self, trade_id: int, scores: list[tuple[str, str, bool, float]]) -> None:
-        async with self._writing():
-            if not self.batch:
-                await self._flush_locked()
-            await self.conn.executemany("INSERT INTO provider_scores (trade_id, provider, action, correct, return_pct) "
-                                        "VALUES (?,?,?,?,?)",
-                                        [(trade_id, p, a, 1 if ok else 0, r) for p, a, ok, r in scores])
 
     # ---------------------------------------------------------------- approvals
     async def save_approval(self, row: dict[str, Any]) -> None:

@@ -77,11 +77,11 @@ async def _record_a_session(store: Store) -> None:
         trades.append(t)
         pos = Position(symbol="BTC/USDT", side=Side.BUY, quantity=0.25, entry_price=107.0, opened_ts=8,
                        stop_loss=95.0, take_profit=120.0, entry_decision_id="d0007", fees=0.03)
+        scores = [("trend", "buy", True, 1.5), ("momentum", "hold", False, 0.0)] if n == 0 else []
         await store.add_fill(Fill(client_order_id="ffe-7", symbol="BTC/USDT", side=Side.BUY, quantity=0.25,
-                                  price=107.0, fee=0.03, ts=8 + n), o, FillRecord(position=pos, trade=t,
-                                                                                     kv={"portfolio": {"n": n}}))
+                                  price=107.0, fee=0.03, ts=8 + n), o,
+                             FillRecord(position=pos, trade=t, kv={"portfolio": {"n": n}}, scores=scores))
     assert [t.trade_id for t in trades] == [1, 2, 3]
-    await store.add_provider_scores(1, [("trend", "buy", True, 1.5), ("momentum", "hold", False, 0.0)])
     store.add_gates(gates[:2], decision_id=None, client_order_id="ffe-7", ts=9.0)
     await store.set_engine_state("PAUSED", "DRAWDOWN 16% > 15%", "risk", 10.0)
     bus.publish(EngineStateChanged(state="PAUSED", previous="RUNNING", reason="x", by="risk"))
