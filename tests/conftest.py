@@ -318,18 +318,24 @@ def _umask() -> int:
 
 
 def _process_state() -> dict[str, Any]:
-    return {**{sig.name: signal.getsignal(sig) for sig in STOP_SIGNALS}, "umask": _umask(), "cwd": os.getcwd()}
+    return {**{sig.name: signal.getsignal(sig) for sig in STOP_SIGNALS}, "umask": _umask(), "cwd": os.getcwd(),
+            "environment": {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}}  # pytest's own
 
 
 @pytest.fixture(autouse=True)
 def process_left_as_it_was():
-    """A test that leaves this process's stop signals, umask or directory changed fails: every test after it on the
-    worker, and every process they start, would inherit them (SIGINT ignored: an `ffe` that the tests' ^C cannot
-    stop, on one worker and not another; a umask: files made with other modes)."""
+    """A test that leaves this process's stop signals, umask, directory or environment changed fails: every test
+    after it on the worker, and every process they start, would inherit them (SIGINT ignored: an `ffe` that the
+    tests' ^C cannot stop, on one worker and not another; a umask: files made with other modes)."""
     before = _process_state()
     yield
     after = _process_state()
-    assert after == before, f"process state changed by the test: {before} -> {after}"
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    if "environment" in changed:
+        env_before, env_after = changed.pop("environment")
+        changed.update({f"${k}": "changed" for k in set(env_before) | set(env_after)
+                        if env_before.get(k) != env_after.get(k)})  # names only: a value may be a secret
+    assert not changed, f"process state changed by the test: {changed}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
