@@ -151,7 +151,7 @@ class OrderPath:
         if failure is not None:
             return self._refused(intent, gates, failure.refusal())
 
-        hold = self._held()
+        hold = await self._held()
         if hold:
             return self._refused(intent, gates, hold, code="VENUE_HOLD")
 
@@ -213,16 +213,21 @@ class OrderPath:
         self._fault("rate_limit", "fault", detail=f"Retry-After {retry_after_s:g}s: no order sent before "
                                                   f"{_clock_text(until)}", until=until)
 
-    def _held(self) -> str:
+    async def _held(self) -> str:
         """Why no order may go to the venue now ("" when one may); says so once when a hold has ended."""
         if self.hold_until is None:
             return ""
         if self.clock.wall() < self.hold_until:
             return (f"VENUE_HOLD: {self.venue.name} asked for no orders before {_clock_text(self.hold_until)} "
                     "(Retry-After)")
-        self.hold_until = None
-        self._fault("rate_limit", "resolved", detail="orders go to the venue again")
+        await self._hold_ended("orders go to the venue again")
         return ""
+
+    async def _hold_ended(self, detail: str) -> None:
+        # Said once: the stored hold goes with it, or the next start would find it and say it again.
+        self.hold_until = None
+        await self.store.put_kv(HOLD_KEY, None, self.clock.wall())
+        self._fault("rate_limit", "resolved", detail=detail)
 
     def _refused(self, intent: OrderIntent, gates: list[GateResult], reason: str, code: str = "") -> Submission:
         if intent.reason is not OrderReason.SIGNAL:
@@ -267,7 +272,7 @@ class OrderPath:
         except VenueUnavailable as exc:  # refused before execution (rate limit, maintenance)
             if exc.retry_after:
                 await self._hold(exc.retry_after)
-                await self._finish(o, OrderStatus.REJECTED, f"{self._held()}; {exc}")
+                await self._finish(o, OrderStatus.REJECTED, f"{await self._held()}; {exc}")
             else:
                 await self._finish(o, OrderStatus.REJECTED, f"venue unavailable: {exc}")
                 self._fault("refused", "fault", o, f"not placed: {exc}"[:300])
@@ -440,7 +445,7 @@ class OrderPath:
         if cid in self._cancel_asked:
             await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
             return
-        if self._held():
+        if await self._held():
             return
         # Surely absent. Send it again with the same id, unless the engine no longer allows it.
         if not self._allowed_now(o):
@@ -543,8 +548,11 @@ class OrderPath:
         orders = await self.store.live_orders()
         intents = await self.store.order_intents([o.client_order_id for o in orders])
         until = await self.store.get_kv(HOLD_KEY)
-        if isinstance(until, (int, float)) and until > self.clock.wall():
-            self.hold_until = float(until)  # its fault was said before the restart; its end is said when it comes
+        if isinstance(until, (int, float)):
+            if until > self.clock.wall():
+                self.hold_until = float(until)  # its fault was said before the restart; its end is said when it comes
+            else:
+                await self._hold_ended("orders go to the venue again (the hold ended while the engine was stopped)")
         asked = set(await self.store.get_kv(CANCEL_ASKED_KEY, []) or [])
         self._cancel_asked = asked & {o.client_order_id for o in orders}
         for o in orders:
