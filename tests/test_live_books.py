@@ -661,6 +661,10 @@ async def test_coins_left_below_the_venue_s_minimum_order_value_are_dust_not_a_p
         status = await run_ffe_async(tmp_path, "ctl", "status", env=live_env(fx), name="status")
         assert status.proc.returncode == 0, status.stderr
         assert "positions 0 " in status.stdout and "dust 1" in status.stdout, status.stdout
+        trades = await run_ffe_async(tmp_path, "ctl", "trades", env=live_env(fx), name="trades")
+        assert trades.proc.returncode == 0, trades.stderr
+        (row,) = [line.split() for line in trades.stdout.splitlines() if BTC in line]
+        assert row[2] == "dust" and row[-2:] == ["-", "-"], row  # no stop-loss or take-profit is watched for dust
         close = await run_ffe_async(tmp_path, "ctl", "close", BTC, "--yes", env=live_env(fx), name="close")
         assert close.proc.returncode == 1
         assert "below the venue's minimum" in close.stderr and "left as dust" in close.stderr, close.stderr
