@@ -44,6 +44,13 @@ def side_text(p: dict[str, Any]) -> str:
     return "dust" if p.get("dust") else ("long" if p["side"] == "buy" else "short")
 
 
+def exit_prices(p: dict[str, Any]) -> tuple[str, str]:
+    """A position's stop-loss and take-profit as shown: none for dust, for which no exit is watched."""
+    if p.get("dust"):
+        return "-", "-"
+    return fmt.price(p.get("stop_loss")), fmt.price(p.get("take_profit"))
+
+
 TRADE_HEADERS = ("id", "symbol", "side", "qty", "entry", "now", "%", "P&L", "age", "SL", "TP")
 
 
@@ -51,7 +58,7 @@ def trade_rows(positions: list[dict[str, Any]], market_ts: int | None) -> list[l
     return [[p.get("id") or "-", p["symbol"], side_text(p), fmt.qty(p["quantity"]),
              fmt.price(p["entry"]), fmt.price(p["last"]), fmt.pct(p.get("pnl_pct"), signed=True),
              fmt.money(p.get("unrealised"), signed=True), fmt.duration(position_age(p, market_ts)),
-             fmt.price(p.get("stop_loss")), fmt.price(p.get("take_profit"))] for p in positions]
+             *exit_prices(p)] for p in positions]
 
 
 def trades(result: dict[str, Any]) -> str:

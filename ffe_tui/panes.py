@@ -239,11 +239,12 @@ class PositionsTable(KeyedTable):
         for p in positions:
             age = None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
             upnl = p.get("unrealised") or 0.0
+            sl, tp = tables.exit_prices(p)
             rows[p["symbol"]] = {
                 "symbol": p["symbol"], "side": tables.side_text(p),
                 "qty": fmt.qty(p["quantity"]), "entry": fmt.price(p["entry"]), "last": fmt.price(p["last"]),
                 "upnl": Text(fmt.money(upnl, signed=True), style="green" if upnl >= 0 else "red"),
-                "sl": fmt.price(p.get("stop_loss")), "tp": fmt.price(p.get("take_profit")), "age": fmt.duration(age),
+                "sl": sl, "tp": tp, "age": fmt.duration(age),
             }
         self.put(rows)
 

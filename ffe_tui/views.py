@@ -53,12 +53,12 @@ class TradesTable(RowTable):
     def show(self, positions: list[dict[str, Any]], market_ts: int | None) -> None:
         rows = {}
         for p in positions:
+            sl, tp = tables.exit_prices(p)
             rows[p["symbol"]] = {
                 "symbol": p["symbol"], "qty": fmt.qty(p["quantity"]), "entry": fmt.price(p["entry"]),
                 "last": fmt.price(p["last"]), "pct": signed(p.get("pnl_pct"), fmt.pct(p.get("pnl_pct"), signed=True)),
                 "pnl": signed(p.get("unrealised"), fmt.money(p.get("unrealised"), signed=True)),
-                "age": fmt.duration(tables.position_age(p, market_ts)), "sl": fmt.price(p.get("stop_loss")),
-                "tp": fmt.price(p.get("take_profit")), "id": p.get("id") or "-"}
+                "age": fmt.duration(tables.position_age(p, market_ts)), "sl": sl, "tp": tp, "id": p.get("id") or "-"}
         self.put(rows)
 
 
