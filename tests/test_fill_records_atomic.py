@@ -23,6 +23,7 @@ from ffe_engine.clock import SimClock, WallClock
 from ffe_engine.events import EngineStateChanged, EventBus, FillEvent
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_engine.model import Fill, Order, OrderReason, Side
+from ffe_engine.risk import OrderIntent
 from ffe_engine.store import Store
 
 from pipeline_helpers import START_TS, make_settings, open_pipeline
@@ -202,6 +203,43 @@ async def test_an_order_journaled_before_its_send_is_committed_with_its_new_even
         placed = await e.operator_order("BTC/USDT", "buy", 0.01)
         assert placed["accepted"], placed
     assert journaled, "no order was journaled"
+    assert not problems, "\n".join(problems)
+
+
+async def test_an_order_a_start_finds_new_is_in_doubt_with_the_event_that_says_it(tmp_path, monkeypatch):
+    """An order journaled and then left `new` by a kill (it may or may not have reached the venue) is in doubt at the
+    next start: that status is committed with the `order` event that says it, so a kill right after leaves no order
+    in doubt in the journal that its records still show as new."""
+    from conftest import engine_session, make_settings as session_settings
+
+    settings = session_settings(tmp_path, engine={"symbols": ["BTC/USDT"], "warmup_bars": 100})
+    async with engine_session(settings):
+        pass
+    store = await Store.open(settings.db_path)
+    try:
+        left_new = Order(client_order_id="ffe-left-new-by-a-kill", symbol="BTC/USDT", side=Side.BUY, quantity=0.01,
+                         type="market", reason=OrderReason.OPERATOR, venue="paper", created_ts=1, updated_ts=1)
+        intent = OrderIntent(symbol="BTC/USDT", side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR)
+        await store.journal_order(left_new, intent.as_dict())
+    finally:
+        await store.close()
+
+    problems: list[str] = []
+    checked: list[str] = []
+    update_order = Store.update_order
+
+    async def update_then_crash_here(self, order, *args, **kwargs):
+        await update_order(self, order, *args, **kwargs)
+        journal, events = order_states(settings.db_path, tmp_path / "crash.db")
+        cid = order.client_order_id
+        checked.append(journal[cid])
+        if events.get(cid) != journal[cid]:
+            problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
+
+    monkeypatch.setattr(Store, "update_order", update_then_crash_here)
+    async with engine_session(settings):
+        pass
+    assert "in_doubt" in checked, checked
     assert not problems, "\n".join(problems)
 
 
