@@ -563,8 +563,8 @@ class OrderPath:
                 self._doubted.add(o.client_order_id)
             if o.status is OrderStatus.NEW and self._move(o, OrderStatus.IN_DOUBT):
                 # Journaled, then the process stopped: it may or may not have reached the venue.
-                await self.store.update_order(o, self.book())
-            if o.status is OrderStatus.IN_DOUBT:
+                await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
+            elif o.status is OrderStatus.IN_DOUBT:
                 # Said again at each start: whoever watches orders in doubt (the alerts) learns of it anew.
                 self._emit(o)
         return orders
