@@ -180,6 +180,13 @@ DAMAGED_RECORDS = {
         "balances.USDT"),
     "paper_order_not_an_object": (
         "UPDATE kv SET value = json_set(value, '$.orders[0]', 7) WHERE key = 'paper_venue'", "orders[0]"),
+    # an order a start would settle at the venue, whose intent lacks what it was for: never a bare KeyError
+    "order_intent_without_its_symbol": (
+        "UPDATE orders SET status = 'new', intent = json_remove(intent, '$.symbol') "
+        "WHERE rowid = (SELECT MAX(rowid) FROM orders)", "intent.symbol"),
+    "order_intent_quantity_not_a_number": (
+        "UPDATE orders SET status = 'new', intent = json_set(intent, '$.quantity', 'all') "
+        "WHERE rowid = (SELECT MAX(rowid) FROM orders)", "intent.quantity"),
     "position_quantity_not_a_number": ("UPDATE positions SET quantity = 'abc'", "quantity"),
     "position_entry_price_negative": ("UPDATE positions SET entry_price = -1", "entry_price"),
 }
