@@ -223,13 +223,42 @@ def _order_damage(r: tuple[Any, ...]) -> str | None:
     for column, raw, expected in (("side", r[1], "a side"), ("reason", r[2], "an order reason")):
         if raw not in _KNOWN[expected]:
             return unreadable(where, column, raw, expected)
-    return None if _is_json(r[3]) else unreadable(where, "intent", r[3], "JSON")
+    return _intent_damage(where, r[3])
 
 
 def _approval_damage(r: tuple[Any, ...]) -> str | None:
-    for column, raw in (("intent", r[1]), ("gates", r[2])):
-        if not _is_json(raw):
-            return unreadable(f"table approvals, approval {r[0]}", column, raw, "JSON")
+    where = f"table approvals, approval {r[0]}"
+    if not _is_json(r[2]):
+        return unreadable(where, "gates", r[2], "JSON")
+    return _intent_damage(where, r[1])
+
+
+_INTENT_PRICES = ("price", "ref_price", "stop_loss", "take_profit", "confidence")
+
+
+def _intent_damage(where: str, raw: Any) -> str | None:
+    """An order's intent, as the engine writes it: what a start settles the order by. `{}` stands for an order whose
+    own columns say it all (the engine then reads those)."""
+    if not _is_json(raw):
+        return unreadable(where, "intent", raw, "JSON")
+    intent = json.loads(raw)
+    if not isinstance(intent, dict):
+        return unreadable(where, "intent", raw, "a JSON object")
+    if not intent:
+        return None
+    symbol = intent.get("symbol")
+    if not (isinstance(symbol, str) and symbol):
+        return unreadable(where, "intent.symbol", symbol, "a symbol")
+    for key, expected in (("side", "a side"), ("reason", "an order reason")):
+        if intent.get(key) not in _KNOWN[expected]:
+            return unreadable(where, f"intent.{key}", intent.get(key), expected)
+    quantity = intent.get("quantity")
+    if not (bookshapes.NUMBER.test(quantity) and quantity > 0):
+        return unreadable(where, "intent.quantity", quantity, "a number above 0")
+    for key in _INTENT_PRICES:
+        value = intent.get(key)
+        if value is not None and not bookshapes.NUMBER.test(value):
+            return unreadable(where, f"intent.{key}", value, "a number")
     return None
 
 

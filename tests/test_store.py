@@ -11,6 +11,7 @@ from conftest import db_rows, db_value, run_ffe
 from ffe_engine.clock import WallClock
 from ffe_engine.events import EngineStateChanged, EventBus
 from ffe_engine.model import ClosedTrade, Fill, Order, OrderReason, OrderStatus, Position, Side
+from ffe_engine.risk import OrderIntent
 from ffe_engine.store import SCHEMA_VERSION, FillRecord, SchemaError, Store
 
 TABLES = {"kv", "engine_state", "decisions", "votes", "gate_results", "orders", "fills", "positions", "trades",
@@ -20,6 +21,11 @@ TABLES = {"kv", "engine_state", "decisions", "votes", "gate_results", "orders", 
 def _order(cid: str = "ffe-test-1") -> Order:
     return Order(client_order_id=cid, symbol="BTC/USDT", side=Side.BUY, quantity=0.5, type="market",
                  reason=OrderReason.SIGNAL, venue="paper", decision_id="d1", created_ts=1, updated_ts=1)
+
+
+def _intent(o: Order) -> dict:
+    return OrderIntent(symbol=o.symbol, side=o.side, quantity=o.quantity, reason=o.reason,
+                       decision_id=o.decision_id).as_dict()
 
 
 async def test_a_new_database_is_in_wal_mode_with_the_schema_version_set(tmp_path):
@@ -38,7 +44,7 @@ async def test_durable_writes_are_visible_to_another_connection_before_the_call_
     path = tmp_path / "ffe.db"
     store = await Store.open(path)
     try:
-        await store.journal_order(_order(), {"reason": "signal"})
+        await store.journal_order(_order(), _intent(_order()))
         # No flush, no close: the journal entry is already committed (an order is recorded before it is sent).
         assert db_rows(path, "SELECT client_order_id, status FROM orders") == [("ffe-test-1", "new")]
         await store.set_engine_state("HALTED", "kill switch", "operator", 1.0)
@@ -53,7 +59,7 @@ async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
     bus = EventBus(WallClock())
     bus.add_sink(store.add_event)
     o = _order()
-    await store.journal_order(o, {"reason": "signal"})
+    await store.journal_order(o, _intent(o))
     o.status = OrderStatus.OPEN
     await store.update_order(o)
     await store.set_engine_state("PAUSED", "operator", "ctl", 2.0)
@@ -79,7 +85,7 @@ async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
         assert await store.get_kv("portfolio") == {"cash": 1234.5, "peak_equity": 1300.0}
         live = await store.live_orders()
         assert [(x.client_order_id, x.status) for x in live] == [("ffe-test-1", OrderStatus.OPEN)]
-        assert await store.order_intents(["ffe-test-1"]) == {"ffe-test-1": {"reason": "signal"}}
+        assert await store.order_intents(["ffe-test-1"]) == {"ffe-test-1": _intent(o)}
         (pos,) = await store.positions()
         assert (pos.symbol, pos.quantity, pos.stop_loss, pos.take_profit) == ("BTC/USDT", 0.5, 90.0, 120.0)
         assert db_rows(path, "SELECT symbol, pnl, reason FROM trades") == [("ETH/USDT", 0.9, "take_profit")]
