@@ -252,7 +252,7 @@ def _intent_damage(where: str, raw: Any) -> str | None:
     for key, expected in (("side", "a side"), ("reason", "an order reason")):
         if intent.get(key) not in _KNOWN[expected]:
             return unreadable(where, f"intent.{key}", intent.get(key), expected)
-    quantity = intent.get("quantity")
+    quantity: Any = intent.get("quantity")
     if not (bookshapes.NUMBER.test(quantity) and quantity > 0):
         return unreadable(where, "intent.quantity", quantity, "a number above 0")
     for key in _INTENT_PRICES:
