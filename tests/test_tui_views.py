@@ -247,6 +247,34 @@ async def test_close_one_position_through_the_order_path(tmp_path, size):
         assert others <= {p["symbol"] for p in app.snap["positions"]}, "only the selected position was closed"
 
 
+async def test_dust_shows_no_stop_loss_or_take_profit_on_the_main_screen_and_the_trades_view(tmp_path):
+    """Coins left below what the venue takes an order for are dust: no stop-loss or take-profit is watched for them,
+    so none is shown, where a position shows both."""
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        sym, price = pos["symbol"], pos["last"]
+        left = 5.0 / price  # worth 5, under the paper venue's minimum order value (10)
+        sold = await app.engine.operator_order(sym, "sell", pos["quantity"] - left)
+        assert sold["accepted"], sold
+        feed.release(1)  # the next bar: the paper venue fills it
+        await until(pilot, lambda: any(p["symbol"] == sym and p["dust"] for p in app.snap["positions"]), "dust")
+
+        def row_of(table) -> list[str]:
+            (row,) = [[str(c) for c in table.get_row(key)] for key in table.rows if str(key.value) == sym]
+            return row
+
+        positions = app.query_one(PositionsTable)
+        await until(pilot, lambda: "dust" in row_of(positions), "the dust row")
+        assert row_of(positions)[-3:-1] == ["-", "-"], row_of(positions)
+        await pilot.press("2")
+        trades = app.query_one(TradesTable)
+        await until(pilot, lambda: trades.row_count > 0, "the trades view")
+        sl, tp = (trades.get_column_index(c) for c in ("sl", "tp"))
+        assert [row_of(trades)[sl], row_of(trades)[tp]] == ["-", "-"], row_of(trades)
+
+
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_a_halted_engine_refuses_the_close_and_the_reason_is_shown(tmp_path, size):
     app, feed = held_console(tmp_path)
