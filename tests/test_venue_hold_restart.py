@@ -4,9 +4,9 @@ engine was stopped is said to have ended at the next start, once: its fault is n
 from __future__ import annotations
 
 import asyncio
-import time
 
 from conftest import audit_lines, engine_session, make_settings
+from ffe_engine.clock import ManualClock
 from ffe_engine.execution import HOLD_KEY
 from ffe_engine.store import Store
 
@@ -45,20 +45,20 @@ def test_a_hold_that_ended_while_stopped_is_said_resolved_at_the_next_start_and_
 def test_a_hold_that_ends_while_running_is_said_resolved_once_and_not_again_at_the_next_start(tmp_path):
     settings = make_settings(tmp_path, engine={"symbols": ["BTC/USDT"], "warmup_bars": 100})
     asyncio.run(_start_and_stop(settings))
+    clock = ManualClock()  # wall time stands still until the test moves it
 
     async def run_past_a_hold() -> object:
         store = await Store.open(settings.db_path)
         try:
-            until = time.time() + 0.3
-            await store.put_kv(HOLD_KEY, until, time.time())  # asked for by the venue just before a restart
+            # asked for by the venue just before a restart: a minute more
+            await store.put_kv(HOLD_KEY, clock.wall() + 60.0, clock.wall())
         finally:
             await store.close()
-        async with engine_session(settings) as running:
+        async with engine_session(settings, clock=clock) as running:
             e = running.engine
             held = await e.operator_order("BTC/USDT", "buy", 0.01)
             assert not held["accepted"] and "VENUE_HOLD" in str(held), held
-            while e.clock.wall() < until:
-                await asyncio.sleep(0.05)
+            clock.forward(61.0)
             placed = await e.operator_order("BTC/USDT", "buy", 0.01)
             assert placed["accepted"], placed
             return await running.store.get_kv(HOLD_KEY)
