@@ -210,8 +210,9 @@ async def test_the_paused_reason_follows_the_differences_found_later(tmp_path, f
             clock.forward(600)
             await wait_for(lambda: len(e.reconcile_blocked) == 3, timeout=20, what="the third difference confirmed")
             assert e.state is EngineState.PAUSED and e.state_reason == "reconcile: 3 difference(s)"
-            assert rows(db, "SELECT state, reason, by FROM engine_state") == [
-                ("PAUSED", "reconcile: 3 difference(s)", "reconcile")]
+            # The state changes in memory first (no order passes the gates from then on), then is stored.
+            await wait_for(lambda: rows(db, "SELECT state, reason, by FROM engine_state") == [
+                ("PAUSED", "reconcile: 3 difference(s)", "reconcile")], timeout=20, what="the stored state's reason")
             assert len(await e.accept_reconcile(by="test")) == 3
         finally:
             e.request_stop()
