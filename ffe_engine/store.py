@@ -796,10 +796,8 @@ class Store:
         if publish is None:
             await self._write(_SQL_JOURNAL_ORDER, params)
             return
-        async with self._events_held():
-            publish()
-            async with self._tx_with_held_events():
-                await self.conn.execute(_SQL_JOURNAL_ORDER, params)
+        async with self._with_events_of(publish):
+            await self.conn.execute(_SQL_JOURNAL_ORDER, params)
 
     async def order_intents(self, client_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         if not client_order_ids:
@@ -815,10 +813,8 @@ class Store:
         the same transaction; with `publish`, which publishes the event that says it, that event too (held from
         other writers until then, as a fill's: add_fill), so that a crash leaves both or neither."""
         if publish is not None:
-            async with self._events_held():
-                publish()
-                async with self._tx_with_held_events():
-                    await self._write_order_state(o, kv)
+            async with self._with_events_of(publish):
+                await self._write_order_state(o, kv)
             return
         if not kv:
             await self._write(_SQL_ORDER_STATE, _order_state(o))
@@ -854,6 +850,15 @@ class Store:
                 self._held_after = None  # its own events are written now, in its transaction
                 if not self.batch:
                     await self._write_buffers()
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _with_events_of(self, publish: Callable[[], object]) -> AsyncIterator[None]:
+        """A transaction of its own with the events `publish()` publishes (and those before them), held from other
+        writers until it: a crash leaves what it writes and the events that say it both, or neither."""
+        async with self._events_held():
+            publish()
+            async with self._tx_with_held_events():
                 yield
 
     def _order_from_row(self, r: tuple[Any, ...]) -> Order:  # the columns of _SQL_ORDERS, in order
