@@ -72,26 +72,19 @@ def _already_stopping(name: str) -> None:
     log.warning("signal ignored: the engine is already stopping", signal=name)
 
 
-def remove_signals(installed: Installed) -> None:
+def remove_signals(installed: Installed, *, exiting: bool = False) -> None:
     """The handlers go and the ones from before are put back (a start given up, or a host in a process that goes
-    on)."""
-    loop = asyncio.get_running_loop()
-    while installed:
-        sig, before = installed.popitem()
-        loop.remove_signal_handler(sig)
-        if before is not None:  # else not set from Python: left as the loop leaves it
-            signal.signal(sig, before)
-
-
-def end_signals(installed: Installed) -> None:
-    """At the end of an ordered stop, in a process that exits next: the handlers go and the signals are ignored,
+    on). `exiting`: at the end of an ordered stop, in a process that exits next, the signals are ignored instead,
     since what they would stop has stopped, and the exit code stays the stop's (through the interpreter's own
     finalization, which puts a handler that does nothing back to the default and so to dying of a late signal)."""
     loop = asyncio.get_running_loop()
     while installed:
-        sig, _ = installed.popitem()
+        sig, before = installed.popitem()
         loop.remove_signal_handler(sig)
-        signal.signal(sig, signal.SIG_IGN)
+        if exiting:
+            signal.signal(sig, signal.SIG_IGN)
+        elif before is not None:  # else not set from Python: left as the loop leaves it
+            signal.signal(sig, before)
 
 
 def _hold_lock(path: Path, holder: str, refused: Callable[[str], StartError]) -> int:
@@ -418,7 +411,7 @@ class EngineHost:
                                 os.umask(self._umask)
                                 self._umask = None
                             self.systemd.close()
-                            (end_signals if self._exits_after else remove_signals)(self._signals)
+                            remove_signals(self._signals, exiting=self._exits_after)
                 except StorageError:
                     if not isinstance(self.engine.crashed, StorageError):
                         raise  # else: the failure the engine stopped for, met again while closing

@@ -30,7 +30,7 @@ from ffe_engine.config import Settings
 from ffe_engine.control import describe
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
-from ffe_engine.host import EngineHost, Installed, end_signals, install_signals, quiet_signals
+from ffe_engine.host import EngineHost, Installed, install_signals, quiet_signals, remove_signals
 from ffe_engine.present import kill_headline
 from ffe_engine.remote import RemoteEngine, RemoteHost
 from ffe_engine.remote import attach as attach_engine
@@ -426,7 +426,7 @@ class ConsoleApp(App[int]):
                     pass  # already reported by _engine_failed
             await running.close()
         finally:
-            end_signals(self._signals)
+            remove_signals(self._signals, exiting=True)  # installed only for a console process, which exits next
             self._engine_closed.set_result(None)
 
     async def on_unmount(self) -> None:
