@@ -132,6 +132,15 @@ def order_states(db_path, copy_path) -> tuple[dict[str, str], dict[str, str]]:
     return journal, events
 
 
+def check_order_records(db_path, copy_path, cid: str, problems: list[str]) -> str:
+    """Order `cid` in the database a crash at this instant would leave: its status in the journal, returned, with a
+    problem noted when its last `order` event says another."""
+    journal, events = order_states(db_path, copy_path)
+    if events.get(cid) != journal[cid]:
+        problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
+    return journal[cid]
+
+
 def test_a_committed_fill_has_its_order_s_new_status_event_committed_with_it(tmp_path):
     """The fill that ends an order (filled) changes its status in the same transaction as the fill: the `order`
     event saying so is committed with them. A kill right after the commit would otherwise leave the order filled in
@@ -141,11 +150,8 @@ def test_a_committed_fill_has_its_order_s_new_status_event_committed_with_it(tmp
     checked: list[int] = []
 
     def check(fill, order) -> None:
-        journal, events = order_states(settings.db_path, tmp_path / f"crash{len(checked)}.db")
+        check_order_records(settings.db_path, tmp_path / f"crash{len(checked)}.db", order.client_order_id, problems)
         checked.append(1)
-        cid = order.client_order_id
-        if events.get(cid) != journal[cid]:
-            problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
 
     run_checking_each_fill(settings, check)
     assert len(checked) >= 3, f"the run made only {len(checked)} fills"
@@ -165,10 +171,7 @@ async def test_an_order_s_end_without_a_fill_is_committed_with_the_event_that_sa
 
         async def update_then_crash_here(order, *args, **kwargs):
             await update_order(order, *args, **kwargs)
-            journal, events = order_states(settings.db_path, tmp_path / "crash.db")
-            cid = order.client_order_id
-            if events.get(cid) != journal[cid]:
-                problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
+            check_order_records(settings.db_path, tmp_path / "crash.db", order.client_order_id, problems)
 
         e.store.update_order = update_then_crash_here
         placed = await e.operator_order("BTC/USDT", "buy", 0.01)
@@ -193,11 +196,8 @@ async def test_an_order_journaled_before_its_send_is_committed_with_its_new_even
 
         async def journal_then_crash_here(order, *args, **kwargs):
             await journal_order(order, *args, **kwargs)
-            journal, events = order_states(settings.db_path, tmp_path / "crash.db")
-            cid = order.client_order_id
-            journaled.append(cid)
-            if events.get(cid) != journal[cid]:
-                problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
+            check_order_records(settings.db_path, tmp_path / "crash.db", order.client_order_id, problems)
+            journaled.append(order.client_order_id)
 
         e.store.journal_order = journal_then_crash_here
         placed = await e.operator_order("BTC/USDT", "buy", 0.01)
@@ -230,11 +230,7 @@ async def test_an_order_a_start_finds_new_is_in_doubt_with_the_event_that_says_i
 
     async def update_then_crash_here(self, order, *args, **kwargs):
         await update_order(self, order, *args, **kwargs)
-        journal, events = order_states(settings.db_path, tmp_path / "crash.db")
-        cid = order.client_order_id
-        checked.append(journal[cid])
-        if events.get(cid) != journal[cid]:
-            problems.append(f"order {cid}: {journal[cid]} in the journal, {events.get(cid)} in its records")
+        checked.append(check_order_records(settings.db_path, tmp_path / "crash.db", order.client_order_id, problems))
 
     monkeypatch.setattr(Store, "update_order", update_then_crash_here)
     async with engine_session(settings):

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from conftest import (BTC_CSV, ETH_CSV, assert_strictly_increasing, audit_lines, count_events, db_rows, db_value,
-                      engine_session, ffe_env, ffe_in_process, make_settings, run_ffe, starter_config, wait_until)
+from conftest import (BTC_CSV, ETH_CSV, STOP_SIGNALS, assert_strictly_increasing, audit_lines, count_events, db_rows,
+                      db_value, engine_session, ffe_env, ffe_in_process, make_settings, run_ffe, starter_config,
+                      wait_until)
 
 PACED = {"FFE_MARKET__SPEED": "100"}  # bars per second: the run is still going when the signal arrives
 
@@ -86,30 +87,28 @@ def test_a_start_given_up_leaves_the_signals_as_they_were_for_what_the_process_s
     """`ffe run` in a process that goes on (here, this one) and whose engine never started (another holds the data
     directory): the signals' handlers are put back as they were, never left ignored, which a process started
     later would inherit (a backtest that Ctrl-C could not stop)."""
-    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
-    before = {sig: signal.getsignal(sig) for sig in watched}
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     starter_config(tmp_path)
     (tmp_path / "data").mkdir()
     with open(tmp_path / "data" / "ffe.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         proc = ffe_in_process(tmp_path, "run", "--headless", "--max-bars", "3")
     assert proc.returncode != 0 and "another ffe engine" in proc.stderr, proc
-    assert {sig: signal.getsignal(sig) for sig in watched} == before
+    assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
 
 
 def test_a_host_run_and_stopped_in_a_process_that_goes_on_leaves_its_signals_as_they_were(tmp_path, spawn_ffe):
     """A host's run and ordered stop in a process that does not exit next (here, this test's): the handlers from
     before are put back, never left ignored, or every process started after it inherits SIGINT ignored and a
     backtest there cannot be stopped by Ctrl-C. Only `ffe run`, whose process exits next, ends ignoring them."""
-    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
-    before = {sig: signal.getsignal(sig) for sig in watched}
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
 
     async def run_and_stop() -> int:
         async with engine_session(make_settings(tmp_path / "run"), max_bars=5) as host:
             return await host.run()
 
     assert asyncio.run(run_and_stop()) == 0
-    assert {sig: signal.getsignal(sig) for sig in watched} == before
+    assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
 
     p = spawn_ffe(tmp_path, "backtest", BTC_CSV, ETH_CSV)
     wait_until(lambda: "engine started" in p.stderr, what="the backtest to start")
