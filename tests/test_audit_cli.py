@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import os
 import queue
+import random
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ffe_in_process, starter_config
+from conftest import db_rows, ffe_in_process, starter_config, wait_until
+from test_audit_trail_complete import an_uncommitted_fill, append_uncommitted
 
 WAIT_S = 60  # a safety net against a hung process, never a speed assertion
 
@@ -354,3 +357,63 @@ def test_follow_a_running_engine_from_before_it_starts(tmp_path, follower_factor
     seqs = [json.loads(x)["seq"] for x in got]
     assert seqs == list(range(1, len(want) + 1))
     assert f.stop() == 0
+
+
+# ------------------------------------------------------------------------------------- follow across engine restarts
+def committed_lines(root: Path) -> list[bytes]:
+    """The database's records, in seq order: what the trail holds of what happened."""
+    return [bytes(data) for _, data in db_rows(root / "data" / "ffe.db", "SELECT seq, data FROM events ORDER BY seq")]
+
+
+def test_a_follower_shows_each_committed_record_once_across_a_kill_and_the_start_that_sets_aside_the_rest(
+        tmp_path, follower_factory):
+    """A kill between the audit write and the commit leaves records in the file that the database never committed
+    (here a fill and its order's status); the next start sets them aside, cutting the file back, and the trail goes
+    on from the database's last event under the same seqs. A follower shows what happened: each committed record
+    once, in seq order, and nothing the database never committed; `tail` without -f leaves those out too."""
+    run_engine(tmp_path, bars=40)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    f = follower_factory(tmp_path, "-n", "1000000", "--json")
+    shown = [f.line().encode() for _ in committed_lines(tmp_path)]
+    assert shown == committed_lines(tmp_path)
+    last = json.loads(shown[-1])["seq"]
+
+    before = f.read_bytes_so_far()
+    ahead = append_uncommitted(audit, an_uncommitted_fill(tmp_path, last))
+    f.wait_until_read(before, sum(len(line) + 1 for line in ahead))
+    now = ffe(tmp_path, "audit", "tail", "-n", "2", "--json")
+    assert now.returncode == 0, now.stderr
+    assert now.stdout.encode().splitlines() == shown[-2:]
+    assert now.stderr == (f"ffe: 2 records after seq {last} are not in the database (being written, or written just "
+                          "before the engine was killed and never committed): not shown\n")
+
+    run_engine(tmp_path, bars=5)  # sets the two aside, then goes on from seq last + 1
+    committed = committed_lines(tmp_path)
+    assert len(committed) > len(shown)
+    shown += [f.line().encode() for _ in committed[len(shown):]]
+    assert f.stop() == 0
+    assert shown == committed
+    assert f.lines.empty(), f.lines.get()
+
+
+def test_a_follower_through_kills_and_restarts_of_a_trading_engine_shows_the_database_s_records_once(
+        tmp_path, follower_factory, spawn_ffe):
+    """`ffe audit tail -f` running while a trading engine is killed at random moments and started again: what it
+    shows is exactly the database's records, each once, in seq order (the audit trail as the database has it)."""
+    rng = random.Random(3)
+    starter_config(tmp_path)
+    f = follower_factory(tmp_path, "--json", "-n", "0")
+    assert "waiting for" in f.error_line()
+    env = clean_env(FFE_MARKET__SEED="7", FFE_ENGINE__WARMUP_BARS="50", FFE_MARKET__SPEED="200")
+    for n in range(4):
+        proc = spawn_ffe(tmp_path, "run", "--headless", env=env, name=f"run{n}")
+        wait_until(lambda: "engine started" in proc.stderr, timeout=60, what="the engine to start")
+        time.sleep(rng.uniform(0.2, 1.0))
+        proc.kill()
+    run_engine(tmp_path, bars=5)
+    committed = committed_lines(tmp_path)
+    assert db_rows(tmp_path / "data" / "ffe.db", "SELECT COUNT(*) FROM orders")[0][0] > 0
+    shown = [f.line().encode() for _ in committed]
+    assert f.stop() == 0
+    assert shown == committed
+    assert f.lines.empty(), f.lines.get()
