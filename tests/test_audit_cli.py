@@ -35,9 +35,10 @@ def ffe(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=WAIT_S)
 
 
-def run_engine(root: Path, bars: int = 300) -> subprocess.CompletedProcess:
+def run_engine(root: Path, bars: int = 300, **extra: str) -> subprocess.CompletedProcess:
     # Weights move from the first closed trade on, so a short run has `weights` events too.
     env = clean_env(FFE_MARKET__SPEED="0", FFE_ENSEMBLE__WARMUP_TRADES="1")
+    env.update({k: v for k, v in extra.items() if k.startswith("FFE_AUDIT__")})
     starter_config(root)
     proc = subprocess.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", str(bars),
                            "--data-dir", "data", "--log-dir", "logs"], cwd=root, env=env, capture_output=True,
@@ -396,22 +397,27 @@ def test_a_follower_shows_each_committed_record_once_across_a_kill_and_the_start
     assert f.lines.empty(), f.lines.get()
 
 
+@pytest.mark.parametrize("rotate_mb", ["0", "0.02"], ids=["one file", "rotated every 20 KB"])
 def test_a_follower_through_kills_and_restarts_of_a_trading_engine_shows_the_database_s_records_once(
-        tmp_path, follower_factory, spawn_ffe):
+        tmp_path, follower_factory, spawn_ffe, rotate_mb):
     """`ffe audit tail -f` running while a trading engine is killed at random moments and started again: what it
-    shows is exactly the database's records, each once, in seq order (the audit trail as the database has it)."""
+    shows is exactly the database's records, each once, in seq order (the audit trail as the database has it),
+    the trail in one file or rotated among the kills."""
     rng = random.Random(3)
     starter_config(tmp_path)
     f = follower_factory(tmp_path, "--json", "-n", "0")
     assert "waiting for" in f.error_line()
-    env = clean_env(FFE_MARKET__SEED="7", FFE_ENGINE__WARMUP_BARS="50", FFE_MARKET__SPEED="200")
+    env = clean_env(FFE_MARKET__SEED="7", FFE_ENGINE__WARMUP_BARS="50", FFE_MARKET__SPEED="200",
+                    FFE_AUDIT__ROTATE_MB=rotate_mb)
     for n in range(4):
         proc = spawn_ffe(tmp_path, "run", "--headless", env=env, name=f"run{n}")
         wait_until(lambda: "engine started" in proc.stderr, timeout=60, what="the engine to start")
         time.sleep(rng.uniform(0.2, 1.0))
         proc.kill()
-    run_engine(tmp_path, bars=5)
+    run_engine(tmp_path, bars=5, **env)
     committed = committed_lines(tmp_path)
+    if rotate_mb != "0":
+        assert len(list((tmp_path / "logs").glob("audit-*.jsonl"))) > 1
     assert db_rows(tmp_path / "data" / "ffe.db", "SELECT COUNT(*) FROM orders")[0][0] > 0
     shown = [f.line().encode() for _ in committed]
     assert f.stop() == 0
