@@ -384,7 +384,7 @@ def audit_tail(args: argparse.Namespace) -> int:
     if args.lines < 0:
         raise UsageError(f"-n must be 0 or more, got {args.lines}")
     return audittool.tail(settings.audit_path, args.lines, audittool.parse_events(args.event), args.json,
-                          args.follow)
+                          args.follow, db_path=settings.db_path)
 
 
 def audit_show(args: argparse.Namespace) -> int:

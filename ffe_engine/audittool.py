@@ -22,17 +22,17 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import orjson
 import zstandard
 
 from . import fmt, present
 from . import records as compact
-from .chain import ChainHead, VerifyResult, rotated_files, trail_files, verify_trail
+from .chain import ChainHead, VerifyResult, last_line, rotated_files, rotated_seqs, trail_files, verify_trail
 from .errors import StorageError, UsageError
 from .events import EVENT_TYPES
-from .store import Records, open_read_only
+from .store import EventHead, Records, open_read_only
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -49,6 +49,11 @@ def format_record(rec: dict[str, Any]) -> str:
 
 
 # ====================================================================================================== audit tail
+# The file is written before the database commits the same records (docs/storage.md), so its last lines may be
+# records the database has not committed yet: being written, or written just before a kill, never to be committed
+# (the next start sets those aside and cuts the file back to the database's last event). What `tail` shows is what
+# happened: with the database at hand, a record past its last event is held back until it is committed (with -f)
+# or left out (without). Without a database to ask, records are shown as the file holds them.
 class _Lines:
     """Parses audit lines and applies the event filter; bad lines are reported on stderr, never printed."""
 
@@ -56,7 +61,7 @@ class _Lines:
         self.path = path
         self.events = events
 
-    def accept(self, line: bytes, offset: int) -> dict[str, Any] | None:
+    def parse(self, line: bytes, offset: int) -> dict[str, Any] | None:
         try:
             rec = orjson.loads(line)
             if not isinstance(rec, dict):
@@ -65,9 +70,21 @@ class _Lines:
             print(f"ffe: warning: {self.path}: skipped a line that is not a JSON object at byte {offset}",
                   file=sys.stderr)
             return None
-        if self.events is not None and rec.get("event") not in self.events:
-            return None
         return rec
+
+    def wanted(self, rec: dict[str, Any]) -> bool:
+        return self.events is None or rec.get("event") in self.events
+
+
+def _seq(rec: dict[str, Any] | None) -> int | None:
+    seq = rec.get("seq") if rec is not None else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def _beyond(rec: dict[str, Any] | None, committed: int | None) -> bool:
+    """Whether the record is past the database's last event (never, without a database to ask)."""
+    seq = _seq(rec)
+    return committed is not None and seq is not None and seq > committed
 
 
 def _complete_end(f: BinaryIO, size: int) -> int:
@@ -84,12 +101,11 @@ def _complete_end(f: BinaryIO, size: int) -> int:
     return 0
 
 
-def last_records(f: BinaryIO, end: int, n: int, lines: _Lines) -> list[tuple[bytes, dict[str, Any]]]:
-    """The last `n` accepted lines before `end`, oldest first, reading backwards block by block."""
-    found: list[tuple[bytes, dict[str, Any]]] = []
+def _lines_before(f: BinaryIO, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of the non-blank lines before `end` (a line's end), last first, reading block by block."""
     pos = end
     carry = b""
-    while pos > 0 and len(found) < n:
+    while pos > 0:
         start = max(0, pos - BLOCK)
         f.seek(start)
         chunk = f.read(pos - start) + carry
@@ -101,14 +117,36 @@ def last_records(f: BinaryIO, end: int, n: int, lines: _Lines) -> list[tuple[byt
         for i in range(len(parts) - 1, first - 1, -1):
             part = parts[i]
             offset -= len(part) + (1 if i < len(parts) - 1 else 0)
-            if not part.strip():
-                continue
-            rec = lines.accept(part, offset)
-            if rec is not None:
-                found.append((part, rec))
-                if len(found) == n:
-                    break
+            if part.strip():
+                yield offset, part
         pos = start
+
+
+def committed_end(f: BinaryIO, end: int, committed: int | None) -> tuple[int, int]:
+    """Where the records the database has committed end in the first `end` bytes (a line's end), and how many
+    records follow that it has not."""
+    if committed is None:
+        return end, 0
+    past = 0
+    for offset, line in _lines_before(f, end):
+        rec = _loads(line)  # a bad line is said when it is shown (or not)
+        if rec is None or not _beyond(rec, committed):
+            return offset + len(line) + 1, past
+        end, past = offset, past + 1
+    return end, past
+
+
+def last_records(f: BinaryIO, end: int, n: int, lines: _Lines) -> list[tuple[bytes, dict[str, Any]]]:
+    """The last `n` accepted lines before `end`, oldest first, reading backwards block by block."""
+    found: list[tuple[bytes, dict[str, Any]]] = []
+    if n <= 0:
+        return found
+    for offset, line in _lines_before(f, end):
+        rec = lines.parse(line, offset)
+        if rec is not None and lines.wanted(rec):
+            found.append((line, rec))
+            if len(found) == n:
+                break
     found.reverse()
     return found
 
@@ -141,9 +179,20 @@ def parse_events(text: str | None) -> set[str] | None:
     return names
 
 
-def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: bool) -> int:
+def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: bool, db_path: Path | None = None) -> int:
+    """`ffe audit tail`: the last `n` records (of the `events` named), then, with `follow`, each record as it comes.
+    `db_path`: the database whose committed records are the ones shown (module comment above)."""
     lines = _Lines(path, events)
     out = _Out(as_json, flush_each=follow)
+    head = EventHead(db_path) if db_path is not None else None
+    try:
+        return _tail(path, n, lines, out, follow, head)
+    finally:
+        if head is not None:
+            head.close()
+
+
+def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: EventHead | None) -> int:
     try:
         f: BinaryIO | None = open(path, "rb")
     except FileNotFoundError:
@@ -154,14 +203,28 @@ def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: boo
         if not follow:
             raise UsageError(f"no audit file at {path} (is --log-dir right?)")
         print(f"ffe: waiting for {path} to appear", file=sys.stderr, flush=True)
-        return _follow(path, None, 0, lines, out)
+        return _follow(path, None, 0, None, lines, out, head)
     end = 0
     try:
         if f is not None:
             end = _complete_end(f, os.fstat(f.fileno()).st_size)
-        for line, rec in _last_across(path, f, end, n, lines) if n > 0 else []:
+        # The database is asked after the file is read: the file holds every record it has committed by then.
+        committed = head.last_seq() if head is not None else None
+        if head is not None and committed is None and head.path.exists():
+            print(f"ffe: warning: cannot read the database {head.path}: the records are shown as the audit file "
+                  "holds them, with any it never committed", file=sys.stderr)
+        past = 0
+        if f is not None:
+            end, past = committed_end(f, end, committed)
+        shown, past_rotated = _last_across(path, f, end, n, lines, committed) if n > 0 else ([], 0)
+        for line, rec in shown:
             out.emit(line, rec)
         out.buf.flush()
+        past += past_rotated
+        if past and not follow:
+            print(f"ffe: {past} record{'s' if past > 1 else ''} after seq {committed} "
+                  f"{'are' if past > 1 else 'is'} not in the database (being written, or written just before the "
+                  "engine was killed and never committed): not shown", file=sys.stderr)
     except BaseException:
         if f is not None:
             f.close()
@@ -170,15 +233,17 @@ def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: boo
         if f is not None:
             f.close()
         return 0
-    return _follow(path, f, end, lines, out)
+    return _follow(path, f, end, _last_seq_before(path, f, end), lines, out, head)
 
 
-def _last_across(path: Path, f: BinaryIO | None, end: int, n: int,
-                 lines: _Lines) -> list[tuple[bytes, dict[str, Any]]]:
-    """The last `n` accepted records of the trail: the current file's, then, while more are wanted, those of the
-    rotated files, newest first (seq runs on across them). A file rotated since `f` was opened is the same file
-    as `f`, and is not read twice."""
+def _last_across(path: Path, f: BinaryIO | None, end: int, n: int, lines: _Lines,
+                 committed: int | None) -> tuple[list[tuple[bytes, dict[str, Any]]], int]:
+    """The last `n` accepted records of the trail that the database has committed (`committed`: its last seq;
+    None: every record), the current file's, then, while more are wanted, those of the rotated files, newest
+    first (seq runs on across them); and how many records past `committed` the rotated files hold (a rotation can
+    fall among them). A file rotated since `f` was opened is the same file as `f`, and is not read twice."""
     found = last_records(f, end, n, lines) if f is not None else []
+    past = 0
     seen = set()
     if f is not None:
         st = os.fstat(f.fileno())
@@ -195,17 +260,38 @@ def _last_across(path: Path, f: BinaryIO | None, end: int, n: int,
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            older = last_records(g, _complete_end(g, st.st_size), n - len(found), _Lines(p, lines.events))
+            g_end, g_past = committed_end(g, _complete_end(g, st.st_size), committed)
+            past += g_past
+            older = last_records(g, g_end, n - len(found), _Lines(p, lines.events))
         found = older + found
-    return found
+    return found, past
 
 
-def _follow(path: Path, f: BinaryIO | None, pos: int, lines: _Lines, out: _Out) -> int:
-    """Print the lines appended to `path` from `pos` on, until SIGINT or SIGTERM.
+def _whole_lines(f: BinaryIO, pos: int, size: int) -> bytes:
+    """The whole lines from `pos` on (up to READ_MAX bytes of them, or one longer line), without the bytes of an
+    unfinished last line."""
+    f.seek(pos)
+    data = b""
+    while pos + len(data) < size:
+        data += f.read(min(size - pos - len(data), READ_MAX))
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            return data[: cut + 1]
+    return b""
 
-    Like `tail -F`: a file created later is read from its start; a truncated file from its new start; a file
-    replaced by another (rotation) is read to its end, then the new one from its start. An unfinished last line
-    is kept back until its newline arrives.
+
+def _follow(path: Path, f: BinaryIO | None, pos: int, last: int | None, lines: _Lines, out: _Out,
+            head: EventHead | None) -> int:
+    """Print the records appended to the trail from `pos` in `f` (the current file; None: none yet) on, `last`
+    being the seq of the record just before, until SIGINT or SIGTERM.
+
+    Like `tail -F`, in seq order across files: a file finished (rotated) is read to its end, then the trail goes
+    on in the file that holds the next seq: the next rotated one (several rotations can fall between two looks),
+    else the current one; a file created later is read from its start; a file cut back below what was shown (by
+    an outside tool) from its new start. An unfinished last line is waited for. `pos` only ever passes records
+    that were shown (or filtered out), so a record held back for its commit is read again at the next look: if
+    the engine was killed before committing it, its next start cuts the file back to exactly there and writes on
+    under the same seqs.
     """
     stop = []
 
@@ -213,49 +299,92 @@ def _follow(path: Path, f: BinaryIO | None, pos: int, lines: _Lines, out: _Out) 
         stop.append(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    buf = b""
+    committed = head.last_seq() if head is not None else None
     try:
         while not stop:
             if f is None:
                 try:
-                    f = open(path, "rb")
+                    f = open(_next_file(path, last), "rb")
                 except FileNotFoundError:
                     time.sleep(POLL_S)
                     continue
-                pos, buf = 0, b""
+                pos = 0
             size = os.fstat(f.fileno()).st_size
-            if size < pos:  # truncated in place
-                pos, buf = 0, b""
-            got = False
-            if size > pos:
-                f.seek(pos)
-                data = f.read(min(size - pos, READ_MAX))
-                pos += len(data)
-                buf += data
-                cut = buf.rfind(b"\n")
-                if cut >= 0:
-                    offset = pos - len(buf)  # where buf starts in the file
-                    complete, buf = buf[:cut], buf[cut + 1:]
-                    for part in complete.split(b"\n"):
-                        if part.strip():
-                            rec = lines.accept(part, offset)
-                            if rec is not None:
-                                out.emit(part, rec)
-                        offset += len(part) + 1
-                got = True
-            if not got:
-                if _replaced(path, f):
-                    # Rotated or deleted and recreated: whatever the old file held has been read above.
+            if size < pos:  # cut back below what was shown (truncated in place by an outside tool)
+                pos = 0
+            moved, asked, held = False, False, None
+            data = _whole_lines(f, pos, size) if size > pos else b""
+            for part in data.split(b"\n")[:-1]:
+                rec = lines.parse(part, pos) if part.strip() else None
+                if head is not None and rec is not None and not asked and (committed is None
+                                                                           or _beyond(rec, committed)):
+                    committed, asked = head.last_seq(), True
+                if _beyond(rec, committed):
+                    held = rec  # read again at the next look
+                    break
+                if rec is not None and lines.wanted(rec):
+                    out.emit(part, rec)
+                last = _seq(rec) if _seq(rec) is not None else last
+                pos += len(part) + 1
+                moved = True
+            if moved:
+                continue
+            if _replaced(path, f):
+                # Finished: rotated (or deleted and created again). Rotation comes after the older records' commit:
+                # a record held back here that the database has not committed now never will be (the engine was
+                # killed before), and the trail goes on elsewhere.
+                if held is not None and head is not None and not _beyond(held, committed := head.last_seq()):
+                    continue
+                if not _same_file(_next_file(path, last), f):
                     f.close()
                     f = None
                     continue
-                time.sleep(POLL_S)
+            time.sleep(POLL_S)
     finally:
         if f is not None:
             f.close()
         for s, h in previous.items():
             signal.signal(s, h)
     return 0
+
+
+def _next_file(path: Path, last: int | None) -> Path:
+    """The file that holds the record after seq `last` (None: the trail's first): the oldest rotated file that
+    starts after it, else the current file."""
+    for first, p in rotated_seqs(path):
+        if last is None or first > last:
+            return p
+    return path
+
+
+def _same_file(p: Path, f: BinaryIO) -> bool:
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(f.fileno())
+    return (st.st_ino, st.st_dev) == (mine.st_ino, mine.st_dev)
+
+
+def _last_seq_before(path: Path, f: BinaryIO | None, end: int) -> int | None:
+    """The seq of the last record before `end` in the current file, or, when it holds none, the last rotated
+    file's last."""
+    if f is not None:
+        for _, line in _lines_before(f, end):
+            seq = _seq(_loads(line))
+            if seq is not None:
+                return seq
+    rotated = rotated_files(path)
+    final = last_line(rotated[-1]) if rotated else None
+    return _seq(_loads(final)) if final is not None else None
+
+
+def _loads(line: bytes) -> dict[str, Any] | None:
+    try:
+        rec = orjson.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def _replaced(path: Path, f: BinaryIO) -> bool:

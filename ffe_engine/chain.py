@@ -53,6 +53,11 @@ def rotated_name(current: Path, first_seq: int) -> Path:
 
 def rotated_files(current: Path) -> list[Path]:
     """The trail's rotated files, oldest first."""
+    return [p for _, p in rotated_seqs(current)]
+
+
+def rotated_seqs(current: Path) -> list[tuple[int, Path]]:
+    """The trail's rotated files, oldest first, each with the first seq it holds (from its name)."""
     pattern = re.compile(re.escape(current.stem) + r"-(\d{12,})" + re.escape(current.suffix) + "$")
     found = []
     try:
@@ -63,7 +68,7 @@ def rotated_files(current: Path) -> list[Path]:
         m = pattern.match(name)
         if m:
             found.append((int(m.group(1)), current.parent / name))
-    return [p for _, p in sorted(found)]
+    return sorted(found)
 
 
 def trail_files(current: Path) -> list[Path]:

@@ -1304,6 +1304,37 @@ class Records:
         return chain_head_of(value)
 
 
+class EventHead:
+    """The seq of the last event a database has committed, read afresh at each call. No read transaction is held
+    between calls, so a reader that asks for a long time (`ffe audit tail -f`) never keeps a running engine's WAL
+    from being checkpointed."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.conn: sqlite3.Connection | None = None
+        self.known: int | None = None
+
+    def last_seq(self) -> int | None:
+        """The last committed event's seq (0: none yet); None when there is no database here, or one that cannot
+        be read. Once read, a read that fails answers the seq read last: an answer never runs ahead of the
+        database."""
+        try:
+            if self.conn is None:
+                if not self.path.is_file() or self.path.stat().st_size == 0:
+                    return None
+                self.conn = open_read_only(self.path)
+            row = self.conn.execute("SELECT max(seq) FROM events").fetchall()[0]
+        except (OSError, sqlite3.DatabaseError):
+            return self.known
+        self.known = int(row[0] or 0)
+        return self.known
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
 def chain_head_of(value: Any) -> ChainHead | None:
     """The chain head from its stored value; None when it is missing or not one."""
     if isinstance(value, dict) and type(value.get("seq")) is int and isinstance(value.get("hash"), str):
