@@ -9,10 +9,12 @@ import os
 import queue
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -423,3 +425,22 @@ def test_a_follower_through_kills_and_restarts_of_a_trading_engine_shows_the_dat
     assert f.stop() == 0
     assert shown == committed
     assert f.lines.empty(), f.lines.get()
+
+
+def test_a_follower_goes_on_with_a_database_put_in_place_of_the_one_it_started_with(tmp_path, follower_factory):
+    """A database replaced by another file while a follower runs (a restore puts its copy in place): the follower
+    asks the new file what is committed, and shows the records of the next run."""
+    run_engine(tmp_path, bars=20)
+    f = follower_factory(tmp_path, "-n", "1000000", "--json")
+    shown = [f.line().encode() for _ in committed_lines(tmp_path)]
+    db = tmp_path / "data" / "ffe.db"
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    with closing(sqlite3.connect(db)) as source:
+        source.backup(copy)
+    copy.close()
+    os.replace(tmp_path / "copy.db", db)
+    run_engine(tmp_path, bars=5)
+    committed = committed_lines(tmp_path)
+    shown += [f.line().encode() for _ in committed[len(shown):]]
+    assert f.stop() == 0
+    assert shown == committed
