@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import sqlite3
+import stat
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -1312,17 +1313,26 @@ class EventHead:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.conn: sqlite3.Connection | None = None
+        self.file: tuple[int, int] | None = None  # (device, inode) of the file `conn` reads
         self.known: int | None = None
 
     def last_seq(self) -> int | None:
         """The last committed event's seq (0: none yet); None when there is no database here, or one that cannot
         be read. Once read, a read that fails answers the seq read last: an answer never runs ahead of the
-        database."""
+        database. A file put in place of the one read (a restore) is read from then on."""
         try:
+            st = self.path.stat()
+        except OSError:
+            self.close()
+            return None
+        try:
+            if self.conn is not None and self.file != (st.st_dev, st.st_ino):
+                self.close()
             if self.conn is None:
-                if not self.path.is_file() or self.path.stat().st_size == 0:
+                if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
                     return None
                 self.conn = open_read_only(self.path)
+                self.file = (st.st_dev, st.st_ino)
             row = self.conn.execute("SELECT max(seq) FROM events").fetchall()[0]
         except (OSError, sqlite3.DatabaseError):
             return self.known
