@@ -113,7 +113,7 @@ class Books:
         self.db = db
         self.seen: dict[str, tuple[str, float, str]] = {}  # client order id -> (status, filled, where sampled)
         self.events: dict[int, bytes] = {}  # the order events sampled so far: seq -> record
-        self.orphans: set[int] = set()  # seqs of audit lines the database never committed
+        self.orphans: set[bytes] = set()  # the audit lines the database never committed, as written
 
     def sample(self, counts: Counter, when: str) -> None:
         """(c): the journal's and the events' statuses of every order, against what the last sample saw."""
@@ -146,17 +146,20 @@ class Books:
 
     def audit_beyond_database(self, logs: Path, counts: Counter, when: str, killed: bool) -> None:
         """(b): the trail's lines that the database lacks are those written just before a kill, never committed
-        (docs/storage.md): an orderly stop adds none, and none of them is ever committed later."""
-        committed = {seq for (seq,) in rows(self.db, "SELECT seq FROM events")}
-        trail = {json.loads(line)["seq"] for f in sorted(logs.glob("audit*.jsonl"))
-                 for line in f.read_bytes().splitlines()}
+        (docs/storage.md): an orderly stop adds none, none of them is ever committed later, and the start after
+        the kill sets them aside (the trail then goes on under the same seqs, in lines of its own): none is lost."""
+        committed = {bytes(data) for (data,) in rows(self.db, "SELECT data FROM events")}
+        trail = {line for f in sorted(logs.glob("audit*.jsonl")) for line in f.read_bytes().splitlines()}
+        aside = {line for f in logs.glob("audit.jsonl.uncommitted-after-*") for line in f.read_bytes().splitlines()}
         orphans = trail - committed
-        assert self.orphans <= orphans, (
-            f"{tag(counts)} {when}: audit lines seq {sorted(self.orphans - orphans)[:5]} were committed later")
-        new = sorted(orphans - self.orphans)
+        later = sorted(json.loads(line)["seq"] for line in self.orphans & committed)
+        assert not later, f"{tag(counts)} {when}: audit lines seq {later[:5]} were committed later"
+        lost = sorted(json.loads(line)["seq"] for line in self.orphans - trail - aside)
+        assert not lost, f"{tag(counts)} {when}: audit lines seq {lost[:5]} never committed were lost, not set aside"
+        new = sorted(json.loads(line)["seq"] for line in orphans - self.orphans)
         assert killed or not new, f"{tag(counts)} {when}: an orderly stop left audit lines the database lacks: {new}"
         counts["audit lines never committed"] += len(new)
-        self.orphans = orphans
+        self.orphans |= orphans
 
     def against_exchange(self, fx: FakeBinance, counts: Counter, when: str) -> None:
         """(a) and (d) on every round: the journal's fills against the exchange's own trades."""
