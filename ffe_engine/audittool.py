@@ -122,7 +122,7 @@ def _lines_before(f: BinaryIO, end: int) -> Iterator[tuple[int, bytes]]:
         pos = start
 
 
-def committed_end(f: BinaryIO, end: int, committed: int | None) -> tuple[int, int]:
+def _committed_end(f: BinaryIO, end: int, committed: int | None) -> tuple[int, int]:
     """Where the records the database has committed end in the first `end` bytes (a line's end), and how many
     records follow that it has not."""
     if committed is None:
@@ -215,7 +215,7 @@ def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: Even
                   "holds them, with any it never committed", file=sys.stderr)
         past = 0
         if f is not None:
-            end, past = committed_end(f, end, committed)
+            end, past = _committed_end(f, end, committed)
         shown, past_rotated = _last_across(path, f, end, n, lines, committed) if n > 0 else ([], 0)
         for line, rec in shown:
             out.emit(line, rec)
@@ -260,7 +260,7 @@ def _last_across(path: Path, f: BinaryIO | None, end: int, n: int, lines: _Lines
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            g_end, g_past = committed_end(g, _complete_end(g, st.st_size), committed)
+            g_end, g_past = _committed_end(g, _complete_end(g, st.st_size), committed)
             past += g_past
             older = last_records(g, g_end, n - len(found), _Lines(p, lines.events))
         found = older + found
