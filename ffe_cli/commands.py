@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# Everything heavier than these (asyncio, the settings' pydantic models, the engine, the audit tools, the console)
+# Everything heavier than these (asyncio, the settings' sections, the engine, the audit tools, the console)
 # is imported by the verbs that use it: every `ffe` process starts with only what its verb needs, and a mistake on
 # the command line is said before any of it is loaded.
 from ffe_engine import fmt, present, tables

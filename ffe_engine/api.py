@@ -1,9 +1,9 @@
 """The engine's control surface as one table: `ffe ctl`, the control socket's dispatch and the attached console's
 client are all built from COMMANDS.
 
-Every command's arguments are a strict pydantic model (ffe_engine/control_args.py): a wrong type
+Every command's arguments are a section checked strictly (ffe_engine/control_args.py): a wrong type
 (`{"confirm": "false"}`), a missing argument or an unknown one is refused with a one-line error, never coerced.
-The table itself is plain data, so `ffe` builds its parser and `ffe ctl` its requests without pydantic.
+The table itself is plain data, so `ffe` builds its parser and `ffe ctl` its requests without those sections.
 """
 
 from __future__ import annotations
@@ -163,12 +163,11 @@ def parse_args(name: str, raw: Any) -> Args:
         raw = {}
     if not isinstance(raw, dict):
         raise ControlError(f"{name}: args must be an object")
-    from pydantic import ValidationError
-
     from .control_args import ARGS, Args
+    from .schema import ValidationError
 
     try:
-        return ARGS.get(name, Args).model_validate(raw)
+        return ARGS.get(name, Args).model_validate(raw, strict=True)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "args"

@@ -2,7 +2,7 @@
 
 Environment keys carry the `FFE_` prefix and `__` between levels: `FFE_RISK__MAX_OPEN_POSITIONS=3`. Unknown keys are
 errors at every level and in every source. Each source is read here, so that an error can name the file and line (or
-the variable) it came from; the merged result is validated once by the models below (plain pydantic models:
+the variable) it came from; the merged result is validated once by the sections below (schema.py:
 `Settings(...)` takes only its arguments, so code and tests get plain defaults). Every problem surfaces as one
 ConfigError whose message is a single line and never holds a secret.
 """
@@ -23,22 +23,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from dotenv.parser import parse_stream
-
-from pydantic import (
+from .errors import FfeError
+from .schema import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    PrivateAttr,
     SecretStr,
+    Section,
     ValidationError,
     ValidationInfo,
     field_validator,
 )
-
-from .errors import FfeError
 
 ENV_PREFIX = "FFE_"
 ENV_DELIMITER = "__"
@@ -199,8 +194,8 @@ Bars = Annotated[int, Field(ge=0, le=100_000)]
 Money = Annotated[float, Field(ge=0, le=1e12)]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+class _Section(Section):
+    """A table of config.toml: unknown keys refused, numbers finite, every assignment checked (schema.py)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -423,8 +418,7 @@ class AlertSettings(_Section):
         return value
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
+class Settings(Section):
 
     mode: Literal["paper", "live"] = "paper"
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -444,9 +438,9 @@ class Settings(BaseModel):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 
-    _source_files: list[Path] = PrivateAttr(default_factory=list)
-    _sources: list[str] = PrivateAttr(default_factory=list)
-    _origins: dict[Path_, Origin] = PrivateAttr(default_factory=dict)
+    _source_files: list[Path] = Field(default_factory=list)
+    _sources: list[str] = Field(default_factory=list)
+    _origins: dict[Path_, Origin] = Field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -521,7 +515,7 @@ Problem = tuple[tuple[int, int, int], str, Origin | None, str]  # (sort key, mes
 def _dotted(path: tuple[Any, ...]) -> str:
     out = ""
     for part in path:
-        if part == "[key]":  # pydantic's marker for an invalid dict key; the key itself is already in the path
+        if part == "[key]":  # the marker of an invalid dict key (schema.py); the key itself is already in the path
             continue
         if isinstance(part, int):
             out += f"[{part}]"
@@ -544,9 +538,9 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
+def _model_of(annotation: Any) -> type[Section] | None:
     annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if isinstance(annotation, type) and issubclass(annotation, Section):
         return annotation
     return None
 
@@ -572,7 +566,7 @@ def _kind(annotation: Any) -> str:
     return "scalar"
 
 
-def _secret_paths(model: type[BaseModel], prefix: Path_ = ()) -> list[Path_]:
+def _secret_paths(model: type[Section], prefix: Path_ = ()) -> list[Path_]:
     paths: list[Path_] = []
     for name, field in model.model_fields.items():
         sub = _model_of(field.annotation)
@@ -591,7 +585,7 @@ def _get_path(obj: Any, path: Path_) -> Any:
     return obj
 
 
-def _unknown_key(path: Path_, model: type[BaseModel], depth: int) -> str:
+def _unknown_key(path: Path_, model: type[Section], depth: int) -> str:
     """'unknown key risk.max_open_positons (did you mean risk.max_open_positions?)'"""
     if not all(path):
         return "unknown key (an empty name between FFE_ and __)"
@@ -605,7 +599,7 @@ def _unknown_key(path: Path_, model: type[BaseModel], depth: int) -> str:
     return text
 
 
-def _find_unknown(values: Any, model: type[BaseModel], path: Path_ = ()) -> list[Path_]:
+def _find_unknown(values: Any, model: type[Section], path: Path_ = ()) -> list[Path_]:
     """Every key in `values` that the schema does not have, at every level of tables."""
     if not isinstance(values, dict):
         return []  # the wrong type is reported by validation
@@ -621,9 +615,9 @@ def _find_unknown(values: Any, model: type[BaseModel], path: Path_ = ()) -> list
     return unknown
 
 
-def _model_at(path: Path_) -> tuple[type[BaseModel], int]:
+def _model_at(path: Path_) -> tuple[type[Section], int]:
     """The deepest model along `path` and how many parts of the path it consumed."""
-    model: type[BaseModel] = Settings
+    model: type[Section] = Settings
     depth = 0
     for part in path:
         field = model.model_fields.get(part)
@@ -764,6 +758,8 @@ def _scan_value(text: str, depth: int, in_string: str | None) -> tuple[int, str 
 
 
 def _read_dotenv(path: Path, shown: str) -> _Layer:
+    from dotenv.parser import parse_stream  # only where there is a .env file: python-dotenv imports much of its own
+
     try:
         text = path.read_text(encoding="utf-8")
     except IsADirectoryError:
@@ -835,7 +831,7 @@ def _env_target(name: str) -> tuple[Path_, str] | None:
     """Map FFE_RISK__MAX_OPEN_POSITIONS to (('risk', 'max_open_positions'), kind), or None if unknown.
     Field names match case-insensitively; a key inside a dict field (FFE_TUI__KEYS__pause) is kept as written."""
     parts = name[len(ENV_PREFIX) :].split(ENV_DELIMITER)
-    model: type[BaseModel] = Settings
+    model: type[Section] = Settings
     path: list[str] = []
     for i, part in enumerate(parts):
         field_name = part.lower()
@@ -1216,12 +1212,12 @@ def render_settings(settings: Settings) -> str:
             return f"  # {origin.var}"
         return f"  # {origin.where} {origin.var}"
 
-    def section(model: BaseModel, path: Path_) -> None:
+    def section(model: Section, path: Path_) -> None:
         tables = []
         for name in type(model).model_fields:
             value = getattr(model, name)
             key_path = path + (name,)
-            if isinstance(value, BaseModel):
+            if isinstance(value, Section):
                 tables.append((value, key_path))
             elif value is None and _is_secret(type(model).model_fields[name].annotation):
                 out.append(f"# {name}: not set ({_env_name(key_path)})")

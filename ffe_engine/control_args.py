@@ -1,5 +1,5 @@
-"""The arguments of the control commands (ffe_engine/api.py), each a strict pydantic model: a wrong type
-(`{"confirm": "false"}`), a missing argument or an unknown one is refused with a one-line error, never coerced.
+"""The arguments of the control commands (ffe_engine/api.py), each a section (schema.py) checked strictly: a wrong
+type (`{"confirm": "false"}`), a missing argument or an unknown one is refused with a one-line error, never coerced.
 
 Only the engine's side of the socket validates them; `ffe ctl` and the parser use the table in api.py alone.
 """
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from .schema import Field, Section
 
 
-class Args(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
+class Args(Section):
+    frozen = True  # what a command was asked with stays as it was checked
 
     by: str = Field("ctl", min_length=1, max_length=64)
 
@@ -44,7 +44,7 @@ class ModeArgs(Args):
 class OrderArgs(Args):
     symbol: str = Field(min_length=1, max_length=32)
     side: Literal["buy", "sell"]
-    quantity: float = Field(gt=0, allow_inf_nan=False)
+    quantity: float = Field(gt=0)  # finite, as every number
 
 
 class BackupArgs(Args):

@@ -1,5 +1,5 @@
 """Every `ffe` process imports only what its command needs: a mistake on the command line is said before the
-settings' models (pydantic), asyncio or the engine are loaded, and `ffe ctl` reaches an engine without the engine's
+settings' sections, asyncio or the engine are loaded, and `ffe ctl` reaches an engine without the engine's
 own modules, the console or the exchange library. The test suite starts a few hundred `ffe` processes; what each
 imports is most of what it costs. Checked on real processes, from every import they made (`python -X importtime`).
 """
@@ -29,10 +29,10 @@ def loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
     return sorted({m for m in modules for name in names if m == name or m.startswith(name + ".")})
 
 
-def test_a_usage_error_is_said_before_pydantic_asyncio_or_the_engine_are_imported(tmp_path):
+def test_a_usage_error_is_said_before_the_settings_asyncio_or_the_engine_are_imported(tmp_path):
     code, said, modules = imported_by("--version", cwd=tmp_path)
     assert code == 2 and said == "ffe: error: unrecognized arguments: --version (see `ffe --help`)"
-    assert loaded(modules, HEAVY + ("pydantic", "pydantic_core", "asyncio", "dataclasses", "ffe_engine.config",
+    assert loaded(modules, HEAVY + ("asyncio", "dataclasses", "ffe_engine.config", "ffe_engine.schema",
                                     "ffe_engine.control")) == []
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import ffe_env, ffe_in_process, run_ffe
 from ffe_engine.config import Settings
+from ffe_engine.schema import Section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def numeric_keys(model=Settings, prefix=()) -> list[tuple[str, ...]]:
     out = []
     for name, field in model.model_fields.items():
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, __import__("pydantic").BaseModel):
+        if isinstance(ann, type) and issubclass(ann, Section):
             out += numeric_keys(ann, (*prefix, name))
         elif ann in (int, float):
             out.append((*prefix, name))

@@ -9,11 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterator
 
-from pydantic import BaseModel
-
 from ffe_cli.main import build_parser
 from ffe_engine import events
 from ffe_engine.config import Settings
+from ffe_engine.schema import Section
 from ffe_engine.risk import GATE_ORDER
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -25,11 +24,11 @@ def page(name: str) -> str:
     return (DOCS / name).read_text(encoding="utf-8")
 
 
-def setting_keys(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+def setting_keys(model: type[Section], prefix: str = "") -> Iterator[str]:
     """Every leaf key of the settings model, dotted: `mode`, `engine.symbols`, `ensemble.llm.model`, ..."""
     for name, field in model.model_fields.items():
         sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
+        if isinstance(sub, type) and issubclass(sub, Section):
             yield from setting_keys(sub, f"{prefix}{name}.")
         else:
             yield prefix + name

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from pydantic import SecretStr
 
 from ffe_engine.ensemble import Ensemble
 from ffe_engine.indicators import IndicatorSet
 from ffe_engine.model import Action, Candle, Vote
+from ffe_engine.schema import SecretStr
 from ffe_engine.signals import BUILTIN, close_providers, make_providers
 from ffe_engine.signals.breakout import BreakoutProvider
 from ffe_engine.signals.llm import LLMError, LLMProvider, parse_answer

@@ -8,11 +8,10 @@ import math
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr
-
 from ..audit import REDACTED
 from ..indicators import IndicatorSet
 from ..model import Action, Vote
+from ..schema import SecretStr
 from .base import HOLD
 
 SYSTEM_PROMPT = (
