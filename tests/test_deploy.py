@@ -51,6 +51,8 @@ def test_the_systemd_unit_is_hardened_and_speaks_sd_notify():
     assert service["Type"] == "notify"  # READY after start-up and reconciliation, the watchdog from the loop
     assert int(service["WatchdogSec"]) > 0
     assert service["Restart"] == "on-failure"
+    # A configuration error (exit 2) is the same at every start: not started again; a runtime failure (exit 1) is.
+    assert service["RestartPreventExitStatus"].split() == ["2"]
     assert service["User"] not in ("root", "0") and service["Group"] not in ("root", "0")
     assert service["ProtectSystem"] == "strict"
     paths = service["ReadWritePaths"].split()

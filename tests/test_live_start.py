@@ -95,6 +95,20 @@ async def test_credentials_the_exchange_rejects(tmp_path, fx, which):
             assert secret not in text
 
 
+async def test_an_exchange_that_does_not_answer_the_start_check_is_a_runtime_failure_not_a_bad_config(tmp_path, fx):
+    """Down at the start (503 to every request): nothing about the configuration is wrong, and the same start may
+    work a minute later. Exit 1, as every venue failure (systemd starts it again; exit 2, a configuration error, it
+    does not: deploy/systemd/ffe.service), with one line naming the exchange; nothing started, nothing sent."""
+    write_config(tmp_path, live_config(fx))
+    fx.down, fx.down_status = True, 503
+    p = await run_ffe_async(tmp_path, *RUN, env=live_env(fx), timeout=90)
+    assert p.proc.returncode == 1, p.stderr
+    line = error_line(p)
+    assert "live start check failed on binance" in line and "did not answer" in line, line
+    assert fx.requests and all(r.fault == "down" for r in fx.requests)
+    assert_nothing_started(tmp_path, fx, contacted=True)
+
+
 async def test_good_credentials_start_paused_and_reconcile_before_any_order(tmp_path, fx, processes):
     write_config(tmp_path, live_config(fx))
     db = tmp_path / "data" / "ffe.db"
