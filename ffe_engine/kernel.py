@@ -13,7 +13,7 @@ from .clock import Clock
 from .config import Settings
 from .engine import Engine, EngineOptions
 from .ensemble import Ensemble
-from .errors import StartError
+from .errors import FfeError, StartError
 from .events import EventBus
 from .feedback import WeightLearner
 from .ids import IdSource
@@ -49,9 +49,13 @@ async def check_credentials(venue: Venue) -> None:
     try:
         await venue.connect()
         await venue.fetch_balance()
-    except (VenueError, VenueUnavailable) as exc:
+    except VenueError as exc:  # refused: the credentials, the account or the settings are at fault
         await venue.close()
         raise StartError(f"live start check failed on {venue.name}: {exc}") from None
+    except VenueUnavailable as exc:  # no answer: nothing is wrong with the configuration, a later start may work
+        await venue.close()
+        raise FfeError(f"live start check failed on {venue.name}: the exchange did not answer ({exc}); nothing "
+                       "was sent") from None
 
 
 def providers_for(settings: Settings) -> list[Any]:
