@@ -20,8 +20,8 @@ about 0.1 s of CPU: most of what a short command such as `ffe ctl halt` spends.
 from __future__ import annotations
 
 import re
+import sys
 import types
-import typing
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, get_args, get_origin
@@ -521,14 +521,16 @@ class Section:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        hints = typing.get_type_hints(cls, include_extras=True)
+        namespace = vars(sys.modules[cls.__module__])
         fields: dict[str, FieldInfo] = {}
         private: dict[str, Callable[[], Any]] = {}
         for base in reversed(cls.__mro__[1:]):
             fields.update(getattr(base, "model_fields", {}))
             private.update(getattr(base, "_private", {}))
-        for name in cls.__dict__.get("__annotations__", {}):
-            annotation = hints[name]
+        for name, written in cls.__dict__.get("__annotations__", {}).items():
+            # The class's own annotations, as written (text under `from __future__ import annotations`), read in
+            # its module's namespace: what typing.get_type_hints does, at a quarter of its cost.
+            annotation = eval(written, namespace, dict(vars(cls))) if isinstance(written, str) else written
             if get_origin(annotation) is ClassVar:
                 continue
             declared = cls.__dict__.get(name, _MISSING)
