@@ -419,6 +419,7 @@ class AlertSettings(_Section):
 
 
 class Settings(Section):
+    """The whole configuration: one section per table of config.toml (docs/config.md)."""
 
     mode: Literal["paper", "live"] = "paper"
     engine: EngineSettings = Field(default_factory=EngineSettings)

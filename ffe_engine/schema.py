@@ -197,9 +197,6 @@ class ValidationError(ValueError):
     def errors(self, *, include_url: bool = True, include_input: bool = True) -> list[dict[str, Any]]:
         return [p if include_input else {k: v for k, v in p.items() if k != "input"} for p in self._problems]
 
-    def error_count(self) -> int:
-        return len(self._problems)
-
 
 class _Problems:
     def __init__(self) -> None:
