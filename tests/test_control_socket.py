@@ -11,6 +11,7 @@ import signal
 import socket
 import stat
 import tempfile
+import warnings
 from pathlib import Path
 
 from conftest import db_value, ffe_env, ffe_in_process, run_ffe, wait_until
@@ -133,7 +134,12 @@ def test_records_directories_and_socket_are_private_under_umask_000(tmp_path, sp
 def _as_other_user(path: Path, line: bytes) -> bytes:
     """Connect to path as uid/gid 65534 (nobody) in a child process, send line, return what came back."""
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    # Forked, not started from a file: the interpreter lives under /root, which uid 65534 cannot reach. The child
+    # takes no lock another thread could hold (it only uses a socket and the pipe) and leaves with os._exit, so
+    # the multi-threaded fork that Python warns of cannot deadlock here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: no pytest machinery from here on
         try:
             os.close(read_end)
