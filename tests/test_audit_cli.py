@@ -444,3 +444,33 @@ def test_a_follower_goes_on_with_a_database_put_in_place_of_the_one_it_started_w
     shown += [f.line().encode() for _ in committed[len(shown):]]
     assert f.stop() == 0
     assert shown == committed
+
+
+def test_records_never_committed_are_left_out_across_a_rotation_that_fell_among_them(tmp_path):
+    """A kill can leave records never committed at the end of a rotated file and in the file after it: `tail`
+    shows the last committed ones, from the rotated file, and counts the others once."""
+    run_engine(tmp_path, bars=40)  # with a fill
+    logs = tmp_path / "logs"
+    audit = logs / "audit.jsonl"
+    shown = committed_lines(tmp_path)
+    last = json.loads(shown[-1])["seq"]
+    first, second = an_uncommitted_fill(tmp_path, last)
+    append_uncommitted(audit, [first])
+    audit.rename(logs / f"audit-{1:012d}.jsonl")
+    append_uncommitted(audit, [second])
+    now = ffe(tmp_path, "audit", "tail", "-n", "3", "--json")
+    assert now.returncode == 0, now.stderr
+    assert now.stdout.encode().splitlines() == shown[-3:]
+    assert now.stderr.startswith(f"ffe: 2 records after seq {last} are not in the database"), now.stderr
+
+
+def test_with_a_database_that_cannot_be_read_the_records_are_shown_as_the_file_holds_them(tmp_path):
+    run_engine(tmp_path, bars=20)
+    (tmp_path / "data" / "ffe.db").write_bytes(b"this is no database " * 100)
+    for name in ("ffe.db-wal", "ffe.db-shm"):
+        (tmp_path / "data" / name).unlink(missing_ok=True)
+    now = ffe(tmp_path, "audit", "tail", "-n", "2", "--json")
+    assert now.returncode == 0, now.stderr
+    assert now.stdout.encode().splitlines() == audit_lines(tmp_path)[-2:]
+    assert now.stderr == (f"ffe: warning: cannot read the database {Path('data') / 'ffe.db'}: the records are shown "
+                          "as the audit file holds them, with any it never committed\n")
