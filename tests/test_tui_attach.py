@@ -10,13 +10,14 @@ import asyncio
 import json
 import signal
 import socket
+import sqlite3
 
 import pytest
 
-from conftest import db_value, ffe_env, ffe_in_process, make_settings, run_ffe, wait_until
+from conftest import db_rows, db_value, ffe_env, ffe_in_process, make_settings, run_ffe, wait_until
 from test_tui_helpers import SIZE_IDS, SIZES, running, screen_text, status_text, until
 
-from ffe_engine.control import EARLIER, EARLIER_EVENTS
+from ffe_engine.control import EARLIER, EARLIER_EVENTS, STREAM_END
 from ffe_tui.app import ConsoleApp
 
 
@@ -218,6 +219,38 @@ def test_the_event_stream_joins_the_events_before_it_to_those_after_it_without_a
     seqs = [rec["seq"] for rec in earlier + later if rec["audit"]]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "audited events, each once and in order"
     stop_in_order(engine)
+
+
+def test_the_event_stream_carries_only_what_the_database_has_committed(tmp_path, spawn_ffe):
+    """A bar's events are published, then committed with the bar's records. Here another connection takes the
+    database's write lock, so the engine cannot commit the bar it is on and stops on its records: what an attached
+    console was sent must be what happened, so every audited event the stream carried is in the database (as a
+    kill before the commit would leave it, the engine's memory is no record)."""
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM decisions") >= 5, what="some decisions before subscribing")
+    streamed: list[dict] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(settings.socket_path))
+        s.settimeout(60)
+        s.sendall(b'{"cmd": "subscribe"}\n')
+        lines = s.makefile("rb")
+        head = [json.loads(lines.readline()) for _ in range(2)]
+        streamed += [json.loads(lines.readline()) for _ in range(head[1]["count"])]
+        holder = sqlite3.connect(db, isolation_level=None, timeout=30)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            while (line := lines.readline()) and json.loads(line)["event"] != STREAM_END:
+                streamed.append(json.loads(line))
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert engine.wait() == 1 and "cannot write (the database is locked" in engine.stderr, engine.stderr[-2000:]
+    committed = {seq for (seq,) in db_rows(db, "SELECT seq FROM events")}
+    audited = [rec for rec in streamed if rec.get("audit")]
+    assert len(audited) > head[1]["count"], "events came after the subscription"
+    never = [(rec["seq"], rec["event"]) for rec in audited if rec["seq"] not in committed]
+    assert not never, f"streamed, never committed: {never[:10]}"
 
 
 async def test_the_attached_console_s_keys_record_the_console_s_reasons(tmp_path, spawn_ffe):
