@@ -37,7 +37,7 @@ from .errors import ControlError, StartError
 
 if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine and no events: it starts faster without them
     from .engine import Engine
-    from .events import Event
+    from .events import Event, Subscription
 
 log = logs.get_logger("ffe.control")
 
@@ -193,6 +193,8 @@ class ControlServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._streams: set[asyncio.StreamWriter] = set()
         self._fan_out: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None  # the fan-out's subscription to the bus
+        self._pending: list[Event] = []  # published, waiting for the database to commit them
         # The latest events but bars, for the next subscriber to begin with; from `earlier` (the engine's start) on.
         self._earlier: deque[bytes] = deque((event_line(ev) for ev in earlier), maxlen=EARLIER_EVENTS)
         self._dropped = 0  # subscribers disconnected for not reading, not yet logged
@@ -222,15 +224,17 @@ class ControlServer:
             self._fan_out.cancel()
             self._fan_out = None
         # An attached console learns how the engine ended from a last line, not from the connection dropping
-        # (which is what a crash or a kill -9 looks like); closing, unlike aborting, sends it first.
+        # (which is what a crash or a kill -9 looks like); closing, unlike aborting, sends it first. The events
+        # committed since the fan-out's last turn go before it.
         from .events import encode
 
+        last = self._committed(self._sub.drain() if self._sub is not None else [])
         crashed = self.engine.crashed
         end = encode({"event": STREAM_END,
                       "crashed": None if crashed is None else f"{type(crashed).__name__}: {crashed}"}) + b"\n"
         for writer in list(self._writers):
             if writer in self._streams and not writer.transport.is_closing():
-                writer.transport.write(end)
+                writer.transport.write(b"".join(event_line(ev) for ev in last) + end)
                 writer.transport.close()
             else:
                 writer.transport.abort()
@@ -376,10 +380,10 @@ class ControlServer:
         disconnected. The latest events but bars are kept for the next subscriber to begin with."""
         from .events import BarEvent
 
-        sub = self.engine.bus.subscribe(maxlen=20_000)
+        sub = self._sub = self.engine.bus.subscribe(maxlen=20_000)
         try:
             while True:
-                batch = await sub.get_batch(timeout=1.0)
+                batch = self._committed(await sub.get_batch(timeout=STREAM_INTERVAL_S if self._pending else 1.0))
                 if self._dropped:  # one line for all those dropped since the last: a flood is not a flood of lines
                     log.warning("event stream subscribers disconnected: not reading", count=self._dropped,
                                 limit_bytes=self.limits.stream_buffer_bytes)
@@ -406,6 +410,20 @@ class ControlServer:
                 await asyncio.sleep(STREAM_INTERVAL_S)
         finally:
             self.engine.bus.unsubscribe(sub)
+
+    def _committed(self, batch: list[Event]) -> list[Event]:
+        """What may be sent now, of the events waiting and `batch`, in order: up to the first audited one the
+        database has not committed yet. An event is a record of what happened once it is committed; until then a
+        kill would leave it unsaid (the next start says what happened instead), so no subscriber is told it."""
+        pending = self._pending + batch if self._pending else batch
+        committed = self.engine.store.committed_seq
+        n = 0
+        for ev in pending:
+            if ev.audit and ev.seq > committed:
+                break
+            n += 1
+        self._pending = pending[n:]
+        return pending[:n]
 
     def _send(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
         """Write to one subscriber without waiting; False, and it is disconnected, once what it has not read yet

@@ -378,6 +378,11 @@ class Store:
         self._before_events: Callable[[], Awaitable[None]] | None = None
         self._written_seq: Callable[[], int] | None = None
         self._last_seq = 0  # of the last event buffered
+        # The seq of the last event committed: what happened, as far as the records go (the engine's memory and the
+        # audit file can be ahead of it by the events being written). Readers that show events as they come (the
+        # control socket's event stream) send no later one.
+        self.committed_seq = 0
+        self._writing_seq = 0  # of the last event written in the open transaction
         # While a fill is being recorded: the seq of the last event before its own, which other writers write up to
         # and no further (add_fill).
         self._held_after: int | None = None
@@ -451,6 +456,8 @@ class Store:
             await store._migrate()
             cur = await conn.execute("SELECT COALESCE(MAX(id), 0) FROM trades")
             (store._last_trade_id,) = await cur.fetchone()
+            cur = await conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
+            (store.committed_seq,) = await cur.fetchone()
         except BaseException as exc:
             await conn.close()  # and its thread
             if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
@@ -605,6 +612,7 @@ class Store:
             yield
             return
         await self.conn.execute("BEGIN")
+        self._writing_seq = 0
         try:
             yield
         except BaseException:
@@ -616,6 +624,7 @@ class Store:
             with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave the transaction open
                 await self.conn.execute("ROLLBACK")
             raise
+        self.committed_seq = max(self.committed_seq, self._writing_seq)
 
     # ---------------------------------------------------------------- buffered writes
     def add_gates(self, gates: Iterable[Any], *, decision_id: str | None, client_order_id: str | None,
@@ -666,6 +675,7 @@ class Store:
             # The chain head in the transaction of the records it covers: `ffe audit verify` finds a trail cut
             # short of it, or whose lines up to it were rewritten. (A backtest's writer process stores its own.)
             seq, ts, _name, line = events[-1]
+            self._writing_seq = seq
             await c.execute(_SQL_KV, (HEAD_KEY, _dumps({"seq": seq, "hash": line_hash(line)}), ts))
         if gates:
             await c.executemany(SQL_GATE, gates)
@@ -683,6 +693,7 @@ class Store:
         if self.batch:
             await self._write_buffers()
             await self.conn.execute("COMMIT")
+            self.committed_seq = max(self.committed_seq, self._writing_seq)
             await self.conn.execute("BEGIN")
             return
         if not (self._gates or self._events or self._alerts):
