@@ -39,11 +39,11 @@ run: $(STAMP)
 # them 0.1 s of CPU); the lines they record are merged with the workers' after the tests. The tests run on four workers,
 # a module at a time, the longest modules first (tests/conftest.py): four rather than one per core, because the workers
 # often wait on the subprocesses, sockets and disks the tests use (on 2 cores, quiet, Python 3.12, four workers: the
-# tests 3.3 to 3.8 min as the host's speed varies, the whole target under 4; no less with five). mypy runs beside them
-# and its verdict is printed after theirs. The tests start a few hundred Python processes: ffe's modules are compiled
-# once first, so each reads them compiled, even where PYTHONDONTWRITEBYTECODE keeps Python from caching; the test
-# modules are collected once first for the same reason, which leaves pytest's rewritten modules cached for the workers
-# (each would spend ~3 s of CPU on them).
+# tests 3.3 to 3.8 min as the host's speed varies, the target under 4 once installed; no less with five). mypy runs
+# beside them and its verdict is printed after theirs. The tests start a few hundred Python processes: ffe's modules are
+# compiled once first, so each reads them compiled, even where PYTHONDONTWRITEBYTECODE keeps Python from caching; the
+# test modules are collected once first for the same reason, which leaves pytest's rewritten modules cached for the
+# workers (each would spend ~3 s of CPU on them).
 test: $(STAMP)
 	$(BIN)/coverage erase
 	rm -rf $(SUBCOV) && mkdir $(SUBCOV)
