@@ -474,3 +474,33 @@ def test_with_a_database_that_cannot_be_read_the_records_are_shown_as_the_file_h
     assert now.stdout.encode().splitlines() == audit_lines(tmp_path)[-2:]
     assert now.stderr == (f"ffe: warning: cannot read the database {Path('data') / 'ffe.db'}: the records are shown "
                           "as the audit file holds them, with any it never committed\n")
+
+
+def test_a_follower_waits_in_a_rotated_file_for_the_commit_of_the_records_it_ends_with(tmp_path, follower_factory):
+    """The trail is written ahead of the database, and a rotation can fall between a record's write and its commit:
+    a follower holding such a record in the file just rotated waits there for the commit, and only then goes on in
+    the new file, in seq order."""
+    logs, data = tmp_path / "logs", tmp_path / "data"
+    logs.mkdir()
+    data.mkdir()
+    db = sqlite3.connect(data / "ffe.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    lines = {seq: rec_line(seq, message=f"record {seq}", where="w") for seq in range(1, 8)}
+
+    def commit(*seqs: int) -> None:
+        db.executemany("INSERT INTO events VALUES (?, ?)", [(seq, lines[seq].rstrip(b"\n")) for seq in seqs])
+
+    audit = logs / "audit.jsonl"
+    audit.write_bytes(b"".join(lines[seq] for seq in range(1, 6)))
+    commit(1, 2, 3)
+    f = follower_factory(tmp_path, "-n", "10", "--json")
+    assert [json.loads(f.line())["seq"] for _ in range(3)] == [1, 2, 3]
+    audit.rename(logs / f"audit-{1:012d}.jsonl")
+    audit.write_bytes(lines[6] + lines[7])
+    before = f.read_bytes_so_far()
+    f.wait_until_read(before, 3 * len(lines[4] + lines[5]))  # it has looked again a few times
+    commit(4, 5, 6, 7)
+    assert [json.loads(f.line())["seq"] for _ in range(4)] == [4, 5, 6, 7]
+    assert f.stop() == 0
+    db.close()
