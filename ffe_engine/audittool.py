@@ -329,16 +329,15 @@ def _follow(path: Path, f: BinaryIO | None, pos: int, last: int | None, lines: _
                 moved = True
             if moved:
                 continue
-            if _replaced(path, f):
-                # Finished: rotated (or deleted and created again). Rotation comes after the older records' commit:
-                # a record held back here that the database has not committed now never will be (the engine was
-                # killed before), and the trail goes on elsewhere.
-                if held is not None and head is not None and not _beyond(held, committed := head.last_seq()):
-                    continue
-                if not _same_file(_next_file(path, last), f):
-                    f.close()
-                    f = None
-                    continue
+            # A finished file (rotated, or deleted and created again) is left once it has nothing more to give. A
+            # record held back in it waits there for its commit: a rotation can fall between a record's write and
+            # its commit. If the engine was killed first, its next start cuts the file back to that record (nothing
+            # more to give), or removes the file when none of its records was ever committed.
+            if (_replaced(path, f) and (held is None or os.fstat(f.fileno()).st_nlink == 0)
+                    and not _same_file(_next_file(path, last), f)):
+                f.close()
+                f = None
+                continue
             time.sleep(POLL_S)
     finally:
         if f is not None:
