@@ -24,6 +24,7 @@ from ffe_engine.events import EngineStateChanged, EventBus, FillEvent
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_engine.model import Fill, Order, OrderReason, Side
 from ffe_engine.risk import OrderIntent
+from ffe_engine.errors import StorageError
 from ffe_engine.store import Store
 
 from pipeline_helpers import START_TS, make_settings, open_pipeline
@@ -442,3 +443,42 @@ def test_under_random_interleavings_no_commit_holds_a_fill_event_without_its_fil
     assert looks == 100  # 20 fills, 80 other writes
     assert not problems, "\n".join(problems[:5])
     assert sorted(fills) == sorted(events) and len(fills) == 20
+
+
+async def test_after_a_fill_that_could_not_be_recorded_the_books_in_memory_are_never_stored(tmp_path):
+    """A fill is applied to the books in memory, then recorded with them in one transaction. If that transaction
+    cannot be written (another process holds the database's write lock), the books in memory hold a fill the
+    records do not: a later write of the books (the housekeeping's, queued behind the fill's) must not store them,
+    even once the lock is gone, or the stored cash would count a fill the fills table lacks (seen once under load:
+    `ffe doctor`: "stored cash 8016.39745011, the fills make it 9007.88016813")."""
+    store = await Store.open(tmp_path / "ffe.db")
+    try:
+        await store.conn.execute("PRAGMA busy_timeout=100")  # the engine waits 5 s; the test need not
+        o = Order(client_order_id="ffe-1", symbol="BTC/USDT", side=Side.BUY, quantity=1.0, type="market",
+                  reason=OrderReason.SIGNAL, venue="paper", decision_id="d", created_ts=1, updated_ts=1)
+        await store.journal_order(o, {"reason": "signal"})
+        await store.put_kvs({"portfolio": {"cash": 10_000.0, "peak_equity": 10_000.0}}, 1.0)
+        holder = sqlite3.connect(tmp_path / "ffe.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        o.filled = 1.0
+        fill = Fill(client_order_id="ffe-1", symbol="BTC/USDT", side=Side.BUY, quantity=1.0, price=100.0, fee=0.1,
+                    ts=2)
+        with pytest.raises(StorageError, match="locked by another process"):
+            await store.add_fill(fill, o)
+        holder.execute("ROLLBACK")
+        holder.close()
+        with pytest.raises(StorageError, match="could not be recorded"):
+            await store.put_kvs({"portfolio": {"cash": 9_899.9, "peak_equity": 10_000.0}}, 3.0)
+        assert await store.get_kv("portfolio") == {"cash": 10_000.0, "peak_equity": 10_000.0}
+        assert db_count(tmp_path / "ffe.db", "fills") == 0
+    finally:
+        with contextlib.suppress(Exception):
+            await store.close()
+
+
+def db_count(db, table: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    finally:
+        conn.close()
