@@ -383,6 +383,9 @@ class Store:
         # control socket's event stream) send no later one.
         self.committed_seq = 0
         self._writing_seq = 0  # of the last event written in the open transaction
+        # A fill the engine applied to its books in memory could not be recorded: those books hold a fill the
+        # records do not, and are never stored (put_kvs refuses them; the engine is stopping on the failure).
+        self._books_ahead = False
         # While a fill is being recorded: the seq of the last event before its own, which other writers write up to
         # and no further (add_fill).
         self._held_after: int | None = None
@@ -742,6 +745,9 @@ class Store:
         one bar: portfolio, market, paper venue, weights) is stored together or not at all, with one sync."""
         rows = [(key, _dumps_books(value), ts) for key, value in values.items()]
         async with self._writing():
+            if self._books_ahead:  # checked with the lock held: a write queued behind the failed fill is refused too
+                raise StorageError(f"{self.path}: a fill could not be recorded, so the books in memory are ahead of "
+                                   "the records: they were not stored")
             if self.batch:
                 await self.conn.executemany(_SQL_KV, rows)
                 return
@@ -936,7 +942,11 @@ class Store:
                 publish()
             if record is not None and record.announce is not None:
                 record.announce()
-            await self._add_fill(f, order, record)
+            try:
+                await self._add_fill(f, order, record)
+            except BaseException:
+                self._books_ahead = True
+                raise
 
     async def _add_fill(self, f: Fill, order: Order, record: "FillRecord | None") -> None:
         c = self.conn
