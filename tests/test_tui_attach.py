@@ -7,10 +7,12 @@ engine running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
 import sqlite3
+from typing import BinaryIO, Iterator
 
 import pytest
 
@@ -199,16 +201,23 @@ async def test_an_attached_console_s_log_begins_with_what_the_engine_did_before_
     stop_in_order(engine)
 
 
+@contextlib.contextmanager
+def subscribed(settings, timeout: float = 30) -> Iterator[tuple[list[dict], BinaryIO]]:
+    """The engine's event stream, as `ffe attach` asks for it: its first two lines (the snapshot, then how many
+    earlier events follow) and the reader of the rest."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(settings.socket_path))
+        s.settimeout(timeout)
+        s.sendall(b'{"cmd": "subscribe"}\n')
+        lines = s.makefile("rb")
+        yield [json.loads(lines.readline()) for _ in range(2)], lines
+
+
 def test_the_event_stream_joins_the_events_before_it_to_those_after_it_without_a_gap_or_a_repeat(tmp_path, spawn_ffe):
     engine, settings = headless_engine(spawn_ffe, tmp_path)
     wait_until(lambda: db_value(tmp_path / "data" / "ffe.db", "SELECT COUNT(*) FROM decisions") >= 20,
                what="some decisions before subscribing")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(settings.socket_path))
-        s.settimeout(30)
-        s.sendall(b'{"cmd": "subscribe"}\n')
-        lines = s.makefile("rb")
-        head = [json.loads(lines.readline()) for _ in range(2)]
+    with subscribed(settings) as (head, lines):
         assert [rec["event"] for rec in head] == ["snapshot", EARLIER]
         earlier = [json.loads(lines.readline()) for _ in range(head[1]["count"])]
         later = []
@@ -230,12 +239,7 @@ def test_the_event_stream_carries_only_what_the_database_has_committed(tmp_path,
     db = tmp_path / "data" / "ffe.db"
     wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM decisions") >= 5, what="some decisions before subscribing")
     streamed: list[dict] = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(settings.socket_path))
-        s.settimeout(60)
-        s.sendall(b'{"cmd": "subscribe"}\n')
-        lines = s.makefile("rb")
-        head = [json.loads(lines.readline()) for _ in range(2)]
+    with subscribed(settings, timeout=60) as (head, lines):
         streamed += [json.loads(lines.readline()) for _ in range(head[1]["count"])]
         while sum(rec["audit"] for rec in streamed) < head[1]["count"] + 3:  # a few as they come
             streamed.append(json.loads(lines.readline()))
