@@ -338,6 +338,8 @@ class BacktestSettings(_Section):
 
 class StorageSettings(_Section):
     path: FilePath = "data/ffe.db"
+    # How long a write waits for another process's lock on the database before the engine stops on it, HALTED.
+    busy_timeout_s: float = Field(5.0, gt=0, le=3600)
 
 
 class LoggingSettings(_Section):

@@ -225,7 +225,8 @@ class EngineHost:
             if feed is None:
                 feed = make_feed(settings, clock, max_bars, venue)
             # An audit trail with records means this is not a first start: the database must be there, whole.
-            store = await Store.open(settings.db_path, new_ok=not has_records(settings.audit_path))
+            store = await Store.open(settings.db_path, new_ok=not has_records(settings.audit_path),
+                                     busy_timeout_s=settings.storage.busy_timeout_s)
             # Before anything else is written: the audit trail level with the database, and the seq after both.
             repair = await repair_trail(settings.audit_path, store.events_after)
             if repair.torn is not None:

@@ -415,7 +415,7 @@ class Store:
     @classmethod
     async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL",
                    audit_path: Path | str | None = None, new_ok: bool = True,
-                   writer: WriterProcess | None = None) -> "Store":
+                   writer: WriterProcess | None = None, busy_timeout_s: float = 5.0) -> "Store":
         """The system of record: WAL, every commit synced (`synchronous`), statements on the connection's thread.
 
         `backtest=True`: a run's own database, written once and never resumed, by a child process that owns the
@@ -428,6 +428,7 @@ class Store:
         anything is written to it. So does one without any records when `new_ok` is false (the caller knows of
         records elsewhere, an audit trail: the account's database was lost, and a new one would forget it).
         `writer`: the backtest's writer process, started beforehand (`backtest_writer`) for this path.
+        `busy_timeout_s`: how long a statement waits for another process's lock before it fails (StorageError).
         """
         path = Path(path)
         if backtest:
@@ -455,7 +456,7 @@ class Store:
                 await store._check(new_ok)
                 await conn.execute("PRAGMA journal_mode=WAL")
                 await conn.execute(f"PRAGMA synchronous={synchronous}")
-            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout_s * 1000))}")
             await store._migrate()
             cur = await conn.execute("SELECT COALESCE(MAX(id), 0) FROM trades")
             (store._last_trade_id,) = await cur.fetchone()

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_cmd, ffe_env, ffe_in_process,
-                      run_ffe, starter_config, wait_until)
+from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session, ffe_cmd, ffe_env,
+                      ffe_in_process, make_settings, run_ffe, starter_config, wait_until)
 from receiver import Receiver
 
 
@@ -271,6 +271,15 @@ def decided(db: Path) -> bool:
         return bool(db.exists() and db_value(db, "SELECT COUNT(*) FROM decisions"))
     except sqlite3.OperationalError:
         return False
+
+
+@pytest.mark.parametrize("configured, waits_ms", [(None, 5000), (0.25, 250), (90, 90_000)])
+async def test_the_engine_waits_for_another_process_s_lock_as_long_as_storage_busy_timeout_s(tmp_path, configured,
+                                                                                            waits_ms):
+    tables = {} if configured is None else {"storage": {"busy_timeout_s": configured}}
+    async with engine_session(make_settings(tmp_path, **tables)) as running:
+        rows = await running.store.conn.execute("PRAGMA busy_timeout")
+        assert await rows.fetchone() == (waits_ms,)
 
 
 def test_a_database_another_process_keeps_locked_stops_the_engine_halted_with_one_line(tmp_path):

@@ -65,6 +65,11 @@ async def test_an_engine_whose_feed_ended_refuses_every_change_and_says_it_stopp
         assert "the engine has stopped (the market feed ended)" in line, line
 
 
+# Each write the engine makes while another connection holds the lock waits for it first, 5 s by default: the
+# engine meets several before it stops (the bar's records, the books, HALTED).
+QUICK_TO_GIVE_UP = {"busy_timeout_s": 0.3}
+
+
 async def crashed_on_a_locked_database(pilot, app, db) -> None:
     """The console's engine running, then crashed on its records: another connection holds the database's write
     lock longer than the engine waits for it, so nothing can be recorded."""
@@ -81,7 +86,7 @@ async def crashed_on_a_locked_database(pilot, app, db) -> None:
 
 async def test_an_engine_that_crashed_on_its_records_refuses_every_change_and_says_it_stopped(tmp_path):
     starter_config(tmp_path)
-    app = console(tmp_path, speed=4.0, monitor={"enabled": False})
+    app = console(tmp_path, speed=4.0, monitor={"enabled": False}, storage=QUICK_TO_GIVE_UP)
     db = db_path(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await crashed_on_a_locked_database(pilot, app, db)
@@ -102,7 +107,7 @@ async def test_a_console_engine_that_crashed_on_its_records_pages_at_once_not_wh
     # the engine stops, whether anyone quits the console or not, and once.
     hook = await Receiver().start()
     try:
-        app = console(tmp_path, speed=4.0, alerts={"webhook_url": hook.url + "/hook"})
+        app = console(tmp_path, speed=4.0, alerts={"webhook_url": hook.url + "/hook"}, storage=QUICK_TO_GIVE_UP)
         db = db_path(tmp_path)
         async with app.run_test(size=(120, 40)) as pilot:
             await crashed_on_a_locked_database(pilot, app, db)

@@ -23,11 +23,12 @@ from ffe_engine.control import EARLIER, EARLIER_EVENTS, STREAM_END
 from ffe_tui.app import ConsoleApp
 
 
-def headless_engine(spawn_ffe, tmp_path, **tables):
-    """A headless engine in a process of its own on tmp_path's data directory, its control socket up; and the
-    console's settings for the same directory (so the same socket), with `tables` over them."""
+def headless_engine(spawn_ffe, tmp_path, engine_env: dict[str, str] | None = None, **tables):
+    """A headless engine in a process of its own on tmp_path's data directory (`engine_env` added to its
+    environment), its control socket up; and the console's settings for the same directory (so the same socket),
+    with `tables` over them."""
     engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", "data", "--log-dir", "logs",
-                       env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
+                       env=ffe_env(FFE_MARKET__SPEED="20", **(engine_env or {})), name="headless")
     settings = make_settings(tmp_path, **tables)
     wait_until(settings.socket_path.exists, what="the engine's control socket")
     return engine, settings
@@ -235,7 +236,8 @@ def test_the_event_stream_carries_only_what_the_database_has_committed(tmp_path,
     database's write lock, so the engine cannot commit the bar it is on and stops on its records: what an attached
     console was sent must be what happened, so every audited event the stream carried is in the database (as a
     kill before the commit would leave it, the engine's memory is no record)."""
-    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    # Each write the engine makes while the lock is held waits for it (storage.busy_timeout_s), 5 s by default.
+    engine, settings = headless_engine(spawn_ffe, tmp_path, engine_env={"FFE_STORAGE__BUSY_TIMEOUT_S": "0.3"})
     db = tmp_path / "data" / "ffe.db"
     wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM decisions") >= 5, what="some decisions before subscribing")
     streamed: list[dict] = []
