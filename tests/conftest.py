@@ -295,16 +295,15 @@ async def engine_session(settings: Settings, **kwargs: Any):
 # two cores stay busy. Within a module the order is kept; a module not named here runs after these, in its usual
 # order.
 LONGEST_FIRST = (
-    "test_tui_snapshots.py", "test_live_books.py", "test_tui_views.py", "test_engine_ended.py", "test_tui_console.py",
-    "test_report_cli.py", "test_audit_chain.py", "test_chaos_soak_live.py", "test_audit_cli.py", "test_tui_pressure.py",
-    "test_disk_failures.py",
-    "test_config_bounds.py", "test_backup.py", "test_reconcile.py", "test_backtest_runs.py", "test_doctor.py",
-    "test_control_socket.py", "test_chaos_soak.py", "test_audit_trail_complete.py", "test_backtest_memory.py",
-    "test_download.py", "test_backtest_columns.py", "test_backtest_records.py", "test_alerts.py",
-    "test_gates_basic.py", "test_tui_attach.py", "test_live_engine.py", "test_ctl_views.py",
-    "test_fill_records_atomic.py", "test_monitor.py", "test_damaged_database.py", "test_ctl.py",
-    "test_restore_recovery.py", "test_live_restart.py", "test_bad_input.py", "test_ccxt_venue.py",
-    "test_signals_stop.py", "test_disaster_drill.py",
+    "test_live_books.py", "test_chaos_soak.py", "test_tui_console.py", "test_tui_attach.py", "test_tui_snapshots.py",
+    "test_chaos_soak_live.py", "test_audit_cli.py", "test_reconcile.py", "test_audit_trail_complete.py",
+    "test_tui_pressure.py", "test_tui_views.py", "test_live_engine.py", "test_backtest_memory.py",
+    "test_disk_failures.py", "test_backtest_columns.py", "test_backup.py", "test_monitor.py",
+    "test_backtest_records.py", "test_fill_records_atomic.py", "test_alerts.py", "test_damaged_database.py",
+    "test_signals_stop.py", "test_ccxt_venue.py", "test_tui_keys.py", "test_console_terminal.py", "test_ctl_views.py",
+    "test_paper_book_durable.py", "test_download.py", "test_control_socket.py", "test_max_positions.py",
+    "test_indicator_columns.py", "test_live_faults.py", "test_restore_recovery.py", "test_report_cli.py",
+    "test_live_restart.py", "test_live_start.py", "test_engine_ended.py",
 )
 
 
