@@ -318,6 +318,27 @@ def test_secret_never_in_error_message(tmp_path):
     assert SECRET not in str(error)
 
 
+@pytest.mark.parametrize("secret", [" lead", "trailing ", "line ", " whitespace"])
+def test_a_secret_that_is_a_word_of_the_message_is_not_given_away_by_a_mask_over_that_word(tmp_path, secret):
+    # The message about a secret with a stray space says nothing of its value; but a mask put over the
+    # message's own words where they equal the secret ("or ********ing/trailing whitespace") tells the reader it.
+    config = write(tmp_path / "config.toml", "")
+    text = str(config_error(config_path=config, environ={"FFE_EXCHANGE__SECRET": secret}))
+    assert text.startswith("environment: FFE_EXCHANGE__SECRET: "), text
+    assert "********" not in text and secret.strip() not in text, text
+
+
+def test_a_secret_equal_to_a_key_name_is_not_given_away_by_a_mask_over_that_key_in_the_render(tmp_path):
+    # Masking everywhere in the rendered TOML would put the mask over a key named as the secret: "******** = [".
+    config = write(tmp_path / "config.toml", "")
+    settings = load_settings(config_path=config, environ={"FFE_EXCHANGE__PASSWORD": "symbols"})
+    text = render_settings(settings)
+    assert re.search(r"^symbols = \[", text, re.MULTILINE), text
+    masked = [line for line in text.splitlines() if "********" in line]
+    assert len(masked) == 1 and masked[0].startswith('password = "********"'), masked
+    assert tomllib.loads(text)["engine"]["symbols"] == list(settings.engine.symbols)
+
+
 def test_render_is_toml_that_loads_back_to_the_same_settings(tmp_path):
     config = write(
         tmp_path / "config.toml",
