@@ -936,8 +936,13 @@ def _raise_first(problems: list[Problem], secrets: list[str]) -> None:
     if not problems:
         return
     _, message, origin, key = min(problems, key=lambda p: p[0])
+    if _scrub(message, secrets) != message:
+        # The message holds a secret's text: quoted from a value, or by chance in its own words. A mask there
+        # would say where it was, and in its own words what it is; so the message says nothing of why.
+        message = _format(origin, tuple(key.split(".")), "refused; the reason is not shown, as it would hold a "
+                          "credential's text")
     raise ConfigError(
-        _scrub(message, secrets),
+        message,
         source=(origin.file or origin.where) if origin else None,
         line=origin.line if origin else None,
         key=key,
@@ -1227,13 +1232,14 @@ def render_settings(settings: Settings) -> str:
             elif value is None:  # TOML has no null: an unset key stays out, as a comment
                 out.append(f"# {_toml_key(name)}: unset{annotate(key_path)}")
             else:
-                out.append(f"{_toml_key(name)} = {_toml_value(value)}{annotate(key_path)}")
+                # A secret copied into an ordinary value (a URL, an option) is masked there; only there, since a
+                # mask over a key name or a comment equal to a secret would say what the secret is.
+                out.append(f"{_toml_key(name)} = {_scrub(_toml_value(value), secrets)}{annotate(key_path)}")
         for value, key_path in tables:
             out.append("")
             out.append("[" + ".".join(_toml_key(p) for p in key_path) + "]")
             section(value, key_path)
 
+    secrets = settings.secrets()
     section(settings, ())
-    text = "\n".join(out) + "\n"
-    # Secret fields are masked above; this also catches a secret copied into an ordinary field (a URL, an option).
-    return _scrub(text, settings.secrets())
+    return "\n".join(out) + "\n"
