@@ -247,6 +247,36 @@ async def test_close_one_position_through_the_order_path(tmp_path, size):
         assert others <= {p["symbol"] for p in app.snap["positions"]}, "only the selected position was closed"
 
 
+async def test_a_close_confirmed_after_its_position_was_closed_and_another_opened_sends_nothing(tmp_path):
+    """The dialog describes one position (its quantity, entry and P&L); `y` must close that one or nothing. Here it is
+    closed from elsewhere (`ffe ctl close`) while the dialog is open, and a new position opens in the same symbol:
+    the confirmation is refused, said on screen, and the new position stays open."""
+    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "max_open_positions": 5})  # room for an entry
+    async with app.run_test(size=(120, 40)) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        sym = pos["symbol"]
+        await pilot.press("2")
+        await until(pilot, lambda: sym in screen_text(app), "the trades view")
+        await pilot.press("x")
+        await until(pilot, lambda: f"Close {sym}" in screen_text(app), "the close confirmation")
+        assert (await app.engine.close_position(sym, by="ctl"))["accepted"]
+        feed.release(1)
+        await until(pilot, lambda: all(p["symbol"] != sym for p in app.snap["positions"]), "closed from elsewhere")
+        bought = await app.engine.operator_order(sym, "buy", pos["quantity"])
+        assert bought["accepted"], bought
+        feed.release(1)
+        await until(pilot, lambda: any(p["symbol"] == sym for p in app.snap["positions"]), "a new position")
+        (new,) = [p for p in app.snap["positions"] if p["symbol"] == sym]
+        assert new["opened_ts"] != pos["opened_ts"]
+        sent = rows(tmp_path, "SELECT client_order_id FROM orders")
+        await pilot.press("y")
+        await until(pilot, lambda: f"close {sym} refused" in screen_text(app), "the refusal on screen")
+        assert "no longer open" in screen_text(app), screen_text(app)
+        assert rows(tmp_path, "SELECT client_order_id FROM orders") == sent, "nothing was sent"
+        assert [p["opened_ts"] for p in app.engine.snapshot()["positions"] if p["symbol"] == sym] == [new["opened_ts"]]
+
+
 async def test_dust_shows_no_stop_loss_or_take_profit_on_the_main_screen_and_the_trades_view(tmp_path):
     """Coins left below what the venue takes an order for are dust: no stop-loss or take-profit is watched for them,
     so none is shown, where a position shows both."""
