@@ -37,6 +37,11 @@ class SymbolArgs(Args):
     symbol: str = Field(min_length=1, max_length=32)
 
 
+class CloseArgs(SymbolArgs):
+    # The position the operator was shown (its opening time, ms): another one in the symbol is not closed.
+    opened_ts: int | None = Field(None, ge=0)
+
+
 class ModeArgs(Args):
     mode: Literal["auto", "manual"]
 
@@ -54,5 +59,5 @@ class BackupArgs(Args):
 # The commands that take more than `by`; every other command takes Args.
 ARGS: dict[str, type[Args]] = {
     "pause": StateArgs, "resume": ResumeArgs, "halt": StateArgs, "approve": ApprovalArgs, "reject": ApprovalArgs,
-    "mode": ModeArgs, "cancel": OrderIdArgs, "close": SymbolArgs, "order": OrderArgs, "backup": BackupArgs,
+    "mode": ModeArgs, "cancel": OrderIdArgs, "close": CloseArgs, "order": OrderArgs, "backup": BackupArgs,
 }

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
-from . import logs
+from . import fmt, logs
 from . import __version__
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
@@ -1211,18 +1211,26 @@ class Engine:
             return {"client_order_id": client_order_id, "symbol": o.symbol, "cancelled": ok, "reason": why,
                     "status": o.status.value, "filled": o.filled}
 
-    async def close_position(self, symbol: str, by: str = "operator") -> dict[str, Any]:
+    async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None) -> dict[str, Any]:
         """Close one position with a reduce-only market order on the single order path: the gates, the engine
-        state (a HALTED engine refuses it), the breaker and the venue hold apply as for every other order."""
+        state (a HALTED engine refuses it), the breaker and the venue hold apply as for every other order.
+        `opened_ts`: the position the operator was shown (its opening time); if the symbol's position now is
+        another one (that one closed, a new one opened since), nothing is sent."""
         async with self._control_lock:
             self._still_running()
             pos = self.portfolio.holding(symbol)
+            if pos is None and opened_ts is not None:
+                raise ControlError(f"{symbol}: the position opened {fmt.iso_ms(opened_ts)} is no longer open; nothing "
+                                   "was sent")
             if pos is None:
                 dust = self._dust([symbol])
                 if not dust:
                     raise ControlError(f"no open position in {symbol}")
                 raise ControlError(f"{symbol}: the {dust[0]['quantity']:.8g} {symbol.partition('/')[0]} left (worth "
                                    f"{dust[0]['value']:.2f}) is below the venue's minimum order: left as dust")
+            if opened_ts is not None and pos.opened_ts != opened_ts:
+                raise ControlError(f"{symbol}: the position opened {fmt.iso_ms(opened_ts)} is no longer open (the one "
+                                   f"open now was opened {fmt.iso_ms(pos.opened_ts)}); nothing was sent: look again")
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
             if remaining <= 0:
                 raise ControlError(f"{symbol}: its closing order is already working")

@@ -208,8 +208,8 @@ class RemoteEngine:
     async def operator_cancel(self, client_order_id: str, by: str = "operator") -> Any:
         return await self._call("cancel", id=client_order_id, by=by)
 
-    async def close_position(self, symbol: str, by: str = "operator") -> Any:
-        return await self._call("close", symbol=symbol, by=by)
+    async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None) -> Any:
+        return await self._call("close", symbol=symbol, by=by, opened_ts=opened_ts)
 
     async def balances(self) -> Any:
         return await self._call("balances")

@@ -724,10 +724,12 @@ class ConsoleApp(App[int]):
                       f"{fmt.price(p['last'])}, {fmt.pct(p.get('pnl_pct'), signed=True)}, "
                       f"{fmt.money(p.get('unrealised'), signed=True)} {quote}); the fill price may differ.\n"
                       "A reduce-only order on the order path: pause, halt, the gates and the breaker apply as for "
-                      f"every order.{halted}", "CLOSE", lambda: self._control("close", self._close_trade(sym)))
+                      f"every order.{halted}", "CLOSE",
+                      lambda: self._control("close", self._close_trade(sym, p["opened_ts"])))
 
-    async def _close_trade(self, symbol: str) -> None:
-        res = await self.engine.close_position(symbol, by="operator")
+    async def _close_trade(self, symbol: str, opened_ts: int) -> None:
+        # The position shown, not whichever is open in the symbol when `y` comes.
+        res = await self.engine.close_position(symbol, by="operator", opened_ts=opened_ts)
         self._set_outcome("trades", tables.closed(res), bool(res.get("accepted")))
         self._tick()
 

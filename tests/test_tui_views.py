@@ -13,6 +13,7 @@ import pytest
 from conftest import db_value, make_settings
 from ffe_engine import fmt
 from ffe_engine.clock import ManualClock
+from ffe_engine.errors import ControlError
 from ffe_engine.market.simulated import SimulatedFeed
 from textual.app import App
 
@@ -271,10 +272,16 @@ async def test_a_close_confirmed_after_its_position_was_closed_and_another_opene
         assert new["opened_ts"] != pos["opened_ts"]
         sent = rows(tmp_path, "SELECT client_order_id FROM orders")
         await pilot.press("y")
-        await until(pilot, lambda: f"close {sym} refused" in screen_text(app), "the refusal on screen")
-        assert "no longer open" in screen_text(app), screen_text(app)
+        await until(pilot, lambda: any(f"{sym}: the position opened" in n.message and "no longer open" in n.message
+                                       for n in app._notifications), "the refusal on screen")
         assert rows(tmp_path, "SELECT client_order_id FROM orders") == sent, "nothing was sent"
         assert [p["opened_ts"] for p in app.engine.snapshot()["positions"] if p["symbol"] == sym] == [new["opened_ts"]]
+        # And with no position in the symbol at all, the one shown is said to be gone (not "no open position").
+        assert (await app.engine.close_position(sym, by="ctl"))["accepted"]
+        feed.release(1)
+        await until(pilot, lambda: all(p["symbol"] != sym for p in app.snap["positions"]), "closed again")
+        with pytest.raises(ControlError, match=f"{sym}: the position opened .* is no longer open; nothing was sent"):
+            await app.engine.close_position(sym, by="operator", opened_ts=new["opened_ts"])
 
 
 async def test_dust_shows_no_stop_loss_or_take_profit_on_the_main_screen_and_the_trades_view(tmp_path):
