@@ -470,3 +470,31 @@ async def test_a_halt_rejects_every_pending_approval_so_none_is_approved_after_r
         with pytest.raises(ControlError):
             await p.engine.approve(a["approval_id"])
     assert await p.rows("SELECT count(*) FROM orders WHERE reduce_only = 0") == [(0,)]
+
+
+async def test_why_no_trades_names_the_pending_approvals_that_hold_entries_and_counts_an_approved_entry(tmp_path,
+                                                                                                       pipelines):
+    """Trades proposed in manual mode stay pending after a switch to auto, and the strategy's new entries in their
+    symbols wait for them: "why no trades" must say so (not "nothing blocks entries"), count those decisions, and
+    an entry sent by an approval is an entry sent."""
+    s = manual(tmp_path, risk={"max_position_pct": 20, "risk_per_trade_pct": 0.02})
+    p = await pipelines(s, script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    [a] = await approvals(p, "pending")
+    await p.engine.set_approval_mode("auto", by="operator")
+    await p.bars(2)
+    held = await p.decisions("WHERE symbol = ? AND outcome = 'awaiting_approval'", (BTC,))
+    assert len(held) == 2
+    why = await p.engine.why()
+    [blocker] = [b for b in why["blocking"] if b["gate"] == "AWAITING_APPROVAL"]
+    assert BTC in blocker["now"] and a["approval_id"] in blocker["now"], blocker
+    assert "approve" in blocker["lifts"] and "reject" in blocker["lifts"], blocker
+    assert why["refused"]["day"].get("AWAITING_APPROVAL") == 2, why["refused"]
+    assert why["last_entry_ts"] is None
+
+    approved = await p.engine.approve(a["approval_id"], by="operator")
+    assert approved["accepted"], approved
+    [(created_ts,)] = await p.rows("SELECT created_ts FROM orders WHERE decision_id = ?", (a["decision_id"],))
+    why = await p.engine.why()
+    assert why["last_entry_ts"] == created_ts == p.clock.now_ms()
+    assert not [b for b in why["blocking"] if b["gate"] == "AWAITING_APPROVAL"]
