@@ -20,9 +20,12 @@ def iso(ts_ms: int | None) -> str | None:
 
 
 def refusal_code(outcome: str, reason: str) -> str:
-    """A gate's code (`DRAWDOWN: value=...`), BELOW_MINIMUM, or ORDER_REFUSED (the venue or the order path)."""
+    """A gate's code (`DRAWDOWN: value=...`), BELOW_MINIMUM, AWAITING_APPROVAL (an entry held by a trade in its
+    symbol waiting for approval), or ORDER_REFUSED (the venue or the order path)."""
     if outcome == "below_minimum" or reason.startswith("below venue minimum"):
         return "BELOW_MINIMUM"
+    if outcome == "awaiting_approval":
+        return "AWAITING_APPROVAL"
     code = reason.partition(":")[0].strip()
     if code and code.replace("_", "").isalpha() and code.isupper():
         return code

@@ -1060,17 +1060,20 @@ class Store:
                  "avg_duration_ms": r[5], "worst": r[6], "best": r[7]} for r in rows]
 
     async def refusals_since(self, ts_ms: int) -> list[tuple[str, str, int]]:
-        """The strategy's orders refused since a market time: (outcome, the reason up to its first colon, how
-        many). A gate's refusal reads `CODE: value=... limit=...`, so the head is the gate's code."""
+        """The strategy's orders refused, or held by a trade in their symbol waiting for approval, since a market
+        time: (outcome, the reason up to its first colon, how many). A gate's refusal reads `CODE: value=...
+        limit=...`, so the head is the gate's code."""
         rows = await self.query(
             "SELECT outcome, CASE WHEN instr(reason, ':') > 0 THEN substr(reason, 1, instr(reason, ':') - 1) "
             "ELSE reason END AS head, COUNT(*) FROM decisions WHERE ts >= ? AND outcome IN "
-            "('rejected', 'refused', 'below_minimum', 'exit_refused') GROUP BY outcome, head", (ts_ms,))
+            "('rejected', 'refused', 'below_minimum', 'exit_refused', 'awaiting_approval') GROUP BY outcome, head",
+            (ts_ms,))
         return [(r[0], r[1], r[2]) for r in rows]
 
     async def last_entry_ts(self) -> int | None:
-        """The market time of the strategy's last entry sent to the venue."""
-        rows = await self.query("SELECT MAX(ts) FROM decisions WHERE outcome = 'submitted'")
+        """The market time of the strategy's last entry sent to the venue: sent by its decision, or later by an
+        approval (an order's creation time is market time)."""
+        rows = await self.query("SELECT MAX(created_ts) FROM orders WHERE reduce_only = 0 AND reason = 'signal'")
         return rows[0][0] if rows else None
 
     # ---------------------------------------------------------------- reads for reports

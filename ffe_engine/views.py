@@ -98,8 +98,8 @@ async def profit(engine: "Engine", periods: int = 7) -> dict[str, Any]:
 # ==================================================================== why no trades
 def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
     """What refuses new entries right now and what lifts it: the engine state, a breached drawdown or daily loss
-    (each paused the engine when it happened), the day's trade count, full positions, an open breaker, and
-    reconciliation differences."""
+    (each paused the engine when it happened), the day's trade count, full positions, trades waiting for approval
+    (a new entry in their symbol waits for them), an open breaker, and reconciliation differences."""
     out: list[dict[str, str]] = []
     r = engine.settings.risk
     pf = engine.portfolio
@@ -129,6 +129,14 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
     if open_now >= r.max_open_positions:
         out.append({"gate": "MAX_OPEN_POSITIONS", "now": f"{open_now} open, limit {r.max_open_positions}",
                     "lifts": "a position closing (stop-loss, take-profit, a sell signal, or the close key)"})
+    waiting = engine.approvals.summary()
+    if waiting:
+        held = ", ".join(f"{a['symbol']} {a['side']} ({a['approval_id']}, {a['expires_in']:.0f}s left)"
+                         for a in waiting)
+        out.append({"gate": "AWAITING_APPROVAL",
+                    "now": f"{len(waiting)} trade(s) waiting for approval; a new entry in their symbol waits: {held}",
+                    "lifts": "approve or reject each (the approve and reject keys; `ffe ctl approve|reject ID`), or "
+                             "its expiry"})
     b = engine.breaker.summary()
     if b.get("state") != "closed":
         retry = b.get("retry_in")
