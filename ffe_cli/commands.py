@@ -68,6 +68,7 @@ def attach(args: argparse.Namespace) -> int:
 def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
     from ffe_engine.config import render_settings
+    from ffe_engine.monitor import check_bind
     from ffe_engine.store import saved_state
 
     from ffe_tui import keys
@@ -83,6 +84,7 @@ def config_check(args: argparse.Namespace) -> int:
             check_venue_settings(settings)
         except VenueError as exc:
             raise StartError(str(exc)) from None
+    check_bind(settings)  # the monitor's endpoint, as the start checks it
     text = render_settings(settings)
     saved = saved_state(settings.db_path)
     found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
