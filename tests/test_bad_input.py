@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, ffe_in_process, run_ffe
+from conftest import BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, ffe_in_process, run_ffe
 from ffe_engine import logs
 from ffe_engine.clock import WallClock
 from ffe_engine.audit import REDACTED, Redactor, setup_logging
@@ -73,6 +73,19 @@ def test_lenient_skips_the_bad_row_and_counts_it(recorded, tmp_path):
     proc = run_ffe(tmp_path, "backtest", "--lenient", csv.name, "--report", "r.json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "r.json").read_text())["bars"] == 98  # 99 rows less the bad one
+
+
+def test_options_between_the_files_of_a_backtest_are_taken_as_options(tmp_path):
+    # `ffe backtest A.csv --lenient B.csv`: the files are every positional argument, wherever the options stand.
+    btc = write_csv_with_bad_line_57(tmp_path / "BTC-USD_lenient.csv", "not a number")
+    eth = tmp_path / "ETH-USD_head.csv"
+    eth.write_text("".join(sample_head(ETH_CSV, 99)))
+    proc = ffe_in_process(tmp_path, "backtest", btc.name, "--lenient", eth.name, "--report", "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["bars"] == 98 + 99
+    # An option it does not know is still refused between them, in one line.
+    proc = ffe_in_process(tmp_path, "backtest", btc.name, "--lenien", eth.name)
+    assert proc.returncode == 2 and "unrecognized arguments: --lenien" in one_error_line(proc.stderr), proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------- config
