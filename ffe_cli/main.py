@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt = sub.add_parser("backtest", help="replay CSV files through the pipeline at full speed")
     _common(bt)
     bt.add_argument("files", nargs="*", metavar="[SYMBOL=]FILE.csv[.gz]")
+    bt.set_defaults(positionals="files")
     bt.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     bt.add_argument("--lenient", action="store_true", help="skip bad CSV rows (counted) instead of stopping")
     bt.add_argument("--records", default=None, metavar="full|trades|summary",
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl = data_sub.add_parser("download", help="closed candles from an exchange into CSV files (resumable)")
     _common(dl)
     dl.add_argument("symbols", nargs="+", metavar="SYMBOL", help="e.g. BTC/USDT")
+    dl.set_defaults(positionals="symbols")
     dl.add_argument("--exchange", default=None, metavar="ID", help="ccxt exchange id (default: exchange.id)")
     dl.add_argument("--timeframe", default=None, help="candle length, e.g. 1h (default: engine.timeframe)")
     dl.add_argument("--since", default=None, metavar="DATE",
@@ -208,7 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # argparse gives a list positional the arguments before the first option only: the files of
+        # `ffe backtest A.csv --lenient B.csv` are A.csv and B.csv.
+        listed = getattr(args, "positionals", None)
+        if extra and listed is not None and not any(x.startswith("-") for x in extra):
+            getattr(args, listed).extend(extra)
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         handler: Handler | None = getattr(args, "handler", None)
         if handler is None:
             parser.print_help()
