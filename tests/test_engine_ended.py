@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-from conftest import db_rows, db_value, run_ffe, starter_config
+from conftest import db_rows, db_value, make_settings, run_ffe, starter_config
 from ffe_engine.control import request
+from ffe_tui.app import ConsoleApp
 from receiver import Receiver
-from test_tui_helpers import console, db_path, running, until
+from test_tui_helpers import console, db_path, running, screen_text, status_text, until
 
 # Every command that changes something, with arguments it would otherwise take.
 CHANGES = [
@@ -63,6 +64,22 @@ async def test_an_engine_whose_feed_ended_refuses_every_change_and_says_it_stopp
         assert resume.returncode == 1 and resume.stdout == "", resume
         [line] = resume.stderr.splitlines()
         assert "the engine has stopped (the market feed ended)" in line, line
+
+
+async def test_a_console_run_with_max_bars_says_why_it_stopped_as_ffe_ctl_status_does(tmp_path):
+    starter_config(tmp_path)
+    settings = make_settings(tmp_path, engine={"warmup_bars": 100}, market={"speed": 0.0, "seed": 7},
+                             monitor={"enabled": False})
+    app = ConsoleApp(settings, max_bars=3)  # as `ffe run --max-bars 3` builds it
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.feed_ended, "the run to end")
+        await until(pilot, lambda: "STOPPED: it ran its 3 bars (--max-bars)" in status_text(app), "the reason")
+        assert "market feed ended" not in screen_text(app)
+        status = await _ctl(tmp_path, "status")
+        assert status.stdout.startswith("PAPER STOPPED (it ran its 3 bars (--max-bars)): was RUNNING"), status
+        await pilot.press("q")
+        await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
+        assert "The engine has already stopped (it ran its 3 bars (--max-bars))." in screen_text(app)
 
 
 # Each write the engine makes while another connection holds the lock waits for it first, 5 s by default: the
