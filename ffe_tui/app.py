@@ -370,9 +370,13 @@ class ConsoleApp(App[int]):
             self._tick()
         else:
             self.feed_ended = True
-            self._status_note = "STOPPED: the market feed ended"
+            self._status_note = f"STOPPED: {self._stopped_why()}"
             self._chart_due = 0.0  # the final picture, whatever the chart's redraw pace
             self._tick()
+
+    def _stopped_why(self) -> str:
+        """Why the engine's run ended by itself, in the words `ffe ctl status` uses (its --max-bars, the feed)."""
+        return (self.engine.ended() if self.engine is not None else None) or "the market feed ended"
 
     def _start_failed(self, exc: FfeError) -> None:
         self.start_failure = exc
@@ -793,7 +797,7 @@ class ConsoleApp(App[int]):
         # An engine already stopped stops nothing more; HALTED after a record it could not write, stored or not
         # (the emptied disk reserve says it at the next start).
         how = ("The engine has already stopped after an error." if self.crash is not None else
-               "The engine has already stopped (the market feed ended)." if self.feed_ended else
+               f"The engine has already stopped ({self._stopped_why()})." if self.feed_ended else
                "The engine stops in order.")
         self._confirm("quit", "Quit the console",
                       f"{how} {orders} open order(s) stay open at the venue and {positions} "
