@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from conftest import audit_lines, db_value, engine_session, ffe_cmd, ffe_env, make_settings
 from ffe_engine import logs
 from ffe_engine.clock import ManualClock
+from ffe_engine.events import EVENT_TYPES
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_tui.app import HISTORY_LINES, LOG_LINES
+from ffe_tui.state import EVENT_NAMES
 from test_tui_helpers import (SIZE_IDS, SIZES, audit_path, console, db_path, running, screen_text, status_text,
                               until)
 
@@ -284,6 +288,16 @@ async def test_log_filter_by_event_type(tmp_path):
         await pilot.press("slash", "ctrl+u", *"-decision", "enter")
         await until(pilot, lambda: "filter: -decision" in screen_text(app), "the exclusion in the pane title")
         assert not any(" decision " in line for line in pane.lines)
+
+
+def test_the_log_filter_knows_each_logged_event_type_once_by_its_audit_trail_name():
+    # As `ffe audit tail --event` knows them; the per-candle `bar` update is never logged, so never filtered on.
+    assert list(EVENT_NAMES) == sorted(set(EVENT_TYPES) - {"bar"})
+    # Whenever the garbage collector has run: a class made with slots leaves the class it replaced behind, a
+    # subclass of Event until collected ("known: ..., decision, decision, ...").
+    fresh = subprocess.run([sys.executable, "-c", "import gc; gc.disable(); from ffe_tui import state; "
+                            "print(' '.join(state.EVENT_NAMES))"], capture_output=True, text=True, check=True)
+    assert fresh.stdout.split() == list(EVENT_NAMES)
 
 
 class _FailingFeed(SimulatedFeed):
