@@ -14,8 +14,9 @@ from typing import Any, Iterable
 from ffe_engine import events as ev
 from ffe_engine import fmt, present
 
-# Every event type the log can be filtered on (BarEvent is a per-candle UI update and never logged).
-EVENT_NAMES: tuple[str, ...] = tuple(sorted(c.name for c in ev.Event.__subclasses__() if c is not ev.BarEvent))
+# Every event type the log can be filtered on, by the names the audit trail uses (BarEvent is a per-candle UI
+# update and never logged).
+EVENT_NAMES: tuple[str, ...] = tuple(sorted(name for name, c in ev.EVENT_TYPES.items() if c is not ev.BarEvent))
 
 
 @dataclass(slots=True)
