@@ -67,9 +67,9 @@ ACCEPTED = [
           "FFE_ALERTS__HEARTBEAT_URL": "http://127.0.0.1:8080/ping", "FFE_ALERTS__SLACK_URL": "https://[::1]:8443/s",
           "FFE_ALERTS__DISCORD_URL": "https://discord.com/api/webhooks/1/abc"}),
     ('[monitor]\nhost = "localhost"\n', {}),
-    ('[monitor]\nhost = "0.0.0.0"\n', {}),
+    ('[monitor]\nhost = "0.0.0.0"\n', {"FFE_MONITOR__TOKEN": "a-long-bearer-token-42"}),  # open: a token
     ('[monitor]\nhost = "::1"\n', {}),
-    ('[monitor]\nhost = "monitor-1.internal.example.com"\n', {}),
+    ('[monitor]\nhost = "monitor-1.internal.example.com"\n', {"FFE_MONITOR__TOKEN": "a-long-bearer-token-42"}),
 ]
 
 
