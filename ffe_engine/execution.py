@@ -102,6 +102,10 @@ class OrderPath:
         # Orders in doubt that a cancel did not find: never sent again; cancelled if they appear, ended once surely
         # absent (the original request may still reach the venue until the settle window has passed).
         self._cancel_asked: set[str] = set()
+        # Orders in doubt whose repeat (sent again with the same id) the venue refused: the first send may be there
+        # all the same (a lookup can lag behind the venue; a sell's repeat is refused for the coins it sold). Never
+        # sent again; ended only by the venue's word, or by a cancel once surely absent.
+        self._repeat_refused: set[str] = set()
         # Orders whose venue answer showed a fill without its price: not booked until an answer gives it.
         self._unpriced: set[str] = set()
         # Orders whose last answer showed a fill beyond their trades (read later): client order id -> monotonic
@@ -254,9 +258,13 @@ class OrderPath:
             self._sending.pop(o.client_order_id, None)
 
     async def _send_once(self, o: Order) -> None:
+        repeat = o.client_order_id in self._resends
         try:
             vo = await self.breaker.call(lambda: self.venue.create_order(self._request(o)))
         except BreakerOpen as exc:
+            if repeat:
+                await self._repeat_not_placed(o, str(exc), refused=False)
+                return
             await self._finish(o, OrderStatus.REJECTED, str(exc))
             return
         except OrderInDoubt as exc:
@@ -272,15 +280,34 @@ class OrderPath:
         except VenueUnavailable as exc:  # refused before execution (rate limit, maintenance)
             if exc.retry_after:
                 await self._hold(exc.retry_after)
+            if repeat:
+                await self._repeat_not_placed(o, f"venue unavailable: {exc}", refused=False)
+            elif exc.retry_after:
                 await self._finish(o, OrderStatus.REJECTED, f"{await self._held()}; {exc}")
             else:
                 await self._finish(o, OrderStatus.REJECTED, f"venue unavailable: {exc}")
                 self._fault("refused", "fault", o, f"not placed: {exc}"[:300])
             return
         except VenueError as exc:
+            if repeat:
+                await self._repeat_not_placed(o, str(exc), refused=True)
+                return
             await self._finish(o, OrderStatus.REJECTED, str(exc))
             return
         await self._apply(o, vo)
+
+    async def _repeat_not_placed(self, o: Order, why: str, *, refused: bool) -> None:
+        """A repeat of an order in doubt did not place it. That says nothing of its first send, which a lookup
+        lagging behind the venue can miss: the order stays in doubt and is looked up until the venue shows it. A
+        repeat the venue refused (a sell refused for the coins the first sold, a duplicate id) is not tried
+        again."""
+        cid = o.client_order_id
+        if refused:
+            self._repeat_refused.add(cid)
+        if not self._move(o, OrderStatus.IN_DOUBT, f"sent again, not placed: {why}"):
+            return
+        self._doubt_deadline[cid] = self.clock.monotonic() + self.settle_s
+        await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
 
     def _move(self, o: Order, status: OrderStatus, error: str | None = None) -> bool:
         """The one place an order's status changes. A move its current status does not allow (a final status
@@ -445,6 +472,8 @@ class OrderPath:
         if cid in self._cancel_asked:
             await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
             return
+        if cid in self._repeat_refused:
+            return  # only the venue's word, or a cancel, ends it
         if await self._held():
             return
         # Surely absent. Send it again with the same id, unless the engine no longer allows it.
