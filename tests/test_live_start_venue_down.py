@@ -65,3 +65,17 @@ async def test_the_kill_switch_signal_during_the_start_check_halts_before_any_tr
     finally:
         await p.kill()
     assert not fx.requests_to("POST /api/v3/order")
+
+
+async def test_a_maintenance_page_answered_for_the_market_list_at_the_start_is_exit_1_not_a_configuration_error(
+        tmp_path, fx):  # noqa: F811
+    # An exchange in maintenance can answer 200 with a page of its own for every request: its market list is then
+    # empty, which says nothing of engine.symbols. Exit 1 (started again later, as the systemd unit does), never 2.
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    fx.fault("GET /api/v3/exchangeInfo", "5xx_not_executed", status=200, times=50)
+    p = await run_ffe_async(tmp_path, "run", "--headless", "--live", env=live_env(fx), timeout=90)
+    assert p.proc.returncode == 1, p.stderr[-3000:]
+    last = p.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("ffe: error: ") and "binance" in last and "engine.symbols" not in last, last
+    assert "no markets" in last and "nothing was sent" in last, last
+    assert "Traceback" not in p.stderr and not fx.requests_to("POST /api/v3/order")
