@@ -264,6 +264,18 @@ async def test_ffe_data_download_exits_1_with_one_line_when_the_exchange_is_unre
     assert not (tmp_path / "btc.csv").exists()
 
 
+async def test_an_exchange_answering_a_maintenance_page_for_its_markets_exits_1_not_2(fx, tmp_path):
+    # Its market list comes back empty: that says nothing of the symbols asked for, and may pass by itself.
+    write_config(tmp_path, fake_config(fx))
+    fx.fault("GET /api/v3/exchangeInfo", "5xx_not_executed", status=200, times=50)
+    p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "--timeframe", "1h", "--since", "2024-01-01",
+                            "--file", "btc.csv", env=ffe_env())
+    assert p.proc.returncode == 1, p.stderr
+    line = one_error_line(p.stderr)
+    assert "listed no markets at all" in line and "lists no market BTC/USDT" not in line, line
+    assert not (tmp_path / "btc.csv").exists()
+
+
 async def test_a_symbol_the_exchange_does_not_list_exits_2_before_anything_is_written(fx, tmp_path):
     write_config(tmp_path, fake_config(fx))
     p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "DOGE/USDT", "--timeframe", "1h",
