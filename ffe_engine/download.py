@@ -227,6 +227,9 @@ class Downloader:
         except (VenueError, VenueUnavailable) as exc:
             raise DownloadError(str(exc)) from None
         name = self.venue.name
+        if not self.venue.exchange.markets:  # not its market list (a maintenance page served as 200)
+            raise DownloadError(f"{name} listed no markets at all (its answer was not its market list; in "
+                                "maintenance?)")
         known = getattr(self.venue.exchange, "timeframes", None) or {}
         if known and self.timeframe not in known:
             raise DownloadInputError(f"--timeframe: {name} has no {self.timeframe!r} candles "

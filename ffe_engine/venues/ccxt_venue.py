@@ -345,6 +345,11 @@ class CcxtVenue:
     async def connect(self) -> None:
         """Load the markets and check that every configured symbol is listed."""
         await self.reads("load_markets", lambda: self.exchange.load_markets())
+        if not self.exchange.markets:
+            # An answer that was not its market list (a maintenance page served as 200): the exchange is not
+            # answering as itself, which says nothing of the symbols configured.
+            raise VenueUnavailable(f"{self.name} listed no markets at all (its answer was not its market list; "
+                                   "in maintenance?)")
         missing = [s for s in self.symbols if s not in self.exchange.markets]
         if missing:
             raise VenueError(f"{self.name} lists no market {', '.join(missing)} (engine.symbols)")
