@@ -228,6 +228,33 @@ async def test_a_resend_the_venue_refuses_leaves_the_first_send_in_doubt_until_t
         assert_books_agree(e, fx)
 
 
+async def test_a_refused_repeat_is_not_sent_a_third_time_after_a_restart(tmp_path, fx):
+    """As above, and the engine stops (in order) while the order is in doubt after its refused repeat: the next
+    engine looks it up and waits for the venue's word, never sending it again."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the strategy's entry")
+            fx.fault(POST_ORDER, "drop_after")
+            fx.fault(GET_ORDER, "stale", seconds=8 * RECV_WINDOW_MS / 1000, times=10_000)
+            cid = (await e.close_position(BTC, by="operator"))["client_order_id"]
+            await wait_for(lambda: e.orders.live.get(cid) and e.orders.live[cid].error.startswith("sent again"),
+                           timeout=30, what="the repeat refused")
+    db = settings.db_path
+    assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("in_doubt",)]
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await wait_for(lambda: cid not in e.orders.live, timeout=30, what="the order resolved")
+        sends = [r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid]
+        assert len(sends) == 2, [(r.status, r.fault) for r in sends]
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("filled",)]
+        assert_books_agree(e, fx)
+
+
 # ---------------------------------------------------------------------------------------------------- restart
 RUN = ("run", "--headless", "--live")
 
