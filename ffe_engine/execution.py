@@ -40,6 +40,7 @@ from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
 CANCEL_ASKED_KEY = "orders_cancel_asked"  # kv: the orders in doubt a cancel did not find (see OrderPath.cancel)
+REPEAT_REFUSED_KEY = "orders_repeat_refused"  # kv: the orders in doubt whose repeat the venue refused
 HOLD_KEY = "venue_hold_until"  # kv: the wall time before which the venue asked for no orders (Retry-After)
 
 log = logs.get_logger("ffe.orders")
@@ -104,7 +105,8 @@ class OrderPath:
         self._cancel_asked: set[str] = set()
         # Orders in doubt whose repeat (sent again with the same id) the venue refused: the first send may be there
         # all the same (a lookup can lag behind the venue; a sell's repeat is refused for the coins it sold). Never
-        # sent again; ended only by the venue's word, or by a cancel once surely absent.
+        # sent again, by this engine or the next (stored); ended only by the venue's word, or by a cancel once
+        # surely absent.
         self._repeat_refused: set[str] = set()
         # Orders whose venue answer showed a fill without its price: not booked until an answer gives it.
         self._unpriced: set[str] = set()
@@ -304,6 +306,8 @@ class OrderPath:
         cid = o.client_order_id
         if refused:
             self._repeat_refused.add(cid)
+            await self.store.put_kv(REPEAT_REFUSED_KEY, sorted(self._repeat_refused & set(self.live)),
+                                    self.clock.wall())
         if not self._move(o, OrderStatus.IN_DOUBT, f"sent again, not placed: {why}"):
             return
         self._doubt_deadline[cid] = self.clock.monotonic() + self.settle_s
@@ -584,6 +588,8 @@ class OrderPath:
                 await self._hold_ended("orders go to the venue again (the hold ended while the engine was stopped)")
         asked = set(await self.store.get_kv(CANCEL_ASKED_KEY, []) or [])
         self._cancel_asked = asked & {o.client_order_id for o in orders}
+        refused = set(await self.store.get_kv(REPEAT_REFUSED_KEY, []) or [])
+        self._repeat_refused = refused & {o.client_order_id for o in orders}
         for o in orders:
             self.live[o.client_order_id] = o
             raw = intents.get(o.client_order_id)
