@@ -228,6 +228,28 @@ async def test_a_resend_the_venue_refuses_leaves_the_first_send_in_doubt_until_t
         assert_books_agree(e, fx)
 
 
+async def test_an_entry_whose_lookups_lag_past_the_settle_window_is_not_bought_twice(tmp_path, fx):
+    """The strategy's buy is placed and filled, its answer lost, and the venue's order lookups lag past the settle
+    window, so they do not find it. Its repeat would be a second buy (the id is free again once the first has
+    filled). The venue's balance shows the coins it bought: the order is not sent again, and stays in doubt until
+    the lookups find it, filled once."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    fx.fault(POST_ORDER, "drop_after")
+    fx.fault(GET_ORDER, "stale", seconds=4 * RECV_WINDOW_MS / 1000, times=10_000)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        async with engine_loop(e):
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's entry")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the entry found filled")
+        assert len(fx.requests_to(POST_ORDER)) == 1, [(r.status, r.fault) for r in fx.requests_to(POST_ORDER)]
+        assert [(o.client_id, o.side, o.status) for o in fx.orders] == [(cid, "BUY", "FILLED")]
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("filled",)]
+        assert_books_agree(e, fx)
+
+
 async def test_a_refused_repeat_is_not_sent_a_third_time_after_a_restart(tmp_path, fx):
     """As above, and the engine stops (in order) while the order is in doubt after its refused repeat: the next
     engine looks it up and waits for the venue's word, never sending it again."""
