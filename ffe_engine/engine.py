@@ -171,6 +171,8 @@ class Engine:
                                       mode=self.opts.approval, new_id=self.ids.new, size=self._size)
         self.reconciler = Reconciler(venue=venue, store=store, orders=self.orders, portfolio=self.portfolio, bus=bus,
                                      symbols=self.symbols, clock=clock, quote=settings.venue.quote)
+        # Before an order in doubt goes again, the venue's balance is asked whether it holds it already.
+        self.orders.placed_evidence = self.reconciler.shows_placed
         self.ind = {s: IndicatorSet(s) for s in self.symbols}
         # A backtest's indicators and vote actions computed for its whole series (batch.py); None: bar by bar.
         self.signals: BarSignals | None = None

@@ -108,6 +108,10 @@ class OrderPath:
         # sent again, by this engine or the next (stored); ended only by the venue's word, or by a cancel once
         # surely absent.
         self._repeat_refused: set[str] = set()
+        # Asked before an order in doubt is sent again: a reason to think the venue has it although lookups do not
+        # find it (its balance moved as the order would move it), or None. Set by the engine (the reconciler).
+        self.placed_evidence: Callable[[Order], Awaitable[str | None]] | None = None
+        self._evidence_said: set[str] = set()
         # Orders whose venue answer showed a fill without its price: not booked until an answer gives it.
         self._unpriced: set[str] = set()
         # Orders whose last answer showed a fill beyond their trades (read later): client order id -> monotonic
@@ -480,6 +484,15 @@ class OrderPath:
             return  # only the venue's word, or a cancel, ends it
         if await self._held():
             return
+        # Absent by its lookups. The venue's balance may say otherwise: then a repeat would be a second order (the
+        # id is free again once the first has filled), and the order waits in doubt for the lookups to find it.
+        if self.placed_evidence is not None:
+            why = await self.placed_evidence(o)
+            if why is not None:
+                if cid not in self._evidence_said:
+                    self._evidence_said.add(cid)
+                    log.warning("order in doubt not sent again", client_order_id=cid, symbol=o.symbol, why=why)
+                return
         # Surely absent. Send it again with the same id, unless the engine no longer allows it.
         if not self._allowed_now(o):
             await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.trading.state.value}")

@@ -39,7 +39,7 @@ from .clock import Clock
 from .errors import ControlError
 from .events import EventBus, ReconcileEvent
 from .execution import OrderPath
-from .model import Order, OrderStatus
+from .model import Order, OrderStatus, Side
 from .portfolio import Portfolio
 from .store import Store
 from .venues.base import Venue, VenueError, VenueUnavailable
@@ -136,6 +136,22 @@ class Reconciler:
             saved = {a: balances.get(a, 0.0) - held.get(a, 0.0) for a in self._bases()}
             await self.store.put_kv(BASELINE_KEY, saved, self.clock.wall())
         return saved
+
+    async def shows_placed(self, o: Order) -> str | None:
+        """Why an order in doubt that lookups do not find may be at the venue all the same (lookups can lag behind
+        it): the venue's balance of its base asset, less the baseline, differs from the books' position by at least
+        half of what it has left to fill, in its direction; or the balance could not be read. None when the balance
+        shows nothing of it (then it may be sent again)."""
+        try:
+            balances = await self.venue.fetch_balance()
+        except (VenueError, VenueUnavailable) as exc:
+            return f"the venue's balance could not be read to look for it ({exc})"
+        base = o.symbol.partition("/")[0]
+        pos = self.portfolio.positions.get(o.symbol)
+        moved = balances.get(base, 0.0) - (await self.baseline(balances)).get(base, 0.0) - (pos.quantity if pos else 0.0)
+        if (moved if o.side is Side.BUY else -moved) >= 0.5 * (o.quantity - o.filled):
+            return f"the venue's {base} balance is {moved:+.8g} off the books, as if it had been placed"
+        return None
 
     async def _balances_after_fills(self) -> tuple[dict[str, float], bool]:
         """The venue's balances, and whether they describe the same trades as the journal: True when no fill was
