@@ -15,7 +15,7 @@ import pytest
 from conftest import engine_session, ffe_env
 from fake_exchange import binance_client
 from ffe_engine.engine import ControlError
-from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
+from ffe_engine.model import EngineState, Order, OrderReason, OrderStatus, Side
 from ffe_engine.reconcile import BASELINE_KEY
 from ffe_engine.risk import OrderIntent
 from ffe_engine.views import blocking
@@ -440,3 +440,19 @@ async def test_an_accept_with_nothing_shown_accepts_nothing(tmp_path, fx):
         assert e.state is EngineState.PAUSED
         assert [d["kind"] for d in await e.accept_reconcile(by="test")] == ["position", "equity"]
         assert await running.store.get_kv(BASELINE_KEY) == {"BTC": 0.25}
+
+
+async def test_the_balance_asked_before_a_repeat_never_takes_the_baseline(tmp_path, fx):  # noqa: F811
+    """Before an order in doubt is sent again, the venue's balance is compared with the baseline the first
+    reconciliation took. With none taken yet there is nothing to compare with: the answer is "nothing shown", and
+    no baseline is taken then, from balances that may already hold the order in doubt."""
+    settings = live_settings(tmp_path, fx, engine={"reconcile_interval_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        o = Order(client_order_id="ffe-1", symbol=BTC, side=Side.BUY, quantity=0.25, type="market",
+                  reason=OrderReason.SIGNAL, venue="binance", created_ts=1, updated_ts=1)
+        fx.balances["BTC"].free += 0.25  # as if the order had filled
+        assert "as if it had been placed" in (await e.reconciler.shows_placed(o) or "")
+        await running.store.delete_kv(BASELINE_KEY)
+        assert await e.reconciler.shows_placed(o) is None
+        assert await running.store.get_kv(BASELINE_KEY) is None
