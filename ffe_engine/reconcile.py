@@ -141,14 +141,18 @@ class Reconciler:
         """Why an order in doubt that lookups do not find may be at the venue all the same (lookups can lag behind
         it): the venue's balance of its base asset, less the baseline, differs from the books' position by at least
         half of what it has left to fill, in its direction; or the balance could not be read. None when the balance
-        shows nothing of it (then it may be sent again)."""
+        shows nothing of it, or before the first reconciliation (no baseline): then it may be sent again."""
+        base_line: dict[str, float] | None = await self.store.get_kv(BASELINE_KEY)
+        if base_line is None:
+            # Never reconciled: nothing to compare with. None is taken here, from balances that may hold the order.
+            return None
         try:
             balances = await self.venue.fetch_balance()
         except (VenueError, VenueUnavailable) as exc:
             return f"the venue's balance could not be read to look for it ({exc})"
         base = o.symbol.partition("/")[0]
         pos = self.portfolio.positions.get(o.symbol)
-        moved = balances.get(base, 0.0) - (await self.baseline(balances)).get(base, 0.0) - (pos.quantity if pos else 0.0)
+        moved = balances.get(base, 0.0) - base_line.get(base, 0.0) - (pos.quantity if pos else 0.0)
         if (moved if o.side is Side.BUY else -moved) >= 0.5 * (o.quantity - o.filled):
             return f"the venue's {base} balance is {moved:+.8g} off the books, as if it had been placed"
         return None
