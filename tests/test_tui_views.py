@@ -284,6 +284,25 @@ async def test_a_close_confirmed_after_its_position_was_closed_and_another_opene
             await app.engine.close_position(sym, by="operator", opened_ts=new["opened_ts"])
 
 
+async def test_a_confirmation_s_counts_follow_the_engine_while_it_is_open(tmp_path):
+    """The quit dialog says how many orders and positions stay open; one that opens while it is asked is counted
+    when `y` comes, not left as it was when the dialog opened."""
+    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "max_open_positions": 5})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await held(pilot)
+        held_now = len(app.snap["positions"])
+        await pilot.press("q")
+        await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
+        assert f"{held_now} position(s) stay open" in app.screen.body, app.screen.body
+        sym = next(s for s in app.settings.engine.symbols if s not in {p["symbol"] for p in app.snap["positions"]})
+        bought = await app.engine.operator_order(sym, "buy", 200.0 / app.engine.portfolio.last_price[sym])
+        assert bought["accepted"], bought
+        feed.release(1)
+        await until(pilot, lambda: len(app.snap["positions"]) == held_now + 1, "another position")
+        await until(pilot, lambda: f"{held_now + 1} position(s) stay open" in app.screen.body, "the count followed")
+        await pilot.press("n")
+
+
 async def test_dust_shows_no_stop_loss_or_take_profit_on_the_main_screen_and_the_trades_view(tmp_path):
     """Coins left below what the venue takes an order for are dust: no stop-loss or take-profit is watched for them,
     so none is shown, where a position shows both."""
