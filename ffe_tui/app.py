@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from rich.text import Text
 from textual import events
@@ -490,6 +490,9 @@ class ConsoleApp(App[int]):
             return
         prev_state = self.snap["state"] if self.snap else None
         self.snap = snap
+        for screen in self.screen_stack:
+            if isinstance(screen, ConfirmScreen) and not screen.answered:
+                screen.refresh_body()
         shown, note = snap, self._status_note
         if self.crash is not None or self.engine_stopped:
             # The state it stopped in is the one it starts in again; nothing runs it now.
@@ -572,7 +575,7 @@ class ConsoleApp(App[int]):
                 return
         await super().on_event(event)
 
-    def _confirm(self, kind: str, title: str, body: str, verb: str, on_confirm) -> None:
+    def _confirm(self, kind: str, title: str, body: str | Callable[[], str], verb: str, on_confirm) -> None:
         if any(isinstance(s, ConfirmScreen) and s.kind == kind and not s.answered for s in self.screen_stack):
             return  # already asking
         self.push_screen(ConfirmScreen(kind, title, body, self.confirm_keys, verb, on_confirm))
@@ -592,13 +595,14 @@ class ConsoleApp(App[int]):
         if self.engine is None:
             self.say("the engine is not running yet", severity="warning")
             return
-        orders, positions = self._counts()
-        self._confirm("kill", "KILL SWITCH",
-                      f"Halt the engine now: cancel every open order ({orders} open) and refuse every new order."
-                      f"{self._approvals_ended()}\n"
-                      f"Positions ({positions}) stay open, with no stop-loss or take-profit watch while HALTED. "
-                      f"HALTED is stored and survives a restart; re-arm with {self._key('pause')}.",
-                      "HALT", self._kill_confirmed)
+        def body() -> str:
+            orders, positions = self._counts()
+            return (f"Halt the engine now: cancel every open order ({orders} open) and refuse every new order."
+                    f"{self._approvals_ended()}\n"
+                    f"Positions ({positions}) stay open, with no stop-loss or take-profit watch while HALTED. "
+                    f"HALTED is stored and survives a restart; re-arm with {self._key('pause')}.")
+
+        self._confirm("kill", "KILL SWITCH", body, "HALT", self._kill_confirmed)
 
     def _kill_confirmed(self) -> None:
         self._control("kill switch", self._halt("kill switch", "operator"))
@@ -634,11 +638,12 @@ class ConsoleApp(App[int]):
     def action_flatten(self) -> None:
         if self.engine is None:
             return
-        orders, positions = self._counts()
-        self._confirm("flatten", "FLATTEN",
-                      f"Cancel every open order ({orders}), close every position ({positions}) with market orders, "
-                      f"then HALT.{self._approvals_ended()}", "FLATTEN",
-                      lambda: self._control("flatten", self._flatten()))
+        def body() -> str:
+            orders, positions = self._counts()
+            return (f"Cancel every open order ({orders}), close every position ({positions}) with market orders, "
+                    f"then HALT.{self._approvals_ended()}")
+
+        self._confirm("flatten", "FLATTEN", body, "FLATTEN", lambda: self._control("flatten", self._flatten()))
 
     async def _flatten(self) -> None:
         await self.engine.flatten(by="operator")
@@ -777,32 +782,31 @@ class ConsoleApp(App[int]):
         if self.engine is None:
             self.exit(self.start_failure.exit_code if self.start_failure else 0)
             return
-        orders, positions = self._counts()
-        state = self.snap["state"] if self.snap else "?"
         if self.attached and self.engine_stopped:
             self.request_stop("quit")  # nothing runs there now: nothing to confirm
             return
+        title = "Detach the console" if self.attached else "Quit the console"
+        self._confirm("quit", title, self._quit_text, "QUIT", lambda: self.request_stop("quit"))
+
+    def _quit_text(self) -> str:
+        """What quitting leaves, from the engine's figures as they are."""
+        orders, positions = self._counts()
+        state = self.snap["state"] if self.snap else "?"
         if self.attached and self.crash is not None:
-            self._confirm("quit", "Detach the console",
-                          "The engine has stopped after an error in its own process: nothing runs there now. Its last "
-                          f"state was {state}, with {orders} open order(s) and {positions} position(s); "
-                          "`ffe run --headless` starts it again.", "QUIT", lambda: self.request_stop("quit"))
-            return
+            return ("The engine has stopped after an error in its own process: nothing runs there now. Its last "
+                    f"state was {state}, with {orders} open order(s) and {positions} position(s); "
+                    "`ffe run --headless` starts it again.")
         if self.attached:
-            self._confirm("quit", "Detach the console",
-                          f"The engine keeps running {state} in its own process, with its {orders} open order(s) "
-                          f"and {positions} position(s); `ffe attach` shows it again.", "QUIT",
-                          lambda: self.request_stop("quit"))
-            return
+            return (f"The engine keeps running {state} in its own process, with its {orders} open order(s) "
+                    f"and {positions} position(s); `ffe attach` shows it again.")
         # An engine already stopped stops nothing more; HALTED after a record it could not write, stored or not
         # (the emptied disk reserve says it at the next start).
         how = ("The engine has already stopped after an error." if self.crash is not None else
                f"The engine has already stopped ({self._stopped_why()})." if self.feed_ended else
                "The engine stops in order.")
-        self._confirm("quit", "Quit the console",
-                      f"{how} {orders} open order(s) stay open at the venue and {positions} "
-                      f"position(s) stay open, with no stop-loss/take-profit watch until the next start.\n"
-                      f"The engine will start again {state}.", "QUIT", lambda: self.request_stop("quit"))
+        return (f"{how} {orders} open order(s) stay open at the venue and {positions} "
+                f"position(s) stay open, with no stop-loss/take-profit watch until the next start.\n"
+                f"The engine will start again {state}.")
 
     def _control(self, what: str, coro) -> None:
         """Run a control call as a worker (the UI never waits on the engine); failures are shown and audited."""

@@ -26,12 +26,12 @@ class ConfirmScreen(ModalScreen[bool]):
     (the kill switch above all) starts without waiting for a screen refresh.
     """
 
-    def __init__(self, kind: str, title: str, body: str, confirm_keys: list[str], verb: str,
+    def __init__(self, kind: str, title: str, body: str | Callable[[], str], confirm_keys: list[str], verb: str,
                  on_confirm: Callable[[], None] | None = None) -> None:
         super().__init__(classes=f"confirm -{kind}")
         self.kind = kind
         self.title_text = title
-        self.body = body
+        self._body = body  # or what writes it from the engine's figures as they are (refresh_body)
         self.confirm_keys = confirm_keys
         self.verb = verb
         self.on_confirm = on_confirm
@@ -44,6 +44,15 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static(Text(self.body), id="dialog-body")
             yield Static(Text.assemble((f" {keys} ", "bold reverse"), f" {self.verb}    ",
                                        (" any other key ", "reverse"), " cancel (default)"), id="dialog-keys")
+
+    @property
+    def body(self) -> str:
+        return self._body() if callable(self._body) else self._body
+
+    def refresh_body(self) -> None:
+        """A body written from the engine's figures (open orders, positions) follows them while it is asked."""
+        if callable(self._body) and self.is_mounted:
+            self.query_one("#dialog-body", Static).update(Text(self.body))
 
     def on_key(self, event: events.Key) -> None:
         event.stop()
