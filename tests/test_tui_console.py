@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from textual import events
 
 from conftest import audit_lines, db_value, engine_session, ffe_cmd, ffe_env, make_settings
 from ffe_engine import logs
@@ -298,6 +299,20 @@ def test_the_log_filter_knows_each_logged_event_type_once_by_its_audit_trail_nam
     fresh = subprocess.run([sys.executable, "-c", "import gc; gc.disable(); from ffe_tui import state; "
                             "print(' '.join(state.EVENT_NAMES))"], capture_output=True, text=True, check=True)
     assert fresh.stdout.split() == list(EVENT_NAMES)
+
+
+async def test_what_is_typed_in_one_go_with_the_filter_key_goes_into_the_filter(tmp_path):
+    # As tmux send-keys "/fill" (or a paste, or a fast hand) delivers them: every key reaches the app before the
+    # dialog has opened, let alone given its field the focus.
+    app = console(tmp_path, speed=0.0, max_bars=5, monitor={"enabled": False})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        for key, character in (("slash", "/"), ("o", "o"), ("r", "r"), ("d", "d"), ("e", "e"), ("r", "r")):
+            app.post_message(events.Key(key, character))
+        await until(pilot, lambda: "Filter the log" in screen_text(app), "the filter dialog")
+        await until(pilot, lambda: app.screen.query_one("#filter-input").value == "order", "what was typed, in it")
+        await pilot.press("enter")
+        await until(pilot, lambda: "filter: order" in screen_text(app), "the filter applied")
 
 
 class _FailingFeed(SimulatedFeed):
