@@ -89,6 +89,8 @@ class ConsoleApp(App[int]):
         if "TEXTUAL_ANIMATIONS" not in os.environ:
             self.animation_level = "none"
         self.kill_keys = set(keydefs.keys_for("kill", self.keymap_ids))
+        self.filter_keys = set(keydefs.keys_for("filter", self.keymap_ids))
+        self._filter_opening: FilterScreen | None = None  # the log filter's dialog until its field has the focus
         self.confirm_keys = keydefs.keys_for("confirm", self.keymap_ids)
         self.view = ConsoleState(settings.engine.symbols, max_lines=HISTORY_LINES)
         self.view.set_filter(LOG_FILTER)
@@ -573,7 +575,29 @@ class ConsoleApp(App[int]):
                 event.stop()
                 self.action_kill()
                 return
+        if isinstance(event, events.Key) and not event.is_forwarded and self._typed_into_filter(event):
+            return
         await super().on_event(event)
+
+    def _typed_into_filter(self, event: events.Key) -> bool:
+        """The filter key opens its dialog here, at once, and what is typed in one go with it (tmux send-keys, a
+        paste, a fast hand) goes into the dialog's field even before the field has the focus; a key handed to the
+        widgets would reach them before the dialog opened, and be lost. Whether the key was taken."""
+        opening = self._filter_opening
+        if opening is not None:
+            if self.screen is not opening or isinstance(self.focused, Input):
+                self._filter_opening = None  # answered, or its field takes the keys itself now
+            elif event.is_printable and event.character:
+                event.stop()
+                opening.type_early(event.character)
+                return True
+            return False
+        on_main = self.screen is self.screen_stack[0] and not isinstance(self.focused, Input)
+        if event.key in self.filter_keys and on_main:
+            event.stop()
+            self.action_filter_log()
+            return True
+        return False
 
     def _confirm(self, kind: str, title: str, body: str | Callable[[], str], verb: str, on_confirm) -> None:
         if any(isinstance(s, ConfirmScreen) and s.kind == kind and not s.answered for s in self.screen_stack):
@@ -750,6 +774,7 @@ class ConsoleApp(App[int]):
 
     def action_filter_log(self) -> None:
         def done(spec: str | None) -> None:
+            self._filter_opening = None
             if spec is None:
                 return
             try:
@@ -759,7 +784,8 @@ class ConsoleApp(App[int]):
                 return
             self.panes["log"].replace([ln.text for ln in lines[-LOG_LINES:]], self.view.filter.spec)
 
-        self.push_screen(FilterScreen(self.view.filter.spec), done)
+        self._filter_opening = FilterScreen(self.view.filter.spec)
+        self.push_screen(self._filter_opening, done)
 
     def action_toggle_decisions(self) -> None:
         lines = self.view.toggle("decision")

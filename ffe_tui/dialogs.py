@@ -74,6 +74,24 @@ class FilterScreen(ModalScreen[str | None]):
     def __init__(self, current: str) -> None:
         super().__init__(classes="filter")
         self.current = current
+        self._early: list[str] = []  # typed before the field had the focus
+
+    def type_early(self, character: str) -> None:
+        """A key typed before the field had the focus: it replaces the current filter, as typing into the field
+        does (its text is selected when it takes the focus), and what follows is added to it."""
+        self._early.append(character)
+        if self.is_mounted:
+            self._show_early()
+
+    def on_mount(self) -> None:
+        self._show_early()
+
+    def _show_early(self) -> None:
+        if self._early:
+            field = self.query_one("#filter-input", Input)
+            field.select_on_focus = False
+            field.value = "".join(self._early)
+            field.cursor_position = len(field.value)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
