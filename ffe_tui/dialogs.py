@@ -51,8 +51,9 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def refresh_body(self) -> None:
         """A body written from the engine's figures (open orders, positions) follows them while it is asked."""
-        if callable(self._body) and self.is_mounted:
-            self.query_one("#dialog-body", Static).update(Text(self.body))
+        if callable(self._body):
+            for shown in self.query("#dialog-body").results(Static):  # none before the dialog is composed
+                shown.update(Text(self.body))
 
     def on_key(self, event: events.Key) -> None:
         event.stop()
