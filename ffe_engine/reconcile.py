@@ -150,12 +150,19 @@ class Reconciler:
             balances = await self.venue.fetch_balance()
         except (VenueError, VenueUnavailable) as exc:
             return f"the venue's balance could not be read to look for it ({exc})"
-        base = o.symbol.partition("/")[0]
-        pos = self.portfolio.positions.get(o.symbol)
-        moved = balances.get(base, 0.0) - base_line.get(base, 0.0) - (pos.quantity if pos else 0.0)
+        ours, theirs = self._position_both_ways(o.symbol, balances, base_line)
+        moved = theirs - ours
         if (moved if o.side is Side.BUY else -moved) >= 0.5 * (o.quantity - o.filled):
-            return f"the venue's {base} balance is {moved:+.8g} off the books, as if it had been placed"
+            return (f"the venue's {o.symbol.partition('/')[0]} balance is {moved:+.8g} off the books, as if it had "
+                    "been placed")
         return None
+
+    def _position_both_ways(self, symbol: str, balances: dict[str, float],
+                            base_line: dict[str, float]) -> tuple[float, float]:
+        """The position in `symbol` as the books hold it, and as the venue's balances show it (less the baseline)."""
+        base = symbol.partition("/")[0]
+        pos = self.portfolio.positions.get(symbol)
+        return (pos.quantity if pos is not None else 0.0), balances.get(base, 0.0) - base_line.get(base, 0.0)
 
     async def _balances_after_fills(self) -> tuple[dict[str, float], bool]:
         """The venue's balances, and whether they describe the same trades as the journal: True when no fill was
@@ -232,10 +239,7 @@ class Reconciler:
         for sym in self.symbols:
             if sym in unsettled:
                 continue
-            base = sym.partition("/")[0]
-            pos = self.portfolio.positions.get(sym)
-            ours = pos.quantity if pos is not None else 0.0
-            theirs = balances.get(base, 0.0) - base_line.get(base, 0.0)
+            ours, theirs = self._position_both_ways(sym, balances, base_line)
             if abs(theirs - ours) > self._tolerance(sym):
                 differences.append({"kind": "position", "symbol": sym, "journal": ours, "venue": round(theirs, 12)})
         if with_cash and not unsettled:
