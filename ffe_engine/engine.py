@@ -1221,18 +1221,16 @@ class Engine:
         async with self._control_lock:
             self._still_running()
             pos = self.portfolio.holding(symbol)
-            if pos is None and opened_ts is not None:
-                raise ControlError(f"{symbol}: the position opened {fmt.iso_ms(opened_ts)} is no longer open; nothing "
-                                   "was sent")
+            if opened_ts is not None and (pos is None or pos.opened_ts != opened_ts):
+                now = "" if pos is None else f" (the one open now was opened {fmt.iso_ms(pos.opened_ts)})"
+                raise ControlError(f"{symbol}: the position opened {fmt.iso_ms(opened_ts)} is no longer open{now}; "
+                                   "nothing was sent")
             if pos is None:
                 dust = self._dust([symbol])
                 if not dust:
                     raise ControlError(f"no open position in {symbol}")
                 raise ControlError(f"{symbol}: the {dust[0]['quantity']:.8g} {symbol.partition('/')[0]} left (worth "
                                    f"{dust[0]['value']:.2f}) is below the venue's minimum order: left as dust")
-            if opened_ts is not None and pos.opened_ts != opened_ts:
-                raise ControlError(f"{symbol}: the position opened {fmt.iso_ms(opened_ts)} is no longer open (the one "
-                                   f"open now was opened {fmt.iso_ms(pos.opened_ts)}); nothing was sent: look again")
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
             if remaining <= 0:
                 raise ControlError(f"{symbol}: its closing order is already working")
