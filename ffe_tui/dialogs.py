@@ -52,8 +52,10 @@ class ConfirmScreen(ModalScreen[bool]):
     def refresh_body(self) -> None:
         """A body written from the engine's figures (open orders, positions) follows them while it is asked."""
         if callable(self._body):
+            text = self.body
             for shown in self.query("#dialog-body").results(Static):  # none before the dialog is composed
-                shown.update(Text(self.body))
+                if str(shown.content) != text:  # every tick asks; only a change is drawn again
+                    shown.update(Text(text))
 
     def on_key(self, event: events.Key) -> None:
         event.stop()
