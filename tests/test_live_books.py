@@ -200,28 +200,38 @@ async def test_lost_answer_found_filled_by_the_poll_stays_filled(tmp_path, fx):
         assert len(said) == 2 and "venue fault resolved" in said[1] and "filled" in said[1], said
 
 
+def sends_of(fx: FakeBinance, cid: str) -> list:
+    """The requests that sent the order `cid`."""
+    return [r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid]
+
+
+async def a_sale_the_venue_lags_behind(fx: FakeBinance, e, lag_s: float) -> str:
+    """The strategy's entry, then a close whose answer is lost while the venue's lookups and its balance lag
+    `lag_s` behind it (past the settle window, and so that the balance does not show the sale either: it would keep
+    the repeat back). The close's client order id."""
+    fx.market_clock.step()
+    await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the strategy's entry")
+    fx.fault(POST_ORDER, "drop_after")
+    fx.fault(GET_ORDER, "stale", seconds=lag_s, times=10_000)
+    fx.fault(GET_ACCOUNT, "stale", seconds=lag_s, times=10_000)
+    return (await e.close_position(BTC, by="operator"))["client_order_id"]
+
+
 async def test_a_resend_the_venue_refuses_leaves_the_first_send_in_doubt_until_the_venue_shows_it(tmp_path, fx):
     """A sell is placed and its answer lost; the venue's lookups (and its balance) lag past the settle window, so
-    the engine takes it as absent and sends it again with the same id. The venue refuses the repeat (the first sale took the coins:
-    insufficient balance). That refusal says nothing of the first send: the order stays in doubt, is not sent a
-    third time, and once the lookups show it filled, its fill is in the books, which equal the venue's."""
+    the engine takes it as absent and sends it again with the same id. The venue refuses the repeat (the first sale
+    took the coins: insufficient balance). That refusal says nothing of the first send: the order stays in doubt,
+    is not sent a third time, and once the lookups show it filled, its fill is in the books, which equal the
+    venue's."""
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
     async with engine_session(settings, live=True) as running:
         e, db = running.engine, running.store.path
         async with engine_loop(e):
-            fx.market_clock.step()
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the strategy's entry")
-            fx.fault(POST_ORDER, "drop_after")
-            fx.fault(GET_ORDER, "stale", seconds=4 * RECV_WINDOW_MS / 1000, times=10_000)
-            # and the balance too, so that it does not show the sale either (it would keep the repeat back)
-            fx.fault(GET_ACCOUNT, "stale", seconds=4 * RECV_WINDOW_MS / 1000, times=10_000)
-            closing = await e.close_position(BTC, by="operator")
-            cid = closing["client_order_id"]
-            await wait_for(lambda: len([r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid])
-                           == 2, timeout=30, what="the repeat")
+            cid = await a_sale_the_venue_lags_behind(fx, e, 4 * RECV_WINDOW_MS / 1000)
+            await wait_for(lambda: len(sends_of(fx, cid)) == 2, timeout=30, what="the repeat")
             await wait_for(lambda: cid not in e.orders.live, timeout=30, what="the order resolved")
-        sends = [r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid]
+        sends = sends_of(fx, cid)
         assert len(sends) == 2 and sends[1].status == 400, [(r.status, r.fault) for r in sends]
         assert [(o.client_id, o.status) for o in fx.orders if o.client_id == cid] == [(cid, "FILLED")]
         assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("filled",)]
@@ -262,12 +272,7 @@ async def test_a_refused_repeat_is_not_sent_a_third_time_after_a_restart(tmp_pat
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the strategy's entry")
-            fx.fault(POST_ORDER, "drop_after")
-            fx.fault(GET_ORDER, "stale", seconds=8 * RECV_WINDOW_MS / 1000, times=10_000)
-            fx.fault(GET_ACCOUNT, "stale", seconds=8 * RECV_WINDOW_MS / 1000, times=10_000)
-            cid = (await e.close_position(BTC, by="operator"))["client_order_id"]
+            cid = await a_sale_the_venue_lags_behind(fx, e, 8 * RECV_WINDOW_MS / 1000)
             await wait_for(lambda: e.orders.live.get(cid) and e.orders.live[cid].error.startswith("sent again"),
                            timeout=30, what="the repeat refused")
     db = settings.db_path
@@ -276,7 +281,7 @@ async def test_a_refused_repeat_is_not_sent_a_third_time_after_a_restart(tmp_pat
         e = running.engine
         async with engine_loop(e):
             await wait_for(lambda: cid not in e.orders.live, timeout=30, what="the order resolved")
-        sends = [r for r in fx.requests_to(POST_ORDER) if r.params["newClientOrderId"] == cid]
+        sends = sends_of(fx, cid)
         assert len(sends) == 2, [(r.status, r.fault) for r in sends]
         assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("filled",)]
         assert_books_agree(e, fx)
