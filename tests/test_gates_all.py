@@ -332,6 +332,42 @@ async def test_correlation_with_an_open_same_direction_position_on_real_prices(t
     assert g["CORRELATION"]["detail"] == f"with {held}"
 
 
+async def test_an_entry_in_flight_counts_in_concentration_leverage_var_and_correlation(tmp_path, pipelines):
+    # Both symbols decide on the close of bar 280 and their orders fill at the next open: ETH is gated while BTC's
+    # entry is in flight, and must be measured as if BTC were held (on real prices they move together).
+    window = 120
+    s = make_settings(tmp_path, symbols=[RBTC, RETH], timeframe="1h", venue={"quote": "USD"},
+                      risk={"max_position_pct": 30, "max_concentration_pct": 35, "max_leverage": 0.5,
+                            "max_correlation": 0.7, "correlation_window": window, "var_window": window})
+    script: dict = {}
+    clock = SimClock()
+    p = await pipelines(s, script=script, feed=real_feed(clock, 300), clock=clock)
+    await p.bars(280)
+    script[RBTC] = script[RETH] = (BUY, 0.8)
+    await p.bars(1)
+    script.clear()
+    btc = await last_decision(p, RBTC)
+    assert btc["outcome"] == "submitted" and RBTC not in p.engine.portfolio.positions
+    g = await refused_by(p, RETH, "LEVERAGE")
+    eth = await last_decision(p, RETH)
+    btc_notional = btc["quantity"] * btc["price"]
+    eth_notional = eth["quantity"] * eth["price"]
+    check(g["LEVERAGE"], passed=False, value=(btc_notional + eth_notional) / 10_000.0, limit=0.5, approx=1e-3)
+    r = {sym: returns(real_series(sym).close[:280])[-window:] for sym in (RBTC, RETH)}
+    check(g["CORRELATION"], passed=False, value=pearson(r[RETH], r[RBTC]), limit=0.7, approx=1e-3)
+    assert g["CORRELATION"]["detail"] == f"with {RBTC}"
+    rets = {sym: returns(real_series(sym).close[:280]) for sym in (RBTC, RETH)}
+    check(g["VAR"], value=historical_var_pct({RBTC: btc_notional, RETH: eth_notional}, rets, confidence=0.95,
+                                             horizon_bars=24, equity=10_000.0, window=window), approx=1e-3)
+    # the operator adding to BTC while its entry is still in flight: the symbol's exposure counts that entry
+    qty = round(0.1 * 10_000.0 / btc["price"], 6)
+    res = await p.engine.operator_order(RBTC, "buy", qty)
+    assert not res["accepted"] and res["reason"].startswith("CONCENTRATION:"), res
+    g = by_code((await p.gates(client_order_id=None))[-len(GATE_ORDER):])
+    check(g["CONCENTRATION"], passed=False, value=100.0 * (btc_notional + qty * btc["price"]) / 10_000.0,
+          limit=35, approx=1e-2)
+
+
 async def test_order_rate_refuses_the_order_over_the_per_minute_limit_in_a_rolling_window(tmp_path, pipelines):
     script = {BTC: (BUY, 0.8), ETH: (BUY, 0.8), SOL: (BUY, 0.8)}
     p = await pipelines(make_settings(tmp_path, symbols=[BTC, ETH, SOL], risk={"max_orders_per_minute": 2}),
