@@ -47,7 +47,7 @@ from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio
 from .reconcile import UNREACHABLE, Reconciler, blocked_text, outage_only
 from .recovery import recover_after_restore
-from .risk import Gatekeeper, OrderIntent, first_failure, size_entry
+from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
 from .signals.base import BUY_CODE, SELL_CODE
 from .store import RESTORED_KEY, FillRecord, Store
@@ -159,7 +159,8 @@ class Engine:
         self.last_bar_ts: dict[str, int] = {}
         self.gatekeeper = Gatekeeper(risk, self.portfolio, trading=self.trading,
                                      breaker_allows=self.breaker.allows, now_ms=clock.now_ms,
-                                     last_bar_ts=self.last_bar_ts.get, pending_entries=self._pending_entries,
+                                     last_bar_ts=self.last_bar_ts.get,
+                                     entries_in_flight=self._entries_in_flight,
                                      timeframe_ms=timeframe_ms, live=self.opts.live)
         self.orders = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper,
                                 portfolio=self.portfolio, bus=bus, clock=clock, trading=self.trading,
@@ -249,8 +250,8 @@ class Engine:
         """Pending approvals by id."""
         return self.approvals.pending
 
-    def _pending_entries(self) -> int:
-        return self.orders.pending_entries()
+    def _entries_in_flight(self) -> list[EntryInFlight]:
+        return self.orders.entries_in_flight()
 
     # ================================================================== lifecycle
     async def start(self) -> None:

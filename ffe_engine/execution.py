@@ -33,7 +33,7 @@ from .events import EventBus, FillEvent, OrderEvent, VenueFault
 from .ids import IdSource
 from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder, floor_to_step
 from .portfolio import Portfolio
-from .risk import Gatekeeper, OrderIntent, first_failure
+from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure
 from .store import FillRecord, Store
 from .trading_state import TradingState
 from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
@@ -133,6 +133,10 @@ class OrderPath:
 
     def pending_entries(self) -> int:
         return sum(1 for o in self.live.values() if not o.reduce_only)
+
+    def entries_in_flight(self) -> list[EntryInFlight]:
+        return [EntryInFlight(o.symbol, o.side, max(0.0, o.quantity - o.filled))
+                for o in self.live.values() if not o.reduce_only]
 
     def pending_entry(self, symbol: str) -> bool:
         return any(o.symbol == symbol and not o.reduce_only for o in self.live.values())

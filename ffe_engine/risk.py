@@ -63,6 +63,16 @@ class OrderIntent:
                    stop_loss=d.get("stop_loss"), take_profit=d.get("take_profit"))
 
 
+@dataclass(frozen=True, slots=True)
+class EntryInFlight:
+    """An entry sent and not done yet: the quantity of it that may still fill. The gates count it as held, since
+    it becomes a position at the venue's word, which no later order waits for."""
+
+    symbol: str
+    side: Side
+    quantity: float
+
+
 def first_failure(gates: list[GateResult]) -> GateResult | None:
     for g in gates:
         if not g.passed:
@@ -77,7 +87,8 @@ def _r(x: float | None, nd: int = 4) -> float | None:
 class Gatekeeper:
     def __init__(self, risk: RiskSettings, portfolio: Portfolio, *, trading: "TradingState",
                  breaker_allows: Callable[[], bool], now_ms: Callable[[], int],
-                 last_bar_ts: Callable[[str], int | None], pending_entries: Callable[[], int],
+                 last_bar_ts: Callable[[str], int | None],
+                 entries_in_flight: Callable[[], list[EntryInFlight]],
                  timeframe_ms: int, live: bool) -> None:
         self.risk = risk
         self.pf = portfolio
@@ -85,7 +96,7 @@ class Gatekeeper:
         self.breaker_allows = breaker_allows
         self.now_ms = now_ms
         self.last_bar_ts = last_bar_ts
-        self.pending_entries = pending_entries
+        self.entries_in_flight = entries_in_flight
         self.timeframe_ms = timeframe_ms
         self.live = live
         self.bars_per_day = max(1.0, 86_400_000 / timeframe_ms)
@@ -138,11 +149,13 @@ class Gatekeeper:
         else:
             yield GateResult("MIN_CONFIDENCE", round(conf, 4), r.min_confidence, conf >= r.min_confidence)
 
-        open_now = pf.held() + self.pending_entries()
+        flight = self.entries_in_flight()
+        open_now = pf.held() + len(flight)
         yield GateResult("MAX_OPEN_POSITIONS", open_now + 1, r.max_open_positions,
                          open_now + 1 <= r.max_open_positions)
 
-        if price is None or price <= 0 or equity <= 0:
+        pending = self._valued(flight, it.symbol, price)
+        if price is None or price <= 0 or equity <= 0 or pending is None:
             for code, limit in (("POSITION_SIZE", r.max_position_pct), ("CONCENTRATION", r.max_concentration_pct),
                                 ("LEVERAGE", r.max_leverage)):
                 yield self._missing(code, limit)
@@ -151,10 +164,10 @@ class Gatekeeper:
             notional = it.quantity * price
             size_pct = 100.0 * notional / equity
             yield GateResult("POSITION_SIZE", _r(size_pct), r.max_position_pct, size_pct <= r.max_position_pct)
-            conc = 100.0 * (pf.exposure(it.symbol) + notional) / equity
+            conc = 100.0 * (pf.exposure(it.symbol) + abs(pending.get(it.symbol, 0.0)) + notional) / equity
             yield GateResult("CONCENTRATION", _r(conc), r.max_concentration_pct,
                              conc <= r.max_concentration_pct)
-            lev = (pf.gross_exposure() + notional) / equity
+            lev = (pf.gross_exposure() + sum(map(abs, pending.values())) + notional) / equity
             yield GateResult("LEVERAGE", _r(lev), r.max_leverage, lev <= r.max_leverage + 1e-9)
 
         dd = pf.drawdown_pct()
@@ -162,38 +175,51 @@ class Gatekeeper:
         dl = pf.day_loss_pct()
         yield GateResult("DAILY_LOSS", _r(dl), r.daily_loss_limit_pct, dl <= r.daily_loss_limit_pct)
 
-        if notional is None:
+        if notional is None or pending is None:
             yield self._missing("VAR", r.max_var_pct)
         else:
-            signed = notional if it.side is Side.BUY else -notional
-            var = pf.var_pct(r.var_confidence, {it.symbol: signed}, horizon_bars=self.bars_per_day,
-                             window=r.var_window)
+            extra = dict(pending)
+            extra[it.symbol] = extra.get(it.symbol, 0.0) + (notional if it.side is Side.BUY else -notional)
+            var = pf.var_pct(r.var_confidence, extra, horizon_bars=self.bars_per_day, window=r.var_window)
             if var is None:
                 yield self._missing("VAR", r.max_var_pct)
             else:
                 yield GateResult("VAR", _r(var), r.max_var_pct, var <= r.max_var_pct)
 
-        yield self._correlation(it)
+        yield self._correlation(it, flight)
 
         rate = pf.orders_in_last(self.now_ms())
         yield GateResult("ORDER_RATE", rate, r.max_orders_per_minute, rate < r.max_orders_per_minute)
         yield GateResult("DAILY_TRADES", pf.entries_today, r.max_daily_trades,
                          pf.entries_today < r.max_daily_trades)
 
-    def _correlation(self, it: OrderIntent) -> GateResult:
+    def _valued(self, flight: list[EntryInFlight], symbol: str, price: float | None) -> dict[str, float] | None:
+        """The entries in flight as signed notionals by symbol, at the last prices (`price` for `symbol`); None when
+        one cannot be valued."""
+        out: dict[str, float] = {}
+        for e in flight:
+            px = price if e.symbol == symbol else self.pf.last_price.get(e.symbol)
+            if px is None or px <= 0:
+                return None
+            v = e.quantity * px
+            out[e.symbol] = out.get(e.symbol, 0.0) + (v if e.side is Side.BUY else -v)
+        return out
+
+    def _correlation(self, it: OrderIntent, flight: list[EntryInFlight]) -> GateResult:
         limit = self.risk.max_correlation
-        others = [p for s, p in self.pf.positions.items()
+        others = [s for s, p in self.pf.positions.items()
                   if s != it.symbol and p.side is it.side and self.pf.holding(s) is not None]
+        others += sorted({e.symbol for e in flight if e.symbol != it.symbol and e.side is it.side} - set(others))
         if not others:
             return GateResult("CORRELATION", 0.0, limit, True, "no open same-direction position")
         worst: float | None = None
         worst_sym = ""
-        for p in others:
-            c = self.pf.correlation(it.symbol, p.symbol, window=self.risk.correlation_window)
+        for sym in others:
+            c = self.pf.correlation(it.symbol, sym, window=self.risk.correlation_window)
             if c is None:
-                return GateResult("CORRELATION", None, limit, not self.live, f"{INPUT_MISSING}: {p.symbol}")
+                return GateResult("CORRELATION", None, limit, not self.live, f"{INPUT_MISSING}: {sym}")
             if worst is None or c > worst:
-                worst, worst_sym = c, p.symbol
+                worst, worst_sym = c, sym
         assert worst is not None
         return GateResult("CORRELATION", round(worst, 4), limit, worst <= limit, f"with {worst_sym}")
 

@@ -27,7 +27,7 @@ from ffe_engine.market.csvdata import load_csv
 from ffe_engine.market.replay import ReplayFeed
 from ffe_engine.model import EngineState, Fill, OrderReason, OrderStatus, Side
 from ffe_engine.portfolio import Portfolio
-from ffe_engine.risk import GATE_ORDER, SIZE_HEADROOM, Gatekeeper, OrderIntent, first_failure, size_entry
+from ffe_engine.risk import GATE_ORDER, SIZE_HEADROOM, EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from ffe_engine.clock import SimClock
 from ffe_engine.store import Store
 from ffe_engine.venues.base import VenueUnavailable
@@ -58,10 +58,10 @@ def portfolio(*held: tuple[str, float, float]) -> Portfolio:
 
 
 def gatekeeper(pf: Portfolio, *, state: EngineState = EngineState.RUNNING, breaker: CircuitBreaker | None = None,
-               last_bar: int | None = NOW - MIN, pending: int = 0, **risk) -> Gatekeeper:
+               last_bar: int | None = NOW - MIN, pending: tuple[EntryInFlight, ...] = (), **risk) -> Gatekeeper:
     b = breaker or CircuitBreaker("paper", 3, 60.0, now=lambda: 0.0)
     return Gatekeeper(RiskSettings(**{**WIDE, **risk}), pf, trading=trading_state(state), breaker_allows=b.allows,
-                      now_ms=lambda: NOW, last_bar_ts=lambda s: last_bar, pending_entries=lambda: pending,
+                      now_ms=lambda: NOW, last_bar_ts=lambda s: last_bar, entries_in_flight=lambda: list(pending),
                       timeframe_ms=MIN, live=False)
 
 
@@ -146,7 +146,8 @@ def test_max_open_positions_counts_open_positions_and_entries_in_flight():
     pf = portfolio((BTC, 1.0, 100.0), (ETH, 1.0, 50.0))
     only_failure(gatekeeper(pf).evaluate(entry("SOL/USDT", 1.0)), "MAX_OPEN_POSITIONS", 3, 2)
     one = portfolio((BTC, 1.0, 100.0))
-    only_failure(gatekeeper(one, pending=1).evaluate(entry(ETH, 1.0)), "MAX_OPEN_POSITIONS", 3, 2)
+    in_flight = (EntryInFlight(ETH, Side.BUY, 1.0),)
+    only_failure(gatekeeper(one, pending=in_flight).evaluate(entry(ETH, 1.0)), "MAX_OPEN_POSITIONS", 3, 2)
     assert all(g.passed for g in gatekeeper(one).evaluate(entry(ETH, 1.0)))
 
 
@@ -364,7 +365,7 @@ class Path_:
         self.store = store
         gk = Gatekeeper(RiskSettings(**WIDE), self.pf, trading=trading_state(EngineState.RUNNING),
                         breaker_allows=self.breaker.allows, now_ms=lambda: NOW, last_bar_ts=lambda s: NOW - MIN,
-                        pending_entries=lambda: self.orders.pending_entries(), timeframe_ms=MIN, live=False)
+                        entries_in_flight=lambda: self.orders.entries_in_flight(), timeframe_ms=MIN, live=False)
 
         async def on_fill(order, fill, intent):
             self.pf.apply_fill(fill)

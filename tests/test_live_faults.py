@@ -54,7 +54,7 @@ class Desk:
         self.trading = TradingState(store, bus, clock, EngineState.RUNNING)
         self.gatekeeper = Gatekeeper(risk, self.pf, trading=self.trading, breaker_allows=self.breaker.allows,
                                      now_ms=now_ms, last_bar_ts=lambda s: now_ms() // M * M - M,
-                                     pending_entries=lambda: self.path.pending_entries(), timeframe_ms=M,
+                                     entries_in_flight=lambda: self.path.entries_in_flight(), timeframe_ms=M,
                                      live=False)
         self.path = OrderPath(store=store, venue=venue, breaker=self.breaker, gatekeeper=self.gatekeeper,
                               portfolio=self.pf, bus=bus, clock=clock, trading=self.trading, on_fill=self._on_fill,

@@ -86,7 +86,7 @@ def order_path(store: Store, venue: ScriptedVenue) -> tuple[OrderPath, list, lis
     trading = TradingState(store, bus, clock, EngineState.RUNNING)
     gk = Gatekeeper(RiskSettings(), pf, trading=trading, breaker_allows=breaker.allows, now_ms=clock.now_ms,
                     last_bar_ts=lambda s: clock.now_ms() // 60_000 * 60_000 - 60_000,
-                    pending_entries=lambda: 0, timeframe_ms=60_000, live=False)
+                    entries_in_flight=lambda: [], timeframe_ms=60_000, live=False)
     fills: list = []
 
     async def on_fill(order, fill, intent):
