@@ -7,6 +7,8 @@ import asyncio
 import fcntl
 import json
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -146,6 +148,72 @@ def test_sigusr1_halts_a_headless_engine_whose_loop_goes_on_until_sigterm(tmp_pa
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
     assert db_value(db, "SELECT COUNT(*) FROM orders WHERE status IN ('new', 'in_doubt', 'open')") == 0
     assert json.loads(db_value(db, "SELECT data FROM events ORDER BY seq DESC LIMIT 1"))["detail"]["state"] == "HALTED"
+
+
+def _handles(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler for `sig` now (Linux: the SigCgt mask of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        mask = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+    return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
+BARE = ("import signal, time\n"
+        "for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):\n"
+        "    signal.signal(sig, lambda *a: None)\n"
+        "time.sleep(60)\n")
+
+
+def _bare_interpreter_s() -> float:
+    """How long a bare interpreter, started as ffe is, takes to handle its first signals: the part of a start no
+    program can take a signal in."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", BARE], env=ffe_env(), stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _handles(proc.pid, signal.SIGUSR1), timeout=30, interval=0.001, what="a bare start")
+        return time.monotonic() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _signal_early(p, audit, sig: int, started: float, bare_s: float) -> None:
+    """Send `sig` while `ffe run` is still starting (its settings, its imports: a quarter of a second or more),
+    once the process handles it, or when three times what a bare interpreter takes to has passed, and before the
+    engine's first record."""
+    deadline = started + 3 * bare_s + 0.02
+    while p.alive() and not _handles(p.pid, sig) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert count_events(audit, "run") == 0  # the engine has not started yet
+    p.send(sig)
+
+
+def test_sigusr1_in_the_first_moments_of_a_start_halts_the_engine_once_started(tmp_path, spawn_ffe):
+    audit = tmp_path / "logs" / "audit.jsonl"
+    db = tmp_path / "data" / "ffe.db"
+    bare_s = _bare_interpreter_s()
+    started = time.monotonic()
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED))
+    _signal_early(p, audit, signal.SIGUSR1, started, bare_s)
+    wait_until(lambda: not p.alive() or db.exists() and db_value(db, "SELECT state FROM engine_state") == "HALTED",
+               timeout=30, what="HALTED in the engine_state table")
+    assert p.alive(), f"exit {p.proc.returncode}: {p.stderr}"
+    assert db_rows(db, "SELECT reason, by FROM engine_state") == [("SIGUSR1", "signal")]
+    p.send(signal.SIGTERM)
+    assert p.wait(timeout=20) == 0, p.stderr
+    assert db_value(db, "SELECT COUNT(*) FROM fills") == 0  # halted before it could trade
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_in_the_first_moments_of_a_start_gives_the_start_up_in_order(tmp_path, spawn_ffe, sig):
+    audit = tmp_path / "logs" / "audit.jsonl"
+    bare_s = _bare_interpreter_s()
+    started = time.monotonic()
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED))
+    _signal_early(p, audit, sig, started, bare_s)
+    assert p.wait(timeout=30) == 0, p.stderr
+    assert "stopped while starting: nothing was sent" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert count_events(audit, "order") == 0
 
 
 def test_after_sigkill_nothing_is_torn_and_a_restart_resolves_what_was_in_flight(tmp_path, spawn_ffe):
