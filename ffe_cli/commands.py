@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return run_console(settings, live=live, max_bars=args.max_bars)
     from ffe_engine.host import run_headless
 
-    return asyncio.run(run_headless(settings, live=live, max_bars=args.max_bars))
+    return asyncio.run(run_headless(settings, live=live, max_bars=args.max_bars, early=getattr(args, "early", None)))
 
 
 def attach(args: argparse.Namespace) -> int:

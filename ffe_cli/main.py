@@ -17,6 +17,7 @@ from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.errors import FfeError, UsageError
 
 from . import commands
+from .entry import EarlySignals
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -204,7 +205,9 @@ def _reader_gone() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) -> int:
+    """`early`: the signals taken since the process began (ffe_cli.entry), for a headless run to act on; every
+    other command gets them back at once."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
@@ -219,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         handler: Handler | None = getattr(args, "handler", None)
+        if early is not None:
+            if handler is commands.run and args.headless:
+                args.early = early
+            else:
+                early.release()
         if handler is None:
             parser.print_help()
             return 2

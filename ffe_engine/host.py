@@ -19,7 +19,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Protocol
 
 from . import logs
 from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging
@@ -420,9 +420,19 @@ class EngineHost:
             self._closed.set_result(None)
 
 
-async def run_headless(settings: Settings, *, live: bool, max_bars: int | None) -> int:
+class EarlySignals(Protocol):
+    """Signals taken before this module was even imported (by the process's entry point)."""
+
+    def hand_over(self) -> tuple[list[int], dict[int, Any]]:
+        """The signals received, in order, and the handlers from before, to put back at the end."""
+        ...
+
+
+async def run_headless(settings: Settings, *, live: bool, max_bars: int | None,
+                       early: EarlySignals | None = None) -> int:
     """A live start can wait a while on its exchange (the start check's retries): a stop signal meanwhile gives the
-    start up in order, and SIGUSR1 halts the engine as soon as it has started, before it trades."""
+    start up in order, and SIGUSR1 halts the engine as soon as it has started, before it trades. So do the signals
+    `early` took before this was called."""
     opening = asyncio.ensure_future(EngineHost.open(settings, live=live, max_bars=max_bars, headless=True))
     stopped_by: list[str] = []
     halt_asked: list[bool] = []
@@ -446,6 +456,14 @@ async def run_headless(settings: Settings, *, live: bool, max_bars: int | None) 
             halt_asked.append(True)
 
     signals = install_signals(stop, halt)
+    if early is not None:
+        received, before = early.hand_over()
+        signals.update(before)
+        for sig in received:
+            if sig == signal.SIGUSR1:
+                halt()
+            else:
+                stop(signal.Signals(sig).name)
     try:
         host = await opening
     except asyncio.CancelledError:
