@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ffe_cmd, ffe_env, ffe_in_process, run_ffe, starter_config
+from conftest import count_events, ffe_cmd, ffe_env, ffe_in_process, run_ffe, starter_config, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +240,36 @@ def test_backup_verify_finds_a_damaged_record(good_dir, tmp_path):
     restore = run_ffe(tmp_path, "restore", file, "--data-dir", "restored/data", "--log-dir", "restored/logs")
     assert_one_line(restore, "ffe.db", "portfolio")
     assert not (tmp_path / "restored" / "data" / "ffe.db").exists()
+
+
+def test_a_halt_the_database_lost_with_its_wal_still_halts_the_next_start(tmp_path, spawn_ffe):
+    """`ffe ctl halt` answered, then a kill, then the database's write-ahead log lost (deleted, a disk that kept
+    the main file only): the database no longer holds the halt, and the trail's records after its last event are
+    set aside as never committed. The halt they hold is not dropped with them: the start comes up HALTED (the
+    safer of the two, docs/states.md), saying why, and trades nothing."""
+    starter_config(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    audit = tmp_path / "logs" / "audit.jsonl"
+    first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "20")  # a database checkpointed at its stop
+    assert first.returncode == 0, first.stderr
+    before = count_events(audit, "decision")
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="100"))
+    wait_until(lambda: count_events(audit, "decision") >= before + 10 or not p.alive(), what="decisions")
+    halted = run_ffe(tmp_path, "ctl", "halt")
+    assert halted.returncode == 0, halted.stderr
+    p.kill()
+    assert count_events(audit, "kill_switch") == 1
+    assert (tmp_path / "data" / "ffe.db-wal").exists()
+    for lost in ("ffe.db-wal", "ffe.db-shm"):
+        (tmp_path / "data" / lost).unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT state FROM engine_state").fetchone() != ("HALTED",)  # the halt went with the log
+        (orders,) = con.execute("SELECT COUNT(*) FROM orders").fetchone()
+
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert again.returncode == 0, again.stderr
+    assert "never committed" in again.stderr
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        state, reason = con.execute("SELECT state, reason FROM engine_state").fetchone()
+        assert state == "HALTED" and "never committed" in reason, reason
+        assert con.execute("SELECT COUNT(*) FROM orders").fetchone() == (orders,)  # no order since
