@@ -220,6 +220,8 @@ class TrailRepair:
     torn_bytes: int
     uncommitted: Path | None = None  # where the records the database never committed were set aside
     uncommitted_records: int = 0
+    # The strictest engine state those records changed to, HALTED or PAUSED, and why: (state, reason).
+    uncommitted_stop: tuple[str, str] | None = None
 
 
 async def repair_trail(path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> TrailRepair:
@@ -264,7 +266,7 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
             last_seq, last = rows[-1]
         return TrailRepair(last_seq=last_seq, last_hash=line_hash(last) if last is not None else GENESIS,
                            appended=appended, torn=aside, torn_bytes=len(torn), uncommitted=moved,
-                           uncommitted_records=len(uncommitted))
+                           uncommitted_records=len(uncommitted), uncommitted_stop=_strictest_stop(uncommitted))
     finally:
         os.close(fd)
 
@@ -325,6 +327,28 @@ async def _uncommitted_in(fd: int, events_after: Callable[[int], Awaitable[list[
         found.append(line)
         cut = offset
     return cut, True
+
+
+STRICTNESS = {"RUNNING": 0, "PAUSED": 1, "HALTED": 2}
+
+
+def _strictest_stop(records: list[bytes]) -> tuple[str, str] | None:
+    """The strictest pause or halt among records set aside as never committed. Only a kill between their write and
+    their commit leaves such records, and then they were never answered; but a database that lost committed
+    transactions (its write-ahead log deleted or damaged) leaves them too, and a halt the operator was told of must
+    not be dropped with them."""
+    strictest: tuple[str, str] | None = None
+    for line in records:
+        if b'"event":"engine_state"' not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        state = rec.get("state")
+        if STRICTNESS.get(state, 0) > STRICTNESS.get(strictest[0] if strictest else "RUNNING", 0):
+            strictest = (str(state), str(rec.get("reason", "")))
+    return strictest
 
 
 def _lines_backwards(fd: int) -> Iterator[tuple[int, bytes]]:

@@ -117,6 +117,8 @@ class EngineOptions:
     adaptive: bool = True
     start_state: EngineState = EngineState.RUNNING  # for a fresh database
     max_bars: int | None = None  # stop by itself after this many bars per symbol
+    # A pause or halt found only in audit records the database never committed (audit.TrailRepair): (state, reason).
+    uncommitted_stop: tuple[EngineState, str] | None = None
 
     @classmethod
     def for_backtest(cls, *, flush_every: int, adaptive: bool, decision_records: bool = True) -> "EngineOptions":
@@ -275,6 +277,11 @@ class Engine:
             # The last run emptied the disk reserve to store HALTED, and may not have managed even that.
             await self.trading.set(EngineState.HALTED, "the last run stopped on a record it could not write",
                                    "engine")
+        stop = self.opts.uncommitted_stop
+        if stop is not None and (self.state is EngineState.RUNNING or stop[0] is EngineState.HALTED):
+            if self.state is not stop[0]:
+                await self.trading.set(stop[0], f"{stop[1]}: found only in audit records the database never "
+                                       "committed, set aside at this start", "engine")
         await self.store.keep_reserve()
         if self.state is EngineState.HALTED:
             under_way = await self.store.get_kv(FLATTEN_KEY)
