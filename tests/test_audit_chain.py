@@ -337,3 +337,28 @@ def test_a_database_with_a_newer_schema_is_refused_untouched(copy):
     assert "left as it is" in errors[0]
     assert db.read_bytes() == before
     assert not (copy / "data" / "ffe.db-wal").exists()
+
+
+@pytest.mark.parametrize("damage", ["last edited", "last repeated", "prev of the last edited"])
+def test_a_start_over_a_last_line_that_is_not_the_database_s_stops_and_leaves_it_as_found(copy, damage):
+    """The start's repair must not chain new records onto a last line that is not what the database holds: after it,
+    `ffe audit verify` would call the trail intact (its head then the new records') and the edit would be hidden
+    for good. The start stops with one line naming the file and the seq; the trail is left as it was found."""
+    raw = lines(copy)
+    n = len(raw)
+    if damage == "last edited":
+        bad = edit(raw, n)
+    elif damage == "last repeated":
+        bad = raw + [raw[-1]]
+    else:
+        rec = json.loads(raw[-1])
+        rec["prev"] = "0" * 64
+        bad = raw[:-1] + [json.dumps(rec, separators=(",", ":")).encode()]
+    write_lines(copy, bad)
+    proc = run_ffe(copy, "run", "--headless", "--max-bars", "3", "--data-dir", "data", "--log-dir", "logs")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
+    assert "audit.jsonl" in line and f"seq {n}" in line, line
+    assert lines(copy) == bad
+    code, out, _ = verify(copy, ffe=ffe_in_process)
+    assert code == 1, out
