@@ -256,6 +256,7 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
             log.warning("audit trail: records the database never committed (written just before a kill) were set "
                         "aside; the trail goes on from the database's last event", file=str(moved),
                         records=len(uncommitted), after_seq=last_seq)
+        await _check_last_records(fd, path, events_after)
         appended = 0
         while True:
             rows = await events_after(last_seq)
@@ -349,6 +350,30 @@ def _strictest_stop(records: list[bytes]) -> tuple[str, str] | None:
         if STRICTNESS.get(state, 0) > STRICTNESS.get(strictest[0] if strictest else "RUNNING", 0):
             strictest = (str(state), str(rec.get("reason", "")))
     return strictest
+
+
+async def _check_last_records(fd: int, path: Path,
+                              events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> None:
+    """The file's last two records must be the database's copies of them, in order: new records chained onto a
+    line edited, repeated or written over would make the trail verify as intact from then on, the edit hidden for
+    good. Such a trail is refused as found (`ffe audit verify` names what differs)."""
+    last: list[bytes] = []
+    for _offset, line in _lines_backwards(fd):
+        last.append(line)
+        if len(last) == 2:
+            break
+    seqs = [_seq_of(line) for line in last]
+    if not last or seqs[0] is None:
+        return
+    end = seqs[0]
+    if len(last) == 2 and seqs[1] is not None and seqs[1] != end - 1:
+        raise StorageError(f"{path}: its last record, seq {end}, follows seq {seqs[1]}, not {end - 1} (a record "
+                           "repeated or moved); it was left as it is: `ffe audit verify` names what is wrong")
+    held = dict((await events_after(end - len(last)))[:len(last)])
+    for seq, line in zip(seqs, last):
+        if seq is not None and seq in held and held[seq] != line:
+            raise StorageError(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or "
+                               "written over); it was left as it is: `ffe audit verify` names what differs")
 
 
 def _lines_backwards(fd: int) -> Iterator[tuple[int, bytes]]:
