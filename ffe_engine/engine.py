@@ -378,16 +378,17 @@ class Engine:
                  symbols=",".join(self.symbols))
 
     async def _load_market(self) -> Override | None:
-        """The simulated market continues from its stored state (prices, bar time, recent bars)."""
+        """A market made or replayed in the process continues from its stored state (the simulated one: prices, bar
+        time, recent bars; a replay: the candle after the last one handed out)."""
         assert self.sim_feed is not None
         saved = await self.store.get_kv("market")
         if not saved:
             return None
         if not self.sim_feed.load(saved):
-            return Override("market", "a new price path", "a market for other symbols or timeframe",
-                            "a new price path", "the simulated market saved from the last run does not fit the "
-                            "configured symbols or timeframe: a new price path starts, and open positions are "
-                            "priced on it")
+            return Override("market", "a new price path", "a market for other symbols, timeframe or source",
+                            "a new price path", "the market saved from the last run does not fit the configured "
+                            "symbols, timeframe or source: a new price path starts (a replay from its files' first "
+                            "bar), and open positions are priced on it")
         return overrides.market(self.settings.market.seed, saved)
 
     async def _load_weights(self) -> Override | None:

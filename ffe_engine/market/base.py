@@ -20,8 +20,8 @@ class Feed(Protocol):
 
 @runtime_checkable
 class ResumableFeed(Protocol):
-    """A market made in the process (the simulated one): its state is stored with the engine's books, so a restart
-    continues it instead of starting a new price path."""
+    """A market made or replayed in the process (the simulated one, a replay of CSV files): its state is stored with
+    the engine's books, so a restart continues it instead of starting a new price path."""
 
     def state(self) -> dict[str, Any]: ...
 

@@ -129,6 +129,14 @@ class CandleSeries:
                             self.low[:n], self.close[:n], self.volume[:n], path=self.path, skipped=self.skipped,
                             skip_reasons=self.skip_reasons)
 
+    def tail(self, start: int) -> CandleSeries:
+        """The bars from index `start` on."""
+        if start <= 0:
+            return self
+        return CandleSeries(self.symbol, self.timeframe_ms, self.ts[start:], self.open[start:], self.high[start:],
+                            self.low[start:], self.close[start:], self.volume[start:], path=self.path,
+                            skipped=self.skipped, skip_reasons=self.skip_reasons)
+
     def summary(self) -> str:
         """One line for an operator: symbol, bars, timeframe, span, gaps and skipped rows."""
         if not self.ts:

@@ -8,8 +8,9 @@ yields to the event loop every few thousand candles so other tasks stay responsi
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_right
 from heapq import heapify, heappop, heapreplace
-from typing import AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from ..clock import Clock, SimClock, format_timeframe
 from ..model import Candle
@@ -40,8 +41,11 @@ class ReplayFeed:
         self.clock = clock if clock is not None else SimClock()
         self.speed = speed
         self.max_bars = max_bars
-        self.series = [s if max_bars is None else s.head(max_bars) for s in series_by_symbol.values()]
+        self._whole = list(series_by_symbol.values())
+        self.series = [s if max_bars is None else s.head(max_bars) for s in self._whole]
         self._closed = False
+        self._seen: dict[str, int] = {}  # symbol -> the time of its last candle handed out (state())
+        self._past: dict[str, list[Candle]] = {}  # symbol -> its candles before where a restart goes on
         starts = [s.ts[0] for s in self.series if len(s)]
         if starts:
             self.clock.advance(min(starts))  # before the first candle closes, it is the replay's first moment
@@ -51,9 +55,38 @@ class ReplayFeed:
         """Candles the replay will hand out, all symbols together."""
         return sum(len(s) for s in self.series)
 
-    def history(self, n: int) -> list[Candle]:
-        """No warm-up bars before a replay: its own first bars are the warm-up."""
-        return []
+    def history(self, n: int) -> dict[str, list[Candle]]:
+        """No warm-up bars before a replay's first bar: its own first bars are the warm-up. After a restart (`load`),
+        the last n bars of each symbol before where it goes on."""
+        return {sym: past[-n:] if n else [] for sym, past in self._past.items()}
+
+    def state(self) -> dict[str, Any]:
+        """Where the replay is (stored by the engine with its books): each symbol's last candle handed out."""
+        return {"version": 1, "source": "replay", "symbols": self.symbols, "timeframe_ms": self.timeframe_ms,
+                "seen": dict(self._seen)}
+
+    def load(self, state: dict[str, Any]) -> bool:
+        """Go on from a stored state: each symbol from the candle after the last one handed out. False (and the
+        files from their first bar) when it was made for other symbols or another timeframe, or cannot be read."""
+        try:
+            if (state.get("source") != "replay" or state.get("version") != 1 or state["symbols"] != self.symbols
+                    or state["timeframe_ms"] != self.timeframe_ms):
+                return False
+            seen = {str(k): int(v) for k, v in state["seen"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return False
+        self._seen = dict(seen)
+        series = []
+        for sym, whole in zip(self.symbols, self._whole):
+            start = bisect_right(whole.ts, seen[sym]) if sym in seen else 0
+            rest = whole.tail(start)
+            series.append(rest if self.max_bars is None else rest.head(self.max_bars))
+            self._past[sym] = list(whole.head(start).candles())
+        self.series = series
+        starts = [s.ts[0] for s in self.series if len(s)]
+        if starts:
+            self.clock.advance(min(starts))
+        return True
 
     def iter_candles(self) -> Iterator[Candle]:
         """The merged candles, synchronously, advancing the clock; for backtests."""
@@ -94,10 +127,12 @@ class ReplayFeed:
                             return
                     last_ts = candle.ts
                 advance(candle.ts + self.timeframe_ms)
+                self._seen[candle.symbol] = candle.ts
                 yield candle
         else:
             count = 0
             for candle in self._merged(advance):
+                self._seen[candle.symbol] = candle.ts
                 yield candle
                 count += 1
                 if count >= YIELD_EVERY:
