@@ -42,7 +42,9 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
   as an exchange's terser answers can: how much filled, but not at what price;
 - "fill_later": run the request, but a market order it places is answered NEW, nothing filled yet, and fills
   `seconds` later at the price then (unless cancelled first), as an exchange that fills market orders after it
-  has acknowledged them.
+  has acknowledged them;
+- "page_200": answer 200 with an HTML page (a gateway's or a CDN's), after running the request unless
+  `execute=False`; "empty_200": the same with `{}` for a body.
 `fx.down = True` drops every connection (or answers `fx.down_status` when that is set) until set back to False.
 
 Klines follow `fx.market_clock` and include the candle still open, as Binance's do. `fx.klines_max` caps how many
@@ -72,7 +74,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418",
-               "not_found_once", "error", "stale", "no_cost", "fill_later")
+               "not_found_once", "error", "stale", "no_cost", "fill_later", "page_200", "empty_200")
 
 # symbol id -> listing; prices are the starting points of the deterministic price path used by klines
 LISTINGS: dict[str, dict[str, Any]] = {
@@ -421,6 +423,13 @@ class FakeBinance:
                     order.pop("cummulativeQuoteQty", None)
                     order.pop("fills", None)
             return web.json_response(body)
+        if f.kind in ("page_200", "empty_200"):
+            if f.execute:
+                await self._run(handler, request)
+            if f.kind == "empty_200":
+                return web.json_response({})
+            return web.Response(status=200, text="<html><body><h1>Please wait</h1></body></html>",
+                                content_type="text/html")
         if f.kind == "not_found_once":
             if request.method == "DELETE":
                 return self._error(400, -2011, "Unknown order sent.")

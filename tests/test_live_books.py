@@ -19,6 +19,7 @@ import pytest
 from conftest import engine_session
 from fake_exchange import Balance, FakeBinance, binance_client
 from ffe_engine.control import request
+from ffe_engine.errors import FfeError
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
                           MarketClock, exchange_options, fx, live_config, live_env, live_settings, next_bar,
                           processes, rows, run_ffe_async, stored_events, wait_for, wait_for_bar, write_config)
@@ -1136,3 +1137,81 @@ async def test_a_cancel_answer_whose_trades_lag_its_fill_is_charged_the_whole_fe
         assert order_statuses(db, cid)[-1] == "canceled"
         assert_fees_charged_once(db, fx)
         assert_books_agree(e, fx)
+
+
+# ------------------------------------------------------------------------------ answers that are not what was asked
+# A gateway or a CDN in front of the exchange can answer HTTP 200 with its own page, or `{}`: ccxt then returns
+# what it parsed of nothing, an order or a balance made of defaults. Read as the venue's word, it ends orders and
+# empties accounts that are neither.
+
+GET_OPEN_ORDERS = "GET /api/v3/openOrders"
+
+
+@pytest.mark.parametrize("answer", ["page_200", "empty_200"])
+async def test_a_cancel_answered_with_a_page_is_not_taken_for_done_and_the_order_s_later_fill_is_booked(
+        tmp_path, fx, answer):
+    """The kill switch cancels the strategy's entry, filled in part and resting; the exchange's cancel is answered
+    with a page and never reached it. The order is not ended cancelled on that answer: once the rest fills at the
+    exchange, the whole fill is in the books, which equal the exchange's."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            fx.fault(DELETE_ORDER, answer, execute=False, times=10_000)
+            await e.halt()
+            assert fx.open_order(cid) is not None  # still open at the exchange
+            fx.fill(cid)
+            await poll_until_ended(e, cid)
+        assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
+        assert "canceled" not in order_statuses(db, cid), order_statuses(db, cid)
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("filled",)]
+        assert_books_agree(e, fx)
+
+
+async def test_an_entry_in_doubt_is_not_sent_again_while_the_balance_is_answered_with_a_page(tmp_path, fx):
+    """The strategy's buy is placed and filled, its answer lost, and the lookups lag past the settle window: the
+    balance is what keeps a repeat back (the id is free again once the first has filled), and it is answered with
+    a page. A balance that could not be read shows nothing either way: the order is not sent again."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "drop_after")
+            fx.fault(GET_ORDER, "stale", seconds=4 * RECV_WINDOW_MS / 1000, times=10_000)
+            fx.fault(GET_ACCOUNT, "page_200", times=10_000)
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's entry")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the entry found filled")
+        assert len(fx.requests_to(POST_ORDER)) == 1, [(r.status, r.fault) for r in fx.requests_to(POST_ORDER)]
+        assert [(o.client_id, o.side, o.status) for o in fx.orders] == [(cid, "BUY", "FILLED")]
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("filled",)]
+        assert_books_agree(e, fx)
+
+
+async def test_a_live_start_whose_open_orders_are_answered_once_with_a_page_reads_them_again(tmp_path, fx):
+    """The open orders answered once with a page as the live engine starts: an answer that could not be read, asked
+    again, never a traceback."""
+    fx.fault(GET_OPEN_ORDERS, "page_200")
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert [r.fault for r in fx.requests_to(GET_OPEN_ORDERS)][:2] == ["page_200", None]
+        assert await e.reconcile() == []
+        assert_books_agree(e, fx)
+
+
+async def test_a_live_start_whose_account_is_answered_with_a_page_does_not_start_on_an_empty_account(tmp_path, fx):
+    """The account answered with a page (not a balance list) at every read as the live engine starts: the start
+    stops, nothing sent, and says the exchange did not answer; it never starts with cash 0 (then a difference
+    with the exchange, and a drawdown measured from nothing)."""
+    fx.fault(GET_ACCOUNT, "page_200", times=10_000)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    with pytest.raises(FfeError) as failed:
+        async with engine_session(settings, live=True):
+            pass
+    assert failed.value.exit_code == 1 and "balance" in str(failed.value), str(failed.value)
+    assert fx.requests_to(POST_ORDER) == []
