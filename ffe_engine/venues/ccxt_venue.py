@@ -61,6 +61,9 @@ T = TypeVar("T")
 MASK = "********"
 _URL = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
 _NETWORK = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, OSError)
+# What ccxt raises on its way through a body that is not what was asked (an HTML page answered 200, `{}`, a list
+# cut short): not one of its own errors.
+_UNPARSED = (AttributeError, TypeError, KeyError, ValueError, IndexError)
 DEFAULT_SETTLE_S = 10.0
 _NO_URL = re.compile(r"does not have a testnet/sandbox URL for (\w+) endpoints")
 
@@ -310,6 +313,9 @@ class ReadRetry:
                 raise
             except (cx.BaseError, *_NETWORK) as exc:
                 raise self.translate(exc, what) from None
+            except _UNPARSED as exc:  # a body that is not the exchange's answer (a gateway's page): not read
+                raise VenueUnavailable(f"{self.name} {what}: the answer could not be read "
+                                       f"({type(exc).__name__})") from None
 
         retrying = AsyncRetrying(stop=self._stop, wait=self._wait, retry=retry_if_exception_type(VenueUnavailable),
                                  before_sleep=self._before_sleep, reraise=True, sleep=self.sleep)
@@ -423,6 +429,11 @@ class CcxtVenue:
             raise VenueError(f"{self.name} {what}: {describe(exc, self._secrets)}") from None
         except _NETWORK as exc:
             raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {type(exc).__name__}") from None
+        except _UNPARSED as exc:
+            raise OrderInDoubt(f"{self.name} {what}: outcome unknown: the answer could not be read "
+                               f"({type(exc).__name__})") from None
+        if not _is_order(raw):
+            raise OrderInDoubt(f"{self.name} {what}: outcome unknown: the answer was not an order")
         order = self.to_venue_order(raw, req.client_order_id)
         if order.exchange_id:
             self._exchange_ids[req.client_order_id] = order.exchange_id
@@ -444,9 +455,9 @@ class CcxtVenue:
     async def fetch_order(self, client_order_id: str, symbol: str) -> VenueOrder | None:
         """The order by client order id, or None when the exchange answers that it does not exist."""
         try:
-            raw = await self.reads(f"fetch_order {client_order_id}",
-                                   lambda: self.exchange.fetch_order(None, symbol, {"clientOrderId": client_order_id}),
-                                   passthrough=(cx.OrderNotFound,))
+            what = f"fetch_order {client_order_id}"
+            raw = await self.reads(what, lambda: self._order(what, self.exchange.fetch_order(
+                None, symbol, {"clientOrderId": client_order_id})), passthrough=(cx.OrderNotFound,))
         except cx.OrderNotFound:
             return None
         order = self.to_venue_order(raw, client_order_id)
@@ -458,10 +469,10 @@ class CcxtVenue:
         """Cancel by client order id. When the exchange no longer has it open, report what became of it (filled or
         cancelled before); UnknownOrder when it never had it."""
         try:
-            raw = await self.reads(f"cancel_order {client_order_id}",
-                                   lambda: self.exchange.cancel_order(self._exchange_ids.get(client_order_id), symbol,
-                                                                      {"clientOrderId": client_order_id}),
-                                   passthrough=(cx.OrderNotFound,))
+            what = f"cancel_order {client_order_id}"
+            raw = await self.reads(what, lambda: self._order(what, self.exchange.cancel_order(
+                self._exchange_ids.get(client_order_id), symbol, {"clientOrderId": client_order_id})),
+                passthrough=(cx.OrderNotFound,))
         except cx.OrderNotFound:
             known = await self.fetch_order(client_order_id, symbol)
             if known is None:
@@ -477,7 +488,8 @@ class CcxtVenue:
         account-wide query on most exchanges)."""
         out: list[VenueOrder] = []
         for sym in [symbol] if symbol else self.symbols:
-            raws = await self.reads(f"fetch_open_orders {sym}", functools.partial(self.exchange.fetch_open_orders, sym))
+            what = f"fetch_open_orders {sym}"
+            raws = await self.reads(what, lambda: self._orders(what, self.exchange.fetch_open_orders(sym)))
             for raw in raws:
                 order = self.to_venue_order(raw)
                 if order.exchange_id and order.client_order_id:
@@ -492,8 +504,8 @@ class CcxtVenue:
         seen: set[str] = set()
         since = since_ms
         while True:
-            raws = await self.reads(f"fetch_orders {symbol}",
-                                    functools.partial(self.exchange.fetch_orders, symbol, since, page))
+            what = f"fetch_orders {symbol}"
+            raws = await self.reads(what, lambda: self._orders(what, self.exchange.fetch_orders(symbol, since, page)))
             fresh = [r for r in raws if str(r.get("id")) not in seen]
             for raw in fresh:
                 seen.add(str(raw.get("id")))
@@ -507,11 +519,33 @@ class CcxtVenue:
         out.sort(key=lambda o: (o.ts or 0, o.exchange_id or ""))
         return out
 
+    async def _order(self, what: str, answer: Awaitable[Any]) -> Any:
+        """An order answer, or VenueUnavailable when the body was not one (a page, `{}`): read as an order, its
+        defaults would say the order is open, or a cancel done, with nothing filled."""
+        raw = await answer
+        if not _is_order(raw):
+            raise VenueUnavailable(f"{self.name} {what}: the answer was not an order")
+        return raw
+
+    async def _orders(self, what: str, answer: Awaitable[Any]) -> list[Any]:
+        raws = await answer
+        if not isinstance(raws, list) or not all(map(_is_order, raws)):
+            raise VenueUnavailable(f"{self.name} {what}: the answer was not a list of orders")
+        return raws
+
+    async def _balance(self) -> Any:
+        raw = await self.exchange.fetch_balance()
+        # An account lists its assets (Binance: every one, at zero too): an answer listing none was not read.
+        if not isinstance(raw, dict) or not raw.get("info") or not isinstance(raw.get("total"), dict) \
+                or not raw["total"]:
+            raise VenueUnavailable(f"{self.name} fetch_balance: the answer was not a balance list")
+        return raw
+
     async def fetch_balance(self) -> dict[str, float]:
         return (await self.fetch_balance_locked())[0]
 
     async def fetch_balance_locked(self) -> tuple[dict[str, float], dict[str, float]]:
-        raw = await self.reads("fetch_balance", lambda: self.exchange.fetch_balance())
+        raw = await self.reads("fetch_balance", self._balance)
         totals, used = raw.get("total") or {}, raw.get("used") or {}
         return ({asset: float(v) for asset, v in totals.items() if v is not None},
                 {asset: float(v) for asset, v in used.items() if v is not None})
@@ -633,6 +667,12 @@ class CcxtVenue:
             f"fetch_my_trades {order.client_order_id}",
             lambda: self.exchange.fetch_my_trades(order.symbol, order.ts))
         return [t for t in mine if t.get("order") is not None and str(t["order"]) == order.exchange_id]
+
+
+def _is_order(raw: Any) -> bool:
+    """Whether ccxt's parse of an answer is an order: it has a status, or at least the exchange's id for it (an
+    acknowledgement that says nothing of its fills)."""
+    return isinstance(raw, dict) and (raw.get("status") in _STATUS or raw.get("id") is not None)
 
 
 _STATUS = {"open": "open", "closed": "closed", "canceled": "canceled", "cancelled": "canceled",
