@@ -1215,3 +1215,29 @@ async def test_a_live_start_whose_account_is_answered_with_a_page_does_not_start
             pass
     assert failed.value.exit_code == 1 and "balance" in str(failed.value), str(failed.value)
     assert fx.requests_to(POST_ORDER) == []
+
+
+async def test_a_flatten_closes_the_position_an_entry_in_doubt_at_that_moment_opens_after_it(tmp_path, fx):
+    """The strategy's buy is placed and filled, its answer lost, and the exchange's lookups do not show it for a
+    while: the operator's flatten finds no position, and its cancel finds no order. When the lookups show the buy
+    filled, the position it opened is closed all the same: a flatten closes what the account holds."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "drop_after")
+            fx.fault(GET_ORDER, "stale", seconds=3, times=10_000)
+            cid = await strategy_order(fx)
+            await in_doubt(e, cid)
+            assert BTC not in e.portfolio.positions
+            await e.flatten()
+            assert e.state.value == "HALTED"
+            await wait_for(lambda: len(fx.orders) == 2 and not fx.open_orders(), timeout=30,
+                           what="the position closed at the exchange")
+            await wait_for(lambda: not e.orders.live and e.portfolio.holding(BTC) is None, timeout=30,
+                           what="the books closed")
+        assert [(o.client_id == cid, o.side, o.status) for o in fx.orders] == [(True, "BUY", "FILLED"),
+                                                                              (False, "SELL", "FILLED")]
+        assert fx.balances["BTC"].total < 0.00001
+        assert_books_agree(e, fx)
