@@ -256,7 +256,13 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
             log.warning("audit trail: records the database never committed (written just before a kill) were set "
                         "aside; the trail goes on from the database's last event", file=str(moved),
                         records=len(uncommitted), after_seq=last_seq)
-        await _check_last_records(fd, path, events_after)
+        out_of_order = await _check_last_records(fd, path, events_after)
+        if out_of_order is not None:
+            last_seq, last = _last_record(fd)
+            if last is None:
+                last_seq, last = _last_rotated(path)
+            log.warning("audit trail: records out of their place were set aside; the trail goes on from the "
+                        "database's copies", file=str(out_of_order), after_seq=last_seq)
         appended = 0
         while True:
             rows = await events_after(last_seq)
@@ -353,27 +359,42 @@ def _strictest_stop(records: list[bytes]) -> tuple[str, str] | None:
 
 
 async def _check_last_records(fd: int, path: Path,
-                              events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> None:
+                              events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> Path | None:
     """The file's last two records must be the database's copies of them, in order: new records chained onto a
-    line edited, repeated or written over would make the trail verify as intact from then on, the edit hidden for
-    good. Such a trail is refused as found (`ffe audit verify` names what differs)."""
-    last: list[bytes] = []
-    for _offset, line in _lines_backwards(fd):
-        last.append(line)
-        if len(last) == 2:
-            break
-    seqs = [_seq_of(line) for line in last]
-    if not last or seqs[0] is None:
-        return
-    end = seqs[0]
-    if len(last) == 2 and seqs[1] is not None and seqs[1] != end - 1:
-        raise StorageError(f"{path}: its last record, seq {end}, follows seq {seqs[1]}, not {end - 1} (a record "
-                           "repeated or moved); it was left as it is: `ffe audit verify` names what is wrong")
-    held = dict((await events_after(end - len(last)))[:len(last)])
-    for seq, line in zip(seqs, last):
-        if seq is not None and seq in held and held[seq] != line:
-            raise StorageError(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or "
-                               "written over); it was left as it is: `ffe audit verify` names what differs")
+    line edited or written over would make the trail verify as intact from then on, the edit hidden for good. Such
+    a trail is refused as found (`ffe audit verify` names what differs). A last record that is the database's own
+    but out of its place (repeated, or after a gap: written while the records before it were not) is set aside in
+    `audit.jsonl.out-of-order-after-SEQ`, as often as needed; the records from the gap on are then appended from
+    the database. Returns that side file, if any."""
+    aside: Path | None = None
+    while True:
+        last: list[tuple[int, bytes]] = []
+        for offset, line in _lines_backwards(fd):
+            last.append((offset, line))
+            if len(last) == 2:
+                break
+        seqs = [_seq_of(line) for _, line in last]
+        if not last or seqs[0] is None:
+            return aside
+        end = seqs[0]
+        held = dict((await events_after(end - len(last)))[:len(last)])
+        for seq, (_, line) in zip(seqs, last):
+            if seq is not None and seq in held and held[seq] != line:
+                raise StorageError(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or "
+                                   "written over); it was left as it is: `ffe audit verify` names what differs")
+        if len(last) < 2 or seqs[1] is None or seqs[1] == end - 1:
+            return aside
+        if end not in held and end > seqs[1]:
+            return aside  # past the database's records: never committed, set aside before
+        offset, line = last[0]
+        aside = path.with_name(f"{path.name}.out-of-order-after-{seqs[1]}")
+        with open(aside, "ab") as f:
+            f.write(line + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(aside, 0o600)
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
 
 
 def _lines_backwards(fd: int) -> Iterator[tuple[int, bytes]]:

@@ -1100,6 +1100,9 @@ class Engine:
                         await asyncio.sleep(0.2 * (attempt + 1))
                 else:
                     failed.append({"symbol": sym, "error": "could not place the closing order"})
+            for sym in held:
+                if sym not in placed and self.portfolio.positions.get(sym) is None and self.orders.pending_entry(sym):
+                    placed[sym] = 0  # an entry still in doubt: closed once the venue shows what it bought
             if placed != held:  # what failed to be placed was said as failed: not followed up
                 await self._flatten_under_way(placed or None)
             dust = self._dust(sym for sym in self.portfolio.positions if sym not in held)
@@ -1122,8 +1125,13 @@ class Engine:
         return out
 
     def _to_close(self) -> dict[str, int]:
-        """What a flatten closes (dust, less than the venue can sell, is not), no closing order placed yet."""
-        return {sym: 0 for sym in self.portfolio.positions if self.portfolio.holding(sym) is not None}
+        """What a flatten closes (dust, less than the venue can sell, is not), no closing order placed yet: the
+        positions held, and the symbols of entries still in flight (in doubt: the cancel could not end them), whose
+        fills the flatten closes when the venue shows them."""
+        held = {sym: 0 for sym in self.portfolio.positions if self.portfolio.holding(sym) is not None}
+        for e in self.orders.entries_in_flight():
+            held.setdefault(e.symbol, 0)
+        return held
 
     async def _follow_flatten(self) -> None:
         """A flatten's closing order can end with part of the position still held (filled in part, the rest expired:
@@ -1142,6 +1150,8 @@ class Engine:
             left = dict(placed)
             for sym in placed:
                 pos = self.portfolio.holding(sym)
+                if pos is None and self.orders.pending_entry(sym):
+                    continue  # an entry still in doubt: what it bought is closed once the venue shows it
                 if pos is None:  # closed (or dust, less than the venue takes an order for)
                     del left[sym]
                     continue

@@ -481,15 +481,13 @@ class OrderPath:
         _, looks = self._not_found(cid)
         if looks < 2:
             return
-        if cid in self._cancel_asked:
-            await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
-            return
-        if cid in self._repeat_refused:
+        if cid in self._repeat_refused and cid not in self._cancel_asked:
             return  # only the venue's word, or a cancel, ends it
         if await self._held():
             return
         # Absent by its lookups. The venue's balance may say otherwise: then a repeat would be a second order (the
-        # id is free again once the first has filled), and the order waits in doubt for the lookups to find it.
+        # id is free again once the first has filled), and ending it cancelled would drop its fill; the order waits
+        # in doubt for the lookups to find it.
         if self.placed_evidence is not None:
             why = await self.placed_evidence(o)
             if why is not None:
@@ -497,6 +495,9 @@ class OrderPath:
                     self._evidence_said.add(cid)
                     log.warning("order in doubt not sent again", client_order_id=cid, symbol=o.symbol, why=why)
                 return
+        if cid in self._cancel_asked:
+            await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
+            return
         # Surely absent. Send it again with the same id, unless the engine no longer allows it.
         if not self._allowed_now(o):
             await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.trading.state.value}")
