@@ -1241,3 +1241,27 @@ async def test_a_flatten_closes_the_position_an_entry_in_doubt_at_that_moment_op
                                                                               (False, "SELL", "FILLED")]
         assert fx.balances["BTC"].total < 0.00001
         assert_books_agree(e, fx)
+
+
+async def test_a_flatten_gets_out_after_the_exchange_changed_its_amount_step_while_running(tmp_path, fx, monkeypatch):
+    """The exchange's amount step for BTC grows a hundredfold while a position is held (Binance changes its filters
+    now and then): a sale of the position as the books hold it is refused ("Filter failure: LOT_SIZE"). The
+    engine reads the markets again on that refusal, and the flatten's next attempt sells what the new step allows;
+    what is left below it is dust, and the books equal the exchange's."""
+    from fake_exchange import LISTINGS
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            monkeypatch.setitem(LISTINGS["BTCUSDT"], "step", "0.001")
+            monkeypatch.setitem(LISTINGS["BTCUSDT"], "min_qty", "0.001")
+            report = await e.flatten()
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the closing order ended")
+            await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=30, what="the position closed")
+        assert report["failed"] == [], report
+        assert fx.balances["BTC"].total < 0.001
+        assert [o.status for o in fx.orders if o.side == "SELL"][-1] == "FILLED"
+        assert_books_agree(e, fx)
