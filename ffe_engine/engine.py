@@ -313,8 +313,7 @@ class Engine:
         # A run that is not resumed takes its approval mode from its options only.
         found.append(await self.approvals.restore(mode=self.profile.resumable))
         await self.venue.connect()
-        for s in self.symbols:
-            self.portfolio.markets[s] = self.venue.market(s)
+        self._read_markets()
         recovered = await self.orders.recover()
         if self.sim_venue is None:
             # A real account: its cash is what the venue holds in the quote currency. While the journal has orders
@@ -573,6 +572,7 @@ class Engine:
                 recheck = self._recheck_at is not None and now >= self._recheck_at
                 if settled or recheck or now >= self._reconciled_at + reconcile_s:  # from the last one, the start's
                     await self.reconcile()
+                self._read_markets()
                 await self._follow_flatten()
                 await self._breaker_pause()
                 await self._persist_books()
@@ -1086,8 +1086,9 @@ class Engine:
             for sym in held:
                 pos = self.portfolio.positions.get(sym)
                 for attempt in range(attempts):
+                    self._read_markets()
                     remaining = 0.0 if pos is None else pos.quantity - self.orders.pending_exit_qty(sym)
-                    if pos is None or remaining <= 0:
+                    if pos is None or remaining <= 0 or self.portfolio.holding(sym) is None:
                         break
                     sub = await self.orders.submit(OrderIntent(
                         symbol=sym, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.FLATTEN,
@@ -1123,6 +1124,12 @@ class Engine:
                 value = pos.quantity * (pf.last_price.get(sym) or pos.entry_price)
                 out.append({"symbol": sym, "quantity": pos.quantity, "value": round(value, 8)})
         return out
+
+    def _read_markets(self) -> None:
+        """The venue's amount steps and minimums, which size and round orders and tell dust from a position (a venue
+        reads them again when it refuses an order on them)."""
+        for s in self.symbols:
+            self.portfolio.markets[s] = self.venue.market(s)
 
     def _to_close(self) -> dict[str, int]:
         """What a flatten closes (dust, less than the venue can sell, is not), no closing order placed yet: the

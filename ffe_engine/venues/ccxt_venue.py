@@ -369,6 +369,17 @@ class CcxtVenue:
             self.exchange.timeout_on_exit = 0
         await self.exchange.close()
 
+    async def _reload_markets(self) -> None:
+        """The exchange refused an order on its filters (amount step, minimum, price tick), which it changes now and
+        then: its markets read again, so that the next order (an exit) is sized and rounded as it now asks. A
+        failure to read them leaves the ones known."""
+        try:
+            await self.reads("load_markets", lambda: self.exchange.load_markets(True))
+        except (VenueError, VenueUnavailable):
+            return
+        if all(s in (self.exchange.markets or {}) for s in self.symbols):
+            self._markets = {s: self._market_info(s) for s in self.symbols}
+
     def market(self, symbol: str) -> MarketInfo:
         info = self._markets.get(symbol)
         if info is None:
@@ -426,6 +437,8 @@ class CcxtVenue:
             if _lost_answer(exc):
                 raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}") \
                     from None
+            if "Filter failure" in str(exc):
+                await self._reload_markets()
             raise VenueError(f"{self.name} {what}: {describe(exc, self._secrets)}") from None
         except _NETWORK as exc:
             raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {type(exc).__name__}") from None
