@@ -101,3 +101,22 @@ async def test_at_80_columns_every_state_that_needs_the_operator_is_on_the_two_l
         assert "FAILING" in two, two
         if channels == 1:
             assert "webhook FAILING" in two, two
+
+
+@pytest.mark.parametrize("state", ["RUNNING", "PAUSED", "HALTED"])
+async def test_differences_reconciliation_holds_are_on_the_status_line_whatever_the_state(state):
+    """Unexplained differences between the books and the venue hold entries and block a resume; the status line
+    says so in every state, not only when they are what paused the engine (a halt for another reason hides them
+    from the state's reason)."""
+    app = StatusOnly()
+    snap = {**worst_case(1), "state": state, "state_reason": "kill switch", "approvals": [],
+            "breakers": [{"venue": "binance", "state": "closed"}], "monitor": None,
+            "reconcile_blocked": [{"kind": "cash"}, {"kind": "position"}]}
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.query_one(StatusLine).show(snap)
+        await pilot.pause()
+        two = screen_text(app).split("\n")[1]
+        assert "RECONCILE 2" in two, two
+        app.query_one(StatusLine).show({**snap, "reconcile_blocked": []})
+        await pilot.pause()
+        assert "RECONCILE" not in screen_text(app), screen_text(app)
