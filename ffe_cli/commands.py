@@ -275,10 +275,12 @@ def _render(action: str, result: Any) -> str:
         if r.get("ended"):  # nothing runs it now: the state it was left in is the one it starts in again
             state = f"STOPPED ({r['ended']}): was {state}"
         dust = sum(1 for p in r["positions"] if p.get("dust"))
+        held = len(r.get("reconcile_blocked") or [])
         return (f"{r['mode']} {state}  equity {fmt.money(r['equity'])}  "
                 f"positions {len(r['positions']) - dust}{f'  dust {dust}' if dust else ''}  "
                 f"open orders {len(r['orders'])}  pending approvals {len(r['approvals'])}  "
-                f"approval {r['approval_mode']}")
+                f"approval {r['approval_mode']}"
+                + (f"  RECONCILE {held} difference(s) hold entries (ffe ctl why)" if held else ""))
     if action in ("halt", "flatten"):  # the words of the console's banner
         return present.kill_headline({**result, "action": action, "by": "ctl"})
     if action == "approve":

@@ -112,7 +112,7 @@ class StatusLine(Static):
         key = (width, note) if snap is None else (width, where,
             snap["mode"], snap["state"], snap.get("state_reason"), round(snap["equity"], 2),
             round(snap["day_pnl"], 2), round(snap["drawdown_pct"], 2), snap.get("market_ts"), snap["approval_mode"],
-            len(snap.get("approvals") or []), snap.get("bars"), note,
+            len(snap.get("approvals") or []), snap.get("bars"), note, len(snap.get("reconcile_blocked") or []),
             tuple((b.get("venue"), b.get("state")) for b in snap.get("breakers") or []), monitor_text(snap))
         if key == self._last:
             return  # nothing visible changed: no redraw
@@ -159,8 +159,12 @@ class StatusLine(Static):
                      Text.assemble("  approvals ", count), Text.assemble("  appr ", count)]
         if not n_appr:
             approvals.append(Text())
+        differences = len(snap.get("reconcile_blocked") or [])
+        # Held entries and a blocked resume, whatever the state: a halt for another reason hides them from its reason.
+        held = [Text.assemble("  ", (f"RECONCILE {differences}", "bold red"))] if differences else [Text()]
         parts = {
             "note": [Text(note, "bold reverse"), Text(fmt.short(note, 30), "bold reverse")] if note else [Text()],
+            "reconcile": held,
             "breaker": breaker,
             "market": [Text(f"  market {market}"), Text(f"  market {market[11:] or market}"), Text()],
             "approvals": approvals,
@@ -169,7 +173,7 @@ class StatusLine(Static):
             "monitor": _monitor_forms(snap) or [Text()],
         }
         order = ["monitor", "bars", "market", "approvals", "market", "alerts", "alerts", "approvals", "breaker",
-                 "approvals", "breaker", "note"]
+                 "approvals", "breaker", "reconcile", "note"]
         return fit(parts, order, width)
 
 
