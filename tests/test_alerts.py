@@ -308,3 +308,61 @@ async def test_a_flatten_whose_closing_orders_were_answered_is_a_warning(tmp_pat
 
     (alert,) = alerts_for(KillSwitchEvent(action="flatten", closing=["ffe-close-1"], cancelled=["o1"], by="ctl"))
     assert (alert.severity, alert.text) == ("warn", "ffe flatten by ctl: 1 closing order(s) placed, 1 cancelled.")
+
+
+async def test_a_halt_after_the_operator_re_armed_is_a_page_of_its_own_sent_at_once(tmp_path):
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST})  # the default 300 s window
+    async with engine_session(settings) as host:
+        await host.engine.halt(reason="first look", by="ctl")
+        await until(lambda: "HALTED" in kinds(hook), what="the first HALTED page")
+        await host.engine.resume(by="ctl", confirm=True)
+        await until(lambda: "REARMED" in kinds(hook), what="the re-arm")
+        await host.engine.halt(reason="second look", by="ctl")
+        await until(lambda: kinds(hook).count("HALTED") == 2, what="the second HALTED page, long before 300 s")
+        second = [r.body for r in hook.delivered if r.body["kind"] == "HALTED"][1]
+        assert second["severity"] == "page" and "second look" in second["text"]
+    assert db_value(settings.db_path, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'HALTED'") == 2
+    await hook.stop()
+
+
+async def test_a_condition_that_cleared_and_came_back_pages_again_and_a_storm_without_a_clear_does_not(tmp_path):
+    """Risk pause, breaker, reconciliation: each clears (resume, closed, ok or accepted) and comes back within
+    the window; the second is a page of its own. Repeats with nothing cleared between stay one summary."""
+    from ffe_engine.alerts import Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.events import BreakerChanged, EngineStateChanged, ReconcileEvent
+    from ffe_engine.store import Store
+
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, **FAST)
+    store = await Store.open(tmp_path / "ffe.db")
+    now = ManualTime()
+    notifier = Notifier(cfg, store, channels_from(cfg), now=now, wall=lambda: 1_700_000_000.0)
+    await notifier.start()
+    paused = EngineStateChanged(state="PAUSED", previous="RUNNING", reason="DRAWDOWN 16.00% > 15.0%", by="risk")
+    opened = BreakerChanged(venue="binance", state="open", previous="closed", failures=3, error="timeout")
+    differences = ReconcileEvent(status="differences", differences=[{"asset": "BTC"}])
+    unreachable = ReconcileEvent(status="failed", differences=[{"error": "connection refused"}])
+    try:
+        events = [
+            paused, EngineStateChanged(state="RUNNING", previous="PAUSED", reason="resume", by="ctl"), paused,
+            opened, opened, BreakerChanged(venue="binance", state="closed", previous="half_open"), opened,
+            differences, ReconcileEvent(status="accepted", differences=[{"asset": "BTC"}]), differences,
+            unreachable, ReconcileEvent(status="ok"), unreachable,
+        ]
+        for ev in events:
+            notifier.sink(ev, b"")
+        await store.flush()
+        await until(lambda: len(hook.delivered) >= 10, what="the alerts")
+        await asyncio.sleep(0.3)
+        got = [(r.body["kind"], r.body["severity"]) for r in hook.delivered]
+        assert got == [("RISK_PAUSE", "page"), ("RISK_PAUSE", "page"),
+                       ("BREAKER_OPEN", "page"), ("BREAKER_OPEN_REPEATED", "warn"), ("BREAKER_CLOSED", "info"),
+                       ("BREAKER_OPEN", "page"), ("RECONCILE", "page"), ("RECONCILE", "page"),
+                       ("RECONCILE", "page"), ("RECONCILE", "page")], got
+    finally:
+        await notifier.close()
+        await store.close()
+        await hook.stop()
