@@ -6,7 +6,8 @@ events into alerts synchronously and cheaply, then:
 
 - noise control per key: the first alert of a key is sent; repeats within `alerts.window_s` are counted, and one
   summary (warn) says how many there were when the window ends. A storm of 500 breaker failures is one page and
-  one summary.
+  one summary. A condition that clears (a re-arm, a resume, the breaker closed, a reconciliation that agrees or
+  is accepted) ends the window of its alert at once: its summary goes then, and its return is news, sent at once.
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
   channel's oldest are dropped (counted).
@@ -138,6 +139,21 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     return []
 
 
+def cleared_keys(ev: Event) -> tuple[str, ...]:
+    """The alert keys whose condition this event ends: what comes back after it is sent as the first was."""
+    if isinstance(ev, EngineStateChanged) and ev.state != ev.previous:
+        left = {"HALTED": ("HALTED",), "PAUSED": ("RISK_PAUSE",)}.get(ev.previous or "", ())
+        return left + (("REARMED",) if ev.state == "HALTED" else ())
+    if isinstance(ev, BreakerChanged):
+        if ev.state == "closed":
+            return (f"BREAKER_OPEN:{ev.venue}",)
+        if ev.state == "open" and ev.previous != "open":
+            return (f"BREAKER_CLOSED:{ev.venue}",)
+    if isinstance(ev, ReconcileEvent) and ev.status in ("ok", "resolved", "accepted"):
+        return ("RECONCILE", "RECONCILE:unreachable")
+    return ()
+
+
 @dataclass(slots=True)
 class _Window:
     until: float
@@ -206,6 +222,8 @@ class Notifier:
             self._state = ev.state
         elif isinstance(ev, RunEvent) and ev.phase == "start":
             self._state = ev.detail.get("state")
+        for key in cleared_keys(ev):
+            self._end_window(key, self._now())
         for alert in alerts_for(ev, state=self._state, in_doubt=self._doubts):
             self.raise_alert(alert)
 
@@ -221,6 +239,15 @@ class Notifier:
             return
         self._windows[alert.key] = _Window(until=now + self.cfg.window_s, severity=alert.severity, kind=alert.kind)
         self._enqueue(alert)
+
+    def _end_window(self, key: str, now: float) -> None:
+        """The window of a key ends (its time is up, or its condition cleared): the summary of its repeats."""
+        w = self._windows.pop(key, None)
+        if w is None or not w.repeats:
+            return
+        span = f"{self.cfg.window_s:g}" if now >= w.until else f"{now - (w.until - self.cfg.window_s):.0f}"
+        self.raise_alert(Alert(f"{w.kind}_REPEATED", f"{key}:summary", "warn",
+                               f"{w.repeats} more {w.kind} alert(s) in the last {span}s; last: {w.last_text}"))
 
     def _enqueue(self, alert: Alert) -> None:
         ts = self._wall()
@@ -242,11 +269,7 @@ class Notifier:
         now = self._now()
         for key, w in list(self._windows.items()):
             if now >= w.until:
-                del self._windows[key]
-                if w.repeats:
-                    self.raise_alert(Alert(f"{w.kind}_REPEATED", f"{key}:summary", "warn",
-                                           f"{w.repeats} more {w.kind} alert(s) in the last {self.cfg.window_s:g}s; "
-                                           f"last: {w.last_text}"))
+                self._end_window(key, now)
         for cid, d in self._doubts.items():
             if not d.alerted and now - d.since >= self.cfg.in_doubt_s:
                 d.alerted = True
