@@ -366,3 +366,19 @@ async def test_a_condition_that_cleared_and_came_back_pages_again_and_a_storm_wi
         await notifier.close()
         await store.close()
         await hook.stop()
+
+
+async def test_the_halted_page_of_a_flatten_says_the_positions_are_being_closed(tmp_path):
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST})
+    async with engine_session(settings) as host:
+        await host.engine.flatten(by="ctl")
+        await until(lambda: "FLATTEN" in kinds(hook), what="the flatten's alerts")
+        flatten_halt = [r.body["text"] for r in hook.delivered if r.body["kind"] == "HALTED"][0]
+        assert "positions are being closed" in flatten_halt and "stay open" not in flatten_halt, flatten_halt
+        await host.engine.resume(by="ctl", confirm=True)
+        await host.engine.halt(reason="kill switch", by="ctl")
+        await until(lambda: kinds(hook).count("HALTED") == 2, what="the kill switch's page")
+        kill_halt = [r.body["text"] for r in hook.delivered if r.body["kind"] == "HALTED"][1]
+        assert "positions stay open" in kill_halt and "being closed" not in kill_halt, kill_halt
+    await hook.stop()
