@@ -79,8 +79,11 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         if ev.state == ev.previous:
             return []
         if ev.state == "HALTED":
+            # Engine.flatten halts with this reason, then closes every position (its FLATTEN alert says how).
+            positions = ("positions are being closed (FLATTEN follows)" if ev.reason == "flatten"
+                         else "positions stay open")
             return [Alert("HALTED", "HALTED", "page", f"ffe HALTED by {ev.by}: {ev.reason}. New orders refused, "
-                                                      "open orders cancelled; positions stay open.")]
+                                                      f"open orders cancelled; {positions}.")]
         if ev.state == "PAUSED" and ev.by == "risk":
             return [Alert("RISK_PAUSE", "RISK_PAUSE", "page", f"ffe paused by risk limit: {ev.reason}. No new "
                                                               "entries until resumed.")]
