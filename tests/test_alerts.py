@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 
 import aiohttp
 
@@ -94,7 +95,8 @@ async def test_a_receiver_down_then_back_gets_every_alert_once_and_in_order(tmp_
         hook.fail_with = None  # back
         await until(lambda: len(hook.delivered) >= 6, what="delivery once the receiver is back")
         await asyncio.sleep(0.5)
-        assert hook.texts() == texts  # the generic webhook carries the plain text
+        where = f"[{socket.gethostname()}:{settings.data_dir.resolve()}]"
+        assert hook.texts() == [f"{t} {where}" for t in texts]  # the text as raised, and which engine raised it
         st = host.engine.snapshot()["monitor"]["channels"]["webhook"]
         assert st["ok"] and st["pending"] == 0 and st["sent"] == 6
     assert [r[0] for r in db_rows(settings.db_path, "SELECT status FROM alert_outbox ORDER BY id")] == ["sent"] * 6
@@ -163,6 +165,7 @@ async def test_ffe_alert_test_reports_each_channel(tmp_path):
     assert out.decode().splitlines() == ["slack: delivered", "discord: FAILED (HTTP 500)", "heartbeat: delivered"]
     assert [r.path for r in ok.requests] == ["/slack", "/beat"]
     assert "test alert" in ok.requests[0].body["text"]
+    assert f"[{socket.gethostname()}:{(tmp_path / 'data').resolve()}]" in ok.requests[0].body["text"]
     down.fail_with = None
     proc = await _ffe("alert", "test", env=env, cwd=tmp_path)
     assert await proc.wait() == 0
@@ -382,3 +385,24 @@ async def test_the_halted_page_of_a_flatten_says_the_positions_are_being_closed(
         kill_halt = [r.body["text"] for r in hook.delivered if r.body["kind"] == "HALTED"][1]
         assert "positions stay open" in kill_halt and "being closed" not in kill_halt, kill_halt
     await hook.stop()
+
+
+async def test_every_alert_names_the_host_and_the_data_directory_of_the_engine_that_sent_it(tmp_path):
+    """Two engines posting to one webhook are told apart: the JSON carries the host and the data directory, and
+    every text (chat channels too) ends with them in short."""
+    hook, slack = await Receiver().start(), await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, "slack_url": slack.url, **FAST})
+    data_dir = str(settings.data_dir.resolve())
+    where = f"[{socket.gethostname()}:{data_dir}]"
+    async with engine_session(settings) as host:
+        await host.engine.halt(reason="operator saw a bad fill", by="ctl")
+        await until(lambda: "HALTED" in kinds(hook) and any("HALTED" in t for t in slack.texts()),
+                    what="HALTED on both channels")
+    await until(lambda: "STOPPED" in kinds(hook), what="the stop")
+    assert kinds(hook)[:2] == ["STARTED", "HALTED"]
+    for body in (r.body for r in hook.delivered):
+        assert body["source"] == "ffe" and body["host"] == socket.gethostname(), body
+        assert body["data_dir"] == data_dir and body["text"].endswith(f". {where}"), body
+    assert slack.texts() and all(t.endswith(f". {where}") for t in slack.texts()), slack.texts()
+    for r in (hook, slack):
+        await r.stop()
