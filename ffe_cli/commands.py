@@ -445,13 +445,12 @@ def report_trades(args: argparse.Namespace) -> int:
 def alert_test(args: argparse.Namespace) -> int:
     """A test alert to every configured channel, each result on its own line; exit 1 when any failed."""
     import asyncio
-    import socket
 
-    from ffe_engine.channels import send_test
+    from ffe_engine.channels import origin_of, send_test
 
     settings = settings_from(args)
-    text = f"ffe test alert from {socket.gethostname()}: this channel works."
-    results = asyncio.run(send_test(settings.alerts, text))
+    text = "ffe test alert: this channel works."
+    results = asyncio.run(send_test(settings.alerts, text, origin_of(settings.data_dir)))
     if not results:
         raise UsageError("no alert channel is configured: set FFE_ALERTS__WEBHOOK_URL, FFE_ALERTS__SLACK_URL, "
                          "FFE_ALERTS__DISCORD_URL, FFE_ALERTS__TELEGRAM_TOKEN or FFE_ALERTS__HEARTBEAT_URL "

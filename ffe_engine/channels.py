@@ -7,7 +7,9 @@ HTTP status or its exception class, never by the URL it went to.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import AlertSettings
@@ -31,21 +33,42 @@ def new_session() -> aiohttp.ClientSession:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Which engine an alert comes from, so that engines sharing a channel are told apart."""
+
+    host: str
+    data_dir: str
+
+    @property
+    def short(self) -> str:
+        return f"[{self.host}:{self.data_dir}]"
+
+
+def origin_of(data_dir: Path) -> Origin:
+    return Origin(socket.gethostname(), str(data_dir.resolve()))
+
+
+@dataclass(frozen=True, slots=True)
 class Channel:
     name: str  # webhook | slack | discord | telegram
     url: str
     chat_id: str = ""
+    origin: Origin | None = None
 
     def body(self, alert: dict[str, Any]) -> dict[str, Any]:
-        line = f"[{SEVERITY_MARK.get(alert['severity'], alert['severity'])}] {alert['text']}"
+        text = alert["text"] if self.origin is None else f"{alert['text']} {self.origin.short}"
+        line = f"[{SEVERITY_MARK.get(alert['severity'], alert['severity'])}] {text}"
         if self.name == "slack":
             return {"text": line}
         if self.name == "discord":
             return {"content": line[:2000]}  # Discord refuses longer messages
         if self.name == "telegram":
             return {"chat_id": self.chat_id, "text": line[:4096], "disable_web_page_preview": True}
-        return {"key": alert["key"], "kind": alert["kind"], "severity": alert["severity"], "text": alert["text"],
+        body = {"key": alert["key"], "kind": alert["kind"], "severity": alert["severity"], "text": text,
                 "created_ts": alert["created_ts"], "source": "ffe"}
+        if self.origin is not None:
+            body.update(host=self.origin.host, data_dir=self.origin.data_dir)
+        return body
 
     async def send(self, session: aiohttp.ClientSession, alert: dict[str, Any], timeout_s: float) -> None:
         import aiohttp  # already loaded: the session is aiohttp's
@@ -67,16 +90,17 @@ class Channel:
             raise DeliveryFailed(type(exc).__name__) from None
 
 
-def channels_from(cfg: AlertSettings) -> list[Channel]:
-    """The channels whose URL or token is set."""
+def channels_from(cfg: AlertSettings, origin: Origin | None = None) -> list[Channel]:
+    """The channels whose URL or token is set; `origin`: the engine their alerts name."""
     out: list[Channel] = []
     for name in ("webhook", "slack", "discord"):
         secret = getattr(cfg, f"{name}_url")
         if secret is not None:
-            out.append(Channel(name, secret.get_secret_value()))
+            out.append(Channel(name, secret.get_secret_value(), origin=origin))
     if cfg.telegram_token is not None:
         token = cfg.telegram_token.get_secret_value()
-        out.append(Channel("telegram", f"{cfg.telegram_api.rstrip('/')}/bot{token}/sendMessage", cfg.telegram_chat_id))
+        out.append(Channel("telegram", f"{cfg.telegram_api.rstrip('/')}/bot{token}/sendMessage", cfg.telegram_chat_id,
+                           origin))
     return out
 
 
@@ -96,13 +120,13 @@ async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> No
         raise DeliveryFailed(type(exc).__name__) from None
 
 
-async def send_test(cfg: AlertSettings, text: str) -> list[tuple[str, str | None]]:
+async def send_test(cfg: AlertSettings, text: str, origin: Origin | None = None) -> list[tuple[str, str | None]]:
     """`ffe alert test`: one test alert straight to every configured channel (and a heartbeat ping), not through
     the outbox. Each channel's result: None when delivered, else why not."""
     results: list[tuple[str, str | None]] = []
     alert = {"key": "TEST", "kind": "TEST", "severity": "info", "text": text, "created_ts": None}
     async with new_session() as session:
-        for channel in channels_from(cfg):
+        for channel in channels_from(cfg, origin):
             try:
                 await channel.send(session, alert, cfg.timeout_s)
                 results.append((channel.name, None))

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import logs
 from .alerts import ALERTING, Alert, Notifier
-from .channels import DeliveryFailed, channels_from, new_session, ping
+from .channels import DeliveryFailed, channels_from, new_session, origin_of, ping
 from .config import Settings
 from .errors import StartError, StorageError
 from .health import HEALTHY, assess, data_stale_after
@@ -67,7 +67,7 @@ class Monitor:
         self.audit = audit
         clock = engine.clock
         now, wall = clock.monotonic, clock.wall  # ages and windows in real seconds, even in a paced replay
-        channels = channels_from(settings.alerts)
+        channels = channels_from(settings.alerts, origin_of(settings.data_dir))
         self._redact = redact  # the verdict quotes venue errors, and the endpoint may face a network
         self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall, redact=redact)
         self.notifier.checks.append(self._condition_alerts)
