@@ -406,3 +406,49 @@ async def test_every_alert_names_the_host_and_the_data_directory_of_the_engine_t
     assert slack.texts() and all(t.endswith(f". {where}") for t in slack.texts()), slack.texts()
     for r in (hook, slack):
         await r.stop()
+
+
+async def test_a_start_that_fails_on_an_unreachable_exchange_is_paged_ends_its_run_record_and_says_one_line(tmp_path):
+    """`market.source = "exchange"` with the exchange at a closed local port: `ffe run --headless` exits 1 with one
+    error line (the ccxt client closed, nothing reported unclosed), the audit trail ends the run it began with the
+    error, and the page saying the start failed follows the STARTED notice."""
+    import json
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/api/v3"
+    (tmp_path / "config.toml").write_text(f"""
+[engine]
+symbols = ["BTC/USDT"]
+warmup_bars = 10
+
+[market]
+source = "exchange"
+
+[exchange]
+id = "binance"
+timeout_ms = 1000
+api_urls = {{public = "{closed}", private = "{closed}"}}
+options = {{fetchMarkets = {{types = ["spot"]}}, fetchCurrencies = false, fetchMargins = false}}
+""")
+    hook = await Receiver().start()
+    proc = await _ffe("run", "--headless", env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url, **{
+        f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}), cwd=tmp_path)
+    _, err = await asyncio.wait_for(proc.communicate(), 90)
+    stderr = err.decode()
+    assert proc.returncode == 1, stderr
+    for noise in ("requires to release all resources", "Unclosed", "client_session", "Traceback"):
+        assert noise not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if "fetch_ohlcv" in line or line.startswith("ffe: error")]
+    assert len(errors) == 1 and errors[0].startswith("ffe: error: start failed on paper: "), stderr
+    records = [json.loads(line) for line in (tmp_path / "logs" / "audit.jsonl").read_text().splitlines()]
+    runs = [(r["phase"], r["detail"]) for r in records if r["event"] == "run"]
+    assert [phase for phase, _ in runs] == ["start", "stop"], runs
+    assert "fetch_ohlcv" in runs[1][1]["error"], runs
+    [error] = [r for r in records if r["event"] == "error"]
+    assert error["where"] == "start" and "fetch_ohlcv" in error["message"], error
+    assert kinds(hook) == ["STARTED", "START_FAILED"], kinds(hook)
+    failed = hook.delivered[1].body
+    assert failed["severity"] == "page" and "fetch_ohlcv" in failed["text"], failed
+    assert failed["text"].startswith("ffe start FAILED (PAPER)"), failed
+    await hook.stop()
