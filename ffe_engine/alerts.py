@@ -137,6 +137,10 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                               f"until you resume it (`{resume}`); {recovered} order(s) recovered.")]
             return [Alert("STARTED", "STARTED", "info", f"ffe started ({ev.mode}, {state}, "
                                                         f"{recovered} order(s) recovered).")]
+        if ev.phase == "stop" and ev.detail.get("error"):
+            return [Alert("START_FAILED", "START_FAILED", "page",
+                          f"ffe start FAILED ({ev.mode}): {str(ev.detail['error'])[:160]}. The process exits 1 "
+                          "(systemd starts it again); nothing trades until a start succeeds.")]
         if ev.phase == "stop":
             return [Alert("STOPPED", "STOPPED", "info", f"ffe stopped ({ev.mode}, {ev.detail.get('state')}).")]
     return []

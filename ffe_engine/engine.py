@@ -222,6 +222,7 @@ class Engine:
         self._tasks: list[asyncio.Task[Any]] = []
         self.overrides: list[Override] = []  # saved state that disagreed with the configuration at start
         self.started = False
+        self._run_recorded = False  # the `run` start record is out: the run's end is owed to the trail
         self.stopped = False
         self.crashed: BaseException | None = None
         self._stopped_why = "stopped in order"  # why the run ended, when it did not crash (ended())
@@ -338,6 +339,7 @@ class Engine:
             "state": self.state.value, "reason": self.state_reason, "approval": self.approval_mode,
             "recovered_orders": len(recovered),
             "positions": len(positions), "pid": os.getpid(), "backtest": self.profile.name == BACKTEST.name}))
+        self._run_recorded = True
         self.overrides = [o for o in found if o is not None]
         for o in self.overrides:
             self.bus.publish(OverrideEvent(**o.as_dict()))
@@ -499,6 +501,29 @@ class Engine:
                 if close is not None:
                     await close()
         log.info("engine stopped", state=self.state.value, bars=self.bars)
+
+    async def start_failed(self, exc: BaseException) -> None:
+        """The start did not complete: the run it recorded ends on the record (with the error, unless it was
+        given up by a stop signal), and its connections are closed. Nothing is stored of the books."""
+        self.stopped = True
+        try:
+            if self._run_recorded and not isinstance(exc, StorageError):
+                detail: dict[str, Any] = {"state": self.state.value, "bars": 0,
+                                          "equity": round(self.portfolio.equity(), 2)}
+                if isinstance(exc, Exception):
+                    message = f"{type(exc).__name__}: {exc}"
+                    self.bus.publish(ErrorEvent(message=message, where="start"))
+                    detail["error"] = message
+                self.bus.publish(RunEvent(phase="stop", mode=self.mode, detail=detail))
+                await self.flush()
+        finally:
+            try:
+                await close_providers(self.providers)
+                await self.venue.close()
+            finally:
+                close = getattr(self.feed, "close", None)
+                if close is not None:
+                    await close()
 
     async def _storage_failed(self, exc: StorageError) -> StorageError:
         """A record could not be written (full disk, read-only directory): no order may go out that the journal

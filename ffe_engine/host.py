@@ -206,6 +206,7 @@ class EngineHost:
         audit: AuditWriter | None = None
         socket_lock: int | None = None
         monitor: Monitor | None = None
+        engine: Engine | None = None
         try:
             socket_lock = await claim(settings.socket_path)  # another engine's socket: refused before anything
 
@@ -272,6 +273,10 @@ class EngineHost:
             # A failed start ends the process: the store's worker thread would keep it alive after the error.
             halted = False
             try:
+                if engine is not None:
+                    # Before the monitor closes: the failure's record raises its alert, which gets its chance to leave.
+                    with contextlib.suppress(Exception):
+                        await engine.start_failed(exc)
                 if monitor is not None:
                     await monitor.close()
                 if store is not None:
@@ -294,6 +299,10 @@ class EngineHost:
                 if venue is not None:  # its connections would outlive the failed start, reported unclosed
                     with contextlib.suppress(Exception):
                         await venue.close()
+                close_feed = getattr(feed, "close", None)  # the exchange feed's ccxt client, likewise
+                if close_feed is not None:
+                    with contextlib.suppress(Exception):
+                        await close_feed()
             if halted:
                 raise StorageError(f"{exc}; HALTED stored") from None
             if isinstance(exc, (VenueError, VenueUnavailable)) and venue is not None:
