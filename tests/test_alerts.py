@@ -452,3 +452,17 @@ options = {{fetchMarkets = {{types = ["spot"]}}, fetchCurrencies = false, fetchM
     assert failed["severity"] == "page" and "fetch_ohlcv" in failed["text"], failed
     assert failed["text"].startswith("ffe start FAILED (PAPER)"), failed
     await hook.stop()
+
+
+async def test_repeats_counted_in_a_window_are_summed_up_when_the_engine_stops_before_it_ends(tmp_path):
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST},  # the default 300 s window
+                             breaker={"failure_threshold": 3, "recovery_timeout_s": 60})
+    async with engine_session(settings) as host:
+        for n in range(10):
+            host.engine.breaker.record_failure(f"exchange timeout #{n}")
+        await until(lambda: "BREAKER_OPEN" in kinds(hook), what="the breaker page")
+    assert db_value(settings.db_path, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'BREAKER_OPEN_REPEATED'") == 1
+    [summary] = [r.body for r in hook.delivered if r.body["kind"] == "BREAKER_OPEN_REPEATED"]
+    assert summary["severity"] == "warn" and summary["text"].startswith("7 more BREAKER_OPEN alert(s)"), summary
+    await hook.stop()
