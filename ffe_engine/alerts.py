@@ -5,9 +5,10 @@ same thing share it) and a text that reads on a phone's lock screen. The notifie
 events into alerts synchronously and cheaply, then:
 
 - noise control per key: the first alert of a key is sent; repeats within `alerts.window_s` are counted, and one
-  summary (warn) says how many there were when the window ends. A storm of 500 breaker failures is one page and
-  one summary. A condition that clears (a re-arm, a resume, the breaker closed, a reconciliation that agrees or
-  is accepted) ends the window of its alert at once: its summary goes then, and its return is news, sent at once.
+  summary (warn) says how many there were when the window ends, or when the engine stops before. A storm of 500
+  breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the breaker closed,
+  a reconciliation that agrees or is accepted) ends the window of its alert at once: its summary goes then, and
+  its return is news, sent at once.
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
   channel's oldest are dropped (counted).
@@ -411,6 +412,9 @@ class Notifier:
     async def close(self, grace_s: float = 2.0) -> None:
         """Give what is in the outbox a short chance to leave (the stop alert), then end the tasks. What has not
         left stays in the outbox for the next start."""
+        now = self._now()
+        for key in list(self._windows):  # the repeats counted so far: in the outbox, not lost with the process
+            self._end_window(key, now)
         if self._raised:
             self._raised = 0
             try:
