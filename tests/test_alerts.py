@@ -9,6 +9,7 @@ import signal
 import socket
 
 import aiohttp
+import pytest
 
 from conftest import config_for_run, db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings
 from ffe_engine.alerts import Alert
@@ -466,3 +467,19 @@ async def test_repeats_counted_in_a_window_are_summed_up_when_the_engine_stops_b
     [summary] = [r.body for r in hook.delivered if r.body["kind"] == "BREAKER_OPEN_REPEATED"]
     assert summary["severity"] == "warn" and summary["text"].startswith("7 more BREAKER_OPEN alert(s)"), summary
     await hook.stop()
+
+
+async def test_an_instance_name_in_the_configuration_names_the_engine_in_its_alerts(tmp_path):
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, "instance": "btc-desk", **FAST})
+    async with engine_session(settings) as host:
+        await host.engine.halt(reason="kill switch", by="ctl")
+        await until(lambda: "HALTED" in kinds(hook), what="the HALTED page")
+    halted = [r.body for r in hook.delivered if r.body["kind"] == "HALTED"][0]
+    assert halted["instance"] == "btc-desk" and halted["host"] == socket.gethostname()
+    assert halted["data_dir"] == str(settings.data_dir.resolve())
+    assert halted["text"].endswith(f". [{socket.gethostname()}:btc-desk]"), halted
+    await hook.stop()
+    for bad in ("two words", "x" * 65, "line\nbreak"):
+        with pytest.raises(ValueError, match="alerts.instance"):
+            make_settings(tmp_path, alerts={"instance": bad})
