@@ -450,7 +450,7 @@ def alert_test(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     text = "ffe test alert: this channel works."
-    results = asyncio.run(send_test(settings.alerts, text, origin_of(settings.data_dir)))
+    results = asyncio.run(send_test(settings.alerts, text, origin_of(settings.data_dir, settings.alerts.instance)))
     if not results:
         raise UsageError("no alert channel is configured: set FFE_ALERTS__WEBHOOK_URL, FFE_ALERTS__SLACK_URL, "
                          "FFE_ALERTS__DISCORD_URL, FFE_ALERTS__TELEGRAM_TOKEN or FFE_ALERTS__HEARTBEAT_URL "

@@ -38,14 +38,15 @@ class Origin:
 
     host: str
     data_dir: str
+    instance: str = ""
 
     @property
     def short(self) -> str:
-        return f"[{self.host}:{self.data_dir}]"
+        return f"[{self.host}:{self.instance or self.data_dir}]"
 
 
-def origin_of(data_dir: Path) -> Origin:
-    return Origin(socket.gethostname(), str(data_dir.resolve()))
+def origin_of(data_dir: Path, instance: str = "") -> Origin:
+    return Origin(socket.gethostname(), str(data_dir.resolve()), instance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ class Channel:
         body = {"key": alert["key"], "kind": alert["kind"], "severity": alert["severity"], "text": text,
                 "created_ts": alert["created_ts"], "source": "ffe"}
         if self.origin is not None:
-            body.update(host=self.origin.host, data_dir=self.origin.data_dir)
+            body.update(host=self.origin.host, data_dir=self.origin.data_dir, instance=self.origin.instance)
         return body
 
     async def send(self, session: aiohttp.ClientSession, alert: dict[str, Any], timeout_s: float) -> None:

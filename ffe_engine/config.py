@@ -399,6 +399,8 @@ class AlertSettings(_Section):
     telegram_token: Secret = None  # Telegram bot token (FFE_ALERTS__TELEGRAM_TOKEN)
     telegram_chat_id: str = Field("", validate_default=True)  # the chat the bot writes to
     telegram_api: Annotated[str, AfterValidator(_http_url)] = "https://api.telegram.org"
+    # Names the engine in its alerts in place of its data directory (which they carry all the same).
+    instance: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{0,64}$")] = ""
     heartbeat_url: SecretUrl = None  # dead man's switch, pinged while the loop is alive (FFE_ALERTS__HEARTBEAT_URL)
     heartbeat_s: Seconds = 60.0
     min_severity: Literal["page", "warn", "info"] = "info"  # alerts below this are not sent

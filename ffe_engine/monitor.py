@@ -67,7 +67,7 @@ class Monitor:
         self.audit = audit
         clock = engine.clock
         now, wall = clock.monotonic, clock.wall  # ages and windows in real seconds, even in a paced replay
-        channels = channels_from(settings.alerts, origin_of(settings.data_dir))
+        channels = channels_from(settings.alerts, origin_of(settings.data_dir, settings.alerts.instance))
         self._redact = redact  # the verdict quotes venue errors, and the endpoint may face a network
         self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall, redact=redact)
         self.notifier.checks.append(self._condition_alerts)
