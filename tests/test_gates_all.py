@@ -230,6 +230,29 @@ async def test_drawdown_from_peak_equity_refuses_entries(tmp_path, pipelines):
     check(g["DRAWDOWN"], passed=False, value=expected, limit=5, approx=1e-3)
 
 
+async def test_a_drawdown_with_nothing_held_says_equity_cannot_recover_and_what_lifts_it(tmp_path, pipelines):
+    """The drawdown gate latched with no position open: no held position can bring equity back above the floor, so
+    "why no trades" must not promise that; it names what does lift it (a higher limit)."""
+    from ffe_engine.views import blocking
+
+    paths = crash_paths()
+    script: dict = {}
+    s = make_settings(tmp_path, risk={"max_position_pct": 50, "max_drawdown_pct": 5, "take_profit_atr": 100})
+    clock = SimClock()
+    p = await pipelines(s, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
+    await p.bars(60)
+    script[BTC] = (BUY, 0.8)
+    await p.bars(1)
+    del script[BTC]
+    await p.bars(16)  # the crash stops the position out: nothing is held, the drawdown stays
+    await p.engine.resume()
+    await p.bars(2)
+    assert p.engine.portfolio.held() == 0
+    (dd,) = [b for b in blocking(p.engine, clock.now_ms()) if b["gate"] == "DRAWDOWN"]
+    assert "held positions recovering" not in dd["lifts"], dd
+    assert "nothing is held" in dd["lifts"] and "risk.max_drawdown_pct" in dd["lifts"], dd
+
+
 async def test_daily_loss_counts_from_the_utc_day_start_and_resets_at_utc_midnight(tmp_path, pipelines):
     # hourly bars from 2024-01-01T00:00Z: bar 60 is 12:00 on Jan 3, bar 72 is midnight Jan 4
     btc = wave(60, base=60_000.0, amp=0.002) + [60_000.0, 60_030.0, 60_060.0, 60_090.0, 48_000.0]
