@@ -115,8 +115,11 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
         floor = pf.peak_equity * (1.0 - r.max_drawdown_pct / 100.0)
         out.append({"gate": "DRAWDOWN", "now": f"{dd:.2f}% > {r.max_drawdown_pct:g}% below the peak "
                                                f"{pf.peak_equity:,.2f}",
-                    "lifts": f"equity back above {floor:,.2f} (held positions recovering); it does not re-arm "
-                             "with time"})
+                    "lifts": (f"equity back above {floor:,.2f} (held positions recovering); it does not re-arm "
+                              "with time") if pf.held() else
+                             (f"nothing is held that could bring equity back above {floor:,.2f}, and it does not "
+                              "re-arm with time: a higher risk.max_drawdown_pct (the configuration, then a "
+                              "restart) lifts it")})
     next_day = (utc_day(now_ms) + 1) * DAY_MS
     dl = pf.day_loss_pct()
     if dl > r.daily_loss_limit_pct:
