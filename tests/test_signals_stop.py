@@ -243,3 +243,22 @@ def test_after_sigkill_nothing_is_torn_and_a_restart_resolves_what_was_in_flight
     assert records[-1]["event"] == "run" and records[-1]["phase"] == "stop"
     assert db_value(db, "SELECT COUNT(*) FROM orders WHERE status IN ('new', 'in_doubt')") == 0
     assert db_value(db, "PRAGMA integrity_check") == "ok"
+
+
+def test_a_start_after_a_run_that_ended_without_its_stop_says_so(tmp_path, spawn_ffe):
+    """SIGKILL (or the machine stopping) leaves the last run without its stop record: the next start says so, in
+    its log and its run record, where an operator reading the trail sees that the last run was cut short, and
+    a clean stop before a start leaves no such word."""
+    audit = tmp_path / "logs" / "audit.jsonl"
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED))
+    _started(p, audit, "decision", 5)
+    p.kill()
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert again.returncode == 0, again.stderr
+    assert "the last run ended without its stop record" in again.stderr, again.stderr
+    starts = [r for r in audit_lines(audit) if r["event"] == "run" and r["phase"] == "start"]
+    assert starts[-1]["detail"]["last_run"] == "ended without its stop record"
+    third = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert third.returncode == 0 and "ended without its stop record" not in third.stderr, third.stderr
+    starts = [r for r in audit_lines(audit) if r["event"] == "run" and r["phase"] == "start"]
+    assert "last_run" not in starts[-1]["detail"]
