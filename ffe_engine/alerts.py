@@ -131,13 +131,15 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     if isinstance(ev, RunEvent):
         if ev.phase == "start":
             state, recovered = ev.detail.get("state"), ev.detail.get("recovered_orders", 0)
+            cut = ev.detail.get("last_run")
+            after = f" after a run that {cut} (killed, or the machine stopped)" if cut else ""
             if state in ("PAUSED", "HALTED"):  # it waits for the operator: a restart nobody watched needs someone
                 resume = "ffe ctl resume --yes" if state == "HALTED" else "ffe ctl resume"
                 return [Alert("STARTED", "STARTED", "warn",
-                              f"ffe started ({ev.mode}) {state} ({ev.detail.get('reason', '')}): nothing new trades "
-                              f"until you resume it (`{resume}`); {recovered} order(s) recovered.")]
-            return [Alert("STARTED", "STARTED", "info", f"ffe started ({ev.mode}, {state}, "
-                                                        f"{recovered} order(s) recovered).")]
+                              f"ffe started ({ev.mode}) {state} ({ev.detail.get('reason', '')}){after}: nothing new "
+                              f"trades until you resume it (`{resume}`); {recovered} order(s) recovered.")]
+            return [Alert("STARTED", "STARTED", "warn" if cut else "info",
+                          f"ffe started ({ev.mode}, {state}, {recovered} order(s) recovered){after}.")]
         if ev.phase == "stop" and ev.detail.get("error"):
             return [Alert("START_FAILED", "START_FAILED", "page",
                           f"ffe start FAILED ({ev.mode}): {str(ev.detail['error'])[:160]}. The process exits 1 "

@@ -107,6 +107,9 @@ BACKTEST = RunProfile("backtest", resumable=False, publish_bars=False, pause_on_
                       breaker_market_time=True, synchronous_feed=True, equity_curve=True, skip_idle=True)
 
 
+LAST_RUN_CUT = "ended without its stop record"
+
+
 @dataclass(slots=True)
 class EngineOptions:
     live: bool = False
@@ -335,10 +338,16 @@ class Engine:
         risk = self.settings.risk
         self._dd_breached = self.portfolio.drawdown_pct() > risk.max_drawdown_pct
         self._dl_breached = self.portfolio.day_loss_pct() > risk.daily_loss_limit_pct
-        self.bus.publish(RunEvent(phase="start", mode=self.mode, detail={
-            "state": self.state.value, "reason": self.state_reason, "approval": self.approval_mode,
-            "recovered_orders": len(recovered),
-            "positions": len(positions), "pid": os.getpid(), "backtest": self.profile.name == BACKTEST.name}))
+        detail = {"state": self.state.value, "reason": self.state_reason, "approval": self.approval_mode,
+                  "recovered_orders": len(recovered), "positions": len(positions), "pid": os.getpid(),
+                  "backtest": self.profile.name == BACKTEST.name}
+        if self.profile.resumable and await self.store.last_run_phase() == "start":
+            # Killed, or the machine stopped: what it did is as committed, and the orders it had in flight were
+            # recovered above; the operator reading the trail or the page should know the run was cut short.
+            detail["last_run"] = LAST_RUN_CUT
+            log.warning(f"the last run {LAST_RUN_CUT} (killed, or the machine stopped); its records are as "
+                        "committed and its orders in flight were recovered")
+        self.bus.publish(RunEvent(phase="start", mode=self.mode, detail=detail))
         self._run_recorded = True
         self.overrides = [o for o in found if o is not None]
         for o in self.overrides:

@@ -791,6 +791,18 @@ class Store:
         (seq,) = await cur.fetchone()
         return int(seq)
 
+    async def last_run_phase(self) -> str | None:
+        """The phase of the newest `run` record (start or stop); None when there is none (a first start)."""
+        cur = await self.conn.execute("SELECT data FROM events WHERE event = 'run' ORDER BY seq DESC LIMIT 1")
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        try:
+            phase = json.loads(bytes(row[0])).get("phase")
+        except (ValueError, AttributeError):
+            return None
+        return phase if isinstance(phase, str) else None
+
     async def chain_head(self) -> ChainHead | None:
         """The audit chain's head as stored (seq and hash of the last record written); for a database written
         before the head was stored, the hash of its last event record. None when there are no records."""
