@@ -68,6 +68,19 @@ def test_a_malformed_csv_row_57_exits_2_naming_file_and_line_and_loses_nothing(r
     assert not (recorded / "data" / "backtests").exists()  # no run was started
 
 
+def test_a_csv_of_one_candle_exits_2_naming_the_file_and_starts_no_run(tmp_path):
+    csv = tmp_path / "BTC-USD_one.csv"
+    csv.write_text("".join(sample_head(BTC_CSV, 1)))
+    proc = run_ffe(tmp_path, "backtest", csv.name)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert csv.name in line and "too few candles" in line, line
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "data" / "backtests").exists()  # no run was started
+    listed = run_ffe(tmp_path, "backtest", "--list")
+    assert listed.returncode == 0 and "interrupted" not in listed.stdout, listed.stdout
+
+
 def test_lenient_skips_the_bad_row_and_counts_it(recorded, tmp_path):
     csv = write_csv_with_bad_line_57(tmp_path / "BTC-USD_lenient.csv", "not a number")
     proc = run_ffe(tmp_path, "backtest", "--lenient", csv.name, "--report", "r.json")
