@@ -32,7 +32,7 @@ from .engine import EngineOptions
 from .errors import StartError, storage_failure
 from .events import EventBus
 from .kernel import build_engine, paper_venue, providers_for
-from .market.csvdata import CandleSeries, load_csv, parse_symbol_arg
+from .market.csvdata import CandleSeries, CsvError, load_csv, parse_symbol_arg
 from .market.replay import ReplayFeed
 from .store import Store
 
@@ -47,7 +47,11 @@ def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries
         symbol, path = parse_symbol_arg(arg)
         if symbol in series:
             raise StartError(f"{path}: symbol {symbol} is given twice")
-        series[symbol] = load_csv(path, symbol=symbol, lenient=lenient)
+        loaded = load_csv(path, symbol=symbol, lenient=lenient)
+        if len(loaded) < 2:
+            raise CsvError(path, None, f"{len(loaded)} candle: too few candles to infer the timeframe (a backtest "
+                                       "needs at least 2)")
+        series[symbol] = loaded
     return series
 
 
