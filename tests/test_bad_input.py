@@ -81,6 +81,21 @@ def test_a_csv_of_one_candle_exits_2_naming_the_file_and_starts_no_run(tmp_path)
     assert listed.returncode == 0 and "interrupted" not in listed.stdout, listed.stdout
 
 
+def test_files_of_different_timeframes_exit_2_naming_both_and_start_no_run(tmp_path):
+    hourly = tmp_path / "BTC-USD_1h.csv"
+    hourly.write_text("".join(sample_head(BTC_CSV, 30)))
+    header, *rows = sample_head(ETH_CSV, 30)
+    minutes = tmp_path / "ETH-USD_1m.csv"
+    minutes.write_text(header + "".join(f"2020-01-01T00:{i:02d}:00Z,{row.split(',', 1)[1]}"
+                                        for i, row in enumerate(rows)))
+    proc = run_ffe(tmp_path, "backtest", hourly.name, minutes.name)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"{hourly.name} holds 1h candles" in line and f"{minutes.name} 1m" in line, line
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "data" / "backtests").exists()
+
+
 def test_lenient_skips_the_bad_row_and_counts_it(recorded, tmp_path):
     csv = write_csv_with_bad_line_57(tmp_path / "BTC-USD_lenient.csv", "not a number")
     proc = run_ffe(tmp_path, "backtest", "--lenient", csv.name, "--report", "r.json")
