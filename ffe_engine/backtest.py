@@ -23,7 +23,7 @@ from typing import Any
 
 from . import batch
 from .audit import Redactor
-from .clock import SimClock
+from .clock import SimClock, format_timeframe
 from .config import Settings
 from . import records as compact
 from .backtest_report import build_report
@@ -52,6 +52,12 @@ def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries
             raise CsvError(path, None, f"{len(loaded)} candle: too few candles to infer the timeframe (a backtest "
                                        "needs at least 2)")
         series[symbol] = loaded
+    loaded_series = list(series.values())
+    for first, other in zip(loaded_series, loaded_series[1:]):
+        if other.timeframe_ms != first.timeframe_ms:
+            raise StartError(f"{first.path} holds {format_timeframe(first.timeframe_ms)} candles and {other.path} "
+                             f"{format_timeframe(other.timeframe_ms)}: the files of a backtest must share one "
+                             "timeframe")
     return series
 
 
