@@ -1,7 +1,8 @@
 """Values that read well one by one but could never work are refused at load, by `ffe config check` and by the
 start alike: one line naming the source (file:line, or the variable) and the key, exit 2, nothing started. A symbol
 quoted in another currency than the account's (`venue.quote`), an alert URL that is not an http(s) URL with a host
-(without ever showing it: it is a secret), a `monitor.host` that is neither a host name nor an IP address."""
+(without ever showing it: it is a secret), a `monitor.host` that is neither a host name nor an IP address, an
+`ensemble.min_votes` that the providers (those listed, or the default ones) can never reach."""
 
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ REFUSED = [
      "config.toml:3: monitor.host: ", "host name or an IP address", None),
     ("an IP address out of range", "", "", {"FFE_MONITOR__HOST": "300.1.2.3"},
      "environment: FFE_MONITOR__HOST: ", "host name or an IP address", None),
+    ("a quorum beyond the default providers", '[engine]\napproval = "auto"\n\n[ensemble]\nmin_votes = 5\n', "", {},
+     "config.toml:5: ensemble.providers: ", "min_votes = 5 can never be reached with 4 provider(s)", None),
+    ("a quorum beyond the providers from the environment", "", "", {"FFE_ENSEMBLE__MIN_VOTES": "5"},
+     "environment: FFE_ENSEMBLE__MIN_VOTES: ", "can never be reached with 4 provider(s)", None),
 ]
 
 
