@@ -261,7 +261,9 @@ class LlmSettings(_Section):
 class EnsembleSettings(_Section):
     strategy: Literal["weighted", "majority", "unanimous"] = "weighted"
     min_votes: int = Field(2, ge=1, le=100)
-    providers: list[ProviderName] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS), min_length=1)
+    # Checked when left to its default too: min_votes alone may be beyond the default providers.
+    providers: list[ProviderName] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS), min_length=1,
+                                          validate_default=True)
     adaptive: bool = True
     provider_timeout_s: Seconds = 2.0
     warmup_trades: int = Field(20, ge=0, le=1_000_000)
