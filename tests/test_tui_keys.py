@@ -5,12 +5,14 @@ actions."""
 from __future__ import annotations
 
 import re
+import string
 
 import pytest
 
 from textual.app import App
 from textual.binding import Binding
 from textual.command import CommandPalette
+from textual.keys import Keys, _character_to_key
 from textual.widgets import Input, Static
 
 from conftest import db_value, ffe_env, run_ffe
@@ -46,10 +48,26 @@ def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
     ({"cancel_order": "k"}, "tui.keys.cancel_order: 'k' cannot be used (it moves up in the focused pane)"),
     ({"views": "1,2"}, "tui.keys.views: '1,2' needs 7 keys, one per view in this order: main, trades, orders"),
     ({"views": "1,2,3,4,5,6,x"}, "key 'x' is bound to both 'views' and 'close_trade'"),
+    ({"pause": "notakey"}, "tui.keys.pause: 'notakey' is not a key name"),
+    ({"help": "F1"}, "tui.keys.help: 'F1' is not a key name"),
+    ({"approve": "ctrl+f25"}, "tui.keys.approve: 'ctrl+f25' is not a key name"),
+    ({"reject": "cmd+r"}, "tui.keys.reject: 'cmd+r' is not a key name"),
+    ({"views": "1,2,3,4,5,6,seven"}, "tui.keys.views: 'seven' is not a key name"),
 ])
 def test_bad_key_entries_are_refused_with_the_id_named(entry, message):
     with pytest.raises(keys.KeymapError, match=re.escape(message)):
         keys.keymap(entry)
+
+
+def test_the_key_names_textual_knows_are_accepted():
+    # The console's keys are checked without Textual (config check): against Textual's own names here.
+    named = [k.value for k in Keys if not k.value.startswith("<") and k.value not in ("ctrl-at", "return")]
+    printable = [_character_to_key(c) for c in string.printable if not c.isspace()] + list("é€")
+    bound = {key for k in keys.KEYS for key in k.keys.split(",")} | set(keys.PANE_KEYS) | set(keys.TAKEN)
+    for name in named + printable + ["shift+up", "alt+x", "ctrl+shift+f5", "escape", "space", "f24", "?", "/"]:
+        textual_name = _character_to_key(name) if len(name) == 1 else name
+        if not {name, name.lower(), textual_name} & bound:
+            assert keys.keymap({"approval_mode": name}), name
 
 
 async def test_remapped_view_keys_switch_views_and_help_shows_them(tmp_path):
@@ -65,11 +83,15 @@ async def test_remapped_view_keys_switch_views_and_help_shows_them(tmp_path):
         assert "f1, f2, f3, f4, f5, f6, f7" in screen_text(app)
 
 
-def test_ffe_run_refuses_a_bad_key_entry_naming_file_line_and_id(tmp_path):
-    (tmp_path / "config.toml").write_text('mode = "paper"\n[tui]\nkeys = { pause = "p", panic = "x" }\n')
+@pytest.mark.parametrize("entry, says", [
+    ('pause = "p", panic = "x"', "config.toml:3: tui.keys: unknown binding id 'panic'"),
+    ('pause = "notakey"', "config.toml:3: tui.keys.pause: 'notakey' is not a key name"),
+], ids=["unknown id", "unknown key"])
+def test_ffe_run_refuses_a_bad_key_entry_naming_file_line_and_id(tmp_path, entry, says):
+    (tmp_path / "config.toml").write_text(f'mode = "paper"\n[tui]\nkeys = {{ {entry} }}\n')
     res = run_ffe(tmp_path, "run", env=ffe_env())
     assert res.returncode == 2
-    assert res.stderr.strip().startswith("ffe: error: config.toml:3: tui.keys: unknown binding id 'panic'")
+    assert res.stderr.strip().startswith(f"ffe: error: {says}"), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "data" / "ffe.db").exists()  # nothing started
 
