@@ -6,11 +6,13 @@ that and refused for other bindings.
 ctrl+k always kills, whatever `kill` is remapped to: the one key that kills from a text field too.
 Keys that tmux or the terminal itself take are refused: ctrl+b and ctrl+a are tmux/screen prefixes, ctrl+m/j/i/h
 arrive as enter/enter/tab/backspace, ctrl+c and ctrl+z belong to the shell, and ctrl/shift+enter are not told apart
-from enter by most terminals.
+from enter by most terminals. A name Textual does not know (`notakey`) is refused: no key press would reach it.
 """
 
 from __future__ import annotations
 
+import string
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -88,6 +90,28 @@ ALWAYS_KILL = "ctrl+k"
 # What operators write in a config file -> Textual's key names.
 _ALIASES = {"?": "question_mark", "/": "slash", " ": "space", "esc": "escape", "return": "enter"}
 
+# Textual's key names (textual.keys), kept here so that `ffe config check` checks them without importing Textual:
+# a name Textual does not know is a binding no key press can reach.
+NAMED_KEYS = frozenset({"escape", "enter", "tab", "backspace", "delete", "insert", "home", "end", "pageup",
+                        "pagedown", "up", "down", "left", "right", "space", *(f"f{n}" for n in range(1, 25))})
+MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
+# Textual names a printable character that is not a letter or digit by its Unicode name ("?" is question_mark),
+# a few of them shortened.
+_SHORTER = {"solidus": "slash", "reverse_solidus": "backslash", "commercial_at": "at", "hyphen_minus": "minus",
+            "plus_sign": "plus", "low_line": "underscore"}
+CHARACTER_NAMES = frozenset(
+    _SHORTER.get(name, name)
+    for name in (unicodedata.name(c).lower().replace("-", "_").replace(" ", "_") for c in string.punctuation))
+
+
+def is_key_name(key: str) -> bool:
+    """A key as Textual names it: a printable character or its name, a named key, with modifiers before it."""
+    *mods, last = key.split("+") if len(key) > 1 else [key]
+    if any(m not in MODIFIERS for m in mods) or len(set(mods)) != len(mods):
+        return False
+    return (len(last) == 1 and last.isprintable() and not last.isspace()) or last in NAMED_KEYS \
+        or last in CHARACTER_NAMES
+
 
 def bindings() -> list[Binding]:
     # Textual is imported here, by the console: `ffe config check` validates the keys without it.
@@ -124,6 +148,10 @@ def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
         if not all(parts) or any(" " in p for p in parts):
             raise KeymapError(f"{where}.{bid}: {value!r} is not a key name such as 'p', 'K' or 'ctrl+k'")
         for p in parts:
+            if not is_key_name(p):
+                raise KeymapError(f"{where}.{bid}: {p!r} is not a key name (a character such as 'p' or 'K', a "
+                                  "named key such as 'space', 'escape' or 'f5', or either after modifiers: "
+                                  "'ctrl+k', 'shift+up')")
             if p.lower() in TAKEN:
                 raise KeymapError(f"{where}.{bid}: {p!r} cannot be used ({TAKEN[p.lower()]})")
             if p in PANE_KEYS:
