@@ -155,7 +155,10 @@ def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
     (("audit", "show"), "the following arguments are required: DECISION_ID"),
     (("frob",), "invalid choice: 'frob'"),
     (("run", "--headles"), "unrecognized arguments: --headles"),
-], ids=["bad value", "unknown action", "not a number", "missing argument", "unknown command", "abbreviation"])
+    (("--config", "config.toml", "config", "check"),
+     "options go after the command: `ffe config check --config config.toml`"),
+], ids=["bad value", "unknown action", "not a number", "missing argument", "unknown command", "abbreviation",
+        "an option before the command"])
 def test_a_command_line_mistake_is_one_line_and_starts_nothing(tmp_path, args, says):
     # An abbreviated option (--headles for --headless) is a typo too: it must not start an engine.
     (tmp_path / "config.toml").write_text("")
