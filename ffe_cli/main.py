@@ -26,6 +26,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, with a mistake said as the one line every other error is (`ffe: error: ...`, exit 2), not a usage
     block, and no abbreviated options: a typo such as `--headles` is refused, never taken for `--headless`."""
 
+    commands: frozenset[str] = frozenset()  # the names of the commands, for the top-level parser
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
@@ -63,7 +65,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     parser = Parser(prog="ffe", description="Finance Feedback Engine console")
     sub = parser.add_subparsers(dest="command")
 
@@ -196,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.set_defaults(handler=commands.init)
 
+    parser.commands = frozenset(sub.choices)
     return parser
 
 
@@ -210,10 +213,16 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
     other command gets them back at once."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    given = argv
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     try:
         args, extra = parser.parse_known_args(argv)
+        if extra and given and given[0].startswith("-") and extra[0] in parser.commands:
+            # `ffe --config X config check`: the options were taken as run's, and the command left over.
+            at = len(given) - len(extra) if given[-len(extra):] == extra else given.index(extra[0])
+            parser.error(f"unrecognized arguments: {' '.join(extra)}; options go after the command: "
+                         f"`ffe {' '.join(given[at:] + given[:at])}`")
         # argparse gives a list positional the arguments before the first option only: the files of
         # `ffe backtest A.csv --lenient B.csv` are A.csv and B.csv.
         listed = getattr(args, "positionals", None)
