@@ -287,13 +287,16 @@ async def test_a_symbol_the_exchange_does_not_list_exits_2_before_anything_is_wr
 
 @pytest.mark.parametrize("args, message", [
     (("--exchange", "no_such_exchange"), "--exchange: 'no_such_exchange' is not a ccxt exchange id"),
-    (("--timeframe", "1x"), "--timeframe: bad timeframe '1x'"),
+    (("--timeframe", "1x"), "--timeframe: bad timeframe '1x': expected Nm, Nh or Nd, from 1m to 7d, like '1h'"),
+    (("--timeframe", "30s"), "--timeframe: bad timeframe '30s': expected Nm, Nh or Nd, from 1m to 7d"),
+    (("--timeframe", "1w"), "--timeframe: bad timeframe '1w': expected Nm, Nh or Nd, from 1m to 7d"),
+    (("--timeframe", "8d"), "--timeframe: bad timeframe '8d': expected Nm, Nh or Nd, from 1m to 7d"),
     (("--since", "yesterday"), "--since: 'yesterday' is not a date"),
     (("--until", "2023-12-31"), "--until 2023-12-31 is not after --since 2024-01-01"),
     (("--until", "2024-13-01"), "--until: '2024-13-01' is not a date"),
     (("ETH/USDT", "--file", "a.csv"), "--file takes one symbol"),
     (("--file", "a.txt"), "a.txt: the file name must end in .csv"),
-], ids=["exchange", "timeframe", "since", "until-before-since", "until", "file-two-symbols", "file-suffix"])
+], ids=["exchange", "timeframe", "seconds", "weeks", "over 7d", "since", "until-before-since", "until", "file-two-symbols", "file-suffix"])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     base = {"--exchange": "binance", "--timeframe": "1h", "--since": "2024-01-01"}
     opts = list(args)
