@@ -96,6 +96,11 @@ def _symbol(value: str) -> str:
     return value
 
 
+def allowed_timeframe(value: str) -> bool:
+    """A timeframe the engine runs on: Nm, Nh or Nd, from 1m to 7d."""
+    return bool(_TIMEFRAME_RE.fullmatch(value)) and int(value[:-1]) * _TIMEFRAME_MS[value[-1]] <= MAX_TIMEFRAME_MS
+
+
 def _timeframe(value: str) -> str:
     if not _TIMEFRAME_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a timeframe such as '1m', '4h' or '1d'")

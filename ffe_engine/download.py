@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, TextIO
 
 from .clock import WallClock, format_timeframe, timeframe_ms
+from .config import allowed_timeframe
 from .errors import FfeError, UsageError
 from .market.csvdata import CandleSeries, find_gaps, iso, load_csv
 from .venues.base import VenueError, VenueUnavailable
@@ -347,10 +348,10 @@ class Request:
     def validated(self) -> tuple[int | None, int | None, list[tuple[str, Path]]]:
         """Check everything that needs no network: (since ms, until ms, [(symbol, path)]). Raises
         DownloadInputError with one line."""
-        try:
-            timeframe_ms(self.timeframe)
-        except ValueError as exc:
-            raise DownloadInputError(f"--timeframe: {exc}") from None
+        # The timeframes engine.timeframe takes, as the configuration checks them.
+        if not allowed_timeframe(self.timeframe):
+            raise DownloadInputError(f"--timeframe: bad timeframe {self.timeframe!r}: expected Nm, Nh or Nd, from 1m "
+                                     "to 7d, like '1h'")
         since = parse_date(self.since, "--since") if self.since is not None else None
         until = parse_date(self.until, "--until") if self.until is not None else None
         if since is not None and until is not None and until <= since:
