@@ -278,3 +278,24 @@ def test_the_log_pipeline_redacts_a_secret_handed_to_it():
     bus.add_sink(lambda ev, line: lines.append(line))
     bus.publish(ErrorEvent(message=f"auth error for key {secret}", where="venue"))
     assert secret.encode() not in lines[0] and REDACTED.encode() in lines[0]
+
+
+@pytest.mark.parametrize("case", ["different timeframes", "one candle"])
+def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_path, case):
+    """`market.source = "replay"` with files an engine cannot replay (of different timeframes; one candle, whose
+    timeframe cannot be told): one line naming the files, exit 2, no traceback, before anything is recorded."""
+    hourly = tmp_path / "BTC-USD_1h.csv"
+    hourly.write_text("".join(sample_head(BTC_CSV, 30 if case == "different timeframes" else 1)))
+    header, *rows = sample_head(ETH_CSV, 30)
+    minutes = tmp_path / "ETH-USD_1m.csv"
+    minutes.write_text(header + "".join(f"2020-01-01T00:{i:02d}:00Z,{row.split(',', 1)[1]}"
+                                        for i, row in enumerate(rows)))
+    (tmp_path / "config.toml").write_text(
+        f'[market]\nsource = "replay"\nreplay_files = {{ "BTC/USD" = "{hourly.name}", "ETH/USD" = "{minutes.name}" }}\n'
+        '[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\n[venue]\nquote = "USD"\n')
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
+    assert hourly.name in line, line
+    assert not (tmp_path / "data" / "ffe.db").exists()
