@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .clock import Clock
+from .clock import Clock, format_timeframe
 from .config import Settings
 from .engine import Engine, EngineOptions
 from .ensemble import Ensemble
@@ -101,6 +101,14 @@ def make_feed(settings: Settings, clock: Clock, max_bars: int | None, venue: Ven
         if missing:
             raise StartError(f"market.replay_files has no file for {', '.join(missing)}")
         series = {s: load_csv(market.replay_files[s], symbol=s) for s in symbols}
+        for s in series.values():
+            if len(s) < 2:
+                raise StartError(f"{s.path}: {len(s)} candle(s): too few to replay (its timeframe cannot be told; "
+                                 "market.replay_files)")
+        frames = {s.path: s.timeframe_ms for s in series.values()}
+        if len(set(frames.values())) > 1:
+            listed = ", ".join(f"{path} {format_timeframe(tf)}" for path, tf in frames.items())
+            raise StartError(f"market.replay_files: the files must share one timeframe: {listed}")
         return ReplayFeed(series, clock, speed=market.speed, max_bars=max_bars)
     from .market.exchange import ExchangeFeed
 
