@@ -483,3 +483,18 @@ async def test_an_instance_name_in_the_configuration_names_the_engine_in_its_ale
     for bad in ("two words", "x" * 65, "line\nbreak"):
         with pytest.raises(ValueError, match="alerts.instance"):
             make_settings(tmp_path, alerts={"instance": bad})
+
+
+async def test_approval_mode_set_to_auto_is_a_warning_and_set_to_manual_is_not(tmp_path):
+    """Trades go out without a human from the moment the approval mode is auto (`m` in a console, `ffe ctl mode`,
+    perhaps another operator's attached console): the operator on call is told who did it; the way back to manual
+    tightens and raises nothing."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import EngineStateChanged
+
+    (alert,) = alerts_for(EngineStateChanged(state="RUNNING", previous="RUNNING", reason="approval mode auto",
+                                             by="console"))
+    assert alert.kind == "APPROVAL_MODE" and alert.severity == "warn", alert
+    assert "auto" in alert.text and "console" in alert.text and "without approval" in alert.text, alert.text
+    assert alerts_for(EngineStateChanged(state="RUNNING", previous="RUNNING", reason="approval mode manual",
+                                         by="console")) == []
