@@ -78,6 +78,10 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     `in_doubt`: the client order ids whose answer was lost and is not known yet."""
     if isinstance(ev, EngineStateChanged):
         if ev.state == ev.previous:
+            if ev.reason == "approval mode auto":  # from now on trades are sent without a human
+                return [Alert("APPROVAL_MODE", "APPROVAL_MODE", "warn",
+                              f"ffe approval mode set to auto by {ev.by}: trades are sent without approval; "
+                              "`ffe ctl mode manual` to go back.")]
             return []
         if ev.state == "HALTED":
             # Engine.flatten halts with this reason, then closes every position (its FLATTEN alert says how).
