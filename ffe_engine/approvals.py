@@ -175,9 +175,12 @@ class ApprovalDesk:
         if mode not in MODES:
             raise ControlError(f"approval mode must be auto or manual, not {mode!r}")
         self.mode = mode
-        await self.store.put_kv("approval_mode", mode, self.clock.wall())
-        state = self.trading.state.value
-        self.bus.publish(EngineStateChanged(state=state, previous=state, reason=f"approval mode {mode}", by=by))
+
+        def publish() -> None:
+            state = self.trading.state.value
+            self.bus.publish(EngineStateChanged(state=state, previous=state, reason=f"approval mode {mode}", by=by))
+
+        await self.store.put_kv("approval_mode", mode, self.clock.wall(), publish=publish)
         return mode
 
     def summary(self) -> list[dict[str, Any]]:

@@ -122,14 +122,23 @@ class AuditWriter:
                 return
             lines, since, seq, first = self._lines, self.waiting_since, self._last_seq, self._batch_first
             self._lines, self.waiting_since, self._batch_since = [], None, since
+            job = self.thread.submit(self._append, lines, first)
             try:
-                await asyncio.get_running_loop().run_in_executor(self.thread, self._append, lines, first)
+                await asyncio.wrap_future(job)
             except OSError as exc:
                 # The lines go back in front, for the next flush; their wait goes on.
                 self._lines = lines + self._lines
                 self.waiting_since = since
                 self._batch_first = first
                 raise storage_failure(self.path, exc) from None
+            except asyncio.CancelledError:
+                # Cancelled while queued behind a batch the disk holds, the batch never runs: its lines go back
+                # in front, or the trail would skip them. Once running, it writes them.
+                if job.cancelled():
+                    self._lines = lines + self._lines
+                    self.waiting_since = since
+                    self._batch_first = first
+                raise
             finally:
                 self._batch_since = None
             self.written_seq = seq

@@ -16,7 +16,10 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
 5. the positions are the fills, replayed;
 6. paper account: the cash and equity rebuilt from the starting cash and the fills equal the stored book;
 7. paper account: the venue's book knows every order the journal says is open, holds each client order id and
-   exchange id once, and holds no order the journal never recorded.
+   exchange id once, and holds no order the journal never recorded;
+8. the engine_state row is what the last `engine_state` event that says a state says (state and reason); HALTED
+   stored on its own by design (on a full disk, the disk reserve emptied; kept across a restore, its marker there)
+   is said by the next start, and noted here until then.
 
 Read-only: it can be run beside a running engine (the database is read in one transaction, before the audit file,
 which is never behind it).
@@ -30,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import reserve
 from .chain import trail_files, verify_trail
 from .config import Settings
 from .errors import FfeError
-from .model import OrderStatus, trail_disagrees
-from .store import Records
+from .model import EngineState, OrderStatus, trail_disagrees
+from .store import RESTORED_KEY, Records, state_unsaid
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 FillRow = tuple[str, str, str, float, float, float, float]  # client_order_id, symbol, side, qty, price, fee, fee_base
@@ -110,6 +114,8 @@ def check(settings: Settings) -> Findings:
             found.checks.append("cash and equity")
             _check_paper_book(records, orders, settings.db_path)
             found.checks.append("paper venue book")
+        _check_state(records, settings, found)
+        found.checks.append("engine state")
     finally:
         records.close()
     return found
@@ -282,6 +288,24 @@ def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], 
     rebuilt_equity = cash + sum(q * prices.get(s, 0.0) for s, q in replayed.items())
     if not _close(stored_equity, rebuilt_equity, rel=1e-9, floor=1e-6):
         raise Violation(f"{db}: stored equity {stored_equity:.8f}, the fills make it {rebuilt_equity:.8f}")
+
+
+def _check_state(records: Records, settings: Settings, found: Findings) -> None:
+    """The engine_state row and the last event that says a state agree, but where HALTED was stored on its own by
+    design: on a full disk (the disk reserve emptied for it) or kept across a restore (the restore's marker)."""
+    row = records.engine_state_row()
+    unsaid = state_unsaid(row, records.last_state_event())
+    if row is None or unsaid is None:
+        return
+    halted = row[0] == EngineState.HALTED.value
+    if halted and reserve.used(settings.data_dir):
+        found.notes.append(f"{settings.db_path}: {unsaid}: HALTED stored on a full disk, without its event; the "
+                           "next start records it")
+    elif halted and row[2] == "restore" and records.kv(RESTORED_KEY) is not None:
+        found.notes.append(f"{settings.db_path}: {unsaid}: HALTED kept across a restore, without its event; the "
+                           "next start records it")
+    else:
+        raise Violation(f"{settings.db_path}: {unsaid}")
 
 
 def _check_paper_book(records: Records, orders: list[OrderRow], db: Path) -> None:

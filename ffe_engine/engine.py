@@ -271,6 +271,7 @@ class Engine:
             await self.trading.set(self.opts.start_state, "fresh start", "engine", force=True)
         else:
             self.trading.restore(EngineState(row[0]), row[1])
+            await self.trading.say_stored(row[2])
             if self.profile.resumable:
                 found.append(overrides.start_state(self.opts.start_state, self.state, row[1], row[2],
                                                    self.opts.live))

@@ -299,6 +299,24 @@ _LOST = ("{path}: the database {found} but the audit trail holds records: the ac
          "replaced; restore it, or move the audit trail away to start a new account")
 
 
+def says_state(rec: Any) -> bool:
+    """Whether an `engine_state` event's record says a state: an approval mode change is recorded as one too, with
+    the state unchanged and the reason `approval mode auto|manual`."""
+    return isinstance(rec, dict) and not str(rec.get("reason", "")).startswith("approval mode ")
+
+
+def state_unsaid(row: tuple[Any, ...] | None, rec: dict[str, Any] | None) -> str | None:
+    """How the stored engine state (state, reason, ...) differs from what the last `engine_state` event says (a
+    state stored on its own: HALTED on a full disk, HALTED kept across a restore), or None when they agree."""
+    if row is None:
+        return None
+    said = None if rec is None else (rec.get("state"), rec.get("reason"))
+    if said == (row[0], row[1]):
+        return None
+    return (f"the engine_state row says {row[0]} ({row[1]}), the last engine_state event "
+            + ("is missing" if said is None else f"says {said[0]} ({said[1]})"))
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=str)
 
@@ -316,6 +334,10 @@ _SQL_STATE = ("INSERT INTO engine_state (id, state, reason, by, updated_ts) VALU
               "DO UPDATE SET state=excluded.state, reason=excluded.reason, by=excluded.by, "
               "updated_ts=excluded.updated_ts")
 _SQL_SCORE = "INSERT INTO provider_scores (trade_id, provider, action, correct, return_pct) VALUES (?,?,?,?,?)"
+# The engine_state events, newest first, before a seq (or all of them when it is NULL).
+_SQL_STATE_EVENTS = ("SELECT seq, data FROM events WHERE event = 'engine_state' AND (? IS NULL OR seq < ?) "
+                     "ORDER BY seq DESC LIMIT ?")
+_STATE_EVENTS_CHUNK = 50
 _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
            "value=excluded.value, updated_ts=excluded.updated_ts")
 
@@ -723,23 +745,41 @@ class Store:
         return (row[0], row[1], row[2])
 
     async def set_engine_state(self, state: str, reason: str, by: str, ts: float,
-                               kv: dict[str, Any] | None = None) -> None:
-        """The trading state, with the rows buffered before it and `kv` (what must change with it, as a flatten's
-        positions to close), in one transaction: stored together or not at all."""
+                               kv: dict[str, Any] | None = None, publish: Callable[[], object] | None = None) -> None:
+        """The trading state, with the rows buffered before it, `kv` (what must change with it, as a flatten's
+        positions to close) and the events `publish()` publishes (the `engine_state` event that says it), in one
+        transaction: stored together or not at all, so a kill never leaves a state its records do not say."""
         rows = [(key, _dumps(value), ts) for key, value in (kv or {}).items()]
-        async with self._writing():
-            if self.batch:
-                await self.conn.execute(_SQL_STATE, (state, reason, by, ts))
+        async with self._with_events_of(publish or (lambda: None)):
+            await self.conn.execute(_SQL_STATE, (state, reason, by, ts))
+            if rows:
                 await self.conn.executemany(_SQL_KV, rows)
-                return
-            async with self._tx():
-                await self._write_buffers()
-                await self.conn.execute(_SQL_STATE, (state, reason, by, ts))
-                if rows:
-                    await self.conn.executemany(_SQL_KV, rows)
 
-    async def put_kv(self, key: str, value: Any, ts: float) -> None:
-        await self._write(_SQL_KV, (key, _dumps(value), ts))
+    async def commit_events(self, publish: Callable[[], object]) -> None:
+        """The events `publish()` publishes, with the rows buffered before them, committed before it returns."""
+        async with self._with_events_of(publish):
+            pass
+
+    async def last_state_event(self) -> dict[str, Any] | None:
+        """The record of the last `engine_state` event that says a state (not an approval mode change), or None."""
+        seq = None
+        while True:
+            cur = await self.conn.execute(_SQL_STATE_EVENTS, (seq, seq, _STATE_EVENTS_CHUNK))
+            rows = await cur.fetchall()
+            for seq, data in rows:
+                rec = self._loads(bytes(data), f"table events, seq {seq}", "data")
+                if says_state(rec):
+                    return dict(rec)
+            if len(rows) < _STATE_EVENTS_CHUNK:
+                return None
+
+    async def put_kv(self, key: str, value: Any, ts: float, publish: Callable[[], object] | None = None) -> None:
+        """With `publish`, the events it publishes (those that say the change) in the same transaction."""
+        if publish is None:
+            await self._write(_SQL_KV, (key, _dumps(value), ts))
+            return
+        async with self._with_events_of(publish):
+            await self.conn.execute(_SQL_KV, (key, _dumps(value), ts))
 
     async def put_kvs(self, values: dict[str, Any], ts: float) -> None:
         """Several keys in one transaction, with the rows buffered before them: what belongs together (the books of
@@ -1332,6 +1372,27 @@ class Records:
     def engine_state(self) -> str | None:
         rows = self._q("SELECT state FROM engine_state WHERE id = 1")
         return rows[0][0] if rows else None
+
+    def engine_state_row(self) -> tuple[Any, ...] | None:
+        """(state, reason, by) as stored, or None."""
+        rows = self._q("SELECT state, reason, by FROM engine_state WHERE id = 1")
+        return tuple(rows[0]) if rows else None
+
+    def last_state_event(self) -> dict[str, Any] | None:
+        """The record of the last `engine_state` event that says a state (Store.last_state_event)."""
+        seq = None
+        while True:
+            rows = self._q(_SQL_STATE_EVENTS, (seq, seq, _STATE_EVENTS_CHUNK))
+            for seq, data in rows:
+                try:
+                    rec = json.loads(bytes(data))
+                except ValueError:
+                    raise damaged_database(self.path, unreadable(f"table events, seq {seq}", "data", data,
+                                                                 "JSON")) from None
+                if says_state(rec):
+                    return dict(rec)
+            if len(rows) < _STATE_EVENTS_CHUNK:
+                return None
 
     def chain_head(self) -> ChainHead | None:
         """The audit chain's head the database stored (None: no records yet, or written before it was stored)."""

@@ -4,9 +4,9 @@
 - PAUSED: no new entry; exits (reduce-only) still go out, so a position can always be closed.
 - HALTED: nothing is sent except the closing orders of a flatten.
 
-`set` changes the state in memory first (from then on no new order passes), then stores it durably (with what must
-change with it, in one transaction), then publishes the `engine_state` event, all before it returns: the kill switch
-relies on HALTED being recorded when halt returns, and nothing announces a state that a crash would take back.
+`set` changes the state in memory first (from then on no new order passes), then stores it durably with what must
+change with it and the `engine_state` event that says it, in one transaction, before it returns: the kill switch
+relies on HALTED being recorded when halt returns, and a kill leaves the state and its event both or neither.
 The gatekeeper's ENGINE_STATE gate and the order path's re-check just before a send both ask `allows`.
 """
 
@@ -19,6 +19,8 @@ from . import logs
 from .clock import Clock
 from .events import EngineStateChanged, EventBus
 from .model import EngineState, GateResult, OrderReason
+
+from .store import state_unsaid
 
 if TYPE_CHECKING:
     from .store import Store
@@ -61,9 +63,24 @@ class TradingState:
             return
         self.state = new  # in memory first: from here on no new order passes the gates
         self.reason = reason
-        await self.store.set_engine_state(new.value, reason, by, self.clock.wall(), kv=kv)
-        self.bus.publish(EngineStateChanged(state=new.value, previous=prev.value, reason=reason, by=by))
+
+        def publish() -> None:
+            self.bus.publish(EngineStateChanged(state=new.value, previous=prev.value, reason=reason, by=by))
+
+        await self.store.set_engine_state(new.value, reason, by, self.clock.wall(), kv=kv, publish=publish)
         log.info("engine state", state=new.value, previous=prev.value, reason=reason, by=by)
+
+    async def say_stored(self, by: str) -> None:
+        """At start, the state restored: when the records' last `engine_state` event does not say it (stored on its
+        own: HALTED on a full disk, kept across a restore), the event that says it, from the state it says."""
+        last = await self.store.last_state_event()
+        if state_unsaid((self.state.value, self.reason), last) is None:
+            return
+        prev = str(last["state"]) if last is not None else self.state.value
+        await self.store.commit_events(lambda: self.bus.publish(EngineStateChanged(
+            state=self.state.value, previous=prev, reason=self.reason, by=by)))
+        log.info("engine state", state=self.state.value, previous=prev, reason=self.reason, by=by,
+                 said="stored without its event")
 
     async def halt_unrecordable(self, reason: str, by: str) -> bool:
         """A record could not be written (full disk, read-only directory): HALTED in memory at once, then stored

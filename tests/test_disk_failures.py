@@ -205,14 +205,15 @@ def test_the_read_commands_read_a_database_on_a_read_only_directory(traded, tmp_
     for name in ("writable", "read-only"):
         cwd = copies[name] = copy_of(traded, tmp_path / name)
         with contextlib.closing(sqlite3.connect(cwd / "data" / "ffe.db")) as conn, conn:
-            conn.execute("UPDATE engine_state SET state = 'PAUSED'")  # saved state that `config check` lists
+            # saved state that `config check` lists
+            conn.execute("INSERT OR REPLACE INTO kv (key, value, updated_ts) VALUES ('approval_mode', '\"manual\"', 0)")
     # On the writable copy the first command runs as a real process and the rest in this process (what they say
     # there is what every other test of them proves); on the read-only directory each is a real process.
     writable = {args: (run_ffe if args == READ_COMMANDS[0] else ffe_in_process)(copies["writable"], *args)
                 for args in READ_COMMANDS}
     for args, proc in writable.items():
         assert proc.returncode == 0, (args, proc.stderr)
-    assert "PAUSED" in writable[("config", "check")].stdout.split("# saved state")[1]
+    assert "manual" in writable[("config", "check")].stdout.split("# saved state")[1]
     cwd = copies["read-only"]
     data = cwd / "data"
     assert not [p.name for p in data.iterdir() if p.name.startswith("ffe.db-")]

@@ -1,11 +1,13 @@
-"""The trading state: one rule for what each state allows, and a change recorded before anyone hears of it.
+"""The trading state: one rule for what each state allows, and a change recorded with the event that says it.
 
-`set` changes the state in memory, stores it (another connection sees it) and only then publishes the
-`engine_state` event; re-setting the same state records nothing unless forced. `allows` is the ENGINE_STATE gate
+`set` changes the state in memory, then stores it and its `engine_state` event in one transaction (another
+connection sees both once it returns); re-setting the same state records nothing unless forced. `allows` is the ENGINE_STATE gate
 the gatekeeper records and the order path asks again just before a send.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -40,25 +42,32 @@ def test_what_each_state_allows(state, entry, exit_, flatten):
     assert [g.limit for g in verdicts] == ["RUNNING", "not HALTED (flatten excepted)", "not HALTED (flatten excepted)"]
 
 
-async def test_a_change_is_stored_before_it_is_published_and_stamped_with_the_clock(tmp_path):
+async def test_a_change_is_stored_with_its_event_and_stamped_with_the_clock(tmp_path):
     path = tmp_path / "ffe.db"
     store = await Store.open(path)
     clock = ManualClock(wall=1_000.0)
     bus = EventBus(clock)
-    seen: list[tuple] = []
-    # What a subscriber sees at the moment the event is published: the stored row, read by another connection.
-    bus.add_sink(lambda ev, line: seen.append((ev.state, ev.previous, db_rows(path, "SELECT state, reason, by, "
-                                                                              "updated_ts FROM engine_state"))))
+    bus.add_sink(store.add_event)
+
+    def committed() -> tuple[list[tuple], list[tuple]]:
+        """The stored row and the state events, read by another connection."""
+        rows = db_rows(path, "SELECT state, reason, by, updated_ts FROM engine_state")
+        events = [json.loads(r[0]) for r in db_rows(path, "SELECT data FROM events WHERE event = 'engine_state' "
+                                                          "ORDER BY seq")]
+        return rows, [(e["state"], e["previous"], e["reason"], e["by"]) for e in events]
+
     trading = TradingState(store, bus, clock, RUNNING)
     try:
         await trading.set(HALTED, "kill switch", "alice")
         assert (trading.state, trading.reason) == (HALTED, "kill switch")
-        assert seen == [("HALTED", "RUNNING", [("HALTED", "kill switch", "alice", 1_000.0)])]
+        assert committed() == ([("HALTED", "kill switch", "alice", 1_000.0)],
+                               [("HALTED", "RUNNING", "kill switch", "alice")])
 
         clock.forward(5.0)
         await trading.set(HALTED, "again", "bob")  # already HALTED: nothing recorded
-        assert len(seen) == 1 and trading.reason == "kill switch"
+        assert len(committed()[1]) == 1 and trading.reason == "kill switch"
         await trading.set(HALTED, "again", "bob", force=True)
-        assert seen[-1] == ("HALTED", "HALTED", [("HALTED", "again", "bob", 1_005.0)])
+        rows, events = committed()
+        assert (rows, events[-1]) == ([("HALTED", "again", "bob", 1_005.0)], ("HALTED", "HALTED", "again", "bob"))
     finally:
         await store.close()
