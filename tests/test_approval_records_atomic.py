@@ -1,0 +1,112 @@
+"""A committed approval always has its decision and its `approval` event committed with it.
+
+The instant that matters is the one right after the store commits an approval row: the database a SIGKILL would
+leave then is copied (SQLite's online backup reads only committed data) and must hold the decision the approval
+is for (its row and its `decision` event) and the `approval` event that says the approval's status. Otherwise the
+next start restores an approval of a decision that exists nowhere, which can still be approved and filled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from typing import Iterator
+
+import pytest
+
+from ffe_engine import doctor
+from ffe_engine.store import Store
+
+from conftest import run_ffe
+from pipeline_helpers import BUY, make_settings, pipelines
+
+_ = pipelines  # a fixture
+
+BTC = "BTC/USDT"
+
+
+def manual(tmp_path):
+    return make_settings(tmp_path, engine={"approval": "manual", "approval_ttl_s": 300.0})
+
+
+@contextlib.contextmanager
+def crashed_copy(db_path, copy_path) -> Iterator[sqlite3.Connection]:
+    """The database a crash at this instant would leave, copied to `copy_path`, open."""
+    src = sqlite3.connect(db_path)
+    dst = sqlite3.connect(copy_path)
+    try:
+        src.backup(dst)
+        yield dst
+    finally:
+        src.close()
+        dst.close()
+
+
+def approval_records(db_path, copy_path, approval_id: str) -> tuple[str, bool, bool, str | None]:
+    """(the approval's status, whether its decision row and its decision event are there, its last approval event's
+    outcome) in the database a crash at this instant would leave."""
+    with crashed_copy(db_path, copy_path) as db:
+        status, decision_id = db.execute("SELECT status, decision_id FROM approvals WHERE approval_id = ?",
+                                         (approval_id,)).fetchone()
+        row = db.execute("SELECT count(*) FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()[0]
+        decision_events = [json.loads(r[0]) for r in db.execute("SELECT data FROM events WHERE event = 'decision'")]
+        outcomes = [json.loads(r[0])["outcome"] for r in db.execute(
+            "SELECT data FROM events WHERE event = 'approval' ORDER BY seq")
+            if json.loads(r[0])["approval_id"] == approval_id]
+    said = any(e["decision_id"] == decision_id and e["approval_id"] == approval_id for e in decision_events)
+    return status, row == 1, said, outcomes[-1] if outcomes else None
+
+
+async def test_a_committed_approval_has_its_decision_and_its_event_committed_with_it(tmp_path, pipelines):
+    settings = manual(tmp_path)
+    p = await pipelines(settings, script={BTC: (BUY, 0.8)})
+    problems: list[str] = []
+    checked: list[str] = []
+    save_approval = p.store.save_approval
+
+    async def save_then_crash_here(row, *args, **kwargs):
+        await save_approval(row, *args, **kwargs)
+        aid = row["approval_id"]
+        status, decided, said, outcome = approval_records(settings.db_path, tmp_path / f"crash{len(checked)}.db",
+                                                          aid)
+        if not (decided and said):
+            problems.append(f"approval {aid} {status} committed: decision row there {decided}, decision event "
+                            f"there {said}")
+        if outcome != status:
+            problems.append(f"approval {aid} {status} committed: its last approval event says {outcome}")
+        checked.append(status)
+
+    p.store.save_approval = save_then_crash_here
+    await p.bars(1)
+    [pending] = p.engine.approvals.pending
+    await p.engine.reject(pending, by="bob")
+    await p.bars(1)
+    [pending] = p.engine.approvals.pending
+    res = await p.engine.approve(pending, by="alice")
+    assert res["accepted"], res
+    assert checked == ["pending", "rejected", "pending", "approved"], checked
+    assert not problems, "\n".join(problems)
+
+
+async def test_an_approval_without_its_decision_is_named_by_doctor_and_by_audit_show(tmp_path, pipelines):
+    """Records a kill left so by an older release (the approval row committed, its decision never): doctor names
+    it, and `ffe audit show` of the approval says in one line that its records are incomplete."""
+    settings = manual(tmp_path)
+    p = await pipelines(settings, script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    [row] = await p.store.approvals("pending")
+    await p.close()
+    doctor.check(settings)
+
+    store = await Store.open(settings.db_path)
+    try:
+        await store.save_approval(dict(row, approval_id="a-orphan", decision_id="d-never-recorded"))
+    finally:
+        await store.close()
+    with pytest.raises(doctor.Violation, match="approval a-orphan.*d-never-recorded"):
+        doctor.check(settings)
+    proc = run_ffe(tmp_path, "audit", "show", "a-orphan", "--data-dir", "data", "--log-dir", "logs")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "d-never-recorded" in proc.stderr and "incomplete" in proc.stderr, proc.stderr
