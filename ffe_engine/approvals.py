@@ -81,7 +81,9 @@ class ApprovalDesk:
     def waiting_for(self, symbol: str) -> bool:
         return any(a["symbol"] == symbol for a in self.pending.values())
 
-    async def propose(self, d: Decision, intent: OrderIntent) -> None:
+    async def propose(self, d: Decision, intent: OrderIntent, record: Callable[[], object] = lambda: None) -> None:
+        """`record()` publishes the decision's record: committed with the approval row and its `pending` event, so a
+        kill never leaves an approval of a decision that is recorded nowhere."""
         now = self.clock.wall()
         aid = self.new_id("a")
         expires = now + self.ttl_s
@@ -90,25 +92,28 @@ class ApprovalDesk:
             "approval_id": aid, "decision_id": d.decision_id, "symbol": d.symbol, "side": intent.side.value,
             "quantity": intent.quantity, "price": d.price, "created_ts": now, "expires_ts": expires,
             "status": "pending", "by": None, "ended_ts": None, "intent": intent.as_dict(), "gates": gates}
-        await self.store.save_approval(row)
-        self.pending[aid] = row
-        self._deadline[aid] = self.clock.monotonic() + self.ttl_s
         d.approval_id = aid
         d.outcome = "pending_approval"
-        self.bus.publish(ApprovalEvent(approval_id=aid, decision_id=d.decision_id, outcome="pending", by="engine",
-                                       symbol=d.symbol, side=intent.side.value, quantity=intent.quantity,
-                                       price=d.price, expires_at=expires, gates=gates))
+
+        def publish() -> None:
+            record()
+            self.bus.publish(ApprovalEvent(approval_id=aid, decision_id=d.decision_id, outcome="pending",
+                                           by="engine", symbol=d.symbol, side=intent.side.value,
+                                           quantity=intent.quantity, price=d.price, expires_at=expires, gates=gates))
+
+        await self.store.save_approval(row, publish=publish)
+        self.pending[aid] = row
+        self._deadline[aid] = self.clock.monotonic() + self.ttl_s
 
     async def _end(self, row: dict[str, Any], outcome: str, by: str, reason: str = "",
                    client_order_id: str | None = None) -> None:
         row.update(status=outcome, by=by, ended_ts=self.clock.wall(), client_order_id=client_order_id)
         self.pending.pop(row["approval_id"], None)
         self._deadline.pop(row["approval_id"], None)
-        await self.store.save_approval(row)
-        self.bus.publish(ApprovalEvent(approval_id=row["approval_id"], decision_id=row["decision_id"],
-                                       outcome=outcome, by=by, symbol=row["symbol"], side=row["side"],
-                                       quantity=row["quantity"], price=row["price"], expires_at=row["expires_ts"],
-                                       reason=reason, gates=row["gates"]))
+        await self.store.save_approval(row, publish=lambda: self.bus.publish(ApprovalEvent(
+            approval_id=row["approval_id"], decision_id=row["decision_id"], outcome=outcome, by=by,
+            symbol=row["symbol"], side=row["side"], quantity=row["quantity"], price=row["price"],
+            expires_at=row["expires_ts"], reason=reason, gates=row["gates"])))
 
     async def expire(self) -> None:
         for row in list(self.pending.values()):

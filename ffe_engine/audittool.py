@@ -517,7 +517,11 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
     did = _resolve_decision_id(conn, ident)
     if did is None:
         return None
-    d = dict(conn.execute("SELECT * FROM decisions WHERE decision_id = ?", (did,)).fetchone())
+    row = conn.execute("SELECT * FROM decisions WHERE decision_id = ?", (did,)).fetchone()
+    if row is None:
+        raise StorageError(f"{ident}: the records are incomplete: its decision {did} is not in the decisions table "
+                           "(`ffe doctor` checks every record)")
+    d = dict(row)
     rec: dict[str, Any] = {}
     if d.get("event_seq") is not None:
         row = conn.execute("SELECT data FROM events WHERE seq = ?", (d["event_seq"],)).fetchone()

@@ -19,7 +19,9 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
    exchange id once, and holds no order the journal never recorded;
 8. the engine_state row is what the last `engine_state` event that says a state says (state and reason); HALTED
    stored on its own by design (on a full disk, the disk reserve emptied; kept across a restore, its marker there)
-   is said by the next start, and noted here until then.
+   is said by the next start, and noted here until then;
+9. every approval's decision is recorded (its row in the decisions table), and its last `approval` event says its
+   status.
 
 Read-only: it can be run beside a running engine (the database is read in one transaction, before the audit file,
 which is never behind it).
@@ -116,6 +118,8 @@ def check(settings: Settings) -> Findings:
             found.checks.append("paper venue book")
         _check_state(records, settings, found)
         found.checks.append("engine state")
+        _check_approvals(records, settings.db_path)
+        found.checks.append("approvals")
     finally:
         records.close()
     return found
@@ -306,6 +310,24 @@ def _check_state(records: Records, settings: Settings, found: Findings) -> None:
                            "next start records it")
     else:
         raise Violation(f"{settings.db_path}: {unsaid}")
+
+
+def _check_approvals(records: Records, db: Path) -> None:
+    """An approval is committed with its decision and the event that says its status: one without them is an
+    approval of a decision recorded nowhere, or whose end the records do not say."""
+    orphans = records.approvals_without_decision()
+    if orphans:
+        approval_id, decision_id = orphans[0]
+        raise Violation(f"{db}: approval {approval_id} is for decision {decision_id}, which is not recorded")
+    said: dict[str, str] = {}
+    for data in records.approval_events():
+        rec = json.loads(data)
+        said[str(rec.get("approval_id"))] = str(rec.get("outcome"))
+    for approval_id, status in records.approval_statuses().items():
+        if said.get(approval_id) != status:
+            last = said.get(approval_id)
+            raise Violation(f"{db}: approval {approval_id} is {status}, its last approval event says "
+                            + ("nothing: there is none" if last is None else last))
 
 
 def _check_paper_book(records: Records, orders: list[OrderRow], db: Path) -> None:

@@ -909,7 +909,7 @@ class Engine:
             d.reason = failure.refusal()
             return
         if self.approvals.mode == "manual":
-            await self.approvals.propose(d, intent)
+            await self.approvals.propose(d, intent, lambda: self._record_decision(d))
             return
         sub = await self.orders.submit(intent, gates)
         d.client_order_id = sub.order.client_order_id if sub.order else None
@@ -917,6 +917,9 @@ class Engine:
         d.reason = sub.reason
 
     def _record_decision(self, d: Decision) -> None:
+        if d.recorded:  # with the approval it waits for
+            return
+        d.recorded = True
         self.last_decision[d.symbol] = d
         if d.gates and d.outcome in REFUSED:
             failure = first_failure(d.gates)

@@ -283,6 +283,7 @@ class Decision:
     reason: str = ""
     client_order_id: str | None = None
     approval_id: str | None = None
+    recorded: bool = False  # its record published (with the approval it waits for, in the approval's transaction)
 
     @property
     def action(self) -> Action:

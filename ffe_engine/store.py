@@ -1034,12 +1034,18 @@ class Store:
                 for r in await cur.fetchall()]
 
     # ---------------------------------------------------------------- approvals
-    async def save_approval(self, row: dict[str, Any]) -> None:
-        await self._write(
-            "INSERT OR REPLACE INTO approvals (" + _APPROVAL_COLUMNS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (row["approval_id"], row["decision_id"], row["symbol"], row["side"], row["quantity"], row["price"],
-             row["created_ts"], row["expires_ts"], row["status"], row.get("by"), row.get("ended_ts"),
-             _dumps(row["intent"]), _dumps(row["gates"]), row.get("client_order_id")))
+    async def save_approval(self, row: dict[str, Any], publish: Callable[[], object] | None = None) -> None:
+        """With `publish`, the events it publishes (the decision a new approval is for, the `approval` event that
+        says its status) in the same transaction: a kill leaves the approval and its records both or neither."""
+        sql = "INSERT OR REPLACE INTO approvals (" + _APPROVAL_COLUMNS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        params = (row["approval_id"], row["decision_id"], row["symbol"], row["side"], row["quantity"], row["price"],
+                  row["created_ts"], row["expires_ts"], row["status"], row.get("by"), row.get("ended_ts"),
+                  _dumps(row["intent"]), _dumps(row["gates"]), row.get("client_order_id"))
+        if publish is None:
+            await self._write(sql, params)
+            return
+        async with self._with_events_of(publish):
+            await self.conn.execute(sql, params)
 
     async def approvals(self, status: str | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT " + _APPROVAL_COLUMNS + " FROM approvals" + (" WHERE status = ?" if status else "")
@@ -1372,6 +1378,20 @@ class Records:
     def engine_state(self) -> str | None:
         rows = self._q("SELECT state FROM engine_state WHERE id = 1")
         return rows[0][0] if rows else None
+
+    def approvals_without_decision(self) -> list[tuple[str, str]]:
+        """(approval id, decision id) of every approval whose decision the decisions table does not hold."""
+        return [(r[0], r[1]) for r in self._q(
+            "SELECT a.approval_id, a.decision_id FROM approvals a LEFT JOIN decisions d ON d.decision_id = "
+            "a.decision_id WHERE d.decision_id IS NULL ORDER BY a.created_ts")]
+
+    def approval_statuses(self) -> dict[str, str]:
+        """approval id -> status, of every approval."""
+        return {r[0]: r[1] for r in self._q("SELECT approval_id, status FROM approvals ORDER BY created_ts")}
+
+    def approval_events(self) -> list[bytes]:
+        """The audit records of every `approval` event the database holds, in seq order."""
+        return [bytes(r[0]) for r in self._q("SELECT data FROM events WHERE event = 'approval' ORDER BY seq")]
 
     def engine_state_row(self) -> tuple[Any, ...] | None:
         """(state, reason, by) as stored, or None."""

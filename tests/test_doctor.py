@@ -57,7 +57,7 @@ def test_a_healthy_data_directory_passes_every_check(healthy):
     proc = doctor(healthy)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("ok: 10 checks passed"), out
+    assert out.startswith("ok: 11 checks passed"), out
     for name in ("integrity", "records", "audit trail", "audit chain", "order statuses", "fills", "positions",
                  "cash and equity", "paper venue book"):
         assert name in out
@@ -231,5 +231,5 @@ def test_a_line_being_written_after_the_database_s_last_event_is_no_violation(he
         f.write(json.dumps(rec, separators=(",", ":")).encode())  # no newline yet
     proc = doctor(cwd, ffe_in_process)  # a pass is proven as a real process above
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("ok: 10 checks passed") and "1 line after the database's last event cut off" in (
+    assert proc.stdout.startswith("ok: 11 checks passed") and "1 line after the database's last event cut off" in (
         proc.stdout), proc.stdout
