@@ -86,7 +86,7 @@ async def a_position(pilot) -> dict:
 # ---------------------------------------------------------------------------------------------------- the views
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_every_view_shows_the_engine_figures(tmp_path, size):
-    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "take_profit_atr": 100, "stop_loss_atr": 100})
+    app, feed = held_console(tmp_path)
     async with app.run_test(size=size) as pilot:
         await held(pilot)
         pos = await a_position(pilot)
@@ -136,12 +136,15 @@ async def test_every_view_shows_the_engine_figures(tmp_path, size):
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_why_no_trades_names_a_latched_drawdown_and_what_lifts_it(tmp_path, size):
     # A drawdown limit the seeded market breaches: the engine pauses once, and the gate refuses every entry.
-    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "take_profit_atr": 100, "stop_loss_atr": 100})
+    app, feed = held_console(tmp_path, risk={"max_drawdown_pct": 0.01})
     async with app.run_test(size=size) as pilot:
         await held(pilot)
         assert app.snap["state"] == "PAUSED" and "DRAWDOWN" in app.snap["state_reason"], app.snap["state_reason"]
         await pilot.press("6")
-        await until(pilot, lambda: "lifted by equity back above" in screen_text(app), "the latched drawdown")
+        # What lifts it: equity back above the floor, which only a held position can bring about.
+        lifts = ("lifted by equity back above" if any(not p["dust"] for p in app.snap["positions"])
+                 else "lifted by nothing is held that could bring equity back above")
+        await until(pilot, lambda: lifts in " ".join(screen_text(app).split()), "the latched drawdown")
         text = screen_text(app)
         assert "DRAWDOWN" in text and "re-arm with time" in text
         assert "ENGINE_STATE PAUSED" in text and "resume" in text
@@ -178,7 +181,7 @@ async def test_j_and_k_move_in_the_focused_table_and_digits_type_into_the_filter
 # ---------------------------------------------------------------------------------------------------- cancel one order
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_cancel_one_order_from_the_orders_view(tmp_path, size):
-    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "take_profit_atr": 100, "stop_loss_atr": 100})
+    app, feed = held_console(tmp_path)
     async with app.run_test(size=size) as pilot:
         await held(pilot)
         pos = await a_position(pilot)
@@ -205,7 +208,7 @@ async def test_cancel_one_order_from_the_orders_view(tmp_path, size):
 
 
 async def test_any_other_key_cancels_the_cancel_and_the_order_stays(tmp_path):
-    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "take_profit_atr": 100, "stop_loss_atr": 100})
+    app, feed = held_console(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await held(pilot)
         pos = await a_position(pilot)
@@ -224,7 +227,7 @@ async def test_any_other_key_cancels_the_cancel_and_the_order_stays(tmp_path):
 # ---------------------------------------------------------------------------------------------------- close one position
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_close_one_position_through_the_order_path(tmp_path, size):
-    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "take_profit_atr": 100, "stop_loss_atr": 100})
+    app, feed = held_console(tmp_path)
     async with app.run_test(size=size) as pilot:
         await held(pilot)
         pos = await a_position(pilot)
@@ -288,7 +291,7 @@ async def test_a_close_confirmed_after_its_position_was_closed_and_another_opene
 async def test_a_confirmation_s_counts_follow_the_engine_while_it_is_open(tmp_path):
     """The quit dialog says how many orders and positions stay open; one that opens while it is asked is counted
     when `y` comes, not left as it was when the dialog opened."""
-    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "take_profit_atr": 100, "stop_loss_atr": 100})
+    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "max_open_positions": 5})
     async with app.run_test(size=(120, 40)) as pilot:
         await held(pilot)
         held_now = len(app.snap["positions"])
@@ -307,7 +310,7 @@ async def test_a_confirmation_s_counts_follow_the_engine_while_it_is_open(tmp_pa
 async def test_dust_shows_no_stop_loss_or_take_profit_on_the_main_screen_and_the_trades_view(tmp_path):
     """Coins left below what the venue takes an order for are dust: no stop-loss or take-profit is watched for them,
     so none is shown, where a position shows both."""
-    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "take_profit_atr": 100, "stop_loss_atr": 100})
+    app, feed = held_console(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await held(pilot)
         pos = await a_position(pilot)
@@ -334,7 +337,7 @@ async def test_dust_shows_no_stop_loss_or_take_profit_on_the_main_screen_and_the
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_a_halted_engine_refuses_the_close_and_the_reason_is_shown(tmp_path, size):
-    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "take_profit_atr": 100, "stop_loss_atr": 100})
+    app, feed = held_console(tmp_path)
     async with app.run_test(size=size) as pilot:
         await held(pilot)
         pos = await a_position(pilot)
