@@ -756,8 +756,8 @@ class ConsoleApp(App[int]):
                       f"Sell {fmt.qty(p['quantity'])} {sym} at market (entry {fmt.price(p['entry'])}, now "
                       f"{fmt.price(p['last'])}, {fmt.pct(p.get('pnl_pct'), signed=True)}, "
                       f"{fmt.money(p.get('unrealised'), signed=True)} {quote}); the fill price may differ.\n"
-                      "A reduce-only order on the order path: pause, halt, the gates and the breaker apply as for "
-                      f"every order.{halted}", "CLOSE",
+                      "A reduce-only order on the order path, gated as every exit: it goes out while paused, not "
+                      f"once halted or while the breaker is open.{halted}", "CLOSE",
                       lambda: self._control("close", self._close_trade(sym, p["opened_ts"])))
 
     async def _close_trade(self, symbol: str, opened_ts: int) -> None:
