@@ -110,3 +110,39 @@ async def test_an_approval_without_its_decision_is_named_by_doctor_and_by_audit_
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "d-never-recorded" in proc.stderr and "incomplete" in proc.stderr, proc.stderr
+
+
+async def test_an_approval_whose_order_was_journaled_before_a_kill_is_not_pending_after_the_restart(
+        tmp_path, pipelines):
+    """A kill after an approval's order is journaled (it may be at the venue already) and before the approval is
+    marked approved: the next start must not offer it again, or a second approve would send a second order for
+    one decision. It starts as approved, with that order."""
+    settings = manual(tmp_path)
+    p = await pipelines(settings, script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    [pending] = p.engine.approvals.pending
+    journal_order = p.store.journal_order
+    crash = tmp_path / "crash.db"
+
+    async def journal_then_crash_here(o, *args, **kwargs):
+        await journal_order(o, *args, **kwargs)
+        with crashed_copy(settings.db_path, crash):
+            pass
+
+    p.store.journal_order = journal_then_crash_here
+    res = await p.engine.approve(pending, by="alice")
+    assert res["accepted"], res
+    await p.close()
+    for stale in ("-wal", "-shm"):
+        settings.db_path.with_name(settings.db_path.name + stale).unlink(missing_ok=True)
+    crash.replace(settings.db_path)
+    with sqlite3.connect(settings.db_path) as db:  # the state the kill left
+        assert db.execute("SELECT status FROM approvals WHERE approval_id = ?", (pending,)).fetchone() == ("pending",)
+        assert db.execute("SELECT count(*) FROM orders").fetchone() == (1,)
+
+    p = await pipelines(settings, script={})
+    assert p.engine.approvals.pending == {}
+    (row,) = await p.store.approvals()
+    assert row["status"] == "approved" and row["client_order_id"] == res["client_order_id"], row
+    with pytest.raises(Exception, match="no pending approval"):
+        await p.engine.approve(pending, by="alice")
