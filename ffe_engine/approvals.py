@@ -69,6 +69,15 @@ class ApprovalDesk:
             self.mode, override = approval_mode(self.mode, await self.store.get_kv("approval_mode"))
         now = self.clock.wall()
         for row in await self.store.approvals("pending"):
+            sent = await self.store.entry_order_of(row["decision_id"])
+            if sent is not None:
+                # Approved, and its order journaled, just before the last run ended, before the approval was
+                # marked: offered again, a second approve would send a second order for the decision.
+                self.pending[row["approval_id"]] = row
+                self._deadline[row["approval_id"]] = self.clock.monotonic()
+                await self._end(row, "approved", "restart", f"its order {sent} was sent before the last stop",
+                                client_order_id=sent)
+                continue
             self.pending[row["approval_id"]] = row
             left = min(max(row["expires_ts"] - now, 0.0), self.ttl_s)
             self._deadline[row["approval_id"]] = self.clock.monotonic() + left

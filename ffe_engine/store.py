@@ -1047,6 +1047,13 @@ class Store:
         async with self._with_events_of(publish):
             await self.conn.execute(sql, params)
 
+    async def entry_order_of(self, decision_id: str) -> str | None:
+        """The client order id of the entry journaled for a decision, if any (the oldest)."""
+        cur = await self.conn.execute("SELECT client_order_id FROM orders WHERE decision_id = ? AND reduce_only = 0 "
+                                      "ORDER BY created_ts LIMIT 1", (decision_id,))
+        row = await cur.fetchone()
+        return str(row[0]) if row else None
+
     async def approvals(self, status: str | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT " + _APPROVAL_COLUMNS + " FROM approvals" + (" WHERE status = ?" if status else "")
                + " ORDER BY created_ts")
