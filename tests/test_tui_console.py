@@ -449,3 +449,25 @@ async def test_the_console_s_log_begins_with_the_engine_s_start(tmp_path):
         assert "approval mode manual" in override and "engine.approval = auto" in override, override
         assert any(" start " in line for line in logged("run")), pane.lines
         await pilot.press("q")
+
+
+async def test_the_switch_to_automatic_approval_asks_first_and_the_switch_back_does_not(tmp_path):
+    """From automatic approval on, trades go out without a human: the console asks before it switches to it (any
+    key but y leaves it manual), as it asks before a re-arm; back to manual tightens, and is done at once."""
+    app = console(tmp_path, speed=4.0, approval="manual")
+    db = db_path(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.press("m")
+        await until(pilot, lambda: "without approval" in screen_text(app), "the question")
+        await pilot.press("n")
+        await pilot.pause()
+        assert "(manual)" in status_text(app) and app.engine.approval_mode == "manual"
+        await pilot.press("m")
+        await until(pilot, lambda: "without approval" in screen_text(app), "the question again")
+        await pilot.press("y")
+        await until(pilot, lambda: "(auto)" in status_text(app), "automatic approval")
+        assert db_value(db, "SELECT value FROM kv WHERE key = 'approval_mode'") == '"auto"'
+        await pilot.press("m")
+        await until(pilot, lambda: "(manual)" in status_text(app), "manual again, without a question")
+        await pilot.press("q")
