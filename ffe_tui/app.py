@@ -769,8 +769,15 @@ class ConsoleApp(App[int]):
     def action_approval_mode(self) -> None:
         if self.engine is None or self.snap is None:
             return
-        mode = "auto" if self.snap["approval_mode"] == "manual" else "manual"
-        self._control("approval mode", self.engine.set_approval_mode(mode, by="operator"))
+        if self.snap["approval_mode"] == "auto":  # back to manual tightens: at once
+            self._control("approval mode", self.engine.set_approval_mode("manual", by="operator"))
+            return
+        waiting = len(self.snap.get("approvals") or [])
+        body = ("Trades the strategy decides are sent without approval from now on, as for an unattended run."
+                + (f"\n{waiting} trade(s) already waiting still wait for approve, reject or their expiry."
+                   if waiting else ""))
+        self._confirm("approval_mode", "Automatic approval", body, "AUTO",
+                      lambda: self._control("approval mode", self.engine.set_approval_mode("auto", by="operator")))
 
     def action_filter_log(self) -> None:
         def done(spec: str | None) -> None:
