@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from conftest import engine_session, ffe_env
+from conftest import engine_session, ffe_env, make_settings
 from fake_exchange import binance_client
 from ffe_engine.engine import ControlError
 from ffe_engine.model import EngineState, Order, OrderReason, OrderStatus, Side
@@ -456,3 +456,37 @@ async def test_the_balance_asked_before_a_repeat_never_takes_the_baseline(tmp_pa
         await running.store.delete_kv(BASELINE_KEY)
         assert await e.reconciler.shows_placed(o) is None
         assert await running.store.get_kv(BASELINE_KEY) is None
+
+
+async def test_a_paper_account_s_difference_accepted_holds_across_a_restart(tmp_path):
+    """The simulated exchange's cash differs from the books (its stored book edited, or damaged): reconciliation
+    holds entries, the operator accepts the exchange's figure, and after a restart the books still take it: no
+    difference comes back, `ffe doctor` agrees, and the peak equity is no phantom drawdown."""
+    import json
+    import sqlite3
+
+    from ffe_engine import doctor
+
+    settings = make_settings(tmp_path)
+    async with engine_session(settings, max_bars=3) as host:
+        assert (await host.engine.operator_order("BTC/USDT", "buy", 0.01))["accepted"]
+        await host.run()
+    with sqlite3.connect(settings.db_path) as db:
+        (raw,) = db.execute("SELECT value FROM kv WHERE key = 'paper_venue'").fetchone()
+        book = json.loads(raw)
+        book["balances"]["USDT"] += 500.0
+        db.execute("UPDATE kv SET value = ? WHERE key = 'paper_venue'", (json.dumps(book),))
+    async with engine_session(settings, max_bars=3) as host:
+        e = host.engine
+        assert e.reconcile_blocked, "the difference found at start"
+        accepted = await e.accept_reconcile(by="test")
+        assert accepted
+        cash = e.portfolio.cash
+        assert cash == pytest.approx(book["balances"]["USDT"])
+        await host.run()
+    doctor.check(settings)
+    async with engine_session(settings, max_bars=3) as host:
+        e = host.engine
+        assert e.reconcile_blocked == [] and e.state is EngineState.RUNNING
+        assert e.portfolio.cash == pytest.approx(cash)
+        assert e.portfolio.drawdown_pct() < 1.0
