@@ -40,7 +40,7 @@ from .chain import trail_files, verify_trail
 from .config import Settings
 from .errors import FfeError
 from .model import EngineState, OrderStatus, trail_disagrees
-from .store import RESTORED_KEY, Records, state_unsaid
+from .store import CASH_ACCEPTED_KEY, RESTORED_KEY, Records, state_unsaid
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 FillRow = tuple[str, str, str, float, float, float, float]  # client_order_id, symbol, side, qty, price, fee, fee_base
@@ -280,7 +280,7 @@ def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], 
         if fills:
             raise Violation(f"{db}: fills are recorded but no portfolio book is stored")
         return
-    cash = settings.venue.starting_cash
+    cash = settings.venue.starting_cash + float(records.kv(CASH_ACCEPTED_KEY) or 0.0)
     for _cid, _symbol, side, qty, price, fee, fee_base in fills:
         in_cash = fee - fee_base * price
         cash += -(qty * price + in_cash) if side == "buy" else qty * price - in_cash

@@ -50,7 +50,7 @@ from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
 from .signals.base import BUY_CODE, SELL_CODE
-from .store import RESTORED_KEY, FillRecord, Store
+from .store import CASH_ACCEPTED_KEY, RESTORED_KEY, FillRecord, Store
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
@@ -305,6 +305,8 @@ class Engine:
             bought, buy_fees = flows.get("buy", (0.0, 0.0))
             sold, sell_fees = flows.get("sell", (0.0, 0.0))
             self.portfolio.cash = self.settings.venue.starting_cash - bought + sold - buy_fees - sell_fees
+            if self.sim_venue is not None:  # what the operator accepted of the simulated exchange's cash
+                self.portfolio.cash += float(await self.store.get_kv(CASH_ACCEPTED_KEY, 0.0) or 0.0)
         if self.sim_venue is not None:
             venue_state = await self.store.get_kv("paper_venue")
             if venue_state:
@@ -1348,6 +1350,11 @@ class Engine:
                 await self.store.delete_kv(RESTORED_KEY)
                 self._restore_pending = False
             if cash is not None:  # read when nothing was in doubt: what the venue's cash waited for is done
+                if self.sim_venue is not None:
+                    # A paper account's cash is rebuilt from its fills at every start: the accepted difference is
+                    # kept beside them, or the next start would bring the difference back.
+                    added = float(await self.store.get_kv(CASH_ACCEPTED_KEY, 0.0) or 0.0)
+                    await self.store.put_kv(CASH_ACCEPTED_KEY, added + cash - self.portfolio.cash, self.clock.wall())
                 self.portfolio.cash = cash
                 self._cash_from_venue = self._cash_waits = False
             self.reconcile_blocked = []

@@ -1155,6 +1155,9 @@ class Store:
 
 # ==================================================================== backups
 RESTORED_KEY = "restored_from_backup"  # set by `ffe restore`, cleared once the venue's later orders are recovered
+# kv: what accepted reconciliations added to a paper account's cash beyond what its fills make it (the simulated
+# exchange's figure taken as it was): counted with the fills wherever cash is rebuilt from them.
+CASH_ACCEPTED_KEY = "cash_accepted"
 
 
 @dataclass(frozen=True)

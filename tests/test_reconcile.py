@@ -481,6 +481,7 @@ async def test_a_paper_account_s_difference_accepted_holds_across_a_restart(tmp_
         assert e.reconcile_blocked, "the difference found at start"
         accepted = await e.accept_reconcile(by="test")
         assert accepted
+        await e.resume(by="test")  # accepted, then resumed, as the operator is told to
         cash = e.portfolio.cash
         assert cash == pytest.approx(book["balances"]["USDT"])
         await host.run()
