@@ -91,9 +91,14 @@ class Origin:
 
 
 def _symbol(value: str) -> str:
-    if not _SYMBOL_RE.fullmatch(value):
+    if not is_symbol(value):
         raise ValueError(f"{value!r} is not a BASE/QUOTE symbol such as 'BTC/USDT'")
     return value
+
+
+def is_symbol(value: str) -> bool:
+    """A market symbol as ccxt writes it: BASE/QUOTE (and :SETTLE for a contract)."""
+    return _SYMBOL_RE.fullmatch(value) is not None
 
 
 def allowed_timeframe(value: str) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, TextIO
 
 from .clock import WallClock, format_timeframe, timeframe_ms
-from .config import allowed_timeframe
+from .config import allowed_timeframe, is_symbol
 from .errors import FfeError, UsageError
 from .market.csvdata import CandleSeries, find_gaps, iso, load_csv
 from .venues.base import VenueError, VenueUnavailable
@@ -358,6 +358,9 @@ class Request:
             raise DownloadInputError(f"--until {self.until} is not after --since {self.since}")
         if not self.symbols or len(set(self.symbols)) != len(self.symbols):
             raise DownloadInputError("name each symbol once, e.g. BTC/USDT ETH/USDT")
+        for symbol in self.symbols:
+            if not is_symbol(symbol):
+                raise DownloadInputError(f"{symbol!r} is not a BASE/QUOTE symbol such as 'BTC/USDT'")
         if self.file is not None:
             if len(self.symbols) != 1:
                 raise DownloadInputError("--file takes one symbol; use --out DIR for several")
