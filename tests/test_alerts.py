@@ -246,7 +246,7 @@ async def test_each_kind_of_event_raises_the_alert_an_operator_needs(tmp_path):
         assert got["RISK_PAUSE"]["severity"] == "page" and "DRAWDOWN 16.00% > 15.0%" in got["RISK_PAUSE"]["text"]
         assert got["FLATTEN"]["severity"] == "page" and "1 FAILED" in got["FLATTEN"]["text"]
         assert "2 unexplained difference(s)" in got["RECONCILE"]["text"]
-        assert got["APPROVAL"]["text"] == ("ffe approval a1b2c3 waiting: BUY 0.01 BTC/USDT at 42000, expires "
+        assert got["APPROVAL"]["text"] == ("ffe approval a1b2c3 waiting: BUY 0.01 BTC/USDT at 42,000.0, expires "
                                            "22:15:20 UTC. `ffe ctl approve a1b2c3`.")
         assert got["CRASH"]["severity"] == "page" and "RuntimeError: boom" in got["CRASH"]["text"]
         assert "ffe-doubt-1" in got["IN_DOUBT"]["text"] and "61s" in got["IN_DOUBT"]["text"]
