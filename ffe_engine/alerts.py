@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import logs
+from . import fmt, logs
 from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
@@ -127,8 +127,8 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                                                         "journal and the venue. Entries held until `ffe ctl accept`.")]
     if isinstance(ev, ApprovalEvent) and ev.outcome == "pending":
         return [Alert("APPROVAL", f"APPROVAL:{ev.approval_id}", "warn",
-                      f"ffe approval {ev.approval_id} waiting: {ev.side.upper()} {ev.quantity:g} {ev.symbol} at "
-                      f"{ev.price:g}, expires {_clock(ev.expires_at)}. `ffe ctl approve {ev.approval_id}`.")]
+                      f"ffe approval {ev.approval_id} waiting: {ev.side.upper()} {fmt.qty(ev.quantity)} {ev.symbol} at "
+                      f"{fmt.price(ev.price)}, expires {_clock(ev.expires_at)}. `ffe ctl approve {ev.approval_id}`.")]
     if isinstance(ev, ErrorEvent) and ev.where == "engine loop":
         return [Alert("CRASH", "CRASH", "page", f"ffe engine CRASHED: {ev.message}. The process exits; orders and "
                                                 "state are as stored.")]
