@@ -351,3 +351,27 @@ def test_a_directory_below_a_regular_file_in_the_config_names_the_file_and_its_l
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.splitlines() == ["ffe: error: config.toml:5: logging.dir: afile is not a directory"]
     assert not (tmp_path / "data").exists()
+
+
+def test_a_second_engine_is_refused_even_after_the_lock_files_were_removed(tmp_path, spawn_ffe):
+    """The lock files removed under a running engine (a clean-up script, `rm data/*.lock`) must not let a second
+    engine start on the same records: two would append to one trail and journal into one book. The database
+    itself is held: the second start is refused in one line, exit 2, and the first goes on, its trail whole."""
+    from conftest import audit_lines, count_events, wait_until
+
+    audit = tmp_path / "logs" / "audit.jsonl"
+    first = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="50"))
+    wait_until(lambda: count_events(audit, "decision") >= 5 or not first.alive(), what="the first engine running")
+    for held in (tmp_path / "data" / "ffe.lock", tmp_path / "data" / "ffe.sock.lock",
+                 tmp_path / "logs" / "audit.jsonl.lock", tmp_path / "data" / "ffe.sock"):
+        held.unlink(missing_ok=True)
+    second = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr
+    (line,) = [ln for ln in second.stderr.splitlines() if ln.startswith("ffe: error: ")]
+    assert "ffe.db" in line and "another" in line, line
+    assert first.alive(), first.stderr
+    first.send(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0, first.stderr
+    seqs = [r["seq"] for r in audit_lines(audit)]
+    assert seqs == list(range(1, len(seqs) + 1))
