@@ -122,6 +122,23 @@ def acquire_lock(data_dir: Path) -> int:
     return _hold_lock(data_dir / "ffe.lock", str(os.getpid()), refused)
 
 
+def lock_database(db_path: Path) -> int:
+    """The database file itself held (flock, which SQLite's own byte-range locks do not touch) while an engine
+    runs on it: the lock files can be removed under a running engine, the database cannot without losing the
+    records, so a second engine is refused even then."""
+    try:
+        fd = os.open(db_path, os.O_RDONLY)
+    except OSError as exc:
+        raise storage_failure(db_path, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartError(f"{db_path}: another process holds this database (an ffe engine whose lock file "
+                         f"{db_path.parent / 'ffe.lock'} was removed?); nothing was written") from None
+    return fd
+
+
 def acquire_log_lock(log_dir: Path, data_dir: Path) -> int:
     """One engine per log directory: two would write into one audit trail, and a restore must not replace the
     trail an engine is writing. The file says who holds it (pid, data directory) for the refusals to name it."""
@@ -160,6 +177,7 @@ class EngineHost:
         self.audit = audit
         self.bus = bus
         self._lock_fd = lock_fd
+        self._db_lock: int | None = None  # the database file itself, held while the engine runs (lock_database)
         self._log_lock = log_lock
         self._umask = umask  # the process's umask before open, put back by close
         self.instance = uuid.uuid4().hex[:12]  # tells this run apart on the control socket and in its log
@@ -207,6 +225,7 @@ class EngineHost:
         socket_lock: int | None = None
         monitor: Monitor | None = None
         engine: Engine | None = None
+        db_lock: int | None = None
         try:
             socket_lock = await claim(settings.socket_path)  # another engine's socket: refused before anything
 
@@ -226,8 +245,12 @@ class EngineHost:
             if feed is None:
                 feed = make_feed(settings, clock, max_bars, venue)
             # An audit trail with records means this is not a first start: the database must be there, whole.
+            if settings.db_path.exists():
+                db_lock = lock_database(settings.db_path)
             store = await Store.open(settings.db_path, new_ok=not has_records(settings.audit_path),
                                      busy_timeout_s=settings.storage.busy_timeout_s)
+            if db_lock is None:
+                db_lock = lock_database(settings.db_path)
             # Before anything else is written: the audit trail level with the database, and the seq after both.
             repair = await repair_trail(settings.audit_path, store.events_after)
             if repair.torn is not None:
@@ -252,6 +275,7 @@ class EngineHost:
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                                   options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit, ids=ids)
             host = cls(settings, engine, store, audit, bus, lock_fd, umask, socket_lock, log_lock)
+            host._db_lock, db_lock = db_lock, None
             host._start_events = start_events
             files = [str(p.resolve()) for p in settings.source_files]
             log.info("settings", files=", ".join(files) or "none (built-in defaults)",
@@ -294,6 +318,8 @@ class EngineHost:
                     os.close(socket_lock)
                 if log_lock is not None:
                     os.close(log_lock)
+                if db_lock is not None:
+                    os.close(db_lock)
                 os.close(lock_fd)
                 os.umask(umask)
                 if venue is not None:  # its connections would outlive the failed start, reported unclosed
@@ -419,6 +445,9 @@ class EngineHost:
                             if self._lock_fd is not None:
                                 os.close(self._lock_fd)
                                 self._lock_fd = None
+                            if self._db_lock is not None:
+                                os.close(self._db_lock)
+                                self._db_lock = None
                             if self._umask is not None:
                                 os.umask(self._umask)
                                 self._umask = None

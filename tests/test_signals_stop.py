@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -194,8 +195,13 @@ def test_sigusr1_in_the_first_moments_of_a_start_halts_the_engine_once_started(t
     started = time.monotonic()
     p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED))
     _signal_early(p, audit, signal.SIGUSR1, started, bare_s)
-    wait_until(lambda: not p.alive() or db.exists() and db_value(db, "SELECT state FROM engine_state") == "HALTED",
-               timeout=30, what="HALTED in the engine_state table")
+    def halted() -> bool:
+        try:  # the database may be there before its tables are
+            return db_value(db, "SELECT state FROM engine_state") == "HALTED"
+        except sqlite3.OperationalError:
+            return False
+
+    wait_until(lambda: not p.alive() or db.exists() and halted(), timeout=30, what="HALTED in the engine_state table")
     assert p.alive(), f"exit {p.proc.returncode}: {p.stderr}"
     assert db_rows(db, "SELECT reason, by FROM engine_state") == [("SIGUSR1", "signal")]
     p.send(signal.SIGTERM)
