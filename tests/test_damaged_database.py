@@ -273,3 +273,48 @@ def test_a_halt_the_database_lost_with_its_wal_still_halts_the_next_start(tmp_pa
         state, reason = con.execute("SELECT state, reason FROM engine_state").fetchone()
         assert state == "HALTED" and "never committed" in reason, reason
         assert con.execute("SELECT COUNT(*) FROM orders").fetchone() == (orders,)  # no order since
+
+
+def half_cut_beside_its_wal(cwd: Path) -> Path:
+    """The database cut to half its size while its WAL (holding the schema page) stays whole, as a kill then a
+    copy gone wrong leave it: SQLite opens it and its check finds a hundred damaged pages."""
+    db = cwd / "data" / "ffe.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # Pages enough for the cut to fall among a hundred of them, as in an account's database of some months.
+    conn.execute("CREATE TABLE filler (a)")
+    conn.executemany("INSERT INTO filler VALUES (?)", [(os.urandom(1000),) for _ in range(1000)])
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE x (a)")
+    conn.execute("DROP TABLE x")
+    conn.execute("COMMIT")
+    shutil.copytree(cwd / "data", cwd / "left")  # the connection is open: its WAL is copied unmerged
+    conn.close()
+    shutil.rmtree(cwd / "data")
+    (cwd / "left").rename(cwd / "data")
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 2])
+    return db
+
+
+def test_a_database_with_many_damaged_pages_is_one_line_with_the_first_problem_and_a_count(good_dir, tmp_path):
+    cwd = copy_of(good_dir, tmp_path)
+    db = half_cut_beside_its_wal(cwd)
+    for args in (("run", "--headless", "--max-bars", "3"), ("doctor",)):
+        proc = run_ffe(cwd, *args, timeout=30)
+        line = assert_one_line(proc, "ffe.db", "Page ")
+        assert "more" in line and len(line) < 400, line
+    assert db.exists()
+
+
+def test_an_audit_trail_that_is_a_directory_is_one_line_naming_it(good_dir, tmp_path):
+    cwd = copy_of(good_dir, tmp_path)
+    audit = cwd / "logs" / "audit.jsonl"
+    audit.unlink()
+    audit.mkdir()
+    verify = run_ffe(cwd, "audit", "verify")
+    assert verify.returncode == 2 and "Traceback" not in verify.stderr, verify.stderr[-3000:]
+    assert verify.stderr.strip().count("\n") == 0 and "logs/audit.jsonl" in verify.stderr, verify.stderr
+    assert_one_line(run_ffe(cwd, "doctor"), "logs/audit.jsonl", "directory")
