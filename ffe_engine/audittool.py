@@ -405,7 +405,10 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     head: ChainHead | None = None
     checked_db = Path(db_path).is_file()
     if not checked_db:
-        result = verify_trail(path.parent, None, name=path.name)
+        try:
+            result = verify_trail(path.parent, None, name=path.name)
+        except StorageError as exc:
+            raise UsageError(str(exc)) from None
     else:  # the head first: a running engine writes the trail before it commits the head
         try:
             records = Records(db_path)

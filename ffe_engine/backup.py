@@ -44,7 +44,7 @@ from . import __version__
 from .audit import Redactor, sync_dir
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
-from .errors import FfeError, StorageError, UsageError
+from .errors import FfeError, StorageError, UsageError, first_problem
 from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
 from .store import SCHEMA_VERSION, Records, Store, copy_pinned, pin_file
@@ -407,7 +407,7 @@ def check_unpacked(file: Path, work: Path) -> Checked:
     try:
         integrity = records.integrity()
         if integrity != ["ok"]:
-            problems.append(f"{DB_NAME}: integrity check failed: {'; '.join(integrity[:3])}")
+            problems.append(f"{DB_NAME}: integrity check failed: {first_problem(integrity)}")
             return checked
         damage = records.damage()
         if damage is not None:

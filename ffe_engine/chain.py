@@ -23,6 +23,8 @@ from typing import IO, Iterable, Iterator
 import orjson
 import zstandard
 
+from .errors import StorageError
+
 GENESIS = "0" * 64  # the `prev` of a trail's first line
 HEAD_KEY = "audit_head"  # the database's kv key for the chain head: {"seq": n, "hash": hex}
 CURRENT = "audit.jsonl"
@@ -196,18 +198,26 @@ def _open_all(current: Path) -> list[tuple[Path, IO[bytes]]]:
         cur = open(current, "rb")
     except FileNotFoundError:
         if not rotated_files(current) and packed(current).exists():
-            raw = open(packed(current), "rb")
+            raw = _open_file(packed(current))
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
             return [(packed(current), io.BufferedReader(reader))]
+    except OSError as exc:
+        raise unreadable_trail(current, exc) from None
     seen = set()
     if cur is not None:
         st = os.fstat(cur.fileno())
         seen.add((st.st_dev, st.st_ino))
     for p in rotated_files(current):
         try:
-            f = open(p, "rb")
+            f = _open_file(p)
         except FileNotFoundError:
             continue
+        except StorageError:
+            for _, opened_file in opened:
+                opened_file.close()
+            if cur is not None:
+                cur.close()
+            raise
         st = os.fstat(f.fileno())
         if (st.st_dev, st.st_ino) in seen:
             f.close()
@@ -217,6 +227,20 @@ def _open_all(current: Path) -> list[tuple[Path, IO[bytes]]]:
     if cur is not None:
         opened.append((current, cur))
     return opened
+
+
+def unreadable_trail(path: Path, exc: OSError) -> StorageError:
+    """A file of the trail that cannot be read (a directory in its place, no permission), as one line."""
+    return StorageError(f"{path}: cannot read the audit trail ({exc.strerror or exc})")
+
+
+def _open_file(path: Path) -> IO[bytes]:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise unreadable_trail(path, exc) from None
 
 
 def _lines(opened: list[tuple[Path, IO[bytes]]], torn: list[int]) -> Iterator[_Line]:

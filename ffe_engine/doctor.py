@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import reserve
-from .chain import trail_files, verify_trail
+from .chain import trail_files, unreadable_trail, verify_trail
 from .config import Settings
-from .errors import FfeError
+from .errors import FfeError, first_problem
 from .model import EngineState, OrderStatus, trail_disagrees
 from .store import CASH_ACCEPTED_KEY, RESTORED_KEY, Records, state_unsaid
 
@@ -84,7 +84,7 @@ def check(settings: Settings) -> Findings:
     try:
         problems = records.integrity()
         if problems != ["ok"]:
-            raise Violation(f"{settings.db_path}: integrity check failed: {'; '.join(problems[:3])}")
+            raise Violation(f"{settings.db_path}: integrity check failed: {first_problem(problems)}")
         found.checks.append("integrity")
         damage = records.damage()
         if damage is not None:
@@ -132,7 +132,11 @@ def _audit_lines(path: Path, cut: list[str]) -> Iterator[tuple[str, int, bytes]]
     size) for the caller to judge: beside a running engine the writer may be half way through it."""
     files = trail_files(path)
     for p in files:
-        with open(p, "rb") as f:
+        try:
+            f = open(p, "rb")
+        except OSError as exc:
+            raise Violation(str(unreadable_trail(p, exc))) from None
+        with f:
             for n, line in enumerate(f, 1):
                 where = f"{p}:{n}"
                 if not line.endswith(b"\n"):

@@ -52,6 +52,12 @@ def damaged_database(path: object, what: str) -> DamagedDatabase:
                            "backup, or move it away to start a new account")
 
 
+def first_problem(problems: list[str]) -> str:
+    """What SQLite's check found, as part of one line: the first problem and how many more."""
+    more = len(problems) - 1
+    return problems[0] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else "")
+
+
 def storage_failure(path: object, exc: BaseException) -> StorageError:
     """A write that failed (full disk, read-only directory, file size limit, a database another process keeps
     locked), as the one line the operator reads."""

@@ -29,7 +29,7 @@ import orjson
 
 from . import bookshapes, reserve
 from .chain import HEAD_KEY, ChainHead, line_hash
-from .errors import DamagedDatabase, FfeError, StorageError, damaged_database, storage_failure
+from .errors import DamagedDatabase, FfeError, StorageError, damaged_database, first_problem, storage_failure
 from .events import Event
 from .model import ClosedTrade, EngineState, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlthread import Connection
@@ -156,6 +156,13 @@ def _tables(rows: Iterable[Any]) -> dict[str, frozenset[str]]:
     for table, column in rows:
         tables.setdefault(table, set()).add(column)
     return {table: frozenset(columns) for table, columns in tables.items()}
+
+
+def check_problems(rows: Iterable[Any]) -> list[str]:
+    """SQLite's quick or integrity check: ['ok'], or the problems found, one each: an answer can hold many, a
+    line each, under a `*** in database main ***` heading."""
+    lines = [line.strip() for row in rows for line in str(row[0]).splitlines()]
+    return [line for line in lines if line and not line.startswith("*** in database")] or ["ok"]
 
 
 def schema_damage(version: int, rows: Iterable[Any]) -> str | None:
@@ -498,9 +505,9 @@ class Store:
 
     async def _check(self, new_ok: bool) -> None:
         cur = await self.conn.execute("PRAGMA quick_check")
-        problems = [r[0] for r in await cur.fetchall()]
+        problems = check_problems(await cur.fetchall())
         if problems != ["ok"]:
-            raise damaged_database(self.path, "; ".join(problems[:3]))
+            raise damaged_database(self.path, first_problem(problems))
         version = await self._check_version()  # before the journal mode is set: that would be a write
         cur = await self.conn.execute("SELECT COUNT(*) FROM sqlite_master")
         (tables,) = await cur.fetchone()
@@ -1303,7 +1310,7 @@ class Records:
     def integrity(self) -> list[str]:
         """SQLite's integrity check: ['ok'] or the problems found."""
         try:
-            return [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+            return check_problems(self.conn.execute("PRAGMA integrity_check").fetchall())
         except sqlite3.DatabaseError as exc:
             return [str(exc)]
 
