@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, ffe_cmd, ffe_env, ffe_in_process, run_ffe, sample_head
+from conftest import BTC_CSV, ETH_CSV, config_for_run, ffe_cmd, ffe_env, ffe_in_process, run_ffe, sample_head
 
 OLD_RUN = "20200101T000000Z-0a0b0c"  # an interrupted run of long ago: a database, no report
 
@@ -163,3 +163,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
 def test_list_of_a_directory_without_runs_says_so(tmp_path):
     proc = ffe_in_process(tmp_path, "backtest", "--list")  # a real process lists: test_list_shows_each_run_...
     assert proc.returncode == 0 and proc.stdout.strip() == "no backtest runs in data/backtests", proc
+
+
+@pytest.mark.parametrize("level", ["full", "trades"])
+def test_a_run_s_records_are_private_whatever_the_umask_and_leave_no_journal(tmp_path, level):
+    # As the live records (docs/storage.md): directories 0700, files 0600, under the common umask 022.
+    (tmp_path / "ETH-USD_1h.csv").write_text("".join(sample_head(ETH_CSV, 300)))
+    args = ("backtest", "ETH-USD_1h.csv", "--records", level)
+    config_for_run(tmp_path, args)
+    proc = subprocess.run(ffe_cmd(*args), cwd=tmp_path, env=ffe_env(), capture_output=True, text=True, timeout=90,
+                          stdin=subprocess.DEVNULL, umask=0o022)
+    assert proc.returncode == 0, proc.stderr
+    run_id = run_ids(tmp_path)[0]
+    made = [top for top in (tmp_path / "data" / "backtests", tmp_path / "logs" / "backtests") if top.exists()]
+    for top in made[:]:
+        made.extend(top.rglob("*"))
+    assert (tmp_path / "data" / "backtests" / run_id / "ffe.db") in made
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in made}
+    assert modes == {k: ("0o700" if (tmp_path / k).is_dir() else "0o600") for k in modes}, modes
+    assert not any(p.name.endswith("-journal") for p in made), modes
