@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import time
 import uuid
 from datetime import datetime, timezone
@@ -39,6 +40,7 @@ from .store import Store
 FLUSH_EVERY = 5000
 RECORD_LEVELS = ("full", "trades", "summary")
 AUDIT_NAME = "audit.jsonl.zst"
+PRIVATE = 0o077  # the umask of a run, as of a live engine (host.py)
 
 
 def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries]:
@@ -73,7 +75,17 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
                        records: str | None = None, whole_series: bool = True) -> dict[str, Any]:
     """Run the backtest and return its report. `records` overrides the configured record level. With
     `whole_series` False the indicators and votes are computed bar by bar, as the live engine computes them, not
-    once per series: the run is the same, only slower."""
+    once per series: the run is the same, only slower. The run's folders and files are made private to the user
+    (0700, 0600), as the live records are, whatever umask ffe was started with; the writer process inherits it."""
+    umask = os.umask(PRIVATE)
+    try:
+        return await _run_backtest(settings, series, run_id=run_id, records=records, whole_series=whole_series)
+    finally:
+        os.umask(umask)
+
+
+async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None,
+                        records: str | None, whole_series: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     records = records or settings.backtest.records
     if records not in RECORD_LEVELS:

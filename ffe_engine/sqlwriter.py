@@ -443,6 +443,7 @@ def main(argv: list[str]) -> int:
     child = _Child(conn, argv[1] if len(argv) > 1 else None)
     inp, out = sys.stdin.buffer.raw, sys.stdout.buffer  # type: ignore[union-attr]  # an unbuffered read end
     error: str | None = None
+    finished = False
     try:
         while True:
             kind, payload = _read_frame(inp)
@@ -463,6 +464,7 @@ def main(argv: list[str]) -> int:
                     if error is None and child.vacuum:  # a small database: small pages waste less of each
                         conn.execute("PRAGMA page_size=2048")
                         conn.execute("VACUUM")
+                    finished = error is None
                     _reply(out, {"error": error} if error else {"ok": True})
                     return 0
             except Exception as exc:  # the first failure is kept and answered from then on
@@ -470,6 +472,19 @@ def main(argv: list[str]) -> int:
                 _reply(out, {"error": error})
     finally:
         child.close()
+        if finished:
+            _remove_empty_journal(argv[0])
+
+
+def _remove_empty_journal(db_path: str) -> None:
+    """The journal a finished run leaves (journal_mode=TRUNCATE: empty, so no rollback is owed) is no record of
+    the run: removed, so the run's folder holds its records only."""
+    journal = Path(db_path + "-journal")
+    try:
+        if journal.stat().st_size == 0:
+            journal.unlink()
+    except FileNotFoundError:
+        pass
 
 
 if __name__ == "__main__":
