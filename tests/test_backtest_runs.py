@@ -182,3 +182,43 @@ def test_a_run_s_records_are_private_whatever_the_umask_and_leave_no_journal(tmp
     modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in made}
     assert modes == {k: ("0o700" if (tmp_path / k).is_dir() else "0o600") for k in modes}, modes
     assert not any(p.name.endswith("-journal") for p in made), modes
+
+
+def run_of(cwd: Path, level: str) -> tuple[str, str]:
+    run_id = next(run for run, report in sorted(reports(cwd).items()) if report["records"] == level)
+    return f"data/backtests/{run_id}", f"logs/backtests/{run_id}"
+
+
+@pytest.mark.parametrize("level", ["full", "trades"])
+def test_doctor_checks_a_run_as_what_it_is_and_passes_a_healthy_one(runs_dir, level):
+    # A full run's trail is compressed and its events rows compact; a trades run keeps no events by design.
+    data, logs = run_of(runs_dir, level)
+    proc = run_ffe(runs_dir, "doctor", "--data-dir", data, "--log-dir", logs)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok: ") and proc.stderr == "", (proc.stdout, proc.stderr)
+    assert ("audit chain" in proc.stdout) == (level == "full"), proc.stdout
+
+
+def test_doctor_still_finds_a_run_s_damage(runs_dir, tmp_path):
+    cwd = copy(runs_dir, tmp_path / "runs")
+    data, logs = run_of(cwd, "full")
+    with sqlite3.connect(cwd / data / "ffe.db") as conn:
+        assert conn.execute("DELETE FROM fills WHERE id = (SELECT MIN(id) FROM fills)").rowcount == 1
+    conn.close()
+    proc = run_ffe(cwd, "doctor", "--data-dir", data, "--log-dir", logs)
+    assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert len(proc.stderr.strip().splitlines()) == 1 and "has no fill" in proc.stderr, proc.stderr
+
+
+def test_audit_tail_prints_a_finished_run_s_last_records_and_says_it_cannot_follow_one(runs_dir):
+    data, logs = run_of(runs_dir, "full")
+    proc = run_ffe(runs_dir, "audit", "tail", "-n", "5", "--json", "--data-dir", data, "--log-dir", logs)
+    assert proc.returncode == 0, proc.stderr
+    seqs = [json.loads(line)["seq"] for line in proc.stdout.splitlines()]
+    last = sqlite3.connect(runs_dir / data / "ffe.db").execute("SELECT MAX(seq) FROM events").fetchone()[0]
+    assert seqs == list(range(last - 4, last + 1)), seqs
+    human = run_ffe(runs_dir, "audit", "tail", "-n", "3", "--event", "run", "--data-dir", data, "--log-dir", logs)
+    assert human.returncode == 0 and len(human.stdout.splitlines()) == 2, (human.stdout, human.stderr)
+    follow = run_ffe(runs_dir, "audit", "tail", "-f", "--data-dir", data, "--log-dir", logs, timeout=20)
+    assert one_error_line(follow).startswith("ffe: error: ") and "-f" in follow.stderr, follow.stderr
+    assert "audit.jsonl.zst" in follow.stderr, follow.stderr
