@@ -14,6 +14,8 @@ waited for, never printed in part.
 
 from __future__ import annotations
 
+import collections
+import io
 import json
 import os
 import signal
@@ -29,7 +31,8 @@ import zstandard
 
 from . import fmt, present
 from . import records as compact
-from .chain import ChainHead, VerifyResult, last_line, rotated_files, rotated_seqs, trail_files, verify_trail
+from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, rotated_seqs, trail_files,
+                    verify_trail)
 from .errors import StorageError, UsageError
 from .events import EVENT_TYPES
 from .store import EventHead, Records, open_read_only
@@ -193,6 +196,11 @@ def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: boo
 
 
 def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: EventHead | None) -> int:
+    if not path.exists() and not rotated_files(path) and packed(path).exists():
+        if follow:
+            raise UsageError(f"{packed(path)}: a backtest run's compressed audit file cannot be followed: leave out "
+                             "-f to print its records")
+        return _tail_packed(packed(path), n, lines, out, head)
     try:
         f: BinaryIO | None = open(path, "rb")
     except FileNotFoundError:
@@ -234,6 +242,39 @@ def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: Even
             f.close()
         return 0
     return _follow(path, f, end, _last_seq_before(path, f, end), lines, out, head)
+
+
+def _tail_packed(path: Path, n: int, lines: _Lines, out: _Out, head: EventHead | None) -> int:
+    """The last `n` records of a backtest run's compressed audit file, read through once (it is read forwards
+    only), of those its database committed."""
+    committed = head.last_seq() if head is not None else None
+    shown: collections.deque[tuple[bytes, dict[str, Any]]] = collections.deque(maxlen=max(n, 0))
+    past = offset = 0
+    try:
+        with open(path, "rb") as raw:
+            reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+            for line in reader:
+                start, offset = offset, offset + len(line)
+                if not line.endswith(b"\n"):  # a run cut short mid-frame: its last whole line is where it ends
+                    break
+                rec = lines.parse(line[:-1], start) if line.strip() else None
+                if rec is None:
+                    continue
+                if _beyond(rec, committed):
+                    past += 1
+                elif lines.wanted(rec) and n > 0:
+                    shown.append((line[:-1], rec))
+    except OSError as exc:
+        raise UsageError(f"cannot read the audit file {path}: {exc.strerror}") from None
+    except zstandard.ZstdError as exc:  # a run killed mid-frame: its whole frames before are its records
+        print(f"ffe: warning: {path}: read up to a frame that is cut off or damaged ({exc})", file=sys.stderr)
+    for line, rec in shown:
+        out.emit(line, rec)
+    out.buf.flush()
+    if past:
+        print(f"ffe: {past} record{'s' if past > 1 else ''} after seq {committed} {'are' if past > 1 else 'is'} not "
+              "in the database (the run was cut short before it committed them): not shown", file=sys.stderr)
+    return 0
 
 
 def _last_across(path: Path, f: BinaryIO | None, end: int, n: int, lines: _Lines,

@@ -41,6 +41,14 @@ def chained(line: bytes, prev: str) -> bytes:
     return b"".join((line[:-1], _PREV, prev.encode(), b'"}'))
 
 
+def unchained(line: bytes) -> bytes:
+    """A chained line without its `prev`: as a backtest run's compact events rows hold it."""
+    cut = len(_PREV) + 64 + 2
+    if line.endswith(b'"}') and line[-cut:-66] == _PREV:
+        return line[:-cut] + b"}"
+    return line
+
+
 @dataclass(frozen=True)
 class ChainHead:
     seq: int

@@ -23,20 +23,29 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
 9. every approval's decision is recorded (its row in the decisions table), and its last `approval` event says its
    status.
 
+A backtest run's records (`--data-dir data/backtests/RUN --log-dir logs/backtests/RUN`) are checked as what they
+are (docs/storage.md#backtests): a full run's trail is compressed and its events rows compact, without `prev`; a
+trades run keeps no events and no trail by design, so the checks of the trail (2, and 3 and 4 against it, 8) are
+left out; and no run stores the paper venue's book (7).
+
 Read-only: it can be run beside a running engine (the database is read in one transaction, before the audit file,
 which is never behind it).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
+
+import zstandard
 
 from . import reserve
-from .chain import trail_files, unreadable_trail, verify_trail
+from .backtest_runs import RUN_ID
+from .chain import packed, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
 from .errors import FfeError, first_problem
 from .model import EngineState, OrderStatus, trail_disagrees
@@ -66,12 +75,16 @@ class Findings:
     fills: int = 0
     positions: int = 0
     cut_tail: int = 0  # a cut last line after the database's last event (1 or 0)
+    level: str | None = None  # a backtest run's record level
     checks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # records of the trail the database never committed
 
     def summary(self) -> str:
         tail = (", 1 line after the database's last event cut off (being written, or torn: the next start sets it "
                 "aside)") if self.cut_tail else ""
+        if self.level is not None:
+            tail += f"; a backtest run, records {self.level}" + (
+                " (no events nor audit trail, by design)" if self.level == "trades" else "")
         return (f"ok: {len(self.checks)} checks passed ({', '.join(self.checks)}); {self.events} events, "
                 f"{self.audit_lines} audit lines, {self.orders} orders, {self.fills} fills, "
                 f"{self.positions} open positions{tail}" + "".join("\n" + note for note in self.notes))
@@ -82,6 +95,7 @@ def check(settings: Settings) -> Findings:
     found = Findings()
     records = Records(settings.db_path)
     try:
+        level = found.level = run_level(settings, records)
         problems = records.integrity()
         if problems != ["ok"]:
             raise Violation(f"{settings.db_path}: integrity check failed: {first_problem(problems)}")
@@ -90,23 +104,26 @@ def check(settings: Settings) -> Findings:
         if damage is not None:
             raise Violation(f"{settings.db_path}: {damage}")
         found.checks.append("records")
-        order_events = _check_audit(records, settings.audit_path, found)
-        found.checks.append("audit trail")
-        if trail_files(settings.audit_path):
+        order_events: OrderEvents = {}
+        if level != "trades":
+            order_events = _check_audit(records, settings.audit_path, found, compact_rows=level == "full")
+            found.checks.append("audit trail")
+        if level != "trades" and trail_files(settings.audit_path):
             chain = verify_trail(settings.log_dir, records.chain_head(), name=settings.audit_path.name,
                                  committed=records.event_seqs())
             if not chain.ok:
                 raise Violation(f"audit chain broken at seq {chain.first_bad_seq}: {chain.reason}")
             if chain.uncommitted is not None:
                 found.notes = chain.uncommitted.notes()
-        found.checks.append("audit chain")
+        if level != "trades":
+            found.checks.append("audit chain")
         orders = records.orders()
         found.orders = len(orders)
         _check_orders(orders, order_events, settings.db_path)
         found.checks.append("order statuses")
         fills = records.fills()
         found.fills = len(fills)
-        _check_fills(orders, fills, records.fill_events(), settings.db_path)
+        _check_fills(orders, fills, None if level == "trades" else records.fill_events(), settings.db_path)
         found.checks.append("fills")
         held = _check_positions(records, fills, settings.db_path)
         found.positions = len(held)
@@ -114,10 +131,12 @@ def check(settings: Settings) -> Findings:
         if settings.venue.kind == "paper":
             _check_cash(records, fills, held, settings)
             found.checks.append("cash and equity")
-            _check_paper_book(records, orders, settings.db_path)
-            found.checks.append("paper venue book")
-        _check_state(records, settings, found)
-        found.checks.append("engine state")
+            if level is None:
+                _check_paper_book(records, orders, settings.db_path)
+                found.checks.append("paper venue book")
+        if level != "trades":
+            _check_state(records, settings, found)
+            found.checks.append("engine state")
         _check_approvals(records, settings.db_path)
         found.checks.append("approvals")
     finally:
@@ -125,19 +144,34 @@ def check(settings: Settings) -> Findings:
     return found
 
 
+def run_level(settings: Settings, records: Records) -> str | None:
+    """The record level of a backtest run's records (data/backtests/RUN): `full` when it kept events or its
+    compressed trail, else `trades`; None for an account's records."""
+    if settings.data_dir.parent.name != "backtests" or not RUN_ID.fullmatch(settings.data_dir.name):
+        return None
+    return "full" if records.last_seq() or packed(settings.audit_path).exists() else "trades"
+
+
 # ------------------------------------------------------------------------------------------------ the audit trail
+def _open_trail_file(p: Path) -> IO[bytes]:
+    """A file of the trail to read line by line: a backtest run's compressed one decompressed as it is read."""
+    try:
+        f = open(p, "rb")
+    except OSError as exc:
+        raise Violation(str(unreadable_trail(p, exc))) from None
+    if p.suffix != ".zst":
+        return f
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=True))
+
+
 def _audit_lines(path: Path, cut: list[str]) -> Iterator[tuple[str, int, bytes]]:
     """(file:line, seq, line) of every whole line of the trail, rotated files first; an unreadable line is a
     violation, and so is a cut one except at the very end of the trail, where it is put in `cut` (file:line and
     size) for the caller to judge: beside a running engine the writer may be half way through it."""
     files = trail_files(path)
     for p in files:
-        try:
-            f = open(p, "rb")
-        except OSError as exc:
-            raise Violation(str(unreadable_trail(p, exc))) from None
-        with f:
-            for n, line in enumerate(f, 1):
+        with _open_trail_file(p) as f:
+            for n, line in _numbered(f, p):
                 where = f"{p}:{n}"
                 if not line.endswith(b"\n"):
                     cut_off = f"{where}: the last line is cut off ({len(line)} bytes, no newline)"
@@ -156,9 +190,17 @@ def _audit_lines(path: Path, cut: list[str]) -> Iterator[tuple[str, int, bytes]]
                 yield where, seq, line
 
 
-def _check_audit(records: Records, path: Path, found: Findings) -> OrderEvents:
+def _numbered(f: IO[bytes], p: Path) -> Iterator[tuple[int, bytes]]:
+    try:
+        yield from enumerate(f, 1)
+    except zstandard.ZstdError as exc:
+        raise Violation(f"{p}: not a whole Zstandard file ({exc})") from None
+
+
+def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bool = False) -> OrderEvents:
     """First the file alone (whole lines, seq order), then the merge of the database's events (read first) and
-    the file's lines, both in seq order. Returns each order's audit records (line number, record)."""
+    the file's lines, both in seq order. Returns each order's audit records (line number, record). `compact_rows`:
+    the database's events rows leave `prev` out (a backtest run's)."""
     last = 0
     for where, seq, _line in _audit_lines(path, []):
         if seq <= last:
@@ -177,7 +219,7 @@ def _check_audit(records: Records, path: Path, found: Findings) -> OrderEvents:
             raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
                             f"(next line {where} has seq {seq})")
         if want is not None and want[0] == seq:
-            if want[1] != line:
+            if want[1] != (unchained(line) if compact_rows else line):
                 raise Violation(f"{where}: seq {seq} differs from the database's record of it")
             found.events += 1
             want = next(db_events, None)
@@ -220,18 +262,19 @@ def _check_orders(orders: list[OrderRow], order_events: OrderEvents, db: Path) -
 
 
 # ------------------------------------------------------------------------------------------------ fills
-def _check_fills(orders: list[OrderRow], fills: list[FillRow], fill_events: list[bytes], db: Path) -> None:
+def _check_fills(orders: list[OrderRow], fills: list[FillRow], fill_events: list[bytes] | None, db: Path) -> None:
     """The fills and their events, one to one: a fill without its event was never audited, an event without its
     fill (or a second fill for one event) was charged to the books another way, or twice. The store commits a fill
-    with its event in one transaction, so neither can be missing after a crash."""
+    with its event in one transaction, so neither can be missing after a crash. `fill_events` None: records kept
+    without events (a backtest run's trades level), whose fills are checked against their orders only."""
     events: Counter[tuple[str, str, float, float, float]] = Counter()
-    for data in fill_events:
+    for data in fill_events or []:
         rec = json.loads(data)
         events[(rec.get("client_order_id", ""), rec.get("side", ""), rec.get("quantity"), rec.get("price"),
                 rec.get("fee"))] += 1
     recorded: Counter[tuple[str, str, float, float, float]] = Counter(
         (cid, side, qty, price, fee) for cid, _symbol, side, qty, price, fee, _fee_base in fills)
-    for key in recorded:
+    for key in recorded if fill_events is not None else []:
         if recorded[key] > events[key]:
             cid, side, qty, price, _fee = key
             raise Violation(f"{db}: order {cid} has a {side} fill of {qty:g} at {price:g} without its fill event "

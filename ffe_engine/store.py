@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import orjson
+import zstandard
 
 from . import bookshapes, reserve
+from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import DamagedDatabase, FfeError, StorageError, damaged_database, first_problem, storage_failure
 from .events import Event
@@ -1297,9 +1299,22 @@ class Records:
             self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+        self._reader: compact.RecordReader | None = None
 
     def close(self) -> None:
         self.conn.close()
+
+    def _record(self, seq: Any, data: Any) -> bytes:
+        """An events row's audit record: a backtest run's compact rows unpacked with the run's dictionary."""
+        if not compact.is_compact(data):
+            return bytes(data)
+        try:
+            if self._reader is None:
+                text = self.kv(compact.DICTIONARY_KEY)
+                self._reader = compact.RecordReader(compact.dictionary_bytes(text) if text is not None else None)
+            return self._reader.unpack(data)
+        except (ValueError, TypeError, zstandard.ZstdError) as exc:
+            raise damaged_database(self.path, f"table events, seq {seq}: data is not a record ({exc})") from None
 
     def _q(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:
@@ -1322,7 +1337,7 @@ class Records:
             if not rows:
                 return
             for s, data in rows:
-                yield s, bytes(data)
+                yield s, self._record(s, data)
             seq = rows[-1][0]
 
     def event_seqs(self, chunk: int = 50000) -> Iterable[int]:
@@ -1363,7 +1378,8 @@ class Records:
 
     def fill_events(self) -> list[bytes]:
         """The audit records of every `fill` event the database holds, in seq order."""
-        return [bytes(r[0]) for r in self._q("SELECT data FROM events WHERE event = 'fill' ORDER BY seq")]
+        rows = self._q("SELECT seq, data FROM events WHERE event = 'fill' ORDER BY seq")
+        return [self._record(seq, data) for seq, data in rows]
 
     def positions(self) -> dict[str, float]:
         return dict(self._q("SELECT symbol, quantity FROM positions"))
@@ -1408,7 +1424,8 @@ class Records:
 
     def approval_events(self) -> list[bytes]:
         """The audit records of every `approval` event the database holds, in seq order."""
-        return [bytes(r[0]) for r in self._q("SELECT data FROM events WHERE event = 'approval' ORDER BY seq")]
+        rows = self._q("SELECT seq, data FROM events WHERE event = 'approval' ORDER BY seq")
+        return [self._record(seq, data) for seq, data in rows]
 
     def engine_state_row(self) -> tuple[Any, ...] | None:
         """(state, reason, by) as stored, or None."""
@@ -1422,7 +1439,7 @@ class Records:
             rows = self._q(_SQL_STATE_EVENTS, (seq, seq, _STATE_EVENTS_CHUNK))
             for seq, data in rows:
                 try:
-                    rec = json.loads(bytes(data))
+                    rec = json.loads(self._record(seq, data))
                 except ValueError:
                     raise damaged_database(self.path, unreadable(f"table events, seq {seq}", "data", data,
                                                                  "JSON")) from None
