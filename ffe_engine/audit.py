@@ -1,13 +1,13 @@
 """The audit trail and the engine's logging.
 
-- `AuditWriter`: the events as JSON lines in logs/audit.jsonl. Lines are buffered and written with one
-  system call of whole lines on an O_APPEND descriptor, so a crash never leaves a partial line. The store calls
-  its `flush` before it commits events, so the file is never behind the database (it may be ahead: lines written,
-  then a kill before the commit; the next start sets them aside and continues after the database's last seq).
+- `AuditWriter`: the events as JSON lines in logs/audit.jsonl. Lines are buffered and written in whole batches on
+  an O_APPEND descriptor; a kill can still cut the last line (a batch may take more than one write), which the
+  next start repairs (`repair_trail`). The store calls its `flush` before it commits events, so the file is never
+  behind the database (it may be ahead: lines written, then a kill before the commit; the next start sets them
+  aside and continues after the database's last seq).
 - `repair_trail`: at start, before anything else is written, the file is brought level with the database: a torn
-  last line (a power loss, a full disk) and the records the database never committed are set aside in side
-  files, and the events the database holds after the
-  file's last record are appended.
+  last line (a kill mid-write, a power loss, a full disk) and the records the database never committed are set
+  aside in side files, and the events the database holds after the file's last record are appended.
 - `verify_trail` (chain.py): the hash chain checked across every file of the trail, and against the chain head the
   database stores (`ffe audit verify`).
 - `setup_logging`: the engine's own log lines (logs.py: human-readable on stderr when headless, or into the
@@ -149,7 +149,7 @@ class AuditWriter:
         return self.written_seq
 
     def _append(self, lines: list[bytes], first: tuple[int, str] | None) -> None:
-        """On the writer's thread (one batch at a time): rotate if due, then the lines in one write."""
+        """On the writer's thread (one batch at a time): rotate if due, then the lines, as one batch."""
         size = sum(map(len, lines)) + len(lines)
         if self._size and self._rotation_due(size, first):
             self._rotate()

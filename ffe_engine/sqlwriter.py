@@ -70,8 +70,8 @@ class WriterError(sqlite3.Error):
 
 
 def open_lines_file(path: str | Path) -> int:
-    """A JSON-lines file opened for appending whole lines (O_APPEND). A last line cut by a power loss (a crash of
-    ours never cuts one: lines go in whole batches) is closed first, so the next line stays whole."""
+    """A JSON-lines file opened for appending whole lines (O_APPEND). A last line cut by a kill or a power loss (a
+    batch may take more than one write) is closed first, so the next line stays whole."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     size = os.fstat(fd).st_size
     if size:

@@ -219,8 +219,8 @@ def test_each_violation_is_named_and_exits_1(healthy, tmp_path, damage):
 
 
 def test_a_line_being_written_after_the_database_s_last_event_is_no_violation(healthy, tmp_path):
-    # Beside a running engine the trail's last line can be caught half written: the writer appends a batch with one
-    # system call, and a reader can see part of it (the record without its newline). Every event the database holds
+    # Beside a running engine the trail's last line can be caught half written: the writer appends a batch of whole
+    # lines, and a reader can see part of it (the record without its newline). Every event the database holds
     # was whole in the file before it was committed, so a cut line after them is a record not yet committed (or,
     # once the engine stopped, a torn tail the next start sets aside): the doctor passes and says so.
     cwd = copy_of(healthy, tmp_path)
