@@ -34,11 +34,13 @@ ORDERS = (("BTC/USDT", 0.002), ("ETH/USDT", 0.04))  # about 120 USDT each
 
 def build(tmp: Path) -> ConsoleApp:
     s = Settings().with_dirs(data_dir=tmp / "data", log_dir=tmp / "logs")
-    # Gates loose enough for many small operator orders within a minute; the kill switch path is the same.
+    # Gates loose enough for many small operator orders within a minute, all in flight at once (they count as held);
+    # the kill switch path is the same.
     s = s.model_copy(update={
         "market": s.market.model_copy(update={"speed": 0.05, "seed": 7}),
         "risk": s.risk.model_copy(update={"max_open_positions": 50, "max_orders_per_minute": 10_000,
-                                          "max_daily_trades": 10_000, "max_concentration_pct": 100.0}),
+                                          "max_daily_trades": 10_000, "max_concentration_pct": 100.0,
+                                          "max_leverage": 10.0, "max_var_pct": 100.0, "max_correlation": 1.0}),
         "monitor": s.monitor.model_copy(update={"port": 0}),  # any free port: a running engine holds the default
     })
     clock = SimClock(paced=True)
