@@ -297,8 +297,8 @@ async def test_a_symbol_the_exchange_does_not_list_exits_2_before_anything_is_wr
     (("ETH/USDT", "--file", "a.csv"), "--file takes one symbol"),
     (("--file", "a.txt"), "a.txt: the file name must end in .csv"),
     (("BTCUSDT",), "'BTCUSDT' is not a BASE/QUOTE symbol such as 'BTC/USDT'"),
-], ids=["exchange", "timeframe", "seconds", "weeks", "over 7d", "since", "until-before-since", "until", "file-two-symbols",
-        "file-suffix", "symbol"])
+], ids=["exchange", "timeframe", "seconds", "weeks", "over 7d", "since", "until-before-since", "until",
+        "file-two-symbols", "file-suffix", "symbol"])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     base = {"--exchange": "binance", "--timeframe": "1h", "--since": "2024-01-01"}
     opts = list(args)

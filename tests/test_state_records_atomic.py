@@ -91,7 +91,8 @@ async def test_an_approval_mode_change_has_its_event_committed_with_it(tmp_path,
             return
         _row, _last, mode, mode_event = state_records(settings.db_path, tmp_path / f"crash{len(checked)}.db")
         if mode != mode_event:
-            problems.append(f"approval mode {value} committed: stored {mode}, the last approval mode event {mode_event}")
+            problems.append(f"approval mode {value} committed: stored {mode}, "
+                            f"the last approval mode event {mode_event}")
         checked.append(value)
 
     p.store.put_kv = put_then_crash_here

@@ -1,8 +1,8 @@
 """The trading state: one rule for what each state allows, and a change recorded with the event that says it.
 
 `set` changes the state in memory, then stores it and its `engine_state` event in one transaction (another
-connection sees both once it returns); re-setting the same state records nothing unless forced. `allows` is the ENGINE_STATE gate
-the gatekeeper records and the order path asks again just before a send.
+connection sees both once it returns); re-setting the same state records nothing unless forced. `allows` is the
+ENGINE_STATE gate the gatekeeper records and the order path asks again just before a send.
 """
 
 from __future__ import annotations
