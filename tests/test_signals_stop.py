@@ -179,9 +179,9 @@ def _bare_interpreter_s() -> float:
 
 def _signal_early(p, audit, sig: int, started: float, bare_s: float) -> None:
     """Send `sig` while `ffe run` is still starting (its settings, its imports: a quarter of a second or more),
-    once the process handles it, or when three times what a bare interpreter takes to has passed, and before the
+    once the process handles it, or when five times what a bare interpreter takes to has passed, and before the
     engine's first record."""
-    deadline = started + 3 * bare_s + 0.02
+    deadline = started + 5 * bare_s + 0.02
     while p.alive() and not _handles(p.pid, sig) and time.monotonic() < deadline:
         time.sleep(0.001)
     assert count_events(audit, "run") == 0  # the engine has not started yet
