@@ -131,13 +131,13 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     weight_history: list[list[Any]] = []  # [market time ms, weights, reason] of each change
 
     def weights_changed(ev: Any, line: bytes | None) -> None:
-        if ev.name == "weights":
-            weight_history.append([clock.now_ms(), ev.weights, ev.reason])
+        weight_history.append([clock.now_ms(), ev.weights, ev.reason])
 
     if full:
         bus.add_sink(store.add_event)
     elif kept:
-        bus.add_sink(weights_changed)
+        # Routed the `weights` events only: the bus makes no audit line for an event no sink takes.
+        bus.add_sink(weights_changed, names=("weights",))
     feed = ReplayFeed(series, clock, speed=0.0)
     venue = paper_venue(settings, symbols, quote=quotes.pop())
     options = EngineOptions.for_backtest(flush_every=FLUSH_EVERY, adaptive=settings.ensemble.adaptive,
