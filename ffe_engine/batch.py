@@ -37,7 +37,8 @@ _DUE_MARKS = bytes(DUE | (code & (BUY_CODE | SELL_CODE)) for code in range(256))
 
 class SeriesSignals:
     """One symbol's precomputed indicators, the first bar its decisions start at, per bar which actions any
-    provider votes (BUY_CODE | SELL_CODE bits), and each provider's action code and confidence per bar."""
+    provider votes (BUY_CODE | SELL_CODE bits), and each provider's action code and confidence per bar (none with
+    decision records: the providers vote bar by bar then)."""
 
     __slots__ = ("columns", "ts", "warm_from", "codes", "votes")
 
@@ -112,14 +113,16 @@ def precompute(series: Mapping[str, CandleSeries], providers: list[Any], *,
                every_decision: bool) -> BarSignals | None:
     """The signals of each series for these providers; None when a provider votes on more than market data (it
     has no `vote_columns`: a remote voter), and the run takes the incremental path. (None too if a confidence were
-    outside 0..1: the ensemble would count that provider as failed, which only the incremental path records.)"""
+    outside 0..1: the ensemble would count that provider as failed, which only the incremental path records.)
+    With `every_decision` the providers vote bar by bar on the loaded indicators, as their reasons are recorded,
+    so their whole-series votes, which nothing would read, are not computed."""
     if not providers or not all(callable(getattr(p, "vote_columns", None)) for p in providers):
         return None
     out: dict[str, SeriesSignals] = {}
     for symbol, s in series.items():
         cols = IndicatorColumns(s.ts, s.open, s.high, s.low, s.close, s.volume)
         votes = []
-        for p in providers:
+        for p in providers if not every_decision else ():
             codes, confs = p.vote_columns(cols)
             if not (all(map(le, repeat(0.0), confs)) and all(map(ge, repeat(1.0), confs))):  # NaN fails too
                 return None
