@@ -23,7 +23,8 @@ import stat
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
+from types import TracebackType
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import orjson
 import zstandard
@@ -592,22 +593,13 @@ class Store:
         finally:  # a failed write must not leave the connection (or a backtest's writer process) open
             await self.conn.close()
 
-    @contextlib.asynccontextmanager
-    async def _writing(self, audit_first: bool = True) -> AsyncIterator[None]:
+    def _writing(self, audit_first: bool = True) -> _Writing:
         """One writer at a time; a write the disk refuses becomes a StorageError naming the database.
 
         With `audit_first`, the events buffered so far go to the audit trail first, before the lock is taken: a
         hung audit disk holds up this write only, and the outbox's own writes (`audit_first=False`) still go
         through, so an alert about the stall can leave."""
-        if audit_first and self._events and self._before_events is not None:
-            await self._before_events()
-        async with self._lock:
-            try:
-                yield
-            except sqlite3.OperationalError as exc:
-                if _is_write_failure(exc):
-                    raise storage_failure(self.path, exc) from None
-                raise
+        return _Writing(self, audit_first)
 
     async def record_halt(self, reason: str, by: str, ts: float) -> bool:
         """After a write failed: HALTED stored on its own, if it still can be (the rows buffered before it cannot
@@ -640,26 +632,9 @@ class Store:
             await asyncio.to_thread(reserve.fill, self._reserve_dir)
             self.reserve_used = False
 
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[None]:
+    def _tx(self) -> _Tx:
         """A transaction of its own, or (batch mode) part of the open one."""
-        if self.batch:
-            yield
-            return
-        await self.conn.execute("BEGIN")
-        self._writing_seq = 0
-        try:
-            yield
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
-        try:
-            await self.conn.execute("COMMIT")
-        except sqlite3.Error:
-            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave the transaction open
-                await self.conn.execute("ROLLBACK")
-            raise
-        self.committed_seq = max(self.committed_seq, self._writing_seq)
+        return _Tx(self)
 
     # ---------------------------------------------------------------- buffered writes
     def add_gates(self, gates: Iterable[Any], *, decision_id: str | None, client_order_id: str | None,
@@ -910,36 +885,20 @@ class Store:
         for key, value in (kv or {}).items():
             await self.conn.execute(_SQL_KV, (key, _dumps(value), o.updated_ts / 1000.0))
 
-    @contextlib.asynccontextmanager
-    async def _events_held(self) -> AsyncIterator[None]:
+    def _events_held(self) -> _EventsHeld:
         """Records published inside it (a fill's or an order's events) are held from other writers (an operator's
         pause, the periodic flush: they write only the events before them) until `_tx_with_held_events` writes
         them in the transaction of what they say. One such record at a time."""
-        async with self._fill_turn:
-            self._held_after = self._last_seq
-            try:
-                yield
-            finally:
-                self._held_after = None
+        return _EventsHeld(self)
 
-    @contextlib.asynccontextmanager
-    async def _tx_with_held_events(self) -> AsyncIterator[None]:
+    def _tx_with_held_events(self) -> _TxWithHeldEvents:
         """A transaction of its own that first writes the events held by `_events_held`, with those before them."""
-        async with self._writing():
-            async with self._tx():
-                self._held_after = None  # its own events are written now, in its transaction
-                if not self.batch:
-                    await self._write_buffers()
-                yield
+        return _TxWithHeldEvents(self)
 
-    @contextlib.asynccontextmanager
-    async def _with_events_of(self, publish: Callable[[], object]) -> AsyncIterator[None]:
+    def _with_events_of(self, publish: Callable[[], object]) -> _WithEventsOf:
         """A transaction of its own with the events `publish()` publishes (and those before them), held from other
         writers until it: a crash leaves what it writes and the events that say it both, or neither."""
-        async with self._events_held():
-            publish()
-            async with self._tx_with_held_events():
-                yield
+        return _WithEventsOf(self, publish)
 
     def _order_from_row(self, r: tuple[Any, ...]) -> Order:  # the columns of _SQL_ORDERS, in order
         where = f"table orders, order {r[0]}"
@@ -1167,6 +1126,158 @@ RESTORED_KEY = "restored_from_backup"  # set by `ffe restore`, cleared once the 
 # kv: what accepted reconciliations added to a paper account's cash beyond what its fills make it (the simulated
 # exchange's figure taken as it was): counted with the fills wherever cash is rebuilt from them.
 CASH_ACCEPTED_KEY = "cash_accepted"
+
+
+# The store's scopes (`async with store._writing()` and the rest) as plain objects rather than generator-based
+# context managers: the order path enters three or four of them per write, and an async generator costs far more
+# to enter and leave than a lock (asyncio tracks each one it starts), which made them most of an order's cost in a
+# backtest. Each does what the `async with` blocks it stands for did, nested in the same order.
+ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+
+
+def _exc_info(exc: BaseException) -> ExcInfo:
+    return type(exc), exc, exc.__traceback__
+
+
+class _Writing:
+    """Store._writing: the audit trail first (if asked), then the writer's lock; a write the disk refuses becomes a
+    StorageError naming the database."""
+
+    __slots__ = ("store", "audit_first")
+
+    def __init__(self, store: Store, audit_first: bool) -> None:
+        self.store = store
+        self.audit_first = audit_first
+
+    async def __aenter__(self) -> None:
+        store = self.store
+        if self.audit_first and store._events and store._before_events is not None:
+            await store._before_events()
+        await store._lock.acquire()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.store._lock.release()
+        if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
+            raise storage_failure(self.store.path, exc) from None
+
+
+class _Tx:
+    """Store._tx: BEGIN, then COMMIT (ROLLBACK on any exception, or when the COMMIT fails); nothing in batch mode,
+    where the writes are part of the open transaction."""
+
+    __slots__ = ("store", "own")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.own = False
+
+    async def __aenter__(self) -> None:
+        store = self.store
+        if store.batch:
+            return
+        await store.conn.execute("BEGIN")
+        self.own = True
+        store._writing_seq = 0
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if not self.own:
+            return
+        store = self.store
+        if exc is not None:
+            await store.conn.execute("ROLLBACK")
+            return
+        try:
+            await store.conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave the transaction open
+                await store.conn.execute("ROLLBACK")
+            raise
+        store.committed_seq = max(store.committed_seq, store._writing_seq)
+
+
+class _EventsHeld:
+    """Store._events_held: the fill turn, and the events from here on held from other writers until it ends."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def __aenter__(self) -> None:
+        store = self.store
+        await store._fill_turn.acquire()
+        store._held_after = store._last_seq
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        store = self.store
+        store._held_after = None
+        store._fill_turn.release()
+
+
+class _TxWithHeldEvents:
+    """Store._tx_with_held_events: `_writing()`, inside it `_tx()`, inside that the held events written first."""
+
+    __slots__ = ("store", "writing", "tx")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writing = _Writing(store, True)
+        self.tx = _Tx(store)
+
+    async def __aenter__(self) -> None:
+        await self.writing.__aenter__()
+        try:
+            await self.tx.__aenter__()
+        except BaseException as exc:
+            await self.writing.__aexit__(*_exc_info(exc))
+            raise
+        store = self.store
+        try:
+            store._held_after = None  # its own events are written now, in its transaction
+            if not store.batch:
+                await store._write_buffers()
+        except BaseException as exc:
+            await self.__aexit__(*_exc_info(exc))
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await self.tx.__aexit__(kind, exc, tb)
+        except BaseException as failed:  # the COMMIT or ROLLBACK: what the writer's scope sees
+            await self.writing.__aexit__(*_exc_info(failed))
+            raise
+        await self.writing.__aexit__(kind, exc, tb)
+
+
+class _WithEventsOf:
+    """Store._with_events_of: `_events_held()`, inside it `publish()` and `_tx_with_held_events()`."""
+
+    __slots__ = ("held", "publish", "tx")
+
+    def __init__(self, store: Store, publish: Callable[[], object]) -> None:
+        self.held = _EventsHeld(store)
+        self.publish = publish
+        self.tx = _TxWithHeldEvents(store)
+
+    async def __aenter__(self) -> None:
+        await self.held.__aenter__()
+        try:
+            self.publish()
+            await self.tx.__aenter__()
+        except BaseException as exc:
+            await self.held.__aexit__(*_exc_info(exc))
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await self.tx.__aexit__(kind, exc, tb)
+        finally:
+            await self.held.__aexit__(kind, exc, tb)
 
 
 @dataclass(frozen=True)
