@@ -650,7 +650,9 @@ class Engine:
             decide: bool | None = ind.warm
         else:
             i = self.bars_by_symbol[sym] - 1
-            decide = signals.bar(sym, i, c.ts, ind, pf.holding(sym) is not None)
+            # Without a position before the exits were watched there is none now (only an exit changes it then).
+            held = pos is not None and pf.holding(sym) is not None
+            decide = signals.bar(sym, i, c.ts, ind, held)
             if decide is None:
                 self.ids.skip()  # a decision that cannot trade, unrecorded: its id is taken all the same
         if decide:
