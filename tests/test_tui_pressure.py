@@ -237,3 +237,27 @@ async def test_a_terminal_too_small_for_the_layout_says_so(tmp_path):
         assert "Kill switch" in text  # and so does the footer with the kill key
         await pilot.resize_terminal(80, 24)
         await until(pilot, lambda: "too small" not in screen_text(app), "the warning gone at 80x24")
+
+
+@pytest.mark.parametrize(("first", "then"), [((120, 40), (80, 24)), ((80, 24), (120, 40)), ((120, 40), (70, 18))],
+                         ids=["120x40-to-80x24", "80x24-to-120x40", "120x40-to-70x18"])
+async def test_a_resize_while_a_dialog_is_open_lays_out_the_console_for_the_new_size(tmp_path, first, then):
+    """The terminal resized while a confirmation asks (tmux attached from another terminal): once the dialog
+    closes, the console is laid out for the size it now has, the log in view, the size warning said."""
+    app = console(tmp_path)
+    async with app.run_test(size=first) as pilot:
+        await running(pilot)
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app) or "Kill switch" in screen_text(app),
+                    "the kill switch dialog")
+        await pilot.resize_terminal(*then)
+        await pilot.press("n")
+        await until(pilot, lambda: len(app.screen_stack) == 1, "the dialog closed")
+        await pilot.pause(0.2)
+        wide = then[0] >= 110 and then[1] >= 32
+        assert app.screen.has_class("-wide") is wide, (then, app.screen.classes)
+        assert app.screen.has_class("-narrow") is not wide, (then, app.screen.classes)
+        assert app.screen.has_class("-tiny") is (then[0] < 80 or then[1] < 24), (then, app.screen.classes)
+        log = app.query_one("#log")
+        assert log.region.height > 0, ("the log off screen", screen_text(app))
+        assert ("too small" in screen_text(app)) is (then[0] < 80 or then[1] < 24), screen_text(app)
