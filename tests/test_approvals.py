@@ -19,6 +19,7 @@ from ffe_engine.clock import ManualClock, SimClock
 from ffe_engine.engine import ControlError
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_engine.model import EngineState
+from ffe_engine.store import keep_halted
 
 from pipeline_helpers import (BUY, GATE_ORDER, MIN, START_TS, FlakyVenue, crash_paths, make_settings, open_pipeline,
                               paper_venue, pipelines, replay_feed, simulated_feed, wave)
@@ -498,3 +499,31 @@ async def test_why_no_trades_names_the_pending_approvals_that_hold_entries_and_c
     why = await p.engine.why()
     assert why["last_entry_ts"] == created_ts == p.clock.now_ms()
     assert not [b for b in why["blocking"] if b["gate"] == "AWAITING_APPROVAL"]
+
+
+async def test_an_engine_starting_halted_rejects_the_approvals_still_pending(tmp_path):
+    """A halt rejects every pending approval. A HALTED stored without the engine (ffe restore keeping the kill switch
+    of the records it moved aside, the backup having a trade pending; a full disk storing HALTED alone) left them
+    pending: the start in HALTED rejects them, recorded, so that a re-arm cannot bring a trade from before the halt
+    back to approve."""
+    s = manual(tmp_path)
+    p = await open_pipeline(s, script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    [a] = await approvals(p, "pending")
+    await p.close()
+    keep_halted(s.db_path, "ffe ctl halt (by ctl, kept across a restore)", 1.0)  # what ffe restore does
+
+    clock = SimClock()
+    p = await open_pipeline(s, script={}, feed=simulated_feed(s, clock, start_ts=START_TS + 10 * MIN), clock=clock)
+    try:
+        assert p.engine.state == EngineState.HALTED
+        assert p.engine.pending == {} and p.engine.snapshot()["approvals"] == []
+        [a] = await approvals(p)
+        assert a["status"] == "rejected" and a["ended_ts"] is not None, a
+        assert [e["outcome"] for e in await approval_events(p, a["approval_id"])] == ["pending", "rejected"]
+        await p.engine.resume(by="ctl", confirm=True)
+        with pytest.raises(ControlError):
+            await p.engine.approve(a["approval_id"])
+        assert await orders_of(p, a["decision_id"]) == []
+    finally:
+        await p.close()
