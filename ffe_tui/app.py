@@ -191,10 +191,13 @@ class ConsoleApp(App[int]):
     def _layout(self, width: int, height: int) -> None:
         self._wide = width >= WIDE[0] and height >= WIDE[1]
         tiny = width < SMALLEST[0] or height < SMALLEST[1]
-        self.screen.set_class(self._wide, "-wide")
-        self.screen.set_class(not self._wide, "-narrow")
-        self.screen.set_class(self._wide and width >= WIDER, "-wider")
-        self.screen.set_class(tiny, "-tiny")
+        # The console's own screen, under any dialog open at the moment of the resize (the dialog is self.screen
+        # then): the layout is the console's, and stays right once the dialog closes.
+        main = self.screen_stack[0] if self.screen_stack else self.screen
+        main.set_class(self._wide, "-wide")
+        main.set_class(not self._wide, "-narrow")
+        main.set_class(self._wide and width >= WIDER, "-wider")
+        main.set_class(tiny, "-tiny")
         if self.panes:
             self.panes["toosmall"].update(Text(
                 f"{width}x{height} is too small (the layout needs {SMALLEST[0]}x{SMALLEST[1]}): panes cut"
