@@ -367,6 +367,10 @@ class Engine:
                 await self.clock.sleep(max(0.0, self._recheck_at - self.clock.monotonic()))
                 await self.reconcile()
         await self.approvals.expire()
+        if self.state is EngineState.HALTED:
+            # A halt rejects every pending approval; a HALTED stored without the engine (kept across a restore, or
+            # stored alone on a full disk) could not: none may be approved after a re-arm.
+            await self.approvals.reject_all("engine", f"the engine started HALTED ({self.state_reason})")
         history = getattr(self.feed, "history", None)
         if history is not None and self.settings.engine.warmup_bars > 0:
             bar_ts = None
