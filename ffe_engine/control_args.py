@@ -23,6 +23,7 @@ class StateArgs(Args):
 
 class ResumeArgs(Args):
     confirm: bool = False
+    state_serial: int | None = Field(default=None, ge=0)  # the state the operator was asked about (snapshot's)
 
 
 class ApprovalArgs(Args):

@@ -1075,9 +1075,15 @@ class Engine:
             await self.flush()
             return self.state
 
-    async def resume(self, by: str = "operator", confirm: bool = False) -> EngineState:
+    async def resume(self, by: str = "operator", confirm: bool = False,
+                     state_serial: int | None = None) -> EngineState:
+        """`state_serial`: the state the operator was asked about (`state_serial` of the snapshot that asked); when
+        the state has changed since (re-armed and halted again by someone else), nothing is done."""
         async with self._control_lock:
             self._still_running()
+            if state_serial is not None and state_serial != self.trading.changes:
+                raise ControlError(f"not resumed: the engine's state changed since you were asked (now "
+                                   f"{self.state.value}: {self.state_reason}); look again, then ask again")
             if self.state is EngineState.HALTED and not confirm:
                 raise ControlError("engine is HALTED: re-arming needs confirmation")
             if self.reconcile_blocked:
@@ -1384,6 +1390,7 @@ class Engine:
             "uptime_s": self.clock.monotonic() - self.started_at,
             "state": self.state.value,
             "state_reason": self.state_reason,
+            "state_serial": self.trading.changes,
             "ended": self.ended(),
             "approval_mode": self.approval_mode,
             "overrides": [o.as_dict() for o in self.overrides],

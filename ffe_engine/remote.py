@@ -177,8 +177,10 @@ class RemoteEngine:
     async def pause(self, reason: str = "operator", by: str = "operator") -> Any:
         return await self._call("pause", reason=reason, by=by)
 
-    async def resume(self, by: str = "operator", confirm: bool = False) -> Any:
-        return await self._call("resume", by=by, confirm=confirm)
+    async def resume(self, by: str = "operator", confirm: bool = False, state_serial: int | None = None) -> Any:
+        if state_serial is None:
+            return await self._call("resume", by=by, confirm=confirm)
+        return await self._call("resume", by=by, confirm=confirm, state_serial=state_serial)
 
     async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
         r = await self._call("halt", reason=reason, by=by) or {}

@@ -46,6 +46,9 @@ class TradingState:
         self.clock = clock
         self.state = state
         self.reason = reason
+        # Every change of state in this run, counted: a confirmation asked about one state (the re-arm of a halt)
+        # names it, and is refused once the state has changed since, even back to the same state.
+        self.changes = 0
 
     def restore(self, state: EngineState, reason: str) -> None:
         """The state the engine was left in, read back at start (already stored: nothing to record)."""
@@ -63,6 +66,7 @@ class TradingState:
             return
         self.state = new  # in memory first: from here on no new order passes the gates
         self.reason = reason
+        self.changes += 1
 
         def publish() -> None:
             self.bus.publish(EngineStateChanged(state=new.value, previous=prev.value, reason=reason, by=by))
@@ -88,6 +92,7 @@ class TradingState:
         HALTED was stored."""
         self.state = EngineState.HALTED
         self.reason = reason
+        self.changes += 1
         stored = await self.store.record_halt(reason, by, self.clock.wall())
         log.warning("engine state", state="HALTED", reason=reason, by=by, stored=stored)
         return stored

@@ -656,11 +656,15 @@ class ConsoleApp(App[int]):
         elif state == "PAUSED":
             self._control("resume", self.engine.resume(by="operator"))
         else:
+            # The halt on screen now: a re-arm confirmed after the engine was re-armed and halted again meanwhile
+            # (by ctl, SIGUSR1, a flatten) is refused by the engine, not applied to a halt the dialog never showed.
+            serial = self.snap.get("state_serial")
             self._confirm("rearm", "Re-arm the HALTED engine",
                           "New orders will be allowed again (state RUNNING), and stop-loss and take-profit are "
                           "watched again: a position whose stop-loss or take-profit was passed while HALTED, and "
                           "is still past it, is closed at market on the next bar.", "RE-ARM",
-                          lambda: self._control("re-arm", self.engine.resume(by="operator", confirm=True)))
+                          lambda: self._control("re-arm", self.engine.resume(by="operator", confirm=True,
+                                                                             state_serial=serial)))
 
     def action_flatten(self) -> None:
         if self.engine is None:
