@@ -64,3 +64,37 @@ async def test_in_the_console_a_pending_trade_shows_its_countdown_and_move_on_sc
                            and row_on_screen(),
                            "the countdown and the move on the approval's line")
         assert "move" in screen_text(app) and "expires in" in screen_text(app), line
+
+
+async def test_the_selected_approval_stays_selected_when_one_above_it_ends(tmp_path):
+    """The operator moves to the second trade waiting and weighs it; the first one ends meanwhile (expired, or
+    rejected by `ffe ctl reject`). `a` approves the trade he selected, never the one that slid under the cursor."""
+    from conftest import make_settings
+    from ffe_engine.clock import SimClock
+    from ffe_engine.market.simulated import SimulatedFeed
+    from ffe_tui.app import ConsoleApp
+    from test_tui_helpers import START_TS
+
+    symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    settings = make_settings(tmp_path, engine={"warmup_bars": 100, "approval": "manual", "approval_ttl_s": 600.0,
+                                               "symbols": symbols},
+                             market={"speed": 8.0, "seed": 7}, risk={"max_open_positions": 10, "max_correlation": 1.0,
+                                                                     "max_concentration_pct": 100.0})
+    clock = SimClock(paced=True)
+    feed = SimulatedFeed(symbols, settings.engine.timeframe_ms, seed=7, clock=clock, speed=8.0, start_ts=START_TS)
+    app = ConsoleApp(settings, feed=feed, clock=clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        table = app.query_one(ApprovalsTable)
+        await until(pilot, lambda: table.row_count >= 3, "three trades waiting for approval", timeout=120)
+        table.focus()
+        table.move_cursor(row=1)
+        await pilot.pause()
+        first, chosen, third = (table.coordinate_to_cell_key((r, 0)).row_key.value for r in range(3))
+        assert table.selected() == chosen
+        await app.engine.reject(first, by="ctl")  # another operator ends the first one
+        await until(pilot, lambda: first not in [k.value for k in table.rows], "the first trade gone from the pane")
+        assert table.selected() == chosen, (chosen, table.selected(), screen_text(app))
+        await pilot.press("a")
+        await until(pilot, lambda: chosen not in app.engine.pending, "the chosen trade approved (or refused)")
+        assert third in app.engine.pending, "the trade below it was not touched"
