@@ -693,7 +693,11 @@ class ConsoleApp(App[int]):
             self._set_detail("approvals")
             self.say(f"press {self._key(verb)} again to {verb} the selected trade")
             return None
-        return table.selected()
+        aid = table.selected()
+        if aid is None:
+            self.say(f"the trade you had selected is no longer waiting: select one (up/down), then "
+                     f"{self._key(verb)} again", severity="warning")
+        return aid
 
     def action_approve(self) -> None:
         aid = self._selected_approval("approve")

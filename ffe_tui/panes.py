@@ -215,7 +215,9 @@ class KeyedTable(DataTable):
             self.add_column(label, key=key, width=width)
 
     def put(self, rows: dict[str, dict[str, Any]]) -> None:
-        """Each row's cells by column key: changed cells updated, new rows added, rows no longer given removed."""
+        """Each row's cells by column key: changed cells updated, new rows added, rows no longer given removed. The
+        cursor stays on the row it was on, by key: a row removed above it does not slide the next one under it."""
+        before = self.selected()
         for rid, cells in rows.items():
             if rid in self.rows:
                 for key, value in cells.items():
@@ -225,6 +227,10 @@ class KeyedTable(DataTable):
                 self.add_row(*(cells[k] for k, _, _ in self.COLUMNS), key=rid)
         for key in [k for k in self.rows if k.value not in rows]:
             self.remove_row(key)
+        if before is not None and before in rows:
+            index = self.get_row_index(before)
+            if index != self.cursor_row:
+                self.move_cursor(row=index)
 
     def selected(self) -> str | None:
         if not self.row_count:
@@ -276,7 +282,29 @@ class ApprovalsTable(KeyedTable):
 
     COLUMNS = APPROVAL_COLUMNS
 
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        # The trade the operator had selected, once it ended (approved, rejected, expired): `a` and `r` have no
+        # confirmation, so nothing is selected until the operator moves to a trade again; the row the cursor fell
+        # onto is one he never chose.
+        self.gone: str | None = None
+
+    def selected(self) -> str | None:
+        return None if self.gone is not None else super().selected()
+
+    def action_cursor_up(self) -> None:
+        self.gone = None
+        super().action_cursor_up()
+
+    def action_cursor_down(self) -> None:
+        self.gone = None
+        super().action_cursor_down()
+
+    def on_click(self) -> None:
+        self.gone = None
+
     def show(self, approvals: list[dict[str, Any]]) -> None:
+        before = self.selected()
         rows = {}
         for a in approvals:
             left = a.get("expires_in")
@@ -286,6 +314,8 @@ class ApprovalsTable(KeyedTable):
                 "expires": Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else ""),
                 "price": fmt.price(a["price"]), "qty": fmt.qty(a["quantity"])}
         self.put(rows)
+        if before is not None and before not in rows and self.row_count:
+            self.gone = before
 
 
 class VotesPane(Static):
