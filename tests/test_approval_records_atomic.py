@@ -146,3 +146,47 @@ async def test_an_approval_whose_order_was_journaled_before_a_kill_is_not_pendin
     assert row["status"] == "approved" and row["client_order_id"] == res["client_order_id"], row
     with pytest.raises(Exception, match="no pending approval"):
         await p.engine.approve(pending, by="alice")
+
+
+async def test_an_approval_event_the_disk_refused_is_not_committed_later_without_its_approval(tmp_path, pipelines):
+    """The audit trail's disk refuses the write of an approval's end (full), the engine stops HALTED; the disk has
+    room again by the time it closes (the disk reserve it empties, or anything freed meanwhile). The `approval` event
+    that was never written with its row must not be committed then on its own: the records would say `rejected`
+    while the approval stays pending, and `ffe doctor` would call them broken."""
+    import errno
+
+    from ffe_engine import audit
+    from ffe_engine.errors import StorageError
+
+    settings = manual(tmp_path)
+    p = await pipelines(settings, script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    await p.engine.flush()
+    [row] = await p.store.approvals("pending")
+    append = audit.append_lines
+    refused: list[int] = []
+
+    def full_once(fd: int, lines: list[bytes]) -> None:
+        if not refused:
+            refused.append(len(lines))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        append(fd, lines)
+
+    audit.append_lines = full_once
+    try:
+        with pytest.raises(StorageError):
+            await p.engine.reject(row["approval_id"], by="ctl")
+        await p.engine._storage_failed(StorageError("audit.jsonl: cannot write (No space left on device)"))
+    finally:
+        audit.append_lines = append
+    await p.close()
+    assert refused, "the disk never refused a write"
+    db = sqlite3.connect(settings.db_path)
+    try:
+        status = db.execute("SELECT status FROM approvals WHERE approval_id = ?", (row["approval_id"],)).fetchone()[0]
+        said = [json.loads(d)["outcome"] for (d,) in db.execute(
+            "SELECT data FROM events WHERE event = 'approval' ORDER BY seq") if row["approval_id"].encode() in d]
+    finally:
+        db.close()
+    assert said[-1] == status, (status, said)
+    doctor.check(settings)
