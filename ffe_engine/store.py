@@ -407,6 +407,11 @@ class Store:
         self._last_trade_id = 0
         self.batch = False
         self._deferred_indexes = False
+        # The first write the disk refused (the audit trail's or the database's). From then on nothing more is
+        # written but HALTED (record_halt): the events buffered when it failed were published with rows that were
+        # never written (an approval's end, a fill), and committed later, once the disk had room again, they would
+        # say what the records do not hold.
+        self.failed: StorageError | None = None
         self._before_events: Callable[[], Awaitable[None]] | None = None
         self._written_seq: Callable[[], int] | None = None
         self._last_seq = 0  # of the last event buffered
@@ -582,8 +587,9 @@ class Store:
 
     async def close(self) -> None:
         try:
-            await self.flush()
-            if self._deferred_indexes:
+            if self.failed is None:
+                await self.flush()
+            if self._deferred_indexes and self.failed is None:
                 for stmt in DECISION_INDEXES.values():
                     await self.conn.execute(stmt)
                 self._deferred_indexes = False
@@ -1111,7 +1117,12 @@ class Store:
 
     # ---------------------------------------------------------------- reads for reports
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        """A read that sees everything recorded so far, buffered rows included."""
+        """A read that sees everything recorded so far, buffered rows included (after a write failed: the records
+        as they are, since nothing buffered is written any more)."""
+        if self.failed is not None:
+            async with self._lock:
+                cur = await self.conn.execute(sql, params)
+                return list(await cur.fetchall())
         async with self._writing():
             if self.batch:
                 await self._write_buffers()
@@ -1151,15 +1162,23 @@ class _Writing:
 
     async def __aenter__(self) -> None:
         store = self.store
+        if store.failed is not None:
+            raise store.failed
         if self.audit_first and store._events and store._before_events is not None:
-            await store._before_events()
+            try:
+                await store._before_events()
+            except StorageError as exc:
+                store.failed = exc
+                raise
         await store._lock.acquire()
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        self.store._lock.release()
+        store = self.store
+        store._lock.release()
         if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
-            raise storage_failure(self.store.path, exc) from None
+            store.failed = storage_failure(store.path, exc)
+            raise store.failed from None
 
 
 class _Tx:
