@@ -498,3 +498,21 @@ async def test_approval_mode_set_to_auto_is_a_warning_and_set_to_manual_is_not(t
     assert "auto" in alert.text and "console" in alert.text and "without approval" in alert.text, alert.text
     assert alerts_for(EngineStateChanged(state="RUNNING", previous="RUNNING", reason="approval mode manual",
                                          by="console")) == []
+
+
+async def test_approval_mode_set_to_auto_again_after_manual_is_sent_at_once(tmp_path):
+    """The operator on call was told the mode went auto and set it back to manual; set to auto again within the
+    window (another operator's console, a script), trades go out without approval once more: that is news, sent as
+    the first was, not a repeat summed up at the window's end."""
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST, "window_s": 3600})
+    async with engine_session(settings) as host:
+        await host.engine.set_approval_mode("auto", by="ctl")
+        await until(lambda: "APPROVAL_MODE" in kinds(hook), what="the first approval mode alert")
+        await host.engine.set_approval_mode("manual", by="operator")
+        await host.engine.set_approval_mode("auto", by="bob")
+        await until(lambda: kinds(hook).count("APPROVAL_MODE") == 2, what="the second approval mode alert",
+                    timeout=10)
+        texts = [r.body["text"] for r in hook.delivered if r.body["kind"] == "APPROVAL_MODE"]
+        assert "by bob" in texts[1], texts
+    await hook.stop()
