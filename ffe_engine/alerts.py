@@ -6,9 +6,9 @@ events into alerts synchronously and cheaply, then:
 
 - noise control per key: the first alert of a key is sent; repeats within `alerts.window_s` are counted, and one
   summary (warn) says how many there were when the window ends, or when the engine stops before. A storm of 500
-  breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the breaker closed,
-  a reconciliation that agrees or is accepted) ends the window of its alert at once: its summary goes then, and
-  its return is news, sent at once.
+  breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the approval mode back
+  to manual, the breaker closed, a reconciliation that agrees or is accepted) ends the window of its alert at once:
+  its summary goes then, and its return is news, sent at once.
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
   channel's oldest are dropped (counted).
@@ -158,6 +158,8 @@ def cleared_keys(ev: Event) -> tuple[str, ...]:
     if isinstance(ev, EngineStateChanged) and ev.state != ev.previous:
         left = {"HALTED": ("HALTED",), "PAUSED": ("RISK_PAUSE",)}.get(ev.previous or "", ())
         return left + (("REARMED",) if ev.state == "HALTED" else ())
+    if isinstance(ev, EngineStateChanged) and ev.reason == "approval mode manual":
+        return ("APPROVAL_MODE",)  # back to manual: auto again after it is news
     if isinstance(ev, BreakerChanged):
         if ev.state == "closed":
             return (f"BREAKER_OPEN:{ev.venue}",)
