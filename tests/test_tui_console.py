@@ -162,7 +162,11 @@ async def test_approve_and_reject_pending_trades_in_manual_mode(tmp_path):
         await until(pilot, lambda: aid not in table.rows, "the approved trade to leave the pane")
 
         await until(pilot, lambda: table.row_count >= 1, "another pending approval", timeout=60)
+        # The selected trade has ended: the operator moves to the next one (nothing is selected for him).
+        table.focus()
+        await pilot.press("up")
         other = table.selected()
+        assert other is not None
         await pilot.press("r")
         await until(pilot, lambda: db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (other,))
                     == "rejected", f"{other} rejected")
