@@ -349,6 +349,26 @@ def test_a_running_engine_backs_itself_up_and_refuses_a_restore_over_it(account,
     assert engine.wait(60) == 0, engine.stderr
 
 
+def test_a_backup_beside_an_engine_that_does_not_answer_says_so_at_once_instead_of_waiting_an_hour(
+        account, tmp_path, spawn_ffe):
+    """The engine is frozen (SIGSTOP here; a hung event loop alike): `ffe backup` (run hourly by its timer) says in
+    one line that the engine does not answer and takes nothing, within the time a `ffe ctl` command waits, instead
+    of waiting an hour for the backup it asked for; once the engine answers again, the next backup is taken."""
+    cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
+    engine.send(signal.SIGSTOP)
+    try:
+        proc = run_ffe(cwd, "backup", "--to", str(tmp_path / "b"), env=env(), timeout=60)
+    finally:
+        engine.send(signal.SIGCONT)
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "does not answer" in line and "no backup taken" in line, line
+    assert not list((tmp_path / "b").glob("ffe-backup-*"))
+    take(cwd, tmp_path / "b")
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr
+
+
 def test_a_restore_over_a_halted_account_keeps_the_kill_switch(account, archive, tmp_path, spawn_ffe):
     """The backup was taken before the kill switch was pressed: restored as it is, the account would start again
     without it. The restore keeps the HALTED state of the records it moves aside."""
