@@ -483,6 +483,7 @@ def backup(args: argparse.Namespace) -> int:
     try:
         with stopped_by_signals():
             if lock is None:
+                _answering(settings)
                 answer = _ask(settings, "backup", {"by": "ctl", "to": str(dest)}, BACKUP_TIMEOUT_S)
                 if not answer.get("ok"):
                     raise ControlError(f"the engine took no backup: {answer.get('error')}")
@@ -514,6 +515,23 @@ def backup(args: argparse.Namespace) -> int:
     for p in pruned:
         _print(f"pruned {p}")
     return 0
+
+
+def _answering(settings: Settings) -> None:
+    """The engine answers a question within the time a `ffe ctl` command waits: a frozen one (stopped, its loop
+    hung) is said at once, not after the hour a backup of a large database may take."""
+    import asyncio
+
+    from ffe_engine.control import request
+
+    timeout = settings.control.request_timeout_s
+    try:
+        asyncio.run(request(settings.socket_path, "status", {}, timeout=timeout, data_dir=settings.data_dir))
+    except TimeoutError:
+        raise ControlError(f"the engine on {settings.socket_path} does not answer within {timeout:g}s (stopped or "
+                           "busy?): no backup taken; see `ffe ctl status`") from None
+    except OSError:
+        pass  # gone meanwhile, or not answering for another reason: the backup's own request says which
 
 
 def _said_swept(what: str, swept: list[Path]) -> None:
