@@ -357,3 +357,31 @@ async def test_no_credential_in_exception_messages_or_logs(fx, caplog):
         assert "signature=" not in str(e) and "timestamp=" not in str(e)
         assert e.__cause__ is None and e.__suppress_context__  # no ccxt text chained into tracebacks
     assert "code -1022" in str(errors[0])
+
+
+async def test_a_long_retry_after_holds_every_request_to_the_venue(fx, venue, waits):
+    """An exchange that answers 418 (an IP ban) or 429 with a Retry-After bans for longer each time it is asked again
+    before then: no read, cancel or order goes to it until that time, refused here at once as the exchange would."""
+    fx.fault("GET /api/v3/klines", "418", retry_after=600)
+    with pytest.raises(VenueUnavailable):
+        await venue.fetch_ohlcv(BTC, "1m", None, 2)
+    sent = len(fx.requests)
+    calls = [lambda: venue.fetch_ohlcv(BTC, "1m", None, 2), venue.fetch_balance,
+             lambda: venue.fetch_order("h-1", BTC), lambda: venue.fetch_open_orders(BTC),
+             lambda: venue.cancel_order("h-1", BTC), lambda: venue.last_price(BTC),
+             lambda: venue.create_order(buy("h-2"))]
+    for call in calls:
+        with pytest.raises(VenueUnavailable) as info:
+            await call()
+        assert info.value.retry_after is not None and 0 < info.value.retry_after <= 600
+        assert not isinstance(info.value, OrderInDoubt)  # not sent: surely not placed
+    assert len(fx.requests) == sent and waits.seconds == []
+
+
+async def test_a_short_retry_after_is_waited_for_by_the_next_request(fx, venue, waits):
+    fx.fault("GET /api/v3/klines", "429", retry_after=600)
+    with pytest.raises(VenueUnavailable):
+        await venue.fetch_ohlcv(BTC, "1m", None, 2)
+    venue.reads.hold_until -= 598  # two seconds left: waited for, then sent
+    assert (await venue.fetch_balance())["USDT"] == 10_000.0
+    assert len(waits.seconds) == 1 and 0 < waits.seconds[0] <= 2.0
