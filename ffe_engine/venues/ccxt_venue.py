@@ -28,7 +28,11 @@ than spot trading needs unless its options keep it to spot. `check_settings` say
 
 Reads and cancels retry (tenacity) on transient errors only, i.e. what create_order would call VenueUnavailable or
 OrderInDoubt, with short exponential backoff, waiting at least what Retry-After asks for; they give up at once when
-Retry-After asks for more than `max_retry_after_s`. After the last attempt they raise VenueUnavailable. Final errors
+Retry-After asks for more than `max_retry_after_s`. After the last attempt they raise VenueUnavailable. A
+Retry-After holds the whole venue, not only the request it answered: until that time no request goes to the exchange
+(which bans an address that goes on asking, for longer each time), a read, cancel or order asked for meanwhile is
+refused at once with VenueUnavailable (not sent, its retry_after the time left), or waited for when what is left is
+within `max_retry_after_s`. Final errors
 raise VenueError at once. OrderNotFound is an ExchangeError in ccxt 4 (not an OperationFailed), so it is never
 retried: fetch_order answers None for it, and cancel_order looks the order up to report what became of it.
 
@@ -45,6 +49,7 @@ import copy
 import json
 import logging
 import re
+import time
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import aiohttp
@@ -264,7 +269,8 @@ class ReadRetry:
 
     def __init__(self, exchange: Any, name: str, secrets: list[str], *, attempts: int = 4, backoff_s: float = 0.2,
                  max_backoff_s: float = 2.0, max_retry_after_s: float = 5.0,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.exchange = exchange
         self.name = name
         self.secrets = secrets
@@ -273,12 +279,42 @@ class ReadRetry:
         self.max_backoff_s = max_backoff_s
         self.max_retry_after_s = max_retry_after_s
         self.sleep = sleep
+        self.monotonic = monotonic
+        self.hold_until: float | None = None  # monotonic time before which the exchange asked for no requests
+
+    def hold(self, retry_after: float | None) -> None:
+        """The exchange asked for no requests for `retry_after` seconds: none goes to it before then."""
+        if retry_after is not None and retry_after > 0:
+            until = self.monotonic() + retry_after
+            if self.hold_until is None or until > self.hold_until:
+                self.hold_until = until
+
+    def held_for(self) -> float:
+        """Seconds left of the exchange's Retry-After (0 when requests may go)."""
+        if self.hold_until is None:
+            return 0.0
+        left = self.hold_until - self.monotonic()
+        if left <= 0:
+            self.hold_until = None
+            return 0.0
+        return left
+
+    async def wait_hold(self, what: str) -> None:
+        """Wait out a short Retry-After; refuse at once, not sent, while a longer one lasts."""
+        left = self.held_for()
+        if left > self.max_retry_after_s:
+            raise VenueUnavailable(f"{self.name} {what}: not sent: the exchange asked for no requests for "
+                                   f"{left:.0f}s more (Retry-After)", retry_after=left)
+        if left > 0:
+            await self.sleep(left)
 
     def translate(self, exc: BaseException, what: str) -> Exception:
         """A ccxt or network error as VenueUnavailable (transient) or VenueError (final)."""
         msg = f"{self.name} {what}: {describe(exc, self.secrets)}"
         if isinstance(exc, (cx.DDoSProtection, cx.RateLimitExceeded)):
-            return VenueUnavailable(msg, retry_after=_retry_after(self.exchange))
+            asked = _retry_after(self.exchange)
+            self.hold(asked)
+            return VenueUnavailable(msg, retry_after=asked)
         if isinstance(exc, cx.OperationFailed) or isinstance(exc, _NETWORK) or _lost_answer(exc):
             return VenueUnavailable(msg)
         return VenueError(msg)
@@ -306,7 +342,13 @@ class ReadRetry:
                        passthrough: tuple[type[BaseException], ...] = ()) -> T:
         """Run `call`; exceptions of the `passthrough` types are re-raised untouched for the caller to handle."""
 
+        first = True
+
         async def attempt() -> T:
+            nonlocal first
+            if first:  # a retry has waited what the Retry-After asked for already
+                first = False
+                await self.wait_hold(what)
             try:
                 return await call()
             except passthrough:
@@ -421,9 +463,14 @@ class CcxtVenue:
             params["reduceOnly"] = True  # spot has no reduce-only flag: a spot sell cannot open a short anyway
         price = req.price if req.type == "limit" else None
         what = f"create_order {req.client_order_id} {req.side.value} {self._amount_text(req)} {req.symbol}"
+        left = self.reads.held_for()
+        if left > 0:  # the exchange asked for no requests before then (a read's Retry-After): not sent
+            raise VenueUnavailable(f"{self.name} {what}: not sent, not placed: the exchange asked for no requests "
+                                   f"for {left:.0f}s more (Retry-After)", retry_after=left)
         try:
             raw = await self.exchange.create_order(req.symbol, req.type, req.side.value, req.quantity, price, params)
         except (cx.DDoSProtection, cx.RateLimitExceeded) as exc:
+            # held by the order path (orders only: an exchange's limit on new orders leaves its reads free)
             raise VenueUnavailable(f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}",
                                    retry_after=_retry_after(self.exchange)) from None
         except cx.InvalidNonce as exc:
