@@ -125,6 +125,11 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           "and agrees with the journal.")]
         return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
                                                         "journal and the venue. Entries held until `ffe ctl accept`.")]
+    if isinstance(ev, OrderEvent) and _exit_refused(ev):
+        return [Alert("EXIT_REFUSED", f"EXIT_REFUSED:{ev.symbol}", "page",
+                      f"ffe could not exit {ev.symbol}: its {ev.reason} sell of {fmt.qty(ev.quantity)} was refused "
+                      f"({ev.error[:120]}). The position stays open, tried again at the next bar; check the "
+                      "exchange (a trading halt on the symbol, coins moved or locked), close it by hand if need be.")]
     if isinstance(ev, ApprovalEvent) and ev.outcome == "pending":
         return [Alert("APPROVAL", f"APPROVAL:{ev.approval_id}", "warn",
                       f"ffe approval {ev.approval_id} waiting: {ev.side.upper()} {fmt.qty(ev.quantity)} {ev.symbol} at "
@@ -153,8 +158,20 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     return []
 
 
+EXIT_REASONS = frozenset({"stop_loss", "take_profit", "signal"})
+
+
+def _exit_refused(ev: OrderEvent) -> bool:
+    """The strategy's exit (a stop-loss, a take-profit, a SELL signal: every sell is an exit) ended rejected, so the
+    position it was to close is still open; not when a halt stopped it, which the operator asked for."""
+    return (ev.status == "rejected" and ev.side == "sell" and ev.reason in EXIT_REASONS
+            and "engine HALTED" not in ev.error)
+
+
 def cleared_keys(ev: Event) -> tuple[str, ...]:
     """The alert keys whose condition this event ends: what comes back after it is sent as the first was."""
+    if isinstance(ev, OrderEvent) and ev.side == "sell" and ev.status == "filled":
+        return (f"EXIT_REFUSED:{ev.symbol}",)
     if isinstance(ev, EngineStateChanged) and ev.state != ev.previous:
         left = {"HALTED": ("HALTED",), "PAUSED": ("RISK_PAUSE",)}.get(ev.previous or "", ())
         return left + (("REARMED",) if ev.state == "HALTED" else ())
@@ -233,6 +250,10 @@ class Notifier:
             return
         if isinstance(ev, OrderEvent):
             self._track_doubt(ev)
+            for key in cleared_keys(ev):
+                self._end_window(key, self._now())
+            for alert in alerts_for(ev, state=self._state, in_doubt=self._doubts):
+                self.raise_alert(alert)
             return
         if isinstance(ev, EngineStateChanged):
             self._state = ev.state
