@@ -1057,10 +1057,10 @@ class Engine:
             if self.state is EngineState.RUNNING or held_by_reconcile:
                 await self.trading.set(EngineState.PAUSED, reason, "reconcile", force=held_by_reconcile)
         elif (all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
-              or any(d.get("kind") == "restore_unrecovered" for d in self.reconcile_blocked)):
+              or any(d.get("kind") in ("restore_unrecovered", "order_in_doubt") for d in self.reconcile_blocked)):
             # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept,
-            # nor are the differences a restore showed before the venue's later orders could be recovered (the
-            # engine stays PAUSED until resumed).
+            # nor are the differences a restore showed before the venue's later orders could be recovered, nor an
+            # order long in doubt once it has settled (the engine stays PAUSED until resumed).
             self.reconcile_blocked = []
         return differences
 

@@ -123,6 +123,13 @@ class OrderPath:
         """The orders in flight that the last poll could not look up at the venue."""
         return [o for cid, o in self.live.items() if cid in self._unread]
 
+    def stuck_in_doubt(self, past_s: float) -> list[Order]:
+        """The orders in doubt more than `past_s` beyond their settle window: neither found at the venue nor sent
+        again (the venue's balance shows them placed, or their repeat was refused)."""
+        now = self.clock.monotonic()
+        return [o for cid, o in self.live.items() if o.status is OrderStatus.IN_DOUBT
+                and cid in self._doubt_deadline and now - self._doubt_deadline[cid] > past_s]
+
     def trades_behind(self) -> list[Order]:
         """The orders in flight whose fill the venue has shown beyond their trades, for at most the venue's settle
         window since it first did: that fill is in the venue's balances and not yet in the journal (an exchange's

@@ -45,6 +45,7 @@ from .store import Store
 from .venues.base import Venue, VenueError, VenueUnavailable
 
 CENT = 0.01  # cash and equity agree to the cent of the quote currency
+STUCK_SETTLE_WINDOWS = 2  # an order still in doubt this many settle windows past its own is a difference
 BASELINE_KEY = "reconcile_baseline"
 ACCEPTED_KEY = "reconcile_accepted_orders"  # open orders at the venue that the operator accepted as not ffe's
 
@@ -244,6 +245,12 @@ class Reconciler:
                 differences.append({"kind": "position", "symbol": sym, "journal": ours, "venue": round(theirs, 12)})
         if with_cash and not unsettled:
             differences += self._cash_and_equity(balances, base_line)
+        # An order in doubt that neither settles nor is sent again would keep its symbol, the cash and the equity
+        # from being compared for as long as it lasts, and a withdrawal (or any difference) would be traded
+        # through: past twice the settle window beyond its own, it holds the engine itself, until it settles.
+        for o in self.orders.stuck_in_doubt(STUCK_SETTLE_WINDOWS * venue.settle_s):
+            differences.append({"kind": "order_in_doubt", "client_order_id": o.client_order_id, "symbol": o.symbol,
+                                "side": o.side.value, "quantity": o.quantity})
         status = "differences" if differences else ("resolved" if resolved else "ok")
         report = self._confirm(ReconcileReport(status, differences, balances.get(self.quote, 0.0),
                                                settled=not unsettled), started)
@@ -312,7 +319,7 @@ def _order_key(vo: Any) -> str:
 
 def _difference_key(d: dict[str, Any]) -> str:
     """What a difference is about, whatever its amounts: a lagging read and the next one differ in them."""
-    if d.get("kind") == "unknown_open_order":
+    if d.get("kind") in ("unknown_open_order", "order_in_doubt"):
         about = d.get("client_order_id") or f"#{d.get('exchange_id')}"
     else:
         about = d.get("symbol") or d.get("asset") or ""
