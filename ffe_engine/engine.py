@@ -202,10 +202,10 @@ class Engine:
         self.reconcile_blocked: list[dict[str, Any]] = []
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
         self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
-        # A real account's cash is the venue's quote balance, taken again from the first reconciliation after the
-        # start that finds no order in doubt: a fill they bring is in that balance already. When one was, the next
-        # reconciliation comes as soon as the orders in flight are settled (`_cash_waits`); until then the books
-        # keep the journal's cash (start()).
+        # A real account's cash is the venue's quote balance at the first start on it (and after a restore's
+        # recovered fills), taken from the first reconciliation that finds no order in doubt: a fill they bring is
+        # in that balance already. When one was, the next reconciliation comes as soon as the orders in flight are
+        # settled (`_cash_waits`). A restart keeps the books' cash, compared with the venue's (start()).
         self._cash_from_venue = False
         self._cash_waits = False
         self._reconciled_at = clock.monotonic()
@@ -323,17 +323,23 @@ class Engine:
         self._read_markets()
         recovered = await self.orders.recover()
         if self.sim_venue is None:
-            # A real account: its cash is what the venue holds in the quote currency. While the journal has orders
-            # in flight, the venue's cash may already hold a trade of theirs that the journal records later: the
-            # books keep their own cash (the journal's, stored with every fill) until a reconciliation finds
-            # nothing in doubt and takes the venue's. Bars closing meanwhile count no trade twice.
+            # A real account: its cash is what the venue holds in the quote currency. The first start on it takes
+            # it from the venue, and so does the first after a restore (the backup's books lack what the venue did
+            # since). A restart keeps the books' own (the journal's, stored with every fill, and the fills of the
+            # orders in flight recorded as they settle): reconciliation compares it with the venue's once nothing is
+            # in doubt, so that quote moved in or out while the engine was stopped is a difference to accept, not
+            # taken over without a word.
             saved_cash = (saved_books or {}).get("cash")
-            if recovered and saved_cash is not None:
+            restored = await self.store.get_kv(RESTORED_KEY, None) is not None
+            if saved_cash is not None and not restored:
                 self.portfolio.cash = saved_cash
+            elif recovered and saved_cash is not None:
+                self.portfolio.cash = saved_cash
+                self._cash_from_venue = True
             else:
                 balances = await self.venue.fetch_balance()
                 self.portfolio.cash = balances.get(self.settings.venue.quote, 0.0)
-            self._cash_from_venue = True
+                self._cash_from_venue = True
             if saved_books is None:  # the first start on this account: its books begin at what it holds
                 self.portfolio.begin_at_equity()
         # A breach that was there before the restart already paused the engine, or the operator resumed it since:
