@@ -32,7 +32,7 @@ from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RunEvent)
-from .reconcile import blocked_text, outage_only
+from .reconcile import blocked_text, in_doubt_only, outage_only
 from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -123,6 +123,10 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           f"ffe reconciliation: {blocked_text(found)}" + (f" ({error[:80]})" if error else "")
                           + f". Entries held; {_stays(state)}. Nothing to accept: the hold lifts once it answers "
                           "and agrees with the journal.")]
+        if in_doubt_only(found):
+            return [Alert("RECONCILE", "RECONCILE", "page",
+                          f"ffe reconciliation: {blocked_text(found)}. Entries held; {_stays(state)}. Nothing to "
+                          "accept: the hold lifts once the venue shows the order; look for it on the exchange.")]
         return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
                                                         "journal and the venue. Entries held until `ffe ctl accept`.")]
     if isinstance(ev, OrderEvent) and _exit_refused(ev):

@@ -45,7 +45,7 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Ensemble
 from . import overrides
 from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio
-from .reconcile import UNREACHABLE, Reconciler, blocked_text, outage_only
+from .reconcile import UNREACHABLE, Reconciler, blocked_text, in_doubt_only, outage_only
 from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
@@ -1093,6 +1093,9 @@ class Engine:
             if self.state is EngineState.HALTED and not confirm:
                 raise ControlError("engine is HALTED: re-arming needs confirmation")
             if self.reconcile_blocked:
+                if in_doubt_only(self.reconcile_blocked):
+                    raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; resume once it "
+                                       "has settled (`ffe ctl orders`)")
                 raise ControlError(f"reconciliation: {UNREACHABLE}; resume once it answers and agrees"
                                    if outage_only(self.reconcile_blocked) else
                                    f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first")

@@ -77,8 +77,22 @@ def outage_only(differences: list[dict[str, Any]]) -> bool:
     return bool(differences) and all(d.get("kind") == "venue_unreachable" for d in differences)
 
 
+def in_doubt_only(differences: list[dict[str, Any]]) -> bool:
+    """Orders long in doubt, and nothing else: they lift once those settle, nothing to accept."""
+    return bool(differences) and all(d.get("kind") == "order_in_doubt" for d in differences)
+
+
+def in_doubt_text(differences: list[dict[str, Any]]) -> str:
+    ids = [str(d.get("client_order_id")) for d in differences if d.get("kind") == "order_in_doubt"]
+    more = f" (and {len(ids) - 3} more)" if len(ids) > 3 else ""
+    return (f"order {', '.join(ids[:3])}{more} in doubt for long (not found at the venue, not sent again): the "
+            "positions and cash cannot be compared meanwhile")
+
+
 def blocked_text(differences: list[dict[str, Any]]) -> str:
     """What holds the engine, said as the operator should take it."""
+    if in_doubt_only(differences):
+        return in_doubt_text(differences)
     return UNREACHABLE if outage_only(differences) else f"{len(differences)} unexplained difference(s)"
 
 
