@@ -49,12 +49,12 @@ import copy
 import json
 import logging
 import re
-import time
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from ..clock import WallClock
 from ..model import MarketInfo, OrderRequest, Side, VenueOrder
 from .ccxt_loader import DECIMAL_PLACES, TICK_SIZE, exchange_class
 from .ccxt_loader import errors as cx
@@ -270,7 +270,7 @@ class ReadRetry:
     def __init__(self, exchange: Any, name: str, secrets: list[str], *, attempts: int = 4, backoff_s: float = 0.2,
                  max_backoff_s: float = 2.0, max_retry_after_s: float = 5.0,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] | None = None) -> None:
         self.exchange = exchange
         self.name = name
         self.secrets = secrets
@@ -279,7 +279,7 @@ class ReadRetry:
         self.max_backoff_s = max_backoff_s
         self.max_retry_after_s = max_retry_after_s
         self.sleep = sleep
-        self.monotonic = monotonic
+        self.monotonic = monotonic if monotonic is not None else WallClock().monotonic
         self.hold_until: float | None = None  # monotonic time before which the exchange asked for no requests
 
     def hold(self, retry_after: float | None) -> None:
