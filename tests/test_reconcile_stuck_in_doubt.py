@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import engine_session
+from conftest import engine_session, ffe_env
 from ffe_engine.errors import ControlError
-from live_helpers import BTC, GET_ORDER, POST_ORDER, fx, rows, stored_events, wait_for  # noqa: F401
+from live_helpers import (BTC, GET_ORDER, POST_ORDER, AsyncFfe, fx, rows, run_ffe_async, stored_events,  # noqa: F401
+                          wait_for)
 from receiver import Receiver
 from test_live_books import climbing, engine_loop, strategy_settings
 
@@ -65,3 +66,78 @@ async def test_the_operator_is_told_what_holds_the_engine_and_what_lifts_it(tmp_
                 await e.resume(by="test")
             assert "accept" not in str(info.value)
     await hook.stop()
+
+
+async def test_the_operator_settles_an_order_the_exchange_lost_and_only_what_is_left_holds_the_engine(tmp_path, fx):
+    """The exchange placed and filled the entry, lost its answer and, for good, its record: lookups never find it,
+    its balances show it placed. Neither `ffe ctl cancel` nor `ffe ctl accept` ends it; `ffe ctl settle` does,
+    through the order path, with the price and quantity the operator gives, and nothing is sent to the exchange.
+    Then only what still differs holds the engine, to be accepted."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
+    db = settings.db_path
+
+    async def ctl(*args: str) -> AsyncFfe:
+        return await run_ffe_async(tmp_path, "ctl", *args, "--data-dir", str(settings.data_dir), env=ffe_env(),
+                                   name="ctl")
+
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "drop_after")
+            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
+            fx.market_clock.step()
+            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
+                           timeout=60, what="the engine paused by reconciliation")
+            (cid,) = list(e.orders.live)
+            (placed,) = fx.orders
+            assert placed.client_id == cid and placed.status == "FILLED"
+            price, quantity = placed.quote_filled / placed.filled, placed.filled
+
+            # the ways out there were: both refused while the order is in doubt
+            accept = await ctl("accept")
+            assert accept.proc.returncode == 1 and "in doubt" in accept.stderr, accept.stderr
+            cancel = await ctl("cancel", cid, "--yes")
+            assert cancel.proc.returncode == 1 and cid in e.orders.live, cancel.stdout + cancel.stderr
+
+            # refused in one line, nothing done: an unknown order, no confirmation, a fill without its price
+            unknown = await ctl("settle", "ffe-000000000000000000000000", "canceled", "--yes")
+            assert unknown.proc.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
+            assert "no order ffe-000000000000000000000000 in doubt" in unknown.stderr
+            unconfirmed = await ctl("settle", cid, "filled", "--price", f"{price}", "--quantity", f"{quantity}")
+            assert unconfirmed.proc.returncode == 2 and "--yes" in unconfirmed.stderr, unconfirmed.stderr
+            unpriced = await ctl("settle", cid, "filled", "--quantity", f"{quantity}", "--yes")
+            assert unpriced.proc.returncode == 1 and "--price" in unpriced.stderr, unpriced.stderr
+            assert cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt"
+
+            settled = await ctl("settle", cid, "filled", "--price", f"{price}", "--quantity", f"{quantity}",
+                                "--yes")
+            assert settled.proc.returncode == 0, settled.stdout + settled.stderr
+            assert cid in settled.stdout and "filled" in settled.stdout, settled.stdout
+            assert cid not in e.orders.live
+            assert rows(db, "SELECT status FROM orders") == [("filled",)]
+            assert rows(db, "SELECT quantity, price FROM fills") == [(pytest.approx(quantity),
+                                                                      pytest.approx(price))]
+            (note,) = stored_events(db, "order_settled")
+            assert (note["client_order_id"], note["outcome"], note["by"]) == (cid, "filled", "ctl")
+            again = await ctl("settle", cid, "canceled", "--yes")  # settled: no longer in doubt
+            assert again.proc.returncode == 1 and "in doubt" in again.stderr, again.stderr
+
+            # the order no longer holds the engine; what still differs (the fee the exchange took) does, until
+            # accepted: the engine stays PAUSED meanwhile
+            await wait_for(lambda: e.reconcile_blocked and not any(
+                d.get("kind") == "order_in_doubt" for d in e.reconcile_blocked), timeout=30,
+                what="only the remaining differences hold the engine")
+            assert e.state.value == "PAUSED"
+            accepted = await ctl("accept")
+            assert accepted.proc.returncode == 0, accepted.stdout + accepted.stderr
+            resumed = await ctl("resume")
+            assert resumed.proc.returncode == 0, resumed.stdout + resumed.stderr
+            assert e.state.value == "RUNNING"
+            checks = len(stored_events(db, "reconcile"))
+            await wait_for(lambda: len(stored_events(db, "reconcile")) >= checks + 2, timeout=20,
+                           what="two more reconciliations")
+            assert e.reconcile_blocked == [] and e.state.value == "RUNNING"
+            assert BTC in e.portfolio.positions
+        assert len(fx.orders) == 1  # never sent again
