@@ -243,6 +243,7 @@ def data_download(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- ctl
 TARGET_WORDS = {"approve": "an approval id", "reject": "an approval id", "mode": "auto or manual",
                 "cancel": "an order's client order id (see `ffe ctl orders`)",
+                "settle": "an order's client order id (see `ffe ctl orders`), then filled or canceled",
                 "close": "a symbol with an open position (see `ffe ctl trades`)"}
 
 
@@ -257,6 +258,16 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
         request[command.target] = args.target
     elif args.target:
         raise UsageError(f"ffe ctl {args.action} takes no argument (got {args.target!r})")
+    if command.second is not None:
+        if args.second not in ("filled", "canceled"):
+            raise UsageError(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.second)}")
+        request[command.second] = args.second
+        request.update({k: v for k, v in (("quantity", args.quantity), ("price", args.price)) if v is not None})
+    elif args.second:
+        raise UsageError(f"ffe ctl {args.action} takes {'one argument' if command.target else 'no argument'} "
+                         f"(got {args.second!r})")
+    if command.second is None and (args.quantity is not None or args.price is not None):
+        raise UsageError(f"--quantity and --price go with `ffe ctl settle ID filled`, not {args.action}")
     if args.action == "resume":
         request["confirm"] = args.yes
     if command.confirm is not None and not args.yes:
@@ -291,6 +302,11 @@ def _render(action: str, result: Any) -> str:
         return f"rejected {result['approval_id']}"
     if action == "accept":
         return f"accepted {len(result)} differences" if result else "nothing to accept"
+    if action == "settle":
+        r = result
+        how = f"filled {fmt.qty(r['filled'])} at {fmt.price(r['average'])}" if r["status"] != "canceled" or r[
+            "filled"] else "canceled"
+        return f"settled {r['client_order_id']} {r['symbol']}: {how} (the venue: {r['venue']}); {r['reconcile']}"
     if action in tables.RENDER:
         return tables.RENDER[action](result)
     if isinstance(result, dict):

@@ -65,6 +65,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="ffe", description="Finance Feedback Engine console")
     sub = parser.add_subparsers(dest="command")
@@ -111,9 +121,14 @@ def build_parser() -> Parser:
     names = [name for name, c in CONTROL.items() if c.ctl]
     ctl.add_argument("action", choices=names, help="; ".join(f"{n}: {CONTROL[n].help}" for n in names))
     ctl.add_argument("target", nargs="?", help="approval id (approve, reject), auto|manual (mode), "
-                                                "client order id (cancel) or symbol (close)")
+                                                "client order id (cancel, settle) or symbol (close)")
+    ctl.add_argument("second", nargs="?", metavar="filled|canceled", help="how the order ended (settle)")
     ctl.add_argument("--yes", action="store_true",
-                     help="confirm without asking (resume of a HALTED engine, flatten, cancel, close)")
+                     help="confirm without asking (resume of a HALTED engine, flatten, cancel, settle, close)")
+    ctl.add_argument("--quantity", type=_amount, default=None, metavar="Q",
+                     help="settle ... filled: the quantity that filled, as the exchange's account shows it")
+    ctl.add_argument("--price", type=_amount, default=None, metavar="P",
+                     help="settle ... filled: the price it filled at, as the exchange's account shows it")
     ctl.add_argument("--json", action="store_true", help="print the raw answer as JSON")
     ctl.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                      help="give up after S seconds without an answer (default [control] request_timeout_s)")

@@ -30,6 +30,8 @@ class EngineControl(Protocol):
     async def accept_reconcile(self, by: str = ...) -> Any: ...
     async def operator_order(self, symbol: str, side: str, quantity: float, by: str = ...) -> Any: ...
     async def operator_cancel(self, client_order_id: str, by: str = ...) -> Any: ...
+    async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = ...,
+                           price: float | None = ..., by: str = ...) -> Any: ...
     async def close_position(self, symbol: str, by: str = ..., opened_ts: int | None = ...) -> Any: ...
     async def balances(self) -> Any: ...
     async def profit(self) -> Any: ...
@@ -90,6 +92,10 @@ async def _cancel(e: EngineControl, a: Any) -> Any:
     return await e.operator_cancel(a.id, by=a.by)
 
 
+async def _settle(e: EngineControl, a: Any) -> Any:
+    return await e.settle_order(a.id, a.outcome, quantity=a.quantity, price=a.price, by=a.by)
+
+
 async def _close(e: EngineControl, a: Any) -> Any:
     return await e.close_position(a.symbol, by=a.by, opened_ts=a.opened_ts)
 
@@ -122,6 +128,7 @@ class Command(NamedTuple):  # not a dataclass: `ffe` builds its parser without i
     help: str
     ctl: bool = True  # offered by `ffe ctl`
     target: str | None = None  # the argument `ffe ctl NAME TARGET` fills
+    second: str | None = None  # the argument `ffe ctl NAME TARGET SECOND` fills
     confirm: str | None = None  # what `ffe ctl` asks before sending (skipped with --yes)
 
 
@@ -140,6 +147,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("orders", _orders, "open orders with their age and status"),
     Command("cancel", _cancel, "cancel one open order (its client order id) through the order path",
             target="id", confirm="cancel this order at the venue"),
+    Command("settle", _settle, "end an order in doubt that the exchange lost, as filled (--quantity, --price) or "
+            "canceled, through the order path; nothing is sent", target="id", second="outcome",
+            confirm="record this order's end by hand, without the exchange's word"),
     Command("trades", _trades, "open trades: entry, price now, P&L, age, stop-loss and take-profit"),
     Command("close", _close, "close one position at market through the order path (gates apply)",
             target="symbol", confirm="close this position at market"),

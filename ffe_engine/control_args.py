@@ -34,6 +34,12 @@ class OrderIdArgs(Args):
     id: str = Field(min_length=1, max_length=64)
 
 
+class SettleArgs(OrderIdArgs):
+    outcome: Literal["filled", "canceled"]
+    quantity: float | None = Field(None, gt=0)  # filled: what filled, and at what price (the operator's word)
+    price: float | None = Field(None, gt=0)
+
+
 class SymbolArgs(Args):
     symbol: str = Field(min_length=1, max_length=32)
 
@@ -60,5 +66,6 @@ class BackupArgs(Args):
 # The commands that take more than `by`; every other command takes Args.
 ARGS: dict[str, type[Args]] = {
     "pause": StateArgs, "resume": ResumeArgs, "halt": StateArgs, "approve": ApprovalArgs, "reject": ApprovalArgs,
-    "mode": ModeArgs, "cancel": OrderIdArgs, "close": CloseArgs, "order": OrderArgs, "backup": BackupArgs,
+    "mode": ModeArgs, "cancel": OrderIdArgs, "settle": SettleArgs, "close": CloseArgs, "order": OrderArgs,
+    "backup": BackupArgs,
 }

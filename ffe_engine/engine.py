@@ -41,7 +41,7 @@ from .liveness import TURN_S, Liveness
 from .market.base import ResumableFeed
 from .market.replay import ReplayFeed
 from .model import (Action, Candle, ClosedTrade, Decision, EngineState, EnsembleResult, Fill, Order, OrderReason,
-                    Position, Side)
+                    OrderStatus, Position, Side)
 from . import overrides
 from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio
@@ -1062,11 +1062,14 @@ class Engine:
                                  and self.state_reason != reason)
             if self.state is EngineState.RUNNING or held_by_reconcile:
                 await self.trading.set(EngineState.PAUSED, reason, "reconcile", force=held_by_reconcile)
-        elif (all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
-              or any(d.get("kind") in ("restore_unrecovered", "order_in_doubt") for d in self.reconcile_blocked)):
+        elif (any(d.get("kind") == "order_in_doubt" for d in self.reconcile_blocked) and not report.unconfirmed) or (
+                all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
+                or any(d.get("kind") == "restore_unrecovered" for d in self.reconcile_blocked)):
             # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept,
             # nor are the differences a restore showed before the venue's later orders could be recovered, nor an
-            # order long in doubt once it has settled (the engine stays PAUSED until resumed).
+            # order long in doubt once it has settled (the engine stays PAUSED until resumed). What such an order
+            # held is compared only once it has settled: a difference found then holds the engine until it is
+            # confirmed or gone, and is not traded through meanwhile.
             self.reconcile_blocked = []
         return differences
 
@@ -1299,6 +1302,41 @@ class Engine:
             await self.flush()
             return {"client_order_id": client_order_id, "symbol": o.symbol, "cancelled": ok, "reason": why,
                     "status": o.status.value, "filled": o.filled}
+
+    async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = None,
+                           price: float | None = None, by: str = "operator") -> dict[str, Any]:
+        """The operator's word on an order in doubt that the exchange lost (`ffe ctl settle`): ended `filled` (the
+        quantity and price given, booked as its fill) or `canceled`, through the order path; nothing is sent. A
+        reconciliation follows at once: the order holds the engine no more, and whatever the books and the venue
+        still differ by holds it until accepted."""
+        async with self._control_lock:
+            self._still_running()
+            o = self.orders.live.get(client_order_id)
+            if o is None or o.status is not OrderStatus.IN_DOUBT:
+                now = f" (it is {o.status.value})" if o is not None else ""
+                raise ControlError(f"no order {client_order_id} in doubt{now}: nothing settled")
+            if outcome == "canceled" and (quantity is not None or price is not None):
+                raise ControlError(f"settle {client_order_id} canceled takes no quantity or price: nothing settled")
+            detail = await self.orders.settle(o, outcome, quantity=quantity, price=price, by=by)
+            log.warning("order settled by hand", client_order_id=client_order_id, outcome=outcome, by=by,
+                        quantity=quantity, price=price, venue=detail)
+            await self._persist_books()
+            await self.flush()
+            await self.reconcile()
+            await self.flush()
+            held = self.reconcile_blocked
+            if not held:
+                after = "reconciliation agrees with the venue; resume when ready"
+            elif any(d.get("client_order_id") == client_order_id for d in held):
+                after = ("reconciliation looks again once the venue's reads have caught up; entries stay held "
+                         "until it agrees or finds what to accept")
+            elif in_doubt_only(held):
+                after = f"reconciliation: {blocked_text(held)}"
+            else:
+                after = f"reconciliation found {blocked_text(held)}: accept them once checked (`ffe ctl why`)"
+            return {"client_order_id": client_order_id, "symbol": o.symbol, "status": o.status.value,
+                    "filled": o.filled, "average": o.average, "venue": detail, "reconcile": after,
+                    "reconcile_blocked": list(held)}
 
     async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None) -> dict[str, Any]:
         """Close one position with a reduce-only market order on the single order path: the gates, the engine

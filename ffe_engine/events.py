@@ -188,6 +188,21 @@ class VenueFault(Event):
 
 
 @dataclass(slots=True)
+class OrderSettled(Event):
+    """An order in doubt the operator settled by hand (`ffe ctl settle`): the exchange never showed it, and its
+    fill (or none) is the operator's word. Committed with the order's final status (and its fill)."""
+    name: ClassVar[str] = "order_settled"
+    client_order_id: str = ""
+    symbol: str = ""
+    side: str = ""
+    outcome: str = ""  # filled | canceled
+    quantity: float = 0.0  # filled: what the operator booked
+    price: float | None = None  # filled: the price the operator gave
+    by: str = ""
+    detail: str = ""  # what the venue said when it was looked up once more (lookup, balance)
+
+
+@dataclass(slots=True)
 class ApprovalEvent(Event):
     name: ClassVar[str] = "approval"
     approval_id: str = ""

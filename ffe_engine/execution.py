@@ -29,7 +29,8 @@ from typing import Any, Awaitable, Callable
 from . import logs
 from .breaker import BreakerOpen, CircuitBreaker
 from .clock import Clock
-from .events import EventBus, FillEvent, OrderEvent, VenueFault
+from .errors import ControlError
+from .events import Event, EventBus, FillEvent, OrderEvent, OrderSettled, VenueFault
 from .ids import IdSource
 from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder, floor_to_step
 from .portfolio import Portfolio
@@ -351,16 +352,24 @@ class OrderPath:
                         f"{status.value}: {o.error}" if status is OrderStatus.REJECTED else status.value)
         return True
 
-    async def _finish(self, o: Order, status: OrderStatus, error: str = "") -> None:
+    async def _finish(self, o: Order, status: OrderStatus, error: str = "", note: Event | None = None) -> None:
+        """An order's final status; `note` (an event that says why) is committed with it."""
         if not self._move(o, status, error):
             return
         self.live.pop(o.client_order_id, None)
         self._doubt_deadline.pop(o.client_order_id, None)
-        await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
+
+        def publish() -> None:
+            self._emit(o)
+            if note is not None:
+                self.bus.publish(note)
+
+        await self.store.update_order(o, self.book(), publish=publish)
 
     # ------------------------------------------------------------------ venue answers
-    async def _apply(self, o: Order, vo: VenueOrder) -> None:
-        """Bring the journal in line with the venue's view of the order, recording any new fill."""
+    async def _apply(self, o: Order, vo: VenueOrder, note: Event | None = None) -> None:
+        """Bring the journal in line with the venue's view of the order, recording any new fill. `note` (an event
+        that says where the view came from) is committed with the fill."""
         self._missing.pop(o.client_order_id, None)  # found
         if vo.trades_behind:
             self._behind.setdefault(o.client_order_id, self.clock.monotonic())
@@ -417,6 +426,8 @@ class OrderPath:
             def publish() -> None:
                 self.bus.publish(event)
                 self._emit(o)
+                if note is not None:
+                    self.bus.publish(note)
 
             await self.store.add_fill(fill, o, record, publish=publish)
             self.fills_recorded += 1
@@ -534,6 +545,66 @@ class OrderPath:
         first, looks = self._missing.get(cid, (self.clock.monotonic(), 0))
         self._missing[cid] = (first, looks + 1)
         return first, looks + 1
+
+    # ------------------------------------------------------------------ settled by hand
+    async def settle(self, o: Order, outcome: str, *, quantity: float | None = None, price: float | None = None,
+                     by: str) -> str:
+        """The operator's word on an order in doubt that the venue never shows (its record lost at the exchange):
+        `filled` (`quantity` at `price`, booked as a fill) or `canceled` (nothing filled). Nothing is sent to the
+        venue. Refused (ControlError, nothing changed) when the order is not in doubt, within its settle window (the
+        request may still reach the venue), when the venue cannot be asked about it, and when one more lookup finds
+        it (the venue's word is then recorded instead). What the books then hold against the venue's balances is
+        for reconciliation to compare, and for the operator to accept. Returns what the venue said of it."""
+        cid = o.client_order_id
+        async with self._poll_lock:
+            if o.status is not OrderStatus.IN_DOUBT or self.live.get(cid) is not o:
+                raise ControlError(f"order {cid} is {o.status.value}, not in doubt: nothing settled")
+            deadline = self._doubt_deadline.get(cid)
+            if deadline is None or self.clock.monotonic() < deadline:
+                raise ControlError(f"order {cid} is within its settle window: the venue may still place it; nothing "
+                                   "settled (settle it once lookups have not found it past the window)")
+            left = round(o.quantity - o.filled, 12)
+            if outcome == "filled" and (quantity is None or price is None or not 0 < quantity <= left + 1e-12
+                                        or not price > 0):
+                raise ControlError(f"settle {cid} filled needs the quantity (at most {left:.8g}) and the price it "
+                                   "filled at, as the exchange's account shows them (--quantity, --price): nothing "
+                                   "settled")
+            if outcome not in ("filled", "canceled"):
+                raise ControlError(f"settle {cid}: filled or canceled, not {outcome!r}: nothing settled")
+            try:
+                vo = await self.breaker.call(lambda: self.venue.fetch_order(cid, o.symbol))
+            except (BreakerOpen, VenueUnavailable) as exc:
+                raise ControlError(f"the venue could not be asked about order {cid} ({str(exc)[:120]}): nothing "
+                                   "settled; settle again once it answers") from None
+            except VenueError as exc:  # a final answer that is not the order: the venue does not show it
+                vo, looked = None, f"its lookup answered {str(exc)[:120]}"
+            else:
+                looked = "its lookup did not find it"
+            if vo is not None:
+                await self._apply(o, vo)
+                raise ControlError(f"the venue shows order {cid} now ({vo.status}, filled {vo.filled:.8g}): its word "
+                                   f"is recorded ({o.status.value}); nothing settled by hand")
+            shows = await self.placed_evidence(o) if self.placed_evidence is not None else None
+            detail = f"{looked}; {shows}" if shows else f"{looked}; its balance shows nothing of it"
+            self._missing.pop(cid, None)
+            if outcome == "canceled":
+                note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome=outcome, by=by,
+                                    detail=detail)
+                await self._finish(o, OrderStatus.CANCELED, f"settled canceled by {by}: {detail}", note=note)
+                return detail
+            assert quantity is not None and price is not None
+            filled = round(o.filled + quantity, 12)
+            average = ((o.average or 0.0) * o.filled + price * quantity) / filled
+            o.error = f"settled filled by {by}: {detail}"[:300]
+            # The rest of an order filled in part never fills: it ends cancelled, with what it filled.
+            ended = "closed" if filled + 1e-12 >= o.quantity else "canceled"
+            view = VenueOrder(client_order_id=cid, symbol=o.symbol, side=o.side, quantity=o.quantity, status=ended,
+                              filled=filled, average=average, fee=o.fee, exchange_id=o.exchange_id, type=o.type,
+                              price=o.price, fee_base=o.fee_base)
+            note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome=outcome,
+                                quantity=quantity, price=price, by=by, detail=detail)
+            await self._apply(o, view, note=note)
+            return detail
 
     # ------------------------------------------------------------------ cancels
     async def cancel(self, o: Order) -> tuple[bool, str]:

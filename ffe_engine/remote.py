@@ -210,6 +210,10 @@ class RemoteEngine:
     async def operator_cancel(self, client_order_id: str, by: str = "operator") -> Any:
         return await self._call("cancel", id=client_order_id, by=by)
 
+    async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = None,
+                           price: float | None = None, by: str = "operator") -> Any:
+        return await self._call("settle", id=client_order_id, outcome=outcome, quantity=quantity, price=price, by=by)
+
     async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None) -> Any:
         return await self._call("close", symbol=symbol, by=by, opened_ts=opened_ts)
 

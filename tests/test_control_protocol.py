@@ -88,3 +88,5 @@ def test_every_argument_model_belongs_to_a_command_of_the_table():
     for name, command in COMMANDS.items():  # a command named by `ffe ctl NAME TARGET` takes that argument
         if command.target is not None:
             assert command.target in ARGS[name].model_fields, name
+        if command.second is not None:  # and `ffe ctl NAME TARGET SECOND`, that one too
+            assert command.second in ARGS[name].model_fields, name

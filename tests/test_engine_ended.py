@@ -20,7 +20,7 @@ CHANGES = [
     ("resume", {"confirm": True}), ("pause", {}), ("halt", {}), ("flatten", {}), ("mode", {"mode": "manual"}),
     ("accept", {}), ("order", {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.01}),
     ("cancel", {"id": "ffe-none"}), ("close", {"symbol": "BTC/USDT"}), ("approve", {"id": "a-none"}),
-    ("reject", {"id": "a-none"}),
+    ("reject", {"id": "a-none"}), ("settle", {"id": "ffe-none", "outcome": "canceled"}),
 ]
 
 
