@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import engine_session, ffe_env
+from ffe_engine.control import request
 from ffe_engine.errors import ControlError
 from live_helpers import (BTC, GET_ORDER, POST_ORDER, AsyncFfe, fx, rows, run_ffe_async, stored_events,  # noqa: F401
                           wait_for)
@@ -140,4 +141,36 @@ async def test_the_operator_settles_an_order_the_exchange_lost_and_only_what_is_
                            what="two more reconciliations")
             assert e.reconcile_blocked == [] and e.state.value == "RUNNING"
             assert BTC in e.portfolio.positions
+        assert len(fx.orders) == 1  # never sent again
+
+
+async def test_an_order_settled_canceled_that_the_exchange_filled_is_a_difference_to_accept(tmp_path, fx):
+    """Settled `canceled` (through the control socket) while the exchange's balances hold its fill: the books and
+    the exchange differ by that fill, which holds the engine (resume refused) until the operator accepts it."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
+    db, sock = settings.db_path, settings.socket_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "drop_after")
+            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
+            fx.market_clock.step()
+            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
+                           timeout=60, what="the engine paused by reconciliation")
+            (cid,) = list(e.orders.live)
+            answer = await request(sock, "settle", {"id": cid, "outcome": "canceled", "by": "alice"})
+            assert answer["ok"], answer
+            assert answer["result"]["status"] == "canceled" and answer["result"]["filled"] == 0
+            assert rows(db, "SELECT status FROM orders") == [("canceled",)] and rows(db, "SELECT * FROM fills") == []
+            (note,) = stored_events(db, "order_settled")
+            assert (note["outcome"], note["by"]) == ("canceled", "alice")
+            assert "as if it had been placed" in note["detail"], note
+            await wait_for(lambda: [d["kind"] for d in e.reconcile_blocked if d["kind"] == "position"], timeout=30,
+                           what="the fill the exchange holds, a difference")
+            refused = await request(sock, "resume", {})
+            assert not refused["ok"] and "accept" in refused["error"], refused
+            assert (await request(sock, "accept", {}))["ok"]
+            assert (await request(sock, "resume", {}))["ok"] and e.state.value == "RUNNING"
         assert len(fx.orders) == 1  # never sent again
