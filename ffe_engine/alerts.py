@@ -126,7 +126,9 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         if in_doubt_only(found):
             return [Alert("RECONCILE", "RECONCILE", "page",
                           f"ffe reconciliation: {blocked_text(found)}. Entries held; {_stays(state)}. Nothing to "
-                          "accept: the hold lifts once the venue shows the order; look for it on the exchange.")]
+                          "accept: the hold lifts once the venue shows the order; look for it on the exchange, and "
+                          "if the exchange lost it, settle it as its account shows it (`ffe ctl settle ID filled|"
+                          "canceled`).")]
         return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
                                                         "journal and the venue. Entries held until `ffe ctl accept`.")]
     if isinstance(ev, OrderEvent) and _exit_refused(ev):

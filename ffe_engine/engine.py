@@ -1098,7 +1098,8 @@ class Engine:
             if self.reconcile_blocked:
                 if in_doubt_only(self.reconcile_blocked):
                     raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; resume once it "
-                                       "has settled (`ffe ctl orders`)")
+                                       "has settled (`ffe ctl orders`), or settle it as the exchange's account shows "
+                                       "it if the exchange lost it (`ffe ctl settle`)")
                 raise ControlError(f"reconciliation: {UNREACHABLE}; resume once it answers and agrees"
                                    if outage_only(self.reconcile_blocked) else
                                    f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first")
