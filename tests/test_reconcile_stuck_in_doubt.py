@@ -174,3 +174,49 @@ async def test_an_order_settled_canceled_that_the_exchange_filled_is_a_differenc
             assert (await request(sock, "accept", {}))["ok"]
             assert (await request(sock, "resume", {}))["ok"] and e.state.value == "RUNNING"
         assert len(fx.orders) == 1  # never sent again
+
+
+async def test_the_venue_s_word_wins_over_a_settle_by_hand(tmp_path, fx):
+    """The exchange finds the order again just as the operator settles it: its word is recorded (its own fill, at
+    its own price), the operator's is refused, and nothing is settled by hand."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "drop_after")
+            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
+            fx.market_clock.step()
+            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
+                           timeout=60, what="the engine paused by reconciliation")
+            (cid,) = list(e.orders.live)
+            (placed,) = fx.orders
+            fx.clear_faults(GET_ORDER)  # the exchange's lookups find it again
+            with pytest.raises(ControlError, match="nothing settled"):
+                await e.settle_order(cid, "filled", quantity=placed.filled, price=1.0, by="test")
+            assert cid not in e.orders.live
+            assert rows(db, "SELECT status FROM orders") == [("filled",)]
+            (price,) = rows(db, "SELECT price FROM fills")[0]
+            assert price == pytest.approx(placed.quote_filled / placed.filled)  # the venue's, not the operator's
+            assert stored_events(db, "order_settled") == []
+        assert len(fx.orders) == 1
+
+
+async def test_an_order_within_its_settle_window_is_not_settled_by_hand(tmp_path, fx):
+    """Within its settle window the request may still reach the exchange: no settle then."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx)
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "drop_after")
+            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
+            fx.market_clock.step()
+            await wait_for(lambda: any(o.status.value == "in_doubt" for o in e.orders.live.values()), timeout=30,
+                           what="the entry in doubt")
+            (cid,) = list(e.orders.live)
+            with pytest.raises(ControlError, match="within its settle window"):
+                await e.settle_order(cid, "canceled", by="test")
+            assert e.orders.live[cid].status.value == "in_doubt" and stored_events(db, "order_settled") == []
