@@ -136,6 +136,26 @@ async def test_kill_switch_lists_the_orders_it_could_not_cancel(tmp_path, fx):
             sorted(refused)
 
 
+async def test_a_kill_switch_cancel_refused_by_the_exchange_s_retry_after_goes_out_once_it_ends(tmp_path, fx):
+    """The exchange answers a cancel with a 418 and a Retry-After longer than a request waits for: HALTED is stored
+    at once, the cancel is said as not done with what it waits for, and it is sent once the Retry-After is over."""
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        (resting,) = await open_limit_orders(e, 1)
+        e.venue.reads.max_retry_after_s = 1.0  # a request waits for at most 1 s of a hold: 3 s are not waited for
+        fx.fault(DELETE_ORDER, "418", retry_after=3)
+        report = await e.halt(by="test")
+        assert rows(db, "SELECT state FROM engine_state") == [("HALTED",)]
+        (failed,) = report.failed
+        assert failed["client_order_id"] == resting and "Retry-After" in failed["error"], failed
+        assert fx.open_order(resting) is not None
+        async with engine_loop(e):
+            await wait_for(lambda: fx.open_order(resting) is None, timeout=20, what="the order cancelled")
+            await wait_for(lambda: resting not in e.orders.live, timeout=20, what="the cancel recorded")
+    assert [o.status for o in fx.orders] == ["CANCELED"]
+    assert rows(db, "SELECT status FROM orders") == [("canceled",)]
+
+
 # ---------------------------------------------------------------------------------------------------- fresh data
 @pytest.mark.parametrize("behind_bars, fresh", [(0, True), (13, False)], ids=["current", "old"])
 async def test_right_after_a_start_data_stale_measures_the_warm_up_s_newest_bar(tmp_path, fx, behind_bars, fresh):
@@ -300,6 +320,73 @@ async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(t
         assert rows(db, "SELECT reason, quantity FROM trades") == [("flatten", pytest.approx(held))]
         assert e.state is EngineState.HALTED
         assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)  # sold exactly what was held
+
+
+async def test_a_flatten_during_the_exchange_s_retry_after_closes_the_position_once_it_ends(tmp_path, fx):
+    """An exchange's 418 (an IP ban) or long 429 holds every request until its Retry-After: the closing orders the
+    flatten would send meanwhile are refused without being sent. They are no failure: the flatten says what it
+    waits for, and closes the position once the exchange takes orders again."""
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.fault(POST_ORDER, "418", retry_after=3)
+        async with engine_loop(e):
+            result = await e.flatten(by="test")
+            assert result["failed"] == [] and result["closing"] == [], result
+            (waiting,) = result["waiting"]
+            assert waiting["symbol"] == BTC and "Retry-After" in waiting["detail"], waiting
+            assert rows(db, "SELECT state, reason FROM engine_state") == [("HALTED", "flatten")]
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
+        flattens = [k for k in stored_events(db, "kill_switch") if k["action"] == "flatten"]
+        assert all(not k["failed"] for k in flattens), flattens
+        assert flattens[0]["waiting"] and flattens[-1]["closing"], flattens
+    posts = [r.params for r in fx.requests_to(POST_ORDER) if r.params.get("side") == "SELL"]
+    assert len(posts) == 2  # the one the exchange refused, and the one sent once its Retry-After was over
+    assert [o.status for o in fx.orders if o.side == "SELL"] == ["FILLED"]
+    assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+    assert e.state is EngineState.HALTED
+
+
+async def test_a_stop_loss_refused_for_the_exchange_s_retry_after_goes_out_once_it_ends(tmp_path, fx):
+    """A stop-loss the exchange refuses with a 418 and a Retry-After is not dropped: the bar that crossed the level
+    is gone once the ban is over, the exit it called for goes out then."""
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        pos = e.portfolio.positions[BTC]
+        pos.stop_loss = 1e9  # this bar crosses it
+        fx.fault(POST_ORDER, "418", retry_after=3)
+        assert await next_bar(e, fx) == 1
+        pos.stop_loss = None  # and no later bar does
+        assert [o.side for o in fx.orders] == ["BUY"] and len(fx.requests_to(POST_ORDER)) == 2
+        async with engine_loop(e):
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
+        assert rows(db, "SELECT reason, status FROM orders WHERE side = 'sell' ORDER BY created_ts") == \
+            [("stop_loss", "rejected"), ("stop_loss", "filled")]
+    assert [(o.side, o.status) for o in fx.orders] == [("BUY", "FILLED"), ("SELL", "FILLED")]
+    assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+
+
+async def test_a_flatten_waiting_for_the_exchange_s_retry_after_goes_on_after_a_restart(tmp_path, fx):
+    """The engine stops while its flatten waits for the exchange's Retry-After: the engine started again (before or
+    after that time) closes the position once it is over."""
+    settings = live_settings(tmp_path, fx)
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.fault(POST_ORDER, "418", retry_after=3)
+        result = await e.flatten(by="test")  # no engine loop: nothing follows it up before the stop
+        assert result["failed"] == [] and [w["symbol"] for w in result["waiting"]] == [BTC], result
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state is EngineState.HALTED and BTC in e.portfolio.positions
+        async with engine_loop(e):
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
+    assert [o.status for o in fx.orders if o.side == "SELL"] == ["FILLED"]
+    assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
 
 
 async def held_with_a_partial_close_next(e, fx) -> None:
