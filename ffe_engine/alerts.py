@@ -103,8 +103,11 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                 + (f", {doubt} IN DOUBT (answer lost: the position is still held until the venue says)"
                    if doubt else "")
                 + (f", {failed} FAILED" if failed else "")
+                + (f", {len(ev.waiting)} WAITING for the exchange's Retry-After until "
+                   f"{fmt.iso(ev.waiting[0].get('until'))} (closed once it is over)" if ev.waiting else "")
                 + (": check the venue now." if failed or doubt else "."))
-        return [Alert("FLATTEN", "FLATTEN", "page" if failed or doubt else "warn", text)]
+        # A position left open while the exchange takes no request is the operator's to know at once, too.
+        return [Alert("FLATTEN", "FLATTEN", "page" if failed or doubt or ev.waiting else "warn", text)]
     if isinstance(ev, BreakerChanged):
         if ev.state == "open":
             return [Alert("BREAKER_OPEN", f"BREAKER_OPEN:{ev.venue}", "page",

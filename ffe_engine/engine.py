@@ -212,6 +212,10 @@ class Engine:
         self._recheck_at: float | None = None  # when to look again at differences found once (reconcile.py)
         # The flatten under way: symbol -> closing orders placed for it (see _follow_flatten); None when none is.
         self._flattening: dict[str, int] | None = None
+        self._flatten_wait_said: float | None = None  # the venue's Retry-After the flatten last said it waits for
+        # Stop-loss and take-profit exits refused only because of the venue's Retry-After, unsent: symbol -> the
+        # exit, sent once that time is over (see _exits_after_hold).
+        self._exits_held: dict[str, OrderIntent] = {}
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
@@ -620,6 +624,7 @@ class Engine:
                 if settled or recheck or now >= self._reconciled_at + reconcile_s:  # from the last one, the start's
                     await self.reconcile()
                 self._read_markets()
+                await self._exits_after_hold()
                 await self._follow_flatten()
                 await self._breaker_pause()
                 await self._persist_books()
@@ -856,6 +861,8 @@ class Engine:
         HALTED means cancels only: the kill switch leaves positions to the operator (flatten)."""
         if self.state is EngineState.HALTED or self.orders.pending_exit_qty(c.symbol) > 0:
             return
+        if c.symbol in self._exits_held:
+            return  # an exit already waits for the venue's Retry-After to end
         reason = None
         if pos.stop_loss is not None and c.low <= pos.stop_loss:
             reason, ref = OrderReason.STOP_LOSS, pos.stop_loss
@@ -863,9 +870,28 @@ class Engine:
             reason, ref = OrderReason.TAKE_PROFIT, pos.take_profit
         if reason is None:
             return
-        await self.orders.submit(OrderIntent(symbol=c.symbol, side=side_to_close(pos.side), quantity=pos.quantity,
-                                             reason=reason, ref_price=ref, reduce_only=True,
-                                             decision_id=pos.entry_decision_id))
+        intent = OrderIntent(symbol=c.symbol, side=side_to_close(pos.side), quantity=pos.quantity, reason=reason,
+                             ref_price=ref, reduce_only=True, decision_id=pos.entry_decision_id)
+        sub = await self.orders.submit(intent)
+        if sub.held_until is not None:
+            self._exits_held[c.symbol] = intent
+            log.warning("exit waits for the exchange's Retry-After", symbol=c.symbol, reason=reason.value,
+                        until=fmt.iso(sub.held_until))
+
+    async def _exits_after_hold(self) -> None:
+        """Send the stop-loss and take-profit exits the venue's Retry-After held back, once it is over: the bar that
+        crossed the level is gone by then, the exit it called for is not. A halt drops them (the kill switch leaves
+        positions to the operator), as does a position closed or already being closed meanwhile."""
+        if not self._exits_held or self.orders.held_until() is not None:
+            return
+        for sym, intent in list(self._exits_held.items()):
+            pos = self.portfolio.holding(sym)
+            if self.state is EngineState.HALTED or pos is None or self.orders.pending_exit_qty(sym) > 0:
+                del self._exits_held[sym]
+                continue
+            sub = await self.orders.submit(dataclasses.replace(intent, quantity=pos.quantity))
+            if sub.held_until is None:
+                del self._exits_held[sym]
 
     async def _act(self, d: Decision, c: Candle, ind: IndicatorSet) -> None:
         """A BUY or SELL decision: an entry (sized, gated, approved or sent), an exit, or the reason it is neither."""
@@ -1138,7 +1164,9 @@ class Engine:
         return report
 
     async def flatten(self, by: str = "operator", attempts: int = 3) -> dict[str, Any]:
-        """Cancel all, close every position with reduce-only market orders (bounded retries), end HALTED."""
+        """Cancel all, close every position with reduce-only market orders (bounded retries), end HALTED. A closing
+        order held back by the venue's Retry-After is no attempt: the position is said as waiting until then, and
+        the follow-up (_follow_flatten) places its order once it is over."""
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
@@ -1148,9 +1176,11 @@ class Engine:
             held = self._to_close()  # a fill that came in with the cancels may have opened one more
             if held != (self._flattening or {}):
                 await self._flatten_under_way(held or None)
+            waits: list[str] = []  # positions whose closing order waits for the venue's Retry-After to end
             for sym in held:
                 pos = self.portfolio.positions.get(sym)
-                for attempt in range(attempts):
+                tries = 0  # attempts the venue answered (or the gates refused): one held back unsent is none
+                while tries < attempts:
                     self._read_markets()
                     remaining = 0.0 if pos is None else pos.quantity - self.orders.pending_exit_qty(sym)
                     if pos is None or remaining <= 0 or self.portfolio.holding(sym) is None:
@@ -1162,8 +1192,13 @@ class Engine:
                         closing.append(sub.order.client_order_id)
                         placed[sym] = 1
                         break
-                    if attempt + 1 < attempts:
-                        await asyncio.sleep(0.2 * (attempt + 1))
+                    if sub.held_until is not None and not sub.answered:  # placed by the follow-up after the hold
+                        placed[sym] = 0
+                        waits.append(sym)
+                        break
+                    tries += 1
+                    if tries < attempts:
+                        await asyncio.sleep(0.2 * tries)
                 else:
                     failed.append({"symbol": sym, "error": "could not place the closing order"})
             for sym in held:
@@ -1171,12 +1206,27 @@ class Engine:
                     placed[sym] = 0  # an entry still in doubt: closed once the venue shows what it bought
             if placed != held:  # what failed to be placed was said as failed: not followed up
                 await self._flatten_under_way(placed or None)
+            waiting = self._flatten_waits(waits)
             dust = self._dust(sym for sym in self.portfolio.positions if sym not in held)
             self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
-                                             failed=report.failed + failed, closing=closing, dust=dust, by=by))
+                                             failed=report.failed + failed, closing=closing, dust=dust,
+                                             waiting=waiting, by=by))
             await self._persist_books()
             await self.flush()
-        return {"cancelled": report.cancelled, "failed": report.failed + failed, "closing": closing, "dust": dust}
+        return {"cancelled": report.cancelled, "failed": report.failed + failed, "closing": closing, "dust": dust,
+                "waiting": waiting}
+
+    def _flatten_waits(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """The positions whose closing order waits for the venue's Retry-After (no order goes to the exchange before
+        it ends, and none is tried meanwhile), as the flatten says them; said in the log too, once per hold."""
+        until = self.orders.held_until()
+        if not symbols or until is None:
+            return []
+        detail = f"waits for the exchange's Retry-After until {fmt.iso(until)}: closed once it is over"
+        if self._flatten_wait_said != until:
+            self._flatten_wait_said = until
+            log.warning("flatten waits for the exchange's Retry-After", until=fmt.iso(until), symbols=symbols)
+        return [{"symbol": sym, "until": until, "detail": detail} for sym in symbols]
 
     def _dust(self, symbols: Iterable[str]) -> list[dict[str, Any]]:
         """Of `symbols`, what the books hold that the venue takes no order for (below one amount step, or below its
@@ -1218,6 +1268,7 @@ class Engine:
             return
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
+        waits: list[str] = []
         async with self._control_lock:
             left = dict(placed)
             for sym in placed:
@@ -1234,16 +1285,23 @@ class Engine:
                                                            "closing attempts"})
                     del left[sym]
                     continue
-                left[sym] += 1
+                if self.orders.held_until() is not None:
+                    waits.append(sym)  # no order goes to the venue before its Retry-After ends: none is tried
+                    continue
                 sub = await self.orders.submit(OrderIntent(
                     symbol=sym, side=side_to_close(pos.side), quantity=pos.quantity, reason=OrderReason.FLATTEN,
                     ref_price=self.portfolio.last_price.get(sym), reduce_only=True))
+                if sub.held_until is not None and not sub.answered:  # held back unsent: not an attempt
+                    waits.append(sym)
+                    continue
+                left[sym] += 1
                 if sub.accepted and sub.order is not None:
                     closing.append(sub.order.client_order_id)
+            waiting = self._flatten_waits(waits) if self._flatten_wait_said != self.orders.held_until() else []
             dust = self._dust(sym for sym in placed if sym not in left)
-            if closing or failed or dust:
+            if closing or failed or dust or waiting:
                 self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing, dust=dust,
-                                                 by="engine"))
+                                                 waiting=waiting, by="engine"))
             if left != placed:
                 await self._flatten_under_way(left or None)
 

@@ -270,6 +270,8 @@ class KillSwitchEvent(Event):
     failed: list[dict[str, str]] = field(default_factory=list)
     closing: list[str] = field(default_factory=list)
     dust: list[dict[str, Any]] = field(default_factory=list)  # left unsold: below what the venue takes an order for
+    # positions whose closing order waits for the venue's Retry-After (symbol, until: wall seconds, detail)
+    waiting: list[dict[str, Any]] = field(default_factory=list)
     by: str = ""
     elapsed_ms: float = 0.0
 

@@ -13,8 +13,9 @@ An order's status changes in one place (`_move`) and only forward (OrderStatus.c
 sender may both hear about one order, in either order, and the later, older news never undoes the earlier.
 
 After a rate limit with Retry-After, no order goes to the venue before that time: new orders are refused
-(VENUE_HOLD) and orders in doubt wait. Each fault on the order route, and its end, is said once (a venue_fault
-event and one log line).
+(VENUE_HOLD, with the time on the Submission for a caller that sends it again then) and orders in doubt wait; a
+cancel it kept from the exchange is sent by the poll once it is over. Each fault on the order route, and its end,
+is said once (a venue_fault event and one log line).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class Submission:
     gates: list[GateResult]
     order: Order | None = None
     reason: str = ""  # why not accepted
+    # Wall time of the venue's Retry-After when the order was refused because of it: it may go once that time is
+    # over. None otherwise. `answered`: the exchange itself refused it so (a 418 or 429), rather than it being held
+    # back unsent by a Retry-After given before.
+    held_until: float | None = None
+    answered: bool = False
 
 
 @dataclass(slots=True)
@@ -93,6 +99,10 @@ class OrderPath:
         self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
         self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
         self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
+        self._held_back: dict[str, bool] = {}  # orders rejected for the venue's Retry-After -> the exchange answered
+        # Cancels not done because the venue's Retry-After held them (not sent, or refused for it): client order id
+        # -> wall time it ends; sent again by the poll once it has (see cancels_due).
+        self._cancel_due: dict[str, float] = {}
         self.fills_recorded = 0  # how many fills this path has recorded: tells a reader whether one landed
         # Orders in flight whose last look at the venue failed without an answer (the venue unavailable, the
         # breaker open): what they did there since is unknown (a reader comparing the venue's balances with the
@@ -175,7 +185,9 @@ class OrderPath:
 
         hold = await self._held()
         if hold:
-            return self._refused(intent, gates, hold, code="VENUE_HOLD")
+            refused = self._refused(intent, gates, hold, code="VENUE_HOLD")
+            refused.held_until = self.hold_until
+            return refused
 
         market = self.venue.market(intent.symbol)
         qty = intent.quantity
@@ -212,7 +224,10 @@ class OrderPath:
             if intent.reason is OrderReason.SIGNAL or intent.reason is OrderReason.OPERATOR:
                 self.portfolio.entries_today += 1
         await self._send(o)
-        return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error)
+        held_back = self.hold_until if o.client_order_id in self._held_back else None
+        answered = self._held_back.pop(o.client_order_id, False)
+        return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error, held_until=held_back,
+                          answered=answered)
 
     # ------------------------------------------------------------------ venue faults
     def _fault(self, kind: str, phase: str, o: Order | None = None, detail: str = "",
@@ -244,6 +259,12 @@ class OrderPath:
                     "(Retry-After)")
         await self._hold_ended("orders go to the venue again")
         return ""
+
+    def held_until(self) -> float | None:
+        """The wall time before which the venue asked (Retry-After) for no orders, while it lasts; None after."""
+        if self.hold_until is None or self.clock.wall() >= self.hold_until:
+            return None
+        return self.hold_until
 
     async def _hold_ended(self, detail: str) -> None:
         # Said once: the stored hold goes with it, or the next start would find it and say it again.
@@ -301,6 +322,7 @@ class OrderPath:
             if repeat:
                 await self._repeat_not_placed(o, f"venue unavailable: {exc}", refused=False)
             elif exc.retry_after:
+                self._held_back[o.client_order_id] = exc.sent
                 await self._finish(o, OrderStatus.REJECTED, f"{await self._held()}; {exc}")
             else:
                 await self._finish(o, OrderStatus.REJECTED, f"venue unavailable: {exc}")
@@ -449,6 +471,7 @@ class OrderPath:
         if not self.live:
             return
         async with self._poll_lock:
+            await self.cancels_due()
             self._unread &= set(self.live)
             self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
             self._cancel_asked &= set(self.live)
@@ -616,10 +639,16 @@ class OrderPath:
         try:
             vo: VenueOrder | None = await self.venue.cancel_order(o.client_order_id, o.symbol)
         except (VenueError, VenueUnavailable) as exc:
+            if isinstance(exc, VenueUnavailable) and exc.retry_after:
+                return self._cancel_held(o, exc.retry_after)
             # A cancel refused because the order is already gone: look it up to learn its real end.
             try:
                 vo = await self.venue.fetch_order(o.client_order_id, o.symbol)
-            except (VenueError, VenueUnavailable):
+            except VenueUnavailable as lookup:
+                if lookup.retry_after:
+                    return self._cancel_held(o, lookup.retry_after)
+                return False, str(exc)[:200]
+            except VenueError:
                 return False, str(exc)[:200]
             if vo is None:
                 if o.status is OrderStatus.IN_DOUBT:
@@ -645,6 +674,34 @@ class OrderPath:
         if vo.trades_behind and vo.venue_status == "closed":
             return False, "already filled (recorded once the venue's trades show it)"
         return False, f"still {o.status.value}"
+
+    def _cancel_held(self, o: Order, retry_after: float) -> tuple[bool, str]:
+        """A cancel the venue's Retry-After kept from the exchange (or the exchange refused for it): not done now,
+        and sent once that time is over (by the poll), whoever asked for it: the kill switch never waits for it."""
+        until = self.clock.wall() + retry_after
+        self._cancel_due[o.client_order_id] = max(until, self._cancel_due.get(o.client_order_id, until))
+        return False, (f"not done: {self.venue.name} asked for no requests before {_clock_text(until)} "
+                       "(Retry-After); cancelled once that time is over")
+
+    async def cancels_due(self) -> None:
+        """Send the cancels the venue's Retry-After held back, once it is over."""
+        now = self.clock.wall()
+        for cid, until in list(self._cancel_due.items()):
+            o = self.live.get(cid)
+            if o is None:
+                del self._cancel_due[cid]
+                continue
+            if now < until:
+                continue
+            del self._cancel_due[cid]
+            ok, why = await self.cancel(o)
+            if cid in self._cancel_due:
+                continue  # held again: said again when it goes out
+            if ok:
+                log.info("cancel sent once the venue's Retry-After was over", venue=self.venue.name, order=cid)
+            else:
+                log.warning("cancel held by the venue's Retry-After not done", venue=self.venue.name, order=cid,
+                            detail=why or o.status.value)
 
     async def cancel_all(self, symbol: str | None = None) -> CancelReport:
         """Cancel every order in flight, concurrently, bounded by cancel_timeout_s."""

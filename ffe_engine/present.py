@@ -122,6 +122,10 @@ def kill_summary(f: Fields) -> str:
     if dust:
         parts.append("left as dust, below the venue's minimum order: " + ", ".join(
             f"{d.get('symbol')} {fmt.qty(d.get('quantity'))}" for d in dust if isinstance(d, dict)))
+    waiting = [w for w in f.get("waiting") or [] if isinstance(w, dict)]
+    if waiting:
+        parts.append(f"waiting for the exchange's Retry-After until {fmt.iso(waiting[0].get('until'))} "
+                     "(closed once it is over): " + ", ".join(str(w.get("symbol")) for w in waiting))
     if f.get("elapsed_ms"):
         parts.append(f"in {f['elapsed_ms']:.1f} ms")
     return " ".join(parts)

@@ -314,6 +314,20 @@ async def test_a_flatten_whose_closing_orders_were_answered_is_a_warning(tmp_pat
     assert (alert.severity, alert.text) == ("warn", "ffe flatten by ctl: 1 closing order(s) placed, 1 cancelled.")
 
 
+async def test_a_flatten_waiting_for_the_exchange_s_retry_after_pages_saying_until_when(tmp_path):
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import KillSwitchEvent
+    from ffe_engine.present import kill_headline
+
+    waiting = [{"symbol": "BTC/USDT", "until": 1_800_000_000.0, "detail": "x"}]
+    (alert,) = alerts_for(KillSwitchEvent(action="flatten", waiting=waiting, by="ctl"))
+    assert alert.severity == "page" and "FAILED" not in alert.text, alert
+    assert "1 WAITING for the exchange's Retry-After until 2027-01-15T08:00:00Z" in alert.text, alert
+    said = kill_headline({"action": "flatten", "by": "ctl", "waiting": waiting})
+    assert "failed 0" in said and "waiting for the exchange's Retry-After until 2027-01-15T08:00:00Z" in said, said
+    assert said.endswith(": BTC/USDT"), said
+
+
 async def test_a_halt_after_the_operator_re_armed_is_a_page_of_its_own_sent_at_once(tmp_path):
     hook = await Receiver().start()
     settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST})  # the default 300 s window

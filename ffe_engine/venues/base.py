@@ -26,12 +26,15 @@ class UnknownOrder(VenueError):
 class VenueUnavailable(Exception):
     """A transient failure (network, timeout, 5xx, rate limit). Counts against the circuit breaker.
 
-    `retry_after` is the wait in seconds the venue asked for (HTTP Retry-After), when it said so.
+    `retry_after` is the wait in seconds the venue asked for (HTTP Retry-After), when it said so. `sent` is False
+    when the request was not sent at all, held back by an earlier Retry-After: the exchange did not refuse it, and
+    it goes out once that time is over.
     """
 
-    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str = "", *, retry_after: float | None = None, sent: bool = True) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.sent = sent
 
 
 class OrderInDoubt(VenueUnavailable):

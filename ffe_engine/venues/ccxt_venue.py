@@ -304,7 +304,7 @@ class ReadRetry:
         left = self.held_for()
         if left > self.max_retry_after_s:
             raise VenueUnavailable(f"{self.name} {what}: not sent: the exchange asked for no requests for "
-                                   f"{left:.0f}s more (Retry-After)", retry_after=left)
+                                   f"{left:.0f}s more (Retry-After)", retry_after=left, sent=False)
         if left > 0:
             await self.sleep(left)
 
@@ -466,7 +466,7 @@ class CcxtVenue:
         left = self.reads.held_for()
         if left > 0:  # the exchange asked for no requests before then (a read's Retry-After): not sent
             raise VenueUnavailable(f"{self.name} {what}: not sent, not placed: the exchange asked for no requests "
-                                   f"for {left:.0f}s more (Retry-After)", retry_after=left)
+                                   f"for {left:.0f}s more (Retry-After)", retry_after=left, sent=False)
         try:
             raw = await self.exchange.create_order(req.symbol, req.type, req.side.value, req.quantity, price, params)
         except (cx.DDoSProtection, cx.RateLimitExceeded) as exc:
