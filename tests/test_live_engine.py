@@ -156,6 +156,27 @@ async def test_a_kill_switch_cancel_refused_by_the_exchange_s_retry_after_goes_o
     assert rows(db, "SELECT status FROM orders") == [("canceled",)]
 
 
+async def test_a_cancel_held_by_the_exchange_s_retry_after_goes_out_after_a_restart(tmp_path, fx):
+    """The engine stops while a kill switch's cancel waits for the exchange's Retry-After: the engine started again
+    sends it once that time is over."""
+    settings = live_settings(tmp_path, fx)
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        (resting,) = await open_limit_orders(e, 1)
+        e.venue.reads.max_retry_after_s = 1.0  # a request waits for at most 1 s of a hold: 3 s are not waited for
+        fx.fault(DELETE_ORDER, "418", retry_after=3)
+        report = await e.halt(by="test")
+        assert [f["client_order_id"] for f in report.failed] == [resting]
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        assert e.state is EngineState.HALTED and resting in e.orders.live
+        async with engine_loop(e):
+            await wait_for(lambda: fx.open_order(resting) is None, timeout=20, what="the order cancelled")
+            await wait_for(lambda: resting not in e.orders.live, timeout=20, what="the cancel recorded")
+    assert [o.status for o in fx.orders] == ["CANCELED"]
+    assert rows(db, "SELECT status FROM orders") == [("canceled",)]
+
+
 # ---------------------------------------------------------------------------------------------------- fresh data
 @pytest.mark.parametrize("behind_bars, fresh", [(0, True), (13, False)], ids=["current", "old"])
 async def test_right_after_a_start_data_stale_measures_the_warm_up_s_newest_bar(tmp_path, fx, behind_bars, fresh):
