@@ -44,6 +44,7 @@ MAX_RESENDS = 3
 CANCEL_ASKED_KEY = "orders_cancel_asked"  # kv: the orders in doubt a cancel did not find (see OrderPath.cancel)
 REPEAT_REFUSED_KEY = "orders_repeat_refused"  # kv: the orders in doubt whose repeat the venue refused
 HOLD_KEY = "venue_hold_until"  # kv: the wall time before which the venue asked for no orders (Retry-After)
+CANCEL_DUE_KEY = "orders_cancel_due"  # kv: cancels a Retry-After kept from the venue -> the wall time it ends
 
 log = logs.get_logger("ffe.orders")
 
@@ -640,13 +641,13 @@ class OrderPath:
             vo: VenueOrder | None = await self.venue.cancel_order(o.client_order_id, o.symbol)
         except (VenueError, VenueUnavailable) as exc:
             if isinstance(exc, VenueUnavailable) and exc.retry_after:
-                return self._cancel_held(o, exc.retry_after)
+                return await self._cancel_held(o, exc.retry_after)
             # A cancel refused because the order is already gone: look it up to learn its real end.
             try:
                 vo = await self.venue.fetch_order(o.client_order_id, o.symbol)
             except VenueUnavailable as lookup:
                 if lookup.retry_after:
-                    return self._cancel_held(o, lookup.retry_after)
+                    return await self._cancel_held(o, lookup.retry_after)
                 return False, str(exc)[:200]
             except VenueError:
                 return False, str(exc)[:200]
@@ -675,28 +676,36 @@ class OrderPath:
             return False, "already filled (recorded once the venue's trades show it)"
         return False, f"still {o.status.value}"
 
-    def _cancel_held(self, o: Order, retry_after: float) -> tuple[bool, str]:
+    async def _cancel_held(self, o: Order, retry_after: float) -> tuple[bool, str]:
         """A cancel the venue's Retry-After kept from the exchange (or the exchange refused for it): not done now,
-        and sent once that time is over (by the poll), whoever asked for it: the kill switch never waits for it."""
+        and sent once that time is over (by the poll), whoever asked for it: the kill switch never waits for it.
+        Stored: an engine started again before it is sent sends it."""
         until = self.clock.wall() + retry_after
         self._cancel_due[o.client_order_id] = max(until, self._cancel_due.get(o.client_order_id, until))
+        await self._store_cancel_due()
         return False, (f"not done: {self.venue.name} asked for no requests before {_clock_text(until)} "
                        "(Retry-After); cancelled once that time is over")
 
+    async def _store_cancel_due(self) -> None:
+        self._cancel_due = {cid: t for cid, t in self._cancel_due.items() if cid in self.live}
+        await self.store.put_kv(CANCEL_DUE_KEY, self._cancel_due or None, self.clock.wall())
+
     async def cancels_due(self) -> None:
         """Send the cancels the venue's Retry-After held back, once it is over."""
+        if not self._cancel_due:
+            return
+        if any(cid not in self.live for cid in self._cancel_due):  # ended meanwhile (a fill, the poll): not sent
+            await self._store_cancel_due()
         now = self.clock.wall()
         for cid, until in list(self._cancel_due.items()):
             o = self.live.get(cid)
-            if o is None:
-                del self._cancel_due[cid]
-                continue
-            if now < until:
+            if o is None or now < until:
                 continue
             del self._cancel_due[cid]
             ok, why = await self.cancel(o)
             if cid in self._cancel_due:
-                continue  # held again: said again when it goes out
+                continue  # held again (stored again): said when it goes out
+            await self._store_cancel_due()  # only once answered: a stop before then leaves it to send
             if ok:
                 log.info("cancel sent once the venue's Retry-After was over", venue=self.venue.name, order=cid)
             else:
@@ -741,6 +750,10 @@ class OrderPath:
                 await self._hold_ended("orders go to the venue again (the hold ended while the engine was stopped)")
         asked = set(await self.store.get_kv(CANCEL_ASKED_KEY, []) or [])
         self._cancel_asked = asked & {o.client_order_id for o in orders}
+        due = await self.store.get_kv(CANCEL_DUE_KEY) or {}
+        live_ids = {o.client_order_id for o in orders}
+        self._cancel_due = {str(cid): float(t) for cid, t in due.items() if cid in live_ids} \
+            if isinstance(due, dict) else {}
         refused = set(await self.store.get_kv(REPEAT_REFUSED_KEY, []) or [])
         self._repeat_refused = refused & {o.client_order_id for o in orders}
         for o in orders:
