@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed
 EDITABLE := --config-settings editable_mode=compat -e
 # What the tests' subprocesses record of their coverage (tests/subprocess_coverage), merged after the tests.
 SUBCOV := .coverage-subprocesses
+WORKERS ?= 6
 
 .PHONY: run test bench install clean
 
@@ -36,10 +37,10 @@ run: $(STAMP)
 # mypy --strict on the engine, and line coverage of ffe_engine, ffe_tui and ffe_cli (subprocesses included) of at least
 # the fail_under figure in pyproject.toml: coverage.py measures the workers, and on Python 3.12 and newer the light
 # collector in tests/subprocess_coverage the ffe processes they start (coverage.py's own start-up would cost each of
-# them 0.1 s of CPU); the lines they record are merged with the workers' after the tests. The tests run on four workers,
-# a module at a time, the longest modules first (tests/conftest.py): four rather than one per core, because the workers
-# often wait on the subprocesses, sockets and disks the tests use (on 2 cores, quiet, Python 3.12, four workers: the
-# tests 3.3 to 3.8 min as the host's speed varies, the target under 4 once installed; no less with five). mypy runs
+# them 0.1 s of CPU); the lines they record are merged with the workers' after the tests. The tests run on six workers,
+# a module at a time, the longest modules first (tests/conftest.py): six rather than one per core, because the workers
+# mostly wait, on the subprocesses, sockets, disks and exchange windows the tests use (on 2 cores, quiet, Python 3.12,
+# the same tree: the tests 180 s on six workers, 207 on four; `make test WORKERS=N` changes it). mypy runs
 # beside them and its verdict is printed after theirs. The tests start a few hundred Python processes: ffe's modules are
 # compiled once first, so each reads them compiled, even where PYTHONDONTWRITEBYTECODE keeps Python from caching; the
 # test modules are collected once first for the same reason, which leaves pytest's rewritten modules cached for the
@@ -52,7 +53,7 @@ test: $(STAMP)
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest --collect-only -q -p no:cacheprovider > /dev/null 2>&1; \
 	SUBPROCESS_COVERAGE_DIR=$(CURDIR)/$(SUBCOV) \
 	COVERAGE_CORE=$$($(BIN)/python -c 'import sys; print("sysmon" if sys.version_info >= (3, 12) else "ctrace")') \
-	$(BIN)/coverage run -m pytest -q -n 4 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); tests=$$?; \
+	$(BIN)/coverage run -m pytest -q -n $(WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); tests=$$?; \
 	wait $$mypy; typed=$$?; echo "mypy:"; cat $$types; rm -f $$types; \
 	test $$tests -eq 0 && test $$typed -eq 0
 	PYTHONPATH=tests/subprocess_coverage $(BIN)/python -m subprocess_coverage_data $(SUBCOV)

@@ -290,14 +290,15 @@ async def engine_session(settings: Settings, **kwargs: Any):
 # The longest modules first (by `pytest --durations=0`). `make test` hands whole modules to its workers (a
 # module's fixtures are built once, on one worker) in this order, so the long ones run side by side from the start
 # and the many short ones fill in the end, instead of one long module keeping a worker busy after the others are
-# done. The modules that mostly wait (on an exchange's settle window, a breaker, a poll: live_books, chaos_soak_live,
-# reconcile, chaos_soak, download) are spread between those that compute, so that two at most wait at once and the
-# two cores stay busy. Within a module the order is kept; a module not named here runs after these, in its usual
-# order.
+# done. Several modules mostly wait (on an exchange's settle window or Retry-After, a breaker, a poll: live_books,
+# reconcile_stuck_in_doubt, chaos_soak_live, reconcile, chaos_soak, download): with six workers on two cores, those
+# that compute keep the cores busy meanwhile. Within a module the order is kept; a module not named here runs after
+# these, in its usual order.
 LONGEST_FIRST = (
-    "test_live_books.py", "test_chaos_soak.py", "test_tui_console.py", "test_tui_attach.py", "test_tui_snapshots.py",
-    "test_chaos_soak_live.py", "test_audit_cli.py", "test_reconcile.py", "test_audit_trail_complete.py",
-    "test_tui_pressure.py", "test_tui_views.py", "test_live_engine.py", "test_backtest_memory.py",
+    "test_live_books.py", "test_reconcile_stuck_in_doubt.py", "test_chaos_soak.py", "test_tui_console.py",
+    "test_tui_attach.py", "test_tui_snapshots.py", "test_live_engine.py", "test_chaos_soak_live.py",
+    "test_audit_cli.py", "test_reconcile.py", "test_audit_trail_complete.py",
+    "test_tui_pressure.py", "test_tui_views.py", "test_backtest_memory.py",
     "test_disk_failures.py", "test_backtest_columns.py", "test_backup.py", "test_monitor.py",
     "test_backtest_records.py", "test_fill_records_atomic.py", "test_alerts.py", "test_damaged_database.py",
     "test_signals_stop.py", "test_ccxt_venue.py", "test_tui_keys.py", "test_console_terminal.py", "test_ctl_views.py",

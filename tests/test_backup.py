@@ -357,7 +357,8 @@ def test_a_backup_beside_an_engine_that_does_not_answer_says_so_at_once_instead_
     cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
     engine.send(signal.SIGSTOP)
     try:
-        proc = run_ffe(cwd, "backup", "--to", str(tmp_path / "b"), env=env(), timeout=60)
+        proc = run_ffe(cwd, "backup", "--to", str(tmp_path / "b"), env=env(FFE_CONTROL__REQUEST_TIMEOUT_S="2"),
+                       timeout=60)
     finally:
         engine.send(signal.SIGCONT)
     assert proc.returncode == 1, proc.stderr
