@@ -97,6 +97,7 @@ class OrderPath:
         self._doubt_deadline: dict[str, float] = {}
         self._resends: dict[str, int] = {}
         self._poll_lock = asyncio.Lock()
+        self._placing = asyncio.Lock()  # held from sizing an order until it is in flight (see submit)
         self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
         self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
         self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
@@ -190,6 +191,30 @@ class OrderPath:
             refused.held_until = self.hold_until
             return refused
 
+        # What an exit may sell is what the books hold less the exits already working: from that sum until the order
+        # is counted among them (journaled, in flight), no other order is sized, or two exits asked for at once (a
+        # stop-loss on the bar and the operator's close) would each sell the whole position.
+        async with self._placing:
+            placed = await self._journal(intent, gates)
+        if isinstance(placed, Submission):
+            return placed
+        o = placed
+        now = o.created_ts
+        if not self._allowed_now(o):
+            await self._finish(o, OrderStatus.REJECTED, f"engine {self.trading.state.value} before send")
+            return Submission(False, gates, o, o.error)
+        if not intent.reduce_only:
+            self.portfolio.note_order(now)
+            if intent.reason is OrderReason.SIGNAL or intent.reason is OrderReason.OPERATOR:
+                self.portfolio.entries_today += 1
+        await self._send(o)
+        held_back = self.hold_until if o.client_order_id in self._held_back else None
+        answered = self._held_back.pop(o.client_order_id, False)
+        return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error, held_until=held_back,
+                          answered=answered)
+
+    async def _journal(self, intent: OrderIntent, gates: list[GateResult]) -> "Order | Submission":
+        """Size, round and journal the order `intent` asks for, and count it in flight; or the refusal."""
         market = self.venue.market(intent.symbol)
         qty = intent.quantity
         if intent.reduce_only:
@@ -217,18 +242,7 @@ class OrderPath:
         if intent.reason is not OrderReason.SIGNAL:
             # The strategy's gates are recorded with its decision; every other caller's with the order.
             self.store.add_gates(gates, decision_id=None, client_order_id=o.client_order_id, ts=self.clock.wall())
-        if not self._allowed_now(o):
-            await self._finish(o, OrderStatus.REJECTED, f"engine {self.trading.state.value} before send")
-            return Submission(False, gates, o, o.error)
-        if not intent.reduce_only:
-            self.portfolio.note_order(now)
-            if intent.reason is OrderReason.SIGNAL or intent.reason is OrderReason.OPERATOR:
-                self.portfolio.entries_today += 1
-        await self._send(o)
-        held_back = self.hold_until if o.client_order_id in self._held_back else None
-        answered = self._held_back.pop(o.client_order_id, False)
-        return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error, held_until=held_back,
-                          answered=answered)
+        return o
 
     # ------------------------------------------------------------------ venue faults
     def _fault(self, kind: str, phase: str, o: Order | None = None, detail: str = "",
