@@ -1136,6 +1136,11 @@ class Engine:
 
     async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
         """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return."""
+        self._still_running()
+        if self._control_lock.locked() and self.state is not EngineState.HALTED:
+            # Another control is under way, and may be waiting on the exchange (its Retry-After, a slow answer):
+            # HALTED is stored at once, and the cancels follow once that control is done.
+            await self.trading.set(EngineState.HALTED, reason, by)
         async with self._control_lock:
             self._still_running()
             return await self._halt(reason, by)
