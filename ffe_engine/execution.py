@@ -719,6 +719,14 @@ class OrderPath:
             ok, why = await self.cancel(o)
             if cid in self._cancel_due:
                 continue  # held again (stored again): said when it goes out
+            if not ok and cid in self.live and cid not in self._cancel_asked and cid not in self._behind:
+                # Not answered (the exchange down, a 5xx on every try): the order may still be open there, and the
+                # kill switch that asked is done. Sent again at the next poll, until the exchange says how it ended.
+                self._cancel_due[cid] = now
+                log.warning("cancel held by the venue's Retry-After not done: sent again at the next poll",
+                            venue=self.venue.name, order=cid, detail=why or o.status.value)
+                await self._store_cancel_due()
+                continue
             await self._store_cancel_due()  # only once answered: a stop before then leaves it to send
             if ok:
                 log.info("cancel sent once the venue's Retry-After was over", venue=self.venue.name, order=cid)
