@@ -742,10 +742,16 @@ class OrderPath:
         if targets:
             tasks = {o.client_order_id: asyncio.ensure_future(self.cancel(o)) for o in targets}
             done, pending = await asyncio.wait(tasks.values(), timeout=self.cancel_timeout_s)
+            late = False
             for cid, task in tasks.items():
                 if task in pending:
                     task.cancel()
                     report.failed.append({"client_order_id": cid, "error": "cancel timed out"})
+                    # Not answered in time (waiting out the exchange's Retry-After, or a slow exchange): the order
+                    # may still be open there. Sent again by the poll, as a cancel the Retry-After held is.
+                    if cid in self.live:
+                        self._cancel_due.setdefault(cid, self.clock.wall())
+                        late = True
                     continue
                 exc = task.exception()
                 if exc is not None:
@@ -756,6 +762,8 @@ class OrderPath:
                     report.cancelled.append(cid)
                 elif err not in NOTHING_TO_CANCEL:
                     report.failed.append({"client_order_id": cid, "error": err})
+            if late:
+                await self._store_cancel_due()
         report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
         return report
 
