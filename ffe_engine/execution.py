@@ -194,7 +194,15 @@ class OrderPath:
         # What an exit may sell is what the books hold less the exits already working: from that sum until the order
         # is counted among them (journaled, in flight), no other order is sized, or two exits asked for at once (a
         # stop-loss on the bar and the operator's close) would each sell the whole position.
+        # An entry checked while another order was being placed is checked again once that one counts in flight:
+        # two entries asked for at once (the operator's and the strategy's) would each pass the limits alone.
+        contended = self._placing.locked()
         async with self._placing:
+            if contended and not intent.reduce_only:
+                gates = self.gatekeeper.evaluate(intent)
+                failure = first_failure(gates)
+                if failure is not None:
+                    return self._refused(intent, gates, failure.refusal())
             placed = await self._journal(intent, gates)
         if isinstance(placed, Submission):
             return placed
