@@ -98,6 +98,7 @@ class OrderPath:
         self._resends: dict[str, int] = {}
         self._poll_lock = asyncio.Lock()
         self._placing = asyncio.Lock()  # held from sizing an order until it is in flight (see submit)
+        self._placed = 0  # orders counted in flight so far: an entry gated before the last of them is gated again
         self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
         self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
         self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
@@ -179,6 +180,7 @@ class OrderPath:
     # ------------------------------------------------------------------ submit
     async def submit(self, intent: OrderIntent, gates: list[GateResult] | None = None) -> Submission:
         """Check the gates (unless `gates` were just evaluated for this very intent), then journal and send."""
+        placed_before = self._placed
         if gates is None:
             gates = self.gatekeeper.evaluate(intent)
         failure = first_failure(gates)
@@ -194,11 +196,12 @@ class OrderPath:
         # What an exit may sell is what the books hold less the exits already working: from that sum until the order
         # is counted among them (journaled, in flight), no other order is sized, or two exits asked for at once (a
         # stop-loss on the bar and the operator's close) would each sell the whole position.
-        # An entry checked while another order was being placed is checked again once that one counts in flight:
-        # two entries asked for at once (the operator's and the strategy's) would each pass the limits alone.
+        # An entry checked while another order was being placed, or before one was placed since, is checked again
+        # once that one counts in flight: two entries asked for at once (the operator's and the strategy's) would
+        # each pass the limits alone.
         contended = self._placing.locked()
         async with self._placing:
-            if contended and not intent.reduce_only:
+            if (contended or self._placed != placed_before) and not intent.reduce_only:
                 gates = self.gatekeeper.evaluate(intent)
                 failure = first_failure(gates)
                 if failure is not None:
@@ -246,6 +249,7 @@ class OrderPath:
                   price=intent.price, reduce_only=intent.reduce_only, created_ts=now, updated_ts=now)
         await self.store.journal_order(o, intent.as_dict(), publish=functools.partial(self._emit, o))
         self.live[o.client_order_id] = o
+        self._placed += 1
         self.intents[o.client_order_id] = intent
         if intent.reason is not OrderReason.SIGNAL:
             # The strategy's gates are recorded with its decision; every other caller's with the order.
