@@ -519,13 +519,7 @@ class Engine:
                     "state": self.state.value, "bars": self.bars, "equity": round(self.portfolio.equity(), 2)}))
                 await self.flush()
         finally:
-            try:
-                await close_providers(self.providers)
-                await self.venue.close()
-            finally:
-                close = getattr(self.feed, "close", None)
-                if close is not None:
-                    await close()
+            await self._close_connections()
         log.info("engine stopped", state=self.state.value, bars=self.bars)
 
     async def start_failed(self, exc: BaseException) -> None:
@@ -543,13 +537,17 @@ class Engine:
                 self.bus.publish(RunEvent(phase="stop", mode=self.mode, detail=detail))
                 await self.flush()
         finally:
-            try:
-                await close_providers(self.providers)
-                await self.venue.close()
-            finally:
-                close = getattr(self.feed, "close", None)
-                if close is not None:
-                    await close()
+            await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        """The providers', the venue's and the feed's connections, the feed's even if the others fail to close."""
+        try:
+            await close_providers(self.providers)
+            await self.venue.close()
+        finally:
+            close = getattr(self.feed, "close", None)
+            if close is not None:
+                await close()
 
     async def _storage_failed(self, exc: StorageError) -> StorageError:
         """A record could not be written (full disk, read-only directory): no order may go out that the journal
