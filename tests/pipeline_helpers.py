@@ -10,14 +10,16 @@ test can ask for exactly the decision whose gates it wants to see.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import heapq
 import itertools
 import json
 import math
+import sqlite3
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pytest
 
@@ -393,3 +395,16 @@ async def fills(p: Pipeline, symbol: str | None = None) -> list[tuple[str, float
     if symbol is None:
         return await p.rows("SELECT side, quantity, price, fee FROM fills ORDER BY ts, id")
     return await p.rows("SELECT side, quantity, price, fee FROM fills WHERE symbol = ? ORDER BY ts, id", (symbol,))
+
+
+@contextlib.contextmanager
+def crashed_copy(db_path, copy_path) -> Iterator[sqlite3.Connection]:
+    """The database a crash at this instant would leave, copied to `copy_path`, open."""
+    src = sqlite3.connect(db_path)
+    dst = sqlite3.connect(copy_path)
+    try:
+        src.backup(dst)
+        yield dst
+    finally:
+        src.close()
+        dst.close()

@@ -8,10 +8,8 @@ next start restores an approval of a decision that exists nowhere, which can sti
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
-from typing import Iterator
 
 import pytest
 
@@ -19,7 +17,7 @@ from ffe_engine import doctor
 from ffe_engine.store import Store
 
 from conftest import run_ffe
-from pipeline_helpers import BUY, make_settings, pipelines
+from pipeline_helpers import BUY, crashed_copy, make_settings, pipelines
 
 _ = pipelines  # a fixture
 
@@ -28,19 +26,6 @@ BTC = "BTC/USDT"
 
 def manual(tmp_path):
     return make_settings(tmp_path, engine={"approval": "manual", "approval_ttl_s": 300.0})
-
-
-@contextlib.contextmanager
-def crashed_copy(db_path, copy_path) -> Iterator[sqlite3.Connection]:
-    """The database a crash at this instant would leave, copied to `copy_path`, open."""
-    src = sqlite3.connect(db_path)
-    dst = sqlite3.connect(copy_path)
-    try:
-        src.backup(dst)
-        yield dst
-    finally:
-        src.close()
-        dst.close()
 
 
 def approval_records(db_path, copy_path, approval_id: str) -> tuple[str, bool, bool, str | None]:

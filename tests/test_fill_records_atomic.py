@@ -14,7 +14,7 @@ import functools
 import json
 import random
 import sqlite3
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
@@ -27,22 +27,9 @@ from ffe_engine.risk import OrderIntent
 from ffe_engine.errors import StorageError
 from ffe_engine.store import Store
 
-from pipeline_helpers import START_TS, make_settings, open_pipeline
+from pipeline_helpers import START_TS, crashed_copy, make_settings, open_pipeline
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
-
-
-@contextlib.contextmanager
-def crashed_copy(db_path, copy_path) -> Iterator[sqlite3.Connection]:
-    """The database a crash at this instant would leave, copied to `copy_path`, open."""
-    src = sqlite3.connect(db_path)
-    dst = sqlite3.connect(copy_path)
-    try:
-        src.backup(dst)
-        yield dst
-    finally:
-        src.close()
-        dst.close()
 
 
 def committed_state(db_path, copy_path) -> tuple[list[tuple], list[tuple]]:

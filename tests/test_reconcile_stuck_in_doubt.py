@@ -18,6 +18,23 @@ from test_live_books import climbing, engine_loop, strategy_settings
 FAST = {"retry_initial_s": 0.05, "retry_max_s": 0.2, "retry_attempts": 2, "timeout_s": 2.0}
 
 
+async def an_entry_the_exchange_loses(fx, e) -> str:
+    """The strategy's entry, placed and filled, its answer lost and its lookups never finding it: in doubt for good
+    (the balance shows it placed). Its client order id, once it is in doubt."""
+    fx.fault(POST_ORDER, "drop_after")
+    fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
+    fx.market_clock.step()
+    await wait_for(lambda: any(o.status.value == "in_doubt" for o in e.orders.live.values()), timeout=30,
+                   what="the entry in doubt")
+    (cid,) = list(e.orders.live)
+    return cid
+
+
+async def paused_by_reconciliation(db) -> None:
+    await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
+                   timeout=60, what="the engine paused by reconciliation")
+
+
 async def test_an_order_in_doubt_for_good_pauses_the_engine_instead_of_trading_through(tmp_path, fx):
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
@@ -29,12 +46,7 @@ async def test_an_order_in_doubt_for_good_pauses_the_engine_instead_of_trading_t
                            stored_events(db, "reconcile")[-1]["status"] == "ok", timeout=20,
                            what="a reconciliation that agrees")
             # the entry is placed and filled, its answer lost; the exchange's lookups never find it
-            fx.fault(POST_ORDER, "drop_after")
-            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
-            fx.market_clock.step()
-            await wait_for(lambda: any(o.status.value == "in_doubt" for o in e.orders.live.values()), timeout=30,
-                           what="the entry in doubt")
-            (cid,) = list(e.orders.live)
+            cid = await an_entry_the_exchange_loses(fx, e)
             fx.balances["USDT"].free -= 250.0  # and quote leaves the account (a withdrawal)
             await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
                            timeout=30, what="the engine paused by reconciliation")
@@ -53,12 +65,8 @@ async def test_the_operator_is_told_what_holds_the_engine_and_what_lifts_it(tmp_
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.fault(POST_ORDER, "drop_after")
-            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
-            fx.market_clock.step()
-            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
-                           timeout=60, what="the engine paused by reconciliation")
-            (cid,) = list(e.orders.live)
+            cid = await an_entry_the_exchange_loses(fx, e)
+            await paused_by_reconciliation(db)
             pages = lambda: [r.body for r in hook.delivered if r.body.get("kind") == "RECONCILE"]  # noqa: E731
             await wait_for(lambda: pages(), timeout=15, what="the page")
             text = pages()[0]["text"]
@@ -86,12 +94,8 @@ async def test_the_operator_settles_an_order_the_exchange_lost_and_only_what_is_
         e = running.engine
         await running.start_control()
         async with engine_loop(e):
-            fx.fault(POST_ORDER, "drop_after")
-            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
-            fx.market_clock.step()
-            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
-                           timeout=60, what="the engine paused by reconciliation")
-            (cid,) = list(e.orders.live)
+            cid = await an_entry_the_exchange_loses(fx, e)
+            await paused_by_reconciliation(db)
             (placed,) = fx.orders
             assert placed.client_id == cid and placed.status == "FILLED"
             price, quantity = placed.quote_filled / placed.filled, placed.filled
@@ -154,12 +158,8 @@ async def test_an_order_settled_canceled_that_the_exchange_filled_is_a_differenc
         e = running.engine
         await running.start_control()
         async with engine_loop(e):
-            fx.fault(POST_ORDER, "drop_after")
-            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
-            fx.market_clock.step()
-            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
-                           timeout=60, what="the engine paused by reconciliation")
-            (cid,) = list(e.orders.live)
+            cid = await an_entry_the_exchange_loses(fx, e)
+            await paused_by_reconciliation(db)
             answer = await request(sock, "settle", {"id": cid, "outcome": "canceled", "by": "alice"})
             assert answer["ok"], answer
             assert answer["result"]["status"] == "canceled" and answer["result"]["filled"] == 0
@@ -185,12 +185,8 @@ async def test_the_venue_s_word_wins_over_a_settle_by_hand(tmp_path, fx):
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.fault(POST_ORDER, "drop_after")
-            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
-            fx.market_clock.step()
-            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
-                           timeout=60, what="the engine paused by reconciliation")
-            (cid,) = list(e.orders.live)
+            cid = await an_entry_the_exchange_loses(fx, e)
+            await paused_by_reconciliation(db)
             (placed,) = fx.orders
             fx.clear_faults(GET_ORDER)  # the exchange's lookups find it again
             with pytest.raises(ControlError, match="nothing settled"):
@@ -211,12 +207,7 @@ async def test_an_order_within_its_settle_window_is_not_settled_by_hand(tmp_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.fault(POST_ORDER, "drop_after")
-            fx.fault(GET_ORDER, "error", times=100_000, status=400, code=-2013, msg="Order does not exist.")
-            fx.market_clock.step()
-            await wait_for(lambda: any(o.status.value == "in_doubt" for o in e.orders.live.values()), timeout=30,
-                           what="the entry in doubt")
-            (cid,) = list(e.orders.live)
+            cid = await an_entry_the_exchange_loses(fx, e)
             with pytest.raises(ControlError, match="within its settle window"):
                 await e.settle_order(cid, "canceled", by="test")
             assert e.orders.live[cid].status.value == "in_doubt" and stored_events(db, "order_settled") == []

@@ -10,34 +10,18 @@ names the difference until then.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-from typing import Iterator
 
 import pytest
 
 from ffe_engine import doctor
 from ffe_engine.store import keep_halted
 
-from pipeline_helpers import BUY, make_settings, pipelines
+from pipeline_helpers import BUY, crashed_copy, make_settings, pipelines
 
 _ = pipelines  # a fixture
 
 BTC = "BTC/USDT"
-
-
-@contextlib.contextmanager
-def crashed_copy(db_path, copy_path) -> Iterator[sqlite3.Connection]:
-    """The database a crash at this instant would leave, copied to `copy_path`, open."""
-    src = sqlite3.connect(db_path)
-    dst = sqlite3.connect(copy_path)
-    try:
-        src.backup(dst)
-        yield dst
-    finally:
-        src.close()
-        dst.close()
 
 
 def state_records(db_path, copy_path) -> tuple[tuple | None, tuple | None, str | None, str | None]:
