@@ -3,9 +3,12 @@ through the whole default pipeline, at each record level, side by side with back
 the same files.
 
 Every run is a whole process, timed from its start to its exit; the runs take turns (full, trades, summary,
-backtrader, three rounds) so a noisy machine slows them alike, and the best of the three counts. The table gives
-bars per second, the ratio to backtrader, wall and CPU seconds (the CPU of the record writer process included),
-megabytes left on disk and the peak resident set size of the largest process.
+full and trades again with the backtest cache filled, backtrader; three rounds) so a noisy machine slows them
+alike, and the best of the three counts. The first three read the CSV files and compute their indicators and votes
+(and fill a cache of their own, which they then throw away); the `cached` runs find them in the backtest cache
+(datacache.py), as the runs of a sweep after its first do. The table gives bars per second, the ratio to
+backtrader, wall and CPU seconds (the CPU of the record writer process included), megabytes of records left on disk
+(the cache is no record: it is left out) and the peak resident set size of the largest process.
 
 Then two instrumented runs (full and trades records, in this process) split the time per stage: feeds (CSV parse
 and replay), indicators (computed once per series, loaded for each decision), votes, ensemble, gates, execution
@@ -47,19 +50,25 @@ def settings_in(tmp: str) -> Settings:
 
 
 LEVELS = ("full", "trades", "summary")
+CACHED = ("full", "trades")  # also run with the files' candles and indicators in the backtest cache (datacache.py)
 
 
 def disk_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def one_run(level: str, files: list[str]) -> None:
-    """A worker: one backtest at `level` in a temporary directory; prints its report's figures and the bytes left."""
+def one_run(level: str, files: list[str], home: str | None) -> None:
+    """A worker: one backtest at `level` in a temporary directory, or in `home` (whose backtest cache earlier runs
+    filled); prints its report's figures and the bytes its records take (the cache left out: it is no record)."""
     setup_logging("WARNING")
     with tempfile.TemporaryDirectory() as tmp:
-        report = asyncio.run(bt.run_backtest(settings_in(tmp), bt.load_files(files), records=level))
+        settings = settings_in(home or tmp)
+        run_id = bt.new_run_id()
+        report = asyncio.run(bt.run_backtest(settings, bt.load_files(files, cache=bt.data_cache(settings)),
+                                             run_id=run_id, records=level))
+        written = sum(disk_bytes(d) for d in bt.run_dirs(settings, run_id) if d.exists())
         print(json.dumps({"bars": report["bars"], "trades": report["trades"], "return_pct": report["return_pct"],
-                          "max_drawdown_pct": report["max_drawdown_pct"], "bytes": disk_bytes(Path(tmp))}))
+                          "max_drawdown_pct": report["max_drawdown_pct"], "bytes": written}))
 
 
 def timed_process(args: list[str]) -> dict:
@@ -77,11 +86,18 @@ def timed_process(args: list[str]) -> dict:
     return result
 
 
-def compare(files: list[str], rounds: int, with_backtrader: bool) -> dict[str, dict]:
+def compare(files: list[str], rounds: int, with_backtrader: bool, home: str) -> dict[str, dict]:
+    """Each run `rounds` times, taking turns; the best of each. A run of each level reads the files and computes
+    their indicators; a `cached` run finds them in the backtest cache of `home`, as a sweep's runs after the first
+    do (one untimed run fills it first)."""
     runs: dict[str, list[dict]] = {}
     commands = {level: [sys.executable, __file__, "--one", level, *files] for level in LEVELS}
+    for level in CACHED:
+        commands[f"{level} cached"] = [sys.executable, __file__, "--one", level, "--home", home, *files]
     if with_backtrader:
         commands["backtrader"] = [sys.executable, str(ROOT / "bench" / "bt_sma.py"), *files]
+    for level in CACHED:
+        timed_process(commands[f"{level} cached"])
     for _ in range(rounds):
         for name, cmd in commands.items():
             runs.setdefault(name, []).append(timed_process(cmd))
@@ -101,15 +117,15 @@ def minute_runs(bars: int) -> None:
 def print_table(title: str, best: dict[str, dict]) -> None:
     ref = best.get("backtrader")
     print(title)
-    print(f"  {'run':<16} {'bars/s':>10} {'x bt':>6} {'wall s':>7} {'CPU s':>7} {'MB':>8} {'B/bar':>7} {'RSS MB':>7}")
+    print(f"  {'run':<19} {'bars/s':>10} {'x bt':>6} {'wall s':>7} {'CPU s':>7} {'MB':>8} {'B/bar':>7} {'RSS MB':>7}")
     for name, r in best.items():
         rate = r["bars"] / r["wall"]
         ratio = f"{rate / (ref['bars'] / ref['wall']):.2f}" if ref else "-"
         written = r.get("bytes")
         mb = f"{written / 1e6:.1f}" if written is not None else "-"
         per_bar = f"{written / r['bars']:.0f}" if written is not None else "-"
-        label = f"ffe {name}" if name in LEVELS else name + " SMA"
-        print(f"  {label:<16} {rate:>10,.0f} {ratio:>6} {r['wall']:>7.2f} {r['cpu']:>7.2f} {mb:>8} {per_bar:>7} "
+        label = name + " SMA" if name == "backtrader" else f"ffe {name}"
+        print(f"  {label:<19} {rate:>10,.0f} {ratio:>6} {r['wall']:>7.2f} {r['cpu']:>7.2f} {mb:>8} {per_bar:>7} "
               f"{r['rss_mb']:>7.0f}")
 
 
@@ -207,13 +223,14 @@ async def split_run(tmp: str, level: str) -> tuple[float, float, dict[str, int]]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--one", choices=LEVELS, help=argparse.SUPPRESS)  # a worker process
+    ap.add_argument("--home", help=argparse.SUPPRESS)  # a worker's data directory, its cache filled before
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--minutes", type=int, default=0, metavar="BARS",
                     help="also run this many generated 1-minute bars at each level (525600: a year)")
     ap.add_argument("files", nargs="*")
     args = ap.parse_args()
     if args.one:
-        one_run(args.one, args.files)
+        one_run(args.one, args.files, args.home)
         return
     setup_logging("WARNING")  # the engine's own lines would interleave with the figures
     # ffe's modules compiled first, as an installed package's are (pip compiled backtrader's when it installed it):
@@ -228,7 +245,8 @@ def main() -> None:
     except ImportError:
         with_bt = False
         print("backtrader is not installed (pip install -e '.[bench]'): no reference run")
-    best = compare(files, args.rounds, with_bt)
+    with tempfile.TemporaryDirectory() as home:
+        best = compare(files, args.rounds, with_bt, home)
     r = best["full"]
     bars = r["bars"]
     print(f"backtest, {len(files)} file(s): {bars:,} bars, {r['trades']} trades, "

@@ -121,7 +121,7 @@ def backtest(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
-    series = bt.load_files(args.files, lenient=args.lenient)
+    series = bt.load_files(args.files, lenient=args.lenient, cache=bt.data_cache(settings))
     for symbol, ser in series.items():
         if ser.skipped:  # said at once, on stderr, and again in the summary
             sys.stderr.write(f"ffe: {symbol}: {ser.skipped} bad rows skipped (--lenient); first: "

@@ -26,6 +26,7 @@ from . import batch
 from .audit import Redactor
 from .clock import SimClock, format_timeframe
 from .config import Settings
+from .datacache import DataCache, cache_for
 from . import records as compact
 from .backtest_report import build_report
 from .backtest_runs import REPORT_NAME  # the report beside a kept run's database, without the curve
@@ -43,13 +44,17 @@ AUDIT_NAME = "audit.jsonl.zst"
 PRIVATE = 0o077  # the umask of a run, as of a live engine (host.py)
 
 
-def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries]:
+def load_files(args: list[str], lenient: bool = False, cache: DataCache | None = None) -> dict[str, CandleSeries]:
+    """The candles of each `[SYMBOL=]FILE` argument; through `cache` (data_cache) when given."""
     series: dict[str, CandleSeries] = {}
     for arg in args:
         symbol, path = parse_symbol_arg(arg)
         if symbol in series:
             raise StartError(f"{path}: symbol {symbol} is given twice")
-        loaded = load_csv(path, symbol=symbol, lenient=lenient)
+        if cache is not None:
+            loaded = cache.series(path, symbol, lenient=lenient)
+        else:
+            loaded = load_csv(path, symbol=symbol, lenient=lenient)
         if len(loaded) < 2:
             raise CsvError(path, None, f"{len(loaded)} candle: too few candles to infer the timeframe (a backtest "
                                        "needs at least 2)")
@@ -61,6 +66,12 @@ def load_files(args: list[str], lenient: bool = False) -> dict[str, CandleSeries
                              f"{format_timeframe(other.timeframe_ms)}: the files of a backtest must share one "
                              "timeframe")
     return series
+
+
+def data_cache(settings: Settings) -> DataCache | None:
+    """Where backtests keep the candles they read and the indicators and votes computed from them between runs
+    (datacache.py); None when `backtest.cache_mb` is 0."""
+    return cache_for(settings.data_dir, settings.backtest.cache_mb)
 
 
 def new_run_id() -> str:
@@ -115,7 +126,13 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     writer = Store.backtest_writer(db_path, audit_path)
     try:
         providers = providers_for(engine_settings)
-        signals = batch.precompute(series, providers, every_decision=full) if whole_series else None
+        cache = data_cache(settings)
+        if not whole_series:
+            signals = None
+        elif cache is not None:
+            signals = cache.signals(series, providers, every_decision=full)
+        else:
+            signals = batch.precompute(series, providers, every_decision=full)
     except BaseException:
         await writer.close()
         raise

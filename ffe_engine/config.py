@@ -346,6 +346,9 @@ class BacktestSettings(_Section):
     # full: every decision with its votes and gates; trades: orders, fills, trades, equity, weights and refusal
     # counts per gate; summary: the report only (docs/config.md).
     records: Literal["full", "trades", "summary"] = "full"
+    # The candles read and the indicators and votes computed from them, kept between runs in the data directory's
+    # cache/ up to this size (least recently used removed first); 0 keeps none (datacache.py).
+    cache_mb: float = Field(512.0, ge=0, le=1_048_576)
 
 
 class StorageSettings(_Section):

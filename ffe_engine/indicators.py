@@ -671,6 +671,19 @@ class IndicatorColumns:
         self.warm_from = max(_first_set(cols[name]) for name in ("prev_ema_slow", "prev_macd_hist", "prev_rsi",
                                                                  "atr", "bb_mid", "dc_high"))
 
+    @classmethod
+    def restored(cls, ts: Sequence[int], open: Sequence[float], high: Sequence[float], low: Sequence[float],
+                 close: Sequence[float], volume: Sequence[float], computed: dict[str, array[float]],
+                 warm_from: int) -> "IndicatorColumns":
+        """Columns computed before (compacted: arrays of doubles) for these candles, as they were (datacache.py)."""
+        self = cls.__new__(cls)
+        self.size = len(close)
+        self.columns = {"ts": ts, "open": open, "high": high, "low": low, "close": close, "volume": volume,
+                        **{name: computed[name] for name in cls.FIELDS[6:]}}
+        self._fields = [self.columns[f] for f in cls.FIELDS]
+        self.warm_from = warm_from
+        return self
+
     def __len__(self) -> int:
         return self.size
 

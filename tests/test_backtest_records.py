@@ -36,7 +36,11 @@ def runs(tmp_path_factory) -> dict[str, dict]:
 
 
 def written(cwd: Path) -> int:
-    return sum(p.stat().st_size for d in ("data", "logs") for p in (cwd / d).rglob("*") if p.is_file())
+    """The bytes a run's records take: the data and log directories but for the backtest cache (datacache.py), which
+    every run of the same files shares and `backtest.cache_mb` bounds."""
+    cache = cwd / "data" / "cache"
+    return sum(p.stat().st_size for d in ("data", "logs") for p in (cwd / d).rglob("*")
+               if p.is_file() and cache not in p.parents)
 
 
 class Ids:
@@ -135,6 +139,7 @@ def test_trades_level_has_no_decision_records_and_summary_writes_nothing(runs):
     summary = runs["summary"]
     assert summary["report"]["database"] is None and summary["report"]["audit"] is None
     assert written(summary["cwd"]) == 0
+    assert [p.parent.name for p in (summary["cwd"] / "data").rglob("*") if p.is_file()] == ["cache"] * 4
     assert "the report only" in summary["stdout"]
 
 

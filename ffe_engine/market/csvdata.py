@@ -85,7 +85,7 @@ class CandleSeries:
     """One symbol's candles as parallel lists of plain numbers (cheap to iterate and to index)."""
 
     __slots__ = ("symbol", "path", "timeframe_ms", "ts", "open", "high", "low", "close", "volume",
-                 "gaps", "skipped", "skip_reasons")
+                 "gaps", "skipped", "skip_reasons", "digest")
 
     def __init__(self, symbol: str, timeframe_ms: int, ts: list[int], open: list[float], high: list[float],
                  low: list[float], close: list[float], volume: list[float], *, path: str = "",
@@ -102,6 +102,7 @@ class CandleSeries:
         self.skip_reasons = skip_reasons or []
         self.timeframe_ms = timeframe_ms or infer_timeframe(ts)
         self.gaps = find_gaps(ts, self.timeframe_ms)
+        self.digest = ""  # what the candles were read from, when a cache knows (datacache.py)
 
     def __len__(self) -> int:
         return len(self.ts)

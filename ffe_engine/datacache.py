@@ -1,0 +1,246 @@
+"""A backtest's market-data work kept between runs: the parsed candles of each file and the indicators and votes
+computed over them (batch.py), in the data directory's `cache/` (`backtest.cache_mb`, 0 to keep none).
+
+A sweep runs the same files again and again with other settings: each run would parse the same CSV text and compute
+the same indicator columns, a quarter of a `trades` run. What is kept is keyed by what it was made from, and by
+nothing else: the candles by the file's bytes (and whether bad rows were skipped), the indicators and votes by those
+candles, the providers' parameters and the source of the code that computes them. A file that changed, a provider
+set otherwise, or a new ffe computes afresh.
+
+An entry is its arrays' bytes behind a header that names the key and a SHA-256 of those bytes: an entry that is
+damaged, cut short, made by another machine's byte order or for another key is not used (computed afresh and
+written again). Entries are written whole to a temporary name and renamed; the least recently used are removed
+once the cache holds more than its limit. The cache is only ever a shortcut: a run that cannot read or write it
+computes what it needs, and its results are the same bit for bit either way (tests/test_datacache.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from array import array
+from pathlib import Path
+from typing import Any, BinaryIO, Mapping, cast
+
+from . import batch, indicators
+from .clock import Clock, WallClock
+from .indicators import IndicatorColumns
+from .signals import base
+from .market.csvdata import CandleSeries, load_csv
+
+MAGIC = b"ffe-cache-1\n"
+CANDLE_FIELDS = ("ts", "open", "high", "low", "close", "volume")
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _code_of(modules: list[Any]) -> str:
+    """A digest of the source files of `modules`: the code that made an entry is part of its key."""
+    h = hashlib.sha256()
+    for module in modules:
+        path = getattr(module, "__file__", None)
+        if not path:
+            raise OSError(f"{module.__name__} has no source file")
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()
+
+
+def _parameters(provider: Any) -> list[Any]:
+    """A provider's class and every attribute it holds, as text (its parameters)."""
+    cls = type(provider)
+    names: set[str] = set(getattr(provider, "__dict__", {}))
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names.update([slots] if isinstance(slots, str) else slots)
+    return [cls.__module__, cls.__qualname__, [[n, repr(getattr(provider, n, None))] for n in sorted(names)]]
+
+
+class DataCache:
+    """The entries under `root`, at most `limit_bytes` of them (least recently used removed first)."""
+
+    def __init__(self, root: Path, limit_bytes: int, clock: Clock | None = None) -> None:
+        self.root = root
+        self.limit_bytes = limit_bytes
+        self.clock = clock or WallClock()
+        self.hits = 0
+        self.misses = 0
+
+    # ------------------------------------------------------------------ candles
+    def series(self, path: Path, symbol: str, *, lenient: bool = False) -> CandleSeries:
+        """The candles of the CSV file `path`, as `load_csv` reads them (the same errors, the same numbers)."""
+        digest = _digest(path)
+        if digest is None:
+            return load_csv(path, symbol=symbol, lenient=lenient)  # it says what is wrong with the file
+        key = f"candles|{int(lenient)}|{digest}"
+        found = self._read(key)
+        if found is not None:
+            meta, arrays = found
+            s = CandleSeries(symbol, meta["timeframe_ms"], *(arrays[f].tolist() for f in CANDLE_FIELDS),
+                             path=str(path), skipped=meta["skipped"], skip_reasons=meta["skip_reasons"])
+        else:
+            s = load_csv(path, symbol=symbol, lenient=lenient)
+            if _digest(path) != digest:  # the file changed while it was read: what was read is not that file's
+                return s
+            self._write(key, {"timeframe_ms": s.timeframe_ms, "skipped": s.skipped, "skip_reasons": s.skip_reasons},
+                        {"ts": array("q", s.ts), **{f: array("d", getattr(s, f)) for f in CANDLE_FIELDS[1:]}})
+        s.digest = key
+        return s
+
+    # ------------------------------------------------------------------ indicators and votes
+    def signals(self, series: Mapping[str, CandleSeries], providers: list[Any], *,
+                every_decision: bool) -> batch.BarSignals | None:
+        """batch.precompute's result, from the cache for each series that has it (a series read through `series`)."""
+        try:
+            modules = {m.__name__: m for m in (indicators, batch, sys.modules[base.__name__],
+                                               *(sys.modules[type(p).__module__] for p in providers))}
+            code = _code_of([modules[name] for name in sorted(modules)])
+        except (OSError, KeyError):
+            return batch.precompute(series, providers, every_decision=every_decision)
+        params = json.dumps([_parameters(p) for p in providers], sort_keys=True)
+        wanted = {}
+        for symbol, s in series.items():
+            if not getattr(s, "digest", ""):
+                return batch.precompute(series, providers, every_decision=every_decision)
+            wanted[symbol] = "signals|" + hashlib.sha256(
+                "\n".join([s.digest, str(int(every_decision)), params, code]).encode()).hexdigest()
+        out: dict[str, batch.SeriesSignals] = {}
+        for symbol, s in series.items():
+            found = self._read(wanted[symbol])
+            if found is not None:
+                out[symbol] = _signals_from(s, *found)
+                continue
+            computed = batch.precompute({symbol: s}, providers, every_decision=every_decision)
+            if computed is None:
+                return None
+            one = computed.by_symbol[symbol]
+            self._write(wanted[symbol], *_signals_to(one))
+            out[symbol] = one
+        return batch.BarSignals(out, every_decision)
+
+    # ------------------------------------------------------------------ entries
+    def _file(self, key: str) -> Path:
+        return self.root / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".bin")
+
+    def _read(self, key: str) -> tuple[dict[str, Any], dict[str, array[Any]]] | None:
+        path = self._file(key)
+        try:
+            with open(path, "rb") as f:
+                found = _load(f, key)
+        except OSError:
+            found = None
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._used(path)
+        return found
+
+    def _write(self, key: str, meta: dict[str, Any], arrays: dict[str, array[Any]]) -> None:
+        h = hashlib.sha256()
+        for a in arrays.values():
+            h.update(memoryview(a))  # the arrays' own memory: no copy of them is made to write them
+        header = json.dumps({"key": key, "byteorder": sys.byteorder, "meta": meta,
+                             "arrays": [[name, a.typecode, len(a)] for name, a in arrays.items()],
+                             "sha256": h.hexdigest()}).encode()
+        path = self._file(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        umask = os.umask(0o077)  # private to the user, as every record of ffe (directories 0700, files 0600)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(MAGIC + len(header).to_bytes(4, "big") + header)
+                for a in arrays.values():
+                    a.tofile(f)
+            os.replace(tmp, path)
+            self._used(path)
+        except OSError:  # a full disk or a read-only directory: the run goes on without keeping it
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            return
+        finally:
+            os.umask(umask)
+        self._prune()
+
+    def _used(self, path: Path) -> None:
+        """Mark an entry used now (its modification time, to the nanosecond: the file system's own clock is coarser,
+        and entries used one after the other must keep their order)."""
+        now = int(self.clock.wall() * 1e9)
+        try:
+            os.utime(path, ns=(now, now))
+        except OSError:
+            pass
+
+    def _prune(self) -> None:
+        try:
+            entries = [(p.stat(), p) for p in self.root.glob("*.bin")]
+        except OSError:
+            return
+        total = sum(st.st_size for st, _ in entries)
+        for st, p in sorted(entries, key=lambda e: e[0].st_mtime_ns):
+            if total <= self.limit_bytes:
+                break
+            try:
+                p.unlink()
+            except OSError:
+                continue
+            total -= st.st_size
+
+
+def _load(f: BinaryIO, key: str) -> tuple[dict[str, Any], dict[str, array[Any]]] | None:
+    """An entry's metadata and arrays, read straight into the arrays; None when it is not a whole, intact entry
+    for `key`."""
+    if f.read(len(MAGIC)) != MAGIC:
+        return None
+    size = int.from_bytes(f.read(4), "big")
+    try:
+        header = json.loads(f.read(size))
+        if header["key"] != key or header["byteorder"] != sys.byteorder:
+            return None
+        h = hashlib.sha256()
+        arrays: dict[str, array[Any]] = {}
+        for name, typecode, count in header["arrays"]:
+            a = array(typecode)
+            a.fromfile(f, count)
+            h.update(memoryview(a))
+            arrays[name] = a
+        if f.read(1) or h.hexdigest() != header["sha256"]:
+            return None
+        return header["meta"], arrays
+    except (ValueError, KeyError, TypeError, EOFError):
+        return None
+
+
+def _signals_to(one: batch.SeriesSignals) -> tuple[dict[str, Any], dict[str, array[Any]]]:
+    cols = one.columns  # compacted (batch.precompute): each computed column an array of doubles
+    arrays: dict[str, array[Any]] = {name: cast("array[Any]", cols.columns[name])
+                                     for name in IndicatorColumns.FIELDS[6:]}
+    names = []
+    for name, codes, confs in one.votes:
+        names.append(name)
+        arrays[f"codes:{name}"] = array("B", codes)
+        arrays[f"confs:{name}"] = confs
+    return {"warm_from": cols.warm_from, "providers": names}, arrays
+
+
+def _signals_from(s: CandleSeries, meta: dict[str, Any], arrays: dict[str, array[Any]]) -> batch.SeriesSignals:
+    computed = {name: arrays[name] for name in IndicatorColumns.FIELDS[6:]}
+    cols = IndicatorColumns.restored(s.ts, s.open, s.high, s.low, s.close, s.volume, computed, meta["warm_from"])
+    votes = [(name, bytes(arrays[f"codes:{name}"]), arrays[f"confs:{name}"]) for name in meta["providers"]]
+    return batch.SeriesSignals(cols, votes)
+
+
+
+def cache_for(data_dir: Path, limit_mb: float) -> DataCache | None:
+    """The cache of a data directory, or None when `backtest.cache_mb` is 0."""
+    return DataCache(data_dir / "cache", int(limit_mb * 1024 * 1024)) if limit_mb > 0 else None

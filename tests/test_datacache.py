@@ -1,0 +1,246 @@
+"""The backtest cache (datacache.py): what it gives back is what reading the file and computing the indicators and
+votes give, bit for bit; an entry that is damaged, or was made from another file, other parameters or other code,
+is never used; the cache stays within its size; and a run that cannot write it runs all the same."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from conftest import BTC_CSV, ETH_CSV, make_settings, run_ffe, sample_head
+from ffe_engine import backtest as bt
+from ffe_engine import batch, datacache
+from ffe_engine.indicators import IndicatorColumns
+from ffe_engine.kernel import providers_for
+from ffe_engine.market.csvdata import CandleSeries, load_csv
+from ffe_engine.signals.trend import TrendProvider
+
+CANDLES = ("ts", "open", "high", "low", "close", "volume")
+
+
+def same_series(a: CandleSeries, b: CandleSeries) -> None:
+    for name in CANDLES:
+        left, right = getattr(a, name), getattr(b, name)
+        assert [type(x) for x in left[:3]] == [type(x) for x in right[:3]]
+        assert left == right, name
+    assert (a.symbol, a.path, a.timeframe_ms, a.gaps, a.skipped, a.skip_reasons) == \
+        (b.symbol, b.path, b.timeframe_ms, b.gaps, b.skipped, b.skip_reasons)
+
+
+def same_signals(a: batch.BarSignals, b: batch.BarSignals) -> None:
+    assert list(a.by_symbol) == list(b.by_symbol) and a.every_decision == b.every_decision
+    for symbol, left in a.by_symbol.items():
+        right = b.by_symbol[symbol]
+        assert left.warm_from == right.warm_from and left.codes == right.codes
+        for name in IndicatorColumns.FIELDS:
+            x, y = left.columns.columns[name], right.columns.columns[name]
+            if name in CANDLES:
+                assert list(x) == list(y), name
+            else:  # bit for bit, NaN (not yet set) included
+                assert x.tobytes() == y.tobytes(), name
+        assert [(n, c, f.tobytes()) for n, c, f in left.votes] == [(n, c, f.tobytes()) for n, c, f in right.votes]
+
+
+def entries(root: Path) -> list[Path]:
+    return sorted(root.glob("*.bin"))
+
+
+def test_candles_through_the_cache_are_the_files(tmp_path: Path) -> None:
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    direct = load_csv(BTC_CSV, symbol="BTC/USD")
+    first = cache.series(BTC_CSV, "BTC/USD")
+    assert (cache.hits, cache.misses) == (0, 1) and len(entries(cache.root)) == 1
+    again = datacache.DataCache(tmp_path / "cache", 1 << 30).series(BTC_CSV, "BTC/USD")
+    same_series(first, direct)
+    same_series(again, direct)
+    assert again.digest == first.digest != ""
+    # The symbol and path are the caller's, whatever run cached the file.
+    other = cache.series(BTC_CSV, "XBT/USD")
+    assert other.symbol == "XBT/USD" and cache.hits == 1
+
+
+def test_skipped_rows_are_kept_and_lenient_is_its_own_entry(tmp_path: Path) -> None:
+    lines = sample_head(ETH_CSV, 60)
+    lines[10] = lines[10].replace(",", ",x", 1)  # a bad open
+    path = tmp_path / "ETH-USD_1h_bad.csv"
+    path.write_text("".join(lines))
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    with pytest.raises(Exception) as strict:
+        cache.series(path, "ETH/USD")
+    assert "ETH-USD_1h_bad.csv:11" in str(strict.value)
+    direct = load_csv(path, symbol="ETH/USD", lenient=True)
+    assert direct.skipped == 1
+    cache.series(path, "ETH/USD", lenient=True)
+    same_series(datacache.DataCache(cache.root, 1 << 30).series(path, "ETH/USD", lenient=True), direct)
+    with pytest.raises(Exception):  # a lenient entry never answers a strict read
+        datacache.DataCache(cache.root, 1 << 30).series(path, "ETH/USD")
+
+
+def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "BTC-USD_1h.csv"
+    lines = sample_head(BTC_CSV, 200)
+    path.write_text("".join(lines))
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    assert len(cache.series(path, "BTC/USD")) == 200
+    path.write_text("".join(lines[:151]))
+    shorter = datacache.DataCache(cache.root, 1 << 30)
+    assert len(shorter.series(path, "BTC/USD")) == 150 and shorter.misses == 1
+
+
+def signals_both_ways(tmp_path: Path, every_decision: bool) -> tuple[batch.BarSignals, datacache.DataCache]:
+    settings = make_settings(tmp_path)
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    series = {"BTC/USD": cache.series(BTC_CSV, "BTC/USD"), "ETH/USD": cache.series(ETH_CSV, "ETH/USD")}
+    providers = providers_for(settings)
+    computed = batch.precompute(series, providers, every_decision=every_decision)
+    assert computed is not None
+    first = cache.signals(series, providers, every_decision=every_decision)
+    assert first is not None
+    same_signals(first, computed)
+    fresh = datacache.DataCache(cache.root, 1 << 30)
+    series = {"BTC/USD": fresh.series(BTC_CSV, "BTC/USD"), "ETH/USD": fresh.series(ETH_CSV, "ETH/USD")}
+    cached = fresh.signals(series, providers, every_decision=every_decision)
+    assert cached is not None and fresh.hits == 4 and fresh.misses == 0
+    same_signals(cached, computed)
+    return cached, fresh
+
+
+@pytest.mark.parametrize("every_decision", [False, True])
+def test_indicators_and_votes_from_the_cache_are_the_computed_ones(tmp_path: Path, every_decision: bool) -> None:
+    cached, _ = signals_both_ways(tmp_path, every_decision)
+    # What the engine reads of them: the loaded indicators of any bar, warming bars included.
+    from ffe_engine.indicators import IndicatorSet
+
+    s = cached.by_symbol["ETH/USD"]
+    for i in (0, 5, s.warm_from - 1, s.warm_from, 20_000):
+        got, want = IndicatorSet(), IndicatorSet()
+        s.columns.load(got, i)
+        computed = IndicatorColumns(*(s.columns.columns[name] for name in CANDLES))
+        computed.load(want, i)
+        assert [getattr(got, f) for f in (*IndicatorColumns.FIELDS, "bars", "warm")] == \
+            [getattr(want, f) for f in (*IndicatorColumns.FIELDS, "bars", "warm")]
+
+
+def test_other_provider_parameters_or_code_compute_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, cache = signals_both_ways(tmp_path, False)
+    series = {"BTC/USD": cache.series(BTC_CSV, "BTC/USD")}
+    settings = make_settings(tmp_path)
+    providers = [TrendProvider(min_spread=0.5) if p.name == "trend" else p for p in providers_for(settings)]
+    hits = cache.hits
+    got = cache.signals(series, providers, every_decision=False)
+    assert cache.hits == hits, "another provider parameter must not find the entry"
+    want = batch.precompute(series, providers, every_decision=False)
+    assert got is not None and want is not None
+    same_signals(got, want)
+    # Another version of the code that computes them: the same file with one byte more.
+    source = tmp_path / "indicators.py"
+    shutil.copy(datacache.indicators.__file__, source)
+    source.write_text(source.read_text() + "\n")
+    monkeypatch.setattr(datacache.indicators, "__file__", str(source))
+    hits = cache.hits
+    cache.signals(series, providers_for(settings), every_decision=False)
+    assert cache.hits == hits
+
+
+@pytest.mark.parametrize("damage", ["payload", "truncated", "header", "empty", "other_key"])
+def test_a_damaged_entry_is_never_used(tmp_path: Path, damage: str) -> None:
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    want = load_csv(ETH_CSV, symbol="ETH/USD")
+    cache.series(ETH_CSV, "ETH/USD")
+    (entry,) = entries(cache.root)
+    blob = bytearray(entry.read_bytes())
+    if damage == "payload":  # one bit of one price
+        blob[-1000] ^= 0x10
+    elif damage == "truncated":
+        del blob[len(blob) // 2:]
+    elif damage == "header":
+        blob[len(datacache.MAGIC) + 10] ^= 0x01
+    elif damage == "empty":
+        blob = bytearray()
+    else:  # another file's entry under this one's name
+        other = datacache.DataCache(tmp_path / "other", 1 << 30)
+        other.series(BTC_CSV, "ETH/USD")
+        blob = bytearray(entries(other.root)[0].read_bytes())
+    entry.write_bytes(bytes(blob))
+    again = datacache.DataCache(cache.root, 1 << 30)
+    same_series(again.series(ETH_CSV, "ETH/USD"), want)
+    assert (again.hits, again.misses) == (0, 1)
+    # Written again whole: the next run finds it.
+    last = datacache.DataCache(cache.root, 1 << 30)
+    same_series(last.series(ETH_CSV, "ETH/USD"), want)
+    assert last.hits == 1
+
+
+def test_the_cache_keeps_within_its_size_least_recently_used_out_first(tmp_path: Path) -> None:
+    files = []
+    for n in range(4):
+        path = tmp_path / f"F{n}-USD_1h.csv"
+        path.write_text("".join(sample_head(BTC_CSV, 300 + n)))
+        files.append(path)
+    one = datacache.DataCache(tmp_path / "probe", 1 << 30)
+    one.series(files[0], "F0/USD")
+    size = entries(one.root)[0].stat().st_size
+    cache = datacache.DataCache(tmp_path / "cache", int(size * 3.5))
+    for n in range(3):
+        cache.series(files[n], "X/USD")
+    assert len(entries(cache.root)) == 3
+    cache.series(files[0], "X/USD")  # used again: now the most recent
+    cache.series(files[3], "X/USD")  # a fourth: the least recently used (files[1]) goes
+    assert len(entries(cache.root)) == 3
+    hits = cache.hits
+    cache.series(files[0], "X/USD")
+    cache.series(files[2], "X/USD")
+    assert cache.hits == hits + 2
+    cache.series(files[1], "X/USD")
+    assert cache.misses == 5
+
+
+def test_a_backtest_reads_through_the_cache_and_reports_the_same(tmp_path: Path) -> None:
+    """Two `ffe backtest` runs of the same files: the second finds both files and their indicators and votes in
+    the data directory's cache (private to the user), and its report is the first's."""
+    for src, name in ((BTC_CSV, "BTC-USD_1h.csv"), (ETH_CSV, "ETH-USD_1h.csv")):
+        (tmp_path / name).write_text("".join(sample_head(src, 3000)))
+    reports = []
+    for n in range(2):
+        proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "ETH-USD_1h.csv", "--records", "trades",
+                       "--report", f"r{n}.json")
+        assert proc.returncode == 0, proc.stderr
+        reports.append(json.loads((tmp_path / f"r{n}.json").read_text()))
+    root = tmp_path / "data" / "cache"
+    assert len(entries(root)) == 4  # two files' candles, two series' indicators and votes
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in entries(root)} == {0o600}
+    assert reports[0]["results_sha256"] == reports[1]["results_sha256"]
+    assert reports[0]["trades"] == reports[1]["trades"] > 0
+    # Every entry damaged: the third run computes afresh, with the same report.
+    for p in entries(root):
+        p.write_bytes(p.read_bytes()[:-8] + b"\0" * 8)
+    proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "ETH-USD_1h.csv", "--records", "trades",
+                   "--report", "r2.json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r2.json").read_text())["results_sha256"] == reports[0]["results_sha256"]
+
+
+def test_no_cache_when_its_size_is_zero_or_it_cannot_be_written(tmp_path: Path) -> None:
+    path = tmp_path / "ETH-USD_1h.csv.gz"
+    with gzip.open(path, "wt", newline="") as f:
+        f.writelines(sample_head(ETH_CSV, 1500))
+    settings = make_settings(tmp_path, backtest={"cache_mb": 0, "records": "summary"})
+    assert bt.data_cache(settings) is None
+    want = asyncio.run(bt.run_backtest(settings, bt.load_files([str(path)], cache=bt.data_cache(settings))))
+    assert not (settings.data_dir / "cache").exists()
+    # A cache that cannot be written (a file where its directory would be): the run goes on, the same.
+    settings = make_settings(tmp_path, backtest={"records": "summary"})
+    root = settings.data_dir / "cache"
+    root.parent.mkdir(parents=True)
+    root.write_text("not a directory")
+    got = asyncio.run(bt.run_backtest(settings, bt.load_files([str(path)], cache=bt.data_cache(settings))))
+    assert got["results_sha256"] == want["results_sha256"]
+    assert root.read_text() == "not a directory"
