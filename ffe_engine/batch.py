@@ -23,6 +23,7 @@ from itertools import repeat
 from operator import ge, le, ne, or_
 from typing import Any, Mapping
 
+from .ensemble import Ensemble
 from .indicators import IndicatorColumns, IndicatorSet
 from .market.csvdata import CandleSeries
 from .model import Action, Vote
@@ -40,7 +41,7 @@ class SeriesSignals:
     provider votes (BUY_CODE | SELL_CODE bits), and each provider's action code and confidence per bar (none with
     decision records: the providers vote bar by bar then)."""
 
-    __slots__ = ("columns", "ts", "warm_from", "codes", "votes")
+    __slots__ = ("columns", "ts", "warm_from", "codes", "votes", "names", "code_cols", "conf_cols")
 
     def __init__(self, columns: IndicatorColumns, votes: list[tuple[str, bytes, array[float]]]) -> None:
         self.columns = columns
@@ -51,6 +52,9 @@ class SeriesSignals:
             codes = bytes(map(or_, codes, provider_codes))
         self.codes = codes
         self.votes = votes
+        self.names = [name for name, _, _ in votes]
+        self.code_cols = [provider_codes for _, provider_codes, _ in votes]
+        self.conf_cols = [confs for _, _, confs in votes]
 
 
 class BarSignals:
@@ -102,6 +106,13 @@ class BarSignals:
 
     def load(self, symbol: str, i: int, ind: IndicatorSet) -> None:
         self.by_symbol[symbol].columns.load(ind, i)
+
+    def action(self, symbol: str, i: int, ensemble: Ensemble) -> Action:
+        """The ensemble's action at bar i of `symbol` on the precomputed votes: what `ensemble.decide(votes(symbol,
+        i), []).action` is, mostly without building the votes and the result (Ensemble.action_of)."""
+        s = self.by_symbol[symbol]
+        action = ensemble.action_of(s.names, [c[i] for c in s.code_cols], [c[i] for c in s.conf_cols])
+        return action if action is not None else ensemble.decide(self.votes(symbol, i), []).action
 
     def votes(self, symbol: str, i: int) -> list[Vote]:
         """The providers' votes at bar i, in their order, without reasons (for a run without decision records,

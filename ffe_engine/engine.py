@@ -40,7 +40,7 @@ from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
 from .market.base import ResumableFeed
 from .market.replay import ReplayFeed
-from .model import (Action, Candle, ClosedTrade, Decision, EngineState, EnsembleResult, Fill, Order, OrderReason,
+from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason,
                     OrderStatus, Position, Side)
 from . import overrides
 from .overrides import Override
@@ -648,9 +648,10 @@ class Engine:
         profile = self.profile
         if pf.roll_day(c.ts) and profile.pause_on_breach:
             self._dl_breached = False
-        if self._sim_on_candle is not None:
-            self._sim_on_candle(c)
-        if self.orders.live:
+        # A backtest's paper venue changes an order only when a candle of its symbol fills it (it answers the order
+        # path's own requests at once): a candle that filled nothing has no news for the orders in flight.
+        news = self._sim_on_candle(c) if self._sim_on_candle is not None else 1
+        if self.orders.live and (news or not profile.synchronous_feed):
             await self.orders.poll()
         pf.mark(sym, c.close)
         pos = pf.holding(sym)  # dust (less than the venue can sell) has no exits to watch
@@ -753,9 +754,9 @@ class Engine:
         pf = self.portfolio
         positions = pf.positions
         symbols, series = feed.symbols, feed.series
-        votes, decide = signals.votes, self.ensemble.decide
+        action, ensemble = signals.action, self.ensemble
         before = list(rows)
-        decided: dict[int, tuple[int, int, EnsembleResult, str]] = {}  # symbol -> last decision: id, bar, verdict
+        decided: dict[int, tuple[int, int, str]] = {}  # symbol -> its last decision: id, bar, outcome
         loaded: dict[int, int] = {}  # symbol -> the bar of its last decision that loaded the indicators
         ids = self.ids.taken  # decision numbers taken so far
         bar_ts = self._bar_ts
@@ -777,11 +778,11 @@ class Engine:
                     break
                 code, trades, refused = SELL_CODE, Action.SELL, "in_position"
             if mark & code:
-                res = decide(votes(sym, i), [])
-                if res.action is trades:
+                verdict = action(sym, i, ensemble)
+                if verdict is trades:
                     break
-                decided[k] = (ids + 1, i, res, "hold" if res.action is Action.HOLD else refused)
-                if res.action is not Action.HOLD:
+                decided[k] = (ids + 1, i, "hold" if verdict is Action.HOLD else refused)
+                if verdict is not Action.HOLD:
                     loaded[k] = i  # on_candle loads the bar's indicators for any verdict but HOLD
             if mark:
                 ids += 1
@@ -811,10 +812,10 @@ class Engine:
             self.liveness.bar(sym)
         for k, i in loaded.items():
             signals.load(symbols[k], i, self.ind[symbols[k]])
-        for k, (n, i, res, outcome) in decided.items():  # the symbol's last decision, as on_candle leaves it
+        for k, (n, i, outcome) in decided.items():  # the symbol's last decision, as on_candle leaves it
             s = series[k]
             d = Decision(decision_id=self.ids.numbered("d", n), symbol=symbols[k], ts=s.ts[i], price=s.close[i],
-                         ensemble=res)
+                         ensemble=ensemble.decide(signals.votes(symbols[k], i), []))
             d.outcome = outcome
             self._record_decision(d)
         if bar_ts is not None:

@@ -238,23 +238,44 @@ class Ensemble:
             else:
                 sh += w * v.confidence
                 wh += w
-        total = sb + ss + sh
-        if not total > 0.0:
+        picked = _weighted_winner(sb, ss, sh, wb, ws, wh)
+        if picked is None:
             return None
-        if sb >= ss and sb >= sh:
-            action, top, wtop, second = BUY, sb, wb, (ss if ss > sh else sh)
-        elif ss >= sh:
-            action, top, wtop, second = SELL, ss, ws, (sb if sb > sh else sh)
-        else:
-            action, top, wtop, second = HOLD, sh, wh, (sb if sb > ss else ss)
-        if top - second <= TIE * total:
-            return None  # the two largest totals tie
+        action, top, wtop, total = picked
         wsum = wb + ws + wh
         for k in applied:
             applied[k] /= wsum
         share = top / total
         strength = top / wtop
         return action, (share if share < strength else strength), applied, "weighted"
+
+    def action_of(self, names: Sequence[str], codes: Sequence[int], confs: Sequence[float]) -> Action | None:
+        """`decide`'s action for valid votes given as their providers' names, action codes (signals/base.py: 0 HOLD,
+        1 BUY, 2 SELL) and confidences, without building the result; None when only `decide` can tell (another
+        strategy, no quorum, or a weighted tie that falls to the next tiers). For bars whose verdict counts only as
+        an action (Engine._idle_stretch): the same arithmetic as `_weighted`, in the same order, so the same
+        action (tests/test_ensemble.py compares them on every bar of the sample files)."""
+        if self.strategy != "weighted" or len(codes) < self.min_votes:
+            return None
+        sb = ss = sh = 0.0
+        wb = ws = wh = 0.0
+        get = self._weights.get
+        default = self._default_weight
+        for name, code, c in zip(names, codes, confs):
+            w = get(name)
+            if w is None:
+                w = default
+            if code == 1:
+                sb += w * c
+                wb += w
+            elif code == 2:
+                ss += w * c
+                ws += w
+            else:
+                sh += w * c
+                wh += w
+        picked = _weighted_winner(sb, ss, sh, wb, ws, wh)
+        return None if picked is None else picked[0]
 
     def _majority(self, votes: list[Vote]) -> Tally | None:
         n = len(votes)
@@ -292,6 +313,25 @@ class Ensemble:
             if v.action is not first:
                 return HOLD, 0.0, equal, "NO_UNANIMITY: providers disagree"
         return first, sum(v.confidence for v in votes) / n, equal, "unanimous"
+
+
+def _weighted_winner(sb: float, ss: float, sh: float, wb: float, ws: float,
+                     wh: float) -> tuple[Action, float, float, float] | None:
+    """The weighted strategy's winner from the weight x confidence totals (sb, ss, sh) and weights (wb, ws, wh) per
+    action: (action, its total, its weight, the sum of totals); None when the totals are all zero or the top two
+    tie."""
+    total = sb + ss + sh
+    if not total > 0.0:
+        return None
+    if sb >= ss and sb >= sh:
+        action, top, wtop, second = BUY, sb, wb, (ss if ss > sh else sh)
+    elif ss >= sh:
+        action, top, wtop, second = SELL, ss, ws, (sb if sb > sh else sh)
+    else:
+        action, top, wtop, second = HOLD, sh, wh, (sb if sb > ss else ss)
+    if top - second <= TIE * total:
+        return None  # the two largest totals tie
+    return action, top, wtop, total
 
 
 def _average_by_action(votes: list[Vote]) -> tuple[Action | None, float]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from itertools import islice
+from itertools import islice, repeat
+from operator import add, mul, sub
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from .model import ClosedTrade, Fill, MarketInfo, Position, Side, floor_to_step
 
@@ -262,10 +263,12 @@ class Portfolio:
             ranked = sorted(_last(series[0], n))  # type: ignore[arg-type]
             worst = w * (ranked[k] if w > 0 else ranked[n - 1 - k])
         else:
-            pnl: list[float] | None = None
+            # Per bar, w x return summed over the exposures in their order, at C speed: the P&L is built as it is
+            # sorted, not list by list.
+            pnl: Iterator[float] | None = None
             for w, r in zip(exposures.values(), series):
-                col = _last(r, n)  # type: ignore[arg-type]
-                pnl = [w * x for x in col] if pnl is None else [p + w * x for p, x in zip(pnl, col)]
+                scaled = map(mul, repeat(w), _last(r, n))  # type: ignore[arg-type]
+                pnl = scaled if pnl is None else map(add, pnl, scaled)
             assert pnl is not None
             worst = sorted(pnl)[k]
         loss = -worst * math.sqrt(horizon_bars)
@@ -282,9 +285,13 @@ class Portfolio:
             return None
         xa, xb = _last(ra, n), _last(rb, n)
         ma, mb = sum(xa) / n, sum(xb) / n
-        cov = sum((x - ma) * (y - mb) for x, y in zip(xa, xb))
-        va = sum((x - ma) ** 2 for x in xa)
-        vb = sum((y - mb) ** 2 for y in xb)
+        # The deviations, their products and squares at C speed: the same operations (x - m, their product, ** 2)
+        # summed in the same order, so the same figure to the last bit.
+        da = list(map(sub, xa, repeat(ma)))
+        db = list(map(sub, xb, repeat(mb)))
+        cov: float = sum(map(mul, da, db))
+        va: float = sum(map(pow, da, repeat(2)))
+        vb: float = sum(map(pow, db, repeat(2)))
         if va <= 0 or vb <= 0:
             return None
         return cov / math.sqrt(va * vb)

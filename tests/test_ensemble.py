@@ -104,6 +104,52 @@ def test_a_unanimous_set_decides_that_action_under_every_strategy(strategy, acti
         assert r.action is action and r.tier >= 1
 
 
+CODES = {HOLD: 0, BUY: 1, SELL: 2}  # signals/base.py
+
+
+@given(strategy=strategies_, votes=vote_lists(), weights=weight_maps, min_votes=st.integers(1, 4),
+       tie=st.booleans())
+def test_action_of_is_the_action_decide_gives(strategy, votes, weights, min_votes, tie):
+    """Ensemble.action_of (a backtest's bars that count only as an action) says what decide says, or defers to it;
+    with `tie`, the last two votes mirror the first two, so weighted totals often tie and fall to the next tiers."""
+    if tie and len(votes) >= 4:
+        votes[2] = V(votes[2].provider, votes[1].action, votes[0].confidence)
+        votes[3] = V(votes[3].provider, votes[0].action, votes[1].confidence)
+    ensemble = Ensemble(strategy, min_votes=min_votes, weights=weights)
+    got = ensemble.action_of([v.provider for v in votes], [CODES[v.action] for v in votes],
+                             [v.confidence for v in votes])
+    want = ensemble.decide(votes, [])
+    assert got is None or got is want.action
+    if strategy == "weighted" and len(votes) >= min_votes and want.tier == 1:
+        assert got is want.action  # it defers only where decide's tier 1 cannot decide
+
+
+def test_action_of_on_every_bar_of_the_sample_files():
+    """On the precomputed votes of both sample files, under the default weights and under learned-looking ones,
+    BarSignals.action (Ensemble.action_of, or decide where it defers) is decide's action on every bar."""
+    from conftest import BTC_CSV, ETH_CSV
+    from ffe_engine import batch
+    from ffe_engine.market.csvdata import load_csv
+    from ffe_engine.signals import make_providers
+
+    providers = make_providers(["trend", "momentum", "mean_reversion", "breakout"], {})
+    series = {"BTC/USD": load_csv(BTC_CSV, symbol="BTC/USD"), "ETH/USD": load_csv(ETH_CSV, symbol="ETH/USD")}
+    signals = batch.precompute(series, providers, every_decision=False)
+    assert signals is not None
+    for weights in (None, {"trend": 0.4, "momentum": 0.1, "mean_reversion": 0.35, "breakout": 0.15},
+                    {"trend": 1.0, "momentum": 1.0, "mean_reversion": 1.0}):
+        ensemble = Ensemble("weighted", min_votes=2, weights=weights)
+        deferred = 0
+        for symbol, s in signals.by_symbol.items():
+            for i in range(s.warm_from, len(s.ts)):
+                votes = signals.votes(symbol, i)
+                fast = ensemble.action_of(s.names, [c[i] for c in s.code_cols], [c[i] for c in s.conf_cols])
+                want = ensemble.decide(votes, []).action
+                deferred += fast is None
+                assert signals.action(symbol, i, ensemble) is want and fast in (None, want), (symbol, i)
+        assert deferred < 0.05 * sum(len(s.ts) for s in signals.by_symbol.values())
+
+
 @given(votes=vote_lists(min_size=2), zero=st.sampled_from([0.0, -0.0]))
 def test_weights_summing_to_zero_fall_back(votes, zero):
     weights = {v.provider: zero for v in votes}
