@@ -109,10 +109,11 @@ class Gatekeeper:
 
     def evaluate(self, it: OrderIntent, *, until_refused: bool = False) -> list[GateResult]:
         """The gates of `it`, in GATE_ORDER. With `until_refused`, the gates after the first that refuses are not
-        measured: for a caller that keeps no more of a refusal than which gate made it and why (a backtest
-        without decision records). The verdict and the first refusal are the same either way."""
+        measured, nor VAR when a bound of it passes (Portfolio.var_bound_pct): for a caller that keeps no more of a
+        refusal than which gate made it and why, and nothing of a passing gate but that it passed (a backtest without
+        decision records). The verdict and the first refusal are the same either way."""
         gates = []
-        for g in self._gates(it):
+        for g in self._gates(it, bounded=until_refused):
             gates.append(g)
             if not g.passed:
                 self.denials[g.code] += 1
@@ -120,8 +121,9 @@ class Gatekeeper:
                     break
         return gates
 
-    def _gates(self, it: OrderIntent) -> Iterator[GateResult]:
-        """Each gate in turn, measured when it is reached."""
+    def _gates(self, it: OrderIntent, bounded: bool = False) -> Iterator[GateResult]:
+        """Each gate in turn, measured when it is reached. With `bounded`, VAR is not measured when a bound of it
+        already passes (for a caller that keeps no passing gate's figure)."""
         yield self.trading.allows(it)
         yield GateResult("BREAKER_OPEN", "allows" if self.breaker_allows() else "open", "closed or probe",
                          self.breaker_allows())
@@ -180,11 +182,15 @@ class Gatekeeper:
         else:
             extra = dict(pending)
             extra[it.symbol] = extra.get(it.symbol, 0.0) + (notional if it.side is Side.BUY else -notional)
-            var = pf.var_pct(r.var_confidence, extra, horizon_bars=self.bars_per_day, window=r.var_window)
-            if var is None:
-                yield self._missing("VAR", r.max_var_pct)
+            bound = pf.var_bound_pct(extra, horizon_bars=self.bars_per_day, window=r.var_window) if bounded else None
+            if bound is not None and bound <= r.max_var_pct:
+                yield GateResult("VAR", None, r.max_var_pct, True, f"at most {_r(bound)}: not measured")
             else:
-                yield GateResult("VAR", _r(var), r.max_var_pct, var <= r.max_var_pct)
+                var = pf.var_pct(r.var_confidence, extra, horizon_bars=self.bars_per_day, window=r.var_window)
+                if var is None:
+                    yield self._missing("VAR", r.max_var_pct)
+                else:
+                    yield GateResult("VAR", _r(var), r.max_var_pct, var <= r.max_var_pct)
 
         yield self._correlation(it, flight)
 

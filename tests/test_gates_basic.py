@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import db_rows, db_value, engine_session, ffe_env, make_settings, run_ffe
 from ffe_engine.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
@@ -128,6 +130,67 @@ def test_until_refused_stops_at_the_first_refusal_with_the_same_verdict_and_reas
     # An entry that passes is measured by every gate either way.
     passing = gatekeeper(portfolio()).evaluate(entry(), until_refused=True)
     assert [g.code for g in passing] == list(GATE_ORDER) and all(g.passed for g in passing)
+
+
+def test_until_refused_leaves_var_unmeasured_only_when_a_bound_of_it_passes():
+    """Without decision records, VAR is not measured where Portfolio.var_bound_pct already passes: a passing gate's
+    figure is kept nowhere then. Where the bound does not pass the limit, VAR is measured, to the same figure."""
+    pf = Portfolio(10_000.0)
+    for k in range(60):  # 60 bars of returns: VaR has its inputs
+        pf.mark(BTC, 100.0 * (1 + 0.02 * math.sin(k)))
+        pf.mark(ETH, 50.0 * (1 + 0.03 * math.cos(k / 2)))
+        pf.close_bar()
+    pf.apply_fill(Fill("f-eth", ETH, Side.BUY, 40.0, pf.last_price[ETH], 0.0, NOW))
+    wide = gatekeeper(pf)
+    full = wide.evaluate(entry())
+    short = wide.evaluate(entry(), until_refused=True)
+    assert [(g.code, g.passed) for g in short] == [(g.code, g.passed) for g in full] and all(g.passed for g in full)
+    var_full, var_short = by_code(full)["VAR"], by_code(short)["VAR"]
+    assert var_full.value > 0 and var_short.value is None and var_short.detail.endswith(": not measured")
+    bound = float(var_short.detail.split()[2].rstrip(":"))
+    assert bound >= var_full.value
+    # A limit between VaR and its bound: measured, and passing as measured.
+    tight = gatekeeper(pf, max_var_pct=(var_full.value + bound) / 2)
+    measured = by_code(tight.evaluate(entry(), until_refused=True))["VAR"]
+    assert (measured.value, measured.passed, measured.detail) == (var_full.value, True, var_full.detail)
+    # Below VaR: refused, with the measured figure, as the full evaluation says.
+    refusing = gatekeeper(pf, max_var_pct=var_full.value / 2)
+    assert first_failure(refusing.evaluate(entry(), until_refused=True)).refusal() == \
+        first_failure(refusing.evaluate(entry())).refusal()
+
+
+def by_code(gates) -> dict:
+    return {g.code: g for g in gates}
+
+
+@given(held=st.lists(st.tuples(st.sampled_from([BTC, ETH]), st.floats(0.5, 80.0)), max_size=2, unique_by=lambda t: t[0]),
+       symbol=st.sampled_from([BTC, ETH]), qty=st.floats(0.1, 120.0), limit=st.floats(0.01, 30.0),
+       swings=st.lists(st.floats(-0.2, 0.2), min_size=30, max_size=80), bars_per_day=st.sampled_from([1, 24, 1440]))
+@settings(max_examples=300, deadline=None)
+def test_var_bound_is_never_below_var_and_the_first_refusal_is_the_same(held, symbol, qty, limit, swings,
+                                                                       bars_per_day):
+    pf = Portfolio(10_000.0)
+    for k, x in enumerate(swings):  # a return history of the sizes the property draws
+        pf.mark(BTC, 100.0 * (1 + x))
+        pf.mark(ETH, 50.0 * (1 + swings[-1 - k] / 2))
+        pf.close_bar()
+    for sym, q in held:
+        pf.apply_fill(Fill("f-" + sym, sym, Side.BUY, q, pf.last_price[sym], 0.0, NOW))
+    extra = {symbol: qty * pf.last_price[symbol]}
+    var = pf.var_pct(0.95, extra, horizon_bars=bars_per_day, window=250)
+    bound = pf.var_bound_pct(extra, horizon_bars=bars_per_day, window=250)
+    assert (var is None) == (bound is None)
+    if var is not None:
+        assert bound >= var
+    gk = Gatekeeper(RiskSettings(**{**WIDE, "max_var_pct": limit, "max_position_pct": 100,
+                                    "max_concentration_pct": 100}), pf, trading=trading_state(EngineState.RUNNING),
+                    breaker_allows=lambda: True, now_ms=lambda: NOW, last_bar_ts=lambda s: NOW - MIN,
+                    entries_in_flight=list, timeframe_ms=86_400_000 // bars_per_day, live=False)
+    it = entry(symbol, qty)
+    full, short = gk.evaluate(it), gk.evaluate(it, until_refused=True)
+    assert (first_failure(full) is None) == (first_failure(short) is None)
+    if first_failure(full) is not None:
+        assert first_failure(short).refusal() == first_failure(full).refusal()
 
 
 def test_data_stale_refuses_when_the_last_candle_is_older_than_the_limit():
