@@ -190,6 +190,11 @@ class Engine:
                                                else None)
         self.fee_rate = settings.venue.fee_bps / 10_000.0
         self.last_decision: dict[str, Decision] = {}
+        # What a stretch of idle bars (_idle_stretch) leaves as on_candle would, made only when something reads it
+        # or the replay ends (nothing in a run without decision records reads them in between): per symbol, its last
+        # decision (id number, bar, outcome, the weights it was weighed with) and the bar of its last indicators.
+        self._stretch_decided: dict[str, tuple[int, int, str, dict[str, float]]] = {}
+        self._stretch_loaded: dict[str, int] = {}
         self.entry_votes: dict[str, dict[str, str]] = {}  # decision id -> {provider: action} for open trades
         self.bars = 0
         self.bars_by_symbol: dict[str, int] = {s: 0 for s in self.symbols}
@@ -684,6 +689,7 @@ class Engine:
             else:
                 if signals is not None and not signals.every_decision:
                     signals.load(sym, i, ind)  # the bar's indicators, which sizing reads
+                    self._stretch_loaded.pop(sym, None)
                 await self._act(d, c, ind)
             self._record_decision(d)
         self.liveness.bar(sym)
@@ -707,9 +713,9 @@ class Engine:
                 await asyncio.sleep(0)
 
     async def _replay(self, feed: ReplayFeed, signals: BarSignals) -> None:
-        """A replay's candles through on_candle, except while no order is in flight and no approval pending: then
-        the candles up to the next one that may trade are booked in one step (_idle_stretch), with the same
-        result."""
+        """A replay's candles through on_candle, except while no approval is pending: then the candles up to the
+        next one that may trade, or one of a symbol with an order in flight, are booked in one step (_idle_stretch),
+        with the same result."""
         symbols = feed.symbols
         order = feed.order()
         n = len(order)
@@ -725,10 +731,14 @@ class Engine:
         rows = [self.bars_by_symbol[sym] for sym in symbols]  # the next candle's index in each series
         p = 0
         while p < n:
-            if not marks[p] & FIRST and not orders.live and not approvals.pending:
+            if not marks[p] & FIRST and not approvals.pending:
+                # The symbols whose candles go through on_candle while their orders are in flight: a candle of
+                # another symbol changes nothing of those orders at the paper venue (only its own fills them).
+                busy = {symbols.index(o.symbol) for o in orders.live.values()} if orders.live else set()
                 # Up to where the next flush is due at most, so that it stores the books as they are then.
                 limit = min(n, p + self.opts.flush_every - self._since_flush)
-                q = await self._idle_stretch(feed, signals, order, marks, rows, p, limit)
+                q = p if order[p] in busy else await self._idle_stretch(feed, signals, order, marks, rows, p,
+                                                                          limit, busy)
                 if q > p:
                     p = q
                     if stop.is_set():
@@ -743,14 +753,16 @@ class Engine:
             p += 1
             if stop.is_set():
                 break
+        self._stretch_records()
 
     async def _idle_stretch(self, feed: ReplayFeed, signals: BarSignals, order: bytes, marks: bytes,
-                            rows: list[int], start: int, limit: int) -> int:
-        """With no order in flight, the replay's candles from `start` up to the first that may trade or `limit`:
-        what on_candle would do with each (close the bars, roll the days, mark, count, decide and take the
-        decisions' ids, flush when due), in one step. A candle may trade when it is a symbol's first, when it
-        reaches its position's stop-loss or take-profit, or when the ensemble says BUY with no position or SELL
-        with one; the ensemble's weights change only when a trade closes. Returns where it stopped."""
+                            rows: list[int], start: int, limit: int, busy: set[int]) -> int:
+        """The replay's candles from `start` up to the first that may trade, the first of a `busy` symbol (one with
+        an order in flight) or `limit`: what on_candle would do with each (close the bars, roll the days, mark,
+        count, decide and take the decisions' ids, flush when due), in one step. A candle may trade when it is a
+        symbol's first, when it reaches its position's stop-loss or take-profit, or when the ensemble says BUY with
+        no position or SELL with one; the ensemble's weights change only when a trade closes. Returns where it
+        stopped."""
         pf = self.portfolio
         positions = pf.positions
         symbols, series = feed.symbols, feed.series
@@ -766,6 +778,8 @@ class Engine:
             if mark & FIRST:
                 break
             k = order[p]
+            if k in busy:
+                break
             i = rows[k]
             sym = symbols[k]
             s = series[k]
@@ -811,13 +825,11 @@ class Engine:
                 self._sim_on_candle(feed.candle(k, i))
             self.liveness.bar(sym)
         for k, i in loaded.items():
-            signals.load(symbols[k], i, self.ind[symbols[k]])
-        for k, (n, i, outcome) in decided.items():  # the symbol's last decision, as on_candle leaves it
-            s = series[k]
-            d = Decision(decision_id=self.ids.numbered("d", n), symbol=symbols[k], ts=s.ts[i], price=s.close[i],
-                         ensemble=ensemble.decide(signals.votes(symbols[k], i), []))
-            d.outcome = outcome
-            self._record_decision(d)
+            self._stretch_loaded[symbols[k]] = i
+        if decided:
+            weights = ensemble.weights
+            for k, (n, i, outcome) in decided.items():  # the symbol's last decision, as on_candle leaves it
+                self._stretch_decided[symbols[k]] = (n, i, outcome, weights)
         if bar_ts is not None:
             self.clock.advance(bar_ts + feed.timeframe_ms)
         self._since_flush += p - start
@@ -826,6 +838,27 @@ class Engine:
             await self.flush()
             await asyncio.sleep(0)
         return p
+
+    def _stretch_records(self, symbol: str | None = None) -> None:
+        """Make what idle stretches left of `symbol` (of every symbol when None) as on_candle would have: its last
+        decision (recorded) and its last indicators (loaded)."""
+        signals = self.signals
+        if signals is None:
+            return
+        for sym in [symbol] if symbol is not None else list(self._stretch_loaded):
+            i = self._stretch_loaded.pop(sym, None)
+            if i is not None:
+                signals.load(sym, i, self.ind[sym])
+        for sym in [symbol] if symbol is not None else list(self._stretch_decided):
+            made = self._stretch_decided.pop(sym, None)
+            if made is None:
+                continue
+            n, i, outcome, weights = made
+            bar = signals.by_symbol[sym].columns.columns
+            d = Decision(decision_id=self.ids.numbered("d", n), symbol=sym, ts=bar["ts"][i], price=bar["close"][i],
+                         ensemble=self.ensemble.decide_with(weights, signals.votes(sym, i)))
+            d.outcome = outcome
+            self._record_decision(d)
 
     def close_books(self) -> None:
         """Close the bar in progress: its equity enters the returns (and the equity curve, when kept). A backtest
@@ -960,6 +993,8 @@ class Engine:
             return
         d.recorded = True
         self.last_decision[d.symbol] = d
+        if self._stretch_decided:
+            self._stretch_decided.pop(d.symbol, None)  # a later decision than the stretch's last
         if d.gates and d.outcome in REFUSED:
             failure = first_failure(d.gates)
             if failure is not None:
@@ -995,6 +1030,7 @@ class Engine:
         if res.opened and res.position is not None and res.position.entry_decision_id:
             p = res.position
             entry = res.position.entry_decision_id
+            self._stretch_records(p.symbol)
             d = self.last_decision.get(p.symbol)
             if d is not None and d.decision_id == entry:
                 self.entry_votes[entry] = {v.provider: v.action.value for v in d.ensemble.votes}

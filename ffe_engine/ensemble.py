@@ -217,6 +217,15 @@ class Ensemble:
                               f"{self.strategy} undecided; single most confident vote"
                               if action is not HOLD else "undecided at every tier: HOLD")
 
+    def decide_with(self, weights: Mapping[str, float], votes: list[Vote]) -> EnsembleResult:
+        """`decide` as it was under `weights` (the ones in force when a decision was made, recorded later)."""
+        now = self._weights, self._default_weight
+        self.set_weights(weights)
+        try:
+            return self.decide(votes, [])
+        finally:
+            self._weights, self._default_weight = now
+
     def _weighted(self, votes: list[Vote]) -> Tally | None:
         sb = ss = sh = 0.0  # weight x confidence per action
         wb = ws = wh = 0.0  # weight per action

@@ -20,6 +20,7 @@ from conftest import BTC_CSV, ETH_CSV
 from ffe_engine import backtest as bt
 from ffe_engine import chain, engine, records
 from ffe_engine.config import Settings
+from ffe_engine.indicators import IndicatorColumns
 from ffe_engine.market.csvdata import CandleSeries
 
 RUN_FIELDS = {"run_id", "database", "audit", "elapsed_s", "bars_per_s"}  # what differs between two runs
@@ -136,19 +137,12 @@ def part(s: CandleSeries, start: int, end: int) -> CandleSeries:
                         s.low[start:end], s.close[start:end], s.volume[start:end], path=s.path)
 
 
-@pytest.mark.timeout(600)
-def test_idle_bars_booked_in_one_step_leave_the_run_as_bar_by_bar(tmp_path, monkeypatch):
-    """With no order in flight, a backtest books the bars up to the next one that may trade in one step
-    (Engine._idle_stretch). Here that happens hundreds of times: with the book flat and with positions open (up to
-    a stop-loss, take-profit or SELL), across day rolls and flushes, around a symbol whose file starts later than
-    the other's, and after a DRAWDOWN gate latched at 3% (refusing every entry to the end). Every trade, fill,
-    order, equity point, weight change, refusal count and decision id is the same as when the run takes every bar
-    through on_candle, with the precomputed signals and bar by bar; and each symbol's last decision is the same
-    as with the precomputed signals bar by bar."""
+def runs_three_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, series: dict[str, CandleSeries],
+                    risk: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """A trades run of `series` with idle stretches ("skip"), with every bar through on_candle on the precomputed
+    signals ("each") and bar by bar ("bars"): each run's engine and everything it recorded."""
     engines: dict[str, Any] = {}
     build = bt.build_engine
-    series = bt.load_files([str(BTC_CSV), str(ETH_CSV)])
-    series = {"BTC/USD": part(series["BTC/USD"], 0, 6000), "ETH/USD": part(series["ETH/USD"], 700, 6000)}
     runs = {}
     for name, whole, skip in (("skip", True, True), ("each", True, False), ("bars", False, True)):
         def keep(*args, **kwargs):
@@ -158,9 +152,38 @@ def test_idle_bars_booked_in_one_step_leave_the_run_as_bar_by_bar(tmp_path, monk
         monkeypatch.setattr(bt, "build_engine", keep)
         monkeypatch.setattr(engine, "BACKTEST", dataclasses.replace(engine.BACKTEST, skip_idle=skip))
         settings = Settings().with_dirs(data_dir=tmp_path / name / "data", log_dir=tmp_path / name / "logs")
-        settings = settings.model_copy(update={"risk": settings.risk.model_copy(update={"max_drawdown_pct": 3.0})})
+        settings = settings.model_copy(update={"risk": settings.risk.model_copy(update=risk)})
         report = asyncio.run(bt.run_backtest(settings, series, records="trades", whole_series=whole))
         runs[name] = everything(report)
+    return engines, runs
+
+
+def same_last_state(engines: dict[str, Any]) -> None:
+    """The last decision each symbol made, its id numbered as when every bar goes through on_candle and weighed
+    with the weights of its own bar (a stretch records it only when something reads it, or the run ends), and the
+    indicators each symbol's set holds at the end, as when every bar goes through on_candle."""
+    last = [{s: (d.decision_id[7:], d.ts, d.price, d.outcome, d.ensemble.action, d.ensemble.confidence,
+                 d.ensemble.tier, d.ensemble.weights) for s, d in engines[name].last_decision.items()}
+            for name in ("skip", "each")]
+    assert last[0] == last[1] and len(last[0]) == 2
+
+    def indicators(e: Any) -> list[Any]:
+        return [getattr(e.ind[s], f) for s in e.ind for f in (*IndicatorColumns.FIELDS, "bars")]
+
+    assert indicators(engines["skip"]) == indicators(engines["each"])
+
+
+@pytest.mark.timeout(600)
+def test_idle_bars_booked_in_one_step_leave_the_run_as_bar_by_bar(tmp_path, monkeypatch):
+    """A backtest books the bars up to the next one that may trade, or one of a symbol with an order in flight, in
+    one step (Engine._idle_stretch). Here that happens hundreds of times: with the book flat and with positions
+    open (up to a stop-loss, take-profit or SELL), across day rolls and flushes, around a symbol whose file starts
+    later than the other's, and after a DRAWDOWN gate latched at 3% (refusing every entry to the end). Every trade,
+    fill, order, equity point, weight change, refusal count and decision id is the same as when the run takes every
+    bar through on_candle, with the precomputed signals and bar by bar; and so is each symbol's last state."""
+    series = bt.load_files([str(BTC_CSV), str(ETH_CSV)])
+    series = {"BTC/USD": part(series["BTC/USD"], 0, 6000), "ETH/USD": part(series["ETH/USD"], 700, 6000)}
+    engines, runs = runs_three_ways(tmp_path, monkeypatch, series, {"max_drawdown_pct": 3.0})
     fast = engines["skip"]
     # (8,343 bars in stretches with a flat book alone: the rest have a position open)
     assert fast.idle_stretches > 500 and fast.idle_bars > 10_000 and fast.bars == 11_300
@@ -172,7 +195,21 @@ def test_idle_bars_booked_in_one_step_leave_the_run_as_bar_by_bar(tmp_path, monk
         assert runs[name].keys() == runs["skip"].keys()
         for part_name in runs["skip"]:
             assert difference(runs["skip"][part_name], runs[name][part_name]) == "", (name, part_name)
-    # The last decision each symbol made, its id numbered as when every bar goes through on_candle.
-    last = [{s: (d.decision_id[7:], d.ts, d.outcome, d.ensemble.action) for s, d in engines[name].last_decision.items()}
-            for name in ("skip", "each")]
-    assert last[0] == last[1] and len(last[0]) == 2
+    same_last_state(engines)
+
+
+def test_a_symbol_that_ends_first_keeps_its_last_decision_as_weighed_then(tmp_path, monkeypatch):
+    """BTC's file ends after 2,500 bars, ETH's goes on trading to 6,000: BTC's last decision, made in an idle
+    stretch, is recorded when the run ends, after ETH's trades have changed the weights; it is weighed with the
+    weights of its own bar, as on_candle weighed it."""
+    series = bt.load_files([str(BTC_CSV), str(ETH_CSV)])
+    series = {"BTC/USD": part(series["BTC/USD"], 0, 2500), "ETH/USD": part(series["ETH/USD"], 0, 6000)}
+    engines, runs = runs_three_ways(tmp_path, monkeypatch, series, {})
+    fast = engines["skip"]
+    assert series["BTC/USD"].ts[-24] <= fast.last_decision["BTC/USD"].ts and fast.idle_stretches > 100
+    weights_then = engines["each"].last_decision["BTC/USD"].ensemble.weights
+    assert fast.ensemble.weights != weights_then, "no weight change after BTC's last bar"
+    for name in ("each", "bars"):
+        for part_name in runs["skip"]:
+            assert difference(runs["skip"][part_name], runs[name][part_name]) == "", (name, part_name)
+    same_last_state(engines)

@@ -124,6 +124,16 @@ def test_action_of_is_the_action_decide_gives(strategy, votes, weights, min_vote
         assert got is want.action  # it defers only where decide's tier 1 cannot decide
 
 
+def test_decide_with_weighs_with_the_weights_given_and_keeps_its_own():
+    votes = [V("a", BUY, 0.9), V("b", SELL, 0.6), V("c", SELL, 0.6)]
+    ensemble = Ensemble("weighted", weights={"a": 1.0, "b": 1.0, "c": 1.0})
+    assert ensemble.decide(votes, []).action is SELL
+    past = ensemble.decide_with({"a": 3.0, "b": 1.0, "c": 1.0}, votes)
+    assert (past.action, past.weights) == (BUY, {"a": 0.6, "b": 0.2, "c": 0.2})
+    assert past == Ensemble("weighted", weights={"a": 3.0, "b": 1.0, "c": 1.0}).decide(votes, [])
+    assert ensemble.weights == {"a": 1.0, "b": 1.0, "c": 1.0} and ensemble.decide(votes, []).action is SELL
+
+
 def test_action_of_on_every_bar_of_the_sample_files():
     """On the precomputed votes of both sample files, under the default weights and under learned-looking ones,
     BarSignals.action (Ensemble.action_of, or decide where it defers) is decide's action on every bar."""
