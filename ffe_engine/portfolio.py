@@ -297,7 +297,11 @@ class Portfolio:
         exposures, series, n, eq = inputs
         if not exposures:
             return 0.0
-        worst = sum(abs(w) * max(map(abs, _last(r, n))) for w, r in zip(exposures.values(), series))
+        # The largest move of each window, up or down: max and min compare in place (abs would make a float each).
+        worst = 0.0
+        for w, r in zip(exposures.values(), series):
+            col = _last(r, n)
+            worst += abs(w) * max(max(col), -min(col))
         return 100.0 * worst * math.sqrt(horizon_bars) / eq * (1.0 + 1e-9)
 
     def correlation(self, a: str, b: str, min_obs: int = 30, window: int | None = None) -> float | None:
