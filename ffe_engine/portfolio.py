@@ -10,7 +10,8 @@ from collections import deque
 from itertools import islice, repeat
 from operator import add, mul, sub
 from dataclasses import dataclass
-from typing import Any, Iterator
+from functools import partial
+from typing import Any, Callable, Iterator
 
 from .model import ClosedTrade, Fill, MarketInfo, Position, Side, floor_to_step
 
@@ -22,6 +23,34 @@ def _last(d: deque[float], n: int) -> list[float] | deque[float]:
     """The last n values of a return series, without copying it when that is all of it (the usual case once the
     window is full)."""
     return d if n >= len(d) else list(islice(d, len(d) - n, None))
+
+
+def _quantile_pnl(confidence: float, weights: list[float], series: list[deque[float]], n: int) -> float:
+    """The (k+1)-th smallest of the last n one-bar P&Ls (weight x return, summed over the exposures), k the tail
+    the confidence leaves; sorting a few hundred floats in C is cheaper than heapq.nsmallest."""
+    k = min(int(math.floor((1.0 - confidence) * n)), n - 1)
+    if len(weights) == 1:  # the usual case: one position (or the entry alone); P&L is w x return
+        (w,) = weights
+        ranked = sorted(_last(series[0], n))
+        return w * (ranked[k] if w > 0 else ranked[n - 1 - k])
+    # Per bar, w x return summed over the exposures in their order, at C speed: the P&L is built as it is sorted,
+    # not list by list.
+    pnl: Iterator[float] | None = None
+    for w, r in zip(weights, series):
+        scaled = map(mul, repeat(w), _last(r, n))
+        pnl = scaled if pnl is None else map(add, pnl, scaled)
+    assert pnl is not None
+    return sorted(pnl)[k]
+
+
+def _largest_loss_pnl(weights: list[float], series: list[deque[float]], n: int) -> float:
+    """A P&L no bar of the window falls below: each exposure's largest move of the window, up or down, against it at
+    once (max and min compare in place; abs would make a float of every return)."""
+    worst = 0.0
+    for w, r in zip(weights, series):
+        col = _last(r, n)
+        worst += abs(w) * max(max(col), -min(col))
+    return -worst
 
 
 @dataclass(slots=True)
@@ -238,71 +267,42 @@ class Portfolio:
             q.popleft()
         return len(q)
 
-    def _var_inputs(self, extra: dict[str, float] | None, min_obs: int,
-                    window: int | None) -> tuple[dict[str, float], list[deque[float]], int, float] | None:
-        """What VaR is measured on: the exposures (current positions plus `extra`, none zero), their return series,
-        the bars of the joint window and the equity; None when the history is too short to measure."""
-        exposures = {s: self.exposure(s) for s in self.positions}
-        for s, notional in (extra or {}).items():
-            exposures[s] = exposures.get(s, 0.0) + notional
-        exposures = {s: v for s, v in exposures.items() if v}
-        eq = self.equity()
-        if not exposures:
-            return exposures, [], 0, eq
-        series = [self.returns.get(s) for s in exposures]
-        if any(r is None or len(r) < min_obs for r in series) or eq <= 0:
-            return None
-        n = min(len(r) for r in series)  # type: ignore[arg-type]
-        if window is not None:
-            n = min(n, window)
-        return exposures, series, n, eq  # type: ignore[return-value]
-
     def var_pct(self, confidence: float, extra: dict[str, float] | None = None, *, horizon_bars: float = 1.0,
                 min_obs: int = 30, window: int | None = None) -> float | None:
         """Historical VaR over `horizon_bars` (square-root-of-time scaling of the 1-bar figure), as a percentage
         of equity, of the current positions plus `extra` (symbol -> added notional), from the joint window of
         symbol returns (at most `window` bars). None when the history is too short to measure."""
-        inputs = self._var_inputs(extra, min_obs, window)
-        if inputs is None:
-            return None
-        exposures, series, n, eq = inputs
-        if not exposures:
-            return 0.0
-        k = min(int(math.floor((1.0 - confidence) * n)), n - 1)
-        # The (k+1)-th smallest P&L; sorting a few hundred floats in C is cheaper than heapq.nsmallest.
-        if len(exposures) == 1:  # the usual case: one position (or the entry alone); P&L is w x return
-            (w,) = exposures.values()
-            ranked = sorted(_last(series[0], n))
-            worst = w * (ranked[k] if w > 0 else ranked[n - 1 - k])
-        else:
-            # Per bar, w x return summed over the exposures in their order, at C speed: the P&L is built as it is
-            # sorted, not list by list.
-            pnl: Iterator[float] | None = None
-            for w, r in zip(exposures.values(), series):
-                scaled = map(mul, repeat(w), _last(r, n))
-                pnl = scaled if pnl is None else map(add, pnl, scaled)
-            assert pnl is not None
-            worst = sorted(pnl)[k]
-        loss = -worst * math.sqrt(horizon_bars)
-        return max(0.0, 100.0 * loss / eq)
+        return self._var(extra, horizon_bars, min_obs, window, partial(_quantile_pnl, confidence))
 
     def var_bound_pct(self, extra: dict[str, float] | None = None, *, horizon_bars: float = 1.0, min_obs: int = 30,
                       window: int | None = None) -> float | None:
         """At least what var_pct is, at any confidence, for the same arguments, and cheaper to tell: the loss if each
         exposure made its largest move of the window against the book at once (with a margin for rounding far above
         the few ulps var_pct's arithmetic can differ by). None where var_pct is None."""
-        inputs = self._var_inputs(extra, min_obs, window)
-        if inputs is None:
-            return None
-        exposures, series, n, eq = inputs
+        var = self._var(extra, horizon_bars, min_obs, window, _largest_loss_pnl)
+        return None if var is None else var * (1.0 + 1e-9)
+
+    def _var(self, extra: dict[str, float] | None, horizon_bars: float, min_obs: int, window: int | None,
+             worst_pnl: Callable[[list[float], list[deque[float]], int], float]) -> float | None:
+        """The loss `worst_pnl` finds among the one-bar P&Ls of the exposures (current positions plus `extra`, none
+        zero; their return series; the bars of their joint window), scaled to `horizon_bars`, as a percentage of
+        equity; None when the history is too short to measure."""
+        exposures = {s: self.exposure(s) for s in self.positions}
+        for s, notional in (extra or {}).items():
+            exposures[s] = exposures.get(s, 0.0) + notional
+        exposures = {s: v for s, v in exposures.items() if v}
+        eq = self.equity()
         if not exposures:
             return 0.0
-        # The largest move of each window, up or down: max and min compare in place (abs would make a float each).
-        worst = 0.0
-        for w, r in zip(exposures.values(), series):
-            col = _last(r, n)
-            worst += abs(w) * max(max(col), -min(col))
-        return 100.0 * worst * math.sqrt(horizon_bars) / eq * (1.0 + 1e-9)
+        series = [self.returns.get(s) for s in exposures]
+        if any(r is None or len(r) < min_obs for r in series) or eq <= 0:
+            return None
+        n = min(len(r) for r in series)  # type: ignore[arg-type]
+        if window is not None:
+            n = min(n, window)
+        worst = worst_pnl(list(exposures.values()), series, n)  # type: ignore[arg-type]
+        loss = -worst * math.sqrt(horizon_bars)
+        return max(0.0, 100.0 * loss / eq)
 
     def correlation(self, a: str, b: str, min_obs: int = 30, window: int | None = None) -> float | None:
         ra, rb = self.returns.get(a), self.returns.get(b)
