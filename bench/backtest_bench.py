@@ -64,8 +64,9 @@ def one_run(level: str, files: list[str], home: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_in(home or tmp)
         run_id = bt.new_run_id()
-        report = asyncio.run(bt.run_backtest(settings, bt.load_files(files, cache=bt.data_cache(settings)),
-                                             run_id=run_id, records=level))
+        cache = bt.data_cache(settings)
+        report = asyncio.run(bt.run_backtest(settings, bt.load_files(files, cache=cache), run_id=run_id,
+                                             records=level, cache=cache))
         written = sum(disk_bytes(d) for d in bt.run_dirs(settings, run_id) if d.exists())
         print(json.dumps({"bars": report["bars"], "trades": report["trades"], "return_pct": report["return_pct"],
                           "max_drawdown_pct": report["max_drawdown_pct"], "bytes": written}))

@@ -121,14 +121,15 @@ def backtest(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
-    series = bt.load_files(args.files, lenient=args.lenient, cache=bt.data_cache(settings))
+    cache = bt.data_cache(settings)
+    series = bt.load_files(args.files, lenient=args.lenient, cache=cache)
     for symbol, ser in series.items():
         if ser.skipped:  # said at once, on stderr, and again in the summary
             sys.stderr.write(f"ffe: {symbol}: {ser.skipped} bad rows skipped (--lenient); first: "
                              f"{'; '.join(ser.skip_reasons)}\n")
     run_id = bt.new_run_id()
     try:
-        report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id, records=args.records))
+        report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id, records=args.records, cache=cache))
     except KeyboardInterrupt:
         data_dir, log_dir = bt.run_dirs(settings, run_id)
         level = args.records or settings.backtest.records

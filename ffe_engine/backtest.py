@@ -83,20 +83,24 @@ def run_dirs(settings: Settings, run_id: str) -> tuple[Path, Path]:
 
 
 async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None = None,
-                       records: str | None = None, whole_series: bool = True) -> dict[str, Any]:
+                       records: str | None = None, whole_series: bool = True,
+                       cache: DataCache | None = None) -> dict[str, Any]:
     """Run the backtest and return its report. `records` overrides the configured record level. With
     `whole_series` False the indicators and votes are computed bar by bar, as the live engine computes them, not
     once per series: the run is the same, only slower. The run's folders and files are made private to the user
-    (0700, 0600), as the live records are, whatever umask ffe was started with; the writer process inherits it."""
+    (0700, 0600), as the live records are, whatever umask ffe was started with; the writer process inherits it.
+    `cache`: the backtest cache the series were read through (data_cache), whose entries still being written it
+    waits for when the run ends; by default the settings' own."""
     umask = os.umask(PRIVATE)
     try:
-        return await _run_backtest(settings, series, run_id=run_id, records=records, whole_series=whole_series)
+        return await _run_backtest(settings, series, run_id=run_id, records=records, whole_series=whole_series,
+                                   cache=cache or data_cache(settings))
     finally:
         os.umask(umask)
 
 
 async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None,
-                        records: str | None, whole_series: bool) -> dict[str, Any]:
+                        records: str | None, whole_series: bool, cache: DataCache | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     records = records or settings.backtest.records
     if records not in RECORD_LEVELS:
@@ -126,7 +130,6 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     writer = Store.backtest_writer(db_path, audit_path)
     try:
         providers = providers_for(engine_settings)
-        cache = data_cache(settings)
         if not whole_series:
             signals = None
         elif cache is not None:
@@ -188,6 +191,8 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         await store.close()
+        if cache is not None:
+            cache.wait()  # the entries written while the run went on
     if kept:
         # Written once the records are closed: a run folder without it is a run that did not finish.
         path = data_dir / REPORT_NAME

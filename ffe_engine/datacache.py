@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from array import array
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, cast
@@ -72,6 +73,7 @@ class DataCache:
         self.clock = clock or WallClock()
         self.hits = 0
         self.misses = 0
+        self._writers: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ candles
     def series(self, path: Path, symbol: str, *, lenient: bool = False) -> CandleSeries:
@@ -144,6 +146,18 @@ class DataCache:
         return found
 
     def _write(self, key: str, meta: dict[str, Any], arrays: dict[str, array[Any]]) -> None:
+        """Keep an entry, on a thread of its own: hashing and writing its arrays leave the interpreter to the run
+        meanwhile (they release the GIL). The arrays are not changed after (columns once computed never are)."""
+        writer = threading.Thread(target=self._write_now, args=(key, meta, arrays), name="ffe-cache-write")
+        self._writers.append(writer)
+        writer.start()
+
+    def wait(self) -> None:
+        """Until the entries asked for are written (or given up)."""
+        while self._writers:
+            self._writers.pop().join()
+
+    def _write_now(self, key: str, meta: dict[str, Any], arrays: dict[str, array[Any]]) -> None:
         h = hashlib.sha256()
         for a in arrays.values():
             h.update(memoryview(a))  # the arrays' own memory: no copy of them is made to write them
@@ -151,10 +165,13 @@ class DataCache:
                              "arrays": [[name, a.typecode, len(a)] for name, a in arrays.items()],
                              "sha256": h.hexdigest()}).encode()
         path = self._file(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        umask = os.umask(0o077)  # private to the user, as every record of ffe (directories 0700, files 0600)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            # Private to the user, as every record of ffe: directories 0700, files 0600 (by their own modes: the
+            # umask is the whole process's, and this runs beside it).
+            missing = [d for d in (self.root, *self.root.parents) if not d.exists()]
+            for d in reversed(missing):
+                d.mkdir(mode=0o700, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(MAGIC + len(header).to_bytes(4, "big") + header)
@@ -168,8 +185,6 @@ class DataCache:
             except OSError:
                 pass
             return
-        finally:
-            os.umask(umask)
         self._prune()
 
     def _used(self, path: Path) -> None:

@@ -56,6 +56,7 @@ def test_candles_through_the_cache_are_the_files(tmp_path: Path) -> None:
     cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
     direct = load_csv(BTC_CSV, symbol="BTC/USD")
     first = cache.series(BTC_CSV, "BTC/USD")
+    cache.wait()
     assert (cache.hits, cache.misses) == (0, 1) and len(entries(cache.root)) == 1
     again = datacache.DataCache(tmp_path / "cache", 1 << 30).series(BTC_CSV, "BTC/USD")
     same_series(first, direct)
@@ -78,6 +79,7 @@ def test_skipped_rows_are_kept_and_lenient_is_its_own_entry(tmp_path: Path) -> N
     direct = load_csv(path, symbol="ETH/USD", lenient=True)
     assert direct.skipped == 1
     cache.series(path, "ETH/USD", lenient=True)
+    cache.wait()
     same_series(datacache.DataCache(cache.root, 1 << 30).series(path, "ETH/USD", lenient=True), direct)
     with pytest.raises(Exception):  # a lenient entry never answers a strict read
         datacache.DataCache(cache.root, 1 << 30).series(path, "ETH/USD")
@@ -89,6 +91,7 @@ def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
     path.write_text("".join(lines))
     cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
     assert len(cache.series(path, "BTC/USD")) == 200
+    cache.wait()
     path.write_text("".join(lines[:151]))
     shorter = datacache.DataCache(cache.root, 1 << 30)
     assert len(shorter.series(path, "BTC/USD")) == 150 and shorter.misses == 1
@@ -98,14 +101,17 @@ def signals_both_ways(tmp_path: Path, every_decision: bool) -> tuple[batch.BarSi
     settings = make_settings(tmp_path)
     cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
     series = {"BTC/USD": cache.series(BTC_CSV, "BTC/USD"), "ETH/USD": cache.series(ETH_CSV, "ETH/USD")}
+    cache.wait()
     providers = providers_for(settings)
     computed = batch.precompute(series, providers, every_decision=every_decision)
     assert computed is not None
     first = cache.signals(series, providers, every_decision=every_decision)
+    cache.wait()
     assert first is not None
     same_signals(first, computed)
     fresh = datacache.DataCache(cache.root, 1 << 30)
     series = {"BTC/USD": fresh.series(BTC_CSV, "BTC/USD"), "ETH/USD": fresh.series(ETH_CSV, "ETH/USD")}
+    fresh.wait()
     cached = fresh.signals(series, providers, every_decision=every_decision)
     assert cached is not None and fresh.hits == 4 and fresh.misses == 0
     same_signals(cached, computed)
@@ -131,10 +137,12 @@ def test_indicators_and_votes_from_the_cache_are_the_computed_ones(tmp_path: Pat
 def test_other_provider_parameters_or_code_compute_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, cache = signals_both_ways(tmp_path, False)
     series = {"BTC/USD": cache.series(BTC_CSV, "BTC/USD")}
+    cache.wait()
     settings = make_settings(tmp_path)
     providers = [TrendProvider(min_spread=0.5) if p.name == "trend" else p for p in providers_for(settings)]
     hits = cache.hits
     got = cache.signals(series, providers, every_decision=False)
+    cache.wait()
     assert cache.hits == hits, "another provider parameter must not find the entry"
     want = batch.precompute(series, providers, every_decision=False)
     assert got is not None and want is not None
@@ -146,6 +154,7 @@ def test_other_provider_parameters_or_code_compute_afresh(tmp_path: Path, monkey
     monkeypatch.setattr(datacache.indicators, "__file__", str(source))
     hits = cache.hits
     cache.signals(series, providers_for(settings), every_decision=False)
+    cache.wait()
     assert cache.hits == hits
 
 
@@ -154,6 +163,7 @@ def test_a_damaged_entry_is_never_used(tmp_path: Path, damage: str) -> None:
     cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
     want = load_csv(ETH_CSV, symbol="ETH/USD")
     cache.series(ETH_CSV, "ETH/USD")
+    cache.wait()
     (entry,) = entries(cache.root)
     blob = bytearray(entry.read_bytes())
     if damage == "payload":  # one bit of one price
@@ -167,10 +177,12 @@ def test_a_damaged_entry_is_never_used(tmp_path: Path, damage: str) -> None:
     else:  # another file's entry under this one's name
         other = datacache.DataCache(tmp_path / "other", 1 << 30)
         other.series(BTC_CSV, "ETH/USD")
+        other.wait()
         blob = bytearray(entries(other.root)[0].read_bytes())
     entry.write_bytes(bytes(blob))
     again = datacache.DataCache(cache.root, 1 << 30)
     same_series(again.series(ETH_CSV, "ETH/USD"), want)
+    again.wait()
     assert (again.hits, again.misses) == (0, 1)
     # Written again whole: the next run finds it.
     last = datacache.DataCache(cache.root, 1 << 30)
@@ -186,19 +198,25 @@ def test_the_cache_keeps_within_its_size_least_recently_used_out_first(tmp_path:
         files.append(path)
     one = datacache.DataCache(tmp_path / "probe", 1 << 30)
     one.series(files[0], "F0/USD")
+    one.wait()
     size = entries(one.root)[0].stat().st_size
     cache = datacache.DataCache(tmp_path / "cache", int(size * 3.5))
     for n in range(3):
         cache.series(files[n], "X/USD")
+        cache.wait()
     assert len(entries(cache.root)) == 3
     cache.series(files[0], "X/USD")  # used again: now the most recent
+    cache.wait()
     cache.series(files[3], "X/USD")  # a fourth: the least recently used (files[1]) goes
+    cache.wait()
     assert len(entries(cache.root)) == 3
     hits = cache.hits
     cache.series(files[0], "X/USD")
     cache.series(files[2], "X/USD")
+    cache.wait()
     assert cache.hits == hits + 2
     cache.series(files[1], "X/USD")
+    cache.wait()
     assert cache.misses == 5
 
 
@@ -215,7 +233,7 @@ def test_a_backtest_reads_through_the_cache_and_reports_the_same(tmp_path: Path)
         reports.append(json.loads((tmp_path / f"r{n}.json").read_text()))
     root = tmp_path / "data" / "cache"
     assert len(entries(root)) == 4  # two files' candles, two series' indicators and votes
-    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(root.stat().st_mode) == stat.S_IMODE(root.parent.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in entries(root)} == {0o600}
     assert reports[0]["results_sha256"] == reports[1]["results_sha256"]
     assert reports[0]["trades"] == reports[1]["trades"] > 0
@@ -241,6 +259,7 @@ def test_no_cache_when_its_size_is_zero_or_it_cannot_be_written(tmp_path: Path) 
     root = settings.data_dir / "cache"
     root.parent.mkdir(parents=True)
     root.write_text("not a directory")
-    got = asyncio.run(bt.run_backtest(settings, bt.load_files([str(path)], cache=bt.data_cache(settings))))
+    cache = bt.data_cache(settings)
+    got = asyncio.run(bt.run_backtest(settings, bt.load_files([str(path)], cache=cache), cache=cache))
     assert got["results_sha256"] == want["results_sha256"]
     assert root.read_text() == "not a directory"
