@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from itertools import repeat
+from operator import sub
 from typing import Any, Iterable, Sequence
 
 from . import fmt
@@ -38,7 +40,8 @@ def sharpe(rets: Sequence[float], periods_per_year: float) -> float:
     if len(rets) < 2:
         return 0.0
     mean = sum(rets) / len(rets)
-    sd = math.sqrt(sum((r - mean) ** 2 for r in rets) / (len(rets) - 1))
+    # (r - mean) ** 2 summed in order, at C speed (the same figure as a generator gives, to the last bit)
+    sd = math.sqrt(sum(map(pow, map(sub, rets, repeat(mean)), repeat(2))) / (len(rets) - 1))
     return mean / sd * math.sqrt(periods_per_year) if sd > 0 else 0.0
 
 
@@ -48,7 +51,7 @@ def sortino(rets: Sequence[float], periods_per_year: float) -> float | None:
     if not rets:
         return None
     mean = sum(rets) / len(rets)
-    downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in rets) / len(rets))
+    downside = math.sqrt(sum(map(pow, map(min, rets, repeat(0.0)), repeat(2))) / len(rets))
     return mean / downside * math.sqrt(periods_per_year) if downside > 0 else None
 
 
