@@ -741,9 +741,11 @@ class Engine:
                                                                           limit, busy)
                 if q > p:
                     p = q
-                    if stop.is_set():
+                    if stop.is_set() or p == n:
                         break
-                    continue
+                    if p == limit:
+                        continue
+                    # Short of its limit, a stretch stops at a candle that goes to on_candle.
             k = order[p]
             i = rows[k]
             rows[k] = i + 1
