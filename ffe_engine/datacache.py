@@ -32,6 +32,7 @@ from .signals import base
 from .market.csvdata import CandleSeries, load_csv
 
 MAGIC = b"ffe-cache-1\n"
+STALE_WRITE_S = 3600.0
 CANDLE_FIELDS = ("ts", "open", "high", "low", "close", "volume")
 
 
@@ -197,6 +198,15 @@ class DataCache:
             pass
 
     def _prune(self) -> None:
+        """The least recently used entries out, down to the limit; and what a writer killed while writing left (a
+        temporary file an hour old: a live one is written in seconds)."""
+        stale = self.clock.wall() - STALE_WRITE_S
+        for p in self.root.glob(".*.tmp"):
+            try:
+                if p.stat().st_mtime < stale:
+                    p.unlink()
+            except OSError:  # gone meanwhile (another run's writer renamed or removed it)
+                continue
         try:
             entries = [(p.stat(), p) for p in self.root.glob("*.bin")]
         except OSError:

@@ -220,6 +220,19 @@ def test_the_cache_keeps_within_its_size_least_recently_used_out_first(tmp_path:
     assert cache.misses == 5
 
 
+def test_what_a_killed_writer_left_is_removed_once_an_hour_old(tmp_path: Path) -> None:
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    cache.root.mkdir()
+    old, fresh = cache.root / ".abc.bin.123.456.tmp", cache.root / ".def.bin.123.789.tmp"
+    old.write_bytes(b"x" * 100)
+    fresh.write_bytes(b"y" * 100)
+    hour_ago = cache.clock.wall() - datacache.STALE_WRITE_S - 1
+    os.utime(old, (hour_ago, hour_ago))
+    cache.series(ETH_CSV, "ETH/USD")
+    cache.wait()
+    assert not old.exists() and fresh.exists() and len(entries(cache.root)) == 1
+
+
 def test_a_backtest_reads_through_the_cache_and_reports_the_same(tmp_path: Path) -> None:
     """Two `ffe backtest` runs of the same files: the second finds both files and their indicators and votes in
     the data directory's cache (private to the user), and its report is the first's."""
