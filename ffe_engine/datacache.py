@@ -4,8 +4,8 @@ computed over them (batch.py), in the data directory's `cache/` (`backtest.cache
 A sweep runs the same files again and again with other settings: each run would parse the same CSV text and compute
 the same indicator columns, a quarter of a `trades` run. What is kept is keyed by what it was made from, and by
 nothing else: the candles by the file's bytes (and whether bad rows were skipped), the indicators and votes by those
-candles, the providers' parameters and the source of the code that computes them. A file that changed, a provider
-set otherwise, or a new ffe computes afresh.
+candles, the providers' parameters, the source of the code that computes them and the Python that runs it. A file
+that changed, a provider set otherwise, a new ffe or another Python computes afresh.
 
 An entry is its arrays' bytes behind a header that names the key and a SHA-256 of those bytes: an entry that is
 damaged, cut short, made by another machine's byte order or for another key is not used (computed afresh and
@@ -113,7 +113,7 @@ class DataCache:
             if not getattr(s, "digest", ""):
                 return batch.precompute(series, providers, every_decision=every_decision)
             wanted[symbol] = "signals|" + hashlib.sha256(
-                "\n".join([s.digest, str(int(every_decision)), params, code]).encode()).hexdigest()
+                "\n".join([s.digest, str(int(every_decision)), params, code, sys.version]).encode()).hexdigest()
         out: dict[str, batch.SeriesSignals] = {}
         for symbol, s in series.items():
             found = self._read(wanted[symbol])
