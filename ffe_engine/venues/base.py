@@ -84,9 +84,10 @@ class SimulatedVenue(Protocol):
     dirty: bool  # its book changed since it was last stored
 
     def on_candle(self, c: Candle) -> int:
-        """A closed candle: fill what it fills; returns how many orders filled. With no order open a candle only
-        moves the venue's price and time: a backtest hands it only the last of a stretch of such candles of each
-        symbol (Engine._idle_stretch)."""
+        """A closed candle: fill what it fills (orders of its own symbol only); returns how many orders filled. With
+        no order of its symbol open a candle only moves the venue's price and time: a backtest hands it only the
+        last of a stretch of such candles of each symbol (Engine._idle_stretch), and polls the orders in flight only
+        after a candle that filled one."""
         ...
 
     def set_price(self, symbol: str, price: float) -> None:
