@@ -198,6 +198,65 @@ def test_a_damaged_entry_is_never_used(tmp_path: Path, damage: str) -> None:
     assert last.hits == 1
 
 
+def rewritten_header(entry: Path, change) -> None:
+    """The entry with its header (the JSON after the magic and its length) changed by `change`, its arrays as they
+    were."""
+    blob = entry.read_bytes()
+    start = len(datacache.MAGIC)
+    size = int.from_bytes(blob[start:start + 4], "big")
+    header = json.loads(blob[start + 4:start + 4 + size])
+    change(header)
+    text = json.dumps(header).encode()
+    entry.write_bytes(datacache.MAGIC + len(text).to_bytes(4, "big") + text + blob[start + 4 + size:])
+
+
+def test_a_damaged_header_is_never_used(tmp_path: Path) -> None:
+    """The header is part of the entry: one bit of its timeframe, or an array count far beyond the file (a foreign
+    writer's), leaves a miss, never other candles or a failed run."""
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    want = load_csv(ETH_CSV, symbol="ETH/USD")
+    cache.series(ETH_CSV, "ETH/USD")
+    cache.wait()
+    (entry,) = entries(cache.root)
+    blob = bytearray(entry.read_bytes())
+    at = blob.index(b'"timeframe_ms": 3600000') + len(b'"timeframe_ms": ')
+    blob[at] ^= 0x01  # 3600000 -> 2600000: still a number
+    entry.write_bytes(bytes(blob))
+    again = datacache.DataCache(cache.root, 1 << 30)
+    same_series(again.series(ETH_CSV, "ETH/USD"), want)
+    again.wait()
+    assert (again.hits, again.misses) == (0, 1)
+
+    def huge(header: dict) -> None:
+        header["arrays"][0][2] = 10 ** 17
+
+    rewritten_header(entry, huge)
+    last = datacache.DataCache(cache.root, 1 << 30)
+    same_series(last.series(ETH_CSV, "ETH/USD"), want)
+    assert (last.hits, last.misses) == (0, 1)
+
+
+def test_a_damaged_array_name_in_a_header_computes_afresh(tmp_path: Path) -> None:
+    """One bit of a provider's name in the header of an indicators-and-votes entry: computed afresh, not a run that
+    fails on the name it cannot find."""
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    series = {"ETH/USD": cache.series(ETH_CSV, "ETH/USD")}
+    providers = providers_for(make_settings(tmp_path))
+    cache.signals(series, providers, every_decision=False)
+    cache.wait()
+    (entry,) = [p for p in entries(cache.root) if b'"codes:trend"' in p.read_bytes()]
+    blob = bytearray(entry.read_bytes())
+    blob[blob.index(b'"codes:trend"') + len(b'"codes:t')] ^= 0x01  # trend -> tsend
+    entry.write_bytes(bytes(blob))
+    again = datacache.DataCache(cache.root, 1 << 30)
+    got = again.signals({"ETH/USD": again.series(ETH_CSV, "ETH/USD")}, providers, every_decision=False)
+    again.wait()
+    want = batch.precompute(series, providers, every_decision=False)
+    assert got is not None and want is not None
+    same_signals(got, want)
+    assert again.misses == 1
+
+
 def test_the_cache_keeps_within_its_size_least_recently_used_out_first(tmp_path: Path) -> None:
     files = []
     for n in range(4):
