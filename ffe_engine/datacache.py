@@ -7,11 +7,12 @@ nothing else: the candles by the file's bytes (and whether bad rows were skipped
 candles, the providers' parameters, the source of the code that computes them and the Python that runs it. A file
 that changed, a provider set otherwise, a new ffe or another Python computes afresh.
 
-An entry is its arrays' bytes behind a header that names the key and a SHA-256 of those bytes: an entry that is
-damaged, cut short, made by another machine's byte order or for another key is not used (computed afresh and
-written again). Entries are written whole to a temporary name and renamed; the least recently used are removed
-once the cache holds more than its limit. The cache is only ever a shortcut: a run that cannot read or write it
-computes what it needs, and its results are the same bit for bit either way (tests/test_datacache.py).
+An entry is its arrays' bytes behind a header that names the key and a SHA-256 of what the header says and of
+those bytes: an entry that is damaged (its header too), cut short, made by another machine's byte order or for
+another key is not used (computed afresh and written again). Entries are written whole to a temporary name and
+renamed; the least recently used are removed once the cache holds more than its limit. The cache is only ever a
+shortcut: a run that cannot read or write it computes what it needs, and its results are the same bit for bit
+either way (tests/test_datacache.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .indicators import IndicatorColumns
 from .signals import base
 from .market.csvdata import CandleSeries, load_csv
 
-MAGIC = b"ffe-cache-1\n"
+MAGIC = b"ffe-cache-2\n"  # 2: the digest covers the header's content too
 STALE_WRITE_S = 3600.0
 CANDLE_FIELDS = ("ts", "open", "high", "low", "close", "volume")
 
@@ -159,11 +160,11 @@ class DataCache:
             self._writers.pop().join()
 
     def _write_now(self, key: str, meta: dict[str, Any], arrays: dict[str, array[Any]]) -> None:
-        h = hashlib.sha256()
+        layout = [[name, a.typecode, len(a)] for name, a in arrays.items()]
+        h = hashlib.sha256(_said(key, sys.byteorder, meta, layout))
         for a in arrays.values():
             h.update(memoryview(a))  # the arrays' own memory: no copy of them is made to write them
-        header = json.dumps({"key": key, "byteorder": sys.byteorder, "meta": meta,
-                             "arrays": [[name, a.typecode, len(a)] for name, a in arrays.items()],
+        header = json.dumps({"key": key, "byteorder": sys.byteorder, "meta": meta, "arrays": layout,
                              "sha256": h.hexdigest()}).encode()
         path = self._file(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -222,6 +223,12 @@ class DataCache:
             total -= st.st_size
 
 
+def _said(key: str, byteorder: str, meta: Any, layout: Any) -> bytes:
+    """What a header says, as the digest takes it in before the arrays: a header damaged into other valid JSON (a
+    digit of the timeframe, a letter of an array's name) then fails the digest like damaged arrays do."""
+    return json.dumps([key, byteorder, meta, layout]).encode()
+
+
 def _load(f: BinaryIO, key: str) -> tuple[dict[str, Any], dict[str, array[Any]]] | None:
     """An entry's metadata and arrays, read straight into the arrays; None when it is not a whole, intact entry
     for `key`."""
@@ -232,9 +239,15 @@ def _load(f: BinaryIO, key: str) -> tuple[dict[str, Any], dict[str, array[Any]]]
         header = json.loads(f.read(size))
         if header["key"] != key or header["byteorder"] != sys.byteorder:
             return None
-        h = hashlib.sha256()
+        layout = header["arrays"]
+        h = hashlib.sha256(_said(key, header["byteorder"], header["meta"], layout))
+        # The arrays must fill the rest of the file exactly: a count read from a damaged or foreign header is not
+        # an amount of memory to ask for.
+        left = os.fstat(f.fileno()).st_size - f.tell()
+        if sum(array(typecode).itemsize * count for _, typecode, count in layout) != left:
+            return None
         arrays: dict[str, array[Any]] = {}
-        for name, typecode, count in header["arrays"]:
+        for name, typecode, count in layout:
             a = array(typecode)
             a.fromfile(f, count)
             h.update(memoryview(a))
@@ -242,7 +255,7 @@ def _load(f: BinaryIO, key: str) -> tuple[dict[str, Any], dict[str, array[Any]]]
         if f.read(1) or h.hexdigest() != header["sha256"]:
             return None
         return header["meta"], arrays
-    except (ValueError, KeyError, TypeError, EOFError):
+    except (ValueError, KeyError, TypeError, EOFError, OverflowError):
         return None
 
 
