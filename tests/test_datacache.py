@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,29 @@ def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
     path.write_text("".join(lines[:151]))
     shorter = datacache.DataCache(cache.root, 1 << 30)
     assert len(shorter.series(path, "BTC/USD")) == 150 and shorter.misses == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fd"), reason="a pipe named by /dev/fd")
+def test_a_pipe_is_read_as_without_the_cache(tmp_path: Path) -> None:
+    """`ffe backtest ETH/USD=<(zcat ...)`: a pipe can be read once. The cache leaves it to load_csv, which reads
+    its candles, as without the cache (hashing it first would leave nothing to read)."""
+    text = "".join(sample_head(ETH_CSV, 300)).encode()
+    read, write = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write, "wb") as f:
+            f.write(text)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+        series = bt.load_files([f"ETH/USD=/dev/fd/{read}"], cache=cache)
+        cache.wait()
+    finally:
+        writer.join()
+        os.close(read)
+    assert len(series["ETH/USD"]) == 300 and not entries(cache.root)
 
 
 def signals_both_ways(tmp_path: Path, every_decision: bool) -> tuple[batch.BarSignals, datacache.DataCache]:
