@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 import threading
 from array import array
@@ -38,7 +39,11 @@ CANDLE_FIELDS = ("ts", "open", "high", "low", "close", "volume")
 
 
 def _digest(path: Path) -> str | None:
+    """The SHA-256 of a file's bytes; None when it cannot be read, or is not a regular file: a pipe (`<(zcat ...)`)
+    can be read only once, and that once is load_csv's."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
@@ -82,7 +87,7 @@ class DataCache:
         """The candles of the CSV file `path`, as `load_csv` reads them (the same errors, the same numbers)."""
         digest = _digest(path)
         if digest is None:
-            return load_csv(path, symbol=symbol, lenient=lenient)  # it says what is wrong with the file
+            return load_csv(path, symbol=symbol, lenient=lenient)  # a pipe, or it says what is wrong with the file
         key = f"candles|{int(lenient)}|{digest}"
         found = self._read(key)
         if found is not None:
