@@ -21,7 +21,7 @@ from ffe_engine import backtest as bt
 from ffe_engine import batch, datacache
 from ffe_engine.indicators import IndicatorColumns
 from ffe_engine.kernel import providers_for
-from ffe_engine.market.csvdata import CandleSeries, load_csv
+from ffe_engine.market.csvdata import CandleSeries, CsvError, load_csv
 from ffe_engine.signals.trend import TrendProvider
 
 CANDLES = ("ts", "open", "high", "low", "close", "volume")
@@ -97,6 +97,40 @@ def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
     path.write_text("".join(lines[:151]))
     shorter = datacache.DataCache(cache.root, 1 << 30)
     assert len(shorter.series(path, "BTC/USD")) == 150 and shorter.misses == 1
+
+
+def test_the_same_bytes_read_otherwise_are_not_the_same_entry(tmp_path: Path) -> None:
+    """A file is read by its name (gzip when it ends in .gz): the same bytes under a name read otherwise give what
+    load_csv gives them (here its error), not the candles cached under the other name."""
+    gz = tmp_path / "ETH-USD_1h.csv.gz"
+    with gzip.open(gz, "wt", newline="") as f:
+        f.writelines(sample_head(ETH_CSV, 300))
+    plain = tmp_path / "ETH-USD_1h.csv"
+    shutil.copy(gz, plain)
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    assert len(cache.series(gz, "ETH/USD")) == 300
+    cache.wait()
+    with pytest.raises(CsvError) as direct:
+        load_csv(plain, symbol="ETH/USD")
+    with pytest.raises(CsvError) as cached:
+        datacache.DataCache(cache.root, 1 << 30).series(plain, "ETH/USD")
+    assert str(cached.value) == str(direct.value)
+
+
+def test_another_version_of_the_csv_reader_reads_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candles are what the CSV reader made of the bytes: another version of it (the same file with one byte
+    more) reads the file again, as another version of the indicators computes them again."""
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    cache.series(ETH_CSV, "ETH/USD")
+    cache.wait()
+    reader = sys.modules[load_csv.__module__]
+    source = tmp_path / "csvdata.py"
+    shutil.copy(reader.__file__, source)
+    source.write_text(source.read_text() + "\n")
+    monkeypatch.setattr(reader, "__file__", str(source))
+    again = datacache.DataCache(cache.root, 1 << 30)
+    same_series(again.series(ETH_CSV, "ETH/USD"), load_csv(ETH_CSV, symbol="ETH/USD"))
+    assert (again.hits, again.misses) == (0, 1)
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/fd"), reason="a pipe named by /dev/fd")
