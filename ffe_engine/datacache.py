@@ -3,9 +3,10 @@ computed over them (batch.py), in the data directory's `cache/` (`backtest.cache
 
 A sweep runs the same files again and again with other settings: each run would parse the same CSV text and compute
 the same indicator columns, a quarter of a `trades` run. What is kept is keyed by what it was made from, and by
-nothing else: the candles by the file's bytes (and whether bad rows were skipped), the indicators and votes by those
-candles, the providers' parameters, the source of the code that computes them and the Python that runs it. A file
-that changed, a provider set otherwise, a new ffe or another Python computes afresh.
+nothing else: the candles by the file's bytes, how they are read (gzip or not, by the file's name; whether bad rows
+are skipped) and the source of the reader, the indicators and votes by those candles, the providers' parameters,
+the source of the code that computes them and the Python that runs it. A file that changed, a provider set
+otherwise, a new ffe or another Python computes afresh.
 
 An entry is its arrays' bytes behind a header that names the key and a SHA-256 of what the header says and of
 those bytes: an entry that is damaged (its header too), cut short, made by another machine's byte order or for
@@ -31,6 +32,7 @@ from . import batch, indicators
 from .clock import Clock, WallClock
 from .indicators import IndicatorColumns
 from .signals import base
+from .market import csvdata
 from .market.csvdata import CandleSeries, load_csv
 
 MAGIC = b"ffe-cache-2\n"  # 2: the digest covers the header's content too
@@ -86,9 +88,15 @@ class DataCache:
     def series(self, path: Path, symbol: str, *, lenient: bool = False) -> CandleSeries:
         """The candles of the CSV file `path`, as `load_csv` reads them (the same errors, the same numbers)."""
         digest = _digest(path)
+        try:
+            reader = _code_of([csvdata])
+        except OSError:
+            digest = None
         if digest is None:
             return load_csv(path, symbol=symbol, lenient=lenient)  # a pipe, or it says what is wrong with the file
-        key = f"candles|{int(lenient)}|{digest}"
+        # The same bytes read otherwise (gzip by the name, a bad row skipped or an error, another reader) are
+        # other candles.
+        key = f"candles|{int(lenient)}|{int(csvdata.gzipped(str(path)))}|{reader}|{digest}"
         found = self._read(key)
         if found is not None:
             meta, arrays = found

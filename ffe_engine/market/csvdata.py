@@ -332,9 +332,14 @@ def _check_row(row: list[str], index: list[int], ncols: int, last_ts: int | None
     return t, o, h, lo, c, v
 
 
+def gzipped(path: str) -> bool:
+    """Whether the file is read as gzip: by its name, not its bytes."""
+    return path.lower().endswith(".gz")
+
+
 def _open_bytes(path: str) -> io.BufferedIOBase:
     """The file's bytes, decompressed on the fly when its name ends in `.gz`."""
-    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+    return gzip.open(path, "rb") if gzipped(path) else open(path, "rb")
 
 
 def _read_text(path: str) -> str:
