@@ -138,7 +138,8 @@ def part(s: CandleSeries, start: int, end: int) -> CandleSeries:
 
 
 def runs_three_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, series: dict[str, CandleSeries],
-                    risk: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+                    risk: dict[str, Any], venue: dict[str, Any] | None = None,
+                    ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     """A trades run of `series` with idle stretches ("skip"), with every bar through on_candle on the precomputed
     signals ("each") and bar by bar ("bars"): each run's engine and everything it recorded."""
     engines: dict[str, Any] = {}
@@ -152,7 +153,8 @@ def runs_three_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, series: dic
         monkeypatch.setattr(bt, "build_engine", keep)
         monkeypatch.setattr(engine, "BACKTEST", dataclasses.replace(engine.BACKTEST, skip_idle=skip))
         settings = Settings().with_dirs(data_dir=tmp_path / name / "data", log_dir=tmp_path / name / "logs")
-        settings = settings.model_copy(update={"risk": settings.risk.model_copy(update=risk)})
+        settings = settings.model_copy(update={"risk": settings.risk.model_copy(update=risk),
+                                               "venue": settings.venue.model_copy(update=venue or {})})
         report = asyncio.run(bt.run_backtest(settings, series, records="trades", whole_series=whole))
         runs[name] = everything(report)
     return engines, runs
@@ -213,3 +215,19 @@ def test_a_symbol_that_ends_first_keeps_its_last_decision_as_weighed_then(tmp_pa
         for part_name in runs["skip"]:
             assert difference(runs["skip"][part_name], runs[name][part_name]) == "", (name, part_name)
     same_last_state(engines)
+
+
+def test_a_dust_position_is_no_position_in_an_idle_stretch_as_in_on_candle(tmp_path, monkeypatch):
+    """Positions of 1 % of equity (about 100 USD) against a venue minimum of 95 USD: one that falls 5 % is dust, less
+    than the venue takes an order for. on_candle holds it as no position (Portfolio.holding): no stop-loss or
+    take-profit watched, a SELL has nothing to close, a BUY may enter. An idle stretch takes it the same way, so the
+    run is the same as when every bar goes through on_candle."""
+    series = bt.load_files([str(BTC_CSV), str(ETH_CSV)])
+    series = {symbol: part(s, 0, 3000) for symbol, s in series.items()}
+    risk = {"max_position_pct": 1.0, "stop_loss_atr": 30.0, "take_profit_atr": 60.0, "max_correlation": 1.0}
+    engines, runs = runs_three_ways(tmp_path, monkeypatch, series, risk, venue={"min_notional": 95.0})
+    assert engines["skip"].idle_stretches > 100
+    assert all(e.refusals == engines["each"].refusals for e in engines.values())
+    for name in ("each", "bars"):
+        for part_name in runs["skip"]:
+            assert difference(runs["skip"][part_name], runs[name][part_name]) == "", (name, part_name)
