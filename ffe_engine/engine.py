@@ -763,10 +763,10 @@ class Engine:
         an order in flight) or `limit`: what on_candle would do with each (close the bars, roll the days, mark,
         count, decide and take the decisions' ids, flush when due), in one step. A candle may trade when it is a
         symbol's first, when it reaches its position's stop-loss or take-profit, or when the ensemble says BUY with
-        no position or SELL with one; the ensemble's weights change only when a trade closes. Returns where it
-        stopped."""
+        no position (or dust) or SELL with one; the ensemble's weights change only when a trade closes. Returns where
+        it stopped."""
         pf = self.portfolio
-        positions = pf.positions
+        positions, dust_at = pf.positions, pf.dust_at
         symbols, series = feed.symbols, feed.series
         action, ensemble = signals.action, self.ensemble
         before = list(rows)
@@ -786,6 +786,8 @@ class Engine:
             sym = symbols[k]
             s = series[k]
             pos = positions.get(sym)
+            if pos is not None and dust_at(sym, s.close[i]):
+                pos = None  # dust, which on_candle holds as no position (Portfolio.holding at the candle's close)
             if pos is None:  # only a BUY could trade
                 code, trades, refused = BUY_CODE, Action.BUY, "no_position"
             else:  # only a SELL, or the position's stop-loss or take-profit

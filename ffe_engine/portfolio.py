@@ -148,12 +148,17 @@ class Portfolio:
     def is_dust(self, symbol: str) -> bool:
         """Whether the books hold coins in `symbol` that the venue takes no order for: less than one amount step,
         or less than its minimum quantity or order value at the latest price."""
+        return self.dust_at(symbol, self.last_price.get(symbol))
+
+    def dust_at(self, symbol: str, price: float | None) -> bool:
+        """is_dust with `price` as the latest price (None: the entry price), before the books are marked with it (a
+        backtest's idle stretch, Engine._idle_stretch)."""
         pos = self.positions.get(symbol)
         market = self.markets.get(symbol)
         if pos is None or market is None:
             return False
         sellable = floor_to_step(pos.quantity, market.amount_step)
-        return market.below_minimum(sellable, self.last_price.get(symbol) or pos.entry_price)
+        return market.below_minimum(sellable, price or pos.entry_price)
 
     def held(self) -> int:
         """How many positions are held (dust left out)."""
