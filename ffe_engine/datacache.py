@@ -28,7 +28,7 @@ from array import array
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, cast
 
-from . import batch, indicators
+from . import batch, indicators, model
 from .clock import Clock, WallClock
 from .indicators import IndicatorColumns
 from .signals import base
@@ -116,7 +116,7 @@ class DataCache:
                 every_decision: bool) -> batch.BarSignals | None:
         """batch.precompute's result, from the cache for each series that has it (a series read through `series`)."""
         try:
-            modules = {m.__name__: m for m in (indicators, batch, sys.modules[base.__name__],
+            modules = {m.__name__: m for m in (indicators, batch, model, sys.modules[base.__name__],
                                                *(sys.modules[type(p).__module__] for p in providers))}
             code = _code_of([modules[name] for name in sorted(modules)])
         except (OSError, KeyError):
@@ -221,8 +221,13 @@ class DataCache:
                     p.unlink()
             except OSError:  # gone meanwhile (another run's writer renamed or removed it)
                 continue
+        entries = []
         try:
-            entries = [(p.stat(), p) for p in self.root.glob("*.bin")]
+            for p in self.root.glob("*.bin"):
+                try:
+                    entries.append((p.stat(), p))
+                except OSError:  # removed meanwhile by another run's prune
+                    continue
         except OSError:
             return
         total = sum(st.st_size for st, _ in entries)
