@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -68,9 +69,15 @@ def test_a_stop_signal_mid_run_exits_0_with_everything_whole_and_a_restart_resum
 
 def test_stop_signals_that_keep_coming_during_the_ordered_stop_do_not_cut_it_short(tmp_path, spawn_ffe):
     """A terminal's hang-up after the operator's own SIGHUP, an impatient second SIGTERM or Ctrl-C: once the stop is
-    under way, a further signal has nothing more to stop; the engine still stops in order and exits 0."""
+    under way, a further signal has nothing more to stop; the engine still stops in order and exits 0. The alert
+    webhook takes connections and never answers, so the stop gives its STOPPED alert the full grace to leave (2 s):
+    the signals surely come during the stop, however late a loaded host lets this process send them."""
     audit = tmp_path / "logs" / "audit.jsonl"
-    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED))
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # never accepted: a request waits for an answer that does not come
+    hook = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(**PACED, FFE_ALERTS__WEBHOOK_URL=hook))
     _started(p, audit, "order")
     p.send(signal.SIGTERM)
     sent = 0
@@ -81,6 +88,7 @@ def test_stop_signals_that_keep_coming_during_the_ordered_stop_do_not_cut_it_sho
     assert sent > 3
     assert p.wait(timeout=20) == 0, p.stderr
     assert "Traceback" not in p.stderr
+    silent.close()
     records = audit_lines(audit)
     assert records[-1]["event"] == "run" and records[-1]["phase"] == "stop"
     assert "the engine is already stopping" in p.stderr
