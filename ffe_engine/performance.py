@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from itertools import repeat
-from operator import sub
+from itertools import compress, repeat
+from operator import add, lt, mul, sub
 from typing import Any, Iterable, Sequence
 
 from . import fmt
@@ -51,7 +51,10 @@ def sortino(rets: Sequence[float], periods_per_year: float) -> float | None:
     if not rets:
         return None
     mean = sum(rets) / len(rets)
-    downside = math.sqrt(sum(map(pow, map(min, rets, repeat(0.0)), repeat(2))) / len(rets))
+    # min(r, 0) ** 2 summed over the bars: the bars that did not lose add 0.0, which leaves the sum as it was, so only
+    # the losses are squared and summed (in their order: the same figure to the last bit).
+    losses = compress(rets, map(lt, rets, repeat(0.0)))
+    downside = math.sqrt(sum(map(pow, losses, repeat(2))) / len(rets))
     return mean / downside * math.sqrt(periods_per_year) if downside > 0 else None
 
 
@@ -176,8 +179,8 @@ def buy_and_hold(prices: dict[str, tuple[Sequence[int], Sequence[float], float]]
     if all(times == times_of[0] for times in times_of):
         # Every symbol has a bar at every time (the usual case): each point sums the symbols' values in the same
         # order as below, a whole column at a time.
-        held = [[units.get(s, 0.0) * close for close in closes] for s, (_, closes, _) in prices.items()]
-        points = list(zip([ts + timeframe_ms for ts in times_of[0]], map(sum, zip(*held))))
+        held = [map(mul, repeat(units.get(s, 0.0)), closes) for s, (_, closes, _) in prices.items()]
+        points = list(zip(map(add, times_of[0], repeat(timeframe_ms)), map(sum, zip(*held))))
         start_ts = times_of[0][0] if times_of[0] else 0
     else:
         steps = sorted((ts, s, close) for s, (times, closes, _) in prices.items() for ts, close in zip(times, closes))
