@@ -276,6 +276,20 @@ def _cmdline_has(pid: str, text: str) -> bool:
         return False
 
 
+def test_a_file_too_short_to_annualise_its_move_is_reported_without_a_cagr(tmp_path):
+    """Two hourly candles, the price tripled: its CAGR is beyond a float. The report says so (no value, "-"), not a
+    traceback at the end of the run."""
+    (tmp_path / "X-USD_1h.csv").write_text("timestamp,open,high,low,close,volume\n"
+                                           "2024-01-01T00:00:00Z,100,100,100,100,1\n"
+                                           "2024-01-01T01:00:00Z,300,300,300,300,1\n")
+    proc = run_ffe(tmp_path, "backtest", "X-USD_1h.csv", "--records", "summary", "--report", "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["buy_and_hold"]["cagr_pct"] is None and r["buy_and_hold"]["return_pct"] == 200.0
+    assert "buy and hold" in proc.stdout.lower()
+
+
 def test_a_gzip_file_is_read_directly_and_names_its_symbol(tmp_path):
     (tmp_path / "ETH-USD_1h_head.csv.gz").write_bytes(gzip.compress("".join(sample_head(ETH_CSV, 300)).encode()))
     proc = run_ffe(tmp_path, "backtest", "ETH-USD_1h_head.csv.gz", "--report", "r.json")

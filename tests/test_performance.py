@@ -68,6 +68,17 @@ def test_cagr_calmar_sharpe_and_sortino_of_a_known_curve():
     assert figures["sortino"] == round(mean / downside * math.sqrt(periods), 3) == 1.248
 
 
+def test_a_growth_rate_beyond_a_float_has_no_value():
+    """A short span with a large move annualises past what a float holds (x3 in an hour is 3 ** 8766 a year): the
+    CAGR, and the Calmar ratio made from it, have no value then, as when nothing is measured."""
+    assert performance.cagr(100.0, 300.0, 3_600_000) is None
+    assert performance.cagr(100.0, 101.0, 3_600_000) == pytest.approx(1.01 ** 8766 - 1)  # large, and a float
+    figures = performance.curve_figures([(0, 100.0), (3_600_000, 300.0)], 100.0, 3_600_000)
+    assert figures["cagr_pct"] is None and figures["calmar"] is None
+    hold = performance.buy_and_hold({"X/USD": ([0, 3_600_000], [100.0, 300.0], 100.0)}, 100.0, 3_600_000)
+    assert hold["cagr_pct"] is None and hold["return_pct"] == 200.0
+
+
 def test_monthly_and_yearly_returns_of_a_known_curve():
     r = performance.curve_figures(two_year_curve(), 100.0, HALF_DAY)["returns_pct"]
     assert r["monthly"]["2021-01"] == 0.0
