@@ -59,12 +59,17 @@ def sortino(rets: Sequence[float], periods_per_year: float) -> float | None:
 
 
 def cagr(start_equity: float, end_equity: float, span_ms: float) -> float | None:
-    """The compound annual growth rate (a fraction) over `span_ms`; -1 when everything was lost."""
+    """The compound annual growth rate (a fraction) over `span_ms`; -1 when everything was lost. None when it has no
+    value: nothing to measure, or a rate beyond a float (a large move over a short span: x3 in an hour is x3 ** 8766
+    in a year)."""
     if start_equity <= 0 or span_ms <= 0:
         return None
     if end_equity <= 0:
         return -1.0
-    return float((end_equity / start_equity) ** (YEAR_MS / span_ms) - 1.0)
+    try:
+        return float((end_equity / start_equity) ** (YEAR_MS / span_ms) - 1.0)
+    except OverflowError:
+        return None
 
 
 def calmar(cagr_value: float | None, max_drawdown: float) -> float | None:
