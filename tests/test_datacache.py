@@ -345,6 +345,27 @@ def test_the_cache_keeps_within_its_size_least_recently_used_out_first(tmp_path:
     assert cache.misses == 5
 
 
+def test_a_load_or_run_that_fails_leaves_no_entry_half_written(tmp_path: Path) -> None:
+    """Files of two timeframes are refused after both were read: the entries of what was read are whole when the
+    refusal comes (nothing is still being written in a directory the caller may remove at once), and so are they
+    when a run is refused at its start."""
+    hourly = tmp_path / "A-USD_1h.csv"
+    hourly.write_text("".join(sample_head(BTC_CSV, 50)))
+    daily = tmp_path / "B-USD_1d.csv"
+    lines = sample_head(ETH_CSV, 50 * 24)
+    daily.write_text(lines[0] + "".join(lines[1::24]))
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    with pytest.raises(Exception, match="must share one timeframe"):
+        bt.load_files([str(hourly), str(daily)], cache=cache)
+    assert len(entries(cache.root)) == 2 and not list(cache.root.glob(".*.tmp"))
+    settings = make_settings(tmp_path, backtest={"records": "summary"})
+    run_cache = bt.data_cache(settings)
+    series = bt.load_files([str(hourly)], cache=run_cache)
+    with pytest.raises(Exception, match="--records"):
+        asyncio.run(bt.run_backtest(settings, series, records="everything", cache=run_cache))
+    assert len(entries(run_cache.root)) == 1 and not list(run_cache.root.glob(".*.tmp"))
+
+
 def test_what_a_killed_writer_left_is_removed_once_an_hour_old(tmp_path: Path) -> None:
     cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
     cache.root.mkdir()
