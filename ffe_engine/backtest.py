@@ -45,7 +45,17 @@ PRIVATE = 0o077  # the umask of a run, as of a live engine (host.py)
 
 
 def load_files(args: list[str], lenient: bool = False, cache: DataCache | None = None) -> dict[str, CandleSeries]:
-    """The candles of each `[SYMBOL=]FILE` argument; through `cache` (data_cache) when given."""
+    """The candles of each `[SYMBOL=]FILE` argument; through `cache` (data_cache) when given. Refused, it waits for
+    the cache's entries of the files read so far (no write goes on past the refusal)."""
+    try:
+        return _load_files(args, lenient, cache)
+    except BaseException:
+        if cache is not None:
+            cache.wait()
+        raise
+
+
+def _load_files(args: list[str], lenient: bool, cache: DataCache | None) -> dict[str, CandleSeries]:
     series: dict[str, CandleSeries] = {}
     for arg in args:
         symbol, path = parse_symbol_arg(arg)
@@ -92,11 +102,14 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     `cache`: the backtest cache the series were read through (data_cache), whose entries still being written it
     waits for when the run ends; by default the settings' own."""
     umask = os.umask(PRIVATE)
+    cache = cache or data_cache(settings)
     try:
         return await _run_backtest(settings, series, run_id=run_id, records=records, whole_series=whole_series,
-                                   cache=cache or data_cache(settings))
+                                   cache=cache)
     finally:
         os.umask(umask)
+        if cache is not None:
+            cache.wait()  # the entries written while the run went on, however it ended
 
 
 async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None,
@@ -191,8 +204,6 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         await store.close()
-        if cache is not None:
-            cache.wait()  # the entries written while the run went on
     if kept:
         # Written once the records are closed: a run folder without it is a run that did not finish.
         path = data_dir / REPORT_NAME
