@@ -304,7 +304,8 @@ LONGEST_FIRST = (
     "test_signals_stop.py", "test_ccxt_venue.py", "test_tui_keys.py", "test_console_terminal.py", "test_ctl_views.py",
     "test_paper_book_durable.py", "test_download.py", "test_control_socket.py", "test_max_positions.py",
     "test_indicator_columns.py", "test_live_faults.py", "test_restore_recovery.py", "test_report_cli.py",
-    "test_live_restart.py", "test_live_start.py", "test_engine_ended.py",
+    "test_live_restart.py", "test_live_start.py", "test_engine_ended.py", "test_datacache.py", "test_gates_basic.py",
+    "test_ensemble.py",
 )
 
 
