@@ -254,6 +254,19 @@ def stored_events(db: Path, *names: str) -> list[dict]:
                                            names)]
 
 
+async def reconciled_ok(db: Path, what: str, timeout: float = 20.0) -> None:
+    """Until the last stored reconciliation agrees with the venue."""
+    await wait_for(lambda: stored_events(db, "reconcile")[-1:] and stored_events(db, "reconcile")[-1]["status"] == "ok",
+                   timeout=timeout, what=what)
+
+
+async def paused_by_reconciliation(db: Path, what: str = "the engine paused by reconciliation",
+                                   timeout: float = 30.0) -> None:
+    """Until the stored engine state is PAUSED by reconciliation (durably: read from the database)."""
+    await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
+                   timeout=timeout, what=what)
+
+
 # ---------------------------------------------------------------------------------------------------- in-process
 async def reconcile_twice(engine) -> list[dict]:
     """Reconcile, and again once the venue's settle window has passed: a difference the first finds counts only

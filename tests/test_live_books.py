@@ -22,7 +22,8 @@ from ffe_engine.control import request
 from ffe_engine.errors import FfeError
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
                           MarketClock, exchange_options, fx, live_config, live_env, live_settings, next_bar,
-                          processes, rows, run_ffe_async, stored_events, wait_for, wait_for_bar, write_config)
+                          paused_by_reconciliation, processes, reconciled_ok, rows, run_ffe_async, stored_events,
+                          wait_for, wait_for_bar, write_config)
 
 GET_ACCOUNT = "GET /api/v3/account"
 START = 30_000.0
@@ -368,14 +369,11 @@ async def test_periodic_reconciliation_compares_cash_and_equity(tmp_path, fx):
             fx.market_clock.step()
             await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the strategy's entry filled")
             assert_books_agree(e, fx)
-            await wait_for(lambda: stored_events(db, "reconcile")[-1:] and
-                           stored_events(db, "reconcile")[-1]["status"] == "ok", timeout=20,
-                           what="a reconciliation that agrees with the fill")
+            await reconciled_ok(db, "a reconciliation that agrees with the fill")
             assert e.state.value == "RUNNING"
 
             fx.balances["USDT"].free -= 250.0  # quote leaves the account (a withdrawal): no order of ffe's
-            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
-                           timeout=20, what="the engine paused, durably")
+            await paused_by_reconciliation(db, "the engine paused, durably", timeout=20)
             usdt = fx.balances["USDT"].total
             cash, equity = e.reconcile_blocked
             assert cash == {"kind": "cash", "asset": "USDT", "journal": pytest.approx(usdt + 250.0),

@@ -20,7 +20,8 @@ from ffe_engine.reconcile import BASELINE_KEY
 from ffe_engine.risk import OrderIntent
 from ffe_engine.views import blocking
 from live_helpers import (BTC, GET_ORDER, POST_ORDER, SteppedClock, exchange_options, fx,  # noqa: F401
-                          live_settings, next_bar, reconcile_twice, rows, run_ffe_async, stored_events, wait_for)
+                          live_settings, next_bar, paused_by_reconciliation, reconcile_twice, rows, run_ffe_async,
+                          stored_events, wait_for)
 
 MY_TRADES = "GET /api/v3/myTrades"
 
@@ -163,8 +164,7 @@ async def test_running_engine_pauses_on_a_balance_it_cannot_explain_until_accept
         try:
             fx.balances["BTC"].free += 0.25  # BTC arrives that no order of ffe's explains
             clock.forward(600)
-            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
-                           timeout=20, what="the engine paused, durably")
+            await paused_by_reconciliation(db, "the engine paused, durably", timeout=20)
             # the coins, and what they are worth: the venue's equity is theirs more than the engine's
             assert e.state_reason == "reconcile: 2 difference(s)"
             position, equity = e.reconcile_blocked

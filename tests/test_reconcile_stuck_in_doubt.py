@@ -10,8 +10,8 @@ import pytest
 from conftest import engine_session, ffe_env
 from ffe_engine.control import request
 from ffe_engine.errors import ControlError
-from live_helpers import (BTC, GET_ORDER, POST_ORDER, AsyncFfe, fx, rows, run_ffe_async, stored_events,  # noqa: F401
-                          wait_for)
+from live_helpers import (BTC, GET_ORDER, POST_ORDER, AsyncFfe, fx, paused_by_reconciliation,  # noqa: F401
+                          reconciled_ok, rows, run_ffe_async, stored_events, wait_for)
 from receiver import Receiver
 from test_live_books import climbing, engine_loop, strategy_settings
 
@@ -30,11 +30,6 @@ async def an_entry_the_exchange_loses(fx, e) -> str:
     return cid
 
 
-async def paused_by_reconciliation(db) -> None:
-    await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
-                   timeout=60, what="the engine paused by reconciliation")
-
-
 async def test_an_order_in_doubt_for_good_pauses_the_engine_instead_of_trading_through(tmp_path, fx):
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
@@ -42,14 +37,11 @@ async def test_an_order_in_doubt_for_good_pauses_the_engine_instead_of_trading_t
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            await wait_for(lambda: stored_events(db, "reconcile")[-1:] and
-                           stored_events(db, "reconcile")[-1]["status"] == "ok", timeout=20,
-                           what="a reconciliation that agrees")
+            await reconciled_ok(db, "a reconciliation that agrees")
             # the entry is placed and filled, its answer lost; the exchange's lookups never find it
             cid = await an_entry_the_exchange_loses(fx, e)
             fx.balances["USDT"].free -= 250.0  # and quote leaves the account (a withdrawal)
-            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
-                           timeout=30, what="the engine paused by reconciliation")
+            await paused_by_reconciliation(db)
             assert cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt"
             assert any(d.get("client_order_id") == cid for d in e.reconcile_blocked), e.reconcile_blocked
         assert len(fx.orders) == 1  # never sent again
@@ -66,7 +58,7 @@ async def test_the_operator_is_told_what_holds_the_engine_and_what_lifts_it(tmp_
         e = running.engine
         async with engine_loop(e):
             cid = await an_entry_the_exchange_loses(fx, e)
-            await paused_by_reconciliation(db)
+            await paused_by_reconciliation(db, timeout=60)
             pages = lambda: [r.body for r in hook.delivered if r.body.get("kind") == "RECONCILE"]  # noqa: E731
             await wait_for(lambda: pages(), timeout=15, what="the page")
             text = pages()[0]["text"]
@@ -95,7 +87,7 @@ async def test_the_operator_settles_an_order_the_exchange_lost_and_only_what_is_
         await running.start_control()
         async with engine_loop(e):
             cid = await an_entry_the_exchange_loses(fx, e)
-            await paused_by_reconciliation(db)
+            await paused_by_reconciliation(db, timeout=60)
             (placed,) = fx.orders
             assert placed.client_id == cid and placed.status == "FILLED"
             price, quantity = placed.quote_filled / placed.filled, placed.filled
@@ -159,7 +151,7 @@ async def test_an_order_settled_canceled_that_the_exchange_filled_is_a_differenc
         await running.start_control()
         async with engine_loop(e):
             cid = await an_entry_the_exchange_loses(fx, e)
-            await paused_by_reconciliation(db)
+            await paused_by_reconciliation(db, timeout=60)
             answer = await request(sock, "settle", {"id": cid, "outcome": "canceled", "by": "alice"})
             assert answer["ok"], answer
             assert answer["result"]["status"] == "canceled" and answer["result"]["filled"] == 0
@@ -186,7 +178,7 @@ async def test_the_venue_s_word_wins_over_a_settle_by_hand(tmp_path, fx):
         e = running.engine
         async with engine_loop(e):
             cid = await an_entry_the_exchange_loses(fx, e)
-            await paused_by_reconciliation(db)
+            await paused_by_reconciliation(db, timeout=60)
             (placed,) = fx.orders
             fx.clear_faults(GET_ORDER)  # the exchange's lookups find it again
             with pytest.raises(ControlError, match="nothing settled"):

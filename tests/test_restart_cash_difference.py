@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import engine_session
-from live_helpers import BTC, fx, rows, stored_events, wait_for  # noqa: F401
+from live_helpers import fx, paused_by_reconciliation, reconciled_ok  # noqa: F401
 from test_live_books import climbing, engine_loop, strategy_entry, strategy_settings
 
 
@@ -18,16 +18,13 @@ async def test_a_withdrawal_while_stopped_pauses_the_next_start(tmp_path, fx):
         e = running.engine
         async with engine_loop(e):
             await strategy_entry(e, fx)
-            await wait_for(lambda: stored_events(db, "reconcile")[-1:] and
-                           stored_events(db, "reconcile")[-1]["status"] == "ok", timeout=20,
-                           what="a reconciliation that agrees with the entry")
+            await reconciled_ok(db, "a reconciliation that agrees with the entry")
         cash = e.portfolio.cash
     fx.balances["USDT"].free -= 250.0  # withdrawn while the engine is stopped
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            await wait_for(lambda: rows(db, "SELECT state, by FROM engine_state") == [("PAUSED", "reconcile")],
-                           timeout=30, what="the engine paused by reconciliation")
+            await paused_by_reconciliation(db)
             kinds = {d["kind"] for d in e.reconcile_blocked}
             assert "cash" in kinds, e.reconcile_blocked
             assert e.portfolio.cash == pytest.approx(cash)  # the books keep theirs until the operator accepts
