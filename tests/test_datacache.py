@@ -133,7 +133,6 @@ def test_another_version_of_the_csv_reader_reads_afresh(tmp_path: Path, monkeypa
     assert (again.hits, again.misses) == (0, 1)
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/fd"), reason="a pipe named by /dev/fd")
 def test_a_pipe_is_read_as_without_the_cache(tmp_path: Path) -> None:
     """`ffe backtest ETH/USD=<(zcat ...)`: a pipe can be read once. The cache leaves it to load_csv, which reads
     its candles, as without the cache (hashing it first would leave nothing to read)."""
@@ -224,13 +223,19 @@ def test_other_provider_parameters_or_code_compute_afresh(tmp_path: Path, monkey
     assert cache.hits == hits
 
 
-@pytest.mark.parametrize("damage", ["payload", "truncated", "header", "empty", "other_key"])
-def test_a_damaged_entry_is_never_used(tmp_path: Path, damage: str) -> None:
+def eth_entry(tmp_path: Path) -> tuple[datacache.DataCache, CandleSeries, Path]:
+    """A cache holding ETH's sample file, its candles as read without the cache, and the cache's one entry."""
     cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
     want = load_csv(ETH_CSV, symbol="ETH/USD")
     cache.series(ETH_CSV, "ETH/USD")
     cache.wait()
     (entry,) = entries(cache.root)
+    return cache, want, entry
+
+
+@pytest.mark.parametrize("damage", ["payload", "truncated", "header", "empty", "other_key"])
+def test_a_damaged_entry_is_never_used(tmp_path: Path, damage: str) -> None:
+    cache, want, entry = eth_entry(tmp_path)
     blob = bytearray(entry.read_bytes())
     if damage == "payload":  # one bit of one price
         blob[-1000] ^= 0x10
@@ -271,11 +276,7 @@ def rewritten_header(entry: Path, change) -> None:
 def test_a_damaged_header_is_never_used(tmp_path: Path) -> None:
     """The header is part of the entry: one bit of its timeframe, or an array count far beyond the file (a foreign
     writer's), leaves a miss, never other candles or a failed run."""
-    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
-    want = load_csv(ETH_CSV, symbol="ETH/USD")
-    cache.series(ETH_CSV, "ETH/USD")
-    cache.wait()
-    (entry,) = entries(cache.root)
+    cache, want, entry = eth_entry(tmp_path)
     blob = bytearray(entry.read_bytes())
     at = blob.index(b'"timeframe_ms": 3600000') + len(b'"timeframe_ms": ')
     blob[at] ^= 0x01  # 3600000 -> 2600000: still a number
