@@ -390,6 +390,19 @@ async def test_a_stop_loss_refused_for_the_exchange_s_retry_after_goes_out_once_
     assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
 
 
+async def flatten_goes_on_after_a_restart(settings, fx):
+    """The next start of an engine halted while flattening a BTC position: HALTED still, the position still held,
+    and once it runs the flatten goes on to one filled sell that leaves no BTC. The engine, stopped."""
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state is EngineState.HALTED and BTC in e.portfolio.positions
+        async with engine_loop(e):
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
+    assert [o.status for o in fx.orders if o.side == "SELL"] == ["FILLED"]
+    assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+    return e
+
+
 async def test_a_flatten_waiting_for_the_exchange_s_retry_after_goes_on_after_a_restart(tmp_path, fx):
     """The engine stops while its flatten waits for the exchange's Retry-After: the engine started again (before or
     after that time) closes the position once it is over."""
@@ -401,13 +414,7 @@ async def test_a_flatten_waiting_for_the_exchange_s_retry_after_goes_on_after_a_
         fx.fault(POST_ORDER, "418", retry_after=3)
         result = await e.flatten(by="test")  # no engine loop: nothing follows it up before the stop
         assert result["failed"] == [] and [w["symbol"] for w in result["waiting"]] == [BTC], result
-    async with engine_session(settings, live=True) as running:
-        e = running.engine
-        assert e.state is EngineState.HALTED and BTC in e.portfolio.positions
-        async with engine_loop(e):
-            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
-    assert [o.status for o in fx.orders if o.side == "SELL"] == ["FILLED"]
-    assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+    await flatten_goes_on_after_a_restart(settings, fx)
 
 
 async def held_with_a_partial_close_next(e, fx) -> None:
@@ -470,14 +477,7 @@ async def test_a_flatten_cut_short_before_its_closing_orders_is_finished_after_a
         with contextlib.suppress(asyncio.CancelledError):
             await flattening
     assert [o for o in fx.orders if o.side == "SELL"] == []
-    async with engine_session(settings, live=True) as running:
-        e = running.engine
-        assert e.state is EngineState.HALTED and BTC in e.portfolio.positions
-        async with engine_loop(e):
-            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
-    assert [o.status for o in fx.orders if o.side == "SELL"] == ["FILLED"]
-    assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
-    assert e.state is EngineState.HALTED
+    assert (await flatten_goes_on_after_a_restart(settings, fx)).state is EngineState.HALTED
 
 
 async def test_a_flatten_closes_a_position_that_a_fill_opened_while_its_cancels_were_out(tmp_path, fx):
