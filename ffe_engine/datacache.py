@@ -18,6 +18,7 @@ either way (tests/test_datacache.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -54,11 +55,21 @@ def _digest(path: Path) -> str | None:
 
 def _code_of(modules: list[Any]) -> str:
     """A digest of the source files of `modules`: the code that made an entry is part of its key."""
-    h = hashlib.sha256()
+    paths = []
     for module in modules:
         path = getattr(module, "__file__", None)
         if not path:
             raise OSError(f"{module.__name__} has no source file")
+        paths.append(path)
+    return _sources_digest(tuple(paths))
+
+
+@functools.lru_cache(maxsize=32)
+def _sources_digest(paths: tuple[str, ...]) -> str:
+    """Read once a process: every file read and every series' entries keyed by the same code, which the process
+    loaded once."""
+    h = hashlib.sha256()
+    for path in paths:
         h.update(Path(path).read_bytes())
     return h.hexdigest()
 
