@@ -12,6 +12,7 @@ returns are enough for the VAR gate, which fails closed in live mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sqlite3
@@ -252,6 +253,18 @@ def stored_events(db: Path, *names: str) -> list[dict]:
     marks = ",".join("?" * len(names))
     return [json.loads(r[0]) for r in rows(db, f"SELECT data FROM events WHERE event IN ({marks}) ORDER BY seq",
                                            names)]
+
+
+@contextlib.asynccontextmanager
+async def engine_loop(engine):
+    """The engine's own loop (feed, housekeeping: order polls, reconciliation, breaker pause) running in the
+    background, stopped at the end."""
+    task = asyncio.ensure_future(engine.run())
+    try:
+        yield task
+    finally:
+        engine.request_stop()
+        await task
 
 
 async def reconciled_ok(db: Path, what: str, timeout: float = 20.0) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from conftest import engine_session
 from fake_exchange import FakeBinance
-from live_helpers import BTC, M, POST_ORDER, fx, wait_for  # noqa: F401
+from live_helpers import BTC, M, POST_ORDER, engine_loop, fx, wait_for  # noqa: F401
 from receiver import Receiver
-from test_live_books import climbing, engine_loop, strategy_entry, strategy_settings
+from test_live_books import climbing, strategy_entry, strategy_settings
 
 FAST = {"retry_initial_s": 0.05, "retry_max_s": 0.2, "retry_attempts": 2, "timeout_s": 2.0}
 

@@ -4,8 +4,8 @@ instead of being left open at the exchange while the engine is HALTED. Against t
 
 from __future__ import annotations
 
-from live_helpers import DELETE_ORDER, fx, rows, wait_for  # noqa: F401
-from test_live_engine import engine_loop, open_limit_orders, running_live
+from live_helpers import DELETE_ORDER, engine_loop, fx, rows, wait_for  # noqa: F401
+from test_live_engine import open_limit_orders, running_live
 
 
 async def test_a_held_cancel_the_exchange_then_fails_is_sent_again(tmp_path, fx):  # noqa: F811

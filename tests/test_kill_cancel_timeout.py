@@ -4,8 +4,8 @@ of being left open at the exchange while the engine is HALTED. Against the fake 
 
 from __future__ import annotations
 
-from live_helpers import DELETE_ORDER, fx, rows, wait_for  # noqa: F401
-from test_live_engine import engine_loop, open_limit_orders, running_live
+from live_helpers import DELETE_ORDER, engine_loop, fx, rows, wait_for  # noqa: F401
+from test_live_engine import open_limit_orders, running_live
 
 
 async def test_a_kill_switch_cancel_timed_out_on_a_retry_after_is_sent_once_it_ends(tmp_path, fx):  # noqa: F811

@@ -21,9 +21,9 @@ from fake_exchange import Balance, FakeBinance, binance_client
 from ffe_engine.control import request
 from ffe_engine.errors import FfeError
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
-                          MarketClock, exchange_options, fx, live_config, live_env, live_settings, next_bar,
-                          paused_by_reconciliation, processes, reconciled_ok, rows, run_ffe_async, stored_events,
-                          wait_for, wait_for_bar, write_config)
+                          MarketClock, engine_loop, exchange_options, fx, live_config, live_env, live_settings,
+                          next_bar, paused_by_reconciliation, processes, reconciled_ok, rows, run_ffe_async,
+                          stored_events, wait_for, wait_for_bar, write_config)
 
 GET_ACCOUNT = "GET /api/v3/account"
 START = 30_000.0
@@ -61,17 +61,6 @@ def answer_settings(tmp_path, fx: FakeBinance, answer: str = "RESULT", **tables)
     for how much, without the fills and their fees), FULL (with them) or ACK (the order's ids only)."""
     options = exchange_options(newOrderRespType={"market": answer, "limit": answer})
     return strategy_settings(tmp_path, fx, exchange={"options": options}, **tables)
-
-
-@contextlib.asynccontextmanager
-async def engine_loop(engine):
-    """The engine's own loop (feed, housekeeping: order polls, reconciliation) running in the background."""
-    task = asyncio.ensure_future(engine.run())
-    try:
-        yield task
-    finally:
-        engine.request_stop()
-        await task
 
 
 async def strategy_order(fx: FakeBinance) -> str:

@@ -17,7 +17,7 @@ from ffe_engine.risk import OrderIntent
 from receiver import Receiver
 from test_alerts import FAST
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, SteppedClock, fx, live_settings,  # noqa: F401
-                          next_bar, rows, stored_events, wait_for)
+                          engine_loop, next_bar, rows, stored_events, wait_for)
 
 MANY = 50
 HANG_S = 0.3  # how long the fake takes to answer each cancel in the kill switch tests
@@ -34,17 +34,6 @@ async def running_live(tmp_path, fx, clock=None, **tables):
         assert await next_bar(e, fx) == 1
         await e.resume(by="test")
         yield running
-
-
-@contextlib.asynccontextmanager
-async def engine_loop(engine):
-    """The engine's own loop (feed, housekeeping: order polls, breaker pause) running in the background."""
-    task = asyncio.ensure_future(engine.run())
-    try:
-        yield task
-    finally:
-        engine.request_stop()
-        await task
 
 
 async def open_limit_orders(e, n: int) -> list[str]:

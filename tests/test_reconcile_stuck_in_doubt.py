@@ -11,9 +11,9 @@ from conftest import engine_session, ffe_env
 from ffe_engine.control import request
 from ffe_engine.errors import ControlError
 from live_helpers import (BTC, GET_ORDER, POST_ORDER, AsyncFfe, fx, paused_by_reconciliation,  # noqa: F401
-                          reconciled_ok, rows, run_ffe_async, stored_events, wait_for)
+                          engine_loop, reconciled_ok, rows, run_ffe_async, stored_events, wait_for)
 from receiver import Receiver
-from test_live_books import climbing, engine_loop, strategy_settings
+from test_live_books import climbing, strategy_settings
 
 FAST = {"retry_initial_s": 0.05, "retry_max_s": 0.2, "retry_attempts": 2, "timeout_s": 2.0}
 

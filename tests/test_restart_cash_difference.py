@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import engine_session
-from live_helpers import fx, paused_by_reconciliation, reconciled_ok  # noqa: F401
-from test_live_books import climbing, engine_loop, strategy_entry, strategy_settings
+from live_helpers import engine_loop, fx, paused_by_reconciliation, reconciled_ok  # noqa: F401
+from test_live_books import climbing, strategy_entry, strategy_settings
 
 
 async def test_a_withdrawal_while_stopped_pauses_the_next_start(tmp_path, fx):
