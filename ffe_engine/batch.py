@@ -111,7 +111,7 @@ class BarSignals:
         """The ensemble's action at bar i of `symbol` on the precomputed votes: what `ensemble.decide(votes(symbol,
         i), []).action` is, mostly without building the votes and the result (Ensemble.action_of)."""
         s = self.by_symbol[symbol]
-        action = ensemble.action_of(s.names, [c[i] for c in s.code_cols], [c[i] for c in s.conf_cols])
+        action = ensemble.action_of(s.names, s.code_cols, s.conf_cols, i)
         return action if action is not None else ensemble.decide(self.votes(symbol, i), []).action
 
     def votes(self, symbol: str, i: int) -> list[Vote]:

@@ -82,7 +82,7 @@ class Ensemble:
     """
 
     __slots__ = ("strategy", "min_votes", "provider_timeout_s", "errors", "_weights", "_default_weight",
-                 "_tier1")
+                 "_tier1", "_listed")
 
     def __init__(self, strategy: str = "weighted", min_votes: int = 2, weights: Mapping[str, float] | None = None,
                  provider_timeout_s: float = 5.0) -> None:
@@ -100,6 +100,7 @@ class Ensemble:
                        "unanimous": self._unanimous}[strategy]
         self._weights: dict[str, float] = {}
         self._default_weight = 1.0
+        self._listed: tuple[dict[str, float], Sequence[str], list[float]] | None = None  # action_of's weights
         self.set_weights(weights)
 
     # ---- weights ---------------------------------------------------------------------------------------------
@@ -258,30 +259,34 @@ class Ensemble:
         strength = top / wtop
         return action, (share if share < strength else strength), applied, "weighted"
 
-    def action_of(self, names: Sequence[str], codes: Sequence[int], confs: Sequence[float]) -> Action | None:
-        """`decide`'s action for valid votes given as their providers' names, action codes (signals/base.py: 0 HOLD,
-        1 BUY, 2 SELL) and confidences, without building the result; None when only `decide` can tell (another
-        strategy, no quorum, or a weighted tie that falls to the next tiers). For bars whose verdict counts only as
-        an action (Engine._idle_stretch): the same arithmetic as `_weighted`, in the same order, so the same
-        action (tests/test_ensemble.py compares them on every bar of the sample files)."""
-        if self.strategy != "weighted" or len(codes) < self.min_votes:
+    def action_of(self, names: Sequence[str], code_cols: Sequence[Sequence[int]],
+                  conf_cols: Sequence[Sequence[float]], i: int) -> Action | None:
+        """`decide`'s action for valid votes at index `i` of per-provider columns (`names[j]`'s action code at
+        `code_cols[j][i]`, signals/base.py: 0 HOLD, 1 BUY, 2 SELL; its confidence at `conf_cols[j][i]`), without
+        building the votes or the result; None when only `decide` can tell (another strategy, no quorum, or a
+        weighted tie that falls to the next tiers). For bars whose verdict counts only as an action
+        (Engine._idle_stretch): the same arithmetic as `_weighted`, in the same order, so the same action
+        (tests/test_ensemble.py compares them on every bar of the sample files)."""
+        if self.strategy != "weighted" or len(code_cols) < self.min_votes:
             return None
+        listed = self._listed
+        if listed is None or listed[0] is not self._weights or listed[1] is not names:
+            # The weights in `names`' order, listed again only when the weights are replaced (set_weights makes a
+            # new map), which a backtest does once per closed trade at most.
+            get, default = self._weights.get, self._default_weight
+            listed = self._listed = (self._weights, names, [default if (w := get(n)) is None else w for n in names])
         sb = ss = sh = 0.0
         wb = ws = wh = 0.0
-        get = self._weights.get
-        default = self._default_weight
-        for name, code, c in zip(names, codes, confs):
-            w = get(name)
-            if w is None:
-                w = default
+        for w, codes, confs in zip(listed[2], code_cols, conf_cols):
+            code = codes[i]
             if code == 1:
-                sb += w * c
+                sb += w * confs[i]
                 wb += w
             elif code == 2:
-                ss += w * c
+                ss += w * confs[i]
                 ws += w
             else:
-                sh += w * c
+                sh += w * confs[i]
                 wh += w
         picked = _weighted_winner(sb, ss, sh, wb, ws, wh)
         return None if picked is None else picked[0]

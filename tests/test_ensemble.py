@@ -116,12 +116,25 @@ def test_action_of_is_the_action_decide_gives(strategy, votes, weights, min_vote
         votes[2] = V(votes[2].provider, votes[1].action, votes[0].confidence)
         votes[3] = V(votes[3].provider, votes[0].action, votes[1].confidence)
     ensemble = Ensemble(strategy, min_votes=min_votes, weights=weights)
-    got = ensemble.action_of([v.provider for v in votes], [CODES[v.action] for v in votes],
-                             [v.confidence for v in votes])
+    got = ensemble.action_of([v.provider for v in votes], [[CODES[v.action]] for v in votes],
+                             [[v.confidence] for v in votes], 0)
     want = ensemble.decide(votes, [])
     assert got is None or got is want.action
     if strategy == "weighted" and len(votes) >= min_votes and want.tier == 1:
         assert got is want.action  # it defers only where decide's tier 1 cannot decide
+
+
+def test_action_of_weighs_with_the_weights_set_since_it_was_last_asked():
+    """action_of keeps the weights listed in the providers' order between calls: replaced weights count at once."""
+    names, codes, confs = ["a", "b", "c"], [[1, 2], [2, 1], [2, 1]], [[0.9, 0.7], [0.6, 0.9], [0.6, 0.9]]
+    ensemble = Ensemble("weighted", weights={"a": 1.0, "b": 1.0, "c": 1.0})
+    assert [ensemble.action_of(names, codes, confs, i) for i in (0, 1)] == [SELL, BUY]
+    ensemble.set_weights({"a": 3.0, "b": 1.0, "c": 1.0})
+    assert [ensemble.action_of(names, codes, confs, i) for i in (0, 1)] == [BUY, SELL]
+    ensemble.set_weights({"a": 1.0})  # b and c weigh the mean of the given weights
+    assert ensemble.action_of(names, codes, confs, 0) is SELL
+    ensemble.decide_with({"a": 9.0}, [V("a", BUY, 0.9), V("b", SELL, 0.6), V("c", SELL, 0.6)])
+    assert ensemble.action_of(names, codes, confs, 0) is SELL  # decide_with leaves the weights as they were
 
 
 def test_decide_with_weighs_with_the_weights_given_and_keeps_its_own():
@@ -153,7 +166,7 @@ def test_action_of_on_every_bar_of_the_sample_files():
         for symbol, s in signals.by_symbol.items():
             for i in range(s.warm_from, len(s.ts)):
                 votes = signals.votes(symbol, i)
-                fast = ensemble.action_of(s.names, [c[i] for c in s.code_cols], [c[i] for c in s.conf_cols])
+                fast = ensemble.action_of(s.names, s.code_cols, s.conf_cols, i)
                 want = ensemble.decide(votes, []).action
                 deferred += fast is None
                 assert signals.action(symbol, i, ensemble) is want and fast in (None, want), (symbol, i)
