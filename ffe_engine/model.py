@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from enum import Enum
 from typing import Any
 
@@ -30,6 +31,7 @@ class EngineState(str, Enum):
     HALTED = "HALTED"
 
 
+@lru_cache(maxsize=4096)  # the same position's quantity is checked on every bar it is held (Portfolio.dust_at)
 def floor_to_step(qty: float, step: float) -> float:
     """qty rounded down to a whole number of steps, written with the step's decimals: 0.01001 on a 0.00001 step,
     not the 0.010010000000000002 that the product of the two floats gives."""
