@@ -10,7 +10,6 @@ ConfigError whose message is a single line and never holds a secret.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import io
 import ipaddress
 import json
@@ -613,6 +612,8 @@ def _unknown_key(path: Path_, model: type[Section], depth: int) -> str:
     if depth < len(path) - 1 and path[depth] in model.model_fields:
         return f"{text} ({_dotted(path[: depth + 1])} is not a table)"
     if depth < len(path):
+        import difflib  # only for a misspelt key: not paid by every start
+
         close = difflib.get_close_matches(path[depth], list(model.model_fields), n=1)
         if close:
             text += f" (did you mean {_dotted(path[:depth] + (close[0],))}?)"
