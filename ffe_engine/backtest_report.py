@@ -8,6 +8,8 @@ the equity curve and the candles only, so it is the same at every record level.
 from __future__ import annotations
 
 import hashlib
+import sys
+from array import array
 from typing import Any
 
 from . import fmt, performance
@@ -85,7 +87,16 @@ def results_digest(engine: Engine) -> str:
     for t in engine.trades:
         h.update(f"{t.symbol},{t.side.value},{t.quantity.hex()},{t.entry_price.hex()},{t.exit_price.hex()},"
                  f"{t.pnl.hex()},{t.fees.hex()},{t.reason},{t.opened_ts},{t.closed_ts},{t.trade_id}\n".encode())
-    h.update("".join([f"{ts},{eq.hex()}\n" for ts, eq in engine.equity_curve]).encode())  # one line per bar
+    # The equity curve, one (time, equity) per bar, as little-endian 64-bit integers and doubles: every bit, and
+    # far quicker to hash than a line of text per bar.
+    times = array("q", [ts for ts, _ in engine.equity_curve])
+    equities = array("d", [eq for _, eq in engine.equity_curve])
+    if sys.byteorder != "little":
+        times.byteswap()
+        equities.byteswap()
+    h.update(len(times).to_bytes(8, "little"))
+    h.update(times)
+    h.update(equities)
     weights = engine.learner.weights if engine.learner is not None else {}
     for name in sorted(weights):
         h.update(f"{name},{float(weights[name]).hex()}\n".encode())
