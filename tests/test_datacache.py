@@ -233,12 +233,14 @@ def eth_entry(tmp_path: Path) -> tuple[datacache.DataCache, CandleSeries, Path]:
     return cache, want, entry
 
 
-@pytest.mark.parametrize("damage", ["payload", "truncated", "header", "empty", "other_key"])
+@pytest.mark.parametrize("damage", ["payload", "block", "truncated", "header", "empty", "other_key"])
 def test_a_damaged_entry_is_never_used(tmp_path: Path, damage: str) -> None:
     cache, want, entry = eth_entry(tmp_path)
     blob = bytearray(entry.read_bytes())
     if damage == "payload":  # one bit of one price
         blob[-1000] ^= 0x10
+    elif damage == "block":  # a disk block of the arrays read back as zeros
+        blob[-20_000:-20_000 + 4096] = bytes(4096)
     elif damage == "truncated":
         del blob[len(blob) // 2:]
     elif damage == "header":
