@@ -96,6 +96,41 @@ def test_files_of_different_timeframes_exit_2_naming_both_and_start_no_run(tmp_p
     assert not (tmp_path / "data" / "backtests").exists()
 
 
+@pytest.mark.parametrize("args, symbol", [
+    (["BTCUSD_1h.csv"], "BTCUSD"),  # a file name without BASE-QUOTE
+    (["FOO=BTCUSD_1h.csv"], "FOO"),
+    (["BTC-USD_1h.csv", "XBTEUR=BTCUSD_1h.csv"], "XBTEUR"),  # not "must share one quote currency, got , USD"
+])
+def test_a_symbol_that_is_not_base_quote_exits_2_naming_it_and_starts_no_run(tmp_path, args, symbol):
+    """Without a quote currency there is no cash to buy with: such a run would refuse every entry and end as if
+    the strategy never traded. It is refused before any file is read."""
+    rows = "".join(sample_head(BTC_CSV, 60))
+    (tmp_path / "BTCUSD_1h.csv").write_text(rows)
+    (tmp_path / "BTC-USD_1h.csv").write_text(rows)
+    proc = run_ffe(tmp_path, "backtest", "--records", "summary", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"{symbol!r} is not a BASE/QUOTE symbol" in line and "BTCUSD_1h.csv" in line, line
+    assert proc.stdout == ""
+    assert not (tmp_path / "data").exists()  # no run, and nothing read into the cache
+
+
+@pytest.mark.parametrize("where", ["a directory", "under a file"])
+def test_a_report_path_that_cannot_be_written_exits_2_before_the_run(tmp_path, where):
+    csv = tmp_path / "BTC-USD_1h.csv"
+    csv.write_text("".join(sample_head(BTC_CSV, 60)))
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "notes.txt").write_text("kept\n")
+    target = "reports" if where == "a directory" else "notes.txt/r.json"
+    proc = run_ffe(tmp_path, "backtest", "--records", "trades", csv.name, "--report", target)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"--report {target}" in line, line
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert not (tmp_path / "data" / "backtests").exists()  # refused before the run
+    assert (tmp_path / "notes.txt").read_text() == "kept\n" and not any((tmp_path / "reports").iterdir())
+
+
 def test_lenient_skips_the_bad_row_and_counts_it(recorded, tmp_path):
     csv = write_csv_with_bad_line_57(tmp_path / "BTC-USD_lenient.csv", "not a number")
     proc = run_ffe(tmp_path, "backtest", "--lenient", csv.name, "--report", "r.json")
