@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 # the command line is said before any of it is loaded.
 from ffe_engine import fmt, present, tables
 from ffe_engine.api import COMMANDS as CONTROL
-from ffe_engine.errors import ControlError, Interrupted, StartError, UsageError
+from ffe_engine.errors import ControlError, Interrupted, StartError, StorageError, UsageError
 
 if TYPE_CHECKING:
     from ffe_engine.config import Settings
@@ -119,6 +119,7 @@ def backtest(args: argparse.Namespace) -> int:
     if not args.files:
         raise UsageError("ffe backtest needs at least one [SYMBOL=]FILE.csv (or --list, --clean)")
     settings = settings_from(args)
+    report_path = _report_path(args.report) if args.report else None
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
     cache = bt.data_cache(settings)
@@ -141,10 +142,30 @@ def backtest(args: argparse.Namespace) -> int:
         raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
                           f"{log_dir / bt.AUDIT_NAME}") from None
     _print(format_summary(report))
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=1))
+    if report_path is not None:
+        try:
+            report_path.write_text(json.dumps(report, indent=1))
+        except OSError as exc:  # checked before the run: the disk filled or the directory changed since
+            raise StorageError(f"--report {args.report}: cannot write ({exc.strerror or exc})") from None
     return 0
+
+
+def _report_path(text: str) -> Path:
+    """Where `--report` writes, checked before the run, so that a run is not lost to a path it cannot write at its
+    end: not a directory, its directory made if missing (a file standing where a directory should be refused)."""
+    path = Path(text)
+    if path.is_dir():
+        raise UsageError(f"--report {text}: is a directory; give the path of a file")
+    for parent in reversed([path.parent, *path.parent.parents]):
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--report {text}: {parent} is not a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--report {text}: cannot make its directory ({exc.strerror or exc})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"--report {text}: cannot be written (permissions)")
+    return path
 
 
 def backtest_runs(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 from . import batch
 from .audit import Redactor
 from .clock import SimClock, format_timeframe
-from .config import Settings
+from .config import Settings, is_symbol
 from .datacache import DataCache, cache_for
 from . import records as compact
 from .backtest_report import build_report
@@ -56,11 +56,16 @@ def load_files(args: list[str], lenient: bool = False, cache: DataCache | None =
 
 
 def _load_files(args: list[str], lenient: bool, cache: DataCache | None) -> dict[str, CandleSeries]:
-    series: dict[str, CandleSeries] = {}
+    # Every argument's symbol checked before any file is read.
+    wanted: dict[str, Path] = {}
     for arg in args:
         symbol, path = parse_symbol_arg(arg)
-        if symbol in series:
+        _check_symbol(symbol, path)
+        if symbol in wanted:
             raise StartError(f"{path}: symbol {symbol} is given twice")
+        wanted[symbol] = path
+    series: dict[str, CandleSeries] = {}
+    for symbol, path in wanted.items():
         if cache is not None:
             loaded = cache.series(path, symbol, lenient=lenient)
         else:
@@ -76,6 +81,13 @@ def _load_files(args: list[str], lenient: bool, cache: DataCache | None) -> dict
                              f"{format_timeframe(other.timeframe_ms)}: the files of a backtest must share one "
                              "timeframe")
     return series
+
+
+def _check_symbol(symbol: str, path: object) -> None:
+    """A backtest trades BASE/QUOTE: without a quote currency it would have no cash to buy with."""
+    if not is_symbol(symbol):
+        raise StartError(f"{path}: {symbol!r} is not a BASE/QUOTE symbol such as 'BTC/USD': name the file "
+                         "BASE-QUOTE_... (BTC-USD_1h.csv) or give BASE/QUOTE=FILE")
 
 
 def data_cache(settings: Settings) -> DataCache | None:
@@ -119,6 +131,8 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     if records not in RECORD_LEVELS:
         raise StartError(f"--records must be one of {', '.join(RECORD_LEVELS)}, got {records!r}")
     symbols = list(series)
+    for symbol, s in series.items():
+        _check_symbol(symbol, s.path or symbol)
     quotes = {s.partition("/")[2] for s in symbols}
     if len(quotes) != 1:
         raise StartError(f"backtest symbols must share one quote currency, got {', '.join(sorted(quotes))}")
