@@ -188,6 +188,20 @@ def test_show_unknown_id_or_missing_database_is_a_one_line_error(run, tmp_path):
     assert not (tmp_path / "nowhere").exists()  # a read tool creates nothing
 
 
+@pytest.mark.parametrize("args", [("report", "trades"), ("report", "providers"), ("audit", "show", "d1")])
+def test_a_damaged_database_is_exit_1_and_left_as_it_is(tmp_path, args):
+    """A database that is not SQLite any more is damaged records (exit 1, as for `ffe run` and `ffe doctor`), not a
+    mistake on the command line (exit 2); the read leaves it as it was found."""
+    (tmp_path / "data").mkdir()
+    damaged = bytes(range(256)) * 16
+    (tmp_path / "data" / "ffe.db").write_bytes(damaged)
+    proc = ffe(tmp_path, *args, "--data-dir", "data", real=False)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and "the database is damaged" in proc.stderr, proc.stderr
+    assert str(Path("data") / "ffe.db") in proc.stderr
+    assert (tmp_path / "data" / "ffe.db").read_bytes() == damaged
+
+
 def test_show_follows_a_manual_approval_to_its_end(tmp_path):
     """Manual approval on a running engine: one proposal approved, one rejected, through `ffe ctl`."""
     starter_config(tmp_path)
