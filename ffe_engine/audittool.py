@@ -33,7 +33,7 @@ from . import fmt, present
 from . import records as compact
 from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, rotated_seqs, trail_files,
                     verify_trail)
-from .errors import StorageError, UsageError
+from .errors import StorageError, UsageError, damaged_database
 from .events import EVENT_TYPES
 from .store import EventHead, Records, open_read_only
 
@@ -508,8 +508,8 @@ def open_db(path: Path) -> sqlite3.Connection:
     try:
         conn = open_read_only(path)
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as exc:
-        raise UsageError(f"cannot read the database {path}: {exc}") from None
+    except sqlite3.DatabaseError as exc:  # damaged records (exit 1), not a mistake on the command line
+        raise damaged_database(path, str(exc)) from None
     if not {"decisions", "orders", "trades", "votes"} <= names:
         conn.close()
         raise UsageError(f"{path} is not an ffe database (no decisions table)")
