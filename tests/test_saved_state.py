@@ -98,3 +98,14 @@ async def test_config_check_names_the_saved_state_that_would_override_the_config
     res = run_ffe(tmp_path, "config", "check", env=ffe_env(FFE_ENGINE__APPROVAL="manual"))
     assert res.returncode == 0, res.stderr
     assert any(x.startswith("#") and "engine.approval = manual overrides" in x for x in res.stdout.splitlines())
+
+
+def test_config_check_says_when_the_database_a_start_would_read_is_damaged(tmp_path):
+    """The configuration is valid (exit 0), but the next start would stop on the database: said as a comment."""
+    write_config(tmp_path, "auto")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ffe.db").write_bytes(bytes(range(256)) * 16)
+    res = run_ffe(tmp_path, "config", "check")
+    assert res.returncode == 0, res.stderr
+    notes = [x for x in res.stdout.splitlines() if x.startswith("#") and "ffe.db" in x]
+    assert len(notes) == 1 and "damaged" in notes[0] and "the next start" in notes[0], res.stdout
