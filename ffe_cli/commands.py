@@ -86,7 +86,11 @@ def config_check(args: argparse.Namespace) -> int:
             raise StartError(str(exc)) from None
     check_bind(settings)  # the monitor's endpoint, as the start checks it
     text = render_settings(settings)
-    saved = saved_state(settings.db_path)
+    try:
+        saved = saved_state(settings.db_path)
+    except StorageError as exc:  # the configuration is valid; what the next start would read is not
+        _print(f"{text}\n\n# {exc}; the next start will stop on it (exit 1)")
+        return 0
     found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
     if found:
         # As comments, so the output stays a valid configuration file.

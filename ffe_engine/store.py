@@ -1640,14 +1640,21 @@ SAVED_KEYS = ("approval_mode", "weights", "market")
 
 def saved_state(path: Path | str) -> dict[str, Any] | None:
     """What a data directory's database holds that a start would restore over the configuration, read-only and
-    without creating anything: None when there is no database. Values that cannot be read are left out."""
+    without creating anything: None when there is no database. Values that cannot be read are left out; a file that
+    is not an SQLite database at all is DamagedDatabase, as a start would find it."""
     path = Path(path)
     if not path.is_file():
         return None
+    conn = None
     try:
         conn = open_read_only(path)
-    except sqlite3.DatabaseError:
-        return {}
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.OperationalError):  # not readable here (a WAL beside a read-only directory)
+            raise StorageError(f"{path}: cannot read the database ({exc})") from None
+        raise damaged_database(path, str(exc)) from None  # not an SQLite database
     try:
         out: dict[str, Any] = {}
         with contextlib.suppress(sqlite3.DatabaseError):
