@@ -341,6 +341,9 @@ def test_report_trades_lists_closed_trades_with_pnl_and_entry_decision(run):
     assert lines[-1].startswith(f"{len(rows)} closed trades") and f"P&L {fmt.money(total, signed=True)}" in lines[-1]
     r = ffe_json(run, "report", "trades", "--last", "3", "--data-dir", "data")
     assert [t["id"] for t in r["trades"]] == [tid for tid, *_ in rows[-3:]]
+    # Times as every report writes them (UTC ISO), beside the stored epoch milliseconds.
+    assert all(t["opened"] == fmt.iso_ms(t["opened_ts"]) and t["closed"] == fmt.iso_ms(t["closed_ts"])
+               and t["closed"].endswith("Z") for t in r["trades"])
 
 
 def test_reads_the_database_while_a_writer_holds_it(run, tmp_path):
