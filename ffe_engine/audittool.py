@@ -876,6 +876,8 @@ def trades_report(conn: sqlite3.Connection, last: int) -> dict[str, Any]:
            "entry_decision_id, exit_client_order_id FROM trades ORDER BY id DESC")
     rows = _rows(conn, sql + (" LIMIT ?" if last > 0 else ""), (last,) if last > 0 else ())
     rows.reverse()
+    for t in rows:  # the times as every report writes them, beside the stored milliseconds
+        t["opened"], t["closed"] = fmt.iso_ms(t["opened_ts"]), fmt.iso_ms(t["closed_ts"])
     count, wins, pnl = conn.execute("SELECT COUNT(*), SUM(pnl > 0), COALESCE(SUM(pnl), 0) FROM trades").fetchone()
     return {"trades": rows, "total": {"count": count, "wins": wins or 0, "pnl": pnl}}
 
