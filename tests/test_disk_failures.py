@@ -184,6 +184,28 @@ def test_a_disk_already_full_at_start_stops_before_the_engine_starts(traded, tmp
     assert (cwd / "data" / "ffe.db").read_bytes()[:100] == db_before[:100]
 
 
+async def test_a_start_refused_by_a_full_disk_pages_the_operator_and_feeds_no_heartbeat(traded, tmp_path):
+    """An engine that cannot start has no main loop: the dead man's switch hears nothing from it (a service
+    restarted again and again must not keep it fed), and the operator is paged, past the outbox the full disk
+    cannot take, as when the disk fills while trading."""
+    cwd = copy_of(traded, tmp_path)
+    hook = await Receiver().start()
+    beat = await Receiver().start()
+    try:
+        proc = await asyncio.to_thread(run_limited, cwd, "run", "--headless", "--max-bars", "5", fsize=4000,
+                                       FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook",
+                                       FFE_ALERTS__HEARTBEAT_URL=beat.url + "/ping", FFE_ALERTS__HEARTBEAT_S="0.05")
+        line = the_error_line(proc)
+        assert "engine started" not in proc.stderr
+        pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
+        assert len(pages) == 1 and pages[0]["kind"] == "RECORDS_UNWRITABLE", [r.body for r in hook.delivered]
+        assert line.removeprefix("ffe: error: ") in pages[0]["text"], (line, pages)
+        assert beat.requests == []
+    finally:
+        await hook.stop()
+        await beat.stop()
+
+
 def test_a_read_only_data_directory_stops_the_start_with_one_line(traded, tmp_path):
     cwd = copy_of(traded, tmp_path)
     with read_only(cwd / "data"):
