@@ -447,8 +447,10 @@ api_urls = {{public = "{closed}", private = "{closed}"}}
 options = {{fetchMarkets = {{types = ["spot"]}}, fetchCurrencies = false, fetchMargins = false}}
 """)
     hook = await Receiver().start()
-    proc = await _ffe("run", "--headless", env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url, **{
-        f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}), cwd=tmp_path)
+    beat = await Receiver().start()  # the dead man's switch: a start that fails never ran the main loop
+    proc = await _ffe("run", "--headless", env=ffe_env(
+        FFE_ALERTS__WEBHOOK_URL=hook.url, FFE_ALERTS__HEARTBEAT_URL=beat.url + "/ping", FFE_ALERTS__HEARTBEAT_S="0.05",
+        **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}), cwd=tmp_path)
     _, err = await asyncio.wait_for(proc.communicate(), 90)
     stderr = err.decode()
     assert proc.returncode == 1, stderr
@@ -466,7 +468,9 @@ options = {{fetchMarkets = {{types = ["spot"]}}, fetchCurrencies = false, fetchM
     failed = hook.delivered[1].body
     assert failed["severity"] == "page" and "fetch_ohlcv" in failed["text"], failed
     assert failed["text"].startswith("ffe start FAILED (PAPER)"), failed
+    assert beat.requests == []
     await hook.stop()
+    await beat.stop()
 
 
 async def test_repeats_counted_in_a_window_are_summed_up_when_the_engine_stops_before_it_ends(tmp_path):
