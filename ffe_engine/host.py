@@ -33,7 +33,7 @@ from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
 from .model import EngineState
-from .monitor import WATCHED, Monitor, check_bind
+from .monitor import WATCHED, Monitor, check_bind, start_refused
 from .sdnotify import SystemdNotifier
 from .store import Store
 from .venues.base import Venue, VenueError, VenueUnavailable
@@ -301,6 +301,9 @@ class EngineHost:
                     # Before the monitor closes: the failure's record raises its alert, which gets its chance to leave.
                     with contextlib.suppress(Exception):
                         await engine.start_failed(exc)
+                if isinstance(exc, StorageError):  # its records could not be written, its alert neither
+                    with contextlib.suppress(Exception):
+                        await start_refused(settings, clock, exc, Redactor(secrets).text if secrets else None)
                 if monitor is not None:
                     await monitor.close()
                 if store is not None:

@@ -23,7 +23,7 @@ from . import logs
 from .alerts import ALERTING, Alert, Notifier
 from .channels import DeliveryFailed, channels_from, new_session, origin_of, ping
 from .config import Settings
-from .errors import StartError, StorageError
+from .errors import DamagedDatabase, StartError, StorageError
 from .health import HEALTHY, assess, data_stale_after
 from .httpd import HttpServer, Response
 from .metrics import COUNTED, EngineMetrics
@@ -56,6 +56,20 @@ def check_bind(settings: Settings) -> None:
         where = f"{found.where}: " if found is not None and found.kind in ("toml", "dotenv") else ""
         raise StartError(f"{where}monitor.host = {cfg.host!r} is reachable from the network: set FFE_MONITOR__TOKEN "
                          "(a bearer token) in .env or the environment, or bind to 127.0.0.1")
+
+
+async def start_refused(settings: Settings, clock: Any, failure: StorageError,
+                        redact: Callable[[str], str] | None = None) -> None:
+    """Page that a start stopped on its records (a disk that takes no write, a damaged database), however far it
+    got (the monitor may not exist yet): nothing of the start could be recorded, the alerts' outbox neither, so the
+    page leaves now, one try per channel, as for a disk that fills while running."""
+    channels = channels_from(settings.alerts, origin_of(settings.data_dir, settings.alerts.instance))
+    if not channels:
+        return
+    notifier = Notifier(settings.alerts, None, channels, now=clock.monotonic, wall=clock.wall, redact=redact)
+    kind = "START_FAILED" if isinstance(failure, DamagedDatabase) else "RECORDS_UNWRITABLE"
+    await notifier.send_now(Alert(kind, kind, "page",
+                                  f"ffe start FAILED: {failure}. Nothing trades until a start succeeds."))
 
 
 class Monitor:
@@ -94,15 +108,20 @@ class Monitor:
                       timeframe_ms=e.timeframe_ms)
 
     def loop_alive(self) -> bool:
-        return not self.engine.stopped and self.engine.liveness.loop_age() <= self.cfg.loop_stale_s
+        """Whether the main loop runs and turns: not before the start has completed (a start that fails, again and
+        again under a service manager, must not feed the dead man's switch), nor after the engine stopped."""
+        e = self.engine
+        return e.started and not e.stopped and e.liveness.loop_age() <= self.cfg.loop_stale_s
 
     def records_unwritable(self, failure: StorageError) -> None:
         """The engine stopped because no record can be written: the page leaves now, past the alerts' outbox (which
         is in the database), whether the process ends now (headless) or later (a console left open)."""
-        if self._unwritable is None:
-            self._unwritable = asyncio.ensure_future(self.notifier.send_now(Alert(
-                "RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page",
-                f"ffe HALTED and stopped: {failure}. Nothing trades until it is started again.")))
+        self._page_now("RECORDS_UNWRITABLE",
+                       f"ffe HALTED and stopped: {failure}. Nothing trades until it is started again.")
+
+    def _page_now(self, kind: str, text: str) -> None:
+        if self._unwritable is None:  # one such page per run
+            self._unwritable = asyncio.ensure_future(self.notifier.send_now(Alert(kind, kind, "page", text)))
 
     def status(self) -> dict[str, Any]:
         """For the console's status line and `ffe ctl status`."""
