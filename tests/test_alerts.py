@@ -104,6 +104,37 @@ async def test_a_receiver_down_then_back_gets_every_alert_once_and_in_order(tmp_
     await hook.stop()
 
 
+async def test_a_full_outbox_keeps_the_pages_and_tells_the_operator_what_it_dropped(tmp_path):
+    """A receiver down for long fills the outbox: the oldest of the least severe alerts go first, never a page
+    while a warning is kept, and once the receiver is back it is told how many were dropped."""
+    hook = await Receiver().start()
+    hook.fail_with = 500
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, "min_severity": "info", "outbox_max": 4,
+                                               **FAST})
+    async with engine_session(settings) as host:
+        notifier = host.monitor.notifier
+        notifier.raise_alert(Alert("HALTED", "HALTED", "page", "the page"))
+        for i in range(6):
+            notifier.raise_alert(Alert("TEST", f"TEST:{i}", "warn", f"warning {i}"))
+        notifier.raise_alert(Alert("NOTE", "NOTE", "info", "a note"))
+        webhook = lambda: host.engine.snapshot()["monitor"]["channels"]["webhook"]  # noqa: E731
+        await until(lambda: webhook()["dropped"] >= 5, what="the outbox trimmed")
+        dropped = db_rows(settings.db_path, "SELECT text FROM alert_outbox WHERE status = 'dropped' ORDER BY id")
+        # The two notes (the start's STARTED among them) and the oldest warnings; the page is kept.
+        assert [t.split(" [")[0] for (t,) in dropped][1:] == ["warning 0", "warning 1", "warning 2", "a note"]
+        assert dropped[0][0].startswith("ffe started")
+        hook.fail_with = None
+        await until(lambda: any("dropped" in t for t in hook.texts()), what="the notice of the dropped alerts")
+        await asyncio.sleep(0.5)
+    texts = [t.split(" [")[0] for t in hook.texts()]
+    assert texts[0] == "the page", texts  # kept, though older than every warning
+    [notice] = [r.body for r in hook.delivered if r.body.get("kind") == "ALERTS_DROPPED"]
+    assert notice["severity"] == "warn" and "dropped 5 undelivered alert(s)" in notice["text"], notice
+    assert [t for t in texts[1:] if not t.startswith("ffe dropped")] == ["warning 3", "warning 4", "warning 5",
+                                                                          "ffe stopped (PAPER, RUNNING)."]
+    await hook.stop()
+
+
 async def _ffe(*args: str, env: dict[str, str], cwd) -> asyncio.subprocess.Process:
     config_for_run(cwd, args)
     return await asyncio.create_subprocess_exec(*ffe_cmd(*args), env=env, cwd=cwd,
