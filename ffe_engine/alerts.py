@@ -11,7 +11,8 @@ events into alerts synchronously and cheaply, then:
   its summary goes then, and its return is news, sent at once.
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
-  channel's oldest are dropped (counted).
+  channel's least severe are dropped, oldest first (counted), and the channel is told how many when it takes
+  alerts again.
 - delivery: one task per channel, off the trading loop, oldest first; a failing channel is retried with
   exponential backoff (tenacity) and holds its own queue only, so each alert arrives once and in order when the
   receiver is back (at least once if the process dies between the receiver's answer and the outbox update).
@@ -211,6 +212,7 @@ class ChannelStatus:
     sent: int = 0
     failures: int = 0
     dropped: int = 0
+    unreported: int = 0  # dropped, and not yet told on the channel itself
     last_success: float | None = None
     last_error: str = ""
     ok: bool = True
@@ -352,8 +354,10 @@ class Notifier:
                     if dropped:
                         st = self.status[c.name]
                         st.dropped += dropped
+                        st.unreported += dropped
                         st.pending = max(0, st.pending - dropped)
-                        log.warning("alert outbox full: oldest alerts dropped", channel=c.name, dropped=dropped)
+                        log.warning("alert outbox full: least severe and oldest alerts dropped", channel=c.name,
+                                    dropped=dropped)
             except Exception as exc:  # the ticker must keep going; the failure is logged
                 log.error("alert tick failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -394,6 +398,25 @@ class Notifier:
             st.last_success = self._wall()
             st.ok = True
             st.last_error = ""
+            if st.unreported:
+                await self._tell_dropped(channel, st)
+
+    async def _tell_dropped(self, channel: Channel, st: ChannelStatus) -> None:
+        """The channel takes alerts again after its outbox was trimmed: it is told how many it never got (once; a
+        notice that fails is tried after the next delivery)."""
+        n = st.unreported
+        row = {"key": "ALERTS_DROPPED", "kind": "ALERTS_DROPPED", "severity": "warn", "created_ts": self._wall(),
+               "text": f"ffe dropped {n} undelivered alert(s) for this channel while it could not be reached (outbox "
+                       f"full at alerts.outbox_max = {self.cfg.outbox_max}: the least severe and oldest first). "
+                       "What they said is in the log and the audit trail."}
+        assert self._session is not None
+        try:
+            await channel.send(self._session, row, self.cfg.timeout_s)
+        except DeliveryFailed as exc:
+            log.warning("alert not delivered", channel=channel.name, kind="ALERTS_DROPPED", error=str(exc))
+            return
+        st.unreported -= n
+        st.sent += 1
 
     async def _send_with_retries(self, channel: Channel, alert: dict[str, Any], st: ChannelStatus) -> int:
         # Imported by the first delivery: an engine with no alert channel never needs it.

@@ -1072,12 +1072,14 @@ class Store:
                           (attempts, error[:200], alert_id), audit_first=False)
 
     async def trim_alerts(self, channel: str, keep: int) -> int:
-        """Bound the outbox: beyond `keep` undelivered alerts, the oldest are marked dropped. How many were."""
+        """Bound the outbox: beyond `keep` undelivered alerts, the least severe are marked dropped, the oldest of
+        them first (a page goes only when `keep` pages are newer). How many were."""
         async with self._lock:
             await self._flush_locked()
             cur = await self.conn.execute(
                 "UPDATE alert_outbox SET status = 'dropped' WHERE id IN (SELECT id FROM alert_outbox "
-                "WHERE channel = ? AND status = 'pending' ORDER BY id DESC LIMIT -1 OFFSET ?)", (channel, keep))
+                "WHERE channel = ? AND status = 'pending' ORDER BY CASE severity WHEN 'page' THEN 0 WHEN 'warn' "
+                "THEN 1 ELSE 2 END, id DESC LIMIT -1 OFFSET ?)", (channel, keep))
             return int(cur.rowcount or 0)
 
     # ---------------------------------------------------------------- reads for the operator's views
