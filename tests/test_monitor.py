@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import threading
 
@@ -13,7 +14,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings, run_ffe
+from conftest import db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings, run_ffe, starter_config
 from ffe_engine.risk import GATE_ORDER
 from ffe_engine.venues.base import VenueUnavailable
 from ffe_engine.venues.paper import PaperVenue
@@ -213,6 +214,28 @@ async def test_a_stalled_loop_is_down_the_watchdog_and_heartbeat_stop_and_ctl_he
     await heartbeat.stop()
     await hook.stop()
     sd.close()
+
+
+async def test_a_process_suspended_then_resumed_is_no_stalled_loop(tmp_path, spawn_ffe):
+    """SIGSTOP then SIGCONT (a paused VM, a debugger): on waking, every age has jumped at once, and the monitor may
+    look before the main loop has had its turn. Its loop turns at once: nothing stalled, nobody paged to restart it."""
+    hook = await Receiver().start()
+    starter_config(tmp_path)
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(
+        FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook", FFE_MONITOR__LOOP_STALE_S="2", FFE_MONITOR__AUDIT_STALE_S="2"))
+    try:
+        await until(lambda: any(r.body.get("kind") == "STARTED" for r in hook.delivered), what="the engine started")
+        engine.send(signal.SIGSTOP)
+        await asyncio.sleep(4.0)  # twice the stale limits
+        engine.send(signal.SIGCONT)
+        await asyncio.sleep(4.0)  # time for a page to arrive, if one were raised
+        assert engine.alive()
+        assert [r.body["kind"] for r in hook.delivered if "STALLED" in r.body.get("kind", "")] == []
+    finally:
+        engine.send(signal.SIGCONT)
+        engine.send(signal.SIGTERM)
+        await asyncio.to_thread(engine.wait)
+        await hook.stop()
 
 
 def test_ctl_health_exits_2_when_no_engine_runs(tmp_path):
