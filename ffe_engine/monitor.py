@@ -95,7 +95,9 @@ class Monitor:
         self._tasks: list[asyncio.Task[None]] = []
         self._stale: set[str] = set()
         self._stalled = False
+        self._loop_suspect: int | None = None  # the loop's turn count when it was last seen stale
         self._audit_stalled = False
+        self._audit_suspect = False  # the audit trail was seen stale at the last look
         self._unwritable: asyncio.Task[None] | None = None  # the RECORDS_UNWRITABLE page, sent once
 
     # ------------------------------------------------------------------ the verdict
@@ -141,22 +143,31 @@ class Monitor:
         e = self.engine
         if not e.started or e.stopped:
             return out
+        # A stall is paged when a second look finds it still there: a process that was suspended (SIGSTOP, a paused
+        # VM) wakes with every age grown at once, and this may look before the main loop has had its first turn.
         age = e.liveness.loop_age()
         if age > self.cfg.loop_stale_s and not self._stalled:
-            self._stalled = True
-            out.append(Alert("LOOP_STALLED", "LOOP_STALLED", "page",
-                             f"ffe main loop STALLED: no turn for {age:.0f}s. The process is up but not trading; "
-                             "check the log, then restart it."))
+            if self._loop_suspect == e.liveness.turns:  # stale at the last look too, and no turn since
+                self._stalled = True
+                out.append(Alert("LOOP_STALLED", "LOOP_STALLED", "page",
+                                 f"ffe main loop STALLED: no turn for {age:.0f}s. The process is up but not trading; "
+                                 "check the log, then restart it."))
+            else:
+                self._loop_suspect = e.liveness.turns
         elif age <= self.cfg.loop_stale_s:
             self._stalled = False
+            self._loop_suspect = None
         lag = self.audit.lag() if self.audit is not None else 0.0
         if lag > self.cfg.audit_stale_s and not self._audit_stalled:
-            self._audit_stalled = True
-            out.append(Alert("AUDIT_STALLED", "AUDIT_STALLED", "page",
-                             f"ffe audit trail STALLED: a record has waited {lag:.0f}s to be written. Trading waits "
-                             "for it; check the log disk (space, I/O errors), then restart."))
+            if self._audit_suspect:
+                self._audit_stalled = True
+                out.append(Alert("AUDIT_STALLED", "AUDIT_STALLED", "page",
+                                 f"ffe audit trail STALLED: a record has waited {lag:.0f}s to be written. Trading "
+                                 "waits for it; check the log disk (space, I/O errors), then restart."))
+            self._audit_suspect = True
         elif lag <= self.cfg.audit_stale_s:
             self._audit_stalled = False
+            self._audit_suspect = False
         limit = data_stale_after(self.cfg, e.timeframe_ms)
         for sym in e.symbols:
             bar_age = e.liveness.bar_age(sym)
