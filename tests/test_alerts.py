@@ -278,7 +278,7 @@ async def test_each_kind_of_event_raises_the_alert_an_operator_needs(tmp_path):
         assert got["FLATTEN"]["severity"] == "page" and "1 FAILED" in got["FLATTEN"]["text"]
         assert "2 unexplained difference(s)" in got["RECONCILE"]["text"]
         assert got["APPROVAL"]["text"] == ("ffe approval a1b2c3 waiting: BUY 0.01 BTC/USDT at 42,000.0, expires "
-                                           "22:15:20 UTC. `ffe ctl approve a1b2c3`.")
+                                           "2023-11-14T22:15:20Z. `ffe ctl approve a1b2c3`.")
         assert got["CRASH"]["severity"] == "page" and "RuntimeError: boom" in got["CRASH"]["text"]
         assert "ffe-doubt-1" in got["IN_DOUBT"]["text"] and "61s" in got["IN_DOUBT"]["text"]
         assert all(len(r.body["text"]) < 300 for r in hook.delivered)  # a phone's lock screen, not a log
