@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import fmt, logs
@@ -53,10 +52,6 @@ class Alert:
     key: str  # kind plus what it is about (a venue, a symbol): the unit of noise control
     severity: str
     text: str
-
-
-def _clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S UTC")
 
 
 def _stays(state: str | None) -> str:
@@ -143,7 +138,7 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     if isinstance(ev, ApprovalEvent) and ev.outcome == "pending":
         return [Alert("APPROVAL", f"APPROVAL:{ev.approval_id}", "warn",
                       f"ffe approval {ev.approval_id} waiting: {ev.side.upper()} {fmt.qty(ev.quantity)} {ev.symbol} at "
-                      f"{fmt.price(ev.price)}, expires {_clock(ev.expires_at)}. `ffe ctl approve {ev.approval_id}`.")]
+                      f"{fmt.price(ev.price)}, expires {fmt.iso(ev.expires_at)}. `ffe ctl approve {ev.approval_id}`.")]
     if isinstance(ev, ErrorEvent) and ev.where == "engine loop":
         return [Alert("CRASH", "CRASH", "page", f"ffe engine CRASHED: {ev.message}. The process exits; orders and "
                                                 "state are as stored.")]
