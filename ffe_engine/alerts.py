@@ -146,7 +146,8 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         if ev.phase == "start":
             state, recovered = ev.detail.get("state"), ev.detail.get("recovered_orders", 0)
             cut = ev.detail.get("last_run")
-            after = f" after a run that {cut} (killed, or the machine stopped)" if cut else ""
+            after = f" after a run that {cut} (killed, the machine stopped, a full disk, or a backup restored)" if cut \
+                else ""
             if state in ("PAUSED", "HALTED"):  # it waits for the operator: a restart nobody watched needs someone
                 resume = "ffe ctl resume --yes" if state == "HALTED" else "ffe ctl resume"
                 return [Alert("STARTED", "STARTED", "warn",

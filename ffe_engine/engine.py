@@ -363,8 +363,8 @@ class Engine:
             # Killed, or the machine stopped: what it did is as committed, and the orders it had in flight were
             # recovered above; the operator reading the trail or the page should know the run was cut short.
             detail["last_run"] = LAST_RUN_CUT
-            log.warning(f"the last run {LAST_RUN_CUT} (killed, or the machine stopped); its records are as "
-                        "committed and its orders in flight were recovered")
+            log.warning(f"the last run {LAST_RUN_CUT} (killed, the machine stopped, a full disk, or a backup "
+                        "restored); its records are as committed and its orders in flight were recovered")
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail=detail))
         self._run_recorded = True
         self.overrides = [o for o in found if o is not None]
