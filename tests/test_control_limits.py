@@ -62,7 +62,7 @@ def _assert_clean_log(engine) -> None:
     assert "Unhandled exception" not in log and "Traceback" not in log, log[-3000:]
 
 
-def test_a_halt_gets_through_a_flood_of_connections_at_a_low_descriptor_limit(tmp_path, spawn_ffe):
+def test_a_halt_and_a_health_check_get_through_a_flood_of_connections_at_a_low_descriptor_limit(tmp_path, spawn_ffe):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))  # the engine inherits it
     try:
@@ -77,6 +77,9 @@ def test_a_halt_gets_through_a_flood_of_connections_at_a_low_descriptor_limit(tm
         busy = _ask(sock, "status", timeout=30)
         assert busy is not None and busy["ok"] is False and "too many control connections" in busy["error"], \
             (busy, engine.stderr[-3000:])
+        # The health check is answered too (a watchdog must not take a busy socket for a dead engine), then a halt.
+        health = _ask(sock, "health", timeout=30)
+        assert health is not None and health["ok"] is True, (health, engine.stderr[-3000:])
         halted = _ask(sock, "halt", timeout=30)
         assert halted is not None and halted["ok"] is True, (halted, engine.stderr[-3000:])
         assert db_value(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == "HALTED"
