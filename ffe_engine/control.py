@@ -313,11 +313,13 @@ class ControlServer:
             if req is not None:
                 cmd = req["cmd"]
                 if halt_only:
-                    if cmd != "halt":
+                    # The place kept for a halt also answers a health check: a watchdog (`ffe ctl health`, cron)
+                    # must not take a socket full of connections for an engine that is down, and restart it.
+                    if cmd not in ("halt", "health"):
                         await self._reply(writer, {"ok": False, "error": "too many control connections: only "
-                                                                         "halt is served now; try again"})
+                                                                         "halt and health are served now; try again"})
                         return
-                    self._halting = True
+                    self._halting = cmd == "halt"
                 if cmd == STREAM:
                     await self._stream(reader, writer)
                     return
