@@ -112,6 +112,7 @@ async def test_the_operator_settles_an_order_the_exchange_lost_and_only_what_is_
                                 "--yes")
             assert settled.proc.returncode == 0, settled.stdout + settled.stderr
             assert cid in settled.stdout and "filled" in settled.stdout, settled.stdout
+            assert "agrees" not in settled.stdout, settled.stdout  # the fee the exchange took still differs
             assert cid not in e.orders.live
             assert rows(db, "SELECT status FROM orders") == [("filled",)]
             assert rows(db, "SELECT quantity, price FROM fills") == [(pytest.approx(quantity),
@@ -137,6 +138,34 @@ async def test_the_operator_settles_an_order_the_exchange_lost_and_only_what_is_
                            what="two more reconciliations")
             assert e.reconcile_blocked == [] and e.state.value == "RUNNING"
             assert BTC in e.portfolio.positions
+        assert len(fx.orders) == 1  # never sent again
+
+
+async def test_a_settle_whose_reconciliation_sees_the_fee_once_does_not_say_it_agrees(tmp_path, fx):
+    """Settled before any reconciliation held the engine for it: the reconciliation the settle runs sees the fee
+    the exchange took as a difference for the first time (confirmed only on a later look). The operator is told
+    a difference is being looked at, not that the books agree with the exchange."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await an_entry_the_exchange_loses(fx, e)
+            assert e.reconcile_blocked == []
+            (placed,) = fx.orders
+            price, quantity = placed.quote_filled / placed.filled, placed.filled
+
+            async def settled() -> dict | None:
+                try:
+                    return await e.settle_order(cid, "filled", quantity=quantity, price=price, by="test")
+                except ControlError as exc:  # refused, nothing done, while the venue may still place it
+                    if "within its settle window" in str(exc):
+                        return None
+                    raise
+
+            answer = await wait_for(settled, timeout=30, what="the order settled past its settle window")
+            assert answer["status"] == "filled" and answer["reconcile_blocked"] == []
+            assert "agrees" not in answer["reconcile"] and "difference" in answer["reconcile"], answer
         assert len(fx.orders) == 1  # never sent again
 
 
