@@ -205,6 +205,8 @@ class Engine:
         self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
         self.refusals: dict[str, int] = {}  # gate code -> orders it refused (entries and exits)
         self.reconcile_blocked: list[dict[str, Any]] = []
+        # Differences the last reconciliation saw for the first time: looked at again before they hold the engine.
+        self.reconcile_unconfirmed: list[dict[str, Any]] = []
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
         self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
         # A real account's cash is the venue's quote balance at the first start on it (and after a restore's
@@ -1109,6 +1111,7 @@ class Engine:
                 self._cash_from_venue = True
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
+        self.reconcile_unconfirmed = report.unconfirmed
         # Differences found once are looked at again when the venue's reads have had time to catch up.
         self._recheck_at = report.confirm_at
         # Taken only from balances read when no order was in doubt (a fill found later would be counted twice),
@@ -1428,7 +1431,10 @@ class Engine:
             await self.reconcile()
             await self.flush()
             held = self.reconcile_blocked
-            if not held:
+            if not held and self.reconcile_unconfirmed:
+                after = (f"reconciliation sees {len(self.reconcile_unconfirmed)} difference(s) it looks at again once "
+                         "the venue's reads have caught up: accept them if they stay (`ffe ctl why`)")
+            elif not held:
                 after = "reconciliation agrees with the venue; resume when ready"
             elif any(d.get("client_order_id") == client_order_id for d in held):
                 after = ("reconciliation looks again once the venue's reads have caught up; entries stay held "

@@ -112,7 +112,7 @@ async def test_the_operator_settles_an_order_the_exchange_lost_and_only_what_is_
                                 "--yes")
             assert settled.proc.returncode == 0, settled.stdout + settled.stderr
             assert cid in settled.stdout and "filled" in settled.stdout, settled.stdout
-            assert "agrees" not in settled.stdout, settled.stdout  # the fee the exchange took still differs
+            assert "reconciliation agrees" not in settled.stdout, settled.stdout  # the exchange's fee still differs
             assert cid not in e.orders.live
             assert rows(db, "SELECT status FROM orders") == [("filled",)]
             assert rows(db, "SELECT quantity, price FROM fills") == [(pytest.approx(quantity),
@@ -165,7 +165,7 @@ async def test_a_settle_whose_reconciliation_sees_the_fee_once_does_not_say_it_a
 
             answer = await wait_for(settled, timeout=30, what="the order settled past its settle window")
             assert answer["status"] == "filled" and answer["reconcile_blocked"] == []
-            assert "agrees" not in answer["reconcile"] and "difference" in answer["reconcile"], answer
+            assert "agrees with" not in answer["reconcile"] and "difference" in answer["reconcile"], answer
         assert len(fx.orders) == 1  # never sent again
 
 
