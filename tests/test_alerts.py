@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from conftest import config_for_run, db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings
+from ffe_engine import fmt
 from ffe_engine.alerts import Alert
 from prometheus_client.parser import text_string_to_metric_families
 from receiver import Receiver
@@ -449,6 +450,7 @@ async def test_every_alert_names_the_host_and_the_data_directory_of_the_engine_t
     for body in (r.body for r in hook.delivered):
         assert body["source"] == "ffe" and body["host"] == socket.gethostname(), body
         assert body["data_dir"] == data_dir and body["text"].endswith(f". {where}"), body
+        assert body["created"] == fmt.iso(body["created_ts"]) and body["created"].endswith("Z"), body  # UTC ISO
     assert slack.texts() and all(t.endswith(f". {where}") for t in slack.texts()), slack.texts()
     for r in (hook, slack):
         await r.stop()
