@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import fmt
 from .config import AlertSettings
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ class Channel:
         if self.name == "telegram":
             return {"chat_id": self.chat_id, "text": line[:4096], "disable_web_page_preview": True}
         body = {"key": alert["key"], "kind": alert["kind"], "severity": alert["severity"], "text": text,
-                "created_ts": alert["created_ts"], "source": "ffe"}
+                "created_ts": alert["created_ts"], "source": "ffe",
+                "created": fmt.iso(alert["created_ts"]) if alert["created_ts"] is not None else None}
         if self.origin is not None:
             body.update(host=self.origin.host, data_dir=self.origin.data_dir, instance=self.origin.instance)
         return body
