@@ -50,7 +50,7 @@ from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
 from .signals.base import BUY_CODE, SELL_CODE
-from .store import CASH_ACCEPTED_KEY, RESTORED_KEY, FillRecord, Store
+from .store import CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORED_KEY, FillRecord, Store
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
@@ -205,6 +205,7 @@ class Engine:
         self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
         self.refusals: dict[str, int] = {}  # gate code -> orders it refused (entries and exits)
         self.reconcile_blocked: list[dict[str, Any]] = []
+        self._request_hold_stored: float | None = None  # the exchange's Retry-After on requests, as last stored
         # Differences the last reconciliation saw for the first time: looked at again before they hold the engine.
         self.reconcile_unconfirmed: list[dict[str, Any]] = []
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
@@ -589,10 +590,17 @@ class Engine:
         if self.sim_feed is not None:
             books["market"] = self.sim_feed.state()
         books.update(self._venue_book())
+        held = getattr(self.venue, "requests_held_until", None)
+        if held is not None:
+            until = held()
+            if until != self._request_hold_stored:  # a new Retry-After, or the end of one
+                books[REQUEST_HOLD_KEY] = until
         learner = self.learner if self._learner_dirty else None
         if learner is not None:
             books["weights"] = _learner_record(learner)
         await self.store.put_kvs(books, self.clock.wall())
+        if REQUEST_HOLD_KEY in books:
+            self._request_hold_stored = books[REQUEST_HOLD_KEY]
         if learner is not None:
             self._learner_dirty = False
 

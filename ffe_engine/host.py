@@ -35,7 +35,7 @@ from .market.base import Feed
 from .model import EngineState
 from .monitor import WATCHED, Monitor, check_bind, start_refused
 from .sdnotify import SystemdNotifier
-from .store import Store
+from .store import REQUEST_HOLD_KEY, Store, saved_state
 from .venues.base import Venue, VenueError, VenueUnavailable
 
 log = logs.get_logger("ffe.host")
@@ -165,6 +165,22 @@ def _log_holder(written: str) -> str:
     return f"the ffe engine pid {pid} on {data_dir}"
 
 
+
+def _restore_request_hold(venue: Any, db_path: Path) -> None:
+    """The exchange's Retry-After on every request, as the last run stored it: a start within it sends nothing
+    (its first request is refused at once, or waits when a few seconds are left), as an exchange lengthens a ban
+    for every request sent during it. Read before anything else of the database: the venue's requests come first."""
+    hold = getattr(venue, "hold_requests", None)
+    if hold is None:
+        return
+    try:
+        saved = saved_state(db_path) or {}
+    except StorageError:  # the start's own opening of the database says what is wrong with it
+        return
+    until = saved.get(REQUEST_HOLD_KEY)
+    if isinstance(until, (int, float)) and not isinstance(until, bool):
+        hold(float(until))
+
 class EngineHost:
     """Owns everything an engine needs from its process. Build it with `await EngineHost.open(...)`."""
 
@@ -240,6 +256,7 @@ class EngineHost:
             # The venue and the credentials first: a start they refuse leaves no database or audit file behind.
             if venue is None:
                 venue = make_venue(settings, symbols)
+            _restore_request_hold(venue, settings.db_path)
             if live:
                 await check_credentials(venue)
             if feed is None:

@@ -1637,7 +1637,10 @@ def chain_head_of(value: Any) -> ChainHead | None:
 
 
 # Saved state that can take precedence over the configuration at the next start (overrides.py).
-SAVED_KEYS = ("approval_mode", "weights", "market")
+# kv: the wall time before which the exchange asked for no requests at all (a Retry-After on any request; the
+# order path stores its own for orders): a start within it sends nothing.
+REQUEST_HOLD_KEY = "venue_request_hold_until"
+SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY)
 
 
 def saved_state(path: Path | str) -> dict[str, Any] | None:

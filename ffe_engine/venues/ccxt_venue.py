@@ -270,7 +270,7 @@ class ReadRetry:
     def __init__(self, exchange: Any, name: str, secrets: list[str], *, attempts: int = 4, backoff_s: float = 0.2,
                  max_backoff_s: float = 2.0, max_retry_after_s: float = 5.0,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 monotonic: Callable[[], float] | None = None) -> None:
+                 monotonic: Callable[[], float] | None = None, wall: Callable[[], float] | None = None) -> None:
         self.exchange = exchange
         self.name = name
         self.secrets = secrets
@@ -280,7 +280,9 @@ class ReadRetry:
         self.max_retry_after_s = max_retry_after_s
         self.sleep = sleep
         self.monotonic = monotonic if monotonic is not None else WallClock().monotonic
+        self.wall = wall if wall is not None else WallClock().wall
         self.hold_until: float | None = None  # monotonic time before which the exchange asked for no requests
+        self.hold_until_wall: float | None = None  # the same time in wall seconds (stored across restarts)
 
     def hold(self, retry_after: float | None) -> None:
         """The exchange asked for no requests for `retry_after` seconds: none goes to it before then."""
@@ -288,6 +290,7 @@ class ReadRetry:
             until = self.monotonic() + retry_after
             if self.hold_until is None or until > self.hold_until:
                 self.hold_until = until
+                self.hold_until_wall = self.wall() + retry_after
 
     def held_for(self) -> float:
         """Seconds left of the exchange's Retry-After (0 when requests may go)."""
@@ -295,7 +298,7 @@ class ReadRetry:
             return 0.0
         left = self.hold_until - self.monotonic()
         if left <= 0:
-            self.hold_until = None
+            self.hold_until = self.hold_until_wall = None
             return 0.0
         return left
 
@@ -388,6 +391,17 @@ class CcxtVenue:
         self._exchange_ids: dict[str, str] = {}  # client order id -> exchange order id, as learnt
         self._fees_left_out: set[str] = set()  # currencies fees were paid in that the books do not count
         self._trades_behind: set[str] = set()  # orders whose trades were last seen short of their fill
+
+    # -- the exchange's Retry-After, across restarts ---------------------------------------------------------------
+    def requests_held_until(self) -> float | None:
+        """Until when (wall seconds) the exchange asked for no requests at all, None when they may go: stored by the
+        engine, so that a start within it sends nothing either (an exchange's ban grows with every request sent
+        during it)."""
+        return self.reads.hold_until_wall if self.reads.held_for() > 0 else None
+
+    def hold_requests(self, until_wall: float) -> None:
+        """No request before `until_wall` (wall seconds), as a Retry-After stored by the last run asked."""
+        self.reads.hold(until_wall - self.reads.wall())
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def connect(self) -> None:
