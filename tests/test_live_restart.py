@@ -126,3 +126,21 @@ async def test_an_exchange_s_ban_holds_the_next_start_too(tmp_path, fx, processe
     assert len(fx.requests) == sent  # nothing sent to the exchange during its ban
     errors = [line for line in second.stderr.splitlines() if line.startswith("ffe: error: ")]
     assert len(errors) == 1 and "Retry-After" in errors[0], second.stderr[-2000:]
+
+
+async def test_a_ban_over_by_the_next_start_is_forgotten_there(tmp_path, fx, processes):
+    """A Retry-After that ends while the engine is down holds nothing at the next start, which trades on, and its
+    stored time is cleared."""
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    db = tmp_path / "data" / "ffe.db"
+    hold = "SELECT value FROM kv WHERE key = 'venue_request_hold_until'"
+    first = await start_engine(tmp_path, fx, processes, "first")
+    await wait_for_bar(tmp_path / "data" / "ffe.sock", fx)
+    fx.fault("GET /api/v3/klines", "429", retry_after=2)
+    fx.market_clock.step()
+    await wait_for(lambda: rows(db, hold) not in ([], [("null",)]), timeout=30, what="the hold stored")
+    await first.kill()
+    await asyncio.sleep(2.5)  # the hold is over
+    await start_engine(tmp_path, fx, processes, "second")
+    await wait_for_bar(tmp_path / "data" / "ffe.sock", fx)
+    await wait_for(lambda: rows(db, hold) == [("null",)], timeout=30, what="the stored hold cleared")
