@@ -205,7 +205,9 @@ class Engine:
         self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
         self.refusals: dict[str, int] = {}  # gate code -> orders it refused (entries and exits)
         self.reconcile_blocked: list[dict[str, Any]] = []
-        self._request_hold_stored: float | None = None  # the exchange's Retry-After on requests, as last stored
+        # The exchange's Retry-After on requests, as last stored; unknown at the start, so that the first storing of
+        # the books says it as it is (a hold that ended while the engine was down is cleared).
+        self._request_hold_stored: float | None | str = "unknown"
         # Differences the last reconciliation saw for the first time: looked at again before they hold the engine.
         self.reconcile_unconfirmed: list[dict[str, Any]] = []
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
