@@ -202,6 +202,24 @@ def test_a_damaged_database_is_exit_1_and_left_as_it_is(tmp_path, args):
     assert (tmp_path / "data" / "ffe.db").read_bytes() == damaged
 
 
+def test_damage_inside_the_database_s_pages_is_one_line_exit_1_for_every_read_command(run, tmp_path):
+    """Its header intact, its table pages overwritten: what SQLite finds while a command reads is said as damage,
+    in one line (never a traceback), and `ffe config check` names it as the next start would."""
+    shutil.copytree(run / "data", tmp_path / "data", ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    db = tmp_path / "data" / "ffe.db"
+    blob = bytearray(db.read_bytes())
+    for at in range(len(blob) // 2 // 4096 * 4096, len(blob), 4096):  # the schema's pages (the first) intact
+        blob[at:at + 200] = bytes(range(200))
+    db.write_bytes(bytes(blob))
+    (did,) = [d for (d,) in sql(run, "SELECT decision_id FROM decisions ORDER BY rowid LIMIT 1")]
+    for args in (("report", "providers"), ("audit", "show", did)):
+        proc = ffe(tmp_path, *args, "--data-dir", "data", real=False)
+        assert proc.returncode == 1 and proc.stdout == "", (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "the database is damaged" in proc.stderr, (args, proc.stderr)
+    checked = ffe(tmp_path, "config", "check", "--data-dir", "data", real=False)
+    assert checked.returncode == 0 and "the database is damaged" in checked.stdout, checked.stdout[-500:]
+
+
 def test_show_follows_a_manual_approval_to_its_end(tmp_path):
     """Manual approval on a running engine: one proposal approved, one rejected, through `ffe ctl`."""
     starter_config(tmp_path)
