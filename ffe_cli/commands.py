@@ -437,11 +437,8 @@ def audit_show(args: argparse.Namespace) -> int:
     from ffe_engine import audittool
 
     settings = settings_from(args)
-    conn = audittool.open_db(settings.db_path)
-    try:
+    with audittool.reading(settings.db_path) as conn:
         story = audittool.decision_story(conn, args.decision_id)
-    finally:
-        conn.close()
     if story is None:
         raise UsageError(f"no decision {args.decision_id} in {settings.db_path}")
     _print(json.dumps(story, indent=1, default=str) if args.json else audittool.render_story(story))
@@ -461,16 +458,13 @@ def _report(args: argparse.Namespace, which: str) -> int:
     settings = settings_from(args)
     if args.last < 0:
         raise UsageError(f"--last must be 0 or more, got {args.last}")
-    conn = audittool.open_db(settings.db_path)
-    try:
+    with audittool.reading(settings.db_path) as conn:
         if which == "providers":
             r = audittool.provider_report(conn, list(settings.ensemble.providers), args.last)
             text = audittool.render_provider_report(r)
         else:
             r = audittool.trades_report(conn, args.last)
             text = audittool.render_trades(r)
-    finally:
-        conn.close()
     _print(json.dumps(r, indent=1, default=str) if args.json else text)
     return 0
 

@@ -15,6 +15,7 @@ waited for, never printed in part.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import os
@@ -515,6 +516,21 @@ def open_db(path: Path) -> sqlite3.Connection:
         raise UsageError(f"{path} is not an ffe database (no decisions table)")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """The database read-only (open_db) for a command's reads: damage SQLite meets while they read (a page whose
+    content is not what SQLite wrote) is said in one line as damage, exit 1, never a traceback."""
+    conn = open_db(path)
+    try:
+        yield conn
+    except sqlite3.OperationalError as exc:  # locked, or unreadable here: not damage
+        raise StorageError(f"{path}: cannot read the database ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        raise damaged_database(path, str(exc)) from None
+    finally:
+        conn.close()
 
 
 def _rows(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

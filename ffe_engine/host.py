@@ -174,7 +174,7 @@ def _restore_request_hold(venue: Any, db_path: Path) -> None:
     if hold is None:
         return
     try:
-        saved = saved_state(db_path) or {}
+        saved = saved_state(db_path, check=False) or {}  # the start's opening of it checks it
     except StorageError:  # the start's own opening of the database says what is wrong with it
         return
     until = saved.get(REQUEST_HOLD_KEY)

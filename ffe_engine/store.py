@@ -1643,17 +1643,21 @@ REQUEST_HOLD_KEY = "venue_request_hold_until"
 SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY)
 
 
-def saved_state(path: Path | str) -> dict[str, Any] | None:
+def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | None:
     """What a data directory's database holds that a start would restore over the configuration, read-only and
     without creating anything: None when there is no database. Values that cannot be read are left out; a file that
-    is not an SQLite database at all is DamagedDatabase, as a start would find it."""
+    SQLite's quick check finds damaged (or that is no SQLite database) is DamagedDatabase, as a start would find it.
+    `check` False leaves the quick check out (for a start, which makes its own)."""
     path = Path(path)
     if not path.is_file():
         return None
     conn = None
     try:
         conn = open_read_only(path)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        problems = check_problems(conn.execute("PRAGMA quick_check" if check else "SELECT 'ok'").fetchall())
+        if problems != ["ok"]:
+            conn.close()
+            raise damaged_database(path, first_problem(problems))
     except sqlite3.DatabaseError as exc:
         if conn is not None:
             conn.close()
