@@ -215,6 +215,22 @@ def test_a_read_only_data_directory_stops_the_start_with_one_line(traded, tmp_pa
     assert str(Path("data")) in line, line
 
 
+async def test_a_start_refused_by_a_read_only_data_directory_pages_the_operator(traded, tmp_path):
+    """Refused as it takes the data directory's lock, before anything else: paged all the same."""
+    cwd = copy_of(traded, tmp_path)
+    hook = await Receiver().start()
+    try:
+        with read_only(cwd / "data"):
+            proc = await asyncio.to_thread(run_ffe, cwd, "run", "--headless", "--max-bars", "5",
+                                           env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"))
+        line = the_error_line(proc)
+        pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
+        assert len(pages) == 1 and pages[0]["kind"] == "RECORDS_UNWRITABLE", [r.body for r in hook.delivered]
+        assert line.removeprefix("ffe: error: ") in pages[0]["text"], (line, pages)
+    finally:
+        await hook.stop()
+
+
 READ_COMMANDS = (("doctor",), ("audit", "verify"), ("report", "trades", "--last", "0"), ("report", "providers"),
                  ("config", "check"))
 
