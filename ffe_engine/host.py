@@ -217,8 +217,13 @@ class EngineHost:
         umask = os.umask(PRIVATE)
         try:
             lock_fd = acquire_lock(settings.data_dir)
-        except BaseException:
+        except BaseException as exc:
             os.umask(umask)
+            if isinstance(exc, StorageError):  # the first write of a start: paged as the later ones are
+                secrets = settings.secrets()
+                with contextlib.suppress(Exception):
+                    await start_refused(settings, clock or WallClock(), exc,
+                                        Redactor(secrets).text if secrets else None)
             raise
         log_lock: int | None = None
         try:
