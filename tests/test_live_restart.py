@@ -144,3 +144,19 @@ async def test_a_ban_over_by_the_next_start_is_forgotten_there(tmp_path, fx, pro
     await start_engine(tmp_path, fx, processes, "second")
     await wait_for_bar(tmp_path / "data" / "ffe.sock", fx)
     await wait_for(lambda: rows(db, hold) == [("null",)], timeout=30, what="the stored hold cleared")
+
+
+async def test_a_ban_met_by_a_start_that_fails_holds_the_next_start(tmp_path, fx, processes):
+    """The exchange bans the address while a start reads its warm-up history: that start fails, and the next one,
+    within the ban, sends nothing either."""
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    fx.fault("GET /api/v3/klines", "429", retry_after=90)
+    first = await AsyncFfe.start(tmp_path, *RUN, env=live_env(fx), name="first")
+    processes.append(first)
+    assert await first.wait(timeout=60) == 1, first.stderr
+    sent = len(fx.requests)
+    second = await AsyncFfe.start(tmp_path, *RUN, env=live_env(fx), name="second")
+    processes.append(second)
+    assert await second.wait(timeout=60) == 1, second.stderr
+    assert len(fx.requests) == sent, [r.path for r in fx.requests[sent:]]
+    assert "Retry-After" in second.stderr, second.stderr[-2000:]
