@@ -17,6 +17,7 @@ decides. What a backtest does differently from a live or paper run is one `RunPr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
@@ -537,6 +538,11 @@ class Engine:
         given up by a stop signal), and its connections are closed. Nothing is stored of the books."""
         self.stopped = True
         try:
+            hold = self._request_hold_change() if not isinstance(exc, StorageError) else {}
+            if hold:  # a ban met by the start (its warm-up's history, say) holds the next one too
+                with contextlib.suppress(StorageError):
+                    await self.store.put_kvs(hold, self.clock.wall())
+                    self._request_hold_stored = hold[REQUEST_HOLD_KEY]
             if self._run_recorded and not isinstance(exc, StorageError):
                 detail: dict[str, Any] = {"state": self.state.value, "bars": 0,
                                           "equity": round(self.portfolio.equity(), 2)}
@@ -592,11 +598,7 @@ class Engine:
         if self.sim_feed is not None:
             books["market"] = self.sim_feed.state()
         books.update(self._venue_book())
-        held = getattr(self.venue, "requests_held_until", None)
-        if held is not None:
-            until = held()
-            if until != self._request_hold_stored:  # a new Retry-After, or the end of one
-                books[REQUEST_HOLD_KEY] = until
+        books.update(self._request_hold_change())
         learner = self.learner if self._learner_dirty else None
         if learner is not None:
             books["weights"] = _learner_record(learner)
@@ -605,6 +607,15 @@ class Engine:
             self._request_hold_stored = books[REQUEST_HOLD_KEY]
         if learner is not None:
             self._learner_dirty = False
+
+    def _request_hold_change(self) -> dict[str, Any]:
+        """The exchange's Retry-After on every request (until when, or None once over) when it changed since it was
+        last stored: a start within it sends nothing (the host restores it)."""
+        held = getattr(self.venue, "requests_held_until", None)
+        if held is None:
+            return {}
+        until = held()
+        return {REQUEST_HOLD_KEY: until} if until != self._request_hold_stored else {}
 
     def _venue_book(self) -> dict[str, Any]:
         """The paper venue's book if it changed since it was last stored, to store with the journal entry or fill
