@@ -34,7 +34,7 @@ from . import fmt, present
 from . import records as compact
 from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, rotated_seqs, trail_files,
                     verify_trail)
-from .errors import StorageError, UsageError, damaged_database
+from .errors import StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
 from .store import EventHead, Records, open_read_only
 
@@ -509,8 +509,8 @@ def open_db(path: Path) -> sqlite3.Connection:
     try:
         conn = open_read_only(path)
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as exc:  # damaged records (exit 1), not a mistake on the command line
-        raise damaged_database(path, str(exc)) from None
+    except sqlite3.DatabaseError as exc:  # damaged or unreadable records (exit 1), not a command line mistake
+        raise unreadable_database(path, exc) from None
     if not {"decisions", "orders", "trades", "votes"} <= names:
         conn.close()
         raise UsageError(f"{path} is not an ffe database (no decisions table)")
@@ -525,10 +525,8 @@ def reading(path: Path) -> Iterator[sqlite3.Connection]:
     conn = open_db(path)
     try:
         yield conn
-    except sqlite3.OperationalError as exc:  # locked, or unreadable here: not damage
-        raise StorageError(f"{path}: cannot read the database ({exc})") from None
     except sqlite3.DatabaseError as exc:
-        raise damaged_database(path, str(exc)) from None
+        raise unreadable_database(path, exc) from None
     finally:
         conn.close()
 

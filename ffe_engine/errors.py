@@ -9,6 +9,8 @@ Every error that reaches the command line derives from FfeError; `ffe_cli.main` 
 
 from __future__ import annotations
 
+import sqlite3
+
 
 class FfeError(Exception):
     """Base of every error shown to the operator as one line."""
@@ -50,6 +52,15 @@ def damaged_database(path: object, what: str) -> DamagedDatabase:
     """A damaged database as the one line the operator reads: the file, what is damaged and what to do."""
     return DamagedDatabase(f"{path}: the database is damaged ({what}); it was left as it is: restore it from a "
                            "backup, or move it away to start a new account")
+
+
+def unreadable_database(path: object, exc: sqlite3.DatabaseError) -> StorageError:
+    """An SQLite error met while reading a database, as the one line the operator reads: an OperationalError (a
+    lock, a WAL that cannot be read from here) says the database cannot be read there; any other is damage (what
+    SQLite finds is not what it wrote)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StorageError(f"{path}: cannot read the database ({exc})")
+    return damaged_database(path, str(exc))
 
 
 def first_problem(problems: list[str]) -> str:

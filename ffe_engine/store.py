@@ -32,7 +32,8 @@ import zstandard
 from . import bookshapes, reserve
 from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
-from .errors import DamagedDatabase, FfeError, StorageError, damaged_database, first_problem, storage_failure
+from .errors import (DamagedDatabase, FfeError, StorageError, damaged_database, first_problem, storage_failure,
+                     unreadable_database)
 from .events import Event
 from .model import ClosedTrade, EngineState, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlthread import Connection
@@ -1651,20 +1652,15 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
     path = Path(path)
     if not path.is_file():
         return None
-    conn = None
     try:
         conn = open_read_only(path)
-        problems = check_problems(conn.execute("PRAGMA quick_check" if check else "SELECT 'ok'").fetchall())
-        if problems != ["ok"]:
-            conn.close()
-            raise damaged_database(path, first_problem(problems))
     except sqlite3.DatabaseError as exc:
-        if conn is not None:
-            conn.close()
-        if isinstance(exc, sqlite3.OperationalError):  # not readable here (a WAL beside a read-only directory)
-            raise StorageError(f"{path}: cannot read the database ({exc})") from None
-        raise damaged_database(path, str(exc)) from None  # not an SQLite database
+        raise unreadable_database(path, exc) from None
     try:
+        if check:  # what a start checks first
+            problems = check_problems(conn.execute("PRAGMA quick_check").fetchall())
+            if problems != ["ok"]:
+                raise damaged_database(path, first_problem(problems))
         out: dict[str, Any] = {}
         with contextlib.suppress(sqlite3.DatabaseError):
             row = conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
@@ -1676,6 +1672,8 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
                 if row is not None:
                     out[key] = json.loads(row[0])
         return out
+    except sqlite3.DatabaseError as exc:  # met by the quick check: no SQLite database at all, or not readable here
+        raise unreadable_database(path, exc) from None
     finally:
         conn.close()
 
