@@ -165,7 +165,6 @@ def _log_holder(written: str) -> str:
     return f"the ffe engine pid {pid} on {data_dir}"
 
 
-
 def _restore_request_hold(venue: Any, db_path: Path) -> None:
     """The exchange's Retry-After on every request, as the last run stored it: a start within it sends nothing
     (its first request is refused at once, or waits when a few seconds are left), as an exchange lengthens a ban
@@ -174,12 +173,13 @@ def _restore_request_hold(venue: Any, db_path: Path) -> None:
     if hold is None:
         return
     try:
-        saved = saved_state(db_path, check=False) or {}  # the start's opening of it checks it
-    except StorageError:  # the start's own opening of the database says what is wrong with it
+        saved = saved_state(db_path, check=False) or {}
+    except StorageError:  # the start's own opening of the database checks it, and says what is wrong with it
         return
     until = saved.get(REQUEST_HOLD_KEY)
     if isinstance(until, (int, float)) and not isinstance(until, bool):
         hold(float(until))
+
 
 class EngineHost:
     """Owns everything an engine needs from its process. Build it with `await EngineHost.open(...)`."""
@@ -214,16 +214,16 @@ class EngineHost:
                    venue: Venue | None = None, clock: Clock | None = None, ids: IdSource | None = None) -> EngineHost:
         """Build every part from the settings and start the engine (state restored, orders recovered)."""
         check_bind(settings)
+        secrets = settings.secrets()
+        redact = Redactor(secrets).text if secrets else None
         umask = os.umask(PRIVATE)
         try:
             lock_fd = acquire_lock(settings.data_dir)
         except BaseException as exc:
             os.umask(umask)
             if isinstance(exc, StorageError):  # the first write of a start: paged as the later ones are
-                secrets = settings.secrets()
                 with contextlib.suppress(Exception):
-                    await start_refused(settings, clock or WallClock(), exc,
-                                        Redactor(secrets).text if secrets else None)
+                    await start_refused(settings, clock or WallClock(), exc, redact)
             raise
         log_lock: int | None = None
         try:
@@ -234,10 +234,9 @@ class EngineHost:
             os.close(lock_fd)
             os.umask(umask)
             raise
-        secrets = settings.secrets()
         if clock is None:
             clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
-        bus = EventBus(clock, redact=Redactor(secrets).text if secrets else None)
+        bus = EventBus(clock, redact=redact)
         # The start's events (the run, overrides, the start's reconciliation, orders recovered) are published
         # before anyone can subscribe: kept from here for the console's log and the control socket's stream.
         start_events = bus.subscribe(maxlen=START_EVENTS_MAX)
@@ -302,8 +301,7 @@ class EngineHost:
             files = [str(p.resolve()) for p in settings.source_files]
             log.info("settings", files=", ".join(files) or "none (built-in defaults)",
                      data_dir=str(settings.data_dir.resolve()), log_dir=str(settings.log_dir.resolve()))
-            monitor = Monitor(settings, engine, audit=audit, store=store,
-                              redact=Redactor(secrets).text if secrets else None)
+            monitor = Monitor(settings, engine, audit=audit, store=store, redact=redact)
             # Before the start: the start and its reconciliation raise alerts.
             bus.add_sink(monitor.sink, names=WATCHED)
             engine.health_report = monitor.health
@@ -325,7 +323,7 @@ class EngineHost:
                         await engine.start_failed(exc)
                 if isinstance(exc, StorageError):  # its records could not be written, its alert neither
                     with contextlib.suppress(Exception):
-                        await start_refused(settings, clock, exc, Redactor(secrets).text if secrets else None)
+                        await start_refused(settings, clock, exc, redact)
                 if monitor is not None:
                     await monitor.close()
                 if store is not None:

@@ -118,12 +118,10 @@ class Monitor:
     def records_unwritable(self, failure: StorageError) -> None:
         """The engine stopped because no record can be written: the page leaves now, past the alerts' outbox (which
         is in the database), whether the process ends now (headless) or later (a console left open)."""
-        self._page_now("RECORDS_UNWRITABLE",
-                       f"ffe HALTED and stopped: {failure}. Nothing trades until it is started again.")
-
-    def _page_now(self, kind: str, text: str) -> None:
-        if self._unwritable is None:  # one such page per run
-            self._unwritable = asyncio.ensure_future(self.notifier.send_now(Alert(kind, kind, "page", text)))
+        if self._unwritable is None:
+            self._unwritable = asyncio.ensure_future(self.notifier.send_now(Alert(
+                "RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page",
+                f"ffe HALTED and stopped: {failure}. Nothing trades until it is started again.")))
 
     def status(self) -> dict[str, Any]:
         """For the console's status line and `ffe ctl status`."""
