@@ -254,8 +254,8 @@ class DataCache:
 
 
 def _said(key: str, byteorder: str, meta: Any, layout: Any) -> bytes:
-    """What a header says, as the digest takes it in before the arrays: a header damaged into other valid JSON (a
-    digit of the timeframe, a letter of an array's name) then fails the digest like damaged arrays do."""
+    """What a header says, as the check takes it in before the arrays: a header damaged into other valid JSON (a
+    digit of the timeframe, a letter of an array's name) then fails the check like damaged arrays do."""
     return json.dumps([key, byteorder, meta, layout]).encode()
 
 

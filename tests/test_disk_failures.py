@@ -92,6 +92,13 @@ def the_error_line(proc: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+def the_page_quoting(hook: Receiver, line: str) -> None:
+    """The receiver got one page, RECORDS_UNWRITABLE, quoting the process's error line."""
+    pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
+    assert len(pages) == 1 and pages[0]["kind"] == "RECORDS_UNWRITABLE", [r.body for r in hook.delivered]
+    assert line.removeprefix("ffe: error: ") in pages[0]["text"], (line, pages)
+
+
 def assert_trail_holds_the_database(cwd: Path) -> None:
     records = audit_lines(cwd / "logs" / "audit.jsonl")
     seqs = [r["seq"] for r in records]
@@ -197,9 +204,7 @@ async def test_a_start_refused_by_a_full_disk_pages_the_operator_and_feeds_no_he
                                        FFE_ALERTS__HEARTBEAT_URL=beat.url + "/ping", FFE_ALERTS__HEARTBEAT_S="0.05")
         line = the_error_line(proc)
         assert "engine started" not in proc.stderr
-        pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
-        assert len(pages) == 1 and pages[0]["kind"] == "RECORDS_UNWRITABLE", [r.body for r in hook.delivered]
-        assert line.removeprefix("ffe: error: ") in pages[0]["text"], (line, pages)
+        the_page_quoting(hook, line)
         assert beat.requests == []
     finally:
         await hook.stop()
@@ -224,9 +229,7 @@ async def test_a_start_refused_by_a_read_only_data_directory_pages_the_operator(
             proc = await asyncio.to_thread(run_ffe, cwd, "run", "--headless", "--max-bars", "5",
                                            env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"))
         line = the_error_line(proc)
-        pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
-        assert len(pages) == 1 and pages[0]["kind"] == "RECORDS_UNWRITABLE", [r.body for r in hook.delivered]
-        assert line.removeprefix("ffe: error: ") in pages[0]["text"], (line, pages)
+        the_page_quoting(hook, line)
     finally:
         await hook.stop()
 
