@@ -9,8 +9,6 @@ Every error that reaches the command line derives from FfeError; `ffe_cli.main` 
 
 from __future__ import annotations
 
-import sqlite3
-
 
 class FfeError(Exception):
     """Base of every error shown to the operator as one line."""
@@ -54,10 +52,12 @@ def damaged_database(path: object, what: str) -> DamagedDatabase:
                            "backup, or move it away to start a new account")
 
 
-def unreadable_database(path: object, exc: sqlite3.DatabaseError) -> StorageError:
+def unreadable_database(path: object, exc: BaseException) -> StorageError:
     """An SQLite error met while reading a database, as the one line the operator reads: an OperationalError (a
     lock, a WAL that cannot be read from here) says the database cannot be read there; any other is damage (what
     SQLite finds is not what it wrote)."""
+    import sqlite3  # loaded already by whoever met the error; the commands that never open a database skip it
+
     if isinstance(exc, sqlite3.OperationalError):
         return StorageError(f"{path}: cannot read the database ({exc})")
     return damaged_database(path, str(exc))
