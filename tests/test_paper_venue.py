@@ -188,3 +188,49 @@ async def test_a_book_saved_without_the_id_counter_continues_after_the_highest_e
     w = restored(v, drop=("exchange_id_seq",))
     new = await place_and_cancel(w, "b", 3)
     assert new == ["P251", "P252", "P253"], (given[-1], new)
+
+
+async def test_a_market_buy_the_next_open_makes_dearer_than_the_cash_fills_what_the_cash_pays_and_expires_the_rest():
+    """Reserved at the last close, a market buy fills at the next open: a gap up between them must not take the
+    account below zero, as a spot exchange never lets it. What the cash pays for fills (amount step), the rest
+    expires."""
+    v = venue(cash=1_000.0)
+    await v.create_order(req("b1", Side.BUY, 9.9))  # 9.9 x 100 x slippage and fee: 991.5, within the cash
+    v.on_candle(candle(BTC, 1, 110.0))  # 9.9 x 110.06 = 1,089.5 with its fee: more than the account holds
+    o = await v.fetch_order("b1", BTC)
+    assert o.status == "expired"
+    assert 0 < o.filled < 9.9 and round(o.filled / 0.001, 6).is_integer()
+    assert o.filled * o.average + o.fee <= 1_000.0
+    assert (o.filled + 0.001) * o.average * (1 + FEE) > 1_000.0  # all the cash could buy, to the amount step
+    bal = await v.fetch_balance()
+    assert 0.0 <= bal["USDT"] < 0.001 * o.average * (1 + FEE) and bal["BTC"] == pytest.approx(o.filled)
+    assert v.reserved.get("USDT", 0.0) == 0.0 and await v.fetch_open_orders() == []
+
+
+async def test_a_market_buy_whose_affordable_part_is_below_the_minimum_expires_unfilled():
+    v = venue(cash=1_000.0)
+    await v.create_order(req("b1", Side.BUY, 1.0, symbol=ETH))  # 20: what is left after the next order
+    await v.create_order(req("b2", Side.BUY, 9.6))  # 961 reserved at 100
+    v.on_candle(candle(ETH, 1, 20.0))
+    cash = v.balances["USDT"]
+    v.on_candle(candle(BTC, 1, 5_000.0))  # what the cash buys now is worth under the minimum notional of 10
+    o = await v.fetch_order("b2", BTC)
+    assert o.status == "expired" and o.filled == 0.0 and o.fee == 0.0
+    assert v.balances["USDT"] == cash and "BTC" not in await v.fetch_balance()
+
+
+async def test_a_market_order_fills_within_its_bar_however_far_the_slippage_would_take_it():
+    """Slippage moves the price against the order, but never outside what the market traded in the bar: a buy at
+    an open that was the bar's high fills at that high, a sell at an open that was its low at that low."""
+    v = venue()
+    await v.create_order(req("b1", Side.BUY, 1.0))
+    v.on_candle(Candle(BTC, 1_700_000_060_000, 110.0, 110.0, 105.0, 107.0, 10.0))  # opened at its high
+    b = await v.fetch_order("b1", BTC)
+    assert b.status == "closed" and b.average == 110.0
+    await v.create_order(req("s1", Side.SELL, 1.0))
+    v.on_candle(Candle(BTC, 1_700_000_120_000, 100.0, 104.0, 100.0, 103.0, 10.0))  # opened at its low
+    s = await v.fetch_order("s1", BTC)
+    assert s.status == "closed" and s.average == 100.0
+    await v.create_order(req("b2", Side.BUY, 1.0))
+    v.on_candle(Candle(BTC, 1_700_000_180_000, 100.0, 104.0, 99.0, 103.0, 10.0))  # room above the open
+    assert (await v.fetch_order("b2", BTC)).average == pytest.approx(100.0 * (1 + SLIP))
