@@ -207,16 +207,14 @@ async def test_a_market_buy_the_next_open_makes_dearer_than_the_cash_fills_what_
     assert v.reserved.get("USDT", 0.0) == 0.0 and await v.fetch_open_orders() == []
 
 
-async def test_a_market_buy_whose_affordable_part_is_below_the_minimum_expires_unfilled():
-    v = venue(cash=1_000.0)
-    await v.create_order(req("b1", Side.BUY, 1.0, symbol=ETH))  # 20: what is left after the next order
-    await v.create_order(req("b2", Side.BUY, 9.6))  # 961 reserved at 100
-    v.on_candle(candle(ETH, 1, 20.0))
-    cash = v.balances["USDT"]
-    v.on_candle(candle(BTC, 1, 5_000.0))  # what the cash buys now is worth under the minimum notional of 10
-    o = await v.fetch_order("b2", BTC)
+async def test_a_market_buy_whose_cash_pays_for_less_than_one_amount_step_at_the_open_expires_unfilled():
+    v = venue(cash=1_000.0, amount_step=1.0)
+    await v.create_order(req("b1", Side.BUY, 9.0))  # 901 reserved at 100
+    v.on_candle(candle(BTC, 1, 1_000.0))  # the cash buys 0.99 of a coin now, and the exchange sells whole coins
+    o = await v.fetch_order("b1", BTC)
     assert o.status == "expired" and o.filled == 0.0 and o.fee == 0.0
-    assert v.balances["USDT"] == cash and "BTC" not in await v.fetch_balance()
+    assert v.balances["USDT"] == 1_000.0 and "BTC" not in await v.fetch_balance()
+    assert v.reserved.get("USDT", 0.0) == 0.0
 
 
 async def test_a_market_order_fills_within_its_bar_however_far_the_slippage_would_take_it():

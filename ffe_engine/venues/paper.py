@@ -2,7 +2,8 @@
 
 It behaves like a spot exchange: balances per asset, funds reserved while an order is open, amount precision and
 minimum notional enforced, and market orders that fill at the next price (the open of the next candle for the
-symbol) with slippage and a fee in the quote currency. Orders stay open until then and can be cancelled, exactly
+symbol) with slippage (within the candle's range) and a fee in the quote currency, a buy no more than the cash
+pays for at that price (the rest expires). Orders stay open until then and can be cancelled, exactly
 as an order on a real venue can be in flight when the kill switch is pressed.
 
 Its book is JSON-serialisable (`state()` / `load()`) so a paper account survives a restart.
@@ -72,7 +73,7 @@ class PaperVenue:
                 if o.symbol != c.symbol:
                     continue
                 if o.type == "market":
-                    self._fill(o, c.open)
+                    self._fill(o, c.open, low=c.low, high=c.high)
                     filled += 1
                 elif o.price is not None and ((o.side is Side.BUY and c.low <= o.price)
                                               or (o.side is Side.SELL and c.high >= o.price)):
@@ -128,25 +129,44 @@ class PaperVenue:
         if asset is not None:
             self.reserved[asset] = max(0.0, self.reserved.get(asset, 0.0) - amount)
 
-    def _fill(self, o: VenueOrder, ref: float, slippage: bool = True) -> None:
+    def _fill(self, o: VenueOrder, ref: float, slippage: bool = True, low: float | None = None,
+              high: float | None = None) -> None:
+        """Fill `o` at `ref`, moved against it by the slippage but never past what the market traded in the bar
+        (`low`..`high`). A buy takes no more than the cash pays for: reserved at the last close and filled at a
+        dearer open, it fills what the account can pay (to the amount step; nothing below the minimum notional)
+        and the rest expires, as a spot exchange's market order does."""
         base, quote = _split(o.symbol)
-        px = ref * (1.0 + self.slip) if (slippage and o.side is Side.BUY) else (
-            ref * (1.0 - self.slip) if slippage else ref)
+        px = ref
+        if slippage:
+            px = ref * (1.0 + self.slip) if o.side is Side.BUY else ref * (1.0 - self.slip)
+            if high is not None and px > high:
+                px = high
+            if low is not None and px < low:
+                px = low
         qty = o.quantity
         self._release(o.client_order_id)
         if o.side is Side.SELL:
             qty = min(qty, self.balances.get(base, 0.0))
+        else:
+            free = self.balances.get(quote, 0.0) - self.reserved.get(quote, 0.0)
+            if qty * px + qty * px * self.fee > free:
+                qty = self._round(max(0.0, free) / (px * (1.0 + self.fee)))
+                while qty > 0 and qty * px + qty * px * self.fee > free:  # a rounding's last bit over
+                    qty = self._round(qty - self.amount_step)
+                if qty * px < self.min_notional:
+                    qty = 0.0
         fee = qty * px * self.fee
         if o.side is Side.BUY:
             self.balances[quote] = self.balances.get(quote, 0.0) - qty * px - fee
-            self.balances[base] = self.balances.get(base, 0.0) + qty
+            if qty > 0:
+                self.balances[base] = self.balances.get(base, 0.0) + qty
         else:
             self.balances[base] = self.balances.get(base, 0.0) - qty
             self.balances[quote] = self.balances.get(quote, 0.0) + qty * px - fee
         o.filled = qty
-        o.average = px
+        o.average = px if qty > 0 else None
         o.fee = fee
-        o.status = "closed"
+        o.status = "expired" if o.side is Side.BUY and qty < o.quantity else "closed"
         self.open_ids.remove(o.client_order_id)
         self.dirty = True
 
