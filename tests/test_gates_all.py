@@ -498,6 +498,38 @@ async def test_correlation_without_a_measurable_partner_fails_closed_live_and_pa
         assert d["outcome"] == "submitted"
 
 
+@pytest.mark.parametrize("live", [True, False])
+@pytest.mark.parametrize("flat_first", [True, False])
+def test_a_position_whose_correlation_cannot_be_measured_does_not_hide_one_over_the_limit(live, flat_first):
+    """CORRELATION is the highest correlation with any position held in the same direction: one held symbol that
+    never moved (no correlation can be measured with it) leaves the others' measured, and one over the limit
+    refuses the entry, live or paper, whichever is held first."""
+    import random
+    from collections import deque
+
+    from ffe_engine.model import Position
+
+    rng = random.Random(1)
+    base = [rng.gauss(0, 0.01) for _ in range(200)]
+    rets = {"A/USDT": base, "B/USDT": [x + rng.gauss(0, 0.0005) for x in base], "C/USDT": [0.0] * 200}
+    pf = Portfolio(10_000.0)
+    held = ["C/USDT", "A/USDT"] if flat_first else ["A/USDT", "C/USDT"]
+    for sym in [*held, "B/USDT"]:
+        pf.returns[sym] = deque(rets[sym], maxlen=250)
+        pf.last_price[sym] = 100.0
+    for sym in held:
+        pf.positions[sym] = Position(symbol=sym, side=Side.BUY, quantity=1.0, entry_price=100.0, opened_ts=0,
+                                     last_price=100.0)
+    gk = Gatekeeper(RiskSettings(max_open_positions=5, max_correlation=0.7), pf, trading=trading_state(),
+                    breaker_allows=lambda: True, now_ms=lambda: 0, last_bar_ts=lambda s: 0,
+                    entries_in_flight=lambda: [], timeframe_ms=HOUR, live=live)
+    it = OrderIntent(symbol="B/USDT", side=Side.BUY, quantity=1.0, reason=OrderReason.SIGNAL, confidence=0.9,
+                     ref_price=100.0)
+    [g] = [r for r in gk.evaluate(it) if r.code == "CORRELATION"]
+    assert g.passed is False and g.value == pytest.approx(pf.correlation("B/USDT", "A/USDT", window=100), abs=1e-4)
+    assert g.value > 0.99 and g.detail == "with A/USDT"
+
+
 # --------------------------------------------------------------------------------------------- exits
 async def test_exits_face_only_engine_state_and_breaker(tmp_path, pipelines):
     script = {BTC: (BUY, 0.8)}
