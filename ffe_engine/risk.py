@@ -220,14 +220,17 @@ class Gatekeeper:
             return GateResult("CORRELATION", 0.0, limit, True, "no open same-direction position")
         worst: float | None = None
         worst_sym = ""
+        unmeasured: list[str] = []
         for sym in others:
             c = self.pf.correlation(it.symbol, sym, window=self.risk.correlation_window)
             if c is None:
-                return GateResult("CORRELATION", None, limit, not self.live, f"{INPUT_MISSING}: {sym}")
-            if worst is None or c > worst:
+                unmeasured.append(sym)
+            elif worst is None or c > worst:
                 worst, worst_sym = c, sym
-        assert worst is not None
-        return GateResult("CORRELATION", round(worst, 4), limit, worst <= limit, f"with {worst_sym}")
+        # One measured over the limit refuses, whatever could not be measured beside it.
+        if worst is not None and (worst > limit or not unmeasured):
+            return GateResult("CORRELATION", round(worst, 4), limit, worst <= limit, f"with {worst_sym}")
+        return GateResult("CORRELATION", None, limit, not self.live, f"{INPUT_MISSING}: {', '.join(unmeasured)}")
 
 
 def size_entry(risk: RiskSettings, *, equity: float, cash: float, price: float, atr: float | None, fee_rate: float,
