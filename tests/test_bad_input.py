@@ -115,6 +115,23 @@ def test_a_symbol_that_is_not_base_quote_exits_2_naming_it_and_starts_no_run(tmp
     assert not (tmp_path / "data").exists()  # no run, and nothing read into the cache
 
 
+@pytest.mark.parametrize("arg, says", [
+    ("=BTC-USD_1h.csv", "'=BTC-USD_1h.csv': bad market data argument: expected SYMBOL=FILE or FILE"),
+    ("BTC/USD=", "'BTC/USD=': bad market data argument: expected SYMBOL=FILE or FILE"),
+    ("_1h.csv", "_1h.csv: cannot tell the symbol from the file name; pass SYMBOL=FILE"),
+    ("nonexistent.csv", "nonexistent.csv: cannot read: No such file"),
+])
+def test_a_market_data_argument_that_names_no_symbol_or_no_file_exits_2_in_one_line(tmp_path, arg, says):
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
+    (tmp_path / "_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
+    proc = run_ffe(tmp_path, "backtest", "--records", "summary", arg)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert says in line, line
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("where", ["a directory", "under a file"])
 def test_a_report_path_that_cannot_be_written_exits_2_before_the_run(tmp_path, where):
     csv = tmp_path / "BTC-USD_1h.csv"
