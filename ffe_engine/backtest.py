@@ -60,6 +60,8 @@ def _load_files(args: list[str], lenient: bool, cache: DataCache | None) -> dict
     wanted: dict[str, Path] = {}
     for arg in args:
         symbol, path = parse_symbol_arg(arg)
+        if not path.exists():  # said before a symbol its name gives wrong
+            raise CsvError(path, None, "cannot read: No such file")
         _check_symbol(symbol, path)
         if symbol in wanted:
             raise StartError(f"{path}: symbol {symbol} is given twice")

@@ -180,7 +180,7 @@ def symbol_from_filename(path: str | os.PathLike[str]) -> str:
         name = name[:-3]
     head = name.split("_", 1)[0] if "_" in name else Path(name).stem
     if not head:
-        raise ValueError(f"{path}: cannot tell the symbol from the file name; pass SYMBOL=FILE")
+        raise CsvError(path, None, "cannot tell the symbol from the file name; pass SYMBOL=FILE")
     return head.replace("-", "/")
 
 
@@ -190,7 +190,7 @@ def parse_symbol_arg(arg: str) -> tuple[str, Path]:
         symbol, _, file = arg.partition("=")
         symbol = symbol.strip()
         if not symbol or not file:
-            raise ValueError(f"bad market data argument {arg!r}: expected SYMBOL=FILE or FILE")
+            raise CsvError(repr(arg), None, "bad market data argument: expected SYMBOL=FILE or FILE")
         return symbol, Path(file)
     return symbol_from_filename(arg), Path(arg)
 
