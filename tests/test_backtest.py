@@ -296,3 +296,17 @@ def test_a_gzip_file_is_read_directly_and_names_its_symbol(tmp_path):
     assert proc.returncode == 0, proc.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["symbols"] == ["ETH/USD"] and r["bars"] == 300
+
+
+def test_a_thinned_equity_curve_still_ends_at_the_last_bar_close_and_the_end_equity(tmp_path):
+    """Past about 2,000 bars the report's curve keeps every n-th point; its last is the run's last bar close, the
+    end equity, whatever n divides."""
+    write_slice(BTC_CSV, tmp_path / "BTC-USD_1h.csv", 4_002)
+    proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--records", "summary", "--report", "r.json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    curve = r["equity_curve"]
+    assert 2_000 <= len(curve) <= 2_002
+    last_close = iso_time(r["to"]) + timedelta(hours=1)
+    assert iso_time(curve[-1][0]) == last_close and curve[-1][1] == pytest.approx(r["end_equity"], abs=0.005)
+    assert iso_time(curve[0][0]) == iso_time(r["from"]) + timedelta(hours=1)
