@@ -69,7 +69,7 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "skipped_rows": {s: {"count": ser.skipped, "first": list(ser.skip_reasons)}
                          for s, ser in series.items() if getattr(ser, "skipped", 0)},
         # the equity at each bar's close, at the close time
-        "equity_curve": [[fmt.iso_ms(ts + timeframe_ms), round(eq, 2)] for ts, eq in curve[::step]],
+        "equity_curve": [[fmt.iso_ms(ts + timeframe_ms), round(eq, 2)] for ts, eq in _thinned(curve, step)],
         "results_sha256": results_digest(engine),
     }
 
@@ -190,3 +190,11 @@ def format_summary(r: dict[str, Any]) -> str:
         lines.append("")
         lines += month_lines(r["monthly_returns_pct"], r["yearly_returns_pct"])
     return "\n".join(lines)
+
+
+def _thinned(curve: list[tuple[int, float]], step: int) -> list[tuple[int, float]]:
+    """Every `step`-th point of the curve, and its last (the run's end) whatever `step` divides."""
+    points = curve[::step]
+    if curve and (len(curve) - 1) % step:
+        points.append(curve[-1])
+    return points
