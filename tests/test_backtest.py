@@ -310,3 +310,15 @@ def test_a_thinned_equity_curve_still_ends_at_the_last_bar_close_and_the_end_equ
     last_close = iso_time(r["to"]) + timedelta(hours=1)
     assert iso_time(curve[-1][0]) == last_close and curve[-1][1] == pytest.approx(r["end_equity"], abs=0.005)
     assert iso_time(curve[0][0]) == iso_time(r["from"]) + timedelta(hours=1)
+
+
+def test_gaps_in_a_file_are_reported_with_their_count_and_missing_bars_in_the_summary_and_the_json(tmp_path):
+    """A file with holes is accepted, and the run says so: how many gaps and how many bars they leave out."""
+    lines = sample_head(BTC_CSV, 400)
+    kept = lines[:101] + lines[131:251] + lines[253:]  # 30 bars missing after row 100, 2 after row 250
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(kept))
+    proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--records", "summary", "--report", "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^\s+gaps\s+BTC/USD: 2 gaps, 32 missing bars$", proc.stdout, re.MULTILINE), proc.stdout
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["gaps"] == {"BTC/USD": {"count": 2, "missing_bars": 32}}
