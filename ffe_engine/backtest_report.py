@@ -63,7 +63,7 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "yearly_returns_pct": figures["returns_pct"]["yearly"],
         "gate_refusals": dict(sorted(engine.refusals.items())),
         "open_positions": len(pf.positions),
-        "gaps": {s: getattr(ser, "gap_count", 0) for s, ser in series.items()},
+        "gaps": {s: {"count": ser.gap_count, "missing_bars": ser.missing_bars} for s, ser in series.items()},
         # entries sent and refused by gate, the last entry, and since when none was sent
         "entries": engine.entries.report(trades[-1].closed_ts if trades else None),
         "skipped_rows": {s: {"count": ser.skipped, "first": list(ser.skip_reasons)}
@@ -168,6 +168,9 @@ def format_summary(r: dict[str, Any]) -> str:
         f"  fees          {fmt.money(r['fees'])}",
     ]
     lines += entry_lines(r["entries"])
+    for sym, gaps in r["gaps"].items():
+        if gaps["count"]:
+            lines.append(f"  gaps          {sym}: {gaps['count']} gaps, {gaps['missing_bars']} missing bars")
     for sym, skipped in r["skipped_rows"].items():
         lines.append(f"  skipped rows  {sym}: {skipped['count']} ({'; '.join(skipped['first'])})")
     lines += [
