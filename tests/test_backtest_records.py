@@ -117,6 +117,20 @@ def test_audit_show_tells_a_decision_of_a_full_run_from_its_compact_records(runs
     assert [g["code"] for g in story["gates"]] == [g["code"] for g in record["gates"]] and story["orders"]
 
 
+def test_audit_show_of_a_trades_run_says_its_records_are_incomplete_for_a_decision_id_as_for_an_order_id(runs):
+    """A trades run keeps no decision records: asked about a decision that placed an order, by the decision's id
+    or by the order's, `ffe audit show` says in one line that the records are incomplete (exit 1), not that there
+    is no such decision (a usage error)."""
+    run = runs["trades"]
+    db = run["cwd"] / run["report"]["database"]
+    did, cid = db_rows(db, "SELECT decision_id, client_order_id FROM orders WHERE decision_id IS NOT NULL "
+                           "ORDER BY created_ts LIMIT 1")[0]
+    for ident in (did, cid):
+        proc = run_ffe(run["cwd"], "audit", "show", ident, "--data-dir", str(db.parent))
+        assert proc.returncode == 1, (ident, proc.stdout + proc.stderr)
+        assert "the records are incomplete" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
 def test_the_audit_file_of_a_full_run_is_hash_chained_up_to_its_databases_chain_head(runs):
     full = runs["full"]
     db = full["cwd"] / full["report"]["database"]
