@@ -561,10 +561,13 @@ def _resolve_decision_id(conn: sqlite3.Connection, ident: str) -> str | None:
     flatten's) leads to the decision that opened the position it closed."""
     if conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (ident,)).fetchone():
         return ident
-    for sql in ("SELECT decision_id FROM orders WHERE client_order_id = ?",
-                "SELECT decision_id FROM approvals WHERE approval_id = ?",
-                "SELECT entry_decision_id FROM trades WHERE exit_client_order_id = ? ORDER BY id"):
-        row = conn.execute(sql, (ident,)).fetchone()
+    # A decision other records name, though the decisions table lacks it (records that keep none, such as a
+    # backtest's trades level): found, so that its story says the records are incomplete.
+    for sql in ("SELECT decision_id FROM orders WHERE client_order_id = ? OR decision_id = ?",
+                "SELECT decision_id FROM approvals WHERE approval_id = ? OR decision_id = ?",
+                "SELECT entry_decision_id FROM trades WHERE exit_client_order_id = ? OR entry_decision_id = ? "
+                "ORDER BY id"):
+        row = conn.execute(sql, (ident, ident)).fetchone()
         if row and row[0]:
             return str(row[0])
     return None
