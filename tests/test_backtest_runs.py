@@ -199,6 +199,19 @@ def test_doctor_checks_a_run_as_what_it_is_and_passes_a_healthy_one(runs_dir, le
     assert ("audit chain" in proc.stdout) == (level == "full"), proc.stdout
 
 
+@pytest.mark.parametrize("level", ["full", "trades"])
+def test_doctor_knows_a_run_moved_out_of_its_folder_by_its_records_not_its_folder_name(runs_dir, tmp_path, level):
+    """A run archived elsewhere, under another name: its records say what level they are, and the doctor checks
+    them as such (a full run's compact events against its compressed trail; a trades run with none)."""
+    data, logs = run_of(runs_dir, level)
+    shutil.copytree(runs_dir / data, tmp_path / "archive" / "my run")
+    if (runs_dir / logs).exists():  # a trades run keeps no trail
+        shutil.copytree(runs_dir / logs, tmp_path / "archive" / "my run logs")
+    proc = run_ffe(tmp_path, "doctor", "--data-dir", "archive/my run", "--log-dir", "archive/my run logs")
+    assert proc.returncode == 0, proc.stderr
+    assert f"a backtest run, records {level}" in proc.stdout, proc.stdout
+
+
 def test_doctor_still_finds_a_run_s_damage(runs_dir, tmp_path):
     cwd = copy(runs_dir, tmp_path / "runs")
     data, logs = run_of(cwd, "full")
