@@ -36,7 +36,7 @@ from .events import EventBus
 from .kernel import build_engine, paper_venue, providers_for
 from .market.csvdata import CandleSeries, CsvError, load_csv, parse_symbol_arg
 from .market.replay import ReplayFeed
-from .store import Store
+from .store import BACKTEST_RECORDS_KEY, Store
 
 FLUSH_EVERY = 5000
 RECORD_LEVELS = ("full", "trades", "summary")
@@ -172,6 +172,8 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     # The writer process chains the records (chain.py), on the other core: a hash per record is a few percent of
     # the engine's time.
     store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades", chain=full)
+    if kept:  # what the records are, wherever the run's folders are moved (ffe doctor)
+        await store.put_kv(BACKTEST_RECORDS_KEY, records, 0.0)
     if full:  # built whole when the run is closed: full pages, and no index to keep up during the run
         await store.defer_decision_indexes()
     redactor = Redactor(settings.secrets())

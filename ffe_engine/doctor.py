@@ -49,7 +49,7 @@ from .chain import packed, trail_files, unchained, unreadable_trail, verify_trai
 from .config import Settings
 from .errors import FfeError, first_problem
 from .model import EngineState, OrderStatus, trail_disagrees
-from .store import CASH_ACCEPTED_KEY, RESTORED_KEY, Records, state_unsaid
+from .store import BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Records, state_unsaid
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 FillRow = tuple[str, str, str, float, float, float, float]  # client_order_id, symbol, side, qty, price, fee, fee_base
@@ -95,11 +95,11 @@ def check(settings: Settings) -> Findings:
     found = Findings()
     records = Records(settings.db_path)
     try:
-        level = found.level = run_level(settings, records)
         problems = records.integrity()
         if problems != ["ok"]:
             raise Violation(f"{settings.db_path}: integrity check failed: {first_problem(problems)}")
         found.checks.append("integrity")
+        level = found.level = run_level(settings, records)
         damage = records.damage()
         if damage is not None:
             raise Violation(f"{settings.db_path}: {damage}")
@@ -145,8 +145,12 @@ def check(settings: Settings) -> Findings:
 
 
 def run_level(settings: Settings, records: Records) -> str | None:
-    """The record level of a backtest run's records (data/backtests/RUN): `full` when it kept events or its
-    compressed trail, else `trades`; None for an account's records."""
+    """The record level of a backtest run's records, as the run stored it (wherever its folders are now); for a run
+    made before it did so, by its folder (data/backtests/RUN): `full` when it kept events or its compressed trail,
+    else `trades`. None for an account's records."""
+    stored = records.kv(BACKTEST_RECORDS_KEY)
+    if stored in ("full", "trades"):
+        return str(stored)
     if settings.data_dir.parent.name != "backtests" or not RUN_ID.fullmatch(settings.data_dir.name):
         return None
     return "full" if records.last_seq() or packed(settings.audit_path).exists() else "trades"

@@ -1641,6 +1641,7 @@ def chain_head_of(value: Any) -> ChainHead | None:
 # kv: the wall time before which the exchange asked for no requests at all (a Retry-After on any request; the
 # order path stores its own for orders): a start within it sends nothing.
 REQUEST_HOLD_KEY = "venue_request_hold_until"
+BACKTEST_RECORDS_KEY = "backtest_records"  # a backtest run's record level, in its own database
 SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY)
 
 
