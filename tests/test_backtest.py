@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, run_ffe, wait_until
+from conftest import BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, run_ffe, wait_until, ffe_env
 
 ROWS = 3000  # per symbol: ~4 months of hourly bars
 
@@ -322,3 +322,24 @@ def test_gaps_in_a_file_are_reported_with_their_count_and_missing_bars_in_the_su
     assert re.search(r"^\s+gaps\s+BTC/USD: 2 gaps, 32 missing bars$", proc.stdout, re.MULTILINE), proc.stdout
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["gaps"] == {"BTC/USD": {"count": 2, "missing_bars": 32}}
+
+
+def test_a_provider_that_fails_on_every_bar_is_said_in_the_summary_and_the_json(tmp_path):
+    """An LLM provider whose endpoint does not answer casts no vote: the run goes on with the others, and says how
+    often the provider failed and why, rather than ending as if it had voted."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: every request is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    write_slice(BTC_CSV, tmp_path / "BTC-USD_1h.csv", 120)
+    env = ffe_env(FFE_ENSEMBLE__PROVIDERS='["trend", "momentum", "llm"]',
+                  FFE_ENSEMBLE__LLM__BASE_URL=f"http://127.0.0.1:{port}/v1")
+    proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--records", "trades", "--report", "r.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    failures = r["provider_failures"]
+    assert list(failures) == ["llm"] and failures["llm"]["count"] > 50, failures
+    assert failures["llm"]["last_error"], failures
+    line = summary_value(proc.stdout, "providers")
+    assert line.startswith(f"llm failed {failures['llm']['count']:,} times"), line
