@@ -62,6 +62,9 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "monthly_returns_pct": figures["returns_pct"]["monthly"],
         "yearly_returns_pct": figures["returns_pct"]["yearly"],
         "gate_refusals": dict(sorted(engine.refusals.items())),
+        # providers that failed to vote (an endpoint that did not answer): how often, and the last reason
+        "provider_failures": {name: {"count": n, "last_error": engine.ensemble.errors.get(name)}
+                              for name, n in sorted(engine.ensemble.failures.items())},
         "open_positions": len(pf.positions),
         "gaps": {s: {"count": ser.gap_count, "missing_bars": ser.missing_bars} for s, ser in series.items()},
         # entries sent and refused by gate, the last entry, and since when none was sent
@@ -168,6 +171,10 @@ def format_summary(r: dict[str, Any]) -> str:
         f"  fees          {fmt.money(r['fees'])}",
     ]
     lines += entry_lines(r["entries"])
+    if r["provider_failures"]:
+        lines.append("  providers     " + "; ".join(
+            f"{name} failed {f['count']:,} times (last: {f['last_error']})"
+            for name, f in r["provider_failures"].items()))
     for sym, gaps in r["gaps"].items():
         if gaps["count"]:
             lines.append(f"  gaps          {sym}: {gaps['count']} gaps, {gaps['missing_bars']} missing bars")

@@ -81,7 +81,7 @@ class Ensemble:
     `provider_timeout_s` bounds each async provider; a provider's own `timeout_s` attribute may only shorten it.
     """
 
-    __slots__ = ("strategy", "min_votes", "provider_timeout_s", "errors", "_weights", "_default_weight",
+    __slots__ = ("strategy", "min_votes", "provider_timeout_s", "errors", "failures", "_weights", "_default_weight",
                  "_tier1", "_listed")
 
     def __init__(self, strategy: str = "weighted", min_votes: int = 2, weights: Mapping[str, float] | None = None,
@@ -96,6 +96,7 @@ class Ensemble:
         self.min_votes = min_votes
         self.provider_timeout_s = float(provider_timeout_s)
         self.errors: dict[str, str] = {}  # provider -> why it last failed (no secrets: providers keep them out)
+        self.failures: dict[str, int] = {}  # provider -> how many votes it failed to cast
         self._tier1 = {"weighted": self._weighted, "majority": self._majority,
                        "unanimous": self._unanimous}[strategy]
         self._weights: dict[str, float] = {}
@@ -133,15 +134,19 @@ class Ensemble:
                 v = p.vote(ind)
             except Exception as e:  # a broken rule must not stop the others from voting
                 failed.append(p.name)
-                self.errors[p.name] = f"{type(e).__name__}: {e}"
+                self._failed(p.name, f"{type(e).__name__}: {e}")
                 continue
             # `_valid` written out: this runs for every provider on every bar.
             if isinstance(v, Vote) and v.action.__class__ is Action and 0.0 <= v.confidence <= 1.0:
                 votes.append(v)
             else:
                 failed.append(p.name)
-                self.errors[p.name] = f"invalid vote {v!r}"
+                self._failed(p.name, f"invalid vote {v!r}")
         return votes, failed
+
+    def _failed(self, provider: str, why: str) -> None:
+        self.errors[provider] = why
+        self.failures[provider] = self.failures.get(provider, 0) + 1
 
     async def gather(self, providers: Sequence[Any], ind: Any) -> tuple[list[Vote], list[str]]:
         """Collect one vote per provider: sync ones inline, async ones concurrently, each under its own timeout.
@@ -175,13 +180,13 @@ class Ensemble:
         try:
             v = await asyncio.wait_for(provider.vote(ind), timeout)
         except asyncio.TimeoutError:
-            self.errors[provider.name] = f"timed out after {timeout:g} s"
+            self._failed(provider.name, f"timed out after {timeout:g} s")
             return None
         except Exception as e:
-            self.errors[provider.name] = f"{type(e).__name__}: {e}"
+            self._failed(provider.name, f"{type(e).__name__}: {e}")
             return None
         if not _valid(v):
-            self.errors[provider.name] = f"invalid vote {v!r}"
+            self._failed(provider.name, f"invalid vote {v!r}")
             return None
         vote: Vote = v
         vote.latency_ms = (time.perf_counter() - t0) * 1000.0
