@@ -343,3 +343,26 @@ def test_a_provider_that_fails_on_every_bar_is_said_in_the_summary_and_the_json(
     assert failures["llm"]["last_error"], failures
     line = summary_value(proc.stdout, "providers")
     assert line.startswith(f"llm failed {failures['llm']['count']:,} times"), line
+
+
+def test_sharpe_is_annualised_by_the_step_of_the_equity_curve_when_files_close_at_different_minutes(tmp_path):
+    """Two hourly files, one closing on the hour and one at half past: the books close a bar every 30 minutes, and
+    the ratios are annualised by those steps, not by the files' timeframe."""
+    write_slice(BTC_CSV, tmp_path / "BTC-USD_1h.csv", 400)
+    rows = sample_head(ETH_CSV, 400)
+    shifted = [rows[0]] + [line.replace(":00:00Z", ":30:00Z", 1) for line in rows[1:]]
+    (tmp_path / "ETH-USD_1h.csv").write_text("".join(shifted))
+    proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "ETH-USD_1h.csv", "--records", "summary",
+                   "--report", "r.json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    curve = r["equity_curve"]
+    steps = {(iso_time(b[0]) - iso_time(a[0])).total_seconds() for a, b in zip(curve, curve[1:])}
+    assert steps == {1800.0}
+    rets, prev = [], r["start_equity"]
+    for _, eq in curve:
+        rets.append(eq / prev - 1.0)
+        prev = eq
+    mean = sum(rets) / len(rets)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in rets) / (len(rets) - 1))
+    assert r["sharpe"] == pytest.approx(mean / sd * math.sqrt(365.25 * 48), abs=0.02)
