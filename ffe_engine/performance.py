@@ -12,6 +12,7 @@ years group bars by their open time, so a bar's gain counts in the month it was 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import datetime, timezone
 from itertools import compress, repeat
 from operator import add, lt, mul, sub
@@ -207,8 +208,10 @@ def buy_and_hold(prices: dict[str, tuple[Sequence[int], Sequence[float], float]]
 
 
 def curve_figures(curve: Sequence[tuple[int, float]], start_equity: float, timeframe_ms: int) -> dict[str, Any]:
-    """Every figure of the equity curve for the report."""
-    periods = YEAR_MS / timeframe_ms
+    """Every figure of the equity curve for the report. Sharpe and Sortino are annualised by the curve's own step,
+    which is the timeframe unless the files close at different minutes (an hourly file on the hour and another at
+    half past close a bar of the books every 30 minutes)."""
+    periods = YEAR_MS / curve_step(curve, timeframe_ms)
     rets = returns(curve, start_equity)
     start_ts = curve[0][0] if curve else 0
     closes = [(ts + timeframe_ms, eq) for ts, eq in curve]
@@ -226,3 +229,13 @@ def curve_figures(curve: Sequence[tuple[int, float]], start_equity: float, timef
         "calmar": round(cal, 3) if cal is not None else None,
         "returns_pct": period_returns(curve, start_equity),
     }
+
+
+def curve_step(curve: Sequence[tuple[int, float]], timeframe_ms: int) -> int:
+    """The most common step between the curve's bar times (the smaller of two as common); `timeframe_ms` for a
+    curve of fewer than two points."""
+    steps = Counter(b[0] - a[0] for a, b in zip(curve, curve[1:]))
+    if not steps:
+        return timeframe_ms
+    top = max(steps.values())
+    return min(step for step, n in steps.items() if n == top)
