@@ -8,6 +8,7 @@ real process too and the rest run in the test process.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -318,3 +319,42 @@ def test_an_audit_trail_that_is_a_directory_is_one_line_naming_it(good_dir, tmp_
     assert verify.returncode == 2 and "Traceback" not in verify.stderr, verify.stderr[-3000:]
     assert verify.stderr.strip().count("\n") == 0 and "logs/audit.jsonl" in verify.stderr, verify.stderr
     assert_one_line(run_ffe(cwd, "doctor"), "logs/audit.jsonl", "directory")
+
+
+def edited_last_record(cwd: Path) -> None:
+    audit = cwd / "logs" / "audit.jsonl"
+    lines = audit.read_bytes().split(b"\n")
+    rec = json.loads(lines[-2])
+    rec["ts"] = "2020-01-01T00:00:00.000Z"
+    lines[-2] = json.dumps(rec, separators=(",", ":")).encode()
+    audit.write_bytes(b"\n".join(lines))
+
+
+def database_lost(cwd: Path) -> None:
+    (cwd / "data" / "ffe.db").unlink()
+
+
+@pytest.mark.parametrize("damage", [edited_last_record, database_lost], ids=lambda f: f.__name__)
+async def test_records_that_disagree_page_start_failed_not_a_disk_failure(good_dir, tmp_path, damage):
+    """An audit trail whose last record is not the database's copy (edited), or a database gone while its trail
+    remains, is damage to the records, not a disk that takes no write: the page says START_FAILED, and a halt
+    stored for it says the records are damaged, so the operator looks at them, not at the disk."""
+    from receiver import Receiver
+
+    cwd = copy_of(good_dir, tmp_path)
+    damage(cwd)
+    hook = await Receiver().start()
+    try:
+        proc = await asyncio.to_thread(run_ffe, cwd, "run", "--headless", "--max-bars", "5",
+                                       env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"))
+    finally:
+        await hook.stop()
+    assert proc.returncode == 1, proc.stderr
+    pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
+    assert [p["kind"] for p in pages] == ["START_FAILED"], [r.body for r in hook.delivered]
+    assert "cannot be written" not in proc.stderr and "free space" not in proc.stderr, proc.stderr
+    db = cwd / "data" / "ffe.db"
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            row = conn.execute("SELECT state, reason FROM engine_state").fetchone()
+        assert row is None or "cannot be written" not in row[1], row
