@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 from . import logs
 from .chain import GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files, verify_trail
 from .clock import Clock
-from .errors import StorageError, storage_failure
+from .errors import DamagedRecords, StorageError, storage_failure
 from .events import Event
 from .sqlwriter import append_lines, open_lines_file
 
@@ -389,7 +389,7 @@ async def _check_last_records(fd: int, path: Path,
         held = dict((await events_after(end - len(last)))[:len(last)])
         for seq, (_, line) in zip(seqs, last):
             if seq is not None and seq in held and held[seq] != line:
-                raise StorageError(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or "
+                raise DamagedRecords(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or "
                                    "written over); it was left as it is: `ffe audit verify` names what differs")
         if len(last) < 2 or seqs[1] is None or seqs[1] == end - 1:
             return aside
@@ -449,7 +449,7 @@ def _check_head(fd: int, path: Path) -> None:
         return
     expected = _last_rotated(path)[0] + 1
     if seq != expected:
-        raise StorageError(f"{path}: the trail starts at seq {seq}, not {expected}: its first records are missing "
+        raise DamagedRecords(f"{path}: the trail starts at seq {seq}, not {expected}: its first records are missing "
                            "(its older files moved away, or the file emptied by a rotation outside ffe); it was "
                            "left as it is: put them back, or move this file away and start again, and the engine "
                            "writes the trail again from the database (ffe rotates it itself: [audit] rotate_mb, "

@@ -41,7 +41,13 @@ class StorageError(FfeError):
     exit_code = 1
 
 
-class DamagedDatabase(StorageError):
+class DamagedRecords(StorageError):
+    """The records cannot be trusted, though the disk takes writes: the audit trail is not the database's copy of
+    them (edited, or its first records gone), or the database is gone while its trail remains. The operator is paged
+    START_FAILED, not told of a disk."""
+
+
+class DamagedDatabase(DamagedRecords):
     """The database holds records that are not what ffe wrote (it fails SQLite's checks, or a table, a column or a
     value is not one ffe writes). Nothing more is written to it, not even HALTED: it is left as it was found."""
 

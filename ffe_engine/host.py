@@ -27,7 +27,7 @@ from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import EARLIER_EVENTS, ControlServer, Limits, claim
 from .engine import Engine, EngineOptions
-from .errors import DamagedDatabase, FfeError, StartError, StorageError, storage_failure
+from .errors import DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError, storage_failure
 from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
 from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
@@ -329,8 +329,9 @@ class EngineHost:
                 if store is not None:
                     # A record could not be written: HALTED, if it still can be. A damaged database is left as it is.
                     if isinstance(exc, StorageError) and not isinstance(exc, DamagedDatabase):
-                        now = clock.wall()
-                        halted = await store.record_halt("records cannot be written", "engine", now)
+                        why = ("records damaged: the audit trail disagrees with the database"
+                               if isinstance(exc, DamagedRecords) else "records cannot be written")
+                        halted = await store.record_halt(why, "engine", clock.wall())
                     with contextlib.suppress(StorageError):  # the failure met again: it is the one reported
                         await store.close()
                 if audit is not None:

@@ -23,7 +23,7 @@ from . import logs
 from .alerts import ALERTING, Alert, Notifier
 from .channels import DeliveryFailed, channels_from, new_session, origin_of, ping
 from .config import Settings
-from .errors import DamagedDatabase, StartError, StorageError
+from .errors import DamagedRecords, StartError, StorageError
 from .health import HEALTHY, assess, data_stale_after
 from .httpd import HttpServer, Response
 from .metrics import COUNTED, EngineMetrics
@@ -67,7 +67,7 @@ async def start_refused(settings: Settings, clock: Any, failure: StorageError,
     if not channels:
         return
     notifier = Notifier(settings.alerts, None, channels, now=clock.monotonic, wall=clock.wall, redact=redact)
-    kind = "START_FAILED" if isinstance(failure, DamagedDatabase) else "RECORDS_UNWRITABLE"
+    kind = "START_FAILED" if isinstance(failure, DamagedRecords) else "RECORDS_UNWRITABLE"
     await notifier.send_now(Alert(kind, kind, "page",
                                   f"ffe start FAILED: {failure}. Nothing trades until a start succeeds."))
 

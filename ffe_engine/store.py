@@ -32,8 +32,8 @@ import zstandard
 from . import bookshapes, reserve
 from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
-from .errors import (DamagedDatabase, FfeError, StorageError, damaged_database, first_problem, storage_failure,
-                     unreadable_database)
+from .errors import (DamagedDatabase, DamagedRecords, FfeError, StorageError, damaged_database, first_problem,
+                     storage_failure, unreadable_database)
 from .events import Event
 from .model import ClosedTrade, EngineState, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlthread import Connection
@@ -480,7 +480,7 @@ class Store:
             except OSError as exc:
                 raise storage_failure(path.parent, exc) from None
             if not new_ok and not path.exists():
-                raise StorageError(_LOST.format(path=path, found="is missing"))
+                raise DamagedRecords(_LOST.format(path=path, found="is missing"))
             conn = await Connection.connect(str(path))
         store = cls(conn, path)
         if not backtest:
@@ -521,7 +521,7 @@ class Store:
         cur = await self.conn.execute("SELECT COUNT(*) FROM sqlite_master")
         (tables,) = await cur.fetchone()
         if tables == 0 and not new_ok:
-            raise StorageError(_LOST.format(path=self.path, found="holds no records"))
+            raise DamagedRecords(_LOST.format(path=self.path, found="holds no records"))
         if version > 0:
             await self._check_records(version)
 
