@@ -358,3 +358,23 @@ async def test_records_that_disagree_page_start_failed_not_a_disk_failure(good_d
         with contextlib.closing(sqlite3.connect(db)) as conn:
             row = conn.execute("SELECT state, reason FROM engine_state").fetchone()
         assert row is None or "cannot be written" not in row[1], row
+
+
+@pytest.mark.parametrize("partial", [True, False], ids=["copying", "moved_aside"])
+def test_a_restore_killed_half_way_stops_the_start_rather_than_a_fresh_account(good_dir, tmp_path, partial):
+    """A restore moves the records there aside, then puts the backup's in place; killed between the two (SIGKILL,
+    a power cut) it leaves no database and no trail, only its own files. A start there is no first start: it is
+    refused in one line naming them, and nothing is created over them."""
+    cwd = copy_of(good_dir, tmp_path)
+    data, logs = cwd / "data", cwd / "logs"
+    os.replace(data / "ffe.db", data / "ffe.db.before-restore-20261204T100000Z")
+    os.replace(logs / "audit.jsonl", logs / "audit.jsonl.before-restore-20261204T100000Z")
+    if partial:
+        (data / "ffe.db.restoring").write_bytes(b"SQLite format 3\x00" + b"\x00" * 4000)
+    before = sorted(p.name for p in data.iterdir()), sorted(p.name for p in logs.iterdir())
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ffe: error: ") and "restore" in lines[0], proc.stderr
+    assert "ffe.db.before-restore-20261204T100000Z" in lines[0], lines[0]
+    assert (sorted(p.name for p in data.iterdir()), sorted(p.name for p in logs.iterdir())) == before
