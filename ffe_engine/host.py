@@ -165,6 +165,20 @@ def _log_holder(written: str) -> str:
     return f"the ffe engine pid {pid} on {data_dir}"
 
 
+def _no_restore_left_half_way(settings: Settings) -> None:
+    """No database, and the files of a restore that moved the records aside but did not put the backup's in place
+    (killed, or the power cut): the records are in those files, and a first start would open a new account beside
+    them. Refused."""
+    from .restore import leftovers  # restore.py builds on this module
+
+    found = leftovers(settings)
+    if found:
+        raise DamagedRecords(f"{settings.db_path}: no database, but a restore's files are there "
+                             f"({', '.join(str(p) for p in found[:4])}{', ...' if len(found) > 4 else ''}): a restore "
+                             "was cut short: run `ffe restore BACKUP --force` again, or put the files moved aside back "
+                             "under their names (or move them all elsewhere for a new account); nothing was started")
+
+
 def _restore_request_hold(venue: Any, db_path: Path) -> None:
     """The exchange's Retry-After on every request, as the last run stored it: a start within it sends nothing
     (its first request is refused at once, or waits when a few seconds are left), as an exchange lengthens a ban
@@ -268,6 +282,8 @@ class EngineHost:
             # An audit trail with records means this is not a first start: the database must be there, whole.
             if settings.db_path.exists():
                 db_lock = lock_database(settings.db_path)
+            else:
+                _no_restore_left_half_way(settings)
             store = await Store.open(settings.db_path, new_ok=not has_records(settings.audit_path),
                                      busy_timeout_s=settings.storage.busy_timeout_s)
             if db_lock is None:
