@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import signal
@@ -206,3 +207,34 @@ def test_a_record_the_database_never_committed_inside_the_trail_is_reported_alik
         proc = run_ffe(tmp_path, *check)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert note in proc.stdout, proc.stdout
+
+
+async def test_a_database_older_than_its_audit_trail_pages_the_operator_at_start(tmp_path):
+    """Records set aside at a start are normally the last moment before a kill. A database that lost committed
+    records (an older copy put back by hand, its write-ahead log deleted) leaves far more: a whole run, its fills.
+    The start still sets them aside (they are kept in their file), and the operator is paged with what they hold
+    and where, not only told in the log."""
+    from receiver import Receiver
+
+    first_run(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    older = db.read_bytes()
+    first_run(tmp_path)  # a second run, committed
+    db.write_bytes(older)
+    for name in ("ffe.db-wal", "ffe.db-shm"):
+        (tmp_path / "data" / name).unlink(missing_ok=True)
+    hook = await Receiver().start()
+    try:
+        proc = await asyncio.to_thread(run_ffe, tmp_path, "run", "--headless", "--max-bars", "5",
+                                       env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"))
+    finally:
+        await hook.stop()
+    assert proc.returncode == 0, proc.stderr
+    aside = next(p for p in (tmp_path / "logs").iterdir() if ".uncommitted-after-" in p.name)
+    held = [json.loads(line) for line in aside.read_bytes().splitlines()]
+    fills = sum(1 for r in held if r["event"] == "fill")
+    assert fills > 0 and any(r["event"] == "run" for r in held)
+    started = [r.body for r in hook.delivered if r.body.get("kind") == "STARTED"]
+    assert len(started) == 1 and started[0]["severity"] == "page", [r.body for r in hook.delivered]
+    text = started[0]["text"]
+    assert f"{len(held)} audit records" in text and f"{fills} fills" in text and aside.name in text, text
