@@ -23,8 +23,11 @@ Times: rate-limit windows and ages are real seconds (monotonic); alert timestamp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import fmt, logs
@@ -148,13 +151,14 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
             cut = ev.detail.get("last_run")
             after = f" after a run that {cut} (killed, the machine stopped, a full disk, or a backup restored)" if cut \
                 else ""
+            aside, lost = _set_aside_text(ev.detail.get("set_aside"))
             if state in ("PAUSED", "HALTED"):  # it waits for the operator: a restart nobody watched needs someone
                 resume = "ffe ctl resume --yes" if state == "HALTED" else "ffe ctl resume"
-                return [Alert("STARTED", "STARTED", "warn",
+                return [Alert("STARTED", "STARTED", "page" if lost else "warn",
                               f"ffe started ({ev.mode}) {state} ({ev.detail.get('reason', '')}){after}: nothing new "
-                              f"trades until you resume it (`{resume}`); {recovered} order(s) recovered.")]
-            return [Alert("STARTED", "STARTED", "warn" if cut else "info",
-                          f"ffe started ({ev.mode}, {state}, {recovered} order(s) recovered){after}.")]
+                              f"trades until you resume it (`{resume}`); {recovered} order(s) recovered.{aside}")]
+            return [Alert("STARTED", "STARTED", "page" if lost else "warn" if cut or aside else "info",
+                          f"ffe started ({ev.mode}, {state}, {recovered} order(s) recovered){after}.{aside}")]
         if ev.phase == "stop" and ev.detail.get("error"):
             return [Alert("START_FAILED", "START_FAILED", "page",
                           f"ffe start FAILED ({ev.mode}): {str(ev.detail['error'])[:160]}. The process exits 1 "
@@ -165,6 +169,33 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
 
 
 EXIT_REASONS = frozenset({"stop_loss", "take_profit", "signal"})
+# Set-aside records spanning longer than this are more than the moment before a kill: the database lost records.
+SET_ASIDE_SPAN_S = 60.0
+
+
+def _set_aside_text(summary: Any) -> tuple[str, bool]:
+    """The start's audit records set aside as never committed, said to the operator, and whether they show that
+    the database lost committed records (a run's start among them, or more than a minute of records) rather than
+    the last moment before a kill: then it pages."""
+    if not isinstance(summary, dict) or not summary.get("records"):
+        return "", False
+    first, last = summary.get("first"), summary.get("last")
+    span = 0.0
+    if isinstance(first, str) and isinstance(last, str):
+        with contextlib.suppress(ValueError):
+            span = (datetime.fromisoformat(last.replace("Z", "+00:00"))
+                    - datetime.fromisoformat(first.replace("Z", "+00:00"))).total_seconds()
+    lost = bool(summary.get("runs")) or span > SET_ASIDE_SPAN_S
+    name = Path(str(summary.get("file", ""))).name
+    text = (f" {summary['records']} audit records the database does not hold ({summary.get('fills', 0)} fills, "
+            f"{summary.get('orders', 0)} order updates, {first} to {last}) were set aside in {name}")
+    if lost:
+        text += (": more than the moment before a kill, so the database lost committed records (an older copy put "
+                 "back, its WAL lost): stop it and restore the newest backup, or check the books against the "
+                 "exchange (`ffe doctor`, `ffe ctl balances`).")
+    else:
+        text += ": written just before the last run was killed."
+    return text, lost
 
 
 def _exit_refused(ev: OrderEvent) -> bool:

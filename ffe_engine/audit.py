@@ -231,6 +231,8 @@ class TrailRepair:
     uncommitted_records: int = 0
     # The strictest engine state those records changed to, HALTED or PAUSED, and why: (state, reason).
     uncommitted_stop: tuple[str, str] | None = None
+    # What those records hold, for the operator: set_aside_summary.
+    uncommitted_summary: dict[str, Any] | None = None
 
 
 async def repair_trail(path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> TrailRepair:
@@ -262,8 +264,9 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
         if last is None:  # the current file holds no record (just rotated): the trail ends in the last rotated file
             last_seq, last = _last_rotated(path)
         if moved is not None:
-            log.warning("audit trail: records the database never committed (written just before a kill) were set "
-                        "aside; the trail goes on from the database's last event", file=str(moved),
+            log.warning("audit trail: records the database never committed were set aside (written just before a "
+                        "kill, or the database lost committed records: an older copy put back, its WAL lost); the "
+                        "trail goes on from the database's last event", file=str(moved),
                         records=len(uncommitted), after_seq=last_seq)
         out_of_order = await _check_last_records(fd, path, events_after)
         if out_of_order is not None:
@@ -282,7 +285,8 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
             last_seq, last = rows[-1]
         return TrailRepair(last_seq=last_seq, last_hash=line_hash(last) if last is not None else GENESIS,
                            appended=appended, torn=aside, torn_bytes=len(torn), uncommitted=moved,
-                           uncommitted_records=len(uncommitted), uncommitted_stop=_strictest_stop(uncommitted))
+                           uncommitted_records=len(uncommitted), uncommitted_stop=_strictest_stop(uncommitted),
+                           uncommitted_summary=set_aside_summary(uncommitted, moved))
     finally:
         os.close(fd)
 
@@ -346,6 +350,27 @@ async def _uncommitted_in(fd: int, events_after: Callable[[int], Awaitable[list[
 
 
 STRICTNESS = {"RUNNING": 0, "PAUSED": 1, "HALTED": 2}
+
+
+def set_aside_summary(records: list[bytes], file: Path | None) -> dict[str, Any] | None:
+    """What records set aside as never committed hold: how many, their fills, orders' updates and run starts, the
+    time of the first and the last, and the file they are in. None for none."""
+    if not records or file is None:
+        return None
+    events: dict[str, int] = {}
+    times: list[str] = []
+    for line in records:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        name = str(rec.get("event", ""))
+        events[name] = events.get(name, 0) + 1
+        if isinstance(rec.get("ts"), str):
+            times.append(rec["ts"])
+    return {"records": len(records), "fills": events.get("fill", 0), "orders": events.get("order", 0),
+            "runs": events.get("run", 0), "first": min(times, default=None), "last": max(times, default=None),
+            "file": str(file)}
 
 
 def _strictest_stop(records: list[bytes]) -> tuple[str, str] | None:

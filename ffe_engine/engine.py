@@ -123,6 +123,8 @@ class EngineOptions:
     max_bars: int | None = None  # stop by itself after this many bars per symbol
     # A pause or halt found only in audit records the database never committed (audit.TrailRepair): (state, reason).
     uncommitted_stop: tuple[EngineState, str] | None = None
+    # What the start set aside of those records (audit.set_aside_summary), said in the start's record and page.
+    set_aside: dict[str, Any] | None = None
 
     @classmethod
     def for_backtest(cls, *, flush_every: int, adaptive: bool, decision_records: bool = True) -> "EngineOptions":
@@ -371,6 +373,8 @@ class Engine:
             detail["last_run"] = LAST_RUN_CUT
             log.warning(f"the last run {LAST_RUN_CUT} (killed, the machine stopped, a full disk, or a backup "
                         "restored); its records are as committed and its orders in flight were recovered")
+        if self.opts.set_aside is not None:
+            detail["set_aside"] = self.opts.set_aside
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail=detail))
         self._run_recorded = True
         self.overrides = [o for o in found if o is not None]

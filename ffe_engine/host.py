@@ -308,7 +308,8 @@ class EngineHost:
             options = EngineOptions(live=live, approval=settings.engine.approval,
                                     approval_ttl_s=settings.engine.approval_ttl_s, adaptive=settings.ensemble.adaptive,
                                     start_state=start_state, max_bars=max_bars,
-                                    uncommitted_stop=(EngineState(stop[0]), stop[1]) if stop else None)
+                                    uncommitted_stop=(EngineState(stop[0]), stop[1]) if stop else None,
+                                    set_aside=repair.uncommitted_summary)
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                                   options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit, ids=ids)
             host = cls(settings, engine, store, audit, bus, lock_fd, umask, socket_lock, log_lock)
