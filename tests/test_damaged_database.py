@@ -378,3 +378,16 @@ def test_a_restore_killed_half_way_stops_the_start_rather_than_a_fresh_account(g
     assert len(lines) == 1 and lines[0].startswith("ffe: error: ") and "restore" in lines[0], proc.stderr
     assert "ffe.db.before-restore-20261204T100000Z" in lines[0], lines[0]
     assert (sorted(p.name for p in data.iterdir()), sorted(p.name for p in logs.iterdir())) == before
+
+
+def test_a_damaged_database_beside_its_wal_is_left_as_it_was_found_wal_included(good_dir, tmp_path):
+    """A refused start closes its connection to the damaged file without a checkpoint: the WAL's frames are not
+    merged into the damaged file, and both are left as they were found (for a recovery tool, or the post-mortem)."""
+    cwd = copy_of(good_dir, tmp_path)
+    db = half_cut_beside_its_wal(cwd)
+    wal = db.with_name("ffe.db-wal")
+    before = db.read_bytes(), wal.read_bytes()
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "3", timeout=30)
+    assert_one_line(proc, "ffe.db", "Page ")
+    assert wal.exists(), "the WAL was merged into the damaged file and removed"
+    assert (db.read_bytes(), wal.read_bytes()) == before, "the damaged database was changed"
