@@ -567,3 +567,37 @@ async def test_approval_mode_set_to_auto_again_after_manual_is_sent_at_once(tmp_
         texts = [r.body["text"] for r in hook.delivered if r.body["kind"] == "APPROVAL_MODE"]
         assert "by bob" in texts[1], texts
     await hook.stop()
+
+
+async def test_a_crash_loop_pages_once_per_window_not_once_per_restart(tmp_path):
+    """A start that fails again and again (as systemd restarts it) raises STARTED and START_FAILED each time. The
+    window per key (`alerts.window_s`) holds across the restarts, as the outbox it is counted in does: the operator
+    gets each once, not once per restart."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/api/v3"
+    (tmp_path / "config.toml").write_text(f"""
+[engine]
+symbols = ["BTC/USDT"]
+warmup_bars = 10
+
+[market]
+source = "exchange"
+
+[exchange]
+id = "binance"
+timeout_ms = 1000
+api_urls = {{public = "{closed}", private = "{closed}"}}
+options = {{fetchMarkets = {{types = ["spot"]}}, fetchCurrencies = false, fetchMargins = false}}
+""")
+    hook = await Receiver().start()
+    try:
+        for _ in range(3):
+            proc = await _ffe("run", "--headless", env=ffe_env(
+                FFE_ALERTS__WEBHOOK_URL=hook.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}),
+                cwd=tmp_path)
+            await asyncio.wait_for(proc.communicate(), 90)
+            assert proc.returncode == 1
+    finally:
+        await hook.stop()
+    assert kinds(hook) == ["STARTED", "START_FAILED"], kinds(hook)
