@@ -5,7 +5,8 @@ same thing share it) and a text that reads on a phone's lock screen. The notifie
 events into alerts synchronously and cheaply, then:
 
 - noise control per key: the first alert of a key is sent; repeats within `alerts.window_s` are counted, and one
-  summary (warn) says how many there were when the window ends, or when the engine stops before. A storm of 500
+  summary (warn) says how many there were when the window ends, or when the engine stops before; a window goes on
+  across a restart (from the outbox), so a crash loop is told once per window. A storm of 500
   breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the approval mode back
   to manual, the breaker closed, a reconciliation that agrees or is accepted) ends the window of its alert at once:
   its summary goes then, and its return is news, sent at once.
@@ -231,6 +232,7 @@ class _Window:
     last_text: str = ""
     severity: str = "info"
     kind: str = ""
+    inherited: bool = False  # opened by the process before a restart (its alert is in the outbox)
 
 
 @dataclass(slots=True)
@@ -307,7 +309,9 @@ class Notifier:
             return
         now = self._now()
         w = self._windows.get(alert.key)
-        if w is not None and now < w.until:
+        # A window opened before a restart holds back what is no more severe than its alert: a start after a kill
+        # (a warning) still follows a plain start's notice, once.
+        if w is not None and now < w.until and not (w.inherited and _RANK[alert.severity] < _RANK[w.severity]):
             w.repeats += 1
             w.last_text = alert.text
             self.suppressed += 1
@@ -357,6 +361,13 @@ class Notifier:
 
     # ------------------------------------------------------------------ delivering
     async def start(self) -> None:
+        # The windows of the alerts raised before a restart go on: a crash loop (a start failing again and again
+        # as systemd restarts it) is told once per window, not once per restart.
+        wall, now = self._wall(), self._now()
+        for key, kind, severity, raised in await self.store.recent_alerts(wall - self.cfg.window_s):
+            left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
+            if left > 0 and key not in self._windows:
+                self._windows[key] = _Window(until=now + left, severity=severity, kind=kind, inherited=True)
         if self.channels:
             self._session = new_session()
         for c in self.channels:
@@ -501,8 +512,11 @@ class Notifier:
         """Give what is in the outbox a short chance to leave (the stop alert), then end the tasks. What has not
         left stays in the outbox for the next start."""
         now = self._now()
-        for key in list(self._windows):  # the repeats counted so far: in the outbox, not lost with the process
-            self._end_window(key, now)
+        # The repeats counted so far go to the outbox, not lost with the process; those of a window opened before
+        # a restart are not summed up at every restart of a crash loop.
+        for key, w in list(self._windows.items()):
+            if not w.inherited:
+                self._end_window(key, now)
         if self._raised:
             self._raised = 0
             try:
