@@ -73,3 +73,36 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
 
     gone = ctl_here("status")
     assert gone.returncode == 1 and "no engine is running" in gone.stderr
+
+
+def test_a_flatten_that_leaves_a_position_open_exits_1_and_the_start_names_the_unwatched_position(tmp_path,
+                                                                                                   spawn_ffe):
+    """A position in a symbol the configuration no longer trades has no price feed: no stop-loss or take-profit
+    watches it, and the paper venue takes no order in it. The start says so (log and its STARTED page), and a
+    flatten that could not close it exits 1, whatever it cancelled: a script must not read it as done."""
+    import asyncio
+
+    from ffe_engine.control import request
+
+    db = tmp_path / "data" / "ffe.db"
+    sock = tmp_path / "data" / "ffe.sock"
+    first = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: sock.exists() or not first.alive(), timeout=60, what="the control socket")
+    answer = asyncio.run(request(sock, "order", {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.01, "by": "test"}))
+    assert answer.get("ok") and answer["result"].get("accepted"), answer
+    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM positions WHERE symbol = 'BTC/USDT'"), timeout=60,
+               what="the BTC position")
+    first.send(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0, first.stderr
+
+    second = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20",
+                                                                   FFE_ENGINE__SYMBOLS='["ETH/USDT"]'))
+    wait_until(lambda: sock.exists() or not second.alive(), timeout=60, what="the control socket")
+    wait_until(lambda: "engine started" in second.stderr, timeout=30, what="the start")
+    assert "BTC/USDT" in second.stderr and "not traded" in second.stderr, second.stderr
+    flat = run_ffe(tmp_path, "ctl", "flatten", "--yes", timeout=60)
+    assert flat.returncode == 1, flat.stdout + flat.stderr
+    assert "failed 1" in flat.stdout and "BTC/USDT" in flat.stdout, flat.stdout
+    assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+    second.send(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0, second.stderr
