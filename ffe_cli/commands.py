@@ -413,12 +413,15 @@ def ctl(args: argparse.Namespace) -> int:
 
 
 def _carried_out(action: str, result: Any) -> bool:
-    """A close the order path refused, an approval the re-check refused, or a cancel that did not cancel, is a
-    failure for a script (exit 1)."""
+    """A close the order path refused, an approval the re-check refused, a cancel that did not cancel, or a halt or
+    flatten that left an order it could not cancel or a position it could not close (HALTED stored all the same),
+    is a failure for a script (exit 1)."""
     if action in ("close", "approve"):
         return bool(result.get("accepted"))
     if action == "cancel":
         return bool(result.get("cancelled"))
+    if action in ("halt", "flatten"):
+        return not result.get("failed")
     return True
 
 

@@ -152,13 +152,18 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
             cut = ev.detail.get("last_run")
             after = f" after a run that {cut} (killed, the machine stopped, a full disk, or a backup restored)" if cut \
                 else ""
-            aside, lost = _set_aside_text(ev.detail.get("set_aside"))
+            aside, urgent = _set_aside_text(ev.detail.get("set_aside"))
+            unwatched = ev.detail.get("unwatched") or []
+            if unwatched:
+                aside += (f" Positions in {', '.join(unwatched)} are held but not traded (engine.symbols): no "
+                          "price comes for them, so no stop-loss, take-profit or signal exits them.")
+                urgent = True
             if state in ("PAUSED", "HALTED"):  # it waits for the operator: a restart nobody watched needs someone
                 resume = "ffe ctl resume --yes" if state == "HALTED" else "ffe ctl resume"
-                return [Alert("STARTED", "STARTED", "page" if lost else "warn",
+                return [Alert("STARTED", "STARTED", "page" if urgent else "warn",
                               f"ffe started ({ev.mode}) {state} ({ev.detail.get('reason', '')}){after}: nothing new "
                               f"trades until you resume it (`{resume}`); {recovered} order(s) recovered.{aside}")]
-            return [Alert("STARTED", "STARTED", "page" if lost else "warn" if cut or aside else "info",
+            return [Alert("STARTED", "STARTED", "page" if urgent else "warn" if cut or aside else "info",
                           f"ffe started ({ev.mode}, {state}, {recovered} order(s) recovered){after}.{aside}")]
         if ev.phase == "stop" and ev.detail.get("error"):
             return [Alert("START_FAILED", "START_FAILED", "page",

@@ -375,6 +375,13 @@ class Engine:
                         "restored); its records are as committed and its orders in flight were recovered")
         if self.opts.set_aside is not None:
             detail["set_aside"] = self.opts.set_aside
+        unwatched = sorted(set(self.portfolio.positions) - set(self.settings.engine.symbols))
+        if unwatched:
+            # Held, but no candle of theirs comes: no stop-loss or take-profit watches them, no signal exits them.
+            detail["unwatched"] = unwatched
+            log.warning("positions in symbols not traded (engine.symbols): no price comes for them, so no stop-loss, "
+                        "take-profit or signal exits them; add the symbols back or close them on the exchange",
+                        symbols=",".join(unwatched))
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail=detail))
         self._run_recorded = True
         self.overrides = [o for o in found if o is not None]
