@@ -98,3 +98,16 @@ def test_config_check_refuses_a_monitor_open_to_the_network_without_a_token_as_t
     assert not (tmp_path / "data" / "ffe.db").exists(), "nothing started"
     (tmp_path / ".env").write_text("FFE_MONITOR__HOST=0.0.0.0\nFFE_MONITOR__TOKEN=a-long-bearer-token-42\n")
     assert ffe_in_process(tmp_path, "config", "check").returncode == 0
+
+
+def test_a_bad_key_map_from_the_environment_is_named_so_and_refused_by_a_headless_run_too(tmp_path):
+    """`[tui] keys` given by FFE_TUI__KEYS: the error names the variable, as every other environment error does;
+    and `ffe run --headless` refuses what `ffe config check` and the console refuse (docs/config.md)."""
+    (tmp_path / "config.toml").write_text('[engine]\napproval = "auto"\n')
+    env = ffe_env(FFE_TUI__KEYS='{"pause": "ctrl+c"}')
+    for args in (("config", "check"), ("run", "--headless", "--max-bars", "2")):
+        res = run_ffe(tmp_path, *args, env=env)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        [line] = res.stderr.strip().splitlines()
+        assert line.startswith("ffe: error: environment: FFE_TUI__KEYS: tui.keys.pause: 'ctrl+c' cannot be used"), line
+    assert not (tmp_path / "data").exists()

@@ -44,6 +44,10 @@ def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
     ({"pause": "ctrl+m"}, "tui.keys.pause: 'ctrl+m' cannot be used (sent as enter by terminals)"),
     ({"kill": "p"}, "key 'p' is bound to both 'kill' and 'pause'"),
     ({"confirm": "K"}, "key 'K' is bound to both 'kill' and 'confirm'"),
+    # A dialog's confirm key that also opens a dialog: a double press would confirm what the first asked.
+    ({"confirm": "p"}, "key 'p' is bound to both 'pause' and 'confirm'"),
+    ({"confirm": "F"}, "key 'F' is bound to both 'flatten' and 'confirm'"),
+    ({"quit": "y"}, "key 'y' is bound to both 'quit' and 'confirm'"),
     ({"reject": "a b"}, "tui.keys.reject: 'a b' is not a key name"),
     ({"cancel_order": "k"}, "tui.keys.cancel_order: 'k' cannot be used (it moves up in the focused pane)"),
     ({"views": "1,2"}, "tui.keys.views: '1,2' needs 7 keys, one per view in this order: main, trades, orders"),
