@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     require_config_file(args.config)
     settings = settings_from(args)  # a bad configuration is said before the engine's modules are even imported
+    from ffe_tui import keys
+
+    keys.keymap(dict(settings.tui.keys), keys.where(settings))  # refused headless too, as `config check` does
     from ffe_engine.kernel import check_live
 
     live = check_live(settings, args.live)

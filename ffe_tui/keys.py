@@ -135,7 +135,9 @@ def _normalise(key: str) -> str:
 def where(settings) -> str:
     """`file:line: tui.keys` when the settings know where [tui] keys was set, else `tui.keys`."""
     found = settings.origin_of("tui", "keys")
-    return f"{found.where}: tui.keys" if found is not None and found.kind in ("toml", "dotenv") else "tui.keys"
+    if found is None or found.kind not in ("toml", "dotenv", "env"):
+        return "tui.keys"
+    return f"environment: {found.var}: tui.keys" if found.kind == "env" else f"{found.where}: tui.keys"
 
 
 def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
@@ -168,8 +170,10 @@ def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
     owner: dict[tuple[str, str], str] = {}
     for k in KEYS:
         for p in out.get(k.id, k.keys).split(","):
-            # The view keys are read on the main screen, as the app's own bindings are.
-            scopes = ("app", "dialog") if k.priority else ("app",) if k.scope == "views" else (k.scope,)
+            # The view keys are read on the main screen, as the app's own bindings are; the confirm key is no key of
+            # the main screen either: pressed twice, a key that opens a dialog would confirm it.
+            scopes = ("app", "dialog") if k.priority or k.id == "confirm" else ("app",) if k.scope == "views" \
+                else (k.scope,)
             for scope in scopes:
                 other = owner.get((scope, p))
                 if other is not None:
