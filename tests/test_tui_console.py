@@ -475,3 +475,19 @@ async def test_the_switch_to_automatic_approval_asks_first_and_the_switch_back_d
         await pilot.press("m")
         await until(pilot, lambda: "(manual)" in status_text(app), "manual again, without a question")
         await pilot.press("q")
+
+
+@pytest.mark.parametrize("size", [(110, 32), (110, 34), (160, 32), (110, 36), (120, 40)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_every_pane_is_on_screen_from_110x32_with_lines_of_log(tmp_path, size):
+    """From 110x32 every pane is on screen at once (README), the log with them: it is where the kill switch, the
+    orders and the fills are told. At least four lines of it, at the smallest wide size too."""
+    app = console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        await pilot.pause()
+        for pane in ("#positions", "#approvals", "#breaker", "#votes", "#chart", "#gates", "#log"):
+            widget = app.query_one(pane)
+            assert widget.display and widget.region.height >= 3, (pane, widget.region)
+        log = app.query_one("#log")
+        assert log.region.height - 1 >= 4, log.region  # the border's title line, then the lines of log
+        assert log.region.y + log.region.height <= size[1] - 1  # above the footer
