@@ -14,6 +14,7 @@ and books stored, audit flushed, store closed, data-dir lock released.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any, Callable
@@ -22,6 +23,7 @@ from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Container, Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input, Static
 
@@ -53,6 +55,9 @@ SUBSCRIPTION_MAX = 50_000  # events buffered between two drains before the oldes
 NOT_ANSWERING_S = 3.0  # attached: an engine silent this long to the status requests (asked twice a second) is said
 WIDE = (110, 32)  # from this size on, every pane is on screen at once
 WIDER = 160  # columns from which the gates pane is wide enough to say values, limits and its title in full
+LOW_ROWS = 16  # the votes, chart and gates row of the wide layout: every gate listed
+WIDE_FIXED_ROWS = 16  # the status line (2), the footer (1), positions (7) and approvals beside the breaker (6)
+LOG_ROWS = 5  # the log's title line and four lines, at least, in the wide layout
 SMALLEST = (80, 24)  # below this the panes shrink so the log keeps some lines, and a line says so
 DETAIL_VIEWS = ("votes", "approvals", "gates", "breaker", "chart")
 VIEWS = keydefs.VIEWS
@@ -198,6 +203,12 @@ class ConsoleApp(App[int]):
         main.set_class(not self._wide, "-narrow")
         main.set_class(self._wide and width >= WIDER, "-wider")
         main.set_class(tiny, "-tiny")
+        # Wide, the votes and chart beside the gates take what the log leaves them, up to the 16 rows that list
+        # every gate: at 110x32 the log keeps five lines (the status line, the footer, positions and approvals
+        # above). Narrow, the stylesheet's height again.
+        with contextlib.suppress(NoMatches):
+            main.query_one("#low").styles.height = (
+                max(8, min(LOW_ROWS, height - WIDE_FIXED_ROWS - LOG_ROWS)) if self._wide else None)
         if self.panes:
             self.panes["toosmall"].update(Text(
                 f"{width}x{height} is too small (the layout needs {SMALLEST[0]}x{SMALLEST[1]}): panes cut"

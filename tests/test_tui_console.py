@@ -491,3 +491,14 @@ async def test_every_pane_is_on_screen_from_110x32_with_lines_of_log(tmp_path, s
         log = app.query_one("#log")
         assert log.region.height - 1 >= 4, log.region  # the border's title line, then the lines of log
         assert log.region.y + log.region.height <= size[1] - 1  # above the footer
+
+
+async def test_a_console_resized_from_wide_to_80x24_and_back_keeps_each_layout(tmp_path):
+    app = console(tmp_path)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await running(pilot)
+        for size in ((80, 24), (110, 34), (80, 24)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            log = app.query_one("#log")
+            assert log.region.height >= 5 and log.region.y + log.region.height <= size[1] - 1, (size, log.region)
