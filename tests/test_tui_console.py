@@ -502,3 +502,24 @@ async def test_a_console_resized_from_wide_to_80x24_and_back_keeps_each_layout(t
             await pilot.pause()
             log = app.query_one("#log")
             assert log.region.height >= 5 and log.region.y + log.region.height <= size[1] - 1, (size, log.region)
+
+
+async def test_a_confirmation_dialog_is_not_covered_by_notifications_at_80x24(tmp_path):
+    """What is being confirmed must be readable before `y`: the notifications on screen are cleared when a dialog
+    opens, and those raised while it is open wait until it closes."""
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        for _ in range(3):
+            await pilot.press("a")  # nothing pending: a notification each
+        await until(pilot, lambda: len(app._notifications) >= 1, "the notifications")
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
+        assert len(app._notifications) == 0
+        app.say("raised while the dialog is open")
+        await pilot.pause()
+        assert len(app._notifications) == 0
+        await pilot.press("escape")
+        await until(pilot, lambda: "KILL SWITCH" not in screen_text(app), "the dialog to close")
+        await until(pilot, lambda: any("raised while the dialog is open" in n.message for n in app._notifications),
+                    "the held notification, once the dialog closed")
