@@ -109,6 +109,8 @@ class ConsoleApp(App[int]):
         self.feed_ended = False
         self.engine_stopped = False  # attached: the engine stopped in order in its own process
         self._changed: set[str] = set()  # panes to redraw at the next refresh besides those its events change
+        # Notifications raised while a confirmation dialog is open: shown once it closes, not over what it asks.
+        self._held_notes: list[tuple[str, str, float | None]] = []
         self.stopping = False
         self.stop_reason = ""
         self._open_task: asyncio.Task | None = None
@@ -491,6 +493,10 @@ class ConsoleApp(App[int]):
 
     # ------------------------------------------------------------------ redraw
     def _tick(self) -> None:
+        if self._held_notes and not self._asking():
+            held, self._held_notes = self._held_notes, []
+            for message, severity, timeout in held:
+                self.notify(message, severity=severity, timeout=timeout, markup=False)
         if self.engine is None:
             return
         batch = self.sub.drain() if self.sub is not None else []
@@ -616,7 +622,11 @@ class ConsoleApp(App[int]):
     def _confirm(self, kind: str, title: str, body: str | Callable[[], str], verb: str, on_confirm) -> None:
         if any(isinstance(s, ConfirmScreen) and s.kind == kind and not s.answered for s in self.screen_stack):
             return  # already asking
+        self.clear_notifications()  # at 80x24 they would cover the dialog's right half
         self.push_screen(ConfirmScreen(kind, title, body, self.confirm_keys, verb, on_confirm))
+
+    def _asking(self) -> bool:
+        return any(isinstance(s, ConfirmScreen) and not s.answered for s in self.screen_stack)
 
     def _counts(self) -> tuple[int, int]:
         snap = self.snap or {}
@@ -882,7 +892,11 @@ class ConsoleApp(App[int]):
         self.run_worker(run(), group="control", exit_on_error=False)
 
     def say(self, message: str, *, severity: str = "information", timeout: float | None = None) -> None:
-        """A notification, as plain text: engine messages carry ids and brackets that are not markup."""
+        """A notification, as plain text: engine messages carry ids and brackets that are not markup. Held while
+        a confirmation dialog is open."""
+        if self._asking():
+            self._held_notes.append((message, severity, timeout))
+            return
         self.notify(message, severity=severity, timeout=timeout, markup=False)
 
     def report_error(self, where: str, exc: BaseException) -> None:
