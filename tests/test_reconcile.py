@@ -491,3 +491,35 @@ async def test_a_paper_account_s_difference_accepted_holds_across_a_restart(tmp_
         assert e.reconcile_blocked == [] and e.state is EngineState.RUNNING
         assert e.portfolio.cash == pytest.approx(cash)
         assert e.portfolio.drawdown_pct() < 1.0
+
+
+async def test_an_accepted_open_order_is_not_forgotten_for_one_read_that_misses_it(tmp_path, fx):
+    """A read of the open orders can lag behind the exchange (a replica): one that misses an order the operator
+    accepted does not make ffe forget the acceptance, or the next read would find the order unknown again and
+    pause the engine for it. Gone from two reads in a row (cancelled at the exchange), it is forgotten."""
+    from ffe_engine.reconcile import ACCEPTED_KEY
+
+    await place_by_hand(fx, "by-hand-1")
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert [d["client_order_id"] for d in await e.accept_reconcile(by="test")] == ["by-hand-1"]
+        assert await e.resume(by="test") is EngineState.RUNNING
+        accepted = await e.store.get_kv(ACCEPTED_KEY, [])
+        assert len(accepted) == 1
+        fx.fault("GET /api/v3/openOrders", "stale")  # a replica from before the order was placed
+        assert await e.reconcile() == [] and e.state is EngineState.RUNNING
+        assert await e.store.get_kv(ACCEPTED_KEY, []) == accepted
+        for _ in range(2):
+            assert await e.reconcile() == []
+            await asyncio.sleep(e.venue.settle_s)
+        assert e.state is EngineState.RUNNING and await e.store.get_kv(ACCEPTED_KEY, []) == accepted
+        # cancelled at the exchange: gone from two reads, forgotten
+        other = binance_client(fx)
+        try:
+            await other.cancel_order(None, BTC, {"origClientOrderId": "by-hand-1"})
+        finally:
+            await other.close()
+        await e.reconcile()
+        await e.reconcile()
+        assert await e.store.get_kv(ACCEPTED_KEY, []) == [] and e.state is EngineState.RUNNING
