@@ -108,6 +108,7 @@ class Reconciler:
         self.symbols = symbols
         self.clock = clock
         self._first_seen: dict[str, float] = {}  # difference key -> when a reconciliation first found it
+        self._accepted_missed: set[str] = set()  # accepted open orders the last read of the venue did not show
 
     def _confirm(self, report: ReconcileReport, started: float) -> ReconcileReport:
         """Split the report's differences into those that count and those not confirmed yet: a difference counts
@@ -244,9 +245,12 @@ class Reconciler:
             differences.append({"kind": "unknown_open_order", "client_order_id": vo.client_order_id,
                                 "symbol": vo.symbol, "side": side, "quantity": vo.quantity,
                                 "in_journal": vo.client_order_id in journal, "exchange_id": vo.exchange_id})
-        still_open = accepted & {_order_key(vo) for vo in open_at_venue}
-        if still_open != accepted:  # accepted orders that are gone: forget them
-            await self.store.put_kv(ACCEPTED_KEY, sorted(still_open), self.clock.wall())
+        # Accepted orders that two reads in a row did not show are gone: forgotten. One read can lag behind the
+        # venue (a replica) and miss an order still open, which would then be unknown again at the next read.
+        missed = accepted - {_order_key(vo) for vo in open_at_venue}
+        gone, self._accepted_missed = missed & self._accepted_missed, missed
+        if gone:
+            await self.store.put_kv(ACCEPTED_KEY, sorted(accepted - gone), self.clock.wall())
         # An order whose fate is unknown (in doubt, or sent and not answered yet) explains any difference in its
         # symbol and in the cash: those are compared once it is settled.
         unsettled = {o.symbol for o in self.unsettled()} if quiet else set(self.symbols)
