@@ -1252,3 +1252,31 @@ async def test_a_flatten_gets_out_after_the_exchange_changed_its_amount_step_whi
         assert fx.balances["BTC"].total < 0.001
         assert [o.status for o in fx.orders if o.side == "SELL"][-1] == "FILLED"
         assert_books_agree(e, fx)
+
+
+async def test_a_position_made_dust_by_a_raised_minimum_is_a_position_again_once_the_exchange_lowers_it(
+        tmp_path, fx, monkeypatch):
+    """The exchange raises its minimum order value while a position is held: the position's sale is refused
+    ("Filter failure: NOTIONAL"), the markets are read again, and what is held is below the minimum: dust, watched
+    by no stop-loss. When the exchange lowers the minimum again, the engine finds out at its next reconciliation
+    (it reads the markets again while it holds dust), and the position is a position again: a flatten closes it."""
+    from fake_exchange import LISTINGS
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1, "reconcile_interval_s": 0.5})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            monkeypatch.setitem(LISTINGS["BTCUSDT"], "min_notional", "1000000000")
+            refused = await e.close_position(BTC, by="test")
+            assert not refused.get("accepted"), refused
+            await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=30, what="the position made dust")
+            monkeypatch.setitem(LISTINGS["BTCUSDT"], "min_notional", "5")
+            await wait_for(lambda: e.portfolio.holding(BTC) is not None, timeout=30,
+                           what="the position again, the minimum lowered")
+            report = await e.flatten()
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the closing order ended")
+        assert report["failed"] == [] and e.portfolio.holding(BTC) is None, report
+        assert fx.balances["BTC"].total < 1e-4
+        assert_books_agree(e, fx)
