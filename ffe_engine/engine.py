@@ -1128,6 +1128,11 @@ class Engine:
         """Reconcile the journal with the venue; an unexplained difference keeps the engine PAUSED until the operator
         accepts it. Returns the differences (empty when everything agrees)."""
         self._reconciled_at = self.clock.monotonic()
+        if any(self.portfolio.is_dust(s) for s in self.portfolio.positions):
+            # Dust by the minimums known: the exchange may have lowered one it raised (a refusal had them read
+            # again), and then the coins are a position again, for the stop-loss, the take-profit and a flatten.
+            await self.venue.reload_markets()
+            self._read_markets()
         unrecovered: list[dict[str, Any]] = []
         if self._restore_pending:
             # After a restore, first the orders the venue made since the backup: they explain what it holds.

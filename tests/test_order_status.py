@@ -57,6 +57,9 @@ class ScriptedVenue:
         return MarketInfo(symbol=symbol, base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
                           min_qty=0.00001, min_notional=5.0)
 
+    async def reload_markets(self) -> None:
+        return None
+
     def _view(self, cid: str, status: str) -> VenueOrder:
         filled = 0.01 if status == "closed" else 0.0
         return VenueOrder(client_order_id=cid, symbol=BTC, side=Side.BUY, quantity=0.01, status=status,

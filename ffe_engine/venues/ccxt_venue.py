@@ -425,10 +425,11 @@ class CcxtVenue:
             self.exchange.timeout_on_exit = 0
         await self.exchange.close()
 
-    async def _reload_markets(self) -> None:
-        """The exchange refused an order on its filters (amount step, minimum, price tick), which it changes now and
-        then: its markets read again, so that the next order (an exit) is sized and rounded as it now asks. A
-        failure to read them leaves the ones known."""
+    async def reload_markets(self) -> None:
+        """The exchange's markets read again (amount step, minimum, price tick, which it changes now and then): after
+        it refused an order on them, so that the next order (an exit) is sized and rounded as it now asks, and while
+        the books hold dust by them, which a lowered minimum makes a position again. A failure to read them leaves
+        the ones known."""
         try:
             await self.reads("load_markets", lambda: self.exchange.load_markets(True))
         except (VenueError, VenueUnavailable):
@@ -499,7 +500,7 @@ class CcxtVenue:
                 raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}") \
                     from None
             if "Filter failure" in str(exc):
-                await self._reload_markets()
+                await self.reload_markets()
             raise VenueError(f"{self.name} {what}: {describe(exc, self._secrets)}") from None
         except _NETWORK as exc:
             raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {type(exc).__name__}") from None

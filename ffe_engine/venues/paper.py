@@ -56,6 +56,9 @@ class PaperVenue:
     async def close(self) -> None:
         return None
 
+    async def reload_markets(self) -> None:
+        return None  # its markets never change
+
     def market(self, symbol: str) -> MarketInfo:
         base, quote = _split(symbol)
         return MarketInfo(symbol=symbol, base=base, quote=quote, amount_step=self.amount_step, price_step=1e-8,
