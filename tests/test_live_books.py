@@ -1280,3 +1280,35 @@ async def test_a_position_made_dust_by_a_raised_minimum_is_a_position_again_once
         assert report["failed"] == [] and e.portfolio.holding(BTC) is None, report
         assert fx.balances["BTC"].total < 1e-4
         assert_books_agree(e, fx)
+
+
+async def test_an_accept_is_refused_when_the_exchange_holds_fewer_coins_than_the_position(tmp_path, fx):
+    """The operator sells half the position's coins on the exchange by hand. Accepting the venue as it is would
+    leave the books holding a position with no coins behind it: its value counted in the equity (and in every
+    size), its exits refused for insufficient funds at every bar. The accept is refused, naming the symbol and
+    what each side holds; nothing changes (the engine stays PAUSED). Coins beyond the position (a deposit) are
+    accepted as before."""
+    from ffe_engine.engine import ControlError
+    from ffe_engine.model import EngineState
+    from ffe_engine.reconcile import BASELINE_KEY
+    from live_helpers import reconcile_twice
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the entry settled")
+            held = e.portfolio.positions[BTC].quantity
+            baseline = await e.store.get_kv(BASELINE_KEY)
+            sold = round(held / 2, 5)
+            fx.balances["BTC"].free -= sold  # sold by hand on the exchange
+            fx.balances["USDT"].free += sold * 30_000.0
+            differences = await reconcile_twice(e)
+            assert any(d["kind"] == "position" for d in differences), differences
+            assert e.state is EngineState.PAUSED
+            with pytest.raises(ControlError, match=r"BTC/USDT.*fewer coins"):
+                await e.accept_reconcile(by="test")
+            assert e.state is EngineState.PAUSED and await e.store.get_kv(BASELINE_KEY) == baseline
+            assert e.portfolio.positions[BTC].quantity == held
