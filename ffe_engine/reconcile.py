@@ -306,6 +306,8 @@ class Reconciler:
                                "accept again")
         if not steady:
             raise ControlError("nothing accepted: the venue's balances changed at every read; accept again")
+        if balances is not None:
+            self._refuse_coins_missing(balances)
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
                    if d.get("kind") == "unknown_open_order"}
         if foreign:
@@ -316,6 +318,24 @@ class Reconciler:
         await self.store.delete_kv(BASELINE_KEY)
         await self.baseline(balances)
         return balances.get(self.quote, 0.0)
+
+    def _refuse_coins_missing(self, balances: dict[str, float]) -> None:
+        """The venue holds fewer coins of a symbol than the books' position in it (sold or withdrawn by hand): as
+        a baseline, the difference would leave the books a position with no coins behind it, valued in the equity
+        and in every size, its exits refused for want of funds. Refused: the coins must be there to be traded."""
+        held: dict[str, float] = {}
+        for p in self.portfolio.positions.values():
+            base = p.symbol.partition("/")[0]
+            held[base] = held.get(base, 0.0) + p.quantity
+        for sym in self.symbols:
+            base = sym.partition("/")[0]
+            if base in held and balances.get(base, 0.0) < held.pop(base) - self._tolerance(sym):
+                pos = self.portfolio.positions.get(sym)
+                raise ControlError(
+                    f"nothing accepted: the exchange holds {balances.get(base, 0.0):.8g} {base}, fewer coins than "
+                    f"the books' {sym} position of {pos.quantity if pos else 0.0:.8g}: they left the account "
+                    "outside ffe, and a position with no coins behind it cannot be sold. Put them back on the "
+                    "exchange (buy them there), then accept; or restore the records that match the account")
 
     def _refuse_while_unsettled(self) -> None:
         waiting = self.unsettled()
