@@ -106,3 +106,33 @@ def test_a_flatten_that_leaves_a_position_open_exits_1_and_the_start_names_the_u
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
     second.send(signal.SIGTERM)
     assert second.wait(timeout=30) == 0, second.stderr
+
+
+def test_audit_show_tells_an_operator_order_that_no_decision_placed(tmp_path, spawn_ffe):
+    """A manual order (the console's order, the socket's `order`) has no decision of its own: `ffe audit show` of
+    its client order id tells the order, its gates (checked under its id), its fills and the trade it closed,
+    rather than calling a known order an unknown decision."""
+    import asyncio
+
+    from ffe_engine.control import request
+
+    db = tmp_path / "data" / "ffe.db"
+    sock = tmp_path / "data" / "ffe.sock"
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: sock.exists() or not engine.alive(), timeout=60, what="the control socket")
+    answer = asyncio.run(request(sock, "order", {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.01, "by": "test"}))
+    assert answer.get("ok") and answer["result"].get("accepted"), answer
+    cid = answer["result"]["client_order_id"]
+    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM fills WHERE client_order_id = ?", (cid,)), timeout=60,
+               what="its fill")
+    engine.send(signal.SIGTERM)
+    assert engine.wait(timeout=30) == 0, engine.stderr
+    shown = run_ffe(tmp_path, "audit", "show", cid)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert out.startswith(f"order {cid}  BTC/USDT"), out
+    assert "no decision (an operator order)" in out and "ENGINE_STATE" in out and "    fill 0.01" in out, out
+    as_json = json.loads(run_ffe(tmp_path, "audit", "show", cid, "--json").stdout)
+    assert as_json["client_order_id"] == cid and as_json["decision_id"] is None and as_json["gates"], as_json
+    unknown = run_ffe(tmp_path, "audit", "show", "ffe-000000000000000000000000")
+    assert unknown.returncode == 2 and "no decision or order ffe-000000000000000000000000" in unknown.stderr
