@@ -445,9 +445,13 @@ def audit_show(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     with audittool.reading(settings.db_path) as conn:
         story = audittool.decision_story(conn, args.decision_id)
-    if story is None:
-        raise UsageError(f"no decision {args.decision_id} in {settings.db_path}")
-    _print(json.dumps(story, indent=1, default=str) if args.json else audittool.render_story(story))
+        order = audittool.order_story(conn, args.decision_id) if story is None else None
+    if story is None and order is None:
+        raise UsageError(f"no decision or order {args.decision_id} in {settings.db_path}")
+    if args.json:
+        _print(json.dumps(story or order, indent=1, default=str))
+    else:
+        _print(audittool.render_story(story) if story is not None else audittool.render_order_story(order or {}))
     return 0
 
 

@@ -673,6 +673,51 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
     }
 
 
+def order_story(conn: sqlite3.Connection, client_order_id: str) -> dict[str, Any] | None:
+    """An order no decision placed (the operator's, a flatten's that closed no decision's position): the order with
+    its fills, the gates it was checked against under its own id and the trade it closed; None when there is no such
+    order."""
+    orders = _rows(conn, "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
+    if not orders:
+        return None
+    o = orders[0]
+    o["intent"] = _json_blob(o.get("intent"))
+    o["reduce_only"] = bool(o["reduce_only"])
+    o["fills"] = _rows(conn, "SELECT quantity, price, fee, ts FROM fills WHERE client_order_id = ? ORDER BY id",
+                       (client_order_id,))
+    gates = [dict(_gate(g), ts=g["ts"]) for g in _rows(
+        conn, "SELECT code, value, limit_value, passed, detail, ts FROM gate_results WHERE client_order_id = ? "
+              "ORDER BY rowid", (client_order_id,))]
+    trades = _rows(conn, "SELECT * FROM trades WHERE exit_client_order_id = ? ORDER BY id", (client_order_id,))
+    for t in trades:
+        t["role"] = "closed"
+    return {"decision_id": None, "client_order_id": client_order_id, "symbol": o["symbol"], "reason": o["reason"],
+            "gates": gates, "orders": orders, "trades": trades}
+
+
+def render_order_story(s: dict[str, Any]) -> str:
+    o = s["orders"][0]
+    out = [f"order {s['client_order_id']}  {s['symbol']}  {o['side']} {fmt.qty(o['quantity'])} {o['type']}  "
+           f"{o['status']}  at {fmt.iso_ms(o['created_ts'])}",
+           f"  no decision (an {s['reason']} order): the gates below were checked under its own id", "", "gates"]
+    if s["gates"]:
+        out.append(f"  {'code':<20}{'value':<12}{'limit':<31}result")
+        out += [_gate_line(g) + f"  at {fmt.iso(g['ts'])}" for g in s["gates"]]
+    else:
+        out.append("  none recorded")
+    out += ["", "order",
+            f"  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
+            + (f"  error: {o['error']}" if o["error"] else "")]
+    out += [f"    fill {fmt.qty(f['quantity'])} @ {fmt.price(f['price'])}  fee {fmt.fee(f['fee'])}  "
+            f"at {fmt.iso_ms(f['ts'])}" for f in o["fills"]]
+    for t in s["trades"]:
+        out += ["", "trade",
+                f"  #{t['id']} {t['side']} {fmt.qty(t['quantity'])} {t['symbol']}  {fmt.price(t['entry_price'])} -> "
+                f"{fmt.price(t['exit_price'])}  pnl {fmt.money(t['pnl'], signed=True)}  (closed by this order, opened "
+                f"by {t['entry_decision_id'] or 'an order of no decision'})"]
+    return "\n".join(out)
+
+
 def _gate(g: dict[str, Any]) -> dict[str, Any]:
     return {"code": g["code"], "value": g["value"], "limit": g["limit_value"], "passed": bool(g["passed"]),
             "detail": g["detail"] or ""}
