@@ -351,3 +351,15 @@ def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_pat
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
     assert hourly.name in line, line
     assert not (tmp_path / "data" / "ffe.db").exists()
+
+
+@pytest.mark.parametrize("command", [("doctor",), ("report", "trades"), ("audit", "show", "d1"), ("backup",)],
+                         ids=lambda c: " ".join(c))
+def test_a_data_directory_with_no_database_is_the_same_usage_error_for_every_command(tmp_path, command):
+    """A --data-dir that holds no database is most likely the wrong one: every command that reads one says so in
+    the same words and with the same exit code (2)."""
+    (tmp_path / "elsewhere").mkdir()
+    proc = run_ffe(tmp_path, *command, "--data-dir", "elsewhere")
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    line = one_error_line(proc.stderr)
+    assert "(is --data-dir right?)" in line and "elsewhere" in line, line
