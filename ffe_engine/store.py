@@ -32,8 +32,8 @@ import zstandard
 from . import bookshapes, reserve
 from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
-from .errors import (DamagedDatabase, DamagedRecords, FfeError, StorageError, damaged_database, first_problem,
-                     storage_failure, unreadable_database)
+from .errors import (DamagedDatabase, DamagedRecords, FfeError, StorageError, UsageError, damaged_database,
+                     first_problem, storage_failure, unreadable_database)
 from .events import Event
 from .model import ClosedTrade, EngineState, Fill, Order, OrderReason, OrderStatus, Position, Side
 from .sqlthread import Connection
@@ -1432,7 +1432,7 @@ class Records:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if not self.path.is_file() or self.path.stat().st_size == 0:
-            raise StorageError(f"{self.path}: no database here (is --data-dir right?)")
+            raise UsageError(f"{self.path}: no database here (is --data-dir right?)")
         try:
             self.conn = open_read_only(self.path)
             self.conn.execute("BEGIN")
