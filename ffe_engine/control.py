@@ -341,7 +341,8 @@ class ControlServer:
             if not isinstance(wanted, str) or "\x00" in wanted:
                 return None, {"ok": False, "error": "data_dir must be a path"}
             if os.path.realpath(wanted) != self.identity["data_dir"]:
-                return None, {"ok": False, "error": f"the engine on {self.path} runs on data directory "
+                where = os.path.realpath(self.path)  # the engine's relative path would name another file elsewhere
+                return None, {"ok": False, "error": f"the engine on {where} runs on data directory "
                                                     f"{self.identity['data_dir']}, not {wanted}: nothing done"}
         return req, {}
 

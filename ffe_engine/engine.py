@@ -1199,7 +1199,8 @@ class Engine:
                 raise ControlError(f"not resumed: the engine's state changed since you were asked (now "
                                    f"{self.state.value}: {self.state_reason}); look again, then ask again")
             if self.state is EngineState.HALTED and not confirm:
-                raise ControlError("engine is HALTED: re-arming needs confirmation")
+                raise ControlError("engine is HALTED: re-arming needs confirmation (`ffe ctl resume --yes`, or "
+                                   "the pause key and y in the console)")
             if self.reconcile_blocked:
                 if in_doubt_only(self.reconcile_blocked):
                     raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; resume once it "

@@ -637,7 +637,7 @@ class ConsoleApp(App[int]):
         n = len((self.snap or {}).get("approvals") or [])
         if not n:
             return ""
-        return f" Pending approvals ({n}) {'is' if n == 1 else 'are'} rejected."
+        return f" The {'trade' if n == 1 else f'{n} trades'} waiting for approval {'is' if n == 1 else 'are'} rejected."
 
     def action_kill(self) -> None:
         if self.engine is None:
