@@ -601,3 +601,21 @@ options = {{fetchMarkets = {{types = ["spot"]}}, fetchCurrencies = false, fetchM
     finally:
         await hook.stop()
     assert kinds(hook) == ["STARTED", "START_FAILED"], kinds(hook)
+
+
+async def test_the_test_alert_s_webhook_body_carries_when_it_was_sent(tmp_path):
+    """`created_ts` (seconds since the epoch) and `created` (UTC ISO) in the test alert too, as in every alert the
+    webhook gets (docs/config.md): a receiver that reads them is tested with them."""
+    import time
+
+    hook = await Receiver().start()
+    try:
+        before = time.time()
+        proc = await _ffe("alert", "test", env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"), cwd=tmp_path)
+        await proc.communicate()
+        assert proc.returncode == 0
+    finally:
+        await hook.stop()
+    [body] = [r.body for r in hook.delivered]
+    assert before - 1 <= body["created_ts"] <= time.time() + 1, body
+    assert body["created"].endswith("Z") and body["created"][:4].isdigit(), body
