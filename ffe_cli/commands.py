@@ -493,10 +493,12 @@ def alert_test(args: argparse.Namespace) -> int:
     import asyncio
 
     from ffe_engine.channels import origin_of, send_test
+    from ffe_engine.clock import WallClock
 
     settings = settings_from(args)
     text = "ffe test alert: this channel works."
-    results = asyncio.run(send_test(settings.alerts, text, origin_of(settings.data_dir, settings.alerts.instance)))
+    results = asyncio.run(send_test(settings.alerts, text, origin_of(settings.data_dir, settings.alerts.instance),
+                                    now=WallClock().wall()))
     if not results:
         raise UsageError("no alert channel is configured: set FFE_ALERTS__WEBHOOK_URL, FFE_ALERTS__SLACK_URL, "
                          "FFE_ALERTS__DISCORD_URL, FFE_ALERTS__TELEGRAM_TOKEN or FFE_ALERTS__HEARTBEAT_URL "

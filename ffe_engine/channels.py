@@ -123,11 +123,12 @@ async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> No
         raise DeliveryFailed(type(exc).__name__) from None
 
 
-async def send_test(cfg: AlertSettings, text: str, origin: Origin | None = None) -> list[tuple[str, str | None]]:
-    """`ffe alert test`: one test alert straight to every configured channel (and a heartbeat ping), not through
-    the outbox. Each channel's result: None when delivered, else why not."""
+async def send_test(cfg: AlertSettings, text: str, origin: Origin | None = None,
+                    now: float | None = None) -> list[tuple[str, str | None]]:
+    """`ffe alert test`: one test alert, sent at wall time `now`, straight to every configured channel (and a
+    heartbeat ping), not through the outbox. Each channel's result: None when delivered, else why not."""
     results: list[tuple[str, str | None]] = []
-    alert = {"key": "TEST", "kind": "TEST", "severity": "info", "text": text, "created_ts": None}
+    alert = {"key": "TEST", "kind": "TEST", "severity": "info", "text": text, "created_ts": now}
     async with new_session() as session:
         for channel in channels_from(cfg, origin):
             try:
