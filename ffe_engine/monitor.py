@@ -173,7 +173,8 @@ class Monitor:
                 self._stale.add(sym)
                 out.append(Alert("STALE_DATA", f"STALE_DATA:{sym}", "warn",
                                  f"ffe {sym}: no market data for {bar_age:.0f}s (limit {limit:g}s). Entries on it "
-                                 "are refused (DATA_STALE)."))
+                                 f"are refused once its last bar is {self.settings.risk.stale_after_bars} bars old "
+                                 "(DATA_STALE)."))
             elif bar_age <= limit:
                 self._stale.discard(sym)
         return out
