@@ -619,3 +619,40 @@ async def test_the_test_alert_s_webhook_body_carries_when_it_was_sent(tmp_path):
     [body] = [r.body for r in hook.delivered]
     assert before - 1 <= body["created_ts"] <= time.time() + 1, body
     assert body["created"].endswith("Z") and body["created"][:4].isdigit(), body
+
+
+async def test_the_operator_is_told_when_reconciliation_no_longer_holds_a_paused_engine(tmp_path):
+    """The exchange could not be reached (paged, entries held, the engine PAUSED): once it answers and agrees, the
+    hold lifts by itself, but the engine stays PAUSED until resumed. The operator is told then, once: nobody would
+    know to resume it otherwise. Periodic agreements after it say nothing."""
+    from ffe_engine.alerts import Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.events import EngineStateChanged, ReconcileEvent, RunEvent
+    from ffe_engine.store import Store
+
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, **FAST)
+    store = await Store.open(tmp_path / "ffe.db")
+    notifier = Notifier(cfg, store, channels_from(cfg), now=ManualTime(), wall=lambda: 1_700_000_000.0)
+    await notifier.start()
+    try:
+        for ev in [RunEvent(phase="start", mode="live", detail={"state": "RUNNING", "reason": "resume"}),
+                   ReconcileEvent(status="ok", differences=[]),
+                   ReconcileEvent(status="failed", differences=[{"error": "connection refused"}]),
+                   EngineStateChanged(state="PAUSED", previous="RUNNING", by="reconcile",
+                                      reason="reconcile: the exchange could not be reached"),
+                   ReconcileEvent(status="ok", differences=[]),
+                   ReconcileEvent(status="ok", differences=[])]:
+            notifier.sink(ev, b"")
+        await store.flush()
+        await until(lambda: len(hook.delivered) >= 3, what="the alerts")
+        await asyncio.sleep(0.3)
+        got = [(r.body["kind"], r.body["severity"], r.body["text"]) for r in hook.delivered]
+        assert [kind for kind, _, _ in got] == ["STARTED", "RECONCILE", "RECONCILE_OK"], got
+        _, severity, text = got[2]
+        assert severity == "warn" and "stays PAUSED" in text and "ffe ctl resume" in text, text
+    finally:
+        await notifier.close()
+        await store.close()
+        await hook.stop()
