@@ -282,6 +282,7 @@ class Notifier:
         self._windows: dict[str, _Window] = {}
         self._doubts: dict[str, _Doubt] = {}
         self._state: str | None = None  # the engine's state as its last events said, for the alerts' texts
+        self._reconcile_held = False  # a reconciliation held entries (paged): its end is told, once
         self._raised = 0  # rows added since the last flush the notifier itself made
         self._wake = {c.name: asyncio.Event() for c in channels}
         self._closing = asyncio.Event()
@@ -308,6 +309,23 @@ class Notifier:
             self._end_window(key, self._now())
         for alert in alerts_for(ev, state=self._state, in_doubt=self._doubts):
             self.raise_alert(alert)
+        if isinstance(ev, ReconcileEvent):
+            self._reconcile_told(ev)
+
+    def _reconcile_told(self, ev: ReconcileEvent) -> None:
+        """A reconciliation that held entries (paged) is followed by one that agrees: the hold lifts by itself,
+        but an engine it paused stays PAUSED until resumed, which nobody would know to do unless told."""
+        if ev.status in ("differences", "failed"):
+            self._reconcile_held = True
+        elif ev.status == "accepted":
+            self._reconcile_held = False  # the operator's own doing
+        elif ev.status in ("ok", "resolved") and self._reconcile_held:
+            self._reconcile_held = False
+            then = ("The engine stays PAUSED until resumed: `ffe ctl resume`." if self._state == "PAUSED"
+                    else f"The engine is {self._state or 'running'}.")
+            self.raise_alert(Alert("RECONCILE_OK", "RECONCILE_OK", "warn",
+                                   "ffe reconciliation: the venue answers and agrees with the journal again; it "
+                                   f"holds entries no longer. {then}"))
 
     def raise_alert(self, alert: Alert) -> None:
         if _RANK[alert.severity] > _RANK[self.cfg.min_severity]:
