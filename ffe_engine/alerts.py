@@ -6,7 +6,7 @@ events into alerts synchronously and cheaply, then:
 
 - noise control per key: the first alert of a key is sent; repeats within `alerts.window_s` are counted, and one
   summary (warn) says how many there were when the window ends, or when the engine stops before; a window goes on
-  across a restart (from the outbox), so a crash loop is told once per window. A storm of 500
+  across a restart (from the outbox) for the same alert, so a crash loop is told once per window. A storm of 500
   breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the approval mode back
   to manual, the breaker closed, a reconciliation that agrees or is accepted) ends the window of its alert at once:
   its summary goes then, and its return is news, sent at once.
@@ -332,15 +332,22 @@ class Notifier:
             return
         now = self._now()
         w = self._windows.get(alert.key)
-        # A window opened before a restart holds back what is no more severe than its alert: a start after a kill
-        # (a warning) still follows a plain start's notice, once.
-        if w is not None and now < w.until and not (w.inherited and _RANK[alert.severity] < _RANK[w.severity]):
+        # A window opened before a restart holds back the same alert again (a crash loop's start failing the same
+        # way at every restart); news is sent: another text (a start that waits for the operator for another
+        # reason), or a more severe alert of the key.
+        if w is not None and w.inherited and not w.repeats and (
+                _RANK[alert.severity] < _RANK[w.severity] or self._stored_text(alert) != w.last_text):
+            w = None
+        if w is not None and now < w.until:
             w.repeats += 1
             w.last_text = alert.text
             self.suppressed += 1
             return
         self._windows[alert.key] = _Window(until=now + self.cfg.window_s, severity=alert.severity, kind=alert.kind)
         self._enqueue(alert)
+
+    def _stored_text(self, alert: Alert) -> str:
+        return self._redact(alert.text) if self._redact is not None else alert.text
 
     def _end_window(self, key: str, now: float) -> None:
         """The window of a key ends (its time is up, or its condition cleared): the summary of its repeats."""
@@ -353,7 +360,7 @@ class Notifier:
 
     def _enqueue(self, alert: Alert) -> None:
         ts = self._wall()
-        text = self._redact(alert.text) if self._redact is not None else alert.text
+        text = self._stored_text(alert)
         for c in self.channels:
             self.store.add_alert(c.name, alert.key, alert.kind, alert.severity, text, ts)
             self.status[c.name].pending += 1
@@ -387,10 +394,11 @@ class Notifier:
         # The windows of the alerts raised before a restart go on: a crash loop (a start failing again and again
         # as systemd restarts it) is told once per window, not once per restart.
         wall, now = self._wall(), self._now()
-        for key, kind, severity, raised in await self.store.recent_alerts(wall - self.cfg.window_s):
+        for key, kind, severity, text, raised in await self.store.recent_alerts(wall - self.cfg.window_s):
             left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
             if left > 0 and key not in self._windows:
-                self._windows[key] = _Window(until=now + left, severity=severity, kind=kind, inherited=True)
+                self._windows[key] = _Window(until=now + left, last_text=text, severity=severity, kind=kind,
+                                             inherited=True)
         if self.channels:
             self._session = new_session()
         for c in self.channels:

@@ -364,9 +364,10 @@ class Engine:
         risk = self.settings.risk
         self._dd_breached = self.portfolio.drawdown_pct() > risk.max_drawdown_pct
         self._dl_breached = self.portfolio.day_loss_pct() > risk.daily_loss_limit_pct
-        detail = {"state": self.state.value, "reason": self.state_reason, "approval": self.approval_mode,
-                  "recovered_orders": len(recovered), "positions": len(positions), "pid": os.getpid(),
-                  "backtest": self.profile.name == BACKTEST.name}
+        detail: dict[str, Any] = {
+            "state": self.state.value, "reason": self.state_reason, "approval": self.approval_mode,
+            "recovered_orders": len(recovered), "positions": len(positions), "pid": os.getpid(),
+            "backtest": self.profile.name == BACKTEST.name}
         if self.profile.resumable and await self.store.last_run_phase() == "start":
             # Killed, or the machine stopped: what it did is as committed, and the orders it had in flight were
             # recovered above; the operator reading the trail or the page should know the run was cut short.

@@ -165,13 +165,19 @@ def _log_holder(written: str) -> str:
     return f"the ffe engine pid {pid} on {data_dir}"
 
 
+# What `ffe restore` (restore.py) names the files it moves aside and those it is putting in place.
+RESTORE_ASIDE = ".before-restore-"  # <name>.before-restore-<time>
+RESTORE_PARTIAL = ".restoring"  # <name>.restoring
+
+
 def _no_restore_left_half_way(settings: Settings) -> None:
     """No database, and the files of a restore that moved the records aside but did not put the backup's in place
     (killed, or the power cut): the records are in those files, and a first start would open a new account beside
     them. Refused."""
-    from .restore import leftovers  # restore.py builds on this module
-
-    found = leftovers(settings)
+    db, trail = settings.db_path, settings.audit_path
+    found = sorted(p for folder, names in ((db.parent, (db.name, db.name + "-wal")), (trail.parent, (trail.name,)))
+                   if folder.is_dir() for p in folder.iterdir()
+                   if any(p.name.startswith(n + RESTORE_ASIDE) or p.name == n + RESTORE_PARTIAL for n in names))
     if found:
         raise DamagedRecords(f"{settings.db_path}: no database, but a restore's files are there "
                              f"({', '.join(str(p) for p in found[:4])}{', ...' if len(found) > 4 else ''}): a restore "

@@ -47,6 +47,8 @@ from .venues.base import Venue, VenueError, VenueUnavailable
 CENT = 0.01  # cash and equity agree to the cent of the quote currency
 STUCK_SETTLE_WINDOWS = 2  # an order still in doubt this many settle windows past its own is a difference
 BASELINE_KEY = "reconcile_baseline"
+# A shortfall of coins beyond this share of a position is no fee or rounding: an accept is refused over it.
+MISSING_COINS = 0.01
 ACCEPTED_KEY = "reconcile_accepted_orders"  # open orders at the venue that the operator accepted as not ffe's
 
 
@@ -320,16 +322,18 @@ class Reconciler:
         return balances.get(self.quote, 0.0)
 
     def _refuse_coins_missing(self, balances: dict[str, float]) -> None:
-        """The venue holds fewer coins of a symbol than the books' position in it (sold or withdrawn by hand): as
-        a baseline, the difference would leave the books a position with no coins behind it, valued in the equity
-        and in every size, its exits refused for want of funds. Refused: the coins must be there to be traded."""
+        """The venue holds fewer coins of a symbol than the books' position in it, by more than fees and rounding
+        explain (MISSING_COINS of the position): sold or withdrawn by hand. As a baseline, the difference would
+        leave the books a position with no coins behind it, valued in the equity and in every size, its exits
+        refused for want of funds. Refused: the coins must be there to be traded."""
         held: dict[str, float] = {}
         for p in self.portfolio.positions.values():
             base = p.symbol.partition("/")[0]
             held[base] = held.get(base, 0.0) + p.quantity
         for sym in self.symbols:
             base = sym.partition("/")[0]
-            if base in held and balances.get(base, 0.0) < held.pop(base) - self._tolerance(sym):
+            ours = held.pop(base, 0.0)
+            if ours > 0 and balances.get(base, 0.0) < ours * (1.0 - MISSING_COINS) - self._tolerance(sym):
                 pos = self.portfolio.positions.get(sym)
                 raise ControlError(
                     f"nothing accepted: the exchange holds {balances.get(base, 0.0):.8g} {base}, fewer coins than "

@@ -28,23 +28,12 @@ from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked,
 from .chain import rotated_files
 from .config import Settings
 from .errors import FfeError, StartError
-from .host import acquire_lock, acquire_log_lock, log_dir_holder
+from .host import RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, log_dir_holder
 from .interrupts import held
 from .staging import Staging
 from .store import halted_in, keep_halted, mark_restored
 
 CONFIG_COPY = "config.from-backup.toml"
-ASIDE = ".before-restore-"  # <name>.before-restore-<time>: what was there, moved aside
-PARTIAL = ".restoring"  # <name>.restoring: a file being put in place
-
-
-def leftovers(settings: Settings) -> list[Path]:
-    """The files a restore leaves of the records it moved aside and of those it was putting in place: beside no
-    database, the marks of a restore that was killed half way (the records are in them, not gone)."""
-    db, trail = settings.db_path, settings.audit_path
-    return sorted(p for folder, names in ((db.parent, (db.name, db.name + "-wal")), (trail.parent, (trail.name,)))
-                  if folder.is_dir() for p in folder.iterdir()
-                  if any(p.name.startswith(n + ASIDE) or p.name == n + PARTIAL for n in names))
 
 
 class Refused(FfeError):
@@ -95,7 +84,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         aside = []
         for p in there:
-            moved = p.with_name(f"{p.name}{ASIDE}{stamp}")
+            moved = p.with_name(f"{p.name}{RESTORE_ASIDE}{stamp}")
             os.replace(p, moved)
             aside.append(str(moved))
         manifest = checked.manifest
@@ -118,7 +107,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
 
 def _put(src: Path, dest: Path) -> None:
     """Copy next to `dest`, sync, then rename over it: a crash leaves the old file or the new, whole."""
-    partial = dest.with_name(dest.name + PARTIAL)
+    partial = dest.with_name(dest.name + RESTORE_PARTIAL)
     try:
         with open(src, "rb") as s, open(partial, "wb") as d:
             shutil.copyfileobj(s, d)

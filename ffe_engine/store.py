@@ -1064,12 +1064,12 @@ class Store:
         (n,) = await cur.fetchone()
         return int(n)
 
-    async def recent_alerts(self, since_ts: float) -> list[tuple[str, str, str, float]]:
-        """The alerts raised since a time, one row per key: key, kind, severity and when its last was raised (the
-        notifier's windows go on across a restart)."""
-        rows = await self.query("SELECT key, kind, severity, MAX(created_ts) FROM alert_outbox WHERE created_ts >= ? "
-                                "GROUP BY key", (since_ts,))
-        return [(str(k), str(kind), str(sev), float(ts)) for k, kind, sev, ts in rows]
+    async def recent_alerts(self, since_ts: float) -> list[tuple[str, str, str, str, float]]:
+        """The last alert of each key raised since a time: key, kind, severity, text and when (the notifier's
+        windows go on across a restart)."""
+        rows = await self.query("SELECT key, kind, severity, text, created_ts FROM alert_outbox WHERE id IN "
+                                "(SELECT MAX(id) FROM alert_outbox WHERE created_ts >= ? GROUP BY key)", (since_ts,))
+        return [(str(k), str(kind), str(sev), str(text), float(ts)) for k, kind, sev, text, ts in rows]
 
     async def alert_sent(self, alert_id: int, attempts: int, ts: float) -> None:
         await self._write("UPDATE alert_outbox SET status = 'sent', attempts = ?, sent_ts = ? WHERE id = ?",
