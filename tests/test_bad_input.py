@@ -363,3 +363,16 @@ def test_a_data_directory_with_no_database_is_the_same_usage_error_for_every_com
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     line = one_error_line(proc.stderr)
     assert "(is --data-dir right?)" in line and "elsewhere" in line, line
+
+
+@pytest.mark.parametrize("args, help_of", [
+    (("ctl", "status", "--tim", "3"), "ffe ctl"),
+    (("audit", "tail", "--ev", "fill"), "ffe audit tail"),
+    (("report", "trades", "--la", "1"), "ffe report trades"),
+    (("backtest", "--recrods", "full"), "ffe backtest"),
+])
+def test_an_unknown_option_points_to_the_help_that_lists_the_command_s_options(tmp_path, args, help_of):
+    proc = ffe_in_process(tmp_path, *args)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert line.startswith("ffe: error: unrecognized arguments: ") and line.endswith(f"(see `{help_of} --help`)"), line
