@@ -276,27 +276,31 @@ TARGET_WORDS = {"approve": "an approval id", "reject": "an approval id", "mode":
                 "close": "a symbol with an open position (see `ffe ctl trades`)"}
 
 
+def _ctl_usage(message: str) -> UsageError:
+    return UsageError(f"{message} (see `ffe ctl --help`)")
+
+
 def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
     command = CONTROL[args.action]
     request: dict[str, Any] = {"by": "ctl"}
     if command.target is not None:
         if not args.target:
-            raise UsageError(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.target)}")
+            raise _ctl_usage(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.target)}")
         if command.target == "mode" and args.target not in ("auto", "manual"):
-            raise UsageError("ffe ctl mode needs auto or manual")
+            raise _ctl_usage("ffe ctl mode needs auto or manual")
         request[command.target] = args.target
     elif args.target:
-        raise UsageError(f"ffe ctl {args.action} takes no argument (got {args.target!r})")
+        raise _ctl_usage(f"ffe ctl {args.action} takes no argument (got {args.target!r})")
     if command.second is not None:
         if args.second not in ("filled", "canceled"):
-            raise UsageError(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.second)}")
+            raise _ctl_usage(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.second)}")
         request[command.second] = args.second
         request.update({k: v for k, v in (("quantity", args.quantity), ("price", args.price)) if v is not None})
     elif args.second:
-        raise UsageError(f"ffe ctl {args.action} takes {'one argument' if command.target else 'no argument'} "
+        raise _ctl_usage(f"ffe ctl {args.action} takes {'one argument' if command.target else 'no argument'} "
                          f"(got {args.second!r})")
     if command.second is None and (args.quantity is not None or args.price is not None):
-        raise UsageError(f"--quantity and --price go with `ffe ctl settle ID filled`, not {args.action}")
+        raise _ctl_usage(f"--quantity and --price go with `ffe ctl settle ID filled`, not {args.action}")
     if args.action == "resume":
         request["confirm"] = args.yes
     if command.confirm is not None and not args.yes:
@@ -434,7 +438,7 @@ def audit_tail(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if args.lines < 0:
-        raise UsageError(f"-n must be 0 or more, got {args.lines}")
+        raise UsageError(f"-n must be 0 or more, got {args.lines} (see `ffe audit tail --help`)")
     return audittool.tail(settings.audit_path, args.lines, audittool.parse_events(args.event), args.json,
                           args.follow, db_path=settings.db_path)
 
@@ -467,7 +471,7 @@ def _report(args: argparse.Namespace, which: str) -> int:
 
     settings = settings_from(args)
     if args.last < 0:
-        raise UsageError(f"--last must be 0 or more, got {args.last}")
+        raise UsageError(f"--last must be 0 or more, got {args.last} (see `ffe report trades --help`)")
     with audittool.reading(settings.db_path) as conn:
         if which == "providers":
             r = audittool.provider_report(conn, list(settings.ensemble.providers), args.last)

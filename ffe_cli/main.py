@@ -243,8 +243,12 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         listed = getattr(args, "positionals", None)
         if extra and listed is not None and not any(x.startswith("-") for x in extra):
             getattr(args, listed).extend(extra)
-        elif extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        elif extra:  # the help that lists the command's own options (`ffe --help` when no command was named)
+            words = [w for w in (getattr(args, "command", None),
+                                 getattr(args, f"{getattr(args, 'command', '')}_command", None)) if w]
+            if argv is not given:
+                words = []
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `{' '.join(['ffe', *words])} --help`)")
         handler: Handler | None = getattr(args, "handler", None)
         if early is not None:
             if handler is commands.run and args.headless:
