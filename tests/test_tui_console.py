@@ -195,7 +195,7 @@ async def test_a_pending_approval_shows_its_size_and_price_on_screen_at_every_si
             await pilot.press(key)
             await until(pilot, lambda: title in screen_text(app), f"the {title} confirmation")
             body = app.screen.body  # the confirmation's own text, as the dialog wraps it on screen
-            assert re.search(r"Pending approvals \(\d+\) (is|are) rejected", body), body
+            assert re.search(r"The (trade|\d+ trades) waiting for approval (is|are) rejected", body), body
             await pilot.press("n")
             await until(pilot, lambda: title not in screen_text(app), f"the {title} confirmation gone")
 
