@@ -457,12 +457,8 @@ async def test_every_alert_names_the_host_and_the_data_directory_of_the_engine_t
         await r.stop()
 
 
-async def test_a_start_that_fails_on_an_unreachable_exchange_is_paged_ends_its_run_record_and_says_one_line(tmp_path):
-    """`market.source = "exchange"` with the exchange at a closed local port: `ffe run --headless` exits 1 with one
-    error line (the ccxt client closed, nothing reported unclosed), the audit trail ends the run it began with the
-    error, and the page saying the start failed follows the STARTED notice."""
-    import json
-
+def unreachable_exchange_config(tmp_path) -> None:
+    """A config.toml whose market data come from an exchange at a closed local port: every start fails."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/api/v3"
@@ -480,6 +476,15 @@ timeout_ms = 1000
 api_urls = {{public = "{closed}", private = "{closed}"}}
 options = {{fetchMarkets = {{types = ["spot"]}}, fetchCurrencies = false, fetchMargins = false}}
 """)
+
+
+async def test_a_start_that_fails_on_an_unreachable_exchange_is_paged_ends_its_run_record_and_says_one_line(tmp_path):
+    """`market.source = "exchange"` with the exchange at a closed local port: `ffe run --headless` exits 1 with one
+    error line (the ccxt client closed, nothing reported unclosed), the audit trail ends the run it began with the
+    error, and the page saying the start failed follows the STARTED notice."""
+    import json
+
+    unreachable_exchange_config(tmp_path)
     hook = await Receiver().start()
     beat = await Receiver().start()  # the dead man's switch: a start that fails never ran the main loop
     proc = await _ffe("run", "--headless", env=ffe_env(
@@ -574,23 +579,7 @@ async def test_a_crash_loop_pages_once_per_window_not_once_per_restart(tmp_path)
     """A start that fails again and again (as systemd restarts it) raises STARTED and START_FAILED each time. The
     window per key (`alerts.window_s`) holds across the restarts, as the outbox it is counted in does: the operator
     gets each once, not once per restart."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{s.getsockname()[1]}/api/v3"
-    (tmp_path / "config.toml").write_text(f"""
-[engine]
-symbols = ["BTC/USDT"]
-warmup_bars = 10
-
-[market]
-source = "exchange"
-
-[exchange]
-id = "binance"
-timeout_ms = 1000
-api_urls = {{public = "{closed}", private = "{closed}"}}
-options = {{fetchMarkets = {{types = ["spot"]}}, fetchCurrencies = false, fetchMargins = false}}
-""")
+    unreachable_exchange_config(tmp_path)
     hook = await Receiver().start()
     try:
         for _ in range(3):
