@@ -416,3 +416,16 @@ def test_a_second_engine_is_refused_even_after_the_lock_files_were_removed(tmp_p
     assert first.wait(timeout=30) == 0, first.stderr
     seqs = [r["seq"] for r in audit_lines(audit)]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_a_stopped_account_on_a_read_only_directory_can_still_be_backed_up(traded, tmp_path):
+    """A disk remounted read-only is when a backup is wanted most: with no engine on it (none can start there),
+    `ffe backup` takes it under the database file's own lock (an engine holds that one too), not the lock file it
+    cannot create, and the backup verifies."""
+    cwd = copy_of(traded, tmp_path)
+    with read_only(cwd / "data"):
+        proc = run_ffe(cwd, "backup", "--to", str(tmp_path / "backups"))
+    assert proc.returncode == 0, proc.stderr
+    [made] = list((tmp_path / "backups").glob("ffe-backup-*.tar.zst"))
+    verify = run_ffe(cwd, "backup", "verify", str(made))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
