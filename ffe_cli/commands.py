@@ -520,7 +520,7 @@ def backup(args: argparse.Namespace) -> int:
     """Ask the running engine for its backup; with no engine on the data directory, take it here under its lock."""
     from ffe_engine import backup as bk
     from ffe_engine.clock import WallClock
-    from ffe_engine.host import acquire_lock
+    from ffe_engine.host import acquire_lock, lock_database
     from ffe_engine.interrupts import stopped_by_signals
 
     settings = settings_from(args)
@@ -529,9 +529,13 @@ def backup(args: argparse.Namespace) -> int:
     if not settings.db_path.is_file():
         raise UsageError(f"{settings.db_path}: no database here (is --data-dir right?)")
     try:
-        lock = acquire_lock(settings.data_dir)
+        lock: int | None = acquire_lock(settings.data_dir)
     except StartError:  # an engine holds the directory: it takes the backup itself
         lock = None
+    except StorageError:
+        # A directory that takes no write (a disk remounted read-only), where no engine can start: the database
+        # file's own lock, which a running engine holds too, instead of the lock file that cannot be made.
+        lock = lock_database(settings.db_path)
     try:
         with stopped_by_signals():
             if lock is None:

@@ -126,7 +126,7 @@ def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
     """A backup of a data directory no engine runs on (the caller holds its lock)."""
     if not settings.db_path.is_file():
         raise UsageError(f"{settings.db_path}: no database here (is --data-dir right?)")
-    conn, _ = pin_file(settings.db_path)
+    conn, _ = pin_file(settings.db_path, read_only=True)
     return _write_archive(conn, settings.audit_path, _config_text(settings), dest, now, "directory")
 
 

@@ -1319,10 +1319,16 @@ class DatabaseFacts:
     rows: dict[str, int]
 
 
-def pin_file(path: Path | str) -> tuple[sqlite3.Connection, int]:
+def pin_file(path: Path | str, read_only: bool = False) -> tuple[sqlite3.Connection, int]:
     """A connection to the database at `path` with a read transaction open (its view fixed from here on), and the
-    last event's seq in that view. The connection may be used from another thread."""
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    last event's seq in that view. The connection may be used from another thread. `read_only`: opened as the
+    checks open it (open_read_only), which reads it on a directory that cannot be written too (no engine runs on
+    it: the caller holds its lock)."""
+    try:
+        conn = (open_read_only(path) if read_only
+                else sqlite3.connect(str(path), isolation_level=None, check_same_thread=False))
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{path}: cannot read the database ({exc})") from None
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("BEGIN")
@@ -1397,7 +1403,7 @@ def open_read_only(path: Path | str, timeout: float = 5.0) -> sqlite3.Connection
     file that cannot be read raises sqlite3.DatabaseError now. `timeout`: how long a read waits for a lock."""
     path = Path(path)
     uri = path.resolve().as_uri()
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=timeout)
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=timeout, check_same_thread=False)
     try:
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return conn
@@ -1416,7 +1422,8 @@ def open_read_only(path: Path | str, timeout: float = 5.0) -> sqlite3.Connection
         raise sqlite3.OperationalError(f"its directory cannot be written and {wal.name} holds records, which are "
                                        f"read only with the {path.name}-shm file that cannot be created there: copy "
                                        "the data directory to a writable place and read the copy")
-    conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, timeout=timeout)
+    conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, timeout=timeout,
+                           check_same_thread=False)
     try:
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError:
