@@ -1312,3 +1312,35 @@ async def test_an_accept_is_refused_when_the_exchange_holds_fewer_coins_than_the
                 await e.accept_reconcile(by="test")
             assert e.state is EngineState.PAUSED and await e.store.get_kv(BASELINE_KEY) == baseline
             assert e.portfolio.positions[BTC].quantity == held
+
+
+async def test_after_accepting_a_small_shortfall_of_coins_an_exit_sells_what_the_account_holds(tmp_path, fx):
+    """The account holds a little less than the books' position (under 1%: a fee taken in the coin that a settled
+    order did not say, a transfer): the accept takes it, and from then on an exit sells what the account holds of
+    the position, not the books' whole quantity, which the exchange would refuse at every bar. What is left in the
+    books with no coins behind it is dust."""
+    from ffe_engine.model import EngineState
+    from live_helpers import reconcile_twice
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the entry settled")
+            held = e.portfolio.positions[BTC].quantity
+            short = round(held * 0.005, 5)
+            fx.balances["BTC"].free -= short  # gone from the account, not through ffe
+            fx.balances["USDT"].free += short * 30_000.0
+            assert any(d["kind"] == "position" for d in await reconcile_twice(e))
+            await e.accept_reconcile(by="test")
+            assert await e.resume(by="test") is EngineState.RUNNING
+            report = await e.flatten()
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the closing order ended")
+        sells = [o for o in fx.orders if o.side == "SELL"]
+        assert report["failed"] == [] and sells and sells[-1].status == "FILLED", (report, sells)
+        assert fx.balances["BTC"].total < 1e-4
+        assert e.portfolio.holding(BTC) is None  # what is left in the books has no coins behind it: dust
+        rejected = rows(running.store.path, "SELECT COUNT(*) FROM orders WHERE side = 'sell' AND status = 'rejected'")
+        assert rejected == [(0,)], rejected
