@@ -230,8 +230,8 @@ class OrderPath:
         qty = intent.quantity
         if intent.reduce_only:
             # Never sell more than the position still holds after the exits already working.
-            held = self.portfolio.positions.get(intent.symbol)
-            left = (held.quantity if held else 0.0) - self.pending_exit_qty(intent.symbol)
+            # Nor more than the account holds of it (an accepted shortfall of coins: Portfolio.unbacked).
+            left = self.portfolio.sellable(intent.symbol) - self.pending_exit_qty(intent.symbol)
             if left < market.amount_step:
                 return self._refused(intent, gates, f"NOTHING_HELD: nothing to sell, the books hold {left:.8g} "
                                                     f"{intent.symbol.partition('/')[0]} after the sells working",

@@ -80,6 +80,9 @@ class Portfolio:
         # rest expired), cannot be sold. It stays in the books, as in the account, but is not a position to trade
         # on (`holding`).
         self.markets: dict[str, MarketInfo] = {}
+        # Coins the books' position in a symbol counts that the account does not hold (an accepted shortfall, from
+        # reconciliation's baseline): never sold, and no part of a position to trade on.
+        self.unbacked: dict[str, float] = {}
         # Per-symbol close-to-close returns and portfolio equity returns, for VaR and correlation.
         self.window = returns_window
         self.returns: dict[str, deque[float]] = {}
@@ -150,6 +153,16 @@ class Portfolio:
         or less than its minimum quantity or order value at the latest price."""
         return self.dust_at(symbol, self.last_price.get(symbol))
 
+    def set_unbacked(self, unbacked: dict[str, float]) -> None:
+        self.unbacked = unbacked
+
+    def sellable(self, symbol: str) -> float:
+        """What of the position in `symbol` the account holds to sell: the books' quantity less the unbacked."""
+        pos = self.positions.get(symbol)
+        if pos is None:
+            return 0.0
+        return pos.quantity - self.unbacked[symbol] if self.unbacked and symbol in self.unbacked else pos.quantity
+
     def dust_at(self, symbol: str, price: float | None) -> bool:
         """is_dust with `price` as the latest price (None: the entry price), before the books are marked with it (a
         backtest's idle stretch, Engine._idle_stretch)."""
@@ -157,7 +170,7 @@ class Portfolio:
         market = self.markets.get(symbol)
         if pos is None or market is None:
             return False
-        sellable = floor_to_step(pos.quantity, market.amount_step)
+        sellable = floor_to_step(self.sellable(symbol), market.amount_step)
         return market.below_minimum(sellable, price or pos.entry_price)
 
     def held(self) -> int:

@@ -153,6 +153,10 @@ class Reconciler:
                 held[base] = held.get(base, 0.0) + p.quantity
             saved = {a: balances.get(a, 0.0) - held.get(a, 0.0) for a in self._bases()}
             await self.store.put_kv(BASELINE_KEY, saved, self.clock.wall())
+        # Below zero, the account holds fewer coins than the books' positions (an accepted shortfall): an exit
+        # sells what it holds, and what is left in the books is no position.
+        self.portfolio.set_unbacked({s: -saved[b] for s in self.symbols
+                                     if (b := s.partition("/")[0]) in saved and saved[b] < 0})
         return saved
 
     async def shows_placed(self, o: Order) -> str | None:
