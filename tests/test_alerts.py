@@ -646,3 +646,43 @@ async def test_the_operator_is_told_when_reconciliation_no_longer_holds_a_paused
         await notifier.close()
         await store.close()
         await hook.stop()
+
+
+async def test_across_a_restart_only_the_start_s_alerts_keep_their_window_and_a_reconcile_hold_is_remembered(
+        tmp_path):
+    """The window that holds across a restart is for a crash loop's alerts (STARTED, START_FAILED): a halt paged,
+    re-armed, then halted again after a restart is paged again, as it would be in one process. And an engine that
+    starts PAUSED by reconciliation is told when the venue agrees again (RECONCILE_OK), though the page was sent by
+    the process before."""
+    from ffe_engine.alerts import Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.events import EngineStateChanged, ReconcileEvent, RunEvent
+    from ffe_engine.store import Store
+
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, **FAST)
+    store = await Store.open(tmp_path / "ffe.db")
+    halt = EngineStateChanged(state="HALTED", previous="RUNNING", reason="ffe ctl halt", by="ctl")
+    try:
+        first = Notifier(cfg, store, channels_from(cfg), now=ManualTime(), wall=lambda: 1_700_000_000.0)
+        await first.start()
+        first.sink(halt, b"")
+        first.sink(EngineStateChanged(state="RUNNING", previous="HALTED", reason="re-armed", by="ctl"), b"")
+        await store.flush()
+        await until(lambda: "REARMED" in kinds(hook), what="the first process's alerts")
+        await first.close()
+        second = Notifier(cfg, store, channels_from(cfg), now=ManualTime(), wall=lambda: 1_700_000_030.0)
+        await second.start()
+        second.sink(RunEvent(phase="start", mode="live",
+                             detail={"state": "PAUSED", "reason": "reconcile: the exchange could not be reached"}),
+                    b"")
+        second.sink(halt, b"")
+        second.sink(ReconcileEvent(status="ok", differences=[]), b"")
+        await store.flush()
+        await until(lambda: kinds(hook).count("HALTED") == 2 and "RECONCILE_OK" in kinds(hook),
+                    what="the halt paged again, and the hold's end told")
+        await second.close()
+    finally:
+        await store.close()
+        await hook.stop()
