@@ -5,8 +5,9 @@ same thing share it) and a text that reads on a phone's lock screen. The notifie
 events into alerts synchronously and cheaply, then:
 
 - noise control per key: the first alert of a key is sent; repeats within `alerts.window_s` are counted, and one
-  summary (warn) says how many there were when the window ends, or when the engine stops before; a window goes on
-  across a restart (from the outbox) for the same alert, so a crash loop is told once per window. A storm of 500
+  summary (warn) says how many there were when the window ends, or when the engine stops before; the window of a
+  start's alert goes on across a restart (from the outbox) for the same alert, so a crash loop is told once per
+  window. A storm of 500
   breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the approval mode back
   to manual, the breaker closed, a reconciliation that agrees or is accepted) ends the window of its alert at once:
   its summary goes then, and its return is news, sent at once.
@@ -175,6 +176,9 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
 
 
 EXIT_REASONS = frozenset({"stop_loss", "take_profit", "signal"})
+# The keys whose window goes on across a restart: a crash loop's, raised at every start. Any other condition a
+# restart meets again (a halt re-armed and halted again) is news, as in one process.
+RESTART_KEYS = frozenset({"STARTED", "START_FAILED"})
 # Set-aside records spanning longer than this are more than the moment before a kill: the database lost records.
 SET_ASIDE_SPAN_S = 60.0
 
@@ -305,6 +309,8 @@ class Notifier:
             self._state = ev.state
         elif isinstance(ev, RunEvent) and ev.phase == "start":
             self._state = ev.detail.get("state")
+            # Paused by reconciliation before the restart (its page sent then): the hold's end is still news.
+            self._reconcile_held = str(ev.detail.get("reason", "")).startswith("reconcile:")
         for key in cleared_keys(ev):
             self._end_window(key, self._now())
         for alert in alerts_for(ev, state=self._state, in_doubt=self._doubts):
@@ -396,7 +402,7 @@ class Notifier:
         wall, now = self._wall(), self._now()
         for key, kind, severity, text, raised in await self.store.recent_alerts(wall - self.cfg.window_s):
             left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
-            if left > 0 and key not in self._windows:
+            if left > 0 and key in RESTART_KEYS and key not in self._windows:
                 self._windows[key] = _Window(until=now + left, last_text=text, severity=severity, kind=kind,
                                              inherited=True)
         if self.channels:
