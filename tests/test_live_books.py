@@ -1344,3 +1344,24 @@ async def test_after_accepting_a_small_shortfall_of_coins_an_exit_sells_what_the
         assert e.portfolio.holding(BTC) is None  # what is left in the books has no coins behind it: dust
         rejected = rows(running.store.path, "SELECT COUNT(*) FROM orders WHERE side = 'sell' AND status = 'rejected'")
         assert rejected == [(0,)], rejected
+
+
+async def test_a_flatten_whose_closing_order_the_exchange_refuses_on_its_minimum_says_it_failed(
+        tmp_path, fx, monkeypatch):
+    """The exchange raised its minimum order value past what the position is worth: the flatten's closing order is
+    refused ("Filter failure: NOTIONAL") and the markets read again make the position dust. The flatten says it
+    could not close it (failed, so `ffe ctl flatten` exits 1 and the FLATTEN alert pages), not nothing."""
+    from fake_exchange import LISTINGS
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the entry settled")
+            monkeypatch.setitem(LISTINGS["BTCUSDT"], "min_notional", "1000000000")
+            report = await e.flatten()
+        assert [f["symbol"] for f in report["failed"]] == [BTC], report
+        assert "minimum" in report["failed"][0]["error"], report
+        assert fx.balances["BTC"].total > 0.001  # still held at the exchange
