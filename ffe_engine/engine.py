@@ -1270,6 +1270,12 @@ class Engine:
                     self._read_markets()
                     remaining = 0.0 if pos is None else pos.quantity - self.orders.pending_exit_qty(sym)
                     if pos is None or remaining <= 0 or self.portfolio.holding(sym) is None:
+                        if tries and pos is not None and remaining > 0:
+                            # Refused, and the markets read again since make what is held dust: a minimum the
+                            # exchange raised. Not closed, and no flatten can: said as a failure.
+                            failed.append({"symbol": sym, "error": "the venue refused the closing order and what "
+                                                                   "is held is below its minimum order now: close "
+                                                                   "it on the exchange"})
                         break
                     sub = await self.orders.submit(OrderIntent(
                         symbol=sym, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.FLATTEN,
