@@ -48,6 +48,8 @@ def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
     ({"confirm": "p"}, "key 'p' is bound to both 'pause' and 'confirm'"),
     ({"confirm": "F"}, "key 'F' is bound to both 'flatten' and 'confirm'"),
     ({"quit": "y"}, "key 'y' is bound to both 'quit' and 'confirm'"),
+    ({"confirm": "escape"}, "tui.keys.confirm: 'escape' cannot be used (it cancels a dialog)"),
+    ({"confirm": "enter"}, "tui.keys.confirm: 'enter' cannot be used (it cancels a dialog)"),
     ({"reject": "a b"}, "tui.keys.reject: 'a b' is not a key name"),
     ({"cancel_order": "k"}, "tui.keys.cancel_order: 'k' cannot be used (it moves up in the focused pane)"),
     ({"views": "1,2"}, "tui.keys.views: '1,2' needs 7 keys, one per view in this order: main, trades, orders"),
