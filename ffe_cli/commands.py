@@ -271,9 +271,9 @@ def data_download(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- ctl
 TARGET_WORDS = {"approve": "an approval id", "reject": "an approval id", "mode": "auto or manual",
-                "cancel": "an order's client order id (see `ffe ctl orders`)",
-                "settle": "an order's client order id (see `ffe ctl orders`), then filled or canceled",
-                "close": "a symbol with an open position (see `ffe ctl trades`)"}
+                "cancel": "an order's client order id (from `ffe ctl orders`)",
+                "settle": "an order's client order id (from `ffe ctl orders`), then filled or canceled",
+                "close": "a symbol with an open position (from `ffe ctl trades`)"}
 
 
 def _ctl_usage(message: str) -> UsageError:
@@ -471,7 +471,7 @@ def _report(args: argparse.Namespace, which: str) -> int:
 
     settings = settings_from(args)
     if args.last < 0:
-        raise UsageError(f"--last must be 0 or more, got {args.last} (see `ffe report trades --help`)")
+        raise UsageError(f"--last must be 0 or more, got {args.last} (see `ffe report {which} --help`)")
     with audittool.reading(settings.db_path) as conn:
         if which == "providers":
             r = audittool.provider_report(conn, list(settings.ensemble.providers), args.last)

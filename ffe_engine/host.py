@@ -181,8 +181,9 @@ def _no_restore_left_half_way(settings: Settings) -> None:
     if found:
         raise DamagedRecords(f"{settings.db_path}: no database, but a restore's files are there "
                              f"({', '.join(str(p) for p in found[:4])}{', ...' if len(found) > 4 else ''}): a restore "
-                             "was cut short: run `ffe restore BACKUP --force` again, or put the files moved aside back "
-                             "under their names (or move them all elsewhere for a new account); nothing was started")
+                             "was cut short, or the database was removed after one: run `ffe restore BACKUP --force` "
+                             "again, or put the files moved aside back under their names, or move them all elsewhere "
+                             "for a new account; nothing was started")
 
 
 def _restore_request_hold(venue: Any, db_path: Path) -> None:

@@ -158,6 +158,8 @@ def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
                 raise KeymapError(f"{where}.{bid}: {p!r} cannot be used ({TAKEN[p.lower()]})")
             if p in PANE_KEYS:
                 raise KeymapError(f"{where}.{bid}: {p!r} cannot be used (it {PANE_KEYS[p]})")
+            if bid == "confirm" and p in ("enter", "escape"):
+                raise KeymapError(f"{where}.{bid}: {p!r} cannot be used (it cancels a dialog)")
             if p == ALWAYS_KILL and bid != "kill":
                 raise KeymapError(f"{where}.{bid}: {p!r} cannot be used (the kill switch, which works everywhere)")
         if bid == "kill" and ALWAYS_KILL not in parts:
