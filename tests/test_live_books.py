@@ -1282,6 +1282,22 @@ async def test_a_position_made_dust_by_a_raised_minimum_is_a_position_again_once
         assert_books_agree(e, fx)
 
 
+async def sold_by_hand(e, fx: FakeBinance, share: float) -> float:
+    """The strategy's entry, settled; then `share` of its coins sold on the exchange by hand, not through ffe, and
+    found by reconciliation as a difference in the position. The books' quantity before."""
+    from live_helpers import reconcile_twice
+
+    await strategy_entry(e, fx)
+    await wait_for(lambda: not e.orders.live, timeout=30, what="the entry settled")
+    held = e.portfolio.positions[BTC].quantity
+    sold = round(held * share, 5)
+    fx.balances["BTC"].free -= sold
+    fx.balances["USDT"].free += sold * 30_000.0
+    differences = await reconcile_twice(e)
+    assert any(d["kind"] == "position" for d in differences), differences
+    return held
+
+
 async def test_an_accept_is_refused_when_the_exchange_holds_fewer_coins_than_the_position(tmp_path, fx):
     """The operator sells half the position's coins on the exchange by hand. Accepting the venue as it is would
     leave the books holding a position with no coins behind it: its value counted in the equity (and in every
@@ -1291,22 +1307,14 @@ async def test_an_accept_is_refused_when_the_exchange_holds_fewer_coins_than_the
     from ffe_engine.engine import ControlError
     from ffe_engine.model import EngineState
     from ffe_engine.reconcile import BASELINE_KEY
-    from live_helpers import reconcile_twice
 
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            await strategy_entry(e, fx)
-            await wait_for(lambda: not e.orders.live, timeout=30, what="the entry settled")
-            held = e.portfolio.positions[BTC].quantity
             baseline = await e.store.get_kv(BASELINE_KEY)
-            sold = round(held / 2, 5)
-            fx.balances["BTC"].free -= sold  # sold by hand on the exchange
-            fx.balances["USDT"].free += sold * 30_000.0
-            differences = await reconcile_twice(e)
-            assert any(d["kind"] == "position" for d in differences), differences
+            held = await sold_by_hand(e, fx, 0.5)
             assert e.state is EngineState.PAUSED
             with pytest.raises(ControlError, match=r"fewer coins than the books' BTC/USDT position"):
                 await e.accept_reconcile(by="test")
@@ -1320,20 +1328,13 @@ async def test_after_accepting_a_small_shortfall_of_coins_an_exit_sells_what_the
     the position, not the books' whole quantity, which the exchange would refuse at every bar. What is left in the
     books with no coins behind it is dust."""
     from ffe_engine.model import EngineState
-    from live_helpers import reconcile_twice
 
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            await strategy_entry(e, fx)
-            await wait_for(lambda: not e.orders.live, timeout=30, what="the entry settled")
-            held = e.portfolio.positions[BTC].quantity
-            short = round(held * 0.005, 5)
-            fx.balances["BTC"].free -= short  # gone from the account, not through ffe
-            fx.balances["USDT"].free += short * 30_000.0
-            assert any(d["kind"] == "position" for d in await reconcile_twice(e))
+            await sold_by_hand(e, fx, 0.005)
             await e.accept_reconcile(by="test")
             assert await e.resume(by="test") is EngineState.RUNNING
             report = await e.flatten()
