@@ -143,14 +143,19 @@ class Reconciler:
     def _bases(self) -> list[str]:
         return sorted({s.partition("/")[0] for s in self.symbols})
 
+    def _held_by_base(self) -> dict[str, float]:
+        """The books' positions summed per base asset."""
+        held: dict[str, float] = {}
+        for p in self.portfolio.positions.values():
+            base = p.symbol.partition("/")[0]
+            held[base] = held.get(base, 0.0) + p.quantity
+        return held
+
     async def baseline(self, balances: dict[str, float]) -> dict[str, float]:
         """The venue's balances that ffe did not put there: taken once, when ffe first meets the account."""
         saved: dict[str, float] | None = await self.store.get_kv(BASELINE_KEY)
         if saved is None:
-            held: dict[str, float] = {}
-            for p in self.portfolio.positions.values():
-                base = p.symbol.partition("/")[0]
-                held[base] = held.get(base, 0.0) + p.quantity
+            held = self._held_by_base()
             saved = {a: balances.get(a, 0.0) - held.get(a, 0.0) for a in self._bases()}
             await self.store.put_kv(BASELINE_KEY, saved, self.clock.wall())
         # Below zero, the account holds fewer coins than the books' positions (an accepted shortfall): an exit
@@ -330,10 +335,7 @@ class Reconciler:
         explain (MISSING_COINS of the position): sold or withdrawn by hand. As a baseline, the difference would
         leave the books a position with no coins behind it, valued in the equity and in every size, its exits
         refused for want of funds. Refused: the coins must be there to be traded."""
-        held: dict[str, float] = {}
-        for p in self.portfolio.positions.values():
-            base = p.symbol.partition("/")[0]
-            held[base] = held.get(base, 0.0) + p.quantity
+        held = self._held_by_base()
         for sym in self.symbols:
             base = sym.partition("/")[0]
             ours = held.pop(base, 0.0)
