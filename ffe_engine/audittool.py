@@ -651,10 +651,7 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
                     trades.append(t)
                     seen.add(t["id"])
     for o in orders:
-        o["intent"] = _json_blob(o.get("intent"))
-        o["reduce_only"] = bool(o["reduce_only"])
-        o["fills"] = _rows(conn, "SELECT quantity, price, fee, ts FROM fills WHERE client_order_id = ? ORDER BY id",
-                           (o["client_order_id"],))
+        _with_fills(conn, o)
     for t in trades:
         t["scores"] = _rows(conn, "SELECT provider, action, correct, return_pct FROM provider_scores "
                                   "WHERE trade_id = ?", (t["id"],))
@@ -673,6 +670,15 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
     }
 
 
+def _with_fills(conn: sqlite3.Connection, o: dict[str, Any]) -> dict[str, Any]:
+    """An order row as a story tells it: its intent read, reduce_only a bool, and its fills."""
+    o["intent"] = _json_blob(o.get("intent"))
+    o["reduce_only"] = bool(o["reduce_only"])
+    o["fills"] = _rows(conn, "SELECT quantity, price, fee, ts FROM fills WHERE client_order_id = ? ORDER BY id",
+                       (o["client_order_id"],))
+    return o
+
+
 def order_story(conn: sqlite3.Connection, client_order_id: str) -> dict[str, Any] | None:
     """An order no decision placed (the operator's, a flatten's that closed no decision's position): the order with
     its fills, the gates it was checked against under its own id and the trade it closed; None when there is no such
@@ -680,11 +686,7 @@ def order_story(conn: sqlite3.Connection, client_order_id: str) -> dict[str, Any
     orders = _rows(conn, "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
     if not orders:
         return None
-    o = orders[0]
-    o["intent"] = _json_blob(o.get("intent"))
-    o["reduce_only"] = bool(o["reduce_only"])
-    o["fills"] = _rows(conn, "SELECT quantity, price, fee, ts FROM fills WHERE client_order_id = ? ORDER BY id",
-                       (client_order_id,))
+    o = _with_fills(conn, orders[0])
     gates = [dict(_gate(g), ts=g["ts"]) for g in _rows(
         conn, "SELECT code, value, limit_value, passed, detail, ts FROM gate_results WHERE client_order_id = ? "
               "ORDER BY rowid", (client_order_id,))]
@@ -708,8 +710,7 @@ def render_order_story(s: dict[str, Any]) -> str:
     out += ["", "order",
             f"  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
             + (f"  error: {o['error']}" if o["error"] else "")]
-    out += [f"    fill {fmt.qty(f['quantity'])} @ {fmt.price(f['price'])}  fee {fmt.fee(f['fee'])}  "
-            f"at {fmt.iso_ms(f['ts'])}" for f in o["fills"]]
+    out += [_fill_line(f) for f in o["fills"]]
     for t in s["trades"]:
         out += ["", "trade",
                 f"  #{t['id']} {t['side']} {fmt.qty(t['quantity'])} {t['symbol']}  {fmt.price(t['entry_price'])} -> "
@@ -804,8 +805,7 @@ def render_story(s: dict[str, Any]) -> str:
             f"  {o['status']}  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
             f"  at {fmt.iso_ms(o['created_ts'])}{via}" + (f"  error: {o['error']}" if o["error"] else ""))
         for f in o["fills"]:
-            add(f"    fill {fmt.qty(f['quantity'])} @ {fmt.price(f['price'])}  fee {fmt.fee(f['fee'])}  "
-                f"at {fmt.iso_ms(f['ts'])}")
+            add(_fill_line(f))
 
     add("")
     add("trade")
@@ -824,6 +824,11 @@ def render_story(s: dict[str, Any]) -> str:
     if s["pnl"] is not None:
         add(f"  P&L {fmt.money(s['pnl'], signed=True)}")
     return "\n".join(out)
+
+
+def _fill_line(f: dict[str, Any]) -> str:
+    return (f"    fill {fmt.qty(f['quantity'])} @ {fmt.price(f['price'])}  fee {fmt.fee(f['fee'])}  "
+            f"at {fmt.iso_ms(f['ts'])}")
 
 
 def _gate_line(g: dict[str, Any]) -> str:
