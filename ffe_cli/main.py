@@ -244,10 +244,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         if extra and listed is not None and not any(x.startswith("-") for x in extra):
             getattr(args, listed).extend(extra)
         elif extra:  # the help that lists the command's own options (`ffe --help` when no command was named)
-            words = [w for w in (getattr(args, "command", None),
-                                 getattr(args, f"{getattr(args, 'command', '')}_command", None)) if w]
-            if argv is not given:
-                words = []
+            command = getattr(args, "command", None) if argv is given else None
+            words = [w for w in (command, getattr(args, f"{command}_command", None)) if w] if command else []
             raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `{' '.join(['ffe', *words])} --help`)")
         handler: Handler | None = getattr(args, "handler", None)
         if early is not None:

@@ -620,13 +620,15 @@ class ConsoleApp(App[int]):
         return False
 
     def _confirm(self, kind: str, title: str, body: str | Callable[[], str], verb: str, on_confirm) -> None:
-        if any(isinstance(s, ConfirmScreen) and s.kind == kind and not s.answered for s in self.screen_stack):
+        if self._asking(kind):
             return  # already asking
         self.clear_notifications()  # at 80x24 they would cover the dialog's right half
         self.push_screen(ConfirmScreen(kind, title, body, self.confirm_keys, verb, on_confirm))
 
-    def _asking(self) -> bool:
-        return any(isinstance(s, ConfirmScreen) and not s.answered for s in self.screen_stack)
+    def _asking(self, kind: str | None = None) -> bool:
+        """Whether a confirmation (of `kind`, or of any kind) waits for its answer."""
+        return any(isinstance(s, ConfirmScreen) and not s.answered and kind in (None, s.kind)
+                   for s in self.screen_stack)
 
     def _counts(self) -> tuple[int, int]:
         snap = self.snap or {}
