@@ -5,8 +5,10 @@ SIGKILL, `ffe alert test`, and secret channel URLs kept out of logs, audit and `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
+from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
@@ -235,23 +237,37 @@ class ManualTime:
         return self.t
 
 
-async def test_each_kind_of_event_raises_the_alert_an_operator_needs(tmp_path):
-    """The rules, event by event, through a notifier on a real store delivering to a receiver; time is manual
-    so the in-doubt delay is exact."""
+@contextlib.asynccontextmanager
+async def a_notifier(tmp_path, **alerts) -> AsyncIterator[tuple[Receiver, Any, Any, "ManualTime"]]:
+    """A notifier on a real store under tmp_path, delivering to a webhook receiver, its time manual: (receiver,
+    store, notifier, time); all closed after."""
     from ffe_engine.alerts import Notifier
     from ffe_engine.channels import channels_from
     from ffe_engine.config import AlertSettings
-    from ffe_engine.events import (ApprovalEvent, EngineStateChanged, ErrorEvent, KillSwitchEvent, OrderEvent,
-                                   ReconcileEvent)
     from ffe_engine.store import Store
 
     hook = await Receiver().start()
-    cfg = AlertSettings(webhook_url=hook.url, in_doubt_s=60, **FAST)
+    cfg = AlertSettings(webhook_url=hook.url, **FAST, **alerts)
     store = await Store.open(tmp_path / "ffe.db")
     now = ManualTime()
     notifier = Notifier(cfg, store, channels_from(cfg), now=now, wall=lambda: 1_700_000_000.0)
     await notifier.start()
     try:
+        yield hook, store, notifier, now
+    finally:
+        await notifier.close()
+        await store.close()
+        await hook.stop()
+
+
+
+async def test_each_kind_of_event_raises_the_alert_an_operator_needs(tmp_path):
+    """The rules, event by event, through a notifier on a real store delivering to a receiver; time is manual
+    so the in-doubt delay is exact."""
+    from ffe_engine.events import (ApprovalEvent, EngineStateChanged, ErrorEvent, KillSwitchEvent, OrderEvent,
+                                   ReconcileEvent)
+
+    async with a_notifier(tmp_path, in_doubt_s=60) as (hook, store, notifier, now):
         events = [
             EngineStateChanged(state="PAUSED", previous="RUNNING", reason="DRAWDOWN 16.00% > 15.0%", by="risk"),
             EngineStateChanged(state="PAUSED", previous="RUNNING", reason="operator", by="ctl"),  # asked for: quiet
@@ -283,28 +299,15 @@ async def test_each_kind_of_event_raises_the_alert_an_operator_needs(tmp_path):
         assert got["CRASH"]["severity"] == "page" and "RuntimeError: boom" in got["CRASH"]["text"]
         assert "ffe-doubt-1" in got["IN_DOUBT"]["text"] and "61s" in got["IN_DOUBT"]["text"]
         assert all(len(r.body["text"]) < 300 for r in hook.delivered)  # a phone's lock screen, not a log
-    finally:
-        await notifier.close()
-        await store.close()
-        await hook.stop()
 
 
 async def test_alert_texts_say_the_state_as_it_is(tmp_path):
     """A breaker opening on a HALTED engine leaves it HALTED, an exchange out of reach clears by itself once it
     answers, and a flatten whose closing order's answer was lost has not closed the position: each alert says so."""
-    from ffe_engine.alerts import Notifier
-    from ffe_engine.channels import channels_from
-    from ffe_engine.config import AlertSettings
     from ffe_engine.events import (BreakerChanged, EngineStateChanged, KillSwitchEvent, OrderEvent, ReconcileEvent,
                                    RunEvent)
-    from ffe_engine.store import Store
 
-    hook = await Receiver().start()
-    cfg = AlertSettings(webhook_url=hook.url, **FAST)
-    store = await Store.open(tmp_path / "ffe.db")
-    notifier = Notifier(cfg, store, channels_from(cfg), now=ManualTime(), wall=lambda: 1_700_000_000.0)
-    await notifier.start()
-    try:
+    async with a_notifier(tmp_path) as (hook, store, notifier, _):
         events = [
             RunEvent(phase="start", mode="live", detail={"state": "RUNNING", "reason": "resume"}),
             BreakerChanged(venue="binance", state="open", previous="closed", failures=3, error="timeout"),
@@ -332,10 +335,6 @@ async def test_alert_texts_say_the_state_as_it_is(tmp_path):
         _, severity, reconcile = got[6]
         assert "the exchange could not be reached" in reconcile and "connection refused" in reconcile, reconcile
         assert "ffe ctl accept" not in reconcile and "once it answers" in reconcile, reconcile
-    finally:
-        await notifier.close()
-        await store.close()
-        await hook.stop()
 
 
 async def test_a_flatten_whose_closing_orders_were_answered_is_a_warning(tmp_path):
@@ -379,23 +378,13 @@ async def test_a_halt_after_the_operator_re_armed_is_a_page_of_its_own_sent_at_o
 async def test_a_condition_that_cleared_and_came_back_pages_again_and_a_storm_without_a_clear_does_not(tmp_path):
     """Risk pause, breaker, reconciliation: each clears (resume, closed, ok or accepted) and comes back within
     the window; the second is a page of its own. Repeats with nothing cleared between stay one summary."""
-    from ffe_engine.alerts import Notifier
-    from ffe_engine.channels import channels_from
-    from ffe_engine.config import AlertSettings
     from ffe_engine.events import BreakerChanged, EngineStateChanged, ReconcileEvent
-    from ffe_engine.store import Store
 
-    hook = await Receiver().start()
-    cfg = AlertSettings(webhook_url=hook.url, **FAST)
-    store = await Store.open(tmp_path / "ffe.db")
-    now = ManualTime()
-    notifier = Notifier(cfg, store, channels_from(cfg), now=now, wall=lambda: 1_700_000_000.0)
-    await notifier.start()
     paused = EngineStateChanged(state="PAUSED", previous="RUNNING", reason="DRAWDOWN 16.00% > 15.0%", by="risk")
     opened = BreakerChanged(venue="binance", state="open", previous="closed", failures=3, error="timeout")
     differences = ReconcileEvent(status="differences", differences=[{"asset": "BTC"}])
     unreachable = ReconcileEvent(status="failed", differences=[{"error": "connection refused"}])
-    try:
+    async with a_notifier(tmp_path) as (hook, store, notifier, _):
         events = [
             paused, EngineStateChanged(state="RUNNING", previous="PAUSED", reason="resume", by="ctl"), paused,
             opened, opened, BreakerChanged(venue="binance", state="closed", previous="half_open"), opened,
@@ -413,10 +402,6 @@ async def test_a_condition_that_cleared_and_came_back_pages_again_and_a_storm_wi
                        ("BREAKER_OPEN", "page"), ("BREAKER_OPEN_REPEATED", "warn"), ("BREAKER_CLOSED", "info"),
                        ("BREAKER_OPEN", "page"), ("RECONCILE", "page"), ("RECONCILE", "page"),
                        ("RECONCILE", "page"), ("RECONCILE_OK", "warn"), ("RECONCILE", "page")], got
-    finally:
-        await notifier.close()
-        await store.close()
-        await hook.stop()
 
 
 async def test_the_halted_page_of_a_flatten_says_the_positions_are_being_closed(tmp_path):
@@ -615,18 +600,9 @@ async def test_the_operator_is_told_when_reconciliation_no_longer_holds_a_paused
     """The exchange could not be reached (paged, entries held, the engine PAUSED): once it answers and agrees, the
     hold lifts by itself, but the engine stays PAUSED until resumed. The operator is told then, once: nobody would
     know to resume it otherwise. Periodic agreements after it say nothing."""
-    from ffe_engine.alerts import Notifier
-    from ffe_engine.channels import channels_from
-    from ffe_engine.config import AlertSettings
     from ffe_engine.events import EngineStateChanged, ReconcileEvent, RunEvent
-    from ffe_engine.store import Store
 
-    hook = await Receiver().start()
-    cfg = AlertSettings(webhook_url=hook.url, **FAST)
-    store = await Store.open(tmp_path / "ffe.db")
-    notifier = Notifier(cfg, store, channels_from(cfg), now=ManualTime(), wall=lambda: 1_700_000_000.0)
-    await notifier.start()
-    try:
+    async with a_notifier(tmp_path) as (hook, store, notifier, _):
         for ev in [RunEvent(phase="start", mode="live", detail={"state": "RUNNING", "reason": "resume"}),
                    ReconcileEvent(status="ok", differences=[]),
                    ReconcileEvent(status="failed", differences=[{"error": "connection refused"}]),
@@ -642,10 +618,6 @@ async def test_the_operator_is_told_when_reconciliation_no_longer_holds_a_paused
         assert [kind for kind, _, _ in got] == ["STARTED", "RECONCILE", "RECONCILE_OK"], got
         _, severity, text = got[2]
         assert severity == "warn" and "stays PAUSED" in text and "ffe ctl resume" in text, text
-    finally:
-        await notifier.close()
-        await store.close()
-        await hook.stop()
 
 
 async def test_across_a_restart_only_the_start_s_alerts_keep_their_window_and_a_reconcile_hold_is_remembered(
