@@ -75,25 +75,35 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     assert gone.returncode == 1 and "no engine is running" in gone.stderr
 
 
+def an_operator_buy_then_stopped(tmp_path, spawn_ffe) -> str:
+    """A headless paper engine that buys 0.01 BTC on the operator's order (the socket's `order`, no decision of
+    its own), waits for its fill, then stops in order. The order's client order id."""
+    import asyncio
+
+    from ffe_engine.control import request
+
+    sock = tmp_path / "data" / "ffe.sock"
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: sock.exists() or not engine.alive(), timeout=60, what="the control socket")
+    answer = asyncio.run(request(sock, "order", {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.01, "by": "test"}))
+    assert answer.get("ok") and answer["result"].get("accepted"), answer
+    cid = answer["result"]["client_order_id"]
+    wait_until(lambda: db_value(tmp_path / "data" / "ffe.db", "SELECT COUNT(*) FROM fills WHERE client_order_id = ?",
+                                (cid,)), timeout=60, what="its fill")
+    engine.send(signal.SIGTERM)
+    assert engine.wait(timeout=30) == 0, engine.stderr
+    return cid
+
+
 def test_a_flatten_that_leaves_a_position_open_exits_1_and_the_start_names_the_unwatched_position(tmp_path,
                                                                                                    spawn_ffe):
     """A position in a symbol the configuration no longer trades has no price feed: no stop-loss or take-profit
     watches it, and the paper venue takes no order in it. The start says so (log and its STARTED page), and a
     flatten that could not close it exits 1, whatever it cancelled: a script must not read it as done."""
-    import asyncio
-
-    from ffe_engine.control import request
-
     db = tmp_path / "data" / "ffe.db"
     sock = tmp_path / "data" / "ffe.sock"
-    first = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
-    wait_until(lambda: sock.exists() or not first.alive(), timeout=60, what="the control socket")
-    answer = asyncio.run(request(sock, "order", {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.01, "by": "test"}))
-    assert answer.get("ok") and answer["result"].get("accepted"), answer
-    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM positions WHERE symbol = 'BTC/USDT'"), timeout=60,
-               what="the BTC position")
-    first.send(signal.SIGTERM)
-    assert first.wait(timeout=30) == 0, first.stderr
+    an_operator_buy_then_stopped(tmp_path, spawn_ffe)
+    assert db_value(db, "SELECT COUNT(*) FROM positions WHERE symbol = 'BTC/USDT'") == 1
 
     second = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20",
                                                                    FFE_ENGINE__SYMBOLS='["ETH/USDT"]'))
@@ -112,21 +122,7 @@ def test_audit_show_tells_an_operator_order_that_no_decision_placed(tmp_path, sp
     """A manual order (the console's order, the socket's `order`) has no decision of its own: `ffe audit show` of
     its client order id tells the order, its gates (checked under its id), its fills and the trade it closed,
     rather than calling a known order an unknown decision."""
-    import asyncio
-
-    from ffe_engine.control import request
-
-    db = tmp_path / "data" / "ffe.db"
-    sock = tmp_path / "data" / "ffe.sock"
-    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
-    wait_until(lambda: sock.exists() or not engine.alive(), timeout=60, what="the control socket")
-    answer = asyncio.run(request(sock, "order", {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.01, "by": "test"}))
-    assert answer.get("ok") and answer["result"].get("accepted"), answer
-    cid = answer["result"]["client_order_id"]
-    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM fills WHERE client_order_id = ?", (cid,)), timeout=60,
-               what="its fill")
-    engine.send(signal.SIGTERM)
-    assert engine.wait(timeout=30) == 0, engine.stderr
+    cid = an_operator_buy_then_stopped(tmp_path, spawn_ffe)
     shown = run_ffe(tmp_path, "audit", "show", cid)
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
