@@ -117,6 +117,21 @@ def run_ffe(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: f
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+async def run_ffe_paging(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess, Any]:
+    """Run `ffe ARGS` to the end in cwd with its alerts going to a webhook receiver of the test's: the process, and
+    the receiver (stopped) with what it was sent."""
+    import asyncio
+
+    from receiver import Receiver
+
+    hook = await Receiver().start()
+    try:
+        proc = await asyncio.to_thread(run_ffe, cwd, *args, env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"))
+    finally:
+        await hook.stop()
+    return proc, hook
+
+
 def ffe_in_process(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`ffe ARGS` in cwd, run by this process through the command's own entry point (`ffe_cli.main.main`): its
     output captured, its exit code returned, the environment and directory put back after. For the many variants

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import signal
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_env, run_ffe, wait_until)
+from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_env, run_ffe,
+                      run_ffe_paging, wait_until)
 from ffe_engine.chain import chained, line_hash
 
 
@@ -214,8 +214,6 @@ async def test_a_database_older_than_its_audit_trail_pages_the_operator_at_start
     records (an older copy put back by hand, its write-ahead log deleted) leaves far more: a whole run, its fills.
     The start still sets them aside (they are kept in their file), and the operator is paged with what they hold
     and where, not only told in the log."""
-    from receiver import Receiver
-
     first_run(tmp_path)
     db = tmp_path / "data" / "ffe.db"
     older = db.read_bytes()
@@ -223,12 +221,7 @@ async def test_a_database_older_than_its_audit_trail_pages_the_operator_at_start
     db.write_bytes(older)
     for name in ("ffe.db-wal", "ffe.db-shm"):
         (tmp_path / "data" / name).unlink(missing_ok=True)
-    hook = await Receiver().start()
-    try:
-        proc = await asyncio.to_thread(run_ffe, tmp_path, "run", "--headless", "--max-bars", "5",
-                                       env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"))
-    finally:
-        await hook.stop()
+    proc, hook = await run_ffe_paging(tmp_path, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr
     aside = next(p for p in (tmp_path / "logs").iterdir() if ".uncommitted-after-" in p.name)
     held = [json.loads(line) for line in aside.read_bytes().splitlines()]

@@ -8,7 +8,6 @@ real process too and the rest run in the test process.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -22,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import count_events, ffe_cmd, ffe_env, ffe_in_process, run_ffe, starter_config, wait_until
+from conftest import (count_events, ffe_cmd, ffe_env, ffe_in_process, run_ffe, run_ffe_paging, starter_config,
+                      wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -339,16 +339,9 @@ async def test_records_that_disagree_page_start_failed_not_a_disk_failure(good_d
     """An audit trail whose last record is not the database's copy (edited), or a database gone while its trail
     remains, is damage to the records, not a disk that takes no write: the page says START_FAILED, and a halt
     stored for it says the records are damaged, so the operator looks at them, not at the disk."""
-    from receiver import Receiver
-
     cwd = copy_of(good_dir, tmp_path)
     damage(cwd)
-    hook = await Receiver().start()
-    try:
-        proc = await asyncio.to_thread(run_ffe, cwd, "run", "--headless", "--max-bars", "5",
-                                       env=ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"))
-    finally:
-        await hook.stop()
+    proc, hook = await run_ffe_paging(cwd, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 1, proc.stderr
     pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
     assert [p["kind"] for p in pages] == ["START_FAILED"], [r.body for r in hook.delivered]
