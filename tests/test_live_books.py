@@ -1347,6 +1347,86 @@ async def test_after_accepting_a_small_shortfall_of_coins_an_exit_sells_what_the
         assert rejected == [(0,)], rejected
 
 
+async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal_the_exchange_again(tmp_path, fx):
+    """The operator sold half the position's coins on the exchange by hand: the accept is refused (a position with
+    no coins behind it). `ffe ctl sold-by-hand SYMBOL --quantity Q --price P --fee F` books that sale as the
+    exchange's account shows it: an order of the journal, never sent (reason `by_hand`), its fill and the trade it
+    closes, in one transaction with their audit records. The books equal the exchange's again, reconciliation
+    agrees and the engine may be resumed; a restart finds nothing to send or recover."""
+    from ffe_engine.model import EngineState
+
+    climbing(fx)
+    tables = {"engine": {"order_poll_s": 0.1}}
+    settings = strategy_settings(tmp_path, fx, **tables)
+    write_config(tmp_path, strategy_config(fx, **tables))
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            held = await sold_by_hand(e, fx, 0.5)
+            sold = round(held * 0.5, 5)
+            fx.balances["USDT"].free -= 1.5  # the exchange's fee of the sale, in the quote currency
+            posts = len(fx.requests_to(POST_ORDER))
+            sale = await run_ffe_async(tmp_path, "ctl", "sold-by-hand", BTC, "--quantity", f"{sold}", "--price",
+                                       "30000", "--fee", "1.5", "--yes", env=live_env(fx), name="sold")
+            assert sale.proc.returncode == 0, sale.stderr
+            assert f"booked the sale of {sold:g} BTC/USDT at 30,000" in sale.stdout, sale.stdout
+            assert "reconciliation agrees with the venue" in sale.stdout, sale.stdout
+            assert len(fx.requests_to(POST_ORDER)) == posts  # nothing went to the exchange
+            assert e.portfolio.positions[BTC].quantity == pytest.approx(held - sold, abs=1e-9)
+            assert_books_agree(e, fx)
+            assert e.reconcile_blocked == [] and e.state is EngineState.PAUSED
+            assert await e.resume(by="test") is EngineState.RUNNING
+    ((cid, status, reason, filled, average, fee),) = rows(
+        db, "SELECT client_order_id, status, reason, filled, average, fee FROM orders WHERE reason = 'by_hand'")
+    assert (status, reason, filled, average, fee) == ("filled", "by_hand", sold, 30_000.0, 1.5)
+    assert rows(db, "SELECT quantity, price, fee FROM fills WHERE client_order_id = ?", (cid,)) == [
+        (sold, 30_000.0, 1.5)]
+    ((t_qty, exit_price, t_reason),) = rows(db, "SELECT quantity, exit_price, reason FROM trades")
+    assert (t_qty, exit_price, t_reason) == (sold, 30_000.0, "by_hand")
+    assert order_statuses(db, cid) == ["new", "filled"]
+    assert [ev["client_order_id"] for ev in stored_events(db, "fill")].count(cid) == 1
+    verify = await run_ffe_async(tmp_path, "audit", "verify", env=live_env(fx), name="verify")
+    assert verify.proc.returncode == 0, verify.stdout + verify.stderr
+    async with engine_session(settings, live=True) as again:  # nothing of it is in flight, nothing sent
+        assert again.engine.orders.live == {}
+        assert again.engine.portfolio.positions[BTC].quantity == pytest.approx(held - sold, abs=1e-9)
+    assert len(fx.requests_to(POST_ORDER)) == posts
+
+
+async def test_a_sale_by_hand_the_exchange_s_account_does_not_show_is_refused_and_changes_nothing(tmp_path, fx):
+    """What the operator books as sold by hand must be gone from the exchange's account: a sale it does not show
+    (a typo, the wrong account, a sale not done yet) is refused, as is one of more than the position holds, one
+    in a symbol with no position, and one while an order of the symbol is working. Nothing is recorded."""
+    from ffe_engine.engine import ControlError
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            held = await sold_by_hand(e, fx, 0.25)
+            sold = round(held * 0.25, 5)
+            before = rows(db, "SELECT COUNT(*) FROM orders"), rows(db, "SELECT COUNT(*) FROM fills")
+            with pytest.raises(ControlError, match=r"the exchange's account still holds .* BTC"):
+                await e.book_hand_sale(BTC, quantity=round(held * 0.5, 5), price=30_000.0, by="test")
+            with pytest.raises(ControlError, match=r"more than the books' BTC/USDT position"):
+                await e.book_hand_sale(BTC, quantity=held * 2, price=30_000.0, by="test")
+            with pytest.raises(ControlError, match=r"no position in ETH/USDT"):
+                await e.book_hand_sale("ETH/USDT", quantity=sold, price=30_000.0, by="test")
+            fx.fault(POST_ORDER, "hang", seconds=5, execute=False)
+            closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
+            await wait_for(lambda: e.orders.live, timeout=10, what="the closing order in flight")
+            with pytest.raises(ControlError, match=r"is working in BTC/USDT"):
+                await e.book_hand_sale(BTC, quantity=sold, price=30_000.0, by="test")
+            await closing
+            assert e.portfolio.positions[BTC].quantity == held
+            assert (rows(db, "SELECT COUNT(*) FROM orders WHERE reason = 'by_hand'"), before[1]) == (
+                [(0,)], rows(db, "SELECT COUNT(*) FROM fills"))
+
+
 async def test_a_flatten_whose_closing_order_the_exchange_refuses_on_its_minimum_says_it_failed(
         tmp_path, fx, monkeypatch):
     """The exchange raised its minimum order value past what the position is worth: the flatten's closing order is
