@@ -273,7 +273,8 @@ def data_download(args: argparse.Namespace) -> int:
 TARGET_WORDS = {"approve": "an approval id", "reject": "an approval id", "mode": "auto or manual",
                 "cancel": "an order's client order id (from `ffe ctl orders`)",
                 "settle": "an order's client order id (from `ffe ctl orders`), then filled or canceled",
-                "close": "a symbol with an open position (from `ffe ctl trades`)"}
+                "close": "a symbol with an open position (from `ffe ctl trades`)",
+                "sold-by-hand": "the symbol of the position whose coins were sold (from `ffe ctl trades`)"}
 
 
 def _ctl_usage(message: str) -> UsageError:
@@ -295,12 +296,18 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
         if args.second not in ("filled", "canceled"):
             raise _ctl_usage(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.second)}")
         request[command.second] = args.second
-        request.update({k: v for k, v in (("quantity", args.quantity), ("price", args.price)) if v is not None})
     elif args.second:
         raise _ctl_usage(f"ffe ctl {args.action} takes {'one argument' if command.target else 'no argument'} "
                          f"(got {args.second!r})")
-    if command.second is None and (args.quantity is not None or args.price is not None):
-        raise _ctl_usage(f"--quantity and --price go with `ffe ctl settle ID filled`, not {args.action}")
+    given = {k: v for k in ("quantity", "price", "fee") if (v := getattr(args, k)) is not None}
+    for name in given:
+        if name not in command.options:
+            takers = [f"ffe ctl {c.name}" for c in CONTROL.values() if name in c.options]
+            raise _ctl_usage(f"--{name} goes with {' and '.join(f'`{t}`' for t in takers)}, not {args.action}")
+    missing = [f"--{name}" for name in command.required if name not in given]
+    if missing:
+        raise _ctl_usage(f"ffe ctl {args.action} needs {' and '.join(missing)}, as the exchange's account shows them")
+    request.update(given)
     if args.action == "resume":
         request["confirm"] = args.yes
     if command.confirm is not None and not args.yes:
@@ -340,6 +347,12 @@ def _render(action: str, result: Any) -> str:
         how = f"filled {fmt.qty(r['filled'])} at {fmt.price(r['average'])}" if r["status"] != "canceled" or r[
             "filled"] else "canceled"
         return f"settled {r['client_order_id']} {r['symbol']}: {how} (the venue: {r['venue']}); {r['reconcile']}"
+    if action == "sold-by-hand":
+        r = result
+        fee = f" (fee {fmt.money(r['fee'])})" if r["fee"] else ""
+        return (f"booked the sale of {fmt.qty(r['quantity'])} {r['symbol']} at {fmt.price(r['price'])}{fee} made by "
+                f"hand: order {r['client_order_id']}, nothing sent; {fmt.qty(r['position_left'])} left in the "
+                f"position; {r['reconcile']}")
     if action in tables.RENDER:
         return tables.RENDER[action](result)
     if isinstance(result, dict):

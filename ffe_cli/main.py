@@ -75,6 +75,16 @@ def _amount(text: str) -> float:
     return value
 
 
+def _fee(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="ffe", description="Finance Feedback Engine console")
     sub = parser.add_subparsers(dest="command")
@@ -121,14 +131,19 @@ def build_parser() -> Parser:
     names = [name for name, c in CONTROL.items() if c.ctl]
     ctl.add_argument("action", choices=names, help="; ".join(f"{n}: {CONTROL[n].help}" for n in names))
     ctl.add_argument("target", nargs="?", help="approval id (approve, reject), auto|manual (mode), "
-                                                "client order id (cancel, settle) or symbol (close)")
+                                                "client order id (cancel, settle) or symbol (close, sold-by-hand)")
     ctl.add_argument("second", nargs="?", metavar="filled|canceled", help="how the order ended (settle)")
     ctl.add_argument("--yes", action="store_true",
-                     help="confirm without asking (resume of a HALTED engine, flatten, cancel, settle, close)")
+                     help="confirm without asking (resume of a HALTED engine, flatten, cancel, settle, close, "
+                          "sold-by-hand)")
     ctl.add_argument("--quantity", type=_amount, default=None, metavar="Q",
-                     help="settle ... filled: the quantity that filled, as the exchange's account shows it")
+                     help="settle ... filled: the quantity that filled; sold-by-hand: the quantity sold; as the "
+                          "exchange's account shows it")
     ctl.add_argument("--price", type=_amount, default=None, metavar="P",
-                     help="settle ... filled: the price it filled at, as the exchange's account shows it")
+                     help="settle ... filled, sold-by-hand: the price, as the exchange's account shows it")
+    ctl.add_argument("--fee", type=_fee, default=None, metavar="F",
+                     help="sold-by-hand: the sale's fee in the quote currency, as the exchange's account shows it "
+                          "(default 0)")
     ctl.add_argument("--json", action="store_true", help="print the raw answer as JSON")
     ctl.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                      help="give up after S seconds without an answer (default [control] request_timeout_s)")

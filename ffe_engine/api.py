@@ -32,6 +32,8 @@ class EngineControl(Protocol):
     async def operator_cancel(self, client_order_id: str, by: str = ...) -> Any: ...
     async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = ...,
                            price: float | None = ..., by: str = ...) -> Any: ...
+    async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float = ...,
+                             by: str = ...) -> Any: ...
     async def close_position(self, symbol: str, by: str = ..., opened_ts: int | None = ...) -> Any: ...
     async def balances(self) -> Any: ...
     async def profit(self) -> Any: ...
@@ -96,6 +98,10 @@ async def _settle(e: EngineControl, a: Any) -> Any:
     return await e.settle_order(a.id, a.outcome, quantity=a.quantity, price=a.price, by=a.by)
 
 
+async def _sold_by_hand(e: EngineControl, a: Any) -> Any:
+    return await e.book_hand_sale(a.symbol, a.quantity, a.price, fee=a.fee, by=a.by)
+
+
 async def _close(e: EngineControl, a: Any) -> Any:
     return await e.close_position(a.symbol, by=a.by, opened_ts=a.opened_ts)
 
@@ -130,6 +136,8 @@ class Command(NamedTuple):  # not a dataclass: `ffe` builds its parser without i
     target: str | None = None  # the argument `ffe ctl NAME TARGET` fills
     second: str | None = None  # the argument `ffe ctl NAME TARGET SECOND` fills
     confirm: str | None = None  # what `ffe ctl` asks before sending (skipped with --yes)
+    options: tuple[str, ...] = ()  # the `ffe ctl` options it takes (--quantity, --price, --fee)
+    required: tuple[str, ...] = ()  # of which it cannot go without
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
@@ -149,7 +157,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             target="id", confirm="cancel this order at the venue"),
     Command("settle", _settle, "end an order in doubt that the exchange lost, as filled (--quantity, --price) or "
             "canceled, through the order path; nothing is sent", target="id", second="outcome",
-            confirm="record this order's end by hand, without the exchange's word"),
+            confirm="record this order's end by hand, without the exchange's word", options=("quantity", "price")),
+    Command("sold-by-hand", _sold_by_hand, "book a sale of a position's coins made on the exchange by hand, "
+            "outside ffe (--quantity, --price, --fee), as the exchange's account shows it; nothing is sent",
+            target="symbol", confirm="book this sale as made on the exchange by hand",
+            options=("quantity", "price", "fee"), required=("quantity", "price")),
     Command("trades", _trades, "open trades: entry, price now, P&L, age, stop-loss and take-profit"),
     Command("close", _close, "close one position at market through the order path (gates apply)",
             target="symbol", confirm="close this position at market"),

@@ -49,6 +49,12 @@ class CloseArgs(SymbolArgs):
     opened_ts: int | None = Field(None, ge=0)
 
 
+class HandSaleArgs(SymbolArgs):
+    quantity: float = Field(gt=0)  # as the exchange's account shows the sale (the operator's word)
+    price: float = Field(gt=0)
+    fee: float = Field(0.0, ge=0)  # in the quote currency
+
+
 class ModeArgs(Args):
     mode: Literal["auto", "manual"]
 
@@ -67,5 +73,5 @@ class BackupArgs(Args):
 ARGS: dict[str, type[Args]] = {
     "pause": StateArgs, "resume": ResumeArgs, "halt": StateArgs, "approve": ApprovalArgs, "reject": ApprovalArgs,
     "mode": ModeArgs, "cancel": OrderIdArgs, "settle": SettleArgs, "close": CloseArgs, "order": OrderArgs,
-    "backup": BackupArgs,
+    "backup": BackupArgs, "sold-by-hand": HandSaleArgs,
 }

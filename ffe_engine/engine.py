@@ -1471,26 +1471,68 @@ class Engine:
             detail = await self.orders.settle(o, outcome, quantity=quantity, price=price, by=by)
             log.warning("order settled by hand", client_order_id=client_order_id, outcome=outcome, by=by,
                         quantity=quantity, price=price, venue=detail)
-            await self._persist_books()
-            await self.flush()
-            await self.reconcile()
-            await self.flush()
-            held = self.reconcile_blocked
-            if not held and self.reconcile_unconfirmed:
-                after = (f"reconciliation sees {len(self.reconcile_unconfirmed)} difference(s) it looks at again once "
-                         "the venue's reads have caught up: accept them if they stay (`ffe ctl why`)")
-            elif not held:
-                after = "reconciliation agrees with the venue; resume when ready"
-            elif any(d.get("client_order_id") == client_order_id for d in held):
-                after = ("reconciliation looks again once the venue's reads have caught up; entries stay held "
-                         "until it agrees or finds what to accept")
-            elif in_doubt_only(held):
-                after = f"reconciliation: {blocked_text(held)}"
-            else:
-                after = f"reconciliation found {blocked_text(held)}: accept them once checked (`ffe ctl why`)"
+            after = await self._reconcile_after_by_hand(client_order_id)
             return {"client_order_id": client_order_id, "symbol": o.symbol, "status": o.status.value,
                     "filled": o.filled, "average": o.average, "venue": detail, "reconcile": after,
-                    "reconcile_blocked": list(held)}
+                    "reconcile_blocked": list(self.reconcile_blocked)}
+
+    async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float = 0.0,
+                             by: str = "operator") -> dict[str, Any]:
+        """A sale the operator made on the exchange by hand, outside ffe (`ffe ctl sold-by-hand`): `quantity` of the
+        position in `symbol` sold at `price`, its fee `fee` in the quote currency, as the exchange's account shows
+        them. Booked through the order path as an order never sent, its fill and the trade it closes; nothing goes
+        to the exchange. Refused (ControlError, nothing booked) on the simulated exchange (it trades only through
+        ffe), for more than the books' position, while an order of the symbol is working, and when the exchange's
+        account does not show the coins gone. A reconciliation follows at once; the engine stays as it was (PAUSED
+        by the difference, until resumed)."""
+        async with self._control_lock:
+            self._still_running()
+            if self.sim_venue is not None:
+                raise ControlError("the simulated exchange trades only through ffe: nothing can have been sold there "
+                                   "by hand; nothing booked")
+            if not (quantity > 0 and price > 0 and fee >= 0):
+                raise ControlError("a sale by hand needs a quantity and a price above 0 and a fee of 0 or more: "
+                                   "nothing booked")
+            pos = self.portfolio.positions.get(symbol)
+            if pos is None:
+                raise ControlError(f"no position in {symbol}: nothing booked")
+            if quantity > pos.quantity + 1e-12:
+                raise ControlError(f"{quantity:.8g} is more than the books' {symbol} position of {pos.quantity:.8g}: "
+                                   "nothing booked")
+            await self.reconciler.refuse_unless_sold(symbol, quantity)
+            o = await self.orders.book_hand_sale(symbol, quantity, price, fee, by=by,
+                                                 decision_id=pos.entry_decision_id)
+            log.warning("sale by hand booked", client_order_id=o.client_order_id, symbol=symbol, quantity=quantity,
+                        price=price, fee=fee, by=by)
+            after = await self._reconcile_after_by_hand(o.client_order_id, explains=True)
+            left = self.portfolio.positions.get(symbol)
+            return {"client_order_id": o.client_order_id, "symbol": symbol, "quantity": quantity, "price": price,
+                    "fee": fee, "position_left": left.quantity if left is not None else 0.0, "reconcile": after,
+                    "reconcile_blocked": list(self.reconcile_blocked)}
+
+    async def _reconcile_after_by_hand(self, client_order_id: str, explains: bool = False) -> str:
+        """After the operator's word on an order (settled, or a sale by hand booked): the books stored, a
+        reconciliation at once, and what it says for the operator. With `explains` (a sale by hand, booked to
+        explain the differences found), differences held until then hold the engine no more when that
+        reconciliation finds the books and the venue agreeing, nothing left to look at again."""
+        await self._persist_books()
+        await self.flush()
+        differences = await self.reconcile()
+        await self.flush()
+        if explains and not differences and not self.reconcile_unconfirmed and self.reconcile_blocked:
+            self.reconcile_blocked = []  # its `reconcile` record (ok) is written: the operator's word, then agreed
+        held = self.reconcile_blocked
+        if not held and self.reconcile_unconfirmed:
+            return (f"reconciliation sees {len(self.reconcile_unconfirmed)} difference(s) it looks at again once the "
+                    "venue's reads have caught up: accept them if they stay (`ffe ctl why`)")
+        if not held:
+            return "reconciliation agrees with the venue; resume when ready"
+        if any(d.get("client_order_id") == client_order_id for d in held):
+            return ("reconciliation looks again once the venue's reads have caught up; entries stay held until it "
+                    "agrees or finds what to accept")
+        if in_doubt_only(held):
+            return f"reconciliation: {blocked_text(held)}"
+        return f"reconciliation found {blocked_text(held)}: accept them once checked (`ffe ctl why`)"
 
     async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None) -> dict[str, Any]:
         """Close one position with a reduce-only market order on the single order path: the gates, the engine

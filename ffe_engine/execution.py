@@ -656,6 +656,48 @@ class OrderPath:
             await self._apply(o, view, note=note)
             return detail
 
+    # ------------------------------------------------------------------ sold by hand
+    async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float, *, by: str,
+                             decision_id: str | None) -> Order:
+        """A sale of `quantity` of `symbol` at `price` (its fee `fee`, in the quote currency) that the operator made
+        on the exchange by hand, outside ffe, booked by their word (`ffe ctl sold-by-hand`; the caller has checked
+        it against the venue's balances): an order of the journal (reason `by_hand`) that is never sent, with its
+        fill, journaled filled by the fill's own transaction, so that no crash leaves it journaled as new (a
+        restart would send it). Its records say it began (new) and ended (filled), as every order's do."""
+        async with self._placing, self._poll_lock:
+            working = [o for o in self.live.values() if o.symbol == symbol]
+            if working:
+                # Its fills would change the position the sale is booked against; an exit's would sell it twice.
+                raise ControlError(f"order {working[0].client_order_id} is working in {symbol}: cancel it or let it "
+                                   "end first (`ffe ctl orders`); nothing booked")
+            now = self.now_ms()
+            o = Order(client_order_id=self.ids.client_order_id(), symbol=symbol, side=Side.SELL, quantity=quantity,
+                      type="market", reason=OrderReason.BY_HAND, venue=self.venue.name, decision_id=decision_id,
+                      price=None, reduce_only=True, created_ts=now, updated_ts=now)
+            intent = OrderIntent(symbol=symbol, side=Side.SELL, quantity=quantity, reason=OrderReason.BY_HAND,
+                                 decision_id=decision_id, ref_price=price, reduce_only=True)
+            began = OrderEvent(client_order_id=o.client_order_id, decision_id=decision_id, symbol=symbol,
+                               side=Side.SELL.value, type=o.type, quantity=quantity, status=OrderStatus.NEW.value,
+                               reason=o.reason.value, filled=0.0, average=None, error="", venue=o.venue)
+            o.status, o.filled, o.average, o.fee = OrderStatus.FILLED, quantity, price, fee
+            o.error = f"sold on the exchange by hand, booked by {by}: nothing was sent"
+            fill = Fill(client_order_id=o.client_order_id, symbol=symbol, side=Side.SELL, quantity=quantity,
+                        price=price, fee=fee, ts=now)
+            record = await self.on_fill(o, fill, intent)
+            event = FillEvent(client_order_id=o.client_order_id, symbol=symbol, side=Side.SELL.value,
+                              quantity=quantity, price=price, fee=fee)
+
+            def publish() -> None:
+                self.bus.publish(began)
+                self.bus.publish(event)
+                self._emit(o)
+
+            await self.store.add_fill(fill, o, record, publish=publish, journal=intent.as_dict())
+            self.fills_recorded += 1
+            if record is not None and record.then is not None:
+                await record.then()
+            return o
+
     # ------------------------------------------------------------------ cancels
     async def cancel(self, o: Order) -> tuple[bool, str]:
         sending = self._sending.get(o.client_order_id)

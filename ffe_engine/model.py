@@ -78,6 +78,7 @@ class OrderReason(str, Enum):
     FLATTEN = "flatten"
     OPERATOR = "operator"
     RECONCILE = "reconcile"
+    BY_HAND = "by_hand"  # a sale the operator made on the exchange, outside ffe, booked by their word: never sent
 
 
 @dataclass(slots=True)

@@ -345,7 +345,30 @@ class Reconciler:
                     f"nothing accepted: the exchange holds {balances.get(base, 0.0):.8g} {base}, fewer coins than "
                     f"the books' {sym} position of {pos.quantity if pos else 0.0:.8g}: they left the account "
                     "outside ffe, and a position with no coins behind it cannot be sold. Put them back on the "
-                    "exchange (buy them there), then accept; or restore the records that match the account")
+                    "exchange (buy them there), then accept; if they were sold there by hand, book the sale "
+                    f"(`ffe ctl sold-by-hand {sym} --quantity Q --price P`); or restore the records that match "
+                    "the account")
+
+    async def refuse_unless_sold(self, symbol: str, quantity: float) -> None:
+        """ControlError unless the venue's account shows `quantity` of the books' position in `symbol` gone: what it
+        holds of the symbol's base asset (less the baseline) is no more than the position less `quantity`, to the
+        amount step. A sale by hand that the account does not show (a typo, another account, a sale not done yet)
+        would leave the books fewer coins than the account, which no exit would ever sell."""
+        base_line: dict[str, float] | None = await self.store.get_kv(BASELINE_KEY)
+        if base_line is None:
+            raise ControlError("no reconciliation has measured the exchange's account yet: nothing booked; book the "
+                               "sale once one has (`ffe ctl why`)")
+        try:
+            balances = await self.venue.fetch_balance()
+        except (VenueError, VenueUnavailable) as exc:
+            raise ControlError(f"the exchange's balances could not be read ({str(exc)[:120]}): nothing booked; book "
+                               "the sale once it answers") from None
+        ours, theirs = self._position_both_ways(symbol, balances, base_line)
+        if theirs > ours - quantity + self._tolerance(symbol):
+            base = symbol.partition("/")[0]
+            raise ControlError(f"the exchange's account still holds {theirs:.8g} {base} of the books' {symbol} "
+                               f"position of {ours:.8g}: a sale of {quantity:.8g} would leave the books fewer coins "
+                               "than the account; nothing booked")
 
     def _refuse_while_unsettled(self) -> None:
         waiting = self.unsettled()

@@ -214,6 +214,10 @@ class RemoteEngine:
                            price: float | None = None, by: str = "operator") -> Any:
         return await self._call("settle", id=client_order_id, outcome=outcome, quantity=quantity, price=price, by=by)
 
+    async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float = 0.0,
+                             by: str = "operator") -> Any:
+        return await self._call("sold-by-hand", symbol=symbol, quantity=quantity, price=price, fee=fee, by=by)
+
     async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None) -> Any:
         return await self._call("close", symbol=symbol, by=by, opened_ts=opened_ts)
 

@@ -366,6 +366,12 @@ _SQL_ORDER_STATE = ("UPDATE orders SET status=?, filled=?, average=?, fee=?, exc
                     "fee_base=? WHERE client_order_id=?")
 
 
+def _journal_row(o: Order, intent: dict[str, Any] | None) -> tuple[Any, ...]:
+    return (o.client_order_id, o.decision_id, o.venue, o.symbol, o.side.value, o.type, o.quantity, o.price,
+            1 if o.reduce_only else 0, o.reason.value, o.status.value, o.filled, o.average, o.fee,
+            o.exchange_id, o.created_ts, o.updated_ts, o.error, _dumps(intent or {}), o.fee_base)
+
+
 def _order_state(o: Order) -> tuple[Any, ...]:
     """An order's changing part: what the venue has said of it so far."""
     return (o.status.value, o.filled, o.average, o.fee, o.exchange_id, o.updated_ts, o.error, o.fee_base,
@@ -852,9 +858,7 @@ class Store:
         `publish`, which publishes the event that says the order is new, that event in the same transaction (held
         from other writers until then, as update_order's): a crash leaves both or neither, never an order whose
         records do not say it began."""
-        params = (o.client_order_id, o.decision_id, o.venue, o.symbol, o.side.value, o.type, o.quantity, o.price,
-                  1 if o.reduce_only else 0, o.reason.value, o.status.value, o.filled, o.average, o.fee,
-                  o.exchange_id, o.created_ts, o.updated_ts, o.error, _dumps(intent or {}), o.fee_base)
+        params = _journal_row(o, intent)
         if publish is None:
             await self._write(_SQL_JOURNAL_ORDER, params)
             return
@@ -952,14 +956,16 @@ class Store:
         return {r[0]: r[1] for r in rows}
 
     async def add_fill(self, f: Fill, order: Order, record: "FillRecord | None" = None,
-                       publish: Callable[[], object] | None = None) -> None:
+                       publish: Callable[[], object] | None = None, journal: dict[str, Any] | None = None) -> None:
         """A fill, its order's new cumulative state and what the fill changed in the book (position, closed
         trade, book state), in one transaction with the events buffered so far, the fill's and the order's own
         events among them (`publish()` publishes them; they reach the audit trail first): after a crash either all
         of it is recorded or none. Fills are recorded one at a time. From the fill's event until its commit, another
         writer that takes the lock first (an operator's pause, the periodic flush) writes only the events before
         it: a fill's event is never committed without its fill, where a kill would leave it so and the restarted
-        engine record the fill with a second event."""
+        engine record the fill with a second event. With `journal` (its intent), the order is journaled by the same
+        transaction, in its final state: an order that was never to be sent (a sale made by hand), which a crash
+        must not leave journaled as new, for a restart to send."""
         async with self._events_held():
             if record is not None and record.trade is not None:
                 # The id is assigned here, not by SQLite (a backtest's writer runs in another process), and before
@@ -971,19 +977,23 @@ class Store:
             if record is not None and record.announce is not None:
                 record.announce()
             try:
-                await self._add_fill(f, order, record)
+                await self._add_fill(f, order, record, journal)
             except BaseException:
                 self._books_ahead = True
                 raise
 
-    async def _add_fill(self, f: Fill, order: Order, record: "FillRecord | None") -> None:
+    async def _add_fill(self, f: Fill, order: Order, record: "FillRecord | None",
+                        journal: dict[str, Any] | None) -> None:
         c = self.conn
         async with self._tx_with_held_events():
+            if journal is not None:
+                await c.execute(_SQL_JOURNAL_ORDER, _journal_row(order, journal))
             await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts, fee_base) "
                             "VALUES (?,?,?,?,?,?,?,?)",
                             (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts,
                              f.fee_base))
-            await c.execute(_SQL_ORDER_STATE, _order_state(order))
+            if journal is None:
+                await c.execute(_SQL_ORDER_STATE, _order_state(order))
             if record is None:
                 return
             if record.position is not None:

@@ -1368,11 +1368,24 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
             sold = round(held * 0.5, 5)
             fx.balances["USDT"].free -= 1.5  # the exchange's fee of the sale, in the quote currency
             posts = len(fx.requests_to(POST_ORDER))
+            for args, words in ((("--quantity", f"{sold}", "--price", "30000"), "add --yes to confirm"),
+                                (("--quantity", f"{sold}", "--yes"), "needs --price"),
+                                (("--quantity", "0", "--price", "30000", "--yes"), "must be more than 0"),
+                                (("--quantity", f"{sold}", "--price", "30000", "--fee", "-1", "--yes"),
+                                 "must be 0 or more")):
+                refused = await run_ffe_async(tmp_path, "ctl", "sold-by-hand", BTC, *args, env=live_env(fx),
+                                              name="refused")
+                assert refused.proc.returncode == 2 and words in refused.stderr, (args, refused.stderr)
+                assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            fee_elsewhere = await run_ffe_async(tmp_path, "ctl", "close", BTC, "--fee", "1", "--yes",
+                                                env=live_env(fx), name="close")
+            assert fee_elsewhere.proc.returncode == 2, fee_elsewhere.stderr
+            assert "--fee goes with `ffe ctl sold-by-hand`, not close" in fee_elsewhere.stderr
             sale = await run_ffe_async(tmp_path, "ctl", "sold-by-hand", BTC, "--quantity", f"{sold}", "--price",
                                        "30000", "--fee", "1.5", "--yes", env=live_env(fx), name="sold")
             assert sale.proc.returncode == 0, sale.stderr
-            assert f"booked the sale of {sold:g} BTC/USDT at 30,000" in sale.stdout, sale.stdout
-            assert "reconciliation agrees with the venue" in sale.stdout, sale.stdout
+            assert f"booked the sale of {sold:g} BTC/USDT at 30,000.0 (fee 1.50) made by hand" in sale.stdout, sale.stdout
+            assert "reconciliation agrees with the venue" in sale.stdout, (sale.stdout, e.reconcile_blocked)
             assert len(fx.requests_to(POST_ORDER)) == posts  # nothing went to the exchange
             assert e.portfolio.positions[BTC].quantity == pytest.approx(held - sold, abs=1e-9)
             assert_books_agree(e, fx)
