@@ -1408,6 +1408,40 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
     assert len(fx.requests_to(POST_ORDER)) == posts
 
 
+async def test_a_crash_at_any_instant_of_a_sale_by_hand_leaves_no_order_journaled_new(tmp_path, fx, monkeypatch):
+    """The order a sale by hand books is never to be sent: journaled `new` and killed there, a restart would look it
+    up, not find it at the exchange and send it, selling coins a second time. The database a crash would leave at
+    each write the booking makes holds either nothing of it or the order filled with its fill and its events."""
+    from pipeline_helpers import crashed_copy
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    db = settings.db_path
+    seen: list[tuple] = []
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            held = await sold_by_hand(e, fx, 0.5)
+            conn = running.store.conn
+            execute = conn.execute
+
+            async def each_write(sql, *args, **kwargs):
+                if not sql.lstrip().upper().startswith("SELECT"):
+                    with crashed_copy(db, tmp_path / f"crash{len(seen)}.db") as copy:
+                        seen.append((copy.execute("SELECT status, filled FROM orders WHERE reason = 'by_hand'")
+                                     .fetchall(), copy.execute("SELECT COUNT(*) FROM fills").fetchone()[0]))
+                return await execute(sql, *args, **kwargs)
+
+            monkeypatch.setattr(conn, "execute", each_write)
+            await e.book_hand_sale(BTC, quantity=round(held * 0.5, 5), price=30_000.0, by="test")
+            monkeypatch.setattr(conn, "execute", execute)
+    sold = round(held * 0.5, 5)
+    fills_before = seen[0][1]
+    assert seen and all(orders in ([], [("filled", sold)]) for orders, _ in seen), seen
+    assert all((orders == []) == (fills == fills_before) for orders, fills in seen), seen
+    assert rows(db, "SELECT status FROM orders WHERE reason = 'by_hand'") == [("filled",)]
+
+
 async def test_a_sale_by_hand_the_exchange_s_account_does_not_show_is_refused_and_changes_nothing(tmp_path, fx):
     """What the operator books as sold by hand must be gone from the exchange's account: a sale it does not show
     (a typo, the wrong account, a sale not done yet) is refused, as is one of more than the position holds, one
