@@ -658,3 +658,21 @@ async def test_across_a_restart_only_the_start_s_alerts_keep_their_window_and_a_
     finally:
         await store.close()
         await hook.stop()
+
+
+def test_a_reconcile_page_for_coins_gone_from_the_account_says_how_to_book_a_sale_made_by_hand():
+    """The exchange holds fewer coins than the books' position (sold there by hand): the accept would be refused, so
+    the page says what the operator can do, naming the symbol; coins beyond the position (a deposit) are an
+    accept's."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import ReconcileEvent
+
+    sold = [{"kind": "position", "symbol": "BTC/USDT", "journal": 0.5, "venue": 0.2},
+            {"kind": "cash", "asset": "USDT", "journal": 100.0, "venue": 9100.0}]
+    (alert,) = alerts_for(ReconcileEvent(status="differences", differences=sold), state="PAUSED")
+    assert alert.severity == "page" and "2 unexplained difference(s)" in alert.text, alert.text
+    assert ("the exchange holds fewer BTC than the books' BTC/USDT position: if they were sold there by hand, book "
+            "the sale (`ffe ctl sold-by-hand BTC/USDT --quantity Q --price P`)") in alert.text, alert.text
+    deposit = [{"kind": "position", "symbol": "BTC/USDT", "journal": 0.5, "venue": 0.7}]
+    (alert,) = alerts_for(ReconcileEvent(status="differences", differences=deposit), state="PAUSED")
+    assert "sold-by-hand" not in alert.text and "`ffe ctl accept`" in alert.text, alert.text
