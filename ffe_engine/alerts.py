@@ -37,7 +37,7 @@ from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RunEvent)
-from .reconcile import blocked_text, in_doubt_only, outage_only
+from .reconcile import blocked_text, coins_gone, in_doubt_only, outage_only
 from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -133,8 +133,12 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           "accept: the hold lifts once the venue shows the order; look for it on the exchange, and "
                           "if the exchange lost it, settle it as its account shows it (`ffe ctl settle ID filled|"
                           "canceled`).")]
+        gone = "".join(f" The exchange holds fewer {sym.partition('/')[0]} than the books' {sym} position: if they "
+                       "were sold there by hand, book the sale (`ffe ctl sold-by-hand "
+                       f"{sym} --quantity Q --price P`); the accept is refused for it." for sym in coins_gone(found))
         return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
-                                                        "journal and the venue. Entries held until `ffe ctl accept`.")]
+                                                        "journal and the venue. Entries held until `ffe ctl accept`."
+                                                        + gone)]
     if isinstance(ev, OrderEvent) and _exit_refused(ev):
         return [Alert("EXIT_REFUSED", f"EXIT_REFUSED:{ev.symbol}", "page",
                       f"ffe could not exit {ev.symbol}: its {ev.reason} sell of {fmt.qty(ev.quantity)} was refused "

@@ -98,6 +98,13 @@ def blocked_text(differences: list[dict[str, Any]]) -> str:
     return UNREACHABLE if outage_only(differences) else f"{len(differences)} unexplained difference(s)"
 
 
+def coins_gone(differences: list[dict[str, Any]]) -> list[str]:
+    """The symbols whose position the venue holds fewer coins of than the books, by more than MISSING_COINS of it
+    (sold or withdrawn outside ffe): an accept is refused for them."""
+    return [d["symbol"] for d in differences if d.get("kind") == "position"
+            and float(d.get("venue") or 0.0) < float(d.get("journal") or 0.0) * (1.0 - MISSING_COINS)]
+
+
 class Reconciler:
     def __init__(self, *, venue: Venue, store: Store, orders: OrderPath, portfolio: Portfolio, bus: EventBus,
                  symbols: list[str], clock: Clock, quote: str) -> None:

@@ -671,7 +671,7 @@ def test_a_reconcile_page_for_coins_gone_from_the_account_says_how_to_book_a_sal
             {"kind": "cash", "asset": "USDT", "journal": 100.0, "venue": 9100.0}]
     (alert,) = alerts_for(ReconcileEvent(status="differences", differences=sold), state="PAUSED")
     assert alert.severity == "page" and "2 unexplained difference(s)" in alert.text, alert.text
-    assert ("the exchange holds fewer BTC than the books' BTC/USDT position: if they were sold there by hand, book "
+    assert ("The exchange holds fewer BTC than the books' BTC/USDT position: if they were sold there by hand, book "
             "the sale (`ffe ctl sold-by-hand BTC/USDT --quantity Q --price P`)") in alert.text, alert.text
     deposit = [{"kind": "position", "symbol": "BTC/USDT", "journal": 0.5, "venue": 0.7}]
     (alert,) = alerts_for(ReconcileEvent(status="differences", differences=deposit), state="PAUSED")

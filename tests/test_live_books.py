@@ -1384,7 +1384,8 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
             sale = await run_ffe_async(tmp_path, "ctl", "sold-by-hand", BTC, "--quantity", f"{sold}", "--price",
                                        "30000", "--fee", "1.5", "--yes", env=live_env(fx), name="sold")
             assert sale.proc.returncode == 0, sale.stderr
-            assert f"booked the sale of {sold:g} BTC/USDT at 30,000.0 (fee 1.50) made by hand" in sale.stdout, sale.stdout
+            booked = f"booked the sale of {sold:g} BTC/USDT at 30,000.0 (fee 1.50) made by hand"
+            assert booked in sale.stdout, sale.stdout
             assert "reconciliation agrees with the venue" in sale.stdout, (sale.stdout, e.reconcile_blocked)
             assert len(fx.requests_to(POST_ORDER)) == posts  # nothing went to the exchange
             assert e.portfolio.positions[BTC].quantity == pytest.approx(held - sold, abs=1e-9)
