@@ -13,7 +13,7 @@ from .clock import utc_day
 from .entrylog import refusal_code
 from .fmt import iso_ms
 from .model import EngineState, Side
-from .reconcile import blocked_text, in_doubt_only
+from .reconcile import blocked_text, coins_gone, in_doubt_only
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -146,9 +146,16 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
         out.append({"gate": "BREAKER_OPEN", "now": f"{b.get('venue')} {b.get('state')}: {b.get('last_error')}",
                     "lifts": "a successful probe" + (f" in {retry:.0f}s" if retry is not None else "")})
     if engine.reconcile_blocked:
-        lifts = ("the order settling at the venue, or, if the exchange lost it, `ffe ctl settle ID filled|canceled` "
-                 "as its account shows it (then accept what still differs); then resume"
-                 if in_doubt_only(engine.reconcile_blocked) else "accept them (`ffe ctl accept`), then resume")
+        gone = coins_gone(engine.reconcile_blocked)
+        if in_doubt_only(engine.reconcile_blocked):
+            lifts = ("the order settling at the venue, or, if the exchange lost it, `ffe ctl settle ID filled|"
+                     "canceled` as its account shows it (then accept what still differs); then resume")
+        elif gone:
+            lifts = ("coins the books hold left the account: if they were sold on the exchange by hand, book each "
+                     "sale (" + ", ".join(f"`ffe ctl sold-by-hand {s} --quantity Q --price P`" for s in gone)
+                     + "), else put them back; then accept what still differs (`ffe ctl accept`) and resume")
+        else:
+            lifts = "accept them (`ffe ctl accept`), then resume"
         out.append({"gate": "RECONCILE", "now": blocked_text(engine.reconcile_blocked), "lifts": lifts})
     return out
 
