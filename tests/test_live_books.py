@@ -1405,6 +1405,9 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
     assert [ev["client_order_id"] for ev in stored_events(db, "fill")].count(cid) == 1
     verify = await run_ffe_async(tmp_path, "audit", "verify", env=live_env(fx), name="verify")
     assert verify.proc.returncode == 0, verify.stdout + verify.stderr
+    story = await run_ffe_async(tmp_path, "audit", "show", cid, env=live_env(fx), name="show")
+    assert story.proc.returncode == 0, story.stdout + story.stderr
+    assert "by_hand" in story.stdout and "sold on the exchange by hand, booked by ctl" in story.stdout, story.stdout
     async with engine_session(settings, live=True) as again:  # nothing of it is in flight, nothing sent
         assert again.engine.orders.live == {}
         assert again.engine.portfolio.positions[BTC].quantity == pytest.approx(held - sold, abs=1e-9)
