@@ -4,6 +4,7 @@ actions."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import string
 
@@ -18,7 +19,7 @@ from textual.widgets import Input, Static
 from conftest import db_value, ffe_env, run_ffe
 from ffe_tui import keys
 from ffe_tui.panes import KeysFooter
-from test_tui_helpers import console, db_path, running, screen_text, until
+from test_tui_helpers import console, db_path, running, screen_text, status_text, until
 
 
 def test_every_binding_has_an_id_and_a_remap_replaces_its_keys():
@@ -211,3 +212,59 @@ async def test_ctrl_k_kills_from_the_log_filter_when_kill_is_remapped_to_k_and_h
         await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch over the filter dialog")
         await pilot.press("y")
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+
+
+async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_it_trades(tmp_path, monkeypatch):
+    """The console says STARTING while the engine opens (a live start can wait a while on its exchange). The kill
+    switch, pressed then and confirmed, is not dropped: the engine is halted as soon as it has started, before it
+    trades, as SIGUSR1 halts a headless start. Pause and flatten, which need a running engine, say so."""
+    from ffe_engine.host import EngineHost
+
+    gate = asyncio.Event()
+    opened = EngineHost.open.__func__
+
+    async def slow_open(cls, *args, **kwargs):
+        await gate.wait()
+        return await opened(cls, *args, **kwargs)
+
+    monkeypatch.setattr(EngineHost, "open", classmethod(slow_open))
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        assert app.engine is None
+        for key in ("p", "F"):
+            await pilot.press(key)
+            await until(pilot, lambda: "not running yet" in screen_text(app), f"{key}: the engine is not running yet")
+            app.clear_notifications()
+            await pilot.pause(0.1)
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
+        assert "as soon as it has started" in screen_text(app)
+        await pilot.press("y")
+        await pilot.pause(0.2)
+        gate.set()
+        await until(pilot, lambda: app.snap is not None and "HALTED" in status_text(app), "HALTED on the status line")
+        assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+        await pilot.pause(1.0)
+        assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
+
+
+async def test_sigusr1_while_the_console_starts_its_engine_halts_it_once_started(tmp_path, monkeypatch):
+    from ffe_engine.host import EngineHost
+
+    gate = asyncio.Event()
+    opened = EngineHost.open.__func__
+
+    async def slow_open(cls, *args, **kwargs):
+        await gate.wait()
+        return await opened(cls, *args, **kwargs)
+
+    monkeypatch.setattr(EngineHost, "open", classmethod(slow_open))
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        app._signal_halt()
+        gate.set()
+        await until(pilot, lambda: app.snap is not None and "HALTED" in status_text(app), "HALTED on the status line")
+        assert db_value(db_path(tmp_path), "SELECT state FROM engine_state") == "HALTED"
