@@ -100,6 +100,7 @@ class ConsoleApp(App[int]):
         self.view = ConsoleState(settings.engine.symbols, max_lines=HISTORY_LINES)
         self.view.set_filter(LOG_FILTER)
         self.running: EngineHost | RemoteHost | None = None
+        self._halt_when_started: tuple[str, str] | None = None  # a halt asked for while the engine opened
         self.engine = None
         self.sub = None
         self.snap: dict[str, Any] | None = None
@@ -362,6 +363,13 @@ class ConsoleApp(App[int]):
             return
         self.engine = self.running.engine
         self.sub = self.running.subscribe(maxlen=SUBSCRIPTION_MAX)
+        if self._halt_when_started is not None:  # asked for while it opened: before it runs, before it trades
+            reason, by = self._halt_when_started
+            try:
+                await self.engine.halt(reason=reason, by=by)
+            except Exception as exc:
+                await self._engine_failed(exc)
+                return
         # What the engine published before this console subscribed: its start (shown as it happened), or, attached,
         # what a running engine did before (in the log as past: no banner, no notice).
         self._changed |= self.view.apply(self.running.earlier, news=not self.attached)
@@ -465,6 +473,18 @@ class ConsoleApp(App[int]):
     def _signal_halt(self) -> None:
         if self.engine is not None:
             self._control("halt", self._halt("SIGUSR1", "signal"))
+        elif self._starting():
+            self._halt_once_started("SIGUSR1", "signal")
+
+    def _starting(self) -> bool:
+        """Whether the engine is being opened (not open yet, not failed, the console not closing)."""
+        return self.running is None and self.start_failure is None and not self.stopping
+
+    def _not_started(self) -> None:
+        """A key that needs a running engine, pressed while it starts."""
+        if self._starting():
+            self.say(f"the engine is not running yet (starting); {self._key('kill')} halts it as soon as it has "
+                     "started", severity="warning")
 
     def terminal_lost(self) -> None:
         """The terminal went away (an SSH connection dropped; ffe_tui/terminal.py): stop in order, as on SIGHUP."""
@@ -643,7 +663,15 @@ class ConsoleApp(App[int]):
 
     def action_kill(self) -> None:
         if self.engine is None:
-            self.say("the engine is not running yet", severity="warning")
+            if not self._starting():
+                self.say("the engine is not running", severity="warning")
+                return
+            if self._halt_when_started is not None:
+                self.say("the engine is halted as soon as it has started, before it trades", severity="warning")
+                return
+            self._confirm("kill", "KILL SWITCH", "The engine is starting: halt it as soon as it has started, before it "
+                          "trades. HALTED is stored and survives a restart; re-arm with "
+                          f"{self._key('pause')}.", "HALT", lambda: self._halt_once_started("kill switch", "operator"))
             return
         def body() -> str:
             orders, positions = self._counts()
@@ -653,6 +681,14 @@ class ConsoleApp(App[int]):
                     f"HALTED is stored and survives a restart; re-arm with {self._key('pause')}.")
 
         self._confirm("kill", "KILL SWITCH", body, "HALT", self._kill_confirmed)
+
+    def _halt_once_started(self, reason: str, by: str) -> None:
+        """A halt asked for while the engine opens: made as soon as it has opened, before it runs."""
+        if self.engine is not None:  # opened meanwhile
+            self._control("halt", self._halt(reason, by))
+            return
+        self._halt_when_started = (reason, by)
+        self.say("the engine is halted as soon as it has started, before it trades", severity="warning")
 
     def _kill_confirmed(self) -> None:
         self._control("kill switch", self._halt("kill switch", "operator"))
@@ -672,6 +708,7 @@ class ConsoleApp(App[int]):
 
     def action_pause(self) -> None:
         if self.engine is None or self.snap is None:
+            self._not_started()
             return
         state = self.snap["state"]
         if state == "RUNNING":
@@ -691,6 +728,7 @@ class ConsoleApp(App[int]):
 
     def action_flatten(self) -> None:
         if self.engine is None:
+            self._not_started()
             return
         def body() -> str:
             orders, positions = self._counts()

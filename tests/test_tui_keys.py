@@ -235,9 +235,9 @@ async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_i
         assert app.engine is None
         for key in ("p", "F"):
             await pilot.press(key)
-            await until(pilot, lambda: "not running yet" in screen_text(app), f"{key}: the engine is not running yet")
+            await until(pilot, lambda: any("not running yet" in n.message for n in app._notifications),
+                        f"{key}: the engine is not running yet")
             app.clear_notifications()
-            await pilot.pause(0.1)
         await pilot.press("ctrl+k")
         await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
         assert "as soon as it has started" in screen_text(app)
