@@ -43,3 +43,43 @@ def test_an_all_in_entry_filled_at_a_gap_up_never_takes_the_cash_below_zero(tmp_
         cash += (-qty * price if side == "buy" else qty * price) - fee
         lowest = min(lowest, cash)
     assert lowest >= -1e-6, f"the cash went to {lowest:.2f}"
+
+
+def all_in_env(**extra: str) -> dict[str, str]:
+    values = {"FFE_RISK__MAX_POSITION_PCT": "100", "FFE_RISK__MAX_CONCENTRATION_PCT": "100",
+              "FFE_RISK__RISK_PER_TRADE_PCT": "50", "FFE_RISK__MAX_VAR_PCT": "100",
+              "FFE_RISK__MAX_DRAWDOWN_PCT": "100", "FFE_RISK__DAILY_LOSS_LIMIT_PCT": "100",
+              "FFE_VENUE__STARTING_CASH": str(CASH)}
+    return ffe_env(**{**values, **extra})
+
+
+def venue_refusals(tmp_path: Path, report: dict) -> list[tuple]:
+    db = Path(report["database"]) if Path(report["database"]).is_absolute() else tmp_path / report["database"]
+    return db_rows(db, "SELECT client_order_id, error FROM orders WHERE status = 'rejected'")
+
+
+def test_an_entry_sized_to_the_cash_is_sized_for_the_paper_venue_s_slippage_too(tmp_path):
+    """With 2% slippage, a buy sized to the cash after the fee alone needs more than the account has at the price
+    the paper venue reserves it at, and would be refused ("insufficient balance") at every entry: no trade at all.
+    Sized for the slippage too, it is placed and fills."""
+    gap_up_file(tmp_path / "GAPUP-USD_1h.csv")
+    env = all_in_env(FFE_VENUE__SLIPPAGE_BPS="200")
+    proc = run_ffe(tmp_path, "backtest", "GAPUP-USD_1h.csv", "--records", "trades", "--report", "r.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert venue_refusals(tmp_path, report) == []
+    assert report["entries"]["sent"] > 0 and report["trades"] > 0, report["entries"]
+
+
+def test_an_entry_is_sized_to_the_cash_left_by_the_entries_in_flight(tmp_path):
+    """Two symbols enter on the same bar, each allowed 60% of the equity: the second is sized to what the first's
+    order leaves of the cash (the paper venue holds it until the fill), not refused for want of it."""
+    gap_up_file(tmp_path / "GAPUP-USD_1h.csv")
+    (tmp_path / "GAPTWO-USD_1h.csv").write_text((tmp_path / "GAPUP-USD_1h.csv").read_text())
+    env = all_in_env(FFE_RISK__MAX_POSITION_PCT="60", FFE_RISK__MAX_CORRELATION="1", FFE_RISK__MAX_LEVERAGE="2")
+    proc = run_ffe(tmp_path, "backtest", "GAPUP-USD_1h.csv", "GAPTWO-USD_1h.csv", "--records", "trades",
+                   "--report", "r.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert venue_refusals(tmp_path, report) == []
+    assert report["per_symbol"]["GAPTWO/USD"]["trades"] > 0 and report["per_symbol"]["GAPUP/USD"]["trades"] > 0

@@ -1347,6 +1347,28 @@ async def test_after_accepting_a_small_shortfall_of_coins_an_exit_sells_what_the
         assert rejected == [(0,)], rejected
 
 
+async def test_an_entry_the_exchange_refuses_is_no_trade_of_the_day(tmp_path, fx):
+    """DAILY_TRADES counts the entries made since the start of the UTC day: one the exchange refused (insufficient
+    balance, a filter) was not made, and does not use up the day's trades. (ORDER_RATE counts every order sent, as
+    the exchange's own rate limit does.)"""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1}, risk={"max_daily_trades": 1})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "error", status=400, code=-2010, msg="Account has insufficient balance for "
+                                                                       "requested action.")
+            refused = await strategy_order(fx)
+            await wait_for(lambda: rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (refused,)) == [
+                ("rejected",)], timeout=30, what="the entry rejected")
+            assert e.portfolio.entries_today == 0
+            sent = await strategy_order(fx)
+            assert sent != refused
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the next entry filled")
+            assert e.portfolio.entries_today == 1
+
+
 async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal_the_exchange_again(tmp_path, fx):
     """The operator sold half the position's coins on the exchange by hand: the accept is refused (a position with
     no coins behind it). `ffe ctl sold-by-hand SYMBOL --quantity Q --price P --fee F` books that sale as the
