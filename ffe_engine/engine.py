@@ -192,6 +192,8 @@ class Engine:
         self.sim_feed: ResumableFeed | None = (feed if self.profile.resumable and isinstance(feed, ResumableFeed)
                                                else None)
         self.fee_rate = settings.venue.fee_bps / 10_000.0
+        # What a market buy on the paper venue pays above the price it is sized at (a real exchange's is unknown).
+        self.slippage = settings.venue.slippage_bps / 10_000.0 if self.sim_venue is not None else 0.0
         self.last_decision: dict[str, Decision] = {}
         # What a stretch of idle bars (_idle_stretch) leaves as on_candle would, made only when something reads it
         # or the replay ends (nothing in a run without decision records reads them in between): per symbol, its last
@@ -275,6 +277,14 @@ class Engine:
 
     def _entries_in_flight(self) -> list[EntryInFlight]:
         return self.orders.entries_in_flight()
+
+    def _cash_of_entries_in_flight(self) -> float:
+        """The cash the buys in flight will take (what they have left to fill, at the last prices, with the fee and
+        the slippage): the venue holds it for them until they fill. Not the books' until then."""
+        pf = self.portfolio
+        per_unit = (1.0 + self.slippage) * (1.0 + self.fee_rate)
+        return sum(e.quantity * (pf.last_price.get(e.symbol) or 0.0) * per_unit
+                   for e in self.orders.entries_in_flight() if e.side is Side.BUY)
 
     # ================================================================== lifecycle
     async def start(self) -> None:
@@ -994,7 +1004,8 @@ class Engine:
     def _size(self, symbol: str, price: float) -> tuple[float, dict[str, Any]]:
         """An entry in `symbol` sized at `price` with the account and the volatility as they are now."""
         pf = self.portfolio
-        return size_entry(self.settings.risk, equity=pf.equity(), cash=pf.cash, price=price,
+        return size_entry(self.settings.risk, equity=pf.equity(), cash=pf.cash - self._cash_of_entries_in_flight(),
+                          price=price, slippage=self.slippage,
                           atr=self.ind[symbol].atr, fee_rate=self.fee_rate,
                           amount_step=self.venue.market(symbol).amount_step)
 

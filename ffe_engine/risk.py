@@ -234,9 +234,10 @@ class Gatekeeper:
 
 
 def size_entry(risk: RiskSettings, *, equity: float, cash: float, price: float, atr: float | None, fee_rate: float,
-               amount_step: float) -> tuple[float, dict[str, Any]]:
+               amount_step: float, slippage: float = 0.0) -> tuple[float, dict[str, Any]]:
     """quantity = equity x risk_per_trade_pct / stop distance, capped by POSITION_SIZE and by the cash a spot
-    account has, rounded down to the venue's step. Returns (quantity, the sizing record)."""
+    account has (`cash`: what the entries in flight leave of it), at the price a market buy is expected to pay
+    (`slippage`: the paper venue's), rounded down to the venue's step. Returns (quantity, the sizing record)."""
     if not atr or atr <= 0 or price <= 0 or equity <= 0:
         return 0.0, {"error": INPUT_MISSING, "atr": atr, "price": price}
     stop_distance = risk.stop_loss_atr * atr
@@ -244,7 +245,7 @@ def size_entry(risk: RiskSettings, *, equity: float, cash: float, price: float, 
     # 1% below the POSITION_SIZE limit: an order sized at the limit itself would fail the gate on the first
     # tick up before it is sent or approved.
     cap_size = equity * risk.max_position_pct * SIZE_HEADROOM / 100.0 / price
-    cap_cash = max(0.0, cash) / (price * (1.0 + fee_rate) * 1.001)
+    cap_cash = max(0.0, cash) / (price * (1.0 + slippage) * (1.0 + fee_rate) * 1.001)
     qty = min(raw, cap_size, cap_cash)
     capped = "risk" if qty == raw else ("position_size" if qty == cap_size else "cash")
     qty = floor_to_step(qty, amount_step)
