@@ -215,10 +215,11 @@ class OrderPath:
             await self._finish(o, OrderStatus.REJECTED, f"engine {self.trading.state.value} before send")
             return Submission(False, gates, o, o.error)
         if not intent.reduce_only:
-            self.portfolio.note_order(now)
-            if intent.reason is OrderReason.SIGNAL or intent.reason is OrderReason.OPERATOR:
-                self.portfolio.entries_today += 1
+            self.portfolio.note_order(now)  # ORDER_RATE: every order sent, as an exchange's own rate limit counts
         await self._send(o)
+        if (not intent.reduce_only and o.status is not OrderStatus.REJECTED
+                and intent.reason in (OrderReason.SIGNAL, OrderReason.OPERATOR)):
+            self.portfolio.entries_today += 1  # DAILY_TRADES: an entry the venue refused was not made
         held_back = self.hold_until if o.client_order_id in self._held_back else None
         answered = self._held_back.pop(o.client_order_id, False)
         return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error, held_until=held_back,
