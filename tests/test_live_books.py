@@ -1347,6 +1347,37 @@ async def test_after_accepting_a_small_shortfall_of_coins_an_exit_sells_what_the
         assert rejected == [(0,)], rejected
 
 
+async def test_the_kill_switch_cancels_at_the_exchange_while_its_halted_is_still_being_stored(tmp_path, fx,
+                                                                                                 monkeypatch):
+    """The kill switch takes effect at once: HALTED in memory, and the cancels sent to the exchange, while the
+    record of HALTED waits on a disk that hangs (a frozen or failing log disk). An order left open until the disk
+    answers would fill meanwhile."""
+    from ffe_engine.model import EngineState
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            disk = asyncio.Event()
+            store_state = running.store.set_engine_state
+
+            async def hanging(*args, **kwargs):
+                await disk.wait()
+                return await store_state(*args, **kwargs)
+
+            monkeypatch.setattr(running.store, "set_engine_state", hanging)
+            halting = asyncio.ensure_future(e.halt(reason="test", by="test"))
+            await wait_for(lambda: fx.requests_to(DELETE_ORDER), timeout=10, what="the cancel sent to the exchange")
+            assert e.state is EngineState.HALTED and not halting.done()
+            assert fx.open_order(cid) is None  # cancelled there, though HALTED is not stored yet
+            disk.set()
+            report = await asyncio.wait_for(halting, 30)
+        assert cid in report.cancelled, report
+        assert rows(settings.db_path, "SELECT state FROM engine_state") == [("HALTED",)]
+
+
 async def test_an_entry_the_exchange_refuses_is_no_trade_of_the_day(tmp_path, fx):
     """DAILY_TRADES counts the entries made since the start of the UTC day: one the exchange refused (insufficient
     balance, a filter) was not made, and does not use up the day's trades. (ORDER_RATE counts every order sent, as
