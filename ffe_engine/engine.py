@@ -1246,8 +1246,15 @@ class Engine:
             # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
             self._flattening = flattening
             follow = {FLATTEN_KEY: flattening}
-        await self.trading.set(EngineState.HALTED, reason, by, force=self.state is not EngineState.HALTED, kv=follow)
-        report = await self.orders.cancel_all()
+        # HALTED in memory at once (no order passes the gates from here), and the cancels sent while its record is
+        # stored: on a disk that hangs they would otherwise wait for it, and an open order fill meanwhile.
+        storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by,
+                                                         force=self.state is not EngineState.HALTED, kv=follow))
+        await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
+        try:
+            report = await self.orders.cancel_all()
+        finally:
+            await storing
         # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
         await self.approvals.reject_all(by, f"halted by {by} ({reason})")
