@@ -189,6 +189,9 @@ DAMAGED_RECORDS = {
         "UPDATE orders SET status = 'new', intent = json_set(intent, '$.quantity', 'all') "
         "WHERE rowid = (SELECT MAX(rowid) FROM orders)", "intent.quantity"),
     "position_quantity_not_a_number": ("UPDATE positions SET quantity = 'abc'", "quantity"),
+    # committed event records lost (the chain's head, committed with them, still names the last): a start that went
+    # on would number its records after the head, and the trail it repaired to the rows left would never verify
+    "events_lost": ("DELETE FROM events WHERE seq > (SELECT MAX(seq) - 10 FROM events)", "table events"),
     "position_entry_price_negative": ("UPDATE positions SET entry_price = -1", "entry_price"),
 }
 
