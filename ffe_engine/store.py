@@ -282,6 +282,21 @@ def _no_state_damage(r: tuple[Any, ...]) -> str | None:
     return f"table engine_state holds no state, though the database holds {r[1]} event record(s)"
 
 
+def _events_lost_damage(r: tuple[Any, ...]) -> str | None:
+    # The chain's head is written in the transaction of the events it ends: events that end before it were
+    # committed, then lost (rows deleted, an older copy of the table). A start would number its records after the
+    # head, past a trail brought level with the rows left: a gap no verify passes.
+    try:
+        head = json.loads(r[0])["seq"] if r[0] is not None else None
+    except (ValueError, TypeError, KeyError):
+        return unreadable(f"table kv, key {HEAD_KEY}", "value", r[0], "the audit chain's head")
+    last = r[1] or 0
+    if not isinstance(head, int) or head <= last:
+        return None
+    return (f"table events ends at seq {last}, though the audit chain's head (kv {HEAD_KEY}), committed with "
+            f"them, says seq {head}: committed records are missing")
+
+
 def record_checks(every: bool) -> list[tuple[str, Callable[[tuple[Any, ...]], str | None]]]:
     """(query, judge of each row it returns: what is damaged, or None). What a start restores: the engine state,
     the key-value records, the open positions, the orders not final and the pending approvals; with `every`, every
@@ -290,6 +305,8 @@ def record_checks(every: bool) -> list[tuple[str, Callable[[tuple[Any, ...]], st
     pending = "" if every else " WHERE status = 'pending'"
     return [("SELECT state FROM engine_state", _state_damage),
             ("SELECT (SELECT COUNT(*) FROM engine_state), (SELECT COUNT(*) FROM events)", _no_state_damage),
+            (f"SELECT (SELECT value FROM kv WHERE key = '{HEAD_KEY}'), (SELECT MAX(seq) FROM events)",
+             _events_lost_damage),
             ("SELECT key, value FROM kv", _kv_damage),
             ("SELECT symbol, side, quantity, entry_price FROM positions", _position_damage),
             ("SELECT client_order_id, side, reason, intent FROM orders" + live, _order_damage),
