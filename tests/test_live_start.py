@@ -146,3 +146,36 @@ async def test_good_credentials_start_paused_and_reconcile_before_any_order(tmp_
         first_seq.setdefault(e["event"], e["seq"])
     assert first_seq["reconcile"] < first_seq["order"] < first_seq["fill"], events
     assert await p.stop() == 0, p.stderr
+
+
+async def test_a_live_start_the_exchange_check_fails_pages_the_operator(tmp_path, fx):
+    """Under systemd a live start that fails its exchange check is started again a few times, then given up:
+    nobody watching would know the engine is down but for the heartbeat's silence. Each failed start pages
+    START_FAILED with its one line."""
+    from receiver import Receiver
+
+    hook = await Receiver().start()
+    try:
+        write_config(tmp_path, live_config(fx))
+        fx.down, fx.down_status = True, 503
+        p = await run_ffe_async(tmp_path, *RUN, env={**live_env(fx), "FFE_ALERTS__WEBHOOK_URL": hook.url + "/hook"},
+                                timeout=90)
+        assert p.proc.returncode == 1, p.stderr
+    finally:
+        await hook.stop()
+    pages = [r.body for r in hook.delivered if r.body.get("kind") == "START_FAILED"]
+    assert len(pages) == 1 and pages[0]["severity"] == "page", [r.body for r in hook.delivered]
+    assert "live start check failed on binance" in pages[0]["text"], pages[0]
+
+
+async def test_a_live_start_refused_for_its_clock_says_the_clock_not_the_network(tmp_path, fx):
+    """The exchange answers, but refuses the request's timestamp (Binance -1021: outside the receive window): this
+    machine's clock is off. The one line says so, not that the exchange did not answer (which sends the operator
+    to the network)."""
+    write_config(tmp_path, live_config(fx))
+    fx.fault("GET /api/v3/account", "error", times=50, status=400, code=-1021,
+             msg="Timestamp for this request is outside of the recvWindow.")
+    p = await run_ffe_async(tmp_path, *RUN, env=live_env(fx), timeout=90)
+    assert p.proc.returncode == 1, p.stderr
+    line = error_line(p)
+    assert "clock" in line and "did not answer" not in line, line
