@@ -283,7 +283,12 @@ class EngineHost:
                 venue = make_venue(settings, symbols)
             _restore_request_hold(venue, settings.db_path)
             if live:
-                await check_credentials(venue)
+                try:
+                    await check_credentials(venue)
+                except FfeError as exc:  # before any record: paged now (systemd gives up after a few starts)
+                    with contextlib.suppress(Exception):
+                        await start_refused(settings, clock, exc, redact)
+                    raise
             if feed is None:
                 feed = make_feed(settings, clock, max_bars, venue)
             # An audit trail with records means this is not a first start: the database must be there, whole.

@@ -58,16 +58,18 @@ def check_bind(settings: Settings) -> None:
                          "(a bearer token) in .env or the environment, or bind to 127.0.0.1")
 
 
-async def start_refused(settings: Settings, clock: Any, failure: StorageError,
+async def start_refused(settings: Settings, clock: Any, failure: Exception,
                         redact: Callable[[str], str] | None = None) -> None:
-    """Page that a start stopped on its records (a disk that takes no write, a damaged database), however far it
-    got (the monitor may not exist yet): nothing of the start could be recorded, the alerts' outbox neither, so the
-    page leaves now, one try per channel, as for a disk that fills while running."""
+    """Page that a start stopped on its records (a disk that takes no write, a damaged database) or before them (a
+    live start's exchange check), however far it got (the monitor may not exist yet): nothing of the start could
+    be recorded, the alerts' outbox neither, so the page leaves now, one try per channel, as for a disk that fills
+    while running."""
     channels = channels_from(settings.alerts, origin_of(settings.data_dir, settings.alerts.instance))
     if not channels:
         return
     notifier = Notifier(settings.alerts, None, channels, now=clock.monotonic, wall=clock.wall, redact=redact)
-    kind = "START_FAILED" if isinstance(failure, DamagedRecords) else "RECORDS_UNWRITABLE"
+    unwritable = isinstance(failure, StorageError) and not isinstance(failure, DamagedRecords)
+    kind = "RECORDS_UNWRITABLE" if unwritable else "START_FAILED"
     await notifier.send_now(Alert(kind, kind, "page",
                                   f"ffe start FAILED: {failure}. Nothing trades until a start succeeds."))
 
