@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import signal
 
-from conftest import count_events, db_value, ffe_env, ffe_in_process, run_ffe, wait_until
+from conftest import count_events, db_rows, db_value, ffe_env, ffe_in_process, run_ffe, wait_until
 
 
 def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_ffe):
@@ -132,3 +132,22 @@ def test_audit_show_tells_an_operator_order_that_no_decision_placed(tmp_path, sp
     assert as_json["client_order_id"] == cid and as_json["decision_id"] is None and as_json["gates"], as_json
     unknown = run_ffe(tmp_path, "audit", "show", "ffe-000000000000000000000000")
     assert unknown.returncode == 2 and "no decision or order ffe-000000000000000000000000" in unknown.stderr
+
+
+def test_a_position_in_a_symbol_no_longer_traded_is_no_reconciliation_difference(tmp_path, spawn_ffe):
+    """Its coins are the account's, but no price comes for them (the start names the position): the books and the
+    venue both leave it out of the equity they compare, rather than hold entries for a difference an accept could
+    never end (the venue values the coins at nothing, the books at their last price)."""
+    db = tmp_path / "data" / "ffe.db"
+    sock = tmp_path / "data" / "ffe.sock"
+    an_operator_buy_then_stopped(tmp_path, spawn_ffe)
+    second = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20",
+                                                                   FFE_ENGINE__SYMBOLS='["ETH/USDT"]'))
+    wait_until(lambda: sock.exists() or not second.alive(), timeout=60, what="the control socket")
+    wait_until(lambda: "engine started" in second.stderr, timeout=30, what="the start")
+    status = run_ffe(tmp_path, "ctl", "status", timeout=30)
+    assert status.returncode == 0 and "RECONCILE" not in status.stdout, status.stdout
+    reconciled = [json.loads(r[0]) for r in db_rows(db, "SELECT data FROM events WHERE event = 'reconcile'")]
+    assert reconciled and all(r["status"] != "differences" for r in reconciled), reconciled
+    second.send(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0, second.stderr
