@@ -229,7 +229,9 @@ class Reconciler:
             if price:
                 theirs += (balances.get(base, 0.0) - base_line.get(base, 0.0)) * price
                 slack += self._tolerance(sym) * price  # what the position check lets pass
-        ours = pf.equity()
+        # A position in a symbol not traded (no longer in engine.symbols: the start names it) has no price the
+        # venue gives: both sides leave it out, as the venue's balances of its coin are left out above.
+        ours = pf.equity() - sum(pf.exposure(s) for s in pf.positions if s not in self.symbols)
         if abs(ours - theirs) > slack:
             out.append({"kind": "equity", "asset": self.quote, "journal": round(ours, 2), "venue": round(theirs, 2)})
         return out
