@@ -567,3 +567,24 @@ def test_retention_keeps_the_newest_and_one_a_day(tmp_path):
     assert days == ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"]
     assert len(kept) == 3 + 3  # today's newest is among the three; one for each of the three days before
     assert other.exists() and all(not p.exists() for p in deleted)
+
+
+def test_a_start_while_a_backup_holds_the_data_directory_waits_for_it_then_starts(account, tmp_path, spawn_ffe):
+    """The hourly backup timer and a restart after a crash can meet: the start finds the directory held by the
+    backup. That is no configuration error (exit 2: systemd would never start it again) and no other engine: the
+    start says it waits for the backup, and goes on once the backup is done."""
+    from ffe_engine.host import acquire_lock
+
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd)
+    lock = acquire_lock(cwd / "data", holder="backup")
+    try:
+        engine = spawn_ffe(cwd, "run", "--headless", "--max-bars", "3", env=env())
+        wait_until(lambda: "waiting for the backup" in engine.stderr or not engine.alive(), timeout=30,
+                   what="the start saying it waits for the backup")
+        assert engine.alive(), engine.stderr
+        assert f"(pid {os.getpid()})" in engine.stderr and "another ffe engine" not in engine.stderr, engine.stderr
+    finally:
+        os.close(lock)
+    assert engine.wait(timeout=60) == 0, engine.stderr
+    assert "engine started" in engine.stderr
