@@ -542,7 +542,7 @@ def backup(args: argparse.Namespace) -> int:
     if not settings.db_path.is_file():
         raise UsageError(f"{settings.db_path}: no database here (is --data-dir right?)")
     try:
-        lock: int | None = acquire_lock(settings.data_dir)
+        lock: int | None = acquire_lock(settings.data_dir, holder="backup")
     except StartError:  # an engine holds the directory: it takes the backup itself
         lock = None
     except StorageError:

@@ -17,6 +17,7 @@ import fcntl
 import os
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Protocol
@@ -112,14 +113,51 @@ def _hold_lock(path: Path, holder: str, refused: Callable[[str], StartError]) ->
     return fd
 
 
-def acquire_lock(data_dir: Path) -> int:
-    """One engine per data directory: two would journal orders into the same book."""
+class DirectoryHeld(StartError):
+    """The data directory's lock is held by another process: an engine (`holder` "engine"), or a backup or restore
+    taken without one, which ends by itself."""
 
-    def refused(pid: str) -> StartError:
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+LOCK_WAIT_S = 90.0  # how long a start waits for a backup or restore to end: within systemd's TimeoutStartSec
+
+
+def acquire_lock(data_dir: Path, holder: str = "engine") -> int:
+    """One engine per data directory: two would journal orders into the same book. A backup or a restore of a
+    stopped account holds it too (`holder`), written in the lock file beside the pid for the refusals to name."""
+
+    def refused(written: str) -> StartError:
+        pid, _, kind = written.partition(" ")
+        kind = kind or "engine"  # a lock file that names no holder: an engine's
         who = f" (pid {pid})" if pid.isdigit() else ""
-        return StartError(f"{data_dir}: another ffe engine{who} is running on this data directory")
+        if kind == "engine":
+            return DirectoryHeld(f"{data_dir}: another ffe engine{who} is running on this data directory", kind)
+        return DirectoryHeld(f"{data_dir}: a {kind}{who} holds this data directory", kind)
 
-    return _hold_lock(data_dir / "ffe.lock", str(os.getpid()), refused)
+    return _hold_lock(data_dir / "ffe.lock", f"{os.getpid()} {holder}", refused)
+
+
+async def acquire_engine_lock(data_dir: Path) -> int:
+    """The data directory for an engine: a backup or a restore that holds it (the hourly backup timer meeting a
+    restart) is waited for, up to LOCK_WAIT_S, then the start fails as a transient failure (exit 1: systemd starts
+    it again), never as a configuration error; another engine is refused at once."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    said = False
+    while True:
+        try:
+            return acquire_lock(data_dir)
+        except DirectoryHeld as exc:
+            if exc.holder == "engine":
+                raise
+            if time.monotonic() >= deadline:
+                raise FfeError(f"{exc} still, after {LOCK_WAIT_S:.0f}s: start again once it has ended") from None
+            if not said:
+                said = True
+                log.warning(f"waiting for the {exc.holder} to end", detail=str(exc))
+            await asyncio.sleep(0.5)
 
 
 def lock_database(db_path: Path) -> int:
@@ -239,7 +277,7 @@ class EngineHost:
         redact = Redactor(secrets).text if secrets else None
         umask = os.umask(PRIVATE)
         try:
-            lock_fd = acquire_lock(settings.data_dir)
+            lock_fd = await acquire_engine_lock(settings.data_dir)
         except BaseException as exc:
             os.umask(umask)
             if isinstance(exc, StorageError):  # the first write of a start: paged as the later ones are

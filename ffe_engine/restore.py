@@ -61,7 +61,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
                   now: float) -> dict[str, Any]:
     data_dir, db, trail = settings.data_dir, settings.db_path, settings.audit_path
     try:
-        lock = acquire_lock(data_dir)
+        lock = acquire_lock(data_dir, holder="restore")
     except StartError:
         raise Refused(f"{data_dir}: an ffe engine is running on this data directory; stop it first "
                       "(nothing restored)") from None
