@@ -144,3 +144,20 @@ def test_the_printed_drawdown_names_its_dates_and_its_recovery():
         "  recovered     2021-03-01T12:00:00Z, 28d00h after the peak; longest time under a peak 28d00h"]
     rising = performance.curve_figures([(0, 101.0), (HOUR, 102.0)], 100.0, HOUR)
     assert drawdown_lines(rising) == ["  max drawdown  0.00%"]
+
+
+def test_calmar_is_measured_on_the_drawdown_itself_not_its_rounded_figure():
+    """A shallow drawdown (0.009918%) reported as 0.010% to three places: Calmar divides by the drawdown itself,
+    not by that rounded figure (off by almost 1% here)."""
+    from ffe_engine.performance import cagr, calmar, curve_figures
+
+    hour = 3_600_000
+    start = 10_000.0
+    curve = [(i * hour, start * (1.0 + 0.0001 * i)) for i in range(1, 2000)]
+    peak = curve[-1][1]
+    curve.append((2000 * hour, peak * (1.0 - 0.00009918)))
+    curve += [(i * hour, peak * (1.0 + 0.0001 * (i - 2000))) for i in range(2001, 3000)]
+    figures = curve_figures(curve, start, hour)
+    assert figures["max_drawdown_pct"] == 0.01
+    growth = cagr(start, curve[-1][1], curve[-1][0] + hour - curve[0][0])
+    assert figures["calmar"] == round(calmar(growth, 0.00009918), 3) != round(calmar(growth, 0.0001), 3)
