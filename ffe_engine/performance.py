@@ -86,6 +86,12 @@ def drawdown(points: Sequence[tuple[int, float]], start_ts: int, start_equity: f
     `points` are (time in ms, equity) with the time the equity was measured. The peak of the deepest drawdown is
     the last time the equity stood at that high before falling; it is recovered at the first time the equity is
     back at or above it (None if never). Its duration runs from peak to recovery, or to the last point."""
+    return _drawdown(points, start_ts, start_equity)[1]
+
+
+def _drawdown(points: Sequence[tuple[int, float]], start_ts: int,
+              start_equity: float) -> tuple[float, dict[str, Any]]:
+    """The deepest fall as a fraction, unrounded (what figures are computed from), and `drawdown`'s report."""
     peak, peak_ts = start_equity, start_ts
     deepest = 0.0
     at: tuple[int, int, float] | None = None  # (peak time, trough time, peak equity) of the deepest drawdown
@@ -106,11 +112,11 @@ def drawdown(points: Sequence[tuple[int, float]], start_ts: int, start_equity: f
     if under:  # still under the peak at the last point
         longest_ms = max(longest_ms, end_ts - peak_ts)
     if at is None:
-        return {"max_pct": 0.0, "peak": None, "trough": None, "recovered": None, "duration_days": 0.0,
-                "longest_days": 0.0}
+        return 0.0, {"max_pct": 0.0, "peak": None, "trough": None, "recovered": None, "duration_days": 0.0,
+                     "longest_days": 0.0}
     peak_at, trough_at, peak_equity = at
     recovered = next((ts for ts, eq in points[trough_index + 1:] if eq >= peak_equity), None)
-    return {
+    return deepest, {
         "max_pct": round(100.0 * deepest, 3),
         "peak": fmt.iso_ms(peak_at),
         "trough": fmt.iso_ms(trough_at),
@@ -215,10 +221,10 @@ def curve_figures(curve: Sequence[tuple[int, float]], start_equity: float, timef
     rets = returns(curve, start_equity)
     start_ts = curve[0][0] if curve else 0
     closes = [(ts + timeframe_ms, eq) for ts, eq in curve]
-    dd = drawdown(closes, start_ts, start_equity)
+    deepest, dd = _drawdown(closes, start_ts, start_equity)
     end = curve[-1][1] if curve else start_equity
     growth = cagr(start_equity, end, closes[-1][0] - start_ts) if curve else None
-    cal = calmar(growth, dd["max_pct"] / 100.0)
+    cal = calmar(growth, deepest)
     sor = sortino(rets, periods)
     return {
         "max_drawdown_pct": dd["max_pct"],
