@@ -13,3 +13,21 @@ def test_quantities_rounded_to_a_step_print_as_the_venue_writes_them(n, decimals
     step = float(f"1e-{decimals}")
     qty = floor_to_step(n * step + step / 3, step)  # a bit over n steps: rounded down to n of them
     assert repr(qty) == repr(float(f"{n * 10 ** -decimals:.{decimals}f}"))
+
+
+def test_a_large_quantity_that_is_a_whole_number_of_steps_keeps_every_step():
+    """262243.434171 on a 1e-6 step is 262,243,434,171 steps exactly; their quotient in floats falls a hair below
+    that, and flooring it dropped a whole step (an exit that leaves a step behind as dust). Every exact multiple of
+    random large quantities keeps all its steps; what lies between two steps still goes down."""
+    import random
+
+    from ffe_engine.model import floor_to_step
+
+    assert floor_to_step(262243.434171, 1e-6) == 262243.434171
+    rng = random.Random(5)
+    for _ in range(20_000):
+        step = rng.choice((1e-8, 1e-6, 1e-5, 0.001))
+        n = rng.randrange(10**9, 10**13)
+        qty = float(f"{n * step:.10f}")
+        assert round(floor_to_step(qty, step) / step) == n, (qty, step)
+    assert floor_to_step(1.0000019, 1e-6) == 1.000001
