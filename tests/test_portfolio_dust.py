@@ -42,3 +42,14 @@ def test_an_entry_without_dust_is_at_the_fill_price_exactly():
     pf.markets[BTC] = MarketInfo(BTC, "BTC", "USDT", amount_step=0.001)
     opened = pf.apply_fill(fill("a", Side.BUY, 0.01, 29_000.0, fee=0.29, ts=1, fee_base=0.00001), decision_id="d1")
     assert opened.position is not None and opened.position.entry_price == 29_000.0  # not 29000.000000000004
+
+
+def test_coins_left_on_a_venue_whose_step_is_finer_than_the_books_default_stay_in_the_books():
+    """A venue whose amount step is 1e-9: three sells one step short of their buys leave 3e-9 coins, three of its
+    steps, which the venue holds. The books keep them (as dust), rather than forget them as float residue below
+    half of their own default step."""
+    pf = Portfolio(10_000.0)
+    pf.markets[BTC] = MarketInfo(BTC, "BTC", "USDT", amount_step=1e-9)
+    pf.apply_fill(fill("a", Side.BUY, 0.5, 100.0, fee=0.0, ts=1), decision_id="d1")
+    pf.apply_fill(fill("b", Side.SELL, 0.499999997, 101.0, fee=0.0, ts=2))
+    assert BTC in pf.positions and pf.positions[BTC].quantity == pytest.approx(3e-9, abs=1e-15)
