@@ -270,10 +270,16 @@ class Portfolio:
                             exit_price=f.price, pnl=pnl, fees=f.fee + entry_fee_share, reason=reason,
                             opened_ts=pos.opened_ts, closed_ts=f.ts, entry_decision_id=pos.entry_decision_id,
                             exit_client_order_id=client_order_id)
-        if pos.quantity <= self.dust:
+        if pos.quantity <= self._residue(f.symbol):
             del self.positions[f.symbol]
             return FillResult(None, closed=trade)
         return FillResult(pos, closed=trade)
+
+    def _residue(self, symbol: str) -> float:
+        """What a position may be left with and be none: float residue, below half a step (the venue's, when finer
+        than the books' own: its coins are then real, and the venue holds them)."""
+        market = self.markets.get(symbol)
+        return min(self.dust, market.amount_step / 2) if market is not None and market.amount_step > 0 else self.dust
 
     # ------------------------------------------------------------------ rolling statistics
     def note_order(self, ts_ms: int) -> None:
