@@ -20,7 +20,7 @@ from textual.app import App
 from ffe_tui.app import ConsoleApp
 from ffe_tui.panes import PositionsTable
 from ffe_tui.views import OrdersTable, TradesTable
-from test_tui_helpers import SIZE_IDS, SIZES, START_TS, db_path, screen_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, START_TS, db_path, screen_text, status_text, until
 
 HOLD_AT = 150  # live bars the market runs flat out before it waits for the test
 
@@ -378,6 +378,9 @@ async def test_the_health_of_an_engine_whose_feed_ended_says_stopped_never_runni
         text = screen_text(app)
         assert "DOWN" in text and "engine STOPPED" in text and "trading state RUNNING" in text, text
         assert "engine RUNNING" not in text and "engine running" not in text, text
+        # The status line too: the state it stopped in, as `ffe ctl status` and an attached console say it.
+        status = status_text(app)
+        assert "STOPPED" in status and "was RUNNING" in status, status
 
 
 class _Tables(App):
