@@ -536,7 +536,7 @@ class ConsoleApp(App[int]):
             if isinstance(screen, ConfirmScreen) and not screen.answered:
                 screen.refresh_body()
         shown, note = snap, self._status_note
-        if self.crash is not None or self.engine_stopped:
+        if self.crash is not None or self.engine_stopped or self.feed_ended:
             # The state it stopped in is the one it starts in again; nothing runs it now.
             shown = {**snap, "state": "STOPPED", "state_reason": f"was {snap['state']}"}
         elif self.attached and not self.stopping:
