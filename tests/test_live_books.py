@@ -1378,6 +1378,32 @@ async def test_the_kill_switch_cancels_at_the_exchange_while_its_halted_is_still
         assert rows(settings.db_path, "SELECT state FROM engine_state") == [("HALTED",)]
 
 
+async def test_the_page_of_records_that_cannot_be_written_names_the_orders_left_open_at_the_exchange(tmp_path, fx):
+    """A disk that takes no more records stops the engine HALTED without cancelling (a cancel's answer could not be
+    recorded): an order open at the exchange may still fill while it is down. The RECORDS_UNWRITABLE page says so
+    and names it, rather than "nothing trades"."""
+    from receiver import Receiver
+
+    from ffe_engine.errors import StorageError
+
+    climbing(fx)
+    hook = await Receiver().start()
+    try:
+        settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1},
+                                     alerts={"webhook_url": hook.url + "/hook"})
+        async with engine_session(settings, live=True) as running:
+            e = running.engine
+            async with engine_loop(e):
+                cid = await resting_entry(e, fx)
+                running.monitor.records_unwritable(StorageError("ffe.db: database or disk is full"))
+                await wait_for(lambda: hook.delivered, timeout=10, what="the page")
+    finally:
+        await hook.stop()
+    (page,) = [r.body for r in hook.delivered if r.body.get("kind") == "RECORDS_UNWRITABLE"]
+    assert cid in page["text"] and "still open at the exchange" in page["text"], page["text"]
+    assert "Nothing trades" not in page["text"], page["text"]
+
+
 async def test_an_entry_the_exchange_refuses_is_no_trade_of_the_day(tmp_path, fx):
     """DAILY_TRADES counts the entries made since the start of the UTC day: one the exchange refused (insufficient
     balance, a filter) was not made, and does not use up the day's trades. (ORDER_RATE counts every order sent, as
