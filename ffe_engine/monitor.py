@@ -121,9 +121,18 @@ class Monitor:
         """The engine stopped because no record can be written: the page leaves now, past the alerts' outbox (which
         is in the database), whether the process ends now (headless) or later (a console left open)."""
         if self._unwritable is None:
+            # Nothing is cancelled (a cancel's answer could not be recorded): what is open at the venue may fill.
+            live = sorted(self.engine.orders.live.values(), key=lambda o: o.created_ts)
+            if live:
+                named = ", ".join(f"{o.client_order_id} ({o.side.value} {o.symbol})" for o in live[:5])
+                more = f" and {len(live) - 5} more" if len(live) > 5 else ""
+                left = (f"Orders still open at the exchange, not cancelled (nothing can be recorded): {named}{more}: "
+                        "they may fill; cancel them there, or start the engine once the disk takes records.")
+            else:
+                left = "No order is open."
             self._unwritable = asyncio.ensure_future(self.notifier.send_now(Alert(
                 "RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page",
-                f"ffe HALTED and stopped: {failure}. Nothing trades until it is started again.")))
+                f"ffe HALTED and stopped: {failure}. Nothing new is sent until it is started again. {left}")))
 
     def status(self) -> dict[str, Any]:
         """For the console's status line and `ffe ctl status`."""
