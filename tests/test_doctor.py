@@ -233,3 +233,14 @@ def test_a_line_being_written_after_the_database_s_last_event_is_no_violation(he
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok: 11 checks passed") and "1 line after the database's last event cut off" in (
         proc.stdout), proc.stdout
+
+
+def test_a_database_a_newer_ffe_wrote_is_exit_2_as_for_the_start(healthy, tmp_path):
+    """Its schema is one this release does not know: a start refuses it (exit 2, "newer"), and so does doctor,
+    rather than call records it cannot read whole ok."""
+    cwd = copy_of(healthy, tmp_path)
+    with sqlite3.connect(cwd / "data" / "ffe.db") as conn:
+        conn.execute("PRAGMA user_version = 99")
+    proc = doctor(cwd, run_ffe)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "schema version 99 is newer" in proc.stderr and proc.stdout == "", proc.stderr
