@@ -95,6 +95,7 @@ def check(settings: Settings) -> Findings:
     found = Findings()
     records = Records(settings.db_path)
     try:
+        records.check_version()
         problems = records.integrity()
         if problems != ["ok"]:
             raise Violation(f"{settings.db_path}: integrity check failed: {first_problem(problems)}")

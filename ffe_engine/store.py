@@ -1496,6 +1496,13 @@ class Records:
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
 
+    def check_version(self) -> None:
+        """SchemaError for a database a newer ffe wrote: its records are not all this release knows how to read."""
+        (version,) = self.conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"{self.path}: database schema version {version} is newer than this ffe "
+                              f"({SCHEMA_VERSION}): run the ffe release that wrote it, or a newer one")
+
     def integrity(self) -> list[str]:
         """SQLite's integrity check: ['ok'] or the problems found."""
         try:
