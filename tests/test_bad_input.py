@@ -378,3 +378,24 @@ def test_an_unknown_option_points_to_the_help_that_lists_the_command_s_options(t
     assert proc.returncode == 2
     line = one_error_line(proc.stderr)
     assert line.endswith(f"(see `{help_of} --help`)") and line.count("(see ") == 1, line
+
+
+@pytest.mark.parametrize("case", ["a symbol without its file", "a file that is not there"])
+def test_a_replayed_market_config_that_run_would_refuse_is_refused_by_config_check_too_naming_its_line(tmp_path,
+                                                                                                      case):
+    """`ffe config check` says what `ffe run` would refuse, and both name the file, line and key: a traded symbol
+    with no file in `market.replay_files`, or a file that is not there."""
+    hourly = tmp_path / "BTC-USD_1h.csv"
+    hourly.write_text("".join(sample_head(BTC_CSV, 30)))
+    files = (f'"BTC/USD" = "{hourly.name}"' if case == "a symbol without its file"
+             else f'"BTC/USD" = "{hourly.name}", "ETH/USD" = "missing.csv"')
+    (tmp_path / "config.toml").write_text(
+        f'[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\n[venue]\nquote = "USD"\n'
+        f'[market]\nsource = "replay"\nreplay_files = {{ {files} }}\n')
+    words = "no file for ETH/USD" if case == "a symbol without its file" else "missing.csv"
+    for command in (("config", "check"), ("run", "--headless", "--max-bars", "5")):
+        proc = run_ffe(tmp_path, *command)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
+        assert "config.toml:6: market.replay_files" in line and words in line, (command, line)
+    assert not (tmp_path / "data" / "ffe.db").exists()
