@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from .errors import FfeError
+from .errors import FfeError, StartError
 from .schema import (
     AfterValidator,
     BeforeValidator,
@@ -1261,3 +1261,20 @@ def render_settings(settings: Settings) -> str:
     secrets = settings.secrets()
     section(settings, ())
     return "\n".join(out) + "\n"
+
+
+def check_replay(settings: Settings) -> None:
+    """A replayed market has a file for every traded symbol, and each is there (StartError naming the file, line and
+    key that set them): what `ffe config check` says, and the start before it reads them."""
+    market = settings.market
+    if market.source != "replay":
+        return
+    found = settings.origin_of("market", "replay_files")
+    where = f"{found.where}: " if found is not None and found.kind in ("toml", "dotenv") else ""
+    missing = [s for s in settings.engine.symbols if s not in market.replay_files]
+    if missing:
+        raise StartError(f"{where}market.replay_files has no file for {', '.join(missing)} (engine.symbols)")
+    for symbol in settings.engine.symbols:
+        path = Path(market.replay_files[symbol])
+        if not path.is_file():
+            raise StartError(f"{where}market.replay_files.{symbol}: {path}: no such file")

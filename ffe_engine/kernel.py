@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .clock import Clock, format_timeframe
-from .config import Settings
+from .config import Settings, check_replay
 from .engine import Engine, EngineOptions
 from .ensemble import Ensemble
 from .errors import FfeError, StartError
@@ -107,9 +107,7 @@ def make_feed(settings: Settings, clock: Clock, max_bars: int | None, venue: Ven
         from .market.csvdata import load_csv
         from .market.replay import ReplayFeed
 
-        missing = [s for s in symbols if s not in market.replay_files]
-        if missing:
-            raise StartError(f"market.replay_files has no file for {', '.join(missing)}")
+        check_replay(settings)
         series = {s: load_csv(market.replay_files[s], symbol=s) for s in symbols}
         for s in series.values():
             if len(s) < 2:

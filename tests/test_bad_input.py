@@ -397,5 +397,5 @@ def test_a_replayed_market_config_that_run_would_refuse_is_refused_by_config_che
         proc = run_ffe(tmp_path, *command)
         assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
         (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
-        assert "config.toml:6: market.replay_files" in line and words in line, (command, line)
+        assert "config.toml:7: market.replay_files" in line and words in line, (command, line)
     assert not (tmp_path / "data" / "ffe.db").exists()
