@@ -81,3 +81,13 @@ def test_numbers_and_times_follow_one_rule():
         "2023-11-14T22:14:00Z"
     assert fmt.market_time(1_700_000_040_000) == "2023-11-14T22:14Z" and fmt.clock(1_700_000_040.5) == "22:14:00Z"
     assert [fmt.duration(s) for s in (None, 42, 185, 7800, 273600)] == ["-", "42s", "3m05s", "2h10m", "3d04h"]
+
+
+def test_a_run_s_equity_is_said_as_money_with_its_two_decimals():
+    """`run stop PAPER equity=10,006.2` read as a price; the console's log and `ffe audit tail` say money with two
+    decimals everywhere else."""
+    text = present.line("run", {"phase": "stop", "mode": "PAPER",
+                                "detail": {"state": "RUNNING", "bars": 40, "equity": 10006.2}})
+    assert "equity=10,006.20" in text and "bars=40" in text, text
+    assert "equity=10,000.00" in present.line("run", {"phase": "stop", "mode": "PAPER",
+                                                      "detail": {"equity": 10000}})
