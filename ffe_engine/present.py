@@ -141,9 +141,12 @@ def _kill(f: Fields) -> str:
     return f"{f.get('action')} {kill_summary(f)}"
 
 
+_MONEY_DETAIL = frozenset({"equity", "cash"})  # a run's detail figures that are money
+
+
 def _run(f: Fields) -> str:
     detail = f.get("detail") or {}
-    keep = " ".join(f"{k}={fmt.compact(v)}" for k, v in detail.items())
+    keep = " ".join(f"{k}={fmt.money(v) if k in _MONEY_DETAIL else fmt.compact(v)}" for k, v in detail.items())
     return f"{f.get('phase')} {f.get('mode')} {keep}".rstrip()
 
 
