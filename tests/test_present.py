@@ -91,3 +91,11 @@ def test_a_run_s_equity_is_said_as_money_with_its_two_decimals():
     assert "equity=10,006.20" in text and "bars=40" in text, text
     assert "equity=10,000.00" in present.line("run", {"phase": "stop", "mode": "PAPER",
                                                       "detail": {"equity": 10000}})
+
+
+def test_a_figure_over_its_limit_is_said_with_the_decimals_that_show_it_over():
+    """A risk pause's reason said `DRAWDOWN 0.05% > 0.05%`: 0.0507 rounded to two decimals. Two decimals where they
+    tell the figure from its limit, more where they do not."""
+    assert fmt.beyond(16.0, 15.0) == "16.00"
+    assert fmt.beyond(0.0507, 0.05) == "0.0507"
+    assert fmt.beyond(15.0000001, 15.0) == "15.000000"  # at most six: the comparison said over, the text says why
