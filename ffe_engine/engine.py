@@ -929,12 +929,14 @@ class Engine:
         dd = pf.drawdown_pct()
         breached = dd > r.max_drawdown_pct
         if breached and not self._dd_breached and self.state is EngineState.RUNNING:
-            await self.trading.set(EngineState.PAUSED, f"DRAWDOWN {dd:.2f}% > {r.max_drawdown_pct}%", "risk")
+            await self.trading.set(EngineState.PAUSED, f"DRAWDOWN {fmt.beyond(dd, r.max_drawdown_pct)}% > "
+                                                       f"{r.max_drawdown_pct}%", "risk")
         self._dd_breached = breached
         dl = pf.day_loss_pct()
         breached = dl > r.daily_loss_limit_pct
         if breached and not self._dl_breached and self.state is EngineState.RUNNING:
-            await self.trading.set(EngineState.PAUSED, f"DAILY_LOSS {dl:.2f}% > {r.daily_loss_limit_pct}%", "risk")
+            await self.trading.set(EngineState.PAUSED, f"DAILY_LOSS {fmt.beyond(dl, r.daily_loss_limit_pct)}% > "
+                                                       f"{r.daily_loss_limit_pct}%", "risk")
         self._dl_breached = breached
 
     async def _monitor(self, c: Candle, pos: Position) -> None:

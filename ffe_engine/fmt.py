@@ -67,6 +67,16 @@ def money(x: Any, signed: bool = False) -> str:
     return f"{x:+,.2f}" if signed else f"{x:,.2f}"
 
 
+def beyond(value: float, limit: float) -> str:
+    """`value`, which is over `limit`, with two decimals, or as many more (up to six) as it takes to show it over:
+    "0.05% > 0.05%" said nothing."""
+    for digits in range(2, 7):
+        text = f"{value:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return f"{value:.6f}"
+
+
 def fee(x: Any) -> str:
     return f"{x:,.4f}" if _finite(x) else "-"
 

@@ -97,5 +97,5 @@ def test_a_figure_over_its_limit_is_said_with_the_decimals_that_show_it_over():
     """A risk pause's reason said `DRAWDOWN 0.05% > 0.05%`: 0.0507 rounded to two decimals. Two decimals where they
     tell the figure from its limit, more where they do not."""
     assert fmt.beyond(16.0, 15.0) == "16.00"
-    assert fmt.beyond(0.0507, 0.05) == "0.0507"
+    assert fmt.beyond(0.0507, 0.05) == "0.051"
     assert fmt.beyond(15.0000001, 15.0) == "15.000000"  # at most six: the comparison said over, the text says why
