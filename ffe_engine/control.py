@@ -141,7 +141,7 @@ def _clear_stale(path: Path) -> None:
 
 def _bind(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)  # the socket is private from the moment it exists: no window before a chmod
+    old = os.umask(0o177)  # the socket is private (0600) from the moment it exists: no window before a chmod
     try:
         sock.bind(str(path))
     except OSError as exc:
