@@ -385,3 +385,18 @@ async def test_a_short_retry_after_is_waited_for_by_the_next_request(fx, venue, 
     venue.reads.hold_until -= 598  # two seconds left: waited for, then sent
     assert (await venue.fetch_balance())["USDT"] == 10_000.0
     assert len(waits.seconds) == 1 and 0 < waits.seconds[0] <= 2.0
+
+
+async def test_a_retry_waits_for_a_retry_after_another_request_got_while_it_backed_off(fx, venue, waits):
+    """A read fails (a 5xx) and backs off; meanwhile another request is answered 429 with a Retry-After of 3 s. The
+    retry is not sent before that time either: an exchange bans an address that goes on asking (order-path.md)."""
+    fx.fault("GET /api/v3/account", "5xx_not_executed")
+
+    async def backoff_meanwhile_banned(s: float) -> None:
+        await waits(s)
+        if len(waits.seconds) == 1:
+            venue.reads.hold(3.0)  # another request's 429, answered while this one backs off
+
+    venue.reads.sleep = backoff_meanwhile_banned
+    assert (await venue.fetch_balance())["USDT"] == 10_000.0
+    assert len(waits.seconds) == 2 and 2.5 < waits.seconds[1] <= 3.0, waits.seconds
