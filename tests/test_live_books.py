@@ -1230,6 +1230,36 @@ async def test_a_flatten_closes_the_position_an_entry_in_doubt_at_that_moment_op
         assert_books_agree(e, fx)
 
 
+async def test_a_flatten_closes_what_an_entry_in_doubt_buys_over_dust_the_books_hold(tmp_path, fx):
+    """As above, with dust in the symbol (coins below the venue's minimum, left by an earlier exit: common where fees
+    are taken in the coin). The dust is no position, so the flatten waits for the entry in doubt all the same, and
+    closes what it bought once the exchange shows it, rather than end HALTED with an unwatched position."""
+    climbing(fx)
+    tables = {"risk": {"take_profit_atr": 0.3, "max_open_positions": 1}, "engine": {"order_poll_s": 0.1}}
+    settings = strategy_settings(tmp_path, fx, **tables)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await sell_to_dust(e, fx)
+            assert BTC in e.portfolio.positions and e.portfolio.holding(BTC) is None  # dust
+            await e.resume()
+            fx.fault(POST_ORDER, "drop_after")
+            fx.fault(GET_ORDER, "stale", seconds=3, times=10_000)
+            fx.market_clock.step()
+            (_, _, sent) = await wait_for(lambda: fx.requests_to(POST_ORDER)[2:] and fx.requests_to(POST_ORDER),
+                                          timeout=30, what="the entry over the dust")
+            cid = sent.params["newClientOrderId"]
+            await in_doubt(e, cid)
+            await e.flatten()
+            assert e.state.value == "HALTED"
+            await wait_for(lambda: len(fx.orders) == 4 and not fx.open_orders(), timeout=30,
+                           what="the position closed at the exchange")
+            await wait_for(lambda: not e.orders.live and e.portfolio.holding(BTC) is None, timeout=30,
+                           what="the books closed")
+        assert [(o.side, o.status) for o in fx.orders][2:] == [("BUY", "FILLED"), ("SELL", "FILLED")]
+        assert_books_agree(e, fx)
+
+
 async def test_a_flatten_gets_out_after_the_exchange_changed_its_amount_step_while_running(tmp_path, fx, monkeypatch):
     """The exchange's amount step for BTC grows a hundredfold while a position is held (Binance changes its filters
     now and then): a sale of the position as the books hold it is refused ("Filter failure: LOT_SIZE"). The
