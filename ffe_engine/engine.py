@@ -1314,7 +1314,8 @@ class Engine:
                 else:
                     failed.append({"symbol": sym, "error": "could not place the closing order"})
             for sym in held:
-                if sym not in placed and self.portfolio.positions.get(sym) is None and self.orders.pending_entry(sym):
+                # (dust, which no order can sell, is no position here either: the entry's coins will be one)
+                if sym not in placed and self.portfolio.holding(sym) is None and self.orders.pending_entry(sym):
                     placed[sym] = 0  # an entry still in doubt: closed once the venue shows what it bought
             if placed != held:  # what failed to be placed was said as failed: not followed up
                 await self._flatten_under_way(placed or None)
