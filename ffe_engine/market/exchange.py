@@ -4,8 +4,11 @@ Exchanges serve the candle still being formed as the newest row of fetch_ohlcv; 
 taken as closed when a later row exists, or when its period ended `close_grace_ms` ago by the feed's clock (for
 exchanges that do not serve the open candle). Each closed candle is yielded once, in non-decreasing time across
 symbols: candles of a symbol that is ahead wait until the others have caught up, unless those lag by more than
-`max_lag_bars` (an illiquid market with no trades); a candle that arrives after newer ones were yielded is dropped
-with a warning rather than yielded out of order.
+`max_lag_bars` (an illiquid market with no trades: its reads answer, with nothing new), or a symbol whose reads fail
+has failed for more than `hold_failed_bars` (an outage of its own); a candle that arrives after newer ones were
+yielded is dropped with a warning rather than yielded out of order. A read that fails for a while (the exchange's
+klines down for one symbol) so holds the others back rather than lose that symbol's candles, whose lows and highs
+are where its stop-loss and take-profit are checked.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ class ExchangeFeed:
     async sleep(seconds); the wall clock by default."""
 
     def __init__(self, source: Any, symbols: list[str], timeframe_ms: int, poll_s: float, clock: Any = None, *,
-                 page: int = 500, max_lag_bars: int = 2, close_grace_ms: int = 2000) -> None:
+                 page: int = 500, max_lag_bars: int = 2, hold_failed_bars: int = 10,
+                 close_grace_ms: int = 2000) -> None:
         self.reader: CcxtVenue = source if isinstance(source, CcxtVenue) else CcxtVenue(None, symbols,
                                                                                         exchange=source)
         self.symbols = list(symbols)
@@ -40,6 +44,8 @@ class ExchangeFeed:
         self.clock = clock if clock is not None else WallClock()
         self.page = page
         self.max_lag_bars = max_lag_bars
+        self.hold_failed_bars = hold_failed_bars
+        self._failing: dict[str, int] = {}  # symbol -> clock time of the first of the reads failing in a row
         self.close_grace_ms = close_grace_ms
         self._owned: CcxtVenue | None = None
         self._fetched: dict[str, int] = {}  # symbol -> open time of the newest closed candle fetched
@@ -100,7 +106,9 @@ class ExchangeFeed:
                 rows = await self.reader.fetch_ohlcv(sym, self.timeframe, since, self.page if since else 2)
             except (VenueUnavailable, VenueError) as exc:
                 log.warning("exchange feed: %s candles unavailable: %s", sym, exc)
+                self._failing.setdefault(sym, now)
                 continue
+            self._failing.pop(sym, None)
             closed = self._closed_rows(sym, rows, now)
             if since is None:
                 closed = closed[-1:]  # a feed started without history begins with the latest closed candle
@@ -110,7 +118,7 @@ class ExchangeFeed:
                     self._fetched[sym] = c.ts
             if since is not None and len(rows) >= self.page:
                 self._more = True
-        return self._release()
+        return self._release(now)
 
     def _closed_rows(self, sym: str, rows: list[list[Any]], now: int) -> list[Candle]:
         out = []
@@ -122,12 +130,14 @@ class ExchangeFeed:
             out.append(Candle(sym, ts, float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5] or 0.0)))
         return out
 
-    def _release(self) -> list[Candle]:
+    def _release(self, now: int) -> list[Candle]:
         if not self._pending:
             return []
         lead = max(self._fetched.values())
         floor = lead - self.max_lag_bars * self.timeframe_ms
-        keeping_up = [ts for ts in self._fetched.values() if ts >= floor]
+        patience = self.hold_failed_bars * self.timeframe_ms
+        keeping_up = [ts for sym, ts in self._fetched.items()
+                      if ts >= floor or now - self._failing.get(sym, now - patience) < patience]
         bound = min(keeping_up)
         ready = sorted((c for c in self._pending.values() if c.ts <= bound),
                        key=lambda c: (c.ts, self._order.get(c.symbol, 0)))
