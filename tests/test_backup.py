@@ -588,3 +588,15 @@ def test_a_start_while_a_backup_holds_the_data_directory_waits_for_it_then_start
         os.close(lock)
     assert engine.wait(timeout=60) == 0, engine.stderr
     assert "engine started" in engine.stderr
+
+
+def test_a_backup_to_a_path_that_is_a_file_says_it_is_not_a_directory(account, tmp_path):
+    """`--to` names the directory backups go into: a file there is bad input (exit 2), said as such, not as a disk
+    that cannot be written ("File exists")."""
+    target = tmp_path / "a-file"
+    target.write_text("not a directory")
+    proc = run_ffe(account, "backup", "--to", str(target), env=env())
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.strip() == f"ffe: error: {target}: not a directory (--to names the directory the backups go " \
+                                  "into)", proc.stderr
+    assert target.read_text() == "not a directory"
