@@ -542,6 +542,8 @@ def backup(args: argparse.Namespace) -> int:
     clock = WallClock()
     if not settings.db_path.is_file():
         raise UsageError(f"{settings.db_path}: no database here (is --data-dir right?)")
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest}: not a directory (--to names the directory the backups go into)")
     try:
         lock: int | None = acquire_lock(settings.data_dir, holder="backup")
     except StartError:  # an engine holds the directory: it takes the backup itself
