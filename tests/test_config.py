@@ -396,3 +396,12 @@ def test_ffe_config_check_typo_in_risk_exits_2_with_one_line(tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith(f"ffe: error: {tmp_path / 'config.toml'}:5: unknown key risk.max_open_positons")
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("name, raw", [("FFE_ENGINE", "1"), ("FFE_TUI__KEYS", '"p"'), ("FFE_RISK", "[1, 2]")])
+def test_a_table_given_a_value_that_is_no_table_names_the_variable_and_how_to_set_it(name, raw):
+    """FFE_ENGINE=1 said `Input should be a valid dictionary or instance of EngineSettings`: the variable names a
+    table, whose keys are set one by one (FFE_ENGINE__KEY) or as a JSON object."""
+    error = config_error(environ={name: raw})
+    assert str(error) == (f"environment: {name}: expected a JSON object (a table: or set its keys one by one, "
+                          f"{name}__KEY)"), str(error)
