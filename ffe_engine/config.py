@@ -888,15 +888,19 @@ def _env_value(name: str, raw: str, kind: str, origin: Origin) -> Any:
             return json.loads(raw)
         except ValueError:
             return raw
+    table = kind in ("model", "dict")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except ValueError:
         if kind == "list":
             # FFE_ENGINE__SYMBOLS=BTC/USDT,ETH/USDT reads as well as the JSON form.
             return [item.strip() for item in raw.split(",") if item.strip()]
-        expected = "a JSON object" if kind in ("model", "dict") else "JSON"
-        message = f"{origin.where}: {name}: expected {expected}"
-        raise ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name) from None
+    else:
+        if not table or isinstance(value, dict):
+            return value
+    expected = f"a JSON object (a table: or set its keys one by one, {name}__KEY)" if table else "JSON"
+    message = f"{origin.where}: {name}: expected {expected}"
+    raise ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
