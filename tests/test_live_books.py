@@ -1434,6 +1434,33 @@ async def test_the_page_of_records_that_cannot_be_written_names_the_orders_left_
     assert "Nothing trades" not in page["text"], page["text"]
 
 
+async def test_the_kill_switch_says_which_open_orders_filled_before_their_cancel(tmp_path, fx, monkeypatch):
+    """An order open when the kill switch is pressed can fill before its cancel reaches it (the exchange matched it
+    meanwhile): HALTED, and a position the operator did not expect. The kill switch's record and its words say that
+    order filled, rather than "cancelled 0 failed 0"."""
+    from ffe_engine import present
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            cancel_all = e.orders.cancel_all
+
+            async def filled_first(*args, **kwargs):
+                fx.fill(cid, qty=fx.open_order(cid).remaining)  # matched at the exchange before the cancel
+                await e.orders.poll()
+                return await cancel_all(*args, **kwargs)
+
+            monkeypatch.setattr(e.orders, "cancel_all", filled_first)
+            report = await e.halt(reason="test", by="test")
+        assert report.filled == [cid] and report.cancelled == [], report
+    (event,) = stored_events(settings.db_path, "kill_switch")
+    assert event["filled"] == [cid], event
+    assert f"filled before its cancel 1 ({cid})" in present.kill_summary(event), present.kill_summary(event)
+
+
 async def test_an_entry_the_exchange_refuses_is_no_trade_of_the_day(tmp_path, fx):
     """DAILY_TRADES counts the entries made since the start of the UTC day: one the exchange refused (insufficient
     balance, a filter) was not made, and does not use up the day's trades. (ORDER_RATE counts every order sent, as
