@@ -1243,6 +1243,7 @@ class Engine:
         """The kill switch, under the control lock. `flattening`: the positions a flatten is about to close, stored
         with HALTED before anything else, so that an engine stopped before its closing orders goes on with them."""
         t0 = time.perf_counter()
+        open_then = list(self.orders.live.values())  # what a fill may beat its cancel to, from here on
         follow: dict[str, Any] | None = None
         if flattening is not None or self._flattening is not None:
             # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
@@ -1257,12 +1258,13 @@ class Engine:
             report = await self.orders.cancel_all()
         finally:
             await storing
+        report.filled = [o.client_order_id for o in open_then if o.status is OrderStatus.FILLED]
         # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
         await self.approvals.reject_all(by, f"halted by {by} ({reason})")
         report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
-        self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed, by=by,
-                                         elapsed_ms=round(report.elapsed_ms, 2)))
+        self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed,
+                                         filled=report.filled, by=by, elapsed_ms=round(report.elapsed_ms, 2)))
         await self._persist_books()
         await self.flush()
         log.warning("kill switch", cancelled=len(report.cancelled), failed=len(report.failed),
@@ -1322,11 +1324,12 @@ class Engine:
             waiting = self._flatten_waits(waits)
             dust = self._dust(sym for sym in self.portfolio.positions if sym not in held)
             self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
-                                             failed=report.failed + failed, closing=closing, dust=dust,
-                                             waiting=waiting, by=by))
+                                             failed=report.failed + failed, filled=report.filled, closing=closing,
+                                             dust=dust, waiting=waiting, by=by))
             await self._persist_books()
             await self.flush()
-        return {"cancelled": report.cancelled, "failed": report.failed + failed, "closing": closing, "dust": dust,
+        return {"cancelled": report.cancelled, "failed": report.failed + failed, "filled": report.filled,
+                "closing": closing, "dust": dust,
                 "waiting": waiting}
 
     def _flatten_waits(self, symbols: list[str]) -> list[dict[str, Any]]:

@@ -268,6 +268,7 @@ class KillSwitchEvent(Event):
     action: str = "halt"  # halt | flatten
     cancelled: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
+    filled: list[str] = field(default_factory=list)  # open when it began, filled before their cancels reached them
     closing: list[str] = field(default_factory=list)
     dust: list[dict[str, Any]] = field(default_factory=list)  # left unsold: below what the venue takes an order for
     # positions whose closing order waits for the venue's Retry-After (symbol, until: wall seconds, detail)

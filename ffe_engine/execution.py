@@ -68,6 +68,7 @@ class Submission:
 class CancelReport:
     cancelled: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
+    filled: list[str] = field(default_factory=list)  # open when the cancels began, filled before theirs reached them
     elapsed_ms: float = 0.0
 
 

@@ -116,6 +116,10 @@ def kill_summary(f: Fields) -> str:
     if failed:
         parts.append("(" + ", ".join(f"{x.get('client_order_id') or x.get('symbol')}: {x.get('error')}"
                                      if isinstance(x, dict) else str(x) for x in failed[:3]) + ")")
+    filled = list(f.get("filled") or [])
+    if filled:
+        parts.append(f"filled before its cancel {len(filled)} ({', '.join(map(str, filled[:4]))}"
+                     f"{', …' if len(filled) > 4 else ''})")
     if f.get("action") == "flatten":
         parts.append(f"closing {len(f.get('closing') or [])}")
     dust = list(f.get("dust") or [])

@@ -184,7 +184,8 @@ class RemoteEngine:
 
     async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
         r = await self._call("halt", reason=reason, by=by) or {}
-        return CancelReport(r.get("cancelled", []), r.get("failed", []), r.get("elapsed_ms", 0.0))
+        return CancelReport(cancelled=r.get("cancelled", []), failed=r.get("failed", []),
+                            filled=r.get("filled", []), elapsed_ms=r.get("elapsed_ms", 0.0))
 
     async def flatten(self, by: str = "operator") -> Any:
         return await self._call("flatten", by=by)
