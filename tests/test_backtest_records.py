@@ -131,6 +131,19 @@ def test_audit_show_of_a_trades_run_says_its_records_are_incomplete_for_a_decisi
         assert "the records are incomplete" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
 
 
+def test_audit_tail_of_a_trades_run_says_such_runs_keep_no_audit_trail(runs):
+    """Asked for a trades run's audit trail, `ffe audit tail` says the run's record level keeps none (where its
+    orders, fills and trades are), not "is --log-dir right?", which sends the user looking for a file that never
+    was."""
+    run = runs["trades"]
+    db = run["cwd"] / run["report"]["database"]
+    logs = run["cwd"] / "logs" / "backtests" / db.parent.name
+    proc = run_ffe(run["cwd"], "audit", "tail", "--data-dir", str(db.parent), "--log-dir", str(logs))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "trades records" in proc.stderr and "keep no audit trail" in proc.stderr, proc.stderr
+    assert "--log-dir right" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
 def test_the_audit_file_of_a_full_run_is_hash_chained_up_to_its_databases_chain_head(runs):
     full = runs["full"]
     db = full["cwd"] / full["report"]["database"]
