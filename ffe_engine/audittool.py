@@ -36,7 +36,7 @@ from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, r
                     verify_trail)
 from .errors import StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
-from .store import EventHead, Records, open_read_only
+from .store import BACKTEST_RECORDS_KEY, EventHead, Records, open_read_only
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -186,6 +186,8 @@ def parse_events(text: str | None) -> set[str] | None:
 def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: bool, db_path: Path | None = None) -> int:
     """`ffe audit tail`: the last `n` records (of the `events` named), then, with `follow`, each record as it comes.
     `db_path`: the database whose committed records are the ones shown (module comment above)."""
+    if db_path is not None and not trail_files(path) and not packed(path).exists():
+        _no_trail_kept(db_path)
     lines = _Lines(path, events)
     out = _Out(as_json, flush_each=follow)
     head = EventHead(db_path) if db_path is not None else None
@@ -194,6 +196,21 @@ def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: boo
     finally:
         if head is not None:
             head.close()
+
+
+def _no_trail_kept(db_path: Path) -> None:
+    """UsageError for a backtest run whose record level keeps no audit trail (trades, summary): said as such."""
+    if not Path(db_path).is_file():
+        return
+    records = Records(db_path)
+    try:
+        level = records.kv(BACKTEST_RECORDS_KEY)
+    finally:
+        records.close()
+    if level in ("trades", "summary"):
+        raise UsageError(f"{db_path}: a backtest run of {level} records: such runs keep no audit trail (only full "
+                         "records do); its orders, fills and trades are in its database (`ffe report`, `ffe audit "
+                         "show` of an order)")
 
 
 def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: EventHead | None) -> int:
@@ -443,6 +460,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     trail to check or the database cannot be read."""
     path = Path(path)
     if not trail_files(path):
+        _no_trail_kept(db_path)
         raise UsageError(f"no audit trail at {path} (is --log-dir right?)")
     head: ChainHead | None = None
     checked_db = Path(db_path).is_file()
