@@ -17,7 +17,6 @@ import fcntl
 import os
 import signal
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Protocol
@@ -140,11 +139,11 @@ def acquire_lock(data_dir: Path, holder: str = "engine") -> int:
     return _hold_lock(data_dir / "ffe.lock", f"{os.getpid()} {holder}", refused)
 
 
-async def acquire_engine_lock(data_dir: Path) -> int:
+async def acquire_engine_lock(data_dir: Path, clock: Clock) -> int:
     """The data directory for an engine: a backup or a restore that holds it (the hourly backup timer meeting a
-    restart) is waited for, up to LOCK_WAIT_S, then the start fails as a transient failure (exit 1: systemd starts
-    it again), never as a configuration error; another engine is refused at once."""
-    deadline = time.monotonic() + LOCK_WAIT_S
+    restart) is waited for, up to LOCK_WAIT_S of `clock`'s real seconds, then the start fails as a transient failure
+    (exit 1: systemd starts it again), never as a configuration error; another engine is refused at once."""
+    deadline = clock.monotonic() + LOCK_WAIT_S
     said = False
     while True:
         try:
@@ -152,7 +151,7 @@ async def acquire_engine_lock(data_dir: Path) -> int:
         except DirectoryHeld as exc:
             if exc.holder == "engine":
                 raise
-            if time.monotonic() >= deadline:
+            if clock.monotonic() >= deadline:
                 raise FfeError(f"{exc} still, after {LOCK_WAIT_S:.0f}s: start again once it has ended") from None
             if not said:
                 said = True
@@ -277,7 +276,7 @@ class EngineHost:
         redact = Redactor(secrets).text if secrets else None
         umask = os.umask(PRIVATE)
         try:
-            lock_fd = await acquire_engine_lock(settings.data_dir)
+            lock_fd = await acquire_engine_lock(settings.data_dir, WallClock())  # real seconds, whatever the market's
         except BaseException as exc:
             os.umask(umask)
             if isinstance(exc, StorageError):  # the first write of a start: paged as the later ones are
