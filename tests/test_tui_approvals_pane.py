@@ -100,9 +100,10 @@ async def test_the_selected_approval_stays_selected_when_one_above_it_ends(tmp_p
         assert third in app.engine.pending, "the trade below it was not touched"
         # The chosen trade has ended under the cursor: nothing is selected until the operator moves to one.
         await until(pilot, lambda: chosen not in [k.value for k in table.rows], "the chosen trade gone from the pane")
+        assert not table.show_cursor, "no row is drawn selected while none is"
         await pilot.press("a")
         await until(pilot, lambda: any("no longer waiting" in n.message for n in app._notifications),
                     "the console says nothing is selected")
         assert third in app.engine.pending, "a trade the operator never chose was not approved"
         await pilot.press("down")
-        assert table.selected() is not None
+        assert table.selected() is not None and table.show_cursor
