@@ -286,22 +286,26 @@ class ApprovalsTable(KeyedTable):
         super().__init__(**kw)
         # The trade the operator had selected, once it ended (approved, rejected, expired): `a` and `r` have no
         # confirmation, so nothing is selected until the operator moves to a trade again; the row the cursor fell
-        # onto is one he never chose.
+        # onto is one he never chose, and is not drawn as selected.
         self.gone: str | None = None
+
+    def _chosen_again(self) -> None:
+        self.gone = None
+        self.show_cursor = True
 
     def selected(self) -> str | None:
         return None if self.gone is not None else super().selected()
 
     def action_cursor_up(self) -> None:
-        self.gone = None
+        self._chosen_again()
         super().action_cursor_up()
 
     def action_cursor_down(self) -> None:
-        self.gone = None
+        self._chosen_again()
         super().action_cursor_down()
 
     def on_click(self) -> None:
-        self.gone = None
+        self._chosen_again()
 
     def show(self, approvals: list[dict[str, Any]]) -> None:
         before = self.selected()
@@ -316,6 +320,7 @@ class ApprovalsTable(KeyedTable):
         self.put(rows)
         if before is not None and before not in rows and self.row_count:
             self.gone = before
+            self.show_cursor = False
 
 
 class VotesPane(Static):
