@@ -523,3 +523,17 @@ async def test_a_confirmation_dialog_is_not_covered_by_notifications_at_80x24(tm
         await until(pilot, lambda: "KILL SWITCH" not in screen_text(app), "the dialog to close")
         await until(pilot, lambda: any("raised while the dialog is open" in n.message for n in app._notifications),
                     "the held notification, once the dialog closed")
+
+
+async def test_quit_says_the_trades_waiting_for_approval_wait_on_at_the_next_start(tmp_path):
+    """Manual approval with a trade waiting: quitting neither approves nor rejects it. The dialog says it still waits
+    at the next start (unless its time has run out by then), as it does."""
+    app = console(tmp_path, approval="manual")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        await until(pilot, lambda: app.engine.pending, "a trade waiting for approval", timeout=120)
+        await pilot.press("q")
+        await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
+        text = screen_text(app)
+        assert "waiting for approval still wait" in text, text
+        await pilot.press("n")
