@@ -909,8 +909,11 @@ class ConsoleApp(App[int]):
         how = ("The engine has already stopped after an error." if self.crash is not None else
                f"The engine has already stopped ({self._stopped_why()})." if self.feed_ended else
                "The engine stops in order.")
+        waiting = len((self.snap or {}).get("approvals") or [])
+        approvals = (f" The {waiting} trade(s) waiting for approval still wait at the next start (unless their "
+                     "time has run out by then)." if waiting else "")
         return (f"{how} {orders} open order(s) stay open at the venue and {positions} "
-                f"position(s) stay open, with no stop-loss/take-profit watch until the next start.\n"
+                f"position(s) stay open, with no stop-loss/take-profit watch until the next start.{approvals}\n"
                 f"The engine will start again {state}.")
 
     def _control(self, what: str, coro) -> None:
