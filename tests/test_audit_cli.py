@@ -504,3 +504,18 @@ def test_a_follower_waits_in_a_rotated_file_for_the_commit_of_the_records_it_end
     assert [json.loads(f.line())["seq"] for _ in range(4)] == [4, 5, 6, 7]
     assert f.stop() == 0
     db.close()
+
+
+def test_audit_tail_names_only_the_events_the_trail_records():
+    """`--event log` matched nothing, silently: log lines go to the console and the log, never to the trail. Only
+    the events the audit trail records are names --event takes, and the error lists those."""
+    from ffe_engine.audittool import parse_events
+    from ffe_engine.errors import UsageError
+    from ffe_engine.events import EVENT_TYPES
+
+    with pytest.raises(UsageError) as info:
+        parse_events("order,log")
+    assert "unknown event log" in str(info.value) and "order" in str(info.value)
+    assert ", log," not in str(info.value) and "bar," not in str(info.value)
+    assert parse_events("order,fill") == {"order", "fill"}
+    assert not EVENT_TYPES["log"].audit
