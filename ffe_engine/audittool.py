@@ -177,9 +177,10 @@ def parse_events(text: str | None) -> set[str] | None:
     names = {x.strip() for x in text.split(",") if x.strip()}
     if not names:
         raise UsageError("--event needs at least one event name, e.g. --event decision,order")
-    unknown = sorted(names - set(EVENT_TYPES))
+    recorded = sorted(name for name, cls in EVENT_TYPES.items() if cls.audit)  # a console-only event never is
+    unknown = sorted(names - set(recorded))
     if unknown:
-        raise UsageError(f"--event: unknown event {', '.join(unknown)} (known: {', '.join(sorted(EVENT_TYPES))})")
+        raise UsageError(f"--event: unknown event {', '.join(unknown)} (known: {', '.join(recorded)})")
     return names
 
 
