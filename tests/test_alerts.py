@@ -676,3 +676,18 @@ def test_a_reconcile_page_for_coins_gone_from_the_account_says_how_to_book_a_sal
     deposit = [{"kind": "position", "symbol": "BTC/USDT", "journal": 0.5, "venue": 0.7}]
     (alert,) = alerts_for(ReconcileEvent(status="differences", differences=deposit), state="PAUSED")
     assert "sold-by-hand" not in alert.text and "`ffe ctl accept`" in alert.text, alert.text
+
+
+def test_orders_the_exchange_made_since_a_restored_backup_are_told_when_journaled_from_it():
+    """After `ffe restore`, the start journals the orders the exchange made since the backup (with their fills): the
+    STARTED alert before it counts only the orders the backup had in flight ("0 order(s) recovered"), so this one
+    says what was journaled. Nothing to tell when the exchange made none."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import RecoveredEvent
+
+    ev = RecoveredEvent(backup="ffe-backup-20261204T100000Z.tar.zst", status="recovered", orders=["ffe-a", "ffe-b"],
+                        fills=3)
+    (alert,) = alerts_for(ev, state="PAUSED")
+    assert alert.kind == "RECOVERED" and alert.severity == "warn", alert
+    assert "2 order(s)" in alert.text and "3 fill(s)" in alert.text and "ffe-a, ffe-b" in alert.text, alert.text
+    assert alerts_for(RecoveredEvent(status="recovered", orders=[], fills=0), state="PAUSED") == []
