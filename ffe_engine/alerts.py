@@ -36,7 +36,7 @@ from . import fmt, logs
 from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
-                     OrderEvent, ReconcileEvent, RunEvent)
+                     OrderEvent, ReconcileEvent, RecoveredEvent, RunEvent)
 from .reconcile import blocked_text, coins_gone, in_doubt_only, outage_only
 from .tasks import cancel_and_wait
 
@@ -47,7 +47,7 @@ log = logs.get_logger("ffe.alerts")
 
 SEVERITIES = ("page", "warn", "info")
 ALERTING = frozenset(cls.name for cls in (EngineStateChanged, KillSwitchEvent, BreakerChanged, ReconcileEvent,
-                                           ApprovalEvent, ErrorEvent, RunEvent, OrderEvent))
+                                           ApprovalEvent, ErrorEvent, RunEvent, OrderEvent, RecoveredEvent))
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
@@ -119,6 +119,12 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           f"ffe circuit breaker closed on {ev.venue}: the venue answers again "
                           f"({_until_resumed(state)}).")]
         return []
+    if isinstance(ev, RecoveredEvent) and ev.status == "recovered" and ev.orders:
+        named = ", ".join(ev.orders[:5]) + (f" and {len(ev.orders) - 5} more" if len(ev.orders) > 5 else "")
+        return [Alert("RECOVERED", "RECOVERED", "warn",
+                      f"ffe after a restore: {len(ev.orders)} order(s) the exchange made since the backup were "
+                      f"journaled from it, with {ev.fills} fill(s): {named}. The books hold them now; "
+                      "`ffe audit tail --event recovered,order`.")]
     if isinstance(ev, ReconcileEvent) and ev.status in ("differences", "failed"):
         found = ev.differences if ev.status == "differences" else [{"kind": "venue_unreachable"}]
         if outage_only(found):

@@ -691,3 +691,6 @@ def test_orders_the_exchange_made_since_a_restored_backup_are_told_when_journale
     assert alert.kind == "RECOVERED" and alert.severity == "warn", alert
     assert "2 order(s)" in alert.text and "3 fill(s)" in alert.text and "ffe-a, ffe-b" in alert.text, alert.text
     assert alerts_for(RecoveredEvent(status="recovered", orders=[], fills=0), state="PAUSED") == []
+    from ffe_engine.monitor import WATCHED
+
+    assert RecoveredEvent.name in WATCHED  # the bus hands the monitor the event
