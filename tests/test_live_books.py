@@ -1550,6 +1550,41 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
     assert len(fx.requests_to(POST_ORDER)) == posts
 
 
+async def test_a_sale_by_hand_clears_no_difference_its_reconciliation_could_not_compare(tmp_path, fx):
+    """Held for the BTC position, the cash and the equity (half the BTC sold by hand, and 500 USDT withdrawn); an
+    ETH exit is in doubt when the sale is booked, so the reconciliation that follows compares neither the cash nor
+    the equity (the exit's trade may be in the balances already). The withdrawal it did not compare still holds
+    the engine: resuming on cash the account does not have waits for the operator's accept."""
+    from ffe_engine.engine import ControlError
+
+    eth = "ETH/USDT"
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1, "symbols": [BTC, eth]},
+                                 risk={"max_correlation": 1.0})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            await wait_for(lambda: BTC in e.portfolio.positions and not e.orders.live, timeout=30, what="BTC held")
+            if eth not in e.portfolio.positions:
+                await e.operator_order(eth, "buy", 0.003, by="test")
+            await wait_for(lambda: eth in e.portfolio.positions and not e.orders.live, timeout=30, what="ETH held")
+            sold = round(e.portfolio.positions[BTC].quantity * 0.5, 5)
+            fx.balances["BTC"].free -= sold
+            fx.balances["USDT"].free += sold * 30_000.0 - 500.0  # and 500 USDT withdrawn
+            from live_helpers import reconcile_twice
+
+            await reconcile_twice(e)
+            assert any(d["kind"] == "cash" for d in e.reconcile_blocked), e.reconcile_blocked
+            fx.fault(POST_ORDER, "hang", seconds=4, execute=False)
+            await e.close_position(eth, by="test")  # its answer lost: in doubt
+            result = await e.book_hand_sale(BTC, quantity=sold, price=30_000.0, by="test")
+            assert "agrees" not in result["reconcile"], result
+            assert any(d["kind"] == "cash" for d in e.reconcile_blocked), e.reconcile_blocked
+            with pytest.raises(ControlError):
+                await e.resume(by="test")
+
+
 async def test_a_crash_at_any_instant_of_a_sale_by_hand_leaves_no_order_journaled_new(tmp_path, fx, monkeypatch):
     """The order a sale by hand books is never to be sent: journaled `new` and killed there, a restart would look it
     up, not find it at the exchange and send it, selling coins a second time. The database a crash would leave at
