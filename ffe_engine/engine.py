@@ -215,6 +215,7 @@ class Engine:
         self._request_hold_stored: float | None | str = "unknown"
         # Differences the last reconciliation saw for the first time: looked at again before they hold the engine.
         self.reconcile_unconfirmed: list[dict[str, Any]] = []
+        self._reconciled_whole = False  # the last reconciliation compared every position, the cash and the equity
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
         self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
         # A real account's cash is the venue's quote balance at the first start on it (and after a restore's
@@ -1163,6 +1164,9 @@ class Engine:
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
         self.reconcile_unconfirmed = report.unconfirmed
+        # Whether it compared everything: every symbol's position, the cash and the equity (none left out for an
+        # order whose trade the balances may hold already, nor taken from the venue instead).
+        self._reconciled_whole = report.settled and not adopt and report.status != "failed"
         # Differences found once are looked at again when the venue's reads have had time to catch up.
         self._recheck_at = report.confirm_at
         # Taken only from balances read when no order was in doubt (a fill found later would be counted twice),
@@ -1543,7 +1547,8 @@ class Engine:
         await self.flush()
         differences = await self.reconcile()
         await self.flush()
-        if explains and not differences and not self.reconcile_unconfirmed and self.reconcile_blocked:
+        if (explains and not differences and not self.reconcile_unconfirmed and self._reconciled_whole
+                and self.reconcile_blocked):
             self.reconcile_blocked = []  # its `reconcile` record (ok) is written: the operator's word, then agreed
         held = self.reconcile_blocked
         if not held and self.reconcile_unconfirmed:
