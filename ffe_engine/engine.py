@@ -46,7 +46,7 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Or
 from . import overrides
 from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio
-from .reconcile import UNREACHABLE, Reconciler, blocked_text, in_doubt_only, outage_only
+from .reconcile import UNREACHABLE, Reconciler, blocked_text, difference_key, in_doubt_only, outage_only
 from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
@@ -1177,6 +1177,12 @@ class Engine:
             self._cash_from_venue = False
         differences = report.differences + unrecovered
         if differences:
+            if not self._reconciled_whole:
+                # What it could not compare (the cash and equity, a symbol with an order unsettled) still holds the
+                # engine as found before: a subset of the differences must not lift the others unseen.
+                found = {difference_key(d) for d in differences}
+                differences += [d for d in self.reconcile_blocked if d.get("kind") in ("position", "cash", "equity")
+                                and difference_key(d) not in found]
             self.reconcile_blocked = differences
             what = UNREACHABLE if outage_only(differences) else f"{len(differences)} difference(s)"
             reason = f"reconcile: {what}"

@@ -123,7 +123,7 @@ class Reconciler:
         """Split the report's differences into those that count and those not confirmed yet: a difference counts
         once it has been found by reconciliations that started the venue's settle window apart, without one in
         between that did not find it."""
-        found = [(_difference_key(d), d) for d in report.differences]
+        found = [(difference_key(d), d) for d in report.differences]
         self._first_seen = {k: self._first_seen.get(k, started) for k, _ in found}
         settle = self.venue.settle_s
         waiting = [(k, d) for k, d in found if started - self._first_seen[k] < settle]
@@ -397,7 +397,7 @@ def _order_key(vo: Any) -> str:
     return vo.client_order_id or f"#{vo.exchange_id}"
 
 
-def _difference_key(d: dict[str, Any]) -> str:
+def difference_key(d: dict[str, Any]) -> str:
     """What a difference is about, whatever its amounts: a lagging read and the next one differ in them."""
     if d.get("kind") in ("unknown_open_order", "order_in_doubt"):
         about = d.get("client_order_id") or f"#{d.get('exchange_id')}"
