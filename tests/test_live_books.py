@@ -1434,6 +1434,40 @@ async def test_the_page_of_records_that_cannot_be_written_names_the_orders_left_
     assert "Nothing trades" not in page["text"], page["text"]
 
 
+async def test_the_kill_switch_cancels_at_once_while_another_control_waits_on_a_hung_disk(tmp_path, fx, monkeypatch):
+    """The operator's close is under way (it holds the controls, its order waiting to be journaled on a disk that
+    hangs) when the kill switch is pressed: HALTED at once, and the open order's cancel sent to the exchange then,
+    not once the close and the disk are done."""
+    from ffe_engine.model import EngineState
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            disk = asyncio.Event()
+            store = running.store
+            for name in ("journal_order", "set_engine_state"):
+                write = getattr(store, name)
+
+                async def hanging(*args, _write=write, **kwargs):
+                    await disk.wait()
+                    return await _write(*args, **kwargs)
+
+                monkeypatch.setattr(store, name, hanging)
+            closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
+            await asyncio.sleep(0.2)
+            halting = asyncio.ensure_future(e.halt(reason="test", by="test"))
+            await wait_for(lambda: fx.requests_to(DELETE_ORDER), timeout=10, what="the cancel sent to the exchange")
+            assert e.state is EngineState.HALTED and fx.open_order(cid) is None
+            disk.set()
+            report = await asyncio.wait_for(halting, 30)
+            await asyncio.wait_for(closing, 30)
+        assert cid in report.cancelled, report
+        assert not [r for r in fx.requests_to(POST_ORDER) if r.params["side"] == "SELL"], "the close was sent"
+
+
 async def test_the_kill_switch_says_which_open_orders_filled_before_their_cancel(tmp_path, fx, monkeypatch):
     """An order open when the kill switch is pressed can fill before its cancel reaches it (the exchange matched it
     meanwhile): HALTED, and a position the operator did not expect. The kill switch's record and its words say that
