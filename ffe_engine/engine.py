@@ -1241,19 +1241,31 @@ class Engine:
     async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
         """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return."""
         self._still_running()
+        early: tuple[list[Order], CancelReport] | None = None
         if self._control_lock.locked() and self.state is not EngineState.HALTED:
-            # Another control is under way, and may be waiting on the exchange (its Retry-After, a slow answer):
-            # HALTED is stored at once, and the cancels follow once that control is done.
-            await self.trading.set(EngineState.HALTED, reason, by)
+            # Another control is under way, and may be waiting (on the exchange's Retry-After, a slow answer, a disk
+            # that hangs): HALTED at once, and the open orders' cancels sent now, while its record is stored; the
+            # rest of the kill switch follows once that control is done.
+            open_then = list(self.orders.live.values())
+            storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by))
+            await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
+            try:
+                early = open_then, await self.orders.cancel_all()
+            finally:
+                await storing
         async with self._control_lock:
             self._still_running()
-            return await self._halt(reason, by)
+            return await self._halt(reason, by, early=early)
 
-    async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None) -> CancelReport:
+    async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None,
+                    early: tuple[list[Order], CancelReport] | None = None) -> CancelReport:
         """The kill switch, under the control lock. `flattening`: the positions a flatten is about to close, stored
-        with HALTED before anything else, so that an engine stopped before its closing orders goes on with them."""
+        with HALTED before anything else, so that an engine stopped before its closing orders goes on with them.
+        `early`: the orders open when the kill switch was pressed and the report of their cancels, sent before the
+        control lock was had."""
         t0 = time.perf_counter()
-        open_then = list(self.orders.live.values())  # what a fill may beat its cancel to, from here on
+        # What a fill may beat its cancel to, from the press on.
+        open_then = early[0] if early is not None else list(self.orders.live.values())
         follow: dict[str, Any] | None = None
         if flattening is not None or self._flattening is not None:
             # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
@@ -1268,6 +1280,11 @@ class Engine:
             report = await self.orders.cancel_all()
         finally:
             await storing
+        if early is not None:  # the cancels sent at the press, then what was still open under the lock
+            done = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
+            report.cancelled = [c for c in early[1].cancelled if c not in done] + report.cancelled
+            report.failed = [f for f in early[1].failed if f.get("client_order_id") not in done
+                             and f.get("client_order_id") in self.orders.live] + report.failed
         report.filled = [o.client_order_id for o in open_then if o.status is OrderStatus.FILLED]
         # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
