@@ -136,33 +136,44 @@ async def test_a_symbol_behind_holds_the_others_back(fx, venue, clock):
 
 async def test_a_symbol_far_behind_does_not_stall_the_feed(fx, venue, clock):
     """A symbol with no new candles (an illiquid market: its reads answer, with nothing new) does not hold the others
-    back past `max_lag_bars`; nor does one whose reads keep failing, past `hold_failed_bars` of its outage."""
-    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock, max_lag_bars=2, hold_failed_bars=4)
+    back past `max_lag_bars`; nor does one whose reads keep failing, past `hold_failed_s` of its outage: the other
+    symbols' stop-losses are checked on their candles."""
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock, max_lag_bars=2, hold_failed_s=60)
     await feed.history(1)
     clock.now += 3 * M
     fx.fault("GET /api/v3/klines", "5xx_not_executed")  # BTC's read, the first of the round
     assert await feed.poll() == []  # BTC unreadable: ETH's three bars wait for it a while
-    clock.now += 5 * M
-    fx.fault("GET /api/v3/klines", "5xx_not_executed", times=1)  # still unreadable, for five bars now: released
+    clock.now += 61_000
+    fx.fault("GET /api/v3/klines", "5xx_not_executed")  # still unreadable, for over a minute now: released
     out = await feed.poll()
-    assert [(c.ts, c.symbol) for c in out] == [(T0 + i * M, ETH) for i in range(8)]
+    assert [(c.ts, c.symbol) for c in out] == [(T0 + i * M, ETH) for i in range(3)]
     late = await feed.poll()  # BTC's older candles would now go out of order: dropped, never yielded late
-    assert [(c.ts, c.symbol) for c in late] == [(T0 + 7 * M, BTC)]
+    assert [(c.ts, c.symbol) for c in late] == [(T0 + 2 * M, BTC)]
 
 
-async def test_a_symbol_whose_reads_fail_for_a_few_bars_holds_the_others_back_and_loses_no_candle(fx, venue, clock):
-    """Its klines answered 503 for three bars while the other symbol's answered: its candles are not dropped for
-    arriving after the other's (their lows and highs are where its stop-loss and take-profit are checked); the
-    other's wait for them, and both come out in order once it answers again."""
-    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock, max_lag_bars=2)
+async def test_a_symbol_whose_reads_fail_for_a_while_holds_the_others_back_and_loses_no_candle(fx, venue, clock):
+    """Its klines answered 503 for 40 seconds, over a bar's close, while the other symbol's answered: its candles are
+    not dropped for arriving after the other's (their lows and highs are where its stop-loss and take-profit are
+    checked); the other's wait for them, and both come out in order once it answers again."""
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock, max_lag_bars=0)
     await feed.history(1)
     got = []
     for _ in range(3):
-        clock.now += M
-        fx.fault("GET /api/v3/klines", "5xx_not_executed", times=1)  # BTC's read, first of each round, fails
+        clock.now += 20_000
+        fx.fault("GET /api/v3/klines", "5xx_not_executed")  # BTC's read, first of each round, fails
         got += await feed.poll()
     got += await feed.poll()
-    assert [(c.ts, c.symbol) for c in got] == [(T0 + i * M, s) for i in range(3) for s in (BTC, ETH)]
+    assert [(c.ts, c.symbol) for c in got] == [(T0 + i * M, s) for i in range(2) for s in (BTC, ETH)], got
+
+
+async def test_a_symbol_the_exchange_refuses_to_serve_does_not_hold_the_others(fx, venue, clock):
+    """A read refused for good (an unknown symbol, a delisting: not an outage) holds nothing back."""
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock, max_lag_bars=2)
+    await feed.history(1)
+    clock.now += 3 * M
+    fx.fault("GET /api/v3/klines", "error", status=400, code=-1121, msg="Invalid symbol.")
+    out = await feed.poll()
+    assert [(c.ts, c.symbol) for c in out] == [(T0 + i * M, ETH) for i in range(3)]
 
 
 async def test_last_price_is_the_ticker(fx, venue, clock):
