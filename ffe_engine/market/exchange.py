@@ -5,10 +5,11 @@ taken as closed when a later row exists, or when its period ended `close_grace_m
 exchanges that do not serve the open candle). Each closed candle is yielded once, in non-decreasing time across
 symbols: candles of a symbol that is ahead wait until the others have caught up, unless those lag by more than
 `max_lag_bars` (an illiquid market with no trades: its reads answer, with nothing new), or a symbol whose reads fail
-has failed for more than `hold_failed_bars` (an outage of its own); a candle that arrives after newer ones were
-yielded is dropped with a warning rather than yielded out of order. A read that fails for a while (the exchange's
-klines down for one symbol) so holds the others back rather than lose that symbol's candles, whose lows and highs
-are where its stop-loss and take-profit are checked.
+(the exchange not answering for it) has failed for more than `hold_failed_s`; a candle that arrives after newer ones
+were yielded is dropped with a warning rather than yielded out of order. A short outage of one symbol's klines so
+loses none of its candles (their lows and highs are where its stop-loss and take-profit are checked), and a longer
+one does not keep the other symbols' candles, and their stop-losses, waiting for it. A read refused for good (an
+unknown symbol) holds nothing back.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class ExchangeFeed:
     async sleep(seconds); the wall clock by default."""
 
     def __init__(self, source: Any, symbols: list[str], timeframe_ms: int, poll_s: float, clock: Any = None, *,
-                 page: int = 500, max_lag_bars: int = 2, hold_failed_bars: int = 10,
+                 page: int = 500, max_lag_bars: int = 2, hold_failed_s: float = 60.0,
                  close_grace_ms: int = 2000) -> None:
         self.reader: CcxtVenue = source if isinstance(source, CcxtVenue) else CcxtVenue(None, symbols,
                                                                                         exchange=source)
@@ -44,7 +45,7 @@ class ExchangeFeed:
         self.clock = clock if clock is not None else WallClock()
         self.page = page
         self.max_lag_bars = max_lag_bars
-        self.hold_failed_bars = hold_failed_bars
+        self.hold_failed_ms = int(hold_failed_s * 1000)
         self._failing: dict[str, int] = {}  # symbol -> clock time of the first of the reads failing in a row
         self.close_grace_ms = close_grace_ms
         self._owned: CcxtVenue | None = None
@@ -106,7 +107,10 @@ class ExchangeFeed:
                 rows = await self.reader.fetch_ohlcv(sym, self.timeframe, since, self.page if since else 2)
             except (VenueUnavailable, VenueError) as exc:
                 log.warning("exchange feed: %s candles unavailable: %s", sym, exc)
-                self._failing.setdefault(sym, now)
+                if isinstance(exc, VenueUnavailable):  # an outage, which may end soon; a refusal will not
+                    self._failing.setdefault(sym, now)
+                else:
+                    self._failing.pop(sym, None)
                 continue
             self._failing.pop(sym, None)
             closed = self._closed_rows(sym, rows, now)
@@ -135,7 +139,7 @@ class ExchangeFeed:
             return []
         lead = max(self._fetched.values())
         floor = lead - self.max_lag_bars * self.timeframe_ms
-        patience = self.hold_failed_bars * self.timeframe_ms
+        patience = self.hold_failed_ms
         keeping_up = [ts for sym, ts in self._fetched.items()
                       if ts >= floor or now - self._failing.get(sym, now - patience) < patience]
         bound = min(keeping_up)
