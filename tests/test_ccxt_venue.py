@@ -17,13 +17,19 @@ POST_ORDER, GET_ORDER, DELETE_ORDER = "POST /api/v3/order", "GET /api/v3/order",
 
 
 class Waits:
-    """Stands in for asyncio.sleep between read retries: records the waits, does not wait."""
+    """Stands in for asyncio.sleep between read retries: records the waits and moves its own time by them (the
+    retries' monotonic clock, `now`), without waiting."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
 
     async def __call__(self, s: float) -> None:
         self.seconds.append(s)
+        self.t += s
         await asyncio.sleep(0)
 
 
@@ -42,6 +48,7 @@ def waits():
 @pytest.fixture
 async def venue(fx, waits):
     v = CcxtVenue(exchange_settings(fx), [BTC, ETH], read_attempts=4, sleep=waits)
+    v.reads.monotonic = waits.now
     await v.connect()
     yield v
     await v.close()
@@ -400,3 +407,19 @@ async def test_a_retry_waits_for_a_retry_after_another_request_got_while_it_back
     venue.reads.sleep = backoff_meanwhile_banned
     assert (await venue.fetch_balance())["USDT"] == 10_000.0
     assert len(waits.seconds) == 2 and 2.5 < waits.seconds[1] <= 3.0, waits.seconds
+
+
+async def test_a_retry_waits_out_a_longer_retry_after_another_request_got_before_its_own(fx, venue, waits):
+    """Another request is given Retry-After 3 s while this one is on the wire; this one's own answer is a 429 with
+    Retry-After 1 s. Its retry waits for the longer hold, not only its own: nothing is sent before it ends."""
+    fx.fault("GET /api/v3/account", "429", retry_after=1)
+    read = venue.exchange.fetch_balance
+
+    async def meanwhile_banned(*args, **kwargs):
+        if not waits.seconds:
+            venue.reads.hold(3.0)  # another request's 429, answered while this one is on the wire
+        return await read(*args, **kwargs)
+
+    venue.exchange.fetch_balance = meanwhile_banned
+    assert (await venue.fetch_balance())["USDT"] == 10_000.0
+    assert sum(waits.seconds) == pytest.approx(3.0), waits.seconds
