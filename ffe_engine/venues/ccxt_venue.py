@@ -345,22 +345,16 @@ class ReadRetry:
                        passthrough: tuple[type[BaseException], ...] = ()) -> T:
         """Run `call`; exceptions of the `passthrough` types are re-raised untouched for the caller to handle."""
 
-        waited: list[float | None] = [None]  # the hold this call's own last answer set, which its backoff waits out
-
         async def attempt() -> T:
-            # Every attempt waits out a hold but the one its own last answer set: another request may have been
-            # given a Retry-After while this one backed off.
-            if self.hold_until != waited[0]:
-                await self.wait_hold(what)
+            # Every attempt waits out what is left of a hold: none of its own answer's, which its backoff waited
+            # for, but another request's may be longer, or given while this one backed off.
+            await self.wait_hold(what)
             try:
                 return await call()
             except passthrough:
                 raise
             except (cx.BaseError, *_NETWORK) as exc:
-                error = self.translate(exc, what)
-                if isinstance(error, VenueUnavailable) and error.retry_after is not None:
-                    waited[0] = self.hold_until
-                raise error from None
+                raise self.translate(exc, what) from None
             except _UNPARSED as exc:  # a body that is not the exchange's answer (a gateway's page): not read
                 raise VenueUnavailable(f"{self.name} {what}: the answer could not be read "
                                        f"({type(exc).__name__})") from None
