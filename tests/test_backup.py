@@ -600,3 +600,41 @@ def test_a_backup_to_a_path_that_is_a_file_says_it_is_not_a_directory(account, t
     assert proc.stderr.strip() == f"ffe: error: {target}: not a directory (--to names the directory the backups go " \
                                   "into)", proc.stderr
     assert target.read_text() == "not a directory"
+
+
+def test_a_backup_while_another_backup_holds_the_data_directory_says_so(account, tmp_path):
+    """`ffe backup` beside a backup (or restore) of the same stopped account: it says who holds the directory, not
+    that no engine is running, and exits 1 (try again once it has ended)."""
+    from ffe_engine.host import acquire_lock
+
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd)
+    lock = acquire_lock(cwd / "data", holder="restore")
+    try:
+        proc = run_ffe(cwd, "backup", "--to", str(tmp_path / "b"), env=env())
+    finally:
+        os.close(lock)
+    assert proc.returncode == 1, proc.stderr
+    assert f"a restore (pid {os.getpid()}) holds" in proc.stderr and "no engine" not in proc.stderr, proc.stderr
+
+
+def test_a_lock_file_caught_before_its_holder_is_written_is_no_other_engine(tmp_path):
+    """The holder writes its name into the lock file just after taking the lock: one that names nobody yet, or a pid
+    no longer alive, is not taken for another engine (exit 2, which systemd never retries)."""
+    import fcntl
+
+    from ffe_engine.host import DirectoryHeld, acquire_lock
+
+    data = tmp_path / "data"
+    data.mkdir()
+    fd = os.open(data / "ffe.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for written in (b"", b"999999999"):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, written, 0)
+            with pytest.raises(DirectoryHeld) as info:
+                acquire_lock(data)
+            assert info.value.holder == "unknown", (written, str(info.value))
+    finally:
+        os.close(fd)
