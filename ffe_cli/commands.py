@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 # the command line is said before any of it is loaded.
 from ffe_engine import fmt, present, tables
 from ffe_engine.api import COMMANDS as CONTROL
-from ffe_engine.errors import ControlError, Interrupted, StartError, StorageError, UsageError
+from ffe_engine.errors import ControlError, FfeError, Interrupted, StartError, StorageError, UsageError
 
 if TYPE_CHECKING:
     from ffe_engine.config import Settings
@@ -534,7 +534,7 @@ def backup(args: argparse.Namespace) -> int:
     """Ask the running engine for its backup; with no engine on the data directory, take it here under its lock."""
     from ffe_engine import backup as bk
     from ffe_engine.clock import WallClock
-    from ffe_engine.host import acquire_lock, lock_database
+    from ffe_engine.host import DirectoryHeld, acquire_lock, lock_database
     from ffe_engine.interrupts import stopped_by_signals
 
     settings = settings_from(args)
@@ -546,8 +546,10 @@ def backup(args: argparse.Namespace) -> int:
         raise UsageError(f"{dest}: not a directory (--to names the directory the backups go into)")
     try:
         lock: int | None = acquire_lock(settings.data_dir, holder="backup")
-    except StartError:  # an engine holds the directory: it takes the backup itself
-        lock = None
+    except DirectoryHeld as exc:
+        if exc.holder != "engine" and exc.holder != "unknown":
+            raise FfeError(f"{exc}: take the backup once it has ended") from None
+        lock = None  # an engine holds the directory (or is taking it): it takes the backup itself
     except StorageError:
         # A directory that takes no write (a disk remounted read-only), where no engine can start: the database
         # file's own lock, which a running engine holds too, instead of the lock file that cannot be made.

@@ -130,13 +130,27 @@ def acquire_lock(data_dir: Path, holder: str = "engine") -> int:
 
     def refused(written: str) -> StartError:
         pid, _, kind = written.partition(" ")
-        kind = kind or "engine"  # a lock file that names no holder: an engine's
-        who = f" (pid {pid})" if pid.isdigit() else ""
+        kind = kind or "engine"  # a pid alone: an engine of a release before the holders were named
+        if not pid.isdigit() or not _alive(int(pid)):
+            # Read between the lock taken and its holder written (or what an earlier holder left): nobody to name.
+            return DirectoryHeld(f"{data_dir}: another process holds this data directory (it names no holder "
+                                 "yet)", "unknown")
         if kind == "engine":
-            return DirectoryHeld(f"{data_dir}: another ffe engine{who} is running on this data directory", kind)
-        return DirectoryHeld(f"{data_dir}: a {kind}{who} holds this data directory", kind)
+            return DirectoryHeld(f"{data_dir}: another ffe engine (pid {pid}) is running on this data directory",
+                                 kind)
+        return DirectoryHeld(f"{data_dir}: a {kind} (pid {pid}) holds this data directory", kind)
 
     return _hold_lock(data_dir / "ffe.lock", f"{os.getpid()} {holder}", refused)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 async def acquire_engine_lock(data_dir: Path, clock: Clock) -> int:
