@@ -375,9 +375,13 @@ class Reconciler:
         ours, theirs = self._position_both_ways(symbol, balances, base_line)
         if theirs > ours - quantity + self._tolerance(symbol):
             base = symbol.partition("/")[0]
-            raise ControlError(f"the exchange's account still holds {theirs:.8g} {base} of the books' {symbol} "
-                               f"position of {ours:.8g}: a sale of {quantity:.8g} would leave the books fewer coins "
-                               "than the account; nothing booked")
+            held, baseline = balances.get(base, 0.0), base_line.get(base, 0.0)
+            # With a baseline (coins the account held before ffe, or an accepted shortfall below zero), what the
+            # account holds is not what counts toward the position: both are said.
+            counted = f" ({theirs:.8g} toward the position, its baseline {baseline:+.8g})" if baseline else ""
+            raise ControlError(f"the exchange's account still holds {held:.8g} {base}{counted}: a sale of "
+                               f"{quantity:.8g} would leave the books' {symbol} position of {ours:.8g} at "
+                               f"{ours - quantity:.8g}, fewer coins than the account; nothing booked")
 
     def _refuse_while_unsettled(self) -> None:
         waiting = self.unsettled()
