@@ -214,10 +214,9 @@ async def test_ctrl_k_kills_from_the_log_filter_when_kill_is_remapped_to_k_and_h
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
 
 
-async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_it_trades(tmp_path, monkeypatch):
-    """The console says STARTING while the engine opens (a live start can wait a while on its exchange). The kill
-    switch, pressed then and confirmed, is not dropped: the engine is halted as soon as it has started, before it
-    trades, as SIGUSR1 halts a headless start. Pause and flatten, which need a running engine, say so."""
+def held_open(monkeypatch) -> asyncio.Event:
+    """The engine's start held until the event returned is set: the console says STARTING meanwhile, as while a
+    live start waits on its exchange."""
     from ffe_engine.host import EngineHost
 
     gate = asyncio.Event()
@@ -228,6 +227,14 @@ async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_i
         return await opened(cls, *args, **kwargs)
 
     monkeypatch.setattr(EngineHost, "open", classmethod(slow_open))
+    return gate
+
+
+async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_it_trades(tmp_path, monkeypatch):
+    """The console says STARTING while the engine opens (a live start can wait a while on its exchange). The kill
+    switch, pressed then and confirmed, is not dropped: the engine is halted as soon as it has started, before it
+    trades, as SIGUSR1 halts a headless start. Pause and flatten, which need a running engine, say so."""
+    gate = held_open(monkeypatch)
     db = db_path(tmp_path)
     app = console(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -251,16 +258,7 @@ async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_i
 
 
 async def test_sigusr1_while_the_console_starts_its_engine_halts_it_once_started(tmp_path, monkeypatch):
-    from ffe_engine.host import EngineHost
-
-    gate = asyncio.Event()
-    opened = EngineHost.open.__func__
-
-    async def slow_open(cls, *args, **kwargs):
-        await gate.wait()
-        return await opened(cls, *args, **kwargs)
-
-    monkeypatch.setattr(EngineHost, "open", classmethod(slow_open))
+    gate = held_open(monkeypatch)
     app = console(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.3)
