@@ -31,3 +31,18 @@ def test_a_large_quantity_that_is_a_whole_number_of_steps_keeps_every_step():
         qty = float(f"{n * step:.10f}")
         assert round(floor_to_step(qty, step) / step) == n, (qty, step)
     assert floor_to_step(1.0000019, 1e-6) == 1.000001
+
+
+@given(qty=st.floats(1e-8, 1e17, allow_nan=False, allow_infinity=False),
+       step=st.sampled_from((1e-8, 1e-6, 1e-5, 0.001, 1.0)))
+def test_a_quantity_floored_to_a_step_is_never_more_than_it_was(qty, step):
+    """A sale of what the books hold floored to the step must not ask for more than they hold: rounded up by a
+    hair, every exit of a position of 1e10 coins on a 1e-6 step was refused ("need 1.3759957e+10, free
+    1.3759957e+10") and the position could never be sold."""
+    assert floor_to_step(qty, step) <= qty
+
+
+def test_a_quantity_just_below_a_whole_number_of_steps_is_not_rounded_up():
+    assert floor_to_step(1e9, 1e-6) == 1e9
+    assert floor_to_step(123456789.987654, 1e-8) <= 123456789.987654
+    assert floor_to_step(999_999_999.9999994, 1e-6) == 999_999_999.999999
