@@ -37,12 +37,15 @@ def floor_to_step(qty: float, step: float) -> float:
     not the 0.010010000000000002 that the product of the two floats gives."""
     if step <= 0:
         return qty
-    x = qty / step
-    # A whole number of steps may come out a hair below it: by up to a few ulps of x, which grow with x (a quantity
-    # of 1e11 steps and more) past the fixed 1e-9 that covers the rest.
-    n = math.floor(x + max(1e-9, abs(x) * 1e-15))
+    n = math.floor(qty / step + 1e-9)
+    # A whole number of steps may come out a hair below it (by a few ulps of the quotient, which grow past the 1e-9
+    # above with a quantity of 1e11 steps and more): one step more when it is within float noise of the quantity.
+    if (n + 1) * step <= qty * (1.0 + 4e-16):
+        n += 1
     decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + 2  # a step like 0.0025 needs its own digits
-    return round(n * step, decimals)
+    # Never more than was given: the product of so many steps can round above it (a sale would ask for more
+    # coins than are held, and be refused at every try).
+    return min(round(n * step, decimals), qty)
 
 
 class OrderStatus(str, Enum):
