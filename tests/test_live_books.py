@@ -1434,6 +1434,24 @@ async def test_the_page_of_records_that_cannot_be_written_names_the_orders_left_
     assert "Nothing trades" not in page["text"], page["text"]
 
 
+async def test_two_entries_sent_at_once_on_a_slow_exchange_count_under_daily_trades(tmp_path, fx):
+    """DAILY_TRADES of 1 and two entries asked for at once (the strategy's and the operator's, say) while the
+    exchange answers slowly: the second is checked with the first counted, in flight, and refused."""
+    fx.set_price("BTCUSDT", 30_000.0)
+    settings = live_settings(tmp_path, fx, engine={"order_poll_s": 0.1, "live_start_paused": False},
+                             exchange={"timeout_ms": 5000},
+                             risk={"max_daily_trades": 1, "max_position_pct": 100, "max_concentration_pct": 100,
+                                   "max_open_positions": 10, "max_var_pct": 100})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "slow", seconds=1.0, times=2)
+            a, b = await asyncio.gather(e.operator_order(BTC, "buy", 0.001), e.operator_order(BTC, "buy", 0.001))
+            assert [a["accepted"], b["accepted"]].count(True) == 1, (a, b)
+            assert "DAILY_TRADES" in (b["reason"] if a["accepted"] else a["reason"]), (a, b)
+            assert e.portfolio.entries_today == 1
+
+
 async def test_the_kill_switch_cancels_at_once_while_another_control_waits_on_a_hung_disk(tmp_path, fx, monkeypatch):
     """The operator's close is under way (it holds the controls, its order waiting to be journaled on a disk that
     hangs) when the kill switch is pressed: HALTED at once, and the open order's cancel sent to the exchange then,
