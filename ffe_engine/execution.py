@@ -215,12 +215,16 @@ class OrderPath:
         if not self._allowed_now(o):
             await self._finish(o, OrderStatus.REJECTED, f"engine {self.trading.state.value} before send")
             return Submission(False, gates, o, o.error)
+        # DAILY_TRADES counts the entry from here, in flight: one checked meanwhile counts it; taken back below
+        # if the venue refuses it (an entry it refused was not made).
+        counted = not intent.reduce_only and intent.reason in (OrderReason.SIGNAL, OrderReason.OPERATOR)
         if not intent.reduce_only:
             self.portfolio.note_order(now)  # ORDER_RATE: every order sent, as an exchange's own rate limit counts
+        if counted:
+            self.portfolio.entries_today += 1
         await self._send(o)
-        if (not intent.reduce_only and o.status is not OrderStatus.REJECTED
-                and intent.reason in (OrderReason.SIGNAL, OrderReason.OPERATOR)):
-            self.portfolio.entries_today += 1  # DAILY_TRADES: an entry the venue refused was not made
+        if counted and o.status is OrderStatus.REJECTED:
+            self.portfolio.entries_today = max(0, self.portfolio.entries_today - 1)
         held_back = self.hold_until if o.client_order_id in self._held_back else None
         answered = self._held_back.pop(o.client_order_id, False)
         return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error, held_until=held_back,
