@@ -381,6 +381,13 @@ async def test_the_health_of_an_engine_whose_feed_ended_says_stopped_never_runni
         # The status line too: the state it stopped in, as `ffe ctl status` and an attached console say it.
         status = status_text(app)
         assert "STOPPED" in status and "was RUNNING" in status, status
+        # Nothing runs to halt or flatten: said at once, not asked, then refused.
+        for key in ("K", "F"):
+            await pilot.press(key)
+            await until(pilot, lambda: any("has stopped" in n.message for n in app._notifications),
+                        f"{key}: the engine has stopped")
+            assert "KILL SWITCH" not in screen_text(app) and "FLATTEN" not in screen_text(app)
+            app.clear_notifications()
 
 
 class _Tables(App):
