@@ -480,6 +480,15 @@ class ConsoleApp(App[int]):
         """Whether the engine is being opened (not open yet, not failed, the console not closing)."""
         return self.running is None and self.start_failure is None and not self.stopping
 
+    def _has_stopped(self) -> bool:
+        """Whether the engine has stopped (its run ended, it crashed, or, attached, its process stopped): said, for
+        a key that would act on it, rather than asked and then refused."""
+        if not (self.feed_ended or self.engine_stopped or self.crash is not None):
+            return False
+        self.say("the engine has stopped: nothing runs to halt or flatten; it starts again in the state it was "
+                 "left in", severity="warning")
+        return True
+
     def _not_started(self) -> None:
         """A key that needs a running engine, pressed while it starts."""
         if self._starting():
@@ -673,6 +682,8 @@ class ConsoleApp(App[int]):
                           "trades. HALTED is stored and survives a restart; re-arm with "
                           f"{self._key('pause')}.", "HALT", lambda: self._halt_once_started("kill switch", "operator"))
             return
+        if self._has_stopped():
+            return
         def body() -> str:
             orders, positions = self._counts()
             return (f"Halt the engine now: cancel every open order ({orders} open) and refuse every new order."
@@ -729,6 +740,8 @@ class ConsoleApp(App[int]):
     def action_flatten(self) -> None:
         if self.engine is None:
             self._not_started()
+            return
+        if self._has_stopped():
             return
         def body() -> str:
             orders, positions = self._counts()
