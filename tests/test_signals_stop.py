@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import json
 import signal
 import socket
@@ -103,6 +104,8 @@ def test_a_start_given_up_leaves_the_signals_as_they_were_for_what_the_process_s
     (tmp_path / "data").mkdir()
     with open(tmp_path / "data" / "ffe.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
+        held.write(f"{os.getpid()} engine\n")  # an engine's lock, naming it (a lock that names nobody is waited for)
+        held.flush()
         proc = ffe_in_process(tmp_path, "run", "--headless", "--max-bars", "3")
     assert proc.returncode != 0 and "another ffe engine" in proc.stderr, proc
     assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
