@@ -266,3 +266,23 @@ async def test_sigusr1_while_the_console_starts_its_engine_halts_it_once_started
         gate.set()
         await until(pilot, lambda: app.snap is not None and "HALTED" in status_text(app), "HALTED on the status line")
         assert db_value(db_path(tmp_path), "SELECT state FROM engine_state") == "HALTED"
+
+
+async def test_a_halt_asked_for_while_the_engine_starts_holds_though_the_console_stops_before_it_started(tmp_path,
+                                                                                                         monkeypatch):
+    """K and y while STARTING, then a stop (SIGTERM from systemd, or q) before the start ends: the engine that opens
+    is halted before it is closed, and starts again HALTED: the dialog said HALTED is stored."""
+    gate = held_open(monkeypatch)
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
+        await pilot.press("y")
+        await pilot.pause(0.2)
+        app._signal_stop("SIGTERM")
+        gate.set()
+        await until(pilot, lambda: not app.is_running, "the console to exit", timeout=60)
+    assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+    assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
