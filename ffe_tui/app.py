@@ -448,6 +448,11 @@ class ConsoleApp(App[int]):
                     running = None
             if running is None:
                 return
+            if self._halt_when_started is not None and self.engine is None:
+                # Opened as the console closes: the halt asked for while it opened is made first (HALTED stored).
+                reason, by = self._halt_when_started
+                with contextlib.suppress(Exception):
+                    await running.engine.halt(reason=reason, by=by)
             running.engine.request_stop()
             if self._run_task is not None:
                 try:
