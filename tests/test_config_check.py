@@ -111,3 +111,18 @@ def test_a_bad_key_map_from_the_environment_is_named_so_and_refused_by_a_headles
         [line] = res.stderr.strip().splitlines()
         assert line.startswith("ffe: error: environment: FFE_TUI__KEYS: tui.keys.pause: 'ctrl+c' cannot be used"), line
     assert not (tmp_path / "data").exists()
+
+
+def test_config_check_names_a_database_a_newer_ffe_wrote_as_one_the_next_start_stops_on(tmp_path):
+    """The configuration is valid, the database beside it is not one this release can start on (a newer ffe wrote
+    it): said in a comment, as for a damaged one, with the exit code the start will have."""
+    import sqlite3
+
+    run = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert run.returncode == 0, run.stderr
+    with sqlite3.connect(tmp_path / "data" / "ffe.db") as conn:
+        conn.execute("PRAGMA user_version = 99")
+    proc = run_ffe(tmp_path, "config", "check")
+    assert proc.returncode == 0, proc.stderr
+    comment = proc.stdout.strip().splitlines()[-1]
+    assert comment.startswith("# ") and "schema version 99 is newer" in comment and "(exit 2)" in comment, comment
