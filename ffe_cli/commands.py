@@ -72,7 +72,7 @@ def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
     from ffe_engine.config import check_replay, render_settings
     from ffe_engine.monitor import check_bind
-    from ffe_engine.store import saved_state
+    from ffe_engine.store import SchemaError, saved_state
 
     from ffe_tui import keys
 
@@ -92,8 +92,8 @@ def config_check(args: argparse.Namespace) -> int:
     text = render_settings(settings)
     try:
         saved = saved_state(settings.db_path)
-    except StorageError as exc:  # the configuration is valid; what the next start would read is not
-        _print(f"{text}\n\n# {exc}; the next start will stop on it (exit 1)")
+    except (StorageError, SchemaError) as exc:  # the configuration is valid; what the next start would read is not
+        _print(f"{text}\n\n# {exc}; the next start will stop on it (exit {exc.exit_code})")
         return 0
     found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
     if found:

@@ -1710,6 +1710,10 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
             problems = check_problems(conn.execute("PRAGMA quick_check").fetchall())
             if problems != ["ok"]:
                 raise damaged_database(path, first_problem(problems))
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise SchemaError(f"{path}: database schema version {version} is newer than this ffe "
+                                  f"({SCHEMA_VERSION}): run the ffe release that wrote it, or a newer one")
         out: dict[str, Any] = {}
         with contextlib.suppress(sqlite3.DatabaseError):
             row = conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
