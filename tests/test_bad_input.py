@@ -399,3 +399,17 @@ def test_a_replayed_market_config_that_run_would_refuse_is_refused_by_config_che
         (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
         assert "config.toml:7: market.replay_files" in line and words in line, (command, line)
     assert not (tmp_path / "data" / "ffe.db").exists()
+
+
+def test_a_replayed_market_set_in_the_environment_names_the_variable_and_a_directory_is_no_file(tmp_path):
+    """The replay files set by FFE_MARKET__REPLAY_FILES: a missing one is said with the variable that set it; a
+    directory given as a file is said as such, not as "no such file"."""
+    (tmp_path / "config.toml").write_text('[engine]\nsymbols = ["BTC/USD"]\n[venue]\nquote = "USD"\n'
+                                          '[market]\nsource = "replay"\n')
+    (tmp_path / "adir").mkdir()
+    for files, words in (('{"BTC/USD": "nope.csv"}', "environment: FFE_MARKET__REPLAY_FILES: "
+                                                     "market.replay_files.BTC/USD: nope.csv: no such file"),
+                         ('{"BTC/USD": "adir"}', "market.replay_files.BTC/USD: adir: a directory, not a file")):
+        proc = run_ffe(tmp_path, "config", "check", env=ffe_env(FFE_MARKET__REPLAY_FILES=files))
+        assert proc.returncode == 2, (files, proc.stdout, proc.stderr)
+        assert words in proc.stderr, (files, proc.stderr)
