@@ -672,7 +672,7 @@ def test_a_reconcile_page_for_coins_gone_from_the_account_says_how_to_book_a_sal
     (alert,) = alerts_for(ReconcileEvent(status="differences", differences=sold), state="PAUSED")
     assert alert.severity == "page" and "2 unexplained difference(s)" in alert.text, alert.text
     assert ("The exchange holds fewer BTC than the books' BTC/USDT position: if they were sold there by hand, book "
-            "the sale (`ffe ctl sold-by-hand BTC/USDT --quantity Q --price P`)") in alert.text, alert.text
+            "the sale (`ffe ctl sold-by-hand BTC/USDT --quantity Q --price P --fee F`)") in alert.text, alert.text
     deposit = [{"kind": "position", "symbol": "BTC/USDT", "journal": 0.5, "venue": 0.7}]
     (alert,) = alerts_for(ReconcileEvent(status="differences", differences=deposit), state="PAUSED")
     assert "sold-by-hand" not in alert.text and "`ffe ctl accept`" in alert.text, alert.text

@@ -1555,7 +1555,7 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
             held = await sold_by_hand(e, fx, 0.5)
             sold = round(held * 0.5, 5)
             (held_by,) = [b for b in (await e.why())["blocking"] if b["gate"] == "RECONCILE"]
-            assert f"`ffe ctl sold-by-hand {BTC} --quantity Q --price P`" in held_by["lifts"], held_by
+            assert f"`ffe ctl sold-by-hand {BTC} --quantity Q --price P --fee F`" in held_by["lifts"], held_by
             fx.balances["USDT"].free -= 1.5  # the exchange's fee of the sale, in the quote currency
             posts = len(fx.requests_to(POST_ORDER))
             for args, words in ((("--quantity", f"{sold}", "--price", "30000"), "add --yes to confirm"),
