@@ -140,8 +140,8 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           "if the exchange lost it, settle it as its account shows it (`ffe ctl settle ID filled|"
                           "canceled`).")]
         gone = "".join(f" The exchange holds fewer {sym.partition('/')[0]} than the books' {sym} position: if they "
-                       "were sold there by hand, book the sale (`ffe ctl sold-by-hand "
-                       f"{sym} --quantity Q --price P`); the accept is refused for it." for sym in coins_gone(found))
+                       f"were sold there by hand, book the sale (`ffe ctl sold-by-hand {sym} --quantity Q --price P "
+                       "--fee F`); the accept is refused for it." for sym in coins_gone(found))
         return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
                                                         "journal and the venue. Entries held until `ffe ctl accept`."
                                                         + gone)]

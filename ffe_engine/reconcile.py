@@ -355,7 +355,7 @@ class Reconciler:
                     f"the books' {sym} position of {pos.quantity if pos else 0.0:.8g}: they left the account "
                     "outside ffe, and a position with no coins behind it cannot be sold. Put them back on the "
                     "exchange (buy them there), then accept; if they were sold there by hand, book the sale "
-                    f"(`ffe ctl sold-by-hand {sym} --quantity Q --price P`); or restore the records that match "
+                    f"(`ffe ctl sold-by-hand {sym} --quantity Q --price P --fee F`); or restore the records that match "
                     "the account")
 
     async def refuse_unless_sold(self, symbol: str, quantity: float) -> None:
