@@ -169,7 +169,8 @@ async def acquire_engine_lock(data_dir: Path, clock: Clock) -> int:
                 raise FfeError(f"{exc} still, after {LOCK_WAIT_S:.0f}s: start again once it has ended") from None
             if not said:
                 said = True
-                log.warning(f"waiting for the {exc.holder} to end", detail=str(exc))
+                what = exc.holder if exc.holder != "unknown" else "process that holds it"
+                log.warning(f"waiting for the {what} to end", detail=str(exc))
             await asyncio.sleep(0.5)
 
 
