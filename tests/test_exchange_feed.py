@@ -200,3 +200,26 @@ async def test_from_settings_reads_public_data_without_credentials(fx, clock):
     await feed.close()
     assert feed.reader.exchange.session is None or feed.reader.exchange.session.closed
     assert all("X-MBX-APIKEY" not in r.params and "signature" not in r.params for r in fx.requests)
+
+
+async def test_on_hourly_bars_a_symbol_s_outage_holds_the_other_s_candle_a_minute_not_two_bars(fx, venue):
+    """Within `max_lag_bars` a failing symbol held the others as a lagging read would: two hours on hourly bars,
+    their stop-losses unchecked all that while. Its outage holds them `hold_failed_s`; a refused read, not at all."""
+    hour = 3_600_000
+    for kind, opts, at_most in (("5xx_not_executed", {}, 120_000),
+                                ("error", {"status": 400, "code": -1121, "msg": "Invalid symbol."}, 60_000)):
+        clock = StepClock(1_700_002_800_000 + 30_000)  # half a minute into an hour
+        fx.market_clock = clock.now_ms
+        feed = ExchangeFeed(venue, [BTC, ETH], hour, poll_s=20, clock=clock, hold_failed_s=60)
+        await feed.history(1)
+        clock.now += hour  # the hour closed: ETH's candle is there, BTC's reads fail from now on
+        waited, out = 0, []
+        while not out and waited < 3 * hour:
+            fx.clear_faults("GET /api/v3/klines")
+            fx.fault("GET /api/v3/klines", kind, **opts)
+            out = await feed.poll()
+            if not out:
+                clock.now += 30_000
+                waited += 30_000
+        assert out and {c.symbol for c in out} == {ETH}, (kind, out)
+        assert waited <= at_most, f"{kind}: ETH's candle held {waited / 60_000:.1f} min"
