@@ -47,6 +47,7 @@ class ExchangeFeed:
         self.max_lag_bars = max_lag_bars
         self.hold_failed_ms = int(hold_failed_s * 1000)
         self._failing: dict[str, int] = {}  # symbol -> clock time of the first of the reads failing in a row
+        self._refused: set[str] = set()  # symbols whose last read was refused for good (an unknown symbol)
         self.close_grace_ms = close_grace_ms
         self._owned: CcxtVenue | None = None
         self._fetched: dict[str, int] = {}  # symbol -> open time of the newest closed candle fetched
@@ -109,10 +110,13 @@ class ExchangeFeed:
                 log.warning("exchange feed: %s candles unavailable: %s", sym, exc)
                 if isinstance(exc, VenueUnavailable):  # an outage, which may end soon; a refusal will not
                     self._failing.setdefault(sym, now)
+                    self._refused.discard(sym)
                 else:
                     self._failing.pop(sym, None)
+                    self._refused.add(sym)
                 continue
             self._failing.pop(sym, None)
+            self._refused.discard(sym)
             closed = self._closed_rows(sym, rows, now)
             if since is None:
                 closed = closed[-1:]  # a feed started without history begins with the latest closed candle
@@ -139,10 +143,12 @@ class ExchangeFeed:
             return []
         lead = max(self._fetched.values())
         floor = lead - self.max_lag_bars * self.timeframe_ms
+        # A symbol holds the others while it answers and lags no more than max_lag_bars (its next candle is on its
+        # way), or while its reads fail for less than hold_failed_ms; one whose read was refused holds nothing.
         patience = self.hold_failed_ms
-        keeping_up = [ts for sym, ts in self._fetched.items()
-                      if ts >= floor or now - self._failing.get(sym, now - patience) < patience]
-        bound = min(keeping_up)
+        keeping_up = [ts for sym, ts in self._fetched.items() if sym not in self._refused and (
+            now - self._failing[sym] < patience if sym in self._failing else ts >= floor)]
+        bound = min(keeping_up) if keeping_up else lead  # none holds: all that is fetched goes out
         ready = sorted((c for c in self._pending.values() if c.ts <= bound),
                        key=lambda c: (c.ts, self._order.get(c.symbol, 0)))
         out = []
