@@ -1640,6 +1640,33 @@ async def test_a_sale_by_hand_clears_no_difference_its_reconciliation_could_not_
                 await e.resume(by="test")
 
 
+async def test_an_outage_over_a_held_difference_lifts_once_the_venue_answers_and_agrees(tmp_path, fx):
+    """A withdrawal holds the engine; the exchange goes down (reconciliation cannot read it), the coins come back,
+    the exchange answers and agrees with the journal: nothing holds the engine any more, the outage least of all,
+    and the resume it waits for goes through."""
+    from live_helpers import reconcile_twice
+
+    from ffe_engine.model import EngineState
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            fx.balances["USDT"].free -= 250.0  # a withdrawal
+            await reconcile_twice(e)
+            assert any(d["kind"] == "cash" for d in e.reconcile_blocked), e.reconcile_blocked
+            fx.down, fx.down_status = True, 503
+            await e.reconcile()
+            assert any(d["kind"] == "venue_unreachable" for d in e.reconcile_blocked), e.reconcile_blocked
+            fx.down = False
+            fx.balances["USDT"].free += 250.0  # put back
+            await reconcile_twice(e)
+            assert e.reconcile_blocked == [], e.reconcile_blocked
+            assert await e.resume(by="test") is EngineState.RUNNING
+
+
 async def test_a_crash_at_any_instant_of_a_sale_by_hand_leaves_no_order_journaled_new(tmp_path, fx, monkeypatch):
     """The order a sale by hand books is never to be sent: journaled `new` and killed there, a restart would look it
     up, not find it at the exchange and send it, selling coins a second time. The database a crash would leave at
