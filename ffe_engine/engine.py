@@ -1177,9 +1177,10 @@ class Engine:
             self._cash_from_venue = False
         differences = report.differences + unrecovered
         if differences:
-            if not self._reconciled_whole:
+            if not self._reconciled_whole and report.status != "failed":
                 # What it could not compare (the cash and equity, a symbol with an order unsettled) still holds the
-                # engine as found before: a subset of the differences must not lift the others unseen.
+                # engine as found before: a subset of the differences must not lift the others unseen. (An outage
+                # holds it by itself, and lifts once the venue answers and agrees.)
                 found = {difference_key(d) for d in differences}
                 differences += [d for d in self.reconcile_blocked if d.get("kind") in ("position", "cash", "equity")
                                 and difference_key(d) not in found]
