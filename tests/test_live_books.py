@@ -1434,6 +1434,41 @@ async def test_the_page_of_records_that_cannot_be_written_names_the_orders_left_
     assert "Nothing trades" not in page["text"], page["text"]
 
 
+async def test_a_kill_switch_pressed_before_a_flatten_does_not_end_it_when_it_has_the_controls_after(tmp_path, fx,
+                                                                                                        monkeypatch):
+    """K while a close holds the controls (its order waiting on a disk that hangs), then F: the flatten gets the
+    controls first, its closing order held by the exchange's Retry-After, and the K's halt comes after it. That halt
+    must not end the flatten the operator asked for later: its position is closed once the hold is over."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await resting_entry(e, fx)
+            disk = asyncio.Event()
+            store = running.store
+            write = store.journal_order
+
+            async def hanging(*args, **kwargs):
+                await disk.wait()
+                return await write(*args, **kwargs)
+
+            monkeypatch.setattr(store, "journal_order", hanging)
+            fx.fault(DELETE_ORDER, "slow", seconds=2.0)
+            closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
+            await asyncio.sleep(0.2)
+            pressed_k = asyncio.ensure_future(e.halt(reason="K", by="console"))
+            await asyncio.sleep(0.3)
+            monkeypatch.setattr(store, "journal_order", write)
+            fx.fault(POST_ORDER, "429", retry_after=2)
+            pressed_f = asyncio.ensure_future(e.flatten(by="console"))
+            await asyncio.sleep(0.2)
+            disk.set()
+            await asyncio.wait_for(asyncio.gather(pressed_k, pressed_f, closing), 30)
+            await wait_for(lambda: e.portfolio.holding(BTC) is None and not e.orders.live, timeout=20,
+                           what="the flatten's position closed after the hold")
+
+
 async def test_two_entries_sent_at_once_on_a_slow_exchange_count_under_daily_trades(tmp_path, fx):
     """DAILY_TRADES of 1 and two entries asked for at once (the strategy's and the operator's, say) while the
     exchange answers slowly: the second is checked with the first counted, in flight, and refused."""
