@@ -216,6 +216,7 @@ class Engine:
         # Differences the last reconciliation saw for the first time: looked at again before they hold the engine.
         self.reconcile_unconfirmed: list[dict[str, Any]] = []
         self._reconciled_whole = False  # the last reconciliation compared every position, the cash and the equity
+        self._flattens_begun = 0  # flattens that have had the controls: a halt pressed before one does not end it
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
         self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
         # A real account's cash is the venue's quote balance at the first start on it (and after a restore's
@@ -1242,6 +1243,7 @@ class Engine:
     async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
         """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return."""
         self._still_running()
+        flattens_then = self._flattens_begun
         early: tuple[list[Order], CancelReport] | None = None
         if self._control_lock.locked() and self.state is not EngineState.HALTED:
             # Another control is under way, and may be waiting (on the exchange's Retry-After, a slow answer, a disk
@@ -1256,19 +1258,21 @@ class Engine:
                 await storing
         async with self._control_lock:
             self._still_running()
-            return await self._halt(reason, by, early=early)
+            # A flatten asked for after this halt was pressed, which had the controls first, goes on: the later word.
+            return await self._halt(reason, by, early=early, ends_flatten=self._flattens_begun == flattens_then)
 
     async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None,
-                    early: tuple[list[Order], CancelReport] | None = None) -> CancelReport:
+                    early: tuple[list[Order], CancelReport] | None = None, ends_flatten: bool = True) -> CancelReport:
         """The kill switch, under the control lock. `flattening`: the positions a flatten is about to close, stored
         with HALTED before anything else, so that an engine stopped before its closing orders goes on with them.
         `early`: the orders open when the kill switch was pressed and the report of their cancels, sent before the
-        control lock was had."""
+        control lock was had. `ends_flatten` False: a flatten under way began after this halt was pressed, and
+        goes on."""
         t0 = time.perf_counter()
         # What a fill may beat its cancel to, from the press on.
         open_then = early[0] if early is not None else list(self.orders.live.values())
         follow: dict[str, Any] | None = None
-        if flattening is not None or self._flattening is not None:
+        if flattening is not None or (self._flattening is not None and ends_flatten):
             # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
             self._flattening = flattening
             follow = {FLATTEN_KEY: flattening}
@@ -1308,6 +1312,7 @@ class Engine:
         placed: dict[str, int] = {}
         async with self._control_lock:
             self._still_running()
+            self._flattens_begun += 1
             report = await self._halt("flatten", by, flattening=self._to_close() or None)
             held = self._to_close()  # a fill that came in with the cancels may have opened one more
             if held != (self._flattening or {}):
