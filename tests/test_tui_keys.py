@@ -286,3 +286,17 @@ async def test_a_halt_asked_for_while_the_engine_starts_holds_though_the_console
         await until(pilot, lambda: not app.is_running, "the console to exit", timeout=60)
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
     assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
+
+
+async def test_sigusr1_after_a_stop_while_the_engine_starts_still_halts_it(tmp_path, monkeypatch):
+    """SIGTERM, then SIGUSR1, while the console's engine opens: the stop does not drop the halt; the engine that
+    opens is halted before it is closed."""
+    gate = held_open(monkeypatch)
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        app._signal_stop("SIGTERM")
+        app._signal_halt()
+        gate.set()
+        await until(pilot, lambda: not app.is_running, "the console to exit", timeout=60)
+    assert db_value(db_path(tmp_path), "SELECT state FROM engine_state") == "HALTED"
