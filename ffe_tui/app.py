@@ -478,12 +478,17 @@ class ConsoleApp(App[int]):
     def _signal_halt(self) -> None:
         if self.engine is not None:
             self._control("halt", self._halt("SIGUSR1", "signal"))
-        elif self._starting():
+        elif self._opening():
             self._halt_once_started("SIGUSR1", "signal")
 
+    def _opening(self) -> bool:
+        """Whether the engine is being opened (not open yet, not failed), the console closing or not: a halt asked
+        for now is made once it has opened, even to close it at once."""
+        return self.running is None and self.start_failure is None
+
     def _starting(self) -> bool:
-        """Whether the engine is being opened (not open yet, not failed, the console not closing)."""
-        return self.running is None and self.start_failure is None and not self.stopping
+        """Whether the engine is being opened for the console to run (not closing)."""
+        return self._opening() and not self.stopping
 
     def _has_stopped(self) -> bool:
         """Whether the engine has stopped (its run ended, it crashed, or, attached, its process stopped): said, for
@@ -677,7 +682,7 @@ class ConsoleApp(App[int]):
 
     def action_kill(self) -> None:
         if self.engine is None:
-            if not self._starting():
+            if not self._opening():
                 self.say("the engine is not running", severity="warning")
                 return
             if self._halt_when_started is not None:
