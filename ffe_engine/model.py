@@ -37,15 +37,18 @@ def floor_to_step(qty: float, step: float) -> float:
     not the 0.010010000000000002 that the product of the two floats gives."""
     if step <= 0:
         return qty
+    if qty / step >= 2.0**53:  # past the floats' whole numbers: no step can be told from the next
+        return qty
     n = math.floor(qty / step + 1e-9)
     # A whole number of steps may come out a hair below it (by a few ulps of the quotient, which grow past the 1e-9
     # above with a quantity of 1e11 steps and more): one step more when it is within float noise of the quantity.
     if (n + 1) * step <= qty * (1.0 + 4e-16):
         n += 1
     decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + 2  # a step like 0.0025 needs its own digits
-    # Never more than was given: the product of so many steps can round above it (a sale would ask for more
-    # coins than are held, and be refused at every try).
-    return min(round(n * step, decimals), qty)
+    # Never more than was given, but for float noise below what a venue tells apart (1e-9): the product of so many
+    # steps can round above the quantity, and a sale would ask for more coins than are held at every try.
+    floored = round(n * step, decimals)
+    return floored if floored <= qty + 1e-9 else qty
 
 
 class OrderStatus(str, Enum):
