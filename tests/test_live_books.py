@@ -1469,6 +1469,37 @@ async def test_a_kill_switch_pressed_before_a_flatten_does_not_end_it_when_it_ha
                            what="the flatten's position closed after the hold")
 
 
+async def test_an_order_the_kill_switch_s_late_cancel_ended_is_in_its_report(tmp_path, fx, monkeypatch):
+    """Another control holds the controls; the kill switch's cancel is answered after its time (it times out), and
+    a poll's retry ends the order cancelled before the kill switch has the controls. The order open at the press is
+    in its report as cancelled, not left out of it."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1, "cancel_timeout_s": 0.5})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            disk = asyncio.Event()
+            store = running.store
+            write = store.journal_order
+
+            async def hanging(*args, **kwargs):
+                await disk.wait()
+                return await write(*args, **kwargs)
+
+            monkeypatch.setattr(store, "journal_order", hanging)
+            fx.fault(DELETE_ORDER, "slow", seconds=1.0)
+            closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
+            await asyncio.sleep(0.2)
+            pressed = asyncio.ensure_future(e.halt(reason="K", by="console"))
+            await wait_for(lambda: cid not in e.orders.live, timeout=10, what="the order ended")
+            monkeypatch.setattr(store, "journal_order", write)
+            disk.set()
+            report = await asyncio.wait_for(pressed, 30)
+            await asyncio.wait_for(closing, 30)
+        assert cid in report.cancelled or cid in report.filled, report
+
+
 async def test_two_entries_sent_at_once_on_a_slow_exchange_count_under_daily_trades(tmp_path, fx):
     """DAILY_TRADES of 1 and two entries asked for at once (the strategy's and the operator's, say) while the
     exchange answers slowly: the second is checked with the first counted, in flight, and refused."""
