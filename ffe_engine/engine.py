@@ -1243,6 +1243,7 @@ class Engine:
     async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
         """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return."""
         self._still_running()
+        pressed = time.perf_counter()
         flattens_then = self._flattens_begun
         early: tuple[list[Order], CancelReport] | None = None
         if self._control_lock.locked() and self.state is not EngineState.HALTED:
@@ -1259,16 +1260,18 @@ class Engine:
         async with self._control_lock:
             self._still_running()
             # A flatten asked for after this halt was pressed, which had the controls first, goes on: the later word.
-            return await self._halt(reason, by, early=early, ends_flatten=self._flattens_begun == flattens_then)
+            return await self._halt(reason, by, early=early, ends_flatten=self._flattens_begun == flattens_then,
+                                    pressed=pressed)
 
     async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None,
-                    early: tuple[list[Order], CancelReport] | None = None, ends_flatten: bool = True) -> CancelReport:
+                    early: tuple[list[Order], CancelReport] | None = None, ends_flatten: bool = True,
+                    pressed: float | None = None) -> CancelReport:
         """The kill switch, under the control lock. `flattening`: the positions a flatten is about to close, stored
         with HALTED before anything else, so that an engine stopped before its closing orders goes on with them.
         `early`: the orders open when the kill switch was pressed and the report of their cancels, sent before the
         control lock was had. `ends_flatten` False: a flatten under way began after this halt was pressed, and
-        goes on."""
-        t0 = time.perf_counter()
+        goes on. `pressed`: when the kill switch was pressed (perf_counter), which its elapsed time counts from."""
+        t0 = pressed if pressed is not None else time.perf_counter()
         # What a fill may beat its cancel to, from the press on.
         open_then = early[0] if early is not None else list(self.orders.live.values())
         follow: dict[str, Any] | None = None
@@ -1291,6 +1294,10 @@ class Engine:
             report.failed = [f for f in early[1].failed if f.get("client_order_id") not in done
                              and f.get("client_order_id") in self.orders.live] + report.failed
         report.filled = [o.client_order_id for o in open_then if o.status is OrderStatus.FILLED]
+        # Cancelled meanwhile by a cancel said timed out (its answer came late): cancelled all the same.
+        said = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
+        report.cancelled += [o.client_order_id for o in open_then
+                             if o.status is OrderStatus.CANCELED and o.client_order_id not in said]
         # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
         await self.approvals.reject_all(by, f"halted by {by} ({reason})")
