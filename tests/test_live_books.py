@@ -1500,6 +1500,35 @@ async def test_an_order_the_kill_switch_s_late_cancel_ended_is_in_its_report(tmp
         assert cid in report.cancelled or cid in report.filled, report
 
 
+async def test_two_kill_switches_pressed_at_once_cancel_an_order_once(tmp_path, fx, monkeypatch):
+    """`ffe ctl halt` and SIGUSR1 in the same moment, while another control holds the controls: the open order is
+    cancelled once (one DELETE), and said cancelled by one of the two reports."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            disk = asyncio.Event()
+            store = running.store
+            write = store.journal_order
+
+            async def hanging(*args, **kwargs):
+                await disk.wait()
+                return await write(*args, **kwargs)
+
+            monkeypatch.setattr(store, "journal_order", hanging)
+            closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
+            await asyncio.sleep(0.2)
+            halts = asyncio.gather(e.halt(reason="ctl", by="ctl"), e.halt(reason="SIGUSR1", by="signal"))
+            await wait_for(lambda: fx.open_order(cid) is None, timeout=10, what="the order cancelled")
+            disk.set()
+            first, second = await asyncio.wait_for(halts, 30)
+            await asyncio.wait_for(closing, 30)
+        assert len(fx.requests_to(DELETE_ORDER)) == 1, fx.requests_to(DELETE_ORDER)
+        assert [cid in first.cancelled, cid in second.cancelled].count(True) == 1, (first, second)
+
+
 async def test_two_entries_sent_at_once_on_a_slow_exchange_count_under_daily_trades(tmp_path, fx):
     """DAILY_TRADES of 1 and two entries asked for at once (the strategy's and the operator's, say) while the
     exchange answers slowly: the second is checked with the first counted, in flight, and refused."""
