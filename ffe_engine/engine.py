@@ -217,6 +217,7 @@ class Engine:
         self.reconcile_unconfirmed: list[dict[str, Any]] = []
         self._reconciled_whole = False  # the last reconciliation compared every position, the cash and the equity
         self._flattens_begun = 0  # flattens that have had the controls: a halt pressed before one does not end it
+        self._cancelling_at_press = False  # a halt sends its cancels before it has the controls (Engine.halt)
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
         self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
         # A real account's cash is the venue's quote balance at the first start on it (and after a restore's
@@ -1246,7 +1247,10 @@ class Engine:
         pressed = time.perf_counter()
         flattens_then = self._flattens_begun
         early: tuple[list[Order], CancelReport] | None = None
-        if self._control_lock.locked() and self.state is not EngineState.HALTED:
+        # One halt cancels at the press at a time: another pressed in the same moment (ctl and SIGUSR1) finds its
+        # cancels under way, and waits for the controls.
+        if self._control_lock.locked() and self.state is not EngineState.HALTED and not self._cancelling_at_press:
+            self._cancelling_at_press = True
             # Another control is under way, and may be waiting (on the exchange's Retry-After, a slow answer, a disk
             # that hangs): HALTED at once, and the open orders' cancels sent now, while its record is stored; the
             # rest of the kill switch follows once that control is done.
@@ -1256,6 +1260,7 @@ class Engine:
             try:
                 early = open_then, await self.orders.cancel_all()
             finally:
+                self._cancelling_at_press = False
                 await storing
         async with self._control_lock:
             self._still_running()
