@@ -131,6 +131,28 @@ def order_statuses(db, cid: str) -> list[str]:
     return [e["status"] for e in stored_events(db, "order") if e.get("client_order_id") == cid]
 
 
+class HungDisk:
+    """The store's writes named wait, as on a disk that hangs, until `answer()`; `heal(name)` lets that write go
+    through at once again while the others still wait."""
+
+    def __init__(self, monkeypatch, store, *names: str) -> None:
+        self._gate = asyncio.Event()
+        self._monkeypatch, self._store = monkeypatch, store
+        self._writes = {name: getattr(store, name) for name in names}
+        for name, write in self._writes.items():
+            async def hanging(*args, _write=write, **kwargs):
+                await self._gate.wait()
+                return await _write(*args, **kwargs)
+
+            monkeypatch.setattr(store, name, hanging)
+
+    def heal(self, name: str) -> None:
+        self._monkeypatch.setattr(self._store, name, self._writes[name])
+
+    def answer(self) -> None:
+        self._gate.set()
+
+
 # ---------------------------------------------------------------------------------------------------- what is sold
 async def test_an_operator_sell_of_more_than_the_books_hold_is_refused(tmp_path, fx):
     # The strategy's entry has filled at the exchange and its answer is late: the books hold nothing yet, the
@@ -1390,19 +1412,12 @@ async def test_the_kill_switch_cancels_at_the_exchange_while_its_halted_is_still
         e = running.engine
         async with engine_loop(e):
             cid = await resting_entry(e, fx)
-            disk = asyncio.Event()
-            store_state = running.store.set_engine_state
-
-            async def hanging(*args, **kwargs):
-                await disk.wait()
-                return await store_state(*args, **kwargs)
-
-            monkeypatch.setattr(running.store, "set_engine_state", hanging)
+            disk = HungDisk(monkeypatch, running.store, "set_engine_state")
             halting = asyncio.ensure_future(e.halt(reason="test", by="test"))
             await wait_for(lambda: fx.requests_to(DELETE_ORDER), timeout=10, what="the cancel sent to the exchange")
             assert e.state is EngineState.HALTED and not halting.done()
             assert fx.open_order(cid) is None  # cancelled there, though HALTED is not stored yet
-            disk.set()
+            disk.answer()
             report = await asyncio.wait_for(halting, 30)
         assert cid in report.cancelled, report
         assert rows(settings.db_path, "SELECT state FROM engine_state") == [("HALTED",)]
@@ -1445,25 +1460,17 @@ async def test_a_kill_switch_pressed_before_a_flatten_does_not_end_it_when_it_ha
         e = running.engine
         async with engine_loop(e):
             await resting_entry(e, fx)
-            disk = asyncio.Event()
-            store = running.store
-            write = store.journal_order
-
-            async def hanging(*args, **kwargs):
-                await disk.wait()
-                return await write(*args, **kwargs)
-
-            monkeypatch.setattr(store, "journal_order", hanging)
+            disk = HungDisk(monkeypatch, running.store, "journal_order")
             fx.fault(DELETE_ORDER, "slow", seconds=2.0)
             closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
             await asyncio.sleep(0.2)
             pressed_k = asyncio.ensure_future(e.halt(reason="K", by="console"))
             await asyncio.sleep(0.3)
-            monkeypatch.setattr(store, "journal_order", write)
+            disk.heal("journal_order")
             fx.fault(POST_ORDER, "429", retry_after=2)
             pressed_f = asyncio.ensure_future(e.flatten(by="console"))
             await asyncio.sleep(0.2)
-            disk.set()
+            disk.answer()
             await asyncio.wait_for(asyncio.gather(pressed_k, pressed_f, closing), 30)
             await wait_for(lambda: e.portfolio.holding(BTC) is None and not e.orders.live, timeout=20,
                            what="the flatten's position closed after the hold")
@@ -1479,22 +1486,14 @@ async def test_an_order_the_kill_switch_s_late_cancel_ended_is_in_its_report(tmp
         e = running.engine
         async with engine_loop(e):
             cid = await resting_entry(e, fx)
-            disk = asyncio.Event()
-            store = running.store
-            write = store.journal_order
-
-            async def hanging(*args, **kwargs):
-                await disk.wait()
-                return await write(*args, **kwargs)
-
-            monkeypatch.setattr(store, "journal_order", hanging)
+            disk = HungDisk(monkeypatch, running.store, "journal_order")
             fx.fault(DELETE_ORDER, "slow", seconds=1.0)
             closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
             await asyncio.sleep(0.2)
             pressed = asyncio.ensure_future(e.halt(reason="K", by="console"))
             await wait_for(lambda: cid not in e.orders.live, timeout=10, what="the order ended")
-            monkeypatch.setattr(store, "journal_order", write)
-            disk.set()
+            disk.heal("journal_order")
+            disk.answer()
             report = await asyncio.wait_for(pressed, 30)
             await asyncio.wait_for(closing, 30)
         assert cid in report.cancelled or cid in report.filled, report
@@ -1509,20 +1508,12 @@ async def test_two_kill_switches_pressed_at_once_cancel_an_order_once(tmp_path, 
         e = running.engine
         async with engine_loop(e):
             cid = await resting_entry(e, fx)
-            disk = asyncio.Event()
-            store = running.store
-            write = store.journal_order
-
-            async def hanging(*args, **kwargs):
-                await disk.wait()
-                return await write(*args, **kwargs)
-
-            monkeypatch.setattr(store, "journal_order", hanging)
+            disk = HungDisk(monkeypatch, running.store, "journal_order")
             closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
             await asyncio.sleep(0.2)
             halts = asyncio.gather(e.halt(reason="ctl", by="ctl"), e.halt(reason="SIGUSR1", by="signal"))
             await wait_for(lambda: fx.open_order(cid) is None, timeout=10, what="the order cancelled")
-            disk.set()
+            disk.answer()
             first, second = await asyncio.wait_for(halts, 30)
             await asyncio.wait_for(closing, 30)
         assert len(fx.requests_to(DELETE_ORDER)) == 1, fx.requests_to(DELETE_ORDER)
@@ -1559,22 +1550,13 @@ async def test_the_kill_switch_cancels_at_once_while_another_control_waits_on_a_
         e = running.engine
         async with engine_loop(e):
             cid = await resting_entry(e, fx)
-            disk = asyncio.Event()
-            store = running.store
-            for name in ("journal_order", "set_engine_state"):
-                write = getattr(store, name)
-
-                async def hanging(*args, _write=write, **kwargs):
-                    await disk.wait()
-                    return await _write(*args, **kwargs)
-
-                monkeypatch.setattr(store, name, hanging)
+            disk = HungDisk(monkeypatch, running.store, "journal_order", "set_engine_state")
             closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
             await asyncio.sleep(0.2)
             halting = asyncio.ensure_future(e.halt(reason="test", by="test"))
             await wait_for(lambda: fx.requests_to(DELETE_ORDER), timeout=10, what="the cancel sent to the exchange")
             assert e.state is EngineState.HALTED and fx.open_order(cid) is None
-            disk.set()
+            disk.answer()
             report = await asyncio.wait_for(halting, 30)
             await asyncio.wait_for(closing, 30)
         assert cid in report.cancelled, report
