@@ -170,10 +170,7 @@ class OrderPath:
         return self.gatekeeper.evaluate(intent, until_refused=until_refused)
 
     def _emit(self, o: Order) -> None:
-        self.bus.publish(OrderEvent(client_order_id=o.client_order_id, decision_id=o.decision_id, symbol=o.symbol,
-                                    side=o.side.value, type=o.type, quantity=o.quantity, status=o.status.value,
-                                    reason=o.reason.value, filled=o.filled, average=o.average, error=o.error,
-                                    venue=o.venue))
+        self.bus.publish(_order_event(o))
 
     def _allowed_now(self, o: Order) -> bool:
         return self.trading.allows(o).passed
@@ -682,9 +679,7 @@ class OrderPath:
                       price=None, reduce_only=True, created_ts=now, updated_ts=now)
             intent = OrderIntent(symbol=symbol, side=Side.SELL, quantity=quantity, reason=OrderReason.BY_HAND,
                                  decision_id=decision_id, ref_price=price, reduce_only=True)
-            began = OrderEvent(client_order_id=o.client_order_id, decision_id=decision_id, symbol=symbol,
-                               side=Side.SELL.value, type=o.type, quantity=quantity, status=OrderStatus.NEW.value,
-                               reason=o.reason.value, filled=0.0, average=None, error="", venue=o.venue)
+            began = _order_event(o)  # as journaled (new), before it is booked filled
             o.status, o.filled, o.average, o.fee = OrderStatus.FILLED, quantity, price, fee
             o.error = f"sold on the exchange by hand, booked by {by}: nothing was sent"
             fill = Fill(client_order_id=o.client_order_id, symbol=symbol, side=Side.SELL, quantity=quantity,
@@ -879,6 +874,13 @@ class OrderPath:
         return o
 
 NOTHING_TO_CANCEL = ("already filled", "never opened")
+
+
+def _order_event(o: Order) -> OrderEvent:
+    """The `order` event that says the order as it is now."""
+    return OrderEvent(client_order_id=o.client_order_id, decision_id=o.decision_id, symbol=o.symbol,
+                      side=o.side.value, type=o.type, quantity=o.quantity, status=o.status.value,
+                      reason=o.reason.value, filled=o.filled, average=o.average, error=o.error, venue=o.venue)
 
 
 def _clock_text(ts: float) -> str:
