@@ -383,6 +383,14 @@ _SQL_ORDER_STATE = ("UPDATE orders SET status=?, filled=?, average=?, fee=?, exc
                     "fee_base=? WHERE client_order_id=?")
 
 
+def refuse_newer_schema(path: Path | str, version: int) -> None:
+    """SchemaError when `version` (a database's user_version) is a newer ffe's: an older release must neither change
+    nor read as whole what it does not know."""
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"{path}: database schema version {version} is newer than this ffe ({SCHEMA_VERSION}); "
+                          "it was left as it is: run the ffe release that wrote it, or a newer one")
+
+
 def _journal_row(o: Order, intent: dict[str, Any] | None) -> tuple[Any, ...]:
     return (o.client_order_id, o.decision_id, o.venue, o.symbol, o.side.value, o.type, o.quantity, o.price,
             1 if o.reduce_only else 0, o.reason.value, o.status.value, o.filled, o.average, o.fee,
@@ -581,10 +589,7 @@ class Store:
         it must not change what it does not know)."""
         cur = await self.conn.execute("PRAGMA user_version")
         (version,) = await cur.fetchone()
-        if version > SCHEMA_VERSION:
-            raise SchemaError(f"{self.path}: database schema version {version} is newer than this ffe "
-                              f"({SCHEMA_VERSION}); it was left as it is: run the ffe release that wrote it, or a "
-                              "newer one")
+        refuse_newer_schema(self.path, version)
         return int(version)
 
     async def _migrate(self) -> None:
@@ -1498,10 +1503,7 @@ class Records:
 
     def check_version(self) -> None:
         """SchemaError for a database a newer ffe wrote: its records are not all this release knows how to read."""
-        (version,) = self.conn.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise SchemaError(f"{self.path}: database schema version {version} is newer than this ffe "
-                              f"({SCHEMA_VERSION}): run the ffe release that wrote it, or a newer one")
+        refuse_newer_schema(self.path, self.conn.execute("PRAGMA user_version").fetchone()[0])
 
     def integrity(self) -> list[str]:
         """SQLite's integrity check: ['ok'] or the problems found."""
@@ -1710,10 +1712,7 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
             problems = check_problems(conn.execute("PRAGMA quick_check").fetchall())
             if problems != ["ok"]:
                 raise damaged_database(path, first_problem(problems))
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                raise SchemaError(f"{path}: database schema version {version} is newer than this ffe "
-                                  f"({SCHEMA_VERSION}): run the ffe release that wrote it, or a newer one")
+            refuse_newer_schema(path, conn.execute("PRAGMA user_version").fetchone()[0])
         out: dict[str, Any] = {}
         with contextlib.suppress(sqlite3.DatabaseError):
             row = conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
