@@ -37,7 +37,7 @@ from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RecoveredEvent, RunEvent)
-from .reconcile import blocked_text, coins_gone, in_doubt_only, outage_only
+from .reconcile import blocked_text, coins_gone, hand_sale_command, in_doubt_only, outage_only
 from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -140,8 +140,8 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           "if the exchange lost it, settle it as its account shows it (`ffe ctl settle ID filled|"
                           "canceled`).")]
         gone = "".join(f" The exchange holds fewer {sym.partition('/')[0]} than the books' {sym} position: if they "
-                       f"were sold there by hand, book the sale (`ffe ctl sold-by-hand {sym} --quantity Q --price P "
-                       "--fee F`); the accept is refused for it." for sym in coins_gone(found))
+                       f"were sold there by hand, book the sale ({hand_sale_command(sym)}); the accept is refused "
+                       "for it." for sym in coins_gone(found))
         return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
                                                         "journal and the venue. Entries held until `ffe ctl accept`."
                                                         + gone)]

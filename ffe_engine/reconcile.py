@@ -98,6 +98,11 @@ def blocked_text(differences: list[dict[str, Any]]) -> str:
     return UNREACHABLE if outage_only(differences) else f"{len(differences)} unexplained difference(s)"
 
 
+def hand_sale_command(symbol: str) -> str:
+    """The command that books a sale of `symbol`'s coins made on the exchange by hand, as the operator is told it."""
+    return f"`ffe ctl sold-by-hand {symbol} --quantity Q --price P --fee F`"
+
+
 def coins_gone(differences: list[dict[str, Any]]) -> list[str]:
     """The symbols whose position the venue holds fewer coins of than the books, by more than MISSING_COINS of it
     (sold or withdrawn outside ffe): an accept is refused for them."""
@@ -355,8 +360,7 @@ class Reconciler:
                     f"the books' {sym} position of {pos.quantity if pos else 0.0:.8g}: they left the account "
                     "outside ffe, and a position with no coins behind it cannot be sold. Put them back on the "
                     "exchange (buy them there), then accept; if they were sold there by hand, book the sale "
-                    f"(`ffe ctl sold-by-hand {sym} --quantity Q --price P --fee F`); or restore the records that match "
-                    "the account")
+                    f"({hand_sale_command(sym)}); or restore the records that match the account")
 
     async def refuse_unless_sold(self, symbol: str, quantity: float) -> None:
         """ControlError unless the venue's account shows `quantity` of the books' position in `symbol` gone: what it

@@ -13,7 +13,7 @@ from .clock import utc_day
 from .entrylog import refusal_code
 from .fmt import iso_ms
 from .model import EngineState, Side
-from .reconcile import blocked_text, coins_gone, in_doubt_only
+from .reconcile import blocked_text, coins_gone, hand_sale_command, in_doubt_only
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -152,7 +152,7 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
                      "canceled` as its account shows it (then accept what still differs); then resume")
         elif gone:
             lifts = ("coins the books hold left the account: if they were sold on the exchange by hand, book each "
-                     "sale (" + ", ".join(f"`ffe ctl sold-by-hand {s} --quantity Q --price P --fee F`" for s in gone)
+                     "sale (" + ", ".join(map(hand_sale_command, gone))
                      + "), else put them back; then accept what still differs (`ffe ctl accept`) and resume")
         else:
             lifts = "accept them (`ffe ctl accept`), then resume"
