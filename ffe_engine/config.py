@@ -1273,18 +1273,14 @@ def check_replay(settings: Settings) -> None:
     market = settings.market
     if market.source != "replay":
         return
-    found = settings.origin_of("market", "replay_files")
-    where = ""
-    if found is not None and found.kind in ("toml", "dotenv"):
-        where = f"{found.where}: "
-    elif found is not None and found.kind == "env":
-        where = f"{found.where}: {found.var}: "
+    key: Path_ = ("market", "replay_files")
+    found = settings.origin_of(*key)
     missing = [s for s in settings.engine.symbols if s not in market.replay_files]
     if missing:
-        raise StartError(f"{where}market.replay_files has no file for {', '.join(missing)} (engine.symbols)")
+        raise StartError(_format(found, key, f"no file for {', '.join(missing)} (engine.symbols)"))
     for symbol in settings.engine.symbols:
         path = Path(market.replay_files[symbol])
         if path.is_dir():
-            raise StartError(f"{where}market.replay_files.{symbol}: {path}: a directory, not a file")
+            raise StartError(_format(found, (*key, symbol), f"{path}: a directory, not a file"))
         if not path.is_file():
-            raise StartError(f"{where}market.replay_files.{symbol}: {path}: no such file")
+            raise StartError(_format(found, (*key, symbol), f"{path}: no such file"))
