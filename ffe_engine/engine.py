@@ -1255,18 +1255,27 @@ class Engine:
             # that hangs): HALTED at once, and the open orders' cancels sent now, while its record is stored; the
             # rest of the kill switch follows once that control is done.
             open_then = list(self.orders.live.values())
-            storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by))
-            await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
             try:
-                early = open_then, await self.orders.cancel_all()
+                early = open_then, await self._cancel_while_halting(reason, by)
             finally:
                 self._cancelling_at_press = False
-                await storing
         async with self._control_lock:
             self._still_running()
             # A flatten asked for after this halt was pressed, which had the controls first, goes on: the later word.
             return await self._halt(reason, by, early=early, ends_flatten=self._flattens_begun == flattens_then,
                                     pressed=pressed)
+
+    async def _cancel_while_halting(self, reason: str, by: str, kv: dict[str, Any] | None = None) -> CancelReport:
+        """HALTED in memory at once (no order passes the gates from here), and every open order's cancel sent while
+        its record (with `kv`) is stored: on a disk that hangs they would otherwise wait for it, and an open order
+        fill meanwhile."""
+        storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by,
+                                                         force=self.state is not EngineState.HALTED, kv=kv))
+        await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
+        try:
+            return await self.orders.cancel_all()
+        finally:
+            await storing
 
     async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None,
                     early: tuple[list[Order], CancelReport] | None = None, ends_flatten: bool = True,
@@ -1284,15 +1293,7 @@ class Engine:
             # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
             self._flattening = flattening
             follow = {FLATTEN_KEY: flattening}
-        # HALTED in memory at once (no order passes the gates from here), and the cancels sent while its record is
-        # stored: on a disk that hangs they would otherwise wait for it, and an open order fill meanwhile.
-        storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by,
-                                                         force=self.state is not EngineState.HALTED, kv=follow))
-        await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
-        try:
-            report = await self.orders.cancel_all()
-        finally:
-            await storing
+        report = await self._cancel_while_halting(reason, by, kv=follow)
         if early is not None:  # the cancels sent at the press, then what was still open under the lock
             done = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
             report.cancelled = [c for c in early[1].cancelled if c not in done] + report.cancelled
