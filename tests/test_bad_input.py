@@ -332,12 +332,19 @@ def test_the_log_pipeline_redacts_a_secret_handed_to_it():
     assert secret.encode() not in lines[0] and REDACTED.encode() in lines[0]
 
 
-@pytest.mark.parametrize("case", ["different timeframes", "one candle"])
+@pytest.mark.parametrize("case", ["different timeframes", "one candle", "empty", "a malformed row"])
 def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_path, case):
     """`market.source = "replay"` with files an engine cannot replay (of different timeframes; one candle, whose
-    timeframe cannot be told): one line naming the files, exit 2, no traceback, before anything is recorded."""
+    timeframe cannot be told; an empty file; a row that is no candle): one line naming the file, exit 2, no
+    traceback, before anything is recorded; and `ffe config check` says so first, in the same line."""
     hourly = tmp_path / "BTC-USD_1h.csv"
     hourly.write_text("".join(sample_head(BTC_CSV, 30 if case == "different timeframes" else 1)))
+    if case == "empty":
+        hourly.write_text("")
+    elif case == "a malformed row":
+        header, *rows = sample_head(BTC_CSV, 30)
+        rows[11] = "2020-01-01T11:00:00Z,not a price\n"
+        hourly.write_text(header + "".join(rows))
     header, *rows = sample_head(ETH_CSV, 30)
     minutes = tmp_path / "ETH-USD_1m.csv"
     minutes.write_text(header + "".join(f"2020-01-01T00:{i:02d}:00Z,{row.split(',', 1)[1]}"
@@ -345,11 +352,15 @@ def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_pat
     (tmp_path / "config.toml").write_text(
         f'[market]\nsource = "replay"\nreplay_files = {{ "BTC/USD" = "{hourly.name}", "ETH/USD" = "{minutes.name}" }}\n'
         '[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\n[venue]\nquote = "USD"\n')
-    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
-    assert hourly.name in line, line
+    said = []
+    for command in (("config", "check"), ("run", "--headless", "--max-bars", "5")):
+        proc = run_ffe(tmp_path, *command)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
+        assert hourly.name in line, line
+        said.append(line)
+    assert said[0] == said[1]
     assert not (tmp_path / "data" / "ffe.db").exists()
 
 
