@@ -70,7 +70,7 @@ def attach(args: argparse.Namespace) -> int:
 
 def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
-    from ffe_engine.config import check_replay, render_settings
+    from ffe_engine.config import render_settings
     from ffe_engine.monitor import check_bind
     from ffe_engine.store import SchemaError, saved_state
 
@@ -88,7 +88,10 @@ def config_check(args: argparse.Namespace) -> int:
         except VenueError as exc:
             raise StartError(str(exc)) from None
     check_bind(settings)  # the monitor's endpoint, as the start checks it
-    check_replay(settings)  # a replayed market's files, as the start checks them
+    if settings.market.source == "replay":  # a replayed market's files, read and checked as the start does
+        from ffe_engine.market.replay import replay_series
+
+        replay_series(settings)
     text = render_settings(settings)
     try:
         saved = saved_state(settings.db_path)

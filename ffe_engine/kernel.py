@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .clock import Clock, format_timeframe
-from .config import Settings, check_replay
+from .clock import Clock
+from .config import Settings
 from .engine import Engine, EngineOptions
 from .ensemble import Ensemble
 from .errors import FfeError, StartError
@@ -104,20 +104,9 @@ def make_feed(settings: Settings, clock: Clock, max_bars: int | None, venue: Ven
 
         return SimulatedFeed(symbols, tf, seed=market.seed, clock=clock, speed=market.speed, max_bars=max_bars)
     if market.source == "replay":
-        from .market.csvdata import load_csv
-        from .market.replay import ReplayFeed
+        from .market.replay import ReplayFeed, replay_series
 
-        check_replay(settings)
-        series = {s: load_csv(market.replay_files[s], symbol=s) for s in symbols}
-        for s in series.values():
-            if len(s) < 2:
-                raise StartError(f"{s.path}: {len(s)} candle(s): too few to replay (its timeframe cannot be told; "
-                                 "market.replay_files)")
-        frames = {s.path: s.timeframe_ms for s in series.values()}
-        if len(set(frames.values())) > 1:
-            listed = ", ".join(f"{path} {format_timeframe(tf)}" for path, tf in frames.items())
-            raise StartError(f"market.replay_files: the files must share one timeframe: {listed}")
-        return ReplayFeed(series, clock, speed=market.speed, max_bars=max_bars)
+        return ReplayFeed(replay_series(settings), clock, speed=market.speed, max_bars=max_bars)
     from .market.exchange import ExchangeFeed
 
     if isinstance(venue, CandleVenue):

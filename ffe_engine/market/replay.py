@@ -13,8 +13,10 @@ from heapq import heapify, heappop, heapreplace
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from ..clock import Clock, SimClock, format_timeframe
+from ..config import Settings, check_replay
+from ..errors import StartError
 from ..model import Candle
-from .csvdata import CandleSeries
+from .csvdata import CandleSeries, load_csv
 
 YIELD_EVERY = 4096  # candles between yields to the event loop at speed 0
 
@@ -172,3 +174,20 @@ class ReplayFeed:
             if advance is not None:
                 advance(t + tf)
             yield candle
+
+
+def replay_series(settings: Settings) -> dict[str, CandleSeries]:
+    """A replayed market's files, read and checked as the start replays them (StartError or CsvError, one line naming
+    the file): what `ffe config check` says before a start."""
+    check_replay(settings)
+    files = settings.market.replay_files
+    series = {s: load_csv(files[s], symbol=s) for s in settings.engine.symbols}
+    for s in series.values():
+        if len(s) < 2:
+            raise StartError(f"{s.path}: {len(s)} candle(s): too few to replay (its timeframe cannot be told; "
+                             "market.replay_files)")
+    frames = {s.path: s.timeframe_ms for s in series.values()}
+    if len(set(frames.values())) > 1:
+        listed = ", ".join(f"{path} {format_timeframe(tf)}" for path, tf in frames.items())
+        raise StartError(f"market.replay_files: the files must share one timeframe: {listed}")
+    return series
