@@ -70,6 +70,7 @@ log = logs.get_logger("ffe.engine")
 REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
 FLATTEN_ORDERS = 3  # closing orders one flatten tries per position at most: the first, and one for each rest left
 FLATTEN_KEY = "flatten_under_way"  # kv: the flatten being followed up (symbol -> closing orders placed), or null
+WARMUP_TURN = 500  # warm-up candles fed between two turns of the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +424,9 @@ class Engine:
             warmup = await _maybe_await(history(self.settings.engine.warmup_bars))
             if isinstance(warmup, dict):  # per symbol (the exchange feed): into one time order
                 warmup = sorted((c for candles in warmup.values() for c in candles), key=lambda c: c.ts)
-            for c in warmup:
+            for n, c in enumerate(warmup, 1):
+                if not n % WARMUP_TURN:
+                    await asyncio.sleep(0)  # the loop's other tasks (the console's keys, the control socket) run
                 if bar_ts is not None and c.ts != bar_ts:
                     self.portfolio.record_returns()  # the history's returns feed VaR and correlation
                 bar_ts = c.ts
