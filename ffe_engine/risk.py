@@ -249,7 +249,8 @@ def size_entry(risk: RiskSettings, *, equity: float, cash: float, price: float, 
     qty = min(raw, cap_size, cap_cash)
     capped = "risk" if qty == raw else ("position_size" if qty == cap_size else "cash")
     qty = floor_to_step(qty, amount_step)
-    return qty, {"equity": round(equity, 2), "atr": round(atr, 6), "stop_distance": round(stop_distance, 6),
+    # The levels are the position's own, unrounded: a fixed number of decimals would put them at 0 for a coin priced
+    # far below a cent. The ATR and distance are kept whole too, so the quantity can be recomputed from the record.
+    return qty, {"equity": round(equity, 2), "atr": atr, "stop_distance": stop_distance,
                  "risk_pct": risk.risk_per_trade_pct, "raw_qty": raw, "capped_by": capped, "quantity": qty,
-                 "stop_loss": round(price - stop_distance, 8),
-                 "take_profit": round(price + risk.take_profit_atr * atr, 8)}
+                 "stop_loss": price - stop_distance, "take_profit": price + risk.take_profit_atr * atr}
