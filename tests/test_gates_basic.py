@@ -303,13 +303,30 @@ def test_entries_are_sized_per_the_design_and_within_position_size(one_position_
 
 
 def test_a_size_below_the_venue_minimum_is_not_sent_and_the_decision_says_so(tmp_path):
+    """Below the venue's minimum after the gates pass (docs/gates.md): every gate recorded, each passed."""
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "300", env=ffe_env(FFE_VENUE__MIN_NOTIONAL="100000"))
     assert proc.returncode == 0, proc.stderr
     db = tmp_path / "data" / "ffe.db"
-    below = db_rows(db, "SELECT quantity, reason FROM decisions WHERE outcome = 'below_minimum'")
+    below = db_rows(db, "SELECT quantity, reason, decision_id FROM decisions WHERE outcome = 'below_minimum'")
     assert below, "no entry was sized"
-    assert all(q > 0 and "minimum" in reason and "100000" in reason for q, reason in below)
+    assert all(q > 0 and "minimum" in reason and "100000" in reason for q, reason, _ in below)
+    for *_, decision_id in below:
+        gates = db_rows(db, "SELECT code, passed FROM gate_results WHERE decision_id = ? ORDER BY rowid",
+                        (decision_id,))
+        assert [code for code, _ in gates] == list(GATE_ORDER) and all(passed for _, passed in gates), gates
     assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
+
+
+def test_an_entry_a_gate_refuses_is_refused_by_that_gate_though_its_size_is_below_the_venue_minimum(tmp_path):
+    """The gates come first: an entry of too little confidence is MIN_CONFIDENCE's refusal (so counted in the
+    refusals by gate), whatever its size."""
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "300",
+                   env=ffe_env(FFE_VENUE__MIN_NOTIONAL="100000", FFE_RISK__MIN_CONFIDENCE="0.99"))
+    assert proc.returncode == 0, proc.stderr
+    db = tmp_path / "data" / "ffe.db"
+    outcomes = db_rows(db, "SELECT outcome, reason FROM decisions WHERE action = 'BUY'")
+    assert outcomes, "no entry was decided"
+    assert all(o == "rejected" and r.startswith("MIN_CONFIDENCE") for o, r in outcomes), outcomes
 
 
 def test_min_confidence_end_to_end_refuses_and_records_every_entry(tmp_path):
