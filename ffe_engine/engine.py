@@ -1022,10 +1022,6 @@ class Engine:
         qty, sizing = self._size(d.symbol, d.price)
         d.sizing = sizing
         d.quantity = qty
-        if market.below_minimum(qty, d.price):
-            d.outcome = "below_minimum"
-            d.reason = f"size {qty:.8g} below venue minimum (min notional {market.min_notional})"
-            return
         intent = OrderIntent(symbol=d.symbol, side=Side.BUY, quantity=qty, reason=OrderReason.SIGNAL,
                              decision_id=d.decision_id, confidence=d.ensemble.confidence, ref_price=d.price,
                              stop_loss=sizing.get("stop_loss"), take_profit=sizing.get("take_profit"))
@@ -1037,6 +1033,10 @@ class Engine:
         if failure is not None:
             d.outcome = "rejected"
             d.reason = failure.refusal()
+            return
+        if market.below_minimum(qty, d.price):  # after the gates, as the order path says it for other callers
+            d.outcome = "below_minimum"
+            d.reason = f"size {qty:.8g} below venue minimum (min notional {market.min_notional})"
             return
         if self.approvals.mode == "manual":
             await self.approvals.propose(d, intent, lambda: self._record_decision(d))
