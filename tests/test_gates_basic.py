@@ -594,3 +594,21 @@ async def test_every_order_is_journaled_with_its_client_order_id_before_the_venu
         assert sorted(venue.orders) == sorted(ids)  # the venue knows them by the same ids
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("confidence, limit", [(0.549981, 0.55), (0.55002, 0.55), (0.55546, 0.55547)])
+def test_a_recorded_gate_value_is_on_the_same_side_of_its_limit_as_the_value_measured(confidence, limit):
+    """Values are recorded to 4 decimals, except where that would put them on the limit or past it: a refusal that
+    read "MIN_CONFIDENCE: value=0.55 limit=0.55" said nothing of why."""
+    [g] = [g for g in gatekeeper(portfolio(), min_confidence=limit).evaluate(entry(confidence=confidence))
+           if g.code == "MIN_CONFIDENCE"]
+    assert g.passed == (confidence >= limit)
+    assert (g.value > limit) == (confidence > limit) and (g.value < limit) == (confidence < limit), g.refusal()
+    assert g.value == pytest.approx(confidence, abs=1e-4)
+    assert len(str(g.value)) <= len(str(confidence))
+
+
+def test_a_recorded_gate_value_keeps_four_decimals_away_from_its_limit():
+    [g] = [g for g in gatekeeper(portfolio(), min_confidence=0.55).evaluate(entry(confidence=0.123456789))
+           if g.code == "MIN_CONFIDENCE"]
+    assert g.value == 0.1235
