@@ -84,6 +84,17 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 
 
+def _shown(x: float, limit: float, nd: int = 4) -> float:
+    """`x` rounded to `nd` decimals for the record, or to as many more as keep it on its own side of `limit` (below,
+    on or above it): a refusal that reads "value=0.55 limit=0.55" says nothing of why."""
+    side = (x > limit) - (x < limit)
+    for digits in range(nd, 16):
+        shown = round(x, digits)
+        if (shown > limit) - (shown < limit) == side:
+            return shown
+    return x
+
+
 class Gatekeeper:
     def __init__(self, risk: RiskSettings, portfolio: Portfolio, *, trading: "TradingState",
                  breaker_allows: Callable[[], bool], now_ms: Callable[[], int],
@@ -140,7 +151,7 @@ class Gatekeeper:
         else:
             # `last` is the open time of the newest closed bar; it is current while now < its close + 1 bar.
             age = max(0.0, (self.now_ms() - last - self.timeframe_ms) / self.timeframe_ms)
-            yield GateResult("DATA_STALE", round(age, 2), r.stale_after_bars, age <= r.stale_after_bars)
+            yield GateResult("DATA_STALE", _shown(age, r.stale_after_bars, 2), r.stale_after_bars, age <= r.stale_after_bars)
 
         conf = it.confidence
         if conf is None:
@@ -149,7 +160,7 @@ class Gatekeeper:
             else:
                 yield self._missing("MIN_CONFIDENCE", r.min_confidence)
         else:
-            yield GateResult("MIN_CONFIDENCE", round(conf, 4), r.min_confidence, conf >= r.min_confidence)
+            yield GateResult("MIN_CONFIDENCE", _shown(conf, r.min_confidence), r.min_confidence, conf >= r.min_confidence)
 
         flight = self.entries_in_flight()
         open_now = pf.held() + len(flight)
@@ -165,17 +176,21 @@ class Gatekeeper:
         else:
             notional = it.quantity * price
             size_pct = 100.0 * notional / equity
-            yield GateResult("POSITION_SIZE", _r(size_pct), r.max_position_pct, size_pct <= r.max_position_pct)
+            yield GateResult("POSITION_SIZE", _shown(size_pct, r.max_position_pct), r.max_position_pct,
+                             size_pct <= r.max_position_pct)
             conc = 100.0 * (pf.exposure(it.symbol) + abs(pending.get(it.symbol, 0.0)) + notional) / equity
-            yield GateResult("CONCENTRATION", _r(conc), r.max_concentration_pct,
+            yield GateResult("CONCENTRATION", _shown(conc, r.max_concentration_pct), r.max_concentration_pct,
                              conc <= r.max_concentration_pct)
             lev = (pf.gross_exposure() + sum(map(abs, pending.values())) + notional) / equity
-            yield GateResult("LEVERAGE", _r(lev), r.max_leverage, lev <= r.max_leverage + 1e-9)
+            # Within 1e-9 of the limit is at it (the arithmetic of an entry sized to the limit): shown as it.
+            shown = _r(lev) if abs(lev - r.max_leverage) <= 1e-9 else _shown(lev, r.max_leverage)
+            yield GateResult("LEVERAGE", shown, r.max_leverage, lev <= r.max_leverage + 1e-9)
 
         dd = pf.drawdown_pct()
-        yield GateResult("DRAWDOWN", _r(dd), r.max_drawdown_pct, dd <= r.max_drawdown_pct)
+        yield GateResult("DRAWDOWN", _shown(dd, r.max_drawdown_pct), r.max_drawdown_pct, dd <= r.max_drawdown_pct)
         dl = pf.day_loss_pct()
-        yield GateResult("DAILY_LOSS", _r(dl), r.daily_loss_limit_pct, dl <= r.daily_loss_limit_pct)
+        yield GateResult("DAILY_LOSS", _shown(dl, r.daily_loss_limit_pct), r.daily_loss_limit_pct,
+                         dl <= r.daily_loss_limit_pct)
 
         if notional is None or pending is None:
             yield self._missing("VAR", r.max_var_pct)
@@ -190,7 +205,7 @@ class Gatekeeper:
                 if var is None:
                     yield self._missing("VAR", r.max_var_pct)
                 else:
-                    yield GateResult("VAR", _r(var), r.max_var_pct, var <= r.max_var_pct)
+                    yield GateResult("VAR", _shown(var, r.max_var_pct), r.max_var_pct, var <= r.max_var_pct)
 
         yield self._correlation(it, flight)
 
@@ -229,7 +244,7 @@ class Gatekeeper:
                 worst, worst_sym = c, sym
         # One measured over the limit refuses, whatever could not be measured beside it.
         if worst is not None and (worst > limit or not unmeasured):
-            return GateResult("CORRELATION", round(worst, 4), limit, worst <= limit, f"with {worst_sym}")
+            return GateResult("CORRELATION", _shown(worst, limit), limit, worst <= limit, f"with {worst_sym}")
         return GateResult("CORRELATION", None, limit, not self.live, f"{INPUT_MISSING}: {', '.join(unmeasured)}")
 
 
