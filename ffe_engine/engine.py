@@ -201,6 +201,9 @@ class Engine:
         # decision (id number, bar, outcome, the weights it was weighed with) and the bar of its last indicators.
         self._stretch_decided: dict[str, tuple[int, int, str, dict[str, float]]] = {}
         self._stretch_loaded: dict[str, int] = {}
+        # A replay's symbols whose candles end before the others' (symbol -> its last candle's time): after it, their
+        # orders in flight are cancelled, as no candle will fill them (set at the start, where the replay goes on).
+        self._data_ends: dict[str, int] = {}
         self.entry_votes: dict[str, dict[str, str]] = {}  # decision id -> {provider: action} for open trades
         self.bars = 0
         self.bars_by_symbol: dict[str, int] = {s: 0 for s in self.symbols}
@@ -345,6 +348,8 @@ class Engine:
         found.append(await self._load_weights())
         if self.sim_feed is not None:
             found.append(await self._load_market())
+        if isinstance(self.feed, ReplayFeed):
+            self._data_ends = self.feed.early_ends()
         for p in positions:
             if p.entry_decision_id:
                 self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
@@ -747,6 +752,8 @@ class Engine:
         if self.opts.max_bars is not None and min(self.bars_by_symbol.values()) >= self.opts.max_bars:
             self._stopped_why = f"it ran its {self.opts.max_bars} bars (--max-bars)"
             self._stop.set()
+        if self._data_ends and self._data_ends.get(sym) == c.ts:
+            await self._data_ended(sym)
         if profile.publish_bars:
             self.bus.publish(BarEvent(symbol=sym, bar_ts=c.ts, close=c.close, equity=pf.equity()))
         if profile.pause_on_breach:
@@ -762,6 +769,16 @@ class Engine:
                 await self.flush()
                 # The bar loop never waits otherwise: give the loop a turn, so a ^C (a cancel) lands here.
                 await asyncio.sleep(0)
+
+    async def _data_ended(self, symbol: str) -> None:
+        """`symbol`'s last candle of a replay that goes on with other symbols: its orders in flight are cancelled
+        through the order path, since nothing can fill them now; kept, an entry would count as one in flight and hold
+        its cash to the end of the run. Its position stays, marked at its last close."""
+        if not any(o.symbol == symbol for o in self.orders.live.values()):
+            return
+        report = await self.orders.cancel_all(symbol)
+        log.warning("market data ended: its orders in flight cancelled", symbol=symbol,
+                    cancelled=",".join(report.cancelled), failed=len(report.failed))
 
     async def _replay(self, feed: ReplayFeed, signals: BarSignals) -> None:
         """A replay's candles through on_candle, except while no approval is pending: then the candles up to the

@@ -57,6 +57,12 @@ class ReplayFeed:
         """Candles the replay will hand out, all symbols together."""
         return sum(len(s) for s in self.series)
 
+    def early_ends(self) -> dict[str, int]:
+        """The symbols whose candles end before the replay's: symbol -> the time of its last candle."""
+        ends = {sym: s.ts[-1] for sym, s in zip(self.symbols, self.series) if len(s)}
+        last = max(ends.values(), default=0)
+        return {sym: ts for sym, ts in ends.items() if ts < last}
+
     def history(self, n: int) -> dict[str, list[Candle]]:
         """No warm-up bars before a replay's first bar: its own first bars are the warm-up. After a restart (`load`),
         the last n bars of each symbol before where it goes on."""
