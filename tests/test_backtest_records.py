@@ -117,18 +117,29 @@ def test_audit_show_tells_a_decision_of_a_full_run_from_its_compact_records(runs
     assert [g["code"] for g in story["gates"]] == [g["code"] for g in record["gates"]] and story["orders"]
 
 
-def test_audit_show_of_a_trades_run_says_its_records_are_incomplete_for_a_decision_id_as_for_an_order_id(runs):
-    """A trades run keeps no decision records: asked about a decision that placed an order, by the decision's id
-    or by the order's, `ffe audit show` says in one line that the records are incomplete (exit 1), not that there
-    is no such decision (a usage error)."""
+def test_audit_show_of_a_trades_run_tells_a_decision_s_orders_fills_and_trade_by_either_id(runs):
+    """A trades run keeps no decision records (votes, gates) but keeps its orders, fills and trades: asked about a
+    decision that placed an order, by the decision's id or by the order's, `ffe audit show` says the run keeps no
+    decision record and tells what it kept (exit 0), as `ffe audit tail` of such a run points to; not "the records
+    are incomplete", which `ffe doctor` then contradicts."""
     run = runs["trades"]
     db = run["cwd"] / run["report"]["database"]
     did, cid = db_rows(db, "SELECT decision_id, client_order_id FROM orders WHERE decision_id IS NOT NULL "
-                           "ORDER BY created_ts LIMIT 1")[0]
+                           "AND status = 'filled' ORDER BY created_ts LIMIT 1")[0]
+    [(trade_id, exit_cid)] = db_rows(db, "SELECT id, exit_client_order_id FROM trades WHERE entry_decision_id = ?",
+                                     (did,))
+    fills = db_rows(db, "SELECT quantity, price FROM fills WHERE client_order_id = ?", (cid,))
     for ident in (did, cid):
         proc = run_ffe(run["cwd"], "audit", "show", ident, "--data-dir", str(db.parent))
-        assert proc.returncode == 1, (ident, proc.stdout + proc.stderr)
-        assert "the records are incomplete" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.returncode == 0, (ident, proc.stdout + proc.stderr)
+        assert "keeps no decision record" in proc.stdout and did in proc.stdout, proc.stdout
+        assert cid in proc.stdout and exit_cid in proc.stdout and f"#{trade_id}" in proc.stdout, proc.stdout
+        story = json.loads(run_ffe(run["cwd"], "audit", "show", ident, "--json", "--data-dir",
+                                   str(db.parent)).stdout)
+        assert story["decision_id"] == did and story["records"] == "trades"
+        [entry] = [o for o in story["orders"] if o["client_order_id"] == cid]
+        assert [(f["quantity"], f["price"]) for f in entry["fills"]] == fills
+        assert [t["id"] for t in story["trades"]] == [trade_id]
 
 
 def test_audit_tail_of_a_trades_run_says_such_runs_keep_no_audit_trail(runs):
