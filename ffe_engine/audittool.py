@@ -598,6 +598,9 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
     if did is None:
         return None
     row = conn.execute("SELECT * FROM decisions WHERE decision_id = ?", (did,)).fetchone()
+    level = _backtest_records(conn) if row is None else None
+    if level in ("trades", "summary"):
+        return _kept_story(conn, did, level)
     if row is None:
         raise StorageError(f"{ident}: the records are incomplete: its decision {did} is not in the decisions table "
                            "(`ffe doctor` checks every record)")
@@ -716,6 +719,54 @@ def order_story(conn: sqlite3.Connection, client_order_id: str) -> dict[str, Any
             "gates": gates, "orders": orders, "trades": trades}
 
 
+def _backtest_records(conn: sqlite3.Connection) -> str | None:
+    """The record level of a backtest run's database; None for an engine's own."""
+    row = conn.execute("SELECT value FROM kv WHERE key = ?", (BACKTEST_RECORDS_KEY,)).fetchone()
+    if row is None:
+        return None
+    try:
+        level = json.loads(row[0])
+    except (TypeError, ValueError):
+        return None
+    return level if isinstance(level, str) else None
+
+
+def _kept_story(conn: sqlite3.Connection, did: str, level: str) -> dict[str, Any]:
+    """A decision of a backtest run that keeps no decision records: what the run kept of it, its orders (with their
+    fills) and the trades it opened, with the orders that closed them."""
+    orders = _rows(conn, "SELECT * FROM orders WHERE decision_id = ? ORDER BY created_ts", (did,))
+    trades = _rows(conn, "SELECT * FROM trades WHERE entry_decision_id = ? ORDER BY id", (did,))
+    seen = {o["client_order_id"] for o in orders}
+    for t in trades:
+        t["role"] = "opened"
+        cid = t.get("exit_client_order_id")
+        if cid and cid not in seen:
+            seen.add(cid)
+            orders += _rows(conn, "SELECT * FROM orders WHERE client_order_id = ?", (cid,))
+    return {"decision_id": did, "records": level, "symbol": orders[0]["symbol"] if orders else None,
+            "orders": [_with_fills(conn, o) for o in orders], "trades": trades}
+
+
+def render_kept_story(s: dict[str, Any]) -> str:
+    out = [f"decision {s['decision_id']}  {s['symbol'] or ''}",
+           f"  a backtest run of {s['records']} records keeps no decision record (its votes and gates: only full "
+           "records do); its orders, fills and trades:"]
+    for o in s["orders"]:
+        out += ["", f"order {o['client_order_id']}  {o['side']} {fmt.qty(o['quantity'])} {o['type']}  {o['reason']}  "
+                    f"{o['status']}  at {fmt.iso_ms(o['created_ts'])}",
+                f"  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
+                + (f"  error: {o['error']}" if o["error"] else "")]
+        out += [_fill_line(f) for f in o["fills"]]
+    for t in s["trades"]:
+        out += ["", "trade",
+                f"  #{t['id']} {t['side']} {fmt.qty(t['quantity'])} {t['symbol']}  {fmt.price(t['entry_price'])} -> "
+                f"{fmt.price(t['exit_price'])}  pnl {fmt.money(t['pnl'], signed=True)}  {t['reason']}  (closed by "
+                f"{t['exit_client_order_id'] or 'no order'})"]
+    if not s["orders"] and not s["trades"]:
+        out += ["", "  no order of it was recorded"]
+    return "\n".join(out)
+
+
 def render_order_story(s: dict[str, Any]) -> str:
     o = s["orders"][0]
     out = [f"order {s['client_order_id']}  {s['symbol']}  {o['side']} {fmt.qty(o['quantity'])} {o['type']}  "
@@ -767,6 +818,8 @@ def _approval_history(conn: sqlite3.Connection, approval: dict[str, Any],
 
 
 def render_story(s: dict[str, Any]) -> str:
+    if "records" in s:  # a run that keeps no decision records
+        return render_kept_story(s)
     out: list[str] = []
     add = out.append
     add(f"decision {s['decision_id']}  {s['symbol']}  bar {s['bar_time']}  price {fmt.price(s['price'])}"
