@@ -209,7 +209,8 @@ def build_parser() -> Parser:
     _common(bk)
     bk.add_argument("--to", type=Path, default=None, metavar="DIR",
                     help="write it into DIR (default: backup.dir); older backups there are pruned")
-    bk.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    bk.add_argument("--json", action="store_true",
+                    help="print the file, the backups pruned, what interrupted backups left and the manifest as JSON")
     bk.set_defaults(handler=commands.backup)
     bk_sub = bk.add_subparsers(dest="backup_command")
     bk_verify = bk_sub.add_parser("verify", help="check a backup: checksums, integrity, audit trail, agreement")
