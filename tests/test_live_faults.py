@@ -279,6 +279,46 @@ async def test_duplicate_client_id_rejected_while_open(fx, make_desk):
     assert journaled.status is OrderStatus.OPEN and journaled.exchange_id == str(fx.orders[0].order_id)
 
 
+async def test_a_repeat_the_exchange_calls_a_duplicate_is_never_sent_again_nor_ended_as_absent(fx, make_desk):
+    """Lookups that miss a resting order for long: its one repeat is answered "Duplicate order sent.", the venue's
+    word that it has the order. It is not sent again, and not ended as absent after repeated sends: it stays in
+    doubt until a lookup finds it (a rejected journal would leave its later fill out of the books)."""
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "drop_after")
+    fx.fault(GET_ORDER, "not_found_once", times=1000)
+    o = (await desk.buy(type="limit", price=25_000.0)).order
+    for _ in range(24):
+        await desk.path.poll()
+        await asyncio.sleep(SETTLE_S / 3)
+    assert o.status is OrderStatus.IN_DOUBT, (o.status, o.error)
+    assert desk.sent_ids() == [o.client_order_id] * 2
+    fx.clear_faults(GET_ORDER)
+    await desk.resolve(o, until=lambda o: o.status is OrderStatus.OPEN)
+    fx.fill(o.client_order_id)
+    await desk.resolve(o)
+    assert o.status is OrderStatus.FILLED and [f.quantity for f in desk.fills] == [pytest.approx(0.01)]
+    assert desk.sent_ids() == [o.client_order_id] * 2 and len(fx.orders) == 1
+
+
+async def test_an_open_order_the_exchange_still_lists_is_not_ended_when_lookups_miss_it(fx, make_desk):
+    """An order the venue answered open, whose lookups by id then miss it for long (a lagging replica): the venue's
+    open orders still list it, so it is not ended as lost; its fill, when it comes, is booked."""
+    desk = await make_desk()
+    o = (await desk.buy(type="limit", price=25_000.0)).order
+    assert o.status is OrderStatus.OPEN
+    fx.fault(GET_ORDER, "not_found_once", times=1000)
+    for _ in range(24):
+        await desk.path.poll()
+        await asyncio.sleep(SETTLE_S / 3)
+    assert o.status is OrderStatus.OPEN and desk.path.live.get(o.client_order_id) is o, (o.status, o.error)
+    (journaled,) = await desk.journal(o.client_order_id)
+    assert journaled.status is OrderStatus.OPEN
+    fx.clear_faults(GET_ORDER)
+    fx.fill(o.client_order_id)
+    await desk.resolve(o)
+    assert o.status is OrderStatus.FILLED and [f.quantity for f in desk.fills] == [pytest.approx(0.01)]
+
+
 # -- an outage longer than the breaker threshold -----------------------------------------------------------------
 
 async def test_exchange_down_past_the_breaker_threshold_then_back(fx, make_desk):
