@@ -38,7 +38,7 @@ from .portfolio import Portfolio
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure
 from .store import FillRecord, Store
 from .trading_state import TradingState
-from .venues.base import OrderInDoubt, Venue, VenueError, VenueUnavailable
+from .venues.base import DuplicateOrder, OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
 CANCEL_ASKED_KEY = "orders_cancel_asked"  # kv: the orders in doubt a cancel did not find (see OrderPath.cancel)
@@ -336,6 +336,10 @@ class OrderPath:
                 return
             await self._finish(o, OrderStatus.REJECTED, str(exc))
             return
+        except DuplicateOrder as exc:
+            # The venue has an order of this id: never sent again; it stays in doubt until a lookup finds it.
+            await self._repeat_not_placed(o, str(exc), refused=True)
+            return
         except OrderInDoubt as exc:
             # The poll may have found the order at the venue while this answer was on its way: then the venue
             # has spoken and the lost answer changes nothing.
@@ -515,7 +519,7 @@ class OrderPath:
                         vo = await self.breaker.call(
                             functools.partial(self.venue.fetch_order, o.client_order_id, o.symbol))
                         if vo is None:
-                            if self._lost(o):
+                            if self._lost(o) and not await self._still_listed(o):
                                 await self._finish(o, OrderStatus.REJECTED, "venue no longer knows this order")
                             else:
                                 self._unread.add(o.client_order_id)
@@ -592,6 +596,29 @@ class OrderPath:
         if looks == 1:
             log.warning("venue did not find an open order", client_order_id=cid, symbol=o.symbol)
         return looks >= 3 and self.clock.monotonic() - first >= self.settle_s
+
+    async def _still_listed(self, o: Order) -> bool:
+        """Whether the venue still shows an order its lookups by id have lost: listed among its open orders (then
+        that word is recorded), or its balance moved as if it had filled; or the venue could not be asked. Ended as
+        lost, its fill would never be booked."""
+        cid = o.client_order_id
+        try:
+            listed = await self.breaker.call(lambda: self.venue.fetch_open_orders(o.symbol))
+        except (BreakerOpen, VenueUnavailable, VenueError):
+            return True
+        for vo in listed:
+            if vo.client_order_id == cid:
+                self._missing.pop(cid, None)
+                await self._apply(o, vo)
+                return True
+        if self.placed_evidence is not None:
+            why = await self.placed_evidence(o)
+            if why is not None:
+                if cid not in self._evidence_said:
+                    self._evidence_said.add(cid)
+                    log.warning("order lost by its lookups not ended", client_order_id=cid, symbol=o.symbol, why=why)
+                return True
+        return False
 
     def _not_found(self, cid: str) -> tuple[float, int]:
         """A lookup did not find the order: when the lookups that did not find it in a row began, and how many."""

@@ -331,6 +331,15 @@ class FakeBinance:
                    price if price is not None else (order.price or self.prices[order.symbol]))
         return order
 
+    def expire(self, client_id: str) -> FakeOrder:
+        """End an open order on the exchange's own (EXPIRED), releasing what it holds, as an exchange that drops an
+        order: it is then in no list of open orders."""
+        order = self.open_order(client_id)
+        if order is None:
+            raise KeyError(client_id)
+        self._close(order, "EXPIRED")
+        return order
+
     def orders_with(self, client_id: str) -> list[FakeOrder]:
         return [o for o in self.orders if o.client_id == client_id]
 

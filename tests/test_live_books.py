@@ -477,7 +477,8 @@ async def test_an_open_order_the_venue_has_lost_ends_after_the_settle_window_and
         e = running.engine
         async with engine_loop(e):
             cid = await resting_entry(e, fx)
-            fx.fault(GET_ORDER, "not_found_once", times=1000)  # the venue has lost it for good
+            fx.expire(cid)  # the venue has dropped it: in no list of its open orders,
+            fx.fault(GET_ORDER, "not_found_once", times=1000)  # and lost for good by its lookups
             started = asyncio.get_running_loop().time()
             looks = await poll_until_ended(e, cid, every=0.2, at_most=100)
             waited = asyncio.get_running_loop().time() - started
