@@ -1830,3 +1830,37 @@ async def test_a_flatten_whose_closing_order_the_exchange_refuses_on_its_minimum
         assert [f["symbol"] for f in report["failed"]] == [BTC], report
         assert "minimum" in report["failed"][0]["error"], report
         assert fx.balances["BTC"].total > 0.001  # still held at the exchange
+
+
+async def test_an_approval_is_checked_at_the_exchange_s_price_now_not_the_last_bar_s_close(tmp_path, fx):
+    """Bars can be an hour old when the operator approves: the re-check and the new size are taken at the price the
+    exchange quotes now. A jump past the take-profit inside the open bar refuses the approval; nothing is sent."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            tp = a["intent"]["take_profit"]
+            fx.set_price("BTCUSDT", round(tp * 1.02, 2))  # the market jumps inside the open bar
+            res = await e.approve(a["approval_id"])
+        assert not res["accepted"] and res["reason"].startswith("PRICE_MOVED"), res
+        assert fx.requests_to(POST_ORDER) == []
+
+
+async def test_an_approval_is_sized_at_the_exchange_s_price_now(tmp_path, fx):
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            now = round((a["price"] + a["intent"]["take_profit"]) / 2, 2)  # up, inside the stops
+            fx.set_price("BTCUSDT", now)
+            res = await e.approve(a["approval_id"])
+        assert res["accepted"], res
+        assert res["price"] == now and res["stop_loss"] < now < res["take_profit"]
+        r = settings.risk
+        assert res["take_profit"] - now == pytest.approx(r.take_profit_atr / r.stop_loss_atr * (now - res["stop_loss"]))
