@@ -13,7 +13,7 @@ left of it is taken from them, never more than the time to live.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from . import fmt
 from .clock import Clock
@@ -31,6 +31,7 @@ MODES = ("auto", "manual")
 
 # (symbol, price) -> (quantity, sizing record with stop_loss and take_profit): an entry sized as the engine sizes it
 Sizer = Callable[[str, float], "tuple[float, dict[str, Any]]"]
+PriceNow = Callable[[str], Awaitable[float | None]]
 
 
 def moved_past(intent: OrderIntent, price: float) -> str:
@@ -47,7 +48,7 @@ def moved_past(intent: OrderIntent, price: float) -> str:
 class ApprovalDesk:
     def __init__(self, *, store: Store, bus: EventBus, orders: OrderPath, portfolio: Portfolio,
                  trading: TradingState, clock: Clock, ttl_s: float, mode: str, new_id: Callable[[str], str],
-                 size: Sizer) -> None:
+                 size: Sizer, price_now: PriceNow) -> None:
         self.store = store
         self.bus = bus
         self.orders = orders
@@ -58,6 +59,7 @@ class ApprovalDesk:
         self.mode = mode
         self.new_id = new_id
         self.size = size
+        self.price_now = price_now  # the market's price at this moment (ControlError when it cannot be read)
         self.pending: dict[str, dict[str, Any]] = {}  # approval id -> approval row
         self._deadline: dict[str, float] = {}  # approval id -> when it expires, on the clock's monotonic time
 
@@ -141,7 +143,8 @@ class ApprovalDesk:
             await self._end(row, "expired", "ttl", "expired before approval")
             raise ControlError(f"approval {approval_id} expired")
         proposed = OrderIntent.from_dict(row["intent"])
-        price = self.portfolio.last_price.get(proposed.symbol) or proposed.ref_price
+        # The price the market is at now: the last bar's close can be a bar's length old.
+        price = await self.price_now(proposed.symbol)
         reason = moved_past(proposed, price) if price else "NO_PRICE: no current price"
         if reason or not price:
             reason += f" (proposed at {fmt.price(row['price'])})"

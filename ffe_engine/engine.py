@@ -39,7 +39,7 @@ from .execution import CancelReport, OrderPath, side_to_close
 from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
-from .market.base import ResumableFeed
+from .market.base import QuotingFeed, ResumableFeed
 from .market.replay import ReplayFeed
 from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason,
                     OrderStatus, Position, Side)
@@ -55,7 +55,7 @@ from .store import CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORED_KEY, FillRecord
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
-from .venues.base import SimulatedVenue
+from .venues.base import SimulatedVenue, VenueError, VenueUnavailable
 
 from .batch import FIRST
 
@@ -178,7 +178,8 @@ class Engine:
                                 ids=self.ids)
         self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
-                                      mode=self.opts.approval, new_id=self.ids.new, size=self._size)
+                                      mode=self.opts.approval, new_id=self.ids.new, size=self._size,
+                                      price_now=self._price_now)
         self.reconciler = Reconciler(venue=venue, store=store, orders=self.orders, portfolio=self.portfolio, bus=bus,
                                      symbols=self.symbols, clock=clock, quote=settings.venue.quote)
         # Before an order in doubt goes again, the venue's balance is asked whether it holds it already.
@@ -1033,6 +1034,18 @@ class Engine:
                           price=price, slippage=self.slippage,
                           atr=self.ind[symbol].atr, fee_rate=self.fee_rate,
                           amount_step=self.venue.market(symbol).amount_step)
+
+    async def _price_now(self, symbol: str) -> float | None:
+        """The price the market is at now, which an approval is checked and sized at: the exchange's quote when the
+        market is read from an exchange (ControlError, nothing changed, when it cannot be read), else the last close
+        (a simulated or replayed market moves at its bars' closes)."""
+        if not isinstance(self.feed, QuotingFeed):
+            return self.portfolio.last_price.get(symbol)
+        try:
+            return await self.feed.last_price(symbol)
+        except (VenueError, VenueUnavailable) as exc:
+            raise ControlError(f"the exchange's price of {symbol} could not be read ({str(exc)[:120]}): nothing "
+                               "approved; approve it again") from None
 
     async def _enter(self, d: Decision) -> None:
         market = self.venue.market(d.symbol)

@@ -28,3 +28,10 @@ class ResumableFeed(Protocol):
     def load(self, state: dict[str, Any]) -> bool:
         """Continue from a stored state; False when the state does not fit this feed (a new path then)."""
         ...
+
+
+@runtime_checkable
+class QuotingFeed(Protocol):
+    """A market read from an exchange, which quotes the price it is at between its bars' closes."""
+
+    async def last_price(self, symbol: str) -> float: ...
