@@ -257,6 +257,33 @@ async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_i
         assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
 
 
+@pytest.mark.parametrize("answer", ["y", "n"])
+async def test_the_kill_switch_asked_while_starting_holds_the_engine_until_it_is_answered(tmp_path, monkeypatch,
+                                                                                           answer):
+    """K while STARTING, its dialog still open when the engine has started: the engine does not run (nor trade)
+    before the operator answers. `y` halts it before its first bar; `n` lets it run."""
+    gate = held_open(monkeypatch)
+    db = db_path(tmp_path)
+    app = console(tmp_path, speed=50.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
+        gate.set()
+        await until(pilot, lambda: app.engine is not None, "the engine opened")
+        await pilot.pause(1.5)  # at 50 bars a second, a running engine would be some seventy bars in by now
+        assert app.engine.bars == 0 and db_value(db, "SELECT COUNT(*) FROM orders") == 0
+        assert "KILL SWITCH" in screen_text(app)
+        await pilot.press(answer)
+        if answer == "y":
+            await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+            await pilot.pause(0.5)
+            assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
+        else:
+            await until(pilot, lambda: app.engine.bars > 0, "the engine running")
+            assert db_value(db, "SELECT state FROM engine_state") != "HALTED"
+
+
 async def test_sigusr1_while_the_console_starts_its_engine_halts_it_once_started(tmp_path, monkeypatch):
     gate = held_open(monkeypatch)
     app = console(tmp_path)
