@@ -56,6 +56,7 @@ NOT_ANSWERING_S = 3.0  # attached: an engine silent this long to the status requ
 WIDE = (110, 32)  # from this size on, every pane is on screen at once
 WIDER = 160  # columns from which the gates pane is wide enough to say values, limits and its title in full
 LOW_ROWS = 16  # the votes, chart and gates row of the wide layout: every gate listed
+ANSWER_POLL_S = 0.05  # how often an engine held for the kill switch's answer looks for it
 WIDE_FIXED_ROWS = 16  # the status line (2), the footer (1), positions (7) and approvals beside the breaker (6)
 LOG_ROWS = 5  # the log's title line and four lines, at least, in the wide layout
 SMALLEST = (80, 24)  # below this the panes shrink so the log keeps some lines, and a line says so
@@ -363,6 +364,12 @@ class ConsoleApp(App[int]):
             return
         self.engine = self.running.engine
         self.sub = self.running.subscribe(maxlen=SUBSCRIPTION_MAX)
+        if self._asking("kill") and self._halt_when_started is None:
+            # The kill switch asked while the engine opened, not answered yet: the engine does not run, nor trade,
+            # before the operator has answered it.
+            self.say("the engine has started and waits for your answer to the kill switch", severity="warning")
+            while self._asking("kill") and self._halt_when_started is None and not self.stopping:
+                await asyncio.sleep(ANSWER_POLL_S)
         if self._halt_when_started is not None:  # asked for while it opened: before it runs, before it trades
             reason, by = self._halt_when_started
             try:
@@ -370,6 +377,7 @@ class ConsoleApp(App[int]):
             except Exception as exc:
                 await self._engine_failed(exc)
                 return
+            self._halt_when_started = None
         # What the engine published before this console subscribed: its start (shown as it happened), or, attached,
         # what a running engine did before (in the log as past: no banner, no notice).
         self._changed |= self.view.apply(self.running.earlier, news=not self.attached)
@@ -448,7 +456,7 @@ class ConsoleApp(App[int]):
                     running = None
             if running is None:
                 return
-            if self._halt_when_started is not None and self.engine is None:
+            if self._halt_when_started is not None and self._run_task is None:
                 # Opened as the console closes: the halt asked for while it opened is made first (HALTED stored).
                 reason, by = self._halt_when_started
                 with contextlib.suppress(Exception):
@@ -705,10 +713,10 @@ class ConsoleApp(App[int]):
 
     def _halt_once_started(self, reason: str, by: str) -> None:
         """A halt asked for while the engine opens: made as soon as it has opened, before it runs."""
-        if self.engine is not None:  # opened meanwhile
+        if self.engine is not None and self._run_task is not None:  # running meanwhile
             self._control("halt", self._halt(reason, by))
             return
-        self._halt_when_started = (reason, by)
+        self._halt_when_started = (reason, by)  # made by _lifecycle (or _close) before the engine runs
         self.say("the engine is halted as soon as it has started, before it trades", severity="warning")
 
     def _kill_confirmed(self) -> None:
