@@ -14,6 +14,7 @@ import json
 
 import pytest
 
+from conftest import run_ffe, run_ffe_paging, starter_config
 from ffe_engine import doctor
 from ffe_engine.store import keep_halted
 
@@ -105,3 +106,17 @@ async def test_a_state_stored_without_its_event_is_named_by_doctor_and_said_by_t
     assert (said["state"], said["previous"], said["by"]) == ("HALTED", "RUNNING", "restore")
     await p.close()
     doctor.check(settings)
+
+
+async def test_a_halted_state_restated_at_start_is_not_paged_again_as_a_kill_switch(tmp_path):
+    """HALTED stored without its event (kept across a restore; on a full disk, RECORDS_UNWRITABLE paged it) is said
+    by the next start in its records, and its STARTED (waiting) alert says the engine starts HALTED: no HALTED page
+    as if the kill switch had just cancelled the open orders."""
+    starter_config(tmp_path)
+    first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert first.returncode == 0, first.stderr
+    keep_halted(tmp_path / "data" / "ffe.db", "ffe ctl halt (by ctl, kept across a restore)", 1.0)
+    proc, hook = await run_ffe_paging(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert proc.returncode == 0, proc.stderr
+    kinds = [r.body.get("kind") for r in hook.delivered]
+    assert "STARTED" in kinds and "HALTED" not in kinds, [r.body for r in hook.delivered]
