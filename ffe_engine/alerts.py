@@ -84,6 +84,8 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                               f"ffe approval mode set to auto by {ev.by}: trades are sent without approval; "
                               "`ffe ctl mode manual` to go back.")]
             return []
+        if ev.restated:  # a state stored before, said at this start: paged when it was made
+            return []
         if ev.state == "HALTED":
             # Engine.flatten halts with this reason, then closes every position (its FLATTEN alert says how).
             positions = ("positions are being closed (FLATTEN follows)" if ev.reason == "flatten"

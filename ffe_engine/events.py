@@ -85,6 +85,9 @@ class EngineStateChanged(Event):
     previous: str = ""
     reason: str = ""
     by: str = "engine"
+    # Said by a start, of a state stored earlier without its event (HALTED on a full disk, kept across a restore): no
+    # change made now, so no alert of one (it was paged when it was made; the start's STARTED says it starts so).
+    restated: bool = False
 
 
 @dataclass(slots=True)

@@ -82,7 +82,7 @@ class TradingState:
             return
         prev = str(last["state"]) if last is not None else self.state.value
         await self.store.commit_events(lambda: self.bus.publish(EngineStateChanged(
-            state=self.state.value, previous=prev, reason=self.reason, by=by)))
+            state=self.state.value, previous=prev, reason=self.reason, by=by, restated=True)))
         log.info("engine state", state=self.state.value, previous=prev, reason=self.reason, by=by,
                  said="stored without its event")
 
