@@ -694,3 +694,17 @@ def test_orders_the_exchange_made_since_a_restored_backup_are_told_when_journale
     from ffe_engine.monitor import WATCHED
 
     assert RecoveredEvent.name in WATCHED  # the bus hands the monitor the event
+
+
+def test_a_halt_the_engine_makes_at_start_is_paged_without_saying_orders_were_cancelled():
+    """The start halts the engine itself (HALTED found only in audit records the database never committed, a disk
+    reserve the last run emptied): it cancels nothing, and its page does not say it did, as a kill switch's does."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import EngineStateChanged
+
+    (by_engine,) = alerts_for(EngineStateChanged(state="HALTED", previous="RUNNING", by="engine",
+                                                 reason="the last run stopped on a record it could not write"))
+    assert by_engine.kind == "HALTED" and "cancelled" not in by_engine.text, by_engine.text
+    assert "could not write" in by_engine.text and "positions stay open" in by_engine.text
+    (kill,) = alerts_for(EngineStateChanged(state="HALTED", previous="RUNNING", by="ctl", reason="ffe ctl halt"))
+    assert "open orders cancelled" in kill.text
