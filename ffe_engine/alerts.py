@@ -90,8 +90,10 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
             # Engine.flatten halts with this reason, then closes every position (its FLATTEN alert says how).
             positions = ("positions are being closed (FLATTEN follows)" if ev.reason == "flatten"
                          else "positions stay open")
+            # A halt the engine makes itself (at a start, on what the last run left) cancels nothing.
+            cancelled = "" if ev.by == "engine" else "open orders cancelled; "
             return [Alert("HALTED", "HALTED", "page", f"ffe HALTED by {ev.by}: {ev.reason}. New orders refused, "
-                                                      f"open orders cancelled; {positions}.")]
+                                                      f"{cancelled}{positions}.")]
         if ev.state == "PAUSED" and ev.by == "risk":
             return [Alert("RISK_PAUSE", "RISK_PAUSE", "page", f"ffe paused by risk limit: {ev.reason}. No new "
                                                               "entries until resumed.")]
