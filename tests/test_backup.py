@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sqlite3
 import tarfile
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import audit_lines, ffe_env, ffe_in_process, run_ffe, spawn_ffe, wait_until  # noqa: F401
+from conftest import audit_lines, ffe_cmd, ffe_env, ffe_in_process, run_ffe, spawn_ffe, wait_until  # noqa: F401
 from ffe_engine import backup as bk
 from ffe_engine.chain import chained, line_hash
 from ffe_engine.store import SCHEMA_VERSION
@@ -638,3 +639,58 @@ def test_a_lock_file_caught_before_its_holder_is_written_is_no_other_engine(tmp_
             assert info.value.holder == "unknown", (written, str(info.value))
     finally:
         os.close(fd)
+
+
+def target_with_records(account: Path, target: Path) -> dict[Path, bytes]:
+    """A copy of the account's data and logs at `target`: the records a restore --force would move aside."""
+    shutil.copytree(account / "data", target / "data", ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    shutil.copytree(account / "logs", target / "logs")
+    return {p: p.read_bytes() for p in (target / "data").iterdir() if p.is_file()} | {
+        p: p.read_bytes() for p in (target / "logs").iterdir() if p.is_file()}
+
+
+def assert_untouched(before: dict[Path, bytes], target: Path) -> None:
+    after = {p: p.read_bytes() for d in ("data", "logs") for p in (target / d).iterdir() if p.is_file()
+             if not p.name.endswith(".lock")}
+    assert {p: b for p, b in after.items() if p in before} == before
+    assert [p.name for p in after if p not in before and not p.name.endswith((".lock", "-wal", "-shm"))] == []
+
+
+def test_a_restore_onto_a_disk_without_room_for_it_refuses_before_moving_anything_aside(account, archive, tmp_path):
+    """The data and log directories on a small disk (a tmpfs of their own) that holds the records there and little
+    more: the restore says in one line that the files do not fit, exit 1, and the records there stay in place."""
+    target = tmp_path / "t"
+    before = target_with_records(account, target)
+    used = sum(len(b) for b in before.values())
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; cp -a "$3/data" "$3/logs" "$2/" || exit 97; '
+              'shift 3; "$@"; rc=$?; rm -rf "$0/data" "$0/logs"; cp -a "$DISK/data" "$DISK/logs" "$0/" || exit 98; '
+              'exit $rc')
+    spaces = ["--mount"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
+    cmd = ["unshare", *spaces, "sh", "-c", script, str(target), str(used + 256 * 1024), str(disk), str(target),
+           *ffe_cmd("restore", str(archive), "--force", "--data-dir", str(disk / "data"), "--log-dir",
+                    str(disk / "logs"))]
+    proc = subprocess.run(cmd, cwd=account, env={**env(), "DISK": str(disk)}, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("ffe: error: ") and "nothing restored" in line and "Traceback" not in proc.stderr, line
+    assert "room" in line or "space" in line, line
+    assert_untouched(before, target)
+
+
+def test_a_restore_that_fails_putting_the_trail_in_place_puts_the_records_there_back(account, archive, tmp_path):
+    """The restored database is in place when the trail cannot be written (a directory left where its partial copy
+    goes): the restore takes the new database out and puts back what it had moved aside, and says so in one line
+    (exit 1): the directories are as they were."""
+    target = tmp_path / "t"
+    before = target_with_records(account, target)
+    (target / "logs" / "audit.jsonl.restoring").mkdir()
+    proc = run_ffe(account, "restore", str(archive), "--force", "--data-dir", str(target / "data"),
+                   "--log-dir", str(target / "logs"), env=env())
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("ffe: error: ") and "nothing restored" in line and "Traceback" not in proc.stderr, line
+    (target / "logs" / "audit.jsonl.restoring").rmdir()
+    assert_untouched(before, target)
