@@ -72,30 +72,26 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         raise Refused(f"{trail.parent}: the audit trail there is written by {log_dir_holder(trail.parent)}; stop "
                       "it first or restore with another --log-dir (nothing restored)") from None
     try:
+        # A kill switch pressed after the backup was taken is kept: the records it is in are moved aside, and the
+        # restored account would otherwise start without it. Read first: opening the database can leave its -wal and
+        # -shm files beside it, which are then moved aside with it.
+        halted = halted_in(db) if db.exists() else None
         there = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), trail,
                              *rotated_files(trail))
                  if p.exists() and (p.stat().st_size > 0 or p == db)]
         if there and not force:
             raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "
                           "and restore (nothing restored)")
-        # A kill switch pressed after the backup was taken is kept: the records it is in are moved aside, and the
-        # restored account would otherwise start without it.
-        halted = halted_in(db) if db in there else None
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        aside = []
-        for p in there:
-            moved = p.with_name(f"{p.name}{RESTORE_ASIDE}{stamp}")
-            os.replace(p, moved)
-            aside.append(str(moved))
         manifest = checked.manifest
         mark_restored(work / DB_NAME, {"backup": file.name, "taken_ms": manifest["created_ms"],
                                        "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
         if halted is not None:
             keep_halted(work / DB_NAME, f"{halted[0]} (by {halted[1]}, kept across a restore)", now)
-        _put(work / DB_NAME, db)
         trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _put(work / TRAIL_NAME, trail)
-        _put(work / CONFIG_NAME, data_dir / CONFIG_COPY)
+        puts = [(work / DB_NAME, db), (work / TRAIL_NAME, trail), (work / CONFIG_NAME, data_dir / CONFIG_COPY)]
+        _check_room(puts)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        aside = _swap(there, puts, stamp)
     finally:
         os.close(log_lock)
         os.close(lock)
@@ -103,6 +99,55 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills, "kept_halted": halted is not None}
+
+
+class NoRoom(FfeError):
+    """The restore's files would not fit, or could not be put in place: nothing was changed."""
+
+    exit_code = 1
+
+
+ROOM_MARGIN = 1.05  # what a disk must have free beyond the files' own size (its own bookkeeping, rounding to blocks)
+
+
+def _check_room(puts: list[tuple[Path, Path]]) -> None:
+    """NoRoom unless every disk the files go to has room for the copies of them it is given (the records they
+    replace are moved aside on the same disk, freeing nothing)."""
+    need: dict[int, tuple[Path, int]] = {}
+    for src, dest in puts:
+        dev = dest.parent.stat().st_dev
+        where, size = need.get(dev, (dest.parent, 0))
+        need[dev] = (where, size + src.stat().st_size)
+    for where, size in need.values():
+        free = shutil.disk_usage(where).free
+        if free < size * ROOM_MARGIN:
+            raise NoRoom(f"{where}: no room for the restored files ({size / 1e6:.1f} MB, {free / 1e6:.1f} MB free "
+                         "on its disk): free space and restore again (nothing restored)")
+
+
+def _swap(there: list[Path], puts: list[tuple[Path, Path]], stamp: str) -> list[str]:
+    """The records `there` moved aside, then the restored files put in place; on any failure (a disk that fills
+    meanwhile, a file that cannot be written), what was put in place is removed and what was moved aside is moved
+    back (NoRoom, one line): the directories are as they were. Returns where the records were moved."""
+    moved: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for p in there:
+            aside = p.with_name(f"{p.name}{RESTORE_ASIDE}{stamp}")
+            os.replace(p, aside)
+            moved.append((p, aside))
+        for src, dest in puts:
+            _put(src, dest)
+            placed.append(dest)
+    except OSError as exc:
+        for dest in placed:
+            dest.unlink(missing_ok=True)
+        for p, aside in reversed(moved):
+            os.replace(aside, p)
+        raise NoRoom(f"{exc.filename or ''}: cannot write ({exc.strerror or exc}): the records there are back in "
+                     "place; free space or make the directory writable, then restore again (nothing restored)") \
+            from None
+    return [str(aside) for _, aside in moved]
 
 
 def _put(src: Path, dest: Path) -> None:

@@ -645,8 +645,8 @@ def target_with_records(account: Path, target: Path) -> dict[Path, bytes]:
     """A copy of the account's data and logs at `target`: the records a restore --force would move aside."""
     shutil.copytree(account / "data", target / "data", ignore=shutil.ignore_patterns("*.sock", "*.lock"))
     shutil.copytree(account / "logs", target / "logs")
-    return {p: p.read_bytes() for p in (target / "data").iterdir() if p.is_file()} | {
-        p: p.read_bytes() for p in (target / "logs").iterdir() if p.is_file()}
+    return {p: p.read_bytes() for d in ("data", "logs") for p in (target / d).iterdir()
+            if p.is_file() and not p.name.endswith(".lock")}
 
 
 def assert_untouched(before: dict[Path, bytes], target: Path) -> None:
