@@ -120,3 +120,19 @@ async def test_differences_reconciliation_holds_are_on_the_status_line_whatever_
         app.query_one(StatusLine).show({**snap, "reconcile_blocked": []})
         await pilot.pause()
         assert "RECONCILE" not in screen_text(app), screen_text(app)
+
+
+@pytest.mark.parametrize("state", ["PAUSED", "HALTED"])
+async def test_an_attached_console_at_80_columns_names_its_engine_beside_a_long_reason(state):
+    """README: an attached console names its engine, `pid N` at 80 columns: a long reason for not RUNNING is
+    shortened first, and still said."""
+    app = StatusOnly()
+    snap = {**worst_case(1), "mode": "PAPER", "state": state,
+            "state_reason": "maintenance window until the exchange is back", "equity": 9_992.98, "day_pnl": -7.02,
+            "drawdown_pct": 0.17, "approvals": [], "breakers": [{"venue": "paper", "state": "closed"}],
+            "monitor": None}
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.query_one(StatusLine).show(snap, where="attached pid 374")
+        await pilot.pause()
+        one = screen_text(app).split("\n")[0]
+        assert "pid 374" in one and state in one and "maint" in one, one
