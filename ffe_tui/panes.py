@@ -141,8 +141,10 @@ class StatusLine(Static):
             "dd": [Text(f"  dd {fmt.pct(snap['drawdown_pct'])}")],
             "where": [Text(f"  {where}"), Text(f"  {where.split(' ', 1)[-1]}"), Text()] if where else [Text()],
         }
-        # Why the engine is not RUNNING outranks which engine it is; why it runs does not.
-        order = ["where", "equity", "reason", "where"] if state == "RUNNING" else ["where", "equity", "where"]
+        # Why the engine is not RUNNING outranks which engine it is, once shortened (the pid stays at 80 columns, as
+        # the README says); why it runs does not.
+        order = (["where", "equity", "reason", "where"] if state == "RUNNING"
+                 else ["where", "equity", "reason", "reason", "where"])
         return fit(parts, [*order, "reason", "reason"], width)
 
     def _second(self, snap: dict[str, Any], note: str, width: int) -> Text:
