@@ -20,6 +20,8 @@ REFUSED = [
      "config.toml:2: venue.quote: ", "engine.symbols[0]", None),
     ("symbols from the environment", "", "", {"FFE_ENGINE__SYMBOLS": "BTC/USDT,ETH/BTC"},
      "environment: FFE_ENGINE__SYMBOLS: engine.symbols[1]: ", "venue.quote", None),
+    ("an empty symbol between commas", "", "", {"FFE_ENGINE__SYMBOLS": "BTC/USDT,,ETH/USDT"},
+     "environment: FFE_ENGINE__SYMBOLS: ", "empty", None),
     ("a webhook url with spaces", "", "FFE_ALERTS__WEBHOOK_URL=not a url\n", {},
      ".env:1: FFE_ALERTS__WEBHOOK_URL: ", "http", "not a url"),
     ("an ftp slack url", "", "", {"FFE_ALERTS__SLACK_URL": "ftp://hooks.example.com/x"},
