@@ -893,8 +893,13 @@ def _env_value(name: str, raw: str, kind: str, origin: Origin) -> Any:
         value = json.loads(raw)
     except ValueError:
         if kind == "list":
-            # FFE_ENGINE__SYMBOLS=BTC/USDT,ETH/USDT reads as well as the JSON form.
-            return [item.strip() for item in raw.split(",") if item.strip()]
+            # FFE_ENGINE__SYMBOLS=BTC/USDT,ETH/USDT reads as well as the JSON form; an empty item is a typo, not
+            # nothing (a trailing comma too: which symbol was meant is not for the engine to guess).
+            items = [item.strip() for item in raw.split(",")]
+            if raw.strip() and not all(items):
+                message = f"{origin.where}: {name}: an empty item between its commas"
+                raise ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name)
+            return [item for item in items if item]
     else:
         if not table or isinstance(value, dict):
             return value
