@@ -313,6 +313,12 @@ async def test_an_open_order_the_exchange_still_lists_is_not_ended_when_lookups_
     assert o.status is OrderStatus.OPEN and desk.path.live.get(o.client_order_id) is o, (o.status, o.error)
     (journaled,) = await desk.journal(o.client_order_id)
     assert journaled.status is OrderStatus.OPEN
+    fx.fault("DELETE /api/v3/order", "not_found_once", times=1000)  # its cancel is lost by id as well
+    for _ in range(5):  # past the settle window and three looks: the cancel alone would take it as lost
+        ok, why = await desk.path.cancel(o)
+        assert not ok and o.status is OrderStatus.OPEN, (why, o.status, o.error)
+        await asyncio.sleep(SETTLE_S / 2)
+    fx.clear_faults("DELETE /api/v3/order")
     fx.clear_faults(GET_ORDER)
     fx.fill(o.client_order_id)
     await desk.resolve(o)
