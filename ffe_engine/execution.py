@@ -754,7 +754,7 @@ class OrderPath:
                     self._cancel_asked = (self._cancel_asked | {o.client_order_id}) & set(self.live)
                     await self.store.put_kv(CANCEL_ASKED_KEY, sorted(self._cancel_asked), self.clock.wall())
                     return False, "in doubt and not found yet: not sent again, and cancelled if it appears"
-                if o.status is OrderStatus.OPEN and not self._lost(o):
+                if o.status is OrderStatus.OPEN and (not self._lost(o) or await self._still_listed(o)):
                     self._unread.add(o.client_order_id)
                     return False, "the venue did not find it: looked up again at the next poll"
                 await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
