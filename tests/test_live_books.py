@@ -1864,3 +1864,45 @@ async def test_an_approval_is_sized_at_the_exchange_s_price_now(tmp_path, fx):
         assert res["price"] == now and res["stop_loss"] < now < res["take_profit"]
         r = settings.risk
         assert res["take_profit"] - now == pytest.approx(r.take_profit_atr / r.stop_loss_atr * (now - res["stop_loss"]))
+
+
+async def test_an_order_filled_at_the_exchange_that_lookups_lose_for_good_ends_and_reconciliation_sees_it(tmp_path,
+                                                                                                        fx):
+    """The rest of a resting entry fills at the exchange, and lookups by id miss the order from then on (the
+    exchange lists it no more: it is done). It is taken as lost after the settle window and three lookups, and
+    reconciliation, which compares again, finds the coins and cash its fill moved: the engine does not go on blind."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            fx.fault(GET_ORDER, "not_found_once", times=100_000)
+            fx.fill(cid)
+            await poll_until_ended(e, cid, every=0.3, at_most=40)
+            assert cid not in e.orders.live
+            differences = await e.reconcile()
+        assert differences, "reconciliation compared nothing"
+        assert rows(settings.db_path, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [
+            ("rejected",)]
+
+
+async def test_an_approval_that_expires_while_the_exchange_s_price_is_read_is_not_approved(tmp_path, fx):
+    """The exchange holds the ticker read (Retry-After) past the approval's time to live: the approval has expired
+    meanwhile, and nothing is sent."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual",
+                                                       "approval_ttl_s": 3})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            fx.fault("GET /api/v3/ticker/24hr", "429", retry_after=4)
+            with contextlib.suppress(FfeError):
+                res = await e.approve(a["approval_id"])
+                assert not res["accepted"], res
+        assert fx.requests_to(POST_ORDER) == []
+        outcomes = [x["outcome"] for x in stored_events(settings.db_path, "approval")
+                    if x.get("approval_id") == a["approval_id"]]
+        assert "approved" not in outcomes, outcomes
