@@ -145,6 +145,13 @@ class ApprovalDesk:
         proposed = OrderIntent.from_dict(row["intent"])
         # The price the market is at now: the last bar's close can be a bar's length old.
         price = await self.price_now(proposed.symbol)
+        # The read can take a while (an exchange's Retry-After): the approval may have ended or expired meanwhile.
+        if self.pending.get(approval_id) is not row:
+            raise ControlError(f"approval {approval_id} ended while the exchange's price was read ({row.get('status')}"
+                               "): nothing approved")
+        if self._left(approval_id) <= 0:
+            await self._end(row, "expired", "ttl", "expired while the exchange's price was read")
+            raise ControlError(f"approval {approval_id} expired")
         reason = moved_past(proposed, price) if price else "NO_PRICE: no current price"
         if reason or not price:
             reason += f" (proposed at {fmt.price(row['price'])})"

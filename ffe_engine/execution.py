@@ -518,13 +518,14 @@ class OrderPath:
                     else:
                         vo = await self.breaker.call(
                             functools.partial(self.venue.fetch_order, o.client_order_id, o.symbol))
-                        if vo is None:
-                            if self._lost(o) and not await self._still_listed(o):
+                        if vo is None and self._lost(o):
+                            vo = await self._listed(o)
+                            if vo is None:
                                 await self._finish(o, OrderStatus.REJECTED, "venue no longer knows this order")
-                            else:
-                                self._unread.add(o.client_order_id)
-                                continue
-                        else:
+                        if vo is None and not o.status.final:
+                            self._unread.add(o.client_order_id)
+                            continue
+                        if vo is not None:
                             await self._apply(o, vo)
                     self._unread.discard(o.client_order_id)
                 except (BreakerOpen, VenueUnavailable):
@@ -555,6 +556,12 @@ class OrderPath:
         # (or drop its fill).
         _, looks = self._not_found(cid)
         if looks < 2:
+            return
+        listed = await self._listed(o)
+        if listed is not None:  # the venue's open orders have it: its word, whatever its lookups by id say
+            await self._apply(o, listed)
+            if cid in self._cancel_asked and not o.status.final:
+                await self.cancel(o)
             return
         if cid in self._repeat_refused and cid not in self._cancel_asked:
             return  # only the venue's word, or a cancel, ends it
@@ -597,28 +604,16 @@ class OrderPath:
             log.warning("venue did not find an open order", client_order_id=cid, symbol=o.symbol)
         return looks >= 3 and self.clock.monotonic() - first >= self.settle_s
 
-    async def _still_listed(self, o: Order) -> bool:
-        """Whether the venue still shows an order its lookups by id have lost: listed among its open orders (then
-        that word is recorded), or its balance moved as if it had filled; or the venue could not be asked. Ended as
-        lost, its fill would never be booked."""
+    async def _listed(self, o: Order) -> VenueOrder | None:
+        """The order as the venue's open orders list it, for an order its lookups by id do not find (they can lag
+        behind the list, or miss an order the venue has: it answered a repeat "duplicate"); None when the list does
+        not have it. Taken as lost while listed, its later fills would never be booked."""
         cid = o.client_order_id
-        try:
-            listed = await self.breaker.call(lambda: self.venue.fetch_open_orders(o.symbol))
-        except (BreakerOpen, VenueUnavailable, VenueError):
-            return True
-        for vo in listed:
+        for vo in await self.breaker.call(lambda: self.venue.fetch_open_orders(o.symbol)):
             if vo.client_order_id == cid:
                 self._missing.pop(cid, None)
-                await self._apply(o, vo)
-                return True
-        if self.placed_evidence is not None:
-            why = await self.placed_evidence(o)
-            if why is not None:
-                if cid not in self._evidence_said:
-                    self._evidence_said.add(cid)
-                    log.warning("order lost by its lookups not ended", client_order_id=cid, symbol=o.symbol, why=why)
-                return True
-        return False
+                return vo
+        return None
 
     def _not_found(self, cid: str) -> tuple[float, int]:
         """A lookup did not find the order: when the lookups that did not find it in a row began, and how many."""
@@ -754,9 +749,17 @@ class OrderPath:
                     self._cancel_asked = (self._cancel_asked | {o.client_order_id}) & set(self.live)
                     await self.store.put_kv(CANCEL_ASKED_KEY, sorted(self._cancel_asked), self.clock.wall())
                     return False, "in doubt and not found yet: not sent again, and cancelled if it appears"
-                if o.status is OrderStatus.OPEN and (not self._lost(o) or await self._still_listed(o)):
+                if o.status is OrderStatus.OPEN and not self._lost(o):
                     self._unread.add(o.client_order_id)
                     return False, "the venue did not find it: looked up again at the next poll"
+                try:
+                    listed = await self._listed(o)
+                except (BreakerOpen, VenueError, VenueUnavailable) as lookup:
+                    return False, f"the venue did not find it, and its open orders could not be read: {lookup}"[:200]
+                if listed is not None:  # open at the venue all the same: its word, and no cancel of it done
+                    await self._apply(o, listed)
+                    self._unread.add(o.client_order_id)
+                    return False, "the venue's open orders list it, its cancel did not find it: cancel it again"
                 await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
                 return _end_of(o)
             if vo.status == "open":
