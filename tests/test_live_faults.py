@@ -264,6 +264,7 @@ async def test_duplicate_client_id_rejected_while_open(fx, make_desk):
     desk = await make_desk()
     fx.fault(POST_ORDER, "drop_after")
     fx.fault(GET_ORDER, "not_found_once", times=3)
+    fx.fault(OPEN_ORDERS, "stale", seconds=60, times=1000)  # the list does not show it yet either
     o = (await desk.buy(type="limit", price=25_000.0)).order
     assert o.status is OrderStatus.IN_DOUBT
     await desk.path.poll()  # not found, inside the settle window: wait
