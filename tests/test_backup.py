@@ -694,3 +694,26 @@ def test_a_restore_that_fails_putting_the_trail_in_place_puts_the_records_there_
     assert line.startswith("ffe: error: ") and "nothing restored" in line and "Traceback" not in proc.stderr, line
     (target / "logs" / "audit.jsonl.restoring").rmdir()
     assert_untouched(before, target)
+
+
+def test_a_restore_run_again_after_one_killed_midway_keeps_the_kill_switch_of_the_records_it_moved_aside(
+        account, archive, tmp_path, spawn_ffe):
+    """A restore killed (SIGKILL, a power cut) after it moved a HALTED account's records aside and before it put the
+    backup's in place; the runbook says to run it again. That second run finds no database, only the records moved
+    aside: it keeps their HALTED all the same, or the account would start trading again."""
+    cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
+    halt = run_ffe(cwd, "ctl", "halt")
+    assert halt.returncode == 0, halt.stderr
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+    for directory in (cwd / "data", cwd / "logs"):  # what the killed restore left: every record moved aside
+        for p in list(directory.iterdir()):
+            if p.name.startswith(("ffe.db", "audit")) and not p.name.endswith(".lock"):
+                p.rename(p.with_name(p.name + ".before-restore-20261201T000000Z"))
+    assert not (cwd / "data" / "ffe.db").exists()
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" in proc.stdout, proc.stdout
+    with sqlite3.connect(cwd / "data" / "ffe.db") as conn:
+        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
+    assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
