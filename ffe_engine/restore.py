@@ -75,7 +75,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         # A kill switch pressed after the backup was taken is kept: the records it is in are moved aside, and the
         # restored account would otherwise start without it. Read first: opening the database can leave its -wal and
         # -shm files beside it, which are then moved aside with it.
-        halted = halted_in(db) if db.exists() else None
+        halted = halted_in(db) if db.exists() else _halted_aside(db)
         there = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), trail,
                              *rotated_files(trail))
                  if p.exists() and (p.stat().st_size > 0 or p == db)]
@@ -99,6 +99,13 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills, "kept_halted": halted is not None}
+
+
+def _halted_aside(db: Path) -> tuple[str, str] | None:
+    """With no database in place, the HALTED state of the newest database a restore moved aside (one killed before
+    it put the backup's in place, run again as the runbook says), which the account would otherwise lose."""
+    aside = sorted(db.parent.glob(f"{db.name}{RESTORE_ASIDE}*"), key=lambda p: p.name.rsplit(RESTORE_ASIDE, 1)[1])
+    return halted_in(aside[-1]) if aside else None
 
 
 class NoRoom(FfeError):
