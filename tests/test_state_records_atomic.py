@@ -108,15 +108,18 @@ async def test_a_state_stored_without_its_event_is_named_by_doctor_and_said_by_t
     doctor.check(settings)
 
 
-async def test_a_halted_state_restated_at_start_is_not_paged_again_as_a_kill_switch(tmp_path):
-    """HALTED stored without its event (kept across a restore; on a full disk, RECORDS_UNWRITABLE paged it) is said
-    by the next start in its records, and its STARTED (waiting) alert says the engine starts HALTED: no HALTED page
-    as if the kill switch had just cancelled the open orders."""
+async def test_a_halted_state_restated_at_start_is_paged_as_kept_not_as_a_kill_switch(tmp_path):
+    """HALTED stored without its event (kept across a restore; on a full disk, where RECORDS_UNWRITABLE had a single
+    try) is said by the next start in its records and paged once more, as a halt kept from before this start: not
+    as if the kill switch had just cancelled the open orders. The page it had may never have reached anyone."""
     starter_config(tmp_path)
     first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
     assert first.returncode == 0, first.stderr
     keep_halted(tmp_path / "data" / "ffe.db", "ffe ctl halt (by ctl, kept across a restore)", 1.0)
     proc, hook = await run_ffe_paging(tmp_path, "run", "--headless", "--max-bars", "3")
     assert proc.returncode == 0, proc.stderr
-    kinds = [r.body.get("kind") for r in hook.delivered]
-    assert "STARTED" in kinds and "HALTED" not in kinds, [r.body for r in hook.delivered]
+    halted = [r.body for r in hook.delivered if r.body.get("kind") == "HALTED"]
+    assert len(halted) == 1, [r.body for r in hook.delivered]
+    text = halted[0]["text"]
+    assert "kept from before this start" in text and "cancelled" not in text and "ffe ctl halt" in text, text
+    assert halted[0]["severity"] == "page"
