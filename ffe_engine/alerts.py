@@ -84,8 +84,13 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                               f"ffe approval mode set to auto by {ev.by}: trades are sent without approval; "
                               "`ffe ctl mode manual` to go back.")]
             return []
-        if ev.restated:  # a state stored before, said at this start: paged when it was made
-            return []
+        if ev.restated:
+            # A state stored without its record (a full disk, a restore): its page may never have gone out (a full
+            # disk's RECORDS_UNWRITABLE has one try; a kill switch's outbox was in the records moved aside).
+            if ev.state != "HALTED":
+                return []
+            return [Alert("HALTED", "HALTED", "page", f"ffe starts HALTED, kept from before this start: {ev.reason} "
+                                                      f"(by {ev.by}). New orders refused; positions stay open.")]
         if ev.state == "HALTED":
             # Engine.flatten halts with this reason, then closes every position (its FLATTEN alert says how).
             positions = ("positions are being closed (FLATTEN follows)" if ev.reason == "flatten"

@@ -86,7 +86,7 @@ class EngineStateChanged(Event):
     reason: str = ""
     by: str = "engine"
     # Said by a start, of a state stored earlier without its event (HALTED on a full disk, kept across a restore): no
-    # change made now, so no alert of one (it was paged when it was made; the start's STARTED says it starts so).
+    # change made now (a HALTED is paged again as kept, not as a kill switch that just cancelled orders).
     restated: bool = False
 
 
