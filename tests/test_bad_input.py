@@ -412,6 +412,22 @@ def test_a_replayed_market_config_that_run_would_refuse_is_refused_by_config_che
     assert not (tmp_path / "data" / "ffe.db").exists()
 
 
+def test_replay_files_of_another_timeframe_than_the_engine_s_are_refused_by_config_check_and_the_start(tmp_path):
+    """Hourly files replayed by an engine of minute bars would have every entry refused as DATA_STALE (the bars an
+    hour apart): refused before a start, naming both timeframes and the key to set."""
+    hourly = tmp_path / "BTC-USD_1h.csv"
+    hourly.write_text("".join(sample_head(BTC_CSV, 30)))
+    (tmp_path / "config.toml").write_text(
+        f'[engine]\nsymbols = ["BTC/USD"]\ntimeframe = "1m"\n[venue]\nquote = "USD"\n'
+        f'[market]\nsource = "replay"\nreplay_files = {{ "BTC/USD" = "{hourly.name}" }}\n')
+    for command in (("config", "check"), ("run", "--headless", "--max-bars", "5")):
+        proc = run_ffe(tmp_path, *command)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
+        assert "1h" in line and "engine.timeframe" in line and "1m" in line, (command, line)
+    assert not (tmp_path / "data" / "ffe.db").exists()
+
+
 def test_a_replayed_market_set_in_the_environment_names_the_variable_and_a_directory_is_no_file(tmp_path):
     """The replay files set by FFE_MARKET__REPLAY_FILES: a missing one is said with the variable that set it; a
     directory given as a file is said as such, not as "no such file"."""

@@ -126,7 +126,7 @@ def test_every_audit_line_is_json_with_ts_seq_event_and_mirrors_the_events_table
 def test_replays_a_compressed_sample_file_as_it_is(tmp_path):
     (tmp_path / "config.toml").write_text(
         f'[market]\nsource = "replay"\nreplay_files = {{ "BTC/USD" = "{BTC_CSV}" }}\n'
-        '[engine]\nsymbols = ["BTC/USD"]\nwarmup_bars = 50\n[venue]\nquote = "USD"\n')
+        '[engine]\nsymbols = ["BTC/USD"]\ntimeframe = "1h"\nwarmup_bars = 50\n[venue]\nquote = "USD"\n')
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "120")
     assert proc.returncode == 0, proc.stderr
     rows = db_rows(tmp_path / "data" / "ffe.db", "SELECT ts, price FROM decisions ORDER BY ts")
