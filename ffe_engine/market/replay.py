@@ -196,4 +196,10 @@ def replay_series(settings: Settings) -> dict[str, CandleSeries]:
     if len(set(frames.values())) > 1:
         listed = ", ".join(f"{path} {format_timeframe(tf)}" for path, tf in frames.items())
         raise StartError(f"market.replay_files: the files must share one timeframe: {listed}")
+    (frame,) = set(frames.values())
+    engine = settings.engine
+    if frame != engine.timeframe_ms:  # bars a timeframe apart would be stale to the engine's DATA_STALE gate
+        raise StartError(f"market.replay_files: the files are {format_timeframe(frame)} candles and engine.timeframe "
+                         f"is {engine.timeframe}: set engine.timeframe = \"{format_timeframe(frame)}\" to replay "
+                         "them")
     return series
