@@ -274,6 +274,7 @@ async def test_the_kill_switch_asked_while_starting_holds_the_engine_until_it_is
         await pilot.pause(1.5)  # at 50 bars a second, a running engine would be some seventy bars in by now
         assert app.engine.bars == 0 and db_value(db, "SELECT COUNT(*) FROM orders") == 0
         assert "KILL SWITCH" in screen_text(app)
+        assert app.engine.liveness.loop_age() < 1.0  # held on purpose, not stalled: no LOOP_STALLED page
         await pilot.press(answer)
         if answer == "y":
             await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
@@ -282,6 +283,29 @@ async def test_the_kill_switch_asked_while_starting_holds_the_engine_until_it_is
         else:
             await until(pilot, lambda: app.engine.bars > 0, "the engine running")
             assert db_value(db, "SELECT state FROM engine_state") != "HALTED"
+
+
+async def test_sigusr1_while_the_engine_waits_for_the_kill_switch_s_answer_halts_it_once(tmp_path, monkeypatch):
+    """SIGUSR1 while the engine, started, waits for the answer to the kill switch asked during its start: it is
+    halted then, the question is closed (it is answered), and a `y` pressed after it halts nothing a second time."""
+    gate = held_open(monkeypatch)
+    db = db_path(tmp_path)
+    app = console(tmp_path, speed=50.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("K")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
+        gate.set()
+        await until(pilot, lambda: app.engine is not None, "the engine opened")
+        await pilot.pause(0.3)
+        app._signal_halt()
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: "KILL SWITCH" not in screen_text(app), "the question closed")
+        await pilot.press("y")
+        await pilot.pause(0.5)
+        kills = db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'kill_switch'")
+        assert kills == 1, kills
+        assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
 
 
 async def test_sigusr1_while_the_console_starts_its_engine_halts_it_once_started(tmp_path, monkeypatch):
