@@ -364,20 +364,18 @@ class ConsoleApp(App[int]):
             return
         self.engine = self.running.engine
         self.sub = self.running.subscribe(maxlen=SUBSCRIPTION_MAX)
-        if self._asking("kill") and self._halt_when_started is None:
+        if self._asking("kill") and self._halt_when_started is None and not self.attached:
             # The kill switch asked while the engine opened, not answered yet: the engine does not run, nor trade,
-            # before the operator has answered it.
+            # before the operator has answered it. Held on purpose, it is no stalled loop (the monitor's LOOP_STALLED).
             self.say("the engine has started and waits for your answer to the kill switch", severity="warning")
             while self._asking("kill") and self._halt_when_started is None and not self.stopping:
+                self.engine.liveness.turn()
                 await asyncio.sleep(ANSWER_POLL_S)
-        if self._halt_when_started is not None:  # asked for while it opened: before it runs, before it trades
-            reason, by = self._halt_when_started
-            try:
-                await self.engine.halt(reason=reason, by=by)
-            except Exception as exc:
-                await self._engine_failed(exc)
-                return
-            self._halt_when_started = None
+        try:
+            await self._halt_asked_while_opening()
+        except Exception as exc:
+            await self._engine_failed(exc)
+            return
         # What the engine published before this console subscribed: its start (shown as it happened), or, attached,
         # what a running engine did before (in the log as past: no banner, no notice).
         self._changed |= self.view.apply(self.running.earlier, news=not self.attached)
@@ -386,7 +384,8 @@ class ConsoleApp(App[int]):
         try:
             if self.control:
                 await self.running.start_control()
-            self._run_task = asyncio.ensure_future(self.engine.run())
+            await self._halt_asked_while_opening()  # a halt asked for while the socket opened
+            self._run_task = asyncio.ensure_future(self.engine.run())  # no turn of the loop since the last look
             await asyncio.shield(self._run_task)
         except asyncio.CancelledError:
             raise  # the console is closing: _close ends the engine in order
@@ -407,6 +406,14 @@ class ConsoleApp(App[int]):
             self._status_note = f"STOPPED: {self._stopped_why()}"
             self._chart_due = 0.0  # the final picture, whatever the chart's redraw pace
             self._tick()
+
+    async def _halt_asked_while_opening(self) -> None:
+        """The halts asked for while the engine opened (K and y, SIGUSR1), made before it runs, before it trades."""
+        while self._halt_when_started is not None:
+            reason, by = self._halt_when_started
+            self._halt_when_started = None
+            await self.engine.halt(reason=reason, by=by)
+            self._close_stale_dialogs()  # a question still open (a signal halted it first) is answered now
 
     def _stopped_why(self) -> str:
         """Why the engine's run ended by itself, in the words `ffe ctl status` uses (its --max-bars, the feed)."""
@@ -484,9 +491,9 @@ class ConsoleApp(App[int]):
         self.request_stop(f"{name} received")
 
     def _signal_halt(self) -> None:
-        if self.engine is not None:
+        if self.engine is not None and self._run_task is not None:
             self._control("halt", self._halt("SIGUSR1", "signal"))
-        elif self._opening():
+        elif self.engine is not None or self._opening():  # opening, or opened and held for the kill switch's answer
             self._halt_once_started("SIGUSR1", "signal")
 
     def _opening(self) -> bool:
@@ -696,8 +703,10 @@ class ConsoleApp(App[int]):
             if self._halt_when_started is not None:
                 self.say("the engine is halted as soon as it has started, before it trades", severity="warning")
                 return
-            self._confirm("kill", "KILL SWITCH", "The engine is starting: halt it as soon as it has started, before it "
-                          "trades. HALTED is stored and survives a restart; re-arm with "
+            now = ("This console is connecting to its engine, which runs on its own (it may be trading): halt it as "
+                   "soon as it is connected." if self.attached else
+                   "The engine is starting: halt it as soon as it has started, before it trades.")
+            self._confirm("kill", "KILL SWITCH", f"{now} HALTED is stored and survives a restart; re-arm with "
                           f"{self._key('pause')}.", "HALT", lambda: self._halt_once_started("kill switch", "operator"))
             return
         if self._has_stopped():

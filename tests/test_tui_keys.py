@@ -300,7 +300,7 @@ async def test_sigusr1_while_the_engine_waits_for_the_kill_switch_s_answer_halts
         await pilot.pause(0.3)
         app._signal_halt()
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
-        await until(pilot, lambda: "KILL SWITCH" not in screen_text(app), "the question closed")
+        await until(pilot, lambda: "halt it as soon as it has started" not in screen_text(app), "the question closed")
         await pilot.press("y")
         await pilot.pause(0.5)
         kills = db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'kill_switch'")
