@@ -122,13 +122,14 @@ async def test_differences_reconciliation_holds_are_on_the_status_line_whatever_
         assert "RECONCILE" not in screen_text(app), screen_text(app)
 
 
-@pytest.mark.parametrize("state", ["PAUSED", "HALTED"])
-async def test_an_attached_console_at_80_columns_names_its_engine_beside_a_long_reason(state):
+@pytest.mark.parametrize("state, equity, day", [("PAUSED", 9_992.98, -7.02), ("HALTED", 9_992.98, -7.02),
+                                                ("PAUSED", 1_984_802.45, -15_197.55)])
+async def test_an_attached_console_at_80_columns_names_its_engine_beside_a_long_reason(state, equity, day):
     """README: an attached console names its engine, `pid N` at 80 columns: a long reason for not RUNNING is
-    shortened first, and still said."""
+    shortened first, and still said; with large figures the drawdown gives way (the profit view has it)."""
     app = StatusOnly()
     snap = {**worst_case(1), "mode": "PAPER", "state": state,
-            "state_reason": "maintenance window until the exchange is back", "equity": 9_992.98, "day_pnl": -7.02,
+            "state_reason": "maintenance window until the exchange is back", "equity": equity, "day_pnl": day,
             "drawdown_pct": 0.17, "approvals": [], "breakers": [{"venue": "paper", "state": "closed"}],
             "monitor": None}
     async with app.run_test(size=(80, 24)) as pilot:
