@@ -138,14 +138,14 @@ class StatusLine(Static):
             "reason": [Text.assemble(" ", (fmt.short(reason, n), "italic")) for n in (22, 16, 10)],
             "equity": [Text.assemble("  equity ", equity), Text.assemble("  eq ", equity)],
             "day": [Text.assemble("  day ", day)],
-            "dd": [Text(f"  dd {fmt.pct(snap['drawdown_pct'])}")],
+            "dd": [Text(f"  dd {fmt.pct(snap['drawdown_pct'])}"), Text()],
             "where": [Text(f"  {where}"), Text(f"  {where.split(' ', 1)[-1]}"), Text()] if where else [Text()],
         }
         # Why the engine is not RUNNING outranks which engine it is, once shortened (the pid stays at 80 columns, as
         # the README says); why it runs does not.
         order = (["where", "equity", "reason", "where"] if state == "RUNNING"
-                 else ["where", "equity", "reason", "reason", "where"])
-        return fit(parts, [*order, "reason", "reason"], width)
+                 else ["where", "equity", "reason", "dd", "where"])
+        return fit(parts, [*order, "reason", "reason", "dd"], width)
 
     def _second(self, snap: dict[str, Any], note: str, width: int) -> Text:
         bad = [b for b in snap.get("breakers") or [] if b.get("state") != "closed"]
