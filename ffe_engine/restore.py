@@ -138,20 +138,21 @@ def _swap(there: list[Path], puts: list[tuple[Path, Path]], stamp: str) -> list[
     back (NoRoom, one line): the directories are as they were. Returns where the records were moved."""
     moved: list[tuple[Path, Path]] = []
     placed: list[Path] = []
+    at = Path()  # the file being moved or written, for the message (a full disk's error names none)
     try:
-        for p in there:
-            aside = p.with_name(f"{p.name}{RESTORE_ASIDE}{stamp}")
-            os.replace(p, aside)
-            moved.append((p, aside))
-        for src, dest in puts:
-            _put(src, dest)
-            placed.append(dest)
+        for at in there:
+            aside = at.with_name(f"{at.name}{RESTORE_ASIDE}{stamp}")
+            os.replace(at, aside)
+            moved.append((at, aside))
+        for src, at in puts:
+            _put(src, at)
+            placed.append(at)
     except OSError as exc:
         for dest in placed:
             dest.unlink(missing_ok=True)
         for p, aside in reversed(moved):
             os.replace(aside, p)
-        raise NoRoom(f"{exc.filename or ''}: cannot write ({exc.strerror or exc}): the records there are back in "
+        raise NoRoom(f"{exc.filename or at}: cannot write ({exc.strerror or exc}): the records there are back in "
                      "place; free space or make the directory writable, then restore again (nothing restored)") \
             from None
     return [str(aside) for _, aside in moved]
