@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import sqlite3
 import tarfile
 import time
@@ -717,3 +718,28 @@ def test_a_restore_run_again_after_one_killed_midway_keeps_the_kill_switch_of_th
     with sqlite3.connect(cwd / "data" / "ffe.db") as conn:
         ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
     assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
+
+
+def test_a_restore_run_again_keeps_a_halted_state_the_killed_one_moved_aside_in_its_wal(account, archive, tmp_path):
+    """The engine was killed right after its HALTED was stored (in the WAL, not yet in the database file), then a
+    restore killed midway moved the database, its -wal and -shm aside under new names (SQLite reads a WAL only by
+    its own name). Run again, the restore still finds that HALTED and keeps it."""
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    db = cwd / "data" / "ffe.db"
+    writer = ("import os, sqlite3, sys\n"
+              "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+              "c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.execute('PRAGMA wal_autocheckpoint=0')\n"
+              "c.execute(\"UPDATE engine_state SET state = 'HALTED', reason = 'kill switch', by = 'operator'\")\n"
+              "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", writer, str(db)], check=True)
+    assert (cwd / "data" / "ffe.db-wal").stat().st_size > 0
+    for p in list((cwd / "data").iterdir()) + list((cwd / "logs").iterdir()):
+        if p.name.startswith(("ffe.db", "audit")) and not p.name.endswith(".lock"):
+            p.rename(p.with_name(p.name + ".before-restore-20261201T000000Z"))
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" in proc.stdout, proc.stdout
+    with sqlite3.connect(db) as conn:
+        ((state, reason),) = conn.execute("SELECT state, reason FROM engine_state").fetchall()
+    assert state == "HALTED" and "kill switch" in reason, (state, reason)

@@ -357,6 +357,29 @@ async def test_an_order_in_doubt_the_exchange_lists_open_is_resolved_from_the_li
     assert o.status is OrderStatus.FILLED and [f.quantity for f in desk.fills] == [pytest.approx(0.01)]
 
 
+async def test_a_cancel_asked_of_an_order_in_doubt_stands_until_the_exchange_has_cancelled_it(fx, make_desk):
+    """The kill switch's cancel of an order in doubt ("cancelled if it appears"): the order appears in the exchange's
+    open orders, and its cancel by id misses it once more. The cancel stands: it is sent again at the polls after,
+    until the exchange has cancelled the order, which then never fills."""
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "drop_after")
+    fx.fault(GET_ORDER, "not_found_once", times=1000)
+    fx.fault("DELETE /api/v3/order", "not_found_once", times=2)  # the kill switch's cancel, and the next one
+    o = (await desk.buy(type="limit", price=25_000.0)).order
+    assert o.status is OrderStatus.IN_DOUBT
+    ok, _ = await desk.path.cancel(o)
+    assert not ok
+    for _ in range(24):
+        await desk.path.poll()
+        await asyncio.sleep(SETTLE_S / 3)
+    fx.clear_faults(GET_ORDER)
+    await desk.resolve(o)
+    assert o.status is OrderStatus.CANCELED and [x.status for x in fx.orders] == ["CANCELED"], (o.status, o.error)
+    fx.set_price("BTCUSDT", 24_000.0)
+    await desk.path.poll()
+    assert desk.fills == []
+
+
 # -- an outage longer than the breaker threshold -----------------------------------------------------------------
 
 async def test_exchange_down_past_the_breaker_threshold_then_back(fx, make_desk):
