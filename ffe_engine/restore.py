@@ -103,9 +103,23 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
 
 def _halted_aside(db: Path) -> tuple[str, str] | None:
     """With no database in place, the HALTED state of the newest database a restore moved aside (one killed before
-    it put the backup's in place, run again as the runbook says), which the account would otherwise lose."""
+    it put the backup's in place, run again as the runbook says), which the account would otherwise lose. Read from
+    copies under the names SQLite reads a WAL by: a HALTED stored just before a crash can be in the WAL alone."""
     aside = sorted(db.parent.glob(f"{db.name}{RESTORE_ASIDE}*"), key=lambda p: p.name.rsplit(RESTORE_ASIDE, 1)[1])
-    return halted_in(aside[-1]) if aside else None
+    if not aside:
+        return None
+    stamp = aside[-1].name.rsplit(RESTORE_ASIDE, 1)[1]
+    try:
+        with tempfile.TemporaryDirectory(prefix=".ffe-restore-read-") as tmp:
+            for suffix in ("", "-wal"):
+                moved = db.with_name(f"{db.name}{suffix}{RESTORE_ASIDE}{stamp}")
+                if moved.exists():
+                    shutil.copyfile(moved, Path(tmp) / f"{db.name}{suffix}")
+            return halted_in(Path(tmp) / db.name)
+    except OSError as exc:  # its state cannot be told: a HALTED there must not be lost
+        raise Refused(f"{aside[-1]}: the records a killed restore moved aside cannot be read to keep their state "
+                      f"({exc.strerror or exc}): free space in {tempfile.gettempdir()} and restore again (nothing "
+                      "restored)") from None
 
 
 class NoRoom(FfeError):
