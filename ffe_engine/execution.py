@@ -751,15 +751,18 @@ class OrderPath:
                     return False, "in doubt and not found yet: not sent again, and cancelled if it appears"
                 if o.status is OrderStatus.OPEN and not self._lost(o):
                     self._unread.add(o.client_order_id)
-                    return False, "the venue did not find it: looked up again at the next poll"
+                    return await self._cancel_again(o, "the venue did not find it")
                 try:
                     listed = await self._listed(o)
                 except (BreakerOpen, VenueError, VenueUnavailable) as lookup:
-                    return False, f"the venue did not find it, and its open orders could not be read: {lookup}"[:200]
+                    return await self._cancel_again(
+                        o, f"the venue did not find it, and its open orders could not be read: {lookup}"[:160])
                 if listed is not None:  # open at the venue all the same: its word, and no cancel of it done
                     await self._apply(o, listed)
                     self._unread.add(o.client_order_id)
-                    return False, "the venue's open orders list it, its cancel did not find it: cancel it again"
+                    if o.status.final:
+                        return _end_of(o)
+                    return await self._cancel_again(o, "the venue's open orders list it, its cancel did not find it")
                 await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
                 return _end_of(o)
             if vo.status == "open":
@@ -784,6 +787,14 @@ class OrderPath:
         await self._store_cancel_due()
         return False, (f"not done: {self.venue.name} asked for no requests before {_clock_text(until)} "
                        "(Retry-After); cancelled once that time is over")
+
+    async def _cancel_again(self, o: Order, why: str) -> tuple[bool, str]:
+        """A cancel that did not reach an order the venue may still have open (its id not found, the order listed):
+        not done, and sent again at the next poll until the venue says how the order ended, whoever asked (the kill
+        switch, the operator): an order they cancelled must not fill later. Stored, for a start after a stop."""
+        self._cancel_due.setdefault(o.client_order_id, self.clock.wall())
+        await self._store_cancel_due()
+        return False, f"{why}: not done; sent again at the next poll"
 
     async def _store_cancel_due(self) -> None:
         self._cancel_due = {cid: t for cid, t in self._cancel_due.items() if cid in self.live}
