@@ -753,15 +753,9 @@ def render_kept_story(s: dict[str, Any]) -> str:
            "records do); its orders, fills and trades:"]
     for o in s["orders"]:
         out += ["", f"order {o['client_order_id']}  {o['side']} {fmt.qty(o['quantity'])} {o['type']}  {o['reason']}  "
-                    f"{o['status']}  at {fmt.iso_ms(o['created_ts'])}",
-                f"  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
-                + (f"  error: {o['error']}" if o["error"] else "")]
-        out += [_fill_line(f) for f in o["fills"]]
+                    f"{o['status']}  at {fmt.iso_ms(o['created_ts'])}", *_filled_lines(o)]
     for t in s["trades"]:
-        out += ["", "trade",
-                f"  #{t['id']} {t['side']} {fmt.qty(t['quantity'])} {t['symbol']}  {fmt.price(t['entry_price'])} -> "
-                f"{fmt.price(t['exit_price'])}  pnl {fmt.money(t['pnl'], signed=True)}  {t['reason']}  (closed by "
-                f"{t['exit_client_order_id'] or 'no order'})"]
+        out += ["", "trade", f"{_trade_line(t)}  {t['reason']}  (closed by {t['exit_client_order_id'] or 'no order'})"]
     if not s["orders"] and not s["trades"]:
         out += ["", "  no order of it was recorded"]
     return "\n".join(out)
@@ -777,16 +771,22 @@ def render_order_story(s: dict[str, Any]) -> str:
         out += [_gate_line(g) + f"  at {fmt.iso(g['ts'])}" for g in s["gates"]]
     else:
         out.append("  none recorded")
-    out += ["", "order",
-            f"  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
-            + (f"  error: {o['error']}" if o["error"] else "")]
-    out += [_fill_line(f) for f in o["fills"]]
+    out += ["", "order", *_filled_lines(o)]
     for t in s["trades"]:
-        out += ["", "trade",
-                f"  #{t['id']} {t['side']} {fmt.qty(t['quantity'])} {t['symbol']}  {fmt.price(t['entry_price'])} -> "
-                f"{fmt.price(t['exit_price'])}  pnl {fmt.money(t['pnl'], signed=True)}  (closed by this order, opened "
-                f"by {t['entry_decision_id'] or 'an order of no decision'})"]
+        out += ["", "trade", f"{_trade_line(t)}  (closed by this order, opened by "
+                             f"{t['entry_decision_id'] or 'an order of no decision'})"]
     return "\n".join(out)
+
+
+def _filled_lines(o: dict[str, Any]) -> list[str]:
+    """What an order filled, at what average and fee (and its error), then each of its fills."""
+    return [f"  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
+            + (f"  error: {o['error']}" if o["error"] else ""), *(_fill_line(f) for f in o["fills"])]
+
+
+def _trade_line(t: dict[str, Any]) -> str:
+    return (f"  #{t['id']} {t['side']} {fmt.qty(t['quantity'])} {t['symbol']}  {fmt.price(t['entry_price'])} -> "
+            f"{fmt.price(t['exit_price'])}  pnl {fmt.money(t['pnl'], signed=True)}")
 
 
 def _gate(g: dict[str, Any]) -> dict[str, Any]:
