@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import math
+from typing import Any
 
 import pytest
 
@@ -1832,38 +1833,38 @@ async def test_a_flatten_whose_closing_order_the_exchange_refuses_on_its_minimum
         assert fx.balances["BTC"].total > 0.001  # still held at the exchange
 
 
+async def approved_after_the_market_moved(tmp_path, fx, to) -> tuple[dict, Any]:
+    """A live engine in manual approval; its first entry waiting for approval; the exchange's price moved inside the
+    open bar to `to(approval)`; then approved: the answer, and the settings."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            fx.set_price("BTCUSDT", to(a))
+            return await e.approve(a["approval_id"]), settings
+
+
 async def test_an_approval_is_checked_at_the_exchange_s_price_now_not_the_last_bar_s_close(tmp_path, fx):
     """Bars can be an hour old when the operator approves: the re-check and the new size are taken at the price the
     exchange quotes now. A jump past the take-profit inside the open bar refuses the approval; nothing is sent."""
-    climbing(fx)
-    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
-    async with engine_session(settings, live=True) as running:
-        e = running.engine
-        async with engine_loop(e):
-            fx.market_clock.step()
-            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
-            tp = a["intent"]["take_profit"]
-            fx.set_price("BTCUSDT", round(tp * 1.02, 2))  # the market jumps inside the open bar
-            res = await e.approve(a["approval_id"])
-        assert not res["accepted"] and res["reason"].startswith("PRICE_MOVED"), res
-        assert fx.requests_to(POST_ORDER) == []
+    res, _ = await approved_after_the_market_moved(tmp_path, fx, lambda a: round(a["intent"]["take_profit"] * 1.02, 2))
+    assert not res["accepted"] and res["reason"].startswith("PRICE_MOVED"), res
+    assert fx.requests_to(POST_ORDER) == []
 
 
 async def test_an_approval_is_sized_at_the_exchange_s_price_now(tmp_path, fx):
-    climbing(fx)
-    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
-    async with engine_session(settings, live=True) as running:
-        e = running.engine
-        async with engine_loop(e):
-            fx.market_clock.step()
-            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
-            now = round((a["price"] + a["intent"]["take_profit"]) / 2, 2)  # up, inside the stops
-            fx.set_price("BTCUSDT", now)
-            res = await e.approve(a["approval_id"])
-        assert res["accepted"], res
-        assert res["price"] == now and res["stop_loss"] < now < res["take_profit"]
-        r = settings.risk
-        assert res["take_profit"] - now == pytest.approx(r.take_profit_atr / r.stop_loss_atr * (now - res["stop_loss"]))
+    def inside(a: dict) -> float:  # up, inside the stops
+        return round((a["price"] + a["intent"]["take_profit"]) / 2, 2)
+
+    res, settings = await approved_after_the_market_moved(tmp_path, fx, inside)
+    assert res["accepted"], res
+    now = res["price"]
+    assert fx.prices["BTCUSDT"] == now and res["stop_loss"] < now < res["take_profit"]
+    r = settings.risk
+    assert res["take_profit"] - now == pytest.approx(r.take_profit_atr / r.stop_loss_atr * (now - res["stop_loss"]))
 
 
 async def test_an_order_filled_at_the_exchange_that_lookups_lose_for_good_ends_and_reconciliation_sees_it(tmp_path,

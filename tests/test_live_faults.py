@@ -9,6 +9,7 @@ surely absent, never twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -17,7 +18,7 @@ from ffe_engine.breaker import CircuitBreaker
 from ffe_engine.clock import WallClock
 from ffe_engine.config import RiskSettings
 from ffe_engine.events import BreakerChanged, EventBus
-from ffe_engine.execution import OrderPath
+from ffe_engine.execution import CANCEL_DUE_KEY, OrderPath
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.portfolio import Portfolio
 from ffe_engine.risk import Gatekeeper, OrderIntent
@@ -378,6 +379,41 @@ async def test_a_cancel_asked_of_an_order_in_doubt_stands_until_the_exchange_has
     fx.set_price("BTCUSDT", 24_000.0)
     await desk.path.poll()
     assert desk.fills == []
+
+
+async def test_a_cancel_the_exchange_does_not_find_of_an_order_a_lookup_finds_open_is_sent_again(fx, make_desk):
+    """The exchange answers a cancel "Unknown order sent." for a moment after the order was created, and the lookup
+    after it finds the order open: the cancel is not done, and goes out again at the next poll, until the order is
+    cancelled at the exchange (a cancelled order must not fill later)."""
+    desk = await make_desk()
+    o = (await desk.buy(type="limit", price=25_000.0)).order
+    assert o.status is OrderStatus.OPEN
+    fx.fault("DELETE /api/v3/order", "not_found_once")
+    ok, _ = await desk.path.cancel(o)
+    assert not ok
+    await desk.resolve(o)
+    assert o.status is OrderStatus.CANCELED and [x.status for x in fx.orders] == ["CANCELED"], (o.status, o.error)
+
+
+async def test_a_cancel_due_stays_stored_while_it_is_on_the_wire(fx, make_desk):
+    """A cancel the poll sends again stays in the stored map until answered: another order's cancel stored
+    meanwhile must not write the map without it, or a crash then would lose it."""
+    desk = await make_desk(db="due.db")
+    a = (await desk.buy(type="limit", price=25_000.0)).order
+    b = (await desk.buy(type="limit", price=25_000.0)).order
+    fx.fault("DELETE /api/v3/order", "not_found_once")
+    ok, _ = await desk.path.cancel(a)
+    assert not ok and a.client_order_id in await desk.store.get_kv(CANCEL_DUE_KEY)
+    fx.fault("DELETE /api/v3/order", "hang", seconds=1.5)  # a's cancel from the poll: on the wire
+    fx.fault("DELETE /api/v3/order", "not_found_once")  # b's, not found
+    poll = asyncio.ensure_future(desk.path.poll())
+    await asyncio.sleep(0.2)
+    await desk.path.cancel(b)
+    stored = await desk.store.get_kv(CANCEL_DUE_KEY)
+    poll.cancel()
+    with contextlib.suppress(BaseException):
+        await poll
+    assert a.client_order_id in stored and b.client_order_id in stored, stored
 
 
 # -- an outage longer than the breaker threshold -----------------------------------------------------------------

@@ -257,6 +257,15 @@ async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_i
         assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
 
 
+async def held_for_the_answer(pilot, app, gate: asyncio.Event) -> None:
+    """K while the engine is STARTING, then its start let through with the question still open."""
+    await pilot.pause(0.3)
+    await pilot.press("K")
+    await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
+    gate.set()
+    await until(pilot, lambda: app.engine is not None, "the engine opened")
+
+
 @pytest.mark.parametrize("answer", ["y", "n"])
 async def test_the_kill_switch_asked_while_starting_holds_the_engine_until_it_is_answered(tmp_path, monkeypatch,
                                                                                            answer):
@@ -266,11 +275,7 @@ async def test_the_kill_switch_asked_while_starting_holds_the_engine_until_it_is
     db = db_path(tmp_path)
     app = console(tmp_path, speed=50.0)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.3)
-        await pilot.press("K")
-        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
-        gate.set()
-        await until(pilot, lambda: app.engine is not None, "the engine opened")
+        await held_for_the_answer(pilot, app, gate)
         await pilot.pause(1.5)  # at 50 bars a second, a running engine would be some seventy bars in by now
         assert app.engine.bars == 0 and db_value(db, "SELECT COUNT(*) FROM orders") == 0
         assert "KILL SWITCH" in screen_text(app)
@@ -292,11 +297,7 @@ async def test_sigusr1_while_the_engine_waits_for_the_kill_switch_s_answer_halts
     db = db_path(tmp_path)
     app = console(tmp_path, speed=50.0)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.3)
-        await pilot.press("K")
-        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
-        gate.set()
-        await until(pilot, lambda: app.engine is not None, "the engine opened")
+        await held_for_the_answer(pilot, app, gate)
         await pilot.pause(0.3)
         app._signal_halt()
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
