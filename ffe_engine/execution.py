@@ -766,7 +766,8 @@ class OrderPath:
                 await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
                 return _end_of(o)
             if vo.status == "open":
-                return False, str(exc)[:200]
+                await self._apply(o, vo)
+                return await self._cancel_again(o, str(exc)[:160])
         assert vo is not None  # cancel_order answers an order; a lookup's None returned above
         await self._apply(o, vo)
         if o.status.final:
@@ -776,7 +777,7 @@ class OrderPath:
             return True, "cancelled at the venue; its last fill is recorded once the venue's trades show it"
         if vo.trades_behind and vo.venue_status == "closed":
             return False, "already filled (recorded once the venue's trades show it)"
-        return False, f"still {o.status.value}"
+        return await self._cancel_again(o, f"still {o.status.value}")
 
     async def _cancel_held(self, o: Order, retry_after: float) -> tuple[bool, str]:
         """A cancel the venue's Retry-After kept from the exchange (or the exchange refused for it): not done now,
@@ -811,24 +812,25 @@ class OrderPath:
             o = self.live.get(cid)
             if o is None or now < until:
                 continue
-            del self._cancel_due[cid]
+            # Kept in the stored map while on the wire: a stop before its answer leaves it to send.
             ok, why = await self.cancel(o)
-            if cid in self._cancel_due:
-                continue  # held again (stored again): said when it goes out
+            if self._cancel_due.get(cid, until) > until:
+                continue  # held again by a Retry-After (stored again): said when it goes out
             if not ok and cid in self.live and cid not in self._cancel_asked and cid not in self._behind:
-                # Not answered (the exchange down, a 5xx on every try): the order may still be open there, and the
-                # kill switch that asked is done. Sent again at the next poll, until the exchange says how it ended.
+                # Not done (the exchange down, a 5xx on every try, the order not found by its id): it may still be
+                # open there, and whoever asked is done. Sent again at the next poll, until the exchange says how it
+                # ended.
                 self._cancel_due[cid] = now
-                log.warning("cancel held by the venue's Retry-After not done: sent again at the next poll",
-                            venue=self.venue.name, order=cid, detail=why or o.status.value)
+                log.warning("held cancel not done: sent again at the next poll", venue=self.venue.name, order=cid,
+                            detail=why or o.status.value)
                 await self._store_cancel_due()
                 continue
-            await self._store_cancel_due()  # only once answered: a stop before then leaves it to send
+            self._cancel_due.pop(cid, None)
+            await self._store_cancel_due()  # only once answered
             if ok:
-                log.info("cancel sent once the venue's Retry-After was over", venue=self.venue.name, order=cid)
+                log.info("held cancel done", venue=self.venue.name, order=cid)
             else:
-                log.warning("cancel held by the venue's Retry-After not done", venue=self.venue.name, order=cid,
-                            detail=why or o.status.value)
+                log.warning("held cancel not done", venue=self.venue.name, order=cid, detail=why or o.status.value)
 
     async def cancel_all(self, symbol: str | None = None) -> CancelReport:
         """Cancel every order in flight, concurrently, bounded by cancel_timeout_s."""
