@@ -720,11 +720,9 @@ def test_a_restore_run_again_after_one_killed_midway_keeps_the_kill_switch_of_th
     assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
 
 
-def test_a_restore_run_again_keeps_a_halted_state_the_killed_one_moved_aside_in_its_wal(account, archive, tmp_path):
-    """The engine was killed right after its HALTED was stored (in the WAL, not yet in the database file), then a
-    restore killed midway moved the database, its -wal and -shm aside under new names (SQLite reads a WAL only by
-    its own name). Run again, the restore still finds that HALTED and keeps it."""
-    cwd = tmp_path / "acct"
+def halted_in_the_wal_alone(account: Path, cwd: Path) -> Path:
+    """A copy of the account whose engine was killed right after its HALTED was stored: in the WAL, not yet in the
+    database file. Returns the database."""
     shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
     db = cwd / "data" / "ffe.db"
     writer = ("import os, sqlite3, sys\n"
@@ -734,12 +732,53 @@ def test_a_restore_run_again_keeps_a_halted_state_the_killed_one_moved_aside_in_
               "os._exit(0)\n")
     subprocess.run([sys.executable, "-c", writer, str(db)], check=True)
     assert (cwd / "data" / "ffe.db-wal").stat().st_size > 0
+    return db
+
+
+def moved_aside_by_a_killed_restore(cwd: Path, *, but: tuple[str, ...] = ()) -> None:
     for p in list((cwd / "data").iterdir()) + list((cwd / "logs").iterdir()):
-        if p.name.startswith(("ffe.db", "audit")) and not p.name.endswith(".lock"):
+        if p.name.startswith(("ffe.db", "audit")) and not p.name.endswith(".lock") and p.name not in but:
             p.rename(p.with_name(p.name + ".before-restore-20261201T000000Z"))
+
+
+def test_a_restore_run_again_keeps_a_halted_state_the_killed_one_moved_aside_in_its_wal(account, archive, tmp_path):
+    """A restore killed midway moved the database, its -wal and -shm aside under new names (SQLite reads a WAL only
+    by its own name). Run again, the restore still finds the HALTED the WAL alone held, and keeps it."""
+    cwd = tmp_path / "acct"
+    db = halted_in_the_wal_alone(account, cwd)
+    moved_aside_by_a_killed_restore(cwd)
     proc = run_ffe(cwd, "restore", str(archive), "--force")
     assert proc.returncode == 0, proc.stderr
     assert "HALTED" in proc.stdout, proc.stdout
     with sqlite3.connect(db) as conn:
         ((state, reason),) = conn.execute("SELECT state, reason FROM engine_state").fetchall()
     assert state == "HALTED" and "kill switch" in reason, (state, reason)
+
+
+def test_a_restore_run_again_reads_the_wal_a_killed_one_left_in_place_beside_the_database_it_moved(account, archive,
+                                                                                                  tmp_path):
+    """Killed between moving the database aside and moving its WAL: the WAL is still there under its own name."""
+    cwd = tmp_path / "acct"
+    db = halted_in_the_wal_alone(account, cwd)
+    moved_aside_by_a_killed_restore(cwd, but=("ffe.db-wal", "ffe.db-shm"))
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(db) as conn:
+        ((state,),) = conn.execute("SELECT state FROM engine_state").fetchall()
+    assert state == "HALTED" and "HALTED" in proc.stdout, (state, proc.stdout)
+
+
+def test_a_restore_run_again_refuses_when_the_database_a_killed_one_moved_aside_cannot_be_read(account, archive,
+                                                                                                tmp_path):
+    """Its state cannot be told (a damaged file): a HALTED there must not be lost, so nothing is restored."""
+    cwd = tmp_path / "acct"
+    halted_in_the_wal_alone(account, cwd)
+    moved_aside_by_a_killed_restore(cwd)
+    aside = cwd / "data" / "ffe.db.before-restore-20261201T000000Z"
+    with open(aside, "r+b") as f:
+        f.write(b"\0" * 100)
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    [line] = proc.stderr.splitlines()
+    assert "nothing restored" in line and aside.name in line, line
+    assert not (cwd / "data" / "ffe.db").exists()
