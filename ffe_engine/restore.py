@@ -27,7 +27,7 @@ from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked,
                      sweep_unpacked)
 from .chain import rotated_files
 from .config import Settings
-from .errors import FfeError, StartError
+from .errors import FfeError, StartError, StorageError
 from .host import RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, log_dir_holder
 from .interrupts import held
 from .staging import Staging
@@ -109,17 +109,19 @@ def _halted_aside(db: Path) -> tuple[str, str] | None:
     if not aside:
         return None
     stamp = aside[-1].name.rsplit(RESTORE_ASIDE, 1)[1]
+    wal = db.with_name(f"{db.name}-wal{RESTORE_ASIDE}{stamp}")
+    if not wal.exists():  # killed before it moved the WAL: still under its own name
+        wal = db.with_name(f"{db.name}-wal")
     try:
         with tempfile.TemporaryDirectory(prefix=".ffe-restore-read-") as tmp:
-            for suffix in ("", "-wal"):
-                moved = db.with_name(f"{db.name}{suffix}{RESTORE_ASIDE}{stamp}")
-                if moved.exists():
-                    shutil.copyfile(moved, Path(tmp) / f"{db.name}{suffix}")
-            return halted_in(Path(tmp) / db.name)
-    except OSError as exc:  # its state cannot be told: a HALTED there must not be lost
+            shutil.copyfile(aside[-1], Path(tmp) / db.name)
+            if wal.exists():
+                shutil.copyfile(wal, Path(tmp) / f"{db.name}-wal")
+            return halted_in(Path(tmp) / db.name, strict=True)
+    except (OSError, StorageError) as exc:  # its state cannot be told: a HALTED there must not be lost
         raise Refused(f"{aside[-1]}: the records a killed restore moved aside cannot be read to keep their state "
-                      f"({exc.strerror or exc}): free space in {tempfile.gettempdir()} and restore again (nothing "
-                      "restored)") from None
+                      f"({exc}): restore again once they can be (free space in {tempfile.gettempdir()}), or move "
+                      "them away if they are lost (nothing restored)") from None
 
 
 class NoRoom(FfeError):

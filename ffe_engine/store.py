@@ -1404,16 +1404,21 @@ def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:
         conn.close()
 
 
-def halted_in(path: Path | str) -> tuple[str, str] | None:
+def halted_in(path: Path | str, *, strict: bool = False) -> tuple[str, str] | None:
     """The reason and author of the HALTED state stored in the database at `path`, or None when it is not HALTED
-    or cannot be read (a restore replacing a lost or damaged database has no state to keep)."""
+    or cannot be read (a restore replacing a lost or damaged database has no state to keep); with `strict`, a
+    database that cannot be read is a StorageError instead."""
     try:
         conn = open_read_only(path)
-    except (sqlite3.Error, OSError):
+    except (sqlite3.Error, OSError) as exc:
+        if strict:
+            raise StorageError(f"{path}: cannot be read ({exc})") from None
         return None
     try:
         row = conn.execute("SELECT state, reason, by FROM engine_state").fetchone()
-    except sqlite3.Error:
+    except sqlite3.Error as exc:
+        if strict:
+            raise StorageError(f"{path}: cannot be read ({exc})") from None
         return None
     finally:
         conn.close()
