@@ -782,3 +782,19 @@ def test_a_restore_run_again_refuses_when_the_database_a_killed_one_moved_aside_
     [line] = proc.stderr.splitlines()
     assert "nothing restored" in line and aside.name in line, line
     assert not (cwd / "data" / "ffe.db").exists()
+
+
+def test_a_restore_onto_a_log_directory_it_cannot_write_says_so_for_a_restore(account, archive, tmp_path):
+    """The log directory cannot be written (its lock cannot be taken): one line that says nothing was restored and
+    to restore again, not the engine's "then start again"; nothing is moved."""
+    from test_disk_failures import read_only
+
+    target = tmp_path / "t"
+    before = target_with_records(account, target)
+    with read_only(target / "logs"):
+        proc = run_ffe(account, "restore", str(archive), "--force", "--data-dir", str(target / "data"),
+                       "--log-dir", str(target / "logs"), env=env())
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    [line] = proc.stderr.splitlines()
+    assert "nothing restored" in line and "restore again" in line and "start again" not in line, line
+    assert_untouched(before, target)
