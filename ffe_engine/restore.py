@@ -65,12 +65,17 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
     except StartError:
         raise Refused(f"{data_dir}: an ffe engine is running on this data directory; stop it first "
                       "(nothing restored)") from None
+    except StorageError as exc:
+        raise _unwritable(exc) from None
     try:
         log_lock = acquire_log_lock(trail.parent, data_dir)
     except StartError:
         os.close(lock)
         raise Refused(f"{trail.parent}: the audit trail there is written by {log_dir_holder(trail.parent)}; stop "
                       "it first or restore with another --log-dir (nothing restored)") from None
+    except StorageError as exc:
+        os.close(lock)
+        raise _unwritable(exc) from None
     try:
         # A kill switch pressed after the backup was taken is kept: the records it is in are moved aside, and the
         # restored account would otherwise start without it. Read first: opening the database can leave its -wal and
@@ -99,6 +104,11 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills, "kept_halted": halted is not None}
+
+
+def _unwritable(exc: StorageError) -> NoRoom:
+    """A directory's lock that cannot be written (its disk full, read-only), said for a restore: nothing moved."""
+    return NoRoom(f"{str(exc).removesuffix(', then start again')}, then restore again (nothing restored)")
 
 
 def _halted_aside(db: Path) -> tuple[str, str] | None:
