@@ -708,3 +708,14 @@ def test_a_halt_the_engine_makes_at_start_is_paged_without_saying_orders_were_ca
     assert "could not write" in by_engine.text and "positions stay open" in by_engine.text
     (kill,) = alerts_for(EngineStateChanged(state="HALTED", previous="RUNNING", by="ctl", reason="ffe ctl halt"))
     assert "open orders cancelled" in kill.text
+
+
+def test_a_halted_restated_at_start_is_paged_whatever_state_the_last_record_said():
+    """A backup taken while HALTED, resumed, halted again with no page delivered, then restored: the start restates
+    HALTED over a last record that said HALTED too (another halt). It is paged as kept all the same."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import EngineStateChanged
+
+    (alert,) = alerts_for(EngineStateChanged(state="HALTED", previous="HALTED", by="restore", restated=True,
+                                             reason="ffe ctl halt (by ctl, kept across a restore)"))
+    assert alert.kind == "HALTED" and "kept from before this start" in alert.text, alert.text
