@@ -78,12 +78,6 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     """The alerts an event raises (most raise none). `state`: the engine's state as last said by its events;
     `in_doubt`: the client order ids whose answer was lost and is not known yet."""
     if isinstance(ev, EngineStateChanged):
-        if ev.state == ev.previous:
-            if ev.reason == "approval mode auto":  # from now on trades are sent without a human
-                return [Alert("APPROVAL_MODE", "APPROVAL_MODE", "warn",
-                              f"ffe approval mode set to auto by {ev.by}: trades are sent without approval; "
-                              "`ffe ctl mode manual` to go back.")]
-            return []
         if ev.restated:
             # A state stored without its record (a full disk, a restore): its page may never have gone out (a full
             # disk's RECORDS_UNWRITABLE has one try; a kill switch's outbox was in the records moved aside).
@@ -91,6 +85,12 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                 return []
             return [Alert("HALTED", "HALTED", "page", f"ffe starts HALTED, kept from before this start: {ev.reason} "
                                                       f"(by {ev.by}). New orders refused; positions stay open.")]
+        if ev.state == ev.previous:
+            if ev.reason == "approval mode auto":  # from now on trades are sent without a human
+                return [Alert("APPROVAL_MODE", "APPROVAL_MODE", "warn",
+                              f"ffe approval mode set to auto by {ev.by}: trades are sent without approval; "
+                              "`ffe ctl mode manual` to go back.")]
+            return []
         if ev.state == "HALTED":
             # Engine.flatten halts with this reason, then closes every position (its FLATTEN alert says how).
             positions = ("positions are being closed (FLATTEN follows)" if ev.reason == "flatten"
