@@ -309,6 +309,27 @@ async def test_sigusr1_while_the_engine_waits_for_the_kill_switch_s_answer_halts
         assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
 
 
+async def test_the_first_halt_asked_while_the_engine_starts_is_the_one_recorded(tmp_path, monkeypatch):
+    """K and y, then SIGUSR1, both while the engine starts: one halt, recorded as the operator's kill switch (the
+    first asked), not taken over by the signal that came after it."""
+    gate = held_open(monkeypatch)
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
+        await pilot.press("y")
+        await pilot.pause(0.2)
+        app._signal_halt()
+        gate.set()
+        await until(pilot, lambda: app.snap is not None and "HALTED" in status_text(app), "HALTED on the status line")
+        await pilot.pause(0.5)
+        assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+        assert db_value(db, "SELECT reason FROM engine_state") == "kill switch"
+        assert db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'kill_switch'") == 1
+
+
 async def test_sigusr1_while_the_console_starts_its_engine_halts_it_once_started(tmp_path, monkeypatch):
     gate = held_open(monkeypatch)
     app = console(tmp_path)
