@@ -725,7 +725,8 @@ class ConsoleApp(App[int]):
         if self.engine is not None and self._run_task is not None:  # running meanwhile
             self._control("halt", self._halt(reason, by))
             return
-        self._halt_when_started = (reason, by)  # made by _lifecycle (or _close) before the engine runs
+        if self._halt_when_started is None:  # the first asked is the one made (and recorded)
+            self._halt_when_started = (reason, by)  # made by _lifecycle (or _close) before the engine runs
         self.say("the engine is halted as soon as it has started, before it trades", severity="warning")
 
     def _kill_confirmed(self) -> None:
