@@ -123,3 +123,6 @@ async def test_a_halted_state_restated_at_start_is_paged_as_kept_not_as_a_kill_s
     text = halted[0]["text"]
     assert "kept from before this start" in text and "cancelled" not in text and "ffe ctl halt" in text, text
     assert halted[0]["severity"] == "page"
+    tail = run_ffe(tmp_path, "audit", "tail", "--event", "engine_state")
+    [said] = [line for line in tail.stdout.splitlines() if "kept across a restore" in line]
+    assert "HALTED (kept from before this start)" in said and "->" not in said, said  # no change made then
