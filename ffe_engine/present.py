@@ -67,7 +67,12 @@ def _closed(f: Fields) -> str:
 
 
 def _state(f: Fields) -> str:
-    change = f.get("state") if f.get("state") == f.get("previous") else f"{f.get('previous')} -> {f.get('state')}"
+    if f.get("restated"):  # said by a start, of a state stored before it: no change made then
+        change = f"{f.get('state')} (kept from before this start)"
+    elif f.get("state") == f.get("previous"):
+        change = str(f.get("state"))
+    else:
+        change = f"{f.get('previous')} -> {f.get('state')}"
     return f"{change}: {f.get('reason')} (by {f.get('by') or '-'})"
 
 
