@@ -16,7 +16,7 @@ from textual.command import CommandPalette
 from textual.keys import Keys, _character_to_key
 from textual.widgets import Input, Static
 
-from conftest import db_value, ffe_env, run_ffe
+from conftest import db_value, ffe_env, run_ffe, starter_config
 from ffe_tui import keys
 from ffe_tui.panes import KeysFooter
 from test_tui_helpers import console, db_path, running, screen_text, status_text, until
@@ -306,6 +306,30 @@ async def test_sigusr1_while_the_engine_waits_for_the_kill_switch_s_answer_halts
         await pilot.pause(0.5)
         kills = db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'kill_switch'")
         assert kills == 1, kills
+        assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
+
+
+async def test_an_engine_held_for_the_kill_switch_s_answer_answers_ffe_ctl_and_its_halt_ends_the_question(
+        tmp_path, monkeypatch):
+    """Held for the answer, the engine is reachable: `ffe ctl health` and `status` answer (cron and a second
+    terminal see it), and `ffe ctl halt` halts it: the question, answered by that, closes; a `y` after it halts
+    nothing a second time."""
+    starter_config(tmp_path)  # `ffe ctl` run from tmp_path finds the same data directory
+    gate = held_open(monkeypatch)
+    db = db_path(tmp_path)
+    app = console(tmp_path, speed=50.0, monitor={"enabled": False})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await held_for_the_answer(pilot, app, gate)
+        await pilot.pause(0.5)
+        health = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "health")
+        assert health.returncode == 0, (health.stdout, health.stderr)
+        halt = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "halt")
+        assert halt.returncode == 0, (halt.stdout, halt.stderr)
+        await until(pilot, lambda: "halt it as soon as it has started" not in screen_text(app), "the question closed")
+        await pilot.press("y")
+        await pilot.pause(0.5)
+        assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+        assert db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'kill_switch'") == 1
         assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
 
 
