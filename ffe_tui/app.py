@@ -364,14 +364,11 @@ class ConsoleApp(App[int]):
             return
         self.engine = self.running.engine
         self.sub = self.running.subscribe(maxlen=SUBSCRIPTION_MAX)
-        if self._asking("kill") and self._halt_when_started is None and not self.attached:
-            # The kill switch asked while the engine opened, not answered yet: the engine does not run, nor trade,
-            # before the operator has answered it. Held on purpose, it is no stalled loop (the monitor's LOOP_STALLED).
-            self.say("the engine has started and waits for your answer to the kill switch", severity="warning")
-            while self._asking("kill") and self._halt_when_started is None and not self.stopping:
-                self.engine.liveness.turn()
-                await asyncio.sleep(ANSWER_POLL_S)
         try:
+            if self.control:  # `ffe ctl` (health, status, halt) reaches the engine from here on, held or running
+                await self.running.start_control()
+            if self._asking("kill") and self._halt_when_started is None and not self.attached:
+                await self._held_for_the_answer()
             await self._halt_asked_while_opening()
         except Exception as exc:
             await self._engine_failed(exc)
@@ -382,9 +379,7 @@ class ConsoleApp(App[int]):
         if isinstance(self.engine, RemoteEngine):
             self.say(f"attached to {describe(self.engine.identity)}; quitting this console leaves it running")
         try:
-            if self.control:
-                await self.running.start_control()
-            await self._halt_asked_while_opening()  # a halt asked for while the socket opened
+            await self._halt_asked_while_opening()  # a halt asked for meanwhile
             self._run_task = asyncio.ensure_future(self.engine.run())  # no turn of the loop since the last look
             await asyncio.shield(self._run_task)
         except asyncio.CancelledError:
@@ -406,6 +401,19 @@ class ConsoleApp(App[int]):
             self._status_note = f"STOPPED: {self._stopped_why()}"
             self._chart_due = 0.0  # the final picture, whatever the chart's redraw pace
             self._tick()
+
+    async def _held_for_the_answer(self) -> None:
+        """The kill switch asked while the engine opened, not answered yet: the engine does not run, nor trade,
+        before the operator has answered it, or another has halted it (`ffe ctl halt`, which answers it). Held on
+        purpose, it is no stalled loop (the monitor's LOOP_STALLED)."""
+        self.say("the engine has started and waits for your answer to the kill switch", severity="warning")
+        engine = self.engine
+        while (self._asking("kill") and self._halt_when_started is None and not self.stopping
+               and engine.state.value != "HALTED"):
+            engine.liveness.turn()
+            await asyncio.sleep(ANSWER_POLL_S)
+        if engine.state.value == "HALTED":
+            self._close_stale_dialogs()
 
     async def _halt_asked_while_opening(self) -> None:
         """The halts asked for while the engine opened (K and y, SIGUSR1), made before it runs, before it trades."""
