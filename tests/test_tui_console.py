@@ -532,6 +532,8 @@ async def test_quit_says_the_trades_waiting_for_approval_wait_on_at_the_next_sta
     async with app.run_test(size=(120, 40)) as pilot:
         await running(pilot)
         await until(pilot, lambda: app.engine.pending, "a trade waiting for approval", timeout=120)
+        # As the operator sees it: on screen (the console's view of the engine), not only in the engine.
+        await until(pilot, lambda: (app.snap or {}).get("approvals"), "the trade on screen")
         await pilot.press("q")
         await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
         text = screen_text(app)
