@@ -257,6 +257,15 @@ async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_i
         assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
 
 
+async def halt_asked_while_starting(pilot, app) -> None:
+    """ctrl+k and y while the engine is STARTING."""
+    await pilot.pause(0.3)
+    await pilot.press("ctrl+k")
+    await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
+    await pilot.press("y")
+    await pilot.pause(0.2)
+
+
 async def held_for_the_answer(pilot, app, gate: asyncio.Event) -> None:
     """K while the engine is STARTING, then its start let through with the question still open."""
     await pilot.pause(0.3)
@@ -340,11 +349,7 @@ async def test_the_first_halt_asked_while_the_engine_starts_is_the_one_recorded(
     db = db_path(tmp_path)
     app = console(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.3)
-        await pilot.press("ctrl+k")
-        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
-        await pilot.press("y")
-        await pilot.pause(0.2)
+        await halt_asked_while_starting(pilot, app)
         app._signal_halt()
         gate.set()
         await until(pilot, lambda: app.snap is not None and "HALTED" in status_text(app), "HALTED on the status line")
@@ -373,11 +378,7 @@ async def test_a_halt_asked_for_while_the_engine_starts_holds_though_the_console
     db = db_path(tmp_path)
     app = console(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.3)
-        await pilot.press("ctrl+k")
-        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch's dialog")
-        await pilot.press("y")
-        await pilot.pause(0.2)
+        await halt_asked_while_starting(pilot, app)
         app._signal_stop("SIGTERM")
         gate.set()
         await until(pilot, lambda: not app.is_running, "the console to exit", timeout=60)
