@@ -289,6 +289,8 @@ async def test_the_kill_switch_asked_while_starting_holds_the_engine_until_it_is
         assert app.engine.bars == 0 and db_value(db, "SELECT COUNT(*) FROM orders") == 0
         assert "KILL SWITCH" in screen_text(app)
         assert app.engine.liveness.loop_age() < 1.0  # held on purpose, not stalled: no LOOP_STALLED page
+        await until(pilot, lambda: "has started and waits for your answer" in screen_text(app),
+                    "the question saying the engine waits for it")
         await pilot.press(answer)
         if answer == "y":
             await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
