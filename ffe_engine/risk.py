@@ -151,7 +151,8 @@ class Gatekeeper:
         else:
             # `last` is the open time of the newest closed bar; it is current while now < its close + 1 bar.
             age = max(0.0, (self.now_ms() - last - self.timeframe_ms) / self.timeframe_ms)
-            yield GateResult("DATA_STALE", _shown(age, r.stale_after_bars, 2), r.stale_after_bars, age <= r.stale_after_bars)
+            yield GateResult("DATA_STALE", _shown(age, r.stale_after_bars, 2), r.stale_after_bars,
+                             age <= r.stale_after_bars)
 
         conf = it.confidence
         if conf is None:
@@ -160,7 +161,8 @@ class Gatekeeper:
             else:
                 yield self._missing("MIN_CONFIDENCE", r.min_confidence)
         else:
-            yield GateResult("MIN_CONFIDENCE", _shown(conf, r.min_confidence), r.min_confidence, conf >= r.min_confidence)
+            yield GateResult("MIN_CONFIDENCE", _shown(conf, r.min_confidence), r.min_confidence,
+                             conf >= r.min_confidence)
 
         flight = self.entries_in_flight()
         open_now = pf.held() + len(flight)

@@ -711,11 +711,18 @@ class ConsoleApp(App[int]):
             if self._halt_when_started is not None:
                 self.say("the engine is halted as soon as it has started, before it trades", severity="warning")
                 return
-            now = ("This console is connecting to its engine, which runs on its own (it may be trading): halt it as "
-                   "soon as it is connected." if self.attached else
-                   "The engine is starting: halt it as soon as it has started, before it trades.")
-            self._confirm("kill", "KILL SWITCH", f"{now} HALTED is stored and survives a restart; re-arm with "
-                          f"{self._key('pause')}.", "HALT", lambda: self._halt_once_started("kill switch", "operator"))
+            def body() -> str:  # written again as the engine opens (refresh_body)
+                if self.attached:
+                    now = ("This console is connecting to its engine, which runs on its own (it may be trading): halt "
+                           "it as soon as it is connected.")
+                elif self.engine is not None:
+                    now = "The engine has started and waits for your answer before it runs: halt it before it trades."
+                else:
+                    now = "The engine is starting: halt it as soon as it has started, before it trades."
+                return f"{now} HALTED is stored and survives a restart; re-arm with {self._key('pause')}."
+
+            self._confirm("kill", "KILL SWITCH", body, "HALT",
+                          lambda: self._halt_once_started("kill switch", "operator"))
             return
         if self._has_stopped():
             return

@@ -312,7 +312,8 @@ async def test_sigusr1_while_the_engine_waits_for_the_kill_switch_s_answer_halts
         await pilot.pause(0.3)
         app._signal_halt()
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
-        await until(pilot, lambda: "halt it as soon as it has started" not in screen_text(app), "the question closed")
+        await until(pilot, lambda: "waits for your answer before it runs" not in screen_text(app),
+                    "the question closed")
         await pilot.press("y")
         await pilot.pause(0.5)
         kills = db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'kill_switch'")
@@ -336,7 +337,8 @@ async def test_an_engine_held_for_the_kill_switch_s_answer_answers_ffe_ctl_and_i
         assert health.returncode == 0, (health.stdout, health.stderr)
         halt = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "halt")
         assert halt.returncode == 0, (halt.stdout, halt.stderr)
-        await until(pilot, lambda: "halt it as soon as it has started" not in screen_text(app), "the question closed")
+        await until(pilot, lambda: "waits for your answer before it runs" not in screen_text(app),
+                    "the question closed")
         await pilot.press("y")
         await pilot.pause(0.5)
         assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
