@@ -538,9 +538,7 @@ class OrderPath:
         cid = o.client_order_id
         vo = await self.breaker.call(lambda: self.venue.fetch_order(cid, o.symbol))
         if vo is not None:
-            await self._apply(o, vo)
-            if cid in self._cancel_asked and not o.status.final:
-                await self.cancel(o)
+            await self._venue_shows(o, vo)
             return
         deadline = self._doubt_deadline.get(cid)
         if deadline is None:  # first look after a restart: give the venue its settle window from now
@@ -559,9 +557,7 @@ class OrderPath:
             return
         listed = await self._listed(o)
         if listed is not None:  # the venue's open orders have it: its word, whatever its lookups by id say
-            await self._apply(o, listed)
-            if cid in self._cancel_asked and not o.status.final:
-                await self.cancel(o)
+            await self._venue_shows(o, listed)
             return
         if cid in self._repeat_refused and cid not in self._cancel_asked:
             return  # only the venue's word, or a cancel, ends it
@@ -593,6 +589,12 @@ class OrderPath:
             return
         self._missing.pop(cid, None)
         await self._send(o)
+
+    async def _venue_shows(self, o: Order, vo: VenueOrder) -> None:
+        """An order in doubt the venue shows: its word recorded, then the cancel asked of it while it was in doubt."""
+        await self._apply(o, vo)
+        if o.client_order_id in self._cancel_asked and not o.status.final:
+            await self.cancel(o)
 
     def _lost(self, o: Order) -> bool:
         """A lookup did not find an order the venue has shown. One such answer proves nothing (a lagging replica, a
