@@ -115,21 +115,21 @@ def _halted_aside(db: Path) -> tuple[str, str] | None:
     """With no database in place, the HALTED state of the newest database a restore moved aside (one killed before
     it put the backup's in place, run again as the runbook says), which the account would otherwise lose. Read from
     copies under the names SQLite reads a WAL by: a HALTED stored just before a crash can be in the WAL alone."""
-    aside = sorted(db.parent.glob(f"{db.name}{RESTORE_ASIDE}*"), key=lambda p: p.name.rsplit(RESTORE_ASIDE, 1)[1])
-    if not aside:
+    stamps = sorted(p.name.rsplit(RESTORE_ASIDE, 1)[1] for p in db.parent.glob(f"{db.name}{RESTORE_ASIDE}*"))
+    if not stamps:
         return None
-    stamp = aside[-1].name.rsplit(RESTORE_ASIDE, 1)[1]
-    wal = db.with_name(f"{db.name}-wal{RESTORE_ASIDE}{stamp}")
+    moved = db.with_name(f"{db.name}{RESTORE_ASIDE}{stamps[-1]}")
+    wal = db.with_name(f"{db.name}-wal{RESTORE_ASIDE}{stamps[-1]}")
     if not wal.exists():  # killed before it moved the WAL: still under its own name
         wal = db.with_name(f"{db.name}-wal")
     try:
         with tempfile.TemporaryDirectory(prefix=".ffe-restore-read-") as tmp:
-            shutil.copyfile(aside[-1], Path(tmp) / db.name)
+            shutil.copyfile(moved, Path(tmp) / db.name)
             if wal.exists():
                 shutil.copyfile(wal, Path(tmp) / f"{db.name}-wal")
             return halted_in(Path(tmp) / db.name, strict=True)
     except (OSError, StorageError) as exc:  # its state cannot be told: a HALTED there must not be lost
-        raise Refused(f"{aside[-1]}: the records a killed restore moved aside cannot be read to keep their state "
+        raise Refused(f"{moved}: the records a killed restore moved aside cannot be read to keep their state "
                       f"({exc}): restore again once they can be (free space in {tempfile.gettempdir()}), or move "
                       "them away if they are lost (nothing restored)") from None
 
