@@ -379,8 +379,8 @@ class ConsoleApp(App[int]):
         if isinstance(self.engine, RemoteEngine):
             self.say(f"attached to {describe(self.engine.identity)}; quitting this console leaves it running")
         try:
-            await self._halt_asked_while_opening()  # a halt asked for meanwhile
-            self._run_task = asyncio.ensure_future(self.engine.run())  # no turn of the loop since the last look
+            # No turn of the loop since the halts asked while it opened were made: none can have been asked since.
+            self._run_task = asyncio.ensure_future(self.engine.run())
             await asyncio.shield(self._run_task)
         except asyncio.CancelledError:
             raise  # the console is closing: _close ends the engine in order
