@@ -798,3 +798,31 @@ def test_a_restore_onto_a_log_directory_it_cannot_write_says_so_for_a_restore(ac
     [line] = proc.stderr.splitlines()
     assert "nothing restored" in line and "restore again" in line and "start again" not in line, line
     assert_untouched(before, target)
+
+
+def test_a_restore_over_a_database_it_cannot_read_restores_the_account_halted(account, archive, tmp_path):
+    """The runbook's own case: the database is damaged, the start refuses it, the operator restores the newest
+    backup with --force. Whether the records replaced were HALTED cannot be told from them, so the restored account
+    is HALTED, for the operator to re-arm once satisfied, never trading again on a kill switch the damage hid."""
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    db = cwd / "data" / "ffe.db"
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        conn.execute("UPDATE engine_state SET state = 'HALTED', reason = 'kill switch', by = 'operator'")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(db, "r+b") as f:
+        f.write(b"\0" * 100)  # its header gone: nothing in it can be read
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" in proc.stdout and "could not be read" in proc.stdout, proc.stdout
+    with sqlite3.connect(db) as conn:
+        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
+    assert state == "HALTED" and by == "restore" and "could not be read" in reason, (state, reason, by)
+    assert list((cwd / "data").glob("ffe.db.before-restore-*"))  # the damaged file kept for the post-mortem
+    with sqlite3.connect(db) as conn:
+        orders = conn.execute("SELECT count(*) FROM orders").fetchone()[0]
+    started = run_ffe(cwd, "run", "--headless", "--max-bars", "20", env=env())
+    assert started.returncode == 0, started.stderr
+    assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == orders  # nothing sent
