@@ -653,7 +653,10 @@ def restore(args: argparse.Namespace) -> int:
         _print(f"moved aside {moved}")
     _print(f"restored {done['backup']} (taken {done['taken']}, records to seq {done['seq']['last']}): "
            f"{done['database']}, {done['audit_trail']}; its configuration in {done['config']}")
-    if done["kept_halted"]:
+    if done["kept_halted"] and done["unreadable"]:
+        _print("the records moved aside could not be read, so whether they were HALTED could not be told: the "
+               "restored account is HALTED (re-arm it with `ffe ctl resume --yes` once you are satisfied)")
+    elif done["kept_halted"]:
         _print("the records moved aside were HALTED: the restored account is HALTED too (re-arm it with "
                "`ffe ctl resume --yes` once you are satisfied)")
     _print("next: start the engine; before any order it records from the venue what the account did after the "

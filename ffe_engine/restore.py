@@ -80,7 +80,18 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         # A kill switch pressed after the backup was taken is kept: the records it is in are moved aside, and the
         # restored account would otherwise start without it. Read first: opening the database can leave its -wal and
         # -shm files beside it, which are then moved aside with it.
-        halted = halted_in(db) if db.exists() else _halted_aside(db)
+        unreadable = False
+        if not db.exists():
+            halted = _halted_aside(db)
+        else:
+            try:
+                halted = _kept(halted_in(db, strict=True))
+            except StorageError as exc:
+                # Damaged (the runbook's case for a restore): whether it was HALTED cannot be told, so the restored
+                # account is HALTED all the same; a kill switch the damage hid is never re-armed by a restore.
+                unreadable = True
+                halted = (f"the records this restore replaced could not be read ({exc}), so whether they were "
+                          "HALTED could not be told: re-arm once satisfied")
         there = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), trail,
                              *rotated_files(trail))
                  if p.exists() and (p.stat().st_size > 0 or p == db)]
@@ -91,7 +102,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         mark_restored(work / DB_NAME, {"backup": file.name, "taken_ms": manifest["created_ms"],
                                        "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
         if halted is not None:
-            keep_halted(work / DB_NAME, f"{halted[0]} (by {halted[1]}, kept across a restore)", now)
+            keep_halted(work / DB_NAME, halted, now)
         trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         puts = [(work / DB_NAME, db), (work / TRAIL_NAME, trail), (work / CONFIG_NAME, data_dir / CONFIG_COPY)]
         _check_room(puts)
@@ -103,7 +114,8 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
     return {"backup": str(file), "database": str(db), "audit_trail": str(trail),
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
-            "fills": checked.fills, "kept_halted": halted is not None}
+            "fills": checked.fills, "kept_halted": halted is not None,
+            "unreadable": unreadable}
 
 
 def _unwritable(exc: StorageError) -> NoRoom:
@@ -111,7 +123,11 @@ def _unwritable(exc: StorageError) -> NoRoom:
     return NoRoom(f"{str(exc).removesuffix(', then start again')}, then restore again (nothing restored)")
 
 
-def _halted_aside(db: Path) -> tuple[str, str] | None:
+def _kept(halted: tuple[str, str] | None) -> str | None:
+    return None if halted is None else f"{halted[0]} (by {halted[1]}, kept across a restore)"
+
+
+def _halted_aside(db: Path) -> str | None:
     """With no database in place, the HALTED state of the newest database a restore moved aside (one killed before
     it put the backup's in place, run again as the runbook says), which the account would otherwise lose. Read from
     copies under the names SQLite reads a WAL by: a HALTED stored just before a crash can be in the WAL alone."""
@@ -127,7 +143,7 @@ def _halted_aside(db: Path) -> tuple[str, str] | None:
             shutil.copyfile(moved, Path(tmp) / db.name)
             if wal.exists():
                 shutil.copyfile(wal, Path(tmp) / f"{db.name}-wal")
-            return halted_in(Path(tmp) / db.name, strict=True)
+            return _kept(halted_in(Path(tmp) / db.name, strict=True))
     except (OSError, StorageError) as exc:  # its state cannot be told: a HALTED there must not be lost
         raise Refused(f"{moved}: the records a killed restore moved aside cannot be read to keep their state "
                       f"({exc}): restore again once they can be (free space in {tempfile.gettempdir()}), or move "
