@@ -366,3 +366,33 @@ def test_sharpe_is_annualised_by_the_step_of_the_equity_curve_when_files_close_a
     mean = sum(rets) / len(rets)
     sd = math.sqrt(sum((x - mean) ** 2 for x in rets) / (len(rets) - 1))
     assert r["sharpe"] == pytest.approx(mean / sd * math.sqrt(365.25 * 48), abs=0.02)
+
+
+def test_files_that_close_at_different_minutes_measure_correlation_and_var_on_each_files_own_bars(tmp_path):
+    """BTC closing on the hour and ETH at half past: each symbol's returns are one per hour of its own (not one per
+    30-minute step of the books, half of them 0 and out of phase with the other's), so CORRELATION measures the
+    pair's co-movement as it does with both files on the hour, and VAR the same risk."""
+    rows = 1500
+    write_slice(BTC_CSV, tmp_path / "BTC-USD_1h.csv", rows)
+    eth = sample_head(ETH_CSV, rows)
+    aligned = tmp_path / "aligned"
+    aligned.mkdir()
+    (aligned / "ETH-USD_1h.csv").write_text("".join(eth))
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    (shifted / "ETH-USD_1h.csv").write_text("".join([eth[0]] + [x.replace(":00:00Z", ":30:00Z", 1) for x in eth[1:]]))
+    measured = {}
+    for name in ("aligned", "shifted"):
+        proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", f"{name}/ETH-USD_1h.csv", "--records", "full",
+                       "--data-dir", f"data-{name}", "--report", f"{name}.json")
+        assert proc.returncode == 0, proc.stderr
+        (db,) = (tmp_path / f"data-{name}").glob("backtests/*/ffe.db")
+        measured[name] = {code: [v for (v,) in db_rows(db, "SELECT value FROM gate_results WHERE code = ? AND "
+                                                       "value IS NOT NULL AND value != 0", (code,))]
+                          for code in ("CORRELATION", "VAR")}
+    for name, gates in measured.items():
+        assert len(gates["CORRELATION"]) > 20, (name, gates)
+    med = {name: sorted(g["CORRELATION"])[len(g["CORRELATION"]) // 2] for name, g in measured.items()}
+    assert med["aligned"] > 0.6 and med["shifted"] > 0.6, med  # the pair moves together however its files close
+    var = {name: sorted(g["VAR"])[len(g["VAR"]) // 2] for name, g in measured.items()}
+    assert var["shifted"] == pytest.approx(var["aligned"], rel=0.15), var
