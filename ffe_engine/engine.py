@@ -433,7 +433,7 @@ class Engine:
             for n, c in enumerate(warmup, 1):
                 if not n % WARMUP_TURN:
                     await asyncio.sleep(0)  # the loop's other tasks (the console's keys, the control socket) run
-                if bar_ts is not None and c.ts != bar_ts:
+                if bar_ts is not None and self._period_ends(bar_ts, c.ts):
                     self.portfolio.record_returns()  # the history's returns feed VaR and correlation
                 bar_ts = c.ts
                 # The history is market data: DATA_STALE measures its newest bar until a new one closes.
@@ -701,7 +701,7 @@ class Engine:
     async def on_candle(self, c: Candle) -> None:
         sym = c.symbol
         if self._bar_ts is not None and c.ts != self._bar_ts:
-            self.close_books()
+            self.close_books(c.ts)
         self._bar_ts = c.ts
         self.last_bar_ts[sym] = c.ts
         self.bars += 1
@@ -877,7 +877,7 @@ class Engine:
             t = s.ts[i]
             if t != bar_ts:
                 if bar_ts is not None:
-                    self.close_books()
+                    self.close_books(t)
                 self._bar_ts = bar_ts = t
                 pf.roll_day(t)
             pf.mark(sym, s.close[i])
@@ -933,12 +933,22 @@ class Engine:
             d.outcome = outcome
             self._record_decision(d)
 
-    def close_books(self) -> None:
-        """Close the bar in progress: its equity enters the returns (and the equity curve, when kept). A backtest
-        calls it once more after its last candle, so the last bar counts."""
-        eq = self.portfolio.close_bar()
+    def close_books(self, next_ts: int | None = None) -> None:
+        """Close the bar in progress, before the candle of `next_ts` (None: the last): its equity enters the equity
+        curve (when kept), and, at the end of a timeframe's period, the symbols' returns. A backtest calls it once
+        more after its last candle, so the last bar counts."""
+        closing = self._bar_ts
+        eq = self.portfolio.close_bar(returns=next_ts is None or closing is None or self._period_ends(closing, next_ts))
         if self.profile.equity_curve:
             self.equity_curve.append((self._bar_ts or 0, eq))
+
+    def _period_ends(self, bar_ts: int, next_ts: int) -> bool:
+        """Whether the candle of `next_ts` opens another timeframe period than the bar of `bar_ts`. The returns of
+        VaR and correlation are one per symbol and period: files that close at different minutes (one on the hour,
+        one at half past) make the books close a bar at each, and a return per bar would be 0 for the symbol without
+        a candle in it, every other bar, out of phase with the other symbol's."""
+        tf = self.timeframe_ms
+        return next_ts // tf != bar_ts // tf
 
     async def _breaker_pause(self) -> None:
         """An open breaker pauses the engine (entries would be refused anyway; the operator resumes)."""

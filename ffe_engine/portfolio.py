@@ -87,8 +87,6 @@ class Portfolio:
         self.window = returns_window
         self.returns: dict[str, deque[float]] = {}
         self._prev_close: dict[str, float] = {}
-        self.equity_returns: deque[float] = deque(maxlen=returns_window)
-        self._last_equity: float | None = None
         self.order_times: deque[int] = deque()
 
     # ------------------------------------------------------------------ marks
@@ -112,13 +110,12 @@ class Portfolio:
                 r.append(price / prev - 1.0)
             self._prev_close[symbol] = price
 
-    def close_bar(self) -> float:
-        """After every symbol of a bar is marked: record the bar's returns and the equity return, update the peak."""
-        self.record_returns()
+    def close_bar(self, returns: bool = True) -> float:
+        """After every symbol of a bar is marked: record the bar's returns (unless `returns` is False: the bar is
+        not the last of its period, see Engine.close_books) and update the peak."""
+        if returns:
+            self.record_returns()
         eq = self.equity()
-        if self._last_equity:
-            self.equity_returns.append(eq / self._last_equity - 1.0)
-        self._last_equity = eq
         if eq > self.peak_equity:
             self.peak_equity = eq
         dd = self._drawdown_at(eq)
