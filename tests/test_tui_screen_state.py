@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from textual.app import App, ComposeResult
 
 from conftest import db_value
@@ -92,3 +94,29 @@ async def test_a_re_arm_confirmed_after_a_later_halt_does_not_re_arm_that_halt(t
         assert db_value(db, "SELECT state FROM engine_state") == "HALTED", screen_text(app)
         assert db_value(db, "SELECT by FROM engine_state") == "ctl"
         assert app.engine.state.value == "HALTED"
+
+
+@pytest.mark.parametrize("how", ["halt", "flatten"])
+async def test_a_re_arm_confirmed_after_a_halt_of_the_halted_engine_does_not_undo_it(tmp_path, how):
+    """The re-arm dialog is open on a kill switch; meanwhile `ffe ctl halt`, SIGUSR1 or a flatten (which ends HALTED)
+    halts the HALTED engine again. The dialog never showed that halt: its `y` must not undo it (a flatten's closing
+    orders would be followed by the strategy's next entry)."""
+    db = db_path(tmp_path)
+    app = console(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        await pilot.press("ctrl+k", "y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: "HALTED" in screen_text(app).split("\n")[0], "HALTED on the status line")
+        await pilot.press("p")
+        await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm dialog")
+        if how == "halt":
+            await app.engine.halt(reason="ffe ctl halt", by="ctl")
+        else:
+            await app.engine.flatten(by="ctl")
+        await pilot.press("y")
+        await until(pilot, lambda: not any(isinstance(s, ConfirmScreen) for s in app.screen_stack), "dialog closed")
+        await pilot.pause(0.3)
+        assert app.engine.state.value == "HALTED", screen_text(app)
+        assert db_value(db, "SELECT state FROM engine_state") == "HALTED", screen_text(app)
+        assert "state changed" in " ".join(screen_text(app).split()), screen_text(app)
