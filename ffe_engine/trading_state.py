@@ -46,8 +46,9 @@ class TradingState:
         self.clock = clock
         self.state = state
         self.reason = reason
-        # Every change of state in this run, counted: a confirmation asked about one state (the re-arm of a halt)
-        # names it, and is refused once the state has changed since, even back to the same state.
+        # Every change of state in this run, and every halt of the HALTED engine, counted: a confirmation asked about
+        # one state (the re-arm of a halt) names it, and is refused once the state has changed since, even back to the
+        # same state, or the engine has been halted again.
         self.changes = 0
 
     def restore(self, state: EngineState, reason: str) -> None:
@@ -61,6 +62,10 @@ class TradingState:
         own when the state does not change."""
         prev = self.state
         if prev is new and not force:
+            if new is EngineState.HALTED:
+                # A halt of the HALTED engine (`ffe ctl halt`, SIGUSR1, a flatten) is a halt of its own: a re-arm
+                # asked about the earlier one must not undo it.
+                self.changes += 1
             if kv:
                 await self.store.put_kvs(kv, self.clock.wall())
             return
