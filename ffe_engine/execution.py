@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 
-from . import logs
+from . import fmt, logs
 from .breaker import BreakerOpen, CircuitBreaker
 from .clock import Clock
 from .errors import ControlError
@@ -236,7 +236,7 @@ class OrderPath:
             # Nor more than the account holds of it (an accepted shortfall of coins: Portfolio.unbacked).
             left = self.portfolio.sellable(intent.symbol) - self.pending_exit_qty(intent.symbol)
             if left < market.amount_step:
-                return self._refused(intent, gates, f"NOTHING_HELD: nothing to sell, the books hold {left:.8g} "
+                return self._refused(intent, gates, f"NOTHING_HELD: nothing to sell, the books hold {fmt.qty(max(left, 0.0), 8)} "
                                                     f"{intent.symbol.partition('/')[0]} after the sells working",
                                      code="NOTHING_HELD")
             qty = min(qty, left)
