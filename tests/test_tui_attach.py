@@ -345,3 +345,33 @@ async def test_an_attached_console_keeps_its_screen_after_a_stop_in_order_and_q_
         await until(pilot, lambda: not app.is_running or "Detach" in screen_text(app), "the console to close")
         assert not app.is_running, screen_text(app)
     assert app.return_code == 0
+
+
+async def test_an_attached_console_follows_the_engine_s_state_while_its_control_socket_is_full(tmp_path, spawn_ffe):
+    """Every place on the control socket held (idle clients): the console's status requests are answered "too many
+    control connections", but its event stream is open. A halt meanwhile (SIGUSR1) shows as HALTED from the stream,
+    and an engine that answers, even "too many", is not said to be not answering."""
+    engine, settings = headless_engine(spawn_ffe, tmp_path, engine_env={"FFE_CONTROL__MAX_CONNECTIONS": "3",
+                                                                         "FFE_CONTROL__IDLE_TIMEOUT_S": "120"})
+    from ffe_tui.app import NOT_ANSWERING_S
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        hogs = []
+        try:
+            for _ in range(6):  # the places, and the one kept for a halt
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(settings.socket_path))
+                hogs.append(s)
+            await pilot.pause(1.0)
+            engine.send(signal.SIGUSR1)
+            await until(pilot, lambda: db_value(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state")
+                        == "HALTED", "HALTED stored")
+            await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
+            await pilot.pause(NOT_ANSWERING_S + 1.5)
+            assert "NOT ANSWERING" not in status_text(app), status_text(app)
+        finally:
+            for s in hogs:
+                s.close()
+        await detach(pilot, app)
+    stop_in_order(engine)
