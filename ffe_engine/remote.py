@@ -21,7 +21,7 @@ from .config import Settings
 from .control import EARLIER, MAX_ANSWER_BYTES, SNAPSHOT, STREAM_END, connect, request
 from .errors import ControlError
 from .execution import CancelReport
-from .events import EVENT_TYPES, Event, EventBus, Subscription
+from .events import EVENT_TYPES, EngineStateChanged, Event, EventBus, Subscription
 
 def event_from(rec: dict[str, Any]) -> Event | None:
     cls = EVENT_TYPES.get(rec.get("event", ""))
@@ -64,6 +64,7 @@ class RemoteEngine:
         self.crashed: BaseException | None = None
         self.ended = False  # the engine said it stopped in order (not a dropped connection)
         self.answered_at = self.clock.monotonic()  # its last answer to a status request
+        self.refusal: str | None = None  # why the last status request was refused, when it was (the engine answers)
         self.earlier: list[Event] = []  # the engine's latest events before the console attached
         self.identity: dict[str, Any] = {}  # which engine answers (pid, data directory, instance)
 
@@ -144,6 +145,11 @@ class RemoteEngine:
                     return
                 ev = event_from(rec)
                 if ev is not None:
+                    if isinstance(ev, EngineStateChanged):
+                        # The state as the stream says it, at once: the snapshot's status requests may not be
+                        # answered for a while (the socket's places all taken), and the badge must not contradict
+                        # the log. The next snapshot brings the rest (its serial among them).
+                        self._snapshot = {**self._snapshot, "state": ev.state, "state_reason": ev.reason}
                     self.bus.relay(ev)  # with the engine's own seq and ts
         finally:
             refresher.cancel()
@@ -155,8 +161,13 @@ class RemoteEngine:
             await asyncio.sleep(0.5)
             try:
                 self._snapshot = await self._call("status")
-            except ControlError:
+            except (NoAnswer, EngineGone):
+                self.refusal = None
                 continue
+            except ControlError as exc:  # answered, with a refusal ("too many control connections"): alive
+                self.refusal = str(exc)
+                continue
+            self.refusal = None
             self.answered_at = self.clock.monotonic()
 
     def silent_s(self) -> float:

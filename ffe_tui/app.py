@@ -584,7 +584,10 @@ class ConsoleApp(App[int]):
         elif self.attached and not self.stopping:
             silent = self.engine.silent_s()
             if silent >= NOT_ANSWERING_S:  # the picture is as old as that: said, not shown as if live
-                note = f"ENGINE NOT ANSWERING {silent:.0f}s"
+                # Refused ("too many control connections"): the engine answers, its socket has no place for this
+                # console's requests; its state still comes on the event stream.
+                busy = isinstance(self.engine, RemoteEngine) and self.engine.refusal is not None
+                note = f"CONTROL SOCKET BUSY {silent:.0f}s" if busy else f"ENGINE NOT ANSWERING {silent:.0f}s"
         where = f"attached pid {self.engine.identity.get('pid')}" if isinstance(self.engine, RemoteEngine) else ""
         self.panes["status"].show(shown, note=note, where=where)
         self.panes["positions"].show(snap["positions"], snap.get("market_ts"))

@@ -350,7 +350,7 @@ async def test_an_attached_console_keeps_its_screen_after_a_stop_in_order_and_q_
 async def test_an_attached_console_follows_the_engine_s_state_while_its_control_socket_is_full(tmp_path, spawn_ffe):
     """Every place on the control socket held (idle clients): the console's status requests are answered "too many
     control connections", but its event stream is open. A halt meanwhile (SIGUSR1) shows as HALTED from the stream,
-    and an engine that answers, even "too many", is not said to be not answering."""
+    and an engine that answers, even "too many", is said to be busy, not to be not answering."""
     engine, settings = headless_engine(spawn_ffe, tmp_path, engine_env={"FFE_CONTROL__MAX_CONNECTIONS": "3",
                                                                          "FFE_CONTROL__IDLE_TIMEOUT_S": "120"})
     from ffe_tui.app import NOT_ANSWERING_S
@@ -369,7 +369,9 @@ async def test_an_attached_console_follows_the_engine_s_state_while_its_control_
                         == "HALTED", "HALTED stored")
             await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
             await pilot.pause(NOT_ANSWERING_S + 1.5)
-            assert "NOT ANSWERING" not in status_text(app), status_text(app)
+            assert "NOT ANSWERING" not in status_text(app) and "CONTROL SOCKET BUSY" in status_text(app), \
+                status_text(app)
+            assert "HALTED" in status_text(app)
         finally:
             for s in hogs:
                 s.close()
