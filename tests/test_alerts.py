@@ -719,3 +719,18 @@ def test_a_halted_restated_at_start_is_paged_whatever_state_the_last_record_said
     (alert,) = alerts_for(EngineStateChanged(state="HALTED", previous="HALTED", by="restore", restated=True,
                                              reason="ffe ctl halt (by ctl, kept across a restore)"))
     assert alert.kind == "HALTED" and "kept from before this start" in alert.text, alert.text
+
+
+async def test_a_flatten_after_the_operator_re_armed_is_a_page_of_its_own_sent_at_once(tmp_path):
+    """Flatten, re-arm, flatten again: the second flatten is the operator's new action, not a repeat of the first
+    to be summed up at the end of its window (the pager's last word would otherwise be that positions stay open)."""
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST})  # the default 300 s window
+    async with engine_session(settings) as host:
+        await host.engine.flatten(by="ctl")
+        await until(lambda: "FLATTEN" in kinds(hook), what="the first FLATTEN alert")
+        await host.engine.resume(by="ctl", confirm=True)
+        await until(lambda: "REARMED" in kinds(hook), what="the re-arm")
+        await host.engine.flatten(by="ctl")
+        await until(lambda: kinds(hook).count("FLATTEN") == 2, what="the second FLATTEN alert, long before 300 s")
+    await hook.stop()
