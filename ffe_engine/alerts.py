@@ -239,7 +239,7 @@ def cleared_keys(ev: Event) -> tuple[str, ...]:
     if isinstance(ev, OrderEvent) and ev.side == "sell" and ev.status == "filled":
         return (f"EXIT_REFUSED:{ev.symbol}",)
     if isinstance(ev, EngineStateChanged) and ev.state != ev.previous:
-        left = {"HALTED": ("HALTED",), "PAUSED": ("RISK_PAUSE",)}.get(ev.previous or "", ())
+        left = {"HALTED": ("HALTED", "FLATTEN"), "PAUSED": ("RISK_PAUSE",)}.get(ev.previous or "", ())
         return left + (("REARMED",) if ev.state == "HALTED" else ())
     if isinstance(ev, EngineStateChanged) and ev.reason == "approval mode manual":
         return ("APPROVAL_MODE",)  # back to manual: auto again after it is news
