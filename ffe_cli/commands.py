@@ -591,7 +591,22 @@ def backup(args: argparse.Namespace) -> int:
               else "from the stopped data directory"))
     for p in pruned:
         _print(f"pruned {p}")
+    _said_trail_damaged(manifest)
     return 0
+
+
+def _said_trail_damaged(manifest: dict[str, Any]) -> None:
+    """The records of the audit trail the backup took from the database, the trail's being damaged or missing: one
+    line per file, naming the seqs (the first ten runs of them)."""
+    by_file: dict[str, list[str]] = {}
+    for d in manifest.get("trail_damaged") or []:
+        by_file.setdefault(str(d["file"]), []).append(
+            f"{d['first']}" if d["first"] == d["last"] else f"{d['first']}-{d['last']}")
+    for file, runs in by_file.items():
+        more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
+        _print(f"warning: the audit trail is damaged: {file}: seq {', '.join(runs[:10])}{more} not as written (or "
+               "missing): the backup holds the database's copy of those records; the trail is left as it is: run "
+               "`ffe doctor` (and `ffe audit verify`)")
 
 
 def _answering(settings: Settings) -> None:

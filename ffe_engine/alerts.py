@@ -173,6 +173,10 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
             after = f" after a run that {cut} (killed, the machine stopped, a full disk, or a backup restored)" if cut \
                 else ""
             aside, urgent = _set_aside_text(ev.detail.get("set_aside"))
+            damaged = _trail_damaged_text(ev.detail.get("trail_damaged"))
+            if damaged:
+                aside += damaged
+                urgent = True
             unwatched = ev.detail.get("unwatched") or []
             if unwatched:
                 aside += (f" Positions in {', '.join(unwatched)} are held but not traded (engine.symbols): no "
@@ -225,6 +229,15 @@ def _set_aside_text(summary: Any) -> tuple[str, bool]:
     else:
         text += ": written just before the last run was killed."
     return text, lost
+
+
+def _trail_damaged_text(found: Any) -> str:
+    """The audit trail's current file found damaged at start (audit.trail_damage), said to the operator."""
+    if not isinstance(found, dict):
+        return ""
+    return (f" The audit trail is DAMAGED before its last records: {found.get('file')}, first bad seq "
+            f"{found['seq']}: run `ffe audit verify`, then `ffe doctor`. The database holds every record, so the "
+            "engine trades on; backups take the damaged records from it.")
 
 
 def _exit_refused(ev: OrderEvent) -> bool:

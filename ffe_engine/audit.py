@@ -8,6 +8,8 @@
 - `repair_trail`: at start, before anything else is written, the file is brought level with the database: a torn
   last line (a kill mid-write, a power loss, a full disk) and the records the database never committed are set
   aside in side files, and the events the database holds after the file's last record are appended.
+- `trail_damage`: at start, beside it, the current file's chain read through: a record damaged before the last
+  two (which the repair compares with the database's copies) is told, in the log and the start's record and page.
 - `verify_trail` (chain.py): the hash chain checked across every file of the trail, and against the chain head the
   database stores (`ffe audit verify`).
 - `setup_logging`: the engine's own log lines (logs.py: human-readable on stderr when headless, or into the
@@ -29,14 +31,15 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from . import logs
-from .chain import GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files, verify_trail
+from .chain import (GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files,
+                    unreadable_trail, verify_current, verify_trail)
 from .clock import Clock
 from .errors import DamagedRecords, StorageError, storage_failure
 from .events import Event
 from .sqlwriter import append_lines, open_lines_file
 
 __all__ = ["AuditWriter", "Redactor", "TrailRepair", "VerifyResult", "has_records", "read_audit", "repair_trail",
-           "setup_logging", "verify_trail"]
+           "setup_logging", "trail_damage", "verify_trail"]
 
 REDACTED = "********"
 
@@ -289,6 +292,29 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
                            uncommitted_summary=set_aside_summary(uncommitted, moved))
     finally:
         os.close(fd)
+
+
+async def trail_damage(path: Path) -> dict[str, Any] | None:
+    """The current file of the trail, as the start left it once repaired, checked through its hash chain on another
+    thread while the start goes on (chain.verify_current, several hundred MB a second; the rotated files
+    are left to `ffe doctor` and `ffe audit verify`). None when whole; else what the start's `run` record holds as
+    `trail_damaged` ({`file`, `seq`: the first bad one, `reason`}), said in one log line. The start does not stop
+    for it: the database holds every record (a backup takes the damaged ones from it), and the trail is left as
+    found for the operator to look at."""
+    path = Path(path)
+    try:
+        size = os.stat(path).st_size
+        found = await asyncio.to_thread(verify_current, path, size)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # the start read it a moment ago: a failing disk
+        raise unreadable_trail(path, exc) from None
+    if found is None:
+        return None
+    log.error(f"audit trail damaged before its last records: {path}, first bad seq {found.first_bad_seq}; left as "
+              "found, and the engine starts (the database holds every record): run `ffe audit verify`, then "
+              "`ffe doctor`", detail=found.reason)
+    return {"file": str(path.absolute()), "seq": found.first_bad_seq, "reason": found.reason}
 
 
 async def _set_aside_uncommitted(fd: int, path: Path,

@@ -2,8 +2,9 @@
 
 A backup (`ffe-backup-<UTC time>.tar.zst`, a tar archive compressed with zstd) holds:
 - `ffe.db`: the database, copied with SQLite's online backup from a read view pinned at one moment (store.pin_file);
-- `audit.jsonl`: the audit trail up to exactly the last seq that database holds (the file is never behind the
-  database; the records of a trail that is, are taken from the database's own copy of each record);
+- `audit.jsonl`: the audit trail up to exactly the last seq that database holds, each record as written: a line
+  damaged or missing in the trail is the database's own copy of the record, counted and named in the manifest
+  (trailcopy.py), so that no backup holds a trail its own verify refuses;
 - `config.toml`: the effective configuration, secrets masked;
 - `manifest.json`: versions, the seq range, row counts and the sha256 of each file above.
 
@@ -48,6 +49,7 @@ from .errors import FfeError, StorageError, UsageError, first_problem
 from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
 from .store import SCHEMA_VERSION, Records, Store, copy_pinned, pin_file
+from .trailcopy import copy_trail
 
 FORMAT = 1
 PREFIX = "ffe-backup-"
@@ -154,7 +156,7 @@ def _stage_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Pat
                    work: Path, swept: list[Path]) -> Made:
     try:
         facts = copy_pinned(conn, work / DB_NAME)
-        first, last, from_db = copy_trail(trail, work / TRAIL_NAME, facts.last_seq, work / DB_NAME)
+        copied = copy_trail(trail, work / TRAIL_NAME, facts.last_seq, work / DB_NAME)
         (work / CONFIG_NAME).write_text(config)
         manifest = {
             "format": FORMAT, "ffe_version": __version__, "schema_version": facts.schema_version,
@@ -162,7 +164,8 @@ def _stage_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Pat
             "created": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds").replace(
                 "+00:00", "Z"),  # UTC written as everywhere else in ffe
             "created_ms": int(now * 1000), "host": platform.node(), "source": source,
-            "seq": {"first": first, "last": last}, "trail_records_from_database": from_db,
+            "seq": {"first": copied.first, "last": copied.last},
+            "trail_records_from_database": copied.from_database, "trail_damaged": copied.damaged,
             "rows": facts.rows,
             "files": {name: _digest(work / name) for name in (DB_NAME, TRAIL_NAME, CONFIG_NAME)},
         }
@@ -194,34 +197,6 @@ def sweep_unpacked() -> list[Path]:
     """Remove the staging directories that interrupted verifies and restores left in the temporary directory."""
     tmp = Path(tempfile.gettempdir())
     return [p for prefix in UNPACK_PREFIXES for p in sweep(tmp, prefix)]
-
-
-def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> tuple[int, int, int]:
-    """The audit trail's records up to `last_seq` into `out`. Records the file lacks (a trail behind the
-    database, which the next start would repair) are taken from the database's copy of each record. Returns the
-    first and last seq written and how many came from the database."""
-    first = last = 0
-    with open(out, "wb") as w:
-        for line in trail_lines(trail):
-            seq = seq_of(line)
-            if seq is None or seq > last_seq:
-                break
-            w.write(line)
-            first = first or seq
-            last = seq
-        from_db = 0
-        if last < last_seq:
-            records = Records(db)
-            try:
-                for seq, data in records.events():
-                    if seq > last:
-                        w.write(data + b"\n")
-                        first = first or seq
-                        last = seq
-                        from_db += 1
-            finally:
-                records.close()
-    return first, last, from_db
 
 
 def trail_lines(path: Path) -> Iterator[bytes]:

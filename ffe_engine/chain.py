@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable, Iterator, Sequence
 
 import orjson
 import zstandard
@@ -197,9 +197,9 @@ class _Line:
         return cls(where, raw, rec["seq"], prev if isinstance(prev, str) else None)
 
 
-def _open_all(current: Path) -> list[tuple[Path, IO[bytes]]]:
-    """The trail's files, opened: the current one first, so a rotation while this runs can only add a file that
-    is already open (it is then read once, under the name it had when opened)."""
+def open_trail(current: Path) -> list[tuple[Path, IO[bytes]]]:
+    """The trail's files, opened, listed oldest first. The current one is opened first, so a rotation while this runs
+    can only add a file that is already open (it is then read once, under the name it had when opened)."""
     opened: list[tuple[Path, IO[bytes]]] = []
     cur: IO[bytes] | None = None
     try:
@@ -251,7 +251,7 @@ def _open_file(path: Path) -> IO[bytes]:
         raise unreadable_trail(path, exc) from None
 
 
-def _lines(opened: list[tuple[Path, IO[bytes]]], torn: list[int]) -> Iterator[_Line]:
+def _lines(opened: Sequence[tuple[Path, Iterable[bytes]]], torn: list[int]) -> Iterator[_Line]:
     last = len(opened) - 1
     for i, (path, f) in enumerate(opened):
         for n, raw in enumerate(f, 1):
@@ -277,7 +277,7 @@ def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: st
     is found so). With `committed`, the seqs of the database's events in order, the records it never committed are
     counted (`uncommitted`). Never writes. The first bad seq is the first record found not as it was written: an edited
     line's own seq, a deleted (or moved) line's seq, an inserted line's place."""
-    opened = _open_all(Path(log_dir) / name)
+    opened = open_trail(Path(log_dir) / name)
     torn: list[int] = []
     state = _Walk(head)
     match = _Match(committed) if committed is not None else None
@@ -296,6 +296,63 @@ def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: st
                         last_hash=state.prev_hash, files=[str(p) for p, _ in opened], head=head,
                         unchained=state.unchained, torn_bytes=sum(torn),
                         uncommitted=match.result() if match is not None else None)
+
+
+def verify_current(current: Path, size: int) -> VerifyResult | None:
+    """The trail's current file on its own, its first `size` bytes (what a start found there, before it wrote):
+    each line's `prev` the hash of the line before it, the first line's that of the last rotated file's last line
+    (the rotated files, written before, are `ffe audit verify`'s and `ffe doctor`'s to read). The start's check:
+    a line damaged before the last two records, which the start compares with the database's copies
+    (audit.repair_trail), is found here. First a quick pass over the hashes alone; where it finds a line that does
+    not follow, or one without a hash, the walk `verify_trail` makes says what is wrong and where. None when whole."""
+    state = _Walk(None)
+    rotated = rotated_files(current)
+    before = last_line(rotated[-1]) if rotated else None
+    if before is not None:
+        seq, prev = _fields(before)
+        state.expected = (seq or 0) + 1
+        state.prev_hash, state.chained = line_hash(before), prev is not None
+        state.prev_where = f"{rotated[-1]} (its last line)"
+    torn: list[int] = []
+    bad: _Bad | None = None
+    with open(current, "rb") as f:
+        if _chained_on(_upto(f, size), state.prev_hash):
+            return None
+        f.seek(0)
+        try:
+            state.run(_lines([(current, _upto(f, size))], torn))
+        except _Bad as exc:
+            bad = exc
+    if bad is None:  # whole: records written before the chain began, at its start
+        return None
+    return VerifyResult(ok=False, first_bad_seq=bad.seq, reason=bad.reason, records=state.records,
+                        first_seq=state.first_seq, last_seq=state.expected - 1, last_hash=state.prev_hash,
+                        files=[str(current)], head=None, unchained=state.unchained, torn_bytes=sum(torn))
+
+
+_PREV_TAIL = len(_PREV) + 64 + 3  # `,"prev":"<64 hex digits>"}` and the newline
+
+
+def _chained_on(lines: Iterable[bytes], prev: str) -> bool:
+    """Whether every whole line carries, as its last key, the hash of the line before it (the first `prev`)."""
+    want = prev.encode()
+    for raw in lines:
+        if not raw.endswith(b"\n"):
+            return True  # an unfinished last line: a crash mid-write, set aside by the start
+        if raw[-_PREV_TAIL:-67] != _PREV or raw[-67:-3] != want or raw[-3:] != b'"}\n':
+            return False
+        want = hashlib.sha256(raw[:-1]).hexdigest().encode()
+    return True
+
+
+def _upto(f: IO[bytes], size: int) -> Iterator[bytes]:
+    """A file's lines within its first `size` bytes (a line running past them cut there: unfinished)."""
+    left = size
+    for raw in f:
+        if left <= 0:
+            return
+        yield raw[:left]
+        left -= len(raw)
 
 
 class _Match:

@@ -126,6 +126,9 @@ class EngineOptions:
     uncommitted_stop: tuple[EngineState, str] | None = None
     # What the start set aside of those records (audit.set_aside_summary), said in the start's record and page.
     set_aside: dict[str, Any] | None = None
+    # The check of the audit trail's current file, under way beside the start (audit.trail_damage): awaited before
+    # the start's record, which says what it found (`trail_damaged`), and so does its page.
+    trail_check: Awaitable[dict[str, Any] | None] | None = None
 
     @classmethod
     def for_backtest(cls, *, flush_every: int, adaptive: bool, decision_records: bool = True) -> "EngineOptions":
@@ -396,6 +399,10 @@ class Engine:
                         "restored); its records are as committed and its orders in flight were recovered")
         if self.opts.set_aside is not None:
             detail["set_aside"] = self.opts.set_aside
+        if self.opts.trail_check is not None:
+            damaged = await self.opts.trail_check
+            if damaged is not None:
+                detail["trail_damaged"] = damaged
         unwatched = sorted(set(self.portfolio.positions) - set(self.settings.engine.symbols))
         if unwatched:
             # Held, but no candle of theirs comes: no stop-loss or take-profit watches them, no signal exits them.

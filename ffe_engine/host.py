@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Protocol
 
 from . import logs
-from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging
+from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging, trail_damage
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import EARLIER_EVENTS, ControlServer, Limits, claim
@@ -319,6 +319,7 @@ class EngineHost:
         monitor: Monitor | None = None
         engine: Engine | None = None
         db_lock: int | None = None
+        trail_check: asyncio.Task[dict[str, Any] | None] | None = None
         try:
             socket_lock = await claim(settings.socket_path)  # another engine's socket: refused before anything
 
@@ -360,6 +361,9 @@ class EngineHost:
             if repair.appended:
                 log.warning("audit trail: records missing from the file appended from the database",
                             records=repair.appended, file=str(settings.audit_path))
+            # The chain of the file as repaired read through beside the rest of the start, which awaits it before
+            # its `run` record: a record damaged before the last two is told there and paged.
+            trail_check = asyncio.ensure_future(trail_damage(settings.audit_path))
             if repair.last_seq >= bus.seq:  # seq and the hash chain go on from the trail's last record
                 bus.resume(repair.last_seq, repair.last_hash)
             audit = AuditWriter(settings.audit_path, clock, rotate_bytes=settings.audit.rotate_bytes,
@@ -373,7 +377,7 @@ class EngineHost:
                                     approval_ttl_s=settings.engine.approval_ttl_s, adaptive=settings.ensemble.adaptive,
                                     start_state=start_state, max_bars=max_bars,
                                     uncommitted_stop=(EngineState(stop[0]), stop[1]) if stop else None,
-                                    set_aside=repair.uncommitted_summary)
+                                    set_aside=repair.uncommitted_summary, trail_check=trail_check)
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                                   options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit, ids=ids)
             host = cls(settings, engine, store, audit, bus, lock_fd, umask, socket_lock, log_lock)
@@ -397,6 +401,8 @@ class EngineHost:
         except BaseException as exc:
             # A failed start ends the process: the store's worker thread would keep it alive after the error.
             halted = False
+            if trail_check is not None:
+                trail_check.cancel()  # its thread reads on to the end of the file, its answer no longer wanted
             try:
                 if engine is not None:
                     # Before the monitor closes: the failure's record raises its alert, which gets its chance to leave.
@@ -456,6 +462,10 @@ class EngineHost:
         last_seq = made.manifest["seq"]["last"]
         self.bus.publish(BackupEvent(file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3)))
         log.info("backup taken", file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3), by=by)
+        for d in made.manifest["trail_damaged"]:
+            log.warning("audit trail damaged: the backup holds the database's copy of these records; the trail is "
+                        "left as it is: run `ffe doctor` (and `ffe audit verify`)", file=d["file"],
+                        first_seq=d["first"], last_seq=d["last"])
         return {"file": str(made.path), "bytes": size, "held_ms": held_ms, "manifest": made.manifest,
                 "swept": [str(p) for p in made.swept]}
 

@@ -1517,9 +1517,9 @@ class Records:
         except sqlite3.DatabaseError as exc:
             return [str(exc)]
 
-    def events(self, chunk: int = 5000) -> Iterable[tuple[int, bytes]]:
-        """Every event record, (seq, audit line), in seq order."""
-        seq = 0
+    def events(self, chunk: int = 5000, after: int = 0) -> Iterable[tuple[int, bytes]]:
+        """Every event record after seq `after`, (seq, audit line), in seq order."""
+        seq = after
         while True:
             rows = self._q("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk))
             if not rows:
