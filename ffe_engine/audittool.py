@@ -31,12 +31,13 @@ import orjson
 import zstandard
 
 from . import fmt, present
+from .audit import has_records
 from . import records as compact
 from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, rotated_seqs, trail_files,
                     verify_trail)
 from .errors import StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
-from .store import BACKTEST_RECORDS_KEY, EventHead, Records, open_read_only
+from .store import BACKTEST_RECORDS_KEY, EventHead, Records, check_files, open_read_only
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -472,6 +473,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
             raise UsageError(str(exc)) from None
     else:  # the head first: a running engine writes the trail before it commits the head
         try:
+            check_files(db_path, new_ok=not has_records(path))  # before it is opened: a lost one is said so
             records = Records(db_path)
         except StorageError as exc:
             raise UsageError(str(exc)) from None

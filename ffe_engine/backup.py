@@ -42,13 +42,13 @@ from typing import IO, Any, Callable, Iterator, cast
 import zstandard
 
 from . import __version__
-from .audit import Redactor, sync_dir
+from .audit import Redactor, has_records, sync_dir
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
 from .errors import FfeError, StorageError, UsageError, first_problem
 from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
-from .store import SCHEMA_VERSION, Records, Store, copy_pinned, pin_file
+from .store import SCHEMA_VERSION, Records, Store, check_files, copy_pinned, pin_file
 from .trailcopy import copy_trail
 
 FORMAT = 1
@@ -126,8 +126,12 @@ async def take_running(store: Store, settings: Settings, dest: Path, now: float,
 
 def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
     """A backup of a data directory no engine runs on (the caller holds its lock)."""
-    if not settings.db_path.is_file():
-        raise UsageError(f"{settings.db_path}: no database here (is --data-dir right?)")
+    # Before it is opened: a damaged or lost one is said so (a missing one only beside its WAL: else --data-dir may
+    # be wrong).
+    db = settings.db_path
+    check_files(db, new_ok=not (db.exists() and has_records(settings.audit_path)))
+    if not db.is_file():
+        raise UsageError(f"{db}: no database here (is --data-dir right?)")
     conn, _ = pin_file(settings.db_path, read_only=True)
     return _write_archive(conn, settings.audit_path, _config_text(settings), dest, now, "directory")
 

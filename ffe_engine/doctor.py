@@ -44,12 +44,13 @@ from typing import IO, Any, Iterator
 import zstandard
 
 from . import reserve
+from .audit import has_records
 from .backtest_runs import RUN_ID
 from .chain import packed, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
 from .errors import FfeError, first_problem
 from .model import EngineState, OrderStatus, trail_disagrees
-from .store import BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Records, state_unsaid
+from .store import BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Records, check_files, state_unsaid
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 FillRow = tuple[str, str, str, float, float, float, float]  # client_order_id, symbol, side, qty, price, fee, fee_base
@@ -93,6 +94,11 @@ class Findings:
 def check(settings: Settings) -> Findings:
     """Every invariant on settings.data_dir and settings.log_dir; raises Violation at the first one broken."""
     found = Findings()
+    # Before the database is opened: an empty one beside a trail with records is lost, and a missing or empty one
+    # beside a WAL that holds pages (which SQLite would delete on opening it) damaged: said so, left as they are. A
+    # missing one with no WAL is no database here (--data-dir may be wrong).
+    db = settings.db_path
+    check_files(db, new_ok=not (db.exists() and has_records(settings.audit_path)))
     records = Records(settings.db_path)
     try:
         records.check_version()

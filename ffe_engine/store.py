@@ -327,6 +327,83 @@ _LOST = ("{path}: the database {found} but the audit trail holds records: the ac
          "replaced; restore it, or move the audit trail away to start a new account")
 
 
+def wal_without_database(path: Path | str) -> str | None:
+    """What is wrong with a database whose main file is missing or empty while its -wal file holds pages, or None.
+    SQLite, opening such a database (read-only too), deletes the WAL as one left over from an empty database: it
+    holds the newest records committed to it (a killed engine's, not yet checkpointed), the only copy left. So such
+    a database is damaged, and is never opened."""
+    path = Path(path)
+    wal = path.with_name(path.name + "-wal")
+    try:
+        held = wal.stat().st_size
+        main = path.stat().st_size if path.exists() else None
+    except OSError:
+        return None
+    if held == 0 or main:
+        return None
+    found = "missing" if main is None else "empty (0 bytes)"
+    return (f"the file is {found} while {wal.name} beside it holds {held} bytes, the newest records committed to it: "
+            "keep it for a salvage")
+
+
+def check_files(path: Path | str, new_ok: bool) -> bool:
+    """The files of the database at `path` before SQLite opens them (opening can change them): DamagedDatabase for
+    a main file missing or empty beside a WAL that holds pages (wal_without_database); DamagedRecords for one
+    missing or empty when `new_ok` is false (the audit trail holds records: the account's database was lost, and a
+    new one would forget it). Returns whether there is a database to open and read (False: none yet)."""
+    path = Path(path)
+    problem = wal_without_database(path)
+    if problem is not None:
+        raise damaged_database(path, problem)
+    size = path.stat().st_size if path.exists() else None
+    if not size and not new_ok:
+        raise DamagedRecords(_LOST.format(path=path, found="is missing" if size is None else "holds no records"))
+    return bool(size)
+
+
+def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
+    """The checks a start makes before it opens the database to write it, on a read-only connection: a writing
+    one, closed on a damaged file, would merge the WAL into it and delete the WAL. The files (check_files); SQLite's
+    quick check; the schema version; the schema and the records a start restores, as ffe wrote them. A start never
+    goes on over a damaged state, nor starts afresh in its place."""
+    if not check_files(path, new_ok):
+        return  # a first start (an empty file: one a first start killed at once left)
+    try:
+        conn = open_read_only(path, timeout)
+    except sqlite3.DatabaseError as exc:
+        raise _refusal(path, exc) from None
+    try:
+        problems = check_problems(conn.execute("PRAGMA quick_check").fetchall())
+        if problems != ["ok"]:
+            raise damaged_database(path, first_problem(problems))
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        refuse_newer_schema(path, version)
+        (tables,) = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        if tables == 0 and not new_ok:
+            raise DamagedRecords(_LOST.format(path=path, found="holds no records"))
+        if version > 0:
+            problem = schema_damage(version, conn.execute(_SQL_COLUMNS).fetchall())
+            if problem is not None:
+                raise damaged_database(path, problem)
+            for sql, judge in record_checks(every=False):
+                for row in conn.execute(sql).fetchall():
+                    problem = judge(tuple(row))
+                    if problem is not None:
+                        raise damaged_database(path, problem)
+    except sqlite3.DatabaseError as exc:
+        raise _refusal(path, exc) from None
+    finally:
+        conn.close()
+
+
+def _refusal(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
+    """An SQLite error met reading the database at `path` for a start: a lock held too long (or a file that cannot
+    be opened) is a storage failure; damage (what SQLite finds is not what it wrote) a damaged database."""
+    if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
+        return storage_failure(path, exc)
+    return unreadable_database(path, exc)
+
+
 def says_state(rec: Any) -> bool:
     """Whether an `engine_state` event's record says a state: an approval mode change is recorded as one too, with
     the state unchanged and the reason `approval mode auto|manual`."""
@@ -510,8 +587,8 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise storage_failure(path.parent, exc) from None
-            if not new_ok and not path.exists():
-                raise DamagedRecords(_LOST.format(path=path, found="is missing"))
+            # Read before anything is written, and read-only: a damaged file is refused as it was found.
+            await asyncio.to_thread(check_for_start, path, new_ok, busy_timeout_s)
             conn = await Connection.connect(str(path))
         store = cls(conn, path)
         if not backtest:
@@ -521,8 +598,6 @@ class Store:
             store.add_event = conn.add_event  # type: ignore[method-assign]
         try:
             if not backtest:
-                # Read before anything is written: a damaged file is refused as it was found.
-                await store._check(new_ok)
                 await conn.execute("PRAGMA journal_mode=WAL")
                 await conn.execute(f"PRAGMA synchronous={synchronous}")
             await conn.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout_s * 1000))}")
@@ -542,33 +617,6 @@ class Store:
             store.batch = True
             await conn.execute("BEGIN")
         return store
-
-    async def _check(self, new_ok: bool) -> None:
-        cur = await self.conn.execute("PRAGMA quick_check")
-        problems = check_problems(await cur.fetchall())
-        if problems != ["ok"]:
-            raise damaged_database(self.path, first_problem(problems))
-        version = await self._check_version()  # before the journal mode is set: that would be a write
-        cur = await self.conn.execute("SELECT COUNT(*) FROM sqlite_master")
-        (tables,) = await cur.fetchone()
-        if tables == 0 and not new_ok:
-            raise DamagedRecords(_LOST.format(path=self.path, found="holds no records"))
-        if version > 0:
-            await self._check_records(version)
-
-    async def _check_records(self, version: int) -> None:
-        """The schema and the records a start restores are what ffe wrote, before anything is written: a start
-        never goes on over a damaged state, nor starts afresh in its place."""
-        cur = await self.conn.execute(_SQL_COLUMNS)
-        problem = schema_damage(version, await cur.fetchall())
-        if problem is not None:
-            raise damaged_database(self.path, problem)
-        for sql, judge in record_checks(every=False):
-            cur = await self.conn.execute(sql)
-            for row in await cur.fetchall():
-                problem = judge(tuple(row))
-                if problem is not None:
-                    raise damaged_database(self.path, problem)
 
     def _loads(self, raw: Any, where: str, column: str) -> Any:
         """A JSON value read back; one that is not JSON is a damaged database."""
@@ -1374,7 +1422,9 @@ def pin_file(path: Path | str, read_only: bool = False) -> tuple[sqlite3.Connect
 def copy_pinned(conn: sqlite3.Connection, dest: Path) -> DatabaseFacts:
     """Copy a pinned view (pin_file) to a new single-file database at `dest` with SQLite's online backup, in one
     step (so within the one read transaction), then close the pinned connection."""
+    source: Any = "the database copied"
     try:
+        source = conn.execute("PRAGMA database_list").fetchone()[2]  # its file
         target = sqlite3.connect(str(dest), isolation_level=None)
         try:
             conn.backup(target)
@@ -1387,8 +1437,10 @@ def copy_pinned(conn: sqlite3.Connection, dest: Path) -> DatabaseFacts:
                                                   "LIKE 'sqlite_%' ORDER BY name").fetchall()}
         finally:
             target.close()
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.OperationalError as exc:
         raise StorageError(f"{dest}: the database copy failed ({exc})") from None
+    except sqlite3.DatabaseError as exc:  # the pages were copied as they are: the damage is the source's
+        raise damaged_database(source, str(exc)) from None
     finally:
         conn.close()
     return DatabaseFacts(schema_version=int(version), first_seq=int(first), last_seq=int(last), rows=rows)
@@ -1439,6 +1491,9 @@ def open_read_only(path: Path | str, timeout: float = 5.0) -> sqlite3.Connection
     """The database at `path` for reading only: never written, never created. Its first read is made here, so a
     file that cannot be read raises sqlite3.DatabaseError now. `timeout`: how long a read waits for a lock."""
     path = Path(path)
+    problem = wal_without_database(path)
+    if problem is not None:  # SQLite would delete that WAL, read-only too
+        raise sqlite3.DatabaseError(problem)
     uri = path.resolve().as_uri()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=timeout, check_same_thread=False)
     try:
@@ -1475,8 +1530,13 @@ class Records:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        if not self.path.is_file() or self.path.stat().st_size == 0:
+        problem = wal_without_database(self.path)
+        if problem is not None:
+            raise damaged_database(self.path, problem)
+        if not self.path.is_file():
             raise UsageError(f"{self.path}: no database here (is --data-dir right?)")
+        if self.path.stat().st_size == 0:
+            raise UsageError(f"{self.path}: the database is empty (0 bytes), no records here (is --data-dir right?)")
         try:
             self.conn = open_read_only(self.path)
             self.conn.execute("BEGIN")
@@ -1739,7 +1799,7 @@ def in_use(path: Path | str) -> bool:
     """Whether another process holds the database's lock at this moment: a backtest's writer keeps its run's
     database locked (locking_mode=EXCLUSIVE) until the run ends. Read-only; False when there is no database."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or wal_without_database(path) is not None:  # opened, that WAL would be deleted
         return False
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)

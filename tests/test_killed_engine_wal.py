@@ -127,7 +127,7 @@ READERS = [("audit", "verify"), ("audit", "tail", "-n", "3"), ("audit", "show", 
            ("report", "trades"), ("config", "check"), ("backup", "--to", "made")]
 
 
-@pytest.mark.parametrize("damage", [cut_to(0), cut_to(100_000)], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("damage", [cut_to(0), cut_to(100_000), removed], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("args", READERS, ids=lambda a: "_".join(a[:2]))
 def test_the_read_commands_and_backup_leave_the_damaged_database_and_its_wal_as_they_were(killed, tmp_path, damage,
                                                                                            args):
@@ -158,3 +158,13 @@ def test_restore_refused_leaves_the_damaged_database_and_its_wal_and_forced_move
     for name in ("ffe.db", "ffe.db-wal"):
         (aside,) = (cwd / "data").glob(f"{name}.before-restore-*")
         assert aside.read_bytes() == before[name], f"{name} was changed before it was moved aside"
+
+
+def test_an_empty_database_file_with_no_wal_and_no_trail_is_still_a_first_start(tmp_path):
+    """The file a first start killed at once leaves (created, nothing written yet): nothing to keep, so the next
+    start begins the account there."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ffe.db").write_bytes(b"")
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "data" / "ffe.db").stat().st_size > 0
