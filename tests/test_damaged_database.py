@@ -193,6 +193,21 @@ DAMAGED_RECORDS = {
     # on would number its records after the head, and the trail it repaired to the rows left would never verify
     "events_lost": ("DELETE FROM events WHERE seq > (SELECT MAX(seq) - 10 FROM events)", "table events"),
     "position_entry_price_negative": ("UPDATE positions SET entry_price = -1", "entry_price"),
+    # an order of a status no ffe writes may be at the venue, in flight: never passed over as if it were final
+    "order_status_unknown": (
+        "UPDATE orders SET status = 'weird' WHERE rowid = (SELECT MAX(rowid) FROM orders)", "weird"),
+    "order_filled_beyond_its_quantity": (
+        "UPDATE orders SET status = 'open', filled = quantity * 2 WHERE rowid = (SELECT MAX(rowid) FROM orders)",
+        "filled"),
+    # a pending approval whose status was changed by hand: never dropped as if it had ended
+    "approval_status_unknown": (
+        "INSERT INTO approvals SELECT 'apr-edited', decision_id, symbol, 'buy', 0.001, price, 0, 0, 'weird', NULL, "
+        "NULL, '{}', '[]', NULL FROM decisions LIMIT 1", "weird"),
+    # the books gone beside the orders and fills they were written with: never fresh books in their place
+    "portfolio_missing": ("DELETE FROM kv WHERE key = 'portfolio'", "portfolio"),
+    "paper_venue_missing": ("DELETE FROM kv WHERE key = 'paper_venue'", "paper_venue"),
+    # measured at the first reconciliation: taken again, the venue as it is now would be accepted unseen
+    "reconcile_baseline_missing": ("DELETE FROM kv WHERE key = 'reconcile_baseline'", "reconcile_baseline"),
 }
 
 
@@ -230,6 +245,46 @@ def test_a_damaged_record_stops_the_start_with_one_line_and_doctor_names_it(good
     assert doctor.stdout == ""
     assert assert_one_line(doctor, "ffe.db", word), line
     assert db.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def scored_dir(tmp_path_factory) -> Path:
+    """A run long enough to close trades, whose providers were scored (the learner's weights stored)."""
+    cwd = tmp_path_factory.mktemp("scored")
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "400", env=ffe_env(FFE_MARKET__SEED=7))
+    assert proc.returncode == 0, proc.stderr
+    with contextlib.closing(sqlite3.connect(cwd / "data" / "ffe.db")) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM provider_scores").fetchone()[0] > 0
+    return cwd
+
+
+def test_the_learners_weights_lost_beside_its_scores_stop_the_start(scored_dir, tmp_path):
+    """The weights are written with the scores of the trade that moved them: gone while the scores are there, they
+    were lost, and a start would trade on the configured weights as if nothing had been learned."""
+    cwd = copy_of(scored_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    damage_record(db, "DELETE FROM kv WHERE key = 'weights'")
+    before = db.read_bytes()
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", timeout=30)
+    assert_one_line(proc, "ffe.db", "damaged", "weights", "provider_scores")
+    assert db.read_bytes() == before
+    assert_one_line(ffe_in_process(cwd, "doctor"), "ffe.db", "weights")
+
+
+def test_books_lost_where_no_order_was_ever_made_are_a_first_start_still(tmp_path):
+    """Records of runs that never ordered (a start that stopped before its first bar stored no books in older
+    releases) lose nothing with their books: the start goes on, and stores them."""
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "1", env=ffe_env(FFE_MARKET__SEED=7))
+    assert proc.returncode == 0, proc.stderr
+    db = tmp_path / "data" / "ffe.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0
+        conn.execute("DELETE FROM kv WHERE key IN ('portfolio', 'paper_venue', 'weights', 'reconcile_baseline')")
+    assert ffe_in_process(tmp_path, "doctor").returncode == 0
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "2", env=ffe_env(FFE_MARKET__SEED=7))
+    assert proc.returncode == 0, proc.stderr
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM kv WHERE key = 'portfolio'").fetchone()[0] == 1
 
 
 def test_backup_verify_finds_a_damaged_record(good_dir, tmp_path):
