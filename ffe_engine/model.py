@@ -79,6 +79,10 @@ _NEXT_STATUS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.REJECTED: frozenset({OrderStatus.REJECTED}),
 }
 
+# An approval's status (approvals table): pending until it ends approved, rejected or expired.
+APPROVAL_PENDING = "pending"
+APPROVAL_STATUSES = (APPROVAL_PENDING, "approved", "rejected", "expired")
+
 
 class OrderReason(str, Enum):
     SIGNAL = "signal"

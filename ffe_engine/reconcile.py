@@ -163,9 +163,11 @@ class Reconciler:
             held[base] = held.get(base, 0.0) + p.quantity
         return held
 
-    async def baseline(self, balances: dict[str, float]) -> dict[str, float]:
-        """The venue's balances that ffe did not put there: taken once, when ffe first meets the account."""
-        saved: dict[str, float] | None = await self.store.get_kv(BASELINE_KEY)
+    async def baseline(self, balances: dict[str, float], again: bool = False) -> dict[str, float]:
+        """The venue's balances that ffe did not put there: taken once, when ffe first meets the account, and
+        `again` when the operator accepts the venue as it is (written over the old one in one write: never
+        missing in between, which the next start would take for a first meeting)."""
+        saved: dict[str, float] | None = None if again else await self.store.get_kv(BASELINE_KEY)
         if saved is None:
             held = self._held_by_base()
             saved = {a: balances.get(a, 0.0) - held.get(a, 0.0) for a in self._bases()}
@@ -340,8 +342,7 @@ class Reconciler:
             await self.store.put_kv(ACCEPTED_KEY, sorted(accepted | foreign), self.clock.wall())
         if balances is None:
             return None
-        await self.store.delete_kv(BASELINE_KEY)
-        await self.baseline(balances)
+        await self.baseline(balances, again=True)
         return balances.get(self.quote, 0.0)
 
     def _refuse_coins_missing(self, balances: dict[str, float]) -> None:

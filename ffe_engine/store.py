@@ -35,7 +35,8 @@ from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import (DamagedDatabase, DamagedRecords, FfeError, StorageError, UsageError, damaged_database,
                      first_problem, storage_failure, unreadable_database)
 from .events import Event
-from .model import ClosedTrade, EngineState, Fill, Order, OrderReason, OrderStatus, Position, Side
+from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineState, Fill, Order, OrderReason,
+                    OrderStatus, Position, Side)
 from .sqlthread import Connection
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
@@ -196,7 +197,12 @@ def _is_json(raw: Any) -> bool:
 
 
 _KNOWN = {"an engine state": {s.value for s in EngineState}, "a side": {s.value for s in Side},
-          "an order reason": {r.value for r in OrderReason}}
+          "an order reason": {r.value for r in OrderReason}, "an order status": {s.value for s in OrderStatus},
+          "an approval status": set(APPROVAL_STATUSES)}
+# The statuses a start passes over: an order or approval that ended. Any other, known or not, it restores, so one
+# it does not know stops it (its order may be at the venue, in flight), never passed over as if it had ended.
+_ORDERS_ENDED = ", ".join(f"'{s.value}'" for s in OrderStatus if s.final)
+_APPROVALS_ENDED = ", ".join(f"'{s}'" for s in APPROVAL_STATUSES if s != APPROVAL_PENDING)
 
 
 def _state_damage(r: tuple[Any, ...]) -> str | None:
@@ -232,14 +238,22 @@ def _position_damage(r: tuple[Any, ...]) -> str | None:
 
 def _order_damage(r: tuple[Any, ...]) -> str | None:
     where = f"table orders, order {r[0]}"
-    for column, raw, expected in (("side", r[1], "a side"), ("reason", r[2], "an order reason")):
+    for column, raw, expected in (("status", r[4], "an order status"), ("side", r[1], "a side"),
+                                  ("reason", r[2], "an order reason")):
         if raw not in _KNOWN[expected]:
             return unreadable(where, column, raw, expected)
+    quantity, filled = r[5], r[6]
+    if not (bookshapes.NUMBER.test(quantity) and quantity > 0):
+        return unreadable(where, "quantity", quantity, "a number above 0")
+    if not (bookshapes.NUMBER.test(filled) and 0 <= filled <= quantity * (1 + 1e-9) + 1e-12):
+        return unreadable(where, "filled", filled, f"a number from 0 to its quantity {quantity:g}")
     return _intent_damage(where, r[3])
 
 
 def _approval_damage(r: tuple[Any, ...]) -> str | None:
     where = f"table approvals, approval {r[0]}"
+    if r[3] not in _KNOWN["an approval status"]:
+        return unreadable(where, "status", r[3], "an approval status")
     if not _is_json(r[2]):
         return unreadable(where, "gates", r[2], "JSON")
     return _intent_damage(where, r[1])
@@ -297,20 +311,60 @@ def _events_lost_damage(r: tuple[Any, ...]) -> str | None:
             f"them, says seq {head}: committed records are missing")
 
 
-def record_checks(every: bool) -> list[tuple[str, Callable[[tuple[Any, ...]], str | None]]]:
+# Key-value records a start restores that are written before, or with, other records: missing while those are
+# there, they were lost (deleted by hand, a bad restore), and a start would take their absence for a first start.
+# key -> (table, the rows of it that show the record was written), the first table with such a row named.
+_WRITTEN_BEFORE: dict[str, tuple[tuple[str, str], ...]] = {
+    # The books: with every fill (its position, its closed trade). Fresh books would start the drawdown, the day's
+    # loss and the day's entries over. (An order alone says nothing: one journaled before the first bar's books,
+    # then a kill, leaves no books, and the next start is the account's first as far as they go.)
+    "portfolio": (("fills", "1"), ("positions", "1"), ("trades", "1")),
+    # The paper venue's book: with the state of each order it took (its exchange id). A fresh one would forget
+    # its balances and open orders, and give its exchange ids again.
+    "paper_venue": (("orders", "venue = 'paper' AND exchange_id IS NOT NULL"),),
+    # The learner's state: with the scores of the trade that moved it. Fresh weights forget what it learned.
+    "weights": (("provider_scores", "1"),),
+    # The venue's balances ffe did not put there, measured before the first reconciliation that compared says so.
+    # Measured again, whatever moved in or out of the account meanwhile would be taken into it unseen.
+    "reconcile_baseline": (("events", "event = 'reconcile' AND CASE WHEN json_valid(CAST(data AS TEXT)) THEN "
+                                      "json_extract(CAST(data AS TEXT), '$.status') END IN "
+                                      "('ok', 'resolved', 'differences', 'unconfirmed')"),),
+}
+
+
+def _lost_record_check(key: str) -> tuple[str, Callable[[tuple[Any, ...]], str | None]]:
+    tables = _WRITTEN_BEFORE[key]
+    shown = ", ".join(f"EXISTS (SELECT 1 FROM {table} WHERE {rows})" for table, rows in tables)
+    sql = f"SELECT EXISTS (SELECT 1 FROM kv WHERE key = '{key}'), {shown}"
+
+    def judge(r: tuple[Any, ...]) -> str | None:
+        if r[0]:
+            return None
+        found = [table for (table, _rows), there in zip(tables, r[1:]) if there]
+        if not found:
+            return None
+        return (f"table kv has no key {key}, though table {found[0]} holds records written with it or after it: "
+                "lost, not a first start")
+    return sql, judge
+
+
+def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable[[tuple[Any, ...]], str | None]]]:
     """(query, judge of each row it returns: what is damaged, or None). What a start restores: the engine state,
-    the key-value records, the open positions, the orders not final and the pending approvals; with `every`, every
-    order and approval too. (An order's status is judged by `ffe doctor` with the audit trail.)"""
-    live = "" if every else " WHERE status IN ('new', 'in_doubt', 'open')"
-    pending = "" if every else " WHERE status = 'pending'"
-    return [("SELECT state FROM engine_state", _state_damage),
-            ("SELECT (SELECT COUNT(*) FROM engine_state), (SELECT COUNT(*) FROM events)", _no_state_damage),
-            (f"SELECT (SELECT value FROM kv WHERE key = '{HEAD_KEY}'), (SELECT MAX(seq) FROM events)",
-             _events_lost_damage),
-            ("SELECT key, value FROM kv", _kv_damage),
-            ("SELECT symbol, side, quantity, entry_price FROM positions", _position_damage),
-            ("SELECT client_order_id, side, reason, intent FROM orders" + live, _order_damage),
-            ("SELECT approval_id, intent, gates FROM approvals" + pending, _approval_damage)]
+    the key-value records (and those of them missing beside the records they were written with, in an `account`'s
+    records: a backtest run stores no books), the open positions, the orders and approvals that have not ended
+    (of any status but an ended one: one no ffe writes is damage); with `every`, every order and approval too."""
+    live = "" if every else f" WHERE status NOT IN ({_ORDERS_ENDED})"
+    pending = "" if every else f" WHERE status NOT IN ({_APPROVALS_ENDED})"
+    checks = [("SELECT state FROM engine_state", _state_damage),
+              ("SELECT (SELECT COUNT(*) FROM engine_state), (SELECT COUNT(*) FROM events)", _no_state_damage),
+              (f"SELECT (SELECT value FROM kv WHERE key = '{HEAD_KEY}'), (SELECT MAX(seq) FROM events)",
+               _events_lost_damage),
+              ("SELECT key, value FROM kv", _kv_damage),
+              ("SELECT symbol, side, quantity, entry_price FROM positions", _position_damage),
+              ("SELECT client_order_id, side, reason, intent, status, quantity, filled FROM orders" + live,
+               _order_damage),
+              ("SELECT approval_id, intent, gates, status FROM approvals" + pending, _approval_damage)]
+    return checks + ([_lost_record_check(key) for key in _WRITTEN_BEFORE] if account else [])
 
 
 # SQLite's answers that mean the file cannot be written (as opposed to a wrong statement): the disk or directory
@@ -1640,13 +1694,14 @@ class Records:
             raise damaged_database(self.path, unreadable(f"table kv, key {key}", "value", rows[0][0], "JSON"))
         return json.loads(rows[0][0])
 
-    def damage(self) -> str | None:
-        """What is damaged in the records (a table or column missing, a value that is not one ffe writes), or
-        None: the checks a start makes (Store.open), over every order and approval."""
+    def damage(self, account: bool = True) -> str | None:
+        """What is damaged in the records (a table or column missing, a value that is not one ffe writes, a record
+        missing beside those written with it), or None: the checks a start makes (Store.open), over every order and
+        approval. `account` false: a backtest run's records, which keep no books to restore."""
         problem = schema_damage(self.schema_version(), self._q(_SQL_COLUMNS))
         if problem is not None:
             return problem
-        for sql, judge in record_checks(every=True):
+        for sql, judge in record_checks(every=True, account=account):
             try:
                 for row in self.conn.execute(sql):
                     problem = judge(tuple(row))

@@ -272,14 +272,14 @@ def test_the_learners_weights_lost_beside_its_scores_stop_the_start(scored_dir, 
 
 
 def test_books_lost_where_no_order_was_ever_made_are_a_first_start_still(tmp_path):
-    """Records of runs that never ordered (a start that stopped before its first bar stored no books in older
-    releases) lose nothing with their books: the start goes on, and stores them."""
+    """Records of runs that never traded (killed before the first bar's books were stored, say) lose nothing with
+    their books: the start goes on, and stores them."""
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "1", env=ffe_env(FFE_MARKET__SEED=7))
     assert proc.returncode == 0, proc.stderr
     db = tmp_path / "data" / "ffe.db"
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0
-        conn.execute("DELETE FROM kv WHERE key IN ('portfolio', 'paper_venue', 'weights', 'reconcile_baseline')")
+        conn.execute("DELETE FROM kv WHERE key IN ('portfolio', 'paper_venue', 'weights')")
     assert ffe_in_process(tmp_path, "doctor").returncode == 0
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "2", env=ffe_env(FFE_MARKET__SEED=7))
     assert proc.returncode == 0, proc.stderr

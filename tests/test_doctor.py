@@ -128,7 +128,7 @@ def reopen_a_filled_order(cwd):
 def unknown_status(cwd):
     (cid,) = sql(cwd, "SELECT client_order_id FROM orders LIMIT 1")[0]
     sql(cwd, "UPDATE orders SET status = 'lost' WHERE client_order_id = ?", (cid,))
-    return f"order {cid} has an unknown status 'lost'"
+    return f"table orders, order {cid}: status 'lost' is not an order status"
 
 
 def lose_a_fill(cwd):
