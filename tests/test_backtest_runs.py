@@ -11,11 +11,13 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import BTC_CSV, ETH_CSV, config_for_run, ffe_cmd, ffe_env, ffe_in_process, run_ffe, sample_head
+from ffe_engine.store import in_use
 
 OLD_RUN = "20200101T000000Z-0a0b0c"  # an interrupted run of long ago: a database, no report
 
@@ -235,3 +237,137 @@ def test_audit_tail_prints_a_finished_run_s_last_records_and_says_it_cannot_foll
     follow = run_ffe(runs_dir, "audit", "tail", "-f", "--data-dir", data, "--log-dir", logs, timeout=20)
     assert one_error_line(follow).startswith("ffe: error: ") and "-f" in follow.stderr, follow.stderr
     assert "audit.jsonl.zst" in follow.stderr, follow.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- whose runs
+def test_a_data_directory_s_runs_are_its_own_not_the_log_folders_of_another_s(runs_dir, tmp_path):
+    """Data directories that share a log directory (a sweep's `--data-dir X` beside the default): each lists and
+    cleans only the runs it has a folder of; a log folder without one here is another's, left alone."""
+    cwd = copy(runs_dir, tmp_path / "c")
+    trails = sorted(p.name for p in (cwd / "logs" / "backtests").iterdir())
+    assert len(trails) == 2
+    listed = run_ffe(cwd, "backtest", "--list", "--data-dir", "other", "--log-dir", "logs")
+    assert listed.returncode == 0 and listed.stdout.strip() == "no backtest runs in other/backtests", listed
+    proc = run_ffe(cwd, "backtest", "--clean", "--keep", "0", "--yes", "--data-dir", "other", "--log-dir", "logs")
+    assert proc.returncode == 0 and proc.stdout.startswith("nothing to remove: 0 runs"), (proc.stdout, proc.stderr)
+    assert sorted(p.name for p in (cwd / "logs" / "backtests").iterdir()) == trails
+    # A trail whose run has no folder in this data directory is not one of its runs either.
+    shutil.rmtree(cwd / "data" / "backtests" / trails[0])
+    listed = run_ffe(cwd, "backtest", "--list")
+    assert trails[0] not in listed.stdout and listed.stdout.splitlines()[-1].startswith("3 runs"), listed.stdout
+    proc = run_ffe(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+    assert proc.returncode == 0 and "removing 3 of 3 runs" in proc.stdout, (proc.stdout, proc.stderr)
+    assert [p.name for p in (cwd / "logs" / "backtests").iterdir()] == [trails[0]]
+
+
+def wait_for_writing(data_dir: Path, proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    """The id of the run being written under data_dir, once its writer holds its database."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = sorted((data_dir / "backtests").glob("*/ffe.db")) if (data_dir / "backtests").is_dir() else []
+        if found and in_use(found[0]):
+            return found[0].parent.name
+        time.sleep(0.05)
+    raise AssertionError(f"no run being written under {data_dir} (exit {proc.poll()})")
+
+
+def test_a_run_being_written_is_never_removed_by_the_clean_of_any_data_directory(tmp_path):
+    """A full run on the sample files, and meanwhile the cleans of another data directory sharing its log directory
+    and of a copy of its own (a backup taken now, whose copied database nobody holds): its trail stays, the run
+    ends well and its trail verifies."""
+    args = ("backtest", str(BTC_CSV), str(ETH_CSV), "--data-dir", "A", "--log-dir", "L")
+    proc = subprocess.Popen(ffe_cmd(*args), cwd=tmp_path, env=ffe_env(FFE_BACKTEST__CACHE_MB="0"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run = wait_for_writing(tmp_path / "A", proc)
+        other = run_ffe(tmp_path, "backtest", "--clean", "--keep", "0", "--yes", "--data-dir", "B", "--log-dir", "L")
+        assert other.returncode == 0 and other.stdout.startswith("nothing to remove: 0 runs"), other
+        listed = run_ffe(tmp_path, "backtest", "--list", "--data-dir", "B", "--log-dir", "L")
+        assert listed.stdout.strip() == "no backtest runs in B/backtests", listed
+        shutil.copytree(tmp_path / "A", tmp_path / "C")
+        listed = run_ffe(tmp_path, "backtest", "--list", "--data-dir", "C", "--log-dir", "L")
+        assert re.search(rf"^{run} .* running now$", listed.stdout, re.MULTILINE), listed.stdout
+        copied = run_ffe(tmp_path, "backtest", "--clean", "--keep", "0", "--yes", "--data-dir", "C", "--log-dir", "L")
+        assert copied.returncode == 0 and copied.stdout.startswith("nothing to remove: 1 run"), copied
+        assert (tmp_path / "L" / "backtests" / run / "audit.jsonl.zst").is_file()
+        assert proc.poll() is None  # all of it while the run was being written
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert f"L/backtests/{run}/audit.jsonl.zst" in out
+    verify = run_ffe(tmp_path, "audit", "verify", "--data-dir", f"A/backtests/{run}", "--log-dir", f"L/backtests/{run}")
+    assert verify.returncode == 0, (verify.stdout, verify.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- failures
+@pytest.mark.parametrize("side", ["data", "logs"])
+def test_a_run_whose_folder_cannot_be_made_is_one_line_and_leaves_nothing(tmp_path, side):
+    (tmp_path / "ETH-USD_1h.csv").write_text("".join(sample_head(ETH_CSV, 300)))
+    (tmp_path / side).mkdir()
+    (tmp_path / side / "backtests").write_text("not a directory")  # as a read-only or full disk would refuse it
+    proc = run_ffe(tmp_path, "backtest", "ETH-USD_1h.csv")
+    said = [line for line in proc.stderr.splitlines() if not line.startswith("20")]  # the engine's log lines
+    assert proc.returncode == 1 and len(said) == 1, proc.stderr
+    assert said[0].startswith(f"ffe: error: {side}/backtests/") and "cannot write (Not a directory)" in said[0], said
+    if side == "logs":
+        assert [p.name for p in (tmp_path / "data" / "backtests").iterdir()] == []
+    listed = run_ffe(tmp_path, "backtest", "--list")
+    assert listed.stdout.strip() == "no backtest runs in data/backtests", listed
+
+
+def move_away(cwd: Path, run_id: str, disk: Path, name: str | None = None) -> list[Path]:
+    """A run's folders moved to another disk and linked back where they were; the places they were moved to."""
+    moved = []
+    for top in ("data", "logs"):
+        folder = cwd / top / "backtests" / run_id
+        if folder.exists():
+            target = disk / top / (name or run_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(folder, target)
+            folder.symlink_to(target)
+            moved.append(target)
+    return moved
+
+
+def test_clean_removes_a_run_moved_to_another_disk_and_linked_back_with_where_it_went(runs_dir, tmp_path):
+    cwd = copy(runs_dir, tmp_path / "c")
+    full = sorted(i for i, r in reports(cwd).items() if r["records"] == "full")[0]
+    moved = move_away(cwd, full, tmp_path / "disk2")
+    assert len(moved) == 2
+    listed = run_ffe(cwd, "backtest", "--list")
+    assert re.search(rf"^{full} .* full .*; return ", listed.stdout, re.MULTILINE), listed.stdout
+    proc = run_ffe(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("removed 4 runs; 0 kept"), (proc.stdout, proc.stderr)
+    assert f"data/backtests/{full} -> {moved[0]}" in proc.stdout
+    assert not any(p.exists() or p.is_symlink() for p in moved + [cwd / "data" / "backtests" / full,
+                                                                  cwd / "logs" / "backtests" / full])
+
+
+def test_clean_leaves_a_run_linked_to_a_folder_of_another_name_and_says_so_in_one_line(runs_dir, tmp_path):
+    """A link to a folder that is not named as the run may be to anything (a whole disk): not followed to remove
+    what it points to. The other runs are removed; the exit is 1, as not all that was asked was done."""
+    cwd = copy(runs_dir, tmp_path / "c")
+    moved = move_away(cwd, OLD_RUN, tmp_path / "disk2", name="elsewhere")
+    proc = run_ffe(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ffe: error: {OLD_RUN} not removed: data/backtests/{OLD_RUN} is a "
+                                                   f"link to {moved[0]}"), proc.stderr
+    assert proc.stdout.rstrip().endswith("removed 3 runs; 1 not removed; 0 kept"), proc.stdout
+    assert run_ids(cwd) == [OLD_RUN] and (moved[0] / "ffe.db").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------- interrupted
+def test_list_shows_the_record_level_of_an_interrupted_run_from_its_database(runs_dir, tmp_path):
+    cwd = copy(runs_dir, tmp_path / "c")
+    levels = {i: r["records"] for i, r in reports(cwd).items()}
+    for run_id in levels:
+        (cwd / "data" / "backtests" / run_id / "report.json").unlink()  # as a run cut short leaves it
+    listed = run_ffe(cwd, "backtest", "--list")
+    for run_id, level in levels.items():
+        assert re.search(rf"^{run_id} +\S+ +{level} .* no report: interrupted", listed.stdout, re.MULTILINE), \
+            listed.stdout
+    assert re.search(rf"^{OLD_RUN} +\S+ +- ", listed.stdout, re.MULTILINE), listed.stdout  # its database says none

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, make_settings, run_ffe, sample_head
+from conftest import BTC_CSV, ETH_CSV, ffe_env, make_settings, run_ffe, sample_head
 from ffe_engine import backtest as bt
 from ffe_engine import batch, datacache
 from ffe_engine.indicators import IndicatorColumns
@@ -425,3 +425,24 @@ def test_no_cache_when_its_size_is_zero_or_it_cannot_be_written(tmp_path: Path) 
     got = asyncio.run(bt.run_backtest(settings, bt.load_files([str(path)], cache=cache), cache=cache))
     assert got["results_sha256"] == want["results_sha256"]
     assert root.read_text() == "not a directory"
+
+
+def test_a_run_holds_the_cache_to_its_limit_from_its_start_and_a_limit_of_zero_empties_it(tmp_path: Path) -> None:
+    """`backtest.cache_mb` lowered since the entries were kept: the next run, though it finds every entry it needs
+    (and so writes none), leaves no more than the new limit; 0 leaves none."""
+    for src, name in ((BTC_CSV, "BTC-USD_1h.csv"), (ETH_CSV, "ETH-USD_1h.csv")):
+        (tmp_path / name).write_text("".join(sample_head(src, 3000)))
+    args = ("backtest", "BTC-USD_1h.csv", "ETH-USD_1h.csv", "--records", "summary")
+    root = tmp_path / "data" / "cache"
+    proc = run_ffe(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    sizes = sorted(p.stat().st_size for p in entries(root))
+    assert len(sizes) == 4
+    limit_mb = (sum(sizes) - 1) / 1024 / 1024  # one byte less than what is there
+    proc = run_ffe(tmp_path, *args, env=ffe_env(FFE_BACKTEST__CACHE_MB=f"{limit_mb:.6f}"))
+    assert proc.returncode == 0, proc.stderr
+    left = [p.stat().st_size for p in entries(root)]
+    assert 0 < len(left) < 4 and sum(left) <= limit_mb * 1024 * 1024, (left, sizes)
+    proc = run_ffe(tmp_path, *args, env=ffe_env(FFE_BACKTEST__CACHE_MB="0"))
+    assert proc.returncode == 0, proc.stderr
+    assert entries(root) == []
