@@ -213,15 +213,18 @@ def backtest_runs(args: argparse.Namespace) -> int:
     for run in chosen:
         _print("  " + past.run_line(run))
         for folder in run.folders:
-            _print(f"    {folder}")
+            _print(f"    {folder} -> {folder.resolve()}" if folder.is_symlink() else f"    {folder}")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("ffe backtest --clean would remove these runs: add --yes to confirm")
         if input(f"remove {len(chosen)} runs? [y/N] ").strip().lower() not in ("y", "yes"):
             raise UsageError("ffe backtest --clean: not confirmed, nothing removed")
-    for run in chosen:
-        past.remove(run)
-    _print(f"removed {len(chosen)} runs; {len(runs) - len(chosen)} kept")
+    # A run that cannot be removed is said in one line, and the others are removed all the same.
+    refused = [f"{run.run_id} not removed: {why}" for run in chosen if (why := past.remove(run)) is not None]
+    left = f"{len(refused)} not removed; " if refused else ""
+    _print(f"removed {len(chosen) - len(refused)} runs; {left}{len(runs) - len(chosen)} kept")
+    if refused:
+        raise FfeError("; ".join(refused))
     return 0
 
 

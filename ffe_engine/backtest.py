@@ -29,7 +29,7 @@ from .config import Settings, is_symbol
 from .datacache import DataCache, cache_for
 from . import records as compact
 from .backtest_report import build_report
-from .backtest_runs import REPORT_NAME  # the report beside a kept run's database, without the curve
+from .backtest_runs import REPORT_NAME, HeldFolders  # the report beside a kept run's database, without the curve
 from .engine import EngineOptions
 from .errors import StartError, storage_failure
 from .events import EventBus
@@ -117,17 +117,20 @@ async def run_backtest(settings: Settings, series: dict[str, CandleSeries], *, r
     waits for when the run ends; by default the settings' own."""
     umask = os.umask(PRIVATE)
     cache = cache or data_cache(settings)
+    held = HeldFolders()  # the run's folders, held to its end: no --clean removes a held run (backtest_runs.py)
     try:
         return await _run_backtest(settings, series, run_id=run_id, records=records, whole_series=whole_series,
-                                   cache=cache)
+                                   cache=cache, held=held)
     finally:
+        held.release()
         os.umask(umask)
         if cache is not None:
             cache.wait()  # the entries written while the run went on, however it ended
 
 
 async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, run_id: str | None,
-                        records: str | None, whole_series: bool, cache: DataCache | None) -> dict[str, Any]:
+                        records: str | None, whole_series: bool, cache: DataCache | None,
+                        held: HeldFolders) -> dict[str, Any]:
     t0 = time.perf_counter()
     records = records or settings.backtest.records
     if records not in RECORD_LEVELS:
@@ -154,6 +157,7 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     kept = records != "summary"
     db_path: Path | str = data_dir / "ffe.db" if kept else ":memory:"
     audit_path = log_dir / AUDIT_NAME if full else None
+    held.make(([data_dir] if kept else []) + ([log_dir] if full else []))
     # The writer process first: its interpreter comes up on the other core while this one computes what depends
     # on the market data alone, once per series (batch.py: indicators and vote actions).
     writer = Store.backtest_writer(db_path, audit_path)

@@ -1,17 +1,26 @@
-"""Past backtest runs on disk: what `ffe backtest --list` shows and `ffe backtest --clean` removes.
+"""Past backtest runs on disk: what `ffe backtest --list` shows and `ffe backtest --clean` removes, and the hold a
+run keeps on its folders while it is written.
 
 A run that keeps records has a folder under data/backtests/RUN (its database and report.json) and, at the full
 level, one under logs/backtests/RUN (its audit file). RUN is the run id, which starts with the UTC time it began.
-Only folders named like a run id are runs: nothing else there is listed or removed. A run whose database is
-locked by its writer is running now and is never removed. A run without report.json was interrupted (or is
-running now). Runs with `--records summary` leave nothing on disk and so are not listed.
+Only folders named like a run id are runs: nothing else there is listed or removed. A data directory's runs are the
+run folders under its own backtests/: a folder under logs/backtests/ is part of a run only beside the run's data
+folder (data directories that share a log directory each see their own runs, never another's trail).
+
+A run holds its folders (flock on each) from before they appear under its name until its report is written: a
+held run is running now and is never removed, whichever data directory's --clean meets it and whichever of its
+folders shows the hold. A run without report.json was interrupted (or is running now). Runs with `--records
+summary` leave nothing on disk and so are not listed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import shutil
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,8 +28,8 @@ from typing import Any
 
 from . import fmt
 from .config import Settings
-from .errors import UsageError
-from .store import in_use
+from .errors import UsageError, storage_failure
+from .store import backtest_records, in_use
 
 RUN_ID = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
 REPORT_NAME = "report.json"
@@ -36,6 +45,7 @@ class Run:
     report: dict[str, Any] | None = None
     problem: str | None = None  # why there is no report to show
     running: bool = False
+    level: str | None = None  # the record level: the report's, or (without one) what the database says
 
 
 def parse_age(text: str) -> float:
@@ -76,26 +86,29 @@ def read_report(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def find_runs(settings: Settings) -> list[Run]:
-    """Every run on disk, oldest first."""
-    runs: dict[str, Run] = {}
-    for root in (settings.data_dir / "backtests", settings.log_dir / "backtests"):
-        if not root.is_dir():
+    """The data directory's runs on disk, oldest first: each with its data folder and, if there is one, its log
+    folder of the same name."""
+    root = settings.data_dir / "backtests"
+    runs: list[Run] = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        m = RUN_ID.fullmatch(folder.name)
+        if not m or not folder.is_dir():
             continue
-        for folder in sorted(root.iterdir()):
-            m = RUN_ID.fullmatch(folder.name)
-            if not m or not folder.is_dir():
-                continue
-            started = datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-            run = runs.setdefault(folder.name, Run(folder.name, started))
-            run.folders.append(folder)
-            run.size += folder_size(folder)
-    for run in runs.values():
-        data = settings.data_dir / "backtests" / run.run_id
-        run.report, run.problem = read_report(data / REPORT_NAME)
-        run.running = in_use(data / "ffe.db")
+        started = datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        run = Run(folder.name, started)
+        run.folders = [f for f in (folder, settings.log_dir / "backtests" / folder.name) if f.is_dir()]
+        run.size = sum(folder_size(f) for f in run.folders)
+        run.report, run.problem = read_report(folder / REPORT_NAME)
+        # Its writer's hold on either folder, or (a run begun by an ffe before the holds) its database's lock.
+        run.running = any(is_held(f) for f in run.folders) or in_use(folder / "ffe.db")
         if run.running:
             run.problem = "running now"
-    return sorted(runs.values(), key=lambda r: (r.started, r.run_id))
+        if run.report is not None:
+            run.level = str(run.report.get("records") or "") or None
+        elif not run.running:
+            run.level = backtest_records(folder / "ffe.db")
+        runs.append(run)
+    return sorted(runs, key=lambda r: (r.started, r.run_id))
 
 
 def to_clean(runs: list[Run], *, keep: int | None, older_than_s: float | None, now: datetime) -> list[Run]:
@@ -109,9 +122,110 @@ def to_clean(runs: list[Run], *, keep: int | None, older_than_s: float | None, n
     return [r for r in chosen if not r.running]
 
 
-def remove(run: Run) -> None:
-    for folder in run.folders:
-        shutil.rmtree(folder)
+def remove(run: Run) -> str | None:
+    """Remove the run's folders; None once they are gone, else why not, in one line. A folder that is a link (run
+    folders moved to another disk and linked back) goes with the folder it links to when that is named as the run,
+    as moving it leaves it; a link to anything else may be to anything (a whole disk) and is not followed: the run
+    is left as it is. Each folder is held while it is removed: one a run holds is not removed."""
+    taken: list[tuple[Path, Path, int]] = []
+    try:
+        for folder in run.folders:
+            target = folder.resolve() if folder.is_symlink() else folder
+            if target != folder and target.name != run.run_id:
+                return (f"{folder} is a link to {target}, a folder not named as the run: remove the link, and what it "
+                        "links to if that is the run's, yourself")
+            fd = hold(target)
+            if fd is None:
+                return f"{folder} is held by the run's writer: running now"
+            taken.append((folder, target, fd))
+        for folder, target, _ in taken:
+            shutil.rmtree(target)
+            if target != folder:
+                folder.unlink()
+    except OSError as exc:
+        return f"cannot remove {exc.filename or run.folders[0]} ({exc.strerror or exc})"
+    finally:
+        for _, _, fd in taken:
+            os.close(fd)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- holds
+def hold(folder: Path) -> int | None:
+    """The folder held (its descriptor, to close to let go), or None when another process holds it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def is_held(folder: Path) -> bool:
+    """Whether another process holds the folder now (a run being written)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
+class HeldFolders:
+    """A run's folders, made and held while it is written, until `release`."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+
+    def make(self, folders: list[Path]) -> None:
+        """Each folder made under a name that is no run's, held, then given its own name: it is never seen unheld.
+        One that cannot be made (its disk full or read-only, a file where a directory should be) is StorageError,
+        naming it, and leaves none of them behind."""
+        made: list[Path] = []
+        for folder in folders:
+            try:
+                self._fds.append(_make_held(folder))
+            except OSError as exc:
+                self.release()
+                for m in made:
+                    with suppress(OSError):
+                        m.rmdir()
+                raise storage_failure(folder, exc) from None
+            made.append(folder)
+
+    def release(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
+
+
+def _make_held(folder: Path) -> int:
+    new = folder.with_name(f".{folder.name}.new")
+    new.mkdir(parents=True)
+    try:
+        fd = hold(new)
+        if fd is None:
+            raise BlockingIOError(f"{new}: held by another process")
+        try:
+            new.rename(folder)
+        except OSError:
+            os.close(fd)
+            raise
+    except OSError:
+        with suppress(OSError):
+            new.rmdir()
+        raise
+    return fd
 
 
 def data_text(r: dict[str, Any]) -> str:
@@ -126,7 +240,7 @@ def result_text(r: dict[str, Any]) -> str:
 
 def run_line(run: Run) -> str:
     r = run.report
-    level = str(r.get("records", "-")) if r else "-"
+    level = run.level or "-"
     what = f"{data_text(r)}; {result_text(r)}" if r else str(run.problem)
     return (f"{run.run_id:<23}  {fmt.iso(run.started.timestamp()):<20}  {level:<7}  {fmt.size(run.size):>9}  "
             f"{what}")

@@ -11,7 +11,8 @@ otherwise, a new ffe or another Python computes afresh.
 An entry is its arrays' bytes behind a header that names the key and a CRC-32 of what the header says and of
 those bytes: an entry that is damaged (its header too), cut short, made by another machine's byte order or for
 another key is not used (computed afresh and written again). Entries are written whole to a temporary name and
-renamed; the least recently used are removed once the cache holds more than its limit. The cache is only ever a
+renamed; the least recently used are removed once the cache holds more than its limit, as a run starts and after
+each write (a limit lowered holds from the next run; 0 empties it). The cache is only ever a
 shortcut: a run that cannot read or write it computes what it needs, and its results are the same bit for bit
 either way (tests/test_datacache.py).
 """
@@ -27,6 +28,7 @@ import sys
 import threading
 import zlib
 from array import array
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, cast
 
@@ -212,7 +214,7 @@ class DataCache:
             except OSError:
                 pass
             return
-        self._prune()
+        self.prune()
 
     def _used(self, path: Path) -> None:
         """Mark an entry used now (its modification time, to the nanosecond: the file system's own clock is coarser,
@@ -223,9 +225,10 @@ class DataCache:
         except OSError:
             pass
 
-    def _prune(self) -> None:
+    def prune(self) -> None:
         """The least recently used entries out, down to the limit; and what a writer killed while writing left (a
-        temporary file an hour old: a live one is written in seconds)."""
+        temporary file an hour old: a live one is written in seconds). After each write, and as a run starts
+        (cache_for): a limit lowered since holds from the next run, though it finds every entry it needs."""
         stale = self.clock.wall() - STALE_WRITE_S
         for p in self.root.glob(".*.tmp"):
             try:
@@ -313,5 +316,13 @@ def _signals_from(s: CandleSeries, meta: dict[str, Any], arrays: dict[str, array
 
 
 def cache_for(data_dir: Path, limit_mb: float) -> DataCache | None:
-    """The cache of a data directory, or None when `backtest.cache_mb` is 0."""
-    return DataCache(data_dir / "cache", int(limit_mb * 1024 * 1024)) if limit_mb > 0 else None
+    """The cache of a data directory, pruned to `backtest.cache_mb`; None when that is 0, what entries there were
+    removed (0 keeps none, so none is left to fill the disk)."""
+    cache = DataCache(data_dir / "cache", int(limit_mb * 1024 * 1024))
+    if cache.root.is_dir():
+        cache.prune()
+    if limit_mb > 0:
+        return cache
+    with suppress(OSError):  # empty now, unless a run of another limit is writing there
+        cache.root.rmdir()
+    return None

@@ -609,7 +609,10 @@ class Store:
         except OSError as exc:
             raise storage_failure(path.parent, exc) from None
         if audit_path is not None:
-            Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise storage_failure(Path(audit_path).parent, exc) from None
         return WriterProcess(str(path), str(audit_path) if audit_path is not None else None)
 
     @classmethod
@@ -1848,6 +1851,24 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
         raise unreadable_database(path, exc) from None
     finally:
         conn.close()
+
+
+def backtest_records(path: Path | str) -> str | None:
+    """The record level a backtest run's database says it keeps (BACKTEST_RECORDS_KEY), read-only and waiting for
+    no lock; None when it says none or cannot be read (a run killed before its first flush, one being written)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)
+        try:
+            row = conn.execute("SELECT value FROM kv WHERE key = ?", (BACKTEST_RECORDS_KEY,)).fetchone()
+        finally:
+            conn.close()
+        level = json.loads(row[0]) if row is not None else None
+    except (sqlite3.Error, TypeError, ValueError):
+        return None
+    return level if isinstance(level, str) else None
 
 
 def in_use(path: Path | str) -> bool:
