@@ -68,6 +68,38 @@ def test_a_malformed_csv_row_57_exits_2_naming_file_and_line_and_loses_nothing(r
     assert not (recorded / "data" / "backtests").exists()  # no run was started
 
 
+def scaled_sample(path: Path, scale: float, rows: int = 400) -> Path:
+    """The BTC sample's first rows with every price times `scale`: positive and finite all the same."""
+    header, *lines = sample_head(BTC_CSV, rows)
+    out = [header]
+    for line in lines:
+        ts, *prices, volume = line.rstrip("\n").split(",")
+        out.append(",".join([ts, *(repr(float(p) * scale) for p in prices), volume]) + "\n")
+    path.write_text("".join(out))
+    return path
+
+
+@pytest.mark.parametrize("scale", [1e304, 1e-304], ids=["near the largest float", "near the smallest"])
+def test_a_csv_of_prices_ffe_cannot_compute_with_exits_2_naming_its_first_row_through_the_cache_too(tmp_path,
+                                                                                                   scale):
+    """Prices near 1e307 overflowed the indicators (a traceback, exit 1); near 1e-300 they underflowed and changed
+    the trades without a word. Both are refused at load, in one line naming the file and row, the second time too
+    (when the backtest cache could have answered) and with --lenient every row is skipped."""
+    csv = scaled_sample(tmp_path / "M-USD_1h.csv", scale)
+    said = []
+    for _ in range(2):
+        proc = run_ffe(tmp_path, "backtest", csv.name, "--records", "summary")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        line = one_error_line(proc.stderr)
+        assert f"{csv.name}:2: open " in line and "price ffe computes with" in line, line
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+        said.append(line)
+    assert said[0] == said[1]
+    assert not (tmp_path / "data" / "backtests").exists()  # no run was started
+    proc = run_ffe(tmp_path, "backtest", csv.name, "--lenient", "--records", "summary")
+    assert proc.returncode == 2 and "no usable rows: all 400 data rows are bad" in one_error_line(proc.stderr)
+
+
 def test_a_csv_of_one_candle_exits_2_naming_the_file_and_starts_no_run(tmp_path):
     csv = tmp_path / "BTC-USD_one.csv"
     csv.write_text("".join(sample_head(BTC_CSV, 1)))
@@ -332,7 +364,8 @@ def test_the_log_pipeline_redacts_a_secret_handed_to_it():
     assert secret.encode() not in lines[0] and REDACTED.encode() in lines[0]
 
 
-@pytest.mark.parametrize("case", ["different timeframes", "one candle", "empty", "a malformed row"])
+@pytest.mark.parametrize("case", ["different timeframes", "one candle", "empty", "a malformed row",
+                                  "a price ffe cannot compute with"])
 def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_path, case):
     """`market.source = "replay"` with files an engine cannot replay (of different timeframes; one candle, whose
     timeframe cannot be told; an empty file; a row that is no candle): one line naming the file, exit 2, no
@@ -344,6 +377,10 @@ def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_pat
     elif case == "a malformed row":
         header, *rows = sample_head(BTC_CSV, 30)
         rows[11] = "2020-01-01T11:00:00Z,not a price\n"
+        hourly.write_text(header + "".join(rows))
+    elif case == "a price ffe cannot compute with":  # positive and finite, but it overflowed the engine's loop
+        header, *rows = sample_head(BTC_CSV, 30)
+        rows[11] = "2020-01-01T11:00:00Z,7.1e307,7.2e307,7.0e307,7.15e307,5\n"
         hourly.write_text(header + "".join(rows))
     header, *rows = sample_head(ETH_CSV, 30)
     minutes = tmp_path / "ETH-USD_1m.csv"
@@ -361,6 +398,8 @@ def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_pat
         assert hourly.name in line, line
         said.append(line)
     assert said[0] == said[1]
+    if case == "a price ffe cannot compute with":
+        assert f"{hourly.name}:13: open 7.1e307 is above 1e+12, the largest price ffe computes with" in said[0]
     assert not (tmp_path / "data" / "ffe.db").exists()
 
 

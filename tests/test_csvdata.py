@@ -57,6 +57,14 @@ BAD_ROW_57 = {
     "negative volume": (f"{iso(T0 + 55 * HOUR)},155,157,154,156,-65", "volume is negative: '-65'"),
     "close above high": (f"{iso(T0 + 55 * HOUR)},155,157,154,158,65", "close 158 is outside low..high 154..157"),
     "not a finite number": (f"{iso(T0 + 55 * HOUR)},nan,157,154,156,65", "open is not a finite number: 'nan'"),
+    "price above the bound": (f"{iso(T0 + 55 * HOUR)},155,1e13,154,156,65",
+                              "high 1e13 is above 1e+12, the largest price ffe computes with"),
+    "price near the largest float": (f"{iso(T0 + 55 * HOUR)},7.1e307,7.2e307,7.0e307,7.15e307,65",
+                                     "open 7.1e307 is above 1e+12, the largest price ffe computes with"),
+    "price below the bound": (f"{iso(T0 + 55 * HOUR)},155,157,1e-13,156,65",
+                              "low 1e-13 is below 1e-12, the smallest price ffe computes with"),
+    "volume above the bound": (f"{iso(T0 + 55 * HOUR)},155,157,154,156,1e25",
+                               "volume 1e25 is above 1e+24, the largest volume ffe computes with"),
     "bad timestamp": ("2020-01-03T25:00:00Z,155,157,154,156,65", "bad timestamp: '2020-01-03T25:00:00Z'"),
     "duplicate timestamp": (f"{iso(T0 + 54 * HOUR)},155,157,154,156,65", "duplicate timestamp 2020-01-03T06:00:00Z"),
     "earlier timestamp": (f"{iso(T0 + 10 * HOUR)},155,157,154,156,65",
@@ -73,6 +81,29 @@ def test_malformed_row_57_names_file_and_line(tmp_path: Path, kind: str) -> None
     assert str(info.value) == f"{path}:57: {reason}"
     assert info.value.line == 57
     assert "\n" not in str(info.value)
+
+
+def test_prices_and_volumes_at_the_bounds_load(tmp_path: Path) -> None:
+    """The bounds are inclusive: a file of prices from 1e-12 to 1e12 and a volume of 1e24 is candles."""
+    lines = ["timestamp,open,high,low,close,volume", f"{iso(T0)},1e-12,1e-12,1e-12,1e-12,0",
+             f"{iso(T0 + HOUR)},1,1e12,1e-12,1e12,1e24"]
+    series = load_csv(write(tmp_path, lines))
+    assert (series.low, series.high, series.volume) == ([1e-12, 1e-12], [1e-12, 1e12], [0.0, 1e24])
+
+
+def test_a_whole_file_of_prices_near_the_largest_float_stops_at_its_first_row(tmp_path: Path) -> None:
+    """Positive and finite, but their squares (a variance) overflow: refused at the first row, not in the
+    indicators."""
+    lines = ["timestamp,open,high,low,close,volume"]
+    lines += [f"{iso(T0 + i * HOUR)},7.1e307,7.2e307,7.0e307,7.15e307,250" for i in range(50)]
+    path = write(tmp_path, lines)
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == f"{path}:2: open 7.1e307 is above 1e+12, the largest price ffe computes with"
+    tiny = write(tmp_path, [lines[0]] + [f"{iso(T0 + i * HOUR)},3e-300,4e-300,2e-300,3e-300,1" for i in range(50)],
+                 name="TINY-USD_1h.csv")
+    with pytest.raises(CsvError, match=r"TINY-USD_1h\.csv:2: open 3e-300 is below 1e-12, the smallest price"):
+        load_csv(tiny)
 
 
 def test_a_row_too_long_and_a_later_one_too_short_are_not_taken_as_whole_rows(tmp_path: Path) -> None:

@@ -133,6 +133,45 @@ def test_another_version_of_the_csv_reader_reads_afresh(tmp_path: Path, monkeypa
     assert (again.hits, again.misses) == (0, 1)
 
 
+def test_another_version_of_the_candle_bounds_reads_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bounds of a candle's prices and volume (market/bounds.py) are part of the reader: candles cached under
+    other bounds are read again, and checked against these."""
+    import importlib
+
+    bounds = importlib.import_module("ffe_engine.market.bounds")
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    cache.series(ETH_CSV, "ETH/USD")
+    cache.wait()
+    source = tmp_path / "bounds.py"
+    shutil.copy(bounds.__file__, source)
+    source.write_text(source.read_text() + "\n")
+    monkeypatch.setattr(bounds, "__file__", str(source))
+    again = datacache.DataCache(cache.root, 1 << 30)
+    same_series(again.series(ETH_CSV, "ETH/USD"), load_csv(ETH_CSV, symbol="ETH/USD"))
+    assert (again.hits, again.misses) == (0, 1)
+
+
+def test_prices_beyond_the_bounds_are_refused_through_the_cache_as_by_load_csv_and_never_kept(tmp_path: Path) -> None:
+    lines = sample_head(ETH_CSV, 60)
+    ts = lines[30].split(",")[0]
+    lines[30] = f"{ts},7.1e307,7.2e307,7.0e307,7.15e307,5\n"
+    path = tmp_path / "ETH-USD_1h_huge.csv"
+    path.write_text("".join(lines))
+    with pytest.raises(CsvError) as direct:
+        load_csv(path, symbol="ETH/USD")
+    assert f"{path.name}:31: open 7.1e307 is above" in str(direct.value)
+    for _ in range(2):
+        cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+        with pytest.raises(CsvError) as cached:
+            cache.series(path, "ETH/USD")
+        cache.wait()
+        assert str(cached.value) == str(direct.value) and not entries(cache.root)
+    cache.series(path, "ETH/USD", lenient=True)
+    cache.wait()
+    kept = datacache.DataCache(cache.root, 1 << 30).series(path, "ETH/USD", lenient=True)
+    assert kept.skipped == 1 and len(kept) == 59 and max(kept.high) < 1e12
+
+
 def test_a_pipe_is_read_as_without_the_cache(tmp_path: Path) -> None:
     """`ffe backtest ETH/USD=<(zcat ...)`: a pipe can be read once. The cache leaves it to load_csv, which reads
     its candles, as without the cache (hashing it first would leave nothing to read)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ffe_env, ffe_in_process, run_ffe
-from fake_exchange import FakeBinance, ccxt_options, exchange_settings, kline
+from fake_exchange import FakeBinance, ccxt_options, exchange_settings, kline, path_price
 from ffe_engine.download import (DownloadError, NoProgress, ProgressBar, Request, candle_file_name, download,
                                  progress_for)
 from ffe_engine.market.csvdata import CsvError, iso, load_csv, symbol_from_filename
@@ -116,6 +116,17 @@ async def test_a_rerun_continues_after_the_last_stored_candle_without_duplicates
     assert series.ts == list(range(T0, T0 + 100 * H, H))
     assert stored_rows(series) == expected_rows(T0, T0 + 99 * H)
     assert path.read_text().count("timestamp") == 1  # one header
+
+
+async def test_exchange_rows_of_prices_ffe_cannot_compute_with_are_left_out_and_counted(fx, tmp_path):
+    """Rows the CSV files may not hold (a price beyond their bounds: positive and finite, but its square
+    overflows) are not written, as a zero price is not: the file always loads, and the report counts them."""
+    fx.price_path = lambda sid, ts: 7.1e307 if ts == T0 + 5 * H else path_price(sid, ts)
+    clock = at(fx, T0 + 10 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock)  # the candles at 4h and 5h hold that price
+    series = load_csv(csv_path(tmp_path))
+    assert series.ts == [T0 + i * H for i in range(10) if i not in (4, 5)] and max(series.high) < 1e6
+    assert result.refused == 2 and "2 bad rows from the exchange left out" in result.lines()[0]
 
 
 async def test_until_bounds_the_candles_and_the_requests(fx, tmp_path):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 import pytest
 
-from fake_exchange import FakeBinance, exchange_settings, kline
+from fake_exchange import FakeBinance, exchange_settings, kline, path_price
 from ffe_engine.market.exchange import ExchangeFeed
 from ffe_engine.venues.base import VenueError
 from ffe_engine.venues.ccxt_venue import CcxtVenue
@@ -179,10 +181,47 @@ async def test_a_symbol_the_exchange_refuses_to_serve_does_not_hold_the_others(f
     assert [(c.ts, c.symbol) for c in out] == [(T0 + i * M, ETH) for i in range(3)]
 
 
+@pytest.mark.parametrize("price", [7.1e307, 1e-300], ids=["near the largest float", "served as 0"])
+async def test_a_candle_of_a_price_ffe_cannot_compute_with_is_refused_with_a_warning_and_the_feed_goes_on(
+        fx, venue, clock, caplog, price):
+    """A price beyond the bounds of the CSV files (or 0, as the exchange writes 1e-300 to 8 decimals) would crash
+    the indicators or the sizing in the engine's loop: those candles are left out, each once with a warning naming
+    it, in the warm-up as in the feed, and the feed goes on with the rest."""
+    bad = T0 + 2 * M  # the close of BTC's candle at T0 + M and the open of the one at T0 + 2M
+    fx.price_path = lambda sid, ts: price if (sid, ts) == (IDS[BTC], bad) else path_price(sid, ts)
+    caplog.set_level(logging.WARNING, logger="ffe_engine.market.exchange")
+    clock.now += 4 * M
+    hist = await ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock).history(4)
+    assert [c.ts for c in hist[BTC]] == [T0, T0 + 3 * M] and len(hist[ETH]) == 4
+    clock.now -= 4 * M  # again from the start: the same candles as they close
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock)
+    await feed.history(1)
+    caplog.clear()
+    clock.now += 4 * M
+    out = await feed.poll()
+    assert [(c.ts, c.symbol) for c in out] == [(T0, BTC), (T0, ETH), (T0 + M, ETH), (T0 + 2 * M, ETH),
+                                               (T0 + 3 * M, BTC), (T0 + 3 * M, ETH)]
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 2 and all(BTC in m for m in refused), refused
+    clock.now += M
+    assert [(c.ts, c.symbol) for c in await feed.poll()] == [(T0 + 4 * M, BTC), (T0 + 4 * M, ETH)]
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 2  # each said once, not fetched again
+
+
 async def test_last_price_is_the_ticker(fx, venue, clock):
     feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock)
     fx.set_price("BTCUSDT", 31_234.5)
     assert await feed.last_price(BTC) == 31_234.5
+
+
+@pytest.mark.parametrize("price", [7.1e307, 5e13])
+async def test_a_ticker_price_ffe_cannot_compute_with_is_no_price(fx, venue, clock, price):
+    """An approval is sized at the exchange's quote: one beyond the bounds is refused as an unreadable quote is,
+    nothing sized at it."""
+    feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock)
+    fx.set_price("BTCUSDT", price)
+    with pytest.raises(VenueError, match=re.escape(f"ticker for {BTC}: price {price!r} is above 1e+12, the largest")):
+        await feed.last_price(BTC)
 
 
 async def test_timeframe_the_exchange_does_not_offer(venue, clock):
