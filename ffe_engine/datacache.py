@@ -4,7 +4,8 @@ computed over them (batch.py), in the data directory's `cache/` (`backtest.cache
 A sweep runs the same files again and again with other settings: each run would parse the same CSV text and compute
 the same indicator columns, a quarter of a `trades` run. What is kept is keyed by what it was made from, and by
 nothing else: the candles by the file's bytes, how they are read (gzip or not, by the file's name; whether bad rows
-are skipped) and the source of the reader, the indicators and votes by those candles, the providers' parameters,
+are skipped) and the source of the reader and of the bounds it checks prices against (market/bounds.py: candles are
+kept only once they were read within them), the indicators and votes by those candles, the providers' parameters,
 the source of the code that computes them and the Python that runs it. A file that changed, a provider set
 otherwise, a new ffe or another Python computes afresh.
 
@@ -36,7 +37,7 @@ from . import batch, indicators, model
 from .clock import Clock, WallClock
 from .indicators import IndicatorColumns
 from .signals import base
-from .market import csvdata
+from .market import bounds, csvdata
 from .market.csvdata import CandleSeries, load_csv
 
 MAGIC = b"ffe-cache-3\n"  # 2: the check covers the header's content too; 3: a CRC-32, not a SHA-256
@@ -103,7 +104,7 @@ class DataCache:
         """The candles of the CSV file `path`, as `load_csv` reads them (the same errors, the same numbers)."""
         digest = _digest(path)
         try:
-            reader = _code_of([csvdata])
+            reader = _code_of([csvdata, bounds])  # the bounds are the reader's: candles are cached once within them
         except OSError:
             digest = None
         if digest is None:

@@ -8,12 +8,12 @@ error or ^C leaves a file that loads; the next run continues after its last cand
 
 The file is the CSV market data contract (ffe_engine/market/csvdata.py): `timestamp,open,high,low,close,volume`,
 ISO-8601 UTC timestamps, strictly increasing. A row from the exchange that breaks the contract (a zero price, low
-above high) is left out and counted rather than written: the file must always load.
+above high, a price beyond the bounds of market/bounds.py) is left out and counted rather than written: the file
+must always load.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol, TextIO
 from .clock import WallClock, format_timeframe, timeframe_ms
 from .config import allowed_timeframe, is_symbol
 from .errors import FfeError, UsageError
+from .market.bounds import candle_problem
 from .market.csvdata import CandleSeries, find_gaps, iso, load_csv
 from .venues.base import VenueError, VenueUnavailable
 
@@ -179,10 +180,7 @@ def _row_line(row: list[Any]) -> str | None:
         v = float(row[5]) if len(row) > 5 and row[5] is not None else 0.0
     except (TypeError, ValueError, IndexError):
         return None
-    values = (o, h, lo, c, v)
-    if not all(map(math.isfinite, values)) or min(o, h, lo, c) <= 0 or v < 0:
-        return None
-    if not (lo <= o <= h and lo <= c <= h):
+    if candle_problem(o, h, lo, c, v) is not None:
         return None
     return f"{iso(ts)},{o!r},{h!r},{lo!r},{c!r},{v!r}\n"
 

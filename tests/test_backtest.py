@@ -396,3 +396,32 @@ def test_files_that_close_at_different_minutes_measure_correlation_and_var_on_ea
     assert med["aligned"] > 0.6 and med["shifted"] > 0.6, med  # the pair moves together however its files close
     var = {name: sorted(g["VAR"])[len(g["VAR"]) // 2] for name, g in measured.items()}
     assert var["shifted"] == pytest.approx(var["aligned"], rel=0.15), var
+
+
+def test_the_same_market_at_either_end_of_the_price_bounds_trades_the_same(tmp_path):
+    """The price bounds (market/bounds.py) keep the arithmetic exact: the BTC sample with its prices written in a
+    unit 2**51 times larger (down to 1.7e-12) or 2**26 times smaller (up to 7e11, with the cash scaled the same, or
+    no step of the coin could be bought) gives the same trades, the same returns and the same statistics. Outside
+    the bounds this failed: near 1e-300 the indicators underflowed and the trades changed, near 1e307 they
+    overflowed."""
+    header, *rows = sample_head(BTC_CSV, ROWS)
+    reports = []
+    for scale in (1.0, 2.0 ** -51, 2.0 ** 26):
+        lines = [header]
+        for row in rows:
+            ts, *prices, volume = row.rstrip("\n").split(",")
+            lines.append(",".join([ts, *(repr(float(p) * scale) for p in prices), volume]) + "\n")
+        (tmp_path / "M-USD_1h.csv").write_text("".join(lines))
+        cash = repr(10_000.0 * max(scale, 1.0))
+        proc = run_ffe(tmp_path, "backtest", "M-USD_1h.csv", "--records", "summary", "--report", "r.json",
+                       env=ffe_env(FFE_VENUE__STARTING_CASH=cash, FFE_BACKTEST__CACHE_MB="0"))
+        assert proc.returncode == 0, proc.stderr
+        reports.append(json.loads((tmp_path / "r.json").read_text()))
+    one = reports[0]
+    assert one["trades"] > 20
+    for other in reports[1:]:
+        for key in ("trades", "wins", "return_pct", "max_drawdown_pct", "sharpe", "sortino", "monthly_returns_pct",
+                    "gate_refusals", "entries"):
+            assert other[key] == one[key], key
+        assert [(r["trades"], r["wins"], r["avg_return_pct"]) for r in other["exits_by_reason"].values()] == \
+            [(r["trades"], r["wins"], r["avg_return_pct"]) for r in one["exits_by_reason"].values()]

@@ -3,8 +3,9 @@
 The contract (docs/cli.md, "CSV market data"): UTF-8 text, plain or gzip-compressed (a name ending in `.gz`), no
 line longer than MAX_LINE_BYTES; a header row naming at least timestamp, open, high, low, close and volume in any
 order (case-insensitive, common aliases accepted, extra columns ignored); timestamps in ISO-8601 (UTC when no offset
-is given) or epoch seconds or milliseconds (told apart by magnitude); rows strictly increasing in time. A bad row is
-a `CsvError` naming the file and line, or is skipped and counted when lenient.
+is given) or epoch seconds or milliseconds (told apart by magnitude); rows strictly increasing in time; prices and
+volumes within the bounds ffe computes with (bounds.py). A bad row is a `CsvError` naming the file and line, or is
+skipped and counted when lenient.
 Gaps are allowed and reported.
 
 Parsing is on the backtest's clock, so the common case takes a fast path: whole columns are converted at C speed
@@ -18,7 +19,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import math
 import os
 import zlib
 from collections import Counter
@@ -31,6 +31,7 @@ from typing import Any, Iterator, Protocol, Sequence
 from ..clock import DAY_MS, format_timeframe, timeframe_ms as parse_timeframe
 from ..errors import FfeError
 from ..model import Candle
+from . import bounds
 
 FIELDS = ("timestamp", "open", "high", "low", "close", "volume")
 
@@ -49,7 +50,6 @@ MAX_SKIP_REASONS = 5
 # No candle row comes near this; a longer line means the file is not candles (or is damaged), and reading on would
 # only cost memory. Checked while reading, before anything is parsed.
 MAX_LINE_BYTES = 65_536
-_INF = math.inf
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -295,12 +295,9 @@ def _number(raw: str, name: str) -> float:
         value = float(raw)
     except ValueError:
         raise _BadRow(f"{name} is not a number: {raw!r}") from None
-    if not math.isfinite(value):
-        raise _BadRow(f"{name} is not a finite number: {raw!r}")
-    if value < 0:
-        raise _BadRow(f"{name} is negative: {raw!r}")
-    if value == 0 and name != "volume":
-        raise _BadRow(f"{name} is zero")
+    problem = bounds.value_problem(name, value, raw.strip())
+    if problem is not None:
+        raise _BadRow(problem)
     return value
 
 
@@ -319,12 +316,9 @@ def _check_row(row: list[str], index: list[int], ncols: int, last_ts: int | None
     lo = _number(row[il], "low")
     c = _number(row[ic], "close")
     v = _number(row[iv], "volume")
-    if h < lo:
-        raise _BadRow(f"high {row[ih].strip()} is below low {row[il].strip()}")
-    if not lo <= o <= h:
-        raise _BadRow(f"open {row[io_].strip()} is outside low..high {row[il].strip()}..{row[ih].strip()}")
-    if not lo <= c <= h:
-        raise _BadRow(f"close {row[ic].strip()} is outside low..high {row[il].strip()}..{row[ih].strip()}")
+    problem = bounds.order_problem(o, h, lo, c, [row[i].strip() for i in (io_, ih, il, ic)])
+    if problem is not None:
+        raise _BadRow(problem)
     if last_ts is not None and t <= last_ts:
         if t == last_ts:
             raise _BadRow(f"duplicate timestamp {iso(t)}")
@@ -471,8 +465,7 @@ def _fast_path(columns: Sequence[Sequence[str]]) -> tuple[Any, ...] | None:
         return None
     ok = (all(map(lt, ts, islice(ts, 1, None)))
           and all(map(le, lo, o)) and all(map(le, o, h)) and all(map(le, lo, c)) and all(map(le, c, h))
-          and min(lo) > 0.0 and max(h) < _INF
-          and all(map(le, repeat(0.0), v)) and max(v) < _INF)
+          and bounds.columns_within(lo, h, v))
     return (ts, o, h, lo, c, v) if ok else None
 
 

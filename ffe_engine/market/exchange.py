@@ -9,7 +9,9 @@ symbols: candles of a symbol that is ahead wait until the others have caught up,
 were yielded is dropped with a warning rather than yielded out of order. A short outage of one symbol's klines so
 loses none of its candles (their lows and highs are where its stop-loss and take-profit are checked), and a longer
 one does not keep the other symbols' candles, and their stop-losses, waiting for it. A read refused for good (an
-unknown symbol) holds nothing back.
+unknown symbol) holds nothing back. A candle whose numbers ffe cannot compute with (not numbers, a zero price, low
+above high, a price beyond the bounds of the CSV files: bounds.py) is left out with a warning, once, and counts as
+fetched: the indicators and the sizing never see it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..clock import WallClock, format_timeframe
 from ..model import Candle
 from ..venues.base import VenueError, VenueUnavailable
 from ..venues.ccxt_venue import CcxtVenue, build_exchange
+from .bounds import candle_problem
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +84,10 @@ class ExchangeFeed:
         now = self.clock.now_ms()
         for sym in self.symbols:
             rows = await self.reader.fetch_ohlcv(sym, self.timeframe, None, n + 1)
-            candles = self._closed_rows(sym, rows, now)[-n:] if n > 0 else []
-            out[sym] = candles
-            if candles:
-                self._fetched[sym] = candles[-1].ts
+            closed = self._closed_rows(sym, rows, now)[-n:] if n > 0 else []
+            out[sym] = [c for c in (self._candle(sym, ts, r) for ts, r in closed) if c is not None]
+            if closed:
+                self._fetched[sym] = closed[-1][0]
         if self._fetched:
             self._watermark = min(self._fetched.values())
         return out
@@ -120,23 +123,45 @@ class ExchangeFeed:
             closed = self._closed_rows(sym, rows, now)
             if since is None:
                 closed = closed[-1:]  # a feed started without history begins with the latest closed candle
-            for c in closed:
-                if c.ts > self._fetched.get(sym, -1):
-                    self._pending[(sym, c.ts)] = c
-                    self._fetched[sym] = c.ts
+            for ts, r in closed:
+                if ts > self._fetched.get(sym, -1):
+                    self._fetched[sym] = ts
+                    c = self._candle(sym, ts, r)
+                    if c is not None:
+                        self._pending[(sym, ts)] = c
             if since is not None and len(rows) >= self.page:
                 self._more = True
         return self._release(now)
 
-    def _closed_rows(self, sym: str, rows: list[list[Any]], now: int) -> list[Candle]:
+    def _closed_rows(self, sym: str, rows: list[list[Any]], now: int) -> list[tuple[int, list[Any]]]:
+        """(open time, row) of the closed rows; a row without a readable open time is left out with a warning."""
         out = []
         last = len(rows) - 1
         for i, r in enumerate(rows):
-            ts = int(r[0])
+            try:
+                ts = int(r[0])
+            except (TypeError, ValueError, IndexError):
+                log.warning("exchange feed: refused a %s candle without a readable time: %.200r", sym, r)
+                continue
             if i == last and ts + self.timeframe_ms + self.close_grace_ms > now:
                 break  # still forming (or too fresh to trust)
-            out.append(Candle(sym, ts, float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5] or 0.0)))
+            out.append((ts, r))
         return out
+
+    def _candle(self, sym: str, ts: int, r: list[Any]) -> Candle | None:
+        """The candle of a closed row, or None (with a warning) when ffe cannot compute with its numbers: in the
+        indicators a price near float64's largest overflows, and a zero one divides the sizing by zero."""
+        try:
+            o, h, lo, c = (float(x) for x in r[1:5])
+            v = float(r[5] or 0.0) if len(r) > 5 else 0.0
+        except (TypeError, ValueError, IndexError):
+            problem: str | None = f"not numbers: {r[1:6]!r:.200}"
+        else:
+            problem = candle_problem(o, h, lo, c, v)
+        if problem is not None:
+            log.warning("exchange feed: refused the %s candle at %d: %s", sym, ts, problem)
+            return None
+        return Candle(sym, ts, o, h, lo, c, v)
 
     def _release(self, now: int) -> list[Candle]:
         if not self._pending:

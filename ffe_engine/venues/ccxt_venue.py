@@ -55,6 +55,7 @@ import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from ..clock import WallClock
+from ..market.bounds import price_problem
 from ..model import MarketInfo, OrderRequest, Side, VenueOrder
 from .ccxt_loader import DECIMAL_PLACES, TICK_SIZE, exchange_class
 from .ccxt_loader import errors as cx
@@ -633,7 +634,15 @@ class CcxtVenue:
         last = ticker.get("last") or ticker.get("close")
         if last is None:
             raise VenueError(f"{self.name}: ticker for {symbol} has no last price")
-        return float(last)
+        try:
+            price = float(last)
+        except (TypeError, ValueError):
+            raise VenueError(f"{self.name}: ticker for {symbol} has no last price: {last!r:.100}") from None
+        # An approval is sized at it: a price ffe cannot compute with (bounds.py) is no price to size at.
+        problem = price_problem(price)
+        if problem is not None:
+            raise VenueError(f"{self.name}: ticker for {symbol}: {problem}")
+        return price
 
     # -- mapping -----------------------------------------------------------------------------------------------
     def to_venue_order(self, o: dict[str, Any], client_order_id: str | None = None) -> VenueOrder:
