@@ -1909,3 +1909,31 @@ async def test_an_approval_that_expires_while_the_exchange_s_price_is_read_is_no
         outcomes = [x["outcome"] for x in stored_events(settings.db_path, "approval")
                     if x.get("approval_id") == a["approval_id"]]
         assert "approved" not in outcomes, outcomes
+
+
+async def test_an_approved_entry_the_exchange_refuses_ends_approved_with_its_order(tmp_path, fx):
+    """The approval's re-check passes and its order is journaled and sent; the exchange refuses it (429, Retry-After).
+    The operator approved it and an order was made of it: the approval ends approved, naming that order (as a
+    restart ends one whose order was sent), and the order's own end says the exchange refused it."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            fx.fault(POST_ORDER, "429", retry_after=3)
+            res = await e.approve(a["approval_id"], by="test")
+        (sent,) = fx.requests_to(POST_ORDER)
+        cid = sent.params["newClientOrderId"]
+        assert sent.status == 429 and res["client_order_id"] == cid and not res["accepted"], res
+        assert res["reason"].startswith("VENUE_HOLD"), res
+        assert rows(db, "SELECT status, by, client_order_id FROM approvals WHERE approval_id = ?",
+                    (a["approval_id"],)) == [("approved", "test", cid)]
+        (ended,) = [x for x in stored_events(db, "approval")
+                    if x["approval_id"] == a["approval_id"] and x["outcome"] != "pending"]
+        assert (ended["outcome"], ended["by"], ended["client_order_id"]) == ("approved", "test", cid), ended
+        assert "refused" in ended["reason"] and "VENUE_HOLD" in ended["reason"], ended
+        [(status, error)] = rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,))
+        assert status == "rejected" and "Too many requests" in error, error
