@@ -342,9 +342,7 @@ def _render(action: str, result: Any) -> str:
     if action in ("halt", "flatten"):  # the words of the console's banner
         return present.kill_headline({**result, "action": action, "by": "ctl"})
     if action == "approve":
-        if result.get("accepted"):
-            return f"approved {result['approval_id']}: order {result.get('client_order_id')}"
-        return f"{result['approval_id']} refused on re-check: {result.get('reason')}"
+        return present.approve_answer(result)
     if action == "reject":
         return f"rejected {result['approval_id']}"
     if action == "accept":

@@ -124,7 +124,7 @@ class ApprovalDesk:
         await self.store.save_approval(row, publish=lambda: self.bus.publish(ApprovalEvent(
             approval_id=row["approval_id"], decision_id=row["decision_id"], outcome=outcome, by=by,
             symbol=row["symbol"], side=row["side"], quantity=row["quantity"], price=row["price"],
-            expires_at=row["expires_ts"], reason=reason, gates=row["gates"])))
+            expires_at=row["expires_ts"], reason=reason, gates=row["gates"], client_order_id=client_order_id)))
 
     async def expire(self) -> None:
         for row in list(self.pending.values()):
@@ -168,8 +168,11 @@ class ApprovalDesk:
         cid = sub.order.client_order_id if sub.order else None
         # The re-check is an evaluation of its own: recorded under the decision, after the decision's gates.
         self.store.add_gates(sub.gates, decision_id=row["decision_id"], client_order_id=cid, ts=self.clock.wall())
-        if sub.accepted and sub.order is not None:
-            await self._end(row, "approved", by, client_order_id=cid)
+        if sub.order is not None:
+            # The re-check passed and the order is journaled: the approval is done, and names its order. What became
+            # of that order (the exchange refused it, say) is the order's own end; the reason repeats it here.
+            said = "" if sub.accepted else f"its order {cid} was refused: {sub.reason}"
+            await self._end(row, "approved", by, said, client_order_id=cid)
         else:
             await self._end(row, "rejected", f"re-check ({by})", sub.reason)
         return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason,

@@ -1720,7 +1720,9 @@ class Engine:
                 # Only what a reconciliation showed is accepted: a change at the venue since then (coins arriving)
                 # is for the next reconciliation to show, never taken into the baseline unseen.
                 return []
-            cash = await self.reconciler.accept(accepted)
+            # The balances wait for the settle window after the last order change: waited for when that fits well
+            # within the time `ffe ctl` gives an answer, refused with when to accept again otherwise.
+            cash = await self.reconciler.accept(accepted, wait_s=self.settings.control.request_timeout_s / 2)
             if any(d.get("kind") == "restore_unrecovered" for d in accepted):
                 # The operator has checked the account's later orders by hand: the restore is behind us.
                 await self.store.delete_kv(RESTORED_KEY)
@@ -1731,7 +1733,10 @@ class Engine:
                     # kept beside them, or the next start would bring the difference back.
                     added = float(await self.store.get_kv(CASH_ACCEPTED_KEY, 0.0) or 0.0)
                     await self.store.put_kv(CASH_ACCEPTED_KEY, added + cash - self.portfolio.cash, self.clock.wall())
-                self.portfolio.cash = cash
+                if self._cash_from_venue:  # the books had no cash of their own yet (a start's, a restore's)
+                    self.portfolio.cash = cash
+                else:  # what the books held differs from the account by no trade: no peak, drawdown or day's loss
+                    self.portfolio.take_cash(cash)
                 self._cash_from_venue = self._cash_waits = False
             self.reconcile_blocked = []
             self.bus.publish(ReconcileEvent(status="accepted", differences=accepted))

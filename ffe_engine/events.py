@@ -219,6 +219,7 @@ class ApprovalEvent(Event):
     expires_at: float = 0.0
     reason: str = ""
     gates: list[dict[str, Any]] = field(default_factory=list)
+    client_order_id: str | None = None  # an approved one's order
 
 
 @dataclass(slots=True)

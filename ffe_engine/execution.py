@@ -108,6 +108,10 @@ class OrderPath:
         # -> wall time it ends; sent again by the poll once it has (see cancels_due).
         self._cancel_due: dict[str, float] = {}
         self.fills_recorded = 0  # how many fills this path has recorded: tells a reader whether one landed
+        # When the books last took an order's change (a fill, a new status: a cancel frees locked funds), on the
+        # clock's monotonic time. The venue's balance reads can lag its books by up to the settle window: one taken
+        # sooner after it may not show it yet (Reconciler.accept).
+        self.changed_at: float | None = None
         # Orders in flight whose last look at the venue failed without an answer (the venue unavailable, the
         # breaker open): what they did there since is unknown (a reader comparing the venue's balances with the
         # books must not count on their fills being recorded).
@@ -396,6 +400,7 @@ class OrderPath:
             return False
         o.status = status
         o.updated_ts = self.now_ms()
+        self.changed_at = self.clock.monotonic()
         if error is not None:
             o.error = error[:300]
         cid = o.client_order_id
@@ -486,7 +491,7 @@ class OrderPath:
                     self.bus.publish(note)
 
             await self.store.add_fill(fill, o, record, publish=publish)
-            self.fills_recorded += 1
+            self._fill_booked()
             if record is not None and record.then is not None:
                 await record.then()
             if o.status.final:
@@ -499,6 +504,10 @@ class OrderPath:
             elif self._move(o, status):
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
                 await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
+
+    def _fill_booked(self) -> None:
+        self.fills_recorded += 1
+        self.changed_at = self.clock.monotonic()
 
     async def poll(self) -> None:
         """Check every order in flight with the venue: record fills, resolve orders in doubt."""
@@ -718,7 +727,7 @@ class OrderPath:
                 self._emit(o)
 
             await self.store.add_fill(fill, o, record, publish=publish, journal=intent.as_dict())
-            self.fills_recorded += 1
+            self._fill_booked()
             if record is not None and record.then is not None:
                 await record.then()
             return o

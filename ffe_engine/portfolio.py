@@ -128,6 +128,16 @@ class Portfolio:
         money (a live start), whose history before ffe is no drawdown and no day's loss."""
         self.peak_equity = self.day_start_equity = self.equity()
 
+    def take_cash(self, cash: float) -> None:
+        """`cash` becomes the cash: what the account holds, as the operator accepted it (a deposit, a withdrawal, a
+        difference the books cannot explain). No trade made or lost the difference: the peak and the day's start move
+        with it, so that it is no gain, no drawdown and no day's loss (a withdrawal would otherwise pause the engine
+        for a drawdown, and stay the deepest one in the records)."""
+        moved = cash - self.cash
+        self.cash = cash
+        self.peak_equity += moved
+        self.day_start_equity += moved
+
     def roll_day(self, ts_ms: int) -> bool:
         day = ts_ms // DAY_MS
         if day == self.day:

@@ -89,7 +89,16 @@ def _venue_fault(f: Fields) -> str:
 def _approval(f: Fields) -> str:
     return (f"{f.get('approval_id')} {f.get('outcome')} {f.get('symbol')} {fmt.enum_text(f.get('side'))} "
             f"{fmt.qty(f.get('quantity'))} @ {fmt.price(f.get('price'))} by {f.get('by') or '-'}"
-            + _reason(f) + _ids(f, "decision_id"))
+            + _reason(f) + _ids(f, "client_order_id", "decision_id"))
+
+
+def approve_answer(r: Fields) -> str:
+    """What an approve did, as the operator reads it (`ffe ctl approve`, the console)."""
+    if r.get("accepted"):
+        return f"approved {r.get('approval_id')}: order {r.get('client_order_id')}"
+    if r.get("client_order_id"):  # the re-check passed; the order made of it did not go through
+        return f"approved {r.get('approval_id')}: its order {r['client_order_id']} was refused: {r.get('reason')}"
+    return f"{r.get('approval_id')} refused on re-check: {r.get('reason')}"
 
 
 def _weights(f: Fields) -> str:

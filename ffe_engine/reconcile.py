@@ -27,11 +27,14 @@ The reconciler compares and reports (a `reconcile` event and a `ReconcileReport`
 it changes no trading state. The engine decides: an unexplained difference pauses it until the operator accepts
 the differences (which also takes the venue's balances as the new baseline, and its quote balance as the cash).
 An accept is refused while an order is in doubt or unanswered: the balances it would take may hold that order's
-trade, which the journal records once the order is settled, and would then count twice.
+trade, which the journal records once the order is settled, and would then count twice. And it reads the balances only
+once the settle window has passed since the last order change the books took: a read that lags steadily answers the
+same balances twice, from before a fill, whose coins would then stay in the baseline and whose proceeds leave the cash.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,7 +305,7 @@ class Reconciler:
         self.bus.publish(ReconcileEvent(status=report.status, differences=report.differences or report.unconfirmed))
         return report
 
-    async def accept(self, differences: list[dict[str, Any]]) -> float | None:
+    async def accept(self, differences: list[dict[str, Any]], *, wait_s: float = 0.0) -> float | None:
         """The operator accepts the venue as it is: its balances become the new baseline, and the open orders found
         that are not ffe's are left out of later reconciliations (while they stay open). Returns the venue's quote
         balance, the engine's cash from now on (None when the venue could not be read).
@@ -310,9 +313,14 @@ class Reconciler:
         Refused (ControlError, nothing changed) while an order is in doubt or unanswered after a last look: its trade
         may be in the balances already, and recording it later would count it a second time; and when the venue's
         balances are not the same at two reads in a row (a read can lag its books), up to four reads. The balances
-        are read as a reconciliation reads them, after the orders in flight are polled."""
+        are read as a reconciliation reads them, after the orders in flight are polled, and only once the venue's
+        settle window has passed since the last order change the books took (a fill, a cancel): a read that lags
+        steadily answers the same balances twice, from before it. That wait is waited for when it ends within
+        `wait_s`, and refused with when to accept again otherwise."""
         await self.orders.poll()
         self._refuse_while_unsettled()
+        await self._wait_for_current_reads(wait_s)
+        read_from = self.clock.monotonic()
         balances: dict[str, float] | None = None
         try:
             # An order sent meanwhile (an exit goes on while PAUSED) may trade around the read: the balances are
@@ -333,6 +341,9 @@ class Reconciler:
                                "accept again")
         if not steady:
             raise ControlError("nothing accepted: the venue's balances changed at every read; accept again")
+        if self.current_at(read_from) is not None:
+            raise ControlError("nothing accepted: an order changed while the venue's balances were read, and they may "
+                               "not show it yet; accept again")
         if balances is not None:
             self._refuse_coins_missing(balances)
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
@@ -344,6 +355,30 @@ class Reconciler:
             return None
         await self.baseline(balances, again=True)
         return balances.get(self.quote, 0.0)
+
+    def current_at(self, read_at: float) -> float | None:
+        """When (the clock's monotonic time) a read of the venue's balances made at `read_at` would have been sure to
+        show every order change the books have taken: the settle window after the last one, which the venue's reads
+        can lag behind (exchange.settle_window_ms is sized above that lag). None when one made then is."""
+        changed = self.orders.changed_at
+        if changed is None or changed + self.venue.settle_s <= read_at:
+            return None
+        return changed + self.venue.settle_s
+
+    async def _wait_for_current_reads(self, wait_s: float) -> None:
+        """Until a read of the venue's balances shows every order change the books have taken: waited for when that
+        comes within `wait_s`; ControlError saying when to accept again otherwise."""
+        for _ in range(3):  # an order that changes during the wait starts it again
+            now = self.clock.monotonic()
+            at = self.current_at(now)
+            if at is None:
+                return
+            if at - now > wait_s:
+                raise ControlError(
+                    f"nothing accepted: an order changed {now - (at - self.venue.settle_s):.1f}s ago, and the "
+                    f"exchange's balance reads may not show it until its settle window ({self.venue.settle_s:g}s, "
+                    f"exchange.settle_window_ms) has passed: accept again in {math.ceil(at - now)}s")
+            await self.clock.sleep(at - now)
 
     def _refuse_coins_missing(self, balances: dict[str, float]) -> None:
         """The venue holds fewer coins of a symbol than the books' position in it, by more than fees and rounding

@@ -33,7 +33,7 @@ from ffe_engine.control import describe
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
 from ffe_engine.host import EngineHost, Installed, install_signals, quiet_signals, remove_signals
-from ffe_engine.present import kill_headline
+from ffe_engine.present import approve_answer, kill_headline
 from ffe_engine.remote import RemoteEngine, RemoteHost
 from ffe_engine.remote import attach as attach_engine
 
@@ -827,13 +827,12 @@ class ConsoleApp(App[int]):
     async def _approve(self, aid: str) -> None:
         res = await self.engine.approve(aid, by="operator")
         if res.get("gates"):
-            self.view.set_gates(f"approval {aid} re-check -> {'sent' if res['accepted'] else 'refused'}",
-                                res["gates"])
+            # The re-check can pass and the order made of it be refused (the exchange's Retry-After).
+            outcome = ("sent" if res["accepted"] else "passed, order refused" if res.get("client_order_id")
+                       else "refused")
+            self.view.set_gates(f"approval {aid} re-check -> {outcome}", res["gates"])
             self._show_gates()
-        if res.get("accepted"):
-            self.say(f"approved {aid}: order {res.get('client_order_id')}")
-        else:
-            self.say(f"{aid} refused on re-check: {res.get('reason')}", severity="warning")
+        self.say(approve_answer(res), severity="information" if res.get("accepted") else "warning")
         self._tick()
 
     def action_reject(self) -> None:

@@ -63,6 +63,20 @@ def test_each_event_says_what_matters():
     assert present.kill_headline(EVENTS[7].payload()).startswith("FLATTEN, then HALTED, by ctl: cancelled 2")
 
 
+def test_an_approval_says_the_order_made_of_it_and_an_approve_whether_that_order_went_through():
+    approved = ev.ApprovalEvent(approval_id="a2", decision_id="d2", outcome="approved", by="ctl", symbol="BTC/USDT",
+                                side=Side.BUY, quantity=0.01, price=30_000.0, client_order_id="c9",
+                                reason="its order c9 was refused: VENUE_HOLD: 429")
+    assert present.line("approval", approved.payload()).endswith(
+        "by ctl (its order c9 was refused: VENUE_HOLD: 429) order c9 decision d2")
+    answer = {"approval_id": "a2", "client_order_id": "c9"}
+    assert present.approve_answer({**answer, "accepted": True}) == "approved a2: order c9"
+    assert present.approve_answer({**answer, "accepted": False, "reason": "VENUE_HOLD: 429"}) == (
+        "approved a2: its order c9 was refused: VENUE_HOLD: 429")
+    assert present.approve_answer({"approval_id": "a2", "client_order_id": None, "accepted": False,
+                                   "reason": "ENGINE_STATE: PAUSED"}) == "a2 refused on re-check: ENGINE_STATE: PAUSED"
+
+
 def test_a_record_of_an_unexpected_shape_never_fails_the_reader():
     assert present.line("fill", {"symbol": "X", "quantity": "lots", "price": None}) == "fill X None - @ - fee -"
     text = present.line("weights", {"weights": [1, 2]})
