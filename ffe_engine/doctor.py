@@ -8,8 +8,9 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
    start makes, over every record (store.Records.damage);
 2. the audit trail (its rotated files, then the current one) is whole lines, one JSON record each, with strictly
    increasing seq, and holds every event the database holds, byte for byte (it may hold more: lines written just
-   before a kill, never committed, noted as `ffe audit verify` notes them, and a cut last line after the database's last event: one being written, or
-   torn); and its hash chain is whole up to the chain head the database stores (chain.verify_trail);
+   before a kill, never committed, noted as `ffe audit verify` notes them, and a cut last line after the database's
+   last event: one being written, or torn); and its hash chain is whole up to the chain head the database stores
+   (chain.verify_trail);
 3. no order went back: in the audit trail an order that reached
    a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
    the last final status the trail shows;

@@ -240,7 +240,8 @@ class OrderPath:
             # Nor more than the account holds of it (an accepted shortfall of coins: Portfolio.unbacked).
             left = self.portfolio.sellable(intent.symbol) - self.pending_exit_qty(intent.symbol)
             if left < market.amount_step:
-                return self._refused(intent, gates, f"NOTHING_HELD: nothing to sell, the books hold {fmt.qty(max(left, 0.0), 8)} "
+                held = fmt.qty(max(left, 0.0), 8)
+                return self._refused(intent, gates, f"NOTHING_HELD: nothing to sell, the books hold {held} "
                                                     f"{intent.symbol.partition('/')[0]} after the sells working",
                                      code="NOTHING_HELD")
             qty = min(qty, left)

@@ -33,8 +33,8 @@ def data_stale_after(cfg: MonitorSettings, timeframe_ms: int) -> float:
 
 
 def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str], breakers: list[dict[str, Any]],
-           reconcile_blocked: int, pending_approvals: int, reconcile_text: str = "", audit: AuditLag | None, cfg: MonitorSettings,
-           timeframe_ms: int) -> dict[str, Any]:
+           reconcile_blocked: int, pending_approvals: int, reconcile_text: str = "", audit: AuditLag | None,
+           cfg: MonitorSettings, timeframe_ms: int) -> dict[str, Any]:
     down: list[str] = []
     degraded: list[str] = []
     loop_age = liveness.loop_age()
