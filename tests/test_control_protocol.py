@@ -90,3 +90,16 @@ def test_every_argument_model_belongs_to_a_command_of_the_table():
             assert command.target in ARGS[name].model_fields, name
         if command.second is not None:  # and `ffe ctl NAME TARGET SECOND`, that one too
             assert command.second in ARGS[name].model_fields, name
+
+
+async def test_a_price_the_operator_books_is_within_the_prices_ffe_computes_with(served):
+    """`ffe ctl sold-by-hand` and `ffe ctl settle` book the operator's price into the books: one beyond the market
+    data's bounds (market/bounds.py), which would overflow the books' arithmetic, is refused by name."""
+    engine, path = served
+    cash = engine.portfolio.cash
+    for cmd, args in (("sold-by-hand", {"symbol": "BTC/USD", "quantity": 0.1}),
+                      ("settle", {"id": "ffe-x", "outcome": "filled", "quantity": 0.1})):
+        for price in (7e307, 1e-300):
+            answer = await request(path, cmd, {**args, "price": price})
+            assert answer["ok"] is False and answer["error"].startswith(f"{cmd}: price: "), answer
+    assert engine.portfolio.cash == cash
