@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .market.bounds import PRICE_MAX, PRICE_MIN
 from .schema import Field, Section
 
 
@@ -37,7 +38,7 @@ class OrderIdArgs(Args):
 class SettleArgs(OrderIdArgs):
     outcome: Literal["filled", "canceled"]
     quantity: float | None = Field(None, gt=0)  # filled: what filled, and at what price (the operator's word)
-    price: float | None = Field(None, gt=0)
+    price: float | None = Field(None, ge=PRICE_MIN, le=PRICE_MAX)  # a price the books can compute with
 
 
 class SymbolArgs(Args):
@@ -51,7 +52,7 @@ class CloseArgs(SymbolArgs):
 
 class HandSaleArgs(SymbolArgs):
     quantity: float = Field(gt=0)  # as the exchange's account shows the sale (the operator's word)
-    price: float = Field(gt=0)
+    price: float = Field(ge=PRICE_MIN, le=PRICE_MAX)
     fee: float = Field(0.0, ge=0)  # in the quote currency
 
 
