@@ -15,6 +15,7 @@ from typing import Any, Callable, NoReturn
 
 from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.errors import FfeError, UsageError
+from ffe_engine.market.bounds import PRICE_MAX, PRICE_MIN
 
 from . import commands
 from .entry import EarlySignals
@@ -72,6 +73,13 @@ def _amount(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _price(text: str) -> float:
+    value = _amount(text)
+    if not PRICE_MIN <= value <= PRICE_MAX:  # the prices ffe computes with (market data's bounds)
+        raise argparse.ArgumentTypeError(f"must be from {PRICE_MIN:g} to {PRICE_MAX:g}, got {text}")
     return value
 
 
@@ -139,7 +147,7 @@ def build_parser() -> Parser:
     ctl.add_argument("--quantity", type=_amount, default=None, metavar="Q",
                      help="settle ... filled: the quantity that filled; sold-by-hand: the quantity sold; as the "
                           "exchange's account shows it")
-    ctl.add_argument("--price", type=_amount, default=None, metavar="P",
+    ctl.add_argument("--price", type=_price, default=None, metavar="P",
                      help="settle ... filled, sold-by-hand: the price, as the exchange's account shows it")
     ctl.add_argument("--fee", type=_fee, default=None, metavar="F",
                      help="sold-by-hand: the sale's fee in the quote currency, as the exchange's account shows it "

@@ -241,8 +241,10 @@ def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
     (("run", "--headles"), "unrecognized arguments: --headles"),
     (("--config", "config.toml", "config", "check"),
      "options go after the command: `ffe config check --config config.toml`"),
+    (("ctl", "sold-by-hand", "BTC/USDT", "--quantity", "1", "--price", "1e307", "--yes"),
+     "argument --price: must be from 1e-12 to 1e+12, got 1e307"),
 ], ids=["bad value", "unknown action", "not a number", "missing argument", "unknown command", "abbreviation",
-        "an option before the command"])
+        "an option before the command", "a price beyond the bounds"])
 def test_a_command_line_mistake_is_one_line_and_starts_nothing(tmp_path, args, says):
     # An abbreviated option (--headles for --headless) is a typo too: it must not start an engine.
     (tmp_path / "config.toml").write_text("")
