@@ -6,8 +6,9 @@ indicators square prices (a Bollinger band's variance sums n squared deviations)
 divides them (quantity x price, equity / stop distance), so a price near float64's largest (1.8e308) overflows,
 and one near its smallest (2.2e-308, below which numbers lose their precision) underflows and silently changes the
 trades. Twelve orders of magnitude either side of 1 keep every such product (a price squared is within 1e-24..1e24)
-far inside float64's normal range, where every operation is exact to the same relative precision and a market's
-trades do not depend on the unit its prices are written in; they match the bounds ffe sets on money (at most 1e12,
+far inside float64's normal range, where every operation is exact to the same relative precision, whatever unit a
+market's prices are written in (its trades still depend on it where the venue's amount step and minimum order
+bind); they match the bounds ffe sets on money (at most 1e12,
 config.py) and on an amount's step (at least 1e-12), and hold every market quoted anywhere, from coins at a
 billionth of a dollar to a dear asset quoted in a small currency. The engine does not compute with volumes beyond
 carrying them; their bound keeps them numbers a market can trade in a bar (the largest coin supplies are under 1e18
