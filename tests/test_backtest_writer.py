@@ -248,3 +248,23 @@ def test_a_backtest_run_makes_no_reference_cycles_and_indexes_every_decision(tmp
     assert lines == chain
     head = json.loads(db_rows(db, "SELECT value FROM kv WHERE key = 'audit_head'")[0][0])
     assert head == {"seq": len(lines), "hash": prev}
+
+
+def test_a_writer_whose_engine_dies_while_it_answers_keeps_what_it_was_sent_and_exits_without_a_traceback(tmp_path):
+    """The engine's process killed (SIGKILL) with a frame on its way: the writer applies it, its answer finds the
+    pipe closed. It keeps what it was sent and exits 1, as when its input closes, with nothing on the stderr it
+    shares with the engine's terminal (a two-part BrokenPipeError traceback there read as a crash of ffe)."""
+    import struct
+
+    path = tmp_path / "ffe.db"
+    proc = subprocess.Popen([sys.executable, "-m", "ffe_engine.sqlwriter", str(path)], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the engine gone: nobody reads the answers
+    ops = json.dumps([["x", "CREATE TABLE t (x)", []], ["x", "INSERT INTO t VALUES (1)", []]]).encode()
+    payload = struct.pack(">I", len(ops)) + ops
+    proc.stdin.write(struct.pack(">cI", b"W", len(payload)) + payload)
+    proc.stdin.close()  # the frame stays in the pipe for the writer to read, apply and answer
+    assert proc.wait(60) == 1
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert db_rows(path, "SELECT x FROM t") == [(1,)]
