@@ -448,9 +448,7 @@ def main(argv: list[str]) -> int:
         while True:
             kind, payload = _read_frame(inp)
             if kind is None:  # the engine is gone: keep what it sent
-                if conn.in_transaction and error is None:
-                    conn.execute("COMMIT")
-                return 1
+                return _engine_gone(conn, error)
             try:
                 if kind == b"W":
                     if error is None:
@@ -467,13 +465,29 @@ def main(argv: list[str]) -> int:
                     finished = error is None
                     _reply(out, {"error": error} if error else {"ok": True})
                     return 0
+            except BrokenPipeError:
+                raise
             except Exception as exc:  # the first failure is kept and answered from then on
                 error = f"{type(exc).__name__}: {exc}"
                 _reply(out, {"error": error})
+    except BrokenPipeError:  # the engine died while this answered: as when its input closes
+        return _engine_gone(conn, error)
     finally:
         child.close()
         if finished:
             _remove_empty_journal(argv[0])
+
+
+def _engine_gone(conn: sqlite3.Connection, error: str | None) -> int:
+    """The engine's process is gone: what it sent is kept (unless a write failed), and the answers it can no longer
+    read are dropped, so the exit's flush of them raises nothing on the terminal the engine shared."""
+    if conn.in_transaction and error is None:
+        conn.execute("COMMIT")
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 1
 
 
 def _remove_empty_journal(db_path: str) -> None:
