@@ -4,6 +4,7 @@ written now), and bad input as one line with exit 2."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pty
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BTC_CSV, ETH_CSV, config_for_run, ffe_cmd, ffe_env, ffe_in_process, run_ffe, sample_head
+from ffe_engine import fmt
 from ffe_engine.store import in_use
 
 OLD_RUN = "20200101T000000Z-0a0b0c"  # an interrupted run of long ago: a database, no report
@@ -371,3 +373,143 @@ def test_list_shows_the_record_level_of_an_interrupted_run_from_its_database(run
         assert re.search(rf"^{run_id} +\S+ +{level} .* no report: interrupted", listed.stdout, re.MULTILINE), \
             listed.stdout
     assert re.search(rf"^{OLD_RUN} +\S+ +- ", listed.stdout, re.MULTILINE), listed.stdout  # its database says none
+
+
+# ---------------------------------------------------------------------------------------------------- layouts
+def real_folders(*folders: Path) -> set[Path]:
+    return {Path(os.path.realpath(f)) for f in folders if f.is_dir()}
+
+
+def files_size(folders: set[Path]) -> int:
+    return sum(p.stat().st_size for f in folders for p in f.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("layout", ["same", "logs inside data", "data inside logs", "logs a link to data",
+                                    "data a link to logs"])
+def test_a_run_is_listed_and_cleaned_as_the_folders_it_has_on_disk_whatever_the_layout(tmp_path, layout):
+    """The data and log directories one directory (by name or by a link) give a run one folder: listed at its size,
+    printed once and removed, never refused as held by the clean's own hold of it."""
+    (tmp_path / "ETH-USD_1h.csv").write_text("".join(sample_head(ETH_CSV, 300)))
+    data, logs = {"same": ("W", "W"), "logs inside data": ("D", "D/logs"), "data inside logs": ("L/data", "L"),
+                  "logs a link to data": ("D", "L"), "data a link to logs": ("D", "L")}[layout]
+    if layout == "logs a link to data":
+        (tmp_path / "D").mkdir()
+        (tmp_path / "L").symlink_to(tmp_path / "D")
+    elif layout == "data a link to logs":
+        (tmp_path / "L").mkdir()
+        (tmp_path / "D").symlink_to(tmp_path / "L")
+    dirs = ("--data-dir", data, "--log-dir", logs)
+    proc = run_ffe(tmp_path, "backtest", "ETH-USD_1h.csv", *dirs)
+    assert proc.returncode == 0, proc.stderr
+    run = [p.name for p in (tmp_path / data / "backtests").iterdir()][0]
+    folders = real_folders(tmp_path / data / "backtests" / run, tmp_path / logs / "backtests" / run)
+    assert len(folders) == (1 if layout in ("same", "logs a link to data", "data a link to logs") else 2)
+    listed = run_ffe(tmp_path, "backtest", "--list", *dirs)
+    assert re.search(rf"^{run} +\S+ +full +{re.escape(fmt.size(files_size(folders)))}  .*; return ", listed.stdout,
+                     re.MULTILINE), listed.stdout
+    proc = run_ffe(tmp_path, "backtest", "--clean", "--keep", "0", "--yes", *dirs)
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("removed 1 runs; 0 kept"), (proc.stdout, proc.stderr)
+    assert len([line for line in proc.stdout.splitlines() if line.startswith("    ")]) == len(folders), proc.stdout
+    assert not any(f.exists() for f in folders)
+    assert run_ffe(tmp_path, "backtest", "--list", *dirs).stdout.startswith("no backtest runs in "), listed
+
+
+# ---------------------------------------------------------------------------------------------------- cut short
+def run_as_a_user(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`ffe ARGS` bound by the permissions of files as any user is. As root, it starts without the capabilities
+    that pass them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER, dropped from its bounding set before it
+    starts): a directory made read-only refuses it for real, as it would anyone."""
+
+    def as_a_user() -> None:
+        if os.geteuid() != 0:
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        for cap in (1, 2, 3):
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), f"cannot drop capability {cap}")
+
+    return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=90,
+                          stdin=subprocess.DEVNULL, preexec_fn=as_a_user)
+
+
+@pytest.mark.parametrize("side", ["logs", "data"])
+def test_a_clean_stopped_by_a_file_it_cannot_remove_leaves_the_run_listed_and_cleanable(runs_dir, tmp_path, side):
+    """A file of the run that cannot be removed (in a read-only directory) stops its removal: said with its path,
+    the run stays listed with its report, and a clean once it can be removed removes the rest of it."""
+    cwd = copy(runs_dir, tmp_path / "c")
+    run = sorted(i for i, r in reports(cwd).items() if r["records"] == "full")[0]
+    if side == "logs":
+        stuck = cwd / "logs" / "backtests" / run
+        name = "audit.jsonl.zst"
+    else:
+        stuck = cwd / "data" / "backtests" / run / "notes"  # the operator's, left there
+        stuck.mkdir()
+        (stuck / "notes.txt").write_text("mine")
+        name = "notes/notes.txt"
+    stuck.chmod(0o500)
+    try:
+        proc = run_as_a_user(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+    finally:
+        stuck.chmod(0o700)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and lines == [f"ffe: error: {run} not removed: cannot remove "
+                                              f"{side}/backtests/{run}/{name} (Permission denied)"], proc.stderr
+    assert proc.stdout.rstrip().endswith("removed 3 runs; 1 not removed; 0 kept"), proc.stdout
+    assert (cwd / "data" / "backtests" / run / "report.json").is_file()
+    listed = run_ffe(cwd, "backtest", "--list")
+    assert re.search(rf"^{run} +\S+ +full .*; return ", listed.stdout, re.MULTILINE), listed.stdout
+    assert listed.stdout.splitlines()[-1].startswith("1 run, "), listed.stdout
+    proc = run_ffe(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("removed 1 runs; 0 kept"), (proc.stdout, proc.stderr)
+    assert not (cwd / "data" / "backtests" / run).exists() and not (cwd / "logs" / "backtests" / run).exists()
+
+
+def test_a_clean_that_cannot_remove_a_run_s_folder_from_its_directory_removes_nothing_of_the_run(runs_dir, tmp_path):
+    """The run folders themselves writable, the directory they are in not: nothing of any run is removed (not its
+    audit trail, not its report), each said in the one line, and the list is as it was."""
+    cwd = copy(runs_dir, tmp_path / "c")
+    before = run_ffe(cwd, "backtest", "--list").stdout
+    top = cwd / "data" / "backtests"
+    top.chmod(0o500)
+    try:
+        proc = run_as_a_user(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+    finally:
+        top.chmod(0o700)
+    assert proc.returncode == 1 and proc.stdout.rstrip().endswith("removed 0 runs; 4 not removed; 0 kept"), proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for run in run_ids(cwd):
+        assert f"{run} not removed: cannot remove data/backtests/{run} (data/backtests is not writable)" in lines[0]
+    assert run_ffe(cwd, "backtest", "--list").stdout == before
+    assert len(list((cwd / "logs" / "backtests").iterdir())) == 2
+
+
+def open_descriptors() -> dict[str, str]:
+    """This process's descriptors and what each is open on (the one that lists them gone by the time it is read)."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("linked", [False, True])
+def test_a_run_s_data_and_log_folder_that_are_one_folder_are_made_and_held_once(tmp_path, linked):
+    from ffe_engine.backtest_runs import HeldFolders, is_held
+
+    run = "20260101T000000Z-0a0b0c"
+    (tmp_path / "W").mkdir()
+    if linked:
+        (tmp_path / "L").symlink_to(tmp_path / "W")
+    folder = tmp_path / "W" / "backtests" / run
+    before = open_descriptors()
+    held = HeldFolders()
+    try:
+        held.make([folder, tmp_path / ("L" if linked else "W") / "backtests" / run])
+        opened = [path for fd, path in open_descriptors().items() if before.get(fd) != path]
+        assert opened == [str(folder)] and is_held(folder), opened  # one descriptor, on the folder that is there
+    finally:
+        held.release()
+    assert not is_held(folder) and os.listdir(folder.parent) == [run]
