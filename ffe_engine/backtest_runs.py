@@ -5,7 +5,13 @@ A run that keeps records has a folder under data/backtests/RUN (its database and
 level, one under logs/backtests/RUN (its audit file). RUN is the run id, which starts with the UTC time it began.
 Only folders named like a run id are runs: nothing else there is listed or removed. A data directory's runs are the
 run folders under its own backtests/: a folder under logs/backtests/ is part of a run only beside the run's data
-folder (data directories that share a log directory each see their own runs, never another's trail).
+folder (data directories that share a log directory each see their own runs, never another's trail). A run's
+folders are the folders it has on disk, each once: a data directory that is its log directory, by name or by a link,
+gives a run one folder, made, held, measured, listed and removed once (held twice, its second hold would be refused
+by the first, and the run taken for running now by its own clean).
+
+A run is removed log folder first and data folder last, its report last of all: a removal stopped partway (a file
+that cannot be removed) leaves the run listed, with its report, for a clean to finish once the file can go.
 
 A run holds its folders (flock on each) from before they appear under its name until its report is written: a
 held run is running now and is never removed, whichever data directory's --clean meets it and whichever of its
@@ -19,7 +25,7 @@ import fcntl
 import json
 import os
 import re
-import shutil
+import stat
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,7 +46,7 @@ AGE_UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 class Run:
     run_id: str
     started: datetime
-    folders: list[Path] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)  # as named, the data folder first; each folder on disk once
     size: int = 0
     report: dict[str, Any] | None = None
     problem: str | None = None  # why there is no report to show
@@ -96,7 +102,7 @@ def find_runs(settings: Settings) -> list[Run]:
             continue
         started = datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
         run = Run(folder.name, started)
-        run.folders = [f for f in (folder, settings.log_dir / "backtests" / folder.name) if f.is_dir()]
+        run.folders = distinct([folder, settings.log_dir / "backtests" / folder.name])
         run.size = sum(folder_size(f) for f in run.folders)
         run.report, run.problem = read_report(folder / REPORT_NAME)
         # Its writer's hold on either folder, or (a run begun by an ffe before the holds) its database's lock.
@@ -122,11 +128,30 @@ def to_clean(runs: list[Run], *, keep: int | None, older_than_s: float | None, n
     return [r for r in chosen if not r.running]
 
 
+def distinct(folders: list[Path]) -> list[Path]:
+    """The folders that are there, each folder on disk once, by the first of its names (the same directory named
+    twice, through a link, or mounted twice)."""
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    for folder in folders:
+        try:
+            st = folder.stat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            found.append(folder)
+    return found
+
+
 def remove(run: Run) -> str | None:
-    """Remove the run's folders; None once they are gone, else why not, in one line. A folder that is a link (run
-    folders moved to another disk and linked back) goes with the folder it links to when that is named as the run,
-    as moving it leaves it; a link to anything else may be to anything (a whole disk) and is not followed: the run
-    is left as it is. Each folder is held while it is removed: one a run holds is not removed."""
+    """Remove the run's folders; None once they are gone, else why not, in one line naming the path in full. A
+    folder that is a link (run folders moved to another disk and linked back) goes with the folder it links to when
+    that is named as the run, as moving it leaves it; a link to anything else may be to anything (a whole disk) and
+    is not followed: the run is left as it is. Each folder is held while it is removed: one a run holds is not
+    removed. A folder that cannot be taken out of the directory it is in (that directory read-only) leaves the run
+    as it is; the log folder goes first and the data folder last, its report last of all, so that a removal stopped
+    partway leaves the run listed with its report, for a clean to finish."""
     taken: list[tuple[Path, Path, int]] = []
     try:
         for folder in run.folders:
@@ -134,12 +159,15 @@ def remove(run: Run) -> str | None:
             if target != folder and target.name != run.run_id:
                 return (f"{folder} is a link to {target}, a folder not named as the run: remove the link, and what it "
                         "links to if that is the run's, yourself")
+            for entry in dict.fromkeys((folder, target)):
+                if not os.access(entry.parent, os.W_OK | os.X_OK):
+                    return f"cannot remove {entry} ({entry.parent} is not writable)"
             fd = hold(target)
             if fd is None:
                 return f"{folder} is held by the run's writer: running now"
             taken.append((folder, target, fd))
-        for folder, target, _ in taken:
-            shutil.rmtree(target)
+        for folder, target, _ in reversed(taken):  # the data folder, the first, last: the run is listed by it
+            erase(target, last=REPORT_NAME)
             if target != folder:
                 folder.unlink()
     except OSError as exc:
@@ -148,6 +176,19 @@ def remove(run: Run) -> str | None:
         for _, _, fd in taken:
             os.close(fd)
     return None
+
+
+def erase(folder: Path, *, last: str | None = None) -> None:
+    """The folder and all in it removed, links in it not followed; `last`, a file in it, after all else. An error
+    names the path in full (shutil.rmtree's names the file alone)."""
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name == last)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            erase(Path(entry.path))
+        else:
+            Path(entry.path).unlink()
+    folder.rmdir()
 
 
 # ---------------------------------------------------------------------------------------------------- holds
@@ -191,9 +232,12 @@ class HeldFolders:
     def make(self, folders: list[Path]) -> None:
         """Each folder made under a name that is no run's, held, then given its own name: it is never seen unheld.
         One that cannot be made (its disk full or read-only, a file where a directory should be) is StorageError,
-        naming it, and leaves none of them behind."""
+        naming it, and leaves none of them behind. A folder that is one made already (the data directory the log
+        directory, by name or by a link) is that folder, made and held once."""
         made: list[Path] = []
         for folder in folders:
+            if any(same_folder(folder, m) for m in made):
+                continue
             try:
                 self._fds.append(_make_held(folder))
             except OSError as exc:
@@ -207,6 +251,13 @@ class HeldFolders:
     def release(self) -> None:
         while self._fds:
             os.close(self._fds.pop())
+
+
+def same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them not there
+        return False
 
 
 def _make_held(folder: Path) -> int:
