@@ -16,6 +16,7 @@ import select
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -442,3 +443,54 @@ def test_a_damaged_database_beside_its_wal_is_left_as_it_was_found_wal_included(
     assert_one_line(proc, "ffe.db", "Page ")
     assert wal.exists(), "the WAL was merged into the damaged file and removed"
     assert (db.read_bytes(), wal.read_bytes()) == before, "the damaged database was changed"
+
+
+HOT_JOURNAL = ("import os, sqlite3, sys\n"
+               "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+               "c.execute('PRAGMA cache_size=1')  # the transaction's pages spill to the file before it commits\n"
+               "c.execute('BEGIN')\n"
+               "for i in range(40): c.execute(f'CREATE TABLE t{i} (a)')\n"
+               "c.execute('INSERT INTO t0 VALUES (randomblob(300000))')\n"
+               "os._exit(0)\n")
+
+
+def test_a_first_start_killed_in_its_first_moment_leaves_a_journal_the_next_start_rolls_back(tmp_path):
+    """Killed while its first transaction was under way (before the database is put in WAL mode): the database
+    beside a hot rollback journal, which SQLite rolls back at the next open that may write. It is no damage: the
+    next start rolls it back and starts the account afresh (it never had a record), as before the start's checks
+    were read-only, not refused for good as a database it "cannot write"."""
+    starter_config(tmp_path)
+    (tmp_path / "data").mkdir()
+    db = tmp_path / "data" / "ffe.db"
+    subprocess.run([sys.executable, "-c", HOT_JOURNAL, str(db)], check=True)
+    assert (tmp_path / "data" / "ffe.db-journal").stat().st_size > 0 and db.stat().st_size > 0
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "data" / "ffe.db-journal").exists()
+    assert ffe_in_process(tmp_path, "doctor").returncode == 0
+
+
+def test_a_hot_journal_beside_a_database_with_records_is_rolled_back_and_the_records_kept(good_dir, tmp_path):
+    """A restored database (journal mode DELETE until its first start) whose first start was killed while it put
+    WAL back: the rollback journal is rolled back by the next start, whose checks then read the records as they
+    were, never started over."""
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+        fills = conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
+    script = ("import os, sqlite3, sys\n"
+              "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+              "c.execute('PRAGMA cache_size=1')\n"
+              "c.execute('BEGIN')\n"
+              "c.execute('DELETE FROM fills')\n"
+              "c.execute('CREATE TABLE filler (a)')\n"
+              "c.execute('INSERT INTO filler VALUES (randomblob(300000))')\n"
+              "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", script, str(db)], check=True)
+    assert (cwd / "data" / "ffe.db-journal").stat().st_size > 0
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0] >= fills > 0
