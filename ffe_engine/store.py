@@ -400,6 +400,30 @@ def wal_without_database(path: Path | str) -> str | None:
             "keep it for a salvage")
 
 
+def hot_journal(path: Path | str) -> Path | None:
+    """The rollback journal beside the database when it holds a transaction that never committed (a start killed
+    while the database was still in journal mode DELETE: a new account's first transaction, or a restored
+    database's first start putting WAL back), else None. A WAL database (every running engine's) never has one."""
+    journal = Path(str(path) + "-journal")
+    try:
+        return journal if journal.stat().st_size > 0 else None
+    except OSError:
+        return None
+
+
+def roll_back_journal(path: Path | str, timeout: float = 5.0) -> None:
+    """A hot journal (hot_journal) rolled back, as SQLite does at the first open that may write: its own recovery,
+    which puts the pages the transaction changed back as they were committed. A read-only connection cannot, and
+    would refuse the database for good as one it "cannot write"."""
+    if hot_journal(path) is None:
+        return
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=timeout)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    finally:
+        conn.close()
+
+
 def check_files(path: Path | str, new_ok: bool) -> bool:
     """The files of the database at `path` before SQLite opens them (opening can change them): DamagedDatabase for
     a main file missing or empty beside a WAL that holds pages (wal_without_database); DamagedRecords for one
@@ -423,6 +447,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
     if not check_files(path, new_ok):
         return  # a first start (an empty file: one a first start killed at once left)
     try:
+        roll_back_journal(path, timeout)
         conn = open_read_only(path, timeout)
     except sqlite3.DatabaseError as exc:
         raise _refusal(path, exc) from None
@@ -1551,6 +1576,10 @@ def open_read_only(path: Path | str, timeout: float = 5.0) -> sqlite3.Connection
     problem = wal_without_database(path)
     if problem is not None:  # SQLite would delete that WAL, read-only too
         raise sqlite3.DatabaseError(problem)
+    journal = hot_journal(path)
+    if journal is not None:  # which only a connection that may write can roll back: said as what it is
+        raise sqlite3.DatabaseError(f"{journal.name} beside it holds a transaction that never committed (a start "
+                                    "killed in its first moments): the next start rolls it back")
     uri = path.resolve().as_uri()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=timeout, check_same_thread=False)
     try:
