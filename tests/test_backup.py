@@ -826,3 +826,33 @@ def test_a_restore_over_a_database_it_cannot_read_restores_the_account_halted(ac
     assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == orders  # nothing sent
+
+
+def test_a_restore_moves_a_rollback_journal_aside_with_the_database_it_replaces(account, archive, tmp_path):
+    """A journal left beside the database (a start killed in its first moments) belongs to the database it was
+    left by: beside the restored one, the next open would roll its pages into it (and wreck it). It is moved aside
+    with the database it belongs to."""
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    db = cwd / "data" / "ffe.db"
+    journal = cwd / "data" / "ffe.db-journal"
+    journal.write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + os.urandom(1016))  # a journal's header, then pages
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert not journal.exists() and list((cwd / "data").glob("ffe.db-journal.before-restore-*")), proc.stdout
+    assert ffe_in_process(cwd, "doctor").returncode == 0
+
+
+def test_a_restore_over_a_missing_database_beside_its_wal_restores_the_account_halted(account, archive, tmp_path):
+    """The database file is gone but its WAL is there: the newest records (a HALTED among them, maybe) cannot be read
+    without it, so the restored account is HALTED, as over any database that cannot be read."""
+    cwd = tmp_path / "acct"
+    db = halted_in_the_wal_alone(account, cwd)
+    db.unlink()
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" in proc.stdout, proc.stdout
+    with sqlite3.connect(db) as conn:
+        ((state, by),) = conn.execute("SELECT state, by FROM engine_state").fetchall()
+    assert (state, by) == ("HALTED", "restore")
+    assert list((cwd / "data").glob("ffe.db-wal.before-restore-*"))
