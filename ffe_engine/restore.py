@@ -31,7 +31,7 @@ from .errors import FfeError, StartError, StorageError
 from .host import RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, log_dir_holder
 from .interrupts import held
 from .staging import Staging
-from .store import halted_in, keep_halted, mark_restored
+from .store import SIDE_FILES, halted_in, keep_halted, mark_restored, wal_without_database
 
 CONFIG_COPY = "config.from-backup.toml"
 
@@ -81,9 +81,9 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         # restored account would otherwise start without it. Read first: opening the database can leave its -wal and
         # -shm files beside it, which are then moved aside with it.
         unreadable = False
-        if not db.exists():
+        if not db.exists() and wal_without_database(db) is None:
             halted = _halted_aside(db)
-        else:
+        else:  # a WAL without its database holds records that cannot be read without it: unreadable too
             try:
                 halted = _kept(halted_in(db, strict=True))
             except StorageError as exc:
@@ -92,8 +92,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
                 unreadable = True
                 halted = (f"the records this restore replaced could not be read ({exc}), so whether they were "
                           "HALTED could not be told: re-arm once satisfied")
-        there = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), trail,
-                             *rotated_files(trail))
+        there = [p for p in (db, *(db.with_name(db.name + side) for side in SIDE_FILES), trail, *rotated_files(trail))
                  if p.exists() and (p.stat().st_size > 0 or p == db)]
         if there and not force:
             raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "

@@ -400,6 +400,10 @@ def wal_without_database(path: Path | str) -> str | None:
             "keep it for a salvage")
 
 
+# The files SQLite keeps beside a database, which belong to it: moved with it, never left beside another.
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
 def hot_journal(path: Path | str) -> Path | None:
     """The rollback journal beside the database when it holds a transaction that never committed (a start killed
     while the database was still in journal mode DELETE: a new account's first transaction, or a restored
