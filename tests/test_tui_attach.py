@@ -377,3 +377,158 @@ async def test_an_attached_console_follows_the_engine_s_state_while_its_control_
                 s.close()
         await detach(pilot, app)
     stop_in_order(engine)
+
+
+def ctl_status(tmp_path) -> dict:
+    """`ffe ctl status --json` of the engine on tmp_path's data directory."""
+    proc = run_ffe(tmp_path, "ctl", "status", "--json", "--data-dir", "data", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+async def test_a_console_whose_engine_stopped_acts_on_no_engine_started_after_it(tmp_path, spawn_ffe):
+    # The re-arm asked about engine 1's halt, answered after engine 1 stopped and engine 2 started on the same socket
+    # (HALTED, and halted again by SIGUSR1 until its state serial is the one the dialog was asked with: the serials
+    # restart with each run): nothing is done to engine 2, whose halts stand. Nor does any key act on it.
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        assert run_ffe(tmp_path, "ctl", "halt", "--data-dir", "data", "--log-dir", "logs").returncode == 0
+        await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
+        serial = ctl_status(tmp_path)["result"]["state_serial"]
+        await pilot.pause(1.0)  # the console's snapshot has the halt's serial: the dialog is asked about that halt
+        await pilot.press("p")
+        await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm confirmation")
+        stop_in_order(engine)
+        await until(pilot, lambda: app.engine_stopped, "the console seeing its engine stop")
+        second, _ = headless_engine(spawn_ffe, tmp_path)
+        wait_until(lambda: run_ffe(tmp_path, "ctl", "status", "--data-dir", "data", "--log-dir", "logs")
+                   .returncode == 0, what="engine 2 answering")
+        while ctl_status(tmp_path)["result"]["state_serial"] < serial:
+            before = ctl_status(tmp_path)["result"]["state_serial"]
+            second.send(signal.SIGUSR1)
+            wait_until(lambda: ctl_status(tmp_path)["result"]["state_serial"] > before, what="engine 2 halted again")
+        status = ctl_status(tmp_path)
+        assert status["result"]["state"] == "HALTED" and status["result"]["state_serial"] == serial
+        await pilot.press("y")
+        await pilot.pause(2.0)
+        assert db_value(db, "SELECT state FROM engine_state") == "HALTED", "engine 2 re-armed by engine 1's console"
+        assert any("has stopped" in str(n.message) for n in app._notifications)
+        assert ctl_status(tmp_path)["result"]["state"] == "HALTED"
+        for key in ("p", "K", "F", "m", "a"):  # nothing opens a dialog nor sends a command to engine 2
+            await pilot.press(key)
+            await pilot.pause(0.3)
+            assert "Re-arm" not in screen_text(app) and "KILL SWITCH" not in screen_text(app), (key, screen_text(app))
+            if "FLATTEN" in screen_text(app) or "Automatic approval" in screen_text(app):
+                await pilot.press("y")
+        await pilot.pause(1.0)
+        assert ctl_status(tmp_path)["result"]["state_serial"] == serial, "a key of the old console acted on engine 2"
+        assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running or "Detach" in screen_text(app), "the console to close")
+        if app.is_running:
+            await pilot.press("y")
+    stop_in_order(second)
+
+
+async def test_a_client_attached_to_one_engine_is_refused_by_the_next_on_the_same_socket(tmp_path, spawn_ffe):
+    # Whatever the console does, its requests name the engine it attached to: a newer engine on the socket refuses
+    # them (nothing done), while `ffe ctl`, asked once, acts on whichever engine runs.
+    from ffe_engine.events import EventBus
+    from ffe_engine.clock import WallClock
+    from ffe_engine.errors import ControlError
+    from ffe_engine.remote import RemoteEngine
+
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    remote = RemoteEngine(settings.socket_path, EventBus(WallClock()), data_dir=settings.data_dir, timeout=10)
+    await remote.connect()
+    first = remote.identity["instance"]
+    assert first and (await remote.pause())
+    stop_in_order(engine)
+    second, _ = headless_engine(spawn_ffe, tmp_path)
+    wait_until(lambda: run_ffe(tmp_path, "ctl", "status", "--data-dir", "data", "--log-dir", "logs")
+               .returncode == 0, what="engine 2 answering")
+    with pytest.raises(ControlError, match=f"not {first}"):
+        await remote.resume(confirm=True)
+    with pytest.raises(ControlError, match=f"not {first}"):
+        await remote.halt()
+    assert ctl_status(tmp_path)["result"]["state"] == "PAUSED", "engine 2 as engine 1 was left"
+    resumed = run_ffe(tmp_path, "ctl", "resume", "--data-dir", "data", "--log-dir", "logs")
+    assert resumed.returncode == 0, resumed.stderr
+    remote.request_stop()
+    stop_in_order(second)
+
+
+async def test_a_re_arm_asked_right_after_a_halt_re_arms_that_halt(tmp_path, spawn_ffe):
+    # p pressed as soon as the status line says HALTED (from the event stream, before the next status request):
+    # the dialog is about that halt, and y re-arms it; nobody acted after the dialog opened.
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        for _ in range(3):
+            assert run_ffe(tmp_path, "ctl", "halt", "--data-dir", "data", "--log-dir", "logs").returncode == 0
+            await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
+            await pilot.press("p")
+            await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm confirmation")
+            await pilot.press("y")
+            await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "RUNNING", "re-armed",
+                        timeout=5)
+            await until(pilot, lambda: "RUNNING" in status_text(app), "RUNNING on the status line")
+        assert not any("state changed" in str(n.message) for n in app._notifications)
+        await detach(pilot, app)
+    stop_in_order(engine)
+
+
+async def test_a_frozen_engine_on_a_full_socket_reads_as_not_answering_not_as_busy(tmp_path, spawn_ffe):
+    # "busy" is said of an engine that refused lately (it answers); one that went silent since is not answering,
+    # after the same NOT_ANSWERING_S, not after the whole request timeout.
+    engine, settings = headless_engine(spawn_ffe, tmp_path, control={"request_timeout_s": 20.0},
+                                       engine_env={"FFE_CONTROL__MAX_CONNECTIONS": "3",
+                                                   "FFE_CONTROL__IDLE_TIMEOUT_S": "120"})
+    from ffe_tui.app import NOT_ANSWERING_S
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        hogs = []
+        try:
+            for _ in range(6):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(settings.socket_path))
+                hogs.append(s)
+            await until(pilot, lambda: "CONTROL SOCKET BUSY" in status_text(app), "busy on the status line")
+            engine.send(signal.SIGSTOP)
+            try:
+                await until(pilot, lambda: "NOT ANSWERING" in status_text(app), "the silence on the status line",
+                            timeout=NOT_ANSWERING_S + 2.0)
+            finally:
+                engine.send(signal.SIGCONT)
+        finally:
+            for s in hogs:
+                s.close()
+        await detach(pilot, app)
+    stop_in_order(engine)
+
+
+async def test_attaching_to_a_socket_that_drops_its_connections_says_it_is_busy_not_gone(tmp_path):
+    # A connection accepted, then closed before an answer (the place kept for a halt given to a newer connection)
+    # is an engine that is there: `ffe attach` says the socket is busy, never that no engine runs.
+    settings = make_settings(tmp_path)
+    settings.socket_path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def drop(reader, writer) -> None:
+        writer.transport.abort()
+
+    server = await asyncio.start_unix_server(drop, path=str(settings.socket_path))
+    try:
+        app = ConsoleApp(make_settings(tmp_path, control={"request_timeout_s": 1.0}), attach=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.start_error, "the console giving up")
+    finally:
+        server.close()
+    assert app.return_code == 1
+    assert "no engine is running" not in app.start_error and "busy" in app.start_error, app.start_error
+    assert "try again" in app.start_error
