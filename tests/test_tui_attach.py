@@ -532,3 +532,40 @@ async def test_attaching_to_a_socket_that_drops_its_connections_says_it_is_busy_
     assert app.return_code == 1
     assert "no engine is running" not in app.start_error and "busy" in app.start_error, app.start_error
     assert "try again" in app.start_error
+
+
+async def test_a_re_arm_asked_before_the_console_has_read_the_halt_s_state_asks_the_engine_first(tmp_path, spawn_ffe):
+    # HALTED from the event stream while every place on the socket is taken: the console's snapshot (its state
+    # serial) is from before the halt. p asks the engine for its state before the dialog opens (refused here: the
+    # socket is full, said so, no dialog with a stale serial); once the socket has room, p asks about that halt and
+    # y re-arms it.
+    engine, settings = headless_engine(spawn_ffe, tmp_path, engine_env={"FFE_CONTROL__MAX_CONNECTIONS": "3",
+                                                                         "FFE_CONTROL__IDLE_TIMEOUT_S": "120"})
+    db = tmp_path / "data" / "ffe.db"
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        hogs = []
+        try:
+            for _ in range(6):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(settings.socket_path))
+                hogs.append(s)
+            await pilot.pause(1.0)
+            engine.send(signal.SIGUSR1)
+            await until(pilot, lambda: "HALTED" in status_text(app), "HALTED on the status line")
+            await pilot.press("p")
+            await until(pilot, lambda: any("too many control connections" in str(n.message)
+                                           for n in app._notifications), "the busy socket said")
+            assert "Re-arm the HALTED engine" not in screen_text(app)
+        finally:
+            for s in hogs:
+                s.close()
+        await pilot.pause(1.0)
+        await pilot.press("p")
+        await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "RUNNING", "re-armed")
+        assert not any("state changed" in str(n.message) for n in app._notifications)
+        await detach(pilot, app)
+    stop_in_order(engine)
