@@ -1,7 +1,8 @@
 """The local control socket: `ffe ctl ...` and `ffe attach` talk to a running engine through it.
 
-One JSON object per line each way. Request: {"cmd": "pause", "args": {...}, "data_dir": "/abs/data"} ("data_dir"
-is optional: when given, an engine on another data directory refuses the command). Answer: {"ok": true,
+One JSON object per line each way. Request: {"cmd": "pause", "args": {...}, "data_dir": "/abs/data", "instance":
+"1a2b3c"} ("data_dir" and "instance" are optional: when given, an engine on another data directory, or another run
+of an engine, refuses the command). Answer: {"ok": true,
 "result": ..., "engine": {...}} or {"ok": false, "error": "...", "engine": {...}}; "engine" names the engine that
 answered (instance, data directory, pid).
 
@@ -344,6 +345,15 @@ class ControlServer:
                 where = os.path.realpath(self.path)  # the engine's relative path would name another file elsewhere
                 return None, {"ok": False, "error": f"the engine on {where} runs on data directory "
                                                     f"{self.identity['data_dir']}, not {wanted}: nothing done"}
+        # A client attached to one run of an engine (`ffe attach`) names it: once that run has stopped, a newer one
+        # on the same socket refuses what was meant for the old one (a re-arm asked about its halt). The state
+        # serial a re-arm carries restarts at 0 with each run (TradingState.changes), so it cannot tell runs apart:
+        # this does.
+        instance = req.get("instance")
+        if instance is not None and instance != self.identity["instance"]:
+            return None, {"ok": False, "error": f"this is engine instance {self.identity['instance']}, not "
+                                                f"{str(instance)[:40]}: the engine this was meant for has stopped; "
+                                                "nothing done"}
         return req, {}
 
     async def _reply(self, writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
@@ -477,12 +487,15 @@ async def connect(path: Path) -> socket.socket:
 
 
 async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0,
-                  data_dir: Path | None = None) -> dict[str, Any]:
+                  data_dir: Path | None = None, instance: str | None = None) -> dict[str, Any]:
     """Send one command and read its answer, all within `timeout` (asyncio.TimeoutError past it). With
-    `data_dir`, an engine on another data directory refuses the command instead of carrying it out."""
+    `data_dir`, an engine on another data directory refuses the command instead of carrying it out; with
+    `instance`, any engine but that run does."""
     message: dict[str, Any] = {"cmd": cmd, "args": args or {}}
     if data_dir is not None:
         message["data_dir"] = os.path.realpath(data_dir)
+    if instance is not None:
+        message["instance"] = instance
 
     async def exchange() -> dict[str, Any]:
         reader, writer = await asyncio.open_unix_connection(sock=await connect(path), limit=MAX_ANSWER_BYTES)

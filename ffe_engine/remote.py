@@ -35,10 +35,17 @@ def event_from(rec: dict[str, Any]) -> Event | None:
 
 
 CONNECT_TRIES = 3  # an engine busy past the request timeout is asked again before attaching gives up
+DROPPED_RETRY_S = 0.2  # ... and one that dropped the connection (its socket full) after this pause
+REFRESH_S = 0.5  # the snapshot is asked for this often, and at once after a change of state
 
 
 class NoAnswer(ControlError):
     """The engine did not answer within the request timeout (stopped, or busy): it may be running."""
+
+
+class Dropped(NoAnswer):
+    """The engine accepted the connection, then closed it without an answer: it is there, its control socket full
+    (the place kept for a halt went to a newer connection)."""
 
 
 class EngineGone(ControlError):
@@ -65,37 +72,60 @@ class RemoteEngine:
         self.ended = False  # the engine said it stopped in order (not a dropped connection)
         self.answered_at = self.clock.monotonic()  # its last answer to a status request
         self.refusal: str | None = None  # why the last status request was refused, when it was (the engine answers)
+        self.refused_at = 0.0  # ... and when (monotonic): a refusal says the engine is busy only while it is recent
         self.earlier: list[Event] = []  # the engine's latest events before the console attached
         self.identity: dict[str, Any] = {}  # which engine answers (pid, data directory, instance)
+        # The changes of state the stream has told (counted), and how many of them the snapshot was asked after: a
+        # snapshot asked before the last one may have an older state serial than the state it shows.
+        self._state_events = 0
+        self._snapshot_after = 0
+        self._wake = asyncio.Event()  # a change of state: the refresher asks for the snapshot at once
 
     async def connect(self) -> None:
         for tries in range(1, CONNECT_TRIES + 1):
             try:
                 self._snapshot = await self._call("status")
+                await self._open_stream()
                 break
-            except NoAnswer:
+            except NoAnswer as exc:
                 if tries == CONNECT_TRIES:
                     raise
+                if isinstance(exc, Dropped):
+                    await asyncio.sleep(DROPPED_RETRY_S)
         self.answered_at = self.clock.monotonic()
+        # The console's own events (an error it records) are numbered after the engine's, as for those relayed.
+        self.bus.seq = max([self.bus.seq, *(ev.seq for ev in self.earlier)])
+
+    async def _open_stream(self) -> None:
+        self.identity = {}  # its requests are for no instance in particular until the stream names one
         self._reader, self._writer = await asyncio.open_unix_connection(sock=await connect(self.path),
                                                                         limit=MAX_ANSWER_BYTES)
         stream: dict[str, Any] = {"cmd": STREAM}
         if self.data_dir is not None:
             stream["data_dir"] = os.path.realpath(self.data_dir)
-        self._writer.write((json.dumps(stream) + "\n").encode())
-        await self._writer.drain()
         try:
+            self._writer.write((json.dumps(stream) + "\n").encode())
+            await self._writer.drain()
             self.earlier = await asyncio.wait_for(self._read_earlier(), self.timeout)
-        except asyncio.TimeoutError:
-            raise ControlError(f"the engine at {self.path} did not begin its event stream within "
-                               f"{self.timeout:g}s") from None
-        # The console's own events (an error it records) are numbered after the engine's, as for those relayed.
-        self.bus.seq = max([self.bus.seq, *(ev.seq for ev in self.earlier)])
+        except BaseException as exc:
+            self._writer.close()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise ControlError(f"the engine at {self.path} did not begin its event stream within "
+                                   f"{self.timeout:g}s") from None
+            if isinstance(exc, ConnectionError):
+                raise Dropped(f"the engine at {self.path} closed the connection before its event stream: "
+                              f"{exc}") from None
+            raise
 
     async def _read_earlier(self) -> list[Event]:
         """The stream's first lines: the engine's snapshot, then the events before this connection."""
         assert self._reader is not None
-        head = [json.loads(await self._reader.readline() or b"null") for _ in range(2)]
+        first = await self._reader.readline()
+        if not first:
+            raise ConnectionResetError("closed without a line")
+        head = [json.loads(first), json.loads(await self._reader.readline() or b"null")]
+        if isinstance(head[0], dict) and head[0].get("ok") is False:  # refused ("too many control connections")
+            raise ControlError(f"the engine at {self.path} refused the event stream: {head[0].get('error')}")
         if [rec.get("event") if isinstance(rec, dict) else None for rec in head] != [SNAPSHOT, EARLIER]:
             raise ControlError(f"the engine at {self.path} began its event stream with {head!r:.80}")
         self._snapshot = head[0].get("snapshot") or self._snapshot
@@ -108,13 +138,20 @@ class RemoteEngine:
         return earlier
 
     async def _call(self, cmd: str, **args: Any) -> Any:
+        # Every request names the run of the engine this console attached to (once its stream has named it): a
+        # newer engine on the same socket refuses it, so nothing meant for the old one acts on it.
+        instance = self.identity.get("instance")
         try:
-            answer = await request(self.path, cmd, args, timeout=self.timeout, data_dir=self.data_dir)
+            answer = await request(self.path, cmd, args, timeout=self.timeout, data_dir=self.data_dir,
+                                   instance=str(instance) if instance else None)
         except asyncio.TimeoutError:
             raise NoAnswer(f"the engine at {self.path} did not answer {cmd} within {self.timeout:g}s; "
                            "it may still carry it out") from None
-        except (FileNotFoundError, ConnectionError, ValueError) as exc:
+        except (FileNotFoundError, ConnectionRefusedError, ValueError) as exc:  # nobody listens: no engine
             raise EngineGone(f"engine at {self.path} is gone: {exc}") from None
+        except ConnectionError as exc:  # accepted, then closed: an engine is there, its socket full
+            raise Dropped(f"the engine at {self.path} closed the connection before answering {cmd} (its control "
+                          f"socket full?): {exc}") from None
         if not answer.get("ok"):
             raise ControlError(str(answer.get("error")))
         return answer.get("result")
@@ -122,6 +159,23 @@ class RemoteEngine:
     # ------------------------------------------------------------------ the engine's surface
     def snapshot(self) -> dict[str, Any]:
         return self._snapshot
+
+    def snapshot_current(self) -> bool:
+        """Whether the snapshot was asked for after the last change of state the stream told: its state serial is
+        then that of the state shown (or newer), not of the one before."""
+        return self._snapshot_after >= self._state_events
+
+    async def fresh_snapshot(self) -> dict[str, Any]:
+        """The snapshot, asked for now."""
+        after = self._state_events
+        self._snapshot = await self._call("status")
+        self._snapshot_after = max(self._snapshot_after, after)
+        return self._snapshot
+
+    def refused_s(self) -> float | None:
+        """Seconds since the engine last refused a status request (it answers, its socket full); None if the last
+        status request was not refused."""
+        return None if self.refusal is None else self.clock.monotonic() - self.refused_at
 
     async def run(self) -> None:
         """Relay the engine's events until it goes away or the console stops; refresh the snapshot meanwhile."""
@@ -150,6 +204,8 @@ class RemoteEngine:
                         # answered for a while (the socket's places all taken), and the badge must not contradict
                         # the log. The next snapshot brings the rest (its serial among them).
                         self._snapshot = {**self._snapshot, "state": ev.state, "state_reason": ev.reason}
+                        self._state_events += 1
+                        self._wake.set()
                     self.bus.relay(ev)  # with the engine's own seq and ts
         finally:
             refresher.cancel()
@@ -158,14 +214,18 @@ class RemoteEngine:
         """The snapshot, asked for every half second. An engine that does not answer (frozen, busy past the request
         timeout) is asked again; one that is gone ends the event stream, which ends this."""
         while True:
-            await asyncio.sleep(0.5)
             try:
-                self._snapshot = await self._call("status")
+                await asyncio.wait_for(self._wake.wait(), REFRESH_S)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.fresh_snapshot()
             except (NoAnswer, EngineGone):
-                self.refusal = None
-                continue
+                continue  # a refusal before stays as old as it is: it says busy only while recent
             except ControlError as exc:  # answered, with a refusal ("too many control connections"): alive
                 self.refusal = str(exc)
+                self.refused_at = self.clock.monotonic()
                 continue
             self.refusal = None
             self.answered_at = self.clock.monotonic()
@@ -278,6 +338,10 @@ async def attach(settings: Settings) -> RemoteHost:
                           timeout=settings.control.request_timeout_s)
     try:
         await engine.connect()
+    except Dropped:
+        raise ControlError(f"the engine on {settings.socket_path} is there but busy: it closed the connection "
+                           f"before answering, {CONNECT_TRIES} times (its control socket full: [control] "
+                           "max_connections); try again, see `ffe ctl status`") from None
     except NoAnswer:
         raise ControlError(f"no answer from the engine on {settings.socket_path} within "
                            f"{settings.control.request_timeout_s:g}s, asked {CONNECT_TRIES} times (stopped or busy?); "

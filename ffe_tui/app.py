@@ -515,11 +515,13 @@ class ConsoleApp(App[int]):
 
     def _has_stopped(self) -> bool:
         """Whether the engine has stopped (its run ended, it crashed, or, attached, its process stopped): said, for
-        a key that would act on it, rather than asked and then refused."""
+        a key that would act on it, rather than asked and then refused. Asked again when a confirmation is answered
+        (`_control`): a dialog opened before the engine stopped acts on nothing either, and, attached, on no engine
+        started on the same socket since."""
         if not (self.feed_ended or self.engine_stopped or self.crash is not None):
             return False
-        self.say("the engine has stopped: nothing runs to halt or flatten; it starts again in the state it was "
-                 "left in", severity="warning")
+        self.say("the engine has stopped: nothing runs to act on, nothing was done; it starts again in the state it "
+                 "was left in", severity="warning")
         return True
 
     def _not_started(self) -> None:
@@ -586,7 +588,9 @@ class ConsoleApp(App[int]):
             if silent >= NOT_ANSWERING_S:  # the picture is as old as that: said, not shown as if live
                 # Refused ("too many control connections"): the engine answers, its socket has no place for this
                 # console's requests; its state still comes on the event stream.
-                busy = isinstance(self.engine, RemoteEngine) and self.engine.refusal is not None
+                # Only a recent refusal: an engine silent since (frozen) is not answering, not busy.
+                refused = self.engine.refused_s() if isinstance(self.engine, RemoteEngine) else None
+                busy = refused is not None and refused < NOT_ANSWERING_S
                 note = f"CONTROL SOCKET BUSY {silent:.0f}s" if busy else f"ENGINE NOT ANSWERING {silent:.0f}s"
         where = f"attached pid {self.engine.identity.get('pid')}" if isinstance(self.engine, RemoteEngine) else ""
         self.panes["status"].show(shown, note=note, where=where)
@@ -767,21 +771,44 @@ class ConsoleApp(App[int]):
         if self.engine is None or self.snap is None:
             self._not_started()
             return
+        if self._has_stopped():
+            return
         state = self.snap["state"]
         if state == "RUNNING":
             self._control("pause", self.engine.pause(reason="operator pause", by="operator"))
         elif state == "PAUSED":
             self._control("resume", self.engine.resume(by="operator"))
+        elif isinstance(self.engine, RemoteEngine):
+            # The state serial of the halt on screen: from the engine's snapshot if it was asked for after the last
+            # change of state the event stream told (the console's copy may be a tick older); else the dialog is
+            # asked about the state as the engine gives it now, not with the serial of the state before.
+            snap = self.engine.snapshot()
+            if self.engine.snapshot_current() and snap.get("state") == "HALTED":
+                self._ask_rearm(snap.get("state_serial"))
+            else:
+                self._control("re-arm", self._ask_rearm_afresh())
         else:
-            # The halt on screen now: a re-arm confirmed after the engine was re-armed and halted again meanwhile
-            # (by ctl, SIGUSR1, a flatten) is refused by the engine, not applied to a halt the dialog never showed.
-            serial = self.snap.get("state_serial")
-            self._confirm("rearm", "Re-arm the HALTED engine",
-                          "New orders will be allowed again (state RUNNING), and stop-loss and take-profit are "
-                          "watched again: a position whose stop-loss or take-profit was passed while HALTED, and "
-                          "is still past it, is closed at market on the next bar.", "RE-ARM",
-                          lambda: self._control("re-arm", self.engine.resume(by="operator", confirm=True,
-                                                                             state_serial=serial)))
+            self._ask_rearm(self.snap.get("state_serial"))
+
+    async def _ask_rearm_afresh(self) -> None:
+        snap = await self.engine.fresh_snapshot()
+        if self._has_stopped():
+            return
+        if snap["state"] != "HALTED":
+            self.say(f"re-arm: the engine is {snap['state']} now ({snap.get('state_reason')}); nothing asked",
+                     severity="warning")
+            return
+        self._ask_rearm(snap.get("state_serial"))
+
+    def _ask_rearm(self, serial: int | None) -> None:
+        # The halt on screen now: a re-arm confirmed after the engine was re-armed and halted again meanwhile
+        # (by ctl, SIGUSR1, a flatten) is refused by the engine, not applied to a halt the dialog never showed.
+        self._confirm("rearm", "Re-arm the HALTED engine",
+                      "New orders will be allowed again (state RUNNING), and stop-loss and take-profit are "
+                      "watched again: a position whose stop-loss or take-profit was passed while HALTED, and "
+                      "is still past it, is closed at market on the next bar.", "RE-ARM",
+                      lambda: self._control("re-arm", self.engine.resume(by="operator", confirm=True,
+                                                                         state_serial=serial)))
 
     def action_flatten(self) -> None:
         if self.engine is None:
@@ -801,7 +828,7 @@ class ConsoleApp(App[int]):
         self._tick()
 
     def _selected_approval(self, verb: str) -> str | None:
-        if self.engine is None:
+        if self.engine is None or self._has_stopped():
             return None
         table = self.panes["approvals"]
         if not table.row_count:
@@ -841,7 +868,7 @@ class ConsoleApp(App[int]):
             self._control("reject", self.engine.reject(aid, by="operator"))
 
     def action_cancel_order(self) -> None:
-        if self.engine is None or self.snap is None:
+        if self.engine is None or self.snap is None or self._has_stopped():
             return
         if self.current_view != "orders":
             self.action_show_view("orders")
@@ -867,7 +894,7 @@ class ConsoleApp(App[int]):
         self._tick()
 
     def action_close_trade(self) -> None:
-        if self.engine is None or self.snap is None:
+        if self.engine is None or self.snap is None or self._has_stopped():
             return
         if self.current_view not in ("trades", "main"):
             self.action_show_view("trades")
@@ -897,7 +924,7 @@ class ConsoleApp(App[int]):
         self._tick()
 
     def action_approval_mode(self) -> None:
-        if self.engine is None or self.snap is None:
+        if self.engine is None or self.snap is None or self._has_stopped():
             return
         if self.snap["approval_mode"] == "auto":  # back to manual tightens: at once
             self._control("approval mode", self.engine.set_approval_mode("manual", by="operator"))
@@ -975,7 +1002,11 @@ class ConsoleApp(App[int]):
                 f"The engine will start again {state}.")
 
     def _control(self, what: str, coro) -> None:
-        """Run a control call as a worker (the UI never waits on the engine); failures are shown and audited."""
+        """Run a control call as a worker (the UI never waits on the engine); failures are shown and audited. An
+        engine stopped meanwhile (a confirmation answered after it stopped) is sent nothing."""
+        if self._has_stopped():
+            coro.close()
+            return
 
         async def run() -> None:
             try:
