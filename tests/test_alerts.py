@@ -404,6 +404,37 @@ async def test_a_condition_that_cleared_and_came_back_pages_again_and_a_storm_wi
                        ("RECONCILE", "page"), ("RECONCILE_OK", "warn"), ("RECONCILE", "page")], got
 
 
+async def test_a_more_severe_alert_within_a_window_is_sent_at_once_and_a_summary_of_pages_is_a_page(tmp_path):
+    """Within a key's window, an alert more severe than the one sent (a flatten's warning, then its failure) is
+    news sent at once; what repeats after it is counted, and a summary that holds a page pages: an operator who
+    takes pages only (alerts.min_severity = "page") gets it."""
+    from ffe_engine.events import BreakerChanged, KillSwitchEvent
+
+    placed = KillSwitchEvent(action="flatten", closing=["c1"], by="ctl")
+    failed = KillSwitchEvent(action="flatten", failed=[{"symbol": "BTC/USDT", "error": "0.01 still held after 3 "
+                                                                                         "closing attempts"}],
+                             by="engine")
+    async with a_notifier(tmp_path) as (hook, store, notifier, now):
+        for ev in (placed, placed, failed, failed):
+            notifier.sink(ev, b"")
+        await store.flush()
+        await until(lambda: len(hook.delivered) >= 2, what="the warning and the page")
+        now.t += 301  # the default window's end
+        await until(lambda: "FLATTEN_REPEATED" in kinds(hook), what="the summary")
+        got = [(r.body["kind"], r.body["severity"]) for r in hook.delivered]
+        assert got == [("FLATTEN", "warn"), ("FLATTEN", "page"), ("FLATTEN_REPEATED", "page")], got
+        assert "1 FAILED" in hook.delivered[1].body["text"] and "2 more FLATTEN" in hook.delivered[2].body["text"]
+    opened = BreakerChanged(venue="binance", state="open", previous="closed", failures=3, error="timeout")
+    async with a_notifier(tmp_path / "pages", min_severity="page") as (hook, store, notifier, now):
+        for _ in range(3):
+            notifier.sink(opened, b"")
+        await store.flush()
+        now.t += 301
+        await until(lambda: "BREAKER_OPEN_REPEATED" in kinds(hook), what="the summary, a page")
+        got = [(r.body["kind"], r.body["severity"]) for r in hook.delivered]
+        assert got == [("BREAKER_OPEN", "page"), ("BREAKER_OPEN_REPEATED", "page")], got
+
+
 async def test_the_halted_page_of_a_flatten_says_the_positions_are_being_closed(tmp_path):
     hook = await Receiver().start()
     settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST})

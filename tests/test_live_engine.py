@@ -434,6 +434,31 @@ async def test_a_flatten_whose_closing_order_fills_in_part_closes_the_rest(tmp_p
         assert e.state is EngineState.HALTED
 
 
+async def test_a_flatten_that_still_holds_a_position_after_its_closing_attempts_is_paged_at_once(tmp_path, fx):
+    """The flatten's closing order fills in part (its warning is sent: closing orders placed), and the follow-up's
+    orders are refused: the position still held after the last closing attempt is a page sent at once, not a repeat
+    of the flatten's warning counted into a summary at the end of its window (300 s, a warning)."""
+    hook = await Receiver().start()
+    try:
+        async with running_live(tmp_path, fx, alerts={"webhook_url": hook.url, **FAST}) as running:
+            e = running.engine
+            await held_with_a_partial_close_next(e, fx)
+            fx.fault(POST_ORDER, "slow", seconds=0.0)  # the flatten's own closing order goes through
+            fx.fault(POST_ORDER, "error", status=400, code=-2010,
+                     msg="Account has insufficient balance for requested action.", times=2)
+            async with engine_loop(e):
+                result = await e.flatten(by="test")
+                assert result["failed"] == [] and len(result["closing"]) == 1
+                await wait_for(lambda: [r for r in hook.delivered if r.body["kind"] == "FLATTEN"
+                                        and "FAILED" in r.body["text"]], timeout=20, what="the flatten's failure")
+            flattens = [(r.body["severity"], r.body["text"]) for r in hook.delivered if r.body["kind"] == "FLATTEN"]
+            assert [sev for sev, _ in flattens] == ["warn", "page"], flattens
+            assert "1 FAILED: check the venue now." in flattens[1][1], flattens
+            assert BTC in e.portfolio.positions and e.state is EngineState.HALTED
+    finally:
+        await hook.stop()
+
+
 async def test_a_flatten_goes_on_after_a_restart(tmp_path, fx):
     """The engine stopped (a crash, a restart) before it followed up a closing order that left part of the position:
     the flatten under way is stored with the HALTED state, and the engine started again closes the rest."""
