@@ -5,10 +5,10 @@ same thing share it) and a text that reads on a phone's lock screen. The notifie
 events into alerts synchronously and cheaply, then:
 
 - noise control per key: the first alert of a key is sent; repeats within `alerts.window_s` are counted, and one
-  summary (warn) says how many there were when the window ends, or when the engine stops before; the window of a
-  start's alert goes on across a restart (from the outbox) for the same alert, so a crash loop is told once per
-  window. A storm of 500
-  breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the approval mode back
+  summary (warn; a page when a page repeated) says how many there were when the window ends, or when the engine
+  stops before; an alert more severe than the one sent for its key (a flatten's warning, then its failure) is news,
+  sent at once. The window of a start's alert goes on across a restart (from the outbox) for the same alert, so a
+  crash loop is told once per window. A storm of 500 breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the approval mode back
   to manual, the breaker closed, a reconciliation that agrees or is accepted) ends the window of its alert at once:
   its summary goes then, and its return is news, sent at once.
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
@@ -271,8 +271,9 @@ class _Window:
     until: float
     repeats: int = 0
     last_text: str = ""
-    severity: str = "info"
+    severity: str = "info"  # the most severe alert of the key sent in this window
     kind: str = ""
+    repeated: str = "info"  # the most severe of the repeats counted
     inherited: bool = False  # opened by the process before a restart (its alert is in the outbox)
 
 
@@ -372,13 +373,20 @@ class Notifier:
         w = self._windows.get(alert.key)
         # A window opened before a restart holds back the same alert again (a crash loop's start failing the same
         # way at every restart); news is sent: another text (a start that waits for the operator for another
-        # reason), or a more severe alert of the key.
-        if w is not None and w.inherited and not w.repeats and (
-                _RANK[alert.severity] < _RANK[w.severity] or self._stored_text(alert) != w.last_text):
+        # reason).
+        if w is not None and w.inherited and not w.repeats and self._stored_text(alert) != w.last_text:
             w = None
+        if w is not None and now < w.until and _RANK[alert.severity] < _RANK[w.severity]:
+            # More severe than what was sent for its key (a flatten's warning, then its failure): news, sent at
+            # once; the window goes on at the new severity, its repeats so far still summed up at its end.
+            w.severity = alert.severity
+            self._enqueue(alert)
+            return
         if w is not None and now < w.until:
             w.repeats += 1
             w.last_text = alert.text
+            if _RANK[alert.severity] < _RANK[w.repeated]:
+                w.repeated = alert.severity
             self.suppressed += 1
             return
         self._windows[alert.key] = _Window(until=now + self.cfg.window_s, severity=alert.severity, kind=alert.kind)
@@ -393,7 +401,9 @@ class Notifier:
         if w is None or not w.repeats:
             return
         span = f"{self.cfg.window_s:g}" if now >= w.until else f"{now - (w.until - self.cfg.window_s):.0f}"
-        self.raise_alert(Alert(f"{w.kind}_REPEATED", f"{key}:summary", "warn",
+        # A page among the repeats keeps its severity: an operator who takes pages only still hears of it.
+        severity = "page" if w.repeated == "page" else "warn"
+        self.raise_alert(Alert(f"{w.kind}_REPEATED", f"{key}:summary", severity,
                                f"{w.repeats} more {w.kind} alert(s) in the last {span}s; last: {w.last_text}"))
 
     def _enqueue(self, alert: Alert) -> None:

@@ -69,7 +69,7 @@ async def test_a_storm_of_500_breaker_failures_is_one_page_and_one_summary(tmp_p
         await asyncio.sleep(0.5)  # anything else would have arrived with the summary
         bodies = [r.body for r in hook.delivered if r.body["kind"].startswith("BREAKER_OPEN")]
         assert [b["kind"] for b in bodies] == ["BREAKER_OPEN", "BREAKER_OPEN_REPEATED"]
-        assert bodies[0]["severity"] == "page" and bodies[1]["severity"] == "warn"
+        assert bodies[0]["severity"] == "page" and bodies[1]["severity"] == "page"  # it sums up pages
         # Every opening after the first was counted into the summary, none was lost.
         assert bodies[1]["text"].startswith(f"{opened - 1} more BREAKER_OPEN alert(s) in the last 3s")
     await hook.stop()
@@ -399,7 +399,7 @@ async def test_a_condition_that_cleared_and_came_back_pages_again_and_a_storm_wi
         got = [(r.body["kind"], r.body["severity"]) for r in hook.delivered]
         # (the venue agreeing again after it was out of reach is told once: RECONCILE_OK)
         assert got == [("RISK_PAUSE", "page"), ("RISK_PAUSE", "page"),
-                       ("BREAKER_OPEN", "page"), ("BREAKER_OPEN_REPEATED", "warn"), ("BREAKER_CLOSED", "info"),
+                       ("BREAKER_OPEN", "page"), ("BREAKER_OPEN_REPEATED", "page"), ("BREAKER_CLOSED", "info"),
                        ("BREAKER_OPEN", "page"), ("RECONCILE", "page"), ("RECONCILE", "page"),
                        ("RECONCILE", "page"), ("RECONCILE_OK", "warn"), ("RECONCILE", "page")], got
 
@@ -538,7 +538,7 @@ async def test_repeats_counted_in_a_window_are_summed_up_when_the_engine_stops_b
         await until(lambda: "BREAKER_OPEN" in kinds(hook), what="the breaker page")
     assert db_value(settings.db_path, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'BREAKER_OPEN_REPEATED'") == 1
     [summary] = [r.body for r in hook.delivered if r.body["kind"] == "BREAKER_OPEN_REPEATED"]
-    assert summary["severity"] == "warn" and summary["text"].startswith("7 more BREAKER_OPEN alert(s)"), summary
+    assert summary["severity"] == "page" and summary["text"].startswith("7 more BREAKER_OPEN alert(s)"), summary
     await hook.stop()
 
 
