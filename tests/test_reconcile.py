@@ -9,6 +9,7 @@ engine is stopped.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -421,6 +422,28 @@ async def test_an_accept_does_not_take_a_read_that_lags_as_the_baseline(tmp_path
         assert await reconcile_twice(e) == [] and e.reconcile_blocked == []
 
 
+async def test_an_accepted_deposit_s_cash_and_peak_are_stored_with_the_accept_s_record(tmp_path, fx):
+    """A deposit accepted: the books' cash, peak and day's start are stored in the transaction of the accept's
+    baseline and record, before the accept answers. Stored later (at the next housekeeping round), a kill in between
+    left the new baseline with the old cash, and the restart found the same difference and paused again."""
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine  # no engine loop: nothing stores the books between bars
+        await next_bar(e, fx)
+        await e.flush()
+        (before,) = [json.loads(v) for v, in rows(db, "SELECT value FROM kv WHERE key = 'portfolio'")]
+        fx.balances["USDT"].free += 10.0  # a deposit
+        assert [d["kind"] for d in await reconcile_twice(e)] == ["cash", "equity"]
+        await e.accept_reconcile(by="test")
+        # read from the file, as the process killed now would leave it
+        (books,) = [json.loads(v) for v, in rows(db, "SELECT value FROM kv WHERE key = 'portfolio'")]
+        assert books["cash"] == pytest.approx(fx.balances["USDT"].total) == pytest.approx(before["cash"] + 10.0)
+        assert books["peak_equity"] == pytest.approx(before["peak_equity"] + 10.0)
+        assert books["day_start_equity"] == pytest.approx(before["day_start_equity"] + 10.0)
+        assert [r["status"] for r in stored_events(db, "reconcile")][-1] == "accepted"
+
+
 async def test_an_accept_with_nothing_shown_accepts_nothing(tmp_path, fx):
     """An accept takes what a reconciliation showed the operator, and only that: with no difference waiting, a change
     at the venue since (coins arriving) must not be taken into the baseline unseen."""
@@ -491,6 +514,31 @@ async def test_a_paper_account_s_difference_accepted_holds_across_a_restart(tmp_
         assert e.reconcile_blocked == [] and e.state is EngineState.RUNNING
         assert e.portfolio.cash == pytest.approx(cash)
         assert e.portfolio.drawdown_pct() < 1.0
+
+
+async def test_a_paper_account_s_accepted_cash_is_stored_with_the_books_and_the_accept_s_record(tmp_path):
+    """The paper account's accepted difference (cash_accepted, counted with its fills at every start) and the
+    books' cash are stored in the accept's own transaction, with its record: a kill right after it leaves all or
+    none of them, never the difference added to a start's cash with the books still holding the old."""
+    import sqlite3
+
+    settings = make_settings(tmp_path)
+    async with engine_session(settings, max_bars=3) as host:
+        assert (await host.engine.operator_order("BTC/USDT", "buy", 0.01))["accepted"]
+        await host.run()
+    with sqlite3.connect(settings.db_path) as db:
+        (raw,) = db.execute("SELECT value FROM kv WHERE key = 'paper_venue'").fetchone()
+        book = json.loads(raw)
+        book["balances"]["USDT"] += 500.0
+        db.execute("UPDATE kv SET value = ? WHERE key = 'paper_venue'", (json.dumps(book),))
+    async with engine_session(settings) as host:
+        e = host.engine
+        assert e.reconcile_blocked, "the difference found at start"
+        assert await e.accept_reconcile(by="test")
+        stored = dict(rows(settings.db_path, "SELECT key, value FROM kv WHERE key IN ('portfolio', 'cash_accepted')"))
+        assert json.loads(stored["cash_accepted"]) == pytest.approx(500.0)
+        assert json.loads(stored["portfolio"])["cash"] == pytest.approx(book["balances"]["USDT"])
+        assert [r["status"] for r in stored_events(settings.db_path, "reconcile")][-1] == "accepted"
 
 
 async def test_an_accepted_open_order_is_not_forgotten_for_one_read_that_misses_it(tmp_path, fx):
