@@ -632,10 +632,12 @@ class Engine:
             await self.audit.flush()
         self._since_flush = 0
 
-    async def _persist_books(self) -> None:
+    async def _persist_books(self, records: dict[str, Any] | None = None, *, drop: tuple[str, ...] = (),
+                             publish: Callable[[], object] | None = None) -> None:
         """The books as they stand, in one transaction (one sync a bar, not one per key): a crash never leaves the
-        portfolio, the simulated market, the paper venue or the weights a bar ahead of the others."""
-        books: dict[str, Any] = {"portfolio": self.portfolio.state()}
+        portfolio, the simulated market, the paper venue or the weights a bar ahead of the others. `records` (and
+        `drop`, keys deleted) change with the books, and `publish` publishes the events that say so: all in it."""
+        books: dict[str, Any] = {"portfolio": self.portfolio.state(), **(records or {})}
         if self.sim_feed is not None:
             books["market"] = self.sim_feed.state()
         books.update(self._venue_book())
@@ -643,7 +645,7 @@ class Engine:
         learner = self.learner if self._learner_dirty else None
         if learner is not None:
             books["weights"] = _learner_record(learner)
-        await self.store.put_kvs(books, self.clock.wall())
+        await self.store.put_kvs(books, self.clock.wall(), drop=drop, publish=publish)
         if REQUEST_HOLD_KEY in books:
             self._request_hold_stored = books[REQUEST_HOLD_KEY]
         if learner is not None:
@@ -1722,24 +1724,29 @@ class Engine:
                 return []
             # The balances wait for the settle window after the last order change: waited for when that fits well
             # within the time `ffe ctl` gives an answer, refused with when to accept again otherwise.
-            cash = await self.reconciler.accept(accepted, wait_s=self.settings.control.request_timeout_s / 2)
+            taken = await self.reconciler.accept(accepted, wait_s=self.settings.control.request_timeout_s / 2)
+            records, cash = dict(taken.records), taken.cash
+            drop: tuple[str, ...] = ()
             if any(d.get("kind") == "restore_unrecovered" for d in accepted):
                 # The operator has checked the account's later orders by hand: the restore is behind us.
-                await self.store.delete_kv(RESTORED_KEY)
+                drop = (RESTORED_KEY,)
                 self._restore_pending = False
             if cash is not None:  # read when nothing was in doubt: what the venue's cash waited for is done
                 if self.sim_venue is not None:
                     # A paper account's cash is rebuilt from its fills at every start: the accepted difference is
                     # kept beside them, or the next start would bring the difference back.
                     added = float(await self.store.get_kv(CASH_ACCEPTED_KEY, 0.0) or 0.0)
-                    await self.store.put_kv(CASH_ACCEPTED_KEY, added + cash - self.portfolio.cash, self.clock.wall())
+                    records[CASH_ACCEPTED_KEY] = added + cash - self.portfolio.cash
                 if self._cash_from_venue:  # the books had no cash of their own yet (a start's, a restore's)
                     self.portfolio.cash = cash
                 else:  # what the books held differs from the account by no trade: no peak, drawdown or day's loss
                     self.portfolio.take_cash(cash)
                 self._cash_from_venue = self._cash_waits = False
             self.reconcile_blocked = []
-            self.bus.publish(ReconcileEvent(status="accepted", differences=accepted))
+            # The new baseline, the books' cash and peak and the accept's record in one transaction: a kill leaves
+            # all or none (the baseline stored with the old cash, a restart would find the difference again).
+            await self._persist_books(records, drop=drop, publish=lambda: self.bus.publish(
+                ReconcileEvent(status="accepted", differences=accepted)))
             await self.flush()
             return accepted
 

@@ -55,6 +55,16 @@ MISSING_COINS = 0.01
 ACCEPTED_KEY = "reconcile_accepted_orders"  # open orders at the venue that the operator accepted as not ffe's
 
 
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """What an accept takes from the venue: its quote balance, the engine's cash from now on (None when the venue
+    could not be read), and the records that change with it (the new baseline, the open orders accepted as not
+    ffe's), for the engine to store with its books and the accept's record in one transaction."""
+
+    cash: float | None
+    records: dict[str, Any]
+
+
 @dataclass(slots=True)
 class ReconcileReport:
     status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, unconfirmed, failed
@@ -166,20 +176,25 @@ class Reconciler:
             held[base] = held.get(base, 0.0) + p.quantity
         return held
 
-    async def baseline(self, balances: dict[str, float], again: bool = False) -> dict[str, float]:
-        """The venue's balances that ffe did not put there: taken once, when ffe first meets the account, and
-        `again` when the operator accepts the venue as it is (written over the old one in one write: never
-        missing in between, which the next start would take for a first meeting)."""
-        saved: dict[str, float] | None = None if again else await self.store.get_kv(BASELINE_KEY)
+    async def baseline(self, balances: dict[str, float]) -> dict[str, float]:
+        """The venue's balances that ffe did not put there: taken once, when ffe first meets the account (an accept
+        takes them again, stored with the accept: `accept`)."""
+        saved: dict[str, float] | None = await self.store.get_kv(BASELINE_KEY)
         if saved is None:
-            held = self._held_by_base()
-            saved = {a: balances.get(a, 0.0) - held.get(a, 0.0) for a in self._bases()}
+            saved = self._new_baseline(balances)
             await self.store.put_kv(BASELINE_KEY, saved, self.clock.wall())
+        self._take_baseline(saved)
+        return saved
+
+    def _new_baseline(self, balances: dict[str, float]) -> dict[str, float]:
+        held = self._held_by_base()
+        return {a: balances.get(a, 0.0) - held.get(a, 0.0) for a in self._bases()}
+
+    def _take_baseline(self, saved: dict[str, float]) -> None:
         # Below zero, the account holds fewer coins than the books' positions (an accepted shortfall): an exit
         # sells what it holds, and what is left in the books is no position.
         self.portfolio.set_unbacked({s: -saved[b] for s in self.symbols
                                      if (b := s.partition("/")[0]) in saved and saved[b] < 0})
-        return saved
 
     async def shows_placed(self, o: Order) -> str | None:
         """Why an order in doubt that lookups do not find may be at the venue all the same (lookups can lag behind
@@ -305,10 +320,11 @@ class Reconciler:
         self.bus.publish(ReconcileEvent(status=report.status, differences=report.differences or report.unconfirmed))
         return report
 
-    async def accept(self, differences: list[dict[str, Any]], *, wait_s: float = 0.0) -> float | None:
+    async def accept(self, differences: list[dict[str, Any]], *, wait_s: float = 0.0) -> Acceptance:
         """The operator accepts the venue as it is: its balances become the new baseline, and the open orders found
         that are not ffe's are left out of later reconciliations (while they stay open). Returns the venue's quote
-        balance, the engine's cash from now on (None when the venue could not be read).
+        balance, the engine's cash from now on (None when the venue could not be read), and those records, which
+        the engine stores with its books and the accept's record (one transaction: a kill leaves all or none).
 
         Refused (ControlError, nothing changed) while an order is in doubt or unanswered after a last look: its trade
         may be in the balances already, and recording it later would count it a second time; and when the venue's
@@ -348,13 +364,17 @@ class Reconciler:
             self._refuse_coins_missing(balances)
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
                    if d.get("kind") == "unknown_open_order"}
+        records: dict[str, Any] = {}
         if foreign:
             accepted = set(await self.store.get_kv(ACCEPTED_KEY, []) or [])
-            await self.store.put_kv(ACCEPTED_KEY, sorted(accepted | foreign), self.clock.wall())
+            records[ACCEPTED_KEY] = sorted(accepted | foreign)
         if balances is None:
-            return None
-        await self.baseline(balances, again=True)
-        return balances.get(self.quote, 0.0)
+            return Acceptance(None, records)
+        # Written over the old baseline in the same write: never missing in between, which the next start would
+        # take for a first meeting with the account.
+        records[BASELINE_KEY] = self._new_baseline(balances)
+        self._take_baseline(records[BASELINE_KEY])
+        return Acceptance(balances.get(self.quote, 0.0), records)
 
     def current_at(self, read_at: float) -> float | None:
         """When (the clock's monotonic time) a read of the venue's balances made at `read_at` would have been sure to

@@ -934,20 +934,37 @@ class Store:
         async with self._with_events_of(publish):
             await self.conn.execute(_SQL_KV, (key, _dumps(value), ts))
 
-    async def put_kvs(self, values: dict[str, Any], ts: float) -> None:
+    async def put_kvs(self, values: dict[str, Any], ts: float, *, drop: Iterable[str] = (),
+                      publish: Callable[[], object] | None = None) -> None:
         """Several keys in one transaction, with the rows buffered before them: what belongs together (the books of
-        one bar: portfolio, market, paper venue, weights) is stored together or not at all, with one sync."""
+        one bar: portfolio, market, paper venue, weights) is stored together or not at all, with one sync. `drop`:
+        keys deleted in it; `publish`: the events it publishes (those that say the change) written in it too."""
         rows = [(key, _dumps_books(value), ts) for key, value in values.items()]
+        dropped = [(key,) for key in drop]
+        if publish is not None:
+            self._refuse_books_ahead()  # before the events are published, as well as with the lock held
+            async with self._with_events_of(publish):
+                self._refuse_books_ahead()
+                await self._put_rows(rows, dropped)
+            return
         async with self._writing():
-            if self._books_ahead:  # checked with the lock held: a write queued behind the failed fill is refused too
-                raise StorageError(f"{self.path}: a fill could not be recorded, so the books in memory are ahead of "
-                                   "the records: they were not stored")
+            self._refuse_books_ahead()  # with the lock held: a write queued behind the failed fill is refused too
             if self.batch:
-                await self.conn.executemany(_SQL_KV, rows)
+                await self._put_rows(rows, dropped)
                 return
             async with self._tx():
                 await self._write_buffers()
-                await self.conn.executemany(_SQL_KV, rows)
+                await self._put_rows(rows, dropped)
+
+    async def _put_rows(self, rows: list[tuple[str, str, float]], dropped: list[tuple[str]]) -> None:
+        await self.conn.executemany(_SQL_KV, rows)
+        if dropped:
+            await self.conn.executemany("DELETE FROM kv WHERE key = ?", dropped)
+
+    def _refuse_books_ahead(self) -> None:
+        if self._books_ahead:
+            raise StorageError(f"{self.path}: a fill could not be recorded, so the books in memory are ahead of the "
+                               "records: they were not stored")
 
     async def delete_kv(self, key: str) -> None:
         await self._write("DELETE FROM kv WHERE key = ?", (key,))
