@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from conftest import engine_session
+from conftest import engine_session, ffe_env
 from ffe_engine.errors import ControlError
 from live_helpers import (BTC, engine_loop, fx, next_bar, paused_by_reconciliation, reconcile_twice,  # noqa: F401
-                          rows, stored_events)
+                          rows, run_ffe_async, stored_events)
 from test_live_books import GET_ACCOUNT, assert_books_agree, climbing, strategy_entry, strategy_settings
 
 LAG_S = 1.0  # the balance reads' lag: less than the settle window (1.5 s), as the settle window is sized above it
@@ -73,6 +73,44 @@ async def test_an_accept_the_settle_window_would_keep_past_a_request_s_time_is_r
             await asyncio.sleep(e.venue.settle_s)
             await e.accept_reconcile(by="test")
             assert_books_agree(e, fx)
+
+
+async def test_an_accept_waits_no_longer_than_half_of_the_time_its_client_gives_it(tmp_path, fx):
+    """`ffe ctl accept --timeout 2` inside the settle window: the engine waits for the window's end only within half
+    of the client's time (as within half of its own control.request_timeout_s), and otherwise refuses, nothing
+    accepted, in an answer the client still gets. Waiting on past the client, it accepted after the client had
+    said that no answer came."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3},
+                                 exchange={"settle_window_ms": 6000}, control={"request_timeout_s": 30.0})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            await deposited_then_sold(e, fx, db)
+            cash = e.portfolio.cash
+            ctl = await run_ffe_async(tmp_path, "ctl", "accept", "--timeout", "2", "--data-dir",
+                                      str(settings.data_dir), env=ffe_env(), name="accept")
+            assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
+            (line,) = ctl.stderr.splitlines()
+            assert "nothing accepted" in line and "accept again in" in line and "no answer" not in line, line
+            await asyncio.sleep(2.0)  # an accept left waiting in the engine would have gone through by now
+            assert e.portfolio.cash == cash and e.reconcile_blocked  # (its figures follow the sale)
+            assert "accepted" not in [r["status"] for r in stored_events(db, "reconcile")]
+
+
+async def test_an_accept_s_client_timeout_is_checked(tmp_path, fx):
+    """The time the client gives an accept is a number of seconds, more than 0 and at most 3600: anything else is
+    refused with the argument named, nothing accepted."""
+    from ffe_engine.api import dispatch
+
+    settings = strategy_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        for bad in (0, -1.0, 3601.0, "2", True):
+            with pytest.raises(ControlError, match="accept: timeout_s: "):
+                await dispatch(running.engine, "accept", {"by": "ctl", "timeout_s": bad})
+        assert await dispatch(running.engine, "accept", {"by": "ctl", "timeout_s": 2.0}) == []
 
 
 async def test_an_accepted_withdrawal_is_no_drawdown_and_no_day_s_loss(tmp_path, fx):
