@@ -426,6 +426,8 @@ def ctl(args: argparse.Namespace) -> int:
     if args.action == "health":
         return _ctl_health(args, settings)
     timeout = args.timeout if args.timeout is not None else settings.control.request_timeout_s
+    if args.action == "accept":  # it waits for the exchange's settle window only as long as it is waited for
+        payload["timeout_s"] = timeout
     answer = _ask(settings, args.action, payload, timeout)
     if args.json:
         _print(json.dumps(answer, indent=1, default=str))

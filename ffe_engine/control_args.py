@@ -66,6 +66,12 @@ class OrderArgs(Args):
     quantity: float = Field(gt=0)  # finite, as every number
 
 
+class AcceptArgs(Args):
+    # How long the client waits for the answer (`ffe ctl accept --timeout`): the accept waits for the settle window
+    # within half of it too, so that its answer (accepted, or when to accept again) still reaches the client.
+    timeout_s: float | None = Field(None, gt=0, le=3600)
+
+
 class BackupArgs(Args):
     to: str | None = Field(None, min_length=1, max_length=4096)  # a directory; none: the engine's [backup] dir
 
@@ -74,5 +80,5 @@ class BackupArgs(Args):
 ARGS: dict[str, type[Args]] = {
     "pause": StateArgs, "resume": ResumeArgs, "halt": StateArgs, "approve": ApprovalArgs, "reject": ApprovalArgs,
     "mode": ModeArgs, "cancel": OrderIdArgs, "settle": SettleArgs, "close": CloseArgs, "order": OrderArgs,
-    "backup": BackupArgs, "sold-by-hand": HandSaleArgs,
+    "backup": BackupArgs, "sold-by-hand": HandSaleArgs, "accept": AcceptArgs,
 }

@@ -1711,10 +1711,10 @@ class Engine:
     async def why(self) -> dict[str, Any]:
         return await views.why(self)
 
-    async def accept_reconcile(self, by: str = "operator") -> list[dict[str, Any]]:
+    async def accept_reconcile(self, by: str = "operator", timeout_s: float | None = None) -> list[dict[str, Any]]:
         """Accept the differences reconciliation found (the venue's balances become the new baseline, its quote
         balance the cash). Nothing when nothing is waiting. Refused, with the reason, while an order is in doubt or
-        unanswered (Reconciler.accept)."""
+        unanswered (Reconciler.accept). `timeout_s`: how long the client waits for the answer, when it said."""
         async with self._control_lock:
             self._still_running()
             accepted = list(self.reconcile_blocked)
@@ -1723,8 +1723,12 @@ class Engine:
                 # is for the next reconciliation to show, never taken into the baseline unseen.
                 return []
             # The balances wait for the settle window after the last order change: waited for when that fits well
-            # within the time `ffe ctl` gives an answer, refused with when to accept again otherwise.
-            taken = await self.reconciler.accept(accepted, wait_s=self.settings.control.request_timeout_s / 2)
+            # within the time the client gives an answer (its own, or `ffe ctl`'s default), refused with when to
+            # accept again otherwise: never carried out after the client has given up on it.
+            answer_s = self.settings.control.request_timeout_s
+            if timeout_s is not None:
+                answer_s = min(answer_s, timeout_s)
+            taken = await self.reconciler.accept(accepted, wait_s=answer_s / 2)
             records, cash = dict(taken.records), taken.cash
             drop: tuple[str, ...] = ()
             if any(d.get("kind") == "restore_unrecovered" for d in accepted):
