@@ -84,7 +84,8 @@ async def test_killed_between_journal_and_reply_then_restarted(tmp_path, fx, pro
     # The second start: the lookup by client id is part of its reconciliation, before anything new is sent.
     started = max(e["seq"] for e in stored_events(db, "run") if e["phase"] == "start")
     if not reached:  # the order was still in doubt at the start's reconciliation: another follows once it settles
-        await wait_for(lambda: len([e for e in stored_events(db, "reconcile") if e["seq"] > started]) == 2,
+        # (At least: on a loaded machine the periodic reconciliation can follow it before this looks.)
+        await wait_for(lambda: len([e for e in stored_events(db, "reconcile") if e["seq"] > started]) >= 2,
                        timeout=30, what="the reconciliation after the order settled")
     after = [e for e in stored_events(db, "reconcile", "order", "fill") if e["seq"] > started]
     assert {e.get("client_order_id") for e in after if e["event"] != "reconcile"} == {cid}
@@ -96,8 +97,9 @@ async def test_killed_between_journal_and_reply_then_restarted(tmp_path, fx, pro
         assert (before, after[i]["status"], since) == ([("fill", None), ("order", "filled")], "resolved", [])
     else:  # absent, and inside the settle window that proves nothing: sent again only after it; the cash is taken
         # from the venue by the reconciliation that follows as soon as it is settled
-        assert (before, after[i]["status"], since) == ([], "ok", [("fill", None), ("order", "filled"),
-                                                                  ("reconcile", "ok")])
+        assert (before, after[i]["status"], since[:3]) == ([], "ok", [("fill", None), ("order", "filled"),
+                                                                      ("reconcile", "ok")])
+        assert set(since[3:]) <= {("reconcile", "ok")}, since
 
     status = (await request(sock, "status"))["result"]
     assert [(p["symbol"], p["quantity"]) for p in status["positions"]] == [(BTC, pytest.approx(held))]
