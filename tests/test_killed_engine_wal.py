@@ -168,3 +168,20 @@ def test_an_empty_database_file_with_no_wal_and_no_trail_is_still_a_first_start(
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "data" / "ffe.db").stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", [("doctor",), ("backup",)], ids=lambda c: " ".join(c))
+def test_a_removed_database_beside_a_trail_with_records_is_called_lost_as_the_start_calls_it(killed, tmp_path,
+                                                                                              command):
+    """The database file removed (and its WAL), its audit trail still holding records: the start refuses it as a
+    lost database; `ffe doctor` and `ffe backup` say the same, not "no database here (is --data-dir right?)"."""
+    cwd = copy_of(killed, tmp_path)
+    for name in NAMES:
+        (cwd / "data" / name).unlink(missing_ok=True)
+    started = run_ffe(cwd, "run", "--headless", "--max-bars", "1")
+    assert started.returncode == 1 and "lost" in one_line(started), started.stderr[-2000:]
+    proc = run_ffe(cwd, *command)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    line = one_line(proc)
+    assert "data/ffe.db" in line and "lost" in line and "is --data-dir right" not in line, line
+    assert not (cwd / "data" / "ffe.db").exists()
