@@ -547,9 +547,11 @@ def backup(args: argparse.Namespace) -> int:
     dest = (args.to if args.to is not None else Path(settings.backup.dir)).resolve()
     clock = WallClock()
     if not settings.db_path.is_file():
+        from ffe_engine.audit import has_records
         from ffe_engine.store import check_files
 
-        check_files(settings.db_path, new_ok=True)  # missing beside a WAL that holds pages: damaged, said so
+        # Missing beside a WAL that holds pages: damaged; beside a trail with records: lost; said as the start says.
+        check_files(settings.db_path, new_ok=not has_records(settings.audit_path))
         raise UsageError(f"{settings.db_path}: no database here (is --data-dir right?)")
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest}: not a directory (--to names the directory the backups go into)")

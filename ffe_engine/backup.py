@@ -126,10 +126,10 @@ async def take_running(store: Store, settings: Settings, dest: Path, now: float,
 
 def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
     """A backup of a data directory no engine runs on (the caller holds its lock)."""
-    # Before it is opened: a damaged or lost one is said so (a missing one only beside its WAL: else --data-dir may
-    # be wrong).
+    # Before it is opened: a damaged or lost one is said so (a missing one beside its WAL or a trail with records;
+    # else --data-dir may be wrong).
     db = settings.db_path
-    check_files(db, new_ok=not (db.exists() and has_records(settings.audit_path)))
+    check_files(db, new_ok=not has_records(settings.audit_path))
     if not db.is_file():
         raise UsageError(f"{db}: no database here (is --data-dir right?)")
     conn, _ = pin_file(settings.db_path, read_only=True)

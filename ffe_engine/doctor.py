@@ -96,11 +96,11 @@ class Findings:
 def check(settings: Settings) -> Findings:
     """Every invariant on settings.data_dir and settings.log_dir; raises Violation at the first one broken."""
     found = Findings()
-    # Before the database is opened: an empty one beside a trail with records is lost, and a missing or empty one
-    # beside a WAL that holds pages (which SQLite would delete on opening it) damaged: said so, left as they are. A
-    # missing one with no WAL is no database here (--data-dir may be wrong).
+    # Before the database is opened: a missing or empty one beside a trail with records is lost, as the start says,
+    # and one beside a WAL that holds pages (which SQLite would delete on opening it) damaged: said so, left as they
+    # are. A missing one with neither is no database here (--data-dir may be wrong).
     db = settings.db_path
-    check_files(db, new_ok=not (db.exists() and has_records(settings.audit_path)))
+    check_files(db, new_ok=not has_records(settings.audit_path))
     records = Records(settings.db_path)
     try:
         records.check_version()
