@@ -53,6 +53,8 @@ def damage(cwd: Path, how: str = "a byte in a record", at: float = 0.3) -> tuple
         lines[n] = lines[n].replace(f'"seq":{seq},'.encode(), f'"seq":{seq + 20},'.encode(), 1)  # 639 -> 659
     elif how == "a line deleted":
         del lines[n]
+    elif how == "a line repeated":
+        lines.insert(n + 1, lines[n])
     else:
         raise AssertionError(how)
     path.write_bytes(b"".join(lines))
@@ -235,3 +237,19 @@ def test_a_running_engine_refuses_a_backup_of_a_damaged_record_the_database_hold
     assert engine.alive()
     engine.send(15)
     assert engine.wait(60) == 0, engine.stderr
+
+
+def test_a_backup_over_a_repeated_line_says_the_trail_is_damaged_there(account, tmp_path):
+    """A line repeated (the start pages it, `ffe audit verify` refuses it): the backup leaves the repeat out, so its
+    trail verifies, and tells the operator where the trail it read is damaged, as for any other damage."""
+    cwd = copy_of(account, tmp_path / "a")
+    seq, before = damage(cwd, "a line repeated")
+    proc = take(cwd, tmp_path / "b", "--json")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)["manifest"]
+    (where,) = manifest["trail_damaged"]
+    assert (where["first"], where["last"]) == (seq, seq) and where["file"] == str((cwd / TRAIL).absolute())
+    (path,) = (tmp_path / "b").glob("ffe-backup-*.tar.zst")
+    assert unpacked_trail(path, tmp_path / "x") == before
+    proc = take(cwd, tmp_path / "c")
+    assert proc.returncode == 0 and f"seq {seq}" in proc.stdout and "ffe doctor" in proc.stdout, proc.stdout
