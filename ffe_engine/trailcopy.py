@@ -35,6 +35,14 @@ class TrailCopy:
     from_database: int = 0  # records taken from the database's copy
     damaged: list[dict[str, Any]] = field(default_factory=list)  # {file, first, last}: what those were, in the trail
 
+    def note_damaged(self, where: str, seq: int) -> None:
+        """The trail file `where` damaged at `seq`: joined to the range before it when it goes on from it."""
+        damaged = self.damaged
+        if damaged and damaged[-1]["file"] == where and damaged[-1]["first"] <= seq <= damaged[-1]["last"] + 1:
+            damaged[-1]["last"] = max(seq, damaged[-1]["last"])
+        else:
+            damaged.append({"file": where, "first": seq, "last": seq})
+
 
 def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> TrailCopy:
     """The audit trail's records up to `last_seq` into `out`, each as written: the trail's line where it is the
@@ -54,7 +62,10 @@ def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> TrailCopy:
                 m = _SEQ.search(line, 0, 200)
                 s = int(m.group(1)) if m else None
                 if s is not None and s < e:
-                    continue  # a line repeated, or written over by a lower seq: its seq's record is written
+                    # A line repeated, or written over by a lower seq: its seq's record is written; left out, and
+                    # said as damage (`ffe audit verify` refuses the trail for it).
+                    writer.result.note_damaged(where, s)
+                    continue
                 if s == e:
                     copy = copies.at(e)
                     if copy is None or copy == line:
@@ -154,11 +165,7 @@ class _Writer:
             raise _no_copy(where, seq)
         self.put(copy, None)
         self.result.from_database += 1
-        damaged = self.result.damaged
-        if damaged and damaged[-1]["file"] == where and damaged[-1]["last"] == seq - 1:
-            damaged[-1]["last"] = seq
-        else:
-            damaged.append({"file": where, "first": seq, "last": seq})
+        self.result.note_damaged(where, seq)
 
 
 def _no_copy(where: str, seq: int) -> DamagedRecords:
