@@ -244,3 +244,21 @@ def test_a_database_a_newer_ffe_wrote_is_exit_2_as_for_the_start(healthy, tmp_pa
     proc = doctor(cwd, run_ffe)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "schema version 99 is newer" in proc.stderr and proc.stdout == "", proc.stderr
+
+
+def test_a_database_a_first_start_stopped_before_its_schema_is_no_records_here_not_damage(tmp_path):
+    """A new account's first start killed between making the file and committing its schema: a database of no
+    tables, no audit trail. The next start takes it for a first start; doctor says there are no records here (as
+    for an empty file), not that the database is damaged ("no such table: kv")."""
+    from conftest import starter_config
+
+    starter_config(tmp_path)
+    (tmp_path / "data").mkdir()
+    with sqlite3.connect(tmp_path / "data" / "ffe.db") as conn:
+        conn.execute("PRAGMA journal_mode=WAL")  # a file of SQLite's header, and no table
+    doctor = ffe_in_process(tmp_path, "doctor")
+    assert doctor.returncode == 2, (doctor.returncode, doctor.stderr)
+    assert "no records here" in doctor.stderr and "no such table" not in doctor.stderr, doctor.stderr
+    started = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert started.returncode == 0, started.stderr[-2000:]
+    assert ffe_in_process(tmp_path, "doctor").returncode == 0
