@@ -51,9 +51,10 @@ from .audit import has_records
 from .backtest_runs import RUN_ID
 from .chain import packed, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
-from .errors import FfeError, first_problem
+from .errors import FfeError, UsageError, first_problem
 from .model import EngineState, OrderStatus, trail_disagrees
-from .store import BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Records, check_files, state_unsaid
+from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Records, check_files, lost_database,
+                    state_unsaid)
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 FillRow = tuple[str, str, str, float, float, float, float]  # client_order_id, symbol, side, qty, price, fee, fee_base
@@ -101,7 +102,12 @@ def check(settings: Settings) -> Findings:
     # are. A missing one with neither is no database here (--data-dir may be wrong).
     db = settings.db_path
     check_files(db, new_ok=not has_records(settings.audit_path))
-    records = Records(settings.db_path)
+    try:
+        records = Records(settings.db_path)
+    except UsageError:  # no table in it: beside a trail with records that is a lost database, as the start says
+        if has_records(settings.audit_path):
+            raise lost_database(db, "holds no table") from None
+        raise
     try:
         records.check_version()
         problems = records.integrity()

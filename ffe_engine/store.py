@@ -381,6 +381,12 @@ _LOST = ("{path}: the database {found} but the audit trail holds records: the ac
          "replaced; restore it, or move the audit trail away to start a new account")
 
 
+def lost_database(path: Path | str, found: str) -> DamagedRecords:
+    """A database that is missing, empty or holds no table (`found` says which) beside an audit trail with records:
+    the account's was lost, never a first start."""
+    return DamagedRecords(_LOST.format(path=path, found=found))
+
+
 def wal_without_database(path: Path | str) -> str | None:
     """What is wrong with a database whose main file is missing or empty while its -wal file holds pages, or None.
     SQLite, opening such a database (read-only too), deletes the WAL as one left over from an empty database: it
@@ -439,7 +445,7 @@ def check_files(path: Path | str, new_ok: bool) -> bool:
         raise damaged_database(path, problem)
     size = path.stat().st_size if path.exists() else None
     if not size and not new_ok:
-        raise DamagedRecords(_LOST.format(path=path, found="is missing" if size is None else "holds no records"))
+        raise lost_database(path, "is missing" if size is None else "holds no records")
     return bool(size)
 
 
@@ -463,7 +469,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
         refuse_newer_schema(path, version)
         (tables,) = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         if tables == 0 and not new_ok:
-            raise DamagedRecords(_LOST.format(path=path, found="holds no records"))
+            raise lost_database(path, "holds no records")
         if version > 0:
             problem = schema_damage(version, conn.execute(_SQL_COLUMNS).fetchall())
             if problem is not None:
@@ -1647,9 +1653,13 @@ class Records:
         try:
             self.conn = open_read_only(self.path)
             self.conn.execute("BEGIN")
-            self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            (tables,) = self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+        if not tables:  # a first start stopped before it committed its schema: nothing here yet, as for an empty file
+            self.conn.close()
+            raise UsageError(f"{self.path}: the database holds no table, no records here (a first start stopped "
+                             "before it wrote any; is --data-dir right?)")
         self._reader: compact.RecordReader | None = None
 
     def close(self) -> None:

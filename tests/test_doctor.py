@@ -262,3 +262,15 @@ def test_a_database_a_first_start_stopped_before_its_schema_is_no_records_here_n
     started = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
     assert started.returncode == 0, started.stderr[-2000:]
     assert ffe_in_process(tmp_path, "doctor").returncode == 0
+
+
+def test_a_database_of_no_table_beside_a_trail_with_records_is_lost_for_doctor_as_for_the_start(healthy, tmp_path):
+    cwd = copy_of(healthy, tmp_path)
+    for p in (cwd / "data").glob("ffe.db*"):
+        p.unlink()
+    with sqlite3.connect(cwd / "data" / "ffe.db") as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+    doctor = ffe_in_process(cwd, "doctor")
+    assert doctor.returncode == 1 and "lost" in doctor.stderr and "holds no table" in doctor.stderr, doctor.stderr
+    started = run_ffe(cwd, "run", "--headless", "--max-bars", "3")
+    assert started.returncode == 1 and "lost" in started.stderr, started.stderr[-2000:]
