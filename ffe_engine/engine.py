@@ -1217,6 +1217,8 @@ class Engine:
                 self._cash_from_venue = True
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
+        if report.status == "superseded":  # an accept was stored meanwhile: the next one compares with its baseline
+            return []
         self.reconcile_unconfirmed = report.unconfirmed
         # Whether it compared everything: every symbol's position, the cash and the equity (none left out for an
         # order whose trade the balances may hold already, nor taken from the venue instead).
@@ -1746,11 +1748,14 @@ class Engine:
                 else:  # what the books held differs from the account by no trade: no peak, drawdown or day's loss
                     self.portfolio.take_cash(cash)
                 self._cash_from_venue = self._cash_waits = False
-            self.reconcile_blocked = []
             # The new baseline, the books' cash and peak and the accept's record in one transaction: a kill leaves
             # all or none (the baseline stored with the old cash, a restart would find the difference again).
             await self._persist_books(records, drop=drop, publish=lambda: self.bus.publish(
                 ReconcileEvent(status="accepted", differences=accepted)))
+            # Only once stored: a reconciliation under way meanwhile, against the baseline replaced, holds the engine
+            # for nothing accepted, and one that ends after this is dropped by the reconciler (superseded).
+            self.reconciler.note_accepted()
+            self.reconcile_blocked = []
             await self.flush()
             return accepted
 

@@ -67,7 +67,8 @@ class Acceptance:
 
 @dataclass(slots=True)
 class ReconcileReport:
-    status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, unconfirmed, failed
+    status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, unconfirmed, failed,
+    # superseded (an accept was stored while it ran: not recorded, not acted on)
     differences: list[dict[str, Any]] = field(default_factory=list)
     venue_cash: float | None = None  # the venue's quote balance, read after the orders in flight were resolved
     # No order was in doubt or unanswered when the balances were read: they and the journal's fills describe the
@@ -136,6 +137,9 @@ class Reconciler:
         self.clock = clock
         self._first_seen: dict[str, float] = {}  # difference key -> when a reconciliation first found it
         self._accepted_missed: set[str] = set()  # accepted open orders the last read of the venue did not show
+        # Accepts stored so far: a reconciliation under way across one compared the venue with the baseline it
+        # replaced, and its differences are the ones accepted (`run` drops it: "superseded").
+        self.accepts = 0
 
     def _confirm(self, report: ReconcileReport, started: float) -> ReconcileReport:
         """Split the report's differences into those that count and those not confirmed yet: a difference counts
@@ -261,10 +265,16 @@ class Reconciler:
             out.append({"kind": "equity", "asset": self.quote, "journal": round(ours, 2), "venue": round(theirs, 2)})
         return out
 
+    def note_accepted(self) -> None:
+        """An accept's baseline is stored: a reconciliation under way since before it is superseded."""
+        self.accepts += 1
+
     async def run(self, *, with_cash: bool = True) -> ReconcileReport:
         """Compare and record; the report's differences are empty when everything agrees. `with_cash=False` leaves
-        the cash and equity out (the caller takes the cash from the report)."""
+        the cash and equity out (the caller takes the cash from the report). One across which an accept was stored
+        is neither recorded nor acted on (status "superseded"): it may have compared with the baseline replaced."""
         venue = self.venue
+        accepts = self.accepts
         started = self.clock.monotonic()
         in_doubt = [cid for cid, o in self.orders.live.items() if o.status is OrderStatus.IN_DOUBT]
         await self.orders.poll()
@@ -314,6 +324,9 @@ class Reconciler:
         for o in self.orders.stuck_in_doubt(STUCK_SETTLE_WINDOWS * venue.settle_s):
             differences.append({"kind": "order_in_doubt", "client_order_id": o.client_order_id, "symbol": o.symbol,
                                 "side": o.side.value, "quantity": o.quantity})
+        if self.accepts != accepts:
+            self._take_baseline(await self.store.get_kv(BASELINE_KEY) or {})  # the accepted one, stored
+            return ReconcileReport("superseded")
         status = "differences" if differences else ("resolved" if resolved else "ok")
         report = self._confirm(ReconcileReport(status, differences, balances.get(self.quote, 0.0),
                                                settled=not unsettled), started)
