@@ -73,10 +73,12 @@ async def test_the_kill_and_re_arm_dialogs_say_what_happens_to_stop_loss_and_tak
         await pilot.press("n")
 
 
-async def test_a_re_arm_confirmed_after_a_later_halt_does_not_re_arm_that_halt(tmp_path):
-    """The re-arm dialog asks about the halt on screen when it opened. Re-armed and halted again meanwhile (another
-    operator's `ffe ctl resume --yes`, then `ffe ctl halt`), its `y` must not undo a kill switch it never showed:
-    the engine stays HALTED, by ctl, and the console says why nothing was done."""
+@pytest.mark.parametrize("how", ["re-armed and halted again", "halted again", "flattened"])
+async def test_a_re_arm_confirmed_after_a_later_halt_does_not_re_arm_that_halt(tmp_path, how):
+    """The re-arm dialog asks about the halt on screen when it opened. Halted again meanwhile, whether re-armed in
+    between (another operator's `ffe ctl resume --yes`, then `ffe ctl halt`) or still HALTED (`ffe ctl halt`,
+    SIGUSR1, or a flatten, which ends HALTED), its `y` must not undo a halt it never showed (a flatten's closing
+    orders would be followed by the strategy's next entry): the engine stays HALTED."""
     db = db_path(tmp_path)
     app = console(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -86,36 +88,16 @@ async def test_a_re_arm_confirmed_after_a_later_halt_does_not_re_arm_that_halt(t
         await until(pilot, lambda: "HALTED" in screen_text(app).split("\n")[0], "HALTED on the status line")
         await pilot.press("p")
         await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm dialog")
-        await app.engine.resume(by="ctl", confirm=True)  # another operator, through the control socket
-        await app.engine.halt(reason="ffe ctl halt", by="ctl")
-        await pilot.press("y")
-        await until(pilot, lambda: not any(isinstance(s, ConfirmScreen) for s in app.screen_stack), "dialog closed")
-        await pilot.pause(0.3)
-        assert db_value(db, "SELECT state FROM engine_state") == "HALTED", screen_text(app)
-        assert db_value(db, "SELECT by FROM engine_state") == "ctl"
-        assert app.engine.state.value == "HALTED"
-
-
-@pytest.mark.parametrize("how", ["halt", "flatten"])
-async def test_a_re_arm_confirmed_after_a_halt_of_the_halted_engine_does_not_undo_it(tmp_path, how):
-    """The re-arm dialog is open on a kill switch; meanwhile `ffe ctl halt`, SIGUSR1 or a flatten (which ends HALTED)
-    halts the HALTED engine again. The dialog never showed that halt: its `y` must not undo it (a flatten's closing
-    orders would be followed by the strategy's next entry)."""
-    db = db_path(tmp_path)
-    app = console(tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await running(pilot)
-        await pilot.press("ctrl+k", "y")
-        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
-        await until(pilot, lambda: "HALTED" in screen_text(app).split("\n")[0], "HALTED on the status line")
-        await pilot.press("p")
-        await until(pilot, lambda: "Re-arm the HALTED engine" in screen_text(app), "the re-arm dialog")
-        if how == "halt":
-            await app.engine.halt(reason="ffe ctl halt", by="ctl")
-        else:
+        if how == "re-armed and halted again":
+            await app.engine.resume(by="ctl", confirm=True)  # another operator, through the control socket
+        if how == "flattened":
             await app.engine.flatten(by="ctl")
+        else:
+            await app.engine.halt(reason="ffe ctl halt", by="ctl")
         await pilot.press("y")
         await until(pilot, lambda: not any(isinstance(s, ConfirmScreen) for s in app.screen_stack), "dialog closed")
         await pilot.pause(0.3)
         assert app.engine.state.value == "HALTED", screen_text(app)
         assert db_value(db, "SELECT state FROM engine_state") == "HALTED", screen_text(app)
+        if how == "re-armed and halted again":  # recorded anew, by ctl (a halt of the HALTED engine is not)
+            assert db_value(db, "SELECT by FROM engine_state") == "ctl"
