@@ -445,13 +445,17 @@ def test_a_damaged_database_beside_its_wal_is_left_as_it_was_found_wal_included(
     assert (db.read_bytes(), wal.read_bytes()) == before, "the damaged database was changed"
 
 
-HOT_JOURNAL = ("import os, sqlite3, sys\n"
-               "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-               "c.execute('PRAGMA cache_size=1')  # the transaction's pages spill to the file before it commits\n"
-               "c.execute('BEGIN')\n"
-               "for i in range(40): c.execute(f'CREATE TABLE t{i} (a)')\n"
-               "c.execute('INSERT INTO t0 VALUES (randomblob(300000))')\n"
-               "os._exit(0)\n")
+def killed_mid_transaction(db: Path, *statements: str) -> None:
+    """A process that runs `statements` in one transaction on `db` (journal mode DELETE, the database's as a new or
+    restored one is) and is killed before it commits, its pages already spilled to the file: a hot journal beside
+    it, which SQLite rolls back at the next open that may write."""
+    script = ("import os, sqlite3, sys\n"
+              "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+              "c.execute('PRAGMA cache_size=1')  # the transaction's pages spill to the file before it commits\n"
+              "c.execute('BEGIN')\n"
+              "for sql in sys.argv[2:]: c.execute(sql)\n"
+              "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", script, str(db), *statements], check=True)
 
 
 def test_a_first_start_killed_in_its_first_moment_leaves_a_journal_the_next_start_rolls_back(tmp_path):
@@ -462,7 +466,8 @@ def test_a_first_start_killed_in_its_first_moment_leaves_a_journal_the_next_star
     starter_config(tmp_path)
     (tmp_path / "data").mkdir()
     db = tmp_path / "data" / "ffe.db"
-    subprocess.run([sys.executable, "-c", HOT_JOURNAL, str(db)], check=True)
+    killed_mid_transaction(db, *(f"CREATE TABLE t{i} (a)" for i in range(40)),
+                           "INSERT INTO t0 VALUES (randomblob(300000))")
     assert (tmp_path / "data" / "ffe.db-journal").stat().st_size > 0 and db.stat().st_size > 0
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -480,15 +485,8 @@ def test_a_hot_journal_beside_a_database_with_records_is_rolled_back_and_the_rec
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")
         fills = conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
-    script = ("import os, sqlite3, sys\n"
-              "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-              "c.execute('PRAGMA cache_size=1')\n"
-              "c.execute('BEGIN')\n"
-              "c.execute('DELETE FROM fills')\n"
-              "c.execute('CREATE TABLE filler (a)')\n"
-              "c.execute('INSERT INTO filler VALUES (randomblob(300000))')\n"
-              "os._exit(0)\n")
-    subprocess.run([sys.executable, "-c", script, str(db)], check=True)
+    killed_mid_transaction(db, "DELETE FROM fills", "CREATE TABLE filler (a)",
+                           "INSERT INTO filler VALUES (randomblob(300000))")
     assert (cwd / "data" / "ffe.db-journal").stat().st_size > 0
     proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
