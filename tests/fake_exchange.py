@@ -47,7 +47,8 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
   `execute=False`; "empty_200": the same with `{}` for a body.
 `fx.down = True` drops every connection (or answers `fx.down_status` when that is set) until set back to False.
 
-Klines follow `fx.market_clock` and include the candle still open, as Binance's do. `fx.klines_max` caps how many
+Klines and the exchange's time (`/api/v3/time`) follow `fx.market_clock`; klines include the candle still open, as
+Binance's do. `fx.klines_max` caps how many
 one request answers (Binance: 1000) and `fx.kline_gaps` lists [from, to) periods without candles (no trades), which
 a request passes over as Binance does.
 
@@ -505,7 +506,8 @@ class FakeBinance:
         return web.json_response({})
 
     async def _time(self, request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": self.now_ms()})
+        # The exchange's clock, which its klines follow (signatures are checked against the real time all the same)
+        return web.json_response({"serverTime": self.market_clock()})
 
     async def _exchange_info(self, request: web.Request) -> web.Response:
         symbols = []

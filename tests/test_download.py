@@ -349,3 +349,13 @@ def test_downloads_in_one_process_leave_one_log_handler_not_one_each(tmp_path):
                               "--since", "2024-01-01")
         assert proc.returncode == 2, proc.stderr
     assert len(venues.handlers) <= max(before, 1)
+
+
+async def test_a_clock_ahead_of_the_exchange_never_writes_the_candle_still_forming(fx, tmp_path):
+    # The exchange is 20 minutes into the 10th hour; the machine's clock, 45 minutes ahead of it, has that hour
+    # ended long ago. The exchange's own time says it has not: the file ends at the 9th.
+    market = at(fx, T0 + 10 * H + 20 * 60_000)
+    ahead = FixedClock(market.now + 45 * 60_000)
+    await download(Request(exchange=exchange_settings(fx), symbols=["BTC/USDT"], timeframe="1h", since=iso(T0),
+                           until=None, out_dir=tmp_path), clock=ahead, report=io.StringIO())
+    assert load_csv(csv_path(tmp_path)).ts[-1] == T0 + 9 * H

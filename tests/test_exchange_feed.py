@@ -262,3 +262,32 @@ async def test_on_hourly_bars_a_symbol_s_outage_holds_the_other_s_candle_a_minut
                 waited += 30_000
         assert out and {c.symbol for c in out} == {ETH}, (kind, out)
         assert waited <= at_most, f"{kind}: ETH's candle held {waited / 60_000:.1f} min"
+
+
+async def test_a_clock_ahead_of_the_exchange_never_takes_the_candle_still_forming_for_closed(fx, venue, clock):
+    # The machine's clock 150 s ahead of the exchange's (an NTP step, a clock set wrong): by it, the candle the
+    # exchange still has open (T0, 30 s into its minute) ended two minutes ago. The exchange's own time says not.
+    ahead = StepClock(clock.now + 150_000)
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=ahead)
+    hist = await feed.history(2)
+    assert [c.ts for c in hist[BTC]] == [T0 - 2 * M, T0 - M]
+    assert await feed.poll() == []  # T0 is still forming at the exchange
+    clock.now += M  # the exchange's minute T0 ends; T0 + M is forming
+    ahead.now += M
+    out = await feed.poll()
+    assert [(c.ts, c.symbol) for c in out] == [(T0, BTC), (T0, ETH)]
+    for c in out:  # its final values, not those of a moment in its minute
+        assert as_tuple(c) == pytest.approx(expected(c.symbol, c.ts))
+
+
+async def test_a_candle_with_none_after_it_is_closed_once_the_exchange_s_own_time_is_past_its_end(fx, venue, clock):
+    # No trades since T0 - M ended: the exchange serves no later row, and only time can tell T0 - M has closed.
+    fx.kline_gaps = [(T0, T0 + 10 * M)]
+    feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock)
+    assert [c.ts for c in await feed.poll()] == [T0 - M]
+    # A clock ahead of the exchange by more than a minute: the exchange's time says T0 + 2M has not ended.
+    fx.kline_gaps = [(T0 + 3 * M, T0 + 10 * M)]
+    ahead = StepClock(clock.now + 2 * M + 40_000)
+    clock.now += 2 * M  # the exchange at T0 + 2M + 30 s: T0 and T0 + M closed, T0 + 2M forming (the last row)
+    feed.clock = ahead
+    assert [c.ts for c in await feed.poll()] == [T0, T0 + M]
