@@ -2,9 +2,10 @@
 
 ccxt's fetch_ohlcv is called page by page (since + limit, the exchange's own page size), with ccxt's rate limiter
 on and reads retried on transient errors (429 included) as for the exchange feed. Only closed candles are written:
-a candle is closed once its period ended `close_grace_ms` ago by the clock, so the one still forming is never
-stored. Each page is appended to the file as whole lines before the next is asked for, so a run that stops on an
-error or ^C leaves a file that loads; the next run continues after its last candle and never writes one twice.
+a candle is closed once its period ended `close_grace_ms` ago by the clock and by the exchange's own time (ccxt's
+fetchTime, when the exchange tells it), so the one still forming is never stored. Each page is appended to the file
+as whole lines before the next is asked for, so a run that stops on an error or ^C leaves a file that loads; the
+next run continues after its last candle and never writes one twice.
 
 The file is the CSV market data contract (ffe_engine/market/csvdata.py): `timestamp,open,high,low,close,volume`,
 ISO-8601 UTC timestamps, strictly increasing. A row from the exchange that breaks the contract (a zero price, low
@@ -252,8 +253,10 @@ class Downloader:
         # Not rounded to a multiple of the timeframe: exchanges align some candles otherwise (Binance's weeks start
         # on Mondays, the epoch on a Thursday). The exchange answers the candles opening at or after `since`.
         start = max(x for x in (since_ms, None if last_stored is None else last_stored + tf) if x is not None)
-        # A candle opening at t has closed once t + timeframe + grace <= now: those opening before `end`.
-        end = self.clock.now_ms() - self.close_grace_ms - tf + 1
+        # A candle opening at t has closed once t + timeframe + grace <= now: those opening before `end`. Now by the
+        # machine's clock and by the exchange's own, the earlier: a clock running ahead of the exchange's would
+        # otherwise write the candle still forming, and the next run would continue after it.
+        end = await self._now() - self.close_grace_ms - tf + 1
         if until_ms is not None:
             end = min(end, until_ms)
         if start >= end:
@@ -309,6 +312,16 @@ class Downloader:
                 result.notes.append(f"{self.venue.name} has no {symbol} candles before {iso(written_ts[0])}")
         result.file = load_csv(path, symbol=symbol, timeframe=tf)  # what was written reads back
         return result
+
+    async def _now(self) -> int:
+        """The earlier of the clock's time and the exchange's (when it tells its time)."""
+        try:
+            exchange_now = await self.venue.server_time()
+        except (VenueError, VenueUnavailable) as exc:
+            raise DownloadError(f"the exchange's time could not be read, which tells which candles have closed: "
+                                f"{exc}") from None
+        now: int = self.clock.now_ms()
+        return now if exchange_now is None else min(now, exchange_now)
 
     async def _page(self, symbol: str, since: int) -> list[list[Any]]:
         try:

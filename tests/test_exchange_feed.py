@@ -291,3 +291,14 @@ async def test_a_candle_with_none_after_it_is_closed_once_the_exchange_s_own_tim
     clock.now += 2 * M  # the exchange at T0 + 2M + 30 s: T0 and T0 + M closed, T0 + 2M forming (the last row)
     feed.clock = ahead
     assert [c.ts for c in await feed.poll()] == [T0, T0 + M]
+
+
+async def test_when_the_exchange_s_time_cannot_be_read_a_candle_with_none_after_it_waits_for_the_next_round(
+        fx, venue, clock, caplog):
+    fx.kline_gaps = [(T0, T0 + 10 * M)]  # no trades since T0 - M: only time tells that it has closed
+    feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock)
+    fx.fault("GET /api/v3/time", "5xx_not_executed")
+    with caplog.at_level(logging.WARNING):
+        assert [c.ts for c in await feed.poll()] == [T0 - 2 * M]  # the newest row, T0 - M, waits
+    assert "the exchange's time could not be read" in caplog.text
+    assert [c.ts for c in await feed.poll()] == [T0 - M]  # the time read the next round

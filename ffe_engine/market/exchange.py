@@ -1,8 +1,12 @@
 """Closed candles and last prices from a real exchange, by polling ccxt (fetch_ohlcv, fetch_ticker).
 
 Exchanges serve the candle still being formed as the newest row of fetch_ohlcv; it is never yielded. A row is
-taken as closed when a later row exists, or when its period ended `close_grace_ms` ago by the feed's clock (for
-exchanges that do not serve the open candle). Each closed candle is yielded once, in non-decreasing time across
+taken as closed when a later row exists, or when its period ended `close_grace_ms` ago by the feed's clock and by the
+exchange's own (for exchanges that do not serve the open candle, and markets without trades: no later row). The
+exchange's time is asked for (ccxt's fetchTime) only then, once a round: a machine clock running ahead of the
+exchange's would otherwise take the candle still forming for closed, and that candle's range would never be seen
+whole. When the exchange's time cannot be read, the newest row waits for the next round; an exchange that tells no
+time is judged by the feed's clock alone. Each closed candle is yielded once, in non-decreasing time across
 symbols: candles of a symbol that is ahead wait until the others have caught up, unless those lag by more than
 `max_lag_bars` (an illiquid market with no trades: its reads answer, with nothing new), or a symbol whose reads fail
 (the exchange not answering for it) has failed for more than `hold_failed_s`; a candle that arrives after newer ones
@@ -26,6 +30,8 @@ from ..venues.ccxt_venue import CcxtVenue, build_exchange
 from .bounds import candle_problem
 
 log = logging.getLogger(__name__)
+
+NEVER = -1  # the exchange's time when it could not be read: no row closes by time
 
 
 class ExchangeFeed:
@@ -59,6 +65,9 @@ class ExchangeFeed:
         self._order = {s: i for i, s in enumerate(self.symbols)}
         self._closed = False
         self._more = False  # the last poll filled a page: fetch again without waiting
+        # The exchange's time, read at most once a round (_closed_by_time): None when it tells none.
+        self._exchange_now: int | None = None
+        self._exchange_read = False
 
     @classmethod
     def from_settings(cls, settings: Any, symbols: list[str], timeframe_ms: int, clock: Any = None,
@@ -82,9 +91,10 @@ class ExchangeFeed:
         """The last n closed candles per symbol, for indicator warm-up; candles() continues after them."""
         out: dict[str, list[Candle]] = {}
         now = self.clock.now_ms()
+        self._exchange_read = False
         for sym in self.symbols:
             rows = await self.reader.fetch_ohlcv(sym, self.timeframe, None, n + 1)
-            closed = self._closed_rows(sym, rows, now)[-n:] if n > 0 else []
+            closed = (await self._closed_by_time(sym, rows, now))[-n:] if n > 0 else []
             out[sym] = [c for c in (self._candle(sym, ts, r) for ts, r in closed) if c is not None]
             if closed:
                 self._fetched[sym] = closed[-1][0]
@@ -105,6 +115,7 @@ class ExchangeFeed:
         """One round over every symbol: the closed candles that can be released now, in order."""
         now = self.clock.now_ms()
         self._more = False
+        self._exchange_read = False
         for sym in self.symbols:
             since = self._fetched[sym] + self.timeframe_ms if sym in self._fetched else None
             try:
@@ -120,7 +131,7 @@ class ExchangeFeed:
                 continue
             self._failing.pop(sym, None)
             self._refused.discard(sym)
-            closed = self._closed_rows(sym, rows, now)
+            closed = await self._closed_by_time(sym, rows, now)
             if since is None:
                 closed = closed[-1:]  # a feed started without history begins with the latest closed candle
             for ts, r in closed:
@@ -132,6 +143,24 @@ class ExchangeFeed:
             if since is not None and len(rows) >= self.page:
                 self._more = True
         return self._release(now)
+
+    async def _closed_by_time(self, sym: str, rows: list[list[Any]], now: int) -> list[tuple[int, list[Any]]]:
+        """_closed_rows at `now` by the feed's clock; its newest row, when only the clock says it closed (no later
+        row), also by the exchange's own time."""
+        closed = self._closed_rows(sym, rows, now)
+        if not closed or closed[-1][1] is not rows[-1]:
+            return closed
+        if not self._exchange_read:
+            self._exchange_read = True
+            try:
+                self._exchange_now = await self.reader.server_time()
+            except (VenueUnavailable, VenueError) as exc:
+                log.warning("exchange feed: the exchange's time could not be read (%s): its newest candles wait for "
+                            "the next round", exc)
+                self._exchange_now = NEVER
+        if self._exchange_now is None or self._exchange_now >= now:
+            return closed
+        return self._closed_rows(sym, rows, self._exchange_now)
 
     def _closed_rows(self, sym: str, rows: list[list[Any]], now: int) -> list[tuple[int, list[Any]]]:
         """(open time, row) of the closed rows; a row without a readable open time is left out with a warning."""

@@ -629,6 +629,16 @@ class CcxtVenue:
         return await self.reads(f"fetch_ohlcv {symbol}",
                                 lambda: self.exchange.fetch_ohlcv(symbol, timeframe, since, limit))
 
+    async def server_time(self) -> int | None:
+        """The exchange's own time (ms since the epoch), or None when it tells none (ccxt's fetchTime)."""
+        if not (getattr(self.exchange, "has", None) or {}).get("fetchTime"):
+            return None
+        answer = await self.reads("fetch_time", lambda: self.exchange.fetch_time())
+        try:
+            return int(answer)
+        except (TypeError, ValueError, OverflowError):
+            raise VenueError(f"{self.name}: its time is not a number: {answer!r:.60}") from None
+
     async def last_price(self, symbol: str) -> float:
         ticker = await self.reads(f"fetch_ticker {symbol}", lambda: self.exchange.fetch_ticker(symbol))
         last = ticker.get("last") or ticker.get("close")
