@@ -492,3 +492,50 @@ def test_a_hot_journal_beside_a_database_with_records_is_rolled_back_and_the_rec
     assert proc.returncode == 0, proc.stderr[-2000:]
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0] >= fills > 0
+
+
+async def _restarted(cwd: Path, starts: int, hook_url: str) -> list[subprocess.CompletedProcess]:
+    """`ffe run --headless` started `starts` times one after the other, as systemd restarts a failing service."""
+    import asyncio
+
+    env = ffe_env(FFE_ALERTS__WEBHOOK_URL=hook_url)
+    return [await asyncio.to_thread(run_ffe, cwd, "run", "--headless", "--max-bars", "5", env=env)
+            for _ in range(starts)]
+
+
+async def test_a_damaged_database_under_a_restart_loop_pages_start_failed_once_per_window(good_dir, tmp_path):
+    """A damaged database fails every start the same way as systemd restarts the service (five starts in ten
+    minutes): nothing of it can be recorded, the alerts' outbox neither, yet the operator is paged once per
+    `alerts.window_s`, not once per restart. Each start still says it on its own stderr."""
+    from receiver import Receiver
+
+    cwd = copy_of(good_dir, tmp_path)
+    garbage(cwd / "data" / "ffe.db")
+    hook = await Receiver().start()
+    try:
+        procs = await _restarted(cwd, 3, hook.url + "/hook")
+    finally:
+        await hook.stop()
+    for proc in procs:
+        assert proc.returncode == 1 and "the database is damaged" in proc.stderr, proc.stderr
+    pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
+    assert [p["kind"] for p in pages] == ["START_FAILED"], [r.body for r in hook.delivered]
+    assert "the database is damaged" in pages[0]["text"], pages
+
+
+async def test_a_restart_loop_pages_at_every_start_when_the_alerts_it_sent_cannot_be_kept(good_dir, tmp_path):
+    """Where the alerts sent are kept across a restart cannot be written either (a directory in the way of its
+    file): every start pages, rather than none."""
+    from receiver import Receiver
+
+    cwd = copy_of(good_dir, tmp_path)
+    garbage(cwd / "data" / "ffe.db")
+    (cwd / "data" / "ffe.alerts-sent").mkdir()
+    hook = await Receiver().start()
+    try:
+        procs = await _restarted(cwd, 2, hook.url + "/hook")
+    finally:
+        await hook.stop()
+    assert [p.returncode for p in procs] == [1, 1], [p.stderr for p in procs]
+    pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
+    assert [p["kind"] for p in pages] == ["START_FAILED", "START_FAILED"], [r.body for r in hook.delivered]

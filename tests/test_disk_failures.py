@@ -43,21 +43,25 @@ def run_limited(cwd: Path, *args: str, fsize: int, timeout: float = 120, **extra
                           stdin=subprocess.DEVNULL, preexec_fn=limit)
 
 
-def run_on_a_small_disk(cwd: Path, *args: str, size: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def run_on_a_small_disk(cwd: Path, *args: str, size: str, timeout: float = 180, starts: int = 1,
+                        **extra: str) -> subprocess.CompletedProcess:
     """`ffe ARGS` with its data and log directories on a tmpfs of `size` (a disk that fills up for real: neither the
     WAL nor a checkpoint of it into the database finds room), mounted in a mount namespace of its own (unshare: no
-    root needed, nothing left mounted). The directories are copied to cwd/data and cwd/logs when it ends."""
+    root needed, nothing left mounted). The directories are copied to cwd/data and cwd/logs when it ends.
+    `starts`: started that many times one after the other on the same disk (as systemd restarts a failing service),
+    each exit code a line of cwd/exits, the last one returned; `extra`: more environment."""
     disk = cwd / "disk"
     disk.mkdir()
     starter_config(cwd)
-    script = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; shift 2; "$@"; rc=$?; '
+    script = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; n=$3; shift 3; while [ "$n" -gt 0 ]; do '
+              f'"$@"; rc=$?; echo $rc >> {cwd}/exits; n=$((n - 1)); done; '
               f'cp -a {disk}/data {disk}/logs {cwd}/ || exit 98; exit $rc')
     # As root, a mount namespace alone (the capability the read-only tests' bind mounts use); otherwise a user
     # namespace that maps this user to root in it.
     spaces = ["--mount"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
-    cmd = ["unshare", *spaces, "sh", "-c", script, "sh", size, str(disk),
+    cmd = ["unshare", *spaces, "sh", "-c", script, "sh", size, str(disk), str(starts),
            *ffe_cmd(*args, "--data-dir", str(disk / "data"), "--log-dir", str(disk / "logs"))]
-    return subprocess.run(cmd, cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=timeout,
+    return subprocess.run(cmd, cwd=cwd, env=ffe_env(**extra), capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 
@@ -178,6 +182,27 @@ async def test_a_disk_that_fills_pages_the_operator_though_nothing_can_be_record
         assert line.removeprefix("ffe: error: ") in pages[0]["text"], (line, pages)
     finally:
         await hook.stop()
+
+
+async def test_a_disk_that_fills_again_at_every_restart_pages_once_per_window(tmp_path):
+    """A disk that fills up for real, the engine restarted on it again and again as systemd restarts a failing
+    service: every run stops on it (or its start does), and nothing of it can be recorded, the alerts' outbox
+    neither. The operator is paged RECORDS_UNWRITABLE once per `alerts.window_s`, not once per restart. The
+    starts between say why the last run ended: it stopped on a record it could not write, it was not killed."""
+    hook = await Receiver().start()
+    try:
+        proc = await asyncio.to_thread(run_on_a_small_disk, tmp_path, "run", "--headless", size="6m", starts=3,
+                                       timeout=400, FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook")
+    finally:
+        await hook.stop()
+    exits = (tmp_path / "exits").read_text().split()
+    assert exits == ["1", "1", "1"], (exits, proc.stderr[-3000:])
+    told = [r.body for r in hook.delivered]
+    assert [b["kind"] for b in told if b["kind"] == "RECORDS_UNWRITABLE"] == ["RECORDS_UNWRITABLE"], told
+    after = [b["text"] for b in told if b["kind"] == "STARTED" and "after a run" in b["text"]]
+    assert after, told  # a restart that ran (on the room its stop left) before the disk filled again
+    for started in after:
+        assert "killed" not in started and "stopped on a record it could not write" in started, started
 
 
 def test_a_disk_already_full_at_start_stops_before_the_engine_starts(traded, tmp_path):
