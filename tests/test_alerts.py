@@ -765,3 +765,31 @@ async def test_a_flatten_after_the_operator_re_armed_is_a_page_of_its_own_sent_a
         await host.engine.flatten(by="ctl")
         await until(lambda: kinds(hook).count("FLATTEN") == 2, what="the second FLATTEN alert, long before 300 s")
     await hook.stop()
+
+
+async def test_records_unwritable_after_a_re_arm_is_news_though_sent_within_its_window_before(tmp_path):
+    """A RECORDS_UNWRITABLE sent past the outbox holds back the same cause at the next start within the window (a
+    disk that fills again at every restart); once the operator re-arms the engine, the disk filling again is news,
+    sent at once. Each notifier is a process of its own: only the file beside the database goes from one to the
+    next."""
+    from ffe_engine.alerts import Alert, Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.events import EngineStateChanged
+
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, **FAST, window_s=3600, min_severity="page")  # no REARMED to store
+    page = Alert("RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page", "ffe HALTED and stopped: disk full",
+                 cause="the records cannot be written")
+    walls = iter(1_700_000_000.0 + 60 * n for n in range(10))
+    try:
+        for rearm in (False, False, True, False):
+            notifier = Notifier(cfg, None, channels_from(cfg), now=ManualTime(), wall=lambda: next(walls),
+                                sent_file=tmp_path / "ffe.alerts-sent")
+            if rearm:
+                notifier.sink(EngineStateChanged(state="RUNNING", previous="HALTED", reason="re-armed", by="ctl"),
+                              b"")
+            await notifier.send_now(page)
+    finally:
+        await hook.stop()
+    assert kinds(hook) == ["RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE"], kinds(hook)
