@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import fmt, logs
+from . import fmt, logs, sentalerts
 from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
@@ -57,6 +57,9 @@ class Alert:
     key: str  # kind plus what it is about (a venue, a symbol): the unit of noise control
     severity: str
     text: str
+    # What makes a repeat the same alert across a restart, for those sent past the outbox (sentalerts.py): the text
+    # when empty; one cause for all of a kind whose texts differ in details only (which file takes no write).
+    cause: str = ""
 
 
 def _stays(state: str | None) -> str:
@@ -169,10 +172,10 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     if isinstance(ev, RunEvent):
         if ev.phase == "start":
             state, recovered = ev.detail.get("state"), ev.detail.get("recovered_orders", 0)
-            cut = ev.detail.get("last_run")
-            after = f" after a run that {cut} (killed, the machine stopped, a full disk, or a backup restored)" if cut \
-                else ""
-            aside, urgent = _set_aside_text(ev.detail.get("set_aside"))
+            cut, why = ev.detail.get("last_run"), ev.detail.get("last_run_why")
+            after = (f" after a run that {cut} ({why or 'killed, the machine stopped, a full disk, or a backup '
+                                                    'restored'})" if cut else "")
+            aside, urgent = _set_aside_text(ev.detail.get("set_aside"), why)
             damaged = _trail_damaged_text(ev.detail.get("trail_damaged"))
             if damaged:
                 aside += damaged
@@ -200,13 +203,14 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
 
 EXIT_REASONS = frozenset({"stop_loss", "take_profit", "signal"})
 # The keys whose window goes on across a restart: a crash loop's, raised at every start. Any other condition a
-# restart meets again (a halt re-armed and halted again) is news, as in one process.
+# restart meets again (a halt re-armed and halted again) is news, as in one process. Those sent past the outbox
+# (RECORDS_UNWRITABLE, START_FAILED on records that cannot be trusted) keep theirs in sentalerts' file.
 RESTART_KEYS = frozenset({"STARTED", "START_FAILED"})
 # Set-aside records spanning longer than this are more than the moment before a kill: the database lost records.
 SET_ASIDE_SPAN_S = 60.0
 
 
-def _set_aside_text(summary: Any) -> tuple[str, bool]:
+def _set_aside_text(summary: Any, why: Any = None) -> tuple[str, bool]:
     """The start's audit records set aside as never committed, said to the operator, and whether they show that
     the database lost committed records (a run's start among them, or more than a minute of records) rather than
     the last moment before a kill: then it pages."""
@@ -227,7 +231,8 @@ def _set_aside_text(summary: Any) -> tuple[str, bool]:
                  "back, its WAL lost): stop it and restore the newest backup, or check the books against the "
                  "exchange (`ffe doctor`, `ffe ctl balances`).")
     else:
-        text += ": written just before the last run was killed."
+        # The start knows why the last run ended when it stopped on a record it could not write (`why`).
+        text += f": written just before the last run {'ended: ' + str(why) if why else 'was killed'}."
     return text, lost
 
 
@@ -305,8 +310,9 @@ class Notifier:
 
     def __init__(self, cfg: AlertSettings, store: Any, channels: list[Channel], *,
                  now: Callable[[], float], wall: Callable[[], float],
-                 redact: Callable[[str], str] | None = None) -> None:
+                 redact: Callable[[str], str] | None = None, sent_file: Path | None = None) -> None:
         self.cfg = cfg
+        self._sent_file = sent_file  # the window of the alerts sent past the outbox, across restarts
         # Sinks get the event as published (the bus redacts only the records it encodes): alert texts quote
         # errors and reasons, so they are redacted here before they are stored or sent anywhere.
         self._redact = redact
@@ -339,6 +345,9 @@ class Notifier:
                 self.raise_alert(alert)
             return
         if isinstance(ev, EngineStateChanged):
+            if ev.previous == "HALTED" and ev.state != "HALTED" and self._sent_file is not None:
+                # Re-armed (rare, the operator's doing: the small write is worth it): a disk that fills again is news.
+                sentalerts.forget(self._sent_file, "RECORDS_UNWRITABLE")
             self._state = ev.state
         elif isinstance(ev, RunEvent) and ev.phase == "start":
             self._state = ev.detail.get("state")
@@ -447,6 +456,8 @@ class Notifier:
             if left > 0 and key in RESTART_KEYS and key not in self._windows:
                 self._windows[key] = _Window(until=now + left, last_text=text, severity=severity, kind=kind,
                                              inherited=True)
+        if self.channels and self._sent_file is not None:
+            sentalerts.prepare(self._sent_file)
         if self.channels:
             self._session = new_session()
         for c in self.channels:
@@ -565,12 +576,22 @@ class Notifier:
 
     async def send_now(self, alert: Alert) -> None:
         """Send past the outbox, one try per channel, for when nothing can be recorded (the outbox is in the
-        database): the alert leaves now or not at all."""
+        database): the alert leaves now or not at all. The same cause sent within `alerts.window_s` before, by this
+        process or one before a restart (a service manager restarting it into the same failure), is held back."""
         if not self.channels or _RANK[alert.severity] > _RANK[self.cfg.min_severity]:
             return
         text = self._redact(alert.text) if self._redact is not None else alert.text
-        row = {"key": alert.key, "kind": alert.kind, "severity": alert.severity, "text": text,
-               "created_ts": self._wall()}
+        wall = self._wall()
+        cause = sentalerts.cause_digest(self._redact(alert.cause) if alert.cause and self._redact is not None
+                                        else alert.cause or text)
+        sent = sentalerts.read(self._sent_file) if self._sent_file is not None else {}
+        last = sent.get(alert.key)
+        if last is not None and last["cause"] == cause and 0 <= wall - last["ts"] < self.cfg.window_s:
+            log.warning("alert not sent again: the same was sent within alerts.window_s (before a restart)",
+                        kind=alert.kind, sent=fmt.iso(last["ts"]), text=text)
+            return
+        row = {"key": alert.key, "kind": alert.kind, "severity": alert.severity, "text": text, "created_ts": wall}
+        told = False
         session = self._session if self._session is not None else new_session()
         try:
             for channel in self.channels:
@@ -579,10 +600,14 @@ class Notifier:
                 except DeliveryFailed as exc:
                     log.warning("alert not delivered", channel=channel.name, kind=alert.kind, error=str(exc))
                 else:
+                    told = True
                     self.status[channel.name].sent += 1
         finally:
             if session is not self._session:
                 await session.close()
+        if told and self._sent_file is not None:  # not delivered anywhere: the next start tries again
+            sent[alert.key] = {"cause": cause, "ts": wall}
+            sentalerts.write(self._sent_file, sent)
 
     def status_dict(self) -> dict[str, dict[str, Any]]:
         return {name: st.as_dict() for name, st in self.status.items()}

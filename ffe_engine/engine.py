@@ -110,6 +110,8 @@ BACKTEST = RunProfile("backtest", resumable=False, publish_bars=False, pause_on_
 
 
 LAST_RUN_CUT = "ended without its stop record"
+# Why, when the start knows it: the last run emptied the disk reserve as it stopped (reserve.py).
+LAST_RUN_UNWRITABLE = "it stopped on a record it could not write"
 
 
 @dataclass(slots=True)
@@ -316,6 +318,7 @@ class Engine:
             if self.opts.live and self.opts.start_state is EngineState.PAUSED and self.state is EngineState.RUNNING:
                 # A live engine waits for the operator after every start, not only the first.
                 await self.trading.set(EngineState.PAUSED, "live start", "engine")
+        stopped_unwritable = self.store.reserve_used  # kept: the reserve is filled again below
         if self.store.reserve_used and self.state is not EngineState.HALTED:
             # The last run emptied the disk reserve to store HALTED, and may not have managed even that.
             await self.trading.set(EngineState.HALTED, "the last run stopped on a record it could not write",
@@ -395,8 +398,11 @@ class Engine:
             # Killed, or the machine stopped: what it did is as committed, and the orders it had in flight were
             # recovered above; the operator reading the trail or the page should know the run was cut short.
             detail["last_run"] = LAST_RUN_CUT
-            log.warning(f"the last run {LAST_RUN_CUT} (killed, the machine stopped, a full disk, or a backup "
-                        "restored); its records are as committed and its orders in flight were recovered")
+            why = "killed, the machine stopped, a full disk, or a backup restored"
+            if stopped_unwritable:  # no stop record either could be written
+                why = detail["last_run_why"] = LAST_RUN_UNWRITABLE
+            log.warning(f"the last run {LAST_RUN_CUT} ({why}); its records are as committed and its orders in "
+                        "flight were recovered")
         if self.opts.set_aside is not None:
             detail["set_aside"] = self.opts.set_aside
         if self.opts.trail_check is not None:

@@ -28,10 +28,15 @@ from .health import HEALTHY, assess, data_stale_after
 from .httpd import HttpServer, Response
 from .metrics import COUNTED, EngineMetrics
 from .reconcile import blocked_text
+from .sentalerts import sent_path
 from .tasks import cancel_and_wait
 
 log = logs.get_logger("ffe.monitor")
 
+
+# RECORDS_UNWRITABLE's cause whatever file takes no write: a disk that fills again at every restart stops a run on
+# the database, then a start on the audit trail.
+UNWRITABLE = "the records cannot be written"
 
 # Events that move a counter or may raise an alert; the others (fills, positions, weights) pass by: the bus hands
 # the monitor only these (EventBus.add_sink's names).
@@ -67,11 +72,12 @@ async def start_refused(settings: Settings, clock: Any, failure: Exception,
     channels = channels_from(settings.alerts, origin_of(settings.data_dir, settings.alerts.instance))
     if not channels:
         return
-    notifier = Notifier(settings.alerts, None, channels, now=clock.monotonic, wall=clock.wall, redact=redact)
+    notifier = Notifier(settings.alerts, None, channels, now=clock.monotonic, wall=clock.wall, redact=redact,
+                        sent_file=sent_path(settings.data_dir))
     unwritable = isinstance(failure, StorageError) and not isinstance(failure, DamagedRecords)
     kind = "RECORDS_UNWRITABLE" if unwritable else "START_FAILED"
-    await notifier.send_now(Alert(kind, kind, "page",
-                                  f"ffe start FAILED: {failure}. Nothing trades until a start succeeds."))
+    await notifier.send_now(Alert(kind, kind, "page", f"ffe start FAILED: {failure}. Nothing trades until a start "
+                                                      "succeeds.", cause=UNWRITABLE if unwritable else ""))
 
 
 class Monitor:
@@ -85,7 +91,8 @@ class Monitor:
         now, wall = clock.monotonic, clock.wall  # ages and windows in real seconds, even in a paced replay
         channels = channels_from(settings.alerts, origin_of(settings.data_dir, settings.alerts.instance))
         self._redact = redact  # the verdict quotes venue errors, and the endpoint may face a network
-        self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall, redact=redact)
+        self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall, redact=redact,
+                                 sent_file=sent_path(settings.data_dir))
         self.notifier.checks.append(self._condition_alerts)
         self.metrics = EngineMetrics(engine, mode=engine.mode, audit=audit, alert_status=self.notifier.status_dict,
                                      health=self.health)
@@ -132,7 +139,8 @@ class Monitor:
                 left = "No order is open."
             self._unwritable = asyncio.ensure_future(self.notifier.send_now(Alert(
                 "RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page",
-                f"ffe HALTED and stopped: {failure}. Nothing new is sent until it is started again. {left}")))
+                f"ffe HALTED and stopped: {failure}. Nothing new is sent until it is started again. {left}",
+                cause=UNWRITABLE)))
 
     def status(self) -> dict[str, Any]:
         """For the console's status line and `ffe ctl status`."""

@@ -1,0 +1,147 @@
+"""The alerts sent past the outbox, kept across restarts in a small file beside the database (`ffe.alerts-sent`).
+
+RECORDS_UNWRITABLE, and START_FAILED on records that cannot be trusted, are sent when nothing can be recorded in
+the database, so the outbox cannot hold their window across a restart; yet a service manager restarts the engine
+into the same failure again and again. This file holds it instead: for each key, when it was last sent and a
+digest of its cause. It is not the database, so a database that is damaged or takes no write does not lose it; and
+it is always FILE_BYTES long, so on a full disk, where a new copy cannot be written beside it and renamed over it,
+it is overwritten in place, which takes no new block.
+
+It fails towards paging: a file missing, unreadable or damaged (its digest does not match, as a write cut short in
+place leaves it), or one that cannot be written, holds no window, and the next start pages again rather than never.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import logs
+
+log = logs.get_logger("ffe.alerts")
+
+FILE_NAME = "ffe.alerts-sent"
+FILE_BYTES = 4096  # a few keys: RECORDS_UNWRITABLE, START_FAILED
+
+
+def sent_path(data_dir: Path) -> Path:
+    return data_dir / FILE_NAME
+
+
+def cause_digest(cause: str) -> str:
+    return hashlib.sha256(cause.encode()).hexdigest()[:32]
+
+
+def read(path: Path) -> dict[str, dict[str, Any]]:
+    """Each key's last send: {"cause": digest, "ts": wall seconds}. Empty when nothing can be trusted in it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("alerts sent before this start cannot be read: their repeats are sent again", file=str(path),
+                    error=exc.strerror or str(exc))
+        return {}
+    head, _, body = raw.rstrip().partition(b" ")
+    entries: Any = None
+    if hashlib.sha256(body).hexdigest().encode() == head:
+        try:
+            entries = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            entries = None
+    if not isinstance(entries, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("cause"), str) and isinstance(e.get("ts"), (int, float))
+            for e in entries.values()):
+        log.warning("alerts sent before this start: the file is damaged, their repeats are sent again",
+                    file=str(path))
+        return {}
+    return entries
+
+
+def write(path: Path, entries: dict[str, dict[str, Any]]) -> bool:
+    """`entries` as the whole file, the oldest left out if they do not fit. False (logged) when it cannot be
+    written at all: the next start then pages again."""
+    kept = dict(sorted(entries.items(), key=lambda kv: kv[1]["ts"], reverse=True))
+    while True:
+        body = orjson.dumps(kept)
+        blob = hashlib.sha256(body).hexdigest().encode() + b" " + body + b"\n"
+        if len(blob) <= FILE_BYTES or not kept:
+            break
+        kept.popitem()
+    blob = blob.ljust(FILE_BYTES, b" ")
+    try:
+        _replace(path, blob)
+        return True
+    except OSError:
+        pass
+    try:
+        _overwrite(path, blob)
+        return True
+    except OSError as exc:
+        log.warning("alert sent, but cannot be kept for the next start: a restart into the same failure sends it "
+                    "again", file=str(path), error=exc.strerror or str(exc))
+        return False
+
+
+def forget(path: Path, key: str) -> None:
+    """The condition of `key` cleared (the operator re-armed the engine): its return is news, sent at once."""
+    entries = read(path)
+    if entries.pop(key, None) is not None:
+        write(path, entries)
+
+
+def prepare(path: Path) -> None:
+    """The file made now, while the disk takes writes: when it fills later, it is overwritten in place."""
+    try:
+        if path.stat().st_size == FILE_BYTES:
+            return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return  # written when an alert is sent past the outbox, or said then that it cannot be
+    write(path, read(path))
+
+
+def _replace(path: Path, blob: bytes) -> None:
+    part = path.with_name(path.name + ".part")
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(fd, blob)
+        finally:
+            os.close(fd)
+        os.replace(part, path)
+    except OSError:
+        try:
+            os.unlink(part)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _overwrite(path: Path, blob: bytes) -> None:
+    """In place, over a file of the same length: no new block needed (a digest that no longer matches, should the
+    write be cut short, reads as no window)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_size != len(blob):
+            raise OSError(f"{path}: not {len(blob)} bytes long")
+        _write_all(fd, blob)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, blob: bytes) -> None:
+    data = memoryview(blob)
+    while data:
+        data = data[os.write(fd, data):]
+    os.fsync(fd)
