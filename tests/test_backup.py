@@ -152,6 +152,46 @@ def test_verify_names_what_is_wrong(account, archive, tmp_path, damage):
     assert not (target / "data" / "ffe.db").exists() and not (target / "logs").exists()
 
 
+# A manifest field of the wrong type or missing: one line naming it, never a traceback, never restored (a restore
+# that passed one would store it in the restore marker, and the next start would stop on it in a traceback).
+MANIFEST_DAMAGE = {
+    "seq_not_an_object": (lambda m: m.update(seq="x"), "seq 'x' is not a JSON object"),
+    "created_ms_not_a_number": (lambda m: m.update(created_ms="x"), "created_ms 'x' is not an integer"),
+    "created_ms_true": (lambda m: m.update(created_ms=True), "created_ms True is not an integer"),
+    "created_ms_missing": (lambda m: m.pop("created_ms"), "created_ms is missing"),
+    "schema_version_text": (lambda m: m.update(schema_version=str(m["schema_version"])),
+                            "schema_version '"),
+    "seq_last_text": (lambda m: m["seq"].update(last=str(m["seq"]["last"])), "seq.last '"),
+    "seq_last_missing": (lambda m: m["seq"].pop("last"), "seq.last is missing"),
+    "files_a_list": (lambda m: m.update(files=[]), "files [] is not a JSON object"),
+    "rows_count_text": (lambda m: m["rows"].update(orders="many"), "rows.orders 'many' is not an integer"),
+}
+
+
+@pytest.mark.parametrize("damage", MANIFEST_DAMAGE)
+def test_a_manifest_field_of_the_wrong_type_fails_verify_in_one_line_naming_it(account, archive, tmp_path, damage):
+    change, expected = MANIFEST_DAMAGE[damage]
+    work = tmp_path / "x"
+    unpack(archive, work)
+    manifest = json.loads((work / bk.MANIFEST_NAME).read_text())
+    change(manifest)
+    (work / bk.MANIFEST_NAME).write_text(json.dumps(manifest))
+    bad = repack(work, tmp_path / "bad.tar.zst", update_manifest=False)
+    ffe = run_ffe if damage == next(iter(MANIFEST_DAMAGE)) else ffe_in_process  # the first: a process
+
+    proc = verify(account, bad, ffe)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert f"{bk.MANIFEST_NAME}: {expected}" in line, line
+
+    target = tmp_path / "restored"
+    proc = ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "fails verify, nothing restored" in line and expected in line, line
+    assert not (target / "data" / "ffe.db").exists()
+
+
 @pytest.mark.parametrize("damage", ["cut short", "bit flipped"])
 def test_a_damaged_backup_file_fails_verify_and_is_not_restored(account, archive, tmp_path, damage):
     """A backup file damaged on its way (a copy cut short, a bad disk) is a backup that fails its checks: exit 1,

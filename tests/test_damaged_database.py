@@ -209,6 +209,29 @@ DAMAGED_RECORDS = {
     "paper_venue_missing": ("DELETE FROM kv WHERE key = 'paper_venue'", "paper_venue"),
     # measured at the first reconciliation: taken again, the venue as it is now would be accepted unseen
     "reconcile_baseline_missing": ("DELETE FROM kv WHERE key = 'reconcile_baseline'", "reconcile_baseline"),
+    # the records a start reads besides the books: of another type, a start would stop on them in a traceback (a
+    # restore marker's time, the cash accepted, an order's cancel time) or pass them over (a hold, the approval mode
+    # manual the operator chose)
+    "restore_marker_time_not_a_number": (
+        "INSERT OR REPLACE INTO kv VALUES ('restored_from_backup', "
+        "'{\"backup\": \"b\", \"taken_ms\": \"x\", \"seq\": 1, \"restored_ms\": 1}', 0)", "taken_ms"),
+    "restore_marker_time_missing": (
+        "INSERT OR REPLACE INTO kv VALUES ('restored_from_backup', '{\"backup\": \"b\", \"seq\": 1}', 0)", "taken_ms"),
+    "cash_accepted_not_a_number": ("INSERT OR REPLACE INTO kv VALUES ('cash_accepted', '\"x\"', 0)", "cash_accepted"),
+    "cancel_due_time_not_a_number": (
+        "INSERT OR REPLACE INTO kv VALUES ('orders_cancel_due', '{\"ffe-a\": \"soon\"}', 0)", "orders_cancel_due"),
+    "cancel_asked_not_a_list": (
+        "INSERT OR REPLACE INTO kv VALUES ('orders_cancel_asked', '5', 0)", "orders_cancel_asked"),
+    "repeat_refused_not_a_list": (
+        "INSERT OR REPLACE INTO kv VALUES ('orders_repeat_refused', '5', 0)", "orders_repeat_refused"),
+    "accepted_orders_not_a_list": (
+        "INSERT OR REPLACE INTO kv VALUES ('reconcile_accepted_orders', '5', 0)", "reconcile_accepted_orders"),
+    "order_hold_not_a_time": (
+        "INSERT OR REPLACE INTO kv VALUES ('venue_hold_until', '\"later\"', 0)", "venue_hold_until"),
+    "request_hold_not_a_time": (
+        "INSERT OR REPLACE INTO kv VALUES ('venue_request_hold_until', '\"later\"', 0)", "venue_request_hold_until"),
+    "approval_mode_unknown": (
+        "INSERT OR REPLACE INTO kv VALUES ('approval_mode', '\"manul\"', 0)", "approval_mode"),
 }
 
 
