@@ -43,6 +43,7 @@ import zstandard
 
 from . import __version__
 from .audit import Redactor, has_records, sync_dir
+from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
 from .errors import FfeError, StorageError, UsageError, first_problem
@@ -65,6 +66,15 @@ UNPACK_PREFIXES = (".ffe-verify-", ".ffe-restore-")
 _NAME = re.compile(re.escape(PREFIX) + r"(\d{8}T\d{6})(\d{3})Z" + re.escape(SUFFIX) + "$")
 _SEQ = re.compile(rb'"seq":(\d+)')
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# What a manifest of FORMAT holds (bookshapes.py): each field verify, restore or the next start reads (the restore
+# marker takes `created_ms` and `seq.last`) is needed and of its type, the others of theirs when there.
+MANIFEST = {
+    "format": Needed(INTEGER), "ffe_version": Needed(TEXT), "schema_version": Needed(INTEGER),
+    "sqlite_version": TEXT, "python": TEXT, "created": Needed(TEXT), "created_ms": Needed(INTEGER), "host": TEXT,
+    "source": TEXT, "seq": Needed({"first": Needed(INTEGER), "last": Needed(INTEGER)}),
+    "trail_records_from_database": INTEGER, "trail_damaged": Items({"file": TEXT, "first": INTEGER, "last": INTEGER}),
+    "rows": Needed(Each(INTEGER)), "files": Needed(Each({"sha256": TEXT, "bytes": INTEGER})),
+}
 
 
 class Invalid(FfeError):
@@ -364,12 +374,16 @@ def check_unpacked(file: Path, work: Path) -> Checked:
     if manifest.get("format") != FORMAT:
         problems.append(f"format {manifest.get('format')!r}, this ffe reads format {FORMAT}")
         return checked
-    schema = manifest.get("schema_version")
-    if isinstance(schema, int) and schema > SCHEMA_VERSION:
+    shape = mismatch(MANIFEST, manifest)
+    if shape is not None:
+        problems.append(f"{MANIFEST_NAME}: {shape}")
+        return checked
+    schema = manifest["schema_version"]
+    if schema > SCHEMA_VERSION:
         problems.append(f"written by ffe {manifest.get('ffe_version')} with database schema {schema}, newer than this "
                         f"ffe's ({SCHEMA_VERSION}): verify and restore it with that release")
         return checked
-    files = manifest.get("files") or {}
+    files = manifest["files"]
     for name in (DB_NAME, TRAIL_NAME, CONFIG_NAME):
         want = files.get(name)
         if not (work / name).exists():
@@ -392,10 +406,10 @@ def check_unpacked(file: Path, work: Path) -> Checked:
         if damage is not None:
             problems.append(f"{DB_NAME}: {damage}")
             return checked
-        if records.schema_version() != manifest.get("schema_version"):
+        if records.schema_version() != manifest["schema_version"]:
             problems.append(f"{DB_NAME}: schema version {records.schema_version()}, the manifest says "
-                            f"{manifest.get('schema_version')}")
-        if records.row_counts() != manifest.get("rows"):
+                            f"{manifest['schema_version']}")
+        if records.row_counts() != manifest["rows"]:
             problems.append(f"{DB_NAME}: row counts differ from the manifest's")
         # The trail's own continuity and hash chain, up to the chain head the database stored.
         trail = verify_trail(work, records.chain_head(), name=TRAIL_NAME)
@@ -417,10 +431,9 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
     written; the next start settles the order), and an order's status may be ahead of its records (model.
     trail_disagrees, as `ffe doctor` judges it): what a kill leaves, the next start takes as it is."""
     problems = checked.problems
-    seq = manifest.get("seq") or {}
     db_last = records.last_seq()
-    if db_last != seq.get("last"):
-        problems.append(f"the database's last seq is {db_last}, the manifest says {seq.get('last')}")
+    if db_last != manifest["seq"]["last"]:
+        problems.append(f"the database's last seq is {db_last}, the manifest says {manifest['seq']['last']}")
     last = 0
     order_seen: set[str] = set()
     order_final: dict[str, str] = {}  # the first final status the trail shows for each order
