@@ -178,12 +178,19 @@ def _secret_is_clean(value: SecretStr | None) -> SecretStr | None:
         raw = value.get_secret_value()
         if raw != raw.strip() or "\n" in raw or "\r" in raw:
             raise ValueError("must not contain line breaks or leading/trailing whitespace")
+        # Sent in a header or an URL (an API key, a bearer token, a bot token): a NUL or a tab there fails the
+        # request, or is sent as part of the credential, only once the engine runs.
+        if _CONTROL_RE.search(raw):
+            raise ValueError("must not contain a control character (a NUL, a tab)")
     return value
 
 
 _SYMBOL_RE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*/[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*(?::[A-Za-z0-9]+)?")
 _TIMEFRAME_RE = re.compile(r"[1-9][0-9]*[mhd]")
-_HTTP_URL_RE = re.compile(r"https?://[^\s/]+(/\S*)?")
+# No whitespace and no control character (a NUL, an escape): the HTTP client would refuse the URL only when it
+# sends the first request.
+_HTTP_URL_RE = re.compile(r"https?://[^\s/\x00-\x1f\x7f]+(/[^\s\x00-\x1f\x7f]*)?")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TIMEFRAME_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_TIMEFRAME_MS = 7 * 86_400_000
@@ -193,6 +200,7 @@ Secret = Annotated[Union[SecretStr, None], BeforeValidator(_empty_secret_is_unse
 SecretUrl = Annotated[Secret, AfterValidator(_secret_url)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 FilePath = Annotated[str, Field(min_length=1), AfterValidator(_path)]
+FilePathOrEmpty = Annotated[str, AfterValidator(_path)]  # empty: a default path in its place
 # Every number has a lower and an upper bound (documented in config.toml): a value past them would overflow, grow
 # memory without end, or only ever be a typo. Integers stay far inside 64 bits, where SQLite stores them.
 Seconds = Annotated[float, Field(gt=0, le=86_400)]  # at most a day
@@ -381,7 +389,7 @@ class BackupSettings(_Section):
 
 
 class ControlSettings(_Section):
-    socket: str = ""  # empty: <data dir>/ffe.sock
+    socket: FilePathOrEmpty = ""  # empty: <data dir>/ffe.sock
     request_timeout_s: float = Field(10.0, gt=0, le=3600)  # how long `ffe ctl` waits for an answer
     max_connections: int = Field(16, ge=1, le=10_000)  # one more is always kept for a halt
     idle_timeout_s: float = Field(30.0, gt=0, le=86_400)  # a connection with no request for this long is closed
