@@ -268,6 +268,26 @@ def test_toml_syntax_error_names_file_and_line(tmp_path):
     assert error.line == 3
 
 
+def test_files_saved_with_a_utf8_byte_order_mark_are_read_as_without_it(tmp_path):
+    """Windows editors save UTF-8 with a byte-order mark. TOML 1.0 has no room for one, but what it means is plain:
+    config.toml and .env are read without it, their line numbers as they are; the first .env line's variable is
+    not passed over as an unknown name."""
+    bom = "\ufeff"
+    config = write(tmp_path / "config.toml", f"{bom}[risk]\nmax_daily_trades = 41\n")
+    write(tmp_path / ".env", f"{bom}FFE_MARKET__SEED=3\n")
+    settings = load_settings(config_path=config, environ={})
+    assert settings.risk.max_daily_trades == 41 and settings.market.seed == 3
+    assert settings.origin_of("risk", "max_daily_trades").line == 2
+    proc = run_ffe(tmp_path, "config", "check")  # the real command, below
+    assert proc.returncode == 0, proc.stderr
+    assert "max_daily_trades = 41" in proc.stdout and "seed = 3" in proc.stdout, proc.stdout
+
+    write(tmp_path / "config.toml", f"{bom}[risk]\nmax_position_pct = 0\n")
+    assert str(config_error(config_path=config)).startswith(f"{config}:2: risk.max_position_pct: ")
+    write(tmp_path / "config.toml", f"{bom}[risk]\nmax_position_pct = \n")
+    assert str(config_error(config_path=config)).startswith(f"{config}:2: invalid TOML: ")
+
+
 def test_replay_without_files_is_rejected(tmp_path):
     config = write(tmp_path / "config.toml", '[market]\nseed = 1\nsource = "replay"\n')
     error = config_error(config_path=config)
