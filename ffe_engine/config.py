@@ -669,7 +669,9 @@ def _read_toml(path: Path, shown: str) -> _Layer:
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read: {exc.strerror}", source=shown) from None
     try:
-        text = data.decode("utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors write one) is dropped. TOML 1.0 allows none, but it means
+        # nothing else, and tomllib would call the first line an invalid statement.
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{shown}:{line}: not valid UTF-8", source=shown, line=line) from None
@@ -790,7 +792,8 @@ def _read_dotenv(path: Path, shown: str) -> _Layer:
     from dotenv.parser import parse_stream  # only where there is a .env file: python-dotenv imports much of its own
 
     try:
-        text = path.read_text(encoding="utf-8")
+        # A byte-order mark kept would be part of the first variable's name, which would then be passed over.
+        text = path.read_text(encoding="utf-8-sig")
     except IsADirectoryError:
         raise ConfigError(f"{shown}: is a directory, not a .env file", source=shown) from None
     except UnicodeDecodeError:
