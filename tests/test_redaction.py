@@ -1,0 +1,148 @@
+"""Secrets and the records. A value too short to be a secret (`true`, `0000`, `USDT`) is refused at load, in one
+line naming the key, before anything is recorded. A configured secret is taken out of the text of the records, of
+/health and of the events the console is sent, and nothing else of a record changes: every record stays one whole
+JSON object with its own ts, seq, event and fields, even when the secret's text is also a piece of every record's
+JSON or holds characters JSON escapes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import aiohttp
+import pytest
+
+from conftest import (BTC_CSV, audit_lines, db_rows, engine_session, ffe_env, ffe_in_process, make_settings, run_ffe,
+                      sample_head)
+from ffe_engine.events import ErrorEvent
+
+REDACTED = "********"
+TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+# A piece of every record's JSON (`{"ts":"...","seq":1,...`): a secret may be any text, this one too.
+LIKE_JSON = '","seq":'
+# Characters JSON escapes: in an encoded record the secret's text is not the secret's own.
+ESCAPED = 'pa"ss\\wo-rd-Zq81'
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{stderr}"
+    assert lines[0].startswith("ffe: error: "), lines[0]
+    return lines[0]
+
+
+def assert_whole(records: list[dict]) -> None:
+    assert [r["seq"] for r in records] == list(range(records[0]["seq"], records[0]["seq"] + len(records)))
+    for r in records:
+        assert TS.fullmatch(r["ts"]), r
+        assert REDACTED not in json.dumps(r), r  # the secret was in no record: nothing was masked
+
+
+def strings(v) -> list[str]:
+    """Every string value in decoded JSON (not its keys)."""
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, dict):
+        return [s for x in v.values() for s in strings(x)]
+    if isinstance(v, list):
+        return [s for x in v for s in strings(x)]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------------- too weak
+def test_a_monitor_token_too_short_to_be_a_secret_stops_the_start_in_one_line(tmp_path):
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "400", env=ffe_env(FFE_MONITOR__TOKEN="true"))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = one_error_line(proc.stderr)
+    assert line.startswith("ffe: error: environment: FFE_MONITOR__TOKEN: ") and "at least 8 characters" in line, line
+    assert "true" not in line.lower()
+    assert not (tmp_path / "logs" / "audit.jsonl").exists() and not (tmp_path / "data" / "ffe.db").exists()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("FFE_EXCHANGE__API_KEY", "0000"), ("FFE_EXCHANGE__SECRET", "2026"), ("FFE_EXCHANGE__PASSWORD", "1234567"),
+    ("FFE_ENSEMBLE__LLM__API_KEY", "null"), ("FFE_MONITOR__TOKEN", "USDT"), ("FFE_MONITOR__TOKEN", "abc"),
+    ("FFE_ALERTS__TELEGRAM_TOKEN", "x"),
+])
+def test_every_secret_too_short_to_be_one_is_refused_by_config_check(tmp_path, name, value):
+    (tmp_path / "config.toml").write_text("")
+    proc = ffe_in_process(tmp_path, "config", "check", env=ffe_env(**{name: value}))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert line.startswith(f"ffe: error: environment: {name}: "), line
+    assert value not in line.split(f"{name}: ", 1)[1], line
+    assert proc.stdout == ""
+
+
+def test_a_backtest_with_a_key_too_short_to_be_a_secret_stops_in_one_line(tmp_path):
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 300)))
+    proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--report", "r.json",
+                   env=ffe_env(FFE_ENSEMBLE__LLM__API_KEY="null"))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = one_error_line(proc.stderr)
+    assert line.startswith("ffe: error: environment: FFE_ENSEMBLE__LLM__API_KEY: "), line
+    assert not (tmp_path / "r.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- records whole
+def test_a_secret_that_is_a_piece_of_every_records_json_leaves_every_record_whole(tmp_path):
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "60", env=ffe_env(FFE_MONITOR__TOKEN=LIKE_JSON))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    audit = tmp_path / "logs" / "audit.jsonl"
+    records = audit_lines(audit)
+    assert records[0]["seq"] == 1 and {"run", "decision"} <= {r["event"] for r in records}
+    assert_whole(records)
+    stored = [bytes(r[0]) if not isinstance(r[0], str) else r[0].encode()
+              for r in db_rows(tmp_path / "data" / "ffe.db", "SELECT data FROM events ORDER BY seq")]
+    assert stored == audit.read_bytes().splitlines()  # the database holds the same bytes
+    verify = run_ffe(tmp_path, "audit", "verify", env=ffe_env(FFE_MONITOR__TOKEN=LIKE_JSON))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "10", env=ffe_env(FFE_MONITOR__TOKEN=LIKE_JSON))
+    assert again.returncode == 0, again.stderr[-3000:]  # and the next start reads them back
+    assert_whole(audit_lines(audit))
+
+
+def test_a_backtest_with_a_secret_that_is_a_piece_of_every_records_json_writes_whole_records(tmp_path):
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 300)))
+    proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--report", "r.json",
+                   env=ffe_env(FFE_ENSEMBLE__LLM__API_KEY=LIKE_JSON))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    records = audit_lines(tmp_path / report["audit"])
+    assert records[0]["seq"] == 1 and "decision" in {r["event"] for r in records}
+    assert_whole(records)
+
+
+# ---------------------------------------------------------------------------------------------------- secret out
+async def test_a_secret_json_escapes_is_taken_out_of_the_record_and_the_event_the_console_gets(tmp_path):
+    settings = make_settings(tmp_path, monitor={"port": 0, "token": ESCAPED})
+    async with engine_session(settings) as host:
+        sub = host.subscribe(maxlen=100)
+        host.engine.bus.publish(ErrorEvent(message=f"venue said: bad signature for {ESCAPED}", where="venue"))
+        await host.audit.flush()
+        sent = [ev for ev in sub.drain() if ev.name == "error"]
+    raw = (tmp_path / "logs" / "audit.jsonl").read_bytes()
+    escaped = json.dumps(ESCAPED)[1:-1].encode()
+    assert ESCAPED.encode() not in raw and escaped not in raw
+    [error] = [r for r in audit_lines(tmp_path / "logs" / "audit.jsonl") if r["event"] == "error"]
+    assert error["message"] == f"venue said: bad signature for {REDACTED}" and error["where"] == "venue"
+    assert [ev.message for ev in sent] == [f"venue said: bad signature for {REDACTED}"]
+
+
+@pytest.mark.parametrize("token, error, problem", [
+    ('"degraded"', "exchange timeout", "breaker open on paper: exchange timeout"),
+    (ESCAPED, f"bad key {ESCAPED}", f"breaker open on paper: bad key {REDACTED}"),
+], ids=["a piece of the verdict's JSON", "JSON escapes it"])
+async def test_health_takes_a_secret_out_of_the_verdict_and_leaves_it_whole(tmp_path, token, error, problem):
+    settings = make_settings(tmp_path, monitor={"port": 0, "token": token},
+                             breaker={"failure_threshold": 1, "recovery_timeout_s": 600})
+    async with engine_session(settings) as host:
+        host.engine.breaker.record_failure(error)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(host.monitor.url + "/health", headers={"Authorization": f"Bearer {token}"}) as r:
+                status, body = r.status, await r.text()
+        await asyncio.sleep(0)
+    verdict = json.loads(body)
+    assert not [s for s in strings(verdict) if token in s]  # in no value (its text may be a piece of the JSON)
+    assert status == 503 and verdict["status"] == "degraded" and verdict["problems"] == [problem]
