@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import tomllib
 
 import aiohttp
 import pytest
 
 from conftest import (BTC_CSV, audit_lines, db_rows, engine_session, ffe_env, ffe_in_process, make_settings, run_ffe,
                       sample_head)
+from ffe_engine import backup as bk
 from ffe_engine.events import ErrorEvent
 
 REDACTED = "********"
@@ -146,3 +148,25 @@ async def test_health_takes_a_secret_out_of_the_verdict_and_leaves_it_whole(tmp_
     verdict = json.loads(body)
     assert not [s for s in strings(verdict) if token in s]  # in no value (its text may be a piece of the JSON)
     assert status == 503 and verdict["status"] == "degraded" and verdict["problems"] == [problem]
+
+
+def test_config_check_and_a_backup_mask_a_secret_in_values_only_and_stay_the_toml_they_were(tmp_path):
+    """The effective configuration, printed by `ffe config check` and kept in a backup: a secret that is also a key's
+    name leaves the key as it is, and one JSON escapes is masked where it was copied into an ordinary value."""
+    env = ffe_env(FFE_EXCHANGE__PASSWORD="timeframe", FFE_EXCHANGE__SECRET=ESCAPED,
+                  FFE_EXCHANGE__OPTIONS=json.dumps({"note": f"key {ESCAPED}"}))
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check = ffe_in_process(tmp_path, "config", "check", env=env)
+    assert check.returncode == 0, check.stderr
+    backup = run_ffe(tmp_path, "backup", "--to", str(tmp_path / "b"), env=env)
+    assert backup.returncode == 0, backup.stderr
+    (path,) = (tmp_path / "b").glob("ffe-backup-*.tar.zst")
+    (tmp_path / "x").mkdir()
+    bk.unpack(path, tmp_path / "x")
+    for text in (check.stdout, (tmp_path / "x" / bk.CONFIG_NAME).read_text()):
+        config = tomllib.loads(text)
+        assert config["engine"]["timeframe"] == "1m"
+        assert config["exchange"]["password"] == config["exchange"]["secret"] == REDACTED
+        assert config["exchange"]["options"] == {"note": f"key {REDACTED}"}
+        assert not [s for s in strings(config) if ESCAPED in s]
