@@ -13,7 +13,7 @@
 - `verify_trail` (chain.py): the hash chain checked across every file of the trail, and against the chain head the
   database stores (`ffe audit verify`).
 - `setup_logging`: the engine's own log lines (logs.py: human-readable on stderr when headless, or into the
-  console's log pane), with every configured secret redacted from every line.
+  console's log pane), with every configured secret redacted from every line (redact.py).
 """
 
 from __future__ import annotations
@@ -36,38 +36,13 @@ from .chain import (GENESIS, VerifyResult, last_line, line_hash, rotated_files, 
 from .clock import Clock
 from .errors import DamagedRecords, StorageError, storage_failure
 from .events import Event
+from .redact import Redactor
 from .sqlwriter import append_lines, open_lines_file
 
-__all__ = ["AuditWriter", "Redactor", "TrailRepair", "VerifyResult", "has_records", "read_audit", "repair_trail",
+__all__ = ["AuditWriter", "TrailRepair", "VerifyResult", "has_records", "read_audit", "repair_trail",
            "setup_logging", "trail_damage", "verify_trail"]
 
-REDACTED = "********"
-
 log = logs.get_logger("ffe.audit")
-
-
-class Redactor:
-    """Replaces every known secret value in strings (recursively in dicts and lists)."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def text(self, s: str) -> str:
-        for secret in self.secrets:
-            if secret in s:
-                s = s.replace(secret, REDACTED)
-        return s
-
-    def value(self, v: Any) -> Any:
-        if not self.secrets:
-            return v
-        if isinstance(v, str):
-            return self.text(v)
-        if isinstance(v, dict):
-            return {k: self.value(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [self.value(x) for x in v]
-        return v
 
 
 class AuditWriter:

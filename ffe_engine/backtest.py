@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from . import batch
-from .audit import Redactor
 from .clock import SimClock, format_timeframe
 from .config import Settings, is_symbol
 from .datacache import DataCache, cache_for
@@ -36,6 +35,7 @@ from .events import EventBus
 from .kernel import build_engine, paper_venue, providers_for
 from .market.csvdata import CandleSeries, CsvError, load_csv, parse_symbol_arg
 from .market.replay import ReplayFeed
+from .redact import Redactor
 from .store import BACKTEST_RECORDS_KEY, Store
 
 FLUSH_EVERY = 5000
@@ -182,7 +182,7 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
         await store.defer_decision_indexes()
     redactor = Redactor(settings.secrets())
     clock = SimClock()
-    bus = EventBus(clock, redact=redactor.text if redactor.secrets else None, chain=False)
+    bus = EventBus(clock, redactor=redactor, chain=False)
     weight_history: list[list[Any]] = []  # [market time ms, weights, reason] of each change
 
     def weights_changed(ev: Any, line: bytes | None) -> None:

@@ -42,7 +42,7 @@ from typing import IO, Any, Callable, Iterator, cast
 import zstandard
 
 from . import __version__
-from .audit import Redactor, has_records, sync_dir
+from .audit import has_records, sync_dir
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
@@ -147,10 +147,9 @@ def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
 
 
 def _config_text(settings: Settings) -> str:
-    # render_settings masks every secret; the redactor also catches one that found its way into another value.
-    secrets = settings.secrets()
-    text = render_settings(settings)
-    return Redactor(secrets).text(text) if secrets else text
+    # render_settings masks every secret, one copied into another value too; a mask over the whole text would also
+    # cover a key or a comment that equals a secret, and leave no TOML to restore from.
+    return render_settings(settings)
 
 
 def _write_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Path, now: float,

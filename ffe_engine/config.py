@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from .errors import FfeError, StartError
+from .redact import MIN_SECRET, REDACTED, Redactor
 from .schema import (
     AfterValidator,
     BeforeValidator,
@@ -36,7 +37,7 @@ from .schema import (
 
 ENV_PREFIX = "FFE_"
 ENV_DELIMITER = "__"
-SECRET_MASK = "********"
+SECRET_MASK = REDACTED
 DEFAULT_CONFIG = Path("config.toml")
 ProviderName = Literal["trend", "momentum", "mean_reversion", "breakout", "llm"]
 KNOWN_PROVIDERS: tuple[str, ...] = get_args(ProviderName)
@@ -182,6 +183,11 @@ def _secret_is_clean(value: SecretStr | None) -> SecretStr | None:
         # request, or is sent as part of the credential, only once the engine runs.
         if _CONTROL_RE.search(raw):
             raise ValueError("must not contain a control character (a NUL, a tab)")
+        # A value like `true`, `0000` or `USDT` is no secret, and its text is in every record: masked there, the
+        # records would no longer say what happened (redact.py).
+        if len(raw) < MIN_SECRET:
+            raise ValueError(f"must be at least {MIN_SECRET} characters long: a shorter one is no secret (the value "
+                             "is not shown)")
     return value
 
 
@@ -1270,15 +1276,16 @@ def render_settings(settings: Settings) -> str:
             elif value is None:  # TOML has no null: an unset key stays out, as a comment
                 out.append(f"# {_toml_key(name)}: unset{annotate(key_path)}")
             else:
-                # A secret copied into an ordinary value (a URL, an option) is masked there; only there, since a
-                # mask over a key name or a comment equal to a secret would say what the secret is.
-                out.append(f"{_toml_key(name)} = {_scrub(_toml_value(value), secrets)}{annotate(key_path)}")
+                # A secret copied into an ordinary value (a URL, an option) is masked there, in its strings before
+                # they are written as TOML (escaped, it would not be found); only there, since a mask over a key
+                # name or a comment equal to a secret would say what the secret is, and leave no TOML.
+                out.append(f"{_toml_key(name)} = {_toml_value(redactor.value(value))}{annotate(key_path)}")
         for value, key_path in tables:
             out.append("")
             out.append("[" + ".".join(_toml_key(p) for p in key_path) + "]")
             section(value, key_path)
 
-    secrets = settings.secrets()
+    redactor = Redactor(settings.secrets())
     section(settings, ())
     return "\n".join(out) + "\n"
 

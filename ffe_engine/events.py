@@ -19,6 +19,7 @@ import orjson
 
 from .chain import GENESIS, chained, line_hash
 from .clock import Clock
+from .redact import Redactor
 
 
 @dataclass(slots=True)
@@ -369,7 +370,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 class EventBus:
-    def __init__(self, clock: Clock, *, start_seq: int = 0, redact: Callable[[str], str] | None = None,
+    def __init__(self, clock: Clock, *, start_seq: int = 0, redactor: Redactor | None = None,
                  chain: bool = True) -> None:
         self.seq = start_seq
         # The hash chain (chain.py): each record gets the hash of the one before as its `prev`. A backtest leaves it
@@ -377,7 +378,8 @@ class EventBus:
         self.chain = chain
         self.head = GENESIS  # the hash of the last audit line: the next line's `prev`
         self._wall = clock.wall  # the time each record was written
-        self._redact = redact  # applied to every record before any sink sees it
+        # The secrets are taken out of every record's string values before any sink or subscriber sees it.
+        self._redactor = redactor if redactor else None
         self._sinks: list[tuple[Sink, frozenset[str] | None]] = []
         # Per event name, the sinks that take it. A record is encoded only when some sink takes it: a sink that
         # watches a few names (the monitor) does not make every event of a backtest be encoded for nothing.
@@ -418,8 +420,9 @@ class EventBus:
             rec: dict[str, Any] = {"ts": iso_ts(ts), "seq": self.seq, "event": cls.name}
             rec.update(fields)
             line = encode(rec)
-            if self._redact is not None:
-                line = self._redact(line.decode()).encode()
+            if self._redactor is not None and self._redactor.in_encoded(line):
+                line = self._redactor.record(line)
+                fields = self._redactor.value(fields)
             if self.chain:  # after redaction: the line hashed is the line written
                 line = chained(line, self.head)
                 self.head = line_hash(line)
@@ -428,6 +431,8 @@ class EventBus:
                 sink(ev, line)  # type: ignore[arg-type]
         if self._subs:
             ev2 = cls(**fields)
+            if not sinks and self._redactor is not None:  # no record was made to find a secret in
+                ev2 = self._redactor.event(ev2)
             ev2.seq, ev2.ts = self.seq, ts
             for sub in self._subs:
                 sub.put(ev2)
@@ -452,13 +457,16 @@ class EventBus:
                 sinks = self._route(ev.name)
             if sinks:
                 line = encode(ev.record())
-                if self._redact is not None:
-                    line = self._redact(line.decode()).encode()
+                if self._redactor is not None and self._redactor.in_encoded(line):
+                    line = self._redactor.record(line)
+                    ev = self._redactor.event(ev)  # for the sinks and the subscribers (the console)
                 if self.chain:
                     line = chained(line, self.head)
                     self.head = line_hash(line)
                 for sink in sinks:
                     sink(ev, line)
+        if line is None and self._subs and self._redactor is not None:  # no record was made to find a secret in
+            ev = self._redactor.event(ev)
         for sub in self._subs:
             sub.put(ev)
         return line

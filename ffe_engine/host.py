@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Protocol
 
 from . import logs
-from .audit import AuditWriter, Redactor, has_records, repair_trail, setup_logging, trail_damage
+from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_damage
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import EARLIER_EVENTS, ControlServer, Limits, claim
@@ -33,6 +33,7 @@ from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
 from .model import EngineState
+from .redact import Redactor
 from .monitor import WATCHED, Monitor, check_bind, start_refused
 from .sdnotify import SystemdNotifier
 from .store import REQUEST_HOLD_KEY, Store, saved_state
@@ -288,7 +289,8 @@ class EngineHost:
         """Build every part from the settings and start the engine (state restored, orders recovered)."""
         check_bind(settings)
         secrets = settings.secrets()
-        redact = Redactor(secrets).text if secrets else None
+        redactor = Redactor(secrets)
+        redact = redactor.text if redactor else None  # for free text: a failed start's page
         umask = os.umask(PRIVATE)
         try:
             lock_fd = await acquire_engine_lock(settings.data_dir, WallClock())  # real seconds, whatever the market's
@@ -309,7 +311,7 @@ class EngineHost:
             raise
         if clock is None:
             clock = WallClock() if settings.market.source == "exchange" else SimClock(paced=True)
-        bus = EventBus(clock, redact=redact)
+        bus = EventBus(clock, redactor=redactor)
         # The start's events (the run, overrides, the start's reconciliation, orders recovered) are published
         # before anyone can subscribe: kept from here for the console's log and the control socket's stream.
         start_events = bus.subscribe(maxlen=START_EVENTS_MAX)
@@ -386,7 +388,7 @@ class EngineHost:
             files = [str(p.resolve()) for p in settings.source_files]
             log.info("settings", files=", ".join(files) or "none (built-in defaults)",
                      data_dir=str(settings.data_dir.resolve()), log_dir=str(settings.log_dir.resolve()))
-            monitor = Monitor(settings, engine, audit=audit, store=store, redact=redact)
+            monitor = Monitor(settings, engine, audit=audit, store=store, redactor=redactor)
             # Before the start: the start and its reconciliation raise alerts.
             bus.add_sink(monitor.sink, names=WATCHED)
             engine.health_report = monitor.health

@@ -28,6 +28,7 @@ from .health import HEALTHY, assess, data_stale_after
 from .httpd import HttpServer, Response
 from .metrics import COUNTED, EngineMetrics
 from .reconcile import blocked_text
+from .redact import Redactor
 from .sentalerts import sent_path
 from .tasks import cancel_and_wait
 
@@ -82,7 +83,7 @@ async def start_refused(settings: Settings, clock: Any, failure: Exception,
 
 class Monitor:
     def __init__(self, settings: Settings, engine: Any, *, audit: Any, store: Any,
-                 redact: Callable[[str], str] | None = None) -> None:
+                 redactor: Redactor | None = None) -> None:
         self.settings = settings
         self.cfg = settings.monitor
         self.engine = engine
@@ -90,7 +91,9 @@ class Monitor:
         clock = engine.clock
         now, wall = clock.monotonic, clock.wall  # ages and windows in real seconds, even in a paced replay
         channels = channels_from(settings.alerts, origin_of(settings.data_dir, settings.alerts.instance))
-        self._redact = redact  # the verdict quotes venue errors, and the endpoint may face a network
+        # The verdict quotes venue errors (to /health, which may face a network, `ffe ctl health` and the console).
+        self._redactor = redactor if redactor else None
+        redact = self._redactor.text if self._redactor is not None else None
         self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall, redact=redact,
                                  sent_file=sent_path(settings.data_dir))
         self.notifier.checks.append(self._condition_alerts)
@@ -112,11 +115,13 @@ class Monitor:
     # ------------------------------------------------------------------ the verdict
     def health(self) -> dict[str, Any]:
         e = self.engine
-        return assess(state=e.state.value, stopped=e.stopped, liveness=e.liveness, symbols=e.symbols,
-                      breakers=[e.breaker.summary()], reconcile_blocked=len(e.reconcile_blocked),
-                      reconcile_text=blocked_text(e.reconcile_blocked),
-                      pending_approvals=len(e.pending), audit=self.audit, cfg=self.cfg,
-                      timeframe_ms=e.timeframe_ms)
+        verdict = assess(state=e.state.value, stopped=e.stopped, liveness=e.liveness, symbols=e.symbols,
+                         breakers=[e.breaker.summary()], reconcile_blocked=len(e.reconcile_blocked),
+                         reconcile_text=blocked_text(e.reconcile_blocked),
+                         pending_approvals=len(e.pending), audit=self.audit, cfg=self.cfg,
+                         timeframe_ms=e.timeframe_ms)
+        # The secrets out of its string values, never out of its JSON: a secret's text may be a piece of it.
+        return self._redactor.value(verdict) if self._redactor is not None else verdict
 
     def loop_alive(self) -> bool:
         """Whether the main loop runs and turns: not before the start has completed (a start that fails, again and
@@ -143,8 +148,9 @@ class Monitor:
                 cause=UNWRITABLE)))
 
     def status(self) -> dict[str, Any]:
-        """For the console's status line and `ffe ctl status`."""
-        return {"url": self.url, "channels": self.notifier.status_dict(), "heartbeat": dict(self.heartbeat)}
+        """For the console's status line and `ffe ctl status` (a channel's last error may quote its URL)."""
+        status = {"url": self.url, "channels": self.notifier.status_dict(), "heartbeat": dict(self.heartbeat)}
+        return self._redactor.value(status) if self._redactor is not None else status
 
     def sink(self, ev: Any, line: bytes) -> None:
         # Most events (a decision per bar and symbol, fills, positions) move no counter and raise no alert: one set
@@ -230,8 +236,6 @@ class Monitor:
             return Response(401, b"bearer token required\n")
         verdict = self.health()
         body = orjson.dumps(verdict)
-        if self._redact is not None:
-            body = self._redact(body.decode()).encode()
         return Response(200 if verdict["status"] == HEALTHY else 503, body, "application/json")
 
     async def _metrics_handler(self, headers: dict[str, str]) -> Response:

@@ -16,7 +16,8 @@ import pytest
 from conftest import BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, ffe_in_process, run_ffe
 from ffe_engine import logs
 from ffe_engine.clock import WallClock
-from ffe_engine.audit import REDACTED, Redactor, setup_logging
+from ffe_engine.audit import setup_logging
+from ffe_engine.redact import REDACTED, Redactor
 from ffe_engine.events import ErrorEvent, EventBus
 
 
@@ -359,7 +360,7 @@ def test_the_log_pipeline_redacts_a_secret_handed_to_it():
     assert secret not in text
     assert text.count(REDACTED) >= 4
 
-    bus = EventBus(WallClock(), redact=Redactor([secret]).text)
+    bus = EventBus(WallClock(), redactor=Redactor([secret]))
     lines: list[bytes] = []
     bus.add_sink(lambda ev, line: lines.append(line))
     bus.publish(ErrorEvent(message=f"auth error for key {secret}", where="venue"))

@@ -8,7 +8,7 @@ import math
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..audit import REDACTED
+from ..redact import REDACTED
 from ..indicators import IndicatorSet
 from ..model import Action, Vote
 from ..schema import SecretStr
