@@ -439,6 +439,19 @@ async def test_an_approval_sized_at_the_position_size_cap_passes_its_re_check_af
     assert res["quantity"] < a["quantity"]
 
 
+async def test_the_approved_event_says_the_quantity_sized_again_and_the_price_it_was_checked_at(tmp_path, pipelines):
+    p, a = await propose_at_60k(tmp_path, pipelines, [61_200.0] * 5, risk_per_trade_pct=50, take_profit_atr=100)
+    await p.bars(1)  # +2%: sized again, the quantity is less than the one proposed
+    res = await p.engine.approve(a["approval_id"])
+    assert res["accepted"], res
+    [(qty,)] = await p.rows("SELECT quantity FROM orders WHERE client_order_id = ?", (res["client_order_id"],))
+    pending, approved = await approval_events(p, a["approval_id"])
+    assert (pending["quantity"], pending["price"]) == (a["quantity"], a["price"])  # what was proposed
+    assert approved["outcome"] == "approved" and approved["client_order_id"] == res["client_order_id"]
+    assert approved["quantity"] == qty == pytest.approx(res["quantity"]) and qty < a["quantity"]
+    assert approved["price"] == res["price"] == pytest.approx(61_200.0)
+
+
 async def test_the_snapshot_shows_each_approval_with_the_current_price_and_the_move_since_proposed(tmp_path,
                                                                                                   pipelines):
     p, a = await propose_at_60k(tmp_path, pipelines, [60_600.0] * 5)
