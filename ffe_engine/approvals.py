@@ -9,10 +9,17 @@ approval; a halt (kill switch or flatten) rejects every pending approval. An app
 never executed. The time to live is elapsed time (the clock's monotonic time), so the system clock being set
 neither stretches nor cuts it; the wall times stored with the approval carry it across a restart, where what is
 left of it is taken from them, never more than the time to live.
+
+An approval ends exactly once. An approve under way owns its approval until it is done (the engine's housekeeping
+expires approvals outside the controls' lock): expiry passes over it, a halt's reject_all and a reject wait for it.
+Its time to live is checked before its order; once that order is journaled the approval is approved, however long
+the exchange then takes to answer (a halt meanwhile cancels the order, as it cancels every other). The store
+refuses to write over a final status (store.save_approval), whoever asks.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Awaitable, Callable
 
 from . import fmt
@@ -62,6 +69,7 @@ class ApprovalDesk:
         self.price_now = price_now  # the market's price at this moment (ControlError when it cannot be read)
         self.pending: dict[str, dict[str, Any]] = {}  # approval id -> approval row
         self._deadline: dict[str, float] = {}  # approval id -> when it expires, on the clock's monotonic time
+        self._approving: dict[str, asyncio.Event] = {}  # approval id -> set when its approve under way is done
 
     async def restore(self, *, mode: bool) -> Override | None:
         """Pending approvals as they were stored, and, with `mode`, the approval mode: the safer of the configured
@@ -117,18 +125,35 @@ class ApprovalDesk:
         self._deadline[aid] = self.clock.monotonic() + self.ttl_s
 
     async def _end(self, row: dict[str, Any], outcome: str, by: str, reason: str = "",
-                   client_order_id: str | None = None) -> None:
+                   client_order_id: str | None = None, approved: tuple[float, float] | None = None) -> None:
+        """The approval's one end. `approved`: (quantity, price) of what was approved, which its event says (the
+        quantity sized again at the price it was checked at); any other end says what was proposed."""
+        aid = row["approval_id"]
+        if self.pending.get(aid) is not row:
+            raise ControlError(f"approval {aid} ended {row['status']} (by {row['by']}) already: not {outcome}")
+        # Out of `pending` before anything is awaited: from here no other end can take it.
+        self.pending.pop(aid)
+        self._deadline.pop(aid, None)
         row.update(status=outcome, by=by, ended_ts=self.clock.wall(), client_order_id=client_order_id)
-        self.pending.pop(row["approval_id"], None)
-        self._deadline.pop(row["approval_id"], None)
+        quantity, price = approved if approved is not None else (row["quantity"], row["price"])
         await self.store.save_approval(row, publish=lambda: self.bus.publish(ApprovalEvent(
-            approval_id=row["approval_id"], decision_id=row["decision_id"], outcome=outcome, by=by,
-            symbol=row["symbol"], side=row["side"], quantity=row["quantity"], price=row["price"],
-            expires_at=row["expires_ts"], reason=reason, gates=row["gates"], client_order_id=client_order_id)))
+            approval_id=aid, decision_id=row["decision_id"], outcome=outcome, by=by, symbol=row["symbol"],
+            side=row["side"], quantity=quantity, price=price, expires_at=row["expires_ts"], reason=reason,
+            gates=row["gates"], client_order_id=client_order_id)))
+
+    async def _approves_done(self, approval_ids: list[str]) -> None:
+        """Wait for the approves under way of these approvals to end (each ends its approval itself)."""
+        for aid in approval_ids:
+            done = self._approving.get(aid)
+            if done is not None:
+                await done.wait()
 
     async def expire(self) -> None:
+        """End every approval whose time to live has run out, but one being approved: its approve checked the
+        time to live before its order, and ends it itself."""
         for row in list(self.pending.values()):
-            if self._left(row["approval_id"]) <= 0:
+            aid = row["approval_id"]
+            if self.pending.get(aid) is row and aid not in self._approving and self._left(aid) <= 0:
                 await self._end(row, "expired", "ttl", f"not approved within {self.ttl_s:g}s")
 
     def _row(self, approval_id: str) -> dict[str, Any]:
@@ -139,6 +164,16 @@ class ApprovalDesk:
 
     async def approve(self, approval_id: str, by: str) -> dict[str, Any]:
         row = self._row(approval_id)
+        if approval_id in self._approving:
+            raise ControlError(f"approval {approval_id} is being approved already")
+        done = self._approving[approval_id] = asyncio.Event()
+        try:
+            return await self._approve(row, approval_id, by)
+        finally:
+            del self._approving[approval_id]
+            done.set()
+
+    async def _approve(self, row: dict[str, Any], approval_id: str, by: str) -> dict[str, Any]:
         if self._left(approval_id) <= 0:
             await self._end(row, "expired", "ttl", "expired before approval")
             raise ControlError(f"approval {approval_id} expired")
@@ -172,7 +207,7 @@ class ApprovalDesk:
             # The re-check passed and the order is journaled: the approval is done, and names its order. What became
             # of that order (the exchange refused it, say) is the order's own end; the reason repeats it here.
             said = "" if sub.accepted else f"its order {cid} was refused: {sub.reason}"
-            await self._end(row, "approved", by, said, client_order_id=cid)
+            await self._end(row, "approved", by, said, client_order_id=cid, approved=(sub.order.quantity, price))
         else:
             await self._end(row, "rejected", f"re-check ({by})", sub.reason)
         return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason,
@@ -188,14 +223,25 @@ class ApprovalDesk:
                            stop_loss=sizing.get("stop_loss"), take_profit=sizing.get("take_profit"))
 
     async def reject_all(self, by: str, reason: str) -> list[str]:
-        """End every pending approval (a halt): none may be approved after the engine is re-armed."""
-        ended = list(self.pending)
-        for row in list(self.pending.values()):
-            await self._end(row, "rejected", by, reason)
+        """End every pending approval (a halt): none may be approved after the engine is re-armed. An approve under
+        way is waited for first: it ends its approval itself (approved once its order is journaled, the halt
+        cancelling that order; rejected by its re-check when the halt came before its gates)."""
+        ended: list[str] = []
+        while self.pending:
+            await self._approves_done(list(self._approving))
+            for aid, row in list(self.pending.items()):
+                if self.pending.get(aid) is row and aid not in self._approving:  # (one may begin meanwhile)
+                    ended.append(aid)
+                    await self._end(row, "rejected", by, reason)
         return ended
 
     async def reject(self, approval_id: str, by: str) -> dict[str, Any]:
-        await self._end(self._row(approval_id), "rejected", by)
+        row = self._row(approval_id)
+        await self._approves_done([approval_id])  # its approve under way decides; then there is nothing to reject
+        if self.pending.get(approval_id) is not row:
+            raise ControlError(f"approval {approval_id} ended {row['status']} (by {row['by']}) meanwhile: "
+                               "not rejected")
+        await self._end(row, "rejected", by)
         return {"approval_id": approval_id, "outcome": "rejected"}
 
     async def set_mode(self, mode: str, by: str) -> str:

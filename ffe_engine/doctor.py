@@ -23,8 +23,9 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
 8. the engine_state row is what the last `engine_state` event that says a state says (state and reason); HALTED
    stored on its own by design (on a full disk, the disk reserve emptied; kept across a restore, its marker there)
    is said by the next start, and noted here until then;
-9. every approval's decision is recorded (its row in the decisions table), and its last `approval` event says its
-   status.
+9. every approval's decision is recorded (its row in the decisions table), its events end it once (no event after
+   the one that says it approved, rejected or expired: a final status never changes), and its last `approval` event
+   says its status.
 
 A backtest run's records (`--data-dir data/backtests/RUN --log-dir logs/backtests/RUN`) are checked as what they
 are (docs/storage.md#backtests): a full run's trail is compressed and its events rows compact, without `prev`; a
@@ -52,7 +53,7 @@ from .backtest_runs import RUN_ID
 from .chain import packed, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
 from .errors import FfeError, UsageError, first_problem
-from .model import EngineState, OrderStatus, trail_disagrees
+from .model import APPROVAL_PENDING, EngineState, OrderStatus, trail_disagrees
 from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Records, check_files, lost_database,
                     state_unsaid)
 
@@ -384,9 +385,17 @@ def _check_approvals(records: Records, db: Path) -> None:
         approval_id, decision_id = orphans[0]
         raise Violation(f"{db}: approval {approval_id} is for decision {decision_id}, which is not recorded")
     said: dict[str, str] = {}
+    ended: dict[str, tuple[str, Any]] = {}  # approval id -> the first final outcome its events say, and its seq
     for data in records.approval_events():
         rec = json.loads(data)
-        said[str(rec.get("approval_id"))] = str(rec.get("outcome"))
+        approval_id, outcome = str(rec.get("approval_id")), str(rec.get("outcome"))
+        if approval_id in ended:  # an approval ends once: a final status never changes
+            first, seq = ended[approval_id]
+            raise Violation(f"{db}: approval {approval_id} ended {first} (seq {seq}), then {outcome} "
+                            f"(seq {rec.get('seq')}): an approval ends once")
+        if outcome != APPROVAL_PENDING:
+            ended[approval_id] = (outcome, rec.get("seq"))
+        said[approval_id] = outcome
     for approval_id, status in records.approval_statuses().items():
         if said.get(approval_id) != status:
             last = said.get(approval_id)

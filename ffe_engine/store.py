@@ -32,8 +32,8 @@ import zstandard
 from . import bookshapes, reserve
 from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
-from .errors import (DamagedDatabase, DamagedRecords, FfeError, StorageError, UsageError, damaged_database,
-                     first_problem, storage_failure, unreadable_database)
+from .errors import (ControlError, DamagedDatabase, DamagedRecords, FfeError, StorageError, UsageError,
+                     damaged_database, first_problem, storage_failure, unreadable_database)
 from .events import Event
 from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineState, Fill, Order, OrderReason,
                     OrderStatus, Position, Side)
@@ -544,6 +544,11 @@ _SQL_POSITION = ("INSERT OR REPLACE INTO positions (symbol, side, quantity, entr
                  "take_profit, entry_decision_id, fees) VALUES (?,?,?,?,?,?,?,?,?)")
 _APPROVAL_COLUMNS = ("approval_id, decision_id, symbol, side, quantity, price, created_ts, expires_ts, status, by, "
                      "ended_ts, intent, gates, client_order_id")
+
+_SQL_NEW_APPROVAL = f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES ({','.join('?' * 14)})"
+# An approval's end: only a pending one ends, so a final status is never written over.
+_SQL_END_APPROVAL = ("UPDATE approvals SET status = ?, by = ?, ended_ts = ?, client_order_id = ? "
+                     f"WHERE approval_id = ? AND status = '{APPROVAL_PENDING}'")
 
 _SQL_ORDER_STATE = ("UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=?, "
                     "fee_base=? WHERE client_order_id=?")
@@ -1200,16 +1205,36 @@ class Store:
     # ---------------------------------------------------------------- approvals
     async def save_approval(self, row: dict[str, Any], publish: Callable[[], object] | None = None) -> None:
         """With `publish`, the events it publishes (the decision a new approval is for, the `approval` event that
-        says its status) in the same transaction: a kill leaves the approval and its records both or neither."""
-        sql = "INSERT OR REPLACE INTO approvals (" + _APPROVAL_COLUMNS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        params = (row["approval_id"], row["decision_id"], row["symbol"], row["side"], row["quantity"], row["price"],
-                  row["created_ts"], row["expires_ts"], row["status"], row.get("by"), row.get("ended_ts"),
-                  _dumps(row["intent"]), _dumps(row["gates"]), row.get("client_order_id"))
-        if publish is None:
-            await self._write(sql, params)
-            return
-        async with self._with_events_of(publish):
-            await self.conn.execute(sql, params)
+        says its status) in the same transaction: a kill leaves the approval and its records both or neither.
+        A pending approval is a new one, written once; any other status ends it, and only a pending one can end: a
+        final status never changes, whoever asks (ControlError, before `publish` is called: nothing says it)."""
+        aid, status = row["approval_id"], row["status"]
+        params: tuple[Any, ...]
+        if status == APPROVAL_PENDING:
+            sql, params = _SQL_NEW_APPROVAL, (
+                aid, row["decision_id"], row["symbol"], row["side"], row["quantity"], row["price"],
+                row["created_ts"], row["expires_ts"], status, row.get("by"), row.get("ended_ts"),
+                _dumps(row["intent"]), _dumps(row["gates"]), row.get("client_order_id"))
+        else:
+            sql, params = _SQL_END_APPROVAL, (status, row.get("by"), row.get("ended_ts"), row.get("client_order_id"),
+                                              aid)
+        # Under the fill turn, which every approval's write takes: the status read here is the one the write finds.
+        async with self._events_held():
+            cur = await self.conn.execute("SELECT status, by FROM approvals WHERE approval_id = ?", (aid,))
+            found = await cur.fetchone()
+            if found is not None and found[0] != APPROVAL_PENDING:
+                raise ControlError(f"approval {aid} ended {found[0]} (by {found[1]}) already: not recorded {status}; "
+                                   "a final status never changes")
+            if (found is None) != (status == APPROVAL_PENDING):
+                raise ControlError(f"approval {aid} is {'not recorded' if found is None else 'pending already'}: "
+                                   f"not recorded {status}")
+            if publish is not None:
+                publish()
+            async with self._tx_with_held_events():
+                await self.conn.execute(sql, params)
+                changed = await self.conn.execute("SELECT changes()")
+                if (await changed.fetchone() or (0,))[0] != 1:  # (a writer other than the engine, meanwhile)
+                    raise ControlError(f"approval {aid} changed meanwhile: not recorded {status}")
 
     async def entry_order_of(self, decision_id: str) -> str | None:
         """The client order id of the entry journaled for a decision, if any (the oldest)."""
