@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 # the command line is said before any of it is loaded.
 from ffe_engine import fmt, present, tables
 from ffe_engine.api import COMMANDS as CONTROL
-from ffe_engine.errors import ControlError, FfeError, Interrupted, StartError, StorageError, UsageError
+from ffe_engine.errors import (ControlError, FfeError, Interrupted, NotADatabase, StartError, StorageError,
+                              UsageError)
 
 if TYPE_CHECKING:
     from ffe_engine.config import Settings
@@ -95,7 +96,7 @@ def config_check(args: argparse.Namespace) -> int:
     text = render_settings(settings)
     try:
         saved = saved_state(settings.db_path)
-    except (StorageError, SchemaError) as exc:  # the configuration is valid; what the next start would read is not
+    except (StorageError, SchemaError, NotADatabase) as exc:  # the configuration is valid; the database is not
         _print(f"{text}\n\n# {exc}; the next start will stop on it (exit {exc.exit_code})")
         return 0
     found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []

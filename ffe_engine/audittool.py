@@ -37,7 +37,8 @@ from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, r
                     verify_trail)
 from .errors import StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
-from .store import BACKTEST_RECORDS_KEY, EventHead, Records, check_files, open_read_only
+from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, open_read_only, peek_foreign,
+                    refuse_foreign, refuse_not_a_file)
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -525,13 +526,22 @@ def _verify_text(r: VerifyResult, db_path: Path | None) -> str:
 def open_db(path: Path) -> sqlite3.Connection:
     """The database, read-only. Works next to a running engine (WAL)."""
     path = Path(path)
+    refuse_not_a_file(path)
     if not path.is_file():
         raise UsageError(f"no database at {path} (is --data-dir right?)")
+    peek_foreign(path)
     try:
         conn = open_read_only(path)
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:  # damaged or unreadable records (exit 1), not a command line mistake
         raise unreadable_database(path, exc) from None
+    try:
+        refuse_foreign(path, conn)
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise unreadable_database(path, exc) from None
+        raise
     if not {"decisions", "orders", "trades", "votes"} <= names:
         conn.close()
         raise UsageError(f"{path} is not an ffe database (no decisions table)")

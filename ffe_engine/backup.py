@@ -46,7 +46,7 @@ from .audit import has_records, sync_dir
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
-from .errors import FfeError, StorageError, UsageError, first_problem
+from .errors import FfeError, NotADatabase, StorageError, UsageError, first_problem
 from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
 from .store import SCHEMA_VERSION, Records, Store, check_files, copy_pinned, pin_file
@@ -136,12 +136,12 @@ async def take_running(store: Store, settings: Settings, dest: Path, now: float,
 
 def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
     """A backup of a data directory no engine runs on (the caller holds its lock)."""
-    # Before it is opened: a damaged or lost one is said so (a missing one beside its WAL or a trail with records;
-    # else --data-dir may be wrong).
+    # Before it is opened: a damaged or lost one is said so (a missing one beside its WAL or a trail with records),
+    # and so are no records here (missing, empty, no table: --data-dir may be wrong) and another application's
+    # database, as `ffe doctor` says them.
     db = settings.db_path
     check_files(db, new_ok=not has_records(settings.audit_path))
-    if not db.is_file():
-        raise UsageError(f"{db}: no database here (is --data-dir right?)")
+    Records(db).close()
     conn, _ = pin_file(settings.db_path, read_only=True)
     return _write_archive(conn, settings.audit_path, _config_text(settings), dest, now, "directory")
 
@@ -254,7 +254,9 @@ def unpack(file: Path, into: Path) -> dict[str, Any]:
     """Extract a backup's files into `into` and return its manifest. A file that is not an ffe backup at all is
     bad input (UsageError, exit 2); a backup damaged or cut short is records that fail their checks (Invalid,
     exit 1), and so is what is wrong inside one (for `check`)."""
-    if not file.exists() or file.is_dir():  # a pipe is read as well: `<(ssh host cat BACKUP)`
+    if file.is_dir():
+        raise UsageError(f"{file}: is a directory, not a backup file")
+    if not file.exists():  # a pipe is read as well: `<(ssh host cat BACKUP)`
         raise UsageError(f"{file}: no such backup file")
     members = 0
     frame: _Frame | None = None
@@ -393,7 +395,7 @@ def check_unpacked(file: Path, work: Path) -> Checked:
         return checked
     try:
         records = Records(work / DB_NAME)
-    except StorageError as exc:
+    except (StorageError, NotADatabase) as exc:
         problems.append(str(exc))
         return checked
     try:

@@ -3,7 +3,8 @@
 Every error that reaches the command line derives from FfeError; `ffe_cli.main` prints it as one line
 (`ffe: error: ...`) and exits with its `exit_code`. Nothing else decides an exit code.
 
-- 2: the operator's input is wrong (usage, configuration, a CSV file, a key map, a refused start, a schema).
+- 2: the operator's input is wrong (usage, configuration, a CSV file, a key map, a refused start, a schema, a
+  database path that names no ffe database).
 - 1: a runtime failure (a command the engine refused, a venue or disk failure).
 """
 
@@ -50,6 +51,18 @@ class DamagedRecords(StorageError):
 class DamagedDatabase(DamagedRecords):
     """The database holds records that are not what ffe wrote (it fails SQLite's checks, or a table, a column or a
     value is not one ffe writes). Nothing more is written to it, not even HALTED: it is left as it was found."""
+
+
+class NotADatabase(FfeError):
+    """What is at the database's path is not an ffe database: a directory, or another application's SQLite file. A
+    wrong storage.path or --data-dir, not damage: it is left as it is, and no ffe record is written into it."""
+
+    exit_code = 2
+
+
+def not_ffe_database(path: object, what: str) -> NotADatabase:
+    return NotADatabase(f"{path}: not an ffe database ({what}); it was left as it is: is storage.path (--data-dir) "
+                        "right? ffe keeps its records in a database of its own")
 
 
 def damaged_database(path: object, what: str) -> DamagedDatabase:

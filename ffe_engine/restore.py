@@ -27,11 +27,12 @@ from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked,
                      sweep_unpacked)
 from .chain import rotated_files
 from .config import Settings
-from .errors import FfeError, StartError, StorageError
+from .errors import FfeError, NotADatabase, StartError, StorageError
 from .host import RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, log_dir_holder
 from .interrupts import held
 from .staging import Staging
-from .store import SIDE_FILES, halted_in, keep_halted, mark_restored, wal_without_database
+from .store import (SIDE_FILES, halted_in, keep_halted, mark_restored, peek_foreign, refuse_not_a_file,
+                    wal_without_database)
 
 CONFIG_COPY = "config.from-backup.toml"
 
@@ -81,17 +82,25 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         # restored account would otherwise start without it. Read first: opening the database can leave its -wal and
         # -shm files beside it, which are then moved aside with it.
         unreadable = False
-        if not db.exists() and wal_without_database(db) is None:
-            halted = _halted_aside(db)
-        else:  # a WAL without its database holds records that cannot be read without it: unreadable too
-            try:
-                halted = _kept(halted_in(db, strict=True))
-            except StorageError as exc:
-                # Damaged (the runbook's case for a restore): whether it was HALTED cannot be told, so the restored
-                # account is HALTED all the same; a kill switch the damage hid is never re-armed by a restore.
-                unreadable = True
-                halted = (f"the records this restore replaced could not be read ({exc}), so whether they were "
-                          "HALTED could not be told: re-arm once satisfied")
+        try:
+            # What is there must be ffe's for --force to move it aside: another application's database (or a
+            # directory) is a wrong --data-dir, and the restore would take its place.
+            refuse_not_a_file(db)
+            peek_foreign(db)
+            if not db.exists() and wal_without_database(db) is None:
+                halted = _halted_aside(db)
+            else:  # a WAL without its database holds records that cannot be read without it: unreadable too
+                try:
+                    halted = _kept(halted_in(db, strict=True))
+                except StorageError as exc:
+                    # Damaged (the runbook's case for a restore): whether it was HALTED cannot be told, so the
+                    # restored account is HALTED all the same; a kill switch the damage hid is never re-armed by a
+                    # restore.
+                    unreadable = True
+                    halted = (f"the records this restore replaced could not be read ({exc}), so whether they were "
+                              "HALTED could not be told: re-arm once satisfied")
+        except NotADatabase as exc:
+            raise NotADatabase(f"{exc}; nothing restored") from None
         there = [p for p in (db, *(db.with_name(db.name + side) for side in SIDE_FILES), trail, *rotated_files(trail))
                  if p.exists() and (p.stat().st_size > 0 or p == db)]
         if there and not force:

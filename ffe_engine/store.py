@@ -32,8 +32,9 @@ import zstandard
 from . import bookshapes, reserve
 from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
-from .errors import (ControlError, DamagedDatabase, DamagedRecords, FfeError, StorageError, UsageError,
-                     damaged_database, first_problem, storage_failure, unreadable_database)
+from .errors import (ControlError, DamagedDatabase, DamagedRecords, FfeError, NotADatabase, StorageError,
+                     UsageError, damaged_database, first_problem, not_ffe_database, storage_failure,
+                     unreadable_database)
 from .events import Event
 from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineState, Fill, Order, OrderReason,
                     OrderStatus, Position, Side)
@@ -434,12 +435,84 @@ def roll_back_journal(path: Path | str, timeout: float = 5.0) -> None:
         conn.close()
 
 
-def check_files(path: Path | str, new_ok: bool) -> bool:
-    """The files of the database at `path` before SQLite opens them (opening can change them): DamagedDatabase for
-    a main file missing or empty beside a WAL that holds pages (wal_without_database); DamagedRecords for one
-    missing or empty when `new_ok` is false (the audit trail holds records: the account's database was lost, and a
-    new one would forget it). Returns whether there is a database to open and read (False: none yet)."""
+def refuse_not_a_file(path: Path | str) -> None:
+    """NotADatabase when what is at the database's path is no file (a directory): SQLite, asked to open it, says
+    it cannot, which reads as a disk that failed."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # nothing there, or nothing to tell yet: opening it says what
+    if stat.S_ISDIR(mode):
+        raise NotADatabase(f"{path}: is a directory, not a database; it was left as it is: storage.path names the "
+                           "database file (--data-dir the directory it is in)")
+    if not stat.S_ISREG(mode):
+        raise NotADatabase(f"{path}: is not a regular file, not a database; it was left as it is")
+
+
+# A database's tables and views, ffe's or not (SQLite's own left out).
+_SQL_OBJECTS = ("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' "
+                "ORDER BY rowid")
+
+
+def foreign(version: int, objects: Iterable[Any]) -> str | None:
+    """What shows that a database (`version`: its user_version; `objects`: its (type, name) tables and views) is
+    another application's, or None. ffe makes its tables and sets the version in one transaction, and makes no
+    other table: tables without a version, none of ffe's tables, or a table no ffe release makes are not ffe's.
+    Beyond this release's version, a newer ffe's tables are not judged (refuse_newer_schema says it)."""
+    found = [(str(kind), str(name)) for kind, name in objects]
+    if not found:
+        return None  # no table yet: nothing of anyone's
+    ours = schema_of(SCHEMA_VERSION)
+    theirs = [f"{kind} {name}" for kind, name in found if kind != "table" or name not in ours]
+    shown = ", ".join(theirs[:3]) + (f" and {len(theirs) - 3} more" if len(theirs) > 3 else "")
+    if len(theirs) == len(found):
+        return f"it holds {shown} and none of ffe's tables"
+    if version == 0:
+        return f"it holds {shown or 'tables'} without ffe's schema version"
+    if theirs and version <= SCHEMA_VERSION:
+        return f"it holds {shown}, which ffe never makes"
+    return None
+
+
+def refuse_foreign(path: Path | str, conn: sqlite3.Connection, checked: bool = False) -> None:
+    """NotADatabase when the database `conn` reads is another application's (foreign): a start would make its
+    tables beside that application's and trade an account inside its file. Damage comes first: a schema that looks
+    foreign in a file SQLite's quick check fails (unless `checked`: it passed) is left to the checks of damage."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    problem = foreign(int(version), conn.execute(_SQL_OBJECTS).fetchall())
+    if problem is None:
+        return
+    if checked or check_problems(conn.execute("PRAGMA quick_check").fetchall()) == ["ok"]:
+        raise not_ffe_database(path, problem)
+
+
+def peek_foreign(path: Path | str) -> None:
+    """refuse_foreign before the database is opened the usual way, which puts -wal and -shm files beside a WAL
+    database (read-only too), and rolls back a hot journal for a start: the file read as it is (immutable), when
+    nothing beside it holds more of it. A file that cannot be read so is left to the checks that follow."""
     path = Path(path)
+    if not path.is_file() or path.with_name(path.name + "-wal").exists() or hot_journal(path) is not None:
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        refuse_foreign(path, conn)
+    except sqlite3.DatabaseError:
+        return  # damaged, or no database at all: said as such by what opens it next
+    finally:
+        conn.close()
+
+
+def check_files(path: Path | str, new_ok: bool) -> bool:
+    """The files of the database at `path` before SQLite opens them (opening can change them): NotADatabase for a
+    directory there; DamagedDatabase for a main file missing or empty beside a WAL that holds pages
+    (wal_without_database); DamagedRecords for one missing or empty when `new_ok` is false (the audit trail holds
+    records: the account's database was lost, and a new one would forget it). Returns whether there is a database
+    to open and read (False: none yet)."""
+    path = Path(path)
+    refuse_not_a_file(path)
     problem = wal_without_database(path)
     if problem is not None:
         raise damaged_database(path, problem)
@@ -451,11 +524,13 @@ def check_files(path: Path | str, new_ok: bool) -> bool:
 
 def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
     """The checks a start makes before it opens the database to write it, on a read-only connection: a writing
-    one, closed on a damaged file, would merge the WAL into it and delete the WAL. The files (check_files); SQLite's
-    quick check; the schema version; the schema and the records a start restores, as ffe wrote them. A start never
-    goes on over a damaged state, nor starts afresh in its place."""
+    one, closed on a damaged file, would merge the WAL into it and delete the WAL. The files (check_files); whether
+    it is ffe's at all (peek_foreign, refuse_foreign: another application's database is never taken over as a new
+    account); SQLite's quick check; the schema version; the schema and the records a start restores, as ffe wrote
+    them. A start never goes on over a damaged state, nor starts afresh in its place."""
     if not check_files(path, new_ok):
         return  # a first start (an empty file: one a first start killed at once left)
+    peek_foreign(path)
     try:
         roll_back_journal(path, timeout)
         conn = open_read_only(path, timeout)
@@ -465,6 +540,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
         problems = check_problems(conn.execute("PRAGMA quick_check").fetchall())
         if problems != ["ok"]:
             raise damaged_database(path, first_problem(problems))
+        refuse_foreign(path, conn, checked=True)  # what peek_foreign could not read: beside a -wal, a hot journal
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         refuse_newer_schema(path, version)
         (tables,) = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
@@ -669,7 +745,8 @@ class Store:
 
         A database that fails SQLite's quick check, or is not a database at all, raises StorageError before
         anything is written to it. So does one without any records when `new_ok` is false (the caller knows of
-        records elsewhere, an audit trail: the account's database was lost, and a new one would forget it).
+        records elsewhere, an audit trail: the account's database was lost, and a new one would forget it). A
+        directory or another application's database in its place raises NotADatabase (check_for_start).
         `writer`: the backtest's writer process, started beforehand (`backtest_writer`) for this path.
         `busy_timeout_s`: how long a statement waits for another process's lock before it fails (StorageError).
         """
@@ -1601,6 +1678,8 @@ def halted_in(path: Path | str, *, strict: bool = False) -> tuple[str, str] | No
             raise StorageError(f"{path}: cannot be read ({exc})") from None
         return None
     try:
+        if strict:
+            refuse_foreign(path, conn)
         row = conn.execute("SELECT state, reason, by FROM engine_state").fetchone()
     except sqlite3.Error as exc:
         if strict:
@@ -1671,16 +1750,23 @@ class Records:
         problem = wal_without_database(self.path)
         if problem is not None:
             raise damaged_database(self.path, problem)
+        refuse_not_a_file(self.path)
         if not self.path.is_file():
             raise UsageError(f"{self.path}: no database here (is --data-dir right?)")
         if self.path.stat().st_size == 0:
             raise UsageError(f"{self.path}: the database is empty (0 bytes), no records here (is --data-dir right?)")
+        peek_foreign(self.path)
         try:
             self.conn = open_read_only(self.path)
             self.conn.execute("BEGIN")
             (tables,) = self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            if tables:
+                refuse_foreign(self.path, self.conn)
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+        except NotADatabase:
+            self.conn.close()
+            raise
         if not tables:  # a first start stopped before it committed its schema: nothing here yet, as for an empty file
             self.conn.close()
             raise UsageError(f"{self.path}: the database holds no table, no records here (a first start stopped "
@@ -1906,11 +1992,15 @@ SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY)
 def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | None:
     """What a data directory's database holds that a start would restore over the configuration, read-only and
     without creating anything: None when there is no database. Values that cannot be read are left out; a file that
-    SQLite's quick check finds damaged (or that is no SQLite database) is DamagedDatabase, as a start would find it.
-    `check` False leaves the quick check out (for a start, which makes its own)."""
+    SQLite's quick check finds damaged (or that is no SQLite database) is DamagedDatabase, and a directory or another
+    application's database NotADatabase, as a start would find them. `check` False leaves the checks out (for a
+    start, which makes its own), but for another application's database read as it is (peek_foreign)."""
     path = Path(path)
+    if check:
+        refuse_not_a_file(path)
     if not path.is_file():
         return None
+    peek_foreign(path)  # always: opened the usual way, another application's WAL database would get files beside it
     try:
         conn = open_read_only(path)
     except sqlite3.DatabaseError as exc:
@@ -1920,6 +2010,7 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
             problems = check_problems(conn.execute("PRAGMA quick_check").fetchall())
             if problems != ["ok"]:
                 raise damaged_database(path, first_problem(problems))
+            refuse_foreign(path, conn, checked=True)
             refuse_newer_schema(path, conn.execute("PRAGMA user_version").fetchone()[0])
         out: dict[str, Any] = {}
         with contextlib.suppress(sqlite3.DatabaseError):
