@@ -313,15 +313,34 @@ def test_a_thinned_equity_curve_still_ends_at_the_last_bar_close_and_the_end_equ
 
 
 def test_gaps_in_a_file_are_reported_with_their_count_and_missing_bars_in_the_summary_and_the_json(tmp_path):
-    """A file with holes is accepted, and the run says so: how many gaps and how many bars they leave out."""
+    """A file with holes is accepted, and the run says so: how many gaps and how many bars they leave out, and
+    where the longest is."""
     lines = sample_head(BTC_CSV, 400)
     kept = lines[:101] + lines[131:251] + lines[253:]  # 30 bars missing after row 100, 2 after row 250
     (tmp_path / "BTC-USD_1h.csv").write_text("".join(kept))
     proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--records", "summary", "--report", "r.json")
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"^\s+gaps\s+BTC/USD: 2 gaps, 32 missing bars$", proc.stdout, re.MULTILINE), proc.stdout
+    assert re.search(r"^\s+gaps\s+BTC/USD: 2 gaps, 32 missing bars \(the longest: 30 after 2020-01-05T03:00:00Z, "
+                     r"next candle at 2020-01-06T10:00:00Z\)$", proc.stdout, re.MULTILINE), proc.stdout
     r = json.loads((tmp_path / "r.json").read_text())
-    assert r["gaps"] == {"BTC/USD": {"count": 2, "missing_bars": 32}}
+    assert r["gaps"] == {"BTC/USD": {"count": 2, "missing_bars": 32, "longest": {
+        "missing_bars": 30, "after": "2020-01-05T03:00:00Z", "next": "2020-01-06T10:00:00Z"}}}
+
+
+def test_a_gap_of_years_is_told_with_its_size_and_place(tmp_path):
+    """Rows of 2020, then rows of 2023 in the same file: not an error (files joined from two downloads are data
+    with a gap), but the report says it plainly: tens of thousands of missing bars, and between which candles."""
+    header, *rows = sample_head(BTC_CSV, 400)
+    later = []
+    for row in rows[200:]:
+        stamp, rest = row.split(",", 1)
+        later.append(f"2023{stamp[4:]},{rest}")
+    (tmp_path / "BTC-USD_1h.csv").write_text(header + "".join(rows[:200] + later))
+    proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--records", "summary")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^\s+gaps\s+BTC/USD: 1 gaps, 26,304 missing bars \(the longest: 26,304 after "
+                     r"2020-01-09T07:00:00Z, next candle at 2023-01-09T08:00:00Z\)$", proc.stdout, re.MULTILINE), \
+        proc.stdout
 
 
 def test_a_provider_that_fails_on_every_bar_is_said_in_the_summary_and_the_json(tmp_path):

@@ -101,6 +101,32 @@ def test_a_csv_of_prices_ffe_cannot_compute_with_exits_2_naming_its_first_row_th
     assert proc.returncode == 2 and "no usable rows: all 400 data rows are bad" in one_error_line(proc.stderr)
 
 
+@pytest.mark.parametrize("where, stamp", [(402, "9999-12-31T23:00:00Z"), (2, "0001-01-01T00:00:00Z")],
+                         ids=["past 2099 at the end", "before 1970 first"])
+def test_a_csv_row_of_a_time_ffe_does_not_read_exits_2_naming_it_before_any_run_through_the_cache_too(
+        tmp_path, where, stamp):
+    """A last row at 9999-12-31T23:00Z passed the reader, then the report's close time (year 10000) was a
+    traceback, exit 1, and the run was left behind as 'interrupted'; a first row at 0001-01-01 was a gap of 17.7
+    million bars. Candle times are from 1970 to 2099: such a row is a bad row, one line naming the file and line,
+    exit 2, before any run, the second time too (the cache could have answered)."""
+    header, *rows = sample_head(BTC_CSV, 400)
+    row = stamp + "," + rows[0].split(",", 1)[1]
+    csv = tmp_path / "BIGDATE-USD_1h.csv"
+    csv.write_text(header + "".join(rows + [row] if where > 2 else [row] + rows))
+    said = []
+    for _ in range(2):
+        proc = run_ffe(tmp_path, "backtest", csv.name, "--records", "summary")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        line = one_error_line(proc.stderr)
+        assert f"{csv.name}:{where}: timestamp '{stamp}' is " in line and "year of the candle times ffe reads" in line
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+        said.append(line)
+    assert said[0] == said[1]
+    assert not (tmp_path / "data" / "backtests").exists()  # no run was started
+    listed = run_ffe(tmp_path, "backtest", "--list")
+    assert listed.returncode == 0 and "interrupted" not in listed.stdout, listed.stdout
+
+
 def test_a_csv_of_one_candle_exits_2_naming_the_file_and_starts_no_run(tmp_path):
     csv = tmp_path / "BTC-USD_one.csv"
     csv.write_text("".join(sample_head(BTC_CSV, 1)))
@@ -368,7 +394,7 @@ def test_the_log_pipeline_redacts_a_secret_handed_to_it():
 
 
 @pytest.mark.parametrize("case", ["different timeframes", "one candle", "empty", "a malformed row",
-                                  "a price ffe cannot compute with"])
+                                  "a price ffe cannot compute with", "a time ffe does not read"])
 def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_path, case):
     """`market.source = "replay"` with files an engine cannot replay (of different timeframes; one candle, whose
     timeframe cannot be told; an empty file; a row that is no candle): one line naming the file, exit 2, no
@@ -384,6 +410,10 @@ def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_pat
     elif case == "a price ffe cannot compute with":  # positive and finite, but it overflowed the engine's loop
         header, *rows = sample_head(BTC_CSV, 30)
         rows[11] = "2020-01-01T11:00:00Z,7.1e307,7.2e307,7.0e307,7.15e307,5\n"
+        hourly.write_text(header + "".join(rows))
+    elif case == "a time ffe does not read":  # it passed, and the year 10000 of its close was a traceback
+        header, *rows = sample_head(BTC_CSV, 30)
+        rows[-1] = "9999-12-31T23:00:00Z," + rows[-1].split(",", 1)[1]
         hourly.write_text(header + "".join(rows))
     header, *rows = sample_head(ETH_CSV, 30)
     minutes = tmp_path / "ETH-USD_1m.csv"
@@ -403,6 +433,8 @@ def test_a_replayed_market_of_unusable_files_stops_the_start_in_one_line(tmp_pat
     assert said[0] == said[1]
     if case == "a price ffe cannot compute with":
         assert f"{hourly.name}:13: open 7.1e307 is above 1e+12, the largest price ffe computes with" in said[0]
+    if case == "a time ffe does not read":
+        assert f"{hourly.name}:31: timestamp '9999-12-31T23:00:00Z' is past 2099, the last year" in said[0]
     assert not (tmp_path / "data" / "ffe.db").exists()
 
 

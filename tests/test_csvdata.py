@@ -47,6 +47,9 @@ def with_line(line_no: int, text: str) -> list[str]:
     return lines
 
 
+# The epoch second of row 57 in Arabic-Indic digits: Python's int() reads them, a CSV's number is ASCII.
+OTHER_DIGITS = "".join(chr(0x660 + int(d)) for d in str((T0 + 55 * HOUR) // 1000))
+
 BAD_ROW_57 = {
     "non-numeric close": (f"{iso(T0 + 55 * HOUR)},155,157,154,abc,65", "close is not a number: 'abc'"),
     "empty volume": (f"{iso(T0 + 55 * HOUR)},155,157,154,156,", "volume is not a number: ''"),
@@ -69,6 +72,27 @@ BAD_ROW_57 = {
     "duplicate timestamp": (f"{iso(T0 + 54 * HOUR)},155,157,154,156,65", "duplicate timestamp 2020-01-03T06:00:00Z"),
     "earlier timestamp": (f"{iso(T0 + 10 * HOUR)},155,157,154,156,65",
                           "timestamp 2020-01-01T10:00:00Z is earlier than the previous row's 2020-01-03T06:00:00Z"),
+    "timestamp past the bound": ("9999-12-31T23:00:00Z,155,157,154,156,65",
+                                 "timestamp '9999-12-31T23:00:00Z' is past 2099, the last year of the candle times "
+                                 "ffe reads"),
+    "timestamp before the bound": ("0001-01-01T00:00:00Z,155,157,154,156,65",
+                                   "timestamp '0001-01-01T00:00:00Z' is before 1970, the first year of the candle "
+                                   "times ffe reads"),
+    "epoch number past the bound": ("99999999999,155,157,154,156,65",
+                                    "timestamp '99999999999' is past 2099, the last year of the candle times ffe reads "
+                                    "(an epoch number below 1e11 is seconds, from 1e11 on milliseconds)"),
+    "epoch number of other digits": (f"{OTHER_DIGITS},155,157,154,156,65", f"bad timestamp: '{OTHER_DIGITS}'"),
+    "underscores in a number": (f"{iso(T0 + 55 * HOUR)},1_55,157,154,156,65",
+                                "open is not a plain decimal number: '1_55'"),
+    "other digits in a number": (f"{iso(T0 + 55 * HOUR)},155,157,154,156,\u0666\u0665",
+                                 "volume is not a plain decimal number: '\u0666\u0665'"),
+    "full-width digits in a number": (f"{iso(T0 + 55 * HOUR)},155,157,154,\uff11\uff15\uff16,65",
+                                      "close is not a plain decimal number: '\uff11\uff15\uff16'"),
+    "a no-break space after a number": (f"{iso(T0 + 55 * HOUR)},155,157\u00a0,154,156,65",
+                                        "high is not a plain decimal number: '157\\xa0'"),
+    "a hexadecimal number": (f"{iso(T0 + 55 * HOUR)},155,157,154,156,0x41", "volume is not a number: '0x41'"),
+    "a quote inside a field": (f'{iso(T0 + 55 * HOUR)},"155"5,157,154,156,65',
+                               "unreadable CSV: ',' expected after '\"'"),
 }
 
 
@@ -81,6 +105,81 @@ def test_malformed_row_57_names_file_and_line(tmp_path: Path, kind: str) -> None
     assert str(info.value) == f"{path}:57: {reason}"
     assert info.value.line == 57
     assert "\n" not in str(info.value)
+
+
+def test_times_at_the_bounds_load_and_one_past_them_is_refused_by_both_paths(tmp_path: Path) -> None:
+    """Candle times are from 1970 to 2099 (bounds.py), the first and the last row checked on the fast path too."""
+    lines = ["timestamp,open,high,low,close,volume", "1970-01-01T00:00:00Z,1,2,0.5,1,3",
+             "2099-12-31T23:00:00Z,1,2,0.5,1,3"]
+    series = load_csv(write(tmp_path, lines))
+    assert series.ts == [0, 4_102_441_200_000]
+    path = write(tmp_path, lines + ["2100-01-01T00:00:00Z,1,2,0.5,1,3"])
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == (f"{path}:4: timestamp '2100-01-01T00:00:00Z' is past 2099, the last year of the "
+                               "candle times ffe reads")
+    assert load_csv(path, lenient=True).skipped == 1
+
+
+@pytest.mark.parametrize("stamp", ["1_577_840_400", "".join(chr(0x660 + int(d)) for d in "1577840400")],
+                         ids=["underscores", "other digits"])
+def test_epoch_timestamps_are_ascii_digits_on_the_fast_path_too(tmp_path: Path, stamp: str) -> None:
+    """Python's int() reads "1_577_840_400" and Arabic-Indic digits; a whole column of epoch numbers is read at C
+    speed by it, so the column is checked to be plain ASCII digits first."""
+    lines = ["timestamp,open,high,low,close,volume", "1577836800,1,2,0.5,1,3", f"{stamp},1,2,0.5,1,3",
+             "1577844000,1,2,0.5,1,3"]
+    path = write(tmp_path, lines)
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == f"{path}:3: bad timestamp: {stamp!r}"
+    every = write(tmp_path, ["timestamp,open,high,low,close,volume"] + [
+        f"{''.join(chr(0x660 + int(d)) for d in str(1577836800 + 3600 * i))},1,2,0.5,1,3" for i in range(3)],
+        name="DIGITS-USD_1h.csv")
+    with pytest.raises(CsvError, match=r"DIGITS-USD_1h\.csv:2: bad timestamp: "):
+        load_csv(every)
+
+
+def test_plain_decimal_numbers_load_with_spaces_around_them_on_both_paths(tmp_path: Path) -> None:
+    """A number is ASCII digits with a sign, a decimal point and an exponent as needed; spaces or tabs around it
+    are allowed, as around a timestamp or a header name."""
+    lines = ["timestamp, open, high, low, close, volume", f"{iso(T0)}, 100, 102.5 ,99.,+1.01e2,\t3\t",
+             f"{iso(T0 + HOUR)},.5e3,501,500,500.0,0"]
+    path = write(tmp_path, lines)
+    for lenient in (False, True):
+        series = load_csv(path, lenient=lenient)
+        assert list(series.candles()) == [Candle("TEST/USD", T0, 100.0, 102.5, 99.0, 101.0, 3.0),
+                                          Candle("TEST/USD", T0 + HOUR, 500.0, 501.0, 500.0, 500.0, 0.0)]
+
+
+def test_a_number_is_checked_on_the_fast_path_too_wherever_its_column_is(tmp_path: Path) -> None:
+    """The whole-column conversion (float()) reads "1_000", other digits and a line break; the careful path says
+    which row. A quoted field with a line break in it is named by the line its row begins on."""
+    lines = ["volume,open,high,low,close,timestamp"] + [
+        f"{10 + i},{100 + i},{102 + i},{99 + i},{101 + i},{iso(T0 + i * HOUR)}" for i in range(60)]
+    lines[40] = lines[40].replace(",", ",1_0", 1)
+    path = write(tmp_path, lines)
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == f"{path}:41: open is not a plain decimal number: '1_0139'"
+    lines = good_lines()
+    lines[49] = f'{iso(T0 + 48 * HOUR)},"148\n",150,147,149,58'
+    path = write(tmp_path, lines, name="BREAK-USD_1h.csv")
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == f"{path}:50: open is not a plain decimal number: '148\\n'"
+
+
+@pytest.mark.parametrize("lenient", [False, True])
+def test_a_quote_never_closed_is_named_by_the_line_it_opens_on(tmp_path: Path, lenient: bool) -> None:
+    """A stray quote on line 50 makes the rest of the file one field: the line where it opens is named (not the
+    file's last line), and even a lenient read stops there, since the rows after it are no longer rows."""
+    lines = good_lines()
+    lines[49] = '"' + lines[49]
+    path = write(tmp_path, lines)
+    with pytest.raises(CsvError) as info:
+        load_csv(path, lenient=lenient)
+    assert str(info.value) == f"{path}:50: a quote opened on this line is not closed before the end of the file " \
+                              "(line 100)"
 
 
 def test_prices_and_volumes_at_the_bounds_load(tmp_path: Path) -> None:

@@ -208,6 +208,41 @@ async def test_a_candle_of_a_price_ffe_cannot_compute_with_is_refused_with_a_war
     assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 2  # each said once, not fetched again
 
 
+async def test_candles_past_2099_are_refused_with_a_warning_once_and_a_page_of_them_is_not_fetched_again_at_once(
+        fx, venue, caplog):
+    """Candle times are from 1970 to 2099 wherever candles come from (market/bounds.py), as in the CSV files: an
+    exchange's candles past 2099 are left out, each said once, never yielded; a full page of them is no reason to
+    ask again without waiting (the feed would spin), and they do not count as fetched (a time past the bound would
+    then stand for every later one, and the symbol's real candles would never be asked for)."""
+    end = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+    clock = StepClock(end + 3 * M + 30_000)
+    fx.market_clock = clock.now_ms
+    caplog.set_level(logging.WARNING, logger="ffe_engine.market.exchange")
+    feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock, page=2)
+    hist = await feed.history(5)
+    assert [c.ts for c in hist[BTC]] == [end - 2 * M, end - M]
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 3 and all("is past 2099, the last year of the candle times ffe reads" in m
+                                     for m in refused), refused
+    out = []
+
+    async def take() -> None:
+        async for c in feed.candles():
+            out.append(c)
+
+    task = asyncio.create_task(take())
+    for _ in range(200):
+        await asyncio.sleep(0)
+        if clock.sleeps >= 3:
+            break
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await feed.close()
+    assert out == [] and clock.sleeps >= 3, (out, clock.sleeps)  # it waited between polls
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == len(set(refused)), refused  # each candle said once, however often it was served
+
+
 async def test_last_price_is_the_ticker(fx, venue, clock):
     feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock)
     fx.set_price("BTCUSDT", 31_234.5)

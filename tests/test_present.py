@@ -97,6 +97,23 @@ def test_numbers_and_times_follow_one_rule():
     assert [fmt.duration(s) for s in (None, 42, 185, 7800, 273600)] == ["-", "42s", "3m05s", "2h10m", "3d04h"]
 
 
+def test_a_time_prints_with_four_year_digits_and_one_no_calendar_shows_prints_as_missing():
+    """`1-01-01T00:00:00Z` was printed for the year 1, and the year 10000 was a traceback (a backtest's report of a
+    candle near 9999-12-31): every time text has four year digits, and a time beyond the calendar (1..9999) is "-"
+    as a missing one is, never an error."""
+    from ffe_engine.market.csvdata import iso
+
+    year_one = -62_135_596_800  # 0001-01-01T00:00:00Z
+    assert fmt.iso(year_one) == fmt.iso_ms(year_one * 1000) == iso(year_one * 1000) == "0001-01-01T00:00:00Z"
+    assert fmt.market_time(year_one * 1000) == "0001-01-01T00:00Z"
+    assert fmt.iso_ms(-1) == "1969-12-31T23:59:59Z"  # a second not yet ended is the one it is in
+    year_10000 = 253_402_300_800
+    for beyond in (year_10000, year_one - 1, 1e300, -1e300, 10**30):
+        assert fmt.iso(beyond) == fmt.iso_ms(beyond * 1000) == fmt.market_time(beyond * 1000) == "-"
+        assert iso(int(beyond) * 1000) == "-"
+    assert fmt.iso(year_10000 - 1) == "9999-12-31T23:59:59Z"
+
+
 def test_a_run_s_equity_is_said_as_money_with_its_two_decimals():
     """`run stop PAPER equity=10,006.2` read as a price; the console's log and `ffe audit tail` say money with two
     decimals everywhere else."""
