@@ -66,7 +66,7 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "provider_failures": {name: {"count": n, "last_error": engine.ensemble.errors.get(name)}
                               for name, n in sorted(engine.ensemble.failures.items())},
         "open_positions": len(pf.positions),
-        "gaps": {s: {"count": ser.gap_count, "missing_bars": ser.missing_bars} for s, ser in series.items()},
+        "gaps": {s: gaps_report(ser) for s, ser in series.items()},
         # entries sent and refused by gate, the last entry, and since when none was sent
         "entries": engine.entries.report(trades[-1].closed_ts if trades else None),
         "skipped_rows": {s: {"count": ser.skipped, "first": list(ser.skip_reasons)}
@@ -75,6 +75,18 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "equity_curve": [[fmt.iso_ms(ts + timeframe_ms), round(eq, 2)] for ts, eq in _thinned(curve, step)],
         "results_sha256": results_digest(engine),
     }
+
+
+def gaps_report(series: CandleSeries) -> dict[str, Any]:
+    """A file's gaps: how many, the bars they leave out, and where the longest is (a gap of years, files of two
+    periods joined, is data all the same, but it is told where it is)."""
+    out: dict[str, Any] = {"count": series.gap_count, "missing_bars": series.missing_bars}
+    longest = series.longest_gap
+    if longest is not None:
+        a, b = longest
+        out["longest"] = {"missing_bars": (b - a) // series.timeframe_ms - 1, "after": fmt.iso_ms(a),
+                          "next": fmt.iso_ms(b)}
+    return out
 
 
 def empty_row() -> dict[str, Any]:
@@ -177,7 +189,12 @@ def format_summary(r: dict[str, Any]) -> str:
             for name, f in r["provider_failures"].items()))
     for sym, gaps in r["gaps"].items():
         if gaps["count"]:
-            lines.append(f"  gaps          {sym}: {gaps['count']} gaps, {gaps['missing_bars']} missing bars")
+            text = f"  gaps          {sym}: {gaps['count']:,} gaps, {gaps['missing_bars']:,} missing bars"
+            longest = gaps.get("longest")  # not in the reports of older versions
+            if longest:
+                text += (f" (the longest: {longest['missing_bars']:,} after {longest['after']}, next candle at "
+                         f"{longest['next']})")
+            lines.append(text)
     for sym, skipped in r["skipped_rows"].items():
         lines.append(f"  skipped rows  {sym}: {skipped['count']} ({'; '.join(skipped['first'])})")
     lines += [

@@ -9,8 +9,8 @@ next run continues after its last candle and never writes one twice.
 
 The file is the CSV market data contract (ffe_engine/market/csvdata.py): `timestamp,open,high,low,close,volume`,
 ISO-8601 UTC timestamps, strictly increasing. A row from the exchange that breaks the contract (a zero price, low
-above high, a price beyond the bounds of market/bounds.py) is left out and counted rather than written: the file
-must always load.
+above high, a price or a time beyond the bounds of market/bounds.py) is left out and counted rather than written: the
+file must always load.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol, TextIO
 from .clock import WallClock, format_timeframe, timeframe_ms
 from .config import allowed_timeframe, is_symbol
 from .errors import FfeError, UsageError
-from .market.bounds import candle_problem
+from .market.bounds import candle_problem, time_problem
 from .market.csvdata import CandleSeries, find_gaps, iso, load_csv
 from .venues.base import VenueError, VenueUnavailable
 
@@ -181,7 +181,7 @@ def _row_line(row: list[Any]) -> str | None:
         v = float(row[5]) if len(row) > 5 and row[5] is not None else 0.0
     except (TypeError, ValueError, IndexError):
         return None
-    if candle_problem(o, h, lo, c, v) is not None:
+    if candle_problem(o, h, lo, c, v) is not None or time_problem(ts, "") is not None:
         return None
     return f"{iso(ts)},{o!r},{h!r},{lo!r},{c!r},{v!r}\n"
 
@@ -364,6 +364,9 @@ class Request:
             raise DownloadInputError(f"--timeframe: bad timeframe {self.timeframe!r}: expected Nm, Nh or Nd, from 1m "
                                      "to 7d, like '1h'")
         since = parse_date(self.since, "--since") if self.since is not None else None
+        problem = time_problem(since, f"--since: {self.since!r}") if since is not None else None
+        if problem is not None:  # the exchange has no candle there, and the file could not hold one
+            raise DownloadInputError(problem)
         until = parse_date(self.until, "--until") if self.until is not None else None
         if since is not None and until is not None and until <= since:
             raise DownloadInputError(f"--until {self.until} is not after --since {self.since}")

@@ -6,15 +6,16 @@ One rule for each kind of value, so the same fill reads the same on every screen
 - money (equity, P&L): two decimals with thousands separators, signed where it is a gain or a loss (+1,234.50);
   fees four decimals (0.0120), as they are often fractions of a cent;
 - percentages: two decimals and a % sign (12.34%); sizes in B, KB, MB or GB (206.2 KB);
-- times: UTC in ISO 8601 form with the zone shown (2026-01-02T03:04:05Z), market and wall time alike; the console's
-  log column keeps only the time of day (03:04:05Z).
+- times: UTC in ISO 8601 form with the zone shown (2026-01-02T03:04:05Z), market and wall time alike, the year
+  always in four digits; the console's log column keeps only the time of day (03:04:05Z). A time beyond the
+  calendar (the years 1 to 9999: a damaged record's) reads "-", as a missing one does.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 
@@ -129,23 +130,38 @@ def size(n: Any) -> str:
     return f"{value:,.1f} {unit}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _utc(seconds: Any) -> datetime | None:
+    """The UTC time of the second `seconds` (since the epoch) falls in; None when it is not a finite number or
+    beyond the calendar (the years 1 to 9999)."""
+    if not _finite(seconds):
+        return None
+    try:
+        return _EPOCH + timedelta(seconds=math.floor(seconds))
+    except OverflowError:
+        return None
+
+
+def _utc_text(dt: datetime | None, time_of_day: str) -> str:
+    # The year padded by hand: strftime's %Y writes the year 1 as "1".
+    return "-" if dt is None else f"{dt.year:04d}-{dt:%m-%d}T{dt.strftime(time_of_day)}Z"
+
+
 def iso(seconds: Any) -> str:
     """Seconds since the epoch (wall clock) as 2026-01-02T03:04:05Z."""
-    if not _finite(seconds):
-        return "-"
-    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utc_text(_utc(seconds), "%H:%M:%S")
 
 
 def iso_ms(ts_ms: Any) -> str:
     """A market timestamp (integer milliseconds, UTC) as 2026-01-02T03:04:05Z."""
-    return iso(ts_ms / 1000) if _finite(ts_ms) else "-"
+    return iso(ts_ms // 1000) if _finite(ts_ms) else "-"
 
 
 def market_time(ts_ms: Any) -> str:
     """The market clock on the status line, to the minute: 2026-01-02T03:04Z."""
-    if not _finite(ts_ms):
-        return "-"
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    return _utc_text(_utc(ts_ms // 1000) if _finite(ts_ms) else None, "%H:%M")
 
 
 _clock_cache: list[Any] = [-1, ""]
@@ -155,8 +171,9 @@ def clock(seconds: float) -> str:
     """The time of day of an event, 03:04:05Z. Events come many to a second: the text is reused within one."""
     sec = int(seconds)
     if sec != _clock_cache[0]:
+        dt = _utc(sec)
         _clock_cache[0] = sec
-        _clock_cache[1] = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%H:%M:%SZ")
+        _clock_cache[1] = "-" if dt is None else dt.strftime("%H:%M:%SZ")
     return str(_clock_cache[1])
 
 

@@ -3,10 +3,11 @@
 The contract (docs/cli.md, "CSV market data"): UTF-8 text, plain or gzip-compressed (a name ending in `.gz`), no
 line longer than MAX_LINE_BYTES; a header row naming at least timestamp, open, high, low, close and volume in any
 order (case-insensitive, common aliases accepted, extra columns ignored); timestamps in ISO-8601 (UTC when no offset
-is given) or epoch seconds or milliseconds (told apart by magnitude); rows strictly increasing in time; prices and
-volumes within the bounds ffe computes with (bounds.py). A bad row is a `CsvError` naming the file and line, or is
-skipped and counted when lenient.
-Gaps are allowed and reported.
+is given) or epoch seconds or milliseconds in ASCII digits (told apart by magnitude); numbers plain decimal numbers
+(ASCII digits, a sign, a decimal point, an exponent; spaces around them allowed), not every text Python's float()
+reads; rows strictly increasing in time; times, prices and volumes within the bounds ffe computes with (bounds.py).
+A bad row is a `CsvError` naming the file and the line the row begins on, or is skipped and counted when lenient; a
+quote never closed is an error even then, since the rows after it are no longer rows. Gaps are allowed and reported.
 
 Parsing is on the backtest's clock, so the common case takes a fast path: whole columns are converted at C speed
 (`map(float, ...)`, cached date and time-of-day parts for ISO timestamps) and checked with a few whole-column
@@ -19,7 +20,9 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import os
+import re
 import zlib
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
@@ -53,8 +56,11 @@ MAX_LINE_BYTES = 65_536
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_MAX_MS = 253_402_300_800_000  # 10000-01-01: beyond it a number is not a timestamp
+_FAR = 10**30  # ms, far beyond the bounds of candle times either way
 _MS_THRESHOLD = 100_000_000_000  # |epoch| >= 1e11 is milliseconds (1e11 s is the year 5138, 1e11 ms is 1973)
+# What float() reads that is not a plain decimal number: "1_000", other scripts' digits, "nan", other spaces. A
+# text float() reads and that holds none of these is ASCII digits, a sign, a point and an exponent.
+_not_plain = re.compile(r"[^0-9.eE+\- \t]").search
 _date_part = itemgetter(slice(None, 10))
 _time_part = itemgetter(slice(10, None))
 
@@ -117,6 +123,11 @@ class CandleSeries:
         tf = self.timeframe_ms
         return sum((b - a) // tf - 1 for a, b in self.gaps) if tf else 0
 
+    @property
+    def longest_gap(self) -> tuple[int, int] | None:
+        """(from_ts, to_ts) of the longest gap (the first of the longest), None without gaps."""
+        return max(self.gaps, key=lambda g: g[1] - g[0]) if self.gaps else None
+
     def candles(self) -> Iterator[Candle]:
         sym = self.symbol
         for t, o, h, lo, c, v in zip(self.ts, self.open, self.high, self.low, self.close, self.volume):
@@ -144,16 +155,20 @@ class CandleSeries:
             return f"{self.symbol}: no bars"
         text = (f"{self.symbol}: {len(self.ts)} bars of {format_timeframe(self.timeframe_ms)} from "
                 f"{iso(self.ts[0])} to {iso(self.ts[-1])}, {self.gap_count} gaps "
-                f"({self.missing_bars} missing bars)")
+                f"({self.missing_bars:,} missing bars)")
         if self.skipped:
             text += f", {self.skipped} bad rows skipped"
         return text
 
 
 def iso(ts_ms: int) -> str:
-    """ISO-8601 UTC text of a timestamp in ms, for messages."""
-    dt = _EPOCH + timedelta(milliseconds=ts_ms)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ts_ms % 1000:03d}Z" if ts_ms % 1000 else "Z")
+    """ISO-8601 UTC text of a timestamp in ms, for messages; "-" beyond the calendar (the years 1 to 9999)."""
+    try:
+        dt = _EPOCH + timedelta(milliseconds=ts_ms)
+    except OverflowError:
+        return "-"
+    # The year padded by hand: strftime's %Y writes the year 1 as "1".
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}" + (f".{ts_ms % 1000:03d}Z" if ts_ms % 1000 else "Z")
 
 
 def infer_timeframe(ts: list[int]) -> int:
@@ -199,17 +214,19 @@ def parse_symbol_arg(arg: str) -> tuple[str, Path]:
 
 
 def parse_timestamp(text: str) -> int:
-    """ISO-8601 (UTC unless it carries an offset) or epoch seconds / milliseconds -> ms since the epoch (UTC)."""
+    """ISO-8601 (UTC unless it carries an offset) or epoch seconds / milliseconds -> ms since the epoch (UTC), within
+    the bounds of candle times (bounds.py)."""
     s = text.strip()
     if not s:
         raise ValueError("timestamp is empty")
     body = s[1:] if s[0] == "-" else s
-    if body.replace(".", "", 1).isdigit():
+    number = body.isascii() and body.replace(".", "", 1).isdigit()  # str.isdigit() takes any script's digits
+    if number:
         try:
             value = int(s) if body.isdigit() else float(s)
             ms = int(round(value if abs(value) >= _MS_THRESHOLD else value * 1000))
-        except (ValueError, OverflowError):
-            raise ValueError(f"timestamp out of range: {text!r}") from None
+        except OverflowError:  # digits beyond a float's range: far outside the bounds, on the side of its sign
+            ms = -_FAR if s[0] == "-" else _FAR
     else:
         try:
             dt = datetime.fromisoformat(s)
@@ -218,8 +235,11 @@ def parse_timestamp(text: str) -> int:
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
         ms = (dt - _EPOCH) // _ONE_MS
-    if not -_MAX_MS < ms < _MAX_MS:
-        raise ValueError(f"timestamp out of range: {text!r}")
+    problem = bounds.time_problem(ms, f"timestamp {text!r}")
+    if problem is not None:
+        if number:
+            problem += " (an epoch number below 1e11 is seconds, from 1e11 on milliseconds)"
+        raise ValueError(problem)
     return ms
 
 
@@ -250,13 +270,17 @@ def _fast_timestamps(column: Sequence[str]) -> list[int]:
     """A whole timestamp column at C speed; ValueError when any value needs the careful path."""
     first = column[0]
     if first.isdigit():
+        joined = "".join(column)
+        if not (joined.isascii() and joined.isdigit()):  # int() reads "1_000", spaces and other scripts' digits
+            raise ValueError("not plain epoch numbers")
         values = list(map(int, column))
         ts = [v if v >= _MS_THRESHOLD else v * 1000 for v in values]
     else:
         days, times = _DayCache(), _TimeOfDayCache()
         ts = list(map(add, map(days.__getitem__, map(_date_part, column)),
                       map(times.__getitem__, map(_time_part, column))))
-    if not (-_MAX_MS < ts[0] and ts[-1] < _MAX_MS):
+    # The first and the last bound them all, once the column is checked to be increasing.
+    if not (bounds.TIME_MIN_MS <= ts[0] and ts[-1] < bounds.TIME_END_MS):
         raise ValueError("timestamp out of range")
     return ts
 
@@ -295,6 +319,8 @@ def _number(raw: str, name: str) -> float:
         value = float(raw)
     except ValueError:
         raise _BadRow(f"{name} is not a number: {raw!r}") from None
+    if math.isfinite(value) and _not_plain(raw):  # "nan" and "inf" are told as not finite, below
+        raise _BadRow(f"{name} is not a plain decimal number: {raw!r}")
     problem = bounds.value_problem(name, value, raw.strip())
     if problem is not None:
         raise _BadRow(problem)
@@ -388,11 +414,8 @@ def load_csv(path: str | os.PathLike[str], symbol: str | None = None, lenient: b
     sym = symbol or symbol_from_filename(path)
     tf = parse_timeframe(timeframe) if isinstance(timeframe, str) else (timeframe or 0)
     text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
-    except csv.Error as e:
-        raise CsvError(path, reader.line_num, f"unreadable CSV: {e}") from None
+    reader = _reader(text)
+    header = _header_row(path, reader)
     if header is None:
         raise CsvError(path, 1, "file is empty (expected a header row: " + ",".join(FIELDS) + ")")
     header_line = reader.line_num
@@ -405,10 +428,44 @@ def load_csv(path: str | os.PathLike[str], symbol: str | None = None, lenient: b
         series = _fast_path(columns) if columns else None
         if series is not None:
             return CandleSeries(sym, tf, *series, path=path)
-        reader = csv.reader(io.StringIO(text, newline=""))
+        reader = _reader(text)
         for _ in range(header_line):
             next(reader)
     return _careful_path(path, sym, tf, reader, index, ncols, lenient, header_line)
+
+
+def _reader(text: str) -> CsvRows:
+    """Rows of the text. Strict: a character after a closing quote (`"155"5`, read as 1555 otherwise) and a quote
+    never closed are errors, not guesses."""
+    return csv.reader(io.StringIO(text, newline=""), strict=True)
+
+
+def _header_row(path: str, reader: CsvRows) -> list[str] | None:
+    """The first row that is not blank, None when there is none."""
+    for row in _rows(path, reader):
+        if any(cell.strip() for cell in row):
+            return row
+    return None
+
+
+def _rows(path: str, reader: CsvRows) -> Iterator[list[str]]:
+    """The rows, a CSV error raised as a CsvError naming the line its row begins on."""
+    while True:
+        line = reader.line_num + 1
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise CsvError(path, line, _open_quote(e, reader) or f"unreadable CSV: {e}") from None
+
+
+def _open_quote(e: csv.Error, reader: CsvRows) -> str | None:
+    """What to say of a quoted field still open at the end of the file (the rest of the file is in it), when that is
+    what `e` is; None otherwise."""
+    if "unexpected end of data" not in str(e):  # csv's words for it
+        return None
+    return f"a quote opened on this line is not closed before the end of the file (line {reader.line_num})"
 
 
 _ends_line = methodcaller("endswith", "\n")
@@ -440,8 +497,9 @@ def _split_columns(text: str, ncols: int, index: list[int]) -> Sequence[Sequence
     if len(flat) != lines * ncols or not all(map(_ends_line, flat[ncols - 1:-1:ncols])):
         return None
     columns = [flat[i::ncols] for i in index]
-    if index[0] == ncols - 1:  # timestamps in the last column: without their line breaks (numbers ignore them)
-        columns[0] = list(map(_without_line_break, columns[0]))
+    if ncols - 1 in index:  # the last column's fields without their line breaks
+        last = index.index(ncols - 1)
+        columns[last] = list(map(_without_line_break, columns[last]))
     return columns
 
 
@@ -463,6 +521,8 @@ def _fast_path(columns: Sequence[Sequence[str]]) -> tuple[Any, ...] | None:
         o, h, lo, c, v = (list(map(float, col)) for col in columns[1:])
     except (ValueError, OverflowError):
         return None
+    if any(_not_plain("".join(col)) for col in columns[1:]):
+        return None
     ok = (all(map(lt, ts, islice(ts, 1, None)))
           and all(map(le, lo, o)) and all(map(le, o, h)) and all(map(le, lo, c)) and all(map(le, c, h))
           and bounds.columns_within(lo, h, v))
@@ -482,11 +542,15 @@ def _careful_path(path: str, sym: str, tf: int, reader: CsvRows, index: list[int
     last: int | None = None
     rows = iter(reader)
     while True:
+        line = reader.line_num + 1  # a row is named by the line it begins on (a quoted field may span lines)
         try:
             row = next(rows)
         except StopIteration:
             break
         except csv.Error as e:
+            open_quote = _open_quote(e, reader)
+            if open_quote is not None:  # the rows after it are no longer rows: not one row to skip
+                raise CsvError(path, line, open_quote) from None
             reason = f"unreadable CSV: {e}"
         else:
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -505,10 +569,10 @@ def _careful_path(path: str, sym: str, tf: int, reader: CsvRows, index: list[int
                 last = t
                 continue
         if not lenient:
-            raise CsvError(path, reader.line_num, reason)
+            raise CsvError(path, line, reason)
         skipped += 1
         if len(reasons) < MAX_SKIP_REASONS:
-            reasons.append(f"line {reader.line_num}: {reason}")
+            reasons.append(f"line {line}: {reason}")
     if not ts:
         if skipped:
             raise CsvError(path, None, f"no usable rows: all {skipped} data rows are bad (first: {reasons[0]})")

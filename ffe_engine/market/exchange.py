@@ -15,7 +15,9 @@ loses none of its candles (their lows and highs are where its stop-loss and take
 one does not keep the other symbols' candles, and their stop-losses, waiting for it. A read refused for good (an
 unknown symbol) holds nothing back. A candle whose numbers ffe cannot compute with (not numbers, a zero price, low
 above high, a price beyond the bounds of the CSV files: bounds.py) is left out with a warning, once, and counts as
-fetched: the indicators and the sizing never see it.
+fetched: the indicators and the sizing never see it. So is one whose time is outside the bounds of candle times
+(before 1970, past 2099), except that it does not count as fetched: a time past the bound would stand for every
+later candle, and the symbol's real ones would never be asked for again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from ..clock import WallClock, format_timeframe
 from ..model import Candle
 from ..venues.base import VenueError, VenueUnavailable
 from ..venues.ccxt_venue import CcxtVenue, build_exchange
-from .bounds import candle_problem
+from .bounds import candle_problem, time_problem
+from .csvdata import iso
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class ExchangeFeed:
         self._owned: CcxtVenue | None = None
         self._fetched: dict[str, int] = {}  # symbol -> open time of the newest closed candle fetched
         self._pending: dict[tuple[str, int], Candle] = {}
+        self._bad_times: set[tuple[str, int]] = set()  # (symbol, open time) of the candles refused for their time
         self._watermark = -1  # open time of the newest candle yielded
         self._order = {s: i for i, s in enumerate(self.symbols)}
         self._closed = False
@@ -134,13 +138,16 @@ class ExchangeFeed:
             closed = await self._closed_by_time(sym, rows, now)
             if since is None:
                 closed = closed[-1:]  # a feed started without history begins with the latest closed candle
+            before = self._fetched.get(sym)
             for ts, r in closed:
                 if ts > self._fetched.get(sym, -1):
                     self._fetched[sym] = ts
                     c = self._candle(sym, ts, r)
                     if c is not None:
                         self._pending[(sym, ts)] = c
-            if since is not None and len(rows) >= self.page:
+            # A full page may hold more: ask again at once, but only when it moved the feed on (a page of candles
+            # refused for their time, which do not count as fetched, would be asked for again and again).
+            if since is not None and len(rows) >= self.page and self._fetched.get(sym) != before:
                 self._more = True
         return self._release(now)
 
@@ -174,6 +181,12 @@ class ExchangeFeed:
                 continue
             if i == last and ts + self.timeframe_ms + self.close_grace_ms > now:
                 break  # still forming (or too fresh to trust)
+            problem = time_problem(ts, f"its time {iso(ts)}")
+            if problem is not None:
+                if (sym, ts) not in self._bad_times:  # served again at each poll: said once
+                    self._bad_times.add((sym, ts))
+                    log.warning("exchange feed: refused the %s candle at %d: %s", sym, ts, problem)
+                continue
             out.append((ts, r))
         return out
 
