@@ -14,7 +14,7 @@ import pytest
 
 from pipeline_helpers import pipelines
 from test_approvals import BTC, propose_at_60k
-from test_tui_helpers import SIZE_IDS, SIZES, console, running, screen_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, console, pause, running, screen_text, until
 
 _ = pipelines  # a fixture
 
@@ -107,3 +107,52 @@ async def test_the_selected_approval_stays_selected_when_one_above_it_ends(tmp_p
         assert third in app.engine.pending, "a trade the operator never chose was not approved"
         await pilot.press("down")
         assert table.selected() is not None and table.show_cursor
+
+
+def one_symbol_console(tmp_path, speed: float):
+    """The console as `ffe run` builds it, one symbol traded with manual approval: one trade waits at a time, so
+    the pane is empty between two of them."""
+    from conftest import make_settings
+    from ffe_engine.clock import SimClock
+    from ffe_engine.market.simulated import SimulatedFeed
+    from ffe_tui.app import ConsoleApp
+    from test_tui_helpers import START_TS
+
+    settings = make_settings(tmp_path, engine={"warmup_bars": 100, "approval": "manual", "approval_ttl_s": 600.0,
+                                               "symbols": [BTC]},
+                             market={"speed": speed, "seed": 7}, risk={"risk_per_trade_pct": 0.01})
+    clock = SimClock(paced=True)
+    feed = SimulatedFeed([BTC], settings.engine.timeframe_ms, seed=7, clock=clock, speed=speed, start_ts=START_TS)
+    return ConsoleApp(settings, feed=feed, clock=clock)
+
+
+async def test_a_trade_that_comes_after_the_selected_one_ended_and_the_pane_emptied_is_not_selected(tmp_path):
+    """The operator selects the one trade waiting and rejects it: the pane is empty until the strategy's next trade.
+    That trade lands under the cursor, but he never chose it: `a` and `r` (no confirmation) act on nothing and say
+    so, even after a move made while there was nothing to move to; a move onto it selects it."""
+    app = one_symbol_console(tmp_path, speed=40.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        table = app.query_one(ApprovalsTable)
+        await until(pilot, lambda: table.row_count == 1, "a trade waiting for approval", timeout=60)
+        table.focus()
+        await pilot.press("down", "up")
+        chosen = table.selected()
+        assert chosen is not None and table.show_cursor
+        await pause(pilot, "PAUSED")  # no new trade meanwhile (entries refused): the pane empties for certain
+        await pilot.press("r")
+        await until(pilot, lambda: chosen not in app.engine.pending, "the chosen trade rejected")
+        await until(pilot, lambda: table.row_count == 0, "the pane empty")
+        await pilot.press("down")  # a move to nothing: the trade still to come is not chosen by it
+        await pause(pilot, "RUNNING")
+        await until(pilot, lambda: table.row_count == 1, "the strategy's next trade waiting", timeout=60)
+        (after,) = [k.value for k in table.rows]
+        assert table.selected() is None and not table.show_cursor, "a trade the operator never chose is selected"
+        for key in ("a", "r"):
+            said = len(app._notifications)
+            await pilot.press(key)
+            await until(pilot, lambda: any("no longer waiting" in n.message for n in list(app._notifications)[said:]),
+                        f"`{key}`: the console says nothing is selected")
+            assert after in app.engine.pending, f"`{key}` acted on a trade the operator never chose"
+        await pilot.press("up")
+        assert table.selected() == after and table.show_cursor

@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterator
 import pytest
 
 from conftest import db_rows, db_value, ffe_env, ffe_in_process, make_settings, run_ffe, wait_until
-from test_tui_helpers import SIZE_IDS, SIZES, running, screen_text, status_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, pause, running, screen_text, status_text, until
 
 from ffe_engine.control import EARLIER, EARLIER_EVENTS, STREAM_END
 from ffe_tui.app import ConsoleApp
@@ -567,5 +567,43 @@ async def test_a_re_arm_asked_before_the_console_has_read_the_halt_s_state_asks_
         await pilot.press("y")
         await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "RUNNING", "re-armed")
         assert not any("state changed" in str(n.message) for n in app._notifications)
+        await detach(pilot, app)
+    stop_in_order(engine)
+
+
+async def test_the_attached_console_selects_no_trade_that_came_after_the_selected_one_ended(tmp_path, spawn_ffe):
+    """The attached console's approvals pane is the in-process one, fed through the socket: the operator rejects the
+    one trade waiting (one symbol), the pane is empty, the strategy's next trade comes under the cursor; `a` approves
+    nothing and says so, and the trade still waits in the engine."""
+    engine, settings = headless_engine(spawn_ffe, tmp_path, engine_env={
+        "FFE_ENGINE__APPROVAL": "manual", "FFE_ENGINE__APPROVAL_TTL_S": "600", "FFE_ENGINE__SYMBOLS": "BTC/USDT"})
+    db = tmp_path / "data" / "ffe.db"
+
+    def status(aid: str) -> str | None:
+        return db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (aid,))
+
+    app = ConsoleApp(settings, attach=True)
+    # Wide: the approvals pane on screen whenever the console attaches (at 80x24 it comes forward for a trade that
+    # comes while attached; `a` first brings it forward for one already waiting).
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        table = app.query_one("#approvals")
+        await until(pilot, lambda: table.row_count == 1, "a trade waiting for approval", timeout=60)
+        table.focus()
+        await pilot.press("down", "up")
+        chosen = table.selected()
+        assert chosen is not None
+        await pause(pilot, "PAUSED")  # no new trade meanwhile (entries refused): the pane empties for certain
+        await pilot.press("r")
+        await until(pilot, lambda: status(chosen) == "rejected", "the chosen trade rejected")
+        await until(pilot, lambda: table.row_count == 0, "the pane empty")
+        await pause(pilot, "RUNNING")
+        await until(pilot, lambda: table.row_count == 1, "the strategy's next trade waiting", timeout=60)
+        (after,) = [k.value for k in table.rows]
+        said = len(app._notifications)
+        await pilot.press("a")
+        await until(pilot, lambda: any("no longer waiting" in str(n.message) for n in list(app._notifications)[said:]),
+                    "the console says nothing is selected", timeout=10)
+        assert status(after) == "pending", "a trade the operator never chose was approved"
         await detach(pilot, app)
     stop_in_order(engine)

@@ -69,3 +69,10 @@ async def running(pilot) -> None:
     """Wait for the engine to be open and its state on the status line."""
     await until(pilot, lambda: pilot.app.snap is not None and "RUNNING" in status_text(pilot.app),
                 "the engine RUNNING on the status line")
+
+
+async def pause(pilot, state: str) -> None:
+    """`p` in the console, until the engine is in `state` (PAUSED, or RUNNING again) on the status line."""
+    await pilot.press("p")
+    await until(pilot, lambda: pilot.app.snap is not None and pilot.app.snap["state"] == state
+                and state in status_text(pilot.app), f"the engine {state} on the status line")

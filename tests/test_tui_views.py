@@ -428,3 +428,87 @@ async def test_the_widest_figures_keep_a_space_between_columns():
     }
     for name, cells in rows.items():
         assert any(line.split() == cells for line in lines), (name, cells, lines)
+
+
+# ---------------------------------------------------------------------------------------------------- what is selected
+def said_since(app, count: int, words: str) -> bool:
+    return any(words in str(n.message) for n in list(app._notifications)[count:])
+
+
+async def test_a_position_that_opens_after_the_selected_one_closed_and_the_table_emptied_is_not_selected(tmp_path):
+    """The operator selects a position; every position closes (from elsewhere, `ffe ctl close`), and a new one opens
+    later (the strategy may open others on the same bar). One lands under the cursor, in the trades view and on the
+    main screen, but he never chose it: `x` asks to close nothing and says so, even after a move made while there was
+    nothing to move to; a move onto one selects it."""
+    app, feed = held_console(tmp_path, risk={"max_correlation": 1.0, "max_open_positions": 5})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await held(pilot)
+        await pilot.press("2")
+        trades = app.query_one(TradesTable)
+        await until(pilot, lambda: trades.row_count == len(app.snap["positions"]) > 0, "the trades view")
+        await pilot.press("j", "k")
+        chosen = trades.selected()
+        assert chosen is not None
+        for p in app.snap["positions"]:
+            assert (await app.engine.close_position(p["symbol"], by="ctl"))["accepted"]
+        feed.release(1)
+        await until(pilot, lambda: trades.row_count == 0 and not app.snap["positions"], "every position closed")
+        await pilot.press("j")  # a move to nothing: the position still to come is not chosen by it
+        sym = next(s for s in app.settings.engine.symbols if s != chosen)
+        bought = await app.engine.operator_order(sym, "buy", 200.0 / app.engine.portfolio.last_price[sym])
+        assert bought["accepted"], bought
+        feed.release(1)
+        positions = app.query_one(PositionsTable)
+        for view, table in (("2", trades), ("1", positions)):
+            await pilot.press(view)
+            await until(pilot, lambda: sym in [k.value for k in table.rows], f"the new position shown (view {view})")
+            assert table.selected() is None and not table.show_cursor, f"view {view}: a position never chosen"
+            said = len(app._notifications)
+            await pilot.press("x")
+            await until(pilot, lambda: said_since(app, said, "the position you had selected has closed"),
+                        f"view {view}: the console says nothing is selected", timeout=10)
+            assert f"Close {sym}" not in screen_text(app), f"view {view}: a close asked of a position never chosen"
+        await pilot.press("down")
+        now = positions.selected()
+        assert now is not None and positions.show_cursor
+        await pilot.press("x")
+        await until(pilot, lambda: f"Close {now}" in screen_text(app), "the close confirmation, once chosen")
+        await pilot.press("n")
+        await until(pilot, lambda: f"Close {now}" not in screen_text(app), "the dialog closed")
+        assert sym in [p["symbol"] for p in app.engine.snapshot()["positions"]]
+
+
+async def test_an_order_sent_after_the_selected_one_ended_and_the_table_emptied_is_not_selected(tmp_path):
+    """The operator selects an open order; it is cancelled from elsewhere (`ffe ctl cancel`) and the orders view is
+    empty until another order is sent. That order lands under the cursor, but he never chose it: `c` asks to cancel
+    nothing and says so; a move onto it selects it."""
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        first = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"] / 2)
+        assert first["accepted"], first
+        await pilot.press("3")
+        orders = app.query_one(OrdersTable)
+        await until(pilot, lambda: orders.row_count == 1, "the order in the orders view")
+        await pilot.press("j", "k")
+        assert orders.selected() == first["client_order_id"]
+        assert (await app.engine.operator_cancel(first["client_order_id"], by="ctl")).get("cancelled")
+        await until(pilot, lambda: orders.row_count == 0, "the orders view empty")
+        await pilot.press("j")  # a move to nothing
+        second = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"] / 2)
+        assert second["accepted"], second
+        cid = second["client_order_id"]
+        await until(pilot, lambda: orders.row_count == 1, "the new order in the orders view")
+        assert orders.selected() is None and not orders.show_cursor, "an order the operator never chose is selected"
+        said = len(app._notifications)
+        await pilot.press("c")
+        await until(pilot, lambda: said_since(app, said, "the order you had selected is no longer open"),
+                    "the console says nothing is selected", timeout=10)
+        assert f"Cancel order {cid}" not in screen_text(app), "a cancel asked of an order never chosen"
+        await pilot.press("k")
+        await pilot.press("c")
+        await until(pilot, lambda: f"Cancel order {cid}" in screen_text(app), "the cancel confirmation, once chosen")
+        await pilot.press("n")
+        await until(pilot, lambda: "Cancel order" not in screen_text(app), "the dialog closed")
+        assert db_value(db_path(tmp_path), "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == "open"
