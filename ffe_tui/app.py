@@ -288,7 +288,9 @@ class ConsoleApp(App[int]):
     def _note_trade(self, snap: dict[str, Any]) -> None:
         sym = self.panes["trades"].selected()
         p = next((p for p in snap["positions"] if p["symbol"] == sym), None)
-        if p is None:
+        if self.panes["trades"].gone is not None:
+            text = Text("the trade you had selected has closed: select one (up/down)", style="dim")
+        elif p is None:
             text = Text("no open trade", style="dim")
         else:
             text = Text.assemble(("trade ", "dim"), (p.get("id") or "-", "bold"), f"  {sym} opened ",
@@ -300,7 +302,9 @@ class ConsoleApp(App[int]):
     def _note_order(self, snap: dict[str, Any]) -> None:
         cid = self.panes["orders"].selected()
         o = next((o for o in snap["orders"] if o["client_order_id"] == cid), None)
-        if o is None:
+        if self.panes["orders"].gone is not None:
+            text = Text("the order you had selected is no longer open: select one (up/down)", style="dim")
+        elif o is None:
             text = Text("no open order", style="dim")
         else:
             text = Text.assemble(("order ", "dim"), (cid or "", "bold"), "  sent ", fmt.iso_ms(o.get("created_ts")),
@@ -875,8 +879,13 @@ class ConsoleApp(App[int]):
             if self.snap["orders"]:
                 self.say(f"select the order (up/down), then {self._key('cancel_order')} again to cancel it")
             return
-        cid = self.panes["orders"].selected()
+        table = self.panes["orders"]
+        cid = table.selected()
         o = next((o for o in self.snap["orders"] if o["client_order_id"] == cid), None)
+        if table.gone is not None:
+            self.say(f"the order you had selected is no longer open: select one (up/down), then "
+                     f"{self._key('cancel_order')} again", severity="warning")
+            return
         if o is None:
             self.say("no open order", severity="warning")
             return
@@ -901,8 +910,13 @@ class ConsoleApp(App[int]):
             if self.snap["positions"]:
                 self.say(f"select the trade (up/down), then {self._key('close_trade')} again to close it")
             return
-        sym = self.panes["trades" if self.current_view == "trades" else "positions"].selected()
+        table = self.panes["trades" if self.current_view == "trades" else "positions"]
+        sym = table.selected()
         p = next((p for p in self.snap["positions"] if p["symbol"] == sym), None)
+        if table.gone is not None:
+            self.say(f"the position you had selected has closed: select one (up/down), then "
+                     f"{self._key('close_trade')} again", severity="warning")
+            return
         if p is None:
             self.say("no open position", severity="warning")
             return

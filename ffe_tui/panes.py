@@ -204,12 +204,19 @@ POSITION_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 6), ("qty", "qty",
 
 class KeyedTable(DataTable):
     """A table of rows keyed by an id (COLUMNS: key, label, width), updated in place so the operator's cursor stays on
-    its row. The console's tables all are."""
+    its row. The console's tables all are.
+
+    The selected row is the one the operator is on: it stays selected as other rows come and go. Once it has ended
+    (a trade approved or expired, a position closed, an order done), nothing is selected until the operator moves to
+    a row: the row the cursor fell onto, or the first one to come into a table emptied meanwhile, is one he never
+    chose, and is not drawn as selected. An action on the selection then acts on nothing and says so."""
 
     COLUMNS: tuple[tuple[str, str, int], ...] = ()
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(cell_padding=0, **kw)
+        # The selected row, once it has ended: kept until the operator moves to a row, whatever comes meanwhile.
+        self.gone: str | None = None
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -229,16 +236,57 @@ class KeyedTable(DataTable):
                 self.add_row(*(cells[k] for k, _, _ in self.COLUMNS), key=rid)
         for key in [k for k in self.rows if k.value not in rows]:
             self.remove_row(key)
-        if before is not None and before in rows:
-            index = self.get_row_index(before)
-            if index != self.cursor_row:
-                self.move_cursor(row=index)
+        if before is None:
+            return
+        if before not in rows:  # ended, whether other rows remain or none: the table empty is no new choice
+            self.gone = before
+            self.show_cursor = False
+            return
+        index = self.get_row_index(before)
+        if index != self.cursor_row:
+            self.move_cursor(row=index)
 
     def selected(self) -> str | None:
-        if not self.row_count:
+        if self.gone is not None or not self.row_count:
             return None
         row = min(max(self.cursor_row, 0), self.row_count - 1)
         return self.coordinate_to_cell_key((row, 0)).row_key.value
+
+    def _chosen_again(self) -> None:
+        """The operator moves to a row: the one he lands on is selected. A move in an empty table chooses none of
+        the rows still to come."""
+        if self.row_count:
+            self.gone = None
+            self.show_cursor = True  # first: Textual scrolls a table whose cursor is hidden instead of moving it
+
+    def action_cursor_up(self) -> None:
+        self._chosen_again()
+        super().action_cursor_up()
+
+    def action_cursor_down(self) -> None:
+        self._chosen_again()
+        super().action_cursor_down()
+
+    def action_page_up(self) -> None:
+        self._chosen_again()
+        super().action_page_up()
+
+    def action_page_down(self) -> None:
+        self._chosen_again()
+        super().action_page_down()
+
+    def action_scroll_top(self) -> None:
+        self._chosen_again()
+        super().action_scroll_top()
+
+    def action_scroll_bottom(self) -> None:
+        self._chosen_again()
+        super().action_scroll_bottom()
+
+    def on_click(self, event: events.Click) -> None:
+        row = event.style.meta.get("row")
+        if isinstance(row, int) and 0 <= row < self.row_count:  # on a row, not the header or below the rows
+            self._chosen_again()
 
 
 class PositionsTable(KeyedTable):
@@ -284,33 +332,7 @@ class ApprovalsTable(KeyedTable):
 
     COLUMNS = APPROVAL_COLUMNS
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        # The trade the operator had selected, once it ended (approved, rejected, expired): `a` and `r` have no
-        # confirmation, so nothing is selected until the operator moves to a trade again; the row the cursor fell
-        # onto is one he never chose, and is not drawn as selected.
-        self.gone: str | None = None
-
-    def _chosen_again(self) -> None:
-        self.gone = None
-        self.show_cursor = True
-
-    def selected(self) -> str | None:
-        return None if self.gone is not None else super().selected()
-
-    def action_cursor_up(self) -> None:
-        self._chosen_again()
-        super().action_cursor_up()
-
-    def action_cursor_down(self) -> None:
-        self._chosen_again()
-        super().action_cursor_down()
-
-    def on_click(self) -> None:
-        self._chosen_again()
-
     def show(self, approvals: list[dict[str, Any]]) -> None:
-        before = self.selected()
         rows = {}
         for a in approvals:
             left = a.get("expires_in")
@@ -320,9 +342,6 @@ class ApprovalsTable(KeyedTable):
                 "expires": Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else ""),
                 "price": fmt.price(a["price"]), "qty": fmt.qty(a["quantity"])}
         self.put(rows)
-        if before is not None and before not in rows and self.row_count:
-            self.gone = before
-            self.show_cursor = False
 
 
 class VotesPane(Static):
