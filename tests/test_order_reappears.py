@@ -1,0 +1,119 @@
+"""An order of ffe's own that the journal has ended while the exchange still has it (its lookups lagged past the
+settle window, so it was taken as absent): a HALTED engine's cancel of an order in doubt said "cancelled if it
+appears". When the exchange then shows it, open or filled, it must not work on outside the books: an open one is
+cancelled at once through the order path, whatever the engine's state, the operator is paged, and what it filled is
+booked against the ended order (its status stays final). The books stay equal to the exchange's.
+
+Real parts: the engine in-process (journal in SQLite), real ccxt, the fake Binance with reads that lag ("stale").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from conftest import engine_session
+from fake_exchange import FakeBinance
+from ffe_engine.model import OrderReason, Side
+from ffe_engine.risk import OrderIntent
+from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, RECV_WINDOW_MS, fx,  # noqa: F401
+                          live_settings, rows, stored_events, wait_for)
+from receiver import Receiver
+
+OPEN_ORDERS = "GET /api/v3/openOrders"
+LAG_S = 3 * RECV_WINDOW_MS / 1000  # the exchange's reads lag its book this long: past the settle window
+FAST = {"retry_initial_s": 0.05, "retry_max_s": 0.2, "retry_attempts": 2, "timeout_s": 2.0}
+
+
+async def halted_with_an_order_ended_absent(e, fx: FakeBinance) -> tuple[str, float]:
+    """A resting limit buy placed at the exchange, its answer lost, its lookups and the open orders lagging past
+    the settle window; the kill switch's cancel does not find it ("cancelled if it appears"), and the engine ends it
+    `canceled`, absent at the venue, while the exchange has it open. Its client order id and when it was placed."""
+    fx.market_clock.step()
+    for c in await e.feed.poll():
+        await e.on_candle(c)
+    await e.resume(by="test")
+    fx.fault(POST_ORDER, "drop_after")
+    fx.fault(GET_ORDER, "stale", seconds=LAG_S, times=10_000)
+    fx.fault(OPEN_ORDERS, "stale", seconds=LAG_S, times=10_000)
+    fx.fault(DELETE_ORDER, "not_found_once")
+    placed = time.time()
+    sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
+                                            type="limit", price=25_000.0, ref_price=30_000.0))
+    cid = sub.order.client_order_id
+    assert sub.order.status.value == "in_doubt", sub.order.status
+    report = await e.halt(by="operator")
+    assert [f["error"] for f in report.failed] == [
+        "in doubt and not found yet: not sent again, and cancelled if it appears"], report
+    for _ in range(50):
+        if cid not in e.orders.live:
+            break
+        await e.orders.poll()
+        await asyncio.sleep(0.1)
+    assert rows(e.store.path, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
+        ("canceled", "absent at the venue")]
+    assert fx.open_order(cid) is not None and time.time() - placed < LAG_S  # the lag outlasted the window
+    return cid, placed
+
+
+def assert_books_agree(e, fx: FakeBinance) -> None:
+    usdt, btc = fx.balances["USDT"].total, fx.balances["BTC"].total
+    pos = e.portfolio.positions.get(BTC)
+    assert (pos.quantity if pos else 0.0) == pytest.approx(btc, abs=1e-9)
+    assert e.portfolio.cash == pytest.approx(usdt, abs=0.005)
+
+
+async def test_an_ended_order_the_exchange_lists_open_is_cancelled_at_once_and_its_fill_booked(tmp_path, fx):
+    hook = await Receiver().start()
+    settings = live_settings(tmp_path, fx, alerts={"webhook_url": hook.url + "/hook", **FAST})
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        cid, placed = await halted_with_an_order_ended_absent(e, fx)
+        await asyncio.sleep(max(0.0, placed + LAG_S - time.time()) + 0.2)  # the exchange's reads catch up
+        fx.clear_faults(GET_ORDER)
+        fx.clear_faults(OPEN_ORDERS)
+        fx.fill(cid, qty=0.004)  # and it fills in part before the engine looks again
+        await e.reconcile()
+        assert [(o.client_id, o.status, o.filled) for o in fx.orders] == [(cid, "CANCELED", pytest.approx(0.004))]
+        assert e.state.value == "HALTED"
+        # the journal's end stands; the fill made before the cancel is booked against it
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
+        assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.004),)]
+        assert_books_agree(e, fx)
+        statuses = [ev["status"] for ev in stored_events(db, "order") if ev["client_order_id"] == cid]
+        assert statuses[-1] == "canceled" and "open" not in statuses, statuses
+        # said to the operator: a fault on the order route, and a page
+        faults = [(f["kind"], f["phase"]) for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
+        assert ("reappeared", "fault") in faults, faults
+        pages = lambda: [r.body for r in hook.delivered if r.body.get("kind") == "ORDER_REAPPEARED"]  # noqa: E731
+        await wait_for(pages, timeout=15, what="the page")
+        (page,) = pages()
+        assert page["severity"] == "page" and cid in page["text"], page
+        # a later reconciliation finds nothing of it: no unknown open order, nothing to accept
+        assert not [d for d in await e.reconcile() if d.get("client_order_id") == cid]
+        fx.set_price("BTCUSDT", 24_000.0)  # it would have filled now
+        assert [o.filled for o in fx.orders] == [pytest.approx(0.004)]
+    await hook.stop()
+
+
+async def test_an_ended_order_the_exchange_fills_before_any_look_has_its_fill_booked(tmp_path, fx):
+    # The order shows up at the exchange and fills in full before any read of its open orders: it is never listed
+    # open. The engine keeps looking it up by its id for a while after it ended it as absent, and books the fill.
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        cid, placed = await halted_with_an_order_ended_absent(e, fx)
+        await asyncio.sleep(max(0.0, placed + LAG_S - time.time()) + 0.2)
+        fx.clear_faults(GET_ORDER)
+        fx.clear_faults(OPEN_ORDERS)
+        fx.fill(cid)
+        for _ in range(20):
+            await e.orders.poll()
+            await asyncio.sleep(0.1)
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
+        assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.01),)]
+        assert_books_agree(e, fx)
+        assert not [d for d in await e.reconcile() if d.get("client_order_id") == cid or d.get("symbol") == BTC]
+        assert e.state.value == "HALTED"
