@@ -36,7 +36,7 @@ from . import fmt, logs, sentalerts
 from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
-                     OrderEvent, ReconcileEvent, RecoveredEvent, RunEvent)
+                     OrderEvent, ReconcileEvent, RecoveredEvent, RunEvent, VenueFault)
 from .reconcile import blocked_text, coins_gone, hand_sale_command, in_doubt_only, outage_only
 from .tasks import cancel_and_wait
 
@@ -47,7 +47,8 @@ log = logs.get_logger("ffe.alerts")
 
 SEVERITIES = ("page", "warn", "info")
 ALERTING = frozenset(cls.name for cls in (EngineStateChanged, KillSwitchEvent, BreakerChanged, ReconcileEvent,
-                                           ApprovalEvent, ErrorEvent, RunEvent, OrderEvent, RecoveredEvent))
+                                           ApprovalEvent, ErrorEvent, RunEvent, OrderEvent, RecoveredEvent,
+                                           VenueFault))
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
@@ -157,6 +158,10 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
                                                         "journal and the venue. Entries held until `ffe ctl accept`."
                                                         + gone)]
+    if isinstance(ev, VenueFault) and ev.kind == "reappeared" and ev.phase == "fault":
+        return [Alert("ORDER_REAPPEARED", f"ORDER_REAPPEARED:{ev.client_order_id}", "page",
+                      f"ffe order {ev.client_order_id} worked at {ev.venue} after the journal ended it: {ev.detail}. "
+                      "What it filled is booked against it; check the exchange's open orders and `ffe ctl trades`.")]
     if isinstance(ev, OrderEvent) and _exit_refused(ev):
         return [Alert("EXIT_REFUSED", f"EXIT_REFUSED:{ev.symbol}", "page",
                       f"ffe could not exit {ev.symbol}: its {ev.reason} sell of {fmt.qty(ev.quantity)} was refused "

@@ -83,6 +83,7 @@ SHAPES: dict[str, Any] = {
     "venue_hold_until": Maybe(NUMBER),
     "venue_request_hold_until": Maybe(NUMBER),
     "orders_cancel_due": Maybe(Each(NUMBER)),
+    "orders_ended_unseen": Maybe(Each(NUMBER)),
     "orders_cancel_asked": Maybe(Items(TEXT)),
     "orders_repeat_refused": Maybe(Items(TEXT)),
     "reconcile_accepted_orders": Maybe(Items(TEXT)),

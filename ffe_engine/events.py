@@ -184,7 +184,9 @@ class VenueFault(Event):
     """A fault on a venue's order route, and later its resolution: one record of each per fault."""
     name: ClassVar[str] = "venue_fault"
     venue: str = ""
-    kind: str = ""  # rate_limit: orders held until `until` | in_doubt: an order's outcome unknown | refused
+    # rate_limit: orders held until `until` | in_doubt: an order's outcome unknown | refused | reappeared: an order
+    # the journal had ended shown by the venue (cancelled there, its fills booked)
+    kind: str = ""
     phase: str = ""  # fault | resolved
     client_order_id: str = ""
     detail: str = ""

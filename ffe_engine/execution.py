@@ -9,6 +9,9 @@ IN_DOUBT: it is looked up by client order id, and sent again with the same id on
 meaning a lookup made after the venue's settle window (the time after which the venue refuses the original
 request) still does not find it. While its first send waits for an answer, only the sender may send it.
 
+An order ended without the venue's word (absent by its lookups) is looked up for a while after: one the venue shows
+after all is cancelled at once, whatever the engine's state, and what it filled booked against it, its status kept.
+
 An order's status changes in one place (`_move`) and only forward (OrderStatus.can_become): the poll and the
 sender may both hear about one order, in either order, and the later, older news never undoes the earlier.
 
@@ -45,6 +48,8 @@ CANCEL_ASKED_KEY = "orders_cancel_asked"  # kv: the orders in doubt a cancel did
 REPEAT_REFUSED_KEY = "orders_repeat_refused"  # kv: the orders in doubt whose repeat the venue refused
 HOLD_KEY = "venue_hold_until"  # kv: the wall time before which the venue asked for no orders (Retry-After)
 CANCEL_DUE_KEY = "orders_cancel_due"  # kv: cancels a Retry-After kept from the venue -> the wall time it ends
+ENDED_KEY = "orders_ended_unseen"  # kv: orders ended without the venue's word -> the wall time they are watched until
+WATCH_WINDOWS = 30  # settle windows an order ended without the venue's word is looked up for after its end
 
 log = logs.get_logger("ffe.orders")
 
@@ -136,6 +141,12 @@ class OrderPath:
         # Orders whose last answer showed a fill beyond their trades (read later): client order id -> monotonic
         # time the venue first showed it so.
         self._behind: dict[str, float] = {}
+        # Orders ended without the venue's word (absent by their lookups, or not sent again), which the venue may
+        # have all the same: its lookups can lag past the settle window. Client order id -> the order and the wall
+        # time until which each poll looks it up by its id. One the venue shows is taken in (`reappeared`): stored,
+        # and watched until the venue shows it done.
+        self._ended: dict[str, tuple[Order, float]] = {}
+        self._reappeared: set[str] = set()  # those the venue has shown: said once, watched until done there
 
     # ------------------------------------------------------------------ queries
     def unread(self) -> list[Order]:
@@ -156,6 +167,11 @@ class OrderPath:
         now = self.clock.monotonic()
         return [o for cid, o in self.live.items()
                 if cid in self._behind and now - self._behind[cid] < self.venue.settle_s]
+
+    def reappearing(self) -> list[Order]:
+        """Orders the journal has ended that the venue has shown since and not yet shown done (cancelled, with its
+        trades): what they filled may be in the venue's balances and not yet in the books."""
+        return [o for cid, (o, _) in self._ended.items() if cid in self._reappeared]
 
     def pending_entries(self) -> int:
         return sum(1 for o in self.live.values() if not o.reduce_only)
@@ -414,8 +430,10 @@ class OrderPath:
                         f"{status.value}: {o.error}" if status is OrderStatus.REJECTED else status.value)
         return True
 
-    async def _finish(self, o: Order, status: OrderStatus, error: str = "", note: Event | None = None) -> None:
-        """An order's final status; `note` (an event that says why) is committed with it."""
+    async def _finish(self, o: Order, status: OrderStatus, error: str = "", note: Event | None = None, *,
+                      unseen: bool = False) -> None:
+        """An order's final status; `note` (an event that says why) is committed with it. `unseen`: ended without
+        the venue's word (absent by its lookups), so it is looked up for a while after, in the same transaction."""
         if not self._move(o, status, error):
             return
         self.live.pop(o.client_order_id, None)
@@ -426,7 +444,11 @@ class OrderPath:
             if note is not None:
                 self.bus.publish(note)
 
-        await self.store.update_order(o, self.book(), publish=publish)
+        kv = self.book()
+        if unseen:
+            self._ended[o.client_order_id] = (o, self.clock.wall() + WATCH_WINDOWS * self.settle_s)
+            kv = {**kv, ENDED_KEY: self._ended_record()}
+        await self.store.update_order(o, kv, publish=publish)
 
     # ------------------------------------------------------------------ venue answers
     async def _apply(self, o: Order, vo: VenueOrder, note: Event | None = None) -> None:
@@ -512,9 +534,10 @@ class OrderPath:
 
     async def poll(self) -> None:
         """Check every order in flight with the venue: record fills, resolve orders in doubt."""
-        if not self.live:
+        if not self.live and not self._ended:
             return
         async with self._poll_lock:
+            await self._look_at_ended()
             await self.cancels_due()
             self._unread &= set(self.live)
             self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
@@ -531,7 +554,8 @@ class OrderPath:
                         if vo is None and self._lost(o):
                             vo = await self._listed(o)
                             if vo is None:
-                                await self._finish(o, OrderStatus.REJECTED, "venue no longer knows this order")
+                                await self._finish(o, OrderStatus.REJECTED, "venue no longer knows this order",
+                                                   unseen=True)
                         if vo is None and not o.status.final:
                             self._unread.add(o.client_order_id)
                             continue
@@ -584,16 +608,17 @@ class OrderPath:
                     log.warning("order in doubt not sent again", client_order_id=cid, symbol=o.symbol, why=why)
                 return
         if cid in self._cancel_asked:
-            await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
+            await self._finish(o, OrderStatus.CANCELED, "absent at the venue", unseen=True)
             return
         # Surely absent. Send it again with the same id, unless the engine no longer allows it.
         if not self._allowed_now(o):
-            await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.trading.state.value}")
+            await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.trading.state.value}",
+                               unseen=True)
             return
         n = self._resends.get(cid, 0) + 1
         self._resends[cid] = n
         if n > MAX_RESENDS:
-            await self._finish(o, OrderStatus.REJECTED, "absent at the venue after repeated sends")
+            await self._finish(o, OrderStatus.REJECTED, "absent at the venue after repeated sends", unseen=True)
             return
         if not self._move(o, OrderStatus.NEW, ""):
             return
@@ -632,6 +657,90 @@ class OrderPath:
         first, looks = self._missing.get(cid, (self.clock.monotonic(), 0))
         self._missing[cid] = (first, looks + 1)
         return first, looks + 1
+
+    # ------------------------------------------------------------------ ended, then shown by the venue
+    def _ended_record(self) -> dict[str, float] | None:
+        return {cid: until for cid, (_, until) in self._ended.items()} or None
+
+    async def _store_ended(self) -> None:
+        await self.store.put_kv(ENDED_KEY, self._ended_record(), self.clock.wall())
+
+    async def _look_at_ended(self) -> None:
+        """Look up by id the orders ended without the venue's word (`_ended`); one it shows is taken in. One it
+        has not shown by the end of its watch is let go (an order it lists open later is still taken in: the
+        reconciliation hands it over)."""
+        now = self.clock.wall()
+        for cid, (o, until) in list(self._ended.items()):
+            try:
+                vo = await self.breaker.call(functools.partial(self.venue.fetch_order, cid, o.symbol))
+            except (BreakerOpen, VenueError, VenueUnavailable):
+                continue  # looked up again at the next poll
+            if vo is not None:
+                await self._take_in(o, vo)
+            elif now >= until and cid not in self._reappeared:
+                self._ended.pop(cid, None)
+                await self._store_ended()
+
+    async def reappeared(self, vo: VenueOrder) -> bool:
+        """The venue lists open an order the journal has ended (`vo`, from its open orders). True once it is done
+        there (cancelled, its fills booked); otherwise it is watched and tried again at each poll. An order the
+        journal ended by the venue's own word is taken in only when its lookup by id says open too: a list that
+        lags the venue's book shows an order open that has since filled."""
+        async with self._poll_lock:
+            cid = vo.client_order_id
+            if cid in self._ended:  # ended without the venue's word: the list is its first word
+                return await self._take_in(self._ended[cid][0], vo)
+            o = await self.store.order(cid)
+            if o is None or not o.status.final or cid in self.live:
+                return False
+            try:
+                looked = await self.breaker.call(functools.partial(self.venue.fetch_order, cid, o.symbol))
+            except (BreakerOpen, VenueError, VenueUnavailable):
+                return False
+            if looked is None or looked.status != "open":
+                return False
+            return await self._take_in(o, looked)
+
+    async def _take_in(self, o: Order, vo: VenueOrder) -> bool:
+        """An order the journal has ended that the venue shows: the books do not hold it, so it must not work. Open,
+        it is cancelled now, whatever the engine's state (a HALTED engine's cancel asked of it stands). What it
+        filled is booked against it as the venue says, its status kept (a final status never changes): the books
+        stay the venue's. Said once (a `reappeared` venue fault, which pages), and its end once done there: not open
+        and its trades shown. True then; until then it is watched (looked up at each poll, stored)."""
+        cid = o.client_order_id
+        if vo.status != "open" and round(vo.filled - o.filled, 12) <= 0 and not vo.trades_behind:
+            if self._ended.pop(cid, None) is not None:  # ended there too, with nothing the books lack: as journaled
+                await self._store_ended()
+            return cid not in self._reappeared or await self._take_in_done(o, vo)
+        if cid not in self._reappeared:
+            self._reappeared.add(cid)
+            self._fault("reappeared", "fault", o, f"ended {o.status.value} in the journal ({o.error or 'no error'}); "
+                                                  f"the venue shows it {vo.status}, filled {fmt.qty(vo.filled, 8)}: "
+                                                  + ("cancelled now" if vo.status == "open" else "its fill booked"))
+        seen: VenueOrder | None = vo
+        if vo.status == "open":
+            try:
+                seen = await self.venue.cancel_order(cid, o.symbol)
+            except (VenueError, VenueUnavailable) as exc:
+                log.warning("ended order open at the venue, its cancel not done: sent again at the next poll",
+                            venue=self.venue.name, order=cid, detail=str(exc)[:160])
+                seen = None
+        if seen is not None:
+            await self._apply(o, seen)  # its fills booked; the final status stays
+        if seen is not None and seen.status != "open" and not seen.trades_behind:
+            return await self._take_in_done(o, seen)
+        self._ended[cid] = (o, max(self._ended.get(cid, (o, 0.0))[1], self.clock.wall()))
+        await self._store_ended()
+        return False
+
+    async def _take_in_done(self, o: Order, vo: VenueOrder) -> bool:
+        """A reappeared order done at the venue (not open, its trades shown, booked): its end said, its watch over."""
+        self._ended.pop(o.client_order_id, None)
+        self._reappeared.discard(o.client_order_id)
+        self._fault("reappeared", "resolved", o, f"{vo.status} at the venue, filled {fmt.qty(o.filled, 8)} booked; "
+                                                 f"the journal keeps it {o.status.value}")
+        await self._store_ended()
+        return True
 
     # ------------------------------------------------------------------ settled by hand
     async def settle(self, o: Order, outcome: str, *, quantity: float | None = None, price: float | None = None,
@@ -775,7 +884,7 @@ class OrderPath:
                     if o.status.final:
                         return _end_of(o)
                     return await self._cancel_again(o, "the venue's open orders list it, its cancel did not find it")
-                await self._finish(o, OrderStatus.CANCELED, "absent at the venue")
+                await self._finish(o, OrderStatus.CANCELED, "absent at the venue", unseen=True)
                 return _end_of(o)
             if vo.status == "open":
                 await self._apply(o, vo)
@@ -894,6 +1003,11 @@ class OrderPath:
         live_ids = {o.client_order_id for o in orders}
         self._cancel_due = {str(cid): float(t) for cid, t in due.items() if cid in live_ids} \
             if isinstance(due, dict) else {}
+        ended = await self.store.get_kv(ENDED_KEY) or {}
+        for cid, until in ended.items() if isinstance(ended, dict) else ():
+            o = await self.store.order(str(cid))
+            if o is not None and o.status.final:
+                self._ended[o.client_order_id] = (o, float(until))
         refused = set(await self.store.get_kv(REPEAT_REFUSED_KEY, []) or [])
         self._repeat_refused = refused & {o.client_order_id for o in orders}
         for o in orders:

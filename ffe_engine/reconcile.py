@@ -2,7 +2,9 @@
 
 1. Orders: every order the journal has in flight is looked up by client order id (in-doubt orders resolved,
    fills that happened while the engine was down recorded) by the order path's poll.
-2. Open orders at the venue that the journal does not know are differences, unless the operator accepted them.
+2. Open orders at the venue that the journal does not know are differences, unless the operator accepted them. One
+   the journal has ended (taken as absent while the venue's lookups lagged) goes to the order path, which cancels it
+   and books what it filled (OrderPath.reappeared); a difference only while that is not done.
 3. Positions: for each traded symbol, the venue's base-asset balance less the baseline it had when ffe first
    started on this account must equal the position ffe holds.
 4. Cash and equity: ffe's cash must equal the venue's quote balance (to the cent), and ffe's equity the venue's
@@ -164,7 +166,8 @@ class Reconciler:
         unread = {o.client_order_id for o in self.orders.unread()} | {
             o.client_order_id for o in self.orders.trades_behind()}
         return [o for o in self.orders.live.values()
-                if o.status in (OrderStatus.IN_DOUBT, OrderStatus.NEW) or o.client_order_id in unread]
+                if o.status in (OrderStatus.IN_DOUBT, OrderStatus.NEW) or o.client_order_id in unread
+                ] + self.orders.reappearing()
 
     def _tolerance(self, symbol: str) -> float:
         return max(self.venue.market(symbol).amount_step, 1e-9)
@@ -286,12 +289,18 @@ class Reconciler:
         in_flight = set(live)
         try:
             open_at_venue = await venue.fetch_open_orders()
+            journal = await self.store.order_ids_on(venue.name)
+            # An order of ffe's own that the journal has ended and the venue lists open (taken as absent while
+            # the venue's lookups lagged): the order path cancels it now and books what it filled, before the
+            # balances are read. Not done, it stays an unknown open order below, and is tried again.
+            taken = {vo.client_order_id for vo in open_at_venue
+                     if vo.client_order_id in journal and vo.client_order_id not in in_flight | set(live)
+                     and await self.orders.reappeared(vo)}
             balances, quiet = await self._balances_after_fills()
         except (VenueError, VenueUnavailable) as exc:
             self.bus.publish(ReconcileEvent(status="failed", differences=[{"error": str(exc)[:200]}]))
             return ReconcileReport("failed", [{"kind": "venue_unreachable", "error": str(exc)[:200]}])
-        known = in_flight | set(live)
-        journal = await self.store.order_ids_on(venue.name)
+        known = in_flight | set(live) | taken
         accepted = set(await self.store.get_kv(ACCEPTED_KEY, []) or [])
         for vo in open_at_venue:
             if vo.client_order_id in known or _order_key(vo) in accepted:
@@ -465,6 +474,7 @@ class Reconciler:
         behind = {b.client_order_id for b in self.orders.trades_behind()}
         state = {OrderStatus.IN_DOUBT: "in doubt", OrderStatus.NEW: "sent and not answered yet"}.get(
             o.status, "filled at the venue beyond the trades it lists yet" if o.client_order_id in behind
+            else f"ended {o.status.value} in the journal and not done at the venue yet" if o.status.final
             else "not readable at the venue at the last look")
         raise ControlError(f"nothing accepted: order {o.client_order_id}{more} is {state}; the venue's balances may "
                            "hold its trade before the journal does: accept again once it is settled (`ffe ctl orders`)")

@@ -1187,6 +1187,12 @@ class Store:
                                       "ORDER BY created_ts, rowid")
         return [self._order_from_row(tuple(r)) for r in await cur.fetchall()]
 
+    async def order(self, client_order_id: str) -> Order | None:
+        """The journal's order of that client order id, or None."""
+        cur = await self.conn.execute(_SQL_ORDERS + " WHERE client_order_id = ?", (client_order_id,))
+        r = await cur.fetchone()
+        return self._order_from_row(tuple(r)) if r is not None else None
+
     async def orders(self) -> list[Order]:
         """Every order in the journal, oldest first."""
         cur = await self.conn.execute(_SQL_ORDERS + " ORDER BY created_ts, rowid")
