@@ -46,7 +46,8 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Or
 from . import overrides
 from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio
-from .reconcile import UNREACHABLE, Reconciler, blocked_text, difference_key, in_doubt_only, outage_only
+from .reconcile import (BALANCE_KINDS, UNREACHABLE, Reconciler, blocked_text, difference_key, in_doubt_only,
+                        outage_only)
 from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
@@ -1227,14 +1228,15 @@ class Engine:
             return []
         self.reconcile_unconfirmed = report.unconfirmed
         # Whether it compared everything: every symbol's position, the cash and the equity (none left out for an
-        # order whose trade the balances may hold already, nor taken from the venue instead).
-        self._reconciled_whole = report.settled and not adopt and report.status != "failed"
+        # order whose trade the balances may hold already, nor taken from the venue instead), with balances read
+        # the settle window after the books' last order change (earlier ones may lag it).
+        self._reconciled_whole = report.settled and report.current and not adopt and report.status != "failed"
         # Differences found once are looked at again when the venue's reads have had time to catch up.
         self._recheck_at = report.confirm_at
         # Taken only from balances read when no order was in doubt (a fill found later would be counted twice),
         # and that showed no difference, even one not confirmed yet (they may lag the venue's books).
         self._cash_waits = adopt and report.venue_cash is not None and not report.settled
-        if adopt and report.venue_cash is not None and report.settled and not report.unconfirmed:
+        if adopt and report.venue_cash is not None and report.settled and report.current and not report.unconfirmed:
             self.portfolio.cash = report.venue_cash
             self._cash_from_venue = False
         differences = report.differences + unrecovered
@@ -1244,7 +1246,7 @@ class Engine:
                 # engine as found before: a subset of the differences must not lift the others unseen. (An outage
                 # holds it by itself, and lifts once the venue answers and agrees.)
                 found = {difference_key(d) for d in differences}
-                differences += [d for d in self.reconcile_blocked if d.get("kind") in ("position", "cash", "equity")
+                differences += [d for d in self.reconcile_blocked if d.get("kind") in BALANCE_KINDS
                                 and difference_key(d) not in found]
             self.reconcile_blocked = differences
             what = UNREACHABLE if outage_only(differences) else f"{len(differences)} difference(s)"
@@ -1254,15 +1256,20 @@ class Engine:
                                  and self.state_reason != reason)
             if self.state is EngineState.RUNNING or held_by_reconcile:
                 await self.trading.set(EngineState.PAUSED, reason, "reconcile", force=held_by_reconcile)
-        elif (any(d.get("kind") == "order_in_doubt" for d in self.reconcile_blocked) and not report.unconfirmed) or (
-                all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
+        elif (all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
                 or any(d.get("kind") == "restore_unrecovered" for d in self.reconcile_blocked)):
-            # The venue answers again and agrees with the journal: an outage is nothing for the operator to accept,
-            # nor are the differences a restore showed before the venue's later orders could be recovered, nor an
-            # order long in doubt once it has settled (the engine stays PAUSED until resumed). What such an order
-            # held is compared only once it has settled: a difference found then holds the engine until it is
-            # confirmed or gone, and is not traded through meanwhile.
+            # The venue answers again: an outage is nothing for the operator to accept, nor are the differences a
+            # restore showed before the venue's later orders could be recovered (the engine stays PAUSED until
+            # resumed). A difference found for the first time now holds the engine once confirmed.
             self.reconcile_blocked = []
+        elif not report.unconfirmed:
+            # Nothing found: what was found before and is no longer there is nothing to accept (coins that left
+            # again, an order long in doubt that has settled). Only what this one could not compare (the cash and
+            # equity, a symbol with an order unsettled, balances that may lag the books) holds the engine as before.
+            # The engine stays PAUSED until resumed. (A difference found for the first time, not confirmed yet,
+            # keeps what was found before holding it: it is not traded through meanwhile.)
+            self.reconcile_blocked = [] if self._reconciled_whole else [
+                d for d in self.reconcile_blocked if d.get("kind") in BALANCE_KINDS]
         return differences
 
     # ================================================================== control surface
@@ -1634,24 +1641,21 @@ class Engine:
                                                  decision_id=pos.entry_decision_id)
             log.warning("sale by hand booked", client_order_id=o.client_order_id, symbol=symbol, quantity=quantity,
                         price=price, fee=fee, by=by)
-            after = await self._reconcile_after_by_hand(o.client_order_id, explains=True)
+            after = await self._reconcile_after_by_hand(o.client_order_id)
             left = self.portfolio.positions.get(symbol)
             return {"client_order_id": o.client_order_id, "symbol": symbol, "quantity": quantity, "price": price,
                     "fee": fee, "position_left": left.quantity if left is not None else 0.0, "reconcile": after,
                     "reconcile_blocked": list(self.reconcile_blocked)}
 
-    async def _reconcile_after_by_hand(self, client_order_id: str, explains: bool = False) -> str:
+    async def _reconcile_after_by_hand(self, client_order_id: str) -> str:
         """After the operator's word on an order (settled, or a sale by hand booked): the books stored, a
-        reconciliation at once, and what it says for the operator. With `explains` (a sale by hand, booked to
-        explain the differences found), differences held until then hold the engine no more when that
-        reconciliation finds the books and the venue agreeing, nothing left to look at again."""
+        reconciliation at once, and what it says for the operator. Differences held until then hold the engine no
+        more when that reconciliation finds the books and the venue agreeing (reconcile), nothing left to look at
+        again: the venue made the change the operator booked long before, and its reads show it."""
         await self._persist_books()
         await self.flush()
         differences = await self.reconcile()
         await self.flush()
-        if (explains and not differences and not self.reconcile_unconfirmed and self._reconciled_whole
-                and self.reconcile_blocked):
-            self.reconcile_blocked = []  # its `reconcile` record (ok) is written: the operator's word, then agreed
         held = self.reconcile_blocked
         if not held and self.reconcile_unconfirmed:
             return (f"reconciliation sees {len(self.reconcile_unconfirmed)} difference(s) it looks at again once the "

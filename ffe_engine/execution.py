@@ -115,7 +115,8 @@ class OrderPath:
         self.fills_recorded = 0  # how many fills this path has recorded: tells a reader whether one landed
         # When the books last took an order's change (a fill, a new status: a cancel frees locked funds), on the
         # clock's monotonic time. The venue's balance reads can lag its books by up to the settle window: one taken
-        # sooner after it may not show it yet (Reconciler.accept).
+        # sooner after it may not show it yet (Reconciler.run, Reconciler.accept). The operator's word on a change
+        # the venue made long before (an order settled by hand, a sale made by hand) is no such change.
         self.changed_at: float | None = None
         # Orders in flight whose last look at the venue failed without an answer (the venue unavailable, the
         # breaker open): what they did there since is unknown (a reader comparing the venue's balances with the
@@ -406,10 +407,11 @@ class OrderPath:
         self._doubt_deadline[cid] = self.clock.monotonic() + self.settle_s
         await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
 
-    def _move(self, o: Order, status: OrderStatus, error: str | None = None) -> bool:
+    def _move(self, o: Order, status: OrderStatus, error: str | None = None, *, venue_news: bool = True) -> bool:
         """The one place an order's status changes. A move its current status does not allow (a final status
         changing, an order seen OPEN going back to IN_DOUBT) is refused: the caller then records nothing.
-        An order going into doubt, and coming out of it with the venue's word, is said once each."""
+        An order going into doubt, and coming out of it with the venue's word, is said once each. `venue_news`:
+        False for the operator's word on what the venue did long before (its balance reads show it already)."""
         prev = o.status
         if not prev.can_become(status):
             log.debug("order status kept", client_order_id=o.client_order_id, status=prev.value,
@@ -417,7 +419,8 @@ class OrderPath:
             return False
         o.status = status
         o.updated_ts = self.now_ms()
-        self.changed_at = self.clock.monotonic()
+        if venue_news:
+            self.changed_at = self.clock.monotonic()
         if error is not None:
             o.error = error[:300]
         cid = o.client_order_id
@@ -431,10 +434,11 @@ class OrderPath:
         return True
 
     async def _finish(self, o: Order, status: OrderStatus, error: str = "", note: Event | None = None, *,
-                      unseen: bool = False) -> None:
+                      unseen: bool = False, venue_news: bool = True) -> None:
         """An order's final status; `note` (an event that says why) is committed with it. `unseen`: ended without
-        the venue's word (absent by its lookups), so it is looked up for a while after, in the same transaction."""
-        if not self._move(o, status, error):
+        the venue's word (absent by its lookups), so it is looked up for a while after, in the same transaction.
+        `venue_news`: as for `_move`."""
+        if not self._move(o, status, error, venue_news=venue_news):
             return
         self.live.pop(o.client_order_id, None)
         self._doubt_deadline.pop(o.client_order_id, None)
@@ -451,9 +455,9 @@ class OrderPath:
         await self.store.update_order(o, kv, publish=publish)
 
     # ------------------------------------------------------------------ venue answers
-    async def _apply(self, o: Order, vo: VenueOrder, note: Event | None = None) -> None:
+    async def _apply(self, o: Order, vo: VenueOrder, note: Event | None = None, *, venue_news: bool = True) -> None:
         """Bring the journal in line with the venue's view of the order, recording any new fill. `note` (an event
-        that says where the view came from) is committed with the fill."""
+        that says where the view came from) is committed with the fill. `venue_news`: as for `_move`."""
         self._missing.pop(o.client_order_id, None)  # found
         if vo.trades_behind:
             self._behind.setdefault(o.client_order_id, self.clock.monotonic())
@@ -491,7 +495,7 @@ class OrderPath:
             o.filled = vo.filled
             o.average = avg_new
             o.fee = max(o.fee, vo.fee)
-            self._move(o, status)  # a fill is a fact; a status the order has already passed is not
+            self._move(o, status, venue_news=venue_news)  # a fill is a fact; a status the order has passed is not
             o.updated_ts = self.now_ms()
             if o.status.final:
                 self.live.pop(o.client_order_id, None)
@@ -514,7 +518,7 @@ class OrderPath:
                     self.bus.publish(note)
 
             await self.store.add_fill(fill, o, record, publish=publish)
-            self._fill_booked()
+            self._fill_booked(venue_news=venue_news)
             if record is not None and record.then is not None:
                 await record.then()
             if o.status.final:
@@ -522,15 +526,16 @@ class OrderPath:
             return
         if status is not prev_status:
             if status.final:
-                await self._finish(o, status, o.error if status is OrderStatus.REJECTED else "")
+                await self._finish(o, status, o.error if status is OrderStatus.REJECTED else "", venue_news=venue_news)
                 self.intents.pop(o.client_order_id, None)
-            elif self._move(o, status):
+            elif self._move(o, status, venue_news=venue_news):
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
                 await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
 
-    def _fill_booked(self) -> None:
+    def _fill_booked(self, *, venue_news: bool = True) -> None:
         self.fills_recorded += 1
-        self.changed_at = self.clock.monotonic()
+        if venue_news:
+            self.changed_at = self.clock.monotonic()
 
     async def poll(self) -> None:
         """Check every order in flight with the venue: record fills, resolve orders in doubt."""
@@ -786,7 +791,9 @@ class OrderPath:
             if outcome == "canceled":
                 note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome=outcome, by=by,
                                     detail=detail)
-                await self._finish(o, OrderStatus.CANCELED, f"settled canceled by {by}: {detail}", note=note)
+                # The operator's word on what the venue did long before: no balance read lags it.
+                await self._finish(o, OrderStatus.CANCELED, f"settled canceled by {by}: {detail}", note=note,
+                                   venue_news=False)
                 return detail
             assert quantity is not None and price is not None
             filled = round(o.filled + quantity, 12)
@@ -799,7 +806,7 @@ class OrderPath:
                               price=o.price, fee_base=o.fee_base)
             note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome=outcome,
                                 quantity=quantity, price=price, by=by, detail=detail)
-            await self._apply(o, view, note=note)
+            await self._apply(o, view, note=note, venue_news=False)
             return detail
 
     # ------------------------------------------------------------------ sold by hand
@@ -837,7 +844,7 @@ class OrderPath:
                 self._emit(o)
 
             await self.store.add_fill(fill, o, record, publish=publish, journal=intent.as_dict())
-            self._fill_booked()
+            self._fill_booked(venue_news=False)  # the account showed the sale already (the caller checked)
             if record is not None and record.then is not None:
                 await record.then()
             return o

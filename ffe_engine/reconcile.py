@@ -19,11 +19,18 @@ then, and the report says the balances are not settled (the engine takes no cash
 The balances are read after the orders are polled, and read again when a poll after them records a fill: a fill
 landing between the poll and the balance would otherwise show as a difference that is not one.
 
+Balances read within the venue's settle window after the last order change the books took (a fill, a cancel) may be
+from before it: the venue's reads can lag its books by up to that window. What such a read shows in the positions,
+the cash and the equity is reported as unconfirmed and counts for nothing: it does not confirm a difference, and
+not finding one there does not end it (`ReconcileReport.current_from`, after which a read would be current, and the
+engine looks again then). Orders filling one after the other would otherwise have each read show the balance from
+before the latest fill: a different amount each time, in the same symbol.
+
 A difference counts once a reconciliation at least the venue's settle window after the one that first found it
-finds it again (the same kind, in the same symbol, asset or order): an exchange's reads can lag its books for a
-moment (a balance from before the last fill, an order still listed open after it filled), and a difference seen
-once may be no more than that. Until then it is reported as unconfirmed, and the engine reconciles again once the
-window has passed. A paper venue's answers never lag: its differences count at once.
+finds it again (the same kind, in the same symbol, asset or order), with current balances: an exchange's reads can
+lag its books for a moment (a balance from before the last fill, an order still listed open after it filled), and a
+difference seen once may be no more than that. Until then it is reported as unconfirmed, and the engine reconciles
+again once the window has passed. A paper venue's answers never lag: its differences count at once.
 
 The reconciler compares and reports (a `reconcile` event and a `ReconcileReport`, with the venue's quote balance);
 it changes no trading state. The engine decides: an unexplained difference pauses it until the operator accepts
@@ -55,6 +62,7 @@ BASELINE_KEY = "reconcile_baseline"
 # A shortfall of coins beyond this share of a position is no fee or rounding: an accept is refused over it.
 MISSING_COINS = 0.01
 ACCEPTED_KEY = "reconcile_accepted_orders"  # open orders at the venue that the operator accepted as not ffe's
+BALANCE_KINDS = ("position", "cash", "equity")  # the differences found in the venue's balances
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +77,9 @@ class Acceptance:
 
 @dataclass(slots=True)
 class ReconcileReport:
-    status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, unconfirmed, failed,
-    # superseded (an accept was stored while it ran: not recorded, not acted on)
+    status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, unconfirmed (found for the
+    # first time, or balances read too soon after an order change to count), failed, superseded (an accept was
+    # stored while it ran: not recorded, not acted on)
     differences: list[dict[str, Any]] = field(default_factory=list)
     venue_cash: float | None = None  # the venue's quote balance, read after the orders in flight were resolved
     # No order was in doubt or unanswered when the balances were read: they and the journal's fills describe the
@@ -80,10 +89,18 @@ class ReconcileReport:
     # a reconciliation from `confirm_at` on (the clock's monotonic time).
     unconfirmed: list[dict[str, Any]] = field(default_factory=list)
     confirm_at: float | None = None
+    # When (the clock's monotonic time) a read of the balances would show every order change the books had taken
+    # when these were read: None when these did. Until then what they show counts for nothing (module docstring).
+    current_from: float | None = None
 
     @property
     def unreachable(self) -> bool:
         return self.status == "failed"
+
+    @property
+    def current(self) -> bool:
+        """The balances were read the settle window after the last order change the books took."""
+        return self.current_from is None
 
 
 UNREACHABLE = "the exchange could not be reached"
@@ -146,16 +163,26 @@ class Reconciler:
     def _confirm(self, report: ReconcileReport, started: float) -> ReconcileReport:
         """Split the report's differences into those that count and those not confirmed yet: a difference counts
         once it has been found by reconciliations that started the venue's settle window apart, without one in
-        between that did not find it."""
+        between that did not find it, the later with current balances. Balances that may lag the books neither
+        confirm a difference in them nor end one: what earlier looks found there is kept as it was."""
         found = [(difference_key(d), d) for d in report.differences]
-        self._first_seen = {k: self._first_seen.get(k, started) for k, _ in found}
+        kept = {} if report.current else {k: t for k, t in self._first_seen.items() if _in_balances(k)}
+        self._first_seen = kept | {k: self._first_seen.get(k, started) for k, _ in found}
         settle = self.venue.settle_s
-        waiting = [(k, d) for k, d in found if started - self._first_seen[k] < settle]
-        report.differences = [d for k, d in found if started - self._first_seen[k] >= settle]
+
+        def counts(k: str) -> bool:
+            return started - self._first_seen[k] >= settle and (report.current or not _in_balances(k))
+
+        waiting = [(k, d) for k, d in found if not counts(k)]
+        report.differences = [d for k, d in found if counts(k)]
         report.unconfirmed = [d for _, d in waiting]
         if waiting:
             report.confirm_at = max(self._first_seen[k] for k, _ in waiting) + settle
             if not report.differences:
+                report.status = "unconfirmed"
+        if report.current_from is not None:  # looked at again once the reads are current
+            report.confirm_at = max(report.confirm_at or 0.0, report.current_from)
+            if not report.differences:  # not "ok": nothing in the balances was compared with current reads
                 report.status = "unconfirmed"
         return report
 
@@ -230,21 +257,24 @@ class Reconciler:
         pos = self.portfolio.positions.get(symbol)
         return (pos.quantity if pos is not None else 0.0), balances.get(base, 0.0) - base_line.get(base, 0.0)
 
-    async def _balances_after_fills(self) -> tuple[dict[str, float], bool]:
-        """The venue's balances, and whether they describe the same trades as the journal: True when no fill was
-        recorded from the moment they were asked for until a poll after them (a few tries). A fill recorded
-        meanwhile, by this poll or by any other path (the periodic poll, a cancel's answer, an order's own answer),
-        may be missing from balances the venue took before it."""
+    async def _balances_after_fills(self) -> tuple[dict[str, float], bool, float]:
+        """The venue's balances, whether they describe the same trades as the journal, and when (the clock's
+        monotonic time) they were asked for. True when no fill was recorded from the moment they were asked for
+        until a poll after them (a few tries). A fill recorded meanwhile, by this poll or by any other path (the
+        periodic poll, a cancel's answer, an order's own answer), may be missing from balances the venue took
+        before it. (A fill recorded before they were asked for may be missing too, when a read lags: `current_at`.)"""
         orders = self.orders
         balances: dict[str, float] = {}
+        asked = 0.0
         for _ in range(3):
             seen = orders.fills_recorded
+            asked = self.clock.monotonic()
             balances = await self.venue.fetch_balance()
             if orders.live:
                 await orders.poll()
             if orders.fills_recorded == seen:
-                return balances, True
-        return balances, False
+                return balances, True, asked
+        return balances, False, asked
 
     def _cash_and_equity(self, balances: dict[str, float], base_line: dict[str, float]) -> list[dict[str, Any]]:
         pf = self.portfolio
@@ -296,7 +326,7 @@ class Reconciler:
             taken = {vo.client_order_id for vo in open_at_venue
                      if vo.client_order_id in journal and vo.client_order_id not in in_flight | set(live)
                      and await self.orders.reappeared(vo)}
-            balances, quiet = await self._balances_after_fills()
+            balances, quiet, asked = await self._balances_after_fills()
         except (VenueError, VenueUnavailable) as exc:
             self.bus.publish(ReconcileEvent(status="failed", differences=[{"error": str(exc)[:200]}]))
             return ReconcileReport("failed", [{"kind": "venue_unreachable", "error": str(exc)[:200]}])
@@ -338,7 +368,7 @@ class Reconciler:
             return ReconcileReport("superseded")
         status = "differences" if differences else ("resolved" if resolved else "ok")
         report = self._confirm(ReconcileReport(status, differences, balances.get(self.quote, 0.0),
-                                               settled=not unsettled), started)
+                                               settled=not unsettled, current_from=self.current_at(asked)), started)
         self.bus.publish(ReconcileEvent(status=report.status, differences=report.differences or report.unconfirmed))
         return report
 
@@ -364,9 +394,9 @@ class Reconciler:
             # An order sent meanwhile (an exit goes on while PAUSED) may trade around the read: the balances are
             # read again until no fill was recorded meanwhile. And a read can lag the venue's books: what becomes
             # the baseline is what two reads in a row agree on.
-            balances, quiet = await self._balances_after_fills()
+            balances, quiet, _ = await self._balances_after_fills()
             for _ in range(3):
-                again, quiet_again = await self._balances_after_fills()
+                again, quiet_again, _ = await self._balances_after_fills()
                 steady = again == balances
                 balances, quiet = again, quiet_again
                 if steady:
@@ -482,6 +512,11 @@ class Reconciler:
 
 def _order_key(vo: Any) -> str:
     return vo.client_order_id or f"#{vo.exchange_id}"
+
+
+def _in_balances(key: str) -> bool:
+    """A difference (by its `difference_key`) found in the venue's balances."""
+    return key.partition(":")[0] in BALANCE_KINDS
 
 
 def difference_key(d: dict[str, Any]) -> str:
