@@ -609,6 +609,25 @@ async def test_a_crash_loop_pages_once_per_window_not_once_per_restart(tmp_path)
     assert kinds(hook) == ["STARTED", "START_FAILED"], kinds(hook)
 
 
+async def test_a_start_that_fails_again_after_a_start_that_succeeded_is_paged_again(tmp_path):
+    """The crash loop's window holds back the same START_FAILED only while no start gets through: a start that
+    succeeded between (the exchange answered, or here the simulated market) ends it, so the next start failing the
+    same way within `alerts.window_s` is news, paged."""
+    unreachable_exchange_config(tmp_path)
+    hook = await Receiver().start()
+    env = {"FFE_ALERTS__WEBHOOK_URL": hook.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}}
+    try:
+        for args, extra, rc in [(("run", "--headless"), {}, 1),
+                                (("run", "--headless", "--max-bars", "3"), {"FFE_MARKET__SOURCE": "simulated"}, 0),
+                                (("run", "--headless"), {}, 1)]:
+            proc = await _ffe(*args, env=ffe_env(**env, **extra), cwd=tmp_path)
+            _, err = await asyncio.wait_for(proc.communicate(), 90)
+            assert proc.returncode == rc, err.decode()[-3000:]
+    finally:
+        await hook.stop()
+    assert kinds(hook).count("START_FAILED") == 2, kinds(hook)
+
+
 async def test_the_test_alert_s_webhook_body_carries_when_it_was_sent(tmp_path):
     """`created_ts` (seconds since the epoch) and `created` (UTC ISO) in the test alert too, as in every alert the
     webhook gets (docs/config.md): a receiver that reads them is tested with them."""

@@ -562,3 +562,28 @@ async def test_a_restart_loop_pages_at_every_start_when_the_alerts_it_sent_canno
     assert [p.returncode for p in procs] == [1, 1], [p.stderr for p in procs]
     pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
     assert [p["kind"] for p in pages] == ["START_FAILED", "START_FAILED"], [r.body for r in hook.delivered]
+
+
+async def test_a_damaged_database_after_a_start_that_succeeded_is_paged_again(good_dir, tmp_path):
+    """START_FAILED on a damaged database is held back within `alerts.window_s` only while no start gets through:
+    the database put back, a start that succeeded, then the database damaged again the same way is news, paged."""
+    from receiver import Receiver
+
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    whole = db.read_bytes()
+    hook = await Receiver().start()
+    try:
+        garbage(db)
+        [refused] = await _restarted(cwd, 1, hook.url + "/hook")
+        db.write_bytes(whole)
+        [started] = await _restarted(cwd, 1, hook.url + "/hook")
+        for stale in ("ffe.db-wal", "ffe.db-shm"):
+            (cwd / "data" / stale).unlink(missing_ok=True)
+        garbage(db)
+        [again] = await _restarted(cwd, 1, hook.url + "/hook")
+    finally:
+        await hook.stop()
+    assert [p.returncode for p in (refused, started, again)] == [1, 0, 1], [started.stderr[-3000:]]
+    pages = [r.body for r in hook.delivered if r.body.get("kind") == "START_FAILED"]
+    assert len(pages) == 2 and all("the database is damaged" in p["text"] for p in pages), pages

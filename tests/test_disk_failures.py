@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -63,6 +64,28 @@ def run_on_a_small_disk(cwd: Path, *args: str, size: str, timeout: float = 180, 
            *ffe_cmd(*args, "--data-dir", str(disk / "data"), "--log-dir", str(disk / "logs"))]
     return subprocess.run(cmd, cwd=cwd, env=ffe_env(**extra), capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+def run_steps_on_a_small_disk(cwd: Path, steps: str, size: str, timeout: float = 300,
+                              **extra: str) -> subprocess.CompletedProcess:
+    """The shell `steps` run with a tmpfs of `size` mounted at cwd/disk, in a mount namespace of its own (as
+    run_on_a_small_disk). In them `ffe ARGS` runs ffe with its data directory on that disk (its log directory stays
+    in cwd), `$DISK` is the disk; `extra`: more environment."""
+    disk = cwd / "disk"
+    disk.mkdir()
+    starter_config(cwd)
+    ffe = shlex.join(ffe_cmd())
+    script = (f'mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; DISK="$2"; '
+              f'ffe() {{ {ffe} "$@" --data-dir "$DISK/data"; }}; {steps}')
+    spaces = ["--mount"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
+    return subprocess.run(["unshare", *spaces, "sh", "-c", script, "sh", size, str(disk)], cwd=cwd,
+                          env=ffe_env(**extra), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def step(cwd: Path, name: str) -> tuple[int, str]:
+    """A step's exit code and stderr (run_steps_on_a_small_disk's steps write NAME.rc and NAME.err)."""
+    return int((cwd / f"{name}.rc").read_text()), (cwd / f"{name}.err").read_text()
 
 
 @contextlib.contextmanager
@@ -203,6 +226,48 @@ async def test_a_disk_that_fills_again_at_every_restart_pages_once_per_window(tm
     assert after, told  # a restart that ran (on the room its stop left) before the disk filled again
     for started in after:
         assert "killed" not in started and "stopped on a record it could not write" in started, started
+
+
+async def test_a_disk_that_fills_after_a_start_succeeded_pages_though_a_start_before_was_refused_by_it(tmp_path):
+    """A start refused by a full disk pages RECORDS_UNWRITABLE ('nothing trades until a start succeeds'). The
+    operator frees room; the next start succeeds and trades until the disk fills again, and the engine stops
+    HALTED within `alerts.window_s` of that first page: this is news, paged (its text names the orders left open
+    at the exchange). Only a start that comes up HALTED (a restart into the same full disk) holds it back."""
+    hook = await Receiver().start()
+    steps = (f'ffe run --headless --max-bars 30 2> {tmp_path}/first.err; echo $? > {tmp_path}/first.rc; '
+             'dd if=/dev/zero of="$DISK/filler" bs=4k 2>/dev/null; '
+             f'ffe run --headless --max-bars 30 2> {tmp_path}/refused.err; echo $? > {tmp_path}/refused.rc; '
+             'rm "$DISK/filler"; '
+             f'ffe run --headless 2> {tmp_path}/filled.err; echo $? > {tmp_path}/filled.rc')
+    try:
+        await asyncio.to_thread(run_steps_on_a_small_disk, tmp_path, steps, size="8m",
+                                FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook")
+    finally:
+        await hook.stop()
+    assert step(tmp_path, "first")[0] == 0, step(tmp_path, "first")[1][-3000:]
+    rc, refused = step(tmp_path, "refused")
+    assert rc == 1 and "engine started" not in refused, refused[-3000:]
+    rc, filled = step(tmp_path, "filled")
+    assert rc == 1 and "state=RUNNING" in filled, filled[-3000:]
+    pages = [r.body for r in hook.delivered if r.body.get("kind") == "RECORDS_UNWRITABLE"]
+    assert [p["text"].split(":")[0] for p in pages] == ["ffe start FAILED", "ffe HALTED and stopped"], pages
+    assert "alert not sent again" not in filled, filled[-3000:]
+
+
+async def test_a_first_start_on_a_full_disk_stops_with_one_line_and_pages(tmp_path):
+    """A new account's first start on a disk with no room for its database's tables: one line naming the file,
+    exit 1, no traceback, RECORDS_UNWRITABLE paged; once room is made the next start makes the account."""
+    hook = await Receiver().start()
+    try:
+        proc = await asyncio.to_thread(run_on_a_small_disk, tmp_path, "run", "--headless", "--max-bars", "5",
+                                       size="64k", FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook")
+    finally:
+        await hook.stop()
+    line = the_error_line(proc)
+    assert "ffe.db" in line and "engine started" not in proc.stderr, proc.stderr[-3000:]
+    the_page_quoting(hook, line)
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert again.returncode == 0, again.stderr[-3000:]
 
 
 def test_a_disk_already_full_at_start_stops_before_the_engine_starts(traded, tmp_path):
