@@ -365,6 +365,14 @@ class Notifier:
         if isinstance(ev, ReconcileEvent):
             self._reconcile_told(ev)
 
+    def start_succeeded(self, state: str) -> None:
+        """The start got through, in `state`: a start failing after it is news (START_FAILED), and so is a disk
+        that fills again (RECORDS_UNWRITABLE) unless the engine came up HALTED, as a restart into the same full
+        disk does (sentalerts.start_succeeded). Kept for the next start, which may be that failure."""
+        self._end_window("START_FAILED", self._now())
+        if self.channels and self._sent_file is not None:
+            sentalerts.start_succeeded(self._sent_file, self._wall(), halted=state == "HALTED")
+
     def _reconcile_told(self, ev: ReconcileEvent) -> None:
         """A reconciliation that held entries (paged) is followed by one that agrees: the hold lifts by itself,
         but an engine it paused stays PAUSED until resumed, which nobody would know to do unless told."""
@@ -456,8 +464,13 @@ class Notifier:
         # The windows of the alerts raised before a restart go on: a crash loop (a start failing again and again
         # as systemd restarts it) is told once per window, not once per restart.
         wall, now = self._wall(), self._now()
+        # A start that got through since ended the loop: the same failure after it is news.
+        succeeded = (sentalerts.last_start(self._sent_file) if self.channels and self._sent_file is not None
+                     else None)
         for key, kind, severity, text, raised in await self.store.recent_alerts(wall - self.cfg.window_s):
             left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
+            if key == "START_FAILED" and succeeded is not None and raised <= succeeded:
+                continue
             if left > 0 and key in RESTART_KEYS and key not in self._windows:
                 self._windows[key] = _Window(until=now + left, last_text=text, severity=severity, kind=kind,
                                              inherited=True)

@@ -399,6 +399,7 @@ class EngineHost:
             await monitor.start()  # bound before the engine starts: a port in use stops the start, not trading
             host.monitor = monitor
             await engine.start()
+            monitor.start_succeeded()
             return host
         except BaseException as exc:
             # A failed start ends the process: the store's worker thread would keep it alive after the error.

@@ -147,6 +147,10 @@ class Monitor:
                 f"ffe HALTED and stopped: {failure}. Nothing new is sent until it is started again. {left}",
                 cause=UNWRITABLE)))
 
+    def start_succeeded(self) -> None:
+        """The engine's start got through: the alerts of the failures before it end (Notifier.start_succeeded)."""
+        self.notifier.start_succeeded(self.engine.state.value)
+
     def status(self) -> dict[str, Any]:
         """For the console's status line and `ffe ctl status` (a channel's last error may quote its URL)."""
         status = {"url": self.url, "channels": self.notifier.status_dict(), "heartbeat": dict(self.heartbeat)}

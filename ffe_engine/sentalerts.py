@@ -25,7 +25,9 @@ from . import logs
 log = logs.get_logger("ffe.alerts")
 
 FILE_NAME = "ffe.alerts-sent"
-FILE_BYTES = 4096  # a few keys: RECORDS_UNWRITABLE, START_FAILED
+FILE_BYTES = 4096  # a few keys: RECORDS_UNWRITABLE, START_FAILED, START_SUCCEEDED
+# Not an alert: when a start last got through. A failure sent before it is news again when it comes back.
+START_SUCCEEDED = "START_SUCCEEDED"
 
 
 def sent_path(data_dir: Path) -> Path:
@@ -62,9 +64,11 @@ def read(path: Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def write(path: Path, entries: dict[str, dict[str, Any]]) -> bool:
-    """`entries` as the whole file, the oldest left out if they do not fit. False (logged) when it cannot be
-    written at all: the next start then pages again."""
+def write(path: Path, entries: dict[str, dict[str, Any]],
+          lost: str = "alert sent, but cannot be kept for the next start: a restart into the same failure sends it "
+                      "again") -> bool:
+    """`entries` as the whole file, the oldest left out if they do not fit. False (logged as `lost`) when it cannot
+    be written at all: the next start then pages again."""
     kept = dict(sorted(entries.items(), key=lambda kv: kv[1]["ts"], reverse=True))
     while True:
         body = orjson.dumps(kept)
@@ -82,8 +86,7 @@ def write(path: Path, entries: dict[str, dict[str, Any]]) -> bool:
         _overwrite(path, blob)
         return True
     except OSError as exc:
-        log.warning("alert sent, but cannot be kept for the next start: a restart into the same failure sends it "
-                    "again", file=str(path), error=exc.strerror or str(exc))
+        log.warning(lost, file=str(path), error=exc.strerror or str(exc))
         return False
 
 
@@ -92,6 +95,26 @@ def forget(path: Path, key: str) -> None:
     entries = read(path)
     if entries.pop(key, None) is not None:
         write(path, entries)
+
+
+def start_succeeded(path: Path, ts: float, *, halted: bool) -> None:
+    """A start got through (its records written): the failures that refused the starts before it are over, and
+    their return is news. START_FAILED is forgotten, and RECORDS_UNWRITABLE unless the engine came up HALTED: a
+    restart into a disk that fills again at once is still the failure that page told, the engine still HALTED.
+    When it happened is kept (START_SUCCEEDED), for the START_FAILED windows the outbox holds (`last_start`)."""
+    entries = read(path)
+    entries.pop("START_FAILED", None)
+    if not halted:
+        entries.pop("RECORDS_UNWRITABLE", None)
+    entries[START_SUCCEEDED] = {"cause": "", "ts": ts}
+    write(path, entries, "a start that succeeded cannot be kept for the next start: a failure paged before it "
+                         "may not be paged again within alerts.window_s")
+
+
+def last_start(path: Path) -> float | None:
+    """When a start last got through, as `start_succeeded` kept it; None when not known."""
+    entry = read(path).get(START_SUCCEEDED)
+    return float(entry["ts"]) if entry is not None else None
 
 
 def prepare(path: Path) -> None:

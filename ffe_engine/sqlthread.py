@@ -10,7 +10,8 @@ A held statement that fails fails its transaction: the COMMIT raises its error i
 rolls the transaction back, as it would have on the statement itself. So it does when another task's read handed
 the statements over (the read is answered all the same, having seen what the statements before the failure wrote,
 as it would have). Nothing after the failure in the same transaction runs. A ROLLBACK drops what is still held; one
-before anything of the transaction reached the database runs nothing.
+before anything of the transaction reached the database runs nothing, and so does one after SQLite ended the
+transaction itself (a COMMIT the disk refused): every caller's ROLLBACK is safe, whatever failed before it.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class Connection:
             self._failed = None
             if held and _head(held[0][0]).startswith("BEGIN"):
                 return NO_ROWS  # nothing of the transaction reached the database
+            if not self._conn.in_transaction:
+                # SQLite ended it already (a COMMIT or a statement the full disk refused rolls it back): a ROLLBACK
+                # would raise, and hide the failure it follows.
+                return NO_ROWS
             return _execute(self._conn, last)
         for st in held:
             if self._failed is not None:
