@@ -14,13 +14,15 @@ import subprocess
 import sys
 import sqlite3
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from conftest import audit_lines, ffe_cmd, ffe_env, ffe_in_process, run_ffe, spawn_ffe, wait_until  # noqa: F401
+from conftest import (BTC_CSV, audit_lines, ffe_cmd, ffe_env, ffe_in_process, run_ffe,  # noqa: F401
+                      sample_head, spawn_ffe, wait_until)
 from ffe_engine import backup as bk
 from ffe_engine.chain import chained, line_hash
 from ffe_engine.store import SCHEMA_VERSION
@@ -896,3 +898,77 @@ def test_a_restore_over_a_missing_database_beside_its_wal_restores_the_account_h
         ((state, by),) = conn.execute("SELECT state, by FROM engine_state").fetchall()
     assert (state, by) == ("HALTED", "restore")
     assert list((cwd / "data").glob("ffe.db-wal.before-restore-*"))
+
+
+# ------------------------------------------------------------------------------------------------ backtest runs
+@pytest.fixture(scope="module")
+def backtest_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """A `full` and a `trades` backtest run of the BTC sample's first 400 bars: level -> (data dir, log dir)."""
+    cwd = tmp_path_factory.mktemp("backtests")
+    (cwd / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 400)))
+    runs = {}
+    for level in ("full", "trades"):
+        before = set((cwd / "data" / "backtests").glob("*")) if (cwd / "data" / "backtests").exists() else set()
+        proc = run_ffe(cwd, "backtest", "BTC-USD_1h.csv", "--records", level, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (data,) = set((cwd / "data" / "backtests").glob("*")) - before
+        runs[level] = data, cwd / "logs" / "backtests" / data.name
+    return runs
+
+
+def files_of(*dirs: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for d in dirs if d.exists() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("level", ["full", "trades"])
+@pytest.mark.parametrize("told_by", ["its_database", "its_folder"])
+def test_a_backup_of_a_backtest_run_is_refused_in_one_line_and_writes_nothing(backtest_runs, tmp_path, request,
+                                                                               level, told_by):
+    """A backtest run is a folder of files to copy as they are, not an account: `ffe backup` of one refuses it up
+    front (exit 2, one line naming the folder), rather than writing a backup with a false warning of a damaged trail
+    that its own verify and restore then refuse. A run says what it is in its database wherever its folders were
+    moved; a run made before runs stored their record level is told by its folder, data/backtests/RUN."""
+    data, logs = backtest_runs[level]
+    if told_by == "its_database":
+        run_data, run_logs = tmp_path / "moved" / "data", tmp_path / "moved" / "logs"
+    else:  # in a short folder: the run's name takes room the control socket's path has not to spare
+        short = Path(tempfile.mkdtemp(prefix="ffe-bt-"))
+        request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
+        run_data = short / "data" / "backtests" / data.name
+        run_logs = short / "logs" / "backtests" / data.name
+    shutil.copytree(data, run_data)
+    if logs.exists():
+        shutil.copytree(logs, run_logs)
+    if told_by == "its_folder":
+        with sqlite3.connect(run_data / "ffe.db") as conn:
+            conn.execute("DELETE FROM kv WHERE key = 'backtest_records'")
+        conn.close()
+    before = files_of(run_data, run_logs)
+    to = tmp_path / "backups"
+    proc = run_ffe(tmp_path, "backup", "--data-dir", str(run_data), "--log-dir", str(run_logs), "--to", str(to))
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"ffe: error: {run_data}: a backtest run"), proc.stderr
+    assert "damaged" not in proc.stderr and not proc.stdout, proc.stdout
+    assert not to.exists() or not any(to.iterdir())
+    assert files_of(run_data, run_logs) == before  # nothing written into the run's folders, not even a lock file
+
+
+def test_a_backup_that_holds_a_backtest_run_fails_verify_and_restore_saying_so(account, archive, backtest_runs,
+                                                                              tmp_path):
+    """A backup an earlier release took of a backtest run: verify and restore say what it holds (exit 1, nothing
+    restored), not that an account's records were lost."""
+    work = tmp_path / "work"
+    unpack(archive, work)
+    data, _ = backtest_runs["full"]
+    shutil.copyfile(data / "ffe.db", work / bk.DB_NAME)
+    path = repack(work, tmp_path / archive.name)
+    proc = verify(account, path)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "a backtest run's records" in proc.stderr and "paper_venue" not in proc.stderr, proc.stderr
+    target = tmp_path / "t"
+    proc = run_ffe(account, "restore", str(path), "--data-dir", str(target / "data"), "--log-dir",
+                   str(target / "logs"))
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "a backtest run's records" in proc.stderr and "nothing restored" in proc.stderr, proc.stderr
+    assert not (target / "data" / "ffe.db").exists()
