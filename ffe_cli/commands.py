@@ -545,6 +545,7 @@ def backup(args: argparse.Namespace) -> int:
     from ffe_engine.interrupts import stopped_by_signals
 
     settings = settings_from(args)
+    bk.refuse_backtest_run(settings)  # before the lock: nothing is written into a run's folder
     dest = (args.to if args.to is not None else Path(settings.backup.dir)).resolve()
     clock = WallClock()
     if not settings.db_path.is_file():

@@ -15,6 +15,11 @@ directory's lock so that an engine starting meanwhile is refused.
 
 `verify` checks a backup on its own; `restore` verifies first, then puts it in place (restore.py).
 
+A backup holds an account, which a restore puts in place for the next start. A backtest run is not one: it keeps
+no books to restore and its trail is a compressed file of its own (storage.md, Backtests), and it is its folders,
+copied as they are. So a backtest run's folder is refused before anything is taken (refuse_backtest_run), and a
+backup that holds a run's database (an earlier release took one) fails its checks saying so.
+
 A backup's files are made in a staging directory in the destination (`.ffe-backup-XXXXXXXX`, held by the backup
 while it runs: staging.py), the archive among them, then renamed into place. Each backup first removes what
 interrupted backups left in its destination; a verify or a restore, what interrupted ones left in the temporary
@@ -43,13 +48,14 @@ import zstandard
 
 from . import __version__
 from .audit import has_records, sync_dir
+from .backtest_runs import RUN_ID
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
 from .errors import FfeError, NotADatabase, StorageError, UsageError, first_problem
 from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
-from .store import SCHEMA_VERSION, Records, Store, check_files, copy_pinned, pin_file
+from .store import SCHEMA_VERSION, Records, Store, backtest_records, check_files, copy_pinned, pin_file
 from .trailcopy import copy_trail
 
 FORMAT = 1
@@ -134,8 +140,22 @@ async def take_running(store: Store, settings: Settings, dest: Path, now: float,
     return made, held * 1000.0
 
 
+def refuse_backtest_run(settings: Settings) -> None:
+    """UsageError (exit 2) for a backtest run's data directory, before anything is written there (a lock file
+    neither): a run says so in its database wherever its folders were moved, and one made before runs stored their
+    record level (or being written, its database locked) by its folder, data/backtests/RUN, as `ffe doctor` tells."""
+    data_dir = settings.data_dir
+    level = backtest_records(settings.db_path)
+    if level is None and not (data_dir.parent.name == "backtests" and RUN_ID.fullmatch(data_dir.name)):
+        return
+    raise UsageError(f"{data_dir}: a backtest run's records{f' ({level})' if level else ''}, not an account's: a "
+                     f"backup holds an account; a run is its folders, copy them as they are ({data_dir} and "
+                     f"{settings.audit_path.parent}): `ffe doctor` checks them wherever they are")
+
+
 def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
     """A backup of a data directory no engine runs on (the caller holds its lock)."""
+    refuse_backtest_run(settings)
     # Before it is opened: a damaged or lost one is said so (a missing one beside its WAL or a trail with records),
     # and so are no records here (missing, empty, no table: --data-dir may be wrong) and another application's
     # database, as `ffe doctor` says them.
@@ -392,6 +412,11 @@ def check_unpacked(file: Path, work: Path) -> Checked:
         elif not isinstance(want, dict) or _digest(work / name) != want:
             problems.append(f"{name}: checksum differs from the manifest's")
     if problems:
+        return checked
+    level = backtest_records(work / DB_NAME)
+    if level is not None:  # an account's checks would call its books lost
+        problems.append(f"{DB_NAME}: a backtest run's records ({level}), not an account's: nothing to restore (a "
+                        "run is its folders, copied as they are)")
         return checked
     try:
         records = Records(work / DB_NAME)
