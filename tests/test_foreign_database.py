@@ -115,18 +115,76 @@ def account(tmp_path_factory) -> tuple[Path, Path]:
     return cwd, archive
 
 
-def test_an_ffe_database_with_a_table_ffe_never_writes_is_refused(account, tmp_path):
+def account_copy(account: tuple[Path, Path], tmp_path: Path) -> Path:
+    """The account's directories copied into tmp_path (with its configuration), stopped cleanly: its database."""
     cwd, _ = account
     shutil.copytree(cwd / "data", tmp_path / "data")
     shutil.copytree(cwd / "logs", tmp_path / "logs")
-    db = tmp_path / "data" / "ffe.db"
     for stale in SIDE:
         (tmp_path / "data" / stale).unlink(missing_ok=True)
-    users(db)
-    digest = hashlib.sha256(db.read_bytes()).hexdigest()
     starter_config(tmp_path)
+    return tmp_path / "data" / "ffe.db"
+
+
+def test_a_table_ffe_never_writes_beside_only_part_of_ffes_tables_is_refused(account, tmp_path):
+    """ffe's schema version and some of its tables beside another application's: not clearly ffe's, refused."""
+    db = account_copy(account, tmp_path)
+    users(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE provider_scores")
+    conn.close()
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3", timeout=60)
     one_line(proc, 2, "data/ffe.db", "not an ffe database", "table users")
+    assert_untouched(db, digest)
+
+
+def operators_objects(db: Path) -> None:
+    """What an operator adds beside ffe's tables for reports of their own: a view, a table, an index."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE VIEW my_daily AS SELECT date(closed_ts / 1000, 'unixepoch') AS day, SUM(pnl) AS pnl "
+                      "FROM trades GROUP BY day")
+        conn.execute("CREATE TABLE my_notes (day TEXT, note TEXT)")
+        conn.execute("INSERT INTO my_notes VALUES ('2026-01-01', 'quiet day')")
+        conn.execute("CREATE INDEX my_fills_by_ts ON fills (ts)")
+    conn.close()
+
+
+def test_an_account_with_views_tables_and_indexes_an_operator_added_starts_and_backs_up(account, tmp_path):
+    """ffe's schema version and every one of ffe's tables: clearly ffe's. What an operator added beside them for
+    reports of their own changes nothing ffe writes or reads, and refuses nothing: the start, `ffe doctor`, a backup,
+    its verify and a restore take the account as it is, the operator's objects kept."""
+    db = account_copy(account, tmp_path)
+    operators_objects(db)
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doctor = ffe_in_process(tmp_path, "doctor")
+    assert doctor.returncode == 0 and doctor.stdout.startswith("ok: "), (doctor.stdout, doctor.stderr)
+    proc = run_ffe(tmp_path, "backup", "--to", "b")
+    assert proc.returncode == 0, proc.stderr
+    (archive,) = (tmp_path / "b").glob("ffe-backup-*.tar.zst")
+    proc = run_ffe(tmp_path, "restore", str(archive), "--data-dir", "r/data", "--log-dir", "r/logs")
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(tmp_path / "r" / "data" / "ffe.db") as conn:
+        assert conn.execute("SELECT note FROM my_notes").fetchall() == [("quiet day",)]
+        conn.execute("SELECT * FROM my_daily").fetchall()
+    conn.close()
+
+
+@pytest.mark.parametrize("args", [("run", "--headless", "--max-bars", "3"), ("doctor",)], ids=lambda a: a[0])
+def test_a_trigger_on_ffes_tables_is_refused_in_one_line_naming_it(account, tmp_path, args):
+    """A trigger on one of ffe's tables runs inside ffe's own writes: it could change or add records behind the
+    engine's back (or fail its writes), so the records would no longer be what ffe wrote. ffe makes none: refused,
+    exit 2, naming the trigger and how to drop it, not as a wrong storage.path; left as it is."""
+    db = account_copy(account, tmp_path)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TRIGGER my_copy AFTER INSERT ON fills BEGIN "
+                     "UPDATE kv SET updated_ts = 0 WHERE key = 'portfolio'; END")
+    conn.close()
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    proc = run_ffe(tmp_path, *args, timeout=60) if args[0] == "run" else ffe_in_process(tmp_path, *args)
+    line = one_line(proc, 2, "data/ffe.db", "trigger my_copy on table fills", "DROP TRIGGER my_copy")
+    assert "storage.path" not in line and "not an ffe database" not in line, line
     assert_untouched(db, digest)
 
 
