@@ -449,17 +449,20 @@ def refuse_not_a_file(path: Path | str) -> None:
         raise NotADatabase(f"{path}: is not a regular file, not a database; it was left as it is")
 
 
-# A database's tables and views, ffe's or not (SQLite's own left out).
-_SQL_OBJECTS = ("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' "
-                "ORDER BY rowid")
+# A database's tables, views and triggers, ffe's or not (SQLite's own left out), with the table a trigger is on.
+_SQL_OBJECTS = ("SELECT type, name, tbl_name FROM sqlite_master WHERE type IN ('table', 'view', 'trigger') AND name "
+                "NOT LIKE 'sqlite_%' ORDER BY rowid")
 
 
 def foreign(version: int, objects: Iterable[Any]) -> str | None:
-    """What shows that a database (`version`: its user_version; `objects`: its (type, name) tables and views) is
-    another application's, or None. ffe makes its tables and sets the version in one transaction, and makes no
-    other table: tables without a version, none of ffe's tables, or a table no ffe release makes are not ffe's.
-    Beyond this release's version, a newer ffe's tables are not judged (refuse_newer_schema says it)."""
-    found = [(str(kind), str(name)) for kind, name in objects]
+    """What shows that a database (`version`: its user_version; `objects`: its (type, name, table) tables, views and
+    triggers) is another application's, or None. ffe makes its tables and sets the version in one transaction:
+    tables without a version, or none of ffe's tables, are not ffe's. A database with the version and every one of
+    ffe's tables of that version is ffe's: a view, a table or an index beside them is the operator's, for reports of
+    their own, and changes nothing ffe writes or reads. With only part of ffe's tables (damage, said by the checks
+    of damage), a table or view no ffe release makes shows another application's. Beyond this release's version, a
+    newer ffe's tables are not judged (refuse_newer_schema says it). Triggers are judged apart (altered_writes)."""
+    found = [(str(kind), str(name)) for kind, name, *_ in objects if kind != "trigger"]
     if not found:
         return None  # no table yet: nothing of anyone's
     ours = schema_of(SCHEMA_VERSION)
@@ -469,21 +472,39 @@ def foreign(version: int, objects: Iterable[Any]) -> str | None:
         return f"it holds {shown} and none of ffe's tables"
     if version == 0:
         return f"it holds {shown or 'tables'} without ffe's schema version"
-    if theirs and version <= SCHEMA_VERSION:
-        return f"it holds {shown}, which ffe never makes"
+    if not theirs or version > SCHEMA_VERSION:
+        return None
+    missing = set(schema_of(version)) - {name for kind, name in found if kind == "table"}
+    if missing:
+        return f"it holds {shown}, which ffe never makes, beside only part of ffe's tables"
+    return None
+
+
+def altered_writes(objects: Iterable[Any]) -> str | None:
+    """A trigger on one of ffe's tables (`objects` as foreign's), or None. ffe makes none: one runs inside ffe's
+    own writes, and could change or add records behind the engine's back, or fail its writes, so the records would
+    no longer be what ffe wrote. A trigger on a table or view of the operator's runs only on their own writes."""
+    ours = schema_of(SCHEMA_VERSION)
+    for kind, name, table in objects:
+        if kind == "trigger" and table in ours:
+            return (f"trigger {name} on table {table}, which ffe never makes: it would change ffe's records as "
+                    f"ffe writes them; it was left as it is: drop it (DROP TRIGGER {name}) and run again")
     return None
 
 
 def refuse_foreign(path: Path | str, conn: sqlite3.Connection, checked: bool = False) -> None:
     """NotADatabase when the database `conn` reads is another application's (foreign): a start would make its
-    tables beside that application's and trade an account inside its file. Damage comes first: a schema that looks
-    foreign in a file SQLite's quick check fails (unless `checked`: it passed) is left to the checks of damage."""
+    tables beside that application's and trade an account inside its file; or when a trigger on ffe's tables would
+    change its records as they are written (altered_writes). Damage comes first: a schema that looks foreign in a
+    file SQLite's quick check fails (unless `checked`: it passed) is left to the checks of damage."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
-    problem = foreign(int(version), conn.execute(_SQL_OBJECTS).fetchall())
-    if problem is None:
+    objects = conn.execute(_SQL_OBJECTS).fetchall()
+    problem = foreign(int(version), objects)
+    altered = altered_writes(objects) if problem is None else None
+    if problem is None and altered is None:
         return
     if checked or check_problems(conn.execute("PRAGMA quick_check").fetchall()) == ["ok"]:
-        raise not_ffe_database(path, problem)
+        raise not_ffe_database(path, problem) if problem is not None else NotADatabase(f"{path}: {altered}")
 
 
 def peek_foreign(path: Path | str) -> None:
