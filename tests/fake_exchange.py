@@ -238,6 +238,7 @@ class FakeBinance:
         self.down_status: int | None = None
         # klines and tickers use this clock (ms); signatures are always checked against the real time
         self.market_clock: Callable[[], int] = lambda: int(time.time() * 1000)
+        self.time_answer: Callable[[], int] | None = None  # what /api/v3/time answers, when not the market clock
         self.klines_max = 1000  # the most candles /klines serves per request (Binance: 1000)
         self.kline_gaps: list[tuple[int, int]] = []  # [from, to) open times with no candle: no trades then
         # klines follow this path (symbol id, ms -> price): a test can give the strategy a market it acts on
@@ -506,8 +507,9 @@ class FakeBinance:
         return web.json_response({})
 
     async def _time(self, request: web.Request) -> web.Response:
-        # The exchange's clock, which its klines follow (signatures are checked against the real time all the same)
-        return web.json_response({"serverTime": self.market_clock()})
+        # The exchange's clock, which its klines follow (signatures are checked against the real time all the same),
+        # unless a test makes it answer otherwise (`time_answer`: a clock that lies).
+        return web.json_response({"serverTime": (self.time_answer or self.market_clock)()})
 
     async def _exchange_info(self, request: web.Request) -> web.Response:
         symbols = []

@@ -373,3 +373,31 @@ async def test_a_clock_ahead_of_the_exchange_never_writes_the_candle_still_formi
     await download(Request(exchange=exchange_settings(fx), symbols=["BTC/USDT"], timeframe="1h", since=iso(T0),
                            until=None, out_dir=tmp_path), clock=ahead, report=io.StringIO())
     assert load_csv(csv_path(tmp_path)).ts[-1] == T0 + 9 * H
+
+
+async def test_a_range_long_past_is_downloaded_without_asking_the_exchange_s_time(fx, tmp_path):
+    clock = at(fx, T0 + 1000 * H)
+    fx.fault("GET /api/v3/time", "5xx_not_executed", times=10)
+    [result] = await fetch(fx, tmp_path, clock, until=T0 + 48 * H)
+    assert load_csv(csv_path(tmp_path)).ts == list(range(T0, T0 + 48 * H, H))
+    assert fx.requests_to("GET /api/v3/time") == []
+
+
+async def test_an_exchange_that_refuses_to_tell_its_time_is_judged_by_the_machine_s_clock(fx, tmp_path):
+    clock = at(fx, T0 + 10 * H + 20 * 60_000)
+    fx.fault("GET /api/v3/time", "error", status=400, code=-1020, msg="This operation is not supported.", times=10)
+    [result] = await fetch(fx, tmp_path, clock)
+    assert load_csv(csv_path(tmp_path)).ts[-1] == T0 + 9 * H
+    assert any("tells no time" in n for n in result.notes), result.notes
+
+
+async def test_when_the_exchange_s_time_cannot_be_read_the_newest_candle_is_left_for_the_next_run(fx, tmp_path):
+    # The exchange's time unreadable now (an outage of that route), the machine's clock ahead of it: only candles
+    # with a later one served after them are known closed. The newest (here the one still forming) waits.
+    market = at(fx, T0 + 10 * H + 20 * 60_000)
+    ahead = FixedClock(market.now + 45 * 60_000)
+    fx.fault("GET /api/v3/time", "5xx_not_executed", times=10)
+    [result] = await download(Request(exchange=exchange_settings(fx), symbols=["BTC/USDT"], timeframe="1h",
+                                      since=iso(T0), until=None, out_dir=tmp_path), clock=ahead, report=io.StringIO())
+    assert load_csv(csv_path(tmp_path)).ts[-1] == T0 + 9 * H
+    assert any("next run" in n for n in result.notes), result.notes

@@ -337,3 +337,46 @@ async def test_when_the_exchange_s_time_cannot_be_read_a_candle_with_none_after_
         assert [c.ts for c in await feed.poll()] == [T0 - 2 * M]  # the newest row, T0 - M, waits
     assert "the exchange's time could not be read" in caplog.text
     assert [c.ts for c in await feed.poll()] == [T0 - M]  # the time read the next round
+
+
+async def test_an_exchange_that_refuses_to_tell_its_time_is_judged_by_the_feed_s_clock(fx, venue, clock, caplog):
+    # The time route refused for good (Binance's -1020 "not supported"): the feed's clock alone closes a candle with
+    # none after it, on time, not a bar late; said once.
+    fx.kline_gaps = [(T0, T0 + 10 * M)]
+    feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock)
+    fx.fault("GET /api/v3/time", "error", status=400, code=-1020, msg="This operation is not supported.", times=5)
+    with caplog.at_level(logging.WARNING):
+        assert [c.ts for c in await feed.poll()] == [T0 - M]
+        fx.kline_gaps = [(T0 + M, T0 + 10 * M)]
+        clock.now += M
+        assert [c.ts for c in await feed.poll()] == [T0]
+    assert caplog.text.count("tells no time") == 1
+
+
+async def test_an_exchange_time_before_its_own_newest_candle_is_not_believed(fx, venue, clock, caplog):
+    # An exchange whose time answer is far behind the candles it serves (a clock that lies, a cached answer): its
+    # own newest row opened after it, so it is wrong; the feed's clock judges, and the operator is told once.
+    fx.kline_gaps = [(T0, T0 + 10 * M)]
+    feed = ExchangeFeed(venue, [BTC], M, poll_s=20, clock=clock)
+    fx.time_answer = lambda: 0  # the exchange's /api/v3/time says 1970; its klines go on at the market's time
+    with caplog.at_level(logging.WARNING):
+        assert [c.ts for c in await feed.poll()] == [T0 - M]
+    assert "is not believed" in caplog.text
+
+
+async def test_a_time_read_that_hangs_holds_the_round_briefly_not_for_the_exchange_s_whole_timeout(fx, clock):
+    # The time route hangs: the round's candles closed by a later row are not kept waiting for the client's whole
+    # timeout and its retries; the newest row with none after it waits for the next round.
+    fx.kline_gaps = [(T0, T0 + 10 * M)]
+    venue = CcxtVenue(exchange_settings(fx), [BTC, ETH], read_attempts=4, sleep=no_wait)
+    venue.exchange.enableRateLimit = False
+    venue.exchange.timeout = 30_000
+    try:
+        feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock)
+        fx.fault("GET /api/v3/time", "hang", seconds=30, times=4)
+        # Not the hang's 30 s, nor the client's timeout with its retries: the poll ends well before either.
+        out = await asyncio.wait_for(feed.poll(), timeout=20)
+        assert [(c.ts, c.symbol) for c in out] == [(T0 - 2 * M, BTC), (T0 - 2 * M, ETH)]  # T0 - M waits
+        assert len(fx.requests_to("GET /api/v3/time")) == 1  # one read a round, not retried
+    finally:
+        await venue.close()
