@@ -3,9 +3,10 @@
 ccxt's fetch_ohlcv is called page by page (since + limit, the exchange's own page size), with ccxt's rate limiter
 on and reads retried on transient errors (429 included) as for the exchange feed. Only closed candles are written:
 a candle is closed once its period ended `close_grace_ms` ago by the clock and by the exchange's own time (ccxt's
-fetchTime, when the exchange tells it), so the one still forming is never stored. Each page is appended to the file
-as whole lines before the next is asked for, so a run that stops on an error or ^C leaves a file that loads; the
-next run continues after its last candle and never writes one twice.
+fetchTime, when the exchange tells it; not asked for a range that ended a day before), so the one still forming is
+never stored; when that time cannot be read now, only a candle with a later one served after it is written. Each
+page is appended to the file as whole lines before the next is asked for, so a run that stops on an error or ^C
+leaves a file that loads; the next run continues after its last candle and never writes one twice.
 
 The file is the CSV market data contract (ffe_engine/market/csvdata.py): `timestamp,open,high,low,close,volume`,
 ISO-8601 UTC timestamps, strictly increasing. A row from the exchange that breaks the contract (a zero price, low
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 HEADER = "timestamp,open,high,low,close,volume"
 DEFAULT_PAGE = 500  # when ccxt does not know the exchange's page size
 MAX_GAPS_SHOWN = 5
+DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -256,7 +258,11 @@ class Downloader:
         # A candle opening at t has closed once t + timeframe + grace <= now: those opening before `end`. Now by the
         # machine's clock and by the exchange's own, the earlier: a clock running ahead of the exchange's would
         # otherwise write the candle still forming, and the next run would continue after it.
-        end = await self._now() - self.close_grace_ms - tf + 1
+        local = self.clock.now_ms()
+        # A range that ended a day before this machine's time holds no candle still forming: no time is asked.
+        now, unsure = (local, False) if until_ms is not None and until_ms <= local - DAY_MS else \
+            await self._now(local, result.notes)
+        end = now - self.close_grace_ms - tf + 1
         if until_ms is not None:
             end = min(end, until_ms)
         if start >= end:
@@ -277,6 +283,11 @@ class Downloader:
                     rows = await self._page(symbol, cursor)
                     result.pages += 1
                     fresh = sorted((r for r in rows if cursor <= int(r[0]) < end), key=lambda r: int(r[0]))
+                    if unsure and fresh:  # only a candle with a later one served after it is known closed
+                        newest = max(int(r[0]) for r in rows)
+                        fresh = [r for r in fresh if int(r[0]) < newest]
+                        if not fresh:
+                            break
                     if not fresh:
                         if cursor + tf < end:
                             result.notes.append(f"{self.venue.name} answered no {symbol} candles from "
@@ -313,15 +324,27 @@ class Downloader:
         result.file = load_csv(path, symbol=symbol, timeframe=tf)  # what was written reads back
         return result
 
-    async def _now(self) -> int:
-        """The earlier of the clock's time and the exchange's (when it tells its time)."""
+    async def _now(self, local: int, notes: list[str]) -> tuple[int, bool]:
+        """The time candles are judged closed by: the earlier of this machine's (`local`) and the exchange's, when it
+        tells it; and whether only a candle with a later one after it can be known closed (the exchange's time could
+        not be read now, or is a day behind this machine's: a wrong clock, on one side or the other). Said in
+        `notes`."""
+        name = self.venue.name
         try:
             exchange_now = await self.venue.server_time()
-        except (VenueError, VenueUnavailable) as exc:
-            raise DownloadError(f"the exchange's time could not be read, which tells which candles have closed: "
-                                f"{exc}") from None
-        now: int = self.clock.now_ms()
-        return now if exchange_now is None else min(now, exchange_now)
+        except VenueError as exc:
+            notes.append(f"{name} tells no time ({exc}): candles are judged closed by this machine's clock")
+            return local, False
+        except VenueUnavailable as exc:
+            notes.append(f"{name}'s time could not be read ({exc}): its newest candle is left for the next run")
+            return local, True
+        if exchange_now is None:
+            return local, False
+        if exchange_now < local - DAY_MS:
+            notes.append(f"{name}'s time {iso(exchange_now)} is more than a day behind this machine's "
+                         f"{iso(local)}: one of the clocks is wrong; the newest candle is left for the next run")
+            return local, True
+        return min(local, exchange_now), False
 
     async def _page(self, symbol: str, since: int) -> list[list[Any]]:
         try:

@@ -5,8 +5,10 @@ taken as closed when a later row exists, or when its period ended `close_grace_m
 exchange's own (for exchanges that do not serve the open candle, and markets without trades: no later row). The
 exchange's time is asked for (ccxt's fetchTime) only then, once a round: a machine clock running ahead of the
 exchange's would otherwise take the candle still forming for closed, and that candle's range would never be seen
-whole. When the exchange's time cannot be read, the newest row waits for the next round; an exchange that tells no
-time is judged by the feed's clock alone. Each closed candle is yielded once, in non-decreasing time across
+whole. The read is one try, given up after two seconds, so a round's candles never wait long on it. When it cannot be
+read, the newest row waits for the next round (or a later row); an exchange that tells no time, or refuses the
+request for good, is judged by the feed's clock alone, and so is one whose time is before its own newest candle (a
+time that is wrong). Each closed candle is yielded once, in non-decreasing time across
 symbols: candles of a symbol that is ahead wait until the others have caught up, unless those lag by more than
 `max_lag_bars` (an illiquid market with no trades: its reads answer, with nothing new), or a symbol whose reads fail
 (the exchange not answering for it) has failed for more than `hold_failed_s`; a candle that arrives after newer ones
@@ -72,6 +74,9 @@ class ExchangeFeed:
         # The exchange's time, read at most once a round (_closed_by_time): None when it tells none.
         self._exchange_now: int | None = None
         self._exchange_read = False
+        self._time_refused = False  # the exchange refused its time for good: the feed's clock judges alone
+        self._time_failing = False  # its time could not be read at the last try (said once per outage)
+        self._time_disbelieved = False  # its time was before its own newest candle (said once)
 
     @classmethod
     def from_settings(cls, settings: Any, symbols: list[str], timeframe_ms: int, clock: Any = None,
@@ -157,17 +162,44 @@ class ExchangeFeed:
         closed = self._closed_rows(sym, rows, now)
         if not closed or closed[-1][1] is not rows[-1]:
             return closed
-        if not self._exchange_read:
-            self._exchange_read = True
-            try:
-                self._exchange_now = await self.reader.server_time()
-            except (VenueUnavailable, VenueError) as exc:
-                log.warning("exchange feed: the exchange's time could not be read (%s): its newest candles wait for "
-                            "the next round", exc)
-                self._exchange_now = NEVER
-        if self._exchange_now is None or self._exchange_now >= now:
+        exchange_now = await self._exchange_time()
+        if exchange_now is not None and exchange_now != NEVER and exchange_now < closed[-1][0]:
+            # Its own newest candle opened after the time it tells: that time is wrong (a clock that lies, a cached
+            # answer). The feed's clock judges.
+            if not self._time_disbelieved:
+                log.warning("exchange feed: the exchange's time %d, before its own newest %s candle (%d), is not "
+                            "believed: candles with none after them are judged by this machine's clock",
+                            exchange_now, sym, closed[-1][0])
+            self._time_disbelieved = True
             return closed
-        return self._closed_rows(sym, rows, self._exchange_now)
+        if exchange_now is None or exchange_now >= now:
+            return closed
+        return self._closed_rows(sym, rows, exchange_now)
+
+    async def _exchange_time(self) -> int | None:
+        """The exchange's time this round (read once a round): None when it tells none (it has no such request, or
+        refused it for good: said once), NEVER when it could not be read now (an outage: said once per outage)."""
+        if self._exchange_read:
+            return self._exchange_now
+        self._exchange_read = True
+        if self._time_refused:
+            self._exchange_now = None
+            return None
+        try:
+            self._exchange_now = await self.reader.server_time()
+            self._time_failing = False
+        except VenueError as exc:
+            log.warning("exchange feed: the exchange tells no time (%s): candles with none after them are judged by "
+                        "this machine's clock", exc)
+            self._time_refused = True
+            self._exchange_now = None
+        except VenueUnavailable as exc:
+            if not self._time_failing:
+                log.warning("exchange feed: the exchange's time could not be read (%s): a candle with none after it "
+                            "waits until it can be, or until a later one comes", exc)
+            self._time_failing = True
+            self._exchange_now = NEVER
+        return self._exchange_now
 
     def _closed_rows(self, sym: str, rows: list[list[Any]], now: int) -> list[tuple[int, list[Any]]]:
         """(open time, row) of the closed rows; a row without a readable open time is left out with a warning."""

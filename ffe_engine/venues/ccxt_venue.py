@@ -71,6 +71,7 @@ _NETWORK = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, OSError)
 # cut short): not one of its own errors.
 _UNPARSED = (AttributeError, TypeError, KeyError, ValueError, IndexError)
 DEFAULT_SETTLE_S = 10.0
+TIME_READ_S = 2.0  # the longest the exchange's time is waited for (CcxtVenue.server_time)
 _NO_URL = re.compile(r"does not have a testnet/sandbox URL for (\w+) endpoints")
 
 # With exchange.api_urls set: the ccxt URL sections that spot trading uses, and the ccxt options that keep the
@@ -343,8 +344,9 @@ class ReadRetry:
         log.debug("%s: attempt %d failed, retrying: %s", self.name, state.attempt_number, exc)
 
     async def __call__(self, what: str, call: Callable[[], Awaitable[T]],
-                       passthrough: tuple[type[BaseException], ...] = ()) -> T:
-        """Run `call`; exceptions of the `passthrough` types are re-raised untouched for the caller to handle."""
+                       passthrough: tuple[type[BaseException], ...] = (), *, once: bool = False) -> T:
+        """Run `call`; exceptions of the `passthrough` types are re-raised untouched for the caller to handle. `once`:
+        one attempt, not retried (a read its caller can do without this time)."""
 
         async def attempt() -> T:
             # Every attempt waits out what is left of a hold: none of its own answer's, which its backoff waited
@@ -360,7 +362,7 @@ class ReadRetry:
                 raise VenueUnavailable(f"{self.name} {what}: the answer could not be read "
                                        f"({type(exc).__name__})") from None
 
-        retrying = AsyncRetrying(stop=self._stop, wait=self._wait, retry=retry_if_exception_type(VenueUnavailable),
+        retrying = AsyncRetrying(stop=(lambda _state: True) if once else self._stop, wait=self._wait, retry=retry_if_exception_type(VenueUnavailable),
                                  before_sleep=self._before_sleep, reraise=True, sleep=self.sleep)
         return await retrying(attempt)
 
@@ -629,11 +631,20 @@ class CcxtVenue:
         return await self.reads(f"fetch_ohlcv {symbol}",
                                 lambda: self.exchange.fetch_ohlcv(symbol, timeframe, since, limit))
 
-    async def server_time(self) -> int | None:
-        """The exchange's own time (ms since the epoch), or None when it tells none (ccxt's fetchTime)."""
+    async def server_time(self, timeout_s: float = TIME_READ_S) -> int | None:
+        """The exchange's own time (ms since the epoch), or None when it tells none (ccxt's fetchTime). One attempt,
+        given up after `timeout_s` (VenueUnavailable): its callers can do without it this time, and must not wait the
+        client's whole timeout, with retries, for it."""
         if not (getattr(self.exchange, "has", None) or {}).get("fetchTime"):
             return None
-        answer = await self.reads("fetch_time", lambda: self.exchange.fetch_time())
+
+        async def read() -> Any:
+            try:
+                return await asyncio.wait_for(self.exchange.fetch_time(), timeout_s)
+            except asyncio.TimeoutError:
+                raise VenueUnavailable(f"{self.name} fetch_time: no answer within {timeout_s:g}s") from None
+
+        answer = await self.reads("fetch_time", read, once=True)
         try:
             return int(answer)
         except (TypeError, ValueError, OverflowError):
