@@ -7,7 +7,8 @@ import json
 import signal
 import socket
 
-from conftest import db_value, ffe_env, run_ffe, wait_until
+from conftest import db_rows, db_value, ffe_env, run_ffe, wait_until
+from ffe_engine import fmt
 from test_tui_attach import headless_engine
 from test_tui_helpers import screen_text, until
 
@@ -74,6 +75,13 @@ def test_ctl_reads_the_views_and_closes_one_position_through_the_order_path(tmp_
     assert unasked.returncode == 2 and "add --yes" in unasked.stderr, unasked.stderr
     missing = _ctl(tmp_path, "cancel", "ffe-no-such-order", "--yes")
     assert missing.returncode == 1 and "no open order ffe-no-such-order" in missing.stderr, missing.stderr
+    # An order that has ended: what it became, from the engine's records (its entry filled), nothing cancelled.
+    ended, filled, average, sym = db_rows(db, "SELECT client_order_id, filled, average, symbol FROM orders "
+                                              "WHERE status = 'filled' ORDER BY created_ts LIMIT 1")[0]
+    done = _ctl(tmp_path, "cancel", ended, "--yes")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(f"{ended} not cancelled: it had filled {fmt.qty(filled)} {sym} at "
+                                  f"{fmt.price(average)}"), done.stdout + done.stderr
 
     refused = _ctl(tmp_path, "close", symbol, "--yes")
     assert refused.returncode == 1, refused.stdout + refused.stderr

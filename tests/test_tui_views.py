@@ -53,14 +53,17 @@ class HeldFeed(SimulatedFeed):
         self.more.set()
 
 
-def held_console(tmp_path, **overrides) -> tuple[ConsoleApp, HeldFeed]:
-    """The console as `ffe run` builds it (as test_tui_helpers.console), on the held market."""
+def held_console(tmp_path, tick_s: float | None = None, **overrides) -> tuple[ConsoleApp, HeldFeed]:
+    """The console as `ffe run` builds it (as test_tui_helpers.console), on the held market; `tick_s`, how often it
+    redraws from the engine's snapshot (its own period unless given)."""
     settings = make_settings(tmp_path, engine={"warmup_bars": 100}, market={"speed": 0.0, "seed": 7},
                              monitor={"enabled": False}, **overrides)
     clock = ManualClock()
     feed = HeldFeed(list(settings.engine.symbols), settings.engine.timeframe_ms, seed=7, clock=clock, speed=0.0,
                     start_ts=START_TS)
-    return ConsoleApp(settings, feed=feed, clock=clock), feed
+    if tick_s is None:
+        return ConsoleApp(settings, feed=feed, clock=clock), feed
+    return ConsoleApp(settings, feed=feed, clock=clock, tick_s=tick_s), feed
 
 
 async def held(pilot) -> None:
@@ -171,7 +174,14 @@ async def test_j_and_k_move_in_the_focused_table_and_digits_type_into_the_filter
         assert table.cursor_row == 0
         await pilot.press("down")
         assert table.cursor_row == 1
-        await pilot.press("1", "slash")
+        await pilot.press("1")  # the main screen's positions pane takes the same moves
+        positions = app.query_one(PositionsTable)
+        assert app.focused is positions and positions.row_count >= 2 and positions.cursor_row == 0
+        await pilot.press("j")
+        assert positions.cursor_row == 1
+        await pilot.press("k")
+        assert positions.cursor_row == 0
+        await pilot.press("slash")
         await until(pilot, lambda: "Filter the log" in screen_text(app), "the filter dialog")
         await pilot.press("ctrl+u", "3", "K", "j")  # typed, not a view switch, a kill switch or a move
         assert app.screen.query_one("#filter-input").value == "3Kj"
@@ -286,6 +296,79 @@ async def test_a_close_confirmed_after_its_position_was_closed_and_another_opene
         await until(pilot, lambda: all(p["symbol"] != sym for p in app.snap["positions"]), "closed again")
         with pytest.raises(ControlError, match=f"{sym}: the position opened .* is no longer open; nothing was sent"):
             await app.engine.close_position(sym, by="operator", opened_ts=new["opened_ts"])
+
+
+@pytest.mark.parametrize("view", ["2", "1"], ids=["trades", "main"])
+async def test_a_position_closed_and_opened_again_between_two_redraws_is_never_the_selected_one(tmp_path, view):
+    """The console redraws from the engine's snapshot only, and here it is held between two redraws (as a console
+    behind a stalled SSH session): meanwhile the selected position is closed (`ffe ctl close`) and another opens in
+    the same symbol by an operator's order. At the next redraw the new position is a row of its own, which the
+    operator never chose: `x` asks to close nothing and says so, and the new position stays open. In the trades view
+    its trade id tells it from the one that closed, though no decision opened it."""
+    app, feed = held_console(tmp_path, tick_s=3600.0, risk={"max_correlation": 1.0, "max_open_positions": 5})
+    async with app.run_test(size=(120, 40)) as pilot:
+        def engine_positions() -> list[dict]:
+            return app.engine.snapshot()["positions"] if app.engine is not None else []
+
+        await until(pilot, lambda: app.engine is not None and app.engine.snapshot()["bars"] >= HOLD_AT * 2
+                    and engine_positions(), "the market to hold with a position", timeout=60)
+        table = app.query_one(TradesTable) if view == "2" else app.query_one(PositionsTable)
+        await pilot.press(view)  # a redraw
+        await until(pilot, lambda: table.row_count == len(engine_positions()), "the positions on screen")
+        await pilot.press("down", "up")  # the first row, chosen
+        pos = engine_positions()[0]
+        sym = pos["symbol"]
+        ids = [str(c) for c in table.get_row_at(0)] if view == "2" else []
+        await app.engine.set_approval_mode("manual", by="ctl")  # the strategy's entries wait: only ours goes out
+        assert (await app.engine.close_position(sym, by="ctl"))["accepted"]
+        feed.release(1)
+        await until(pilot, lambda: all(p["symbol"] != sym for p in engine_positions()), "closed from elsewhere")
+        bought = await app.engine.operator_order(sym, "buy", pos["quantity"])
+        assert bought["accepted"], bought
+        feed.release(1)
+        await until(pilot, lambda: any(p["symbol"] == sym for p in engine_positions()), "a new position")
+        (new,) = [p for p in engine_positions() if p["symbol"] == sym]
+        assert new["opened_ts"] != pos["opened_ts"] and new["id"] is None
+        await pilot.press(view)  # the next redraw: the position closed and the new one in a single step
+        await until(pilot, lambda: table.row_count == len(engine_positions()), "the new position on screen")
+        assert table.selected() is None and not table.show_cursor, "a position the operator never chose is selected"
+        if view == "2":
+            (row,) = [[str(c) for c in table.get_row(k)] for k in table.rows if table.get_row(k)[0] == sym]
+            assert row[-1] not in ("-", ids[-1]), (row, ids)  # its id says it is another position
+        sent = rows(tmp_path, "SELECT client_order_id FROM orders")
+        said = len(app._notifications)
+        await pilot.press("x")
+        await until(pilot, lambda: said_since(app, said, "the position you had selected has closed"),
+                    "the console says nothing is selected", timeout=10)
+        assert f"Close {sym}" not in screen_text(app), "a close asked of a position never chosen"
+        assert rows(tmp_path, "SELECT client_order_id FROM orders") == sent, "nothing was sent"
+        assert [p["opened_ts"] for p in engine_positions() if p["symbol"] == sym] == [new["opened_ts"]]
+
+
+async def test_a_cancel_confirmed_after_its_order_filled_says_it_filled(tmp_path):
+    """The cancel dialog describes an open order; the order fills while it is asked. The dialog then says it is no
+    longer open, and `y` answers what the order became, from the engine's records: filled, how much, at what price."""
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        res = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"] / 2)
+        assert res["accepted"], res
+        cid = res["client_order_id"]
+        await pilot.press("3")
+        await until(pilot, lambda: cid in screen_text(app), "the order")
+        await pilot.press("c")
+        await until(pilot, lambda: f"Cancel order {cid}" in screen_text(app), "the cancel confirmation")
+        feed.release(1)  # the next bar: the paper venue fills it while the dialog is open
+        db = db_path(tmp_path)
+        await until(pilot, lambda: db_value(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,))
+                    == "filled", "the order filled, in the journal")
+        await until(pilot, lambda: "no longer open" in app.screen.body, "the dialog says the order is no longer open")
+        filled, average = rows(tmp_path, "SELECT filled, average FROM orders WHERE client_order_id = ?", cid)[0]
+        await pilot.press("y")
+        answer = f"{cid} not cancelled: it had filled {fmt.qty(filled)} {pos['symbol']} at {fmt.price(average)}"
+        await until(pilot, lambda: any(answer in n.message for n in app._notifications), "what the order became")
+        assert answer in " ".join(screen_text(app).split())  # and under the table, once the notification has gone
 
 
 async def test_a_confirmation_s_counts_follow_the_engine_while_it_is_open(tmp_path):
@@ -494,6 +577,8 @@ async def test_an_order_sent_after_the_selected_one_ended_and_the_table_emptied_
         await pilot.press("j", "k")
         assert orders.selected() == first["client_order_id"]
         assert (await app.engine.operator_cancel(first["client_order_id"], by="ctl")).get("cancelled")
+        again = await app.engine.operator_cancel(first["client_order_id"], by="ctl")  # what it became, said
+        assert not again["cancelled"] and again["reason"] == "it had been cancelled, nothing filled", again
         await until(pilot, lambda: orders.row_count == 0, "the orders view empty")
         await pilot.press("j")  # a move to nothing
         second = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"] / 2)
