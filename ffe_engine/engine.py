@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
-from . import fmt, logs
+from . import fmt, logs, present
 from . import __version__
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
@@ -1583,7 +1583,15 @@ class Engine:
             self._still_running()
             o = self.orders.live.get(client_order_id)
             if o is None:
-                raise ControlError(f"no open order {client_order_id}")
+                # Ended meanwhile (filled while the operator was asked, say): what it became, from the journal.
+                ended = await self.store.order(client_order_id)
+                if ended is None:
+                    raise ControlError(f"no open order {client_order_id}")
+                return {"client_order_id": client_order_id, "symbol": ended.symbol, "cancelled": False,
+                        "status": ended.status.value, "filled": ended.filled,
+                        "reason": present.order_ended({"status": ended.status.value, "filled": ended.filled,
+                                                       "average": ended.average, "symbol": ended.symbol,
+                                                       "error": ended.error})}
             ok, why = await self.orders.cancel(o)
             log.info("operator cancel", client_order_id=client_order_id, by=by, cancelled=ok, reason=why or None)
             await self._persist_books()

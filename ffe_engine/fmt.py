@@ -7,8 +7,9 @@ One rule for each kind of value, so the same fill reads the same on every screen
   fees four decimals (0.0120), as they are often fractions of a cent;
 - percentages: two decimals and a % sign (12.34%); sizes in B, KB, MB or GB (206.2 KB);
 - times: UTC in ISO 8601 form with the zone shown (2026-01-02T03:04:05Z), market and wall time alike, the year
-  always in four digits; the console's log column keeps only the time of day (03:04:05Z). A time beyond the
-  calendar (the years 1 to 9999: a damaged record's) reads "-", as a missing one does.
+  always in four digits; the console's log column keeps only the time of day (03:04:05Z), and a position that no
+  decision opened is named by its opening time to the millisecond (03:04:05.678). A time beyond the calendar (the
+  years 1 to 9999: a damaged record's) reads "-", as a missing one does.
 """
 
 from __future__ import annotations
@@ -157,6 +158,12 @@ def iso(seconds: Any) -> str:
 def iso_ms(ts_ms: Any) -> str:
     """A market timestamp (integer milliseconds, UTC) as 2026-01-02T03:04:05Z."""
     return iso(ts_ms // 1000) if _finite(ts_ms) else "-"
+
+
+def time_ms(ts_ms: Any) -> str:
+    """A market timestamp (integer milliseconds, UTC) as its time of day to the millisecond: 03:04:05.678."""
+    dt = _utc(ts_ms // 1000) if _finite(ts_ms) else None
+    return "-" if dt is None else f"{dt:%H:%M:%S}.{int(ts_ms) % 1000:03d}"
 
 
 def market_time(ts_ms: Any) -> str:

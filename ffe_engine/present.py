@@ -101,6 +101,20 @@ def approve_answer(r: Fields) -> str:
     return f"{r.get('approval_id')} refused on re-check: {r.get('reason')}"
 
 
+def order_ended(f: Fields) -> str:
+    """What an order no longer open had become (its journal record: status, filled, average, symbol, error), for
+    the answer to a cancel asked of it."""
+    status, filled = f.get("status"), f.get("filled") or 0.0
+    done = f"{fmt.qty(filled)} {f.get('symbol')} at {fmt.price(f.get('average'))}"
+    if status == "filled":
+        return f"it had filled {done}"
+    if status == "canceled":
+        return "it had been cancelled" + (f", after {done} filled" if filled else ", nothing filled")
+    if status == "rejected":
+        return "it had been rejected" + (f": {f['error']}" if f.get("error") else "")
+    return f"it is {status} in the journal, and not an open order of this engine"
+
+
 def _weights(f: Fields) -> str:
     weights = f.get("weights") or {}
     return " ".join(f"{k}={v:.3f}" if isinstance(v, (int, float)) else f"{k}={v}"

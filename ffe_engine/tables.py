@@ -39,6 +39,13 @@ def position_age(p: dict[str, Any], market_ts: int | None) -> float | None:
     return None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
 
 
+def position_id(p: dict[str, Any]) -> str:
+    """A position's trade id as shown: the decision that opened it, or, for one no decision opened (an operator's
+    order, an order taken in by reconciliation), the time it opened to the millisecond, which is what tells one
+    position of a symbol from the next (the engine's close checks it)."""
+    return str(p.get("id") or f"at {fmt.time_ms(p.get('opened_ts'))}")
+
+
 def side_text(p: dict[str, Any]) -> str:
     """A position's side, or `dust` for coins the venue takes no order for (not a position)."""
     return "dust" if p.get("dust") else ("long" if p["side"] == "buy" else "short")
@@ -55,7 +62,7 @@ TRADE_HEADERS = ("id", "symbol", "side", "qty", "entry", "now", "%", "P&L", "age
 
 
 def trade_rows(positions: list[dict[str, Any]], market_ts: int | None) -> list[list[str]]:
-    return [[p.get("id") or "-", p["symbol"], side_text(p), fmt.qty(p["quantity"]),
+    return [[position_id(p), p["symbol"], side_text(p), fmt.qty(p["quantity"]),
              fmt.price(p["entry"]), fmt.price(p["last"]), fmt.pct(p.get("pnl_pct"), signed=True),
              fmt.money(p.get("unrealised"), signed=True), fmt.duration(position_age(p, market_ts)),
              *exit_prices(p)] for p in positions]

@@ -40,7 +40,7 @@ from ffe_engine.remote import attach as attach_engine
 from . import keys as keydefs
 from .dialogs import ConfirmScreen, FilterScreen, HelpScreen
 from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, KeysFooter, LogPane, PositionsTable,
-                    StatusLine, VotesPane)
+                    StatusLine, VotesPane, selected_position)
 from .state import ConsoleState
 from .views import (OrdersTable, ScrollPane, TradesTable, balances_view, health_view, profit_view,
                     why_view)
@@ -286,14 +286,13 @@ class ConsoleApp(App[int]):
             self.run_worker(self._read_view(view), group="reads", exit_on_error=False)
 
     def _note_trade(self, snap: dict[str, Any]) -> None:
-        sym = self.panes["trades"].selected()
-        p = next((p for p in snap["positions"] if p["symbol"] == sym), None)
+        p = selected_position(self.panes["trades"], snap["positions"])
         if self.panes["trades"].gone is not None:
             text = Text("the trade you had selected has closed: select one (up/down)", style="dim")
         elif p is None:
             text = Text("no open trade", style="dim")
         else:
-            text = Text.assemble(("trade ", "dim"), (p.get("id") or "-", "bold"), f"  {sym} opened ",
+            text = Text.assemble(("trade ", "dim"), (tables.position_id(p), "bold"), f"  {p['symbol']} opened ",
                                  fmt.iso_ms(p.get("opened_ts")), " (",
                                  fmt.duration(tables.position_age(p, snap.get("market_ts"))), " ago)",
                                  f"  {self._key('close_trade')}: close at market")
@@ -645,7 +644,7 @@ class ConsoleApp(App[int]):
         table = self.panes["positions"]
         if table.row_count:
             row = min(max(table.cursor_row, 0), table.row_count - 1)
-            return table.coordinate_to_cell_key((row, 0)).row_key.value
+            return str(table.get_cell(table.coordinate_to_cell_key((row, 0)).row_key, "symbol"))
         return self.view.symbols[0]
 
     def _set_banner(self, text: str, error: bool = False) -> None:
@@ -886,16 +885,26 @@ class ConsoleApp(App[int]):
             self.say(f"the order you had selected is no longer open: select one (up/down), then "
                      f"{self._key('cancel_order')} again", severity="warning")
             return
-        if o is None:
+        if o is None or cid is None:
             self.say("no open order", severity="warning")
             return
+        self._confirm("cancel", f"Cancel order {cid}", lambda: self._cancel_text(o, cid), "CANCEL ORDER",
+                      lambda: self._control("cancel", self._cancel_order(cid)))
+
+    def _cancel_text(self, asked: dict[str, Any], cid: str) -> str:
+        """The cancel dialog's words, from the engine's figures as they are: an order that ends while it is asked
+        is said to be no longer open (the engine's answer then says what it became)."""
+        o = next((o for o in (self.snap or {}).get("orders") or [] if o["client_order_id"] == cid), None)
+        what = (f"{asked['symbol']} {asked['side']} {fmt.qty(asked['quantity'])} ({asked.get('type') or 'market'}, "
+                f"{asked['reason']})")
+        if o is None:
+            return (f"{what}: no longer open, it ended while this was asked.\n{self._key('confirm')} asks the engine "
+                    "what it became; nothing is cancelled.")
         filled = f", {fmt.qty(o.get('filled'))} filled so far" if o.get("filled") else ""
-        self._confirm("cancel", f"Cancel order {cid}",
-                      f"{o['symbol']} {o['side']} {fmt.qty(o['quantity'])} ({o.get('type') or 'market'}, "
-                      f"{o['reason']}), {o['status']} for {fmt.duration(o.get('age_s'))}{filled}.\n"
-                      "The venue is asked to cancel it. What filled before the cancel stays filled (a position, "
-                      "with its stop-loss and take-profit watched); the strategy may send a new order on a later "
-                      "signal.", "CANCEL ORDER", lambda: self._control("cancel", self._cancel_order(cid)))
+        return (f"{what}, {o['status']} for {fmt.duration(o.get('age_s'))}{filled}.\n"
+                "The venue is asked to cancel it. What filled before the cancel stays filled (a position, "
+                "with its stop-loss and take-profit watched); the strategy may send a new order on a later "
+                "signal.")
 
     async def _cancel_order(self, cid: str) -> None:
         res = await self.engine.operator_cancel(cid, by="operator")
@@ -911,8 +920,7 @@ class ConsoleApp(App[int]):
                 self.say(f"select the trade (up/down), then {self._key('close_trade')} again to close it")
             return
         table = self.panes["trades" if self.current_view == "trades" else "positions"]
-        sym = table.selected()
-        p = next((p for p in self.snap["positions"] if p["symbol"] == sym), None)
+        p = selected_position(table, self.snap["positions"])
         if table.gone is not None:
             self.say(f"the position you had selected has closed: select one (up/down), then "
                      f"{self._key('close_trade')} again", severity="warning")
@@ -920,11 +928,13 @@ class ConsoleApp(App[int]):
         if p is None:
             self.say("no open position", severity="warning")
             return
+        sym = p["symbol"]
         quote = self.settings.venue.quote
         halted = ("\nThe engine is HALTED: the order path will refuse this close. Flatten closes every position "
                   "while HALTED; or re-arm first.") if self.snap["state"] == "HALTED" else ""
         self._confirm("close", f"Close {sym}",
-                      f"Sell {fmt.qty(p['quantity'])} {sym} at market (entry {fmt.price(p['entry'])}, now "
+                      f"Sell {fmt.qty(p['quantity'])} {sym} at market (trade {tables.position_id(p)}, opened "
+                      f"{fmt.iso_ms(p.get('opened_ts'))}, entry {fmt.price(p['entry'])}, now "
                       f"{fmt.price(p['last'])}, {fmt.pct(p.get('pnl_pct'), signed=True)}, "
                       f"{fmt.money(p.get('unrealised'), signed=True)} {quote}); the fill price may differ.\n"
                       "A reduce-only order on the order path, gated as every exit: it goes out while paused, not "

@@ -13,6 +13,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 from textual import events
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static
 from textual_plotext import PlotextPlot
@@ -202,9 +203,13 @@ POSITION_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 6), ("qty", "qty",
                     ("last", "last", 10), ("upnl", "uPnL", 10), ("sl", "SL", 10), ("tp", "TP", 10), ("age", "age", 6))
 
 
+# j/k beside the arrow keys, in every table (keys.PANE_KEYS keeps them for this).
+TABLE_MOVES = [Binding("j", "cursor_down", "Down", show=False), Binding("k", "cursor_up", "Up", show=False)]
+
+
 class KeyedTable(DataTable):
     """A table of rows keyed by an id (COLUMNS: key, label, width), updated in place so the operator's cursor stays on
-    its row. The console's tables all are.
+    its row. The console's tables all are, and all move their cursor with the arrow keys and j/k.
 
     The selected row is the one the operator is on: it stays selected as other rows come and go. Once it has ended
     (a trade approved or expired, a position closed, an order done), nothing is selected until the operator moves to
@@ -212,6 +217,7 @@ class KeyedTable(DataTable):
     chose, and is not drawn as selected. An action on the selection then acts on nothing and says so."""
 
     COLUMNS: tuple[tuple[str, str, int], ...] = ()
+    BINDINGS = TABLE_MOVES
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(cell_padding=0, **kw)
@@ -289,8 +295,21 @@ class KeyedTable(DataTable):
             self._chosen_again()
 
 
+def position_key(p: dict[str, Any]) -> str:
+    """A position's row: its symbol and the time it opened, as the engine tells one position of a symbol from the next
+    (its close checks the opening time). A position closed and another opened in its symbol between two redraws is
+    then a row of its own: the selected one has ended, and nothing slides under the cursor in its place."""
+    return f"{p['symbol']} {p.get('opened_ts')}"
+
+
+def selected_position(table: KeyedTable, positions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The position of the table's selected row among `positions` (the engine's), or None."""
+    key = table.selected()
+    return next((p for p in positions if position_key(p) == key), None)
+
+
 class PositionsTable(KeyedTable):
-    """Open positions."""
+    """Open positions, one row per position (position_key)."""
 
     COLUMNS = POSITION_COLUMNS
 
@@ -300,7 +319,7 @@ class PositionsTable(KeyedTable):
             age = None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
             upnl = p.get("unrealised") or 0.0
             sl, tp = tables.exit_prices(p)
-            rows[p["symbol"]] = {
+            rows[position_key(p)] = {
                 "symbol": p["symbol"], "side": tables.side_text(p),
                 "qty": fmt.qty(p["quantity"]), "entry": fmt.price(p["entry"]), "last": fmt.price(p["last"]),
                 "upnl": Text(fmt.money(upnl, signed=True), style="green" if upnl >= 0 else "red"),

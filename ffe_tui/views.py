@@ -19,22 +19,15 @@ from textual.widgets import Static
 
 from ffe_engine import fmt, tables
 
-from .panes import KeyedTable
+from .panes import KeyedTable, position_key
 
-# j/k beside the arrow keys, in every table and scrolling pane (keys.PANE_KEYS keeps them for this).
-TABLE_MOVES = [Binding("j", "cursor_down", "Down", show=False), Binding("k", "cursor_up", "Up", show=False)]
+# j/k beside the arrow keys in a scrolling pane, as in every table (keys.PANE_KEYS keeps them for this).
 SCROLL_MOVES = [Binding("j", "scroll_down", "Down", show=False), Binding("k", "scroll_up", "Up", show=False)]
 
 
 def signed(x: Any, text: str) -> Text:
     return Text(text, style="green" if isinstance(x, (int, float)) and x > 0 else
                 ("red" if isinstance(x, (int, float)) and x < 0 else ""))
-
-
-class RowTable(KeyedTable):
-    """A view's table: a KeyedTable that also moves its cursor with j and k."""
-
-    BINDINGS = TABLE_MOVES
 
 
 # Widths include one space of separation (the tables use no cell padding), for the widest figures an account sees
@@ -45,8 +38,9 @@ TRADE_COLUMNS = (("symbol", "symbol", 9), ("qty", "qty", 10), ("entry", "entry",
                  ("id", "trade id", 16))
 
 
-class TradesTable(RowTable):
-    """Open trades: entry, price now, % and quote P&L, age, stop-loss, take-profit, id. One per symbol."""
+class TradesTable(KeyedTable):
+    """Open trades: entry, price now, % and quote P&L, age, stop-loss, take-profit, id. One row per position
+    (position_key): at most one per symbol at a time."""
 
     COLUMNS = TRADE_COLUMNS
 
@@ -54,11 +48,11 @@ class TradesTable(RowTable):
         rows = {}
         for p in positions:
             sl, tp = tables.exit_prices(p)
-            rows[p["symbol"]] = {
+            rows[position_key(p)] = {
                 "symbol": p["symbol"], "qty": fmt.qty(p["quantity"]), "entry": fmt.price(p["entry"]),
                 "last": fmt.price(p["last"]), "pct": signed(p.get("pnl_pct"), fmt.pct(p.get("pnl_pct"), signed=True)),
                 "pnl": signed(p.get("unrealised"), fmt.money(p.get("unrealised"), signed=True)),
-                "age": fmt.duration(tables.position_age(p, market_ts)), "sl": sl, "tp": tp, "id": p.get("id") or "-"}
+                "age": fmt.duration(tables.position_age(p, market_ts)), "sl": sl, "tp": tp, "id": tables.position_id(p)}
         self.put(rows)
 
 
@@ -68,7 +62,7 @@ ORDER_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 10
                  ("age", "age", 7), ("id", "client order id", 29))
 
 
-class OrdersTable(RowTable):
+class OrdersTable(KeyedTable):
     """Orders not yet final, by client order id: side, size, filled, type, limit price, status, why, age."""
 
     COLUMNS = ORDER_COLUMNS

@@ -13,6 +13,7 @@ from test_tui_attach import headless_engine
 from test_tui_helpers import screen_text, until
 
 from ffe_tui.app import ConsoleApp
+from ffe_tui.panes import selected_position
 
 
 def _ctl(tmp_path, *args: str):
@@ -127,7 +128,7 @@ async def test_the_attached_console_shows_the_views_and_its_close_meets_the_engi
         await pilot.press("2")
         await until(pilot, lambda: symbol in screen_text(app), "the trades view")
         for _ in range(3):
-            if app.panes["trades"].selected() == symbol:
+            if (selected_position(app.panes["trades"], app.snap["positions"]) or {}).get("symbol") == symbol:
                 break
             await pilot.press("j")
         await pilot.press("x")

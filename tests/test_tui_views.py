@@ -18,7 +18,7 @@ from ffe_engine.market.simulated import SimulatedFeed
 from textual.app import App
 
 from ffe_tui.app import ConsoleApp
-from ffe_tui.panes import PositionsTable
+from ffe_tui.panes import PositionsTable, selected_position
 from ffe_tui.views import OrdersTable, TradesTable
 from test_tui_helpers import SIZE_IDS, SIZES, START_TS, db_path, screen_text, status_text, until
 
@@ -405,7 +405,7 @@ async def test_dust_shows_no_stop_loss_or_take_profit_on_the_main_screen_and_the
         await until(pilot, lambda: any(p["symbol"] == sym and p["dust"] for p in app.snap["positions"]), "dust")
 
         def row_of(table) -> list[str]:
-            (row,) = [[str(c) for c in table.get_row(key)] for key in table.rows if str(key.value) == sym]
+            (row,) = [[str(c) for c in table.get_row(key)] for key in table.rows if str(key.value).split()[0] == sym]
             return row
 
         positions = app.query_one(PositionsTable)
@@ -530,21 +530,22 @@ async def test_a_position_that_opens_after_the_selected_one_closed_and_the_table
         trades = app.query_one(TradesTable)
         await until(pilot, lambda: trades.row_count == len(app.snap["positions"]) > 0, "the trades view")
         await pilot.press("j", "k")
-        chosen = trades.selected()
+        chosen = selected_position(trades, app.snap["positions"])
         assert chosen is not None
         for p in app.snap["positions"]:
             assert (await app.engine.close_position(p["symbol"], by="ctl"))["accepted"]
         feed.release(1)
         await until(pilot, lambda: trades.row_count == 0 and not app.snap["positions"], "every position closed")
         await pilot.press("j")  # a move to nothing: the position still to come is not chosen by it
-        sym = next(s for s in app.settings.engine.symbols if s != chosen)
+        sym = next(s for s in app.settings.engine.symbols if s != chosen["symbol"])
         bought = await app.engine.operator_order(sym, "buy", 200.0 / app.engine.portfolio.last_price[sym])
         assert bought["accepted"], bought
         feed.release(1)
         positions = app.query_one(PositionsTable)
         for view, table in (("2", trades), ("1", positions)):
             await pilot.press(view)
-            await until(pilot, lambda: sym in [k.value for k in table.rows], f"the new position shown (view {view})")
+            await until(pilot, lambda: sym in [str(k.value).split()[0] for k in table.rows],
+                        f"the new position shown (view {view})")
             assert table.selected() is None and not table.show_cursor, f"view {view}: a position never chosen"
             said = len(app._notifications)
             await pilot.press("x")
@@ -552,12 +553,12 @@ async def test_a_position_that_opens_after_the_selected_one_closed_and_the_table
                         f"view {view}: the console says nothing is selected", timeout=10)
             assert f"Close {sym}" not in screen_text(app), f"view {view}: a close asked of a position never chosen"
         await pilot.press("down")
-        now = positions.selected()
+        now = selected_position(positions, app.snap["positions"])
         assert now is not None and positions.show_cursor
         await pilot.press("x")
-        await until(pilot, lambda: f"Close {now}" in screen_text(app), "the close confirmation, once chosen")
+        await until(pilot, lambda: f"Close {now['symbol']}" in screen_text(app), "the close confirmation, once chosen")
         await pilot.press("n")
-        await until(pilot, lambda: f"Close {now}" not in screen_text(app), "the dialog closed")
+        await until(pilot, lambda: f"Close {now['symbol']}" not in screen_text(app), "the dialog closed")
         assert sym in [p["symbol"] for p in app.engine.snapshot()["positions"]]
 
 
