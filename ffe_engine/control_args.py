@@ -22,6 +22,16 @@ class StateArgs(Args):
     reason: str | None = Field(None, min_length=1, max_length=120)  # a console's own (kill switch); else the command's
 
 
+class HaltArgs(StateArgs):
+    # How long the client waits for the answer (`ffe ctl halt --timeout`): a halt pressed while another control is
+    # under way answers within half of it with what is done and what is still under way (Engine.halt).
+    timeout_s: float | None = Field(None, gt=0, le=3600)
+
+
+class FlattenArgs(Args):
+    timeout_s: float | None = Field(None, gt=0, le=3600)  # as HaltArgs'
+
+
 class ResumeArgs(Args):
     confirm: bool = False
     state_serial: int | None = Field(default=None, ge=0)  # the state the operator was asked about (snapshot's)
@@ -78,7 +88,8 @@ class BackupArgs(Args):
 
 # The commands that take more than `by`; every other command takes Args.
 ARGS: dict[str, type[Args]] = {
-    "pause": StateArgs, "resume": ResumeArgs, "halt": StateArgs, "approve": ApprovalArgs, "reject": ApprovalArgs,
+    "pause": StateArgs, "resume": ResumeArgs, "halt": HaltArgs, "flatten": FlattenArgs, "approve": ApprovalArgs,
+    "reject": ApprovalArgs,
     "mode": ModeArgs, "cancel": OrderIdArgs, "settle": SettleArgs, "close": CloseArgs, "order": OrderArgs,
     "backup": BackupArgs, "sold-by-hand": HandSaleArgs, "accept": AcceptArgs,
 }

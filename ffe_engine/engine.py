@@ -22,7 +22,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable, TypeVar
 
 from . import fmt, logs, present
 from . import __version__
@@ -31,6 +31,7 @@ from .breaker import CircuitBreaker
 from .clock import Clock
 from .config import Settings
 from .ensemble import Ensemble, is_async_provider
+from .controls import Controls, Press
 from .entrylog import EntryLog
 from .errors import ControlError, StorageError
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = ["BACKTEST", "LIVE", "ControlError", "Engine", "EngineOptions", "RunProfile"]
 
 log = logs.get_logger("ffe.engine")
+R = TypeVar("R")
 
 REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
 FLATTEN_ORDERS = 3  # closing orders one flatten tries per position at most: the first, and one for each rest left
@@ -227,8 +229,12 @@ class Engine:
         # Differences the last reconciliation saw for the first time: looked at again before they hold the engine.
         self.reconcile_unconfirmed: list[dict[str, Any]] = []
         self._reconciled_whole = False  # the last reconciliation compared every position, the cash and the equity
-        self._flattens_begun = 0  # flattens that have had the controls: a halt pressed before one does not end it
-        self._cancelling_at_press = False  # a halt sends its cancels before it has the controls (Engine.halt)
+        self._flattens_begun = 0  # flattens pressed: a halt pressed before one does not end it
+        # A kill switch sending its cancels at the press, while another control is under way (Engine.halt): set once
+        # its HALTED is stored and its cancels sent.
+        self._pressing: asyncio.Future[None] | None = None
+        # Kill switches' and flattens' rests, waiting for the control under way at their press (_after_controls).
+        self._rests: set[asyncio.Task[Any]] = set()
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
         self.backup_hook: Callable[[str | None, str], Awaitable[dict[str, Any]]] | None = None
         # A real account's cash is the venue's quote balance at the first start on it (and after a restore's
@@ -254,7 +260,7 @@ class Engine:
         self._dd_breached = False
         self._learner_dirty = False
         self._dl_breached = False
-        self._control_lock = asyncio.Lock()
+        self._controls = Controls()
         self._tasks: list[asyncio.Task[Any]] = []
         self.overrides: list[Override] = []  # saved state that disagreed with the configuration at start
         self.started = False
@@ -566,11 +572,12 @@ class Engine:
             return
         self.stopped = True
         self._stop.set()
-        if self._tasks:
+        if self._tasks or self._rests:
             # Housekeeping ends after its current round: cancelled, it could lose a journal write half done (an
-            # order resolved in memory, not yet in the database). Forced after engine.stop_timeout_s.
-            await asyncio.wait(self._tasks, timeout=self.settings.engine.stop_timeout_s)
-        await cancel_and_wait(self._tasks)
+            # order resolved in memory, not yet in the database). A kill switch's or flatten's rest is done too
+            # (its cancels, its closing orders). Forced after engine.stop_timeout_s.
+            await asyncio.wait([*self._tasks, *self._rests], timeout=self.settings.engine.stop_timeout_s)
+        await cancel_and_wait([*self._tasks, *self._rests])
         try:
             if not isinstance(self.crashed, StorageError):  # else nothing more can be written
                 await self._persist_books()
@@ -1275,7 +1282,7 @@ class Engine:
     # ================================================================== control surface
 
     async def pause(self, reason: str = "operator", by: str = "operator") -> EngineState:
-        async with self._control_lock:
+        async with self._controls.turn("a pause"):
             self._still_running()
             if self.state is EngineState.HALTED:
                 raise ControlError("engine is HALTED; resume with confirmation to re-arm")
@@ -1287,7 +1294,7 @@ class Engine:
                      state_serial: int | None = None) -> EngineState:
         """`state_serial`: the state the operator was asked about (`state_serial` of the snapshot that asked); when
         the state has changed since (re-armed and halted again by someone else), nothing is done."""
-        async with self._control_lock:
+        async with self._controls.turn("a resume"):
             self._still_running()
             if state_serial is not None and state_serial != self.trading.changes:
                 raise ControlError(f"not resumed: the engine's state changed since you were asked (now "
@@ -1308,46 +1315,120 @@ class Engine:
             await self.flush()
             return self.state
 
-    async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
-        """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return."""
+    async def halt(self, reason: str = "kill switch", by: str = "operator",
+                   timeout_s: float | None = None) -> CancelReport:
+        """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return.
+
+        Another control under way may wait on the exchange for as long as its timeout (an approve whose order is on
+        the wire, a cancel waiting out a Retry-After, a disk that hangs): the kill switch does not wait for it. HALTED
+        is stored at the press and every open order's cancel sent then (an order on the wire is cancelled once the
+        exchange has answered it); the rest (what is still open cancelled, the pending approvals rejected, the
+        kill_switch event) follows once that control has ended. The answer waits for that rest for half the time
+        its caller waits for it at most (`timeout_s`, or `control.request_timeout_s`, never more than the latter),
+        counted from the press, then says what is done and what is still under way (`under_way`)."""
         self._still_running()
         pressed = time.perf_counter()
-        flattens_then = self._flattens_begun
-        early: tuple[list[Order], CancelReport] | None = None
-        # One halt cancels at the press at a time: another pressed in the same moment (ctl and SIGUSR1) finds its
-        # cancels under way, and waits for the controls.
-        if self._control_lock.locked() and self.state is not EngineState.HALTED and not self._cancelling_at_press:
-            self._cancelling_at_press = True
-            # Another control is under way, and may be waiting (on the exchange's Retry-After, a slow answer, a disk
-            # that hangs): HALTED at once, and the open orders' cancels sent now, while its record is stored; the
-            # rest of the kill switch follows once that control is done.
-            open_then = list(self.orders.live.values())
-            try:
-                early = open_then, await self._cancel_while_halting(reason, by)
-            finally:
-                self._cancelling_at_press = False
-        async with self._control_lock:
-            self._still_running()
-            # A flatten asked for after this halt was pressed, which had the controls first, goes on: the later word.
-            return await self._halt(reason, by, early=early, ends_flatten=self._flattens_begun == flattens_then,
-                                    pressed=pressed)
+        if not self._controls.busy():
+            async with self._controls.turn("a kill switch"):
+                return await self._halt(reason, by, pressed=pressed)
+        press = self._pressed()
+        rest = self._after_controls(self._halt_rest(reason, by, press, self._flattens_begun, pressed))
+        await self._press(press, reason, by)
+        done = await self._answer_within(rest, press, timeout_s)
+        return done if done is not None else press.answer(
+            "the pending approvals are rejected and what is still open cancelled")
 
-    async def _cancel_while_halting(self, reason: str, by: str, kv: dict[str, Any] | None = None) -> CancelReport:
+    async def _halt_rest(self, reason: str, by: str, press: Press, flattens_then: int,
+                         pressed: float) -> CancelReport:
+        async with self._controls.turn("a kill switch pressed before"):
+            await press.sent.wait()
+            # A flatten pressed after this halt goes on: the later word.
+            return await self._halt(reason, by, early=await self._pressed_cancels(press),
+                                    ends_flatten=self._flattens_begun == flattens_then, pressed=pressed)
+
+    def _pressed(self) -> Press:
+        """A kill switch or flatten pressed while another control is under way; its rest is queued for the controls
+        at once, before anything else asked for meanwhile (a flatten's follow-up), and waits for `press.sent`."""
+        return Press(self._controls.under_way or "another control", self.clock.monotonic())
+
+    async def _press(self, press: Press, reason: str, by: str, kv: dict[str, Any] | None = None) -> None:
+        """A kill switch (or flatten, `kv` its positions to close) pressed while another control is under way: HALTED
+        stored with `kv` at once, and every open order's cancel sent, an order on the wire's waiting for its answer.
+        One kill switch cancels at the press at a time: another pressed in the same moment (ctl and SIGUSR1), or
+        once the engine is HALTED, leaves what is still open to its rest, under the controls."""
+        try:
+            await self._press_now(press, reason, by, kv)
+        finally:
+            press.sent.set()
+
+    async def _press_now(self, press: Press, reason: str, by: str, kv: dict[str, Any] | None) -> None:
+        log.warning("kill switch pressed while another control is under way: HALTED now, the rest once it has ended",
+                    under_way=press.under, reason=reason, by=by)
+        if self.state is EngineState.HALTED or self._pressing is not None:
+            if self._pressing is not None:
+                await asyncio.shield(self._pressing)  # that halt's HALTED stored
+            await self.trading.set(EngineState.HALTED, reason, by, kv=kv)  # a halt of its own; `kv` stored
+            return
+        pressing = self._pressing = asyncio.get_running_loop().create_future()
+        press.open_then = list(self.orders.live.values())
+        try:
+            press.report = await self._cancel_while_halting(reason, by, kv=kv, on_wire=press.on_wire)
+        finally:
+            pressing.set_result(None)
+            self._pressing = None
+
+    async def _pressed_cancels(self, press: Press | None) -> tuple[list[Order], CancelReport] | None:
+        """The cancels a press sent, with those of the orders that were on the wire then, once answered."""
+        if press is None or press.report is None:
+            return None
+        wire = await self.orders.collect(press.on_wire)
+        return press.open_then, CancelReport(cancelled=press.report.cancelled + wire.cancelled,
+                                             failed=press.report.failed + wire.failed)
+
+    def _after_controls(self, work: Coroutine[Any, Any, R]) -> asyncio.Task[R]:
+        """A press's rest, run once the control under way has ended: the engine's own task, so it goes on whether its
+        caller waits for it or not (a client that gave up, an answer given first); a stop waits for it."""
+        task = asyncio.ensure_future(work)
+        self._rests.add(task)
+        task.add_done_callback(self._rest_ended)
+        return task
+
+    def _rest_ended(self, task: asyncio.Task[Any]) -> None:
+        self._rests.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            message = f"{type(exc).__name__}: {exc}"
+            log.error("a kill switch's rest failed", error=message)
+            self.bus.publish(ErrorEvent(message=message, where="kill switch"))
+
+    async def _answer_within(self, rest: asyncio.Task[R], press: Press, timeout_s: float | None) -> R | None:
+        """The rest's own answer when it ends within half the time the caller waits (halt), counted from the press;
+        else None: the answer is what the press did."""
+        answer_s = self.settings.control.request_timeout_s
+        if timeout_s is not None:
+            answer_s = min(answer_s, timeout_s)
+        left = answer_s / 2 - (self.clock.monotonic() - press.at)
+        if left > 0:
+            await asyncio.wait({rest}, timeout=left)
+        return rest.result() if rest.done() else None
+
+    async def _cancel_while_halting(self, reason: str, by: str, kv: dict[str, Any] | None = None,
+                                    on_wire: dict[str, asyncio.Task[tuple[bool, str]]] | None = None) -> CancelReport:
         """HALTED in memory at once (no order passes the gates from here), and every open order's cancel sent while
         its record (with `kv`) is stored: on a disk that hangs they would otherwise wait for it, and an open order
-        fill meanwhile."""
+        fill meanwhile. `on_wire`: see OrderPath.cancel_all."""
         storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by,
                                                          force=self.state is not EngineState.HALTED, kv=kv))
         await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
         try:
-            return await self.orders.cancel_all()
+            return await self.orders.cancel_all(on_wire=on_wire)
         finally:
             await storing
 
     async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None,
                     early: tuple[list[Order], CancelReport] | None = None, ends_flatten: bool = True,
                     pressed: float | None = None) -> CancelReport:
-        """The kill switch, under the control lock. `flattening`: the positions a flatten is about to close, stored
+        """The kill switch, with the controls. `flattening`: the positions a flatten is about to close, stored
         with HALTED before anything else, so that an engine stopped before its closing orders goes on with them.
         `early`: the orders open when the kill switch was pressed and the report of their cancels, sent before the
         control lock was had. `ends_flatten` False: a flatten under way began after this halt was pressed, and
@@ -1383,64 +1464,89 @@ class Engine:
                     elapsed_ms=round(report.elapsed_ms, 1))
         return report
 
-    async def flatten(self, by: str = "operator", attempts: int = 3) -> dict[str, Any]:
+    async def flatten(self, by: str = "operator", timeout_s: float | None = None,
+                      attempts: int = 3) -> dict[str, Any]:
         """Cancel all, close every position with reduce-only market orders (bounded retries), end HALTED. A closing
         order held back by the venue's Retry-After is no attempt: the position is said as waiting until then, and
-        the follow-up (_follow_flatten) places its order once it is over."""
+        the follow-up (_follow_flatten) places its order once it is over. Pressed while another control is under
+        way, HALTED is stored at once with the positions to close, and the cancels sent, as the kill switch's
+        (halt); the closing orders follow once that control has ended, and `timeout_s` bounds the answer's wait for
+        them as halt's does (`under_way` says what waits)."""
+        self._still_running()
+        self._flattens_begun += 1
+        if not self._controls.busy():
+            async with self._controls.turn("a flatten"):
+                return await self._flatten(by, attempts)
+        to_close = self._flattening = self._to_close() or None  # stored with HALTED: a restart goes on with it
+        press = self._pressed()
+        rest = self._after_controls(self._flatten_rest(by, attempts, press))
+        await self._press(press, "flatten", by, kv={FLATTEN_KEY: to_close})
+        done = await self._answer_within(rest, press, timeout_s)
+        if done is not None:
+            return done
+        r = press.answer(f"the closing orders ({', '.join(to_close or {}) or 'no position held'}) are placed")
+        return {"cancelled": r.cancelled, "failed": r.failed, "filled": r.filled, "closing": [], "dust": [],
+                "waiting": [], "under_way": r.under_way}
+
+    async def _flatten_rest(self, by: str, attempts: int, press: Press) -> dict[str, Any]:
+        async with self._controls.turn("a flatten pressed before"):
+            await press.sent.wait()
+            return await self._flatten(by, attempts, press)
+
+    async def _flatten(self, by: str, attempts: int, press: Press | None = None) -> dict[str, Any]:
+        """The flatten, with the controls; `press`: what it did when pressed, before it had them."""
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
-        async with self._control_lock:
-            self._still_running()
-            self._flattens_begun += 1
-            report = await self._halt("flatten", by, flattening=self._to_close() or None)
-            held = self._to_close()  # a fill that came in with the cancels may have opened one more
-            if held != (self._flattening or {}):
-                await self._flatten_under_way(held or None)
-            waits: list[str] = []  # positions whose closing order waits for the venue's Retry-After to end
-            for sym in held:
-                pos = self.portfolio.positions.get(sym)
-                tries = 0  # attempts the venue answered (or the gates refused): one held back unsent is none
-                while tries < attempts:
-                    self._read_markets()
-                    remaining = 0.0 if pos is None else pos.quantity - self.orders.pending_exit_qty(sym)
-                    if pos is None or remaining <= 0 or self.portfolio.holding(sym) is None:
-                        if tries and pos is not None and remaining > 0:
-                            # Refused, and the markets read again since make what is held dust: a minimum the
-                            # exchange raised. Not closed, and no flatten can: said as a failure.
-                            failed.append({"symbol": sym, "error": "the venue refused the closing order and what "
-                                                                   "is held is below its minimum order now: close "
-                                                                   "it on the exchange"})
-                        break
-                    sub = await self.orders.submit(OrderIntent(
-                        symbol=sym, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.FLATTEN,
-                        ref_price=self.portfolio.last_price.get(sym), reduce_only=True))
-                    if sub.accepted and sub.order is not None:
-                        closing.append(sub.order.client_order_id)
-                        placed[sym] = 1
-                        break
-                    if sub.held_until is not None and not sub.answered:  # placed by the follow-up after the hold
-                        placed[sym] = 0
-                        waits.append(sym)
-                        break
-                    tries += 1
-                    if tries < attempts:
-                        await asyncio.sleep(0.2 * tries)
-                else:
-                    failed.append({"symbol": sym, "error": "could not place the closing order"})
-            for sym in held:
-                # (dust, which no order can sell, is no position here either: the entry's coins will be one)
-                if sym not in placed and self.portfolio.holding(sym) is None and self.orders.pending_entry(sym):
-                    placed[sym] = 0  # an entry still in doubt: closed once the venue shows what it bought
-            if placed != held:  # what failed to be placed was said as failed: not followed up
-                await self._flatten_under_way(placed or None)
-            waiting = self._flatten_waits(waits)
-            dust = self._dust(sym for sym in self.portfolio.positions if sym not in held)
-            self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
-                                             failed=report.failed + failed, filled=report.filled, closing=closing,
-                                             dust=dust, waiting=waiting, by=by))
-            await self._persist_books()
-            await self.flush()
+        report = await self._halt("flatten", by, flattening=self._to_close() or None,
+                                  early=await self._pressed_cancels(press))
+        held = self._to_close()  # a fill that came in with the cancels may have opened one more
+        if held != (self._flattening or {}):
+            await self._flatten_under_way(held or None)
+        waits: list[str] = []  # positions whose closing order waits for the venue's Retry-After to end
+        for sym in held:
+            pos = self.portfolio.positions.get(sym)
+            tries = 0  # attempts the venue answered (or the gates refused): one held back unsent is none
+            while tries < attempts:
+                self._read_markets()
+                remaining = 0.0 if pos is None else pos.quantity - self.orders.pending_exit_qty(sym)
+                if pos is None or remaining <= 0 or self.portfolio.holding(sym) is None:
+                    if tries and pos is not None and remaining > 0:
+                        # Refused, and the markets read again since make what is held dust: a minimum the
+                        # exchange raised. Not closed, and no flatten can: said as a failure.
+                        failed.append({"symbol": sym, "error": "the venue refused the closing order and what "
+                                                               "is held is below its minimum order now: close "
+                                                               "it on the exchange"})
+                    break
+                sub = await self.orders.submit(OrderIntent(
+                    symbol=sym, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.FLATTEN,
+                    ref_price=self.portfolio.last_price.get(sym), reduce_only=True))
+                if sub.accepted and sub.order is not None:
+                    closing.append(sub.order.client_order_id)
+                    placed[sym] = 1
+                    break
+                if sub.held_until is not None and not sub.answered:  # placed by the follow-up after the hold
+                    placed[sym] = 0
+                    waits.append(sym)
+                    break
+                tries += 1
+                if tries < attempts:
+                    await asyncio.sleep(0.2 * tries)
+            else:
+                failed.append({"symbol": sym, "error": "could not place the closing order"})
+        for sym in held:
+            # (dust, which no order can sell, is no position here either: the entry's coins will be one)
+            if sym not in placed and self.portfolio.holding(sym) is None and self.orders.pending_entry(sym):
+                placed[sym] = 0  # an entry still in doubt: closed once the venue shows what it bought
+        if placed != held:  # what failed to be placed was said as failed: not followed up
+            await self._flatten_under_way(placed or None)
+        waiting = self._flatten_waits(waits)
+        dust = self._dust(sym for sym in self.portfolio.positions if sym not in held)
+        self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
+                                         failed=report.failed + failed, filled=report.filled, closing=closing,
+                                         dust=dust, waiting=waiting, by=by))
+        await self._persist_books()
+        await self.flush()
         return {"cancelled": report.cancelled, "failed": report.failed + failed, "filled": report.filled,
                 "closing": closing, "dust": dust,
                 "waiting": waiting}
@@ -1490,7 +1596,7 @@ class Engine:
         is still held gets another, up to FLATTEN_ORDERS per position; a position still held after those is said as
         the flatten's failure (a kill_switch record naming it: a page). Re-arming the engine ends the follow-up."""
         placed = self._flattening
-        if placed is None or self._control_lock.locked():
+        if placed is None or self._controls.busy():
             return
         if self.state is not EngineState.HALTED:
             await self._flatten_under_way(None)
@@ -1498,7 +1604,7 @@ class Engine:
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
         waits: list[str] = []
-        async with self._control_lock:
+        async with self._controls.turn("a flatten's follow-up"):
             left = dict(placed)
             for sym in placed:
                 pos = self.portfolio.holding(sym)
@@ -1540,7 +1646,7 @@ class Engine:
         await self.store.put_kv(FLATTEN_KEY, placed, self.clock.wall())
 
     async def approve(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
-        async with self._control_lock:
+        async with self._controls.turn(f"the approve of {approval_id}"):
             self._still_running()
             try:
                 return await self.approvals.approve(approval_id, by)
@@ -1548,7 +1654,7 @@ class Engine:
                 await self.flush()
 
     async def reject(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
-        async with self._control_lock:
+        async with self._controls.turn(f"the reject of {approval_id}"):
             self._still_running()
             res = await self.approvals.reject(approval_id, by)
             await self.flush()
@@ -1579,7 +1685,7 @@ class Engine:
 
     async def operator_cancel(self, client_order_id: str, by: str = "operator") -> dict[str, Any]:
         """Cancel one open order through the order path. Whatever filled before the cancel stays filled."""
-        async with self._control_lock:
+        async with self._controls.turn(f"the cancel of {client_order_id}"):
             self._still_running()
             o = self.orders.live.get(client_order_id)
             if o is None:
@@ -1605,7 +1711,7 @@ class Engine:
         quantity and price given, booked as its fill) or `canceled`, through the order path; nothing is sent. A
         reconciliation follows at once: the order holds the engine no more, and whatever the books and the venue
         still differ by holds it until accepted."""
-        async with self._control_lock:
+        async with self._controls.turn(f"the settle of {client_order_id}"):
             self._still_running()
             o = self.orders.live.get(client_order_id)
             if o is None or o.status is not OrderStatus.IN_DOUBT:
@@ -1630,7 +1736,7 @@ class Engine:
         ffe), for more than the books' position, while an order of the symbol is working, and when the exchange's
         account does not show the coins gone. A reconciliation follows at once; the engine stays as it was (PAUSED
         by the difference, until resumed)."""
-        async with self._control_lock:
+        async with self._controls.turn(f"the sale by hand of {symbol}"):
             self._still_running()
             if self.sim_venue is not None:
                 raise ControlError("the simulated exchange trades only through ffe: nothing can have been sold there "
@@ -1682,7 +1788,7 @@ class Engine:
         state (a HALTED engine refuses it), the breaker and the venue hold apply as for every other order.
         `opened_ts`: the position the operator was shown (its opening time); if the symbol's position now is
         another one (that one closed, a new one opened since), nothing is sent."""
-        async with self._control_lock:
+        async with self._controls.turn(f"the close of {symbol}"):
             self._still_running()
             pos = self.portfolio.holding(symbol)
             if opened_ts is not None and (pos is None or pos.opened_ts != opened_ts):
@@ -1735,7 +1841,7 @@ class Engine:
         """Accept the differences reconciliation found (the venue's balances become the new baseline, its quote
         balance the cash). Nothing when nothing is waiting. Refused, with the reason, while an order is in doubt or
         unanswered (Reconciler.accept). `timeout_s`: how long the client waits for the answer, when it said."""
-        async with self._control_lock:
+        async with self._controls.turn("an accept of reconciliation's differences"):
             self._still_running()
             accepted = list(self.reconcile_blocked)
             if not accepted:

@@ -75,6 +75,9 @@ class CancelReport:
     failed: list[dict[str, str]] = field(default_factory=list)
     filled: list[str] = field(default_factory=list)  # open when the cancels began, filled before theirs reached them
     elapsed_ms: float = 0.0
+    # What a kill switch or flatten answered before it was done (another control under way): each
+    # {"detail": ...}, with the "client_order_id" of an order whose cancel waits for its create_order's answer.
+    under_way: list[dict[str, str]] = field(default_factory=list)
 
 
 class OrderPath:
@@ -960,37 +963,50 @@ class OrderPath:
             else:
                 log.warning("held cancel not done", venue=self.venue.name, order=cid, detail=why or o.status.value)
 
-    async def cancel_all(self, symbol: str | None = None) -> CancelReport:
-        """Cancel every order in flight, concurrently, bounded by cancel_timeout_s."""
+    async def cancel_all(self, symbol: str | None = None, *,
+                         on_wire: dict[str, asyncio.Task[tuple[bool, str]]] | None = None) -> CancelReport:
+        """Cancel every order in flight, concurrently, bounded by cancel_timeout_s. `on_wire`: the cancels of orders
+        whose create_order is still on the wire are not waited for but put there, under way (each waits for that
+        answer, as long as the exchange takes, then cancels); `collect` reports them."""
         t0 = time.perf_counter()
-        report = CancelReport()
         targets = [o for o in self.live.values() if symbol is None or o.symbol == symbol]
-        if targets:
-            tasks = {o.client_order_id: asyncio.ensure_future(self.cancel(o)) for o in targets}
-            done, pending = await asyncio.wait(tasks.values(), timeout=self.cancel_timeout_s)
-            late = False
-            for cid, task in tasks.items():
-                if task in pending:
-                    task.cancel()
-                    report.failed.append({"client_order_id": cid, "error": "cancel timed out"})
-                    # Not answered in time (waiting out the exchange's Retry-After, or a slow exchange): the order
-                    # may still be open there. Sent again by the poll, as a cancel the Retry-After held is.
-                    if cid in self.live:
-                        self._cancel_due.setdefault(cid, self.clock.wall())
-                        late = True
-                    continue
-                exc = task.exception()
-                if exc is not None:
-                    report.failed.append({"client_order_id": cid, "error": str(exc)[:200]})
-                    continue
-                ok, err = task.result()
-                if ok:
-                    report.cancelled.append(cid)
-                elif err not in NOTHING_TO_CANCEL:
-                    report.failed.append({"client_order_id": cid, "error": err})
-            if late:
-                await self._store_cancel_due()
+        tasks = {o.client_order_id: asyncio.ensure_future(self.cancel(o)) for o in targets}
+        if on_wire is not None:
+            for cid in [cid for cid in tasks if cid in self._sending]:
+                on_wire[cid] = tasks.pop(cid)
+        report = await self.collect(tasks)
         report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        return report
+
+    async def collect(self, tasks: dict[str, asyncio.Task[tuple[bool, str]]]) -> CancelReport:
+        """The report of cancels under way (client order id -> its task), waited for up to cancel_timeout_s: one
+        still pending then is reported as failed ("cancel timed out") and sent again by the poll."""
+        report = CancelReport()
+        if not tasks:
+            return report
+        done, pending = await asyncio.wait(tasks.values(), timeout=self.cancel_timeout_s)
+        late = False
+        for cid, task in tasks.items():
+            if task in pending:
+                task.cancel()
+                report.failed.append({"client_order_id": cid, "error": "cancel timed out"})
+                # Not answered in time (waiting out the exchange's Retry-After, or a slow exchange): the order
+                # may still be open there. Sent again by the poll, as a cancel the Retry-After held is.
+                if cid in self.live:
+                    self._cancel_due.setdefault(cid, self.clock.wall())
+                    late = True
+                continue
+            exc = task.exception()
+            if exc is not None:
+                report.failed.append({"client_order_id": cid, "error": str(exc)[:200]})
+                continue
+            ok, err = task.result()
+            if ok:
+                report.cancelled.append(cid)
+            elif err not in NOTHING_TO_CANCEL:
+                report.failed.append({"client_order_id": cid, "error": err})
+        if late:
+            await self._store_cancel_due()
         return report
 
     # ------------------------------------------------------------------ restart

@@ -158,6 +158,11 @@ def kill_summary(f: Fields) -> str:
     if waiting:
         parts.append(f"waiting for the exchange's Retry-After until {fmt.iso(waiting[0].get('until'))} "
                      "(closed once it is over): " + ", ".join(str(w.get("symbol")) for w in waiting))
+    under_way = [u for u in f.get("under_way") or [] if isinstance(u, dict)]
+    if under_way:  # answered before it was done: HALTED is stored, the rest follows (its own kill_switch event)
+        parts.append("under way: " + "; ".join(
+            f"{u['client_order_id']}: {u.get('detail')}" if u.get("client_order_id") else str(u.get("detail"))
+            for u in under_way))
     if f.get("elapsed_ms"):
         parts.append(f"in {f['elapsed_ms']:.1f} ms")
     return " ".join(parts)

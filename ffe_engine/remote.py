@@ -253,13 +253,16 @@ class RemoteEngine:
             return await self._call("resume", by=by, confirm=confirm)
         return await self._call("resume", by=by, confirm=confirm, state_serial=state_serial)
 
-    async def halt(self, reason: str = "kill switch", by: str = "operator") -> CancelReport:
-        r = await self._call("halt", reason=reason, by=by) or {}
+    async def halt(self, reason: str = "kill switch", by: str = "operator",
+                   timeout_s: float | None = None) -> CancelReport:
+        wait = min(timeout_s or self.timeout, self.timeout)  # the engine answers within half of it
+        r = await self._call("halt", reason=reason, by=by, timeout_s=wait) or {}
         return CancelReport(cancelled=r.get("cancelled", []), failed=r.get("failed", []),
-                            filled=r.get("filled", []), elapsed_ms=r.get("elapsed_ms", 0.0))
+                            filled=r.get("filled", []), elapsed_ms=r.get("elapsed_ms", 0.0),
+                            under_way=r.get("under_way", []))
 
-    async def flatten(self, by: str = "operator") -> Any:
-        return await self._call("flatten", by=by)
+    async def flatten(self, by: str = "operator", timeout_s: float | None = None) -> Any:
+        return await self._call("flatten", by=by, timeout_s=min(timeout_s or self.timeout, self.timeout))
 
     async def approve(self, approval_id: str, by: str = "operator") -> Any:
         return await self._call("approve", id=approval_id, by=by)

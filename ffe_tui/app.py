@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from typing import Any, Callable
@@ -57,6 +58,9 @@ WIDE = (110, 32)  # from this size on, every pane is on screen at once
 WIDER = 160  # columns from which the gates pane is wide enough to say values, limits and its title in full
 LOW_ROWS = 16  # the votes, chart and gates row of the wide layout: every gate listed
 ANSWER_POLL_S = 0.05  # how often an engine held for the kill switch's answer looks for it
+# The kill switch and flatten answer within half of this when another control holds the engine (an approve on the
+# wire): HALTED is stored at once, and the banner says what waits for that control.
+PRESS_ANSWER_S = 1.0
 WIDE_FIXED_ROWS = 16  # the status line (2), the footer (1), positions (7) and approvals beside the breaker (6)
 LOG_ROWS = 5  # the log's title line and four lines, at least, in the wide layout
 SMALLEST = (80, 24)  # below this the panes shrink so the log keeps some lines, and a line says so
@@ -767,8 +771,10 @@ class ConsoleApp(App[int]):
             self.say(f"{stale.title_text}: not asked any more, the engine is HALTED now", severity="warning")
 
     async def _halt(self, reason: str, by: str) -> None:
-        await self.engine.halt(reason=reason, by=by)
+        report = await self.engine.halt(reason=reason, by=by, timeout_s=PRESS_ANSWER_S)
         self._tick()  # the kill_switch event (what was cancelled, what failed) is on the bus by now: show it
+        if report.under_way:  # no event yet: HALTED is stored, and the rest waits for another control
+            self._set_banner(kill_headline({**dataclasses.asdict(report), "action": "halt", "by": by}), error=True)
 
     def action_pause(self) -> None:
         if self.engine is None or self.snap is None:
@@ -827,8 +833,10 @@ class ConsoleApp(App[int]):
         self._confirm("flatten", "FLATTEN", body, "FLATTEN", lambda: self._control("flatten", self._flatten()))
 
     async def _flatten(self) -> None:
-        await self.engine.flatten(by="operator")
+        result = await self.engine.flatten(by="operator", timeout_s=PRESS_ANSWER_S)
         self._tick()
+        if isinstance(result, dict) and result.get("under_way"):  # HALTED stored; the closing orders wait
+            self._set_banner(kill_headline({**result, "action": "flatten", "by": "operator"}), error=True)
 
     def _selected_approval(self, verb: str) -> str | None:
         if self.engine is None or self._has_stopped():

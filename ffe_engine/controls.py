@@ -1,0 +1,69 @@
+"""The operator's controls run one at a time (pause, resume, approve, cancel, settle, accept, close, flatten, the
+kill switch's cancels), and the one under way is known by name: a kill switch or a flatten pressed meanwhile does
+not wait for it (it may wait on the exchange for as long as its timeout), and says what its rest waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .execution import CancelReport
+from .model import Order, OrderStatus
+
+
+class Controls:
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._queued = 0  # controls waiting for their turn
+        self.under_way = ""  # the control that has its turn, as said to the operator ("the approve of a1b2")
+
+    def busy(self) -> bool:
+        """Whether a control has its turn or waits for one: another asking now would wait."""
+        return self._lock.locked() or self._queued > 0
+
+    @contextlib.asynccontextmanager
+    async def turn(self, what: str) -> AsyncIterator[None]:
+        """Run `what` once no other control is under way."""
+        self._queued += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._queued -= 1
+        self.under_way = what
+        try:
+            yield
+        finally:
+            self.under_way = ""
+            self._lock.release()
+
+
+@dataclass
+class Press:
+    """What a kill switch or flatten did when pressed while another control (`under`) was under way: HALTED stored,
+    and the cancels it sent then (`report`, None when it sent none: the engine was HALTED already, or another kill
+    switch pressed in the same moment sent them), those of orders on the wire still waiting for their answer."""
+
+    under: str
+    at: float  # the engine clock's monotonic time of the press
+    open_then: list[Order] = field(default_factory=list)
+    report: CancelReport | None = None
+    on_wire: dict[str, asyncio.Task[tuple[bool, str]]] = field(default_factory=dict)
+    sent: asyncio.Event = field(default_factory=asyncio.Event)  # set once the press is done: its rest goes on
+
+    def answer(self, rest: str) -> CancelReport:
+        """What is done now and what is still under way: `rest`, what waits for the control under way, and the
+        cancel of each order whose create_order the exchange has not answered yet."""
+        done = self.report or CancelReport()
+        out = CancelReport(cancelled=list(done.cancelled), failed=list(done.failed),  # its time: the event's
+                           filled=[o.client_order_id for o in self.open_then if o.status is OrderStatus.FILLED])
+        out.under_way = [{"detail": f"{self.under} is under way: {rest} once it has ended"}]
+        for cid, task in self.on_wire.items():
+            if task.done() and not task.cancelled() and task.exception() is None and task.result()[0]:
+                out.cancelled.append(cid)
+            else:
+                out.under_way.append({"client_order_id": cid, "detail": "its order is on the wire: cancelled once "
+                                                                        "the exchange has answered it"})
+        return out
