@@ -589,7 +589,8 @@ class FakeBinance:
             first = -(-int(q["startTime"]) // iv) * iv
             opens = list(itertools.islice((t for t in range(first, last + 1, iv) if not self._no_trades(t)), limit))
         else:
-            opens = [t for t in range(last, -1, -iv)[: limit * 2] if not self._no_trades(t)][:limit][::-1]
+            # (times before 1970 too: a feed of older candles is tested against it)
+            opens = [t for t in range(last, last - 2 * limit * iv, -iv) if not self._no_trades(t)][:limit][::-1]
         rows = []
         for t in opens:
             t0, o, h, lo, c, v = kline(sid, t, iv, self.price_path)

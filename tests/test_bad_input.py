@@ -102,12 +102,12 @@ def test_a_csv_of_prices_ffe_cannot_compute_with_exits_2_naming_its_first_row_th
 
 
 @pytest.mark.parametrize("where, stamp", [(402, "9999-12-31T23:00:00Z"), (2, "0001-01-01T00:00:00Z")],
-                         ids=["past 2099 at the end", "before 1970 first"])
+                         ids=["past 2099 at the end", "before 1800 first"])
 def test_a_csv_row_of_a_time_ffe_does_not_read_exits_2_naming_it_before_any_run_through_the_cache_too(
         tmp_path, where, stamp):
     """A last row at 9999-12-31T23:00Z passed the reader, then the report's close time (year 10000) was a
     traceback, exit 1, and the run was left behind as 'interrupted'; a first row at 0001-01-01 was a gap of 17.7
-    million bars. Candle times are from 1970 to 2099: such a row is a bad row, one line naming the file and line,
+    million bars. Candle times are from 1800 to 2099: such a row is a bad row, one line naming the file and line,
     exit 2, before any run, the second time too (the cache could have answered)."""
     header, *rows = sample_head(BTC_CSV, 400)
     row = stamp + "," + rows[0].split(",", 1)[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -19,11 +19,25 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 BTC = SAMPLES / "BTC-USD_1h_2020-2023.csv.gz"
 ETH = SAMPLES / "ETH-USD_1h_2020-2023.csv.gz"
 HOUR = 3_600_000
+DAY = 86_400_000
 T0 = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+
+
+EPOCH_NOTE = ("(an epoch number is seconds, milliseconds or microseconds by its size: seconds below 1e11, "
+              "milliseconds below 1e14, microseconds from 1e14; before 1970, seconds from -5364662400, milliseconds "
+              "from -5364662400000, microseconds below)")
+QUOTE_TEXT_AFTER = ("a quoted field has text after its closing quote: put the whole value inside the quotes, or "
+                    "remove them (only spaces may follow a closing quote; a quote inside a quoted value is written "
+                    "twice)")
 
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_of(ms: int) -> str:
+    """ISO text of any time from the year 1 (datetime.fromtimestamp fails before 1970 on some platforms)."""
+    return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def good_lines(n: int = 99) -> list[str]:
@@ -76,11 +90,14 @@ BAD_ROW_57 = {
                                  "timestamp '9999-12-31T23:00:00Z' is past 2099, the last year of the candle times "
                                  "ffe reads"),
     "timestamp before the bound": ("0001-01-01T00:00:00Z,155,157,154,156,65",
-                                   "timestamp '0001-01-01T00:00:00Z' is before 1970, the first year of the candle "
+                                   "timestamp '0001-01-01T00:00:00Z' is before 1800, the first year of the candle "
                                    "times ffe reads"),
     "epoch number past the bound": ("99999999999,155,157,154,156,65",
                                     "timestamp '99999999999' is past 2099, the last year of the candle times ffe reads "
-                                    "(an epoch number below 1e11 is seconds, from 1e11 on milliseconds)"),
+                                    + EPOCH_NOTE),
+    "epoch nanoseconds": ("1577836800000000000,155,157,154,156,65",
+                          "timestamp '1577836800000000000' is past 2099, the last year of the candle times ffe reads "
+                          + EPOCH_NOTE),
     "epoch number of other digits": (f"{OTHER_DIGITS},155,157,154,156,65", f"bad timestamp: '{OTHER_DIGITS}'"),
     "underscores in a number": (f"{iso(T0 + 55 * HOUR)},1_55,157,154,156,65",
                                 "open is not a plain decimal number: '1_55'"),
@@ -91,8 +108,7 @@ BAD_ROW_57 = {
     "a no-break space after a number": (f"{iso(T0 + 55 * HOUR)},155,157\u00a0,154,156,65",
                                         "high is not a plain decimal number: '157\\xa0'"),
     "a hexadecimal number": (f"{iso(T0 + 55 * HOUR)},155,157,154,156,0x41", "volume is not a number: '0x41'"),
-    "a quote inside a field": (f'{iso(T0 + 55 * HOUR)},"155"5,157,154,156,65',
-                               "unreadable CSV: ',' expected after '\"'"),
+    "a quote inside a field": (f'{iso(T0 + 55 * HOUR)},"155"5,157,154,156,65', QUOTE_TEXT_AFTER),
 }
 
 
@@ -107,18 +123,64 @@ def test_malformed_row_57_names_file_and_line(tmp_path: Path, kind: str) -> None
     assert "\n" not in str(info.value)
 
 
+FIRST_MS = -5_364_662_400_000  # 1800-01-01T00:00:00Z
+
+
 def test_times_at_the_bounds_load_and_one_past_them_is_refused_by_both_paths(tmp_path: Path) -> None:
-    """Candle times are from 1970 to 2099 (bounds.py), the first and the last row checked on the fast path too."""
-    lines = ["timestamp,open,high,low,close,volume", "1970-01-01T00:00:00Z,1,2,0.5,1,3",
+    """Candle times are from 1800 to 2099 (bounds.py), the first and the last row checked on the fast path too."""
+    lines = ["timestamp,open,high,low,close,volume", "1800-01-01T00:00:00Z,1,2,0.5,1,3",
              "2099-12-31T23:00:00Z,1,2,0.5,1,3"]
     series = load_csv(write(tmp_path, lines))
-    assert series.ts == [0, 4_102_441_200_000]
+    assert series.ts == [FIRST_MS, 4_102_441_200_000]
+    before = write(tmp_path, [lines[0], "1799-12-31T23:00:00Z,1,2,0.5,1,3"] + lines[1:], name="EARLY-USD_1h.csv")
+    with pytest.raises(CsvError) as info:
+        load_csv(before)
+    assert str(info.value) == (f"{before}:2: timestamp '1799-12-31T23:00:00Z' is before 1800, the first year of "
+                               "the candle times ffe reads")
     path = write(tmp_path, lines + ["2100-01-01T00:00:00Z,1,2,0.5,1,3"])
     with pytest.raises(CsvError) as info:
         load_csv(path)
     assert str(info.value) == (f"{path}:4: timestamp '2100-01-01T00:00:00Z' is past 2099, the last year of the "
                                "candle times ffe reads")
     assert load_csv(path, lenient=True).skipped == 1
+
+
+def history_lines(stamps: list[str]) -> list[str]:
+    return ["Date,Open,High,Low,Close,Adj Close,Volume"] + [
+        f"{t},{17 + i},{18 + i},{16 + i},{17.5 + i},{17.5 + i},{1000 + i}" for i, t in enumerate(stamps)]
+
+
+DAYS = ["1800-01-01", "1899-12-30", "1950-01-03", "1966-10-31", "1968-06-14", "1969-11-30", "1969-12-31",
+        "1970-01-01", "1970-01-02", "1973-03-05", "2023-12-29"]
+
+
+def test_market_history_from_1800_loads_alike_as_dates_and_as_epoch_numbers_of_each_unit(tmp_path: Path) -> None:
+    """An index's or a commodity's daily history goes back decades before 1970 (yfinance's ^GSPC from 1927): its
+    times are negative epoch milliseconds, read the same from ISO dates on both paths and from epoch seconds,
+    milliseconds and microseconds; none is mistaken for another unit, from 1800 through the 1960s, the days either
+    side of 1970 included."""
+    expected = [(date.fromisoformat(d).toordinal() - date(1970, 1, 1).toordinal()) * 86_400_000 for d in DAYS]
+    path = write(tmp_path, history_lines(DAYS), name="SPX-USD_1d.csv")
+    for lenient in (False, True):
+        series = load_csv(path, lenient=lenient)
+        assert series.ts == expected and series.skipped == 0
+        assert series.close[0] == 17.5 and iso_of(series.ts[0]) == "1800-01-01T00:00:00Z"
+    near_1970 = [-62 * DAY <= ms < 100_000_000_000 for ms in expected]  # the only days a unit could be mistaken
+    for unit, per_ms in (("seconds", 0.001), ("milliseconds", 1), ("microseconds", 1000)):
+        kept = [ms for ms, near in zip(expected, near_1970) if unit == "seconds" or not near]
+        stamps = [str(int(ms * per_ms)) for ms in kept]
+        path = write(tmp_path, history_lines(stamps), name=f"SPX-USD_1d_{unit}.csv")
+        for lenient in (False, True):
+            assert load_csv(path, lenient=lenient).ts == kept, (unit, lenient)
+
+
+def test_an_epoch_number_before_1800_is_refused_saying_how_each_unit_is_told(tmp_path: Path) -> None:
+    too_early = str(FIRST_MS * 1000 - 1000)  # a microsecond count just before 1800
+    path = write(tmp_path, history_lines([too_early, "-5364662400000"]), name="EARLY-USD_1d.csv")
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == (f"{path}:2: timestamp '{too_early}' is before 1800, the first year of the candle "
+                               f"times ffe reads {EPOCH_NOTE}")
 
 
 @pytest.mark.parametrize("stamp", ["1_577_840_400", "".join(chr(0x660 + int(d)) for d in "1577840400")],
@@ -254,10 +316,42 @@ def test_missing_header_columns_are_named_on_line_1(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}:1: missing columns: high, low (header has: time, open, close, vol)"
 
 
-def test_a_file_without_header_is_missing_every_column(tmp_path: Path) -> None:
+NO_HEADER = ("the first line is not a header (it holds numbers): add the header "
+             "timestamp,open,high,low,close,volume")
+
+
+def test_a_file_without_header_says_so(tmp_path: Path) -> None:
     path = write(tmp_path, good_lines()[1:])
-    with pytest.raises(CsvError, match=r":1: missing columns: timestamp, open, high, low, close, volume"):
+    with pytest.raises(CsvError) as info:
         load_csv(path)
+    assert str(info.value) == f"{path}:1: {NO_HEADER}"
+
+
+@pytest.mark.parametrize("stamp", ["1577836800000", "1577836800000000"], ids=["milliseconds", "microseconds"])
+def test_a_headerless_binance_dump_says_it_has_no_header_and_with_one_its_times_read(tmp_path: Path,
+                                                                                      stamp: str) -> None:
+    """Binance's public data (data.binance.vision) has no header row; its spot files count open times in
+    microseconds since 2025 (16 digits), in milliseconds before. Its first row used to be read as a header: "duplicate
+    column '7165.72'" (open and close alike) or "missing columns". Microseconds are read (by their size, as seconds
+    and milliseconds are), down to the millisecond."""
+    scale = 1000 if len(stamp) == 16 else 1
+    rows = [f"{(T0 + i * HOUR) * scale},7165.72,7170.0,7160.0,7165.72,12.5,{(T0 + (i + 1) * HOUR) * scale - 1},"
+            "89570.1,1000,6.2,44427.2,0" for i in range(30)]
+    path = write(tmp_path, rows, name="BTC-USD_binance_dump.csv")
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == f"{path}:1: {NO_HEADER}"
+    fixed = write(tmp_path, ["timestamp,open,high,low,close,volume,close_time,quote_volume,count,taker_base,"
+                             "taker_quote,ignore"] + rows, name="BTC-USD_binance_header.csv")
+    for lenient in (False, True):
+        series = load_csv(fixed, lenient=lenient)
+        assert series.ts == [T0 + i * HOUR for i in range(30)] and series.skipped == 0
+
+
+def test_microseconds_not_whole_milliseconds_round_to_the_millisecond(tmp_path: Path) -> None:
+    lines = ["timestamp,open,high,low,close,volume", f"{T0 * 1000 + 400},1,2,0.5,1,3",
+             f"{(T0 + HOUR) * 1000 + 600},1,2,0.5,1,3"]
+    assert load_csv(write(tmp_path, lines)).ts == [T0, T0 + HOUR + 1]
 
 
 def test_empty_file_and_header_only(tmp_path: Path) -> None:
@@ -302,6 +396,31 @@ def test_quoted_fields_and_crlf_line_endings(tmp_path: Path) -> None:
     series = load_csv(path)
     assert series.ts == [T0, T0 + HOUR]
     assert series.close == [1.5, 1.25]
+
+
+def test_spaces_around_quoted_fields_are_allowed_as_around_numbers(tmp_path: Path) -> None:
+    """Spaces or tabs may stand around a field, quoted or not: after a closing quote (before the comma or the end of
+    the line, the header's too) and before an opening one. A strict reader refused `"2020-01-01T00:00:00Z" ,1,...`
+    and a header ending in a space after its last quote; with --lenient, no usable rows."""
+    path_rows = tmp_path / "X-USD_sp.csv"
+    path_rows.write_text('timestamp,open,high,low,close,volume\n' + "".join(
+        f'"{iso(T0 + i * HOUR)}" ,1, "2" ,0.5,\t"1.5"\t,10 \n' for i in range(3)))
+    header = tmp_path / "Y-USD_hdrsp.csv"
+    header.write_text('"timestamp","open","high","low","close","volume" \n' + "".join(
+        f"{iso(T0 + i * HOUR)},1,2,0.5,1.5,10\n" for i in range(2)))
+    for lenient in (False, True):
+        series = load_csv(path_rows, lenient=lenient)
+        assert series.ts == [T0, T0 + HOUR, T0 + 2 * HOUR] and series.high == [2.0] * 3 and series.skipped == 0
+        assert load_csv(header, lenient=lenient).ts == [T0, T0 + HOUR]
+
+
+def test_a_quote_problem_says_what_to_change(tmp_path: Path) -> None:
+    """Python csv's "',' expected after '\"'" tells a user nothing to do: the message says what to change, in the
+    header too."""
+    path = write(tmp_path, ['"timestamp"x,open,high,low,close,volume', f"{iso(T0)},1,2,0.5,1,3"])
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == f"{path}:1: {QUOTE_TEXT_AFTER}"
 
 
 @pytest.mark.parametrize("stamps", [

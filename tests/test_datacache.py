@@ -54,6 +54,22 @@ def entries(root: Path) -> list[Path]:
     return sorted(root.glob("*.bin"))
 
 
+def test_candles_before_1970_through_the_cache_are_the_files(tmp_path: Path) -> None:
+    """Negative epoch milliseconds (daily history from 1950) are kept and given back as they were read."""
+    path = tmp_path / "SPX-USD_1d.csv"
+    path.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n" + "".join(
+        f"{day},{17 + i % 7},{18 + i % 7},{16 + i % 7},{17.5 + i % 7},{17.5 + i % 7},{1000 + i}\n"
+        for i, day in enumerate(f"19{y}-{m:02d}-15" for y in range(50, 75) for m in range(1, 13))))
+    direct = load_csv(path)
+    assert direct.ts[0] < 0 < direct.ts[-1]
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    same_series(cache.series(path, "SPX/USD"), direct)
+    cache.wait()
+    again = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    same_series(again.series(path, "SPX/USD"), direct)
+    assert again.hits == 1
+
+
 def test_candles_through_the_cache_are_the_files(tmp_path: Path) -> None:
     cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
     direct = load_csv(BTC_CSV, symbol="BTC/USD")

@@ -130,7 +130,7 @@ async def test_exchange_rows_of_prices_ffe_cannot_compute_with_are_left_out_and_
 
 
 async def test_exchange_rows_past_2099_are_left_out_and_counted(fx, tmp_path):
-    """Candle times are from 1970 to 2099 (market/bounds.py): the file must load, so rows past 2099 are not
+    """Candle times are from 1800 to 2099 (market/bounds.py): the file must load, so rows past 2099 are not
     written, as rows of a zero price are not."""
     end = 4_102_444_800_000  # 2100-01-01T00:00:00Z
     clock = at(fx, end + 3 * H + 1_000_000)
@@ -314,14 +314,14 @@ async def test_a_symbol_the_exchange_does_not_list_exits_2_before_anything_is_wr
     (("--timeframe", "1w"), "--timeframe: bad timeframe '1w': expected Nm, Nh or Nd, from 1m to 7d"),
     (("--timeframe", "8d"), "--timeframe: bad timeframe '8d': expected Nm, Nh or Nd, from 1m to 7d"),
     (("--since", "yesterday"), "--since: 'yesterday' is not a date"),
-    (("--since", "1969-12-31"), "--since: '1969-12-31' is before 1970, the first year of the candle times ffe reads"),
+    (("--since", "1799-12-31"), "--since: '1799-12-31' is before 1800, the first year of the candle times ffe reads"),
     (("--since", "2100-01-01"), "--since: '2100-01-01' is past 2099, the last year of the candle times ffe reads"),
     (("--until", "2023-12-31"), "--until 2023-12-31 is not after --since 2024-01-01"),
     (("--until", "2024-13-01"), "--until: '2024-13-01' is not a date"),
     (("ETH/USDT", "--file", "a.csv"), "--file takes one symbol"),
     (("--file", "a.txt"), "a.txt: the file name must end in .csv"),
     (("BTCUSDT",), "'BTCUSDT' is not a BASE/QUOTE symbol such as 'BTC/USDT'"),
-], ids=["exchange", "timeframe", "seconds", "weeks", "over 7d", "since", "since-1969", "since-2100",
+], ids=["exchange", "timeframe", "seconds", "weeks", "over 7d", "since", "since-1799", "since-2100",
         "until-before-since", "until",
         "file-two-symbols", "file-suffix", "symbol"])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):

@@ -210,7 +210,7 @@ async def test_a_candle_of_a_price_ffe_cannot_compute_with_is_refused_with_a_war
 
 async def test_candles_past_2099_are_refused_with_a_warning_once_and_a_page_of_them_is_not_fetched_again_at_once(
         fx, venue, caplog):
-    """Candle times are from 1970 to 2099 wherever candles come from (market/bounds.py), as in the CSV files: an
+    """Candle times are from 1800 to 2099 wherever candles come from (market/bounds.py), as in the CSV files: an
     exchange's candles past 2099 are left out, each said once, never yielded; a full page of them is no reason to
     ask again without waiting (the feed would spin), and they do not count as fetched (a time past the bound would
     then stand for every later one, and the symbol's real candles would never be asked for)."""
@@ -380,3 +380,17 @@ async def test_a_time_read_that_hangs_holds_the_round_briefly_not_for_the_exchan
         assert len(fx.requests_to("GET /api/v3/time")) == 1  # one read a round, not retried
     finally:
         await venue.close()
+
+
+async def test_a_feed_of_candles_before_1970_yields_them(fx, venue):
+    """Candle times from 1800 on are negative epoch milliseconds before 1970: a feed started without history takes
+    the latest closed one and goes on from it (a newest-fetched time of -1, 'none yet', once stood above them all)."""
+    start = -86_400_000 * 3650 + 40 * M  # 1960
+    clock = StepClock(start + 30_000)
+    fx.market_clock = clock.now_ms
+    feed = ExchangeFeed(venue, [BTC], M, poll_s=60, clock=clock)
+    first = await feed.poll()
+    assert [c.ts for c in first] == [start - M]
+    clock.now += 2 * M
+    assert [c.ts for c in await feed.poll()] == [start, start + M]
+    await feed.close()
