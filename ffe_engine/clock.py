@@ -96,10 +96,13 @@ class SimClock:
     waits in real seconds (an approval's time to live, a breaker's recovery).
     """
 
-    __slots__ = ("_now", "_calls", "yield_every", "paced")
+    __slots__ = ("_now", "_started", "_calls", "yield_every", "paced")
 
-    def __init__(self, start_ms: int = 0, *, paced: bool = False, yield_every: int = 1000) -> None:
-        self._now = start_ms
+    def __init__(self, start_ms: int | None = None, *, paced: bool = False, yield_every: int = 1000) -> None:
+        # Without a start, the first time it is advanced to is where it starts, whatever its sign: a market's
+        # history may begin before 1970 (negative times), and a clock at 0 would stand still until 1970.
+        self._now = 0 if start_ms is None else start_ms
+        self._started = start_ms is not None
         self._calls = 0
         self.yield_every = yield_every
         self.paced = paced
@@ -115,8 +118,9 @@ class SimClock:
 
     def advance(self, ts_ms: int) -> None:
         # Never backwards: candles of several symbols may close at the same time.
-        if ts_ms > self._now:
+        if ts_ms > self._now or not self._started:
             self._now = ts_ms
+            self._started = True
 
     async def sleep(self, seconds: float) -> None:
         if self.paced:
@@ -136,7 +140,7 @@ class ManualClock(SimClock):
 
     __slots__ = ("_wall", "_mono")
 
-    def __init__(self, start_ms: int = 0, *, wall: float = 1_700_000_000.0, paced: bool = False,
+    def __init__(self, start_ms: int | None = None, *, wall: float = 1_700_000_000.0, paced: bool = False,
                  yield_every: int = 1000) -> None:
         super().__init__(start_ms, paced=paced, yield_every=yield_every)
         self._wall = wall

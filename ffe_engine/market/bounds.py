@@ -1,11 +1,12 @@
 """What a candle may hold: the times, prices and volumes ffe computes with exactly, and the one check of them that
 every reader of candles makes (CSV files at load, `ffe data download`'s rows, an exchange's candles and quotes).
 
-Times are from TIME_MIN_MS (1970) to before TIME_END_MS (2100). Exchanges count their candles' times in milliseconds
-since 1970 and serve none from the future; a file's row in the year 1 or 9999 is a typo or damage, not a market, and
-the year 10000 that a bar near the end of 9999 closes in cannot even be printed. The end leaves room for synthetic
-data, keeps every time a bar's close adds far inside the calendar, and makes every epoch number in range read one
-way: seconds below 1e11, milliseconds from it (a time in milliseconds before 1973 is the only one taken otherwise).
+Times are from TIME_MIN_MS (1800) to before TIME_END_MS (2100), in milliseconds since 1970 (negative before it).
+Exchanges serve candles from 1970 on, but the files ffe reads also hold stock, index and commodity history (an
+index's daily bars from 1927, a commodity's from the 19th century): 1800 admits all of it. A row in the year 1 or
+9999 is a typo or damage, not a market, and the year 10000 that a bar near the end of 9999 closes in cannot even be
+printed. The end leaves room for synthetic data and keeps every time a bar's close adds far inside the calendar.
+Within the bounds an epoch number's unit is told by its size (csvdata.py).
 
 Prices are within [PRICE_MIN, PRICE_MAX], volumes within [0, VOLUME_MAX]. Positive and finite is not enough: the
 indicators square prices (a Bollinger band's variance sums n squared deviations) and the sizing multiplies and
@@ -28,7 +29,7 @@ from itertools import repeat
 from operator import le
 from typing import Sequence
 
-TIME_MIN_MS = 0  # 1970-01-01T00:00:00Z
+TIME_MIN_MS = -5_364_662_400_000  # 1800-01-01T00:00:00Z
 TIME_END_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z, the first time past the bound
 PRICE_MIN = 1e-12
 PRICE_MAX = 1e12
@@ -40,7 +41,7 @@ FIELDS = ("open", "high", "low", "close", "volume")
 def time_problem(ts_ms: int, text: str) -> str | None:
     """What is wrong with a candle's time in ms (shown as `text`); None when it is within the bounds."""
     if ts_ms < TIME_MIN_MS:
-        return f"{text} is before 1970, the first year of the candle times ffe reads"
+        return f"{text} is before 1800, the first year of the candle times ffe reads"
     if ts_ms >= TIME_END_MS:
         return f"{text} is past 2099, the last year of the candle times ffe reads"
     return None

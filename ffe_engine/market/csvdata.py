@@ -3,9 +3,10 @@
 The contract (docs/cli.md, "CSV market data"): UTF-8 text, plain or gzip-compressed (a name ending in `.gz`), no
 line longer than MAX_LINE_BYTES; a header row naming at least timestamp, open, high, low, close and volume in any
 order (case-insensitive, common aliases accepted, extra columns ignored); timestamps in ISO-8601 (UTC when no offset
-is given) or epoch seconds or milliseconds in ASCII digits (told apart by magnitude); numbers plain decimal numbers
-(ASCII digits, a sign, a decimal point, an exponent; spaces around them allowed), not every text Python's float()
-reads; rows strictly increasing in time; times, prices and volumes within the bounds ffe computes with (bounds.py).
+is given) or epoch seconds, milliseconds or microseconds in ASCII digits (told apart by size); numbers plain decimal
+numbers (ASCII digits, a sign, a decimal point, an exponent; spaces around them allowed), not every text Python's
+float() reads; quoting strict but for spaces around a quoted field; rows strictly increasing in time; times, prices
+and volumes within the bounds ffe computes with (bounds.py).
 A bad row is a `CsvError` naming the file and the line the row begins on, or is skipped and counted when lenient; a
 quote never closed is an error even then, since the rows after it are no longer rows. Gaps are allowed and reported.
 
@@ -57,7 +58,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _FAR = 10**30  # ms, far beyond the bounds of candle times either way
-_MS_THRESHOLD = 100_000_000_000  # |epoch| >= 1e11 is milliseconds (1e11 s is the year 5138, 1e11 ms is 1973)
+# An epoch number's unit, by its size. From 1970: seconds below 1e11 (the year 5138 in seconds, 1973 in ms),
+# milliseconds below 1e14, microseconds from it (Binance's dumps since 2025). Before 1970, where no unit runs past
+# 2099, each unit is taken down to 1800 in it, so that a time in milliseconds from 1800 to 1969 is never taken for
+# seconds before 1800. Only times within about three years of 1970 in ms or microseconds read in a smaller unit.
+_S_BELOW = 100_000_000_000
+_MS_BELOW = 100_000_000_000_000
+_S_FROM = bounds.TIME_MIN_MS // 1000
+_MS_FROM = bounds.TIME_MIN_MS
+EPOCH_UNITS = ("(an epoch number is seconds, milliseconds or microseconds by its size: seconds below 1e11, "
+               "milliseconds below 1e14, microseconds from 1e14; before 1970, seconds from -5364662400, milliseconds "
+               "from -5364662400000, microseconds below)")
 # What float() reads that is not a plain decimal number: "1_000", other scripts' digits, "nan", other spaces. A
 # text float() reads and that holds none of these is ASCII digits, a sign, a point and an exponent.
 _not_plain = re.compile(r"[^0-9.eE+\- \t]").search
@@ -214,8 +225,8 @@ def parse_symbol_arg(arg: str) -> tuple[str, Path]:
 
 
 def parse_timestamp(text: str) -> int:
-    """ISO-8601 (UTC unless it carries an offset) or epoch seconds / milliseconds -> ms since the epoch (UTC), within
-    the bounds of candle times (bounds.py)."""
+    """ISO-8601 (UTC unless it carries an offset) or epoch seconds / milliseconds / microseconds -> ms since the
+    epoch (UTC), within the bounds of candle times (bounds.py)."""
     s = text.strip()
     if not s:
         raise ValueError("timestamp is empty")
@@ -224,7 +235,7 @@ def parse_timestamp(text: str) -> int:
     if number:
         try:
             value = int(s) if body.isdigit() else float(s)
-            ms = int(round(value if abs(value) >= _MS_THRESHOLD else value * 1000))
+            ms = _epoch_ms(value)
         except OverflowError:  # digits beyond a float's range: far outside the bounds, on the side of its sign
             ms = -_FAR if s[0] == "-" else _FAR
     else:
@@ -238,9 +249,20 @@ def parse_timestamp(text: str) -> int:
     problem = bounds.time_problem(ms, f"timestamp {text!r}")
     if problem is not None:
         if number:
-            problem += " (an epoch number below 1e11 is seconds, from 1e11 on milliseconds)"
+            problem += " " + EPOCH_UNITS
         raise ValueError(problem)
     return ms
+
+
+def _epoch_ms(value: int | float) -> int:
+    """An epoch number in milliseconds, its unit told by its size (see _S_BELOW); microseconds to the nearest
+    millisecond, a half up (as the fast path's whole column)."""
+    seconds, millis = (value < _S_BELOW, value < _MS_BELOW) if value >= 0 else (value >= _S_FROM, value >= _MS_FROM)
+    if seconds:
+        return int(round(value * 1000))
+    if millis:
+        return int(round(value))
+    return (value + 500) // 1000 if isinstance(value, int) else math.floor(value / 1000 + 0.5)
 
 
 class _DayCache(dict[str, int]):
@@ -274,7 +296,7 @@ def _fast_timestamps(column: Sequence[str]) -> list[int]:
         if not (joined.isascii() and joined.isdigit()):  # int() reads "1_000", spaces and other scripts' digits
             raise ValueError("not plain epoch numbers")
         values = list(map(int, column))
-        ts = [v if v >= _MS_THRESHOLD else v * 1000 for v in values]
+        ts = [v * 1000 if v < _S_BELOW else v if v < _MS_BELOW else (v + 500) // 1000 for v in values]
     else:
         days, times = _DayCache(), _TimeOfDayCache()
         ts = list(map(add, map(days.__getitem__, map(_date_part, column)),
@@ -288,7 +310,18 @@ def _fast_timestamps(column: Sequence[str]) -> list[int]:
 # --- files ------------------------------------------------------------------------------------------------------
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return not _not_plain(text)
+
+
 def _header_columns(path: str, header: list[str], line: int) -> tuple[list[int], int]:
+    if 2 * sum(map(_is_number, header)) > len(header):  # a file with no header row (Binance's dumps): its first row
+        raise CsvError(path, line, "the first line is not a header (it holds numbers): add the header "
+                                   + ",".join(FIELDS))
     names = [h.strip().lower().replace(" ", "_").replace("-", "_") for h in header]
     seen: set[str] = set()
     for name in names:
@@ -434,9 +467,22 @@ def load_csv(path: str | os.PathLike[str], symbol: str | None = None, lenient: b
     return _careful_path(path, sym, tf, reader, index, ncols, lenient, header_line)
 
 
+# Spaces or tabs between a quote and the comma or line end after it, or the comma or line start before it: allowed
+# around a quoted field as around a number, and taken out before the strict reader sees them (it reads only a
+# comma or a line end after a closing quote). Only spaces go, never a quote, comma or line break, so every row and
+# field stays where it was and every line keeps its number.
+_space_after_quote = re.compile(r'"[ \t]+(?=,|\r|\n|\Z)')
+_space_before_quote = re.compile(r'(^|,)[ \t]+"', re.MULTILINE)
+QUOTE_TEXT_AFTER = ("a quoted field has text after its closing quote: put the whole value inside the quotes, or "
+                    "remove them (only spaces may follow a closing quote; a quote inside a quoted value is written "
+                    "twice)")
+
+
 def _reader(text: str) -> CsvRows:
-    """Rows of the text. Strict: a character after a closing quote (`"155"5`, read as 1555 otherwise) and a quote
-    never closed are errors, not guesses."""
+    """Rows of the text. Strict: a character other than a space after a closing quote (`"155"5`, read as 1555
+    otherwise) and a quote never closed are errors, not guesses."""
+    if '"' in text:
+        text = _space_before_quote.sub(r'\1"', _space_after_quote.sub('"', text))
     return csv.reader(io.StringIO(text, newline=""), strict=True)
 
 
@@ -457,7 +503,7 @@ def _rows(path: str, reader: CsvRows) -> Iterator[list[str]]:
         except StopIteration:
             return
         except csv.Error as e:
-            raise CsvError(path, line, _open_quote(e, reader) or f"unreadable CSV: {e}") from None
+            raise CsvError(path, line, _open_quote(e, reader) or _unreadable(e)) from None
 
 
 def _open_quote(e: csv.Error, reader: CsvRows) -> str | None:
@@ -466,6 +512,13 @@ def _open_quote(e: csv.Error, reader: CsvRows) -> str | None:
     if "unexpected end of data" not in str(e):  # csv's words for it
         return None
     return f"a quote opened on this line is not closed before the end of the file (line {reader.line_num})"
+
+
+def _unreadable(e: csv.Error) -> str:
+    """What to say of a row the csv module cannot read, in words that say what to change where it can."""
+    if "expected after" in str(e):  # csv's words for a character after a closing quote
+        return QUOTE_TEXT_AFTER
+    return f"unreadable CSV: {e}"
 
 
 _ends_line = methodcaller("endswith", "\n")
@@ -551,7 +604,7 @@ def _careful_path(path: str, sym: str, tf: int, reader: CsvRows, index: list[int
             open_quote = _open_quote(e, reader)
             if open_quote is not None:  # the rows after it are no longer rows: not one row to skip
                 raise CsvError(path, line, open_quote) from None
-            reason = f"unreadable CSV: {e}"
+            reason = _unreadable(e)
         else:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line

@@ -18,7 +18,7 @@ one does not keep the other symbols' candles, and their stop-losses, waiting for
 unknown symbol) holds nothing back. A candle whose numbers ffe cannot compute with (not numbers, a zero price, low
 above high, a price beyond the bounds of the CSV files: bounds.py) is left out with a warning, once, and counts as
 fetched: the indicators and the sizing never see it. So is one whose time is outside the bounds of candle times
-(before 1970, past 2099), except that it does not count as fetched: a time past the bound would stand for every
+(before 1800, past 2099), except that it does not count as fetched: a time past the bound would stand for every
 later candle, and the symbol's real ones would never be asked for again.
 """
 
@@ -31,12 +31,14 @@ from ..clock import WallClock, format_timeframe
 from ..model import Candle
 from ..venues.base import VenueError, VenueUnavailable
 from ..venues.ccxt_venue import CcxtVenue, build_exchange
-from .bounds import candle_problem, time_problem
+from .bounds import TIME_MIN_MS, candle_problem, time_problem
 from .csvdata import iso
 
 log = logging.getLogger(__name__)
 
-NEVER = -1  # the exchange's time when it could not be read: no row closes by time
+# Before every candle time (which may be negative: before 1970): the exchange's time when it could not be read (no
+# row closes by time), and the newest candle fetched or yielded before there is one.
+NEVER = TIME_MIN_MS - 1
 
 
 class ExchangeFeed:
@@ -67,7 +69,7 @@ class ExchangeFeed:
         self._fetched: dict[str, int] = {}  # symbol -> open time of the newest closed candle fetched
         self._pending: dict[tuple[str, int], Candle] = {}
         self._bad_times: set[tuple[str, int]] = set()  # (symbol, open time) of the candles refused for their time
-        self._watermark = -1  # open time of the newest candle yielded
+        self._watermark = NEVER  # open time of the newest candle yielded
         self._order = {s: i for i, s in enumerate(self.symbols)}
         self._closed = False
         self._more = False  # the last poll filled a page: fetch again without waiting
@@ -145,7 +147,7 @@ class ExchangeFeed:
                 closed = closed[-1:]  # a feed started without history begins with the latest closed candle
             before = self._fetched.get(sym)
             for ts, r in closed:
-                if ts > self._fetched.get(sym, -1):
+                if ts > self._fetched.get(sym, NEVER):
                     self._fetched[sym] = ts
                     c = self._candle(sym, ts, r)
                     if c is not None:
