@@ -2058,9 +2058,11 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
 
 def backtest_records(path: Path | str) -> str | None:
     """The record level a backtest run's database says it keeps (BACKTEST_RECORDS_KEY), read-only and waiting for
-    no lock; None when it says none or cannot be read (a run killed before its first flush, one being written)."""
+    no lock; None when it says none or cannot be read (a run killed before its first flush, one being written), and
+    when opening it would change what is beside it: SQLite deletes the WAL of an empty or missing main file (the
+    newest records, read-only too), and a hot journal is for a start to roll back."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or wal_without_database(path) is not None or hot_journal(path) is not None:
         return None
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)
