@@ -43,7 +43,10 @@ async def start_engine(cwd, fx, processes, name: str) -> AsyncFfe:
 @pytest.mark.parametrize("reached", [True, False], ids=["executed", "never-reached"])
 async def test_killed_between_journal_and_reply_then_restarted(tmp_path, fx, processes, reached):
     # the client waits 5 s for the reply: the test kills the process well inside that window
-    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}, exchange={"timeout_ms": 5000}))
+    # A periodic reconciliation every 5 s as well: the look with current balances after the fill comes by then
+    # whatever else asked for one (the recheck the settle window after a change is the reconcile tests' concern).
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False, "reconcile_interval_s": 5},
+                                       exchange={"timeout_ms": 5000}))
     db = tmp_path / "data" / "ffe.db"
     sock = tmp_path / "data" / "ffe.sock"
 
@@ -89,9 +92,12 @@ async def test_killed_between_journal_and_reply_then_restarted(tmp_path, fx, pro
     def looks() -> list[dict]:
         return [e for e in stored_events(db, "reconcile", "order", "fill") if e["seq"] > started]
 
-    await wait_for(lambda: any(e.get("status") == "ok" for e in looks() if e["event"] == "reconcile"
-                               and e["seq"] > max(f["seq"] for f in looks() if f["event"] == "fill")),
-                   timeout=30, what="a reconciliation with current balances after the fill")
+    try:
+        await wait_for(lambda: any(e.get("status") == "ok" for e in looks() if e["event"] == "reconcile"
+                                   and e["seq"] > max(f["seq"] for f in looks() if f["event"] == "fill")),
+                       timeout=30, what="a reconciliation with current balances after the fill")
+    except AssertionError as exc:  # what the looks since the start were
+        raise AssertionError(f"{exc}: {looks()}") from None
     after = looks()
     assert {e.get("client_order_id") for e in after if e["event"] != "reconcile"} == {cid}
     assert all(e["differences"] == [] for e in after if e["event"] == "reconcile")
