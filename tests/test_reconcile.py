@@ -573,3 +573,29 @@ async def test_an_accepted_open_order_is_not_forgotten_for_one_read_that_misses_
         await e.reconcile()
         await e.reconcile()
         assert await e.store.get_kv(ACCEPTED_KEY, []) == [] and e.state is EngineState.RUNNING
+
+
+async def test_one_read_that_misses_an_unknown_open_order_does_not_lift_its_hold(tmp_path, fx):
+    # A read of the open orders can lag the exchange's books (a replica): one that no longer shows the order placed
+    # by hand lifts nothing. Gone for real (cancelled at the exchange), two reads in a row without it lift it.
+    await place_by_hand(fx, "by-hand-1")
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state is EngineState.PAUSED
+        assert [d["client_order_id"] for d in e.reconcile_blocked] == ["by-hand-1"]
+        fx.fault("GET /api/v3/openOrders", "stale", seconds=3600)  # the book from before the order was placed
+        await e.reconcile()
+        assert [d["client_order_id"] for d in e.reconcile_blocked] == ["by-hand-1"]
+        with pytest.raises(ControlError, match="accept"):
+            await e.resume(by="test")
+        other = binance_client(fx)
+        try:
+            await other.cancel_order(str(fx.orders[0].order_id), BTC)
+        finally:
+            await other.close()
+        await asyncio.sleep(e.venue.settle_s)
+        await e.reconcile()
+        await e.reconcile()
+        assert e.reconcile_blocked == []
+        assert await e.resume(by="test") is EngineState.RUNNING
