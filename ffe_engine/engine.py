@@ -223,6 +223,9 @@ class Engine:
         self.entries = EntryLog()  # entries sent and refused, by gate: why a run stopped trading
         self.refusals: dict[str, int] = {}  # gate code -> orders it refused (entries and exits)
         self.reconcile_blocked: list[dict[str, Any]] = []
+        # The open orders (unknown, in doubt) that held the engine and the last reconciliation no longer found: lifted
+        # only when the next one does not find them either (one read of the open orders can lag the exchange).
+        self._blocked_missed: set[str] = set()
         # The exchange's Retry-After on requests, as last stored; unknown at the start, so that the first storing of
         # the books says it as it is (a hold that ended while the engine was down is cleared).
         self._request_hold_stored: float | None | str = "unknown"
@@ -1275,8 +1278,17 @@ class Engine:
             # equity, a symbol with an order unsettled, balances that may lag the books) holds the engine as before.
             # The engine stays PAUSED until resumed. (A difference found for the first time, not confirmed yet,
             # keeps what was found before holding it: it is not traded through meanwhile.)
-            self.reconcile_blocked = [] if self._reconciled_whole else [
+            kept = [] if self._reconciled_whole else [
                 d for d in self.reconcile_blocked if d.get("kind") in BALANCE_KINDS]
+            # An open order no longer found holds the engine until a second look in a row does not find it either: a
+            # read of the open orders can lag the exchange's books, as a read of its balances can.
+            gone = {difference_key(d) for d in self.reconcile_blocked if d.get("kind") not in BALANCE_KINDS}
+            kept += [d for d in self.reconcile_blocked
+                     if d.get("kind") not in BALANCE_KINDS and difference_key(d) not in self._blocked_missed]
+            self._blocked_missed = gone
+            self.reconcile_blocked = kept
+            return differences
+        self._blocked_missed = set()
         return differences
 
     # ================================================================== control surface
