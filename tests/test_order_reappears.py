@@ -117,3 +117,24 @@ async def test_an_ended_order_the_exchange_fills_before_any_look_has_its_fill_bo
         assert_books_agree(e, fx)
         assert not [d for d in await e.reconcile() if d.get("client_order_id") == cid or d.get("symbol") == BTC]
         assert e.state.value == "HALTED"
+
+
+async def test_an_ended_order_that_shows_up_open_is_cancelled_by_the_polls_with_no_order_live(tmp_path, fx):
+    # HALTED, nothing else in flight: the engine's polls (not only its reconciliations, 10 minutes apart here) look
+    # the ended order up, and cancel it as soon as the exchange shows it open.
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        cid, placed = await halted_with_an_order_ended_absent(e, fx)
+        assert not e.orders.live
+        loop = asyncio.ensure_future(e.run())
+        try:
+            await asyncio.sleep(max(0.0, placed + LAG_S - time.time()) + 0.2)
+            fx.clear_faults(GET_ORDER)
+            fx.clear_faults(OPEN_ORDERS)
+            await wait_for(lambda: [o.status for o in fx.orders] == ["CANCELED"], timeout=15,
+                           what="the order cancelled at the exchange by a poll")
+            assert e.state.value == "HALTED"
+        finally:
+            e.request_stop()
+            await asyncio.wait_for(loop, timeout=30)
