@@ -702,7 +702,9 @@ class Engine:
             try:
                 await self.approvals.expire()
                 now = clock.monotonic()
-                if self.orders.live and self.sim_venue is None and now >= next_poll:
+                # Orders in flight, and those ended without the venue's word (watched: one that shows up open is
+                # cancelled at once, HALTED too, when nothing else is in flight).
+                if (self.orders.live or self.orders.watching()) and self.sim_venue is None and now >= next_poll:
                     next_poll = now + poll_s
                     await self.orders.poll()
                 settled = self._cash_waits and not self.orders.live

@@ -172,6 +172,10 @@ class OrderPath:
         return [o for cid, o in self.live.items()
                 if cid in self._behind and now - self._behind[cid] < self.venue.settle_s]
 
+    def watching(self) -> bool:
+        """Whether an order the journal ended without the venue's word is still looked up at each poll."""
+        return bool(self._ended)
+
     def reappearing(self) -> list[Order]:
         """Orders the journal has ended that the venue has shown since and not yet shown done (cancelled, with its
         trades): what they filled may be in the venue's balances and not yet in the books."""
