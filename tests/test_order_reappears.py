@@ -138,3 +138,25 @@ async def test_an_ended_order_that_shows_up_open_is_cancelled_by_the_polls_with_
         finally:
             e.request_stop()
             await asyncio.wait_for(loop, timeout=30)
+
+
+async def test_what_a_reappeared_order_filled_is_booked_though_its_cancel_fails(tmp_path, fx):
+    # The exchange shows the ended order open and filled in part, and refuses the cancel for now: what it filled is
+    # in the account, so it is booked from the lookup at once (the gates must not size on books that lack it).
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        cid, placed = await halted_with_an_order_ended_absent(e, fx)
+        await asyncio.sleep(max(0.0, placed + LAG_S - time.time()) + 0.2)
+        fx.clear_faults(GET_ORDER)
+        fx.clear_faults(OPEN_ORDERS)
+        fx.fill(cid, qty=0.004)
+        fx.fault(DELETE_ORDER, "5xx_not_executed", times=100)
+        await e.reconcile()
+        assert fx.open_order(cid) is not None  # still open there: its cancel is tried again at the next poll
+        assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.004),)]
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
+        fx.clear_faults(DELETE_ORDER)
+        await e.orders.poll()
+        assert [(o.status, o.filled) for o in fx.orders] == [("CANCELED", pytest.approx(0.004))]
+        assert_books_agree(e, fx)
