@@ -736,6 +736,9 @@ class OrderPath:
             except (VenueError, VenueUnavailable) as exc:
                 log.warning("ended order open at the venue, its cancel not done: sent again at the next poll",
                             venue=self.venue.name, order=cid, detail=str(exc)[:160])
+                # What the venue shows it filled is in the account already: booked now, not once the cancel is done
+                # (the gates would size entries on books that lack it).
+                await self._apply(o, vo)
                 seen = None
         if seen is not None:
             await self._apply(o, seen)  # its fills booked; the final status stays
