@@ -58,6 +58,13 @@ async def halted_with_an_order_ended_absent(e, fx: FakeBinance) -> tuple[str, fl
     return cid, placed
 
 
+async def reads_caught_up(fx: FakeBinance, placed: float) -> None:
+    """Wait until the exchange's lagging reads (of the order placed at `placed`) have caught up, and end the lag."""
+    await asyncio.sleep(max(0.0, placed + LAG_S - time.time()) + 0.2)
+    fx.clear_faults(GET_ORDER)
+    fx.clear_faults(OPEN_ORDERS)
+
+
 def assert_books_agree(e, fx: FakeBinance) -> None:
     usdt, btc = fx.balances["USDT"].total, fx.balances["BTC"].total
     pos = e.portfolio.positions.get(BTC)
@@ -71,9 +78,7 @@ async def test_an_ended_order_the_exchange_lists_open_is_cancelled_at_once_and_i
     async with engine_session(settings, live=True) as running:
         e, db = running.engine, running.store.path
         cid, placed = await halted_with_an_order_ended_absent(e, fx)
-        await asyncio.sleep(max(0.0, placed + LAG_S - time.time()) + 0.2)  # the exchange's reads catch up
-        fx.clear_faults(GET_ORDER)
-        fx.clear_faults(OPEN_ORDERS)
+        await reads_caught_up(fx, placed)
         fx.fill(cid, qty=0.004)  # and it fills in part before the engine looks again
         await e.reconcile()
         assert [(o.client_id, o.status, o.filled) for o in fx.orders] == [(cid, "CANCELED", pytest.approx(0.004))]
@@ -105,9 +110,7 @@ async def test_an_ended_order_the_exchange_fills_before_any_look_has_its_fill_bo
     async with engine_session(settings, live=True) as running:
         e, db = running.engine, running.store.path
         cid, placed = await halted_with_an_order_ended_absent(e, fx)
-        await asyncio.sleep(max(0.0, placed + LAG_S - time.time()) + 0.2)
-        fx.clear_faults(GET_ORDER)
-        fx.clear_faults(OPEN_ORDERS)
+        await reads_caught_up(fx, placed)
         fx.fill(cid)
         for _ in range(20):
             await e.orders.poll()
@@ -129,9 +132,7 @@ async def test_an_ended_order_that_shows_up_open_is_cancelled_by_the_polls_with_
         assert not e.orders.live
         loop = asyncio.ensure_future(e.run())
         try:
-            await asyncio.sleep(max(0.0, placed + LAG_S - time.time()) + 0.2)
-            fx.clear_faults(GET_ORDER)
-            fx.clear_faults(OPEN_ORDERS)
+            await reads_caught_up(fx, placed)
             await wait_for(lambda: [o.status for o in fx.orders] == ["CANCELED"], timeout=15,
                            what="the order cancelled at the exchange by a poll")
             assert e.state.value == "HALTED"
@@ -147,9 +148,7 @@ async def test_what_a_reappeared_order_filled_is_booked_though_its_cancel_fails(
     async with engine_session(settings, live=True) as running:
         e, db = running.engine, running.store.path
         cid, placed = await halted_with_an_order_ended_absent(e, fx)
-        await asyncio.sleep(max(0.0, placed + LAG_S - time.time()) + 0.2)
-        fx.clear_faults(GET_ORDER)
-        fx.clear_faults(OPEN_ORDERS)
+        await reads_caught_up(fx, placed)
         fx.fill(cid, qty=0.004)
         fx.fault(DELETE_ORDER, "5xx_not_executed", times=100)
         await e.reconcile()
