@@ -14,7 +14,7 @@ import pytest
 
 from pipeline_helpers import pipelines
 from test_approvals import BTC, propose_at_60k
-from test_tui_helpers import SIZE_IDS, SIZES, console, pause, running, screen_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, console, notices, pause, running, said_since, screen_text, until
 
 _ = pipelines  # a fixture
 
@@ -148,9 +148,9 @@ async def test_a_trade_that_comes_after_the_selected_one_ended_and_the_pane_empt
         (after,) = [k.value for k in table.rows]
         assert table.selected() is None and not table.show_cursor, "a trade the operator never chose is selected"
         for key in ("a", "r"):
-            said = len(app._notifications)
+            said = notices(app)
             await pilot.press(key)
-            await until(pilot, lambda: any("no longer waiting" in n.message for n in list(app._notifications)[said:]),
+            await until(pilot, lambda: said_since(app, said, "no longer waiting"),
                         f"`{key}`: the console says nothing is selected")
             assert after in app.engine.pending, f"`{key}` acted on a trade the operator never chose"
         await pilot.press("up")

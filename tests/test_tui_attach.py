@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterator
 import pytest
 
 from conftest import db_rows, db_value, ffe_env, ffe_in_process, make_settings, run_ffe, wait_until
-from test_tui_helpers import SIZE_IDS, SIZES, pause, running, screen_text, status_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, notices, pause, running, said_since, screen_text, status_text, until
 
 from ffe_engine.control import EARLIER, EARLIER_EVENTS, STREAM_END
 from ffe_tui.app import ConsoleApp
@@ -600,9 +600,9 @@ async def test_the_attached_console_selects_no_trade_that_came_after_the_selecte
         await pause(pilot, "RUNNING")
         await until(pilot, lambda: table.row_count == 1, "the strategy's next trade waiting", timeout=60)
         (after,) = [k.value for k in table.rows]
-        said = len(app._notifications)
+        said = notices(app)
         await pilot.press("a")
-        await until(pilot, lambda: any("no longer waiting" in str(n.message) for n in list(app._notifications)[said:]),
+        await until(pilot, lambda: said_since(app, said, "no longer waiting"),
                     "the console says nothing is selected", timeout=10)
         assert status(after) == "pending", "a trade the operator never chose was approved"
         await detach(pilot, app)

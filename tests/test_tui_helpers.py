@@ -50,6 +50,17 @@ def status_text(app: ConsoleApp) -> str:
     return "\n".join(screen_text(app).split("\n")[:2])
 
 
+def notices(app: ConsoleApp) -> set[str]:
+    """The identities of the notifications on screen now (to tell the ones raised after, with `said_since`)."""
+    return {n.identity for n in list(app._notifications)}
+
+
+def said_since(app: ConsoleApp, before: set[str], words: str) -> bool:
+    """Whether a notification raised since `before` (notices) says `words`. By identity, not by count: an older
+    notification that times out meanwhile leaves the list, and a count taken before would then skip the new one."""
+    return any(words in str(n.message) for n in list(app._notifications) if n.identity not in before)
+
+
 async def until(pilot, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
     """Let the app run until predicate() is truthy; fail after `timeout` seconds (a hang, never a speed check)."""
     deadline = time.monotonic() + timeout

@@ -20,7 +20,8 @@ from textual.app import App
 from ffe_tui.app import ConsoleApp
 from ffe_tui.panes import PositionsTable, selected_position
 from ffe_tui.views import OrdersTable, TradesTable
-from test_tui_helpers import SIZE_IDS, SIZES, START_TS, db_path, screen_text, status_text, until
+from test_tui_helpers import (SIZE_IDS, SIZES, START_TS, db_path, notices, said_since, screen_text, status_text,
+                              until)
 
 HOLD_AT = 150  # live bars the market runs flat out before it waits for the test
 
@@ -336,7 +337,7 @@ async def test_a_position_closed_and_opened_again_between_two_redraws_is_never_t
             (row,) = [[str(c) for c in table.get_row(k)] for k in table.rows if table.get_row(k)[0] == sym]
             assert row[-1] not in ("-", ids[-1]), (row, ids)  # its id says it is another position
         sent = rows(tmp_path, "SELECT client_order_id FROM orders")
-        said = len(app._notifications)
+        said = notices(app)
         await pilot.press("x")
         await until(pilot, lambda: said_since(app, said, "the position you had selected has closed"),
                     "the console says nothing is selected", timeout=10)
@@ -514,10 +515,6 @@ async def test_the_widest_figures_keep_a_space_between_columns():
 
 
 # ---------------------------------------------------------------------------------------------------- what is selected
-def said_since(app, count: int, words: str) -> bool:
-    return any(words in str(n.message) for n in list(app._notifications)[count:])
-
-
 async def test_a_position_that_opens_after_the_selected_one_closed_and_the_table_emptied_is_not_selected(tmp_path):
     """The operator selects a position; every position closes (from elsewhere, `ffe ctl close`), and a new one opens
     later (the strategy may open others on the same bar). One lands under the cursor, in the trades view and on the
@@ -547,7 +544,7 @@ async def test_a_position_that_opens_after_the_selected_one_closed_and_the_table
             await until(pilot, lambda: sym in [str(k.value).split()[0] for k in table.rows],
                         f"the new position shown (view {view})")
             assert table.selected() is None and not table.show_cursor, f"view {view}: a position never chosen"
-            said = len(app._notifications)
+            said = notices(app)
             await pilot.press("x")
             await until(pilot, lambda: said_since(app, said, "the position you had selected has closed"),
                         f"view {view}: the console says nothing is selected", timeout=10)
@@ -587,7 +584,7 @@ async def test_an_order_sent_after_the_selected_one_ended_and_the_table_emptied_
         cid = second["client_order_id"]
         await until(pilot, lambda: orders.row_count == 1, "the new order in the orders view")
         assert orders.selected() is None and not orders.show_cursor, "an order the operator never chose is selected"
-        said = len(app._notifications)
+        said = notices(app)
         await pilot.press("c")
         await until(pilot, lambda: said_since(app, said, "the order you had selected is no longer open"),
                     "the console says nothing is selected", timeout=10)
