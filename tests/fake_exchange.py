@@ -243,6 +243,8 @@ class FakeBinance:
         self.kline_gaps: list[tuple[int, int]] = []  # [from, to) open times with no candle: no trades then
         # klines follow this path (symbol id, ms -> price): a test can give the strategy a market it acts on
         self.price_path: Callable[[str, int], float] = path_price
+        # what /klines answers is passed through this last (a test serves rows no exchange should: an unreadable time)
+        self.klines_edit: Callable[[list[list[Any]]], list[list[Any]]] = lambda rows: rows
         self._faults: dict[str, deque[Fault]] = {}
         self._partial: tuple[float, str] | None = None
         # The books before their last change, which a "stale" read answers from.
@@ -599,7 +601,7 @@ class FakeBinance:
                 h, lo = max(h, c), min(lo, c)
             rows.append([t0, _fmt(o), _fmt(h), _fmt(lo), _fmt(c), _fmt(v), t0 + iv - 1, _fmt(v * c), 10,
                          _fmt(v / 2), _fmt(v * c / 2), "0"])
-        return web.json_response(rows)
+        return web.json_response(self.klines_edit(rows))
 
     def _no_trades(self, open_ms: int) -> bool:
         return any(a <= open_ms < b for a, b in self.kline_gaps)

@@ -140,6 +140,19 @@ async def test_exchange_rows_past_2099_are_left_out_and_counted(fx, tmp_path):
     assert result.refused == 3 and "3 bad rows from the exchange left out" in result.lines()[0]
 
 
+async def test_exchange_rows_without_a_readable_time_are_left_out_and_counted(fx, tmp_path):
+    """A row whose open time cannot be read is no candle (ccxt passes it over): the rows around it are written and
+    its hour is told as a gap, not a traceback."""
+    def unreadable(rows: list[list]) -> list[list]:
+        return [["soon", *r[1:]] if r[0] == T0 + 3 * H else r for r in rows]
+
+    fx.klines_edit = unreadable
+    clock = at(fx, T0 + 10 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock)
+    assert load_csv(csv_path(tmp_path)).ts == [T0 + i * H for i in range(10) if i != 3]
+    assert result.gaps == [(T0 + 2 * H, T0 + 4 * H)] and "gap" in " ".join(result.lines())
+
+
 async def test_until_bounds_the_candles_and_the_requests(fx, tmp_path):
     fx.klines_max = 20
     clock = at(fx, T0 + 500 * H)
