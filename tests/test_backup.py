@@ -954,6 +954,53 @@ def test_a_backup_of_a_backtest_run_is_refused_in_one_line_and_writes_nothing(ba
     assert files_of(run_data, run_logs) == before  # nothing written into the run's folders, not even a lock file
 
 
+@pytest.mark.parametrize("level", ["full", "trades"])
+@pytest.mark.parametrize("told_by", ["its_database", "its_folder"])
+def test_an_engine_started_on_a_backtest_run_s_folder_is_refused_in_one_line_and_writes_nothing(
+        backtest_runs, tmp_path, request, level, told_by):
+    """`ffe run --data-dir` pointed at a backtest run's folder is a wrong directory, not damage: one line saying
+    what it is (exit 2), not "the database is damaged: restore it", and nothing written into the run's folders (no
+    lock file, no new record)."""
+    data, logs = backtest_runs[level]
+    if told_by == "its_database":
+        run_data, run_logs = tmp_path / "moved" / "data", tmp_path / "moved" / "logs"
+    else:
+        short = Path(tempfile.mkdtemp(prefix="ffe-bt-"))
+        request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
+        run_data = short / "data" / "backtests" / data.name
+        run_logs = short / "logs" / "backtests" / data.name
+    shutil.copytree(data, run_data)
+    if logs.exists():
+        shutil.copytree(logs, run_logs)
+    if told_by == "its_folder":
+        with sqlite3.connect(run_data / "ffe.db") as conn:
+            conn.execute("DELETE FROM kv WHERE key = 'backtest_records'")
+        conn.close()
+    before = files_of(run_data, run_logs)
+    proc = run_ffe(tmp_path, "run", "--headless", "--data-dir", str(run_data), "--log-dir", str(run_logs))
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"ffe: error: {run_data}: a backtest run"), proc.stderr
+    assert "damaged" not in proc.stderr and "restore" not in proc.stderr, proc.stderr
+    assert files_of(run_data, run_logs) == before
+
+
+@pytest.mark.parametrize("level", ["full", "trades"])
+def test_a_restore_into_a_backtest_run_s_folder_is_refused_in_one_line_even_with_force(account, archive,
+                                                                                        backtest_runs, level):
+    """A restore puts an account in place: into a backtest run's folder it is a wrong --data-dir. Refused (exit 2,
+    one line), with --force too, which would otherwise move the run's database aside; the run's files stay as they
+    were."""
+    data, logs = backtest_runs[level]
+    before = files_of(data, logs)
+    proc = run_ffe(account, "restore", str(archive), "--data-dir", str(data), "--log-dir", str(logs), "--force")
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"ffe: error: {data}: a backtest run"), proc.stderr
+    assert "nothing restored" in lines[0], lines
+    assert files_of(data, logs) == before
+
+
 def test_a_backup_that_holds_a_backtest_run_fails_verify_and_restore_saying_so(account, archive, backtest_runs,
                                                                               tmp_path):
     """A backup an earlier release took of a backtest run: verify and restore say what it holds (exit 1, nothing
