@@ -54,6 +54,22 @@ class Run:
     level: str | None = None  # the record level: the report's, or (without one) what the database says
 
 
+def run_records(settings: Settings) -> str | None:
+    """What a data directory that is a backtest run's says of it: its record level, "" for a run that does not say
+    (made before runs stored it, or its database being written and locked), None for no run. A run says so in its
+    database wherever its folders were moved; an older one is told by its folder, data/backtests/RUN."""
+    level = backtest_records(settings.db_path)
+    if level is not None:
+        return level
+    data_dir = settings.data_dir
+    return "" if data_dir.parent.name == "backtests" and RUN_ID.fullmatch(data_dir.name) else None
+
+
+def not_an_account(settings: Settings, level: str) -> str:
+    """The start of the refusal of a backtest run's data directory where an account's is due."""
+    return f"{settings.data_dir}: a backtest run's records{f' ({level})' if level else ''}, not an account's"
+
+
 def parse_age(text: str) -> float:
     """`--older-than`: a whole number and a unit, m, h, d or w (30m, 12h, 7d, 2w), as seconds."""
     m = re.fullmatch(r"(\d+)([mhdw])", text.strip())

@@ -48,7 +48,7 @@ import zstandard
 
 from . import __version__
 from .audit import has_records, sync_dir
-from .backtest_runs import RUN_ID
+from .backtest_runs import not_an_account, run_records
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
@@ -142,15 +142,14 @@ async def take_running(store: Store, settings: Settings, dest: Path, now: float,
 
 def refuse_backtest_run(settings: Settings) -> None:
     """UsageError (exit 2) for a backtest run's data directory, before anything is written there (a lock file
-    neither): a run says so in its database wherever its folders were moved, and one made before runs stored their
-    record level (or being written, its database locked) by its folder, data/backtests/RUN, as `ffe doctor` tells."""
-    data_dir = settings.data_dir
-    level = backtest_records(settings.db_path)
-    if level is None and not (data_dir.parent.name == "backtests" and RUN_ID.fullmatch(data_dir.name)):
+    neither): a backup holds an account (backtest_runs.run_records tells a run)."""
+    level = run_records(settings)
+    if level is None:
         return
-    raise UsageError(f"{data_dir}: a backtest run's records{f' ({level})' if level else ''}, not an account's: a "
-                     f"backup holds an account; a run is its folders, copy them as they are ({data_dir} and "
-                     f"{settings.audit_path.parent}): `ffe doctor` checks them wherever they are")
+    data_dir = settings.data_dir
+    raise UsageError(f"{not_an_account(settings, level)}: a backup holds an account; a run is its folders, copy "
+                     f"them as they are ({data_dir} and {settings.audit_path.parent}): `ffe doctor` checks them "
+                     "wherever they are")
 
 
 def take_stopped(settings: Settings, dest: Path, now: float) -> Made:

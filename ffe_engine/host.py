@@ -23,6 +23,7 @@ from typing import IO, Any, Callable, Protocol
 
 from . import logs
 from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_damage
+from .backtest_runs import not_an_account, run_records
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import EARLIER_EVENTS, ControlServer, Limits, claim
@@ -288,6 +289,10 @@ class EngineHost:
                    venue: Venue | None = None, clock: Clock | None = None, ids: IdSource | None = None) -> EngineHost:
         """Build every part from the settings and start the engine (state restored, orders recovered)."""
         check_bind(settings)
+        run = run_records(settings)
+        if run is not None:  # a wrong --data-dir, not damage: refused before the lock, nothing written there
+            raise StartError(f"{not_an_account(settings, run)}: an engine runs on an account's data directory "
+                             "(storage.path, --data-dir); `ffe doctor` checks a run")
         secrets = settings.secrets()
         redactor = Redactor(secrets)
         redact = redactor.text if redactor else None  # for free text: a failed start's page

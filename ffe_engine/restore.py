@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from .audit import sync_dir
+from .backtest_runs import not_an_account, run_records
 from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked, Invalid, check_unpacked,
                      sweep_unpacked)
 from .chain import rotated_files
 from .config import Settings
-from .errors import FfeError, NotADatabase, StartError, StorageError
+from .errors import FfeError, NotADatabase, StartError, StorageError, UsageError
 from .host import RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, log_dir_holder
 from .interrupts import held
 from .staging import Staging
@@ -44,6 +45,10 @@ class Refused(FfeError):
 
 
 def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[str, Any]:
+    run = run_records(settings)
+    if run is not None:  # a wrong --data-dir: --force would move the run's database aside for an account's
+        raise UsageError(f"{not_an_account(settings, run)}: a restore puts an account in place; give an account's "
+                         "data directory (nothing restored)")
     swept = sweep_unpacked()
     with Staging(Path(tempfile.gettempdir()), UNPACK_PREFIXES[1]) as stage:
         try:
