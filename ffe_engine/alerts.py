@@ -9,8 +9,9 @@ events into alerts synchronously and cheaply, then:
   stops before; an alert more severe than the one sent for its key (a flatten's warning, then its failure) is news,
   sent at once. The window of a start's alert goes on across a restart (from the outbox) for the same alert, so a
   crash loop is told once per window. A storm of 500 breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the approval mode back
-  to manual, the breaker closed, a reconciliation that agrees or is accepted) ends the window of its alert at once:
-  its summary goes then, and its return is news, sent at once.
+  to manual, the breaker closed, a reconciliation that agrees or is accepted, an order no longer in doubt, fresh
+  data, a loop or audit trail turning again) ends the window of its alert at once: its summary goes then, and its
+  return is news, sent at once. So does the return for the clear's own alert (RECONCILE_OK after a new hold).
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
   channel's least severe are dropped, oldest first (counted), and the channel is told how many when it takes
@@ -37,7 +38,7 @@ from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RecoveredEvent, RunEvent, VenueFault)
-from .reconcile import blocked_text, coins_gone, hand_sale_command, in_doubt_only, outage_only
+from .reconcile import blocked_text, coins_gone, hand_sale_command, in_doubt_only, outage_only, says_held
 from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -259,8 +260,10 @@ def _exit_refused(ev: OrderEvent) -> bool:
 
 def cleared_keys(ev: Event) -> tuple[str, ...]:
     """The alert keys whose condition this event ends: what comes back after it is sent as the first was."""
-    if isinstance(ev, OrderEvent) and ev.side == "sell" and ev.status == "filled":
-        return (f"EXIT_REFUSED:{ev.symbol}",)
+    if isinstance(ev, OrderEvent):
+        # An order no longer in doubt (in doubt again later is news), a sell that filled (an exit refused after it).
+        settled = () if ev.status == "in_doubt" else (f"IN_DOUBT:{ev.client_order_id}",)
+        return settled + ((f"EXIT_REFUSED:{ev.symbol}",) if ev.side == "sell" and ev.status == "filled" else ())
     if isinstance(ev, EngineStateChanged) and ev.state != ev.previous:
         left = {"HALTED": ("HALTED", "FLATTEN"), "PAUSED": ("RISK_PAUSE",)}.get(ev.previous or "", ())
         return left + (("REARMED",) if ev.state == "HALTED" else ())
@@ -273,6 +276,8 @@ def cleared_keys(ev: Event) -> tuple[str, ...]:
             return (f"BREAKER_CLOSED:{ev.venue}",)
     if isinstance(ev, ReconcileEvent) and ev.status in ("ok", "resolved", "accepted"):
         return ("RECONCILE", "RECONCILE:unreachable")
+    if isinstance(ev, ReconcileEvent) and ev.status in ("differences", "failed"):
+        return ("RECONCILE_OK",)  # held again: the end of this hold is news, told once it comes
     return ()
 
 
@@ -357,7 +362,8 @@ class Notifier:
         elif isinstance(ev, RunEvent) and ev.phase == "start":
             self._state = ev.detail.get("state")
             # Paused by reconciliation before the restart (its page sent then): the hold's end is still news.
-            self._reconcile_held = str(ev.detail.get("reason", "")).startswith("reconcile:")
+            # (Not one whose hold ended before the restart: its reason says so, and its end was told then.)
+            self._reconcile_held = says_held(str(ev.detail.get("reason", "")))
         for key in cleared_keys(ev):
             self._end_window(key, self._now())
         for alert in alerts_for(ev, state=self._state, in_doubt=self._doubts):
@@ -413,6 +419,11 @@ class Notifier:
             return
         self._windows[alert.key] = _Window(until=now + self.cfg.window_s, severity=alert.severity, kind=alert.kind)
         self._enqueue(alert)
+
+    def cleared(self, key: str) -> None:
+        """A condition that no event announces (stale data, a stalled loop or audit trail: the checks) cleared: its
+        window ends at once, as for those cleared by an event (cleared_keys), so its return is news."""
+        self._end_window(key, self._now())
 
     def _stored_text(self, alert: Alert) -> str:
         return self._redact(alert.text) if self._redact is not None else alert.text

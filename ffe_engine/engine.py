@@ -47,8 +47,8 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Or
 from . import overrides
 from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio
-from .reconcile import (BALANCE_KINDS, UNREACHABLE, Reconciler, blocked_text, difference_key, in_doubt_only,
-                        outage_only)
+from .reconcile import (BALANCE_KINDS, UNREACHABLE, Reconciler, blocked_text, difference_key, hold_reason,
+                        in_doubt_only, lifted_reason, outage_only, paused_by_reconcile, says_held)
 from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
@@ -1252,46 +1252,60 @@ class Engine:
             self.portfolio.cash = report.venue_cash
             self._cash_from_venue = False
         differences = report.differences + unrecovered
+        before = self.reconcile_blocked
         if differences:
             if not self._reconciled_whole and report.status != "failed":
                 # What it could not compare (the cash and equity, a symbol with an order unsettled) still holds the
                 # engine as found before: a subset of the differences must not lift the others unseen. (An outage
                 # holds it by itself, and lifts once the venue answers and agrees.)
                 found = {difference_key(d) for d in differences}
-                differences += [d for d in self.reconcile_blocked if d.get("kind") in BALANCE_KINDS
+                differences += [d for d in before if d.get("kind") in BALANCE_KINDS
                                 and difference_key(d) not in found]
-            self.reconcile_blocked = differences
-            what = UNREACHABLE if outage_only(differences) else f"{len(differences)} difference(s)"
-            reason = f"reconcile: {what}"
-            # Paused by an earlier reconciliation: the reason says what holds the engine now.
-            held_by_reconcile = (self.state is EngineState.PAUSED and self.state_reason.startswith("reconcile: ")
-                                 and self.state_reason != reason)
-            if self.state is EngineState.RUNNING or held_by_reconcile:
-                await self.trading.set(EngineState.PAUSED, reason, "reconcile", force=held_by_reconcile)
-        elif (all(d.get("kind") == "venue_unreachable" for d in self.reconcile_blocked)
-                or any(d.get("kind") == "restore_unrecovered" for d in self.reconcile_blocked)):
+            await self._hold(differences)
+        elif before and (outage_only(before) or any(d.get("kind") == "restore_unrecovered" for d in before)):
             # The venue answers again: an outage is nothing for the operator to accept, nor are the differences a
             # restore showed before the venue's later orders could be recovered (the engine stays PAUSED until
             # resumed). A difference found for the first time now holds the engine once confirmed.
-            self.reconcile_blocked = []
+            await self._hold([], "the exchange answers again" if outage_only(before)
+                             else "the exchange's orders since the backup are recovered")
         elif not report.unconfirmed:
             # Nothing found: what was found before and is no longer there is nothing to accept (coins that left
             # again, an order long in doubt that has settled). Only what this one could not compare (the cash and
             # equity, a symbol with an order unsettled, balances that may lag the books) holds the engine as before.
             # The engine stays PAUSED until resumed. (A difference found for the first time, not confirmed yet,
             # keeps what was found before holding it: it is not traded through meanwhile.)
-            kept = [] if self._reconciled_whole else [
-                d for d in self.reconcile_blocked if d.get("kind") in BALANCE_KINDS]
+            kept = [] if self._reconciled_whole else [d for d in before if d.get("kind") in BALANCE_KINDS]
             # An open order no longer found holds the engine until a second look in a row does not find it either: a
             # read of the open orders can lag the exchange's books, as a read of its balances can.
-            gone = {difference_key(d) for d in self.reconcile_blocked if d.get("kind") not in BALANCE_KINDS}
-            kept += [d for d in self.reconcile_blocked
+            gone = {difference_key(d) for d in before if d.get("kind") not in BALANCE_KINDS}
+            kept += [d for d in before
                      if d.get("kind") not in BALANCE_KINDS and difference_key(d) not in self._blocked_missed]
             self._blocked_missed = gone
-            self.reconcile_blocked = kept
+            # A reason that still names differences with none held before (a restart, which keeps the state but not
+            # what held it) is lifted only by a reconciliation that compared everything.
+            await self._hold(kept, "the exchange agrees with the journal again" if before or self._reconciled_whole
+                             else None)
             return differences
         self._blocked_missed = set()
         return differences
+
+    async def _hold(self, blocked: list[dict[str, Any]], lifted: str | None = None, by: str = "reconcile") -> None:
+        """What reconciliation holds the engine for now, and the state's reason kept in step with it: the one place
+        both change. Differences pause a RUNNING engine; an engine reconciliation paused has its reason name what
+        holds it now; once nothing does (`lifted`: what ended the hold), the reason says that and that a resume is
+        what is left (the engine stays PAUSED until resumed). `ffe ctl status`, `why` and the next start's alert
+        show that reason: left naming differences no longer there, it would tell the operator of a hold that is
+        none. Stored as every state is (TradingState.set: PAUSED to PAUSED, an `engine_state` event)."""
+        self.reconcile_blocked = blocked
+        reason = self.state_reason
+        if blocked:
+            held = hold_reason(blocked)
+            if self.state is EngineState.RUNNING:
+                await self.trading.set(EngineState.PAUSED, held, by)
+            elif self.state is EngineState.PAUSED and paused_by_reconcile(reason) and reason != held:
+                await self.trading.set(EngineState.PAUSED, held, by, force=True)
+        elif lifted is not None and self.state is EngineState.PAUSED and says_held(reason):
+            await self.trading.set(EngineState.PAUSED, lifted_reason(lifted), by, force=True)
 
     # ================================================================== control surface
 
@@ -1893,7 +1907,7 @@ class Engine:
             # Only once stored: a reconciliation under way meanwhile, against the baseline replaced, holds the engine
             # for nothing accepted, and one that ends after this is dropped by the reconciler (superseded).
             self.reconciler.note_accepted()
-            self.reconcile_blocked = []
+            await self._hold([], f"{len(accepted)} difference(s) accepted", by=by)
             await self.flush()
             return accepted
 

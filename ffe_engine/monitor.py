@@ -182,6 +182,8 @@ class Monitor:
             else:
                 self._loop_suspect = e.liveness.turns
         elif age <= self.cfg.loop_stale_s:
+            if self._stalled:  # turning again: a stall after this is news
+                self.notifier.cleared("LOOP_STALLED")
             self._stalled = False
             self._loop_suspect = None
         lag = self.audit.lag() if self.audit is not None else 0.0
@@ -193,6 +195,8 @@ class Monitor:
                                  "waits for it; check the log disk (space, I/O errors), then restart."))
             self._audit_suspect = True
         elif lag <= self.cfg.audit_stale_s:
+            if self._audit_stalled:
+                self.notifier.cleared("AUDIT_STALLED")
             self._audit_stalled = False
             self._audit_suspect = False
         limit = data_stale_after(self.cfg, e.timeframe_ms)
@@ -204,8 +208,9 @@ class Monitor:
                                  f"ffe {sym}: no market data for {bar_age:.0f}s (limit {limit:g}s). Entries on it "
                                  f"are refused once its last bar is {self.settings.risk.stale_after_bars} bars old "
                                  "(DATA_STALE)."))
-            elif bar_age <= limit:
+            elif bar_age <= limit and sym in self._stale:
                 self._stale.discard(sym)
+                self.notifier.cleared(f"STALE_DATA:{sym}")
         return out
 
     # ------------------------------------------------------------------ running

@@ -131,6 +131,31 @@ def blocked_text(differences: list[dict[str, Any]]) -> str:
     return UNREACHABLE if outage_only(differences) else f"{len(differences)} unexplained difference(s)"
 
 
+# The state's reason while reconciliation pauses the engine: what holds it (hold_reason), or, once nothing does, what
+# ended the hold and that a resume is what is left (lifted_reason). The engine keeps it in step (Engine._hold).
+REASON = "reconcile: "
+RESUME_LEFT = "resume when ready"
+
+
+def hold_reason(blocked: list[dict[str, Any]]) -> str:
+    return f"{REASON}{UNREACHABLE if outage_only(blocked) else f'{len(blocked)} difference(s)'}"
+
+
+def lifted_reason(what: str) -> str:
+    return f"{REASON}{what}; {RESUME_LEFT}"
+
+
+def paused_by_reconcile(reason: str) -> bool:
+    """The state's reason is reconciliation's: holding the engine, or a hold that ended."""
+    return reason.startswith(REASON)
+
+
+def says_held(reason: str) -> bool:
+    """The state's reason says reconciliation holds the engine (not that a hold ended): a restart that finds it
+    owes the operator the hold's end when the venue agrees (RECONCILE_OK)."""
+    return paused_by_reconcile(reason) and not reason.endswith(RESUME_LEFT)
+
+
 def hand_sale_command(symbol: str) -> str:
     """The command that books a sale of `symbol`'s coins made on the exchange by hand, as the operator is told it."""
     return f"`ffe ctl sold-by-hand {symbol} --quantity Q --price P --fee F`"
