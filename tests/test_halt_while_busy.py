@@ -25,7 +25,7 @@ from test_approval_ends_once import SlowVenue, manual, on_the_wire
 _ = pipelines  # a fixture
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
-ANSWER_S = 4.0  # `ffe ctl --timeout`: the answer must come well within it
+ANSWER_S = 4.0  # `ffe ctl --timeout`: with no answer within it, ctl says "no answer" and exits 1
 
 
 @contextlib.asynccontextmanager
@@ -40,10 +40,10 @@ async def served(p):
 
 
 async def ctl(cwd, *args: str):
-    """`ffe ctl ARGS` as a subprocess, run while the engine's loop goes on; with how long it took."""
-    t0 = time.monotonic()
-    proc = await asyncio.to_thread(run_ffe, cwd, "ctl", *args, "--data-dir", "data", "--timeout", f"{ANSWER_S:g}")
-    return proc, time.monotonic() - t0
+    """`ffe ctl ARGS` as a subprocess, run while the engine's loop goes on. Its exit 0 with the engine's answer is
+    the proof that the answer came within `--timeout` (the process's own start, slow on a loaded machine, is no part
+    of it)."""
+    return await asyncio.to_thread(run_ffe, cwd, "ctl", *args, "--data-dir", "data", "--timeout", f"{ANSWER_S:g}")
 
 
 def kill_events(db) -> list[dict]:
@@ -66,9 +66,8 @@ async def test_ffe_ctl_halt_answers_at_once_while_an_approve_s_order_is_on_the_w
     [aid] = p.engine.pending
     async with served(p):
         approving = await on_the_wire(p, aid)
-        halt, took = await ctl(tmp_path, "halt")
+        halt = await ctl(tmp_path, "halt")
         assert halt.returncode == 0, halt.stdout + halt.stderr
-        assert took < ANSWER_S, took
         headline = halt.stdout.splitlines()[0]
         assert headline.startswith("KILL SWITCH: HALTED by ctl: cancelled 0 failed 0"), headline
         assert f"under way: the approve of {aid}" in headline, headline
@@ -97,9 +96,8 @@ async def test_a_second_halt_while_the_first_waits_for_the_approve_answers_at_on
         approving = await on_the_wire(p, aid)
         first = asyncio.ensure_future(p.engine.halt(reason="kill switch", by="operator"))
         await until(lambda: p.engine.state is EngineState.HALTED, "HALTED at the press")
-        halt, took = await ctl(tmp_path, "halt")
+        halt = await ctl(tmp_path, "halt")
         assert halt.returncode == 0, halt.stdout + halt.stderr
-        assert took < ANSWER_S, took
         assert "under way" in halt.stdout.splitlines()[0], halt.stdout
         assert db_rows(s.db_path, "SELECT state, by FROM engine_state") == [("HALTED", "operator")]
         p.venue.release.set()
@@ -124,9 +122,8 @@ async def test_ffe_ctl_flatten_stores_halted_at_once_and_closes_once_the_approve
     assert p.engine.portfolio.holding(ETH) is not None
     async with served(p):
         approving = await on_the_wire(p, by_symbol[BTC])
-        flat, took = await ctl(tmp_path, "flatten", "--yes")
+        flat = await ctl(tmp_path, "flatten", "--yes")
         assert flat.returncode == 0, flat.stdout + flat.stderr
-        assert took < ANSWER_S, took
         headline = flat.stdout.splitlines()[0]
         assert headline.startswith("FLATTEN, then HALTED, by ctl: cancelled 0 failed 0 closing 0"), headline
         assert f"under way: the approve of {by_symbol[BTC]}" in headline and "closing orders" in headline, headline
