@@ -26,6 +26,7 @@ class Receiver:
     fail_with: int | None = None  # answer this status instead of 200 while set
     fail_next: int = 0  # answer 503 to this many requests, then go back to the schedule
     hang: bool = False  # never answer
+    hold: asyncio.Event | None = None  # while given and not set, a request waits for it before it is answered
     telegram: bool = False  # answer like the Bot API ({"ok": true})
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -50,6 +51,8 @@ class Receiver:
         self.requests.append(rec)
         if self.hang:
             await asyncio.Event().wait()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail_next > 0:
             self.fail_next -= 1
             return web.Response(status=503, text="down")

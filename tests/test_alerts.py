@@ -138,6 +138,32 @@ async def test_a_full_outbox_keeps_the_pages_and_tells_the_operator_what_it_drop
     await hook.stop()
 
 
+async def test_an_alert_on_the_wire_when_the_outbox_is_trimmed_is_not_counted_dropped(tmp_path):
+    """The alert being sent when the outbox fills is not dropped from under its delivery: an alert counted dropped
+    is never delivered, and the notice's count is the number of alerts the channel never got."""
+    hook = await Receiver().start()
+    hook.hold = asyncio.Event()  # the first delivery (the start's STARTED) waits on the wire
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, "min_severity": "info", "outbox_max": 3,
+                                               **{**FAST, "timeout_s": 30.0}})
+    async with engine_session(settings) as host:
+        await until(lambda: len(hook.requests) >= 1, what="the first alert on the wire")
+        notifier = host.monitor.notifier
+        for i in range(5):
+            notifier.raise_alert(Alert("TEST", f"TEST:{i}", "warn", f"warning {i}"))
+        webhook = lambda: host.engine.snapshot()["monitor"]["channels"]["webhook"]  # noqa: E731
+        await until(lambda: webhook()["dropped"] >= 1, what="the outbox trimmed")
+        hook.hold.set()
+        await until(lambda: any("dropped" in t for t in hook.texts()), what="the notice of the dropped alerts")
+        await asyncio.sleep(0.5)
+    dropped = [t for (t,) in db_rows(settings.db_path, "SELECT text FROM alert_outbox WHERE status = 'dropped'")]
+    texts = [t.split(" [")[0] for t in hook.texts()]  # less the host tag
+    assert dropped and not set(dropped) & set(texts), (dropped, texts)
+    [notice] = [r.body["text"] for r in hook.delivered if r.body.get("kind") == "ALERTS_DROPPED"]
+    assert f"dropped {len(dropped)} undelivered alert(s)" in notice, (notice, dropped)
+    assert texts[0].startswith("ffe started"), texts  # the one on the wire, delivered once its receiver answered
+    await hook.stop()
+
+
 async def _ffe(*args: str, env: dict[str, str], cwd) -> asyncio.subprocess.Process:
     config_for_run(cwd, args)
     return await asyncio.create_subprocess_exec(*ffe_cmd(*args), env=env, cwd=cwd,
