@@ -299,6 +299,7 @@ class ChannelStatus:
     failures: int = 0
     dropped: int = 0
     unreported: int = 0  # dropped, and not yet told on the channel itself
+    sending: int | None = None  # the outbox id of the alert on the wire (through its retries): never trimmed
     last_success: float | None = None
     last_error: str = ""
     ok: bool = True
@@ -507,9 +508,9 @@ class Notifier:
                     self._raised = 0
                     await self.store.flush(audit_first=False)  # not held up by a stalled audit trail
                 for c in self.channels:
-                    dropped = await self.store.trim_alerts(c.name, self.cfg.outbox_max)
+                    st = self.status[c.name]
+                    dropped = await self.store.trim_alerts(c.name, self.cfg.outbox_max, sparing=st.sending)
                     if dropped:
-                        st = self.status[c.name]
                         st.dropped += dropped
                         st.unreported += dropped
                         st.pending = max(0, st.pending - dropped)
@@ -536,9 +537,13 @@ class Notifier:
                     pass
                 continue
             attempts = alert["attempts"]
+            # An alert dropped from under its delivery would be sent all the same, and counted among those the
+            # channel never got.
+            st.sending = alert["id"]
             try:
                 attempts = await self._send_with_retries(channel, alert, st)
             except DeliveryFailed as exc:
+                st.sending = None
                 attempts = alert["attempts"] + self.cfg.retry_attempts
                 st.ok = False
                 await self.store.alert_failed(alert["id"], attempts, str(exc))
@@ -550,6 +555,7 @@ class Notifier:
                     pass
                 continue
             await self.store.alert_sent(alert["id"], attempts, self._wall())
+            st.sending = None
             st.sent += 1
             st.pending = max(0, st.pending - 1)
             st.last_success = self._wall()

@@ -1397,15 +1397,18 @@ class Store:
         await self._write("UPDATE alert_outbox SET attempts = ?, last_error = ? WHERE id = ?",
                           (attempts, error[:200], alert_id), audit_first=False)
 
-    async def trim_alerts(self, channel: str, keep: int) -> int:
+    async def trim_alerts(self, channel: str, keep: int, sparing: int | None = None) -> int:
         """Bound the outbox: beyond `keep` undelivered alerts, the least severe are marked dropped, the oldest of
-        them first (a page goes only when `keep` pages are newer). How many were."""
+        them first (a page goes only when `keep` pages are newer). `sparing`: the id of the alert on the wire, never
+        dropped (it counts toward `keep`). How many were."""
+        spared = -1 if sparing is None else sparing
         async with self._lock:
             await self._flush_locked()
             cur = await self.conn.execute(
                 "UPDATE alert_outbox SET status = 'dropped' WHERE id IN (SELECT id FROM alert_outbox "
-                "WHERE channel = ? AND status = 'pending' ORDER BY CASE severity WHEN 'page' THEN 0 WHEN 'warn' "
-                "THEN 1 ELSE 2 END, id DESC LIMIT -1 OFFSET ?)", (channel, keep))
+                "WHERE channel = ? AND status = 'pending' AND id != ? ORDER BY CASE severity WHEN 'page' THEN 0 "
+                "WHEN 'warn' THEN 1 ELSE 2 END, id DESC LIMIT -1 OFFSET ?)",
+                (channel, spared, keep if sparing is None else max(0, keep - 1)))
             return int(cur.rowcount or 0)
 
     # ---------------------------------------------------------------- reads for the operator's views
