@@ -77,6 +77,19 @@ def test_every_secret_too_short_to_be_one_is_refused_by_config_check(tmp_path, n
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("value", ["short", "value", "shorter"])
+def test_a_secret_too_short_that_is_a_word_of_the_refusal_is_still_told_what_to_change(tmp_path, value):
+    """A refusal whose words hold the secret's text is not shown (tests/test_config.py), but the operator is still
+    told what a secret must be, in one line naming the file, line and key (unless those words hold it too)."""
+    (tmp_path / "config.toml").write_text("")
+    (tmp_path / ".env").write_text(f"FFE_EXCHANGE__SECRET={value}\n")
+    proc = ffe_in_process(tmp_path, "config", "check")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert line.startswith("ffe: error: .env:1: FFE_EXCHANGE__SECRET: "), line
+    assert "at least 8 characters" in line, line
+
+
 def test_a_backtest_with_a_key_too_short_to_be_a_secret_stops_in_one_line(tmp_path):
     (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 300)))
     proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--report", "r.json",
