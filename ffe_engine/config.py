@@ -983,8 +983,17 @@ def _raise_first(problems: list[Problem], secrets: list[str]) -> None:
     if _scrub(message, secrets) != message:
         # The message holds a secret's text: quoted from a value, or by chance in its own words. A mask there
         # would say where it was, and in its own words what it is; so the message says nothing of why.
-        message = _format(origin, tuple(key.split(".")), "refused; the reason is not shown, as it would hold a "
-                          "credential's text")
+        path = tuple(key.split("."))
+        model, depth = _model_at(path)
+        field = model.model_fields.get(path[depth]) if depth < len(path) else None
+        # What every secret must be, whichever rule this one broke: the operator is told what to check.
+        rules = (f": a secret must be at least {MIN_SECRET} characters long, with no blank at either end and no "
+                 "control character (a tab, a NUL, a return) anywhere" if field is not None
+                 and _is_secret(field.annotation) else "")
+        hidden = "the reason is not shown, as it would hold a credential's text"
+        message = _format(origin, path, f"refused{rules}; {hidden}")
+        if _scrub(message, secrets) != message:  # the rules' own words hold it too
+            message = _format(origin, path, f"refused; {hidden}")
     raise ConfigError(
         message,
         source=(origin.file or origin.where) if origin else None,
