@@ -220,6 +220,9 @@ class FakeBinance:
         # Where a buy's commission is taken from: the coins received (Binance without BNB fee payment), or the
         # quote currency, as exchanges that charge every fee in it do.
         self.buy_fee_in_quote = False
+        # Or, per trade, one then the other: a buy's first trade pays in the coins received, its second in the quote
+        # currency, and so on, as an account whose fee payment changes between the trades of one order.
+        self.mixed_buy_fees = False
         # Or every commission in the exchange's own token (Binance's BNB fee payment), at this price in the quote.
         self.fee_asset: str | None = None
         self.fee_asset_price = 300.0
@@ -338,10 +341,15 @@ class FakeBinance:
     def expire(self, client_id: str) -> FakeOrder:
         """End an open order on the exchange's own (EXPIRED), releasing what it holds, as an exchange that drops an
         order: it is then in no list of open orders."""
+        return self.end(client_id, "EXPIRED")
+
+    def end(self, client_id: str, status: str) -> FakeOrder:
+        """End an open order on the exchange's own, with `status` (EXPIRED, REJECTED, CANCELED), releasing what it
+        holds, as an exchange that ends an order it had accepted."""
         order = self.open_order(client_id)
         if order is None:
             raise KeyError(client_id)
-        self._close(order, "EXPIRED")
+        self._close(order, status)
         return order
 
     def orders_with(self, client_id: str) -> list[FakeOrder]:
@@ -754,7 +762,7 @@ class FakeBinance:
             else:
                 base.locked = _round(base.locked - qty)
                 quote.free = _round(quote.free + qty * price)
-        elif order.side == "BUY" and self.buy_fee_in_quote:
+        elif order.side == "BUY" and (self.buy_fee_in_quote or (self.mixed_buy_fees and len(order.trades) % 2)):
             commission, asset = _commission(qty * price * self.fee_rate), info["quote"]
             quote.locked = _round(quote.locked - qty * order.reserve_price)
             quote.free = _round(quote.free + qty * (order.reserve_price - price) - commission)

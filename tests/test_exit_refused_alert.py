@@ -3,9 +3,11 @@ unprotected while nobody watches: the operator is paged, once per symbol and win
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import engine_session
 from fake_exchange import FakeBinance
-from live_helpers import BTC, M, POST_ORDER, engine_loop, fx, wait_for  # noqa: F401
+from live_helpers import BTC, M, POST_ORDER, engine_loop, fx, rows, wait_for  # noqa: F401
 from receiver import Receiver
 from test_live_books import climbing, strategy_entry, strategy_settings
 
@@ -44,3 +46,49 @@ async def test_a_stop_loss_the_exchange_refuses_pages_the_operator(tmp_path, fx)
             assert page["severity"] == "page" and page["key"] == f"EXIT_REFUSED:{BTC}"
             assert "stop_loss" in page["text"] and "Market is closed" in page["text"] and BTC in page["text"]
     await hook.stop()
+
+
+async def exit_ended_by_the_exchange(tmp_path, fx, status: str):
+    """A stop-loss the exchange accepts (answered NEW, nothing filled) and then ends on its own with `status`: the
+    journal's row of it and the pages delivered."""
+    hook = await Receiver().start()
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, alerts={"webhook_url": hook.url + "/hook", **FAST},
+                                 engine={"order_poll_s": 0.2})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            fx.fault(POST_ORDER, "fill_later", seconds=60)
+            falling(fx, 0.2)
+            fx.market_clock.step()
+            (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER)[1:], timeout=30, what="the exit")
+            cid = sent.params["newClientOrderId"]
+            await wait_for(lambda: cid in e.orders.live, timeout=30, what="the exit open")
+            fx.end(cid, status)
+            ended = "SELECT status, error FROM orders WHERE client_order_id = ? AND status IN ('rejected', 'canceled')"
+            (row,) = await wait_for(lambda: rows(settings.db_path, ended, (cid,)), timeout=30,
+                                    what="the exit's end journaled")
+            pages = [r.body for r in hook.delivered if r.body.get("kind") == "EXIT_REFUSED"]
+            if status == "REJECTED":
+                await wait_for(lambda: [r for r in hook.delivered if r.body.get("kind") == "EXIT_REFUSED"],
+                               timeout=15, what="the page")
+                pages = [r.body for r in hook.delivered if r.body.get("kind") == "EXIT_REFUSED"]
+    await hook.stop()
+    return row, pages
+
+
+async def test_an_exit_the_exchange_accepts_then_rejects_says_so_in_the_journal_and_the_page(tmp_path, fx):
+    (status, error), pages = await exit_ended_by_the_exchange(tmp_path, fx, "REJECTED")
+    assert status == "rejected"
+    assert "rejected by the exchange after it was accepted" in error and "nothing filled" in error
+    (page,) = pages
+    assert "rejected by the exchange after it was accepted" in page["text"] and "()" not in page["text"]
+
+
+@pytest.mark.parametrize("status, said", [("EXPIRED", "expired at the exchange"),
+                                          ("CANCELED", "canceled at the exchange")])
+async def test_an_exit_the_exchange_ends_on_its_own_says_why_in_the_journal(tmp_path, fx, status, said):
+    (ended, error), _pages = await exit_ended_by_the_exchange(tmp_path, fx, status)
+    assert ended == "canceled"
+    assert said in error and "nothing filled" in error
