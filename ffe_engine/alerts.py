@@ -166,7 +166,7 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     if isinstance(ev, OrderEvent) and _exit_refused(ev):
         return [Alert("EXIT_REFUSED", f"EXIT_REFUSED:{ev.symbol}", "page",
                       f"ffe could not exit {ev.symbol}: its {ev.reason} sell of {fmt.qty(ev.quantity)} was refused "
-                      f"({ev.error[:120]}). The position stays open, tried again at the next bar; check the "
+                      f"({ev.error[:120] or 'the venue gave no reason'}). The position stays open, tried again at the next bar; check the "
                       "exchange (a trading halt on the symbol, coins moved or locked), close it by hand if need be.")]
     if isinstance(ev, ApprovalEvent) and ev.outcome == "pending":
         return [Alert("APPROVAL", f"APPROVAL:{ev.approval_id}", "warn",

@@ -58,7 +58,8 @@ from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Recor
                     state_unsaid)
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
-FillRow = tuple[str, str, str, float, float, float, float]  # client_order_id, symbol, side, qty, price, fee, fee_base
+# client_order_id, symbol, side, qty, price, fee, fee_base, fee_base_value
+FillRow = tuple[str, str, str, float, float, float, float, float]
 OrderEvents = dict[str, list[tuple[str, dict[str, Any]]]]  # client_order_id -> (file:line, record)
 
 FINAL = {s.value for s in OrderStatus if s.final}
@@ -291,7 +292,7 @@ def _check_fills(orders: list[OrderRow], fills: list[FillRow], fill_events: list
         events[(rec.get("client_order_id", ""), rec.get("side", ""), rec.get("quantity"), rec.get("price"),
                 rec.get("fee"))] += 1
     recorded: Counter[tuple[str, str, float, float, float]] = Counter(
-        (cid, side, qty, price, fee) for cid, _symbol, side, qty, price, fee, _fee_base in fills)
+        (cid, side, qty, price, fee) for cid, _symbol, side, qty, price, fee, _fee_base, _value in fills)
     for key in recorded if fill_events is not None else []:
         if recorded[key] > events[key]:
             cid, side, qty, price, _fee = key
@@ -318,7 +319,7 @@ def _check_fills(orders: list[OrderRow], fills: list[FillRow], fill_events: list
 def _replay(fills: list[FillRow]) -> dict[str, float]:
     """Positions from the fills, as the portfolio applies them (a fee in coins makes the position smaller)."""
     held: dict[str, float] = {}
-    for _cid, symbol, side, qty, _price, _fee, fee_base in fills:
+    for _cid, symbol, side, qty, _price, _fee, fee_base, _value in fills:
         q = held.get(symbol, 0.0)
         held[symbol] = q + qty - fee_base if side == "buy" else q - min(q, qty + fee_base)
     return held
@@ -346,8 +347,8 @@ def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], 
             raise Violation(f"{db}: fills are recorded but no portfolio book is stored")
         return
     cash = settings.venue.starting_cash + float(records.kv(CASH_ACCEPTED_KEY) or 0.0)
-    for _cid, _symbol, side, qty, price, fee, fee_base in fills:
-        in_cash = fee - fee_base * price
+    for _cid, _symbol, side, qty, price, fee, _fee_base, fee_base_value in fills:
+        in_cash = fee - fee_base_value
         cash += -(qty * price + in_cash) if side == "buy" else qty * price - in_cash
     if not _close(book["cash"], cash, rel=1e-9, floor=1e-6):
         raise Violation(f"{db}: stored cash {book['cash']:.8f}, the fills make it {cash:.8f}")

@@ -131,6 +131,8 @@ class OrderPath:
         # Orders in doubt that a cancel did not find: never sent again; cancelled if they appear, ended once surely
         # absent (the original request may still reach the venue until the settle window has passed).
         self._cancel_asked: set[str] = set()
+        # Orders this engine sent a cancel for: a cancel the venue then shows is not said to be the exchange's own.
+        self._cancels_sent: set[str] = set()
         # Orders in doubt whose repeat (sent again with the same id) the venue refused: the first send may be there
         # all the same (a lookup can lag behind the venue; a sell's repeat is refused for the coins it sold). Never
         # sent again, by this engine or the next (stored); ended only by the venue's word, or by a cancel once
@@ -481,6 +483,8 @@ class OrderPath:
                   "rejected": OrderStatus.REJECTED, "expired": OrderStatus.CANCELED}.get(vo.status, OrderStatus.OPEN)
         if status is OrderStatus.FILLED and vo.filled + 1e-12 < o.quantity and vo.filled <= 0:
             status = OrderStatus.CANCELED
+        # An end the exchange gave on its own says why, in the journal and in every page and line that prints it.
+        cause = _ended_by_venue(o, vo, o.client_order_id in self._cancels_sent) if status.final else None
         if delta > 1e-12 and vo.average is None and o.price is None:
             # A fill whose price neither the answer nor the order's trades gave: booked at no price, the coins would
             # cost nothing. The order stays as it was and is looked up again; if no answer ever says, the venue's
@@ -498,16 +502,18 @@ class OrderPath:
             px = (avg_new * vo.filled - cost_before) / delta if o.filled else avg_new
             fee = max(0.0, vo.fee - o.fee)
             fee_base = max(0.0, round(vo.fee_base - o.fee_base, 12))
+            fee_base_value = max(0.0, vo.fee_base_value - o.fee_base_value)
             o.fee_base = max(o.fee_base, vo.fee_base)  # an answer without the fees does not take back those known
+            o.fee_base_value = max(o.fee_base_value, vo.fee_base_value)
             o.filled = vo.filled
             o.average = avg_new
             o.fee = max(o.fee, vo.fee)
-            self._move(o, status, venue_news=venue_news)  # a fill is a fact; a status the order has passed is not
+            self._move(o, status, cause, venue_news=venue_news)  # a fill is a fact; a status it has passed is not
             o.updated_ts = self.now_ms()
             if o.status.final:
                 self.live.pop(o.client_order_id, None)
             fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
-                        fee=fee, ts=o.updated_ts, fee_base=fee_base)
+                        fee=fee, ts=o.updated_ts, fee_base=fee_base, fee_base_value=fee_base_value)
             intent = self.intents.get(o.client_order_id) or _intent_of(o)
             # The owner applies the fill to its book in memory and says what else to record; the fill, the
             # order's new state and those records are written in one transaction.
@@ -533,7 +539,7 @@ class OrderPath:
             return
         if status is not prev_status:
             if status.final:
-                await self._finish(o, status, o.error if status is OrderStatus.REJECTED else "", venue_news=venue_news)
+                await self._finish(o, status, cause if cause is not None else "", venue_news=venue_news)
                 self.intents.pop(o.client_order_id, None)
             elif self._move(o, status, venue_news=venue_news):
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
@@ -554,6 +560,7 @@ class OrderPath:
             self._unread &= set(self.live)
             self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
             self._cancel_asked &= set(self.live)
+            self._cancels_sent &= set(self.live)
             self._unpriced &= set(self.live)
             self._behind = {cid: seen for cid, seen in self._behind.items() if cid in self.live}
             for o in list(self.live.values()):
@@ -732,6 +739,7 @@ class OrderPath:
         seen: VenueOrder | None = vo
         if vo.status == "open":
             try:
+                self._cancels_sent.add(cid)
                 seen = await self.venue.cancel_order(cid, o.symbol)
             except (VenueError, VenueUnavailable) as exc:
                 log.warning("ended order open at the venue, its cancel not done: sent again at the next poll",
@@ -813,7 +821,7 @@ class OrderPath:
             ended = "closed" if filled + 1e-12 >= o.quantity else "canceled"
             view = VenueOrder(client_order_id=cid, symbol=o.symbol, side=o.side, quantity=o.quantity, status=ended,
                               filled=filled, average=average, fee=o.fee, exchange_id=o.exchange_id, type=o.type,
-                              price=o.price, fee_base=o.fee_base)
+                              price=o.price, fee_base=o.fee_base, fee_base_value=o.fee_base_value)
             note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome=outcome,
                                 quantity=quantity, price=price, by=by, detail=detail)
             await self._apply(o, view, note=note, venue_news=False)
@@ -867,6 +875,7 @@ class OrderPath:
             if o.status.final:
                 return _end_of(o)
         try:
+            self._cancels_sent.add(o.client_order_id)
             vo: VenueOrder | None = await self.venue.cancel_order(o.client_order_id, o.symbol)
         except (VenueError, VenueUnavailable) as exc:
             if isinstance(exc, VenueUnavailable) and exc.retry_after:
@@ -910,7 +919,7 @@ class OrderPath:
         await self._apply(o, vo)
         if o.status.final:
             return _end_of(o)
-        if vo.trades_behind and vo.venue_status == "canceled":
+        if vo.trades_behind and vo.venue_status in ("canceled", "expired"):
             # Done at the venue: the order trades no more, and stays in flight here only until its trades show.
             return True, "cancelled at the venue; its last fill is recorded once the venue's trades show it"
         if vo.trades_behind and vo.venue_status == "closed":
@@ -1084,6 +1093,19 @@ def _order_event(o: Order) -> OrderEvent:
 
 def _clock_text(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def _ended_by_venue(o: Order, vo: VenueOrder, cancel_sent: bool) -> str | None:
+    """Why the venue ended an order it had accepted, with what filled; None for an end that needs no reason (filled,
+    or cancelled after ffe asked it to)."""
+    filled = (f"{fmt.qty(vo.filled, 8)} of {fmt.qty(o.quantity, 8)} filled" if vo.filled > 0 else "nothing filled")
+    if vo.status == "rejected":
+        return f"ended rejected by the exchange after it was accepted, {filled}"
+    if vo.status == "expired":
+        return f"expired at the exchange, {filled}"
+    if vo.status == "canceled" and not cancel_sent:
+        return f"canceled at the exchange, no cancel sent by ffe since it started, {filled}"
+    return None
 
 
 def _end_of(o: Order) -> tuple[bool, str]:

@@ -198,6 +198,8 @@ class VenueOrder:
     price: float | None = None
     ts: int | None = None
     fee_base: float = 0.0  # the part of the fee taken in the base asset, as an amount of it
+    # What `fee` counts for `fee_base`: each trade's base fee at that trade's own price (fee - this: paid in cash).
+    fee_base_value: float = 0.0
     side_known: bool = True  # False: the venue's answer did not say (`side` is then a placeholder)
     # The venue showed more filled than the order's trades cover yet: answered as far as they go, the rest read later.
     trades_behind: bool = False
@@ -228,6 +230,7 @@ class Order:
     updated_ts: int = 0
     error: str = ""
     fee_base: float = 0.0  # cumulative part of `fee` taken in the base asset, as an amount of it
+    fee_base_value: float = 0.0  # cumulative: what `fee` counts for `fee_base`, each trade's at its own price
 
 
 @dataclass(slots=True)
@@ -240,6 +243,9 @@ class Fill:
     fee: float  # valued in the quote currency, whatever it was paid in
     ts: int
     fee_base: float = 0.0  # of which taken in the base asset (amount of it): the position holds that much less
+    # What `fee` counts for `fee_base`, valued at the prices of the trades that paid it (not at `price`, the fill's
+    # average): `fee - fee_base_value` is what the fill took from the cash.
+    fee_base_value: float = 0.0
 
 
 @dataclass(slots=True)

@@ -231,7 +231,7 @@ class Portfolio:
         self.fees_paid += f.fee
         pos = self.positions.get(f.symbol)
         # A fee taken in the base asset is paid in kind: it leaves the cash alone and the position smaller.
-        fee_in_cash = f.fee - f.fee_base * f.price
+        fee_in_cash = f.fee - f.fee_base_value
         if f.side is Side.BUY:
             self.cash -= f.quantity * f.price + fee_in_cash
             held = f.quantity - f.fee_base

@@ -41,7 +41,7 @@ from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineStat
 from .sqlthread import Connection
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PIN_TRIES = 5  # a backup's read view waits at most this many rounds for every buffered event to be written
 
 
@@ -118,6 +118,14 @@ MIGRATIONS: dict[int, list[str]] = {
             severity TEXT NOT NULL, text TEXT NOT NULL, created_ts REAL NOT NULL, status TEXT NOT NULL,
             attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '', sent_ts REAL)""",
         "CREATE INDEX alert_outbox_pending ON alert_outbox (channel, status, id)",
+    ],
+    3: [
+        # What a fee counts for the coins it took (fee_base), each trade's at that trade's own price: the cash paid
+        # is fee - fee_base_value. Rows written before it valued those coins at the fill's (the order's) price.
+        "ALTER TABLE orders ADD COLUMN fee_base_value REAL NOT NULL DEFAULT 0",
+        "UPDATE orders SET fee_base_value = fee_base * COALESCE(average, 0) WHERE fee_base != 0",
+        "ALTER TABLE fills ADD COLUMN fee_base_value REAL NOT NULL DEFAULT 0",
+        "UPDATE fills SET fee_base_value = fee_base * price WHERE fee_base != 0",
     ],
 }
 
@@ -635,8 +643,9 @@ _SQL_KV = ("INSERT INTO kv (key, value, updated_ts) VALUES (?, ?, ?) ON CONFLICT
 
 _ORDER_COLUMNS = ("client_order_id, decision_id, venue, symbol, side, type, quantity, price, reduce_only, reason, "
                   "status, filled, average, fee, exchange_id, created_ts, updated_ts, error")
-_SQL_JOURNAL_ORDER = f"INSERT INTO orders ({_ORDER_COLUMNS}, intent, fee_base) VALUES ({','.join('?' * 20)})"
-_SQL_ORDERS = f"SELECT {_ORDER_COLUMNS}, fee_base FROM orders"
+_SQL_JOURNAL_ORDER = (f"INSERT INTO orders ({_ORDER_COLUMNS}, intent, fee_base, fee_base_value) "
+                      f"VALUES ({','.join('?' * 21)})")
+_SQL_ORDERS = f"SELECT {_ORDER_COLUMNS}, fee_base, fee_base_value FROM orders"
 _SQL_POSITION = ("INSERT OR REPLACE INTO positions (symbol, side, quantity, entry_price, opened_ts, stop_loss, "
                  "take_profit, entry_decision_id, fees) VALUES (?,?,?,?,?,?,?,?,?)")
 _APPROVAL_COLUMNS = ("approval_id, decision_id, symbol, side, quantity, price, created_ts, expires_ts, status, by, "
@@ -648,7 +657,7 @@ _SQL_END_APPROVAL = ("UPDATE approvals SET status = ?, by = ?, ended_ts = ?, cli
                      f"WHERE approval_id = ? AND status = '{APPROVAL_PENDING}'")
 
 _SQL_ORDER_STATE = ("UPDATE orders SET status=?, filled=?, average=?, fee=?, exchange_id=?, updated_ts=?, error=?, "
-                    "fee_base=? WHERE client_order_id=?")
+                    "fee_base=?, fee_base_value=? WHERE client_order_id=?")
 
 
 def refuse_newer_schema(path: Path | str, version: int) -> None:
@@ -662,13 +671,13 @@ def refuse_newer_schema(path: Path | str, version: int) -> None:
 def _journal_row(o: Order, intent: dict[str, Any] | None) -> tuple[Any, ...]:
     return (o.client_order_id, o.decision_id, o.venue, o.symbol, o.side.value, o.type, o.quantity, o.price,
             1 if o.reduce_only else 0, o.reason.value, o.status.value, o.filled, o.average, o.fee,
-            o.exchange_id, o.created_ts, o.updated_ts, o.error, _dumps(intent or {}), o.fee_base)
+            o.exchange_id, o.created_ts, o.updated_ts, o.error, _dumps(intent or {}), o.fee_base, o.fee_base_value)
 
 
 def _order_state(o: Order) -> tuple[Any, ...]:
     """An order's changing part: what the venue has said of it so far."""
     return (o.status.value, o.filled, o.average, o.fee, o.exchange_id, o.updated_ts, o.error, o.fee_base,
-            o.client_order_id)
+            o.fee_base_value, o.client_order_id)
 
 
 def _position_row(p: Position) -> tuple[Any, ...]:
@@ -1200,7 +1209,7 @@ class Store:
                      reduce_only=bool(r[8]), reason=self._known(OrderReason, r[9], where, "reason", "an order reason"),
                      status=self._known(OrderStatus, r[10], where, "status", "an order status"), filled=r[11],
                      average=r[12], fee=r[13], exchange_id=r[14], created_ts=r[15], updated_ts=r[16], error=r[17],
-                     fee_base=r[18])
+                     fee_base=r[18], fee_base_value=r[19])
 
     async def live_orders(self) -> list[Order]:
         """Orders that are not final: new (journaled, maybe sent), in doubt, or open."""
@@ -1233,7 +1242,7 @@ class Store:
     async def cash_flows(self) -> dict[str, tuple[float, float]]:
         """Per side (buy, sell): the fills' total notional and the fees paid in cash (a fee taken in coins is
         not), with every row written so far."""
-        rows = await self.query("SELECT side, SUM(quantity * price), SUM(fee - fee_base * price) FROM fills "
+        rows = await self.query("SELECT side, SUM(quantity * price), SUM(fee - fee_base_value) FROM fills "
                                 "GROUP BY side")
         return {r[0]: (r[1] or 0.0, r[2] or 0.0) for r in rows}
 
@@ -1276,10 +1285,10 @@ class Store:
         async with self._tx_with_held_events():
             if journal is not None:
                 await c.execute(_SQL_JOURNAL_ORDER, _journal_row(order, journal))
-            await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts, fee_base) "
-                            "VALUES (?,?,?,?,?,?,?,?)",
+            await c.execute("INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts, fee_base, "
+                            "fee_base_value) VALUES (?,?,?,?,?,?,?,?,?)",
                             (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee, f.ts,
-                             f.fee_base))
+                             f.fee_base, f.fee_base_value))
             if journal is None:
                 await c.execute(_SQL_ORDER_STATE, _order_state(order))
             if record is None:
@@ -1879,8 +1888,14 @@ class Records:
                        "ORDER BY created_ts, rowid")
 
     def fills(self) -> list[Any]:
-        """(client_order_id, symbol, side, quantity, price, fee, fee_base) of every fill, in the order recorded."""
-        return self._q("SELECT client_order_id, symbol, side, quantity, price, fee, fee_base FROM fills ORDER BY id")
+        """(client_order_id, symbol, side, quantity, price, fee, fee_base, fee_base_value) of every fill, in the order
+        recorded. A database an older ffe wrote (not migrated yet) valued the coins a fee took at the fill's price."""
+        value = "fee_base_value" if "fee_base_value" in self._columns("fills") else "fee_base * price"
+        return self._q(f"SELECT client_order_id, symbol, side, quantity, price, fee, fee_base, {value} FROM fills "
+                       "ORDER BY id")
+
+    def _columns(self, table: str) -> set[str]:
+        return {r[0] for r in self._q("SELECT name FROM pragma_table_info(?)", (table,))}
 
     def fill_events(self) -> list[bytes]:
         """The audit records of every `fill` event the database holds, in seq order."""

@@ -13,7 +13,7 @@ BTC = "BTC/USDT"
 
 def fill(cid: str, side: Side, quantity: float, price: float, fee: float, ts: int, fee_base: float = 0.0) -> Fill:
     return Fill(client_order_id=cid, symbol=BTC, side=side, quantity=quantity, price=price, fee=fee, ts=ts,
-                fee_base=fee_base)
+                fee_base=fee_base, fee_base_value=fee_base * price)  # one trade: its coins valued at its price
 
 
 def test_the_dust_an_exit_leaves_keeps_its_cost_in_the_next_entry_and_the_trades_add_up():

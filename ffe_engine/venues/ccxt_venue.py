@@ -676,7 +676,7 @@ class CcxtVenue:
             average = float(o["cost"]) / filled
         otype = o.get("type") or "market"
         price = o.get("price")
-        fee, fee_base = self._fees(o.get("fees") or ([o["fee"]] if o.get("fee") else []), o.get("symbol"), average)
+        fee, fee_base, fee_base_value = self._answer_fees(o)
         # Some answers (a cancel's, on some exchanges) leave the side out: the journal knows it for ffe's own orders.
         side = o.get("side")
         known = side in ("buy", "sell")
@@ -684,19 +684,40 @@ class CcxtVenue:
             client_order_id=cid, symbol=o.get("symbol") or "", side=Side(side) if known else Side.BUY, side_known=known,
             quantity=float(o.get("amount") or 0.0), status=_STATUS.get(o.get("status") or "open", "open"),
             filled=filled, average=float(average) if average else None, fee=fee, fee_base=fee_base,
+            fee_base_value=fee_base_value,
             exchange_id=str(o["id"]) if o.get("id") is not None else None, type=otype,
             price=float(price) if price and otype == "limit" else None, ts=o.get("timestamp"))
 
-    def _fees(self, fees: list[dict[str, Any]], symbol: str | None, price: Any) -> tuple[float, float]:
-        """(all fees valued in the quote currency, the part paid in the base currency as an amount of it).
+    def _answer_fees(self, o: dict[str, Any]) -> tuple[float, float, float]:
+        """An answer's fees as _trade_fees says, from its trades (a Binance FULL answer lists its fills) where it
+        lists them. Its own list of fees sums each currency over trades at different prices: a fee in the base
+        currency there has no one price to be valued at, and is left to _with_fees, which reads the trades."""
+        trades = [t for t in o.get("trades") or [] if isinstance(t, dict)]
+        if trades and all(t.get("fee") or t.get("fees") for t in trades):
+            return self._trade_fees(trades, o.get("symbol"))
+        fees = o.get("fees") or ([o["fee"]] if o.get("fee") else [])
+        return self._fees(fees, o.get("symbol"), None)
 
-        A fee in the base currency (Binance takes a buy's fee from the coins bought) is valued at the fill price,
-        and its amount is reported too: the position holds that much less than was bought. A fee in any other
-        currency (an exchange token) cannot be valued without a rate and is left out."""
+    def _trade_fees(self, trades: list[dict[str, Any]], symbol: str | None) -> tuple[float, float, float]:
+        """The fees of an order's trades, each valued at its own trade's price."""
+        fee = fee_base = fee_base_value = 0.0
+        for t in trades:
+            f, b, v = self._fees(t.get("fees") or ([t["fee"]] if t.get("fee") else []), symbol, t.get("price"))
+            fee, fee_base, fee_base_value = fee + f, fee_base + b, fee_base_value + v
+        return fee, fee_base, fee_base_value
+
+    def _fees(self, fees: list[dict[str, Any]], symbol: str | None, price: Any) -> tuple[float, float, float]:
+        """(all fees valued in the quote currency, the part paid in the base currency as an amount of it, what the
+        first counts for that part), of one trade at `price`.
+
+        A fee in the base currency (Binance takes a buy's fee from the coins bought) is valued at its trade's price
+        (None: not known, left out of the first and the third), and its amount is reported too: the position holds
+        that much less than was bought. A fee in any other currency (an exchange token) cannot be valued without a
+        rate and is left out."""
         m = self.exchange.markets.get(symbol) if symbol and self.exchange.markets else None
         if not fees or m is None:
-            return 0.0, 0.0
-        total = base = 0.0
+            return 0.0, 0.0, 0.0
+        total = base = base_value = 0.0
         for f in fees:
             cost, cur = f.get("cost"), f.get("currency")
             if cost is None:
@@ -707,11 +728,12 @@ class CcxtVenue:
                 base += float(cost)
                 if price:
                     total += float(cost) * float(price)
+                    base_value += float(cost) * float(price)
             elif float(cost) and cur not in self._fees_left_out:
                 self._fees_left_out.add(cur)
                 log.warning("%s: fees paid in %s are left out of the books (a fee is counted in the quote or the "
                             "base currency only): the P&L is higher than the account's by them", self.name, cur)
-        return total, base
+        return total, base, base_value
 
     async def _with_fees(self, order: VenueOrder, raw: dict[str, Any]) -> VenueOrder:
         """Order answers often carry no fee (Binance's lookups and cancels never do, nor its RESULT answer to a new
@@ -719,21 +741,23 @@ class CcxtVenue:
         here: a fill recorded without its fee would never be charged it, as later answers only add the fees beyond
         those already recorded."""
         priced = order.average is not None
-        if order.filled <= 0 or (priced and (raw.get("fees") or raw.get("fee"))) or not order.exchange_id:
+        # fees in the base currency the answer gives no trade's price for are not known yet: the trades say
+        known = (raw.get("fees") or raw.get("fee")) and not (order.fee_base > 0 and order.fee_base_value <= 0)
+        if order.filled <= 0 or (priced and known) or not order.exchange_id:
             return order
         trades = await self._order_trades(order)
         if trades is None:
+            if order.fee_base > 0 and order.fee_base_value <= 0 and order.average:
+                # An exchange that lists no trades: its base fee valued at the only price it gives, the average.
+                order.fee_base_value = order.fee_base * order.average
+                order.fee += order.fee_base_value
             return order
-        fee = fee_base = amount = cost = 0.0
+        amount = cost = 0.0
         for t in trades:
-            f, b = self._fees([t["fee"]] if t.get("fee") else [], order.symbol, t.get("price"))
-            fee += f
-            fee_base += b
             qty = float(t.get("amount") or 0.0)
             amount += qty
             cost += qty * float(t.get("price") or 0.0)
-        order.fee = fee
-        order.fee_base = fee_base
+        order.fee, order.fee_base, order.fee_base_value = self._trade_fees(trades, order.symbol)
         traded_at = cost / amount if amount else None
         if not priced:  # an answer that says how much filled but not for how much: the trades say
             order.average = traded_at
@@ -778,4 +802,4 @@ def _is_order(raw: Any) -> bool:
 
 
 _STATUS = {"open": "open", "closed": "closed", "canceled": "canceled", "cancelled": "canceled",
-           "expired": "canceled", "rejected": "rejected", "canceling": "open"}
+           "expired": "expired", "rejected": "rejected", "canceling": "open"}
