@@ -120,9 +120,13 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                 + (f", {failed} FAILED" if failed else "")
                 + (f", {len(ev.waiting)} WAITING for the exchange's Retry-After until "
                    f"{fmt.iso(ev.waiting[0].get('until'))} (closed once it is over)" if ev.waiting else "")
+                + (f", {len(ev.after_exit)} AFTER AN EXIT still working (its cancel not done: closed once it has "
+                   "ended)" if ev.after_exit else "")
                 + (": check the venue now." if failed or doubt else "."))
-        # A position left open while the exchange takes no request is the operator's to know at once, too.
-        return [Alert("FLATTEN", "FLATTEN", "page" if failed or doubt or ev.waiting else "warn", text)]
+        # A position left open while the exchange takes no request (or an exit it was to cancel still works) is the
+        # operator's to know at once, too.
+        return [Alert("FLATTEN", "FLATTEN", "page" if failed or doubt or ev.waiting or ev.after_exit else "warn",
+                      text)]
     if isinstance(ev, BreakerChanged):
         if ev.state == "open":
             return [Alert("BREAKER_OPEN", f"BREAKER_OPEN:{ev.venue}", "page",

@@ -1514,7 +1514,7 @@ class Engine:
             return done
         r = press.answer(f"the closing orders ({', '.join(to_close or {}) or 'no position held'}) are placed")
         return {"cancelled": r.cancelled, "failed": r.failed, "filled": r.filled, "closing": [], "dust": [],
-                "waiting": [], "under_way": r.under_way}
+                "waiting": [], "after_exit": [], "under_way": r.under_way}
 
     async def _flatten_rest(self, by: str, attempts: int, press: Press) -> dict[str, Any]:
         async with self._controls.turn("a flatten pressed before"):
@@ -1532,23 +1532,33 @@ class Engine:
         if held != (self._flattening or {}):
             await self._flatten_under_way(held or None)
         waits: list[str] = []  # positions whose closing order waits for the venue's Retry-After to end
+        after_exit: list[str] = []  # positions all of whose sellable coins an exit still works on
         for sym in held:
-            pos = self.portfolio.positions.get(sym)
             tries = 0  # attempts the venue answered (or the gates refused): one held back unsent is none
+            refusal = ""
             while tries < attempts:
                 self._read_markets()
-                remaining = 0.0 if pos is None else pos.quantity - self.orders.pending_exit_qty(sym)
-                if pos is None or remaining <= 0 or self.portfolio.holding(sym) is None:
-                    if tries and pos is not None and remaining > 0:
+                pos = self.portfolio.holding(sym)
+                if pos is None:
+                    if tries and sym in self.portfolio.positions:
                         # Refused, and the markets read again since make what is held dust: a minimum the
                         # exchange raised. Not closed, and no flatten can: said as a failure.
                         failed.append({"symbol": sym, "error": "the venue refused the closing order and what "
                                                                "is held is below its minimum order now: close "
                                                                "it on the exchange"})
                     break
+                price = self.portfolio.last_price.get(sym)
+                room = self.orders.exit_room(sym, price or pos.entry_price)
+                if room <= 0:
+                    # An exit still works on the position (its cancel not done: sent again at each poll), and what
+                    # is beside it no order can sell: nothing to try, and no failure. The follow-up closes what is
+                    # held once that exit has ended.
+                    placed[sym] = tries
+                    after_exit.append(sym)
+                    break
                 sub = await self.orders.submit(OrderIntent(
-                    symbol=sym, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.FLATTEN,
-                    ref_price=self.portfolio.last_price.get(sym), reduce_only=True))
+                    symbol=sym, side=side_to_close(pos.side), quantity=room, reason=OrderReason.FLATTEN,
+                    ref_price=price, reduce_only=True))
                 if sub.accepted and sub.order is not None:
                     closing.append(sub.order.client_order_id)
                     placed[sym] = 1
@@ -1558,26 +1568,38 @@ class Engine:
                     waits.append(sym)
                     break
                 tries += 1
+                refusal = sub.reason
                 if tries < attempts:
                     await asyncio.sleep(0.2 * tries)
             else:
-                failed.append({"symbol": sym, "error": "could not place the closing order"})
+                failed.append({"symbol": sym, "error": f"could not place the closing order: {refusal}"})
+                if self.orders.pending_exit_qty(sym) > 0:
+                    # An exit still works on it: followed up all the same, so that what is held once that exit has
+                    # ended is said (no attempt is left for it).
+                    placed[sym] = tries
         for sym in held:
             # (dust, which no order can sell, is no position here either: the entry's coins will be one)
             if sym not in placed and self.portfolio.holding(sym) is None and self.orders.pending_entry(sym):
                 placed[sym] = 0  # an entry still in doubt: closed once the venue shows what it bought
-        if placed != held:  # what failed to be placed was said as failed: not followed up
+        if placed != held:  # closed, or said as failed with no order working on it: not followed up
             await self._flatten_under_way(placed or None)
         waiting = self._flatten_waits(waits)
+        behind = self._after_exit(after_exit)
         dust = self._dust(sym for sym in self.portfolio.positions if sym not in held)
         self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
                                          failed=report.failed + failed, filled=report.filled, closing=closing,
-                                         dust=dust, waiting=waiting, by=by))
+                                         dust=dust, waiting=waiting, after_exit=behind, by=by))
         await self._persist_books()
         await self.flush()
         return {"cancelled": report.cancelled, "failed": report.failed + failed, "filled": report.filled,
-                "closing": closing, "dust": dust,
-                "waiting": waiting}
+                "closing": closing, "dust": dust, "waiting": waiting, "after_exit": behind}
+
+    def _after_exit(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """The positions a flatten places no order for because an exit still works on all it could sell (its cancel
+        not done), as the flatten says them: closed by the follow-up once that exit has ended unfilled."""
+        detail = "an exit still works on it (its cancel not done): closed once that exit has ended"
+        return [{"symbol": sym, "quantity": self.portfolio.positions[sym].quantity, "detail": detail}
+                for sym in symbols if sym in self.portfolio.positions]
 
     def _flatten_waits(self, symbols: list[str]) -> list[dict[str, Any]]:
         """The positions whose closing order waits for the venue's Retry-After (no order goes to the exchange before

@@ -280,6 +280,8 @@ class KillSwitchEvent(Event):
     dust: list[dict[str, Any]] = field(default_factory=list)  # left unsold: below what the venue takes an order for
     # positions whose closing order waits for the venue's Retry-After (symbol, until: wall seconds, detail)
     waiting: list[dict[str, Any]] = field(default_factory=list)
+    # positions an exit still works on (its cancel not done), closed once it ends (symbol, quantity, detail)
+    after_exit: list[dict[str, Any]] = field(default_factory=list)
     by: str = ""
     elapsed_ms: float = 0.0
 

@@ -196,6 +196,18 @@ class OrderPath:
     def pending_exit_qty(self, symbol: str) -> float:
         return sum(o.quantity - o.filled for o in self.live.values() if o.symbol == symbol and o.reduce_only)
 
+    def _exit_room(self, symbol: str) -> float:
+        """What an exit may sell: what the account holds of the position (Portfolio.sellable) less the exits working."""
+        return self.portfolio.sellable(symbol) - self.pending_exit_qty(symbol)
+
+    def exit_room(self, symbol: str, price: float | None) -> float:
+        """What an exit could sell now, down to the venue's amount step; 0 when the venue takes no order for it (less
+        than one step, or than its minimum quantity or value at `price`): coins beside the exits working that no order
+        can sell, which `submit` would refuse."""
+        market = self.venue.market(symbol)
+        qty = floor_to_step(max(self._exit_room(symbol), 0.0), market.amount_step)
+        return 0.0 if qty < market.amount_step or market.below_minimum(qty, price) else qty
+
     def check(self, intent: OrderIntent, *, until_refused: bool = False) -> list[GateResult]:
         return self.gatekeeper.evaluate(intent, until_refused=until_refused)
 
@@ -264,7 +276,7 @@ class OrderPath:
         if intent.reduce_only:
             # Never sell more than the position still holds after the exits already working.
             # Nor more than the account holds of it (an accepted shortfall of coins: Portfolio.unbacked).
-            left = self.portfolio.sellable(intent.symbol) - self.pending_exit_qty(intent.symbol)
+            left = self._exit_room(intent.symbol)
             if left < market.amount_step:
                 held = fmt.qty(max(left, 0.0), 8)
                 return self._refused(intent, gates, f"NOTHING_HELD: nothing to sell, the books hold {held} "
@@ -886,9 +898,11 @@ class OrderPath:
             except VenueUnavailable as lookup:
                 if lookup.retry_after:
                     return await self._cancel_held(o, lookup.retry_after)
-                return False, str(exc)[:200]
-            except VenueError:
-                return False, str(exc)[:200]
+                # Refused, and not looked up: the order may still be open there (an exchange answers "unknown" for a
+                # while of an order it has), so not known to be done.
+                return await self._cancel_again(o, f"{exc}; its lookup failed: {lookup}"[:160])
+            except VenueError as lookup:
+                return await self._cancel_again(o, f"{exc}; its lookup failed: {lookup}"[:160])
             if vo is None:
                 if o.status is OrderStatus.IN_DOUBT:
                     # Not placed yet, or never: the request may still reach the venue within the settle window.

@@ -158,6 +158,10 @@ def kill_summary(f: Fields) -> str:
     if waiting:
         parts.append(f"waiting for the exchange's Retry-After until {fmt.iso(waiting[0].get('until'))} "
                      "(closed once it is over): " + ", ".join(str(w.get("symbol")) for w in waiting))
+    after_exit = [w for w in f.get("after_exit") or [] if isinstance(w, dict)]
+    if after_exit:
+        parts.append("after an exit still working (its cancel not done: closed once it has ended): "
+                     + ", ".join(str(w.get("symbol")) for w in after_exit))
     under_way = [u for u in f.get("under_way") or [] if isinstance(u, dict)]
     if under_way:  # answered before it was done: HALTED is stored, the rest follows (its own kill_switch event)
         parts.append("under way: " + "; ".join(
