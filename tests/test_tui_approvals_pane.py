@@ -54,7 +54,7 @@ async def test_in_the_console_a_pending_trade_shows_its_countdown_and_move_on_sc
         await running(pilot)
         table = app.query_one("#approvals")
         await until(pilot, lambda: table.row_count >= 1, "a pending approval on screen", timeout=60)
-        aid = table.selected()
+        aid = next(iter(table.rows)).value
 
         def row_on_screen() -> str:
             return next((line for line in screen_text(app).splitlines() if aid in line), "")
@@ -155,3 +155,41 @@ async def test_a_trade_that_comes_after_the_selected_one_ended_and_the_pane_empt
             assert after in app.engine.pending, f"`{key}` acted on a trade the operator never chose"
         await pilot.press("up")
         assert table.selected() == after and table.show_cursor
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_the_first_trade_of_the_session_is_not_acted_on_until_the_operator_moves_to_it(tmp_path, size):
+    """A fresh console: the first trade ever waiting comes into the pane (at 80x24 the pane comes up by itself), under
+    the cursor. The operator never chose it: `a` and `r`, pressed once or twice, act on nothing and say what to do;
+    the trade still waits. A move onto it (j) chooses it, and `a` then acts on it."""
+    app = one_symbol_console(tmp_path, speed=40.0)
+    async with app.run_test(size=size) as pilot:
+        await running(pilot)
+        table = app.query_one(ApprovalsTable)
+        await until(pilot, lambda: table.row_count == 1 and app.pane_visible("approvals"),
+                    "the first trade waiting, its pane on screen", timeout=60)
+        (aid,) = [k.value for k in table.rows]
+        assert table.selected() is None and not table.show_cursor, "a trade the operator never chose is selected"
+        for key in ("a", "a", "r", "r"):
+            said = notices(app)
+            await pilot.press(key)
+            await until(pilot, lambda: said_since(app, said, "no trade chosen"),
+                        f"`{key}`: the console says no trade is chosen and what to do", timeout=10)
+            assert aid in app.engine.pending, f"`{key}` acted on a trade the operator never chose"
+        assert app.focused is table, "the approvals pane takes the moves that choose a trade"
+        await pilot.press("j")
+        assert table.selected() == aid and table.show_cursor
+        await pilot.press("a")
+        await until(pilot, lambda: aid not in app.engine.pending, "the chosen trade approved (or refused)")
+
+
+async def test_tab_into_the_approvals_pane_chooses_the_row_it_lands_on(tmp_path):
+    app = one_symbol_console(tmp_path, speed=40.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        table = app.query_one(ApprovalsTable)
+        await until(pilot, lambda: table.row_count == 1, "a trade waiting", timeout=60)
+        (aid,) = [k.value for k in table.rows]
+        assert table.selected() is None
+        await pilot.press("tab")
+        assert app.focused is table and table.selected() == aid and table.show_cursor

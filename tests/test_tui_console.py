@@ -149,11 +149,13 @@ async def test_approve_and_reject_pending_trades_in_manual_mode(tmp_path):
         await running(pilot)
         table = app.query_one("#approvals")
         await until(pilot, lambda: table.row_count >= 1, "a pending approval on screen", timeout=60)
+        # The approvals pane comes forward at 80x24 (on the next refresh of the screen); the operator moves to the
+        # first trade (nothing is chosen for him), then approves it.
+        await until(pilot, lambda: app.pane_visible("approvals"), "the pending approval's pane on screen")
+        table.focus()
+        await pilot.press("j", "k")
         aid = table.selected()
-        # The approvals pane comes forward at 80x24 (on the next refresh of the screen). The log names the approval
-        # too, before the pane is up; `a` pressed then only brings the pane forward.
-        await until(pilot, lambda: app.pane_visible("approvals") and aid in screen_text(app),
-                    "the pending approval's pane on screen")
+        assert aid is not None and aid in screen_text(app)
         await pilot.press("a")
         await until(pilot, lambda: db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (aid,))
                     == "approved", f"{aid} approved")

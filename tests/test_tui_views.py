@@ -202,6 +202,7 @@ async def test_cancel_one_order_from_the_orders_view(tmp_path, size):
         cid = res["client_order_id"]
         await pilot.press("3")
         await until(pilot, lambda: "Orders" in screen_text(app) and pos["symbol"] in screen_text(app), "the order")
+        await pilot.press("j")  # the order, chosen
         await pilot.press("c")
         await until(pilot, lambda: f"Cancel order {cid}" in screen_text(app), "the cancel confirmation")
         text = screen_text(app)
@@ -227,6 +228,7 @@ async def test_any_other_key_cancels_the_cancel_and_the_order_stays(tmp_path):
         await pilot.press("c")  # from the main view: shows the orders first
         await until(pilot, lambda: app.current_view == "orders" and res["client_order_id"][:20] in screen_text(app),
                     "the orders view")
+        await pilot.press("j")  # the order, chosen
         await pilot.press("c")
         await until(pilot, lambda: "Cancel order" in screen_text(app), "the cancel confirmation")
         await pilot.press("n")
@@ -245,6 +247,7 @@ async def test_close_one_position_through_the_order_path(tmp_path, size):
         others = {p["symbol"] for p in app.snap["positions"]} - {pos["symbol"]}
         await pilot.press("2")
         await until(pilot, lambda: pos["symbol"] in screen_text(app), "the trades view")
+        await pilot.press("j", "k")  # the first trade, chosen
         await pilot.press("x")
         await until(pilot, lambda: f"Close {pos['symbol']}" in screen_text(app), "the close confirmation")
         assert "order path" in screen_text(app) and "halt" in screen_text(app)
@@ -274,6 +277,7 @@ async def test_a_close_confirmed_after_its_position_was_closed_and_another_opene
         sym = pos["symbol"]
         await pilot.press("2")
         await until(pilot, lambda: sym in screen_text(app), "the trades view")
+        await pilot.press("j", "k")  # the first trade, chosen
         await pilot.press("x")
         await until(pilot, lambda: f"Close {sym}" in screen_text(app), "the close confirmation")
         assert (await app.engine.close_position(sym, by="ctl"))["accepted"]
@@ -358,6 +362,7 @@ async def test_a_cancel_confirmed_after_its_order_filled_says_it_filled(tmp_path
         cid = res["client_order_id"]
         await pilot.press("3")
         await until(pilot, lambda: cid in screen_text(app), "the order")
+        await pilot.press("j")  # the order, chosen
         await pilot.press("c")
         await until(pilot, lambda: f"Cancel order {cid}" in screen_text(app), "the cancel confirmation")
         feed.release(1)  # the next bar: the paper venue fills it while the dialog is open
@@ -431,6 +436,7 @@ async def test_a_halted_engine_refuses_the_close_and_the_reason_is_shown(tmp_pat
         await until(pilot, lambda: app.snap["state"] == "HALTED", "HALTED")
         await pilot.press("2")
         await until(pilot, lambda: pos["symbol"] in screen_text(app), "the trades view")
+        await pilot.press("j", "k")  # the first trade, chosen
         await pilot.press("x")
         await until(pilot, lambda: f"Close {pos['symbol']}" in screen_text(app), "the close confirmation")
         assert "The engine is HALTED" in screen_text(app)
@@ -515,6 +521,44 @@ async def test_the_widest_figures_keep_a_space_between_columns():
 
 
 # ---------------------------------------------------------------------------------------------------- what is selected
+async def test_x_and_c_act_on_no_row_the_operator_never_moved_to(tmp_path):
+    """A fresh console: the positions pane has the focus and its first row is under the cursor, the trades and orders
+    views show their rows the same way; the operator never moved to one. `x` and `c` ask about nothing and say what
+    to do; a move onto a row chooses it."""
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        res = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"] / 2)
+        assert res["accepted"], res
+        positions = app.query_one(PositionsTable)
+        await until(pilot, lambda: positions.row_count > 0, "the positions")
+        assert positions.selected() is None and not positions.show_cursor, "a position never chosen is selected"
+        for view in ("1", "2"):
+            await pilot.press(view)
+            said = notices(app)
+            await pilot.press("x")
+            await until(pilot, lambda: said_since(app, said, "no position chosen"),
+                        f"view {view}: the console says no position is chosen", timeout=10)
+            assert "Close " not in screen_text(app), f"view {view}: a close asked of a position never chosen"
+        await pilot.press("3")
+        orders = app.query_one(OrdersTable)
+        await until(pilot, lambda: orders.row_count == 1, "the order in the orders view")
+        assert orders.selected() is None and not orders.show_cursor
+        said = notices(app)
+        await pilot.press("c")
+        await until(pilot, lambda: said_since(app, said, "no order chosen"), "the console says no order is chosen",
+                    timeout=10)
+        assert "Cancel order" not in screen_text(app), "a cancel asked of an order never chosen"
+        await pilot.press("j")
+        await pilot.press("c")
+        await until(pilot, lambda: f"Cancel order {res['client_order_id']}" in screen_text(app),
+                    "the cancel confirmation, once chosen")
+        await pilot.press("n")
+        assert db_value(db_path(tmp_path), "SELECT status FROM orders WHERE client_order_id = ?",
+                        (res["client_order_id"],)) == "open"
+
+
 async def test_a_position_that_opens_after_the_selected_one_closed_and_the_table_emptied_is_not_selected(tmp_path):
     """The operator selects a position; every position closes (from elsewhere, `ffe ctl close`), and a new one opens
     later (the strategy may open others on the same bar). One lands under the cursor, in the trades view and on the
