@@ -40,8 +40,8 @@ from ffe_engine.remote import attach as attach_engine
 
 from . import keys as keydefs
 from .dialogs import ConfirmScreen, FilterScreen, HelpScreen
-from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, KeysFooter, LogPane, PositionsTable,
-                    StatusLine, VotesPane, selected_position)
+from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, KeyedTable, KeysFooter, LogPane,
+                    PositionsTable, StatusLine, VotesPane, selected_position)
 from .state import ConsoleState
 from .views import (OrdersTable, ScrollPane, TradesTable, balances_view, health_view, profit_view,
                     why_view)
@@ -291,10 +291,8 @@ class ConsoleApp(App[int]):
 
     def _note_trade(self, snap: dict[str, Any]) -> None:
         p = selected_position(self.panes["trades"], snap["positions"])
-        if self.panes["trades"].gone is not None:
-            text = Text("the trade you had selected has closed: select one (up/down)", style="dim")
-        elif p is None:
-            text = Text("no open trade", style="dim")
+        if p is None:
+            text = Text(self._unchosen(self.panes["trades"], "trade", "has closed", "close_trade"), style="dim")
         else:
             text = Text.assemble(("trade ", "dim"), (tables.position_id(p), "bold"), f"  {p['symbol']} opened ",
                                  fmt.iso_ms(p.get("opened_ts")), " (",
@@ -305,14 +303,22 @@ class ConsoleApp(App[int]):
     def _note_order(self, snap: dict[str, Any]) -> None:
         cid = self.panes["orders"].selected()
         o = next((o for o in snap["orders"] if o["client_order_id"] == cid), None)
-        if self.panes["orders"].gone is not None:
-            text = Text("the order you had selected is no longer open: select one (up/down)", style="dim")
-        elif o is None:
-            text = Text("no open order", style="dim")
+        if o is None:
+            text = Text(self._unchosen(self.panes["orders"], "order", "is no longer open", "cancel_order"),
+                        style="dim")
         else:
             text = Text.assemble(("order ", "dim"), (cid or "", "bold"), "  sent ", fmt.iso_ms(o.get("created_ts")),
                                  f"  {self._key('cancel_order')}: cancel it")
         self.panes["orders-note"].update(self._with_outcome("orders", text))
+
+    def _unchosen(self, table: KeyedTable, what: str, ended: str, verb: str) -> str:
+        """What to do when no row of `table` is chosen: an action acts only on a row the operator moved to."""
+        if not table.row_count:
+            return f"no open {what}"
+        how = f"move to one (up/down or j/k in its pane, tab into it, or click it), then {self._key(verb)}"
+        if table.ended is not None:
+            return f"the {what} you had selected {ended}: {how}"
+        return f"no {what} chosen: {how}"
 
     def _with_outcome(self, view: str, text: Text) -> Text:
         outcome = self._outcome.get(view)
@@ -849,12 +855,10 @@ class ConsoleApp(App[int]):
             if self.current_view != "main":
                 self.action_show_view("main")
             self._set_detail("approvals")
-            self.say(f"press {self._key(verb)} again to {verb} the selected trade")
-            return None
         aid = table.selected()
         if aid is None:
-            self.say(f"the trade you had selected is no longer waiting: select one (up/down), then "
-                     f"{self._key(verb)} again", severity="warning")
+            table.focus()  # the moves that choose a trade go to its pane
+            self.say(self._unchosen(table, "trade", "is no longer waiting", verb), severity="warning")
         return aid
 
     def action_approve(self) -> None:
@@ -884,17 +888,15 @@ class ConsoleApp(App[int]):
         if self.current_view != "orders":
             self.action_show_view("orders")
             if self.snap["orders"]:
-                self.say(f"select the order (up/down), then {self._key('cancel_order')} again to cancel it")
+                self.say(f"move to the order (up/down or j/k, or click it), then {self._key('cancel_order')} to "
+                         "cancel it")
             return
         table = self.panes["orders"]
         cid = table.selected()
         o = next((o for o in self.snap["orders"] if o["client_order_id"] == cid), None)
-        if table.gone is not None:
-            self.say(f"the order you had selected is no longer open: select one (up/down), then "
-                     f"{self._key('cancel_order')} again", severity="warning")
-            return
         if o is None or cid is None:
-            self.say("no open order", severity="warning")
+            table.focus()
+            self.say(self._unchosen(table, "order", "is no longer open", "cancel_order"), severity="warning")
             return
         self._confirm("cancel", f"Cancel order {cid}", lambda: self._cancel_text(o, cid), "CANCEL ORDER",
                       lambda: self._control("cancel", self._cancel_order(cid)))
@@ -925,16 +927,14 @@ class ConsoleApp(App[int]):
         if self.current_view not in ("trades", "main"):
             self.action_show_view("trades")
             if self.snap["positions"]:
-                self.say(f"select the trade (up/down), then {self._key('close_trade')} again to close it")
+                self.say(f"move to the trade (up/down or j/k, or click it), then {self._key('close_trade')} to "
+                         "close it")
             return
         table = self.panes["trades" if self.current_view == "trades" else "positions"]
         p = selected_position(table, self.snap["positions"])
-        if table.gone is not None:
-            self.say(f"the position you had selected has closed: select one (up/down), then "
-                     f"{self._key('close_trade')} again", severity="warning")
-            return
         if p is None:
-            self.say("no open position", severity="warning")
+            table.focus()
+            self.say(self._unchosen(table, "position", "has closed", "close_trade"), severity="warning")
             return
         sym = p["symbol"]
         quote = self.settings.venue.quote
@@ -986,6 +986,20 @@ class ConsoleApp(App[int]):
     def action_toggle_decisions(self) -> None:
         lines = self.view.toggle("decision")
         self.panes["log"].replace([ln.text for ln in lines[-LOG_LINES:]], self.view.filter.spec)
+
+    def action_focus_next(self) -> None:
+        super().action_focus_next()
+        self._tabbed_in()
+
+    def action_focus_previous(self) -> None:
+        super().action_focus_previous()
+        self._tabbed_in()
+
+    def _tabbed_in(self) -> None:
+        """Tab into a table is a move to the row under its cursor: that row is chosen (and drawn so). The focus the
+        console gives a table itself (at start, with a view or a key) chooses nothing."""
+        if isinstance(self.focused, KeyedTable):
+            self.focused.choose()
 
     def action_next_view(self) -> None:
         views = self.detail_views

@@ -211,18 +211,19 @@ class KeyedTable(DataTable):
     """A table of rows keyed by an id (COLUMNS: key, label, width), updated in place so the operator's cursor stays on
     its row. The console's tables all are, and all move their cursor with the arrow keys and j/k.
 
-    The selected row is the one the operator is on: it stays selected as other rows come and go. Once it has ended
-    (a trade approved or expired, a position closed, an order done), nothing is selected until the operator moves to
-    a row: the row the cursor fell onto, or the first one to come into a table emptied meanwhile, is one he never
-    chose, and is not drawn as selected. An action on the selection then acts on nothing and says so."""
+    The selected row is the one the operator chose, by moving to it (the arrow keys, j/k, page keys, Tab into the
+    table, a click): it stays selected as other rows come and go. Until he has chosen one, and again once his row has
+    ended (a trade approved or expired, a position closed, an order done), nothing is selected: the row under the
+    cursor (the first one to come into the table, the one the cursor fell onto) is one he never chose, and is not
+    drawn as selected. An action on the selection then acts on nothing and says so."""
 
     COLUMNS: tuple[tuple[str, str, int], ...] = ()
     BINDINGS = TABLE_MOVES
 
     def __init__(self, **kw: Any) -> None:
-        super().__init__(cell_padding=0, **kw)
-        # The selected row, once it has ended: kept until the operator moves to a row, whatever comes meanwhile.
-        self.gone: str | None = None
+        super().__init__(cell_padding=0, show_cursor=False, **kw)
+        self.chosen: str | None = None  # the row the operator moved to, while it lasts
+        self.ended: str | None = None  # the row he had chosen, once it has ended, until he chooses another
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -231,8 +232,7 @@ class KeyedTable(DataTable):
 
     def put(self, rows: dict[str, dict[str, Any]]) -> None:
         """Each row's cells by column key: changed cells updated, new rows added, rows no longer given removed. The
-        cursor stays on the row it was on, by key: a row removed above it does not slide the next one under it."""
-        before = self.selected()
+        cursor stays on the chosen row, by key: a row removed above it does not slide the next one under it."""
         for rid, cells in rows.items():
             if rid in self.rows:
                 for key, value in cells.items():
@@ -242,57 +242,57 @@ class KeyedTable(DataTable):
                 self.add_row(*(cells[k] for k, _, _ in self.COLUMNS), key=rid)
         for key in [k for k in self.rows if k.value not in rows]:
             self.remove_row(key)
-        if before is None:
-            return
-        if before not in rows:  # ended, whether other rows remain or none: the table empty is no new choice
-            self.gone = before
+        if self.chosen is not None and self.chosen not in rows:  # ended, whether other rows remain or none
+            self.ended, self.chosen = self.chosen, None
+        if self.chosen is None:
             self.show_cursor = False
             return
-        index = self.get_row_index(before)
+        index = self.get_row_index(self.chosen)
         if index != self.cursor_row:
             self.move_cursor(row=index)
 
     def selected(self) -> str | None:
-        if self.gone is not None or not self.row_count:
-            return None
-        row = min(max(self.cursor_row, 0), self.row_count - 1)
-        return self.coordinate_to_cell_key((row, 0)).row_key.value
+        """The row the operator chose, or None when he has chosen none (or his has ended)."""
+        return self.chosen if self.chosen is not None and self.chosen in self.rows else None
 
-    def _chosen_again(self) -> None:
-        """The operator moves to a row: the one he lands on is selected. A move in an empty table chooses none of
-        the rows still to come."""
+    def choose(self, row: int | None = None) -> None:
+        """The operator moves to a row (`row`, or the one under the cursor): it is selected, and drawn so. A move in
+        an empty table chooses none of the rows still to come."""
+        if not self.row_count:
+            return
+        row = min(max(self.cursor_row if row is None else row, 0), self.row_count - 1)
+        self.chosen = self.coordinate_to_cell_key((row, 0)).row_key.value
+        self.ended = None
+        self.show_cursor = True
+
+    def _move(self, move: Any) -> None:
         if self.row_count:
-            self.gone = None
             self.show_cursor = True  # first: Textual scrolls a table whose cursor is hidden instead of moving it
+        move()
+        self.choose()
 
     def action_cursor_up(self) -> None:
-        self._chosen_again()
-        super().action_cursor_up()
+        self._move(super().action_cursor_up)
 
     def action_cursor_down(self) -> None:
-        self._chosen_again()
-        super().action_cursor_down()
+        self._move(super().action_cursor_down)
 
     def action_page_up(self) -> None:
-        self._chosen_again()
-        super().action_page_up()
+        self._move(super().action_page_up)
 
     def action_page_down(self) -> None:
-        self._chosen_again()
-        super().action_page_down()
+        self._move(super().action_page_down)
 
     def action_scroll_top(self) -> None:
-        self._chosen_again()
-        super().action_scroll_top()
+        self._move(super().action_scroll_top)
 
     def action_scroll_bottom(self) -> None:
-        self._chosen_again()
-        super().action_scroll_bottom()
+        self._move(super().action_scroll_bottom)
 
     def on_click(self, event: events.Click) -> None:
         row = event.style.meta.get("row")
         if isinstance(row, int) and 0 <= row < self.row_count:  # on a row, not the header or below the rows
-            self._chosen_again()
+            self.choose(row)  # the table's own handler moves the cursor there next
 
 
 def position_key(p: dict[str, Any]) -> str:

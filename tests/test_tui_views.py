@@ -97,6 +97,8 @@ async def test_every_view_shows_the_engine_figures(tmp_path, size):
 
         await pilot.press("2")
         await until(pilot, lambda: "2 Trades" in screen_text(app) and pos["symbol"] in screen_text(app), "trades")
+        await pilot.press("j", "k")  # the first trade, chosen: its id is on the line under the table at 80x24
+        await until(pilot, lambda: pos["id"] in screen_text(app), "the chosen trade's id")
         text = screen_text(app)
         for cell in ("entry", "now", "%", "P&L", "SL", "TP", fmt.price(pos["entry"]), fmt.price(pos["stop_loss"]),
                      fmt.price(pos["take_profit"]), fmt.pct(pos["pnl_pct"], signed=True), pos["id"]):
@@ -226,9 +228,10 @@ async def test_any_other_key_cancels_the_cancel_and_the_order_stays(tmp_path):
         pos = await a_position(pilot)
         res = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"] / 2)
         await pilot.press("c")  # from the main view: shows the orders first
-        await until(pilot, lambda: app.current_view == "orders" and res["client_order_id"][:20] in screen_text(app),
+        await until(pilot, lambda: app.current_view == "orders" and app.query_one(OrdersTable).row_count == 1,
                     "the orders view")
         await pilot.press("j")  # the order, chosen
+        await until(pilot, lambda: res["client_order_id"][:20] in screen_text(app), "the chosen order")
         await pilot.press("c")
         await until(pilot, lambda: "Cancel order" in screen_text(app), "the cancel confirmation")
         await pilot.press("n")
@@ -583,14 +586,16 @@ async def test_a_position_that_opens_after_the_selected_one_closed_and_the_table
         assert bought["accepted"], bought
         feed.release(1)
         positions = app.query_one(PositionsTable)
-        for view, table in (("2", trades), ("1", positions)):
+        # The trades view's chosen position has closed; on the main screen none was ever chosen.
+        for view, table, words in (("2", trades, "the position you had selected has closed"),
+                                   ("1", positions, "no position chosen")):
             await pilot.press(view)
             await until(pilot, lambda: sym in [str(k.value).split()[0] for k in table.rows],
                         f"the new position shown (view {view})")
             assert table.selected() is None and not table.show_cursor, f"view {view}: a position never chosen"
             said = notices(app)
             await pilot.press("x")
-            await until(pilot, lambda: said_since(app, said, "the position you had selected has closed"),
+            await until(pilot, lambda: said_since(app, said, words),
                         f"view {view}: the console says nothing is selected", timeout=10)
             assert f"Close {sym}" not in screen_text(app), f"view {view}: a close asked of a position never chosen"
         await pilot.press("down")
