@@ -88,7 +88,8 @@ async def test_the_selected_approval_stays_selected_when_one_above_it_ends(tmp_p
         table = app.query_one(ApprovalsTable)
         await until(pilot, lambda: table.row_count >= 3, "three trades waiting for approval", timeout=120)
         table.focus()
-        await pilot.press("j", "j", "k")  # the approvals pane takes j and k as every table does
+        # The approvals pane takes j and k as every table does; the first lands on the first trade, not drawn before.
+        await pilot.press("j", "j", "j", "k")
         first, chosen, third = (table.coordinate_to_cell_key((r, 0)).row_key.value for r in range(3))
         assert table.selected() == chosen
         await app.engine.reject(first, by="ctl")  # another operator ends the first one
