@@ -272,10 +272,18 @@ class KeyedTable(DataTable):
         self.choose()
 
     def action_cursor_up(self) -> None:
-        self._move(super().action_cursor_up)
+        self._step(super().action_cursor_up)
 
     def action_cursor_down(self) -> None:
-        self._move(super().action_cursor_down)
+        self._step(super().action_cursor_down)
+
+    def _step(self, move: Any) -> None:
+        """Up or down: with no row chosen and none drawn, the first step lands on the row under the cursor (the first
+        to come, or the one the cursor fell onto) rather than the one past it, which the operator never saw."""
+        if self.chosen is None and not self.show_cursor and self.row_count:
+            self.choose()
+        else:
+            self._move(move)
 
     def action_page_up(self) -> None:
         self._move(super().action_page_up)
