@@ -113,3 +113,17 @@ def test_every_command_option_and_ctl_action_is_in_cli_md() -> None:
             if action.choices and not isinstance(action, argparse._SubParsersAction):
                 missing += [f"{name} {choice}" for choice in action.choices if f"`{name} {choice}" not in text]
     assert not missing, f"docs/cli.md lacks: {', '.join(missing)}"
+
+
+def test_every_kind_of_reconciliation_difference_is_in_audit_events_md() -> None:
+    """Each `kind` a difference is recorded with (reconcile.py, and the engine's own) is named in the `reconcile`
+    row, and the row names no kind the code does not record."""
+    engine = Path(__file__).resolve().parents[1] / "ffe_engine"
+    source = (engine / "reconcile.py").read_text() + (engine / "engine.py").read_text()
+    recorded = set(re.findall(r'\{"kind": "([a-z_]+)"', source))
+    assert {"position", "venue_unreachable", "restore_unrecovered"} <= recorded
+    (row,) = [line for line in page("audit-events.md").splitlines() if line.startswith("| `reconcile` |")]
+    fields = row.split(" | ")[1]
+    named = set(re.findall(r"`([a-z_]+)`", fields.partition("`kind`")[2].partition("...")[0]))
+    assert named == recorded, f"recorded, not in the row: {sorted(recorded - named)}; " \
+                              f"in the row, never recorded: {sorted(named - recorded)}"

@@ -1,0 +1,118 @@
+"""Coins the account held before ffe's first start are the reconciliation baseline: what counts toward the books'
+position is the account's balance less it. Every check that weighs the account's coins against a position (a
+reconciliation's differences, an accept's refusal over coins gone, a sale booked by hand, what the operator is told
+to do) counts them so: an accept that weighed the whole balance took a sale made by hand for coins still there,
+moved the baseline down over the operator's own coins, and then refused the sale's booking."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import engine_session
+from ffe_engine.model import EngineState
+from ffe_engine.reconcile import BASELINE_KEY
+from live_helpers import (BTC, engine_loop, fx, live_env, reconcile_twice, rows, run_ffe_async,  # noqa: F401
+                          stored_events, wait_for, write_config)
+from test_live_books import assert_books_agree, climbing, strategy_config, strategy_entry, strategy_settings
+
+OWN = 1.0  # BTC the operator held on the exchange before ffe first started: more than any position ffe takes
+TABLES = {"engine": {"order_poll_s": 0.1}}
+
+
+def books_equal_account(e, fx, own: float) -> None:
+    """The books' cash is the account's, and their position the account's coins less the operator's own."""
+    pos = e.portfolio.positions.get(BTC)
+    assert (pos.quantity if pos else 0.0) == pytest.approx(fx.balances["BTC"].total - own, abs=1e-9)
+    assert e.portfolio.cash == pytest.approx(fx.balances["USDT"].total, abs=0.005)
+
+
+@pytest.mark.parametrize("own", [OWN, 0.0])
+async def test_an_accept_over_coins_sold_by_hand_is_refused_and_the_sale_is_booked_as_the_account_shows_it(
+        tmp_path, fx, own):
+    """Half the position's coins sold on the exchange by hand: `ffe ctl accept` is refused (exit 1, one line naming
+    what counts toward the position and the command that books the sale), nothing changed, with the operator's own
+    coins in the account as without them. `ffe ctl sold-by-hand` then books the sale, the books equal the account
+    again (the operator's coins left out), and an exit after it sells the position's coins, never the operator's."""
+    climbing(fx)
+    fx.balances["BTC"].free = own
+    settings = strategy_settings(tmp_path, fx, **TABLES)
+    write_config(tmp_path, strategy_config(fx, **TABLES))
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            assert (await e.store.get_kv(BASELINE_KEY))["BTC"] == pytest.approx(own)
+            await strategy_entry(e, fx)
+            held = e.portfolio.positions[BTC].quantity
+            sold = round(held * 0.5, 5)
+            fx.balances["BTC"].free -= sold
+            fx.balances["USDT"].free += sold * 30_000.0 - 1.5  # the sale, less the exchange's fee
+            assert [d["kind"] for d in await reconcile_twice(e)] == ["position", "cash", "equity"], e.reconcile_blocked
+            baseline, blocked = await e.store.get_kv(BASELINE_KEY), list(e.reconcile_blocked)
+
+            accept = await run_ffe_async(tmp_path, "ctl", "accept", env=live_env(fx), name="accept")
+            assert accept.proc.returncode == 1, accept.stdout + accept.stderr
+            (line,) = accept.stderr.strip().splitlines()
+            assert "nothing accepted" in line and f"fewer coins than the books' {BTC} position" in line, line
+            assert f"sold-by-hand {BTC}" in line, line
+            if own:
+                assert f"{held - sold:.8g} toward the position, its baseline +1" in line, line
+            assert await e.store.get_kv(BASELINE_KEY) == baseline and e.reconcile_blocked == blocked
+            assert "accepted" not in [r["status"] for r in stored_events(db, "reconcile")]
+            assert e.portfolio.positions[BTC].quantity == held
+
+            sale = await run_ffe_async(tmp_path, "ctl", "sold-by-hand", BTC, "--quantity", f"{sold}", "--price",
+                                       "30000", "--fee", "1.5", "--yes", env=live_env(fx), name="sold")
+            assert sale.proc.returncode == 0, sale.stdout + sale.stderr
+            assert "reconciliation agrees with the venue" in sale.stdout, (sale.stdout, e.reconcile_blocked)
+            assert e.portfolio.positions[BTC].quantity == pytest.approx(held - sold, abs=1e-9)
+            books_equal_account(e, fx, own)
+            assert await reconcile_twice(e) == [] and e.reconcile_blocked == []
+            assert await e.store.get_kv(BASELINE_KEY) == baseline
+
+            assert await e.resume(by="test") is EngineState.RUNNING
+            report = await e.flatten()
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the closing order ended")
+        assert report["failed"] == [] and e.portfolio.holding(BTC) is None, report
+        # the operator's coins are all there, and of the position no more than dust below the amount step
+        assert 0.0 <= fx.balances["BTC"].total - own < e.venue.market(BTC).amount_step
+        assert e.portfolio.cash == pytest.approx(fx.balances["USDT"].total, abs=0.005)
+    ((t_qty, t_reason),) = rows(db, "SELECT quantity, reason FROM trades WHERE reason = 'by_hand'")
+    assert t_qty == sold
+
+
+async def test_the_operator_s_own_coins_sold_with_no_position_are_accepted_and_no_sale_is_asked_for(tmp_path, fx):
+    """Without a position, coins of the operator's own sold on the exchange (the account now below its baseline)
+    are no coins of ffe's gone: the engine is held for the difference, told to accept it (not to book a sale of a
+    position it does not hold), and the accept takes the account as it is."""
+    fx.balances["BTC"].free = OWN
+    settings = strategy_settings(tmp_path, fx, **TABLES)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.balances["BTC"].free -= 0.25
+            fx.balances["USDT"].free += 0.25 * 30_000.0
+            await reconcile_twice(e)
+            assert "position" in [d["kind"] for d in e.reconcile_blocked], e.reconcile_blocked
+            (held_by,) = [b for b in (await e.why())["blocking"] if b["gate"] == "RECONCILE"]
+            assert "sold-by-hand" not in held_by["lifts"] and "accept them" in held_by["lifts"], held_by
+            await e.accept_reconcile(by="test")
+            assert (await e.store.get_kv(BASELINE_KEY))["BTC"] == pytest.approx(OWN - 0.25)
+            books_equal_account(e, fx, OWN - 0.25)
+            assert await reconcile_twice(e) == []
+
+
+async def test_a_reconciliation_that_cannot_reach_the_exchange_records_its_kind(tmp_path, fx):
+    """The `reconcile` record of an exchange that does not answer says what its difference is (`venue_unreachable`,
+    with the error), as every difference's record does (docs/audit-events.md)."""
+    settings = strategy_settings(tmp_path, fx, **TABLES)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        fx.down, fx.down_status = True, 503
+        await e.reconcile()
+        fx.down = False
+    (failed,) = [r for r in stored_events(settings.db_path, "reconcile") if r["status"] == "failed"]
+    assert [d["kind"] for d in failed["differences"]] == ["venue_unreachable"], failed
+    assert failed["differences"][0]["error"], failed
+    assert all("kind" in d for r in stored_events(settings.db_path, "reconcile") for d in r["differences"])
