@@ -6,7 +6,7 @@
    the journal has ended (taken as absent while the venue's lookups lagged) goes to the order path, which cancels it
    and books what it filled (OrderPath.reappeared); a difference only while that is not done.
 3. Positions: for each traded symbol, the venue's base-asset balance less the baseline it had when ffe first
-   started on this account must equal the position ffe holds.
+   started on this account (`toward_position`) must equal the position ffe holds.
 4. Cash and equity: ffe's cash must equal the venue's quote balance (to the cent), and ffe's equity the venue's
    (quote balance plus the positions above at ffe's last prices). A reconciliation asked to leave the cash out
    (the first after a live start, whose cash the engine then takes from the report) compares positions only.
@@ -39,6 +39,11 @@ An accept is refused while an order is in doubt or unanswered: the balances it w
 trade, which the journal records once the order is settled, and would then count twice. And it reads the balances only
 once the settle window has passed since the last order change the books took: a read that lags steadily answers the
 same balances twice, from before a fill, whose coins would then stay in the baseline and whose proceeds leave the cash.
+
+What of the account's coins counts toward a position is its balance less the baseline, wherever it is weighed (the
+differences, an accept's refusal over coins gone, a sale booked by hand, an order in doubt looked for in the
+balance): `toward_position`, the one definition. Coins the account held before ffe are the operator's; weighed with
+them, a sale by hand of the position's coins was taken for coins still there.
 """
 
 from __future__ import annotations
@@ -161,10 +166,18 @@ def hand_sale_command(symbol: str) -> str:
     return f"`ffe ctl sold-by-hand {symbol} --quantity Q --price P --fee F`"
 
 
+def toward_position(symbol: str, balances: dict[str, float], base_line: dict[str, float]) -> float:
+    """What of the account's balances counts toward the books' position in `symbol`: its base asset's balance less
+    the baseline (the coins the account held before ffe, or an accepted shortfall below zero)."""
+    base = symbol.partition("/")[0]
+    return balances.get(base, 0.0) - base_line.get(base, 0.0)
+
+
 def coins_gone(differences: list[dict[str, Any]]) -> list[str]:
-    """The symbols whose position the venue holds fewer coins of than the books, by more than MISSING_COINS of it
-    (sold or withdrawn outside ffe): an accept is refused for them."""
-    return [d["symbol"] for d in differences if d.get("kind") == "position"
+    """The symbols of the position differences where the books hold a position and the venue fewer coins toward it,
+    by more than MISSING_COINS of it (sold or withdrawn outside ffe): an accept is refused for them, and the operator
+    told to book the sale. Without a position, coins below the baseline are the operator's own: nothing to book."""
+    return [d["symbol"] for d in differences if d.get("kind") == "position" and float(d.get("journal") or 0.0) > 0
             and float(d.get("venue") or 0.0) < float(d.get("journal") or 0.0) * (1.0 - MISSING_COINS)]
 
 
@@ -278,9 +291,31 @@ class Reconciler:
     def _position_both_ways(self, symbol: str, balances: dict[str, float],
                             base_line: dict[str, float]) -> tuple[float, float]:
         """The position in `symbol` as the books hold it, and as the venue's balances show it (less the baseline)."""
-        base = symbol.partition("/")[0]
         pos = self.portfolio.positions.get(symbol)
-        return (pos.quantity if pos is not None else 0.0), balances.get(base, 0.0) - base_line.get(base, 0.0)
+        return (pos.quantity if pos is not None else 0.0), toward_position(symbol, balances, base_line)
+
+    def _position_differences(self, balances: dict[str, float], base_line: dict[str, float],
+                              leave_out: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        """The traded symbols (but `leave_out`) whose position the venue's balances, less the baseline, do not show
+        to the amount step: what a reconciliation reports, and what an accept weighs for coins gone."""
+        out: list[dict[str, Any]] = []
+        for sym in self.symbols:
+            if sym in leave_out:
+                continue
+            ours, theirs = self._position_both_ways(sym, balances, base_line)
+            if abs(theirs - ours) > self._tolerance(sym):
+                out.append({"kind": "position", "symbol": sym, "journal": ours, "venue": round(theirs, 12)})
+        return out
+
+    @staticmethod
+    def _holds(symbol: str, balances: dict[str, float], base_line: dict[str, float]) -> str:
+        """What the account holds of `symbol`'s coin, as the operator is told it: with a baseline, what of it counts
+        toward the position too."""
+        base = symbol.partition("/")[0]
+        held, baseline = balances.get(base, 0.0), base_line.get(base, 0.0)
+        counted = (f" ({toward_position(symbol, balances, base_line):.8g} toward the position, its baseline "
+                   f"{baseline:+.8g})" if baseline else "")
+        return f"{held:.8g} {base}{counted}"
 
     async def _balances_after_fills(self) -> tuple[dict[str, float], bool, float]:
         """The venue's balances, whether they describe the same trades as the journal, and when (the clock's
@@ -310,11 +345,10 @@ class Reconciler:
         theirs = cash
         slack = CENT
         for sym in self.symbols:
-            base = sym.partition("/")[0]
             pos = pf.positions.get(sym)
             price = pf.last_price.get(sym) or (pos.entry_price if pos is not None else 0.0)  # as equity() does
             if price:
-                theirs += (balances.get(base, 0.0) - base_line.get(base, 0.0)) * price
+                theirs += toward_position(sym, balances, base_line) * price
                 slack += self._tolerance(sym) * price  # what the position check lets pass
         # A position in a symbol not traded (no longer in engine.symbols: the start names it) has no price the
         # venue gives: both sides leave it out, as the venue's balances of its coin are left out above.
@@ -353,8 +387,10 @@ class Reconciler:
                      and await self.orders.reappeared(vo)}
             balances, quiet, asked = await self._balances_after_fills()
         except (VenueError, VenueUnavailable) as exc:
-            self.bus.publish(ReconcileEvent(status="failed", differences=[{"error": str(exc)[:200]}]))
-            return ReconcileReport("failed", [{"kind": "venue_unreachable", "error": str(exc)[:200]}])
+            # One list for the record and the report: the record says what the difference is, as every one does.
+            unreachable = [{"kind": "venue_unreachable", "error": str(exc)[:200]}]
+            self.bus.publish(ReconcileEvent(status="failed", differences=unreachable))
+            return ReconcileReport("failed", unreachable)
         known = in_flight | set(live) | taken
         accepted = set(await self.store.get_kv(ACCEPTED_KEY, []) or [])
         for vo in open_at_venue:
@@ -374,12 +410,7 @@ class Reconciler:
         # symbol and in the cash: those are compared once it is settled.
         unsettled = {o.symbol for o in self.unsettled()} if quiet else set(self.symbols)
         base_line = await self.baseline(balances)
-        for sym in self.symbols:
-            if sym in unsettled:
-                continue
-            ours, theirs = self._position_both_ways(sym, balances, base_line)
-            if abs(theirs - ours) > self._tolerance(sym):
-                differences.append({"kind": "position", "symbol": sym, "journal": ours, "venue": round(theirs, 12)})
+        differences += self._position_differences(balances, base_line, unsettled)
         if with_cash and not unsettled:
             differences += self._cash_and_equity(balances, base_line)
         # An order in doubt that neither settles nor is sent again would keep its symbol, the cash and the equity
@@ -438,7 +469,8 @@ class Reconciler:
             raise ControlError("nothing accepted: an order changed while the venue's balances were read, and they may "
                                "not show it yet; accept again")
         if balances is not None:
-            self._refuse_coins_missing(balances)
+            # Weighed against the baseline in force (none stored yet: every coin counts toward the positions).
+            self._refuse_coins_missing(balances, await self.store.get_kv(BASELINE_KEY) or {})
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
                    if d.get("kind") == "unknown_open_order"}
         records: dict[str, Any] = {}
@@ -477,23 +509,23 @@ class Reconciler:
                     f"exchange.settle_window_ms) has passed: accept again in {math.ceil(at - now)}s")
             await self.clock.sleep(at - now)
 
-    def _refuse_coins_missing(self, balances: dict[str, float]) -> None:
-        """The venue holds fewer coins of a symbol than the books' position in it, by more than fees and rounding
-        explain (MISSING_COINS of the position): sold or withdrawn by hand. As a baseline, the difference would
-        leave the books a position with no coins behind it, valued in the equity and in every size, its exits
-        refused for want of funds. Refused: the coins must be there to be traded."""
-        held = self._held_by_base()
-        for sym in self.symbols:
-            base = sym.partition("/")[0]
-            ours = held.pop(base, 0.0)
-            if ours > 0 and balances.get(base, 0.0) < ours * (1.0 - MISSING_COINS) - self._tolerance(sym):
-                pos = self.portfolio.positions.get(sym)
-                raise ControlError(
-                    f"nothing accepted: the exchange holds {balances.get(base, 0.0):.8g} {base}, fewer coins than "
-                    f"the books' {sym} position of {pos.quantity if pos else 0.0:.8g}: they left the account "
-                    "outside ffe, and a position with no coins behind it cannot be sold. Put them back on the "
-                    "exchange (buy them there), then accept; if they were sold there by hand, book the sale "
-                    f"({hand_sale_command(sym)}); or restore the records that match the account")
+    def _refuse_coins_missing(self, balances: dict[str, float], base_line: dict[str, float]) -> None:
+        """The venue holds fewer coins toward a symbol's position (less the baseline) than the books' position, by
+        more than fees and rounding explain (`coins_gone`, over the differences a reconciliation would report):
+        sold or withdrawn by hand. As a baseline, the difference would leave the books a position with no coins of
+        ffe's behind it: backed by the operator's own coins (an exit would sell those, and the sale by hand would
+        never be booked as a trade), or by none (valued in the equity and in every size, its exits refused for want
+        of funds). Refused: the coins must be there to be traded, or the sale booked."""
+        gone = coins_gone(self._position_differences(balances, base_line))
+        if gone:
+            sym = gone[0]
+            ours, _ = self._position_both_ways(sym, balances, base_line)
+            raise ControlError(
+                f"nothing accepted: the exchange holds {self._holds(sym, balances, base_line)}, fewer coins than "
+                f"the books' {sym} position of {ours:.8g}: they left the account outside ffe, and a position with "
+                "no coins behind it cannot be sold. Put them back on the exchange (buy them there), then accept; if "
+                f"they were sold there by hand, book the sale ({hand_sale_command(sym)}); or restore the records "
+                "that match the account")
 
     async def refuse_unless_sold(self, symbol: str, quantity: float) -> None:
         """ControlError unless the venue's account shows `quantity` of the books' position in `symbol` gone: what it
@@ -511,13 +543,8 @@ class Reconciler:
                                "the sale once it answers") from None
         ours, theirs = self._position_both_ways(symbol, balances, base_line)
         if theirs > ours - quantity + self._tolerance(symbol):
-            base = symbol.partition("/")[0]
-            held, baseline = balances.get(base, 0.0), base_line.get(base, 0.0)
-            # With a baseline (coins the account held before ffe, or an accepted shortfall below zero), what the
-            # account holds is not what counts toward the position: both are said.
-            counted = f" ({theirs:.8g} toward the position, its baseline {baseline:+.8g})" if baseline else ""
-            raise ControlError(f"the exchange's account still holds {held:.8g} {base}{counted}: a sale of "
-                               f"{quantity:.8g} would leave the books' {symbol} position of {ours:.8g} at "
+            raise ControlError(f"the exchange's account still holds {self._holds(symbol, balances, base_line)}: a "
+                               f"sale of {quantity:.8g} would leave the books' {symbol} position of {ours:.8g} at "
                                f"{ours - quantity:.8g}, fewer coins than the account; nothing booked")
 
     def _refuse_while_unsettled(self) -> None:
