@@ -345,7 +345,7 @@ class Engine:
                 self._flattening = {str(k): int(v) for k, v in under_way.items()}
         positions = await self.store.positions()
         saved_books = await self.store.get_kv("portfolio")
-        self.portfolio.load(saved_books or {}, positions)
+        self.portfolio.load(saved_books or {}, positions, self.clock.now_ms())
         # ORDER_RATE's window goes on across a restart: an engine restarted in a loop sends no more than the limit.
         for ts in await self.store.entry_times_since(self.clock.now_ms() - RATE_WINDOW_MS):
             self.portfolio.note_order(ts)
@@ -395,6 +395,10 @@ class Engine:
                 self._cash_from_venue = True
             if saved_books is None:  # the first start on this account: its books begin at what it holds
                 self.portfolio.begin_at_equity()
+        # The day of DAILY_LOSS and DAILY_TRADES is the clock's UTC day from the moment the books are open, not from
+        # the first bar (an operator's loss before it is the day's): the stored books' own when they are of today,
+        # a new one at the equity now when they are of an earlier day, or new.
+        self._roll_day(self.clock.now_ms())
         # A breach that was there before the restart already paused the engine, or the operator resumed it since:
         # it is not a new breach, and does not pause the engine again.
         risk = self.settings.risk
@@ -700,6 +704,8 @@ class Engine:
             except asyncio.TimeoutError:
                 pass
             try:
+                # A UTC midnight by the clock begins a new day, whether a candle comes or not (a stale feed).
+                self._roll_day(clock.now_ms())
                 await self.approvals.expire()
                 now = clock.monotonic()
                 # Orders in flight, and those ended without the venue's word (watched: one that shows up open is
@@ -736,8 +742,7 @@ class Engine:
         self.bars_by_symbol[sym] = self.bars_by_symbol.get(sym, 0) + 1
         pf = self.portfolio
         profile = self.profile
-        if pf.roll_day(c.ts) and profile.pause_on_breach:
-            self._dl_breached = False
+        self._roll_day(c.ts)
         # A backtest's paper venue changes an order only when a candle of its symbol fills it (it answers the order
         # path's own requests at once): a candle that filled nothing has no news for the orders in flight.
         news = self._sim_on_candle(c) if self._sim_on_candle is not None else 1
@@ -983,6 +988,11 @@ class Engine:
         if self.breaker.state == "open" and self.state is EngineState.RUNNING:
             await self.trading.set(EngineState.PAUSED, f"breaker open on {self.breaker.venue}: "
                                                        f"{self.breaker.last_error}", "breaker")
+
+    def _roll_day(self, ts_ms: int) -> None:
+        """A new UTC day when `ts_ms` is in one (Portfolio.roll_day): a breach of the day before is over."""
+        if self.portfolio.roll_day(ts_ms) and self.profile.pause_on_breach:
+            self._dl_breached = False
 
     async def _risk_pauses(self) -> None:
         """A DRAWDOWN or DAILY_LOSS breach pauses the engine once, when it happens."""

@@ -17,6 +17,7 @@ from .model import ClosedTrade, Fill, MarketInfo, Position, Side, floor_to_step
 
 DAY_MS = 86_400_000
 RATE_WINDOW_MS = 60_000  # ORDER_RATE counts the entries sent in this window
+NO_DAY_YET = -1  # the day older books stored before their first bar (today's books always say their day)
 
 
 def _last(d: deque[float], n: int) -> list[float] | deque[float]:
@@ -70,7 +71,9 @@ class Portfolio:
         self.realised = 0.0
         self.peak_equity = starting_cash
         self.max_drawdown_pct = 0.0  # the deepest fall from a peak seen at a bar's close
-        self.day = -1
+        # The UTC day (days since the epoch) that the day's figures below are of: None until the books are opened
+        # (Engine.start rolls it to the clock's day), then only ever later (roll_day).
+        self.day: int | None = None
         self.day_start_equity = starting_cash
         self.day_realised = 0.0
         self.entries_today = 0
@@ -139,8 +142,11 @@ class Portfolio:
         self.day_start_equity += moved
 
     def roll_day(self, ts_ms: int) -> bool:
+        """When `ts_ms` is in a later UTC day than the day's figures (or they have none yet), a new day begins at
+        the equity now. Never back to an earlier day: a candle that opened before a midnight the clock has already
+        passed, or a clock set back, would otherwise begin the day again and forget its loss."""
         day = ts_ms // DAY_MS
-        if day == self.day:
+        if self.day is not None and day <= self.day:
             return False
         self.day = day
         self.day_start_equity = self.equity()
@@ -359,17 +365,25 @@ class Portfolio:
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
-        return {"cash": self.cash, "peak_equity": self.peak_equity, "max_drawdown_pct": self.max_drawdown_pct,
-                "day": self.day,
-                "day_start_equity": self.day_start_equity, "day_realised": self.day_realised,
-                "entries_today": self.entries_today, "fees_paid": self.fees_paid, "realised": self.realised,
-                "last_price": self.last_price}
+        out = {"cash": self.cash, "peak_equity": self.peak_equity, "max_drawdown_pct": self.max_drawdown_pct,
+               "day_start_equity": self.day_start_equity, "day_realised": self.day_realised,
+               "entries_today": self.entries_today, "fees_paid": self.fees_paid, "realised": self.realised,
+               "last_price": self.last_price}
+        if self.day is not None:
+            out["day"] = self.day
+        return out
 
-    def load(self, state: dict[str, Any], positions: list[Position]) -> None:
+    def load(self, state: dict[str, Any], positions: list[Position], now_ms: int) -> None:
+        """The books stored by `state` (none: {}), at `now_ms` by the engine's clock."""
         self.cash = state.get("cash", self.cash)
         self.peak_equity = state.get("peak_equity", self.peak_equity)
         self.max_drawdown_pct = state.get("max_drawdown_pct", 0.0)
-        self.day = state.get("day", self.day)
+        day = state.get("day")
+        if state and (day is None or day == NO_DAY_YET):
+            # Books that do not say which day their figures are of (stored by an older ffe, which wrote -1 until
+            # its first bar) are taken as today's: a loss in them still counts, until the next UTC midnight.
+            day = now_ms // DAY_MS
+        self.day = day
         self.day_start_equity = state.get("day_start_equity", self.day_start_equity)
         self.day_realised = state.get("day_realised", 0.0)
         self.entries_today = state.get("entries_today", 0)
