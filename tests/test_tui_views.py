@@ -431,6 +431,33 @@ async def test_dust_shows_no_stop_loss_or_take_profit_on_the_main_screen_and_the
         assert [row_of(trades)[sl], row_of(trades)[tp]] == ["-", "-"], row_of(trades)
 
 
+async def test_the_dialogs_count_dust_as_dust_not_as_a_position_left_open(tmp_path):
+    """Coins below what the venue takes an order for are no position to watch or close: the kill switch, flatten
+    and quit dialogs count the positions without them, and name the dust apart."""
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await held(pilot)
+        await app.engine.pause(reason="test", by="test")  # no new entry meanwhile; sales go on
+        first, *others = app.snap["positions"]
+        for pos in others:
+            sold = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"])
+            assert sold["accepted"], sold
+        sym, price = first["symbol"], first["last"]
+        sold = await app.engine.operator_order(sym, "sell", first["quantity"] - 5.0 / price)  # 5 left: under 10
+        assert sold["accepted"], sold
+        feed.release(2)
+        await until(pilot, lambda: [(p["symbol"], p["dust"]) for p in app.snap["positions"]] == [(sym, True)],
+                    "only dust held")
+        for key, title in (("K", "KILL SWITCH"), ("F", "FLATTEN"), ("q", "Quit the console")):
+            await pilot.press(key)
+            await until(pilot, lambda: title in screen_text(app), f"the {title} confirmation")
+            body = " ".join(app.screen.body.split())
+            assert "Positions (1)" not in body and "1 position(s)" not in body, (title, body)
+            assert f"dust in {sym}".lower() in body.lower(), (title, body)
+            await pilot.press("n")
+            await until(pilot, lambda: title not in screen_text(app), f"the {title} confirmation closed")
+
+
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_a_halted_engine_refuses_the_close_and_the_reason_is_shown(tmp_path, size):
     app, feed = held_console(tmp_path)
