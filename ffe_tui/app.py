@@ -713,8 +713,15 @@ class ConsoleApp(App[int]):
                    for s in self.screen_stack)
 
     def _counts(self) -> tuple[int, int]:
+        """Open orders and positions, dust left out (coins no order can sell: no position to watch or close)."""
         snap = self.snap or {}
-        return len(snap.get("orders") or []), len(snap.get("positions") or [])
+        return (len(snap.get("orders") or []),
+                sum(1 for p in snap.get("positions") or [] if not p.get("dust")))
+
+    def _dust(self) -> str:
+        """The dust held, for a dialog that counts the positions without it."""
+        symbols = [p["symbol"] for p in (self.snap or {}).get("positions") or [] if p.get("dust")]
+        return (f" Dust in {', '.join(symbols)} (too little to sell) stays as it is." if symbols else "")
 
     def _approvals_ended(self) -> str:
         """What a halt does to the trades waiting for approval, for its confirmation: they are rejected."""
@@ -750,8 +757,9 @@ class ConsoleApp(App[int]):
             orders, positions = self._counts()
             return (f"Halt the engine now: cancel every open order ({orders} open) and refuse every new order."
                     f"{self._approvals_ended()}\n"
-                    f"Positions ({positions}) stay open, with no stop-loss or take-profit watch while HALTED. "
-                    f"HALTED is stored and survives a restart; re-arm with {self._key('pause')}.")
+                    + (f"Positions ({positions}) stay open, with no stop-loss or take-profit watch while HALTED."
+                       if positions else "No position is open.") +
+                    f"{self._dust()} HALTED is stored and survives a restart; re-arm with {self._key('pause')}.")
 
         self._confirm("kill", "KILL SWITCH", body, "HALT", self._kill_confirmed)
 
@@ -834,7 +842,7 @@ class ConsoleApp(App[int]):
         def body() -> str:
             orders, positions = self._counts()
             return (f"Cancel every open order ({orders}), close every position ({positions}) with market orders, "
-                    f"then HALT.{self._approvals_ended()}")
+                    f"then HALT.{self._approvals_ended()}{self._dust()}")
 
         self._confirm("flatten", "FLATTEN", body, "FLATTEN", lambda: self._control("flatten", self._flatten()))
 
@@ -1044,7 +1052,8 @@ class ConsoleApp(App[int]):
         approvals = (f" The {waiting} trade(s) waiting for approval still wait at the next start (unless their "
                      "time has run out by then)." if waiting else "")
         return (f"{how} {orders} open order(s) stay open at the venue and {positions} "
-                f"position(s) stay open, with no stop-loss/take-profit watch until the next start.{approvals}\n"
+                f"position(s) stay open, with no stop-loss/take-profit watch until the next start.{self._dust()}"
+                f"{approvals}\n"
                 f"The engine will start again {state}.")
 
     def _control(self, what: str, coro) -> None:
