@@ -123,8 +123,9 @@ async def test_a_difference_gone_at_a_later_reconciliation_holds_entries_no_more
         fx.balances["BTC"].free += 0.25
         assert [d["kind"] for d in await reconcile_twice(e)] == ["position", "equity"]
         assert e.state is EngineState.PAUSED and len(e.reconcile_blocked) == 2
-        with pytest.raises(ControlError, match="accept them first"):
+        with pytest.raises(ControlError, match="accept them first") as refused:
             await e.resume(by="test")
+        assert "`ffe ctl accept`" in str(refused.value)  # how, where the console has no key for it
         fx.balances["BTC"].free -= 0.25
         assert await e.reconcile() == []
         assert e.reconcile_blocked == [] and e.snapshot()["reconcile_blocked"] == []
