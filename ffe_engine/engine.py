@@ -1347,7 +1347,8 @@ class Engine:
                                        "it if the exchange lost it (`ffe ctl settle`)")
                 raise ControlError(f"reconciliation: {UNREACHABLE}; resume once it answers and agrees"
                                    if outage_only(self.reconcile_blocked) else
-                                   f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first")
+                                   f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first "
+                                   "(`ffe ctl accept`, once the exchange's side is right: `ffe ctl status`)")
             await self.trading.set(EngineState.RUNNING, "re-armed" if self.state is EngineState.HALTED else "resume",
                                    by)
             await self.flush()
