@@ -128,6 +128,8 @@ async def test_scrolled_up_the_log_stays_put_and_says_so_until_end(tmp_path):
         pane.focus()
         await pilot.press("home")
         await until(pilot, lambda: "not following" in screen_text(app), "the pane saying it stopped following")
+        # Said as true whichever pane has the focus: End moves the focused pane (a table's End is its last row).
+        assert "End in the log follows" in screen_text(app)
         top = pane.scroll_y
         _say(12, "while scrolled up")
         await until(pilot, lambda: any("while scrolled up n=11" in line for line in pane.lines), "the new lines")
