@@ -559,7 +559,7 @@ class LogPane(Log):
         if self.filter_spec:
             parts.append(f"[filter: {self.filter_spec}]")
         if not self.following:
-            parts.append("[scrolled up, not following: End follows]")
+            parts.append("[scrolled up, not following: End in the log follows]")
         self.border_title = Text("  ".join(parts))
 
     def _after_user_scroll(self) -> None:
