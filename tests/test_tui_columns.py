@@ -1,0 +1,134 @@
+"""Every table of the console (positions, approvals, open trades, open orders) shows each figure whole with at least
+one blank before the next, whatever width the formatters give it: a dust quantity (0.00000313), a coin priced like
+PEPE (0.0000123400), a price in the hundreds of millions, a long symbol, a large loss, a long id. A column the pane
+has no room for is left out whole, from the right (the least important last), and its heading says so; no figure
+is cut or runs into the next one. On the real console, at 80x24 and 120x40, with the engine's snapshot carrying
+those values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ffe_engine.clock import ManualClock
+from ffe_engine.ids import IdSource
+from ffe_tui.panes import KeyedTable
+from test_tui_helpers import SIZE_IDS, SIZES, console, screen_text, until
+
+DAY_MS = 86_400_000
+
+
+def _positions(template: dict[str, Any], market_ts: int) -> list[dict[str, Any]]:
+    def pos(symbol: str, qty: float, entry: float, last: float, pnl: float, sl: float | None, tp: float | None,
+            age_ms: int, **more: Any) -> dict[str, Any]:
+        return {**template, "symbol": symbol, "side": "buy", "quantity": qty, "entry": entry, "last": last,
+                "unrealised": pnl, "pnl_pct": (last / entry - 1) * 100, "stop_loss": sl, "take_profit": tp,
+                "opened_ts": market_ts - age_ms, "dust": False, **more}
+
+    return [
+        # the rows the checker saw run together
+        pos("BTC/USDT", 0.0282917, 34_950.0, 34_912.5, -1.06, 34_251.0, 36_348.0, 61_000, id="d52e6b4000294"),
+        pos("BTC/USDT", 0.00000313, 34_650.0, 35_737.5, 0.0034, None, None, 3_600_000, dust=True, id=None),
+        # a coin priced in millionths, held by the ten million, a large loss, open for months
+        pos("1000PEPE/USDT", 12_345_678.9, 0.00001234, 0.00001199, -1_234_567.89, 0.00001111, 0.00001357,
+            123 * DAY_MS + 4 * 3_600_000, id="d52e6b4000295"),
+        # a price in the hundreds of millions
+        pos("YFI/USDT", 0.000123457, 123_456_789.0, 123_456_788.0, -0.0001, 120_000_000.0, 130_000_000.0, 5_000),
+    ]
+
+
+def _orders() -> list[dict[str, Any]]:
+    return [{"client_order_id": "ffe-922766581e27a1c08a6a63ec", "symbol": "1000PEPE/USDT", "side": "sell",
+             "quantity": 12_345_678.9, "filled": 0.00000313, "type": "limit", "price": 0.00001234,
+             "status": "in_doubt", "reason": "reconcile", "age_s": 123 * 86_400.0, "created_ts": 1_700_000_040_000},
+            {"client_order_id": "ffe-922766581e27a1c08a6a63ed", "symbol": "YFI/USDT", "side": "buy",
+             "quantity": 0.000123457, "filled": 0.0, "type": "limit", "price": 123_456_789.0,
+             "status": "open", "reason": "operator", "age_s": 5.0, "created_ts": 1_700_000_040_000}]
+
+
+def _approvals() -> list[dict[str, Any]]:
+    return [{"approval_id": "a3f9c1e2b7d4a", "symbol": "1000PEPE/USDT", "side": "buy", "quantity": 12_345_678.9,
+             "price": 0.00001234, "last": 0.00001199, "move_pct": -2.84, "expires_in": 86_399.0},
+            {"approval_id": "a3f9c1e2b7d4b", "symbol": "YFI/USDT", "side": "buy", "quantity": 0.000123457,
+             "price": 123_456_789.0, "last": 123_456_788.0, "move_pct": -0.0, "expires_in": 5.0}]
+
+
+def _widest(snap: dict[str, Any]) -> dict[str, Any]:
+    template = snap["positions"][0]
+    return {**snap, "positions": _positions(template, snap["market_ts"]), "orders": _orders(),
+            "approvals": _approvals()}
+
+
+def _words(values: list[str]) -> list[str]:
+    return [w for v in values for w in v.split()]
+
+
+def check_whole(app, table: KeyedTable, least: int) -> None:
+    """Each row of `table` on screen reads as its first columns' values, whole, each set apart by blanks, at least
+    `least` columns of them; the heading names the columns left out, if any."""
+    lines = screen_text(app).split("\n")
+    region = table.content_region
+    rows = [lines[y][region.x:region.right] for y in range(region.y, region.bottom)]
+    labels = [str(c.label) for c in table.columns.values()]
+    keys = list(table.columns)
+    shown_counts = set()
+    for i, row_key in enumerate(table.rows):
+        values = [str(table.get_cell(row_key, k)) for k in keys]
+        words = rows[1 + i].split()
+        shown = next((n for n in range(len(values), 0, -1) if words == _words(values[:n])), None)
+        assert shown is not None, (f"{table.id}: the row reads {rows[1 + i]!r}, not its values whole "
+                                   f"{values}\n{screen_text(app)}")
+        shown_counts.add(shown)
+    assert len(shown_counts) == 1, (table.id, shown_counts, rows)
+    shown = shown_counts.pop()
+    assert shown >= least, (f"{table.id}: only {labels[:shown]} shown\n{screen_text(app)}")
+    heading = rows[0].split()
+    assert heading[:len(_words(labels[:shown]))] == _words(labels[:shown]), (table.id, rows[0])
+    rest = " ".join(heading[len(_words(labels[:shown])):])
+    left_out = labels[shown:]
+    if left_out:
+        assert rest in ("+" + ", ".join(left_out), f"+{len(left_out)} more", f"+{len(left_out)}"), (table.id, rows[0])
+    else:
+        assert not rest, (table.id, rows[0])
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_every_table_shows_each_figure_whole_and_apart(tmp_path, size):
+    app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False}, clock=ManualClock(),
+                  ids=IdSource(seed=7))
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60)
+        engine = app.engine
+        real = engine.snapshot
+        assert real()["positions"], "the seeded market holds a position (its fields are the template)"
+        engine.snapshot = lambda: _widest(real())
+        wide = size[0] >= 110
+        positions = app.query_one("#positions", KeyedTable)
+        await until(pilot, lambda: positions.row_count == 4,
+                    "the widest positions on screen")
+        # at 80 columns the symbol, side, quantity, entry, price now and P&L, at 120 every column
+        await pilot.pause(0.2)
+        check_whole(app, positions, 9 if wide else 6)
+
+        if not wide:
+            await pilot.press("v")  # the approvals pane in place of the votes
+        approvals = app.query_one("#approvals", KeyedTable)
+        await until(pilot, lambda: approvals.row_count == 2,
+                    "the widest approvals on screen")
+        await pilot.pause(0.2)
+        check_whole(app, approvals, 6)  # the trade, how much, at what price and how long is left
+
+        await pilot.press("2")
+        trades = app.query_one("#trades", KeyedTable)
+        await until(pilot, lambda: trades.row_count == 4,
+                    "the widest trades on screen")
+        await pilot.pause(0.2)
+        check_whole(app, trades, 8 if wide else 6)  # to the P&L; at 120 the stop-loss and take-profit too
+
+        await pilot.press("3")
+        orders = app.query_one("#orders", KeyedTable)
+        await until(pilot, lambda: orders.row_count == 2,
+                    "the widest orders on screen")
+        await pilot.pause(0.2)
+        check_whole(app, orders, 9 if wide else 7)  # to the status; at 120 the reason and age too
