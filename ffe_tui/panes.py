@@ -10,16 +10,19 @@ import time
 from typing import Any
 
 from rich.cells import cell_len
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.strip import Strip
 from textual.widgets import DataTable, Footer, Log, Static
 from textual_plotext import PlotextPlot
 
 from ffe_engine import fmt, tables
 
+from .columns import fit_columns
 from .state import ConsoleState
 
 STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow", "HALTED": "bold white on red"}
@@ -198,7 +201,8 @@ class KeysFooter(Footer):
 
 
 # Widths include one space of separation (the tables use no cell padding), for a price of 99,999.99 and a P&L to
-# -9,999.99: 79 columns in all, for 80x24 (the trades view, key 2, has room for larger P&L).
+# -9,999.99: 80 columns in all, for 80x24 (the trades view, key 2, has room for larger P&L). They are the least
+# widths: a wider figure widens its column (columns.fit_columns).
 POSITION_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 6), ("qty", "qty", 9), ("entry", "entry", 10),
                     ("last", "last", 10), ("upnl", "uPnL", 10), ("sl", "SL", 10), ("tp", "TP", 10), ("age", "age", 6))
 
@@ -215,7 +219,11 @@ class KeyedTable(DataTable):
     table, a click): it stays selected as other rows come and go. Until he has chosen one, and again once his row has
     ended (a trade approved or expired, a position closed, an order done), nothing is selected: the row under the
     cursor (the first one to come into the table, the one the cursor fell onto) is one he never chose, and is not
-    drawn as selected. An action on the selection then acts on nothing and says so."""
+    drawn as selected. An action on the selection then acts on nothing and says so.
+
+    Every figure is shown whole, with a blank before the next: a column widens to its widest cell, and one the pane
+    has no room for is left out whole, from the right, its heading named at the end of the headings
+    (columns.fit_columns)."""
 
     COLUMNS: tuple[tuple[str, str, int], ...] = ()
     BINDINGS = TABLE_MOVES
@@ -224,11 +232,41 @@ class KeyedTable(DataTable):
         super().__init__(cell_padding=0, show_cursor=False, **kw)
         self.chosen: str | None = None  # the row the operator moved to, while it lasts
         self.ended: str | None = None  # the row he had chosen, once it has ended, until he chooses another
+        self.widest: dict[str, int] = {}  # each column's widest cell, by key
+        self.left_out = ""  # what the heading says of the columns left out, if any
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         for key, label, width in self.COLUMNS:
             self.add_column(label, key=key, width=width)
+
+    def on_resize(self) -> None:
+        self.fit()
+
+    def fit(self) -> None:
+        """Each column as wide as its figures need in the pane's width, less a vertical scrollbar when one is shown
+        (one that comes with a new row is counted at the next redraw)."""
+        room = self.scrollable_content_region.width
+        if room <= 0:  # not on screen (another detail pane or view): fitted when it is
+            return
+        widths, self.left_out = fit_columns(self.COLUMNS, self.widest, room)
+        columns = [self.columns[key] for key, _, _ in self.COLUMNS]
+        if [c.width for c in columns] == widths:
+            return
+        for column, width in zip(columns, widths):
+            column.width = width
+        self._clear_caches()  # the cells were drawn at their old widths
+        self._require_update_dimensions = True
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        if y or not self.show_header or not self.left_out:
+            return strip
+        # The headings' line: the names of the columns left out, after the last one shown.
+        at = sum(c.width for c in self.columns.values()) - self.scroll_offset.x
+        mark = Strip([Segment(self.left_out, self.get_component_rich_style("datatable--header"))])
+        return Strip.join([strip.crop(0, at), mark, strip.crop(at + len(self.left_out))])
 
     def put(self, rows: dict[str, dict[str, Any]]) -> None:
         """Each row's cells by column key: changed cells updated, new rows added, rows no longer given removed. The
@@ -242,6 +280,9 @@ class KeyedTable(DataTable):
                 self.add_row(*(cells[k] for k, _, _ in self.COLUMNS), key=rid)
         for key in [k for k in self.rows if k.value not in rows]:
             self.remove_row(key)
+        self.widest = {k: max((cell_len(str(cells[k])) for cells in rows.values()), default=0)
+                       for k, _, _ in self.COLUMNS}
+        self.fit()
         if self.chosen is not None and self.chosen not in rows:  # ended, whether other rows remain or none
             self.ended, self.chosen = self.chosen, None
         if self.chosen is None:

@@ -30,9 +30,9 @@ def signed(x: Any, text: str) -> Text:
                 ("red" if isinstance(x, (int, float)) and x < 0 else ""))
 
 
-# Widths include one space of separation (the tables use no cell padding), for the widest figures an account sees
-# (a price of 99,999.99, a P&L of -12,345.67). 78 columns to the take-profit, all of it at 80x24; the age and the id,
-# cut there, are also on the line under the table for the selected trade.
+# Widths include one space of separation (the tables use no cell padding), for the usual figures (a price of
+# 99,999.99, a P&L of -12,345.67); they are the least widths (columns.fit_columns). At 80x24 the columns close up and
+# the id, left out there, is also on the line under the table for the selected trade.
 TRADE_COLUMNS = (("symbol", "symbol", 9), ("qty", "qty", 10), ("entry", "entry", 10), ("last", "now", 10),
                  ("pct", "%", 8), ("pnl", "P&L", 11), ("sl", "SL", 10), ("tp", "TP", 10), ("age", "age", 7),
                  ("id", "trade id", 16))
@@ -56,7 +56,7 @@ class TradesTable(KeyedTable):
         self.put(rows)
 
 
-# 79 columns before the id, which the line under the table also shows.
+# 79 columns before the id, which the line under the table also shows (left out at 80x24).
 ORDER_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 10), ("filled", "filled", 10),
                  ("type", "type", 7), ("price", "price", 10), ("status", "status", 9), ("reason", "reason", 12),
                  ("age", "age", 7), ("id", "client order id", 29))
