@@ -2082,6 +2082,15 @@ def backtest_records(path: Path | str) -> str | None:
     path = Path(path)
     if not path.is_file() or wal_without_database(path) is not None or hot_journal(path) is not None:
         return None
+    # A run's database is never in WAL mode (it keeps a rollback journal): one that is, is no run, and reading it
+    # would leave -shm and -wal files beside it (another application's database, left as it was found).
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return None
+    if len(header) < 20 or header[18] == 2 or header[19] == 2:
+        return None
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)
         try:
