@@ -757,8 +757,7 @@ class ConsoleApp(App[int]):
             orders, positions = self._counts()
             return (f"Halt the engine now: cancel every open order ({orders} open) and refuse every new order."
                     f"{self._approvals_ended()}\n"
-                    + (f"Positions ({positions}) stay open, with no stop-loss or take-profit watch while HALTED."
-                       if positions else "No position is open.") +
+                    f"Positions ({positions}) stay open, with no stop-loss or take-profit watch while HALTED."
                     f"{self._dust()} HALTED is stored and survives a restart; re-arm with {self._key('pause')}.")
 
         self._confirm("kill", "KILL SWITCH", body, "HALT", self._kill_confirmed)
