@@ -2,9 +2,16 @@
 position is the account's balance less it. Every check that weighs the account's coins against a position (a
 reconciliation's differences, an accept's refusal over coins gone, a sale booked by hand, what the operator is told
 to do) counts them so: an accept that weighed the whole balance took a sale made by hand for coins still there,
-moved the baseline down over the operator's own coins, and then refused the sale's booking."""
+moved the baseline down over the operator's own coins, and then refused the sale's booking.
+
+The same balances come from the operator withdrawing coins of their own, the position untouched: ffe cannot tell the
+two apart, the operator can. The plain accept is refused naming both (`ffe ctl accept --own-coins`, which lowers the
+baseline by what left and keeps the position; `ffe ctl sold-by-hand`, which books the sale); --own-coins is refused
+where the baseline cannot cover what left."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -116,3 +123,115 @@ async def test_a_reconciliation_that_cannot_reach_the_exchange_records_its_kind(
     assert [d["kind"] for d in failed["differences"]] == ["venue_unreachable"], failed
     assert failed["differences"][0]["error"], failed
     assert all("kind" in d for r in stored_events(settings.db_path, "reconcile") for d in r["differences"])
+
+
+def one_refusal(run) -> str:
+    """The one line a refused `ffe ctl` printed (exit 1)."""
+    assert run.proc.returncode == 1, run.stdout + run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    return line
+
+
+async def held_for(e, fx, own: float, left: float) -> tuple[float, float | None, float | None]:
+    """ffe's entry on an account that held `own` BTC before it, then `left` BTC of them gone from the account by
+    hand (withdrawn), the position untouched: reconciliation holds the engine. The position, its stop-loss and
+    take-profit."""
+    assert (await e.store.get_kv(BASELINE_KEY))["BTC"] == pytest.approx(own)
+    await strategy_entry(e, fx)
+    pos = e.portfolio.positions[BTC]
+    fx.balances["BTC"].free -= left
+    assert [d["kind"] for d in await reconcile_twice(e)] == ["position", "equity"], e.reconcile_blocked
+    return pos.quantity, pos.stop_loss, pos.take_profit
+
+
+@pytest.mark.parametrize("left", [0.5, 0.1])
+async def test_the_operator_s_own_coins_withdrawn_beside_a_position_are_taken_as_theirs_with_accept_own_coins(
+        tmp_path, fx, left):
+    """The operator withdrew `left` of their own coins (held before ffe's first start) to a cold wallet; ffe's
+    position is untouched. The balances look as a sale by hand of the position's coins would: the account holds the
+    position, and less than the baseline with it. `ffe ctl accept` is refused with one line giving both readings and
+    both commands, as `ffe ctl why` and the RECONCILE page do; `ffe ctl accept --own-coins` takes the coins gone as
+    the operator's: the baseline is lowered by exactly what left, the position (with its stop-loss and take-profit)
+    is kept, no sale is booked, two more reconciliations find nothing, and a flatten sells the position's coins only."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import ReconcileEvent
+
+    climbing(fx)
+    fx.balances["BTC"].free = OWN
+    settings = strategy_settings(tmp_path, fx, **TABLES)
+    write_config(tmp_path, strategy_config(fx, **TABLES))
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            held, stop, take = await held_for(e, fx, OWN, left)
+            blocked = list(e.reconcile_blocked)
+
+            line = one_refusal(await run_ffe_async(tmp_path, "ctl", "accept", env=live_env(fx), name="accept"))
+            assert "nothing accepted" in line and "ffe ctl accept --own-coins" in line, line
+            assert f"sold-by-hand {BTC}" in line, line
+            assert await e.store.get_kv(BASELINE_KEY) == {"BTC": pytest.approx(OWN)}
+            assert e.reconcile_blocked == blocked
+
+            why = await run_ffe_async(tmp_path, "ctl", "why", "--json", env=live_env(fx), name="why")
+            (held_by,) = [b for b in json.loads(why.stdout)["result"]["blocking"] if b["gate"] == "RECONCILE"]
+            assert "ffe ctl accept --own-coins" in held_by["lifts"] and "sold-by-hand" in held_by["lifts"], held_by
+            (found,) = [r for r in stored_events(db, "reconcile") if r["status"] == "differences"][-1:]
+            (page,) = alerts_for(ReconcileEvent(status="differences", differences=found["differences"]),
+                                 state="PAUSED")
+            assert "ffe ctl accept --own-coins" in page.text and f"sold-by-hand {BTC}" in page.text, page.text
+
+            own = await run_ffe_async(tmp_path, "ctl", "accept", "--own-coins", env=live_env(fx), name="own")
+            assert own.proc.returncode == 0, own.stdout + own.stderr
+            assert "accepted" in own.stdout, own.stdout
+            assert (await e.store.get_kv(BASELINE_KEY))["BTC"] == pytest.approx(OWN - left, abs=1e-9)
+            pos = e.portfolio.positions[BTC]
+            assert (pos.quantity, pos.stop_loss, pos.take_profit) == (held, stop, take)
+            books_equal_account(e, fx, OWN - left)
+            assert e.reconcile_blocked == []
+            (accepted,) = [r for r in stored_events(db, "reconcile") if r["status"] == "accepted"]
+            assert accepted["own_coins"] == {"BTC": pytest.approx(left, abs=1e-9)}, accepted
+            assert await reconcile_twice(e) == [] and await reconcile_twice(e) == [], e.reconcile_blocked
+
+            assert await e.resume(by="test") is EngineState.RUNNING
+            report = await e.flatten()
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the closing order ended")
+        assert report["failed"] == [] and e.portfolio.holding(BTC) is None, report
+        # the operator's coins left in the account are all there, and of the position no more than dust
+        assert 0.0 <= fx.balances["BTC"].total - (OWN - left) < e.venue.market(BTC).amount_step
+    assert rows(db, "SELECT quantity FROM trades WHERE reason = 'by_hand'") == []
+
+
+@pytest.mark.parametrize("own", [OWN, 0.0])
+async def test_accept_own_coins_is_refused_when_coins_of_the_position_are_gone_or_there_is_no_baseline(
+        tmp_path, fx, own):
+    """`ffe ctl accept --own-coins` takes coins gone as the operator's own only as far as the baseline covers them:
+    when the account holds less than the position (more left than the operator held, or no coins of theirs at all),
+    coins of the position are gone for sure. Exit 1, one line, nothing changed; the plain accept is refused as
+    before, naming the sale to book, and not --own-coins."""
+    climbing(fx)
+    fx.balances["BTC"].free = own
+    settings = strategy_settings(tmp_path, fx, **TABLES)
+    write_config(tmp_path, strategy_config(fx, **TABLES))
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            assert (await e.store.get_kv(BASELINE_KEY))["BTC"] == pytest.approx(own)
+            await strategy_entry(e, fx)
+            held = e.portfolio.positions[BTC].quantity
+            fx.balances["BTC"].free -= own + round(held * 0.5, 5)  # all of the operator's, half of the position's
+            assert [d["kind"] for d in await reconcile_twice(e)] == ["position", "equity"], e.reconcile_blocked
+            baseline, blocked = await e.store.get_kv(BASELINE_KEY), list(e.reconcile_blocked)
+
+            line = one_refusal(await run_ffe_async(tmp_path, "ctl", "accept", "--own-coins", env=live_env(fx),
+                                                   name="own"))
+            assert "nothing accepted" in line and f"sold-by-hand {BTC}" in line, line
+            assert ("no coins of your own" if not own else "more than the baseline") in line, line
+            line = one_refusal(await run_ffe_async(tmp_path, "ctl", "accept", env=live_env(fx), name="accept"))
+            assert f"sold-by-hand {BTC}" in line and "--own-coins" not in line, line
+            assert await e.store.get_kv(BASELINE_KEY) == baseline and e.reconcile_blocked == blocked
+            assert "accepted" not in [r["status"] for r in stored_events(db, "reconcile")]
+            assert e.portfolio.positions[BTC].quantity == held
