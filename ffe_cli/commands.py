@@ -307,11 +307,14 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
     elif args.second:
         raise _ctl_usage(f"ffe ctl {args.action} takes {'one argument' if command.target else 'no argument'} "
                          f"(got {args.second!r})")
-    given = {k: v for k in ("quantity", "price", "fee") if (v := getattr(args, k)) is not None}
+    given: dict[str, Any] = {k: v for k in ("quantity", "price", "fee") if (v := getattr(args, k)) is not None}
+    if getattr(args, "own_coins", False):
+        given["own_coins"] = True
     for name in given:
         if name not in command.options:
             takers = [f"ffe ctl {c.name}" for c in CONTROL.values() if name in c.options]
-            raise _ctl_usage(f"--{name} goes with {' and '.join(f'`{t}`' for t in takers)}, not {args.action}")
+            raise _ctl_usage(f"--{name.replace('_', '-')} goes with {' and '.join(f'`{t}`' for t in takers)}, "
+                             f"not {args.action}")
     missing = [f"--{name}" for name in command.required if name not in given]
     if missing:
         raise _ctl_usage(f"ffe ctl {args.action} needs {' and '.join(missing)}, as the exchange's account shows them")

@@ -152,6 +152,9 @@ def build_parser() -> Parser:
     ctl.add_argument("--fee", type=_fee, default=None, metavar="F",
                      help="sold-by-hand: the sale's fee in the quote currency, as the exchange's account shows it "
                           "(default 0)")
+    ctl.add_argument("--own-coins", action="store_true",
+                     help="accept: the coins gone beside a position were your own (held before ffe), withdrawn or "
+                          "sold, not the position's: the baseline is lowered by what left, the position kept")
     ctl.add_argument("--json", action="store_true", help="print the raw answer as JSON")
     ctl.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                      help="give up after S seconds without an answer (default [control] request_timeout_s)")

@@ -38,7 +38,8 @@ from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RecoveredEvent, RunEvent, VenueFault)
-from .reconcile import blocked_text, coins_gone, hand_sale_command, in_doubt_only, outage_only, says_held
+from .reconcile import (OWN_COINS_COMMAND, blocked_text, coins_gone, hand_sale_command, in_doubt_only,
+                        outage_only, own_coins_may_have_left, says_held)
 from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -157,9 +158,14 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           "accept: the hold lifts once the venue shows the order; look for it on the exchange, and "
                           "if the exchange lost it, settle it as its account shows it (`ffe ctl settle ID filled|"
                           "canceled`).")]
+        either = own_coins_may_have_left(found)
         gone = "".join(f" The exchange holds fewer {sym.partition('/')[0]} than the books' {sym} position: if they "
                        f"were sold there by hand, book the sale ({hand_sale_command(sym)}); the accept is refused "
-                       "for it." for sym in coins_gone(found))
+                       "for it." if sym not in either else
+                       f" The exchange holds fewer {sym.partition('/')[0]} than the books' {sym} position and your "
+                       "own coins beside it, at least the position: if your own left (withdrawn, sold), "
+                       f"{OWN_COINS_COMMAND}; if the position's were sold there by hand, book the sale "
+                       f"({hand_sale_command(sym)}); the plain accept is refused for it." for sym in coins_gone(found))
         return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
                                                         "journal and the venue. Entries held until `ffe ctl accept`."
                                                         + gone)]

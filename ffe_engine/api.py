@@ -27,7 +27,7 @@ class EngineControl(Protocol):
     async def approve(self, approval_id: str, by: str = ...) -> Any: ...
     async def reject(self, approval_id: str, by: str = ...) -> Any: ...
     async def set_approval_mode(self, mode: str, by: str = ...) -> Any: ...
-    async def accept_reconcile(self, by: str = ..., timeout_s: float | None = ...) -> Any: ...
+    async def accept_reconcile(self, by: str = ..., timeout_s: float | None = ..., own_coins: bool = ...) -> Any: ...
     async def operator_order(self, symbol: str, side: str, quantity: float, by: str = ...) -> Any: ...
     async def operator_cancel(self, client_order_id: str, by: str = ...) -> Any: ...
     async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = ...,
@@ -79,7 +79,7 @@ async def _mode(e: EngineControl, a: Any) -> Any:
 
 
 async def _accept(e: EngineControl, a: Any) -> Any:
-    return await e.accept_reconcile(by=a.by, timeout_s=a.timeout_s)
+    return await e.accept_reconcile(by=a.by, timeout_s=a.timeout_s, own_coins=a.own_coins)
 
 
 async def _order(e: EngineControl, a: Any) -> Any:
@@ -136,7 +136,7 @@ class Command(NamedTuple):  # not a dataclass: `ffe` builds its parser without i
     target: str | None = None  # the argument `ffe ctl NAME TARGET` fills
     second: str | None = None  # the argument `ffe ctl NAME TARGET SECOND` fills
     confirm: str | None = None  # what `ffe ctl` asks before sending (skipped with --yes)
-    options: tuple[str, ...] = ()  # the `ffe ctl` options it takes (--quantity, --price, --fee)
+    options: tuple[str, ...] = ()  # the `ffe ctl` options it takes (--quantity, --price, --fee, --own-coins)
     required: tuple[str, ...] = ()  # of which it cannot go without
 
 
@@ -151,7 +151,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("approve", _approve, "approve a pending trade", target="id"),
     Command("reject", _reject, "reject a pending trade", target="id"),
     Command("mode", _mode, "approval mode: auto or manual", target="mode"),
-    Command("accept", _accept, "accept the differences reconciliation found"),
+    Command("accept", _accept, "accept the differences reconciliation found (--own-coins: coins gone beside a "
+            "position were the operator's own, not the position's)", options=("own_coins",)),
     Command("orders", _orders, "open orders with their age and status"),
     Command("cancel", _cancel, "cancel one open order (its client order id) through the order path",
             target="id", confirm="cancel this order at the venue"),

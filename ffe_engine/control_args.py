@@ -80,6 +80,9 @@ class AcceptArgs(Args):
     # How long the client waits for the answer (`ffe ctl accept --timeout`): the accept waits for the settle window
     # within half of it too, so that its answer (accepted, or when to accept again) still reaches the client.
     timeout_s: float | None = Field(None, gt=0, le=3600)
+    # `ffe ctl accept --own-coins`: coins gone beside a position, which the baseline covers, were the operator's own
+    # (the baseline is lowered by them, the position kept), not the position's sold by hand.
+    own_coins: bool = False
 
 
 class BackupArgs(Args):

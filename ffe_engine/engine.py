@@ -1898,10 +1898,13 @@ class Engine:
     async def why(self) -> dict[str, Any]:
         return await views.why(self)
 
-    async def accept_reconcile(self, by: str = "operator", timeout_s: float | None = None) -> list[dict[str, Any]]:
+    async def accept_reconcile(self, by: str = "operator", timeout_s: float | None = None,
+                               own_coins: bool = False) -> list[dict[str, Any]]:
         """Accept the differences reconciliation found (the venue's balances become the new baseline, its quote
         balance the cash). Nothing when nothing is waiting. Refused, with the reason, while an order is in doubt or
-        unanswered (Reconciler.accept). `timeout_s`: how long the client waits for the answer, when it said."""
+        unanswered, or over coins gone from a position (Reconciler.accept). `own_coins`: the operator's word that
+        the coins gone were their own, the position untouched (the baseline is lowered, never raised; the record says
+        which). `timeout_s`: how long the client waits for the answer, when it said."""
         async with self._controls.turn("an accept of reconciliation's differences"):
             self._still_running()
             accepted = list(self.reconcile_blocked)
@@ -1915,7 +1918,7 @@ class Engine:
             answer_s = self.settings.control.request_timeout_s
             if timeout_s is not None:
                 answer_s = min(answer_s, timeout_s)
-            taken = await self.reconciler.accept(accepted, wait_s=answer_s / 2)
+            taken = await self.reconciler.accept(accepted, wait_s=answer_s / 2, own_coins=own_coins)
             records, cash = dict(taken.records), taken.cash
             drop: tuple[str, ...] = ()
             if any(d.get("kind") == "restore_unrecovered" for d in accepted):
@@ -1936,7 +1939,7 @@ class Engine:
             # The new baseline, the books' cash and peak and the accept's record in one transaction: a kill leaves
             # all or none (the baseline stored with the old cash, a restart would find the difference again).
             await self._persist_books(records, drop=drop, publish=lambda: self.bus.publish(
-                ReconcileEvent(status="accepted", differences=accepted)))
+                ReconcileEvent(status="accepted", differences=accepted, own_coins=dict(taken.own))))
             # Only once stored: a reconciliation under way meanwhile, against the baseline replaced, holds the engine
             # for nothing accepted, and one that ends after this is dropped by the reconciler (superseded).
             self.reconciler.note_accepted()

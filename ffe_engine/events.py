@@ -237,6 +237,8 @@ class ReconcileEvent(Event):
     name: ClassVar[str] = "reconcile"
     status: str = ""  # ok | resolved | differences | unconfirmed | failed | accepted
     differences: list[dict[str, Any]] = field(default_factory=list)
+    # accepted with --own-coins: the coins taken as the operator's own that left, asset -> what the baseline lost
+    own_coins: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -44,6 +44,13 @@ What of the account's coins counts toward a position is its balance less the bas
 differences, an accept's refusal over coins gone, a sale booked by hand, an order in doubt looked for in the
 balance): `toward_position`, the one definition. Coins the account held before ffe are the operator's; weighed with
 them, a sale by hand of the position's coins was taken for coins still there.
+
+Fewer coins toward a position than the books hold, while the account holds at least the position (the baseline
+covers what left), reads two ways that the balances cannot tell apart: the position's coins were sold by hand (the
+sale is to be booked: `ffe ctl sold-by-hand`), or coins of the operator's own left the account, the position
+untouched (`ffe ctl accept --own-coins`: the baseline is lowered by what left, the position kept). The plain accept
+is refused naming both; the operator says which (`own_coins_may_have_left`). Where the account holds less than the
+position, or there is no baseline, coins of the position are gone for sure: --own-coins is refused too.
 """
 
 from __future__ import annotations
@@ -73,11 +80,15 @@ BALANCE_KINDS = ("position", "cash", "equity")  # the differences found in the v
 @dataclass(frozen=True, slots=True)
 class Acceptance:
     """What an accept takes from the venue: its quote balance, the engine's cash from now on (None when the venue
-    could not be read), and the records that change with it (the new baseline, the open orders accepted as not
-    ffe's), for the engine to store with its books and the accept's record in one transaction."""
+    could not be read), the records that change with it (the new baseline, the open orders accepted as not ffe's),
+    for the engine to store with its books and the accept's record in one transaction, and the coins it took as the
+    operator's own."""
 
     cash: float | None
     records: dict[str, Any]
+    # The coins taken as the operator's own that left the account (`accept --own-coins`): asset -> how much the
+    # baseline was lowered by.
+    own: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -171,6 +182,18 @@ def toward_position(symbol: str, balances: dict[str, float], base_line: dict[str
     the baseline (the coins the account held before ffe, or an accepted shortfall below zero)."""
     base = symbol.partition("/")[0]
     return balances.get(base, 0.0) - base_line.get(base, 0.0)
+
+
+OWN_COINS_COMMAND = "`ffe ctl accept --own-coins`"
+
+
+def own_coins_may_have_left(differences: list[dict[str, Any]]) -> list[str]:
+    """Of `coins_gone`, the symbols whose coins gone the baseline covers: the account, with the operator's own coins,
+    still holds the books' position (to fees and rounding). The operator's own coins may be what left (withdrawn,
+    sold), the position untouched, as much as the position's coins sold by hand: the balances read the same."""
+    return [d["symbol"] for d in differences if d.get("kind") == "position" and d.get("symbol") in coins_gone([d])
+            and (baseline := float(d.get("baseline") or 0.0)) > 0
+            and float(d.get("venue") or 0.0) + baseline >= float(d.get("journal") or 0.0) * (1.0 - MISSING_COINS)]
 
 
 def coins_gone(differences: list[dict[str, Any]]) -> list[str]:
@@ -305,6 +328,9 @@ class Reconciler:
             ours, theirs = self._position_both_ways(sym, balances, base_line)
             if abs(theirs - ours) > self._tolerance(sym):
                 out.append({"kind": "position", "symbol": sym, "journal": ours, "venue": round(theirs, 12)})
+                # The operator's own coins, beside it: whether they could be what left (own_coins_may_have_left).
+                if baseline := base_line.get(sym.partition("/")[0], 0.0):
+                    out[-1]["baseline"] = baseline
         return out
 
     @staticmethod
@@ -428,7 +454,8 @@ class Reconciler:
         self.bus.publish(ReconcileEvent(status=report.status, differences=report.differences or report.unconfirmed))
         return report
 
-    async def accept(self, differences: list[dict[str, Any]], *, wait_s: float = 0.0) -> Acceptance:
+    async def accept(self, differences: list[dict[str, Any]], *, wait_s: float = 0.0,
+                     own_coins: bool = False) -> Acceptance:
         """The operator accepts the venue as it is: its balances become the new baseline, and the open orders found
         that are not ffe's are left out of later reconciliations (while they stay open). Returns the venue's quote
         balance, the engine's cash from now on (None when the venue could not be read), and those records, which
@@ -440,7 +467,11 @@ class Reconciler:
         are read as a reconciliation reads them, after the orders in flight are polled, and only once the venue's
         settle window has passed since the last order change the books took (a fill, a cancel): a read that lags
         steadily answers the same balances twice, from before it. That wait is waited for when it ends within
-        `wait_s`, and refused with when to accept again otherwise."""
+        `wait_s`, and refused with when to accept again otherwise.
+
+        Fewer coins toward a position than the books hold, which the baseline covers, is refused unless `own_coins`
+        (the operator's word that coins of their own left): then the baseline of those coins is lowered by what left
+        and the position kept, and no baseline is raised (`_refuse_coins_missing`)."""
         await self.orders.poll()
         self._refuse_while_unsettled()
         await self._wait_for_current_reads(wait_s)
@@ -468,9 +499,9 @@ class Reconciler:
         if self.current_at(read_from) is not None:
             raise ControlError("nothing accepted: an order changed while the venue's balances were read, and they may "
                                "not show it yet; accept again")
-        if balances is not None:
-            # Weighed against the baseline in force (none stored yet: every coin counts toward the positions).
-            self._refuse_coins_missing(balances, await self.store.get_kv(BASELINE_KEY) or {})
+        # Weighed against the baseline in force (none stored yet: every coin counts toward the positions).
+        old: dict[str, float] = await self.store.get_kv(BASELINE_KEY) or {}
+        taken = self._refuse_coins_missing(balances, old, own_coins) if balances is not None else []
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
                    if d.get("kind") == "unknown_open_order"}
         records: dict[str, Any] = {}
@@ -478,12 +509,18 @@ class Reconciler:
             accepted = set(await self.store.get_kv(ACCEPTED_KEY, []) or [])
             records[ACCEPTED_KEY] = sorted(accepted | foreign)
         if balances is None:
+            if own_coins:
+                raise ControlError("nothing accepted: the exchange's balances could not be read, and --own-coins "
+                                   "takes what left from them; accept again once it answers")
             return Acceptance(None, records)
+        new = self._new_baseline(balances)
+        if own_coins:  # the operator's word that coins of theirs left: it lowers a baseline, never raises one
+            new = {a: min(v, old.get(a, v)) for a, v in new.items()}
         # Written over the old baseline in the same write: never missing in between, which the next start would
         # take for a first meeting with the account.
-        records[BASELINE_KEY] = self._new_baseline(balances)
-        self._take_baseline(records[BASELINE_KEY])
-        return Acceptance(balances.get(self.quote, 0.0), records)
+        records[BASELINE_KEY] = new
+        self._take_baseline(new)
+        return Acceptance(balances.get(self.quote, 0.0), records, {a: old[a] - new[a] for a in taken})
 
     def current_at(self, read_at: float) -> float | None:
         """When (the clock's monotonic time) a read of the venue's balances made at `read_at` would have been sure to
@@ -509,23 +546,56 @@ class Reconciler:
                     f"exchange.settle_window_ms) has passed: accept again in {math.ceil(at - now)}s")
             await self.clock.sleep(at - now)
 
-    def _refuse_coins_missing(self, balances: dict[str, float], base_line: dict[str, float]) -> None:
+    def _refuse_coins_missing(self, balances: dict[str, float], base_line: dict[str, float],
+                              own_coins: bool = False) -> list[str]:
         """The venue holds fewer coins toward a symbol's position (less the baseline) than the books' position, by
         more than fees and rounding explain (`coins_gone`, over the differences a reconciliation would report):
         sold or withdrawn by hand. As a baseline, the difference would leave the books a position with no coins of
         ffe's behind it: backed by the operator's own coins (an exit would sell those, and the sale by hand would
         never be booked as a trade), or by none (valued in the equity and in every size, its exits refused for want
-        of funds). Refused: the coins must be there to be traded, or the sale booked."""
-        gone = coins_gone(self._position_differences(balances, base_line))
-        if gone:
-            sym = gone[0]
+        of funds). Refused: the coins must be there to be traded, or the sale booked.
+
+        Where the baseline covers what left (`own_coins_may_have_left`), coins of the operator's own may be what
+        left instead: refused naming both, unless `own_coins` says so. Returns the base assets then taken as the
+        operator's own. `own_coins` is refused where coins of the position are gone for sure (the account holds
+        less than the position, or there is no baseline), and where no coins are missing at all."""
+        found = self._position_differences(balances, base_line)
+        either = own_coins_may_have_left(found)
+        sure = [sym for sym in coins_gone(found) if sym not in either]
+        if sure:
+            sym = sure[0]
             ours, _ = self._position_both_ways(sym, balances, base_line)
+            holds = f"the exchange holds {self._holds(sym, balances, base_line)}"
+            if not own_coins:
+                why = "they left the account outside ffe"
+            elif base_line.get(sym.partition("/")[0], 0.0) <= 0:
+                why = ("with no coins of your own there before ffe (no baseline) that could have left instead: "
+                       "coins of the position left the account outside ffe")
+            else:
+                why = ("what left is more than the baseline of your own coins covers: coins of the position left "
+                       "the account outside ffe too")
             raise ControlError(
-                f"nothing accepted: the exchange holds {self._holds(sym, balances, base_line)}, fewer coins than "
-                f"the books' {sym} position of {ours:.8g}: they left the account outside ffe, and a position with "
-                "no coins behind it cannot be sold. Put them back on the exchange (buy them there), then accept; if "
-                f"they were sold there by hand, book the sale ({hand_sale_command(sym)}); or restore the records "
-                "that match the account")
+                f"nothing accepted: {holds}, fewer coins than the books' {sym} position of {ours:.8g}: {why}, and a "
+                "position with no coins behind it cannot be sold. Put them back on the exchange (buy them there), "
+                f"then accept; if they were sold there by hand, book the sale ({hand_sale_command(sym)}); or "
+                "restore the records that match the account")
+        if own_coins:
+            if not either:
+                raise ControlError("nothing accepted: the exchange holds the coins of every position and of the "
+                                   "baseline: --own-coins has nothing to take; accept without it")
+            return [sym.partition("/")[0] for sym in either]
+        if either:
+            sym = either[0]
+            ours, _ = self._position_both_ways(sym, balances, base_line)
+            base = sym.partition("/")[0]
+            left = base_line.get(base, 0.0) + ours - balances.get(base, 0.0)
+            raise ControlError(
+                f"nothing accepted: the exchange holds {self._holds(sym, balances, base_line)}, fewer coins than the "
+                f"books' {sym} position of {ours:.8g} and your own coins beside it, {left:.8g} short; ffe cannot tell "
+                f"which left. If coins of your own left (withdrawn, sold), take them as yours with "
+                f"{OWN_COINS_COMMAND} (the baseline goes down by {left:.8g}, the position is kept); if the position's "
+                f"coins were sold there by hand, book the sale ({hand_sale_command(sym)})")
+        return []
 
     async def refuse_unless_sold(self, symbol: str, quantity: float) -> None:
         """ControlError unless the venue's account shows `quantity` of the books' position in `symbol` gone: what it

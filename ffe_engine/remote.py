@@ -273,8 +273,10 @@ class RemoteEngine:
     async def set_approval_mode(self, mode: str, by: str = "operator") -> Any:
         return await self._call("mode", mode=mode, by=by)
 
-    async def accept_reconcile(self, by: str = "operator", timeout_s: float | None = None) -> Any:
-        return await self._call("accept", by=by, **({"timeout_s": timeout_s} if timeout_s is not None else {}))
+    async def accept_reconcile(self, by: str = "operator", timeout_s: float | None = None,
+                               own_coins: bool = False) -> Any:
+        return await self._call("accept", by=by, **({"timeout_s": timeout_s} if timeout_s is not None else {}),
+                                **({"own_coins": True} if own_coins else {}))
 
     async def operator_order(self, symbol: str, side: str, quantity: float, by: str = "operator") -> Any:
         return await self._call("order", symbol=symbol, side=side, quantity=quantity, by=by)

@@ -13,7 +13,8 @@ from .clock import utc_day
 from .entrylog import refusal_code
 from .fmt import iso_ms
 from .model import EngineState, Side
-from .reconcile import blocked_text, coins_gone, hand_sale_command, in_doubt_only
+from .reconcile import (OWN_COINS_COMMAND, blocked_text, coins_gone, hand_sale_command, in_doubt_only,
+                        own_coins_may_have_left)
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -147,9 +148,15 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
                     "lifts": "a successful probe" + (f" in {retry:.0f}s" if retry is not None else "")})
     if engine.reconcile_blocked:
         gone = coins_gone(engine.reconcile_blocked)
+        either = own_coins_may_have_left(engine.reconcile_blocked)
         if in_doubt_only(engine.reconcile_blocked):
             lifts = ("the order settling at the venue, or, if the exchange lost it, `ffe ctl settle ID filled|"
                      "canceled` as its account shows it (then accept what still differs); then resume")
+        elif gone and set(gone) == set(either):
+            lifts = ("coins left the account, which still holds the books' position: if they were your own "
+                     f"(withdrawn, sold), {OWN_COINS_COMMAND} lowers the baseline by them and keeps the position; if "
+                     "the position's were sold on the exchange by hand, book each sale ("
+                     + ", ".join(map(hand_sale_command, gone)) + "), then accept what still differs; then resume")
         elif gone:
             lifts = ("coins the books hold left the account: if they were sold on the exchange by hand, book each "
                      "sale (" + ", ".join(map(hand_sale_command, gone))
