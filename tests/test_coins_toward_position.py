@@ -203,9 +203,10 @@ async def test_the_operator_s_own_coins_withdrawn_beside_a_position_are_taken_as
     assert rows(db, "SELECT quantity FROM trades WHERE reason = 'by_hand'") == []
 
 
-@pytest.mark.parametrize("own", [OWN, 0.0])
+@pytest.mark.parametrize("own, part", [(OWN, 0.5), (0.0, 0.5), (OWN, 0.005)],
+                         ids=["half_of_the_position", "no_baseline", "within_the_fees_tolerance"])
 async def test_accept_own_coins_is_refused_when_coins_of_the_position_are_gone_or_there_is_no_baseline(
-        tmp_path, fx, own):
+        tmp_path, fx, own, part):
     """`ffe ctl accept --own-coins` takes coins gone as the operator's own only as far as the baseline covers them:
     when the account holds less than the position (more left than the operator held, or no coins of theirs at all),
     coins of the position are gone for sure. Exit 1, one line, nothing changed; the plain accept is refused as
@@ -222,7 +223,7 @@ async def test_accept_own_coins_is_refused_when_coins_of_the_position_are_gone_o
             assert (await e.store.get_kv(BASELINE_KEY))["BTC"] == pytest.approx(own)
             await strategy_entry(e, fx)
             held = e.portfolio.positions[BTC].quantity
-            fx.balances["BTC"].free -= own + round(held * 0.5, 5)  # all of the operator's, half of the position's
+            fx.balances["BTC"].free -= own + round(held * part, 8)  # all of the operator's, some of the position's
             assert [d["kind"] for d in await reconcile_twice(e)] == ["position", "equity"], e.reconcile_blocked
             baseline, blocked = await e.store.get_kv(BASELINE_KEY), list(e.reconcile_blocked)
 
@@ -235,3 +236,24 @@ async def test_accept_own_coins_is_refused_when_coins_of_the_position_are_gone_o
             assert await e.store.get_kv(BASELINE_KEY) == baseline and e.reconcile_blocked == blocked
             assert "accepted" not in [r["status"] for r in stored_events(db, "reconcile")]
             assert e.portfolio.positions[BTC].quantity == held
+
+
+async def test_accept_own_coins_with_no_position_says_the_plain_accept_takes_them(tmp_path, fx):
+    """With no position, coins of the operator's own gone are taken by the plain accept (the baseline follows the
+    account): --own-coins is refused saying so, not that the account holds every coin of the baseline."""
+    climbing(fx)
+    fx.balances["BTC"].free = OWN
+    settings = strategy_settings(tmp_path, fx, **TABLES)
+    write_config(tmp_path, strategy_config(fx, **TABLES))
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            fx.balances["BTC"].free -= 0.3
+            await reconcile_twice(e)
+            line = one_refusal(await run_ffe_async(tmp_path, "ctl", "accept", "--own-coins", env=live_env(fx),
+                                                   name="own"))
+            assert "nothing accepted" in line and "accept without --own-coins" in line, line
+            assert "holds the coins of every position and of the baseline" not in line, line
+            await e.accept_reconcile(by="test")
+            assert (await e.store.get_kv(BASELINE_KEY))["BTC"] == pytest.approx(OWN - 0.3)
