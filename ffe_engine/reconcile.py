@@ -187,13 +187,19 @@ def toward_position(symbol: str, balances: dict[str, float], base_line: dict[str
 OWN_COINS_COMMAND = "`ffe ctl accept --own-coins`"
 
 
+# How far short of the position the account may be for coins gone to be the operator's own (float noise only): any
+# more, and coins of the position are gone too, which no baseline can take (it would go below nothing).
+COVERED = 1e-9
+
+
 def own_coins_may_have_left(differences: list[dict[str, Any]]) -> list[str]:
     """Of `coins_gone`, the symbols whose coins gone the baseline covers: the account, with the operator's own coins,
     still holds the books' position (to fees and rounding). The operator's own coins may be what left (withdrawn,
     sold), the position untouched, as much as the position's coins sold by hand: the balances read the same."""
     return [d["symbol"] for d in differences if d.get("kind") == "position" and d.get("symbol") in coins_gone([d])
             and (baseline := float(d.get("baseline") or 0.0)) > 0
-            and float(d.get("venue") or 0.0) + baseline >= float(d.get("journal") or 0.0) * (1.0 - MISSING_COINS)]
+            and float(d.get("venue") or 0.0) + baseline >= float(d.get("journal") or 0.0) * (1.0 - COVERED)]
+
 
 
 def coins_gone(differences: list[dict[str, Any]]) -> list[str]:
@@ -581,8 +587,9 @@ class Reconciler:
                 "restore the records that match the account")
         if own_coins:
             if not either:
-                raise ControlError("nothing accepted: the exchange holds the coins of every position and of the "
-                                   "baseline: --own-coins has nothing to take; accept without it")
+                raise ControlError("nothing accepted: no position is short of coins that coins of your own could be "
+                                   "(coins of yours gone beside no position are taken as the account shows them): "
+                                   "accept without --own-coins")
             return [sym.partition("/")[0] for sym in either]
         if either:
             sym = either[0]
