@@ -920,15 +920,10 @@ def files_of(*dirs: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for d in dirs if d.exists() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("level", ["full", "trades"])
-@pytest.mark.parametrize("told_by", ["its_database", "its_folder"])
-def test_a_backup_of_a_backtest_run_is_refused_in_one_line_and_writes_nothing(backtest_runs, tmp_path, request,
-                                                                               level, told_by):
-    """A backtest run is a folder of files to copy as they are, not an account: `ffe backup` of one refuses it up
-    front (exit 2, one line naming the folder), rather than writing a backup with a false warning of a damaged trail
-    that its own verify and restore then refuse. A run says what it is in its database wherever its folders were
-    moved; a run made before runs stored their record level is told by its folder, data/backtests/RUN."""
-    data, logs = backtest_runs[level]
+def run_copy(run: tuple[Path, Path], told_by: str, tmp_path: Path, request) -> tuple[Path, Path]:
+    """A copy of a backtest run's folders (data, logs) that says what it is `told_by` its database, moved out of
+    data/backtests/, or by its folder only (its record level taken out, as a run made before runs stored it)."""
+    data, logs = run
     if told_by == "its_database":
         run_data, run_logs = tmp_path / "moved" / "data", tmp_path / "moved" / "logs"
     else:  # in a short folder: the run's name takes room the control socket's path has not to spare
@@ -943,6 +938,18 @@ def test_a_backup_of_a_backtest_run_is_refused_in_one_line_and_writes_nothing(ba
         with sqlite3.connect(run_data / "ffe.db") as conn:
             conn.execute("DELETE FROM kv WHERE key = 'backtest_records'")
         conn.close()
+    return run_data, run_logs
+
+
+@pytest.mark.parametrize("level", ["full", "trades"])
+@pytest.mark.parametrize("told_by", ["its_database", "its_folder"])
+def test_a_backup_of_a_backtest_run_is_refused_in_one_line_and_writes_nothing(backtest_runs, tmp_path, request,
+                                                                               level, told_by):
+    """A backtest run is a folder of files to copy as they are, not an account: `ffe backup` of one refuses it up
+    front (exit 2, one line naming the folder), rather than writing a backup with a false warning of a damaged trail
+    that its own verify and restore then refuse. A run says what it is in its database wherever its folders were
+    moved; a run made before runs stored their record level is told by its folder, data/backtests/RUN."""
+    run_data, run_logs = run_copy(backtest_runs[level], told_by, tmp_path, request)
     before = files_of(run_data, run_logs)
     to = tmp_path / "backups"
     proc = run_ffe(tmp_path, "backup", "--data-dir", str(run_data), "--log-dir", str(run_logs), "--to", str(to))
@@ -961,21 +968,7 @@ def test_an_engine_started_on_a_backtest_run_s_folder_is_refused_in_one_line_and
     """`ffe run --data-dir` pointed at a backtest run's folder is a wrong directory, not damage: one line saying
     what it is (exit 2), not "the database is damaged: restore it", and nothing written into the run's folders (no
     lock file, no new record)."""
-    data, logs = backtest_runs[level]
-    if told_by == "its_database":
-        run_data, run_logs = tmp_path / "moved" / "data", tmp_path / "moved" / "logs"
-    else:
-        short = Path(tempfile.mkdtemp(prefix="ffe-bt-"))
-        request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
-        run_data = short / "data" / "backtests" / data.name
-        run_logs = short / "logs" / "backtests" / data.name
-    shutil.copytree(data, run_data)
-    if logs.exists():
-        shutil.copytree(logs, run_logs)
-    if told_by == "its_folder":
-        with sqlite3.connect(run_data / "ffe.db") as conn:
-            conn.execute("DELETE FROM kv WHERE key = 'backtest_records'")
-        conn.close()
+    run_data, run_logs = run_copy(backtest_runs[level], told_by, tmp_path, request)
     before = files_of(run_data, run_logs)
     proc = run_ffe(tmp_path, "run", "--headless", "--data-dir", str(run_data), "--log-dir", str(run_logs))
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
