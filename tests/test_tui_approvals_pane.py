@@ -184,6 +184,23 @@ async def test_the_first_trade_of_the_session_is_not_acted_on_until_the_operator
         await until(pilot, lambda: aid not in app.engine.pending, "the chosen trade approved (or refused)")
 
 
+async def test_a_trade_already_waiting_when_the_console_opens_brings_its_pane_up_at_80x24(tmp_path):
+    """Trades wait across a restart: at 80x24, where the approvals pane shares its place with the votes, a trade
+    already waiting when the console opens (its first look at the engine) brings the pane up, as one that comes
+    later does."""
+    first = one_symbol_console(tmp_path, speed=40.0)
+    async with first.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        await until(pilot, lambda: first.engine.pending, "a trade waiting", timeout=60)
+        first.request_stop("quit")
+        await until(pilot, lambda: first.engine.ended() is not None, "the engine stopped", timeout=30)
+    again = one_symbol_console(tmp_path, speed=0.5)  # no new trade meanwhile: the one waiting from before
+    async with again.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: again.snap is not None and again.snap["approvals"], "the trade still waiting",
+                    timeout=60)
+        await until(pilot, lambda: again.pane_visible("approvals"), "the approvals pane on screen", timeout=10)
+
+
 async def test_tab_into_the_approvals_pane_chooses_the_row_it_lands_on(tmp_path):
     app = one_symbol_console(tmp_path, speed=40.0)
     async with app.run_test(size=(120, 40)) as pilot:
