@@ -126,6 +126,7 @@ class ConsoleApp(App[int]):
         self._chart_due = 0.0
         self._chart_dirty = False
         self._detail = "votes"
+        self._approvals_seen: set[str | None] = set()  # the trades waiting at the last look (their pane shown)
         self._wide = False
         self._banner = ""
         self._status_note = ""
@@ -633,9 +634,12 @@ class ConsoleApp(App[int]):
                 self._set_banner(f"ERROR [{self.view.error.where}] {self.view.error.message}", error=True)
         if prev_state == "HALTED" and snap["state"] == "RUNNING":
             self._set_banner("")
-        if snap["approvals"] and not self._wide and "approvals" in changed and prev_state is not None:
-            if self._detail != "approvals":
-                self._set_detail("approvals")
+        # A trade that has come to wait brings its pane into view, whether it came now or was waiting when the console
+        # opened (a restart: no event says it).
+        waiting = {a.get("approval_id") for a in snap["approvals"]}
+        if waiting - self._approvals_seen and not self._wide and self._detail != "approvals":
+            self._set_detail("approvals")
+        self._approvals_seen = waiting
         for done in self.view.approvals_done:
             self.say(f"approval {done.approval_id} {done.outcome} ({done.symbol} {done.side}) by {done.by}"
                         + (f": {done.reason}" if done.reason else ""),

@@ -111,10 +111,9 @@ async def test_every_table_shows_each_figure_whole_and_apart(tmp_path, size):
         await pilot.pause(0.2)
         check_whole(app, positions, 9 if wide else 6)
 
-        if not wide:
-            await pilot.press("v")  # the approvals pane in place of the votes
+        # at 80 columns the approvals pane comes up in place of the votes by itself: trades wait
         approvals = app.query_one("#approvals", KeyedTable)
-        await until(pilot, lambda: approvals.row_count == 2,
+        await until(pilot, lambda: approvals.row_count == 2 and app.pane_visible("approvals"),
                     "the widest approvals on screen")
         await pilot.pause(0.2)
         check_whole(app, approvals, 6)  # the trade, how much, at what price and how long is left
