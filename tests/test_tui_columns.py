@@ -131,3 +131,34 @@ async def test_every_table_shows_each_figure_whole_and_apart(tmp_path, size):
                     "the widest orders on screen")
         await pilot.pause(0.2)
         check_whole(app, orders, 9 if wide else 7)  # to the status; at 120 the reason and age too
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_the_votes_pane_shows_each_symbol_s_votes_whole_or_names_those_left_out(tmp_path, size):
+    """With more symbols than its width holds, the votes pane shows the symbols that fit whole (every vote, its
+    confidence and weight) and says how many it left out, rather than cutting every column to "HOLD 0.…"."""
+    from conftest import make_settings
+    from ffe_engine.clock import SimClock
+    from ffe_engine.market.simulated import SimulatedFeed
+    from ffe_tui.app import ConsoleApp
+    from test_tui_helpers import START_TS
+
+    symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT", "DOT/USDT"]
+    settings = make_settings(tmp_path, engine={"warmup_bars": 100, "symbols": symbols}, market={"speed": 8.0, "seed": 7},
+                             monitor={"enabled": False})
+    clock = SimClock(paced=True)
+    feed = SimulatedFeed(symbols, settings.engine.timeframe_ms, seed=7, clock=clock, speed=8.0, start_ts=START_TS)
+    app = ConsoleApp(settings, feed=feed, clock=clock)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.pane_visible("votes") and "final" in screen_text(app), "every symbol's votes",
+                    timeout=60)
+        await pilot.pause(0.5)
+        text = screen_text(app)
+        top = [line for line in text.split("\n") if line.lstrip(" │").startswith("prov")]
+        rows = [line for line in text.split("\n") if line.lstrip(" │").startswith(("trend", "momentum", "final"))]
+        assert top and rows, text
+        assert not any("…" in line for line in rows + top), "\n".join(top + rows)
+        shown = [s for s in symbols if s in top[0]]
+        assert shown, top
+        if len(shown) < len(symbols):
+            assert f"+{len(symbols) - len(shown)}" in top[0], top[0]
