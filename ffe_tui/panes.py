@@ -428,10 +428,7 @@ class VotesPane(Static):
             for p in d.failed:
                 if p not in providers:
                     providers.append(p)
-        t = Table(box=None, padding=(0, 1), show_edge=False, expand=False)
-        t.add_column("provider", no_wrap=True)
-        for d in decisions:
-            t.add_column(d.symbol, no_wrap=True)
+        rows: list[list[Any]] = []
         for p in providers:
             row: list[Any] = [p]
             for d in decisions:
@@ -444,11 +441,34 @@ class VotesPane(Static):
                     row.append(Text("FAILED", style="bold red"))
                 else:
                     row.append("-")
-            t.add_row(*row)
-        t.add_row(*(["final"] + [Text(f"{fmt.enum_text(d.action)} {fmt.conf(d.confidence)} tier {d.tier}",
-                                      style="bold") for d in decisions]))
-        t.add_row(*(["outcome"] + [fmt.short(d.outcome or "-", 22) for d in decisions]))
+            rows.append(row)
+        rows.append(["final"] + [Text(f"{fmt.enum_text(d.action)} {fmt.conf(d.confidence)} tier {d.tier}",
+                                      style="bold") for d in decisions])
+        rows.append(["outcome"] + [fmt.short(d.outcome or "-", 22) for d in decisions])
+        heads = ["provider"] + [d.symbol for d in decisions]
+        shown = self._columns_that_fit(heads, rows)
+        t = Table(box=None, padding=(0, 1), show_edge=False, expand=False)
+        for head in heads[:shown]:
+            t.add_column(head, no_wrap=True)
+        if shown < len(heads):  # the symbols with no room: counted, never cut to "HOLD 0.…"
+            t.add_column(f"+{len(heads) - shown}", no_wrap=True)
+        for row in rows:
+            t.add_row(*row[:shown], *([""] if shown < len(heads) else []))
         self.update(t, layout=False)
+
+    def _columns_that_fit(self, heads: list[str], rows: list[list[Any]]) -> int:
+        """How many of the columns (the providers' first, then a symbol's each) the pane shows whole, with room left
+        for the count of those it leaves out; at least the providers' and one symbol's."""
+        widths = [max(cell_len(str(c)) for c in [head] + [row[i] for row in rows]) for i, head in enumerate(heads)]
+        room = self.content_region.width or self.size.width
+        mark = len(f"+{len(heads)}") + 1
+        used, shown = widths[0] + 1, 1  # each column and its blank (padding 0, 1: one each side, edges not shown)
+        for n, w in enumerate(widths[1:], start=1):
+            last = n == len(heads) - 1
+            if used + w + 1 + (0 if last else mark) > room and shown > 1:
+                break
+            used, shown = used + w + 2, shown + 1
+        return shown
 
 
 GATE_CELL = 8  # characters of a gate's value or limit
