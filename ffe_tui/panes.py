@@ -458,17 +458,14 @@ class VotesPane(Static):
 
     def _columns_that_fit(self, heads: list[str], rows: list[list[Any]]) -> int:
         """How many of the columns (the providers' first, then a symbol's each) the pane shows whole, with room left
-        for the count of those it leaves out; at least the providers' and one symbol's."""
-        widths = [max(cell_len(str(c)) for c in [head] + [row[i] for row in rows]) for i, head in enumerate(heads)]
-        room = self.content_region.width or self.size.width
-        mark = len(f"+{len(heads)}") + 1
-        used, shown = widths[0] + 1, 1  # each column and its blank (padding 0, 1: one each side, edges not shown)
-        for n, w in enumerate(widths[1:], start=1):
-            last = n == len(heads) - 1
-            if used + w + 1 + (0 if last else mark) > room and shown > 1:
-                break
-            used, shown = used + w + 2, shown + 1
-        return shown
+        for the count of those it leaves out (columns.fit_columns, as the tables fit theirs); at least the
+        providers'."""
+        widest = {head: max(cell_len(str(c)) for c in [head] + [row[i] for row in rows]) + 1  # the left padding
+                  for i, head in enumerate(heads)}
+        # The count's own column takes its padding on both sides.
+        widths, _ = fit_columns([(head, head, 0) for head in heads], widest,
+                                (self.content_region.width or self.size.width) - 2)
+        return sum(1 for w in widths if w)
 
 
 GATE_CELL = 8  # characters of a gate's value or limit
