@@ -895,13 +895,11 @@ class OrderPath:
             # A cancel refused because the order is already gone: look it up to learn its real end.
             try:
                 vo = await self.venue.fetch_order(o.client_order_id, o.symbol)
-            except VenueUnavailable as lookup:
-                if lookup.retry_after:
+            except (VenueError, VenueUnavailable) as lookup:
+                if isinstance(lookup, VenueUnavailable) and lookup.retry_after:
                     return await self._cancel_held(o, lookup.retry_after)
                 # Refused, and not looked up: the order may still be open there (an exchange answers "unknown" for a
                 # while of an order it has), so not known to be done.
-                return await self._cancel_again(o, f"{exc}; its lookup failed: {lookup}"[:160])
-            except VenueError as lookup:
                 return await self._cancel_again(o, f"{exc}; its lookup failed: {lookup}"[:160])
             if vo is None:
                 if o.status is OrderStatus.IN_DOUBT:

@@ -194,12 +194,11 @@ COVERED = 1e-9
 
 def own_coins_may_have_left(differences: list[dict[str, Any]]) -> list[str]:
     """Of `coins_gone`, the symbols whose coins gone the baseline covers: the account, with the operator's own coins,
-    still holds the books' position (to fees and rounding). The operator's own coins may be what left (withdrawn,
+    still holds the books' whole position (to COVERED). The operator's own coins may be what left (withdrawn,
     sold), the position untouched, as much as the position's coins sold by hand: the balances read the same."""
     return [d["symbol"] for d in differences if d.get("kind") == "position" and d.get("symbol") in coins_gone([d])
             and (baseline := float(d.get("baseline") or 0.0)) > 0
             and float(d.get("venue") or 0.0) + baseline >= float(d.get("journal") or 0.0) * (1.0 - COVERED)]
-
 
 
 def coins_gone(differences: list[dict[str, Any]]) -> list[str]:
@@ -593,9 +592,8 @@ class Reconciler:
             return [sym.partition("/")[0] for sym in either]
         if either:
             sym = either[0]
-            ours, _ = self._position_both_ways(sym, balances, base_line)
-            base = sym.partition("/")[0]
-            left = base_line.get(base, 0.0) + ours - balances.get(base, 0.0)
+            ours, theirs = self._position_both_ways(sym, balances, base_line)
+            left = ours - theirs  # the coins short, toward the position and the baseline alike
             raise ControlError(
                 f"nothing accepted: the exchange holds {self._holds(sym, balances, base_line)}, fewer coins than the "
                 f"books' {sym} position of {ours:.8g} and your own coins beside it, {left:.8g} short; ffe cannot tell "
