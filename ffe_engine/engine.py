@@ -1018,10 +1018,13 @@ class Engine:
             return
         if c.symbol in self._exits_held:
             return  # an exit already waits for the venue's Retry-After to end
+        low, high = self._range_since(c, pos.opened_ts)
+        if low is None or high is None:
+            return
         reason = None
-        if pos.stop_loss is not None and c.low <= pos.stop_loss:
+        if pos.stop_loss is not None and low <= pos.stop_loss:
             reason, ref = OrderReason.STOP_LOSS, pos.stop_loss
-        elif pos.take_profit is not None and c.high >= pos.take_profit:
+        elif pos.take_profit is not None and high >= pos.take_profit:
             reason, ref = OrderReason.TAKE_PROFIT, pos.take_profit
         if reason is None:
             return
@@ -1032,6 +1035,19 @@ class Engine:
             self._exits_held[c.symbol] = intent
             log.warning("exit waits for the exchange's Retry-After", symbol=c.symbol, reason=reason.value,
                         until=fmt.iso(sub.held_until))
+
+    def _range_since(self, c: Candle, opened_ts: int) -> tuple[float | None, float | None]:
+        """The low and high of candle `c` that a position opened at `opened_ts` lived through: the whole range of a
+        candle begun since; of the candle it was opened in, only the close (its low or high may come before the
+        fill); nothing of a candle that ended before it (a feed polled late, after an approval's fill). A fill at a
+        candle's open by the paper venue is stamped at the candle's end (the market clock stands there when the
+        candle is handed over): that candle is the position's whole."""
+        end = c.ts + self.timeframe_ms
+        if opened_ts <= c.ts or opened_ts == end:
+            return c.low, c.high
+        if opened_ts > end:
+            return None, None
+        return c.close, c.close
 
     async def _exits_after_hold(self) -> None:
         """Send the stop-loss and take-profit exits the venue's Retry-After held back, once it is over: the bar that
