@@ -363,6 +363,23 @@ async def test_alert_texts_say_the_state_as_it_is(tmp_path):
         assert "ffe ctl accept" not in reconcile and "once it answers" in reconcile, reconcile
 
 
+async def test_the_exchange_s_reason_survives_a_long_prefix_and_a_refused_clock_is_named(tmp_path):
+    """The venue's words come last in ffe's errors, after the request they refused (its order id, side, quantity and
+    symbol): a page cut to its first characters kept ffe's prefix and lost the reason."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import ReconcileEvent
+
+    error = ("binance fetch_balance: refused, not placed: InvalidNonce: binance "
+             '{"code":-1021,"msg":"Timestamp for this request is outside of the recvWindow."}')
+    (alert,) = alerts_for(ReconcileEvent(status="failed", differences=[{"kind": "venue_unreachable",
+                                                                       "error": error}]))
+    assert "outside of the recvWindow" in alert.text and "binance fetch_balance" in alert.text, alert.text
+    assert "clock" in alert.text and "NTP" in alert.text, alert.text
+    (plain,) = alerts_for(ReconcileEvent(status="failed", differences=[{"kind": "venue_unreachable",
+                                                                       "error": "connection refused"}]))
+    assert "(connection refused)" in plain.text and "clock" not in plain.text, plain.text
+
+
 async def test_a_flatten_whose_closing_orders_were_answered_is_a_warning(tmp_path):
     from ffe_engine.alerts import alerts_for
     from ffe_engine.events import KillSwitchEvent

@@ -25,7 +25,13 @@ def falling(fx: FakeBinance, drop: float) -> None:
     fx.price_path = path
 
 
-async def test_a_stop_loss_the_exchange_refuses_pages_the_operator(tmp_path, fx):
+@pytest.mark.parametrize("code, msg, said", [
+    (-1013, "Market is closed.", "Market is closed"),
+    # refused for the machine's clock: the exchange's words come after a long prefix of ffe's (the order's id,
+    # side, quantity and symbol), and the page says what to do about the clock
+    (-1021, "Timestamp for this request is outside of the recvWindow.", "outside of the recvWindow"),
+])
+async def test_a_stop_loss_the_exchange_refuses_pages_the_operator(tmp_path, fx, code, msg, said):
     hook = await Receiver().start()
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, alerts={"webhook_url": hook.url + "/hook", **FAST})
@@ -33,7 +39,7 @@ async def test_a_stop_loss_the_exchange_refuses_pages_the_operator(tmp_path, fx)
         e = running.engine
         async with engine_loop(e):
             await strategy_entry(e, fx)
-            fx.fault(POST_ORDER, "error", times=100, status=400, code=-1013, msg="Market is closed.")
+            fx.fault(POST_ORDER, "error", times=100, status=400, code=code, msg=msg)
             falling(fx, 0.2)
             for _ in range(3):  # through the stop-loss: each bar's exit refused
                 fx.market_clock.step()
@@ -44,7 +50,8 @@ async def test_a_stop_loss_the_exchange_refuses_pages_the_operator(tmp_path, fx)
             await wait_for(lambda: pages(), timeout=15, what="the page")
             (page,) = pages()
             assert page["severity"] == "page" and page["key"] == f"EXIT_REFUSED:{BTC}"
-            assert "stop_loss" in page["text"] and "Market is closed" in page["text"] and BTC in page["text"]
+            assert "stop_loss" in page["text"] and said in page["text"] and BTC in page["text"], page
+            assert ("clock" in page["text"]) is (code == -1021), page
     await hook.stop()
 
 
