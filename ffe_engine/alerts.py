@@ -8,10 +8,11 @@ events into alerts synchronously and cheaply, then:
   summary (warn; a page when a page repeated) says how many there were when the window ends, or when the engine
   stops before; an alert more severe than the one sent for its key (a flatten's warning, then its failure) is news,
   sent at once. The window of a start's alert goes on across a restart (from the outbox) for the same alert, so a
-  crash loop is told once per window. A storm of 500 breaker failures is one page and one summary. A condition that clears (a re-arm, a resume, the approval mode back
-  to manual, the breaker closed, a reconciliation that agrees or is accepted, an order no longer in doubt, fresh
-  data, a loop or audit trail turning again) ends the window of its alert at once: its summary goes then, and its
-  return is news, sent at once. So does the return for the clear's own alert (RECONCILE_OK after a new hold).
+  crash loop is told once per window. A storm of 500 breaker failures is one page and one summary. A condition that
+  clears (a re-arm, a resume, the approval mode back to manual, the breaker closed, a reconciliation that agrees or is
+  accepted, an order no longer in doubt, fresh data, a loop or audit trail turning again) ends the window of its alert
+  at once: its summary goes then, and its return is news, sent at once. So does the return for the clear's own alert
+  (RECONCILE_OK after a new hold).
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
   channel's least severe are dropped, oldest first (counted), and the channel is told how many when it takes
@@ -41,6 +42,7 @@ from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEve
 from .reconcile import (OWN_COINS_COMMAND, blocked_text, coins_gone, hand_sale_command, in_doubt_only,
                         outage_only, own_coins_may_have_left, says_held)
 from .tasks import cancel_and_wait
+from .venues.base import clock_refused
 
 if TYPE_CHECKING:
     import aiohttp
@@ -149,7 +151,7 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         if outage_only(found):
             error = next((str(d["error"]) for d in ev.differences if d.get("error")), "")
             return [Alert("RECONCILE", "RECONCILE:unreachable", "page",
-                          f"ffe reconciliation: {blocked_text(found)}" + (f" ({error[:80]})" if error else "")
+                          f"ffe reconciliation: {blocked_text(found)}" + (f" ({_venue_said(error)})" if error else "")
                           + f". Entries held; {_stays(state)}. Nothing to accept: the hold lifts once it answers "
                           "and agrees with the journal.")]
         if in_doubt_only(found):
@@ -176,8 +178,9 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     if isinstance(ev, OrderEvent) and _exit_refused(ev):
         return [Alert("EXIT_REFUSED", f"EXIT_REFUSED:{ev.symbol}", "page",
                       f"ffe could not exit {ev.symbol}: its {ev.reason} sell of {fmt.qty(ev.quantity)} was refused "
-                      f"({ev.error[:120] or 'the venue gave no reason'}). The position stays open, tried again at the next bar; check the "
-                      "exchange (a trading halt on the symbol, coins moved or locked), close it by hand if need be.")]
+                      f"({_venue_said(ev.error, 240) or 'the venue gave no reason'}). The position stays open, tried "
+                      "again at the next bar; check the exchange (a trading halt on the symbol, coins moved or "
+                      "locked), close it by hand if need be.")]
     if isinstance(ev, ApprovalEvent) and ev.outcome == "pending":
         return [Alert("APPROVAL", f"APPROVAL:{ev.approval_id}", "warn",
                       f"ffe approval {ev.approval_id} waiting: {ev.side.upper()} {fmt.qty(ev.quantity)} {ev.symbol} at "
@@ -259,6 +262,16 @@ def _trail_damaged_text(found: Any) -> str:
     return (f" The audit trail is DAMAGED before its last records: {found.get('file')}, first bad seq "
             f"{found['seq']}: run `ffe audit verify`, then `ffe doctor`. The database holds every record, so the "
             "engine trades on; backups take the damaged records from it.")
+
+
+def _venue_said(error: str, width: int = 160) -> str:
+    """What a venue answered, for a page: its start (the request) and its end (the exchange's words) within `width`;
+    a refusal of the request's time says it is the machine's clock."""
+    said = fmt.ends(error, width)
+    if clock_refused(error):
+        said += (": the exchange refused the request's time: this machine's clock is off; set it right (NTP: "
+                 "timedatectl, chrony)")
+    return said
 
 
 def _exit_refused(ev: OrderEvent) -> bool:

@@ -195,3 +195,12 @@ def compact(v: Any) -> str:
 
 def short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def ends(text: str, width: int) -> str:
+    """`text` within `width` characters, its start and its end kept: an error says what was asked first and the
+    other side's answer last, and a cut at the end would keep only the question."""
+    if len(text) <= width:
+        return text
+    head = width // 3
+    return text[:head] + "…" + text[len(text) - (width - head - 1):]

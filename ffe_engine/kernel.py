@@ -20,7 +20,7 @@ from .ids import IdSource
 from .market.base import Feed
 from .signals import make_providers
 from .store import Store
-from .venues.base import CandleVenue, Venue, VenueError, VenueUnavailable
+from .venues.base import CandleVenue, Venue, VenueError, VenueUnavailable, clock_refused
 from .venues.paper import PaperVenue
 
 
@@ -54,18 +54,12 @@ async def check_credentials(venue: Venue) -> None:
         raise StartError(f"live start check failed on {venue.name}: {exc}") from None
     except VenueUnavailable as exc:  # no answer: nothing is wrong with the configuration, a later start may work
         await venue.close()
-        if _clock_refused(str(exc)):
+        if clock_refused(str(exc)):
             raise FfeError(f"live start check failed on {venue.name}: the exchange refused the request's time "
                            f"({exc}): this machine's clock is off; set it right (NTP: timedatectl, chrony), then "
                            "start again; nothing was sent") from None
         raise FfeError(f"live start check failed on {venue.name}: the exchange did not answer ({exc}); nothing "
                        "was sent") from None
-
-
-def _clock_refused(text: str) -> bool:
-    """An exchange's refusal of a request's timestamp (ccxt's InvalidNonce: Binance -1021, outside the receive
-    window): the machine's clock, not the network."""
-    return "InvalidNonce" in text or "recvWindow" in text
 
 
 def providers_for(settings: Settings) -> list[Any]:

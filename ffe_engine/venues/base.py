@@ -37,6 +37,12 @@ class VenueUnavailable(Exception):
         self.sent = sent
 
 
+def clock_refused(text: str) -> bool:
+    """An exchange's refusal of a request's timestamp (ccxt's InvalidNonce: Binance -1021, outside the receive
+    window): the machine's clock, not the network."""
+    return "InvalidNonce" in text or "recvWindow" in text
+
+
 class OrderInDoubt(VenueUnavailable):
     """create_order failed in a way that leaves open whether the venue placed the order."""
 
