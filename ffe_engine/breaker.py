@@ -38,6 +38,9 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at: float | None = None
         self.last_error = ""
+        # How many times it has opened in this run (a probe that fails opens it again): what the engine's pause
+        # tells one opening from the next by (BreakerPause).
+        self.openings = 0
         self._probing = False
         # Told of every call that went out: its duration and its error (None on success), for /metrics.
         self.observe: Callable[[float, BaseException | None], None] | None = None
@@ -95,6 +98,8 @@ class CircuitBreaker:
         self.last_error = error[:200]
         if self.state == HALF_OPEN or self.failures >= self.failure_threshold:
             self.opened_at = self._now()
+            if self.state != OPEN:
+                self.openings += 1
             if self.state == OPEN:  # still open: publish the new probe time
                 self.state = HALF_OPEN
             self._set(OPEN)

@@ -28,6 +28,7 @@ from . import fmt, logs, present
 from . import __version__
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
+from .breaker_pause import BreakerPause
 from .clock import Clock
 from .config import Settings
 from .ensemble import Ensemble, is_async_provider
@@ -173,6 +174,7 @@ class Engine:
                                             else clock.monotonic)
         self.breaker = CircuitBreaker(venue.name, settings.breaker.failure_threshold,
                                       settings.breaker.recovery_timeout_s, now=breaker_now, bus=bus)
+        self.breaker_pause = BreakerPause(self.breaker, self.trading)
         self.last_bar_ts: dict[str, int] = {}
         self.gatekeeper = Gatekeeper(risk, self.portfolio, trading=self.trading,
                                      breaker_allows=self.breaker.allows, now_ms=clock.now_ms,
@@ -320,7 +322,7 @@ class Engine:
         if row is None:
             await self.trading.set(self.opts.start_state, "fresh start", "engine", force=True)
         else:
-            self.trading.restore(EngineState(row[0]), row[1])
+            self.trading.restore(EngineState(row[0]), row[1], row[2])
             await self.trading.say_stored(row[2])
             if self.profile.resumable:
                 found.append(overrides.start_state(self.opts.start_state, self.state, row[1], row[2],
@@ -328,6 +330,8 @@ class Engine:
             if self.opts.live and self.opts.start_state is EngineState.PAUSED and self.state is EngineState.RUNNING:
                 # A live engine waits for the operator after every start, not only the first.
                 await self.trading.set(EngineState.PAUSED, "live start", "engine")
+            if self.profile.pause_on_breach:  # this run's breaker starts closed: a pause it made says so
+                await self._breaker_pause()
         stopped_unwritable = self.store.reserve_used  # kept: the reserve is filled again below
         if self.store.reserve_used and self.state is not EngineState.HALTED:
             # The last run emptied the disk reserve to store HALTED, and may not have managed even that.
@@ -984,10 +988,9 @@ class Engine:
         return next_ts // tf != bar_ts // tf
 
     async def _breaker_pause(self) -> None:
-        """An open breaker pauses the engine (entries would be refused anyway; the operator resumes)."""
-        if self.breaker.state == "open" and self.state is EngineState.RUNNING:
-            await self.trading.set(EngineState.PAUSED, f"breaker open on {self.breaker.venue}: "
-                                                       f"{self.breaker.last_error}", "breaker")
+        """An opening of the breaker pauses a RUNNING engine once; the pause's reason follows the breaker while it
+        is the breaker's own (breaker_pause.py)."""
+        await self.breaker_pause.keep_in_step(self.reconcile_blocked)
 
     def _roll_day(self, ts_ms: int) -> None:
         """A new UTC day when `ts_ms` is in one (Portfolio.roll_day): a breach of the day before is over."""
@@ -1367,6 +1370,7 @@ class Engine:
                                    "(`ffe ctl accept`, once the exchange's side is right: `ffe ctl status`)")
             await self.trading.set(EngineState.RUNNING, "re-armed" if self.state is EngineState.HALTED else "resume",
                                    by)
+            self.breaker_pause.resumed()  # an opening under way does not pause it again (breaker_pause.py)
             await self.flush()
             return self.state
 

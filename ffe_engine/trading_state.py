@@ -46,15 +46,17 @@ class TradingState:
         self.clock = clock
         self.state = state
         self.reason = reason
+        self.by = "engine"  # who set the state: a pause is kept in step only by the one that made it
         # Every change of state in this run, and every halt of the HALTED engine, counted: a confirmation asked about
         # one state (the re-arm of a halt) names it, and is refused once the state has changed since, even back to the
         # same state, or the engine has been halted again.
         self.changes = 0
 
-    def restore(self, state: EngineState, reason: str) -> None:
+    def restore(self, state: EngineState, reason: str, by: str) -> None:
         """The state the engine was left in, read back at start (already stored: nothing to record)."""
         self.state = state
         self.reason = reason
+        self.by = by
 
     async def set(self, new: EngineState, reason: str, by: str, force: bool = False,
                   kv: dict[str, Any] | None = None) -> None:
@@ -71,6 +73,7 @@ class TradingState:
             return
         self.state = new  # in memory first: from here on no new order passes the gates
         self.reason = reason
+        self.by = by
         self.changes += 1
 
         def publish() -> None:
@@ -97,6 +100,7 @@ class TradingState:
         HALTED was stored."""
         self.state = EngineState.HALTED
         self.reason = reason
+        self.by = by
         self.changes += 1
         stored = await self.store.record_halt(reason, by, self.clock.wall())
         log.warning("engine state", state="HALTED", reason=reason, by=by, stored=stored)
