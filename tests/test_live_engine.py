@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 
 import pytest
 
@@ -543,6 +544,47 @@ async def test_a_flatten_that_cannot_close_what_is_left_pages_the_operator(tmp_p
         (alert,) = alerts_for(KillSwitchEvent(action=said["action"], failed=said["failed"], by=said["by"]))
         assert alert.severity == "page" and "FAILED" in alert.text
         assert len([o for o in fx.orders if o.side == "SELL"]) == 1  # the refused ones never reached the book
+
+
+async def test_a_flatten_s_follow_up_says_what_its_closing_orders_closed_and_what_is_left_as_dust(tmp_path, fx):
+    """The flatten's closing order fills all but coins worth less than the exchange takes an order for (its minimum
+    order value), and the rest expires. The follow-up's kill_switch record says it is the follow-up, what the
+    closing orders closed and what is left as dust; the console's banner and the FLATTEN alert built from it say so,
+    not `closing 0` (nothing closed) after the operator's flatten closed the position."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import KillSwitchEvent
+    from ffe_engine.present import kill_headline, line
+
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        order_qty = math.floor(e.portfolio.positions[BTC].quantity / 0.00001 + 1e-9) * 0.00001
+        fx.partial_fill_next((order_qty - 0.0001) / order_qty, rest="expire")  # about 3 USDT left: under 5
+        async with engine_loop(e):
+            result = await e.flatten(by="operator")
+            assert result["failed"] == [] and len(result["closing"]) == 1, result
+            assert kill_headline({**result, "action": "flatten", "by": "operator"}).startswith(
+                "FLATTEN, then HALTED, by operator: cancelled 0 failed 0 closing 1")
+
+            def followed() -> list[dict]:
+                return [k for k in stored_events(db, "kill_switch") if k["by"] == "engine"]
+
+            (said,) = await wait_for(followed, timeout=20, what="the flatten's follow-up")
+        assert e.portfolio.holding(BTC) is None and BTC in e.portfolio.positions  # dust
+        assert said["action"] == "flatten" and said["follow_up"] is True, said
+        assert said["closed"] == [BTC] and [d["symbol"] for d in said["dust"]] == [BTC], said
+        banner = kill_headline(said)
+        assert "closing 0" not in banner and "cancelled 0" not in banner, banner
+        assert banner.startswith(f"FLATTEN follow-up, HALTED, by engine: the closing orders closed {BTC}; left as "
+                                 f"dust, below the venue's minimum order: {BTC} 0.0001"), banner
+        assert line("kill_switch", said).startswith(f"kill_switch flatten follow-up by engine: the closing orders "
+                                                    f"closed {BTC}"), line("kill_switch", said)
+        (alert,) = alerts_for(KillSwitchEvent(action=said["action"], closing=said["closing"], dust=said["dust"],
+                                              by=said["by"], follow_up=said["follow_up"], closed=said["closed"]))
+        assert alert.text.startswith(f"ffe flatten follow-up by engine: the closing orders closed {BTC}; left as "
+                                     f"dust, below the venue's minimum order: {BTC} 0.0001"), alert.text
+        assert "0 closing order(s) placed" not in alert.text, alert.text
 
 
 # ---------------------------------------------------------------------------------------------------- breaker
