@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import fmt, logs, sentalerts
+from . import fmt, logs, present, sentalerts
 from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
@@ -117,15 +117,21 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         failed = len(ev.failed)
         # A closing order whose answer was lost may not have traded: the position is held until it is known.
         doubt = sum(1 for cid in ev.closing if cid in in_doubt)
-        text = (f"ffe flatten by {ev.by}: {len(ev.closing)} closing order(s) placed, {len(ev.cancelled)} cancelled"
-                + (f", {doubt} IN DOUBT (answer lost: the position is still held until the venue says)"
-                   if doubt else "")
-                + (f", {failed} FAILED" if failed else "")
-                + (f", {len(ev.waiting)} WAITING for the exchange's Retry-After until "
-                   f"{fmt.iso(ev.waiting[0].get('until'))} (closed once it is over)" if ev.waiting else "")
-                + (f", {len(ev.after_exit)} AFTER AN EXIT still working (its cancel not done: closed once it has "
-                   "ended)" if ev.after_exit else "")
-                + (": check the venue now." if failed or doubt else "."))
+        items = [f"{doubt} IN DOUBT (answer lost: the position is still held until the venue says)"
+                 if doubt else "",
+                 f"{failed} FAILED" if failed else "",
+                 f"{len(ev.waiting)} WAITING for the exchange's Retry-After until "
+                 f"{fmt.iso(ev.waiting[0].get('until'))} (closed once it is over)" if ev.waiting else "",
+                 f"{len(ev.after_exit)} AFTER AN EXIT still working (its cancel not done: closed once it has "
+                 "ended)" if ev.after_exit else ""]
+        end = ": check the venue now." if failed or doubt else "."
+        if ev.follow_up:
+            # Not the operator's flatten again: what its closing orders closed, what more it placed, what is left.
+            done = present.follow_up_parts({"closed": ev.closed, "closing": ev.closing, "dust": ev.dust})
+            text = f"ffe flatten follow-up by {ev.by}: " + "; ".join(done + [i for i in items if i]) + end
+        else:
+            text = (f"ffe flatten by {ev.by}: {len(ev.closing)} closing order(s) placed, {len(ev.cancelled)} "
+                    "cancelled" + "".join(f", {i}" for i in items if i) + end)
         # A position left open while the exchange takes no request (or an exit it was to cancel still works) is the
         # operator's to know at once, too.
         return [Alert("FLATTEN", "FLATTEN", "page" if failed or doubt or ev.waiting or ev.after_exit else "warn",

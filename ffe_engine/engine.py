@@ -1683,6 +1683,7 @@ class Engine:
             await self._flatten_under_way(None)
             return
         closing: list[str] = []
+        closed: list[str] = []
         failed: list[dict[str, Any]] = []
         waits: list[str] = []
         async with self._controls.turn("a flatten's follow-up"):
@@ -1692,6 +1693,7 @@ class Engine:
                 if pos is None and self.orders.pending_entry(sym):
                     continue  # an entry still in doubt: what it bought is closed once the venue shows it
                 if pos is None:  # closed (or dust, less than the venue takes an order for)
+                    closed.append(sym)
                     del left[sym]
                     continue
                 if self.orders.pending_exit_qty(sym) > 0:
@@ -1717,7 +1719,7 @@ class Engine:
             dust = self._dust(sym for sym in placed if sym not in left)
             if closing or failed or dust or waiting:
                 self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing, dust=dust,
-                                                 waiting=waiting, by="engine"))
+                                                 waiting=waiting, by="engine", follow_up=True, closed=closed))
             if left != placed:
                 await self._flatten_under_way(left or None)
 

@@ -286,6 +286,11 @@ class KillSwitchEvent(Event):
     after_exit: list[dict[str, Any]] = field(default_factory=list)
     by: str = ""
     elapsed_ms: float = 0.0
+    # A flatten's follow-up (by `engine`, once closing orders have ended): not the operator's flatten, whose report
+    # it must not read as (its `closing` is what it placed more, `cancelled` nothing); `closed`: the symbols its
+    # closing orders closed since (what is left of them, if anything, is `dust`).
+    follow_up: bool = False
+    closed: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

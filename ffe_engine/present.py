@@ -135,6 +135,8 @@ def _error(f: Fields) -> str:
 
 def kill_summary(f: Fields) -> str:
     """What a kill switch or flatten did: also the console's banner after one."""
+    if f.get("follow_up"):
+        return follow_up_summary(f)
     cancelled = list(f.get("cancelled") or [])
     failed = list(f.get("failed") or [])
     parts = [f"by {f.get('by') or '?'}: cancelled {len(cancelled)}"]
@@ -142,14 +144,55 @@ def kill_summary(f: Fields) -> str:
         parts.append(f"({', '.join(map(str, cancelled[:4]))}{', …' if len(cancelled) > 4 else ''})")
     parts.append(f"failed {len(failed)}")
     if failed:
-        parts.append("(" + ", ".join(f"{x.get('client_order_id') or x.get('symbol')}: {x.get('error')}"
-                                     if isinstance(x, dict) else str(x) for x in failed[:3]) + ")")
+        parts.append(_failures(failed))
     filled = list(f.get("filled") or [])
     if filled:
         parts.append(f"filled before its cancel {len(filled)} ({', '.join(map(str, filled[:4]))}"
                      f"{', …' if len(filled) > 4 else ''})")
     if f.get("action") == "flatten":
         parts.append(f"closing {len(f.get('closing') or [])}")
+    parts += _left(f)
+    under_way = [u for u in f.get("under_way") or [] if isinstance(u, dict)]
+    if under_way:  # answered before it was done: HALTED is stored, the rest follows (its own kill_switch event)
+        parts.append("under way: " + "; ".join(
+            f"{u['client_order_id']}: {u.get('detail')}" if u.get("client_order_id") else str(u.get("detail"))
+            for u in under_way))
+    if f.get("elapsed_ms"):
+        parts.append(f"in {f['elapsed_ms']:.1f} ms")
+    return " ".join(parts)
+
+
+def follow_up_summary(f: Fields) -> str:
+    """A flatten's follow-up, after some of its closing orders ended: what they closed, the closing orders placed
+    for what they left, what failed, what is left as dust or waits. Not in the words of the flatten's own report:
+    its `closing 0`, `cancelled 0` would read as nothing closed."""
+    said = follow_up_parts(f)
+    return f"by {f.get('by') or '?'}: " + "; ".join(said or ["nothing more to do"])
+
+
+def follow_up_parts(f: Fields) -> list[str]:
+    parts = []
+    closed = [str(s) for s in f.get("closed") or []]
+    if closed:
+        parts.append(f"the closing orders closed {', '.join(closed)}")
+    closing = [str(c) for c in f.get("closing") or []]
+    if closing:
+        parts.append(f"{len(closing)} more closing order(s) placed for what they left ({', '.join(closing[:4])}"
+                     f"{', …' if len(closing) > 4 else ''})")
+    failed = list(f.get("failed") or [])
+    if failed:
+        parts.append(f"failed {len(failed)} {_failures(failed)}")
+    return parts + _left(f)
+
+
+def _failures(failed: list[Any]) -> str:
+    return "(" + ", ".join(f"{x.get('client_order_id') or x.get('symbol')}: {x.get('error')}"
+                           if isinstance(x, dict) else str(x) for x in failed[:3]) + ")"
+
+
+def _left(f: Fields) -> list[str]:
+    """What a flatten leaves: dust no order can sell, positions waiting for the exchange or for an exit."""
+    parts = []
     dust = list(f.get("dust") or [])
     if dust:
         parts.append("left as dust, below the venue's minimum order: " + ", ".join(
@@ -162,24 +205,20 @@ def kill_summary(f: Fields) -> str:
     if after_exit:
         parts.append("after an exit still working (its cancel not done: closed once it has ended): "
                      + ", ".join(str(w.get("symbol")) for w in after_exit))
-    under_way = [u for u in f.get("under_way") or [] if isinstance(u, dict)]
-    if under_way:  # answered before it was done: HALTED is stored, the rest follows (its own kill_switch event)
-        parts.append("under way: " + "; ".join(
-            f"{u['client_order_id']}: {u.get('detail')}" if u.get("client_order_id") else str(u.get("detail"))
-            for u in under_way))
-    if f.get("elapsed_ms"):
-        parts.append(f"in {f['elapsed_ms']:.1f} ms")
-    return " ".join(parts)
+    return parts
 
 
 def kill_headline(f: Fields) -> str:
     """The kill switch's or flatten's report as the operator reads it first: the console's banner, `ffe ctl`."""
-    what = "FLATTEN, then HALTED," if f.get("action") == "flatten" else "KILL SWITCH: HALTED"
+    if f.get("follow_up"):
+        what = "FLATTEN follow-up, HALTED,"
+    else:
+        what = "FLATTEN, then HALTED," if f.get("action") == "flatten" else "KILL SWITCH: HALTED"
     return f"{what} {kill_summary(f)}"
 
 
 def _kill(f: Fields) -> str:
-    return f"{f.get('action')} {kill_summary(f)}"
+    return f"{f.get('action')}{' follow-up' if f.get('follow_up') else ''} {kill_summary(f)}"
 
 
 _MONEY_DETAIL = frozenset({"equity", "cash"})  # a run's detail figures that are money
