@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import string
+from pathlib import Path
 
 import pytest
 
@@ -402,3 +403,52 @@ async def test_sigusr1_after_a_stop_while_the_engine_starts_still_halts_it(tmp_p
         gate.set()
         await until(pilot, lambda: not app.is_running, "the console to exit", timeout=60)
     assert db_value(db_path(tmp_path), "SELECT state FROM engine_state") == "HALTED"
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+ARROWS = {"↑": "up", "↓": "down"}
+
+
+def readme_console_keys() -> set[str]:
+    """The keys in the first column of README's table of the console's keys (`1` … `7`: every digit between)."""
+    text = README.read_text()
+    table = text[text.index("### The console"):]
+    table = table[table.index("| key |"):]
+    table = table[:table.index("\n\n")]
+    found: set[str] = set()
+    for row in table.splitlines()[2:]:
+        cell = row.split("|")[1]
+        named = [ARROWS.get(k, k) for k in re.findall(r"`([^`]+)`", cell)]
+        if "…" in cell and len(named) == 2 and all(k.isdigit() for k in named):
+            named = [str(n) for n in range(int(named[0]), int(named[1]) + 1)]
+        found.update(named)
+    return found
+
+
+def help_keys(rows: list[tuple[str, str, str]]) -> set[str]:
+    found: set[str] = set()
+    for shown, _, _ in rows:
+        for k in shown.split(", "):
+            if re.fullmatch(r"\d-\d", k):
+                found.update(str(n) for n in range(int(k[0]), int(k[2]) + 1))
+            else:
+                found.add(re.sub(r"^\^(.)$", r"ctrl+\1", k))  # ^k: ctrl+k, as help shows it
+    return found
+
+
+async def test_help_lists_every_key_the_readme_documents_end_included_and_the_readme_every_key_help_lists(tmp_path):
+    """End in the log follows the newest line again (README): help says so, as it does every other key, also those
+    no binding remaps (the moves within and between panes); and every key help lists is in README's table."""
+    app = console(tmp_path, speed=4.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: "ffe console keys" in screen_text(app), "the help dialog")
+        text = screen_text(app)
+        assert re.search(r"End +in the log: follow the newest line", text), text
+        rows = [(keys_shown.lower() if keys_shown == "End" else keys_shown, desc, bid)
+                for keys_shown, desc, bid in app.screen.rows]
+    documented = {k.lower() if k == "End" else k for k in readme_console_keys()}
+    listed = help_keys(rows)
+    assert documented - listed == set(), "in README, not in help"
+    assert listed - documented == set(), "in help, not in README"
