@@ -1020,9 +1020,9 @@ class ConsoleApp(App[int]):
     def action_help(self) -> None:
         rows = [(keydefs.display_keys(keydefs.keys_for(k.id, self.keymap_ids)), k.description, k.id)
                 for k in keydefs.KEYS]
-        notes = (f"Up/down, j/k move in the focused pane; tab, shift+tab between panes. An approval: "
-                 f"{self._key('view')} shows the pane, tab to it, up/down, then {self._key('approve')} or "
-                 f"{self._key('reject')}.")
+        rows += [(keydefs.display_keys(list(fixed)), does, "") for fixed, does in keydefs.FIXED_KEYS]
+        notes = (f"An approval: {self._key('view')} shows the pane, tab to it, up/down, then {self._key('approve')} "
+                 f"or {self._key('reject')}.")
         self.push_screen(HelpScreen(rows, self._key("palette"), notes))
 
     async def action_quit(self) -> None:

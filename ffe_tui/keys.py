@@ -70,6 +70,14 @@ PANE_KEYS = {"j": "moves down in the focused pane", "k": "moves up in the focuse
              "up": "moves up in the focused pane", "down": "moves down in the focused pane",
              "tab": "moves to the next pane", "shift+tab": "moves to the previous pane"}
 
+# The keys no binding remaps, listed by help after the bindings (Textual's key names, shown as display shows them):
+# help is where every key the console answers is said, these as much as the bindings.
+FIXED_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("up", "down", "j", "k"), "move within the focused pane (a table: choose its row)"),
+    (("tab", "shift+tab"), "move to the next or the previous pane"),
+    (("end",), "in the log: follow the newest line again, after scrolling up"),
+)
+
 TAKEN = {
     "ctrl+b": "the tmux prefix",
     "ctrl+a": "the screen/tmux prefix",
@@ -200,7 +208,7 @@ def display_keys(keys: list[str]) -> str:
 
 
 def display(key: str) -> str:
-    names = {"question_mark": "?", "slash": "/", "space": "space"}
+    names = {"question_mark": "?", "slash": "/", "space": "space", "end": "End"}
     if key in names:
         return names[key]
     return key.replace("ctrl+", "^") if key.startswith("ctrl+") and len(key) == 6 else key
