@@ -13,6 +13,7 @@ import random
 import signal
 import sqlite3
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,56 @@ async def test_a_database_older_than_its_audit_trail_pages_the_operator_at_start
     assert len(started) == 1 and started[0]["severity"] == "page", [r.body for r in hook.delivered]
     text = started[0]["text"]
     assert f"{len(held)} audit records" in text and f"{fills} fills" in text and aside.name in text, text
+
+
+def records_after(cwd: Path) -> list[dict]:
+    """The trail's records after the database's last event."""
+    last = db_seqs(cwd / "data" / "ffe.db")[-1]
+    return [r for r in audit_lines(cwd / "logs" / "audit.jsonl") if r["seq"] > last]
+
+
+def assert_every_check_fails_naming_the_loss(cwd: Path, after: list[dict], backups: Path) -> None:
+    """`ffe doctor` and `ffe audit verify` fail (exit 1) on what the start pages for, in the same words: how many
+    records, their fills and order updates, and the remedy; and no backup is taken of the records that lack them."""
+    fills = sum(1 for r in after if r["event"] == "fill")
+    orders = sum(1 for r in after if r["event"] == "order")
+    held = f"{len(after)} audit records the database does not hold ({fills} fills, {orders} order updates"
+    for check in (("doctor",), ("audit", "verify")):
+        proc = run_ffe(cwd, *check)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 1, (check, out)
+        assert held in out and "the database lost committed records" in out and "restore the newest backup" in out, (
+            check, out)
+        assert "written just before a kill" not in out, (check, out)
+    proc = run_ffe(cwd, "backup", "--to", str(backups))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert held in proc.stderr and "restore the newest backup" in proc.stderr, proc.stderr
+    assert not list(backups.glob("ffe-backup-*")), "a backup was taken of a database that lost committed records"
+
+
+def test_a_database_older_than_its_audit_trail_fails_doctor_verify_and_backup_as_the_start_judges_it(tmp_path):
+    """A whole run's records, its fills among them, after the database's last event are no kill's last moment: the
+    database lost records it had committed. The checks the runbook sends the operator to after a crash say so, as
+    the start's page does, rather than `ok` and a note that they were written just before a kill."""
+    first_run(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    older = db.read_bytes()
+    first_run(tmp_path)  # a second run, committed
+    db.write_bytes(older)
+    for name in ("ffe.db-wal", "ffe.db-shm"):
+        (tmp_path / "data" / name).unlink(missing_ok=True)
+    after = records_after(tmp_path)
+    assert any(r["event"] == "run" for r in after) and any(r["event"] == "fill" for r in after)
+    assert_every_check_fails_naming_the_loss(tmp_path, after, tmp_path / "backups")
+
+
+def test_records_after_the_database_spanning_over_a_minute_are_lost_records_not_a_kill(tmp_path):
+    """No run's start among them, but over a minute of records: more than the moment before a kill, for every
+    check alike."""
+    first_run(tmp_path)
+    last = db_seqs(tmp_path / "data" / "ffe.db")[-1]
+    fill, order = an_uncommitted_fill(tmp_path, last)
+    ts = datetime.fromisoformat(fill["ts"].replace("Z", "+00:00")) + timedelta(seconds=90)
+    order["ts"] = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    append_uncommitted(tmp_path / "logs" / "audit.jsonl", [fill, order])
+    assert_every_check_fails_naming_the_loss(tmp_path, records_after(tmp_path), tmp_path / "backups")

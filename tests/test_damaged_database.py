@@ -89,6 +89,11 @@ def assert_refused(proc: subprocess.CompletedProcess, db: Path, before: bytes | 
         assert db.read_bytes() == before, "the damaged database was changed"
 
 
+def beside_database(db: Path) -> list[str]:
+    """The database's files (`ffe.db` and what SQLite keeps beside it: -wal, -shm, -journal) in its directory."""
+    return sorted(p.name for p in db.parent.iterdir() if p.name.startswith(db.name))
+
+
 @pytest.mark.parametrize("damage", [truncated, garbage, header_only, page_damaged, emptied, removed],
                          ids=lambda f: f.__name__)
 def test_a_damaged_or_lost_database_stops_the_headless_start_with_one_line(good_dir, tmp_path, damage):
@@ -98,9 +103,11 @@ def test_a_damaged_or_lost_database_stops_the_headless_start_with_one_line(good_
     audit_before = audit.read_bytes()
     damage(db)
     before = db.read_bytes() if db.exists() and db.stat().st_size else None
+    beside = beside_database(db)
     proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", timeout=30)
     assert_refused(proc, db, before)
     assert audit.read_bytes() == audit_before, "the audit trail was written by a start that was refused"
+    assert beside_database(db) == beside, "the refused start created files beside the damaged database"
     if damage in (emptied, removed):
         assert "audit" in proc.stderr  # why it is not taken for a first start
 
