@@ -27,14 +27,13 @@ Times: rate-limit windows and ages are real seconds (monotonic); alert timestamp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import fmt, logs, present, sentalerts
+from .ahead import LOST, Ahead
 from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
@@ -231,34 +230,22 @@ EXIT_REASONS = frozenset({"stop_loss", "take_profit", "signal"})
 # restart meets again (a halt re-armed and halted again) is news, as in one process. Those sent past the outbox
 # (RECORDS_UNWRITABLE, START_FAILED on records that cannot be trusted) keep theirs in sentalerts' file.
 RESTART_KEYS = frozenset({"STARTED", "START_FAILED"})
-# Set-aside records spanning longer than this are more than the moment before a kill: the database lost records.
-SET_ASIDE_SPAN_S = 60.0
-
-
 def _set_aside_text(summary: Any, why: Any = None) -> tuple[str, bool]:
     """The start's audit records set aside as never committed, said to the operator, and whether they show that
-    the database lost committed records (a run's start among them, or more than a minute of records) rather than
-    the last moment before a kill: then it pages."""
+    the database lost committed records rather than the last moment before a kill (ahead.Ahead judges, as for
+    `ffe doctor` and `ffe audit verify`): then it pages."""
     if not isinstance(summary, dict) or not summary.get("records"):
         return "", False
-    first, last = summary.get("first"), summary.get("last")
-    span = 0.0
-    if isinstance(first, str) and isinstance(last, str):
-        with contextlib.suppress(ValueError):
-            span = (datetime.fromisoformat(last.replace("Z", "+00:00"))
-                    - datetime.fromisoformat(first.replace("Z", "+00:00"))).total_seconds()
-    lost = bool(summary.get("runs")) or span > SET_ASIDE_SPAN_S
+    ahead = Ahead.of(summary)
     name = Path(str(summary.get("file", ""))).name
-    text = (f" {summary['records']} audit records the database does not hold ({summary.get('fills', 0)} fills, "
-            f"{summary.get('orders', 0)} order updates, {first} to {last}) were set aside in {name}")
-    if lost:
-        text += (": more than the moment before a kill, so the database lost committed records (an older copy put "
-                 "back, its WAL lost): stop it and restore the newest backup, or check the books against the "
-                 "exchange (`ffe doctor`, `ffe ctl balances`).")
+    text = f" {ahead.held()} were set aside in {name}"
+    if ahead.lost:
+        text += (f": {LOST}: stop it and restore the newest backup, or check the books against the exchange "
+                 "(`ffe doctor`, `ffe ctl balances`).")
     else:
         # The start knows why the last run ended when it stopped on a record it could not write (`why`).
         text += f": written just before the last run {'ended: ' + str(why) if why else 'was killed'}."
-    return text, lost
+    return text, ahead.lost
 
 
 def _trail_damaged_text(found: Any) -> str:

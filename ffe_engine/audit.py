@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from . import logs
+from .ahead import Ahead
 from .chain import (GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files,
                     unreadable_trail, verify_current, verify_trail)
 from .clock import Clock
@@ -354,24 +355,14 @@ STRICTNESS = {"RUNNING": 0, "PAUSED": 1, "HALTED": 2}
 
 
 def set_aside_summary(records: list[bytes], file: Path | None) -> dict[str, Any] | None:
-    """What records set aside as never committed hold: how many, their fills, orders' updates and run starts, the
-    time of the first and the last, and the file they are in. None for none."""
+    """What records set aside as never committed hold (ahead.Ahead: how many, their fills, orders' updates and run
+    records, the time of the first and the last) and the file they are in. None for none."""
     if not records or file is None:
         return None
-    events: dict[str, int] = {}
-    times: list[str] = []
+    ahead = Ahead()
     for line in records:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        name = str(rec.get("event", ""))
-        events[name] = events.get(name, 0) + 1
-        if isinstance(rec.get("ts"), str):
-            times.append(rec["ts"])
-    return {"records": len(records), "fills": events.get("fill", 0), "orders": events.get("order", 0),
-            "runs": events.get("run", 0), "first": min(times, default=None), "last": max(times, default=None),
-            "file": str(file)}
+        ahead.add(line)
+    return {**ahead.as_dict(), "file": str(file)}
 
 
 def _strictest_stop(records: list[bytes]) -> tuple[str, str] | None:

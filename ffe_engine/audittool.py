@@ -485,19 +485,26 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
             raise UsageError(str(exc)) from None
         finally:
             records.close()
+    # Records after the database's last event that are more than the moment before a kill: the database lost
+    # committed records (as the start and `ffe doctor` judge them), whatever the chain says.
+    lost = result.uncommitted.lost_records() if result.ok and result.uncommitted is not None else None
     if as_json:
-        print(json.dumps(_verify_json(result, db_path if checked_db else None)))
+        print(json.dumps(_verify_json(result, db_path if checked_db else None, lost)))
+    elif lost is not None:
+        print(f"database BEHIND the audit trail: {db_path}: {lost}")
     else:
         print(_verify_text(result, db_path if checked_db else None))
-    return 0 if result.ok else 1
+    return 0 if result.ok and lost is None else 1
 
 
-def _verify_json(r: VerifyResult, db_path: Path | None) -> dict[str, Any]:
-    return {"ok": r.ok, "first_bad_seq": r.first_bad_seq, "reason": r.reason, "records": r.records,
-            "first_seq": r.first_seq, "last_seq": r.last_seq, "files": r.files, "database": str(db_path or ""),
-            "head": {"seq": r.head.seq, "hash": r.head.hash} if r.head else None, "unchained": r.unchained,
-            "torn_bytes": r.torn_bytes,
-            "uncommitted": {"inside": r.uncommitted.inside, "after": r.uncommitted.after} if r.uncommitted else None}
+def _verify_json(r: VerifyResult, db_path: Path | None, lost: str | None) -> dict[str, Any]:
+    u = r.uncommitted
+    return {"ok": r.ok and lost is None, "first_bad_seq": r.first_bad_seq, "reason": lost or r.reason,
+            "records": r.records, "first_seq": r.first_seq, "last_seq": r.last_seq, "files": r.files,
+            "database": str(db_path or ""), "head": {"seq": r.head.seq, "hash": r.head.hash} if r.head else None,
+            "unchained": r.unchained, "torn_bytes": r.torn_bytes,
+            "uncommitted": {"inside": u.inside, "after": u.after, "ahead": u.ahead.as_dict(),
+                            "lost": u.ahead.lost} if u else None}
 
 
 def _verify_text(r: VerifyResult, db_path: Path | None) -> str:

@@ -52,7 +52,7 @@ from .backtest_runs import not_an_account, run_records
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
-from .errors import FfeError, NotADatabase, StorageError, UsageError, first_problem
+from .errors import DamagedRecords, FfeError, NotADatabase, StorageError, UsageError, first_problem
 from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
 from .store import SCHEMA_VERSION, Records, Store, backtest_records, check_files, copy_pinned, pin_file
@@ -189,6 +189,10 @@ def _stage_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Pat
     try:
         facts = copy_pinned(conn, work / DB_NAME)
         copied = copy_trail(trail, work / TRAIL_NAME, facts.last_seq, work / DB_NAME)
+        if copied.ahead.lost:
+            # A backup of records that lost committed ones would hold the loss, and retention then deletes the
+            # backups that do not: refused, as `ffe doctor` refuses them.
+            raise DamagedRecords(f"{trail}: {copied.ahead.lost_records(facts.last_seq)}: no backup was written")
         (work / CONFIG_NAME).write_text(config)
         manifest = {
             "format": FORMAT, "ffe_version": __version__, "schema_version": facts.schema_version,

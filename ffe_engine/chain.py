@@ -23,6 +23,7 @@ from typing import IO, Iterable, Iterator, Sequence
 import orjson
 import zstandard
 
+from .ahead import Ahead
 from .errors import StorageError
 
 GENESIS = "0" * 64  # the `prev` of a trail's first line
@@ -126,13 +127,23 @@ def last_line(path: Path) -> bytes | None:
 @dataclass(frozen=True)
 class Uncommitted:
     """Records of the trail the database never committed: `inside`, the seqs of those the trail went on after (an
-    older ffe's start continued the chain after them), and `after`, how many follow the database's last event
-    (`db_last`): written just before a kill (or being committed, beside a running engine), which the next start
-    sets aside (audit.repair_trail). The one judgement `ffe doctor` and `ffe audit verify` both say."""
+    older ffe's start continued the chain after them), and `ahead`, those after the database's last event
+    (`db_last`), judged as the start judges what it sets aside (ahead.Ahead): written just before a kill (or being
+    committed, beside a running engine), noted; or records the database lost, `lost_records`. The one judgement
+    `ffe doctor` and `ffe audit verify` both say."""
 
     inside: list[int]
-    after: int
+    ahead: Ahead
     db_last: int
+
+    @property
+    def after(self) -> int:
+        return self.ahead.records
+
+    def lost_records(self) -> str | None:
+        """What the database lacks and the remedy, when the records after its last event show it lost committed
+        records; None when they are the moment before a kill (or there are none)."""
+        return self.ahead.lost_records(self.db_last) if self.ahead.lost else None
 
     def notes(self) -> list[str]:
         out = []
@@ -142,7 +153,7 @@ class Uncommitted:
             out.append(f"note: seq {shown} {'is' if one else 'are'} in the audit trail but the database never "
                        f"committed {'it' if one else 'them'}: written just before a kill, and the trail went on "
                        "after (an older ffe): no record of what happened")
-        if self.after:
+        if self.after and not self.ahead.lost:
             one = self.after == 1
             out.append(f"note: {self.after} record{'' if one else 's'} after the database's last event (seq "
                        f"{self.db_last}) {'is' if one else 'are'} not in it: written just before a kill and never "
@@ -363,20 +374,23 @@ class _Match:
         self.next: int | None = next(self.committed, None)
         self.last = 0  # the database's last seq seen
         self.missing: list[int] = []
+        self.ahead = Ahead()  # the records after the database's last event
 
     def walk(self, lines: Iterator[_Line]) -> Iterator[_Line]:
         for line in lines:
             if line.seq is not None:
-                self.see(line.seq)
+                self.see(line.seq, line.raw)
             yield line
 
-    def see(self, seq: int) -> None:
+    def see(self, seq: int, raw: bytes) -> None:
         while self.next is not None and self.next < seq:
             self._advance()
         if self.next == seq:
             self._advance()
-        else:
-            self.missing.append(seq)
+            return
+        self.missing.append(seq)
+        if self.next is None and seq > self.last:  # past the database's last event
+            self.ahead.add(raw)
 
     def _advance(self) -> None:
         assert self.next is not None
@@ -387,7 +401,7 @@ class _Match:
         while self.next is not None:
             self._advance()
         inside = [s for s in self.missing if s < self.last]
-        return Uncommitted(inside=inside, after=len(self.missing) - len(inside), db_last=self.last)
+        return Uncommitted(inside=inside, ahead=self.ahead, db_last=self.last)
 
 
 class _Walk:

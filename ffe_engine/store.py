@@ -534,6 +534,29 @@ def peek_foreign(path: Path | str) -> None:
         conn.close()
 
 
+def peek_damage(path: Path | str) -> bool:
+    """SQLite's quick check of the file read as it is (immutable), when nothing beside it holds more of it (no -wal,
+    no hot journal): a damaged file is refused (DamagedDatabase) before the usual open, which would leave -wal and
+    -shm files beside it, read-only too, and so the damaged file is left as it is. Returns whether it was checked
+    (and passed): otherwise the check is the usual open's to make."""
+    path = Path(path)
+    if not path.is_file() or path.with_name(path.name + "-wal").exists() or hot_journal(path) is not None:
+        return False
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return False
+    try:
+        problems = check_problems(conn.execute("PRAGMA quick_check").fetchall())
+    except sqlite3.DatabaseError as exc:
+        raise _refusal(path, exc) from None
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        raise damaged_database(path, first_problem(problems))
+    return True
+
+
 def check_files(path: Path | str, new_ok: bool) -> bool:
     """The files of the database at `path` before SQLite opens them (opening can change them): NotADatabase for a
     directory there; DamagedDatabase for a main file missing or empty beside a WAL that holds pages
@@ -560,13 +583,14 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
     if not check_files(path, new_ok):
         return  # a first start (an empty file: one a first start killed at once left)
     peek_foreign(path)
+    checked = peek_damage(path)  # before the usual open, which would leave files beside a damaged one
     try:
         roll_back_journal(path, timeout)
         conn = open_read_only(path, timeout)
     except sqlite3.DatabaseError as exc:
         raise _refusal(path, exc) from None
     try:
-        problems = check_problems(conn.execute("PRAGMA quick_check").fetchall())
+        problems = ["ok"] if checked else check_problems(conn.execute("PRAGMA quick_check").fetchall())
         if problems != ["ok"]:
             raise damaged_database(path, first_problem(problems))
         refuse_foreign(path, conn, checked=True)  # what peek_foreign could not read: beside a -wal, a hot journal

@@ -8,7 +8,8 @@ line edited), or missing (deleted, the trail behind the database), is taken from
 `ffe doctor`. A line the database holds no copy of (a record an older ffe wrote, whose transaction was never
 committed, the trail going on after it) is taken from the trail only if the chain holds it; damaged, nothing can
 stand in for it, and the backup fails with one line naming the file and seq. Every line taken is checked as
-`ffe audit verify` checks it: seq goes on by one, and each `prev` is the hash of the line before.
+`ffe audit verify` checks it: seq goes on by one, and each `prev` is the hash of the line before. The lines after
+the database's last seq are not copied; what they hold is returned (`ahead`), for the caller to judge.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .ahead import Ahead
 from .chain import GENESIS, open_trail
 from .errors import DamagedRecords
 from .store import Records
@@ -34,6 +36,7 @@ class TrailCopy:
     last: int = 0
     from_database: int = 0  # records taken from the database's copy
     damaged: list[dict[str, Any]] = field(default_factory=list)  # {file, first, last}: what those were, in the trail
+    ahead: Ahead = field(default_factory=Ahead)  # the trail's records after the database's last event
 
     def note_damaged(self, where: str, seq: int) -> None:
         """The trail file `where` damaged at `seq`: joined to the range before it when it goes on from it."""
@@ -57,8 +60,9 @@ def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> TrailCopy:
             current = str(trail.absolute())
             for where, line in _lines(trail):
                 e = writer.next
-                if e > last_seq:
-                    break
+                if e > last_seq:  # after the database's last event: judged by the caller
+                    writer.result.ahead.add(line)
+                    continue
                 m = _SEQ.search(line, 0, 200)
                 s = int(m.group(1)) if m else None
                 if s is not None and s < e:
