@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ class Received:
     path: str
     body: Any
     headers: dict[str, str]
+    at: float = 0.0  # when it arrived (time.monotonic)
 
 
 @dataclass
@@ -27,6 +29,8 @@ class Receiver:
     fail_next: int = 0  # answer 503 to this many requests, then go back to the schedule
     hang: bool = False  # never answer
     hold: asyncio.Event | None = None  # while given and not set, a request waits for it before it is answered
+    hold_kind: str = ""  # when set, only a request whose JSON body has this kind waits for `hold`
+    retry_after: str | None = None  # the Retry-After header of the answers that fail (fail_with, fail_next)
     telegram: bool = False  # answer like the Bot API ({"ok": true})
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -47,17 +51,19 @@ class Receiver:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        rec = Received(request.method, request.path, body, dict(request.headers))
+        rec = Received(request.method, request.path, body, dict(request.headers), time.monotonic())
         self.requests.append(rec)
         if self.hang:
             await asyncio.Event().wait()
-        if self.hold is not None:
+        held = not self.hold_kind or isinstance(body, dict) and body.get("kind") == self.hold_kind
+        if self.hold is not None and held:
             await self.hold.wait()
+        failing = {"Retry-After": self.retry_after} if self.retry_after is not None else None
         if self.fail_next > 0:
             self.fail_next -= 1
-            return web.Response(status=503, text="down")
+            return web.Response(status=503, text="down", headers=failing)
         if self.fail_with is not None:
-            return web.Response(status=self.fail_with, text="down")
+            return web.Response(status=self.fail_with, text="down", headers=failing)
         self.delivered.append(rec)
         if self.telegram:
             return web.json_response({"ok": True, "result": {}})
