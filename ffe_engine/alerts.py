@@ -15,8 +15,11 @@ events into alerts synchronously and cheaply, then:
   (RECONCILE_OK after a new hold).
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
-  channel's least severe are dropped, oldest first (counted), and the channel is told how many when it takes
-  alerts again.
+  channel's least severe are dropped, oldest first (each logged with its text, its row kept as dropped), and the
+  channel is told how many, of which kinds, when it takes alerts again (ALERTS_DROPPED). What it has not been told
+  is read from the outbox (the dropped rows no delivered notice counted), never kept in memory only: every dropped
+  alert is told exactly once across any number of restarts, or twice if the process dies between the receiver's
+  answer to the notice and its record (at least once, as every alert: a count told twice rather than lost).
 - delivery: one task per channel, off the trading loop, oldest first; a failing channel is retried with
   exponential backoff (tenacity) and holds its own queue only, so each alert arrives once and in order when the
   receiver is back (at least once if the process dies between the receiver's answer and the outbox update).
@@ -64,6 +67,25 @@ class Alert:
     # What makes a repeat the same alert across a restart, for those sent past the outbox (sentalerts.py): the text
     # when empty; one cause for all of a kind whose texts differ in details only (which file takes no write).
     cause: str = ""
+
+
+DROPPED_KINDS_SHOWN = 6  # the kinds a notice of dropped alerts names; the others are counted
+
+
+def dropped_text(untold: list[tuple[int, str, float]], outbox_max: int) -> str:
+    """The ALERTS_DROPPED notice for the dropped alerts (id, kind, created_ts) it tells: how many, of which kinds,
+    raised when, and where what they said is."""
+    kinds: dict[str, list[float]] = {}
+    for _, kind, ts in untold:
+        kinds.setdefault(kind, []).append(ts)
+    said = [f"{kind} x{len(ts)} (raised {fmt.iso(min(ts))}" + (f" to {fmt.iso(max(ts))})" if max(ts) > min(ts) else ")")
+            for kind, ts in list(kinds.items())[:DROPPED_KINDS_SHOWN]]
+    more = len(kinds) - DROPPED_KINDS_SHOWN
+    return (f"ffe dropped {len(untold)} undelivered alert(s) for this channel while it could not be reached (outbox "
+            f"full at alerts.outbox_max = {outbox_max}: the least severe and oldest first): {', '.join(said)}"
+            + (f" and {more} more kind(s)" if more > 0 else "") + ". What each said is in the log line of its drop "
+            "(\"alert dropped from the full outbox\") and in the database (alert_outbox, status dropped); the events "
+            "that raised them are in the audit trail (`ffe audit tail`).")
 
 
 def _stays(state: str | None) -> str:
@@ -313,8 +335,7 @@ class ChannelStatus:
     pending: int = 0
     sent: int = 0
     failures: int = 0
-    dropped: int = 0
-    unreported: int = 0  # dropped, and not yet told on the channel itself
+    dropped: int = 0  # every alert the outbox dropped for the channel, in every run (read from the outbox at start)
     sending: int | None = None  # the outbox id of the alert on the wire (through its retries): never trimmed
     last_success: float | None = None
     last_error: str = ""
@@ -508,6 +529,7 @@ class Notifier:
             self._session = new_session()
         for c in self.channels:
             self.status[c.name].pending = await self.store.pending_alerts(c.name)
+            self.status[c.name].dropped = await self.store.dropped_alerts(c.name)
             self._tasks.append(asyncio.create_task(self._deliver(c), name=f"ffe-alerts-{c.name}"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="ffe-alerts-tick"))
 
@@ -526,12 +548,14 @@ class Notifier:
                 for c in self.channels:
                     st = self.status[c.name]
                     dropped = await self.store.trim_alerts(c.name, self.cfg.outbox_max, sparing=st.sending)
+                    for row in dropped:  # what it said, where the notice says to look for it
+                        log.warning("alert dropped from the full outbox", channel=c.name, kind=row["kind"],
+                                    severity=row["severity"], raised=fmt.iso(row["created_ts"]), text=row["text"])
                     if dropped:
-                        st.dropped += dropped
-                        st.unreported += dropped
-                        st.pending = max(0, st.pending - dropped)
+                        st.dropped += len(dropped)
+                        st.pending = max(0, st.pending - len(dropped))
                         log.warning("alert outbox full: least severe and oldest alerts dropped", channel=c.name,
-                                    dropped=dropped)
+                                    dropped=len(dropped))
             except Exception as exc:  # the ticker must keep going; the failure is logged
                 log.error("alert tick failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -545,6 +569,9 @@ class Notifier:
                 log.error("alert outbox read failed", channel=channel.name, error=f"{type(exc).__name__}: {exc}")
                 alert = None
             if alert is None:
+                if not await self._tell_dropped(channel, st):  # nothing else to send: the notice is tried alone
+                    await self._back_off()
+                    continue
                 wake.clear()
                 try:
                     await asyncio.wait_for(wake.wait(), 1.0)
@@ -565,10 +592,7 @@ class Notifier:
                 await self.store.alert_failed(alert["id"], attempts, str(exc))
                 log.warning("alert not delivered; backing off", channel=channel.name, kind=alert["kind"],
                             error=str(exc), attempts=attempts)
-                try:
-                    await asyncio.wait_for(self._closing.wait(), self.cfg.retry_max_s)
-                except TimeoutError:
-                    pass
+                await self._back_off()
                 continue
             await self.store.alert_sent(alert["id"], attempts, self._wall())
             st.sending = None
@@ -577,25 +601,47 @@ class Notifier:
             st.last_success = self._wall()
             st.ok = True
             st.last_error = ""
-            if st.unreported:
-                await self._tell_dropped(channel, st)
+            await self._tell_dropped(channel, st)
 
-    async def _tell_dropped(self, channel: Channel, st: ChannelStatus) -> None:
-        """The channel takes alerts again after its outbox was trimmed: it is told how many it never got (once; a
-        notice that fails is tried after the next delivery)."""
-        n = st.unreported
-        row = {"key": "ALERTS_DROPPED", "kind": "ALERTS_DROPPED", "severity": "warn", "created_ts": self._wall(),
-               "text": f"ffe dropped {n} undelivered alert(s) for this channel while it could not be reached (outbox "
-                       f"full at alerts.outbox_max = {self.cfg.outbox_max}: the least severe and oldest first). "
-                       "What they said is in the log and the audit trail."}
-        assert self._session is not None
+    async def _back_off(self) -> None:
+        """A failed round: the channel is left alone for `retry_max_s` (or until the notifier closes)."""
         try:
-            await channel.send(self._session, row, self.cfg.timeout_s)
+            await asyncio.wait_for(self._closing.wait(), self.cfg.retry_max_s)
+        except TimeoutError:
+            pass
+
+    async def _tell_dropped(self, channel: Channel, st: ChannelStatus) -> bool:
+        """The channel takes alerts: it is told of the alerts dropped for it that no delivered notice counted yet, in
+        any run (the outbox says which), with their kinds and times. Recorded with the alerts it counted once the
+        receiver answered. False when it was not delivered (tried again after the next delivery, or after a
+        back-off when nothing else waits)."""
+        try:
+            untold = await self.store.untold_alerts(channel.name)
+        except Exception as exc:
+            log.error("alert outbox read failed", channel=channel.name, error=f"{type(exc).__name__}: {exc}")
+            return False
+        if not untold:
+            return True
+        row = {"key": "ALERTS_DROPPED", "kind": "ALERTS_DROPPED", "severity": "warn", "created_ts": self._wall(),
+               "attempts": 0, "text": dropped_text(untold, self.cfg.outbox_max)}
+        try:
+            await self._send_with_retries(channel, row, st)
         except DeliveryFailed as exc:
+            st.ok = False
             log.warning("alert not delivered", channel=channel.name, kind="ALERTS_DROPPED", error=str(exc))
-            return
-        st.unreported -= n
+            return False
+        told = self._wall()
         st.sent += 1
+        st.ok = True
+        st.last_success = told
+        try:
+            await self.store.alerts_told([i for i, _, _ in untold], (channel.name, row["key"], row["kind"],
+                                                                   row["severity"], row["text"], row["created_ts"]),
+                                         told)
+        except Exception as exc:  # not recorded: told again by the next notice (at least once)
+            log.error("alert outbox update failed", channel=channel.name, error=f"{type(exc).__name__}: {exc}")
+            return False
+        return True
 
     async def _send_with_retries(self, channel: Channel, alert: dict[str, Any], st: ChannelStatus) -> int:
         # Imported by the first delivery: an engine with no alert channel never needs it.
@@ -611,8 +657,16 @@ class Notifier:
             exc = rs.outcome.exception() if rs.outcome is not None else None
             st.last_error = str(exc)
 
-        retrying = AsyncRetrying(stop=stop_after_attempt(cfg.retry_attempts),
-                                 wait=wait_exponential(multiplier=cfg.retry_initial_s, max=cfg.retry_max_s),
+        backoff = wait_exponential(multiplier=cfg.retry_initial_s, max=cfg.retry_max_s)
+
+        def wait(rs: RetryCallState) -> float:
+            # The channel's own Retry-After (a 429), as the exchange's is honoured: no try before it, though never
+            # longer than the configured cap (a channel asking for an hour is tried again at retry_max_s).
+            exc = rs.outcome.exception() if rs.outcome is not None else None
+            asked = exc.retry_after if isinstance(exc, DeliveryFailed) else None
+            return max(backoff(rs), min(asked, cfg.retry_max_s)) if asked is not None else backoff(rs)
+
+        retrying = AsyncRetrying(stop=stop_after_attempt(cfg.retry_attempts), wait=wait,
                                  retry=retry_if_exception_type(DeliveryFailed), before_sleep=failed, reraise=True)
         try:
             async for attempt in retrying:

@@ -22,7 +22,22 @@ SEVERITY_MARK = {"page": "PAGE", "warn": "WARN", "info": "INFO"}
 
 
 class DeliveryFailed(Exception):
-    """One delivery attempt failed; the message is safe to log (no URL, no token)."""
+    """One delivery attempt failed; the message is safe to log (no URL, no token). `retry_after`: the seconds the
+    channel asked to be left alone for (HTTP Retry-After on a 429 or a 503), when it said so in seconds."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None) -> float | None:
+    """A Retry-After header's wait in seconds, or None: absent, or given as a date (a channel's rate limit says
+    seconds; a date would need the clock, and the backoff covers it)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -80,7 +95,8 @@ class Channel:
             async with session.post(self.url, json=self.body(alert),
                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 if resp.status >= 300:
-                    raise DeliveryFailed(f"HTTP {resp.status}")
+                    asked = retry_after(resp.headers.get("Retry-After")) if resp.status in (429, 503) else None
+                    raise DeliveryFailed(f"HTTP {resp.status}", retry_after=asked)
                 if self.name == "telegram":
                     answer = await resp.json(content_type=None)
                     if not isinstance(answer, dict) or not answer.get("ok"):

@@ -222,7 +222,8 @@ class _Snapshot(Collector):
                                     labels=["channel"])
         sent = _counter("ffe_alerts_sent_total", "Alerts delivered, per channel.")
         failed = _counter("ffe_alerts_failed_total", "Delivery attempts that failed, per channel.")
-        dropped = _counter("ffe_alerts_dropped_total", "Alerts dropped from a full outbox, per channel.")
+        dropped = _counter("ffe_alerts_dropped_total", "Alerts dropped from a full outbox, per channel, in every run "
+                                                       "(the outbox's dropped rows, counted at start).")
         last_ok = GaugeMetricFamily("ffe_alerts_last_success_timestamp_seconds",
                                     "When the channel last delivered (seconds since the epoch; 0 = not yet).",
                                     labels=["channel"])

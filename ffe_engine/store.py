@@ -41,7 +41,7 @@ from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineStat
 from .sqlthread import Connection
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PIN_TRIES = 5  # a backup's read view waits at most this many rounds for every buffered event to be written
 
 
@@ -126,6 +126,14 @@ MIGRATIONS: dict[int, list[str]] = {
         "UPDATE orders SET fee_base_value = fee_base * COALESCE(average, 0) WHERE fee_base != 0",
         "ALTER TABLE fills ADD COLUMN fee_base_value REAL NOT NULL DEFAULT 0",
         "UPDATE fills SET fee_base_value = fee_base * price WHERE fee_base != 0",
+    ],
+    4: [
+        # When a dropped alert was told on its channel: the time the ALERTS_DROPPED notice that counted it was
+        # delivered; NULL until then. What a channel has not been told is in the outbox, not in a process's memory,
+        # so it survives any restart. Rows dropped before this version were told, if at all, by a count kept in
+        # memory: nothing says so, and they are told once more rather than perhaps never.
+        "ALTER TABLE alert_outbox ADD COLUMN told_ts REAL",
+        "CREATE INDEX alert_outbox_untold ON alert_outbox (channel, id) WHERE status = 'dropped' AND told_ts IS NULL",
     ],
 }
 
@@ -1430,19 +1438,51 @@ class Store:
         await self._write("UPDATE alert_outbox SET attempts = ?, last_error = ? WHERE id = ?",
                           (attempts, error[:200], alert_id), audit_first=False)
 
-    async def trim_alerts(self, channel: str, keep: int, sparing: int | None = None) -> int:
+    async def trim_alerts(self, channel: str, keep: int, sparing: int | None = None) -> list[dict[str, Any]]:
         """Bound the outbox: beyond `keep` undelivered alerts, the least severe are marked dropped, the oldest of
         them first (a page goes only when `keep` pages are newer). `sparing`: the id of the alert on the wire, never
-        dropped (it counts toward `keep`). How many were."""
+        dropped (it counts toward `keep`). The alerts dropped (kind, severity, text, created_ts), oldest first."""
         spared = -1 if sparing is None else sparing
         async with self._lock:
             await self._flush_locked()
-            cur = await self.conn.execute(
-                "UPDATE alert_outbox SET status = 'dropped' WHERE id IN (SELECT id FROM alert_outbox "
-                "WHERE channel = ? AND status = 'pending' AND id != ? ORDER BY CASE severity WHEN 'page' THEN 0 "
-                "WHEN 'warn' THEN 1 ELSE 2 END, id DESC LIMIT -1 OFFSET ?)",
-                (channel, spared, keep if sparing is None else max(0, keep - 1)))
-            return int(cur.rowcount or 0)
+            async with self._tx():
+                cur = await self.conn.execute(
+                    "SELECT id, kind, severity, text, created_ts FROM alert_outbox WHERE id IN (SELECT id FROM "
+                    "alert_outbox WHERE channel = ? AND status = 'pending' AND id != ? ORDER BY CASE severity WHEN "
+                    "'page' THEN 0 WHEN 'warn' THEN 1 ELSE 2 END, id DESC LIMIT -1 OFFSET ?) ORDER BY id",
+                    (channel, spared, keep if sparing is None else max(0, keep - 1)))
+                rows = await cur.fetchall()
+                await self.conn.executemany("UPDATE alert_outbox SET status = 'dropped' WHERE id = ?",
+                                            [(r[0],) for r in rows])
+        return [{"kind": r[1], "severity": r[2], "text": r[3], "created_ts": r[4]} for r in rows]
+
+    async def dropped_alerts(self, channel: str) -> int:
+        """How many alerts the outbox has dropped for the channel, in every run."""
+        cur = await self.conn.execute("SELECT COUNT(*) FROM alert_outbox WHERE channel = ? AND status = 'dropped'",
+                                      (channel,))
+        (n,) = await cur.fetchone()
+        return int(n)
+
+    async def untold_alerts(self, channel: str) -> list[tuple[int, str, float]]:
+        """The alerts dropped for the channel that no delivered ALERTS_DROPPED notice has counted yet, in every run:
+        (id, kind, created_ts), oldest first."""
+        cur = await self.conn.execute(
+            "SELECT id, kind, created_ts FROM alert_outbox WHERE channel = ? AND status = 'dropped' "
+            "AND told_ts IS NULL ORDER BY id", (channel,))
+        return [(int(i), str(kind), float(ts)) for i, kind, ts in await cur.fetchall()]
+
+    async def alerts_told(self, ids: list[int], notice: tuple[str, str, str, str, str, float], ts: float) -> None:
+        """A delivered ALERTS_DROPPED notice (channel, key, kind, severity, text, created_ts) and the dropped alerts
+        it counted (`ids`), told at `ts`, in one transaction: the notice is kept as sent with what the operator was
+        told, and the alerts it counted are never counted again."""
+        async with self._writing(audit_first=False):
+            await self._flush_locked()
+            async with self._tx():
+                await self.conn.executemany("UPDATE alert_outbox SET told_ts = ? WHERE id = ?",
+                                            [(ts, i) for i in ids])
+                await self.conn.execute(
+                    "INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, status, attempts, "
+                    "sent_ts) VALUES (?,?,?,?,?,?,'sent',1,?)", (*notice, ts))
 
     # ---------------------------------------------------------------- reads for the operator's views
     async def trade_stats(self, by: str | None = None, limit: int = 12) -> list[dict[str, Any]]:
