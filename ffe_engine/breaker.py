@@ -3,7 +3,10 @@
 closed -> (failure_threshold consecutive transient failures) -> open -> (recovery_timeout_s) -> half_open: one
 probe call goes through; its success closes the breaker, its failure opens it again for another timeout.
 Only transient failures (VenueUnavailable, which includes an order in doubt) count: a venue that answers
-"insufficient funds" is healthy.
+"insufficient funds" is healthy. A request held back by the exchange's Retry-After (VenueUnavailable, not sent) is
+neither a failure nor a success: it never reached the venue, whose own answer (the 418 or 429 that asked for the
+wait) counted once already. Counted, the poll's lookups refused every half second would open the breaker (and pause
+the engine) over one answer.
 """
 
 from __future__ import annotations
@@ -78,9 +81,10 @@ class CircuitBreaker:
         try:
             result = await fn()
         except VenueUnavailable as exc:
-            self.record_failure(str(exc))
-            if observe is not None:
-                observe(time.perf_counter() - started, exc)
+            if exc.sent:
+                self.record_failure(str(exc))
+                if observe is not None:
+                    observe(time.perf_counter() - started, exc)
             raise
         except Exception as exc:
             if observe is not None:

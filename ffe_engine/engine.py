@@ -250,6 +250,8 @@ class Engine:
         self._cash_waits = False
         self._reconciled_at = clock.monotonic()
         self._recheck_at: float | None = None  # when to look again at differences found once (reconcile.py)
+        # The last reconciliation compared nothing: the exchange asked for no requests then (Retry-After).
+        self.reconcile_waits = False
         # The flatten under way: symbol -> closing orders placed for it (see _follow_flatten); None when none is.
         self._flattening: dict[str, int] | None = None
         self._flatten_wait_said: float | None = None  # the venue's Retry-After the flatten last said it waits for
@@ -444,12 +446,12 @@ class Engine:
         if self.profile.venue_checks:
             # Before any new order: the journal against the venue (orders in flight, fills while down, positions),
             # and a difference found then looked at again before the engine trades.
-            await self.reconcile()
+            await self._start_reconcile()
             for _ in range(3):
                 if self._recheck_at is None:
                     break
                 await self.clock.sleep(max(0.0, self._recheck_at - self.clock.monotonic()))
-                await self.reconcile()
+                await self._start_reconcile()
         await self.approvals.expire()
         if self.state is EngineState.HALTED:
             # A halt rejects every pending approval; a HALTED stored without the engine (kept across a restore, or
@@ -1267,6 +1269,13 @@ class Engine:
         report = await self.reconciler.run(with_cash=not adopt)
         if report.status == "superseded":  # an accept was stored meanwhile: the next one compares with its baseline
             return []
+        self.reconcile_waits = report.status == "waiting"
+        if self.reconcile_waits:
+            # The exchange asked for no requests for a while (Retry-After): it is not unreachable, and nothing was
+            # compared. What held the engine before holds it still; it reconciles again once the wait is over (a
+            # start's stops the start: _start_reconcile).
+            self._recheck_at = self.clock.monotonic() + report.wait_s
+            return []
         self.reconcile_unconfirmed = report.unconfirmed
         # Whether it compared everything: every symbol's position, the cash and the equity (none left out for an
         # order whose trade the balances may hold already, nor taken from the venue instead), with balances read
@@ -1317,6 +1326,16 @@ class Engine:
             return differences
         self._blocked_missed = set()
         return differences
+
+    async def _start_reconcile(self) -> None:
+        """A reconciliation of the start's. One the exchange's Retry-After put off stops the start, as its first
+        request does: the engine does not trade on books it has not compared, and the start is not held for longer
+        than a request waits (the control socket is not up yet: a halt could not be asked for meanwhile)."""
+        await self.reconcile()
+        if self.reconcile_waits:
+            left = max(0.0, (self._recheck_at or 0.0) - self.clock.monotonic())
+            raise VenueUnavailable(f"{self.venue.name}: the start's reconciliation is not done: the exchange asked "
+                                   f"for no requests for {left:.0f}s more (Retry-After)", retry_after=left, sent=False)
 
     async def _hold(self, blocked: list[dict[str, Any]], lifted: str | None = None, by: str = "reconcile") -> None:
         """What reconciliation holds the engine for now, and the state's reason kept in step with it: the one place
@@ -1854,6 +1873,9 @@ class Engine:
         differences = await self.reconcile()
         await self.flush()
         held = self.reconcile_blocked
+        if self.reconcile_waits:
+            return ("reconciliation waits for the exchange's Retry-After (it asked for no requests for now) and "
+                    "compares once it is over: `ffe ctl why` then")
         if not held and self.reconcile_unconfirmed:
             return (f"reconciliation sees {len(self.reconcile_unconfirmed)} difference(s) it looks at again once the "
                     "venue's reads have caught up: accept them if they stay (`ffe ctl why`)")

@@ -95,7 +95,8 @@ class Acceptance:
 class ReconcileReport:
     status: str  # ok, resolved (orders in doubt settled, nothing unexplained), differences, unconfirmed (found for the
     # first time, or balances read too soon after an order change to count), failed, superseded (an accept was
-    # stored while it ran: not recorded, not acted on)
+    # stored while it ran: not recorded, not acted on), waiting (the exchange asked for no requests for `wait_s` more
+    # (Retry-After): nothing compared, not recorded; reconciled again once that is over)
     differences: list[dict[str, Any]] = field(default_factory=list)
     venue_cash: float | None = None  # the venue's quote balance, read after the orders in flight were resolved
     # No order was in doubt or unanswered when the balances were read: they and the journal's fills describe the
@@ -108,6 +109,7 @@ class ReconcileReport:
     # When (the clock's monotonic time) a read of the balances would show every order change the books had taken
     # when these were read: None when these did. Until then what they show counts for nothing (module docstring).
     current_from: float | None = None
+    wait_s: float = 0.0  # status waiting: how long the exchange asked for no requests, from when the report was made
 
     @property
     def unreachable(self) -> bool:
@@ -417,11 +419,14 @@ class Reconciler:
                      if vo.client_order_id in journal and vo.client_order_id not in in_flight | set(live)
                      and await self.orders.reappeared(vo)}
             balances, quiet, asked = await self._balances_after_fills()
-        except (VenueError, VenueUnavailable) as exc:
-            # One list for the record and the report: the record says what the difference is, as every one does.
-            unreachable = [{"kind": "venue_unreachable", "error": str(exc)[:200]}]
-            self.bus.publish(ReconcileEvent(status="failed", differences=unreachable))
-            return ReconcileReport("failed", unreachable)
+        except VenueUnavailable as exc:
+            if exc.asked_to_wait:
+                # The exchange answers: it asked for a wait (Retry-After), and what it holds back is only delayed.
+                # Not an outage for the operator (no pause, no page): compared once the wait is over.
+                return ReconcileReport("waiting", wait_s=exc.retry_after or 0.0)
+            return self._unreachable(exc)
+        except VenueError as exc:
+            return self._unreachable(exc)
         known = in_flight | set(live) | taken
         accepted = set(await self.store.get_kv(ACCEPTED_KEY, []) or [])
         for vo in open_at_venue:
@@ -458,6 +463,12 @@ class Reconciler:
                                                settled=not unsettled, current_from=self.current_at(asked)), started)
         self.bus.publish(ReconcileEvent(status=report.status, differences=report.differences or report.unconfirmed))
         return report
+
+    def _unreachable(self, exc: Exception) -> ReconcileReport:
+        # One list for the record and the report: the record says what the difference is, as every one does.
+        unreachable = [{"kind": "venue_unreachable", "error": str(exc)[:200]}]
+        self.bus.publish(ReconcileEvent(status="failed", differences=unreachable))
+        return ReconcileReport("failed", unreachable)
 
     async def accept(self, differences: list[dict[str, Any]], *, wait_s: float = 0.0,
                      own_coins: bool = False) -> Acceptance:

@@ -15,11 +15,13 @@ symbols: candles of a symbol that is ahead wait until the others have caught up,
 were yielded is dropped with a warning rather than yielded out of order. A short outage of one symbol's klines so
 loses none of its candles (their lows and highs are where its stop-loss and take-profit are checked), and a longer
 one does not keep the other symbols' candles, and their stop-losses, waiting for it. A read refused for good (an
-unknown symbol) holds nothing back. A candle whose numbers ffe cannot compute with (not numbers, a zero price, low
-above high, a price beyond the bounds of the CSV files: bounds.py) is left out with a warning, once, and counts as
-fetched: the indicators and the sizing never see it. So is one whose time is outside the bounds of candle times
-(before 1800, past 2099), except that it does not count as fetched: a time past the bound would stand for every
-later candle, and the symbol's real ones would never be asked for again.
+unknown symbol) holds nothing back. The exchange's Retry-After (no requests for a while, every symbol alike) ends the
+round without a symbol failing: said once per wait, and the candles are asked for once it is over. A candle whose
+numbers ffe cannot compute with (not numbers, a zero price, low above high, a price beyond the bounds of the CSV
+files: bounds.py) is left out with a warning, once, and counts as fetched: the indicators and the sizing never see
+it. So is one whose time is outside the bounds of candle times (before 1800, past 2099), except that it does not
+count as fetched: a time past the bound would stand for every later candle, and the symbol's real ones would never
+be asked for again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any, AsyncIterator
 
+from .. import fmt
 from ..clock import WallClock, format_timeframe
 from ..model import Candle
 from ..venues.base import VenueError, VenueUnavailable
@@ -79,6 +82,7 @@ class ExchangeFeed:
         self._time_refused = False  # the exchange refused its time for good: the feed's clock judges alone
         self._time_failing = False  # its time could not be read at the last try (said once per outage)
         self._time_disbelieved = False  # its time was before its own newest candle (said once)
+        self._waiting_said = False  # the exchange's Retry-After was said (once per wait)
 
     @classmethod
     def from_settings(cls, settings: Any, symbols: list[str], timeframe_ms: int, clock: Any = None,
@@ -131,15 +135,22 @@ class ExchangeFeed:
             since = self._fetched[sym] + self.timeframe_ms if sym in self._fetched else None
             try:
                 rows = await self.reader.fetch_ohlcv(sym, self.timeframe, since, self.page if since else 2)
-            except (VenueUnavailable, VenueError) as exc:
+            except VenueUnavailable as exc:
+                if exc.asked_to_wait:
+                    # The exchange asked for no requests for a while: every symbol's read waits for it alike, and
+                    # no candle is lost (each is asked for once it is over). Said once per wait.
+                    self._say_waiting()
+                    break
                 log.warning("exchange feed: %s candles unavailable: %s", sym, exc)
-                if isinstance(exc, VenueUnavailable):  # an outage, which may end soon; a refusal will not
-                    self._failing.setdefault(sym, now)
-                    self._refused.discard(sym)
-                else:
-                    self._failing.pop(sym, None)
-                    self._refused.add(sym)
+                self._failing.setdefault(sym, now)  # an outage, which may end soon
+                self._refused.discard(sym)
                 continue
+            except VenueError as exc:  # a refusal, which will not end soon
+                log.warning("exchange feed: %s candles unavailable: %s", sym, exc)
+                self._failing.pop(sym, None)
+                self._refused.add(sym)
+                continue
+            self._waiting_said = False
             self._failing.pop(sym, None)
             self._refused.discard(sym)
             closed = await self._closed_by_time(sym, rows, now)
@@ -157,6 +168,14 @@ class ExchangeFeed:
             if since is not None and len(rows) >= self.page and self._fetched.get(sym) != before:
                 self._more = True
         return self._release(now)
+
+    def _say_waiting(self) -> None:
+        if self._waiting_said:
+            return
+        self._waiting_said = True
+        until = self.reader.requests_held_until()
+        log.warning("exchange feed: waiting for the exchange's Retry-After: no candles are asked for before %s (none "
+                    "is lost: each is asked for then)", fmt.iso(until) if until is not None else "it is over")
 
     async def _closed_by_time(self, sym: str, rows: list[list[Any]], now: int) -> list[tuple[int, list[Any]]]:
         """_closed_rows at `now` by the feed's clock; its newest row, when only the clock says it closed (no later

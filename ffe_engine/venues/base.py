@@ -24,17 +24,23 @@ class UnknownOrder(VenueError):
 
 
 class VenueUnavailable(Exception):
-    """A transient failure (network, timeout, 5xx, rate limit). Counts against the circuit breaker.
+    """A transient failure (network, timeout, 5xx, rate limit). Counts against the circuit breaker when sent.
 
     `retry_after` is the wait in seconds the venue asked for (HTTP Retry-After), when it said so. `sent` is False
-    when the request was not sent at all, held back by an earlier Retry-After: the exchange did not refuse it, and
-    it goes out once that time is over.
+    when the request was not sent at all, held back by an earlier Retry-After: the exchange did not refuse it (no
+    failure of the exchange's: the breaker does not count it), and it goes out once that time is over.
     """
 
     def __init__(self, message: str = "", *, retry_after: float | None = None, sent: bool = True) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.sent = sent
+
+    @property
+    def asked_to_wait(self) -> bool:
+        """The exchange asked for a wait (Retry-After): this request was refused with it, or held back for it. The
+        exchange answers, so it is not unreachable; what was not done is done once the wait is over."""
+        return bool(self.retry_after) or not self.sent
 
 
 def clock_refused(text: str) -> bool:

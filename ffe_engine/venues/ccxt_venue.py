@@ -54,6 +54,7 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from .. import fmt
 from ..clock import WallClock
 from ..market.bounds import price_problem
 from ..model import MarketInfo, OrderRequest, Side, VenueOrder
@@ -72,6 +73,8 @@ _NETWORK = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, OSError)
 _UNPARSED = (AttributeError, TypeError, KeyError, ValueError, IndexError)
 DEFAULT_SETTLE_S = 10.0
 TIME_READ_S = 2.0  # the longest the exchange's time is waited for (CcxtVenue.server_time)
+# A Retry-After this long is a ban of the address rather than a pace (Binance's 418 lasts minutes to days): said once.
+LONG_HOLD_S = 60.0
 _NO_URL = re.compile(r"does not have a testnet/sandbox URL for (\w+) endpoints")
 
 # With exchange.api_urls set: the ccxt URL sections that spot trading uses, and the ccxt options that keep the
@@ -286,13 +289,20 @@ class ReadRetry:
         self.hold_until: float | None = None  # monotonic time before which the exchange asked for no requests
         self.hold_until_wall: float | None = None  # the same time in wall seconds (stored across restarts)
 
-    def hold(self, retry_after: float | None) -> None:
-        """The exchange asked for no requests for `retry_after` seconds: none goes to it before then."""
+    def hold(self, retry_after: float | None, answer: str = "") -> None:
+        """The exchange asked for no requests for `retry_after` seconds: none goes to it before then. `answer`: the
+        exchange's answer that asked for it; a hold of LONG_HOLD_S or more that it begins is said once, as a
+        warning (a ban of the address: market data, lookups and orders all wait for it)."""
         if retry_after is not None and retry_after > 0:
+            held = self.held_for() > 0
             until = self.monotonic() + retry_after
             if self.hold_until is None or until > self.hold_until:
                 self.hold_until = until
                 self.hold_until_wall = self.wall() + retry_after
+            if answer and not held and retry_after >= LONG_HOLD_S:
+                log.warning("%s asked for no requests for %.0fs (Retry-After): none is sent to it before %s; market "
+                            "data, order lookups, cancels and orders wait until then (%s)", self.name, retry_after,
+                            fmt.iso(self.hold_until_wall), answer)
 
     def held_for(self) -> float:
         """Seconds left of the exchange's Retry-After (0 when requests may go)."""
@@ -318,7 +328,7 @@ class ReadRetry:
         msg = f"{self.name} {what}: {describe(exc, self.secrets)}"
         if isinstance(exc, (cx.DDoSProtection, cx.RateLimitExceeded)):
             asked = _retry_after(self.exchange)
-            self.hold(asked)
+            self.hold(asked, msg)
             return VenueUnavailable(msg, retry_after=asked)
         if isinstance(exc, cx.OperationFailed) or isinstance(exc, _NETWORK) or _lost_answer(exc):
             return VenueUnavailable(msg)
