@@ -372,8 +372,9 @@ class ReadRetry:
                 raise VenueUnavailable(f"{self.name} {what}: the answer could not be read "
                                        f"({type(exc).__name__})") from None
 
-        retrying = AsyncRetrying(stop=(lambda _state: True) if once else self._stop, wait=self._wait, retry=retry_if_exception_type(VenueUnavailable),
-                                 before_sleep=self._before_sleep, reraise=True, sleep=self.sleep)
+        retrying = AsyncRetrying(stop=(lambda _state: True) if once else self._stop, wait=self._wait,
+                                 retry=retry_if_exception_type(VenueUnavailable), before_sleep=self._before_sleep,
+                                 reraise=True, sleep=self.sleep)
         return await retrying(attempt)
 
 
