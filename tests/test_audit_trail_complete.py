@@ -232,6 +232,16 @@ async def test_a_database_older_than_its_audit_trail_pages_the_operator_at_start
     assert len(started) == 1 and started[0]["severity"] == "page", [r.body for r in hook.delivered]
     text = started[0]["text"]
     assert f"{len(held)} audit records" in text and f"{fills} fills" in text and aside.name in text, text
+    # Its books lack those fills: nothing new trades on them until the operator has looked (the stop-losses of what
+    # it holds are still watched, as in any pause).
+    (state, reason, by), = db_rows(db, "SELECT state, reason, by FROM engine_state")
+    assert (state, by) == ("PAUSED", "engine") and "lost committed records" in reason, (state, reason, by)
+    assert "PAUSED" in text, text
+    started_at = max(r["seq"] for r in audit_lines(tmp_path / "logs" / "audit.jsonl") if r["event"] == "run"
+                     and r["phase"] == "start")
+    entries = [r for r in audit_lines(tmp_path / "logs" / "audit.jsonl") if r["seq"] > started_at
+               and r["event"] == "order" and r["side"] == "buy"]
+    assert entries == [], entries
 
 
 def records_after(cwd: Path) -> list[dict]:
