@@ -252,6 +252,8 @@ EXIT_REASONS = frozenset({"stop_loss", "take_profit", "signal"})
 # restart meets again (a halt re-armed and halted again) is news, as in one process. Those sent past the outbox
 # (RECORDS_UNWRITABLE, START_FAILED on records that cannot be trusted) keep theirs in sentalerts' file.
 RESTART_KEYS = frozenset({"STARTED", "START_FAILED"})
+
+
 def _set_aside_text(summary: Any, why: Any = None) -> tuple[str, bool]:
     """The start's audit records set aside as never committed, said to the operator, and whether they show that
     the database lost committed records rather than the last moment before a kill (ahead.Ahead judges, as for

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable,
 
 from . import fmt, logs, present
 from . import __version__
+from .ahead import Ahead
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .breaker_pause import BreakerPause
@@ -344,6 +345,13 @@ class Engine:
             if self.state is not stop[0]:
                 await self.trading.set(stop[0], f"{stop[1]}: found only in audit records the database never "
                                        "committed, set aside at this start", "engine")
+        aside = Ahead.of(self.opts.set_aside) if self.opts.set_aside is not None else None
+        if aside is not None and aside.lost and self.state is not EngineState.HALTED:
+            # The books lack records the database had committed (fills, maybe): nothing new trades on them until
+            # the operator has looked. A pause, not a halt: what is held keeps its stop-loss and take-profit.
+            await self.trading.set(EngineState.PAUSED, f"the database lost committed records ({aside.records} "
+                                   "audit records it does not hold): restore the newest backup, or check the books "
+                                   "and resume", "engine", force=self.state is EngineState.PAUSED)
         await self.store.keep_reserve()
         if self.state is EngineState.HALTED:
             under_way = await self.store.get_kv(FLATTEN_KEY)
