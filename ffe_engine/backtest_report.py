@@ -16,8 +16,11 @@ from . import fmt, performance
 from .engine import Engine
 from .entrylog import summary_lines as entry_lines
 from .market.csvdata import CandleSeries
+from .model import Side
+from .portfolio import Portfolio
 
 CURVE_POINTS = 2000  # the report's equity curve is thinned to about this many points
+STOP_LEVELS = (("stop loss", "stop_loss"), ("take profit", "take_profit"))  # a held position's, when it has them
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -56,8 +59,13 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "sortino": figures["sortino"],
         "calmar": figures["calmar"],
         "fees": round(pf.fees_paid, 2),
+        "end_cash": round(pf.cash, 2),
+        # what is held at the end (the end equity is the cash and these at the last price)
+        "held_at_end": held_report(pf),
         "buy_and_hold": {**hold, "strategy_minus_hold_pct": round(return_pct - hold["return_pct"], 3)},
         "per_symbol": per_symbol,
+        # the per-symbol table's total: the closed trades and the positions held at the end together
+        "per_symbol_total": {"trades": len(trades), "pnl": round(end - start, 2), "fees": round(pf.fees_paid, 4)},
         "exits_by_reason": performance.trade_table(trades, "reason"),
         "monthly_returns_pct": figures["returns_pct"]["monthly"],
         "yearly_returns_pct": figures["returns_pct"]["yearly"],
@@ -65,7 +73,7 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         # providers that failed to vote (an endpoint that did not answer): how often, and the last reason
         "provider_failures": {name: {"count": n, "last_error": engine.ensemble.errors.get(name)}
                               for name, n in sorted(engine.ensemble.failures.items())},
-        "open_positions": len(pf.positions),
+        "open_positions": len(pf.positions),  # how many: `held_at_end` tells what they are
         "gaps": {s: gaps_report(ser) for s, ser in series.items()},
         # entries sent and refused by gate, the last entry, and since when none was sent
         "entries": engine.entries.report(trades[-1].closed_ts if trades else None),
@@ -75,6 +83,24 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "equity_curve": [[fmt.iso_ms(ts + timeframe_ms), round(eq, 2)] for ts, eq in _thinned(curve, step)],
         "results_sha256": results_digest(engine),
     }
+
+
+def held_report(pf: Portfolio) -> list[dict[str, Any]]:
+    """The positions held at the end, each valued at its symbol's last price, as the end equity values it. `pnl` is
+    the unrealised P&L less the entry fees, as a closed trade's P&L is net of its fees: the closed trades' P&L and
+    these add up to the change in equity, their fees and these entry fees to the fees paid."""
+    out = []
+    for symbol in sorted(pf.positions):
+        pos = pf.positions[symbol]
+        last = pf.last_price.get(symbol) or pos.entry_price
+        sign = 1.0 if pos.side is Side.BUY else -1.0
+        unrealised = sign * (last - pos.entry_price) * pos.quantity
+        out.append({"symbol": symbol, "side": pos.side.value, "quantity": pos.quantity,
+                    "entry_price": pos.entry_price, "opened": fmt.iso_ms(pos.opened_ts), "last_price": last,
+                    "value": round(sign * pos.quantity * last, 2), "unrealised_pnl": round(unrealised, 2),
+                    "entry_fees": round(pos.fees, 4), "pnl": round(unrealised - pos.fees, 2),
+                    "stop_loss": pos.stop_loss, "take_profit": pos.take_profit})
+    return out
 
 
 def gaps_report(series: CandleSeries) -> dict[str, Any]:
@@ -134,22 +160,54 @@ def drawdown_lines(r: dict[str, Any]) -> list[str]:
             f"  recovered     {recovered}; longest time under a peak {fmt.duration(dd['longest_days'] * 86_400)}"]
 
 
-def table_lines(title: str, rows: dict[str, dict[str, Any]], extra: str | None = None) -> list[str]:
-    """A per-symbol or per-exit-reason table, one row each."""
-    width = max([len(title)] + [len(name) for name in rows])
-    head = (f"  {title:<{width}}  {'trades':>6}  {'win rate':>8}  {'P&L':>12}  {'fees':>10}  {'avg ret':>8}"
-            f"  {'avg hold':>8}")
-    if extra:
-        head += f"  {'buy&hold':>10}"
-    lines = [head]
-    for name, r in rows.items():
-        line = (f"  {name:<{width}}  {r['trades']:>6}  {fmt.pct(r['win_rate_pct']):>8}  "
-                f"{fmt.money(r['pnl'], signed=True):>12}  {fmt.fee(r['fees']):>10}  "
-                f"{fmt.pct(r['avg_return_pct'], signed=True):>8}  "
-                f"{fmt.duration(r['avg_hold_hours'] * 3600):>8}")
-        if extra:
-            line += f"  {fmt.pct(r[extra], signed=True):>10}"
-        lines.append(line)
+COLUMNS = (("trades", 6), ("win rate", 8), ("P&L", 12), ("fees", 10), ("avg ret", 8), ("avg hold", 8))
+
+
+def table_lines(title: str, rows: dict[str, dict[str, Any]], extra: str | None = None,
+                more: dict[str, list[str]] | None = None) -> list[str]:
+    """A per-symbol or per-exit-reason table, one row each; then the rows of `more`, their cells already text."""
+    cells = {name: row_cells(r, extra) for name, r in rows.items()} | (more or {})
+    columns = COLUMNS + ((("buy&hold", 10),) if extra else ())
+    width = max([len(title)] + [len(name) for name in cells])
+    lines = [f"  {title:<{width}}" + "".join(f"  {head:>{w}}" for head, w in columns)]
+    for name, row in cells.items():
+        lines.append(f"  {name:<{width}}" + "".join(f"  {cell:>{w}}" for cell, (_, w) in zip(row, columns)))
+    return lines
+
+
+def row_cells(r: dict[str, Any], extra: str | None) -> list[str]:
+    cells = [str(r["trades"]), fmt.pct(r["win_rate_pct"]), fmt.money(r["pnl"], signed=True), fmt.fee(r["fees"]),
+             fmt.pct(r["avg_return_pct"], signed=True), fmt.duration(r["avg_hold_hours"] * 3600)]
+    return cells + [fmt.pct(r[extra], signed=True)] if extra else cells
+
+
+def symbol_table_lines(r: dict[str, Any]) -> list[str]:
+    """The per-symbol table of the closed trades, a row per position held at the end (its P&L unrealised, net of
+    its entry fees, as the closed trades' is of theirs) and the total of both, which is the change in equity and
+    the fees paid: the rows add up to it."""
+    more = {f"{p['symbol']} open": ["-", "-", fmt.money(p["pnl"], signed=True), fmt.fee(p["entry_fees"]), "-", "-",
+                                    "-"] for p in r["held_at_end"]}
+    total = r["per_symbol_total"]
+    more["total"] = [str(total["trades"]), "", fmt.money(total["pnl"], signed=True), fmt.fee(total["fees"])]
+    return table_lines("symbol", r["per_symbol"], extra="buy_and_hold_pct", more=more)
+
+
+def held_lines(r: dict[str, Any]) -> list[str]:
+    """A line per position held at the end (or `none`), and the end equity as the cash and what is held."""
+    held = r["held_at_end"]
+    if not held:
+        return ["  held at end   none"]
+    lines = []
+    for p in held:
+        levels = [f"{name} {fmt.price(p[key])}" for name, key in STOP_LEVELS if p[key] is not None]
+        lines.append(f"  held at end   {p['symbol']} {fmt.qty(p['quantity'], 10)} "
+                     f"{'bought' if p['side'] == 'buy' else 'sold'} at {fmt.price(p['entry_price'])} on "
+                     f"{p['opened']}, last {fmt.price(p['last_price'])}: value {fmt.money(p['value'])}, unrealised "
+                     f"{fmt.money(p['unrealised_pnl'], signed=True)}, entry fees {fmt.fee(p['entry_fees'])}"
+                     + ("; " + ", ".join(levels) if levels else ""))
+    value = sum(p["value"] for p in held)
+    lines.append(f"  end cash      {fmt.money(r['end_cash'])} + {fmt.money(value)} held = "
+                 f"{fmt.money(r['end_equity'])}")
     return lines
 
 
@@ -181,6 +239,7 @@ def format_summary(r: dict[str, Any]) -> str:
         f"  sharpe        {ratio_text(r['sharpe'])}  (sortino {ratio_text(r['sortino'])}, "
         f"calmar {ratio_text(r['calmar'])})",
         f"  fees          {fmt.money(r['fees'])}",
+        *held_lines(r),
     ]
     lines += entry_lines(r["entries"])
     if r["provider_failures"]:
@@ -209,7 +268,7 @@ def format_summary(r: dict[str, Any]) -> str:
     else:
         lines.append(f"  records       {r.get('records', 'summary')}: the report only")
     lines.append("")
-    lines += table_lines("symbol", r["per_symbol"], extra="buy_and_hold_pct")
+    lines += symbol_table_lines(r)
     if r["exits_by_reason"]:
         lines.append("")
         lines += table_lines("exit", r["exits_by_reason"])
