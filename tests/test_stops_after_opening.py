@@ -104,3 +104,23 @@ async def test_in_the_candle_the_position_was_opened_in_only_the_close_counts(tm
         assert e.last_bar_ts[BTC] < pos.opened_ts < e.last_bar_ts[BTC] + M
         assert [o.side for o in sells(fx)] == (["SELL"] if exits else [])
         assert (BTC in e.portfolio.positions) is not exits
+
+
+async def test_a_machine_clock_far_ahead_of_the_exchange_s_leaves_no_position_unwatched(tmp_path, fx):
+    """Every candle then seems to have ended before the fill. Only the first the engine sees after it (what a late
+    poll hands over) can be from before the position: the stop-loss is watched from the next one on."""
+    fx.price_path = flat
+    fx.set_price("BTCUSDT", CLOSE)
+    clock = MarketClock()
+    on_market_time(clock, fx)
+    async with running_live(tmp_path, fx, clock, risk={"stale_after_bars": 10_000}) as running:
+        e = running.engine
+        clock.forward(86_400)  # this machine's clock a day ahead of the exchange's (DATA_STALE let through)
+        pos = await bought(e)
+        pos.stop_loss = LOW + 10
+        assert await next_bar(e, fx) == 1
+        assert e.last_bar_ts[BTC] + M < pos.opened_ts
+        assert sells(fx) == [] and BTC in e.portfolio.positions
+        assert await next_bar(e, fx) == 1
+        (sell,) = sells(fx)
+        assert sell.status == "FILLED" and BTC not in e.portfolio.positions
