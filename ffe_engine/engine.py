@@ -259,6 +259,9 @@ class Engine:
         # Stop-loss and take-profit exits refused only because of the venue's Retry-After, unsent: symbol -> the
         # exit, sent once that time is over (see _exits_after_hold).
         self._exits_held: dict[str, OrderIntent] = {}
+        # symbol -> (its position's opened_ts, the first candle watched for it): _range_since may pass over that
+        # candle only, when it ended before the fill.
+        self._first_watched: dict[str, tuple[int, int]] = {}
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
@@ -1027,11 +1030,14 @@ class Engine:
     async def _monitor(self, c: Candle, pos: Position) -> None:
         """Stop-loss and take-profit on the bar's range: an exit order through the single path.
         HALTED means cancels only: the kill switch leaves positions to the operator (flatten)."""
+        first = self._first_watched.get(c.symbol)
+        if first is None or first[0] != pos.opened_ts:
+            first = self._first_watched[c.symbol] = (pos.opened_ts, c.ts)
         if self.state is EngineState.HALTED or self.orders.pending_exit_qty(c.symbol) > 0:
             return
         if c.symbol in self._exits_held:
             return  # an exit already waits for the venue's Retry-After to end
-        low, high = self._range_since(c, pos.opened_ts)
+        low, high = self._range_since(c, pos.opened_ts, first=c.ts == first[1])
         if low is None or high is None:
             return
         reason = None
@@ -1049,17 +1055,19 @@ class Engine:
             log.warning("exit waits for the exchange's Retry-After", symbol=c.symbol, reason=reason.value,
                         until=fmt.iso(sub.held_until))
 
-    def _range_since(self, c: Candle, opened_ts: int) -> tuple[float | None, float | None]:
+    def _range_since(self, c: Candle, opened_ts: int, first: bool) -> tuple[float | None, float | None]:
         """The low and high of candle `c` that a position opened at `opened_ts` lived through: the whole range of a
         candle begun since; of the candle it was opened in, only the close (its low or high may come before the
-        fill); nothing of a candle that ended before it (a feed polled late, after an approval's fill). A fill at a
+        fill); nothing of the `first` candle watched for it if that one ended before it (a feed polled late, after
+        an approval's fill). Only the first: the fill's time is this machine's clock and the candles' the
+        exchange's, and clocks that disagree by more than a bar must not leave a position unwatched. A fill at a
         candle's open by the paper venue is stamped at the candle's end (the market clock stands there when the
         candle is handed over): that candle is the position's whole."""
         end = c.ts + self.timeframe_ms
         if opened_ts <= c.ts or opened_ts == end:
             return c.low, c.high
         if opened_ts > end:
-            return None, None
+            return (None, None) if first else (c.low, c.high)
         return c.close, c.close
 
     async def _exits_after_hold(self) -> None:
