@@ -157,22 +157,15 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     kept = records != "summary"
     db_path: Path | str = data_dir / "ffe.db" if kept else ":memory:"
     audit_path = log_dir / AUDIT_NAME if full else None
+    # Providers that cannot be built refuse the run before its folders are made.
+    providers = providers_for(engine_settings)
     held.make(([data_dir] if kept else []) + ([log_dir] if full else []))
-    # The writer process first: its interpreter comes up on the other core while this one computes what depends
-    # on the market data alone, once per series (batch.py: indicators and vote actions).
-    writer = Store.backtest_writer(db_path, audit_path)
     try:
-        providers = providers_for(engine_settings)
-        if not whole_series:
-            signals = None
-        elif cache is not None:
-            signals = cache.signals(series, providers, every_decision=full)
-        else:
-            signals = batch.precompute(series, providers, every_decision=full)
-    except BaseException:
-        await writer.close()
+        store, signals = await _open_run(series, providers, db_path, audit_path, whole_series, full, cache)
+    except Exception:
+        # Nothing ran: a folder left would be listed as a run interrupted. An interrupt (^C) keeps it, as said.
+        held.discard()
         raise
-    store = await Store.open(db_path, backtest=True, audit_path=audit_path, writer=writer)
     # The writer process chains the records (chain.py), on the other core: a hash per record is a few percent of
     # the engine's time.
     store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades", chain=full)
@@ -234,6 +227,26 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
         except OSError as exc:
             raise storage_failure(path, exc) from None
     return report
+
+
+async def _open_run(series: dict[str, CandleSeries], providers: list[Any], db_path: Path | str,
+                    audit_path: Path | None, whole_series: bool, full: bool,
+                    cache: DataCache | None) -> tuple[Store, Any]:
+    """The run's store, and the signals computed ahead (None: bar by bar)."""
+    # The writer process first: its interpreter comes up on the other core while this one computes what depends
+    # on the market data alone, once per series (batch.py: indicators and vote actions).
+    writer = Store.backtest_writer(db_path, audit_path)
+    try:
+        if not whole_series:
+            signals = None
+        elif cache is not None:
+            signals = cache.signals(series, providers, every_decision=full)
+        else:
+            signals = batch.precompute(series, providers, every_decision=full)
+        return await Store.open(db_path, backtest=True, audit_path=audit_path, writer=writer), signals
+    except BaseException:
+        await writer.close()  # at most once: a store that failed to open has closed it already
+        raise
 
 
 def equity_columns(curve: list[tuple[int, float]]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import stat
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -244,6 +245,7 @@ class HeldFolders:
 
     def __init__(self) -> None:
         self._fds: list[int] = []
+        self._made: list[Path] = []
 
     def make(self, folders: list[Path]) -> None:
         """Each folder made under a name that is no run's, held, then given its own name: it is never seen unheld.
@@ -263,10 +265,17 @@ class HeldFolders:
                         m.rmdir()
                 raise storage_failure(folder, exc) from None
             made.append(folder)
+        self._made.extend(made)
 
     def release(self) -> None:
         while self._fds:
             os.close(self._fds.pop())
+
+    def discard(self) -> None:
+        """Release the folders and remove them with what is in them: for a run that never began."""
+        self.release()
+        while self._made:
+            shutil.rmtree(self._made.pop(), ignore_errors=True)
 
 
 def same_folder(a: Path, b: Path) -> bool:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from .errors import FfeError, StartError
 from .redact import MIN_SECRET, REDACTED, Redactor
+from .urls import base_url_problem, mask_url, mask_urls
 from .schema import (
     AfterValidator,
     BeforeValidator,
@@ -134,10 +135,19 @@ def _is_http_url(value: str) -> bool:
     return bool(parts.hostname)
 
 
-def _http_url(value: str) -> str:
-    if not _is_http_url(value):
-        raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
-    return value
+def _base_url(secret_keys: str) -> AfterValidator:
+    """An http(s) URL with a host and no credential in it (urls.py): it is shown and logged. A refused one is quoted
+    masked, whatever it is."""
+
+    def check(value: str) -> str:
+        if not _is_http_url(value):
+            raise ValueError(f"{mask_url(value)!r} is not an http:// or https:// URL with a host")
+        problem = base_url_problem(value, secret_keys)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
 
 
 def _secret_url(value: SecretStr | None) -> SecretStr | None:
@@ -275,7 +285,7 @@ class VenueSettings(_Section):
 
 
 class LlmSettings(_Section):
-    base_url: Annotated[str, AfterValidator(_http_url)] = "http://127.0.0.1:11434/v1"
+    base_url: Annotated[str, _base_url("ensemble.llm.api_key")] = "http://127.0.0.1:11434/v1"
     model: NonEmptyStr = "llama3"
     api_key: Secret = None
     timeout_s: Seconds = 5.0
@@ -335,7 +345,8 @@ class ExchangeSettings(_Section):
     timeout_ms: int = Field(10_000, ge=1, le=600_000)
     poll_s: Seconds = 5.0
     options: dict[str, Any] = Field(default_factory=dict)
-    api_urls: dict[NonEmptyStr, Annotated[str, AfterValidator(_http_url)]] = Field(default_factory=dict)
+    api_urls: dict[NonEmptyStr, Annotated[str, _base_url("exchange.api_key and exchange.secret")]] = Field(
+        default_factory=dict)
     sandbox: bool = False
     # ccxt's pacing of requests: each waits the exchange's weight for it times this many ms (unset: ccxt's figure
     # for the exchange, binance 50). Raise it to stay further under an exchange's limits; 0 only for a gateway that
@@ -426,7 +437,7 @@ class AlertSettings(_Section):
     discord_url: SecretUrl = None  # Discord webhook (FFE_ALERTS__DISCORD_URL)
     telegram_token: Secret = None  # Telegram bot token (FFE_ALERTS__TELEGRAM_TOKEN)
     telegram_chat_id: str = Field("", validate_default=True)  # the chat the bot writes to
-    telegram_api: Annotated[str, AfterValidator(_http_url)] = "https://api.telegram.org"
+    telegram_api: Annotated[str, _base_url("alerts.telegram_token")] = "https://api.telegram.org"
     # Names the engine in its alerts in place of its data directory (which they carry all the same).
     instance: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{0,64}$")] = ""
     heartbeat_url: SecretUrl = None  # dead man's switch, pinged while the loop is alive (FFE_ALERTS__HEARTBEAT_URL)
@@ -1256,6 +1267,16 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def _urls_masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_urls(value)
+    if isinstance(value, (list, tuple)):
+        return [_urls_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _urls_masked(v) for k, v in value.items()}
+    return value
+
+
 def render_settings(settings: Settings) -> str:
     """The effective configuration as TOML, secrets masked. Values set by .env, the environment or the command
     line carry a comment naming where they came from."""
@@ -1288,7 +1309,9 @@ def render_settings(settings: Settings) -> str:
                 # A secret copied into an ordinary value (a URL, an option) is masked there, in its strings before
                 # they are written as TOML (escaped, it would not be found); only there, since a mask over a key
                 # name or a comment equal to a secret would say what the secret is, and leave no TOML.
-                out.append(f"{_toml_key(name)} = {_toml_value(redactor.value(value))}{annotate(key_path)}")
+                # A URL anywhere in a value has its user name, password, query and fragment masked too.
+                shown = _urls_masked(redactor.value(value))
+                out.append(f"{_toml_key(name)} = {_toml_value(shown)}{annotate(key_path)}")
         for value, key_path in tables:
             out.append("")
             out.append("[" + ".".join(_toml_key(p) for p in key_path) + "]")

@@ -68,7 +68,10 @@ def providers_for(settings: Settings) -> list[Any]:
         llm = settings.ensemble.llm
         params["llm"] = {"base_url": llm.base_url, "model": llm.model, "api_key": llm.api_key,
                          "timeout_s": llm.timeout_s}
-    return make_providers(list(settings.ensemble.providers), params)
+    try:
+        return make_providers(list(settings.ensemble.providers), params)
+    except ValueError as exc:  # a provider that cannot be built refuses the start, in one line (never a secret)
+        raise StartError(str(exc)) from None
 
 
 def paper_venue(settings: Settings, symbols: list[str], quote: str | None = None) -> PaperVenue:

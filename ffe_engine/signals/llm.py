@@ -6,9 +6,10 @@ import asyncio
 import json
 import math
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..redact import REDACTED
+from ..urls import base_url_problem, mask_url
 from ..indicators import IndicatorSet
 from ..model import Action, Vote
 from ..schema import SecretStr
@@ -23,15 +24,6 @@ SYSTEM_PROMPT = (
 
 class LLMError(RuntimeError):
     """The model could not be asked or its answer could not be used. Never carries the API key."""
-
-
-def _public_url(url: str) -> str:
-    """The URL without any user:password part, fit for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def parse_answer(content: Any) -> tuple[Action, float, str]:
@@ -75,10 +67,10 @@ class LLMProvider:
                  max_tokens: int = 120, json_mode: bool = False, name: str = "llm") -> None:
         if not isinstance(base_url, str) or urlsplit(base_url).scheme not in ("http", "https") \
                 or not urlsplit(base_url).hostname:
-            raise ValueError(f"provider {name!r}: base_url must be an http(s) URL, got {_public_url(str(base_url))!r}")
-        if urlsplit(base_url).username or urlsplit(base_url).password:
-            raise ValueError(f"provider {name!r}: base_url must not carry credentials "
-                             f"({_public_url(base_url)!r}); give the key as api_key")
+            raise ValueError(f"provider {name!r}: base_url must be an http(s) URL, got {mask_url(str(base_url))!r}")
+        problem = base_url_problem(base_url, "api_key")  # the rule config.py applies at load
+        if problem:
+            raise ValueError(f"provider {name!r}: base_url {problem}")
         if not model:
             raise ValueError(f"provider {name!r}: model must be set")
         if not timeout_s > 0:
@@ -92,7 +84,7 @@ class LLMProvider:
         self.json_mode = bool(json_mode)
         self._api_key = api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
         self._url = self.base_url + "/chat/completions"
-        self._public = _public_url(self._url)
+        self._public = mask_url(self._url)
         self._session: Any = None
 
     def __repr__(self) -> str:
