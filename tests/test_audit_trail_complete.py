@@ -210,18 +210,25 @@ def test_a_record_the_database_never_committed_inside_the_trail_is_reported_alik
         assert note in proc.stdout, proc.stdout
 
 
+def an_older_database_put_back(cwd: Path) -> Path:
+    """Two runs, then the database as the first left it put back beside the trail of both (its WAL gone): the
+    database lost the second run's committed records. Its path."""
+    first_run(cwd)
+    db = cwd / "data" / "ffe.db"
+    older = db.read_bytes()
+    first_run(cwd)  # a second run, committed
+    db.write_bytes(older)
+    for name in ("ffe.db-wal", "ffe.db-shm"):
+        (cwd / "data" / name).unlink(missing_ok=True)
+    return db
+
+
 async def test_a_database_older_than_its_audit_trail_pages_the_operator_at_start(tmp_path):
     """Records set aside at a start are normally the last moment before a kill. A database that lost committed
     records (an older copy put back by hand, its write-ahead log deleted) leaves far more: a whole run, its fills.
     The start still sets them aside (they are kept in their file), and the operator is paged with what they hold
     and where, not only told in the log."""
-    first_run(tmp_path)
-    db = tmp_path / "data" / "ffe.db"
-    older = db.read_bytes()
-    first_run(tmp_path)  # a second run, committed
-    db.write_bytes(older)
-    for name in ("ffe.db-wal", "ffe.db-shm"):
-        (tmp_path / "data" / name).unlink(missing_ok=True)
+    db = an_older_database_put_back(tmp_path)
     proc, hook = await run_ffe_paging(tmp_path, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr
     aside = next(p for p in (tmp_path / "logs").iterdir() if ".uncommitted-after-" in p.name)
@@ -273,13 +280,7 @@ def test_a_database_older_than_its_audit_trail_fails_doctor_verify_and_backup_as
     """A whole run's records, its fills among them, after the database's last event are no kill's last moment: the
     database lost records it had committed. The checks the runbook sends the operator to after a crash say so, as
     the start's page does, rather than `ok` and a note that they were written just before a kill."""
-    first_run(tmp_path)
-    db = tmp_path / "data" / "ffe.db"
-    older = db.read_bytes()
-    first_run(tmp_path)  # a second run, committed
-    db.write_bytes(older)
-    for name in ("ffe.db-wal", "ffe.db-shm"):
-        (tmp_path / "data" / name).unlink(missing_ok=True)
+    db = an_older_database_put_back(tmp_path)
     after = records_after(tmp_path)
     assert any(r["event"] == "run" for r in after) and any(r["event"] == "fill" for r in after)
     assert_every_check_fails_naming_the_loss(tmp_path, after, tmp_path / "backups")

@@ -33,6 +33,15 @@ def on_market_time(clock: SteppedClock, fx) -> None:
     clock.forward(fx.market_clock() / 1000 - clock.wall())
 
 
+def flat_market(fx) -> MarketClock:
+    """The fake's market flat at CLOSE; a clock for the engine on its market time."""
+    fx.price_path = flat
+    fx.set_price("BTCUSDT", CLOSE)
+    clock = MarketClock()
+    on_market_time(clock, fx)
+    return clock
+
+
 async def candles_now(e) -> list:
     """The candles the engine's feed releases now, through on_candle, without moving the market."""
     got = await e.feed.poll()
@@ -55,10 +64,7 @@ async def test_a_candle_that_ended_before_the_position_opened_does_not_stop_it_o
     """The feed's poll comes late: a candle closes at the exchange, the position is opened (an approval, an
     operator's order), and only then does the engine see the candle. Its low, below the new position's stop-loss,
     is a price from before the position: no exit. The stop still works on the candles after it."""
-    fx.price_path = flat
-    fx.set_price("BTCUSDT", CLOSE)
-    clock = MarketClock()
-    on_market_time(clock, fx)
+    clock = flat_market(fx)
     async with running_live(tmp_path, fx, clock) as running:
         e = running.engine
         fx.market_clock.step()  # a candle closes at the exchange; the engine has not polled it yet
@@ -89,10 +95,7 @@ async def test_a_candle_that_ended_before_the_position_opened_does_not_stop_it_o
     ("take_profit_under_the_close", True),
 ])
 async def test_in_the_candle_the_position_was_opened_in_only_the_close_counts(tmp_path, fx, level, exits):
-    fx.price_path = flat
-    fx.set_price("BTCUSDT", CLOSE)
-    clock = MarketClock()
-    on_market_time(clock, fx)
+    clock = flat_market(fx)
     async with running_live(tmp_path, fx, clock) as running:
         e = running.engine
         on_market_time(clock, fx)  # half way through the candle still open at the exchange
@@ -109,10 +112,7 @@ async def test_in_the_candle_the_position_was_opened_in_only_the_close_counts(tm
 async def test_a_machine_clock_far_ahead_of_the_exchange_s_leaves_no_position_unwatched(tmp_path, fx):
     """Every candle then seems to have ended before the fill. Only the first the engine sees after it (what a late
     poll hands over) can be from before the position: the stop-loss is watched from the next one on."""
-    fx.price_path = flat
-    fx.set_price("BTCUSDT", CLOSE)
-    clock = MarketClock()
-    on_market_time(clock, fx)
+    clock = flat_market(fx)
     async with running_live(tmp_path, fx, clock, risk={"stale_after_bars": 10_000}) as running:
         e = running.engine
         clock.forward(86_400)  # this machine's clock a day ahead of the exchange's (DATA_STALE let through)
