@@ -362,6 +362,9 @@ def test_a_halt_the_database_lost_with_its_wal_still_halts_the_next_start(tmp_pa
     with contextlib.closing(sqlite3.connect(db)) as con:
         state, reason = con.execute("SELECT state, reason FROM engine_state").fetchone()
         assert state == "HALTED" and "never committed" in reason, reason
+        # a whole run's records lost with the log: the reason says so first, and what is left to do
+        assert reason.startswith("the database lost committed records ("), reason
+        assert "restore the newest backup, or check the books and re-arm" in reason, reason
         assert con.execute("SELECT COUNT(*) FROM orders").fetchone() == (orders,)  # no order since
 
 
