@@ -349,12 +349,18 @@ class Engine:
                 await self.trading.set(stop[0], f"{stop[1]}: found only in audit records the database never "
                                        "committed, set aside at this start", "engine")
         aside = Ahead.of(self.opts.set_aside) if self.opts.set_aside is not None else None
-        if aside is not None and aside.lost and self.state is not EngineState.HALTED:
+        if aside is not None and aside.lost:
             # The books lack records the database had committed (fills, maybe): nothing new trades on them until
-            # the operator has looked. A pause, not a halt: what is held keeps its stop-loss and take-profit.
-            await self.trading.set(EngineState.PAUSED, f"the database lost committed records ({aside.records} "
-                                   "audit records it does not hold): restore the newest backup, or check the books "
-                                   "and resume", "engine", force=self.state is EngineState.PAUSED)
+            # the operator has looked. A pause, not a halt: what is held keeps its stop-loss and take-profit. A
+            # halt stays, its reason saying the loss first.
+            lost = (f"the database lost committed records ({aside.records} audit records it does not hold): "
+                    "restore the newest backup, or check the books and ")
+            if self.state is EngineState.HALTED:
+                await self.trading.set(EngineState.HALTED, f"{lost}re-arm; halted before: {self.state_reason}",
+                                       "engine", force=True)
+            else:
+                await self.trading.set(EngineState.PAUSED, f"{lost}resume", "engine",
+                                       force=self.state is EngineState.PAUSED)
         await self.store.keep_reserve()
         if self.state is EngineState.HALTED:
             under_way = await self.store.get_kv(FLATTEN_KEY)
