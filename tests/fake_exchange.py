@@ -242,6 +242,9 @@ class FakeBinance:
         # klines and tickers use this clock (ms); signatures are always checked against the real time
         self.market_clock: Callable[[], int] = lambda: int(time.time() * 1000)
         self.time_answer: Callable[[], int] | None = None  # what /api/v3/time answers, when not the market clock
+        # what orders and trades are stamped with, when not the real time: the market clock, for a test whose orders
+        # must keep the clock the klines keep, as an exchange's do (requests' timestamps are checked all the same)
+        self.order_clock: Callable[[], int] | None = None
         self.klines_max = 1000  # the most candles /klines serves per request (Binance: 1000)
         self.kline_gaps: list[tuple[int, int]] = []  # [from, to) open times with no candle: no trades then
         # klines follow this path (symbol id, ms -> price): a test can give the strategy a market it acts on
@@ -366,6 +369,9 @@ class FakeBinance:
 
     def now_ms(self) -> int:
         return int(time.time() * 1000)
+
+    def _order_time(self) -> int:
+        return (self.order_clock or self.now_ms)()
 
     # -- plumbing ----------------------------------------------------------------------------------------------
     @web.middleware
@@ -696,7 +702,7 @@ class FakeBinance:
             if base.free + 1e-12 < qty:
                 raise ApiError(400, -2010, "Account has insufficient balance for requested action.")
             base.free, base.locked = _round(base.free - qty), _round(base.locked + qty)
-        now = self.now_ms()
+        now = self._order_time()
         order = FakeOrder(order_id, client_id, sid, side, otype, qty, price, reserve, now, update_time=now)
         self.orders.append(order)
         crosses = otype == "MARKET" or (side == "BUY" and market_price <= reserve) or (
@@ -777,7 +783,7 @@ class FakeBinance:
             commission, asset = _commission(qty * price * self.fee_rate), info["quote"]
             base.locked = _round(base.locked - qty)
             quote.free = _round(quote.free + qty * price - commission)
-        now = self.now_ms()
+        now = self._order_time()
         order.trades.append(Trade(next(self._trade_ids), price, qty, commission, asset, now))
         order.filled = _round(order.filled + qty)
         order.quote_filled = _round(order.quote_filled + qty * price)
@@ -802,7 +808,7 @@ class FakeBinance:
             base = self._balance(info["base"])
             base.locked, base.free = _round(base.locked - order.remaining), _round(base.free + order.remaining)
         order.status = status
-        order.update_time = self.now_ms()
+        order.update_time = self._order_time()
 
     def _order_json(self, o: FakeOrder) -> dict[str, Any]:
         return {"symbol": o.symbol, "orderId": o.order_id, "orderListId": -1, "clientOrderId": o.client_id,

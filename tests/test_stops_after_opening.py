@@ -1,10 +1,10 @@
 """A position's stop-loss and take-profit are watched on prices after it was opened, on a live engine against the
-fake Binance: a candle that ended before the position existed says nothing of it, and of a candle the position was
-opened in only the close is surely later than the fill.
+fake Binance: a candle that ended before the position's order was placed says nothing of it, and of the candle it
+was placed in only the close is surely later than the fill.
 
-The engine's clock is kept on the fake's market clock (SteppedClock moved to it), so the fill's time and the
-candles' times are on one time line, as an exchange's candles and the machine's clock are when they agree. The
-market is flat at 30,000: each candle's low is 29,970, its high 30,030, its close 30,000 (fake_exchange.kline).
+The fake places its orders on its market clock, the one its candles keep, as an exchange does; the machine's clock
+(the engine's) may be ahead of it or behind. The market is flat at 30,000: each candle's low is 29,970, its high
+30,030, its close 30,000 (fake_exchange.kline).
 """
 
 from __future__ import annotations
@@ -15,30 +15,29 @@ from test_live_engine import running_live
 from live_helpers import BTC, M, SteppedClock, fx, next_bar, rows  # noqa: F401
 
 LOW, CLOSE, HIGH = 29_970.0, 30_000.0, 30_030.0
+# DATA_STALE judges the newest candle by the machine's clock: let it through where that clock is made to disagree
+ANY_AGE = {"stale_after_bars": 10_000}
 
 
 def flat(symbol: str, ts: int) -> float:
     return CLOSE
 
 
-class MarketClock(SteppedClock):
-    """SteppedClock whose times of day (the fills' too) move with it."""
+class ShiftedClock(SteppedClock):
+    """The machine's clock, `forward` seconds off (its times of day too)."""
 
     def now_ms(self) -> int:
         return int(self.wall() * 1000)
 
 
-def on_market_time(clock: SteppedClock, fx) -> None:
-    """The engine's clock moved to the fake's market clock."""
-    clock.forward(fx.market_clock() / 1000 - clock.wall())
-
-
-def flat_market(fx) -> MarketClock:
-    """The fake's market flat at CLOSE; a clock for the engine on its market time."""
+def flat_market(fx) -> ShiftedClock:
+    """The fake's market flat at CLOSE, its orders placed on its market clock; a clock for the engine on the same
+    time (moved off it by a test's `forward`)."""
     fx.price_path = flat
     fx.set_price("BTCUSDT", CLOSE)
-    clock = MarketClock()
-    on_market_time(clock, fx)
+    fx.order_clock = fx.market_clock
+    clock = ShiftedClock()
+    clock.forward(fx.market_clock() / 1000 - clock.wall())
     return clock
 
 
@@ -60,24 +59,28 @@ def sells(fx) -> list:
     return [o for o in fx.orders if o.side == "SELL"]
 
 
-async def test_a_candle_that_ended_before_the_position_opened_does_not_stop_it_out(tmp_path, fx):
-    """The feed's poll comes late: a candle closes at the exchange, the position is opened (an approval, an
-    operator's order), and only then does the engine see the candle. Its low, below the new position's stop-loss,
-    is a price from before the position: no exit. The stop still works on the candles after it."""
+def placed_at(fx) -> int:
+    (buy,) = [o for o in fx.orders if o.side == "BUY"]
+    return buy.time
+
+
+@pytest.mark.parametrize("late", [1, 2])
+async def test_candles_that_ended_before_the_position_opened_do_not_stop_it_out(tmp_path, fx, late):
+    """The feed's poll comes late: candles close at the exchange, the position is opened (an approval, an
+    operator's order), and only then does the engine see them. Their lows, below the new position's stop-loss, are
+    prices from before the position: no exit. The stop still works on the candles after it."""
     clock = flat_market(fx)
     async with running_live(tmp_path, fx, clock) as running:
         e = running.engine
-        fx.market_clock.step()  # a candle closes at the exchange; the engine has not polled it yet
-        on_market_time(clock, fx)
+        fx.market_clock.step(late)  # candles close at the exchange; the engine has not polled them yet
         pos = await bought(e)
-        pos.stop_loss = LOW + 10  # the unseen candle's low is below it, its close above
-        (late,) = await candles_now(e)
-        assert late.ts + M < pos.opened_ts and late.low < pos.stop_loss < late.close
+        pos.stop_loss = LOW + 10  # their lows are below it, their closes above
+        got = await candles_now(e)
+        assert len(got) == late and all(c.ts + M <= placed_at(fx) and c.low < pos.stop_loss < c.close for c in got)
         assert sells(fx) == [] and BTC in e.portfolio.positions
 
         # the candle the position was opened in: only its close (above the stop) is surely after the fill
         assert await next_bar(e, fx) == 1
-        on_market_time(clock, fx)
         assert sells(fx) == [] and BTC in e.portfolio.positions
 
         # a candle wholly after the fill: its low is the position's own price, and the stop-loss goes out
@@ -98,29 +101,29 @@ async def test_in_the_candle_the_position_was_opened_in_only_the_close_counts(tm
     clock = flat_market(fx)
     async with running_live(tmp_path, fx, clock) as running:
         e = running.engine
-        on_market_time(clock, fx)  # half way through the candle still open at the exchange
-        pos = await bought(e)
+        pos = await bought(e)  # half way through the candle still open at the exchange
         pos.stop_loss = {"stop_loss_under_the_low_only": LOW + 10, "stop_loss_over_the_close": CLOSE + 10}.get(level)
         pos.take_profit = {"take_profit_under_the_high_only": HIGH - 10,
                            "take_profit_under_the_close": CLOSE - 10}.get(level)
         assert await next_bar(e, fx) == 1
-        assert e.last_bar_ts[BTC] < pos.opened_ts < e.last_bar_ts[BTC] + M
+        assert e.last_bar_ts[BTC] < placed_at(fx) < e.last_bar_ts[BTC] + M
         assert [o.side for o in sells(fx)] == (["SELL"] if exits else [])
         assert (BTC in e.portfolio.positions) is not exits
 
 
-async def test_a_machine_clock_far_ahead_of_the_exchange_s_leaves_no_position_unwatched(tmp_path, fx):
-    """Every candle then seems to have ended before the fill. Only the first the engine sees after it (what a late
-    poll hands over) can be from before the position: the stop-loss is watched from the next one on."""
+@pytest.mark.parametrize("off_s", [86_400, 75, -45, -86_400])
+async def test_the_machine_s_clock_off_the_exchange_s_changes_nothing(tmp_path, fx, off_s):
+    """The fill's time and the candles' are both the exchange's: this machine's clock ahead of it or behind (by
+    less than a bar, more than one, a day) neither passes over the candles after the fill nor lets a low from
+    before it stop the position out."""
     clock = flat_market(fx)
-    async with running_live(tmp_path, fx, clock, risk={"stale_after_bars": 10_000}) as running:
+    async with running_live(tmp_path, fx, clock, risk=ANY_AGE) as running:
         e = running.engine
-        clock.forward(86_400)  # this machine's clock a day ahead of the exchange's (DATA_STALE let through)
-        pos = await bought(e)
+        clock.forward(off_s)
+        pos = await bought(e)  # half way through the candle still open at the exchange
         pos.stop_loss = LOW + 10
-        assert await next_bar(e, fx) == 1
-        assert e.last_bar_ts[BTC] + M < pos.opened_ts
+        assert await next_bar(e, fx) == 1  # that candle: its close only
         assert sells(fx) == [] and BTC in e.portfolio.positions
-        assert await next_bar(e, fx) == 1
+        assert await next_bar(e, fx) == 1  # the next, whole
         (sell,) = sells(fx)
         assert sell.status == "FILLED" and BTC not in e.portfolio.positions
