@@ -259,9 +259,9 @@ class Engine:
         # Stop-loss and take-profit exits refused only because of the venue's Retry-After, unsent: symbol -> the
         # exit, sent once that time is over (see _exits_after_hold).
         self._exits_held: dict[str, OrderIntent] = {}
-        # symbol -> (its position's opened_ts, the first candle watched for it): _range_since may pass over that
-        # candle only, when it ended before the fill.
-        self._first_watched: dict[str, tuple[int, int]] = {}
+        # symbol -> when the venue placed the order that opened its position, on the venue's clock (Fill.venue_ts):
+        # where the prices its stop-loss and take-profit watch begin (_range_since).
+        self._priced_from: dict[str, int] = {}
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
@@ -1036,14 +1036,11 @@ class Engine:
     async def _monitor(self, c: Candle, pos: Position) -> None:
         """Stop-loss and take-profit on the bar's range: an exit order through the single path.
         HALTED means cancels only: the kill switch leaves positions to the operator (flatten)."""
-        first = self._first_watched.get(c.symbol)
-        if first is None or first[0] != pos.opened_ts:
-            first = self._first_watched[c.symbol] = (pos.opened_ts, c.ts)
         if self.state is EngineState.HALTED or self.orders.pending_exit_qty(c.symbol) > 0:
             return
         if c.symbol in self._exits_held:
             return  # an exit already waits for the venue's Retry-After to end
-        low, high = self._range_since(c, pos.opened_ts, first=c.ts == first[1])
+        low, high = self._range_since(c, self._priced_from.get(c.symbol))
         if low is None or high is None:
             return
         reason = None
@@ -1061,19 +1058,17 @@ class Engine:
             log.warning("exit waits for the exchange's Retry-After", symbol=c.symbol, reason=reason.value,
                         until=fmt.iso(sub.held_until))
 
-    def _range_since(self, c: Candle, opened_ts: int, first: bool) -> tuple[float | None, float | None]:
-        """The low and high of candle `c` that a position opened at `opened_ts` lived through: the whole range of a
-        candle begun since; of the candle it was opened in, only the close (its low or high may come before the
-        fill); nothing of the `first` candle watched for it if that one ended before it (a feed polled late, after
-        an approval's fill). Only the first: the fill's time is this machine's clock and the candles' the
-        exchange's, and clocks that disagree by more than a bar must not leave a position unwatched. A fill at a
-        candle's open by the paper venue is stamped at the candle's end (the market clock stands there when the
-        candle is handed over): that candle is the position's whole."""
-        end = c.ts + self.timeframe_ms
-        if opened_ts <= c.ts or opened_ts == end:
+    def _range_since(self, c: Candle, since: int | None) -> tuple[float | None, float | None]:
+        """The low and high of candle `c` that a position whose order the venue placed at `since` (the venue's
+        clock, which its candles keep) lived through: the whole range of a candle begun since; of the candle it was
+        placed in, only the close (its low or high may come before the fill); nothing of a candle that ended before
+        (a feed polled late, after an approval's or an operator's fill). Where `since` is not known (the venue did
+        not say; a position from before a restart), the whole range. The paper venue places an order at the open
+        of the candle that decided it and fills it at the next one's open: that candle counts whole."""
+        if since is None or since <= c.ts:
             return c.low, c.high
-        if opened_ts > end:
-            return (None, None) if first else (c.low, c.high)
+        if since >= c.ts + self.timeframe_ms:
+            return None, None
         return c.close, c.close
 
     async def _exits_after_hold(self) -> None:
@@ -1201,6 +1196,11 @@ class Engine:
                             stop_loss=intent.stop_loss, take_profit=intent.take_profit, reason=order.reason.value,
                             client_order_id=order.client_order_id)
         record = FillRecord(position=res.position, trade=res.closed)
+        if res.opened:
+            if fill.venue_ts is None:
+                self._priced_from.pop(fill.symbol, None)
+            else:
+                self._priced_from[fill.symbol] = fill.venue_ts
         if res.position is None and fill.symbol not in pf.positions:
             record.closed_symbol = fill.symbol
         if self.profile.resumable:  # otherwise the books are stored at each flush

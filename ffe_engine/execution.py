@@ -525,7 +525,7 @@ class OrderPath:
             if o.status.final:
                 self.live.pop(o.client_order_id, None)
             fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
-                        fee=fee, ts=o.updated_ts, fee_base=fee_base, fee_base_value=fee_base_value)
+                        fee=fee, ts=o.updated_ts, fee_base=fee_base, fee_base_value=fee_base_value, venue_ts=vo.ts)
             intent = self.intents.get(o.client_order_id) or _intent_of(o)
             # The owner applies the fill to its book in memory and says what else to record; the fill, the
             # order's new state and those records are written in one transaction.

@@ -246,6 +246,9 @@ class Fill:
     # What `fee` counts for `fee_base`, valued at the prices of the trades that paid it (not at `price`, the fill's
     # average): `fee - fee_base_value` is what the fill took from the cash.
     fee_base_value: float = 0.0
+    # When the venue placed the order, on the venue's own clock (VenueOrder.ts; None when it did not say): the prices
+    # a position it opens lives through begin there, on the clock the venue's candles keep. `ts` is this machine's.
+    venue_ts: int | None = None
 
 
 @dataclass(slots=True)
