@@ -1,10 +1,11 @@
 """The audit trail's records after the database's last event, and the one judgement of what they mean.
 
-The store writes the trail before it commits the same events, so a kill leaves the trail ahead of the database by
-the records of the moment before it, never committed: the next start sets them aside. More than that (a run's
-start among them, or over a minute of records) is no kill's last moment: the database lost records it had
-committed (an older copy put back, its WAL lost). The start (its STARTED page), `ffe doctor`, `ffe audit verify`
-and `ffe backup` all judge them here, and say them in the same words.
+The store writes the trail before it commits the same events, so a kill leaves the trail ahead of the database by the
+records of the moment before it, never committed: the next start sets them aside. More than that (a run's boundary among
+them (a stop with records after it, a start with bar decisions beside it) or a whole run, or over a minute of records)
+is no kill's last moment: the database lost records it had committed (an older copy put back, its WAL lost). The start
+(its STARTED page), `ffe doctor`, `ffe audit verify` and `ffe backup` all judge them here, and say them in the same
+words.
 """
 
 from __future__ import annotations
@@ -33,9 +34,18 @@ class Ahead:
     runs: int = 0
     first: str | None = None
     last: str | None = None
+    # Whether they cross a run's boundary: a run's stop with records after it, a run's start with bar decisions
+    # (before it: an earlier run's; after it: the start commits all it wrote before the first bar), or a whole run
+    # (its start and its stop). A kill leaves one moment of one run, which may be its start or its stop.
+    boundary: bool = False
+    started: bool = False
+    stopped: bool = False
+    decided: bool = False
 
     def add(self, line: bytes) -> None:
         self.records += 1
+        if self.stopped:
+            self.boundary = True
         try:
             rec = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -46,6 +56,15 @@ class Ahead:
         self.fills += event == "fill"
         self.orders += event == "order"
         self.runs += event == "run"
+        if event == "decision":
+            self.decided = True
+        elif event == "run":
+            if rec.get("phase") == "start":
+                self.started = True
+            elif rec.get("phase") == "stop":
+                self.boundary = self.boundary or self.started
+                self.stopped = True
+        self.boundary = self.boundary or (self.started and self.decided)
         ts = rec.get("ts")
         if isinstance(ts, str):
             self.first = ts if self.first is None else min(self.first, ts)
@@ -62,16 +81,18 @@ class Ahead:
             value = summary.get(key)
             return value if isinstance(value, str) else None
 
-        return cls(count("records"), count("fills"), count("orders"), count("runs"), text("first"), text("last"))
+        boundary = summary.get("boundary")
+        return cls(count("records"), count("fills"), count("orders"), count("runs"), text("first"), text("last"),
+                   boundary=boundary if isinstance(boundary, bool) else count("runs") > 0)
 
     def as_dict(self) -> dict[str, Any]:
         return {"records": self.records, "fills": self.fills, "orders": self.orders, "runs": self.runs,
-                "first": self.first, "last": self.last}
+                "first": self.first, "last": self.last, "boundary": self.boundary}
 
     @property
     def lost(self) -> bool:
         """Whether they show the database lost committed records, rather than the last moment before a kill."""
-        return self.runs > 0 or self.span_s() > SPAN_S
+        return self.boundary or self.span_s() > SPAN_S
 
     def span_s(self) -> float:
         if self.first is None or self.last is None:

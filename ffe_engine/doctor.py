@@ -10,8 +10,10 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
    increasing seq, and holds every event the database holds, byte for byte (it may hold more: lines written just
    before a kill, never committed, noted as `ffe audit verify` notes them, and a cut last line after the database's
    last event: one being written, or torn); and its hash chain is whole up to the chain head the database stores
-   (chain.verify_trail); records after the database's last event that are more than the moment before a kill (a
-   run's start among them, or over a minute of records: ahead.Ahead, as the start judges them) are records the
+   (chain.verify_trail); records after the database's last event that are more than the moment before a kill (a run's
+   boundary among them (a stop with records after it, a start with bar decisions beside it) or a whole run, or over a
+   minute
+   of records: ahead.Ahead, as the start judges them) are records the
    database lost, a violation;
 3. no order went back: in the audit trail an order that reached
    a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
