@@ -113,3 +113,18 @@ def test_a_backtest_whose_providers_cannot_be_built_leaves_no_run_folder(tmp_pat
         asyncio.run(bt.run_backtest(settings, series))
     assert "\n" not in str(err.value) and SECRET not in str(err.value) and "base_url" in str(err.value)
     assert not (tmp_path / "data" / "backtests").exists() and not (tmp_path / "logs" / "backtests").exists()
+
+
+def test_a_refused_exchange_options_line_masks_the_credentials_of_a_url_in_it(tmp_path):
+    """With exchange.api_urls set, exchange.options is checked against what ccxt's binance needs, and the refusal
+    quotes the options it wants: a proxy URL in them is quoted without its credentials (the line lands in the
+    service manager's journal)."""
+    (tmp_path / "config.toml").write_text(
+        '[venue]\nkind = "ccxt"\n\n[exchange]\n'
+        'api_urls = { public = "http://127.0.0.1:9/api/v3", private = "http://127.0.0.1:9/api/v3" }\n'
+        f'options = {{ proxy = "http://user:{SECRET}@proxy.example:3128" }}\n')
+    proc = ffe_in_process(tmp_path, "config", "check")
+    assert proc.returncode == 2, proc.stdout
+    line = one_error_line(proc.stderr)
+    assert "exchange.options" in line and "http://********@proxy.example:3128" in line, line
+    assert SECRET not in proc.stderr + proc.stdout and "user:" not in line, line
