@@ -58,6 +58,7 @@ from .. import fmt
 from ..clock import WallClock
 from ..market.bounds import price_problem
 from ..model import MarketInfo, OrderRequest, Side, VenueOrder
+from ..urls import mask_urls
 from .ccxt_loader import DECIMAL_PLACES, TICK_SIZE, exchange_class
 from .ccxt_loader import errors as cx
 from .base import DuplicateOrder, OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
@@ -130,7 +131,7 @@ def check_settings(settings: Any) -> None:
             given = settings.options or {}
             if any(given.get(k) != v for k, v in options.items()):
                 raise VenueError(f"exchange.options: with exchange.api_urls set, keep ccxt's {settings.id} to those "
-                                 f"sections: options = {_toml({**given, **options})}")
+                                 f"sections: options = {mask_urls(_toml({**given, **options}))}")
     window = (exchange.options or {}).get("recvWindow")
     if isinstance(window, (int, float)) and settings.settle_window_ms < window:
         raise VenueError(f"exchange.settle_window_ms: {settings.settle_window_ms} is shorter than the exchange's "
