@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -210,13 +211,18 @@ def test_a_record_the_database_never_committed_inside_the_trail_is_reported_alik
         assert note in proc.stdout, proc.stdout
 
 
-def an_older_database_put_back(cwd: Path) -> Path:
+def an_older_database_put_back(cwd: Path, backups: Path | None = None) -> Path:
     """Two runs, then the database as the first left it put back beside the trail of both (its WAL gone): the
-    database lost the second run's committed records. Its path."""
+    database lost the second run's committed records. Its path. With `backups`, a backup is taken there after each
+    run: the newest holds what the database lost."""
     first_run(cwd)
     db = cwd / "data" / "ffe.db"
     older = db.read_bytes()
+    if backups is not None:
+        take_backup(cwd, backups)
     first_run(cwd)  # a second run, committed
+    if backups is not None:
+        take_backup(cwd, backups)
     db.write_bytes(older)
     for name in ("ffe.db-wal", "ffe.db-shm"):
         (cwd / "data" / name).unlink(missing_ok=True)
@@ -296,3 +302,116 @@ def test_records_after_the_database_spanning_over_a_minute_are_lost_records_not_
     order["ts"] = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     append_uncommitted(tmp_path / "logs" / "audit.jsonl", [fill, order])
     assert_every_check_fails_naming_the_loss(tmp_path, records_after(tmp_path), tmp_path / "backups")
+
+
+# A retention that keeps only the newest backup: a backup that went through would delete the others.
+PRUNING = ffe_env(FFE_BACKUP__KEEP_LAST=1, FFE_BACKUP__KEEP_DAYS=0)
+
+
+def take_backup(cwd: Path, backups: Path) -> Path:
+    proc = run_ffe(cwd, "backup", "--to", str(backups), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return Path(json.loads(proc.stdout)["file"])
+
+
+def backup_files(backups: Path) -> list[str]:
+    return sorted(p.name for p in backups.glob("ffe-backup-*"))
+
+
+async def a_start_that_finds_the_loss(cwd: Path, backups: Path) -> Path:
+    """The older database put back beside the trail of both runs (a backup taken after each), then a start: it
+    sets the records the database lost aside and comes up PAUSED. The file they were set aside in."""
+    db = an_older_database_put_back(cwd, backups)
+    proc, _ = await run_ffe_paging(cwd, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    (state, reason), = db_rows(db, "SELECT state, reason FROM engine_state")
+    assert state == "PAUSED" and "lost committed records" in reason, (state, reason)
+    (aside,) = [p for p in (cwd / "logs").iterdir() if ".uncommitted-after-" in p.name]
+    return aside
+
+
+def assert_the_loss_stays_visible(cwd: Path, aside: Path, backups: Path) -> None:
+    """The trail is level with the database again, yet `ffe doctor` fails naming the file the lost records were set
+    aside in and the remedy, `ffe audit verify` says it, and `ffe backup` refuses in one line: nothing written, and
+    retention (which would keep only the newest) prunes none of the older backups, the remedy."""
+    before = backup_files(backups)
+    doctor = run_ffe(cwd, "doctor")
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert aside.name in doctor.stderr and "restore the newest backup" in doctor.stderr, doctor.stderr
+    assert "resume" in doctor.stderr, doctor.stderr
+    verify = run_ffe(cwd, "audit", "verify")
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    assert aside.name in verify.stdout and "restore the newest backup" in verify.stdout, verify.stdout
+    refused = run_ffe(cwd, "backup", "--to", str(backups), env=PRUNING)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("ffe: error: "), refused.stderr
+    assert aside.name in errors[0] and "no backup was written" in errors[0] and "resume" in errors[0], errors[0]
+    assert backup_files(backups) == before, "a backup was written or pruned beside a loss nobody has dealt with"
+
+
+async def test_a_loss_set_aside_at_a_start_fails_doctor_and_backup_until_the_operator_resumes(tmp_path, spawn_ffe):
+    """The start moves the records the database lost into their file, so the trail is level with the database
+    again: the checks must not call that `ok`, nor may a scheduled backup go through (retention would delete the
+    backups that hold what was lost) until the operator has dealt with it: here, checked the books and resumed."""
+    backups = tmp_path / "backups"
+    aside = await a_start_that_finds_the_loss(tmp_path, backups)
+    held = aside.read_bytes()
+    assert_the_loss_stays_visible(tmp_path, aside, backups)
+    # A running engine on it, still PAUSED: the backup it takes itself is refused alike.
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"), name="headless")
+    wait_until(lambda: "engine started" in engine.stderr, timeout=60, what="the engine to start")
+    assert db_rows(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == [("PAUSED",)]
+    before = backup_files(backups)
+    refused = run_ffe(tmp_path, "backup", "--to", str(backups), env=PRUNING)
+    assert refused.returncode == 1 and aside.name in refused.stderr, refused.stdout + refused.stderr
+    assert backup_files(backups) == before
+    resumed = run_ffe(tmp_path, "ctl", "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    engine.send(signal.SIGTERM)
+    assert engine.wait() == 0, engine.stderr
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert aside.read_bytes() == held, "the records set aside were changed"
+    made = run_ffe(tmp_path, "backup", "--to", str(backups), "--json", env=PRUNING)
+    assert made.returncode == 0, made.stderr
+    assert backup_files(backups) == [Path(json.loads(made.stdout)["file"]).name]  # retention as configured
+    # The next start, resumed books and all, trades as the operator decided: no pause for the same records.
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert db_rows(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == [("RUNNING",)]
+
+
+async def test_a_restore_of_the_newest_backup_clears_a_loss_set_aside_at_a_start(tmp_path):
+    backups = tmp_path / "backups"
+    aside = await a_start_that_finds_the_loss(tmp_path, backups)
+    held = aside.read_bytes()
+    assert_the_loss_stays_visible(tmp_path, aside, backups)
+    newest = backups / backup_files(backups)[-1]
+    restored = run_ffe(tmp_path, "restore", str(newest), "--force")
+    assert restored.returncode == 0, restored.stderr
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    # The records set aside are kept, moved aside with the trail they came from.
+    kept = [p for p in (tmp_path / "logs").iterdir() if p.name.startswith(aside.name) and p != aside]
+    assert not aside.exists() and [p.read_bytes() for p in kept] == [held], sorted(os.listdir(tmp_path / "logs"))
+    assert any(p.name == aside.name + f".before-restore-{p.name.rsplit('-', 1)[-1]}" for p in kept)
+    made = run_ffe(tmp_path, "backup", "--to", str(backups), "--json")
+    assert made.returncode == 0, made.stderr
+
+
+async def test_a_loss_found_by_a_start_on_a_halted_engine_stays_visible_while_it_is_halted(tmp_path):
+    """A start that finds the loss on a HALTED engine keeps it HALTED (the stricter state): the records set aside
+    are no less lost, and the checks say so as they do for the pause."""
+    backups = tmp_path / "backups"
+    db = an_older_database_put_back(tmp_path, backups)
+    with sqlite3.connect(db) as conn:  # HALTED stored on its own, as a restore keeps a halt
+        conn.execute("UPDATE engine_state SET state = 'HALTED', reason = 'kill switch', by = 'operator'")
+    conn.close()
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert db_rows(db, "SELECT state FROM engine_state") == [("HALTED",)]
+    (aside,) = [p for p in (tmp_path / "logs").iterdir() if ".uncommitted-after-" in p.name]
+    assert_the_loss_stays_visible(tmp_path, aside, backups)

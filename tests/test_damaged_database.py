@@ -112,6 +112,30 @@ def test_a_damaged_or_lost_database_stops_the_headless_start_with_one_line(good_
         assert "audit" in proc.stderr  # why it is not taken for a first start
 
 
+READ_ONLY_COMMANDS = {
+    "doctor": ("doctor",), "audit verify": ("audit", "verify"), "backup": ("backup", "--to", "backups"),
+    "config check": ("config", "check"), "report trades": ("report", "trades"), "audit show": ("audit", "show", "1"),
+    "audit tail": ("audit", "tail"),
+}
+
+
+@pytest.mark.parametrize("damage", [truncated, page_damaged], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS)
+def test_the_commands_that_only_read_leave_a_damaged_database_as_it_is(good_dir, tmp_path, damage, command):
+    """Read with nothing beside it (no -wal, no journal: as a clean stop leaves it), a damaged file is left as it
+    is, as by a refused start: no empty ffe.db-wal or ffe.db-shm made beside it."""
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    damage(db)
+    before, beside = db.read_bytes(), beside_database(db)
+    proc = run_ffe(cwd, *READ_ONLY_COMMANDS[command], timeout=30)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if command not in ("audit tail", "config check"):
+        assert proc.returncode != 0 and "ffe.db" in proc.stderr, (proc.returncode, proc.stdout, proc.stderr)
+    assert db.read_bytes() == before, "the damaged database was changed"
+    assert beside_database(db) == beside, f"{command} created files beside the damaged database"
+
+
 def test_a_first_start_still_creates_the_database(tmp_path):
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", timeout=60)
     assert proc.returncode == 0, proc.stderr
