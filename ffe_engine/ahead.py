@@ -6,19 +6,32 @@ them (a stop with records after it, a start with bar decisions beside it) or a w
 is no kill's last moment: the database lost records it had committed (an older copy put back, its WAL lost). The start
 (its STARTED page), `ffe doctor`, `ffe audit verify` and `ffe backup` all judge them here, and say them in the same
 words.
+
+The start moves such records into `audit.jsonl.uncommitted-after-SEQ`, and the trail is level with the database
+again; the loss is still there, so it stays said (`unsettled`) until the operator has dealt with it: resumed the
+engine (which records the set-aside files there then as checked, `CHECKED_KEY`) or restored a backup (which moves
+them aside with the trail they came from). Until then the start pauses, the checks fail and no backup is taken.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable
 
 import orjson
 
 # Records ahead spanning longer than this are more than the moment before a kill.
 SPAN_S = 60.0
+# The engine's pause for such records: its reason starts so (by `engine`).
+PAUSE = "the database lost committed records"
+# kv: the set-aside files the operator resumed over, {file name: size}; written with the resume (engine.py).
+CHECKED_KEY = "set_aside_checked"
+REMEDY = ("restore the newest backup (`ffe restore --force`), or check the books against the exchange and resume the "
+          "engine (`ffe ctl resume`; a HALTED one re-armed, `ffe ctl resume --yes`)")
 LOST = ("more than the moment before a kill, so the database lost committed records (an older copy put back, its "
         "WAL lost)")
 
@@ -111,3 +124,67 @@ class Ahead:
         """The one line `ffe doctor`, `ffe audit verify` and `ffe backup` fail with when `lost`."""
         return (f"{self.held()} after the database's last event (seq {db_last}): {LOST}: stop any engine on it and "
                 "restore the newest backup (`ffe restore --force`), or check the books against the exchange")
+
+
+def pause_reason(records: int) -> str:
+    return (f"{PAUSE} ({records} audit records it does not hold): restore the newest backup, or check the books and "
+            "resume")
+
+
+def aside_files(trail: Path) -> list[Path]:
+    """The files a start set records the database never committed aside in, beside the trail (audit.py names
+    them `<trail>.uncommitted-after-SEQ`), oldest first; not those a restore moved aside."""
+    name = re.compile(re.escape(trail.name) + r"\.uncommitted-after-(\d+)")
+    try:
+        found = [(int(m.group(1)), p) for p in trail.parent.iterdir() if (m := name.fullmatch(p.name))]
+    except FileNotFoundError:
+        return []
+    return [p for _, p in sorted(found)]
+
+
+def checked_now(trail: Path) -> dict[str, int]:
+    """What a resume records as checked (CHECKED_KEY): every set-aside file there, by name and size (records
+    added to one later make it unchecked again)."""
+    out = {}
+    for p in aside_files(trail):
+        with contextlib.suppress(FileNotFoundError):
+            out[p.name] = p.stat().st_size
+    return out
+
+
+def unchecked_losses(trail: Path, checked: Any) -> list[tuple[Path, Ahead]]:
+    """The set-aside files whose records show the database lost committed ones and that no resume has checked.
+    A file that cannot be read counts as lost: it cannot be told otherwise."""
+    done = checked if isinstance(checked, dict) else {}
+    out = []
+    for p in aside_files(trail):
+        ahead = Ahead()
+        try:
+            if done.get(p.name) == p.stat().st_size:
+                continue
+            with open(p, "rb") as f:
+                for line in f:
+                    if line.strip():
+                        ahead.add(line)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            ahead.runs += 1  # unreadable: not shown to be a kill's last moment
+        if ahead.lost:
+            out.append((p, ahead))
+    return out
+
+
+def unsettled(trail: Path, checked: Any, state: Iterable[Any] | None) -> str | None:
+    """The one line said while a loss of committed records is not dealt with: a set-aside file of lost records no
+    resume has checked, or the engine's stored state still the pause for them; None otherwise."""
+    losses = unchecked_losses(trail, checked)
+    if losses:
+        p, ahead = losses[0]
+        more = f" (and {len(losses) - 1} more such files)" if len(losses) > 1 else ""
+        return (f"{p}{more}: {ahead.held()}, set aside at a start: the database lost committed records, and nobody "
+                f"has dealt with it yet: {REMEDY}")
+    row = list(state) if state is not None else []
+    if len(row) >= 2 and row[0] == "PAUSED" and str(row[1]).startswith(PAUSE):
+        return f"the engine is PAUSED ({row[1]}) and nobody has dealt with it yet: {REMEDY}"
+    return None

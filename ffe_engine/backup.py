@@ -46,7 +46,7 @@ from typing import IO, Any, Callable, Iterator, cast
 
 import zstandard
 
-from . import __version__
+from . import __version__, ahead
 from .audit import has_records, sync_dir
 from .backtest_runs import not_an_account, run_records
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
@@ -187,12 +187,18 @@ def _write_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Pat
 def _stage_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Path, now: float, source: str,
                    work: Path, swept: list[Path]) -> Made:
     try:
-        facts = copy_pinned(conn, work / DB_NAME)
+        facts = copy_pinned(conn, work / DB_NAME, keys=(ahead.CHECKED_KEY,))
         copied = copy_trail(trail, work / TRAIL_NAME, facts.last_seq, work / DB_NAME)
         if copied.ahead.lost:
             # A backup of records that lost committed ones would hold the loss, and retention then deletes the
             # backups that do not: refused, as `ffe doctor` refuses them.
             raise DamagedRecords(f"{trail}: {copied.ahead.lost_records(facts.last_seq)}: no backup was written")
+        unsettled = ahead.unsettled(trail, facts.kv.get(ahead.CHECKED_KEY), facts.engine_state)
+        if unsettled is not None:
+            # Those records set aside by a start, the trail is level again, but the books still lack them: refused
+            # alike until the operator has dealt with it (the caller prunes nothing either).
+            raise DamagedRecords(f"{unsettled}: no backup was written and none pruned; to take one of these books "
+                                 "anyway, resume the engine once they are checked, then back up again")
         (work / CONFIG_NAME).write_text(config)
         manifest = {
             "format": FORMAT, "ffe_version": __version__, "schema_version": facts.schema_version,

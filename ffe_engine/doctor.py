@@ -12,9 +12,9 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
    last event: one being written, or torn); and its hash chain is whole up to the chain head the database stores
    (chain.verify_trail); records after the database's last event that are more than the moment before a kill (a run's
    boundary among them (a stop with records after it, a start with bar decisions beside it) or a whole run, or over a
-   minute
-   of records: ahead.Ahead, as the start judges them) are records the
-   database lost, a violation;
+   minute of records: ahead.Ahead, as the start judges them) are records the database lost, a violation; and so are
+   such records a start set aside (`audit.jsonl.uncommitted-after-SEQ`) that no resume has checked since, or the
+   engine still PAUSED for them (ahead.unsettled);
 3. no order went back: in the audit trail an order that reached
    a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
    the last final status the trail shows;
@@ -51,7 +51,7 @@ from typing import IO, Any, Iterator
 
 import zstandard
 
-from . import reserve
+from . import ahead, reserve
 from .audit import has_records
 from .backtest_runs import RUN_ID
 from .chain import packed, trail_files, unchained, unreadable_trail, verify_trail
@@ -141,6 +141,10 @@ def check(settings: Settings) -> Findings:
                 found.notes = chain.uncommitted.notes()
         if level != "trades":
             found.checks.append("audit chain")
+        if level is None:  # the trail level again, the loss a start set aside is still there until dealt with
+            unsettled = ahead.unsettled(settings.audit_path, records.kv(ahead.CHECKED_KEY), records.engine_state_row())
+            if unsettled is not None:
+                raise Violation(unsettled)
         orders = records.orders()
         found.orders = len(orders)
         _check_orders(orders, order_events, settings.db_path)

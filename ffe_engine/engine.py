@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable,
 
 from . import fmt, logs, present
 from . import __version__
-from .ahead import Ahead
+from . import ahead
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .breaker_pause import BreakerPause
@@ -348,19 +348,19 @@ class Engine:
             if self.state is not stop[0]:
                 await self.trading.set(stop[0], f"{stop[1]}: found only in audit records the database never "
                                        "committed, set aside at this start", "engine")
-        aside = Ahead.of(self.opts.set_aside) if self.opts.set_aside is not None else None
-        if aside is not None and aside.lost:
+        losses = await self._unchecked_losses()
+        if losses:
             # The books lack records the database had committed (fills, maybe): nothing new trades on them until
-            # the operator has looked. A pause, not a halt: what is held keeps its stop-loss and take-profit. A
-            # halt stays, its reason saying the loss first.
-            lost = (f"the database lost committed records ({aside.records} audit records it does not hold): "
-                    "restore the newest backup, or check the books and ")
+            # the operator has looked. A pause, not a halt: what is held keeps its stop-loss and take-profit. Set
+            # aside at this start or at an earlier one no resume has checked (killed before it paused, say). A halt
+            # stays, its reason saying the loss first.
+            reason = ahead.pause_reason(sum(a.records for _, a in losses))
             if self.state is EngineState.HALTED:
-                await self.trading.set(EngineState.HALTED, f"{lost}re-arm; halted before: {self.state_reason}",
-                                       "engine", force=True)
-            else:
-                await self.trading.set(EngineState.PAUSED, f"{lost}resume", "engine",
-                                       force=self.state is EngineState.PAUSED)
+                if not self.state_reason.startswith(ahead.PAUSE):
+                    await self.trading.set(EngineState.HALTED, f"{reason.removesuffix('resume')}re-arm; halted "
+                                           f"before: {self.state_reason}", "engine", force=True)
+            elif (self.state, self.state_reason) != (EngineState.PAUSED, reason):
+                await self.trading.set(EngineState.PAUSED, reason, "engine", force=self.state is EngineState.PAUSED)
         await self.store.keep_reserve()
         if self.state is EngineState.HALTED:
             under_way = await self.store.get_kv(FLATTEN_KEY)
@@ -1388,6 +1388,13 @@ class Engine:
             await self.flush()
             return self.state
 
+    async def _unchecked_losses(self) -> list[tuple[Any, ahead.Ahead]]:
+        """The files of records set aside as lost that no resume has checked (ahead.unchecked_losses)."""
+        if not self.profile.resumable:
+            return []
+        checked = await self.store.get_kv(ahead.CHECKED_KEY)
+        return await asyncio.to_thread(ahead.unchecked_losses, self.settings.audit_path, checked)
+
     async def resume(self, by: str = "operator", confirm: bool = False,
                      state_serial: int | None = None) -> EngineState:
         """`state_serial`: the state the operator was asked about (`state_serial` of the snapshot that asked); when
@@ -1409,8 +1416,12 @@ class Engine:
                                    if outage_only(self.reconcile_blocked) else
                                    f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first "
                                    "(`ffe ctl accept`, once the exchange's side is right: `ffe ctl status`)")
+            # The operator's word on the books: the records set aside at a start as lost (ahead.py) are checked
+            # with it, in the same transaction, and are not said again.
+            checked = ({ahead.CHECKED_KEY: await asyncio.to_thread(ahead.checked_now, self.settings.audit_path)}
+                       if self.state is not EngineState.RUNNING and self.profile.resumable else None)
             await self.trading.set(EngineState.RUNNING, "re-armed" if self.state is EngineState.HALTED else "resume",
-                                   by)
+                                   by, kv=checked)
             self.breaker_pause.resumed()  # an opening under way does not pause it again (breaker_pause.py)
             await self.flush()
             return self.state

@@ -4,8 +4,9 @@ In order: the backup is checked in full (backup.check_unpacked) and refused if a
 directory's lock is taken, then the log directory's (an engine running on either refuses the restore: a restore
 must not replace the audit trail an engine is writing; one starting meanwhile is refused); files
 already there are refused unless `force`, and with it they are moved aside (`<name>.before-restore-<time>`), never
-deleted. The database is marked as restored (store.RESTORED_KEY): the next start asks the venue for the orders the
-account made after the backup before it sends any (recovery.py). The backup's configuration is written beside
+deleted: the records a start set aside beside the trail (`audit.jsonl.uncommitted-after-SEQ`) with it. The
+database is marked as restored (store.RESTORED_KEY): the next start asks the venue for the orders the account made
+after the backup before it sends any (recovery.py). The backup's configuration is written beside
 the database as `config.from-backup.toml`, for reference: the operator's own configuration is not touched.
 
 The backup is unpacked in a staging directory in the temporary directory (`.ffe-restore-XXXXXXXX`, staging.py),
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .ahead import aside_files
 from .audit import sync_dir
 from .backtest_runs import not_an_account, run_records
 from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked, Invalid, check_unpacked,
@@ -106,7 +108,10 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
                               "HALTED could not be told: re-arm once satisfied")
         except NotADatabase as exc:
             raise NotADatabase(f"{exc}; nothing restored") from None
-        there = [p for p in (db, *(db.with_name(db.name + side) for side in SIDE_FILES), trail, *rotated_files(trail))
+        # The records a start set aside beside the trail go with it: they belong to the records replaced (a loss
+        # they show is what this restore remedies), and a later start's would otherwise be added to them.
+        there = [p for p in (db, *(db.with_name(db.name + side) for side in SIDE_FILES), trail, *rotated_files(trail),
+                             *aside_files(trail))
                  if p.exists() and (p.stat().st_size > 0 or p == db)]
         if there and not force:
             raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "

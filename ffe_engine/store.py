@@ -548,21 +548,42 @@ def peek_damage(path: Path | str) -> bool:
     -shm files beside it, read-only too, and so the damaged file is left as it is. Returns whether it was checked
     (and passed): otherwise the check is the usual open's to make."""
     path = Path(path)
-    if not path.is_file() or path.with_name(path.name + "-wal").exists() or hot_journal(path) is not None:
-        return False
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
-    except sqlite3.Error:
-        return False
-    try:
-        problems = check_problems(conn.execute("PRAGMA quick_check").fetchall())
+        problems = _damage_as_is(path)
     except sqlite3.DatabaseError as exc:
         raise _refusal(path, exc) from None
-    finally:
-        conn.close()
+    if problems is None:
+        return False
     if problems != ["ok"]:
         raise damaged_database(path, first_problem(problems))
     return True
+
+
+def _damage_as_is(path: Path) -> list[str] | None:
+    """SQLite's quick check of the file read as it is (immutable: nothing is made beside it), when nothing beside it
+    holds more of it (no -wal, no hot journal); None when it was not checked so. What SQLite raises reading it is
+    raised."""
+    if not path.is_file() or path.with_name(path.name + "-wal").exists() or hot_journal(path) is not None:
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        return check_problems(conn.execute("PRAGMA quick_check").fetchall())
+    finally:
+        conn.close()
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether the file's header says WAL: the usual open of such a file, read-only too, makes -wal and -shm files
+    beside it (one in rollback-journal mode, a backup's copy, makes none)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header.startswith(b"SQLite format 3\x00") and 2 in (header[18], header[19])
 
 
 def check_files(path: Path | str, new_ok: bool) -> bool:
@@ -594,7 +615,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
     checked = peek_damage(path)  # before the usual open, which would leave files beside a damaged one
     try:
         roll_back_journal(path, timeout)
-        conn = open_read_only(path, timeout)
+        conn = open_read_only(path, timeout, peek=False)  # peeked above
     except sqlite3.DatabaseError as exc:
         raise _refusal(path, exc) from None
     try:
@@ -1711,6 +1732,8 @@ class DatabaseFacts:
     first_seq: int
     last_seq: int
     rows: dict[str, int]
+    engine_state: tuple[Any, ...] | None = None  # (state, reason, by)
+    kv: dict[str, Any] = field(default_factory=dict)  # the keys asked for that it holds
 
 
 def pin_file(path: Path | str, read_only: bool = False) -> tuple[sqlite3.Connection, int]:
@@ -1733,9 +1756,10 @@ def pin_file(path: Path | str, read_only: bool = False) -> tuple[sqlite3.Connect
     return conn, int(row[0]) if row else 0
 
 
-def copy_pinned(conn: sqlite3.Connection, dest: Path) -> DatabaseFacts:
+def copy_pinned(conn: sqlite3.Connection, dest: Path, keys: Iterable[str] = ()) -> DatabaseFacts:
     """Copy a pinned view (pin_file) to a new single-file database at `dest` with SQLite's online backup, in one
-    step (so within the one read transaction), then close the pinned connection."""
+    step (so within the one read transaction), then close the pinned connection. The facts include the engine's
+    state and the kv records of `keys` the copy holds."""
     source: Any = "the database copied"
     try:
         source = conn.execute("PRAGMA database_list").fetchone()[2]  # its file
@@ -1749,6 +1773,12 @@ def copy_pinned(conn: sqlite3.Connection, dest: Path) -> DatabaseFacts:
             rows = {name: int(target.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0])
                     for (name,) in target.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT "
                                                   "LIKE 'sqlite_%' ORDER BY name").fetchall()}
+            state = target.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
+            kv = {}
+            for key in keys:
+                row = target.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                with contextlib.suppress(ValueError):
+                    kv.update({key: json.loads(row[0])} if row is not None else {})
         finally:
             target.close()
     except sqlite3.OperationalError as exc:
@@ -1757,7 +1787,8 @@ def copy_pinned(conn: sqlite3.Connection, dest: Path) -> DatabaseFacts:
         raise damaged_database(source, str(exc)) from None
     finally:
         conn.close()
-    return DatabaseFacts(schema_version=int(version), first_seq=int(first), last_seq=int(last), rows=rows)
+    return DatabaseFacts(schema_version=int(version), first_seq=int(first), last_seq=int(last), rows=rows,
+                         engine_state=tuple(state) if state is not None else None, kv=kv)
 
 
 def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:
@@ -1775,7 +1806,8 @@ def halted_in(path: Path | str, *, strict: bool = False) -> tuple[str, str] | No
     or cannot be read (a restore replacing a lost or damaged database has no state to keep); with `strict`, a
     database that cannot be read is a StorageError instead."""
     try:
-        conn = open_read_only(path)
+        # Not peeked: a restore moves the files beside it aside with it, and keeps a halt it can still read.
+        conn = open_read_only(path, peek=False)
     except (sqlite3.Error, OSError) as exc:
         if strict:
             raise StorageError(f"{path}: cannot be read ({exc})") from None
@@ -1803,9 +1835,11 @@ def keep_halted(path: Path | str, reason: str, ts: float) -> None:
 
 
 # ==================================================================== read-only: the checks of `ffe doctor`
-def open_read_only(path: Path | str, timeout: float = 5.0) -> sqlite3.Connection:
+def open_read_only(path: Path | str, timeout: float = 5.0, *, peek: bool = True) -> sqlite3.Connection:
     """The database at `path` for reading only: never written, never created. Its first read is made here, so a
-    file that cannot be read raises sqlite3.DatabaseError now. `timeout`: how long a read waits for a lock."""
+    file that cannot be read raises sqlite3.DatabaseError now. `timeout`: how long a read waits for a lock. `peek`:
+    a WAL database with nothing beside it (as a clean stop leaves it) is quick-checked as it is first, and a damaged
+    one raises then, before the usual open makes -wal and -shm files beside it: it is left as it is."""
     path = Path(path)
     problem = wal_without_database(path)
     if problem is not None:  # SQLite would delete that WAL, read-only too
@@ -1814,6 +1848,10 @@ def open_read_only(path: Path | str, timeout: float = 5.0) -> sqlite3.Connection
     if journal is not None:  # which only a connection that may write can roll back: said as what it is
         raise sqlite3.DatabaseError(f"{journal.name} beside it holds a transaction that never committed (a start "
                                     "killed in its first moments): the next start rolls it back")
+    if peek and _in_wal_mode(path):
+        problems = _damage_as_is(path)
+        if problems is not None and problems != ["ok"]:
+            raise sqlite3.DatabaseError(first_problem(problems))
     uri = path.resolve().as_uri()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=timeout, check_same_thread=False)
     try:
