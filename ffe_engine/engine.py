@@ -2062,12 +2062,31 @@ class Engine:
                         "age_s": max(0.0, (now_ms - o.created_ts) / 1000.0) if o.created_ts else None}
                        for o in self.orders.live.values()],
             "breakers": [self.breaker.summary()],
+            "venue_hold": self.venue_hold(),
             "approvals": self.approvals.summary(),
             "weights": {p.name: self.ensemble.weight(p.name) for p in self.providers},
             "bars": self.bars,
             "reconcile_blocked": list(self.reconcile_blocked),
             "monitor": self.monitor_status() if self.monitor_status is not None else None,
         }
+
+    def venue_hold(self) -> dict[str, Any] | None:
+        """The exchange's Retry-After while it lasts, None when there is none: {"venue", "until" (wall seconds),
+        "holds"}. "requests" when it asked for no request at all (a read answered 418 or 429: no candle, lookup,
+        cancel or order goes before then), else "orders" (an order answered so: only new orders wait). The later
+        of the two is the one said: nothing is sent before it ends either way."""
+        wall = self.clock.wall()
+        reads = getattr(self.venue, "requests_held_until", None)
+        requests = reads() if reads is not None else None
+        if requests is not None and requests <= wall:
+            requests = None
+        orders = self.orders.held_until()
+        if requests is None and orders is None:
+            return None
+        # An order refused for a read's hold holds orders to the same time, give or take the clocks' rounding.
+        if requests is not None and (orders is None or requests >= orders - 1.0):
+            return {"venue": self.venue.name, "until": requests, "holds": "requests"}
+        return {"venue": self.venue.name, "until": orders, "holds": "orders"}
 
     def health(self) -> dict[str, Any]:
         """The monitor's verdict (what GET /health answers), for `ffe ctl health`."""

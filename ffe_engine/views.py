@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import utc_day
 from .entrylog import refusal_code
-from .fmt import iso_ms
+from .fmt import iso, iso_ms
 from .model import EngineState, Side
 from .reconcile import (OWN_COINS_COMMAND, blocked_text, coins_gone, hand_sale_command, in_doubt_only,
                         own_coins_may_have_left)
@@ -100,7 +100,8 @@ async def profit(engine: "Engine", periods: int = 7) -> dict[str, Any]:
 def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
     """What refuses new entries right now and what lifts it: the engine state, a breached drawdown or daily loss
     (each paused the engine when it happened), the day's trade count, full positions, trades waiting for approval
-    (a new entry in their symbol waits for them), an open breaker, and reconciliation differences."""
+    (a new entry in their symbol waits for them), an open breaker, the exchange's Retry-After while it lasts, and
+    reconciliation differences."""
     out: list[dict[str, str]] = []
     r = engine.settings.risk
     pf = engine.portfolio
@@ -146,6 +147,14 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
         retry = b.get("retry_in")
         out.append({"gate": "BREAKER_OPEN", "now": f"{b.get('venue')} {b.get('state')}: {b.get('last_error')}",
                     "lifts": "a successful probe" + (f" in {retry:.0f}s" if retry is not None else "")})
+    hold = engine.venue_hold()
+    if hold is not None:
+        until = iso(hold["until"])
+        asked = ("no requests at all (candles, order lookups, cancels, orders)" if hold["holds"] == "requests"
+                 else "no orders")
+        out.append({"gate": "VENUE_HOLD",
+                    "now": f"{hold['venue']} asked for {asked} before {until} (Retry-After); none is sent before then",
+                    "lifts": f"itself at {until}: nothing to do, orders go to the exchange again then"})
     if engine.reconcile_blocked:
         gone = coins_gone(engine.reconcile_blocked)
         either = own_coins_may_have_left(engine.reconcile_blocked)

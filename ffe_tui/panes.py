@@ -98,8 +98,8 @@ class StatusLine(Static):
     """Mode, engine state in words, equity, today's P&L, drawdown, breakers, market clock, approvals.
 
     Laid out for 80 columns: what needs the operator (a note such as ENGINE NOT ANSWERING, a breaker not closed,
-    trades waiting for approval, alert channels failing, why the engine is not RUNNING) keeps its place; the rest is
-    shortened or left out first."""
+    the exchange's Retry-After, trades waiting for approval, alert channels failing, why the engine is not RUNNING)
+    keeps its place; the rest is shortened or left out first."""
 
     _last: tuple = ()
     _shown: tuple[dict[str, Any] | None, str, str] = (None, "", "")
@@ -117,7 +117,8 @@ class StatusLine(Static):
             snap["mode"], snap["state"], snap.get("state_reason"), round(snap["equity"], 2),
             round(snap["day_pnl"], 2), round(snap["drawdown_pct"], 2), snap.get("market_ts"), snap["approval_mode"],
             len(snap.get("approvals") or []), snap.get("bars"), note, len(snap.get("reconcile_blocked") or []),
-            tuple((b.get("venue"), b.get("state")) for b in snap.get("breakers") or []), monitor_text(snap))
+            tuple((b.get("venue"), b.get("state")) for b in snap.get("breakers") or []), monitor_text(snap),
+            str(snap.get("venue_hold")))
         if key == self._last:
             return  # nothing visible changed: no redraw
         self._last = key
@@ -168,9 +169,14 @@ class StatusLine(Static):
         differences = len(snap.get("reconcile_blocked") or [])
         # Held entries and a blocked resume, whatever the state: a halt for another reason hides them from its reason.
         held = [Text.assemble("  ", (f"RECONCILE {differences}", "bold red"))] if differences else [Text()]
+        # The exchange's Retry-After: nothing goes to it before then (the Why view says what and until when).
+        hold = snap.get("venue_hold")
+        until = fmt.clock(hold["until"]) if hold else ""
+        retry = [Text.assemble("  ", (f"HOLD to {until}", "bold red")), Text.assemble("  ", ("HOLD", "bold red"))]
         parts = {
             "note": [Text(note, "bold reverse"), Text(fmt.short(note, 30), "bold reverse")] if note else [Text()],
             "reconcile": held,
+            "hold": retry if hold else [Text()],
             "breaker": breaker,
             "market": [Text(f"  market {market}"), Text(f"  market {market[11:] or market}"), Text()],
             "approvals": approvals,
@@ -179,7 +185,7 @@ class StatusLine(Static):
             "monitor": _monitor_forms(snap) or [Text()],
         }
         order = ["monitor", "bars", "market", "approvals", "market", "alerts", "alerts", "approvals", "breaker",
-                 "approvals", "breaker", "reconcile", "note"]
+                 "approvals", "breaker", "hold", "reconcile", "note"]
         return fit(parts, order, width)
 
 

@@ -175,6 +175,11 @@ def health_view(h: dict[str, Any], snap: dict[str, Any]) -> Any:
     parts: list[Any] = [head]
     for problem in h.get("problems") or []:
         parts.append(Text(f"  {problem}", style="bold red"))
+    hold = snap.get("venue_hold")
+    if hold:  # no failure of the exchange (the verdict leaves it out), but nothing is sent to it meanwhile
+        asked = "no requests at all" if hold.get("holds") == "requests" else "no orders"
+        parts.append(Text(f"  exchange hold: {hold.get('venue')} asked for {asked} before "
+                          f"{fmt.iso(hold.get('until'))} (Retry-After); it lifts by itself then", style="bold yellow"))
     t = _table("", "", right_from=2)
     t.add_row("main loop", f"last turn {fmt.duration(h.get('loop_age_s'))} ago (limit {h.get('loop_stale_s')}s)")
     ages = h.get("bar_age_s") or {}
