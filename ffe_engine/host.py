@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Protocol
 
-from . import logs
+from . import logs, overrides
 from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_damage
 from .backtest_runs import not_an_account, run_records
 from .clock import Clock, SimClock, WallClock
@@ -378,7 +378,7 @@ class EngineHost:
             store.write_events_first(audit.flush, audit.written)
             bus.add_sink(store.add_event)
             bus.add_sink(audit)
-            start_state = EngineState.PAUSED if live and settings.engine.live_start_paused else EngineState.RUNNING
+            start_state = overrides.configured_start(settings, live=live)
             stop = repair.uncommitted_stop
             options = EngineOptions(live=live, approval=settings.engine.approval,
                                     approval_ttl_s=settings.engine.approval_ttl_s, adaptive=settings.ensemble.adaptive,

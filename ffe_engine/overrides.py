@@ -42,6 +42,18 @@ def approval_mode(configured: str, saved: Any) -> tuple[str, Override | None]:
     return "manual", Override("engine.approval", configured, str(saved), "manual", msg)
 
 
+def configured_start(settings: Any, *, live: bool) -> EngineState:
+    """The state a start comes up in by the configuration alone: PAUSED for a live engine with
+    engine.live_start_paused (after every start), else RUNNING."""
+    return EngineState.PAUSED if live and settings.engine.live_start_paused else EngineState.RUNNING
+
+
+def next_start(settings: Any, left: EngineState, *, live: bool) -> EngineState:
+    """The state the next start comes up in after a run left `left`: the stricter of the two (see start_state)."""
+    configured = configured_start(settings, live=live)
+    return left if _STRICTNESS[left] > _STRICTNESS[configured] else configured
+
+
 def start_state(configured: EngineState, saved: EngineState, saved_reason: str, saved_by: str,
                 live: bool) -> Override | None:
     """A saved state stricter than the one the configuration starts in: the engine stays in it."""
@@ -84,7 +96,7 @@ def find(settings: Any, saved: dict[str, Any], *, live: bool) -> list[Override]:
     found.append(o)
     row = saved.get("engine_state")
     if row is not None and row[0] in {s.value for s in EngineState}:
-        configured = EngineState.PAUSED if live and settings.engine.live_start_paused else EngineState.RUNNING
+        configured = configured_start(settings, live=live)
         found.append(start_state(configured, EngineState(row[0]), row[1], row[2], live))
     found.append(weights(settings.ensemble.adaptive, saved.get("weights")))
     if settings.market.source == "simulated":

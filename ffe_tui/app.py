@@ -28,12 +28,13 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input, Static
 
-from ffe_engine import fmt, tables
+from ffe_engine import fmt, overrides, tables
 from ffe_engine.config import Settings
 from ffe_engine.control import describe
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
 from ffe_engine.host import EngineHost, Installed, install_signals, quiet_signals, remove_signals
+from ffe_engine.model import EngineState
 from ffe_engine.present import approve_answer, kill_headline
 from ffe_engine.remote import RemoteEngine, RemoteHost
 from ffe_engine.remote import attach as attach_engine
@@ -1056,8 +1057,18 @@ class ConsoleApp(App[int]):
                      "time has run out by then)." if waiting else "")
         return (f"{how} {orders} open order(s) stay open at the venue and {positions} "
                 f"position(s) stay open, with no stop-loss/take-profit watch until the next start.{self._dust()}"
-                f"{approvals}\n"
-                f"The engine will start again {state}.")
+                f"{approvals}\n{self._next_start(state)}")
+
+    def _next_start(self, state: str) -> str:
+        """The state the next start comes up in: the one left, or the stricter one the configuration starts in (a
+        live engine with engine.live_start_paused starts PAUSED after every start, docs/states.md)."""
+        if state not in {s.value for s in EngineState}:
+            return f"The engine will start again {state}."
+        after = overrides.next_start(self.settings, EngineState(state), live=self.live)
+        if after.value == state:
+            return f"The engine will start again {state}."
+        return (f"The engine will start again {after.value}, not {state}: a live engine starts PAUSED after every "
+                "start (engine.live_start_paused), waiting for a resume.")
 
     def _control(self, what: str, coro) -> None:
         """Run a control call as a worker (the UI never waits on the engine); failures are shown and audited. An
