@@ -12,11 +12,16 @@ from rich.table import Table
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from .state import EVENT_NAMES
+
+# The keys that move help (one too long for the screen) rather than close it: key -> the scroll's method.
+HELP_SCROLL = {"up": "scroll_up", "k": "scroll_up", "down": "scroll_down", "j": "scroll_down",
+               "pageup": "scroll_page_up", "pagedown": "scroll_page_down", "home": "scroll_home", "end": "scroll_end"}
+HELP_AROUND = 3  # rows of the help dialog beside its scroll: its border (the title in it) and the line of its keys
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -117,7 +122,8 @@ class FilterScreen(ModalScreen[str | None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every binding with its key (after remapping); any key closes."""
+    """Every binding with its key (after remapping). It scrolls when the screen is too short for it (80x24): the
+    scroll keys move it, any other key closes."""
 
     def __init__(self, rows: list[tuple[str, str, str]], palette_key: str, notes: str = "") -> None:
         super().__init__(classes="help")
@@ -132,15 +138,32 @@ class HelpScreen(ModalScreen[None]):
         t.add_column("id", style="dim", no_wrap=True)
         for keys, desc, bid in self.rows:
             t.add_row(keys, desc, bid)
-        with Vertical(id="dialog"):
-            yield Static(Text("ffe console keys", style="bold"), id="dialog-title")
-            yield Static(t, id="dialog-body")
-            yield Static(Text(f"{self.notes} " if self.notes else "") + Text(
-                f'Remap in config.toml: [tui] keys = {{ id = "key" }}.  {self.palette_key}: command palette.  '
-                "Any key closes."), id="dialog-keys")
+        with Vertical(id="dialog") as dialog:
+            dialog.border_title = "ffe console keys"  # in the border: one more row for the keys at 80x24
+            with VerticalScroll(id="help-body", can_focus=False):
+                yield Static(t, id="dialog-body")
+                yield Static(Text(f"{self.notes} " if self.notes else "") + Text(
+                    f'Remap in config.toml: [tui] keys = {{ id = "key" }}.  {self.palette_key}: command palette.'),
+                    id="help-notes")
+            yield Static(Text.assemble((" up/down j/k PgUp/PgDn Home/End ", "reverse"), " scroll   ",
+                                       (" any other key ", "bold reverse"), " closes"), id="dialog-keys")
+
+    def on_mount(self) -> None:
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        # What the screen leaves beside the dialog's border (2, the title in it) and the line under the scroll (1):
+        # the scroll gets no more, so that line stays on screen.
+        self.query_one("#help-body", VerticalScroll).styles.max_height = max(3, self.size.height - HELP_AROUND)
 
     def on_key(self, event: events.Key) -> None:
         event.stop()
         event.prevent_default()
-        if self.is_active:
+        move = HELP_SCROLL.get(event.key)
+        if move is not None:
+            getattr(self.query_one("#help-body", VerticalScroll), move)(animate=False)
+        elif self.is_active:
             self.dismiss(None)
