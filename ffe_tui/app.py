@@ -20,6 +20,7 @@ import os
 import time
 from typing import Any, Callable
 
+from rich.console import Group
 from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
@@ -42,7 +43,7 @@ from ffe_engine.remote import attach as attach_engine
 from . import keys as keydefs
 from .dialogs import ConfirmScreen, FilterScreen, HelpScreen
 from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, KeyedTable, KeysFooter, LogPane,
-                    PositionsTable, StatusLine, VotesPane, selected_position)
+                    PositionsTable, StatusLine, VotesPane, fit_rows, selected_position)
 from .state import ConsoleState
 from .views import (OrdersTable, ScrollPane, TradesTable, balances_view, health_view, profit_view,
                     why_view)
@@ -62,6 +63,7 @@ ANSWER_POLL_S = 0.05  # how often an engine held for the kill switch's answer lo
 # The kill switch and flatten answer within half of this when another control holds the engine (an approve on the
 # wire): HALTED is stored at once, and the banner says what waits for that control.
 PRESS_ANSWER_S = 1.0
+BANNER_ROWS = 3  # the banner's rows at most (console.tcss #banner): at 80x24 the log keeps its four
 WIDE_FIXED_ROWS = 16  # the status line (2), the footer (1), positions (7) and approvals beside the breaker (6)
 LOG_ROWS = 5  # the log's title line and four lines, at least, in the wide layout
 SMALLEST = (80, 24)  # below this the panes shrink so the log keeps some lines, and a line says so
@@ -202,6 +204,8 @@ class ConsoleApp(App[int]):
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout(event.size.width, event.size.height)
+        if self._banner and "banner" in self.panes:
+            self._fit_banner()
 
     def _layout(self, width: int, height: int) -> None:
         self._wide = width >= WIDE[0] and height >= WIDE[1]
@@ -354,6 +358,8 @@ class ConsoleApp(App[int]):
         finally:
             self._reading = False
             self._read_due = time.monotonic() + VIEW_REFRESH_S
+        if view == "health" and self._banner:  # the banner whole, however short its rows cut it
+            body = Group(Text.assemble(("banner  ", "bold"), (self._banner, "bold red")), Text(""), body)
         if self.current_view == view:
             self.panes[view].set(body)
 
@@ -665,9 +671,18 @@ class ConsoleApp(App[int]):
     def _set_banner(self, text: str, error: bool = False) -> None:
         self._banner = text
         banner = self.panes["banner"]
-        banner.update(Text(text))
+        self._fit_banner()
         banner.set_class(bool(text), "-shown")
         banner.set_class(error, "-error")
+        if self.current_view == "health":
+            self._read_due = 0.0  # the whole text there at once
+
+    def _fit_banner(self) -> None:
+        """The banner whole in its rows, or cut after a whole word and marked, the whole text in the Health view."""
+        width = self.size.width - 2  # its padding
+        health = keydefs.display(self.view_keys[VIEWS.index("health")])
+        more = f"(whole text: {health} Health)"
+        self.panes["banner"].update(Text(fit_rows(self._banner, width, BANNER_ROWS, more, self.console)))
 
     def _key(self, binding_id: str) -> str:
         return keydefs.display(keydefs.keys_for(binding_id, self.keymap_ids)[0])

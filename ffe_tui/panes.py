@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from rich.cells import cell_len
+from rich.console import Console
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
@@ -92,6 +93,26 @@ def fit(parts: dict[str, list[Text]], order: list[str], width: int) -> Text:
     text = line()
     text.truncate(width, overflow="ellipsis")
     return text
+
+
+def fit_rows(text: str, width: int, rows: int, more: str, console: Console) -> str:
+    """`text` as it fits `rows` lines of `width` columns, wrapped as a Static wraps it: whole when it fits, else cut
+    after its last whole word that leaves room for `more` (which says where the rest is), the cut marked with …."""
+
+    def lines(t: str) -> int:
+        return len(Text(t).wrap(console, max(1, width)))
+
+    if lines(text) <= rows:
+        return text
+    words = text.split(" ")
+    low, high = 0, len(words)  # the most words that fit with the mark: at least `low`, fewer than `high`
+    while high - low > 1:
+        mid = (low + high) // 2
+        if lines(" ".join(words[:mid]) + f" … {more}") <= rows:
+            low = mid
+        else:
+            high = mid
+    return (" ".join(words[:low]).rstrip(" ,:;") + f" … {more}").lstrip()
 
 
 class StatusLine(Static):
