@@ -158,7 +158,7 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         return [Alert("FLATTEN", "FLATTEN", "page" if failed or doubt or ev.waiting or ev.after_exit else "warn",
                       text)]
     if isinstance(ev, BreakerChanged):
-        if ev.state == "open":
+        if ev.state == "open" and ev.previous != "open":  # open -> open: a later failure, no new opening
             return [Alert("BREAKER_OPEN", f"BREAKER_OPEN:{ev.venue}", "page",
                           f"ffe circuit breaker OPEN on {ev.venue} after {ev.failures} failure(s): {ev.error}. "
                           f"Entries refused; {_stays(state)}.")]

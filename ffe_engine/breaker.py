@@ -1,12 +1,21 @@
 """Circuit breaker around a venue.
 
 closed -> (failure_threshold consecutive transient failures) -> open -> (recovery_timeout_s) -> half_open: one
-probe call goes through; its success closes the breaker, its failure opens it again for another timeout.
+probe call goes through; its failure opens the breaker again for another timeout, its success closes it unless the
+kind of call that opened it has not yet worked.
 Only transient failures (VenueUnavailable, which includes an order in doubt) count: a venue that answers
 "insufficient funds" is healthy. A request held back by the exchange's Retry-After (VenueUnavailable, not sent) is
 neither a failure nor a success: it never reached the venue, whose own answer (the 418 or 429 that asked for the
 wait) counted once already. Counted, the poll's lookups refused every half second would open the breaker (and pause
 the engine) over one answer.
+
+Failures are counted three ways: every call in a row, and each kind of call (order sends, reads) in a row of its
+own kind. A venue that refuses every order while it answers every lookup (a 503 on its order route alone) fails
+its sends in a row while the lookups between them work: counted only as calls in a row, each lookup would clear the
+count, and the breaker would never open over a venue that places nothing. So a success clears the count of every
+call and of its own kind, not the other kind's, and the breaker opens when any count reaches the threshold. For
+the same reason it closes only on a success that leaves no count at the threshold: after sends that kept failing, a
+read that works leaves it half open, and the next call is a probe again; a send that works closes it.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from .venues.base import VenueUnavailable
 T = TypeVar("T")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+SEND, READ = "send", "read"  # kinds of call: one that places an order, and every other
 
 
 class BreakerOpen(Exception):
@@ -38,7 +48,8 @@ class CircuitBreaker:
         self._now = now
         self.bus = bus
         self.state = CLOSED
-        self.failures = 0
+        self.in_a_row = 0  # calls of any kind that failed in a row
+        self.by_kind = {SEND: 0, READ: 0}  # calls of each kind that failed since one of that kind last worked
         self.opened_at: float | None = None
         self.last_error = ""
         # How many times it has opened in this run (a probe that fails opens it again): what the engine's pause
@@ -47,6 +58,11 @@ class CircuitBreaker:
         self._probing = False
         # Told of every call that went out: its duration and its error (None on success), for /metrics.
         self.observe: Callable[[float, BaseException | None], None] | None = None
+
+    @property
+    def failures(self) -> int:
+        """The longest count of failures in a row: what opens the breaker, and what keeps it from closing."""
+        return max(self.in_a_row, *self.by_kind.values())
 
     @property
     def retry_at(self) -> float | None:
@@ -62,11 +78,16 @@ class CircuitBreaker:
 
     def _set(self, state: str) -> None:
         previous, self.state = self.state, state
-        if previous != state and self.bus is not None:
-            self.bus.publish(BreakerChanged(venue=self.venue, state=state, previous=previous,
+        if previous != state:
+            self._publish(previous)
+
+    def _publish(self, previous: str) -> None:
+        if self.bus is not None:
+            self.bus.publish(BreakerChanged(venue=self.venue, state=self.state, previous=previous,
                                             failures=self.failures, error=self.last_error, retry_at=self.retry_at))
 
-    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, fn: Callable[[], Awaitable[T]], kind: str = READ) -> T:
+        """`fn` through the breaker; `kind` SEND for a call that places an order, READ for every other."""
         if self.state == OPEN:
             remaining = (self.retry_at or 0.0) - self._now()
             if remaining > 0:
@@ -82,7 +103,7 @@ class CircuitBreaker:
             result = await fn()
         except VenueUnavailable as exc:
             if exc.sent:
-                self.record_failure(str(exc))
+                self.record_failure(str(exc), kind)
                 if observe is not None:
                     observe(time.perf_counter() - started, exc)
             raise
@@ -94,23 +115,27 @@ class CircuitBreaker:
             self._probing = False
         if observe is not None:
             observe(time.perf_counter() - started, None)
-        self.record_success()
+        self.record_success(kind)
         return result
 
-    def record_failure(self, error: str) -> None:
-        self.failures += 1
+    def record_failure(self, error: str, kind: str = READ) -> None:
+        self.in_a_row += 1
+        self.by_kind[kind] += 1
         self.last_error = error[:200]
-        if self.state == HALF_OPEN or self.failures >= self.failure_threshold:
+        if self.state == OPEN:
+            # A call already under way when the breaker opened failed: no probe was made, the state stays; the probe
+            # waits a full timeout from this failure, and its new time is published.
             self.opened_at = self._now()
-            if self.state != OPEN:
-                self.openings += 1
-            if self.state == OPEN:  # still open: publish the new probe time
-                self.state = HALF_OPEN
+            self._publish(OPEN)
+        elif self.state == HALF_OPEN or self.failures >= self.failure_threshold:
+            self.opened_at = self._now()
+            self.openings += 1
             self._set(OPEN)
 
-    def record_success(self) -> None:
-        self.failures = 0
-        if self.state != CLOSED:
+    def record_success(self, kind: str = READ) -> None:
+        self.in_a_row = 0
+        self.by_kind[kind] = 0
+        if self.state != CLOSED and self.failures < self.failure_threshold:
             self.opened_at = None
             self._set(CLOSED)
 

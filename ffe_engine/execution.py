@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 
 
 from . import fmt, logs
-from .breaker import BreakerOpen, CircuitBreaker
+from .breaker import SEND, BreakerOpen, CircuitBreaker
 from .clock import Clock
 from .errors import ControlError
 from .events import Event, EventBus, FillEvent, OrderEvent, OrderSettled, VenueFault
@@ -372,7 +372,7 @@ class OrderPath:
     async def _send_once(self, o: Order) -> None:
         repeat = o.client_order_id in self._resends
         try:
-            vo = await self.breaker.call(lambda: self.venue.create_order(self._request(o)))
+            vo = await self.breaker.call(lambda: self.venue.create_order(self._request(o)), SEND)
         except BreakerOpen as exc:
             if repeat:
                 await self._repeat_not_placed(o, str(exc), refused=False)

@@ -118,7 +118,7 @@ class EngineMetrics:
         elif isinstance(ev, ReconcileEvent):
             if ev.status == "differences":
                 self.reconcile_mismatches += len(ev.differences)
-        elif isinstance(ev, BreakerChanged):
+        elif isinstance(ev, BreakerChanged) and ev.state != ev.previous:  # the same state: a new probe time
             key = (ev.venue, ev.state)
             self.breaker_transitions[key] = self.breaker_transitions.get(key, 0) + 1
 

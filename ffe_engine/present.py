@@ -77,7 +77,9 @@ def _state(f: Fields) -> str:
 
 
 def _breaker(f: Fields) -> str:
-    text = f"{f.get('venue')} {f.get('previous')} -> {f.get('state')} failures {f.get('failures')}"
+    change = (f"still {f.get('state')}" if f.get("previous") == f.get("state")  # a later failure: a new probe time
+              else f"{f.get('previous')} -> {f.get('state')}")
+    text = f"{f.get('venue')} {change} failures {f.get('failures')}"
     return text + (f": {f['error']}" if f.get("error") else "")
 
 

@@ -1,5 +1,5 @@
 """Alerts to real HTTP receivers on 127.0.0.1 (one per channel, recording requests and failing on a schedule):
-formats of the four channels, a storm of breaker failures, a receiver down and back, alerts in the outbox across a
+formats of the four channels, a storm of breaker openings, a receiver down and back, alerts in the outbox across a
 SIGKILL, `ffe alert test`, and secret channel URLs kept out of logs, audit and `ffe config check`."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import pytest
 from conftest import config_for_run, db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings
 from ffe_engine import fmt
 from ffe_engine.alerts import Alert
+from ffe_engine.venues.base import VenueUnavailable
+from live_helpers import SteppedClock
 from prometheus_client.parser import text_string_to_metric_families
 from receiver import Receiver
 from test_monitor import until
@@ -25,6 +27,25 @@ FAST = {"retry_initial_s": 0.05, "retry_max_s": 0.2, "retry_attempts": 2, "timeo
 
 def kinds(receiver: Receiver) -> list[str]:
     return [r.body.get("kind") for r in receiver.delivered if isinstance(r.body, dict)]
+
+
+# A probe soon after each opening: the openings, on the engine's clock, all within one alert window.
+QUICK_PROBES = {"failure_threshold": 3, "recovery_timeout_s": 0.001}
+
+
+async def breaker_openings(breaker, clock: SteppedClock, n: int) -> None:
+    """The exchange timing out: its calls fail until the breaker opens, then each probe past the recovery timeout
+    fails and opens it again, until it has opened n times."""
+    failed = 0
+
+    async def timeout() -> None:
+        raise VenueUnavailable(f"exchange timeout #{failed}")
+
+    while breaker.openings < n:
+        clock.forward(breaker.recovery_timeout_s)
+        with contextlib.suppress(VenueUnavailable):
+            await breaker.call(timeout)
+        failed += 1
 
 
 async def test_every_channel_gets_the_halted_page_in_its_own_format(tmp_path):
@@ -54,17 +75,19 @@ async def test_every_channel_gets_the_halted_page_in_its_own_format(tmp_path):
         await r.stop()
 
 
-async def test_a_storm_of_500_breaker_failures_is_one_page_and_one_summary(tmp_path):
+async def test_a_storm_of_500_breaker_openings_is_one_page_and_one_summary(tmp_path):
     hook = await Receiver().start()
     settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, "window_s": 3.0, **FAST},
-                             breaker={"failure_threshold": 3, "recovery_timeout_s": 60})
-    async with engine_session(settings) as host:
+                             breaker=QUICK_PROBES)
+    clock = SteppedClock()
+    async with engine_session(settings, clock=clock) as host:
         breaker = host.engine.breaker
         sub = host.bus.subscribe()
-        for n in range(500):
-            breaker.record_failure(f"exchange timeout #{n}")
-        opened = sum(1 for ev in sub.drain() if ev.name == "breaker" and ev.state == "open")
-        assert opened > 400  # the breaker re-opens on every failure once open
+        await breaker_openings(breaker, clock, 500)
+        breaker.record_failure("exchange timeout of a call under way")  # no new opening: not paged, not counted
+        events = [ev for ev in sub.drain() if ev.name == "breaker"]
+        opened = sum(1 for ev in events if ev.state == "open" and ev.previous != "open")
+        assert opened == 500 and events[-1].previous == "open"  # a probe that fails opens it again
         await until(lambda: "BREAKER_OPEN_REPEATED" in kinds(hook), what="the summary")
         await asyncio.sleep(0.5)  # anything else would have arrived with the summary
         bodies = [r.body for r in hook.delivered if r.body["kind"].startswith("BREAKER_OPEN")]
@@ -574,10 +597,10 @@ async def test_a_start_that_fails_on_an_unreachable_exchange_is_paged_ends_its_r
 async def test_repeats_counted_in_a_window_are_summed_up_when_the_engine_stops_before_it_ends(tmp_path):
     hook = await Receiver().start()
     settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST},  # the default 300 s window
-                             breaker={"failure_threshold": 3, "recovery_timeout_s": 60})
-    async with engine_session(settings) as host:
-        for n in range(10):
-            host.engine.breaker.record_failure(f"exchange timeout #{n}")
+                             breaker=QUICK_PROBES)
+    clock = SteppedClock()
+    async with engine_session(settings, clock=clock) as host:
+        await breaker_openings(host.engine.breaker, clock, 8)
         await until(lambda: "BREAKER_OPEN" in kinds(hook), what="the breaker page")
     assert db_value(settings.db_path, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'BREAKER_OPEN_REPEATED'") == 1
     [summary] = [r.body for r in hook.delivered if r.body["kind"] == "BREAKER_OPEN_REPEATED"]
