@@ -122,3 +122,22 @@ async def test_quitting_a_running_live_console_says_it_starts_again_paused_and_i
         assert "The engine will start again PAUSED" in said, said
         await pilot.press("y")
         await until(pilot, lambda: not again.is_running, "the console to exit")
+
+
+async def test_quitting_a_halted_console_says_positions_stay_unwatched_until_a_re_arm(tmp_path):
+    """The next start comes up HALTED too, and HALTED watches no stop-loss or take-profit: the positions stay
+    unwatched until the operator re-arms, not only until the next start."""
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch dialog")
+        await pilot.press("y")
+        await until(pilot, lambda: app.snap is not None and app.snap["state"] == "HALTED", "HALTED")
+        await pilot.press("q")
+        await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
+        said = _flat(screen_text(app))
+        assert "The engine will start again HALTED" in said, said
+        assert "watch until the next start" not in said, said
+        assert "until the engine is re-armed" in said, said
+        await pilot.press("n")
