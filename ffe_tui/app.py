@@ -1070,8 +1070,11 @@ class ConsoleApp(App[int]):
         waiting = len((self.snap or {}).get("approvals") or [])
         approvals = (f" The {waiting} trade(s) waiting for approval still wait at the next start (unless their "
                      "time has run out by then)." if waiting else "")
+        # HALTED watches no stop-loss or take-profit, and the next start of a HALTED engine is HALTED too.
+        until = ("the engine is re-armed after the next start" if state == EngineState.HALTED.value else
+                 "the next start")
         return (f"{how} {orders} open order(s) stay open at the venue and {positions} "
-                f"position(s) stay open, with no stop-loss/take-profit watch until the next start.{self._dust()}"
+                f"position(s) stay open, with no stop-loss/take-profit watch until {until}.{self._dust()}"
                 f"{approvals}\n{self._next_start(state)}")
 
     def _next_start(self, state: str) -> str:
