@@ -1012,3 +1012,23 @@ def test_a_backup_that_holds_a_backtest_run_fails_verify_and_restore_saying_so(a
     assert proc.returncode == 1, (proc.returncode, proc.stderr)
     assert "a backtest run's records" in proc.stderr and "nothing restored" in proc.stderr, proc.stderr
     assert not (target / "data" / "ffe.db").exists()
+
+
+@pytest.mark.parametrize("command", [("doctor",), ("audit", "verify"), ("audit", "tail", "-n", "3")])
+def test_a_backtest_run_s_database_read_beside_the_account_s_trail_is_refused_naming_the_run_s_log_folder(
+        backtest_runs, command):
+    """`--data-dir data/backtests/RUN` without the run's own `--log-dir`: the account's trail beside a run's
+    database is no damage of either (doctor and verify said the trail was edited or cut short, tail printed the
+    account's records as the run's); one line names the run's log folder, exit 2. With it, they read the run."""
+    data, logs = backtest_runs["full"]
+    cwd = data.parent.parent.parent
+    before = files_of(data, logs, cwd / "logs" / "audit.jsonl")
+    proc = run_ffe(cwd, *command, "--data-dir", str(data))
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"ffe: error: {data}: a backtest run's records"), proc.stderr
+    assert f"--log-dir {logs}" in lines[0], lines
+    assert proc.stdout == ""
+    proc = run_ffe(cwd, *command, "--data-dir", str(data), "--log-dir", str(logs))
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert files_of(data, logs, cwd / "logs" / "audit.jsonl") == before
