@@ -111,7 +111,9 @@ def config_check(args: argparse.Namespace) -> int:
 def doctor(args: argparse.Namespace) -> int:
     from ffe_engine.doctor import check
 
-    _print(check(settings_from(args)).summary())
+    settings = settings_from(args)
+    _run_beside_its_trail(settings)
+    _print(check(settings).summary())
     return 0
 
 
@@ -459,10 +461,20 @@ def _carried_out(action: str, result: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------- audit, report
+def _run_beside_its_trail(settings: Any) -> None:
+    """A backtest run's database is read with its own audit trail only (backtest_runs.trail_apart)."""
+    from ffe_engine.backtest_runs import trail_apart
+
+    apart = trail_apart(settings)
+    if apart is not None:
+        raise UsageError(apart)
+
+
 def audit_tail(args: argparse.Namespace) -> int:
     from ffe_engine import audittool
 
     settings = settings_from(args)
+    _run_beside_its_trail(settings)
     if args.lines < 0:
         raise UsageError(f"-n must be 0 or more, got {args.lines} (see `ffe audit tail --help`)")
     return audittool.tail(settings.audit_path, args.lines, audittool.parse_events(args.event), args.json,
@@ -489,6 +501,7 @@ def audit_verify(args: argparse.Namespace) -> int:
     from ffe_engine import audittool
 
     settings = settings_from(args)
+    _run_beside_its_trail(settings)
     return audittool.verify(settings.audit_path, settings.db_path, args.json)
 
 

@@ -71,6 +71,18 @@ def not_an_account(settings: Settings, level: str) -> str:
     return f"{settings.data_dir}: a backtest run's records{f' ({level})' if level else ''}, not an account's"
 
 
+def trail_apart(settings: Settings) -> str | None:
+    """A backtest run's data directory read beside a log directory that is not the run's own: the one line that
+    says so, for a command that reads a database with its audit trail (the account's trail beside a run's database
+    would read as edited or cut short, or as the run's); None otherwise."""
+    level = run_records(settings)
+    if level is None or settings.log_dir.name == settings.data_dir.name:
+        return None
+    own = settings.log_dir / "backtests" / settings.data_dir.name
+    return (f"{not_an_account(settings, level)}: its audit trail is in its own log folder; add --log-dir {own} "
+            "(`ffe backtest --list` names a run's folders)")
+
+
 def parse_age(text: str) -> float:
     """`--older-than`: a whole number and a unit, m, h, d or w (30m, 12h, 7d, 2w), as seconds."""
     m = re.fullmatch(r"(\d+)([mhdw])", text.strip())
