@@ -72,11 +72,12 @@ def not_an_account(settings: Settings, level: str) -> str:
 
 
 def trail_apart(settings: Settings) -> str | None:
-    """A backtest run's data directory read beside a log directory that is not the run's own: the one line that
-    says so, for a command that reads a database with its audit trail (the account's trail beside a run's database
-    would read as edited or cut short, or as the run's); None otherwise."""
+    """A backtest run's data directory read beside an account's log directory: the one line that says so, for a
+    command that reads a database with its audit trail (the account's trail beside a run's database would read as
+    edited or cut short, or as the run's); None otherwise."""
     level = run_records(settings)
-    if level is None or settings.log_dir.name == settings.data_dir.name:
+    # An account's log directory: its trail (a run's is compressed, audit.jsonl.zst), or its runs' log folders.
+    if level is None or not (settings.audit_path.exists() or (settings.log_dir / "backtests").is_dir()):
         return None
     own = settings.log_dir / "backtests" / settings.data_dir.name
     return (f"{not_an_account(settings, level)}: its audit trail is in its own log folder; add --log-dir {own} "
