@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import engine_session
 from test_live_engine import running_live
 from live_helpers import BTC, M, SteppedClock, fx, next_bar, rows  # noqa: F401
 
@@ -123,6 +124,25 @@ async def test_the_machine_s_clock_off_the_exchange_s_changes_nothing(tmp_path, 
         pos = await bought(e)  # half way through the candle still open at the exchange
         pos.stop_loss = LOW + 10
         assert await next_bar(e, fx) == 1  # that candle: its close only
+        assert sells(fx) == [] and BTC in e.portfolio.positions
+        assert await next_bar(e, fx) == 1  # the next, whole
+        (sell,) = sells(fx)
+        assert sell.status == "FILLED" and BTC not in e.portfolio.positions
+
+
+async def test_a_restart_inside_the_candle_of_the_fill_keeps_where_the_position_s_prices_begin(tmp_path, fx):
+    """Killed and started again before the candle the position was placed in has closed: that candle's low, from
+    before the fill, still does not stop it out (where its prices begin is stored with the fill), and the candle
+    after it is watched whole."""
+    clock = flat_market(fx)
+    async with running_live(tmp_path, fx, clock) as running:
+        await bought(running.engine)  # half way through the candle still open at the exchange
+        settings = running.engine.settings
+    async with engine_session(settings, live=True, clock=clock) as running:
+        e = running.engine
+        await e.resume(by="test")
+        e.portfolio.positions[BTC].stop_loss = LOW + 10
+        assert await next_bar(e, fx) == 1  # the candle of the fill: its close only
         assert sells(fx) == [] and BTC in e.portfolio.positions
         assert await next_bar(e, fx) == 1  # the next, whole
         (sell,) = sells(fx)
