@@ -115,6 +115,8 @@ BACKTEST = RunProfile("backtest", resumable=False, publish_bars=False, pause_on_
 
 
 LAST_RUN_CUT = "ended without its stop record"
+# kv: symbol -> when the venue placed the order that opened its position, on the venue's clock (Engine._priced_from)
+PRICED_FROM_KEY = "priced_from"
 # Why, when the start knows it: the last run emptied the disk reserve as it stopped (reserve.py).
 LAST_RUN_UNWRITABLE = "it stopped on a record it could not write"
 
@@ -369,6 +371,10 @@ class Engine:
         positions = await self.store.positions()
         saved_books = await self.store.get_kv("portfolio")
         self.portfolio.load(saved_books or {}, positions, self.clock.now_ms())
+        priced = await self.store.get_kv(PRICED_FROM_KEY)
+        if isinstance(priced, dict):  # (a value of another shape is no time: those candles count whole)
+            self._priced_from = {str(sym): ts for sym, ts in priced.items() if sym in self.portfolio.positions
+                                 and isinstance(ts, int) and not isinstance(ts, bool)}
         # ORDER_RATE's window goes on across a restart: an engine restarted in a loop sends no more than the limit.
         for ts in await self.store.entry_times_since(self.clock.now_ms() - RATE_WINDOW_MS):
             self.portfolio.note_order(ts)
@@ -1203,9 +1209,12 @@ class Engine:
                 self._priced_from[fill.symbol] = fill.venue_ts
         if res.position is None and fill.symbol not in pf.positions:
             record.closed_symbol = fill.symbol
+            self._priced_from.pop(fill.symbol, None)
         if self.profile.resumable:  # otherwise the books are stored at each flush
             record.kv["portfolio"] = pf.state()
             record.kv.update(self._venue_book())
+            # with the fill: a restart inside the candle of the fill still knows where the position's prices begin
+            record.kv[PRICED_FROM_KEY] = dict(self._priced_from)
         if res.opened and res.position is not None and res.position.entry_decision_id:
             p = res.position
             entry = res.position.entry_decision_id
