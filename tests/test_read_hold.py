@@ -121,7 +121,9 @@ async def test_a_start_whose_reconciliation_meets_a_ban_stops_and_the_next_start
     (until,) = rows(db, "SELECT value FROM kv WHERE key = ?", (REQUEST_HOLD_KEY,))[0]
     assert until not in (None, "null")
     sent = len(fx.requests)
-    with pytest.raises(FfeError):
+    with pytest.raises(FfeError) as again:
         async with engine_session(settings, live=True):
             pass
     assert len(fx.requests) == sent, "a start within the ban sent requests"
+    said = str(again.value)  # the exchange answered: it asked for a wait, which a later start is past
+    assert "did not answer" not in said and "asked for a wait" in said and "Retry-After" in said, said
