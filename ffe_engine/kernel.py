@@ -58,6 +58,9 @@ async def check_credentials(venue: Venue) -> None:
             raise FfeError(f"live start check failed on {venue.name}: the exchange refused the request's time "
                            f"({exc}): this machine's clock is off; set it right (NTP: timedatectl, chrony), then "
                            "start again; nothing was sent") from None
+        if exc.asked_to_wait:  # it answered, asking for a wait (a Retry-After, stored): a start after it goes on
+            raise FfeError(f"live start check failed on {venue.name}: the exchange asked for a wait ({exc}); "
+                           "nothing was sent; a start after it goes on") from None
         raise FfeError(f"live start check failed on {venue.name}: the exchange did not answer ({exc}); nothing "
                        "was sent") from None
 

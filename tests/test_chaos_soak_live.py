@@ -270,7 +270,8 @@ async def start(cwd: Path, fx: FakeBinance, processes, counts: Counter) -> Async
         last = p.stderr.rstrip().splitlines()[-1] if p.stderr.strip() else ""
         refused = (code == 2 and last.startswith("ffe: error: live start check failed")) or (
             code == 1 and last.startswith(("ffe: error: start failed on binance",
-                                           "ffe: error: live start check failed on binance: the exchange did not")))
+                                           "ffe: error: live start check failed on binance: the exchange did not",
+                                           "ffe: error: live start check failed on binance: the exchange asked")))
         assert refused and "Traceback" not in p.stderr, f"{tag(counts)} ffe exited {code}: {p.stderr[-2000:]}"
         counts["start check refused"] += 1
     raise AssertionError(f"{tag(counts)} the engine never started")
