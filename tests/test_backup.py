@@ -1032,3 +1032,14 @@ def test_a_backtest_run_s_database_read_beside_the_account_s_trail_is_refused_na
     proc = run_ffe(cwd, *command, "--data-dir", str(data), "--log-dir", str(logs))
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
     assert files_of(data, logs, cwd / "logs" / "audit.jsonl") == before
+
+
+def test_a_backup_of_a_backtest_run_given_without_its_log_folder_names_the_run_s_own(backtest_runs):
+    """The refusal says to copy the run's folders as they are: without `--log-dir`, the log folder it names is the
+    run's own (logs/backtests/RUN), not the account's logs, which hold the account's trail."""
+    data, logs = backtest_runs["full"]
+    cwd = data.parent.parent.parent
+    proc = run_ffe(cwd, "backup", "--data-dir", str(data), "--to", str(cwd / "backups"))
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert f"({data} and {logs.relative_to(cwd)})" in line, line
