@@ -71,17 +71,27 @@ def not_an_account(settings: Settings, level: str) -> str:
     return f"{settings.data_dir}: a backtest run's records{f' ({level})' if level else ''}, not an account's"
 
 
+def account_logs(settings: Settings) -> bool:
+    """Whether the log directory is an account's: its trail (a run's is compressed, audit.jsonl.zst), or its runs'
+    log folders."""
+    return settings.audit_path.exists() or (settings.log_dir / "backtests").is_dir()
+
+
+def run_log_dir(settings: Settings) -> Path:
+    """A backtest run's log folder, for its data directory: the log directory given, unless that is an account's
+    (then the run's own folder in it, logs/backtests/RUN)."""
+    return settings.log_dir / "backtests" / settings.data_dir.name if account_logs(settings) else settings.log_dir
+
+
 def trail_apart(settings: Settings) -> str | None:
     """A backtest run's data directory read beside an account's log directory: the one line that says so, for a
     command that reads a database with its audit trail (the account's trail beside a run's database would read as
     edited or cut short, or as the run's); None otherwise."""
     level = run_records(settings)
-    # An account's log directory: its trail (a run's is compressed, audit.jsonl.zst), or its runs' log folders.
-    if level is None or not (settings.audit_path.exists() or (settings.log_dir / "backtests").is_dir()):
+    if level is None or not account_logs(settings):
         return None
-    own = settings.log_dir / "backtests" / settings.data_dir.name
-    return (f"{not_an_account(settings, level)}: its audit trail is in its own log folder; add --log-dir {own} "
-            "(`ffe backtest --list` names a run's folders)")
+    return (f"{not_an_account(settings, level)}: its audit trail is in its own log folder; add --log-dir "
+            f"{run_log_dir(settings)} (`ffe backtest --list` names a run's folders)")
 
 
 def parse_age(text: str) -> float:

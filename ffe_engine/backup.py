@@ -48,7 +48,7 @@ import zstandard
 
 from . import __version__, ahead
 from .audit import has_records, sync_dir
-from .backtest_runs import not_an_account, run_records
+from .backtest_runs import not_an_account, run_log_dir, run_records
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
@@ -148,7 +148,7 @@ def refuse_backtest_run(settings: Settings) -> None:
         return
     data_dir = settings.data_dir
     raise UsageError(f"{not_an_account(settings, level)}: a backup holds an account; a run is its folders, copy "
-                     f"them as they are ({data_dir} and {settings.audit_path.parent}): `ffe doctor` checks them "
+                     f"them as they are ({data_dir} and {run_log_dir(settings)}): `ffe doctor` checks them "
                      "wherever they are")
 
 
