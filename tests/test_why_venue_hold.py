@@ -104,4 +104,6 @@ async def test_why_names_the_hold_a_418_on_an_order_started(tmp_path, fx, proces
     assert "nothing blocks entries now" not in why, why
     (line,) = [ln for ln in why.splitlines() if "VENUE_HOLD" in ln]
     assert "no orders" in line and "Retry-After" in line and "by itself" in line, line
+    status = await _ctl(tmp_path, fx, "status")  # the one line an operator reads first says it too
+    assert "HOLD to " in status and "ffe ctl why" in status, status
     assert await p.stop() == 0, p.stderr
