@@ -340,11 +340,13 @@ def _render(action: str, result: Any) -> str:
             state = f"STOPPED ({r['ended']}): was {state}"
         dust = sum(1 for p in r["positions"] if p.get("dust"))
         held = len(r.get("reconcile_blocked") or [])
+        hold = r.get("venue_hold")
         return (f"{r['mode']} {state}  equity {fmt.money(r['equity'])}  "
                 f"positions {len(r['positions']) - dust}{f'  dust {dust}' if dust else ''}  "
                 f"open orders {len(r['orders'])}  pending approvals {len(r['approvals'])}  "
                 f"approval {r['approval_mode']}"
-                + (f"  RECONCILE {held} difference(s) hold entries (ffe ctl why)" if held else ""))
+                + (f"  RECONCILE {held} difference(s) hold entries (ffe ctl why)" if held else "")
+                + (f"  HOLD to {fmt.clock(hold['until'])}: the exchange's Retry-After (ffe ctl why)" if hold else ""))
     if action in ("halt", "flatten"):  # the words of the console's banner
         return present.kill_headline({**result, "action": action, "by": "ctl"})
     if action == "approve":
