@@ -1615,7 +1615,8 @@ async def test_an_entry_the_exchange_refuses_is_no_trade_of_the_day(tmp_path, fx
             refused = await strategy_order(fx)
             await wait_for(lambda: rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (refused,)) == [
                 ("rejected",)], timeout=30, what="the entry rejected")
-            assert e.portfolio.entries_today == 0
+            # taken back once the send's answer is in (the rejection's record is committed a moment before)
+            await wait_for(lambda: e.portfolio.entries_today == 0, timeout=5, what="the refused entry not counted")
             fx.market_clock.step()
             await wait_for(lambda: len(fx.requests_to(POST_ORDER)) == 2, timeout=30, what="the next bar's entry")
             await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the next entry filled")
