@@ -174,7 +174,8 @@ async def test_a_channel_answering_429_is_tried_again_after_its_retry_after_boun
         times = [r.at for r in hook.requests]
         assert times[1] - times[0] >= 0.9, times  # not 0.05 s later, as the backoff alone would
         hook.retry_after = "20"  # more than the cap: waited for no longer than alerts.retry_max_s
-        await until(lambda: len(hook.requests) >= 4, what="two more tries", timeout=10)
+        # (a round of tries that failed leaves the channel alone for retry_max_s before the next: up to 5 + 5 s)
+        await until(lambda: len(hook.requests) >= 4, what="two more tries", timeout=30)
         times = [r.at for r in hook.requests]
         assert times[3] - times[2] <= 6.0, times
     await hook.stop()
