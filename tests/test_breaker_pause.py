@@ -16,7 +16,8 @@ import pytest
 from conftest import engine_session
 from ffe_engine.errors import ControlError
 from ffe_engine.model import EngineState
-from live_helpers import (BTC, SteppedClock, fx, live_config, live_env, live_settings, engine_loop,  # noqa: F401
+from test_live_engine import running_live
+from live_helpers import (BTC, SteppedClock, fx, live_config, live_env, engine_loop,  # noqa: F401
                           next_bar, rows, run_ffe_async, stored_events, wait_for, write_config)
 
 BREAKER = {"failure_threshold": 3, "recovery_timeout_s": 60.0}  # on the stepped clock: not waited for
@@ -57,11 +58,8 @@ async def close_the_breaker(e, fx, clock) -> None:
 
 async def test_the_breaker_s_pause_says_so_once_the_breaker_has_closed(tmp_path, fx):
     clock = SteppedClock()
-    settings = live_settings(tmp_path, fx, breaker=BREAKER, engine=QUIET)
-    async with engine_session(settings, live=True, clock=clock) as running:
+    async with running_live(tmp_path, fx, clock, breaker=BREAKER, engine=QUIET) as running:
         e, db = running.engine, running.store.path
-        assert await next_bar(e, fx) == 1
-        await e.resume(by="test")
         async with engine_loop(e):
             await open_the_breaker(e, fx)
             await wait_for(lambda: state_row(db)[0::2] == ("PAUSED", "breaker"), timeout=10, what="paused")
@@ -79,16 +77,13 @@ async def test_a_restart_while_the_breaker_is_open_starts_with_it_closed_and_say
     """The breaker is the run's own (a new run starts it closed): the pause it made says so from the start, in the
     state and in the run's start record (the STARTED alert), not that a breaker is open that no run holds open."""
     clock = SteppedClock()
-    settings = live_settings(tmp_path, fx, breaker=BREAKER, engine=QUIET)
-    async with engine_session(settings, live=True, clock=clock) as running:
+    async with running_live(tmp_path, fx, clock, breaker=BREAKER, engine=QUIET) as running:
         e, db = running.engine, running.store.path
-        assert await next_bar(e, fx) == 1
-        await e.resume(by="test")
         async with engine_loop(e):
             await open_the_breaker(e, fx)
             await wait_for(lambda: state_row(db)[0::2] == ("PAUSED", "breaker"), timeout=10, what="paused")
     fx.down = False
-    async with engine_session(settings, live=True) as running:
+    async with engine_session(e.settings, live=True) as running:
         e = running.engine
         assert e.breaker.state == "closed"
         assert e.state is EngineState.PAUSED and e.state_reason == CLOSED_AGAIN
@@ -98,11 +93,8 @@ async def test_a_restart_while_the_breaker_is_open_starts_with_it_closed_and_say
 
 async def test_an_operator_s_pause_keeps_its_reason_through_the_breaker(tmp_path, fx):
     clock = SteppedClock()
-    settings = live_settings(tmp_path, fx, breaker=BREAKER, engine=QUIET)
-    async with engine_session(settings, live=True, clock=clock) as running:
+    async with running_live(tmp_path, fx, clock, breaker=BREAKER, engine=QUIET) as running:
         e, db = running.engine, running.store.path
-        assert await next_bar(e, fx) == 1
-        await e.resume(by="test")
         async with engine_loop(e):
             await e.pause(reason="operator pause", by="operator")
             await open_the_breaker(e, fx)
@@ -119,12 +111,9 @@ async def test_a_resume_while_the_breaker_is_open_stays_resumed_until_it_opens_a
     clock = SteppedClock()
     tables = {"breaker": BREAKER, "engine": QUIET}
     write_config(tmp_path, live_config(fx, **tables))
-    settings = live_settings(tmp_path, fx, **tables)
-    async with engine_session(settings, live=True, clock=clock) as running:
+    async with running_live(tmp_path, fx, clock, **tables) as running:
         e, db = running.engine, running.store.path
         await running.start_control()
-        assert await next_bar(e, fx) == 1
-        await e.resume(by="test")
         async with engine_loop(e):
             await open_the_breaker(e, fx)
             await wait_for(lambda: state_row(db)[0::2] == ("PAUSED", "breaker"), timeout=10, what="paused")
