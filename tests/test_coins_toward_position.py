@@ -257,3 +257,10 @@ async def test_accept_own_coins_with_no_position_says_the_plain_accept_takes_the
             assert "holds the coins of every position and of the baseline" not in line, line
             await e.accept_reconcile(by="test")
             assert (await e.store.get_kv(BASELINE_KEY))["BTC"] == pytest.approx(OWN - 0.3)
+            # Nothing waits now: --own-coins is refused (exit 1, docs/cli.md: "when no coins are missing"), where
+            # the plain accept says there was nothing to accept.
+            line = one_refusal(await run_ffe_async(tmp_path, "ctl", "accept", "--own-coins", env=live_env(fx),
+                                                   name="own-again"))
+            assert "nothing accepted: " in line and "no coins are missing" in line, line
+            plain = await run_ffe_async(tmp_path, "ctl", "accept", env=live_env(fx), name="plain-again")
+            assert plain.proc.returncode == 0 and "nothing to accept" in plain.stdout, plain.stdout + plain.stderr
