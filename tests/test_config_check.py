@@ -57,6 +57,21 @@ def test_config_check_rejects_the_exchange_settings_a_live_start_would_reject(tm
     assert ffe_in_process(tmp_path, "config", "check").returncode == 0
 
 
+@pytest.mark.parametrize("config, says", [
+    ('[venue]\nkind = "ccxt"\n', 'venue.kind = "ccxt" places real orders: it needs mode = "live"'),
+    ('mode = "live"\n', 'mode = "live" needs venue.kind = "ccxt"'),
+], ids=["an order venue on a paper account", "a live account on the paper venue"])
+def test_config_check_refuses_a_mode_and_venue_that_no_start_would_take(tmp_path, config, says):
+    (tmp_path / "config.toml").write_text(config)
+    for command in (("config", "check"), ("run", "--headless", "--live"), ("run", "--headless")):
+        res = ffe_in_process(tmp_path, *command)
+        assert res.returncode == 2, (command, res.stdout)
+        [line] = res.stderr.strip().splitlines()
+        if command == ("config", "check") or says in line:
+            assert line.startswith("ffe: error: ") and says in line, (command, line)
+        assert res.stdout == ""
+
+
 def test_config_check_accepts_valid_key_bindings(tmp_path):
     write_config(tmp_path, '{pause = "space", kill = "X,ctrl+k"}')
     res = ffe_in_process(tmp_path, "config", "check")  # a real process checks a valid configuration below
