@@ -116,3 +116,14 @@ async def test_a_refused_live_start_creates_no_database_or_audit_file(tmp_path, 
         assert "exchange.id: ffe places orders on binance only" in line, line
     assert records_written(tmp_path) == []  # no database, no audit file
     assert fx.requests_to("POST /api/v3/order") == []
+
+
+@pytest.mark.parametrize("key", ["RECVWINDOW", "recvwindow", "adjustfortimedifference"])
+def test_an_option_written_in_another_case_than_ccxts_is_named_with_ccxts_spelling(fx, key):
+    # Environment names are upper case by habit (FFE_EXCHANGE__OPTIONS__RECVWINDOW): ccxt would pass such a key
+    # over without a word, and the settle window's check would not see the receive window it sets.
+    spelled = {"RECVWINDOW": "recvWindow", "recvwindow": "recvWindow"}.get(key, "adjustForTimeDifference")
+    with pytest.raises(VenueError) as info:
+        check_settings(exchange_settings(fx, options={**ccxt_options(), key: 60000}))
+    assert str(info.value) == (f"exchange.options: ccxt's binance has no option {key!r}: it reads {spelled!r} "
+                               "(options are matched by their exact spelling)")
