@@ -58,6 +58,31 @@ REFUSED = [
      "config.toml:5: ensemble.providers: ", "min_votes = 5 can never be reached with 4 provider(s)", None),
     ("a quorum beyond the providers from the environment", "", "", {"FFE_ENSEMBLE__MIN_VOTES": "5"},
      "environment: FFE_ENSEMBLE__MIN_VOTES: ", "can never be reached with 4 provider(s)", None),
+    # A number from the environment is written as a number is: Python would read 1_0 as 10 and a full-width digit
+    # as a digit, and int() a float's text; a typo there would be a limit ten times what was meant.
+    ("an integer with an underscore", "", "", {"FFE_RISK__MAX_OPEN_POSITIONS": "1_0"},
+     "environment: FFE_RISK__MAX_OPEN_POSITIONS: ", "a whole number", None),
+    ("an integer in full-width digits", "", "FFE_RISK__MAX_OPEN_POSITIONS=\uff13\n", {},
+     ".env:1: FFE_RISK__MAX_OPEN_POSITIONS: ", "a whole number", None),
+    ("an integer written as a float", "", "", {"FFE_RISK__MAX_DAILY_TRADES": "3.0"},
+     "environment: FFE_RISK__MAX_DAILY_TRADES: ", "a whole number", None),
+    ("a number with an underscore", "", "", {"FFE_RISK__MAX_POSITION_PCT": "1_0"},
+     "environment: FFE_RISK__MAX_POSITION_PCT: ", "a number", None),
+    # A .env saved as UTF-16 without a byte-order mark reads as UTF-8 with a NUL after every character: each name
+    # would then be another program's variable, passed over, and every setting in it silently dropped.
+    ("a .env in UTF-16", "", "".join(c + "\0" for c in "FFE_RISK__MAX_POSITION_PCT=1\n"), {},
+     ".env:1: ", "NUL", None),
+    # exchange.options go to ccxt as they are: what ccxt would read as something else than was written is refused.
+    ("a receive window as text", '[exchange]\noptions = {recvWindow = "60000"}\n', "", {},
+     "config.toml:2: exchange.options: ", "recvWindow", None),
+    ("a receive window of NaN", '[exchange]\noptions = {recvWindow = nan}\n', "", {},
+     "config.toml:2: exchange.options: ", "recvWindow", None),
+    ("an infinite option", '[exchange]\noptions = {nested = {deeper = {x = 1e400}}}\n', "", {},
+     "config.toml:2: exchange.options: ", "nested.deeper.x", None),
+    ("a credential in the options", '[exchange]\noptions = {headers = {Authorization = "Bearer tok-secretpart"}}\n',
+     "", {}, "config.toml:2: exchange.options: ", "headers.Authorization", "secretpart"),
+    ("a secret in the options", "", "", {"FFE_EXCHANGE__OPTIONS__secret": "secretpart-42"},
+     "environment: FFE_EXCHANGE__OPTIONS__secret: ", "FFE_EXCHANGE__SECRET", "secretpart"),
 ]
 
 
@@ -93,11 +118,14 @@ ACCEPTED = [
     ('[monitor]\nhost = "0.0.0.0"\n', {"FFE_MONITOR__TOKEN": "a-long-bearer-token-42"}),  # open: a token
     ('[monitor]\nhost = "::1"\n', {}),
     ('[monitor]\nhost = "monitor-1.internal.example.com"\n', {"FFE_MONITOR__TOKEN": "a-long-bearer-token-42"}),
+    ('[exchange]\noptions = {recvWindow = 5000, adjustForTimeDifference = true}\n',
+     {"FFE_RISK__MAX_OPEN_POSITIONS": " 3", "FFE_RISK__MAX_POSITION_PCT": "2.5e0", "FFE_MARKET__SEED": "+7"}),
 ]
 
 
 @pytest.mark.parametrize("config, environ", ACCEPTED, ids=["symbols in the account's quote", "http(s) urls",
-                                                           "localhost", "any IPv4", "IPv6 loopback", "a host name"])
+                                                           "localhost", "any IPv4", "IPv6 loopback", "a host name",
+                                                           "exchange options and numbers"])
 def test_values_that_can_work_pass_the_check(tmp_path: Path, config, environ):
     (tmp_path / "config.toml").write_text(config)
     proc = ffe_in_process(tmp_path, "config", "check", env=ffe_env(**environ))
