@@ -1987,16 +1987,21 @@ class Engine:
     async def accept_reconcile(self, by: str = "operator", timeout_s: float | None = None,
                                own_coins: bool = False) -> list[dict[str, Any]]:
         """Accept the differences reconciliation found (the venue's balances become the new baseline, its quote
-        balance the cash). Nothing when nothing is waiting. Refused, with the reason, while an order is in doubt or
-        unanswered, or over coins gone from a position (Reconciler.accept). `own_coins`: the operator's word that
-        the coins gone were their own, the position untouched (the baseline is lowered, never raised; the record says
-        which). `timeout_s`: how long the client waits for the answer, when it said."""
+        balance the cash). Nothing when nothing is waiting (refused with `own_coins`). Refused, with the reason,
+        while an order is in doubt or unanswered, or over coins gone from a position (Reconciler.accept).
+        `own_coins`: the operator's word that the coins gone were their own, the position untouched (the baseline is
+        lowered, never raised; the record says which). `timeout_s`: how long the client waits for the answer, when
+        it said."""
         async with self._controls.turn("an accept of reconciliation's differences"):
             self._still_running()
             accepted = list(self.reconcile_blocked)
             if not accepted:
                 # Only what a reconciliation showed is accepted: a change at the venue since then (coins arriving)
-                # is for the next reconciliation to show, never taken into the baseline unseen.
+                # is for the next reconciliation to show, never taken into the baseline unseen. The operator's word
+                # that coins of theirs left is refused where nothing says coins left at all.
+                if own_coins:
+                    raise ControlError("nothing accepted: no coins are missing (reconciliation found no difference "
+                                       "to accept)")
                 return []
             # The balances wait for the settle window after the last order change: waited for when that fits well
             # within the time the client gives an answer (its own, or `ffe ctl`'s default), refused with when to
