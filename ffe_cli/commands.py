@@ -71,7 +71,7 @@ def attach(args: argparse.Namespace) -> int:
 
 def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
-    from ffe_engine.config import render_settings
+    from ffe_engine.config import check_mode, render_settings
     from ffe_engine.monitor import check_bind
     from ffe_engine.store import SchemaError, saved_state
 
@@ -88,6 +88,7 @@ def config_check(args: argparse.Namespace) -> int:
             check_venue_settings(settings)
         except VenueError as exc:
             raise StartError(str(exc)) from None
+    check_mode(settings)  # the mode and the venue, as every start checks them
     check_bind(settings)  # the monitor's endpoint, as the start checks it
     if settings.market.source == "replay":  # a replayed market's files, read and checked as the start does
         from ffe_engine.market.replay import replay_series

@@ -801,6 +801,16 @@ def _scan_value(text: str, depth: int, in_string: str | None) -> tuple[int, str 
     return depth, in_string
 
 
+def check_mode(settings: Settings) -> None:
+    """The mode and the venue agree: real orders only on a live account, a live account only on a real venue (what
+    `ffe config check` says of a configuration, before any start's --live flag)."""
+    if settings.mode != "live" and settings.venue.kind == "ccxt":
+        raise StartError('venue.kind = "ccxt" places real orders: it needs mode = "live" and the --live flag '
+                         '(paper trading uses venue.kind = "paper", on any market source)')
+    if settings.mode == "live" and settings.venue.kind != "ccxt":
+        raise StartError('mode = "live" needs venue.kind = "ccxt"')
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # .env and the environment
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .clock import Clock
-from .config import Settings
+from .config import Settings, check_mode
 from .engine import Engine, EngineOptions
 from .ensemble import Ensemble
 from .errors import FfeError, StartError
@@ -30,13 +30,9 @@ def check_live(settings: Settings, live_flag: bool) -> bool:
         raise StartError('mode = "live" needs the --live flag on the command line')
     if live_flag and settings.mode != "live":
         raise StartError('--live needs mode = "live" in the configuration')
+    check_mode(settings)
     if settings.mode != "live":
-        if settings.venue.kind == "ccxt":
-            raise StartError('venue.kind = "ccxt" places real orders: it needs mode = "live" and the --live flag '
-                             '(paper trading uses venue.kind = "paper", on any market source)')
         return False
-    if settings.venue.kind != "ccxt":
-        raise StartError('mode = "live" needs venue.kind = "ccxt"')
     missing = [k for k in ("api_key", "secret") if getattr(settings.exchange, k) is None]
     if missing:
         raise StartError("live trading needs exchange credentials: set "
