@@ -115,8 +115,16 @@ def check_settings(settings: Any) -> None:
                          f"{settings.id!r} are not supported, its market data is: market.source = \"exchange\" "
                          'with venue.kind = "paper"')
     exchange = build_exchange(settings, credentials=False)
+    own = type(exchange)()  # ccxt's own settings of the exchange, before ffe's options
+    spelled = {name.lower(): name for name in getattr(own, "options", None) or {}}
+    for name in settings.options or {}:
+        # ccxt matches an option by its exact spelling and passes any other over without a word: one written in
+        # another case (upper case by habit, from the environment) would set nothing.
+        if name not in spelled.values() and str(name).lower() in spelled:
+            raise VenueError(f"exchange.options: ccxt's {settings.id} has no option {name!r}: it reads "
+                             f"{spelled[str(name).lower()]!r} (options are matched by their exact spelling)")
     if settings.api_urls:
-        sections = sorted(getattr(type(exchange)(), "urls", {}).get("api", {}) or {})
+        sections = sorted(getattr(own, "urls", {}).get("api", {}) or {})
         unknown = sorted(set(settings.api_urls) - set(sections)) if sections else []
         if unknown:
             raise VenueError(f"exchange.api_urls: ccxt's {settings.id} has no URL section "
