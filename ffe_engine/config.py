@@ -13,12 +13,14 @@ import dataclasses
 import io
 import ipaddress
 import json
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
@@ -201,12 +203,46 @@ def _secret_is_clean(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
+# Option names that carry a credential: ccxt takes none from its options, and config.toml is no place for one.
+_CREDENTIAL_OPTIONS = {"apikey", "secret", "password", "token", "privatekey", "authorization", "uid", "login"}
+RECV_WINDOW_MAX_MS = 60_000  # Binance refuses a longer receive window
+
+
+def _exchange_options(value: dict[str, Any]) -> dict[str, Any]:
+    """exchange.options go to ccxt as written: what ccxt would read otherwise than it reads here is refused (a
+    receive window as text, which ccxt reads as a number and the settle window's check would not see), as is NaN or
+    infinity at any depth, and a credential (never shown)."""
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if str(key).replace("-", "").replace("_", "").lower() in _CREDENTIAL_OPTIONS:
+                    raise ValueError(f"{'.'.join(path + (str(key),))}: a credential has no place in exchange.options "
+                                     "(ccxt takes none from there): FFE_EXCHANGE__API_KEY and FFE_EXCHANGE__SECRET, "
+                                     "in .env or the environment (the value is not shown)")
+                walk(child, path + (str(key),))
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                walk(child, path + (str(i),))
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError(f"{'.'.join(path)}: NaN and infinity are refused")
+
+    walk(value, ())
+    window = value.get("recvWindow")
+    if "recvWindow" in value and (isinstance(window, bool) or not isinstance(window, int)
+                                  or not 1 <= window <= RECV_WINDOW_MAX_MS):
+        raise ValueError(f"recvWindow: a whole number of milliseconds from 1 to {RECV_WINDOW_MAX_MS}, got "
+                         f"{window!r}{' (text)' if isinstance(window, str) else ''}")
+    return value
+
+
 _SYMBOL_RE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*/[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*(?::[A-Za-z0-9]+)?")
 _TIMEFRAME_RE = re.compile(r"[1-9][0-9]*[mhd]")
 # No whitespace and no control character (a NUL, an escape): the HTTP client would refuse the URL only when it
 # sends the first request.
 _HTTP_URL_RE = re.compile(r"https?://[^\s/\x00-\x1f\x7f]+(/[^\s\x00-\x1f\x7f]*)?")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TIMEFRAME_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_TIMEFRAME_MS = 7 * 86_400_000
@@ -344,7 +380,7 @@ class ExchangeSettings(_Section):
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "binance"
     timeout_ms: int = Field(10_000, ge=1, le=600_000)
     poll_s: Seconds = 5.0
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Annotated[dict[str, Any], AfterValidator(_exchange_options)] = Field(default_factory=dict)
     api_urls: dict[NonEmptyStr, Annotated[str, _base_url("exchange.api_key and exchange.secret")]] = Field(
         default_factory=dict)
     sandbox: bool = False
@@ -595,7 +631,7 @@ def _is_secret(annotation: Any) -> bool:
 
 
 def _kind(annotation: Any) -> str:
-    """'model', 'dict', 'list', 'secret', 'bool' or 'scalar'."""
+    """'model', 'dict', 'list', 'secret', 'bool', 'int', 'float' or 'scalar'."""
     if _model_of(annotation):
         return "model"
     if _is_secret(annotation):
@@ -607,6 +643,12 @@ def _kind(annotation: Any) -> str:
         return "dict"
     if origin is list:
         return "list"
+    either = origin is Union or origin is UnionType  # Optional[int], int | None
+    types = {_unwrap(t) for t in get_args(_unwrap(annotation))} - {type(None)} if either else {_unwrap(annotation)}
+    if types == {int}:
+        return "int"
+    if types == {float}:
+        return "float"
     return "scalar"
 
 
@@ -827,6 +869,12 @@ def _read_dotenv(path: Path, shown: str) -> _Layer:
         raise ConfigError(f"{shown}: not valid UTF-8", source=shown) from None
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read: {exc.strerror}", source=shown) from None
+    if "\x00" in text:
+        # UTF-16 without a byte-order mark reads as UTF-8 with a NUL beside every character: each name would be
+        # another program's variable, passed over, and every setting in the file dropped without a word.
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ConfigError(f"{shown}:{line}: holds a NUL byte (saved as UTF-16? save it as UTF-8)", source=shown,
+                          line=line)
     entries: list[tuple[str, str, Origin]] = []
     for binding in parse_stream(io.StringIO(text)):
         # The parser counts blank lines before an entry as part of it; the entry itself starts after them.
@@ -915,6 +963,14 @@ def _env_target(name: str) -> tuple[Path_, str] | None:
 def _env_value(name: str, raw: str, kind: str, origin: Origin) -> Any:
     if kind in ("scalar", "secret"):
         return raw
+    if kind in ("int", "float"):
+        # Written as a number is written in config.toml: Python would read 1_0 as 10, a full-width digit as a
+        # digit and int() a float's text, and a typo would be a limit ten times what was meant.
+        if (_INT_RE if kind == "int" else _FLOAT_RE).fullmatch(raw.strip()):
+            return raw.strip()
+        expected = "a whole number (digits, an optional sign)" if kind == "int" else "a number (such as 2.5 or 1e-3)"
+        message = f"{origin.where}: {name}: expected {expected}"
+        raise ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name)
     if kind == "bool":
         # As in TOML: "yes", "off" or "0" would be read differently by different people.
         if raw.strip().lower() in ("true", "false"):
@@ -1237,6 +1293,10 @@ def _validation_problems(exc: ValidationError, origins: Mapping[Path_, Origin]) 
         problem, names_key = error["msg"], False
         if error["type"] == "value_error" and problem.startswith("Value error, "):
             problem = problem[len("Value error, ") :]
+            if origin is None:
+                # A key of a table set one by one (FFE_EXCHANGE__OPTIONS__X) has an origin of its own: the message
+                # names the key first.
+                origin = origins.get(loc + tuple(problem.partition(": ")[0].split(".")))
         elif error["type"] == "extra_forbidden":
             model, depth = _model_at(loc)
             problem, names_key = _unknown_key(loc, model, depth), True
