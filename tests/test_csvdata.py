@@ -244,6 +244,35 @@ def test_a_quote_never_closed_is_named_by_the_line_it_opens_on(tmp_path: Path, l
                               "(line 100)"
 
 
+@pytest.mark.parametrize("lenient", [False, True])
+def test_a_quote_never_closed_in_a_long_file_is_named_by_its_line_not_read_as_one_bad_row(tmp_path: Path,
+                                                                                           lenient: bool) -> None:
+    """Past 131,072 characters a quoted field is more than the csv module holds: the rest of a long file after a
+    stray quote is no one bad row to skip (a lenient read took it as one and dropped thousands of rows after it)."""
+    lines = good_lines(3000)
+    lines[62] = '"' + lines[62]
+    path = write(tmp_path, lines)
+    with pytest.raises(CsvError) as info:
+        load_csv(path, lenient=lenient)
+    assert str(info.value).startswith(f"{path}:63: a quote opened on this line is not closed "), str(info.value)
+
+
+def test_a_lenient_read_does_not_skip_a_quoted_field_that_swallowed_the_lines_after_it(tmp_path: Path) -> None:
+    """Two stray quotes 40 lines apart make those lines one field: skipped as one bad row, 40 rows would go without
+    a word. It is an error even with --lenient, naming both lines; a bad row on one line is still skipped."""
+    lines = good_lines()
+    lines[9] = '"' + lines[9]
+    lines[49] = lines[49] + '"'
+    path = write(tmp_path, lines)
+    with pytest.raises(CsvError) as info:
+        load_csv(path, lenient=True)
+    assert str(info.value).startswith(f"{path}:10: a quote opened on this line closes on line 50"), str(info.value)
+    lines = good_lines()
+    lines[9] = lines[9].replace(",", ',"x",', 1)
+    series = load_csv(write(tmp_path, lines), lenient=True)
+    assert series.skipped == 1 and len(series) == 98
+
+
 def test_prices_and_volumes_at_the_bounds_load(tmp_path: Path) -> None:
     """The bounds are inclusive: a file of prices from 1e-12 to 1e12 and a volume of 1e24 is candles."""
     lines = ["timestamp,open,high,low,close,volume", f"{iso(T0)},1e-12,1e-12,1e-12,1e-12,0",
