@@ -8,7 +8,8 @@ numbers (ASCII digits, a sign, a decimal point, an exponent; spaces around them 
 float() reads; quoting strict but for spaces around a quoted field; rows strictly increasing in time; times, prices
 and volumes within the bounds ffe computes with (bounds.py).
 A bad row is a `CsvError` naming the file and the line the row begins on, or is skipped and counted when lenient; a
-quote never closed is an error even then, since the rows after it are no longer rows. Gaps are allowed and reported.
+quote never closed (or closed lines later) is an error even then, since the rows after it are no longer rows. Gaps are
+allowed and reported.
 
 Parsing is on the backtest's clock, so the common case takes a fast path: whole columns are converted at C speed
 (`map(float, ...)`, cached date and time-of-day parts for ISO timestamps) and checked with a few whole-column
@@ -507,11 +508,24 @@ def _rows(path: str, reader: CsvRows) -> Iterator[list[str]]:
 
 
 def _open_quote(e: csv.Error, reader: CsvRows) -> str | None:
-    """What to say of a quoted field still open at the end of the file (the rest of the file is in it), when that is
-    what `e` is; None otherwise."""
-    if "unexpected end of data" not in str(e):  # csv's words for it
+    """What to say of a quoted field still open at the end of the file (the rest of the file is in it), or longer
+    than the csv module holds (a long file's rest), when that is what `e` is; None otherwise."""
+    if "unexpected end of data" in str(e):  # csv's words for it
+        return f"a quote opened on this line is not closed before the end of the file (line {reader.line_num})"
+    if "field larger than field limit" in str(e):
+        return (f"a quote opened on this line is not closed within {csv.field_size_limit():,} characters (line "
+                f"{reader.line_num}): the lines after it are one field, not rows")
+    return None
+
+
+def _swallowed(line: int, reader: CsvRows) -> str | None:
+    """What to say of a row beginning on `line` that a quoted field ran over the lines after it (they would be
+    rows), once read; None for a row on one line. A lenient read may skip a bad row, never the rows in one."""
+    end = reader.line_num
+    if end <= line:
         return None
-    return f"a quote opened on this line is not closed before the end of the file (line {reader.line_num})"
+    return (f"a quote opened on this line closes on line {end}: the {end - line + 1} lines are one field, not rows "
+            "(a stray quote?)")
 
 
 def _unreadable(e: csv.Error) -> str:
@@ -612,6 +626,9 @@ def _careful_path(path: str, sym: str, tf: int, reader: CsvRows, index: list[int
                 t, ro, rh, rl, rc, rv = _check_row(row, index, ncols, last)
             except _BadRow as e:
                 reason = str(e)
+                swallowed = _swallowed(line, reader) if lenient else None
+                if swallowed is not None:
+                    raise CsvError(path, line, swallowed) from None
             else:
                 ts.append(t)
                 o.append(ro)
