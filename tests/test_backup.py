@@ -445,6 +445,14 @@ def test_a_restore_over_a_halted_account_keeps_the_kill_switch(account, archive,
     assert (said["state"], said["reason"], said["by"]) == ("HALTED", reason, "restore"), said
     doctor = ffe_in_process(cwd, "doctor")
     assert doctor.returncode == 0 and "without its event" not in doctor.stdout, doctor.stdout
+    # Restored again (and again): the reason says once that it was kept across a restore, it does not grow a note
+    # per restore in every page and status line.
+    for _ in range(2):
+        again = run_ffe(cwd, "restore", str(archive), "--force")
+        assert again.returncode == 0, again.stderr
+    with sqlite3.connect(db) as conn:
+        ((state, kept, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
+    assert (state, kept, by) == ("HALTED", reason, "restore"), (state, kept, by)
 
 
 def archive_db(archive: Path, into: Path) -> Path:
