@@ -17,6 +17,7 @@ them in place, moments, is not interrupted: interrupts.py); what killed restores
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -38,6 +39,7 @@ from .store import (SIDE_FILES, halted_in, keep_halted, mark_restored, peek_fore
                     wal_without_database)
 
 CONFIG_COPY = "config.from-backup.toml"
+KEPT_NOTE = re.compile(r" \(by [^()]*, kept across a restore\)$")  # what _kept adds to a HALTED's reason
 
 
 class Refused(FfeError):
@@ -142,7 +144,12 @@ def _unwritable(exc: StorageError) -> NoRoom:
 
 
 def _kept(halted: tuple[str, str] | None) -> str | None:
-    return None if halted is None else f"{halted[0]} (by {halted[1]}, kept across a restore)"
+    """The reason a HALTED kept across a restore is stored with; one kept across an earlier restore already says so,
+    and says who halted: a note per restore would grow the text of every page and status line."""
+    if halted is None:
+        return None
+    reason, by = halted
+    return reason if KEPT_NOTE.search(reason) else f"{reason} (by {by}, kept across a restore)"
 
 
 def _halted_aside(db: Path) -> str | None:
