@@ -41,3 +41,20 @@ async def test_cancels_are_bounded_in_time_and_the_late_ones_reported(fx, make_d
     assert report.cancelled == []
     assert sorted(f["client_order_id"] for f in report.failed) == sorted(resting)
     assert {f["error"] for f in report.failed} == {"cancel timed out"}
+
+
+async def test_the_time_for_a_cancel_counts_from_the_answer_of_an_order_on_the_wire(fx, make_desk):  # noqa: F811
+    # The exchange holds the create past cancel_timeout_s: its cancel cannot begin before that answer, so it is not
+    # said timed out, and the order it then finds open is cancelled.
+    desk = await make_desk()
+    desk.path.cancel_timeout_s = 0.3  # engine.cancel_timeout_s
+    fx.fault(POST_ORDER, "slow", seconds=1.0)
+    submit = asyncio.create_task(desk.buy(type="limit", price=20_000.0))
+    for _ in range(200):
+        if fx.requests_to(POST_ORDER):
+            break
+        await asyncio.sleep(0.01)
+    report = await desk.path.cancel_all()
+    cid = (await submit).order.client_order_id
+    assert report.cancelled == [cid] and report.failed == [], report
+    assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "CANCELED")]
