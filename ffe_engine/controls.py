@@ -42,9 +42,10 @@ class Controls:
 
 @dataclass
 class Press:
-    """What a kill switch or flatten did when pressed while another control (`under`) was under way: HALTED stored,
-    and the cancels it sent then (`report`, None when it sent none: the engine was HALTED already, or another kill
-    switch pressed in the same moment sent them), those of orders on the wire still waiting for their answer."""
+    """What a kill switch or flatten did when pressed while another control (`under`; "" for none) was under way, or
+    an order was on the wire: HALTED stored, and the cancels it sent then (`report`, None when it sent none: the
+    engine was HALTED already, or another kill switch pressed in the same moment sent them), those of orders on the
+    wire still waiting for their answer."""
 
     under: str
     at: float  # the engine clock's monotonic time of the press
@@ -54,12 +55,15 @@ class Press:
     sent: asyncio.Event = field(default_factory=asyncio.Event)  # set once the press is done: its rest goes on
 
     def answer(self, rest: str) -> CancelReport:
-        """What is done now and what is still under way: `rest`, what waits for the control under way, and the
-        cancel of each order whose create_order the exchange has not answered yet."""
+        """What is done now and what is still under way: `rest`, what waits for the control under way (or, with
+        none, for the orders on the wire), and the cancel of each order whose create_order the exchange has not
+        answered yet."""
         done = self.report or CancelReport()
         out = CancelReport(cancelled=list(done.cancelled), failed=list(done.failed),  # its time: the event's
                            filled=[o.client_order_id for o in self.open_then if o.status is OrderStatus.FILLED])
-        out.under_way = [{"detail": f"{self.under} is under way: {rest} once it has ended"}]
+        waits = (f"{self.under} is under way: {rest} once it has ended" if self.under
+                 else f"{rest} once the exchange has answered the orders on the wire")
+        out.under_way = [{"detail": waits}]
         for cid, task in self.on_wire.items():
             if task.done() and not task.cancelled() and task.exception() is None and task.result()[0]:
                 out.cancelled.append(cid)

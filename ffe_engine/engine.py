@@ -1440,15 +1440,17 @@ class Engine:
         """Kill switch: refuse every new order, record HALTED durably, cancel every open order; then return.
 
         Another control under way may wait on the exchange for as long as its timeout (an approve whose order is on
-        the wire, a cancel waiting out a Retry-After, a disk that hangs): the kill switch does not wait for it. HALTED
-        is stored at the press and every open order's cancel sent then (an order on the wire is cancelled once the
-        exchange has answered it); the rest (what is still open cancelled, the pending approvals rejected, the
-        kill_switch event) follows once that control has ended. The answer waits for that rest for half the time
-        its caller waits for it at most (`timeout_s`, or `control.request_timeout_s`, never more than the latter),
-        counted from the press, then says what is done and what is still under way (`under_way`)."""
+        the wire, a cancel waiting out a Retry-After, a disk that hangs), and so may an order on the wire whoever
+        sent it (the operator's order, a strategy entry): the kill switch does not wait for either. HALTED is stored
+        at the press and every open order's cancel sent then (an order on the wire is cancelled once the exchange
+        has answered it); the rest (what is still open cancelled, the pending approvals rejected, the kill_switch
+        event) follows once that control has ended and those orders are answered. The answer waits for that rest
+        for half the time its caller waits for it at most (`timeout_s`, or `control.request_timeout_s`, never more
+        than the latter), counted from the press, then says what is done and what is still under way
+        (`under_way`)."""
         self._still_running()
         pressed = time.perf_counter()
-        if not self._controls.busy():
+        if not self._pressing_now():
             async with self._controls.turn("a kill switch"):
                 return await self._halt(reason, by, pressed=pressed)
         press = self._pressed()
@@ -1466,14 +1468,22 @@ class Engine:
             return await self._halt(reason, by, early=await self._pressed_cancels(press),
                                     ends_flatten=self._flattens_begun == flattens_then, pressed=pressed)
 
+    def _pressing_now(self) -> bool:
+        """Whether a kill switch or flatten pressed now answers at the press, its rest following (`_press`): another
+        control is under way, or an order's create_order is on the wire (its cancel waits for that answer, for as
+        long as the exchange takes: cut off at cancel_timeout_s, the order would be said a failed cancel)."""
+        return self._controls.busy() or bool(self.orders.sending())
+
     def _pressed(self) -> Press:
-        """A kill switch or flatten pressed while another control is under way; its rest is queued for the controls
-        at once, before anything else asked for meanwhile (a flatten's follow-up), and waits for `press.sent`."""
-        return Press(self._controls.under_way or "another control", self.clock.monotonic())
+        """A kill switch or flatten pressed while another control is under way, or an order is on the wire; its rest
+        is queued for the controls at once, before anything else asked for meanwhile (a flatten's follow-up), and
+        waits for `press.sent`."""
+        under = (self._controls.under_way or "another control") if self._controls.busy() else ""
+        return Press(under, self.clock.monotonic())
 
     async def _press(self, press: Press, reason: str, by: str, kv: dict[str, Any] | None = None) -> None:
-        """A kill switch (or flatten, `kv` its positions to close) pressed while another control is under way: HALTED
-        stored with `kv` at once, and every open order's cancel sent, an order on the wire's waiting for its answer.
+        """A kill switch (or flatten, `kv` its positions to close) pressed while another control is under way, or an
+        order is on the wire: HALTED stored with `kv` at once, and every open order's cancel sent, an order on the wire's waiting for its answer.
         One kill switch cancels at the press at a time: another pressed in the same moment (ctl and SIGUSR1), or
         once the engine is HALTED, leaves what is still open to its rest, under the controls."""
         try:
@@ -1482,8 +1492,12 @@ class Engine:
             press.sent.set()
 
     async def _press_now(self, press: Press, reason: str, by: str, kv: dict[str, Any] | None) -> None:
-        log.warning("kill switch pressed while another control is under way: HALTED now, the rest once it has ended",
-                    under_way=press.under, reason=reason, by=by)
+        if press.under:
+            log.warning("kill switch pressed while another control is under way: HALTED now, the rest once it has "
+                        "ended", under_way=press.under, reason=reason, by=by)
+        else:
+            log.warning("kill switch pressed while an order is on the wire: HALTED now, the rest once the exchange "
+                        "has answered it", orders=",".join(self.orders.sending()), reason=reason, by=by)
         if self.state is EngineState.HALTED or self._pressing is not None:
             if self._pressing is not None:
                 await asyncio.shield(self._pressing)  # that halt's HALTED stored
@@ -1589,12 +1603,13 @@ class Engine:
         """Cancel all, close every position with reduce-only market orders (bounded retries), end HALTED. A closing
         order held back by the venue's Retry-After is no attempt: the position is said as waiting until then, and
         the follow-up (_follow_flatten) places its order once it is over. Pressed while another control is under
-        way, HALTED is stored at once with the positions to close, and the cancels sent, as the kill switch's
-        (halt); the closing orders follow once that control has ended, and `timeout_s` bounds the answer's wait for
-        them as halt's does (`under_way` says what waits)."""
+        way, or while an order is on the wire, HALTED is stored at once with the positions to close, and the cancels
+        sent, as the kill switch's (halt); the closing orders follow once that control has ended and those orders
+        are answered, and `timeout_s` bounds the answer's wait for them as halt's does (`under_way` says what
+        waits)."""
         self._still_running()
         self._flattens_begun += 1
-        if not self._controls.busy():
+        if not self._pressing_now():
             async with self._controls.turn("a flatten"):
                 return await self._flatten(by, attempts)
         to_close = self._flattening = self._to_close() or None  # stored with HALTED: a restart goes on with it

@@ -75,8 +75,9 @@ class CancelReport:
     failed: list[dict[str, str]] = field(default_factory=list)
     filled: list[str] = field(default_factory=list)  # open when the cancels began, filled before theirs reached them
     elapsed_ms: float = 0.0
-    # What a kill switch or flatten answered before it was done (another control under way): each
-    # {"detail": ...}, with the "client_order_id" of an order whose cancel waits for its create_order's answer.
+    # What a kill switch or flatten answered before it was done (another control under way, or an order on the
+    # wire): each {"detail": ...}, with the "client_order_id" of an order whose cancel waits for its create_order's
+    # answer.
     under_way: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -182,6 +183,10 @@ class OrderPath:
         """Orders the journal has ended that the venue has shown since and not yet shown done (cancelled, with its
         trades): what they filled may be in the venue's balances and not yet in the books."""
         return [o for cid, (o, _) in self._ended.items() if cid in self._reappeared]
+
+    def sending(self) -> list[str]:
+        """The orders whose create_order is on the wire: the venue has not answered it yet."""
+        return list(self._sending)
 
     def pending_entries(self) -> int:
         return sum(1 for o in self.live.values() if not o.reduce_only)
@@ -993,9 +998,10 @@ class OrderPath:
 
     async def cancel_all(self, symbol: str | None = None, *,
                          on_wire: dict[str, asyncio.Task[tuple[bool, str]]] | None = None) -> CancelReport:
-        """Cancel every order in flight, concurrently, bounded by cancel_timeout_s. `on_wire`: the cancels of orders
-        whose create_order is still on the wire are not waited for but put there, under way (each waits for that
-        answer, as long as the exchange takes, then cancels); `collect` reports them."""
+        """Cancel every order in flight, concurrently, bounded by cancel_timeout_s from the create_order's answer
+        of an order on the wire (see collect). `on_wire`: the cancels of orders whose create_order is still on the
+        wire are not waited for but put there, under way (each waits for that answer, as long as the exchange takes,
+        then cancels); `collect` reports them."""
         t0 = time.perf_counter()
         targets = [o for o in self.live.values() if symbol is None or o.symbol == symbol]
         tasks = {o.client_order_id: asyncio.ensure_future(self.cancel(o)) for o in targets}
@@ -1008,10 +1014,17 @@ class OrderPath:
 
     async def collect(self, tasks: dict[str, asyncio.Task[tuple[bool, str]]]) -> CancelReport:
         """The report of cancels under way (client order id -> its task), waited for up to cancel_timeout_s: one
-        still pending then is reported as failed ("cancel timed out") and sent again by the poll."""
+        still pending then is reported as failed ("cancel timed out") and sent again by the poll. The cancel of an
+        order whose create_order is on the wire begins once the exchange has answered it (`cancel`), whoever sent
+        it: its time counts from then, as long as the exchange takes to answer (the send's own timeout bounds it).
+        Cut off before, the order it waits for would be said a failed cancel, then fill or open."""
         report = CancelReport()
         if not tasks:
             return report
+        for cid in tasks:
+            sending = self._sending.get(cid)
+            if sending is not None:
+                await sending.wait()
         done, pending = await asyncio.wait(tasks.values(), timeout=self.cancel_timeout_s)
         late = False
         for cid, task in tasks.items():
