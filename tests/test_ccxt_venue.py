@@ -198,6 +198,16 @@ async def test_create_order_faults(fx, venue, kind, opts, exc, placed):
     assert "c-1" in str(info.value)
 
 
+async def test_an_exchanges_message_reaches_no_terminal_as_control_characters(fx, venue):
+    """An exchange's (or a gateway's) words are quoted in errors, logs, pages and the console: its control and
+    direction characters are shown as their escapes."""
+    fx.fault("POST /api/v3/order", "error", status=400, code=-1013, msg="Bad\x1b[2J order \u202eevil\x07")
+    with pytest.raises(VenueError) as info:
+        await venue.create_order(buy("esc-1"))
+    assert str(info.value).isprintable(), repr(str(info.value))
+    assert r"Bad\x1b[2J order \u202eevil\x07" in str(info.value), str(info.value)
+
+
 async def test_create_order_when_the_exchange_is_down(fx, venue):
     fx.down = True
     with pytest.raises(OrderInDoubt):

@@ -258,6 +258,9 @@ class ChatServer:
             "slow": '{"action": "BUY", "confidence": 0.9, "reason": "late"}',
             "malformed": "I would probably buy here, confidence high.",
             "bad_conf": '{"action": "BUY", "confidence": 7, "reason": "very sure"}',
+            # A reason that would drive the terminal it is printed on: clear the screen, set the window's title,
+            # ring the bell, turn the text around, backspace over what is shown.
+            "escapes": json.dumps({"action": "BUY", "confidence": 0.9, "reason": ESCAPES}),
         }[self.mode]
         return web.json_response({"id": "x", "object": "chat.completion",
                                   "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
@@ -275,6 +278,22 @@ class ChatServer:
     async def stop(self) -> None:
         self.release.set()
         await self.runner.cleanup()
+
+
+ESCAPES = "\x1b[2J\x1b[31mHACKED\x1b]0;pwned\x07 [bold red]HALTED[/] \u202eevil\b\b\b"
+
+
+async def test_an_llm_reason_reaches_no_terminal_as_control_characters(chat_server, warm_ind):
+    """The model's words are shown by `ffe audit show` and stored in the records: its control and direction
+    characters are shown as their escapes, never passed to a terminal to act on."""
+    chat_server.mode = "escapes"
+    llm = LLMProvider(base_url=chat_server.base_url, model="m", timeout_s=5)
+    try:
+        v = await llm.vote(warm_ind)
+    finally:
+        await llm.close()
+    assert v.action is BUY and v.reason.isprintable(), repr(v.reason)
+    assert v.reason == r"\x1b[2J\x1b[31mHACKED\x1b]0;pwned\x07 [bold red]HALTED[/] \u202eevil\x08\x08\x08", v.reason
 
 
 @pytest.fixture
