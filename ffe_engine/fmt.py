@@ -204,3 +204,12 @@ def ends(text: str, width: int) -> str:
         return text
     head = width // 3
     return text[:head] + "…" + text[len(text) - (width - head - 1):]
+
+
+def printable(text: str) -> str:
+    """Words from outside (a model's reason, an exchange's or a gateway's message) as they may be shown: a character
+    a terminal would act on (an escape sequence, a bell, a backspace, one that turns the text's direction) is shown
+    as its escape (`\\x1b`, `\\u202e`), never passed on to act."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)

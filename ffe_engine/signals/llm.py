@@ -8,6 +8,7 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import fmt
 from ..redact import REDACTED
 from ..urls import base_url_problem, mask_url
 from ..indicators import IndicatorSet
@@ -50,7 +51,7 @@ def parse_answer(content: Any) -> tuple[Action, float, str]:
         raise LLMError(f"reply confidence must be a number from 0 to 1, got {str(conf)[:20]!r}")
     reason = obj.get("reason", "")
     reason = reason if isinstance(reason, str) else str(reason)
-    return Action(action.strip().upper()), float(conf), " ".join(reason.split())[:120]
+    return Action(action.strip().upper()), float(conf), fmt.printable(" ".join(reason.split()))[:120]
 
 
 class LLMProvider:

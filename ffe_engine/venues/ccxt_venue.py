@@ -236,9 +236,10 @@ def _mask(text: str, secrets: Iterable[str]) -> str:
 
 
 def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
-    """One line about a ccxt error without credentials, signatures or query strings."""
+    """One line about a ccxt error without credentials, signatures or query strings, nor a character a terminal
+    would act on (fmt.printable)."""
     name = type(exc).__name__
-    text = str(exc)
+    text = fmt.printable(str(exc))
     no_url = _NO_URL.search(text)
     if no_url:  # exchange.api_urls replaced ccxt's URLs and left out a section this call needs
         return (f"{name}: exchange.api_urls has no URL for ccxt's {no_url.group(1)!r} section; add it, or keep "
@@ -250,7 +251,7 @@ def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
         except ValueError:
             body = None
         if isinstance(body, dict) and ("code" in body or "msg" in body):
-            return _mask(f"{name}: code {body.get('code')}: {body.get('msg', '')}".strip(), secrets)
+            return _mask(fmt.printable(f"{name}: code {body.get('code')}: {body.get('msg', '')}".strip()), secrets)
     text = _URL.sub(r"\1", text)
     text = re.sub(r"<[^>]*>", " ", text)  # gateway error pages
     text = " ".join(text.split())
