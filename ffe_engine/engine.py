@@ -498,8 +498,11 @@ class Engine:
                 self.portfolio.mark(c.symbol, c.close)
                 if self.sim_venue is not None:
                     self.sim_venue.set_price(c.symbol, c.close)
-            if bar_ts is not None:
-                self.portfolio.record_returns()
+            # The history's last bar stays open, as on_candle leaves every bar: the feed's next bar closes it. A
+            # candle of it may still come (a restart between two symbols' candles of one bar, an exchange that had
+            # not served one symbol's newest candle yet): closed here, the bar would give each symbol two returns,
+            # one of them 0, out of step with the other symbols'.
+            self._bar_ts = bar_ts
         self.started = True
         await self.flush()
         log.info("engine started", mode=self.mode, state=self.state.value, approval=self.approval_mode,

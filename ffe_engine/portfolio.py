@@ -89,12 +89,19 @@ class Portfolio:
         # Per-symbol close-to-close returns and portfolio equity returns, for VaR and correlation.
         self.window = returns_window
         self.returns: dict[str, deque[float]] = {}
+        # Each symbol's price as a candle of this process last marked it: what the returns are measured between.
+        # Not last_price, which after a restart starts at the prices saved at the stop: the warm-up then replays bars
+        # from before them, and a symbol without a candle in its first bar would take its price at the stop for the
+        # close before it.
+        self._closes: dict[str, float] = {}
         self._prev_close: dict[str, float] = {}
         self.order_times: deque[int] = deque()
 
     # ------------------------------------------------------------------ marks
     def mark(self, symbol: str, price: float) -> None:
+        """`price` is `symbol`'s close now (a candle's): the books' last price and the returns' next close."""
         self.last_price[symbol] = price
+        self._closes[symbol] = price
         pos = self.positions.get(symbol)
         if pos is not None:
             pos.last_price = price
@@ -103,8 +110,10 @@ class Portfolio:
         """After every symbol of a bar is marked: one return per symbol for the bar (0 for a symbol that had no
         candle). Recorded per bar, not per candle, so that the return series of all symbols end at the same bar:
         mid-bar, the symbols already marked would otherwise be one return ahead of the rest, and VaR and
-        correlation would pair each symbol's returns with another's from the bar before."""
-        for symbol, price in self.last_price.items():
+        correlation would pair each symbol's returns with another's from the bar before. Only the symbols marked
+        since the books were opened have returns, from their first bar marked on: a price loaded with the books is
+        no close of the series."""
+        for symbol, price in self._closes.items():
             prev = self._prev_close.get(symbol)
             if prev:
                 r = self.returns.get(symbol)
