@@ -110,6 +110,9 @@ def test_a_damaged_or_lost_database_stops_the_headless_start_with_one_line(good_
     assert beside_database(db) == beside, "the refused start created files beside the damaged database"
     if damage in (emptied, removed):
         assert "audit" in proc.stderr  # why it is not taken for a first start
+        # A mistyped --data-dir beside the account's log directory reads the same: the line says to check it
+        # before a healthy trail is moved away.
+        assert "names another directory than the account's" in proc.stderr, proc.stderr
 
 
 READ_ONLY_COMMANDS = {
