@@ -395,7 +395,8 @@ def _is_write_failure(exc: sqlite3.Error) -> bool:
 
 
 _LOST = ("{path}: the database {found} but the audit trail holds records: the account's database was lost or "
-         "replaced; restore it, or move the audit trail away to start a new account")
+         "replaced, or --data-dir (storage.path) names another directory than the account's; check it, restore "
+         "the database, or move the audit trail away to start a new account")
 
 
 def lost_database(path: Path | str, found: str) -> DamagedRecords:
