@@ -8,6 +8,7 @@ testnet.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 from pathlib import Path
 
@@ -215,6 +216,73 @@ async def test_a_network_failure_keeps_what_was_written_valid_and_a_rerun_comple
     assert load_csv(path).ts == list(range(T0, T0 + 120 * H, H))
 
 
+class FaultAfterPages(NoProgress):
+    """Queues `kind` on the klines route once `pages` pages were written: the next request meets it."""
+
+    def __init__(self, fx: FakeBinance, pages: int, kind: str, times: int) -> None:
+        self.fx, self.pages, self.kind, self.times = fx, pages, kind, times
+        self.seen = 0
+
+    def advance(self, symbol: str, last_ms: int, written: int) -> None:
+        self.seen += 1
+        if self.seen == self.pages:
+            self.fx.fault(KLINES, self.kind, times=self.times)
+
+
+@pytest.mark.parametrize("kind", ["empty_200", "page_200"])
+async def test_a_200_answer_that_is_no_list_of_candles_is_retried_and_the_download_completes(fx, tmp_path, kind):
+    # `{}` or a gateway's HTML page, answered 200 (ccxt reads either as no candles): a failed request, retried as
+    # others are, not the end of the exchange's data.
+    fx.klines_max = 50
+    clock = at(fx, T0 + 180 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock, progress=FaultAfterPages(fx, 2, kind, times=1))
+    assert [r.fault for r in fx.requests_to(KLINES)].count(kind) == 1
+    assert load_csv(csv_path(tmp_path)).ts == list(range(T0, T0 + 180 * H, H))
+    assert result.written == 180 and result.gaps == []
+
+
+@pytest.mark.parametrize("kind", ["empty_200", "page_200"])
+async def test_answers_that_stay_no_list_of_candles_fail_the_download_saying_how_far_the_file_goes(fx, tmp_path,
+                                                                                                  kind):
+    fx.klines_max = 50
+    clock = at(fx, T0 + 180 * H + 1_000_000)
+    with pytest.raises(DownloadError) as failed:
+        await fetch(fx, tmp_path, clock, progress=FaultAfterPages(fx, 2, kind, times=1000))
+    path = csv_path(tmp_path)
+    message = str(failed.value)
+    assert f"no BTC/USDT candles from {iso(T0 + 100 * H)} on" in message, message
+    assert f"{path} holds candles up to {iso(T0 + 99 * H)}; run again to continue" in message, message
+    assert "\n" not in message
+    assert load_csv(path).ts == list(range(T0, T0 + 100 * H, H))
+    fx.clear_faults(KLINES)
+    [result] = await fetch(fx, tmp_path, clock)
+    assert result.written == 80 and load_csv(path).ts == list(range(T0, T0 + 180 * H, H))
+
+
+async def test_a_market_that_stopped_trading_ends_the_download_saying_so(fx, tmp_path):
+    # No candle from 50h on (halted or delisted, still listed): the exchange's newest candle is the 49th hour's, so
+    # an empty answer from 50h on is the truth, and the report says where the market's candles end.
+    fx.kline_gaps = [(T0 + 50 * H, T0 + 10_000 * H)]
+    clock = at(fx, T0 + 100 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock)
+    assert load_csv(csv_path(tmp_path)).ts == list(range(T0, T0 + 50 * H, H))
+    text = "\n".join(result.lines())
+    assert f"binance has no BTC/USDT candles after {iso(T0 + 49 * H)}, its newest" in text, text
+
+
+async def test_a_range_without_any_candle_writes_no_file_and_says_so(fx, tmp_path):
+    # No trades in all of [since, until): nothing to write. No file holding a header only, which the next step
+    # (this command's own check, a backtest) would call damaged.
+    fx.kline_gaps = [(T0, T0 + 20 * H)]
+    clock = at(fx, T0 + 100 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock, until=T0 + 10 * H)
+    assert not csv_path(tmp_path).exists()
+    assert result.written == 0 and result.file is None
+    text = "\n".join(result.lines())
+    assert f"binance has no BTC/USDT candles from {iso(T0)} to {iso(T0 + 10 * H)}" in text, text
+    assert f"its next is at {iso(T0 + 20 * H)}" in text, text
+
+
 async def test_a_line_cut_short_by_a_crash_is_dropped_and_fetched_again(fx, tmp_path):
     clock = at(fx, T0 + 20 * H + 1_000_000)
     await fetch(fx, tmp_path, clock, until=T0 + 10 * H)
@@ -309,6 +377,36 @@ async def test_an_exchange_answering_a_maintenance_page_for_its_markets_exits_1_
     line = one_error_line(p.stderr)
     assert "listed no markets at all" in line and "lists no market BTC/USDT" not in line, line
     assert not (tmp_path / "btc.csv").exists()
+
+
+@pytest.mark.parametrize("kind", ["empty_200", "page_200"])
+async def test_a_first_page_that_stays_no_list_of_candles_exits_1_and_writes_no_file(fx, tmp_path, kind):
+    write_config(tmp_path, fake_config(fx))
+    fx.fault(KLINES, kind, times=1000)
+    p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "--timeframe", "1h", "--since",
+                            iso(fx.market_clock() // H * H - 30 * H), "--out", "o", env=ffe_env())
+    assert p.proc.returncode == 1, (p.stdout, p.stderr)
+    line = one_error_line(p.stderr)
+    path = Path("o") / candle_file_name("BTC/USDT", "1h", "binance")
+    assert "no BTC/USDT candles from" in line and f"{path} not written; run again" in line, line
+    assert not (tmp_path / path).exists()
+
+
+async def test_ffe_data_download_exits_1_not_0_when_the_exchange_stops_answering_candles_midway(fx, tmp_path):
+    # The checker's run: from the third request on, every klines answer is `{}` (200). Exit 0 with a file that
+    # ends days before now would be taken as complete by a cron job.
+    write_config(tmp_path, fake_config(fx))
+    fx.klines_max = 10
+    answered = itertools.count()
+    fx.klines_edit = lambda rows: rows if next(answered) < 2 else {}
+    since = fx.market_clock() // H * H - 72 * H
+    p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "--timeframe", "1h", "--since", iso(since),
+                            "--out", "o", env=ffe_env())
+    assert p.proc.returncode == 1, (p.stdout, p.stderr)
+    line = one_error_line(p.stderr)
+    path = Path("o") / candle_file_name("BTC/USDT", "1h", "binance")
+    assert f"{path} holds candles up to {iso(since + 19 * H)}; run again to continue" in line, line
+    assert load_csv(tmp_path / path).ts == list(range(since, since + 20 * H, H))
 
 
 async def test_a_symbol_the_exchange_does_not_list_exits_2_before_anything_is_written(fx, tmp_path):
