@@ -6,7 +6,15 @@ a candle is closed once its period ended `close_grace_ms` ago by the clock and b
 fetchTime, when the exchange tells it; not asked for a range that ended a day before), so the one still forming is
 never stored; when that time cannot be read now, only a candle with a later one served after it is written. Each
 page is appended to the file as whole lines before the next is asked for, so a run that stops on an error or ^C
-leaves a file that loads; the next run continues after its last candle and never writes one twice.
+leaves a file that loads; the next run continues after its last candle and never writes one twice. A file is
+created only with its first candles: a run that fails or finds none leaves no file holding a header only.
+
+The exchange answers the candles from `since` on, passing over periods without trades (Binance does), so an answer
+holding none is not taken for the end of its data: ccxt reads `{}` or a gateway's HTML page served 200 as no
+candles. The exchange's newest candle is asked for: before `since`, the market has not traded since (halted,
+delisted) and the download ends saying so; otherwise the answer was not its candles, and the page is a failed
+request, retried as others are, then DownloadError saying how far the file goes. An answer whose candles all open
+after the range asked for ends the download too, saying that the exchange has none in it, and where its next is.
 
 The file is the CSV market data contract (ffe_engine/market/csvdata.py): `timestamp,open,high,low,close,volume`,
 ISO-8601 UTC timestamps, strictly increasing. A row from the exchange that breaks the contract (a zero price, low
@@ -209,6 +217,53 @@ def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSe
     return series
 
 
+@dataclass
+class Page:
+    """One answer for the candles from a time on: its candles from then on, in time order, and how many of its rows
+    were none (no time or prices as numbers); when it has no candles, the open time of the exchange's newest."""
+
+    rows: list[list[Any]]
+    unreadable: int = 0
+    newest: int | None = None
+
+
+def _open_time(row: Any) -> int | None:
+    """The open time of a row that is a candle (its time and four prices numbers), None for any other."""
+    try:
+        ts = int(row[0])
+        for x in row[1:5]:
+            float(x)
+        return ts if len(row) >= 5 else None
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+        return None
+
+
+def _candles_from(rows: Any, since: int | None) -> Page:
+    """The candles of a ccxt answer opening at or after `since`: ccxt reads a body that is not candles as none, or
+    as rows without numbers (an HTML page, character by character: a "1" in it reads as a candle at 1 ms)."""
+    if not isinstance(rows, list):
+        return Page([])
+    timed, unreadable = [], 0
+    for r in rows:
+        ts = _open_time(r)
+        if ts is None:
+            unreadable += 1
+        elif since is None or ts >= since:
+            timed.append((ts, r))
+    return Page([r for _, r in sorted(timed, key=lambda pair: pair[0])], unreadable)
+
+
+def _open_for_candles(path: Path, *, fresh_file: bool) -> TextIO:
+    """`path` opened for its first new candles: a file without candles (new, empty, or a header only) is started
+    afresh, with its header; otherwise appended to. Opened only once there are candles to write, so that a run that
+    fails or finds none leaves no file holding a header only (which loads as no data: a damaged file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "w" if fresh_file else "a", encoding="utf-8", newline="")
+    if fresh_file:
+        f.write(HEADER + "\n")
+    return f
+
+
 class Downloader:
     """Downloads closed candles of one timeframe from one connected exchange (a CcxtVenue), symbol by symbol."""
 
@@ -270,50 +325,53 @@ class Downloader:
             return result
 
         self.progress.begin(symbol, start, end)
-        path.parent.mkdir(parents=True, exist_ok=True)
         seam = last_stored
         written_ts: list[int] = []
         cursor = start
+        out: TextIO | None = None
         try:
-            # A file without candles (new, empty, or a header only) is started afresh; otherwise appended to.
-            with open(path, "w" if stored is None else "a", encoding="utf-8", newline="") as f:
-                if stored is None:
-                    f.write(HEADER + "\n")
-                while cursor < end:
-                    rows = await self._page(symbol, cursor)
-                    result.pages += 1
-                    fresh = sorted((r for r in rows if cursor <= int(r[0]) < end), key=lambda r: int(r[0]))
-                    if unsure and fresh:  # only a candle with a later one served after it is known closed
-                        newest = max(int(r[0]) for r in rows)
-                        fresh = [r for r in fresh if int(r[0]) < newest]
-                        if not fresh:
-                            break
+            while cursor < end:
+                page = await self._page(symbol, cursor)
+                result.pages += 1
+                result.refused += page.unreadable
+                fresh = [r for r in page.rows if int(r[0]) < end]
+                if unsure and fresh:  # only a candle with a later one served after it is known closed
+                    newest = int(page.rows[-1][0])
+                    fresh = [r for r in fresh if int(r[0]) < newest]
                     if not fresh:
-                        if cursor + tf < end:
-                            result.notes.append(f"{self.venue.name} answered no {symbol} candles from "
-                                                f"{iso(cursor)} on")
                         break
-                    lines = []
-                    for r in fresh:
-                        ts = int(r[0])
-                        if written_ts and ts <= written_ts[-1]:
-                            continue  # a row served twice
-                        line = _row_line(r)
-                        if line is None:
-                            result.refused += 1
-                            continue
-                        lines.append(line)
-                        written_ts.append(ts)
-                    f.write("".join(lines))
-                    f.flush()
-                    cursor = int(fresh[-1][0]) + tf
-                    self.progress.advance(symbol, cursor, len(written_ts))
-                os.fsync(f.fileno())
+                if not fresh:
+                    if cursor + tf < end:  # (the last candle alone may not be served yet)
+                        result.notes.append(self._none_from(symbol, cursor, end, page))
+                    break
+                lines = []
+                for r in fresh:
+                    ts = int(r[0])
+                    if written_ts and ts <= written_ts[-1]:
+                        continue  # a row served twice
+                    line = _row_line(r)
+                    if line is None:
+                        result.refused += 1
+                        continue
+                    lines.append(line)
+                    written_ts.append(ts)
+                if lines:
+                    if out is None:
+                        out = _open_for_candles(path, fresh_file=stored is None)
+                    out.write("".join(lines))
+                    out.flush()
+                cursor = int(fresh[-1][0]) + tf
+                self.progress.advance(symbol, cursor, len(written_ts))
+            if out is not None:
+                os.fsync(out.fileno())
         except DownloadError as exc:
             held = written_ts[-1] if written_ts else last_stored
-            where = f"{path} holds candles up to {iso(held)}" if held is not None else f"{path} holds no candles"
+            where = (f"{path} holds candles up to {iso(held)}" if held is not None
+                     else f"{path} holds no candles" if path.exists() else f"{path} not written")
             raise DownloadError(f"{exc} ({where}; run again to continue)") from None
         finally:
+            if out is not None:
+                out.close()
             self.progress.end(symbol)
         if written_ts:
             result.written = len(written_ts)
@@ -321,8 +379,18 @@ class Downloader:
             result.gaps = find_gaps(([seam] if seam is not None else []) + written_ts, tf)
             if since_ms is not None and seam is None and written_ts[0] > start:
                 result.notes.append(f"{self.venue.name} has no {symbol} candles before {iso(written_ts[0])}")
-        result.file = load_csv(path, symbol=symbol, timeframe=tf)  # what was written reads back
+        if written_ts or stored is not None:
+            result.file = load_csv(path, symbol=symbol, timeframe=tf)  # what was written reads back
         return result
+
+    def _none_from(self, symbol: str, cursor: int, end: int, page: Page) -> str:
+        """Why the download ended before `end`: the exchange has no candle in [cursor, end), which it told."""
+        name = self.venue.name
+        if page.rows:
+            return (f"{name} has no {symbol} candles from {iso(cursor)} to {iso(end)}: its next is at "
+                    f"{iso(int(page.rows[0][0]))}")
+        return (f"{name} has no {symbol} candles after {iso(page.newest or 0)}, its newest: the market has not "
+                "traded since (halted or delisted?)")
 
     async def _now(self, local: int, notes: list[str]) -> tuple[int, bool]:
         """The time candles are judged closed by: the earlier of this machine's (`local`) and the exchange's, when it
@@ -346,9 +414,29 @@ class Downloader:
             return local, True
         return min(local, exchange_now), False
 
-    async def _page(self, symbol: str, since: int) -> list[list[Any]]:
+    async def _page(self, symbol: str, since: int) -> Page:
+        """The exchange's page of candles from `since` on. An answer without any is believed only when the exchange's
+        newest candle is before `since` (the market has not traded since): the exchange answers the candles from
+        `since` on, passing over periods without trades, so with candles after `since` it was no answer (`{}` or a
+        gateway's page served 200, which ccxt reads as no candles), and is retried as a failed request."""
+        exchange, name = self.venue.exchange, self.venue.name
+
+        async def read() -> Page:
+            page = _candles_from(await exchange.fetch_ohlcv(symbol, self.timeframe, since, self.page), since)
+            if page.rows:
+                return page
+            latest = _candles_from(await exchange.fetch_ohlcv(symbol, self.timeframe, None, self.page), None).rows
+            if not latest:
+                raise VenueUnavailable(f"{name} answered no {symbol} candles from {iso(since)} on, nor any when "
+                                       "asked for its newest (its answers are not candles: in maintenance?)")
+            newest = int(latest[-1][0])
+            if newest >= since:
+                raise VenueUnavailable(f"{name} answered no {symbol} candles from {iso(since)} on, though its "
+                                       f"newest is at {iso(newest)} (its answer was not its candles)")
+            return Page([], page.unreadable, newest)
+
         try:
-            return await self.venue.fetch_ohlcv(symbol, self.timeframe, since, self.page)
+            return await self.venue.reads(f"fetch_ohlcv {symbol}", read)
         except (VenueError, VenueUnavailable) as exc:
             raise DownloadError(str(exc)) from None
 
