@@ -35,7 +35,7 @@ from .config import Settings
 from .ensemble import Ensemble, is_async_provider
 from .controls import Controls, Press
 from .entrylog import EntryLog
-from .errors import ControlError, StorageError
+from .errors import ControlError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
@@ -326,6 +326,8 @@ class Engine:
         if head is not None and head.seq > self.bus.seq:  # the trail goes on from the records already stored
             self.bus.resume(head.seq, head.hash)
         found: list[Override | None] = []  # saved state that disagrees with the configuration, to announce
+        if self.sim_feed is not None:  # first: nothing written before a refusal, the clock at the books' market time
+            found.append(await self._load_market())
         row = await self.store.get_engine_state()
         if row is None:
             await self.trading.set(self.opts.start_state, "fresh start", "engine", force=True)
@@ -392,8 +394,6 @@ class Engine:
             if venue_state:
                 self.sim_venue.load(venue_state)
         found.append(await self._load_weights())
-        if self.sim_feed is not None:
-            found.append(await self._load_market())
         if isinstance(self.feed, ReplayFeed):
             self._data_ends = self.feed.early_ends()
         for p in positions:
@@ -510,17 +510,21 @@ class Engine:
 
     async def _load_market(self) -> Override | None:
         """A market made or replayed in the process continues from its stored state (the simulated one: prices, bar
-        time, recent bars; a replay: the candle after the last one handed out)."""
+        time, recent bars; a replay: the candle after the last one handed out), whatever the order of the symbols,
+        and never from before the latest market time the records hold: positions and orders are not replayed on
+        a past again. Another source's market refuses the start (MarketStateError, exit 2); one that cannot be read
+        is a damaged database."""
         assert self.sim_feed is not None
         saved = await self.store.get_kv("market")
-        if not saved:
-            return None
-        if not self.sim_feed.load(saved):
-            return Override("market", "a new price path", "a market for other symbols, timeframe or source",
-                            "a new price path", "the market saved from the last run does not fit the configured "
-                            "symbols, timeframe or source: a new price path starts (a replay from its files' first "
-                            "bar), and open positions are priced on it")
-        return overrides.market(self.settings.market.seed, saved)
+        if saved:
+            try:
+                self.sim_feed.load(saved)
+            except ValueError as exc:
+                raise damaged_database(self.store.path, f"table kv, key market: {exc}") from None
+        reached = await self.store.market_time()
+        if reached is not None:
+            self.sim_feed.not_before(reached)
+        return overrides.market(self.settings.market.seed, saved) if saved else None
 
     async def _load_weights(self) -> Override | None:
         saved = await self.store.get_kv("weights")

@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 import orjson
 import zstandard
 
-from . import bookshapes, reserve
+from . import bookshapes, fmt, reserve
 from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import (ControlError, DamagedDatabase, DamagedRecords, FfeError, NotADatabase, StorageError,
@@ -137,6 +137,10 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
+_SQL_MARKET_TIME = ("SELECT MAX(t) FROM (SELECT ts AS t FROM (SELECT ts FROM decisions ORDER BY rowid DESC LIMIT 1) "
+                    "UNION ALL SELECT MAX(created_ts) FROM orders UNION ALL SELECT MAX(updated_ts) FROM orders "
+                    "UNION ALL SELECT MAX(ts) FROM fills UNION ALL SELECT MAX(closed_ts) FROM trades "
+                    "UNION ALL SELECT MAX(opened_ts) FROM positions)")
 _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, status) "
               "VALUES (?,?,?,?,?,?,'pending')")
 # A closed trade's period, from its close time (UTC): the profit view's daily, weekly and monthly tables. Weeks are
@@ -381,7 +385,26 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
               ("SELECT client_order_id, side, reason, intent, status, quantity, filled FROM orders" + live,
                _order_damage),
               ("SELECT approval_id, intent, gates, status FROM approvals" + pending, _approval_damage)]
+    if every:  # market time that went back: nothing a start restores, so what `ffe doctor` and a backup check
+        checks += [(_SQL_TRADE_BEFORE_OPEN, _trade_time_damage), (_SQL_BAR_BACK_IN_TIME, _bar_time_damage)]
     return checks + ([_lost_record_check(key) for key in _WRITTEN_BEFORE] if account else [])
+
+
+_SQL_TRADE_BEFORE_OPEN = "SELECT id, symbol, opened_ts, closed_ts FROM trades WHERE closed_ts < opened_ts LIMIT 1"
+# A symbol's bars are decided in time order: a bar before one decided earlier is market time that went back.
+_SQL_BAR_BACK_IN_TIME = ("SELECT decision_id, symbol, ts, before FROM (SELECT decision_id, symbol, ts, MAX(ts) OVER "
+                         "(PARTITION BY symbol ORDER BY rowid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS "
+                         "before FROM decisions) WHERE ts < before LIMIT 1")
+
+
+def _trade_time_damage(r: tuple[Any, ...]) -> str:
+    return (f"table trades, trade {r[0]} ({r[1]}): closed at {fmt.iso_ms(r[3])}, before it opened at "
+            f"{fmt.iso_ms(r[2])}: market time went back")
+
+
+def _bar_time_damage(r: tuple[Any, ...]) -> str:
+    return (f"table decisions, decision {r[0]} ({r[1]}): its bar {fmt.iso_ms(r[2])} was decided after the bar "
+            f"{fmt.iso_ms(r[3])}: market time went back")
 
 
 # SQLite's answers that mean the file cannot be written (as opposed to a wrong statement): the disk or directory
@@ -1287,6 +1310,13 @@ class Store:
         rows = await self.query("SELECT created_ts FROM orders WHERE reduce_only = 0 AND created_ts > ? "
                                 "ORDER BY created_ts", (since_ms,))
         return [r[0] for r in rows]
+
+    async def market_time(self) -> int | None:
+        """The latest market time the records hold (the last bar decided, orders, fills, trades, positions), or None:
+        where a market made or replayed in the process goes on from at the earliest. The decisions' last row only: a
+        symbol's bars are decided in time order (`ffe doctor` fails them otherwise), and the table is the largest."""
+        rows = await self.query(_SQL_MARKET_TIME)
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def order_ids_on(self, venue: str) -> set[str]:
         """The client order ids the journal has for a venue."""

@@ -8,7 +8,6 @@ engine over the same database continues it. Real engine, real SQLite, the simula
 from __future__ import annotations
 
 from ffe_engine.clock import SimClock
-from ffe_engine.market.simulated import SimulatedFeed
 
 from pipeline_helpers import BUY, MIN, START_TS, make_settings, open_pipeline, simulated_feed
 from conftest import db_value, engine_session, run_ffe
@@ -101,19 +100,19 @@ async def test_the_same_saved_market_continues_the_same_way(tmp_path):
     assert paths[0] == paths[1] and len(paths[0][BTC]) == 15
 
 
-async def test_a_saved_market_for_other_symbols_starts_a_new_path_and_says_so(tmp_path):
+async def test_a_saved_market_with_a_symbol_removed_goes_on_with_the_other(tmp_path):
+    """A symbol taken out of engine.symbols does not make the market another one: BTC goes on from its last close at
+    the next bar time (it used to start a new path from the start time: market time back, prices jumped)."""
     p = await open_pipeline(make_settings(tmp_path), script={})
     await p.bars(5)
+    last, last_ts = p.closes[BTC][-1], p.engine.last_bar_ts[BTC]
     await p.close()
     s = make_settings(tmp_path, symbols=(BTC,))
     p = await restart(s, start_ts=START_TS)
     try:
-        [o] = [o for o in p.engine.overrides if o.setting == "market"]
-        assert "new price path" in o.message
-        feed = SimulatedFeed([BTC], s.engine.timeframe_ms, seed=s.market.seed, clock=SimClock(), speed=0,
-                             start_ts=START_TS)
-        await p.bars(1)
-        assert p.closes[BTC][0] == next(feed.iter_candles()).close  # the fresh path, from its start
+        assert [o for o in p.engine.overrides if o.setting.startswith("market")] == []
+        bars = await next_bar(p)
+        assert bars[BTC].open == last and bars[BTC].ts == last_ts + MIN
     finally:
         await p.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
+from ..errors import StartError
 from ..model import Candle
 
 
@@ -25,9 +26,31 @@ class ResumableFeed(Protocol):
 
     def state(self) -> dict[str, Any]: ...
 
-    def load(self, state: dict[str, Any]) -> bool:
-        """Continue from a stored state; False when the state does not fit this feed (a new path then)."""
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from a stored state, whatever the order of the symbols, and never from before the market time it
+        reached. MarketStateError when it is another source's market, ValueError when it cannot be read."""
         ...
+
+    def not_before(self, ts_ms: int) -> None:
+        """No bar before market time ts_ms (the latest the records hold): market time never goes back."""
+        ...
+
+
+class MarketStateError(StartError):
+    """The saved market is another source's: the books and orders recorded on it do not go on on this one."""
+
+
+def check_source(state: dict[str, Any], source: str) -> None:
+    """MarketStateError unless `state` is a version-1 state of `source` (a simulated market's may predate the key);
+    ValueError for a state that is not one."""
+    if not isinstance(state, dict) or state.get("version") != 1:
+        raise ValueError(f"version {state.get('version') if isinstance(state, dict) else None!r} is not 1")
+    saved = state.get("source", "simulated")
+    if saved != source:
+        raise MarketStateError(
+            f"market.source = \"{source}\", but the data directory's books and orders were made on a {saved} "
+            f"market: they go on only on it; set market.source = \"{saved}\" back, or use a new storage.path for "
+            "another market")
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ yields to the event loop every few thousand candles so other tasks stay responsi
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from heapq import heapify, heappop, heapreplace
 from typing import Any, AsyncIterator, Callable, Iterator
 
@@ -16,6 +16,7 @@ from ..clock import Clock, SimClock, format_timeframe
 from ..config import Settings, check_replay
 from ..errors import StartError
 from ..model import Candle
+from .base import check_source
 from .csvdata import CandleSeries, load_csv
 
 YIELD_EVERY = 4096  # candles between yields to the event loop at speed 0
@@ -71,30 +72,44 @@ class ReplayFeed:
     def state(self) -> dict[str, Any]:
         """Where the replay is (stored by the engine with its books): each symbol's last candle handed out."""
         return {"version": 1, "source": "replay", "symbols": self.symbols, "timeframe_ms": self.timeframe_ms,
-                "seen": dict(self._seen)}
+                "seen": dict(self._seen)}  # symbols: informative; the places in `seen` are what a restart reads
 
-    def load(self, state: dict[str, Any]) -> bool:
-        """Go on from a stored state: each symbol from the candle after the last one handed out. False (and the
-        files from their first bar) when it was made for other symbols or another timeframe, or cannot be read."""
+    def load(self, state: dict[str, Any]) -> None:
+        """Go on from a stored state: each symbol from the candle after the last one handed out, and none from before
+        the last bar the market reached (a symbol added since starts there, its earlier candles its warm-up). The
+        stored places are times, so the symbols' order, the files or the timeframe may have changed: market time
+        goes on. MarketStateError for another source's market; ValueError for a state that cannot be read."""
+        check_source(state, "replay")
         try:
-            if (state.get("source") != "replay" or state.get("version") != 1 or state["symbols"] != self.symbols
-                    or state["timeframe_ms"] != self.timeframe_ms):
-                return False
             seen = {str(k): int(v) for k, v in state["seen"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return False
+            saved_tf = int(state["timeframe_ms"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"seen or timeframe_ms unreadable ({type(exc).__name__}: {exc})") from None
         self._seen = dict(seen)
+        if seen:
+            last = max(seen.values())
+            for sym in self.symbols:  # a symbol added since goes on after the market's last bar, as the others
+                self._seen.setdefault(sym, last)
+            # Market time at the stop was that bar's close: a bar of a shorter timeframe closing before it is past.
+            self.not_before(last + max(0, saved_tf - self.timeframe_ms))
+            self.clock.advance(last + saved_tf)
+
+    def not_before(self, ts_ms: int) -> None:
+        """No candle opening before ts_ms (none of a symbol at or before its own last one handed out either): market
+        time goes on from there, the candles before it each symbol's warm-up (`history`)."""
         series = []
         for sym, whole in zip(self.symbols, self._whole):
-            start = bisect_right(whole.ts, seen[sym]) if sym in seen else 0
+            start = bisect_left(whole.ts, ts_ms)
+            if sym in self._seen:
+                start = max(start, bisect_right(whole.ts, self._seen[sym]))
             rest = whole.tail(start)
             series.append(rest if self.max_bars is None else rest.head(self.max_bars))
             self._past[sym] = list(whole.head(start).candles())
         self.series = series
+        self.clock.advance(ts_ms)
         starts = [s.ts[0] for s in self.series if len(s)]
         if starts:
             self.clock.advance(min(starts))
-        return True
 
     def iter_candles(self) -> Iterator[Candle]:
         """The merged candles, synchronously, advancing the clock; for backtests."""

@@ -18,7 +18,9 @@ Restarts. `state()` is what the engine stores with its books (key `market`); `lo
 same prices, regime and bar time, the recent bars as the warm-up history, and a random stream derived from the
 seed and the bar count. Market time goes on from where it stopped, or from the wall clock if that is later (the
 time the engine was down is then a gap with no bars, like a market closure). Positions carried across a restart
-are therefore priced on the path they were opened on, never on a new one.
+are therefore priced on the path they were opened on, never on a new one: the symbols are generated in their saved
+order however `engine.symbols` lists them now, a symbol added starts at its own starting price, one removed keeps its
+saved price. A replay's state is not one of these: the start is refused (base.check_source).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from ..clock import DAY_MS, Clock, WallClock, align
 from ..model import Candle
+from .base import check_source
 
 TREND_UP = "trend_up"
 TREND_DOWN = "trend_down"
@@ -123,10 +126,11 @@ class MarketSimulator:
         self.regime = rng.choice(REGIMES)
         self._left = rng.randint(*REGIME_PARAMS[self.regime].duration)
         self._last_seen = dict.fromkeys(REGIMES, 0)
+        self._others: dict[str, Any] = {}  # saved prices of symbols not traded now, for when they come back
 
     def state(self) -> dict[str, Any]:
         return {"bar": self.bar, "regime": self.regime, "left": self._left, "last_seen": dict(self._last_seen),
-                "symbols": {s.symbol: [s.price, s.anchor] for s in self._states}}
+                "symbols": {**self._others, **{s.symbol: [s.price, s.anchor] for s in self._states}}}
 
     def load(self, state: dict[str, Any], rng: random.Random) -> None:
         self.rng = rng
@@ -134,9 +138,12 @@ class MarketSimulator:
         self.regime = state["regime"] if state["regime"] in REGIMES else RANGE
         self._left = int(state["left"])
         self._last_seen = {r: int(state["last_seen"].get(r, 0)) for r in REGIMES}
+        saved = dict(state["symbols"])
         for s in self._states:
-            price, anchor = state["symbols"][s.symbol]
-            s.price, s.anchor = float(price), float(anchor)
+            if s.symbol in saved:  # a symbol added since starts at its own starting price
+                price, anchor = saved.pop(s.symbol)
+                s.price, s.anchor = float(price), float(anchor)
+        self._others = saved
 
     def _switch(self) -> None:
         stale = [r for r in REGIMES if r != self.regime and self.bar - self._last_seen[r] > STALE_BARS]
@@ -214,30 +221,41 @@ class SimulatedFeed:
 
     def state(self) -> dict[str, Any]:
         """What a restart needs to continue this market (stored by the engine with its books)."""
-        return {"version": 1, "seed": self.seed, "timeframe_ms": self.timeframe_ms, "symbols": self.symbols,
-                "next_ts": self._next_ts, "market": self._market.state(),
+        return {"version": 1, "source": "simulated", "seed": self.seed, "timeframe_ms": self.timeframe_ms,
+                "symbols": self.symbols, "next_ts": self._next_ts, "market": self._market.state(),
                 "recent": [[c.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume] for c in self._recent]}
 
-    def load(self, state: dict[str, Any]) -> bool:
-        """Continue from a stored state; False (and a new path from the start) when it was made for other symbols
-        or another timeframe, or cannot be read."""
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from a stored state: the same prices, regime and bar time. The symbols are generated in their
+        saved order (the same path however they are listed now); one added since starts at its own starting price,
+        one removed keeps its saved price for its return. Market time goes on from where it stopped (to the next
+        bar of another timeframe), or from now if that is later. MarketStateError for a replay's state, ValueError
+        for one that cannot be read."""
+        check_source(state, "simulated")
         try:
-            if (state.get("version") != 1 or state["symbols"] != self.symbols
-                    or state["timeframe_ms"] != self.timeframe_ms):
-                return False
-            market = MarketSimulator(self.symbols, self.timeframe_ms, random.Random(self.seed))
+            saved_symbols = [str(sym) for sym in state["symbols"]]
+            order = [sym for sym in saved_symbols if sym in self.symbols]
+            order += [sym for sym in self.symbols if sym not in order]
+            market = MarketSimulator(order, self.timeframe_ms, random.Random(self.seed))
             market.load(state["market"], random.Random(f"{state['seed']}:{state['market']['bar']}"))
-            recent = [Candle(r[0], int(r[1]), *map(float, r[2:7])) for r in state["recent"]]
+            same_tf = int(state["timeframe_ms"]) == self.timeframe_ms
+            recent = [Candle(r[0], int(r[1]), *map(float, r[2:7])) for r in state["recent"]
+                      if same_tf and r[0] in self.symbols]  # another timeframe's bars are no warm-up
             next_ts = int(state["next_ts"])
-        except (KeyError, TypeError, ValueError, IndexError):
-            return False
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
+        self.symbols = order
         self._market = market
-        # Market time goes on from where it stopped, or from now if that is later (a gap while it was down).
-        self._next_ts = self.start_ts = max(next_ts, self.start_ts)
         self._recent = deque(recent, maxlen=len(recent))
         self._resumed = True
+        # Market time goes on from where it stopped, or from now if that is later (a gap while it was down).
+        self.not_before(next_ts)
+
+    def not_before(self, ts_ms: int) -> None:
+        """The next bar opens at ts_ms at the earliest (on the timeframe's grid): market time never goes back."""
+        tf = self.timeframe_ms
+        self._next_ts = self.start_ts = max(self._next_ts, -(-ts_ms // tf) * tf)
         self.clock.advance(self.start_ts)
-        return True
 
     @property
     def regime(self) -> str:
