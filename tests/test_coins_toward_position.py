@@ -87,6 +87,11 @@ async def test_an_accept_over_coins_sold_by_hand_is_refused_and_the_sale_is_book
         assert e.portfolio.cash == pytest.approx(fx.balances["USDT"].total, abs=0.005)
     ((t_qty, t_reason),) = rows(db, "SELECT quantity, reason FROM trades WHERE reason = 'by_hand'")
     assert t_qty == sold
+    # who booked it: in each of the sale's `order` records, and in its journaled intent
+    ((cid, intent),) = rows(db, "SELECT client_order_id, intent FROM orders WHERE reason = 'by_hand'")
+    assert json.loads(intent)["by"] == "ctl"
+    said = [r for r in stored_events(db, "order") if r["client_order_id"] == cid]
+    assert [r["status"] for r in said] == ["new", "filled"] and {r.get("by") for r in said} == {"ctl"}, said
 
 
 async def test_the_operator_s_own_coins_sold_with_no_position_are_accepted_and_no_sale_is_asked_for(tmp_path, fx):

@@ -223,6 +223,10 @@ DAMAGED_RECORDS = {
     "order_intent_quantity_not_a_number": (
         "UPDATE orders SET status = 'new', intent = json_set(intent, '$.quantity', 'all') "
         "WHERE rowid = (SELECT MAX(rowid) FROM orders)", "intent.quantity"),
+    # who asked for the order (an operator's name) that is not one: never read as someone's word
+    "order_intent_by_not_a_name": (
+        "UPDATE orders SET status = 'new', intent = json_set(intent, '$.by', 7) "
+        "WHERE rowid = (SELECT MAX(rowid) FROM orders)", "intent.by"),
     "position_quantity_not_a_number": ("UPDATE positions SET quantity = 'abc'", "quantity"),
     # committed event records lost (the chain's head, committed with them, still names the last): a start that went
     # on would number its records after the head, and the trail it repaired to the rows left would never verify
