@@ -193,7 +193,7 @@ class ApprovalDesk:
             await self._end(row, "rejected", f"re-check ({by})", reason)
             return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
                     "gates": []}
-        intent = self.resized(proposed, price)
+        intent = self.resized(proposed, price, by=by)
         if intent.quantity <= 0:
             reason = f"NOT_SIZED: could not be sized at {fmt.price(price)} (proposed at {fmt.price(row['price'])})"
             await self._end(row, "rejected", f"re-check ({by})", reason)
@@ -214,13 +214,14 @@ class ApprovalDesk:
                 "client_order_id": cid, "gates": [g.as_dict() for g in sub.gates], "quantity": intent.quantity,
                 "price": price, "stop_loss": intent.stop_loss, "take_profit": intent.take_profit}
 
-    def resized(self, proposed: OrderIntent, price: float) -> OrderIntent:
+    def resized(self, proposed: OrderIntent, price: float, by: str) -> OrderIntent:
         """The proposed entry sized again at `price`: the quantity the engine would give it now (within the
-        POSITION_SIZE cap at this price, so the re-check measures what was sized), and its stops from this price."""
+        POSITION_SIZE cap at this price, so the re-check measures what was sized), and its stops from this price;
+        `by` who approved it, the order's asker."""
         qty, sizing = self.size(proposed.symbol, price)
         return OrderIntent(symbol=proposed.symbol, side=proposed.side, quantity=qty, reason=proposed.reason,
                            decision_id=proposed.decision_id, confidence=proposed.confidence, ref_price=price,
-                           stop_loss=sizing.get("stop_loss"), take_profit=sizing.get("take_profit"))
+                           stop_loss=sizing.get("stop_loss"), take_profit=sizing.get("take_profit"), by=by)
 
     async def reject_all(self, by: str, reason: str) -> list[str]:
         """End every pending approval (a halt): none may be approved after the engine is re-armed. An approve under

@@ -1672,7 +1672,7 @@ class Engine:
                     break
                 sub = await self.orders.submit(OrderIntent(
                     symbol=sym, side=side_to_close(pos.side), quantity=room, reason=OrderReason.FLATTEN,
-                    ref_price=price, reduce_only=True))
+                    ref_price=price, reduce_only=True, by=by))
                 if sub.accepted and sub.order is not None:
                     closing.append(sub.order.client_order_id)
                     placed[sym] = 1
@@ -1843,7 +1843,7 @@ class Engine:
         reduce = s is Side.SELL
         sub = await self.orders.submit(OrderIntent(symbol=symbol, side=s, quantity=quantity,
                                                    reason=OrderReason.OPERATOR, reduce_only=reduce,
-                                                   ref_price=self.portfolio.last_price.get(symbol)))
+                                                   ref_price=self.portfolio.last_price.get(symbol), by=by))
         await self.flush()
         return {"accepted": sub.accepted, "reason": sub.reason,
                 "client_order_id": sub.order.client_order_id if sub.order else None,
@@ -1864,7 +1864,7 @@ class Engine:
                         "reason": present.order_ended({"status": ended.status.value, "filled": ended.filled,
                                                        "average": ended.average, "symbol": ended.symbol,
                                                        "error": ended.error})}
-            ok, why = await self.orders.cancel(o)
+            ok, why = await self.orders.cancel(o, by=by)
             log.info("operator cancel", client_order_id=client_order_id, by=by, cancelled=ok, reason=why or None)
             await self._persist_books()
             await self.flush()
@@ -1976,7 +1976,7 @@ class Engine:
             sub = await self.orders.submit(OrderIntent(
                 symbol=symbol, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.OPERATOR,
                 ref_price=self.portfolio.last_price.get(symbol), reduce_only=True,
-                decision_id=pos.entry_decision_id))
+                decision_id=pos.entry_decision_id, by=by))
             log.info("operator close", symbol=symbol, by=by, accepted=sub.accepted, reason=sub.reason or None)
             await self.flush()
             return {"symbol": symbol, "accepted": sub.accepted, "reason": sub.reason,
@@ -2052,7 +2052,7 @@ class Engine:
             # The new baseline, the books' cash and peak and the accept's record in one transaction: a kill leaves
             # all or none (the baseline stored with the old cash, a restart would find the difference again).
             await self._persist_books(records, drop=drop, publish=lambda: self.bus.publish(
-                ReconcileEvent(status="accepted", differences=accepted, own_coins=dict(taken.own))))
+                ReconcileEvent(status="accepted", differences=accepted, own_coins=dict(taken.own), by=by)))
             # Only once stored: a reconciliation under way meanwhile, against the baseline replaced, holds the engine
             # for nothing accepted, and one that ends after this is dropped by the reconciler (superseded).
             self.reconciler.note_accepted()

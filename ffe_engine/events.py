@@ -128,6 +128,8 @@ class OrderEvent(Event):
     average: float | None = None
     error: str = ""
     venue: str = ""
+    by: str = ""  # who asked for the order (a control request's `by`); "" for the engine's own
+    cancel_by: str = ""  # who asked for its cancel (`ffe ctl cancel`); "" while nobody has
 
 
 @dataclass(slots=True)
@@ -239,6 +241,7 @@ class ReconcileEvent(Event):
     differences: list[dict[str, Any]] = field(default_factory=list)
     # accepted with --own-coins: the coins taken as the operator's own that left, asset -> what the baseline lost
     own_coins: dict[str, float] = field(default_factory=dict)
+    by: str = ""  # accepted: who accepted (the control request's `by`); "" for the engine's own reconciliations
 
 
 @dataclass(slots=True)
@@ -262,6 +265,7 @@ class BackupEvent(Event):
     last_seq: int = 0  # the backup holds the records up to this seq
     bytes: int = 0
     held_ms: float = 0.0  # how long the store's writer waited for it (the flush and the pinning of the view)
+    by: str = ""  # who asked for it (the control request's `by`)
 
 
 @dataclass(slots=True)

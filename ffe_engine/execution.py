@@ -297,7 +297,7 @@ class OrderPath:
         now = self.now_ms()
         o = Order(client_order_id=self.ids.client_order_id(), symbol=intent.symbol, side=intent.side, quantity=qty,
                   type=intent.type, reason=intent.reason, venue=self.venue.name, decision_id=intent.decision_id,
-                  price=intent.price, reduce_only=intent.reduce_only, created_ts=now, updated_ts=now)
+                  price=intent.price, reduce_only=intent.reduce_only, created_ts=now, updated_ts=now, by=intent.by)
         await self.store.journal_order(o, intent.as_dict(), publish=functools.partial(self._emit, o))
         self.live[o.client_order_id] = o
         self._placed += 1
@@ -356,7 +356,7 @@ class OrderPath:
             self.bus.publish(OrderEvent(client_order_id="", decision_id=intent.decision_id, symbol=intent.symbol,
                                         side=intent.side.value, type=intent.type, quantity=intent.quantity,
                                         status="refused", reason=intent.reason.value, error=reason,
-                                        venue=self.venue.name))
+                                        venue=self.venue.name, by=intent.by))
             self.store.add_gates(gates, decision_id=intent.decision_id, client_order_id=None, ts=self.clock.wall())
         return Submission(False, gates, None, reason)
 
@@ -861,9 +861,9 @@ class OrderPath:
             now = self.now_ms()
             o = Order(client_order_id=self.ids.client_order_id(), symbol=symbol, side=Side.SELL, quantity=quantity,
                       type="market", reason=OrderReason.BY_HAND, venue=self.venue.name, decision_id=decision_id,
-                      price=None, reduce_only=True, created_ts=now, updated_ts=now)
+                      price=None, reduce_only=True, created_ts=now, updated_ts=now, by=by)
             intent = OrderIntent(symbol=symbol, side=Side.SELL, quantity=quantity, reason=OrderReason.BY_HAND,
-                                 decision_id=decision_id, ref_price=price, reduce_only=True)
+                                 decision_id=decision_id, ref_price=price, reduce_only=True, by=by)
             began = _order_event(o)  # as journaled (new), before it is booked filled
             o.status, o.filled, o.average, o.fee = OrderStatus.FILLED, quantity, price, fee
             o.error = f"sold on the exchange by hand, booked by {by}: nothing was sent"
@@ -885,7 +885,11 @@ class OrderPath:
             return o
 
     # ------------------------------------------------------------------ cancels
-    async def cancel(self, o: Order) -> tuple[bool, str]:
+    async def cancel(self, o: Order, by: str = "") -> tuple[bool, str]:
+        """Cancel one order at the venue: (cancelled, why not). `by`: who asked (an operator's cancel), said in the
+        order's events from here on (its end among them, whenever that comes in this run)."""
+        if by:
+            o.cancel_by = by
         sending = self._sending.get(o.client_order_id)
         if sending is not None:
             await sending.wait()
@@ -1077,7 +1081,8 @@ class OrderPath:
         for o in orders:
             self.live[o.client_order_id] = o
             raw = intents.get(o.client_order_id)
-            self.intents[o.client_order_id] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
+            intent = self.intents[o.client_order_id] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
+            o.by = intent.by
             if o.status is OrderStatus.IN_DOUBT:
                 self._doubted.add(o.client_order_id)
             if o.status is OrderStatus.NEW and self._move(o, OrderStatus.IN_DOUBT):
@@ -1113,7 +1118,8 @@ def _order_event(o: Order) -> OrderEvent:
     """The `order` event that says the order as it is now."""
     return OrderEvent(client_order_id=o.client_order_id, decision_id=o.decision_id, symbol=o.symbol,
                       side=o.side.value, type=o.type, quantity=o.quantity, status=o.status.value,
-                      reason=o.reason.value, filled=o.filled, average=o.average, error=o.error, venue=o.venue)
+                      reason=o.reason.value, filled=o.filled, average=o.average, error=o.error, venue=o.venue,
+                      by=o.by, cancel_by=o.cancel_by)
 
 
 def _clock_text(ts: float) -> str:

@@ -468,7 +468,8 @@ class EngineHost:
                                            source=f"engine {self.instance}", monotonic=clock.monotonic)
         size = made.path.stat().st_size
         last_seq = made.manifest["seq"]["last"]
-        self.bus.publish(BackupEvent(file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3)))
+        self.bus.publish(BackupEvent(file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3),
+                                     by=by))
         log.info("backup taken", file=str(made.path), last_seq=last_seq, bytes=size, held_ms=round(held_ms, 3), by=by)
         for d in made.manifest["trail_damaged"]:
             log.warning("audit trail damaged: the backup holds the database's copy of these records; the trail is "

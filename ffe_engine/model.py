@@ -231,6 +231,8 @@ class Order:
     error: str = ""
     fee_base: float = 0.0  # cumulative part of `fee` taken in the base asset, as an amount of it
     fee_base_value: float = 0.0  # cumulative: what `fee` counts for `fee_base`, each trade's at its own price
+    by: str = ""  # who asked for it (its intent's `by`): "" for the engine's own
+    cancel_by: str = ""  # who asked for its cancel, once someone has (in memory: not a column of the journal)
 
 
 @dataclass(slots=True)

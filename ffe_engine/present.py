@@ -43,6 +43,10 @@ def _order(f: Fields) -> str:
             f"{fmt.enum_text(f.get('status'))} {fmt.enum_text(f.get('reason'))}")
     if f.get("filled"):
         text += f" filled {fmt.qty(f.get('filled'))} @ {fmt.price(f.get('average'))}"
+    if f.get("by"):  # who asked for it; the engine's own orders (and records older than this field) name nobody
+        text += f" by {f['by']}"
+    if f.get("cancel_by"):
+        text += f" cancel by {f['cancel_by']}"
     if f.get("error"):
         text += f" error: {f['error']}"
     return text + _ids(f, "client_order_id", "decision_id")
@@ -125,7 +129,7 @@ def _weights(f: Fields) -> str:
 
 def _reconcile(f: Fields) -> str:
     diffs = f.get("differences") or []
-    text = f"{f.get('status')} ({len(diffs)} difference(s))"
+    text = f"{f.get('status')} ({len(diffs)} difference(s))" + (f" by {f['by']}" if f.get("by") else "")
     if diffs:
         text += ": " + "; ".join(fmt.compact(d) for d in diffs[:3]) + ("; …" if len(diffs) > 3 else "")
     return text

@@ -44,6 +44,9 @@ class OrderIntent:
     reduce_only: bool = False
     stop_loss: float | None = None
     take_profit: float | None = None
+    # Who asked for the order: the `by` of the control request (an operator's order, close, approve or flatten);
+    # "" for the engine's own (the strategy, a stop, a follow-up). Journaled with it and said in each of its events.
+    by: str = ""
 
     @property
     def is_entry(self) -> bool:
@@ -53,14 +56,16 @@ class OrderIntent:
         return {"symbol": self.symbol, "side": self.side.value, "quantity": self.quantity,
                 "reason": self.reason.value, "decision_id": self.decision_id, "confidence": self.confidence,
                 "ref_price": self.ref_price, "type": self.type, "price": self.price,
-                "reduce_only": self.reduce_only, "stop_loss": self.stop_loss, "take_profit": self.take_profit}
+                "reduce_only": self.reduce_only, "stop_loss": self.stop_loss, "take_profit": self.take_profit,
+                **({"by": self.by} if self.by else {})}  # the engine's own orders (a backtest's) name nobody
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OrderIntent":
         return cls(symbol=d["symbol"], side=Side(d["side"]), quantity=d["quantity"], reason=OrderReason(d["reason"]),
                    decision_id=d.get("decision_id"), confidence=d.get("confidence"), ref_price=d.get("ref_price"),
                    type=d.get("type", "market"), price=d.get("price"), reduce_only=d.get("reduce_only", False),
-                   stop_loss=d.get("stop_loss"), take_profit=d.get("take_profit"))
+                   stop_loss=d.get("stop_loss"), take_profit=d.get("take_profit"),
+                   by=d.get("by") or "")  # journaled before who asked was recorded: nobody named
 
 
 @dataclass(frozen=True, slots=True)

@@ -306,6 +306,9 @@ def _intent_damage(where: str, raw: Any) -> str | None:
         value = intent.get(key)
         if value is not None and not bookshapes.NUMBER.test(value):
             return unreadable(where, f"intent.{key}", value, "a number")
+    by = intent.get("by")  # who asked for it; absent from the engine's own orders and from older records
+    if by is not None and not isinstance(by, str):
+        return unreadable(where, "intent.by", by, "a name")
     return None
 
 
