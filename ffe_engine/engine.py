@@ -1490,9 +1490,10 @@ class Engine:
 
     async def _press(self, press: Press, reason: str, by: str, kv: dict[str, Any] | None = None) -> None:
         """A kill switch (or flatten, `kv` its positions to close) pressed while another control is under way, or an
-        order is on the wire: HALTED stored with `kv` at once, and every open order's cancel sent, an order on the wire's waiting for its answer.
-        One kill switch cancels at the press at a time: another pressed in the same moment (ctl and SIGUSR1), or
-        once the engine is HALTED, leaves what is still open to its rest, under the controls."""
+        order is on the wire: HALTED stored with `kv` at once, and every open order's cancel sent, an order on the
+        wire's waiting for its answer. One kill switch cancels at the press at a time: another pressed in the same
+        moment (ctl and SIGUSR1), or once the engine is HALTED, leaves what is still open to its rest, under the
+        controls."""
         try:
             await self._press_now(press, reason, by, kv)
         finally:
