@@ -116,6 +116,8 @@ async def test_paper_every_change_asked_on_the_socket_says_who_asked(tmp_path, p
         await ask(sock, "mode", mode="manual", by="erin-mode")
         await ask(sock, "pause", by="dave-pause")
         await ask(sock, "resume", by="ann-resume")
+        open_at_halt = await ask(sock, "order", symbol=ETH, side="buy", quantity=0.01, by="alice-order")
+        assert open_at_halt["accepted"], open_at_halt  # still open at the paper venue: the halt cancels it
         await ask(sock, "halt", by="hank-halt")
         await p.engine.flush()
 
@@ -130,6 +132,7 @@ async def test_paper_every_change_asked_on_the_socket_says_who_asked(tmp_path, p
         assert_cancel_asked_by(events, first["client_order_id"], "alice-order", "carol-cancel")
         assert_order_asked_by(events, db, second["client_order_id"], "alice-order")
         assert_order_asked_by(events, db, closing, "jack-flatten")
+        assert_cancel_asked_by(events, open_at_halt["client_order_id"], "alice-order", "hank-halt")
         # a flatten's kill switch, then its closing orders; then the halt
         assert [(e["action"], e["by"]) for e in events if e["event"] == "kill_switch"] == [
             ("halt", "jack-flatten"), ("flatten", "jack-flatten"), ("halt", "hank-halt")]
