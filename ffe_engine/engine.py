@@ -1563,7 +1563,7 @@ class Engine:
                                                          force=self.state is not EngineState.HALTED, kv=kv))
         await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
         try:
-            return await self.orders.cancel_all(on_wire=on_wire)
+            return await self.orders.cancel_all(by=by, on_wire=on_wire)
         finally:
             await storing
 

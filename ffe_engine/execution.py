@@ -1000,15 +1000,15 @@ class OrderPath:
             else:
                 log.warning("held cancel not done", venue=self.venue.name, order=cid, detail=why or o.status.value)
 
-    async def cancel_all(self, symbol: str | None = None, *,
+    async def cancel_all(self, symbol: str | None = None, *, by: str = "",
                          on_wire: dict[str, asyncio.Task[tuple[bool, str]]] | None = None) -> CancelReport:
         """Cancel every order in flight, concurrently, bounded by cancel_timeout_s from the create_order's answer
-        of an order on the wire (see collect). `on_wire`: the cancels of orders whose create_order is still on the
-        wire are not waited for but put there, under way (each waits for that answer, as long as the exchange takes,
-        then cancels); `collect` reports them."""
+        of an order on the wire (see collect). `by`: who asked (the kill switch's presser), as for cancel. `on_wire`:
+        the cancels of orders whose create_order is still on the wire are not waited for but put there, under way
+        (each waits for that answer, as long as the exchange takes, then cancels); `collect` reports them."""
         t0 = time.perf_counter()
         targets = [o for o in self.live.values() if symbol is None or o.symbol == symbol]
-        tasks = {o.client_order_id: asyncio.ensure_future(self.cancel(o)) for o in targets}
+        tasks = {o.client_order_id: asyncio.ensure_future(self.cancel(o, by)) for o in targets}
         if on_wire is not None:
             for cid in [cid for cid in tasks if cid in self._sending]:
                 on_wire[cid] = tasks.pop(cid)
