@@ -44,7 +44,12 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
   `seconds` later at the price then (unless cancelled first), as an exchange that fills market orders after it
   has acknowledged them;
 - "page_200": answer 200 with an HTML page (a gateway's or a CDN's), after running the request unless
-  `execute=False`; "empty_200": the same with `{}` for a body.
+  `execute=False`; "empty_200": the same with `{}` for a body;
+- "trade_twice": run the request and answer its trades (a trade list, or a new order's `fills`) with one of them
+  listed twice (the trade whose id is `trade`, else the first), as Binance's trade list can; with `shuffle=True`
+  the list is answered out of order too (newest first), and with `ids=False` without the trades' ids;
+- "extra_trade": the same, but the copy has an id of its own: the list names one more trade of the order than it
+  made, so that its trades add up to more than the order filled.
 `fx.down = True` drops every connection (or answers `fx.down_status` when that is set) until set back to False.
 
 Klines and the exchange's time (`/api/v3/time`) follow `fx.market_clock`; klines include the candle still open, as
@@ -75,7 +80,8 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418",
-               "not_found_once", "error", "stale", "no_cost", "fill_later", "page_200", "empty_200")
+               "not_found_once", "error", "stale", "no_cost", "fill_later", "page_200", "empty_200", "trade_twice",
+               "extra_trade")
 
 # symbol id -> listing; prices are the starting points of the deterministic price path used by klines
 LISTINGS: dict[str, dict[str, Any]] = {
@@ -171,6 +177,9 @@ class Fault:
     execute: bool = True
     code: int = -1000
     msg: str = "An unknown error occurred while processing the request."
+    trade: int | None = None  # trade_twice, extra_trade: the id of the trade listed again (None: the first)
+    shuffle: bool = False  # trade_twice, extra_trade: the list answered newest first
+    ids: bool = True  # trade_twice: False answers the trades without their ids
 
 
 def _round(x: float) -> float:
@@ -450,6 +459,15 @@ class FakeBinance:
                     order.pop("cummulativeQuoteQty", None)
                     order.pop("fills", None)
             return web.json_response(body)
+        if f.kind in ("trade_twice", "extra_trade"):
+            resp = await self._run(handler, request)
+            if resp.status != 200 or not isinstance(resp, web.Response) or resp.text is None:
+                return resp
+            body = json.loads(resp.text)
+            trades = body if isinstance(body, list) else body.get("fills") if isinstance(body, dict) else None
+            if trades:
+                self._list_again(trades, f)
+            return web.json_response(body)
         if f.kind in ("page_200", "empty_200"):
             if f.execute:
                 await self._run(handler, request)
@@ -462,6 +480,19 @@ class FakeBinance:
                 return self._error(400, -2011, "Unknown order sent.")
             return self._error(400, -2013, "Order does not exist.")
         return self._error(f.status, f.code, f.msg)  # "error"
+
+    def _list_again(self, trades: list[dict[str, Any]], f: Fault) -> None:
+        """One of `trades` listed a second time, as the fault `f` says (see the module docstring)."""
+        key = "id" if "id" in trades[0] else "tradeId"
+        again = dict(next((t for t in trades if t.get(key) == f.trade), trades[0]))
+        if f.kind == "extra_trade":
+            again[key] = max(t.trade_id for o in self.orders for t in o.trades) + 1000
+        trades.append(again)
+        if f.shuffle:
+            trades.reverse()
+        if not f.ids:
+            for t in trades:
+                t.pop(key, None)
 
     def _take_fault(self, route: str) -> Fault | None:
         queue = self._faults.get(route)

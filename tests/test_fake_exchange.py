@@ -278,6 +278,25 @@ async def test_no_cost_answers_say_how_much_filled_but_not_for_how_much(fx, ex):
     assert len(await ex.fetch_my_trades(BTC)) == 1  # the trades say what it cost
 
 
+async def test_trade_lists_can_name_a_trade_twice_out_of_order_without_ids_or_one_the_order_did_not_make(fx, ex):
+    fx.book_levels = 2
+    ex.enableLastJsonResponse = True
+    fx.fault("POST /api/v3/order", "trade_twice")
+    placed = await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "twice"})
+    first, second = (str(t.trade_id) for t in fx.orders[0].trades)
+    assert sorted(t["id"] for t in placed["trades"]) == [first, first, second]  # (ccxt sorts trades by time)
+    fx.fault("GET /api/v3/myTrades", "trade_twice", trade=int(second), shuffle=True)
+    assert sorted(t["id"] for t in await ex.fetch_my_trades(BTC)) == [first, second, second]
+    assert [r["id"] for r in ex.last_json_response] == [int(second), int(second), int(first)]  # as answered
+    fx.fault("GET /api/v3/myTrades", "trade_twice", ids=False)
+    listed = await ex.fetch_my_trades(BTC)
+    assert [t["id"] for t in listed] == [None] * 3 and listed[0]["amount"] == listed[2]["amount"]
+    fx.fault("GET /api/v3/myTrades", "extra_trade")
+    extra = await ex.fetch_my_trades(BTC)
+    assert len({t["id"] for t in extra}) == 3 and sum(t["amount"] for t in extra) > 0.01
+    assert [t["id"] for t in await ex.fetch_my_trades(BTC)] == [first, second]  # the faults used
+
+
 async def test_a_market_order_filled_later_is_answered_open_and_fills_at_the_price_then(fx, ex):
     fx.set_price("BTCUSDT", 30_000.0)
     fx.fault("POST /api/v3/order", "fill_later", seconds=0.3)
