@@ -59,6 +59,7 @@ from ..clock import WallClock
 from ..market.bounds import price_problem
 from ..model import MarketInfo, OrderRequest, Side, VenueOrder
 from ..urls import mask_urls
+from . import trade_list
 from .ccxt_loader import DECIMAL_PLACES, TICK_SIZE, exchange_class
 from .ccxt_loader import errors as cx
 from .base import DuplicateOrder, OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
@@ -76,6 +77,7 @@ DEFAULT_SETTLE_S = 10.0
 TIME_READ_S = 2.0  # the longest the exchange's time is waited for (CcxtVenue.server_time)
 # A Retry-After this long is a ban of the address rather than a pace (Binance's 418 lasts minutes to days): said once.
 LONG_HOLD_S = 60.0
+SAID_MAX = 1000  # how many orders' warnings said once per order are remembered (CcxtVenue._first)
 _NO_URL = re.compile(r"does not have a testnet/sandbox URL for (\w+) endpoints")
 
 # With exchange.api_urls set: the ccxt URL sections that spot trading uses, and the ccxt options that keep the
@@ -412,6 +414,7 @@ class CcxtVenue:
         self._exchange_ids: dict[str, str] = {}  # client order id -> exchange order id, as learnt
         self._fees_left_out: set[str] = set()  # currencies fees were paid in that the books do not count
         self._trades_behind: set[str] = set()  # orders whose trades were last seen short of their fill
+        self._said: dict[tuple[str, str], None] = {}  # (warning, client order id) said, oldest first
 
     # -- the exchange's Retry-After, across restarts ---------------------------------------------------------------
     def requests_held_until(self) -> float | None:
@@ -697,33 +700,43 @@ class CcxtVenue:
             average = float(o["cost"]) / filled
         otype = o.get("type") or "market"
         price = o.get("price")
-        fee, fee_base, fee_base_value = self._answer_fees(o)
         # Some answers (a cancel's, on some exchanges) leave the side out: the journal knows it for ffe's own orders.
         side = o.get("side")
         known = side in ("buy", "sell")
         return VenueOrder(
             client_order_id=cid, symbol=o.get("symbol") or "", side=Side(side) if known else Side.BUY, side_known=known,
             quantity=float(o.get("amount") or 0.0), status=_STATUS.get(o.get("status") or "open", "open"),
-            filled=filled, average=float(average) if average else None, fee=fee, fee_base=fee_base,
-            fee_base_value=fee_base_value,
+            filled=filled, average=float(average) if average else None,
             exchange_id=str(o["id"]) if o.get("id") is not None else None, type=otype,
             price=float(price) if price and otype == "limit" else None, ts=o.get("timestamp"))
 
-    def _answer_fees(self, o: dict[str, Any]) -> tuple[float, float, float]:
-        """An answer's fees as _trade_fees says, from its trades (a Binance FULL answer lists its fills) where it
-        lists them. Its own list of fees sums each currency over trades at different prices: a fee in the base
-        currency there has no one price to be valued at, and is left to _with_fees, which reads the trades."""
-        trades = [t for t in o.get("trades") or [] if isinstance(t, dict)]
-        if trades and all(t.get("fee") or t.get("fees") for t in trades):
-            return self._trade_fees(trades, o.get("symbol"))
-        fees = o.get("fees") or ([o["fee"]] if o.get("fee") else [])
-        return self._fees(fees, o.get("symbol"), None)
+    def _answer_fees(self, order: VenueOrder, raw: dict[str, Any]) -> tuple[float, float, float] | None:
+        """The fees an order answer gives, as _trade_fees says; None where it gives none to go by.
+
+        An answer that lists the order's trades (Binance's FULL answer: its fills) gives theirs, each trade once,
+        when every one says its fee and they add up to what the order filled: ccxt's own list of the answer's fees
+        counts a trade as often as the list names it, and sums each currency over trades at different prices (a fee
+        in the base currency there has no one price to be valued at). ccxt also sums the amounts and the cost the
+        answer leaves out over that list: an answer that names a trade twice is priced from its distinct trades,
+        or by _with_fees from the order's trades. An answer that lists none gives its list of fees."""
+        listed = [t for t in raw.get("trades") or [] if isinstance(t, dict)]
+        if not listed:
+            fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
+            return self._fees(fees, order.symbol, None) if fees else None
+        trades = self._counted_once(order, listed)
+        total = trade_list.amount(trades)
+        agrees = not trade_list.short_of(total, order.filled) and not trade_list.beyond(total, order.filled)
+        if len(trades) < len(listed):
+            order.average = trade_list.average(trades) if agrees else None
+        if agrees and all(trade_list.fees_of(t) for t in trades):
+            return self._trade_fees(trades, order.symbol)
+        return None
 
     def _trade_fees(self, trades: list[dict[str, Any]], symbol: str | None) -> tuple[float, float, float]:
         """The fees of an order's trades, each valued at its own trade's price."""
         fee = fee_base = fee_base_value = 0.0
         for t in trades:
-            f, b, v = self._fees(t.get("fees") or ([t["fee"]] if t.get("fee") else []), symbol, t.get("price"))
+            f, b, v = self._fees(trade_list.fees_of(t), symbol, t.get("price"))
             fee, fee_base, fee_base_value = fee + f, fee_base + b, fee_base_value + v
         return fee, fee_base, fee_base_value
 
@@ -757,47 +770,72 @@ class CcxtVenue:
         return total, base, base_value
 
     async def _with_fees(self, order: VenueOrder, raw: dict[str, Any]) -> VenueOrder:
-        """Order answers often carry no fee (Binance's lookups and cancels never do, nor its RESULT answer to a new
-        order), and some not the price either; the order's trades do. Every answer that shows a fill goes through
-        here: a fill recorded without its fee would never be charged it, as later answers only add the fees beyond
-        those already recorded."""
-        priced = order.average is not None
+        """The order answer `raw` (mapped as `order`) with its fees, and its price where it gives none: from the
+        answer (_answer_fees), else from the order's trades. Order answers often carry no fee (Binance's lookups and
+        cancels never do, nor its RESULT answer to a new order), and some not the price either. Every answer goes
+        through here: a fill recorded without its fee would never be charged it, as later answers only add the fees
+        beyond those already recorded.
+
+        The order's trades are counted once each (trade_list). Trades that add up to less than the order filled
+        are the order so far; trades that add up to more are no account of it: answered as nothing filled."""
+        answered = self._answer_fees(order, raw)
+        if answered is not None:
+            order.fee, order.fee_base, order.fee_base_value = answered
         # fees in the base currency the answer gives no trade's price for are not known yet: the trades say
-        known = (raw.get("fees") or raw.get("fee")) and not (order.fee_base > 0 and order.fee_base_value <= 0)
-        if order.filled <= 0 or (priced and known) or not order.exchange_id:
+        known = answered is not None and not (order.fee_base > 0 and order.fee_base_value <= 0)
+        if order.filled <= 0 or (order.average is not None and known) or not order.exchange_id:
             return order
-        trades = await self._order_trades(order)
-        if trades is None:
+        listed = await self._order_trades(order)
+        if listed is None:
             if order.fee_base > 0 and order.fee_base_value <= 0 and order.average:
                 # An exchange that lists no trades: its base fee valued at the only price it gives, the average.
                 order.fee_base_value = order.fee_base * order.average
                 order.fee += order.fee_base_value
             return order
-        amount = cost = 0.0
-        for t in trades:
-            qty = float(t.get("amount") or 0.0)
-            amount += qty
-            cost += qty * float(t.get("price") or 0.0)
+        trades = self._counted_once(order, listed)
+        total, traded_at = trade_list.amount(trades), trade_list.average(trades)
+        if trade_list.beyond(total, order.filled):
+            # Trades the order did not make are among them, and which is not known: none is booked (its fee would
+            # be charged, its coins counted), and the order is looked up again until its trades agree with it.
+            if self._first("beyond", order.client_order_id):
+                log.warning("%s: the trades of order %s add up to %.12g, more than its %.12g filled: none of them is "
+                            "booked until they agree with it", self.name, order.client_order_id, total, order.filled)
+            order.fee = order.fee_base = order.fee_base_value = 0.0
+            return _answered_so_far(order, 0.0, None)
         order.fee, order.fee_base, order.fee_base_value = self._trade_fees(trades, order.symbol)
-        traded_at = cost / amount if amount else None
-        if not priced:  # an answer that says how much filled but not for how much: the trades say
+        if order.average is None:  # an answer that says how much filled but not for how much: the trades say
             order.average = traded_at
-        if amount < order.filled * (1 - 1e-9) - 1e-12:
+        if trade_list.short_of(total, order.filled):
             # The trades lag the order (an exchange's trade history can trail its order book): the fees of the
             # fill beyond them are not known yet. The order is answered as far as its trades go, and open, so
             # that the order path records that much and looks it up again for the rest.
             if order.client_order_id not in self._trades_behind:  # said once per order, not at every look
                 self._trades_behind.add(order.client_order_id)
                 log.warning("%s: the trades of order %s cover %.12g of its %.12g filled; the rest is read later",
-                            self.name, order.client_order_id, amount, order.filled)
-            order.filled = amount
-            order.average = traded_at
-            order.venue_status = order.status
-            order.status = "open"
-            order.trades_behind = True
-        else:
-            self._trades_behind.discard(order.client_order_id)
+                            self.name, order.client_order_id, total, order.filled)
+            return _answered_so_far(order, total, traded_at)
+        self._trades_behind.discard(order.client_order_id)
         return order
+
+    def _counted_once(self, order: VenueOrder, listed: list[Any]) -> list[dict[str, Any]]:
+        """The order's trades `listed`, each once (trade_list.distinct); a list that names a trade twice is said
+        once per order."""
+        listed = [t for t in listed if isinstance(t, dict)]
+        trades = trade_list.distinct(listed)
+        if len(trades) < len(listed) and self._first("repeated", order.client_order_id):
+            log.warning("%s: the trades of order %s name a trade more than once (%d listed, %d distinct): each is "
+                        "counted once", self.name, order.client_order_id, len(listed), len(trades))
+        return trades
+
+    def _first(self, warning: str, client_order_id: str) -> bool:
+        """Whether `warning` is said of the order now: once per order (of the last SAID_MAX), not at every look."""
+        key = (warning, client_order_id)
+        if key in self._said:
+            return False
+        self._said[key] = None
+        while len(self._said) > SAID_MAX:
+            del self._said[next(iter(self._said))]
+        return True
 
     async def _order_trades(self, order: VenueOrder) -> list[dict[str, Any]] | None:
         """The order's trades: asked of the order where the exchange can, else picked by order id from the
@@ -814,6 +852,15 @@ class CcxtVenue:
             f"fetch_my_trades {order.client_order_id}",
             lambda: self.exchange.fetch_my_trades(order.symbol, order.ts))
         return [t for t in mine if t.get("order") is not None and str(t["order"]) == order.exchange_id]
+
+
+def _answered_so_far(order: VenueOrder, filled: float, average: float | None) -> VenueOrder:
+    """`order` answered as filled only as far as its trades account for (`filled` at `average`) and open, its
+    status at the venue kept aside: the order path records that much and looks it up again."""
+    order.filled, order.average = filled, average
+    order.venue_status, order.status = order.status, "open"
+    order.trades_behind = True
+    return order
 
 
 def _is_order(raw: Any) -> bool:
