@@ -10,13 +10,14 @@ import pytest
 
 from fake_exchange import FakeBinance, exchange_settings, kline, path_price
 from ffe_engine.market.exchange import ExchangeFeed
-from ffe_engine.venues.base import VenueError
+from ffe_engine.venues.base import VenueError, VenueUnavailable
 from ffe_engine.venues.ccxt_venue import CcxtVenue
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 IDS = {BTC: "BTCUSDT", ETH: "ETHUSDT"}
 M = 60_000
 T0 = 1_700_000_040_000  # a minute boundary
+KLINES = "GET /api/v3/klines"
 
 
 class StepClock:
@@ -97,6 +98,57 @@ async def test_without_history_it_starts_at_the_latest_closed_candle(venue, cloc
     first = await feed.poll()
     assert [(c.ts, c.symbol) for c in first] == [(T0 - M, BTC), (T0 - M, ETH)]
     assert await feed.poll() == []  # nothing new in the same minute
+
+
+@pytest.fixture
+async def retrying(fx):
+    """A venue that retries a failed read as the engine's does (4 attempts), without waiting between them."""
+    v = CcxtVenue(exchange_settings(fx), [BTC, ETH], read_attempts=4, sleep=no_wait)
+    v.exchange.enableRateLimit = False
+    v.exchange.timeout_on_exit = 0
+    yield v
+    await v.close()
+
+
+@pytest.mark.parametrize("kind", ["empty_200", "page_200"])
+async def test_a_warm_up_answer_that_is_no_candles_is_retried_and_the_history_is_the_exchange_s(fx, retrying, clock,
+                                                                                                kind):
+    # `{}` or a gateway's HTML page, answered 200: ccxt reads the first as no candles, the second character by
+    # character (the "1" of "<h1>" as a candle at 1 ms). Neither is the exchange's history: a failed read.
+    feed = ExchangeFeed(retrying, [BTC, ETH], M, poll_s=20, clock=clock)
+    fx.fault(KLINES, kind)
+    hist = await feed.history(3)
+    assert [r.fault for r in fx.requests_to(KLINES)].count(kind) == 1
+    for sym in (BTC, ETH):
+        assert [c.ts for c in hist[sym]] == [T0 - 3 * M, T0 - 2 * M, T0 - M]
+    clock.now += M
+    assert [(c.ts, c.symbol) for c in await feed.poll()] == [(T0, BTC), (T0, ETH)]
+
+
+@pytest.mark.parametrize("kind", ["empty_200", "page_200"])
+async def test_warm_up_answers_that_stay_no_candles_fail_the_history_saying_so(fx, retrying, clock, kind):
+    # Never a cold (or bogus) history taken without a word: the start that asked for it fails on it.
+    feed = ExchangeFeed(retrying, [BTC, ETH], M, poll_s=20, clock=clock)
+    fx.fault(KLINES, kind, times=1000)
+    with pytest.raises(VenueUnavailable) as failed:
+        await feed.history(3)
+    assert [r.fault for r in fx.requests_to(KLINES)] == [kind] * 4  # retried as other failed reads are
+    message = str(failed.value)
+    assert message.startswith("binance fetch_ohlcv BTC/USDT: ") and "not its candles" in message, message
+    assert "\n" not in message
+
+
+async def test_a_poll_answer_that_is_no_candles_is_not_taken_for_candles(fx, venue, clock, caplog):
+    # A feed started without history: a gateway's page for its first read would have its "1" taken for the newest
+    # candle, and the next read would ask for the candles after 1970's first minute.
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock)
+    fx.fault(KLINES, "page_200", times=2)
+    with caplog.at_level(logging.WARNING, logger="ffe_engine.market.exchange"):
+        assert await feed.poll() == []
+    assert [(c.ts, c.symbol) for c in await feed.poll()] == [(T0 - M, BTC), (T0 - M, ETH)]
+    assert "BTC/USDT candles unavailable" in caplog.text and "not its candles" in caplog.text, caplog.text
+    clock.now += M
+    assert [(c.ts, c.symbol) for c in await feed.poll()] == [(T0, BTC), (T0, ETH)]
 
 
 async def test_outage_then_catch_up_without_gaps_or_repeats(fx, venue, clock):
