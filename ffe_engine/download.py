@@ -36,6 +36,7 @@ from .config import allowed_timeframe, is_symbol
 from .errors import FfeError, UsageError
 from .market.bounds import candle_problem, time_problem
 from .market.csvdata import CandleSeries, find_gaps, iso, load_csv
+from .market.ohlcv import Page, candles_from
 from .venues.base import VenueError, VenueUnavailable
 
 if TYPE_CHECKING:
@@ -217,42 +218,6 @@ def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSe
     return series
 
 
-@dataclass
-class Page:
-    """One answer for the candles from a time on: its candles from then on, in time order, and how many of its rows
-    were none (no time or prices as numbers); when it has no candles, the open time of the exchange's newest."""
-
-    rows: list[list[Any]]
-    unreadable: int = 0
-    newest: int | None = None
-
-
-def _open_time(row: Any) -> int | None:
-    """The open time of a row that is a candle (its time and four prices numbers), None for any other."""
-    try:
-        ts = int(row[0])
-        for x in row[1:5]:
-            float(x)
-        return ts if len(row) >= 5 else None
-    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
-        return None
-
-
-def _candles_from(rows: Any, since: int | None) -> Page:
-    """The candles of a ccxt answer opening at or after `since`: ccxt reads a body that is not candles as none, or
-    as rows without numbers (an HTML page, character by character: a "1" in it reads as a candle at 1 ms)."""
-    if not isinstance(rows, list):
-        return Page([])
-    timed, unreadable = [], 0
-    for r in rows:
-        ts = _open_time(r)
-        if ts is None:
-            unreadable += 1
-        elif since is None or ts >= since:
-            timed.append((ts, r))
-    return Page([r for _, r in sorted(timed, key=lambda pair: pair[0])], unreadable)
-
-
 def _open_for_candles(path: Path, *, fresh_file: bool) -> TextIO:
     """`path` opened for its first new candles: a file without candles (new, empty, or a header only) is started
     afresh, with its header; otherwise appended to. Opened only once there are candles to write, so that a run that
@@ -422,10 +387,10 @@ class Downloader:
         exchange, name = self.venue.exchange, self.venue.name
 
         async def read() -> Page:
-            page = _candles_from(await exchange.fetch_ohlcv(symbol, self.timeframe, since, self.page), since)
+            page = candles_from(await exchange.fetch_ohlcv(symbol, self.timeframe, since, self.page), since)
             if page.rows:
                 return page
-            latest = _candles_from(await exchange.fetch_ohlcv(symbol, self.timeframe, None, self.page), None).rows
+            latest = candles_from(await exchange.fetch_ohlcv(symbol, self.timeframe, None, self.page), None).rows
             if not latest:
                 raise VenueUnavailable(f"{name} answered no {symbol} candles from {iso(since)} on, nor any when "
                                        "asked for its newest (its answers are not candles: in maintenance?)")

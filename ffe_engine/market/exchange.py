@@ -21,7 +21,11 @@ numbers ffe cannot compute with (not numbers, a zero price, low above high, a pr
 files: bounds.py) is left out with a warning, once, and counts as fetched: the indicators and the sizing never see
 it. So is one whose time is outside the bounds of candle times (before 1800, past 2099), except that it does not
 count as fetched: a time past the bound would stand for every later candle, and the symbol's real ones would never
-be asked for again.
+be asked for again. The candles are read through CcxtVenue.fetch_ohlcv, which never answers a row that is no candle
+(no time or prices as numbers: ccxt's reading of a gateway's page served 200) nor none for the newest candles (ccxt's
+reading of `{}`): such an answer is a failed read, retried, then VenueUnavailable (market/ohlcv.py). history() so
+raises it, and the start that asked for the warm-up fails saying so rather than trading on a cold or bogus history; a
+round's read fails for the symbol, as any other, and is asked again the next round.
 """
 
 from __future__ import annotations
@@ -103,7 +107,8 @@ class ExchangeFeed:
         return await self.reader.last_price(symbol)
 
     async def history(self, n: int) -> dict[str, list[Candle]]:
-        """The last n closed candles per symbol, for indicator warm-up; candles() continues after them."""
+        """The last n closed candles per symbol, for indicator warm-up; candles() continues after them. An answer
+        that is not the exchange's candles raises VenueUnavailable (once its retries failed): never a cold history."""
         out: dict[str, list[Candle]] = {}
         now = self.clock.now_ms()
         self._exchange_read = False
@@ -223,15 +228,11 @@ class ExchangeFeed:
         return self._exchange_now
 
     def _closed_rows(self, sym: str, rows: list[list[Any]], now: int) -> list[tuple[int, list[Any]]]:
-        """(open time, row) of the closed rows; a row without a readable open time is left out with a warning."""
+        """(open time, row) of the closed rows (each has a time: CcxtVenue.fetch_ohlcv answers no other)."""
         out = []
         last = len(rows) - 1
         for i, r in enumerate(rows):
-            try:
-                ts = int(r[0])
-            except (TypeError, ValueError, IndexError):
-                log.warning("exchange feed: refused a %s candle without a readable time: %.200r", sym, r)
-                continue
+            ts = int(r[0])
             if i == last and ts + self.timeframe_ms + self.close_grace_ms > now:
                 break  # still forming (or too fresh to trust)
             problem = time_problem(ts, f"its time {iso(ts)}")

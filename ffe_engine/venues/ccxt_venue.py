@@ -57,6 +57,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from .. import fmt
 from ..clock import WallClock
 from ..market.bounds import price_problem
+from ..market.ohlcv import candles_from, not_candles
 from ..model import MarketInfo, OrderRequest, Side, VenueOrder
 from ..urls import mask_urls
 from . import trade_list
@@ -652,8 +653,20 @@ class CcxtVenue:
     # -- market data (used by the exchange feed) ---------------------------------------------------------------
     async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int | None = None,
                           limit: int | None = None) -> list[list[float]]:
-        return await self.reads(f"fetch_ohlcv {symbol}",
-                                lambda: self.exchange.fetch_ohlcv(symbol, timeframe, since, limit))
+        """The exchange's candles from `since` on (its newest when None), in time order: rows whose time and prices
+        are numbers only. An answer that is not its candles (market/ohlcv.py: rows that are no candles, or none when
+        its newest were asked for; ccxt's reading of `{}` or a gateway's page served 200) is a failed read, retried
+        as others are, then VenueUnavailable: never taken for candles, nor for a market without any."""
+        what = f"fetch_ohlcv {symbol}"
+
+        async def read() -> list[list[float]]:
+            page = candles_from(await self.exchange.fetch_ohlcv(symbol, timeframe, since, limit), since)
+            problem = not_candles(page, since)
+            if problem is not None:
+                raise VenueUnavailable(f"{self.name} {what}: {problem}")
+            return page.rows
+
+        return await self.reads(what, read)
 
     async def server_time(self, timeout_s: float = TIME_READ_S) -> int | None:
         """The exchange's own time (ms since the epoch), or None when it tells none (ccxt's fetchTime). One attempt,
