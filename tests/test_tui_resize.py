@@ -1,0 +1,122 @@
+"""After any sequence of resizes every pane shows what fits its width at once, as a console opened at that size
+does: not what fitted the width it had when its data last came (until the next bar, an hour at 1h). The checker's
+case: three symbols, 80x24 -> 60x18 (too small: the panes shrink) -> 200x50 left the votes pane at "provider +3",
+the width it had when the votes came (none: off screen) or too small for all three. Also with a dialog open over the
+console while it is resized, and with the data coming while the screen is too small. The market ends before the
+resizes, so no new data redraws a pane meanwhile."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import make_settings
+
+from ffe_engine.clock import ManualClock
+from ffe_engine.ids import IdSource
+from ffe_engine.market.simulated import SimulatedFeed
+from ffe_tui.app import ConsoleApp
+from test_tui_helpers import START_TS, screen_text, until
+
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+PANES = ("status", "positions", "approvals", "breaker", "votes", "gates")
+
+
+def _console(tmp_path) -> ConsoleApp:
+    """A console on a seeded market of three symbols that ends after 150 bars: the same panes every run."""
+    settings = make_settings(tmp_path, engine={"warmup_bars": 100, "symbols": SYMBOLS},
+                             market={"speed": 0.0, "seed": 7}, monitor={"enabled": False})
+    clock = ManualClock()
+    feed = SimulatedFeed(SYMBOLS, settings.engine.timeframe_ms, seed=7, clock=clock, speed=0.0, start_ts=START_TS,
+                         max_bars=150)
+    return ConsoleApp(settings, feed=feed, clock=clock, ids=IdSource(seed=7))
+
+
+def panes_text(app: ConsoleApp) -> dict[str, str]:
+    """What each pane on screen shows (its title line and its content), by pane."""
+    lines = screen_text(app).split("\n")
+    out = {}
+    for name in PANES:
+        region = app.panes[name].region
+        if region.width and app.panes[name].display:
+            out[name] = "\n".join(lines[y][region.x:region.right].rstrip() for y in range(region.y, region.bottom))
+    return out
+
+
+async def _ended(pilot) -> None:
+    app = pilot.app
+    await until(pilot, lambda: app.feed_ended and app.view.decisions.keys() == set(SYMBOLS)
+                and "STOPPED" in screen_text(app), "the market to end with a decision for every symbol", timeout=60)
+    await pilot.pause(0.3)
+
+
+async def _settled(pilot, expected: dict[str, str]) -> dict[str, str]:
+    """The panes once the resize is laid out: as `expected` within a few redraws, else as they stay."""
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and panes_text(pilot.app) != expected:
+        await pilot.pause(0.1)
+    return panes_text(pilot.app)
+
+
+async def _fresh(tmp_path, size: tuple[int, int]) -> dict[str, str]:
+    """The panes of a console opened at `size` on the same market."""
+    app = _console(tmp_path / f"fresh{size[0]}x{size[1]}")
+    async with app.run_test(size=size) as pilot:
+        await _ended(pilot)
+        return panes_text(app)
+
+
+def _differences(got: dict[str, str], expected: dict[str, str]) -> str:
+    return "\n".join(f"--- {name} after the resizes:\n{got.get(name)}\n--- {name} opened at that size:\n"
+                     f"{expected.get(name)}" for name in sorted(set(got) | set(expected))
+                     if got.get(name) != expected.get(name))
+
+
+@pytest.mark.parametrize("sizes", [[(80, 24), (60, 18), (200, 50)], [(60, 18), (200, 50)],
+                                   [(200, 50), (60, 18)],
+                                   [(80, 24), (200, 50), (60, 18), (120, 40)]],
+                         ids=lambda sizes: "-".join(f"{w}x{h}" for w, h in sizes))
+async def test_after_resizes_every_pane_shows_what_fits_its_width(tmp_path, sizes):
+    expected = await _fresh(tmp_path, sizes[-1])
+    app = _console(tmp_path / "resized")
+    async with app.run_test(size=sizes[0]) as pilot:
+        await _ended(pilot)
+        for size in sizes[1:]:
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.3)
+        got = await _settled(pilot, expected)
+    assert got == expected, _differences(got, expected)
+    assert "…" not in got["votes"], got["votes"]  # a symbol with no room is counted, never cut
+    if sizes[-1][0] >= 110:  # the votes of all three symbols, none counted as left out
+        assert all(s in got["votes"] for s in SYMBOLS) and "+" not in got["votes"], got["votes"]
+
+
+async def test_a_resize_under_a_dialog_shows_what_fits_once_it_closes(tmp_path):
+    """60x18 -> 200x50 with the help open over the console: once it closes, the panes are those of 200x50."""
+    expected = await _fresh(tmp_path, (200, 50))
+    app = _console(tmp_path / "resized")
+    async with app.run_test(size=(60, 18)) as pilot:
+        await _ended(pilot)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: len(app.screen_stack) > 1, "the help open")
+        await pilot.resize_terminal(200, 50)
+        await pilot.pause(0.3)
+        await pilot.press("escape")
+        await until(pilot, lambda: len(app.screen_stack) == 1, "the help closed")
+        got = await _settled(pilot, expected)
+    assert got == expected, _differences(got, expected)
+    assert all(s in got["votes"] for s in SYMBOLS) and "+" not in got["votes"], got["votes"]
+
+
+async def test_a_pane_hidden_while_its_data_came_shows_what_fits_once_on_screen(tmp_path):
+    """At 80x24 one detail pane is on screen at a time: the votes come while another one is, and the console is then
+    widened to show every pane."""
+    expected = await _fresh(tmp_path, (200, 50))
+    app = _console(tmp_path / "resized")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("v")
+        await _ended(pilot)
+        assert not app.pane_visible("votes")
+        await pilot.resize_terminal(200, 50)
+        got = await _settled(pilot, expected)
+    assert got == expected, _differences(got, expected)
