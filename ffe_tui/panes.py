@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
@@ -440,7 +440,10 @@ class ApprovalsTable(KeyedTable):
 
 
 class VotesPane(Static):
-    """The latest decision per symbol: each provider's vote, confidence and applied weight, failures, tier, action."""
+    """The latest decision per symbol: each provider's vote, confidence and applied weight, failures, tier, action.
+
+    The symbols shown are those the pane has room for at each draw (VotesTable), so a resize, or the pane coming on
+    screen, fits them at once rather than at the next decision."""
 
     def show(self, state: ConsoleState) -> None:
         decisions = [state.decisions[s] for s in state.symbols if s in state.decisions]
@@ -472,27 +475,40 @@ class VotesPane(Static):
         rows.append(["final"] + [Text(f"{fmt.enum_text(d.action)} {fmt.conf(d.confidence)} tier {d.tier}",
                                       style="bold") for d in decisions])
         rows.append(["outcome"] + [fmt.short(d.outcome or "-", 22) for d in decisions])
-        heads = ["provider"] + [d.symbol for d in decisions]
-        shown = self._columns_that_fit(heads, rows)
+        self.update(VotesTable(["provider"] + [d.symbol for d in decisions], rows), layout=False)
+
+
+class VotesTable:
+    """The votes' table, fitted to the width it is drawn at: the pane's width when the votes came is not the one it
+    has at the next draw (a resize, a layout that hid the pane and shows it again), and Rich gives that width to
+    each draw. A symbol with no room is counted, never cut to "HOLD 0.…"."""
+
+    def __init__(self, heads: list[str], rows: list[list[Any]]) -> None:
+        self.heads = heads
+        self.rows = rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        heads, rows = self.heads, self.rows
+        shown = columns_that_fit(heads, rows, options.max_width)
         t = Table(box=None, padding=(0, 1), show_edge=False, expand=False)
         for head in heads[:shown]:
             t.add_column(head, no_wrap=True)
-        if shown < len(heads):  # the symbols with no room: counted, never cut to "HOLD 0.…"
+        if shown < len(heads):  # the symbols with no room, counted
             t.add_column(f"+{len(heads) - shown}", no_wrap=True)
         for row in rows:
             t.add_row(*row[:shown], *([""] if shown < len(heads) else []))
-        self.update(t, layout=False)
+        yield t
 
-    def _columns_that_fit(self, heads: list[str], rows: list[list[Any]]) -> int:
-        """How many of the columns (the providers' first, then a symbol's each) the pane shows whole, with room left
-        for the count of those it leaves out (columns.fit_columns, as the tables fit theirs); at least the
-        providers'."""
-        widest = {head: max(cell_len(str(c)) for c in [head] + [row[i] for row in rows]) + 1  # the left padding
-                  for i, head in enumerate(heads)}
-        # The count's own column takes its padding on both sides.
-        widths, _ = fit_columns([(head, head, 0) for head in heads], widest,
-                                (self.content_region.width or self.size.width) - 2)
-        return sum(1 for w in widths if w)
+
+def columns_that_fit(heads: list[str], rows: list[list[Any]], width: int) -> int:
+    """How many of the columns (the providers' first, then a symbol's each) a pane `width` wide shows whole, with room
+    left for the count of those it leaves out (columns.fit_columns, as the tables fit theirs); at least the
+    providers'."""
+    widest = {head: max(cell_len(str(c)) for c in [head] + [row[i] for row in rows]) + 1  # the left padding
+              for i, head in enumerate(heads)}
+    # The count's own column takes its padding on both sides.
+    widths, _ = fit_columns([(head, head, 0) for head in heads], widest, width - 2)
+    return sum(1 for w in widths if w)
 
 
 GATE_CELL = 8  # characters of a gate's value or limit
