@@ -511,9 +511,10 @@ class Engine:
     async def _load_market(self) -> Override | None:
         """A market made or replayed in the process continues from its stored state (the simulated one: prices, bar
         time, recent bars; a replay: the candle after the last one handed out), whatever the order of the symbols,
-        and never from before the latest market time the records hold: positions and orders are not replayed on
-        a past again. Another source's market refuses the start (MarketStateError, exit 2); one that cannot be read
-        is a damaged database."""
+        and never from before the latest time the records say the clock reached: positions and orders are not
+        replayed on a past again, while a symbol's candle of the bar a stop fell in, not handed out yet, still is.
+        Another source's market refuses the start (MarketStateError, exit 2); one that cannot be read is a damaged
+        database."""
         assert self.sim_feed is not None
         saved = await self.store.get_kv("market")
         if saved:
@@ -521,7 +522,10 @@ class Engine:
                 self.sim_feed.load(saved)
             except ValueError as exc:
                 raise damaged_database(self.store.path, f"table kv, key market: {exc}") from None
-        reached = await self.store.market_time()
+        # The last bar decided was decided at its close: its open plus the timeframe of the market it was decided on
+        # (the saved one's, which a load has read; without a saved market, this one's).
+        decided_tf = int(saved["timeframe_ms"]) if saved else self.timeframe_ms
+        reached = await self.store.market_time(decided_tf)
         if reached is not None:
             self.sim_feed.not_before(reached)
         return overrides.market(self.settings.market.seed, saved) if saved else None

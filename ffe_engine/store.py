@@ -137,9 +137,10 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-_SQL_MARKET_TIME = ("SELECT MAX(t) FROM (SELECT ts AS t FROM (SELECT ts FROM decisions ORDER BY rowid DESC LIMIT 1) "
-                    "UNION ALL SELECT MAX(created_ts) FROM orders UNION ALL SELECT MAX(updated_ts) FROM orders "
-                    "UNION ALL SELECT MAX(ts) FROM fills UNION ALL SELECT MAX(closed_ts) FROM trades "
+# Clock times: a decision's ts is its bar's open, the clock stood at that bar's close (ts + the timeframe, bound).
+_SQL_MARKET_TIME = ("SELECT MAX(t) FROM (SELECT ts + ? AS t FROM (SELECT ts FROM decisions ORDER BY rowid DESC "
+                    "LIMIT 1) UNION ALL SELECT MAX(created_ts) FROM orders UNION ALL SELECT MAX(updated_ts) "
+                    "FROM orders UNION ALL SELECT MAX(ts) FROM fills UNION ALL SELECT MAX(closed_ts) FROM trades "
                     "UNION ALL SELECT MAX(opened_ts) FROM positions)")
 _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, status) "
               "VALUES (?,?,?,?,?,?,'pending')")
@@ -1314,11 +1315,13 @@ class Store:
                                 "ORDER BY created_ts", (since_ms,))
         return [r[0] for r in rows]
 
-    async def market_time(self) -> int | None:
-        """The latest market time the records hold (the last bar decided, orders, fills, trades, positions), or None:
-        where a market made or replayed in the process goes on from at the earliest. The decisions' last row only: a
-        symbol's bars are decided in time order (`ffe doctor` fails them otherwise), and the table is the largest."""
-        rows = await self.query(_SQL_MARKET_TIME)
+    async def market_time(self, timeframe_ms: int) -> int | None:
+        """The latest time the engine's clock reached by the records, or None: where a market made or replayed in the
+        process goes on from at the earliest. One unit, the clock's: the orders', fills', trades' and positions'
+        stamps are clock times, and the last bar decided (its open time) says the clock stood at its close, the open
+        plus `timeframe_ms` (the timeframe it was decided on). The decisions' last row only: a symbol's bars are
+        decided in time order (`ffe doctor` fails them otherwise), and the table is the largest."""
+        rows = await self.query(_SQL_MARKET_TIME, (timeframe_ms,))
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def order_ids_on(self, venue: str) -> set[str]:

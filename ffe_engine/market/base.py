@@ -32,7 +32,8 @@ class ResumableFeed(Protocol):
         ...
 
     def not_before(self, ts_ms: int) -> None:
-        """No bar before market time ts_ms (the latest the records hold): market time never goes back."""
+        """The clock has reached ts_ms (the latest time the records say it reached): no candle closing before it,
+        market time never goes back; a symbol's candle closing at it, not handed out yet, still comes."""
         ...
 
 

@@ -90,16 +90,16 @@ class ReplayFeed:
             last = max(seen.values())
             for sym in self.symbols:  # a symbol added since goes on after the market's last bar, as the others
                 self._seen.setdefault(sym, last)
-            # Market time at the stop was that bar's close: a bar of a shorter timeframe closing before it is past.
-            self.not_before(last + max(0, saved_tf - self.timeframe_ms))
-            self.clock.advance(last + saved_tf)
+            # The clock at the stop stood at that bar's close: a bar of a shorter timeframe closing before it is past.
+            self.not_before(last + saved_tf)
 
     def not_before(self, ts_ms: int) -> None:
-        """No candle opening before ts_ms (none of a symbol at or before its own last one handed out either): market
-        time goes on from there, the candles before it each symbol's warm-up (`history`)."""
+        """The clock has reached ts_ms: no candle closing before it is handed out (none of a symbol at or before its
+        own last one handed out either), the candles before each symbol's first one its warm-up (`history`). A
+        candle closing at ts_ms is of the bar a stop fell in: one a symbol had not been handed out yet still is."""
         series = []
         for sym, whole in zip(self.symbols, self._whole):
-            start = bisect_left(whole.ts, ts_ms)
+            start = bisect_left(whole.ts, ts_ms - self.timeframe_ms)
             if sym in self._seen:
                 start = max(start, bisect_right(whole.ts, self._seen[sym]))
             rest = whole.tail(start)

@@ -252,7 +252,8 @@ class SimulatedFeed:
         self.not_before(next_ts)
 
     def not_before(self, ts_ms: int) -> None:
-        """The next bar opens at ts_ms at the earliest (on the timeframe's grid): market time never goes back."""
+        """The clock has reached ts_ms: the next bar opens there at the earliest (on the timeframe's grid), so none
+        closes before it. The market makes whole bars: a bar whose close the clock has reached is not made again."""
         tf = self.timeframe_ms
         self._next_ts = self.start_ts = max(self._next_ts, -(-ts_ms // tf) * tf)
         self.clock.advance(self.start_ts)
