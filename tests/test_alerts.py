@@ -881,3 +881,99 @@ async def test_records_unwritable_after_a_re_arm_is_news_though_sent_within_its_
     finally:
         await hook.stop()
     assert kinds(hook) == ["RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE"], kinds(hook)
+
+
+async def test_an_account_moved_to_a_new_data_directory_pages_its_first_start_there_as_a_new_engine(tmp_path):
+    """The runbook's move to a new machine: the HALTED account stopped, backed up, verified and restored into a new
+    data directory, started there within `alerts.window_s` of its last start in the old one. The outbox came with the
+    records, but the window of a start's alert is the engine's (its host and data directory, as the alert's text
+    ends with): the first start in the new directory is told (STARTED, waiting for the operator), and the next one
+    there, the same engine again, is held back, with a line in the log that says so."""
+    from conftest import run_ffe
+
+    hook = await Receiver().start()
+    env = ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook")
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+
+    def run(cwd, *args):
+        proc = run_ffe(cwd, *args, env=env)
+        assert proc.returncode == 0, (args, proc.stderr[-3000:])
+        return proc
+
+    try:
+        proc = await _ffe("run", "--headless", env=env, cwd=old)
+        await until(lambda: "STARTED" in kinds(hook), what="the first start")
+        proc.send_signal(signal.SIGUSR1)  # halted by signal, then stopped in order
+        await until(lambda: "HALTED" in kinds(hook), what="the halt")
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
+        await asyncio.to_thread(run, old, "run", "--headless", "--max-bars", "3")
+        await asyncio.to_thread(run, old, "backup", "--to", str(tmp_path / "move"))
+        (archive,) = (tmp_path / "move").glob("ffe-backup-*.tar.zst")
+        (new / "config.toml").write_text((old / "config.toml").read_text())
+        await asyncio.to_thread(run, new, "backup", "verify", str(archive))
+        await asyncio.to_thread(run, new, "restore", str(archive), "--data-dir", str(new / "data"), "--log-dir",
+                                str(new / "logs"))
+        first = await asyncio.to_thread(run, new, "run", "--headless", "--max-bars", "3")
+        again = await asyncio.to_thread(run, new, "run", "--headless", "--max-bars", "3")
+        await asyncio.sleep(0.2)
+    finally:
+        await hook.stop()
+    waiting = [(b["data_dir"], b["text"]) for b in (r.body for r in hook.delivered)
+               if b["kind"] == "STARTED" and "HALTED (SIGUSR1)" in b["text"]]
+    assert [d for d, _ in waiting] == [str((old / "data").resolve()), str((new / "data").resolve())], waiting
+    assert "alert not sent again" not in first.stderr, first.stderr[-3000:]
+    held = [line for line in again.stderr.splitlines() if "alert not sent again" in line]
+    assert len(held) == 1 and "kind=STARTED" in held[0], again.stderr[-3000:]
+
+
+async def test_an_alert_delivered_when_its_sent_mark_cannot_be_written_is_not_delivered_again(tmp_path):
+    """Any alert, whatever its kind: the receiver took it, then its `sent` mark could not be written (here another
+    process holds the database's write lock; a full disk is the same, test_disk_failures). The next process, on the
+    same data directory, does not deliver it again, and the outbox says it was sent, once, when it left. Each
+    notifier is a process of its own: only the database and the files beside it go from one to the next."""
+    import sqlite3
+
+    from ffe_engine.alerts import Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.errors import StorageError
+    from ffe_engine.store import Store
+
+    loop = asyncio.get_running_loop()  # real seconds: a close gives a pending alert its grace
+    hook = await Receiver().start()
+    hook.hold = asyncio.Event()
+    cfg = AlertSettings(webhook_url=hook.url, **FAST)
+    beside = {"sent_file": tmp_path / "ffe.alerts-sent"}  # the files beside the database
+    db = tmp_path / "ffe.db"
+    opened = await Store.open(db, busy_timeout_s=0.1)
+    try:
+        first = Notifier(cfg, opened, channels_from(cfg), now=loop.time, wall=lambda: 1_700_000_000.0, **beside)
+        await first.start()
+        first.raise_alert(Alert("BREAKER_OPEN", "BREAKER_OPEN:binance", "page", "ffe circuit breaker OPEN on binance"))
+        await opened.flush()
+        await until(lambda: hook.requests, what="the alert on the wire")
+        locker = sqlite3.connect(db)
+        locker.execute("BEGIN IMMEDIATE")  # another process's write lock: the mark cannot be written
+        hook.hold.set()
+        await until(lambda: hook.delivered, what="the alert delivered")
+        await asyncio.sleep(0.5)  # the mark tried, and refused
+        await first.close()
+        with contextlib.suppress(StorageError):
+            await opened.close()
+        locker.rollback()
+        locker.close()
+        opened = await Store.open(db)
+        second = Notifier(cfg, opened, channels_from(cfg), now=loop.time, wall=lambda: 1_700_000_060.0, **beside)
+        await second.start()
+        await asyncio.sleep(1.0)
+        await second.close()
+    finally:
+        await opened.close()
+        await hook.stop()
+    assert kinds(hook) == ["BREAKER_OPEN"], kinds(hook)
+    assert db_rows(db, "SELECT kind, status, attempts, sent_ts FROM alert_outbox") == [
+        ("BREAKER_OPEN", "sent", 1, 1_700_000_000.0)]

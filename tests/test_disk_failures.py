@@ -523,3 +523,66 @@ def test_a_stopped_account_on_a_read_only_directory_can_still_be_backed_up(trade
     [made] = list((tmp_path / "backups").glob("ffe-backup-*.tar.zst"))
     verify = run_ffe(cwd, "backup", "verify", str(made))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+
+async def release_when(hook: Receiver, kind: str, t: Path) -> None:
+    """The receiver holds the first alert of `kind` on the wire: once it is there, {t}/held is written for the steps;
+    it is answered once the steps have written {t}/filled."""
+    while not any(isinstance(r.body, dict) and r.body.get("kind") == kind for r in hook.requests):
+        await asyncio.sleep(0.05)
+    (t / "held").touch()
+    while not (t / "filled").exists():
+        await asyncio.sleep(0.05)
+    assert hook.hold is not None
+    hook.hold.set()
+
+
+async def test_a_halted_paged_from_the_outbox_when_its_sent_mark_cannot_be_written_is_not_paged_again(tmp_path):
+    """A RUNNING engine whose data disk fills up stops HALTED, stored alone in the room of the disk reserve. Room
+    again: the next start restates that HALTED and pages it from the outbox; while the page is on the wire the disk
+    fills up again and the engine stops on it, so the page is delivered but its `sent` mark cannot be written. The
+    starts on the full disk that follow (as systemd restarts it), and the start once room is back, do not page it
+    again: it was delivered once, and the outbox says so once it can (sent, one attempt, when it left)."""
+    hook = await Receiver().start()
+    hook.hold, hook.hold_kind = asyncio.Event(), "HALTED"
+    t = tmp_path
+    steps = (f'ffe run --headless 2> {t}/run.err & pid=$!; '
+             f'until grep -q "engine started" {t}/run.err; do sleep 0.1; done; '
+             'sleep 1; dd if=/dev/zero of="$DISK/filler" bs=4k 2>/dev/null; '
+             f'wait $pid; echo $? > {t}/run.rc; rm "$DISK/filler"; '
+             f'ffe run --headless 2> {t}/paged.err & pid=$!; '
+             f'until [ -f {t}/held ]; do sleep 0.05; done; '
+             f'dd if=/dev/zero of="$DISK/filler" bs=4k 2>/dev/null; '
+             f'until grep -q "state=HALTED stored=" {t}/paged.err; do sleep 0.05; done; touch {t}/filled; '
+             f'wait $pid; echo $? > {t}/paged.rc; '
+             f'for n in 1 2; do ffe run --headless --max-bars 30 2> {t}/full$n.err; echo $? > {t}/full$n.rc; done; '
+             f'rm "$DISK/filler"; date +%s.%N > {t}/room.ts; '
+             f'ffe run --headless --max-bars 3 2> {t}/room.err; echo $? > {t}/room.rc; '
+             f'cp -a "$DISK/data" {t}/after')
+    release = asyncio.ensure_future(release_when(hook, "HALTED", t))
+    try:
+        await asyncio.wait_for(asyncio.to_thread(run_steps_on_a_small_disk, tmp_path, steps, size="8m",
+                                                 FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"), 400)
+    finally:
+        release.cancel()
+        hook.hold.set()
+        await hook.stop()
+    rc, run = step(t, "run")
+    assert rc == 1 and "the engine stopped HALTED" in run, run[-3000:]
+    rc, paged = step(t, "paged")
+    assert rc == 1 and "state=HALTED" in paged and "cannot write" in paged, paged[-3000:]
+    for n in (1, 2):
+        rc, full = step(t, f"full{n}")
+        assert rc == 1 and "engine started" not in full, full[-3000:]
+    rc, room = step(t, "room")
+    assert rc == 0 and "state=HALTED" in room, room[-3000:]
+    told = [r.body for r in hook.delivered]
+    halted = [b for b in told if b["kind"] == "HALTED"]
+    assert len(halted) == 1 and "kept from before this start" in halted[0]["text"], halted
+    assert [b["kind"] for b in told if b["kind"] == "RECORDS_UNWRITABLE"] == ["RECORDS_UNWRITABLE"], told
+    rows = db_rows(t / "after" / "ffe.db", "SELECT status, attempts, created_ts, sent_ts FROM alert_outbox "
+                                           "WHERE kind = 'HALTED'")
+    assert [(status, attempts, created) for status, attempts, created, _ in rows] == \
+        [("sent", 1, halted[0]["created_ts"])], rows
+    assert rows[0][3] < float((t / "room.ts").read_text()), rows  # when it left, not when the outbox could say so
