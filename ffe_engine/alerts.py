@@ -7,12 +7,13 @@ events into alerts synchronously and cheaply, then:
 - noise control per key: the first alert of a key is sent; repeats within `alerts.window_s` are counted, and one
   summary (warn; a page when a page repeated) says how many there were when the window ends, or when the engine
   stops before; an alert more severe than the one sent for its key (a flatten's warning, then its failure) is news,
-  sent at once. The window of a start's alert goes on across a restart (from the outbox) for the same alert, so a
-  crash loop is told once per window. A storm of 500 breaker failures is one page and one summary. A condition that
-  clears (a re-arm, a resume, the approval mode back to manual, the breaker closed, a reconciliation that agrees or is
-  accepted, an order no longer in doubt, fresh data, a loop or audit trail turning again) ends the window of its alert
-  at once: its summary goes then, and its return is news, sent at once. So does the return for the clear's own alert
-  (RECONCILE_OK after a new hold).
+  sent at once. The window of a start's alert goes on across a restart (from the outbox) for the same alert of the
+  same engine (host and data directory: an account restored or moved elsewhere is a new engine), so a crash loop is
+  told once per window; a start's alert it holds back is said in the log. A storm of 500 breaker failures is one
+  page and one summary. A condition that clears (a re-arm, a resume, the approval mode back to manual, the breaker
+  closed, a reconciliation that agrees or is accepted, an order no longer in doubt, fresh data, a loop or audit
+  trail turning again) ends the window of its alert at once: its summary goes then, and its return is news, sent at
+  once. So does the return for the clear's own alert (RECONCILE_OK after a new hold).
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
   channel's least severe are dropped, oldest first (each logged with its text, its row kept as dropped), and the
@@ -22,7 +23,9 @@ events into alerts synchronously and cheaply, then:
   answer to the notice and its record (at least once, as every alert: a count told twice rather than lost).
 - delivery: one task per channel, off the trading loop, oldest first; a failing channel is retried with
   exponential backoff (tenacity) and holds its own queue only, so each alert arrives once and in order when the
-  receiver is back (at least once if the process dies between the receiver's answer and the outbox update).
+  receiver is back (at least once if the process dies between the receiver's answer and the outbox update). An alert
+  delivered whose sent mark cannot be written (a full disk) is kept beside the database (deliveries.py) and never
+  delivered again; the first start that can write marks it sent.
 
 Times: rate-limit windows and ages are real seconds (monotonic); alert timestamps are the engine clock's.
 """
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import fmt, logs, present, sentalerts
+from . import deliveries, fmt, logs, present, sentalerts
 from .ahead import LOST, Ahead
 from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
@@ -330,6 +333,7 @@ class _Window:
     kind: str = ""
     repeated: str = "info"  # the most severe of the repeats counted
     inherited: bool = False  # opened by the process before a restart (its alert is in the outbox)
+    raised: float = 0.0  # of an inherited window: when its alert was raised (wall seconds)
 
 
 @dataclass(slots=True)
@@ -360,9 +364,15 @@ class Notifier:
 
     def __init__(self, cfg: AlertSettings, store: Any, channels: list[Channel], *,
                  now: Callable[[], float], wall: Callable[[], float],
-                 redact: Callable[[str], str] | None = None, sent_file: Path | None = None) -> None:
+                 redact: Callable[[str], str] | None = None, sent_file: Path | None = None,
+                 engine: str = "") -> None:
         self.cfg = cfg
         self._sent_file = sent_file  # the window of the alerts sent past the outbox, across restarts
+        # Beside it: the outbox's alerts delivered whose sent mark could not be written (deliveries.py).
+        self._delivered_file = deliveries.delivered_path(sent_file) if sent_file is not None else None
+        self._delivered: dict[str, dict[str, Any]] = {}  # its entries: never delivered again
+        # Which engine this is (host and data directory): the windows across a restart are its own.
+        self._engine = engine
         # Sinks get the event as published (the bus redacts only the records it encodes): alert texts quote
         # errors and reasons, so they are redacted here before they are stored or sent anywhere.
         self._redact = redact
@@ -451,6 +461,9 @@ class Notifier:
             self._enqueue(alert)
             return
         if w is not None and now < w.until:
+            if w.inherited:  # not summed up at this process's end: said here, or nowhere
+                log.warning("alert not sent again: the same was sent within alerts.window_s (before a restart)",
+                            kind=alert.kind, sent=fmt.iso(w.raised), text=self._stored_text(alert))
             w.repeats += 1
             w.last_text = alert.text
             if _RANK[alert.severity] < _RANK[w.repeated]:
@@ -483,7 +496,7 @@ class Notifier:
         ts = self._wall()
         text = self._stored_text(alert)
         for c in self.channels:
-            self.store.add_alert(c.name, alert.key, alert.kind, alert.severity, text, ts)
+            self.store.add_alert(c.name, alert.key, alert.kind, alert.severity, text, ts, self._engine)
             self.status[c.name].pending += 1
             self._wake[c.name].set()
         self._raised += 1
@@ -518,15 +531,18 @@ class Notifier:
         # A start that got through since ended the loop: the same failure after it is news.
         succeeded = (sentalerts.last_start(self._sent_file) if self.channels and self._sent_file is not None
                      else None)
-        for key, kind, severity, text, raised in await self.store.recent_alerts(wall - self.cfg.window_s):
+        for key, kind, severity, text, raised in await self.store.recent_alerts(wall - self.cfg.window_s,
+                                                                                self._engine):
             left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
             if key == "START_FAILED" and succeeded is not None and raised <= succeeded:
                 continue
             if left > 0 and key in RESTART_KEYS and key not in self._windows:
                 self._windows[key] = _Window(until=now + left, last_text=text, severity=severity, kind=kind,
-                                             inherited=True)
-        if self.channels and self._sent_file is not None:
+                                             inherited=True, raised=raised)
+        if self.channels and self._sent_file is not None and self._delivered_file is not None:
             sentalerts.prepare(self._sent_file)
+            await self._mark_delivered()
+            deliveries.prepare(self._delivered_file)
         if self.channels:
             self._session = new_session()
         for c in self.channels:
@@ -566,7 +582,7 @@ class Notifier:
         wake = self._wake[channel.name]
         while not self._closing.is_set():
             try:
-                alert = await self.store.next_alert(channel.name)
+                alert = await self.store.next_alert(channel.name, self._delivered_ids(channel.name))
             except Exception as exc:
                 log.error("alert outbox read failed", channel=channel.name, error=f"{type(exc).__name__}: {exc}")
                 alert = None
@@ -596,14 +612,70 @@ class Notifier:
                             error=str(exc), attempts=attempts)
                 await self._back_off()
                 continue
-            await self.store.alert_sent(alert["id"], attempts, self._wall())
+            sent_ts = self._wall()
+            try:
+                await self.store.alert_sent(alert["id"], attempts, sent_ts)
+            except BaseException as exc:
+                # Delivered all the same: kept beside the database, so that no start sends it again (a full disk
+                # restarted into again and again), and marked sent by the first that can write.
+                room = self._keep_delivered(alert, attempts, sent_ts)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: the mark may have been written; the next start sees which
+                log.error("alert delivered, its sent mark not written: kept beside the database until it can be",
+                          channel=channel.name, kind=alert["kind"], error=f"{type(exc).__name__}: {exc}")
+                if not room:
+                    log.warning("alerts delivered without their sent mark fill the file that keeps them: the rest "
+                                "wait in the outbox for a start that can write", channel=channel.name)
+                    return
             st.sending = None
             st.sent += 1
             st.pending = max(0, st.pending - 1)
-            st.last_success = self._wall()
+            st.last_success = sent_ts
             st.ok = True
             st.last_error = ""
             await self._tell_dropped(channel, st)
+
+    def _delivered_ids(self, channel: str) -> list[int]:
+        return [deliveries.row_id(k) for k in self._delivered if k.rpartition(":")[0] == channel]
+
+    def _keep_delivered(self, alert: dict[str, Any], attempts: int, sent_ts: float) -> bool:
+        """An alert delivered whose sent mark was not written, kept (in memory, and in the file if it can be).
+        Whether the file has room for another."""
+        self._delivered[deliveries.entry_key(alert)] = {"cause": deliveries.row_digest(alert), "ts": sent_ts,
+                                                        "attempts": attempts}
+        if self._delivered_file is not None:
+            deliveries.keep(self._delivered_file, self._delivered)
+        return deliveries.room_for_one_more(self._delivered)
+
+    async def _mark_delivered(self) -> None:
+        """At start: the alerts a process before delivered without writing their sent mark are marked sent now, as
+        they were then; those that still cannot be are kept, and not delivered again. Entries whose row is no longer
+        that alert pending (marked after all, or a database put back from a backup) are let go."""
+        assert self._delivered_file is not None
+        found = deliveries.read(self._delivered_file)
+        if not found:
+            return
+        rows = {deliveries.entry_key(r): r for r in await self.store.outbox_rows(
+            [deliveries.row_id(k) for k in found])}
+        kept: dict[str, dict[str, Any]] = {}
+        writable = True
+        for key, entry in found.items():
+            row = rows.get(key)
+            if row is None or row["status"] != "pending" or deliveries.row_digest(row) != entry["cause"]:
+                continue
+            if writable:
+                try:
+                    # Its attempts as counted when it left (those of the rounds before it included).
+                    await self.store.alert_sent(row["id"], entry["attempts"], float(entry["ts"]))
+                    continue
+                except Exception as exc:  # still no room: kept, and not delivered again
+                    writable = False
+                    log.warning("alerts delivered before this start: their sent mark cannot be written yet",
+                                error=f"{type(exc).__name__}: {exc}")
+            kept[key] = entry
+        self._delivered = kept
+        if kept != found:
+            deliveries.keep(self._delivered_file, kept)
 
     async def _back_off(self) -> None:
         """A failed round: the channel is left alone for `retry_max_s` (or until the notifier closes)."""
@@ -689,8 +761,9 @@ class Notifier:
             return
         text = self._redact(alert.text) if self._redact is not None else alert.text
         wall = self._wall()
-        cause = sentalerts.cause_digest(self._redact(alert.cause) if alert.cause and self._redact is not None
-                                        else alert.cause or text)
+        said = self._redact(alert.cause) if alert.cause and self._redact is not None else alert.cause or text
+        cause = sentalerts.cause_digest(f"{self._engine}\n{said}")  # this engine's (a data directory copied whole
+        # to another machine is another engine, whose first failure is news)
         sent = sentalerts.read(self._sent_file) if self._sent_file is not None else {}
         last = sent.get(alert.key)
         if last is not None and last["cause"] == cause and 0 <= wall - last["ts"] < self.cfg.window_s:

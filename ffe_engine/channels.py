@@ -60,6 +60,12 @@ class Origin:
     def short(self) -> str:
         return f"[{self.host}:{self.instance or self.data_dir}]"
 
+    @property
+    def engine(self) -> str:
+        """The engine itself, whatever its instance name: another host or data directory is another engine (an
+        account restored or moved there), whose alerts hold no window of this one's."""
+        return f"{self.host}:{self.data_dir}"
+
 
 def origin_of(data_dir: Path, instance: str = "") -> Origin:
     return Origin(socket.gethostname(), str(data_dir.resolve()), instance)

@@ -70,11 +70,12 @@ async def start_refused(settings: Settings, clock: Any, failure: Exception,
     live start's exchange check), however far it got (the monitor may not exist yet): nothing of the start could
     be recorded, the alerts' outbox neither, so the page leaves now, one try per channel, as for a disk that fills
     while running."""
-    channels = channels_from(settings.alerts, origin_of(settings.data_dir, settings.alerts.instance))
+    origin = origin_of(settings.data_dir, settings.alerts.instance)
+    channels = channels_from(settings.alerts, origin)
     if not channels:
         return
     notifier = Notifier(settings.alerts, None, channels, now=clock.monotonic, wall=clock.wall, redact=redact,
-                        sent_file=sent_path(settings.data_dir))
+                        sent_file=sent_path(settings.data_dir), engine=origin.engine)
     unwritable = isinstance(failure, StorageError) and not isinstance(failure, DamagedRecords)
     kind = "RECORDS_UNWRITABLE" if unwritable else "START_FAILED"
     await notifier.send_now(Alert(kind, kind, "page", f"ffe start FAILED: {failure}. Nothing trades until a start "
@@ -90,12 +91,13 @@ class Monitor:
         self.audit = audit
         clock = engine.clock
         now, wall = clock.monotonic, clock.wall  # ages and windows in real seconds, even in a paced replay
-        channels = channels_from(settings.alerts, origin_of(settings.data_dir, settings.alerts.instance))
+        origin = origin_of(settings.data_dir, settings.alerts.instance)
+        channels = channels_from(settings.alerts, origin)
         # The verdict quotes venue errors (to /health, which may face a network, `ffe ctl health` and the console).
         self._redactor = redactor if redactor else None
         redact = self._redactor.text if self._redactor is not None else None
         self.notifier = Notifier(settings.alerts, store, channels, now=now, wall=wall, redact=redact,
-                                 sent_file=sent_path(settings.data_dir))
+                                 sent_file=sent_path(settings.data_dir), engine=origin.engine)
         self.notifier.checks.append(self._condition_alerts)
         self.metrics = EngineMetrics(engine, mode=engine.mode, audit=audit, alert_status=self.notifier.status_dict,
                                      health=self.health)

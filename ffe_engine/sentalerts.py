@@ -64,15 +64,24 @@ def read(path: Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
+def _blob(entries: dict[str, dict[str, Any]]) -> bytes:
+    body = orjson.dumps(entries)
+    return hashlib.sha256(body).hexdigest().encode() + b" " + body + b"\n"
+
+
+def fits(entries: dict[str, dict[str, Any]]) -> bool:
+    """Whether `entries` fit in the file whole (`write` leaves the oldest out of what does not)."""
+    return len(_blob(entries)) <= FILE_BYTES
+
+
 def write(path: Path, entries: dict[str, dict[str, Any]],
           lost: str = "alert sent, but cannot be kept for the next start: a restart into the same failure sends it "
                       "again") -> bool:
     """`entries` as the whole file, the oldest left out if they do not fit. False (logged as `lost`) when it cannot
-    be written at all: the next start then pages again."""
+    be written at all: the next start then pages again. Any file of this make: `path` says which."""
     kept = dict(sorted(entries.items(), key=lambda kv: kv[1]["ts"], reverse=True))
     while True:
-        body = orjson.dumps(kept)
-        blob = hashlib.sha256(body).hexdigest().encode() + b" " + body + b"\n"
+        blob = _blob(kept)
         if len(blob) <= FILE_BYTES or not kept:
             break
         kept.popitem()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
+from typing import Any, Awaitable, Callable, Collection, Iterable, TypeVar
 
 import orjson
 import zstandard
@@ -41,7 +41,7 @@ from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineStat
 from .sqlthread import Connection
 from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 PIN_TRIES = 5  # a backup's read view waits at most this many rounds for every buffered event to be written
 
 
@@ -135,6 +135,12 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE alert_outbox ADD COLUMN told_ts REAL",
         "CREATE INDEX alert_outbox_untold ON alert_outbox (channel, id) WHERE status = 'dropped' AND told_ts IS NULL",
     ],
+    5: [
+        # The engine that raised the alert (host and data directory, as its text ends with): the window of a
+        # start's alert goes on across a restart of the same engine only, not into an account restored or moved
+        # elsewhere with its outbox. Rows from before this version name none, and hold no window (a start pages).
+        "ALTER TABLE alert_outbox ADD COLUMN engine TEXT",
+    ],
 }
 
 # Clock times: a decision's ts is its bar's open, the clock stood at that bar's close (ts + the timeframe, bound).
@@ -142,8 +148,8 @@ _SQL_MARKET_TIME = ("SELECT MAX(t) FROM (SELECT ts + ? AS t FROM (SELECT ts FROM
                     "LIMIT 1) UNION ALL SELECT MAX(created_ts) FROM orders UNION ALL SELECT MAX(updated_ts) "
                     "FROM orders UNION ALL SELECT MAX(ts) FROM fills UNION ALL SELECT MAX(closed_ts) FROM trades "
                     "UNION ALL SELECT MAX(opened_ts) FROM positions)")
-_SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, status) "
-              "VALUES (?,?,?,?,?,?,'pending')")
+_SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, engine, status) "
+              "VALUES (?,?,?,?,?,?,?,'pending')")
 # A closed trade's period, from its close time (UTC): the profit view's daily, weekly and monthly tables. Weeks are
 # ISO 8601's (Monday to Sunday, in the year of their Thursday); SQLite's strftime has %G and %V only from 3.46, so
 # the week is numbered from its Thursday's day of the year.
@@ -1461,19 +1467,29 @@ class Store:
         return out
 
     # ---------------------------------------------------------------- the alerts' outbox
-    def add_alert(self, channel: str, key: str, kind: str, severity: str, text: str, ts: float) -> None:
+    def add_alert(self, channel: str, key: str, kind: str, severity: str, text: str, ts: float,
+                  engine: str = "") -> None:
         """Buffered like the events: written by the next flush, in the same transaction as the event that raised
         the alert, so the alert is exactly as durable as that record (ahead of it only while the audit trail is
-        stalled: the record waits for the audit trail, the alert about the stall must not)."""
-        self._alerts.append((channel, key, kind, severity, text, ts))
+        stalled: the record waits for the audit trail, the alert about the stall must not). `engine`: the engine
+        that raised it (host and data directory)."""
+        self._alerts.append((channel, key, kind, severity, text, ts, engine))
 
-    async def next_alert(self, channel: str) -> dict[str, Any] | None:
-        """The channel's oldest undelivered alert."""
+    async def next_alert(self, channel: str, skip: Collection[int] = ()) -> dict[str, Any] | None:
+        """The channel's oldest undelivered alert, but for those in `skip` (delivered, their mark not written)."""
+        ids = sorted(skip)
         cur = await self.conn.execute(
             f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alert_outbox WHERE channel = ? AND status = 'pending' "
-            "ORDER BY id LIMIT 1", (channel,))
+            f"AND id NOT IN ({', '.join('?' * len(ids))}) ORDER BY id LIMIT 1", (channel, *ids))
         row = await cur.fetchone()
         return dict(zip(_ALERT_COLUMNS, row)) if row else None
+
+    async def outbox_rows(self, ids: Collection[int]) -> list[dict[str, Any]]:
+        """The outbox's rows of these ids (those still there), with their status."""
+        wanted = sorted(ids)
+        rows = await self.query(f"SELECT {', '.join(_ALERT_COLUMNS)}, status FROM alert_outbox WHERE id IN "
+                                f"({', '.join('?' * len(wanted))})", tuple(wanted))
+        return [dict(zip((*_ALERT_COLUMNS, "status"), row)) for row in rows]
 
     async def pending_alerts(self, channel: str) -> int:
         cur = await self.conn.execute("SELECT COUNT(*) FROM alert_outbox WHERE channel = ? AND status = 'pending'",
@@ -1481,11 +1497,12 @@ class Store:
         (n,) = await cur.fetchone()
         return int(n)
 
-    async def recent_alerts(self, since_ts: float) -> list[tuple[str, str, str, str, float]]:
-        """The last alert of each key raised since a time: key, kind, severity, text and when (the notifier's
-        windows go on across a restart)."""
+    async def recent_alerts(self, since_ts: float, engine: str = "") -> list[tuple[str, str, str, str, float]]:
+        """The last alert of each key that `engine` raised since a time: key, kind, severity, text and when (the
+        notifier's windows go on across a restart of the same engine)."""
         rows = await self.query("SELECT key, kind, severity, text, created_ts FROM alert_outbox WHERE id IN "
-                                "(SELECT MAX(id) FROM alert_outbox WHERE created_ts >= ? GROUP BY key)", (since_ts,))
+                                "(SELECT MAX(id) FROM alert_outbox WHERE created_ts >= ? AND engine = ? GROUP BY key)",
+                                (since_ts, engine))
         return [(str(k), str(kind), str(sev), str(text), float(ts)) for k, kind, sev, text, ts in rows]
 
     async def alert_sent(self, alert_id: int, attempts: int, ts: float) -> None:
