@@ -1129,14 +1129,17 @@ def _clock_text(ts: float) -> str:
 def _ended_by_venue(o: Order, vo: VenueOrder, cancel_sent: bool) -> str | None:
     """Why the venue ended an order it had accepted, with what filled; None for an end that needs no reason (filled,
     or cancelled after ffe asked it to)."""
-    filled = (f"{fmt.qty(vo.filled, 8)} of {fmt.qty(o.quantity, 8)} filled" if vo.filled > 0 else "nothing filled")
     if vo.status == "rejected":
-        return f"ended rejected by the exchange after it was accepted, {filled}"
+        return f"ended rejected by the exchange after it was accepted, {_filled_text(o, vo)}"
     if vo.status == "expired":
-        return f"expired at the exchange, {filled}"
+        return f"expired at the exchange, {_filled_text(o, vo)}"
     if vo.status == "canceled" and not cancel_sent:
-        return f"canceled at the exchange, no cancel sent by ffe since it started, {filled}"
+        return f"canceled at the exchange, no cancel sent by ffe since it started, {_filled_text(o, vo)}"
     return None
+
+
+def _filled_text(o: Order, vo: VenueOrder) -> str:
+    return f"{fmt.qty(vo.filled, 8)} of {fmt.qty(o.quantity, 8)} filled" if vo.filled > 0 else "nothing filled"
 
 
 def _end_of(o: Order) -> tuple[bool, str]:
