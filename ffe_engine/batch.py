@@ -34,6 +34,13 @@ ACTIONS = (Action.HOLD, Action.BUY, Action.SELL)  # by code (signals/base.py)
 # What a bar's decision can do (BarSignals.idle_marks).
 WARMING, DUE, FIRST = 0, 4, 8
 _DUE_MARKS = bytes(DUE | (code & (BUY_CODE | SELL_CODE)) for code in range(256))  # by the bar's vote codes
+_FLAT_STOPS = bytes(1 if mark & (FIRST | BUY_CODE) else 0 for mark in range(256))  # by the candle's mark
+
+
+def flat_stops(marks: bytes) -> bytes:
+    """Per candle of `marks` (idle_marks, in the replay's order), 1 where a candle of a symbol without a position may
+    trade (its first, or a BUY vote), else 0: a stretch of a backtest that holds nothing looks for the next 1."""
+    return marks.translate(_FLAT_STOPS)
 
 
 class SeriesSignals:

@@ -61,7 +61,7 @@ from .trading_state import TradingState
 from . import views
 from .venues.base import SimulatedVenue, VenueError, VenueUnavailable
 
-from .batch import FIRST
+from .batch import FIRST, flat_stops
 
 if TYPE_CHECKING:
     from .batch import BarSignals
@@ -868,6 +868,9 @@ class Engine:
             # Each candle's mark from its symbol's: the order names the symbol, whose marks come in bar order.
             each = [iter(m) for m in per_symbol if m is not None]
             marks = bytes(map(next, map(each.__getitem__, order)))
+        stops = flat_stops(marks)
+        # Every bar a candle of each symbol, in symbol order (the files share their bar times): the usual case.
+        aligned = n % len(symbols) == 0 and order == bytes(range(len(symbols))) * (n // len(symbols))
         orders, approvals = self.orders, self.approvals
         candle, advance, tf, stop = feed.candle, self.clock.advance, feed.timeframe_ms, self._stop
         rows = [self.bars_by_symbol[sym] for sym in symbols]  # the next candle's index in each series
@@ -880,7 +883,7 @@ class Engine:
                 # Up to where the next flush is due at most, so that it stores the books as they are then.
                 limit = min(n, p + self.opts.flush_every - self._since_flush)
                 q = p if order[p] in busy else await self._idle_stretch(feed, signals, order, marks, rows, p,
-                                                                          limit, busy)
+                                                                          limit, busy, stops, aligned)
                 if q > p:
                     p = q
                     if stop.is_set() or p == n:
@@ -900,13 +903,15 @@ class Engine:
         self._stretch_records()
 
     async def _idle_stretch(self, feed: ReplayFeed, signals: BarSignals, order: bytes, marks: bytes,
-                            rows: list[int], start: int, limit: int, busy: set[int]) -> int:
+                            rows: list[int], start: int, limit: int, busy: set[int], stops: bytes,
+                            aligned: bool) -> int:
         """The replay's candles from `start` up to the first that may trade, the first of a `busy` symbol (one with
         an order in flight) or `limit`: what on_candle would do with each (close the bars, roll the days, mark,
         count, decide and take the decisions' ids, flush when due), in one step. A candle may trade when it is a
         symbol's first, when it reaches its position's stop-loss or take-profit, or when the ensemble says BUY with
         no position (or dust) or SELL with one; the ensemble's weights change only when a trade closes. Returns where
-        it stopped."""
+        it stopped. `stops`: batch.flat_stops of `marks`; `aligned`: the order gives every bar a candle of each
+        symbol, in symbol order."""
         pf = self.portfolio
         positions, dust_at = pf.positions, pf.dust_at
         symbols, series = feed.symbols, feed.series
@@ -915,48 +920,74 @@ class Engine:
         decided: dict[int, tuple[int, int, str]] = {}  # symbol -> its last decision: id, bar, outcome
         loaded: dict[int, int] = {}  # symbol -> the bar of its last decision that loaded the indicators
         ids = self.ids.taken  # decision numbers taken so far
-        bar_ts = self._bar_ts
+        # The candles up to the first that may trade, found first; then booked (Portfolio.book_candles): nothing
+        # the books change in a stretch (marks, closed bars, days) decides where it ends.
         p = start
-        while p < limit:
-            mark = marks[p]
-            if mark & FIRST:
-                break
-            k = order[p]
-            if k in busy:
-                break
-            i = rows[k]
-            sym = symbols[k]
-            s = series[k]
-            pos = positions.get(sym)
-            if pos is not None and dust_at(sym, s.close[i]):
-                pos = None  # dust, which on_candle holds as no position (Portfolio.holding at the candle's close)
-            if pos is None:  # only a BUY could trade
-                code, trades, refused = BUY_CODE, Action.BUY, "no_position"
-            else:  # only a SELL, or the position's stop-loss or take-profit
-                if ((pos.stop_loss is not None and s.low[i] <= pos.stop_loss)
-                        or (pos.take_profit is not None and s.high[i] >= pos.take_profit)):
+        if not positions and not busy:
+            # Holding nothing, only a symbol's first candle or a BUY could trade: the candles up to the next of
+            # those (found at C speed) take their decisions' ids, and only those are looked at.
+            while p < limit:
+                q = stops.find(1, p, limit)
+                if q < 0:
+                    q = limit
+                if q > p:
+                    ids += q - p - marks.count(0, p, q)  # a decision at every candle marked but WARMING
+                    for k in range(len(rows)):
+                        rows[k] += order.count(k, p, q)
+                    p = q
+                    if p == limit:
+                        break
+                if marks[p] & FIRST:
                     break
-                code, trades, refused = SELL_CODE, Action.SELL, "in_position"
-            if mark & code:
+                k = order[p]
+                i = rows[k]
+                sym = symbols[k]
                 verdict = action(sym, i, ensemble)
-                if verdict is trades:
+                if verdict is Action.BUY:
                     break
-                decided[k] = (ids + 1, i, "hold" if verdict is Action.HOLD else refused)
+                decided[k] = (ids + 1, i, "hold" if verdict is Action.HOLD else "no_position")
                 if verdict is not Action.HOLD:
-                    loaded[k] = i  # on_candle loads the bar's indicators for any verdict but HOLD
-            if mark:
+                    loaded[k] = i
                 ids += 1
-            rows[k] = i + 1
-            t = s.ts[i]
-            if t != bar_ts:
-                if bar_ts is not None:
-                    self.close_books(t)
-                self._bar_ts = bar_ts = t
-                pf.roll_day(t)
-            pf.mark(sym, s.close[i])
-            p += 1
+                rows[k] = i + 1
+                p += 1
+        else:
+            while p < limit:
+                mark = marks[p]
+                if mark & FIRST:
+                    break
+                k = order[p]
+                if k in busy:
+                    break
+                i = rows[k]
+                sym = symbols[k]
+                s = series[k]
+                pos = positions.get(sym)
+                if pos is not None and dust_at(sym, s.close[i]):
+                    pos = None  # dust, which on_candle holds as no position (Portfolio.holding at the candle's close)
+                if pos is None:  # only a BUY could trade
+                    code, trades, refused = BUY_CODE, Action.BUY, "no_position"
+                else:  # only a SELL, or the position's stop-loss or take-profit
+                    if ((pos.stop_loss is not None and s.low[i] <= pos.stop_loss)
+                            or (pos.take_profit is not None and s.high[i] >= pos.take_profit)):
+                        break
+                    code, trades, refused = SELL_CODE, Action.SELL, "in_position"
+                if mark & code:
+                    verdict = action(sym, i, ensemble)
+                    if verdict is trades:
+                        break
+                    decided[k] = (ids + 1, i, "hold" if verdict is Action.HOLD else refused)
+                    if verdict is not Action.HOLD:
+                        loaded[k] = i  # on_candle loads the bar's indicators for any verdict but HOLD
+                if mark:
+                    ids += 1
+                rows[k] = i + 1
+                p += 1
         if p == start:
             return p
+        bar_ts = self._bar_ts = pf.book_candles(symbols, series, order, start, p, list(before), self._bar_ts,
+                                                 feed.timeframe_ms, self.equity_curve if self.profile.equity_curve
+                                                 else None, aligned)
         last = {k: order.rfind(k, start, p) for k in range(len(symbols)) if rows[k] != before[k]}  # last candles
         self.bars += p - start
         self.idle_bars += p - start
@@ -976,8 +1007,7 @@ class Engine:
             weights = ensemble.weights
             for k, (n, i, outcome) in decided.items():  # the symbol's last decision, as on_candle leaves it
                 self._stretch_decided[symbols[k]] = (n, i, outcome, weights)
-        if bar_ts is not None:
-            self.clock.advance(bar_ts + feed.timeframe_ms)
+        self.clock.advance(bar_ts + feed.timeframe_ms)
         self._since_flush += p - start
         if self._since_flush >= self.opts.flush_every:
             await self._persist_books()

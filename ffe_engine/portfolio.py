@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from itertools import islice, repeat
-from operator import add, mul, sub
+from operator import add, floordiv, mul, ne, sub, truediv
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterator
@@ -17,6 +17,7 @@ from .model import ClosedTrade, Fill, MarketInfo, Position, Side, floor_to_step
 
 DAY_MS = 86_400_000
 RATE_WINDOW_MS = 60_000  # ORDER_RATE counts the entries sent in this window
+BULK_BARS = 8  # whole bars a stretch needs for them to be booked a column at a time (Portfolio.book_candles)
 NO_DAY_YET = -1  # the day older books stored before their first bar (today's books always say their day)
 
 
@@ -134,6 +135,98 @@ class Portfolio:
         if dd > self.max_drawdown_pct:
             self.max_drawdown_pct = dd
         return eq
+
+    def book_candles(self, symbols: list[str], series: list[Any], order: bytes, start: int, stop: int,
+                     rows: list[int], bar_ts: int | None, timeframe_ms: int,
+                     curve: list[tuple[int, float]] | None, aligned: bool = False) -> int:
+        """Mark the candles `order[start:stop]` (symbol k's next candle at rows[k] of series[k], a CandleSeries) as
+        the engine does one by one (Engine.on_candle): before the first candle of a later bar than `bar_ts`, the bar
+        is closed (close_bar, with its returns at the end of a `timeframe_ms` period; its equity appended to `curve`
+        when given) and the day rolled. For a stretch of a backtest in which no position changes
+        (Engine._idle_stretch). `aligned`: the order gives every bar a candle of each symbol, in symbol order (the
+        whole bars of a stretch that holds nothing are then booked a column at a time). Returns the time of the last
+        bar marked; `rows` is advanced past the candles."""
+        n = len(symbols)
+        if aligned and not self.positions and stop - start >= BULK_BARS * n:
+            first, last = -(-start // n), stop // n  # the stretch's whole bars
+            bar_ts = self._book_each(symbols, series, order, start, first * n, rows, bar_ts, timeframe_ms, curve)
+            if self._book_bars(symbols, series, rows, first, last, bar_ts, timeframe_ms, curve):
+                start, bar_ts = last * n, series[0].ts[last - 1]
+            else:
+                start = first * n
+        return self._book_each(symbols, series, order, start, stop, rows, bar_ts, timeframe_ms, curve)
+
+    def _book_each(self, symbols: list[str], series: list[Any], order: bytes, start: int, stop: int,
+                   rows: list[int], bar_ts: int | None, timeframe_ms: int,
+                   curve: list[tuple[int, float]] | None) -> int:
+        """book_candles, one candle at a time."""
+        last_price, positions = self.last_price, self.positions
+        closes = [s.close for s in series]
+        times = [s.ts for s in series]
+        held = bool(positions)
+        for p in range(start, stop):
+            k = order[p]
+            i = rows[k]
+            rows[k] = i + 1
+            t = times[k][i]
+            if t != bar_ts:
+                if bar_ts is not None:
+                    eq = self.close_bar(returns=t // timeframe_ms != bar_ts // timeframe_ms)  # a period ended
+                    if curve is not None:
+                        curve.append((bar_ts, eq))
+                bar_ts = t
+                if self.day is None or t // DAY_MS > self.day:
+                    self.roll_day(t)
+            sym = symbols[k]
+            price = closes[k][i]
+            last_price[sym] = price
+            if held:
+                pos = positions.get(sym)
+                if pos is not None:
+                    pos.last_price = price
+        assert bar_ts is not None
+        return bar_ts
+
+    def _book_bars(self, symbols: list[str], series: list[Any], rows: list[int], first: int, last: int,
+                   bar_ts: int | None, timeframe_ms: int, curve: list[tuple[int, float]] | None) -> bool:
+        """book_candles of the whole bars first..last-1 of aligned series (each symbol's candle j at row j), the
+        books holding nothing and bar first-1 the bar in progress: the same figures, a column at a time (its
+        equity the cash at every close, each symbol's returns the ratios of its closes). False, having done
+        nothing, where that cannot tell them so: the symbols not all marked and closed before, a close of 0 (no
+        return after it), or a bar that is not the next period's."""
+        times = series[0].ts
+        if (first < 1 or last - first < 1 or bar_ts != times[first - 1] or any(r != first for r in rows)
+                or set(self.last_price) != set(symbols)):
+            return False
+        prev_close, returns = self._prev_close, self.returns
+        if not all(prev_close.get(s) and s in returns for s in symbols):
+            return False
+        tf = repeat(timeframe_ms)
+        if not all(map(ne, map(floordiv, times[first:last], tf), map(floordiv, times[first - 1:last - 1], tf))):
+            return False
+        closed = [s.close[first - 1:last - 1] for s in series]  # each symbol's price at the bars' closes
+        if any(0.0 in c for c in closed):
+            return False
+        for sym, c in zip(symbols, closed):
+            before = [prev_close[sym], *c[:-1]]
+            returns[sym].extend(map(sub, map(truediv, c, before), repeat(1.0)))
+            prev_close[sym] = c[-1]
+        eq = self.cash + 0
+        if eq > self.peak_equity:
+            self.peak_equity = eq
+        dd = self._drawdown_at(eq)
+        if dd > self.max_drawdown_pct:
+            self.max_drawdown_pct = dd
+        if curve is not None:
+            curve.extend(zip(times[first - 1:last - 1], repeat(eq)))
+        t = times[last - 1]
+        if self.day is None or t // DAY_MS > self.day:
+            self.roll_day(t)
+        for sym, s in zip(symbols, series):
+            self.last_price[sym] = s.close[last - 1]
+        for k in range(len(rows)):
+            rows[k] = last
+        return True
 
     def begin_at_equity(self) -> None:
         """The peak and the day's start are the equity now: for books opened on an account that already holds
