@@ -160,7 +160,7 @@ class Portfolio:
                    rows: list[int], bar_ts: int | None, timeframe_ms: int,
                    curve: list[tuple[int, float]] | None) -> int:
         """book_candles, one candle at a time."""
-        last_price, positions = self.last_price, self.positions
+        last_price, marked, positions = self.last_price, self._closes, self.positions
         closes = [s.close for s in series]
         times = [s.ts for s in series]
         held = bool(positions)
@@ -179,7 +179,7 @@ class Portfolio:
                     self.roll_day(t)
             sym = symbols[k]
             price = closes[k][i]
-            last_price[sym] = price
+            last_price[sym] = marked[sym] = price
             if held:
                 pos = positions.get(sym)
                 if pos is not None:
@@ -196,7 +196,7 @@ class Portfolio:
         return after it), or a bar that is not the next period's."""
         times = series[0].ts
         if (first < 1 or last - first < 1 or bar_ts != times[first - 1] or any(r != first for r in rows)
-                or set(self.last_price) != set(symbols)):
+                or set(self._closes) != set(symbols)):
             return False
         prev_close, returns = self._prev_close, self.returns
         if not all(prev_close.get(s) and s in returns for s in symbols):
@@ -223,7 +223,7 @@ class Portfolio:
         if self.day is None or t // DAY_MS > self.day:
             self.roll_day(t)
         for sym, s in zip(symbols, series):
-            self.last_price[sym] = s.close[last - 1]
+            self.last_price[sym] = self._closes[sym] = s.close[last - 1]
         for k in range(len(rows)):
             rows[k] = last
         return True
