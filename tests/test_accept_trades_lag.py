@@ -1,0 +1,67 @@
+"""An accept while an order's trades lag its fill at the exchange for longer than the settle window.
+
+The exchange shows the order filled, and its balances hold the fill; the order's trades, which the books take the
+fill from (its price and fees), are not listed yet. The books hold the order open and unfilled. Past the settle
+window reconciliation pauses the engine on the coins and the cash the fill explains. An accept then would take the
+fill's coins into the baseline and its cost off the cash, and the fill booked once its trades are listed would count
+them a second time. Real parts: an engine opened in live mode (its CcxtVenue, real ccxt), its SQLite database, the
+fake Binance on 127.0.0.1 whose trade list trails its order book, and `ffe ctl accept` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import engine_session, ffe_env
+from ffe_engine.model import EngineState, OrderStatus
+from ffe_engine.reconcile import BASELINE_KEY
+from live_helpers import (BTC, SteppedClock, exchange_options, fx, live_settings, next_bar,  # noqa: F401
+                          run_ffe_async, stored_events)
+
+MY_TRADES = "GET /api/v3/myTrades"
+
+
+async def test_no_accept_while_an_order_s_trades_lag_its_fill_past_the_settle_window(tmp_path, fx):
+    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600},
+                             exchange={"options": options})
+    db = settings.db_path
+    clock = SteppedClock()
+    async with engine_session(settings, live=True, clock=clock) as running:
+        e = running.engine
+        await running.start_control()
+        await next_bar(e, fx)
+        fx.fault(MY_TRADES, "stale", seconds=3600, times=10_000)  # the trade list trails until cleared
+        cid = (await e.operator_order(BTC, "buy", 0.01))["client_order_id"]
+        assert e.orders.live[cid].status is OrderStatus.OPEN and e.orders.live[cid].filled == 0
+        bought = fx.balances["BTC"].total
+        assert bought > 0
+        # Past the settle window the lag counts: found, found again a window later, the engine paused.
+        for _ in range(3):
+            clock.forward(e.venue.settle_s + 0.1)
+            await e.reconcile()
+        assert e.state is EngineState.PAUSED
+        found = {d["kind"]: d for d in e.reconcile_blocked}
+        assert found["position"]["venue"] == pytest.approx(bought, abs=1e-12)
+        # Reported as what the lagging order explains, not as coins and cash of unknown origin.
+        assert found["position"]["trades_behind"] == [cid] and found["cash"]["trades_behind"] == [cid]
+        cash, baseline = e.portfolio.cash, await running.store.get_kv(BASELINE_KEY)
+
+        for args in ((), ("--own-coins",)):
+            ctl = await run_ffe_async(tmp_path, "ctl", "accept", *args, "--data-dir", str(settings.data_dir),
+                                      env=ffe_env(), name="accept")
+            assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
+            (line,) = ctl.stderr.splitlines()
+            assert "nothing accepted" in line and cid in line and "trades are listed" in line, line
+        assert e.portfolio.cash == cash and await running.store.get_kv(BASELINE_KEY) == baseline
+        assert "accepted" not in [r["status"] for r in stored_events(db, "reconcile")]
+
+        # The trades are listed: the fill is booked once, and the books agree with the account.
+        fx.clear_faults(MY_TRADES)
+        await e.orders.poll()
+        assert cid not in e.orders.live
+        clock.forward(e.venue.settle_s + 0.1)
+        assert await e.reconcile() == [] and e.reconcile_blocked == []
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total, abs=1e-12)
+        assert e.portfolio.cash == pytest.approx(fx.balances["USDT"].total, abs=1e-6)
+        assert await running.store.get_kv(BASELINE_KEY) == baseline
