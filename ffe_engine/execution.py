@@ -175,6 +175,13 @@ class OrderPath:
         return [o for cid, o in self.live.items()
                 if cid in self._behind and now - self._behind[cid] < self.venue.settle_s]
 
+    def trades_lagging(self) -> list[Order]:
+        """The orders in flight whose fill the venue has shown beyond their trades, however long ago it first did.
+        Past the settle window that lag is compared (`trades_behind`), but the venue's balances still hold a fill
+        the journal books only once its trades are listed: taken into a baseline or the cash before then, it would
+        be counted twice."""
+        return [o for cid, o in self.live.items() if cid in self._behind]
+
     def watching(self) -> bool:
         """Whether an order the journal ended without the venue's word is still looked up at each poll."""
         return bool(self._ended)

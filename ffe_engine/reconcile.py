@@ -36,7 +36,9 @@ The reconciler compares and reports (a `reconcile` event and a `ReconcileReport`
 it changes no trading state. The engine decides: an unexplained difference pauses it until the operator accepts
 the differences (which also takes the venue's balances as the new baseline, and its quote balance as the cash).
 An accept is refused while an order is in doubt or unanswered: the balances it would take may hold that order's
-trade, which the journal records once the order is settled, and would then count twice. And it reads the balances only
+trade, which the journal records once the order is settled, and would then count twice; so is it while an order
+is filled at the venue beyond the trades it lists, however long they lag (past the settle window the differences
+they explain are compared, and name the order: `trades_behind`). And it reads the balances only
 once the settle window has passed since the last order change the books took: a read that lags steadily answers the
 same balances twice, from before a fill, whose coins would then stay in the baseline and whose proceeds leave the cash.
 
@@ -449,6 +451,7 @@ class Reconciler:
         differences += self._position_differences(balances, base_line, unsettled)
         if with_cash and not unsettled:
             differences += self._cash_and_equity(balances, base_line)
+        self._explain_by_lagging_trades(differences)
         # An order in doubt that neither settles nor is sent again would keep its symbol, the cash and the equity
         # from being compared for as long as it lasts, and a withdrawal (or any difference) would be traded
         # through: past twice the settle window beyond its own, it holds the engine itself, until it settles.
@@ -463,6 +466,18 @@ class Reconciler:
                                                settled=not unsettled, current_from=self.current_at(asked)), started)
         self.bus.publish(ReconcileEvent(status=report.status, differences=report.differences or report.unconfirmed))
         return report
+
+    def _explain_by_lagging_trades(self, differences: list[dict[str, Any]]) -> None:
+        """Mark the differences in the balances that an order whose trades lag its fill at the venue explains (past
+        the settle window they are compared): its symbol's position, the cash and the equity, with `trades_behind`,
+        the ids of those orders. The fill is in the balances, and the journal books it once its trades are listed:
+        nothing to accept meanwhile (the accept is refused while such an order is in flight)."""
+        lagging = self.orders.trades_lagging()
+        for d in differences:
+            if d.get("kind") in BALANCE_KINDS:
+                ids = [o.client_order_id for o in lagging if d["kind"] != "position" or o.symbol == d.get("symbol")]
+                if ids:
+                    d["trades_behind"] = ids
 
     def _unreachable(self, exc: Exception) -> ReconcileReport:
         # One list for the record and the report: the record says what the difference is, as every one does.
@@ -634,15 +649,25 @@ class Reconciler:
                                f"{ours - quantity:.8g}, fewer coins than the account; nothing booked")
 
     def _refuse_while_unsettled(self) -> None:
-        waiting = self.unsettled()
+        # An order whose trades lag its fill blocks an accept for as long as they lag, not only for the settle
+        # window the comparison gives it: its fill is in the balances the accept would take, and is booked again
+        # once its trades are listed.
+        lagging = self.orders.trades_lagging()
+        behind = {o.client_order_id for o in lagging}
+        waiting = lagging + [o for o in self.unsettled() if o.client_order_id not in behind]
         if not waiting:
             return
         o = waiting[0]
         more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
-        behind = {b.client_order_id for b in self.orders.trades_behind()}
+        if o.client_order_id in behind:
+            raise ControlError(
+                f"nothing accepted: order {o.client_order_id}{more} is filled at the venue beyond the trades it lists "
+                "yet; the venue's balances hold its fill, which the journal books once its trades are listed, and "
+                "taking them now would count it twice: accept again once its trades are listed (`ffe ctl orders` "
+                "shows its fill booked); ffe books a fill only from the exchange's trades, so until the exchange lists "
+                "them nothing is accepted")
         state = {OrderStatus.IN_DOUBT: "in doubt", OrderStatus.NEW: "sent and not answered yet"}.get(
-            o.status, "filled at the venue beyond the trades it lists yet" if o.client_order_id in behind
-            else f"ended {o.status.value} in the journal and not done at the venue yet" if o.status.final
+            o.status, f"ended {o.status.value} in the journal and not done at the venue yet" if o.status.final
             else "not readable at the venue at the last look")
         raise ControlError(f"nothing accepted: order {o.client_order_id}{more} is {state}; the venue's balances may "
                            "hold its trade before the journal does: accept again once it is settled (`ffe ctl orders`)")
