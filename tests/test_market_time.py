@@ -168,3 +168,15 @@ def test_doctor_fails_a_bar_decided_back_in_time(tmp_path):
     proc = run_ffe(tmp_path, "doctor")
     assert proc.returncode == 1, proc.stdout
     assert f"decision {decision}" in proc.stderr and "BTC/USD" in proc.stderr, proc.stderr
+
+
+def test_config_check_names_a_saved_market_of_another_source_the_next_start_refuses(tmp_path):
+    """`ffe config check` says, as a comment after the configuration (exit 0), the saved market the next start would
+    stop on: simulated books under a replay, naming market.source and the start's exit code."""
+    simulated_config(tmp_path, ["BTC/USDT", "ETH/USDT"])
+    run(tmp_path, 20)
+    replay_config(tmp_path, ["BTC/USD", "ETH/USD"])
+    proc = run_ffe(tmp_path, "config", "check")
+    assert proc.returncode == 0, proc.stderr
+    comment = proc.stdout.strip().splitlines()[-1]
+    assert comment.startswith("# ") and "market.source" in comment and "(exit 2)" in comment, proc.stdout
