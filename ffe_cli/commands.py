@@ -101,6 +101,16 @@ def config_check(args: argparse.Namespace) -> int:
         _print(f"{text}\n\n# {exc}; the next start will stop on it (exit {exc.exit_code})")
         return 0
     found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
+    market = (saved or {}).get("market")
+    if market and settings.market.source in ("simulated", "replay"):  # the sources a start goes on from
+        from ffe_engine.market.base import MarketStateError, check_source
+
+        try:
+            check_source(market, settings.market.source)
+        except MarketStateError as exc:  # the start refuses it: said as a damaged database is, exit 0
+            text += f"\n\n# {exc}; the next start will stop on it (exit {exc.exit_code})"
+        except ValueError:
+            pass  # not a market state this check can read; the start says what it finds
     if found:
         # As comments, so the output stays a valid configuration file.
         text += (f"\n\n# saved state in {settings.db_path} takes precedence at the next start:\n"

@@ -218,6 +218,9 @@ class Engine:
         # A replay's symbols whose candles end before the others' (symbol -> its last candle's time): after it, their
         # orders in flight are cancelled, as no candle will fill them (set at the start, where the replay goes on).
         self._data_ends: dict[str, int] = {}
+        # The symbols no candle comes for any more to the paper venue (symbol -> what the operator can do): an order
+        # in one can never fill there, so none is kept in flight (cancelled) or sent (refused, saying this).
+        self._no_candles: dict[str, str] = {}
         self.entry_votes: dict[str, dict[str, str]] = {}  # decision id -> {provider: action} for open trades
         self.bars = 0
         self.bars_by_symbol: dict[str, int] = {s: 0 for s in self.symbols}
@@ -456,9 +459,12 @@ class Engine:
         if unwatched:
             # Held, but no candle of theirs comes: no stop-loss or take-profit watches them, no signal exits them.
             detail["unwatched"] = unwatched
+            # The paper venue fills on the symbol's candles only: there, adding it back is the only way to close it.
+            where = ("add the symbols back to engine.symbols to close them (the paper venue fills no order without "
+                     "their candles)" if self.sim_venue is not None else "add the symbols back or close them on the "
+                     "exchange")
             log.warning("positions in symbols not traded (engine.symbols): no price comes for them, so no stop-loss, "
-                        "take-profit or signal exits them; add the symbols back or close them on the exchange",
-                        symbols=",".join(unwatched))
+                        f"take-profit or signal exits them; {where}", symbols=",".join(unwatched))
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail=detail))
         self._run_recorded = True
         self.overrides = [o for o in found if o is not None]
@@ -466,6 +472,7 @@ class Engine:
             self.bus.publish(OverrideEvent(**o.as_dict()))
             log.warning("saved state over configuration", setting=o.setting, configured=o.configured,
                         saved=o.saved, effective=o.effective, detail=o.message)
+        await self._without_candles()
         if self.profile.venue_checks:
             # Before any new order: the journal against the venue (orders in flight, fills while down, positions),
             # and a difference found then looked at again before the engine trades.
@@ -848,11 +855,48 @@ class Engine:
         """`symbol`'s last candle of a replay that goes on with other symbols: its orders in flight are cancelled
         through the order path, since nothing can fill them now; kept, an entry would count as one in flight and hold
         its cash to the end of the run. Its position stays, marked at its last close."""
+        self._no_candles[symbol] = "its replay file has ended: point market.replay_files at one that goes on"
         if not any(o.symbol == symbol for o in self.orders.live.values()):
             return
         report = await self.orders.cancel_all(symbol)
         log.warning("market data ended: its orders in flight cancelled", symbol=symbol,
                     cancelled=",".join(report.cancelled), failed=len(report.failed))
+
+    async def _without_candles(self) -> None:
+        """At the start, on the paper venue: the symbols no candle will come for (not in engine.symbols, or a replay
+        file that ends before the market time) have their orders in flight cancelled through the order path, as
+        _data_ended does, since the paper venue fills an order only on its symbol's candles; kept, an exit would
+        stay working for ever and refuse every close. Each is said in a warning with what the operator can do on
+        this account; its position stays, marked at its last price. A real exchange fills without candles: there
+        its orders are left working (the start's warning about symbols not traded says the rest)."""
+        if self.sim_venue is None:
+            return
+        traded = set(self.symbols)
+        held = set(self.portfolio.positions) | {o.symbol for o in self.orders.live.values()}
+        for sym in sorted(held - traded):
+            self._no_candles[sym] = "it is not in engine.symbols: add it back to engine.symbols to trade or close it"
+        if isinstance(self.feed, ReplayFeed):
+            for sym, last in self.feed.ended().items():
+                self._no_candles[sym] = (f"its replay file ends at {fmt.iso_ms(last)}, before the market time: point "
+                                         "market.replay_files at one that goes on from there to trade or close it")
+        for sym, why in sorted(self._no_candles.items()):
+            report = await self.orders.cancel_all(sym)
+            pos = self.portfolio.positions.get(sym)
+            said = {"cancelled": ",".join(report.cancelled), "failed": len(report.failed),
+                    "position": f"{pos.quantity:.8g}" if pos is not None else ""}
+            log.warning("no candle of this symbol comes to the paper venue, so no order in it can fill: its orders "
+                        f"in flight cancelled, its position kept; {why}", symbol=sym,
+                        **{k: v for k, v in said.items() if v})
+        if self._no_candles:
+            await self._persist_books()
+            await self.flush()
+
+    def _refuse_without_candles(self, symbol: str) -> None:
+        """ControlError for an order the paper venue could never fill: no candle of its symbol comes to it."""
+        why = self._no_candles.get(symbol)
+        if why is not None:
+            raise ControlError(f"{symbol}: no candle of it comes to the paper venue, so no order in it can fill "
+                               f"there; nothing was sent: {why}")
 
     async def _replay(self, feed: ReplayFeed, signals: BarSignals) -> None:
         """A replay's candles through on_candle, except while no approval is pending: then the candles up to the
@@ -1872,6 +1916,7 @@ class Engine:
         self._still_running()
         if symbol not in self.symbols:
             raise ControlError(f"unknown symbol {symbol}")
+        self._refuse_without_candles(symbol)
         s = Side(side.lower())
         # The books are long only: a sell reduces what they hold, and never sells coins they do not have (another
         # order's fill not recorded yet, or what the account held before ffe), whose fill no position could take.
@@ -2005,6 +2050,7 @@ class Engine:
                     raise ControlError(f"no open position in {symbol}")
                 raise ControlError(f"{symbol}: the {dust[0]['quantity']:.8g} {symbol.partition('/')[0]} left (worth "
                                    f"{dust[0]['value']:.2f}) is below the venue's minimum order: left as dust")
+            self._refuse_without_candles(symbol)
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
             if remaining <= 0:
                 raise ControlError(f"{symbol}: its closing order is already working")

@@ -64,6 +64,12 @@ class ReplayFeed:
         last = max(ends.values(), default=0)
         return {sym: ts for sym, ts in ends.items() if ts < last}
 
+    def ended(self) -> dict[str, int]:
+        """The symbols no candle is left of where the replay goes on (a file that ends before the market time, after
+        a restart): symbol -> the time of its file's last candle. Not in early_ends, which hands out their last one."""
+        return {sym: whole.ts[-1] for sym, whole, s in zip(self.symbols, self._whole, self.series)
+                if not len(s) and len(whole)}
+
     def history(self, n: int) -> dict[str, list[Candle]]:
         """No warm-up bars before a replay's first bar: its own first bars are the warm-up. After a restart (`load`),
         the last n bars of each symbol before where it goes on."""
