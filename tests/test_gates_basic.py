@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from conftest import db_rows, db_value, engine_session, ffe_env, make_settings, run_ffe
 from ffe_engine.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from ffe_engine.config import RiskSettings
+from ffe_engine.errors import ControlError
 from ffe_engine.events import EventBus
 from ffe_engine.execution import OrderPath
 from ffe_engine.market.csvdata import load_csv
@@ -384,7 +385,10 @@ async def test_operator_orders_refused_by_position_size_and_concentration_are_re
         assert len(e.venue.orders) == at_venue  # the refused order never reached the venue
 
 
-async def test_an_operator_order_on_a_symbol_whose_data_stopped_is_refused_as_stale(tmp_path):
+async def test_an_operator_order_on_a_symbol_whose_data_stopped_is_refused_saying_so(tmp_path):
+    """ETH's replay file ends while BTC's goes on: an order in ETH could never fill at the paper venue (it fills on
+    the symbol's candles), so it is refused before the gates, saying why and what to do, and nothing is journaled;
+    one in BTC goes through."""
     step = 3_600_000
 
     def write(name: str, n: int, base: float) -> Path:
@@ -403,10 +407,11 @@ async def test_an_operator_order_on_a_symbol_whose_data_stopped_is_refused_as_st
             await e.on_candle(c)  # ETH's data ends at bar 20, BTC's goes on to bar 60
         fresh = await e.operator_order(BTC, "buy", 1.0)
         assert fresh["accepted"], fresh
-        stale = await e.operator_order(ETH, "buy", 1.0)
-        assert not stale["accepted"] and stale["reason"].startswith("DATA_STALE")
-        value, limit, passed = _operator_gates(settings.db_path)["DATA_STALE"]
-        assert (value, limit, passed) == (40.0, 3, 0)  # ETH's last bar closed 40 hours before BTC's
+        with pytest.raises(ControlError, match=r"ETH/USDT: no candle of it comes to the paper venue, .*nothing was "
+                                               r"sent: its replay file has ended"):
+            await e.operator_order(ETH, "buy", 1.0)
+        assert [o.symbol for o in e.orders.live.values()] == [BTC]
+        assert "DATA_STALE" in _operator_gates(settings.db_path)  # BTC's order passed it
 
 
 # ---------------------------------------------------------------------------------------------------- the breaker
