@@ -1,0 +1,107 @@
+"""A refused key is blamed on its own source: a key of a table set one by one (FFE_EXCHANGE__OPTIONS__recvWindow,
+in .env or the environment) is named by its variable, never by the config.toml line of the table around it (the
+`options = {}` of the starter config, or the `[exchange]` header), which holds nothing wrong. `ffe config check`
+names where such a key came from, as it does for a whole table. An empty value from .env or the environment leaves
+a key whose default is unset (exchange.rate_limit_ms) unset, as it does a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ffe_env, ffe_in_process, run_ffe, starter_config
+
+LIVE = {"FFE_MODE": "live", "FFE_VENUE__KIND": "ccxt"}
+
+# (id, config.toml (None: the starter config), .env, environment, what the line starts with after "ffe: error: ",
+#  what it also says, what it must not say)
+REFUSED = [
+    ("an option from the environment, the starter config", None, "", {"FFE_EXCHANGE__OPTIONS__recvWindow": "abc"},
+     "environment: FFE_EXCHANGE__OPTIONS__recvWindow: ", "a whole number of milliseconds", "config.toml"),
+    ("an option from .env, the starter config", None,
+     '# credentials\nFFE_EXCHANGE__OPTIONS__headers={"Authorization": "Bearer tok-secretpart"}\n', {},
+     ".env:2: FFE_EXCHANGE__OPTIONS__headers: ", "headers.Authorization", "secretpart"),
+    ("an option from the environment under an [exchange] header", '[exchange]\nid = "binance"\n', "",
+     {"FFE_EXCHANGE__OPTIONS__recvWindow": "abc"},
+     "environment: FFE_EXCHANGE__OPTIONS__recvWindow: ", "a whole number of milliseconds", "config.toml"),
+    ("an option on its own line under an [exchange.options] header",
+     '[exchange.options]\nadjustForTimeDifference = true\nrecvWindow = "abc"\n', "", {},
+     "config.toml:3: exchange.options: ", "recvWindow", None),
+    ("an option in ccxt's wrong case from the environment", None, "",
+     {**LIVE, "FFE_EXCHANGE__OPTIONS__RECVWINDOW": "5000"},
+     "environment: FFE_EXCHANGE__OPTIONS__RECVWINDOW: ", "it reads 'recvWindow'", "config.toml"),
+    ("an option in ccxt's wrong case from .env", None, "FFE_EXCHANGE__OPTIONS__RECVWINDOW=5000\n", LIVE,
+     ".env:1: FFE_EXCHANGE__OPTIONS__RECVWINDOW: ", "it reads 'recvWindow'", "config.toml"),
+    # The settle window against the receive window: the line names where the receive window was set (the key that
+    # made the conflict) and where the settle window was, or that it is the default.
+    ("a receive window from the environment past the default settle window", '[exchange]\nid = "binance"\n', "",
+     {**LIVE, "FFE_EXCHANGE__OPTIONS__recvWindow": "20000"},
+     "environment: FFE_EXCHANGE__OPTIONS__recvWindow: exchange.settle_window_ms: 10000 (the default) is shorter",
+     "at least 20000", "config.toml"),
+    ("a receive window from the environment past a settle window set in config.toml",
+     '[exchange]\nid = "binance"\nsettle_window_ms = 12000\n', "",
+     {**LIVE, "FFE_EXCHANGE__OPTIONS__recvWindow": "20000"},
+     "environment: FFE_EXCHANGE__OPTIONS__recvWindow: exchange.settle_window_ms: 12000 (config.toml:3) is shorter",
+     "at least 20000", None),
+    ("a receive window in config.toml past the default settle window",
+     '[exchange]\nid = "binance"\noptions = { recvWindow = 20000 }\n', "", LIVE,
+     "config.toml:3: exchange.settle_window_ms: 10000 (the default) is shorter", "at least 20000", None),
+    ("a settle window from .env under a receive window in config.toml",
+     '[exchange]\nid = "binance"\noptions = { recvWindow = 20000 }\n', "FFE_EXCHANGE__SETTLE_WINDOW_MS=15000\n", LIVE,
+     "config.toml:3: exchange.settle_window_ms: 15000 (.env:1 FFE_EXCHANGE__SETTLE_WINDOW_MS) is shorter",
+     "at least 20000", None),
+    # An empty value is unset only for a key whose default is unset: an empty limit is a typo, not nothing.
+    ("an empty whole number", "", "", {"FFE_RISK__MAX_OPEN_POSITIONS": ""},
+     "environment: FFE_RISK__MAX_OPEN_POSITIONS: ", "expected a whole number", None),
+]
+
+
+def _error_line(tmp_path: Path, proc) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    return line.removeprefix("ffe: error: ").removeprefix(str(tmp_path) + "/")
+
+
+@pytest.mark.parametrize("config, dotenv, environ, starts, says, not_said", [case[1:] for case in REFUSED],
+                         ids=[case[0] for case in REFUSED])
+def test_a_refused_key_is_blamed_on_its_own_source(tmp_path, config, dotenv, environ, starts, says, not_said):
+    if config is None:
+        starter_config(tmp_path)
+    else:
+        (tmp_path / "config.toml").write_text(config)
+    if dotenv:
+        (tmp_path / ".env").write_text(dotenv)
+    ffe = run_ffe if environ is REFUSED[0][3] else ffe_in_process  # the first as a real process
+    line = _error_line(tmp_path, ffe(tmp_path, "config", "check", env=ffe_env(**environ)))
+    assert line.startswith(starts) and says in line, line
+    if not_said is not None:
+        assert not_said not in line, line
+
+
+def test_config_check_names_where_each_key_of_a_table_set_one_by_one_came_from(tmp_path):
+    starter_config(tmp_path)  # options = {} and keys = {} are in it
+    (tmp_path / ".env").write_text("FFE_TUI__KEYS__flatten=F\n")
+    env = ffe_env(FFE_TUI__KEYS__pause="P", FFE_EXCHANGE__OPTIONS__recvWindow="5000")
+    proc = run_ffe(tmp_path, "config", "check", env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "options = { recvWindow = 5000 }  # environment FFE_EXCHANGE__OPTIONS__recvWindow" in lines, proc.stdout
+    [keys] = [x for x in lines if x.startswith("keys = ")]
+    assert "# " in keys and "environment FFE_TUI__KEYS__pause" in keys and ".env:1 FFE_TUI__KEYS__flatten" in keys, keys
+
+
+@pytest.mark.parametrize("dotenv, environ, comment", [
+    ("", {"FFE_EXCHANGE__RATE_LIMIT_MS": ""}, "environment FFE_EXCHANGE__RATE_LIMIT_MS"),
+    ("FFE_EXCHANGE__RATE_LIMIT_MS=\n", {}, ".env:1 FFE_EXCHANGE__RATE_LIMIT_MS"),
+    ("FFE_EXCHANGE__RATE_LIMIT_MS=250\n", {"FFE_EXCHANGE__RATE_LIMIT_MS": ""},
+     "environment FFE_EXCHANGE__RATE_LIMIT_MS"),
+], ids=["environment", ".env", "the environment over .env"])
+def test_an_empty_value_leaves_a_key_whose_default_is_unset_unset(tmp_path, dotenv, environ, comment):
+    (tmp_path / "config.toml").write_text("[exchange]\nrate_limit_ms = 100\n")
+    if dotenv:
+        (tmp_path / ".env").write_text(dotenv)
+    proc = ffe_in_process(tmp_path, "config", "check", env=ffe_env(**environ))
+    assert proc.returncode == 0, proc.stderr
+    assert f"# rate_limit_ms: unset  # {comment}" in proc.stdout.splitlines(), proc.stdout
