@@ -75,6 +75,9 @@ class Origin:
     file: str | None = None
     line: int | None = None
     var: str | None = None  # the FFE_ variable for dotenv/env, the option for cli
+    # A [table] header line: where the table starts, not where any key in it was set. A key under it that is at
+    # fault was set by its own line, another source, or not at all (its default).
+    table: bool = False
 
     @property
     def where(self) -> str:
@@ -83,6 +86,16 @@ class Origin:
         if self.kind == "cli":
             return "command line"
         return f"{self.file}:{self.line}" if self.line else f"{self.file}"
+
+    @property
+    def source(self) -> str:
+        """The source alone, as a comment or an aside says it: "config.toml:3", ".env:2 FFE_A__B", "environment
+        FFE_A__B", "--data-dir"."""
+        if self.kind == "env":
+            return f"environment {self.var}"
+        if self.kind == "cli":
+            return f"{self.var}"
+        return f"{self.where} {self.var}" if self.var else self.where
 
     @property
     def rank(self) -> tuple[int, int]:
@@ -552,6 +565,17 @@ class Settings(Section):
         default."""
         return _origin_for(path, self._origins)
 
+    def set_at(self, *path: str) -> Origin | None:
+        """Where the value at `path` itself was set: its own line or variable, or the value of an enclosing key that
+        holds it (an inline table, a table from one variable); None for a default, even under a [table] header."""
+        return _own_origin(path, self._origins)
+
+    def blame(self, path: tuple[str, ...], message: str) -> str:
+        """`message` (which names the key at fault) after where the value at `path` was set: "config.toml:3: ...",
+        "environment: FFE_A__B: ...", ".env:2: FFE_A__B: ..."; an enclosing [table] header only when nothing more
+        specific set it, and the message alone for a default."""
+        return _format(_origin_at(path, self._origins), path, message, names_key=True)
+
     def with_dirs(self, data_dir: str | Path | None = None, log_dir: str | Path | None = None) -> Settings:
         """A copy with the database moved under data_dir (same file name) and the logs under log_dir."""
         update: dict[str, Any] = {}
@@ -738,8 +762,9 @@ def _read_toml(path: Path, shown: str) -> _Layer:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _toml_syntax_error(exc, text, shown) from None
-    lines = _toml_key_lines(text)
-    origins = {key: Origin("toml", file=shown, line=line) for key, line in lines.items()}
+    headers: set[Path_] = set()
+    lines = _toml_key_lines(text, headers)
+    origins = {key: Origin("toml", file=shown, line=line, table=key in headers) for key, line in lines.items()}
     return _Layer(kind="toml", values=values, origins=origins, label=shown, file=path)
 
 
@@ -781,10 +806,11 @@ def _parse_key(text: str) -> tuple[Path_, int] | None:
         return tuple(parts), pos
 
 
-def _toml_key_lines(text: str) -> dict[Path_, int]:
-    """Line number of every table header and `key =` line. tomllib keeps no positions, so scan the text: track
-    the current [table], and skip the insides of multi-line strings and arrays so their contents are not read as
-    keys. Keys inside an inline table are not listed; lookups fall back to the line of the enclosing key."""
+def _toml_key_lines(text: str, headers: set[Path_] | None = None) -> dict[Path_, int]:
+    """Line number of every table header and `key =` line (the headers' keys added to `headers`). tomllib keeps no
+    positions, so scan the text: track the current [table], and skip the insides of multi-line strings and arrays
+    so their contents are not read as keys. Keys inside an inline table are not listed; lookups fall back to the
+    line of the enclosing key."""
     lines: dict[Path_, int] = {}
     table: Path_ = ()
     depth = 0  # open [ or { of a value spanning lines
@@ -798,6 +824,8 @@ def _toml_key_lines(text: str) -> dict[Path_, int]:
                 parsed = _parse_key(stripped[header.end() :])
                 if parsed:
                     table = parsed[0]
+                    if table not in lines and headers is not None:
+                        headers.add(table)
                     lines.setdefault(table, number)
                 continue
             parsed = _parse_key(stripped)
@@ -918,7 +946,9 @@ def _env_layer(kind: str, entries: list[tuple[str, str, Origin]], label: str, fi
     # Whole tables (FFE_RISK='{...}') first, so that a more specific variable refines them rather than being lost.
     parsed.sort(key=lambda item: len(item[0][0]))
     for (path, target_kind), name, raw, origin in parsed:
-        value = _env_value(name, raw, target_kind, origin)
+        # Empty is unset for a key whose default is unset, as it is for a secret (`FFE_EXCHANGE__RATE_LIMIT_MS=`
+        # in a .env written from a template); for any other key it is a value, and refused as such.
+        value = None if raw == "" and _unset_by_default(path) else _env_value(name, raw, target_kind, origin)
         node = values
         for part in path[:-1]:
             child = node.get(part)
@@ -932,6 +962,12 @@ def _env_layer(kind: str, entries: list[tuple[str, str, Origin]], label: str, fi
             node[path[-1]] = value
         origins[path] = origin
     return _Layer(kind=kind, values=values, origins=origins, label=label, file=file, unknown=unknown)
+
+
+def _unset_by_default(path: Path_) -> bool:
+    model, depth = _model_at(path)
+    field = model.model_fields.get(path[depth]) if depth == len(path) - 1 else None
+    return field is not None and field.default is None and field.default_factory is None
 
 
 def _env_target(name: str) -> tuple[Path_, str] | None:
@@ -1022,6 +1058,22 @@ def _origin_for(loc: tuple[Any, ...], origins: Mapping[Path_, Origin]) -> Origin
         if origin is not None:
             return origin
     return None
+
+
+def _own_origin(loc: tuple[Any, ...], origins: Mapping[Path_, Origin], below: int = 0) -> Origin | None:
+    """The source of the value at `loc` itself, or of an enclosing value holding it (looked for only deeper than
+    `below` parts): a [table] header above `loc` set none of the keys under it, so it is passed over."""
+    for n in range(len(loc), below, -1):
+        origin = origins.get(tuple(loc[:n]))
+        if origin is not None and (n == len(loc) or not origin.table):
+            return origin
+    return None
+
+
+def _origin_at(loc: tuple[Any, ...], origins: Mapping[Path_, Origin]) -> Origin | None:
+    """Where to say the value at `loc` was set: its own source, else (a default under a header) the header, as a
+    start of the file to look in."""
+    return _own_origin(loc, origins) or _origin_for(loc, origins)
 
 
 # When a value fails only because of another key, point at the key that was set.
@@ -1289,17 +1341,19 @@ def _validation_problems(exc: ValidationError, origins: Mapping[Path_, Origin]) 
     # include_input=False: the rejected value may be a secret.
     for index, error in enumerate(exc.errors(include_url=False, include_input=False)):
         loc: tuple[Any, ...] = tuple(error["loc"])  # an int where the key is a list index
-        origin = origins.get(loc) or origins.get(_CAUSES.get(loc, ())) or _origin_for(loc, origins)
         problem, names_key = error["msg"], False
+        origin = None
         if error["type"] == "value_error" and problem.startswith("Value error, "):
             problem = problem[len("Value error, ") :]
-            if origin is None:
-                # A key of a table set one by one (FFE_EXCHANGE__OPTIONS__X) has an origin of its own: the message
-                # names the key first.
-                origin = origins.get(loc + tuple(problem.partition(": ")[0].split(".")))
+            # A refused table's message names the key at fault inside it first (options: "recvWindow: ..."). That
+            # key's own source (FFE_EXCHANGE__OPTIONS__recvWindow, its line under [exchange.options]) is named
+            # rather than the table's line (`options = {}`), which holds nothing wrong.
+            origin = _own_origin(loc + tuple(problem.partition(": ")[0].split(".")), origins, below=len(loc))
         elif error["type"] == "extra_forbidden":
             model, depth = _model_at(loc)
             problem, names_key = _unknown_key(loc, model, depth), True
+        origin = (origin or _own_origin(loc, origins) or origins.get(_CAUSES.get(loc, ()))
+                  or _origin_for(loc, origins))
         message = _format(origin, loc, problem, names_key)
         rank = origin.rank if origin else (3, 0)
         problems.append(((*rank, index), message, origin, _dotted(loc)))
@@ -1355,14 +1409,12 @@ def render_settings(settings: Settings) -> str:
     out = ["# ffe effective configuration", f"# sources, later wins: {', '.join(['defaults', *sources])}"]
 
     def annotate(path: Path_) -> str:
-        origin = _origin_for(path, origins)
-        if origin is None or origin.kind == "toml":
-            return ""
-        if origin.kind == "env":
-            return f"  # environment {origin.var}"
-        if origin.kind == "cli":
-            return f"  # {origin.var}"
-        return f"  # {origin.where} {origin.var}"
+        # The value's own source, then those of the keys inside it set one by one (FFE_TUI__KEYS__pause): a table
+        # from config.toml refined by the environment is not all config.toml's.
+        found = [_origin_for(path, origins)]
+        found += [origin for key, origin in origins.items() if len(key) > len(path) and key[: len(path)] == path]
+        shown = [o.source for o in found if o is not None and o.kind != "toml"]
+        return f"  # {', '.join(dict.fromkeys(shown))}" if shown else ""
 
     def section(model: Section, path: Path_) -> None:
         tables = []

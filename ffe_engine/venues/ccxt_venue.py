@@ -107,16 +107,27 @@ def _toml(value: Any) -> str:
 ORDER_EXCHANGES = ("binance",)
 
 
-def check_settings(settings: Any) -> None:
+class SettingRefused(VenueError):
+    """An [exchange] setting that cannot work; `key` is the path under [exchange] of the key at fault, whose source
+    check_venue_settings names (a key of a table, exchange.options.recvWindow, may come from another source than the
+    table around it)."""
+
+    def __init__(self, message: str, key: tuple[str, ...]):
+        super().__init__(message)
+        self.key = key
+
+
+def check_settings(settings: Any, settle_from: str = "") -> None:
     """Raise VenueError naming the [exchange] key to set when the settings cannot work as written: an exchange the
     order path cannot place orders on, an URL section ccxt does not have, a section or option that spot trading
-    needs with replaced URLs, a settle window shorter than the exchange's receive window."""
+    needs with replaced URLs, a settle window shorter than the exchange's receive window (`settle_from`: where the
+    settle window was set, or "the default", said beside it)."""
     if settings.id not in ORDER_EXCHANGES:
         build_exchange(settings, credentials=False)  # an id ccxt does not know is said as such first
-        raise VenueError(f"exchange.id: ffe places orders on {', '.join(ORDER_EXCHANGES)} only (an unanswered order is "
-                         "settled by ffe's own client order id, as Binance's spot API allows); orders on "
-                         f"{settings.id!r} are not supported, its market data is: market.source = \"exchange\" "
-                         'with venue.kind = "paper"')
+        raise SettingRefused(f"exchange.id: ffe places orders on {', '.join(ORDER_EXCHANGES)} only (an unanswered "
+                             "order is settled by ffe's own client order id, as Binance's spot API allows); orders "
+                             f"on {settings.id!r} are not supported, its market data is: market.source = "
+                             '"exchange" with venue.kind = "paper"', ("id",))
     exchange = build_exchange(settings, credentials=False)
     own = type(exchange)()  # ccxt's own settings of the exchange, before ffe's options
     spelled = {name.lower(): name for name in getattr(own, "options", None) or {}}
@@ -124,44 +135,52 @@ def check_settings(settings: Any) -> None:
         # ccxt matches an option by its exact spelling and passes any other over without a word: one written in
         # another case (upper case by habit, from the environment) would set nothing.
         if name not in spelled.values() and str(name).lower() in spelled:
-            raise VenueError(f"exchange.options: ccxt's {settings.id} has no option {name!r}: it reads "
-                             f"{spelled[str(name).lower()]!r} (options are matched by their exact spelling)")
+            raise SettingRefused(f"exchange.options: ccxt's {settings.id} has no option {name!r}: it reads "
+                                 f"{spelled[str(name).lower()]!r} (options are matched by their exact spelling)",
+                                 ("options", str(name)))
     if settings.api_urls:
         sections = sorted(getattr(own, "urls", {}).get("api", {}) or {})
         unknown = sorted(set(settings.api_urls) - set(sections)) if sections else []
         if unknown:
-            raise VenueError(f"exchange.api_urls: ccxt's {settings.id} has no URL section "
-                             f"{', '.join(map(repr, unknown))}; its sections are {', '.join(sections)}")
+            raise SettingRefused(f"exchange.api_urls: ccxt's {settings.id} has no URL section "
+                                 f"{', '.join(map(repr, unknown))}; its sections are {', '.join(sections)}",
+                                 ("api_urls", unknown[0]))
         needs = SPOT_ONLY.get(settings.id)
         if needs is not None:
             wanted, options = needs
             missing = [w for w in wanted if w not in settings.api_urls]
             if missing:
-                raise VenueError(f"exchange.api_urls: set {' and '.join(missing)} too (ccxt's {settings.id} spot "
-                                 f"trading uses the sections {', '.join(wanted)})")
+                raise SettingRefused(f"exchange.api_urls: set {' and '.join(missing)} too (ccxt's {settings.id} "
+                                     f"spot trading uses the sections {', '.join(wanted)})", ("api_urls",))
             given = settings.options or {}
             if any(given.get(k) != v for k, v in options.items()):
-                raise VenueError(f"exchange.options: with exchange.api_urls set, keep ccxt's {settings.id} to those "
-                                 f"sections: options = {mask_urls(_toml({**given, **options}))}")
+                raise SettingRefused(f"exchange.options: with exchange.api_urls set, keep ccxt's {settings.id} to "
+                                     f"those sections: options = {mask_urls(_toml({**given, **options}))}",
+                                     ("options",))
     window = (exchange.options or {}).get("recvWindow")
     if isinstance(window, (int, float)) and settings.settle_window_ms < window:
-        raise VenueError(f"exchange.settle_window_ms: {settings.settle_window_ms} is shorter than the exchange's "
-                         f"receive window (options.recvWindow = {window:g} ms): an unanswered order could still "
-                         f"execute after it; set exchange.settle_window_ms to at least {window:g}")
+        aside = f" ({settle_from})" if settle_from else ""
+        # The receive window is the key that made the conflict: its source is named first, where it was set.
+        raise SettingRefused(f"exchange.settle_window_ms: {settings.settle_window_ms}{aside} is shorter than the "
+                             f"exchange's receive window (options.recvWindow = {window:g} ms): an unanswered order "
+                             f"could still execute after it; set exchange.settle_window_ms to at least {window:g}",
+                             ("options", "recvWindow"))
 
 
 def check_venue_settings(settings: Any) -> None:
     """check_settings on the whole settings (venue.kind = "ccxt"): the message also says where the key at fault was
-    set, when that is a file's line."""
+    set (its own line or variable, not the [exchange] header or `options = {}` line of the table around it)."""
+    settle = settings.set_at("exchange", "settle_window_ms")
     try:
-        check_settings(settings.exchange)
-    except VenueError as exc:
+        check_settings(settings.exchange, settle_from=settle.source if settle is not None else "the default")
+    except SettingRefused as exc:
+        path = ("exchange", *exc.key)
+        if exc.key == ("options", "recvWindow") and settings.set_at(*path) is None:
+            path = ("exchange", "settle_window_ms")  # ccxt's own receive window: the settle window is at fault
+        raise VenueError(settings.blame(path, str(exc))) from None
+    except VenueError as exc:  # from ccxt's exchange itself (an id it does not know, no sandbox): named first
         message = str(exc)
-        section, _, key = message.partition(":")[0].partition(".")
-        found = settings.origin_of(section, key) if key else None
-        if found is None or found.kind not in ("toml", "dotenv"):
-            raise
-        raise VenueError(f"{found.where}: {message}") from None
+        raise VenueError(settings.blame(tuple(message.partition(":")[0].split(".")), message)) from None
 
 
 def _reveal(secret: Any) -> str | None:
