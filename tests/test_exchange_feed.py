@@ -138,6 +138,58 @@ async def test_warm_up_answers_that_stay_no_candles_fail_the_history_saying_so(f
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(("per_request", "n", "gaps"), [(1000, 2500, []), (7, 30, [(T0 - 12 * M, T0 - 8 * M)])],
+                         ids=["binance's 1000 a request", "7 a request, minutes without trades"])
+async def test_a_warm_up_longer_than_a_page_gets_every_bar_once_and_in_order(fx, retrying, clock, per_request, n,
+                                                                            gaps):
+    """The exchange answers at most a page of candles a request (Binance: 1000), while engine.warmup_bars goes to
+    100,000: the warm-up is read page by page, each page a checked read retried as any other (here a gateway's page
+    served 200 for the second request), and gets all the n bars asked, in order, none twice at the pages' seams,
+    passing over periods without trades as the exchange does."""
+    fx.klines_max = per_request
+    fx.kline_gaps = gaps
+    served = []
+
+    def second_request_fails(rows: list) -> list:
+        served.append(len(rows))
+        if len(served) == 1:
+            fx.fault(KLINES, "page_200")
+        return rows
+
+    fx.klines_edit = second_request_fails
+    feed = ExchangeFeed(retrying, [BTC, ETH], M, poll_s=20, clock=clock)
+    hist = await feed.history(n)
+    opens = [t for t in range(T0 - 2 * n * M, T0, M) if not any(a <= t < b for a, b in gaps)][-n:]
+    for sym in (BTC, ETH):
+        assert [c.ts for c in hist[sym]] == opens, (sym, len(hist[sym]))
+        assert [as_tuple(c) for c in hist[sym]] == [pytest.approx(expected(sym, t)) for t in opens]
+    asked = fx.requests_to(KLINES)
+    assert [r.fault for r in asked].count("page_200") == 1
+    assert len(asked) > 2 * 2 and all(int(r.params["limit"]) <= 1000 for r in asked), [r.params for r in asked]
+    clock.now += M
+    assert [(c.ts, c.symbol) for c in await feed.poll()] == [(T0, BTC), (T0, ETH)]
+
+
+@pytest.mark.parametrize("n", [100, 2500])
+async def test_a_market_with_fewer_candles_than_the_warm_up_asks_warms_up_on_them_and_says_so(fx, venue, clock,
+                                                                                             caplog, n):
+    """A market listed recently has fewer candles than engine.warmup_bars: the warm-up is what there is, said once
+    per symbol (how many of how many), never a shorter history taken without a word."""
+    listed = T0 - 40 * M
+    fx.kline_gaps = [(T0 - 10_000_000 * M, listed)]  # no candle before: listed 40 minutes ago
+    caplog.set_level(logging.WARNING, logger="ffe_engine.market.exchange")
+    feed = ExchangeFeed(venue, [BTC, ETH], M, poll_s=20, clock=clock)
+    hist = await feed.history(n)
+    for sym in (BTC, ETH):
+        assert [c.ts for c in hist[sym]] == list(range(listed, T0, M))
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    for sym, line in zip((BTC, ETH), said):
+        assert sym in line and f"40 of the {n} bars" in line and "engine.warmup_bars" in line, line
+    clock.now += M
+    assert [(c.ts, c.symbol) for c in await feed.poll()] == [(T0, BTC), (T0, ETH)]
+
+
 async def test_a_poll_answer_that_is_no_candles_is_not_taken_for_candles(fx, venue, clock, caplog):
     # A feed started without history: a gateway's page for its first read would have its "1" taken for the newest
     # candle, and the next read would ask for the candles after 1970's first minute.

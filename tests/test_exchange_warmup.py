@@ -51,3 +51,24 @@ async def test_a_start_whose_warm_up_answers_stay_no_candles_fails_in_one_line_a
     pages = [r.body for r in hook.delivered if r.body.get("kind") == "START_FAILED"]
     assert len(pages) == 1 and pages[0]["severity"] == "page", [r.body for r in hook.delivered]
     assert "fetch_ohlcv BTC/USDT" in pages[0]["text"] and "not its candles" in pages[0]["text"], pages[0]
+
+
+async def test_a_start_on_a_market_with_fewer_candles_than_the_warm_up_asks_says_so_and_trades_on(tmp_path, fx):
+    """engine.warmup_bars above the exchange's page (Binance: 1000 candles a request) on a market listed 30 minutes
+    ago: the start reads the warm-up page by page, warms up on the 30 bars there are and says so in one line (how
+    many of how many), a warning: the engine starts (the exchange has no more to give, a restart would not help)."""
+    current = fx.market_clock() // 60_000 * 60_000  # the candle the fake still has open
+    fx.kline_gaps = [(current - 10_000_000 * 60_000, current - 30 * 60_000)]  # no candle before
+    write_config(tmp_path, live_config(fx, mode="paper", venue={"kind": "paper"}, engine={"warmup_bars": 2500}))
+    p = await AsyncFfe.start(tmp_path, "run", "--headless", env=live_env(fx))
+    try:
+        await wait_for(lambda: not p.alive() or "engine started" in p.stderr, timeout=60, what="the start")
+        assert "engine started" in p.stderr, p.stderr[-3000:]
+        assert await p.stop() == 0, p.stderr[-3000:]
+    finally:
+        await p.kill()
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    said = [line for line in p.stderr.splitlines() if "warms up on" in line]
+    assert len(said) == 1, p.stderr[-3000:]
+    assert "BTC/USDT" in said[0] and "30 of the 2500 bars" in said[0] and "engine.warmup_bars" in said[0], said
+    assert p.stderr.index(said[0]) < p.stderr.index("engine started")
