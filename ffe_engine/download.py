@@ -36,14 +36,13 @@ from .config import allowed_timeframe, is_symbol
 from .errors import FfeError, UsageError
 from .market.bounds import candle_problem, time_problem
 from .market.csvdata import CandleSeries, find_gaps, iso, load_csv
-from .market.ohlcv import Page, candles_from
+from .market.ohlcv import Page, candles_from, page_size
 from .venues.base import VenueError, VenueUnavailable
 
 if TYPE_CHECKING:
     from .venues.ccxt_venue import CcxtVenue
 
 HEADER = "timestamp,open,high,low,close,volume"
-DEFAULT_PAGE = 500  # when ccxt does not know the exchange's page size
 MAX_GAPS_SHOWN = 5
 DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -238,7 +237,7 @@ class Downloader:
         self.timeframe = timeframe
         self.tf_ms = timeframe_ms(timeframe)
         self.clock = clock if clock is not None else WallClock()
-        self.page = page or _page_size(venue.exchange)
+        self.page = page or page_size(venue.exchange)
         self.close_grace_ms = close_grace_ms
         self.progress = progress or NoProgress()
 
@@ -404,17 +403,6 @@ class Downloader:
             return await self.venue.reads(f"fetch_ohlcv {symbol}", read)
         except (VenueError, VenueUnavailable) as exc:
             raise DownloadError(str(exc)) from None
-
-
-def _page_size(exchange: Any) -> int:
-    """The most candles the exchange serves per request, as ccxt knows it."""
-    features = getattr(exchange, "features", None) or {}
-    for market_type in ("spot", "swap", "future"):
-        section = features.get(market_type) or {}
-        limit = (section.get("fetchOHLCV") or {}).get("limit") if isinstance(section, dict) else None
-        if isinstance(limit, int) and limit > 0:
-            return limit
-    return DEFAULT_PAGE
 
 
 # --- the whole command ------------------------------------------------------------------------------------------

@@ -26,6 +26,12 @@ be asked for again. The candles are read through CcxtVenue.fetch_ohlcv, which ne
 reading of `{}`): such an answer is a failed read, retried, then VenueUnavailable (market/ohlcv.py). history() so
 raises it, and the start that asked for the warm-up fails saying so rather than trading on a cold or bogus history; a
 round's read fails for the symbol, as any other, and is asked again the next round.
+
+history() reads page by page: an exchange answers at most a page of candles a request (Binance: 1000), and
+engine.warmup_bars goes to 100,000. Each page is such a checked read, retried, held by the exchange's Retry-After and
+paced by ccxt's rate limiter; a page without any candle where an earlier read showed the exchange has some is no
+answer either. A market with fewer candles than asked (listed recently) warms up on those it has, with one warning a
+symbol saying how many of how many: not a refusal, since the exchange has no more to give.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from ..venues.base import VenueError, VenueUnavailable
 from ..venues.ccxt_venue import CcxtVenue, build_exchange
 from .bounds import TIME_MIN_MS, candle_problem, time_problem
 from .csvdata import iso
+from .ohlcv import page_size
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +115,59 @@ class ExchangeFeed:
 
     async def history(self, n: int) -> dict[str, list[Candle]]:
         """The last n closed candles per symbol, for indicator warm-up; candles() continues after them. An answer
-        that is not the exchange's candles raises VenueUnavailable (once its retries failed): never a cold history."""
+        that is not the exchange's candles raises VenueUnavailable (once its retries failed): never a cold history.
+        A symbol the exchange has fewer candles of (a market listed recently) warms up on those, said in one warning
+        (how many of how many)."""
         out: dict[str, list[Candle]] = {}
         now = self.clock.now_ms()
         self._exchange_read = False
         for sym in self.symbols:
-            rows = await self.reader.fetch_ohlcv(sym, self.timeframe, None, n + 1)
+            rows = await self._newest_rows(sym, n + 1)  # the newest may be the candle still forming
             closed = (await self._closed_by_time(sym, rows, now))[-n:] if n > 0 else []
             out[sym] = [c for c in (self._candle(sym, ts, r) for ts, r in closed) if c is not None]
             if closed:
                 self._fetched[sym] = closed[-1][0]
+            if len(closed) < n:
+                # Not a refusal: the exchange has no more to give (a restart would not help), and the indicators,
+                # VaR and correlation wait for the bars they need as they do on a fresh market. But the operator set
+                # more: said, never a shorter history taken without a word.
+                first = f", its first at {iso(closed[0][0])}" if closed else ""
+                log.warning("exchange feed: %s warms up on %d of the %d bars asked (engine.warmup_bars): the exchange "
+                            "has no more closed %s candles%s (a market listed recently?)", sym, len(out[sym]), n,
+                            self.timeframe, first)
         if self._fetched:
             self._watermark = min(self._fetched.values())
         return out
+
+    async def _newest_rows(self, sym: str, want: int) -> list[list[Any]]:
+        """The exchange's newest `want` candles of `sym` in time order, fewer only when it has no more, read page by
+        page: an exchange answers at most a page a request (Binance: 1000), whatever was asked, and a warm-up goes
+        to 100,000 bars. Each page through CcxtVenue.fetch_ohlcv (checked, retried, held by a Retry-After; ccxt's
+        rate limiter paces them). First the newest page; then, while candles are missing, the periods before the
+        earliest held, forward from as many periods back as are missing, as `ffe data download` reads (ccxt asks
+        from a time on): periods without trades passed over, the exchange asked again further back, until it has
+        none before the earliest (its first candle)."""
+        page = page_size(self.reader.exchange)
+        newest = await self.reader.fetch_ohlcv(sym, self.timeframe, None, min(want, page))
+        held = {int(r[0]): r for r in newest}  # open time -> row: a candle served on two pages is held once
+        known = max(held)
+        while len(held) < want:
+            earliest = min(held)
+            cursor = max(earliest - (want - len(held)) * self.timeframe_ms, TIME_MIN_MS)
+            before = len(held)
+            while cursor < earliest:
+                # `known`: the exchange has candles from `cursor` on, so an answer with none is not its candles.
+                rows = await self.reader.fetch_ohlcv(sym, self.timeframe, cursor, page, known=known)
+                for r in rows:
+                    if int(r[0]) < earliest:
+                        held[int(r[0])] = r
+                last = int(rows[-1][0])
+                if last >= earliest:
+                    break
+                cursor = last + self.timeframe_ms
+            if len(held) == before:
+                break  # none before the earliest: the market's first candle
+        return [held[ts] for ts in sorted(held)][-want:]
 
     async def candles(self) -> AsyncIterator[Candle]:
         while not self._closed:

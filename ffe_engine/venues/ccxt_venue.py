@@ -671,16 +671,17 @@ class CcxtVenue:
 
     # -- market data (used by the exchange feed) ---------------------------------------------------------------
     async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int | None = None,
-                          limit: int | None = None) -> list[list[float]]:
+                          limit: int | None = None, *, known: int | None = None) -> list[list[float]]:
         """The exchange's candles from `since` on (its newest when None), in time order: rows whose time and prices
         are numbers only. An answer that is not its candles (market/ohlcv.py: rows that are no candles, or none when
-        its newest were asked for; ccxt's reading of `{}` or a gateway's page served 200) is a failed read, retried
-        as others are, then VenueUnavailable: never taken for candles, nor for a market without any."""
+        its newest were asked for, or none from `since` on though it has the candle at `known`, read before; ccxt's
+        reading of `{}` or a gateway's page served 200) is a failed read, retried as others are, then
+        VenueUnavailable: never taken for candles, nor for a market without any."""
         what = f"fetch_ohlcv {symbol}"
 
         async def read() -> list[list[float]]:
             page = candles_from(await self.exchange.fetch_ohlcv(symbol, timeframe, since, limit), since)
-            problem = not_candles(page, since)
+            problem = not_candles(page, since, known)
             if problem is not None:
                 raise VenueUnavailable(f"{self.name} {what}: {problem}")
             return page.rows
