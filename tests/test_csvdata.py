@@ -271,6 +271,14 @@ def test_a_lenient_read_does_not_skip_a_quoted_field_that_swallowed_the_lines_af
     lines[9] = lines[9].replace(",", ',"x",', 1)
     series = load_csv(write(tmp_path, lines), lenient=True)
     assert series.skipped == 1 and len(series) == 98
+    # The quote closed lines later with text after it (a row the csv module cannot read): the same.
+    lines = good_lines()
+    lines[10] = lines[10].replace(",", ',"', 1)
+    lines[39] = lines[39] + '"x'
+    with pytest.raises(CsvError) as info:
+        load_csv(write(tmp_path, lines), lenient=True)
+    assert str(info.value).startswith(f"{tmp_path / 'TEST-USD_1h.csv'}:11: a quote opened on this line closes on "
+                                      "line 40"), str(info.value)
 
 
 def test_prices_and_volumes_at_the_bounds_load(tmp_path: Path) -> None:
