@@ -615,7 +615,7 @@ def _careful_path(path: str, sym: str, tf: int, reader: CsvRows, index: list[int
         except StopIteration:
             break
         except csv.Error as e:
-            open_quote = _open_quote(e, reader)
+            open_quote = _open_quote(e, reader) or (_swallowed(line, reader) if lenient else None)
             if open_quote is not None:  # the rows after it are no longer rows: not one row to skip
                 raise CsvError(path, line, open_quote) from None
             reason = _unreadable(e)
