@@ -65,3 +65,28 @@ async def test_no_accept_while_an_order_s_trades_lag_its_fill_past_the_settle_wi
         assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total, abs=1e-12)
         assert e.portfolio.cash == pytest.approx(fx.balances["USDT"].total, abs=1e-6)
         assert await running.store.get_kv(BASELINE_KEY) == baseline
+
+
+async def test_the_kill_switch_says_an_order_filled_whose_trades_lag_filled_not_a_failed_cancel(tmp_path, fx):
+    """The exchange shows the order filled and answers its cancel so; its trades are not listed yet, and the books
+    hold it open until they are. The kill switch's report lists it filled before its cancel, as an order whose
+    trades are listed (docs/order-path.md: an order already filled is recorded as what it became, not as a failed
+    cancel), and the halt is no failure for the operator to act on."""
+    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600},
+                             exchange={"options": options})
+    clock = SteppedClock()
+    async with engine_session(settings, live=True, clock=clock) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        fx.fault(MY_TRADES, "stale", seconds=3600, times=10_000)
+        cid = (await e.operator_order(BTC, "buy", 0.01))["client_order_id"]
+        assert cid in e.orders.live and e.orders.live[cid].filled == 0
+        report = await e.halt(reason="test", by="test")
+        assert report.failed == [] and report.filled == [cid], report
+        [switch] = stored_events(settings.db_path, "kill_switch")
+        assert switch["failed"] == [] and switch["filled"] == [cid], switch
+        fx.clear_faults(MY_TRADES)
+        await e.orders.poll()
+        assert cid not in e.orders.live
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total, abs=1e-12)
