@@ -1667,7 +1667,9 @@ class Engine:
             report.cancelled = [c for c in early[1].cancelled if c not in done] + report.cancelled
             report.failed = [f for f in early[1].failed if f.get("client_order_id") not in done
                              and f.get("client_order_id") in self.orders.live] + report.failed
-        report.filled = [o.client_order_id for o in open_then if o.status is OrderStatus.FILLED]
+        behind = set(report.filled) | (set(early[1].filled) if early is not None else set())
+        report.filled = [o.client_order_id for o in open_then if o.status is OrderStatus.FILLED
+                         or o.client_order_id in behind]  # or shown filled, its trades not listed yet
         # Cancelled meanwhile by a cancel said timed out (its answer came late): cancelled all the same.
         said = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
         report.cancelled += [o.client_order_id for o in open_then

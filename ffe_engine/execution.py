@@ -951,7 +951,7 @@ class OrderPath:
             # Done at the venue: the order trades no more, and stays in flight here only until its trades show.
             return True, "cancelled at the venue; its last fill is recorded once the venue's trades show it"
         if vo.trades_behind and vo.venue_status == "closed":
-            return False, "already filled (recorded once the venue's trades show it)"
+            return False, FILLED_TRADES_BEHIND
         return await self._cancel_again(o, f"still {o.status.value}")
 
     async def _cancel_held(self, o: Order, retry_after: float) -> tuple[bool, str]:
@@ -1055,6 +1055,8 @@ class OrderPath:
             ok, err = task.result()
             if ok:
                 report.cancelled.append(cid)
+            elif err == FILLED_TRADES_BEHIND:  # filled before its cancel, as one whose trades are listed
+                report.filled.append(cid)
             elif err not in NOTHING_TO_CANCEL:
                 report.failed.append({"client_order_id": cid, "error": err})
         if late:
@@ -1119,6 +1121,9 @@ class OrderPath:
         return o
 
 NOTHING_TO_CANCEL = ("already filled", "never opened")
+# A cancel's answer for an order the exchange shows filled whose trades are not listed yet: it stays in flight here
+# until they are (its fill is booked from them), and is no failed cancel.
+FILLED_TRADES_BEHIND = "already filled (recorded once the venue's trades show it)"
 
 
 def _order_event(o: Order) -> OrderEvent:
