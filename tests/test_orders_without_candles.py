@@ -11,6 +11,7 @@ working". Real `ffe` processes over one data directory and real CSV files.
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -85,6 +86,32 @@ def test_a_symbol_removed_from_a_paper_account_has_its_exit_cancelled_and_ctl_cl
     assert close.returncode == 1, close.stdout + close.stderr
     assert "already working" not in close.stderr and "engine.symbols" in close.stderr, close.stderr
     assert db_rows(db, "SELECT COUNT(*) FROM orders WHERE symbol = 'BTC/USD' AND " + OPEN) == [(0,)]
+    assert db_rows(db, "SELECT COUNT(*) FROM positions WHERE symbol = 'BTC/USD'") == [(1,)]  # it stays
+    engine.send(signal.SIGTERM)
+    assert engine.wait(timeout=30) == 0, engine.stderr
+
+
+def test_a_flatten_of_a_symbol_removed_from_a_paper_account_sends_nothing_for_it_and_says_why(tmp_path, spawn_ffe):
+    """A flatten treats the position as `ffe ctl close` does: no closing order is journaled for it (none could
+    fill), and the flatten's report names it as not closed, with the same reason and what to do."""
+    db = tmp_path / "data" / "ffe.db"
+    sock = tmp_path / "data" / "ffe.sock"
+    an_exit_left_working(tmp_path)
+    write_config(tmp_path, ["ETH/USD"], {"BTC/USD": BTC_CSV, "ETH/USD": ETH_CSV})
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: sock.exists() or not engine.alive(), timeout=60, what="the control socket")
+    wait_until(lambda: "engine started" in engine.stderr or not engine.alive(), timeout=30, what="the start")
+    assert engine.alive(), engine.stderr
+    flatten = run_ffe(tmp_path, "ctl", "flatten", "--yes", timeout=60)
+    said = flatten.stdout + flatten.stderr
+    assert flatten.returncode == 1, said  # a position it could not close
+    assert "unknown symbol" not in said and "BTC/USD" in said and "engine.symbols" in said, said
+    assert db_rows(db, "SELECT COUNT(*) FROM orders WHERE symbol = 'BTC/USD' AND reason = 'flatten'") == [(0,)]
+    [record] = [r for r in (json.loads(data) for (data,) in db_rows(db, "SELECT data FROM events WHERE event = "
+                                                                         "'kill_switch'")) if r["action"] == "flatten"]
+    [failed] = record["failed"]
+    assert failed["symbol"] == "BTC/USD" and "nothing was sent" in failed["error"], record
+    assert "engine.symbols" in failed["error"], record
     assert db_rows(db, "SELECT COUNT(*) FROM positions WHERE symbol = 'BTC/USD'") == [(1,)]  # it stays
     engine.send(signal.SIGTERM)
     assert engine.wait(timeout=30) == 0, engine.stderr
