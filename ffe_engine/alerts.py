@@ -45,7 +45,7 @@ from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RecoveredEvent, RunEvent, VenueFault)
 from .reconcile import (OWN_COINS_COMMAND, blocked_text, coins_gone, hand_sale_command, in_doubt_only,
-                        outage_only, own_coins_may_have_left, says_held)
+                        lagging_trades, outage_only, own_coins_may_have_left, says_held, unexplained)
 from .tasks import cancel_and_wait
 from .venues.base import clock_refused
 
@@ -190,16 +190,27 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           "accept: the hold lifts once the venue shows the order; look for it on the exchange, and "
                           "if the exchange lost it, settle it as its account shows it (`ffe ctl settle ID filled|"
                           "canceled`).")]
-        either = own_coins_may_have_left(found)
+        lagging = lagging_trades(found)
+        if lagging and not unexplained(found):
+            return [Alert("RECONCILE", "RECONCILE", "page",
+                          f"ffe reconciliation: {blocked_text(found)}. Entries held; {_stays(state)}. Nothing to "
+                          "accept (the accept is refused meanwhile): the hold lifts once the exchange lists the "
+                          "trades and the fill is booked (`ffe ctl orders` shows the order `trades behind` until "
+                          "then); resume then.")]
+        # What an order's lagging trades explain (a sell's fill) is no coins gone: only the rest is looked into.
+        rest = unexplained(found)
+        either = own_coins_may_have_left(rest)
         gone = "".join(f" The exchange holds fewer {sym.partition('/')[0]} than the books' {sym} position: if they "
                        f"were sold there by hand, book the sale ({hand_sale_command(sym)}); the accept is refused "
                        "for it." if sym not in either else
                        f" The exchange holds fewer {sym.partition('/')[0]} than the books' {sym} position and your "
                        "own coins beside it, at least the position: if your own left (withdrawn, sold), "
                        f"{OWN_COINS_COMMAND}; if the position's were sold there by hand, book the sale "
-                       f"({hand_sale_command(sym)}); the plain accept is refused for it." for sym in coins_gone(found))
+                       f"({hand_sale_command(sym)}); the plain accept is refused for it." for sym in coins_gone(rest))
+        until = ("`ffe ctl accept`, which is refused until the exchange lists the order's trades" if lagging
+                 else "`ffe ctl accept`")
         return [Alert("RECONCILE", "RECONCILE", "page", f"ffe reconciliation: {blocked_text(found)} between the "
-                                                        "journal and the venue. Entries held until `ffe ctl accept`."
+                                                        f"journal and the venue. Entries held until {until}."
                                                         + gone)]
     if isinstance(ev, VenueFault) and ev.kind == "reappeared" and ev.phase == "fault":
         return [Alert("ORDER_REAPPEARED", f"ORDER_REAPPEARED:{ev.client_order_id}", "page",

@@ -50,7 +50,8 @@ from . import overrides
 from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio
 from .reconcile import (BALANCE_KINDS, UNREACHABLE, Reconciler, blocked_text, difference_key, hold_reason,
-                        in_doubt_only, lifted_reason, outage_only, paused_by_reconcile, says_held)
+                        in_doubt_only, lagging_trades, lifted_reason, outage_only, paused_by_reconcile, says_held,
+                        unexplained)
 from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
@@ -891,12 +892,20 @@ class Engine:
             await self._persist_books()
             await self.flush()
 
+    def _without_candles_said(self, symbol: str) -> str | None:
+        """Why no order in `symbol` can be sent, when the paper venue could never fill it (no candle of its symbol
+        comes to it), with what the operator can do; None otherwise. The one rule for a close, an operator's order
+        and a flatten (with its follow-up), which send nothing for it."""
+        why = self._no_candles.get(symbol)
+        if why is None:
+            return None
+        return f"no candle of it comes to the paper venue, so no order in it can fill there; nothing was sent: {why}"
+
     def _refuse_without_candles(self, symbol: str) -> None:
         """ControlError for an order the paper venue could never fill: no candle of its symbol comes to it."""
-        why = self._no_candles.get(symbol)
-        if why is not None:
-            raise ControlError(f"{symbol}: no candle of it comes to the paper venue, so no order in it can fill "
-                               f"there; nothing was sent: {why}")
+        said = self._without_candles_said(symbol)
+        if said is not None:
+            raise ControlError(f"{symbol}: {said}")
 
     async def _replay(self, feed: ReplayFeed, signals: BarSignals) -> None:
         """A replay's candles through on_candle, except while no approval is pending: then the candles up to the
@@ -1506,6 +1515,14 @@ class Engine:
                     raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; resume once it "
                                        "has settled (`ffe ctl orders`), or settle it as the exchange's account shows "
                                        "it if the exchange lost it (`ffe ctl settle`)")
+                if lagging_trades(self.reconcile_blocked):
+                    # An accept is refused while they lag: telling the operator to accept would send them to a
+                    # refusal. What they explain goes by itself once the trades are listed; the rest is accepted then.
+                    then = ("resume then (`ffe ctl orders` shows the order `trades behind` until its fill is booked)"
+                            if not unexplained(self.reconcile_blocked) else
+                            "the accept is refused until then: accept what still differs then (`ffe ctl accept`, "
+                            "once the exchange's side is right: `ffe ctl status`), and resume")
+                    raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; {then}")
                 raise ControlError(f"reconciliation: {UNREACHABLE}; resume once it answers and agrees"
                                    if outage_only(self.reconcile_blocked) else
                                    f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first "
@@ -1729,6 +1746,12 @@ class Engine:
         waits: list[str] = []  # positions whose closing order waits for the venue's Retry-After to end
         after_exit: list[str] = []  # positions all of whose sellable coins an exit still works on
         for sym in held:
+            unfillable = self._without_candles_said(sym)
+            if unfillable is not None:
+                # As a close of it is refused: no closing order is journaled (each would be refused, and none could
+                # fill), the position is said as not closed with why and what to do, and not followed up.
+                failed.append({"symbol": sym, "error": unfillable})
+                continue
             tries = 0  # attempts the venue answered (or the gates refused): one held back unsent is none
             refusal = ""
             while tries < attempts:
@@ -1858,6 +1881,11 @@ class Engine:
                     continue  # an entry still in doubt: what it bought is closed once the venue shows it
                 if pos is None:  # closed (or dust, less than the venue takes an order for)
                     closed.append(sym)
+                    del left[sym]
+                    continue
+                unfillable = self._without_candles_said(sym)
+                if unfillable is not None:  # a flatten stored before a restart that removed its symbol
+                    failed.append({"symbol": sym, "error": unfillable})
                     del left[sym]
                     continue
                 if self.orders.pending_exit_qty(sym) > 0:
@@ -2030,7 +2058,7 @@ class Engine:
         if any(d.get("client_order_id") == client_order_id for d in held):
             return ("reconciliation looks again once the venue's reads have caught up; entries stay held until it "
                     "agrees or finds what to accept")
-        if in_doubt_only(held):
+        if in_doubt_only(held) or not unexplained(held):
             return f"reconciliation: {blocked_text(held)}"
         return f"reconciliation found {blocked_text(held)}: accept them once checked (`ffe ctl why`)"
 
@@ -2153,6 +2181,7 @@ class Engine:
         """Everything the console's panes show, as plain data."""
         pf = self.portfolio
         now_ms = self.clock.now_ms()
+        behind = {o.client_order_id for o in self.orders.trades_lagging()}
         return {
             "mode": self.mode,
             "version": __version__,
@@ -2178,7 +2207,9 @@ class Engine:
             "orders": [{"client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side.value,
                         "quantity": o.quantity, "filled": o.filled, "type": o.type, "price": o.price,
                         "status": o.status.value, "reason": o.reason.value, "created_ts": o.created_ts,
-                        "age_s": max(0.0, (now_ms - o.created_ts) / 1000.0) if o.created_ts else None}
+                        "age_s": max(0.0, (now_ms - o.created_ts) / 1000.0) if o.created_ts else None,
+                        # filled at the venue beyond the trades it lists: its fill is booked once they are
+                        "trades_behind": o.client_order_id in behind}
                        for o in self.orders.live.values()],
             "breakers": [self.breaker.summary()],
             "venue_hold": self.venue_hold(),

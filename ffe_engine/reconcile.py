@@ -144,11 +144,52 @@ def in_doubt_text(differences: list[dict[str, Any]]) -> str:
             "positions and cash cannot be compared meanwhile")
 
 
+def lagging_trades(differences: list[dict[str, Any]]) -> list[str]:
+    """The orders filled at the venue beyond the trades it lists yet that explain some of the differences
+    (`trades_behind`), by client order id, each once."""
+    ids: list[str] = []
+    for d in differences:
+        ids += [str(cid) for cid in d.get("trades_behind") or [] if str(cid) not in ids]
+    return ids
+
+
+def unexplained(differences: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The differences no order whose trades lag explains: those are for the operator to look into and accept."""
+    return [d for d in differences if not d.get("trades_behind")]
+
+
+def lagging_text(ids: list[str]) -> str:
+    more = f" (and {len(ids) - 3} more)" if len(ids) > 3 else ""
+    return f"order {', '.join(ids[:3])}{more}, filled at the exchange beyond the trades it lists yet"
+
+
 def blocked_text(differences: list[dict[str, Any]]) -> str:
-    """What holds the engine, said as the operator should take it."""
+    """What holds the engine, said as the operator should take it. Differences an order whose trades lag explains
+    are said apart: there is nothing to accept for them (the accept is refused while its trades lag), they go once
+    the exchange lists its trades and the fill is booked."""
     if in_doubt_only(differences):
         return in_doubt_text(differences)
-    return UNREACHABLE if outage_only(differences) else f"{len(differences)} unexplained difference(s)"
+    if outage_only(differences):
+        return UNREACHABLE
+    lagging = lagging_trades(differences)
+    rest = unexplained(differences)
+    if not lagging:
+        return f"{len(differences)} unexplained difference(s)"
+    explained = f"{len(differences) - len(rest)} difference(s) explained by {lagging_text(lagging)}"
+    if not rest:
+        return f"{explained}: nothing to accept, they go once its trades are listed"
+    return (f"{len(rest)} unexplained difference(s), and {explained} (nothing to accept for those: they go once its "
+            "trades are listed)")
+
+
+def accept_hint(differences: list[dict[str, Any]]) -> str:
+    """The command that lifts the differences, as a short hint beside blocked_text; empty when there is nothing to
+    accept (an outage, orders in doubt, only differences an order's lagging trades explain)."""
+    if not differences or in_doubt_only(differences) or outage_only(differences) or not unexplained(differences):
+        return ""
+    if lagging_trades(differences):
+        return "`ffe ctl accept` once the trades are listed (refused until then)"
+    return "`ffe ctl accept`"
 
 
 # The state's reason while reconciliation pauses the engine: what holds it (hold_reason), or, once nothing does, what

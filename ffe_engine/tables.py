@@ -21,9 +21,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     return "\n".join([line(headers)] + [line(r) for r in rows])
 
 
+def order_status(o: dict[str, Any]) -> str:
+    """An order's status as shown: with `trades behind` while the venue shows it filled beyond the trades it lists
+    (the books hold its fill once they are listed; reconciliation's differences meanwhile are nothing to accept)."""
+    return f"{o['status']}, trades behind" if o.get("trades_behind") else str(o["status"])
+
+
 def order_rows(orders: list[dict[str, Any]]) -> list[list[str]]:
     return [[o["client_order_id"], o["symbol"], o["side"], fmt.qty(o["quantity"]), fmt.qty(o.get("filled")),
-             o.get("type") or "market", fmt.price(o.get("price")), o["status"], o["reason"],
+             o.get("type") or "market", fmt.price(o.get("price")), order_status(o), o["reason"],
              fmt.duration(o.get("age_s"))] for o in orders]
 
 

@@ -14,7 +14,7 @@ from .entrylog import refusal_code
 from .fmt import iso, iso_ms
 from .model import EngineState, Side
 from .reconcile import (OWN_COINS_COMMAND, blocked_text, coins_gone, hand_sale_command, in_doubt_only,
-                        own_coins_may_have_left)
+                        lagging_trades, own_coins_may_have_left, unexplained)
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -156,8 +156,14 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
                     "now": f"{hold['venue']} asked for {asked} before {until} (Retry-After); none is sent before then",
                     "lifts": f"itself at {until}: nothing to do, orders go to the exchange again then"})
     if engine.reconcile_blocked:
-        gone = coins_gone(engine.reconcile_blocked)
-        either = own_coins_may_have_left(engine.reconcile_blocked)
+        # What an order whose trades lag explains is nothing to accept, nor coins gone (a sell's fill): it goes once
+        # the exchange lists the trades. Only the rest is looked into.
+        lagging = lagging_trades(engine.reconcile_blocked)
+        rest = unexplained(engine.reconcile_blocked)
+        gone = coins_gone(rest)
+        either = own_coins_may_have_left(rest)
+        listed = (f"the exchange listing the trades of order {', '.join(lagging)}: its fill is booked then "
+                  "(`ffe ctl orders` shows it `trades behind` until then)")
         if in_doubt_only(engine.reconcile_blocked):
             lifts = ("the order settling at the venue, or, if the exchange lost it, `ffe ctl settle ID filled|"
                      "canceled` as its account shows it (then accept what still differs); then resume")
@@ -170,8 +176,13 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
             lifts = ("coins the books hold left the account: if they were sold on the exchange by hand, book each "
                      "sale (" + ", ".join(map(hand_sale_command, gone))
                      + "), else put them back; then accept what still differs (`ffe ctl accept`) and resume")
+        elif lagging and not rest:
+            lifts = (f"{listed} and the differences go by themselves, nothing to accept (an accept is refused "
+                     "meanwhile); then resume")
         else:
             lifts = "accept them (`ffe ctl accept`), then resume"
+        if lagging and rest:
+            lifts = f"first {listed}, as the accept is refused until the trades are listed; then {lifts}"
         out.append({"gate": "RECONCILE", "now": blocked_text(engine.reconcile_blocked), "lifts": lifts})
     return out
 

@@ -18,6 +18,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ffe_engine import fmt, tables
+from ffe_engine.reconcile import accept_hint, blocked_text
 
 from .panes import KeyedTable, position_key
 
@@ -74,7 +75,8 @@ class OrdersTable(KeyedTable):
                 "symbol": o["symbol"], "side": o["side"], "qty": fmt.qty(o["quantity"]),
                 "filled": fmt.qty(o.get("filled")), "type": o.get("type") or "market",
                 "price": fmt.price(o.get("price")) if o.get("price") else "market",
-                "status": Text(o["status"], style="bold yellow" if o["status"] == "in_doubt" else ""),
+                "status": Text(tables.order_status(o), style="bold yellow" if o["status"] == "in_doubt"
+                               or o.get("trades_behind") else ""),
                 "reason": o["reason"], "age": fmt.duration(o.get("age_s")), "id": o["client_order_id"]}
         self.put(rows)
 
@@ -190,9 +192,16 @@ def health_view(h: dict[str, Any], snap: dict[str, Any]) -> Any:
         t.add_row(f"breaker {b.get('venue')}", Text(f"{st.upper()} ({b.get('failures', 0)} failures)",
                                                      style="green" if st == "closed" else "bold red"))
     rec = h.get("reconcile")
-    t.add_row("reconcile", Text("ok" if rec == "ok" else f"{h.get('reconcile_differences')} unexplained "
-                                                          "difference(s): `ffe ctl accept`",
+    # What holds it as `ffe ctl why` says it: an outage, an order in doubt or an order's lagging trades are nothing
+    # to accept, and the accept command is named only where it lifts something.
+    blocked = snap.get("reconcile_blocked") or []
+    hint = accept_hint(blocked) if blocked else "`ffe ctl accept`"
+    said = blocked_text(blocked) if blocked else f"{h.get('reconcile_differences')} unexplained difference(s)"
+    t.add_row("reconcile", Text("ok" if rec == "ok" else said + (f": {hint}" if hint else ""),
                                 style="green" if rec == "ok" else "bold red"))
     t.add_row("approvals pending", str(h.get("pending_approvals", 0)))
     t.add_row("market time", fmt.iso_ms(snap.get("market_ts")))
+    # A long value (what holds reconciliation) wraps in its own column: the names beside it stay whole.
+    t.columns[0].min_width = max(len(str(c)) for c in t.columns[0].cells)
+    t.columns[1].no_wrap = False
     return Group(*parts, Text(""), t)
