@@ -179,3 +179,30 @@ async def test_a_channel_answering_429_is_tried_again_after_its_retry_after_boun
         times = [r.at for r in hook.requests]
         assert times[3] - times[2] <= 6.0, times
     await hook.stop()
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "directory"])
+async def test_a_damaged_delivered_file_is_said_once_for_what_it_is(tmp_path, log_lines, damage):
+    """ffe.alerts-delivered unreadable or damaged: the start says so once, in its own words (alerts delivered whose
+    sent mark was not written are delivered again), not in the words of ffe.alerts-sent (repeats within a window),
+    and goes on."""
+    db = tmp_path / "ffe.db"
+    delivered = tmp_path / "ffe.alerts-delivered"
+    if damage == "directory":
+        delivered.mkdir()
+    else:
+        delivered.write_bytes(b"" if damage == "empty" else b"\x00garbage\xff" * 40)
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, min_severity="info", **FAST)
+    store = await Store.open(db)
+    notifier = Notifier(cfg, store, channels_from(cfg), now=time.monotonic, wall=lambda: WALL,
+                        sent_file=tmp_path / "ffe.alerts-sent")
+    try:
+        await notifier.start()
+    finally:
+        await notifier.close(grace_s=0.0)
+        await store.close()
+        await hook.stop()
+    said = [line for line in log_lines if "ffe.alerts-delivered" in line]
+    assert len(said) == 1, said
+    assert "delivered again" in said[0] and "repeats" not in said[0], said[0]
