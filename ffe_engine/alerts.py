@@ -553,7 +553,7 @@ class Notifier:
         if self.channels and self._sent_file is not None and self._delivered_file is not None:
             sentalerts.prepare(self._sent_file)
             await self._mark_delivered()
-            deliveries.prepare(self._delivered_file)
+            deliveries.prepare(self._delivered_file, self._delivered)
         if self.channels:
             self._session = new_session()
         for c in self.channels:

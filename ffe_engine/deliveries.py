@@ -42,7 +42,8 @@ def row_digest(row: dict[str, Any]) -> str:
 
 def read(path: Path) -> dict[str, dict[str, Any]]:
     """The entries: "channel:id" -> {"cause": the row's digest, "ts": when it left, "attempts": its tries}."""
-    entries = sentalerts.read(path)
+    entries = sentalerts.read(path, lost="alerts delivered before this start whose sent mark was not written: they "
+                                         "are delivered again")
     return {k: e for k, e in entries.items() if isinstance(e.get("attempts"), int) and k.rpartition(":")[2].isdigit()}
 
 
@@ -57,8 +58,9 @@ def room_for_one_more(entries: dict[str, dict[str, Any]]) -> bool:
     return sentalerts.fits({**entries, LONGEST[0]: LONGEST[1]})
 
 
-def prepare(path: Path) -> None:
-    sentalerts.prepare(path)
+def prepare(path: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """The file made now, holding `entries` (read at the start), while the disk takes writes."""
+    sentalerts.prepare(path, entries)
 
 
 def row_id(key: str) -> int:

@@ -38,15 +38,19 @@ def cause_digest(cause: str) -> str:
     return hashlib.sha256(cause.encode()).hexdigest()[:32]
 
 
-def read(path: Path) -> dict[str, dict[str, Any]]:
-    """Each key's last send: {"cause": digest, "ts": wall seconds}. Empty when nothing can be trusted in it."""
+SENT_LOST = "alerts sent before this start: their repeats are sent again"
+
+
+def read(path: Path, lost: str = SENT_LOST) -> dict[str, dict[str, Any]]:
+    """Each key's last send: {"cause": digest, "ts": wall seconds}. Empty when nothing can be trusted in it, which
+    is said once in the log with `lost`: what is not known then, and what follows (another file of this make says
+    its own)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        log.warning("alerts sent before this start cannot be read: their repeats are sent again", file=str(path),
-                    error=exc.strerror or str(exc))
+        log.warning(f"cannot be read: {lost}", file=str(path), error=exc.strerror or str(exc))
         return {}
     head, _, body = raw.rstrip().partition(b" ")
     entries: Any = None
@@ -58,8 +62,7 @@ def read(path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(entries, dict) or not all(
             isinstance(e, dict) and isinstance(e.get("cause"), str) and isinstance(e.get("ts"), (int, float))
             for e in entries.values()):
-        log.warning("alerts sent before this start: the file is damaged, their repeats are sent again",
-                    file=str(path))
+        log.warning(f"damaged: {lost}", file=str(path))
         return {}
     return entries
 
@@ -126,8 +129,9 @@ def last_start(path: Path) -> float | None:
     return float(entry["ts"]) if entry is not None else None
 
 
-def prepare(path: Path) -> None:
-    """The file made now, while the disk takes writes: when it fills later, it is overwritten in place."""
+def prepare(path: Path, entries: dict[str, dict[str, Any]] | None = None) -> None:
+    """The file made now, while the disk takes writes: when it fills later, it is overwritten in place. `entries`:
+    what it holds, when the caller has read it already (else read here)."""
     try:
         if path.stat().st_size == FILE_BYTES:
             return
@@ -135,7 +139,7 @@ def prepare(path: Path) -> None:
         pass
     except OSError:
         return  # written when an alert is sent past the outbox, or said then that it cannot be
-    write(path, read(path))
+    write(path, read(path) if entries is None else entries)
 
 
 def _replace(path: Path, blob: bytes) -> None:
