@@ -1,0 +1,158 @@
+"""A replay killed right after an order is committed goes on with the candles after the one that decided it: the paper
+venue fills the order at the next candle's open, as the backtest does, never at the deciding candle's own open.
+
+Seen before: the records' market time is a clock time, and a start hands out every candle closing at it that the
+saved market (`seen`, stored with the books after the bar) did not hold. The engine commits an order (journal and paper
+venue book) before it stores the books: killed in between, the restart handed the symbol its deciding candle again,
+and the paper venue filled the order at that candle's open: a stop-loss at a price from before the stop was hit, a BUY
+decided at a close filled at the open before it, an order the end of its symbol's file cancels filled after all. The
+kill also left the order without the decision that placed it (its record was written after the order's journal):
+`ffe doctor` names such an order. Real `ffe backtest` and `ffe run --headless` processes, killed as SIGKILL kills (an
+os._exit right after the commit), over the sample files, real SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ffe_engine.market.csvdata import load_csv
+
+from conftest import BTC_CSV, ETH_CSV, db_rows, ffe_env, run_ffe, sample_head
+
+HOUR = 3_600_000
+BARS = 400
+WARMUP = BARS  # the whole files as warm-up: the restart's decisions are then the backtest's to the last digit
+
+DECISIONS = ("SELECT ts, symbol, action, confidence, tier, strategy, price, quantity, outcome FROM decisions "
+             "ORDER BY ts, symbol")
+ORDERS = ("SELECT symbol, side, type, quantity, price, reason, status, filled, average, fee, created_ts, updated_ts "
+          "FROM orders ORDER BY created_ts, symbol, side, reason")
+FILLS = "SELECT symbol, side, quantity, price, fee, ts FROM fills ORDER BY ts, symbol"
+TRADES = ("SELECT symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, opened_ts, closed_ts "
+          "FROM trades ORDER BY closed_ts, symbol")
+
+# `ffe ARGS` that dies as a SIGKILL kills (os._exit, nothing flushed or stored after) right after the KILL_AT-th order
+# of reason KILL_REASON (and symbol KILL_SYMBOL, if set) is committed open.
+KILLER = '''
+import os, sys
+from ffe_engine import store
+reason, symbol, at = os.environ["KILL_REASON"], os.environ.get("KILL_SYMBOL"), int(os.environ["KILL_AT"])
+seen = 0
+update_order = store.Store.update_order
+async def dying(self, o, kv=None, publish=None):
+    global seen
+    await update_order(self, o, kv, publish)
+    if o.reason.value == reason and o.status.value == "open" and symbol in (None, o.symbol):
+        seen += 1
+        if seen == at:
+            print(f"KILLED after {o.client_order_id} {o.created_ts}", file=sys.stderr, flush=True)
+            os._exit(137)
+store.Store.update_order = dying
+from ffe_cli.entry import main
+sys.argv = ["ffe", *sys.argv[1:]]
+sys.exit(main())
+'''
+
+
+def write_market(cwd: Path, eth_bars: int = BARS) -> None:
+    (cwd / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, BARS)))
+    (cwd / "ETH-USD_1h.csv").write_text("".join(sample_head(ETH_CSV, eth_bars)))
+    (cwd / "config.toml").write_text(
+        '[market]\nsource = "replay"\nreplay_files = { "BTC/USD" = "BTC-USD_1h.csv", "ETH/USD" = "ETH-USD_1h.csv" }\n'
+        f'[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\ntimeframe = "1h"\nwarmup_bars = {WARMUP}\napproval = "auto"\n'
+        '[venue]\nquote = "USD"\n[risk]\nmin_confidence = 0.3\n')
+    (cwd / "killer.py").write_text(KILLER)
+
+
+def backtest_db(cwd: Path) -> Path:
+    proc = run_ffe(cwd, "backtest", "BTC-USD_1h.csv", "ETH-USD_1h.csv", "--config", "config.toml",
+                   "--records", "full", "--report", "bt.json")
+    assert proc.returncode == 0, proc.stderr
+    name = json.loads((cwd / "bt.json").read_text())["database"]
+    return Path(name) if name.startswith("/") else cwd / name
+
+
+def killed_run(cwd: Path, reason: str, at: int, symbol: str | None = None) -> str:
+    """`ffe run --headless` killed right after that order is committed open: its client order id."""
+    env = ffe_env(KILL_REASON=reason, KILL_AT=at, **({"KILL_SYMBOL": symbol} if symbol else {}))
+    proc = subprocess.run([sys.executable, "killer.py", "run", "--headless"], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 137, f"not killed at that order (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    return proc.stderr.split("KILLED after ")[1].split()[0]
+
+
+def assert_as_the_backtest(db: Path, expected: Path, cid: str) -> None:
+    """The records the backtest's, but the killed candle's decision: written after the order's journal entry, the
+    kill lost it (the restart does not decide that candle again)."""
+    ((created, symbol),) = db_rows(db, "SELECT created_ts, symbol FROM orders WHERE client_order_id = ?", (cid,))
+    for what, sql in (("fills", FILLS), ("trades", TRADES), ("orders", ORDERS), ("decisions", DECISIONS)):
+        live, want = db_rows(db, sql), db_rows(expected, sql)
+        if what == "decisions":
+            assert not [r for r in live if r[:2] == (created - HOUR, symbol)], "the killed candle decided again"
+            want = [r for r in want if r[:2] != (created - HOUR, symbol)]
+        differ = [(a, b) for a, b in zip(want, live) if a != b]
+        assert not differ and len(live) == len(want), (
+            f"{what}: {len(live)} against the backtest's {len(want)}, {len(differ)} differ, first (backtest, "
+            f"replay): {differ[:2]}")
+
+
+def run_on(cwd: Path, reason: str, at: int, symbol: str | None = None) -> tuple[Path, str]:
+    expected = backtest_db(cwd)
+    cid = killed_run(cwd, reason, at, symbol)
+    second = run_ffe(cwd, "run", "--headless")
+    assert second.returncode == 0, second.stderr
+    return expected, cid
+
+
+def test_a_stop_loss_committed_just_before_a_kill_fills_at_the_next_candles_open_as_the_backtests(tmp_path):
+    write_market(tmp_path)
+    expected, cid = run_on(tmp_path, "stop_loss", 1)
+    db = tmp_path / "data" / "ffe.db"
+    ((created, symbol),) = db_rows(db, "SELECT created_ts, symbol FROM orders WHERE client_order_id = ?", (cid,))
+    decided = [r[0] for r in db_rows(db, "SELECT ts FROM decisions WHERE symbol = ? ORDER BY rowid", (symbol,))]
+    assert decided == sorted(set(decided)), f"{symbol}: a bar decided twice after the restart"
+    (fill,) = db_rows(db, "SELECT ts FROM fills WHERE client_order_id = ?", (cid,))
+    assert fill[0] == created + HOUR, f"the stop-loss filled on the candle closing at {fill[0]}, not the next one"
+    assert_as_the_backtest(db, expected, cid)
+
+
+def test_a_buy_committed_just_before_a_kill_fills_at_the_next_candles_open_and_doctor_names_its_lost_decision(
+        tmp_path):
+    write_market(tmp_path)
+    expected = backtest_db(tmp_path)
+    cid = killed_run(tmp_path, "signal", 2)
+    db = tmp_path / "data" / "ffe.db"
+    ((decision_id, side),) = db_rows(db, "SELECT decision_id, side FROM orders WHERE client_order_id = ?", (cid,))
+    if not db_rows(db, "SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)):
+        # The kill came before the decision was written: `ffe doctor` passes, and names the order in a note.
+        doctor = run_ffe(tmp_path, "doctor")
+        assert doctor.returncode == 0, doctor.stderr + doctor.stdout
+        assert cid in doctor.stdout and decision_id in doctor.stdout, doctor.stdout
+    second = run_ffe(tmp_path, "run", "--headless")
+    assert second.returncode == 0, second.stderr
+    assert side == "buy"
+    ((created,),) = db_rows(db, "SELECT created_ts FROM orders WHERE client_order_id = ?", (cid,))
+    (fill,) = db_rows(db, "SELECT ts FROM fills WHERE client_order_id = ?", (cid,))
+    assert fill[0] == created + HOUR, f"the BUY filled on the candle closing at {fill[0]}, not the next one"
+    assert_as_the_backtest(db, expected, cid)
+
+
+def test_an_order_decided_on_its_files_last_candle_and_killed_is_cancelled_as_the_backtest_cancels_it(tmp_path):
+    """ETH/USD's file ends at the candle that decided an entry: the backtest cancels the entry (market data ended);
+    the replay killed right after committing it does the same at its restart, never filling it."""
+    write_market(tmp_path)
+    full = backtest_db(tmp_path)
+    eth_first = load_csv(tmp_path / "ETH-USD_1h.csv", symbol="ETH/USD").ts[0]
+    entries = [r[0] for r in db_rows(full, "SELECT created_ts FROM orders WHERE symbol = 'ETH/USD' AND reason = "
+                                           "'signal' AND side = 'buy' ORDER BY created_ts")]
+    assert entries, "the backtest made no ETH/USD entry to end the file at"
+    created = entries[0]
+    # The file's last candle closes when the entry was made.
+    write_market(tmp_path, eth_bars=(created - HOUR - eth_first) // HOUR + 1)
+    expected, cid = run_on(tmp_path, "signal", 1, "ETH/USD")
+    db = tmp_path / "data" / "ffe.db"
+    assert db_rows(db, "SELECT status, filled FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled", 0.0)]
+    assert_as_the_backtest(db, expected, cid)
