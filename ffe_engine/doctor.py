@@ -148,6 +148,8 @@ def check(settings: Settings) -> Findings:
         orders = records.orders()
         found.orders = len(orders)
         _check_orders(orders, order_events, settings.db_path)
+        if level != "trades":  # a trades-level backtest run keeps no decisions, by design
+            _note_lost_decisions(records, settings.db_path, found)
         found.checks.append("order statuses")
         fills = records.fills()
         found.fills = len(fills)
@@ -289,6 +291,15 @@ def _check_orders(orders: list[OrderRow], order_events: OrderEvents, db: Path) -
             raise Violation(f"{db}: order {cid} is {status} in the journal, {final_seen} in the audit trail")
         if filled < most - 1e-12:
             raise Violation(f"{db}: order {cid} filled {filled:g} in the journal, {most:g} in the audit trail")
+
+
+def _note_lost_decisions(records: Records, db: Path, found: Findings) -> None:
+    # A note, not a violation: the order's journal entry is committed before the decision that placed it is written
+    # (with the bar's records, after it), so a kill in between leaves the order, rightly kept, without it.
+    for cid, decision_id in records.orders_without_decision():
+        found.notes.append(f"{db}: order {cid} has no record of its decision {decision_id}: the engine was killed "
+                           "after the order was journaled and before its decision was written (`ffe audit show` "
+                           "says its records are incomplete); the order and its fills are whole")
 
 
 # ------------------------------------------------------------------------------------------------ fills

@@ -520,7 +520,7 @@ class Engine:
         """A market made or replayed in the process continues from its stored state (the simulated one: prices, bar
         time, recent bars; a replay: the candle after the last one handed out), whatever the order of the symbols,
         and never from before the latest time the records say the clock reached: positions and orders are not
-        replayed on a past again, while a symbol's candle of the bar a stop fell in, not handed out yet, still is.
+        replayed on a past again, while a symbol's candle of the bar a stop fell in, not processed yet, still is.
         Another source's market refuses the start (MarketStateError, exit 2); one that cannot be read is a damaged
         database."""
         assert self.sim_feed is not None
@@ -535,7 +535,9 @@ class Engine:
         decided_tf = int(saved["timeframe_ms"]) if saved else self.timeframe_ms
         reached = await self.store.market_time(decided_tf)
         if reached is not None:
-            self.sim_feed.not_before(reached)
+            # Each symbol's own candles processed too: a kill after an order was committed and before the books were
+            # stored leaves the saved market a candle behind that order's (its fill would be at the deciding open).
+            self.sim_feed.not_before(reached, await self.store.candles_done(self.symbols, decided_tf))
         return overrides.market(self.settings.market.seed, saved) if saved else None
 
     async def _load_weights(self) -> Override | None:

@@ -148,6 +148,17 @@ _SQL_MARKET_TIME = ("SELECT MAX(t) FROM (SELECT ts + ? AS t FROM (SELECT ts FROM
                     "LIMIT 1) UNION ALL SELECT MAX(created_ts) FROM orders UNION ALL SELECT MAX(updated_ts) "
                     "FROM orders UNION ALL SELECT MAX(ts) FROM fills UNION ALL SELECT MAX(closed_ts) FROM trades "
                     "UNION ALL SELECT MAX(opened_ts) FROM positions)")
+# Each symbol's own candles the records say were processed, as clock times (at their close): the stamps a candle of
+# that symbol leaves. An order counts only when the engine made it on a candle (a strategy's entry or exit, a stop or
+# take profit, asked for by nobody): an operator's order, an approval's or a cancel's stamp is the clock at any
+# symbol's candle. The decisions' last row of the symbol is read apart (_SQL_LAST_DECIDED).
+_SQL_CANDLE_STAMPS = ("SELECT symbol, MAX(t) FROM (SELECT symbol, created_ts AS t FROM orders WHERE reason IN "
+                      "('signal', 'stop_loss', 'take_profit') AND json_extract(intent, '$.by') IS NULL "
+                      "UNION ALL SELECT symbol, ts FROM fills UNION ALL SELECT symbol, closed_ts FROM trades "
+                      "UNION ALL SELECT symbol, opened_ts FROM positions) GROUP BY symbol")
+# A symbol's bars are decided in time order, so its last row is its last bar: read back from the table's end, it is
+# found at once for a symbol being decided (no index on decisions.symbol: the table is the largest, written every bar).
+_SQL_LAST_DECIDED = "SELECT ts FROM decisions WHERE symbol = ? ORDER BY rowid DESC LIMIT 1"
 _SQL_ALERT = ("INSERT INTO alert_outbox (channel, key, kind, severity, text, created_ts, engine, status) "
               "VALUES (?,?,?,?,?,?,?,'pending')")
 # A closed trade's period, from its close time (UTC): the profit view's daily, weekly and monthly tables. Weeks are
@@ -1330,6 +1341,18 @@ class Store:
         rows = await self.query(_SQL_MARKET_TIME, (timeframe_ms,))
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
+    async def candles_done(self, symbols: Iterable[str], timeframe_ms: int) -> dict[str, int]:
+        """Symbol -> the close of its latest candle the records say was processed (as market_time, a clock time; the
+        last bar decided counts at its open plus `timeframe_ms`): its decision, an order the engine made on it, or a
+        fill, trade or position stamped at its close. What a restart must not hand out again, whatever the saved
+        market says: the engine commits an order (and its fill) before it stores the market's place."""
+        done = {str(r[0]): int(r[1]) for r in await self.query(_SQL_CANDLE_STAMPS) if r[1] is not None}
+        for sym in symbols:
+            rows = await self.query(_SQL_LAST_DECIDED, (sym,))
+            if rows:
+                done[sym] = max(done.get(sym, 0), int(rows[0][0]) + timeframe_ms)
+        return done
+
     async def order_ids_on(self, venue: str) -> set[str]:
         """The client order ids the journal has for a venue."""
         cur = await self.conn.execute("SELECT client_order_id FROM orders WHERE venue = ?", (venue,))
@@ -2042,6 +2065,12 @@ class Records:
         """(client_order_id, status, symbol, quantity, filled, venue) of every journaled order."""
         return self._q("SELECT client_order_id, status, symbol, quantity, filled, venue FROM orders "
                        "ORDER BY created_ts, rowid")
+
+    def orders_without_decision(self) -> list[Any]:
+        """(client_order_id, decision_id) of every order whose decision has no record (a decision is written after
+        the order it placed is journaled: a kill in between loses it)."""
+        return self._q("SELECT client_order_id, decision_id FROM orders o WHERE decision_id IS NOT NULL AND NOT EXISTS "
+                       "(SELECT 1 FROM decisions d WHERE d.decision_id = o.decision_id) ORDER BY created_ts, rowid")
 
     def fills(self) -> list[Any]:
         """(client_order_id, symbol, side, quantity, price, fee, fee_base, fee_base_value) of every fill, in the order

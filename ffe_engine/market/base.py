@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Mapping, Protocol, runtime_checkable
 
 from ..errors import StartError
 from ..model import Candle
@@ -31,9 +31,11 @@ class ResumableFeed(Protocol):
         reached. MarketStateError when it is another source's market, ValueError when it cannot be read."""
         ...
 
-    def not_before(self, ts_ms: int) -> None:
+    def not_before(self, ts_ms: int, done: Mapping[str, int] | None = None) -> None:
         """The clock has reached ts_ms (the latest time the records say it reached): no candle closing before it,
-        market time never goes back; a symbol's candle closing at it, not handed out yet, still comes."""
+        market time never goes back; a symbol's candle closing at it, not processed yet, still comes. `done`: symbol
+        -> the close of its latest candle the records say was processed (Store.candles_done): none closing at or
+        before it comes again."""
         ...
 
 

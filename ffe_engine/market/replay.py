@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left, bisect_right
 from heapq import heapify, heappop, heapreplace
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping
 
 from ..clock import Clock, SimClock, format_timeframe
 from ..config import Settings, check_replay
@@ -99,10 +99,16 @@ class ReplayFeed:
             # The clock at the stop stood at that bar's close: a bar of a shorter timeframe closing before it is past.
             self.not_before(last + saved_tf)
 
-    def not_before(self, ts_ms: int) -> None:
+    def not_before(self, ts_ms: int, done: Mapping[str, int] | None = None) -> None:
         """The clock has reached ts_ms: no candle closing before it is handed out (none of a symbol at or before its
-        own last one handed out either), the candles before each symbol's first one its warm-up (`history`). A
-        candle closing at ts_ms is of the bar a stop fell in: one a symbol had not been handed out yet still is."""
+        own last one handed out either, nor at or before `done`'s close of it, its latest candle the records say was
+        processed), the candles before each symbol's first one its warm-up (`history`). A candle closing at ts_ms is
+        of the bar a stop fell in: one a symbol had not processed yet still is."""
+        for sym, close in (done or {}).items():
+            # A candle processed was handed out: the saved place can be a candle behind the records (an order or a
+            # fill is committed before the market's place is stored with the books).
+            if sym in self.symbols:
+                self._seen[sym] = max(self._seen.get(sym, close - self.timeframe_ms), close - self.timeframe_ms)
         series = []
         for sym, whole in zip(self.symbols, self._whole):
             start = bisect_left(whole.ts, ts_ms - self.timeframe_ms)

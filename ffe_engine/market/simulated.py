@@ -30,7 +30,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator, Mapping
 
 from ..clock import DAY_MS, Clock, WallClock, align
 from ..model import Candle
@@ -251,9 +251,10 @@ class SimulatedFeed:
         # Market time goes on from where it stopped, or from now if that is later (a gap while it was down).
         self.not_before(next_ts)
 
-    def not_before(self, ts_ms: int) -> None:
+    def not_before(self, ts_ms: int, done: Mapping[str, int] | None = None) -> None:
         """The clock has reached ts_ms: the next bar opens there at the earliest (on the timeframe's grid), so none
-        closes before it. The market makes whole bars: a bar whose close the clock has reached is not made again."""
+        closes before it. The market makes whole bars: a bar whose close the clock has reached is not made again, so
+        no symbol's candle the records hold (`done`, each at or before ts_ms) comes again either."""
         tf = self.timeframe_ms
         self._next_ts = self.start_ts = max(self._next_ts, -(-ts_ms // tf) * tf)
         self.clock.advance(self.start_ts)
