@@ -45,12 +45,24 @@ update_order = store.Store.update_order
 async def dying(self, o, kv=None, publish=None):
     global seen
     await update_order(self, o, kv, publish)
-    if o.reason.value == reason and o.status.value == "open" and symbol in (None, o.symbol):
+    if (os.environ.get("KILL_ON") != "fill" and o.reason.value == reason and o.status.value == "open"
+            and symbol in (None, o.symbol)):
         seen += 1
         if seen == at:
             print(f"KILLED after {o.client_order_id} {o.created_ts}", file=sys.stderr, flush=True)
             os._exit(137)
 store.Store.update_order = dying
+add_fill = store.Store.add_fill
+fills = 0
+async def dying_on_fill(self, f, order, *args, **kwargs):
+    global fills
+    await add_fill(self, f, order, *args, **kwargs)
+    if os.environ.get("KILL_ON") == "fill" and order.reason.value == reason and symbol in (None, order.symbol):
+        fills += 1
+        if fills == at:
+            print(f"KILLED after {order.client_order_id} {f.ts}", file=sys.stderr, flush=True)
+            os._exit(137)
+store.Store.add_fill = dying_on_fill
 from ffe_cli.entry import main
 sys.argv = ["ffe", *sys.argv[1:]]
 sys.exit(main())
@@ -75,10 +87,11 @@ def backtest_db(cwd: Path) -> Path:
     return Path(name) if name.startswith("/") else cwd / name
 
 
-def killed_run(cwd: Path, reason: str, at: int, symbol: str | None = None) -> str:
+def killed_run(cwd: Path, reason: str, at: int, symbol: str | None = None, **extra: str) -> str:
     """`ffe run --headless` killed right after that order is committed open: its client order id."""
     env = ffe_env(KILL_REASON=reason, KILL_AT=at, **({"KILL_SYMBOL": symbol} if symbol else {}))
-    proc = subprocess.run([sys.executable, "killer.py", "run", "--headless"], cwd=cwd, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "killer.py", "run", "--headless"], cwd=cwd, env={**env, **extra},
+                          capture_output=True,
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 137, f"not killed at that order (rc {proc.returncode}): {proc.stderr[-2000:]}"
     return proc.stderr.split("KILLED after ")[1].split()[0]
@@ -156,3 +169,22 @@ def test_an_order_decided_on_its_files_last_candle_and_killed_is_cancelled_as_th
     db = tmp_path / "data" / "ffe.db"
     assert db_rows(db, "SELECT status, filled FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled", 0.0)]
     assert_as_the_backtest(db, expected, cid)
+
+
+def test_a_kill_right_after_a_fill_decides_that_candle_after_the_restart_as_the_backtest(tmp_path):
+    """The paper venue fills an order at a candle's open, and the fill is committed before that candle's decision
+    is written: killed in between, the candle is handed out again (the fill, stored with the venue's book, is not
+    made twice) and decided, as the backtest decides it; taken for done (its fill stamped at its close), it was never
+    decided, and an entry it would have made never was."""
+    write_market(tmp_path)
+    expected = backtest_db(tmp_path)
+    cid = killed_run(tmp_path, "stop_loss", 1, KILL_ON="fill")
+    second = run_ffe(tmp_path, "run", "--headless")
+    assert second.returncode == 0, second.stderr
+    db = tmp_path / "data" / "ffe.db"
+    for what, sql in (("fills", FILLS), ("trades", TRADES), ("orders", ORDERS), ("decisions", DECISIONS)):
+        live, want = db_rows(db, sql), db_rows(expected, sql)
+        differ = [(a, b) for a, b in zip(want, live) if a != b]
+        assert not differ and len(live) == len(want), (
+            f"{what} after the kill at {cid}'s fill: {len(live)} against the backtest's {len(want)}, {len(differ)} "
+            f"differ, first (backtest, replay): {differ[:2]}")
