@@ -152,10 +152,11 @@ _SQL_MARKET_TIME = ("SELECT MAX(t) FROM (SELECT ts + ? AS t FROM (SELECT ts FROM
 # that symbol leaves. An order counts only when the engine made it on a candle (a strategy's entry or exit, a stop or
 # take profit, asked for by nobody): an operator's order, an approval's or a cancel's stamp is the clock at any
 # symbol's candle. The decisions' last row of the symbol is read apart (_SQL_LAST_DECIDED).
-_SQL_CANDLE_STAMPS = ("SELECT symbol, MAX(t) FROM (SELECT symbol, created_ts AS t FROM orders WHERE reason IN "
-                      "('signal', 'stop_loss', 'take_profit') AND json_extract(intent, '$.by') IS NULL "
-                      "UNION ALL SELECT symbol, ts FROM fills UNION ALL SELECT symbol, closed_ts FROM trades "
-                      "UNION ALL SELECT symbol, opened_ts FROM positions) GROUP BY symbol")
+# A candle's fills (and the trades and positions they make) are no sign it was decided: the paper venue fills at its
+# open, committed before its decision is written; handed out again, its fills are not made twice (the venue's book is
+# stored with them) and it is decided. An order the engine made on it is: handed out again, it would fill at its open.
+_SQL_CANDLE_STAMPS = ("SELECT symbol, MAX(created_ts) FROM orders WHERE reason IN ('signal', 'stop_loss', "
+                      "'take_profit') AND json_extract(intent, '$.by') IS NULL GROUP BY symbol")
 # A symbol's bars are decided in time order, so its last row is its last bar: read back from the table's end, it is
 # found at once for a symbol being decided (no index on decisions.symbol: the table is the largest, written every bar).
 _SQL_LAST_DECIDED = "SELECT ts FROM decisions WHERE symbol = ? ORDER BY rowid DESC LIMIT 1"
@@ -1342,10 +1343,10 @@ class Store:
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def candles_done(self, symbols: Iterable[str], timeframe_ms: int) -> dict[str, int]:
-        """Symbol -> the close of its latest candle the records say was processed (as market_time, a clock time; the
-        last bar decided counts at its open plus `timeframe_ms`): its decision, an order the engine made on it, or a
-        fill, trade or position stamped at its close. What a restart must not hand out again, whatever the saved
-        market says: the engine commits an order (and its fill) before it stores the market's place."""
+        """Symbol -> the close of its latest candle the records say was decided (as market_time, a clock time; the
+        last bar decided counts at its open plus `timeframe_ms`): its decision, or an order the engine made on it.
+        What a restart must not hand out again, whatever the saved market says: the engine commits an order before
+        it stores the market's place. A candle that only filled orders is handed out again and decided."""
         done = {str(r[0]): int(r[1]) for r in await self.query(_SQL_CANDLE_STAMPS) if r[1] is not None}
         for sym in symbols:
             rows = await self.query(_SQL_LAST_DECIDED, (sym,))
