@@ -10,6 +10,8 @@ fake Binance on 127.0.0.1 whose trade list trails its order book, and `ffe ctl a
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from conftest import engine_session, ffe_env
@@ -21,10 +23,29 @@ from live_helpers import (BTC, SteppedClock, exchange_options, fx, live_settings
 MY_TRADES = "GET /api/v3/myTrades"
 
 
-async def test_no_accept_while_an_order_s_trades_lag_its_fill_past_the_settle_window(tmp_path, fx):
+def lag_settings(tmp_path, fx) -> Any:
+    """A live engine RUNNING at its start, whose orders are answered without their fills (RESULT), so that their
+    fills are read from the trade list, and whose reconciliation runs when the test says."""
     options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
-    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600},
-                             exchange={"options": options})
+    return live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600},
+                         exchange={"options": options})
+
+
+async def paused_on_lagging_trades(e, fx, clock: SteppedClock) -> str:
+    """An operator's buy filled at the exchange, its trades not listed (until the test clears the fault), past the
+    settle window: the engine paused on the differences it explains. Its client order id."""
+    fx.fault(MY_TRADES, "stale", seconds=3600, times=10_000)
+    cid = str((await e.operator_order(BTC, "buy", 0.01))["client_order_id"])
+    for _ in range(3):
+        clock.forward(e.venue.settle_s + 0.1)
+        await e.reconcile()
+    assert e.state is EngineState.PAUSED
+    assert e.reconcile_blocked and all(d.get("trades_behind") == [cid] for d in e.reconcile_blocked)
+    return cid
+
+
+async def test_no_accept_while_an_order_s_trades_lag_its_fill_past_the_settle_window(tmp_path, fx):
+    settings = lag_settings(tmp_path, fx)
     db = settings.db_path
     clock = SteppedClock()
     async with engine_session(settings, live=True, clock=clock) as running:
@@ -72,9 +93,7 @@ async def test_the_kill_switch_says_an_order_filled_whose_trades_lag_filled_not_
     hold it open until they are. The kill switch's report lists it filled before its cancel, as an order whose
     trades are listed (docs/order-path.md: an order already filled is recorded as what it became, not as a failed
     cancel), and the halt is no failure for the operator to act on."""
-    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
-    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600},
-                             exchange={"options": options})
+    settings = lag_settings(tmp_path, fx)
     clock = SteppedClock()
     async with engine_session(settings, live=True, clock=clock) as running:
         e = running.engine

@@ -17,36 +17,20 @@ from conftest import engine_session, ffe_env
 from ffe_engine.engine import ControlError
 from ffe_engine.model import EngineState
 from ffe_engine.views import blocking
-from live_helpers import (BTC, SteppedClock, exchange_options, fx, live_settings, next_bar,  # noqa: F401
-                          run_ffe_async)
+from live_helpers import SteppedClock, fx, next_bar, run_ffe_async  # noqa: F401
+from test_accept_trades_lag import MY_TRADES, lag_settings, paused_on_lagging_trades
 from test_reconcile import place_by_hand
 
-MY_TRADES = "GET /api/v3/myTrades"
-
-
-async def _paused_on_lagging_trades(e, fx, clock: SteppedClock) -> str:
-    """An operator's buy filled at the exchange, its trades not listed, past the settle window: the engine paused on
-    the differences it explains. Its client order id."""
-    await next_bar(e, fx)
-    fx.fault(MY_TRADES, "stale", seconds=3600, times=10_000)  # the trade list trails until cleared
-    cid = str((await e.operator_order(BTC, "buy", 0.01))["client_order_id"])
-    for _ in range(3):
-        clock.forward(e.venue.settle_s + 0.1)
-        await e.reconcile()
-    assert e.state is EngineState.PAUSED
-    assert e.reconcile_blocked and all(d.get("trades_behind") == [cid] for d in e.reconcile_blocked)
-    return cid
 
 
 async def test_why_health_resume_and_orders_say_the_order_s_trades_lag_and_nothing_is_to_accept(tmp_path, fx):
-    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
-    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600},
-                             exchange={"options": options})
+    settings = lag_settings(tmp_path, fx)
     clock = SteppedClock()
     async with engine_session(settings, live=True, clock=clock) as running:
         e = running.engine
         await running.start_control()
-        cid = await _paused_on_lagging_trades(e, fx, clock)
+        await next_bar(e, fx)
+        cid = await paused_on_lagging_trades(e, fx, clock)
 
         async def ctl(*args: str):
             return await run_ffe_async(tmp_path, "ctl", *args, "--data-dir", str(settings.data_dir), env=ffe_env(),
@@ -80,13 +64,12 @@ async def test_why_health_resume_and_orders_say_the_order_s_trades_lag_and_nothi
 
 
 async def test_differences_some_explained_by_lagging_trades_and_some_not_say_both(tmp_path, fx):
-    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
-    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600},
-                             exchange={"options": options})
+    settings = lag_settings(tmp_path, fx)
     clock = SteppedClock()
     async with engine_session(settings, live=True, clock=clock) as running:
         e = running.engine
-        cid = await _paused_on_lagging_trades(e, fx, clock)
+        await next_bar(e, fx)
+        cid = await paused_on_lagging_trades(e, fx, clock)
         await place_by_hand(fx, "by-hand-1")  # an order nobody explains
         for _ in range(2):
             clock.forward(e.venue.settle_s + 0.1)

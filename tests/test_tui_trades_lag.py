@@ -12,10 +12,9 @@ import re
 
 from ffe_engine.model import EngineState
 from ffe_tui.app import ConsoleApp
-from live_helpers import BTC, SteppedClock, exchange_options, fx, live_settings  # noqa: F401
+from live_helpers import BTC, SteppedClock, fx  # noqa: F401
+from test_accept_trades_lag import lag_settings, paused_on_lagging_trades
 from test_tui_helpers import notices, said_since, screen_text, status_text, until
-
-MY_TRADES = "GET /api/v3/myTrades"
 
 
 def _flat(text: str) -> str:
@@ -23,9 +22,7 @@ def _flat(text: str) -> str:
 
 
 async def test_the_console_says_an_order_s_trades_lag_and_that_nothing_is_to_accept(tmp_path, fx):
-    options = exchange_options(newOrderRespType={"market": "RESULT", "limit": "RESULT"})
-    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600},
-                             exchange={"options": options})
+    settings = lag_settings(tmp_path, fx)
     clock = SteppedClock()
     app = ConsoleApp(settings, live=True, clock=clock)
     async with app.run_test(size=(160, 50)) as pilot:
@@ -33,13 +30,7 @@ async def test_the_console_says_an_order_s_trades_lag_and_that_nothing_is_to_acc
         e = app.engine
         fx.market_clock.step()
         await until(pilot, lambda: BTC in e.portfolio.last_price, "a price of BTC/USDT")
-        fx.fault(MY_TRADES, "stale", seconds=3600, times=10_000)  # the trade list trails until cleared
-        cid = str((await e.operator_order(BTC, "buy", 0.01))["client_order_id"])
-        for _ in range(3):
-            clock.forward(e.venue.settle_s + 0.1)
-            await e.reconcile()
-        assert e.state is EngineState.PAUSED
-        assert e.reconcile_blocked and all(d.get("trades_behind") == [cid] for d in e.reconcile_blocked)
+        cid = await paused_on_lagging_trades(e, fx, clock)
 
         await pilot.press("6")
         await until(pilot, lambda: "RECONCILE" in screen_text(app), "the why view's RECONCILE")
