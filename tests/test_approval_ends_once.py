@@ -75,7 +75,7 @@ async def on_the_wire(p, approval_id: str, by: str = "operator") -> asyncio.Task
 
 async def test_an_approval_approved_in_its_last_second_ends_approved_once_though_its_time_runs_out_on_the_wire(
         tmp_path):
-    # The checker's case: a running engine (its housekeeping expires approvals every 50 ms), approved with one
+    # The reported case: a running engine (its housekeeping expires approvals every 50 ms), approved with one
     # second of the 120 s left, the exchange answering the order two seconds later.
     s = manual(tmp_path, order_poll_s=0.05)
     clock = ManualClock(paced=True)

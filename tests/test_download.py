@@ -393,7 +393,7 @@ async def test_a_first_page_that_stays_no_list_of_candles_exits_1_and_writes_no_
 
 
 async def test_ffe_data_download_exits_1_not_0_when_the_exchange_stops_answering_candles_midway(fx, tmp_path):
-    # The checker's run: from the third request on, every klines answer is `{}` (200). Exit 0 with a file that
+    # The reported run: from the third request on, every klines answer is `{}` (200). Exit 0 with a file that
     # ends days before now would be taken as complete by a cron job.
     write_config(tmp_path, fake_config(fx))
     fx.klines_max = 10

@@ -58,7 +58,7 @@ async def until(predicate, what: str, timeout: float = 15.0):
 
 
 async def test_ffe_ctl_halt_answers_at_once_while_an_approve_s_order_is_on_the_wire(tmp_path, pipelines):
-    # The checker's case: approved with `a` while the exchange holds create_order; the kill switch pressed from a
+    # The reported case: approved with `a` while the exchange holds create_order; the kill switch pressed from a
     # shell 2 s later. HALTED is stored at the press, and the answer says so with what waits for the approve.
     s = manual(tmp_path)
     p = await pipelines(s, script={BTC: (BUY, 0.8)}, venue=paper_venue(s, SlowVenue), clock=ManualClock())

@@ -67,7 +67,7 @@ async def test_a_buy_settled_by_lookup_is_charged_each_trade_once(tmp_path, fx, 
 
 @pytest.mark.parametrize("listing", LISTINGS)
 async def test_a_sale_settled_by_lookup_is_charged_each_trade_once(tmp_path, fx, listing):
-    # The checker's stop-loss: a sale whose answer is lost, settled by a lookup and the order's trades, which list
+    # The reported stop-loss: a sale whose answer is lost, settled by a lookup and the order's trades, which list
     # one of them twice. Its fee (in USDT) is what the exchange took, and the cash is the account's.
     climbing(fx)
     fx.buy_fee_in_quote = True  # the buy leaves no coins short of a step: the sale sells all of them

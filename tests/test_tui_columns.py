@@ -27,7 +27,7 @@ def _positions(template: dict[str, Any], market_ts: int) -> list[dict[str, Any]]
                 "opened_ts": market_ts - age_ms, "dust": False, **more}
 
     return [
-        # the rows the checker saw run together
+        # the rows once seen run together
         pos("BTC/USDT", 0.0282917, 34_950.0, 34_912.5, -1.06, 34_251.0, 36_348.0, 61_000, id="d52e6b4000294"),
         pos("BTC/USDT", 0.00000313, 34_650.0, 35_737.5, 0.0034, None, None, 3_600_000, dust=True, id=None),
         # a coin priced in millionths, held by the ten million, a large loss, open for months

@@ -1,5 +1,5 @@
 """After any sequence of resizes every pane shows what fits its width at once, as a console opened at that size
-does: not what fitted the width it had when its data last came (until the next bar, an hour at 1h). The checker's
+does: not what fitted the width it had when its data last came (until the next bar, an hour at 1h). The reported
 case: three symbols, 80x24 -> 60x18 (too small: the panes shrink) -> 200x50 left the votes pane at "provider +3",
 the width it had when the votes came (none: off screen) or too small for all three. Also with a dialog open over the
 console while it is resized, and with the data coming while the screen is too small. The market ends before the
