@@ -115,3 +115,21 @@ def test_a_flatten_of_a_symbol_removed_from_a_paper_account_sends_nothing_for_it
     assert db_rows(db, "SELECT COUNT(*) FROM positions WHERE symbol = 'BTC/USD'") == [(1,)]  # it stays
     engine.send(signal.SIGTERM)
     assert engine.wait(timeout=30) == 0, engine.stderr
+
+
+def test_a_replay_ended_with_nothing_open_starts_again_without_a_warning_per_symbol(tmp_path):
+    """A replay run to its files' end, then started again (a service manager restarting it): no candle comes for any
+    symbol, but nothing is open in them either, so nothing is to be cancelled or said; one still holding a position
+    is said."""
+    short_btc = head(tmp_path, "btc.csv", BTC_CSV, 120)
+    short_eth = head(tmp_path, "eth.csv", ETH_CSV, 120)
+    write_config(tmp_path, ["BTC/USD", "ETH/USD"], {"BTC/USD": short_btc, "ETH/USD": short_eth})
+    first = run_ffe(tmp_path, "run", "--headless")
+    assert first.returncode == 0, first.stderr
+    db = tmp_path / "data" / "ffe.db"
+    held = {s for (s,) in db_rows(db, "SELECT symbol FROM positions")}
+    again = run_ffe(tmp_path, "run", "--headless")
+    assert again.returncode == 0, again.stderr
+    for symbol in ("BTC/USD", "ETH/USD"):
+        said = [line for line in warnings_naming(again.stderr, symbol) if "no candle of this symbol" in line]
+        assert len(said) == (1 if symbol in held else 0), (symbol, held, said)
