@@ -883,8 +883,10 @@ class Engine:
                 self._no_candles[sym] = (f"its replay file ends at {fmt.iso_ms(last)}, before the market time: point "
                                          "market.replay_files at one that goes on from there to trade or close it")
         for sym, why in sorted(self._no_candles.items()):
-            report = await self.orders.cancel_all(sym)
             pos = self.portfolio.positions.get(sym)
+            if pos is None and not any(o.symbol == sym for o in self.orders.live.values()):
+                continue  # nothing open in it (a replay run to its end, started again): nothing to cancel or say
+            report = await self.orders.cancel_all(sym)
             said = {"cancelled": ",".join(report.cancelled), "failed": len(report.failed),
                     "position": f"{pos.quantity:.8g}" if pos is not None else ""}
             log.warning("no candle of this symbol comes to the paper venue, so no order in it can fill: its orders "
