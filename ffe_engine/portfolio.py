@@ -160,10 +160,9 @@ class Portfolio:
                    rows: list[int], bar_ts: int | None, timeframe_ms: int,
                    curve: list[tuple[int, float]] | None) -> int:
         """book_candles, one candle at a time."""
-        last_price, marked, positions = self.last_price, self._closes, self.positions
+        mark = self.mark
         closes = [s.close for s in series]
         times = [s.ts for s in series]
-        held = bool(positions)
         for p in range(start, stop):
             k = order[p]
             i = rows[k]
@@ -177,13 +176,7 @@ class Portfolio:
                 bar_ts = t
                 if self.day is None or t // DAY_MS > self.day:
                     self.roll_day(t)
-            sym = symbols[k]
-            price = closes[k][i]
-            last_price[sym] = marked[sym] = price
-            if held:
-                pos = positions.get(sym)
-                if pos is not None:
-                    pos.last_price = price
+            mark(symbols[k], closes[k][i])
         assert bar_ts is not None
         return bar_ts
 
@@ -223,7 +216,7 @@ class Portfolio:
         if self.day is None or t // DAY_MS > self.day:
             self.roll_day(t)
         for sym, s in zip(symbols, series):
-            self.last_price[sym] = self._closes[sym] = s.close[last - 1]
+            self.mark(sym, s.close[last - 1])
         for k in range(len(rows)):
             rows[k] = last
         return True
