@@ -13,7 +13,6 @@ os._exit right after the commit), over the sample files, real SQLite.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from ffe_engine.market.csvdata import load_csv
 
 from conftest import BTC_CSV, ETH_CSV, db_rows, ffe_env, run_ffe, sample_head
+from test_restart_midbar import backtest_db
 
 HOUR = 3_600_000
 BARS = 400
@@ -77,14 +77,6 @@ def write_market(cwd: Path, eth_bars: int = BARS) -> None:
         f'[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\ntimeframe = "1h"\nwarmup_bars = {WARMUP}\napproval = "auto"\n'
         '[venue]\nquote = "USD"\n[risk]\nmin_confidence = 0.3\n')
     (cwd / "killer.py").write_text(KILLER)
-
-
-def backtest_db(cwd: Path) -> Path:
-    proc = run_ffe(cwd, "backtest", "BTC-USD_1h.csv", "ETH-USD_1h.csv", "--config", "config.toml",
-                   "--records", "full", "--report", "bt.json")
-    assert proc.returncode == 0, proc.stderr
-    name = json.loads((cwd / "bt.json").read_text())["database"]
-    return Path(name) if name.startswith("/") else cwd / name
 
 
 def killed_run(cwd: Path, reason: str, at: int, symbol: str | None = None, **extra: str) -> str:
