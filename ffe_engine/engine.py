@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
 from .market.base import QuotingFeed, ResumableFeed
 from .market.replay import ReplayFeed
-from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Order, OrderReason,
+from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, GateResult, Order, OrderReason,
                     OrderStatus, Position, Side)
 from . import overrides
 from .overrides import Override
@@ -1210,12 +1211,13 @@ class Engine:
             else:
                 sub = await self.orders.submit(OrderIntent(
                     symbol=c.symbol, side=side_to_close(pos.side), quantity=pos.quantity, reason=OrderReason.SIGNAL,
-                    decision_id=d.decision_id, confidence=res.confidence, ref_price=c.close, reduce_only=True))
-                d.gates = sub.gates
-                d.quantity = sub.order.quantity if sub.order else 0.0
-                d.client_order_id = sub.order.client_order_id if sub.order else None
-                d.outcome = "exit_submitted" if sub.accepted else "exit_refused"
-                d.reason = sub.reason
+                    decision_id=d.decision_id, confidence=res.confidence, ref_price=c.close, reduce_only=True),
+                    on_journal=functools.partial(self._journaled, d, "exit_submitted"))
+                if not d.recorded:  # refused before an order was journaled
+                    d.gates = sub.gates
+                    d.quantity = 0.0
+                    d.outcome = "exit_refused"
+                    d.reason = sub.reason
 
     def _size(self, symbol: str, price: float) -> tuple[float, dict[str, Any]]:
         """An entry in `symbol` sized at `price` with the account and the volatility as they are now."""
@@ -1261,10 +1263,22 @@ class Engine:
         if self.approvals.mode == "manual":
             await self.approvals.propose(d, intent, lambda: self._record_decision(d))
             return
-        sub = await self.orders.submit(intent, gates)
-        d.client_order_id = sub.order.client_order_id if sub.order else None
-        d.outcome = "submitted" if sub.accepted else "refused"
-        d.reason = sub.reason
+        sub = await self.orders.submit(intent, gates, on_journal=functools.partial(self._journaled, d, "submitted"))
+        if not d.recorded:  # refused before an order was journaled
+            d.gates = sub.gates
+            d.outcome = "refused"
+            d.reason = sub.reason
+
+    def _journaled(self, d: Decision, outcome: str, order: Order, gates: list[GateResult]) -> None:
+        """The decision `d` made `order`: recorded as the order is journaled, in its transaction (OrderPath.submit),
+        so that no crash leaves the order without it; `outcome` whatever then becomes of the order (the order's own
+        records say that)."""
+        d.gates = gates
+        if order.reduce_only:  # what the exit sells (the position less the exits working); an entry keeps its sizing's
+            d.quantity = order.quantity
+        d.client_order_id = order.client_order_id
+        d.outcome = outcome
+        self._record_decision(d)
 
     def _record_decision(self, d: Decision) -> None:
         if d.recorded:  # with the approval it waits for

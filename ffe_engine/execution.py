@@ -230,8 +230,12 @@ class OrderPath:
         return self.trading.allows(o).passed
 
     # ------------------------------------------------------------------ submit
-    async def submit(self, intent: OrderIntent, gates: list[GateResult] | None = None) -> Submission:
-        """Check the gates (unless `gates` were just evaluated for this very intent), then journal and send."""
+    async def submit(self, intent: OrderIntent, gates: list[GateResult] | None = None,
+                     on_journal: Callable[[Order, list[GateResult]], object] | None = None) -> Submission:
+        """Check the gates (unless `gates` were just evaluated for this very intent), then journal and send.
+        `on_journal(order, gates)` is called as the order is journaled, before it is sent: the events it publishes
+        (the strategy's decision) are committed with the journal entry, so that no crash leaves an order without
+        what made it."""
         placed_before = self._placed
         if gates is None:
             gates = self.gatekeeper.evaluate(intent)
@@ -258,7 +262,7 @@ class OrderPath:
                 failure = first_failure(gates)
                 if failure is not None:
                     return self._refused(intent, gates, failure.refusal())
-            placed = await self._journal(intent, gates)
+            placed = await self._journal(intent, gates, on_journal)
         if isinstance(placed, Submission):
             return placed
         o = placed
@@ -281,7 +285,8 @@ class OrderPath:
         return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error, held_until=held_back,
                           answered=answered)
 
-    async def _journal(self, intent: OrderIntent, gates: list[GateResult]) -> "Order | Submission":
+    async def _journal(self, intent: OrderIntent, gates: list[GateResult],
+                       on_journal: Callable[[Order, list[GateResult]], object] | None = None) -> "Order | Submission":
         """Size, round and journal the order `intent` asks for, and count it in flight; or the refusal."""
         market = self.venue.market(intent.symbol)
         qty = intent.quantity
@@ -305,7 +310,12 @@ class OrderPath:
         o = Order(client_order_id=self.ids.client_order_id(), symbol=intent.symbol, side=intent.side, quantity=qty,
                   type=intent.type, reason=intent.reason, venue=self.venue.name, decision_id=intent.decision_id,
                   price=intent.price, reduce_only=intent.reduce_only, created_ts=now, updated_ts=now, by=intent.by)
-        await self.store.journal_order(o, intent.as_dict(), publish=functools.partial(self._emit, o))
+        def publish() -> None:
+            if on_journal is not None:
+                on_journal(o, gates)
+            self._emit(o)
+
+        await self.store.journal_order(o, intent.as_dict(), publish=publish)
         self.live[o.client_order_id] = o
         self._placed += 1
         self.intents[o.client_order_id] = intent
