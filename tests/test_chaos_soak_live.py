@@ -27,7 +27,8 @@ order, reconciled and stopped in order):
     it holds that the database lacks were written just before a kill (an orderly stop leaves none);
 (c) an order's status never goes back, sampled from the journal and the events after each round: a final status
     never changes, an order the venue showed is never again new or in doubt, its filled quantity never shrinks;
-(d) the exchange never placed two orders with one client order id, and no fill is recorded twice.
+(d) the exchange never placed two orders with one client order id, and no fill is recorded twice;
+(e) every order made of a decision has that decision recorded (committed with the order's journal entry).
 
 The schedule comes from one seed (FFE_CHAOS_SEED, printed with the counts). Bounded: a fixed number of rounds.
 """
@@ -211,6 +212,13 @@ class Books:
                     f"{tag(counts)} {when}: order {cid} paid {charged:g} {asset} in the journal, {commission:g} at "
                     "the exchange")
 
+    def decided(self, counts: Counter, when: str) -> None:
+        """(e): the decision of every order made of one is there, whenever the engine died."""
+        orphans = rows(self.db, "SELECT o.client_order_id, o.reason FROM orders o WHERE o.decision_id IS NOT NULL "
+                                "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.decision_id = o.decision_id)")
+        assert not orphans, f"{tag(counts)} {when}: orders without the decision they were made of: {orphans}"
+        counts["orders of decisions"] += rows(self.db, "SELECT count(*) FROM orders WHERE decision_id IS NOT NULL")[0][0]
+
     def settled(self, fx: FakeBinance, counts: Counter, trades: dict, balances: dict) -> None:
         """(a) at the end: positions, cash and what the engine reported are the fake account's."""
         usdt = fx.balances["USDT"].total
@@ -244,6 +252,7 @@ async def doctor(cwd: Path, fx: FakeBinance, books: Books, counts: Counter, when
     books.sample(counts, when)
     books.audit_beyond_database(cwd / "logs", counts, when, killed)
     books.against_exchange(fx, counts, when)
+    books.decided(counts, when)
 
 
 # ---------------------------------------------------------------------------------------------------- the engine
