@@ -17,7 +17,7 @@ import pytest
 from conftest import engine_session, ffe_env
 from ffe_engine.model import EngineState, OrderStatus
 from ffe_engine.reconcile import BASELINE_KEY
-from live_helpers import (BTC, SteppedClock, exchange_options, fx, live_settings, next_bar,  # noqa: F401
+from live_helpers import (BTC, SteppedClock, exchange_options, fx, live_settings, next_bar, rows,  # noqa: F401
                           run_ffe_async, stored_events)
 
 MY_TRADES = "GET /api/v3/myTrades"
@@ -109,3 +109,66 @@ async def test_the_kill_switch_says_an_order_filled_whose_trades_lag_filled_not_
         await e.orders.poll()
         assert cid not in e.orders.live
         assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total, abs=1e-12)
+
+
+async def test_an_order_whose_trades_are_never_listed_is_settled_by_the_operator_and_booked_once(tmp_path, fx):
+    """The exchange shows the order filled and never lists its trades: waiting for them would keep the engine paused
+    for ever. `ffe ctl settle ID filled` books what the exchange filled beyond the trades it lists, at the price the
+    operator read from the exchange's account, and ends the order; the accept is then taken, and trades listed
+    after all book nothing twice. Refused, nothing booked: within the settle window, and a quantity other than the
+    rest the exchange shows filled."""
+    settings = lag_settings(tmp_path, fx)
+    clock = SteppedClock()
+
+    async def ctl(*args: str):
+        return await run_ffe_async(tmp_path, "ctl", *args, "--data-dir", str(settings.data_dir), env=ffe_env(),
+                                   name="ctl")
+
+    async with engine_session(settings, live=True, clock=clock) as running:
+        e = running.engine
+        await running.start_control()
+        await next_bar(e, fx)
+        fx.fault(MY_TRADES, "stale", seconds=3600, times=10_000)
+        cid = str((await e.operator_order(BTC, "buy", 0.01))["client_order_id"])
+        placed = fx.orders[-1]
+        price, quantity = placed.quote_filled / placed.filled, placed.filled
+        early = await ctl("settle", cid, "filled", "--quantity", f"{quantity}", "--price", f"{price}", "--yes")
+        assert early.proc.returncode == 1 and "settle window" in early.stderr, early.stdout + early.stderr
+        for _ in range(3):
+            clock.forward(e.venue.settle_s + 0.1)
+            await e.reconcile()
+        assert e.state is EngineState.PAUSED and e.reconcile_blocked
+        assert "ffe ctl settle" in e.state_reason, e.state_reason  # the way out, said where the operator looks
+
+        wrong = await ctl("settle", cid, "filled", "--quantity", f"{quantity / 2}", "--price", f"{price}", "--yes")
+        assert wrong.proc.returncode == 1 and f"{quantity:.8g}" in wrong.stderr, wrong.stderr
+        assert len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+        assert cid in e.orders.live and e.orders.live[cid].filled == 0
+
+        settled = await ctl("settle", cid, "filled", "--quantity", f"{quantity}", "--price", f"{price}", "--yes")
+        assert settled.proc.returncode == 0, settled.stdout + settled.stderr
+        assert cid not in e.orders.live
+        db = settings.db_path
+        assert rows(db, "SELECT status, filled FROM orders WHERE client_order_id = ?", (cid,)) == [
+            ("filled", pytest.approx(quantity))]
+        assert rows(db, "SELECT quantity, price FROM fills") == [(pytest.approx(quantity), pytest.approx(price))]
+        (note,) = stored_events(db, "order_settled")
+        assert (note["client_order_id"], note["outcome"], note["by"]) == (cid, "filled", "ctl"), note
+
+        # What still differs (the fee the exchange took in coins) is accepted; the engine resumes.
+        clock.forward(e.venue.settle_s + 0.1)
+        await e.reconcile()
+        accepted = await ctl("accept")
+        assert accepted.proc.returncode == 0, accepted.stdout + accepted.stderr
+        resumed = await ctl("resume")
+        assert resumed.proc.returncode == 0, resumed.stdout + resumed.stderr
+        assert e.state is EngineState.RUNNING
+
+        # The trades are listed after all: nothing booked twice.
+        fx.clear_faults(MY_TRADES)
+        await e.orders.poll()
+        clock.forward(e.venue.settle_s + 0.1)
+        assert await e.reconcile() == []
+        assert rows(db, "SELECT count(*) FROM fills") == [(1,)]
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total, abs=1e-12)
+        assert e.portfolio.cash == pytest.approx(fx.balances["USDT"].total, abs=1e-6)
