@@ -1201,8 +1201,7 @@ class Engine:
             elif self.approvals.waiting_for(c.symbol):
                 d.outcome = "awaiting_approval"
             else:
-                await self._enter(d)
-                self.entries.note(d.outcome, d.reason, d.ts)
+                self.entries.note(*await self._enter(d), d.ts)
         else:  # SELL: long-only spot, so a SELL closes a long and is otherwise nothing to do
             if pos is None:
                 d.outcome = "no_position"
@@ -1239,7 +1238,9 @@ class Engine:
             raise ControlError(f"the exchange's price of {symbol} could not be read ({str(exc)[:120]}): nothing "
                                "approved; approve it again") from None
 
-    async def _enter(self, d: Decision) -> None:
+    async def _enter(self, d: Decision) -> tuple[str, str]:
+        """An entry decision taken: sized, gated, then proposed for approval or sent. What the entry log counts it
+        as: its outcome and reason, or for an order journaled that the venue then refused, that refusal."""
         market = self.venue.market(d.symbol)
         qty, sizing = self._size(d.symbol, d.price)
         d.sizing = sizing
@@ -1255,19 +1256,22 @@ class Engine:
         if failure is not None:
             d.outcome = "rejected"
             d.reason = failure.refusal()
-            return
+            return d.outcome, d.reason
         if market.below_minimum(qty, d.price):  # after the gates, as the order path says it for other callers
             d.outcome = "below_minimum"
             d.reason = f"size {qty:.8g} below venue minimum (min notional {market.min_notional})"
-            return
+            return d.outcome, d.reason
         if self.approvals.mode == "manual":
             await self.approvals.propose(d, intent, lambda: self._record_decision(d))
-            return
+            return d.outcome, d.reason or ""
         sub = await self.orders.submit(intent, gates, on_journal=functools.partial(self._journaled, d, "submitted"))
         if not d.recorded:  # refused before an order was journaled
             d.gates = sub.gates
             d.outcome = "refused"
             d.reason = sub.reason
+        # Journaled, then refused (by the venue, or the engine stopped before the send): the order says so, and the
+        # why view counts it refused (Store.refusals_since, the same from the records).
+        return ("submitted", "") if sub.accepted else ("refused", sub.reason)
 
     def _journaled(self, d: Decision, outcome: str, order: Order, gates: list[GateResult]) -> None:
         """The decision `d` made `order`: recorded as the order is journaled, in its transaction (OrderPath.submit),

@@ -1604,12 +1604,17 @@ class Store:
     async def refusals_since(self, ts_ms: int) -> list[tuple[str, str, int]]:
         """The strategy's orders refused, or held by a trade in their symbol waiting for approval, since a market
         time: (outcome, the reason up to its first colon, how many). A gate's refusal reads `CODE: value=...
-        limit=...`, so the head is the gate's code."""
+        limit=...`, so the head is the gate's code. An order a decision made that the venue refused (it ended
+        `rejected`, its error saying why) counts as the decision refused."""
         rows = await self.query(
             "SELECT outcome, CASE WHEN instr(reason, ':') > 0 THEN substr(reason, 1, instr(reason, ':') - 1) "
-            "ELSE reason END AS head, COUNT(*) FROM decisions WHERE ts >= ? AND outcome IN "
-            "('rejected', 'refused', 'below_minimum', 'exit_refused', 'awaiting_approval') GROUP BY outcome, head",
-            (ts_ms,))
+            "ELSE reason END AS head, COUNT(*) FROM ("
+            "SELECT outcome, reason FROM decisions WHERE ts >= ? AND outcome IN "
+            "('rejected', 'refused', 'below_minimum', 'exit_refused', 'awaiting_approval') "
+            "UNION ALL SELECT CASE d.outcome WHEN 'submitted' THEN 'refused' ELSE 'exit_refused' END, o.error "
+            "FROM decisions d JOIN orders o ON o.client_order_id = d.client_order_id WHERE d.ts >= ? AND "
+            "d.outcome IN ('submitted', 'exit_submitted') AND o.status = 'rejected') GROUP BY outcome, head",
+            (ts_ms, ts_ms))
         return [(r[0], r[1], r[2]) for r in rows]
 
     async def last_entry_ts(self) -> int | None:

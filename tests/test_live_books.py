@@ -194,10 +194,10 @@ async def test_lost_answer_found_filled_by_the_poll_stays_filled(tmp_path, fx):
             fx.market_clock.step()
             (sent,) = await wait_for(lambda: fx.requests_to(POST_ORDER), timeout=30, what="the strategy's order")
             cid = sent.params["newClientOrderId"]
-            # the decision is recorded once the send has its outcome (here: the client's timeout)
+            # the decision is recorded with the order's journal entry, before the send has its outcome
             (decision,) = await wait_for(lambda: stored_events(db, "decision"), timeout=30, what="the decision")
+            await wait_for(lambda: fx.requests_to(GET_ORDER), timeout=30, what="the poll looking the order up")
             assert sent.answered is None  # the fake still holds the answer
-            assert len(fx.requests_to(GET_ORDER)) > 0  # and the poll looked the order up meanwhile
             await wait_for(lambda: cid not in e.orders.live, timeout=30, what="the order resolved")
         assert (decision["action"], decision["outcome"], decision["client_order_id"]) == ("BUY", "submitted", cid)
         assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "FILLED")]
@@ -618,9 +618,17 @@ async def test_orders_wait_for_the_time_a_429_gave(tmp_path, fx):
         assert [(o.client_id, o.status) for o in fx.orders] == [(posts[1].params["newClientOrderId"], "FILLED")]
 
         first, held, entered = stored_events(db, "decision")
-        assert (first["outcome"], held["outcome"], entered["outcome"]) == ("refused", "refused", "submitted")
-        assert first["reason"].startswith("VENUE_HOLD") and "Too many requests" in first["reason"]
+        assert (first["outcome"], held["outcome"], entered["outcome"]) == ("submitted", "refused", "submitted")
+        # the first was journaled and sent; the exchange refused its order, which says why
+        [(status, error)] = rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?",
+                                 (first["client_order_id"],))
+        assert first["client_order_id"] == limited.params["newClientOrderId"] and status == "rejected"
+        assert error.startswith("VENUE_HOLD") and "Too many requests" in error, error
         assert held["reason"].startswith("VENUE_HOLD") and held["client_order_id"] is None
+        # the why view counts both entries refused, by the exchange's hold
+        assert running.engine.entries.report()["refused"] == {"VENUE_HOLD": 2}, running.engine.entries.report()
+        assert [(outcome, head, n) for outcome, head, n in await running.store.refusals_since(0)] == [
+            ("refused", "VENUE_HOLD", 2)]
         # said in the audit trail (and so on the console) and in the log: the hold, and its end
         faults = [(f["kind"], f["phase"]) for f in stored_events(db, "venue_fault")]
         assert faults == [("rate_limit", "fault"), ("rate_limit", "resolved")]
