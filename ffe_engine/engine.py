@@ -2006,15 +2006,17 @@ class Engine:
     async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = None,
                            price: float | None = None, by: str = "operator") -> dict[str, Any]:
         """The operator's word on an order in doubt that the exchange lost (`ffe ctl settle`): ended `filled` (the
-        quantity and price given, booked as its fill) or `canceled`, through the order path; nothing is sent. A
+        quantity and price given, booked as its fill) or `canceled`, through the order path; nothing is sent. Or on
+        the fill of an order the exchange shows filled beyond the trades it lists (OrderPath.settle). A
         reconciliation follows at once: the order holds the engine no more, and whatever the books and the venue
         still differ by holds it until accepted."""
         async with self._controls.turn(f"the settle of {client_order_id}"):
             self._still_running()
             o = self.orders.live.get(client_order_id)
-            if o is None or o.status is not OrderStatus.IN_DOUBT:
+            if o is None or (o.status is not OrderStatus.IN_DOUBT and o not in self.orders.trades_lagging()):
                 now = f" (it is {o.status.value})" if o is not None else ""
-                raise ControlError(f"no order {client_order_id} in doubt{now}: nothing settled")
+                raise ControlError(f"no order {client_order_id} in doubt or filled beyond the trades the exchange lists"
+                                   f"{now}: nothing settled")
             if outcome == "canceled" and (quantity is not None or price is not None):
                 raise ControlError(f"settle {client_order_id} canceled takes no quantity or price: nothing settled")
             detail = await self.orders.settle(o, outcome, quantity=quantity, price=price, by=by)

@@ -148,6 +148,7 @@ class OrderPath:
         # Orders whose last answer showed a fill beyond their trades (read later): client order id -> monotonic
         # time the venue first showed it so.
         self._behind: dict[str, float] = {}
+        self._behind_view: dict[str, VenueOrder] = {}  # the venue's last word on each of those: what it says filled
         # Orders ended without the venue's word (absent by their lookups, or not sent again), which the venue may
         # have all the same: its lookups can lag past the settle window. Client order id -> the order and the wall
         # time until which each poll looks it up by its id. One the venue shows is taken in (`reappeared`): stored,
@@ -504,8 +505,10 @@ class OrderPath:
         self._missing.pop(o.client_order_id, None)  # found
         if vo.trades_behind:
             self._behind.setdefault(o.client_order_id, self.clock.monotonic())
+            self._behind_view[o.client_order_id] = vo
         else:
             self._behind.pop(o.client_order_id, None)
+            self._behind_view.pop(o.client_order_id, None)
         # The venue's amounts are decimals: what filled since the last answer is their difference to 12 places, as
         # the venue's trade says it (0.01382, not the float 0.013819999999999999).
         delta = round(vo.filled - o.filled, 12)
@@ -597,6 +600,7 @@ class OrderPath:
             self._cancels_sent &= set(self.live)
             self._unpriced &= set(self.live)
             self._behind = {cid: seen for cid, seen in self._behind.items() if cid in self.live}
+            self._behind_view = {cid: vo for cid, vo in self._behind_view.items() if cid in self.live}
             for o in list(self.live.values()):
                 try:
                     if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:
@@ -807,9 +811,12 @@ class OrderPath:
         venue. Refused (ControlError, nothing changed) when the order is not in doubt, within its settle window (the
         request may still reach the venue), when the venue cannot be asked about it, and when one more lookup finds
         it (the venue's word is then recorded instead). What the books then hold against the venue's balances is
-        for reconciliation to compare, and for the operator to accept. Returns what the venue said of it."""
+        for reconciliation to compare, and for the operator to accept. Returns what the venue said of it.
+        Or an order the venue shows filled beyond the trades it lists (_settle_unlisted)."""
         cid = o.client_order_id
         async with self._poll_lock:
+            if self.live.get(cid) is o and cid in self._behind:
+                return await self._settle_unlisted(o, outcome, quantity, price, by)
             if o.status is not OrderStatus.IN_DOUBT or self.live.get(cid) is not o:
                 raise ControlError(f"order {cid} is {o.status.value}, not in doubt: nothing settled")
             deadline = self._doubt_deadline.get(cid)
@@ -860,6 +867,56 @@ class OrderPath:
                                 quantity=quantity, price=price, by=by, detail=detail)
             await self._apply(o, view, note=note, venue_news=False)
             return detail
+
+    async def _settle_unlisted(self, o: Order, outcome: str, quantity: float | None, price: float | None,
+                               by: str) -> str:
+        """The operator's word on the fill of an order the venue shows filled beyond the trades it lists, past the
+        settle window: the fill is in the venue's balances, and the books take a fill only from its trades, so an
+        exchange that never lists them would hold the engine for ever. `filled` books the rest the venue shows
+        filled (`quantity`, which must be that rest) at `price`, as the exchange's account shows it, and ends the
+        order as the venue has (filled, or cancelled with what it filled): it is looked up no more, so its trades
+        listed later book nothing twice. Refused (ControlError, nothing changed) within the window, when the order
+        still works at the venue, when one more lookup finds its trades listed (booked from them instead), and for
+        another quantity. Called with the poll lock held."""
+        cid = o.client_order_id
+        if self.clock.monotonic() - self._behind[cid] < self.venue.settle_s:
+            raise ControlError(f"order {cid} is within its settle window: the venue may list its trades yet; nothing "
+                               "settled (settle it if they are not listed past the window)")
+        if outcome != "filled":
+            raise ControlError(f"order {cid} is filled at the venue beyond the trades it lists: settle it filled "
+                               "(--quantity, --price), not canceled: nothing settled")
+        try:
+            vo = await self.breaker.call(lambda: self.venue.fetch_order(cid, o.symbol))
+        except (BreakerOpen, VenueUnavailable, VenueError) as exc:
+            raise ControlError(f"the venue could not be asked about order {cid} ({str(exc)[:120]}): nothing settled; "
+                               "settle again once it answers") from None
+        if vo is None:
+            raise ControlError(f"the venue's lookup did not find order {cid} this time: nothing settled; settle again")
+        await self._apply(o, vo)  # what its trades listed meanwhile cover, booked from them
+        if not vo.trades_behind:
+            raise ControlError(f"the venue lists the trades of order {cid} now: its fill is booked from them "
+                               f"({o.status.value}, filled {o.filled:.8g}); nothing settled by hand")
+        if vo.venue_status not in ("closed", "canceled", "expired"):
+            raise ControlError(f"order {cid} still works at the venue ({vo.venue_status}): cancel it first (`ffe ctl "
+                               "cancel`), then settle what it filled: nothing settled")
+        rest = round((vo.venue_filled or 0.0) - o.filled, 12)
+        if quantity is None or price is None or not abs(quantity - rest) <= 1e-9 * max(rest, 1.0) or not price > 0:
+            raise ControlError(f"settle {cid} filled needs the quantity the venue shows filled beyond the trades it "
+                               f"lists, {rest:.8g}, and the price it filled at, as the exchange's account shows them "
+                               "(--quantity, --price): nothing settled")
+        filled = round(o.filled + rest, 12)
+        average = ((o.average or 0.0) * o.filled + price * rest) / filled
+        detail = f"the venue shows it filled {filled:.8g}, its trades list {o.filled:.8g}"
+        o.error = f"settled filled by {by}: {detail}"[:300]
+        ended = "closed" if vo.venue_status == "closed" else "canceled"
+        view = VenueOrder(client_order_id=cid, symbol=o.symbol, side=o.side, quantity=o.quantity, status=ended,
+                          filled=filled, average=average, fee=o.fee, exchange_id=o.exchange_id, type=o.type,
+                          price=o.price, fee_base=o.fee_base, fee_base_value=o.fee_base_value)
+        note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome=outcome,
+                            quantity=rest, price=price, by=by, detail=detail)
+        # The operator's word on a fill the venue's balances have held since the window: no balance read lags it.
+        await self._apply(o, view, note=note, venue_news=False)
+        return detail
 
     # ------------------------------------------------------------------ sold by hand
     async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float, *, by: str,

@@ -205,6 +205,8 @@ class VenueOrder:
     trades_behind: bool = False
     # With trades_behind: the status the venue gave the order (answered "open" until its trades show), e.g. canceled.
     venue_status: str | None = None
+    # With trades_behind: how much the venue says the order filled (`filled` is what its trades cover).
+    venue_filled: float | None = None
 
 
 @dataclass(slots=True)

@@ -158,6 +158,10 @@ def unexplained(differences: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in differences if not d.get("trades_behind")]
 
 
+# The way out when an exchange never lists an order's trades (OrderPath.settle).
+SETTLE_UNLISTED = "never listed: `ffe ctl settle ID filled --quantity Q --price P` from the exchange's account"
+
+
 def lagging_text(ids: list[str]) -> str:
     more = f" (and {len(ids) - 3} more)" if len(ids) > 3 else ""
     return f"order {', '.join(ids[:3])}{more}, filled at the exchange beyond the trades it lists yet"
@@ -177,9 +181,9 @@ def blocked_text(differences: list[dict[str, Any]]) -> str:
         return f"{len(differences)} unexplained difference(s)"
     explained = f"{len(differences) - len(rest)} difference(s) explained by {lagging_text(lagging)}"
     if not rest:
-        return f"{explained}: nothing to accept, they go once its trades are listed"
+        return f"{explained}: nothing to accept, they go once its trades are listed ({SETTLE_UNLISTED})"
     return (f"{len(rest)} unexplained difference(s), and {explained} (nothing to accept for those: they go once its "
-            "trades are listed)")
+            f"trades are listed; {SETTLE_UNLISTED})")
 
 
 def accept_hint(differences: list[dict[str, Any]]) -> str:
@@ -706,7 +710,8 @@ class Reconciler:
                 "yet; the venue's balances hold its fill, which the journal books once its trades are listed, and "
                 "taking them now would count it twice: accept again once its trades are listed (`ffe ctl orders` "
                 "shows its fill booked); ffe books a fill only from the exchange's trades, so until the exchange lists "
-                "them nothing is accepted")
+                f"them nothing is accepted; if it never does, `ffe ctl settle {o.client_order_id} filled --quantity Q "
+                "--price P` books the fill as the exchange's account shows it")
         state = {OrderStatus.IN_DOUBT: "in doubt", OrderStatus.NEW: "sent and not answered yet"}.get(
             o.status, f"ended {o.status.value} in the journal and not done at the venue yet" if o.status.final
             else "not readable at the venue at the last look")

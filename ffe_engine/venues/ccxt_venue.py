@@ -890,7 +890,7 @@ class CcxtVenue:
 def _answered_so_far(order: VenueOrder, filled: float, average: float | None) -> VenueOrder:
     """`order` answered as filled only as far as its trades account for (`filled` at `average`) and open, its
     status at the venue kept aside: the order path records that much and looks it up again."""
-    order.filled, order.average = filled, average
+    order.venue_filled, order.filled, order.average = order.filled, filled, average
     order.venue_status, order.status = order.status, "open"
     order.trades_behind = True
     return order
