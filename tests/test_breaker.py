@@ -47,7 +47,8 @@ async def test_breaker_opens_blocks_the_venue_and_one_probe_reopens_or_closes_it
     # three consecutive failures: each entry reaches the venue and fails, the third opens the breaker
     await p.bars(3)
     assert venue.calls == 3
-    assert await outcomes(p) == ["refused"] * 3
+    assert await outcomes(p) == ["submitted"] * 3  # journaled and sent: their orders say what the venue did
+    assert p.engine.entries.report()["refused"] == {"ORDER_REFUSED": 3}, p.engine.entries.report()
     assert e.breaker.state == "open"
     assert await transitions(p) == [("closed", "open", 3)]
     rejected = await p.rows("SELECT status, error FROM orders")

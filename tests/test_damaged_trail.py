@@ -47,8 +47,7 @@ def damage(cwd: Path, how: str = "a byte in a record", at: float = 0.3) -> tuple
     assert n < len(lines) - 10
     seq = json.loads(lines[n])["seq"]
     if how == "a byte in a record":  # as `printf X | dd of=logs/audit.jsonl bs=1 seek=OFFSET conv=notrunc`
-        mid = len(lines[n]) // 2
-        lines[n] = lines[n][:mid] + (b"X" if lines[n][mid:mid + 1] != b"X" else b"Y") + lines[n][mid + 1:]
+        lines[n] = flipped(lines[n])
     elif how == "a byte in its seq":
         lines[n] = lines[n].replace(f'"seq":{seq},'.encode(), f'"seq":{seq + 20},'.encode(), 1)  # 639 -> 659
     elif how == "a line deleted":
@@ -79,9 +78,15 @@ def damage_seq(cwd: Path, seq: int) -> None:
     path = cwd / TRAIL
     lines = path.read_bytes().splitlines(keepends=True)
     n = next(i for i, line in enumerate(lines) if json.loads(line)["seq"] == seq)
-    mid = len(lines[n]) // 2
-    lines[n] = lines[n][:mid] + (b"X" if lines[n][mid:mid + 1] != b"X" else b"Y") + lines[n][mid + 1:]
+    lines[n] = flipped(lines[n])
     path.write_bytes(b"".join(lines))
+
+
+def flipped(line: bytes) -> bytes:
+    """The record `line` with one byte of its time changed: still JSON (a reader that skips its chain would take it),
+    no longer the record that was chained."""
+    at = line.index(b'"ts":"') + len(b'"ts":"') + 12  # a digit of the hour
+    return line[:at] + (b"X" if line[at:at + 1] != b"X" else b"Y") + line[at + 1:]
 
 
 def take(cwd: Path, to: Path, *extra: str):

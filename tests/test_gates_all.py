@@ -98,7 +98,9 @@ async def test_breaker_open_refuses_entries_after_three_venue_failures(tmp_path,
     p = await pipelines(s, script={BTC: (BUY, 0.8)}, venue=venue)
     await p.bars(3)
     assert venue.calls == 3
-    assert [d["outcome"] for d in await p.decisions("WHERE symbol = ?", (BTC,))] == ["refused"] * 3
+    # each entry's order was journaled and sent, and the venue refused it: the order says so
+    assert [d["outcome"] for d in await p.decisions("WHERE symbol = ?", (BTC,))] == ["submitted"] * 3
+    assert [r[0] for r in await p.rows("SELECT status FROM orders")] == ["rejected"] * 3
     assert p.engine.breaker.state == "open"
     if p.engine.state is EngineState.PAUSED:  # an open breaker also pauses the engine; the operator resumes
         await p.engine.resume()
