@@ -512,6 +512,10 @@ class Engine:
             # not served one symbol's newest candle yet): closed here, the bar would give each symbol two returns,
             # one of them 0, out of step with the other symbols'.
             self._bar_ts = bar_ts
+        if self.sim_venue is not None and self.orders.live:
+            # The paper venue has its prices from the warm-up now: an order in doubt that it never had (a kill right
+            # after the journal entry) goes to it again before the next candle, which fills it at its open.
+            await self.orders.poll()
         self.started = True
         await self.flush()
         log.info("engine started", mode=self.mode, state=self.state.value, approval=self.approval_mode,

@@ -163,10 +163,13 @@ class OrderPath:
 
     def stuck_in_doubt(self, past_s: float) -> list[Order]:
         """The orders in doubt more than `past_s` beyond their settle window: neither found at the venue nor sent
-        again (the venue's balance shows them placed, or their repeat was refused)."""
+        again (the venue's balance shows them placed, or their repeat was refused). At a venue with no settle window
+        (the paper venue, which answers from its own book) an order is in doubt only until it is sent again, once
+        the venue can take it (it has a price): stuck only once its repeat was refused."""
         now = self.clock.monotonic()
         return [o for cid, o in self.live.items() if o.status is OrderStatus.IN_DOUBT
-                and cid in self._doubt_deadline and now - self._doubt_deadline[cid] > past_s]
+                and cid in self._doubt_deadline and now - self._doubt_deadline[cid] > past_s
+                and (self.settle_s > 0 or cid in self._repeat_refused)]
 
     def trades_behind(self) -> list[Order]:
         """The orders in flight whose fill the venue has shown beyond their trades, for at most the venue's settle
@@ -420,6 +423,8 @@ class OrderPath:
             if exc.retry_after:
                 await self._hold(exc.retry_after)
             if repeat:
+                if not exc.sent:  # held back (a Retry-After; the paper venue without a price yet): no send to count
+                    self._resends[o.client_order_id] -= 1
                 await self._repeat_not_placed(o, f"venue unavailable: {exc}", refused=False)
             elif exc.retry_after:
                 self._held_back[o.client_order_id] = exc.sent
@@ -642,9 +647,9 @@ class OrderPath:
             return
         # Past the settle window, absent takes two answers in a row: one can come from a replica that does not
         # have the order yet, and sending it again (or ending it, cancelled) on that answer alone would buy twice
-        # (or drop its fill).
+        # (or drop its fill). A venue with no settle window answers from its own book (the paper venue): one will do.
         _, looks = self._not_found(cid)
-        if looks < 2:
+        if looks < (2 if self.settle_s > 0 else 1):
             return
         listed = await self._listed(o)
         if listed is not None:  # the venue's open orders have it: its word, whatever its lookups by id say

@@ -1367,7 +1367,18 @@ class Store:
         return {r[0]: (r[1] or 0.0, r[2] or 0.0) for r in rows}
 
     async def decision_votes(self, decision_id: str) -> dict[str, str]:
-        """provider -> action of the directional votes a decision recorded (failed providers left out)."""
+        """provider -> action of the votes a decision recorded, HOLDs included (a failed provider cast none): from its
+        `decision` event, as the engine held them when it decided (the feedback loop counts a provider's HOLDs too);
+        where that record is not at hand (a backtest's compact records), the directional votes the votes table
+        indexes."""
+        rows = await self.query("SELECT e.data FROM decisions d JOIN events e ON e.seq = d.event_seq "
+                                "WHERE d.decision_id = ?", (decision_id,))
+        if rows and not compact.is_compact(rows[0][0]):
+            record = self._loads(rows[0][0], f"table events, decision {decision_id}", "data")
+            votes = record.get("votes") if isinstance(record, dict) else None
+            if isinstance(votes, list) and all(isinstance(v, dict) and {"provider", "action"} <= v.keys()
+                                               for v in votes):
+                return {str(v["provider"]): str(v["action"]) for v in votes}
         rows = await self.query("SELECT provider, action FROM votes WHERE decision_id = ? AND failed = 0",
                                 (decision_id,))
         return {r[0]: r[1] for r in rows}

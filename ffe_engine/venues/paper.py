@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from ..model import Candle, MarketInfo, OrderRequest, Side, VenueOrder, floor_to_step
-from .base import VenueError
+from .base import VenueError, VenueUnavailable
 
 
 def _split(symbol: str) -> tuple[str, str]:
@@ -102,7 +102,9 @@ class PaperVenue:
             raise VenueError(f"unknown symbol {req.symbol}")
         price = req.price if req.type == "limit" else self.last.get(req.symbol)
         if price is None or price <= 0:
-            raise VenueError(f"no price for {req.symbol} yet")
+            # Nothing said of the order: no candle of the symbol has come since the start (a restart sends its
+            # orders in doubt again before the warm-up). It may go once one has; no failure of the venue's.
+            raise VenueUnavailable(f"no price for {req.symbol} yet", sent=False)
         qty = self._round(req.quantity)
         if qty <= 0 or qty * price < self.min_notional:
             raise VenueError(f"order below minimum notional {self.min_notional} {self.quote}: {qty} {req.symbol}")
