@@ -24,11 +24,14 @@ def write_config(tmp_path, keys: str) -> None:
     ('{pause = "a"}', "key 'a' is bound to both"),
     ('{paws = "p"}', "unknown binding id 'paws'"),
     ('{pause = "j"}', "'j' cannot be used (it moves down in the focused pane)"),
+    ('{decisions = "end"}', "'end' cannot be used (it scrolls the focused pane"),
+    ('{pause = "pagedown"}', "'pagedown' cannot be used (it scrolls the focused pane"),
     ('{views = "1,2,3"}', "needs 7 keys, one per view"),
     ('{close_trade = "3"}', "key '3' is bound to both 'views' and 'close_trade'"),
     ('{pause = "notakey"}', "tui.keys.pause: 'notakey' is not a key name"),
     ('{flatten = "ctrl+notakey"}', "tui.keys.flatten: 'ctrl+notakey' is not a key name"),
-], ids=["taken by tmux", "bound twice", "unknown id", "a pane's move key", "too few view keys", "a view key",
+], ids=["taken by tmux", "bound twice", "unknown id", "a pane's move key", "the log's end key", "a page key",
+        "too few view keys", "a view key",
         "no such key", "no such key with a modifier"])
 def test_config_check_rejects_the_key_bindings_the_console_would_reject(tmp_path, keys, says):
     write_config(tmp_path, keys)
