@@ -68,7 +68,12 @@ VIEWS = ("main", "trades", "orders", "balances", "profit", "why", "health")
 # Move within the focused pane (beside the arrow keys), in every table and scrolling pane: not for other bindings.
 PANE_KEYS = {"j": "moves down in the focused pane", "k": "moves up in the focused pane",
              "up": "moves up in the focused pane", "down": "moves down in the focused pane",
-             "tab": "moves to the next pane", "shift+tab": "moves to the previous pane"}
+             "tab": "moves to the next pane", "shift+tab": "moves to the previous pane",
+             # The tables and the log take these themselves when focused: a binding would fire elsewhere only.
+             "left": "moves in the focused table", "right": "moves in the focused table",
+             "home": "scrolls the focused pane to its top", "end": "scrolls the focused pane to its end (the log: "
+             "follows the newest line again)", "pageup": "scrolls the focused pane", "pagedown": "scrolls the "
+             "focused pane"}
 
 # The keys no binding remaps, listed by help after the bindings (Textual's key names, shown as display shows them):
 # help is where every key the console answers is said, these as much as the bindings.
