@@ -540,3 +540,32 @@ async def test_an_engine_starting_halted_rejects_the_approvals_still_pending(tmp
         assert await orders_of(p, a["decision_id"]) == []
     finally:
         await p.close()
+
+
+async def test_a_pending_approval_in_a_symbol_no_longer_traded_is_rejected_at_the_start_and_said(tmp_path, caplog):
+    """ETH/USDT waits for approval; the engine restarts with ETH/USDT out of engine.symbols. Nothing can size or fill
+    an entry there any more (no candle of it comes): the start rejects the approval, by the engine, saying why, in its
+    record and in the log, instead of offering one whose approve fails."""
+    s = manual(tmp_path)
+    p = await open_pipeline(s, script={ETH: (BUY, 0.8)})
+    await p.bars(1)
+    [a] = await approvals(p, "pending")
+    assert a["symbol"] == ETH
+    await p.close()
+
+    only_btc = manual(tmp_path, symbols=[BTC])
+    clock = SimClock()
+    p = await open_pipeline(only_btc, script={}, feed=simulated_feed(only_btc, clock, start_ts=START_TS + 10 * MIN),
+                            clock=clock)
+    try:
+        assert p.engine.pending == {}
+        [a] = await approvals(p)
+        assert (a["status"], a["by"]) == ("rejected", "engine"), a
+        [pending, ended] = await approval_events(p, a["approval_id"])
+        assert ended["outcome"] == "rejected" and "ETH/USDT" in ended["reason"] and "engine.symbols" in ended["reason"]
+        with pytest.raises(ControlError, match="no pending approval"):
+            await p.engine.approve(a["approval_id"])
+        await p.bars(2)
+        assert await p.rows("SELECT count(*) FROM orders") == [(0,)]
+    finally:
+        await p.close()
