@@ -20,9 +20,9 @@ refuses to write over a final status (store.save_approval), whoever asks.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
-from . import fmt
+from . import fmt, logs
 from .clock import Clock
 from .events import ApprovalEvent, EngineStateChanged, EventBus
 from .execution import OrderPath
@@ -33,6 +33,8 @@ from .risk import OrderIntent
 from .store import Store
 from .errors import ControlError
 from .trading_state import TradingState
+
+log = logs.get_logger("ffe.approvals")
 
 MODES = ("auto", "manual")
 
@@ -71,9 +73,12 @@ class ApprovalDesk:
         self._deadline: dict[str, float] = {}  # approval id -> when it expires, on the clock's monotonic time
         self._approving: dict[str, asyncio.Event] = {}  # approval id -> set when its approve under way is done
 
-    async def restore(self, *, mode: bool) -> Override | None:
+    async def restore(self, *, mode: bool, traded: Iterable[str]) -> Override | None:
         """Pending approvals as they were stored, and, with `mode`, the approval mode: the safer of the configured
-        and the stored one (manual over auto). Returns the disagreement, if any, to announce."""
+        and the stored one (manual over auto). Returns the disagreement, if any, to announce. One in a symbol not
+        `traded` (no longer in engine.symbols) is rejected by the engine: no candle of it comes, so nothing could
+        size its entry again when approved, or fill it."""
+        traded = set(traded)
         override = None
         if mode:
             self.mode, override = approval_mode(self.mode, await self.store.get_kv("approval_mode"))
@@ -91,6 +96,11 @@ class ApprovalDesk:
             self.pending[row["approval_id"]] = row
             left = min(max(row["expires_ts"] - now, 0.0), self.ttl_s)
             self._deadline[row["approval_id"]] = self.clock.monotonic() + left
+            if row["symbol"] not in traded:
+                reason = f"its symbol {row['symbol']} is no longer traded (engine.symbols): it cannot be approved"
+                log.warning("pending approval rejected at the start", approval_id=row["approval_id"],
+                            symbol=row["symbol"], reason=reason)
+                await self._end(row, "rejected", "engine", reason)
         return override
 
     def _left(self, approval_id: str) -> float:

@@ -405,7 +405,7 @@ class Engine:
             if p.entry_decision_id:
                 self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
         # A run that is not resumed takes its approval mode from its options only.
-        found.append(await self.approvals.restore(mode=self.profile.resumable))
+        found.append(await self.approvals.restore(mode=self.profile.resumable, traded=self.symbols))
         await self.venue.connect()
         self._read_markets()
         recovered = await self.orders.recover()

@@ -542,7 +542,7 @@ async def test_an_engine_starting_halted_rejects_the_approvals_still_pending(tmp
         await p.close()
 
 
-async def test_a_pending_approval_in_a_symbol_no_longer_traded_is_rejected_at_the_start_and_said(tmp_path, caplog):
+async def test_a_pending_approval_in_a_symbol_no_longer_traded_is_rejected_at_the_start_and_said(tmp_path):
     """ETH/USDT waits for approval; the engine restarts with ETH/USDT out of engine.symbols. Nothing can size or fill
     an entry there any more (no candle of it comes): the start rejects the approval, by the engine, saying why, in its
     record and in the log, instead of offering one whose approve fails."""
