@@ -606,3 +606,31 @@ async def test_halted_refuses_a_stop_loss_exit_too(tmp_path, pipelines):
     await p.bars(1)
     assert BTC not in p.engine.portfolio.positions
     assert await p.rows("SELECT reason, entry_decision_id FROM trades") == [("flatten", entry)]
+
+
+async def test_a_start_past_a_lowered_drawdown_limit_says_the_breach(tmp_path, pipelines):
+    """The account is 10% under its peak; the operator lowers risk.max_drawdown_pct below that and restarts. The
+    DRAWDOWN gate refuses every entry from then on, so the start says so: in its `run` record and in a warning,
+    with the figure and the limit (nothing paused it, as the breach did not come while the engine ran)."""
+    from pipeline_helpers import crash_paths, replay_feed
+    from ffe_engine.clock import SimClock
+
+    paths = crash_paths()
+    script: dict = {}
+    loose = make_settings(tmp_path, risk={"max_position_pct": 50, "max_drawdown_pct": 50, "take_profit_atr": 100})
+    clock = SimClock()
+    p = await pipelines(loose, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
+    await p.bars(60)
+    script[BTC] = (BUY, 0.8)
+    await p.bars(1)
+    del script[BTC]
+    await p.bars(20)  # the crash at bar 76
+    dd = p.engine.portfolio.drawdown_pct()
+    assert 5 < dd < 50 and p.engine.state is EngineState.RUNNING, dd
+    await p.close()
+
+    strict = make_settings(tmp_path, risk={"max_position_pct": 50, "max_drawdown_pct": 5, "take_profit_atr": 100})
+    clock = SimClock()
+    p = await pipelines(strict, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
+    [start] = [e for e in await p.events("run") if e["phase"] == "start"][-1:]
+    assert start["detail"].get("breached") == [f"DRAWDOWN {dd:.2f}% > 5.0%"], start["detail"]
