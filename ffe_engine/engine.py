@@ -436,12 +436,23 @@ class Engine:
         # A breach that was there before the restart already paused the engine, or the operator resumed it since:
         # it is not a new breach, and does not pause the engine again.
         risk = self.settings.risk
-        self._dd_breached = self.portfolio.drawdown_pct() > risk.max_drawdown_pct
-        self._dl_breached = self.portfolio.day_loss_pct() > risk.daily_loss_limit_pct
+        dd, dl = self.portfolio.drawdown_pct(), self.portfolio.day_loss_pct()
+        self._dd_breached = dd > risk.max_drawdown_pct
+        self._dl_breached = dl > risk.daily_loss_limit_pct
         detail: dict[str, Any] = {
             "state": self.state.value, "reason": self.state_reason, "approval": self.approval_mode,
             "recovered_orders": len(recovered), "positions": len(positions), "pid": os.getpid(),
             "backtest": self.profile.name == BACKTEST.name}
+        # Not paused for (it may be a limit lowered since the last run): said, as the gate refuses every entry now.
+        breached = []
+        if self._dd_breached:
+            breached.append(f"DRAWDOWN {fmt.beyond(dd, risk.max_drawdown_pct)}% > {risk.max_drawdown_pct}%")
+        if self._dl_breached:
+            breached.append(f"DAILY_LOSS {fmt.beyond(dl, risk.daily_loss_limit_pct)}% > {risk.daily_loss_limit_pct}%")
+        if breached and self.profile.resumable:
+            detail["breached"] = breached
+            log.warning(f"{' and '.join(breached)}: the gates refuse every entry until it is back within the limit "
+                        "(risk.max_drawdown_pct, risk.daily_loss_limit_pct)")
         if self.profile.resumable and await self.store.last_run_phase() == "start":
             # Killed, or the machine stopped: what it did is as committed, and the orders it had in flight were
             # recovered above; the operator reading the trail or the page should know the run was cut short.

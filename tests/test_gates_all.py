@@ -613,6 +613,7 @@ async def test_a_start_past_a_lowered_drawdown_limit_says_the_breach(tmp_path, p
     DRAWDOWN gate refuses every entry from then on, so the start says so: in its `run` record and in a warning,
     with the figure and the limit (nothing paused it, as the breach did not come while the engine ran)."""
     from pipeline_helpers import crash_paths, replay_feed
+    from ffe_engine import fmt
     from ffe_engine.clock import SimClock
 
     paths = crash_paths()
@@ -633,4 +634,4 @@ async def test_a_start_past_a_lowered_drawdown_limit_says_the_breach(tmp_path, p
     clock = SimClock()
     p = await pipelines(strict, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
     [start] = [e for e in await p.events("run") if e["phase"] == "start"][-1:]
-    assert start["detail"].get("breached") == [f"DRAWDOWN {dd:.2f}% > 5.0%"], start["detail"]
+    assert start["detail"].get("breached") == [f"DRAWDOWN {fmt.beyond(dd, 5.0)}% > 5.0%"], start["detail"]
