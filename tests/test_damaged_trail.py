@@ -258,3 +258,27 @@ def test_a_backup_over_a_repeated_line_says_the_trail_is_damaged_there(account, 
     assert unpacked_trail(path, tmp_path / "x") == before
     proc = take(cwd, tmp_path / "c")
     assert proc.returncode == 0 and f"seq {seq}" in proc.stdout and "ffe doctor" in proc.stdout, proc.stdout
+
+
+def test_a_start_on_another_accounts_longer_trail_is_refused_and_leaves_it_as_found(account, tmp_path):
+    """The trail of another account, longer than this one's records, put in place of this account's: the start is
+    refused (its records are not this database's), and the refusal says the trail was left as it is. It must be:
+    not cut at this database's last record with the rest set aside as never committed, and the disk reserve (kept
+    for a full disk's HALTED) not emptied, since nothing failed to be written."""
+    other = tmp_path / "other"
+    other.mkdir()
+    proc = run_ffe(other, "run", "--headless", "--max-bars", "400", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    cwd = copy_of(account, tmp_path / "a")
+    foreign = (other / TRAIL).read_bytes()
+    assert len(foreign.splitlines()) > len((cwd / TRAIL).read_bytes().splitlines())
+    (cwd / TRAIL).write_bytes(foreign)
+    reserve = cwd / "data" / "ffe.reserve"
+    kept = reserve.stat().st_size
+    assert kept > 0
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "3")
+    assert proc.returncode == 1, proc.stderr
+    assert "left as it is" in proc.stderr, proc.stderr
+    assert (cwd / TRAIL).read_bytes() == foreign, "the refused start changed the trail"
+    assert not list((cwd / "logs").glob("audit.jsonl.uncommitted-after-*")), "records set aside by a refused start"
+    assert reserve.stat().st_size == kept, "the disk reserve emptied for records that disagree"
