@@ -302,19 +302,28 @@ async def _set_aside_uncommitted(fd: int, path: Path,
     oldest first, and the file they were moved to."""
     found: list[bytes] = []
     cuts: list[tuple[Path, int]] = []  # (file, offset to cut it at), newest first
+    kept: bytes | None = None  # the last record before them, which the database holds
     for p in [path, *reversed(rotated_files(path))]:
         pfd = fd if p == path else os.open(p, os.O_RDONLY)
         try:
-            cut, whole = await _uncommitted_in(pfd, events_after, found)
+            cut, kept = await _uncommitted_in(pfd, events_after, found)
         finally:
             if pfd != fd:
                 os.close(pfd)
         if cut is not None:
             cuts.append((p, cut))
-        if not whole:
+        if kept is not None:
             break
     if not found:
         return [], None
+    # Records beyond the database's are set aside only from a trail of its own: the last record it keeps must be
+    # the database's copy. Another account's trail (or one written over) is refused as found, nothing cut.
+    seq = _seq_of(kept) if kept is not None else None
+    if kept is not None and seq is not None:
+        held = dict((await events_after(seq - 1))[:1])
+        if seq in held and held[seq] != kept:
+            raise DamagedRecords(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or "
+                                 "written over); it was left as it is: `ffe audit verify` names what differs")
     found.reverse()
     end_seq = _seq_of(found[0])
     aside = path.with_name(f"{path.name}.uncommitted-after-{(end_seq or 1) - 1}")
@@ -338,17 +347,17 @@ async def _set_aside_uncommitted(fd: int, path: Path,
 
 
 async def _uncommitted_in(fd: int, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]],
-                          found: list[bytes]) -> tuple[int | None, bool]:
+                          found: list[bytes]) -> tuple[int | None, bytes | None]:
     """A file's last records the database never committed, last first, added to `found`: where to cut the file
-    (None: nowhere), and whether all its records are such."""
+    (None: nowhere), and the record before them, which the database holds (None: all its records are such)."""
     cut: int | None = None
     for offset, line in _lines_backwards(fd):
         seq = _seq_of(line)
         if seq is None or await events_after(seq - 1):  # the database holds it or a later one
-            return cut, False
+            return cut, line
         found.append(line)
         cut = offset
-    return cut, True
+    return cut, None
 
 
 STRICTNESS = {"RUNNING": 0, "PAUSED": 1, "HALTED": 2}

@@ -426,7 +426,8 @@ class EngineHost:
                     if isinstance(exc, StorageError) and not isinstance(exc, DamagedDatabase):
                         why = ("records damaged: the audit trail disagrees with the database"
                                if isinstance(exc, DamagedRecords) else "records cannot be written")
-                        halted = await store.record_halt(why, "engine", clock.wall())
+                        halted = await store.record_halt(why, "engine", clock.wall(),
+                                                         free_room=not isinstance(exc, DamagedRecords))
                     with contextlib.suppress(StorageError):  # the failure met again: it is the one reported
                         await store.close()
                 if audit is not None:

@@ -987,15 +987,15 @@ class Store:
         through, so an alert about the stall can leave."""
         return _Writing(self, audit_first)
 
-    async def record_halt(self, reason: str, by: str, ts: float) -> bool:
+    async def record_halt(self, reason: str, by: str, ts: float, *, free_room: bool = True) -> bool:
         """After a write failed: HALTED stored on its own, if it still can be (the rows buffered before it cannot
         be written first, so they stay buffered), in the room the disk reserve frees; failing that, after a WAL
         checkpoint, which may free room (a file size limit: the WAL starts again). Returns whether it was
-        stored."""
+        stored. Not `free_room`: no write failed (records that disagree), the reserve is kept."""
         async with self._lock:
             with contextlib.suppress(sqlite3.Error):  # a transaction the failure left open
                 await self.conn.execute("ROLLBACK")
-            if self._reserve_dir is not None and reserve.release(self._reserve_dir):
+            if free_room and self._reserve_dir is not None and reserve.release(self._reserve_dir):
                 self.reserve_used = True  # the next start comes up HALTED, stored here or not
             for before in ("", "PRAGMA wal_checkpoint(TRUNCATE)"):
                 if before:
