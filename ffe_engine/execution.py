@@ -860,17 +860,9 @@ class OrderPath:
                                    venue_news=False)
                 return detail
             assert quantity is not None and price is not None
-            filled = round(o.filled + quantity, 12)
-            average = ((o.average or 0.0) * o.filled + price * quantity) / filled
-            o.error = f"settled filled by {by}: {detail}"[:300]
             # The rest of an order filled in part never fills: it ends cancelled, with what it filled.
-            ended = "closed" if filled + 1e-12 >= o.quantity else "canceled"
-            view = VenueOrder(client_order_id=cid, symbol=o.symbol, side=o.side, quantity=o.quantity, status=ended,
-                              filled=filled, average=average, fee=o.fee, exchange_id=o.exchange_id, type=o.type,
-                              price=o.price, fee_base=o.fee_base, fee_base_value=o.fee_base_value)
-            note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome=outcome,
-                                quantity=quantity, price=price, by=by, detail=detail)
-            await self._apply(o, view, note=note, venue_news=False)
+            done = round(o.filled + quantity, 12) + 1e-12 >= o.quantity
+            await self._settled_fill(o, quantity, price, "closed" if done else "canceled", by, detail)
             return detail
 
     async def _settle_unlisted(self, o: Order, outcome: str, quantity: float | None, price: float | None,
@@ -909,19 +901,25 @@ class OrderPath:
             raise ControlError(f"settle {cid} filled needs the quantity the venue shows filled beyond the trades it "
                                f"lists, {rest:.8g}, and the price it filled at, as the exchange's account shows them "
                                "(--quantity, --price): nothing settled")
-        filled = round(o.filled + rest, 12)
-        average = ((o.average or 0.0) * o.filled + price * rest) / filled
-        detail = f"the venue shows it filled {filled:.8g}, its trades list {o.filled:.8g}"
+        detail = f"the venue shows it filled {round(o.filled + rest, 12):.8g}, its trades list {o.filled:.8g}"
+        await self._settled_fill(o, rest, price, "closed" if vo.venue_status == "closed" else "canceled", by, detail)
+        return detail
+
+    async def _settled_fill(self, o: Order, quantity: float, price: float, ended: str, by: str, detail: str) -> None:
+        """`quantity` more of `o` filled at `price` by the operator's word, and the order ended so (`closed` or
+        `canceled`), with its `order_settled` record; nothing sent to the venue. Its fee stays as recorded: what
+        the venue took beyond it is a difference for reconciliation."""
+        cid = o.client_order_id
+        filled = round(o.filled + quantity, 12)
+        average = ((o.average or 0.0) * o.filled + price * quantity) / filled
         o.error = f"settled filled by {by}: {detail}"[:300]
-        ended = "closed" if vo.venue_status == "closed" else "canceled"
         view = VenueOrder(client_order_id=cid, symbol=o.symbol, side=o.side, quantity=o.quantity, status=ended,
                           filled=filled, average=average, fee=o.fee, exchange_id=o.exchange_id, type=o.type,
                           price=o.price, fee_base=o.fee_base, fee_base_value=o.fee_base_value)
-        note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome=outcome,
-                            quantity=rest, price=price, by=by, detail=detail)
-        # The operator's word on a fill the venue's balances have held since the window: no balance read lags it.
+        note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome="filled",
+                            quantity=quantity, price=price, by=by, detail=detail)
+        # The operator's word on what the venue did long before: no balance read lags it.
         await self._apply(o, view, note=note, venue_news=False)
-        return detail
 
     # ------------------------------------------------------------------ sold by hand
     async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float, *, by: str,
