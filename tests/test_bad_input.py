@@ -8,6 +8,7 @@ import http.server
 import io
 import json
 import logging
+import shutil
 import threading
 from pathlib import Path
 
@@ -205,6 +206,37 @@ def test_a_report_path_that_cannot_be_written_exits_2_before_the_run(tmp_path, w
     assert proc.stdout == "" and "Traceback" not in proc.stderr
     assert not (tmp_path / "data" / "backtests").exists()  # refused before the run
     assert (tmp_path / "notes.txt").read_text() == "kept\n" and not any((tmp_path / "reports").iterdir())
+
+
+@pytest.mark.parametrize("target, says", [
+    ("BTC-USD_1h.csv", "is an input file of the run"),
+    ("config.toml", "is a file the settings are read from"),
+    (".env", "is a file the settings are read from"),
+    ("data/ffe.db", "is inside the data directory data"),
+    ("data/report.json", "is inside the data directory data"),
+    ("logs/audit.jsonl", "is inside the log directory logs"),
+    ("copy.db", "is an SQLite database"),
+    ("link.json", "is inside the data directory data"),
+], ids=["the input", "the config", "the env file", "the database", "a new file beside it", "the audit trail",
+        "a database elsewhere", "a link to the database"])
+def test_a_report_path_that_would_overwrite_the_records_or_the_inputs_is_refused_and_nothing_touched(
+        recorded, tmp_path, target, says):
+    # The account's records, its configuration and the run's own input are never a report: written over, the
+    # database reads as "file is not a database" (or, under a running engine, as damaged).
+    account = tmp_path / "account"
+    shutil.copytree(recorded, account)
+    (account / ".env").write_text("FFE_LOGGING__LEVEL=INFO\n")
+    (account / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
+    shutil.copyfile(account / "data" / "ffe.db", account / "copy.db")
+    (account / "link.json").symlink_to(account / "data" / "ffe.db")
+    before = snapshot(account)
+    proc = run_ffe(account, "backtest", "--records", "summary", "BTC-USD_1h.csv", "--report", target)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"--report {target}: {says}" in line, line
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert snapshot(account) == before  # nothing written, nothing made
+    assert not (account / "data" / "backtests").exists() and not (account / "data" / "cache").exists()
 
 
 def test_lenient_skips_the_bad_row_and_counts_it(recorded, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import shlex
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session, ffe_cmd, ffe_env,
-                      ffe_in_process, make_settings, run_ffe, starter_config, wait_until)
+from conftest import (BTC_CSV, assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session, ffe_cmd,
+                      ffe_env, ffe_in_process, make_settings, run_ffe, sample_head, starter_config, wait_until)
 from receiver import Receiver
 
 
@@ -454,6 +455,23 @@ def test_a_database_another_process_keeps_locked_stops_the_engine_halted_with_on
     assert again.returncode == 0 and "state=HALTED" in again.stderr, again.stderr[-3000:]
     assert_trail_holds_the_database(tmp_path)
     assert run_ffe(tmp_path, "doctor").returncode == 0
+
+
+# -------------------------------------------------------------------------------------------------- a backtest's report
+def test_a_report_the_disk_cannot_hold_leaves_the_previous_report_whole(tmp_path):
+    # The report is written beside its place and then put there: a write that fails part way leaves the report a
+    # previous run wrote as it was, never a report cut short, and nothing of its own.
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 300)))
+    previous = json.dumps({"run_id": "previous", "pad": "x" * 2000}, indent=1)
+    (tmp_path / "r.json").write_text(previous)
+    proc = run_limited(tmp_path, "backtest", "--records", "summary", "BTC-USD_1h.csv", "--report", "r.json",
+                       fsize=1024, FFE_BACKTEST__CACHE_MB="0")
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ffe: error: ")]
+    assert len(errors) == 1 and errors[0].startswith("ffe: error: --report r.json: cannot write"), proc.stderr
+    assert "Traceback" not in proc.stderr and "return" in proc.stdout  # the run's summary was said
+    assert (tmp_path / "r.json").read_text() == previous
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["BTC-USD_1h.csv", "config.toml", "r.json"]
 
 
 # ---------------------------------------------------------------------------------------------------- a file in the way
