@@ -144,7 +144,7 @@ def backtest(args: argparse.Namespace) -> int:
     if not args.files:
         raise UsageError("ffe backtest needs at least one [SYMBOL=]FILE.csv (or --list, --clean)")
     settings = settings_from(args)
-    report_path = _report_path(args.report) if args.report else None
+    report_path = _report_path(args.report, settings, args.files) if args.report else None
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
     cache = bt.data_cache(settings)
@@ -169,16 +169,84 @@ def backtest(args: argparse.Namespace) -> int:
     _print(format_summary(report))
     if report_path is not None:
         try:
-            report_path.write_text(json.dumps(report, indent=1))
+            _write_whole(report_path, json.dumps(report, indent=1))
         except OSError as exc:  # checked before the run: the disk filled or the directory changed since
             raise StorageError(f"--report {args.report}: cannot write ({exc.strerror or exc})") from None
     return 0
 
 
-def _report_path(text: str) -> Path:
+def _write_whole(path: Path, text: str) -> None:
+    """`text` as the file at `path`, whole or not at all: written beside it, then put in its place, so that a write
+    that fails part way (a full disk) leaves what was there before, never a file cut short."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with open(part, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _overwrites(path: Path, settings: Settings, inputs: list[Path]) -> str | None:
+    """What writing a file of the user's at `path` would destroy, said as the end of a sentence; None when nothing of
+    the account's or the run's. Refused: an input of the run, a file the settings were read from, the control
+    socket, anything in the data, log or backup directory (the database, its -wal and -shm, the audit trail, the
+    locks, a backtest's records, the backups) and any SQLite database, however it is named or linked to."""
+    target = path.resolve()
+    for what, files in (("is an input file of the run", inputs),
+                        ("is a file the settings are read from", settings.source_files),
+                        ("is the engine's control socket", [settings.socket_path])):
+        for file in files:
+            if target == file.resolve() or _same_file(target, file):
+                return what
+    for what, directory in (("the data directory", settings.data_dir), ("the log directory", settings.log_dir),
+                            ("the backup directory", Path(settings.backup.dir))):
+        if target.is_relative_to(directory.resolve()):
+            return f"is inside {what} {directory}"
+    try:
+        with open(target, "rb") as f:
+            if f.read(len(SQLITE_HEADER)) == SQLITE_HEADER:
+                return "is an SQLite database"
+    except OSError:
+        pass  # no file there yet, or one that cannot be read: the checks of the path itself say what follows
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names (a hard link): its content is the same whichever name is written."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _input_files(args: list[str]) -> list[Path]:
+    """The files of a backtest's `[SYMBOL=]FILE` arguments; one that names none is refused when the files are read."""
+    from ffe_engine.market.csvdata import parse_symbol_arg
+
+    found = []
+    for arg in args:
+        try:
+            found.append(parse_symbol_arg(arg)[1])
+        except FfeError:
+            continue
+    return found
+
+
+def _report_path(text: str, settings: Settings, files: list[str]) -> Path:
     """Where `--report` writes, checked before the run, so that a run is not lost to a path it cannot write at its
-    end: not a directory, its directory made if missing (a file standing where a directory should be refused)."""
+    end: nothing of the account's or the run's (_overwrites), not a directory, its directory made if missing (a file
+    standing where a directory should be refused)."""
     path = Path(text)
+    overwrites = _overwrites(path, settings, _input_files(files))
+    if overwrites is not None:
+        raise UsageError(f"--report {text}: {overwrites}; give another path")
     if path.is_dir():
         raise UsageError(f"--report {text}: is a directory; give the path of a file")
     for parent in reversed([path.parent, *path.parent.parents]):
