@@ -318,6 +318,38 @@ def test_a_command_line_mistake_is_one_line_and_starts_nothing(tmp_path, args, s
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("args, option", [
+    (("run", "--headless", "--max-bars", "1", "--data-dir", ""), "--data-dir"),
+    (("config", "check", "--log-dir", ""), "--log-dir"),
+    (("config", "check", "--config", ""), "--config"),
+    (("doctor", "--env-file", ""), "--env-file"),
+    (("backtest", "BTC-USD_1h.csv", "--report", ""), "--report"),
+    (("data", "download", "BTC/USDT", "--since", "2024-01-01", "--out", ""), "--out"),
+    (("data", "download", "BTC/USDT", "--since", "2024-01-01", "--file", ""), "--file"),
+    (("backup", "--to", ""), "--to"),
+    (("backup", "verify", ""), "FILE"),
+    (("restore", ""), "FILE"),
+    (("init", ""), "DIR"),
+], ids=["run --data-dir", "config check --log-dir", "config check --config", "doctor --env-file", "backtest --report",
+        "data download --out", "data download --file", "backup --to", "backup verify FILE", "restore FILE",
+        "init DIR"])
+def test_an_empty_path_on_the_command_line_is_refused_not_taken_for_the_current_directory(tmp_path, args, option):
+    # `--data-dir "$DATA"` with DATA unset: an account started (or a file written) wherever the command ran would be
+    # found by nobody.
+    (tmp_path / "config.toml").write_text("")
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
+    before = snapshot(tmp_path)
+    # A real process where the command, were the path taken, would start an engine or take signals and locks.
+    real = args[0] in ("run", "backup", "restore")
+    proc = (run_ffe if real else ffe_in_process)(tmp_path, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"argument {option}: must not be empty" in line, line
+    assert proc.stdout == ""
+    assert sorted(tmp_path.iterdir()) == sorted(tmp_path / name for name in ("config.toml", "BTC-USD_1h.csv"))
+    assert snapshot(tmp_path) == before
+
+
 # ---------------------------------------------------------------------------------------------------- secrets
 SECRETS = {
     "FFE_EXCHANGE__API_KEY": "AKIA7FFEK3YQ2M4XW9ZP",
