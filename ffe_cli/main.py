@@ -37,13 +37,21 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def _path(text: str) -> Path:
+    # Path("") is Path("."): `--data-dir "$DATA"` with DATA unset would start an account, or write, wherever the
+    # command happens to run.
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty (an empty path would mean the current directory)")
+    return Path(text)
+
+
 def _common(p: argparse.ArgumentParser, default: Any = None) -> None:
     """The options every command takes. A subcommand of a command that has them takes them too, with
     default=argparse.SUPPRESS: given before the subcommand's name, they are kept."""
-    p.add_argument("--config", type=Path, default=default, help="config file (default ./config.toml)")
-    p.add_argument("--env-file", type=Path, default=default, help="dotenv file (default .env next to the config)")
-    p.add_argument("--data-dir", type=Path, default=default, help="runtime state directory (database)")
-    p.add_argument("--log-dir", type=Path, default=default, help="audit and log directory")
+    p.add_argument("--config", type=_path, default=default, help="config file (default ./config.toml)")
+    p.add_argument("--env-file", type=_path, default=default, help="dotenv file (default .env next to the config)")
+    p.add_argument("--data-dir", type=_path, default=default, help="runtime state directory (database)")
+    p.add_argument("--log-dir", type=_path, default=default, help="audit and log directory")
 
 
 def _positive(text: str) -> int:
@@ -122,7 +130,7 @@ def build_parser() -> Parser:
     _common(bt)
     bt.add_argument("files", nargs="*", metavar="[SYMBOL=]FILE.csv[.gz]")
     bt.set_defaults(positionals="files")
-    bt.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    bt.add_argument("--report", type=_path, default=None, help="write the JSON report here")
     bt.add_argument("--lenient", action="store_true", help="skip bad CSV rows (counted) instead of stopping")
     bt.add_argument("--records", default=None, metavar="full|trades|summary",
                     help="what the run writes (default: backtest.records, full)")
@@ -211,14 +219,14 @@ def build_parser() -> Parser:
                     help="first candle, e.g. 2024-01-01 (UTC); not needed to continue a file")
     dl.add_argument("--until", default=None, metavar="DATE", help="candles opening before this (default: now)")
     where = dl.add_mutually_exclusive_group()
-    where.add_argument("--out", type=Path, default=None, metavar="DIR",
+    where.add_argument("--out", type=_path, default=None, metavar="DIR",
                        help="directory of SYMBOL_TIMEFRAME_EXCHANGE.csv files (default: the data directory)")
-    where.add_argument("--file", type=Path, default=None, help="write this one file (one symbol)")
+    where.add_argument("--file", type=_path, default=None, help="write this one file (one symbol)")
     dl.set_defaults(handler=commands.data_download)
 
     bk = sub.add_parser("backup", help="one compressed file of the records (database, audit trail, configuration)")
     _common(bk)
-    bk.add_argument("--to", type=Path, default=None, metavar="DIR",
+    bk.add_argument("--to", type=_path, default=None, metavar="DIR",
                     help="write it into DIR (default: backup.dir); older backups there are pruned")
     bk.add_argument("--json", action="store_true",
                     help="print the file, the backups pruned, what interrupted backups left and the manifest as JSON")
@@ -226,17 +234,17 @@ def build_parser() -> Parser:
     bk_sub = bk.add_subparsers(dest="backup_command")
     bk_verify = bk_sub.add_parser("verify", help="check a backup: checksums, integrity, audit trail, agreement")
     _common(bk_verify, default=argparse.SUPPRESS)
-    bk_verify.add_argument("file", type=Path, metavar="FILE")
+    bk_verify.add_argument("file", type=_path, metavar="FILE")
     bk_verify.set_defaults(handler=commands.backup_verify)
 
     rs = sub.add_parser("restore", help="verify a backup, then put it in place as the data and log directories")
     _common(rs)
-    rs.add_argument("file", type=Path, metavar="FILE")
+    rs.add_argument("file", type=_path, metavar="FILE")
     rs.add_argument("--force", action="store_true", help="move existing records aside (never deleted) and restore")
     rs.set_defaults(handler=commands.restore)
 
     init = sub.add_parser("init", help="write a commented config.toml and .env.example for a new operator")
-    init.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR", help="where (default .)")
+    init.add_argument("dir", nargs="?", type=_path, default=Path("."), metavar="DIR", help="where (default .)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.set_defaults(handler=commands.init)
 
