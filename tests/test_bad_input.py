@@ -302,8 +302,18 @@ def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
      "options go after the command: `ffe config check --config config.toml`"),
     (("ctl", "sold-by-hand", "BTC/USDT", "--quantity", "1", "--price", "1e307", "--yes"),
      "argument --price: must be from 1e-12 to 1e+12, got 1e307"),
+    (("ctl", "sold-by-hand", "BTC/USDT", "--quantity", "1", "--price", "inf", "--yes"),
+     "argument --price: must be a finite number, got inf"),
+    (("ctl", "sold-by-hand", "BTC/USDT", "--quantity", "1", "--price", "30000", "--fee", "inf", "--yes"),
+     "argument --fee: must be a finite number, got inf"),
+    (("ctl", "sold-by-hand", "BTC/USDT", "--quantity", "1", "--price", "30000", "--fee", "nan", "--yes"),
+     "argument --fee: must be a finite number, got nan"),
+    (("ctl", "settle", "X-1", "filled", "--quantity", "nan", "--price", "30000", "--yes"),
+     "argument --quantity: must be a finite number, got nan"),
+    (("ctl", "status", "--timeout", "nan"), "argument --timeout: must be a finite number, got nan"),
 ], ids=["bad value", "unknown action", "not a number", "missing argument", "unknown command", "abbreviation",
-        "an option before the command", "a price beyond the bounds"])
+        "an option before the command", "a price beyond the bounds", "an infinite price", "an infinite fee",
+        "a fee not a number", "a quantity not a number", "a timeout not a number"])
 def test_a_command_line_mistake_is_one_line_and_starts_nothing(tmp_path, args, says):
     # An abbreviated option (--headles for --headless) is a typo too: it must not start an engine.
     (tmp_path / "config.toml").write_text("")
