@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,19 @@ def test_ffe_init_says_the_next_command_as_the_operator_can_type_it(tmp_path):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1].endswith(f"then cd site && {script} run"), proc.stdout
+
+
+def test_ffe_init_says_the_next_command_quoted_for_the_shell(tmp_path):
+    # A directory name with a space or a non-ASCII letter, pasted as printed, is one word to the shell.
+    script = Path(sys.executable).parent / "ffe"
+    proc = subprocess.run([str(script), "init", "my site/ü"], cwd=tmp_path, env=ffe_env(PATH="/usr/bin:/bin"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    command = proc.stdout.splitlines()[-1].split("; then ", 1)[1]
+    assert shlex.split(command) == ["cd", "my site/ü", "&&", str(script), "run"], command
+    cd = command.rsplit(" && ", 1)[0]
+    shell = subprocess.run(["sh", "-c", f"{cd} && pwd"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert shell.returncode == 0 and shell.stdout.strip() == str(tmp_path / "my site" / "ü"), shell.stderr
 
 
 def test_ffe_init_keeps_existing_files_unless_forced(tmp_path):
