@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -319,7 +320,9 @@ def init(args: argparse.Namespace) -> int:
     ffe = _ffe_as_run()
     if args.dir != Path("."):
         ffe = os.path.abspath(ffe) if os.sep in ffe else ffe  # it follows a cd
-    run = f"{ffe} run" if args.dir == Path(".") else f"cd {args.dir} && {ffe} run"
+    # Quoted for the shell: pasted as printed, a name with a space or a non-ASCII letter stays one word.
+    ffe = shlex.quote(ffe)
+    run = f"{ffe} run" if args.dir == Path(".") else f"cd {shlex.quote(str(args.dir))} && {ffe} run"
     _print(f"next: edit config.toml; credentials go in .env (see .env.example); then {run}")
     return 0
 
