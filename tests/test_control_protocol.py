@@ -103,3 +103,28 @@ async def test_a_price_the_operator_books_is_within_the_prices_ffe_computes_with
             answer = await request(path, cmd, {**args, "price": price})
             assert answer["ok"] is False and answer["error"].startswith(f"{cmd}: price: "), answer
     assert engine.portfolio.cash == cash
+
+
+# Free text holding characters a terminal acts on: a colour, a new line that forges a record of its own, a bell, a
+# C1 control (CSI), DEL, an override turning the text's direction.
+CONTROL_TEXTS = ["\x1b[31mFAKE", "ok\n9999 engine_state HALTED", "a\x07b", "a\x9bb",
+                 "a\x7fb", "a\u202eb", "a\u2066b"]
+
+
+async def test_free_text_holding_control_characters_is_refused_by_name(served):
+    """`by`, `reason` and every other text a request carries are stored and printed later (`ffe ctl status`, `ffe
+    audit tail`, the console's log): one that holds a control character is refused, naming the argument."""
+    engine, path = served
+    asks = [("pause", "by", {}), ("pause", "reason", {}), ("halt", "reason", {}), ("status", "by", {}),
+            ("approve", "id", {}), ("cancel", "id", {}), ("close", "symbol", {}), ("backup", "to", {}),
+            ("order", "symbol", {"side": "buy", "quantity": 0.01})]
+    for cmd, name, args in asks:
+        for text in CONTROL_TEXTS:
+            answer = await request(path, cmd, {**args, name: text})
+            assert answer["ok"] is False, (cmd, name, text, answer)
+            assert answer["error"].startswith(f"{cmd}: {name}: ") and "control character" in answer["error"], answer
+            assert "\n" not in answer["error"] and "\x1b" not in answer["error"], answer
+    assert engine.state is EngineState.RUNNING
+    # Plain words in any script stay allowed.
+    answer = await request(path, "pause", {"by": "José Øster", "reason": "lunch — back at 14:00 ☕"})
+    assert answer["ok"] is True and engine.state is EngineState.PAUSED
