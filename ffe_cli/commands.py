@@ -417,7 +417,7 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
 def _render(action: str, result: Any) -> str:
     if action == "status":
         r = result
-        state = f"{r['state']} ({r['state_reason']})"
+        state = f"{r['state']} ({fmt.printable(str(r['state_reason']))})"  # stored as a request gave it
         if r.get("ended"):  # nothing runs it now: the state it was left in is the one it starts in again
             state = f"STOPPED ({r['ended']}): was {state}"
         dust = sum(1 for p in r["positions"] if p.get("dust"))

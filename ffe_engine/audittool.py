@@ -783,7 +783,7 @@ def render_kept_story(s: dict[str, Any]) -> str:
         out += ["", "trade", f"{_trade_line(t)}  {t['reason']}  (closed by {t['exit_client_order_id'] or 'no order'})"]
     if not s["orders"] and not s["trades"]:
         out += ["", "  no order of it was recorded"]
-    return "\n".join(out)
+    return "\n".join(map(fmt.printable, out))  # one line each: a stored reason's new line is escaped
 
 
 def render_order_story(s: dict[str, Any]) -> str:
@@ -800,7 +800,7 @@ def render_order_story(s: dict[str, Any]) -> str:
     for t in s["trades"]:
         out += ["", "trade", f"{_trade_line(t)}  (closed by this order, opened by "
                              f"{t['entry_decision_id'] or 'an order of no decision'})"]
-    return "\n".join(out)
+    return "\n".join(map(fmt.printable, out))  # one line each: a stored reason's new line is escaped
 
 
 def _filled_lines(o: dict[str, Any]) -> list[str]:
@@ -920,7 +920,7 @@ def render_story(s: dict[str, Any]) -> str:
                                           for x in t["scores"]))
     if s["pnl"] is not None:
         add(f"  P&L {fmt.money(s['pnl'], signed=True)}")
-    return "\n".join(out)
+    return "\n".join(map(fmt.printable, out))  # one line each: a stored reason's new line is escaped
 
 
 def _fill_line(f: dict[str, Any]) -> str:

@@ -6,20 +6,36 @@ Only the engine's side of the socket validates them; `ffe ctl` and the parser us
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from . import fmt
 from .market.bounds import PRICE_MAX, PRICE_MIN
-from .schema import Field, Section
+from .schema import AfterValidator, Field, Section
+
+
+def _plain(text: str | None) -> str | None:
+    """The words a request carries are stored and shown on terminals later (`ffe ctl status`, `ffe audit tail`, the
+    console's log): a character a terminal would act on (a new line that would read as a record of its own, an
+    escape sequence, a turn of the text's direction) is refused rather than stored."""
+    bad = fmt.unprintable(text) if text is not None else None
+    if bad is not None:
+        raise ValueError(f"holds a control character ({bad}): plain text only")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_plain)]  # every free text of a request
+OptionalText = Annotated[str | None, AfterValidator(_plain)]
 
 
 class Args(Section):
     frozen = True  # what a command was asked with stays as it was checked
 
-    by: str = Field("ctl", min_length=1, max_length=64)
+    by: Text = Field("ctl", min_length=1, max_length=64)
 
 
 class StateArgs(Args):
-    reason: str | None = Field(None, min_length=1, max_length=120)  # a console's own (kill switch); else the command's
+    # A console's own (kill switch); else the command's.
+    reason: OptionalText = Field(None, min_length=1, max_length=120)
 
 
 class HaltArgs(StateArgs):
@@ -38,11 +54,11 @@ class ResumeArgs(Args):
 
 
 class ApprovalArgs(Args):
-    id: str = Field(min_length=1, max_length=64)
+    id: Text = Field(min_length=1, max_length=64)
 
 
 class OrderIdArgs(Args):
-    id: str = Field(min_length=1, max_length=64)
+    id: Text = Field(min_length=1, max_length=64)
 
 
 class SettleArgs(OrderIdArgs):
@@ -52,7 +68,7 @@ class SettleArgs(OrderIdArgs):
 
 
 class SymbolArgs(Args):
-    symbol: str = Field(min_length=1, max_length=32)
+    symbol: Text = Field(min_length=1, max_length=32)
 
 
 class CloseArgs(SymbolArgs):
@@ -71,7 +87,7 @@ class ModeArgs(Args):
 
 
 class OrderArgs(Args):
-    symbol: str = Field(min_length=1, max_length=32)
+    symbol: Text = Field(min_length=1, max_length=32)
     side: Literal["buy", "sell"]
     quantity: float = Field(gt=0)  # finite, as every number
 
@@ -86,7 +102,7 @@ class AcceptArgs(Args):
 
 
 class BackupArgs(Args):
-    to: str | None = Field(None, min_length=1, max_length=4096)  # a directory; none: the engine's [backup] dir
+    to: OptionalText = Field(None, min_length=1, max_length=4096)  # a directory; none: the engine's [backup] dir
 
 
 # The commands that take more than `by`; every other command takes Args.

@@ -212,4 +212,15 @@ def printable(text: str) -> str:
     as its escape (`\\x1b`, `\\u202e`), never passed on to act."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+
+
+def unprintable(text: str) -> str | None:
+    """The first character of `text` that `printable` would escape, as its escape; None when there is none."""
+    if text.isprintable():
+        return None
+    return next((_escape(c) for c in text if not (c.isprintable() or c == " ")), None)
+
+
+def _escape(c: str) -> str:
+    return c.encode("unicode_escape").decode("ascii")

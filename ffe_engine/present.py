@@ -101,10 +101,12 @@ def _approval(f: Fields) -> str:
 def approve_answer(r: Fields) -> str:
     """What an approve did, as the operator reads it (`ffe ctl approve`, the console)."""
     if r.get("accepted"):
-        return f"approved {r.get('approval_id')}: order {r.get('client_order_id')}"
-    if r.get("client_order_id"):  # the re-check passed; the order made of it did not go through
-        return f"approved {r.get('approval_id')}: its order {r['client_order_id']} was refused: {r.get('reason')}"
-    return f"{r.get('approval_id')} refused on re-check: {r.get('reason')}"
+        text = f"approved {r.get('approval_id')}: order {r.get('client_order_id')}"
+    elif r.get("client_order_id"):  # the re-check passed; the order made of it did not go through
+        text = f"approved {r.get('approval_id')}: its order {r['client_order_id']} was refused: {r.get('reason')}"
+    else:
+        text = f"{r.get('approval_id')} refused on re-check: {r.get('reason')}"
+    return fmt.printable(text)  # the refusal's reason may be an exchange's words
 
 
 def order_ended(f: Fields) -> str:
@@ -165,7 +167,7 @@ def kill_summary(f: Fields) -> str:
             for u in under_way))
     if f.get("elapsed_ms"):
         parts.append(f"in {f['elapsed_ms']:.1f} ms")
-    return " ".join(parts)
+    return fmt.printable(" ".join(parts))  # `by` and the errors are words from outside, as in line()
 
 
 def follow_up_summary(f: Fields) -> str:
@@ -173,7 +175,7 @@ def follow_up_summary(f: Fields) -> str:
     for what they left, what failed, what is left as dust or waits. Not in the words of the flatten's own report:
     its `closing 0`, `cancelled 0` would read as nothing closed."""
     said = follow_up_parts(f)
-    return f"by {f.get('by') or '?'}: " + "; ".join(said or ["nothing more to do"])
+    return fmt.printable(f"by {f.get('by') or '?'}: " + "; ".join(said or ["nothing more to do"]))
 
 
 def follow_up_parts(f: Fields) -> list[str]:
@@ -269,4 +271,6 @@ def line(name: str, fields: Fields) -> str:
         text = body(fields)
     except (TypeError, ValueError, AttributeError, KeyError):
         text = _generic(fields)
-    return f"{name} {text}".rstrip()
+    # Words stored from outside (a request's reason and by, an exchange's error; a record of an older release, which
+    # took them as they came) are shown with what a terminal would act on escaped: a new line would forge a record.
+    return fmt.printable(f"{name} {text}".rstrip())

@@ -11,7 +11,9 @@ from . import fmt
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] = ()) -> str:
-    """Columns padded to their widest cell; numbers (right=True) aligned right."""
+    """Columns padded to their widest cell; numbers (right=True) aligned right. A cell's control characters are
+    shown escaped: an order's reason or error is words from outside."""
+    rows = [[fmt.printable(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     align = list(right) + [False] * (len(headers) - len(right))
 
@@ -138,7 +140,7 @@ def why(w: dict[str, Any]) -> str:
         out += [f"  {b['gate']}: {b['now']}; lifted by {b['lifts']}" for b in w["blocking"]]
     else:
         out.append("nothing blocks entries now")
-    return "\n".join(out)
+    return "\n".join(map(fmt.printable, out))
 
 
 def cancelled(r: dict[str, Any]) -> str:

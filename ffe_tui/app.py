@@ -669,7 +669,7 @@ class ConsoleApp(App[int]):
         return self.view.symbols[0]
 
     def _set_banner(self, text: str, error: bool = False) -> None:
-        self._banner = text
+        self._banner = fmt.printable(text)  # an error's message, a kill's by: words from outside
         banner = self.panes["banner"]
         self._fit_banner()
         banner.set_class(bool(text), "-shown")
@@ -837,8 +837,8 @@ class ConsoleApp(App[int]):
         if self._has_stopped():
             return
         if snap["state"] != "HALTED":
-            self.say(f"re-arm: the engine is {snap['state']} now ({snap.get('state_reason')}); nothing asked",
-                     severity="warning")
+            reason = fmt.printable(str(snap.get("state_reason")))
+            self.say(f"re-arm: the engine is {snap['state']} now ({reason}); nothing asked", severity="warning")
             return
         self._ask_rearm(snap.get("state_serial"))
 

@@ -151,7 +151,7 @@ class StatusLine(Static):
 
     def _first(self, snap: dict[str, Any], where: str, width: int) -> Text:
         state = snap["state"]
-        reason = snap.get("state_reason") or ""
+        reason = fmt.printable(snap.get("state_reason") or "")  # as a request gave it (an older release kept any)
         mode = snap["mode"]
         no_color = self.app.no_color
         styles = STATE_STYLE_NO_COLOR if no_color else STATE_STYLE
