@@ -128,3 +128,17 @@ async def test_free_text_holding_control_characters_is_refused_by_name(served):
     # Plain words in any script stay allowed.
     answer = await request(path, "pause", {"by": "José Øster", "reason": "lunch — back at 14:00 ☕"})
     assert answer["ok"] is True and engine.state is EngineState.PAUSED
+
+
+async def test_a_request_nested_too_deep_is_answered_in_one_line_and_the_socket_stays_up(served):
+    engine, path = served
+    for depth in (900, 5000):  # what the parser reads, and past its recursion
+        deep = "[" * depth + "]" * depth
+        for line in (f'{{"cmd": "pause", "args": {{"reason": {deep}}}}}', f'{{"cmd": {deep}}}',
+                     f'{{"cmd": "pause", "instance": {deep}}}', f'{{"cmd": "pause", "args": {deep}}}'):
+            answer = await _raw(path, line.encode())
+            assert answer["ok"] is False and "\n" not in answer["error"] and len(answer["error"]) < 200, answer
+            if depth == 5000:
+                assert answer["error"] == "not a JSON request: nested too deep", answer
+    assert engine.state is EngineState.RUNNING
+    assert (await request(path, "status"))["result"]["state"] == "RUNNING"
