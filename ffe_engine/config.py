@@ -743,6 +743,28 @@ def _model_at(path: Path_) -> tuple[type[Section], int]:
 # ---------------------------------------------------------------------------------------------------------------
 # config.toml
 
+# How deep arrays and tables may nest in a value read from config.toml, .env or the environment (the settings' own
+# tables counted): a setting nests a few levels (exchange.options the most), and a value nested past Python's
+# recursion limit would crash whatever reads it (the parser first) instead of being refused in one line.
+MAX_NESTING = 32
+NESTED_TOO_DEEP = f"nested too deep (more than {MAX_NESTING} levels of arrays and tables)"
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING) -> tuple[Any, ...] | None:
+    """The path to a value nested deeper than `limit` arrays and tables (dicts, lists) in `value`, or None. Walked
+    without recursion, so that any depth is found."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > limit:
+            return path
+        if isinstance(node, dict):
+            stack.extend((child, (*path, key)) for key, child in node.items())
+        elif isinstance(node, list):
+            stack.extend((child, (*path, i)) for i, child in enumerate(node))
+    return None
+
+
 
 def _read_toml(path: Path, shown: str) -> _Layer:
     try:
@@ -762,9 +784,22 @@ def _read_toml(path: Path, shown: str) -> _Layer:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _toml_syntax_error(exc, text, shown) from None
+    except RecursionError:  # tomllib parses nested values by recursion: the file itself is past what it can read
+        deep: list[int] = []
+        _toml_key_lines(text, deep=deep)
+        where = f"{shown}:{deep[0]}" if deep else shown
+        raise ConfigError(f"{where}: a value {NESTED_TOO_DEEP}", source=shown, line=deep[0] if deep else None) \
+            from None
     headers: set[Path_] = set()
     lines = _toml_key_lines(text, headers)
     origins = {key: Origin("toml", file=shown, line=line, table=key in headers) for key, line in lines.items()}
+    deep_at = too_deep(values)
+    if deep_at is not None:  # dotted keys (a.b.c = 1) nest without brackets; the key's line says where
+        found = [(min(len(k), len(deep_at)), -line, k) for k, line in lines.items()
+                 if k[: len(deep_at)] == deep_at[: len(k)]]
+        origin = origins[max(found)[2]] if found else Origin("toml", file=shown)
+        raise ConfigError(_format(origin, deep_at[:2], NESTED_TOO_DEEP), source=shown, line=origin.line,
+                          key=_dotted(deep_at[:2]))
     return _Layer(kind="toml", values=values, origins=origins, label=shown, file=path)
 
 
@@ -806,11 +841,12 @@ def _parse_key(text: str) -> tuple[Path_, int] | None:
         return tuple(parts), pos
 
 
-def _toml_key_lines(text: str, headers: set[Path_] | None = None) -> dict[Path_, int]:
-    """Line number of every table header and `key =` line (the headers' keys added to `headers`). tomllib keeps no
-    positions, so scan the text: track the current [table], and skip the insides of multi-line strings and arrays
-    so their contents are not read as keys. Keys inside an inline table are not listed; lookups fall back to the
-    line of the enclosing key."""
+def _toml_key_lines(text: str, headers: set[Path_] | None = None, deep: list[int] | None = None) -> dict[Path_, int]:
+    """Line number of every table header and `key =` line (the headers' keys added to `headers`; the lines where a
+    value's arrays and tables nest deeper than MAX_NESTING to `deep`). tomllib keeps no positions, so scan the
+    text: track the current [table], and skip the insides of multi-line strings and arrays so their contents are
+    not read as keys. Keys inside an inline table are not listed; lookups fall back to the line of the enclosing
+    key."""
     lines: dict[Path_, int] = {}
     table: Path_ = ()
     depth = 0  # open [ or { of a value spanning lines
@@ -834,18 +870,22 @@ def _toml_key_lines(text: str, headers: set[Path_] | None = None) -> dict[Path_,
                 rest = stripped[parsed[1] + 1 :]
             else:
                 continue
-        depth, in_string = _scan_value(rest, depth, in_string)
+        depth, in_string, deepest = _scan_value(rest, depth, in_string)
+        if deep is not None and deepest > MAX_NESTING:
+            deep.append(number)
     return lines
 
 
-def _scan_value(text: str, depth: int, in_string: str | None) -> tuple[int, str | None]:
+def _scan_value(text: str, depth: int, in_string: str | None) -> tuple[int, str | None, int]:
+    """The nesting and the open multi-line string after `text`, and the deepest nesting within it."""
+    deepest = depth
     i = 0
     n = len(text)
     while i < n:
         if in_string is not None:
             end = text.find(in_string, i)
             if end < 0:
-                return depth, in_string
+                return depth, in_string, deepest
             i = end + 3
             in_string = None
             continue
@@ -865,10 +905,11 @@ def _scan_value(text: str, depth: int, in_string: str | None) -> tuple[int, str 
             i = n if end < 0 else end
         elif ch in "[{":
             depth += 1
+            deepest = max(deepest, depth)
         elif ch in "]}":
             depth = max(0, depth - 1)
         i += 1
-    return depth, in_string
+    return depth, in_string, deepest
 
 
 def check_mode(settings: Settings) -> None:
@@ -1015,12 +1056,16 @@ def _env_value(name: str, raw: str, kind: str, origin: Origin) -> Any:
         raise ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name)
     if kind == "any":
         try:
-            return json.loads(raw)
+            return _not_too_deep(json.loads(raw), name, origin)
         except ValueError:
             return raw
+        except RecursionError:
+            raise _too_deep_error(name, origin) from None
     table = kind in ("model", "dict")
     try:
-        value = json.loads(raw)
+        value = _not_too_deep(json.loads(raw), name, origin)
+    except RecursionError:  # the parser's own recursion: far past MAX_NESTING
+        raise _too_deep_error(name, origin) from None
     except ValueError:
         if kind == "list":
             # FFE_ENGINE__SYMBOLS=BTC/USDT,ETH/USDT reads as well as the JSON form; an empty item is a typo, not
@@ -1036,6 +1081,17 @@ def _env_value(name: str, raw: str, kind: str, origin: Origin) -> Any:
     expected = f"a JSON object (a table: or set its keys one by one, {name}__KEY)" if table else "JSON"
     message = f"{origin.where}: {name}: expected {expected}"
     raise ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name)
+
+
+def _not_too_deep(value: Any, name: str, origin: Origin) -> Any:
+    if too_deep(value) is not None:
+        raise _too_deep_error(name, origin)
+    return value
+
+
+def _too_deep_error(name: str, origin: Origin) -> ConfigError:
+    message = f"{origin.where}: {name}: {NESTED_TOO_DEEP}"
+    return ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name)
 
 
 # ---------------------------------------------------------------------------------------------------------------

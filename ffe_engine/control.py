@@ -333,7 +333,9 @@ class ControlServer:
         """The request, or None and the answer that refuses it."""
         try:
             req = json.loads(line)
-        except (ValueError, RecursionError) as exc:
+        except RecursionError:  # the parser's own recursion: the request nests far past any command's arguments
+            return None, {"ok": False, "error": "not a JSON request: nested too deep"}
+        except ValueError as exc:
             return None, {"ok": False, "error": f"not a JSON request: {type(exc).__name__}"}
         if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
             return None, {"ok": False, "error": 'a request is {"cmd": NAME, "args": {...}}'}
