@@ -1,6 +1,7 @@
 """A refused key is blamed on its own source: a key of a table set one by one (FFE_EXCHANGE__OPTIONS__recvWindow,
-in .env or the environment) is named by its variable, never by the config.toml line of the table around it (the
-`options = {}` of the starter config, or the `[exchange]` header), which holds nothing wrong. `ffe config check`
+FFE_TUI__KEYS__pause, in .env or the environment) or a key set alone (FFE_MONITOR__HOST) is named by its variable,
+never by the config.toml line of the table around it (the `options = {}` or `keys = {}` of the starter config, or
+the `[exchange]` header), which holds nothing wrong. `ffe config check`
 names where such a key came from, as it does for a whole table. An empty value from .env or the environment leaves
 a key whose default is unset (exchange.rate_limit_ms) unset, as it does a secret."""
 
@@ -51,6 +52,23 @@ REFUSED = [
      '[exchange]\nid = "binance"\noptions = { recvWindow = 20000 }\n', "FFE_EXCHANGE__SETTLE_WINDOW_MS=15000\n", LIVE,
      "config.toml:3: exchange.settle_window_ms: 15000 (.env:1 FFE_EXCHANGE__SETTLE_WINDOW_MS) is shorter",
      "at least 20000", None),
+    # A key binding set one at a time, and monitor.host: named by their variable, as the options above.
+    ("a key binding from the environment, the starter config", None, "", {"FFE_TUI__KEYS__pause": "j"},
+     "environment: FFE_TUI__KEYS__pause: 'j' cannot be used", "it moves down", "config.toml"),
+    ("a key binding from .env, the starter config", None, "# keys\nFFE_TUI__KEYS__pause=j\n", {},
+     ".env:2: FFE_TUI__KEYS__pause: 'j' cannot be used", "it moves down", "config.toml"),
+    ("a key binding from the environment beside a keys line", '[tui]\nkeys = { help = "?" }\n', "",
+     {"FFE_TUI__KEYS__views": "1,2"}, "environment: FFE_TUI__KEYS__views: '1,2' needs 7 keys", "main", "config.toml"),
+    ("a key from the environment bound twice", None, "", {"FFE_TUI__KEYS__pause": "a"},
+     "environment: FFE_TUI__KEYS__pause: key 'a' is bound to both", "'pause'", "config.toml"),
+    ("an unknown binding from .env", None, "FFE_TUI__KEYS__panic=x\n", {},
+     ".env:1: FFE_TUI__KEYS__panic: unknown binding id 'panic'", "known: ", "config.toml"),
+    ("a whole key table from .env", None, 'FFE_TUI__KEYS={"pause": "j"}\n', {},
+     ".env:1: FFE_TUI__KEYS: tui.keys.pause: 'j' cannot be used", "it moves down", "config.toml"),
+    ("monitor.host from the environment", None, "", {"FFE_MONITOR__HOST": "0.0.0.0"},
+     "environment: FFE_MONITOR__HOST: monitor.host = '0.0.0.0' is reachable", "FFE_MONITOR__TOKEN", "config.toml"),
+    ("monitor.host from .env", None, "# monitor\nFFE_MONITOR__HOST=0.0.0.0\n", {},
+     ".env:2: FFE_MONITOR__HOST: monitor.host = '0.0.0.0' is reachable", "FFE_MONITOR__TOKEN", "config.toml"),
     # An empty value is unset only for a key whose default is unset: an empty limit is a typo, not nothing.
     ("an empty whole number", "", "", {"FFE_RISK__MAX_OPEN_POSITIONS": ""},
      "environment: FFE_RISK__MAX_OPEN_POSITIONS: ", "expected a whole number", None),
