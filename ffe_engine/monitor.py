@@ -55,13 +55,12 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(settings: Settings) -> None:
     """Refuse an endpoint reachable from the network without a token (before anything starts; `ffe config check`
-    too), saying where monitor.host was set when that is a file's line."""
+    too), saying where monitor.host was set: its line, or its variable in .env or the environment."""
     cfg = settings.monitor
     if cfg.enabled and not is_loopback(cfg.host) and cfg.token is None:
-        found = settings.origin_of("monitor", "host")
-        where = f"{found.where}: " if found is not None and found.kind in ("toml", "dotenv") else ""
-        raise StartError(f"{where}monitor.host = {cfg.host!r} is reachable from the network: set FFE_MONITOR__TOKEN "
-                         "(a bearer token) in .env or the environment, or bind to 127.0.0.1")
+        raise StartError(settings.blame(("monitor", "host"), f"monitor.host = {cfg.host!r} is reachable from the "
+                                        "network: set FFE_MONITOR__TOKEN (a bearer token) in .env or the environment, "
+                                        "or bind to 127.0.0.1"))
 
 
 async def start_refused(settings: Settings, clock: Any, failure: Exception,

@@ -14,12 +14,17 @@ from __future__ import annotations
 import string
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ffe_engine.errors import FfeError
 
 if TYPE_CHECKING:
     from textual.binding import Binding
+
+    from ffe_engine.config import Origin
+
+# Where `[tui] keys`, or one binding of it (its id), was set: an Origin, or None for a default.
+OriginOf = Callable[[Optional[str]], Optional["Origin"]]
 
 
 class KeymapError(FfeError):
@@ -145,41 +150,62 @@ def _normalise(key: str) -> str:
     return key
 
 
-def where(settings) -> str:
-    """`file:line: tui.keys` when the settings know where [tui] keys was set, else `tui.keys`."""
-    found = settings.origin_of("tui", "keys")
-    if found is None or found.kind not in ("toml", "dotenv", "env"):
-        return "tui.keys"
-    return f"environment: {found.var}: tui.keys" if found.kind == "env" else f"{found.where}: tui.keys"
+def where(settings) -> OriginOf:
+    """Where the settings say `[tui] keys`, or one binding of it, was set: a binding's own line or variable
+    (FFE_TUI__KEYS__pause), else the table's (its line, FFE_TUI__KEYS)."""
+    def origin_of(bid: str | None) -> Origin | None:
+        own = settings.set_at("tui", "keys", bid) if bid is not None else None
+        return own or settings.origin_of("tui", "keys")
+    return origin_of
 
 
-def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
-    """Validate `[tui] keys` (binding id -> key or comma-separated keys) and return Textual's keymap."""
+def _nowhere(bid: str | None) -> Origin | None:
+    return None
+
+
+def _blame(origin_of: OriginOf, bid: str | None, problem: str, whole: bool = False) -> KeymapError:
+    """`problem` after where the binding `bid` was set and its key (`tui.keys.pause`; `tui.keys` for the table as a
+    `whole`): `config.toml:3: tui.keys.pause: ...`, `environment: FFE_TUI__KEYS: tui.keys.pause: ...`; a variable that
+    names the binding itself (`.env:1: FFE_TUI__KEYS__pause: ...`) says the key already."""
+    key = "tui.keys" if whole or bid is None else f"tui.keys.{bid}"
+    origin = origin_of(bid)
+    if origin is None or origin.kind not in ("toml", "dotenv", "env"):
+        return KeymapError(f"{key}: {problem}")
+    if origin.var is None:
+        return KeymapError(f"{origin.where}: {key}: {problem}")
+    if bid is not None and origin.var.upper() == f"FFE_TUI__KEYS__{bid}".upper():
+        return KeymapError(f"{origin.where}: {origin.var}: {problem}")
+    return KeymapError(f"{origin.where}: {origin.var}: {key}: {problem}")
+
+
+def keymap(keys: dict[str, str], origin_of: OriginOf = _nowhere) -> dict[str, str]:
+    """Validate `[tui] keys` (binding id -> key or comma-separated keys) and return Textual's keymap; an error
+    says where the binding at fault was set (`origin_of`, see where())."""
     out: dict[str, str] = {}
     for bid, value in keys.items():
         if bid not in IDS:
-            raise KeymapError(f"{where}: unknown binding id {bid!r} (known: {', '.join(IDS)})")
+            raise _blame(origin_of, bid, f"unknown binding id {bid!r} (known: {', '.join(IDS)})", whole=True)
         parts = [_normalise(p) for p in str(value).split(",")]
         if not all(parts) or any(" " in p for p in parts):
-            raise KeymapError(f"{where}.{bid}: {value!r} is not a key name such as 'p', 'K' or 'ctrl+k'")
+            raise _blame(origin_of, bid, f"{value!r} is not a key name such as 'p', 'K' or 'ctrl+k'")
         for p in parts:
             if not is_key_name(p):
-                raise KeymapError(f"{where}.{bid}: {p!r} is not a key name (a character such as 'p' or 'K', a "
-                                  "named key such as 'space', 'escape' or 'f5', or either after modifiers: "
-                                  "'ctrl+k', 'shift+up')")
+                raise _blame(origin_of, bid, f"{p!r} is not a key name (a character such as 'p' or 'K', a named "
+                                             "key such as 'space', 'escape' or 'f5', or either after modifiers: "
+                                             "'ctrl+k', 'shift+up')")
             if p.lower() in TAKEN:
-                raise KeymapError(f"{where}.{bid}: {p!r} cannot be used ({TAKEN[p.lower()]})")
+                raise _blame(origin_of, bid, f"{p!r} cannot be used ({TAKEN[p.lower()]})")
             if p in PANE_KEYS:
-                raise KeymapError(f"{where}.{bid}: {p!r} cannot be used (it {PANE_KEYS[p]})")
+                raise _blame(origin_of, bid, f"{p!r} cannot be used (it {PANE_KEYS[p]})")
             if bid == "confirm" and p in ("enter", "escape"):
-                raise KeymapError(f"{where}.{bid}: {p!r} cannot be used (it cancels a dialog)")
+                raise _blame(origin_of, bid, f"{p!r} cannot be used (it cancels a dialog)")
             if p == ALWAYS_KILL and bid != "kill":
-                raise KeymapError(f"{where}.{bid}: {p!r} cannot be used (the kill switch, which works everywhere)")
+                raise _blame(origin_of, bid, f"{p!r} cannot be used (the kill switch, which works everywhere)")
         if bid == "kill" and ALWAYS_KILL not in parts:
             parts.append(ALWAYS_KILL)
         if bid == "views" and len(parts) != len(VIEWS):
-            raise KeymapError(f"{where}.views: {value!r} needs {len(VIEWS)} keys, one per view in this order: "
-                              f"{', '.join(VIEWS)}")
+            raise _blame(origin_of, bid, f"{value!r} needs {len(VIEWS)} keys, one per view in this order: "
+                                         f"{', '.join(VIEWS)}")
         out[bid] = ",".join(parts)
     # One key, one meaning: within the main screen, and between a dialog and the keys that work over dialogs.
     owner: dict[tuple[str, str], str] = {}
@@ -191,8 +217,9 @@ def keymap(keys: dict[str, str], where: str = "tui.keys") -> dict[str, str]:
                 else (k.scope,)
             for scope in scopes:
                 other = owner.get((scope, p))
-                if other is not None:
-                    raise KeymapError(f"{where}: key {p!r} is bound to both {other!r} and {k.id!r}")
+                if other is not None:  # blamed on the binding set (the other keeps its default keys)
+                    problem = f"key {p!r} is bound to both {other!r} and {k.id!r}"
+                    raise _blame(origin_of, k.id if k.id in keys else other, problem, whole=True)
                 owner[(scope, p)] = k.id
     return out
 

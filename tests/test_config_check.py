@@ -107,7 +107,7 @@ def test_config_check_piped_into_head_ends_quietly(tmp_path):
 def test_config_check_refuses_a_monitor_open_to_the_network_without_a_token_as_the_start_does(tmp_path):
     (tmp_path / "config.toml").write_text("[monitor]\nport = 0\n")
     (tmp_path / ".env").write_text("FFE_MONITOR__HOST=0.0.0.0\n")
-    says = "ffe: error: .env:1: monitor.host = '0.0.0.0' is reachable from the network: set "
+    says = "ffe: error: .env:1: FFE_MONITOR__HOST: monitor.host = '0.0.0.0' is reachable from the network: set "
     for command in (("config", "check"), ("run", "--headless", "--max-bars", "1")):
         res = run_ffe(tmp_path, *command)
         assert res.returncode == 2, (command, res.stderr)
