@@ -20,6 +20,7 @@ from ffe_engine.venues.base import VenueUnavailable
 from live_helpers import SteppedClock
 from prometheus_client.parser import text_string_to_metric_families
 from receiver import Receiver
+from test_alert_channel_down import log_lines  # noqa: F401
 from test_monitor import until
 
 FAST = {"retry_initial_s": 0.05, "retry_max_s": 0.2, "retry_attempts": 2, "timeout_s": 2.0}
@@ -978,3 +979,41 @@ async def test_an_alert_delivered_when_its_sent_mark_cannot_be_written_is_not_de
     assert kinds(hook) == ["BREAKER_OPEN"], kinds(hook)
     assert db_rows(db, "SELECT kind, status, attempts, sent_ts FROM alert_outbox") == [
         ("BREAKER_OPEN", "sent", 1, 1_700_000_000.0)]
+
+
+async def test_starts_held_back_across_restarts_are_not_summed_up_when_their_window_ends(tmp_path, log_lines):
+    """A halted engine killed and started again and again within `alerts.window_s`: the first start is told, each
+    later one is held back by the window kept from before it, saying so in its own log. Each start is a process of
+    its own, so none of them is summed up: the last one, running on past the window's end, sends no
+    STARTED_REPEATED (it would count only itself, and say it as a repeat within its own run)."""
+    from ffe_engine.alerts import Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.events import RunEvent
+    from ffe_engine.store import Store
+
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, window_s=60.0, **FAST)
+    db = tmp_path / "ffe.db"
+    start = RunEvent(phase="start", mode="paper", detail={"state": "HALTED", "reason": "ffe ctl halt"})
+    try:
+        for n in range(4):  # each notifier a process of its own: only the database goes from one to the next
+            store = await Store.open(db)
+            now = ManualTime()
+            notifier = Notifier(cfg, store, channels_from(cfg), now=now, wall=lambda n=n: 1_700_000_000.0 + 5 * n)
+            await notifier.start()
+            notifier.sink(start, b"")
+            await store.flush()
+            if n == 3:  # the last stays up past the window's end
+                now.t += 61
+                notifier.tick()
+                await store.flush()
+                await asyncio.sleep(0.5)
+            await notifier.close()
+            await store.close()
+    finally:
+        await hook.stop()
+    assert kinds(hook) == ["STARTED"], kinds(hook)
+    assert db_rows(db, "SELECT kind FROM alert_outbox") == [("STARTED",)]
+    held = [line for line in log_lines if "alert not sent again" in line]
+    assert len(held) == 3 and all("kind=STARTED" in line for line in held), held
