@@ -463,7 +463,7 @@ class Notifier:
         # A window opened before a restart holds back the same alert again (a crash loop's start failing the same
         # way at every restart); news is sent: another text (a start that waits for the operator for another
         # reason).
-        if w is not None and w.inherited and not w.repeats and self._stored_text(alert) != w.last_text:
+        if w is not None and w.inherited and self._stored_text(alert) != w.last_text:
             w = None
         if w is not None and now < w.until and _RANK[alert.severity] < _RANK[w.severity]:
             # More severe than what was sent for its key (a flatten's warning, then its failure): news, sent at
@@ -472,9 +472,13 @@ class Notifier:
             self._enqueue(alert)
             return
         if w is not None and now < w.until:
-            if w.inherited:  # not summed up at this process's end: said here, or nowhere
+            if w.inherited:
+                # Each start held back is a process of its own, said in its own log: not counted, as a summary at
+                # the window's end would tell this start alone, as a repeat within its run.
                 log.warning("alert not sent again: the same was sent within alerts.window_s (before a restart)",
                             kind=alert.kind, sent=fmt.iso(w.raised), text=self._stored_text(alert))
+                self.suppressed += 1
+                return
             w.repeats += 1
             w.last_text = alert.text
             if _RANK[alert.severity] < _RANK[w.repeated]:
@@ -807,11 +811,10 @@ class Notifier:
         """Give what is in the outbox a short chance to leave (the stop alert), then end the tasks. What has not
         left stays in the outbox for the next start."""
         now = self._now()
-        # The repeats counted so far go to the outbox, not lost with the process; those of a window opened before
-        # a restart are not summed up at every restart of a crash loop.
-        for key, w in list(self._windows.items()):
-            if not w.inherited:
-                self._end_window(key, now)
+        # The repeats counted so far go to the outbox, not lost with the process (a window kept from before a
+        # restart counts none: the starts it holds back are not summed up).
+        for key in list(self._windows):
+            self._end_window(key, now)
         if self._raised:
             self._raised = 0
             try:
