@@ -1017,3 +1017,53 @@ async def test_starts_held_back_across_restarts_are_not_summed_up_when_their_win
     assert db_rows(db, "SELECT kind FROM alert_outbox") == [("STARTED",)]
     held = [line for line in log_lines if "alert not sent again" in line]
     assert len(held) == 3 and all("kind=STARTED" in line for line in held), held
+
+
+async def test_alerts_pending_in_a_backup_are_not_delivered_again_after_the_runbook_s_restore(tmp_path):
+    """The receiver is down when the kill switch is pressed: the HALTED page waits in the outbox, and a backup taken
+    then holds it pending. The receiver comes back and the engine delivers it; the engine is stopped and the backup
+    restored over its records (docs/runbook.md). The restored start pages its own state (HALTED, kept from before
+    it) and does not deliver the backup's pending alerts again: one halt, not two HALTED pages for it. The restored
+    outbox keeps them as not sent, saying why, and the restore says how many there were."""
+    from conftest import run_ffe
+
+    hook = await Receiver().start()
+    hook.fail_with = 503
+    env = ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook", FFE_ALERTS__RETRY_INITIAL_S="0.05",
+                  FFE_ALERTS__RETRY_MAX_S="0.2")
+    db = tmp_path / "data" / "ffe.db"
+
+    def run(*args):
+        proc = run_ffe(tmp_path, *args, env=env)
+        assert proc.returncode == 0, (args, proc.stderr[-3000:])
+        return proc
+
+    try:
+        engine = await _ffe("run", "--headless", env=env, cwd=tmp_path)
+        try:
+            await until(lambda: db.exists() and (tmp_path / "data" / "ffe.sock").exists(), what="the engine's socket")
+            await asyncio.to_thread(run, "ctl", "halt")
+            await until(lambda: db_value(db, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'HALTED' AND "
+                                             "status = 'pending'"), what="HALTED waiting in the outbox")
+            await asyncio.to_thread(run, "backup", "--to", str(tmp_path / "backups"))
+            hook.fail_with = None
+            await until(lambda: "HALTED" in kinds(hook), what="the HALTED page delivered once the receiver is back")
+        finally:
+            engine.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(engine.communicate(), 60)
+        assert engine.returncode == 0
+        (archive,) = (tmp_path / "backups").glob("ffe-backup-*.tar.zst")
+        restored = await asyncio.to_thread(run, "restore", str(archive), "--force")
+        await asyncio.to_thread(run, "run", "--headless", "--max-bars", "3")
+        await asyncio.sleep(0.2)
+    finally:
+        await hook.stop()
+    halted = [r.body["text"] for r in hook.delivered if r.body["kind"] == "HALTED"]
+    assert len(halted) == 2, halted
+    assert halted[0].startswith("ffe HALTED by ctl") and halted[1].startswith("ffe starts HALTED, kept from before")
+    withheld = db_rows(db, "SELECT kind, status, last_error FROM alert_outbox WHERE status NOT IN ('sent', 'pending')")
+    assert [k for k, _, _ in withheld] == ["STARTED", "HALTED"], withheld
+    assert all(s == "withheld" and "restored from a backup" in e and archive.name in e for _, s, e in withheld), \
+        withheld
+    assert "2 alert(s) pending in the backup (STARTED x1, HALTED x1) not delivered again" in restored.stdout, \
+        restored.stdout
