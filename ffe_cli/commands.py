@@ -786,6 +786,12 @@ def restore(args: argparse.Namespace) -> int:
     elif done["kept_halted"]:
         _print("the records moved aside were HALTED: the restored account is HALTED too (re-arm it with "
                "`ffe ctl resume --yes` once you are satisfied)")
+    withheld = done["alerts_withheld"]
+    if withheld:
+        said = ", ".join(f"{kind} x{n}" for kind, n in withheld.items())
+        _print(f"{sum(withheld.values())} alert(s) pending in the backup ({said}) not delivered again: the engine it "
+               "was taken from delivered them, or the restored start's own alerts tell the state it finds; they are "
+               f"kept in {done['database']} (alert_outbox, status withheld)")
     _print("next: start the engine; before any order it records from the venue what the account did after the "
            "backup, and stays PAUSED on any difference it cannot explain (see docs/runbook.md)")
     return 0

@@ -15,12 +15,14 @@ events into alerts synchronously and cheaply, then:
   trail turning again) ends the window of its alert at once: its summary goes then, and its return is news, sent at
   once. So does the return for the clear's own alert (RECONCILE_OK after a new hold).
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
-  alert raised just before a crash is delivered after the restart. Beyond `alerts.outbox_max` undelivered rows a
-  channel's least severe are dropped, oldest first (each logged with its text, its row kept as dropped), and the
-  channel is told how many, of which kinds, when it takes alerts again (ALERTS_DROPPED). What it has not been told
-  is read from the outbox (the dropped rows no delivered notice counted), never kept in memory only: every dropped
-  alert is told exactly once across any number of restarts, or twice if the process dies between the receiver's
-  answer to the notice and its record (at least once, as every alert: a count told twice rather than lost).
+  alert raised just before a crash is delivered after the restart (not after a restore: those its backup held
+  pending are withheld, as the restored start pages the state it finds: restore.py). Beyond `alerts.outbox_max`
+  undelivered rows a channel's least severe are dropped, oldest first (each logged with its text, its row kept as
+  dropped), and the channel is told how many, of which kinds, when it takes alerts again (ALERTS_DROPPED). What it
+  has not been told is read from the outbox (the dropped rows no delivered notice counted), never kept in memory
+  only: every dropped alert is told exactly once across any number of restarts, or twice if the process dies
+  between the receiver's answer to the notice and its record (at least once, as every alert: a count told twice
+  rather than lost).
 - delivery: one task per channel, off the trading loop, oldest first; a failing channel is retried with
   exponential backoff (tenacity) and holds its own queue only, so each alert arrives once and in order when the
   receiver is back (at least once if the process dies between the receiver's answer and the outbox update). An alert

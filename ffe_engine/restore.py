@@ -7,7 +7,9 @@ already there are refused unless `force`, and with it they are moved aside (`<na
 deleted: the records a start set aside beside the trail (`audit.jsonl.uncommitted-after-SEQ`) with it. The
 database is marked as restored (store.RESTORED_KEY): the next start asks the venue for the orders the account made
 after the backup before it sends any (recovery.py). The backup's configuration is written beside
-the database as `config.from-backup.toml`, for reference: the operator's own configuration is not touched.
+the database as `config.from-backup.toml`, for reference: the operator's own configuration is not touched. The
+alerts the backup held pending in its outbox are marked withheld, never delivered (store.withhold_pending_alerts),
+and the restore says how many.
 
 The backup is unpacked in a staging directory in the temporary directory (`.ffe-restore-XXXXXXXX`, staging.py),
 removed at the end, or when SIGTERM or SIGINT interrupts the restore before it puts the files in place (putting
@@ -36,7 +38,7 @@ from .host import RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock
 from .interrupts import held
 from .staging import Staging
 from .store import (SIDE_FILES, halted_in, keep_halted, mark_restored, peek_foreign, refuse_not_a_file,
-                    wal_without_database)
+                    wal_without_database, withhold_pending_alerts)
 
 CONFIG_COPY = "config.from-backup.toml"
 KEPT_NOTE = re.compile(r" \(by [^()]*, kept across a restore\)$")  # what _kept adds to a HALTED's reason
@@ -123,6 +125,11 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
                                        "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
         if halted is not None:
             keep_halted(work / DB_NAME, halted, now)
+        # The alerts the backup held pending were delivered by the engine it was taken from, or are told again by
+        # the restored start, which pages the state it finds: delivered again, one halt would page twice.
+        withheld = withhold_pending_alerts(work / DB_NAME, f"restored from a backup ({file.name}, taken "
+                                                           f"{manifest.get('created')}): pending when it was taken, "
+                                                           "not delivered again")
         trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         puts = [(work / DB_NAME, db), (work / TRAIL_NAME, trail), (work / CONFIG_NAME, data_dir / CONFIG_COPY)]
         _check_room(puts)
@@ -135,7 +142,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills, "kept_halted": halted is not None,
-            "unreadable": unreadable}
+            "unreadable": unreadable, "alerts_withheld": withheld}
 
 
 def _unwritable(exc: StorageError) -> NoRoom:

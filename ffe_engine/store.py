@@ -173,6 +173,7 @@ PERIOD_KEYS = {
     "month": f"strftime('%Y-%m', {_CLOSED})",
 }
 _ALERT_COLUMNS = ("id", "channel", "key", "kind", "severity", "text", "created_ts", "attempts")
+WITHHELD = "withheld"  # the status of an alert a restore found pending in its backup: never delivered again
 
 
 # ==================================================================== damaged records
@@ -1535,9 +1536,11 @@ class Store:
     async def recent_alerts(self, since_ts: float, engine: str = "") -> list[tuple[str, str, str, str, float]]:
         """The last alert of each key that `engine` raised since a time: key, kind, severity, text and when (the
         notifier's windows go on across a restart of the same engine)."""
+        # Not those a restore withheld: none of them was delivered from these records, and the restored start's
+        # own alert must not be held back by one.
         rows = await self.query("SELECT key, kind, severity, text, created_ts FROM alert_outbox WHERE id IN "
-                                "(SELECT MAX(id) FROM alert_outbox WHERE created_ts >= ? AND engine = ? GROUP BY key)",
-                                (since_ts, engine))
+                                "(SELECT MAX(id) FROM alert_outbox WHERE created_ts >= ? AND engine = ? AND status != "
+                                "? GROUP BY key)", (since_ts, engine, WITHHELD))
         return [(str(k), str(kind), str(sev), str(text), float(ts)) for k, kind, sev, text, ts in rows]
 
     async def alert_sent(self, alert_id: int, attempts: int, ts: float) -> None:
@@ -1893,6 +1896,26 @@ def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:
         conn.execute(_SQL_KV, (RESTORED_KEY, _dumps(marker), ts))
     finally:
         conn.close()
+
+
+def withhold_pending_alerts(path: Path | str, reason: str) -> dict[str, int]:
+    """In a restored database, by `restore`: the alerts its backup held pending are marked withheld, `reason` in
+    their last_error, so the restored start does not deliver them again (the engine the backup was taken from
+    delivered them, or the restored start's own alerts tell the state it finds). How many alerts of each kind, one
+    for all its channels' rows, in the order they were raised."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        outbox = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alert_outbox'").fetchone()
+        if outbox is None:
+            return {}  # a backup from before the outbox
+        conn.execute("BEGIN IMMEDIATE")
+        kinds = conn.execute("SELECT kind, COUNT(*) FROM (SELECT DISTINCT key, kind, text, created_ts FROM "
+                             "alert_outbox WHERE status = 'pending') GROUP BY kind ORDER BY MIN(created_ts)").fetchall()
+        conn.execute("UPDATE alert_outbox SET status = ?, last_error = ? WHERE status = 'pending'", (WITHHELD, reason))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return {str(kind): int(n) for kind, n in kinds}
 
 
 def halted_in(path: Path | str, *, strict: bool = False) -> tuple[str, str] | None:
