@@ -260,7 +260,9 @@ def test_a_non_loopback_monitor_without_a_token_is_refused_in_one_line(tmp_path)
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=ffe_env(FFE_MONITOR__HOST="0.0.0.0"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ffe: error: monitor.host = '0.0.0.0'"), proc.stderr
+    # the variable that set it named first, as for any key the environment sets
+    assert len(lines) == 1 and lines[0].startswith(
+        "ffe: error: environment: FFE_MONITOR__HOST: monitor.host = '0.0.0.0'"), proc.stderr
     assert "FFE_MONITOR__TOKEN" in lines[0]
     assert not (tmp_path / "data" / "ffe.db").exists()  # refused before anything started
 
