@@ -183,4 +183,8 @@ async def test_an_order_whose_trades_are_never_listed_is_settled_by_the_operator
         closed = await ctl("close", BTC, "--yes")
         assert closed.proc.returncode == 0, closed.stdout + closed.stderr
         await e.orders.poll()
-        assert BTC not in e.portfolio.positions and fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+        assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+        # the fee's worth the books held beyond the coins is left as dust, which the accepted baseline covers
+        assert BTC not in e.portfolio.positions or e.portfolio.is_dust(BTC), e.portfolio.positions
+        clock.forward(e.venue.settle_s + 0.1)
+        assert await e.reconcile() == []
