@@ -1227,7 +1227,7 @@ class Engine:
                     symbol=c.symbol, side=side_to_close(pos.side), quantity=pos.quantity, reason=OrderReason.SIGNAL,
                     decision_id=d.decision_id, confidence=res.confidence, ref_price=c.close, reduce_only=True),
                     on_journal=functools.partial(self._journaled, d, "exit_submitted"))
-                if not d.recorded:  # refused before an order was journaled
+                if d.client_order_id is None:  # refused before an order was journaled
                     d.gates = sub.gates
                     d.quantity = 0.0
                     d.outcome = "exit_refused"
@@ -1280,7 +1280,7 @@ class Engine:
             await self.approvals.propose(d, intent, lambda: self._record_decision(d))
             return d.outcome, d.reason or ""
         sub = await self.orders.submit(intent, gates, on_journal=functools.partial(self._journaled, d, "submitted"))
-        if not d.recorded:  # refused before an order was journaled
+        if d.client_order_id is None:  # refused before an order was journaled
             d.gates = sub.gates
             d.outcome = "refused"
             d.reason = sub.reason
@@ -1297,7 +1297,10 @@ class Engine:
             d.quantity = order.quantity
         d.client_order_id = order.client_order_id
         d.outcome = outcome
-        self._record_decision(d)
+        if self.profile.resumable:
+            self._record_decision(d)
+        # A backtest never resumes: its decision is recorded with its bar's others (in its flush, which packs its
+        # records tighter than the journal's own transaction would), the same record.
 
     def _record_decision(self, d: Decision) -> None:
         if d.recorded:  # with the approval it waits for
