@@ -140,7 +140,22 @@ def test_a_stop_loss_committed_just_before_a_kill_fills_at_the_next_candles_open
     assert decided == sorted(set(decided)), f"{symbol}: a bar decided twice after the restart"
     (fill,) = db_rows(db, "SELECT ts FROM fills WHERE client_order_id = ?", (cid,))
     assert fill[0] == created + HOUR, f"the stop-loss filled on the candle closing at {fill[0]}, not the next one"
-    assert_as_the_backtest(db, expected, cid, decided=False)
+    assert_as_the_backtest(db, expected, cid)
+
+
+def test_a_stop_loss_journaled_just_before_a_kill_fills_at_the_next_candles_open_as_the_backtests(tmp_path):
+    """Killed before the paper venue had the stop-loss (journaled `new`): sent again at the restart, it fills at the
+    next candle's open, not at the open of the candle that triggered it, which is decided again."""
+    write_market(tmp_path)
+    expected = backtest_db(tmp_path)
+    cid = killed_run(tmp_path, "stop_loss", 1, KILL_ON="journal")
+    second = run_ffe(tmp_path, "run", "--headless")
+    assert second.returncode == 0, second.stderr
+    db = tmp_path / "data" / "ffe.db"
+    ((created,),) = db_rows(db, "SELECT created_ts FROM orders WHERE client_order_id = ?", (cid,))
+    (fill,) = db_rows(db, "SELECT ts FROM fills WHERE client_order_id = ?", (cid,))
+    assert fill[0] == created + HOUR, f"the stop-loss filled on the candle closing at {fill[0]}, not the next one"
+    assert_as_the_backtest(db, expected, cid)
 
 
 def test_a_buy_committed_just_before_a_kill_fills_at_the_next_candles_open_with_its_decision_kept(tmp_path):
