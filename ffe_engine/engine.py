@@ -554,6 +554,10 @@ class Engine:
             # Each symbol's own candles processed too: a kill after an order was committed and before the books were
             # stored leaves the saved market a candle behind that order's (its fill would be at the deciding open).
             self.sim_feed.not_before(reached, await self.store.candles_done(self.symbols, decided_tf))
+            if self.sim_venue is not None:
+                # The bar the records reached may be handed out again (decided anew): an order sent again at the
+                # start (journaled just before a kill) is no older than that bar, and fills from the next one.
+                self.sim_venue.resume_at(reached - decided_tf)
         return overrides.market(self.settings.market.seed, saved) if saved else None
 
     async def _load_weights(self) -> Override | None:

@@ -155,8 +155,8 @@ _SQL_MARKET_TIME = ("SELECT MAX(t) FROM (SELECT ts + ? AS t FROM (SELECT ts FROM
 # A candle's fills (and the trades and positions they make) are no sign it was decided: the paper venue fills at its
 # open, committed before its decision is written; handed out again, its fills are not made twice (the venue's book is
 # stored with them) and it is decided. An order the engine made on it is: handed out again, it would fill at its open.
-_SQL_CANDLE_STAMPS = ("SELECT symbol, MAX(created_ts) FROM orders WHERE reason IN ('signal', 'stop_loss', "
-                      "'take_profit') AND json_extract(intent, '$.by') IS NULL GROUP BY symbol")
+_SQL_CANDLE_STAMPS = ("SELECT symbol, MAX(created_ts) FROM orders WHERE reason = 'signal' "
+                      "AND json_extract(intent, '$.by') IS NULL GROUP BY symbol")
 # A symbol's bars are decided in time order, so its last row is its last bar: read back from the table's end, it is
 # found at once for a symbol being decided (no index on decisions.symbol: the table is the largest, written every bar).
 _SQL_LAST_DECIDED = "SELECT ts FROM decisions WHERE symbol = ? ORDER BY rowid DESC LIMIT 1"
@@ -1345,9 +1345,11 @@ class Store:
 
     async def candles_done(self, symbols: Iterable[str], timeframe_ms: int) -> dict[str, int]:
         """Symbol -> the close of its latest candle the records say was decided (as market_time, a clock time; the
-        last bar decided counts at its open plus `timeframe_ms`): its decision, or an order the engine made on it.
-        What a restart must not hand out again, whatever the saved market says: the engine commits an order before
-        it stores the market's place. A candle that only filled orders is handed out again and decided."""
+        last bar decided counts at its open plus `timeframe_ms`): its decision, or an order its decision made (an
+        older release committed the decision after it). What a restart must not hand out again, whatever the saved
+        market says: the engine commits an order before it stores the market's place. A candle that only filled
+        orders, or placed a stop-loss or take-profit before its decision, is handed out again and decided (the
+        paper venue fills no order at the open of the candle it was placed on)."""
         done = {str(r[0]): int(r[1]) for r in await self.query(_SQL_CANDLE_STAMPS) if r[1] is not None}
         for sym in symbols:
             rows = await self.query(_SQL_LAST_DECIDED, (sym,))

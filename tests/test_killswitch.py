@@ -33,11 +33,14 @@ async def feed(engine, candles, n: int = 1) -> None:
 
 
 async def feed_until(engine, candles, symbol: str, limit: int = 10) -> None:
-    """Feed candles until one of `symbol` has gone through (its open fills that symbol's market orders)."""
+    """Feed candles until one of `symbol` of a later bar than the last one fed has gone through (its open fills
+    that symbol's market orders placed before it; the symbol's candle of the bar they were placed in opened before
+    them, and fills none)."""
+    since = max(engine.last_bar_ts.values(), default=0)
     for _ in range(limit):
         c = next(candles)
         await engine.on_candle(c)
-        if c.symbol == symbol:
+        if c.symbol == symbol and c.ts > since:
             return
     raise AssertionError(f"no {symbol} candle in {limit}")
 
@@ -175,10 +178,10 @@ async def test_flatten_cancels_orders_closes_every_position_reduce_only_and_halt
         e = running.engine
         candles = e.feed.iter_candles()
         await feed(e, candles, 2)
-        _, open_cid = await open_position_and_order(e, candles)
         eth = await e.operator_order(ETH, "buy", 0.2)
         assert eth["accepted"], eth
         await feed_until(e, candles, ETH)
+        _, open_cid = await open_position_and_order(e, candles)
         assert set(e.portfolio.positions) == {BTC, ETH}
         held = {s: p.quantity for s, p in e.portfolio.positions.items()}
 

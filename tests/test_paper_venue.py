@@ -120,9 +120,10 @@ async def test_client_order_ids_are_unique_and_a_resend_of_a_finished_order_is_a
 async def test_a_limit_order_fills_at_its_price_without_slippage_once_the_market_reaches_it():
     v = venue()
     await v.create_order(req("l1", Side.BUY, 1.0, type="limit", price=95.0))
-    v.on_candle(Candle(BTC, 1, 100.0, 101.0, 96.0, 97.0, 1.0))
+    later = candle(BTC, 1, 100.0).ts  # the candles after the one it was placed on
+    v.on_candle(Candle(BTC, later, 100.0, 101.0, 96.0, 97.0, 1.0))
     assert (await v.fetch_order("l1", BTC)).status == "open"
-    v.on_candle(Candle(BTC, 2, 97.0, 98.0, 94.0, 95.5, 1.0))
+    v.on_candle(Candle(BTC, later + 60_000, 97.0, 98.0, 94.0, 95.5, 1.0))
     f = await v.fetch_order("l1", BTC)
     assert f.status == "closed" and f.average == 95.0 and f.fee == pytest.approx(95.0 * FEE)
 
@@ -232,3 +233,22 @@ async def test_a_market_order_fills_within_its_bar_however_far_the_slippage_woul
     await v.create_order(req("b2", Side.BUY, 1.0))
     v.on_candle(Candle(BTC, 1_700_000_180_000, 100.0, 104.0, 99.0, 103.0, 10.0))  # room above the open
     assert (await v.fetch_order("b2", BTC)).average == pytest.approx(100.0 * (1 + SLIP))
+
+
+async def test_an_order_fills_at_the_open_of_a_candle_that_opened_after_it_was_placed():
+    """Placed on a candle (a restart's replay hands that candle out again; or the other symbol's candle of the same
+    bar comes after it), it does not fill at that candle's open, which is behind it: it fills at the next one's."""
+    v = venue()  # the last candles handed out opened at candle(.., 0)'s time
+    await v.create_order(req("b1", Side.BUY, 1.0))
+    await v.create_order(req("e1", Side.BUY, 1.0, symbol=ETH))
+    assert v.on_candle(candle(BTC, 0, 101.0)) == 0  # that candle again
+    assert v.on_candle(candle(ETH, 0, 21.0)) == 0
+    assert (await v.fetch_order("b1", BTC)).status == "open"
+    assert v.on_candle(candle(BTC, 1, 102.0)) == 1
+    assert (await v.fetch_order("b1", BTC)).average == pytest.approx(102.0 * (1 + SLIP))
+    v.resume_at(candle(ETH, 5, 1.0).ts)  # a restart whose records reached that bar: placed now, placed on it
+    await v.create_order(req("e2", Side.BUY, 1.0, symbol=ETH))
+    assert v.on_candle(candle(ETH, 5, 22.0)) == 1  # e1 only: it was placed before
+    assert (await v.fetch_order("e2", ETH)).status == "open"
+    assert v.on_candle(candle(ETH, 6, 23.0)) == 1
+    assert (await v.fetch_order("e2", ETH)).status == "closed"

@@ -108,6 +108,11 @@ class SimulatedVenue(Protocol):
         """A price known without a new candle (the warm-up history)."""
         ...
 
+    def resume_at(self, ts_ms: int) -> None:
+        """A restart's market goes on from the candle opening at ts_ms, which may be handed out again: an order
+        placed from now on counts as placed on it, and fills from the next candle's open, never this one's."""
+        ...
+
     def state(self) -> dict[str, Any]:
         """Its book, to store."""
         ...

@@ -73,7 +73,10 @@ class PaperVenue:
         if self.open_ids:
             for cid in list(self.open_ids):
                 o = self.orders[cid]
-                if o.symbol != c.symbol:
+                # An order fills at the open of a candle that opened after it was placed: one placed on this very
+                # candle (a replay's candle handed out again after a kill, the stop-loss it triggered placed before
+                # the kill) or on another symbol's candle of this bar has its open behind it.
+                if o.symbol != c.symbol or (o.ts is not None and o.ts >= c.ts):
                     continue
                 if o.type == "market":
                     self._fill(o, c.open, low=c.low, high=c.high)
@@ -87,6 +90,9 @@ class PaperVenue:
 
     def set_price(self, symbol: str, price: float) -> None:
         self.last[symbol] = price
+
+    def resume_at(self, ts_ms: int) -> None:
+        self.now_ms = max(self.now_ms, ts_ms)
 
     # ------------------------------------------------------------------ orders
     def _round(self, qty: float) -> float:
