@@ -142,3 +142,11 @@ async def test_a_request_nested_too_deep_is_answered_in_one_line_and_the_socket_
                 assert answer["error"] == "not a JSON request: nested too deep", answer
     assert engine.state is EngineState.RUNNING
     assert (await request(path, "status"))["result"]["state"] == "RUNNING"
+
+
+async def test_a_data_dir_no_file_name_can_hold_is_refused_by_name(served):
+    # A lone surrogate is valid JSON but no file name: the request is refused in one line, not dropped unanswered.
+    engine, path = served
+    answer = await _raw(path, b'{"cmd": "status", "data_dir": "\\ud800"}')
+    assert answer["ok"] is False and answer["error"].startswith("data_dir ") and "\n" not in answer["error"], answer
+    assert (await request(path, "status"))["result"]["state"] == "RUNNING"
