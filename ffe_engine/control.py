@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 
-from . import logs
+from . import fmt, logs
 from .api import STREAM, dispatch
 from .errors import ControlError, StartError
 
@@ -343,6 +343,11 @@ class ControlServer:
         if wanted is not None:
             if not isinstance(wanted, str) or "\x00" in wanted:
                 return None, {"ok": False, "error": "data_dir must be a path"}
+            try:
+                os.fsencode(wanted)
+            except UnicodeEncodeError:  # a lone surrogate is valid JSON but no file name: realpath would raise
+                return None, {"ok": False, "error": f"data_dir must be a path: {fmt.unprintable(wanted)} is in no "
+                                                    "file name"}
             if os.path.realpath(wanted) != self.identity["data_dir"]:
                 where = os.path.realpath(self.path)  # the engine's relative path would name another file elsewhere
                 return None, {"ok": False, "error": f"the engine on {where} runs on data directory "
