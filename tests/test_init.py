@@ -90,3 +90,24 @@ def test_ffe_run_after_ffe_init_names_its_config_file_and_data_directory(tmp_pat
     [line] = [line for line in proc.stderr.splitlines() if "settings" in line and "data_dir=" in line]
     assert f"files={tmp_path / 'config.toml'}" in line and f"data_dir={tmp_path / 'state'}" in line
     assert (tmp_path / "state" / "ffe.db").exists()
+
+
+def test_ffe_init_says_a_cd_that_works_for_a_directory_named_like_an_option(tmp_path):
+    # `cd -x` is an invalid option and `cd -` goes to the previous directory: the printed command must reach DIR.
+    script = Path(sys.executable).parent / "ffe"
+    for name in ("-x", "-"):
+        proc = subprocess.run([str(script), "init", "--", name], cwd=tmp_path, env=ffe_env(PATH="/usr/bin:/bin"),
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        cd = proc.stdout.splitlines()[-1].split("; then ", 1)[1].rsplit(" && ", 1)[0]
+        shell = subprocess.run(["sh", "-c", f"{cd} && pwd"], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=60, env={"PATH": "/usr/bin:/bin", "OLDPWD": "/"})
+        assert shell.returncode == 0 and shell.stdout.strip() == str(tmp_path / name), (cd, shell.stderr)
+
+
+def test_ffe_init_shows_a_directory_name_holding_control_characters_escaped(tmp_path):
+    proc = run_ffe(tmp_path, "init", "a\x1b[31mb\nc")
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and len(proc.stdout.splitlines()) == 3, proc.stdout
+    assert proc.stdout.splitlines()[0] == "wrote a\\x1b[31mb\\nc/config.toml", proc.stdout
+    assert (tmp_path / "a\x1b[31mb\nc" / "config.toml").exists()
