@@ -316,14 +316,16 @@ def init(args: argparse.Namespace) -> int:
     from ffe_engine.scaffold import write_starter_files
 
     for path in write_starter_files(args.dir, force=args.force):
-        _print(f"wrote {path}")
+        _print(f"wrote {fmt.printable(str(path))}")  # a name is the user's: never an escape the terminal acts on
     ffe = _ffe_as_run()
     if args.dir != Path("."):
         ffe = os.path.abspath(ffe) if os.sep in ffe else ffe  # it follows a cd
     # Quoted for the shell: pasted as printed, a name with a space or a non-ASCII letter stays one word.
     ffe = shlex.quote(ffe)
-    run = f"{ffe} run" if args.dir == Path(".") else f"cd {shlex.quote(str(args.dir))} && {ffe} run"
-    _print(f"next: edit config.toml; credentials go in .env (see .env.example); then {run}")
+    # A name starting with "-" is read by cd as an option (`cd -` goes back): "./" before it makes it a path.
+    where = str(args.dir) if not str(args.dir).startswith("-") else f"./{args.dir}"
+    run = f"{ffe} run" if args.dir == Path(".") else f"cd {shlex.quote(where)} && {ffe} run"
+    _print(fmt.printable(f"next: edit config.toml; credentials go in .env (see .env.example); then {run}"))
     return 0
 
 
