@@ -217,8 +217,13 @@ def test_a_report_path_that_cannot_be_written_exits_2_before_the_run(tmp_path, w
     ("logs/audit.jsonl", "is inside the log directory logs"),
     ("copy.db", "is an SQLite database"),
     ("link.json", "is inside the data directory data"),
+    ("copy.db-wal", "is the -wal file of copy.db"),
+    ("copy.db-shm", "is the -shm file of copy.db"),
+    ("copy.db-journal", "is the -journal file of copy.db"),
+    ("log.bin", "is an SQLite write-ahead log"),
 ], ids=["the input", "the config", "the env file", "the database", "a new file beside it", "the audit trail",
-        "a database elsewhere", "a link to the database"])
+        "a database elsewhere", "a link to the database", "the log of a database elsewhere",
+        "the shared memory of a database elsewhere", "the journal of a database elsewhere", "a write-ahead log"])
 def test_a_report_path_that_would_overwrite_the_records_or_the_inputs_is_refused_and_nothing_touched(
         recorded, tmp_path, target, says):
     # The account's records, its configuration and the run's own input are never a report: written over, the
@@ -229,6 +234,8 @@ def test_a_report_path_that_would_overwrite_the_records_or_the_inputs_is_refused
     (account / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
     shutil.copyfile(account / "data" / "ffe.db", account / "copy.db")
     (account / "link.json").symlink_to(account / "data" / "ffe.db")
+    # A write-ahead log holds committed transactions not yet in its database: it starts with no SQLite header.
+    (account / "log.bin").write_bytes(bytes.fromhex("377f0682002de218") + bytes(24))
     before = snapshot(account)
     proc = run_ffe(account, "backtest", "--records", "summary", "BTC-USD_1h.csv", "--report", target)
     assert proc.returncode == 2, proc.stdout + proc.stderr
