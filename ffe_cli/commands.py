@@ -192,13 +192,18 @@ def _write_whole(path: Path, text: str) -> None:
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+# A write-ahead log starts with one of these (big-endian): it holds committed transactions its database lacks yet.
+WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
+# The files SQLite keeps beside a database, named after it: writing one loses or corrupts the database's changes.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _overwrites(path: Path, settings: Settings, inputs: list[Path]) -> str | None:
     """What writing a file of the user's at `path` would destroy, said as the end of a sentence; None when nothing of
     the account's or the run's. Refused: an input of the run, a file the settings were read from, the control
     socket, anything in the data, log or backup directory (the database, its -wal and -shm, the audit trail, the
-    locks, a backtest's records, the backups) and any SQLite database, however it is named or linked to."""
+    locks, a backtest's records, the backups), any SQLite database, however it is named or linked to, and the -wal,
+    -shm or -journal file beside one (another account's) or a write-ahead log."""
     target = path.resolve()
     for what, files in (("is an input file of the run", inputs),
                         ("is a file the settings are read from", settings.source_files),
@@ -210,12 +215,20 @@ def _overwrites(path: Path, settings: Settings, inputs: list[Path]) -> str | Non
                             ("the backup directory", Path(settings.backup.dir))):
         if target.is_relative_to(directory.resolve()):
             return f"is inside {what} {directory}"
+    for suffix in SQLITE_SIDE_FILES:
+        if target.name.endswith(suffix) and target.name != suffix:
+            database = target.with_name(target.name[: -len(suffix)])
+            if database.exists() or database.is_symlink():
+                return f"is the {suffix} file of {str(path)[: -len(suffix)]}"
     try:
         with open(target, "rb") as f:
-            if f.read(len(SQLITE_HEADER)) == SQLITE_HEADER:
-                return "is an SQLite database"
+            head = f.read(len(SQLITE_HEADER))
     except OSError:
-        pass  # no file there yet, or one that cannot be read: the checks of the path itself say what follows
+        return None  # no file there yet, or one that cannot be read: the checks of the path itself say what follows
+    if head == SQLITE_HEADER:
+        return "is an SQLite database"
+    if head[:4] in WAL_MAGICS:
+        return "is an SQLite write-ahead log"
     return None
 
 
