@@ -246,6 +246,23 @@ def test_a_report_path_that_would_overwrite_the_records_or_the_inputs_is_refused
     assert not (account / "data" / "backtests").exists() and not (account / "data" / "cache").exists()
 
 
+@pytest.mark.parametrize("options, target", [
+    ((), ".env"), ((), "config.toml"), (("--config", "site/ffe.toml"), "site/.env"),
+], ids=[".env", "config.toml", "the .env beside --config"])
+def test_a_report_path_the_settings_would_be_read_from_is_refused_though_no_file_is_there_yet(
+        tmp_path, options, target):
+    # Written, the report would be read as settings by every later command, and refused as such.
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "ffe.toml").write_text("")
+    proc = ffe_in_process(tmp_path, "backtest", *options, "--records", "summary", "BTC-USD_1h.csv",
+                          "--report", target)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"--report {target}: is a file the settings are read from" in line, line
+    assert not (tmp_path / "data").exists() and not (tmp_path / target).exists()
+
+
 def test_lenient_skips_the_bad_row_and_counts_it(recorded, tmp_path):
     csv = write_csv_with_bad_line_57(tmp_path / "BTC-USD_lenient.csv", "not a number")
     proc = run_ffe(tmp_path, "backtest", "--lenient", csv.name, "--report", "r.json")
