@@ -145,7 +145,7 @@ def backtest(args: argparse.Namespace) -> int:
     if not args.files:
         raise UsageError("ffe backtest needs at least one [SYMBOL=]FILE.csv (or --list, --clean)")
     settings = settings_from(args)
-    report_path = _report_path(args.report, settings, args.files) if args.report else None
+    report_path = _report_path(args, settings) if args.report else None
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
     cache = bt.data_cache(settings)
@@ -198,15 +198,16 @@ WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
-def _overwrites(path: Path, settings: Settings, inputs: list[Path]) -> str | None:
+def _overwrites(path: Path, settings: Settings, inputs: list[Path], read_from: list[Path]) -> str | None:
     """What writing a file of the user's at `path` would destroy, said as the end of a sentence; None when nothing of
-    the account's or the run's. Refused: an input of the run, a file the settings were read from, the control
+    the account's or the run's. Refused: an input of the run, a file the settings are read from (`read_from`, there
+    or not yet: a report written there would be read as settings), the control
     socket, anything in the data, log or backup directory (the database, its -wal and -shm, the audit trail, the
     locks, a backtest's records, the backups), any SQLite database, however it is named or linked to, and the -wal,
     -shm or -journal file beside one (another account's) or a write-ahead log."""
     target = path.resolve()
     for what, files in (("is an input file of the run", inputs),
-                        ("is a file the settings are read from", settings.source_files),
+                        ("is a file the settings are read from", [*settings.source_files, *read_from]),
                         ("is the engine's control socket", [settings.socket_path])):
         for file in files:
             if target == file.resolve() or _same_file(target, file):
@@ -253,12 +254,16 @@ def _input_files(args: list[str]) -> list[Path]:
     return found
 
 
-def _report_path(text: str, settings: Settings, files: list[str]) -> Path:
+def _report_path(args: argparse.Namespace, settings: Settings) -> Path:
     """Where `--report` writes, checked before the run, so that a run is not lost to a path it cannot write at its
     end: nothing of the account's or the run's (_overwrites), not a directory, its directory made if missing (a file
     standing where a directory should be refused)."""
+    from ffe_engine.config import settings_paths
+
+    text = args.report
     path = Path(text)
-    overwrites = _overwrites(path, settings, _input_files(files))
+    read_from = list(settings_paths(args.config, args.env_file))
+    overwrites = _overwrites(path, settings, _input_files(args.files), read_from)
     if overwrites is not None:
         raise UsageError(f"--report {text}: {overwrites}; give another path")
     if path.is_dir():

@@ -1236,16 +1236,22 @@ def require_config_file(config_path: str | Path | None) -> Path:
     return config
 
 
+def settings_paths(config_path: str | Path | None, env_file: str | Path | None) -> tuple[Path, Path]:
+    """The config file and the .env file load_settings reads, whether they exist or not: a file written there later
+    is read by every command after."""
+    config = Path(config_path) if config_path is not None else DEFAULT_CONFIG
+    return config, Path(env_file) if env_file is not None else config.parent / ".env"
+
+
 def _read_layers(config_path: str | Path | None, env_file: str | Path | None,
                  environ: Mapping[str, str]) -> list[_Layer]:
     layers: list[_Layer] = []
-    config = Path(config_path) if config_path is not None else DEFAULT_CONFIG
+    config, dotenv = settings_paths(config_path, env_file)
     if config.exists() or config.is_symlink():
         layers.append(_read_toml(config, str(config)))
     elif config_path is not None:
         raise ConfigError(f"{config}: config file not found", source=str(config))
 
-    dotenv = Path(env_file) if env_file is not None else config.parent / ".env"
     if dotenv.exists():
         layers.append(_read_dotenv(dotenv, str(dotenv)))
     elif env_file is not None:
