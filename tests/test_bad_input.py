@@ -8,13 +8,15 @@ import http.server
 import io
 import json
 import logging
+import shlex
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, ffe_in_process, run_ffe
+from conftest import (BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, ffe_in_process, run_ffe,
+                      wait_until)
 from ffe_engine import logs
 from ffe_engine.clock import WallClock
 from ffe_engine.audit import setup_logging
@@ -261,6 +263,54 @@ def test_a_report_path_the_settings_would_be_read_from_is_refused_though_no_file
     line = one_error_line(proc.stderr)
     assert f"--report {target}: is a file the settings are read from" in line, line
     assert not (tmp_path / "data").exists() and not (tmp_path / target).exists()
+
+
+def test_a_report_to_a_fifo_or_a_pipe_is_written_in_place(tmp_path):
+    # A report piped on (a FIFO, `>(cmd)`, /dev/stdout) is the user's to read: written into it, never opened to be
+    # read (a FIFO would block for good) nor replaced by a file beside it (a pipe has no directory to rename in).
+    import os
+    import subprocess
+    import threading
+
+    from conftest import ffe_cmd
+
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
+    args = ("backtest", "--records", "summary", "BTC-USD_1h.csv", "--report")
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    try:
+        proc = run_ffe(tmp_path, *args, fifo.name, timeout=60)
+    finally:
+        if reader.is_alive():  # give the reader a writer and an end, so that it ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(got[0])["bars"] == 60 and fifo.is_fifo()
+
+    proc = run_ffe(tmp_path, *args, "/dev/stdout", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert '"bars": 60' in proc.stdout
+
+    line = " ".join(map(shlex.quote, ffe_cmd(*args))) + " >(cat > piped.json)"
+    proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=ffe_env(), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert wait_until(lambda: (tmp_path / "piped.json").read_text().endswith("}"), timeout=10)
+    assert json.loads((tmp_path / "piped.json").read_text())["bars"] == 60
+
+
+def test_a_report_through_a_link_is_written_to_the_file_it_links_to(tmp_path):
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "latest.json").write_text("{}")
+    (tmp_path / "latest.json").symlink_to(Path("reports") / "latest.json")
+    proc = run_ffe(tmp_path, "backtest", "--records", "summary", "BTC-USD_1h.csv", "--report", "latest.json")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "latest.json").is_symlink()
+    assert json.loads((tmp_path / "reports" / "latest.json").read_text())["bars"] == 60
 
 
 def test_lenient_skips_the_bad_row_and_counts_it(recorded, tmp_path):
