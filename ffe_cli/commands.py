@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import shlex
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,7 +179,13 @@ def backtest(args: argparse.Namespace) -> int:
 
 def _write_whole(path: Path, text: str) -> None:
     """`text` as the file at `path`, whole or not at all: written beside it, then put in its place, so that a write
-    that fails part way (a full disk) leaves what was there before, never a file cut short."""
+    that fails part way (a full disk) leaves what was there before, never a file cut short. A FIFO, a pipe or a
+    device (/dev/stdout, `>(cmd)`) is written into: it is the user's way of taking the report on, not a file to
+    replace."""
+    if _is_special(path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         with open(part, "w", encoding="utf-8") as f:
@@ -221,6 +228,8 @@ def _overwrites(path: Path, settings: Settings, inputs: list[Path], read_from: l
             database = target.with_name(target.name[: -len(suffix)])
             if database.exists() or database.is_symlink():
                 return f"is the {suffix} file of {str(path)[: -len(suffix)]}"
+    if _is_special(target):
+        return None  # never opened to be read: a FIFO would block until someone writes to it
     try:
         with open(target, "rb") as f:
             head = f.read(len(SQLITE_HEADER))
@@ -231,6 +240,15 @@ def _overwrites(path: Path, settings: Settings, inputs: list[Path], read_from: l
     if head[:4] in WAL_MAGICS:
         return "is an SQLite write-ahead log"
     return None
+
+
+def _is_special(path: Path) -> bool:
+    """A FIFO, a pipe, a device: something at `path` that is neither a regular file nor a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -257,7 +275,8 @@ def _input_files(args: list[str]) -> list[Path]:
 def _report_path(args: argparse.Namespace, settings: Settings) -> Path:
     """Where `--report` writes, checked before the run, so that a run is not lost to a path it cannot write at its
     end: nothing of the account's or the run's (_overwrites), not a directory, its directory made if missing (a file
-    standing where a directory should be refused)."""
+    standing where a directory should be refused). A FIFO, a pipe or a device is returned as given, to be written
+    in place; a link, as the file it links to."""
     from ffe_engine.config import settings_paths
 
     text = args.report
@@ -268,6 +287,12 @@ def _report_path(args: argparse.Namespace, settings: Settings) -> Path:
         raise UsageError(f"--report {text}: {overwrites}; give another path")
     if path.is_dir():
         raise UsageError(f"--report {text}: is a directory; give the path of a file")
+    if _is_special(path):  # written in place (_write_whole): its directory is not written to
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"--report {text}: cannot be written (permissions)")
+        return path
+    if path.is_symlink():  # the file it links to is written (and made, with its directory), the link kept
+        path = path.resolve()
     for parent in reversed([path.parent, *path.parent.parents]):
         if parent.exists() and not parent.is_dir():
             raise UsageError(f"--report {text}: {parent} is not a directory")
