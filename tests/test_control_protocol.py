@@ -10,6 +10,7 @@ import json
 import pytest
 from conftest import engine_session, make_settings
 
+from ffe_engine import fmt
 from ffe_engine.api import COMMANDS
 from ffe_engine.control import request
 from ffe_engine.control_args import ARGS
@@ -106,9 +107,14 @@ async def test_a_price_the_operator_books_is_within_the_prices_ffe_computes_with
 
 
 # Free text holding characters a terminal acts on: a colour, a new line that forges a record of its own, a bell, a
-# C1 control (CSI), DEL, an override turning the text's direction.
-CONTROL_TEXTS = ["\x1b[31mFAKE", "ok\n9999 engine_state HALTED", "a\x07b", "a\x9bb",
-                 "a\x7fb", "a\u202eb", "a\u2066b"]
+# C1 control (CSI, NEL), DEL, a line or paragraph separator, a mark or an override turning the text's direction.
+CONTROL_TEXTS = ["\x1b[31mFAKE", "ok\n9999 engine_state HALTED", "a\x07b", "a\x9bb", "a\x85b", "a\tb", "a\rb",
+                 "a\x7fb", "a\u2028b", "a\u2029b", "a\u202eb", "a\u2066b", "a\u2069b", "a\u200eb", "a\u200fb",
+                 "a\u061cb"]
+# Ordinary text that is no control: a no-break space, the ideographic space, an emoji joined by a zero-width joiner,
+# Persian written with a zero-width non-joiner.
+ORDINARY_TEXTS = ["back at 14\u00a0h", "\u6628\u65e5\u3000\u505c\u6b62", "\U0001f469\u200d\U0001f4bb on it",
+                  "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"]
 
 
 async def test_free_text_holding_control_characters_is_refused_by_name(served):
@@ -128,6 +134,27 @@ async def test_free_text_holding_control_characters_is_refused_by_name(served):
     # Plain words in any script stay allowed.
     answer = await request(path, "pause", {"by": "José Øster", "reason": "lunch — back at 14:00 ☕"})
     assert answer["ok"] is True and engine.state is EngineState.PAUSED
+
+
+async def test_ordinary_spaces_and_joiners_are_taken_as_text(served):
+    """A no-break space, the ideographic space and the zero-width joiners are written text, nothing a terminal acts
+    on: a request holding them is taken, and they are stored and shown as they are."""
+    engine, path = served
+    for text in ORDINARY_TEXTS:
+        answer = await request(path, "pause", {"by": text, "reason": text})
+        assert answer["ok"] is True, (text, answer)
+        assert engine.state is EngineState.PAUSED and engine.state_reason == text, (text, engine.state_reason)
+        assert (await request(path, "resume", {"confirm": True}))["ok"] is True
+
+
+def test_printable_escapes_controls_and_bidi_marks_only():
+    for text in ORDINARY_TEXTS:
+        assert fmt.printable(text) == text and fmt.unprintable(text) is None, text
+    for text in CONTROL_TEXTS:
+        shown = fmt.printable(text)
+        assert all(c.isascii() and c.isprintable() for c in shown), (text, shown)  # each control as its escape
+        assert fmt.unprintable(text) is not None, text
+    assert fmt.printable("a\u2028b\u200fc\x85") == "a\\u2028b\\u200fc\\x85"
 
 
 async def test_a_request_nested_too_deep_is_answered_in_one_line_and_the_socket_stays_up(served):
