@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -206,20 +207,32 @@ def ends(text: str, width: int) -> str:
     return text[:head] + "…" + text[len(text) - (width - head - 1):]
 
 
+# What can forge or hide text on a terminal: the C0 and C1 controls (category Cc: TAB, LF, CR, ESC, DEL, NEL...),
+# the line and paragraph separators, and the characters that turn the text's direction. Other spaces and format
+# characters (a no-break space, the ideographic space, the zero-width joiners of emoji and Persian) are written text.
+# A lone surrogate (a JSON request's "\\ud800") is escaped too: it cannot be written in UTF-8, to a terminal or a file.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_SEPARATORS = frozenset("\u2028\u2029")
+
+
+def _acts(c: str) -> bool:
+    return unicodedata.category(c) in ("Cc", "Cs") or c in _BIDI or c in _SEPARATORS
+
+
 def printable(text: str) -> str:
     """Words from outside (a model's reason, an exchange's or a gateway's message) as they may be shown: a character
-    a terminal would act on (an escape sequence, a bell, a backspace, one that turns the text's direction) is shown
-    as its escape (`\\x1b`, `\\u202e`), never passed on to act."""
+    a terminal would act on (an escape sequence, a bell, a backspace, a new line, one that turns the text's
+    direction) is shown as its escape (`\\x1b`, `\\u202e`), never passed on to act."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+    return "".join(_escape(c) if _acts(c) else c for c in text)
 
 
 def unprintable(text: str) -> str | None:
     """The first character of `text` that `printable` would escape, as its escape; None when there is none."""
     if text.isprintable():
         return None
-    return next((_escape(c) for c in text if not (c.isprintable() or c == " ")), None)
+    return next((_escape(c) for c in text if _acts(c)), None)
 
 
 def _escape(c: str) -> str:
