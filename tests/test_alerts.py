@@ -1067,3 +1067,55 @@ async def test_alerts_pending_in_a_backup_are_not_delivered_again_after_the_runb
         withheld
     assert "2 alert(s) pending in the backup (STARTED x1, HALTED x1) not delivered again" in restored.stdout, \
         restored.stdout
+
+
+async def test_a_halt_whose_page_waited_in_the_backup_is_paged_by_the_restored_start_on_a_new_machine(tmp_path):
+    """The runbook's move to a new machine with the receiver down: the kill switch pressed (its HALTED page waits in
+    the outbox), the engine stopped, a backup taken and restored into a new data directory, the receiver back. Nobody
+    delivered the HALTED page: the restored start, which does not deliver the backup's pending alerts again (the
+    engine it was taken from may have), pages that it starts from a restored backup, HALTED and why, and which
+    alerts pending in the backup were not delivered again, so that an operator who takes pages only hears of it."""
+    from conftest import run_ffe, starter_config
+
+    hook = await Receiver().start()
+    hook.fail_with = 503
+    env = ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook", FFE_ALERTS__RETRY_INITIAL_S="0.05",
+                  FFE_ALERTS__RETRY_MAX_S="0.2", FFE_ALERTS__MIN_SEVERITY="page")
+    db = tmp_path / "data" / "ffe.db"
+    new = tmp_path / "new"
+    new.mkdir()
+    starter_config(new)
+
+    def run(cwd, *args):
+        proc = run_ffe(cwd, *args, env=env)
+        assert proc.returncode == 0, (args, proc.stderr[-3000:])
+        return proc
+
+    try:
+        engine = await _ffe("run", "--headless", env=env, cwd=tmp_path)
+        try:
+            await until(lambda: db.exists() and (tmp_path / "data" / "ffe.sock").exists(), what="the engine's socket")
+            await asyncio.to_thread(run, tmp_path, "ctl", "halt")
+            await until(lambda: db_value(db, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'HALTED' AND "
+                                             "status = 'pending'"), what="HALTED waiting in the outbox")
+        finally:
+            engine.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(engine.communicate(), 60)
+        assert engine.returncode == 0
+        await asyncio.to_thread(run, tmp_path, "backup", "--to", str(tmp_path / "backups"))
+        (archive,) = (tmp_path / "backups").glob("ffe-backup-*.tar.zst")
+        restored = await asyncio.to_thread(run, new, "restore", str(archive))
+        hook.fail_with = None
+        await asyncio.to_thread(run, new, "run", "--headless", "--max-bars", "3")
+        await asyncio.sleep(0.2)
+    finally:
+        await hook.stop()
+    state, reason = db_rows(new / "data" / "ffe.db", "SELECT state, reason FROM engine_state")[0]
+    assert state == "HALTED", (state, reason)
+    pages = [r.body for r in hook.delivered]
+    assert len(pages) == 1 and pages[0]["severity"] == "page" and pages[0]["kind"] == "STARTED", pages
+    text = pages[0]["text"]
+    assert "restored from a backup" in text and archive.name in text, text
+    assert f"HALTED ({reason})" in text and "HALTED x1" in text, (text, reason)
+    # The restore says it, and where the operator will read which they were.
+    assert "HALTED x1" in restored.stdout and "first alert" in restored.stdout, restored.stdout
