@@ -834,9 +834,12 @@ def restore(args: argparse.Namespace) -> int:
     withheld = done["alerts_withheld"]
     if withheld:
         said = ", ".join(f"{kind} x{n}" for kind, n in withheld.items())
-        _print(f"{sum(withheld.values())} alert(s) pending in the backup ({said}) not delivered again: the engine it "
-               "was taken from delivered them, or the restored start's own alerts tell the state it finds; they are "
-               f"kept in {done['database']} (alert_outbox, status withheld)")
+        page = (" (a page, as one of them was)" if done["alerts_withheld_pages"] else
+                " (a page if the account is HALTED)")
+        _print(f"{sum(withheld.values())} alert(s) pending in the backup ({said}) not delivered again, as the engine "
+               "it was taken from may have delivered them; it may not have: the restored start's first alert names "
+               f"them{page}, check that they reached you. They are kept in {done['database']} (alert_outbox, status "
+               "withheld)")
     _print("next: start the engine; before any order it records from the venue what the account did after the "
            "backup, and stays PAUSED on any difference it cannot explain (see docs/runbook.md)")
     return 0

@@ -16,7 +16,8 @@ events into alerts synchronously and cheaply, then:
   once. So does the return for the clear's own alert (RECONCILE_OK after a new hold).
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart (not after a restore: those its backup held
-  pending are withheld, as the restored start pages the state it finds: restore.py). Beyond `alerts.outbox_max`
+  pending are withheld, as the engine it was taken from may have delivered them, and the restored start's alert
+  names their kinds instead, a page when one was a page or the start is HALTED: restore.py). Beyond `alerts.outbox_max`
   undelivered rows a channel's least severe are dropped, oldest first (each logged with its text, its row kept as
   dropped), and the channel is told how many, of which kinds, when it takes alerts again (ALERTS_DROPPED). What it
   has not been told is read from the outbox (the dropped rows no delivered notice counted), never kept in memory
@@ -247,13 +248,21 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                 aside += (f" Positions in {', '.join(unwatched)} are held but not traded (engine.symbols): no "
                           "price comes for them, so no stop-loss, take-profit or signal exits them.")
                 urgent = True
+            restored = ev.detail.get("restored")
+            source, withheld, paged = _restored_text(restored)
+            # A restored start HALTED, or one whose backup held a page pending, pages: the halt's own page may have
+            # been pending in the backup, and the restore delivers none of those again.
+            urgent = urgent or paged or (source != "" and state == "HALTED")
             if state in ("PAUSED", "HALTED"):  # it waits for the operator: a restart nobody watched needs someone
                 resume = "ffe ctl resume --yes" if state == "HALTED" else "ffe ctl resume"
                 return [Alert("STARTED", "STARTED", "page" if urgent else "warn",
-                              f"ffe started ({ev.mode}) {state} ({ev.detail.get('reason', '')}){after}: nothing new "
-                              f"trades until you resume it (`{resume}`); {recovered} order(s) recovered.{aside}")]
-            return [Alert("STARTED", "STARTED", "page" if urgent else "warn" if cut or aside else "info",
-                          f"ffe started ({ev.mode}, {state}, {recovered} order(s) recovered){after}.{aside}")]
+                              f"ffe started ({ev.mode}){source} {state} ({ev.detail.get('reason', '')}){after}: "
+                              f"nothing new trades until you resume it (`{resume}`); {recovered} order(s) "
+                              f"recovered.{withheld}{aside}")]
+            source = source.rstrip(",")  # the sentence ends after it
+            return [Alert("STARTED", "STARTED", "page" if urgent else "warn" if cut or aside or withheld else "info",
+                          f"ffe started ({ev.mode}, {state}, {recovered} order(s) recovered){source}{after}."
+                          f"{withheld}{aside}")]
         if ev.phase == "stop" and ev.detail.get("error"):
             return [Alert("START_FAILED", "START_FAILED", "page",
                           f"ffe start FAILED ({ev.mode}): {str(ev.detail['error'])[:160]}. The process exits 1 "
@@ -286,6 +295,22 @@ def _set_aside_text(summary: Any, why: Any = None) -> tuple[str, bool]:
         # The start knows why the last run ended when it stopped on a record it could not write (`why`).
         text += f": written just before the last run {'ended: ' + str(why) if why else 'was killed'}."
     return text, ahead.lost
+
+
+def _restored_text(restored: Any) -> tuple[str, str, bool]:
+    """A start's first after a restore (store.RESTORE_ALERTS_KEY), said to the operator: which backup; the alerts
+    pending in it that the restore did not deliver again, by kind, for the operator to check they reached them
+    (the engine the backup was taken from may have delivered them, or not); and whether one of them was a page."""
+    if not isinstance(restored, dict):
+        return "", "", False
+    source = f", restored from a backup ({restored.get('backup')}, taken {restored.get('taken')}),"
+    alerts = restored.get("alerts")
+    if not isinstance(alerts, dict) or not alerts:
+        return source, "", False
+    kinds = ", ".join(f"{kind} x{n}" for kind, n in alerts.items())
+    return (source, f" Alerts pending in the backup, not delivered again: {kinds} (the engine it was taken from may "
+                    "never have delivered them: check that they reached you; `ffe audit tail` has what raised them).",
+            bool(restored.get("pages")))
 
 
 def _trail_damaged_text(found: Any) -> str:

@@ -57,7 +57,7 @@ from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
 from .signals.base import BUY_CODE, SELL_CODE
-from .store import CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORED_KEY, FillRecord, Store
+from .store import CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORE_ALERTS_KEY, RESTORED_KEY, FillRecord, Store
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
@@ -478,8 +478,15 @@ class Engine:
                      "exchange")
             log.warning("positions in symbols not traded (engine.symbols): no price comes for them, so no stop-loss, "
                         f"take-profit or signal exits them; {where}", symbols=",".join(unwatched))
+        # The first start after a restore says so, and names the alerts the backup held pending that the restore
+        # did not deliver again: nobody may have delivered them (alerts.py pages then).
+        restored = await self.store.get_kv(RESTORE_ALERTS_KEY, None)
+        if isinstance(restored, dict):
+            detail["restored"] = restored
         self.bus.publish(RunEvent(phase="start", mode=self.mode, detail=detail))
         self._run_recorded = True
+        if restored is not None:
+            await self.store.delete_kv(RESTORE_ALERTS_KEY)  # after the start's record and its alert are written
         self.overrides = [o for o in found if o is not None]
         for o in self.overrides:
             self.bus.publish(OverrideEvent(**o.as_dict()))

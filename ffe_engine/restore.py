@@ -8,8 +8,10 @@ deleted: the records a start set aside beside the trail (`audit.jsonl.uncommitte
 database is marked as restored (store.RESTORED_KEY): the next start asks the venue for the orders the account made
 after the backup before it sends any (recovery.py). The backup's configuration is written beside
 the database as `config.from-backup.toml`, for reference: the operator's own configuration is not touched. The
-alerts the backup held pending in its outbox are marked withheld, never delivered (store.withhold_pending_alerts),
-and the restore says how many.
+alerts the backup held pending in its outbox are marked withheld, never delivered (store.withhold_pending_alerts):
+the engine it was taken from may have delivered them. The restore says how many, and the restored start's first
+alert names their kinds, a page when one of them was a page or the account is HALTED (alerts.py), so that a page
+nobody delivered is not lost.
 
 The backup is unpacked in a staging directory in the temporary directory (`.ffe-restore-XXXXXXXX`, staging.py),
 removed at the end, or when SIGTERM or SIGINT interrupts the restore before it puts the files in place (putting
@@ -121,15 +123,16 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "
                           "and restore (nothing restored)")
         manifest = checked.manifest
+        # The alerts the backup held pending may have been delivered by the engine it was taken from: delivered
+        # again, one halt would page twice. Neither may one be lost: the restored start's first alert names them.
+        withheld, paged = withhold_pending_alerts(
+            work / DB_NAME, f"restored from a backup ({file.name}, taken {manifest.get('created')}): pending when "
+                            "it was taken, not delivered again (the restored start's alert names them)",
+            {"backup": file.name, "taken": manifest.get("created")}, now)
         mark_restored(work / DB_NAME, {"backup": file.name, "taken_ms": manifest["created_ms"],
                                        "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
         if halted is not None:
             keep_halted(work / DB_NAME, halted, now)
-        # The alerts the backup held pending were delivered by the engine it was taken from, or are told again by
-        # the restored start, which pages the state it finds: delivered again, one halt would page twice.
-        withheld = withhold_pending_alerts(work / DB_NAME, f"restored from a backup ({file.name}, taken "
-                                                           f"{manifest.get('created')}): pending when it was taken, "
-                                                           "not delivered again")
         trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         puts = [(work / DB_NAME, db), (work / TRAIL_NAME, trail), (work / CONFIG_NAME, data_dir / CONFIG_COPY)]
         _check_room(puts)
@@ -142,7 +145,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills, "kept_halted": halted is not None,
-            "unreadable": unreadable, "alerts_withheld": withheld}
+            "unreadable": unreadable, "alerts_withheld": withheld, "alerts_withheld_pages": paged}
 
 
 def _unwritable(exc: StorageError) -> NoRoom:

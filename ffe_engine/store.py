@@ -1658,6 +1658,8 @@ class Store:
 
 # ==================================================================== backups
 RESTORED_KEY = "restored_from_backup"  # set by `ffe restore`, cleared once the venue's later orders are recovered
+# Set by `ffe restore` (withhold_pending_alerts), cleared once the restored start's alert has said it.
+RESTORE_ALERTS_KEY = "restore_withheld_alerts"
 # kv: what accepted reconciliations added to a paper account's cash beyond what its fills make it (the simulated
 # exchange's figure taken as it was): counted with the fills wherever cash is rebuilt from them.
 CASH_ACCEPTED_KEY = "cash_accepted"
@@ -1900,24 +1902,35 @@ def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:
         conn.close()
 
 
-def withhold_pending_alerts(path: Path | str, reason: str) -> dict[str, int]:
+def withhold_pending_alerts(path: Path | str, reason: str, restore: dict[str, Any],
+                            ts: float) -> tuple[dict[str, int], list[str]]:
     """In a restored database, by `restore`: the alerts its backup held pending are marked withheld, `reason` in
-    their last_error, so the restored start does not deliver them again (the engine the backup was taken from
-    delivered them, or the restored start's own alerts tell the state it finds). How many alerts of each kind, one
-    for all its channels' rows, in the order they were raised."""
+    their last_error, so the restored start does not deliver them again (the engine the backup was taken from may
+    have delivered them). What they were is stored for the restored start's own alert to name (RESTORE_ALERTS_KEY:
+    `restore`, which backup, with the kinds and counts and the kinds that were pages): a page nobody delivered is
+    not lost. How many alerts of each kind, one for all its channels' rows, in the order they were raised, and the
+    kinds among them that were pages."""
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
-        outbox = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alert_outbox'").fetchone()
-        if outbox is None:
-            return {}  # a backup from before the outbox
         conn.execute("BEGIN IMMEDIATE")
-        kinds = conn.execute("SELECT kind, COUNT(*) FROM (SELECT DISTINCT key, kind, text, created_ts FROM "
-                             "alert_outbox WHERE status = 'pending') GROUP BY kind ORDER BY MIN(created_ts)").fetchall()
-        conn.execute("UPDATE alert_outbox SET status = ?, last_error = ? WHERE status = 'pending'", (WITHHELD, reason))
+        kinds: list[tuple[str, int]] = []
+        pages: list[tuple[str]] = []
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alert_outbox'").fetchone():
+            kinds = conn.execute("SELECT kind, COUNT(*) FROM (SELECT DISTINCT key, kind, text, created_ts FROM "
+                                 "alert_outbox WHERE status = 'pending') GROUP BY kind "
+                                 "ORDER BY MIN(created_ts)").fetchall()
+            pages = conn.execute("SELECT kind FROM alert_outbox WHERE status = 'pending' AND severity = 'page' "
+                                 "GROUP BY kind ORDER BY MIN(created_ts)").fetchall()
+            conn.execute("UPDATE alert_outbox SET status = ?, last_error = ? WHERE status = 'pending'",
+                         (WITHHELD, reason))
+        # (a backup from before the outbox has none to withhold, but its restored start still says it is one)
+        withheld = {str(kind): int(n) for kind, n in kinds}
+        paged = [str(kind) for (kind,) in pages]
+        conn.execute(_SQL_KV, (RESTORE_ALERTS_KEY, _dumps({**restore, "alerts": withheld, "pages": paged}), ts))
         conn.execute("COMMIT")
     finally:
         conn.close()
-    return {str(kind): int(n) for kind, n in kinds}
+    return withheld, paged
 
 
 def halted_in(path: Path | str, *, strict: bool = False) -> tuple[str, str] | None:

@@ -890,7 +890,8 @@ async def test_an_account_moved_to_a_new_data_directory_pages_its_first_start_th
     data directory, started there within `alerts.window_s` of its last start in the old one. The outbox came with the
     records, but the window of a start's alert is the engine's (its host and data directory, as the alert's text
     ends with): the first start in the new directory is told (STARTED, waiting for the operator), and the next one
-    there, the same engine again, is held back, with a line in the log that says so."""
+    there says it is no longer the restored start (another text: news), and the one after it, the same engine
+    again, is held back, with a line in the log that says so."""
     from conftest import run_ffe
 
     hook = await Receiver().start()
@@ -920,13 +921,16 @@ async def test_an_account_moved_to_a_new_data_directory_pages_its_first_start_th
         await asyncio.to_thread(run, new, "restore", str(archive), "--data-dir", str(new / "data"), "--log-dir",
                                 str(new / "logs"))
         first = await asyncio.to_thread(run, new, "run", "--headless", "--max-bars", "3")
+        await asyncio.to_thread(run, new, "run", "--headless", "--max-bars", "3")
         again = await asyncio.to_thread(run, new, "run", "--headless", "--max-bars", "3")
         await asyncio.sleep(0.2)
     finally:
         await hook.stop()
     waiting = [(b["data_dir"], b["text"]) for b in (r.body for r in hook.delivered)
                if b["kind"] == "STARTED" and "HALTED (SIGUSR1)" in b["text"]]
-    assert [d for d, _ in waiting] == [str((old / "data").resolve()), str((new / "data").resolve())], waiting
+    moved = str((new / "data").resolve())
+    assert [d for d, _ in waiting] == [str((old / "data").resolve()), moved, moved], waiting
+    assert "restored from a backup" in waiting[1][1] and "restored" not in waiting[2][1], waiting
     assert "alert not sent again" not in first.stderr, first.stderr[-3000:]
     held = [line for line in again.stderr.splitlines() if "alert not sent again" in line]
     assert len(held) == 1 and "kind=STARTED" in held[0], again.stderr[-3000:]
