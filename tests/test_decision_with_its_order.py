@@ -106,3 +106,42 @@ async def test_an_entry_filled_in_the_exchanges_answer_is_learned_from_with_its_
     assert status == "filled", status  # in the create's answer, while the order path was sending it
     assert p.engine.portfolio.holding(BTC) is not None
     assert p.engine.entry_votes == {decision_id: {"alpha": "BUY", "beta": "BUY"}}, p.engine.entry_votes
+
+
+async def test_the_books_stored_while_a_candle_is_in_hand_place_the_replay_before_it(tmp_path, pipelines):
+    """A replay hands a candle out, and the engine works on it (its entry on the wire here; a stop-loss's commit, a
+    fill's) while another task stores the books (the housekeeping each second, an operator's cancel, a flatten).
+    Stored then, the market's place said that candle was handed out: killed before its decision was recorded, the
+    restart went on after it, and the candle was never decided. The place stored is before the candle in hand, and
+    after it once the candle is done. The candles come from the replay as `ffe run` takes them (its generator)."""
+    from ffe_engine.clock import SimClock
+    from pipeline_helpers import replay_feed, wave
+
+    eth = "ETH/USDT"
+    s = make_settings(tmp_path, symbols=[BTC, eth])
+    script: dict = {}
+    clock = SimClock()
+    feed = replay_feed(tmp_path, {BTC: wave(200, base=30_000.0, amp=0.002), eth: wave(200, base=2_000.0)}, clock)
+    p = await pipelines(s, script=script, venue=paper_venue(s, SlowVenue), clock=clock, feed=feed)
+    candles = feed.candles()
+
+    async def feed_candles(n: int) -> None:
+        for _ in range(n):
+            await p.engine.on_candle(await candles.__anext__())
+
+    await feed_candles(120)  # 60 bars, both symbols
+    resting = await p.engine.operator_order(eth, "buy", 0.01)  # fills at ETH's next candle, which has not come
+    script[BTC] = (BUY, 0.8)
+    p.venue.hold = True
+    bar = asyncio.ensure_future(feed_candles(1))  # BTC's candle: its entry goes on the wire
+    await asyncio.wait_for(p.venue.on_wire.wait(), timeout=10)
+    in_hand = p.engine.last_bar_ts[BTC]
+    await p.engine.operator_cancel(resting["client_order_id"])  # stores the books, the BTC candle in hand
+    with crashed_copy(s.db_path, tmp_path / "crash.db") as db:
+        [(market,)] = db.execute("SELECT value FROM kv WHERE key = 'market'").fetchall()
+    assert json.loads(market)["seen"][BTC] < in_hand, (market, in_hand)
+    p.venue.hold = False
+    p.venue.release.set()
+    await asyncio.wait_for(bar, timeout=10)
+    [(market,)] = await p.rows("SELECT value FROM kv WHERE key = 'market'")
+    assert json.loads(market)["seen"][BTC] == in_hand, market
