@@ -48,6 +48,7 @@ class ReplayFeed:
         self.series = [s if max_bars is None else s.head(max_bars) for s in self._whole]
         self._closed = False
         self._seen: dict[str, int] = {}  # symbol -> the time of its last candle handed out (state())
+        self._before: dict[str, int] = {}  # symbol -> its place before that candle (state(in_hand))
         self._past: dict[str, list[Candle]] = {}  # symbol -> its candles before where a restart goes on
         starts = [s.ts[0] for s in self.series if len(s)]
         if starts:
@@ -75,10 +76,18 @@ class ReplayFeed:
         the last n bars of each symbol before where it goes on."""
         return {sym: past[-n:] if n else [] for sym, past in self._past.items()}
 
-    def state(self) -> dict[str, Any]:
-        """Where the replay is (stored by the engine with its books): each symbol's last candle handed out."""
+    def state(self, in_hand: Candle | None = None) -> dict[str, Any]:
+        """Where the replay is (stored by the engine with its books): each symbol's last candle handed out, but the
+        one `in_hand` (ResumableFeed.state): its symbol's place is the candle before it."""
+        seen = dict(self._seen)
+        if in_hand is not None and seen.get(in_hand.symbol) == in_hand.ts:
+            before = self._before.get(in_hand.symbol)
+            if before is None:
+                del seen[in_hand.symbol]
+            else:
+                seen[in_hand.symbol] = before
         return {"version": 1, "source": "replay", "symbols": self.symbols, "timeframe_ms": self.timeframe_ms,
-                "seen": dict(self._seen)}  # symbols: informative; the places in `seen` are what a restart reads
+                "seen": seen}  # symbols: informative; the places in `seen` are what a restart reads
 
     def load(self, state: dict[str, Any]) -> None:
         """Go on from a stored state: each symbol from the candle after the last one handed out, and none from before
@@ -92,6 +101,7 @@ class ReplayFeed:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"seen or timeframe_ms unreadable ({type(exc).__name__}: {exc})") from None
         self._seen = dict(seen)
+        self._before = {}
         if seen:
             last = max(seen.values())
             for sym in self.symbols:  # a symbol added since goes on after the market's last bar, as the others
@@ -162,17 +172,25 @@ class ReplayFeed:
                             return
                     last_ts = candle.ts
                 advance(candle.ts + self.timeframe_ms)
-                self._seen[candle.symbol] = candle.ts
+                self._hand_out(candle)
                 yield candle
         else:
             count = 0
             for candle in self._merged(advance):
-                self._seen[candle.symbol] = candle.ts
+                self._hand_out(candle)
                 yield candle
                 count += 1
                 if count >= YIELD_EVERY:
                     count = 0
                     await asyncio.sleep(0)
+
+    def _hand_out(self, candle: Candle) -> None:
+        before = self._seen.get(candle.symbol)
+        if before is None:
+            self._before.pop(candle.symbol, None)
+        else:
+            self._before[candle.symbol] = before
+        self._seen[candle.symbol] = candle.ts
 
     async def close(self) -> None:
         self._closed = True

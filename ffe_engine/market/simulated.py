@@ -219,8 +219,9 @@ class SimulatedFeed:
         self._resumed = False
         self.clock.advance(self.start_ts)  # market time starts where the warm-up history ends
 
-    def state(self) -> dict[str, Any]:
-        """What a restart needs to continue this market (stored by the engine with its books)."""
+    def state(self, in_hand: Candle | None = None) -> dict[str, Any]:
+        """What a restart needs to continue this market (stored by the engine with its books). It makes whole bars:
+        a candle `in_hand` is of the bar it stands at, which a restart does not make again (the next bar follows)."""
         return {"version": 1, "source": "simulated", "seed": self.seed, "timeframe_ms": self.timeframe_ms,
                 "symbols": self.symbols, "next_ts": self._next_ts, "market": self._market.state(),
                 "recent": [[c.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume] for c in self._recent]}
