@@ -880,14 +880,16 @@ class Engine:
         if profile.pause_on_breach:
             await self._risk_pauses()
             await self._breaker_pause()
+        # Done with: the books stored from here on hold it as handed out.
+        self._in_hand = None
+        if self.sim_feed is not None:
+            self.sim_feed.processed(c)
         if profile.resumable:
-            self._in_hand = None  # done with: the books stored now hold it
             await self._persist_books()
             await self.flush()
         else:
             self._since_flush += 1
             if self._since_flush >= self.opts.flush_every:
-                self._in_hand = None
                 await self._persist_books()
                 await self.flush()
                 # The bar loop never waits otherwise: give the loop a turn, so a ^C (a cancel) lands here.

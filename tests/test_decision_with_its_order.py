@@ -143,5 +143,6 @@ async def test_the_books_stored_while_a_candle_is_in_hand_place_the_replay_befor
     p.venue.hold = False
     p.venue.release.set()
     await asyncio.wait_for(bar, timeout=10)
+    await feed_candles(1)  # the next asked for (ETH's), the BTC candle processed: stored with this one's books
     [(market,)] = await p.rows("SELECT value FROM kv WHERE key = 'market'")
     assert json.loads(market)["seen"][BTC] == in_hand, market

@@ -30,6 +30,10 @@ class ResumableFeed(Protocol):
         hands it out again if the records do not say it was decided."""
         ...
 
+    def processed(self, candle: Candle) -> None:
+        """The engine is done with `candle` (decided, its orders placed): state() holds it as handed out from now."""
+        ...
+
     def load(self, state: dict[str, Any]) -> None:
         """Continue from a stored state, whatever the order of the symbols, and never from before the market time it
         reached. MarketStateError when it is another source's market, ValueError when it cannot be read."""

@@ -49,6 +49,7 @@ class ReplayFeed:
         self._closed = False
         self._seen: dict[str, int] = {}  # symbol -> the time of its last candle handed out (state())
         self._before: dict[str, int] = {}  # symbol -> its place before that candle (state(in_hand))
+        self._in_hand: Candle | None = None  # the last candle handed out, until the next is asked for
         self._past: dict[str, list[Candle]] = {}  # symbol -> its candles before where a restart goes on
         starts = [s.ts[0] for s in self.series if len(s)]
         if starts:
@@ -80,6 +81,8 @@ class ReplayFeed:
         """Where the replay is (stored by the engine with its books): each symbol's last candle handed out, but the
         one `in_hand` (ResumableFeed.state): its symbol's place is the candle before it."""
         seen = dict(self._seen)
+        if in_hand is None:
+            in_hand = self._in_hand
         if in_hand is not None and seen.get(in_hand.symbol) == in_hand.ts:
             before = self._before.get(in_hand.symbol)
             if before is None:
@@ -174,17 +177,26 @@ class ReplayFeed:
                 advance(candle.ts + self.timeframe_ms)
                 self._hand_out(candle)
                 yield candle
+                self._in_hand = None  # asked for the next: this one was processed
         else:
             count = 0
             for candle in self._merged(advance):
                 self._hand_out(candle)
                 yield candle
+                self._in_hand = None  # asked for the next: this one was processed
                 count += 1
                 if count >= YIELD_EVERY:
                     count = 0
                     await asyncio.sleep(0)
 
+    def processed(self, candle: Candle) -> None:
+        if self._in_hand is not None and (self._in_hand.symbol, self._in_hand.ts) == (candle.symbol, candle.ts):
+            self._in_hand = None
+
     def _hand_out(self, candle: Candle) -> None:
+        # Handed out, and in hand until the engine says it processed it (or asks for the next): it may store its
+        # books before it takes the candle up, or while it works on it (another task: the housekeeping, a control).
+        self._in_hand = candle
         before = self._seen.get(candle.symbol)
         if before is None:
             self._before.pop(candle.symbol, None)

@@ -219,6 +219,9 @@ class SimulatedFeed:
         self._resumed = False
         self.clock.advance(self.start_ts)  # market time starts where the warm-up history ends
 
+    def processed(self, candle: Candle) -> None:
+        """Nothing to do: the market makes whole bars (state())."""
+
     def state(self, in_hand: Candle | None = None) -> dict[str, Any]:
         """What a restart needs to continue this market (stored by the engine with its books). It makes whole bars:
         a candle `in_hand` is of the bar it stands at, which a restart does not make again (the next bar follows)."""
