@@ -198,6 +198,32 @@ async def _ffe(*args: str, env: dict[str, str], cwd) -> asyncio.subprocess.Proce
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
+def ffe_ok(cwd, *args: str, env: dict[str, str]):
+    """`ffe ARGS` run to its end in `cwd`, which must succeed."""
+    from conftest import run_ffe
+
+    proc = run_ffe(cwd, *args, env=env)
+    assert proc.returncode == 0, (args, proc.stderr[-3000:])
+    return proc
+
+
+async def halted_with_its_page_pending(cwd, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """A headless engine in `cwd` halted by `ffe ctl halt` while its alert receiver fails: its HALTED page waits in
+    the outbox. The engine, still running, for the caller to stop."""
+    db = cwd / "data" / "ffe.db"
+    engine = await _ffe("run", "--headless", env=env, cwd=cwd)
+    try:
+        await until(lambda: db.exists() and (cwd / "data" / "ffe.sock").exists(), what="the engine's socket")
+        await asyncio.to_thread(ffe_ok, cwd, "ctl", "halt", env=env)
+        await until(lambda: db_value(db, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'HALTED' AND "
+                                         "status = 'pending'"), what="HALTED waiting in the outbox")
+    except BaseException:
+        engine.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(engine.communicate(), 60)
+        raise
+    return engine
+
+
 async def test_alerts_in_the_outbox_at_sigkill_are_delivered_after_the_restart_and_the_url_stays_secret(tmp_path):
     hook = await Receiver().start()
     hook.fail_with = 503
@@ -1029,27 +1055,15 @@ async def test_alerts_pending_in_a_backup_are_not_delivered_again_after_the_runb
     restored over its records (docs/runbook.md). The restored start pages its own state (HALTED, kept from before
     it) and does not deliver the backup's pending alerts again: one halt, not two HALTED pages for it. The restored
     outbox keeps them as not sent, saying why, and the restore says how many there were."""
-    from conftest import run_ffe
-
     hook = await Receiver().start()
     hook.fail_with = 503
     env = ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook", FFE_ALERTS__RETRY_INITIAL_S="0.05",
                   FFE_ALERTS__RETRY_MAX_S="0.2")
     db = tmp_path / "data" / "ffe.db"
-
-    def run(*args):
-        proc = run_ffe(tmp_path, *args, env=env)
-        assert proc.returncode == 0, (args, proc.stderr[-3000:])
-        return proc
-
     try:
-        engine = await _ffe("run", "--headless", env=env, cwd=tmp_path)
+        engine = await halted_with_its_page_pending(tmp_path, env)
         try:
-            await until(lambda: db.exists() and (tmp_path / "data" / "ffe.sock").exists(), what="the engine's socket")
-            await asyncio.to_thread(run, "ctl", "halt")
-            await until(lambda: db_value(db, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'HALTED' AND "
-                                             "status = 'pending'"), what="HALTED waiting in the outbox")
-            await asyncio.to_thread(run, "backup", "--to", str(tmp_path / "backups"))
+            await asyncio.to_thread(ffe_ok, tmp_path, "backup", "--to", str(tmp_path / "backups"), env=env)
             hook.fail_with = None
             await until(lambda: "HALTED" in kinds(hook), what="the HALTED page delivered once the receiver is back")
         finally:
@@ -1057,8 +1071,8 @@ async def test_alerts_pending_in_a_backup_are_not_delivered_again_after_the_runb
             await asyncio.wait_for(engine.communicate(), 60)
         assert engine.returncode == 0
         (archive,) = (tmp_path / "backups").glob("ffe-backup-*.tar.zst")
-        restored = await asyncio.to_thread(run, "restore", str(archive), "--force")
-        await asyncio.to_thread(run, "run", "--headless", "--max-bars", "3")
+        restored = await asyncio.to_thread(ffe_ok, tmp_path, "restore", str(archive), "--force", env=env)
+        await asyncio.to_thread(ffe_ok, tmp_path, "run", "--headless", "--max-bars", "3", env=env)
         await asyncio.sleep(0.2)
     finally:
         await hook.stop()
@@ -1079,38 +1093,25 @@ async def test_a_halt_whose_page_waited_in_the_backup_is_paged_by_the_restored_s
     delivered the HALTED page: the restored start, which does not deliver the backup's pending alerts again (the
     engine it was taken from may have), pages that it starts from a restored backup, HALTED and why, and which
     alerts pending in the backup were not delivered again, so that an operator who takes pages only hears of it."""
-    from conftest import run_ffe, starter_config
+    from conftest import starter_config
 
     hook = await Receiver().start()
     hook.fail_with = 503
     env = ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook", FFE_ALERTS__RETRY_INITIAL_S="0.05",
                   FFE_ALERTS__RETRY_MAX_S="0.2", FFE_ALERTS__MIN_SEVERITY="page")
-    db = tmp_path / "data" / "ffe.db"
     new = tmp_path / "new"
     new.mkdir()
     starter_config(new)
-
-    def run(cwd, *args):
-        proc = run_ffe(cwd, *args, env=env)
-        assert proc.returncode == 0, (args, proc.stderr[-3000:])
-        return proc
-
     try:
-        engine = await _ffe("run", "--headless", env=env, cwd=tmp_path)
-        try:
-            await until(lambda: db.exists() and (tmp_path / "data" / "ffe.sock").exists(), what="the engine's socket")
-            await asyncio.to_thread(run, tmp_path, "ctl", "halt")
-            await until(lambda: db_value(db, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'HALTED' AND "
-                                             "status = 'pending'"), what="HALTED waiting in the outbox")
-        finally:
-            engine.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(engine.communicate(), 60)
+        engine = await halted_with_its_page_pending(tmp_path, env)
+        engine.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(engine.communicate(), 60)
         assert engine.returncode == 0
-        await asyncio.to_thread(run, tmp_path, "backup", "--to", str(tmp_path / "backups"))
+        await asyncio.to_thread(ffe_ok, tmp_path, "backup", "--to", str(tmp_path / "backups"), env=env)
         (archive,) = (tmp_path / "backups").glob("ffe-backup-*.tar.zst")
-        restored = await asyncio.to_thread(run, new, "restore", str(archive))
+        restored = await asyncio.to_thread(ffe_ok, new, "restore", str(archive), env=env)
         hook.fail_with = None
-        await asyncio.to_thread(run, new, "run", "--headless", "--max-bars", "3")
+        await asyncio.to_thread(ffe_ok, new, "run", "--headless", "--max-bars", "3", env=env)
         await asyncio.sleep(0.2)
     finally:
         await hook.stop()

@@ -204,16 +204,24 @@ async def test_leverage_refuses_gross_exposure_over_its_limit(tmp_path, pipeline
     check(g["LEVERAGE"], passed=False, value=expected, limit=0.5, approx=1e-3)
 
 
-async def test_drawdown_from_peak_equity_refuses_entries(tmp_path, pipelines):
+async def entered_before_the_crash(tmp_path, pipelines, **risk):
+    """The crash paths replayed (crash_paths: a climb from bar 61, the crash at bar 76), BTC entered at bar 60 with
+    half the equity, its take-profit far away: the pipeline after that bar, its script (empty again), the paths and
+    the clock."""
     paths = crash_paths()
     script: dict = {}
-    s = make_settings(tmp_path, risk={"max_position_pct": 50, "max_drawdown_pct": 5, "take_profit_atr": 100})
+    s = make_settings(tmp_path, risk={"max_position_pct": 50, "take_profit_atr": 100, **risk})
     clock = SimClock()
     p = await pipelines(s, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
     await p.bars(60)
     script[BTC] = (BUY, 0.8)
-    await p.bars(1)  # bar 60: enter BTC with half the equity
+    await p.bars(1)
     del script[BTC]
+    return p, script, paths, clock
+
+
+async def test_drawdown_from_peak_equity_refuses_entries(tmp_path, pipelines):
+    p, script, paths, _ = await entered_before_the_crash(tmp_path, pipelines, max_drawdown_pct=5)
     await p.bars(16)  # the climb (the peak) and the crash at bar 76, which also stops the position out
     assert p.engine.state is EngineState.PAUSED  # the breach paused the engine (test_risk_pause.py)
     await p.engine.resume()
@@ -237,15 +245,7 @@ async def test_a_drawdown_with_nothing_held_says_equity_cannot_recover_and_what_
     "why no trades" must not promise that; it names what does lift it (a higher limit)."""
     from ffe_engine.views import blocking
 
-    paths = crash_paths()
-    script: dict = {}
-    s = make_settings(tmp_path, risk={"max_position_pct": 50, "max_drawdown_pct": 5, "take_profit_atr": 100})
-    clock = SimClock()
-    p = await pipelines(s, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
-    await p.bars(60)
-    script[BTC] = (BUY, 0.8)
-    await p.bars(1)
-    del script[BTC]
+    p, _, _, clock = await entered_before_the_crash(tmp_path, pipelines, max_drawdown_pct=5)
     await p.bars(16)  # the crash stops the position out: nothing is held, the drawdown stays
     await p.engine.resume()
     await p.bars(2)
@@ -585,15 +585,7 @@ async def test_halted_refuses_every_exit_but_the_operators_flatten(tmp_path, pip
 
 
 async def test_halted_refuses_a_stop_loss_exit_too(tmp_path, pipelines):
-    paths = crash_paths()
-    script: dict = {}
-    s = make_settings(tmp_path, risk={"max_position_pct": 50, "take_profit_atr": 100})
-    clock = SimClock()
-    p = await pipelines(s, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
-    await p.bars(60)
-    script[BTC] = (BUY, 0.8)
-    await p.bars(1)
-    del script[BTC]
+    p, _, paths, _ = await entered_before_the_crash(tmp_path, pipelines)
     await p.bars(2)
     entry = p.engine.portfolio.positions[BTC].entry_decision_id
     await p.engine.halt()
@@ -612,19 +604,9 @@ async def test_a_start_past_a_lowered_drawdown_limit_says_the_breach(tmp_path, p
     """The account is 10% under its peak; the operator lowers risk.max_drawdown_pct below that and restarts. The
     DRAWDOWN gate refuses every entry from then on, so the start says so: in its `run` record and in a warning,
     with the figure and the limit (nothing paused it, as the breach did not come while the engine ran)."""
-    from pipeline_helpers import crash_paths, replay_feed
     from ffe_engine import fmt
-    from ffe_engine.clock import SimClock
 
-    paths = crash_paths()
-    script: dict = {}
-    loose = make_settings(tmp_path, risk={"max_position_pct": 50, "max_drawdown_pct": 50, "take_profit_atr": 100})
-    clock = SimClock()
-    p = await pipelines(loose, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
-    await p.bars(60)
-    script[BTC] = (BUY, 0.8)
-    await p.bars(1)
-    del script[BTC]
+    p, script, paths, _ = await entered_before_the_crash(tmp_path, pipelines, max_drawdown_pct=50)
     await p.bars(20)  # the crash at bar 76
     dd = p.engine.portfolio.drawdown_pct()
     assert 5 < dd < 50 and p.engine.state is EngineState.RUNNING, dd
