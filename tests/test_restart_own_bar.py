@@ -39,45 +39,34 @@ TRADES = ("SELECT symbol, side, quantity, entry_price, exit_price, pnl, fees, re
 WEIGHTS = "SELECT value FROM kv WHERE key = 'weights'"
 
 # `ffe ARGS` that dies as a SIGKILL kills (os._exit, nothing flushed or stored after) right after the KILL_AT-th order
-# of reason KILL_REASON (and symbol KILL_SYMBOL, if set) is committed open.
+# of reason KILL_REASON (and symbol KILL_SYMBOL, if set) is committed: KILL_ON `open` (the default), `journal` (new,
+# before it is sent) or `fill`.
 KILLER = '''
 import os, sys
 from ffe_engine import store
 reason, symbol, at = os.environ["KILL_REASON"], os.environ.get("KILL_SYMBOL"), int(os.environ["KILL_AT"])
-seen = 0
-update_order = store.Store.update_order
-async def dying(self, o, kv=None, publish=None):
-    global seen
-    await update_order(self, o, kv, publish)
-    if (os.environ.get("KILL_ON") != "fill" and o.reason.value == reason and o.status.value == "open"
-            and symbol in (None, o.symbol)):
-        seen += 1
-        if seen == at:
-            print(f"KILLED after {o.client_order_id} {o.created_ts}", file=sys.stderr, flush=True)
-            os._exit(137)
-store.Store.update_order = dying
-add_fill = store.Store.add_fill
-fills = 0
-async def dying_on_fill(self, f, order, *args, **kwargs):
-    global fills
-    await add_fill(self, f, order, *args, **kwargs)
-    if os.environ.get("KILL_ON") == "fill" and order.reason.value == reason and symbol in (None, order.symbol):
-        fills += 1
-        if fills == at:
-            print(f"KILLED after {order.client_order_id} {f.ts}", file=sys.stderr, flush=True)
-            os._exit(137)
-store.Store.add_fill = dying_on_fill
-journal_order = store.Store.journal_order
-journaled = 0
-async def dying_on_journal(self, o, *args, **kwargs):
-    global journaled
-    await journal_order(self, o, *args, **kwargs)
-    if os.environ.get("KILL_ON") == "journal" and o.reason.value == reason and symbol in (None, o.symbol):
-        journaled += 1
-        if journaled == at:
-            print(f"KILLED after {o.client_order_id} {o.created_ts}", file=sys.stderr, flush=True)
-            os._exit(137)
-store.Store.journal_order = dying_on_journal
+count = 0
+def kill_after(method, order_of):
+    """Store.`method` that kills the process after the commit of the KILL_AT-th order of the kind: `order_of(args)`
+    gives (the order, the stamp said) or None for a commit that is not one."""
+    real = getattr(store.Store, method)
+    async def dying(self, *args, **kwargs):
+        global count
+        await real(self, *args, **kwargs)
+        found = order_of(*args)
+        if found is not None and found[0].reason.value == reason and symbol in (None, found[0].symbol):
+            count += 1
+            if count == at:
+                print(f"KILLED after {found[0].client_order_id} {found[1]}", file=sys.stderr, flush=True)
+                os._exit(137)
+    setattr(store.Store, method, dying)
+on = os.environ.get("KILL_ON", "open")
+if on == "fill":
+    kill_after("add_fill", lambda f, o, *rest: (o, f.ts))
+elif on == "journal":
+    kill_after("journal_order", lambda o, *rest: (o, o.created_ts))
+else:
+    kill_after("update_order", lambda o, *rest: (o, o.created_ts) if o.status.value == "open" else None)
 from ffe_cli.entry import main
 sys.argv = ["ffe", *sys.argv[1:]]
 sys.exit(main())
