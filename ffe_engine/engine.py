@@ -273,7 +273,6 @@ class Engine:
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
         self._bar_ts: int | None = None
-        self._in_hand: Candle | None = None  # the candle on_candle is working on (_persist_books)
         self._since_flush = 0
         self._stop = asyncio.Event()
         self._dd_breached = False
@@ -738,9 +737,9 @@ class Engine:
         `drop`, keys deleted) change with the books, and `publish` publishes the events that say so: all in it."""
         books: dict[str, Any] = {"portfolio": self.portfolio.state(), **(records or {})}
         if self.sim_feed is not None:
-            # Stored by another task while a candle is in hand (the housekeeping, a control): the market's place is
-            # before it, which the records must then say was decided for a restart not to hand it out again.
-            books["market"] = self.sim_feed.state(in_hand=self._in_hand)
+            # Stored by another task while a candle is in hand (the housekeeping, a control), the market's place is
+            # before it (ResumableFeed.processed): a restart hands it out again unless the records say it was decided.
+            books["market"] = self.sim_feed.state()
         books.update(self._venue_book())
         books.update(self._request_hold_change())
         learner = self.learner if self._learner_dirty else None
@@ -813,13 +812,6 @@ class Engine:
 
     # ================================================================== the bar
     async def on_candle(self, c: Candle) -> None:
-        self._in_hand = c
-        try:
-            await self._on_candle(c)
-        finally:
-            self._in_hand = None
-
-    async def _on_candle(self, c: Candle) -> None:
         sym = c.symbol
         if self._bar_ts is not None and c.ts != self._bar_ts:
             self.close_books(c.ts)
@@ -881,7 +873,6 @@ class Engine:
             await self._risk_pauses()
             await self._breaker_pause()
         # Done with: the books stored from here on hold it as handed out.
-        self._in_hand = None
         if self.sim_feed is not None:
             self.sim_feed.processed(c)
         if profile.resumable:

@@ -24,10 +24,10 @@ class ResumableFeed(Protocol):
     """A market made or replayed in the process (the simulated one, a replay of CSV files): its state is stored with
     the engine's books, so a restart continues it instead of starting a new price path."""
 
-    def state(self, in_hand: Candle | None = None) -> dict[str, Any]:
-        """Where the market is, to store with the books. `in_hand`: a candle handed out that the engine has not
-        finished with (another task stores the books meanwhile): the place stored is before it, so that a restart
-        hands it out again if the records do not say it was decided."""
+    def state(self) -> dict[str, Any]:
+        """Where the market is, to store with the books: a candle handed out that the engine has not processed yet
+        (another task stores the books meanwhile) is not in it, so that a restart hands it out again if the records
+        do not say it was decided."""
         ...
 
     def processed(self, candle: Candle) -> None:

@@ -48,8 +48,8 @@ class ReplayFeed:
         self.series = [s if max_bars is None else s.head(max_bars) for s in self._whole]
         self._closed = False
         self._seen: dict[str, int] = {}  # symbol -> the time of its last candle handed out (state())
-        self._before: dict[str, int] = {}  # symbol -> its place before that candle (state(in_hand))
-        self._in_hand: Candle | None = None  # the last candle handed out, until the next is asked for
+        self._in_hand: Candle | None = None  # the last candle handed out, until the engine has processed it
+        self._before_in_hand: int | None = None  # its symbol's place before it
         self._past: dict[str, list[Candle]] = {}  # symbol -> its candles before where a restart goes on
         starts = [s.ts[0] for s in self.series if len(s)]
         if starts:
@@ -77,18 +77,15 @@ class ReplayFeed:
         the last n bars of each symbol before where it goes on."""
         return {sym: past[-n:] if n else [] for sym, past in self._past.items()}
 
-    def state(self, in_hand: Candle | None = None) -> dict[str, Any]:
-        """Where the replay is (stored by the engine with its books): each symbol's last candle handed out, but the
-        one `in_hand` (ResumableFeed.state): its symbol's place is the candle before it."""
+    def state(self) -> dict[str, Any]:
+        """Where the replay is (stored by the engine with its books): each symbol's last candle handed out and
+        processed; the symbol of one still in hand is at the candle before it (ResumableFeed.processed)."""
         seen = dict(self._seen)
-        if in_hand is None:
-            in_hand = self._in_hand
-        if in_hand is not None and seen.get(in_hand.symbol) == in_hand.ts:
-            before = self._before.get(in_hand.symbol)
-            if before is None:
-                del seen[in_hand.symbol]
+        if self._in_hand is not None:
+            if self._before_in_hand is None:
+                del seen[self._in_hand.symbol]
             else:
-                seen[in_hand.symbol] = before
+                seen[self._in_hand.symbol] = self._before_in_hand
         return {"version": 1, "source": "replay", "symbols": self.symbols, "timeframe_ms": self.timeframe_ms,
                 "seen": seen}  # symbols: informative; the places in `seen` are what a restart reads
 
@@ -104,7 +101,7 @@ class ReplayFeed:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"seen or timeframe_ms unreadable ({type(exc).__name__}: {exc})") from None
         self._seen = dict(seen)
-        self._before = {}
+        self._in_hand = None
         if seen:
             last = max(seen.values())
             for sym in self.symbols:  # a symbol added since goes on after the market's last bar, as the others
@@ -177,13 +174,11 @@ class ReplayFeed:
                 advance(candle.ts + self.timeframe_ms)
                 self._hand_out(candle)
                 yield candle
-                self._in_hand = None  # asked for the next: this one was processed
         else:
             count = 0
             for candle in self._merged(advance):
                 self._hand_out(candle)
                 yield candle
-                self._in_hand = None  # asked for the next: this one was processed
                 count += 1
                 if count >= YIELD_EVERY:
                     count = 0
@@ -194,15 +189,11 @@ class ReplayFeed:
             self._in_hand = None
 
     def _hand_out(self, candle: Candle) -> None:
-        # Handed out, and in hand until the engine says it processed it (or asks for the next): it may store its
-        # books before it takes the candle up, or while it works on it (another task: the housekeeping, a control).
-        self._in_hand = candle
-        before = self._seen.get(candle.symbol)
-        if before is None:
-            self._before.pop(candle.symbol, None)
-        else:
-            self._before[candle.symbol] = before
+        # Handed out, and in hand until the engine says it processed it: it may store its books before it takes the
+        # candle up, or while it works on it (another task: the housekeeping, a control).
+        self._before_in_hand = self._seen.get(candle.symbol)
         self._seen[candle.symbol] = candle.ts
+        self._in_hand = candle
 
     async def close(self) -> None:
         self._closed = True

@@ -222,9 +222,9 @@ class SimulatedFeed:
     def processed(self, candle: Candle) -> None:
         """Nothing to do: the market makes whole bars (state())."""
 
-    def state(self, in_hand: Candle | None = None) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         """What a restart needs to continue this market (stored by the engine with its books). It makes whole bars:
-        a candle `in_hand` is of the bar it stands at, which a restart does not make again (the next bar follows)."""
+        a candle still in hand is of the bar it stands at, which a restart does not make again (the next follows)."""
         return {"version": 1, "source": "simulated", "seed": self.seed, "timeframe_ms": self.timeframe_ms,
                 "symbols": self.symbols, "next_ts": self._next_ts, "market": self._market.state(),
                 "recent": [[c.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume] for c in self._recent]}
