@@ -322,8 +322,7 @@ async def _set_aside_uncommitted(fd: int, path: Path,
     if kept is not None and seq is not None:
         held = dict((await events_after(seq - 1))[:1])
         if seq in held and held[seq] != kept:
-            raise DamagedRecords(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or "
-                                 "written over); it was left as it is: `ffe audit verify` names what differs")
+            raise _not_the_databases(path, seq)
     found.reverse()
     end_seq = _seq_of(found[0])
     aside = path.with_name(f"{path.name}.uncommitted-after-{(end_seq or 1) - 1}")
@@ -415,8 +414,7 @@ async def _check_last_records(fd: int, path: Path,
         held = dict((await events_after(end - len(last)))[:len(last)])
         for seq, (_, line) in zip(seqs, last):
             if seq is not None and seq in held and held[seq] != line:
-                raise DamagedRecords(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or "
-                                   "written over); it was left as it is: `ffe audit verify` names what differs")
+                raise _not_the_databases(path, seq)
         if len(last) < 2 or seqs[1] is None or seqs[1] == end - 1:
             return aside
         if end not in held and end > seqs[1]:
@@ -430,6 +428,12 @@ async def _check_last_records(fd: int, path: Path,
         os.chmod(aside, 0o600)
         os.ftruncate(fd, offset)
         os.fsync(fd)
+
+
+def _not_the_databases(path: Path, seq: int) -> DamagedRecords:
+    """The refusal of a trail whose record of `seq` differs from the database's copy: nothing in it is changed."""
+    return DamagedRecords(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or written "
+                          "over); it was left as it is: `ffe audit verify` names what differs")
 
 
 def _lines_backwards(fd: int) -> Iterator[tuple[int, bytes]]:
