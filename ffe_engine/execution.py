@@ -148,7 +148,6 @@ class OrderPath:
         # Orders whose last answer showed a fill beyond their trades (read later): client order id -> monotonic
         # time the venue first showed it so.
         self._behind: dict[str, float] = {}
-        self._behind_view: dict[str, VenueOrder] = {}  # the venue's last word on each of those: what it says filled
         # Orders ended without the venue's word (absent by their lookups, or not sent again), which the venue may
         # have all the same: its lookups can lag past the settle window. Client order id -> the order and the wall
         # time until which each poll looks it up by its id. One the venue shows is taken in (`reappeared`): stored,
@@ -510,10 +509,8 @@ class OrderPath:
         self._missing.pop(o.client_order_id, None)  # found
         if vo.trades_behind:
             self._behind.setdefault(o.client_order_id, self.clock.monotonic())
-            self._behind_view[o.client_order_id] = vo
         else:
             self._behind.pop(o.client_order_id, None)
-            self._behind_view.pop(o.client_order_id, None)
         # The venue's amounts are decimals: what filled since the last answer is their difference to 12 places, as
         # the venue's trade says it (0.01382, not the float 0.013819999999999999).
         delta = round(vo.filled - o.filled, 12)
@@ -605,7 +602,6 @@ class OrderPath:
             self._cancels_sent &= set(self.live)
             self._unpriced &= set(self.live)
             self._behind = {cid: seen for cid, seen in self._behind.items() if cid in self.live}
-            self._behind_view = {cid: vo for cid, vo in self._behind_view.items() if cid in self.live}
             for o in list(self.live.values()):
                 try:
                     if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:
