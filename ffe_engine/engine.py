@@ -784,7 +784,7 @@ class Engine:
                 pass
             try:
                 # A UTC midnight by the clock begins a new day, whether a candle comes or not (a stale feed).
-                self._roll_day(clock.now_ms())
+                self._roll_day(self._marked_at(clock.now_ms()))
                 await self.approvals.expire()
                 now = clock.monotonic()
                 # Orders in flight, and those ended without the venue's word (watched: one that shows up open is
@@ -1146,6 +1146,15 @@ class Engine:
         """An opening of the breaker pauses a RUNNING engine once; the pause's reason follows the breaker while it
         is the breaker's own (breaker_pause.py)."""
         await self.breaker_pause.keep_in_step(self.reconcile_blocked)
+
+    def _marked_at(self, now_ms: int) -> int:
+        """The time the books' marks are at, for a new day begun by the clock: the clock's once every symbol's
+        newest bar closed by it is in, else the oldest close the marks are at (a day begun between two symbols'
+        candles of the bar closing at midnight would start at the equity of one unmarked, and differ by run), but
+        never more than a bar behind the clock: a candle that late is not waited for."""
+        tf = self.timeframe_ms
+        marked = min((ts + tf for ts in self.last_bar_ts.values()), default=now_ms)
+        return min(now_ms, max(marked, now_ms - tf))
 
     def _roll_day(self, ts_ms: int) -> None:
         """A new UTC day when `ts_ms` is in one (Portfolio.roll_day): a breach of the day before is over."""

@@ -3,11 +3,12 @@
 A live engine on the fake Binance, run as the operator runs it (`ffe run --headless --live`, `ffe ctl`), or opened
 in-process where the test moves the engine's clock over a UTC midnight. A loss made before the run's first bar
 stays the day's loss after that bar, and after a restart the same day; a restart on a later day, or the clock
-passing midnight while no candle comes, starts a new day at the equity then.
+a bar past midnight while no candle comes, starts a new day at the equity then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -188,7 +189,13 @@ async def test_midnight_by_the_engine_s_clock_starts_a_new_day_while_no_candle_c
         async with engine_loop(e):
             await in_process_loss(e, fx)
             equity = e.portfolio.equity()
-            clock.shift_ms = (today + 1) * DAY_MS + 1_000 - clock.now_ms()  # a second past the next midnight
+            midnight = (today + 1) * DAY_MS
+            clock.shift_ms = midnight + 1_000 - clock.now_ms()  # a second past the next midnight
+            # The candle closing at midnight may still come, its price the day's start: the day waits for it, a
+            # bar at most (housekeeping rounds every 0.2 s meanwhile).
+            await asyncio.sleep(1.0)
+            assert e.portfolio.day == today
+            clock.shift_ms = midnight + e.timeframe_ms + 1_000 - (clock.now_ms() - clock.shift_ms)
             await wait_for(lambda: e.portfolio.day == today + 1, timeout=10, what="the new day by the clock")
             assert e.bars == 0  # no candle brought it
             assert e.portfolio.day_pnl() == 0.0 and e.portfolio.day_start_equity == equity
