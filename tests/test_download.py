@@ -16,8 +16,8 @@ import pytest
 
 from conftest import ffe_env, ffe_in_process, run_ffe
 from fake_exchange import FakeBinance, ccxt_options, exchange_settings, kline, path_price
-from ffe_engine.download import (DownloadError, NoProgress, ProgressBar, Request, candle_file_name, download,
-                                 progress_for)
+from ffe_engine.download import (DownloadError, DownloadInputError, NoProgress, ProgressBar, Request,
+                                 candle_file_name, download, progress_for)
 from ffe_engine.market.csvdata import CsvError, iso, load_csv, symbol_from_filename
 from live_helpers import run_ffe_async, write_config
 
@@ -462,6 +462,26 @@ async def test_a_damaged_file_is_refused_naming_its_line_and_left_as_it_is(fx, t
     with pytest.raises(CsvError, match=r"_1h_binance\.csv:3: high 2 is below low 3"):
         await fetch(fx, tmp_path, clock)
     assert path.read_text() == before and fx.requests_to(KLINES) == []
+
+
+@pytest.mark.parametrize("text, error", [
+    ("name,price\nbread,3", r":1: .*header"),  # another program's CSV, its last line without a line break
+    ("a note without a line break", r":1: "),
+    (f"timestamp,open,high,low,close,volume\n{iso(T0)},1,2,0.5,1.5,3\n{iso(T0 + H)},1,2,3,1.5,3\n{iso(T0 + 2 * H)},1",
+     r":3: high 2 is below low 3"),
+    ("timestamp,open,high,low,close,volume\n" + "".join(f"{iso(T0 + k * 60_000)},1,2,0.5,1.5,3\n" for k in range(3))
+     + f"{iso(T0 + 3 * 60_000)},1,2", r"holds 1m candles, not 1h"),
+])
+async def test_a_file_that_is_not_this_download_s_candles_is_left_whole_even_with_an_unended_last_line(
+        fx, tmp_path, text, error):
+    # The last line of a file this command appends to is cut off when a crash left it unended; but only once the
+    # rest of the file is checked as candles of this timeframe: anyone else's file keeps every byte.
+    clock = at(fx, T0 + 20 * H + 1_000_000)
+    path = csv_path(tmp_path)
+    path.write_text(text)
+    with pytest.raises((CsvError, DownloadInputError), match=error):
+        await fetch(fx, tmp_path, clock)
+    assert path.read_text() == text and fx.requests_to(KLINES) == []
 
 
 
