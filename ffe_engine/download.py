@@ -35,7 +35,7 @@ from .clock import WallClock, format_timeframe, timeframe_ms
 from .config import allowed_timeframe, is_symbol
 from .errors import FfeError, UsageError
 from .market.bounds import candle_problem, time_problem
-from .market.csvdata import CandleSeries, find_gaps, iso, load_csv
+from .market.csvdata import CandleSeries, CsvError, find_gaps, iso, load_csv
 from .market.ohlcv import Page, candles_from, page_size
 from .venues.base import VenueError, VenueUnavailable
 
@@ -197,24 +197,48 @@ def _row_line(row: list[Any]) -> str | None:
 
 
 def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSeries | None:
-    """The candles already in `path` (None when there are none). An incomplete last line (a write cut short by a
-    crash) is cut off first; anything else wrong with the file is a CsvError naming its line."""
+    """The candles already in `path` (None when there are none). An unended last line (a write cut short by a
+    crash) is cut off, once the lines before it are checked as candles of this timeframe, or it is the header cut
+    short; anything else wrong with the file is a CsvError naming its line, and the file is left whole (it may be
+    anyone's)."""
     if not path.exists():
         return None
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
+    size, keep = _complete_length(path)
+    with open(path, "rb") as f:
+        complete = f.read(min(keep, 4_096)).strip()  # enough to tell blank lines or the header only
+        f.seek(keep)
+        unended = f.read(len(HEADER) + 1)
+    series = None
+    if not complete:  # nothing but an unended line: only the header cut short is ours
+        if unended and not HEADER.encode().startswith(unended):
+            with open(path, "rb") as f:
+                line = f.read(keep).count(b"\n") + 1  # after blank lines only
+            raise CsvError(str(path), line, "a line without a line break and nothing before it: not a file of "
+                                             "candles")
+    elif complete != HEADER.encode():
+        series = load_csv(path, symbol=symbol, length=keep)  # a CsvError naming the line before anything is cut
+        if len(series) >= 2 and series.timeframe_ms != tf_ms:
+            raise DownloadInputError(f"{path}: holds {format_timeframe(series.timeframe_ms)} candles, not "
+                                     f"{format_timeframe(tf_ms)}")
+    if keep < size:
         with open(path, "r+b") as f:
             f.truncate(keep)
-        notes.append(f"cut off an incomplete last line of {path} ({len(data) - keep} bytes)")
-        data = data[:keep]
-    if not data.strip() or data.strip() == HEADER.encode():
-        return None
-    series = load_csv(path, symbol=symbol)
-    if len(series) >= 2 and series.timeframe_ms != tf_ms:
-        raise DownloadInputError(f"{path}: holds {format_timeframe(series.timeframe_ms)} candles, not "
-                                 f"{format_timeframe(tf_ms)}")
+        notes.append(f"cut off an incomplete last line of {path} ({size - keep} bytes)")
     return series
+
+
+def _complete_length(path: Path) -> tuple[int, int]:
+    """The file's size and the length of its complete lines (up to its last line break), read from its end."""
+    with open(path, "rb") as f:
+        size = end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - 65_536)
+            f.seek(start)
+            at = f.read(end - start).rfind(b"\n")
+            if at >= 0:
+                return size, start + at + 1
+            end = start
+    return size, 0
 
 
 def _open_for_candles(path: Path, *, fresh_file: bool) -> TextIO:

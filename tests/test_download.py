@@ -296,6 +296,15 @@ async def test_a_line_cut_short_by_a_crash_is_dropped_and_fetched_again(fx, tmp_
     assert any("incomplete last line" in line for line in result.lines())
 
 
+async def test_a_header_cut_short_by_a_crash_is_written_again(fx, tmp_path):
+    clock = at(fx, T0 + 20 * H + 1_000_000)
+    path = csv_path(tmp_path)
+    path.write_text("timestamp,open,hi")
+    [result] = await fetch(fx, tmp_path, clock)
+    assert stored_rows(load_csv(path)) == expected_rows(T0, T0 + 19 * H)
+    assert any("incomplete last line" in line for line in result.lines())
+
+
 async def test_several_symbols_each_get_their_own_file_named_for_the_backtest(fx, tmp_path):
     clock = at(fx, T0 + 30 * H + 1_000_000)
     await fetch(fx, tmp_path, clock, symbols=("BTC/USDT", "ETH/USDT"))
@@ -466,7 +475,7 @@ async def test_a_damaged_file_is_refused_naming_its_line_and_left_as_it_is(fx, t
 
 @pytest.mark.parametrize("text, error", [
     ("name,price\nbread,3", r":1: .*header"),  # another program's CSV, its last line without a line break
-    ("a note without a line break", r":1: "),
+    ("a note without a line break", r"csv:1: a line without a line break and nothing before it: not a file of candles"),
     (f"timestamp,open,high,low,close,volume\n{iso(T0)},1,2,0.5,1.5,3\n{iso(T0 + H)},1,2,3,1.5,3\n{iso(T0 + 2 * H)},1",
      r":3: high 2 is below low 3"),
     ("timestamp,open,high,low,close,volume\n" + "".join(f"{iso(T0 + k * 60_000)},1,2,0.5,1.5,3\n" for k in range(3))

@@ -396,8 +396,8 @@ def _open_bytes(path: str) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if gzipped(path) else open(path, "rb")
 
 
-def _read_text(path: str) -> str:
-    """The whole file as text, read in chunks so a line longer than MAX_LINE_BYTES stops the read as soon as it
+def _read_text(path: str, length: int | None = None) -> str:
+    """The whole file (or its first `length` bytes) as text, read in chunks so a line longer than MAX_LINE_BYTES stops the read as soon as it
     is seen (a file that is not candles, or a damaged one, can hold one enormous line; read at once it would take
     its whole size in memory, several times over, before any check could run).
 
@@ -407,9 +407,12 @@ def _read_text(path: str) -> str:
     chunks: list[bytes] = []
     newlines = 0  # line breaks in the chunks kept so far
     open_line = 0  # bytes of the line not yet ended by a line break
+    left = length
     try:
         with _open_bytes(path) as f:
-            while chunk := f.read(MAX_LINE_BYTES):
+            while chunk := f.read(MAX_LINE_BYTES if left is None else min(MAX_LINE_BYTES, left)):
+                if left is not None:
+                    left -= len(chunk)
                 first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
                 if first < 0:  # no line feed: old Mac line ends (a lone \r), or one long line
                     first, last = chunk.find(b"\r"), chunk.rfind(b"\r")
@@ -438,16 +441,17 @@ def _read_text(path: str) -> str:
 
 
 def load_csv(path: str | os.PathLike[str], symbol: str | None = None, lenient: bool = False, *,
-             timeframe: str | int | None = None) -> CandleSeries:
+             timeframe: str | int | None = None, length: int | None = None) -> CandleSeries:
     """Read one CSV file of candles. Raises CsvError (one line: file, line, problem).
 
     lenient: skip bad rows instead of failing; the count is `series.skipped` and the first few reasons are kept
-    in `series.skip_reasons`. timeframe: "1h" or ms; by default the most common step between rows.
+    in `series.skip_reasons`. timeframe: "1h" or ms; by default the most common step between rows. length: read
+    only the file's first `length` bytes (its complete lines, checked before an unended last line is cut off).
     """
     path = str(path)
     sym = symbol or symbol_from_filename(path)
     tf = parse_timeframe(timeframe) if isinstance(timeframe, str) else (timeframe or 0)
-    text = _read_text(path)
+    text = _read_text(path, length)
     reader = _reader(text)
     header = _header_row(path, reader)
     if header is None:
