@@ -155,7 +155,10 @@ def test_a_backup_takes_a_damaged_record_from_the_database_and_says_so(account, 
     seq, before = damage(cwd, how)
     proc = take(cwd, tmp_path / "b")
     assert proc.returncode == 0, proc.stderr
-    assert "ffe doctor" in proc.stdout and f"seq {seq}" in proc.stdout and str(TRAIL) in proc.stdout, proc.stdout
+    # On stderr: the shipped cron job (deploy/cron/ffe-backup) sends stdout to /dev/null and mails the rest.
+    (warning,) = proc.stderr.strip().splitlines()
+    assert warning.startswith("warning: the audit trail is damaged") and "warning" not in proc.stdout, proc.stdout
+    assert "ffe doctor" in warning and f"seq {seq}" in warning and str(TRAIL) in warning, warning
     (path,) = (tmp_path / "b").glob("ffe-backup-*.tar.zst")
     assert unpacked_trail(path, tmp_path / "x") == before  # the records as written, the database's copy in place
     assert ffe_in_process(cwd, "backup", "verify", str(path)).returncode == 0
@@ -163,6 +166,7 @@ def test_a_backup_takes_a_damaged_record_from_the_database_and_says_so(account, 
     proc = take(cwd, tmp_path / "c", "--json")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads(proc.stdout)["manifest"]
+    assert "warning: the audit trail is damaged" in proc.stderr
     assert manifest["trail_records_from_database"] == 1
     (where,) = manifest["trail_damaged"]
     assert (where["first"], where["last"]) == (seq, seq) and where["file"] == str((cwd / TRAIL).absolute())
@@ -223,7 +227,7 @@ def test_a_running_engine_backs_up_a_damaged_record_from_the_database_and_says_s
 
     proc = take(cwd, tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
-    assert "ffe doctor" in proc.stdout and f"seq {seq}" in proc.stdout, proc.stdout
+    assert "ffe doctor" in proc.stderr and f"seq {seq}" in proc.stderr, proc.stderr
     engine.send(15)
     assert engine.wait(60) == 0, engine.stderr
 
