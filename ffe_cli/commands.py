@@ -739,6 +739,7 @@ def backup(args: argparse.Namespace) -> int:
     if args.json:
         _print(json.dumps({"file": str(path), "pruned": [str(p) for p in pruned], "swept": [str(p) for p in swept],
                            "manifest": manifest}, indent=1))
+        _said_trail_damaged(manifest)
         return 0
     _said_swept("backups", swept)
     seq = manifest["seq"]
@@ -761,9 +762,11 @@ def _said_trail_damaged(manifest: dict[str, Any]) -> None:
             f"{d['first']}" if d["first"] == d["last"] else f"{d['first']}-{d['last']}")
     for file, runs in by_file.items():
         more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
-        _print(f"warning: the audit trail is damaged: {file}: seq {', '.join(runs[:10])}{more} not as written (or "
-               "missing): the backup holds the database's copy of those records; the trail is left as it is: run "
-               "`ffe doctor` (and `ffe audit verify`)")
+        # On stderr, with --json too: what needs the operator reaches them where stdout is thrown away (the shipped
+        # cron job keeps only stderr, which cron mails).
+        sys.stderr.write(f"warning: the audit trail is damaged: {file}: seq {', '.join(runs[:10])}{more} not as "
+                         "written (or missing): the backup holds the database's copy of those records; the trail is "
+                         "left as it is: run `ffe doctor` (and `ffe audit verify`)\n")
 
 
 def _answering(settings: Settings) -> None:

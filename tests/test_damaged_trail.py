@@ -261,7 +261,7 @@ def test_a_backup_over_a_repeated_line_says_the_trail_is_damaged_there(account, 
     (path,) = (tmp_path / "b").glob("ffe-backup-*.tar.zst")
     assert unpacked_trail(path, tmp_path / "x") == before
     proc = take(cwd, tmp_path / "c")
-    assert proc.returncode == 0 and f"seq {seq}" in proc.stdout and "ffe doctor" in proc.stdout, proc.stdout
+    assert proc.returncode == 0 and f"seq {seq}" in proc.stderr and "ffe doctor" in proc.stderr, proc.stderr
 
 
 def test_a_start_on_another_accounts_longer_trail_is_refused_and_leaves_it_as_found(account, tmp_path):
