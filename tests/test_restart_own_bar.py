@@ -219,3 +219,15 @@ def test_a_new_accounts_first_order_killed_right_after_its_journal_entry_fills_a
     (fill,) = db_rows(db, "SELECT ts FROM fills WHERE client_order_id = ?", (cid,))
     assert status == "filled" and fill[0] == created + HOUR, (status, fill)
     assert_as_the_backtest(db, expected, cid)
+
+
+def test_an_order_journaled_just_before_a_kill_keeps_its_gates(tmp_path):
+    """Every caller's gates but the strategy's (recorded with its decision) are recorded with the order: committed
+    with its journal entry, so that a kill right after it leaves an order whose gates `ffe audit show` can tell."""
+    write_market(tmp_path)
+    cid = killed_run(tmp_path, "stop_loss", 1, KILL_ON="journal")
+    db = tmp_path / "data" / "ffe.db"
+    gates = db_rows(db, "SELECT code, passed FROM gate_results WHERE client_order_id = ? ORDER BY position", (cid,))
+    assert gates and all(passed for _, passed in gates), gates
+    shown = run_ffe(tmp_path, "audit", "show", cid)
+    assert shown.returncode == 0 and "ENGINE_STATE" in shown.stdout, shown.stdout + shown.stderr
