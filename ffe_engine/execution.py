@@ -316,15 +316,16 @@ class OrderPath:
         def publish() -> None:
             if on_journal is not None:
                 on_journal(o, gates)
+            if intent.reason is not OrderReason.SIGNAL:
+                # The strategy's gates are recorded with its decision; every other caller's with the order, in its
+                # journal entry's transaction: a kill right after it leaves no order without them.
+                self.store.add_gates(gates, decision_id=None, client_order_id=o.client_order_id, ts=self.clock.wall())
             self._emit(o)
 
         await self.store.journal_order(o, intent.as_dict(), publish=publish)
         self.live[o.client_order_id] = o
         self._placed += 1
         self.intents[o.client_order_id] = intent
-        if intent.reason is not OrderReason.SIGNAL:
-            # The strategy's gates are recorded with its decision; every other caller's with the order.
-            self.store.add_gates(gates, decision_id=None, client_order_id=o.client_order_id, ts=self.clock.wall())
         return o
 
     # ------------------------------------------------------------------ venue faults
