@@ -181,6 +181,9 @@ class Engine:
                                       settings.breaker.recovery_timeout_s, now=breaker_now, bus=bus)
         self.breaker_pause = BreakerPause(self.breaker, self.trading)
         self.last_bar_ts: dict[str, int] = {}
+        # Each symbol's newest candle whose work is done (marked, exits watched, decided): a day begun by the clock
+        # waits for them (_marked_at). last_bar_ts has a candle from the moment it is taken in hand.
+        self._marked_ts: dict[str, int] = {}
         self.gatekeeper = Gatekeeper(risk, self.portfolio, trading=self.trading,
                                      breaker_allows=self.breaker.allows, now_ms=clock.now_ms,
                                      last_bar_ts=self.last_bar_ts.get,
@@ -431,8 +434,9 @@ class Engine:
                 self.portfolio.begin_at_equity()
         # The day of DAILY_LOSS and DAILY_TRADES is the clock's UTC day from the moment the books are open, not from
         # the first bar (an operator's loss before it is the day's): the stored books' own when they are of today,
-        # a new one at the equity now when they are of an earlier day, or new.
-        self._roll_day(self.clock.now_ms())
+        # a new one at the equity now when they are of an earlier day, or new. Within a bar after a midnight, the
+        # day before until the warm-up has marked the bar closing at it (below): its marks begin the day.
+        self._roll_day(self.clock.now_ms() - self.timeframe_ms)
         # A breach that was there before the restart already paused the engine, or the operator resumed it since:
         # it is not a new breach, and does not pause the engine again.
         risk = self.settings.risk
@@ -520,7 +524,7 @@ class Engine:
                     self.portfolio.record_returns()  # the history's returns feed VaR and correlation
                 bar_ts = c.ts
                 # The history is market data: DATA_STALE measures its newest bar until a new one closes.
-                self.last_bar_ts[c.symbol] = c.ts
+                self.last_bar_ts[c.symbol] = self._marked_ts[c.symbol] = c.ts
                 self.ind[c.symbol].update(c)
                 self.portfolio.mark(c.symbol, c.close)
                 if self.sim_venue is not None:
@@ -530,6 +534,8 @@ class Engine:
             # not served one symbol's newest candle yet): closed here, the bar would give each symbol two returns,
             # one of them 0, out of step with the other symbols'.
             self._bar_ts = bar_ts
+        # A midnight by the clock that the warm-up marked the bar closing at (or more than a bar ago) begins the day.
+        self._roll_day(self._marked_at(self.clock.now_ms()))
         if self.sim_venue is not None and self.orders.live:
             # The paper venue has its prices from the warm-up now: an order in doubt that it never had (a kill right
             # after the journal entry) goes to it again before the next candle, which fills it at its open.
@@ -861,6 +867,7 @@ class Engine:
                     self._stretch_loaded.pop(sym, None)
                 await self._act(d, c, ind)
             self._record_decision(d)
+        self._marked_ts[sym] = c.ts
         self.liveness.bar(sym)
         if self.opts.max_bars is not None and min(self.bars_by_symbol.values()) >= self.opts.max_bars:
             self._stopped_why = f"it ran its {self.opts.max_bars} bars (--max-bars)"
@@ -1086,7 +1093,7 @@ class Engine:
             sym = symbols[k]
             i = rows[k] - 1
             self.bars_by_symbol[sym] += rows[k] - before[k]
-            self.last_bar_ts[sym] = series[k].ts[i]
+            self.last_bar_ts[sym] = self._marked_ts[sym] = series[k].ts[i]
             if self._sim_on_candle is not None:
                 self._sim_on_candle(feed.candle(k, i))
             self.liveness.bar(sym)
@@ -1149,11 +1156,12 @@ class Engine:
 
     def _marked_at(self, now_ms: int) -> int:
         """The time the books' marks are at, for a new day begun by the clock: the clock's once every symbol's
-        newest bar closed by it is in, else the oldest close the marks are at (a day begun between two symbols'
-        candles of the bar closing at midnight would start at the equity of one unmarked, and differ by run), but
-        never more than a bar behind the clock: a candle that late is not waited for."""
+        newest bar closed by it is done with, else the oldest close the marks are at (a day begun between two
+        symbols' candles of the bar closing at midnight, or in the middle of one, would start at the equity of one
+        unmarked, and differ by run), but never more than a bar behind the clock: a candle that late is not waited
+        for."""
         tf = self.timeframe_ms
-        marked = min((ts + tf for ts in self.last_bar_ts.values()), default=now_ms)
+        marked = min((ts + tf for ts in self._marked_ts.values()), default=now_ms)
         return min(now_ms, max(marked, now_ms - tf))
 
     def _roll_day(self, ts_ms: int) -> None:
