@@ -323,6 +323,10 @@ async def test_approval_mode_switches_while_running_and_the_switch_persists(tmp_
         with pytest.raises(ControlError):
             await p.engine.set_approval_mode("sometimes")
         assert p.engine.approval_mode == "manual"
+        # The mode it has already: nothing changes, nothing is recorded (as a second pause records nothing).
+        before = await p.events("engine_state")
+        assert await p.engine.set_approval_mode("manual", by="frank") == "manual"
+        assert await p.events("engine_state") == before
     finally:
         await p.close()
 
