@@ -258,6 +258,8 @@ class ApprovalDesk:
     async def set_mode(self, mode: str, by: str) -> str:
         if mode not in MODES:
             raise ControlError(f"approval mode must be auto or manual, not {mode!r}")
+        if mode == self.mode:  # nothing changes: nothing to record, as a second pause records nothing
+            return mode
         self.mode = mode
 
         def publish() -> None:

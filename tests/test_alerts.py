@@ -675,7 +675,8 @@ async def test_approval_mode_set_to_auto_again_after_manual_is_sent_at_once(tmp_
     window (another operator's console, a script), trades go out without approval once more: that is news, sent as
     the first was, not a repeat summed up at the window's end."""
     hook = await Receiver().start()
-    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST, "window_s": 3600})
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST, "window_s": 3600},
+                             engine={"approval": "manual"})
     async with engine_session(settings) as host:
         await host.engine.set_approval_mode("auto", by="ctl")
         await until(lambda: "APPROVAL_MODE" in kinds(hook), what="the first approval mode alert")

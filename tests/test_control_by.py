@@ -113,7 +113,7 @@ async def test_paper_every_change_asked_on_the_socket_says_who_asked(tmp_path, p
         flat = await ask(sock, "flatten", by="jack-flatten")
         (closing,) = flat["closing"]
         await ask(sock, "resume", confirm=True, by="ivy-rearm")
-        await ask(sock, "mode", mode="manual", by="erin-mode")
+        await ask(sock, "mode", mode="auto", by="erin-mode")  # it was manual: a change
         await ask(sock, "pause", by="dave-pause")
         await ask(sock, "resume", by="ann-resume")
         open_at_halt = await ask(sock, "order", symbol=ETH, side="buy", quantity=0.01, by="alice-order")
@@ -138,7 +138,7 @@ async def test_paper_every_change_asked_on_the_socket_says_who_asked(tmp_path, p
             ("halt", "jack-flatten"), ("flatten", "jack-flatten"), ("halt", "hank-halt")]
         assert states_by(events)[-6:] == [
             ("HALTED", "flatten", "jack-flatten"), ("RUNNING", "re-armed", "ivy-rearm"),
-            ("RUNNING", "approval mode manual", "erin-mode"), ("PAUSED", "ffe ctl pause", "dave-pause"),
+            ("RUNNING", "approval mode auto", "erin-mode"), ("PAUSED", "ffe ctl pause", "dave-pause"),
             ("RUNNING", "resume", "ann-resume"), ("HALTED", "ffe ctl halt", "hank-halt")]
         # the strategy's own orders name nobody
         assert all(e.get("by", "") == "" for e in events if e["event"] == "order" and e["reason"] == "signal"

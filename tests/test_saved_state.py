@@ -21,7 +21,7 @@ def overrides_recorded(db) -> list[dict]:
 
 
 async def test_configured_manual_approval_wins_over_auto_saved_from_the_last_run_and_is_announced(tmp_path):
-    async with engine_session(make_settings(tmp_path)) as running:
+    async with engine_session(make_settings(tmp_path, engine={"approval": "manual"})) as running:
         await running.engine.set_approval_mode("auto", by="operator")  # saved: auto
     settings = make_settings(tmp_path, engine={"approval": "manual"})
     async with engine_session(settings) as running:
