@@ -4,6 +4,7 @@ default), event type, gate and command named in the code is named on its page, a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
@@ -79,6 +80,29 @@ def test_every_event_type_is_in_audit_events_md() -> None:
     assert {"engine_state", "decision", "order", "fill", "kill_switch", "bar"} <= names
     missing = sorted(n for n in names if f"| `{n}` |" not in text)
     assert not missing, f"docs/audit-events.md lacks: {', '.join(missing)}"
+
+
+def _top_level(cell: str) -> list[str]:
+    """The names in backticks of a table cell, without what parentheses, brackets and braces hold (values, the
+    fields of a nested record)."""
+    before = None
+    while before != cell:
+        before = cell
+        cell = re.sub(r"\([^()]*\)|\[[^\[\]]*\]|\{[^{}]*\}", "", cell)
+    return re.findall(r"`([a-z_]+)`", cell)
+
+
+def test_every_event_s_fields_are_listed_in_audit_events_md_in_the_order_of_its_records() -> None:
+    """The page says a record holds `the event's fields, in the order listed`."""
+    text = page("audit-events.md")
+    differ = {}
+    for cls in vars(events).values():
+        if isinstance(cls, type) and issubclass(cls, events.Event) and cls is not events.Event:
+            (cell,) = re.findall(rf"^\| `{cls.name}` \| (.*?) \|", text, re.MULTILINE)
+            fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("ts", "seq")]
+            if _top_level(cell) != fields:
+                differ[cls.name] = (_top_level(cell), fields)
+    assert not differ, f"docs/audit-events.md (listed, recorded): {differ}"
 
 
 def test_every_gate_is_in_gates_md_in_order() -> None:
