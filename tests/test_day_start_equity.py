@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, db_rows, engine_session, make_settings, run_ffe, sample_head
+from conftest import db_rows, engine_session, make_settings, run_ffe
 from ffe_engine.clock import DAY_MS, ManualClock
 from ffe_engine.ids import IdSource
 from ffe_engine.market.csvdata import load_csv
 from ffe_engine.market.simulated import SimulatedFeed
+from test_restart_midbar import BARS, write_market
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 START_TS = 1_700_000_040_000  # 2023-11-14 22:14 UTC
@@ -104,21 +105,6 @@ async def test_the_day_begins_at_midnight_s_marks_whenever_the_clock_is_looked_a
 
 
 # ---------------------------------------------------------------------------------------------------- a restart
-BARS = 400
-
-
-def write_market(cwd: Path) -> None:
-    """The sample files' first bars, ETH/USD's starting one bar before BTC/USD's: `--max-bars n` (n bars of every
-    symbol) then ends the run after BTC/USD's candle of a bar, before ETH/USD's of the same bar."""
-    (cwd / "ETH-USD_1h.csv").write_text("".join(sample_head(ETH_CSV, BARS)))
-    header, _, *rows = sample_head(BTC_CSV, BARS)
-    (cwd / "BTC-USD_1h.csv").write_text(header + "".join(rows))
-    (cwd / "config.toml").write_text(
-        '[market]\nsource = "replay"\nreplay_files = { "BTC/USD" = "BTC-USD_1h.csv", "ETH/USD" = "ETH-USD_1h.csv" }\n'
-        '[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\ntimeframe = "1h"\nwarmup_bars = 100\napproval = "auto"\n'
-        '[venue]\nquote = "USD"\n[risk]\nmin_confidence = 0.3\n')
-
-
 def books(cwd: Path) -> dict:
     ((value,),) = db_rows(cwd / "data" / "ffe.db", "SELECT value FROM kv WHERE key = 'portfolio'")
     return json.loads(value)
