@@ -397,9 +397,9 @@ def _open_bytes(path: str) -> io.BufferedIOBase:
 
 
 def _read_text(path: str, length: int | None = None) -> str:
-    """The whole file (or its first `length` bytes) as text, read in chunks so a line longer than MAX_LINE_BYTES stops the read as soon as it
-    is seen (a file that is not candles, or a damaged one, can hold one enormous line; read at once it would take
-    its whole size in memory, several times over, before any check could run).
+    """The whole file (or its first `length` bytes) as text, read in chunks so a line longer than MAX_LINE_BYTES
+    stops the read as soon as it is seen (a file that is not candles, or a damaged one, can hold one enormous line;
+    read at once it would take its whole size in memory, several times over, before any check could run).
 
     A chunk is at most MAX_LINE_BYTES long, so any line that starts and ends inside one chunk is short enough; only
     the line still open across chunk boundaries needs counting.
