@@ -75,6 +75,59 @@ def test_config_check_refuses_a_mode_and_venue_that_no_start_would_take(tmp_path
         assert res.stdout == ""
 
 
+# (id, config.toml, .env, environment, the command, what the line says after "ffe: error: ", what it says too)
+CROSS_KEY = [
+    ("an order venue on line 2 of a paper account", 'mode = "paper"\nvenue.kind = "ccxt"\n', "", {},
+     ("config", "check"), 'config.toml:2: venue.kind = "ccxt" places real orders', 'mode = "paper" from config.toml:1'),
+    ("the same, started", 'mode = "paper"\nvenue.kind = "ccxt"\n', "", {}, ("run", "--headless"),
+     'config.toml:2: venue.kind = "ccxt" places real orders', 'mode = "paper" from config.toml:1'),
+    ("an order venue under a header, the default mode", '[venue]\nkind = "ccxt"\n', "", {}, ("config", "check"),
+     'config.toml:2: venue.kind = "ccxt" places real orders', 'mode = "paper", the default'),
+    ("an order venue from the environment", "", "", {"FFE_VENUE__KIND": "ccxt"}, ("config", "check"),
+     'environment: FFE_VENUE__KIND: venue.kind = "ccxt" places real orders', None),
+    ("an order venue from .env, started", "", "# the venue\nFFE_VENUE__KIND=ccxt\n", {}, ("run", "--headless"),
+     '.env:2: FFE_VENUE__KIND: venue.kind = "ccxt" places real orders', None),
+    ("a live account on the default venue", 'mode = "live"\n', "", {}, ("config", "check"),
+     'config.toml:1: mode = "live" needs venue.kind = "ccxt"', 'venue.kind = "paper", the default'),
+    ("the same, started live", 'mode = "live"\n', "", {}, ("run", "--headless", "--live"),
+     'config.toml:1: mode = "live" needs venue.kind = "ccxt"', None),
+    ("the same, started without --live", 'mode = "live"\n', "", {}, ("run", "--headless"),
+     'config.toml:1: mode = "live" needs the --live flag', None),
+    ("a live account from the environment on a paper venue set in config.toml", '[venue]\nkind = "paper"\n', "",
+     {"FFE_MODE": "live"}, ("config", "check"), 'environment: FFE_MODE: mode = "live" needs venue.kind = "ccxt"',
+     'venue.kind = "paper" from config.toml:2'),
+    ("--live on a paper account", 'mode = "paper"\n', "", {}, ("run", "--headless", "--live"),
+     '--live needs mode = "live"', 'mode = "paper" from config.toml:1'),
+    # The chat id a bot token needs: the token's variable is named, not the [alerts] header (which set nothing).
+    ("a bot token from the environment without a chat id", "[alerts]\n", "",
+     {"FFE_ALERTS__TELEGRAM_TOKEN": "123456:abcdefghijklmnopqrstuvwxyz"}, ("config", "check"),
+     "environment: FFE_ALERTS__TELEGRAM_TOKEN: alerts.telegram_chat_id: is needed", None),
+    ("a bot token from .env without a chat id", "", "FFE_ALERTS__TELEGRAM_TOKEN=123456:abcdefghijklmnopqrstuvwxyz\n",
+     {}, ("config", "check"), ".env:1: FFE_ALERTS__TELEGRAM_TOKEN: alerts.telegram_chat_id: is needed", None),
+]
+
+
+@pytest.mark.parametrize("config, dotenv, environ, command, starts, says", [c[1:] for c in CROSS_KEY],
+                         ids=[c[0] for c in CROSS_KEY])
+def test_a_value_refused_for_another_key_s_sake_is_blamed_on_where_it_was_set(tmp_path, config, dotenv, environ,
+                                                                               command, starts, says):
+    """A value refused for another key's sake (a mode and a venue kind that no start takes, a bot token without the
+    chat id it writes to) names where the value at fault was set (file and line, .env line and variable, or
+    variable), as every configuration error does, and where the other one was, or that it is the default."""
+    (tmp_path / "config.toml").write_text(config)
+    if dotenv:
+        (tmp_path / ".env").write_text(dotenv)
+    first = (config, command) == (CROSS_KEY[0][1], CROSS_KEY[0][4])  # the first as a real process
+    res = (run_ffe if first else ffe_in_process)(tmp_path, *command, env=ffe_env(**environ))
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("ffe: error: " + starts), line
+    if says is not None:
+        assert says in line, line
+    assert "123456:abc" not in line
+    assert res.stdout == ""
+
+
 def test_config_check_accepts_valid_key_bindings(tmp_path):
     write_config(tmp_path, '{pause = "space", kill = "X,ctrl+k"}')
     res = ffe_in_process(tmp_path, "config", "check")  # a real process checks a valid configuration below
