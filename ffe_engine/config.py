@@ -576,6 +576,13 @@ class Settings(Section):
         specific set it, and the message alone for a default."""
         return _format(_origin_at(path, self._origins), path, message, names_key=True)
 
+    def said(self, *path: str) -> str:
+        """The value at `path` and where it was set, as an aside beside another key's error says it:
+        'mode = "paper" from config.toml:1', 'venue.kind = "paper", the default'."""
+        said = f"{_dotted(path)} = {_toml_value(_get_path(self, path))}"
+        origin = self.set_at(*path)
+        return f"{said} from {origin.source}" if origin is not None else f"{said}, the default"
+
     def with_dirs(self, data_dir: str | Path | None = None, log_dir: str | Path | None = None) -> Settings:
         """A copy with the database moved under data_dir (same file name) and the logs under log_dir."""
         update: dict[str, Any] = {}
@@ -914,12 +921,15 @@ def _scan_value(text: str, depth: int, in_string: str | None) -> tuple[int, str 
 
 def check_mode(settings: Settings) -> None:
     """The mode and the venue agree: real orders only on a live account, a live account only on a real venue (what
-    `ffe config check` says of a configuration, before any start's --live flag)."""
+    `ffe config check` says of a configuration, before any start's --live flag). The line names where the value at
+    fault was set, and beside it where the other one was: either may be the one to change."""
     if settings.mode != "live" and settings.venue.kind == "ccxt":
-        raise StartError('venue.kind = "ccxt" places real orders: it needs mode = "live" and the --live flag '
-                         '(paper trading uses venue.kind = "paper", on any market source)')
+        raise StartError(settings.blame(("venue", "kind"), f'venue.kind = "ccxt" places real orders: it needs '
+                                        f'mode = "live" ({settings.said("mode")}) and the --live flag (paper '
+                                        'trading uses venue.kind = "paper", on any market source)'))
     if settings.mode == "live" and settings.venue.kind != "ccxt":
-        raise StartError('mode = "live" needs venue.kind = "ccxt"')
+        raise StartError(settings.blame(("mode",), f'mode = "live" needs venue.kind = "ccxt" '
+                                                   f'({settings.said("venue", "kind")})'))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1136,6 +1146,7 @@ def _origin_at(loc: tuple[Any, ...], origins: Mapping[Path_, Origin]) -> Origin 
 _CAUSES: dict[Path_, Path_] = {
     ("market", "replay_files"): ("market", "source"),
     ("ensemble", "providers"): ("ensemble", "min_votes"),
+    ("alerts", "telegram_chat_id"): ("alerts", "telegram_token"),
 }
 
 
@@ -1414,8 +1425,10 @@ def _validation_problems(exc: ValidationError, origins: Mapping[Path_, Origin]) 
         elif error["type"] == "extra_forbidden":
             model, depth = _model_at(loc)
             problem, names_key = _unknown_key(loc, model, depth), True
-        origin = (origin or _own_origin(loc, origins) or origins.get(_CAUSES.get(loc, ()))
-                  or _origin_for(loc, origins))
+        # A key left to its default, refused for another's sake: the other key's own source (a variable that set a
+        # whole table holding it too), not the [table] header above the default, which set neither.
+        cause = _own_origin(_CAUSES[loc], origins) if loc in _CAUSES else None
+        origin = origin or _own_origin(loc, origins) or cause or _origin_for(loc, origins)
         message = _format(origin, loc, problem, names_key)
         rank = origin.rank if origin else (3, 0)
         problems.append(((*rank, index), message, origin, _dotted(loc)))

@@ -27,9 +27,10 @@ from .venues.paper import PaperVenue
 def check_live(settings: Settings, live_flag: bool) -> bool:
     """Live trading needs mode = "live", the --live flag and a real venue, all at once. Never falls back to paper."""
     if settings.mode == "live" and not live_flag:
-        raise StartError('mode = "live" needs the --live flag on the command line')
+        raise StartError(settings.blame(("mode",), 'mode = "live" needs the --live flag on the command line'))
     if live_flag and settings.mode != "live":
-        raise StartError('--live needs mode = "live" in the configuration')
+        # The flag is the command line's own; where the mode it needs was set (or that it is the default) goes beside.
+        raise StartError(f'--live needs mode = "live" in the configuration ({settings.said("mode")})')
     check_mode(settings)
     if settings.mode != "live":
         return False
