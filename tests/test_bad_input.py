@@ -613,6 +613,47 @@ def test_an_unknown_option_points_to_the_help_that_lists_the_command_s_options(t
     assert line.endswith(f"(see `{help_of} --help`)") and line.count("(see ") == 1, line
 
 
+@pytest.mark.parametrize("args, help_of", [
+    (("audit", "tail", "--event", "nosuch"), "ffe audit tail"),
+    (("audit", "tail", "--event", ","), "ffe audit tail"),
+    (("audit", "tail", "-n", "-1"), "ffe audit tail"),
+    (("backtest",), "ffe backtest"),
+    (("backtest", "--keep", "3"), "ffe backtest"),
+    (("backtest", "--older-than", "7d", "BTC-USD_1h.csv"), "ffe backtest"),
+    (("backtest", "--yes"), "ffe backtest"),
+    (("backtest", "--records", "most", "BTC-USD_1h.csv"), "ffe backtest"),
+    (("backtest", "BTC/USD="), "ffe backtest"),
+    (("backtest", "--clean"), "ffe backtest"),
+    (("backtest", "--clean", "--keep", "-1"), "ffe backtest"),
+    (("backtest", "--clean", "--older-than", "7x"), "ffe backtest"),
+    (("backtest", "--list", "foo.csv"), "ffe backtest"),
+    (("backtest", "--list", "--clean"), "ffe backtest"),
+    (("backtest", "--list", "--report", "r.json"), "ffe backtest"),
+    (("backtest", "--list", "--keep", "3"), "ffe backtest"),
+    (("data", "download", "BTC/USDT", "--timeframe", "7x"), "ffe data download"),
+    (("data", "download", "BTC/USDT", "--since", "notadate"), "ffe data download"),
+    (("data", "download", "BTC/USDT", "--since", "2200-01-01"), "ffe data download"),
+    (("data", "download", "BTC/USDT", "--since", "2024-01-02", "--until", "2024-01-01"), "ffe data download"),
+    (("data", "download", "BTC/USDT", "BTC/USDT"), "ffe data download"),
+    (("data", "download", "BTCUSDT"), "ffe data download"),
+    (("data", "download", "BTC/USDT", "ETH/USDT", "--file", "x.csv"), "ffe data download"),
+    (("ctl", "mode", "fast"), "ffe ctl"),
+    (("report", "trades", "--last", "-1"), "ffe report trades"),
+], ids=lambda a: " ".join(a) if isinstance(a, tuple) else None)
+def test_a_bad_argument_of_a_command_points_to_the_command_s_help(tmp_path, args, help_of):
+    """A mistake in a command's arguments that the command itself finds (options that do not go together, a value
+    it cannot read) is said as argparse's own are: one line, exit 2, ending with the help that lists the options.
+    Nothing is written: the mistake is found before any file is read or made."""
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 30)))
+    first = args == ("backtest", "--clean")  # the first as a real process
+    proc = (run_ffe if first else ffe_in_process)(tmp_path, *args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    line = one_error_line(proc.stderr)
+    assert line.endswith(f"(see `{help_of} --help`)") and line.count("(see ") == 1, line
+    assert proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["BTC-USD_1h.csv"]
+
+
 @pytest.mark.parametrize("case", ["a symbol without its file", "a file that is not there"])
 def test_a_replayed_market_config_that_run_would_refuse_is_refused_by_config_check_too_naming_its_line(tmp_path,
                                                                                                       case):
