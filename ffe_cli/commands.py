@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 # the command line is said before any of it is loaded.
 from ffe_engine import fmt, present, tables
 from ffe_engine.api import COMMANDS as CONTROL
-from ffe_engine.errors import (ControlError, FfeError, Interrupted, NotADatabase, StartError, StorageError,
-                              UsageError)
+from ffe_engine.errors import (ArgumentError, ControlError, FfeError, Interrupted, NotADatabase, StartError,
+                              StorageError, UsageError)
 
 if TYPE_CHECKING:
     from ffe_engine.config import Settings
@@ -142,9 +142,12 @@ def backtest(args: argparse.Namespace) -> int:
         return backtest_runs(args)
     for option, given in (("--keep", args.keep), ("--older-than", args.older_than), ("--yes", args.yes)):
         if given not in (None, False):
-            raise UsageError(f"ffe backtest {option} goes with --clean")
+            raise ArgumentError(f"ffe backtest {option} goes with --clean")
     if not args.files:
-        raise UsageError("ffe backtest needs at least one [SYMBOL=]FILE.csv (or --list, --clean)")
+        raise ArgumentError("ffe backtest needs at least one [SYMBOL=]FILE.csv (or --list, --clean)")
+    if args.records is not None and args.records not in bt.RECORD_LEVELS:
+        # Said before the files are read and the run's folder is made, as the other options' mistakes are.
+        raise ArgumentError(f"--records must be one of {', '.join(bt.RECORD_LEVELS)}, got {args.records!r}")
     settings = settings_from(args)
     report_path = _report_path(args, settings) if args.report else None
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
@@ -312,19 +315,19 @@ def backtest_runs(args: argparse.Namespace) -> int:
     from ffe_engine import backtest_runs as past
 
     if args.list and args.clean:
-        raise UsageError("ffe backtest takes --list or --clean, not both")
+        raise ArgumentError("ffe backtest takes --list or --clean, not both")
     verb = "--list" if args.list else "--clean"
     if args.files:
-        raise UsageError(f"ffe backtest {verb} takes no files (got {args.files[0]})")
+        raise ArgumentError(f"ffe backtest {verb} takes no files (got {args.files[0]})")
     if args.records is not None or args.report is not None or args.lenient:
-        raise UsageError(f"ffe backtest {verb} takes no --records, --report or --lenient")
+        raise ArgumentError(f"ffe backtest {verb} takes no --records, --report or --lenient")
     settings = settings_from(args)
     runs = past.find_runs(settings)
     where = settings.data_dir / "backtests"
     if args.list:
         for option, given in (("--keep", args.keep), ("--older-than", args.older_than), ("--yes", args.yes)):
             if given not in (None, False):
-                raise UsageError(f"ffe backtest {option} goes with --clean, not --list")
+                raise ArgumentError(f"ffe backtest {option} goes with --clean, not --list")
         _print("\n".join(past.list_lines(runs, where)))
         return 0
     keep = past.parse_keep(args.keep) if args.keep is not None else None
@@ -414,39 +417,36 @@ TARGET_WORDS = {"approve": "an approval id", "reject": "an approval id", "mode":
                 "sold-by-hand": "the symbol of the position whose coins were sold (from `ffe ctl trades`)"}
 
 
-def _ctl_usage(message: str) -> UsageError:
-    return UsageError(f"{message} (see `ffe ctl --help`)")
-
-
 def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
     command = CONTROL[args.action]
     request: dict[str, Any] = {"by": "ctl"}
     if command.target is not None:
         if not args.target:
-            raise _ctl_usage(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.target)}")
+            raise ArgumentError(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.target)}")
         if command.target == "mode" and args.target not in ("auto", "manual"):
-            raise _ctl_usage("ffe ctl mode needs auto or manual")
+            raise ArgumentError("ffe ctl mode needs auto or manual")
         request[command.target] = args.target
     elif args.target:
-        raise _ctl_usage(f"ffe ctl {args.action} takes no argument (got {args.target!r})")
+        raise ArgumentError(f"ffe ctl {args.action} takes no argument (got {args.target!r})")
     if command.second is not None:
         if args.second not in ("filled", "canceled"):
-            raise _ctl_usage(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.second)}")
+            raise ArgumentError(f"ffe ctl {args.action} needs {TARGET_WORDS.get(args.action, command.second)}")
         request[command.second] = args.second
     elif args.second:
-        raise _ctl_usage(f"ffe ctl {args.action} takes {'one argument' if command.target else 'no argument'} "
-                         f"(got {args.second!r})")
+        raise ArgumentError(f"ffe ctl {args.action} takes {'one argument' if command.target else 'no argument'} "
+                            f"(got {args.second!r})")
     given: dict[str, Any] = {k: v for k in ("quantity", "price", "fee") if (v := getattr(args, k)) is not None}
     if getattr(args, "own_coins", False):
         given["own_coins"] = True
     for name in given:
         if name not in command.options:
             takers = [f"ffe ctl {c.name}" for c in CONTROL.values() if name in c.options]
-            raise _ctl_usage(f"--{name.replace('_', '-')} goes with {' and '.join(f'`{t}`' for t in takers)}, "
-                             f"not {args.action}")
+            raise ArgumentError(f"--{name.replace('_', '-')} goes with {' and '.join(f'`{t}`' for t in takers)}, "
+                                f"not {args.action}")
     missing = [f"--{name}" for name in command.required if name not in given]
     if missing:
-        raise _ctl_usage(f"ffe ctl {args.action} needs {' and '.join(missing)}, as the exchange's account shows them")
+        raise ArgumentError(f"ffe ctl {args.action} needs {' and '.join(missing)}, as the exchange's account shows "
+                            "them")
     request.update(given)
     if args.action == "resume":
         request["confirm"] = args.yes
@@ -605,7 +605,7 @@ def audit_tail(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     _run_beside_its_trail(settings)
     if args.lines < 0:
-        raise UsageError(f"-n must be 0 or more, got {args.lines} (see `ffe audit tail --help`)")
+        raise ArgumentError(f"-n must be 0 or more, got {args.lines}")
     return audittool.tail(settings.audit_path, args.lines, audittool.parse_events(args.event), args.json,
                           args.follow, db_path=settings.db_path)
 
@@ -639,7 +639,7 @@ def _report(args: argparse.Namespace, which: str) -> int:
 
     settings = settings_from(args)
     if args.last < 0:
-        raise UsageError(f"--last must be 0 or more, got {args.last} (see `ffe report {which} --help`)")
+        raise ArgumentError(f"--last must be 0 or more, got {args.last}")
     with audittool.reading(settings.db_path) as conn:
         if which == "providers":
             r = audittool.provider_report(conn, list(settings.ensemble.providers), args.last)

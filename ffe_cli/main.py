@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from ffe_engine.api import COMMANDS as CONTROL
-from ffe_engine.errors import FfeError, UsageError
+from ffe_engine.errors import ArgumentError, FfeError, UsageError
 from ffe_engine.market.bounds import PRICE_MAX, PRICE_MIN
 
 from . import commands
@@ -255,6 +255,13 @@ def build_parser() -> Parser:
     return parser
 
 
+def _help_of(args: argparse.Namespace | None) -> str:
+    """The help that lists the options of the command in `args`: `ffe audit tail`, `ffe backtest`, `ffe`."""
+    command = getattr(args, "command", None)
+    words = [w for w in (command, getattr(args, f"{command}_command", None)) if w] if command else []
+    return " ".join(["ffe", *words])
+
+
 def _reader_gone() -> None:
     """stdout's reader went away (`| head`): stop quietly, and keep the interpreter's last flush from failing."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -267,6 +274,7 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     given = argv
+    args: argparse.Namespace | None = None  # until parsed: a mistake found before then has its help in its line
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     try:
@@ -282,9 +290,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         if extra and listed is not None and not any(x.startswith("-") for x in extra):
             getattr(args, listed).extend(extra)
         elif extra:  # the help that lists the command's own options (`ffe --help` when no command was named)
-            command = getattr(args, "command", None) if argv is given else None
-            words = [w for w in (command, getattr(args, f"{command}_command", None)) if w] if command else []
-            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `{' '.join(['ffe', *words])} --help`)")
+            help_of = _help_of(args if argv is given else None)
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `{help_of} --help`)")
         handler: Handler | None = getattr(args, "handler", None)
         if early is not None:
             if handler is commands.run and args.headless:
@@ -296,7 +303,10 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
             return 2
         return handler(args)
     except FfeError as exc:
-        print(f"ffe: error: {exc}" if exc.exit_code != 130 else f"ffe: {exc}", file=sys.stderr)
+        message = str(exc)
+        if isinstance(exc, ArgumentError):  # found by the command, which cannot know how it was typed
+            message += f" (see `{_help_of(args)} --help`)"
+        print(f"ffe: error: {message}" if exc.exit_code != 130 else f"ffe: {message}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         _reader_gone()

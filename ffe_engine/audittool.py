@@ -35,7 +35,7 @@ from .audit import has_records
 from . import records as compact
 from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, rotated_seqs, trail_files,
                     verify_trail)
-from .errors import StorageError, UsageError, unreadable_database
+from .errors import ArgumentError, StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
 from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, open_read_only, peek_foreign,
                     refuse_foreign, refuse_not_a_file)
@@ -178,11 +178,11 @@ def parse_events(text: str | None) -> set[str] | None:
         return None
     names = {x.strip() for x in text.split(",") if x.strip()}
     if not names:
-        raise UsageError("--event needs at least one event name, e.g. --event decision,order")
+        raise ArgumentError("--event needs at least one event name, e.g. --event decision,order")
     recorded = sorted(name for name, cls in EVENT_TYPES.items() if cls.audit)  # a console-only event never is
     unknown = sorted(names - set(recorded))
     if unknown:
-        raise UsageError(f"--event: unknown event {', '.join(unknown)} (known: {', '.join(recorded)})")
+        raise ArgumentError(f"--event: unknown event {', '.join(unknown)} (known: {', '.join(recorded)})")
     return names
 
 

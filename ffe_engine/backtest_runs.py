@@ -35,7 +35,7 @@ from typing import Any
 
 from . import fmt
 from .config import Settings
-from .errors import UsageError, storage_failure
+from .errors import ArgumentError, storage_failure
 from .store import backtest_records, in_use
 
 RUN_ID = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
@@ -98,14 +98,14 @@ def parse_age(text: str) -> float:
     """`--older-than`: a whole number and a unit, m, h, d or w (30m, 12h, 7d, 2w), as seconds."""
     m = re.fullmatch(r"(\d+)([mhdw])", text.strip())
     if not m or int(m.group(1)) == 0:
-        raise UsageError(f"--older-than needs an age such as 30m, 12h, 7d or 2w, got {text!r}")
+        raise ArgumentError(f"--older-than needs an age such as 30m, 12h, 7d or 2w, got {text!r}")
     return int(m.group(1)) * AGE_UNITS[m.group(2)]
 
 
 def parse_keep(text: str) -> int:
     """`--keep`: how many of the newest runs stay, 0 or more."""
     if not text.strip().isdigit():
-        raise UsageError(f"--keep needs a whole number of runs, 0 or more, got {text!r}")
+        raise ArgumentError(f"--keep needs a whole number of runs, 0 or more, got {text!r}")
     return int(text)
 
 
@@ -161,7 +161,7 @@ def to_clean(runs: list[Run], *, keep: int | None, older_than_s: float | None, n
     """The runs `--clean` removes: past the newest `keep`, and (if given) begun more than `older_than_s` ago;
     never one running now."""
     if keep is None and older_than_s is None:
-        raise UsageError("ffe backtest --clean needs --keep N or --older-than AGE (or both)")
+        raise ArgumentError("ffe backtest --clean needs --keep N or --older-than AGE (or both)")
     chosen = runs[:max(0, len(runs) - keep)] if keep is not None else list(runs)
     if older_than_s is not None:
         chosen = [r for r in chosen if (now - r.started).total_seconds() > older_than_s]

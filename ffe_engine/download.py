@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol, TextIO
 
 from .clock import WallClock, format_timeframe, timeframe_ms
 from .config import allowed_timeframe, is_symbol
-from .errors import FfeError, UsageError
+from .errors import ArgumentError, FfeError, UsageError
 from .market.bounds import candle_problem, time_problem
 from .market.csvdata import CandleSeries, CsvError, find_gaps, iso, load_csv
 from .market.ohlcv import Page, candles_from, page_size
@@ -52,6 +52,11 @@ class DownloadInputError(UsageError):
     """Bad input from the operator (exchange, timeframe, date, symbol, file): one line, exit code 2."""
 
 
+class DownloadArgumentError(DownloadInputError, ArgumentError):
+    """A mistake in the command's own arguments (a timeframe, a date, a symbol, --file with several symbols), not in
+    a file or an exchange they name: the line ends with `ffe data download --help`."""
+
+
 class DownloadError(FfeError):
     """The exchange or the network failed: one line, exit code 1. What was written so far stays valid."""
 
@@ -66,7 +71,7 @@ def parse_date(text: str, option: str) -> int:
     try:
         dt = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise DownloadInputError(f"{option}: {text!r} is not a date such as 2024-01-01 or 2024-01-01T12:00")
+        raise DownloadArgumentError(f"{option}: {text!r} is not a date such as 2024-01-01 or 2024-01-01T12:00")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int((dt - _EPOCH).total_seconds() * 1000)
@@ -449,23 +454,23 @@ class Request:
         DownloadInputError with one line."""
         # The timeframes engine.timeframe takes, as the configuration checks them.
         if not allowed_timeframe(self.timeframe):
-            raise DownloadInputError(f"--timeframe: bad timeframe {self.timeframe!r}: expected Nm, Nh or Nd, from 1m "
-                                     "to 7d, like '1h'")
+            raise DownloadArgumentError(f"--timeframe: bad timeframe {self.timeframe!r}: expected Nm, Nh or Nd, "
+                                        "from 1m to 7d, like '1h'")
         since = parse_date(self.since, "--since") if self.since is not None else None
         problem = time_problem(since, f"--since: {self.since!r}") if since is not None else None
         if problem is not None:  # the exchange has no candle there, and the file could not hold one
-            raise DownloadInputError(problem)
+            raise DownloadArgumentError(problem)
         until = parse_date(self.until, "--until") if self.until is not None else None
         if since is not None and until is not None and until <= since:
-            raise DownloadInputError(f"--until {self.until} is not after --since {self.since}")
+            raise DownloadArgumentError(f"--until {self.until} is not after --since {self.since}")
         if not self.symbols or len(set(self.symbols)) != len(self.symbols):
-            raise DownloadInputError("name each symbol once, e.g. BTC/USDT ETH/USDT")
+            raise DownloadArgumentError("name each symbol once, e.g. BTC/USDT ETH/USDT")
         for symbol in self.symbols:
             if not is_symbol(symbol):
-                raise DownloadInputError(f"{symbol!r} is not a BASE/QUOTE symbol such as 'BTC/USDT'")
+                raise DownloadArgumentError(f"{symbol!r} is not a BASE/QUOTE symbol such as 'BTC/USDT'")
         if self.file is not None:
             if len(self.symbols) != 1:
-                raise DownloadInputError("--file takes one symbol; use --out DIR for several")
+                raise DownloadArgumentError("--file takes one symbol; use --out DIR for several")
             plan = [(self.symbols[0], self.file)]
         else:
             plan = [(s, self.out_dir / candle_file_name(s, self.timeframe, self.exchange.id)) for s in self.symbols]

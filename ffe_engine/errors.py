@@ -23,6 +23,12 @@ class UsageError(FfeError):
     exit_code = 2
 
 
+class ArgumentError(UsageError):
+    """A mistake in a command's arguments that the command finds itself (options that do not go together, a value it
+    cannot read): `ffe_cli.main` ends the line with the command's `--help`, as it does argparse's own mistakes, since
+    only it knows which command was typed."""
+
+
 class StartError(FfeError):
     """The engine cannot start as configured (live without --live, a held data directory, missing credentials)."""
 

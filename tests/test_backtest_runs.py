@@ -161,7 +161,7 @@ def test_a_run_being_written_now_is_listed_as_running_and_never_removed(runs_dir
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
     proc = (run_ffe if args == ("--clean",) else ffe_in_process)(tmp_path, "backtest", *args)  # the first: a process
-    assert one_error_line(proc) == f"ffe: error: {says}"
+    assert one_error_line(proc) == f"ffe: error: {says} (see `ffe backtest --help`)"
 
 
 def test_list_of_a_directory_without_runs_says_so(tmp_path):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
 from ..clock import DAY_MS, format_timeframe, timeframe_ms as parse_timeframe
-from ..errors import FfeError
+from ..errors import ArgumentError, FfeError
 from ..model import Candle
 from . import bounds
 
@@ -97,6 +97,11 @@ class CsvError(FfeError, ValueError):
         self.reason = reason
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {reason}")
+
+
+class CsvArgumentError(CsvError, ArgumentError):
+    """A market data argument of the wrong form (`BTC/USD=`), before any file: a mistake on the command line, whose
+    line ends with the command's --help."""
 
 
 class CandleSeries:
@@ -217,7 +222,7 @@ def parse_symbol_arg(arg: str) -> tuple[str, Path]:
         symbol, _, file = arg.partition("=")
         symbol = symbol.strip()
         if not symbol or not file:
-            raise CsvError(repr(arg), None, "bad market data argument: expected SYMBOL=FILE or FILE")
+            raise CsvArgumentError(repr(arg), None, "bad market data argument: expected SYMBOL=FILE or FILE")
         return symbol, Path(file)
     return symbol_from_filename(arg), Path(arg)
 
