@@ -139,6 +139,54 @@ async def test_a_notice_whose_answer_was_lost_to_a_stop_is_told_again_after_the_
     await hook.stop()
 
 
+async def test_an_alert_read_for_delivery_when_the_outbox_is_trimmed_is_delivered_not_counted_dropped(tmp_path,
+                                                                                                    log_lines):
+    """The delivery has read the next alert from the outbox but not yet begun to send it when the ticker trims the
+    full outbox (on a busy machine the tasks resume in any order): that alert is on its way, so another is dropped.
+    An alert counted dropped (in the status, the log and the notice) is never delivered, and one delivered is never
+    counted dropped."""
+    db = tmp_path / "ffe.db"
+    hook = await Receiver().start()
+    async with a_run(db, hook, outbox_max=1) as run:
+        store = run.store
+        read, trim = store.next_alert, store.trim_alerts
+        second_raised, trimmed = False, asyncio.Event()
+
+        async def trim_seen(*args: Any, **kwargs: Any) -> Any:
+            after_the_second = second_raised  # begun once the second alert was raised: it trims the outbox full
+            dropped_rows = await trim(*args, **kwargs)
+            if after_the_second:
+                trimmed.set()
+            return dropped_rows
+
+        async def read_then_the_ticker_trims(*args: Any, **kwargs: Any) -> Any:
+            nonlocal second_raised
+            alert = await read(*args, **kwargs)
+            if alert is not None and alert["text"] == "warning 0" and not second_raised:
+                await raise_warnings(run, 1, first=1)  # the outbox over outbox_max now
+                second_raised = True
+                await trimmed.wait()  # the delivery task resumes only after the ticker's trim
+            return alert
+
+        store.next_alert, store.trim_alerts = read_then_the_ticker_trims, trim_seen
+        await raise_warnings(run, 1)
+        # Nothing left to deliver or to tell: each alert delivered, or dropped and told by a recorded notice.
+        await until(lambda: trimmed.is_set() and not db_value(
+            db, "SELECT COUNT(*) FROM alert_outbox WHERE status = 'pending' OR status = 'dropped' AND told_ts IS NULL"),
+            what="the outbox delivered and its dropped alerts told")
+        status = run.status_dict()["webhook"]
+    delivered = [r.body["text"] for r in hook.delivered if r.body["kind"] == "TEST"]
+    counted = [t for (t,) in db_rows(db, "SELECT text FROM alert_outbox WHERE status = 'dropped' ORDER BY id")]
+    assert delivered == ["warning 0"], delivered  # the one on its way; the later one dropped for it
+    assert counted == ["warning 1"], counted
+    assert status["dropped"] == len(counted) == dropped(db), status
+    told = [line for line in log_lines if "alert dropped from the full outbox" in line]
+    assert len(told) == 1 and "warning 1" in told[0], told
+    [notice] = notices(hook)
+    assert "ffe dropped 1 undelivered alert(s)" in notice, notice
+    await hook.stop()
+
+
 async def test_dropped_alerts_of_a_database_from_before_the_count_was_kept_are_told_and_every_row_kept(tmp_path):
     """A schema version 3 database (an old account, an old backup) opens: its outbox rows are all kept, and the
     alerts it had dropped, which nothing says were told, are told once."""
