@@ -380,7 +380,6 @@ class ChannelStatus:
     sent: int = 0
     failures: int = 0
     dropped: int = 0  # every alert the outbox dropped for the channel, in every run (read from the outbox at start)
-    sending: int | None = None  # the outbox id of the alert on the wire (through its retries): never trimmed
     last_success: float | None = None
     last_error: str = ""
     ok: bool = True
@@ -607,7 +606,8 @@ class Notifier:
                     await self.store.flush(audit_first=False)  # not held up by a stalled audit trail
                 for c in self.channels:
                     st = self.status[c.name]
-                    dropped = await self.store.trim_alerts(c.name, self.cfg.outbox_max, sparing=st.sending)
+                    # Never the alert the delivery has taken (Store.next_alert): it is on its way, not dropped.
+                    dropped = await self.store.trim_alerts(c.name, self.cfg.outbox_max)
                     for row in dropped:  # what it said, where the notice says to look for it
                         log.warning("alert dropped from the full outbox", channel=c.name, kind=row["kind"],
                                     severity=row["severity"], raised=fmt.iso(row["created_ts"]), text=row["text"])
@@ -640,13 +640,9 @@ class Notifier:
                     pass
                 continue
             attempts = alert["attempts"]
-            # An alert dropped from under its delivery would be sent all the same, and counted among those the
-            # channel never got.
-            st.sending = alert["id"]
             try:
                 attempts = await self._send_with_retries(channel, alert, st)
             except DeliveryFailed as exc:
-                st.sending = None
                 attempts = alert["attempts"] + self.cfg.retry_attempts
                 st.ok = False
                 await self.store.alert_failed(alert["id"], attempts, str(exc))
@@ -669,7 +665,6 @@ class Notifier:
                     log.warning("alerts delivered without their sent mark fill the file that keeps them: the rest "
                                 "wait in the outbox for a start that can write", channel=channel.name)
                     return
-            st.sending = None
             st.sent += 1
             st.pending = max(0, st.pending - 1)
             st.last_success = sent_ts

@@ -843,6 +843,9 @@ class Store:
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
         # transaction must not interleave with another's.
         self._lock = asyncio.Lock()
+        # The outbox id of the alert each channel's delivery has taken (next_alert) and not yet marked sent or
+        # failed: on its way, so never trimmed (a dropped alert must be one the channel never gets).
+        self._on_wire: dict[str, int] = {}
 
     # ---------------------------------------------------------------- lifecycle
     @staticmethod
@@ -1514,13 +1517,21 @@ class Store:
         self._alerts.append((channel, key, kind, severity, text, ts, engine))
 
     async def next_alert(self, channel: str, skip: Collection[int] = ()) -> dict[str, Any] | None:
-        """The channel's oldest undelivered alert, but for those in `skip` (delivered, their mark not written)."""
+        """The channel's oldest undelivered alert, but for those in `skip` (delivered, their mark not written), taken
+        to be sent: trim_alerts spares it until alert_sent or alert_failed says its delivery is over. Read and taken
+        under the lock the trim holds, so no trim falls between the two (the delivery resumes after the read at any
+        time on a busy machine: an alert dropped meanwhile would be delivered all the same, and counted dropped)."""
         ids = sorted(skip)
-        cur = await self.conn.execute(
-            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alert_outbox WHERE channel = ? AND status = 'pending' "
-            f"AND id NOT IN ({', '.join('?' * len(ids))}) ORDER BY id LIMIT 1", (channel, *ids))
-        row = await cur.fetchone()
-        return dict(zip(_ALERT_COLUMNS, row)) if row else None
+        async with self._lock:
+            cur = await self.conn.execute(
+                f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alert_outbox WHERE channel = ? AND status = 'pending' "
+                f"AND id NOT IN ({', '.join('?' * len(ids))}) ORDER BY id LIMIT 1", (channel, *ids))
+            row = await cur.fetchone()
+            if row is None:
+                self._on_wire.pop(channel, None)
+                return None
+            self._on_wire[channel] = int(row[0])
+        return dict(zip(_ALERT_COLUMNS, row))
 
     async def outbox_rows(self, ids: Collection[int]) -> list[dict[str, Any]]:
         """The outbox's rows of these ids (those still there), with their status."""
@@ -1546,26 +1557,38 @@ class Store:
         return [(str(k), str(kind), str(sev), str(text), float(ts)) for k, kind, sev, text, ts in rows]
 
     async def alert_sent(self, alert_id: int, attempts: int, ts: float) -> None:
-        await self._write("UPDATE alert_outbox SET status = 'sent', attempts = ?, sent_ts = ? WHERE id = ?",
-                          (attempts, ts, alert_id), audit_first=False)
+        try:
+            await self._write("UPDATE alert_outbox SET status = 'sent', attempts = ?, sent_ts = ? WHERE id = ?",
+                              (attempts, ts, alert_id), audit_first=False)
+        finally:
+            self._off_the_wire(alert_id)
 
     async def alert_failed(self, alert_id: int, attempts: int, error: str) -> None:
-        await self._write("UPDATE alert_outbox SET attempts = ?, last_error = ? WHERE id = ?",
-                          (attempts, error[:200], alert_id), audit_first=False)
+        try:
+            await self._write("UPDATE alert_outbox SET attempts = ?, last_error = ? WHERE id = ?",
+                              (attempts, error[:200], alert_id), audit_first=False)
+        finally:
+            self._off_the_wire(alert_id)
 
-    async def trim_alerts(self, channel: str, keep: int, sparing: int | None = None) -> list[dict[str, Any]]:
+    def _off_the_wire(self, alert_id: int) -> None:
+        """The delivery of an alert taken by next_alert is over: the trim may drop it again if it is pending."""
+        for channel in [c for c, i in self._on_wire.items() if i == alert_id]:
+            del self._on_wire[channel]
+
+    async def trim_alerts(self, channel: str, keep: int) -> list[dict[str, Any]]:
         """Bound the outbox: beyond `keep` undelivered alerts, the least severe are marked dropped, the oldest of
-        them first (a page goes only when `keep` pages are newer). `sparing`: the id of the alert on the wire, never
-        dropped (it counts toward `keep`). The alerts dropped (kind, severity, text, created_ts), oldest first."""
-        spared = -1 if sparing is None else sparing
+        them first (a page goes only when `keep` pages are newer). The alert on the wire (taken by next_alert, its
+        delivery not over) is never dropped; it counts toward `keep`. The alerts dropped (kind, severity, text,
+        created_ts), oldest first."""
         async with self._lock:
+            sparing = self._on_wire.get(channel)  # read under the lock next_alert takes it under
             await self._flush_locked()
             async with self._tx():
                 cur = await self.conn.execute(
                     "SELECT id, kind, severity, text, created_ts FROM alert_outbox WHERE id IN (SELECT id FROM "
                     "alert_outbox WHERE channel = ? AND status = 'pending' AND id != ? ORDER BY CASE severity WHEN "
                     "'page' THEN 0 WHEN 'warn' THEN 1 ELSE 2 END, id DESC LIMIT -1 OFFSET ?) ORDER BY id",
-                    (channel, spared, keep if sparing is None else max(0, keep - 1)))
+                    (channel, -1 if sparing is None else sparing, keep if sparing is None else max(0, keep - 1)))
                 rows = await cur.fetchall()
                 await self.conn.executemany("UPDATE alert_outbox SET status = 'dropped' WHERE id = ?",
                                             [(r[0],) for r in rows])
