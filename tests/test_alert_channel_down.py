@@ -63,6 +63,17 @@ async def a_run(db: Any, hook: Receiver, **alerts: Any) -> AsyncIterator[Notifie
         await store.close()
 
 
+def round_failed(db: Any, text: str) -> bool:
+    """A round of tries of the alert saying `text` failed, and was recorded: its delivery is over (the outbox's lock
+    is let go after the record, and a trim takes that lock)."""
+    return bool(db_value(db, "SELECT attempts FROM alert_outbox WHERE text = ?", (text,)))
+
+
+def logged_drops(lines: list[str]) -> int:
+    """The drops said in the log, each with its text (written once the trim that dropped it has been recorded)."""
+    return sum("alert dropped from the full outbox" in line for line in lines)
+
+
 async def raise_warnings(notifier: Notifier, n: int, first: int = 0) -> None:
     for i in range(first, first + n):
         notifier.raise_alert(Alert("TEST", f"TEST:{i}", "warn", f"warning {i}"))
@@ -77,13 +88,20 @@ async def test_alerts_dropped_before_a_restart_are_told_once_when_the_channel_ta
     db = tmp_path / "ffe.db"
     hook = await Receiver().start()
     hook.fail_with = 503
-    async with a_run(db, hook, outbox_max=3) as first:
-        await raise_warnings(first, 7)
-        await until(lambda: dropped(db) == 4, what="run 1's outbox trimmed")
-    async with a_run(db, hook, outbox_max=3) as second:
+    # While the channel is down each run's first round of tries fails, then the channel is left alone (a long
+    # retry_max_s): the outbox is filled once that round has failed, so no alert is on the wire when it is trimmed
+    # (the one on the wire is spared, and another dropped for it).
+    down = {"outbox_max": 3, "retry_max_s": 60.0}
+    async with a_run(db, hook, **down) as first:
+        await raise_warnings(first, 1)
+        await until(lambda: round_failed(db, "warning 0"), what="run 1's first round of tries failed")
+        await raise_warnings(first, 6, first=1)
+        await until(lambda: dropped(db) == 4 and logged_drops(log_lines) == 4, what="run 1's outbox trimmed")
+    async with a_run(db, hook, **down) as second:
         assert second.status_dict()["webhook"]["dropped"] == 4  # counted from the outbox at start
+        await until(lambda: round_failed(db, "warning 4"), what="run 2's first round of tries failed")
         await raise_warnings(second, 2, first=7)
-        await until(lambda: dropped(db) == 6, what="run 2's outbox trimmed")
+        await until(lambda: dropped(db) == 6 and logged_drops(log_lines) == 6, what="run 2's outbox trimmed")
     log = "\n".join(log_lines)
     hook.fail_with = None
     async with a_run(db, hook, outbox_max=3) as third:
