@@ -188,8 +188,12 @@ async def test_a_pending_approval_shows_its_size_and_price_on_screen_at_every_si
         aid = next(iter(table.rows)).value
         qty, price = str(table.get_cell(aid, "qty")), str(table.get_cell(aid, "price"))
 
-        def row_on_screen() -> str | None:  # the pane's row (the log may name the approval too)
-            return next((ln for ln in screen_text(app).splitlines() if aid in ln and qty in ln), None)
+        def row_on_screen() -> str | None:
+            # The pane's row, read within the pane: the log names the approval too, with its quantity and price,
+            # and on a busy machine its line may be drawn before the pane's row is.
+            lines, region = screen_text(app).splitlines(), table.content_region
+            rows = (lines[y][region.x:region.right] for y in range(region.y, min(region.bottom, len(lines))))
+            return next((ln for ln in rows if aid in ln and qty in ln), None)
 
         row = await until(pilot, row_on_screen, f"the approval's row on screen with its quantity {qty}")
         assert price in row and re.search(r"\b\d+(m\d+)?s\b", row.replace(aid, "")), row
