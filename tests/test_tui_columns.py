@@ -14,7 +14,7 @@ import pytest
 from ffe_engine.clock import ManualClock
 from ffe_engine.ids import IdSource
 from ffe_tui.panes import KeyedTable
-from test_tui_helpers import SIZE_IDS, SIZES, console, screen_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, bars_taken, console, screen_text, until
 
 DAY_MS = 86_400_000
 
@@ -98,7 +98,8 @@ async def test_every_table_shows_each_figure_whole_and_apart(tmp_path, size):
     app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False}, clock=ManualClock(),
                   ids=IdSource(seed=7))
     async with app.run_test(size=size) as pilot:
-        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60)
+        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60,
+                    progress=lambda: bars_taken(app))
         engine = app.engine
         real = engine.snapshot
         assert real()["positions"], "the seeded market holds a position (its fields are the template)"

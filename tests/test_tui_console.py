@@ -19,8 +19,8 @@ from ffe_engine.events import EVENT_TYPES
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_tui.app import HISTORY_LINES, LOG_LINES
 from ffe_tui.state import EVENT_NAMES
-from test_tui_helpers import (SIZE_IDS, SIZES, audit_path, console, db_path, running, screen_text, status_text,
-                              until)
+from test_tui_helpers import (SIZE_IDS, SIZES, audit_path, bars_taken, console, db_path, running, screen_text,
+                              status_text, until)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
@@ -430,7 +430,8 @@ async def test_at_200x50_the_gates_pane_shows_every_value_limit_and_its_title_wh
     not "closed …") and what the gates were checked for, where 120 columns must shorten them."""
     app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False})
     async with app.run_test(size=(200, 50)) as pilot:
-        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60)
+        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60,
+                    progress=lambda: bars_taken(app))
         gates = app.view.gates
         assert gates, "the seeded market evaluates an order (relied on)"
         await until(pilot, lambda: "closed or probe" in screen_text(app), "the BREAKER_OPEN limit in full")

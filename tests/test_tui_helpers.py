@@ -61,19 +61,30 @@ def said_since(app: ConsoleApp, before: set[str], words: str) -> bool:
     return any(words in str(n.message) for n in list(app._notifications) if n.identity not in before)
 
 
-async def until(pilot, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Let the app run until predicate() is truthy; fail after `timeout` seconds (a hang, never a speed check)."""
+async def until(pilot, predicate: Callable[[], Any], what: str, timeout: float = 30.0,
+                progress: Callable[[], Any] | None = None) -> Any:
+    """Let the app run until predicate() is truthy; fail after `timeout` seconds (a hang, never a speed check).
+    With `progress` (the bars taken so far, say), a hang is `timeout` seconds without it changing: a busy machine
+    takes longer over a market of many bars, and is waited for while it goes on."""
     deadline = time.monotonic() + timeout
+    seen = progress() if progress is not None else None
     while True:
         value = predicate()
         if value:
             return value
         if not pilot.app.is_running:  # it will not come now: say why the console ended
             raise AssertionError(f"the console ended before {what}: {pilot.app.start_error or 'no start error'}")
+        if progress is not None and (now := progress()) != seen:
+            seen, deadline = now, time.monotonic() + timeout
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n--- screen ---\n"
                                  f"{screen_text(pilot.app)}")
         await pilot.pause(0.05)
+
+
+def bars_taken(app: ConsoleApp) -> int:
+    """The bars the console's engine has taken so far (its progress over the market)."""
+    return app.engine.bars if app.engine is not None else 0
 
 
 async def running(pilot) -> None:

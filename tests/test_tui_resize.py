@@ -16,7 +16,7 @@ from ffe_engine.clock import ManualClock
 from ffe_engine.ids import IdSource
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_tui.app import ConsoleApp
-from test_tui_helpers import START_TS, screen_text, until
+from test_tui_helpers import START_TS, bars_taken, screen_text, until
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 PANES = ("status", "positions", "approvals", "breaker", "votes", "gates")
@@ -46,7 +46,8 @@ def panes_text(app: ConsoleApp) -> dict[str, str]:
 async def _ended(pilot) -> None:
     app = pilot.app
     await until(pilot, lambda: app.feed_ended and app.view.decisions.keys() == set(SYMBOLS)
-                and "STOPPED" in screen_text(app), "the market to end with a decision for every symbol", timeout=60)
+                and "STOPPED" in screen_text(app), "the market to end with a decision for every symbol", timeout=60,
+                progress=lambda: bars_taken(app))
     await pilot.pause(0.3)
 
 

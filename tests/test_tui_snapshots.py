@@ -13,7 +13,7 @@ import asyncio
 from ffe_engine.clock import ManualClock
 from ffe_engine.ids import IdSource
 from ffe_engine.market.simulated import SimulatedFeed
-from test_tui_helpers import SIZE_IDS, SIZES, console, screen_text, until
+from test_tui_helpers import SIZE_IDS, SIZES, bars_taken, console, screen_text, until
 
 # The largest terminal an operator is likely to give it as well: the layout must use the room, not leave it blank.
 SNAP_SIZES = [*SIZES, (200, 50)]
@@ -22,7 +22,8 @@ SNAP_SIZE_IDS = [*SIZE_IDS, "200x50"]
 
 async def _settled(pilot) -> None:
     app = pilot.app
-    await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60)
+    await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60,
+                progress=lambda: bars_taken(app))
     await pilot.press("slash", *"kill_switch", "enter")
     await until(pilot, lambda: "filter: kill_switch" in screen_text(app), "the log filter")
 
@@ -78,7 +79,8 @@ def test_view(tmp_path, view, size, snap_compare):
         app = pilot.app
         if view == "orders":
             await an_open_order(pilot)
-        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60)
+        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60,
+                progress=lambda: bars_taken(app))
         await pilot.press(key)
         await until(pilot, lambda: shown in screen_text(app), f"the {view} view")
         if view in ("trades", "orders"):  # the table filled from the next snapshot, not only its headings
