@@ -7,6 +7,7 @@ those values."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -151,9 +152,16 @@ async def test_the_votes_pane_shows_each_symbol_s_votes_whole_or_names_those_lef
     feed = SimulatedFeed(symbols, settings.engine.timeframe_ms, seed=7, clock=clock, speed=8.0, start_ts=START_TS)
     app = ConsoleApp(settings, feed=feed, clock=clock)
     async with app.run_test(size=size) as pilot:
-        await until(pilot, lambda: app.pane_visible("votes") and "final" in screen_text(app), "every symbol's votes",
-                    timeout=60)
-        await pilot.pause(0.5)
+        # Every symbol's votes in, and the pane drawn from them: the first symbol's "final" row alone is on screen
+        # while the later symbols' decisions of the bar are still coming (a busy machine: "+3" of five left out).
+        def drawn_from_every_symbol() -> bool:  # the symbols shown, and those the header counts as left out
+            header = next((ln for ln in screen_text(app).split("\n") if ln.lstrip(" │").startswith("prov")), "")
+            left_out = re.search(r"\+(\d+)", header)
+            return sum(s in header for s in symbols) + (int(left_out.group(1)) if left_out else 0) == len(symbols)
+
+        await until(pilot, lambda: app.pane_visible("votes") and "final" in screen_text(app)
+                    and app.view.decisions.keys() == set(symbols) and drawn_from_every_symbol(),
+                    "every symbol's votes", timeout=60, progress=lambda: len(app.view.decisions))
         text = screen_text(app)
         top = [line for line in text.split("\n") if line.lstrip(" │").startswith("prov")]
         rows = [line for line in text.split("\n") if line.lstrip(" │").startswith(("trend", "momentum", "final"))]
