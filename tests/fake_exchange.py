@@ -30,7 +30,9 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "slow": hold the request for `seconds` before running it, then answer normally;
 - "5xx_executed": run the request, then answer `status` (503 by default) with a gateway error page;
 - "5xx_not_executed": answer `status` without running the request;
-- "429" / "418": answer Binance's rate-limit error with a Retry-After header (`retry_after` seconds);
+- "429" / "418": answer Binance's rate-limit error with a Retry-After header (`retry_after` seconds): by default code
+  -1003, the address's request weight (418: the address banned), or the Binance `code` given, e.g. -1015 ("Too
+  many new orders", the account's limit on new orders, with its own message unless `msg` is given);
 - "not_found_once": answer "Order does not exist." (-2013, GET) or "Unknown order sent." (-2011, DELETE) although
   the order exists, as Binance can for a moment after creating it;
 - "error": answer `status` with Binance error `code` and `msg` without running the request;
@@ -92,6 +94,7 @@ LISTINGS: dict[str, dict[str, Any]] = {
 }
 
 OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+ORDER_LIMIT = -1015  # Binance's code for the account's limit on new orders ("Too many new orders")
 STALE = web.RequestKey("stale", float)  # answered from the books before a change less than this many seconds old
 LATER = web.RequestKey("later", float)  # a market order the request places fills this many seconds later
 INTERVAL_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -175,8 +178,8 @@ class Fault:
     retry_after: int = 1
     seconds: float = 30.0
     execute: bool = True
-    code: int = -1000
-    msg: str = "An unknown error occurred while processing the request."
+    code: int | None = None  # "error": -1000 when None; "429"/"418": -1003 when None
+    msg: str | None = None  # "error": Binance's unknown error when None; "429"/"418": the code's own message
     trade: int | None = None  # trade_twice, extra_trade: the id of the trade listed again (None: the first)
     shuffle: bool = False  # trade_twice, extra_trade: the list answered newest first
     ids: bool = True  # trade_twice: False answers the trades without their ids
@@ -438,9 +441,16 @@ class FakeBinance:
             return web.Response(status=f.status, text=f"<html><body><h1>{f.status} Service Unavailable</h1>"
                                                       "</body></html>", content_type="text/html")
         if f.kind in ("429", "418"):
-            msg = ("Too many requests; current limit of IP is 6000 requests per minute." if f.kind == "429"
-                   else "Way too many requests; IP banned until later.")
-            resp = self._error(int(f.kind), -1003, msg)
+            code = f.code if f.code is not None else -1003
+            if f.msg is not None:
+                msg = f.msg
+            elif code == ORDER_LIMIT:
+                msg = "Too many new orders; current limit is 100 orders per 10 SECOND."
+            elif f.kind == "429":
+                msg = "Too many requests; current limit of IP is 6000 requests per minute."
+            else:
+                msg = "Way too many requests; IP banned until later."
+            resp = self._error(int(f.kind), code, msg)
             resp.headers["Retry-After"] = str(f.retry_after)
             return resp
         if f.kind == "stale":
@@ -479,7 +489,8 @@ class FakeBinance:
             if request.method == "DELETE":
                 return self._error(400, -2011, "Unknown order sent.")
             return self._error(400, -2013, "Order does not exist.")
-        return self._error(f.status, f.code, f.msg)  # "error"
+        return self._error(f.status, f.code if f.code is not None else -1000,  # "error"
+                           f.msg if f.msg is not None else "An unknown error occurred while processing the request.")
 
     def _list_again(self, trades: list[dict[str, Any]], f: Fault) -> None:
         """One of `trades` listed a second time, as the fault `f` says (see the module docstring)."""

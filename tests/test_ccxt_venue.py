@@ -395,6 +395,61 @@ async def test_a_long_retry_after_holds_every_request_to_the_venue(fx, venue, wa
     assert len(fx.requests) == sent and waits.seconds == []
 
 
+def every_request(venue) -> list:
+    """A read, a lookup, a cancel and an order of each kind the engine sends."""
+    return [lambda: venue.fetch_ohlcv(BTC, "1m", None, 2), venue.fetch_balance,
+            lambda: venue.fetch_order("h-1", BTC), lambda: venue.fetch_open_orders(BTC),
+            lambda: venue.cancel_order("h-1", BTC), lambda: venue.last_price(BTC),
+            lambda: venue.create_order(buy("h-2"))]
+
+
+@pytest.mark.parametrize("kind, code", [("418", None), ("429", -1003), ("429", -1034)],
+                         ids=["ban", "request-weight", "not-told"])
+async def test_a_ban_or_a_request_limit_on_an_order_holds_every_request_to_the_venue(fx, venue, waits, kind, code):
+    """Binance's 418 bans the address, its 429 -1003 is the address's request weight used up: both cover every
+    request, and the exchange lengthens the ban for each one sent during it. An order refused so (or with a rate
+    limit not known to be on orders only) holds reads, lookups, cancels and orders alike, as a read's would."""
+    fx.fault(POST_ORDER, kind, retry_after=600, **({} if code is None else {"code": code}))
+    with pytest.raises(VenueUnavailable) as refused:
+        await venue.create_order(buy("b-1"))
+    assert refused.value.retry_after == 600 and not isinstance(refused.value, OrderInDoubt)
+    assert venue.requests_held_until() is not None  # stored by the engine: a restart within it sends nothing
+    sent = len(fx.requests)
+    for call in every_request(venue):
+        with pytest.raises(VenueUnavailable) as info:
+            await call()
+        assert info.value.retry_after is not None and 0 < info.value.retry_after <= 600
+        assert not info.value.sent and not isinstance(info.value, OrderInDoubt)
+    assert len(fx.requests) == sent and waits.seconds == [] and fx.orders == []
+    waits.t += 600  # the Retry-After is over: requests go again
+    assert venue.requests_held_until() is None
+    assert (await venue.fetch_balance())["USDT"] == 10_000.0
+    assert len(fx.requests) == sent + 1
+
+
+async def test_an_order_count_limit_on_an_order_leaves_every_other_request_free(fx, venue, waits):
+    """Binance's 429 -1015 ("Too many new orders") is the account's limit on new orders, seconds up to a day long:
+    it holds no read, lookup or cancel (the order path holds the orders)."""
+    resting = await venue.create_order(buy("r-1", type="limit", price=20_000.0))
+    assert resting.status == "open"
+    fx.fault(POST_ORDER, "429", retry_after=86_400, code=-1015)
+    with pytest.raises(VenueUnavailable) as refused:
+        await venue.create_order(buy("n-1"))
+    assert refused.value.retry_after == 86_400 and "Too many new orders" in str(refused.value), refused.value
+    assert venue.requests_held_until() is None
+    sent = len(fx.requests)
+    assert len(await venue.fetch_ohlcv(BTC, "1m", None, 2)) == 2
+    assert (await venue.fetch_balance())["USDT"] > 0
+    assert (await venue.fetch_order("r-1", BTC)).status == "open"
+    assert [o.client_order_id for o in await venue.fetch_open_orders(BTC)] == ["r-1"]
+    assert (await venue.cancel_order("r-1", BTC)).status == "canceled"
+    assert fx.open_order("r-1") is None
+    routes = [r.route for r in fx.requests[sent:]]
+    for route in ("GET /api/v3/klines", "GET /api/v3/account", GET_ORDER, "GET /api/v3/openOrders", DELETE_ORDER):
+        assert route in routes, routes
+    assert waits.seconds == []
+
+
 async def test_a_short_retry_after_is_waited_for_by_the_next_request(fx, venue, waits):
     fx.fault("GET /api/v3/klines", "429", retry_after=600)
     with pytest.raises(VenueUnavailable):

@@ -225,6 +225,17 @@ async def test_rate_limit_answers_carry_retry_after(fx, ex, kind):
     assert fx.orders == []
 
 
+@pytest.mark.parametrize("kind, code, said", [("429", None, -1003), ("418", None, -1003), ("429", -1015, -1015)])
+async def test_rate_limit_answers_say_binance_s_code(fx, ex, kind, code, said):
+    """-1003 (the address's request weight) unless the fault names another code, -1015 for the account's new
+    orders."""
+    fx.fault("POST /api/v3/order", kind, retry_after=7, **({} if code is None else {"code": code}))
+    with pytest.raises(ccxt_errors.DDoSProtection) as info:
+        await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "rl"})
+    assert f'"code": {said}' in str(info.value) or f'"code":{said}' in str(info.value), str(info.value)
+    assert ("Too many new orders" in str(info.value)) is (said == -1015), str(info.value)
+
+
 async def test_not_found_once_then_found(fx, ex):
     await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "settle"})
     fx.fault("GET /api/v3/order", "not_found_once")

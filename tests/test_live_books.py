@@ -594,10 +594,12 @@ RETRY_AFTER_S = 5  # long enough for the next bar's decision to come inside it o
 
 
 async def test_orders_wait_for_the_time_a_429_gave(tmp_path, fx):
+    """Binance's limit on the account's new orders (429 -1015) holds orders until its Retry-After; the feed goes on,
+    and the strategy's next decision inside it is refused before the journal."""
     climbing(fx)
     settings = strategy_settings(tmp_path, fx)
     db = settings.db_path
-    fx.fault(POST_ORDER, "429", retry_after=RETRY_AFTER_S)
+    fx.fault(POST_ORDER, "429", retry_after=RETRY_AFTER_S, code=-1015)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
@@ -623,7 +625,7 @@ async def test_orders_wait_for_the_time_a_429_gave(tmp_path, fx):
         [(status, error)] = rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?",
                                  (first["client_order_id"],))
         assert first["client_order_id"] == limited.params["newClientOrderId"] and status == "rejected"
-        assert error.startswith("VENUE_HOLD") and "Too many requests" in error, error
+        assert error.startswith("VENUE_HOLD") and "Too many new orders" in error, error
         assert held["reason"].startswith("VENUE_HOLD") and held["client_order_id"] is None
         # the why view counts both entries refused, by the exchange's hold
         assert running.engine.entries.report()["refused"] == {"VENUE_HOLD": 2}, running.engine.entries.report()

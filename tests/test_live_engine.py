@@ -13,6 +13,7 @@ import math
 import pytest
 
 from conftest import engine_session
+from ffe_engine.errors import FfeError
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.risk import OrderIntent
 from receiver import Receiver
@@ -220,20 +221,127 @@ async def test_a_restart_keeps_the_entries_of_the_last_minute_for_order_rate(tmp
 
 
 async def test_a_restart_keeps_the_wait_the_exchange_asked_for(tmp_path, fx):
-    """Binance bans an address that goes on sending after a 418 or 429 for longer each time: the wait its
-    Retry-After gave outlasts a restart, and no order goes out before it is over."""
+    """Binance's limit on an account's new orders (429 -1015, "Too many new orders") lasts up to a day: the wait its
+    Retry-After gave outlasts a restart, and no order goes out before it is over. It holds orders only: the restart's
+    own requests (the markets, the reconciliation) go."""
     settings = live_settings(tmp_path, fx)
-    fx.fault(POST_ORDER, "418", retry_after=120)
+    fx.fault(POST_ORDER, "429", retry_after=120, code=-1015)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         await e.resume(by="test")
         got = await e.operator_order(BTC, "buy", 0.001)
         assert not got["accepted"] and "VENUE_HOLD" in got["reason"], got
+    sent = len(fx.requests)
     async with engine_session(settings, live=True) as running:
         e = running.engine
+        assert len(fx.requests) > sent  # the start read the exchange
         await e.resume(by="test")
         got = await e.operator_order(BTC, "buy", 0.001)
         assert not got["accepted"] and got["reason"].startswith("VENUE_HOLD"), got
+    assert len(fx.requests_to(POST_ORDER)) == 1 and not fx.orders
+
+
+BAN_S = 120  # a Retry-After that lasts until the test moves the clocks past it
+ACCOUNT, KLINES = "GET /api/v3/account", "GET /api/v3/klines"
+
+
+def venue_on_clock(e, clock: SteppedClock) -> None:
+    """The venue's Retry-After counted on the engine's stepped clock: over when the test moves it past."""
+    e.venue.reads.monotonic, e.venue.reads.wall = clock.monotonic, clock.wall
+
+
+@pytest.mark.parametrize("kind, code", [("418", None), ("429", -1003)], ids=["ban", "request-weight"])
+async def test_a_ban_on_an_order_holds_every_request_until_its_retry_after(tmp_path, fx, kind, code):
+    """Binance's 418 bans the address and its 429 -1003 is the address's request weight used up: both cover every
+    request, and the exchange lengthens the ban for each one sent during it. An order refused so is rejected, the
+    next order is held (VENUE_HOLD), and no candle poll, order lookup, balance read or cancel reaches the exchange
+    before the Retry-After is over; all of them go on after it."""
+    clock = SteppedClock()
+    async with running_live(tmp_path, fx, clock=clock) as running:
+        e = running.engine
+        venue_on_clock(e, clock)
+        (resting,) = await open_limit_orders(e, 1)
+        fx.fault(POST_ORDER, kind, retry_after=BAN_S, **({} if code is None else {"code": code}))
+        refused = await e.operator_order(BTC, "buy", 0.001)
+        assert not refused["accepted"] and "VENUE_HOLD" in refused["reason"], refused
+        assert [r.status for r in fx.requests_to(POST_ORDER)][-1] == int(kind)
+        sent = len(fx.requests)
+
+        held = await e.operator_order(BTC, "buy", 0.001)
+        assert not held["accepted"] and held["reason"].startswith("VENUE_HOLD"), held
+        assert await next_bar(e, fx) == 0  # the candle poll: not sent
+        await e.orders.poll()  # the resting order's lookup: not sent
+        assert await e.reconcile() == [] and e.state is EngineState.RUNNING  # put off: its reads not sent
+        ok, said = await e.orders.cancel(e.orders.live[resting], by="test")
+        assert not ok and "Retry-After" in said, said
+        assert fx.requests[sent:] == [], [r.route for r in fx.requests[sent:]]
+        assert e.venue_hold()["holds"] == "requests", e.venue_hold()
+        assert fx.open_order(resting) is not None
+
+        clock.forward(BAN_S + 1)  # the Retry-After is over
+        async with engine_loop(e):
+            await wait_for(lambda: fx.open_order(resting) is None, timeout=20, what="the held cancel sent")
+            await wait_for(lambda: fx.requests_to(KLINES)[-1:] and fx.requests_to(KLINES)[-1].status == 200,
+                           timeout=20, what="a candle poll answered")
+            assert await e.reconcile() == []
+            assert [r for r in fx.requests[sent:] if r.route == ACCOUNT and r.status == 200]
+            bought = await e.operator_order(BTC, "buy", 0.001)
+            assert bought["accepted"], bought
+        assert [o.status for o in fx.orders] == ["CANCELED", "FILLED"]
+
+
+async def test_an_order_limit_on_an_order_holds_orders_and_leaves_the_reads_free(tmp_path, fx):
+    """Binance's 429 -1015 ("Too many new orders") is the account's limit on new orders, seconds up to a day long:
+    the orders wait for its Retry-After, while the feed, the lookups, the reconciliation and the kill switch's
+    cancels go on."""
+    clock = SteppedClock()
+    async with running_live(tmp_path, fx, clock=clock) as running:
+        e = running.engine
+        venue_on_clock(e, clock)
+        (resting,) = await open_limit_orders(e, 1)
+        fx.fault(POST_ORDER, "429", retry_after=BAN_S, code=-1015)
+        refused = await e.operator_order(BTC, "buy", 0.001)
+        assert not refused["accepted"] and "VENUE_HOLD" in refused["reason"], refused
+        assert "Too many new orders" in refused["reason"], refused
+        posts = len(fx.requests_to(POST_ORDER))
+        held = await e.operator_order(BTC, "buy", 0.001)
+        assert not held["accepted"] and held["reason"].startswith("VENUE_HOLD"), held
+        assert len(fx.requests_to(POST_ORDER)) == posts  # refused before the journal: not sent
+        assert e.venue_hold()["holds"] == "orders", e.venue_hold()
+
+        sent = len(fx.requests)
+        assert await next_bar(e, fx) == 1  # the feed goes on
+        await e.orders.poll()
+        assert await e.reconcile() == []
+        report = await e.halt(by="test")
+        assert report.cancelled == [resting] and report.failed == [], report
+        routes = {r.route for r in fx.requests[sent:] if r.status == 200}
+        assert {KLINES, GET_ORDER, ACCOUNT, DELETE_ORDER} <= routes, routes
+        assert fx.open_order(resting) is None
+    assert len(fx.requests_to(POST_ORDER)) == posts
+
+
+async def test_a_start_within_the_ban_an_order_met_sends_nothing(tmp_path, fx):
+    """A 418 on an order bans the address for its Retry-After, stored with the books while the engine runs: a start
+    within it sends nothing (the ban grows with every request sent during it) and stops saying so, as after a
+    read's ban."""
+    settings = live_settings(tmp_path, fx)
+    db = settings.db_path
+    hold = "SELECT value FROM kv WHERE key = 'venue_request_hold_until' AND value != 'null'"
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await e.resume(by="test")
+        fx.fault(POST_ORDER, "418", retry_after=BAN_S)
+        refused = await e.operator_order(BTC, "buy", 0.001)
+        assert not refused["accepted"] and "VENUE_HOLD" in refused["reason"], refused
+        async with engine_loop(e):
+            await wait_for(lambda: rows(db, hold), timeout=20, what="the ban stored")
+    sent = len(fx.requests)
+    with pytest.raises(FfeError) as again:
+        async with engine_session(settings, live=True):
+            pass
+    assert len(fx.requests) == sent, [r.route for r in fx.requests[sent:]]
+    assert "Retry-After" in str(again.value), again.value
     assert len(fx.requests_to(POST_ORDER)) == 1 and not fx.orders
 
 

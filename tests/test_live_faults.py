@@ -215,14 +215,20 @@ async def test_5xx_that_did_not_execute(fx, make_desk):
 
 # -- refusals: final, nothing placed ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind, retry_after", [("429", 2), ("418", 120)])
-async def test_rate_limited_with_retry_after(fx, make_desk, kind, retry_after):
+@pytest.mark.parametrize("kind, code, retry_after, every_request", [
+    ("429", -1015, 2, False),  # the account's limit on new orders: orders only
+    ("429", -1003, 60, True),  # the address's request weight: every request
+    ("418", None, 120, True),  # the address banned: every request
+])
+async def test_rate_limited_with_retry_after(fx, make_desk, kind, code, retry_after, every_request):
     desk = await make_desk()
-    fx.fault(POST_ORDER, kind, retry_after=retry_after)
+    fx.fault(POST_ORDER, kind, retry_after=retry_after, **({} if code is None else {"code": code}))
     sub = await desk.buy()
     o = sub.order
     assert not sub.accepted and o.status is OrderStatus.REJECTED
-    assert "not placed" in o.error
+    assert "not placed" in o.error and o.error.startswith("VENUE_HOLD"), o.error
+    assert desk.path.held_until() is not None  # the order path's own hold, on orders
+    assert (desk.venue.requests_held_until() is not None) is every_request
     assert fx.orders == [] and len(desk.sent_ids()) == 1  # refused before matching: nothing to resend
     assert desk.breaker.failures == 1  # a venue failure for the breaker
     await desk.path.poll()

@@ -95,9 +95,10 @@ async def test_why_and_the_console_name_the_hold_a_418_on_a_candle_poll_started(
     assert await p.stop() == 0, p.stderr
 
 
-async def test_why_names_the_hold_a_418_on_an_order_started(tmp_path, fx, processes):
+async def test_why_names_the_hold_an_order_limit_on_an_order_started(tmp_path, fx, processes):
+    """Binance's 429 -1015 ("Too many new orders") holds orders only: said as such."""
     p = await _start(tmp_path, fx, processes)
-    fx.fault(POST_ORDER, "418", retry_after=HOLD_S)
+    fx.fault(POST_ORDER, "429", retry_after=HOLD_S, code=-1015)
     refused = await _buy(tmp_path)
     assert not refused["accepted"] and "VENUE_HOLD" in refused["reason"], refused
     why = await _ctl(tmp_path, fx, "why")
