@@ -5,8 +5,10 @@ ExchangeNotAvailable, DDoSProtection, RateLimitExceeded, InvalidNonce; ExchangeE
 InsufficientFunds, InvalidOrder > OrderNotFound, BadRequest, ...):
 
 create_order is sent once and never retried here:
-- DDoSProtection / RateLimitExceeded (HTTP 429/418, Binance -1003) and InvalidNonce (timestamp outside the receive
-  window): the exchange refused the request before matching it -> VenueUnavailable (with retry_after).
+- DDoSProtection / RateLimitExceeded (HTTP 429/418, Binance -1003, -1015) and InvalidNonce (timestamp outside the
+  receive window): the exchange refused the request before matching it -> VenueUnavailable (with retry_after). Its
+  Retry-After holds every request to the venue, as a read's does, unless it is the account's limit on new orders
+  (Binance -1015), which the order path holds alone.
 - any other OperationFailed (RequestTimeout, ExchangeNotAvailable for 5xx and lost connections, bare
   OperationFailed for Binance -1000/-1001/-1006, BadResponse), a ccxt error caused by the HTTP client (a truncated
   answer), or a network error that escaped ccxt: the order may or may not exist -> OrderInDoubt. The order path
@@ -78,6 +80,8 @@ DEFAULT_SETTLE_S = 10.0
 TIME_READ_S = 2.0  # the longest the exchange's time is waited for (CcxtVenue.server_time)
 # A Retry-After this long is a ban of the address rather than a pace (Binance's 418 lasts minutes to days): said once.
 LONG_HOLD_S = 60.0
+# Binance's code for the account's limit on new orders ("Too many new orders; current limit is N orders per ...").
+ORDER_LIMIT_CODE = "-1015"
 SAID_MAX = 1000  # how many orders' warnings said once per order are remembered (CcxtVenue._first)
 _NO_URL = re.compile(r"does not have a testnet/sandbox URL for (\w+) endpoints")
 
@@ -294,6 +298,22 @@ def _retry_after(exchange: Any) -> float | None:
             except (TypeError, ValueError):
                 return None
     return None
+
+
+def _orders_only(exc: BaseException, name: str) -> bool:
+    """Whether a rate limit refusing a new order is the account's limit on new orders (Binance's code -1015, "Too
+    many new orders"), which leaves the other requests free. A 418 is a ban of the address whatever its body says."""
+    text = str(exc)
+    if re.match(rf"{re.escape(name)} 418\b", text):  # ccxt's binance: "binance 418 <reason> <body>"
+        return False
+    found = re.search(r"\{.*\}", text)
+    if not found:
+        return False
+    try:
+        body = json.loads(found.group(0))
+    except ValueError:
+        return False
+    return isinstance(body, dict) and str(body.get("code")) == ORDER_LIMIT_CODE
 
 
 def _lost_answer(exc: BaseException) -> bool:
@@ -529,9 +549,16 @@ class CcxtVenue:
         try:
             raw = await self.exchange.create_order(req.symbol, req.type, req.side.value, req.quantity, price, params)
         except (cx.DDoSProtection, cx.RateLimitExceeded) as exc:
-            # held by the order path (orders only: an exchange's limit on new orders leaves its reads free)
-            raise VenueUnavailable(f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}",
-                                   retry_after=_retry_after(self.exchange)) from None
+            message = f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}"
+            asked = _retry_after(self.exchange)
+            # Held by the order path either way. Only the account's limit on new orders (Binance -1015) leaves the
+            # other requests free, and the kill switch's cancels, the lookups and the feed need them through a
+            # limit that can last a day. Anything else (a 418, the address's request weight -1003, a limit whose
+            # kind is not told) is taken as covering every request, as a read's Retry-After is: Binance lengthens a
+            # ban for every request sent during it, and a read held back needlessly costs less than a longer ban.
+            if not _orders_only(exc, self.name):
+                self.reads.hold(asked, message)
+            raise VenueUnavailable(message, retry_after=asked) from None
         except cx.InvalidNonce as exc:
             raise VenueUnavailable(f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}") \
                 from None
