@@ -575,8 +575,10 @@ async def test_a_halted_paged_from_the_outbox_when_its_sent_mark_cannot_be_writt
              f'dd if=/dev/zero of="$DISK/filler" bs=4k 2>/dev/null; '
              f'until grep -q "state=HALTED stored=" {t}/paged.err; do sleep 0.05; done; touch {t}/filled; '
              f'wait $pid; echo $? > {t}/paged.rc; '
-             f'for n in 1 2; do ffe run --headless --max-bars 30 2> {t}/full$n.err; echo $? > {t}/full$n.rc; done; '
-             f'rm "$DISK/filler"; date +%s.%N > {t}/room.ts; '
+             # Full again before each start: the stop before it may have given room back (its WAL checkpointed).
+             f'for n in 1 2; do dd if=/dev/zero of="$DISK/filler$n" bs=4k 2>/dev/null; '
+             f'ffe run --headless --max-bars 30 2> {t}/full$n.err; echo $? > {t}/full$n.rc; done; '
+             f'rm "$DISK"/filler*; date +%s.%N > {t}/room.ts; '
              f'ffe run --headless --max-bars 3 2> {t}/room.err; echo $? > {t}/room.rc; '
              f'cp -a "$DISK/data" {t}/after')
     release = asyncio.ensure_future(release_when(hook, "HALTED", t))
