@@ -9,6 +9,7 @@ restart (still pending, or expired by then); the mode can be switched while runn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -573,3 +574,28 @@ async def test_a_pending_approval_in_a_symbol_no_longer_traded_is_rejected_at_th
         assert await p.rows("SELECT count(*) FROM orders") == [(0,)]
     finally:
         await p.close()
+
+
+async def test_an_approved_order_s_re_check_is_committed_with_its_journal_entry(tmp_path, pipelines):
+    """What the database holds the moment the approved order's journal entry is committed (what a kill right after
+    it would leave): the re-check's gates under the decision and the order, not only the proposal's."""
+    s = manual(tmp_path, risk={"max_position_pct": 20, "risk_per_trade_pct": 0.02})
+    p = await pipelines(s, script={BTC: (BUY, 0.8)})
+    await p.bars(1)
+    [a] = await approvals(p)
+    store = p.engine.store
+    journal_order = store.journal_order
+    held: dict[str, list[tuple]] = {}
+
+    async def journaled_then_read(o, *args, **kwargs):
+        await journal_order(o, *args, **kwargs)
+        with contextlib.closing(sqlite3.connect(str(s.db_path))) as conn:
+            held[o.client_order_id] = conn.execute("SELECT code, passed FROM gate_results WHERE client_order_id = ? "
+                                                   "ORDER BY position", (o.client_order_id,)).fetchall()
+
+    store.journal_order = journaled_then_read
+    res = await p.engine.approve(a["approval_id"], by="alice")
+    assert res["accepted"], res
+    assert held[res["client_order_id"]] == [(code, 1) for code in GATE_ORDER]
+    gates = await recheck_gates(p, a["decision_id"])  # recorded once, not again after the send
+    assert [g["code"] for g in gates] == GATE_ORDER

@@ -110,11 +110,15 @@ def books(cwd: Path) -> dict:
     return json.loads(value)
 
 
+@pytest.mark.parametrize("warmup", [BARS, 0])
 def test_a_replay_stopped_between_two_symbols_candles_of_the_bar_closing_at_midnight_begins_the_day_as_unstopped(
-        tmp_path):
+        tmp_path, warmup):
+    """With a warm-up, which brings the bar closing at midnight, and without one: the feed brings it then."""
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     whole.mkdir()
     write_market(whole)
+    config = whole / "config.toml"
+    config.write_text(config.read_text().replace(f"warmup_bars = {BARS}", f"warmup_bars = {warmup}"))
     btc_first = load_csv(whole / "BTC-USD_1h.csv", symbol="BTC/USD").ts[0]
     first = run_ffe(whole, "run", "--headless")
     assert first.returncode == 0, first.stderr
