@@ -1161,8 +1161,12 @@ class Engine:
         unmarked, and differ by run), but never more than a bar behind the clock: a candle that late is not waited
         for."""
         tf = self.timeframe_ms
-        marked = min((ts + tf for ts in self._marked_ts.values()), default=now_ms)
-        return min(now_ms, max(marked, now_ms - tf))
+        # A symbol with no candle done in this run (no warm-up, none served) holds marks of unknown age: the day
+        # waits for its candle as for a late one, a bar at most.
+        behind = now_ms - tf
+        marked = min((self._marked_ts[s] + tf if s in self._marked_ts else behind for s in self.symbols),
+                     default=now_ms)
+        return min(now_ms, max(marked, behind))
 
     def _roll_day(self, ts_ms: int) -> None:
         """A new UTC day when `ts_ms` is in one (Portfolio.roll_day): a breach of the day before is over."""
