@@ -16,6 +16,7 @@ kills (an os._exit right after the commit), over the sample files, real SQLite.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -229,5 +230,11 @@ def test_an_order_journaled_just_before_a_kill_keeps_its_gates(tmp_path):
     db = tmp_path / "data" / "ffe.db"
     gates = db_rows(db, "SELECT code, passed FROM gate_results WHERE client_order_id = ? ORDER BY position", (cid,))
     assert gates and all(passed for _, passed in gates), gates
-    shown = run_ffe(tmp_path, "audit", "show", cid)
-    assert shown.returncode == 0 and "ENGINE_STATE" in shown.stdout, shown.stdout + shown.stderr
+    # The story of the order tells its own gates with it, beside its entry decision's.
+    shown = run_ffe(tmp_path, "audit", "show", cid, "--json")
+    assert shown.returncode == 0, shown.stderr
+    (order,) = [o for o in json.loads(shown.stdout)["orders"] if o["client_order_id"] == cid]
+    assert [(g["code"], g["passed"]) for g in order.get("gates", [])] == [(c, bool(p)) for c, p in gates], order
+    text = run_ffe(tmp_path, "audit", "show", cid).stdout
+    line = next(i for i, t in enumerate(text.splitlines()) if t.strip().startswith(cid))
+    assert text.splitlines()[line + 1].strip().startswith("gates "), text
