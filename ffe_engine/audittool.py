@@ -699,6 +699,10 @@ def decision_story(conn: sqlite3.Connection, ident: str) -> dict[str, Any] | Non
                     seen.add(t["id"])
     for o in orders:
         _with_fills(conn, o)
+        # Its own gates: an exit's, a close's, a flatten's (recorded under the order, not the decision).
+        o["gates"] = [dict(_gate(g), ts=g["ts"]) for g in _rows(
+            conn, "SELECT code, value, limit_value, passed, detail, ts FROM gate_results WHERE client_order_id = ? "
+                  "AND decision_id IS NULL ORDER BY rowid", (o["client_order_id"],))]
     for t in trades:
         t["scores"] = _rows(conn, "SELECT provider, action, correct, return_pct FROM provider_scores "
                                   "WHERE trade_id = ?", (t["id"],))
@@ -901,6 +905,10 @@ def render_story(s: dict[str, Any]) -> str:
         add(f"  {o['client_order_id']}  {o['side']} {fmt.qty(o['quantity'])} {o['symbol']} {o['type']}  {o['reason']}"
             f"  {o['status']}  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
             f"  at {fmt.iso_ms(o['created_ts'])}{via}" + (f"  error: {o['error']}" if o["error"] else ""))
+        if o.get("gates"):
+            add(f"    gates at {fmt.iso(o['gates'][0]['ts'])}")
+            for g in o["gates"]:
+                add("  " + _gate_line(g))
         for f in o["fills"]:
             add(_fill_line(f))
 
