@@ -12,6 +12,7 @@ from typing import Any
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual import events
@@ -25,6 +26,8 @@ from ffe_engine import fmt, tables
 
 from .columns import fit_columns
 from .state import ConsoleState
+
+NO_STYLE = Style()
 
 STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow", "HALTED": "bold white on red"}
 # NO_COLOR turns colours into shades of grey, where white on red is darker than black on green: without colour a
@@ -288,6 +291,11 @@ class KeyedTable(DataTable):
 
     def render_line(self, y: int) -> Strip:
         strip = super().render_line(y)
+        if self.left_out and any(seg.style is None for seg in strip):
+            # A column left out (width 0) is drawn as an empty segment without a style, which a console without
+            # colour (NO_COLOR: textual's monochrome filter) cannot take: it stopped the console.
+            strip = Strip([seg if seg.style is not None else Segment(seg.text, NO_STYLE, seg.control) for seg in strip],
+                          strip.cell_length)
         if y or not self.show_header or not self.left_out:
             return strip
         # The headings' line: the names of the columns left out, after the last one shown.
