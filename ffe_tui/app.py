@@ -1147,5 +1147,8 @@ def run_console(settings: Settings, *, live: bool, max_bars: int | None, attach:
     if app.crash is not None:
         raise FfeError(f"engine stopped after an error: {type(app.crash).__name__}: {app.crash}")
     if app.return_code:
+        if attach:  # the engine is the headless process's: it runs on
+            raise FfeError("the console stopped after an error; the engine it was attached to runs on (`ffe ctl "
+                           "status`)")
         raise FfeError("the console stopped after an error; the engine was stopped in order")
     return 0
