@@ -36,6 +36,15 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
+def _confirmed(question: str) -> bool:
+    """Whether the operator answers `question` yes at the terminal; end of input (Ctrl-D) is a no."""
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        sys.stdout.write("\n")  # the prompt's line ended, as an answer would end it
+        return False
+
+
 # ---------------------------------------------------------------------------------------------------- run, attach
 def run(args: argparse.Namespace) -> int:
     import asyncio
@@ -346,7 +355,7 @@ def backtest_runs(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("ffe backtest --clean would remove these runs: add --yes to confirm")
-        if input(f"remove {len(chosen)} runs? [y/N] ").strip().lower() not in ("y", "yes"):
+        if not _confirmed(f"remove {len(chosen)} runs? [y/N] "):
             raise UsageError("ffe backtest --clean: not confirmed, nothing removed")
     # A run that cannot be removed is said in one line, and the others are removed all the same.
     refused = [f"{run.run_id} not removed: {why}" for run in chosen if (why := past.remove(run)) is not None]
@@ -453,8 +462,7 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
     if command.confirm is not None and not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(f"ffe ctl {args.action} would {command.confirm}: add --yes to confirm")
-        answer = input(f"{command.confirm}? [y/N] ").strip().lower()
-        if answer not in ("y", "yes"):
+        if not _confirmed(f"{command.confirm}? [y/N] "):
             raise UsageError(f"ffe ctl {args.action}: not confirmed, nothing sent")
     return request
 
