@@ -252,7 +252,10 @@ def test_a_monitor_port_in_use_stops_the_start_in_one_line(tmp_path):
         proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=ffe_env(FFE_MONITOR__PORT=port))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1] == f"ffe: error: monitor: cannot listen on 127.0.0.1:{port}: address already in use", proc.stderr
+    # It names the setting and where it was set, and the way out (another account's engine holds the port).
+    assert lines[-1].startswith("ffe: error: ") and "FFE_MONITOR__PORT" in lines[-1], proc.stderr
+    assert f"monitor.port = {port}: cannot listen on 127.0.0.1:{port}: address already in use" in lines[-1], lines
+    assert "monitor.port = 0" in lines[-1], lines
     assert "engine started" not in proc.stderr
 
 
