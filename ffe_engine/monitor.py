@@ -228,7 +228,10 @@ class Monitor:
             port = await server.start(self.cfg.host, self.cfg.port)
         except OSError as exc:
             reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-            raise StartError(f"monitor: cannot listen on {self.cfg.host}:{self.cfg.port}: {reason}") from None
+            port = self.cfg.port
+            raise StartError(self.settings.blame(("monitor", "port"), (
+                f"monitor.port = {port}: cannot listen on {self.cfg.host}:{port}: {reason} (another account's "
+                "engine on this machine? give each its own port, or monitor.port = 0 for any free one)"))) from None
         self._server = server
         host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
         self.url = f"http://{host}:{port}"
