@@ -374,7 +374,9 @@ def test_a_halt_the_database_lost_with_its_wal_still_halts_the_next_start(tmp_pa
     first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "20")  # a database checkpointed at its stop
     assert first.returncode == 0, first.stderr
     before = count_events(audit, "decision")
-    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="100"))
+    # Paced so that the records after the halt stay short of SQLite's automatic checkpoint (1,000 pages of log)
+    # until the kill, however long a loaded machine takes to send it: checkpointed, the halt would not be lost.
+    p = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
     wait_until(lambda: count_events(audit, "decision") >= before + 10 or not p.alive(), what="decisions")
     halted = run_ffe(tmp_path, "ctl", "halt")
     assert halted.returncode == 0, halted.stderr
