@@ -118,41 +118,10 @@ async def test_killed_between_journal_and_reply_then_restarted(tmp_path, fx, pro
     assert fx.secret not in second.stderr + first.stderr and fx.api_key not in second.stderr + first.stderr
 
 
-async def test_an_exchange_s_ban_holds_the_next_start_too(tmp_path, fx, processes):
-    """The exchange bans the address (418, Retry-After 600 s) while the engine runs, and the engine is killed and
-    started again within the ban: the start sends nothing to the exchange (a ban grows with every request sent
-    during it) and stops in one line saying until when."""
-    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+async def killed_and_started_within_the_ban(tmp_path, fx, processes, first) -> None:
+    """Once the ban is stored, `first` killed and the engine started again within it: the start sends nothing to the
+    exchange (a ban grows with every request sent during it) and stops in one line saying so."""
     db = tmp_path / "data" / "ffe.db"
-    first = await start_engine(tmp_path, fx, processes, "first")
-    await wait_for_bar(tmp_path / "data" / "ffe.sock", fx)
-    fx.fault("GET /api/v3/klines", "418", retry_after=600)
-    fx.market_clock.step()  # the feed's next poll is answered with the ban
-    await wait_for(lambda: rows(db, "SELECT value FROM kv WHERE key = 'venue_request_hold_until' AND value != 'null'"),
-                   timeout=30, what="the ban stored")
-    await first.kill()
-    sent = len(fx.requests)
-    second = await AsyncFfe.start(tmp_path, *RUN, env=live_env(fx), name="second")
-    processes.append(second)
-    assert await second.wait(timeout=60) == 1, second.stderr
-    assert len(fx.requests) == sent  # nothing sent to the exchange during its ban
-    errors = [line for line in second.stderr.splitlines() if line.startswith("ffe: error: ")]
-    assert len(errors) == 1 and "Retry-After" in errors[0], second.stderr[-2000:]
-
-
-async def test_an_exchange_s_ban_met_by_an_order_holds_the_next_start_too(tmp_path, fx, processes):
-    """The exchange answers an order with a ban of the address (418, Retry-After 600 s), and the engine is killed and
-    started again within it: the ban covers every request, so the start sends nothing either and stops in one line
-    saying so, as after a read's ban."""
-    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
-    db = tmp_path / "data" / "ffe.db"
-    sock = tmp_path / "data" / "ffe.sock"
-    first = await start_engine(tmp_path, fx, processes, "first")
-    await wait_for_bar(sock, fx)
-    fx.fault(POST_ORDER, "418", retry_after=600)
-    answer = await request(sock, "order", {"symbol": BTC, "side": "buy", "quantity": 0.001, "by": "test"})
-    assert answer["ok"] and not answer["result"]["accepted"], answer
-    assert "VENUE_HOLD" in answer["result"]["reason"], answer
     await wait_for(lambda: rows(db, "SELECT value FROM kv WHERE key = 'venue_request_hold_until' AND value != 'null'"),
                    timeout=30, what="the ban stored")
     await first.kill()
@@ -163,6 +132,33 @@ async def test_an_exchange_s_ban_met_by_an_order_holds_the_next_start_too(tmp_pa
     assert len(fx.requests) == sent, [r.route for r in fx.requests[sent:]]  # nothing sent during the ban
     errors = [line for line in second.stderr.splitlines() if line.startswith("ffe: error: ")]
     assert len(errors) == 1 and "Retry-After" in errors[0], second.stderr[-2000:]
+
+
+async def test_an_exchange_s_ban_holds_the_next_start_too(tmp_path, fx, processes):
+    """The exchange bans the address (418, Retry-After 600 s) while the engine runs, and the engine is killed and
+    started again within the ban: the start sends nothing to the exchange (a ban grows with every request sent
+    during it) and stops in one line saying until when."""
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    first = await start_engine(tmp_path, fx, processes, "first")
+    await wait_for_bar(tmp_path / "data" / "ffe.sock", fx)
+    fx.fault("GET /api/v3/klines", "418", retry_after=600)
+    fx.market_clock.step()  # the feed's next poll is answered with the ban
+    await killed_and_started_within_the_ban(tmp_path, fx, processes, first)
+
+
+async def test_an_exchange_s_ban_met_by_an_order_holds_the_next_start_too(tmp_path, fx, processes):
+    """The exchange answers an order with a ban of the address (418, Retry-After 600 s), and the engine is killed and
+    started again within it: the ban covers every request, so the start sends nothing either and stops in one line
+    saying so, as after a read's ban."""
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    sock = tmp_path / "data" / "ffe.sock"
+    first = await start_engine(tmp_path, fx, processes, "first")
+    await wait_for_bar(sock, fx)
+    fx.fault(POST_ORDER, "418", retry_after=600)
+    answer = await request(sock, "order", {"symbol": BTC, "side": "buy", "quantity": 0.001, "by": "test"})
+    assert answer["ok"] and not answer["result"]["accepted"], answer
+    assert "VENUE_HOLD" in answer["result"]["reason"], answer
+    await killed_and_started_within_the_ban(tmp_path, fx, processes, first)
     assert len(fx.requests_to(POST_ORDER)) == 1 and not fx.orders
 
 

@@ -113,9 +113,11 @@ def assert_as_the_backtest(db: Path, expected: Path, cid: str, decided: bool = T
             f"replay): {differ[:2]}")
 
 
-def run_on(cwd: Path, reason: str, at: int, symbol: str | None = None) -> tuple[Path, str]:
+def run_on(cwd: Path, reason: str, at: int, symbol: str | None = None, **extra: str) -> tuple[Path, str]:
+    """The backtest's records of the market in `cwd`, and the client order id a run killed at that order (killed_run)
+    was killed at, once a second run has gone on to the end."""
     expected = backtest_db(cwd)
-    cid = killed_run(cwd, reason, at, symbol)
+    cid = killed_run(cwd, reason, at, symbol, **extra)
     second = run_ffe(cwd, "run", "--headless")
     assert second.returncode == 0, second.stderr
     return expected, cid
@@ -137,10 +139,7 @@ def test_a_stop_loss_journaled_just_before_a_kill_fills_at_the_next_candles_open
     """Killed before the paper venue had the stop-loss (journaled `new`): sent again at the restart, it fills at the
     next candle's open, not at the open of the candle that triggered it, which is decided again."""
     write_market(tmp_path)
-    expected = backtest_db(tmp_path)
-    cid = killed_run(tmp_path, "stop_loss", 1, KILL_ON="journal")
-    second = run_ffe(tmp_path, "run", "--headless")
-    assert second.returncode == 0, second.stderr
+    expected, cid = run_on(tmp_path, "stop_loss", 1, KILL_ON="journal")
     db = tmp_path / "data" / "ffe.db"
     ((created,),) = db_rows(db, "SELECT created_ts FROM orders WHERE client_order_id = ?", (cid,))
     (fill,) = db_rows(db, "SELECT ts FROM fills WHERE client_order_id = ?", (cid,))
@@ -191,10 +190,7 @@ def test_a_kill_right_after_a_fill_decides_that_candle_after_the_restart_as_the_
     made twice) and decided, as the backtest decides it; taken for done (its fill stamped at its close), it was never
     decided, and an entry it would have made never was."""
     write_market(tmp_path)
-    expected = backtest_db(tmp_path)
-    cid = killed_run(tmp_path, "stop_loss", 1, KILL_ON="fill")
-    second = run_ffe(tmp_path, "run", "--headless")
-    assert second.returncode == 0, second.stderr
+    expected, cid = run_on(tmp_path, "stop_loss", 1, KILL_ON="fill")
     db = tmp_path / "data" / "ffe.db"
     for what, sql in (("fills", FILLS), ("trades", TRADES), ("orders", ORDERS), ("decisions", DECISIONS)):
         live, want = db_rows(db, sql), db_rows(expected, sql)
