@@ -209,20 +209,17 @@ class ApprovalDesk:
             await self._end(row, "rejected", f"re-check ({by})", reason)
             return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
                     "gates": []}
-        recorded: list[Order] = []
-
         def with_its_journal(order: Order, gates: list[GateResult]) -> None:
             # The re-check is an evaluation of its own: recorded under the decision, after the decision's gates, and
             # committed with the order's journal entry (a kill right after it leaves no order without them).
             self.store.add_gates(gates, decision_id=row["decision_id"], client_order_id=order.client_order_id,
                                  ts=self.clock.wall())
-            recorded.append(order)
 
         # The gates again, on the new size, against the state at this moment.
         sub = await self.orders.submit(intent, on_journal=with_its_journal)
         cid = sub.order.client_order_id if sub.order else None
-        if not recorded:  # refused before any order was journaled
-            self.store.add_gates(sub.gates, decision_id=row["decision_id"], client_order_id=cid, ts=self.clock.wall())
+        if sub.order is None:  # refused before any order was journaled
+            self.store.add_gates(sub.gates, decision_id=row["decision_id"], client_order_id=None, ts=self.clock.wall())
         if sub.order is not None:
             # The re-check passed and the order is journaled: the approval is done, and names its order. What became
             # of that order (the exchange refused it, say) is the order's own end; the reason repeats it here.
