@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Protocol, TextIO
 
 from .clock import WallClock, format_timeframe, timeframe_ms
 from .config import allowed_timeframe, is_symbol
@@ -208,19 +208,20 @@ def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSe
     anyone's)."""
     if not path.exists():
         return None
-    size, keep = _complete_length(path)
     with open(path, "rb") as f:
+        size, keep = _complete_length(f)
+        f.seek(0)
         complete = f.read(min(keep, 4_096)).strip()  # enough to tell blank lines or the header only
         f.seek(keep)
         unended = f.read(len(HEADER) + 1)
-    series = None
-    if not complete:  # nothing but an unended line: only the header cut short is ours
-        if unended and not HEADER.encode().startswith(unended):
-            with open(path, "rb") as f:
-                line = f.read(keep).count(b"\n") + 1  # after blank lines only
+        if not complete and unended and not HEADER.encode().startswith(unended):
+            # Nothing but an unended line, and not the header cut short: not ours.
+            f.seek(0)
+            line = f.read(keep).count(b"\n") + 1  # after blank lines only
             raise CsvError(str(path), line, "a line without a line break and nothing before it: not a file of "
                                              "candles")
-    elif complete != HEADER.encode():
+    series = None
+    if complete and complete != HEADER.encode():
         series = load_csv(path, symbol=symbol, length=keep)  # a CsvError naming the line before anything is cut
         if len(series) >= 2 and series.timeframe_ms != tf_ms:
             raise DownloadInputError(f"{path}: holds {format_timeframe(series.timeframe_ms)} candles, not "
@@ -232,17 +233,16 @@ def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSe
     return series
 
 
-def _complete_length(path: Path) -> tuple[int, int]:
+def _complete_length(f: BinaryIO) -> tuple[int, int]:
     """The file's size and the length of its complete lines (up to its last line break), read from its end."""
-    with open(path, "rb") as f:
-        size = end = f.seek(0, os.SEEK_END)
-        while end > 0:
-            start = max(0, end - 65_536)
-            f.seek(start)
-            at = f.read(end - start).rfind(b"\n")
-            if at >= 0:
-                return size, start + at + 1
-            end = start
+    size = end = f.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - 65_536)
+        f.seek(start)
+        at = f.read(end - start).rfind(b"\n")
+        if at >= 0:
+            return size, start + at + 1
+        end = start
     return size, 0
 
 
