@@ -270,14 +270,9 @@ def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     if no_url:  # exchange.api_urls replaced ccxt's URLs and left out a section this call needs
         return (f"{name}: exchange.api_urls has no URL for ccxt's {no_url.group(1)!r} section; add it, or keep "
                 "ccxt to the sections given with exchange.options (see README, Live trading)")
-    m = re.search(r"\{.*\}", text)
-    if m:
-        try:
-            body = json.loads(m.group(0))
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and ("code" in body or "msg" in body):
-            return _mask(fmt.printable(f"{name}: code {body.get('code')}: {body.get('msg', '')}".strip()), secrets)
+    body = _error_body(text)
+    if body is not None and ("code" in body or "msg" in body):
+        return _mask(fmt.printable(f"{name}: code {body.get('code')}: {body.get('msg', '')}".strip()), secrets)
     text = _URL.sub(r"\1", text)
     text = re.sub(r"<[^>]*>", " ", text)  # gateway error pages
     text = " ".join(text.split())
@@ -306,14 +301,20 @@ def _orders_only(exc: BaseException, name: str) -> bool:
     text = str(exc)
     if re.match(rf"{re.escape(name)} 418\b", text):  # ccxt's binance: "binance 418 <reason> <body>"
         return False
+    body = _error_body(text)
+    return body is not None and str(body.get("code")) == ORDER_LIMIT_CODE
+
+
+def _error_body(text: str) -> dict[str, Any] | None:
+    """The exchange's JSON answer that ccxt's error message carries (Binance's {"code": ..., "msg": ...}), if any."""
     found = re.search(r"\{.*\}", text)
     if not found:
-        return False
+        return None
     try:
         body = json.loads(found.group(0))
     except ValueError:
-        return False
-    return isinstance(body, dict) and str(body.get("code")) == ORDER_LIMIT_CODE
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _lost_answer(exc: BaseException) -> bool:
