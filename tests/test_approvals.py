@@ -137,6 +137,32 @@ async def test_an_approval_approved_after_it_expired_is_never_executed(tmp_path,
     assert await p.rows("SELECT count(*) FROM orders") == [(0,)]
 
 
+async def test_an_approval_acted_on_after_it_ended_is_told_how_it_ended(tmp_path, pipelines):
+    """The operator who answers an APPROVAL alert after the housekeeping expired it (or after someone else answered
+    it) is told how it ended, when and by whom, not only that none is pending; an id never seen is told as such."""
+    clock = ManualClock()
+    p = await pipelines(manual(tmp_path, ttl=120.0), script={BTC: (BUY, 0.8), ETH: (BUY, 0.8)}, clock=clock)
+    await p.bars(1)
+    answered, late = await approvals(p, "pending")
+    await p.engine.reject(answered["approval_id"], by="ctl")
+    clock.forward(120.0)
+    await p.engine.approvals.expire()
+    when = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    with pytest.raises(ControlError, match=rf"^no pending approval {late['approval_id']}: it expired \(by ttl\) at "
+                                           rf"{when}$"):
+        await p.engine.approve(late["approval_id"])
+    with pytest.raises(ControlError, match=rf"^no pending approval {answered['approval_id']}: it was rejected \(by "
+                                           rf"ctl\) at {when}$"):
+        await p.engine.reject(answered["approval_id"], by="operator")
+    with pytest.raises(ControlError, match=r"^no pending approval nosuch$"):
+        await p.engine.approve("nosuch")
+    # Nothing written by the answers refused.
+    ended = {a["approval_id"]: (a["status"], a["by"]) for a in await approvals(p)}
+    assert ended == {answered["approval_id"]: ("rejected", "ctl"), late["approval_id"]: ("expired", "ttl")}
+    assert [e["outcome"] for e in await approval_events(p, late["approval_id"])] == ["pending", "expired"]
+    assert await p.rows("SELECT count(*) FROM orders") == [(0,)]
+
+
 async def test_an_approval_s_time_to_live_is_not_stretched_or_cut_by_the_system_clock_being_set(tmp_path, pipelines):
     # The system clock set back an hour (or forward a day) while an approval waits: its time to live is elapsed time,
     # so it neither waits an hour more (its pending entry holding a place among the open positions meanwhile) nor
