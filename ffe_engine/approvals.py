@@ -166,14 +166,21 @@ class ApprovalDesk:
             if self.pending.get(aid) is row and aid not in self._approving and self._left(aid) <= 0:
                 await self._end(row, "expired", "ttl", f"not approved within {self.ttl_s:g}s")
 
-    def _row(self, approval_id: str) -> dict[str, Any]:
+    async def _row(self, approval_id: str) -> dict[str, Any]:
         row = self.pending.get(approval_id)
         if row is None:
-            raise ControlError(f"no pending approval {approval_id}")
+            # An answer to an alert that came late (the housekeeping expired it) or second: told how it ended.
+            ended = await self.store.approval_end(approval_id)
+            if ended is None:
+                raise ControlError(f"no pending approval {approval_id}")
+            status, by, ts = ended
+            how = "expired" if status == "expired" else f"was {status}"
+            at = f" at {fmt.iso(ts)}" if ts is not None else ""
+            raise ControlError(f"no pending approval {approval_id}: it {how} (by {by}){at}")
         return row
 
     async def approve(self, approval_id: str, by: str) -> dict[str, Any]:
-        row = self._row(approval_id)
+        row = await self._row(approval_id)
         if approval_id in self._approving:
             raise ControlError(f"approval {approval_id} is being approved already")
         done = self._approving[approval_id] = asyncio.Event()
@@ -254,7 +261,7 @@ class ApprovalDesk:
         return ended
 
     async def reject(self, approval_id: str, by: str) -> dict[str, Any]:
-        row = self._row(approval_id)
+        row = await self._row(approval_id)
         await self._approves_done([approval_id])  # its approve under way decides; then there is nothing to reject
         if self.pending.get(approval_id) is not row:
             raise ControlError(f"approval {approval_id} ended {row['status']} (by {row['by']}) meanwhile: "

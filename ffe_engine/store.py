@@ -1493,6 +1493,13 @@ class Store:
         row = await cur.fetchone()
         return str(row[0]) if row else None
 
+    async def approval_end(self, approval_id: str) -> tuple[str, str, float | None] | None:
+        """(status, by, ended_ts) of an approval that has ended; None for one that is pending or unknown."""
+        cur = await self.conn.execute("SELECT status, by, ended_ts FROM approvals WHERE approval_id = ? AND status "
+                                      "!= 'pending'", (approval_id,))
+        row = await cur.fetchone()
+        return (str(row[0]), str(row[1]), row[2]) if row else None
+
     async def approvals(self, status: str | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT " + _APPROVAL_COLUMNS + " FROM approvals" + (" WHERE status = ?" if status else "")
                + " ORDER BY created_ts")
