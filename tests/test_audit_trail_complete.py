@@ -304,6 +304,32 @@ def test_records_after_the_database_spanning_over_a_minute_are_lost_records_not_
     assert_every_check_fails_naming_the_loss(tmp_path, records_after(tmp_path), tmp_path / "backups")
 
 
+def test_two_fills_after_the_database_are_lost_records_not_a_kill_however_close_in_time(tmp_path):
+    """Every fill is committed in a transaction of its own, and the next one's records are written only after it:
+    a kill leaves at most one fill the database never committed. Two, a second apart (a WAL lost or damaged a few
+    seconds into a run, before SQLite's checkpoint), are fills the database had committed and lost: every check
+    says so, as for records spanning a minute."""
+    first_run(tmp_path)
+    last = db_seqs(tmp_path / "data" / "ffe.db")[-1]
+    fill, order = an_uncommitted_fill(tmp_path, last)
+    again = [dict(fill, seq=last + 3), dict(order, seq=last + 4)]
+    append_uncommitted(tmp_path / "logs" / "audit.jsonl", [fill, order, *again])
+    after = records_after(tmp_path)
+    assert sum(r["event"] == "fill" for r in after) == 2
+    assert_every_check_fails_naming_the_loss(tmp_path, after, tmp_path / "backups")
+
+
+def test_one_fill_after_the_database_is_the_moment_before_a_kill(tmp_path):
+    """The most a kill leaves: one fill and its order's update, never committed; a note, not a loss."""
+    first_run(tmp_path)
+    last = db_seqs(tmp_path / "data" / "ffe.db")[-1]
+    append_uncommitted(tmp_path / "logs" / "audit.jsonl", an_uncommitted_fill(tmp_path, last))
+    for check in (("doctor",), ("audit", "verify")):
+        proc = run_ffe(tmp_path, *check)
+        assert proc.returncode == 0, (check, proc.stdout + proc.stderr)
+        assert "written just before a kill" in proc.stdout + proc.stderr, (check, proc.stdout + proc.stderr)
+
+
 # A retention that keeps only the newest backup: a backup that went through would delete the others.
 PRUNING = ffe_env(FFE_BACKUP__KEEP_LAST=1, FFE_BACKUP__KEEP_DAYS=0)
 
