@@ -2,8 +2,9 @@
 
 The store writes the trail before it commits the same events, so a kill leaves the trail ahead of the database by the
 records of the moment before it, never committed: the next start sets them aside. More than that (a run's boundary among
-them (a stop with records after it, a start with bar decisions beside it) or a whole run, or over a minute of records)
-is no kill's last moment: the database lost records it had committed (an older copy put back, its WAL lost). The start
+them (a stop with records after it, a start with bar decisions beside it) or a whole run, over a minute of records, or
+more than one fill: each fill is committed in a transaction of its own before the next one's records are written) is
+no kill's last moment: the database lost records it had committed (an older copy put back, its WAL lost). The start
 (its STARTED page), `ffe doctor`, `ffe audit verify` and `ffe backup` all judge them here, and say them in the same
 words.
 
@@ -51,6 +52,9 @@ class Ahead:
     # (before it: an earlier run's; after it: the start commits all it wrote before the first bar), or a whole run
     # (its start and its stop). A kill leaves one moment of one run, which may be its start or its stop.
     boundary: bool = False
+    # Written in frames of many transactions (a backtest's audit file, sqlwriter.py): a kill can leave a frame's
+    # fills ahead, so their count tells nothing there.
+    frames: bool = False
     started: bool = False
     stopped: bool = False
     decided: bool = False
@@ -105,7 +109,7 @@ class Ahead:
     @property
     def lost(self) -> bool:
         """Whether they show the database lost committed records, rather than the last moment before a kill."""
-        return self.boundary or self.span_s() > SPAN_S
+        return self.boundary or self.span_s() > SPAN_S or (self.fills > 1 and not self.frames)
 
     def span_s(self) -> float:
         if self.first is None or self.last is None:
