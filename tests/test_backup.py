@@ -455,6 +455,45 @@ def test_a_restore_over_a_halted_account_keeps_the_kill_switch(account, archive,
     assert (state, kept, by) == ("HALTED", reason, "restore"), (state, kept, by)
 
 
+def test_a_restore_keeps_a_kill_switch_found_only_in_the_audit_records_past_the_database(account, archive, tmp_path,
+                                                                                         spawn_ffe):
+    """An older copy of the database put back (the runbook's case for a restore): the kill switch pressed since is in
+    the audit trail's records past the database's last event, not in the database. The start would keep that halt
+    (states.md); so does the restore the checks send the operator to, which moves those records aside: the restored
+    account is HALTED, and the operator is told so."""
+    cwd = tmp_path / "live"
+    cwd.mkdir()
+    (cwd / "config.toml").write_text((account / "config.toml").read_text())
+    first = run_ffe(cwd, "run", "--headless", "--max-bars", "20", env=env())
+    assert first.returncode == 0, first.stderr
+    db = cwd / "data" / "ffe.db"
+    older = tmp_path / "older.db"
+    shutil.copyfile(db, older)  # stopped in order: the whole database in its file
+    engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    halt = run_ffe(cwd, "ctl", "halt")
+    assert halt.returncode == 0, halt.stderr
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+    for side in ("-wal", "-shm"):
+        db.with_name(db.name + side).unlink(missing_ok=True)
+    shutil.copyfile(older, db)  # the older copy put back
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT state FROM engine_state").fetchall() != [("HALTED",)]  # the case in point
+    doctor = run_ffe(cwd, "doctor")
+    assert doctor.returncode == 1 and "restore the newest backup" in doctor.stdout + doctor.stderr, doctor.stdout
+
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    with sqlite3.connect(db) as conn:
+        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
+    assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
+    started = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=env())
+    assert started.returncode == 0, started.stderr
+    assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
+
+
 def archive_db(archive: Path, into: Path) -> Path:
     unpack(archive, into)
     return into / bk.DB_NAME
