@@ -264,7 +264,7 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
             last_seq, last = rows[-1]
         return TrailRepair(last_seq=last_seq, last_hash=line_hash(last) if last is not None else GENESIS,
                            appended=appended, torn=aside, torn_bytes=len(torn), uncommitted=moved,
-                           uncommitted_records=len(uncommitted), uncommitted_stop=_strictest_stop(uncommitted),
+                           uncommitted_records=len(uncommitted), uncommitted_stop=strictest_stop(uncommitted),
                            uncommitted_summary=set_aside_summary(uncommitted, moved))
     finally:
         os.close(fd)
@@ -373,12 +373,31 @@ def set_aside_summary(records: list[bytes], file: Path | None) -> dict[str, Any]
     return {**ahead.as_dict(), "file": str(file)}
 
 
-def _strictest_stop(records: list[bytes]) -> tuple[str, str] | None:
-    """The strictest pause or halt among records set aside as never committed. Only a kill between their write and
-    their commit leaves such records, and then they were never answered; but a database that lost committed
-    transactions (its write-ahead log deleted or damaged) leaves them too, and a halt the operator was told of must
-    not be dropped with them."""
+def strictest_stop(records: Iterable[bytes]) -> tuple[str, str] | None:
+    """The strictest pause or halt among records set aside as never committed, (state, reason). Only a kill between
+    their write and their commit leaves such records, and then they were never answered; but a database that lost
+    committed transactions (its write-ahead log deleted or damaged) leaves them too, and a halt the operator was told
+    of must not be dropped with them."""
     strictest: tuple[str, str] | None = None
+    for rec in _states(records):
+        state = str(rec.get("state"))
+        if STRICTNESS.get(state, 0) > STRICTNESS.get(strictest[0] if strictest else "RUNNING", 0):
+            strictest = (state, str(rec.get("reason", "")))
+    return strictest
+
+
+def halt_among(records: Iterable[bytes]) -> tuple[str, str] | None:
+    """(reason, by) of the last HALTED among `records` (audit lines), or None: what a restore keeps of the records
+    it moves aside that the database it replaces never held."""
+    halt = None
+    for rec in _states(records):
+        if rec.get("state") == "HALTED":
+            halt = (str(rec.get("reason", "")), str(rec.get("by", "")))
+    return halt
+
+
+def _states(records: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The `engine_state` records among audit lines, parsed (a line that does not parse is skipped)."""
     for line in records:
         if b'"event":"engine_state"' not in line:
             continue
@@ -386,10 +405,8 @@ def _strictest_stop(records: list[bytes]) -> tuple[str, str] | None:
             rec = json.loads(line)
         except ValueError:
             continue
-        state = rec.get("state")
-        if STRICTNESS.get(state, 0) > STRICTNESS.get(strictest[0] if strictest else "RUNNING", 0):
-            strictest = (str(state), str(rec.get("reason", "")))
-    return strictest
+        if isinstance(rec, dict):
+            yield rec
 
 
 async def _check_last_records(fd: int, path: Path,

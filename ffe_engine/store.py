@@ -1987,6 +1987,20 @@ def halted_in(path: Path | str, *, strict: bool = False) -> tuple[str, str] | No
     return (str(row[1]), str(row[2])) if row is not None and row[0] == EngineState.HALTED.value else None
 
 
+def events_end(path: Path | str) -> int:
+    """The seq of the last event the database at `path` holds (0 for none); StorageError when it cannot be read."""
+    try:
+        conn = open_read_only(path, peek=False)
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"{path}: cannot be read ({exc})") from None
+    try:
+        return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot be read ({exc})") from None
+    finally:
+        conn.close()
+
+
 def keep_halted(path: Path | str, reason: str, ts: float) -> None:
     """Store HALTED in a restored database, by `restore`: the kill switch of the records it replaced."""
     conn = sqlite3.connect(str(path), isolation_level=None)
