@@ -607,3 +607,47 @@ async def test_a_halted_paged_from_the_outbox_when_its_sent_mark_cannot_be_writt
     assert [(status, attempts, created) for status, attempts, created, _ in rows] == \
         [("sent", 1, halted[0]["created_ts"])], rows
     assert rows[0][3] < float((t / "room.ts").read_text()), rows  # when it left, not when the outbox could say so
+
+
+def without_permission_overrides() -> None:
+    """As root, the process starts without the capabilities that pass files' permissions (CAP_DAC_OVERRIDE,
+    CAP_DAC_READ_SEARCH, CAP_FOWNER, dropped from its bounding set): a directory made read-only refuses it for real,
+    as it would any user."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2, 3):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), f"cannot drop capability {cap}")
+
+
+def test_a_data_directory_made_read_only_under_a_running_engine_still_lets_it_stop_in_order(tmp_path):
+    """Its files stay writable (the database, the WAL), but the directory no longer lets the control socket be
+    removed at the stop: that is said in a warning, and the stop goes on in order (the engine's records closed, the
+    stop record written, exit 0), not a traceback in its place."""
+    starter_config(tmp_path)
+    data = tmp_path / "data"
+    proc = subprocess.Popen(ffe_cmd("run", "--headless"), cwd=tmp_path, env=ffe_env(FFE_MARKET__SPEED="20"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=without_permission_overrides)
+    try:
+        wait_until(lambda: (data / "ffe.sock").exists() or proc.poll() is not None, timeout=60,
+                   what="the control socket")
+        assert proc.poll() is None
+        data.chmod(0o500)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        data.chmod(0o700)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "ffe.sock" in err and "could not be removed" in err, err[-3000:]
+    last = audit_lines(tmp_path / "logs" / "audit.jsonl")[-1]
+    assert (last["event"], last.get("phase")) == ("run", "stop"), last
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
