@@ -241,7 +241,11 @@ class ControlServer:
                 writer.transport.abort()
         if _same_file(self.path, self._bound):
             # Only the socket this engine bound: if the path is now another engine's, it stays.
-            self.path.unlink()
+            try:
+                self.path.unlink()
+            except OSError as exc:  # its directory made read-only: the stop goes on, the next start replaces it
+                log.warning("control socket could not be removed: the next start replaces it", path=str(self.path),
+                            error=exc.strerror or str(exc))
         self._bound = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)

@@ -544,11 +544,13 @@ class EngineHost:
                     # A halt asked for by signal that failed is on the record, not dropped.
                     self.bus.publish(ErrorEvent(message=f"SIGUSR1 halt failed: {type(exc).__name__}: {exc}",
                                                 where="signal"))
-            if self._server is not None:
-                await self._server.stop()
-                self._server = None
             try:
-                await self.engine.stop()
+                try:
+                    if self._server is not None:
+                        await self._server.stop()
+                        self._server = None
+                finally:  # the engine's records are closed in order whatever became of the socket
+                    await self.engine.stop()
             finally:
                 try:
                     try:
