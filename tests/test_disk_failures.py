@@ -651,3 +651,24 @@ def test_a_data_directory_made_read_only_under_a_running_engine_still_lets_it_st
     assert (last["event"], last.get("phase")) == ("run", "stop"), last
     doctor = run_ffe(tmp_path, "doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+def test_a_read_only_database_file_stops_the_start_saying_the_next_one_comes_up_halted(traded, tmp_path):
+    """The database file alone cannot be written (its mode; its directory can): the start empties the disk reserve
+    to store HALTED, which cannot be stored either. The next start comes up HALTED all the same, and the error line
+    says so, as a failure while trading says it."""
+    cwd = copy_of(traded, tmp_path)
+    starter_config(cwd)
+    db = cwd / "data" / "ffe.db"
+    db.chmod(0o400)
+    try:
+        proc = subprocess.run(ffe_cmd("run", "--headless", "--max-bars", "5"), cwd=cwd, env=ffe_env(),
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                              preexec_fn=without_permission_overrides)
+    finally:
+        db.chmod(0o600)
+    line = the_error_line(proc)
+    assert "ffe.db" in line and "the next start comes up HALTED" in line, line
+    again = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "state=HALTED" in again.stderr, again.stderr[-3000:]
