@@ -451,6 +451,10 @@ class EngineHost:
                         await close_feed()
             if halted:
                 raise StorageError(f"{exc}; HALTED stored") from None
+            if isinstance(exc, StorageError) and store is not None and store.reserve_used:
+                # The disk reserve emptied for a HALTED that could not be stored: the next start says it.
+                raise StorageError(f"{exc}; HALTED could not be stored; the next start comes up HALTED all the "
+                                   "same") from None
             if isinstance(exc, (VenueError, VenueUnavailable)) and venue is not None:
                 # Past the start check, the exchange stopped answering (rate limit, outage): nothing was sent.
                 raise FfeError(f"start failed on {venue.name}: {exc}; nothing was sent: start again once it "
