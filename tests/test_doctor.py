@@ -57,9 +57,9 @@ def test_a_healthy_data_directory_passes_every_check(healthy):
     proc = doctor(healthy)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("ok: 11 checks passed"), out
-    for name in ("integrity", "records", "audit trail", "audit chain", "order statuses", "fills", "positions",
-                 "cash and equity", "paper venue book"):
+    assert out.startswith("ok: 12 checks passed"), out
+    for name in ("integrity", "records", "audit trail", "audit chain", "order statuses", "fills", "closed trades",
+                 "positions", "cash and equity", "paper venue book"):
         assert name in out
     n_orders = sql(healthy, "SELECT COUNT(*) FROM orders")[0][0]
     assert n_orders > 0 and f"{n_orders} orders" in out
@@ -163,6 +163,20 @@ def charge_a_fill_twice(cwd):
     return f"order {cid} has a "
 
 
+def change_a_closed_trade_s_pnl(cwd):
+    # Its `position_closed` event (and `ffe audit show`) says one figure, the trades table (`ffe report`) another.
+    (tid,) = sql(cwd, "SELECT id FROM trades ORDER BY id LIMIT 1")[0]
+    sql(cwd, "UPDATE trades SET pnl = pnl + 100 WHERE id = ?", (tid,))
+    return f"closed trade {tid}: pnl "
+
+
+def lose_a_closed_trade(cwd):
+    (tid,) = sql(cwd, "SELECT MAX(id) FROM trades")[0]
+    sql(cwd, "DELETE FROM provider_scores WHERE trade_id = ?", (tid,))
+    sql(cwd, "DELETE FROM trades WHERE id = ?", (tid,))
+    return f"closed trade {tid} is in a position_closed event but not in the trades table"
+
+
 def change_the_cash(cwd):
     book = json.loads(sql(cwd, "SELECT value FROM kv WHERE key = 'portfolio'")[0][0])
     book["cash"] += 0.5
@@ -202,7 +216,8 @@ def damage_a_page(cwd):
 
 DAMAGES = [drop_a_middle_line, cut_the_last_line, swap_two_lines, repeat_a_line, garble_a_line, alter_a_record,
            rewrite_a_record_in_the_trail_and_the_database_alike, reopen_a_filled_order, unknown_status, lose_a_fill,
-           lose_a_fill_and_its_event, lose_a_fill_event, charge_a_fill_twice, change_the_cash,
+           lose_a_fill_and_its_event, lose_a_fill_event, charge_a_fill_twice, change_a_closed_trade_s_pnl,
+           lose_a_closed_trade, change_the_cash,
            an_order_the_journal_never_had, an_open_order_the_venue_forgot, damage_a_page]
 
 
@@ -231,7 +246,7 @@ def test_a_line_being_written_after_the_database_s_last_event_is_no_violation(he
         f.write(json.dumps(rec, separators=(",", ":")).encode())  # no newline yet
     proc = doctor(cwd, ffe_in_process)  # a pass is proven as a real process above
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("ok: 11 checks passed") and "1 line after the database's last event cut off" in (
+    assert proc.stdout.startswith("ok: 12 checks passed") and "1 line after the database's last event cut off" in (
         proc.stdout), proc.stdout
 
 
