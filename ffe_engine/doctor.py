@@ -155,6 +155,9 @@ def check(settings: Settings) -> Findings:
         found.fills = len(fills)
         _check_fills(orders, fills, None if level == "trades" else records.fill_events(), settings.db_path)
         found.checks.append("fills")
+        if level != "trades":  # a trades-level backtest run keeps no events to check its trades against
+            _check_closed_trades(records.closed_trades(), records.closed_trade_events(), settings.db_path)
+            found.checks.append("closed trades")
         held = _check_positions(records, fills, settings.db_path)
         found.positions = len(held)
         found.checks.append("positions")
@@ -335,6 +338,34 @@ def _check_fills(orders: list[OrderRow], fills: list[FillRow], fill_events: list
     if filled:
         cid = sorted(filled)[0]
         raise Violation(f"{db}: fills of order {cid}, which the journal never recorded")
+
+
+# ------------------------------------------------------------------------------------------------ closed trades
+def _check_closed_trades(trades: list[Any], closed_events: list[bytes], db: Path) -> None:
+    """Each closed trade and its `position_closed` event, one to one and alike: the trades table is what `ffe
+    report` and the learner read, the event what `ffe audit show` tells; the store commits both with the fill that
+    closed the trade. The event's P&L and fees are rounded to 8 decimals."""
+    said: dict[Any, dict[str, Any]] = {}
+    for data in closed_events:
+        rec = json.loads(data)
+        said[rec.get("trade_id")] = rec
+    for tid, symbol, side, quantity, entry, exit_, pnl, fees, reason in trades:
+        rec = said.pop(tid, None)
+        if rec is None:
+            raise Violation(f"{db}: closed trade {tid} ({symbol}) has no position_closed event")
+        for name, stored, precise in (("quantity", quantity, True), ("entry_price", entry, True),
+                                      ("exit_price", exit_, True), ("pnl", pnl, False), ("fees", fees, False)):
+            told = rec.get(name)
+            if not isinstance(told, (int, float)) or not _close(stored, told, floor=1e-12 if precise else 1e-8):
+                raise Violation(f"{db}: closed trade {tid}: {name} {stored:.10g} in the trades table, {told!r} in "
+                                "its position_closed event")
+        for name, stored in (("symbol", symbol), ("side", side), ("reason", reason)):
+            if rec.get(name) != stored:
+                raise Violation(f"{db}: closed trade {tid}: {name} {stored!r} in the trades table, "
+                                f"{rec.get(name)!r} in its position_closed event")
+    if said:
+        tid = sorted(said, key=str)[0]
+        raise Violation(f"{db}: closed trade {tid} is in a position_closed event but not in the trades table")
 
 
 # ------------------------------------------------------------------------------------------------ the book

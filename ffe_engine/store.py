@@ -2189,6 +2189,16 @@ class Records:
     def positions(self) -> dict[str, float]:
         return dict(self._q("SELECT symbol, quantity FROM positions"))
 
+    def closed_trades(self) -> list[Any]:
+        """(id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason) of every closed trade, by id."""
+        return self._q("SELECT id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason FROM trades "
+                       "ORDER BY id")
+
+    def closed_trade_events(self) -> list[bytes]:
+        """The audit records of every `position_closed` event the database holds, in seq order."""
+        rows = self._q("SELECT seq, data FROM events WHERE event = 'position_closed' ORDER BY seq")
+        return [self._record(seq, data) for seq, data in rows]
+
     def kv(self, key: str) -> Any:
         rows = self._q("SELECT value FROM kv WHERE key = ?", (key,))
         if not rows:
