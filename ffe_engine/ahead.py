@@ -52,9 +52,10 @@ class Ahead:
     # (before it: an earlier run's; after it: the start commits all it wrote before the first bar), or a whole run
     # (its start and its stop). A kill leaves one moment of one run, which may be its start or its stop.
     boundary: bool = False
-    # Written in frames of many transactions (a backtest's audit file, sqlwriter.py): a kill can leave a frame's
-    # fills ahead, so their count tells nothing there.
-    frames: bool = False
+    # They may be the records of many transactions: a backtest's audit file is written in frames of many
+    # (sqlwriter.py), and beside a running engine that has committed since the database was read, records past that
+    # read are committed ones too (`committed_since`). Their fills' count tells nothing then.
+    many_transactions: bool = False
     started: bool = False
     stopped: bool = False
     decided: bool = False
@@ -109,7 +110,13 @@ class Ahead:
     @property
     def lost(self) -> bool:
         """Whether they show the database lost committed records, rather than the last moment before a kill."""
-        return self.boundary or self.span_s() > SPAN_S or (self.fills > 1 and not self.frames)
+        return self.boundary or self.span_s() > SPAN_S or (self.fills > 1 and not self.many_transactions)
+
+    def committed_since(self, db_last_now: int, db_last_read: int) -> None:
+        """The database's last event now, against the one it had when read: an engine beside the check committed
+        since, so the records past the read are not all uncommitted (many_transactions)."""
+        if db_last_now > db_last_read:
+            self.many_transactions = True
 
     def span_s(self) -> float:
         if self.first is None or self.last is None:

@@ -37,7 +37,7 @@ from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, r
                     verify_trail)
 from .errors import ArgumentError, StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
-from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, open_read_only, peek_foreign,
+from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end, open_read_only, peek_foreign,
                     refuse_foreign, refuse_not_a_file)
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
@@ -482,6 +482,8 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
         try:
             head = records.chain_head()
             result = verify_trail(path.parent, head, name=path.name, committed=records.event_seqs())
+            if result.uncommitted is not None:  # an engine beside it may have committed since the read
+                result.uncommitted.ahead.committed_since(events_end(db_path), result.uncommitted.db_last)
             unsettled = ahead.unsettled(path, records.kv(ahead.CHECKED_KEY), records.engine_state_row())
         except StorageError as exc:
             raise UsageError(str(exc)) from None

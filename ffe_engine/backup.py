@@ -55,7 +55,8 @@ from .config import Settings, render_settings
 from .errors import DamagedRecords, FfeError, NotADatabase, StorageError, UsageError, first_problem
 from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
-from .store import SCHEMA_VERSION, Records, Store, backtest_records, check_files, copy_pinned, pin_file
+from .store import (SCHEMA_VERSION, Records, Store, backtest_records, check_files, copy_pinned, events_end,
+                    pin_file)
 from .trailcopy import copy_trail
 
 FORMAT = 1
@@ -136,7 +137,8 @@ async def take_running(store: Store, settings: Settings, dest: Path, now: float,
     milliseconds (the flush of the buffered records included)."""
     conn, _, held = await store.pin_snapshot(monotonic)
     config = _config_text(settings)
-    made = await asyncio.to_thread(_write_archive, conn, settings.audit_path, config, dest, now, source)
+    made = await asyncio.to_thread(_write_archive, conn, settings.db_path, settings.audit_path, config, dest, now,
+                                   source)
     return made, held * 1000.0
 
 
@@ -162,7 +164,7 @@ def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
     check_files(db, new_ok=not has_records(settings.audit_path))
     Records(db).close()
     conn, _ = pin_file(settings.db_path, read_only=True)
-    return _write_archive(conn, settings.audit_path, _config_text(settings), dest, now, "directory")
+    return _write_archive(conn, settings.db_path, settings.audit_path, _config_text(settings), dest, now, "directory")
 
 
 def _config_text(settings: Settings) -> str:
@@ -171,7 +173,7 @@ def _config_text(settings: Settings) -> str:
     return render_settings(settings)
 
 
-def _write_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Path, now: float,
+def _write_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str, dest: Path, now: float,
                    source: str) -> Made:
     try:
         dest.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -181,14 +183,17 @@ def _write_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Pat
         conn.close()
         raise StorageError(f"{dest}: cannot write a backup here ({exc.strerror or exc})") from None
     with stage:
-        return _stage_archive(conn, trail, config, dest, now, source, stage.path, swept)
+        return _stage_archive(conn, db, trail, config, dest, now, source, stage.path, swept)
 
 
-def _stage_archive(conn: sqlite3.Connection, trail: Path, config: str, dest: Path, now: float, source: str,
-                   work: Path, swept: list[Path]) -> Made:
+def _stage_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str, dest: Path, now: float,
+                   source: str, work: Path, swept: list[Path]) -> Made:
     try:
         facts = copy_pinned(conn, work / DB_NAME, keys=(ahead.CHECKED_KEY,))
         copied = copy_trail(trail, work / TRAIL_NAME, facts.last_seq, work / DB_NAME)
+        # Beside a running engine the trail is copied after the read view was pinned: what it committed since is
+        # past that view too.
+        copied.ahead.committed_since(events_end(db), facts.last_seq)
         if copied.ahead.lost:
             # A backup of records that lost committed ones would hold the loss, and retention then deletes the
             # backups that do not: refused, as `ffe doctor` refuses them.

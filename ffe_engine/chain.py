@@ -291,8 +291,9 @@ def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: st
     opened = open_trail(Path(log_dir) / name)
     torn: list[int] = []
     state = _Walk(head)
-    # A backtest's compressed audit file is written in frames of many transactions (Ahead.frames).
-    match = _Match(committed, frames=any(p.suffix == ".zst" for p, _ in opened)) if committed is not None else None
+    # A backtest's compressed audit file is written in frames of many transactions (Ahead.many_transactions).
+    frames = any(p.suffix == ".zst" for p, _ in opened)
+    match = _Match(committed, many_transactions=frames) if committed is not None else None
     bad: _Bad | None = None
     try:
         lines = _lines(opened, torn)
@@ -370,12 +371,12 @@ def _upto(f: IO[bytes], size: int) -> Iterator[bytes]:
 class _Match:
     """The trail's seqs merged with the database's, both in order: the records the database never committed."""
 
-    def __init__(self, committed: Iterable[int], frames: bool = False) -> None:
+    def __init__(self, committed: Iterable[int], many_transactions: bool = False) -> None:
         self.committed = iter(committed)
         self.next: int | None = next(self.committed, None)
         self.last = 0  # the database's last seq seen
         self.missing: list[int] = []
-        self.ahead = Ahead(frames=frames)  # the records after the database's last event
+        self.ahead = Ahead(many_transactions=many_transactions)  # the records after the database's last event
 
     def walk(self, lines: Iterator[_Line]) -> Iterator[_Line]:
         for line in lines:

@@ -58,8 +58,8 @@ from .chain import packed, trail_files, unchained, unreadable_trail, verify_trai
 from .config import Settings
 from .errors import FfeError, UsageError, first_problem
 from .model import APPROVAL_PENDING, EngineState, OrderStatus, trail_disagrees
-from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Records, check_files, lost_database,
-                    state_unsaid)
+from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Records, check_files, events_end,
+                    lost_database, state_unsaid)
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 # client_order_id, symbol, side, qty, price, fee, fee_base, fee_base_value
@@ -135,6 +135,7 @@ def check(settings: Settings) -> Findings:
             if not chain.ok:
                 raise Violation(f"audit chain broken at seq {chain.first_bad_seq}: {chain.reason}")
             if chain.uncommitted is not None:
+                chain.uncommitted.ahead.committed_since(events_end(settings.db_path), chain.uncommitted.db_last)
                 lost = chain.uncommitted.lost_records()
                 if lost is not None:  # as the start judges them, which pages for them
                     raise Violation(f"{settings.db_path}: {lost}")
