@@ -88,6 +88,20 @@ def ffe_env(**extra: Any) -> dict[str, str]:
     return env
 
 
+def without_permission_overrides() -> None:
+    """A subprocess's preexec_fn: as root, it starts without the capabilities that pass files' permissions
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, dropped from its bounding set), so a directory or file made
+    read-only refuses it for real, as it would any user."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2, 3):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), f"cannot drop capability {cap}")
+
+
 def starter_config(cwd: Path) -> Path:
     """The config.toml `ffe init` writes (the documented defaults), in cwd unless one is there already."""
     from ffe_engine.scaffold import template_text

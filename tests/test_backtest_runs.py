@@ -4,7 +4,6 @@ written now), and bad input as one line with exit 2."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import pty
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BTC_CSV, ETH_CSV, config_for_run, ffe_cmd, ffe_env, ffe_in_process, run_ffe, sample_head
+from conftest import (BTC_CSV, ETH_CSV, config_for_run, ffe_cmd, ffe_env, ffe_in_process, run_ffe, sample_head,
+                      without_permission_overrides)
 from ffe_engine import fmt
 from ffe_engine.store import in_use
 
@@ -419,17 +419,8 @@ def run_as_a_user(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`ffe ARGS` bound by the permissions of files as any user is. As root, it starts without the capabilities
     that pass them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER, dropped from its bounding set before it
     starts): a directory made read-only refuses it for real, as it would anyone."""
-
-    def as_a_user() -> None:
-        if os.geteuid() != 0:
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        for cap in (1, 2, 3):
-            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-                raise OSError(ctypes.get_errno(), f"cannot drop capability {cap}")
-
     return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=90,
-                          stdin=subprocess.DEVNULL, preexec_fn=as_a_user)
+                          stdin=subprocess.DEVNULL, preexec_fn=without_permission_overrides)
 
 
 @pytest.mark.parametrize("side", ["logs", "data"])

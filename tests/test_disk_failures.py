@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from conftest import (BTC_CSV, assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session, ffe_cmd,
-                      ffe_env, ffe_in_process, make_settings, run_ffe, sample_head, starter_config, wait_until)
+                      ffe_env, ffe_in_process, make_settings, run_ffe, sample_head, starter_config, wait_until,
+                      without_permission_overrides)
 from receiver import Receiver
 
 
@@ -607,20 +608,6 @@ async def test_a_halted_paged_from_the_outbox_when_its_sent_mark_cannot_be_writt
     assert [(status, attempts, created) for status, attempts, created, _ in rows] == \
         [("sent", 1, halted[0]["created_ts"])], rows
     assert rows[0][3] < float((t / "room.ts").read_text()), rows  # when it left, not when the outbox could say so
-
-
-def without_permission_overrides() -> None:
-    """As root, the process starts without the capabilities that pass files' permissions (CAP_DAC_OVERRIDE,
-    CAP_DAC_READ_SEARCH, CAP_FOWNER, dropped from its bounding set): a directory made read-only refuses it for real,
-    as it would any user."""
-    if os.geteuid() != 0:
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2, 3):
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), f"cannot drop capability {cap}")
 
 
 def test_a_data_directory_made_read_only_under_a_running_engine_still_lets_it_stop_in_order(tmp_path):
