@@ -83,6 +83,13 @@ REFUSED = [
      "", {}, "config.toml:2: exchange.options: ", "headers.Authorization", "secretpart"),
     ("a secret in the options", "", "", {"FFE_EXCHANGE__OPTIONS__secret": "secretpart-42"},
      "environment: FFE_EXCHANGE__OPTIONS__secret: ", "FFE_EXCHANGE__SECRET", "secretpart"),
+    # Credentials under other spellings than the plain words: a name that holds one of them is one.
+    *[(f"a credential named {name} in the options", f'[exchange]\noptions = {{{option} = "secretpart-4242"}}\n',
+       "", {}, "config.toml:2: exchange.options: ", shown, "secretpart")
+      for name, option, shown in [("apiSecret", "apiSecret", "apiSecret"), ("secretKey", "secretKey", "secretKey"),
+                                  ("X-MBX-APIKEY", 'headers = {"X-MBX-APIKEY" = "x"}, k', "headers.X-MBX-APIKEY"),
+                                  ("twofa", "twofa", "twofa"), ("passphrase", "passphrase", "passphrase"),
+                                  ("accessToken", "accessToken", "accessToken")]],
 ]
 
 
