@@ -216,8 +216,16 @@ def _secret_is_clean(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
-# Option names that carry a credential: ccxt takes none from its options, and config.toml is no place for one.
-_CREDENTIAL_OPTIONS = {"apikey", "secret", "password", "token", "privatekey", "authorization", "uid", "login"}
+# Option names that carry a credential: ccxt takes none from its options, and config.toml is no place for one. A
+# name holding one of the words is one (apiSecret, secretKey, X-MBX-APIKEY, accessToken); the short ones only whole.
+_CREDENTIAL_WORDS = ("apikey", "secret", "password", "passwd", "passphrase", "token", "privatekey", "authorization",
+                     "twofa", "2fa")
+_CREDENTIAL_NAMES = {"uid", "login", "otp"}
+
+
+def _names_credential(key: str) -> bool:
+    name = key.replace("-", "").replace("_", "").lower()
+    return name in _CREDENTIAL_NAMES or any(word in name for word in _CREDENTIAL_WORDS)
 RECV_WINDOW_MAX_MS = 60_000  # Binance refuses a longer receive window
 
 
@@ -228,7 +236,7 @@ def _exchange_options(value: dict[str, Any]) -> dict[str, Any]:
     def walk(node: Any, path: tuple[str, ...]) -> None:
         if isinstance(node, dict):
             for key, child in node.items():
-                if str(key).replace("-", "").replace("_", "").lower() in _CREDENTIAL_OPTIONS:
+                if _names_credential(str(key)):
                     raise ValueError(f"{'.'.join(path + (str(key),))}: a credential has no place in exchange.options "
                                      "(ccxt takes none from there): FFE_EXCHANGE__API_KEY and FFE_EXCHANGE__SECRET, "
                                      "in .env or the environment (the value is not shown)")
