@@ -457,6 +457,20 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", [("--out", "afile"), ("--file", "afile/x.csv"), ("--file", "afile/deeper/x.csv")],
+                         ids=["out", "file", "file-deeper"])
+def test_a_regular_file_on_the_way_to_the_candles_exits_2_with_one_line_before_anything_is_asked(tmp_path, where):
+    """The folder the candles would go to is a file (or has a file on its way): told in one line naming it, exit 2,
+    before the exchange is asked anything (here it could not be: no network), the file left as it was."""
+    (tmp_path / "afile").write_text("mine\n")
+    proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--since", "2024-01-01",
+                   *where)
+    assert proc.returncode == 2, proc.stderr
+    assert "afile: is not a directory" in one_error_line(proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine\n"
+
+
 def test_a_new_file_needs_since(tmp_path):
     proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--file", "btc.csv")
     assert proc.returncode == 2
