@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Protocol, TextIO
 
 from .clock import WallClock, format_timeframe, timeframe_ms
 from .config import allowed_timeframe, is_symbol
-from .errors import ArgumentError, FfeError, UsageError
+from .errors import ArgumentError, FfeError, UsageError, storage_failure
 from .market.bounds import candle_problem, time_problem
 from .market.csvdata import CandleSeries, CsvError, find_gaps, iso, load_csv
 from .market.ohlcv import Page, candles_from, page_size
@@ -85,6 +85,12 @@ def candle_file_name(symbol: str, timeframe: str, exchange_id: str) -> str:
 def check_csv_path(path: Path) -> None:
     if path.suffix != ".csv":
         raise DownloadInputError(f"{path}: the file name must end in .csv")
+    # The folders it would be made in: one that is a file is told now, not after the candles were fetched.
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise DownloadInputError(f"{folder}: is not a directory (the candles would go to {path})")
+            break
 
 
 # --- progress ---------------------------------------------------------------------------------------------------
@@ -250,8 +256,11 @@ def _open_for_candles(path: Path, *, fresh_file: bool) -> TextIO:
     """`path` opened for its first new candles: a file without candles (new, empty, or a header only) is started
     afresh, with its header; otherwise appended to. Opened only once there are candles to write, so that a run that
     fails or finds none leaves no file holding a header only (which loads as no data: a damaged file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "w" if fresh_file else "a", encoding="utf-8", newline="")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "w" if fresh_file else "a", encoding="utf-8", newline="")
+    except OSError as exc:  # a read-only folder, a full disk: one line, what was written before kept
+        raise storage_failure(path, exc) from None
     if fresh_file:
         f.write(HEADER + "\n")
     return f
