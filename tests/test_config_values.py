@@ -83,6 +83,13 @@ REFUSED = [
      "", {}, "config.toml:2: exchange.options: ", "headers.Authorization", "secretpart"),
     ("a secret in the options", "", "", {"FFE_EXCHANGE__OPTIONS__secret": "secretpart-42"},
      "environment: FFE_EXCHANGE__OPTIONS__secret: ", "FFE_EXCHANGE__SECRET", "secretpart"),
+    # An exchange feed's exchange.id that ccxt does not know: said by `ffe config check` as by the start, naming
+    # where it was set (the deploy that followed a clean check failed its start otherwise).
+    ("an exchange id ccxt does not know", '[market]\nsource = "exchange"\n\n[exchange]\nid = "binanse"\n', "", {},
+     "config.toml:5: exchange.id: ", "'binanse' is not a ccxt exchange id", None),
+    ("an exchange id ccxt does not know, from the environment", '[market]\nsource = "exchange"\n', "",
+     {"FFE_EXCHANGE__ID": "binanse"}, "environment: FFE_EXCHANGE__ID: exchange.id: ",
+     "'binanse' is not a ccxt exchange id", None),
     # Credentials under other spellings than the plain words: a name that holds one of them is one.
     *[(f"a credential named {name} in the options", f'[exchange]\noptions = {{{option} = "secretpart-4242"}}\n',
        "", {}, "config.toml:2: exchange.options: ", shown, "secretpart")

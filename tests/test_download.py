@@ -471,6 +471,16 @@ def test_a_regular_file_on_the_way_to_the_candles_exits_2_with_one_line_before_a
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine\n"
 
 
+def test_an_exchange_id_from_the_configuration_that_ccxt_does_not_know_is_said_where_it_was_set(tmp_path):
+    """No --exchange given: the configured exchange.id is at fault, and the line says where it was set, not a flag
+    that was never given."""
+    (tmp_path / "config.toml").write_text('[exchange]\nid = "binanse"\n')
+    proc = ffe_in_process(tmp_path, "data", "download", "BTC/USDT", "--since", "2024-01-01")
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert "config.toml:2: exchange.id: 'binanse' is not a ccxt exchange id" in line and "--exchange" not in line, line
+
+
 def test_a_new_file_needs_since(tmp_path):
     proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--file", "btc.csv")
     assert proc.returncode == 2
