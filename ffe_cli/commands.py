@@ -83,6 +83,7 @@ def attach(args: argparse.Namespace) -> int:
 def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
     from ffe_engine.config import check_mode, render_settings
+    from ffe_engine.kernel import check_market
     from ffe_engine.monitor import check_bind
     from ffe_engine.store import SchemaError, saved_state
 
@@ -100,6 +101,7 @@ def config_check(args: argparse.Namespace) -> int:
         except VenueError as exc:
             raise StartError(str(exc)) from None
     check_mode(settings)  # the mode and the venue, as every start checks them
+    check_market(settings)  # an exchange feed's exchange, likewise
     check_bind(settings)  # the monitor's endpoint, as the start checks it
     if settings.market.source == "replay":  # a replayed market's files, read and checked as the start does
         from ffe_engine.market.replay import replay_series
@@ -406,7 +408,9 @@ def data_download(args: argparse.Namespace) -> int:
     if args.exchange is not None and args.exchange != exchange.id:
         # The configured URLs, options and sandbox belong to the configured exchange, not to this one.
         exchange = type(exchange)().model_copy(update={"id": args.exchange, "timeout_ms": exchange.timeout_ms})
-    request = Request(exchange=exchange, symbols=list(args.symbols),
+    # The exchange's id as the line that refuses it names it: the flag, or the key and where it was set.
+    named = "--exchange" if args.exchange is not None else settings.blame(("exchange", "id"), "exchange.id")
+    request = Request(exchange=exchange, exchange_named=named, symbols=list(args.symbols),
                       timeframe=args.timeframe or settings.engine.timeframe, since=args.since, until=args.until,
                       out_dir=args.out if args.out is not None else settings.data_dir, file=args.file)
     # The reads' "retrying" warnings would otherwise land on stderr through logging's last resort; the outcome

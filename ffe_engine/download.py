@@ -457,6 +457,7 @@ class Request:
     until: str | None = None
     out_dir: Path = Path("data")
     file: Path | None = None
+    exchange_named: str = "--exchange"  # how a refusal of the exchange's id names it (the key and where it was set)
 
     def validated(self) -> tuple[int | None, int | None, list[tuple[str, Path]]]:
         """Check everything that needs no network: (since ms, until ms, [(symbol, path)]). Raises
@@ -493,7 +494,7 @@ class Request:
         from .venues.ccxt_loader import exchange_class
 
         if exchange_class(self.exchange.id) is None:
-            raise DownloadInputError(f"--exchange: {self.exchange.id!r} is not a ccxt exchange id")
+            raise DownloadInputError(f"{self.exchange_named}: {self.exchange.id!r} is not a ccxt exchange id")
         return since, until, plan
 
 

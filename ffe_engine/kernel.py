@@ -32,6 +32,7 @@ def check_live(settings: Settings, live_flag: bool) -> bool:
         # The flag is the command line's own; where the mode it needs was set (or that it is the default) goes beside.
         raise StartError(f'--live needs mode = "live" in the configuration ({settings.said("mode")})')
     check_mode(settings)
+    check_market(settings)
     if settings.mode != "live":
         return False
     missing = [k for k in ("api_key", "secret") if getattr(settings.exchange, k) is None]
@@ -39,6 +40,18 @@ def check_live(settings: Settings, live_flag: bool) -> bool:
         raise StartError("live trading needs exchange credentials: set "
                          + ", ".join(f"FFE_EXCHANGE__{k.upper()}" for k in missing) + " in .env or the environment")
     return True
+
+
+def check_market(settings: Settings) -> None:
+    """An exchange feed's exchange.id names an exchange ccxt has (what `ffe config check` says too): refused before
+    anything is made, naming where it was set."""
+    if settings.market.source != "exchange":
+        return
+    from .venues.ccxt_loader import exchange_class  # ccxt only where the market comes from an exchange
+
+    if exchange_class(settings.exchange.id) is None:
+        raise StartError(settings.blame(("exchange", "id"),
+                                        f"exchange.id: {settings.exchange.id!r} is not a ccxt exchange id"))
 
 
 async def check_credentials(venue: Venue) -> None:
