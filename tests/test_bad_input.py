@@ -688,6 +688,7 @@ def test_replay_files_of_another_timeframe_than_the_engine_s_are_refused_by_conf
         assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
         (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
         assert "1h" in line and "engine.timeframe" in line and "1m" in line, (command, line)
+        assert line.startswith('ffe: error: config.toml:3: engine.timeframe = "1m"'), (command, line)  # its line
     assert not (tmp_path / "data" / "ffe.db").exists()
 
 
