@@ -247,7 +247,7 @@ def replay_series(settings: Settings) -> dict[str, CandleSeries]:
     (frame,) = set(frames.values())
     engine = settings.engine
     if frame != engine.timeframe_ms:  # bars a timeframe apart would be stale to the engine's DATA_STALE gate
-        raise StartError(f"market.replay_files: the files are {format_timeframe(frame)} candles and engine.timeframe "
-                         f"is {engine.timeframe}: set engine.timeframe = \"{format_timeframe(frame)}\" to replay "
-                         "them")
+        raise StartError(settings.blame(("engine", "timeframe"), f"engine.timeframe = \"{engine.timeframe}\": the "
+                                        f"files of market.replay_files are {format_timeframe(frame)} candles: set "
+                                        f"engine.timeframe = \"{format_timeframe(frame)}\" to replay them"))
     return series
