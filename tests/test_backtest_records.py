@@ -155,6 +155,29 @@ def test_audit_tail_of_a_trades_run_says_such_runs_keep_no_audit_trail(runs):
     assert "--log-dir right" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
 
 
+def test_report_providers_of_a_trades_run_says_its_votes_were_not_kept_rather_than_counting_none(runs):
+    """A trades run keeps no votes: `ffe report providers` shows its vote, fail and backed columns as not kept
+    (`-`, null in JSON) and says why, not as counts of 0 beside hit rates over hundreds of trades; its scores are the
+    full run's."""
+    reports = {}
+    for level in ("full", "trades"):
+        run = runs[level]
+        data = (run["cwd"] / run["report"]["database"]).parent
+        text = run_ffe(run["cwd"], "report", "providers", "--data-dir", str(data))
+        assert text.returncode == 0, text.stderr
+        as_json = run_ffe(run["cwd"], "report", "providers", "--data-dir", str(data), "--json")
+        assert as_json.returncode == 0, as_json.stderr
+        reports[level] = text.stdout, {p["provider"]: p for p in json.loads(as_json.stdout)["providers"]}
+    full, trades = reports["full"][1], reports["trades"][1]
+    assert all(p["votes"] > 0 for p in full.values()), full
+    for name, p in trades.items():
+        assert (p["votes"], p["failed"], p["backed"], p["last"]["backed"]) == (None, None, None, None), p
+        assert (p["scored"], p["hits"]) == (full[name]["scored"], full[name]["hits"]), (p, full[name])
+    text = reports["trades"][0]
+    assert "not kept" in text and "trades records" in text, text
+    assert not any(line.split()[2:5] == ["0", "0", "0"] for line in text.splitlines()[3:] if line.split()), text
+
+
 def test_the_audit_file_of_a_full_run_is_hash_chained_up_to_its_databases_chain_head(runs):
     full = runs["full"]
     db = full["cwd"] / full["report"]["database"]
