@@ -995,16 +995,23 @@ def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) 
         return {"votes": src.get("votes", 0), "backed": src.get("backed", 0), "scored": scored, "hits": hits,
                 "hit_rate": hits / scored if scored else None, "avg_return_pct": src.get("avg_return_pct")}
 
+    # A backtest run of trades records keeps no votes: its vote counts are unknown, not none (null, `-`).
+    votes_kept = _backtest_records(conn) != "trades"
+
+    def unkept(figs: dict[str, Any]) -> dict[str, Any]:
+        return figs if votes_kept else {**figs, "votes": None, "failed": None, "backed": None}
+
     providers = []
     for p in names:
         n, f = cast.get(p, (0, 0))
         base = figures(all_time.get(p, {}))
         base["votes"] = n or 0  # every directional vote cast, not only those on trade entries
         providers.append({"provider": p, "configured": p in configured, "weight": weights.get(p),
-                          **base, "failed": f or 0, "last": figures(recent.get(p, {}))})
+                          **unkept({**base, "failed": f or 0}),
+                          "last": unkept(figures(recent.get(p, {})))})
     return {"trades": total_trades, "last": last, "last_trades": len(ids),
             "weights": "stored" if have else "equal", "weights_updated": row[1] if row else None,
-            "providers": providers}
+            "votes_kept": votes_kept, "providers": providers}
 
 
 def render_provider_report(r: dict[str, Any]) -> str:
@@ -1020,15 +1027,21 @@ def render_provider_report(r: dict[str, Any]) -> str:
     for p in r["providers"]:
         name = p["provider"] + ("" if p["configured"] else "*")
         last = p["last"]
-        lines.append(f"{name:<15}{_weight(p['weight']):>7}{p['votes']:>6}{p['failed']:>5}{p['backed']:>7}"
-                     f"{_hit(p['hit_rate']):>6}{_ret(p['avg_return_pct']):>8} |{last['backed']:>7}"
-                     f"{_hit(last['hit_rate']):>6}{_ret(last['avg_return_pct']):>8}")
+        lines.append(f"{name:<15}{_weight(p['weight']):>7}{_count(p['votes']):>6}{_count(p['failed']):>5}"
+                     f"{_count(p['backed']):>7}{_hit(p['hit_rate']):>6}{_ret(p['avg_return_pct']):>8} |"
+                     f"{_count(last['backed']):>7}{_hit(last['hit_rate']):>6}{_ret(last['avg_return_pct']):>8}")
     if any(not p["configured"] for p in r["providers"]):
         lines.append("* not a configured provider (history only)")
+    if not r.get("votes_kept", True):
+        lines.append("votes, fail, backed: not kept (a backtest run of trades records keeps no votes)")
     lines.append("votes: BUY/SELL votes cast; fail: failed or timed out; backed: entries it voted for;")
     lines.append("hit: its votes on entries whose direction matched the outcome; ret%: the trade's")
     lines.append("return from the vote's side, average")
     return "\n".join(lines)
+
+
+def _count(x: int | None) -> str:
+    return "-" if x is None else str(x)
 
 
 def _ret(x: float | None) -> str:
