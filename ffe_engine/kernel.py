@@ -21,6 +21,7 @@ from .market.base import Feed
 from .signals import make_providers
 from .store import Store
 from .venues.base import CandleVenue, Venue, VenueError, VenueUnavailable, clock_refused
+from .venues.ccxt_loader import check_market
 from .venues.paper import PaperVenue
 
 
@@ -40,18 +41,6 @@ def check_live(settings: Settings, live_flag: bool) -> bool:
         raise StartError("live trading needs exchange credentials: set "
                          + ", ".join(f"FFE_EXCHANGE__{k.upper()}" for k in missing) + " in .env or the environment")
     return True
-
-
-def check_market(settings: Settings) -> None:
-    """An exchange feed's exchange.id names an exchange ccxt has (what `ffe config check` says too): refused before
-    anything is made, naming where it was set."""
-    if settings.market.source != "exchange":
-        return
-    from .venues.ccxt_loader import exchange_class  # ccxt only where the market comes from an exchange
-
-    if exchange_class(settings.exchange.id) is None:
-        raise StartError(settings.blame(("exchange", "id"),
-                                        f"exchange.id: {settings.exchange.id!r} is not a ccxt exchange id"))
 
 
 async def check_credentials(venue: Venue) -> None:
