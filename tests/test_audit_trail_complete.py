@@ -330,6 +330,24 @@ def test_one_fill_after_the_database_is_the_moment_before_a_kill(tmp_path):
         assert "written just before a kill" in proc.stdout + proc.stderr, (check, proc.stdout + proc.stderr)
 
 
+def test_records_past_a_read_the_engine_beside_has_committed_since_are_no_loss_whatever_they_span(tmp_path):
+    """A check beside a running engine reads the database, then walks the trail (a minute or more on a large
+    account): the engine goes on committing meanwhile, restarts even. Records past that read which the database
+    holds by the end of the walk were committed, not lost, whatever they span (a run's boundary among them here):
+    no check may call them a loss."""
+    from ffe_engine.chain import verify_trail
+    from ffe_engine.store import events_end
+
+    first_run(tmp_path)
+    read = db_seqs(tmp_path / "data" / "ffe.db")  # what a check read, before the engine below ran
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=ffe_env(FFE_MARKET__SEED=7))
+    assert again.returncode == 0, again.stderr
+    result = verify_trail(tmp_path / "logs", None, committed=read)
+    assert result.uncommitted is not None and result.uncommitted.ahead.boundary  # as read: a restart past it
+    result.uncommitted.ahead.committed_since(events_end(tmp_path / "data" / "ffe.db"), read[-1])
+    assert result.uncommitted.lost_records() is None
+
+
 # A retention that keeps only the newest backup: a backup that went through would delete the others.
 PRUNING = ffe_env(FFE_BACKUP__KEEP_LAST=1, FFE_BACKUP__KEEP_DAYS=0)
 
