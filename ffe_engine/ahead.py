@@ -53,9 +53,11 @@ class Ahead:
     # (its start and its stop). A kill leaves one moment of one run, which may be its start or its stop.
     boundary: bool = False
     # They may be the records of many transactions: a backtest's audit file is written in frames of many
-    # (sqlwriter.py), and beside a running engine that has committed since the database was read, records past that
-    # read are committed ones too (`committed_since`). Their fills' count tells nothing then.
+    # (sqlwriter.py). Their fills' count tells nothing then.
     many_transactions: bool = False
+    # The database committed more after it was read (an engine running beside the check, restarted even): records
+    # past that read are its commits since, up to the moment being written now (`committed_since`), none lost.
+    committed_after_read: bool = False
     started: bool = False
     stopped: bool = False
     decided: bool = False
@@ -110,13 +112,15 @@ class Ahead:
     @property
     def lost(self) -> bool:
         """Whether they show the database lost committed records, rather than the last moment before a kill."""
+        if self.committed_after_read:
+            return False
         return self.boundary or self.span_s() > SPAN_S or (self.fills > 1 and not self.many_transactions)
 
     def committed_since(self, db_last_now: int, db_last_read: int) -> None:
         """The database's last event now, against the one it had when read: an engine beside the check committed
-        since, so the records past the read are not all uncommitted (many_transactions)."""
+        since, so the records past the read are its commits (committed_after_read)."""
         if db_last_now > db_last_read:
-            self.many_transactions = True
+            self.committed_after_read = True
 
     def span_s(self) -> float:
         if self.first is None or self.last is None:
