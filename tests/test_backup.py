@@ -494,6 +494,50 @@ def test_a_restore_keeps_a_kill_switch_found_only_in_the_audit_records_past_the_
     assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
 
 
+def test_a_restore_does_not_bring_back_a_kill_switch_the_operator_re_armed_after_its_records_were_set_aside(
+        account, tmp_path, spawn_ffe):
+    """The halt found in records a start set aside was kept by that start, and the operator, having checked the
+    books, re-armed the engine (which records the set-aside file as checked). A later restore of a backup taken
+    since, with that file still beside the trail, brings nothing back: no record of it lies past the database."""
+    cwd = tmp_path / "live"
+    cwd.mkdir()
+    (cwd / "config.toml").write_text((account / "config.toml").read_text())
+    first = run_ffe(cwd, "run", "--headless", "--max-bars", "20", env=env())
+    assert first.returncode == 0, first.stderr
+    db = cwd / "data" / "ffe.db"
+    older = tmp_path / "older.db"
+    shutil.copyfile(db, older)
+    engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    assert run_ffe(cwd, "ctl", "halt").returncode == 0
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+    for side in ("-wal", "-shm"):
+        db.with_name(db.name + side).unlink(missing_ok=True)
+    shutil.copyfile(older, db)  # the older copy put back
+    engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="again")
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    assert list((cwd / "logs").glob("audit.jsonl.uncommitted-after-*")), "the start set nothing aside"
+    assert "HALTED" in run_ffe(cwd, "ctl", "status").stdout
+    rearm = run_ffe(cwd, "ctl", "resume", "--yes")
+    assert rearm.returncode == 0, rearm.stdout + rearm.stderr
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+    assert db_state(db) == "RUNNING"
+    backup = take(cwd, tmp_path / "b")
+
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert db_state(db) == "RUNNING"
+
+
+def db_state(db: Path) -> str:
+    with sqlite3.connect(db) as conn:
+        ((state,),) = conn.execute("SELECT state FROM engine_state").fetchall()
+    return state
+
+
 def archive_db(archive: Path, into: Path) -> Path:
     unpack(archive, into)
     return into / bk.DB_NAME
