@@ -167,16 +167,24 @@ def checked_now(trail: Path) -> dict[str, int]:
     return out
 
 
-def unchecked_losses(trail: Path, checked: Any) -> list[tuple[Path, Ahead]]:
-    """The set-aside files whose records show the database lost committed ones and that no resume has checked.
-    A file that cannot be read counts as lost: it cannot be told otherwise."""
+def unchecked_files(trail: Path, checked: Any) -> list[Path]:
+    """The set-aside files no resume has checked (CHECKED_KEY's value `checked`: a file grown since is unchecked)."""
     done = checked if isinstance(checked, dict) else {}
     out = []
     for p in aside_files(trail):
+        with contextlib.suppress(FileNotFoundError):
+            if done.get(p.name) != p.stat().st_size:
+                out.append(p)
+    return out
+
+
+def unchecked_losses(trail: Path, checked: Any) -> list[tuple[Path, Ahead]]:
+    """The set-aside files whose records show the database lost committed ones and that no resume has checked.
+    A file that cannot be read counts as lost: it cannot be told otherwise."""
+    out = []
+    for p in unchecked_files(trail, checked):
         ahead = Ahead()
         try:
-            if done.get(p.name) == p.stat().st_size:
-                continue
             with open(p, "rb") as f:
                 for line in f:
                     if line.strip():

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from .ahead import aside_files
+from .ahead import CHECKED_KEY, aside_files, unchecked_files
 from .audit import halt_among, sync_dir
 from .backtest_runs import not_an_account, run_records
 from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked, Invalid, check_unpacked,
@@ -39,8 +39,8 @@ from .errors import FfeError, NotADatabase, StartError, StorageError, UsageError
 from .host import RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, log_dir_holder
 from .interrupts import held
 from .staging import Staging
-from .store import (SIDE_FILES, events_end, halted_in, keep_halted, mark_restored, peek_foreign, refuse_not_a_file,
-                    wal_without_database, withhold_pending_alerts)
+from .store import (SIDE_FILES, Records, events_end, halted_in, keep_halted, mark_restored, peek_foreign,
+                    refuse_not_a_file, wal_without_database, withhold_pending_alerts)
 
 CONFIG_COPY = "config.from-backup.toml"
 SEQ = re.compile(rb'"seq":(\d+)')  # an audit record's seq, read without parsing the line
@@ -105,7 +105,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
                 halted = _halted_aside(db)
             else:  # a WAL without its database holds records that cannot be read without it: unreadable too
                 try:
-                    halted = _kept(halted_in(db, strict=True) or _halt_past(trail, events_end(db)))
+                    halted = _kept(halted_in(db, strict=True) or _halt_past(trail, db))
                 except StorageError as exc:
                     # Damaged (the runbook's case for a restore): whether it was HALTED cannot be told, so the
                     # restored account is HALTED all the same; a kill switch the damage hid is never re-armed by a
@@ -163,18 +163,26 @@ def _kept(halted: tuple[str, str] | None) -> str | None:
     return reason if KEPT_NOTE.search(reason) else f"{reason} (by {by}, kept across a restore)"
 
 
-def _halt_past(trail: Path, db_last: int) -> tuple[str, str] | None:
-    """(reason, by) of a HALTED the records this restore moves aside hold past the database's last event (`db_last`):
-    an older copy of the database put back, or its WAL lost, after the kill switch was pressed; and in the records
-    an earlier start set aside as never committed. The start would keep it (states.md); so does the restore.
-    StorageError when the trail cannot be read: whether it holds one cannot be told."""
+def _halt_past(trail: Path, db: Path) -> tuple[str, str] | None:
+    """(reason, by) of a HALTED the records this restore moves aside hold past the database's last event: an older
+    copy of the database put back, or its WAL lost, after the kill switch was pressed; and in the records an earlier
+    start set aside as never committed that no resume has checked since (one that has was dealt with: re-armed, or
+    kept in the database's own state). The start would keep it (states.md); so does the restore. StorageError when
+    the records cannot be read: whether they hold one cannot be told."""
+    db_last = events_end(db)
+    records = Records(db)
+    try:
+        checked = records.kv(CHECKED_KEY)
+    finally:
+        records.close()
+
     def past() -> Iterator[bytes]:
         for path in trail_files(trail):
             with open(path, "rb") as f:
                 for line in f:
                     if b'"event":"engine_state"' in line and _seq(line) > db_last:
                         yield line
-        for path in aside_files(trail):
+        for path in unchecked_files(trail, checked):
             with open(path, "rb") as f:
                 yield from f
 
