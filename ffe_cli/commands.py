@@ -83,9 +83,9 @@ def attach(args: argparse.Namespace) -> int:
 def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
     from ffe_engine.config import check_mode, render_settings
-    from ffe_engine.venues.ccxt_loader import check_market
     from ffe_engine.monitor import check_bind
     from ffe_engine.store import SchemaError, saved_state
+    from ffe_engine.venues.ccxt_loader import check_market
 
     from ffe_tui import keys
 

@@ -226,6 +226,8 @@ _CREDENTIAL_NAMES = {"uid", "login", "otp"}
 def _names_credential(key: str) -> bool:
     name = key.replace("-", "").replace("_", "").lower()
     return name in _CREDENTIAL_NAMES or any(word in name for word in _CREDENTIAL_WORDS)
+
+
 RECV_WINDOW_MAX_MS = 60_000  # Binance refuses a longer receive window
 
 
