@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import (BTC_CSV, audit_lines, ffe_cmd, ffe_env, ffe_in_process, run_ffe,  # noqa: F401
+from conftest import (BTC_CSV, audit_lines, db_value, ffe_cmd, ffe_env, ffe_in_process, run_ffe,  # noqa: F401
                       sample_head, spawn_ffe, wait_until)
 from ffe_engine import backup as bk
 from ffe_engine.chain import chained, line_hash
@@ -455,12 +455,13 @@ def test_a_restore_over_a_halted_account_keeps_the_kill_switch(account, archive,
     assert (state, kept, by) == ("HALTED", reason, "restore"), (state, kept, by)
 
 
-def test_a_restore_keeps_a_kill_switch_found_only_in_the_audit_records_past_the_database(account, archive, tmp_path,
-                                                                                         spawn_ffe):
-    """An older copy of the database put back (the runbook's case for a restore): the kill switch pressed since is in
-    the audit trail's records past the database's last event, not in the database. The start would keep that halt
-    (states.md); so does the restore the checks send the operator to, which moves those records aside: the restored
-    account is HALTED, and the operator is told so."""
+STATE = "SELECT state FROM engine_state"
+
+
+def halted_then_an_older_database_put_back(account: Path, tmp_path: Path, spawn_ffe) -> tuple[Path, Path]:
+    """An account in tmp_path/live whose kill switch was pressed (`ffe ctl halt`, stopped in order) after which an
+    older copy of its database, taken when its first run stopped, was put back: the halt is only in the audit trail's
+    records past the database's last event. Returns the directory and the database."""
     cwd = tmp_path / "live"
     cwd.mkdir()
     (cwd / "config.toml").write_text((account / "config.toml").read_text())
@@ -478,8 +479,17 @@ def test_a_restore_keeps_a_kill_switch_found_only_in_the_audit_records_past_the_
     for side in ("-wal", "-shm"):
         db.with_name(db.name + side).unlink(missing_ok=True)
     shutil.copyfile(older, db)  # the older copy put back
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT state FROM engine_state").fetchall() != [("HALTED",)]  # the case in point
+    assert db_value(db, STATE) != "HALTED"  # the case in point
+    return cwd, db
+
+
+def test_a_restore_keeps_a_kill_switch_found_only_in_the_audit_records_past_the_database(account, archive, tmp_path,
+                                                                                         spawn_ffe):
+    """An older copy of the database put back (the runbook's case for a restore): the kill switch pressed since is in
+    the audit trail's records past the database's last event, not in the database. The start would keep that halt
+    (states.md); so does the restore the checks send the operator to, which moves those records aside: the restored
+    account is HALTED, and the operator is told so."""
+    cwd, db = halted_then_an_older_database_put_back(account, tmp_path, spawn_ffe)
     doctor = run_ffe(cwd, "doctor")
     assert doctor.returncode == 1 and "restore the newest backup" in doctor.stdout + doctor.stderr, doctor.stdout
 
@@ -499,22 +509,7 @@ def test_a_restore_does_not_bring_back_a_kill_switch_the_operator_re_armed_after
     """The halt found in records a start set aside was kept by that start, and the operator, having checked the
     books, re-armed the engine (which records the set-aside file as checked). A later restore of a backup taken
     since, with that file still beside the trail, brings nothing back: no record of it lies past the database."""
-    cwd = tmp_path / "live"
-    cwd.mkdir()
-    (cwd / "config.toml").write_text((account / "config.toml").read_text())
-    first = run_ffe(cwd, "run", "--headless", "--max-bars", "20", env=env())
-    assert first.returncode == 0, first.stderr
-    db = cwd / "data" / "ffe.db"
-    older = tmp_path / "older.db"
-    shutil.copyfile(db, older)
-    engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
-    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
-    assert run_ffe(cwd, "ctl", "halt").returncode == 0
-    engine.send(15)
-    assert engine.wait(60) == 0, engine.stderr
-    for side in ("-wal", "-shm"):
-        db.with_name(db.name + side).unlink(missing_ok=True)
-    shutil.copyfile(older, db)  # the older copy put back
+    cwd, db = halted_then_an_older_database_put_back(account, tmp_path, spawn_ffe)
     engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="again")
     wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
     assert list((cwd / "logs").glob("audit.jsonl.uncommitted-after-*")), "the start set nothing aside"
@@ -523,19 +518,13 @@ def test_a_restore_does_not_bring_back_a_kill_switch_the_operator_re_armed_after
     assert rearm.returncode == 0, rearm.stdout + rearm.stderr
     engine.send(15)
     assert engine.wait(60) == 0, engine.stderr
-    assert db_state(db) == "RUNNING"
+    assert db_value(db, STATE) == "RUNNING"
     backup = take(cwd, tmp_path / "b")
 
     proc = run_ffe(cwd, "restore", str(backup), "--force")
     assert proc.returncode == 0, proc.stderr
     assert "HALTED" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    assert db_state(db) == "RUNNING"
-
-
-def db_state(db: Path) -> str:
-    with sqlite3.connect(db) as conn:
-        ((state,),) = conn.execute("SELECT state FROM engine_state").fetchall()
-    return state
+    assert db_value(db, STATE) == "RUNNING"
 
 
 def archive_db(archive: Path, into: Path) -> Path:
