@@ -83,6 +83,7 @@ def attach(args: argparse.Namespace) -> int:
 def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
     from ffe_engine.config import check_mode, render_settings
+    from ffe_engine.market.base import check_market
     from ffe_engine.monitor import check_bind
     from ffe_engine.store import SchemaError, saved_state
 
@@ -100,10 +101,7 @@ def config_check(args: argparse.Namespace) -> int:
         except VenueError as exc:
             raise StartError(str(exc)) from None
     check_mode(settings)  # the mode and the venue, as every start checks them
-    if settings.market.source == "exchange":  # an exchange feed's exchange, likewise (ccxt only then)
-        from ffe_engine.venues.ccxt_loader import check_market
-
-        check_market(settings)
+    check_market(settings)  # an exchange feed's exchange, likewise
     check_bind(settings)  # the monitor's endpoint, as the start checks it
     if settings.market.source == "replay":  # a replayed market's files, read and checked as the start does
         from ffe_engine.market.replay import replay_series

@@ -17,7 +17,7 @@ from .errors import FfeError, StartError
 from .events import EventBus
 from .feedback import WeightLearner
 from .ids import IdSource
-from .market.base import Feed
+from .market.base import Feed, check_market
 from .signals import make_providers
 from .store import Store
 from .venues.base import CandleVenue, Venue, VenueError, VenueUnavailable, clock_refused
@@ -32,10 +32,7 @@ def check_live(settings: Settings, live_flag: bool) -> bool:
         # The flag is the command line's own; where the mode it needs was set (or that it is the default) goes beside.
         raise StartError(f'--live needs mode = "live" in the configuration ({settings.said("mode")})')
     check_mode(settings)
-    if settings.market.source == "exchange":  # ccxt is imported only where the market comes from an exchange
-        from .venues.ccxt_loader import check_market
-
-        check_market(settings)
+    check_market(settings)
     if settings.mode != "live":
         return False
     missing = [k for k in ("api_key", "secret") if getattr(settings.exchange, k) is None]

@@ -69,3 +69,15 @@ class QuotingFeed(Protocol):
     """A market read from an exchange, which quotes the price it is at between its bars' closes."""
 
     async def last_price(self, symbol: str) -> float: ...
+
+
+def check_market(settings: Any) -> None:
+    """An exchange feed's exchange.id names an exchange ccxt has (Settings; what `ffe config check` says too):
+    StartError before anything is made, naming where it was set. ccxt is imported only for such a market."""
+    if settings.market.source != "exchange":
+        return
+    from ..venues.ccxt_loader import exchange_class
+
+    if exchange_class(settings.exchange.id) is None:
+        raise StartError(settings.blame(("exchange", "id"),
+                                        f"exchange.id: {settings.exchange.id!r} is not a ccxt exchange id"))

@@ -109,14 +109,3 @@ def _name_classes(package: ModuleType) -> None:
                 if isinstance(cls, type):
                     setattr(package, attr, cls)
 
-
-def check_market(settings: Any) -> None:
-    """An exchange feed's exchange.id names an exchange ccxt has (Settings; what `ffe config check` says too):
-    StartError before anything is made, naming where it was set."""
-    if settings.market.source != "exchange":
-        return
-    if exchange_class(settings.exchange.id) is None:
-        from ..errors import StartError
-
-        raise StartError(settings.blame(("exchange", "id"),
-                                        f"exchange.id: {settings.exchange.id!r} is not a ccxt exchange id"))
