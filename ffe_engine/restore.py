@@ -39,7 +39,7 @@ from .errors import FfeError, NotADatabase, StartError, StorageError, UsageError
 from .host import RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, log_dir_holder
 from .interrupts import held
 from .staging import Staging
-from .store import (SIDE_FILES, Records, events_end, halted_in, keep_halted, mark_restored, peek_foreign,
+from .store import (SIDE_FILES, Records, halted_in, keep_halted, mark_restored, peek_foreign,
                     refuse_not_a_file, wal_without_database, withhold_pending_alerts)
 
 CONFIG_COPY = "config.from-backup.toml"
@@ -169,10 +169,9 @@ def _halt_past(trail: Path, db: Path) -> tuple[str, str] | None:
     start set aside as never committed that no resume has checked since (one that has was dealt with: re-armed, or
     kept in the database's own state). The start would keep it (states.md); so does the restore. StorageError when
     the records cannot be read: whether they hold one cannot be told."""
-    db_last = events_end(db)
     records = Records(db)
     try:
-        checked = records.kv(CHECKED_KEY)
+        db_last, checked = records.last_seq(), records.kv(CHECKED_KEY)
     finally:
         records.close()
 
