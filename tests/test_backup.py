@@ -414,6 +414,43 @@ def test_a_backup_beside_an_engine_that_does_not_answer_says_so_at_once_instead_
     assert engine.wait(60) == 0, engine.stderr
 
 
+def test_a_backup_asked_in_the_moment_before_a_stop_is_answered_and_recorded_before_the_engine_ends(
+        account, tmp_path, spawn_ffe):
+    """`ffe backup` from its timer, then a `systemctl stop` while the engine writes the file: the stop waits for the
+    command under way, so the caller is told where the backup is and the engine's records hold its `backup` event,
+    instead of a file nobody was told of and `ffe backup` failing."""
+    cwd = tmp_path / "live"
+    shutil.copytree(account, cwd)
+    trail = cwd / "logs" / "audit.jsonl"
+    lines = trail.read_bytes().splitlines(keepends=True)
+    rotated = cwd / "logs" / "audit-000000000001.jsonl"  # the trail in two files, as a rotation leaves it
+    rotated.write_bytes(b"".join(lines[:10]))
+    trail.write_bytes(b"".join(lines[10:]))
+    engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    rotated.unlink()  # the backup's reading of the trail now waits on a pipe, in the middle of its work
+    os.mkfifo(rotated)
+    dest = tmp_path / "b"
+    backup = spawn_ffe(cwd, "backup", "--to", str(dest), "--json", env=env(), name="backup")
+    wait_until(lambda: staged(dest, ".ffe-backup-"), what="the backup staging its files")
+    engine.send(signal.SIGTERM)
+    wait_until(lambda: "the stop waits for control commands under way" in engine.stderr or not backup.alive(),
+               what="the stop waiting")
+    fd = open_pipe(rotated, engine)
+    os.write(fd, b"".join(lines[:10]))
+    os.close(fd)
+
+    assert backup.wait(60) == 0, backup.stderr
+    made = json.loads(backup.stdout)
+    assert engine.wait(60) == 0, engine.stderr
+    rotated.unlink()
+    rotated.write_bytes(b"".join(lines[:10]))
+    proc = run_ffe(cwd, "audit", "tail", "--event", "backup", "--json")
+    (event,) = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert event["file"] == made["file"] and Path(made["file"]).exists()
+    assert verify(cwd, Path(made["file"]), ffe_in_process).returncode == 0
+
+
 def test_a_restore_over_a_halted_account_keeps_the_kill_switch(account, archive, tmp_path, spawn_ffe):
     """The backup was taken before the kill switch was pressed: restored as it is, the account would start again
     without it. The restore keeps the HALTED state of the records it moves aside."""
