@@ -55,6 +55,9 @@ STREAM_END = "stream_end"  # the last line of an event stream: the engine is sto
 SNAPSHOT = "snapshot"
 EARLIER = "earlier"
 EARLIER_EVENTS = 1000
+# How long a stop waits for the commands under way (a backup writing its file) to be carried out and answered, so
+# their callers hear how they ended and their records are written before the store closes.
+COMMANDS_AT_STOP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ class ControlServer:
         # The latest events but bars, for the next subscriber to begin with; from `earlier` (the engine's start) on.
         self._earlier: deque[bytes] = deque((event_line(ev) for ev in earlier), maxlen=EARLIER_EVENTS)
         self._dropped = 0  # subscribers disconnected for not reading, not yet logged
+        self._under_way: dict[asyncio.Future[None], str] = {}  # commands being carried out, set done once answered
 
     async def start(self, claimed: int | None = None) -> None:
         """Serve on the path; `claimed` is the descriptor from `claim` (this server closes it at stop)."""
@@ -219,8 +223,15 @@ class ControlServer:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            self._server.close()  # no new connection; those open keep being served while the stop waits
             self._server = None
+        if self._under_way:
+            commands = sorted(set(self._under_way.values()))
+            log.info("the stop waits for control commands under way", commands=commands, up_to_s=COMMANDS_AT_STOP_S)
+            _, late = await asyncio.wait(list(self._under_way), timeout=COMMANDS_AT_STOP_S)
+            if late:
+                log.warning("control commands still under way at the stop: their callers are not answered",
+                            commands=sorted(set(self._under_way.values())))
         if self._fan_out is not None:
             self._fan_out.cancel()
             self._fan_out = None
@@ -328,8 +339,9 @@ class ControlServer:
                 if cmd == STREAM:
                     await self._stream(reader, writer)
                     return
-                answer = await self._answer(cmd, req.get("args"))
-            await self._reply(writer, answer)
+                await self._carry_out(writer, cmd, req.get("args"))
+            else:
+                await self._reply(writer, answer)
             if halt_only:
                 return  # the place kept for a halt serves one request
 
@@ -366,6 +378,16 @@ class ControlServer:
                                                 f"{str(instance)[:40]}: the engine this was meant for has stopped; "
                                                 "nothing done"}
         return req, {}
+
+    async def _carry_out(self, writer: asyncio.StreamWriter, cmd: str, args: Any) -> None:
+        """Carry out one command and answer it; a stop that begins meanwhile waits for both (COMMANDS_AT_STOP_S)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._under_way[done] = cmd
+        try:
+            await self._reply(writer, await self._answer(cmd, args))
+        finally:
+            del self._under_way[done]
+            done.set_result(None)
 
     async def _reply(self, writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
         writer.write((json.dumps({**answer, "engine": self.identity}, default=str) + "\n").encode())

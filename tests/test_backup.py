@@ -443,6 +443,7 @@ def test_a_backup_asked_in_the_moment_before_a_stop_is_answered_and_recorded_bef
     assert backup.wait(60) == 0, backup.stderr
     made = json.loads(backup.stdout)
     assert engine.wait(60) == 0, engine.stderr
+    assert "Traceback" not in engine.stderr and "callback" not in engine.stderr, engine.stderr
     rotated.unlink()
     rotated.write_bytes(b"".join(lines[:10]))
     proc = run_ffe(cwd, "audit", "tail", "--event", "backup", "--json")
