@@ -402,6 +402,11 @@ def test_a_read_only_log_directory_stops_the_start_and_stores_halted(traded, tmp
     assert "audit.jsonl" in line and "HALTED stored" in line, line
     assert (cwd / "logs" / "audit.jsonl").read_bytes() == audit_before
     assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "HALTED"
+    # The check afterwards says why HALTED is stored without its event as it was: no disk was full.
+    doctor = run_ffe(cwd, "doctor")
+    assert doctor.returncode == 0, doctor.stderr
+    (note,) = [x for x in doctor.stdout.splitlines() if "without its event" in x]
+    assert "HALTED stored when the records could not be written" in note and "full disk" not in note, note
 
 
 def decided(db: Path) -> bool:
