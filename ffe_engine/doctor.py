@@ -25,8 +25,8 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
 7. paper account: the venue's book knows every order the journal says is open, holds each client order id and
    exchange id once, and holds no order the journal never recorded;
 8. the engine_state row is what the last `engine_state` event that says a state says (state and reason); HALTED
-   stored on its own by design (on a full disk, the disk reserve emptied; kept across a restore, its marker there)
-   is said by the next start, and noted here until then;
+   stored on its own by design (records that could not be written, the disk reserve emptied; kept across a
+   restore, its marker there) is said by the next start, and noted here until then;
 9. every approval's decision is recorded (its row in the decisions table), its events end it once (no event after
    the one that says it approved, rejected or expired: a final status never changes), and its last `approval` event
    says its status.
@@ -416,15 +416,16 @@ def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], 
 
 def _check_state(records: Records, settings: Settings, found: Findings) -> None:
     """The engine_state row and the last event that says a state agree, but where HALTED was stored on its own by
-    design: on a full disk (the disk reserve emptied for it) or kept across a restore (the restore's marker)."""
+    design: when the records could not be written (the disk reserve emptied for it) or kept across a restore (the
+    restore's marker)."""
     row = records.engine_state_row()
     unsaid = state_unsaid(row, records.last_state_event())
     if row is None or unsaid is None:
         return
     halted = row[0] == EngineState.HALTED.value
     if halted and reserve.used(settings.data_dir):
-        found.notes.append(f"{settings.db_path}: {unsaid}: HALTED stored on a full disk, without its event; the "
-                           "next start records it")
+        found.notes.append(f"{settings.db_path}: {unsaid}: HALTED stored when the records could not be written, "
+                           "without its event; the next start records it")
     elif halted and row[2] == "restore" and records.kv(RESTORED_KEY) is not None:
         found.notes.append(f"{settings.db_path}: {unsaid}: HALTED kept across a restore, without its event; the "
                            "next start records it")
