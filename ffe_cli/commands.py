@@ -463,12 +463,44 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
     request.update(given)
     if args.action == "resume":
         request["confirm"] = args.yes
-    if command.confirm is not None and not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageError(f"ffe ctl {args.action} would {command.confirm}: add --yes to confirm")
-        if not _confirmed(f"{command.confirm}? [y/N] "):
-            raise UsageError(f"ffe ctl {args.action}: not confirmed, nothing sent")
+    if command.confirm is not None and not args.yes and not sys.stdin.isatty():
+        raise UsageError(f"ffe ctl {args.action} would {command.confirm}: add --yes to confirm")
     return request
+
+
+def _confirm(args: argparse.Namespace, settings: Settings, request: dict[str, Any], timeout: float) -> None:
+    """At a terminal, the question a command that needs --yes asks, naming the order or position it acts on as the
+    engine has it now. Nothing is asked about an order or position the engine does not have: the command goes,
+    and the engine's refusal says so."""
+    command = CONTROL[args.action]
+    if command.confirm is None or args.yes:
+        return
+    about = ""
+    if command.target in ("id", "symbol"):
+        answer = _ask(settings, "status", {"by": "ctl"}, timeout)
+        if not answer.get("ok"):
+            return  # the command's own answer says what is wrong
+        about = _target_now(answer.get("result") or {}, command.target, request[command.target])
+        if not about:
+            return
+    if not _confirmed(f"{command.confirm}{about}? [y/N] "):
+        raise UsageError(f"ffe ctl {args.action}: not confirmed, nothing sent")
+
+
+def _target_now(status: dict[str, Any], kind: str, target: str) -> str:
+    """' (what the order or position is now)', or "" when the engine has none of that id or symbol."""
+    if kind == "id":
+        for o in status.get("orders") or []:
+            if o.get("client_order_id") == target:
+                at = f" at {fmt.price(o['price'])}" if o.get("price") is not None else ""
+                return (f" ({fmt.printable(target)}: {o['side']} {fmt.qty(o['quantity'])} {o['symbol']} {o['type']}"
+                        f"{at}, filled {fmt.qty(o['filled'])}, {o['status']}, {fmt.duration(o.get('age_s'))} old)")
+        return ""
+    for p in status.get("positions") or []:
+        if p.get("symbol") == target:
+            return (f" ({p['side']} {fmt.qty(p['quantity'])} {target}, entry {fmt.price(p['entry'])}, now "
+                    f"{fmt.price(p['last'])}, {fmt.pct(p['pnl_pct'], signed=True)})")
+    return ""
 
 
 def _render(action: str, result: Any) -> str:
@@ -573,6 +605,7 @@ def ctl(args: argparse.Namespace) -> int:
     if args.action == "health":
         return _ctl_health(args, settings)
     timeout = args.timeout if args.timeout is not None else settings.control.request_timeout_s
+    _confirm(args, settings, payload, timeout)
     if args.action in ("accept", "halt", "flatten"):
         # An accept waits for the exchange's settle window, a halt or flatten for a control under way, only as long
         # as it is waited for.

@@ -14,7 +14,8 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     db = tmp_path / "data" / "ffe.db"
     sock = tmp_path / "data" / "ffe.sock"
     engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
-    wait_until(lambda: sock.exists() or not engine.alive(), timeout=60, what="the control socket")
+    wait_until(lambda: "control socket ready" in engine.stderr or not engine.alive(),
+               timeout=60, what="the control socket")
     assert engine.alive(), engine.stderr
 
     def ctl(*args: str):
@@ -84,7 +85,8 @@ def an_operator_buy_then_stopped(tmp_path, spawn_ffe) -> str:
 
     sock = tmp_path / "data" / "ffe.sock"
     engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
-    wait_until(lambda: sock.exists() or not engine.alive(), timeout=60, what="the control socket")
+    wait_until(lambda: "control socket ready" in engine.stderr or not engine.alive(),
+               timeout=60, what="the control socket")
     answer = asyncio.run(request(sock, "order", {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.01, "by": "test"}))
     assert answer.get("ok") and answer["result"].get("accepted"), answer
     cid = answer["result"]["client_order_id"]
@@ -101,13 +103,13 @@ def test_a_flatten_that_leaves_a_position_open_exits_1_and_the_start_names_the_u
     watches it, and the paper venue takes no order in it. The start says so (log and its STARTED page), and a
     flatten that could not close it exits 1, whatever it cancelled: a script must not read it as done."""
     db = tmp_path / "data" / "ffe.db"
-    sock = tmp_path / "data" / "ffe.sock"
     an_operator_buy_then_stopped(tmp_path, spawn_ffe)
     assert db_value(db, "SELECT COUNT(*) FROM positions WHERE symbol = 'BTC/USDT'") == 1
 
     second = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20",
                                                                    FFE_ENGINE__SYMBOLS='["ETH/USDT"]'))
-    wait_until(lambda: sock.exists() or not second.alive(), timeout=60, what="the control socket")
+    wait_until(lambda: "control socket ready" in second.stderr or not second.alive(),
+               timeout=60, what="the control socket")
     wait_until(lambda: "engine started" in second.stderr, timeout=30, what="the start")
     assert "BTC/USDT" in second.stderr and "not traded" in second.stderr, second.stderr
     flat = run_ffe(tmp_path, "ctl", "flatten", "--yes", timeout=60)
@@ -139,11 +141,11 @@ def test_a_position_in_a_symbol_no_longer_traded_is_no_reconciliation_difference
     venue both leave it out of the equity they compare, rather than hold entries for a difference an accept could
     never end (the venue values the coins at nothing, the books at their last price)."""
     db = tmp_path / "data" / "ffe.db"
-    sock = tmp_path / "data" / "ffe.sock"
     an_operator_buy_then_stopped(tmp_path, spawn_ffe)
     second = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20",
                                                                    FFE_ENGINE__SYMBOLS='["ETH/USDT"]'))
-    wait_until(lambda: sock.exists() or not second.alive(), timeout=60, what="the control socket")
+    wait_until(lambda: "control socket ready" in second.stderr or not second.alive(),
+               timeout=60, what="the control socket")
     wait_until(lambda: "engine started" in second.stderr, timeout=30, what="the start")
     status = run_ffe(tmp_path, "ctl", "status", timeout=30)
     assert status.returncode == 0 and "RECONCILE" not in status.stdout, status.stdout

@@ -68,10 +68,9 @@ def gate(result: dict, code: str) -> tuple:
 
 
 async def start(tmp_path, fx: FakeBinance, processes, name: str = "ffe") -> AsyncFfe:
-    sock = tmp_path / "data" / "ffe.sock"
     p = await AsyncFfe.start(tmp_path, *RUN, env=live_env(fx), name=name)
     processes.append(p)
-    await wait_for(lambda: sock.exists() or not p.alive(), timeout=60, what="the control socket")
+    await wait_for(lambda: "control socket ready" in p.stderr or not p.alive(), timeout=60, what="the control socket")
     assert p.alive(), p.stderr
     return p
 

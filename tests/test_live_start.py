@@ -115,7 +115,7 @@ async def test_good_credentials_start_paused_and_reconcile_before_any_order(tmp_
     sock = tmp_path / "data" / "ffe.sock"
     p = await AsyncFfe.start(tmp_path, *RUN, env=live_env(fx))
     processes.append(p)
-    await wait_for(lambda: sock.exists() or not p.alive(), timeout=60, what="the control socket")
+    await wait_for(lambda: "control socket ready" in p.stderr or not p.alive(), timeout=60, what="the control socket")
     assert p.alive(), p.stderr
 
     assert rows(db, "SELECT state FROM engine_state") == [("PAUSED",)]

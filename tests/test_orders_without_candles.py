@@ -72,11 +72,11 @@ def test_a_replay_file_ending_before_the_market_time_cancels_its_symbol_s_orders
 
 def test_a_symbol_removed_from_a_paper_account_has_its_exit_cancelled_and_ctl_close_says_why(tmp_path, spawn_ffe):
     db = tmp_path / "data" / "ffe.db"
-    sock = tmp_path / "data" / "ffe.sock"
     cid = an_exit_left_working(tmp_path)
     write_config(tmp_path, ["ETH/USD"], {"BTC/USD": BTC_CSV, "ETH/USD": ETH_CSV})
     engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
-    wait_until(lambda: sock.exists() or not engine.alive(), timeout=60, what="the control socket")
+    wait_until(lambda: "control socket ready" in engine.stderr or not engine.alive(),
+               timeout=60, what="the control socket")
     wait_until(lambda: "engine started" in engine.stderr or not engine.alive(), timeout=30, what="the start")
     assert engine.alive(), engine.stderr
     assert db_rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
@@ -95,11 +95,11 @@ def test_a_flatten_of_a_symbol_removed_from_a_paper_account_sends_nothing_for_it
     """A flatten treats the position as `ffe ctl close` does: no closing order is journaled for it (none could
     fill), and the flatten's report names it as not closed, with the same reason and what to do."""
     db = tmp_path / "data" / "ffe.db"
-    sock = tmp_path / "data" / "ffe.sock"
     an_exit_left_working(tmp_path)
     write_config(tmp_path, ["ETH/USD"], {"BTC/USD": BTC_CSV, "ETH/USD": ETH_CSV})
     engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
-    wait_until(lambda: sock.exists() or not engine.alive(), timeout=60, what="the control socket")
+    wait_until(lambda: "control socket ready" in engine.stderr or not engine.alive(),
+               timeout=60, what="the control socket")
     wait_until(lambda: "engine started" in engine.stderr or not engine.alive(), timeout=30, what="the start")
     assert engine.alive(), engine.stderr
     flatten = run_ffe(tmp_path, "ctl", "flatten", "--yes", timeout=60)

@@ -19,10 +19,9 @@ HOLD_S = 60  # longer than the test: the hold lasts while it reads
 
 async def _start(tmp_path, fx, processes) -> AsyncFfe:
     write_config(tmp_path, live_config(fx))
-    sock = tmp_path / "data" / "ffe.sock"
     p = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx))
     processes.append(p)
-    await wait_for(lambda: sock.exists() or not p.alive(), timeout=60, what="the control socket")
+    await wait_for(lambda: "control socket ready" in p.stderr or not p.alive(), timeout=60, what="the control socket")
     assert p.alive(), p.stderr
     await _ctl(tmp_path, fx, "resume")
     return p
