@@ -345,6 +345,21 @@ def test_report_providers_shows_equal_weights_before_any_are_learned(run, tmp_pa
     assert r["weights"] == "equal" and [p["weight"] for p in r["providers"]] == [0.25] * 4
 
 
+@pytest.mark.parametrize("args", [("report", "trades", "--last"), ("report", "providers", "--last"),
+                                  ("audit", "tail", "-n")], ids=lambda a: " ".join(a))
+def test_a_count_too_large_to_mean_anything_is_one_line_naming_the_option(run, args):
+    """A count past what any table holds (a digit held down, 2**63 and beyond) is refused in one line naming the
+    option, exit 2, as a negative one is: it reached SQLite and ended in an OverflowError traceback."""
+    real = args[0] == "audit"  # its records are written to stdout's bytes, which the test's own stdout has not
+    for count in ("99999999999999999999", "1000000001"):
+        proc = ffe(run, *args, count, "--data-dir", "data", real=real)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith(f"ffe: error: argument {args[-1]}: ") and count in line, line
+        assert "at most 1000000000" in line, line
+    assert ffe(run, *args, "1000000000", "--data-dir", "data", real=real).returncode == 0
+
+
 def test_report_trades_lists_closed_trades_with_pnl_and_entry_decision(run):
     rows = sql(run, "SELECT id, pnl, reason, entry_decision_id FROM trades ORDER BY id")
     proc = ffe(run, "report", "trades", "--last", "0", "--data-dir", "data")
