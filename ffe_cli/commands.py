@@ -649,8 +649,6 @@ def audit_tail(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     _run_beside_its_trail(settings)
-    if args.lines < 0:
-        raise ArgumentError(f"-n must be 0 or more, got {args.lines}")
     return audittool.tail(settings.audit_path, args.lines, audittool.parse_events(args.event), args.json,
                           args.follow, db_path=settings.db_path)
 
@@ -683,8 +681,6 @@ def _report(args: argparse.Namespace, which: str) -> int:
     from ffe_engine import audittool
 
     settings = settings_from(args)
-    if args.last < 0:
-        raise ArgumentError(f"--last must be 0 or more, got {args.last}")
     with audittool.reading(settings.db_path) as conn:
         if which == "providers":
             r = audittool.provider_report(conn, list(settings.ensemble.providers), args.last)

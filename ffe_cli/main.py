@@ -65,6 +65,20 @@ def _positive(text: str) -> int:
     return value
 
 
+COUNT_MAX = 1_000_000_000  # more records or trades than any account holds; past 2**63, more than SQLite can read
+
+
+def _count(text: str) -> int:
+    """A number of records or trades: 0 or more, and within COUNT_MAX."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= COUNT_MAX:
+        raise argparse.ArgumentTypeError(f"must be 0 or more and at most {COUNT_MAX}, got {text}")
+    return value
+
+
 def _finite(text: str, what: str = "a number") -> float:
     """`text` as a float; inf and nan are refused as what they are, not as a value too big or too small."""
     try:
@@ -181,7 +195,7 @@ def build_parser() -> Parser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     tail = audit_sub.add_parser("tail", help="the last audit records, filtered, or followed as they come")
     _common(tail)
-    tail.add_argument("-n", dest="lines", type=int, default=20, metavar="N", help="how many records (default 20)")
+    tail.add_argument("-n", dest="lines", type=_count, default=20, metavar="N", help="how many records (default 20)")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records until interrupted")
     tail.add_argument("--event", default=None, metavar="NAME,...", help="only these events, e.g. decision,order")
     tail.add_argument("--json", action="store_true", help="the raw JSON lines")
@@ -201,12 +215,12 @@ def build_parser() -> Parser:
     report_sub = report.add_subparsers(dest="report_command", required=True)
     prov = report_sub.add_parser("providers", help="per provider: votes, trades backed, hit rate, return, weight")
     _common(prov)
-    prov.add_argument("--last", type=int, default=20, metavar="N", help="also over the last N trades (default 20)")
+    prov.add_argument("--last", type=_count, default=20, metavar="N", help="also over the last N trades (default 20)")
     prov.add_argument("--json", action="store_true", help="one JSON object")
     prov.set_defaults(handler=commands.report_providers)
     trades = report_sub.add_parser("trades", help="closed trades with P&L, reason and entry decision")
     _common(trades)
-    trades.add_argument("--last", type=int, default=50, metavar="N", help="the last N trades (default 50, 0 = all)")
+    trades.add_argument("--last", type=_count, default=50, metavar="N", help="the last N trades (default 50, 0 = all)")
     trades.add_argument("--json", action="store_true", help="one JSON object")
     trades.set_defaults(handler=commands.report_trades)
 
