@@ -639,6 +639,12 @@ def test_an_unknown_option_points_to_the_help_that_lists_the_command_s_options(t
     (("data", "download", "BTC/USDT", "ETH/USDT", "--file", "x.csv"), "ffe data download"),
     (("ctl", "mode", "fast"), "ffe ctl"),
     (("report", "trades", "--last", "-1"), "ffe report trades"),
+    # An option given twice is a mistake, not the last one winning: the account, the run or the quantity acted on
+    # would be other than one of the two typed.
+    (("config", "check", "--data-dir", "a", "--data-dir", "b"), "ffe config check"),
+    (("backtest", "--records", "full", "BTC-USD_1h.csv", "--records", "summary"), "ffe backtest"),
+    (("ctl", "settle", "ffe-x", "filled", "--quantity", "1", "--price", "2", "--quantity=3"), "ffe ctl"),
+    (("restore", "--data-dir", "a", "b.tar.zst", "--data-dir", "c"), "ffe restore"),
 ], ids=lambda a: " ".join(a) if isinstance(a, tuple) else None)
 def test_a_bad_argument_of_a_command_points_to_the_command_s_help(tmp_path, args, help_of):
     """A mistake in a command's arguments that the command itself finds (options that do not go together, a value
