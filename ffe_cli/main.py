@@ -24,15 +24,35 @@ from .entry import EarlySignals
 Handler = Callable[[argparse.Namespace], int]
 
 
+GIVEN = "options_given"  # the namespace's set of the options given a value so far
+
+
+class StoreOnce(argparse.Action):
+    """argparse's `store`, but an option given a value twice is refused: `--data-dir A ... --data-dir B` must not
+    quietly act on B, nor `--quantity` book the second figure typed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if option_string is not None:
+            given: set[str] = namespace.__dict__.setdefault(GIVEN, set())
+            if self.dest in given:
+                parser.error(f"argument {'/'.join(self.option_strings)}: given twice")
+            given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with a mistake said as the one line every other error is (`ffe: error: ...`, exit 2), not a usage
-    block, and no abbreviated options: a typo such as `--headles` is refused, never taken for `--headless`."""
+    block, no abbreviated options (a typo such as `--headles` is refused, never taken for `--headless`), and no
+    option given twice."""
 
     commands: frozenset[str] = frozenset()  # the names of the commands, for the top-level parser
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.register("action", "store", StoreOnce)
+        self.register("action", None, StoreOnce)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
