@@ -633,6 +633,9 @@ def test_an_unknown_option_points_to_the_help_that_lists_the_command_s_options(t
     (("data", "download", "BTC/USDT", "--timeframe", "7x"), "ffe data download"),
     (("data", "download", "BTC/USDT", "--since", "notadate"), "ffe data download"),
     (("data", "download", "BTC/USDT", "--since", "2200-01-01"), "ffe data download"),
+    # A typo for 2020: no candle has closed there yet, nothing to fetch, and no file to start.
+    (("data", "download", "BTC/USDT", "--since", "2099-01-01"), "ffe data download"),
+    (("data", "download", "BTC/USDT", "--timeframe", "", "--since", "2024-01-01"), "ffe data download"),
     (("data", "download", "BTC/USDT", "--since", "2024-01-02", "--until", "2024-01-01"), "ffe data download"),
     (("data", "download", "BTC/USDT", "BTC/USDT"), "ffe data download"),
     (("data", "download", "BTCUSDT"), "ffe data download"),
