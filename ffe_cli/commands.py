@@ -410,8 +410,9 @@ def data_download(args: argparse.Namespace) -> int:
         exchange = type(exchange)().model_copy(update={"id": args.exchange, "timeout_ms": exchange.timeout_ms})
     # The exchange's id as the line that refuses it names it: the flag, or the key and where it was set.
     named = "--exchange" if args.exchange is not None else settings.blame(("exchange", "id"), "exchange.id")
-    request = Request(exchange=exchange, exchange_named=named, symbols=list(args.symbols),
-                      timeframe=args.timeframe or settings.engine.timeframe, since=args.since, until=args.until,
+    timeframe = args.timeframe if args.timeframe is not None else settings.engine.timeframe  # "" is refused
+    request = Request(exchange=exchange, exchange_named=named, symbols=list(args.symbols), timeframe=timeframe,
+                      since=args.since, until=args.until,
                       out_dir=args.out if args.out is not None else settings.data_dir, file=args.file)
     # The reads' "retrying" warnings would otherwise land on stderr through logging's last resort; the outcome
     # (done, or one line saying what failed) is what the operator reads.

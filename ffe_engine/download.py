@@ -459,7 +459,7 @@ class Request:
     file: Path | None = None
     exchange_named: str = "--exchange"  # how a refusal of the exchange's id names it (the key and where it was set)
 
-    def validated(self) -> tuple[int | None, int | None, list[tuple[str, Path]]]:
+    def validated(self, now_ms: int) -> tuple[int | None, int | None, list[tuple[str, Path]]]:
         """Check everything that needs no network: (since ms, until ms, [(symbol, path)]). Raises
         DownloadInputError with one line."""
         # The timeframes engine.timeframe takes, as the configuration checks them.
@@ -470,6 +470,9 @@ class Request:
         problem = time_problem(since, f"--since: {self.since!r}") if since is not None else None
         if problem is not None:  # the exchange has no candle there, and the file could not hold one
             raise DownloadArgumentError(problem)
+        if since is not None and since >= now_ms:  # a typo for an earlier year, most likely
+            raise DownloadArgumentError(f"--since {self.since} is not before now ({iso(now_ms)}): no candle has "
+                                        "closed there yet")
         until = parse_date(self.until, "--until") if self.until is not None else None
         if since is not None and until is not None and until <= since:
             raise DownloadArgumentError(f"--until {self.until} is not after --since {self.since}")
@@ -502,7 +505,7 @@ async def download(request: Request, *, clock: Any = None, progress: Progress | 
                    page: int | None = None, report: TextIO | None = None) -> list[Result]:
     """Run a download: validate, connect (public data, no credentials), then each symbol in turn. Each symbol's
     report lines go to `report` (stdout by default) as soon as it is done."""
-    since, until, plan = request.validated()
+    since, until, plan = request.validated((clock if clock is not None else WallClock()).now_ms())
     from .venues.ccxt_venue import CcxtVenue, build_exchange
 
     out = report if report is not None else sys.stdout
