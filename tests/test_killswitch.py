@@ -129,6 +129,25 @@ async def test_halt_cancels_open_orders_stores_halted_and_a_restart_stays_halted
         assert e.venue.orders[accepted["client_order_id"]].status == "open"
 
 
+async def test_two_kill_switches_pressed_at_once_record_halted_once_with_the_first_one_s_reason(tmp_path):
+    """The console's K and `ffe ctl halt` (or SIGUSR1) at the same moment, as an engine that was not answering
+    takes them: the second is a halt of a HALTED engine, which does not record the state again (states.md). It
+    recorded HALTED -> HALTED with its own reason and by, so the stored state no longer said who halted."""
+    settings = make_settings(tmp_path, risk={"max_correlation": 1.0})
+    db = settings.db_path
+    async with engine_session(settings) as running:
+        e = running.engine
+        candles = e.feed.iter_candles()
+        await feed(e, candles, 2)
+        await open_position_and_order(e, candles)
+        await asyncio.gather(e.halt(reason="ffe ctl halt", by="ctl"), e.halt(reason="kill switch", by="operator"))
+        halted = [ev for ev in events(db, "engine_state") if ev["state"] == "HALTED"]
+        assert [(ev["previous"], ev["reason"], ev["by"]) for ev in halted] == [("RUNNING", "ffe ctl halt", "ctl")]
+        assert db_rows(db, "SELECT state, reason, by FROM engine_state") == [("HALTED", "ffe ctl halt", "ctl")]
+        assert (e.state_reason, e.venue.open_ids) == ("ffe ctl halt", [])
+        assert len(events(db, "kill_switch")) == 2  # each press says what it cancelled
+
+
 async def test_an_order_checked_before_a_halt_is_journaled_but_never_sent(tmp_path):
     """The gates passed while RUNNING; a halt lands before the send: the order path looks at the state again."""
     async with engine_session(make_settings(tmp_path)) as running:
