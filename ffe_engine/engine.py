@@ -1731,8 +1731,10 @@ class Engine:
         """HALTED in memory at once (no order passes the gates from here), and every open order's cancel sent while
         its record (with `kv`) is stored: on a disk that hangs they would otherwise wait for it, and an open order
         fill meanwhile. `on_wire`: see OrderPath.cancel_all."""
-        storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by,
-                                                         force=self.state is not EngineState.HALTED, kv=kv))
+        # HALTED is recorded unless the engine is HALTED when the store's turn comes (not when this was asked):
+        # a kill switch pressed in the same moment may have halted it first, and a halt of a HALTED engine does
+        # not record the state again.
+        storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by, kv=kv))
         await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
         try:
             return await self.orders.cancel_all(by=by, on_wire=on_wire)
