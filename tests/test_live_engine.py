@@ -12,14 +12,14 @@ import math
 
 import pytest
 
-from conftest import engine_session
+from conftest import engine_session, ffe_env
 from ffe_engine.errors import FfeError
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.risk import OrderIntent
 from receiver import Receiver
 from test_alerts import FAST
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, SteppedClock, fx, live_settings,  # noqa: F401
-                          engine_loop, next_bar, rows, stored_events, wait_for)
+                          engine_loop, next_bar, rows, run_ffe_async, stored_events, wait_for)
 
 MANY = 50
 HANG_S = 0.3  # how long the fake takes to answer each cancel in the kill switch tests
@@ -442,6 +442,26 @@ async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(t
         assert rows(db, "SELECT reason, quantity FROM trades") == [("flatten", pytest.approx(held))]
         assert e.state is EngineState.HALTED
         assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)  # sold exactly what was held
+
+
+async def test_a_flatten_whose_closing_order_s_answer_was_lost_says_it_in_doubt_where_the_page_does(tmp_path, fx):
+    """The closing order sent, its answer lost: the position is held until the exchange says what became of it.
+    The FLATTEN page said `1 IN DOUBT`, but `ffe ctl flatten` printed `closing 1` and exited 0, and the console's
+    banner read the same: a script and an operator took the position for closed."""
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        await running.start_control()
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.fault(POST_ORDER, "5xx_not_executed")
+        ctl = await run_ffe_async(tmp_path, "ctl", "flatten", "--yes", "--data-dir", str(e.settings.data_dir),
+                                  env=ffe_env(), name="flatten")
+        (closing,) = [o.client_order_id for o in e.orders.live.values() if o.reason is OrderReason.FLATTEN]
+        assert e.orders.live[closing].status is OrderStatus.IN_DOUBT
+        assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
+        line = ctl.stdout.splitlines()[0]
+        assert line.startswith("FLATTEN, then HALTED, by ctl: cancelled 0 failed 0 closing 1"), line
+        assert f"in doubt 1 ({closing})" in line and "the position is held until the exchange says" in line, line
 
 
 async def test_a_flatten_during_the_exchange_s_retry_after_closes_the_position_once_it_ends(tmp_path, fx):
