@@ -1883,13 +1883,19 @@ class Engine:
         waiting = self._flatten_waits(waits)
         behind = self._after_exit(after_exit)
         dust = self._dust(sym for sym in self.portfolio.positions if sym not in held)
+        doubt = self._in_doubt(closing)
         self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
                                          failed=report.failed + failed, filled=report.filled, closing=closing,
-                                         dust=dust, waiting=waiting, after_exit=behind, by=by))
+                                         in_doubt=doubt, dust=dust, waiting=waiting, after_exit=behind, by=by))
         await self._persist_books()
         await self.flush()
         return {"cancelled": report.cancelled, "failed": report.failed + failed, "filled": report.filled,
-                "closing": closing, "dust": dust, "waiting": waiting, "after_exit": behind}
+                "closing": closing, "in_doubt": doubt, "dust": dust, "waiting": waiting, "after_exit": behind}
+
+    def _in_doubt(self, cids: list[str]) -> list[str]:
+        """Of these orders, those whose answer was lost (sent; what became of them unknown until looked up)."""
+        return [cid for cid in cids if (o := self.orders.live.get(cid)) is not None
+                and o.status is OrderStatus.IN_DOUBT]
 
     def _after_exit(self, symbols: list[str]) -> list[dict[str, Any]]:
         """The positions a flatten places no order for because an exit still works on all it could sell (its cancel
@@ -1989,8 +1995,9 @@ class Engine:
             waiting = self._flatten_waits(waits) if self._flatten_wait_said != self.orders.held_until() else []
             dust = self._dust(sym for sym in placed if sym not in left)
             if closing or failed or dust or waiting:
-                self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing, dust=dust,
-                                                 waiting=waiting, by="engine", follow_up=True, closed=closed))
+                self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing,
+                                                 in_doubt=self._in_doubt(closing), dust=dust, waiting=waiting,
+                                                 by="engine", follow_up=True, closed=closed))
             if left != placed:
                 await self._flatten_under_way(left or None)
 

@@ -283,6 +283,8 @@ class KillSwitchEvent(Event):
     failed: list[dict[str, str]] = field(default_factory=list)
     filled: list[str] = field(default_factory=list)  # open when it began, filled before their cancels reached them
     closing: list[str] = field(default_factory=list)
+    # closing orders whose answer was lost: their positions are held until the venue says what became of them
+    in_doubt: list[str] = field(default_factory=list)
     dust: list[dict[str, Any]] = field(default_factory=list)  # left unsold: below what the venue takes an order for
     # positions whose closing order waits for the venue's Retry-After (symbol, until: wall seconds, detail)
     waiting: list[dict[str, Any]] = field(default_factory=list)

@@ -159,7 +159,7 @@ def kill_summary(f: Fields) -> str:
                      f"{', …' if len(filled) > 4 else ''})")
     if f.get("action") == "flatten":
         parts.append(f"closing {len(f.get('closing') or [])}")
-    parts += _left(f)
+    parts += _doubt(f) + _left(f)
     under_way = [u for u in f.get("under_way") or [] if isinstance(u, dict)]
     if under_way:  # answered before it was done: HALTED is stored, the rest follows (its own kill_switch event)
         parts.append("under way: " + "; ".join(
@@ -190,7 +190,16 @@ def follow_up_parts(f: Fields) -> list[str]:
     failed = list(f.get("failed") or [])
     if failed:
         parts.append(f"failed {len(failed)} {_failures(failed)}")
-    return parts + _left(f)
+    return parts + _doubt(f) + _left(f)
+
+
+def _doubt(f: Fields) -> list[str]:
+    """Closing orders whose answer was lost: not closed as far as anyone knows, the operator's to check."""
+    doubt = [str(c) for c in f.get("in_doubt") or []]
+    if not doubt:
+        return []
+    return [f"in doubt {len(doubt)} ({', '.join(doubt[:4])}{', …' if len(doubt) > 4 else ''}): the answer was lost, "
+            "the position is held until the exchange says: check the exchange"]
 
 
 def _failures(failed: list[Any]) -> str:
