@@ -5,11 +5,14 @@ meanwhile (or any other difference) is not traded through."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from conftest import engine_session, ffe_env
 from ffe_engine.control import request
 from ffe_engine.errors import ControlError
+from ffe_engine.reconcile import STUCK_SETTLE_WINDOWS
 from live_helpers import (BTC, GET_ORDER, POST_ORDER, AsyncFfe, fx, paused_by_reconciliation,  # noqa: F401
                           engine_loop, reconciled_ok, rows, run_ffe_async, stored_events, wait_for)
 from receiver import Receiver
@@ -44,6 +47,36 @@ async def test_an_order_in_doubt_for_good_pauses_the_engine_instead_of_trading_t
             await paused_by_reconciliation(db)
             assert cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt"
             assert any(d.get("client_order_id") == cid for d in e.reconcile_blocked), e.reconcile_blocked
+        assert len(fx.orders) == 1  # never sent again
+
+
+async def test_an_order_whose_lookups_cannot_reach_the_exchange_is_not_said_lost(tmp_path, fx):
+    """Its answer lost, then its lookups failing (the exchange out of reach, the breaker open) past the bound: the
+    exchange has not been asked, so nothing may say it did not find the order. The RECONCILE page said "not found
+    at the venue, not sent again" and sent the operator to settle by hand an order the exchange had filled, which
+    the first lookup that reached it found seconds later."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await reconciled_ok(db, "a reconciliation that agrees")
+            fx.fault(POST_ORDER, "drop_after")
+            fx.fault(GET_ORDER, "5xx_not_executed", times=100_000)
+            fx.market_clock.step()
+            await wait_for(lambda: any(o.status.value == "in_doubt" for o in e.orders.live.values()), timeout=30,
+                           what="the entry in doubt")
+            (cid,) = list(e.orders.live)
+            bound = STUCK_SETTLE_WINDOWS * e.venue.settle_s
+            await asyncio.sleep(e.venue.settle_s + bound + 1.0)
+            assert e.orders.live[cid].status.value == "in_doubt"
+            assert e.orders.stuck_in_doubt(bound) == []
+            fx.clear_faults(GET_ORDER)
+            await wait_for(lambda: cid not in e.orders.live, timeout=30, what="the order found filled")
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("filled",)]
+        said = [d for r in stored_events(db, "reconcile") for d in r.get("differences") or []]
+        assert not [d for d in said if d.get("kind") == "order_in_doubt"], said
         assert len(fx.orders) == 1  # never sent again
 
 
