@@ -161,13 +161,15 @@ class OrderPath:
         return [o for cid, o in self.live.items() if cid in self._unread]
 
     def stuck_in_doubt(self, past_s: float) -> list[Order]:
-        """The orders in doubt more than `past_s` beyond their settle window: neither found at the venue nor sent
-        again (the venue's balance shows them placed, or their repeat was refused). At a venue with no settle window
-        (the paper venue, which answers from its own book) an order is in doubt only until it is sent again, once
-        the venue can take it (it has a price): stuck only once its repeat was refused."""
+        """The orders in doubt that the venue's lookups, past their settle window, have not found for more than
+        `past_s`, and that were not sent again (the venue's balance shows them placed, or their repeat was refused).
+        Time while no lookup reached the venue (it could not be reached, the breaker open) does not count until
+        one has answered: nothing has said the order is absent. At a venue with no settle window (the paper venue,
+        which answers from its own book) an order is in doubt only until it is sent again, once the venue can take
+        it (it has a price): stuck only once its repeat was refused."""
         now = self.clock.monotonic()
         return [o for cid, o in self.live.items() if o.status is OrderStatus.IN_DOUBT
-                and cid in self._doubt_deadline and now - self._doubt_deadline[cid] > past_s
+                and cid in self._missing and now - self._missing[cid][0] > past_s
                 and (self.settle_s > 0 or cid in self._repeat_refused)]
 
     def trades_behind(self) -> list[Order]:

@@ -56,7 +56,8 @@ async def test_an_order_whose_lookups_cannot_reach_the_exchange_is_not_said_lost
     at the venue, not sent again" and sent the operator to settle by hand an order the exchange had filled, which
     the first lookup that reached it found seconds later."""
     climbing(fx)
-    settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3})
+    settings = strategy_settings(tmp_path, fx, engine={"reconcile_interval_s": 0.3},
+                                 breaker={"recovery_timeout_s": 1.0})
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
