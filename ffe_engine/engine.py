@@ -49,7 +49,7 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Ga
                     OrderStatus, Position, Side)
 from . import overrides
 from .overrides import Override
-from .portfolio import RATE_WINDOW_MS, Portfolio
+from .portfolio import DAY_MS, RATE_WINDOW_MS, Portfolio
 from .reconcile import (BALANCE_KINDS, UNREACHABLE, Reconciler, blocked_text, difference_key, hold_reason,
                         in_doubt_only, lagging_trades, lifted_reason, outage_only, paused_by_reconcile, says_held,
                         unexplained)
@@ -388,6 +388,13 @@ class Engine:
         # ORDER_RATE's window goes on across a restart: an engine restarted in a loop sends no more than the limit.
         for ts in await self.store.entry_times_since(self.clock.now_ms() - RATE_WINDOW_MS):
             self.portfolio.note_order(ts)
+        # So does DAILY_TRADES' count: an entry is journaled before the books that count it are stored (with the
+        # bar, or its fill), and a kill between the two leaves them counting one fewer. The journal's count of the
+        # books' day is the floor.
+        if self.portfolio.day is not None:
+            start = self.portfolio.day * DAY_MS
+            journaled = await self.store.entries_between(start, start + DAY_MS)
+            self.portfolio.entries_today = max(self.portfolio.entries_today, journaled)
         # Cash is what the fills say it is: the starting cash plus every sale less every purchase and every fee
         # paid in cash (a fee taken in coins is not).
         flows = await self.store.cash_flows()
