@@ -180,6 +180,19 @@ def test_unknown_key_in_dotenv(tmp_path):
     )
 
 
+@pytest.mark.parametrize("second", ["FFE_RISK__MAX_OPEN_POSITIONS=40", "ffe_risk__max_open_positions = 40",
+                                    "export FFE_RISK__MAX_OPEN_POSITIONS=40"])
+def test_a_variable_set_twice_in_dotenv_is_refused_naming_both_lines(tmp_path, second):
+    """As config.toml refuses a key given twice: the last value quietly taken would be one of two the operator
+    typed, a secret's among them (the value is never shown)."""
+    config = write(tmp_path / "config.toml", "")
+    write(tmp_path / ".env", f"FFE_RISK__MAX_OPEN_POSITIONS=4\n# more\n{second}\n")
+    error = config_error(config_path=config)
+    assert str(error) == (f"{tmp_path / '.env'}:3: {second.split('=')[0].split()[-1].strip()}: set twice (line 1 "
+                          "too): keep one"), str(error)
+    assert error.exit_code == 2
+
+
 def test_unknown_key_in_environment(tmp_path):
     config = write(tmp_path / "config.toml", "")
     error = config_error(config_path=config, environ={"FFE_RISK__MAX_OPEN_POSITONS": "3", "PATH": "/bin"})
