@@ -965,6 +965,7 @@ def _read_dotenv(path: Path, shown: str) -> _Layer:
         raise ConfigError(f"{shown}:{line}: holds a NUL byte (saved as UTF-16? save it as UTF-8)", source=shown,
                           line=line)
     entries: list[tuple[str, str, Origin]] = []
+    first: dict[str, int] = {}  # each variable's line, by its name in upper case (as it is read)
     for binding in parse_stream(io.StringIO(text)):
         # The parser counts blank lines before an entry as part of it; the entry itself starts after them.
         raw = binding.original.string
@@ -975,6 +976,10 @@ def _read_dotenv(path: Path, shown: str) -> _Layer:
         if binding.key is None or not binding.key.upper().startswith(ENV_PREFIX):
             continue
         origin = Origin("dotenv", file=shown, line=line, var=binding.key)
+        if binding.key.upper() in first:  # as config.toml refuses a key given twice; the value is never shown
+            raise ConfigError(f"{shown}:{line}: {binding.key}: set twice (line {first[binding.key.upper()]} too): "
+                              "keep one", source=shown, line=line, key=binding.key)
+        first[binding.key.upper()] = line
         if binding.value is None:
             message = f"{shown}:{line}: {binding.key}: has no value (expected {binding.key}=value)"
             raise ConfigError(message, source=shown, line=line, key=binding.key)
