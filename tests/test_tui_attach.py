@@ -152,6 +152,37 @@ async def test_an_attached_console_whose_engine_stopped_answering_a_while_shows_
     stop_in_order(engine)
 
 
+async def test_a_kill_switch_the_engine_does_not_answer_stays_said_on_the_banner_until_it_does(tmp_path, spawn_ffe):
+    """K and y while the engine is frozen: the banner says at once (within the press's second) that the kill switch
+    was sent and is not answered yet, then that it is not confirmed and how to halt the engine all the same, and
+    keeps saying it until the engine answers. The screen said nothing for the whole request timeout, then a toast
+    for five seconds, then nothing, RUNNING still on the status line: the operator could not tell it was pressed."""
+    engine, settings = headless_engine(spawn_ffe, tmp_path, control={"request_timeout_s": 3.0})
+    db = tmp_path / "data" / "ffe.db"
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        engine.send(signal.SIGSTOP)
+        try:
+            await pilot.press("K")
+            await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
+            await pilot.press("y")
+            await until(pilot, lambda: "KILL SWITCH sent by operator: not answered yet" in screen_text(app),
+                        "the banner saying the kill switch is on its way", timeout=2.5)
+            await until(pilot, lambda: "KILL SWITCH NOT CONFIRMED" in screen_text(app),
+                        "the banner saying it is not confirmed", timeout=10)
+            assert f"kill -USR1 {engine.pid}" in screen_text(app), screen_text(app)
+            await pilot.pause(6.0)  # past a toast's life: the banner stays
+            assert "KILL SWITCH NOT CONFIRMED" in screen_text(app), screen_text(app)
+        finally:
+            engine.send(signal.SIGCONT)
+        await until(pilot, lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", "HALTED stored")
+        await until(pilot, lambda: "KILL SWITCH: HALTED by operator" in screen_text(app), "the halt's own banner")
+        assert "NOT CONFIRMED" not in screen_text(app)
+        await detach(pilot, app)
+    stop_in_order(engine)
+
+
 async def test_a_console_attaching_to_an_engine_busy_past_the_request_timeout_asks_again(tmp_path, spawn_ffe):
     # An engine that does not answer the console's first question in time (busy, or a loaded host) is asked again:
     # one late answer does not turn into "no engine is running" while the engine runs.
