@@ -37,7 +37,7 @@ from ffe_engine.events import ErrorEvent
 from ffe_engine.host import EngineHost, Installed, install_signals, quiet_signals, remove_signals
 from ffe_engine.model import EngineState
 from ffe_engine.present import approve_answer, kill_headline
-from ffe_engine.remote import RemoteEngine, RemoteHost
+from ffe_engine.remote import NoAnswer, RemoteEngine, RemoteHost
 from ffe_engine.remote import attach as attach_engine
 
 from . import keys as keydefs
@@ -804,10 +804,30 @@ class ConsoleApp(App[int]):
             self.say(f"{stale.title_text}: not asked any more, the engine is HALTED now", severity="warning")
 
     async def _halt(self, reason: str, by: str) -> None:
-        report = await self.engine.halt(reason=reason, by=by, timeout_s=PRESS_ANSWER_S)
+        report = await self._answered("KILL SWITCH", by, self.engine.halt(reason=reason, by=by,
+                                                                          timeout_s=PRESS_ANSWER_S))
+        if report is None:
+            return
         self._tick()  # the kill_switch event (what was cancelled, what failed) is on the bus by now: show it
         if report.under_way:  # no event yet: HALTED is stored, and the rest waits for another control
             self._set_banner(kill_headline({**dataclasses.asdict(report), "action": "halt", "by": by}), error=True)
+
+    async def _answered(self, what: str, by: str, asked: Any) -> Any:
+        """The engine's answer to a kill switch or flatten; None when it gave none. Until it answers, the banner
+        says the press was sent (from PRESS_ANSWER_S on), and once the console stops waiting, that it is not
+        confirmed and what to do: the operator must never wonder whether the key did anything. The halt's own
+        banner replaces it once the engine carries it out."""
+        waiting = self.set_timer(PRESS_ANSWER_S, lambda: self._set_banner(
+            f"{what} sent by {by}: not answered yet: the engine carries it out when it answers", error=True))
+        try:
+            return await asked
+        except NoAnswer as exc:
+            pid = self.engine.identity.get("pid") if isinstance(self.engine, RemoteEngine) else None
+            also = f"; `kill -USR1 {pid}` halts it too" if pid else ""
+            self._set_banner(f"{what} NOT CONFIRMED: {exc}: `ffe ctl status` says whether it was{also}", error=True)
+            return None
+        finally:
+            waiting.stop()
 
     def action_pause(self) -> None:
         if self.engine is None or self.snap is None:
@@ -866,7 +886,10 @@ class ConsoleApp(App[int]):
         self._confirm("flatten", "FLATTEN", body, "FLATTEN", lambda: self._control("flatten", self._flatten()))
 
     async def _flatten(self) -> None:
-        result = await self.engine.flatten(by="operator", timeout_s=PRESS_ANSWER_S)
+        result = await self._answered("FLATTEN", "operator", self.engine.flatten(by="operator",
+                                                                                 timeout_s=PRESS_ANSWER_S))
+        if result is None:
+            return
         self._tick()
         if isinstance(result, dict) and result.get("under_way"):  # HALTED stored; the closing orders wait
             self._set_banner(kill_headline({**result, "action": "flatten", "by": "operator"}), error=True)
