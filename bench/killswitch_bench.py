@@ -73,7 +73,11 @@ def time_cancels(venue) -> list[float]:
 
 
 async def bench(runs: int, orders: int) -> list[tuple[float, float, float, int]]:
-    tmp = Path(tempfile.mkdtemp(prefix="ffe-killbench-"))
+    with tempfile.TemporaryDirectory(prefix="ffe-killbench-") as tmp:  # the account is the run's own, gone after
+        return await bench_in(Path(tmp), runs, orders)
+
+
+async def bench_in(tmp: Path, runs: int, orders: int) -> list[tuple[float, float, float, int]]:
     app = build(tmp)
     results: list[tuple[float, float, float, int]] = []
     async with app.run_test(size=(80, 24)) as pilot:
