@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, ffe_cmd, ffe_env, run_ffe
 from ffe_engine.config import Settings, load_settings
 from ffe_engine.scaffold import template_text
@@ -71,6 +73,23 @@ def test_ffe_init_keeps_existing_files_unless_forced(tmp_path):
     proc = run_ffe(tmp_path, "init", "--force")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "config.toml").read_text() == template_text("config.toml")
+
+
+@pytest.mark.parametrize("blocked", ["config.toml", ".env.example"])
+def test_ffe_init_force_over_a_directory_names_it_and_writes_nothing(tmp_path, blocked):
+    """A directory where a starting file goes: the one line names it, and the other file is left as it was (it
+    was overwritten first, then the line named the directory the files go into)."""
+    (tmp_path / "config.toml").write_text("# my own\n")
+    (tmp_path / ".env.example").write_text("# mine too\n")
+    (tmp_path / blocked).unlink()
+    (tmp_path / blocked).mkdir()
+    proc = run_ffe(tmp_path, "init", "--force")
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert line == f"ffe: error: {Path('.') / blocked}: is a directory, not a file: nothing written", line
+    other = ".env.example" if blocked == "config.toml" else "config.toml"
+    assert (tmp_path / other).read_text() == ("# my own\n" if other == "config.toml" else "# mine too\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.toml", ".env.example"])
 
 
 def test_ffe_run_without_a_config_file_says_where_it_looked_and_starts_nothing(tmp_path):
