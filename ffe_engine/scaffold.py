@@ -6,6 +6,7 @@ The templates are the repository's own config.toml (every key, its default and w
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def template_text(name: str) -> str:
 
 def write_starter_files(directory: str | Path, *, force: bool = False) -> list[Path]:
     """Write config.toml and .env.example into `directory` (created if missing). Existing files are kept unless
-    `force`: then nothing at all is written, so a half-initialised directory never results."""
+    `force` (then nothing at all is written); so is everything when one of them cannot be written: a
+    half-initialised directory never results."""
     target = Path(directory)
     if target.exists() and not target.is_dir():
         raise ScaffoldError(f"{target}: not a directory")
@@ -35,10 +37,31 @@ def write_starter_files(directory: str | Path, *, force: bool = False) -> list[P
     if existing and not force:
         verb = "exists" if len(existing) == 1 else "exist"
         raise ScaffoldError(f"{', '.join(map(str, existing))} already {verb} (--force overwrites)")
+    for path in paths:
+        if path.is_dir():
+            raise ScaffoldError(f"{path}: is a directory, not a file: nothing written")
+    # Each file written beside its place first, then all moved into place: a failure part way (a full disk, a
+    # read-only file) leaves what was there as it was.
+    staged: list[tuple[Path, Path]] = []
     try:
-        target.mkdir(parents=True, exist_ok=True)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ScaffoldError(f"{target}: cannot write: {exc.strerror or exc}: nothing written") from None
         for path, template in zip(paths, STARTER_FILES.values()):
-            path.write_text(template_text(template), encoding="utf-8")
-    except OSError as exc:
-        raise ScaffoldError(f"{target}: cannot write: {exc.strerror or exc}") from None
+            dest = path.resolve() if path.is_symlink() else path  # a link: the file it names is written
+            beside = dest.with_name(f".{dest.name}.ffe-init")
+            staged.append((beside, dest))
+            try:
+                beside.write_text(template_text(template), encoding="utf-8")
+            except OSError as exc:
+                raise ScaffoldError(f"{path}: cannot write: {exc.strerror or exc}: nothing written") from None
+        for beside, path in staged:
+            try:
+                os.replace(beside, path)
+            except OSError as exc:
+                raise ScaffoldError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        for beside, _ in staged:
+            beside.unlink(missing_ok=True)
     return paths
