@@ -699,6 +699,15 @@ def test_replay_files_of_another_timeframe_than_the_engine_s_are_refused_by_conf
         assert "1h" in line and "engine.timeframe" in line and "1m" in line, (command, line)
         assert line.startswith('ffe: error: config.toml:3: engine.timeframe = "1m"'), (command, line)  # its line
     assert not (tmp_path / "data" / "ffe.db").exists()
+    # Not set at all: said as the default, not blamed on the [engine] table's header, where it was never written.
+    (tmp_path / "config.toml").write_text(
+        f'[engine]\nsymbols = ["BTC/USD"]\n[venue]\nquote = "USD"\n'
+        f'[market]\nsource = "replay"\nreplay_files = {{ "BTC/USD" = "{hourly.name}" }}\n')
+    proc = run_ffe(tmp_path, "config", "check")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")]
+    assert line.startswith('ffe: error: engine.timeframe = "1m", the default: the files of market.replay_files '
+                           'are 1h candles'), line
 
 
 def test_a_replayed_market_set_in_the_environment_names_the_variable_and_a_directory_is_no_file(tmp_path):
