@@ -247,7 +247,10 @@ def replay_series(settings: Settings) -> dict[str, CandleSeries]:
     (frame,) = set(frames.values())
     engine = settings.engine
     if frame != engine.timeframe_ms:  # bars a timeframe apart would be stale to the engine's DATA_STALE gate
-        raise StartError(settings.blame(("engine", "timeframe"), f"engine.timeframe = \"{engine.timeframe}\": the "
-                                        f"files of market.replay_files are {format_timeframe(frame)} candles: set "
-                                        f"engine.timeframe = \"{format_timeframe(frame)}\" to replay them"))
+        mismatch = (f"the files of market.replay_files are {format_timeframe(frame)} candles: set engine.timeframe "
+                    f"= \"{format_timeframe(frame)}\" to replay them")
+        if settings.set_at("engine", "timeframe") is None:  # the default: no line of the file set it
+            raise StartError(f"{settings.said('engine', 'timeframe')}: {mismatch}")
+        raise StartError(settings.blame(("engine", "timeframe"), f"engine.timeframe = \"{engine.timeframe}\": "
+                                        f"{mismatch}"))
     return series
