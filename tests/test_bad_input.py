@@ -182,8 +182,13 @@ def test_a_symbol_that_is_not_base_quote_exits_2_naming_it_and_starts_no_run(tmp
     ("BTC/USD=", "'BTC/USD=': bad market data argument: expected SYMBOL=FILE or FILE"),
     ("_1h.csv", "_1h.csv: cannot tell the symbol from the file name; pass SYMBOL=FILE"),
     ("nonexistent.csv", "nonexistent.csv: cannot read: No such file"),
+    ("", "'': bad market data argument: an empty file name (expected SYMBOL=FILE or FILE)"),
+    ("candles", "candles: is a directory, not a CSV file"),
+    ("BTC-USD_1h", "BTC-USD_1h: is a directory, not a CSV file"),
 ])
 def test_a_market_data_argument_that_names_no_symbol_or_no_file_exits_2_in_one_line(tmp_path, arg, says):
+    (tmp_path / "candles").mkdir()
+    (tmp_path / "BTC-USD_1h").mkdir()
     (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
     (tmp_path / "_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
     proc = run_ffe(tmp_path, "backtest", "--records", "summary", arg)
