@@ -62,6 +62,8 @@ def _load_files(args: list[str], lenient: bool, cache: DataCache | None) -> dict
         symbol, path = parse_symbol_arg(arg)
         if not path.exists():  # said before a symbol its name gives wrong
             raise CsvError(path, None, "cannot read: No such file")
+        if path.is_dir():
+            raise CsvError(path, None, "is a directory, not a CSV file")
         _check_symbol(symbol, path)
         if symbol in wanted:
             raise StartError(f"{path}: symbol {symbol} is given twice")

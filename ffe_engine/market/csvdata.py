@@ -218,6 +218,9 @@ def symbol_from_filename(path: str | os.PathLike[str]) -> str:
 
 def parse_symbol_arg(arg: str) -> tuple[str, Path]:
     """`SYMBOL=FILE` or just `FILE` (the symbol then comes from the file name) -> (symbol, path)."""
+    if not arg:  # "$FILE" with FILE unset: Path("") would be the current directory
+        raise CsvArgumentError("''", None, "bad market data argument: an empty file name (expected SYMBOL=FILE or "
+                                           "FILE)")
     if "=" in arg and not os.path.exists(arg):
         symbol, _, file = arg.partition("=")
         symbol = symbol.strip()
