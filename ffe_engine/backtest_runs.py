@@ -95,10 +95,11 @@ def trail_apart(settings: Settings) -> str | None:
 
 
 def parse_age(text: str) -> float:
-    """`--older-than`: a whole number and a unit, m, h, d or w (30m, 12h, 7d, 2w), as seconds."""
+    """`--older-than`: a whole number of 1 or more and a unit, m, h, d or w (30m, 12h, 7d, 2w), as seconds."""
     m = re.fullmatch(r"(\d+)([mhdw])", text.strip())
     if not m or int(m.group(1)) == 0:
-        raise ArgumentError(f"--older-than needs an age such as 30m, 12h, 7d or 2w, got {text!r}")
+        raise ArgumentError(f"--older-than needs an age such as 30m, 12h, 7d or 2w (a whole number of 1 or more and "
+                            f"m, h, d or w), got {text!r}")
     return int(m.group(1)) * AGE_UNITS[m.group(2)]
 
 

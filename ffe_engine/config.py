@@ -514,7 +514,7 @@ class AlertSettings(_Section):
     @classmethod
     def _chat_id_plain(cls, value: str, info: ValidationInfo) -> str:
         if value and not re.fullmatch(r"-?[0-9]+|@[A-Za-z0-9_]{5,}", value):
-            raise ValueError("must be a numeric chat id or @channelname")
+            raise ValueError("must be a numeric chat id or @channelname (5 or more letters, digits or _ after @)")
         if not value and info.data.get("telegram_token") is not None:
             raise ValueError("is needed when the Telegram bot token (FFE_ALERTS__TELEGRAM_TOKEN) is set")
         return value

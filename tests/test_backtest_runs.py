@@ -151,7 +151,10 @@ def test_a_run_being_written_now_is_listed_as_running_and_never_removed(runs_dir
 @pytest.mark.parametrize("args, says", [
     (("--clean",), "ffe backtest --clean needs --keep N or --older-than AGE (or both)"),
     (("--clean", "--keep", "-1"), "--keep needs a whole number of runs, 0 or more, got '-1'"),
-    (("--clean", "--older-than", "5"), "--older-than needs an age such as 30m, 12h, 7d or 2w, got '5'"),
+    (("--clean", "--older-than", "5"), "--older-than needs an age such as 30m, 12h, 7d or 2w (a whole number of 1 or "
+                                       "more and m, h, d or w), got '5'"),
+    (("--clean", "--older-than", "0m"), "--older-than needs an age such as 30m, 12h, 7d or 2w (a whole number of 1 "
+                                        "or more and m, h, d or w), got '0m'"),
     (("--list", "--clean"), "ffe backtest takes --list or --clean, not both"),
     (("--list", "x.csv"), "ffe backtest --list takes no files (got x.csv)"),
     (("--list", "--keep", "1"), "ffe backtest --keep goes with --clean, not --list"),
