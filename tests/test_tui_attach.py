@@ -103,6 +103,30 @@ async def test_a_normal_stop_of_the_engine_reads_as_a_clean_stop_in_the_attached
     assert "Traceback" not in engine.stderr and "ConnectionError" not in engine.stderr, engine.stderr
 
 
+async def test_a_key_on_a_console_whose_engine_stopped_says_to_attach_again_to_the_one_started_since(tmp_path,
+                                                                                                  spawn_ffe):
+    """The engine stopped, another started on the same socket: a key pressed on the old console acts on nothing
+    (it was attached to the stopped one) and says how to reach the new one, not that nothing runs."""
+    engine, settings = headless_engine(spawn_ffe, tmp_path)
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        stop_in_order(engine)
+        await until(pilot, lambda: "ENGINE STOPPED" in screen_text(app), "the stop on screen")
+        again, _ = headless_engine(spawn_ffe, tmp_path)
+        before = notices(app)
+        await pilot.press("p")
+        await until(pilot, lambda: said_since(app, before, "quit and `ffe attach` again"), "what to do said")
+        assert not said_since(app, before, "nothing runs")
+        assert db_value(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
+        await pilot.press("q")
+        await until(pilot, lambda: "Detach" in screen_text(app) or not app.is_running, "the detach dialog")
+        if app.is_running:
+            await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to exit")
+    stop_in_order(again)
+
+
 async def test_the_attached_log_keeps_following_after_ffe_ctl_flatten(tmp_path, spawn_ffe):
     engine, settings = headless_engine(spawn_ffe, tmp_path)
     db = tmp_path / "data" / "ffe.db"
