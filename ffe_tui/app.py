@@ -541,8 +541,12 @@ class ConsoleApp(App[int]):
         started on the same socket since."""
         if not (self.feed_ended or self.engine_stopped or self.crash is not None):
             return False
-        self.say("the engine has stopped: nothing runs to act on, nothing was done; it starts again in the state it "
-                 "was left in", severity="warning")
+        if isinstance(self.engine, RemoteEngine):  # another engine may run on the socket since: not this console's
+            self.say("the engine this console was attached to has stopped: nothing was done; to act on an engine "
+                     "started since, quit and `ffe attach` again", severity="warning")
+        else:
+            self.say("the engine has stopped: nothing runs to act on, nothing was done; it starts again in the state "
+                     "it was left in", severity="warning")
         return True
 
     def _not_started(self) -> None:
