@@ -19,10 +19,13 @@ async def feed(engine, n: int) -> None:
         await engine.on_candle(next(candles))
 
 
-def books_counting(db, entries: int) -> None:
-    """The stored books as a kill right after the journal's write of the day's entries leaves them: counting fewer."""
+def books_counting(db, entries: int, day: int | None = None) -> None:
+    """The stored books as a kill right after the journal's write of the day's entries leaves them: counting fewer
+    (and, with `day`, still of that day: the kill came before the books of the new day were stored)."""
     books = json.loads(db_value(db, "SELECT value FROM kv WHERE key = 'portfolio'"))
     books["entries_today"] = entries
+    if day is not None:
+        books["day"] = day
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE kv SET value = ? WHERE key = 'portfolio'", (json.dumps(books),))
     conn.close()
@@ -68,3 +71,51 @@ async def test_exits_are_not_counted_and_books_counting_more_than_the_journal_ar
     books_counting(db, 4)
     async with engine_session(settings) as running:
         assert running.engine.portfolio.entries_today == 4
+
+
+async def test_an_entry_made_in_a_new_day_before_its_books_were_stored_counts_in_that_day_after_a_restart(tmp_path):
+    """Killed in the first bar after a UTC midnight: the books stored say the day before, the journal holds the new
+    day's entry. The start rolls to the new day and counts that entry in it (it counted the journal's entries of
+    the stored books' day, then the roll set the new day's count to 0: one more entry than the limit got through)."""
+    settings = make_settings(tmp_path, engine={"timeframe": "1h"}, risk={"max_daily_trades": 1, "max_correlation": 1.0})
+    db = settings.db_path
+    async with engine_session(settings) as running:
+        e = running.engine
+        candles = e.feed.iter_candles()
+        first = e.portfolio.day
+        while e.portfolio.day == first:
+            await e.on_candle(next(candles))
+        placed = await e.operator_order(BTC, "buy", 0.01)
+        assert placed["accepted"], placed
+        assert e.portfolio.entries_today == 1
+    books_counting(db, 0, day=first)
+
+    async with engine_session(settings) as running:
+        e = running.engine
+        assert e.portfolio.day == first + 1 and e.portfolio.entries_today == 1
+        refused = await e.operator_order(ETH, "buy", 0.01)
+        (gate,) = [g for g in refused["gates"] if g["code"] == "DAILY_TRADES"]
+        assert not refused["accepted"] and (gate["value"], gate["passed"]) == (1, False), refused
+
+
+async def test_an_entry_made_at_the_close_of_a_day_s_last_bar_counts_in_that_day_not_the_next(tmp_path):
+    """The last bar of a day closes at midnight, and an entry it decides is journaled at its close (00:00:00.000 of
+    the next day): it is that day's, as the running engine counted it, and a restart the next day does not count
+    it again."""
+    settings = make_settings(tmp_path, engine={"timeframe": "1h"}, risk={"max_daily_trades": 1, "max_correlation": 1.0})
+    async with engine_session(settings) as running:
+        e = running.engine
+        candles = e.feed.iter_candles()
+        day = e.portfolio.day
+        while True:
+            c = next(candles)
+            if (c.ts + 3_600_000) // 86_400_000 > day and c.ts // 86_400_000 == day:
+                break  # the day's last bar: decided at its close, midnight
+            await e.on_candle(c)
+        e.clock.advance(c.ts + 3_600_000)
+        placed = await e.operator_order(BTC, "buy", 0.01)
+        assert placed["accepted"], placed
+        assert e.portfolio.day == day and e.portfolio.entries_today == 1
+    async with engine_session(settings) as running:
+        e = running.engine
+        assert e.portfolio.day == day + 1 and e.portfolio.entries_today == 0
