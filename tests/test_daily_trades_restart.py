@@ -116,6 +116,10 @@ async def test_an_entry_made_at_the_close_of_a_day_s_last_bar_counts_in_that_day
         placed = await e.operator_order(BTC, "buy", 0.01)
         assert placed["accepted"], placed
         assert e.portfolio.day == day and e.portfolio.entries_today == 1
+        await e.on_candle(c)
+        while e.portfolio.day == day:  # to the new day's first bar: its books stored, of the new day
+            await e.on_candle(next(candles))
+        assert e.portfolio.day == day + 1 and e.portfolio.entries_today == 0
     async with engine_session(settings) as running:
         e = running.engine
         assert e.portfolio.day == day + 1 and e.portfolio.entries_today == 0
