@@ -49,7 +49,7 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Ga
                     OrderStatus, Position, Side)
 from . import overrides
 from .overrides import Override
-from .portfolio import DAY_MS, RATE_WINDOW_MS, Portfolio
+from .portfolio import DAY_MS, RATE_WINDOW_MS, Portfolio, entry_day
 from .reconcile import (BALANCE_KINDS, UNREACHABLE, Reconciler, blocked_text, difference_key, hold_reason,
                         in_doubt_only, lagging_trades, lifted_reason, outage_only, paused_by_reconcile, says_held,
                         unexplained)
@@ -281,6 +281,9 @@ class Engine:
         self._dd_breached = False
         self._learner_dirty = False
         self._dl_breached = False
+        # DAILY_TRADES: the entries journaled before this run, by the day they count in (the floor of that day's
+        # count, read at start).
+        self._entries_before: dict[int, int] = {}
         self._controls = Controls()
         self._tasks: list[asyncio.Task[Any]] = []
         self.overrides: list[Override] = []  # saved state that disagreed with the configuration at start
@@ -389,12 +392,14 @@ class Engine:
         for ts in await self.store.entry_times_since(self.clock.now_ms() - RATE_WINDOW_MS):
             self.portfolio.note_order(ts)
         # So does DAILY_TRADES' count: an entry is journaled before the books that count it are stored (with the
-        # bar, or its fill), and a kill between the two leaves them counting one fewer. The journal's count of the
-        # books' day is the floor.
+        # bar, or its fill), and a kill between the two leaves them counting one fewer, or still of the day before
+        # a midnight the run had passed. The journal's entries of each day from the books' on are the floor of that
+        # day's count, whenever it begins (`_roll_day`).
         if self.portfolio.day is not None:
-            start = self.portfolio.day * DAY_MS
-            journaled = await self.store.entries_between(start, start + DAY_MS)
-            self.portfolio.entries_today = max(self.portfolio.entries_today, journaled)
+            for ts in await self.store.entry_times_after(self.portfolio.day * DAY_MS):
+                day = entry_day(ts)
+                self._entries_before[day] = self._entries_before.get(day, 0) + 1
+            self._count_entries_before()
         # Cash is what the fills say it is: the starting cash plus every sale less every purchase and every fee
         # paid in cash (a fee taken in coins is not).
         flows = await self.store.cash_flows()
@@ -1175,9 +1180,18 @@ class Engine:
                      default=now_ms)
         return min(now_ms, max(marked, behind))
 
+    def _count_entries_before(self) -> None:
+        """The day's entries counted as at least those journaled in it before this run (`_entries_before`)."""
+        pf = self.portfolio
+        if pf.day is not None:
+            pf.entries_today = max(pf.entries_today, self._entries_before.get(pf.day, 0))
+
     def _roll_day(self, ts_ms: int) -> None:
         """A new UTC day when `ts_ms` is in one (Portfolio.roll_day): a breach of the day before is over."""
-        if self.portfolio.roll_day(ts_ms) and self.profile.pause_on_breach:
+        rolled = self.portfolio.roll_day(ts_ms)
+        if rolled and self._entries_before:
+            self._count_entries_before()
+        if rolled and self.profile.pause_on_breach:
             self._dl_breached = False
 
     async def _risk_pauses(self) -> None:

@@ -1337,14 +1337,14 @@ class Store:
                                 "ORDER BY created_ts", (since_ms,))
         return [r[0] for r in rows]
 
-    async def entries_between(self, start_ms: int, end_ms: int) -> int:
-        """How many entries DAILY_TRADES counts among the orders journaled from start_ms until end_ms: not
-        reduce-only, from a signal or the operator, not refused (an entry the venue refused was not made)."""
-        rows = await self.query("SELECT COUNT(*) FROM orders WHERE reduce_only = 0 AND reason IN (?, ?) AND "
-                                "status != ? AND created_ts >= ? AND created_ts < ?",
+    async def entry_times_after(self, since_ms: int) -> list[int]:
+        """When each entry DAILY_TRADES counts was journaled after since_ms: orders not reduce-only, from a signal
+        or the operator, not refused (an entry the venue refused was not made)."""
+        rows = await self.query("SELECT created_ts FROM orders WHERE reduce_only = 0 AND reason IN (?, ?) AND "
+                                "status != ? AND created_ts > ?",
                                 (OrderReason.SIGNAL.value, OrderReason.OPERATOR.value, OrderStatus.REJECTED.value,
-                                 start_ms, end_ms))
-        return int(rows[0][0]) if rows else 0
+                                 since_ms))
+        return [int(r[0]) for r in rows]
 
     async def market_time(self, timeframe_ms: int) -> int | None:
         """The latest time the engine's clock reached by the records, or None: where a market made or replayed in the

@@ -227,6 +227,9 @@ async def test_a_restart_on_a_later_utc_day_starts_that_day_at_the_equity_then(t
     today = utc_day(int(time.time() * 1000))
     assert books["day"] == today and books["entries_today"] == 1
     store_books(settings.db_path, {**books, "day": today - 1})  # the run stopped yesterday
+    with sqlite3.connect(str(settings.db_path)) as conn:  # and its entry was made then (the journal counts it)
+        conn.execute("UPDATE orders SET created_ts = created_ts - ?", (DAY_MS,))
+    conn.close()
     async with engine_session(settings, live=True) as running:
         pf = running.engine.portfolio
         assert pf.day == today
