@@ -59,3 +59,53 @@ def test_a_ctl_prompt_names_the_position_it_acts_on_and_asks_nothing_of_one_the_
         assert "[y/N]" not in proc.stdout and refusal in proc.stderr, proc.stdout + proc.stderr
     engine.send(signal.SIGTERM)
     assert engine.wait(60) == 0, engine.stderr
+
+
+def test_a_close_asked_about_one_position_does_not_close_another_opened_while_the_question_waited(tmp_path,
+                                                                                                   spawn_ffe):
+    """The question names the position as it was; the close answered `y` after that one closed and another opened
+    in the symbol (a stop-loss, another operator, then an entry) is refused by the engine, nothing sent: it closed
+    the new position, of another size, that the operator was never shown."""
+    import asyncio
+
+    from ffe_engine.control import request
+
+    db = tmp_path / "data" / "ffe.db"
+    an_operator_buy_then_stopped(tmp_path, spawn_ffe)
+    engine = spawn_ffe(tmp_path, "run", "--headless",  # the strategy's entries wait for an approval never given
+                       env=ffe_env(FFE_MARKET__SPEED="5", FFE_ENGINE__APPROVAL="manual"))
+    wait_until(lambda: "control socket ready" in engine.stderr or not engine.alive(), timeout=60,
+               what="the control socket")
+    sock = tmp_path / "data" / "ffe.sock"
+    master, slave = pty.openpty()
+    asked = subprocess.Popen(ffe_cmd("ctl", "close", "BTC/USDT"), cwd=tmp_path, env=ffe_env(), stdin=slave,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        os.set_blocking(asked.stdout.fileno(), False)
+        shown = b""
+
+        def prompt() -> bool:
+            nonlocal shown
+            shown += asked.stdout.read() or b""
+            return b"[y/N]" in shown
+        wait_until(prompt, timeout=60, what="the question")
+        assert b"buy 0.01" in shown, shown
+        closed = asyncio.run(request(sock, "close", {"symbol": "BTC/USDT", "by": "test"}))
+        assert closed["ok"] and closed["result"]["accepted"], closed
+        wait_until(lambda: not db_value(db, "SELECT COUNT(*) FROM positions WHERE symbol = 'BTC/USDT'"), timeout=60,
+                   what="the position shown closed")
+        bought = asyncio.run(request(sock, "order", {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.015,
+                                                     "by": "test"}))
+        assert bought["ok"] and bought["result"]["accepted"], bought
+        wait_until(lambda: db_value(db, "SELECT quantity FROM positions WHERE symbol = 'BTC/USDT'"), timeout=60,
+                   what="another position opened")
+        os.write(master, b"y\n")
+        _, err = asked.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert asked.returncode == 1, err
+    assert b"is no longer open" in err and b"nothing was sent" in err, err
+    assert db_value(db, "SELECT quantity FROM positions WHERE symbol = 'BTC/USDT'") > 0.014
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr
