@@ -478,12 +478,21 @@ def _confirm(args: argparse.Namespace, settings: Settings, request: dict[str, An
         return
     about = ""
     if command.target in ("id", "symbol"):
-        answer = _ask(settings, "status", {"by": "ctl"}, timeout)
+        try:
+            answer = _ask(settings, "status", {"by": "ctl"}, timeout)
+        except ControlError as exc:  # asked before the command: say it was not sent
+            raise ControlError(f"{exc}; the {args.action} was not sent") from None
         if not answer.get("ok"):
             return  # the command's own answer says what is wrong
-        about = _target_now(answer.get("result") or {}, command.target, request[command.target])
+        status = answer.get("result") or {}
+        about = _target_now(status, command.target, request[command.target])
         if not about:
             return
+        if args.action == "close":
+            # The position shown, by its opening time: one opened in the symbol since (the shown one closed while
+            # the question waited) is refused by the engine, nothing sent, not closed unseen.
+            (shown,) = [p for p in status["positions"] if p.get("symbol") == request["symbol"]]
+            request["opened_ts"] = shown["opened_ts"]
     if not _confirmed(f"{command.confirm}{about}? [y/N] "):
         raise UsageError(f"ffe ctl {args.action}: not confirmed, nothing sent")
 
