@@ -511,6 +511,32 @@ async def test_a_stop_loss_refused_for_the_exchange_s_retry_after_goes_out_once_
     assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
 
 
+async def test_a_stop_loss_held_by_the_exchange_s_retry_after_goes_out_after_a_restart(tmp_path, fx):
+    """The engine stopped (or killed) while the exit waits for the Retry-After: the start goes on with it, and sends
+    it once the hold is over, as the engine that held it would have. It was kept in memory only, and the position
+    stayed open past its crossed stop-loss."""
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert await next_bar(e, fx) == 1
+        await e.resume(by="test")
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        pos = e.portfolio.positions[BTC]
+        pos.stop_loss = 1e9  # this bar crosses it
+        fx.fault(POST_ORDER, "418", retry_after=4)
+        assert await next_bar(e, fx) == 1
+        pos.stop_loss = None  # and no later bar does (the stored position has none: nothing crosses after the start)
+        assert [o.side for o in fx.orders] == ["BUY"]
+    async with engine_session(settings, live=True) as running:  # PAUSED, as a live start is: exits go on
+        e = running.engine
+        async with engine_loop(e):
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=30, what="the position closed")
+    assert rows(settings.db_path, "SELECT reason, status FROM orders WHERE side = 'sell' ORDER BY created_ts") == \
+        [("stop_loss", "rejected"), ("stop_loss", "filled")]
+    assert [(o.side, o.status) for o in fx.orders] == [("BUY", "FILLED"), ("SELL", "FILLED")]
+
+
 async def flatten_goes_on_after_a_restart(settings, fx):
     """The next start of an engine halted while flattening a BTC position: HALTED still, the position still held,
     and once it runs the flatten goes on to one filled sell that leaves no BTC. The engine, stopped."""
