@@ -73,6 +73,7 @@ SHAPES: dict[str, Any] = {
     "weights": {"weights": Each(NUMBER), "stats": dict},
     "reconcile_baseline": Each(NUMBER),
     "flatten_under_way": Maybe(Each(INTEGER)),
+    "exits_held": Maybe(Each((one_of("stop_loss", "take_profit"), NUMBER, INTEGER))),
     "audit_head": {"seq": INTEGER, "hash": TEXT},
     # Read by a start too: one of another type would stop it in a traceback, or be passed over as if not there (a
     # hold lifted, the manual approval the operator chose forgotten).

@@ -77,6 +77,9 @@ R = TypeVar("R")
 REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
 FLATTEN_ORDERS = 3  # closing orders one flatten tries per position at most: the first, and one for each rest left
 FLATTEN_KEY = "flatten_under_way"  # kv: the flatten being followed up (symbol -> closing orders placed), or null
+# kv: the stop-loss and take-profit exits the venue's Retry-After held back (symbol -> [reason, reference price, the
+# position's opening time]), or null: sent once it is over, by this run or the next.
+EXITS_HELD_KEY = "exits_held"
 WARMUP_TURN = 500  # warm-up candles fed between two turns of the event loop
 
 
@@ -384,6 +387,7 @@ class Engine:
         positions = await self.store.positions()
         saved_books = await self.store.get_kv("portfolio")
         self.portfolio.load(saved_books or {}, positions, self.clock.now_ms())
+        self._exits_held = self._held_exits_of(await self.store.get_kv(EXITS_HELD_KEY))
         priced = await self.store.get_kv(PRICED_FROM_KEY)
         if isinstance(priced, dict):  # (a value of another shape is no time: those candles count whole)
             self._priced_from = {str(sym): ts for sym, ts in priced.items() if sym in self.portfolio.positions
@@ -1233,8 +1237,27 @@ class Engine:
         sub = await self.orders.submit(intent)
         if sub.held_until is not None:
             self._exits_held[c.symbol] = intent
+            await self._store_exits_held()
             log.warning("exit waits for the exchange's Retry-After", symbol=c.symbol, reason=reason.value,
                         until=fmt.iso(sub.held_until))
+
+    async def _store_exits_held(self) -> None:
+        """The held exits as they stand, stored: a restart sends them once the hold is over, as this run would."""
+        held = {sym: [i.reason.value, i.ref_price, self.portfolio.positions[sym].opened_ts]
+                for sym, i in self._exits_held.items() if sym in self.portfolio.positions}
+        await self.store.put_kv(EXITS_HELD_KEY, held or None, self.clock.wall())
+
+    def _held_exits_of(self, stored: Any) -> dict[str, OrderIntent]:
+        """The held exits a run stored, of the positions still held as they were then (one closed, or opened
+        again since, is no longer the position whose level was crossed)."""
+        exits: dict[str, OrderIntent] = {}
+        for sym, (reason, ref, opened_ts) in (stored or {}).items():
+            pos = self.portfolio.positions.get(sym)
+            if pos is not None and pos.opened_ts == opened_ts:
+                exits[sym] = OrderIntent(symbol=sym, side=side_to_close(pos.side), quantity=pos.quantity,
+                                         reason=OrderReason(reason), ref_price=ref, reduce_only=True,
+                                         decision_id=pos.entry_decision_id)
+        return exits
 
     def _range_since(self, c: Candle, since: int | None) -> tuple[float | None, float | None]:
         """The low and high of candle `c` that a position whose order the venue placed at `since` (the venue's
@@ -1263,6 +1286,7 @@ class Engine:
             sub = await self.orders.submit(dataclasses.replace(intent, quantity=pos.quantity))
             if sub.held_until is None:
                 del self._exits_held[sym]
+        await self._store_exits_held()
 
     async def _act(self, d: Decision, c: Candle, ind: IndicatorSet) -> None:
         """A BUY or SELL decision: an entry (sized, gated, approved or sent), an exit, or the reason it is neither."""
