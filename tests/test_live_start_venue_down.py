@@ -46,6 +46,31 @@ async def test_a_stop_signal_during_the_start_check_stops_in_order(tmp_path, fx)
     assert not fx.requests_to("POST /api/v3/order")
 
 
+async def test_ffe_ctl_during_a_start_says_the_engine_is_starting_and_how_to_halt_it_now(tmp_path, fx):  # noqa: F811
+    """The control socket is made once the engine has started; a live start waits on its exchange first (its start
+    check, orders in doubt looked up, held cancels sent). `ffe ctl halt` meanwhile said `no engine is running`:
+    the operator, wanting it stopped, was told there was nothing to stop. It names the starting engine and the
+    signal that halts it now."""
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    fx.fault("GET /api/v3/account", "hang", seconds=30, times=50)  # the start check's balance read never answers
+    p = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx))
+    try:
+        await wait_for(lambda: fx.requests_to("GET /api/v3/account") or not p.alive(), timeout=60,
+                       what="the start check asking for the balance")
+        for action in ("status", "halt"):
+            ctl = await run_ffe_async(tmp_path, "ctl", action, env=live_env(fx), name=action)
+            assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
+            (line,) = ctl.stderr.splitlines()
+            assert f"(pid {p.proc.pid}) is starting" in line and f"kill -USR1 {p.proc.pid}" in line, line
+            assert "no engine is running" not in line, line
+        p.proc.send_signal(signal.SIGTERM)
+        assert await p.wait(timeout=30) == 0, p.stderr[-3000:]
+    finally:
+        await p.kill()
+    ctl = await run_ffe_async(tmp_path, "ctl", "status", env=live_env(fx), name="after")
+    assert ctl.proc.returncode == 1 and "no engine is running" in ctl.stderr, ctl.stderr
+
+
 async def test_the_kill_switch_signal_during_the_start_check_halts_before_any_trade(tmp_path, fx):  # noqa: F811
     write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
     fx.fault("GET /api/v3/account", "hang", seconds=30, times=50)
