@@ -559,7 +559,7 @@ def _ctl_health(args: argparse.Namespace, settings: Settings) -> int:
     --timeout: an engine whose event loop is blocked does not answer at all)."""
     import asyncio
 
-    from ffe_engine.control import request
+    from ffe_engine.control import no_engine, request
     from ffe_engine.health import EXIT_CODES, one_line
 
     path = settings.socket_path
@@ -567,9 +567,9 @@ def _ctl_health(args: argparse.Namespace, settings: Settings) -> int:
         timeout = args.timeout if args.timeout is not None else 5.0
         answer = asyncio.run(request(path, "health", {"by": "ctl"}, timeout=timeout, data_dir=settings.data_dir))
     except (OSError, asyncio.TimeoutError, ValueError) as exc:
-        reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else "no engine is running"
-        _print(json.dumps({"status": "down", "problems": [f"{reason} on {path}"]}) if args.json
-               else f"DOWN  {reason} on {path}")
+        problem = (f"timed out on {path}" if isinstance(exc, asyncio.TimeoutError)
+                   else no_engine(path, settings.data_dir))
+        _print(json.dumps({"status": "down", "problems": [problem]}) if args.json else f"DOWN  {problem}")
         return 2
     if not answer.get("ok"):
         _print(f"DOWN  {answer.get('error')}")
@@ -585,7 +585,7 @@ def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: floa
     does not answer (for a question: a command may still apply late); every failure as one line."""
     import asyncio
 
-    from ffe_engine.control import request
+    from ffe_engine.control import no_engine, request
 
     path = settings.socket_path
     for asked in range(1, tries + 1):
@@ -599,7 +599,7 @@ def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: floa
             raise ControlError(f"no answer from the engine on {path} within {timeout:g}s{times} (stopped or busy?)"
                                f"{late}; see `ffe ctl status`") from None
         except (FileNotFoundError, ConnectionRefusedError):
-            raise ControlError(f"no engine is running on {path}") from None
+            raise ControlError(no_engine(path, settings.data_dir)) from None
         except PermissionError:
             raise ControlError(f"{path}: permission denied (the engine runs as another user?)") from None
         except (OSError, ValueError) as exc:

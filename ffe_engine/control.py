@@ -483,6 +483,40 @@ class ControlServer:
         return False
 
 
+def starting_engine(data_dir: Path) -> int | None:
+    """The pid of an engine that holds `data_dir` (its lock file names it, and it runs), for a client whose
+    control socket does not answer: the socket is made once the engine has started, and a live start waits on its
+    exchange first. None when no engine does."""
+    try:
+        written = (Path(data_dir) / "ffe.lock").read_text(errors="replace").split()
+    except OSError:
+        return None
+    if not written or not written[0].isdigit() or written[1:2] not in ([], ["engine"]):
+        return None
+    pid = int(written[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # another user's process: running
+    try:  # where the system says what a process runs: an ffe (not a process that took a dead engine's pid)
+        if b"ffe" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None
+    except OSError:
+        pass
+    return pid
+
+
+def no_engine(socket: Path, data_dir: Path) -> str:
+    """What a client says when nobody answers on the control socket: an engine starting, or none."""
+    pid = starting_engine(data_dir)
+    if pid is None:
+        return f"no engine is running on {socket}"
+    return (f"the engine on {data_dir} (pid {pid}) is starting: it answers on {socket} once started (a live "
+            f"start waits for its exchange); `kill -USR1 {pid}` halts it now, before it trades")
+
+
 async def _holder(path: Path) -> str:
     """The engine serving path, named by its own answer (for an error message: best effort)."""
     try:

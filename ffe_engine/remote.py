@@ -18,7 +18,7 @@ from typing import Any
 from .api import STREAM
 from .clock import Clock, WallClock
 from .config import Settings
-from .control import EARLIER, MAX_ANSWER_BYTES, SNAPSHOT, STREAM_END, connect, request
+from .control import EARLIER, MAX_ANSWER_BYTES, SNAPSHOT, STREAM_END, connect, no_engine, request
 from .errors import ControlError
 from .execution import CancelReport
 from .events import EVENT_TYPES, EngineStateChanged, Event, EventBus, Subscription
@@ -352,5 +352,6 @@ async def attach(settings: Settings) -> RemoteHost:
                            f"{settings.control.request_timeout_s:g}s, asked {CONNECT_TRIES} times (stopped or busy?); "
                            "see `ffe ctl status`") from None
     except (FileNotFoundError, ConnectionRefusedError, EngineGone) as exc:
-        raise ControlError(f"no engine is running on {settings.socket_path} ({exc})") from None
+        said = no_engine(settings.socket_path, settings.data_dir)
+        raise ControlError(f"{said} ({exc})" if said.startswith("no engine") else said) from None
     return RemoteHost(settings, engine, bus)
