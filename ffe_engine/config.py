@@ -24,6 +24,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
+from .clock import DAY_MS
 from .errors import FfeError, StartError
 from .redact import MIN_SECRET, REDACTED, Redactor
 from .urls import base_url_problem, mask_url, mask_urls
@@ -267,8 +268,8 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_TIMEFRAME_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
-MAX_TIMEFRAME_MS = 7 * 86_400_000
+_TIMEFRAME_MS = {"m": 60_000, "h": 3_600_000, "d": DAY_MS}
+MAX_TIMEFRAME_MS = 7 * DAY_MS
 
 Symbol = Annotated[str, AfterValidator(_symbol)]
 Secret = Annotated[Union[SecretStr, None], BeforeValidator(_empty_secret_is_unset), AfterValidator(_secret_is_clean)]

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Protocol, TextIO
 
-from .clock import WallClock, format_timeframe, timeframe_ms
+from .clock import DAY_MS, WallClock, format_timeframe, timeframe_ms
 from .config import allowed_timeframe, is_symbol
 from .errors import ArgumentError, FfeError, UsageError, storage_failure
 from .market.bounds import candle_problem, time_problem
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 HEADER = "timestamp,open,high,low,close,volume"
 MAX_GAPS_SHOWN = 5
-DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

@@ -31,7 +31,7 @@ from . import ahead
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .breaker_pause import BreakerPause
-from .clock import Clock
+from .clock import DAY_MS, Clock
 from .config import Settings
 from .ensemble import Ensemble, is_async_provider
 from .controls import Controls, Press
@@ -49,7 +49,7 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Ga
                     OrderStatus, Position, Side)
 from . import overrides
 from .overrides import Override
-from .portfolio import DAY_MS, RATE_WINDOW_MS, Portfolio, entry_day
+from .portfolio import RATE_WINDOW_MS, Portfolio, entry_day
 from .reconcile import (BALANCE_KINDS, UNREACHABLE, Reconciler, blocked_text, difference_key, hold_reason,
                         in_doubt_only, lagging_trades, lifted_reason, outage_only, paused_by_reconcile, says_held,
                         unexplained)

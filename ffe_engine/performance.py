@@ -19,10 +19,10 @@ from operator import add, lt, mul, sub
 from typing import Any, Iterable, Sequence
 
 from . import fmt
+from .clock import DAY_MS
 from .model import ClosedTrade
 
-YEAR_MS = 365.25 * 86_400_000
-DAY_MS = 86_400_000
+YEAR_MS = 365.25 * DAY_MS
 
 
 def returns(curve: Sequence[tuple[int, float]], start_equity: float) -> list[float]:

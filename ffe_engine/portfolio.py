@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterator
 
+from .clock import DAY_MS
 from .model import ClosedTrade, Fill, MarketInfo, Position, Side, floor_to_step
-
-DAY_MS = 86_400_000
 RATE_WINDOW_MS = 60_000  # ORDER_RATE counts the entries sent in this window
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from .clock import DAY_MS
 from .config import RiskSettings
 from .model import GateResult, OrderReason, Side, floor_to_step
 from .portfolio import Portfolio
@@ -115,7 +116,7 @@ class Gatekeeper:
         self.entries_in_flight = entries_in_flight
         self.timeframe_ms = timeframe_ms
         self.live = live
-        self.bars_per_day = max(1.0, 86_400_000 / timeframe_ms)
+        self.bars_per_day = max(1.0, DAY_MS / timeframe_ms)
         # Failed checks by gate, whoever asked (the strategy, an approval's re-check, the operator, an exit): every
         # caller's gates are evaluated here, so this is the one count of denials (GET /metrics reads it).
         self.denials: dict[str, int] = dict.fromkeys(GATE_ORDER, 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .clock import utc_day
+from .clock import DAY_MS, utc_day
 from .entrylog import refusal_code
 from .fmt import iso, iso_ms
 from .model import EngineState, Side
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 DUST = 1e-9
 
 
