@@ -25,16 +25,26 @@ async def test_a_venue_failure_during_the_start_is_one_line_and_exit_1(tmp_path,
     assert rows(tmp_path / "data" / "ffe.db", "SELECT COUNT(*) FROM orders") == [(0,)]
 
 
-async def test_a_stop_signal_during_the_start_check_stops_in_order(tmp_path, fx):  # noqa: F811
-    # `systemctl stop` while the start check waits on an exchange that does not answer: the start is given up in
-    # order (one line saying so, exit 0, nothing sent), never the signal's default death with nothing said.
+async def waiting_on_the_exchange(tmp_path, fx) -> AsyncFfe:
+    """A live engine whose start check waits on an exchange that does not answer its balance read."""
     write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
-    fx.fault("GET /api/v3/account", "hang", seconds=30, times=50)  # the start check's balance read never answers
+    fx.fault("GET /api/v3/account", "hang", seconds=30, times=50)
     p = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx))
     try:
         await wait_for(lambda: fx.requests_to("GET /api/v3/account") or not p.alive(), timeout=60,
                        what="the start check asking for the balance")
         assert p.alive(), p.stderr
+    except BaseException:
+        await p.kill()
+        raise
+    return p
+
+
+async def test_a_stop_signal_during_the_start_check_stops_in_order(tmp_path, fx):  # noqa: F811
+    # `systemctl stop` while the start check waits on an exchange that does not answer: the start is given up in
+    # order (one line saying so, exit 0, nothing sent), never the signal's default death with nothing said.
+    p = await waiting_on_the_exchange(tmp_path, fx)
+    try:
         p.proc.send_signal(signal.SIGTERM)
         assert await p.wait(timeout=30) == 0, p.stderr[-3000:]
     finally:
@@ -51,12 +61,8 @@ async def test_ffe_ctl_during_a_start_says_the_engine_is_starting_and_how_to_hal
     check, orders in doubt looked up, held cancels sent). `ffe ctl halt` meanwhile said `no engine is running`:
     the operator, wanting it stopped, was told there was nothing to stop. It names the starting engine and the
     signal that halts it now."""
-    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
-    fx.fault("GET /api/v3/account", "hang", seconds=30, times=50)  # the start check's balance read never answers
-    p = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx))
+    p = await waiting_on_the_exchange(tmp_path, fx)
     try:
-        await wait_for(lambda: fx.requests_to("GET /api/v3/account") or not p.alive(), timeout=60,
-                       what="the start check asking for the balance")
         for action in ("status", "halt"):
             ctl = await run_ffe_async(tmp_path, "ctl", action, env=live_env(fx), name=action)
             assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
@@ -72,12 +78,8 @@ async def test_ffe_ctl_during_a_start_says_the_engine_is_starting_and_how_to_hal
 
 
 async def test_the_kill_switch_signal_during_the_start_check_halts_before_any_trade(tmp_path, fx):  # noqa: F811
-    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
-    fx.fault("GET /api/v3/account", "hang", seconds=30, times=50)
-    p = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx))
+    p = await waiting_on_the_exchange(tmp_path, fx)
     try:
-        await wait_for(lambda: fx.requests_to("GET /api/v3/account") or not p.alive(), timeout=60,
-                       what="the start check asking for the balance")
         p.proc.send_signal(signal.SIGUSR1)
         await asyncio.sleep(0.2)  # the signal taken while the start still waits
         fx.clear_faults("GET /api/v3/account")  # the exchange answers the next try
