@@ -490,19 +490,25 @@ async def test_a_flatten_during_the_exchange_s_retry_after_closes_the_position_o
     assert e.state is EngineState.HALTED
 
 
+async def a_stop_loss_held_by_a_retry_after(e, fx, retry_after: float) -> None:
+    """A position bought, whose stop-loss the next bar crosses and no later bar does, its exit refused by a 418 and
+    a Retry-After (not sent)."""
+    bought = await e.operator_order(BTC, "buy", 0.02)
+    assert bought["accepted"], bought
+    pos = e.portfolio.positions[BTC]
+    pos.stop_loss = 1e9  # this bar crosses it
+    fx.fault(POST_ORDER, "418", retry_after=retry_after)
+    assert await next_bar(e, fx) == 1
+    pos.stop_loss = None  # and no later bar does (the stored position has none: nothing crosses after a start)
+    assert [o.side for o in fx.orders] == ["BUY"] and len(fx.requests_to(POST_ORDER)) == 2
+
+
 async def test_a_stop_loss_refused_for_the_exchange_s_retry_after_goes_out_once_it_ends(tmp_path, fx):
     """A stop-loss the exchange refuses with a 418 and a Retry-After is not dropped: the bar that crossed the level
     is gone once the ban is over, the exit it called for goes out then."""
     async with running_live(tmp_path, fx) as running:
         e, db = running.engine, running.store.path
-        bought = await e.operator_order(BTC, "buy", 0.02)
-        assert bought["accepted"], bought
-        pos = e.portfolio.positions[BTC]
-        pos.stop_loss = 1e9  # this bar crosses it
-        fx.fault(POST_ORDER, "418", retry_after=3)
-        assert await next_bar(e, fx) == 1
-        pos.stop_loss = None  # and no later bar does
-        assert [o.side for o in fx.orders] == ["BUY"] and len(fx.requests_to(POST_ORDER)) == 2
+        await a_stop_loss_held_by_a_retry_after(e, fx, 3)
         async with engine_loop(e):
             await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
         assert rows(db, "SELECT reason, status FROM orders WHERE side = 'sell' ORDER BY created_ts") == \
@@ -516,18 +522,8 @@ async def test_a_stop_loss_held_by_the_exchange_s_retry_after_goes_out_after_a_r
     it once the hold is over, as the engine that held it would have. It was kept in memory only, and the position
     stayed open past its crossed stop-loss."""
     settings = live_settings(tmp_path, fx)
-    async with engine_session(settings, live=True) as running:
-        e = running.engine
-        assert await next_bar(e, fx) == 1
-        await e.resume(by="test")
-        bought = await e.operator_order(BTC, "buy", 0.02)
-        assert bought["accepted"], bought
-        pos = e.portfolio.positions[BTC]
-        pos.stop_loss = 1e9  # this bar crosses it
-        fx.fault(POST_ORDER, "418", retry_after=4)
-        assert await next_bar(e, fx) == 1
-        pos.stop_loss = None  # and no later bar does (the stored position has none: nothing crosses after the start)
-        assert [o.side for o in fx.orders] == ["BUY"]
+    async with running_live(tmp_path, fx) as running:
+        await a_stop_loss_held_by_a_retry_after(running.engine, fx, 4)
     async with engine_session(settings, live=True) as running:  # PAUSED, as a live start is: exits go on
         e = running.engine
         async with engine_loop(e):
