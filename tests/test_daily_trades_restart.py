@@ -123,3 +123,30 @@ async def test_an_entry_made_at_the_close_of_a_day_s_last_bar_counts_in_that_day
     async with engine_session(settings) as running:
         e = running.engine
         assert e.portfolio.day == day + 1 and e.portfolio.entries_today == 0
+
+
+async def test_an_entry_made_at_midnight_after_the_new_day_began_counts_in_the_new_day_after_a_restart(tmp_path):
+    """The day's last bar done with, the new day begins at midnight by the clock (the housekeeping's turn), and an
+    operator's order placed that same millisecond counts in the new day. Its journal time alone, midnight, would
+    put it in the day before: killed before the books counting it were stored, the restart let a second entry
+    through in a day limited to one. The day it counted in is journaled with it."""
+    settings = make_settings(tmp_path, engine={"timeframe": "1h"}, risk={"max_daily_trades": 1, "max_correlation": 1.0})
+    db = settings.db_path
+    async with engine_session(settings) as running:
+        e = running.engine
+        candles = e.feed.iter_candles()
+        day = e.portfolio.day
+        while True:
+            c = next(candles)
+            await e.on_candle(c)
+            if (c.ts + 3_600_000) // 86_400_000 > day and c.symbol == ETH:
+                break  # the day's last bar, done with
+        e.clock.advance(c.ts + 3_600_000)
+        assert e.portfolio.roll_day(e.clock.now_ms())  # as the housekeeping begins the day at midnight
+        placed = await e.operator_order(BTC, "buy", 0.01)
+        assert placed["accepted"], placed
+        assert e.portfolio.day == day + 1 and e.portfolio.entries_today == 1
+    books_counting(db, 0)
+    async with engine_session(settings) as running:
+        e = running.engine
+        assert e.portfolio.day == day + 1 and e.portfolio.entries_today == 1
