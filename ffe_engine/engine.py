@@ -49,7 +49,7 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Ga
                     OrderStatus, Position, Side)
 from . import overrides
 from .overrides import Override
-from .portfolio import RATE_WINDOW_MS, Portfolio, entry_day
+from .portfolio import RATE_WINDOW_MS, Portfolio, entry_day_of
 from .reconcile import (BALANCE_KINDS, UNREACHABLE, Reconciler, blocked_text, difference_key, hold_reason,
                         in_doubt_only, lagging_trades, lifted_reason, outage_only, paused_by_reconcile, says_held,
                         unexplained)
@@ -400,8 +400,8 @@ class Engine:
         # a midnight the run had passed. The journal's entries of each day from the books' on are the floor of that
         # day's count, whenever it begins (`_roll_day`).
         if self.portfolio.day is not None:
-            for ts in await self.store.entry_times_after(self.portfolio.day * DAY_MS):
-                day = entry_day(ts)
+            for ts, counted_in in await self.store.entries_since(self.portfolio.day * DAY_MS):
+                day = counted_in if counted_in is not None else entry_day_of(ts)
                 self._entries_before[day] = self._entries_before.get(day, 0) + 1
             self._count_entries_before()
         # Cash is what the fills say it is: the starting cash plus every sale less every purchase and every fee

@@ -37,7 +37,7 @@ from .errors import ControlError
 from .events import Event, EventBus, FillEvent, OrderEvent, OrderSettled, VenueFault
 from .ids import IdSource
 from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder, floor_to_step
-from .portfolio import Portfolio
+from .portfolio import Portfolio, entry_day_of
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure
 from .store import FillRecord, Store
 from .trading_state import TradingState
@@ -267,7 +267,11 @@ class OrderPath:
                 failure = first_failure(gates)
                 if failure is not None:
                     return self._refused(intent, gates, failure.refusal())
-            placed = await self._journal(intent, gates, on_journal)
+            # DAILY_TRADES: the day an entry counts in, journaled with it (its journal time alone cannot tell it at a
+            # midnight: an entry of the day's last bar and one made as the next day began share it).
+            counted = not intent.reduce_only and intent.reason in (OrderReason.SIGNAL, OrderReason.OPERATOR)
+            day = self.portfolio.day if counted else None
+            placed = await self._journal(intent, gates, on_journal, entry_day=day)
         if isinstance(placed, Submission):
             return placed
         o = placed
@@ -276,14 +280,15 @@ class OrderPath:
             await self._finish(o, OrderStatus.REJECTED, f"engine {self.trading.state.value} before send")
             return Submission(False, gates, o, o.error)
         # DAILY_TRADES counts the entry from here, in flight: one checked meanwhile counts it; taken back below
-        # if the venue refuses it (an entry it refused was not made).
-        counted = not intent.reduce_only and intent.reason in (OrderReason.SIGNAL, OrderReason.OPERATOR)
+        # if the venue refuses it (an entry it refused was not made). In the day journaled with it: a day begun
+        # since (the journal's write awaited) does not count it.
+        counted = counted and self.portfolio.day == day
         if not intent.reduce_only:
             self.portfolio.note_order(now)  # ORDER_RATE: every order sent, as an exchange's own rate limit counts
         if counted:
             self.portfolio.entries_today += 1
         await self._send(o)
-        if counted and o.status is OrderStatus.REJECTED:
+        if counted and o.status is OrderStatus.REJECTED and self.portfolio.day == day:
             self.portfolio.entries_today = max(0, self.portfolio.entries_today - 1)
         held_back = self.hold_until if o.client_order_id in self._held_back else None
         answered = self._held_back.pop(o.client_order_id, False)
@@ -291,8 +296,11 @@ class OrderPath:
                           answered=answered)
 
     async def _journal(self, intent: OrderIntent, gates: list[GateResult],
-                       on_journal: Callable[[Order, list[GateResult]], object] | None = None) -> "Order | Submission":
-        """Size, round and journal the order `intent` asks for, and count it in flight; or the refusal."""
+                       on_journal: Callable[[Order, list[GateResult]], object] | None = None,
+                       entry_day: int | None = None) -> "Order | Submission":
+        """Size, round and journal the order `intent` asks for, and count it in flight; or the refusal. `entry_day`:
+        the UTC day an entry counts in for DAILY_TRADES, journaled with it where its journal time does not tell it
+        (one made at a midnight as the new day began)."""
         market = self.venue.market(intent.symbol)
         qty = intent.quantity
         if intent.reduce_only:
@@ -324,7 +332,10 @@ class OrderPath:
                 self.store.add_gates(gates, decision_id=None, client_order_id=o.client_order_id, ts=self.clock.wall())
             self._emit(o)
 
-        await self.store.journal_order(o, intent.as_dict(), publish=publish)
+        record = intent.as_dict()
+        if entry_day is not None and entry_day != entry_day_of(now):  # said only where its time does not tell it
+            record["entry_day"] = entry_day
+        await self.store.journal_order(o, record, publish=publish)
         self.live[o.client_order_id] = o
         self._placed += 1
         self.intents[o.client_order_id] = intent

@@ -18,9 +18,10 @@ from .model import ClosedTrade, Fill, MarketInfo, Position, Side, floor_to_step
 RATE_WINDOW_MS = 60_000  # ORDER_RATE counts the entries sent in this window
 
 
-def entry_day(created_ms: int) -> int:
-    """The UTC day an entry journaled at `created_ms` (the clock's time) counts in for DAILY_TRADES: one decided on
-    a day's last bar is journaled at its close, midnight, and is that day's, as the books counted it then."""
+def entry_day_of(created_ms: int) -> int:
+    """The UTC day an entry journaled at `created_ms` (the clock's time) counted in for DAILY_TRADES, where its
+    journal entry does not say it (`entry_day`, journaled since): one decided on a day's last bar is journaled at
+    its close, midnight, and is that day's."""
     return (created_ms - 1) // DAY_MS
 BULK_BARS = 8  # whole bars a stretch needs for them to be booked a column at a time (Portfolio.book_candles)
 NO_DAY_YET = -1  # the day older books stored before their first bar (today's books always say their day)

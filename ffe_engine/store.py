@@ -1337,14 +1337,15 @@ class Store:
                                 "ORDER BY created_ts", (since_ms,))
         return [r[0] for r in rows]
 
-    async def entry_times_after(self, since_ms: int) -> list[int]:
-        """When each entry DAILY_TRADES counts was journaled after since_ms: orders not reduce-only, from a signal
-        or the operator, not refused (an entry the venue refused was not made)."""
-        rows = await self.query("SELECT created_ts FROM orders WHERE reduce_only = 0 AND reason IN (?, ?) AND "
-                                "status != ? AND created_ts > ?",
+    async def entries_since(self, since_ms: int) -> list[tuple[int, int | None]]:
+        """The entries DAILY_TRADES counts journaled since since_ms: orders not reduce-only, from a signal or the
+        operator, not refused (an entry the venue refused was not made); each as (journal time, the UTC day it
+        counted in, or None where the journal does not say it)."""
+        rows = await self.query("SELECT created_ts, json_extract(intent, '$.entry_day') FROM orders WHERE "
+                                "reduce_only = 0 AND reason IN (?, ?) AND status != ? AND created_ts >= ?",
                                 (OrderReason.SIGNAL.value, OrderReason.OPERATOR.value, OrderStatus.REJECTED.value,
                                  since_ms))
-        return [int(r[0]) for r in rows]
+        return [(int(r[0]), r[1] if isinstance(r[1], int) else None) for r in rows]
 
     async def market_time(self, timeframe_ms: int) -> int | None:
         """The latest time the engine's clock reached by the records, or None: where a market made or replayed in the
