@@ -533,6 +533,23 @@ async def test_a_stop_loss_held_by_the_exchange_s_retry_after_goes_out_after_a_r
     assert [(o.side, o.status) for o in fx.orders] == [("BUY", "FILLED"), ("SELL", "FILLED")]
 
 
+async def test_a_halt_drops_a_stop_loss_held_by_the_exchange_s_retry_after(tmp_path, fx):
+    """HALTED leaves positions to the operator (order-path.md): a held exit is dropped by the halt, in memory and in
+    the records, so neither a re-arm within the hold nor a start after it sends it. It went out after a re-arm, with
+    no bar crossing the level since."""
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        await a_stop_loss_held_by_a_retry_after(e, fx, 4)
+        await e.halt(by="test")
+        assert rows(db, "SELECT value FROM kv WHERE key = 'exits_held'") in ([], [("null",)])
+        await e.resume(by="test", confirm=True)  # re-armed while the Retry-After still holds
+        async with engine_loop(e):
+            await asyncio.sleep(6)  # past the hold
+        assert BTC in e.portfolio.positions
+    assert rows(db, "SELECT reason, status FROM orders WHERE side = 'sell'") == [("stop_loss", "rejected")]
+    assert [o.side for o in fx.orders] == ["BUY"]
+
+
 async def flatten_goes_on_after_a_restart(settings, fx):
     """The next start of an engine halted while flattening a BTC position: HALTED still, the position still held,
     and once it runs the flatten goes on to one filled sell that leaves no BTC. The engine, stopped."""
