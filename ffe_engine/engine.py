@@ -1779,6 +1779,9 @@ class Engine:
         # HALTED is recorded unless the engine is HALTED when the store's turn comes (not when this was asked):
         # a kill switch pressed in the same moment may have halted it first, and a halt of a HALTED engine does
         # not record the state again.
+        if self._exits_held:  # HALTED leaves positions to the operator: the exits a Retry-After held are dropped
+            self._exits_held = {}
+            kv = {**(kv or {}), EXITS_HELD_KEY: None}
         storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by, kv=kv))
         await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
         try:
