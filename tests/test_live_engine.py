@@ -464,6 +464,25 @@ async def test_a_flatten_whose_closing_order_s_answer_was_lost_says_it_in_doubt_
         assert f"in doubt 1 ({closing})" in line and "the position is held until the exchange says" in line, line
 
 
+async def test_a_close_whose_order_s_answer_was_lost_says_it_in_doubt_and_exits_1(tmp_path, fx):
+    """As a flatten's: `ffe ctl close` printed `closing BTC/USDT: order ID`, exit 0, for an order whose answer was
+    lost (the position held until the exchange says), and a second close was then refused as already working."""
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        await running.start_control()
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.fault(POST_ORDER, "5xx_not_executed")
+        ctl = await run_ffe_async(tmp_path, "ctl", "close", BTC, "--yes", "--data-dir", str(e.settings.data_dir),
+                                  env=ffe_env(), name="close")
+        (closing,) = [o.client_order_id for o in e.orders.live.values() if o.reduce_only]
+        assert e.orders.live[closing].status is OrderStatus.IN_DOUBT
+        assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
+        line = ctl.stdout.splitlines()[0]
+        assert line.startswith(f"closing {BTC}: order {closing} in doubt: the answer was lost"), line
+        assert "the position is held until the exchange says" in line, line
+
+
 async def test_a_flatten_during_the_exchange_s_retry_after_closes_the_position_once_it_ends(tmp_path, fx):
     """An exchange's 418 (an IP ban) or long 429 holds every request until its Retry-After: the closing orders the
     flatten would send meanwhile are refused without being sent. They are no failure: the flatten says what it
