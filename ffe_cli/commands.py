@@ -635,7 +635,9 @@ def _carried_out(action: str, result: Any) -> bool:
     """A close the order path refused, an approval the re-check refused, a cancel that did not cancel, or a halt or
     flatten that left an order it could not cancel or a position it could not close, or whose closing order's answer
     was lost (HALTED stored all the same), is a failure for a script (exit 1)."""
-    if action in ("close", "approve"):
+    if action == "close":
+        return bool(result.get("accepted")) and not result.get("in_doubt")
+    if action == "approve":
         return bool(result.get("accepted"))
     if action == "cancel":
         return bool(result.get("cancelled"))

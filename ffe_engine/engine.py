@@ -2228,6 +2228,7 @@ class Engine:
             await self.flush()
             return {"symbol": symbol, "accepted": sub.accepted, "reason": sub.reason,
                     "client_order_id": sub.order.client_order_id if sub.order else None,
+                    "in_doubt": sub.order is not None and sub.order.status is OrderStatus.IN_DOUBT,
                     "gates": [g.as_dict() for g in sub.gates]}
 
     async def balances(self) -> dict[str, Any]:

@@ -152,6 +152,9 @@ def cancelled(r: dict[str, Any]) -> str:
 
 
 def closed(r: dict[str, Any]) -> str:
+    if r.get("accepted") and r.get("in_doubt"):  # as a flatten's closing order in doubt is said
+        return (f"closing {r['symbol']}: order {r.get('client_order_id')} in doubt: the answer was lost, the position "
+                "is held until the exchange says: check the exchange")
     if r.get("accepted"):
         return f"closing {r['symbol']}: order {r.get('client_order_id')}"
     return f"close {r['symbol']} refused: {r.get('reason')}"

@@ -1006,7 +1006,7 @@ class ConsoleApp(App[int]):
     async def _close_trade(self, symbol: str, opened_ts: int) -> None:
         # The position shown, not whichever is open in the symbol when `y` comes.
         res = await self.engine.close_position(symbol, by="operator", opened_ts=opened_ts)
-        self._set_outcome("trades", tables.closed(res), bool(res.get("accepted")))
+        self._set_outcome("trades", tables.closed(res), bool(res.get("accepted")) and not res.get("in_doubt"))
         self._tick()
 
     def action_approval_mode(self) -> None:
