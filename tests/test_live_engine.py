@@ -7,6 +7,7 @@ circuit breaker, the SQLite database) and the fake exchange on 127.0.0.1, whose 
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import math
 
@@ -481,6 +482,31 @@ async def test_a_close_whose_order_s_answer_was_lost_says_it_in_doubt_and_exits_
         line = ctl.stdout.splitlines()[0]
         assert line.startswith(f"closing {BTC}: order {closing} in doubt: the answer was lost"), line
         assert "the position is held until the exchange says" in line, line
+
+
+async def test_a_stop_waits_for_a_close_whose_order_is_on_the_wire_and_answers_it_before_the_engine_stops(
+        tmp_path, fx):
+    """`systemctl stop` while `ffe ctl close` waits for the exchange's answer to its order: the engine's stop closed
+    its connection to the exchange under the order (in doubt, its records after the run's stop record) and the
+    caller was told `closing ...` of an order whose end nobody knew. The stop waits for it, within its bound."""
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        await running.start_control()
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.fault(POST_ORDER, "slow", seconds=3)
+        async with engine_loop(e):
+            ctl = asyncio.ensure_future(run_ffe_async(tmp_path, "ctl", "close", BTC, "--yes", "--data-dir",
+                                                      str(e.settings.data_dir), env=ffe_env(), name="close"))
+            await wait_for(lambda: fx.requests_to(POST_ORDER)[1:], timeout=30, what="the closing order on the wire")
+            e.request_stop()  # as SIGTERM does
+        closed = await ctl
+        assert closed.proc.returncode == 0, closed.stdout + closed.stderr
+        assert "in doubt" not in closed.stdout, closed.stdout
+    assert rows(db, "SELECT status FROM orders WHERE side = 'sell'") == [("filled",)]
+    events = [json.loads(r[0]) for r in rows(db, "SELECT data FROM events ORDER BY seq")]
+    (stop,) = [i for i, ev in enumerate(events) if ev["event"] == "run" and ev.get("phase") == "stop"]
+    assert not [ev for ev in events[stop + 1:] if ev["event"] in ("order", "fill", "venue_fault")], events[stop:]
 
 
 async def test_a_flatten_during_the_exchange_s_retry_after_closes_the_position_once_it_ends(tmp_path, fx):
