@@ -494,7 +494,7 @@ async def test_a_stop_waits_for_a_close_whose_order_is_on_the_wire_and_answers_i
         await running.start_control()
         bought = await e.operator_order(BTC, "buy", 0.02)
         assert bought["accepted"], bought
-        fx.fault(POST_ORDER, "slow", seconds=3)
+        fx.fault(POST_ORDER, "slow", seconds=0.8)  # within the client's timeout (exchange.timeout_ms 1000)
         async with engine_loop(e):
             ctl = asyncio.ensure_future(run_ffe_async(tmp_path, "ctl", "close", BTC, "--yes", "--data-dir",
                                                       str(e.settings.data_dir), env=ffe_env(), name="close"))
