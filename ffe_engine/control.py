@@ -221,10 +221,10 @@ class ControlServer:
         self._fan_out = asyncio.ensure_future(self._send_events())
         log.info("control socket ready", path=str(self.path), **self.identity)
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()  # no new connection; those open keep being served while the stop waits
-            self._server = None
+    async def commands_done(self) -> None:
+        """The commands under way carried out and answered, for up to COMMANDS_AT_STOP_S: the engine's stop awaits
+        this before its venue is closed and its books stored (Engine.before_stop). The socket goes on answering:
+        a console shows an engine whose run has ended, and is asked about it."""
         if self._under_way:
             commands = sorted(set(self._under_way.values()))
             log.info("the stop waits for control commands under way", commands=commands, up_to_s=COMMANDS_AT_STOP_S)
@@ -232,6 +232,12 @@ class ControlServer:
             if late:
                 log.warning("control commands still under way at the stop: their callers are not answered",
                             commands=sorted(set(self._under_way.values())))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()  # no new connection; those open keep being served while the stop waits
+            self._server = None
+        await self.commands_done()
         if self._fan_out is not None:
             self._fan_out.cancel()
             self._fan_out = None

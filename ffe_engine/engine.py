@@ -303,6 +303,11 @@ class Engine:
         # Set by the process around the engine: told at once when the engine stops because nothing can be recorded
         # (its page cannot wait in the alerts' outbox, which is in the database).
         self.on_records_unwritable: Callable[[StorageError], None] | None = None
+        # Set by the process around the engine: awaited once the loop has ended, before the engine stops (its venue
+        # closed, its books stored): the control commands under way (a close whose order is on the wire, a backup)
+        # are carried out and answered first.
+        self.before_stop: Callable[[], Awaitable[None]] | None = None
+        self._finishing = False  # the loop has ended: the stop is under way
 
     # ================================================================== helpers
     @property
@@ -626,6 +631,9 @@ class Engine:
             log.error("engine loop failed", error=f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            self._finishing = True  # no new command changes anything from here: the stop is under way
+            if self.before_stop is not None:
+                await self.before_stop()
             await self.stop()
 
     async def _run_paced(self) -> None:
@@ -671,6 +679,9 @@ class Engine:
         why = self.ended()
         if why is not None:
             raise ControlError(f"the engine has stopped ({why}); nothing was done: start it again")
+        if self._finishing:
+            raise ControlError("the engine is stopping (the commands under way are carried out first); nothing was "
+                               "done: it starts again in the state it is left in")
 
     async def stop(self) -> None:
         """Orderly stop: state and books stored, nothing cancelled (the engine starts in the state it was left in)."""
