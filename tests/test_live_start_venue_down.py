@@ -94,6 +94,33 @@ async def test_the_kill_switch_signal_during_the_start_check_halts_before_any_tr
     assert not fx.requests_to("POST /api/v3/order")
 
 
+async def test_the_kill_switch_signal_during_a_start_that_then_fails_holds_at_the_next_start(tmp_path, fx):  # noqa: F811
+    """SIGUSR1 (`ffe ctl` names it as the way to halt a starting engine) taken while the start waits, then the start
+    fails (the exchange stops answering, exit 1: the service starts it again): the halt was dropped, and the next
+    start came up RUNNING and traded. It is kept for the next start, which comes up HALTED by it."""
+    p = await waiting_on_the_exchange(tmp_path, fx)
+    try:
+        p.proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(0.2)  # the signal taken while the start still waits
+        fx.clear_faults("GET /api/v3/account")
+        fx.fault("GET /api/v3/account", "429", times=50, retry_after=0)  # then the start fails
+        assert await p.wait(timeout=90) == 1, p.stderr[-3000:]
+    finally:
+        await p.kill()
+    assert "the next start comes up HALTED" in p.stderr, p.stderr[-3000:]
+    fx.clear_faults("GET /api/v3/account")
+    again = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx), name="again")
+    try:
+        db = tmp_path / "data" / "ffe.db"
+        await wait_for(lambda: "engine started" in again.stderr or not again.alive(), timeout=60, what="the start")
+        assert rows(db, "SELECT state, by FROM engine_state") == [("HALTED", "signal")], again.stderr[-3000:]
+        again.proc.send_signal(signal.SIGTERM)
+        assert await again.wait(timeout=30) == 0, again.stderr[-3000:]
+    finally:
+        await again.kill()
+    assert not fx.requests_to("POST /api/v3/order")
+
+
 async def test_a_maintenance_page_answered_for_the_market_list_at_the_start_is_exit_1_not_a_configuration_error(
         tmp_path, fx):  # noqa: F811
     # An exchange in maintenance can answer 200 with a page of its own for every request: its market list is then
