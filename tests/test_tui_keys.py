@@ -260,6 +260,34 @@ async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_i
         assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
 
 
+async def test_the_kill_switch_asked_while_a_start_fails_holds_at_the_next_start(tmp_path, monkeypatch):
+    """K and y while STARTING, then the start fails (a live start's exchange stops answering): the console exits
+    saying the halt is kept, and the next start comes up HALTED. It was dropped with the failed start, and the next
+    start came up RUNNING."""
+    from ffe_engine.errors import FfeError
+    from ffe_engine.host import EngineHost
+
+    gate = asyncio.Event()
+
+    async def failing_open(cls, *args, **kwargs):
+        await gate.wait()
+        raise FfeError("live start check failed on binance: the exchange did not answer; nothing was sent")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(EngineHost, "open", classmethod(failing_open))
+        app = console(tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await halt_asked_while_starting(pilot, app)
+            gate.set()
+            await until(pilot, lambda: app.start_error, "the start failing")
+    assert app.return_code == 1
+    assert app.start_error.endswith("the kill switch asked during the start is kept: the next start comes up HALTED")
+    again = console(tmp_path)
+    async with again.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: again.snap is not None and "HALTED" in status_text(again), "HALTED at the start")
+    assert db_value(db_path(tmp_path), "SELECT state FROM engine_state") == "HALTED"
+
+
 async def halt_asked_while_starting(pilot, app) -> None:
     """ctrl+k and y while the engine is STARTING."""
     await pilot.pause(0.3)
