@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable,
 
 from . import fmt, logs, present
 from . import __version__
-from . import ahead
+from . import ahead, halt_asked
 from .approvals import ApprovalDesk
 from .breaker import CircuitBreaker
 from .breaker_pause import BreakerPause
@@ -361,6 +361,11 @@ class Engine:
                 await self.trading.set(EngineState.PAUSED, "live start", "engine")
             if self.profile.pause_on_breach:  # this run's breaker starts closed: a pause it made says so
                 await self._breaker_pause()
+        kept = halt_asked.asked(self.settings.data_dir) if self.profile.resumable else None
+        if kept is not None:  # a kill switch asked during a start that failed (halt_asked.py)
+            if self.state is not EngineState.HALTED:
+                await self.trading.set(EngineState.HALTED, *kept)
+            halt_asked.done(self.settings.data_dir)
         stopped_unwritable = self.store.reserve_used  # kept: the reserve is filled again below
         if self.store.reserve_used and self.state is not EngineState.HALTED:
             # The last run emptied the disk reserve to store HALTED, and may not have managed even that.

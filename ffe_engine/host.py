@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Protocol
 
-from . import logs, overrides
+from . import halt_asked, logs, overrides
 from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_damage
 from .backtest_runs import not_an_account, run_records
 from .clock import Clock, SimClock, WallClock
@@ -600,6 +600,18 @@ class EarlySignals(Protocol):
         ...
 
 
+def kept_for_next_start(exc: FfeError, settings: Settings, reason: str, by: str) -> FfeError:
+    """The failure of a start during which the kill switch was asked for, the halt kept for the next start
+    (halt_asked.py): its line says so, with its exit code."""
+    if halt_asked.keep(settings.data_dir, f"{reason} (asked while a start failed)", by):
+        said = FfeError(f"{exc}; the kill switch asked during the start is kept: the next start comes up HALTED")
+    else:
+        said = FfeError(f"{exc}; the kill switch asked during the start could not be kept "
+                        f"({halt_asked.path(settings.data_dir)} cannot be written): halt the next start at once")
+    said.exit_code = exc.exit_code
+    return said
+
+
 async def run_headless(settings: Settings, *, live: bool, max_bars: int | None,
                        early: EarlySignals | None = None) -> int:
     """A live start can wait a while on its exchange (the start check's retries): a stop signal meanwhile gives the
@@ -644,8 +656,10 @@ async def run_headless(settings: Settings, *, live: bool, max_bars: int | None,
             raise
         log.warning("stopped while starting: nothing was sent", signal=stopped_by[0])
         return 0
-    except BaseException:
+    except BaseException as exc:
         remove_signals(signals)
+        if halt_asked and isinstance(exc, FfeError):  # the start failed: the halt is kept for the next start
+            raise kept_for_next_start(exc, settings, "SIGUSR1", "signal") from None
         raise
     if halt_asked:
         host.halt_by_signal()

@@ -34,7 +34,8 @@ from ffe_engine.config import Settings
 from ffe_engine.control import describe
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
-from ffe_engine.host import EngineHost, Installed, install_signals, quiet_signals, remove_signals
+from ffe_engine.host import (EngineHost, Installed, install_signals, kept_for_next_start, quiet_signals,
+                             remove_signals)
 from ffe_engine.model import EngineState
 from ffe_engine.present import approve_answer, kill_headline
 from ffe_engine.remote import NoAnswer, RemoteEngine, RemoteHost
@@ -449,6 +450,9 @@ class ConsoleApp(App[int]):
         return (self.engine.ended() if self.engine is not None else None) or "the market feed ended"
 
     def _start_failed(self, exc: FfeError) -> None:
+        if self._halt_when_started is not None:  # the kill switch asked while it opened: kept for the next start
+            exc = kept_for_next_start(exc, self.settings, *self._halt_when_started)
+            self._halt_when_started = None
         self.start_failure = exc
         self.start_error = str(exc)
         self.exit(exc.exit_code, return_code=exc.exit_code)
