@@ -94,7 +94,8 @@ async def test_the_kill_switch_signal_during_the_start_check_halts_before_any_tr
     assert not fx.requests_to("POST /api/v3/order")
 
 
-async def test_the_kill_switch_signal_during_a_start_that_then_fails_holds_at_the_next_start(tmp_path, fx):  # noqa: F811
+async def test_the_kill_switch_signal_during_a_start_that_then_fails_holds_at_the_next_start(
+        tmp_path, fx):  # noqa: F811
     """SIGUSR1 (`ffe ctl` names it as the way to halt a starting engine) taken while the start waits, then the start
     fails (the exchange stops answering, exit 1: the service starts it again): the halt was dropped, and the next
     start came up RUNNING and traded. It is kept for the next start, which comes up HALTED by it."""
