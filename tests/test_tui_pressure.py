@@ -227,6 +227,20 @@ async def test_with_no_color_halted_is_the_loudest_thing_on_screen(tmp_path, siz
         assert halted_loud >= others, (halted_loud, others)
 
 
+async def test_with_no_color_a_day_s_loss_on_the_status_line_reads_as_plainly_as_a_gain(tmp_path, monkeypatch):
+    """Red without colour is a grey a step from the background: the day's loss was drawn near invisible under
+    NO_COLOR while a gain read as plain text."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = console(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        app.engine.portfolio.day_start_equity += 500.0  # the day down 500 from its start
+        await until(pilot, lambda: "day -" in status_text(app), "the day's loss on the status line")
+        (loss,) = [seg for strip in app.screen._compositor.render_strips() for seg in strip
+                   if seg.text.strip().startswith("-") and "500" in seg.text.replace(",", "")]
+        assert _loudness(loss.style) >= 0.75, (loss.text, monochrome_style(loss.style))
+
+
 # ------------------------------------------------------------------------------------------ too small
 async def test_a_terminal_too_small_for_the_layout_says_so(tmp_path):
     app = console(tmp_path)
