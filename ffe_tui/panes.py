@@ -160,7 +160,10 @@ class StatusLine(Static):
         styles = STATE_STYLE_NO_COLOR if no_color else STATE_STYLE
         live = "bold underline" if no_color else "bold reverse"
         equity = (fmt.money(snap["equity"]), "bold")
-        day = (fmt.money(snap["day_pnl"], signed=True), "green" if snap["day_pnl"] >= 0 else "red")
+        # Without colour red is a grey a step from the background: a loss is bold, in the line's own colour.
+        day_style = ("" if snap["day_pnl"] >= 0 else "bold") if no_color else \
+            ("green" if snap["day_pnl"] >= 0 else "red")
+        day = (fmt.money(snap["day_pnl"], signed=True), day_style)
         parts = {
             "state": [Text.assemble((f" {mode} ", live if mode == "LIVE" else "bold"), " ",
                                     (f" {state} ", styles.get(state, "bold reverse")))],
