@@ -535,14 +535,14 @@ async def test_a_flatten_during_the_exchange_s_retry_after_closes_the_position_o
     assert e.state is EngineState.HALTED
 
 
-async def a_stop_loss_held_by_a_retry_after(e, fx, retry_after: float) -> None:
-    """A position bought, whose stop-loss the next bar crosses and no later bar does, its exit refused by a 418 and
-    a Retry-After (not sent)."""
+async def a_stop_loss_held_by_a_retry_after(e, fx, retry_after: float, kind: str = "418", **opts) -> None:
+    """A position bought, whose stop-loss the next bar crosses and no later bar does, its exit refused by a 418 (or
+    `kind`) and a Retry-After (not sent)."""
     bought = await e.operator_order(BTC, "buy", 0.02)
     assert bought["accepted"], bought
     pos = e.portfolio.positions[BTC]
     pos.stop_loss = 1e9  # this bar crosses it
-    fx.fault(POST_ORDER, "418", retry_after=retry_after)
+    fx.fault(POST_ORDER, kind, retry_after=retry_after, **opts)
     assert await next_bar(e, fx) == 1
     pos.stop_loss = None  # and no later bar does (the stored position has none: nothing crosses after a start)
     assert [o.side for o in fx.orders] == ["BUY"] and len(fx.requests_to(POST_ORDER)) == 2
@@ -592,6 +592,28 @@ async def test_a_halt_drops_a_stop_loss_held_by_the_exchange_s_retry_after(tmp_p
             await asyncio.sleep(6)  # past the hold
         assert BTC in e.portfolio.positions
     assert rows(db, "SELECT reason, status FROM orders WHERE side = 'sell'") == [("stop_loss", "rejected")]
+    assert [o.side for o in fx.orders] == ["BUY"]
+
+
+async def test_a_start_that_comes_up_halted_by_a_kept_kill_switch_drops_a_held_stop_loss(tmp_path, fx):
+    """The exit a Retry-After held, stored; then a kill switch kept for the next start (asked during a start that
+    failed): that start is a halt, and drops the held exit as any halt does. It was loaded all the same and sent
+    after the re-arm, no bar crossing the level since."""
+    from ffe_engine import halt_asked
+
+    settings = live_settings(tmp_path, fx)
+    async with running_live(tmp_path, fx) as running:
+        # Orders only (429 -1015): the start's reads go on meanwhile, and it comes up within the hold.
+        await a_stop_loss_held_by_a_retry_after(running.engine, fx, 10, kind="429", code=-1015)
+    assert halt_asked.keep(settings.data_dir, "SIGUSR1 (asked while a start failed)", "signal")
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.state is EngineState.HALTED
+        assert rows(settings.db_path, "SELECT value FROM kv WHERE key = 'exits_held'") in ([], [("null",)])
+        await e.resume(by="test", confirm=True)  # re-armed within the hold
+        async with engine_loop(e):
+            await asyncio.sleep(12)  # past the hold
+        assert BTC in e.portfolio.positions
     assert [o.side for o in fx.orders] == ["BUY"]
 
 

@@ -122,6 +122,31 @@ async def test_the_kill_switch_signal_during_a_start_that_then_fails_holds_at_th
     assert not fx.requests_to("POST /api/v3/order")
 
 
+async def test_the_kill_switch_signal_then_a_stop_during_a_start_holds_at_the_next_start(tmp_path, fx):  # noqa: F811
+    """SIGUSR1, then `systemctl stop`, while the start waits: the start is given up (exit 0), and the halt with it
+    was dropped: the next start came up RUNNING. It is kept, and the stop's line says so."""
+    p = await waiting_on_the_exchange(tmp_path, fx)
+    try:
+        p.proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(0.2)
+        p.proc.send_signal(signal.SIGTERM)
+        assert await p.wait(timeout=30) == 0, p.stderr[-3000:]
+    finally:
+        await p.kill()
+    [said] = [line for line in p.stderr.splitlines() if "stopped while starting" in line]
+    assert "the next start comes up HALTED" in said, said
+    fx.clear_faults("GET /api/v3/account")
+    again = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx), name="again")
+    try:
+        db = tmp_path / "data" / "ffe.db"
+        await wait_for(lambda: "engine started" in again.stderr or not again.alive(), timeout=60, what="the start")
+        assert rows(db, "SELECT state, by FROM engine_state") == [("HALTED", "signal")], again.stderr[-3000:]
+        again.proc.send_signal(signal.SIGTERM)
+        assert await again.wait(timeout=30) == 0, again.stderr[-3000:]
+    finally:
+        await again.kill()
+
+
 async def test_a_maintenance_page_answered_for_the_market_list_at_the_start_is_exit_1_not_a_configuration_error(
         tmp_path, fx):  # noqa: F811
     # An exchange in maintenance can answer 200 with a page of its own for every request: its market list is then
@@ -134,3 +159,17 @@ async def test_a_maintenance_page_answered_for_the_market_list_at_the_start_is_e
     assert last.startswith("ffe: error: ") and "binance" in last and "engine.symbols" not in last, last
     assert "no markets" in last and "nothing was sent" in last, last
     assert "Traceback" not in p.stderr and not fx.requests_to("POST /api/v3/order")
+
+
+def test_a_kept_kill_switch_whose_file_cannot_be_removed_halts_the_start_and_says_so_in_one_line(tmp_path):
+    """A directory where the kept kill switch goes: the start comes up HALTED all the same (its record unreadable),
+    and says in one line that it could not remove it, no traceback."""
+    from conftest import run_ffe
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ffe.halt-asked").mkdir()
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert rows(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == [("HALTED",)]
+    assert any("ffe.halt-asked" in line and "could not be removed" in line for line in proc.stderr.splitlines())
