@@ -365,7 +365,9 @@ class Engine:
         if kept is not None:  # a kill switch asked during a start that failed (halt_asked.py)
             if self.state is not EngineState.HALTED:
                 await self.trading.set(EngineState.HALTED, *kept)
-            halt_asked.done(self.settings.data_dir)
+            if not halt_asked.done(self.settings.data_dir):
+                log.warning("the kill switch kept for this start could not be removed: the next start halts again",
+                            file=str(halt_asked.path(self.settings.data_dir)))
         stopped_unwritable = self.store.reserve_used  # kept: the reserve is filled again below
         if self.store.reserve_used and self.state is not EngineState.HALTED:
             # The last run emptied the disk reserve to store HALTED, and may not have managed even that.
@@ -397,7 +399,12 @@ class Engine:
         positions = await self.store.positions()
         saved_books = await self.store.get_kv("portfolio")
         self.portfolio.load(saved_books or {}, positions, self.clock.now_ms())
-        self._exits_held = self._held_exits_of(await self.store.get_kv(EXITS_HELD_KEY))
+        held = await self.store.get_kv(EXITS_HELD_KEY)
+        if self.state is EngineState.HALTED:  # HALTED leaves positions to the operator: a held exit is dropped
+            if held:
+                await self.store.put_kv(EXITS_HELD_KEY, None, self.clock.wall())
+        else:
+            self._exits_held = self._held_exits_of(held)
         priced = await self.store.get_kv(PRICED_FROM_KEY)
         if isinstance(priced, dict):  # (a value of another shape is no time: those candles count whole)
             self._priced_from = {str(sym): ts for sym, ts in priced.items() if sym in self.portfolio.positions

@@ -48,6 +48,11 @@ def asked(data_dir: Path) -> tuple[str, str] | None:
         return "kill switch asked during a start that failed (its record unreadable)", "engine"
 
 
-def done(data_dir: Path) -> None:
-    """The halt is stored with the engine's state: its file goes."""
-    path(data_dir).unlink(missing_ok=True)
+def done(data_dir: Path) -> bool:
+    """The halt is stored with the engine's state: its file goes. Whether it went (a directory in its place, a
+    read-only data directory: the next start halts again, which is the safe side)."""
+    try:
+        path(data_dir).unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True

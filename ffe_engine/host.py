@@ -21,7 +21,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Protocol
 
-from . import halt_asked, logs, overrides
+from . import halt_asked as halt_asked_file
+from . import logs, overrides
 from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_damage
 from .backtest_runs import not_an_account, run_records
 from .clock import Clock, SimClock, WallClock
@@ -603,11 +604,11 @@ class EarlySignals(Protocol):
 def kept_for_next_start(exc: FfeError, settings: Settings, reason: str, by: str) -> FfeError:
     """The failure of a start during which the kill switch was asked for, the halt kept for the next start
     (halt_asked.py): its line says so, with its exit code."""
-    if halt_asked.keep(settings.data_dir, f"{reason} (asked while a start failed)", by):
+    if halt_asked_file.keep(settings.data_dir, f"{reason} (asked while a start failed)", by):
         said = FfeError(f"{exc}; the kill switch asked during the start is kept: the next start comes up HALTED")
     else:
         said = FfeError(f"{exc}; the kill switch asked during the start could not be kept "
-                        f"({halt_asked.path(settings.data_dir)} cannot be written): halt the next start at once")
+                        f"({halt_asked_file.path(settings.data_dir)} cannot be written): halt the next start at once")
     said.exit_code = exc.exit_code
     return said
 
@@ -654,6 +655,13 @@ async def run_headless(settings: Settings, *, live: bool, max_bars: int | None,
         remove_signals(signals)
         if not stopped_by:
             raise
+        if halt_asked:  # the kill switch asked as well: kept for the next start, as a failed start keeps it
+            kept = halt_asked_file.keep(settings.data_dir, "SIGUSR1 (asked while a start was given up)", "signal")
+            log.warning("stopped while starting: nothing was sent; " + (
+                "the kill switch asked during the start is kept: the next start comes up HALTED" if kept else
+                f"the kill switch asked during the start could not be kept ({halt_asked_file.path(settings.data_dir)} "
+                "cannot be written): halt the next start at once"), signal=stopped_by[0])
+            return 0
         log.warning("stopped while starting: nothing was sent", signal=stopped_by[0])
         return 0
     except BaseException as exc:

@@ -260,10 +260,11 @@ async def test_the_kill_switch_pressed_while_the_engine_starts_halts_it_before_i
         assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
 
 
-async def test_the_kill_switch_asked_while_a_start_fails_holds_at_the_next_start(tmp_path, monkeypatch):
-    """K and y while STARTING, then the start fails (a live start's exchange stops answering): the console exits
-    saying the halt is kept, and the next start comes up HALTED. It was dropped with the failed start, and the next
-    start came up RUNNING."""
+@pytest.mark.parametrize("quit_first", [False, True], ids=["failed", "quit-then-failed"])
+async def test_the_kill_switch_asked_while_a_start_fails_holds_at_the_next_start(tmp_path, monkeypatch, quit_first):
+    """K and y while STARTING, then the start fails (a live start's exchange stops answering), the operator having
+    quit meanwhile or not: the console ends saying the halt is kept, and the next start comes up HALTED. It was
+    dropped with the failed start, and the next start came up RUNNING."""
     from ffe_engine.errors import FfeError
     from ffe_engine.host import EngineHost
 
@@ -278,10 +279,14 @@ async def test_the_kill_switch_asked_while_a_start_fails_holds_at_the_next_start
         app = console(tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
             await halt_asked_while_starting(pilot, app)
+            if quit_first:
+                await pilot.press("q")
+                await pilot.pause(0.2)
             gate.set()
-            await until(pilot, lambda: app.start_error, "the start failing")
-    assert app.return_code == 1
-    assert app.start_error.endswith("the kill switch asked during the start is kept: the next start comes up HALTED")
+            await until(pilot, lambda: app.start_failure is not None or not app.is_running, "the start failing")
+    said = str(app.start_failure)
+    assert app.start_failure.exit_code == 1, said
+    assert said.endswith("the kill switch asked during the start is kept: the next start comes up HALTED"), said
     again = console(tmp_path)
     async with again.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: again.snap is not None and "HALTED" in status_text(again), "HALTED at the start")
