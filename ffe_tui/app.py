@@ -492,8 +492,12 @@ class ConsoleApp(App[int]):
             if running is None and self._open_task is not None:
                 try:
                     running = self.running = await self._open_task
-                except BaseException:
+                except BaseException as exc:
                     running = None
+                    if self._halt_when_started is not None:  # quit while it opened, then the start failed
+                        failed = exc if isinstance(exc, FfeError) else FfeError(f"{type(exc).__name__}: {exc}")
+                        self.start_failure = kept_for_next_start(failed, self.settings, *self._halt_when_started)
+                        self._halt_when_started = None
             if running is None:
                 return
             if self._halt_when_started is not None and self._run_task is None:
