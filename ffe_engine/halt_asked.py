@@ -1,9 +1,11 @@
-"""A kill switch asked for while the engine started, kept for the next start when that start failed or was given up.
+"""A kill switch asked for while the engine started, kept for the next start when that start failed or was given
+up.
 
 The signal (SIGUSR1) or the console's kill switch during a start halts the engine as soon as it has started; a
 start that fails instead (its exchange stops answering: exit 1, and the service starts it again), or that a stop
-signal gives up, has no database open to store HALTED in. The halt is written here, beside the database (`ffe.halt-asked`: reason and who asked, one
-JSON object, synced), and the next start comes up HALTED by it, recorded as any halt, then removes the file.
+signal gives up, has no database open to store HALTED in. The halt is written here, beside the database
+(`ffe.halt-asked`: reason and who asked, one JSON object, synced), and the next start comes up HALTED by it,
+recorded as any halt, then removes the file.
 """
 
 from __future__ import annotations

@@ -94,6 +94,20 @@ async def test_the_kill_switch_signal_during_the_start_check_halts_before_any_tr
     assert not fx.requests_to("POST /api/v3/order")
 
 
+async def comes_up_halted_by_the_signal(tmp_path, fx) -> None:
+    """The next start, the exchange answering: HALTED by the kill switch kept from the start before; then stopped."""
+    fx.clear_faults("GET /api/v3/account")
+    again = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx), name="again")
+    try:
+        db = tmp_path / "data" / "ffe.db"
+        await wait_for(lambda: "engine started" in again.stderr or not again.alive(), timeout=60, what="the start")
+        assert rows(db, "SELECT state, by FROM engine_state") == [("HALTED", "signal")], again.stderr[-3000:]
+        again.proc.send_signal(signal.SIGTERM)
+        assert await again.wait(timeout=30) == 0, again.stderr[-3000:]
+    finally:
+        await again.kill()
+
+
 async def test_the_kill_switch_signal_during_a_start_that_then_fails_holds_at_the_next_start(
         tmp_path, fx):  # noqa: F811
     """SIGUSR1 (`ffe ctl` names it as the way to halt a starting engine) taken while the start waits, then the start
@@ -109,16 +123,7 @@ async def test_the_kill_switch_signal_during_a_start_that_then_fails_holds_at_th
     finally:
         await p.kill()
     assert "the next start comes up HALTED" in p.stderr, p.stderr[-3000:]
-    fx.clear_faults("GET /api/v3/account")
-    again = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx), name="again")
-    try:
-        db = tmp_path / "data" / "ffe.db"
-        await wait_for(lambda: "engine started" in again.stderr or not again.alive(), timeout=60, what="the start")
-        assert rows(db, "SELECT state, by FROM engine_state") == [("HALTED", "signal")], again.stderr[-3000:]
-        again.proc.send_signal(signal.SIGTERM)
-        assert await again.wait(timeout=30) == 0, again.stderr[-3000:]
-    finally:
-        await again.kill()
+    await comes_up_halted_by_the_signal(tmp_path, fx)
     assert not fx.requests_to("POST /api/v3/order")
 
 
@@ -135,16 +140,7 @@ async def test_the_kill_switch_signal_then_a_stop_during_a_start_holds_at_the_ne
         await p.kill()
     [said] = [line for line in p.stderr.splitlines() if "stopped while starting" in line]
     assert "the next start comes up HALTED" in said, said
-    fx.clear_faults("GET /api/v3/account")
-    again = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx), name="again")
-    try:
-        db = tmp_path / "data" / "ffe.db"
-        await wait_for(lambda: "engine started" in again.stderr or not again.alive(), timeout=60, what="the start")
-        assert rows(db, "SELECT state, by FROM engine_state") == [("HALTED", "signal")], again.stderr[-3000:]
-        again.proc.send_signal(signal.SIGTERM)
-        assert await again.wait(timeout=30) == 0, again.stderr[-3000:]
-    finally:
-        await again.kill()
+    await comes_up_halted_by_the_signal(tmp_path, fx)
 
 
 async def test_a_maintenance_page_answered_for_the_market_list_at_the_start_is_exit_1_not_a_configuration_error(
