@@ -445,42 +445,29 @@ async def test_flatten_closes_the_position_once_through_a_failed_first_attempt(t
         assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)  # sold exactly what was held
 
 
-async def test_a_flatten_whose_closing_order_s_answer_was_lost_says_it_in_doubt_where_the_page_does(tmp_path, fx):
+@pytest.mark.parametrize("action", ["flatten", "close"])
+async def test_a_closing_order_whose_answer_was_lost_is_said_in_doubt_where_the_page_says_it(tmp_path, fx, action):
     """The closing order sent, its answer lost: the position is held until the exchange says what became of it.
-    The FLATTEN page said `1 IN DOUBT`, but `ffe ctl flatten` printed `closing 1` and exited 0, and the console's
-    banner read the same: a script and an operator took the position for closed."""
+    The FLATTEN page said `1 IN DOUBT`, but `ffe ctl flatten` printed `closing 1` and `ffe ctl close` `closing
+    BTC/USDT: order ID`, both exit 0, and the console read the same: a script and an operator took the position for
+    closed."""
     async with running_live(tmp_path, fx) as running:
         e = running.engine
         await running.start_control()
         bought = await e.operator_order(BTC, "buy", 0.02)
         assert bought["accepted"], bought
         fx.fault(POST_ORDER, "5xx_not_executed")
-        ctl = await run_ffe_async(tmp_path, "ctl", "flatten", "--yes", "--data-dir", str(e.settings.data_dir),
-                                  env=ffe_env(), name="flatten")
-        (closing,) = [o.client_order_id for o in e.orders.live.values() if o.reason is OrderReason.FLATTEN]
-        assert e.orders.live[closing].status is OrderStatus.IN_DOUBT
-        assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
-        line = ctl.stdout.splitlines()[0]
-        assert line.startswith("FLATTEN, then HALTED, by ctl: cancelled 0 failed 0 closing 1"), line
-        assert f"in doubt 1 ({closing})" in line and "the position is held until the exchange says" in line, line
-
-
-async def test_a_close_whose_order_s_answer_was_lost_says_it_in_doubt_and_exits_1(tmp_path, fx):
-    """As a flatten's: `ffe ctl close` printed `closing BTC/USDT: order ID`, exit 0, for an order whose answer was
-    lost (the position held until the exchange says), and a second close was then refused as already working."""
-    async with running_live(tmp_path, fx) as running:
-        e = running.engine
-        await running.start_control()
-        bought = await e.operator_order(BTC, "buy", 0.02)
-        assert bought["accepted"], bought
-        fx.fault(POST_ORDER, "5xx_not_executed")
-        ctl = await run_ffe_async(tmp_path, "ctl", "close", BTC, "--yes", "--data-dir", str(e.settings.data_dir),
-                                  env=ffe_env(), name="close")
+        ctl = await run_ffe_async(tmp_path, "ctl", action, *([BTC] if action == "close" else []), "--yes",
+                                  "--data-dir", str(e.settings.data_dir), env=ffe_env(), name=action)
         (closing,) = [o.client_order_id for o in e.orders.live.values() if o.reduce_only]
         assert e.orders.live[closing].status is OrderStatus.IN_DOUBT
         assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
         line = ctl.stdout.splitlines()[0]
-        assert line.startswith(f"closing {BTC}: order {closing} in doubt: the answer was lost"), line
+        if action == "flatten":
+            assert line.startswith("FLATTEN, then HALTED, by ctl: cancelled 0 failed 0 closing 1"), line
+            assert f"in doubt 1 ({closing})" in line, line
+        else:
+            assert line.startswith(f"closing {BTC}: order {closing} in doubt: the answer was lost"), line
         assert "the position is held until the exchange says" in line, line
 
 
