@@ -148,6 +148,31 @@ async def test_two_kill_switches_pressed_at_once_record_halted_once_with_the_fir
         assert len(events(db, "kill_switch")) == 2  # each press says what it cancelled
 
 
+async def test_a_kill_switch_pressed_while_the_stop_waits_for_commands_under_way_is_carried_out(tmp_path):
+    """The stop waits for the control commands under way before the engine stops (its venue still open, its store
+    too): a kill switch pressed then (ffe ctl halt on a connection already open, SIGUSR1) halts it, HALTED stored
+    and kept for the next start, as the operator meant. It was refused as a change asked while stopping."""
+    settings = make_settings(tmp_path, risk={"max_correlation": 1.0})
+    db = settings.db_path
+    async with engine_session(settings) as running:
+        e = running.engine
+        candles = e.feed.iter_candles()
+        await feed(e, candles, 2)
+        _, open_cid = await open_position_and_order(e, candles)
+        waiting = asyncio.Event()
+        halted: list = []
+
+        async def commands_under_way() -> None:  # as the control socket's wait for a backup still writing
+            waiting.set()
+            halted.append(await e.halt(reason="ffe ctl halt", by="ctl"))
+
+        e.before_stop = commands_under_way
+        e.request_stop()
+        await e.run()
+        assert waiting.is_set() and halted and halted[0].cancelled == [open_cid], halted
+    assert db_rows(db, "SELECT state, reason, by FROM engine_state") == [("HALTED", "ffe ctl halt", "ctl")]
+
+
 async def test_an_order_checked_before_a_halt_is_journaled_but_never_sent(tmp_path):
     """The gates passed while RUNNING; a halt lands before the send: the order path looks at the state again."""
     async with engine_session(make_settings(tmp_path)) as running:
