@@ -687,11 +687,13 @@ class Engine:
             return f"crashed: {type(self.crashed).__name__}: {self.crashed}"
         return self._stopped_why if self.stopped else None
 
-    def _still_running(self) -> None:
+    def _still_running(self, halting: bool = False) -> None:
+        """ControlError unless the engine runs. `halting`: a kill switch, taken while the stop waits for the
+        commands under way too (the venue and the store still open): HALTED stored is what the operator meant."""
         why = self.ended()
         if why is not None:
             raise ControlError(f"the engine has stopped ({why}); nothing was done: start it again")
-        if self._finishing:
+        if self._finishing and not halting:
             raise ControlError("the engine is stopping (the commands under way are carried out first); nothing was "
                                "done: it starts again in the state it is left in")
 
@@ -1695,7 +1697,7 @@ class Engine:
         for half the time its caller waits for it at most (`timeout_s`, or `control.request_timeout_s`, never more
         than the latter), counted from the press, then says what is done and what is still under way
         (`under_way`)."""
-        self._still_running()
+        self._still_running(halting=True)
         pressed = time.perf_counter()
         if not self._pressing_now():
             async with self._controls.turn("a kill switch"):
