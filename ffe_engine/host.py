@@ -27,7 +27,7 @@ from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_
 from .backtest_runs import not_an_account, run_records
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
-from .control import EARLIER_EVENTS, ControlServer, Limits, claim
+from .control import DATA_LOCK, EARLIER_EVENTS, ControlServer, Limits, claim, pid_alive
 from .engine import Engine, EngineOptions
 from .errors import DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError, storage_failure
 from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
@@ -134,7 +134,7 @@ def acquire_lock(data_dir: Path, holder: str = "engine") -> int:
     def refused(written: str) -> StartError:
         pid, _, kind = written.partition(" ")
         kind = kind or "engine"  # a pid alone: an engine of a release before the holders were named
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             # Read between the lock taken and its holder written (or what an earlier holder left): nobody to name.
             return DirectoryHeld(f"{data_dir}: another process holds this data directory (it names no holder "
                                  "yet)", "unknown")
@@ -143,17 +143,7 @@ def acquire_lock(data_dir: Path, holder: str = "engine") -> int:
                                  kind)
         return DirectoryHeld(f"{data_dir}: a {kind} (pid {pid}) holds this data directory", kind)
 
-    return _hold_lock(data_dir / "ffe.lock", f"{os.getpid()} {holder}", refused)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
+    return _hold_lock(data_dir / DATA_LOCK, f"{os.getpid()} {holder}", refused)
 
 
 async def acquire_engine_lock(data_dir: Path, clock: Clock) -> int:
@@ -601,14 +591,19 @@ class EarlySignals(Protocol):
         ...
 
 
+def keep_halt_asked(settings: Settings, reason: str, by: str) -> str:
+    """The kill switch asked for during a start that failed or was given up, kept for the next start
+    (halt_asked.py); the words that say so."""
+    if halt_asked_file.keep(settings.data_dir, reason, by):
+        return "the kill switch asked during the start is kept: the next start comes up HALTED"
+    return (f"the kill switch asked during the start could not be kept ({halt_asked_file.path(settings.data_dir)} "
+            "cannot be written): halt the next start at once")
+
+
 def kept_for_next_start(exc: FfeError, settings: Settings, reason: str, by: str) -> FfeError:
-    """The failure of a start during which the kill switch was asked for, the halt kept for the next start
-    (halt_asked.py): its line says so, with its exit code."""
-    if halt_asked_file.keep(settings.data_dir, f"{reason} (asked while a start failed)", by):
-        said = FfeError(f"{exc}; the kill switch asked during the start is kept: the next start comes up HALTED")
-    else:
-        said = FfeError(f"{exc}; the kill switch asked during the start could not be kept "
-                        f"({halt_asked_file.path(settings.data_dir)} cannot be written): halt the next start at once")
+    """The failure of a start during which the kill switch was asked for, the halt kept for the next start: its
+    line says so, with its exit code."""
+    said = FfeError(f"{exc}; {keep_halt_asked(settings, f'{reason} (asked while a start failed)', by)}")
     said.exit_code = exc.exit_code
     return said
 
@@ -655,14 +650,10 @@ async def run_headless(settings: Settings, *, live: bool, max_bars: int | None,
         remove_signals(signals)
         if not stopped_by:
             raise
-        if halt_asked:  # the kill switch asked as well: kept for the next start, as a failed start keeps it
-            kept = halt_asked_file.keep(settings.data_dir, "SIGUSR1 (asked while a start was given up)", "signal")
-            log.warning("stopped while starting: nothing was sent; " + (
-                "the kill switch asked during the start is kept: the next start comes up HALTED" if kept else
-                f"the kill switch asked during the start could not be kept ({halt_asked_file.path(settings.data_dir)} "
-                "cannot be written): halt the next start at once"), signal=stopped_by[0])
-            return 0
-        log.warning("stopped while starting: nothing was sent", signal=stopped_by[0])
+        # The kill switch asked as well: kept for the next start, as a failed start keeps it.
+        kept = ("; " + keep_halt_asked(settings, "SIGUSR1 (asked while a start was given up)", "signal")
+                if halt_asked else "")
+        log.warning(f"stopped while starting: nothing was sent{kept}", signal=stopped_by[0])
         return 0
     except BaseException as exc:
         remove_signals(signals)

@@ -449,10 +449,17 @@ class ConsoleApp(App[int]):
         """Why the engine's run ended by itself, in the words `ffe ctl status` uses (its --max-bars, the feed)."""
         return (self.engine.ended() if self.engine is not None else None) or "the market feed ended"
 
+    def _with_halt_kept(self, exc: FfeError) -> FfeError:
+        """A failed start's error; with the kill switch asked while it opened kept for the next start, as its line
+        says."""
+        if self._halt_when_started is None:
+            return exc
+        reason, by = self._halt_when_started
+        self._halt_when_started = None
+        return kept_for_next_start(exc, self.settings, reason, by)
+
     def _start_failed(self, exc: FfeError) -> None:
-        if self._halt_when_started is not None:  # the kill switch asked while it opened: kept for the next start
-            exc = kept_for_next_start(exc, self.settings, *self._halt_when_started)
-            self._halt_when_started = None
+        exc = self._with_halt_kept(exc)
         self.start_failure = exc
         self.start_error = str(exc)
         self.exit(exc.exit_code, return_code=exc.exit_code)
@@ -496,8 +503,7 @@ class ConsoleApp(App[int]):
                     running = None
                     if self._halt_when_started is not None:  # quit while it opened, then the start failed
                         failed = exc if isinstance(exc, FfeError) else FfeError(f"{type(exc).__name__}: {exc}")
-                        self.start_failure = kept_for_next_start(failed, self.settings, *self._halt_when_started)
-                        self._halt_when_started = None
+                        self.start_failure = self._with_halt_kept(failed)
             if running is None:
                 return
             if self._halt_when_started is not None and self._run_task is None:
