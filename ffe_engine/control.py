@@ -55,6 +55,7 @@ STREAM_END = "stream_end"  # the last line of an event stream: the engine is sto
 SNAPSHOT = "snapshot"
 EARLIER = "earlier"
 EARLIER_EVENTS = 1000
+DATA_LOCK = "ffe.lock"  # in the data directory: held by its engine (host.acquire_lock), naming its pid
 # How long a stop waits for the commands under way (a backup writing its file) to be carried out and answered, so
 # their callers hear how they ended and their records are written before the store closes.
 COMMANDS_AT_STOP_S = 10.0
@@ -489,23 +490,29 @@ class ControlServer:
         return False
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def starting_engine(data_dir: Path) -> int | None:
     """The pid of an engine that holds `data_dir` (its lock file names it, and it runs), for a client whose
     control socket does not answer: the socket is made once the engine has started, and a live start waits on its
     exchange first. None when no engine does."""
     try:
-        written = (Path(data_dir) / "ffe.lock").read_text(errors="replace").split()
+        written = (Path(data_dir) / DATA_LOCK).read_text(errors="replace").split()
     except OSError:
         return None
     if not written or not written[0].isdigit() or written[1:2] not in ([], ["engine"]):
         return None
     pid = int(written[0])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return None
-    except PermissionError:
-        pass  # another user's process: running
     try:  # where the system says what a process runs: an ffe (not a process that took a dead engine's pid)
         if b"ffe" not in Path(f"/proc/{pid}/cmdline").read_bytes():
             return None
@@ -514,11 +521,12 @@ def starting_engine(data_dir: Path) -> int | None:
     return pid
 
 
-def no_engine(socket: Path, data_dir: Path) -> str:
-    """What a client says when nobody answers on the control socket: an engine starting, or none."""
+def no_engine(socket: Path, data_dir: Path, why: str = "") -> str:
+    """What a client says when nobody answers on the control socket: an engine starting, or none (`why`, what the
+    connection said, beside it)."""
     pid = starting_engine(data_dir)
     if pid is None:
-        return f"no engine is running on {socket}"
+        return f"no engine is running on {socket}" + (f" ({why})" if why else "")
     return (f"the engine on {data_dir} (pid {pid}) is starting: it answers on {socket} once started (a live "
             f"start waits for its exchange); `kill -USR1 {pid}` halts it now, before it trades")
 

@@ -15,7 +15,10 @@ from typing import Any, Callable, Iterator
 
 from .clock import DAY_MS
 from .model import ClosedTrade, Fill, MarketInfo, Position, Side, floor_to_step
+
 RATE_WINDOW_MS = 60_000  # ORDER_RATE counts the entries sent in this window
+BULK_BARS = 8  # whole bars a stretch needs for them to be booked a column at a time (Portfolio.book_candles)
+NO_DAY_YET = -1  # the day older books stored before their first bar (today's books always say their day)
 
 
 def entry_day_of(created_ms: int) -> int:
@@ -23,8 +26,6 @@ def entry_day_of(created_ms: int) -> int:
     journal entry does not say it (`entry_day`, journaled since): one decided on a day's last bar is journaled at
     its close, midnight, and is that day's."""
     return (created_ms - 1) // DAY_MS
-BULK_BARS = 8  # whole bars a stretch needs for them to be booked a column at a time (Portfolio.book_candles)
-NO_DAY_YET = -1  # the day older books stored before their first bar (today's books always say their day)
 
 
 def _last(d: deque[float], n: int) -> list[float] | deque[float]:

@@ -352,6 +352,5 @@ async def attach(settings: Settings) -> RemoteHost:
                            f"{settings.control.request_timeout_s:g}s, asked {CONNECT_TRIES} times (stopped or busy?); "
                            "see `ffe ctl status`") from None
     except (FileNotFoundError, ConnectionRefusedError, EngineGone) as exc:
-        said = no_engine(settings.socket_path, settings.data_dir)
-        raise ControlError(f"{said} ({exc})" if said.startswith("no engine") else said) from None
+        raise ControlError(no_engine(settings.socket_path, settings.data_dir, why=str(exc))) from None
     return RemoteHost(settings, engine, bus)
