@@ -13,6 +13,11 @@ from conftest import db_value, engine_session, make_settings
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 
 
+def one_entry_a_day(tmp_path):
+    """Hourly bars, a UTC day every 24 of them, and one entry a day."""
+    return make_settings(tmp_path, engine={"timeframe": "1h"}, risk={"max_daily_trades": 1, "max_correlation": 1.0})
+
+
 async def feed(engine, n: int) -> None:
     candles = engine.feed.iter_candles()
     for _ in range(n):
@@ -77,7 +82,7 @@ async def test_an_entry_made_in_a_new_day_before_its_books_were_stored_counts_in
     """Killed in the first bar after a UTC midnight: the books stored say the day before, the journal holds the new
     day's entry. The start rolls to the new day and counts that entry in it (it counted the journal's entries of
     the stored books' day, then the roll set the new day's count to 0: one more entry than the limit got through)."""
-    settings = make_settings(tmp_path, engine={"timeframe": "1h"}, risk={"max_daily_trades": 1, "max_correlation": 1.0})
+    settings = one_entry_a_day(tmp_path)
     db = settings.db_path
     async with engine_session(settings) as running:
         e = running.engine
@@ -102,7 +107,7 @@ async def test_an_entry_made_at_the_close_of_a_day_s_last_bar_counts_in_that_day
     """The last bar of a day closes at midnight, and an entry it decides is journaled at its close (00:00:00.000 of
     the next day): it is that day's, as the running engine counted it, and a restart the next day does not count
     it again."""
-    settings = make_settings(tmp_path, engine={"timeframe": "1h"}, risk={"max_daily_trades": 1, "max_correlation": 1.0})
+    settings = one_entry_a_day(tmp_path)
     async with engine_session(settings) as running:
         e = running.engine
         candles = e.feed.iter_candles()
@@ -130,7 +135,7 @@ async def test_an_entry_made_at_midnight_after_the_new_day_began_counts_in_the_n
     operator's order placed that same millisecond counts in the new day. Its journal time alone, midnight, would
     put it in the day before: killed before the books counting it were stored, the restart let a second entry
     through in a day limited to one. The day it counted in is journaled with it."""
-    settings = make_settings(tmp_path, engine={"timeframe": "1h"}, risk={"max_daily_trades": 1, "max_correlation": 1.0})
+    settings = one_entry_a_day(tmp_path)
     db = settings.db_path
     async with engine_session(settings) as running:
         e = running.engine
