@@ -218,8 +218,10 @@ async def test_a_console_attaching_to_an_engine_busy_past_the_request_timeout_as
         async with quick.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: quick.start_error, "the console giving up")
         assert quick.return_code == 1
-        assert quick.start_error == ("no answer from the engine on " f"{settings.socket_path} within 0.3s, asked 3 "
-                                     "times (stopped or busy?); see `ffe ctl status`")
+        pid = engine.pid
+        assert quick.start_error == (f"no answer from the engine on {settings.socket_path} (pid {pid}) within 0.3s, "
+                                     f"asked 3 times (stopped or busy?); `kill -USR1 {pid}` halts it as soon as it "
+                                     f"runs (`kill -CONT {pid}` if it was stopped with SIGSTOP)")
 
         app = ConsoleApp(settings, attach=True)
         async with app.run_test(size=(120, 40)) as pilot:
