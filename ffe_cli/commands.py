@@ -585,7 +585,7 @@ def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: floa
     does not answer (for a question: a command may still apply late); every failure as one line."""
     import asyncio
 
-    from ffe_engine.control import no_engine, request
+    from ffe_engine.control import no_engine, not_answering, request
 
     path = settings.socket_path
     for asked in range(1, tries + 1):
@@ -594,10 +594,8 @@ def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: floa
         except TimeoutError:  # before OSError: TimeoutError is one
             if asked < tries:
                 continue
-            times = f", asked {tries} times" if tries > 1 else ""
-            late = "" if action == "status" else f"; the {action} may still apply when the engine wakes"
-            raise ControlError(f"no answer from the engine on {path} within {timeout:g}s{times} (stopped or busy?)"
-                               f"{late}; see `ffe ctl status`") from None
+            late = "" if action == "status" else f"the {action} may still apply when the engine wakes"
+            raise ControlError(not_answering(path, settings.data_dir, timeout, tries=tries, late=late)) from None
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(no_engine(path, settings.data_dir)) from None
         except PermissionError:

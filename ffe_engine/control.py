@@ -521,6 +521,20 @@ def starting_engine(data_dir: Path) -> int | None:
     return pid
 
 
+def not_answering(socket: Path, data_dir: Path, within: float, *, tries: int = 1, late: str = "") -> str:
+    """What a client says when the engine took its connection but did not answer in time (stopped, or busy): how
+    to halt it all the same, not the command that just went unanswered. `late`: what may still happen when it
+    does (the command, waiting in the socket)."""
+    pid = starting_engine(data_dir)
+    at = f" (pid {pid})" if pid is not None else ""
+    times = f", asked {tries} times" if tries > 1 else ""
+    then = f"; {late}" if late else ""
+    halt = (f"`kill -USR1 {pid}` halts it as soon as it runs (`kill -CONT {pid}` if it was stopped with SIGSTOP)"
+            if pid is not None else
+            f"`kill -USR1` on the engine's pid (in {Path(data_dir) / DATA_LOCK}) halts it as soon as it runs")
+    return f"no answer from the engine on {socket}{at} within {within:g}s{times} (stopped or busy?){then}; {halt}"
+
+
 def no_engine(socket: Path, data_dir: Path, why: str = "") -> str:
     """What a client says when nobody answers on the control socket: an engine starting, or none (`why`, what the
     connection said, beside it)."""

@@ -18,7 +18,7 @@ from typing import Any
 from .api import STREAM
 from .clock import Clock, WallClock
 from .config import Settings
-from .control import EARLIER, MAX_ANSWER_BYTES, SNAPSHOT, STREAM_END, connect, no_engine, request
+from .control import EARLIER, MAX_ANSWER_BYTES, SNAPSHOT, STREAM_END, connect, no_engine, not_answering, request
 from .errors import ControlError
 from .execution import CancelReport
 from .events import EVENT_TYPES, EngineStateChanged, Event, EventBus, Subscription
@@ -348,9 +348,8 @@ async def attach(settings: Settings) -> RemoteHost:
                            f"before answering, {CONNECT_TRIES} times (its control socket full: [control] "
                            "max_connections); try again, see `ffe ctl status`") from None
     except NoAnswer:
-        raise ControlError(f"no answer from the engine on {settings.socket_path} within "
-                           f"{settings.control.request_timeout_s:g}s, asked {CONNECT_TRIES} times (stopped or busy?); "
-                           "see `ffe ctl status`") from None
+        raise ControlError(not_answering(settings.socket_path, settings.data_dir, settings.control.request_timeout_s,
+                                         tries=CONNECT_TRIES)) from None
     except (FileNotFoundError, ConnectionRefusedError, EngineGone) as exc:
         raise ControlError(no_engine(settings.socket_path, settings.data_dir, why=str(exc))) from None
     return RemoteHost(settings, engine, bus)
