@@ -1,0 +1,60 @@
+"""The chart's axes label the lines where they are drawn: a flat series (equity with no position open, the usual
+state overnight or HALTED; a market that does not move) is drawn against labels around its own value, not across an
+axis spread half its value either side, where the line lands on a row labelled thousands away from it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from textual.app import App, ComposeResult
+
+from ffe_tui.panes import ChartPane
+from ffe_tui.state import ConsoleState
+
+RIGHT = re.compile(r"├([-+\d.,e]+)\s*$")
+LEFT = re.compile(r"^\s*([-+\d.,e]+)┤")
+
+class ChartApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield ChartPane(id="chart")
+
+
+def _labels(text: str, side: str) -> list[float]:
+    """The numbers the plot's left or right axis prints against its ticks."""
+    tick = RIGHT if side == "right" else LEFT
+    return [float(m.group(1).replace(",", "")) for line in text.splitlines() if (m := tick.search(line))]
+
+
+@pytest.mark.parametrize("equity", [9_894.50, 0.0, 123_456_789.0], ids=["account", "nothing", "large"])
+async def test_a_flat_equity_is_labelled_with_its_own_value(equity):
+    state = ConsoleState(["BTC/USDT"])
+    state.prices["BTC/USDT"].extend(60_000 + (i % 7) * 50 for i in range(120))
+    state.equity.extend([equity] * 120)
+    app = ChartApp()
+    async with app.run_test(size=(100, 16)) as pilot:
+        chart = app.query_one(ChartPane)
+        chart.show(state, "BTC/USDT")
+        await pilot.pause()
+        text = chart.render().plain
+    right = _labels(text, "right")
+    assert len(right) >= 2, text
+    # Every label on the equity's axis within a thousandth of it (or of 1 around nothing).
+    span = max(abs(equity) * 1e-3, 1.0)
+    assert all(abs(v - equity) <= span for v in right), (right, text)
+    left = _labels(text, "left")
+    assert left and all(59_000 <= v <= 61_000 for v in left), (left, text)
+
+
+async def test_flat_prices_are_labelled_with_their_own_value():
+    state = ConsoleState(["BTC/USDT"])
+    state.prices["BTC/USDT"].extend([60_473.8] * 50)
+    state.equity.extend(10_000 + i for i in range(50))
+    app = ChartApp()
+    async with app.run_test(size=(100, 16)) as pilot:
+        chart = app.query_one(ChartPane)
+        chart.show(state, "BTC/USDT")
+        await pilot.pause()
+        text = chart.render().plain
+    left = _labels(text, "left")
+    assert len(left) >= 2 and all(abs(v - 60_473.8) <= 60.5 for v in left), (left, text)
