@@ -616,13 +616,27 @@ class ChartPane(PlotextPlot):
         plt.clear_data()
         prices = list(state.prices.get(symbol, ()))
         equity = list(state.equity)
-        if prices:
-            plt.plot(prices, label=symbol, marker="braille")
-        if equity:
-            plt.plot(equity, label="equity", yside="right", marker="braille")
+        for values, side, label in ((prices, "left", symbol), (equity, "right", "equity")):
+            plt.ylim(*_flat_range(values), yside=side)
+            if values:
+                plt.plot(values, label=label, yside=side, marker="braille")
         plt.xticks([])
         plt.title(f"{symbol} close · equity (right) · last {max(len(prices), len(equity))} bars")
         self.refresh()
+
+
+def _flat_range(values: list[float]) -> tuple[float | None, float | None]:
+    """An axis around a series that does not move (equity with no position open, a market at rest), where plotext
+    would spread it half its value either side and label the line thousands away from it; None, None: plotext's
+    own range."""
+    if not values:
+        return None, None
+    low, high = min(values), max(values)
+    span = max(abs(high) * 5e-4, 0.5)
+    if high - low > span / 100:
+        return None, None
+    middle = (low + high) / 2
+    return middle - span, middle + span
 
 
 class LogPane(Log):
