@@ -32,6 +32,7 @@ class Receiver:
     hold_kind: str = ""  # when set, only a request whose JSON body has this kind waits for `hold`
     retry_after: str | None = None  # the Retry-After header of the answers that fail (fail_with, fail_next)
     telegram: bool = False  # answer like the Bot API ({"ok": true})
+    redirect: bool = False  # answer 302 to /login (a webhook behind a sign-in proxy), which answers a GET 200
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -55,6 +56,10 @@ class Receiver:
         self.requests.append(rec)
         if self.hang:
             await asyncio.Event().wait()
+        if self.redirect and request.path != "/login":
+            return web.Response(status=302, headers={"Location": "/login"})
+        if request.path == "/login":
+            return web.Response(text="<html>sign in</html>", content_type="text/html")
         held = not self.hold_kind or isinstance(body, dict) and body.get("kind") == self.hold_kind
         if self.hold is not None and held:
             await self.hold.wait()

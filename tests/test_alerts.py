@@ -269,6 +269,31 @@ async def test_alerts_in_the_outbox_at_sigkill_are_delivered_after_the_restart_a
     await hook.stop()
 
 
+async def test_a_receiver_that_redirects_has_not_taken_the_alert_and_it_is_sent_again_once_it_does(tmp_path):
+    # A webhook behind a sign-in proxy (or moved) answers 302: following it reaches a page that answers 200 but
+    # never took the alert. It is a failed delivery, retried, counted, and told; the heartbeat's alike.
+    hook = await Receiver().start()
+    hook.redirect = True
+    env = ffe_env(FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook", FFE_ALERTS__HEARTBEAT_URL=hook.url + "/beat")
+    proc = await _ffe("alert", "test", env=env, cwd=tmp_path)
+    out, err = await proc.communicate()
+    assert proc.returncode == 1, err
+    assert out.decode().splitlines() == ["webhook: FAILED (HTTP 302)", "heartbeat: FAILED (HTTP 302)"]
+    assert [(r.method, r.path) for r in hook.requests] == [("POST", "/hook"), ("GET", "/beat")]  # none followed
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST})
+    async with engine_session(settings) as host:
+        await host.engine.halt("operator", by="operator")
+        webhook = lambda: host.engine.snapshot()["monitor"]["channels"]["webhook"]  # noqa: E731
+        await until(lambda: webhook()["failures"] >= 2, what="failed deliveries")
+        st = webhook()
+        assert not st["ok"] and st["pending"] >= 1 and st["sent"] == 0 and st["last_error"] == "HTTP 302"
+        assert db_value(settings.db_path, "SELECT status FROM alert_outbox WHERE kind = 'HALTED'") == "pending"
+        hook.redirect = False  # the proxy lets it through again
+        await until(lambda: "HALTED" in kinds(hook), what="the HALTED page delivered")
+    assert db_value(settings.db_path, "SELECT status FROM alert_outbox WHERE kind = 'HALTED'") == "sent"
+    await hook.stop()
+
+
 async def test_ffe_alert_test_reports_each_channel(tmp_path):
     ok, down = await Receiver().start(), await Receiver().start()
     down.fail_with = 500
