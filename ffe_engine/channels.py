@@ -98,7 +98,9 @@ class Channel:
         import aiohttp  # already loaded: the session is aiohttp's
 
         try:
-            async with session.post(self.url, json=self.body(alert),
+            # A redirect is not followed: the page it leads to (a sign-in proxy's, a moved hook's) answers 200 to
+            # a GET without the alert; as a failure (HTTP 302) it is retried and told.
+            async with session.post(self.url, json=self.body(alert), allow_redirects=False,
                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 if resp.status >= 300:
                     asked = retry_after(resp.headers.get("Retry-After")) if resp.status in (429, 503) else None
@@ -134,7 +136,7 @@ async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> No
     import aiohttp  # already loaded: the session is aiohttp's
 
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             if resp.status >= 300:
                 raise DeliveryFailed(f"HTTP {resp.status}")
     except DeliveryFailed:
