@@ -731,6 +731,50 @@ def test_retention_keeps_the_newest_and_one_a_day(tmp_path):
     assert other.exists() and all(not p.exists() for p in deleted)
 
 
+def test_backups_named_in_the_future_by_a_clock_set_back_since_never_push_out_the_backup_just_taken(
+        account, archive, tmp_path):
+    """A clock that was ahead (a machine's clock before NTP corrected it) named two backups a day in the future.
+    Ranked by their names they were always the newest two: each later `ffe backup` deleted the backup it had just
+    taken, the only one holding the records since, and then failed on the file it had deleted. The backup just
+    taken is always kept, and names after now rank after every backup taken up to now."""
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    now = time.time()
+    ahead = [dest / bk.archive_name(now + hours * 3600) for hours in (24, 25)]
+    for p in ahead:
+        shutil.copyfile(archive, p)
+    proc = run_ffe(account, "backup", "--to", str(dest), env=env(FFE_BACKUP__KEEP_LAST="2", FFE_BACKUP__KEEP_DAYS="0"))
+    assert proc.returncode == 0, proc.stderr
+    made = [p for p in dest.iterdir() if p not in ahead]
+    assert len(made) == 1 and proc.stdout.startswith(f"{made[0]}: "), proc.stdout
+    # Kept with the newer of the two named ahead (keep_last 2); the other is pruned, and the line says so.
+    assert sorted(dest.iterdir()) == sorted([made[0], ahead[1]])
+    assert proc.stdout.splitlines()[-1] == f"pruned {ahead[0]}"
+    # The next backups push the ones named ahead out, newest of now first.
+    proc = run_ffe(account, "backup", "--to", str(dest), env=env(FFE_BACKUP__KEEP_LAST="2", FFE_BACKUP__KEEP_DAYS="0"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"pruned {ahead[1]}"
+    assert len(list(dest.iterdir())) == 2 and made[0].exists() and not any(p.exists() for p in ahead)
+
+
+def test_retention_never_deletes_the_backup_just_made_and_ranks_names_after_now_last(tmp_path):
+    now = time.mktime(time.strptime("2026-03-10 12:00", "%Y-%m-%d %H:%M")) - time.timezone
+    names = {hours: tmp_path / bk.archive_name(now + hours * 3600) for hours in (48, 30, -1, -30, -50)}
+    for p in names.values():
+        p.write_bytes(b"x")
+    just = tmp_path / bk.archive_name(now)
+    just.write_bytes(b"x")
+    deleted = bk.prune(tmp_path, keep_last=2, keep_days=3, now=now, made=just)
+    # The newest two up to now (the one just made, an hour before), and the newest of each of the three days to
+    # today (one two days back, the 8th; the 9th's is the one 30 hours back); a day after today is no day kept.
+    assert sorted(deleted) == sorted([names[48], names[30]])
+    # Even where every other backup outranks it by its name, the one just made stays.
+    later = tmp_path / bk.archive_name(now + 3 * 86_400)
+    later.write_bytes(b"x")
+    assert just not in bk.prune(tmp_path, keep_last=1, keep_days=0, now=now - 86_400 * 5, made=just)
+    assert just.exists()
+
+
 def test_a_start_while_a_backup_holds_the_data_directory_waits_for_it_then_starts(account, tmp_path, spawn_ffe):
     """The hourly backup timer and a restart after a crash can meet: the start finds the directory held by the
     backup. That is no configuration error (exit 2: systemd would never start it again) and no other engine: the
