@@ -786,7 +786,7 @@ def backup(args: argparse.Namespace) -> int:
             raise Interrupted(f"backup interrupted: the engine on {settings.data_dir} goes on with the backup into "
                               f"{dest} it was asked for") from None
         raise Interrupted(f"backup interrupted: nothing written to {dest}, what it had staged removed") from None
-    pruned = bk.prune(dest, settings.backup.keep_last, settings.backup.keep_days, clock.wall())
+    pruned = bk.prune(dest, settings.backup.keep_last, settings.backup.keep_days, clock.wall(), made=path)
     if args.json:
         _print(json.dumps({"file": str(path), "pruned": [str(p) for p in pruned], "swept": [str(p) for p in swept],
                            "manifest": manifest}, indent=1))

@@ -111,19 +111,24 @@ def taken_at(name: str) -> float | None:
     return when.timestamp() + int(m.group(2)) / 1000.0
 
 
-def prune(directory: Path, keep_last: int, keep_days: int, now: float) -> list[Path]:
+def prune(directory: Path, keep_last: int, keep_days: int, now: float, made: Path | None = None) -> list[Path]:
     """Delete the backups in `directory` that retention does not keep: the newest `keep_last`, and the newest of
-    each of the last `keep_days` UTC days. Files not named like a backup are never touched. Returns the deleted."""
-    found = sorted(((t, p) for p in directory.iterdir() if (t := taken_at(p.name)) is not None), reverse=True)
-    keep = {p for _, p in found[:keep_last]}
+    each of the last `keep_days` UTC days, and always `made` (the backup just taken: it holds the newest records).
+    A name after `now` (a clock that was ahead when it was taken, set back since) ranks after every backup taken up
+    to now, and its day is no day kept: ranked by its name it would outrank every backup taken since, for good.
+    Files not named like a backup are never touched. Returns the deleted."""
+    found = sorted(((t <= now, t, p) for p in directory.iterdir() if (t := taken_at(p.name)) is not None),
+                   reverse=True)
+    keep = {p for _, _, p in found[:keep_last]} | {p for _, _, p in found if made is not None and p.name == made.name}
     days: set[str] = set()
     oldest_day = time.strftime("%Y-%m-%d", time.gmtime(now - (keep_days - 1) * 86_400)) if keep_days else "9"
-    for t, p in found:
+    today = time.strftime("%Y-%m-%d", time.gmtime(now))
+    for _, t, p in found:
         day = time.strftime("%Y-%m-%d", time.gmtime(t))
-        if day >= oldest_day and day not in days:
+        if oldest_day <= day <= today and day not in days:
             days.add(day)
             keep.add(p)
-    deleted = [p for _, p in found if p not in keep]
+    deleted = [p for _, _, p in found if p not in keep]
     for p in deleted:
         p.unlink()
     return deleted
