@@ -506,6 +506,57 @@ def test_a_follower_waits_in_a_rotated_file_for_the_commit_of_the_records_it_end
     db.close()
 
 
+def test_a_rotation_between_choosing_the_next_file_and_opening_it_skips_no_record(tmp_path, monkeypatch):
+    """A follower done with a rotated file chooses the file holding the next record (the current one, when no
+    rotated file starts after it), then opens it by name. A rotation falling in between (the engine renames the
+    current file and starts a new one; a loaded machine can deschedule the follower there) made it open the new
+    current file: a whole file of records skipped, and nothing said. Here that rotation falls at the open."""
+    from ffe_engine import audittool
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    audit = logs / "audit.jsonl"
+    append(logs / f"audit-{1:012d}.jsonl", b"".join(rec_line(seq, message="m", where="w") for seq in (1, 2, 3)))
+    append(audit, b"".join(rec_line(seq, message="m", where="w") for seq in (4, 5, 6)))
+
+    def rotate(first: int, seqs: tuple[int, ...]) -> None:  # as the engine's writer: rename, then a new file
+        audit.rename(logs / f"audit-{first:012d}.jsonl")
+        append(audit, b"".join(rec_line(seq, message="m", where="w") for seq in seqs))
+
+    pending = []
+    real_open = open
+
+    def opening(file, *args, **kw):
+        if pending and Path(file) == audit:
+            pending.pop()
+            rotate(7, (10, 11, 12))  # after the follower chose audit.jsonl for seq 7, before it opens it
+        return real_open(file, *args, **kw)
+
+    monkeypatch.setattr(audittool, "open", opening, raising=False)
+    shown = tmp_path / "shown.jsonl"
+
+    def seqs() -> list[int]:
+        return [json.loads(line)["seq"] for line in shown.read_text().splitlines() if line.strip()]
+
+    def engine() -> None:
+        wait_until(lambda: len(seqs()) == 6, timeout=WAIT_S, what="the first records shown")
+        pending.append(True)
+        rotate(4, (7, 8, 9))
+        try:
+            wait_until(lambda: len(seqs()) >= 12, timeout=10, what="every record shown")
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # ends the follower, as ^C does
+
+    with open(shown, "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        writer = threading.Thread(target=engine, daemon=True)
+        writer.start()
+        assert audittool.tail(audit, 100, None, True, True) == 0
+        monkeypatch.undo()
+    writer.join(WAIT_S)
+    assert not pending and seqs() == list(range(1, 13))
+
+
 def test_audit_tail_names_only_the_events_the_trail_records():
     """`--event log` matched nothing, silently: log lines go to the console and the log, never to the trail. Only
     the events the audit trail records are names --event takes, and the error lists those."""
