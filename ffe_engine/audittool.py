@@ -370,6 +370,12 @@ def _follow(path: Path, f: BinaryIO | None, pos: int, last: int | None, lines: _
                 except FileNotFoundError:
                     time.sleep(POLL_S)
                     continue
+                if not _same_file(_next_file(path, last), f):
+                    # A rotation fell between choosing the file and opening it: the name now holds a later file,
+                    # and the one chosen has its rotated name. Chosen again, with the rotation in the listing.
+                    f.close()
+                    f = None
+                    continue
                 pos = 0
             size = os.fstat(f.fileno()).st_size
             if size < pos:  # cut back below what was shown (truncated in place by an outside tool)
