@@ -1,0 +1,90 @@
+"""A paper account's starting cash is its own, stored at its first start: `venue.starting_cash` applies to a fresh
+data directory (docs/states.md). Changed on an existing account, it took effect at the next start: the books' cash
+rebuilt from the new figure (40,000 more than the simulated exchange held), the reconciliation pausing the engine on
+it, nothing said, and `ffe doctor` passing, its cash check rebuilt from the same figure. And the doctor chose the
+paper checks by the configuration, not by the records: a paper account's damaged cash passed once config.toml named
+a live exchange. Real subprocesses, real SQLite files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import db_rows, db_value, ffe_env, run_ffe
+
+BARS = "300"
+
+
+@pytest.fixture(scope="module")
+def account(tmp_path_factory) -> Path:
+    """A paper account that traded from the default 10,000."""
+    cwd = tmp_path_factory.mktemp("paper")
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", BARS, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert db_value(cwd / "data" / "ffe.db", "SELECT COUNT(*) FROM fills") > 0
+    return cwd
+
+
+def copy_of(account: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(account, to / "acct")
+    return to / "acct"
+
+
+def books_cash(cwd: Path) -> float:
+    return json.loads(db_value(cwd / "data" / "ffe.db", "SELECT value FROM kv WHERE key = 'portfolio'"))["cash"]
+
+
+def cash_of_the_fills(cwd: Path, starting: float) -> float:
+    cash = starting
+    for side, qty, price, fee, fee_base_value in db_rows(cwd / "data" / "ffe.db",
+                                                         "SELECT side, quantity, price, fee, fee_base_value "
+                                                         "FROM fills"):
+        in_cash = fee - (fee_base_value or 0.0)
+        cash += -(qty * price + in_cash) if side == "buy" else qty * price - in_cash
+    return cash
+
+
+def test_a_starting_cash_changed_on_an_existing_paper_account_is_announced_and_its_own_is_kept(account, tmp_path):
+    cwd = copy_of(account, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    assert db_value(db, "SELECT value FROM kv WHERE key = 'paper_starting_cash'") == "10000.0"
+    changed = ffe_env(FFE_VENUE__STARTING_CASH="50000")
+    check = run_ffe(cwd, "config", "check", env=changed)
+    assert check.returncode == 0, check.stderr
+    [said] = [x for x in check.stdout.splitlines() if x.startswith("#   venue.starting_cash:")]
+    assert "10,000" in said and "fresh data directory" in said, said
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "20", env=changed, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # The books' cash is the account's own starting cash and its fills, as the simulated exchange's is.
+    assert books_cash(cwd) == pytest.approx(cash_of_the_fills(cwd, 10_000.0), rel=1e-12)
+    venue = json.loads(db_value(db, "SELECT value FROM kv WHERE key = 'paper_venue'"))
+    assert books_cash(cwd) == pytest.approx(venue["balances"]["USDT"], rel=1e-9)
+    assert db_value(db, "SELECT state FROM engine_state") == "RUNNING"  # nothing for reconciliation to hold
+    [override] = [json.loads(d) for (d,) in db_rows(db, "SELECT data FROM events WHERE event = 'override'")
+                  if json.loads(d)["setting"] == "venue.starting_cash"]
+    assert (override["configured"], override["saved"], override["effective"]) == ("50000.0", "10000.0", "10000.0")
+    assert "venue.starting_cash" in proc.stderr
+    doctor = run_ffe(cwd, "doctor", env=changed)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+def test_the_doctor_checks_a_paper_account_s_cash_whatever_the_configuration_names(account, tmp_path):
+    cwd = copy_of(account, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE kv SET value = json_set(value, '$.cash', json_extract(value, '$.cash') + 5000) "
+                     "WHERE key = 'portfolio'")
+    conn.close()
+    paper = run_ffe(cwd, "doctor")
+    assert paper.returncode == 1 and "stored cash" in paper.stdout + paper.stderr, paper.stdout + paper.stderr
+    live = run_ffe(cwd, "doctor", env=ffe_env(FFE_MODE="live", FFE_VENUE__KIND="ccxt", FFE_EXCHANGE__ID="binance"))
+    assert live.returncode == 1, live.stdout + live.stderr
+    assert "stored cash" in live.stdout + live.stderr
+    # A changed starting cash does not excuse it either: the account's own is the one checked.
+    other = run_ffe(cwd, "doctor", env=ffe_env(FFE_VENUE__STARTING_CASH="15000"))
+    assert other.returncode == 1 and "stored cash" in other.stdout + other.stderr
