@@ -81,6 +81,7 @@ SHAPES: dict[str, Any] = {
                              "restored_ms": INTEGER},
     "approval_mode": one_of("auto", "manual"),
     "cash_accepted": Maybe(NUMBER),
+    "paper_starting_cash": Maybe(NUMBER),
     "venue_hold_until": Maybe(NUMBER),
     "venue_request_hold_until": Maybe(NUMBER),
     "orders_cancel_due": Maybe(Each(NUMBER)),

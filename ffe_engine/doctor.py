@@ -58,8 +58,8 @@ from .chain import packed, trail_files, unchained, unreadable_trail, verify_trai
 from .config import Settings
 from .errors import FfeError, UsageError, first_problem
 from .model import APPROVAL_PENDING, EngineState, OrderStatus, trail_disagrees
-from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, Records, check_files, events_end,
-                    lost_database, state_unsaid)
+from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, Records, check_files,
+                    events_end, lost_database, state_unsaid)
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 # client_order_id, symbol, side, qty, price, fee, fee_base, fee_base_value
@@ -162,7 +162,8 @@ def check(settings: Settings) -> Findings:
         held = _check_positions(records, fills, settings.db_path)
         found.positions = len(held)
         found.checks.append("positions")
-        if settings.venue.kind == "paper":
+        # A paper account by its records (its simulated exchange's book), whatever the configuration names now.
+        if settings.venue.kind == "paper" or records.kv("paper_venue") is not None:
             _check_cash(records, fills, held, settings)
             found.checks.append("cash and equity")
             if level is None:
@@ -400,7 +401,9 @@ def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], 
         if fills:
             raise Violation(f"{db}: fills are recorded but no portfolio book is stored")
         return
-    cash = settings.venue.starting_cash + float(records.kv(CASH_ACCEPTED_KEY) or 0.0)
+    own = records.kv(STARTING_CASH_KEY)  # the account's own (a backtest run's, and an older account's: configured)
+    starting = float(own) if isinstance(own, (int, float)) else settings.venue.starting_cash
+    cash = starting + float(records.kv(CASH_ACCEPTED_KEY) or 0.0)
     for _cid, _symbol, side, qty, price, fee, _fee_base, fee_base_value in fills:
         in_cash = fee - fee_base_value
         cash += -(qty * price + in_cash) if side == "buy" else qty * price - in_cash

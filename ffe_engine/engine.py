@@ -57,7 +57,8 @@ from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
 from .signals.base import BUY_CODE, SELL_CODE
-from .store import CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORE_ALERTS_KEY, RESTORED_KEY, FillRecord, Store
+from .store import (CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORE_ALERTS_KEY, RESTORED_KEY, STARTING_CASH_KEY,
+                    FillRecord, Store)
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
@@ -421,13 +422,15 @@ class Engine:
                 day = counted_in if counted_in is not None else entry_day_of(ts)
                 self._entries_before[day] = self._entries_before.get(day, 0) + 1
             self._count_entries_before()
+        if self.sim_venue is not None and self.profile.resumable:
+            found.append(await self._own_starting_cash())
         # Cash is what the fills say it is: the starting cash plus every sale less every purchase and every fee
         # paid in cash (a fee taken in coins is not).
         flows = await self.store.cash_flows()
         if flows:
             bought, buy_fees = flows.get("buy", (0.0, 0.0))
             sold, sell_fees = flows.get("sell", (0.0, 0.0))
-            self.portfolio.cash = self.settings.venue.starting_cash - bought + sold - buy_fees - sell_fees
+            self.portfolio.cash = self.portfolio.starting_cash - bought + sold - buy_fees - sell_fees
             if self.sim_venue is not None:  # what the operator accepted of the simulated exchange's cash
                 self.portfolio.cash += float(await self.store.get_kv(CASH_ACCEPTED_KEY, 0.0) or 0.0)
         if self.sim_venue is not None:
@@ -605,6 +608,18 @@ class Engine:
                 # start (journaled just before a kill) is no older than that bar, and fills from the next one.
                 self.sim_venue.resume_at(reached - decided_tf)
         return overrides.market(self.settings.market.seed, saved) if saved else None
+
+    async def _own_starting_cash(self) -> Override | None:
+        """A paper account's own starting cash, taken for its books: stored at its first start (the first of an ffe
+        that stores it takes the configured figure it ran with), and kept over a `venue.starting_cash` changed
+        since, which applies to a fresh data directory: the simulated exchange's balances go on from it too."""
+        configured = self.settings.venue.starting_cash
+        saved = await self.store.get_kv(STARTING_CASH_KEY)
+        if saved is None:
+            await self.store.put_kv(STARTING_CASH_KEY, configured, self.clock.wall())
+            return None
+        self.portfolio.starting_cash = float(saved)  # a finite number: the start's record checks (bookshapes)
+        return overrides.starting_cash(configured, saved)
 
     async def _load_weights(self) -> Override | None:
         saved = await self.store.get_kv("weights")

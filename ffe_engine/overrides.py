@@ -89,6 +89,16 @@ def market(seed: int, saved: Any) -> Override | None:
                     f"{seed} applies to a fresh data directory")
 
 
+def starting_cash(configured: float, saved: Any) -> Override | None:
+    """A paper account keeps the starting cash it was made with: its books and its simulated exchange's balances go
+    on from it."""
+    if not isinstance(saved, (int, float)) or isinstance(saved, bool) or float(saved) == configured:
+        return None
+    return Override("venue.starting_cash", str(float(configured)), str(float(saved)), str(float(saved)),
+                    f"the paper account keeps the starting cash it was made with, {float(saved):,.2f}; "
+                    f"venue.starting_cash = {configured:,.2f} applies to a fresh data directory")
+
+
 def find(settings: Any, saved: dict[str, Any], *, live: bool) -> list[Override]:
     """What the saved state of a data directory (`store.saved_state`) would override at the next start."""
     found: list[Override | None] = []
@@ -101,4 +111,6 @@ def find(settings: Any, saved: dict[str, Any], *, live: bool) -> list[Override]:
     found.append(weights(settings.ensemble.adaptive, saved.get("weights")))
     if settings.market.source == "simulated":
         found.append(market(settings.market.seed, saved.get("market")))
+    if settings.venue.kind == "paper":
+        found.append(starting_cash(settings.venue.starting_cash, saved.get("paper_starting_cash")))
     return [o for o in found if o is not None]

@@ -1703,6 +1703,9 @@ RESTORE_ALERTS_KEY = "restore_withheld_alerts"
 # kv: what accepted reconciliations added to a paper account's cash beyond what its fills make it (the simulated
 # exchange's figure taken as it was): counted with the fills wherever cash is rebuilt from them.
 CASH_ACCEPTED_KEY = "cash_accepted"
+# kv: a paper account's own starting cash, stored at its first start; `venue.starting_cash` changed since applies to a
+# fresh data directory only (overrides.starting_cash).
+STARTING_CASH_KEY = "paper_starting_cash"
 
 
 # The store's scopes (`async with store._writing()` and the rest) as plain objects rather than generator-based
@@ -2335,7 +2338,7 @@ def chain_head_of(value: Any) -> ChainHead | None:
 # order path stores its own for orders): a start within it sends nothing.
 REQUEST_HOLD_KEY = "venue_request_hold_until"
 BACKTEST_RECORDS_KEY = "backtest_records"  # a backtest run's record level, in its own database
-SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY)
+SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY, "paper_starting_cash")
 
 
 def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | None:
