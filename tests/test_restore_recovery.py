@@ -111,3 +111,41 @@ async def test_an_order_the_venue_shows_without_a_side_is_not_recovered_as_a_buy
         assert stored_events(db, "recovered")[-1]["status"] == "recovered"
         assert rows(db, "SELECT side FROM orders WHERE client_order_id = ?", (later,)) == [("sell",)]
         assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total)
+
+
+@pytest.mark.parametrize("backup_day", ["today", "the day before"])
+async def test_the_first_start_after_a_restore_takes_the_day_s_figures_from_the_whole_books(tmp_path, fx, backup_day):
+    # The start takes the cash from the venue, which holds what a buy made after the backup paid, before the
+    # reconciliation recovers that buy's position: the cash alone, without the position, read as a day's loss
+    # (DAILY_LOSS said breached at the start, for a loss that never happened), and a day begun at this start took
+    # its starting equity without the position: the day's loss limit then measured from a base too low.
+    import json
+    import sqlite3
+
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False},
+                             risk={"max_open_positions": 10, "daily_loss_limit_pct": 5.0})
+    async with engine_session(settings, live=True) as running:
+        await buy(running.engine, fx, 0.01)
+    archive = bk.take_stopped(settings, tmp_path / "backups", time.time()).path
+    async with engine_session(settings, live=True) as running:
+        await buy(running.engine, fx, 0.02)
+        before = running.engine.portfolio.equity()
+        start_of_day = running.engine.portfolio.day_start_equity
+    restore(archive, settings, force=True, now=time.time())
+    db = settings.db_path
+    if backup_day == "the day before":  # the restored books are of the day before, as a backup taken before midnight
+        with sqlite3.connect(db) as conn:
+            books = json.loads(conn.execute("SELECT value FROM kv WHERE key = 'portfolio'").fetchone()[0])
+            books["day"] -= 1
+            conn.execute("UPDATE kv SET value = ? WHERE key = 'portfolio'", (json.dumps(books),))
+        conn.close()
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert e.portfolio.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total)
+        assert e.portfolio.equity() == pytest.approx(before, rel=2e-3)
+        (start,) = stored_events(db, "run")[-1:]
+        assert start["phase"] == "start" and "breached" not in start["detail"], start
+        assert e.portfolio.day_loss_pct() < 0.5
+        expected = start_of_day if backup_day == "today" else e.portfolio.equity()
+        assert e.portfolio.day_start_equity == pytest.approx(expected, rel=2e-3)
+        assert e.state is EngineState.RUNNING
