@@ -279,6 +279,10 @@ class Engine:
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
+        # After a restore, until the books hold the venue's orders since the backup (_books_whole): the day begun at
+        # the start, if one was, and whether the day's figures wait for them.
+        self._day_begun_at_start: int | None = None
+        self._day_awaits_recovery = False
         self._bar_ts: int | None = None
         self._since_flush = 0
         self._stop = asyncio.Event()
@@ -466,19 +470,27 @@ class Engine:
                 balances = await self.venue.fetch_balance()
                 self.portfolio.cash = balances.get(self.settings.venue.quote, 0.0)
                 self._cash_from_venue = True
+                # After a restore the venue's cash holds what its orders since the backup paid and received, and
+                # the books lack their positions until the reconciliation recovers them: the day's figures wait for
+                # the whole books (_books_whole).
+                self._day_awaits_recovery = restored and saved_books is not None
             if saved_books is None:  # the first start on this account: its books begin at what it holds
                 self.portfolio.begin_at_equity()
         # The day of DAILY_LOSS and DAILY_TRADES is the clock's UTC day from the moment the books are open, not from
         # the first bar (an operator's loss before it is the day's): the stored books' own when they are of today,
         # a new one at the equity now when they are of an earlier day, or new. Within a bar after a midnight, the
         # day before until the warm-up has marked the bar closing at it (below): its marks begin the day.
+        books_day = self.portfolio.day
         self._roll_day(self.clock.now_ms() - self.timeframe_ms)
+        if self.portfolio.day != books_day:
+            self._day_begun_at_start = self.portfolio.day
         # A breach that was there before the restart already paused the engine, or the operator resumed it since:
         # it is not a new breach, and does not pause the engine again.
         risk = self.settings.risk
         dd, dl = self.portfolio.drawdown_pct(), self.portfolio.day_loss_pct()
-        self._dd_breached = dd > risk.max_drawdown_pct
-        self._dl_breached = dl > risk.daily_loss_limit_pct
+        if not self._day_awaits_recovery:
+            self._dd_breached = dd > risk.max_drawdown_pct
+            self._dl_breached = dl > risk.daily_loss_limit_pct
         detail: dict[str, Any] = {
             "state": self.state.value, "reason": self.state_reason, "approval": self.approval_mode,
             "recovered_orders": len(recovered), "positions": len(positions), "pid": os.getpid(),
@@ -1230,6 +1242,22 @@ class Engine:
         if pf.day is not None:
             pf.entries_today = max(pf.entries_today, self._entries_before.get(pf.day, 0))
 
+    def _books_whole(self) -> bool:
+        """The books hold the venue's cash and the positions of its orders since a restored backup: a day begun at
+        the start (the books being of an earlier day) begins at this equity, and a DRAWDOWN or DAILY_LOSS breach is
+        one already there (as at any start), not a new one. Whether the books changed (to be stored)."""
+        if not self._day_awaits_recovery or self._restore_pending:
+            return False
+        self._day_awaits_recovery = False
+        pf, risk = self.portfolio, self.settings.risk
+        self._dd_breached = pf.drawdown_pct() > risk.max_drawdown_pct
+        self._dl_breached = pf.day_loss_pct() > risk.daily_loss_limit_pct
+        if self._day_begun_at_start is None or pf.day != self._day_begun_at_start:
+            return False
+        pf.day_start_equity = pf.equity()
+        self._dl_breached = False
+        return True
+
     def _roll_day(self, ts_ms: int) -> None:
         """A new UTC day when `ts_ms` is in one (Portfolio.roll_day): a breach of the day before is over."""
         rolled = self.portfolio.roll_day(ts_ms)
@@ -1576,6 +1604,8 @@ class Engine:
         if adopt and report.venue_cash is not None and report.settled and report.current and not report.unconfirmed:
             self.portfolio.cash = report.venue_cash
             self._cash_from_venue = False
+            if self._books_whole():
+                await self._persist_books()
         differences = report.differences + unrecovered
         before = self.reconcile_blocked
         if differences:
@@ -2337,6 +2367,7 @@ class Engine:
                 else:  # what the books held differs from the account by no trade: no peak, drawdown or day's loss
                     self.portfolio.take_cash(cash)
                 self._cash_from_venue = self._cash_waits = False
+                self._books_whole()
             # The new baseline, the books' cash and peak and the accept's record in one transaction: a kill leaves
             # all or none (the baseline stored with the old cash, a restart would find the difference again).
             await self._persist_books(records, drop=drop, publish=lambda: self.bus.publish(
