@@ -757,6 +757,28 @@ def test_backups_named_in_the_future_by_a_clock_set_back_since_never_push_out_th
     assert len(list(dest.iterdir())) == 2 and made[0].exists() and not any(p.exists() for p in ahead)
 
 
+def test_a_database_of_a_newer_schema_is_not_backed_up_by_an_older_release_and_nothing_is_pruned(account, tmp_path):
+    """After a rollback to an older release (runbook.md), its hourly `ffe backup` took the newer release's database:
+    a backup labelled with a schema that release never writes, that its own `ffe backup verify` refuses, and that
+    counted toward retention, pruning a good one at each run. Refused as the start and `ffe doctor` refuse it."""
+    from ffe_engine.store import SCHEMA_VERSION
+
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd)
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    kept = dest / bk.archive_name(time.time() - 3600)
+    kept.write_bytes(b"an earlier backup")
+    with sqlite3.connect(cwd / "data" / "ffe.db") as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    proc = run_ffe(cwd, "backup", "--to", str(dest), env=env(FFE_BACKUP__KEEP_LAST="1", FFE_BACKUP__KEEP_DAYS="0"))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert f"database schema version {SCHEMA_VERSION + 1} is newer than this ffe ({SCHEMA_VERSION})" in line, line
+    assert list(dest.iterdir()) == [kept]
+
+
 def test_retention_never_deletes_the_backup_just_made_and_ranks_names_after_now_last(tmp_path):
     now = time.mktime(time.strptime("2026-03-10 12:00", "%Y-%m-%d %H:%M")) - time.timezone
     names = {hours: tmp_path / bk.archive_name(now + hours * 3600) for hours in (48, 30, -1, -30, -50)}
