@@ -167,7 +167,11 @@ def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
     # database, as `ffe doctor` says them.
     db = settings.db_path
     check_files(db, new_ok=not has_records(settings.audit_path))
-    Records(db).close()
+    records = Records(db)
+    try:  # a newer release's (after a rollback): this release's own verify would refuse the backup
+        records.check_version()
+    finally:
+        records.close()
     conn, _ = pin_file(settings.db_path, read_only=True)
     return _write_archive(conn, settings.db_path, settings.audit_path, _config_text(settings), dest, now, "directory")
 
