@@ -414,6 +414,20 @@ def test_a_backup_beside_an_engine_that_does_not_answer_says_so_at_once_instead_
     assert engine.wait(60) == 0, engine.stderr
 
 
+def test_a_running_engine_s_backup_refusal_is_said_as_a_stopped_directory_s_without_its_class_name(
+        account, tmp_path, spawn_ffe):
+    cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("mine")
+    proc = run_ffe(cwd, "backup", "--to", str(not_a_directory / "backups"), env=env())
+    assert proc.returncode == 1, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"ffe: error: the engine took no backup: {not_a_directory / 'backups'}: cannot write a "
+                           "backup here ("), line
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr
+
+
 def test_a_backup_asked_in_the_moment_before_a_stop_is_answered_and_recorded_before_the_engine_ends(
         account, tmp_path, spawn_ffe):
     """`ffe backup` from its timer, then a `systemctl stop` while the engine writes the file: the stop waits for the
