@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from . import fmt, logs
 from .api import STREAM, dispatch
-from .errors import ControlError, StartError
+from .errors import ControlError, FfeError, StartError
 
 if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine and no events: it starts faster without them
     from .engine import Engine
@@ -404,6 +404,9 @@ class ControlServer:
         try:
             result = await dispatch(self.engine, cmd, args)
         except ControlError as exc:
+            return {"ok": False, "error": str(exc)}
+        except FfeError as exc:  # said to the operator as it is (a backup refused, records that cannot be written)
+            log.warning("control command failed", cmd=cmd, error=str(exc))
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # the engine failed to carry it out: the caller is told what, the socket stays up
             log.warning("control command failed", cmd=cmd, error=f"{type(exc).__name__}: {exc}")
