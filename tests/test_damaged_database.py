@@ -478,6 +478,23 @@ async def test_records_that_disagree_page_start_failed_not_a_disk_failure(good_d
         assert row is None or "cannot be written" not in row[1], row
 
 
+def test_a_start_refused_for_a_record_that_is_not_the_database_s_sends_the_operator_where_it_is_named(good_dir,
+                                                                                                       tmp_path):
+    # `ffe audit verify` checks the trail's chain, which an edit that rewrote the chain keeps whole: the start named
+    # it as the place to look, and it said the trail was intact. `ffe doctor` compares each record with the
+    # database's copy and names the line.
+    cwd = copy_of(good_dir, tmp_path)
+    edited_last_record(cwd)
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 1, proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")]
+    assert "is not the database's copy of it" in line and "`ffe doctor` names the line" in line, line
+    doctor = run_ffe(cwd, "doctor")
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    lines = len((cwd / "logs" / "audit.jsonl").read_bytes().splitlines())
+    assert f"audit.jsonl:{lines}" in doctor.stdout + doctor.stderr, doctor.stdout + doctor.stderr
+
+
 @pytest.mark.parametrize("partial", [True, False], ids=["copying", "moved_aside"])
 def test_a_restore_killed_half_way_stops_the_start_rather_than_a_fresh_account(good_dir, tmp_path, partial):
     """A restore moves the records there aside, then puts the backup's in place; killed between the two (SIGKILL,
