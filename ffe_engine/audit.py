@@ -450,7 +450,7 @@ async def _check_last_records(fd: int, path: Path,
 def _not_the_databases(path: Path, seq: int) -> DamagedRecords:
     """The refusal of a trail whose record of `seq` differs from the database's copy: nothing in it is changed."""
     return DamagedRecords(f"{path}: the record of seq {seq} is not the database's copy of it (edited, or written "
-                          "over); it was left as it is: `ffe audit verify` names what differs")
+                          "over); it was left as it is: `ffe doctor` names the line that differs")
 
 
 def _lines_backwards(fd: int) -> Iterator[tuple[int, bytes]]:
