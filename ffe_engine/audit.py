@@ -413,7 +413,7 @@ async def _check_last_records(fd: int, path: Path,
                               events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> Path | None:
     """The file's last two records must be the database's copies of them, in order: new records chained onto a
     line edited or written over would make the trail verify as intact from then on, the edit hidden for good. Such
-    a trail is refused as found (`ffe audit verify` names what differs). A last record that is the database's own
+    a trail is refused as found (`ffe doctor` names the line that differs). A last record that is the database's own
     but out of its place (repeated, or after a gap: written while the records before it were not) is set aside in
     `audit.jsonl.out-of-order-after-SEQ`, as often as needed; the records from the gap on are then appended from
     the database. Returns that side file, if any."""
