@@ -130,6 +130,21 @@ def test_a_csv_row_of_a_time_ffe_does_not_read_exits_2_naming_it_before_any_run_
     assert listed.returncode == 0 and "interrupted" not in listed.stdout, listed.stdout
 
 
+def test_words_from_a_file_or_a_path_in_an_error_are_escaped_on_its_one_line(tmp_path):
+    # A CSV header cell holding an escape sequence and a bell (a downloaded or damaged file) reached the terminal
+    # as it was (the screen cleared, the title changed); a path holding a new line split the one line in two.
+    csv = tmp_path / "BTC-USD_x.csv"
+    csv.write_text("timestamp,open,high,low,close,\x1b[2J\x1b]0;owned\x07vol\n2024-01-01T00:00:00Z,1,1,1,1,1\n")
+    proc = run_ffe(tmp_path, "backtest", str(csv))
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert "\x1b" not in line and "\x07" not in line, line
+    assert "\\x1b[2J\\x1b]0;owned\\x07vol" in line, line
+    proc = run_ffe(tmp_path, "config", "check", "--config", "a\nb.toml")
+    assert proc.returncode == 2
+    assert "a\\nb.toml" in one_error_line(proc.stderr)
+
+
 def test_a_csv_of_one_candle_exits_2_naming_the_file_and_starts_no_run(tmp_path):
     csv = tmp_path / "BTC-USD_one.csv"
     csv.write_text("".join(sample_head(BTC_CSV, 1)))
