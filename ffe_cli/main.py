@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
+from ffe_engine import fmt
 from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.errors import ArgumentError, FfeError, UsageError
 from ffe_engine.market.bounds import PRICE_MAX, PRICE_MIN
@@ -340,6 +341,9 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         message = str(exc)
         if isinstance(exc, ArgumentError):  # found by the command, which cannot know how it was typed
             message += f" (see `{_help_of(args)} --help`)"
+        # One line, whatever it quotes (a file's header cells, a path): a character a terminal would act on, a new
+        # line among them, is shown as its escape.
+        message = fmt.printable(message)
         print(f"ffe: error: {message}" if exc.exit_code != 130 else f"ffe: {message}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
