@@ -937,6 +937,41 @@ async def test_records_unwritable_after_a_re_arm_is_news_though_sent_within_its_
     assert kinds(hook) == ["RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE"], kinds(hook)
 
 
+async def test_a_halted_kept_from_before_is_paged_once_per_window_across_restarts_and_again_after_a_re_arm(tmp_path):
+    """A start that restates a HALTED stored without its record (a full log disk) pages it; a restart that does
+    so again within `alerts.window_s` (the disk still full, as systemd restarts it) does not; once the operator has
+    re-armed, the same HALTED kept by a later start is news. Each session is a process's notifier on the same
+    records."""
+    from ffe_engine.events import EngineStateChanged
+
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST, "window_s": 3600})
+    kept = EngineStateChanged(state="HALTED", previous="HALTED", reason="records cannot be written", by="engine",
+                              restated=True)
+    other = EngineStateChanged(state="HALTED", previous="HALTED", reason="kill switch", by="ctl", restated=True)
+
+    def halted() -> list[str]:
+        return [r.body["text"] for r in hook.delivered if r.body["kind"] == "HALTED"]
+
+    try:
+        for restarts, rearm, events, pages in ((1, False, [kept], 1), (2, False, [kept], 1), (3, True, [], 1),
+                                                (4, False, [kept], 2), (5, False, [kept, other], 3)):
+            async with engine_session(settings) as host:
+                notifier = host.monitor.notifier
+                if rearm:
+                    notifier.sink(EngineStateChanged(state="RUNNING", previous="HALTED", reason="re-armed", by="ctl"),
+                                  b"")
+                for ev in events:
+                    notifier.sink(ev, b"")
+                await until(lambda: len(halted()) >= pages and not host.engine.snapshot()["monitor"]["channels"][
+                    "webhook"]["pending"], what=f"start {restarts}: its pages delivered")
+                await asyncio.sleep(0.3)
+                assert len(halted()) == pages, (restarts, halted())
+    finally:
+        await hook.stop()
+    assert all("kept from before this start" in text for text in halted())
+
+
 async def test_an_account_moved_to_a_new_data_directory_pages_its_first_start_there_as_a_new_engine(tmp_path):
     """The runbook's move to a new machine: the HALTED account stopped, backed up, verified and restored into a new
     data directory, started there within `alerts.window_s` of its last start in the old one. The outbox came with the

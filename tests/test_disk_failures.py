@@ -331,6 +331,32 @@ async def test_a_start_refused_by_a_read_only_data_directory_pages_the_operator(
         await hook.stop()
 
 
+async def test_a_halted_kept_from_before_is_paged_once_per_window_though_every_restart_fails_again(tmp_path):
+    """The log disk is full, the data disk is not: each start, as systemd restarts it, restates the HALTED the run
+    before stored without its record, pages it, and stops again on the trail. Paged once per `alerts.window_s`, as
+    README says of a disk that fills again at every restart, not once per restart."""
+    hook = await Receiver().start()
+    ffe = shlex.join(ffe_cmd("run", "--headless", "--data-dir", str(tmp_path / "data")))
+    t = tmp_path
+    steps = (f'{ffe} --log-dir "$DISK/logs" 2> {t}/first.err; echo $? > {t}/first.rc; '
+             f'for n in 1 2 3; do {ffe} --log-dir "$DISK/logs" --max-bars 30 2> {t}/again$n.err; '
+             f'echo $? > {t}/again$n.rc; done')
+    try:
+        await asyncio.wait_for(asyncio.to_thread(run_steps_on_a_small_disk, tmp_path, steps, size="1m",
+                                                 FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook",
+                                                 FFE_ALERTS__WINDOW_S="3600"), 400)
+    finally:
+        await hook.stop()
+    rc, first = step(t, "first")
+    assert rc == 1 and "audit.jsonl" in first, first[-3000:]
+    for n in (1, 2, 3):
+        rc, again = step(t, f"again{n}")
+        assert rc == 1 and "audit.jsonl" in again, again[-3000:]
+    told = [(r.body["kind"], r.body["text"]) for r in hook.delivered]
+    kept = [text for kind, text in told if kind == "HALTED" and "kept from before this start" in text]
+    assert len(kept) == 1, told
+
+
 READ_COMMANDS = (("doctor",), ("audit", "verify"), ("report", "trades", "--last", "0"), ("report", "providers"),
                  ("config", "check"))
 
