@@ -118,8 +118,11 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
             # disk's RECORDS_UNWRITABLE has one try; a kill switch's outbox was in the records moved aside).
             if ev.state != "HALTED":
                 return []
-            return [Alert("HALTED", "HALTED", "page", f"ffe starts HALTED, kept from before this start: {ev.reason} "
-                                                      f"(by {ev.by}). New orders refused; positions stay open.")]
+            # Its key names the halt: a start that fails again and again on it (a full log disk, as systemd restarts
+            # it) pages it once per window (RESTART_KEYS); another halt kept from before is news.
+            key = KEPT_HALTED + sentalerts.cause_digest(f"{ev.reason}\n{ev.by}")[:16]
+            return [Alert("HALTED", key, "page", f"ffe starts HALTED, kept from before this start: {ev.reason} "
+                                                 f"(by {ev.by}). New orders refused; positions stay open.")]
         if ev.state == ev.previous:
             if ev.reason == "approval mode auto":  # from now on trades are sent without a human
                 return [Alert("APPROVAL_MODE", "APPROVAL_MODE", "warn",
@@ -277,6 +280,11 @@ EXIT_REASONS = frozenset({"stop_loss", "take_profit", "signal"})
 # restart meets again (a halt re-armed and halted again) is news, as in one process. Those sent past the outbox
 # (RECORDS_UNWRITABLE, START_FAILED on records that cannot be trusted) keep theirs in sentalerts' file.
 RESTART_KEYS = frozenset({"STARTED", "START_FAILED"})
+KEPT_HALTED = "HALTED:kept:"  # a HALTED a start restates (alerts_for): its window goes on across restarts too
+
+
+def _across_restarts(key: str) -> bool:
+    return key in RESTART_KEYS or key.startswith(KEPT_HALTED)
 
 
 def _set_aside_text(summary: Any, why: Any = None) -> tuple[str, bool]:
@@ -442,9 +450,13 @@ class Notifier:
                 self.raise_alert(alert)
             return
         if isinstance(ev, EngineStateChanged):
-            if ev.previous == "HALTED" and ev.state != "HALTED" and self._sent_file is not None:
-                # Re-armed (rare, the operator's doing: the small write is worth it): a disk that fills again is news.
-                sentalerts.forget(self._sent_file, "RECORDS_UNWRITABLE")
+            if ev.previous == "HALTED" and ev.state != "HALTED":
+                # Re-armed (rare, the operator's doing: the small write is worth it): a disk that fills again is
+                # news, and so is a HALTED a start keeps from before, in this run or after a restart.
+                for key in [k for k in self._windows if k.startswith(KEPT_HALTED)]:
+                    self._end_window(key, self._now())
+                if self._sent_file is not None:
+                    sentalerts.rearmed(self._sent_file, self._wall())
             self._state = ev.state
         elif isinstance(ev, RunEvent) and ev.phase == "start":
             self._state = ev.detail.get("state")
@@ -572,12 +584,16 @@ class Notifier:
         # A start that got through since ended the loop: the same failure after it is news.
         succeeded = (sentalerts.last_start(self._sent_file) if self.channels and self._sent_file is not None
                      else None)
+        rearmed = (sentalerts.last_rearm(self._sent_file) if self.channels and self._sent_file is not None
+                   else None)
         for key, kind, severity, text, raised in await self.store.recent_alerts(wall - self.cfg.window_s,
                                                                                 self._engine):
             left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
             if key == "START_FAILED" and succeeded is not None and raised <= succeeded:
                 continue
-            if left > 0 and key in RESTART_KEYS and key not in self._windows:
+            if key.startswith(KEPT_HALTED) and rearmed is not None and raised <= rearmed:
+                continue
+            if left > 0 and _across_restarts(key) and key not in self._windows:
                 self._windows[key] = _Window(until=now + left, last_text=text, severity=severity, kind=kind,
                                              inherited=True, raised=raised)
         if self.channels and self._sent_file is not None and self._delivered_file is not None:

@@ -25,9 +25,10 @@ from . import logs
 log = logs.get_logger("ffe.alerts")
 
 FILE_NAME = "ffe.alerts-sent"
-FILE_BYTES = 4096  # a few keys: RECORDS_UNWRITABLE, START_FAILED, START_SUCCEEDED
+FILE_BYTES = 4096  # a few keys: RECORDS_UNWRITABLE, START_FAILED, START_SUCCEEDED, REARMED
 # Not an alert: when a start last got through. A failure sent before it is news again when it comes back.
 START_SUCCEEDED = "START_SUCCEEDED"
+REARMED = "REARMED"  # not an alert either: when the operator last re-armed the engine
 
 
 def sent_path(data_dir: Path) -> Path:
@@ -102,11 +103,20 @@ def write(path: Path, entries: dict[str, dict[str, Any]],
         return False
 
 
-def forget(path: Path, key: str) -> None:
-    """The condition of `key` cleared (the operator re-armed the engine): its return is news, sent at once."""
+def rearmed(path: Path, ts: float) -> None:
+    """The operator re-armed the engine: a disk that fills again (RECORDS_UNWRITABLE) is news, sent at once, and so
+    is a HALTED a later start keeps from before (its window in the outbox began before `ts`: `last_rearm`)."""
     entries = read(path)
-    if entries.pop(key, None) is not None:
-        write(path, entries)
+    entries.pop("RECORDS_UNWRITABLE", None)
+    entries[REARMED] = {"cause": "", "ts": ts}
+    write(path, entries, "a re-arm cannot be kept for the next start: a HALTED it keeps from before may not be "
+                         "paged again within alerts.window_s")
+
+
+def last_rearm(path: Path) -> float | None:
+    """When the engine was last re-armed, as `rearmed` kept it; None when not known."""
+    entry = read(path).get(REARMED)
+    return float(entry["ts"]) if entry is not None else None
 
 
 def start_succeeded(path: Path, ts: float, *, halted: bool) -> None:
