@@ -270,6 +270,16 @@ DAMAGED_RECORDS = {
         "INSERT OR REPLACE INTO kv VALUES ('venue_request_hold_until', '\"later\"', 0)", "venue_request_hold_until"),
     "approval_mode_unknown": (
         "INSERT OR REPLACE INTO kv VALUES ('approval_mode', '\"manul\"', 0)", "approval_mode"),
+    # Rows that contradict each other: the books a start rebuilds from them would hold money or coins that never were.
+    "fill_of_no_order": (
+        "INSERT INTO fills (client_order_id, symbol, side, quantity, price, fee, ts) "
+        "VALUES ('ffe-nowhere', 'BTC/USDT', 'sell', 0.5, 60000.0, 0.0, 1700000000000)", "ffe-nowhere"),
+    "order_filled_beyond_its_fills": (
+        "UPDATE orders SET filled = filled / 2 WHERE client_order_id = "
+        "(SELECT client_order_id FROM orders WHERE filled > 0 ORDER BY created_ts LIMIT 1)", "its fills add up to"),
+    "position_without_fills": (
+        "INSERT INTO positions VALUES ('XRP/USDT', 'buy', 0.5, 3000.0, 1700000000000, NULL, NULL, NULL, 0.0)",
+        "position XRP/USDT"),
 }
 
 
