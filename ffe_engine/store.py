@@ -408,9 +408,44 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
               ("SELECT client_order_id, side, reason, intent, status, quantity, filled FROM orders" + live,
                _order_damage),
               ("SELECT approval_id, intent, gates, status FROM approvals" + pending, _approval_damage)]
+    # Rows that contradict each other (edited by hand, a bad merge): a start rebuilds the books from the fills, and
+    # would hold money or coins that never were.
+    checks += [(_SQL_FILL_WITHOUT_ORDER, _fill_without_order), (_SQL_FILLED_NOT_ITS_FILLS, _filled_not_its_fills)]
     if every:  # market time that went back: nothing a start restores, so what `ffe doctor` and a backup check
         checks += [(_SQL_TRADE_BEFORE_OPEN, _trade_time_damage), (_SQL_BAR_BACK_IN_TIME, _bar_time_damage)]
     return checks + ([_lost_record_check(key) for key in _WRITTEN_BEFORE] if account else [])
+
+
+_SQL_FILL_WITHOUT_ORDER = ("SELECT f.id, f.client_order_id FROM fills AS f LEFT JOIN orders AS o "
+                           "ON o.client_order_id = f.client_order_id WHERE o.client_order_id IS NULL LIMIT 1")
+# An order's filled quantity is the sum of its fills (written in one transaction), to the float rounding of a sum.
+_SQL_FILLED_NOT_ITS_FILLS = ("SELECT client_order_id, filled, got FROM (SELECT o.client_order_id, o.filled, "
+                             "COALESCE(SUM(f.quantity), 0.0) AS got FROM orders AS o LEFT JOIN fills AS f "
+                             "ON f.client_order_id = o.client_order_id GROUP BY o.client_order_id) "
+                             "WHERE ABS(filled - got) > 1e-12 + 1e-9 * MAX(ABS(filled), ABS(got)) LIMIT 1")
+
+
+def _fill_without_order(r: tuple[Any, ...]) -> str:
+    return f"table fills, fill {r[0]}: of order {r[1]}, which table orders does not hold"
+
+
+def _filled_not_its_fills(r: tuple[Any, ...]) -> str:
+    return f"table orders, order {r[0]}: filled {r[1]:.10g}, its fills add up to {r[2]:.10g}"
+
+
+def positions_damage(conn: sqlite3.Connection) -> str | None:
+    """Positions that are not what the fills make them, as the portfolio applies them in order (a fee taken in
+    coins makes a position smaller; a sale never takes it below nothing): the first, or None."""
+    held: dict[str, float] = {}
+    for symbol, side, qty, fee_base in conn.execute("SELECT symbol, side, quantity, fee_base FROM fills ORDER BY id"):
+        q = held.get(symbol, 0.0)
+        held[symbol] = q + qty - fee_base if side == "buy" else q - min(q, qty + fee_base)
+    stored = {str(symbol): float(qty) for symbol, qty in conn.execute("SELECT symbol, quantity FROM positions")}
+    for symbol in sorted(set(stored) | set(held)):
+        a, b = stored.get(symbol, 0.0), held.get(symbol, 0.0)
+        if abs(a - b) > 1e-9 + 1e-9 * max(abs(a), abs(b)):
+            return f"table positions, position {symbol}: {a:.10g}, its fills make it {b:.10g}"
+    return None
 
 
 _SQL_TRADE_BEFORE_OPEN = "SELECT id, symbol, opened_ts, closed_ts FROM trades WHERE closed_ts < opened_ts LIMIT 1"
@@ -684,6 +719,9 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
                     problem = judge(tuple(row))
                     if problem is not None:
                         raise damaged_database(path, problem)
+            problem = positions_damage(conn)
+            if problem is not None:
+                raise damaged_database(path, problem)
     except sqlite3.DatabaseError as exc:
         raise _refusal(path, exc) from None
     finally:
