@@ -675,3 +675,21 @@ async def test_an_order_sent_after_the_selected_one_ended_and_the_table_emptied_
         await pilot.press("n")
         await until(pilot, lambda: "Cancel order" not in screen_text(app), "the dialog closed")
         assert db_value(db_path(tmp_path), "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == "open"
+
+
+def test_the_health_view_s_first_lines_fit_an_80_column_pane_whatever_the_uptime():
+    # At 80x24 the pane has 76 columns: the verdict, the engine and its trading state, the version and the uptime
+    # on one line ran past them, and a long uptime wrapped onto the next line on its own.
+    from rich.console import Console
+
+    from ffe_tui.views import health_view
+
+    h = {"status": "healthy", "problems": [], "loop_age_s": 0.2, "loop_stale_s": 60, "bar_age_s": {},
+         "data_stale_s": 180, "breakers": [], "reconcile": "ok"}
+    snap = {"state": "RUNNING", "mode": "PAPER", "version": "0.2.0", "uptime_s": 3 * 86_400 + 4 * 3600 + 5 * 60}
+    console = Console(width=76, record=True, color_system=None)
+    console.print(health_view(h, snap))
+    lines = console.export_text().splitlines()
+    assert any("HEALTHY" in line and "trading state RUNNING (PAPER)" in line for line in lines), lines
+    [uptime] = [line for line in lines if "version 0.2.0" in line]
+    assert uptime.rstrip().endswith(f"up {fmt.duration(snap['uptime_s'])}"), lines
