@@ -172,9 +172,10 @@ def health_view(h: dict[str, Any], snap: dict[str, Any]) -> Any:
     running = "engine stopped" not in (h.get("problems") or [])
     head = Text.assemble((f" {status.upper()} ", HEALTH_STYLE.get(status, "bold reverse")), "  ",
                          ("engine running" if running else ("engine STOPPED", "bold red")),
-                         f"  trading state {snap.get('state')} ({snap.get('mode')})  "
-                         f"version {snap.get('version', '?')}  up {fmt.duration(snap.get('uptime_s'))}")
-    parts: list[Any] = [head]
+                         f"  trading state {snap.get('state')} ({snap.get('mode')})")
+    # A line of its own: with the verdict it ran past an 80-column pane.
+    about = Text(f"  version {snap.get('version', '?')}  up {fmt.duration(snap.get('uptime_s'))}", style="dim")
+    parts: list[Any] = [head, about]
     for problem in h.get("problems") or []:
         parts.append(Text(f"  {problem}", style="bold red"))
     hold = snap.get("venue_hold")
