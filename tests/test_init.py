@@ -130,3 +130,8 @@ def test_ffe_init_shows_a_directory_name_holding_control_characters_escaped(tmp_
     assert "\x1b" not in proc.stdout and len(proc.stdout.splitlines()) == 3, proc.stdout
     assert proc.stdout.splitlines()[0] == "wrote a\\x1b[31mb\\nc/config.toml", proc.stdout
     assert (tmp_path / "a\x1b[31mb\nc" / "config.toml").exists()
+    # The next step, pasted as printed into bash, reaches the directory: the name in bash's $'...' quoting.
+    cd = proc.stdout.splitlines()[-1].split("; then ", 1)[1].rsplit(" && ", 1)[0]
+    assert cd == "cd $'a\\x1b[31mb\\nc'", cd
+    shell = subprocess.run(["bash", "-c", f"{cd} && pwd"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert shell.returncode == 0 and shell.stdout.strip() == str(tmp_path / "a\x1b[31mb\nc"), shell.stderr
