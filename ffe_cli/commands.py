@@ -381,9 +381,30 @@ def init(args: argparse.Namespace) -> int:
     ffe = shlex.quote(ffe)
     # A name starting with "-" is read by cd as an option (`cd -` goes back): "./" before it makes it a path.
     where = str(args.dir) if not str(args.dir).startswith("-") else f"./{args.dir}"
-    run = f"{ffe} run" if args.dir == Path(".") else f"cd {shlex.quote(where)} && {ffe} run"
+    run = f"{ffe} run" if args.dir == Path(".") else f"cd {_shell_word(where)} && {ffe} run"
     _print(fmt.printable(f"next: edit config.toml; credentials go in .env (see .env.example); then {run}"))
     return 0
+
+
+def _shell_word(text: str) -> str:
+    """`text` as one word for the shell, pasted as printed: quoted (shlex), or where it holds a character a terminal
+    would act on (a new line, an escape), in bash's $'...' quoting, which says such characters as escapes."""
+    if fmt.unprintable(text) is None:
+        return shlex.quote(text)
+    return "$'" + "".join(_ansi_c(c) for c in text) + "'"
+
+
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _ansi_c(c: str) -> str:
+    if c in "\\'":
+        return "\\" + c
+    if fmt.unprintable(c) is None:
+        return c
+    if c in _NAMED:
+        return _NAMED[c]
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
 
 
 def _ffe_as_run() -> str:
