@@ -231,7 +231,8 @@ class ControlServer:
             log.info("the stop waits for control commands under way", commands=commands, up_to_s=COMMANDS_AT_STOP_S)
             _, late = await asyncio.wait(list(self._under_way), timeout=COMMANDS_AT_STOP_S)
             if late:
-                log.warning("control commands still under way at the stop: their callers are not answered",
+                log.warning("control commands still under way when the stop went on without them: their callers "
+                            "are answered as they end, if the process is still there", up_to_s=COMMANDS_AT_STOP_S,
                             commands=sorted(set(self._under_way.values())))
 
     async def stop(self) -> None:
