@@ -692,7 +692,7 @@ def audit_show(args: argparse.Namespace) -> int:
         story = audittool.decision_story(conn, args.decision_id)
         order = audittool.order_story(conn, args.decision_id) if story is None else None
     if story is None and order is None:
-        raise UsageError(f"no decision or order {args.decision_id} in {settings.db_path}")
+        raise UsageError(f"no decision or order {args.decision_id!r} in {settings.db_path}")
     if args.json:
         _print(json.dumps(story or order, indent=1, default=str))
     else:

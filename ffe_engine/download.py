@@ -175,8 +175,8 @@ class Result:
         tf = format_timeframe(self.timeframe_ms)
         if self.written:
             head = (f"{self.symbol}: {self.written} new {tf} candles from {iso(self.first_ms or 0)} to "
-                    f"{iso(self.last_ms or 0)} in {self.pages} requests, {len(self.gaps)} gaps "
-                    f"({self.missing_bars} missing bars)")
+                    f"{iso(self.last_ms or 0)} in {_count(self.pages, 'request')}, {_count(len(self.gaps), 'gap')} "
+                    f"({_count(self.missing_bars, 'missing bar')})")
         else:
             head = f"{self.symbol}: no new closed {tf} candles"
         if self.refused:
@@ -521,3 +521,7 @@ async def download(request: Request, *, clock: Any = None, progress: Progress | 
     finally:
         await venue.close()
     return results
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")

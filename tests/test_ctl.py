@@ -133,7 +133,9 @@ def test_audit_show_tells_an_operator_order_that_no_decision_placed(tmp_path, sp
     as_json = json.loads(run_ffe(tmp_path, "audit", "show", cid, "--json").stdout)
     assert as_json["client_order_id"] == cid and as_json["decision_id"] is None and as_json["gates"], as_json
     unknown = run_ffe(tmp_path, "audit", "show", "ffe-000000000000000000000000")
-    assert unknown.returncode == 2 and "no decision or order ffe-000000000000000000000000" in unknown.stderr
+    assert unknown.returncode == 2 and "no decision or order 'ffe-000000000000000000000000'" in unknown.stderr
+    empty = run_ffe(tmp_path, "audit", "show", "")  # named as given, an empty one too
+    assert empty.returncode == 2 and "no decision or order '' in" in empty.stderr, empty.stderr
 
 
 def test_a_position_in_a_symbol_no_longer_traded_is_no_reconciliation_difference(tmp_path, spawn_ffe):
