@@ -276,7 +276,7 @@ DAMAGED_RECORDS = {
         "VALUES ('ffe-nowhere', 'BTC/USDT', 'sell', 0.5, 60000.0, 0.0, 1700000000000)", "ffe-nowhere"),
     "order_filled_beyond_its_fills": (
         "UPDATE orders SET filled = filled / 2 WHERE client_order_id = "
-        "(SELECT client_order_id FROM orders WHERE filled > 0 ORDER BY created_ts LIMIT 1)", "its fills add up to"),
+        "(SELECT client_order_id FROM orders WHERE filled > 0 ORDER BY created_ts LIMIT 1)", "filled"),
     "position_without_fills": (
         "INSERT INTO positions VALUES ('XRP/USDT', 'buy', 0.5, 3000.0, 1700000000000, NULL, NULL, NULL, 0.0)",
         "position XRP/USDT"),
