@@ -294,6 +294,39 @@ async def test_a_receiver_that_redirects_has_not_taken_the_alert_and_it_is_sent_
     await hook.stop()
 
 
+async def test_a_disk_running_low_is_told_before_it_fills_once_per_episode_and_scraped(tmp_path):
+    """Nothing else watches the free space of the disks the records go to: the first sign of one filling was the
+    RECORDS_UNWRITABLE halt. Below `monitor.disk_free_min_mb` the operator is warned (DISK_LOW, once while it
+    lasts; the data and log directories on one file system are one warning), its return after room was made is
+    news, and /metrics has the free space of each."""
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST},
+                             monitor={"disk_free_min_mb": 1e9})  # more than any disk here: low from the start
+    try:
+        async with engine_session(settings) as host:
+            await until(lambda: "DISK_LOW" in kinds(hook), what="the DISK_LOW warning")
+            await asyncio.sleep(2.5)  # a few more looks: still low, not told again
+            [low] = [r.body for r in hook.delivered if r.body["kind"] == "DISK_LOW"]
+            assert low["severity"] == "warn" and str(settings.data_dir) in low["text"], low
+            assert "MB free" in low["text"] and "RECORDS_UNWRITABLE" in low["text"], low
+            async with aiohttp.ClientSession() as s:
+                async with s.get(host.monitor.url + "/metrics") as r:
+                    free = {smp.labels["dir"]: smp.value for fam in text_string_to_metric_families(await r.text())
+                            for smp in fam.samples if smp.name == "ffe_disk_free_bytes"}
+            assert set(free) == {"data", "logs"} and all(v > 0 for v in free.values()), free
+            host.monitor.cfg = host.monitor.cfg.model_copy(update={"disk_free_min_mb": 0.0})  # room again
+            await asyncio.sleep(1.5)
+            host.monitor.cfg = host.monitor.cfg.model_copy(update={"disk_free_min_mb": 1e9})  # low again: news
+            await until(lambda: kinds(hook).count("DISK_LOW") == 2, what="the second DISK_LOW warning")
+        quiet = make_settings(tmp_path / "quiet", alerts={"webhook_url": hook.url, **FAST},
+                              monitor={"disk_free_min_mb": 0.0})
+        async with engine_session(quiet):
+            await asyncio.sleep(2.5)
+        assert kinds(hook).count("DISK_LOW") == 2  # 0: not watched
+    finally:
+        await hook.stop()
+
+
 async def test_ffe_alert_test_reports_each_channel(tmp_path):
     ok, down = await Receiver().start(), await Receiver().start()
     down.fail_with = 500
