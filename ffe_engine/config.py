@@ -487,6 +487,8 @@ class MonitorSettings(_Section):
     # no bar for a symbol for this long: degraded; 0 = three timeframes
     data_stale_s: float = Field(0.0, ge=0, le=30 * 86_400)
     audit_stale_s: Seconds = 30.0  # an audit record waiting this long to be written: the engine is down
+    # free space below this on the data or log directory's file system: DISK_LOW, before the records stop (0: off)
+    disk_free_min_mb: float = Field(200.0, ge=0, le=1e9)
 
 
 class AlertSettings(_Section):

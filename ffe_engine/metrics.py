@@ -10,6 +10,7 @@ no metrics work per bar and takes no client metric's lock, and a scrape shows th
 
 from __future__ import annotations
 
+import shutil
 from typing import Any, Callable, Iterator
 
 from bisect import bisect_left
@@ -163,6 +164,14 @@ class _Snapshot(Collector):
         yield state
         yield GaugeMetricFamily("ffe_kill_switch_engaged", "1 while the engine is HALTED (kill switch).",
                                 value=1.0 if e.state.value == "HALTED" else 0.0)
+        disk = GaugeMetricFamily("ffe_disk_free_bytes", "Free space on the file system of the data and the log "
+                                 "directory (when it is full the engine stops HALTED).", labels=["dir"])
+        for name, where in (("data", e.settings.data_dir), ("logs", e.settings.log_dir)):
+            try:
+                disk.add_metric([name], float(shutil.disk_usage(where).free))
+            except OSError:  # not there (yet), or not to be looked at: no figure rather than a wrong one
+                pass
+        yield disk
         live = e.liveness
         yield GaugeMetricFamily("ffe_loop_last_turn_timestamp_seconds",
                                 "When the main loop last completed a turn (seconds since the epoch; 0 = never).",

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import ipaddress
 import os
+import shutil
 from typing import Any, Callable
 
 import orjson
@@ -108,6 +109,7 @@ class Monitor:
         self._tasks: list[asyncio.Task[None]] = []
         self._stale: set[str] = set()
         self._stalled = False
+        self._low: set[str] = set()  # the directories whose file system was said to run low (DISK_LOW)
         self._loop_suspect: int | None = None  # the loop's turn count when it was last seen stale
         self._audit_stalled = False
         self._audit_suspect = False  # the audit trail was seen stale at the last look
@@ -212,6 +214,25 @@ class Monitor:
             elif bar_age <= limit and sym in self._stale:
                 self._stale.discard(sym)
                 self.notifier.cleared(f"STALE_DATA:{sym}")
+        out += self._disk_alerts()
+        return out
+
+    def _disk_alerts(self) -> list[Alert]:
+        """A file system the records go to running low (below monitor.disk_free_min_mb), said once until it has
+        10% more again: nothing else tells of a disk filling before the records stop on it."""
+        floor = self.cfg.disk_free_min_mb * 1e6
+        out: list[Alert] = []
+        for which, where, free in disk_free(self.settings):
+            key = f"DISK_LOW:{which}"
+            if floor and free < floor and which not in self._low:
+                self._low.add(which)
+                out.append(Alert("DISK_LOW", key, "warn",
+                                 f"ffe {which} directory {where}: {free / 1e6:,.0f} MB free (monitor.disk_free_min_mb "
+                                 f"= {self.cfg.disk_free_min_mb:g}). When it is full the engine stops HALTED "
+                                 "(RECORDS_UNWRITABLE): make room now."))
+            elif which in self._low and (not floor or free >= floor * 1.1):
+                self._low.discard(which)
+                self.notifier.cleared(key)
         return out
 
     # ------------------------------------------------------------------ running
@@ -287,4 +308,24 @@ class Monitor:
         if self._unwritable is not None:
             await self._unwritable  # the page has its one try before the process ends
         await self.notifier.close()
+
+
+def disk_free(settings: Settings) -> list[tuple[str, str, float]]:
+    """(which, directory, free bytes) for the file systems of the data and log directories: one, "data and log",
+    when they share one. A directory that cannot be looked at is left out (its own failure says so elsewhere)."""
+    seen: dict[int, int] = {}
+    out: list[tuple[str, str, float]] = []
+    for which, where in (("data", settings.data_dir), ("log", settings.log_dir)):
+        try:
+            device = os.stat(where).st_dev
+            free = float(shutil.disk_usage(where).free)
+        except OSError:
+            continue
+        if device in seen:
+            name, shown, left = out[seen[device]]
+            out[seen[device]] = (f"{name} and {which}", f"{shown} (and {where})", left)
+            continue
+        seen[device] = len(out)
+        out.append((which, str(where), free))
+    return out
 

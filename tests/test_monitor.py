@@ -27,7 +27,7 @@ REQUIRED = {
     "ffe_venue_request_duration_seconds_bucket", "ffe_venue_errors_total", "ffe_position_quantity", "ffe_equity",
     "ffe_drawdown_ratio", "ffe_alerts_pending", "ffe_audit_last_write_timestamp_seconds",
 }
-BOUNDED_LABELS = {"state", "venue", "symbol", "gate", "channel", "error", "status", "le", "version", "mode"}
+BOUNDED_LABELS = {"state", "venue", "symbol", "gate", "channel", "error", "status", "le", "version", "mode", "dir"}
 
 
 async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
