@@ -478,6 +478,13 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
             takers = [f"ffe ctl {c.name}" for c in CONTROL.values() if name in c.options]
             raise ArgumentError(f"--{name.replace('_', '-')} goes with {' and '.join(f'`{t}`' for t in takers)}, "
                                 f"not {args.action}")
+    if args.action == "settle":  # the outcome says which it takes: a fill's quantity and price, or neither
+        if args.second == "canceled" and given:
+            raise ArgumentError("ffe ctl settle ID canceled takes no --quantity or --price: nothing filled")
+        unsaid = [f"--{name}" for name in ("quantity", "price") if args.second == "filled" and name not in given]
+        if unsaid:
+            raise ArgumentError(f"ffe ctl settle ID filled needs {' and '.join(unsaid)}, as the exchange's account "
+                                "shows it")
     missing = [f"--{name}" for name in command.required if name not in given]
     if missing:
         raise ArgumentError(f"ffe ctl {args.action} needs {' and '.join(missing)}, as the exchange's account shows "
