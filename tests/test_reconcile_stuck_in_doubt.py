@@ -139,7 +139,7 @@ async def test_the_operator_settles_an_order_the_exchange_lost_and_only_what_is_
             unconfirmed = await ctl("settle", cid, "filled", "--price", f"{price}", "--quantity", f"{quantity}")
             assert unconfirmed.proc.returncode == 2 and "--yes" in unconfirmed.stderr, unconfirmed.stderr
             unpriced = await ctl("settle", cid, "filled", "--quantity", f"{quantity}", "--yes")
-            assert unpriced.proc.returncode == 1 and "--price" in unpriced.stderr, unpriced.stderr
+            assert unpriced.proc.returncode == 2 and "--price" in unpriced.stderr, unpriced.stderr  # nothing sent
             assert cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt"
 
             settled = await ctl("settle", cid, "filled", "--price", f"{price}", "--quantity", f"{quantity}",
