@@ -130,6 +130,31 @@ async def test_a_reconciliation_that_cannot_reach_the_exchange_records_its_kind(
     assert all("kind" in d for r in stored_events(settings.db_path, "reconcile") for d in r["differences"])
 
 
+async def test_an_outage_is_nothing_to_accept_and_a_resume_stays_refused_until_the_exchange_answers(tmp_path, fx):
+    """While the exchange cannot be reached, reconciliation holds entries with nothing to accept (README, runbook):
+    `why` named `ffe ctl accept`, the accept took the outage (a `reconcile` accepted record of it, no balance read),
+    and a resume then ran the engine against an exchange nobody had compared the books with."""
+    settings = strategy_settings(tmp_path, fx, **TABLES)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        fx.down, fx.down_status = True, 503
+        await e.reconcile()
+        assert [d["kind"] for d in e.reconcile_blocked] == ["venue_unreachable"], e.reconcile_blocked
+        (held_by,) = [b for b in (await e.why())["blocking"] if b["gate"] == "RECONCILE"]
+        assert "ffe ctl accept" not in held_by["lifts"] and "reaches the exchange" in held_by["lifts"], held_by
+        with pytest.raises(Exception, match="nothing accepted: the exchange could not be reached"):
+            await e.accept_reconcile(by="test")
+        assert [d["kind"] for d in e.reconcile_blocked] == ["venue_unreachable"]
+        with pytest.raises(Exception, match="unexplained difference|could not be reached"):
+            await e.resume(by="test")
+        assert e.state is not EngineState.RUNNING
+        fx.down = False
+        await reconcile_twice(e)
+        assert e.reconcile_blocked == []
+        assert await e.resume(by="test") is EngineState.RUNNING
+    assert not [r for r in stored_events(settings.db_path, "reconcile") if r["status"] == "accepted"]
+
+
 def one_refusal(run) -> str:
     """The one line a refused `ffe ctl` printed (exit 1)."""
     assert run.proc.returncode == 1, run.stdout + run.stderr
