@@ -2335,6 +2335,12 @@ class Engine:
         async with self._controls.turn("an accept of reconciliation's differences"):
             self._still_running()
             accepted = list(self.reconcile_blocked)
+            if any(d.get("kind") == "venue_unreachable" for d in accepted):
+                # Nothing was compared: the books against an account nobody has read. It lifts by itself once a
+                # reconciliation reaches the exchange (and shows what, if anything, is left to accept).
+                raise ControlError("nothing accepted: the exchange could not be reached at the last reconciliation, "
+                                   "and an outage is nothing to accept; the hold lifts once a reconciliation reaches "
+                                   "it and agrees (`ffe ctl why`)")
             if not accepted:
                 # Only what a reconciliation showed is accepted: a change at the venue since then (coins arriving)
                 # is for the next reconciliation to show, never taken into the baseline unseen. The operator's word
