@@ -839,10 +839,14 @@ class ConsoleApp(App[int]):
             f"{what} sent by {by}: not answered yet: the engine carries it out when it answers", error=True))
         try:
             return await asked
-        except NoAnswer as exc:
-            pid = self.engine.identity.get("pid") if isinstance(self.engine, RemoteEngine) else None
-            also = f"; `kill -USR1 {pid}` halts it too" if pid else ""
-            self._set_banner(f"{what} NOT CONFIRMED: {exc}: `ffe ctl status` says whether it was{also}", error=True)
+        except NoAnswer:
+            # What to do first, on a line that a narrow screen cuts: not the socket's path (a long one pushed it off).
+            remote = self.engine if isinstance(self.engine, RemoteEngine) else None
+            pid = remote.identity.get("pid") if remote is not None else None
+            within = f" within {remote.timeout:g}s" if remote is not None else ""
+            also = f": `kill -USR1 {pid}` halts it all the same" if pid else ""
+            self._set_banner(f"{what} NOT CONFIRMED: no answer{within}{also}; `ffe ctl status` says whether it was",
+                             error=True)
             return None
         finally:
             waiting.stop()
