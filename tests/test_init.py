@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -135,3 +136,16 @@ def test_ffe_init_shows_a_directory_name_holding_control_characters_escaped(tmp_
     assert cd == "cd $'a\\x1b[31mb\\nc'", cd
     shell = subprocess.run(["bash", "-c", f"{cd} && pwd"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert shell.returncode == 0 and shell.stdout.strip() == str(tmp_path / "a\x1b[31mb\nc"), shell.stderr
+
+
+def test_ffe_init_s_next_step_reaches_a_directory_whose_name_is_not_utf_8(tmp_path):
+    # A name's bytes that are no UTF-8 reach Python as surrogate escapes: said as \uDCxx, bash made other bytes of
+    # them. In $'...' they are the name's own bytes, \xHH.
+    name = os.fsdecode(b"lat\xe9-\xff\x9b")
+    proc = run_ffe(tmp_path, "init", name)
+    assert proc.returncode == 0, proc.stderr
+    cd = proc.stdout.splitlines()[-1].split("; then ", 1)[1].rsplit(" && ", 1)[0]
+    assert cd == "cd $'lat\\xe9-\\xff\\x9b'", cd
+    shell = subprocess.run(["bash", "-c", f"{cd} && pwd"], cwd=tmp_path, capture_output=True, timeout=60)
+    assert shell.returncode == 0 and shell.stdout.strip() == os.fsencode(tmp_path) + b"/lat\xe9-\xff\x9b", shell.stderr
+
