@@ -404,6 +404,8 @@ def _ansi_c(c: str) -> str:
         return c
     if c in _NAMED:
         return _NAMED[c]
+    if 0xDC80 <= ord(c) <= 0xDCFF:  # a byte of the name that is no UTF-8 (a surrogate escape): that byte itself
+        return f"\\x{ord(c) - 0xDC00:02x}"
     return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
 
 
