@@ -58,3 +58,20 @@ async def test_flat_prices_are_labelled_with_their_own_value():
         text = chart.render().plain
     left = _labels(text, "left")
     assert len(left) >= 2 and all(abs(v - 60_473.8) <= 60.5 for v in left), (left, text)
+
+
+@pytest.mark.parametrize("base", [0.00001, 0.1], ids=["a coin priced in hundred-thousandths", "a coin at 0.1"])
+async def test_a_low_priced_coin_that_moves_is_drawn_on_its_own_range(base):
+    # Taken for flat (a range under 0.005 whatever its price) it was drawn as a line at 0 on a band of +-0.5.
+    state = ConsoleState(["PEPE/USDT"])
+    state.prices["PEPE/USDT"].extend(base * (1 + 0.03 * ((i % 9) - 4) / 4) for i in range(90))
+    state.equity.extend([10_000.0] * 90)
+    app = ChartApp()
+    async with app.run_test(size=(100, 16)) as pilot:
+        chart = app.query_one(ChartPane)
+        chart.show(state, "PEPE/USDT")
+        await pilot.pause()
+        text = chart.render().plain
+    left = _labels(text, "left")
+    assert len(left) >= 2 and max(left) - min(left) <= base * 0.2 and min(left) > 0, (left, text)
+
