@@ -632,7 +632,7 @@ def _flat_range(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     low, high = min(values), max(values)
-    span = max(abs(high) * 5e-4, 0.5)
+    span = abs(high) * 5e-4 or 0.5  # relative to the value: a coin priced in millionths moves in millionths
     if high - low > span / 100:
         return None, None
     middle = (low + high) / 2
