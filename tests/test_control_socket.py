@@ -208,6 +208,7 @@ def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_
         status = ffe_in_process(tmp_path, "ctl", "status", "--data-dir", "data",
                                 env=ffe_env(FFE_CONTROL__REQUEST_TIMEOUT_S="0.5"))
         halt = ffe_in_process(tmp_path, "ctl", "halt", "--data-dir", "data", "--timeout", "1")
+        orders = ffe_in_process(tmp_path, "ctl", "orders", "--data-dir", "data", "--timeout", "1")
         attach = run_ffe(tmp_path, "attach", "--data-dir", "data", env=ffe_env(FFE_CONTROL__REQUEST_TIMEOUT_S="0.3"))
     finally:
         engine.send(signal.SIGCONT)
@@ -224,6 +225,9 @@ def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_
     assert halt.returncode == 1 and halt.stdout == ""
     assert halt.stderr.splitlines() == [f"ffe: error: no answer from the engine on data/ffe.sock (pid {pid}) within 1s "
                                         f"(stopped or busy?); the halt may still apply when the engine wakes; {wake}"]
+    # A question changes nothing: nothing of it applies later.
+    assert orders.stderr.splitlines() == [f"ffe: error: no answer from the engine on data/ffe.sock (pid {pid}) within "
+                                          f"1s (stopped or busy?); {wake}"]
     # It does: the request waited in the socket and the engine carries it out once it runs again.
     wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=60, what="HALTED")
     engine.send(signal.SIGTERM)
