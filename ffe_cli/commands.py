@@ -624,7 +624,8 @@ def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: floa
         except TimeoutError:  # before OSError: TimeoutError is one
             if asked < tries:
                 continue
-            late = "" if action == "status" else f"the {action} may still apply when the engine wakes"
+            question = action not in CONTROL or CONTROL[action].reads
+            late = "" if question else f"the {action} may still apply when the engine wakes"
             raise ControlError(not_answering(path, settings.data_dir, timeout, tries=tries, late=late)) from None
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(no_engine(path, settings.data_dir)) from None

@@ -138,11 +138,12 @@ class Command(NamedTuple):  # not a dataclass: `ffe` builds its parser without i
     confirm: str | None = None  # what `ffe ctl` asks before sending (skipped with --yes)
     options: tuple[str, ...] = ()  # the `ffe ctl` options it takes (--quantity, --price, --fee, --own-coins)
     required: tuple[str, ...] = ()  # of which it cannot go without
+    reads: bool = False  # a question: it changes nothing (unanswered, nothing of it applies later)
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
-    Command("status", _status, "state, equity, positions, orders, approvals"),
-    Command("health", _health, "the monitor's verdict: exit 0 healthy, 1 degraded, 2 down or unreachable"),
+    Command("status", _status, "state, equity, positions, orders, approvals", reads=True),
+    Command("health", _health, "the monitor's verdict: exit 0 healthy, 1 degraded, 2 down or unreachable", reads=True),
     Command("pause", _pause, "no new entries; exits, stop-loss and take-profit go on"),
     Command("resume", _resume, "resume; re-arming a HALTED engine needs --yes"),
     Command("halt", _halt, "kill switch: cancel every open order, refuse new ones, HALTED stored"),
@@ -153,7 +154,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("mode", _mode, "approval mode: auto or manual", target="mode"),
     Command("accept", _accept, "accept the differences reconciliation found (--own-coins: coins gone beside a "
             "position were the operator's own, not the position's)", options=("own_coins",)),
-    Command("orders", _orders, "open orders with their age and status"),
+    Command("orders", _orders, "open orders with their age and status", reads=True),
     Command("cancel", _cancel, "cancel one open order (its client order id) through the order path",
             target="id", confirm="cancel this order at the venue"),
     Command("settle", _settle, "end an order in doubt that the exchange lost, as filled (--quantity, --price) or "
@@ -163,13 +164,14 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "outside ffe (--quantity, --price, --fee), as the exchange's account shows it; nothing is sent",
             target="symbol", confirm="book this sale as made on the exchange by hand",
             options=("quantity", "price", "fee"), required=("quantity", "price")),
-    Command("trades", _trades, "open trades: entry, price now, P&L, age, stop-loss and take-profit"),
+    Command("trades", _trades, "open trades: entry, price now, P&L, age, stop-loss and take-profit", reads=True),
     Command("close", _close, "close one position at market through the order path (gates apply)",
             target="symbol", confirm="close this position at market"),
-    Command("balances", _balances, "balances per asset: free, locked in orders, total, value"),
+    Command("balances", _balances, "balances per asset: free, locked in orders, total, value", reads=True),
     Command("profit", _profit, "realised and unrealised P&L by day, week, month and symbol; win rate, fees, "
-            "drawdown"),
-    Command("why", _why, "why no trades: refusals by gate in the last hour and day, what blocks entries now"),
+            "drawdown", reads=True),
+    Command("why", _why, "why no trades: refusals by gate in the last hour and day, what blocks entries now",
+            reads=True),
     Command("order", _order, "a manual order through the single order path", ctl=False),
     Command("backup", _backup, "a backup of the running engine's records (`ffe backup`)", ctl=False),
 )}
