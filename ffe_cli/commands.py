@@ -856,14 +856,14 @@ def _answering(settings: Settings) -> None:
     hung) is said at once, not after the hour a backup of a large database may take."""
     import asyncio
 
-    from ffe_engine.control import request
+    from ffe_engine.control import not_answering, request
 
     timeout = settings.control.request_timeout_s
     try:
         asyncio.run(request(settings.socket_path, "status", {}, timeout=timeout, data_dir=settings.data_dir))
     except TimeoutError:
-        raise ControlError(f"the engine on {settings.socket_path} does not answer within {timeout:g}s (stopped or "
-                           "busy?): no backup taken; see `ffe ctl status`") from None
+        raise ControlError(not_answering(settings.socket_path, settings.data_dir, timeout,
+                                         late="no backup taken")) from None
     except OSError:
         pass  # gone meanwhile, or not answering for another reason: the backup's own request says which
 

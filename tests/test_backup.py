@@ -407,7 +407,8 @@ def test_a_backup_beside_an_engine_that_does_not_answer_says_so_at_once_instead_
         engine.send(signal.SIGCONT)
     assert proc.returncode == 1, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert "does not answer" in line and "no backup taken" in line, line
+    assert "no answer from the engine" in line and "no backup taken" in line, line
+    assert f"`kill -USR1 {engine.pid}`" in line, line  # the frozen engine named, and how to halt it all the same
     assert not list((tmp_path / "b").glob("ffe-backup-*"))
     take(cwd, tmp_path / "b")
     engine.send(signal.SIGTERM)
