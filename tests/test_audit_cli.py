@@ -557,6 +557,22 @@ def test_a_rotation_between_choosing_the_next_file_and_opening_it_skips_no_recor
     assert not pending and seqs() == list(range(1, 13))
 
 
+def test_a_log_directory_of_any_name_is_said_escaped_on_one_line_by_tail_and_verify(tmp_path):
+    # The warning of a line skipped and verify's verdict named the trail's path as it was: a new line in the
+    # directory's name split them, an escape sequence in it reached the terminal.
+    logs = tmp_path / "lo\ng\x1b[2J"
+    logs.mkdir()
+    (logs / "audit.jsonl").write_bytes(rec_line(1, message="m", where="w") + b"not json\n"
+                                       + rec_line(2, message="m", where="w"))
+    tail = ffe(tmp_path, "audit", "tail", "--log-dir", str(logs))
+    verify = ffe(tmp_path, "audit", "verify", "--log-dir", str(logs))
+    [warning] = [line for line in tail.stderr.splitlines() if "skipped a line" in line]
+    assert "lo\\ng\\x1b[2J" in warning and "\x1b" not in tail.stderr, tail.stderr
+    assert verify.returncode == 1 and "\x1b" not in verify.stdout, verify.stdout
+    [verdict] = verify.stdout.splitlines()
+    assert verdict.startswith("audit trail NOT intact") and "lo\\ng\\x1b[2J" in verdict, verdict
+
+
 def test_audit_tail_names_only_the_events_the_trail_records():
     """`--event log` matched nothing, silently: log lines go to the console and the log, never to the trail. Only
     the events the audit trail records are names --event takes, and the error lists those."""
