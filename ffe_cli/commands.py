@@ -846,9 +846,10 @@ def _said_trail_damaged(manifest: dict[str, Any]) -> None:
         more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
         # On stderr, with --json too: what needs the operator reaches them where stdout is thrown away (the shipped
         # cron job keeps only stderr, which cron mails).
-        sys.stderr.write(f"warning: the audit trail is damaged: {file}: seq {', '.join(runs[:10])}{more} not as "
-                         "written (or missing): the backup holds the database's copy of those records; the trail is "
-                         "left as it is: run `ffe doctor` (and `ffe audit verify`)\n")
+        sys.stderr.write(fmt.printable(f"warning: the audit trail is damaged: {file}: seq {', '.join(runs[:10])}"
+                                       f"{more} not as written (or missing): the backup holds the database's copy of "
+                                       "those records; the trail is left as it is: run `ffe doctor` (and `ffe audit "
+                                       "verify`)") + "\n")
 
 
 def _answering(settings: Settings) -> None:

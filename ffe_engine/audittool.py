@@ -73,8 +73,8 @@ class _Lines:
             if not isinstance(rec, dict):
                 raise ValueError("not an object")
         except ValueError:
-            print(f"ffe: warning: {self.path}: skipped a line that is not a JSON object at byte {offset}",
-                  file=sys.stderr)
+            print(fmt.printable(f"ffe: warning: {self.path}: skipped a line that is not a JSON object at byte "
+                                f"{offset}"), file=sys.stderr)
             return None
         return rec
 
@@ -522,9 +522,14 @@ def _verify_json(r: VerifyResult, db_path: Path | None, lost: str | None) -> dic
 
 
 def _verify_text(r: VerifyResult, db_path: Path | None) -> str:
+    """The verdict, a line each (each escaped: a reason or a path names files, of a directory of any name)."""
+    return "\n".join(map(fmt.printable, _verify_lines(r, db_path)))
+
+
+def _verify_lines(r: VerifyResult, db_path: Path | None) -> list[str]:
     files = f"{len(r.files)} file{'s' if len(r.files) != 1 else ''}"
     if not r.ok:
-        return f"audit trail NOT intact: first bad seq {r.first_bad_seq}: {r.reason}"
+        return [f"audit trail NOT intact: first bad seq {r.first_bad_seq}: {r.reason}"]
     out = [f"audit trail intact: {r.records} records, seq {r.first_seq}..{r.last_seq} in {files}"]
     if db_path is None:
         out.append("no database found: the chain head was not checked (a trail cut short would not be seen)")
@@ -540,7 +545,7 @@ def _verify_text(r: VerifyResult, db_path: Path | None) -> str:
                    "next start")
     if r.uncommitted is not None:
         out.extend(r.uncommitted.notes())
-    return "\n".join(out)
+    return out
 
 
 # ====================================================================================================== database
