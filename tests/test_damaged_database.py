@@ -280,6 +280,9 @@ DAMAGED_RECORDS = {
     "position_without_fills": (
         "INSERT INTO positions VALUES ('XRP/USDT', 'buy', 0.5, 3000.0, 1700000000000, NULL, NULL, NULL, 0.0)",
         "position XRP/USDT"),
+    "fill_fee_in_coins_not_a_number": (
+        "UPDATE fills SET fee_base = '0.0x' WHERE id = (SELECT MIN(id) FROM fills)", "fee_base '0.0x'"),
+    "fill_side_unknown": ("UPDATE fills SET side = 'Sell' WHERE id = (SELECT MIN(id) FROM fills)", "side 'Sell'"),
 }
 
 
@@ -359,17 +362,21 @@ def test_books_lost_where_no_order_was_ever_made_are_a_first_start_still(tmp_pat
         assert conn.execute("SELECT COUNT(*) FROM kv WHERE key = 'portfolio'").fetchone()[0] == 1
 
 
-def test_backup_verify_finds_a_damaged_record(good_dir, tmp_path):
+@pytest.mark.parametrize("damage", ["kv_not_json", "position_without_fills"])
+def test_backup_verify_finds_a_damaged_record(good_dir, tmp_path, damage):
+    # What the start refuses, a backup's verify and a restore refuse too (rows that contradict each other among
+    # them: the restored start would be refused).
+    statement, word = DAMAGED_RECORDS[damage]
     cwd = copy_of(good_dir, tmp_path)
-    damage_record(cwd / "data" / "ffe.db", DAMAGED_RECORDS["kv_not_json"][0])
+    damage_record(cwd / "data" / "ffe.db", statement)
     made = run_ffe(cwd, "backup", "--to", "backups", "--json")
     assert made.returncode == 0, made.stderr
     file = json.loads(made.stdout)["file"]
     verify = run_ffe(cwd, "backup", "verify", file)
     assert verify.stdout == ""
-    assert_one_line(verify, "ffe.db", "portfolio")
+    assert_one_line(verify, "ffe.db", word)
     restore = run_ffe(tmp_path, "restore", file, "--data-dir", "restored/data", "--log-dir", "restored/logs")
-    assert_one_line(restore, "ffe.db", "portfolio")
+    assert_one_line(restore, "ffe.db", word)
     assert not (tmp_path / "restored" / "data" / "ffe.db").exists()
 
 
