@@ -451,7 +451,7 @@ def check_unpacked(file: Path, work: Path) -> Checked:
         if integrity != ["ok"]:
             problems.append(f"{DB_NAME}: integrity check failed: {first_problem(integrity)}")
             return checked
-        damage = records.damage()
+        damage = records.damage() or records.books_damage()
         if damage is not None:
             problems.append(f"{DB_NAME}: {damage}")
             return checked

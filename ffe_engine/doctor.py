@@ -59,7 +59,7 @@ from .config import Settings
 from .errors import FfeError, UsageError, first_problem
 from .model import APPROVAL_PENDING, EngineState, OrderStatus, trail_disagrees
 from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, Records, check_files,
-                    events_end, lost_database, state_unsaid)
+                    events_end, lost_database, position_differs, state_unsaid)
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 # client_order_id, symbol, side, qty, price, fee, fee_base, fee_base_value
@@ -380,15 +380,23 @@ def _replay(fills: list[FillRow]) -> dict[str, float]:
     return held
 
 
+def _moved(fills: list[FillRow]) -> dict[str, float]:
+    """The quantities each symbol's fills moved, summed: the scale of the rounding their sum may leave."""
+    moved: dict[str, float] = {}
+    for _cid, symbol, _side, qty, _price, _fee, fee_base, _value in fills:
+        moved[symbol] = moved.get(symbol, 0.0) + abs(qty) + abs(fee_base)
+    return moved
+
+
 def _close(a: float, b: float, rel: float = 1e-9, floor: float = 1e-9) -> bool:
     return abs(a - b) <= floor + rel * max(abs(a), abs(b))
 
 
 def _check_positions(records: Records, fills: list[FillRow], db: Path) -> dict[str, float]:
     stored = records.positions()
-    replayed = _replay(fills)
+    replayed, moved = _replay(fills), _moved(fills)
     for symbol in sorted(set(stored) | set(replayed)):
-        if not _close(stored.get(symbol, 0.0), replayed.get(symbol, 0.0)):
+        if position_differs(stored.get(symbol, 0.0), replayed.get(symbol, 0.0), moved.get(symbol, 0.0)):
             raise Violation(f"{db}: position {symbol} is {stored.get(symbol, 0.0):.10g}, the fills make it "
                             f"{replayed.get(symbol, 0.0):.10g}")
     return stored

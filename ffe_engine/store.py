@@ -408,6 +408,7 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
               ("SELECT client_order_id, side, reason, intent, status, quantity, filled FROM orders" + live,
                _order_damage),
               ("SELECT approval_id, intent, gates, status FROM approvals" + pending, _approval_damage)]
+    checks.append((_SQL_FILL_FIGURES, _fill_damage))
     if not every:
         # Rows that contradict each other (edited by hand, a bad merge): a start rebuilds the books from the fills,
         # and would hold money or coins that never were. (`ffe doctor` checks the fills, with their events, and the
@@ -416,6 +417,21 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
     if every:  # market time that went back: nothing a start restores, so what `ffe doctor` and a backup check
         checks += [(_SQL_TRADE_BEFORE_OPEN, _trade_time_damage), (_SQL_BAR_BACK_IN_TIME, _bar_time_damage)]
     return checks + ([_lost_record_check(key) for key in _WRITTEN_BEFORE] if account else [])
+
+
+# Every fill, as the books are rebuilt from them (a start sums them into the cash and the positions).
+_SQL_FILL_FIGURES = "SELECT id, side, quantity, price, fee, fee_base FROM fills"
+
+
+def _fill_damage(r: tuple[Any, ...]) -> str | None:
+    where = f"table fills, fill {r[0]}"
+    if r[1] not in _KNOWN["a side"]:
+        return unreadable(where, "side", r[1], "a side")
+    for column, raw, above_zero in (("quantity", r[2], True), ("price", r[3], True), ("fee", r[4], False),
+                                    ("fee_base", r[5], False)):
+        if not bookshapes.NUMBER.test(raw) or (above_zero and raw <= 0):
+            return unreadable(where, column, raw, "a number above 0" if above_zero else "a number")
+    return None
 
 
 _SQL_FILL_WITHOUT_ORDER = ("SELECT f.id, f.client_order_id FROM fills AS f LEFT JOIN orders AS o "
@@ -436,18 +452,37 @@ def _filled_not_its_fills(r: tuple[Any, ...]) -> str:
 
 
 def positions_damage(conn: sqlite3.Connection) -> str | None:
-    """Positions that are not what the fills make them, as the portfolio applies them in order (a fee taken in
-    coins makes a position smaller; a sale never takes it below nothing): the first, or None."""
+    """A fill the books cannot be rebuilt from (a side or a quantity that is not one), or a position that is not
+    what the fills make it, as the portfolio applies them in order (a fee taken in coins makes a position smaller;
+    a sale never takes it below nothing): the first, or None."""
     held: dict[str, float] = {}
-    for symbol, side, qty, fee_base in conn.execute("SELECT symbol, side, quantity, fee_base FROM fills ORDER BY id"):
+    moved: dict[str, float] = {}
+    for fill_id, symbol, side, qty, fee_base in conn.execute(_SQL_FILLS_IN_ORDER):
+        where = f"table fills, fill {fill_id}"
+        if side not in _KNOWN["a side"]:
+            return unreadable(where, "side", side, "a side")
+        for column, raw in (("quantity", qty), ("fee_base", fee_base)):
+            if not bookshapes.NUMBER.test(raw):
+                return unreadable(where, column, raw, "a number")
         q = held.get(symbol, 0.0)
         held[symbol] = q + qty - fee_base if side == "buy" else q - min(q, qty + fee_base)
+        moved[symbol] = moved.get(symbol, 0.0) + abs(qty) + abs(fee_base)
     stored = {str(symbol): float(qty) for symbol, qty in conn.execute("SELECT symbol, quantity FROM positions")}
     for symbol in sorted(set(stored) | set(held)):
         a, b = stored.get(symbol, 0.0), held.get(symbol, 0.0)
-        if abs(a - b) > 1e-9 + 1e-9 * max(abs(a), abs(b)):
+        if position_differs(a, b, moved.get(symbol, 0.0)):
             return f"table positions, position {symbol}: {a:.10g}, its fills make it {b:.10g}"
     return None
+
+
+_SQL_FILLS_IN_ORDER = "SELECT id, symbol, side, quantity, fee_base FROM fills ORDER BY id"
+
+
+def position_differs(stored: float, replayed: float, moved: float) -> bool:
+    """Whether a position is other than its fills make it, beyond rounding: the books sum the same fills in
+    another order of operations, which leaves a few units in the last place of the quantities they moved (`moved`,
+    summed): a coin bought by the ten million leaves 1e-9 and more."""
+    return abs(stored - replayed) > 1e-9 + 1e-9 * max(abs(stored), abs(replayed)) + 1e-12 * moved
 
 
 _SQL_TRADE_BEFORE_OPEN = "SELECT id, symbol, opened_ts, closed_ts FROM trades WHERE closed_ts < opened_ts LIMIT 1"
@@ -2276,6 +2311,19 @@ class Records:
             except sqlite3.DatabaseError as exc:
                 raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
         return None
+
+    def books_damage(self) -> str | None:
+        """Rows that contradict each other where a start rebuilds the books from them (a fill of an order the journal
+        lacks, an order's filled not its fills' sum, a position not what the fills make it): the start refuses them,
+        and so does a backup's verify."""
+        try:
+            for sql, judge in ((_SQL_FILL_WITHOUT_ORDER, _fill_without_order),
+                               (_SQL_FILLED_NOT_ITS_FILLS, _filled_not_its_fills)):
+                for row in self.conn.execute(sql):
+                    return judge(tuple(row))
+            return positions_damage(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
 
     def engine_state(self) -> str | None:
         rows = self._q("SELECT state FROM engine_state WHERE id = 1")
