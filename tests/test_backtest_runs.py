@@ -204,6 +204,10 @@ def test_doctor_checks_a_run_as_what_it_is_and_passes_a_healthy_one(runs_dir, le
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok: ") and proc.stderr == "", (proc.stdout, proc.stderr)
     assert ("audit chain" in proc.stdout) == (level == "full"), proc.stdout
+    # Checked against the cash it ran with, whatever the configuration says now.
+    other = run_ffe(runs_dir, "doctor", "--data-dir", data, "--log-dir", logs,
+                    env=ffe_env(FFE_VENUE__STARTING_CASH="123456"))
+    assert other.returncode == 0, other.stdout + other.stderr
 
 
 @pytest.mark.parametrize("level", ["full", "trades"])

@@ -88,3 +88,29 @@ def test_the_doctor_checks_a_paper_account_s_cash_whatever_the_configuration_nam
     # A changed starting cash does not excuse it either: the account's own is the one checked.
     other = run_ffe(cwd, "doctor", env=ffe_env(FFE_VENUE__STARTING_CASH="15000"))
     assert other.returncode == 1 and "stored cash" in other.stdout + other.stderr
+
+
+def test_an_account_that_never_booked_anything_takes_the_starting_cash_configured_now(tmp_path):
+    # A first start killed once it had stored its starting cash, before any books: still a fresh account. The
+    # next start, with another figure configured, took the stored one for the announcement and the configured one
+    # for the books and the simulated exchange: the doctor found the cash 40,000 off, and the start after it paused
+    # on a drawdown that never was.
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "1")
+    assert proc.returncode == 0, proc.stderr
+    db = tmp_path / "data" / "ffe.db"
+    assert db_value(db, "SELECT COUNT(*) FROM orders") == 0
+    with sqlite3.connect(db) as conn:  # as a kill before the first books leaves it
+        conn.execute("DELETE FROM kv WHERE key IN ('portfolio', 'paper_venue', 'weights')")
+    conn.close()
+    changed = ffe_env(FFE_VENUE__STARTING_CASH="50000")
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", BARS, env=changed, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "venue.starting_cash" not in proc.stderr  # nothing overridden: the account takes it
+    assert db_value(db, "SELECT value FROM kv WHERE key = 'paper_starting_cash'") == "50000.0"
+    assert db_value(db, "SELECT COUNT(*) FROM fills") > 0
+    assert books_cash(tmp_path) == pytest.approx(cash_of_the_fills(tmp_path, 50_000.0), rel=1e-12)
+    doctor = run_ffe(tmp_path, "doctor", env=changed)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3", env=changed)
+    assert again.returncode == 0 and "DRAWDOWN" not in again.stderr, again.stderr
+
