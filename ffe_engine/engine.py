@@ -426,8 +426,8 @@ class Engine:
                 day = counted_in if counted_in is not None else entry_day_of(ts)
                 self._entries_before[day] = self._entries_before.get(day, 0) + 1
             self._count_entries_before()
-        if self.sim_venue is not None and self.profile.resumable:
-            found.append(await self._own_starting_cash())
+        if self.sim_venue is not None:
+            found.append(await self._own_starting_cash(saved_books))
         # Cash is what the fills say it is: the starting cash plus every sale less every purchase and every fee
         # paid in cash (a fee taken in coins is not).
         flows = await self.store.cash_flows()
@@ -621,16 +621,23 @@ class Engine:
                 self.sim_venue.resume_at(reached - decided_tf)
         return overrides.market(self.settings.market.seed, saved) if saved else None
 
-    async def _own_starting_cash(self) -> Override | None:
+    async def _own_starting_cash(self, saved_books: Any) -> Override | None:
         """A paper account's own starting cash, taken for its books: stored at its first start (the first of an ffe
-        that stores it takes the configured figure it ran with), and kept over a `venue.starting_cash` changed
-        since, which applies to a fresh data directory: the simulated exchange's balances go on from it too."""
+        that stores it takes the configured figure it ran with; a backtest run's, for `ffe doctor`), and kept over
+        a `venue.starting_cash` changed since, which applies to a fresh data directory: the simulated exchange's
+        balances go on from it too. An account with no books and no simulated exchange's book yet (a first start
+        killed at once) is fresh still: it takes the configured figure."""
         configured = self.settings.venue.starting_cash
         saved = await self.store.get_kv(STARTING_CASH_KEY)
-        if saved is None:
-            await self.store.put_kv(STARTING_CASH_KEY, configured, self.clock.wall())
+        fresh = saved_books is None and await self.store.get_kv("paper_venue") is None
+        if saved is None or fresh:
+            if saved != configured:
+                await self.store.put_kv(STARTING_CASH_KEY, configured, self.clock.wall())
             return None
-        self.portfolio.starting_cash = float(saved)  # a finite number: the start's record checks (bookshapes)
+        own = self.portfolio.starting_cash = float(saved)  # a finite number: the start's record checks (bookshapes)
+        if saved_books is None:  # nothing booked yet (an order placed, then a kill): the books begin at it too
+            pf = self.portfolio
+            pf.cash = pf.peak_equity = pf.day_start_equity = own
         return overrides.starting_cash(configured, saved)
 
     async def _load_weights(self) -> Override | None:
