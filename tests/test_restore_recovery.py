@@ -14,7 +14,7 @@ from ffe_engine import backup as bk
 from ffe_engine.model import EngineState
 from ffe_engine.restore import restore
 from ffe_engine.store import RESTORED_KEY
-from live_helpers import BTC, fx, live_settings, next_bar, rows, stored_events  # noqa: F401
+from live_helpers import BTC, fx, live_settings, next_bar, reconcile_twice, rows, stored_events  # noqa: F401
 
 ALL_ORDERS = "GET /api/v3/allOrders"
 
@@ -149,3 +149,43 @@ async def test_the_first_start_after_a_restore_takes_the_day_s_figures_from_the_
         expected = start_of_day if backup_day == "today" else e.portfolio.equity()
         assert e.portfolio.day_start_equity == pytest.approx(expected, rel=2e-3)
         assert e.state is EngineState.RUNNING
+
+
+@pytest.mark.parametrize("since", ["sold", "bought"])
+async def test_bars_before_the_recovery_of_a_restore_take_no_peak_or_drawdown_from_the_books_it_lacks(
+        tmp_path, fx, since):
+    # The exchange's order history unreadable at the first start after a restore: until the recovery, the books hold
+    # the exchange's cash with the backup's positions. Bars that closed meanwhile took that equity for the peak (a
+    # sale since the backup: its proceeds and the coins it sold both counted) or the deepest drawdown (a buy: the
+    # cash it paid, without what it bought); after the recovery every entry was refused for a drawdown that never
+    # was, or the profit view said one.
+    risk = {"max_open_positions": 10, "max_position_pct": 100.0, "max_concentration_pct": 100.0,
+            "max_var_pct": 100.0}
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False}, risk=risk)
+    async with engine_session(settings, live=True) as running:
+        await buy(running.engine, fx, 0.1)
+    archive = bk.take_stopped(settings, tmp_path / "backups", time.time()).path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        answer = await e.operator_order(BTC, "sell" if since == "sold" else "buy", 0.09 if since == "sold" else 0.15)
+        assert answer["accepted"], answer
+        true_peak = e.portfolio.peak_equity
+    restore(archive, settings, force=True, now=time.time())
+    fx.fault(ALL_ORDERS, "5xx_not_executed", times=8)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        for _ in range(3):
+            await next_bar(e, fx)
+        assert fx.pending_faults(ALL_ORDERS) == 0
+        assert await e.reconcile() == []
+        await reconcile_twice(e)  # the cash taken again from the exchange once its balances show the fills
+        pf = e.portfolio
+        assert pf.positions[BTC].quantity == pytest.approx(fx.balances["BTC"].total)
+        assert pf.cash == pytest.approx(fx.balances["USDT"].total)
+        assert pf.peak_equity == pytest.approx(true_peak, rel=5e-3)
+        assert pf.max_drawdown_pct < 2.0 and pf.drawdown_pct() < 2.0
+        await e.resume(by="test")
+        await next_bar(e, fx)
+        answer = await e.operator_order(BTC, "buy", 0.01)
+        assert answer["accepted"], answer
