@@ -281,7 +281,7 @@ class Engine:
         self._restore_pending = True
         # After a restore, until the books hold the venue's orders since the backup (_books_whole): the day begun at
         # the start, if one was, and whether the day's figures wait for them.
-        self._day_begun_at_start: int | None = None
+        self._books_day_at_start: int | None = None
         self._day_awaits_recovery = False
         self._bar_ts: int | None = None
         self._since_flush = 0
@@ -473,17 +473,15 @@ class Engine:
                 # After a restore the venue's cash holds what its orders since the backup paid and received, and
                 # the books lack their positions until the reconciliation recovers them: the day's figures wait for
                 # the whole books (_books_whole).
-                self._day_awaits_recovery = restored and saved_books is not None
+                self._day_awaits_recovery = self.portfolio.marks_held = restored and saved_books is not None
             if saved_books is None:  # the first start on this account: its books begin at what it holds
                 self.portfolio.begin_at_equity()
         # The day of DAILY_LOSS and DAILY_TRADES is the clock's UTC day from the moment the books are open, not from
         # the first bar (an operator's loss before it is the day's): the stored books' own when they are of today,
         # a new one at the equity now when they are of an earlier day, or new. Within a bar after a midnight, the
         # day before until the warm-up has marked the bar closing at it (below): its marks begin the day.
-        books_day = self.portfolio.day
+        self._books_day_at_start = self.portfolio.day
         self._roll_day(self.clock.now_ms() - self.timeframe_ms)
-        if self.portfolio.day != books_day:
-            self._day_begun_at_start = self.portfolio.day
         # A breach that was there before the restart already paused the engine, or the operator resumed it since:
         # it is not a new breach, and does not pause the engine again.
         risk = self.settings.risk
@@ -1250,19 +1248,19 @@ class Engine:
             pf.entries_today = max(pf.entries_today, self._entries_before.get(pf.day, 0))
 
     def _books_whole(self) -> bool:
-        """The books hold the venue's cash and the positions of its orders since a restored backup: a day begun at
-        the start (the books being of an earlier day) begins at this equity, and a DRAWDOWN or DAILY_LOSS breach is
-        one already there (as at any start), not a new one. Whether the books changed (to be stored)."""
+        """The books hold the venue's cash and the positions of its orders since a restored backup: their equity
+        counts for the peak and the drawdown again; a day begun since the start (the books being of an earlier day,
+        or a midnight passed meanwhile) begins at this equity; and a DRAWDOWN or DAILY_LOSS breach is one already
+        there (as at any start), not a new one. Whether the books changed (to be stored)."""
         if not self._day_awaits_recovery or self._restore_pending:
             return False
-        self._day_awaits_recovery = False
+        self._day_awaits_recovery = self.portfolio.marks_held = False
         pf, risk = self.portfolio, self.settings.risk
+        if pf.day != self._books_day_at_start:
+            pf.day_start_equity = pf.equity()
+        pf.close_bar(returns=False)  # the peak and the deepest drawdown, from the whole books
         self._dd_breached = pf.drawdown_pct() > risk.max_drawdown_pct
         self._dl_breached = pf.day_loss_pct() > risk.daily_loss_limit_pct
-        if self._day_begun_at_start is None or pf.day != self._day_begun_at_start:
-            return False
-        pf.day_start_equity = pf.equity()
-        self._dl_breached = False
         return True
 
     def _roll_day(self, ts_ms: int) -> None:
@@ -1274,7 +1272,10 @@ class Engine:
             self._dl_breached = False
 
     async def _risk_pauses(self) -> None:
-        """A DRAWDOWN or DAILY_LOSS breach pauses the engine once, when it happens."""
+        """A DRAWDOWN or DAILY_LOSS breach pauses the engine once, when it happens (not while the books are known to
+        lack positions the cash already paid for: _books_whole)."""
+        if self._day_awaits_recovery:
+            return
         r = self.settings.risk
         pf = self.portfolio
         dd = pf.drawdown_pct()

@@ -73,6 +73,9 @@ class Portfolio:
     def __init__(self, starting_cash: float, *, returns_window: int = 250, amount_step: float = 1e-8) -> None:
         self.starting_cash = starting_cash
         self.cash = starting_cash
+        # While the books are known to lack positions the cash already paid for (a restore's, until the exchange's
+        # orders since the backup are recovered): their equity is no peak and no drawdown (close_bar).
+        self.marks_held = False
         self.positions: dict[str, Position] = {}
         self.last_price: dict[str, float] = {}
         self.fees_paid = 0.0
@@ -136,6 +139,8 @@ class Portfolio:
         if returns:
             self.record_returns()
         eq = self.equity()
+        if self.marks_held:
+            return eq
         if eq > self.peak_equity:
             self.peak_equity = eq
         dd = self._drawdown_at(eq)
