@@ -106,17 +106,13 @@ def write(path: Path, entries: dict[str, dict[str, Any]],
 def rearmed(path: Path, ts: float) -> None:
     """The operator re-armed the engine: a disk that fills again (RECORDS_UNWRITABLE) is news, sent at once, and so
     is a HALTED a later start keeps from before (its window in the outbox began before `ts`: `last_rearm`)."""
-    entries = read(path)
-    entries.pop("RECORDS_UNWRITABLE", None)
-    entries[REARMED] = {"cause": "", "ts": ts}
-    write(path, entries, "a re-arm cannot be kept for the next start: a HALTED it keeps from before may not be "
-                         "paged again within alerts.window_s")
+    _mark(path, REARMED, ts, ("RECORDS_UNWRITABLE",), "a re-arm cannot be kept for the next start: a HALTED it "
+          "keeps from before may not be paged again within alerts.window_s")
 
 
 def last_rearm(path: Path) -> float | None:
     """When the engine was last re-armed, as `rearmed` kept it; None when not known."""
-    entry = read(path).get(REARMED)
-    return float(entry["ts"]) if entry is not None else None
+    return _marked(path, REARMED)
 
 
 def start_succeeded(path: Path, ts: float, *, halted: bool) -> None:
@@ -124,18 +120,28 @@ def start_succeeded(path: Path, ts: float, *, halted: bool) -> None:
     their return is news. START_FAILED is forgotten, and RECORDS_UNWRITABLE unless the engine came up HALTED: a
     restart into a disk that fills again at once is still the failure that page told, the engine still HALTED.
     When it happened is kept (START_SUCCEEDED), for the START_FAILED windows the outbox holds (`last_start`)."""
-    entries = read(path)
-    entries.pop("START_FAILED", None)
-    if not halted:
-        entries.pop("RECORDS_UNWRITABLE", None)
-    entries[START_SUCCEEDED] = {"cause": "", "ts": ts}
-    write(path, entries, "a start that succeeded cannot be kept for the next start: a failure paged before it "
-                         "may not be paged again within alerts.window_s")
+    _mark(path, START_SUCCEEDED, ts, ("START_FAILED",) if halted else ("START_FAILED", "RECORDS_UNWRITABLE"),
+          "a start that succeeded cannot be kept for the next start: a failure paged before it may not be paged "
+          "again within alerts.window_s")
 
 
 def last_start(path: Path) -> float | None:
     """When a start last got through, as `start_succeeded` kept it; None when not known."""
-    entry = read(path).get(START_SUCCEEDED)
+    return _marked(path, START_SUCCEEDED)
+
+
+def _mark(path: Path, key: str, ts: float, forgotten: tuple[str, ...], unkept: str) -> None:
+    """When `key` happened kept in the file (no alert: a moment the windows are measured against), the keys it
+    ends forgotten; `unkept`: what is lost if the file cannot be written (logged)."""
+    entries = read(path)
+    for gone in forgotten:
+        entries.pop(gone, None)
+    entries[key] = {"cause": "", "ts": ts}
+    write(path, entries, unkept)
+
+
+def _marked(path: Path, key: str) -> float | None:
+    entry = read(path).get(key)
     return float(entry["ts"]) if entry is not None else None
 
 

@@ -26,17 +26,22 @@ def _labels(text: str, side: str) -> list[float]:
     return [float(m.group(1).replace(",", "")) for line in text.splitlines() if (m := tick.search(line))]
 
 
-@pytest.mark.parametrize("equity", [9_894.50, 0.0, 123_456_789.0], ids=["account", "nothing", "large"])
-async def test_a_flat_equity_is_labelled_with_its_own_value(equity):
-    state = ConsoleState(["BTC/USDT"])
-    state.prices["BTC/USDT"].extend(60_000 + (i % 7) * 50 for i in range(120))
-    state.equity.extend([equity] * 120)
+async def drawn(symbol: str, prices: list[float], equity: list[float]) -> str:
+    """The chart of these series, as the console draws it."""
+    state = ConsoleState([symbol])
+    state.prices[symbol].extend(prices)
+    state.equity.extend(equity)
     app = ChartApp()
     async with app.run_test(size=(100, 16)) as pilot:
         chart = app.query_one(ChartPane)
-        chart.show(state, "BTC/USDT")
+        chart.show(state, symbol)
         await pilot.pause()
-        text = chart.render().plain
+        return chart.render().plain
+
+
+@pytest.mark.parametrize("equity", [9_894.50, 0.0, 123_456_789.0], ids=["account", "nothing", "large"])
+async def test_a_flat_equity_is_labelled_with_its_own_value(equity):
+    text = await drawn("BTC/USDT", [60_000 + (i % 7) * 50 for i in range(120)], [equity] * 120)
     right = _labels(text, "right")
     assert len(right) >= 2, text
     # Every label on the equity's axis within a thousandth of it (or of 1 around nothing).
@@ -47,15 +52,7 @@ async def test_a_flat_equity_is_labelled_with_its_own_value(equity):
 
 
 async def test_flat_prices_are_labelled_with_their_own_value():
-    state = ConsoleState(["BTC/USDT"])
-    state.prices["BTC/USDT"].extend([60_473.8] * 50)
-    state.equity.extend(10_000 + i for i in range(50))
-    app = ChartApp()
-    async with app.run_test(size=(100, 16)) as pilot:
-        chart = app.query_one(ChartPane)
-        chart.show(state, "BTC/USDT")
-        await pilot.pause()
-        text = chart.render().plain
+    text = await drawn("BTC/USDT", [60_473.8] * 50, [10_000 + i for i in range(50)])
     left = _labels(text, "left")
     assert len(left) >= 2 and all(abs(v - 60_473.8) <= 60.5 for v in left), (left, text)
 
@@ -63,15 +60,6 @@ async def test_flat_prices_are_labelled_with_their_own_value():
 @pytest.mark.parametrize("base", [0.00001, 0.1], ids=["a coin priced in hundred-thousandths", "a coin at 0.1"])
 async def test_a_low_priced_coin_that_moves_is_drawn_on_its_own_range(base):
     # Taken for flat (a range under 0.005 whatever its price) it was drawn as a line at 0 on a band of +-0.5.
-    state = ConsoleState(["PEPE/USDT"])
-    state.prices["PEPE/USDT"].extend(base * (1 + 0.03 * ((i % 9) - 4) / 4) for i in range(90))
-    state.equity.extend([10_000.0] * 90)
-    app = ChartApp()
-    async with app.run_test(size=(100, 16)) as pilot:
-        chart = app.query_one(ChartPane)
-        chart.show(state, "PEPE/USDT")
-        await pilot.pause()
-        text = chart.render().plain
+    text = await drawn("PEPE/USDT", [base * (1 + 0.03 * ((i % 9) - 4) / 4) for i in range(90)], [10_000.0] * 90)
     left = _labels(text, "left")
     assert len(left) >= 2 and max(left) - min(left) <= base * 0.2 and min(left) > 0, (left, text)
-
