@@ -2426,7 +2426,7 @@ def chain_head_of(value: Any) -> ChainHead | None:
 # order path stores its own for orders): a start within it sends nothing.
 REQUEST_HOLD_KEY = "venue_request_hold_until"
 BACKTEST_RECORDS_KEY = "backtest_records"  # a backtest run's record level, in its own database
-SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY, "paper_starting_cash")
+SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY, STARTING_CASH_KEY)
 
 
 def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | None:
