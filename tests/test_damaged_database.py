@@ -283,6 +283,12 @@ DAMAGED_RECORDS = {
     "fill_fee_in_coins_not_a_number": (
         "UPDATE fills SET fee_base = '0.0x' WHERE id = (SELECT MIN(id) FROM fills)", "fee_base '0.0x'"),
     "fill_side_unknown": ("UPDATE fills SET side = 'Sell' WHERE id = (SELECT MIN(id) FROM fills)", "side 'Sell'"),
+    # The figures the cash is rebuilt from (fee less what of it the coins paid): a million from nowhere otherwise.
+    "fill_fee_below_zero": ("UPDATE fills SET fee = -1000000 WHERE id = (SELECT MIN(id) FROM fills)", "fee -1000000"),
+    "fill_fee_value_beyond_its_fee": (
+        "UPDATE fills SET fee_base_value = 1000000 WHERE id = (SELECT MIN(id) FROM fills)", "fee_base_value 1000000"),
+    "fill_fee_value_not_a_number": (
+        "UPDATE fills SET fee_base_value = 'abc' WHERE id = (SELECT MIN(id) FROM fills)", "fee_base_value 'abc'"),
 }
 
 
