@@ -408,7 +408,6 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
               ("SELECT client_order_id, side, reason, intent, status, quantity, filled FROM orders" + live,
                _order_damage),
               ("SELECT approval_id, intent, gates, status FROM approvals" + pending, _approval_damage)]
-    checks.append((_SQL_FILL_FIGURES, _fill_damage))
     if not every:
         # Rows that contradict each other (edited by hand, a bad merge): a start rebuilds the books from the fills,
         # and would hold money or coins that never were. (`ffe doctor` checks the fills, with their events, and the
@@ -419,18 +418,23 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
     return checks + ([_lost_record_check(key) for key in _WRITTEN_BEFORE] if account else [])
 
 
-# Every fill, as the books are rebuilt from them (a start sums them into the cash and the positions).
-_SQL_FILL_FIGURES = "SELECT id, side, quantity, price, fee, fee_base FROM fills"
-
-
-def _fill_damage(r: tuple[Any, ...]) -> str | None:
-    where = f"table fills, fill {r[0]}"
-    if r[1] not in _KNOWN["a side"]:
-        return unreadable(where, "side", r[1], "a side")
-    for column, raw, above_zero in (("quantity", r[2], True), ("price", r[3], True), ("fee", r[4], False),
-                                    ("fee_base", r[5], False)):
-        if not bookshapes.NUMBER.test(raw) or (above_zero and raw <= 0):
-            return unreadable(where, column, raw, "a number above 0" if above_zero else "a number")
+def fills_damage(conn: sqlite3.Connection) -> str | None:
+    """The first fill whose figures are not what ffe writes, or None: the books are rebuilt from them (a start sums
+    them into the cash and the positions). A quantity and a price above 0; a fee, the coins a fee took (`fee_base`)
+    and their value in cash (`fee_base_value`, a part of the fee; from schema 3 on) 0 or more."""
+    valued = "fee_base_value" in {r[1] for r in conn.execute("PRAGMA table_info(fills)")}
+    sql = f"SELECT id, side, quantity, price, fee, fee_base, {'fee_base_value' if valued else '0.0'} FROM fills"
+    for fill_id, side, *figures in conn.execute(sql):
+        where = f"table fills, fill {fill_id}"
+        if side not in _KNOWN["a side"]:
+            return unreadable(where, "side", side, "a side")
+        for column, raw, above_zero in zip(("quantity", "price", "fee", "fee_base", "fee_base_value"), figures,
+                                           (True, True, False, False, False)):
+            if not bookshapes.NUMBER.test(raw) or raw < 0 or (above_zero and raw == 0):
+                return unreadable(where, column, raw, "a number above 0" if above_zero else "a number from 0 up")
+        fee, value = figures[2], figures[4]
+        if value > fee + 1e-9 * fee + 1e-12:
+            return f"{where}: fee_base_value {value!r} is more than its fee {fee!r}, of which it is a part"
     return None
 
 
@@ -756,7 +760,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
                     problem = judge(tuple(row))
                     if problem is not None:
                         raise damaged_database(path, problem)
-            problem = positions_damage(conn)
+            problem = fills_damage(conn) or positions_damage(conn)
             if problem is not None:
                 raise damaged_database(path, problem)
     except sqlite3.DatabaseError as exc:
@@ -2302,15 +2306,15 @@ class Records:
         problem = schema_damage(self.schema_version(), self._q(_SQL_COLUMNS))
         if problem is not None:
             return problem
-        for sql, judge in record_checks(every=True, account=account):
-            try:
+        try:
+            for sql, judge in record_checks(every=True, account=account):
                 for row in self.conn.execute(sql):
                     problem = judge(tuple(row))
                     if problem is not None:
                         return problem
-            except sqlite3.DatabaseError as exc:
-                raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
-        return None
+            return fills_damage(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
 
     def books_damage(self) -> str | None:
         """Rows that contradict each other where a start rebuilds the books from them (a fill of an order the journal
