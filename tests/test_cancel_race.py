@@ -58,3 +58,18 @@ async def test_the_time_for_a_cancel_counts_from_the_answer_of_an_order_on_the_w
     cid = (await submit).order.client_order_id
     assert report.cancelled == [cid] and report.failed == [], report
     assert [(o.client_id, o.status) for o in fx.orders] == [(cid, "CANCELED")]
+
+
+async def test_a_cancel_and_its_lookup_that_both_fail_say_both_errors_whole(fx, make_desk):  # noqa: F811
+    # The exchange failing both: the report cut the two errors at 160 characters, inside the lookup's own (the
+    # operator read "its lookup failed: binance fetch_or"). Each keeps its start and its end.
+    desk = await make_desk()
+    cid = (await desk.buy(type="limit", price=20_000.0)).order.client_order_id  # rests: far below the market
+    fx.fault("DELETE /api/v3/order", "5xx_not_executed", times=5)
+    fx.fault("GET /api/v3/order", "5xx_not_executed", times=5)
+    report = await desk.path.cancel_all()
+    [failed] = report.failed
+    assert failed["client_order_id"] == cid
+    cancel, _, lookup = failed["error"].partition("; its lookup failed: ")
+    assert cancel.startswith("binance cancel_order") and lookup.startswith("binance fetch_order"), failed["error"]
+    assert "ExchangeNotAvailable" in lookup, failed["error"]  # what the lookup met, not only that it failed
