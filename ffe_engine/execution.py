@@ -996,7 +996,10 @@ class OrderPath:
                     return await self._cancel_held(o, lookup.retry_after)
                 # Refused, and not looked up: the order may still be open there (an exchange answers "unknown" for a
                 # while of an order it has), so not known to be done.
-                return await self._cancel_again(o, f"{exc}; its lookup failed: {lookup}"[:160])
+                # Each error kept at both ends (what was asked, of what order, and the exchange's answer), neither
+                # cut inside the other.
+                return await self._cancel_again(o, f"{fmt.ends(str(exc), 200)}; its lookup failed: "
+                                                   f"{fmt.ends(str(lookup), 200)}")
             if vo is None:
                 if o.status is OrderStatus.IN_DOUBT:
                     # Not placed yet, or never: the request may still reach the venue within the settle window.
@@ -1010,8 +1013,8 @@ class OrderPath:
                 try:
                     listed = await self._listed(o)
                 except (BreakerOpen, VenueError, VenueUnavailable) as lookup:
-                    return await self._cancel_again(
-                        o, f"the venue did not find it, and its open orders could not be read: {lookup}"[:160])
+                    return await self._cancel_again(o, "the venue did not find it, and its open orders could not be "
+                                                       f"read: {fmt.ends(str(lookup), 200)}")
                 if listed is not None:  # open at the venue all the same: its word, and no cancel of it done
                     await self._apply(o, listed)
                     self._unread.add(o.client_order_id)
@@ -1022,7 +1025,7 @@ class OrderPath:
                 return _end_of(o)
             if vo.status == "open":
                 await self._apply(o, vo)
-                return await self._cancel_again(o, str(exc)[:160])
+                return await self._cancel_again(o, fmt.ends(str(exc), 200))
         assert vo is not None  # cancel_order answers an order; a lookup's None returned above
         await self._apply(o, vo)
         if o.status.final:
