@@ -249,6 +249,7 @@ class FakeBinance:
         self.prices: dict[str, float] = {s: info["price"] for s, info in LISTINGS.items()}
         self.orders: list[FakeOrder] = []
         self.requests: list[Recorded] = []
+        self.on_request: Callable[[Recorded], None] | None = None  # called as each request arrives, before its answer
         self.down = False
         self.down_status: int | None = None
         # klines and tickers use this clock (ms); signatures are always checked against the real time
@@ -394,6 +395,8 @@ class FakeBinance:
             params.update(parse_qsl(body, keep_blank_values=True))
         rec = Recorded(request.method, request.path, params)
         self.requests.append(rec)
+        if self.on_request is not None:
+            self.on_request(rec)
         if self.down:
             rec.fault = "down"
             if self.down_status is None:

@@ -427,6 +427,26 @@ async def test_a_ban_or_a_request_limit_on_an_order_holds_every_request_to_the_v
     assert len(fx.requests) == sent + 1
 
 
+async def test_a_request_ccxt_paced_past_a_retry_after_another_got_meanwhile_is_not_sent(fx, waits):
+    """A request waits its turn in ccxt's pacing after the hold was looked at: a lookup asked while an order was on
+    the wire went out just after the order's answer, a 429 -1003 covering every request (Binance lengthens a ban for
+    each one sent during it). The hold is looked at again as the request leaves: not sent."""
+    v = CcxtVenue(exchange_settings(fx, rate_limit_ms=150), [BTC, ETH], read_attempts=1, sleep=waits)
+    v.reads.monotonic = waits.now
+    await v.connect()
+    try:
+        fx.fault(POST_ORDER, "429", retry_after=600)
+        order = asyncio.ensure_future(v.create_order(buy("p-1")))
+        await asyncio.sleep(0)  # the order asked first: ccxt sends it, and paces what is asked after it
+        lookup = asyncio.ensure_future(v.fetch_order("p-1", BTC))
+        answers = await asyncio.gather(order, lookup, return_exceptions=True)
+        assert all(isinstance(a, VenueUnavailable) for a in answers), answers
+        assert not answers[1].sent and answers[1].retry_after, answers[1]
+        assert fx.requests_to(POST_ORDER) and not fx.requests_to("GET /api/v3/order")
+    finally:
+        await v.close()
+
+
 async def test_an_order_count_limit_on_an_order_leaves_every_other_request_free(fx, venue, waits):
     """Binance's 429 -1015 ("Too many new orders") is the account's limit on new orders, seconds up to a day long:
     it holds no read, lookup or cancel (the order path holds the orders)."""
@@ -478,13 +498,11 @@ async def test_a_retry_waits_out_a_longer_retry_after_another_request_got_before
     """Another request is given Retry-After 3 s while this one is on the wire; this one's own answer is a 429 with
     Retry-After 1 s. Its retry waits for the longer hold, not only its own: nothing is sent before it ends."""
     fx.fault("GET /api/v3/account", "429", retry_after=1)
-    read = venue.exchange.fetch_balance
 
-    async def meanwhile_banned(*args, **kwargs):
-        if not waits.seconds:
+    def meanwhile_banned(rec) -> None:
+        if rec.route == "GET /api/v3/account" and not waits.seconds:
             venue.reads.hold(3.0)  # another request's 429, answered while this one is on the wire
-        return await read(*args, **kwargs)
 
-    venue.exchange.fetch_balance = meanwhile_banned
+    fx.on_request = meanwhile_banned
     assert (await venue.fetch_balance())["USDT"] == 10_000.0
     assert sum(waits.seconds) == pytest.approx(3.0), waits.seconds
