@@ -451,11 +451,26 @@ class CcxtVenue:
         self.exchange.logger = _RedactingLogger(logging.getLogger(__name__ + ".http"), self._secrets)
         self.reads = ReadRetry(self.exchange, self.name, self._secrets, attempts=read_attempts, backoff_s=backoff_s,
                                max_backoff_s=max_backoff_s, max_retry_after_s=max_retry_after_s, sleep=sleep)
+        self._hold_every_send()
         self._markets: dict[str, MarketInfo] = {}
         self._exchange_ids: dict[str, str] = {}  # client order id -> exchange order id, as learnt
         self._fees_left_out: set[str] = set()  # currencies fees were paid in that the books do not count
         self._trades_behind: set[str] = set()  # orders whose trades were last seen short of their fill
         self._said: dict[tuple[str, str], None] = {}  # (warning, client order id) said, oldest first
+
+    def _hold_every_send(self) -> None:
+        """The exchange's Retry-After looked at again as each request leaves ccxt, not only before it is asked: one
+        that waited its turn in ccxt's pacing meanwhile (a lookup asked while an order was on the wire, the order
+        answered 429 -1003) is not sent, as the exchange lengthens a ban for every request sent during it (a short
+        hold is waited out, as before asking)."""
+        send = self.exchange.fetch
+        reads = self.reads
+
+        async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+            await reads.wait_hold(f"{method} request")
+            return await send(url, method, headers, body)
+
+        self.exchange.fetch = fetch
 
     # -- the exchange's Retry-After, across restarts ---------------------------------------------------------------
     def requests_held_until(self) -> float | None:
