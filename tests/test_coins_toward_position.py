@@ -155,6 +155,25 @@ async def test_an_outage_is_nothing_to_accept_and_a_resume_stays_refused_until_t
     assert not [r for r in stored_events(settings.db_path, "reconcile") if r["status"] == "accepted"]
 
 
+async def test_an_accept_whose_balance_read_fails_takes_no_difference_of_the_balances(tmp_path, fx):
+    """The exchange goes down during the accept itself, after a reconciliation that reached it found the cash short:
+    the accept took the difference without reading a balance (no new baseline), and a resume then traded on books
+    nobody had compared. Nothing is accepted; once the exchange answers the accept goes through."""
+    settings = strategy_settings(tmp_path, fx, **TABLES)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        fx.balances["USDT"].free -= 250.0  # a withdrawal
+        await reconcile_twice(e)
+        assert "cash" in [d["kind"] for d in e.reconcile_blocked], e.reconcile_blocked
+        fx.down, fx.down_status = True, 503
+        with pytest.raises(Exception, match="nothing accepted: the exchange's balances could not be read"):
+            await e.accept_reconcile(by="test")
+        assert "cash" in [d["kind"] for d in e.reconcile_blocked]  # held still
+        fx.down = False
+        assert await e.accept_reconcile(by="test")
+        assert await reconcile_twice(e) == []
+
+
 def one_refusal(run) -> str:
     """The one line a refused `ffe ctl` printed (exit 1)."""
     assert run.proc.returncode == 1, run.stdout + run.stderr
