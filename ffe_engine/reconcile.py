@@ -592,6 +592,10 @@ class Reconciler:
             if own_coins:
                 raise ControlError("nothing accepted: the exchange's balances could not be read, and --own-coins "
                                    "takes what left from them; accept again once it answers")
+            if any(d.get("kind") in BALANCE_KINDS for d in differences):
+                # A difference in the balances is accepted by taking them as the new baseline: unread, nothing is.
+                raise ControlError("nothing accepted: the exchange's balances could not be read, and the differences "
+                                   "are in them; accept again once it answers")
             return Acceptance(None, records)
         new = self._new_baseline(balances)
         if own_coins:  # the operator's word that coins of theirs left: it lowers a baseline, never raises one
