@@ -59,7 +59,7 @@ from .config import Settings
 from .errors import FfeError, UsageError, first_problem
 from .model import APPROVAL_PENDING, EngineState, OrderStatus, trail_disagrees
 from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, Records, check_files,
-                    events_end, lost_database, position_differs, state_unsaid)
+                    events_end, lost_database, position_differs, replay_positions, state_unsaid)
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 # client_order_id, symbol, side, qty, price, fee, fee_base, fee_base_value
@@ -371,21 +371,10 @@ def _check_closed_trades(trades: list[Any], closed_events: list[bytes], db: Path
 
 
 # ------------------------------------------------------------------------------------------------ the book
-def _replay(fills: list[FillRow]) -> dict[str, float]:
-    """Positions from the fills, as the portfolio applies them (a fee in coins makes the position smaller)."""
-    held: dict[str, float] = {}
-    for _cid, symbol, side, qty, _price, _fee, fee_base, _value in fills:
-        q = held.get(symbol, 0.0)
-        held[symbol] = q + qty - fee_base if side == "buy" else q - min(q, qty + fee_base)
-    return held
-
-
-def _moved(fills: list[FillRow]) -> dict[str, float]:
-    """The quantities each symbol's fills moved, summed: the scale of the rounding their sum may leave."""
-    moved: dict[str, float] = {}
-    for _cid, symbol, _side, qty, _price, _fee, fee_base, _value in fills:
-        moved[symbol] = moved.get(symbol, 0.0) + abs(qty) + abs(fee_base)
-    return moved
+def _replay(fills: list[FillRow]) -> tuple[dict[str, float], dict[str, float]]:
+    """Positions from the fills, as the portfolio applies them, and what each symbol's fills moved
+    (store.replay_positions)."""
+    return replay_positions((symbol, side, qty, fee_base) for _cid, symbol, side, qty, _p, _f, fee_base, _v in fills)
 
 
 def _close(a: float, b: float, rel: float = 1e-9, floor: float = 1e-9) -> bool:
@@ -394,7 +383,7 @@ def _close(a: float, b: float, rel: float = 1e-9, floor: float = 1e-9) -> bool:
 
 def _check_positions(records: Records, fills: list[FillRow], db: Path) -> dict[str, float]:
     stored = records.positions()
-    replayed, moved = _replay(fills), _moved(fills)
+    replayed, moved = _replay(fills)
     for symbol in sorted(set(stored) | set(replayed)):
         if position_differs(stored.get(symbol, 0.0), replayed.get(symbol, 0.0), moved.get(symbol, 0.0)):
             raise Violation(f"{db}: position {symbol} is {stored.get(symbol, 0.0):.10g}, the fills make it "
@@ -418,7 +407,7 @@ def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], 
     if not _close(book["cash"], cash, rel=1e-9, floor=1e-6):
         raise Violation(f"{db}: stored cash {book['cash']:.8f}, the fills make it {cash:.8f}")
     prices: dict[str, Any] = book.get("last_price", {})
-    replayed = _replay(fills)
+    replayed, _ = _replay(fills)
     stored_equity = book["cash"] + sum(q * prices.get(s, 0.0) for s, q in held.items())
     rebuilt_equity = cash + sum(q * prices.get(s, 0.0) for s, q in replayed.items())
     if not _close(stored_equity, rebuilt_equity, rel=1e-9, floor=1e-6):

@@ -412,7 +412,7 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
         # Rows that contradict each other (edited by hand, a bad merge): a start rebuilds the books from the fills,
         # and would hold money or coins that never were. (`ffe doctor` checks the fills, with their events, and the
         # positions itself, saying more of what differs.)
-        checks += [(_SQL_FILL_WITHOUT_ORDER, _fill_without_order), (_SQL_FILLED_NOT_ITS_FILLS, _filled_not_its_fills)]
+        checks += _CONTRADICTIONS
     if every:  # market time that went back: nothing a start restores, so what `ffe doctor` and a backup check
         checks += [(_SQL_TRADE_BEFORE_OPEN, _trade_time_damage), (_SQL_BAR_BACK_IN_TIME, _bar_time_damage)]
     return checks + ([_lost_record_check(key) for key in _WRITTEN_BEFORE] if account else [])
@@ -455,31 +455,33 @@ def _filled_not_its_fills(r: tuple[Any, ...]) -> str:
     return f"table orders, order {r[0]}: filled {r[1]:.10g}, its fills add up to {r[2]:.10g}"
 
 
-def positions_damage(conn: sqlite3.Connection) -> str | None:
-    """A fill the books cannot be rebuilt from (a side or a quantity that is not one), or a position that is not
-    what the fills make it, as the portfolio applies them in order (a fee taken in coins makes a position smaller;
-    a sale never takes it below nothing): the first, or None."""
+_CONTRADICTIONS = [(_SQL_FILL_WITHOUT_ORDER, _fill_without_order), (_SQL_FILLED_NOT_ITS_FILLS, _filled_not_its_fills)]
+
+
+def replay_positions(fills: Iterable[tuple[str, str, float, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """The positions the fills (symbol, side, quantity, fee_base; in the order recorded) make, as the portfolio
+    applies them (a fee taken in coins makes a position smaller; a sale never takes it below nothing), and the
+    quantities each symbol's fills moved, summed: the scale of the rounding their sum may leave
+    (position_differs)."""
     held: dict[str, float] = {}
     moved: dict[str, float] = {}
-    for fill_id, symbol, side, qty, fee_base in conn.execute(_SQL_FILLS_IN_ORDER):
-        where = f"table fills, fill {fill_id}"
-        if side not in _KNOWN["a side"]:
-            return unreadable(where, "side", side, "a side")
-        for column, raw in (("quantity", qty), ("fee_base", fee_base)):
-            if not bookshapes.NUMBER.test(raw):
-                return unreadable(where, column, raw, "a number")
+    for symbol, side, qty, fee_base in fills:
         q = held.get(symbol, 0.0)
         held[symbol] = q + qty - fee_base if side == "buy" else q - min(q, qty + fee_base)
         moved[symbol] = moved.get(symbol, 0.0) + abs(qty) + abs(fee_base)
+    return held, moved
+
+
+def positions_damage(conn: sqlite3.Connection) -> str | None:
+    """A position that is not what the fills make it (replay_positions), or None. The fills' figures are checked
+    first (fills_damage)."""
+    held, moved = replay_positions(conn.execute("SELECT symbol, side, quantity, fee_base FROM fills ORDER BY id"))
     stored = {str(symbol): float(qty) for symbol, qty in conn.execute("SELECT symbol, quantity FROM positions")}
     for symbol in sorted(set(stored) | set(held)):
         a, b = stored.get(symbol, 0.0), held.get(symbol, 0.0)
         if position_differs(a, b, moved.get(symbol, 0.0)):
             return f"table positions, position {symbol}: {a:.10g}, its fills make it {b:.10g}"
     return None
-
-
-_SQL_FILLS_IN_ORDER = "SELECT id, symbol, side, quantity, fee_base FROM fills ORDER BY id"
 
 
 def position_differs(stored: float, replayed: float, moved: float) -> bool:
@@ -2319,10 +2321,9 @@ class Records:
     def books_damage(self) -> str | None:
         """Rows that contradict each other where a start rebuilds the books from them (a fill of an order the journal
         lacks, an order's filled not its fills' sum, a position not what the fills make it): the start refuses them,
-        and so does a backup's verify."""
+        and so does a backup's verify. After `damage`, which checks the fills' figures."""
         try:
-            for sql, judge in ((_SQL_FILL_WITHOUT_ORDER, _fill_without_order),
-                               (_SQL_FILLED_NOT_ITS_FILLS, _filled_not_its_fills)):
+            for sql, judge in _CONTRADICTIONS:
                 for row in self.conn.execute(sql):
                     return judge(tuple(row))
             return positions_damage(self.conn)

@@ -13,7 +13,7 @@ import pytest
 
 from ffe_engine.model import Fill, MarketInfo, Side, floor_to_step
 from ffe_engine.portfolio import Portfolio
-from ffe_engine.store import positions_damage
+from ffe_engine.store import fills_damage, positions_damage
 
 SYMBOL = "PEPE/USDT"
 
@@ -61,10 +61,12 @@ def test_the_books_rounding_is_no_damage_whatever_the_quantities(step, quantitie
 def test_a_position_off_its_fills_by_more_than_rounding_is_still_found():
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE fills (id INTEGER PRIMARY KEY AUTOINCREMENT, symbol TEXT, side TEXT, quantity REAL, "
-                 "fee_base REAL)")
+                 "price REAL, fee REAL, fee_base REAL, fee_base_value REAL)")
     conn.execute("CREATE TABLE positions (symbol TEXT PRIMARY KEY, quantity REAL)")
-    conn.execute("INSERT INTO fills (symbol, side, quantity, fee_base) VALUES ('PEPE/USDT', 'buy', 1e7, 1e4)")
+    conn.execute("INSERT INTO fills (symbol, side, quantity, price, fee, fee_base, fee_base_value) "
+                 "VALUES ('PEPE/USDT', 'buy', 1e7, 1e-5, 0.1, 1e4, 0.1)")
     conn.execute("INSERT INTO positions VALUES ('PEPE/USDT', 9990000.1)")  # a tenth of a coin more
+    assert fills_damage(conn) is None
     assert positions_damage(conn) == "table positions, position PEPE/USDT: 9990000.1, its fills make it 9990000"
-    conn.execute("UPDATE fills SET side = 'Sell'")
-    assert positions_damage(conn) == "table fills, fill 1: side 'Sell' is not a side"
+    conn.execute("UPDATE fills SET side = 'Sell'")  # found by the fills' own check, which runs first
+    assert fills_damage(conn) == "table fills, fill 1: side 'Sell' is not a side"
