@@ -161,6 +161,9 @@ async def test_bars_before_the_recovery_of_a_restore_take_no_peak_or_drawdown_fr
     # was, or the profit view said one.
     risk = {"max_open_positions": 10, "max_position_pct": 100.0, "max_concentration_pct": 100.0,
             "max_var_pct": 100.0}
+    # The marks held still: the equity the books should hold moves only by the fees, whatever the time of day (the
+    # fake's price path follows the wall clock, and a peak set by the market after the recovery is a true one).
+    fx.price_path = lambda symbol, ts: 30_000.0
     settings = live_settings(tmp_path, fx, engine={"live_start_paused": False}, risk=risk)
     async with engine_session(settings, live=True) as running:
         await buy(running.engine, fx, 0.1)
