@@ -19,6 +19,7 @@ import pytest
 
 from conftest import engine_session
 from fake_exchange import Balance, FakeBinance, binance_client
+from ffe_engine import fmt
 from ffe_engine.control import request
 from ffe_engine.errors import FfeError
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
@@ -587,6 +588,29 @@ async def test_a_cancel_asked_of_an_order_in_doubt_holds_across_a_restart(tmp_pa
     assert fx.orders_with(cid) == []
     assert rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,)) == [
         ("canceled", "absent at the venue")]
+
+
+async def test_a_cancel_that_finds_its_order_in_doubt_filled_says_what_filled(tmp_path, fx):
+    # The order executed and its answer was lost: the cancel learns from its lookup that it filled. The operator is
+    # told what filled and at what price, as of an order that had ended before the cancel was asked (docs/cli.md).
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    fx.fault(POST_ORDER, "drop_after")
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await strategy_order(fx)
+            await in_doubt(e, cid)
+            first = await e.operator_cancel(cid)
+            again = await e.operator_cancel(cid)
+    (placed,) = fx.orders_with(cid)
+    assert placed.status == "FILLED"
+    for answer in (first, again):
+        assert not answer["cancelled"] and answer["status"] == "filled", answer
+        assert answer["reason"].startswith(f"it had filled {fmt.qty(answer['filled'])} {BTC} at "), answer
+    assert first["reason"] == again["reason"]
+    assert sends(fx, cid) == 1
+    assert_books_agree(e, fx)
 
 
 # ---------------------------------------------------------------------------------------------------- Retry-After
