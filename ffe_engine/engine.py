@@ -2181,17 +2181,14 @@ class Engine:
                 ended = await self.store.order(client_order_id)
                 if ended is None:
                     raise ControlError(f"no open order {client_order_id}")
-                return {"client_order_id": client_order_id, "symbol": ended.symbol, "cancelled": False,
-                        "status": ended.status.value, "filled": ended.filled,
-                        "reason": present.order_ended({"status": ended.status.value, "filled": ended.filled,
-                                                       "average": ended.average, "symbol": ended.symbol,
-                                                       "error": ended.error})}
+                return _cancel_answer(ended, False, _ended_text(ended))
             ok, why = await self.orders.cancel(o, by=by)
             log.info("operator cancel", client_order_id=client_order_id, by=by, cancelled=ok, reason=why or None)
             await self._persist_books()
             await self.flush()
-            return {"client_order_id": client_order_id, "symbol": o.symbol, "cancelled": ok, "reason": why,
-                    "status": o.status.value, "filled": o.filled}
+            if not ok and o.status.final:  # it had ended at the venue (its lookup said so): what it became
+                why = _ended_text(o)
+            return _cancel_answer(o, ok, why)
 
     async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = None,
                            price: float | None = None, by: str = "operator") -> dict[str, Any]:
@@ -2483,3 +2480,14 @@ async def _maybe_await(x: Any) -> Any:
     if asyncio.iscoroutine(x):
         return await x
     return x
+
+
+def _ended_text(o: Order) -> str:
+    """What an order no longer open had become, for the answer to a cancel asked of it."""
+    return present.order_ended({"status": o.status.value, "filled": o.filled, "average": o.average,
+                                "symbol": o.symbol, "error": o.error})
+
+
+def _cancel_answer(o: Order, cancelled: bool, reason: str) -> dict[str, Any]:
+    return {"client_order_id": o.client_order_id, "symbol": o.symbol, "cancelled": cancelled, "reason": reason,
+            "status": o.status.value, "filled": o.filled}
