@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BTC_CSV, assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session, ffe_cmd,
+from conftest import (BTC_CSV, ETH_CSV, assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session, ffe_cmd,
                       ffe_env, ffe_in_process, make_settings, run_ffe, sample_head, starter_config, wait_until,
                       without_permission_overrides)
 from receiver import Receiver
@@ -504,6 +504,53 @@ def test_a_report_the_disk_cannot_hold_leaves_the_previous_report_whole(tmp_path
     assert "Traceback" not in proc.stderr and "return" in proc.stdout  # the run's summary was said
     assert (tmp_path / "r.json").read_text() == previous
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["BTC-USD_1h.csv", "config.toml", "r.json"]
+
+
+def test_a_backtest_whose_records_outgrow_the_disk_stops_with_one_line(tmp_path):
+    # The records are written by the backtest's writer process: its failed write is the run's one line naming the
+    # database, as the live engine's is, never a traceback (nor one per record the run still had to write).
+    proc = run_limited(tmp_path, "backtest", "--records", "full", str(BTC_CSV), str(ETH_CSV), fsize=4_000_000,
+                       FFE_BACKTEST__CACHE_MB="0")
+    line = the_error_line(proc)
+    (run,) = (tmp_path / "data" / "backtests").iterdir()
+    assert line.startswith(f"ffe: error: {Path('data', 'backtests', run.name, 'ffe.db')}: cannot write ("), line
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def writer_of(pid: int) -> int | None:
+    """The pid of the backtest's database writer process (python -m ffe_engine.sqlwriter) started by `pid`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rpartition(")")[2].split()[1])
+            if parent == pid and b"ffe_engine.sqlwriter" in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+    return None
+
+
+@pytest.mark.parametrize("records", ["full", "summary"])
+def test_a_backtest_whose_writer_process_is_killed_stops_with_one_line(tmp_path, spawn_ffe, records):
+    # The out-of-memory killer's choice, or a kill -9: the run stops with one line that says what ended and where
+    # the records so far are, exit 1, never a traceback, never a report.
+    starter_config(tmp_path)
+    env = ffe_env(FFE_BACKTEST__CACHE_MB="0")
+    p = spawn_ffe(tmp_path, "backtest", "--records", records, str(BTC_CSV), str(ETH_CSV), env=env)
+    writer = wait_until(lambda: writer_of(p.pid), timeout=60, what="the backtest's writer process")
+    wait_until(lambda: "engine started" in p.stderr, timeout=60, what="the run under way")
+    os.kill(writer, signal.SIGKILL)
+    assert p.wait(timeout=120) == 1, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("ffe: error: ")]
+    assert len(errors) == 1 and p.stderr.rstrip().endswith(errors[0]), p.stderr[-3000:]
+    assert "writer process ended (killed by signal 9)" in errors[0], errors[0]
+    if records == "full":
+        (run,) = (tmp_path / "data" / "backtests").iterdir()
+        assert errors[0].startswith(f"ffe: error: {Path('data', 'backtests', run.name, 'ffe.db')}: "), errors[0]
+    else:
+        assert errors[0].startswith("ffe: error: the backtest's records (kept in memory): "), errors[0]
+    assert p.stdout == ""
 
 
 # ---------------------------------------------------------------------------------------------------- a file in the way
