@@ -789,6 +789,10 @@ class Engine:
         failure as reported (the first one, if the bar loop and housekeeping both met it)."""
         if isinstance(self.crashed, StorageError):
             return self.crashed
+        if not self.profile.resumable:  # a backtest: nothing trades after it, and no start comes after it to halt
+            self.crashed = exc
+            self._stop.set()
+            return exc
         stored = await self.trading.halt_unrecordable("records cannot be written", "engine")
         if stored:
             outcome = "HALTED"

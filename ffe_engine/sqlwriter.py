@@ -25,8 +25,9 @@ Frames, both ways: kind (1 byte), payload length (4 bytes, big-endian), payload.
   Answered `{"ok": true}`.
 - `Q` query: `[sql, params]`, answered `{"rows": [...], "columns": [...]}`.
 - `C` close: commit and close, answered `{"ok": true}`; the child then exits.
-Any answer may be `{"error": "..."}`: the first failed write, after which the child writes nothing more and rolls
-back the transaction it was in (what earlier flushes committed stays), or a failed read (writes go on).
+Any answer may be `{"error": "...", "file": "..."}` (what failed, and in which file: the database or the audit
+file): the first failed write, after which the child writes nothing more and rolls back the transaction it was in
+(what earlier flushes committed stays), or a failed read (writes go on).
 
 Run as `python -m ffe_engine.sqlwriter DATABASE [AUDIT_FILE]`. An audit file named `.zst` is written compressed, one
 Zstandard frame per write frame (a file of frames reads as one stream: `zstd -dc`). If the engine's process dies,
@@ -48,6 +49,7 @@ from typing import IO, Any, Iterable
 import orjson
 
 from . import records as compact
+from .errors import StorageError, storage_failure
 from .chain import GENESIS, HEAD_KEY, chained, line_hash
 
 SQL_EVENT = "INSERT INTO events (seq, ts, event, data) VALUES (?,?,?,?)"
@@ -65,8 +67,20 @@ _HEAD = struct.Struct(">cI")
 _LEN = struct.Struct(">I")
 
 
-class WriterError(sqlite3.Error):
-    """The writer process failed or reported a failed statement."""
+class WriterError(StorageError):
+    """The writer process failed or reported a failed statement: one line naming the file (the run's database, its
+    audit file) and what failed."""
+
+
+MEMORY = ":memory:"  # a summary run's database: kept in the writer's memory, no file
+
+
+def _named(path: str) -> str:
+    return "the backtest's records (kept in memory)" if path == MEMORY else path
+
+
+def _ended(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
 def open_lines_file(path: str | Path) -> int:
@@ -182,6 +196,8 @@ class WriterProcess:
         self._records: list[bytes] = []  # the records of the ops queued so far, in order
         self._unanswered = 0
         self._closed = False
+        self._path = path
+        self._failed: WriterError | None = None  # said once; every later call says it again, the close does not
 
     # ---- the connection calls the store makes (sqlthread.Connection's)
     async def execute(self, sql: str, params: Any = ()) -> Rows:
@@ -217,16 +233,20 @@ class WriterProcess:
             self._events, self._unplaced = [], []
 
     async def close(self) -> None:
+        """Commit and end the writer. After a failure already raised, only the writer is ended: the run that failed
+        has said why, once."""
         if self._closed:
             return
         self._closed = True
         try:
-            self._send_writes()
-            self._frame(b"C", [])
-            while self._unanswered:
-                self._answer()
+            if self._failed is None:
+                self._send_writes()
+                self._frame(b"C", [])
+                while self._unanswered:
+                    self._answer()
         finally:
-            self._stdin.close()
+            with contextlib.suppress(OSError):  # a writer that is gone: its end of the pipe is closed
+                self._stdin.close()
             self._proc.wait()
             self._stdout.close()
 
@@ -252,24 +272,36 @@ class WriterProcess:
             self._answer()
 
     def _frame(self, kind: bytes, parts: list[bytes]) -> None:
+        if self._failed is not None:
+            raise self._failed
         if self._proc.poll() is not None:
-            raise WriterError(f"the backtest database writer exited (code {self._proc.returncode})")
+            raise self._gone()
         parts.insert(0, _HEAD.pack(kind, sum(map(len, parts))))
         try:
             _write_all(self._stdin.fileno(), parts)
         except BrokenPipeError:
-            raise WriterError("the backtest database writer exited") from None
+            raise self._gone() from None
         self._unanswered += 1
 
     def _answer(self) -> dict[str, Any]:
         kind, payload = _read_frame(self._proc.stdout)
         if kind is None:
-            raise WriterError(f"the backtest database writer exited (code {self._proc.wait()})")
+            raise self._gone()
         self._unanswered -= 1
         reply: dict[str, Any] = orjson.loads(payload)
         if "error" in reply:
-            raise WriterError(f"backtest database: {reply['error']}")
+            name = _named(reply.get("file") or self._path)
+            if reply.get("read"):  # a failed read, as sqlite3 raises it: answered, and writes go on
+                raise sqlite3.OperationalError(reply["error"])
+            self._failed = WriterError(str(storage_failure(name, WriterError(reply["error"]))))
+            raise self._failed
         return reply
+
+    def _gone(self) -> WriterError:
+        """The writer process ended (the out-of-memory killer's choice, a kill -9): the run stops."""
+        self._failed = WriterError(f"{_named(self._path)}: the backtest's database writer process ended "
+                                   f"({_ended(self._proc.wait())}): the run stopped")
+        return self._failed
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:
@@ -435,14 +467,14 @@ def _query(conn: sqlite3.Connection, payload: bytes) -> dict[str, Any]:
         columns = [d[0] for d in cur.description] if cur.description else None
         return {"rows": _plain(cur.fetchall()), "columns": columns}
     except sqlite3.Error as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"error": str(exc), "read": True}
 
 
 def main(argv: list[str]) -> int:
     conn = sqlite3.connect(argv[0], isolation_level=None)
     child = _Child(conn, argv[1] if len(argv) > 1 else None)
     inp, out = sys.stdin.buffer.raw, sys.stdout.buffer  # type: ignore[union-attr]  # an unbuffered read end
-    error: str | None = None
+    error: dict[str, str] | None = None
     finished = False
     try:
         while True:
@@ -453,9 +485,9 @@ def main(argv: list[str]) -> int:
                 if kind == b"W":
                     if error is None:
                         _apply_writes(child, payload)
-                    _reply(out, {"error": error} if error else {"ok": True})
+                    _reply(out, error or {"ok": True})
                 elif kind == b"Q":
-                    _reply(out, {"error": error} if error else _query(conn, payload))
+                    _reply(out, error or _query(conn, payload))
                 elif kind == b"C":
                     if error is None and conn.in_transaction:
                         conn.execute("COMMIT")
@@ -463,13 +495,13 @@ def main(argv: list[str]) -> int:
                         conn.execute("PRAGMA page_size=2048")
                         conn.execute("VACUUM")
                     finished = error is None
-                    _reply(out, {"error": error} if error else {"ok": True})
+                    _reply(out, error or {"ok": True})
                     return 0
             except BrokenPipeError:
                 raise
             except Exception as exc:  # the first failure is kept and answered from then on
-                error = f"{type(exc).__name__}: {exc}"
-                _reply(out, {"error": error})
+                error = _failure(exc, argv)
+                _reply(out, error)
     except BrokenPipeError:  # the engine died while this answered: as when its input closes
         return _engine_gone(conn, error)
     finally:
@@ -478,7 +510,14 @@ def main(argv: list[str]) -> int:
             _remove_empty_journal(argv[0])
 
 
-def _engine_gone(conn: sqlite3.Connection, error: str | None) -> int:
+def _failure(exc: Exception, argv: list[str]) -> dict[str, str]:
+    """The answer that says a failed write: why, and which file (the audit file's writes are the OSErrors)."""
+    if isinstance(exc, OSError) and len(argv) > 1:
+        return {"error": exc.strerror or str(exc), "file": argv[1]}
+    return {"error": str(exc) or type(exc).__name__, "file": argv[0]}
+
+
+def _engine_gone(conn: sqlite3.Connection, error: dict[str, str] | None) -> int:
     """The engine's process is gone: what it sent is kept (unless a write failed), and the answers it can no longer
     read are dropped, so the exit's flush of them raises nothing on the terminal the engine shared."""
     if conn.in_transaction and error is None:

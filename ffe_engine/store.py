@@ -39,7 +39,7 @@ from .events import Event
 from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineState, Fill, Order, OrderReason,
                     OrderStatus, Position, Side)
 from .sqlthread import Connection
-from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterProcess, index_rows, scalar
+from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterError, WriterProcess, index_rows, scalar
 
 SCHEMA_VERSION = 5
 PIN_TRIES = 5  # a backup's read view waits at most this many rounds for every buffered event to be written
@@ -1058,7 +1058,7 @@ class Store:
                 for stmt in DECISION_INDEXES.values():
                     await self.conn.execute(stmt)
                 self._deferred_indexes = False
-            if self.batch:
+            if self.batch and self.failed is None:
                 await self.conn.execute("COMMIT")
                 self.batch = False
         finally:  # a failed write must not leave the connection (or a backtest's writer process) open
@@ -1829,6 +1829,8 @@ class _Writing:
         if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
             store.failed = storage_failure(store.path, exc)
             raise store.failed from None
+        if isinstance(exc, WriterError):  # a backtest's writer process: a failed write, or the process gone
+            store.failed = exc
 
 
 class _Tx:

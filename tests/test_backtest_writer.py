@@ -9,6 +9,7 @@ import gc
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -141,7 +142,7 @@ async def test_a_failed_statement_stops_the_run_with_the_database_error_and_keep
     o = Order(client_order_id="ffe-1", symbol="BTC/USDT", side=Side.BUY, quantity=1.0, type="market",
               reason=OrderReason.SIGNAL, venue="paper", decision_id=None, created_ts=1, updated_ts=1)
     await store.journal_order(o)
-    with pytest.raises(WriterError, match="no such table: missing_table"):
+    with pytest.raises(sqlite3.OperationalError, match="no such table: missing_table"):
         await store.query("SELECT * FROM missing_table")  # a failed read is answered; writes go on
     await store.set_engine_state("RUNNING", "after a failed read", "test", 1.0)
     await store.flush()
@@ -149,8 +150,7 @@ async def test_a_failed_statement_stops_the_run_with_the_database_error_and_keep
     with pytest.raises(WriterError, match="UNIQUE constraint failed: orders.client_order_id"):
         await store.flush()
         await store.flush()  # the answer comes at the latest with the next frame
-    with pytest.raises(WriterError, match="UNIQUE constraint failed"):
-        await store.close()
+    await store.close()  # the failure was said: the close ends the writer and says it no more
     assert db_rows(path, "SELECT client_order_id FROM orders") == [("ffe-1",)]
     assert db_rows(path, "SELECT reason FROM engine_state") == [("after a failed read",)]
 
@@ -159,11 +159,10 @@ async def test_a_writer_that_died_is_reported_not_waited_for(tmp_path):
     store = await Store.open(tmp_path / "ffe.db", backtest=True)
     store.conn._proc.kill()
     store.conn._proc.wait()
-    with pytest.raises(WriterError, match="backtest database writer exited"):
+    with pytest.raises(WriterError, match=r"ffe.db: the backtest's database writer process ended \(killed by signal"):
         await store.set_engine_state("RUNNING", "x", "test", 1.0)
         await store.flush()
-    with pytest.raises(WriterError):
-        await store.close()
+    await store.close()
 
 
 def test_when_the_engine_process_dies_the_writer_keeps_what_it_was_sent_and_exits(tmp_path):
