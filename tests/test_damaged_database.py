@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (count_events, ffe_cmd, ffe_env, ffe_in_process, run_ffe, run_ffe_paging, starter_config,
+from conftest import (count_events, db_rows, ffe_cmd, ffe_env, ffe_in_process, run_ffe, run_ffe_paging, starter_config,
                       wait_until)
 
 
@@ -326,6 +326,33 @@ def test_a_damaged_record_stops_the_start_with_one_line_and_doctor_names_it(good
     assert doctor.stdout == ""
     assert assert_one_line(doctor, "ffe.db", word), line
     assert db.read_bytes() == before
+
+
+# A fill's figures edited against its order's: the order's average and fee are what its fills make them (written in
+# one transaction), and the start rebuilds the cash from the fills.
+FILL_AGAINST_ITS_ORDER = {
+    "price_halved": ("UPDATE fills SET price = price / 2 WHERE id = (SELECT MIN(id) FROM fills)", "cost"),
+    "fee_raised": ("UPDATE fills SET fee = fee + 5 WHERE id = (SELECT MIN(id) FROM fills)", "fee"),
+}
+
+
+@pytest.mark.parametrize("damage", FILL_AGAINST_ITS_ORDER)
+def test_a_fill_whose_figures_contradict_its_order_stops_the_start_and_a_backup_s_verify(good_dir, tmp_path,
+                                                                                         damage):
+    statement, figure = FILL_AGAINST_ITS_ORDER[damage]
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    (cid,) = db_rows(db, "SELECT client_order_id FROM fills WHERE id = (SELECT MIN(id) FROM fills)")[0]
+    damage_record(db, statement)
+    before = db.read_bytes()
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", timeout=30)
+    assert_one_line(proc, "ffe.db", "damaged", f"table orders, order {cid}: ", figure, "its fills")
+    assert "engine started" not in proc.stderr, proc.stderr[-3000:]
+    assert db.read_bytes() == before
+    made = run_ffe(cwd, "backup", "--to", "backups", "--json")
+    assert made.returncode == 0, made.stderr
+    verify = run_ffe(cwd, "backup", "verify", json.loads(made.stdout)["file"])
+    assert_one_line(verify, "ffe.db", f"table orders, order {cid}: ", figure, "its fills")
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BTC_CSV, ETH_CSV, assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session, ffe_cmd,
-                      ffe_env, ffe_in_process, make_settings, run_ffe, sample_head, starter_config, wait_until,
+from conftest import (BTC_CSV, ETH_CSV, assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session,
+                      ffe_cmd, ffe_env, ffe_in_process, make_settings, run_ffe, sample_head, starter_config, wait_until,
                       without_permission_overrides)
 from receiver import Receiver
 
