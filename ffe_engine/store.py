@@ -408,11 +408,6 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
               ("SELECT client_order_id, side, reason, intent, status, quantity, filled FROM orders" + live,
                _order_damage),
               ("SELECT approval_id, intent, gates, status FROM approvals" + pending, _approval_damage)]
-    if not every:
-        # Rows that contradict each other (edited by hand, a bad merge): a start rebuilds the books from the fills,
-        # and would hold money or coins that never were. (`ffe doctor` checks the fills, with their events, and the
-        # positions itself, saying more of what differs.)
-        checks += _CONTRADICTIONS
     if every:  # market time that went back: nothing a start restores, so what `ffe doctor` and a backup check
         checks += [(_SQL_TRADE_BEFORE_OPEN, _trade_time_damage), (_SQL_BAR_BACK_IN_TIME, _bar_time_damage)]
     return checks + ([_lost_record_check(key) for key in _WRITTEN_BEFORE] if account else [])
@@ -447,6 +442,25 @@ _SQL_FILLED_NOT_ITS_FILLS = ("SELECT client_order_id, filled, got FROM (SELECT o
                              "WHERE ABS(filled - got) > 1e-12 + 1e-9 * MAX(ABS(filled), ABS(got)) LIMIT 1")
 
 
+# An order's average and fee are what its fills make them: each fill's price is taken so that the fills cost what
+# the venue's average says the order did (OrderPath._apply), and its fee is what the venue's grew by. Allowed: the
+# rounding a quantity's twelve decimals leave in a sum of fills (a fill of 1e-5 coins is then 1e-7 of its cost).
+_SQL_FILLS_NOT_ITS_FIGURES = (
+    "SELECT client_order_id, filled, average, cost, fee, fees FROM (SELECT o.client_order_id, o.filled, o.average, "
+    "o.fee, SUM(f.quantity * f.price) AS cost, SUM(f.fee) AS fees FROM orders AS o JOIN fills AS f "
+    "ON f.client_order_id = o.client_order_id GROUP BY o.client_order_id) "
+    "WHERE (average IS NOT NULL AND ABS(cost - filled * average) > 1e-9 + 1e-6 * ABS(filled * average)) "
+    "OR ABS(fees - fee) > 1e-9 + 1e-6 * MAX(ABS(fee), ABS(fees)) LIMIT 1")
+
+
+def _fills_not_its_figures(r: tuple[Any, ...]) -> str:
+    cid, filled, average, cost, fee, fees = r
+    if average is not None and abs(cost - filled * average) > 1e-9 + 1e-6 * abs(filled * average):
+        return (f"table orders, order {cid}: filled {filled:.10g} at an average of {average:.10g} (a cost of "
+                f"{filled * average:.10g}), its fills cost {cost:.10g}")
+    return f"table orders, order {cid}: a fee of {fee:.10g}, its fills' fees add up to {fees:.10g}"
+
+
 def _fill_without_order(r: tuple[Any, ...]) -> str:
     return f"table fills, fill {r[0]}: of order {r[1]}, which table orders does not hold"
 
@@ -455,7 +469,18 @@ def _filled_not_its_fills(r: tuple[Any, ...]) -> str:
     return f"table orders, order {r[0]}: filled {r[1]:.10g}, its fills add up to {r[2]:.10g}"
 
 
-_CONTRADICTIONS = [(_SQL_FILL_WITHOUT_ORDER, _fill_without_order), (_SQL_FILLED_NOT_ITS_FILLS, _filled_not_its_fills)]
+_CONTRADICTIONS = [(_SQL_FILL_WITHOUT_ORDER, _fill_without_order), (_SQL_FILLED_NOT_ITS_FILLS, _filled_not_its_fills),
+                   (_SQL_FILLS_NOT_ITS_FIGURES, _fills_not_its_figures)]
+
+
+def contradictions(conn: sqlite3.Connection) -> str | None:
+    """Rows that contradict each other (edited by hand, a bad merge), or None: a start rebuilds the books from the
+    fills, and would hold money or coins that never were. After fills_damage, which checks the fills' figures are
+    what ffe writes. (`ffe doctor` checks the fills with their events itself, saying more of what differs.)"""
+    for sql, judge in _CONTRADICTIONS:
+        for row in conn.execute(sql):
+            return judge(tuple(row))
+    return None
 
 
 def replay_positions(fills: Iterable[tuple[str, str, float, float]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -762,7 +787,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
                     problem = judge(tuple(row))
                     if problem is not None:
                         raise damaged_database(path, problem)
-            problem = fills_damage(conn) or positions_damage(conn)
+            problem = fills_damage(conn) or contradictions(conn) or positions_damage(conn)
             if problem is not None:
                 raise damaged_database(path, problem)
     except sqlite3.DatabaseError as exc:
@@ -2325,10 +2350,7 @@ class Records:
         lacks, an order's filled not its fills' sum, a position not what the fills make it): the start refuses them,
         and so does a backup's verify. After `damage`, which checks the fills' figures."""
         try:
-            for sql, judge in _CONTRADICTIONS:
-                for row in self.conn.execute(sql):
-                    return judge(tuple(row))
-            return positions_damage(self.conn)
+            return contradictions(self.conn) or positions_damage(self.conn)
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
 
