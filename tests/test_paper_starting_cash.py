@@ -114,3 +114,35 @@ def test_an_account_that_never_booked_anything_takes_the_starting_cash_configure
     again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3", env=changed)
     assert again.returncode == 0 and "DRAWDOWN" not in again.stderr, again.stderr
 
+
+
+@pytest.mark.parametrize("kept", ["stored", "from the orders"])
+def test_a_quote_currency_changed_on_an_existing_account_stops_the_start(account, tmp_path, kept):
+    # The books hold their cash in the quote currency the account began with: counted as another currency, the
+    # reconciliation found the whole cash missing and an accept wrote it off. `kept`: the account's quote as its
+    # first start stored it, or (a database of an ffe that did not store it) as the symbols it traded say.
+    cwd = copy_of(account, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    assert db_value(db, "SELECT value FROM kv WHERE key = 'books_quote'") == '"USDT"'
+    if kept == "from the orders":
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM kv WHERE key = 'books_quote'")
+        conn.close()
+    before = db.read_bytes()
+    changed = ffe_env(FFE_VENUE__QUOTE="USDC", FFE_ENGINE__SYMBOLS='["BTC/USDC", "ETH/USDC"]')
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=changed, timeout=60)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "engine started" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ffe: error: ")]
+    assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr[-3000:]
+    assert "venue.quote" in errors[0] and "USDT" in errors[0] and "USDC" in errors[0], errors[0]
+    assert db.read_bytes() == before
+    if kept == "stored":  # what `ffe config check` says of it, as a comment
+        check = run_ffe(cwd, "config", "check", env=changed)
+        assert check.returncode == 0, check.stderr
+        assert "\n# venue.quote = 'USDC', but the data directory's books keep their cash in USDT" in check.stdout
+        assert check.stdout.rstrip().endswith("the next start will stop on it (exit 2)"), check.stdout[-500:]
+    again = run_ffe(cwd, "run", "--headless", "--max-bars", "5", timeout=60)  # as it was: it goes on
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert db_value(db, "SELECT value FROM kv WHERE key = 'books_quote'") == '"USDT"'
+
