@@ -124,6 +124,9 @@ def config_check(args: argparse.Namespace) -> int:
             text += f"\n\n# {exc}; the next start will stop on it (exit {exc.exit_code})"
         except ValueError:
             pass  # not a market state this check can read; the start says what it finds
+    refused = overrides.quote_refused(settings.venue.quote, (saved or {}).get("books_quote"))
+    if refused is not None:
+        text += f"\n\n# {refused}; the next start will stop on it (exit {StartError.exit_code})"
     if found:
         # As comments, so the output stays a valid configuration file.
         text += (f"\n\n# saved state in {settings.db_path} takes precedence at the next start:\n"

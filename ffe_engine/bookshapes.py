@@ -82,6 +82,7 @@ SHAPES: dict[str, Any] = {
     "approval_mode": one_of("auto", "manual"),
     "cash_accepted": Maybe(NUMBER),
     "paper_starting_cash": Maybe(NUMBER),
+    "books_quote": Maybe(TEXT),
     "venue_hold_until": Maybe(NUMBER),
     "venue_request_hold_until": Maybe(NUMBER),
     "orders_cancel_due": Maybe(Each(NUMBER)),

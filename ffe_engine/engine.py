@@ -36,7 +36,7 @@ from .config import Settings
 from .ensemble import Ensemble, is_async_provider
 from .controls import Controls, Press
 from .entrylog import EntryLog
-from .errors import ControlError, StorageError, damaged_database
+from .errors import ControlError, StartError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
@@ -57,8 +57,8 @@ from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
 from .signals import close_providers
 from .signals.base import BUY_CODE, SELL_CODE
-from .store import (CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORE_ALERTS_KEY, RESTORED_KEY, STARTING_CASH_KEY,
-                    FillRecord, Store)
+from .store import (BOOKS_QUOTE_KEY, CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORE_ALERTS_KEY, RESTORED_KEY,
+                    STARTING_CASH_KEY, FillRecord, Store)
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
@@ -352,6 +352,8 @@ class Engine:
         found: list[Override | None] = []  # saved state that disagrees with the configuration, to announce
         if self.sim_feed is not None:  # first: nothing written before a refusal, the clock at the books' market time
             found.append(await self._load_market())
+        if self.profile.resumable:
+            await self._check_quote()
         row = await self.store.get_engine_state()
         if row is None:
             await self.trading.set(self.opts.start_state, "fresh start", "engine", force=True)
@@ -618,6 +620,22 @@ class Engine:
                 # start (journaled just before a kill) is no older than that bar, and fills from the next one.
                 self.sim_venue.resume_at(reached - decided_tf)
         return overrides.market(self.settings.market.seed, saved) if saved else None
+
+    async def _check_quote(self) -> None:
+        """The books keep their cash in the quote currency the account began with: counted in another, the whole
+        cash would be a difference, and an accept would write it off. A venue.quote changed on an account with books
+        refuses the start (nothing written); a fresh account takes the configured one. An account of an ffe that did
+        not store it is known by the symbols its orders and positions are in."""
+        configured = self.settings.venue.quote
+        stored = saved = await self.store.get_kv(BOOKS_QUOTE_KEY)
+        if saved is None:
+            traded = await self.store.quotes_traded()
+            saved = traded[0] if len(traded) == 1 else None
+        refused = overrides.quote_refused(configured, saved)
+        if refused is not None:
+            raise StartError(self.settings.blame(("venue", "quote"), refused))
+        if stored is None:
+            await self.store.put_kv(BOOKS_QUOTE_KEY, configured, self.clock.wall())
 
     async def _own_starting_cash(self, saved_books: Any) -> Override | None:
         """A paper account's own starting cash, taken for its books: stored at its first start (the first of an ffe

@@ -99,6 +99,16 @@ def starting_cash(configured: float, saved: Any) -> Override | None:
                     f"venue.starting_cash = {configured:,.2f} applies to a fresh data directory")
 
 
+def quote_refused(configured: str, saved: Any) -> str | None:
+    """Why a start with venue.quote `configured` is refused on books that keep their cash in `saved` (kv
+    books_quote), or None: counted in another currency, the whole cash would be a difference an accept writes off."""
+    if saved is None or saved == configured:
+        return None
+    return (f"venue.quote = {configured!r}, but the data directory's books keep their cash in {saved}: they go on only "
+            f"in it; set venue.quote = {saved!r} back (and the symbols quoted in it), or use a new storage.path for an "
+            f"account in {configured}")
+
+
 def find(settings: Any, saved: dict[str, Any], *, live: bool) -> list[Override]:
     """What the saved state of a data directory (`store.saved_state`) would override at the next start."""
     found: list[Override | None] = []

@@ -1437,6 +1437,12 @@ class Store:
         cur = await self.conn.execute(_SQL_ORDERS + " ORDER BY created_ts, rowid")
         return [self._order_from_row(tuple(r)) for r in await cur.fetchall()]
 
+    async def quotes_traded(self) -> list[str]:
+        """The quote currencies of the symbols the journal's orders and the positions are in (config.py: every
+        symbol is quoted in venue.quote), sorted."""
+        rows = await self.query("SELECT symbol FROM orders UNION SELECT symbol FROM positions")
+        return sorted({str(r[0]).partition("/")[2] for r in rows})
+
     async def entry_times_since(self, since_ms: int) -> list[int]:
         """When each entry (an order that is not reduce-only) journaled after since_ms was made, oldest first."""
         rows = await self.query("SELECT created_ts FROM orders WHERE reduce_only = 0 AND created_ts > ? "
@@ -1812,6 +1818,8 @@ CASH_ACCEPTED_KEY = "cash_accepted"
 # kv: a paper account's own starting cash, stored at its first start; `venue.starting_cash` changed since applies to a
 # fresh data directory only (overrides.starting_cash).
 STARTING_CASH_KEY = "paper_starting_cash"
+# kv: the currency the books keep their cash in (venue.quote at the account's first start)
+BOOKS_QUOTE_KEY = "books_quote"
 
 
 # The store's scopes (`async with store._writing()` and the rest) as plain objects rather than generator-based
@@ -2455,7 +2463,7 @@ def chain_head_of(value: Any) -> ChainHead | None:
 # order path stores its own for orders): a start within it sends nothing.
 REQUEST_HOLD_KEY = "venue_request_hold_until"
 BACKTEST_RECORDS_KEY = "backtest_records"  # a backtest run's record level, in its own database
-SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY, STARTING_CASH_KEY)
+SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY, STARTING_CASH_KEY, BOOKS_QUOTE_KEY)
 
 
 def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | None:
