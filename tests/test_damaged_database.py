@@ -366,6 +366,24 @@ def scored_dir(tmp_path_factory) -> Path:
     return cwd
 
 
+def test_a_closed_trade_deleted_by_hand_leaves_its_id_to_no_other(scored_dir, tmp_path):
+    """The newest `trades` row deleted: its `position_closed` event still names its id. The next trade closed took
+    the same id (numbered from the largest id left), two events then named one trade and `ffe doctor`, seeing the
+    row of the second, no longer found the first missing."""
+    cwd = copy_of(scored_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    (deleted,) = db_rows(db, "SELECT MAX(id) FROM trades")[0]
+    damage_record(db, f"DELETE FROM trades WHERE id = {deleted}")
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "400", env=ffe_env(FFE_MARKET__SEED=7), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    later = [r[0] for r in db_rows(db, "SELECT id FROM trades WHERE id > ? ORDER BY id", (deleted - 1,))]
+    assert later and later[0] == deleted + 1, later  # the next trade closed: the id after the deleted one
+    said = [json.loads(d)["trade_id"] for (d,) in db_rows(db, "SELECT data FROM events WHERE event = "
+                                                              "'position_closed'")]
+    assert len(said) == len(set(said)) and deleted in said
+    assert deleted not in [r[0] for r in db_rows(db, "SELECT id FROM trades")]
+
+
 def test_the_learners_weights_lost_beside_its_scores_stop_the_start(scored_dir, tmp_path):
     """The weights are written with the scores of the trade that moved them: gone while the scores are there, they
     were lost, and a start would trade on the configured weights as if nothing had been learned."""
