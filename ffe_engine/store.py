@@ -1015,7 +1015,10 @@ class Store:
                 await conn.execute(f"PRAGMA synchronous={synchronous}")
             await conn.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout_s * 1000))}")
             await store._migrate()
-            cur = await conn.execute("SELECT COALESCE(MAX(id), 0) FROM trades")
+            # The largest id ever given (AUTOINCREMENT's sqlite_sequence keeps it when its row is deleted): a trade's
+            # id is never given again, so its events never name two trades.
+            cur = await conn.execute("SELECT MAX(COALESCE((SELECT MAX(id) FROM trades), 0), COALESCE((SELECT seq FROM "
+                                     "sqlite_sequence WHERE name = 'trades'), 0))")
             (store._last_trade_id,) = await cur.fetchone()
             cur = await conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
             (store.committed_seq,) = await cur.fetchone()
