@@ -65,7 +65,7 @@ async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
     await store.set_engine_state("PAUSED", "operator", "ctl", 2.0)
     await store.put_kv("portfolio", {"cash": 1234.5, "peak_equity": 1300.0}, 2.0)
     # A fill with what it changed in the book (position, a closed trade), recorded in one transaction.
-    o.filled = 0.5
+    o.filled, o.average, o.fee = 0.5, 100.0, 0.05  # as the order path keeps them: what its fills make them
     trade = ClosedTrade(symbol="ETH/USDT", side=Side.BUY, quantity=1.0, entry_price=10.0, exit_price=11.0, pnl=0.9,
                         fees=0.1, reason="take_profit", opened_ts=1, closed_ts=2)
     record = FillRecord(position=Position(symbol="BTC/USDT", side=Side.BUY, quantity=0.5, entry_price=100.0,
