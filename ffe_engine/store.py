@@ -1065,8 +1065,13 @@ class Store:
                     await self.conn.execute(stmt)
                 await self.conn.execute(f"PRAGMA user_version={v}")
                 await self.conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 await self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and not _is_write_failure(exc):
+                    # Tables that are not those of the version the file says (a table or column there already):
+                    # nothing was changed.
+                    raise damaged_database(self.path, f"its schema version {version} is not that of its tables: the "
+                                                      f"migration to version {v} failed: {exc}") from None
                 raise
 
     async def defer_decision_indexes(self) -> None:
