@@ -3,7 +3,9 @@ across a reopen, and a database from a newer ffe refused with a clear error (by 
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 
 import pytest
 
@@ -143,3 +145,16 @@ async def test_the_books_of_a_bar_are_stored_together_or_not_at_all(tmp_path):
             ("market", '{"bar":1}'), ("portfolio", '{"cash":1.0}')]
     finally:
         await store.close()
+
+
+async def test_a_new_database_is_private_to_its_user_whatever_the_umask(tmp_path):
+    # The engine's start makes its files private (host.py sets the umask); a start stopped at once restores the
+    # caller's while the connection's thread may still be creating the file: the file is made 0600 by itself.
+    old = os.umask(0o022)
+    try:
+        store = await Store.open(tmp_path / "ffe.db")
+        await store.set_engine_state("RUNNING", "fresh start", "engine", 1.0)
+        await store.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ffe.db").stat().st_mode) == 0o600
