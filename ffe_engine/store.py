@@ -796,6 +796,17 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
         conn.close()
 
 
+def _made_private(path: Path) -> None:
+    """A new database file made 0600 here, whatever the process's umask when the connection's thread opens it (a
+    start stopped at once restores the caller's meanwhile); SQLite gives its -wal and -shm the file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise storage_failure(path, exc) from None
+
+
 def _refusal(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
     """An SQLite error met reading the database at `path` for a start: a lock held too long (or a file that cannot
     be opened) is a storage failure; damage (what SQLite finds is not what it wrote) a damaged database."""
@@ -1002,6 +1013,7 @@ class Store:
                 raise storage_failure(path.parent, exc) from None
             # Read before anything is written, and read-only: a damaged file is refused as it was found.
             await asyncio.to_thread(check_for_start, path, new_ok, busy_timeout_s)
+            _made_private(path)
             conn = await Connection.connect(str(path))
         store = cls(conn, path)
         if not backtest:
