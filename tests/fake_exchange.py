@@ -52,6 +52,8 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
   the list is answered out of order too (newest first), and with `ids=False` without the trades' ids;
 - "extra_trade": the same, but the copy has an id of its own: the list names one more trade of the order than it
   made, so that its trades add up to more than the order filled.
+`fx.quote_skew` (1.0: none) multiplies what every order answer says the order cost (`cummulativeQuoteQty`), its
+trades, their fees and the balances left as they are: an answer whose cost disagrees with the trades the account made.
 `fx.down = True` drops every connection (or answers `fx.down_status` when that is set) until set back to False.
 
 Klines and the exchange's time (`/api/v3/time`) follow `fx.market_clock`; klines include the candle still open, as
@@ -237,6 +239,7 @@ class FakeBinance:
         self.mixed_buy_fees = False
         # Or every commission in the exchange's own token (Binance's BNB fee payment), at this price in the quote.
         self.fee_asset: str | None = None
+        self.quote_skew = 1.0  # what order answers say the orders cost, against their trades (module doc)
         self.fee_asset_price = 300.0
         # How many trades a market order fills in: one at the price, or (walking the book) several, each at its own
         # price `book_step` apart around the price (each with its own commission), as on a thin book.
@@ -858,7 +861,7 @@ class FakeBinance:
     def _order_json(self, o: FakeOrder) -> dict[str, Any]:
         return {"symbol": o.symbol, "orderId": o.order_id, "orderListId": -1, "clientOrderId": o.client_id,
                 "price": _fmt(o.price), "origQty": _fmt(o.qty), "executedQty": _fmt(o.filled),
-                "cummulativeQuoteQty": _fmt(o.quote_filled), "status": o.status,
+                "cummulativeQuoteQty": _fmt(o.quote_filled * self.quote_skew), "status": o.status,
                 "timeInForce": "GTC", "type": o.type, "side": o.side, "stopPrice": _fmt(0.0),
                 "icebergQty": _fmt(0.0), "time": o.time, "updateTime": o.update_time, "isWorking": True,
                 "workingTime": o.time, "origQuoteOrderQty": _fmt(0.0), "selfTradePreventionMode": "EXPIRE_MAKER"}

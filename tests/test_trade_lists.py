@@ -170,3 +170,23 @@ async def test_a_fill_first_seen_in_a_cancel_answer_is_charged_each_trade_once(t
         assert booked_fills(settings.db_path, cid) == [
             (pytest.approx(t.qty, abs=1e-12), pytest.approx(t.commission, abs=1e-12)) for t in order.trades]
         assert_account_s_books(e, fx, settings.db_path, cid)
+
+
+@pytest.mark.parametrize("answer", ["FULL", "RESULT"])
+async def test_an_order_whose_answer_says_another_cost_than_its_trades_is_booked_at_its_trades(tmp_path, fx, answer):
+    # The account's balances follow the trades: a fill booked at the cost the order's answer says (1.3% above
+    # them) left the books' cash short of the exchange's, a loss no trade made, which an accept then took in.
+    climbing(fx)
+    fx.quote_skew = 1.013
+    settings = answer_settings(tmp_path, fx, answer)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await strategy_entry(e, fx)
+            assert await e.reconcile() == []  # the books' cash and coins are the account's
+        (entry,) = fx.orders
+        traded = sum(t.qty * t.price for t in entry.trades) / sum(t.qty for t in entry.trades)
+        ((average,),) = rows(settings.db_path, "SELECT average FROM orders WHERE client_order_id = ?", (cid,))
+        ((price,),) = rows(settings.db_path, "SELECT price FROM fills WHERE client_order_id = ?", (cid,))
+        assert average == pytest.approx(traded, rel=1e-12) and price == pytest.approx(traded, rel=1e-12)
+        assert_account_s_books(e, fx, settings.db_path, cid)
