@@ -802,8 +802,10 @@ class CcxtVenue:
         trades = self._counted_once(order, listed)
         total = trade_list.amount(trades)
         agrees = not trade_list.short_of(total, order.filled) and not trade_list.beyond(total, order.filled)
-        if len(trades) < len(listed):
-            order.average = trade_list.average(trades) if agrees else None
+        if agrees:  # the account's balances follow the trades, whatever cost the answer says
+            order.average = trade_list.average(trades)
+        elif len(trades) < len(listed):
+            order.average = None
         if agrees and all(trade_list.fees_of(t) for t in trades):
             return self._trade_fees(trades, order.symbol)
         return None
@@ -879,7 +881,9 @@ class CcxtVenue:
             order.fee = order.fee_base = order.fee_base_value = 0.0
             return _answered_so_far(order, 0.0, None)
         order.fee, order.fee_base, order.fee_base_value = self._trade_fees(trades, order.symbol)
-        if order.average is None:  # an answer that says how much filled but not for how much: the trades say
+        # The price is the trades' when they cover the fill (the balances follow them, not the cost an answer says),
+        # or when the answer says how much filled but not for how much.
+        if order.average is None or not trade_list.short_of(total, order.filled):
             order.average = traded_at
         if trade_list.short_of(total, order.filled):
             # The trades lag the order (an exchange's trade history can trail its order book): the fees of the
