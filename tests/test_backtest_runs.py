@@ -167,6 +167,20 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
     assert one_error_line(proc) == f"ffe: error: {says} (see `ffe backtest --help`)"
 
 
+@pytest.mark.parametrize("option, value", [("--keep", "²"), ("--keep", "٣"), ("--keep", "３"), ("--older-than", "٣d")])
+def test_a_number_in_other_than_ascii_digits_is_refused_in_one_line_and_removes_nothing(runs_dir, tmp_path, option,
+                                                                                          value):
+    # A superscript or an Arabic-Indic digit passes str.isdigit (and \d): refused as any other bad number, not
+    # taken for the digit it looks like, nor a traceback.
+    cwd = copy(runs_dir, tmp_path / "c")
+    runner = run_ffe if value == "²" else ffe_in_process  # the first: a process
+    proc = runner(cwd, "backtest", "--clean", option, value, "--yes")
+    says = ("--keep needs a whole number of runs, 0 or more" if option == "--keep" else
+            "--older-than needs an age such as 30m, 12h, 7d or 2w (a whole number of 1 or more and m, h, d or w)")
+    assert one_error_line(proc) == f"ffe: error: {says}, got {value!r} (see `ffe backtest --help`)"
+    assert proc.stdout == "" and run_ids(cwd) == run_ids(runs_dir)
+
+
 def test_list_of_a_directory_without_runs_says_so(tmp_path):
     proc = ffe_in_process(tmp_path, "backtest", "--list")  # a real process lists: test_list_shows_each_run_...
     assert proc.returncode == 0 and proc.stdout.strip() == "no backtest runs in data/backtests", proc
