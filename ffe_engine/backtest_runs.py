@@ -96,7 +96,7 @@ def trail_apart(settings: Settings) -> str | None:
 
 def parse_age(text: str) -> float:
     """`--older-than`: a whole number of 1 or more and a unit, m, h, d or w (30m, 12h, 7d, 2w), as seconds."""
-    m = re.fullmatch(r"(\d+)([mhdw])", text.strip())
+    m = re.fullmatch(r"([0-9]+)([mhdw])", text.strip())  # ASCII digits: \d and int() take ٣ for 3
     if not m or int(m.group(1)) == 0:
         raise ArgumentError(f"--older-than needs an age such as 30m, 12h, 7d or 2w (a whole number of 1 or more and "
                             f"m, h, d or w), got {text!r}")
@@ -104,8 +104,9 @@ def parse_age(text: str) -> float:
 
 
 def parse_keep(text: str) -> int:
-    """`--keep`: how many of the newest runs stay, 0 or more."""
-    if not text.strip().isdigit():
+    """`--keep`: how many of the newest runs stay, 0 or more, in ASCII digits (str.isdigit passes ², which int()
+    refuses, and int() takes ٣ for 3: neither is a number typed for it)."""
+    if not re.fullmatch(r"[0-9]+", text.strip()):
         raise ArgumentError(f"--keep needs a whole number of runs, 0 or more, got {text!r}")
     return int(text)
 
