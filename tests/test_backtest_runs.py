@@ -181,6 +181,59 @@ def test_a_number_in_other_than_ascii_digits_is_refused_in_one_line_and_removes_
     assert proc.stdout == "" and run_ids(cwd) == run_ids(runs_dir)
 
 
+ODD_RUN = "20210101T000000Z-0d0e0f"  # a run whose report.json is not one ffe wrote
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"symbols": [1, 2]}', "report unreadable: 'symbols' is not a list of names"),
+    ('{"symbols": "BTC/USD"}', "report unreadable: 'symbols' is not a list of names"),
+    ('{"bars": "many"}', "report unreadable: 'bars' is not a whole number"),
+    ('{"return_pct": [1]}', "report unreadable: 'return_pct' is not a number"),
+    ('{"records": {"level": "full"}}', "report unreadable: 'records' is not text"),
+    ("[1, 2]", "report unreadable: not a JSON object"),
+    ("{", "report unreadable: Expecting property name enclosed in double quotes"),
+])
+def test_a_run_whose_report_is_not_one_ffe_wrote_is_listed_as_unreadable_and_cleaned_with_the_others(
+        runs_dir, tmp_path, text, says):
+    cwd = copy(runs_dir, tmp_path / "c")
+    odd = cwd / "data" / "backtests" / ODD_RUN
+    odd.mkdir()
+    (odd / "report.json").write_text(text)
+    runner = run_ffe if text == '{"symbols": [1, 2]}' else ffe_in_process  # the first: a process
+    proc = runner(cwd, "backtest", "--list")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    by_id = {line.split()[0]: line for line in proc.stdout.splitlines()[1:-1]}
+    assert list(by_id) == run_ids(cwd) and ODD_RUN in by_id
+    assert says in by_id[ODD_RUN] and "return " in by_id[run_ids(runs_dir)[-1]]
+    assert proc.stdout.splitlines()[-1].startswith("5 runs, ")
+    proc = runner(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert says in proc.stdout and proc.stdout.rstrip().endswith("removed 5 runs; 0 kept")
+    assert run_ids(cwd) == [] and (cwd / "data" / "backtests" / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_a_folder_named_as_a_run_at_a_time_no_calendar_has_is_no_run(runs_dir, tmp_path):
+    # Named as ffe names a run (the UTC time it began and six hex digits) but for a day or hour there is not: no
+    # ffe began it, so it is the operator's, as any other folder that is not a run.
+    cwd = copy(runs_dir, tmp_path / "c")
+    odd = ["20240230T000000Z-abcdef", "20240101T250000Z-abcdef"]
+    for name in odd:
+        for side in ("data", "logs"):
+            (cwd / side / "backtests" / name).mkdir(parents=True)
+            (cwd / side / "backtests" / name / "keep.txt").write_text("mine")
+    proc = run_ffe(cwd, "backtest", "--list")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    listed = [line.split()[0] for line in proc.stdout.splitlines()[1:-1]]
+    assert listed == run_ids(runs_dir) and proc.stdout.splitlines()[-1].startswith("4 runs, ")
+    proc = run_ffe(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("removing 4 of 4 runs") and not any(name in proc.stdout for name in odd)
+    assert run_ids(cwd) == sorted(odd)
+    for name in odd:
+        for side in ("data", "logs"):
+            assert (cwd / side / "backtests" / name / "keep.txt").read_text() == "mine"
+
+
 def test_list_of_a_directory_without_runs_says_so(tmp_path):
     proc = ffe_in_process(tmp_path, "backtest", "--list")  # a real process lists: test_list_shows_each_run_...
     assert proc.returncode == 0 and proc.stdout.strip() == "no backtest runs in data/backtests", proc
