@@ -40,6 +40,13 @@ from .store import backtest_records, in_use
 
 RUN_ID = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
 REPORT_NAME = "report.json"
+# The fields of a report the listing reads, what each is in a report ffe wrote, and the words for it (a report of an
+# older ffe may lack some: a field missing or null is shown as "-").
+REPORT_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "records": ((str,), "text"), "from": ((str,), "text"), "to": ((str,), "text"),
+    "bars": ((int,), "a whole number"), "trades": ((int,), "a whole number"),
+    "return_pct": ((int, float), "a number"), "max_drawdown_pct": ((int, float), "a number"),
+}
 AGE_UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 
 
@@ -130,7 +137,35 @@ def read_report(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"report unreadable: {exc}"
     if not isinstance(report, dict):
         return None, "report unreadable: not a JSON object"
+    wrong = wrong_field(report)
+    if wrong is not None:
+        return None, f"report unreadable: {wrong}"
     return report, None
+
+
+def wrong_field(report: dict[str, Any]) -> str | None:
+    """The first field the listing reads that is not of its type in a report ffe wrote (valid JSON all the same),
+    said as what it should be; None when each is, or is missing."""
+    symbols = report.get("symbols")
+    if symbols is not None and not (isinstance(symbols, list) and all(isinstance(s, str) for s in symbols)):
+        return "'symbols' is not a list of names"
+    for key, (types, words) in REPORT_FIELDS.items():
+        value = report.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            return f"{key!r} is not {words}"
+    return None
+
+
+def run_began(name: str) -> datetime | None:
+    """When the run of a folder so named began, from its name; None for a name that is no run id (a time no calendar
+    has, such as a 30 February or a 25th hour, too: no ffe began that run)."""
+    m = RUN_ID.fullmatch(name)
+    if not m:
+        return None
+    try:
+        return datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def find_runs(settings: Settings) -> list[Run]:
@@ -139,10 +174,9 @@ def find_runs(settings: Settings) -> list[Run]:
     root = settings.data_dir / "backtests"
     runs: list[Run] = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        m = RUN_ID.fullmatch(folder.name)
-        if not m or not folder.is_dir():
+        started = run_began(folder.name)
+        if started is None or not folder.is_dir():
             continue
-        started = datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
         run = Run(folder.name, started)
         run.folders = distinct([folder, settings.log_dir / "backtests" / folder.name])
         run.size = sum(folder_size(f) for f in run.folders)
