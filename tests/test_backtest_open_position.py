@@ -112,7 +112,7 @@ def test_closed_trades_and_the_open_position_add_up_to_the_change_in_equity_and_
     assert total["pnl"] == pytest.approx(closed_pnl + open_pnl, abs=0.015)
     assert total["pnl"] == pytest.approx(r["end_equity"] - r["start_equity"], abs=0.01)
     assert total["fees"] == pytest.approx(closed_fees + open_fees, abs=1e-4)
-    assert round(total["fees"], 2) == r["fees"]
+    assert total["fees"] == r["fees"]  # all the fees paid, one figure: to four decimals, as every fee
 
 
 def test_the_printed_summary_says_what_is_held_and_its_table_adds_up_to_the_totals(runs):
@@ -134,10 +134,27 @@ def test_the_printed_summary_says_what_is_held_and_its_table_adds_up_to_the_tota
     assert money(total[1]) == pytest.approx(money(closed[2]) + money(opened[2]), abs=0.015)
     assert money(total[1]) == pytest.approx(r["end_equity"] - r["start_equity"], abs=0.01)
     assert money(total[2]) == pytest.approx(money(closed[3]) + money(opened[3]), abs=1e-4)
-    assert f"{money(total[2]):,.2f}" == f"{r['fees']:,.2f}"
+    fees = re.search(r"^  fees +(\S+)$", out, re.MULTILINE)
+    assert fees and fees.group(1) == total[2] == f"{r['fees']:,.4f}", out  # the summary's fees are the total row's
 
 
-def test_every_record_level_reports_and_prints_the_same_position(runs):
+def test_every_fee_in_the_report_is_to_four_decimals_as_the_run_s_database_holds_it(runs):
+    run = runs["trades"]
+    r = run["report"]
+    db = run["cwd"] / r["database"]
+    ((paid,),) = db_rows(db, "SELECT SUM(fee) FROM fills")
+    assert r["fees"] == r["per_symbol_total"]["fees"] == round(paid, 4) != round(paid, 2)
+    for symbol, row in r["per_symbol"].items():
+        ((closed,),) = db_rows(db, "SELECT COALESCE(SUM(fees), 0) FROM trades WHERE symbol = ?", (symbol,))
+        assert row["fees"] == round(closed, 4)
+    for reason, row in r["exits_by_reason"].items():
+        ((closed,),) = db_rows(db, "SELECT SUM(fees) FROM trades WHERE reason = ?", (reason,))
+        assert row["fees"] == round(closed, 4)
+    ((entry,),) = db_rows(db, "SELECT fees FROM positions WHERE symbol = 'ETH/USD'")
+    assert r["held_at_end"][0]["entry_fees"] == round(entry, 4)
+
+
+
     full = {k: v for k, v in runs["full"]["report"].items() if k not in RUN_FIELDS}
     assert full["held_at_end"] and full["per_symbol_total"]
     for level in ("trades", "summary"):
