@@ -58,7 +58,7 @@ def build_report(engine: Engine, series: dict[str, CandleSeries], timeframe_ms: 
         "sharpe": figures["sharpe"],
         "sortino": figures["sortino"],
         "calmar": figures["calmar"],
-        "fees": round(pf.fees_paid, 2),
+        "fees": round(pf.fees_paid, 4),  # four decimals, as every fee: a fee is often cents
         "end_cash": round(pf.cash, 2),
         # what is held at the end (the end equity is the cash and these at the last price)
         "held_at_end": held_report(pf),
@@ -238,7 +238,7 @@ def format_summary(r: dict[str, Any]) -> str:
         *drawdown_lines(r),
         f"  sharpe        {ratio_text(r['sharpe'])}  (sortino {ratio_text(r['sortino'])}, "
         f"calmar {ratio_text(r['calmar'])})",
-        f"  fees          {fmt.money(r['fees'])}",
+        f"  fees          {fmt.fee(r['fees'])}",
         *held_lines(r),
     ]
     lines += entry_lines(r["entries"])
