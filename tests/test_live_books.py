@@ -456,6 +456,53 @@ async def test_an_open_order_the_venue_once_says_it_does_not_have_keeps_its_fill
         assert_books_agree(e, fx)
 
 
+async def test_an_order_s_end_is_written_after_the_fill_being_booked_never_before_it(tmp_path, fx):
+    # A poll books a fill of a resting order while the disk is slow, and a cancel of the same order is answered
+    # meanwhile (cancelled, with that fill). The cancel's end was written at once, with the order's filled taken
+    # from the fill not yet committed: a kill then left an order whose filled its fills do not make (the next start
+    # refused the database), and a reader saw it so.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            order = fx.open_order(cid)
+            fx.fill(cid, qty=round(order.remaining / 2, 5))
+            writing, disk = asyncio.Event(), asyncio.Event()
+            add_fill = e.store.add_fill
+
+            async def slow_disk(*args, **kwargs):
+                writing.set()
+                await disk.wait()
+                return await add_fill(*args, **kwargs)
+
+            e.store.add_fill = slow_disk
+            polled = asyncio.ensure_future(e.orders.poll())
+            await asyncio.wait_for(writing.wait(), 30)
+            cancelled = asyncio.ensure_future(e.operator_cancel(cid))
+            await wait_for(lambda: fx.open_order(cid) is None, timeout=30, what="the cancel at the exchange")
+            await asyncio.sleep(0.5)  # the cancel's answer taken in
+            ((filled, booked),) = rows(db, "SELECT o.filled, (SELECT SUM(quantity) FROM fills AS f WHERE "
+                                           "f.client_order_id = o.client_order_id) FROM orders AS o "
+                                           "WHERE client_order_id = ?", (cid,))
+            assert filled == pytest.approx(booked, abs=1e-12), (filled, booked)
+            disk.set()
+            await polled
+            answer = await cancelled
+            e.store.add_fill = add_fill
+        assert answer["status"] == "canceled", answer
+        ((status, filled, booked),) = rows(db, "SELECT status, filled, (SELECT SUM(quantity) FROM fills AS f WHERE "
+                                               "f.client_order_id = o.client_order_id) FROM orders AS o "
+                                               "WHERE client_order_id = ?", (cid,))
+        assert status == "canceled" and filled == pytest.approx(booked, abs=1e-12)
+        assert filled == pytest.approx(fx.orders_with(cid)[0].filled, abs=1e-12)
+        assert order_statuses(db, cid)[-1] == "canceled"
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
 async def test_a_cancel_of_an_open_order_the_venue_does_not_find_keeps_its_fill(tmp_path, fx):
     # The cancel is answered "unknown order" and both lookups after it "does not exist": the order had filled at
     # the venue. The cancel is not done, the order stays open, and the next poll records its fill.
