@@ -110,6 +110,10 @@ class OrderPath:
         self._placing = asyncio.Lock()  # held from sizing an order until it is in flight (see submit)
         self._placed = 0  # orders counted in flight so far: an entry gated before the last of them is gated again
         self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
+        # client order id -> set once the fill being booked (the order's new amounts in memory) is committed: its
+        # other writes (a cancel's end taken meanwhile, say) wait for it, or they would write amounts its fills
+        # do not hold yet, and a kill would leave them so (_booked).
+        self._booking: dict[str, asyncio.Event] = {}
         self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
         self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
         self._held_back: dict[str, bool] = {}  # orders rejected for the venue's Retry-After -> the exchange answered
@@ -430,7 +434,7 @@ class OrderPath:
                 self._fault("in_doubt", "resolved", o, f"{o.status.value}: the venue had shown it before")
                 return
             self._doubt_deadline[o.client_order_id] = self.clock.monotonic() + self.settle_s
-            await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
+            await self._write_state(o, self.book(), publish=functools.partial(self._emit, o))
             return
         except VenueUnavailable as exc:  # refused before execution (rate limit, maintenance)
             if exc.retry_after:
@@ -467,7 +471,7 @@ class OrderPath:
         if not self._move(o, OrderStatus.IN_DOUBT, f"sent again, not placed: {why}"):
             return
         self._doubt_deadline[cid] = self.clock.monotonic() + self.settle_s
-        await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
+        await self._write_state(o, self.book(), publish=functools.partial(self._emit, o))
 
     def _move(self, o: Order, status: OrderStatus, error: str | None = None, *, venue_news: bool = True) -> bool:
         """The one place an order's status changes. A move its current status does not allow (a final status
@@ -514,12 +518,30 @@ class OrderPath:
         if unseen:
             self._ended[o.client_order_id] = (o, self.clock.wall() + WATCH_WINDOWS * self.settle_s)
             kv = {**kv, ENDED_KEY: self._ended_record()}
-        await self.store.update_order(o, kv, publish=publish)
+        await self._write_state(o, kv, publish=publish)
 
     # ------------------------------------------------------------------ venue answers
+    async def _booked(self, o: Order) -> None:
+        """Until no fill of `o` is being booked: its amounts in memory are then those its fills hold."""
+        booking = self._booking.get(o.client_order_id)
+        while booking is not None:
+            await booking.wait()
+            booking = self._booking.get(o.client_order_id)
+
+    async def _write_state(self, o: Order, kv: dict[str, Any] | None,
+                           publish: Callable[[], object] | None = None) -> None:
+        """The order's status and amounts written (Store.update_order), once a fill of it being booked is."""
+        await self._booked(o)
+        await self.store.update_order(o, kv, publish=publish)
+
     async def _apply(self, o: Order, vo: VenueOrder, note: Event | None = None, *, venue_news: bool = True) -> None:
         """Bring the journal in line with the venue's view of the order, recording any new fill. `note` (an event
-        that says where the view came from) is committed with the fill. `venue_news`: as for `_move`."""
+        that says where the view came from) is committed with the fill. `venue_news`: as for `_move`. One at a
+        time per order: a view taken in while a fill is booked is compared with the amounts its fills hold."""
+        await self._booked(o)
+        await self._apply_view(o, vo, note, venue_news=venue_news)
+
+    async def _apply_view(self, o: Order, vo: VenueOrder, note: Event | None, *, venue_news: bool) -> None:
         self._missing.pop(o.client_order_id, None)  # found
         if vo.trades_behind:
             self._behind.setdefault(o.client_order_id, self.clock.monotonic())
@@ -556,34 +578,41 @@ class OrderPath:
             fee = max(0.0, vo.fee - o.fee)
             fee_base = max(0.0, round(vo.fee_base - o.fee_base, 12))
             fee_base_value = max(0.0, vo.fee_base_value - o.fee_base_value)
-            o.fee_base = max(o.fee_base, vo.fee_base)  # an answer without the fees does not take back those known
-            o.fee_base_value = max(o.fee_base_value, vo.fee_base_value)
-            o.filled = vo.filled
-            o.average = avg_new
-            o.fee = max(o.fee, vo.fee)
-            self._move(o, status, cause, venue_news=venue_news)  # a fill is a fact; a status it has passed is not
-            o.updated_ts = self.now_ms()
-            if o.status.final:
-                self.live.pop(o.client_order_id, None)
-            fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
-                        fee=fee, ts=o.updated_ts, fee_base=fee_base, fee_base_value=fee_base_value, venue_ts=vo.ts)
-            intent = self.intents.get(o.client_order_id) or _intent_of(o)
-            # The owner applies the fill to its book in memory and says what else to record; the fill, the
-            # order's new state and those records are written in one transaction.
-            record = await self.on_fill(o, fill, intent)
-            # The store publishes the fill's event and the order's (its new status and amount filled) and commits
-            # them with the fill itself: a crash never leaves a fill in the books that the records do not mention,
-            # its event without it, nor the order's new status without the event that says it.
-            event = FillEvent(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side.value, quantity=delta,
-                              price=px, fee=fee)
+            # Until the fill is committed, the order's amounts in memory are ahead of its fills: its other writes
+            # wait (_write_state).
+            booking = self._booking[o.client_order_id] = asyncio.Event()
+            try:
+                o.fee_base = max(o.fee_base, vo.fee_base)  # an answer without the fees does not take back those known
+                o.fee_base_value = max(o.fee_base_value, vo.fee_base_value)
+                o.filled = vo.filled
+                o.average = avg_new
+                o.fee = max(o.fee, vo.fee)
+                self._move(o, status, cause, venue_news=venue_news)  # a fill is a fact; a status it has passed is not
+                o.updated_ts = self.now_ms()
+                if o.status.final:
+                    self.live.pop(o.client_order_id, None)
+                fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
+                            fee=fee, ts=o.updated_ts, fee_base=fee_base, fee_base_value=fee_base_value, venue_ts=vo.ts)
+                intent = self.intents.get(o.client_order_id) or _intent_of(o)
+                # The owner applies the fill to its book in memory and says what else to record; the fill, the
+                # order's new state and those records are written in one transaction.
+                record = await self.on_fill(o, fill, intent)
+                # The store publishes the fill's event and the order's (its new status and amount filled) and commits
+                # them with the fill itself: a crash never leaves a fill in the books that the records do not mention,
+                # its event without it, nor the order's new status without the event that says it.
+                event = FillEvent(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side.value, quantity=delta,
+                                  price=px, fee=fee)
 
-            def publish() -> None:
-                self.bus.publish(event)
-                self._emit(o)
-                if note is not None:
-                    self.bus.publish(note)
+                def publish() -> None:
+                    self.bus.publish(event)
+                    self._emit(o)
+                    if note is not None:
+                        self.bus.publish(note)
 
-            await self.store.add_fill(fill, o, record, publish=publish)
+                await self.store.add_fill(fill, o, record, publish=publish)
+            finally:
+                del self._booking[o.client_order_id]
+                booking.set()
             self._fill_booked(venue_news=venue_news)
             if record is not None and record.then is not None:
                 await record.then()
@@ -596,7 +625,7 @@ class OrderPath:
                 self.intents.pop(o.client_order_id, None)
             elif self._move(o, status, venue_news=venue_news):
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
-                await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
+                await self._write_state(o, self.book(), publish=functools.partial(self._emit, o))
 
     def _fill_booked(self, *, venue_news: bool = True) -> None:
         self.fills_recorded += 1
@@ -1179,7 +1208,7 @@ class OrderPath:
                 self._doubted.add(o.client_order_id)
             if o.status is OrderStatus.NEW and self._move(o, OrderStatus.IN_DOUBT):
                 # Journaled, then the process stopped: it may or may not have reached the venue.
-                await self.store.update_order(o, self.book(), publish=functools.partial(self._emit, o))
+                await self._write_state(o, self.book(), publish=functools.partial(self._emit, o))
             elif o.status is OrderStatus.IN_DOUBT:
                 # Said again at each start: whoever watches orders in doubt (the alerts) learns of it anew.
                 self._emit(o)
