@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 # Everything heavier than these (asyncio, the settings' sections, the engine, the audit tools, the console)
 # is imported by the verbs that use it: every `ffe` process starts with only what its verb needs, and a mistake on
 # the command line is said before any of it is loaded.
-from ffe_engine import fmt, present, tables
+from ffe_engine import fmt, present, reach, tables
 from ffe_engine.api import COMMANDS as CONTROL
 from ffe_engine.errors import (ArgumentError, ControlError, FfeError, Interrupted, NotADatabase, StartError,
                               StorageError, UsageError)
@@ -299,10 +299,11 @@ def _report_path(args: argparse.Namespace, settings: Settings) -> Path:
     text = args.report
     path = Path(text)
     read_from = list(settings_paths(args.config, args.env_file))
+    reach.resolved(path, "--report")  # a loop of links on the way said first, as the path given
     overwrites = _overwrites(path, settings, _input_files(args.files), read_from)
     if overwrites is not None:
         raise UsageError(f"--report {text}: {overwrites}; give another path")
-    if path.is_dir():
+    if reach.is_dir(path, "--report"):
         raise UsageError(f"--report {text}: is a directory; give the path of a file")
     if _is_special(path):  # written in place (_write_whole): its directory is not written to
         if not os.access(path, os.W_OK):
@@ -778,7 +779,7 @@ def backup(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     bk.refuse_backtest_run(settings)  # before the lock: nothing is written into a run's folder
-    dest = (args.to if args.to is not None else Path(settings.backup.dir)).resolve()
+    dest = reach.resolved(args.to, "--to") if args.to is not None else reach.resolved(Path(settings.backup.dir))
     clock = WallClock()
     if not settings.db_path.is_file():
         from ffe_engine.audit import has_records

@@ -16,7 +16,7 @@ from typing import Any, Callable, NoReturn
 
 from ffe_engine import fmt
 from ffe_engine.api import COMMANDS as CONTROL
-from ffe_engine.errors import ArgumentError, FfeError, UsageError
+from ffe_engine.errors import ArgumentError, FfeError, UsageError, unreachable_from
 from ffe_engine.market.bounds import PRICE_MAX, PRICE_MIN
 
 from . import commands
@@ -303,6 +303,19 @@ def _reader_gone() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _handled(handler: Handler, args: argparse.Namespace) -> int:
+    """The command, with a path it meets that cannot be reached (a directory closed to this user, a name too long, a
+    loop of symbolic links) said as the one line naming it, exit 2, wherever the command first touched it. Any other
+    OSError or RuntimeError is an internal failure, left as it is, traceback included."""
+    try:
+        return handler(args)
+    except (OSError, RuntimeError) as exc:
+        said = unreachable_from(exc)
+        if said is None:
+            raise
+        raise said from None
+
+
 def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) -> int:
     """`early`: the signals taken since the process began (ffe_cli.entry), for a headless run to act on; every
     other command gets them back at once."""
@@ -336,7 +349,7 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         if handler is None:
             parser.print_help()
             return 2
-        return handler(args)
+        return _handled(handler, args)
     except FfeError as exc:
         message = str(exc)
         if isinstance(exc, ArgumentError):  # found by the command, which cannot know how it was typed

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Iterator
 import orjson
 import zstandard
 
-from . import ahead, fmt, present
+from . import ahead, fmt, present, reach
 from .audit import has_records
 from . import records as compact
 from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, rotated_seqs, trail_files,
@@ -553,7 +553,7 @@ def open_db(path: Path) -> sqlite3.Connection:
     """The database, read-only. Works next to a running engine (WAL)."""
     path = Path(path)
     refuse_not_a_file(path)
-    if not path.is_file():
+    if not reach.is_file(path):
         raise UsageError(f"no database at {path} (is --data-dir right?)")
     peek_foreign(path)
     try:

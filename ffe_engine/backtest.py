@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import batch
+from . import batch, reach
 from .clock import SimClock, format_timeframe
 from .config import Settings, is_symbol
 from .datacache import DataCache, cache_for
@@ -60,7 +60,7 @@ def _load_files(args: list[str], lenient: bool, cache: DataCache | None) -> dict
     wanted: dict[str, Path] = {}
     for arg in args:
         symbol, path = parse_symbol_arg(arg)
-        if not path.exists():  # said before a symbol its name gives wrong
+        if not reach.exists(path):  # said before a symbol its name gives wrong
             raise CsvError(path, None, "cannot read: No such file")
         if path.is_dir():
             raise CsvError(path, None, "is a directory, not a CSV file")

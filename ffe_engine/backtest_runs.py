@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import fmt
+from . import fmt, reach
 from .config import Settings
 from .errors import ArgumentError, storage_failure
 from .store import backtest_records, in_use
@@ -173,7 +173,7 @@ def find_runs(settings: Settings) -> list[Run]:
     folder of the same name."""
     root = settings.data_dir / "backtests"
     runs: list[Run] = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+    for folder in sorted(root / name for name in reach.names_in(root)) if reach.is_dir(root) else []:
         started = run_began(folder.name)
         if started is None or not folder.is_dir():
             continue

@@ -46,7 +46,7 @@ from typing import IO, Any, Callable, Iterator, cast
 
 import zstandard
 
-from . import __version__, ahead
+from . import __version__, ahead, reach
 from .audit import has_records, sync_dir
 from .backtest_runs import not_an_account, run_log_dir, run_records
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
@@ -297,7 +297,7 @@ def unpack(file: Path, into: Path) -> dict[str, Any]:
     """Extract a backup's files into `into` and return its manifest. A file that is not an ffe backup at all is
     bad input (UsageError, exit 2); a backup damaged or cut short is records that fail their checks (Invalid,
     exit 1), and so is what is wrong inside one (for `check`)."""
-    if file.is_dir():
+    if reach.is_dir(file):
         raise UsageError(f"{file}: is a directory, not a backup file")
     if not file.exists():  # a pipe is read as well: `<(ssh host cat BACKUP)`
         raise UsageError(f"{file}: no such backup file")

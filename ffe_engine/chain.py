@@ -24,7 +24,8 @@ import orjson
 import zstandard
 
 from .ahead import Ahead
-from .errors import StorageError
+from . import reach
+from .errors import FfeError, StorageError, is_unreachable, unreachable
 
 GENESIS = "0" * 64  # the `prev` of a trail's first line
 HEAD_KEY = "audit_head"  # the database's kv key for the chain head: {"seq": n, "hash": hex}
@@ -71,11 +72,7 @@ def rotated_seqs(current: Path) -> list[tuple[int, Path]]:
     """The trail's rotated files, oldest first, each with the first seq it holds (from its name)."""
     pattern = re.compile(re.escape(current.stem) + r"-(\d{12,})" + re.escape(current.suffix) + "$")
     found = []
-    try:
-        names = os.listdir(current.parent)
-    except FileNotFoundError:
-        return []
-    for name in names:
+    for name in reach.names_in(current.parent):
         m = pattern.match(name)
         if m:
             found.append((int(m.group(1)), current.parent / name))
@@ -86,7 +83,7 @@ def trail_files(current: Path) -> list[Path]:
     """Every file of the trail, oldest first: the rotated ones, then the current one if it exists (a backtest's
     compressed file if that is what there is)."""
     files = rotated_files(current)
-    if current.exists():
+    if reach.exists(current):
         files.append(current)
     elif not files and packed(current).exists():
         files.append(packed(current))
@@ -248,8 +245,11 @@ def open_trail(current: Path) -> list[tuple[Path, IO[bytes]]]:
     return opened
 
 
-def unreadable_trail(path: Path, exc: OSError) -> StorageError:
-    """A file of the trail that cannot be read (a directory in its place, no permission), as one line."""
+def unreadable_trail(path: Path, exc: OSError) -> FfeError:
+    """A file of the trail that cannot be read (a directory in its place; no permission: a path that cannot be
+    reached, as every command says it), as one line."""
+    if is_unreachable(exc):
+        return unreachable(path, exc)
     return StorageError(f"{path}: cannot read the audit trail ({exc.strerror or exc})")
 
 

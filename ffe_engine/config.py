@@ -24,6 +24,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
+from . import reach
 from .clock import DAY_MS
 from .errors import FfeError, StartError
 from .redact import MIN_SECRET, REDACTED, Redactor
@@ -1276,12 +1277,12 @@ def _read_layers(config_path: str | Path | None, env_file: str | Path | None,
                  environ: Mapping[str, str]) -> list[_Layer]:
     layers: list[_Layer] = []
     config, dotenv = settings_paths(config_path, env_file)
-    if config.exists() or config.is_symlink():
+    if reach.exists(config) or config.is_symlink():
         layers.append(_read_toml(config, str(config)))
     elif config_path is not None:
         raise ConfigError(f"{config}: config file not found", source=str(config))
 
-    if dotenv.exists():
+    if reach.exists(dotenv):
         layers.append(_read_dotenv(dotenv, str(dotenv)))
     elif env_file is not None:
         raise ConfigError(f"{dotenv}: .env file not found", source=str(dotenv))

@@ -56,7 +56,7 @@ from .audit import has_records
 from .backtest_runs import RUN_ID
 from .chain import packed, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
-from .errors import FfeError, UsageError, first_problem
+from .errors import FfeError, UnreachablePath, UsageError, first_problem
 from .model import APPROVAL_PENDING, EngineState, OrderStatus, trail_disagrees
 from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, Records, check_files,
                     events_end, lost_database, position_differs, replay_positions, state_unsaid)
@@ -197,7 +197,10 @@ def _open_trail_file(p: Path) -> IO[bytes]:
     try:
         f = open(p, "rb")
     except OSError as exc:
-        raise Violation(str(unreadable_trail(p, exc))) from None
+        said = unreadable_trail(p, exc)
+        if isinstance(said, UnreachablePath):  # not a violation: this user cannot look (exit 2, as elsewhere)
+            raise said from None
+        raise Violation(str(said)) from None
     if p.suffix != ".zst":
         return f
     return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=True))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Protocol, TextIO
 
 from .clock import DAY_MS, WallClock, format_timeframe, timeframe_ms
+from . import reach
 from .config import allowed_timeframe, is_symbol
 from .errors import ArgumentError, FfeError, UsageError, storage_failure
 from .market.bounds import candle_problem, time_problem
@@ -488,7 +489,7 @@ class Request:
             plan = [(s, self.out_dir / candle_file_name(s, self.timeframe, self.exchange.id)) for s in self.symbols]
         for _, path in plan:
             check_csv_path(path)
-            if path.is_dir():
+            if reach.is_dir(path):
                 raise DownloadInputError(f"{path}: is a directory")
             if since is None and not path.exists():
                 raise DownloadInputError(f"{path}: no candles yet: --since is needed to start it")

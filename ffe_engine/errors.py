@@ -10,6 +10,10 @@ Every error that reaches the command line derives from FfeError; `ffe_cli.main` 
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+
 
 class FfeError(Exception):
     """Base of every error shown to the operator as one line."""
@@ -77,15 +81,35 @@ def damaged_database(path: object, what: str) -> DamagedDatabase:
                            "backup, or move it away to start a new account")
 
 
-def unreadable_database(path: object, exc: BaseException) -> StorageError:
+def unreadable_database(path: object, exc: BaseException) -> FfeError:
     """An SQLite error met while reading a database, as the one line the operator reads: an OperationalError (a
     lock, a WAL that cannot be read from here) says the database cannot be read there; any other is damage (what
     SQLite finds is not what it wrote)."""
     import sqlite3  # loaded already by whoever met the error; the commands that never open a database skip it
 
     if isinstance(exc, sqlite3.OperationalError):
-        return StorageError(f"{path}: cannot read the database ({exc})")
-    return damaged_database(path, str(exc))
+        return cannot_read_database(path, exc)
+    return closed_to_reader(path) or damaged_database(path, str(exc))
+
+
+def cannot_read_database(path: object, exc: BaseException) -> FfeError:
+    """A database SQLite could not read here: one this user cannot open is a path that cannot be reached (exit 2,
+    as every command says it); otherwise a lock, or a WAL that cannot be read from here (exit 1)."""
+    return closed_to_reader(path) or StorageError(f"{path}: cannot read the database ({exc})")
+
+
+def closed_to_reader(path: object) -> UnreachablePath | None:
+    """The database, or its WAL, that this user cannot open (SQLite says only `unable to open database file`), as
+    the path that cannot be reached; None when both open."""
+    for name in (str(path), f"{path}-wal"):
+        try:
+            os.close(os.open(name, os.O_RDONLY))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if is_unreachable(exc):
+                return unreachable(name, exc)
+    return None
 
 
 def first_problem(problems: list[str]) -> str:
@@ -103,6 +127,50 @@ def storage_failure(path: object, exc: BaseException) -> StorageError:
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return StorageError(f"{path}: cannot write ({reason}): free space on its disk or make its directory writable, "
                         "then start again")
+
+
+class UnreachablePath(FfeError):
+    """A path the operator gave (or configured) that cannot be reached: a directory on the way or the file closed to
+    this user, a name longer than the file system takes, a loop of symbolic links. Where to look, not damage."""
+
+    exit_code = 2
+
+
+NO_PERMISSION = "permission denied (another user's? run ffe as the user that owns it)"
+UNREACHABLE_WHY = {
+    errno.EACCES: NO_PERMISSION,
+    errno.EPERM: NO_PERMISSION,
+    errno.ENAMETOOLONG: "file name too long for the file system",
+    errno.ELOOP: "a loop of symbolic links",
+}
+# Path.resolve says a loop of symbolic links as a RuntimeError (Python 3.12 and older), naming where it began.
+SYMLINK_LOOP = re.compile(r"Symlink loop from '(.*)'$", re.S)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says a path cannot be reached (UNREACHABLE_WHY), rather than a disk or internal failure."""
+    if isinstance(exc, OSError):
+        return exc.errno in UNREACHABLE_WHY
+    return isinstance(exc, RuntimeError) and SYMLINK_LOOP.match(str(exc)) is not None
+
+
+def unreachable(path: object, exc: BaseException, given: str = "") -> UnreachablePath:
+    """`path` that cannot be reached, as the one line the operator reads: the path (after the option that gave it,
+    when the caller knows it) and why."""
+    why = UNREACHABLE_WHY.get(exc.errno or 0, exc.strerror or str(exc)) if isinstance(exc, OSError) \
+        else UNREACHABLE_WHY[errno.ELOOP]
+    return UnreachablePath(f"{given + ' ' if given else ''}{path}: cannot be reached: {why}")
+
+
+def unreachable_from(exc: BaseException) -> UnreachablePath | None:
+    """The one line for an error that says a path cannot be reached, naming the path the error names; None for any
+    other error, or one that names no path."""
+    if not is_unreachable(exc):
+        return None
+    if isinstance(exc, OSError):
+        return unreachable(exc.filename, exc) if exc.filename is not None else None
+    found = SYMLINK_LOOP.match(str(exc))
+    return unreachable(found.group(1), exc) if found else None
 
 
 class Interrupted(FfeError):

@@ -29,7 +29,8 @@ from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import DATA_LOCK, EARLIER_EVENTS, ControlServer, Limits, claim, pid_alive
 from .engine import Engine, EngineOptions
-from .errors import DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError, storage_failure
+from .errors import (DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError, is_unreachable,
+                     storage_failure, unreachable)
 from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
 from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
@@ -174,7 +175,10 @@ def lock_database(db_path: Path) -> int:
     try:
         fd = os.open(db_path, os.O_RDONLY)
     except OSError as exc:
-        raise storage_failure(db_path, exc) from None
+        # Opened to be read, not written: a file this user cannot read is said as such, not as a full disk.
+        if is_unreachable(exc):
+            raise unreachable(db_path, exc) from None
+        raise StorageError(f"{db_path}: cannot open the database ({exc.strerror or exc})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -10,6 +10,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from . import reach
 from .errors import UsageError
 
 # file written -> template in ffe_engine/templates
@@ -30,7 +31,7 @@ def write_starter_files(directory: str | Path, *, force: bool = False) -> list[P
     `force` (then nothing at all is written); so is everything when one of them cannot be written: a
     half-initialised directory never results."""
     target = Path(directory)
-    if target.exists() and not target.is_dir():
+    if reach.exists(target) and not target.is_dir():
         raise ScaffoldError(f"{target}: not a directory")
     paths = [target / name for name in STARTER_FILES]
     existing = [p for p in paths if p.exists() or p.is_symlink()]

@@ -29,12 +29,12 @@ from typing import Any, Awaitable, Callable, Collection, Iterable, TypeVar
 import orjson
 import zstandard
 
-from . import bookshapes, fmt, reserve
+from . import bookshapes, fmt, reach, reserve
 from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import (ControlError, DamagedDatabase, DamagedRecords, FfeError, NotADatabase, StorageError,
                      UsageError, damaged_database, first_problem, not_ffe_database, storage_failure,
-                     unreadable_database)
+                     cannot_read_database, unreadable_database)
 from .events import Event
 from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineState, Fill, Order, OrderReason,
                     OrderStatus, Position, Side)
@@ -807,7 +807,7 @@ def _made_private(path: Path) -> None:
         raise storage_failure(path, exc) from None
 
 
-def _refusal(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
+def _refusal(path: Path, exc: sqlite3.DatabaseError) -> FfeError:
     """An SQLite error met reading the database at `path` for a start: a lock held too long (or a file that cannot
     be opened) is a storage failure; damage (what SQLite finds is not what it wrote) a damaged database."""
     if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
@@ -2025,7 +2025,7 @@ def pin_file(path: Path | str, read_only: bool = False) -> tuple[sqlite3.Connect
         conn = (open_read_only(path) if read_only
                 else sqlite3.connect(str(path), isolation_level=None, check_same_thread=False))
     except sqlite3.DatabaseError as exc:
-        raise StorageError(f"{path}: cannot read the database ({exc})") from None
+        raise cannot_read_database(path, exc) from None
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("BEGIN")
@@ -2229,7 +2229,7 @@ class Records:
             if tables:
                 refuse_foreign(self.path, self.conn)
         except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+            raise cannot_read_database(self.path, exc) from None
         except NotADatabase:
             self.conn.close()
             raise
@@ -2495,7 +2495,7 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
     path = Path(path)
     if check:
         refuse_not_a_file(path)
-    if not path.is_file():
+    if not reach.is_file(path):
         return None
     peek_foreign(path)  # always: opened the usual way, another application's WAL database would get files beside it
     try:
@@ -2532,7 +2532,7 @@ def backtest_records(path: Path | str) -> str | None:
     when opening it would change what is beside it: SQLite deletes the WAL of an empty or missing main file (the
     newest records, read-only too), and a hot journal is for a start to roll back."""
     path = Path(path)
-    if not path.is_file() or wal_without_database(path) is not None or hot_journal(path) is not None:
+    if not reach.is_file(path) or wal_without_database(path) is not None or hot_journal(path) is not None:
         return None
     # A run's database is never in WAL mode (it keeps a rollback journal): one that is, is no run, and reading it
     # would leave -shm and -wal files beside it (another application's database, left as it was found).

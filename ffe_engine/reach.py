@@ -1,0 +1,55 @@
+"""The first look at a path the operator gave (or configured): a path that cannot be reached is one line naming it
+and why, exit 2 (errors.UnreachablePath), never a traceback. Python's Path.exists, is_file and is_dir answer False
+for a path that is not there, but raise for one they cannot look at (a directory on the way closed to this user, a
+name too long); Path.resolve raises RuntimeError for a loop of symbolic links."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import is_unreachable, unreachable
+
+
+def exists(path: Path, given: str = "") -> bool:
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise said(path, exc, given) from None
+
+
+def is_file(path: Path, given: str = "") -> bool:
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise said(path, exc, given) from None
+
+
+def is_dir(path: Path, given: str = "") -> bool:
+    try:
+        return path.is_dir()
+    except OSError as exc:
+        raise said(path, exc, given) from None
+
+
+def resolved(path: Path, given: str = "") -> Path:
+    """path.resolve(), a loop of symbolic links or a name too long on the way said as the path at fault."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise said(path, exc, given) from None
+
+
+def names_in(directory: Path) -> list[str]:
+    """The names in `directory`; none when it is not there."""
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise said(directory, exc) from None
+
+
+def said(path: Path, exc: BaseException, given: str = "") -> BaseException:
+    """`exc` as the operator's one line when it says the path cannot be reached; any other, as it is."""
+    return unreachable(path, exc, given) if is_unreachable(exc) else exc
