@@ -289,3 +289,23 @@ def test_a_database_of_no_table_beside_a_trail_with_records_is_lost_for_doctor_a
     assert doctor.returncode == 1 and "lost" in doctor.stderr and "holds no table" in doctor.stderr, doctor.stderr
     started = run_ffe(cwd, "run", "--headless", "--max-bars", "3")
     assert started.returncode == 1 and "lost" in started.stderr, started.stderr[-2000:]
+
+
+def test_a_trade_id_given_again_after_its_row_was_deleted_is_named(healthy, tmp_path):
+    # The newest closed trade's row deleted by hand: the store numbers closed trades on from the highest id the
+    # table holds, so the next trade closed gets the deleted one's id. Its row and its event then agree, and the
+    # lost trade is left as an earlier `position_closed` event claiming the same id: doctor must find it.
+    cwd = copy_of(healthy, tmp_path)
+    (tid,) = sql(cwd, "SELECT MAX(id) FROM trades")[0]
+    sql(cwd, "DELETE FROM provider_scores WHERE trade_id = ?", (tid,))
+    sql(cwd, "DELETE FROM trades WHERE id = ?", (tid,))
+    again = run_ffe(cwd, "run", "--headless", "--max-bars", "150", env=ffe_env(FFE_MARKET__SEED=7))
+    assert again.returncode == 0, again.stderr[-2000:]
+    claims = sql(cwd, "SELECT seq FROM events WHERE event = 'position_closed' AND "
+                      "json_extract(data, '$.trade_id') = ? ORDER BY seq", (tid,))
+    assert len(claims) == 2 and sql(cwd, "SELECT COUNT(*) FROM trades WHERE id = ?", (tid,))[0][0] == 1
+    proc = doctor(cwd, ffe_in_process)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and f"closed trade {tid} is claimed by two position_closed events" in errors[0], errors
+    assert f"seq {claims[0][0]} and seq {claims[1][0]}" in errors[0], errors
