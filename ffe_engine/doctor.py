@@ -19,7 +19,8 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
    a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
    the last final status the trail shows;
 4. every fill has its `fill` event (same order, side, quantity, price and fee) and every `fill` event its fill, one
-   to one; and each order's filled quantity is the sum of its fills;
+   to one; and each order's filled quantity is the sum of its fills; every closed trade has its `position_closed`
+   event, alike, every such event its trade, and no trade id is claimed by two of them;
 5. the positions are the fills, replayed;
 6. paper account: the cash and equity rebuilt from the starting cash and the fills equal the stored book;
 7. paper account: the venue's book knows every order the journal says is open, holds each client order id and
@@ -350,10 +351,7 @@ def _check_closed_trades(trades: list[Any], closed_events: list[bytes], db: Path
     """Each closed trade and its `position_closed` event, one to one and alike: the trades table is what `ffe
     report` and the learner read, the event what `ffe audit show` tells; the store commits both with the fill that
     closed the trade. The event's P&L and fees are rounded to 8 decimals."""
-    said: dict[Any, dict[str, Any]] = {}
-    for data in closed_events:
-        rec = json.loads(data)
-        said[rec.get("trade_id")] = rec
+    said = _closed_trade_claims(closed_events, db)
     for tid, symbol, side, quantity, entry, exit_, pnl, fees, reason in trades:
         rec = said.pop(tid, None)
         if rec is None:
@@ -371,6 +369,22 @@ def _check_closed_trades(trades: list[Any], closed_events: list[bytes], db: Path
     if said:
         tid = sorted(said, key=str)[0]
         raise Violation(f"{db}: closed trade {tid} is in a position_closed event but not in the trades table")
+
+
+def _closed_trade_claims(closed_events: list[bytes], db: Path) -> dict[Any, dict[str, Any]]:
+    """Each trade id's `position_closed` event. An id claimed twice is a closed trade whose row was lost: the store
+    numbers trades on from the highest id the trades table holds, so with the newest row deleted the next trade
+    closed is given its id, and its row then matches the later event while the earlier one is left with none."""
+    said: dict[Any, dict[str, Any]] = {}
+    for data in closed_events:
+        rec = json.loads(data)
+        tid = rec.get("trade_id")
+        if tid in said:
+            raise Violation(f"{db}: closed trade {tid} is claimed by two position_closed events (seq "
+                            f"{said[tid].get('seq')} and seq {rec.get('seq')}): one of the two closed trades has "
+                            "lost its row in the trades table")
+        said[tid] = rec
+    return said
 
 
 # ------------------------------------------------------------------------------------------------ the book
