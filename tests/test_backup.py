@@ -317,6 +317,7 @@ def test_a_backup_of_an_order_whose_final_event_a_kill_lost_verifies_and_restore
     last = lines[-1]
     placed = json.loads(next(x for x in reversed(lines) if b'"event":"order"' in x))
     placed.pop("prev")
+    like = placed["client_order_id"]  # the journal entry is made from the same order's, as its event is
     cid = "ffe-ended-before-its-event"
     placed.update(seq=json.loads(last)["seq"] + 1, client_order_id=cid, status="new", filled=0.0)
     line = chained(json.dumps(placed, separators=(",", ":")).encode(), line_hash(last))
@@ -330,8 +331,9 @@ def test_a_backup_of_an_order_whose_final_event_a_kill_lost_verifies_and_restore
                    (json.dumps({"seq": placed["seq"], "hash": line_hash(line)}),))
         columns = [r[1] for r in db.execute("PRAGMA table_info(orders)")]
         values = [f"'{cid}'" if c == "client_order_id" else "'canceled'" if c == "status" else "0" if c == "filled"
-                  else c for c in columns]
-        db.execute(f"INSERT INTO orders ({', '.join(columns)}) SELECT {', '.join(values)} FROM orders LIMIT 1")
+                  else "NULL" if c == "average" else "0" if c == "fee" else c for c in columns]
+        db.execute(f"INSERT INTO orders ({', '.join(columns)}) SELECT {', '.join(values)} FROM orders "
+                   "WHERE client_order_id = ?", (like,))
     db.close()
     doctor = ffe_in_process(cwd, "doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr

@@ -177,6 +177,43 @@ def lose_a_closed_trade(cwd):
     return f"closed trade {tid} is in a position_closed event but not in the trades table"
 
 
+def a_filled_order(cwd) -> str:
+    return sql(cwd, "SELECT client_order_id FROM orders WHERE status = 'filled' ORDER BY created_ts LIMIT 1")[0][0]
+
+
+# An order's row edited so that it contradicts its own `order` events and fills: named with the field.
+def triple_an_order_s_quantity(cwd):
+    cid = a_filled_order(cwd)
+    sql(cwd, "UPDATE orders SET quantity = quantity * 3 WHERE client_order_id = ?", (cid,))
+    return f"order {cid}: quantity "
+
+
+def flip_an_order_s_side(cwd):
+    cid = a_filled_order(cwd)
+    sql(cwd, "UPDATE orders SET side = CASE side WHEN 'buy' THEN 'sell' ELSE 'buy' END WHERE client_order_id = ?",
+        (cid,))
+    return f"order {cid}: side "
+
+
+def move_an_order_to_another_symbol(cwd):
+    cid = a_filled_order(cwd)
+    sql(cwd, "UPDATE orders SET symbol = CASE symbol WHEN 'ETH/USDT' THEN 'BTC/USDT' ELSE 'ETH/USDT' END "
+             "WHERE client_order_id = ?", (cid,))
+    return f"order {cid}: symbol "
+
+
+def double_an_order_s_average(cwd):
+    cid = a_filled_order(cwd)
+    sql(cwd, "UPDATE orders SET average = average * 2 WHERE client_order_id = ?", (cid,))
+    return f"order {cid}: average "
+
+
+def multiply_an_order_s_fee(cwd):
+    cid = a_filled_order(cwd)
+    sql(cwd, "UPDATE orders SET fee = fee * 10 WHERE client_order_id = ?", (cid,))
+    return f"order {cid}: fee "
+
+
 def change_the_cash(cwd):
     book = json.loads(sql(cwd, "SELECT value FROM kv WHERE key = 'portfolio'")[0][0])
     book["cash"] += 0.5
@@ -217,7 +254,8 @@ def damage_a_page(cwd):
 DAMAGES = [drop_a_middle_line, cut_the_last_line, swap_two_lines, repeat_a_line, garble_a_line, alter_a_record,
            rewrite_a_record_in_the_trail_and_the_database_alike, reopen_a_filled_order, unknown_status, lose_a_fill,
            lose_a_fill_and_its_event, lose_a_fill_event, charge_a_fill_twice, change_a_closed_trade_s_pnl,
-           lose_a_closed_trade, change_the_cash,
+           lose_a_closed_trade, triple_an_order_s_quantity, flip_an_order_s_side, move_an_order_to_another_symbol,
+           double_an_order_s_average, multiply_an_order_s_fee, change_the_cash,
            an_order_the_journal_never_had, an_open_order_the_venue_forgot, damage_a_page]
 
 
