@@ -19,8 +19,10 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
    a final status never shows another one later, its filled quantity never shrinks, and the journal agrees with
    the last final status the trail shows;
 4. every fill has its `fill` event (same order, side, quantity, price and fee) and every `fill` event its fill, one
-   to one; and each order's filled quantity is the sum of its fills; every closed trade has its `position_closed`
-   event, alike, every such event its trade, and no trade id is claimed by two of them;
+   to one; and each order's filled quantity is the sum of its fills; each order's symbol, side and quantity are
+   its `order` events', and an order that filled has its fills' symbol and side, average and fees (their sum);
+   every closed trade has its `position_closed` event, alike, every such event its trade, and no trade id is
+   claimed by two of them;
 5. the positions are the fills, replayed;
 6. paper account: the cash and equity rebuilt from the starting cash and the fills equal the stored book;
 7. paper account: the venue's book knows every order the journal says is open, holds each client order id and
@@ -60,9 +62,11 @@ from .config import Settings
 from .errors import FfeError, UnreachablePath, UsageError, first_problem
 from .model import APPROVAL_PENDING, EngineState, OrderStatus, trail_disagrees
 from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, Records, check_files,
-                    events_end, lost_database, position_differs, replay_positions, state_unsaid)
+                    events_end, lost_database, order_figures, position_differs, replay_positions, state_unsaid)
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
+# client_order_id, symbol, side, quantity, average, fee
+OrderFigures = tuple[str, str, str, float, float | None, float]
 # client_order_id, symbol, side, qty, price, fee, fee_base, fee_base_value
 FillRow = tuple[str, str, str, float, float, float, float, float]
 OrderEvents = dict[str, list[tuple[str, dict[str, Any]]]]  # client_order_id -> (file:line, record)
@@ -156,6 +160,7 @@ def check(settings: Settings) -> Findings:
         fills = records.fills()
         found.fills = len(fills)
         _check_fills(orders, fills, None if level == "trades" else records.fill_events(), settings.db_path)
+        _check_order_rows(order_figures(records), fills, order_events, settings.db_path)
         found.checks.append("fills")
         if level != "trades":  # a trades-level backtest run keeps no events to check its trades against
             _check_closed_trades(records.closed_trades(), records.closed_trade_events(), settings.db_path)
@@ -344,6 +349,49 @@ def _check_fills(orders: list[OrderRow], fills: list[FillRow], fill_events: list
     if filled:
         cid = sorted(filled)[0]
         raise Violation(f"{db}: fills of order {cid}, which the journal never recorded")
+
+
+def _check_order_rows(rows: list[OrderFigures], fills: list[FillRow], order_events: OrderEvents, db: Path) -> None:
+    """Each order's row against what else says it: its symbol, side and quantity, fixed when it is journaled, are
+    those of every `order` event of it; an order that filled has its fills' symbol and side, their price weighted by
+    quantity as its average and the sum of their fees as its fee (each fill of an answer is what the venue's
+    cumulative average and fee moved by since the last: execution.py, `_apply`). After the fills were checked
+    against their own events. An order with no fill has no figure of them to agree with."""
+    own: dict[str, list[FillRow]] = {}
+    for fill in fills:
+        own.setdefault(fill[0], []).append(fill)
+    for row in rows:
+        _order_row_against_events(row, order_events.get(row[0], []), db)
+        if row[0] in own:
+            _order_row_against_fills(row, own[row[0]], db)
+
+
+def _order_row_against_events(row: OrderFigures, events: list[tuple[str, dict[str, Any]]], db: Path) -> None:
+    cid, symbol, side, quantity, _average, _fee = row
+    for where, rec in events:
+        for name, stored in (("symbol", symbol), ("side", side), ("quantity", quantity)):
+            told = rec.get(name, stored)  # a field the event does not carry says nothing
+            same = (_close(stored, told, rel=1e-12, floor=1e-15)
+                    if isinstance(stored, float) and isinstance(told, (int, float)) else told == stored)
+            if not same:
+                raise Violation(f"{db}: order {cid}: {name} {stored!r} in the orders table, {told!r} in its order "
+                                f"event ({where})")
+
+
+def _order_row_against_fills(row: OrderFigures, fills: list[FillRow], db: Path) -> None:
+    cid, symbol, side, _quantity, average, fee = row
+    for _cid, fill_symbol, fill_side, *_ in fills:
+        for name, stored, told in (("symbol", symbol, fill_symbol), ("side", side, fill_side)):
+            if told != stored:
+                raise Violation(f"{db}: order {cid}: {name} {stored!r} in the orders table, {told!r} in its fills")
+    quantity = sum(f[3] for f in fills)
+    cost = sum(f[3] * f[4] for f in fills)
+    if not isinstance(average, (int, float)) or not _close(average * quantity, cost, rel=1e-9, floor=1e-9):
+        raise Violation(f"{db}: order {cid}: average {average!r} in the orders table, its fills make it "
+                        f"{cost / quantity:.10g}")
+    fees = sum(f[5] for f in fills)
+    if not _close(fee, fees, rel=1e-9, floor=1e-9):
+        raise Violation(f"{db}: order {cid}: fee {fee:.10g} in the orders table, its fills add up to {fees:.10g}")
 
 
 # ------------------------------------------------------------------------------------------------ closed trades

@@ -2572,3 +2572,10 @@ def in_use(path: Path | str) -> bool:
     except sqlite3.DatabaseError:
         return False  # damaged or not a database: nobody is writing it
     return False
+
+
+def order_figures(records: Records) -> list[Any]:
+    """(client_order_id, symbol, side, quantity, average, fee) of every journaled order, in the order journaled: the
+    figures `ffe doctor` compares with the order's own `order` events and fills."""
+    return records._q("SELECT client_order_id, symbol, side, quantity, average, fee FROM orders "
+                      "ORDER BY created_ts, rowid")
