@@ -163,6 +163,13 @@ def charge_a_fill_twice(cwd):
     return f"order {cid} has a "
 
 
+def halve_a_fill_s_price(cwd):
+    # The fill's event is there, with the price the fill had: the line says what each holds, not that it is missing.
+    (fid, side, qty, price) = sql(cwd, "SELECT id, side, quantity, price FROM fills ORDER BY id LIMIT 1")[0]
+    sql(cwd, "UPDATE fills SET price = price / 2 WHERE id = ?", (fid,))
+    return f"in the fills table, its fill event says {side} {qty:.10g} at {price:.10g}"
+
+
 def change_a_closed_trade_s_pnl(cwd):
     # Its `position_closed` event (and `ffe audit show`) says one figure, the trades table (`ffe report`) another.
     (tid,) = sql(cwd, "SELECT id FROM trades ORDER BY id LIMIT 1")[0]
@@ -253,7 +260,8 @@ def damage_a_page(cwd):
 
 DAMAGES = [drop_a_middle_line, cut_the_last_line, swap_two_lines, repeat_a_line, garble_a_line, alter_a_record,
            rewrite_a_record_in_the_trail_and_the_database_alike, reopen_a_filled_order, unknown_status, lose_a_fill,
-           lose_a_fill_and_its_event, lose_a_fill_event, charge_a_fill_twice, change_a_closed_trade_s_pnl,
+           lose_a_fill_and_its_event, lose_a_fill_event, charge_a_fill_twice, halve_a_fill_s_price,
+           change_a_closed_trade_s_pnl,
            lose_a_closed_trade, triple_an_order_s_quantity, flip_an_order_s_side, move_an_order_to_another_symbol,
            double_an_order_s_average, multiply_an_order_s_fee, change_the_cash,
            an_order_the_journal_never_had, an_open_order_the_venue_forgot, damage_a_page]
