@@ -329,16 +329,22 @@ def _check_fills(orders: list[OrderRow], fills: list[FillRow], fill_events: list
                 rec.get("fee"))] += 1
     recorded: Counter[tuple[str, str, float, float, float]] = Counter(
         (cid, side, qty, price, fee) for cid, _symbol, side, qty, price, fee, _fee_base, _value in fills)
-    for key in recorded if fill_events is not None else []:
-        if recorded[key] > events[key]:
-            cid, side, qty, price, _fee = key
-            raise Violation(f"{db}: order {cid} has a {side} fill of {qty:g} at {price:g} without its fill event "
-                            f"({recorded[key]} fill(s), {events[key]} event(s))")
-    for key in events:
-        if events[key] > recorded[key]:
-            cid, side, qty, price, _fee = key
-            raise Violation(f"{db}: a fill event of order {cid} ({side} {qty:g} at {price:g}) has no fill "
-                            f"({events[key]} event(s), {recorded[key]} fill(s))")
+    unsaid = recorded - events if fill_events is not None else Counter()  # fills no event says as they are
+    unbooked = events - recorded  # events no fill is
+    for key in unsaid:
+        cid, side, qty, price, fee = key
+        # An event of the same order that no fill is: the fill's row, or its event, holds other figures.
+        told = next((e for e in unbooked if e[0] == cid), None)
+        if told is not None:
+            raise Violation(f"{db}: order {cid}: a {side} fill of {_figure(qty)} at {_figure(price)} (fee "
+                            f"{_figure(fee)}) in the fills table, its fill event says {told[1]} {_figure(told[2])} at "
+                            f"{_figure(told[3])} (fee {_figure(told[4])})")
+        raise Violation(f"{db}: order {cid} has a {side} fill of {qty:g} at {price:g} without its fill event "
+                        f"({recorded[key]} fill(s), {events[key]} event(s))")
+    for key in unbooked:
+        cid, side, qty, price, _fee = key
+        raise Violation(f"{db}: a fill event of order {cid} ({side} {_figure(qty, 'g')} at {_figure(price, 'g')}) "
+                        f"has no fill ({events[key]} event(s), {recorded[key]} fill(s))")
     filled: dict[str, float] = {}
     for cid, _symbol, _side, qty, *_ in fills:
         filled[cid] = filled.get(cid, 0.0) + qty
@@ -392,6 +398,12 @@ def _order_row_against_fills(row: OrderFigures, fills: list[FillRow], db: Path) 
     fees = sum(f[5] for f in fills)
     if not _close(fee, fees, rel=1e-9, floor=1e-9):
         raise Violation(f"{db}: order {cid}: fee {fee:.10g} in the orders table, its fills add up to {fees:.10g}")
+
+
+def _figure(value: Any, spec: str = ".10g") -> str:
+    """A figure of a record for a line: a number as `spec` says, anything else (an event's field missing, or not a
+    number) as it is."""
+    return format(value, spec) if isinstance(value, (int, float)) else repr(value)
 
 
 # ------------------------------------------------------------------------------------------------ closed trades
