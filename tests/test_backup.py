@@ -194,6 +194,67 @@ def test_a_manifest_field_of_the_wrong_type_fails_verify_in_one_line_naming_it(a
     assert not (target / "data" / "ffe.db").exists()
 
 
+# Rows that contradict their own audit records, as `ffe doctor` finds them: verify checks the backup's records as
+# doctor does, so such a backup fails it, naming the row, and is never restored.
+def halve_a_fill_s_price(db: sqlite3.Connection) -> str:
+    (fid, cid) = db.execute("SELECT id, client_order_id FROM fills ORDER BY id LIMIT 1").fetchone()
+    db.execute("UPDATE fills SET price = price / 2 WHERE id = ?", (fid,))
+    return f"{bk.DB_NAME}: order {cid}: a "
+
+
+def change_a_closed_trade_s_pnl(db: sqlite3.Connection) -> str:
+    (tid,) = db.execute("SELECT MIN(id) FROM trades").fetchone()
+    db.execute("UPDATE trades SET pnl = pnl + 500 WHERE id = ?", (tid,))
+    return f"{bk.DB_NAME}: closed trade {tid}: pnl "
+
+
+def a_filled_order(db: sqlite3.Connection) -> str:
+    return db.execute("SELECT client_order_id FROM orders WHERE status = 'filled' ORDER BY created_ts "
+                      "LIMIT 1").fetchone()[0]
+
+
+def double_an_order_s_average(db: sqlite3.Connection) -> str:
+    cid = a_filled_order(db)
+    db.execute("UPDATE orders SET average = average * 2 WHERE client_order_id = ?", (cid,))
+    return f"{bk.DB_NAME}: order {cid}: average "
+
+
+def triple_an_order_s_quantity(db: sqlite3.Connection) -> str:
+    cid = a_filled_order(db)
+    db.execute("UPDATE orders SET quantity = quantity * 3 WHERE client_order_id = ?", (cid,))
+    return f"{bk.DB_NAME}: order {cid}: quantity "
+
+
+ROW_DAMAGES = [halve_a_fill_s_price, change_a_closed_trade_s_pnl, double_an_order_s_average,
+               triple_an_order_s_quantity]
+
+
+@pytest.mark.parametrize("damage", ROW_DAMAGES, ids=lambda f: f.__name__)
+def test_rows_that_contradict_their_audit_records_fail_verify_and_are_not_restored(account, archive, tmp_path,
+                                                                                   damage):
+    work = tmp_path / "x"
+    unpack(archive, work)
+    db = sqlite3.connect(work / bk.DB_NAME, isolation_level=None)
+    try:
+        expected = damage(db)
+    finally:
+        db.close()
+    bad = repack(work, tmp_path / "bad.tar.zst")
+    ffe = run_ffe if damage is ROW_DAMAGES[0] else ffe_in_process  # the first: a process
+
+    proc = verify(account, bad, ffe)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "1 problem(s): " + expected in line, line
+
+    target = tmp_path / "restored"
+    proc = ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "fails verify, nothing restored" in line and expected in line, line
+    assert not (target / "data" / "ffe.db").exists()
+
+
 @pytest.mark.parametrize("damage", ["cut short", "bit flipped"])
 def test_a_damaged_backup_file_fails_verify_and_is_not_restored(account, archive, tmp_path, damage):
     """A backup file damaged on its way (a copy cut short, a bad disk) is a backup that fails its checks: exit 1,
