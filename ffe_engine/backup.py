@@ -52,6 +52,7 @@ from .backtest_runs import not_an_account, run_log_dir, run_records
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
 from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
+from .doctor import OrderEvents, Violation, check_against_events
 from .errors import DamagedRecords, FfeError, NotADatabase, StorageError, UsageError, first_problem
 from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
@@ -475,7 +476,9 @@ def check_unpacked(file: Path, work: Path) -> Checked:
 def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Checked) -> None:
     """The database and the audit trail tell the same story: the database's event records are the trail's, byte
     for byte, to the same last seq; every order has its records in the trail, with the journal's final status;
-    every fill has its record. A line the database lacks (written just before a kill, its transaction never
+    and the rows agree with their records as `ffe doctor` judges them (doctor.check_against_events): every fill
+    its `fill` record, alike, each order's row its `order` records and fills, every closed trade its
+    `position_closed` record. A line the database lacks (written just before a kill, its transaction never
     committed) tells nothing, an order journaled `new` may have no record yet (the kill lost it before it was
     written; the next start settles the order), and an order's status may be ahead of its records (model.
     trail_disagrees, as `ffe doctor` judges it): what a kill leaves, the next start takes as it is."""
@@ -486,7 +489,7 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
     last = 0
     order_seen: set[str] = set()
     order_final: dict[str, str] = {}  # the first final status the trail shows for each order
-    fill_counts: dict[str, int] = {}
+    order_events: OrderEvents = {}
     db_events = iter(records.events())  # merged with the trail's lines, both in seq order
     want = next(db_events, None)
     for line in trail_lines(trail):
@@ -504,18 +507,16 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
             problems.append(f"seq {s} differs between the database and the audit trail")
             return
         want = next(db_events, None)
-        if b'"event":"order"' in line or b'"event":"fill"' in line:
+        if b'"event":"order"' in line:
             rec = json.loads(line)
             cid = rec.get("client_order_id")
             if not cid:
                 continue
-            if rec["event"] == "fill":
-                fill_counts[cid] = fill_counts.get(cid, 0) + 1
-            else:
-                order_seen.add(cid)
-                status = rec.get("status", "")
-                if status in _FINAL:
-                    order_final.setdefault(cid, status)
+            order_seen.add(cid)
+            order_events.setdefault(cid, []).append((f"{TRAIL_NAME} seq {s}", rec))
+            status = rec.get("status", "")
+            if status in _FINAL:
+                order_final.setdefault(cid, status)
     if want is not None:
         problems.append(f"seq {want[0]} is in the database but not in the audit trail (it ends before)")
     if last != db_last:
@@ -528,12 +529,13 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
                 problems.append(f"order {cid} ({status}) has no record in the audit trail")
         elif trail_disagrees(status, order_final.get(cid)):
             problems.append(f"order {cid} is {status} in the database, {order_final[cid]} in the audit trail")
-    counts = records.fill_counts()
-    checked.fills = sum(counts.values())
-    for cid, n in sorted(counts.items()):
-        if fill_counts.get(cid, 0) != n:
-            problems.append(f"order {cid}: {n} fill(s) in the database, {fill_counts.get(cid, 0)} in the audit "
-                            "trail")
+    checked.fills = sum(records.fill_counts().values())
+    if problems:  # the rows are judged by their records once the database and the trail tell one story
+        return
+    try:
+        check_against_events(records, order_events, Path(DB_NAME))
+    except Violation as exc:
+        problems.append(str(exc))
 
 
 _FINAL = tuple(s.value for s in OrderStatus if s.final)

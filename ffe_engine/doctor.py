@@ -185,6 +185,18 @@ def check(settings: Settings) -> Findings:
     return found
 
 
+def check_against_events(records: Records, order_events: OrderEvents, db: Path) -> None:
+    """An account's rows against their own audit records, as `check` judges them (`ffe backup verify` judges a
+    backup's copy by it): the fills and their `fill` events one to one, each order's row against its `order` events
+    (`order_events`: each order's, as `check` collects them from the trail) and its fills, and the closed trades and
+    their `position_closed` events. Raises Violation naming the first row that differs, `db` naming its file."""
+    orders = records.orders()
+    fills = records.fills()
+    _check_fills(orders, fills, records.fill_events(), db)
+    _check_order_rows(order_figures(records), fills, order_events, db)
+    _check_closed_trades(records.closed_trades(), records.closed_trade_events(), db)
+
+
 def run_level(settings: Settings, records: Records) -> str | None:
     """The record level of a backtest run's records, as the run stored it (wherever its folders are now); for a run
     made before it did so, by its folder (data/backtests/RUN): `full` when it kept events or its compressed trail,
