@@ -444,9 +444,10 @@ def _check_closed_trades(trades: list[Any], closed_events: list[bytes], db: Path
 
 
 def _closed_trade_claims(closed_events: list[bytes], db: Path) -> dict[Any, dict[str, Any]]:
-    """Each trade id's `position_closed` event. An id claimed twice is a closed trade whose row was lost: the store
-    numbers trades on from the highest id the trades table holds, so with the newest row deleted the next trade
-    closed is given its id, and its row then matches the later event while the earlier one is left with none."""
+    """Each trade id's `position_closed` event. An id claimed twice is a closed trade whose row was lost: an ffe that
+    numbered trades on from the highest id the trades table holds (or one whose sqlite_sequence was edited too)
+    gave the next trade closed the deleted newest row's id, and its row then matches the later event while the
+    earlier one is left with none."""
     said: dict[Any, dict[str, Any]] = {}
     for data in closed_events:
         rec = json.loads(data)

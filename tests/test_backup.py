@@ -199,7 +199,7 @@ def test_a_manifest_field_of_the_wrong_type_fails_verify_in_one_line_naming_it(a
 def halve_a_fill_s_price(db: sqlite3.Connection) -> str:
     (fid, cid) = db.execute("SELECT id, client_order_id FROM fills ORDER BY id LIMIT 1").fetchone()
     db.execute("UPDATE fills SET price = price / 2 WHERE id = ?", (fid,))
-    return f"{bk.DB_NAME}: order {cid}: a "
+    return f"{bk.DB_NAME}: table orders, order {cid}: filled "  # its order's average: what the start refuses too
 
 
 def change_a_closed_trade_s_pnl(db: sqlite3.Connection) -> str:
@@ -216,7 +216,7 @@ def a_filled_order(db: sqlite3.Connection) -> str:
 def double_an_order_s_average(db: sqlite3.Connection) -> str:
     cid = a_filled_order(db)
     db.execute("UPDATE orders SET average = average * 2 WHERE client_order_id = ?", (cid,))
-    return f"{bk.DB_NAME}: order {cid}: average "
+    return f"{bk.DB_NAME}: table orders, order {cid}: filled "
 
 
 def triple_an_order_s_quantity(db: sqlite3.Connection) -> str:

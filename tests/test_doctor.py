@@ -338,13 +338,15 @@ def test_a_database_of_no_table_beside_a_trail_with_records_is_lost_for_doctor_a
 
 
 def test_a_trade_id_given_again_after_its_row_was_deleted_is_named(healthy, tmp_path):
-    # The newest closed trade's row deleted by hand: the store numbers closed trades on from the highest id the
-    # table holds, so the next trade closed gets the deleted one's id. Its row and its event then agree, and the
-    # lost trade is left as an earlier `position_closed` event claiming the same id: doctor must find it.
+    # The newest closed trade's row deleted by hand, and the highest id given forgotten with it (an ffe that
+    # numbered closed trades on from the highest id the table holds, or sqlite_sequence edited too): the next trade
+    # closed gets the deleted one's id. Its row and its event then agree, and the lost trade is left as an earlier
+    # `position_closed` event claiming the same id: doctor must find it.
     cwd = copy_of(healthy, tmp_path)
     (tid,) = sql(cwd, "SELECT MAX(id) FROM trades")[0]
     sql(cwd, "DELETE FROM provider_scores WHERE trade_id = ?", (tid,))
     sql(cwd, "DELETE FROM trades WHERE id = ?", (tid,))
+    sql(cwd, "UPDATE sqlite_sequence SET seq = ? WHERE name = 'trades'", (tid - 1,))
     again = run_ffe(cwd, "run", "--headless", "--max-bars", "150", env=ffe_env(FFE_MARKET__SEED=7))
     assert again.returncode == 0, again.stderr[-2000:]
     claims = sql(cwd, "SELECT seq FROM events WHERE event = 'position_closed' AND "
