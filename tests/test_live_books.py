@@ -1727,7 +1727,7 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
             sold = round(held * 0.5, 5)
             (held_by,) = [b for b in (await e.why())["blocking"] if b["gate"] == "RECONCILE"]
             assert f"`ffe ctl sold-by-hand {BTC} --quantity Q --price P --fee F`" in held_by["lifts"], held_by
-            fx.balances["USDT"].free -= 1.5  # the exchange's fee of the sale, in the quote currency
+            fx.balances["USDT"].free -= 1.2345  # the exchange's fee of the sale, in the quote currency
             posts = len(fx.requests_to(POST_ORDER))
             for args, words in ((("--quantity", f"{sold}", "--price", "30000"), "add --yes to confirm"),
                                 (("--quantity", f"{sold}", "--yes"), "needs --price"),
@@ -1743,9 +1743,9 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
             assert fee_elsewhere.proc.returncode == 2, fee_elsewhere.stderr
             assert "--fee goes with `ffe ctl sold-by-hand`, not close" in fee_elsewhere.stderr
             sale = await run_ffe_async(tmp_path, "ctl", "sold-by-hand", BTC, "--quantity", f"{sold}", "--price",
-                                       "30000", "--fee", "1.5", "--yes", env=live_env(fx), name="sold")
+                                       "30000", "--fee", "1.2345", "--yes", env=live_env(fx), name="sold")
             assert sale.proc.returncode == 0, sale.stderr
-            booked = f"booked the sale of {sold:g} BTC/USDT at 30,000.0 (fee 1.50) made by hand"
+            booked = f"booked the sale of {sold:g} BTC/USDT at 30,000.0 (fee 1.2345) made by hand"  # fees to 4
             assert booked in sale.stdout, sale.stdout
             assert "reconciliation agrees with the venue" in sale.stdout, (sale.stdout, e.reconcile_blocked)
             assert len(fx.requests_to(POST_ORDER)) == posts  # nothing went to the exchange
@@ -1755,9 +1755,9 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
             assert await e.resume(by="test") is EngineState.RUNNING
     ((cid, status, reason, filled, average, fee),) = rows(
         db, "SELECT client_order_id, status, reason, filled, average, fee FROM orders WHERE reason = 'by_hand'")
-    assert (status, reason, filled, average, fee) == ("filled", "by_hand", sold, 30_000.0, 1.5)
+    assert (status, reason, filled, average, fee) == ("filled", "by_hand", sold, 30_000.0, 1.2345)
     assert rows(db, "SELECT quantity, price, fee FROM fills WHERE client_order_id = ?", (cid,)) == [
-        (sold, 30_000.0, 1.5)]
+        (sold, 30_000.0, 1.2345)]
     ((t_qty, exit_price, t_reason),) = rows(db, "SELECT quantity, exit_price, reason FROM trades")
     assert (t_qty, exit_price, t_reason) == (sold, 30_000.0, "by_hand")
     assert order_statuses(db, cid) == ["new", "filled"]
