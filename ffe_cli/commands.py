@@ -577,7 +577,7 @@ def _render(action: str, result: Any) -> str:
         return f"settled {r['client_order_id']} {r['symbol']}: {how} (the venue: {r['venue']}); {r['reconcile']}"
     if action == "sold-by-hand":
         r = result
-        fee = f" (fee {fmt.money(r['fee'])})" if r["fee"] else ""
+        fee = f" (fee {fmt.fee(r['fee'])})" if r["fee"] else ""
         return (f"booked the sale of {fmt.qty(r['quantity'])} {r['symbol']} at {fmt.price(r['price'])}{fee} made by "
                 f"hand: order {r['client_order_id']}, nothing sent; {fmt.qty(r['position_left'])} left in the "
                 f"position; {r['reconcile']}")
