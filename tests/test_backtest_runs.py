@@ -212,6 +212,21 @@ def test_a_run_whose_report_is_not_one_ffe_wrote_is_listed_as_unreadable_and_cle
     assert run_ids(cwd) == [] and (cwd / "data" / "backtests" / "notes" / "keep.txt").read_text() == "mine"
 
 
+def test_a_report_s_words_a_terminal_would_act_on_are_listed_as_their_escapes(runs_dir, tmp_path):
+    # A report.json edited by hand (or another tool's) is words from outside: an escape sequence in a symbol or a
+    # date would clear the screen or move the cursor of whoever lists the runs.
+    cwd = copy(runs_dir, tmp_path / "c")
+    odd = cwd / "data" / "backtests" / ODD_RUN
+    odd.mkdir()
+    (odd / "report.json").write_text(json.dumps({"symbols": ["BTC/USD\x1b[2J"], "from": "2020\u202e-01",
+                                                 "to": "2021\n", "bars": 3, "records": "full\x07"}))
+    proc = ffe_in_process(cwd, "backtest", "--list")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith(ODD_RUN)]
+    assert "BTC/USD\\x1b[2J" in line and "2020\\u202e-01" in line and "2021\\n" in line, line
+    assert all(c.isprintable() for c in proc.stdout.replace("\n", "")), proc.stdout
+
+
 def test_a_folder_named_as_a_run_at_a_time_no_calendar_has_is_no_run(runs_dir, tmp_path):
     # Named as ffe names a run (the UTC time it began and six hex digits) but for a day or hour there is not: no
     # ffe began it, so it is the operator's, as any other folder that is not a run.
