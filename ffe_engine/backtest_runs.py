@@ -375,8 +375,9 @@ def result_text(r: dict[str, Any]) -> str:
 
 def run_line(run: Run) -> str:
     r = run.report
-    level = run.level or "-"
-    what = f"{data_text(r)}; {result_text(r)}" if r else str(run.problem)
+    # A report is a file anyone may have edited: what a terminal would act on is shown as its escape.
+    level = fmt.printable(run.level or "-")
+    what = fmt.printable(f"{data_text(r)}; {result_text(r)}" if r else str(run.problem))
     return (f"{run.run_id:<23}  {fmt.iso(run.started.timestamp()):<20}  {level:<7}  {fmt.size(run.size):>9}  "
             f"{what}")
 
