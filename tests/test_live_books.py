@@ -503,6 +503,57 @@ async def test_an_order_s_end_is_written_after_the_fill_being_booked_never_befor
         assert_books_agree(e, fx)
 
 
+async def test_a_state_written_while_the_store_is_busy_never_carries_a_fill_booked_meanwhile(tmp_path, fx):
+    # A close's market order is answered NEW (the exchange fills it a moment later), and the write of its OPEN waits
+    # for the store, busy with another write. Meanwhile the poll finds the order filled and books the fill, whose
+    # commit waits for a slow disk. The OPEN write read the order once the store was free: it committed the order's
+    # new filled before its fill, and a kill then left a database the next start refused.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            entry = await resting_entry(e, fx)
+            await e.operator_cancel(entry)  # the entry's rest cancelled: a position of its first part
+            fx.fault(POST_ORDER, "fill_later", seconds=0.3)
+            busy, waiting, disk = asyncio.Event(), asyncio.Event(), asyncio.Event()
+            update_order, add_fill = e.store.update_order, e.store.add_fill
+
+            async def store_busy(o, *args, **kwargs):
+                if o.reduce_only and o.status.value == "open":
+                    waiting.set()
+                    await busy.wait()
+                return await update_order(o, *args, **kwargs)
+
+            async def slow_disk(*args, **kwargs):
+                await disk.wait()
+                return await add_fill(*args, **kwargs)
+
+            e.store.update_order, e.store.add_fill = store_busy, slow_disk
+            closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
+            await asyncio.wait_for(waiting.wait(), 30)
+            cid = next(c for c, o in e.orders.live.items() if o.reduce_only)
+            await wait_for(lambda: fx.open_order(cid) is None, timeout=30, what="the close filled at the exchange")
+            polled = asyncio.ensure_future(e.orders.poll())
+            await asyncio.sleep(0.5)  # the poll at the order
+            busy.set()
+            await asyncio.sleep(0.5)  # the OPEN written
+            ((filled, booked),) = rows(db, "SELECT filled, (SELECT COALESCE(SUM(quantity), 0) FROM fills AS f WHERE "
+                                           "f.client_order_id = o.client_order_id) FROM orders AS o "
+                                           "WHERE client_order_id = ?", (cid,))
+            assert filled == pytest.approx(booked, abs=1e-12), (filled, booked)
+            disk.set()
+            await asyncio.gather(closing, polled)
+            e.store.update_order, e.store.add_fill = update_order, add_fill
+        ((status, filled, booked),) = rows(db, "SELECT status, filled, (SELECT SUM(quantity) FROM fills AS f WHERE "
+                                               "f.client_order_id = o.client_order_id) FROM orders AS o "
+                                               "WHERE client_order_id = ?", (cid,))
+        assert status == "filled" and filled == pytest.approx(booked, abs=1e-12)
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+
+
 async def test_a_cancel_of_an_open_order_the_venue_does_not_find_keeps_its_fill(tmp_path, fx):
     # The cancel is answered "unknown order" and both lookups after it "does not exist": the order had filled at
     # the venue. The cancel is not done, the order stays open, and the next poll records its fill.
