@@ -41,6 +41,7 @@ from .portfolio import Portfolio, entry_day_of
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure
 from .store import FillRecord, Store
 from .trading_state import TradingState
+from .turns import Turns
 from .venues.base import DuplicateOrder, OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
@@ -110,10 +111,9 @@ class OrderPath:
         self._placing = asyncio.Lock()  # held from sizing an order until it is in flight (see submit)
         self._placed = 0  # orders counted in flight so far: an entry gated before the last of them is gated again
         self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
-        # client order id -> set once the fill being booked (the order's new amounts in memory) is committed: its
-        # other writes (a cancel's end taken meanwhile, say) wait for it, or they would write amounts its fills
-        # do not hold yet, and a kill would leave them so (_booked).
-        self._booking: dict[str, asyncio.Event] = {}
+        # One writer of an order at a time: a fill being booked changes its amounts in memory before they are
+        # committed with it; another write of its state meanwhile (a cancel's end) would commit them without it.
+        self._turns = Turns()
         self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
         self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
         self._held_back: dict[str, bool] = {}  # orders rejected for the venue's Retry-After -> the exchange answered
@@ -521,25 +521,20 @@ class OrderPath:
         await self._write_state(o, kv, publish=publish)
 
     # ------------------------------------------------------------------ venue answers
-    async def _booked(self, o: Order) -> None:
-        """Until no fill of `o` is being booked: its amounts in memory are then those its fills hold."""
-        booking = self._booking.get(o.client_order_id)
-        while booking is not None:
-            await booking.wait()
-            booking = self._booking.get(o.client_order_id)
-
     async def _write_state(self, o: Order, kv: dict[str, Any] | None,
                            publish: Callable[[], object] | None = None) -> None:
-        """The order's status and amounts written (Store.update_order), once a fill of it being booked is."""
-        await self._booked(o)
-        await self.store.update_order(o, kv, publish=publish)
+        """The order's status and amounts written (Store.update_order), in its turn: never while a fill of it is
+        being booked, nor a fill booked while it is written."""
+        async with self._turns.of(o.client_order_id):
+            await self.store.update_order(o, kv, publish=publish)
 
     async def _apply(self, o: Order, vo: VenueOrder, note: Event | None = None, *, venue_news: bool = True) -> None:
         """Bring the journal in line with the venue's view of the order, recording any new fill. `note` (an event
         that says where the view came from) is committed with the fill. `venue_news`: as for `_move`. One at a
-        time per order: a view taken in while a fill is booked is compared with the amounts its fills hold."""
-        await self._booked(o)
-        await self._apply_view(o, vo, note, venue_news=venue_news)
+        time per order (its turn): a view is compared with the amounts its fills hold, and its fill committed before
+        any other write of the order."""
+        async with self._turns.of(o.client_order_id):
+            await self._apply_view(o, vo, note, venue_news=venue_news)
 
     async def _apply_view(self, o: Order, vo: VenueOrder, note: Event | None, *, venue_news: bool) -> None:
         self._missing.pop(o.client_order_id, None)  # found
@@ -578,41 +573,34 @@ class OrderPath:
             fee = max(0.0, vo.fee - o.fee)
             fee_base = max(0.0, round(vo.fee_base - o.fee_base, 12))
             fee_base_value = max(0.0, vo.fee_base_value - o.fee_base_value)
-            # Until the fill is committed, the order's amounts in memory are ahead of its fills: its other writes
-            # wait (_write_state).
-            booking = self._booking[o.client_order_id] = asyncio.Event()
-            try:
-                o.fee_base = max(o.fee_base, vo.fee_base)  # an answer without the fees does not take back those known
-                o.fee_base_value = max(o.fee_base_value, vo.fee_base_value)
-                o.filled = vo.filled
-                o.average = avg_new
-                o.fee = max(o.fee, vo.fee)
-                self._move(o, status, cause, venue_news=venue_news)  # a fill is a fact; a status it has passed is not
-                o.updated_ts = self.now_ms()
-                if o.status.final:
-                    self.live.pop(o.client_order_id, None)
-                fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
-                            fee=fee, ts=o.updated_ts, fee_base=fee_base, fee_base_value=fee_base_value, venue_ts=vo.ts)
-                intent = self.intents.get(o.client_order_id) or _intent_of(o)
-                # The owner applies the fill to its book in memory and says what else to record; the fill, the
-                # order's new state and those records are written in one transaction.
-                record = await self.on_fill(o, fill, intent)
-                # The store publishes the fill's event and the order's (its new status and amount filled) and commits
-                # them with the fill itself: a crash never leaves a fill in the books that the records do not mention,
-                # its event without it, nor the order's new status without the event that says it.
-                event = FillEvent(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side.value, quantity=delta,
-                                  price=px, fee=fee)
+            o.fee_base = max(o.fee_base, vo.fee_base)  # an answer without the fees does not take back those known
+            o.fee_base_value = max(o.fee_base_value, vo.fee_base_value)
+            o.filled = vo.filled
+            o.average = avg_new
+            o.fee = max(o.fee, vo.fee)
+            self._move(o, status, cause, venue_news=venue_news)  # a fill is a fact; a status it has passed is not
+            o.updated_ts = self.now_ms()
+            if o.status.final:
+                self.live.pop(o.client_order_id, None)
+            fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
+                        fee=fee, ts=o.updated_ts, fee_base=fee_base, fee_base_value=fee_base_value, venue_ts=vo.ts)
+            intent = self.intents.get(o.client_order_id) or _intent_of(o)
+            # The owner applies the fill to its book in memory and says what else to record; the fill, the
+            # order's new state and those records are written in one transaction.
+            record = await self.on_fill(o, fill, intent)
+            # The store publishes the fill's event and the order's (its new status and amount filled) and commits
+            # them with the fill itself: a crash never leaves a fill in the books that the records do not mention,
+            # its event without it, nor the order's new status without the event that says it.
+            event = FillEvent(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side.value, quantity=delta,
+                              price=px, fee=fee)
 
-                def publish() -> None:
-                    self.bus.publish(event)
-                    self._emit(o)
-                    if note is not None:
-                        self.bus.publish(note)
+            def publish() -> None:
+                self.bus.publish(event)
+                self._emit(o)
+                if note is not None:
+                    self.bus.publish(note)
 
-                await self.store.add_fill(fill, o, record, publish=publish)
-            finally:
-                del self._booking[o.client_order_id]
-                booking.set()
+            await self.store.add_fill(fill, o, record, publish=publish)
             self._fill_booked(venue_news=venue_news)
             if record is not None and record.then is not None:
                 await record.then()
