@@ -539,6 +539,10 @@ def test_a_backtest_whose_writer_process_is_killed_stops_with_one_line(tmp_path,
     p = spawn_ffe(tmp_path, "backtest", "--records", records, str(BTC_CSV), str(ETH_CSV), env=env)
     writer = wait_until(lambda: writer_of(p.pid), timeout=60, what="the backtest's writer process")
     wait_until(lambda: "engine started" in p.stderr, timeout=60, what="the run under way")
+    if records == "full":  # in the middle of a transaction: its journal holds the pages it changed
+        journals = tmp_path / "data" / "backtests"
+        wait_until(lambda: any(j.stat().st_size for j in journals.glob("*/ffe.db-journal")), timeout=60,
+                   interval=0.01, what="a transaction of the run's writer")
     os.kill(writer, signal.SIGKILL)
     assert p.wait(timeout=120) == 1, p.stderr[-3000:]
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
@@ -548,6 +552,16 @@ def test_a_backtest_whose_writer_process_is_killed_stops_with_one_line(tmp_path,
     if records == "full":
         (run,) = (tmp_path / "data" / "backtests").iterdir()
         assert errors[0].startswith(f"ffe: error: {Path('data', 'backtests', run.name, 'ffe.db')}: "), errors[0]
+        # What it committed is read as a run cut short: its database whole (the writer's last transaction rolled
+        # back, no journal left for a start that never comes), listed with its record level, and its trades told.
+        assert not (run / "ffe.db-journal").exists() or (run / "ffe.db-journal").stat().st_size == 0
+        listed = run_ffe(tmp_path, "backtest", "--list")
+        assert listed.returncode == 0, listed.stderr
+        (line,) = [x for x in listed.stdout.splitlines() if x.startswith(run.name)]
+        assert line.split()[2] == "full", line
+        report = run_ffe(tmp_path, "report", "trades", "--data-dir", f"data/backtests/{run.name}", "--log-dir",
+                         f"logs/backtests/{run.name}")
+        assert report.returncode == 0, report.stderr
     else:
         assert errors[0].startswith("ffe: error: the backtest's records (kept in memory): "), errors[0]
     assert p.stdout == ""
