@@ -1108,6 +1108,11 @@ class Store:
                 self.batch = False
         finally:  # a failed write must not leave the connection (or a backtest's writer process) open
             await self.conn.close()
+            if isinstance(self.failed, WriterError) and str(self.path) != ":memory:":
+                # A writer process killed in a transaction leaves its journal hot: rolled back here, as no start of
+                # a run's records ever comes to do it, so that what the run committed reads as a run cut short.
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    await asyncio.to_thread(roll_back_journal, self.path)
 
     def _writing(self, audit_first: bool = True) -> _Writing:
         """One writer at a time; a write the disk refuses becomes a StorageError naming the database.
