@@ -1565,6 +1565,42 @@ async def test_the_kill_switch_cancels_at_the_exchange_while_its_halted_is_still
         assert rows(settings.db_path, "SELECT state FROM engine_state") == [("HALTED",)]
 
 
+async def test_a_kill_switch_s_cancel_that_outlasts_its_bound_on_a_slow_disk_still_records_its_end_and_fill(
+        tmp_path, fx, monkeypatch):
+    # The exchange cancels the order and its answer shows a further fill; the cancel books it (the books in memory
+    # take it) and waits for a disk that hangs, past engine.cancel_timeout_s. The cancel was then cut off in the
+    # middle of its write: the order's end and its fill were never recorded, the books stored with its cash, and a
+    # restart charged the fill a second time.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "cancel_timeout_s": 1.0})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await resting_entry(e, fx)
+            fx.fill(cid, qty=round(fx.open_order(cid).remaining / 2, 5))  # filled further, not polled yet
+            disk = HungDisk(monkeypatch, running.store, "set_engine_state", "add_fill")
+            halting = asyncio.ensure_future(e.halt(reason="test", by="test"))
+            await wait_for(lambda: fx.requests_to(DELETE_ORDER), timeout=10, what="the cancel sent to the exchange")
+            await asyncio.sleep(1.5)  # past the cancels' bound
+            disk.answer()
+            report = await asyncio.wait_for(halting, 30)
+            assert [f["client_order_id"] for f in report.failed] == [cid], report  # not known to be done in time
+            await wait_for(lambda: rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [
+                ("canceled",)], timeout=30, what="the cancel's end recorded")
+        (placed,) = fx.orders_with(cid)
+        ((filled, booked),) = rows(db, "SELECT filled, (SELECT SUM(quantity) FROM fills WHERE client_order_id = ?) "
+                                       "FROM orders WHERE client_order_id = ?", (cid, cid))
+        assert filled == pytest.approx(placed.filled, abs=1e-12) and booked == pytest.approx(placed.filled, abs=1e-12)
+        assert order_statuses(db, cid)[-1] == "canceled"
+        assert_fees_charged_once(db, fx)
+        assert_books_agree(e, fx)
+    doctor = await run_ffe_async(tmp_path, "doctor", env=live_env(fx), name="doctor")
+    assert doctor.proc.returncode == 0, doctor.stdout + doctor.stderr
+    async with engine_session(settings, live=True) as running:  # the next start books nothing again
+        assert_books_agree(running.engine, fx)
+
+
 async def test_the_page_of_records_that_cannot_be_written_names_the_orders_left_open_at_the_exchange(tmp_path, fx):
     """A disk that takes no more records stops the engine HALTED without cancelling (a cancel's answer could not be
     recorded): an order open at the exchange may still fill while it is down. The RECORDS_UNWRITABLE page says so
