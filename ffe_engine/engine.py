@@ -753,12 +753,13 @@ class Engine:
             return
         self.stopped = True
         self._stop.set()
-        if self._tasks or self._rests:
+        under_way = [*self._tasks, *self._rests, *self.orders.late]
+        if under_way:
             # Housekeeping ends after its current round: cancelled, it could lose a journal write half done (an
             # order resolved in memory, not yet in the database). A kill switch's or flatten's rest is done too
-            # (its cancels, its closing orders). Forced after engine.stop_timeout_s.
-            await asyncio.wait([*self._tasks, *self._rests], timeout=self.settings.engine.stop_timeout_s)
-        await cancel_and_wait([*self._tasks, *self._rests])
+            # (its cancels, its closing orders, and those past their bound). Forced after engine.stop_timeout_s.
+            await asyncio.wait(under_way, timeout=self.settings.engine.stop_timeout_s)
+        await cancel_and_wait(under_way)
         try:
             if not isinstance(self.crashed, StorageError):  # else nothing more can be written
                 await self._persist_books()

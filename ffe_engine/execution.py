@@ -114,6 +114,10 @@ class OrderPath:
         # One writer of an order at a time: a fill being booked changes its amounts in memory before they are
         # committed with it; another write of its state meanwhile (a cancel's end) would commit them without it.
         self._turns = Turns()
+        # Cancels past their bound (collect), left to end: one cut off could be in the middle of recording what the
+        # exchange answered (the order's end, a fill the books in memory already hold). The engine's stop waits
+        # for them, as for its other work.
+        self.late: set[asyncio.Task[tuple[bool, str]]] = set()
         self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
         self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
         self._held_back: dict[str, bool] = {}  # orders rejected for the venue's Retry-After -> the exchange answered
@@ -1125,7 +1129,8 @@ class OrderPath:
 
     async def collect(self, tasks: dict[str, asyncio.Task[tuple[bool, str]]]) -> CancelReport:
         """The report of cancels under way (client order id -> its task), waited for up to cancel_timeout_s: one
-        still pending then is reported as failed ("cancel timed out") and sent again by the poll. The cancel of an
+        still pending then is reported as failed ("cancel timed out") and sent again by the poll; it goes on (never
+        cut off in the middle of a write: what it records lands once the exchange and the disk answer). The cancel of an
         order whose create_order is on the wire begins once the exchange has answered it (`cancel`), whoever sent
         it: its time counts from then, as long as the exchange takes to answer (the send's own timeout bounds it).
         Cut off before, the order it waits for would be said a failed cancel, then fill or open."""
@@ -1140,7 +1145,8 @@ class OrderPath:
         late = False
         for cid, task in tasks.items():
             if task in pending:
-                task.cancel()
+                self.late.add(task)
+                task.add_done_callback(self.late.discard)
                 report.failed.append({"client_order_id": cid, "error": "cancel timed out"})
                 # Not answered in time (waiting out the exchange's Retry-After, or a slow exchange): the order
                 # may still be open there. Sent again by the poll, as a cancel the Retry-After held is.
