@@ -1579,7 +1579,8 @@ async def test_a_kill_switch_s_cancel_that_outlasts_its_bound_on_a_slow_disk_sti
         async with engine_loop(e):
             cid = await resting_entry(e, fx)
             fx.fill(cid, qty=round(fx.open_order(cid).remaining / 2, 5))  # filled further, not polled yet
-            disk = HungDisk(monkeypatch, running.store, "set_engine_state", "add_fill")
+            # (its end's write waits too: the fill may have been taken in by then, the end never)
+            disk = HungDisk(monkeypatch, running.store, "set_engine_state", "add_fill", "update_order")
             halting = asyncio.ensure_future(e.halt(reason="test", by="test"))
             await wait_for(lambda: fx.requests_to(DELETE_ORDER), timeout=10, what="the cancel sent to the exchange")
             await asyncio.sleep(1.5)  # past the cancels' bound
