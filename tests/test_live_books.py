@@ -1602,6 +1602,38 @@ async def test_a_kill_switch_s_cancel_that_outlasts_its_bound_on_a_slow_disk_sti
         assert_books_agree(running.engine, fx)
 
 
+async def test_an_orderly_stop_while_a_fill_waits_for_the_disk_records_it_and_ends_in_order(tmp_path, fx,
+                                                                                                monkeypatch):
+    # SIGTERM while the poll books a fill whose write waits for a slow disk longer than engine.stop_timeout_s: the
+    # stop cut the booking off (the books in memory held the fill, its row was never written), then stored the
+    # books with its cash, or ended on a false error that the books were ahead of the records.
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.2, "stop_timeout_s": 1.0})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        run = asyncio.ensure_future(e.run())
+        cid = await resting_entry(e, fx)
+        disk = HungDisk(monkeypatch, running.store, "add_fill")
+        before = e.portfolio.positions[BTC].quantity
+        fx.fill(cid, qty=round(fx.open_order(cid).remaining / 2, 5))  # the next poll books it
+        await wait_for(lambda: e.portfolio.positions[BTC].quantity > before, timeout=30, what="the fill in memory")
+        e.request_stop()  # what SIGTERM does
+        await asyncio.sleep(1.5)  # past engine.stop_timeout_s
+        disk.answer()
+        await asyncio.wait_for(run, 30)  # in order: no error
+        assert e.crashed is None
+    (placed,) = fx.orders_with(cid)
+    ((filled, booked),) = rows(db, "SELECT filled, (SELECT SUM(quantity) FROM fills WHERE client_order_id = ?) "
+                                   "FROM orders WHERE client_order_id = ?", (cid, cid))
+    assert filled == pytest.approx(placed.filled, abs=1e-12) and booked == pytest.approx(placed.filled, abs=1e-12)
+    assert [r["phase"] for r in stored_events(db, "run")][-1] == "stop"
+    doctor = await run_ffe_async(tmp_path, "doctor", env=live_env(fx), name="doctor")
+    assert doctor.proc.returncode == 0, doctor.stdout + doctor.stderr
+    async with engine_session(settings, live=True) as running:  # the next start books nothing again
+        assert_books_agree(running.engine, fx)
+
+
 async def test_the_page_of_records_that_cannot_be_written_names_the_orders_left_open_at_the_exchange(tmp_path, fx):
     """A disk that takes no more records stops the engine HALTED without cancelling (a cancel's answer could not be
     recorded): an order open at the exchange may still fill while it is down. The RECORDS_UNWRITABLE page says so
