@@ -40,6 +40,7 @@ from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStat
 from .portfolio import Portfolio, entry_day_of
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure
 from .store import FillRecord, Store
+from .tasks import to_its_end
 from .trading_state import TradingState
 from .turns import Turns
 from .venues.base import DuplicateOrder, OrderInDoubt, Venue, VenueError, VenueUnavailable
@@ -591,7 +592,6 @@ class OrderPath:
             intent = self.intents.get(o.client_order_id) or _intent_of(o)
             # The owner applies the fill to its book in memory and says what else to record; the fill, the
             # order's new state and those records are written in one transaction.
-            record = await self.on_fill(o, fill, intent)
             # The store publishes the fill's event and the order's (its new status and amount filled) and commits
             # them with the fill itself: a crash never leaves a fill in the books that the records do not mention,
             # its event without it, nor the order's new status without the event that says it.
@@ -604,7 +604,14 @@ class OrderPath:
                 if note is not None:
                     self.bus.publish(note)
 
-            await self.store.add_fill(fill, o, record, publish=publish)
+            async def book() -> FillRecord | None:
+                record = await self.on_fill(o, fill, intent)
+                await self.store.add_fill(fill, o, record, publish=publish)
+                return record
+
+            # Never cut off between the books in memory taking the fill and its commit (a stop past its time, a
+            # cancel past its bound): the books would be ahead of the records.
+            record = await to_its_end(book())
             self._fill_booked(venue_news=venue_news)
             if record is not None and record.then is not None:
                 await record.then()
@@ -977,7 +984,6 @@ class OrderPath:
             o.error = f"sold on the exchange by hand, booked by {by}: nothing was sent"
             fill = Fill(client_order_id=o.client_order_id, symbol=symbol, side=Side.SELL, quantity=quantity,
                         price=price, fee=fee, ts=now)
-            record = await self.on_fill(o, fill, intent)
             event = FillEvent(client_order_id=o.client_order_id, symbol=symbol, side=Side.SELL.value,
                               quantity=quantity, price=price, fee=fee)
 
@@ -986,7 +992,12 @@ class OrderPath:
                 self.bus.publish(event)
                 self._emit(o)
 
-            await self.store.add_fill(fill, o, record, publish=publish, journal=intent.as_dict())
+            async def book() -> FillRecord | None:
+                record = await self.on_fill(o, fill, intent)
+                await self.store.add_fill(fill, o, record, publish=publish, journal=intent.as_dict())
+                return record
+
+            record = await to_its_end(book())  # as a fill from the venue: never cut off before its commit
             self._fill_booked(venue_news=False)  # the account showed the sale already (the caller checked)
             if record is not None and record.then is not None:
                 await record.then()
