@@ -36,6 +36,7 @@ from .kernel import build_engine, paper_venue, providers_for
 from .market.csvdata import CandleSeries, CsvError, load_csv, parse_symbol_arg
 from .market.replay import ReplayFeed
 from .redact import Redactor
+from .sqlwriter import MEMORY
 from .store import BACKTEST_RECORDS_KEY, Store
 
 FLUSH_EVERY = 5000
@@ -157,7 +158,7 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     # reaches the disk.
     full = records == "full"
     kept = records != "summary"
-    db_path: Path | str = data_dir / "ffe.db" if kept else ":memory:"
+    db_path: Path | str = data_dir / "ffe.db" if kept else MEMORY
     audit_path = log_dir / AUDIT_NAME if full else None
     # Providers that cannot be built refuse the run before its folders are made.
     providers = providers_for(engine_settings)

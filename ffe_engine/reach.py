@@ -7,27 +7,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from .errors import is_unreachable, unreachable
 
 
 def exists(path: Path, given: str = "") -> bool:
-    try:
-        return path.exists()
-    except OSError as exc:
-        raise said(path, exc, given) from None
+    return _looked(path.exists, path, given)
 
 
 def is_file(path: Path, given: str = "") -> bool:
-    try:
-        return path.is_file()
-    except OSError as exc:
-        raise said(path, exc, given) from None
+    return _looked(path.is_file, path, given)
 
 
 def is_dir(path: Path, given: str = "") -> bool:
+    return _looked(path.is_dir, path, given)
+
+
+def _looked(look: Callable[[], bool], path: Path, given: str) -> bool:
     try:
-        return path.is_dir()
+        return look()
     except OSError as exc:
         raise said(path, exc, given) from None
 

@@ -39,7 +39,8 @@ from .events import Event
 from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineState, Fill, Order, OrderReason,
                     OrderStatus, Position, Side)
 from .sqlthread import Connection
-from .sqlwriter import SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterError, WriterProcess, index_rows, scalar
+from .sqlwriter import (MEMORY, SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterError, WriterProcess,
+                        index_rows, scalar)
 
 SCHEMA_VERSION = 5
 PIN_TRIES = 5  # a backup's read view waits at most this many rounds for every buffered event to be written
@@ -1108,7 +1109,7 @@ class Store:
                 self.batch = False
         finally:  # a failed write must not leave the connection (or a backtest's writer process) open
             await self.conn.close()
-            if isinstance(self.failed, WriterError) and str(self.path) != ":memory:":
+            if isinstance(self.failed, WriterError) and str(self.path) != MEMORY:
                 # A writer process killed in a transaction leaves its journal hot: rolled back here, as no start of
                 # a run's records ever comes to do it, so that what the run committed reads as a run cut short.
                 with contextlib.suppress(sqlite3.Error, OSError):

@@ -170,6 +170,16 @@ MANIFEST_DAMAGE = {
 }
 
 
+def assert_not_restored(ffe, account, bad, target, expected: str) -> None:
+    """A restore of the backup `bad` into `target` is refused in one line that says why (`expected`), nothing put
+    in place."""
+    proc = ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "fails verify, nothing restored" in line and expected in line, line
+    assert not (target / "data" / "ffe.db").exists()
+
+
 @pytest.mark.parametrize("damage", MANIFEST_DAMAGE)
 def test_a_manifest_field_of_the_wrong_type_fails_verify_in_one_line_naming_it(account, archive, tmp_path, damage):
     change, expected = MANIFEST_DAMAGE[damage]
@@ -186,12 +196,7 @@ def test_a_manifest_field_of_the_wrong_type_fails_verify_in_one_line_naming_it(a
     (line,) = proc.stderr.splitlines()
     assert f"{bk.MANIFEST_NAME}: {expected}" in line, line
 
-    target = tmp_path / "restored"
-    proc = ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    (line,) = proc.stderr.splitlines()
-    assert "fails verify, nothing restored" in line and expected in line, line
-    assert not (target / "data" / "ffe.db").exists()
+    assert_not_restored(ffe, account, bad, tmp_path / "restored", expected)
 
 
 # Rows that contradict their own audit records, as `ffe doctor` finds them: verify checks the backup's records as
@@ -247,12 +252,7 @@ def test_rows_that_contradict_their_audit_records_fail_verify_and_are_not_restor
     (line,) = proc.stderr.splitlines()
     assert "1 problem(s): " + expected in line, line
 
-    target = tmp_path / "restored"
-    proc = ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir", str(target / "logs"))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    (line,) = proc.stderr.splitlines()
-    assert "fails verify, nothing restored" in line and expected in line, line
-    assert not (target / "data" / "ffe.db").exists()
+    assert_not_restored(ffe, account, bad, tmp_path / "restored", expected)
 
 
 @pytest.mark.parametrize("damage", ["cut short", "bit flipped"])

@@ -129,6 +129,14 @@ def assert_books_agree(e, fx: FakeBinance) -> None:
     assert e.portfolio.equity() == pytest.approx(usdt + btc * price, abs=0.01)
 
 
+def journaled(db, cid: str) -> tuple[str, float, float]:
+    """The order's status and filled quantity in the journal, and what its fills add up to (0 with none)."""
+    ((status, filled, booked),) = rows(db, "SELECT status, filled, (SELECT COALESCE(SUM(quantity), 0) FROM fills AS f "
+                                           "WHERE f.client_order_id = o.client_order_id) FROM orders AS o "
+                                           "WHERE client_order_id = ?", (cid,))
+    return status, filled, booked
+
+
 def order_statuses(db, cid: str) -> list[str]:
     return [e["status"] for e in stored_events(db, "order") if e.get("client_order_id") == cid]
 
@@ -484,18 +492,14 @@ async def test_an_order_s_end_is_written_after_the_fill_being_booked_never_befor
             cancelled = asyncio.ensure_future(e.operator_cancel(cid))
             await wait_for(lambda: fx.open_order(cid) is None, timeout=30, what="the cancel at the exchange")
             await asyncio.sleep(0.5)  # the cancel's answer taken in
-            ((filled, booked),) = rows(db, "SELECT o.filled, (SELECT SUM(quantity) FROM fills AS f WHERE "
-                                           "f.client_order_id = o.client_order_id) FROM orders AS o "
-                                           "WHERE client_order_id = ?", (cid,))
+            _, filled, booked = journaled(db, cid)
             assert filled == pytest.approx(booked, abs=1e-12), (filled, booked)
             disk.set()
             await polled
             answer = await cancelled
             e.store.add_fill = add_fill
         assert answer["status"] == "canceled", answer
-        ((status, filled, booked),) = rows(db, "SELECT status, filled, (SELECT SUM(quantity) FROM fills AS f WHERE "
-                                               "f.client_order_id = o.client_order_id) FROM orders AS o "
-                                               "WHERE client_order_id = ?", (cid,))
+        status, filled, booked = journaled(db, cid)
         assert status == "canceled" and filled == pytest.approx(booked, abs=1e-12)
         assert filled == pytest.approx(fx.orders_with(cid)[0].filled, abs=1e-12)
         assert order_statuses(db, cid)[-1] == "canceled"
@@ -539,16 +543,12 @@ async def test_a_state_written_while_the_store_is_busy_never_carries_a_fill_book
             await asyncio.sleep(0.5)  # the poll at the order
             busy.set()
             await asyncio.sleep(0.5)  # the OPEN written
-            ((filled, booked),) = rows(db, "SELECT filled, (SELECT COALESCE(SUM(quantity), 0) FROM fills AS f WHERE "
-                                           "f.client_order_id = o.client_order_id) FROM orders AS o "
-                                           "WHERE client_order_id = ?", (cid,))
+            _, filled, booked = journaled(db, cid)
             assert filled == pytest.approx(booked, abs=1e-12), (filled, booked)
             disk.set()
             await asyncio.gather(closing, polled)
             e.store.update_order, e.store.add_fill = update_order, add_fill
-        ((status, filled, booked),) = rows(db, "SELECT status, filled, (SELECT SUM(quantity) FROM fills AS f WHERE "
-                                               "f.client_order_id = o.client_order_id) FROM orders AS o "
-                                               "WHERE client_order_id = ?", (cid,))
+        status, filled, booked = journaled(db, cid)
         assert status == "filled" and filled == pytest.approx(booked, abs=1e-12)
         assert_fees_charged_once(db, fx)
         assert_books_agree(e, fx)
@@ -1590,8 +1590,7 @@ async def test_a_kill_switch_s_cancel_that_outlasts_its_bound_on_a_slow_disk_sti
             await wait_for(lambda: rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [
                 ("canceled",)], timeout=30, what="the cancel's end recorded")
         (placed,) = fx.orders_with(cid)
-        ((filled, booked),) = rows(db, "SELECT filled, (SELECT SUM(quantity) FROM fills WHERE client_order_id = ?) "
-                                       "FROM orders WHERE client_order_id = ?", (cid, cid))
+        _, filled, booked = journaled(db, cid)
         assert filled == pytest.approx(placed.filled, abs=1e-12) and booked == pytest.approx(placed.filled, abs=1e-12)
         assert order_statuses(db, cid)[-1] == "canceled"
         assert_fees_charged_once(db, fx)
@@ -1624,8 +1623,7 @@ async def test_an_orderly_stop_while_a_fill_waits_for_the_disk_records_it_and_en
         await asyncio.wait_for(run, 30)  # in order: no error
         assert e.crashed is None
     (placed,) = fx.orders_with(cid)
-    ((filled, booked),) = rows(db, "SELECT filled, (SELECT SUM(quantity) FROM fills WHERE client_order_id = ?) "
-                                   "FROM orders WHERE client_order_id = ?", (cid, cid))
+    _, filled, booked = journaled(db, cid)
     assert filled == pytest.approx(placed.filled, abs=1e-12) and booked == pytest.approx(placed.filled, abs=1e-12)
     assert [r["phase"] for r in stored_events(db, "run")][-1] == "stop"
     doctor = await run_ffe_async(tmp_path, "doctor", env=live_env(fx), name="doctor")
