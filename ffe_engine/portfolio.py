@@ -295,7 +295,11 @@ class Portfolio:
 
     def held(self) -> int:
         """How many positions are held (dust left out)."""
-        return sum(1 for s in self.positions if self.holding(s) is not None)
+        return len(self.held_symbols())
+
+    def held_symbols(self) -> set[str]:
+        """The symbols a position is held in (dust left out)."""
+        return {s for s in self.positions if self.holding(s) is not None}
 
     # ------------------------------------------------------------------ measures
     def exposure(self, symbol: str) -> float:

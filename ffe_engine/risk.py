@@ -79,6 +79,11 @@ class EntryInFlight:
     quantity: float
 
 
+def open_symbols(held: set[str], flight: list[EntryInFlight]) -> set[str]:
+    """The symbols MAX_OPEN_POSITIONS counts as positions: those held and those an entry in flight may open."""
+    return held | {e.symbol for e in flight}
+
+
 def first_failure(gates: list[GateResult]) -> GateResult | None:
     for g in gates:
         if not g.passed:
@@ -171,9 +176,10 @@ class Gatekeeper:
                              conf >= r.min_confidence)
 
         flight = self.entries_in_flight()
-        open_now = pf.held() + len(flight)
-        yield GateResult("MAX_OPEN_POSITIONS", open_now + 1, r.max_open_positions,
-                         open_now + 1 <= r.max_open_positions)
+        # Positions are symbols: those held, those an entry in flight may open, and this order's. An entry resting
+        # part-filled, or an order in a symbol held, opens no second one.
+        positions = len(open_symbols(pf.held_symbols(), flight) | {it.symbol})
+        yield GateResult("MAX_OPEN_POSITIONS", positions, r.max_open_positions, positions <= r.max_open_positions)
 
         pending = self._valued(flight, it.symbol, price)
         if price is None or price <= 0 or equity <= 0 or pending is None:

@@ -15,6 +15,7 @@ from .fmt import iso, iso_ms
 from .model import EngineState, Side
 from .reconcile import (OWN_COINS_COMMAND, blocked_text, coins_gone, hand_sale_command, in_doubt_only,
                         lagging_trades, outage_only, own_coins_may_have_left, unexplained)
+from .risk import open_symbols
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -129,7 +130,7 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
     if pf.entries_today >= r.max_daily_trades:
         out.append({"gate": "DAILY_TRADES", "now": f"{pf.entries_today} entries today, limit {r.max_daily_trades}",
                     "lifts": f"the next UTC day of market time, {iso_ms(next_day)}"})
-    open_now = pf.held() + engine.orders.pending_entries()
+    open_now = len(open_symbols(pf.held_symbols(), engine.orders.entries_in_flight()))
     if open_now >= r.max_open_positions:
         out.append({"gate": "MAX_OPEN_POSITIONS", "now": f"{open_now} open, limit {r.max_open_positions}",
                     "lifts": "a position closing (stop-loss, take-profit, a sell signal, or the close key)"})

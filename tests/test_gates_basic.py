@@ -211,8 +211,11 @@ def test_max_open_positions_counts_open_positions_and_entries_in_flight():
     only_failure(gatekeeper(pf).evaluate(entry("SOL/USDT", 1.0)), "MAX_OPEN_POSITIONS", 3, 2)
     one = portfolio((BTC, 1.0, 100.0))
     in_flight = (EntryInFlight(ETH, Side.BUY, 1.0),)
-    only_failure(gatekeeper(one, pending=in_flight).evaluate(entry(ETH, 1.0)), "MAX_OPEN_POSITIONS", 3, 2)
+    only_failure(gatekeeper(one, pending=in_flight).evaluate(entry("SOL/USDT", 1.0)), "MAX_OPEN_POSITIONS", 3, 2)
     assert all(g.passed for g in gatekeeper(one).evaluate(entry(ETH, 1.0)))
+    # Positions are symbols: a second entry in ETH while one is in flight, or more BTC, opens no third one.
+    assert all(g.passed for g in gatekeeper(one, pending=in_flight).evaluate(entry(ETH, 1.0)))
+    assert all(g.passed for g in gatekeeper(pf).evaluate(entry(BTC, 1.0)))
 
 
 def test_position_size_refuses_an_order_over_its_share_of_equity():
