@@ -120,6 +120,9 @@ class OrderPath:
         # for them, as for its other work.
         self.late: set[asyncio.Task[tuple[bool, str]]] = set()
         self._doubted: set[str] = set()  # orders whose doubt was said and not yet its end
+        # Entries DAILY_TRADES counts, while they are live: client order id -> the UTC day they count in. One that
+        # ends rejected with nothing filled, whenever the venue says so, was not made: its day's count takes it back.
+        self._counted: dict[str, int] = {}
         self.hold_until: float | None = None  # wall seconds: the venue asked (Retry-After) for no orders before
         self._held_back: dict[str, bool] = {}  # orders rejected for the venue's Retry-After -> the exchange answered
         # Cancels not done because the venue's Retry-After held them (not sent, or refused for it): client order id
@@ -209,9 +212,6 @@ class OrderPath:
         """The orders whose create_order is on the wire: the venue has not answered it yet."""
         return list(self._sending)
 
-    def pending_entries(self) -> int:
-        return sum(1 for o in self.live.values() if not o.reduce_only)
-
     def entries_in_flight(self) -> list[EntryInFlight]:
         return [EntryInFlight(o.symbol, o.side, max(0.0, o.quantity - o.filled))
                 for o in self.live.values() if not o.reduce_only]
@@ -288,17 +288,16 @@ class OrderPath:
         if not self._allowed_now(o):
             await self._finish(o, OrderStatus.REJECTED, f"engine {self.trading.state.value} before send")
             return Submission(False, gates, o, o.error)
-        # DAILY_TRADES counts the entry from here, in flight: one checked meanwhile counts it; taken back below
-        # if the venue refuses it (an entry it refused was not made). In the day journaled with it: a day begun
-        # since (the journal's write awaited) does not count it.
+        # DAILY_TRADES counts the entry from here, in flight: one checked meanwhile counts it; taken back if the
+        # venue refuses it, at once or later (`_uncount`: an entry it refused was not made). In the day journaled
+        # with it: a day begun since (the journal's write awaited) does not count it.
         counted = counted and self.portfolio.day == day
         if not intent.reduce_only:
             self.portfolio.note_order(now)  # ORDER_RATE: every order sent, as an exchange's own rate limit counts
-        if counted:
+        if counted and day is not None and not o.status.final:
             self.portfolio.entries_today += 1
+            self._counted[o.client_order_id] = day
         await self._send(o)
-        if counted and o.status is OrderStatus.REJECTED and self.portfolio.day == day:
-            self.portfolio.entries_today = max(0, self.portfolio.entries_today - 1)
         held_back = self.hold_until if o.client_order_id in self._held_back else None
         answered = self._held_back.pop(o.client_order_id, False)
         return Submission(o.status is not OrderStatus.REJECTED, gates, o, o.error, held_until=held_back,
@@ -512,6 +511,7 @@ class OrderPath:
         if not self._move(o, status, error, venue_news=venue_news):
             return
         self.live.pop(o.client_order_id, None)
+        self._uncount(o)
         self._doubt_deadline.pop(o.client_order_id, None)
 
         def publish() -> None:
@@ -524,6 +524,13 @@ class OrderPath:
             self._ended[o.client_order_id] = (o, self.clock.wall() + WATCH_WINDOWS * self.settle_s)
             kv = {**kv, ENDED_KEY: self._ended_record()}
         await self._write_state(o, kv, publish=publish)
+
+    def _uncount(self, o: Order) -> None:
+        """An order has ended: an entry DAILY_TRADES counted that the venue refused, nothing filled, was not made
+        (in the day it counted in, while that day lasts)."""
+        day = self._counted.pop(o.client_order_id, None)
+        if day is not None and o.status is OrderStatus.REJECTED and o.filled <= 0 and self.portfolio.day == day:
+            self.portfolio.entries_today = max(0, self.portfolio.entries_today - 1)
 
     # ------------------------------------------------------------------ venue answers
     async def _write_state(self, o: Order, kv: dict[str, Any] | None,
@@ -587,6 +594,7 @@ class OrderPath:
             o.updated_ts = self.now_ms()
             if o.status.final:
                 self.live.pop(o.client_order_id, None)
+                self._uncount(o)
             fill = Fill(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, quantity=delta, price=px,
                         fee=fee, ts=o.updated_ts, fee_base=fee_base, fee_base_value=fee_base_value, venue_ts=vo.ts)
             intent = self.intents.get(o.client_order_id) or _intent_of(o)
@@ -1209,6 +1217,10 @@ class OrderPath:
             raw = intents.get(o.client_order_id)
             intent = self.intents[o.client_order_id] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
             o.by = intent.by
+            if not o.reduce_only and o.reason in (OrderReason.SIGNAL, OrderReason.OPERATOR):
+                # The start counted it in its day from the journal (Store.entries_since): taken back likewise.
+                said = raw.get("entry_day") if raw else None
+                self._counted[o.client_order_id] = said if isinstance(said, int) else entry_day_of(o.created_ts)
             if o.status is OrderStatus.IN_DOUBT:
                 self._doubted.add(o.client_order_id)
             if o.status is OrderStatus.NEW and self._move(o, OrderStatus.IN_DOUBT):
