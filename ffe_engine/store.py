@@ -1799,7 +1799,9 @@ class Store:
         """The strategy's orders refused, or held by a trade in their symbol waiting for approval, since a market
         time: (outcome, the reason up to its first colon, how many). A gate's refusal reads `CODE: value=...
         limit=...`, so the head is the gate's code. An order a decision made that the venue refused (it ended
-        `rejected`, its error saying why) counts as the decision refused."""
+        `rejected`, its error saying why) counts as the decision refused; so does a decision whose approval a gate
+        refused when it was approved (its re-check's first failed gate, stored under the decision: the decision's
+        own gates all passed, or it would not have waited for approval), at the decision's time."""
         rows = await self.query(
             "SELECT outcome, CASE WHEN instr(reason, ':') > 0 THEN substr(reason, 1, instr(reason, ':') - 1) "
             "ELSE reason END AS head, COUNT(*) FROM ("
@@ -1807,8 +1809,11 @@ class Store:
             "('rejected', 'refused', 'below_minimum', 'exit_refused', 'awaiting_approval') "
             "UNION ALL SELECT CASE d.outcome WHEN 'submitted' THEN 'refused' ELSE 'exit_refused' END, o.error "
             "FROM decisions d JOIN orders o ON o.client_order_id = d.client_order_id WHERE d.ts >= ? AND "
-            "d.outcome IN ('submitted', 'exit_submitted') AND o.status = 'rejected') GROUP BY outcome, head",
-            (ts_ms, ts_ms))
+            "d.outcome IN ('submitted', 'exit_submitted') AND o.status = 'rejected' "
+            "UNION ALL SELECT 'refused', (SELECT code FROM gate_results g WHERE g.decision_id = a.decision_id AND "
+            "g.passed = 0 ORDER BY g.rowid LIMIT 1) AS code FROM approvals a JOIN decisions d ON d.decision_id = "
+            "a.decision_id WHERE d.ts >= ? AND a.status = 'rejected' AND code IS NOT NULL) GROUP BY outcome, head",
+            (ts_ms, ts_ms, ts_ms))
         return [(r[0], r[1], r[2]) for r in rows]
 
     async def last_entry_ts(self) -> int | None:
