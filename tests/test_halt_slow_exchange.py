@@ -1,0 +1,77 @@
+"""The kill switch and the flatten answer within their time while the exchange is slow to answer what they send
+themselves, with no other control under way and no order on the wire: the cancels of the open orders (bounded by
+`engine.cancel_timeout_s`, 5 s by default) and a flatten's closing orders (bounded by `exchange.timeout_ms`, 10 s).
+HALTED is stored at once; the answer, within half the time its caller waits, says what is still under way, never
+"no answer (stopped or busy?)" for an engine that has done what was asked; the kill_switch event follows with the
+whole report. Real engines over real SQLite files against the fake Binance through ccxt, the real control socket,
+and `ffe ctl` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ffe_engine.model import EngineState
+
+from conftest import run_ffe
+from live_helpers import BTC, DELETE_ORDER, POST_ORDER, fx, rows, stored_events, wait_for  # noqa: F401
+from test_live_engine import open_limit_orders, running_live
+
+LOOSE = {"max_position_pct": 100, "max_concentration_pct": 100, "max_leverage": 5, "max_var_pct": 100}
+HELD_S = 3.0  # how long the exchange holds each request of the halt's or the flatten's
+
+
+def halted_stored(db) -> bool:
+    return any(e.get("state") == "HALTED" for e in stored_events(db, "engine_state"))
+
+
+async def test_a_halt_answers_within_its_time_while_the_exchange_holds_its_cancels(tmp_path, fx):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        e.orders.cancel_timeout_s = 8.0
+        [cid] = await open_limit_orders(e, 1)
+        fx.fault(DELETE_ORDER, "slow", seconds=HELD_S)
+        report = await e.halt(by="test", timeout_s=1.0)  # the console's K: answered within half a second
+        assert e.state is EngineState.HALTED and halted_stored(db)
+        assert report.cancelled == [] and report.failed == [], report
+        assert [u["client_order_id"] for u in report.under_way if u.get("client_order_id")] == [cid], report
+        assert not stored_events(db, "kill_switch")  # its cancel was still at the exchange when answered
+        await wait_for(lambda: stored_events(db, "kill_switch"), timeout=20, what="the kill switch's report")
+        [event] = stored_events(db, "kill_switch")
+    assert event["cancelled"] == [cid] and event["failed"] == [], event
+    assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
+
+
+async def test_a_flatten_answers_within_its_time_while_the_exchange_holds_its_closing_order(tmp_path, fx):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        bought = await e.operator_order(BTC, "buy", 0.001)
+        assert bought["accepted"] and e.portfolio.holding(BTC) is not None, bought
+        fx.fault(POST_ORDER, "slow", seconds=HELD_S)
+        res = await e.flatten(by="test", timeout_s=1.0)
+        assert e.state is EngineState.HALTED and halted_stored(db)
+        assert res["closing"] == [] and res["failed"] == [], res
+        assert any("BTC/USDT" in str(u.get("detail")) or u.get("client_order_id") for u in res["under_way"]), res
+        await wait_for(lambda: [k for k in stored_events(db, "kill_switch") if k["action"] == "flatten"],
+                       timeout=20, what="the flatten's report")
+        [event] = [k for k in stored_events(db, "kill_switch") if k["action"] == "flatten"]
+        assert len(event["closing"]) == 1 and event["failed"] == [], event
+        await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=20, what="the position closed")
+
+
+async def test_ffe_ctl_halt_says_what_is_under_way_while_the_exchange_holds_its_cancels(tmp_path, fx):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, settings = running.engine, running.settings
+        e.orders.cancel_timeout_s = 8.0
+        [cid] = await open_limit_orders(e, 1)
+        fx.fault(DELETE_ORDER, "slow", seconds=HELD_S * 2)
+        await running.start_control()  # the engine's control socket, as `ffe run` serves it
+        halt = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "halt", "--data-dir", "data", "--timeout", "4")
+        assert halt.returncode == 0, halt.stdout + halt.stderr
+        headline = halt.stdout.splitlines()[0]
+        assert headline.startswith("KILL SWITCH: HALTED by ctl: cancelled 0 failed 0"), headline
+        assert "under way: " in headline and cid in headline, headline
+        await wait_for(lambda: stored_events(settings.db_path, "kill_switch"), timeout=30,
+                       what="the kill switch's report")
+        [event] = stored_events(settings.db_path, "kill_switch")
+    assert event["cancelled"] == [cid] and event["failed"] == [], event
