@@ -71,3 +71,19 @@ class Press:
                 out.under_way.append({"client_order_id": cid, "detail": "its order is on the wire: cancelled once "
                                                                         "the exchange has answered it"})
         return out
+
+
+def answered_early(open_then: list[Order], on_wire: list[str], rest: str) -> CancelReport:
+    """What a kill switch or flatten pressed with nothing else under way has done when its answer is due before the
+    exchange has answered all it sent (its cancels, a flatten's closing orders): HALTED is stored, the orders whose
+    cancel has ended them (or that filled first), and what is still under way: `rest`, each cancel not answered yet,
+    and each order on the wire (a flatten's closing order)."""
+    out = CancelReport(cancelled=[o.client_order_id for o in open_then if o.status is OrderStatus.CANCELED],
+                       filled=[o.client_order_id for o in open_then if o.status is OrderStatus.FILLED])
+    out.under_way = [{"detail": f"{rest} once the exchange has answered"}]
+    out.under_way += [{"client_order_id": o.client_order_id, "detail": "its cancel is sent: the exchange has not "
+                       "answered it yet"} for o in open_then if not o.status.final]
+    known = {o.client_order_id for o in open_then}
+    out.under_way += [{"client_order_id": cid, "detail": "its order is on the wire: the exchange has not answered it "
+                       "yet"} for cid in on_wire if cid not in known]
+    return out

@@ -34,7 +34,7 @@ from .breaker_pause import BreakerPause
 from .clock import DAY_MS, Clock
 from .config import Settings
 from .ensemble import Ensemble, is_async_provider
-from .controls import Controls, Press
+from .controls import Controls, Press, answered_early
 from .entrylog import EntryLog
 from .errors import ControlError, StartError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
@@ -1776,14 +1776,21 @@ class Engine:
         self._still_running(halting=True)
         pressed = time.perf_counter()
         if not self._pressing_now():
-            async with self._controls.turn("a kill switch"):
-                return await self._halt(reason, by, pressed=pressed)
+            at, open_then, stored = self.clock.monotonic(), list(self.orders.live.values()), asyncio.Event()
+            whole = self._after_controls(self._halt_alone(reason, by, pressed, stored))
+            report = await self._answer_once_stored(whole, at, timeout_s, stored)
+            return report if report is not None else answered_early(
+                open_then, list(self.orders.sending()), "the pending approvals are rejected and the report recorded")
         press = self._pressed()
         rest = self._after_controls(self._halt_rest(reason, by, press, self._flattens_begun, pressed))
         await self._press(press, reason, by)
-        done = await self._answer_within(rest, press, timeout_s)
+        done = await self._answer_within(rest, press.at, timeout_s)
         return done if done is not None else press.answer(
             "the pending approvals are rejected and what is still open cancelled")
+
+    async def _halt_alone(self, reason: str, by: str, pressed: float, stored: asyncio.Event) -> CancelReport:
+        async with self._controls.turn("a kill switch"):
+            return await self._halt(reason, by, pressed=pressed, stored=stored)
 
     async def _halt_rest(self, reason: str, by: str, press: Press, flattens_then: int,
                          pressed: float) -> CancelReport:
@@ -1861,22 +1868,38 @@ class Engine:
             log.error("a kill switch's rest failed", error=message)
             self.bus.publish(ErrorEvent(message=message, where="kill switch"))
 
-    async def _answer_within(self, rest: asyncio.Task[R], press: Press, timeout_s: float | None) -> R | None:
-        """The rest's own answer when it ends within half the time the caller waits (halt), counted from the press;
-        else None: the answer is what the press did."""
+    async def _answer_within(self, rest: asyncio.Task[R], at: float, timeout_s: float | None) -> R | None:
+        """The rest's own answer when it ends within half the time the caller waits (halt), counted from the press
+        (`at`, the clock's monotonic time); else None: the answer is what the press did."""
         answer_s = self.settings.control.request_timeout_s
         if timeout_s is not None:
             answer_s = min(answer_s, timeout_s)
-        left = answer_s / 2 - (self.clock.monotonic() - press.at)
+        left = answer_s / 2 - (self.clock.monotonic() - at)
         if left > 0:
             await asyncio.wait({rest}, timeout=left)
         return rest.result() if rest.done() else None
 
+    async def _answer_once_stored(self, whole: asyncio.Task[R], at: float, timeout_s: float | None,
+                                  stored: asyncio.Event) -> R | None:
+        """A kill switch's or flatten's own answer, pressed with nothing else under way, when it ends within half
+        the time its caller waits; else None once HALTED is stored (`stored`; at once but on a disk that hangs),
+        while the exchange has not answered what it sent: the answer then says what is still under way."""
+        done = await self._answer_within(whole, at, timeout_s)
+        if done is not None:
+            return done
+        said = asyncio.ensure_future(stored.wait())
+        try:
+            await asyncio.wait({whole, said}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            said.cancel()
+        return whole.result() if whole.done() else None
+
     async def _cancel_while_halting(self, reason: str, by: str, kv: dict[str, Any] | None = None,
-                                    on_wire: dict[str, asyncio.Task[tuple[bool, str]]] | None = None) -> CancelReport:
+                                    on_wire: dict[str, asyncio.Task[tuple[bool, str]]] | None = None,
+                                    stored: asyncio.Event | None = None) -> CancelReport:
         """HALTED in memory at once (no order passes the gates from here), and every open order's cancel sent while
         its record (with `kv`) is stored: on a disk that hangs they would otherwise wait for it, and an open order
-        fill meanwhile. `on_wire`: see OrderPath.cancel_all."""
+        fill meanwhile. `on_wire`: see OrderPath.cancel_all. `stored`: set once the record is stored."""
         # HALTED is recorded unless the engine is HALTED when the store's turn comes (not when this was asked):
         # a kill switch pressed in the same moment may have halted it first, and a halt of a HALTED engine does
         # not record the state again.
@@ -1884,6 +1907,8 @@ class Engine:
             self._exits_held = {}
             kv = {**(kv or {}), EXITS_HELD_KEY: None}
         storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by, kv=kv))
+        if stored is not None:
+            storing.add_done_callback(lambda _: stored.set())
         await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
         try:
             return await self.orders.cancel_all(by=by, on_wire=on_wire)
@@ -1892,7 +1917,7 @@ class Engine:
 
     async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None,
                     early: tuple[list[Order], CancelReport] | None = None, ends_flatten: bool = True,
-                    pressed: float | None = None) -> CancelReport:
+                    pressed: float | None = None, stored: asyncio.Event | None = None) -> CancelReport:
         """The kill switch, with the controls. `flattening`: the positions a flatten is about to close, stored
         with HALTED before anything else, so that an engine stopped before its closing orders goes on with them.
         `early`: the orders open when the kill switch was pressed and the report of their cancels, sent before the
@@ -1906,7 +1931,7 @@ class Engine:
             # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
             self._flattening = flattening
             follow = {FLATTEN_KEY: flattening}
-        report = await self._cancel_while_halting(reason, by, kv=follow)
+        report = await self._cancel_while_halting(reason, by, kv=follow, stored=stored)
         if early is not None:  # the cancels sent at the press, then what was still open under the lock
             done = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
             report.cancelled = [c for c in early[1].cancelled if c not in done] + report.cancelled
@@ -1943,31 +1968,40 @@ class Engine:
         self._still_running()
         self._flattens_begun += 1
         if not self._pressing_now():
-            async with self._controls.turn("a flatten"):
-                return await self._flatten(by, attempts)
+            at, open_then, stored = self.clock.monotonic(), list(self.orders.live.values()), asyncio.Event()
+            held = ", ".join(self._to_close()) or "no position held"
+            whole = self._after_controls(self._flatten_alone(by, attempts, stored))
+            done = await self._answer_once_stored(whole, at, timeout_s, stored)
+            return done if done is not None else _flatten_answer(answered_early(
+                open_then, list(self.orders.sending()), f"the positions ({held}) are closed and the report recorded"))
         to_close = self._flattening = self._to_close() or None  # stored with HALTED: a restart goes on with it
         press = self._pressed()
         rest = self._after_controls(self._flatten_rest(by, attempts, press))
         await self._press(press, "flatten", by, kv={FLATTEN_KEY: to_close})
-        done = await self._answer_within(rest, press, timeout_s)
+        done = await self._answer_within(rest, press.at, timeout_s)
         if done is not None:
             return done
-        r = press.answer(f"the closing orders ({', '.join(to_close or {}) or 'no position held'}) are placed")
-        return {"cancelled": r.cancelled, "failed": r.failed, "filled": r.filled, "closing": [], "dust": [],
-                "waiting": [], "after_exit": [], "under_way": r.under_way}
+        return _flatten_answer(press.answer(
+            f"the closing orders ({', '.join(to_close or {}) or 'no position held'}) are placed"))
+
+    async def _flatten_alone(self, by: str, attempts: int, stored: asyncio.Event) -> dict[str, Any]:
+        async with self._controls.turn("a flatten"):
+            return await self._flatten(by, attempts, stored=stored)
 
     async def _flatten_rest(self, by: str, attempts: int, press: Press) -> dict[str, Any]:
         async with self._controls.turn("a flatten pressed before"):
             await press.sent.wait()
             return await self._flatten(by, attempts, press)
 
-    async def _flatten(self, by: str, attempts: int, press: Press | None = None) -> dict[str, Any]:
-        """The flatten, with the controls; `press`: what it did when pressed, before it had them."""
+    async def _flatten(self, by: str, attempts: int, press: Press | None = None,
+                       stored: asyncio.Event | None = None) -> dict[str, Any]:
+        """The flatten, with the controls; `press`: what it did when pressed, before it had them. `stored`: set
+        once HALTED is stored."""
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
         report = await self._halt("flatten", by, flattening=self._to_close() or None,
-                                  early=await self._pressed_cancels(press))
+                                  early=await self._pressed_cancels(press), stored=stored)
         held = self._to_close()  # a fill that came in with the cancels may have opened one more
         if held != (self._flattening or {}):
             await self._flatten_under_way(held or None)
@@ -2485,6 +2519,12 @@ class Engine:
         if self.health_report is None:
             raise ControlError("this engine has no health report (it runs without its process host)")
         return self.health_report()
+
+
+def _flatten_answer(r: CancelReport) -> dict[str, Any]:
+    """A flatten's answer given before its closing orders are answered: what its cancels did, what is under way."""
+    return {"cancelled": r.cancelled, "failed": r.failed, "filled": r.filled, "closing": [], "dust": [],
+            "waiting": [], "after_exit": [], "under_way": r.under_way}
 
 
 def _learner_record(learner: Any) -> dict[str, Any]:
