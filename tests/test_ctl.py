@@ -155,3 +155,44 @@ def test_a_position_in_a_symbol_no_longer_traded_is_no_reconciliation_difference
     assert reconciled and all(r["status"] != "differences" for r in reconciled), reconciled
     second.send(signal.SIGTERM)
     assert second.wait(timeout=30) == 0, second.stderr
+
+
+def times_beside(answer: object) -> list[tuple[str, object, object]]:
+    """Every epoch time in a JSON answer (`X_ts` in milliseconds, `until` in seconds) with the UTC ISO form beside
+    it, as (name, value, ISO form)."""
+    from ffe_engine import fmt
+
+    found = []
+    if isinstance(answer, dict):
+        for key, value in answer.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if key.endswith("_ts"):
+                    found.append((key, answer.get(key[:-3]), fmt.iso_ms(value)))
+                elif key in ("until", "last_success"):
+                    found.append((key, answer.get(f"{key}_utc"), fmt.iso(value)))
+            found.extend(times_beside(value))
+    elif isinstance(answer, list):
+        for item in answer:
+            found.extend(times_beside(item))
+    return found
+
+
+def test_ctl_json_gives_each_time_in_utc_iso_form_beside_its_epoch_number(tmp_path, spawn_ffe):
+    """The engine's answers carry epoch numbers (market time, when a position opened, an order was made); `--json`
+    gives each in UTC ISO form beside it, as every JSON output of ffe does."""
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="50"))
+    wait_until(lambda: "control socket ready" in engine.stderr or not engine.alive(),
+               timeout=60, what="the control socket")
+    assert engine.alive(), engine.stderr
+    wait_until(lambda: json.loads(ffe_in_process(tmp_path, "ctl", "status", "--json").stdout)["result"]["market_ts"],
+               timeout=60, what="a bar")
+    first = run_ffe(tmp_path, "ctl", "status", "--json", timeout=60)
+    assert first.returncode == 0, first.stderr
+    seen = times_beside(json.loads(first.stdout))
+    for action in ("trades", "orders", "why"):
+        proc = ffe_in_process(tmp_path, "ctl", action, "--json")
+        assert proc.returncode == 0, proc.stderr
+        seen += times_beside(json.loads(proc.stdout))
+    assert "market_ts" in {name for name, _, _ in seen}, seen
+    for name, beside, iso in seen:
+        assert beside == iso and iso.endswith("Z"), (name, beside, iso)

@@ -415,3 +415,14 @@ async def test_show_finds_the_decision_whose_position_a_flatten_closed(tmp_path,
     assert shown.returncode == 0, shown.stderr
     assert f"decision {entry}" in shown.stdout.splitlines()[0] and closing in shown.stdout, shown.stdout
     assert "None" not in shown.stdout, shown.stdout
+
+
+def test_report_providers_json_gives_the_weights_time_in_utc_iso_form(run):
+    """Every time in ffe's JSON is a UTC ISO string, as the text form prints it: the weights' time was epoch
+    seconds."""
+    (stored,) = sql(run, "SELECT updated_ts FROM kv WHERE key = 'weights'")[0]
+    r = ffe_json(run, "report", "providers", "--data-dir", "data", real=False)
+    assert r["weights_updated"] == fmt.iso(stored) and r["weights_updated"].endswith("Z"), r["weights_updated"]
+    assert r["weights_updated_ts"] == stored
+    text = ffe(run, "report", "providers", "--data-dir", "data", real=False).stdout
+    assert text.splitlines()[0].endswith(f"weights as stored {r['weights_updated']}"), text
