@@ -655,7 +655,7 @@ def ctl(args: argparse.Namespace) -> int:
         payload["timeout_s"] = timeout
     answer = _ask(settings, args.action, payload, timeout)
     if args.json:
-        _print(json.dumps(answer, indent=1, default=str))
+        _print(json.dumps(fmt.with_utc_times(answer), indent=1, default=str))
     if not answer.get("ok"):
         raise ControlError(f"{answer.get('error')} [{describe(answer.get('engine'))}]")
     if not args.json:

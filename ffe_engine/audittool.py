@@ -1021,14 +1021,15 @@ def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) 
                           **unkept({**base, "failed": f or 0}),
                           "last": unkept(figures(recent.get(p, {})))})
     return {"trades": total_trades, "last": last, "last_trades": len(ids),
-            "weights": "stored" if have else "equal", "weights_updated": row[1] if row else None,
+            "weights": "stored" if have else "equal", "weights_updated": fmt.iso(row[1]) if row else None,
+            "weights_updated_ts": row[1] if row else None,  # as stored: wall seconds
             "votes_kept": votes_kept, "providers": providers}
 
 
 def render_provider_report(r: dict[str, Any]) -> str:
     """Fits 80 columns: all-time figures, then the same over the last N trades."""
     if r["weights"] == "stored":
-        src = f"weights as stored {fmt.iso(r['weights_updated'])}"
+        src = f"weights as stored {r['weights_updated']}"
     else:
         src = "equal weights (none stored yet)"
     lines = [f"{r['trades']} closed trades; {src}",

@@ -161,6 +161,29 @@ def iso_ms(ts_ms: Any) -> str:
     return iso(ts_ms // 1000) if _finite(ts_ms) else "-"
 
 
+# The epoch times in the engine's answers that are not named `X_ts` (milliseconds): wall seconds.
+WALL_SECONDS = ("until", "last_success")
+
+
+def with_utc_times(data: Any) -> Any:
+    """JSON data with each epoch time in it also in UTC ISO form, beside it, for a reader of the JSON: `X_ts`
+    (milliseconds) as `X`, as the trades report gives `opened` beside `opened_ts`; a time in wall seconds (`until`,
+    `last_success`) as `X_utc`. A name already taken is left as it is."""
+    if isinstance(data, list):
+        return [with_utc_times(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    out = {key: with_utc_times(value) for key, value in data.items()}
+    for key, value in data.items():
+        if not _finite(value):
+            continue
+        if key.endswith("_ts") and len(key) > 3:
+            out.setdefault(key[:-3], iso_ms(value))
+        elif key in WALL_SECONDS:
+            out.setdefault(f"{key}_utc", iso(value))
+    return out
+
+
 def time_ms(ts_ms: Any) -> str:
     """A market timestamp (integer milliseconds, UTC) as its time of day to the millisecond: 03:04:05.678."""
     dt = _utc(ts_ms // 1000) if _finite(ts_ms) else None
