@@ -747,3 +747,21 @@ def test_a_replayed_market_set_in_the_environment_names_the_variable_and_a_direc
         proc = run_ffe(tmp_path, "config", "check", env=ffe_env(FFE_MARKET__REPLAY_FILES=files))
         assert proc.returncode == 2, (files, proc.stdout, proc.stderr)
         assert words in proc.stderr, (files, proc.stderr)
+
+
+def test_a_csv_with_both_date_and_time_columns_exits_2_naming_the_file_and_both_columns(tmp_path):
+    """A common export (`Date,Time,Open,...`, the day and its time of day apart) would have its timestamp read
+    from one of the two columns alone: every row of a day the same time, or a time with no day. Refused in one
+    line naming the file, its header line and both columns, before any run."""
+    csv = tmp_path / "BTC-USD_export.csv"
+    rows = ["Date,Time,Open,High,Low,Close,Volume\n"]
+    for hour in range(48):
+        day, at = divmod(hour, 24)
+        rows.append(f"2021-01-0{day + 1},{at:02d}:00:00,100,101,99,100.5,12\n")
+    csv.write_text("".join(rows))
+    proc = run_ffe(tmp_path, "backtest", csv.name)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"{csv.name}:1:" in line and "'Date'" in line and "'Time'" in line, line
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "data" / "backtests").exists()  # no run was started

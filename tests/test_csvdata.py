@@ -641,3 +641,20 @@ def test_a_long_file_with_old_mac_line_ends_is_not_one_long_line(tmp_path: Path)
     path.write_bytes("\r".join(good_lines(3000)).encode() + b"\r")
     assert path.stat().st_size > 2 * MAX_LINE_BYTES
     assert len(load_csv(path)) == 3000
+
+
+def test_a_header_with_both_date_and_time_is_refused_naming_both_columns(tmp_path: Path) -> None:
+    path = write(tmp_path, ["Date,Time,Open,High,Low,Close,Volume", "2021-01-01,13:00:00,1,1,1,1,1",
+                            "2021-01-01,14:00:00,1,1,1,1,1"])
+    for lenient in (False, True):
+        with pytest.raises(CsvError) as info:
+            load_csv(path, lenient=lenient)
+        said = str(info.value)
+        assert said.startswith(f"{path}:1: ") and "'Date'" in said and "'Time'" in said, said
+
+
+def test_a_timestamp_column_beside_date_and_time_is_the_one_read(tmp_path: Path) -> None:
+    path = write(tmp_path, ["timestamp,date,time,open,high,low,close,volume",
+                            "2021-01-01T13:00:00Z,2021-01-01,13:00:00,1,1,1,1,1",
+                            "2021-01-01T14:00:00Z,2021-01-01,14:00:00,1,1,1,1,1"])
+    assert [iso(ts) for ts in load_csv(path).ts] == ["2021-01-01T13:00:00Z", "2021-01-01T14:00:00Z"]
