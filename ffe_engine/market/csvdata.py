@@ -2,7 +2,8 @@
 
 The contract (docs/cli.md, "CSV market data"): UTF-8 text, plain or gzip-compressed (a name ending in `.gz`), no
 line longer than MAX_LINE_BYTES; a header row naming at least timestamp, open, high, low, close and volume in any
-order (case-insensitive, common aliases accepted, extra columns ignored); timestamps in ISO-8601 (UTC when no offset
+order (case-insensitive, common aliases accepted, extra columns ignored; a `date` and a `time` column apart are
+refused, never read as one or the other); timestamps in ISO-8601 (UTC when no offset
 is given) or epoch seconds, milliseconds or microseconds in ASCII digits (told apart by size); numbers plain decimal
 numbers (ASCII digits, a sign, a decimal point, an exponent; spaces around them allowed), not every text Python's
 float() reads; quoting strict but for spaces around a quoted field; rows strictly increasing in time; times, prices
@@ -337,6 +338,9 @@ def _header_columns(path: str, header: list[str], line: int) -> tuple[list[int],
         if name and name in seen:
             raise CsvError(path, line, f"duplicate column {name!r} in the header")
         seen.add(name)
+    apart = _date_and_time_apart(header, names)
+    if apart is not None:
+        raise CsvError(path, line, apart)
     index: list[int] = []
     missing: list[str] = []
     for field in FIELDS:
@@ -350,6 +354,21 @@ def _header_columns(path: str, header: list[str], line: int) -> tuple[list[int],
         shown = ", ".join(" ".join(h.split()) for h in header)  # a quoted header cell may hold a newline
         raise CsvError(path, line, f"missing columns: {', '.join(missing)} (header has: {shown})")
     return index, len(header)
+
+
+# Aliases of the timestamp that hold a whole time, before which `date` and `time` are never looked at.
+_WHOLE_TIMES = ALIASES["timestamp"][:ALIASES["timestamp"].index("time")]
+
+
+def _date_and_time_apart(header: list[str], names: list[str]) -> str | None:
+    """A header with a `date` and a `time` column and no whole timestamp (an export that writes the day and its
+    time of day apart): either column alone would be read as the timestamp, every row of a day at one time or a
+    time of no day, so the file is refused rather than guessed at. None for any other header."""
+    if "date" not in names or "time" not in names or any(n in names for n in _WHOLE_TIMES):
+        return None
+    date_col, time_col = (header[names.index(n)].strip() for n in ("date", "time"))
+    return (f"the header has both a {date_col!r} and a {time_col!r} column: ffe reads the time of a candle from "
+            f"one column; join them into one named timestamp (2021-01-01T13:00:00, UTC unless an offset is given)")
 
 
 class _BadRow(Exception):
