@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -42,6 +44,26 @@ class StoreOnce(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+HELP_WIDTH = 80  # an operator on call often reads --help on an 80-column terminal over SSH
+
+
+class Help(argparse.RawDescriptionHelpFormatter):
+    """argparse's help, wrapped within 80 columns however wide the terminal (a wider one gains nothing: the help's
+    lines are short; a narrower one wraps at its own width). The description and epilog are kept as written: a
+    list of a command's actions, one to a line (action_list)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=min(shutil.get_terminal_size().columns, HELP_WIDTH) - 2)
+
+
+def action_list(title: str, entries: dict[str, str]) -> str:
+    """`entries` (name: what it does) as a help's epilog, each wrapped within HELP_WIDTH under its name."""
+    lines = [f"{title}:"]
+    for name, what in entries.items():
+        lines += textwrap.wrap(f"{name}: {what}", HELP_WIDTH - 2, initial_indent="  ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with a mistake said as the one line every other error is (`ffe: error: ...`, exit 2), not a usage
     block, no abbreviated options (a typo such as `--headles` is refused, never taken for `--headless`), and no
@@ -51,6 +73,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", Help)
         super().__init__(*args, **kwargs)
         self.register("action", "store", StoreOnce)
         self.register("action", None, StoreOnce)
@@ -141,7 +164,7 @@ def _fee(text: str) -> float:
 
 def build_parser() -> Parser:
     parser = Parser(prog="ffe", description="Finance Feedback Engine console")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="command")
 
     run = sub.add_parser("run", help="run the engine (console by default)")
     _common(run)
@@ -180,10 +203,11 @@ def build_parser() -> Parser:
     bt.add_argument("--yes", action="store_true", help="with --clean: remove without asking")
     bt.set_defaults(handler=commands.backtest)
 
-    ctl = sub.add_parser("ctl", help="control a running engine")
-    _common(ctl)
     names = [name for name, c in CONTROL.items() if c.ctl]
-    ctl.add_argument("action", choices=names, help="; ".join(f"{n}: {CONTROL[n].help}" for n in names))
+    ctl = sub.add_parser("ctl", help="control a running engine",
+                         epilog=action_list("actions", {n: CONTROL[n].help for n in names}))
+    _common(ctl)
+    ctl.add_argument("action", choices=names, metavar="action", help="what to do (the actions are listed below)")
     ctl.add_argument("target", nargs="?", help="approval id (approve, reject), auto|manual (mode), "
                                                 "client order id (cancel, settle) or symbol (close, sold-by-hand)")
     ctl.add_argument("second", nargs="?", metavar="filled|canceled", help="how the order ended (settle)")
