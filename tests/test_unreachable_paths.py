@@ -139,6 +139,27 @@ def test_a_loop_of_symbolic_links_is_one_line_naming_it_exit_2_and_nothing_writt
     assert not (cwd / "backups").exists() and not (cwd / "data" / "backtests").exists()
 
 
+def test_a_loop_of_symbolic_links_given_as_market_data_is_said_as_a_loop_not_as_missing(tmp_path):
+    """Path.exists answers False for a loop: it was said as `No such file`."""
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "BTC-USD_1h.csv").symlink_to("BTC-USD_1h.csv")
+    for given in ("loop", "BTC-USD_1h.csv", "BTC/USDT=loop"):
+        line = one_line(run_ffe(tmp_path, "backtest", given))
+        assert line.startswith(f"ffe: error: {given.split('=')[-1]}: ") and "loop of symbolic links" in line, line
+        assert "No such file" not in line, line
+    assert not (tmp_path / "data" / "backtests").exists()
+
+
+def test_a_loop_of_symbolic_links_as_a_replay_file_is_said_as_a_loop(tmp_path):
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "replay.toml").write_text('[market]\nsource = "replay"\n'
+                                          'replay_files = { "BTC/USDT" = "loop", "ETH/USDT" = "loop" }\n')
+    proc = run_ffe(tmp_path, "config", "check", "--config", "replay.toml")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "loop of symbolic links" in proc.stderr, proc.stderr
+    assert "no such file" not in proc.stderr, proc.stderr
+
+
 # ---------------------------------------------------------------------------------------------------- unreadable
 READERS = [  # each command, and the file of the records it reads
     (["doctor"], "data/ffe.db"),
@@ -180,3 +201,4 @@ def test_a_backup_of_a_database_it_cannot_read_says_so_not_that_it_cannot_write(
     line = one_line(proc)
     assert "ffe.db" in line and "permission denied" in line, line
     assert "cannot write" not in line and "start again" not in line, line
+
