@@ -63,7 +63,7 @@ def _load_files(args: list[str], lenient: bool, cache: DataCache | None) -> dict
         symbol, path = parse_symbol_arg(arg)
         if not reach.exists(path):  # said before a symbol its name gives wrong
             raise CsvError(path, None, "cannot read: No such file")
-        if path.is_dir():
+        if reach.is_dir(path):
             raise CsvError(path, None, "is a directory, not a CSV file")
         _check_symbol(symbol, path)
         if symbol in wanted:

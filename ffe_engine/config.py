@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from . import reach
 from .clock import DAY_MS
-from .errors import FfeError, StartError
+from .errors import FfeError, StartError, UnreachablePath
 from .redact import MIN_SECRET, REDACTED, Redactor
 from .urls import base_url_problem, mask_url, mask_urls
 from .schema import (
@@ -1551,7 +1551,18 @@ def check_replay(settings: Settings) -> None:
         raise StartError(_format(found, key, f"no file for {', '.join(missing)} (engine.symbols)"))
     for symbol in settings.engine.symbols:
         path = Path(market.replay_files[symbol])
-        if path.is_dir():
-            raise StartError(_format(found, (*key, symbol), f"{path}: a directory, not a file"))
-        if not path.is_file():
-            raise StartError(_format(found, (*key, symbol), f"{path}: no such file"))
+        problem = _replay_file_problem(path)
+        if problem is not None:
+            raise StartError(_format(found, (*key, symbol), problem))
+
+
+def _replay_file_problem(path: Path) -> str | None:
+    """What keeps a replay file from being read, said after the key that names it; None when it is a file."""
+    try:
+        if reach.is_dir(path):
+            return f"{path}: a directory, not a file"
+        if not reach.is_file(path):
+            return f"{path}: no such file"
+    except UnreachablePath as exc:  # a loop of symbolic links, a directory on the way closed to this user
+        return str(exc)
+    return None

@@ -1,10 +1,12 @@
 """The first look at a path the operator gave (or configured): a path that cannot be reached is one line naming it
 and why, exit 2 (errors.UnreachablePath), never a traceback. Python's Path.exists, is_file and is_dir answer False
 for a path that is not there, but raise for one they cannot look at (a directory on the way closed to this user, a
-name too long); Path.resolve raises RuntimeError for a loop of symbolic links."""
+name too long), and answer False for a loop of symbolic links too, which is said here as one; Path.resolve raises
+RuntimeError for a loop."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Callable
@@ -26,9 +28,22 @@ def is_dir(path: Path, given: str = "") -> bool:
 
 def _looked(look: Callable[[], bool], path: Path, given: str) -> bool:
     try:
-        return look()
+        found = look()
     except OSError as exc:
         raise said(path, exc, given) from None
+    if not found:
+        _not_a_loop(path, given)
+    return found
+
+
+def _not_a_loop(path: Path, given: str) -> None:
+    """Path.exists, is_file and is_dir answer False for a loop of symbolic links as for a path not there (from
+    Python 3.8): a loop is said as one, not as a file missing."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise said(path, exc, given) from None
 
 
 def resolved(path: Path, given: str = "") -> Path:
