@@ -202,3 +202,24 @@ def test_a_backup_of_a_database_it_cannot_read_says_so_not_that_it_cannot_write(
     assert "ffe.db" in line and "permission denied" in line, line
     assert "cannot write" not in line and "start again" not in line, line
 
+
+# A file of the database's beside it (the lock, the WAL, SQLite's shared memory) this user cannot open: it was said
+# as a write that failed, with the advice to free space on the disk or make the directory writable (exit 1).
+BESIDE = ["data/ffe.db", "data/ffe.lock", "data/ffe.db-wal", "data/ffe.db-shm"]
+
+
+@pytest.mark.parametrize("name", BESIDE)
+def test_a_database_file_this_user_cannot_read_stops_the_start_naming_it_exit_2_nothing_written(account, tmp_path,
+                                                                                                 name):
+    cwd = copy_of(account, tmp_path)
+    (cwd / name).touch()
+    (cwd / name).chmod(0o000)
+    before = {p: p.read_bytes() for p in (cwd / "data" / "ffe.db", cwd / "logs" / "audit.jsonl")}
+    try:
+        proc = run_closed(cwd, "run", "--headless", "--max-bars", "2")
+    finally:
+        (cwd / name).chmod(0o600)
+    line = one_line(proc)
+    assert name in line and "permission denied" in line and "owner and mode" in line, line
+    assert "cannot write" not in line and "free space" not in line, line
+    assert {p: p.read_bytes() for p in before} == before
