@@ -99,9 +99,9 @@ def cannot_read_database(path: object, exc: BaseException) -> FfeError:
 
 
 def closed_to_reader(path: object) -> UnreachablePath | None:
-    """The database, or its WAL, that this user cannot open (SQLite says only `unable to open database file`), as
-    the path that cannot be reached; None when both open."""
-    for name in (str(path), f"{path}-wal"):
+    """The database, its WAL or its shared memory, that this user cannot open (SQLite says only `unable to open
+    database file`), as the path that cannot be reached; None when each opens (or is not there)."""
+    for name in (str(path), f"{path}-wal", f"{path}-shm"):
         try:
             os.close(os.open(name, os.O_RDONLY))
         except FileNotFoundError:
@@ -136,7 +136,7 @@ class UnreachablePath(FfeError):
     exit_code = 2
 
 
-NO_PERMISSION = "permission denied (another user's? run ffe as the user that owns it)"
+NO_PERMISSION = "permission denied (check its owner and mode: another user's? run ffe as the user that owns it)"
 UNREACHABLE_WHY = {
     errno.EACCES: NO_PERMISSION,
     errno.EPERM: NO_PERMISSION,

@@ -29,8 +29,8 @@ from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import DATA_LOCK, EARLIER_EVENTS, ControlServer, Limits, claim, pid_alive
 from .engine import Engine, EngineOptions
-from .errors import (DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError, is_unreachable,
-                     storage_failure, unreachable)
+from .errors import (DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError, closed_to_reader,
+                     is_unreachable, storage_failure, unreachable)
 from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
 from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
@@ -98,7 +98,8 @@ def _hold_lock(path: Path, holder: str, refused: Callable[[str], StartError]) ->
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise storage_failure(path, exc) from None
+        # A lock file there that this user cannot open is its owner's or mode's doing, not the disk's.
+        raise closed_to_reader(path) or storage_failure(path, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

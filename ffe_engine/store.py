@@ -34,7 +34,7 @@ from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import (ControlError, DamagedDatabase, DamagedRecords, FfeError, NotADatabase, StorageError,
                      UsageError, damaged_database, first_problem, not_ffe_database, storage_failure,
-                     cannot_read_database, unreadable_database)
+                     cannot_read_database, closed_to_reader, unreadable_database)
 from .events import Event
 from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineState, Fill, Order, OrderReason,
                     OrderStatus, Position, Side)
@@ -812,7 +812,7 @@ def _refusal(path: Path, exc: sqlite3.DatabaseError) -> FfeError:
     """An SQLite error met reading the database at `path` for a start: a lock held too long (or a file that cannot
     be opened) is a storage failure; damage (what SQLite finds is not what it wrote) a damaged database."""
     if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
-        return storage_failure(path, exc)
+        return closed_to_reader(path) or storage_failure(path, exc)
     return unreadable_database(path, exc)
 
 
@@ -1038,7 +1038,9 @@ class Store:
         except BaseException as exc:
             await conn.close()  # and its thread
             if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
-                raise storage_failure(path, exc) from None
+                # SQLite says only `unable to open database file` of a file it cannot open: one of the database's
+                # files closed to this user (its owner, its mode) is no disk's failure.
+                raise closed_to_reader(path) or storage_failure(path, exc) from None
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
                 raise damaged_database(path, str(exc)) from None
             raise
