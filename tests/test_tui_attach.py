@@ -17,6 +17,7 @@ from typing import BinaryIO, Iterator
 import pytest
 
 from conftest import db_rows, db_value, ffe_env, ffe_in_process, make_settings, run_ffe, wait_until
+from live_helpers import AsyncFfe, fx, live_config, live_env, live_settings, processes, wait_for, write_config  # noqa: F401
 from test_tui_helpers import SIZE_IDS, SIZES, notices, pause, running, said_since, screen_text, status_text, until
 
 from ffe_engine.control import EARLIER, EARLIER_EVENTS, STREAM_END
@@ -665,3 +666,24 @@ async def test_the_attached_console_selects_no_trade_that_came_after_the_selecte
         assert status(after) == "pending", "a trade the operator never chose was approved"
         await detach(pilot, app)
     stop_in_order(engine)
+
+
+async def test_an_attached_console_of_a_stopped_live_engine_says_the_state_it_starts_in_again(tmp_path, fx,  # noqa: F811
+                                                                                              processes):  # noqa: F811
+    """A live engine left RUNNING starts PAUSED again (engine.live_start_paused): its attached console, once the
+    engine has stopped, says that, not that it starts RUNNING."""
+    write_config(tmp_path, live_config(fx, engine={"warmup_bars": 40, "live_start_paused": True}))
+    engine = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx), name="engine")
+    processes.append(engine)
+    settings = live_settings(tmp_path, fx)
+    await wait_for(settings.socket_path.exists, timeout=60, what="the engine's control socket")
+    app = ConsoleApp(settings, attach=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: "PAUSED" in status_text(app), "the live start PAUSED")
+        await pilot.press("p")
+        await until(pilot, lambda: "RUNNING" in status_text(app), "RUNNING after the resume")
+        assert await engine.stop() == 0, engine.stderr
+        await until(pilot, lambda: "ENGINE STOPPED" in screen_text(app), "the stop on screen")
+        line1 = status_text(app).split("\n")[0]
+        assert "STOPPED" in line1 and "starts PAUSED" in line1, line1
+        await pilot.press("q")
