@@ -2465,6 +2465,9 @@ class Engine:
             "state": self.state.value,
             "state_reason": self.state_reason,
             "state_serial": self.trading.changes,
+            # The state a start after a stop now comes up in, by this engine's configuration (a live engine's is
+            # PAUSED after every start, engine.live_start_paused): an attached console's own may differ.
+            "starts_again": overrides.next_start(self.settings, self.state, live=self.opts.live).value,
             "ended": self.ended(),
             "approval_mode": self.approval_mode,
             "overrides": [o.as_dict() for o in self.overrides],

@@ -620,8 +620,12 @@ class ConsoleApp(App[int]):
                 screen.refresh_body()
         shown, note = snap, self._status_note
         if self.crash is not None or self.engine_stopped or self.feed_ended:
-            # The state it stopped in is the one it starts in again; nothing runs it now.
-            shown = {**snap, "state": "STOPPED", "state_reason": f"was {snap['state']}"}
+            # Nothing runs it now: the state it stopped in, and the one it starts in again where that is another (a
+            # live engine starts PAUSED after every start, engine.live_start_paused).
+            state = str(snap["state"])
+            after = str(snap.get("starts_again") or self._starts_again(state))
+            shown = {**snap, "state": "STOPPED",
+                     "state_reason": f"was {state}" if after == state else f"next start {after}"}
         elif self.attached and not self.stopping:
             silent = self.engine.silent_s()
             if silent >= NOT_ANSWERING_S:  # the picture is as old as that: said, not shown as if live
@@ -1121,6 +1125,13 @@ class ConsoleApp(App[int]):
         return (f"{how} {orders} open order(s) stay open at the venue and {positions} "
                 f"position(s) stay open, with no stop-loss/take-profit watch until {until}.{self._dust()}"
                 f"{approvals}\n{self._next_start(state)}")
+
+    def _starts_again(self, state: str) -> str:
+        """The state a start after this one's stop comes up in, by this console's configuration (an engine that
+        does not say it in its snapshot)."""
+        if state not in {s.value for s in EngineState}:
+            return state
+        return overrides.next_start(self.settings, EngineState(state), live=self.live).value
 
     def _next_start(self, state: str) -> str:
         """The state the next start comes up in: the one left, or the stricter one the configuration starts in (a

@@ -671,7 +671,7 @@ async def test_the_attached_console_selects_no_trade_that_came_after_the_selecte
 async def test_an_attached_console_of_a_stopped_live_engine_says_the_state_it_starts_in_again(tmp_path, fx,  # noqa: F811
                                                                                               processes):  # noqa: F811
     """A live engine left RUNNING starts PAUSED again (engine.live_start_paused): its attached console, once the
-    engine has stopped, says that, not that it starts RUNNING."""
+    engine has stopped, says that, not that it was RUNNING (the state it would start in again)."""
     write_config(tmp_path, live_config(fx, engine={"warmup_bars": 40, "live_start_paused": True}))
     engine = await AsyncFfe.start(tmp_path, "run", "--headless", "--live", env=live_env(fx), name="engine")
     processes.append(engine)
@@ -685,5 +685,5 @@ async def test_an_attached_console_of_a_stopped_live_engine_says_the_state_it_st
         assert await engine.stop() == 0, engine.stderr
         await until(pilot, lambda: "ENGINE STOPPED" in screen_text(app), "the stop on screen")
         line1 = status_text(app).split("\n")[0]
-        assert "STOPPED" in line1 and "starts PAUSED" in line1, line1
+        assert "STOPPED" in line1 and "next start PAUSED" in line1 and "RUNNING" not in line1, line1
         await pilot.press("q")
