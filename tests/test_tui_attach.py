@@ -17,7 +17,8 @@ from typing import BinaryIO, Iterator
 import pytest
 
 from conftest import db_rows, db_value, ffe_env, ffe_in_process, make_settings, run_ffe, wait_until
-from live_helpers import AsyncFfe, fx, live_config, live_env, live_settings, processes, wait_for, write_config  # noqa: F401
+from live_helpers import (AsyncFfe, fx, live_config, live_env, live_settings, processes,  # noqa: F401
+                          wait_for, write_config)
 from test_tui_helpers import SIZE_IDS, SIZES, notices, pause, running, said_since, screen_text, status_text, until
 
 from ffe_engine.control import EARLIER, EARLIER_EVENTS, STREAM_END
@@ -668,8 +669,8 @@ async def test_the_attached_console_selects_no_trade_that_came_after_the_selecte
     stop_in_order(engine)
 
 
-async def test_an_attached_console_of_a_stopped_live_engine_says_the_state_it_starts_in_again(tmp_path, fx,  # noqa: F811
-                                                                                              processes):  # noqa: F811
+async def test_an_attached_console_of_a_stopped_live_engine_says_the_state_it_starts_in_again(
+        tmp_path, fx, processes):  # noqa: F811
     """A live engine left RUNNING starts PAUSED again (engine.live_start_paused): its attached console, once the
     engine has stopped, says that, not that it was RUNNING (the state it would start in again)."""
     write_config(tmp_path, live_config(fx, engine={"warmup_bars": 40, "live_start_paused": True}))
