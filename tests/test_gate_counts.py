@@ -9,7 +9,10 @@ refusals the why view counts.
 
 from __future__ import annotations
 
-from conftest import engine_session
+import json
+import sqlite3
+
+from conftest import db_value, engine_session
 from fake_exchange import FakeBinance
 from ffe_engine.clock import SimClock
 from ffe_engine.model import OrderReason, OrderStatus, Side
@@ -136,3 +139,62 @@ async def test_an_approval_a_gate_refuses_counts_in_the_why_view(tmp_path):
         assert why["refused"]["day"].get("MAX_OPEN_POSITIONS") == 1, why["refused"]
     finally:
         await p.close()
+
+
+def stored_books_counting(db, entries: int) -> None:
+    """The stored books as a kill before their next save leaves them: still counting `entries` for the day."""
+    books = json.loads(db_value(db, "SELECT value FROM kv WHERE key = 'portfolio'"))
+    books["entries_today"] = entries
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE kv SET value = ? WHERE key = 'portfolio'", (json.dumps(books),))
+    conn.close()
+
+
+async def test_an_entry_rejected_after_the_books_counted_it_is_not_counted_after_a_kill(tmp_path):
+    async with FakeBinance() as fx:
+        fx.set_price("BTCUSDT", 30_000.0)
+        fx.market_clock = MarketClock()
+        s = live_settings(tmp_path, fx, engine={"order_poll_s": 0.2}, risk={"max_daily_trades": 5, **LOOSE})
+        async with engine_session(s, live=True) as running:
+            e = running.engine
+            await next_bar(e, fx)
+            await e.resume(by="test")
+            fx.fault(POST_ORDER, "fill_later", seconds=30)
+            cid = (await e.operator_order(BTC, "buy", 0.001))["client_order_id"]
+            fx.end(cid, "REJECTED")
+
+            async def ended() -> bool:
+                await e.orders.poll()
+                return cid not in e.orders.live
+
+            await wait_for(ended, what="the rejection seen")
+            assert e.portfolio.entries_today == 0
+        stored_books_counting(s.db_path, 1)  # saved while it counted; killed before the next save
+        async with engine_session(s, live=True) as running:
+            assert running.engine.portfolio.entries_today == 0
+
+
+async def test_an_entry_part_filled_then_rejected_stays_counted_after_a_restart(tmp_path):
+    async with FakeBinance() as fx:
+        fx.set_price("BTCUSDT", 30_000.0)
+        fx.market_clock = MarketClock()
+        s = live_settings(tmp_path, fx, engine={"order_poll_s": 0.2}, risk={"max_daily_trades": 5, **LOOSE})
+        async with engine_session(s, live=True) as running:
+            e = running.engine
+            await next_bar(e, fx)
+            await e.resume(by="test")
+            sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.002, type="limit",
+                                                    price=20_000.0, reason=OrderReason.OPERATOR, ref_price=30_000.0))
+            cid = sub.order.client_order_id
+            fx.fill(cid, qty=0.001)
+            fx.end(cid, "REJECTED")
+
+            async def ended() -> bool:
+                await e.orders.poll()
+                return cid not in e.orders.live
+
+            await wait_for(ended, what="the end seen")
+            assert e.portfolio.entries_today == 1  # coins were bought: the entry was made
+        stored_books_counting(s.db_path, 0)  # a kill before the books counted it
+        async with engine_session(s, live=True) as running:
+            assert running.engine.portfolio.entries_today == 1

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from ffe_engine.errors import StorageError
 from ffe_engine.model import EngineState
 
 from conftest import run_ffe
@@ -75,3 +78,43 @@ async def test_ffe_ctl_halt_says_what_is_under_way_while_the_exchange_holds_its_
                        what="the kill switch's report")
         [event] = stored_events(settings.db_path, "kill_switch")
     assert event["cancelled"] == [cid] and event["failed"] == [], event
+
+
+async def test_two_kill_switches_at_once_both_answer_within_their_time_and_cancel_once(tmp_path, fx):  # noqa: F811
+    # SIGUSR1 and `ffe ctl halt` handled in the same turn of the loop.
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        e.orders.cancel_timeout_s = 8.0
+        [cid] = await open_limit_orders(e, 1)
+        fx.fault(DELETE_ORDER, "slow", seconds=HELD_S)
+        first, second = await asyncio.gather(e.halt(by="signal", timeout_s=1.0), e.halt(by="ctl", timeout_s=1.0))
+        assert e.state is EngineState.HALTED and halted_stored(db)
+        for report in (first, second):  # neither waited for the cancel
+            assert report.cancelled == [] and report.failed == [] and report.under_way, report
+        assert not stored_events(db, "kill_switch")
+        await wait_for(lambda: len(stored_events(db, "kill_switch")) == 2, timeout=20, what="both reports")
+        events = stored_events(db, "kill_switch")
+    assert sorted(k["by"] for k in events) == ["ctl", "signal"], events
+    assert [c for k in events for c in k["cancelled"]] == [cid] and all(k["failed"] == [] for k in events), events
+    assert len(fx.requests_to(DELETE_ORDER)) == 1  # one cancel sent, not one per press
+
+
+async def test_a_kill_switch_whose_halted_cannot_be_stored_says_so_and_not_halted(tmp_path, fx,  # noqa: F811
+                                                                                  monkeypatch):
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        e.orders.cancel_timeout_s = 8.0
+        await open_limit_orders(e, 1)
+        fx.fault(DELETE_ORDER, "slow", seconds=HELD_S)
+
+        async def full_disk(*args, **kwargs):
+            raise StorageError(f"{db}: cannot write (No space left on device)")
+
+        monkeypatch.setattr(e.store, "set_engine_state", full_disk)
+        with pytest.raises(StorageError, match="No space left"):
+            await e.halt(by="ctl", timeout_s=1.0)
+        assert not halted_stored(db)
+        assert [r.status for r in fx.requests_to(DELETE_ORDER)] == [None]  # answered before the cancel was
+        monkeypatch.undo()
+        await wait_for(lambda: all(r.status is not None for r in fx.requests_to(DELETE_ORDER)), timeout=20,
+                       what="the cancel answered")
