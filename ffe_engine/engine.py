@@ -421,8 +421,8 @@ class Engine:
             self.portfolio.note_order(ts)
         # So does DAILY_TRADES' count: an entry is journaled before the books that count it are stored (with the
         # bar, or its fill), and a kill between the two leaves them counting one fewer, or still of the day before
-        # a midnight the run had passed. The journal's entries of each day from the books' on are the floor of that
-        # day's count, whenever it begins (`_roll_day`).
+        # a midnight the run had passed; one rejected since they were stored, one more. The journal's entries of
+        # each day from the books' on are that day's count, whenever it begins (`_roll_day`).
         if self.portfolio.day is not None:
             for ts, counted_in in await self.store.entries_since(self.portfolio.day * DAY_MS):
                 day = counted_in if counted_in is not None else entry_day_of(ts)
@@ -1265,10 +1265,13 @@ class Engine:
         return min(now_ms, max(marked, behind))
 
     def _count_entries_before(self) -> None:
-        """The day's entries counted as at least those journaled in it before this run (`_entries_before`)."""
+        """The day's entries counted as those journaled in it before this run (`_entries_before`): the journal holds
+        every entry before it is counted, and its end, so the books' stored count (one fewer after a kill between
+        the journal's write and theirs, or one more after a kill between an entry's rejection and their save) is
+        not taken over it."""
         pf = self.portfolio
         if pf.day is not None:
-            pf.entries_today = max(pf.entries_today, self._entries_before.get(pf.day, 0))
+            pf.entries_today = self._entries_before.get(pf.day, 0)
 
     def _books_whole(self) -> bool:
         """The books hold the venue's cash and the positions of its orders since a restored backup: their equity

@@ -1479,10 +1479,12 @@ class Store:
 
     async def entries_since(self, since_ms: int) -> list[tuple[int, int | None]]:
         """The entries DAILY_TRADES counts journaled since since_ms: orders not reduce-only, from a signal or the
-        operator, not refused (an entry the venue refused was not made); each as (journal time, the UTC day it
-        counted in, or None where the journal does not say it)."""
+        operator, not refused with nothing filled (an entry the venue refused was not made; one it ended rejected
+        after a fill bought coins); each as (journal time, the UTC day it counted in, or None where the journal
+        does not say it)."""
         rows = await self.query("SELECT created_ts, json_extract(intent, '$.entry_day') FROM orders WHERE "
-                                "reduce_only = 0 AND reason IN (?, ?) AND status != ? AND created_ts >= ?",
+                                "reduce_only = 0 AND reason IN (?, ?) AND (status != ? OR filled > 0) AND "
+                                "created_ts >= ?",
                                 (OrderReason.SIGNAL.value, OrderReason.OPERATOR.value, OrderStatus.REJECTED.value,
                                  since_ms))
         return [(int(r[0]), r[1] if isinstance(r[1], int) else None) for r in rows]

@@ -56,9 +56,10 @@ async def test_a_restart_counts_the_day_s_entries_the_journal_holds_beyond_the_s
         assert not refused["accepted"] and (gate["value"], gate["passed"]) == (2, False), refused
 
 
-async def test_exits_are_not_counted_and_books_counting_more_than_the_journal_are_kept(tmp_path):
+async def test_exits_are_not_counted_and_books_counting_more_than_the_journal_are_taken_back_to_it(tmp_path):
     """What the counter counts, the journal's count does: entries, not exits; books that count more than the
-    journal holds (an entry the venue refused after it was counted) are kept as they are."""
+    journal holds (stored before an entry the venue refused after it was counted was taken back, then a kill) are
+    taken back to the journal's count: the refused entry was not made."""
     settings = make_settings(tmp_path, risk={"max_daily_trades": 5, "max_correlation": 1.0})
     db = settings.db_path
     async with engine_session(settings) as running:
@@ -75,7 +76,7 @@ async def test_exits_are_not_counted_and_books_counting_more_than_the_journal_ar
         assert running.engine.portfolio.entries_today == 1
     books_counting(db, 4)
     async with engine_session(settings) as running:
-        assert running.engine.portfolio.entries_today == 4
+        assert running.engine.portfolio.entries_today == 1
 
 
 async def test_an_entry_made_in_a_new_day_before_its_books_were_stored_counts_in_that_day_after_a_restart(tmp_path):
