@@ -251,8 +251,12 @@ class Engine:
         self._reconciled_whole = False  # the last reconciliation compared every position, the cash and the equity
         self._flattens_begun = 0  # flattens pressed: a halt pressed before one does not end it
         # A kill switch sending its cancels at the press, while another control is under way (Engine.halt): set once
-        # its HALTED is stored and its cancels sent.
+        # its HALTED is stored and its cancels sent. Or one pressed with nothing under way (`_alone`): set once its
+        # HALTED is stored.
         self._pressing: asyncio.Future[None] | None = None
+        # A kill switch or flatten pressed with nothing else under way, run as a task of its own (`_alone`), until that
+        # task has ended: what a press in the same moment says it waits for, before that task has its turn.
+        self._alone_what = ""
         # Kill switches' and flattens' rests, waiting for the control under way at their press (_after_controls).
         self._rests: set[asyncio.Task[Any]] = set()
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
@@ -1779,8 +1783,8 @@ class Engine:
         self._still_running(halting=True)
         pressed = time.perf_counter()
         if not self._pressing_now():
-            at, open_then, stored = self.clock.monotonic(), list(self.orders.live.values()), asyncio.Event()
-            whole = self._after_controls(self._halt_alone(reason, by, pressed, stored))
+            at, open_then = self.clock.monotonic(), list(self.orders.live.values())
+            whole, stored = self._alone("a kill switch", lambda stored: self._halt_alone(reason, by, pressed, stored))
             report = await self._answer_once_stored(whole, at, timeout_s, stored)
             return report if report is not None else answered_early(
                 open_then, list(self.orders.sending()), "the pending approvals are rejected and the report recorded")
@@ -1791,7 +1795,7 @@ class Engine:
         return done if done is not None else press.answer(
             "the pending approvals are rejected and what is still open cancelled")
 
-    async def _halt_alone(self, reason: str, by: str, pressed: float, stored: asyncio.Event) -> CancelReport:
+    async def _halt_alone(self, reason: str, by: str, pressed: float, stored: asyncio.Future[None]) -> CancelReport:
         async with self._controls.turn("a kill switch"):
             return await self._halt(reason, by, pressed=pressed, stored=stored)
 
@@ -1807,14 +1811,47 @@ class Engine:
         """Whether a kill switch or flatten pressed now answers at the press, its rest following (`_press`): another
         control is under way, or an order's create_order is on the wire (its cancel waits for that answer, for as
         long as the exchange takes: cut off at cancel_timeout_s, the order would be said a failed cancel)."""
-        return self._controls.busy() or bool(self.orders.sending())
+        return self._controls.busy() or bool(self.orders.sending()) or self._pressing is not None
 
     def _pressed(self) -> Press:
         """A kill switch or flatten pressed while another control is under way, or an order is on the wire; its rest
         is queued for the controls at once, before anything else asked for meanwhile (a flatten's follow-up), and
         waits for `press.sent`."""
-        under = (self._controls.under_way or "another control") if self._controls.busy() else ""
+        if self._controls.busy():
+            under = self._controls.under_way or "another control"
+        else:  # a kill switch or flatten of a moment ago, its task not begun yet; or none: an order on the wire
+            under = self._alone_what
         return Press(under, self.clock.monotonic())
+
+    def _alone(self, what: str, work: Callable[[asyncio.Future[None]], Coroutine[Any, Any, R]]
+               ) -> tuple[asyncio.Task[R], asyncio.Future[None]]:
+        """A kill switch or flatten pressed with nothing else under way, run as the engine's own task (`work`, given
+        the future its HALTED's storing resolves, with the store's failure when it fails). Until then a press in
+        the same moment waits for that HALTED (`_pressing`) rather than send cancels of its own beside it, and its
+        rest waits for this one's end under the controls."""
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pressing, self._alone_what = stored, what
+
+        def said(_: asyncio.Future[None]) -> None:
+            if self._pressing is stored:
+                self._pressing = None
+            if not stored.cancelled():
+                stored.exception()  # looked at: answered by whoever waits for it, or by the task's own end
+
+        def ended(task: asyncio.Task[R]) -> None:
+            if self._alone_what == what and self._pressing in (stored, None):
+                self._alone_what = ""
+            if not stored.done():  # ended before HALTED was stored: its failure says why
+                failure = None if task.cancelled() else task.exception()
+                if failure is None:
+                    stored.set_exception(ControlError(f"{what} ended before HALTED was stored"))
+                else:
+                    stored.set_exception(failure)
+
+        stored.add_done_callback(said)
+        whole = self._after_controls(work(stored))
+        whole.add_done_callback(ended)
+        return whole, stored
 
     async def _press(self, press: Press, reason: str, by: str, kv: dict[str, Any] | None = None) -> None:
         """A kill switch (or flatten, `kv` its positions to close) pressed while another control is under way, or an
@@ -1883,23 +1920,24 @@ class Engine:
         return rest.result() if rest.done() else None
 
     async def _answer_once_stored(self, whole: asyncio.Task[R], at: float, timeout_s: float | None,
-                                  stored: asyncio.Event) -> R | None:
+                                  stored: asyncio.Future[None]) -> R | None:
         """A kill switch's or flatten's own answer, pressed with nothing else under way, when it ends within half
         the time its caller waits; else None once HALTED is stored (`stored`; at once but on a disk that hangs),
-        while the exchange has not answered what it sent: the answer then says what is still under way."""
+        while the exchange has not answered what it sent: the answer then says what is still under way. HALTED
+        not stored (the store failed): that failure is the answer."""
         done = await self._answer_within(whole, at, timeout_s)
         if done is not None:
             return done
-        said = asyncio.ensure_future(stored.wait())
-        try:
-            await asyncio.wait({whole, said}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            said.cancel()
-        return whole.result() if whole.done() else None
+        either: set[asyncio.Future[Any]] = {whole, stored}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if whole.done():
+            return whole.result()
+        stored.result()
+        return None
 
     async def _cancel_while_halting(self, reason: str, by: str, kv: dict[str, Any] | None = None,
                                     on_wire: dict[str, asyncio.Task[tuple[bool, str]]] | None = None,
-                                    stored: asyncio.Event | None = None) -> CancelReport:
+                                    stored: asyncio.Future[None] | None = None) -> CancelReport:
         """HALTED in memory at once (no order passes the gates from here), and every open order's cancel sent while
         its record (with `kv`) is stored: on a disk that hangs they would otherwise wait for it, and an open order
         fill meanwhile. `on_wire`: see OrderPath.cancel_all. `stored`: set once the record is stored."""
@@ -1911,7 +1949,7 @@ class Engine:
             kv = {**(kv or {}), EXITS_HELD_KEY: None}
         storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by, kv=kv))
         if stored is not None:
-            storing.add_done_callback(lambda _: stored.set())
+            storing.add_done_callback(functools.partial(_pass_on, stored))
         await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
         try:
             return await self.orders.cancel_all(by=by, on_wire=on_wire)
@@ -1920,7 +1958,7 @@ class Engine:
 
     async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None,
                     early: tuple[list[Order], CancelReport] | None = None, ends_flatten: bool = True,
-                    pressed: float | None = None, stored: asyncio.Event | None = None) -> CancelReport:
+                    pressed: float | None = None, stored: asyncio.Future[None] | None = None) -> CancelReport:
         """The kill switch, with the controls. `flattening`: the positions a flatten is about to close, stored
         with HALTED before anything else, so that an engine stopped before its closing orders goes on with them.
         `early`: the orders open when the kill switch was pressed and the report of their cancels, sent before the
@@ -1971,9 +2009,9 @@ class Engine:
         self._still_running()
         self._flattens_begun += 1
         if not self._pressing_now():
-            at, open_then, stored = self.clock.monotonic(), list(self.orders.live.values()), asyncio.Event()
+            at, open_then = self.clock.monotonic(), list(self.orders.live.values())
             held = ", ".join(self._to_close()) or "no position held"
-            whole = self._after_controls(self._flatten_alone(by, attempts, stored))
+            whole, stored = self._alone("a flatten", lambda stored: self._flatten_alone(by, attempts, stored))
             done = await self._answer_once_stored(whole, at, timeout_s, stored)
             return done if done is not None else _flatten_answer(answered_early(
                 open_then, list(self.orders.sending()), f"the positions ({held}) are closed and the report recorded"))
@@ -1987,7 +2025,7 @@ class Engine:
         return _flatten_answer(press.answer(
             f"the closing orders ({', '.join(to_close or {}) or 'no position held'}) are placed"))
 
-    async def _flatten_alone(self, by: str, attempts: int, stored: asyncio.Event) -> dict[str, Any]:
+    async def _flatten_alone(self, by: str, attempts: int, stored: asyncio.Future[None]) -> dict[str, Any]:
         async with self._controls.turn("a flatten"):
             return await self._flatten(by, attempts, stored=stored)
 
@@ -1997,7 +2035,7 @@ class Engine:
             return await self._flatten(by, attempts, press)
 
     async def _flatten(self, by: str, attempts: int, press: Press | None = None,
-                       stored: asyncio.Event | None = None) -> dict[str, Any]:
+                       stored: asyncio.Future[None] | None = None) -> dict[str, Any]:
         """The flatten, with the controls; `press`: what it did when pressed, before it had them. `stored`: set
         once HALTED is stored."""
         closing: list[str] = []
@@ -2525,6 +2563,18 @@ class Engine:
         if self.health_report is None:
             raise ControlError("this engine has no health report (it runs without its process host)")
         return self.health_report()
+
+
+def _pass_on(to: asyncio.Future[None], done: asyncio.Future[Any]) -> None:
+    """`done`'s end passed on to `to`: its failure, or that it is done."""
+    if to.done():
+        return
+    if done.cancelled():
+        to.cancel()
+    elif done.exception() is not None:
+        to.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        to.set_result(None)
 
 
 def _flatten_answer(r: CancelReport) -> dict[str, Any]:
