@@ -53,14 +53,19 @@ class Help(argparse.RawDescriptionHelpFormatter):
     list of a command's actions, one to a line (action_list)."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=min(shutil.get_terminal_size().columns, HELP_WIDTH) - 2)
+        super().__init__(prog, width=help_width())
+
+
+def help_width() -> int:
+    """The width help is wrapped at: the terminal's, never more than HELP_WIDTH."""
+    return min(shutil.get_terminal_size().columns, HELP_WIDTH) - 2
 
 
 def action_list(title: str, entries: dict[str, str]) -> str:
-    """`entries` (name: what it does) as a help's epilog, each wrapped within HELP_WIDTH under its name."""
+    """`entries` (name: what it does) as a help's epilog, each wrapped within the help's width under its name."""
     lines = [f"{title}:"]
     for name, what in entries.items():
-        lines += textwrap.wrap(f"{name}: {what}", HELP_WIDTH - 2, initial_indent="  ", subsequent_indent="      ")
+        lines += textwrap.wrap(f"{name}: {what}", help_width(), initial_indent="  ", subsequent_indent="      ")
     return "\n".join(lines)
 
 
