@@ -399,6 +399,57 @@ def test_a_follower_shows_each_committed_record_once_across_a_kill_and_the_start
     assert f.lines.empty(), f.lines.get()
 
 
+def test_a_start_that_sets_records_aside_while_the_follower_asks_about_them_shows_only_committed_ones(
+        tmp_path, monkeypatch):
+    """A follower holding back records the database has not committed asks the database about them after reading
+    them from the file. A start falling just between (it sets them aside, cuts the file back and commits its own
+    records under the same seqs) made it print the bytes read before, which the database never committed, as
+    those seqs; its place in the file then fell inside the new lines, and the committed records were skipped.
+    Here that start runs at the follower's question about the records it holds back."""
+    from ffe_engine import audittool
+    from ffe_engine.store import EventHead
+
+    run_engine(tmp_path, bars=40)  # with a fill
+    audit = tmp_path / "logs" / "audit.jsonl"
+    last = json.loads(committed_lines(tmp_path)[-1])["seq"]
+    uncommitted = append_uncommitted(audit, an_uncommitted_fill(tmp_path, last))
+    real_last_seq = EventHead.last_seq
+    asked, restarted = [], []
+
+    def last_seq(head: EventHead) -> int | None:
+        asked.append(True)
+        if len(asked) == 3:  # tail's look, the follow's first look, then its question about the records held back
+            run_engine(tmp_path, bars=5)
+            restarted.append(True)
+        return real_last_seq(head)
+
+    monkeypatch.setattr(EventHead, "last_seq", last_seq)
+    shown = tmp_path / "shown.jsonl"
+
+    def engine() -> None:
+        try:
+            wait_until(lambda: restarted, timeout=WAIT_S, what="the start")
+            deadline = time.monotonic() + 10  # the assertions below say what is missing
+            while len(shown.read_bytes().splitlines()) < len(committed_lines(tmp_path)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # ends the follower, as ^C does
+
+    with open(shown, "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        writer = threading.Thread(target=engine, daemon=True)
+        writer.start()
+        try:
+            assert audittool.tail(audit, 1000000, None, True, True, tmp_path / "data" / "ffe.db") == 0
+        finally:
+            monkeypatch.undo()
+    writer.join(WAIT_S)
+    assert restarted and list((tmp_path / "logs").glob("audit.jsonl.uncommitted-after-*"))
+    committed = committed_lines(tmp_path)
+    assert not set(uncommitted) & set(committed)
+    assert shown.read_bytes().splitlines() == committed
+
+
 @pytest.mark.parametrize("rotate_mb", ["0", "0.02"], ids=["one file", "rotated every 20 KB"])
 def test_a_follower_through_kills_and_restarts_of_a_trading_engine_shows_the_database_s_records_once(
         tmp_path, follower_factory, spawn_ffe, rotate_mb):
