@@ -353,7 +353,8 @@ def _follow(path: Path, f: BinaryIO | None, pos: int, last: int | None, lines: _
     an outside tool) from its new start. An unfinished last line is waited for. `pos` only ever passes records
     that were shown (or filtered out), so a record held back for its commit is read again at the next look: if
     the engine was killed before committing it, its next start cuts the file back to exactly there and writes on
-    under the same seqs.
+    under the same seqs. A record read before its commit is shown only as the database committed it: that start
+    can fall between the read and the look at the database.
     """
     stop = []
 
@@ -380,7 +381,8 @@ def _follow(path: Path, f: BinaryIO | None, pos: int, last: int | None, lines: _
             size = os.fstat(f.fileno()).st_size
             if size < pos:  # cut back below what was shown (truncated in place by an outside tool)
                 pos = 0
-            moved, asked, held = False, False, None
+            moved, asked, held, changed = False, False, None, False
+            read_at = committed
             data = _whole_lines(f, pos, size) if size > pos else b""
             for part in data.split(b"\n")[:-1]:
                 rec = lines.parse(part, pos) if part.strip() else None
@@ -390,11 +392,22 @@ def _follow(path: Path, f: BinaryIO | None, pos: int, last: int | None, lines: _
                 if _beyond(rec, committed):
                     held = rec  # read again at the next look
                     break
+                if head is not None and _beyond(rec, read_at) and not _as_committed(head, rec, part):
+                    changed = True
+                    break
                 if rec is not None and lines.wanted(rec):
                     out.emit(part, rec)
                 last = _seq(rec) if _seq(rec) is not None else last
                 pos += len(part) + 1
                 moved = True
+            if changed:
+                # Read before its commit, and not what the database committed: a start set the line aside in
+                # between (the engine was killed before committing it) and wrote its own record under its seq. The
+                # file is read again from here, after the commit; a file removed whole held only such lines.
+                if os.fstat(f.fileno()).st_nlink == 0:
+                    f.close()
+                    f = None
+                continue
             if moved:
                 continue
             # A finished file (rotated, or deleted and created again) is left once it has nothing more to give. A
@@ -413,6 +426,13 @@ def _follow(path: Path, f: BinaryIO | None, pos: int, last: int | None, lines: _
         for s, h in previous.items():
             signal.signal(s, h)
     return 0
+
+
+def _as_committed(head: EventHead, rec: dict[str, Any] | None, line: bytes) -> bool:
+    """Whether the line is the database's copy of its record (or there is none to compare it with)."""
+    seq = _seq(rec)
+    held = head.record(seq) if seq is not None else None
+    return held is None or held == line
 
 
 def _next_file(path: Path, last: int | None) -> Path:

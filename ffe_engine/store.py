@@ -2480,6 +2480,17 @@ class EventHead:
         self.known = int(row[0] or 0)
         return self.known
 
+    def record(self, seq: int) -> bytes | None:
+        """The database's copy of event `seq`, from the file last_seq last read; None when it holds none as bytes or
+        cannot be read."""
+        if self.conn is None:
+            return None
+        try:
+            row = self.conn.execute("SELECT data FROM events WHERE seq = ?", (seq,)).fetchone()
+        except (OSError, sqlite3.DatabaseError):
+            return None
+        return bytes(row[0]) if row is not None and isinstance(row[0], bytes) else None
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
