@@ -58,7 +58,7 @@ from .model import OrderStatus, trail_disagrees
 from .staging import Staging, sweep
 from .store import (SCHEMA_VERSION, Records, Store, backtest_records, check_files, copy_pinned, events_end,
                     pin_file)
-from .trailcopy import copy_trail
+from .trailcopy import TrailCopy, copy_trail
 
 FORMAT = 1
 PREFIX = "ffe-backup-"
@@ -200,7 +200,7 @@ def _stage_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str,
                    source: str, work: Path, swept: list[Path]) -> Made:
     try:
         facts = copy_pinned(conn, work / DB_NAME, keys=(ahead.CHECKED_KEY,))
-        copied = copy_trail(trail, work / TRAIL_NAME, facts.last_seq, work / DB_NAME)
+        copied = _copy_trail(trail, work, facts.last_seq, db)
         # Beside a running engine the trail is copied after the read view was pinned: what it committed since is
         # past that view too.
         copied.ahead.committed_since(events_end(db), facts.last_seq)
@@ -238,6 +238,15 @@ def _stage_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str,
         return Made(path, manifest, swept)
     except OSError as exc:
         raise StorageError(f"{dest}: the backup could not be written ({exc.strerror or exc})") from None
+
+
+def _copy_trail(trail: Path, work: Path, last_seq: int, db: Path) -> TrailCopy:
+    """The trail copied into `work` beside the database's copy there (copy_trail). Damage found in that copy is
+    named as the database `db` it was taken from: the copy goes with the staging directory."""
+    try:
+        return copy_trail(trail, work / TRAIL_NAME, last_seq, work / DB_NAME)
+    except DamagedRecords as exc:
+        raise type(exc)(str(exc).replace(str(work / DB_NAME), str(db))) from None
 
 
 def sweep_leftovers(dest: Path) -> list[Path]:

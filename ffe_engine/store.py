@@ -230,6 +230,19 @@ def unreadable(where: str, column: str, raw: Any, expected: str) -> str:
     return f"{where}: {column} {text if len(text) <= 40 else text[:37] + '...'} is not {expected}"
 
 
+# SQLite's storage class of a value as Python reads it back: what an events row's data was written as instead.
+_STORAGE_CLASS = {str: "TEXT", int: "INTEGER", float: "REAL", type(None): "NULL"}
+
+
+def event_line(path: object, seq: Any, data: Any) -> bytes:
+    """An events row's data, the audit line ffe wrote as a BLOB. The same bytes stored as TEXT (a tool or an UPDATE
+    by hand wrote them back), or any other value, are a damaged database, named with the row's seq."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    kind = _STORAGE_CLASS.get(type(data), type(data).__name__)
+    raise damaged_database(path, f"table events, seq {seq}: data is stored as {kind}, not as the BLOB ffe writes")
+
+
 def _is_json(raw: Any) -> bool:
     try:
         json.loads(raw)
@@ -1275,7 +1288,7 @@ class Store:
             cur = await self.conn.execute(_SQL_STATE_EVENTS, (seq, seq, _STATE_EVENTS_CHUNK))
             rows = await cur.fetchall()
             for seq, data in rows:
-                rec = self._loads(bytes(data), f"table events, seq {seq}", "data")
+                rec = self._loads(event_line(self.path, seq, data), f"table events, seq {seq}", "data")
                 if says_state(rec):
                     return dict(rec)
             if len(rows) < _STATE_EVENTS_CHUNK:
@@ -1332,7 +1345,7 @@ class Store:
     async def events_after(self, seq: int, limit: int = 5000) -> list[tuple[int, bytes]]:
         """The next event records after `seq`, in seq order: (seq, audit line)."""
         cur = await self.conn.execute("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
-        return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
+        return [(r[0], event_line(self.path, r[0], r[1])) for r in await cur.fetchall()]
 
     async def pin_snapshot(self, monotonic: Callable[[], float]) -> tuple[sqlite3.Connection, int, float]:
         """A second connection whose read transaction holds the database as it is now, buffered rows included
@@ -1358,12 +1371,12 @@ class Store:
 
     async def last_run_phase(self) -> str | None:
         """The phase of the newest `run` record (start or stop); None when there is none (a first start)."""
-        cur = await self.conn.execute("SELECT data FROM events WHERE event = 'run' ORDER BY seq DESC LIMIT 1")
+        cur = await self.conn.execute("SELECT seq, data FROM events WHERE event = 'run' ORDER BY seq DESC LIMIT 1")
         row = await cur.fetchone()
         if row is None:
             return None
         try:
-            phase = json.loads(bytes(row[0])).get("phase")
+            phase = json.loads(event_line(self.path, row[0], row[1])).get("phase")
         except (ValueError, AttributeError):
             return None
         return phase if isinstance(phase, str) else None
@@ -1377,7 +1390,7 @@ class Store:
             return head
         cur = await self.conn.execute("SELECT seq, data FROM events ORDER BY seq DESC LIMIT 1")
         row = await cur.fetchone()
-        return ChainHead(int(row[0]), line_hash(bytes(row[1]))) if row else None
+        return ChainHead(int(row[0]), line_hash(event_line(self.path, row[0], row[1]))) if row else None
 
     # ---------------------------------------------------------------- orders and fills
     async def journal_order(self, o: Order, intent: dict[str, Any] | None = None,
@@ -2260,7 +2273,7 @@ class Records:
     def _record(self, seq: Any, data: Any) -> bytes:
         """An events row's audit record: a backtest run's compact rows unpacked with the run's dictionary."""
         if not compact.is_compact(data):
-            return bytes(data)
+            return event_line(self.path, seq, data)
         try:
             if self._reader is None:
                 text = self.kv(compact.DICTIONARY_KEY)
