@@ -235,6 +235,12 @@ DAMAGED_RECORDS = {
     # an order of a status no ffe writes may be at the venue, in flight: never passed over as if it were final
     "order_status_unknown": (
         "UPDATE orders SET status = 'weird' WHERE rowid = (SELECT MAX(rowid) FROM orders)", "weird"),
+    # an order's status put back from the end its events say (by hand): taken as open, a start "recovered" it at the
+    # venue and recorded a second end, after which `ffe doctor` found nothing wrong
+    "order_status_back_to_open": (
+        "UPDATE orders SET status = 'open' WHERE client_order_id = "
+        "(SELECT client_order_id FROM orders WHERE status = 'filled' ORDER BY created_ts LIMIT 1)",
+        "is open in the journal, filled in the audit trail"),
     "order_filled_beyond_its_quantity": (
         "UPDATE orders SET status = 'open', filled = quantity * 2 WHERE rowid = (SELECT MAX(rowid) FROM orders)",
         "filled"),
@@ -465,6 +471,22 @@ def test_backup_verify_finds_a_damaged_record(good_dir, tmp_path, damage):
     assert_one_line(verify, "ffe.db", word)
     restore = run_ffe(tmp_path, "restore", file, "--data-dir", "restored/data", "--log-dir", "restored/logs")
     assert_one_line(restore, "ffe.db", word)
+    assert not (tmp_path / "restored" / "data" / "ffe.db").exists()
+
+
+def test_an_order_status_put_back_is_refused_by_a_backup_s_verify_and_a_restore(good_dir, tmp_path):
+    # What the start refuses of it (above), a restore would put in place for the next start to refuse.
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    ((cid,),) = db_rows(db, "SELECT client_order_id FROM orders WHERE status = 'filled' ORDER BY created_ts LIMIT 1")
+    damage_record(db, DAMAGED_RECORDS["order_status_back_to_open"][0])
+    made = run_ffe(cwd, "backup", "--to", "backups", "--json")
+    assert made.returncode == 0, made.stderr
+    file = json.loads(made.stdout)["file"]
+    verify = run_ffe(cwd, "backup", "verify", file)
+    assert_one_line(verify, f"order {cid} is open in the database, filled in the audit trail")
+    restore = run_ffe(tmp_path, "restore", file, "--data-dir", "restored/data", "--log-dir", "restored/logs")
+    assert_one_line(restore, f"order {cid} is open in the database, filled in the audit trail")
     assert not (tmp_path / "restored" / "data" / "ffe.db").exists()
 
 
