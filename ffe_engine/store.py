@@ -37,7 +37,7 @@ from .errors import (ControlError, DamagedDatabase, DamagedRecords, FfeError, No
                      cannot_read_database, closed_to_reader, unreadable_database)
 from .events import Event
 from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineState, Fill, Order, OrderReason,
-                    OrderStatus, Position, Side)
+                    OrderStatus, Position, Side, trail_disagrees)
 from .sqlthread import Connection
 from .sqlwriter import (MEMORY, SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterError, WriterProcess,
                         index_rows, scalar)
@@ -497,6 +497,34 @@ def contradictions(conn: sqlite3.Connection) -> str | None:
     return None
 
 
+_UNFINISHED = ", ".join(f"'{s.value}'" for s in OrderStatus if not s.final)
+_FINAL = ", ".join(f"'{s.value}'" for s in OrderStatus if s.final)
+_SQL_UNFINISHED_ORDER = f"SELECT 1 FROM orders WHERE status IN ({_UNFINISHED}) LIMIT 1"
+# The final statuses the `order` events give the orders the journal has unfinished, in seq order: one pass over the
+# order events (the events table can be long), each record read as JSON by SQLite.
+_SQL_ENDED_IN_EVENTS = (
+    "SELECT e.cid, o.status, e.status FROM (SELECT seq, json_extract(t, '$.client_order_id') AS cid, "
+    "json_extract(t, '$.status') AS status FROM (SELECT seq, CAST(data AS TEXT) AS t FROM events "
+    "WHERE event = 'order') WHERE json_valid(t)) AS e JOIN orders AS o ON o.client_order_id = e.cid "
+    f"WHERE e.status IN ({_FINAL}) AND o.status IN ({_UNFINISHED}) ORDER BY e.seq")
+
+
+def status_went_back(conn: sqlite3.Connection) -> str | None:
+    """An order the journal has unfinished (new, in doubt, open) whose `order` events say it ended, or None. A final
+    status never changes, and the journal is written with its order's events or before them: such an order's row
+    was put back by hand. Taken as unfinished, a start would settle it at the venue again and record a second end,
+    and the contradiction would be gone from the records. Said in `ffe doctor`'s words (model.trail_disagrees)."""
+    if conn.execute(_SQL_UNFINISHED_ORDER).fetchone() is None:
+        return None  # the usual case: nothing to read the events for
+    ended: dict[str, tuple[str, str]] = {}
+    for cid, journal, final in conn.execute(_SQL_ENDED_IN_EVENTS):
+        ended[cid] = (journal, final)  # the last end the events say, as the doctor reads the trail
+    for cid, (journal, final) in ended.items():
+        if trail_disagrees(journal, final):
+            return f"order {cid} is {journal} in the journal, {final} in the audit trail"
+    return None
+
+
 def replay_positions(fills: Iterable[tuple[str, str, float, float]]) -> tuple[dict[str, float], dict[str, float]]:
     """The positions the fills (symbol, side, quantity, fee_base; in the order recorded) make, as the portfolio
     applies them (a fee taken in coins makes a position smaller; a sale never takes it below nothing), and the
@@ -801,7 +829,8 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
                     problem = judge(tuple(row))
                     if problem is not None:
                         raise damaged_database(path, problem)
-            problem = fills_damage(conn) or contradictions(conn) or positions_damage(conn)
+            problem = (fills_damage(conn) or contradictions(conn) or positions_damage(conn)
+                       or status_went_back(conn))
             if problem is not None:
                 raise damaged_database(path, problem)
     except sqlite3.DatabaseError as exc:
