@@ -9,6 +9,7 @@ refusals the why view counts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 
@@ -85,26 +86,44 @@ async def test_an_order_in_a_symbol_held_is_not_a_new_position(tmp_path):
         await p.close()
 
 
-async def test_an_entry_the_exchange_rejects_after_accepting_it_is_no_entry_of_the_day(tmp_path):
+@contextlib.asynccontextmanager
+async def live_account(tmp_path, **risk):
+    """The fake Binance (BTC/USDT at 30,000) and the settings of a live engine on it, its orders polled every
+    0.2 s."""
     async with FakeBinance() as fx:
         fx.set_price("BTCUSDT", 30_000.0)
         fx.market_clock = MarketClock()
-        s = live_settings(tmp_path, fx, engine={"order_poll_s": 0.2}, risk={"max_daily_trades": 1, **LOOSE})
-        async with engine_session(s, live=True) as running:
-            e = running.engine
-            await next_bar(e, fx)
-            await e.resume(by="test")
+        yield fx, live_settings(tmp_path, fx, engine={"order_poll_s": 0.2}, risk={**LOOSE, **risk})
+
+
+@contextlib.asynccontextmanager
+async def trading(fx, s):
+    """The live engine, past its first bar and resumed."""
+    async with engine_session(s, live=True) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        await e.resume(by="test")
+        yield e
+
+
+async def ended(e, cid: str) -> None:
+    """Until the engine has seen the order end at the exchange."""
+    async def seen() -> bool:
+        await e.orders.poll()
+        return cid not in e.orders.live
+
+    await wait_for(seen, what=f"the end of {cid} seen")
+
+
+async def test_an_entry_the_exchange_rejects_after_accepting_it_is_no_entry_of_the_day(tmp_path):
+    async with live_account(tmp_path, max_daily_trades=1) as (fx, s):
+        async with trading(fx, s) as e:
             fx.fault(POST_ORDER, "fill_later", seconds=30)
             r = await e.operator_order(BTC, "buy", 0.001)
             cid = r["client_order_id"]
             assert r["accepted"] and e.portfolio.entries_today == 1
             fx.end(cid, "REJECTED")
-
-            async def ended() -> bool:
-                await e.orders.poll()
-                return cid not in e.orders.live
-
-            await wait_for(ended, what="the rejection seen")
+            await ended(e, cid)
             assert (await e.store.order(cid)).status is OrderStatus.REJECTED
             assert e.portfolio.entries_today == 0
             fx.clear_faults(POST_ORDER)
@@ -151,23 +170,12 @@ def stored_books_counting(db, entries: int) -> None:
 
 
 async def test_an_entry_rejected_after_the_books_counted_it_is_not_counted_after_a_kill(tmp_path):
-    async with FakeBinance() as fx:
-        fx.set_price("BTCUSDT", 30_000.0)
-        fx.market_clock = MarketClock()
-        s = live_settings(tmp_path, fx, engine={"order_poll_s": 0.2}, risk={"max_daily_trades": 5, **LOOSE})
-        async with engine_session(s, live=True) as running:
-            e = running.engine
-            await next_bar(e, fx)
-            await e.resume(by="test")
+    async with live_account(tmp_path, max_daily_trades=5) as (fx, s):
+        async with trading(fx, s) as e:
             fx.fault(POST_ORDER, "fill_later", seconds=30)
             cid = (await e.operator_order(BTC, "buy", 0.001))["client_order_id"]
             fx.end(cid, "REJECTED")
-
-            async def ended() -> bool:
-                await e.orders.poll()
-                return cid not in e.orders.live
-
-            await wait_for(ended, what="the rejection seen")
+            await ended(e, cid)
             assert e.portfolio.entries_today == 0
         stored_books_counting(s.db_path, 1)  # saved while it counted; killed before the next save
         async with engine_session(s, live=True) as running:
@@ -175,25 +183,14 @@ async def test_an_entry_rejected_after_the_books_counted_it_is_not_counted_after
 
 
 async def test_an_entry_part_filled_then_rejected_stays_counted_after_a_restart(tmp_path):
-    async with FakeBinance() as fx:
-        fx.set_price("BTCUSDT", 30_000.0)
-        fx.market_clock = MarketClock()
-        s = live_settings(tmp_path, fx, engine={"order_poll_s": 0.2}, risk={"max_daily_trades": 5, **LOOSE})
-        async with engine_session(s, live=True) as running:
-            e = running.engine
-            await next_bar(e, fx)
-            await e.resume(by="test")
+    async with live_account(tmp_path, max_daily_trades=5) as (fx, s):
+        async with trading(fx, s) as e:
             sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.002, type="limit",
                                                     price=20_000.0, reason=OrderReason.OPERATOR, ref_price=30_000.0))
             cid = sub.order.client_order_id
             fx.fill(cid, qty=0.001)
             fx.end(cid, "REJECTED")
-
-            async def ended() -> bool:
-                await e.orders.poll()
-                return cid not in e.orders.live
-
-            await wait_for(ended, what="the end seen")
+            await ended(e, cid)
             assert e.portfolio.entries_today == 1  # coins were bought: the entry was made
         stored_books_counting(s.db_path, 0)  # a kill before the books counted it
         async with engine_session(s, live=True) as running:
