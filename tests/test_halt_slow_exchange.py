@@ -120,3 +120,39 @@ async def test_a_kill_switch_whose_halted_cannot_be_stored_says_so_and_not_halte
         monkeypatch.undo()
         await wait_for(lambda: all(r.status is not None for r in fx.requests_to(DELETE_ORDER)), timeout=20,
                        what="the cancel answered")
+
+
+async def test_a_close_asked_in_the_same_moment_as_a_kill_switch_waits_for_it_and_is_refused(
+        tmp_path, fx):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        posts = len(fx.requests_to(POST_ORDER))
+        fx.fault(POST_ORDER, "slow", seconds=HELD_S)
+        # Two control connections read in one turn of the loop: the kill switch first.
+        report, closed = await asyncio.gather(e.halt(by="ctl", timeout_s=1.0), e.close_position(BTC, by="ctl"))
+        assert e.state is EngineState.HALTED and halted_stored(db)
+        assert report.failed == [], report
+        assert not closed["accepted"] and "ENGINE_STATE" in closed["reason"], closed
+        assert len(fx.requests_to(POST_ORDER)) == posts  # nothing sent after the press
+
+
+async def test_a_kill_switch_after_one_whose_halted_could_not_be_stored_stores_it(tmp_path, fx,  # noqa: F811
+                                                                                  monkeypatch):
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        works = e.store.set_engine_state
+        failures = [StorageError(f"{db}: cannot write (No space left on device)")]
+
+        async def fails_once(*args, **kwargs):
+            if failures:
+                raise failures.pop()
+            return await works(*args, **kwargs)
+
+        monkeypatch.setattr(e.store, "set_engine_state", fails_once)
+        with pytest.raises(StorageError):
+            await e.halt(by="ctl", timeout_s=1.0)
+        assert not halted_stored(db)
+        await e.halt(by="signal", timeout_s=1.0)  # the disk has room again
+        assert halted_stored(db)
+        assert rows(db, "SELECT state, by FROM engine_state") == [("HALTED", "signal")]
