@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from .execution import CancelReport
@@ -27,17 +27,28 @@ class Controls:
     @contextlib.asynccontextmanager
     async def turn(self, what: str) -> AsyncIterator[None]:
         """Run `what` once no other control is under way."""
+        release = await self.take(what)
+        try:
+            yield
+        finally:
+            release()
+
+    async def take(self, what: str) -> Callable[[], None]:
+        """The turn for `what`, once no other control is under way; returns what gives it back. Taken at once, with
+        no wait, when none is (busy() False): a kill switch run as a task of its own takes it before any control
+        asked in the same moment, and its task gives it back."""
         self._queued += 1
         try:
             await self._lock.acquire()
         finally:
             self._queued -= 1
         self.under_way = what
-        try:
-            yield
-        finally:
+
+        def release() -> None:
             self.under_way = ""
             self._lock.release()
+
+        return release
 
 
 @dataclass

@@ -254,9 +254,6 @@ class Engine:
         # its HALTED is stored and its cancels sent. Or one pressed with nothing under way (`_alone`): set once its
         # HALTED is stored.
         self._pressing: asyncio.Future[None] | None = None
-        # A kill switch or flatten pressed with nothing else under way, run as a task of its own (`_alone`), until that
-        # task has ended: what a press in the same moment says it waits for, before that task has its turn.
-        self._alone_what = ""
         # Kill switches' and flattens' rests, waiting for the control under way at their press (_after_controls).
         self._rests: set[asyncio.Task[Any]] = set()
         # Set by the process around the engine (host.EngineHost): takes a backup into a directory.
@@ -1784,7 +1781,8 @@ class Engine:
         pressed = time.perf_counter()
         if not self._pressing_now():
             at, open_then = self.clock.monotonic(), list(self.orders.live.values())
-            whole, stored = self._alone("a kill switch", lambda stored: self._halt_alone(reason, by, pressed, stored))
+            whole, stored = await self._alone("a kill switch",
+                                              lambda stored: self._halt(reason, by, pressed=pressed, stored=stored))
             report = await self._answer_once_stored(whole, at, timeout_s, stored)
             return report if report is not None else answered_early(
                 open_then, list(self.orders.sending()), "the pending approvals are rejected and the report recorded")
@@ -1794,10 +1792,6 @@ class Engine:
         done = await self._answer_within(rest, press.at, timeout_s)
         return done if done is not None else press.answer(
             "the pending approvals are rejected and what is still open cancelled")
-
-    async def _halt_alone(self, reason: str, by: str, pressed: float, stored: asyncio.Future[None]) -> CancelReport:
-        async with self._controls.turn("a kill switch"):
-            return await self._halt(reason, by, pressed=pressed, stored=stored)
 
     async def _halt_rest(self, reason: str, by: str, press: Press, flattens_then: int,
                          pressed: float) -> CancelReport:
@@ -1817,20 +1811,19 @@ class Engine:
         """A kill switch or flatten pressed while another control is under way, or an order is on the wire; its rest
         is queued for the controls at once, before anything else asked for meanwhile (a flatten's follow-up), and
         waits for `press.sent`."""
-        if self._controls.busy():
-            under = self._controls.under_way or "another control"
-        else:  # a kill switch or flatten of a moment ago, its task not begun yet; or none: an order on the wire
-            under = self._alone_what
+        under = (self._controls.under_way or "another control") if self._controls.busy() else ""
         return Press(under, self.clock.monotonic())
 
-    def _alone(self, what: str, work: Callable[[asyncio.Future[None]], Coroutine[Any, Any, R]]
-               ) -> tuple[asyncio.Task[R], asyncio.Future[None]]:
+    async def _alone(self, what: str, work: Callable[[asyncio.Future[None]], Coroutine[Any, Any, R]]
+                     ) -> tuple[asyncio.Task[R], asyncio.Future[None]]:
         """A kill switch or flatten pressed with nothing else under way, run as the engine's own task (`work`, given
-        the future its HALTED's storing resolves, with the store's failure when it fails). Until then a press in
-        the same moment waits for that HALTED (`_pressing`) rather than send cancels of its own beside it, and its
-        rest waits for this one's end under the controls."""
+        the future its HALTED's storing resolves, with the store's failure when it fails), under the controls'
+        turn, taken here at once (none is under way): a control asked in the same moment (an approve, a close)
+        waits for it. Until HALTED is stored, a kill switch or flatten pressed in the same moment waits for that
+        HALTED (`_pressing`) rather than send cancels of its own beside it; its rest follows this one."""
+        release = await self._controls.take(what)
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pressing, self._alone_what = stored, what
+        self._pressing = stored
 
         def said(_: asyncio.Future[None]) -> None:
             if self._pressing is stored:
@@ -1839,8 +1832,7 @@ class Engine:
                 stored.exception()  # looked at: answered by whoever waits for it, or by the task's own end
 
         def ended(task: asyncio.Task[R]) -> None:
-            if self._alone_what == what and self._pressing in (stored, None):
-                self._alone_what = ""
+            release()
             if not stored.done():  # ended before HALTED was stored: its failure says why
                 failure = None if task.cancelled() else task.exception()
                 if failure is None:
@@ -2011,7 +2003,7 @@ class Engine:
         if not self._pressing_now():
             at, open_then = self.clock.monotonic(), list(self.orders.live.values())
             held = ", ".join(self._to_close()) or "no position held"
-            whole, stored = self._alone("a flatten", lambda stored: self._flatten_alone(by, attempts, stored))
+            whole, stored = await self._alone("a flatten", lambda stored: self._flatten(by, attempts, stored=stored))
             done = await self._answer_once_stored(whole, at, timeout_s, stored)
             return done if done is not None else _flatten_answer(answered_early(
                 open_then, list(self.orders.sending()), f"the positions ({held}) are closed and the report recorded"))
@@ -2024,10 +2016,6 @@ class Engine:
             return done
         return _flatten_answer(press.answer(
             f"the closing orders ({', '.join(to_close or {}) or 'no position held'}) are placed"))
-
-    async def _flatten_alone(self, by: str, attempts: int, stored: asyncio.Future[None]) -> dict[str, Any]:
-        async with self._controls.turn("a flatten"):
-            return await self._flatten(by, attempts, stored=stored)
 
     async def _flatten_rest(self, by: str, attempts: int, press: Press) -> dict[str, Any]:
         async with self._controls.turn("a flatten pressed before"):

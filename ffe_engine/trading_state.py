@@ -51,19 +51,23 @@ class TradingState:
         # one state (the re-arm of a halt) names it, and is refused once the state has changed since, even back to the
         # same state, or the engine has been halted again.
         self.changes = 0
+        # The state the records hold: the one in memory but after a store that failed (a full disk), which the
+        # next `set` of that state stores (a kill switch pressed again must not answer HALTED unstored).
+        self.said = state
 
     def restore(self, state: EngineState, reason: str, by: str) -> None:
         """The state the engine was left in, read back at start (already stored: nothing to record)."""
         self.state = state
         self.reason = reason
         self.by = by
+        self.said = state
 
     async def set(self, new: EngineState, reason: str, by: str, force: bool = False,
                   kv: dict[str, Any] | None = None) -> None:
         """`kv`: what is stored in the same transaction as the state (a flatten's positions to close), or on its
         own when the state does not change."""
         prev = self.state
-        if prev is new and not force:
+        if prev is new and not force and self.said is new:
             if new is EngineState.HALTED:
                 # A halt of the HALTED engine (`ffe ctl halt`, SIGUSR1, a flatten) is a halt of its own: a re-arm
                 # asked about the earlier one must not undo it.
@@ -75,12 +79,14 @@ class TradingState:
         self.reason = reason
         self.by = by
         self.changes += 1
+        before = self.said  # the state the records hold: what the event says it changed from
 
         def publish() -> None:
-            self.bus.publish(EngineStateChanged(state=new.value, previous=prev.value, reason=reason, by=by))
+            self.bus.publish(EngineStateChanged(state=new.value, previous=before.value, reason=reason, by=by))
 
         await self.store.set_engine_state(new.value, reason, by, self.clock.wall(), kv=kv, publish=publish)
-        log.info("engine state", state=new.value, previous=prev.value, reason=reason, by=by)
+        self.said = new
+        log.info("engine state", state=new.value, previous=before.value, reason=reason, by=by)
 
     async def say_stored(self, by: str) -> None:
         """At start, the state restored: when the records' last `engine_state` event does not say it (stored on its
@@ -103,6 +109,8 @@ class TradingState:
         self.by = by
         self.changes += 1
         stored = await self.store.record_halt(reason, by, self.clock.wall())
+        if stored:
+            self.said = EngineState.HALTED
         log.warning("engine state", state="HALTED", reason=reason, by=by, stored=stored)
         return stored
 
