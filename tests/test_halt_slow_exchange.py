@@ -16,8 +16,9 @@ import pytest
 from ffe_engine.errors import StorageError
 from ffe_engine.model import EngineState
 
-from conftest import run_ffe
-from live_helpers import BTC, DELETE_ORDER, POST_ORDER, fx, rows, stored_events, wait_for  # noqa: F401
+from conftest import engine_session, run_ffe
+from live_helpers import (BTC, DELETE_ORDER, POST_ORDER, engine_loop, fx, live_settings, rows,  # noqa: F401
+                          stored_events, wait_for)
 from test_live_engine import open_limit_orders, running_live
 
 LOOSE = {"max_position_pct": 100, "max_concentration_pct": 100, "max_leverage": 5, "max_var_pct": 100}
@@ -156,3 +157,87 @@ async def test_a_kill_switch_after_one_whose_halted_could_not_be_stored_stores_i
         await e.halt(by="signal", timeout_s=1.0)  # the disk has room again
         assert halted_stored(db)
         assert rows(db, "SELECT state, by FROM engine_state") == [("HALTED", "signal")]
+
+
+def slowed(monkeypatch, store, seconds: float) -> None:
+    """Storing the engine's state takes `seconds` (a slow disk)."""
+    works = store.set_engine_state
+
+    async def slow(*args, **kwargs):
+        await asyncio.sleep(seconds)
+        return await works(*args, **kwargs)
+
+    monkeypatch.setattr(store, "set_engine_state", slow)
+
+
+def failing_once(monkeypatch, store) -> None:
+    """The next store of the engine's state fails (a full disk); those after it work."""
+    works = store.set_engine_state
+    failures = [StorageError(f"{store.path}: cannot write (No space left on device)")]
+
+    async def fails_once(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return await works(*args, **kwargs)
+
+    monkeypatch.setattr(store, "set_engine_state", fails_once)
+
+
+async def test_a_kill_switch_while_a_re_arm_is_being_stored_records_it_halted_from_running(tmp_path, fx,  # noqa: F811
+                                                                                           monkeypatch):
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e, db = running.engine, running.store.path
+        await e.halt(by="ctl")
+        slowed(monkeypatch, running.store, 0.3)
+        rearm = asyncio.ensure_future(e.resume(by="ctl", confirm=True))
+        await asyncio.sleep(0.1)  # the re-arm's record on its way to the disk
+        await e.halt(reason="SIGUSR1", by="signal")
+        await rearm
+        assert e.state is EngineState.HALTED and halted_stored(db)
+        last = stored_events(db, "engine_state")[-1]
+        assert (last["previous"], last["state"], last["by"]) == ("RUNNING", "HALTED", "signal"), last
+
+
+async def test_a_re_arm_whose_record_fails_leaves_the_engine_halted(tmp_path, fx, monkeypatch):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e = running.engine
+        await e.halt(by="ctl")
+        posts = len(fx.requests_to(POST_ORDER))
+        failing_once(monkeypatch, running.store)
+        with pytest.raises(StorageError):
+            await e.resume(by="ctl", confirm=True)
+        assert e.state is EngineState.HALTED  # the operator was told the re-arm failed
+        bought = await e.operator_order(BTC, "buy", 0.001)
+        assert not bought["accepted"] and len(fx.requests_to(POST_ORDER)) == posts, bought
+
+
+async def test_a_flatten_whose_halted_could_not_be_stored_closes_nothing_later(tmp_path, fx,  # noqa: F811
+                                                                              monkeypatch):
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e = running.engine
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        posts = len(fx.requests_to(POST_ORDER))
+        failing_once(monkeypatch, running.store)
+        with pytest.raises(StorageError):
+            await e.flatten(by="ctl", timeout_s=1.0)
+        async with engine_loop(e):  # the housekeeping's rounds, where a flatten's follow-up would place its orders
+            await asyncio.sleep(1.5)
+        assert len(fx.requests_to(POST_ORDER)) == posts  # the operator was told the flatten failed
+        assert e.portfolio.holding(BTC) is not None
+
+
+async def test_a_kill_switch_cut_off_by_a_stop_has_its_cancels_sent_after_the_restart(tmp_path, fx):  # noqa: F811
+    tables = {"risk": LOOSE, "exchange": {"timeout_ms": 8000}, "engine": {"stop_timeout_s": 0.5}}
+    async with running_live(tmp_path, fx, **tables) as running:
+        e = running.engine
+        e.orders.cancel_timeout_s = 8.0
+        [cid] = await open_limit_orders(e, 1)
+        fx.fault(DELETE_ORDER, "hang", seconds=6, execute=False, times=1)
+        report = await e.halt(by="ctl", timeout_s=1.0)
+        assert [u["client_order_id"] for u in report.under_way if u.get("client_order_id")] == [cid], report
+        # An orderly stop now: its cancel is still unanswered past engine.stop_timeout_s, and cut off.
+    assert fx.open_order(cid) is not None
+    async with engine_session(live_settings(tmp_path, fx, **tables), live=True) as again:
+        assert again.engine.state is EngineState.HALTED
+        async with engine_loop(again.engine):
+            await wait_for(lambda: fx.open_order(cid) is None, timeout=20, what="the cancel sent after the restart")
