@@ -17,6 +17,11 @@ from .model import EngineState
 _STRICTNESS = {EngineState.RUNNING: 0, EngineState.PAUSED: 1, EngineState.HALTED: 2}
 
 
+def strictness(state: EngineState) -> int:
+    """How much a state holds back: RUNNING 0, PAUSED 1, HALTED 2."""
+    return _STRICTNESS[state]
+
+
 @dataclass(frozen=True, slots=True)
 class Override:
     setting: str  # what the configuration calls it

@@ -4,9 +4,11 @@
 - PAUSED: no new entry; exits (reduce-only) still go out, so a position can always be closed.
 - HALTED: nothing is sent except the closing orders of a flatten.
 
-`set` changes the state in memory first (from then on no new order passes), then stores it durably with what must
-change with it and the `engine_state` event that says it, in one transaction, before it returns: the kill switch
-relies on HALTED being recorded when halt returns, and a kill leaves the state and its event both or neither.
+`set` changes a stricter state (a halt, a pause) in memory first (from then on no new order passes), then stores it
+durably with what must change with it and the `engine_state` event that says it, in one transaction, before it
+returns: the kill switch relies on HALTED being recorded when halt returns, and a kill leaves the state and its event
+both or neither. A looser one (a resume, a re-arm) holds only once stored: a failed write leaves the engine as strict
+as it was.
 The gatekeeper's ENGINE_STATE gate and the order path's re-check just before a send both ask `allows`.
 """
 
@@ -19,6 +21,7 @@ from . import logs
 from .clock import Clock
 from .events import EngineStateChanged, EventBus
 from .model import EngineState, GateResult, OrderReason
+from .overrides import strictness
 
 from .store import state_unsaid
 
@@ -51,8 +54,9 @@ class TradingState:
         # one state (the re-arm of a halt) names it, and is refused once the state has changed since, even back to the
         # same state, or the engine has been halted again.
         self.changes = 0
-        # The state the records hold: the one in memory but after a store that failed (a full disk), which the
-        # next `set` of that state stores (a kill switch pressed again must not answer HALTED unstored).
+        # The state the records hold, or will once its write ends: the one in memory but after a write that failed
+        # (a full disk), which the next `set` of that state stores (a kill switch pressed again must not answer
+        # HALTED unstored), or while a looser state is being stored.
         self.said = state
 
     def restore(self, state: EngineState, reason: str, by: str) -> None:
@@ -75,17 +79,29 @@ class TradingState:
             if kv:
                 await self.store.put_kvs(kv, self.clock.wall())
             return
-        self.state = new  # in memory first: from here on no new order passes the gates
-        self.reason = reason
-        self.by = by
+        # A stricter state (a halt, a pause) holds at once, in memory before it is stored: from here on no new order
+        # passes the gates. A looser one (a resume, a re-arm) only once stored: one whose record fails leaves the
+        # engine as it was, as the operator is told; one set meanwhile (a kill switch) is the later word.
+        at_once = strictness(new) >= strictness(prev)
+        if at_once:
+            self.state, self.reason, self.by = new, reason, by
         self.changes += 1
-        before = self.said  # the state the records hold: what the event says it changed from
+        mine = self.changes
+        # The state the records hold, from which the event says it changed: the last one set, stored or on its way
+        # to the disk (a kill switch while a re-arm is being stored changes from RUNNING).
+        before, self.said = self.said, new
 
         def publish() -> None:
             self.bus.publish(EngineStateChanged(state=new.value, previous=before.value, reason=reason, by=by))
 
-        await self.store.set_engine_state(new.value, reason, by, self.clock.wall(), kv=kv, publish=publish)
-        self.said = new
+        try:
+            await self.store.set_engine_state(new.value, reason, by, self.clock.wall(), kv=kv, publish=publish)
+        except BaseException:
+            if self.said is new:  # not stored: the next `set` of it stores it
+                self.said = before
+            raise
+        if not at_once and self.changes == mine:
+            self.state, self.reason, self.by = new, reason, by
         log.info("engine state", state=new.value, previous=before.value, reason=reason, by=by)
 
     async def say_stored(self, by: str) -> None:
