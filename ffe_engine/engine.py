@@ -1939,6 +1939,8 @@ class Engine:
         if self._exits_held:  # HALTED leaves positions to the operator: the exits a Retry-After held are dropped
             self._exits_held = {}
             kv = {**(kv or {}), EXITS_HELD_KEY: None}
+        if self.orders.live:  # kept with HALTED: a stop or a kill before their answers leaves them to send
+            kv = {**(kv or {}), **self.orders.cancels_kept(self.clock.wall() + self.orders.cancel_timeout_s)}
         storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by, kv=kv))
         if stored is not None:
             storing.add_done_callback(functools.partial(_pass_on, stored))
@@ -1960,11 +1962,19 @@ class Engine:
         # What a fill may beat its cancel to, from the press on.
         open_then = early[0] if early is not None else list(self.orders.live.values())
         follow: dict[str, Any] | None = None
+        was_flattening = self._flattening
         if flattening is not None or (self._flattening is not None and ends_flatten):
             # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
             self._flattening = flattening
             follow = {FLATTEN_KEY: flattening}
-        report = await self._cancel_while_halting(reason, by, kv=follow, stored=stored)
+        try:
+            report = await self._cancel_while_halting(reason, by, kv=follow, stored=stored)
+        except BaseException:
+            # Not stored (a full disk): neither the flatten begun nor the one ended is, and the operator is told it
+            # failed; the follow-up does not close positions for it later.
+            if follow is not None and self._flattening is flattening:
+                self._flattening = was_flattening
+            raise
         if early is not None:  # the cancels sent at the press, then what was still open under the lock
             done = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
             report.cancelled = [c for c in early[1].cancelled if c not in done] + report.cancelled

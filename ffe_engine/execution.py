@@ -1099,6 +1099,15 @@ class OrderPath:
         self._cancel_due = {cid: t for cid, t in self._cancel_due.items() if cid in self.live}
         await self.store.put_kv(CANCEL_DUE_KEY, self._cancel_due or None, self.clock.wall())
 
+    def cancels_kept(self, until: float) -> dict[str, Any]:
+        """Every order in flight marked as a cancel due from `until` (wall seconds) on, as the `kv` record to store
+        with HALTED: the kill switch's cancels are sent again by an engine restarted before they were answered (a
+        stop past engine.stop_timeout_s, a kill), and by the poll once `until` has passed without their answer.
+        Cancels due already (a Retry-After's) keep their time."""
+        for cid in self.live:
+            self._cancel_due.setdefault(cid, until)
+        return {CANCEL_DUE_KEY: dict(self._cancel_due) or None}
+
     async def cancels_due(self) -> None:
         """Send the cancels the venue's Retry-After held back, once it is over."""
         if not self._cancel_due:
