@@ -10,6 +10,7 @@ and `ffe ctl` as a subprocess.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -19,6 +20,7 @@ from ffe_engine.model import EngineState
 from conftest import engine_session, run_ffe
 from live_helpers import (BTC, DELETE_ORDER, POST_ORDER, engine_loop, fx, live_settings, rows,  # noqa: F401
                           stored_events, wait_for)
+from receiver import Receiver
 from test_live_engine import open_limit_orders, running_live
 
 LOOSE = {"max_position_pct": 100, "max_concentration_pct": 100, "max_leverage": 5, "max_var_pct": 100}
@@ -241,3 +243,30 @@ async def test_a_kill_switch_cut_off_by_a_stop_has_its_cancels_sent_after_the_re
         assert again.engine.state is EngineState.HALTED
         async with engine_loop(again.engine):
             await wait_for(lambda: fx.open_order(cid) is None, timeout=20, what="the cancel sent after the restart")
+
+
+async def test_a_kill_switch_that_fails_after_its_answer_pages_the_operator(tmp_path, fx, monkeypatch):  # noqa: F811
+    hook = await Receiver().start()
+    try:
+        async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000},
+                                alerts={"webhook_url": hook.url + "/hook", "retry_initial_s": 0.05}) as running:
+            e = running.engine
+            e.orders.cancel_timeout_s = 8.0
+            await open_limit_orders(e, 1)
+            fx.fault(DELETE_ORDER, "slow", seconds=HELD_S)
+
+            async def broken(*args, **kwargs):
+                raise RuntimeError("approvals could not be read")
+
+            monkeypatch.setattr(e.approvals, "reject_all", broken)
+            report = await e.halt(by="ctl", timeout_s=1.0)
+            assert report.under_way, report  # answered: its rest said to follow
+            async with engine_loop(e):  # the alerts' delivery turns with the engine
+                await wait_for(lambda: [r for r in hook.delivered if "HALTED" in json.dumps(r.body)], timeout=20,
+                               what="the HALTED page")
+                await wait_for(lambda: [r for r in hook.delivered if "KILL_SWITCH_FAILED" in json.dumps(r.body)],
+                               timeout=10, what="the page of the kill switch's failure")
+        [page] = [r for r in hook.delivered if "KILL_SWITCH_FAILED" in json.dumps(r.body)]
+        assert "approvals could not be read" in json.dumps(page.body), page.body
+    finally:
+        await hook.stop()
