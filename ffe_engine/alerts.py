@@ -235,6 +235,13 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     if isinstance(ev, ErrorEvent) and ev.where == "engine loop":
         return [Alert("CRASH", "CRASH", "page", f"ffe engine CRASHED: {ev.message}. The process exits; orders and "
                                                 "state are as stored.")]
+    if isinstance(ev, ErrorEvent) and ev.where == "kill switch":
+        # Its rest failed after the press was answered (HALTED stored, the rest said to follow): what it was still
+        # to do may not be done.
+        return [Alert("KILL_SWITCH_FAILED", "KILL_SWITCH_FAILED", "page",
+                      f"ffe kill switch failed after it answered: {ev.message}. HALTED holds; orders it was "
+                      "cancelling may still be open, pending approvals not rejected, a flatten's closing orders not "
+                      "placed: check `ffe ctl orders` and the exchange, and press it again (`ffe ctl halt`).")]
     if isinstance(ev, RunEvent):
         if ev.phase == "start":
             state, recovered = ev.detail.get("state"), ev.detail.get("recovered_orders", 0)
