@@ -18,8 +18,8 @@ from ffe_engine.errors import StorageError
 from ffe_engine.model import EngineState
 
 from conftest import engine_session, run_ffe
-from live_helpers import (BTC, DELETE_ORDER, POST_ORDER, engine_loop, fx, live_settings, rows,  # noqa: F401
-                          stored_events, wait_for)
+from live_helpers import (BTC, DELETE_ORDER, POST_ORDER, engine_loop, fx, live_settings,  # noqa: F401
+                          reconcile_twice, rows, stored_events, wait_for)
 from receiver import Receiver
 from test_live_engine import open_limit_orders, running_live
 
@@ -270,3 +270,20 @@ async def test_a_kill_switch_that_fails_after_its_answer_pages_the_operator(tmp_
         assert "approvals could not be read" in json.dumps(page.body), page.body
     finally:
         await hook.stop()
+
+
+async def test_differences_found_while_a_resume_is_being_stored_pause_the_engine(tmp_path, fx,  # noqa: F811
+                                                                                 monkeypatch):
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e = running.engine
+        await e.pause(by="ctl")
+        slowed(monkeypatch, running.store, 2.0)
+        resume = asyncio.ensure_future(e.resume(by="ctl"))
+        await asyncio.sleep(0.1)  # the resume's record on its way to the disk
+        fx.balances["BTC"].free += 0.5  # coins come to the account from outside
+        assert await reconcile_twice(e)
+        await resume
+        assert e.reconcile_blocked and e.state is EngineState.PAUSED, (e.state, e.state_reason)
+        posts = len(fx.requests_to(POST_ORDER))
+        bought = await e.operator_order(BTC, "buy", 0.001)
+        assert not bought["accepted"] and len(fx.requests_to(POST_ORDER)) == posts, bought
