@@ -4,11 +4,10 @@
 - PAUSED: no new entry; exits (reduce-only) still go out, so a position can always be closed.
 - HALTED: nothing is sent except the closing orders of a flatten.
 
-`set` changes a stricter state (a halt, a pause) in memory first (from then on no new order passes), then stores it
-durably with what must change with it and the `engine_state` event that says it, in one transaction, before it
-returns: the kill switch relies on HALTED being recorded when halt returns, and a kill leaves the state and its event
-both or neither. A looser one (a resume, a re-arm) holds only once stored: a failed write leaves the engine as strict
-as it was.
+`set` changes the state in memory first (from then on no new order passes), then stores it durably with what must
+change with it and the `engine_state` event that says it, in one transaction, before it returns: the kill switch
+relies on HALTED being recorded when halt returns, and a kill leaves the state and its event both or neither. A
+looser state (a resume, a re-arm) whose write fails goes back to the state before, as the operator is told.
 The gatekeeper's ENGINE_STATE gate and the order path's re-check just before a send both ask `allows`.
 """
 
@@ -54,9 +53,9 @@ class TradingState:
         # one state (the re-arm of a halt) names it, and is refused once the state has changed since, even back to the
         # same state, or the engine has been halted again.
         self.changes = 0
-        # The state the records hold, or will once its write ends: the one in memory but after a write that failed
-        # (a full disk), which the next `set` of that state stores (a kill switch pressed again must not answer
-        # HALTED unstored), or while a looser state is being stored.
+        # The state the records hold, or will once its write ends: the one in memory but after a write of a stricter
+        # state that failed (a full disk), which the next `set` of that state stores (a kill switch pressed again
+        # must not answer HALTED unstored).
         self.said = state
 
     def restore(self, state: EngineState, reason: str, by: str) -> None:
@@ -79,12 +78,8 @@ class TradingState:
             if kv:
                 await self.store.put_kvs(kv, self.clock.wall())
             return
-        # A stricter state (a halt, a pause) holds at once, in memory before it is stored: from here on no new order
-        # passes the gates. A looser one (a resume, a re-arm) only once stored: one whose record fails leaves the
-        # engine as it was, as the operator is told; one set meanwhile (a kill switch) is the later word.
-        at_once = strictness(new) >= strictness(prev)
-        if at_once:
-            self.state, self.reason, self.by = new, reason, by
+        was = (prev, self.reason, self.by)
+        self.state, self.reason, self.by = new, reason, by  # in memory first: from here on no new order passes
         self.changes += 1
         mine = self.changes
         # The state the records hold, from which the event says it changed: the last one set, stored or on its way
@@ -99,9 +94,11 @@ class TradingState:
         except BaseException:
             if self.said is new:  # not stored: the next `set` of it stores it
                 self.said = before
+            if self.changes == mine and strictness(new) < strictness(prev):
+                # A looser state (a resume, a re-arm) whose record failed: the engine goes back to the state it
+                # was in, as the operator is told (a stricter one holds in memory, stored or not).
+                self.state, self.reason, self.by = was
             raise
-        if not at_once and self.changes == mine:
-            self.state, self.reason, self.by = new, reason, by
         log.info("engine state", state=new.value, previous=before.value, reason=reason, by=by)
 
     async def say_stored(self, by: str) -> None:
