@@ -15,7 +15,8 @@ import json
 import pytest
 
 from ffe_engine.errors import StorageError
-from ffe_engine.model import EngineState
+from ffe_engine.model import EngineState, OrderReason, Side
+from ffe_engine.risk import OrderIntent
 
 from conftest import engine_session, run_ffe
 from live_helpers import (BTC, DELETE_ORDER, POST_ORDER, engine_loop, fx, live_settings,  # noqa: F401
@@ -287,3 +288,53 @@ async def test_differences_found_while_a_resume_is_being_stored_pause_the_engine
         posts = len(fx.requests_to(POST_ORDER))
         bought = await e.operator_order(BTC, "buy", 0.001)
         assert not bought["accepted"] and len(fx.requests_to(POST_ORDER)) == posts, bought
+
+
+def limit_buy() -> OrderIntent:
+    return OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.001, type="limit", price=20_000.0,
+                       reason=OrderReason.OPERATOR, ref_price=30_000.0)
+
+
+async def test_a_kill_switch_cancels_an_order_on_the_wire_once(tmp_path, fx):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e = running.engine
+        e.orders.cancel_timeout_s = 0.5
+        fx.fault(POST_ORDER, "slow", seconds=1.4)  # answered past the kill switch's cancel_timeout_s
+        fx.fault(DELETE_ORDER, "slow", seconds=0.4, times=5)  # each cancel within it: slow, never lost
+        placing = asyncio.ensure_future(e.orders.submit(limit_buy()))
+        await wait_for(lambda: any(r.status is None for r in fx.requests_to(POST_ORDER)), timeout=10,
+                       what="the buy held at the exchange")
+        async with engine_loop(e):
+            await e.halt(by="test", timeout_s=1.0)
+            cid = (await placing).order.client_order_id
+            await wait_for(lambda: fx.open_order(cid) is None, timeout=20, what="the order cancelled")
+            await asyncio.sleep(2.0)  # the polls that would send it again
+        assert len([r for r in fx.requests_to(DELETE_ORDER) if cid in str(r.params)]) == 1
+
+
+async def test_the_cancels_a_kill_switch_kept_due_are_dropped_once_answered(tmp_path, fx):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e, db = running.engine, running.store.path
+        await open_limit_orders(e, 2)
+        report = await e.halt(by="test")
+        assert len(report.cancelled) == 2, report
+        assert rows(db, "SELECT value FROM kv WHERE key = 'orders_cancel_due'") in ([], [("null",)])
+
+
+async def test_a_flatten_pressed_beside_an_order_on_the_wire_whose_halted_fails_closes_nothing(
+        tmp_path, fx, monkeypatch):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e = running.engine
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        fx.fault(POST_ORDER, "slow", seconds=1.3)
+        placing = asyncio.ensure_future(e.orders.submit(limit_buy()))
+        await wait_for(lambda: any(r.status is None for r in fx.requests_to(POST_ORDER)), timeout=10,
+                       what="the buy held at the exchange")
+        failing_once(monkeypatch, running.store)
+        with pytest.raises(StorageError):
+            await e.flatten(by="ctl", timeout_s=1.0)
+        await placing
+        async with engine_loop(e):
+            await asyncio.sleep(2.0)  # the flatten's rest and follow-up, had they gone on
+        assert [o for o in fx.orders if o.side == "SELL"] == []
+        assert e.portfolio.holding(BTC) is not None
