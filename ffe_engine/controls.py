@@ -64,6 +64,7 @@ class Press:
     report: CancelReport | None = None
     on_wire: dict[str, asyncio.Task[tuple[bool, str]]] = field(default_factory=dict)
     sent: asyncio.Event = field(default_factory=asyncio.Event)  # set once the press is done: its rest goes on
+    failed: bool = False  # its HALTED could not be stored: a flatten's rest does nothing
 
     def answer(self, rest: str) -> CancelReport:
         """What is done now and what is still under way: `rest`, what waits for the control under way (or, with

@@ -1853,6 +1853,9 @@ class Engine:
         controls."""
         try:
             await self._press_now(press, reason, by, kv)
+        except BaseException:
+            press.failed = True  # HALTED not stored (a full disk): the caller is told so
+            raise
         finally:
             press.sent.set()
 
@@ -1987,6 +1990,7 @@ class Engine:
         said = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
         report.cancelled += [o.client_order_id for o in open_then
                              if o.status is OrderStatus.CANCELED and o.client_order_id not in said]
+        await self.orders.cancels_answered()
         # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
         await self.approvals.reject_all(by, f"halted by {by} ({reason})")
@@ -2017,10 +2021,17 @@ class Engine:
             done = await self._answer_once_stored(whole, at, timeout_s, stored)
             return done if done is not None else _flatten_answer(answered_early(
                 open_then, list(self.orders.sending()), f"the positions ({held}) are closed and the report recorded"))
+        was_flattening = self._flattening
         to_close = self._flattening = self._to_close() or None  # stored with HALTED: a restart goes on with it
         press = self._pressed()
         rest = self._after_controls(self._flatten_rest(by, attempts, press))
-        await self._press(press, "flatten", by, kv={FLATTEN_KEY: to_close})
+        try:
+            await self._press(press, "flatten", by, kv={FLATTEN_KEY: to_close})
+        except BaseException:
+            # Its HALTED not stored: the operator is told the flatten failed, and nothing closes for it later.
+            if self._flattening is to_close:
+                self._flattening = was_flattening
+            raise
         done = await self._answer_within(rest, press.at, timeout_s)
         if done is not None:
             return done
@@ -2030,6 +2041,8 @@ class Engine:
     async def _flatten_rest(self, by: str, attempts: int, press: Press) -> dict[str, Any]:
         async with self._controls.turn("a flatten pressed before"):
             await press.sent.wait()
+            if press.failed:  # told the operator it failed: no flatten follows
+                return _flatten_answer(CancelReport())
             return await self._flatten(by, attempts, press)
 
     async def _flatten(self, by: str, attempts: int, press: Press | None = None,

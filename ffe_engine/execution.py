@@ -1103,10 +1103,17 @@ class OrderPath:
         """Every order in flight marked as a cancel due from `until` (wall seconds) on, as the `kv` record to store
         with HALTED: the kill switch's cancels are sent again by an engine restarted before they were answered (a
         stop past engine.stop_timeout_s, a kill), and by the poll once `until` has passed without their answer.
-        Cancels due already (a Retry-After's) keep their time."""
+        Cancels due already (a Retry-After's) keep their time. Not an order on the wire: its cancel waits for the
+        exchange's answer to it, as long as that takes (a restart finds it in doubt, and resolves it first)."""
         for cid in self.live:
-            self._cancel_due.setdefault(cid, until)
+            if cid not in self._sending:
+                self._cancel_due.setdefault(cid, until)
         return {CANCEL_DUE_KEY: dict(self._cancel_due) or None}
+
+    async def cancels_answered(self) -> None:
+        """The cancels kept due whose orders have ended, dropped from the records (a kill switch's, once answered)."""
+        if any(cid not in self.live for cid in self._cancel_due):
+            await self._store_cancel_due()
 
     async def cancels_due(self) -> None:
         """Send the cancels the venue's Retry-After held back, once it is over."""
