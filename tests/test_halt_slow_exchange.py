@@ -338,3 +338,19 @@ async def test_a_flatten_pressed_beside_an_order_on_the_wire_whose_halted_fails_
             await asyncio.sleep(2.0)  # the flatten's rest and follow-up, had they gone on
         assert [o for o in fx.orders if o.side == "SELL"] == []
         assert e.portfolio.holding(BTC) is not None
+
+
+async def test_ffe_ctl_close_waiting_on_the_exchange_says_the_engine_runs_not_that_it_may_be_stopped(
+        tmp_path, fx):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e = running.engine
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        await running.start_control()
+        fx.fault(POST_ORDER, "slow", seconds=4.0)  # the closing order's answer, past ctl's 2 s
+        close = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "close", BTC, "--yes", "--data-dir", "data",
+                                        "--timeout", "2")
+        assert close.returncode == 1, close.stdout + close.stderr
+        said = close.stderr.strip()
+        assert len(said.splitlines()) == 1 and "is running" in said and "close" in said, said
+        assert "stopped or busy" not in said and "kill -CONT" not in said, said
+        await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=20, what="the close carried out")
