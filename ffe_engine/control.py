@@ -539,6 +539,15 @@ def not_answering(socket: Path, data_dir: Path, within: float, *, tries: int = 1
     return f"no answer from the engine on {socket}{at} within {within:g}s{times} (stopped or busy?){then}; {halt}"
 
 
+def carrying_out(socket: Path, action: str, within: float, identity: Any) -> str:
+    """What a client says when its command went unanswered in time while the engine answers a status at once: it
+    runs, and is carrying the command out, waiting on the exchange (an order on the wire) or on another control
+    under way; not stopped, nothing to wake."""
+    return (f"the {describe(identity)} is running but did not answer the {action} on {socket} within {within:g}s: it "
+            "is carrying it out, waiting on the exchange or on another control under way, and it applies when "
+            "that answers; `ffe ctl status` and `ffe ctl orders` show what it did")
+
+
 def no_engine(socket: Path, data_dir: Path, why: str = "") -> str:
     """What a client says when nobody answers on the control socket: an engine starting, or none (`why`, what the
     connection said, beside it)."""

@@ -346,7 +346,7 @@ async def test_ffe_ctl_close_waiting_on_the_exchange_says_the_engine_runs_not_th
         e = running.engine
         assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
         await running.start_control()
-        fx.fault(POST_ORDER, "slow", seconds=4.0)  # the closing order's answer, past ctl's 2 s
+        fx.fault(POST_ORDER, "hang", seconds=4.0, execute=True)  # the closing order's answer, past ctl's 2 s
         close = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "close", BTC, "--yes", "--data-dir", "data",
                                         "--timeout", "2")
         assert close.returncode == 1, close.stdout + close.stderr
