@@ -354,3 +354,29 @@ async def test_ffe_ctl_close_waiting_on_the_exchange_says_the_engine_runs_not_th
         assert len(said.splitlines()) == 1 and "is running" in said and "close" in said, said
         assert "stopped or busy" not in said and "kill -CONT" not in said, said
         await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=20, what="the close carried out")
+
+
+async def test_a_re_arm_whose_record_fails_while_a_pause_comes_leaves_the_engine_halted(tmp_path, fx,  # noqa: F811
+                                                                                        monkeypatch):
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e = running.engine
+        await e.halt(by="ctl")
+        works = running.store.set_engine_state
+        writes: list[str] = []
+
+        async def slow_then_full(state, *args, **kwargs):
+            writes.append(state)
+            if len(writes) == 1:  # the re-arm's
+                await asyncio.sleep(0.3)
+                raise StorageError(f"{running.store.path}: cannot write (No space left on device)")
+            return await works(state, *args, **kwargs)
+
+        monkeypatch.setattr(running.store, "set_engine_state", slow_then_full)
+        rearm = asyncio.ensure_future(e.resume(by="ctl", confirm=True))
+        await asyncio.sleep(0.1)  # the re-arm's record on its way to the disk, RUNNING in memory
+        await e.trading.set(EngineState.PAUSED, "breaker open on binance", "breaker")  # as the breaker pauses
+        with pytest.raises(StorageError):
+            await rearm
+        assert e.state is EngineState.HALTED  # as the operator is told: the re-arm failed
+        bought = await e.operator_order(BTC, "buy", 0.001)
+        assert not bought["accepted"], bought
