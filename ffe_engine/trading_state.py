@@ -81,7 +81,6 @@ class TradingState:
         was = (prev, self.reason, self.by)
         self.state, self.reason, self.by = new, reason, by  # in memory first: from here on no new order passes
         self.changes += 1
-        mine = self.changes
         # The state the records hold, from which the event says it changed: the last one set, stored or on its way
         # to the disk (a kill switch while a re-arm is being stored changes from RUNNING).
         before, self.said = self.said, new
@@ -94,9 +93,11 @@ class TradingState:
         except BaseException:
             if self.said is new:  # not stored: the next `set` of it stores it
                 self.said = before
-            if self.changes == mine and strictness(new) < strictness(prev):
+            if strictness(new) < strictness(prev) and strictness(prev) > strictness(self.state):
                 # A looser state (a resume, a re-arm) whose record failed: the engine goes back to the state it
-                # was in, as the operator is told (a stricter one holds in memory, stored or not).
+                # was in, as the operator is told, unless one as strict was set meanwhile (a kill switch); a
+                # stricter one holds in memory, stored or not. A pause set meanwhile (the breaker's) is not the
+                # HALTED a failed re-arm leaves.
                 self.state, self.reason, self.by = was
             raise
         log.info("engine state", state=new.value, previous=before.value, reason=reason, by=by)
