@@ -1990,14 +1990,13 @@ class Engine:
         said = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
         report.cancelled += [o.client_order_id for o in open_then
                              if o.status is OrderStatus.CANCELED and o.client_order_id not in said]
-        await self.orders.cancels_answered()
         # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
         await self.approvals.reject_all(by, f"halted by {by} ({reason})")
         report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
         self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed,
                                          filled=report.filled, by=by, elapsed_ms=round(report.elapsed_ms, 2)))
-        await self._persist_books()
+        await self._persist_books(self.orders.cancels_answered())  # the cancels it kept due, those answered dropped
         await self.flush()
         log.warning("kill switch", cancelled=len(report.cancelled), failed=len(report.failed),
                     elapsed_ms=round(report.elapsed_ms, 1))

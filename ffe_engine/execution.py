@@ -1110,10 +1110,13 @@ class OrderPath:
                 self._cancel_due.setdefault(cid, until)
         return {CANCEL_DUE_KEY: dict(self._cancel_due) or None}
 
-    async def cancels_answered(self) -> None:
-        """The cancels kept due whose orders have ended, dropped from the records (a kill switch's, once answered)."""
-        if any(cid not in self.live for cid in self._cancel_due):
-            await self._store_cancel_due()
+    def cancels_answered(self) -> dict[str, Any]:
+        """The cancels kept due whose orders have ended dropped (a kill switch's, once answered), as the `kv` record
+        to store with the books; empty when none has."""
+        if all(cid in self.live for cid in self._cancel_due):
+            return {}
+        self._cancel_due = {cid: t for cid, t in self._cancel_due.items() if cid in self.live}
+        return {CANCEL_DUE_KEY: self._cancel_due or None}
 
     async def cancels_due(self) -> None:
         """Send the cancels the venue's Retry-After held back, once it is over."""
