@@ -34,12 +34,18 @@ def halted_stored(db) -> bool:
     return any(e.get("state") == "HALTED" for e in stored_events(db, "engine_state"))
 
 
+async def resting_with_slow_cancels(e, fx, seconds: float = HELD_S) -> str:
+    """One resting order, whose cancel the exchange holds `seconds` (within the kill switch's bound, 8 s here)."""
+    e.orders.cancel_timeout_s = 8.0
+    [cid] = await open_limit_orders(e, 1)
+    fx.fault(DELETE_ORDER, "slow", seconds=seconds)
+    return cid
+
+
 async def test_a_halt_answers_within_its_time_while_the_exchange_holds_its_cancels(tmp_path, fx):  # noqa: F811
     async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
         e, db = running.engine, running.store.path
-        e.orders.cancel_timeout_s = 8.0
-        [cid] = await open_limit_orders(e, 1)
-        fx.fault(DELETE_ORDER, "slow", seconds=HELD_S)
+        cid = await resting_with_slow_cancels(e, fx)
         report = await e.halt(by="test", timeout_s=1.0)  # the console's K: answered within half a second
         assert e.state is EngineState.HALTED and halted_stored(db)
         assert report.cancelled == [] and report.failed == [], report
@@ -71,9 +77,7 @@ async def test_a_flatten_answers_within_its_time_while_the_exchange_holds_its_cl
 async def test_ffe_ctl_halt_says_what_is_under_way_while_the_exchange_holds_its_cancels(tmp_path, fx):  # noqa: F811
     async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
         e, settings = running.engine, running.settings
-        e.orders.cancel_timeout_s = 8.0
-        [cid] = await open_limit_orders(e, 1)
-        fx.fault(DELETE_ORDER, "slow", seconds=3.5)  # past the answer's 2 s
+        cid = await resting_with_slow_cancels(e, fx, 3.5)  # past the answer's 2 s
         await running.start_control()  # the engine's control socket, as `ffe run` serves it
         halt = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "halt", "--data-dir", "data", "--timeout", "4")
         assert halt.returncode == 0, halt.stdout + halt.stderr
@@ -90,9 +94,7 @@ async def test_two_kill_switches_at_once_both_answer_within_their_time_and_cance
     # SIGUSR1 and `ffe ctl halt` handled in the same turn of the loop.
     async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
         e, db = running.engine, running.store.path
-        e.orders.cancel_timeout_s = 8.0
-        [cid] = await open_limit_orders(e, 1)
-        fx.fault(DELETE_ORDER, "slow", seconds=HELD_S)
+        cid = await resting_with_slow_cancels(e, fx)
         first, second = await asyncio.gather(e.halt(by="signal", timeout_s=1.0), e.halt(by="ctl", timeout_s=1.0))
         assert e.state is EngineState.HALTED and halted_stored(db)
         for report in (first, second):  # neither waited for the cancel
@@ -109,9 +111,7 @@ async def test_a_kill_switch_whose_halted_cannot_be_stored_says_so_and_not_halte
                                                                                   monkeypatch):
     async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
         e, db = running.engine, running.store.path
-        e.orders.cancel_timeout_s = 8.0
-        await open_limit_orders(e, 1)
-        fx.fault(DELETE_ORDER, "slow", seconds=HELD_S)
+        await resting_with_slow_cancels(e, fx)
 
         async def full_disk(*args, **kwargs):
             raise StorageError(f"{db}: cannot write (No space left on device)")
@@ -252,9 +252,7 @@ async def test_a_kill_switch_that_fails_after_its_answer_pages_the_operator(tmp_
         async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000},
                                 alerts={"webhook_url": hook.url + "/hook", "retry_initial_s": 0.05}) as running:
             e = running.engine
-            e.orders.cancel_timeout_s = 8.0
-            await open_limit_orders(e, 1)
-            fx.fault(DELETE_ORDER, "slow", seconds=HELD_S)
+            await resting_with_slow_cancels(e, fx)
 
             async def broken(*args, **kwargs):
                 raise RuntimeError("approvals could not be read")
