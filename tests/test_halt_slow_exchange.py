@@ -378,3 +378,7 @@ async def test_a_re_arm_whose_record_fails_while_a_pause_comes_leaves_the_engine
         assert e.state is EngineState.HALTED  # as the operator is told: the re-arm failed
         bought = await e.operator_order(BTC, "buy", 0.001)
         assert not bought["accepted"], bought
+        # What a restart reads says so too, not the pause stored meanwhile.
+        assert rows(running.store.path, "SELECT state FROM engine_state") == [("HALTED",)]
+        last = stored_events(running.store.path, "engine_state")[-1]
+        assert (last["previous"], last["state"]) == ("PAUSED", "HALTED"), last
