@@ -90,17 +90,35 @@ class TradingState:
 
         try:
             await self.store.set_engine_state(new.value, reason, by, self.clock.wall(), kv=kv, publish=publish)
-        except BaseException:
+        except BaseException as exc:
             if self.said is new:  # not stored: the next `set` of it stores it
                 self.said = before
             if strictness(new) < strictness(prev) and strictness(prev) > strictness(self.state):
                 # A looser state (a resume, a re-arm) whose record failed: the engine goes back to the state it
                 # was in, as the operator is told, unless one as strict was set meanwhile (a kill switch); a
                 # stricter one holds in memory, stored or not. A pause set meanwhile (the breaker's) is not the
-                # HALTED a failed re-arm leaves.
+                # HALTED a failed re-arm leaves, and where it was stored, HALTED is stored again over it.
                 self.state, self.reason, self.by = was
+                if isinstance(exc, Exception) and strictness(self.said) < strictness(prev):
+                    await self._store_again(*was)
             raise
         log.info("engine state", state=new.value, previous=before.value, reason=reason, by=by)
+
+    async def _store_again(self, state: EngineState, reason: str, by: str) -> None:
+        """The state in memory stored over a looser one the records hold (best effort: a store that fails again
+        leaves it to the next `set`, as any state not stored)."""
+        before, self.said = self.said, state
+
+        def publish() -> None:
+            self.bus.publish(EngineStateChanged(state=state.value, previous=before.value, reason=reason, by=by))
+
+        try:
+            await self.store.set_engine_state(state.value, reason, by, self.clock.wall(), publish=publish)
+        except Exception:
+            if self.said is state:
+                self.said = before
+            return
+        log.info("engine state", state=state.value, previous=before.value, reason=reason, by=by, stored="again")
 
     async def say_stored(self, by: str) -> None:
         """At start, the state restored: when the records' last `engine_state` event does not say it (stored on its
