@@ -612,17 +612,7 @@ class OrderPath:
                 if note is not None:
                     self.bus.publish(note)
 
-            async def book() -> FillRecord | None:
-                record = await self.on_fill(o, fill, intent)
-                await self.store.add_fill(fill, o, record, publish=publish)
-                return record
-
-            # Never cut off between the books in memory taking the fill and its commit (a stop past its time, a
-            # cancel past its bound): the books would be ahead of the records.
-            record = await to_its_end(book())
-            self._fill_booked(venue_news=venue_news)
-            if record is not None and record.then is not None:
-                await record.then()
+            await self._book(o, fill, intent, publish, venue_news=venue_news)
             if o.status.final:
                 self.intents.pop(o.client_order_id, None)
             return
@@ -633,6 +623,24 @@ class OrderPath:
             elif self._move(o, status, venue_news=venue_news):
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
                 await self._write_state(o, self.book(), publish=functools.partial(self._emit, o))
+
+    async def _book(self, o: Order, fill: Fill, intent: OrderIntent, publish: Callable[[], object], *,
+                    venue_news: bool, journal: dict[str, Any] | None = None) -> None:
+        """A fill of `o` booked: the owner applies it to its books in memory and says what else to record (on_fill),
+        then the fill, the order's new state and those records are committed in one transaction (Store.add_fill,
+        `journal`: the order journaled with it), then the follow-up its record asks for (an exit, the learner).
+        Never cut off between the books in memory taking the fill and its commit (a stop past its time, a cancel
+        past its bound): the books would be ahead of the records."""
+
+        async def book() -> FillRecord | None:
+            record = await self.on_fill(o, fill, intent)
+            await self.store.add_fill(fill, o, record, publish=publish, journal=journal)
+            return record
+
+        record = await to_its_end(book())
+        self._fill_booked(venue_news=venue_news)
+        if record is not None and record.then is not None:
+            await record.then()
 
     def _fill_booked(self, *, venue_news: bool = True) -> None:
         self.fills_recorded += 1
@@ -1000,15 +1008,8 @@ class OrderPath:
                 self.bus.publish(event)
                 self._emit(o)
 
-            async def book() -> FillRecord | None:
-                record = await self.on_fill(o, fill, intent)
-                await self.store.add_fill(fill, o, record, publish=publish, journal=intent.as_dict())
-                return record
-
-            record = await to_its_end(book())  # as a fill from the venue: never cut off before its commit
-            self._fill_booked(venue_news=False)  # the account showed the sale already (the caller checked)
-            if record is not None and record.then is not None:
-                await record.then()
+            # The account showed the sale already (the caller checked): no news from the venue.
+            await self._book(o, fill, intent, publish, venue_news=False, journal=intent.as_dict())
             return o
 
     # ------------------------------------------------------------------ cancels
@@ -1096,8 +1097,12 @@ class OrderPath:
         return False, f"{why}: not done; sent again at the next poll"
 
     async def _store_cancel_due(self) -> None:
+        await self.store.put_kv(CANCEL_DUE_KEY, self._live_cancels_due(), self.clock.wall())
+
+    def _live_cancels_due(self) -> dict[str, float] | None:
+        """The cancels due of orders still live, those of orders ended dropped (None for none): what is stored."""
         self._cancel_due = {cid: t for cid, t in self._cancel_due.items() if cid in self.live}
-        await self.store.put_kv(CANCEL_DUE_KEY, self._cancel_due or None, self.clock.wall())
+        return self._cancel_due or None
 
     def cancels_kept(self, until: float) -> dict[str, Any]:
         """Every order in flight marked as a cancel due from `until` (wall seconds) on, as the `kv` record to store
@@ -1115,8 +1120,7 @@ class OrderPath:
         to store with the books; empty when none has."""
         if all(cid in self.live for cid in self._cancel_due):
             return {}
-        self._cancel_due = {cid: t for cid, t in self._cancel_due.items() if cid in self.live}
-        return {CANCEL_DUE_KEY: self._cancel_due or None}
+        return {CANCEL_DUE_KEY: self._live_cancels_due()}
 
     async def cancels_due(self) -> None:
         """Send the cancels the venue's Retry-After held back, once it is over."""

@@ -240,8 +240,8 @@ def test_a_trade_a_committed_fill_closes_is_scored_in_the_same_commit(tmp_path):
         p = await trading_pipeline(settings)
         add_fill = p.store.add_fill
 
-        async def add_fill_then_crash_here(fill, order, record=None, publish=None):
-            await add_fill(fill, order, record, publish)
+        async def add_fill_then_crash_here(fill, order, record=None, publish=None, journal=None):
+            await add_fill(fill, order, record, publish, journal)
             if record is None or record.trade is None or record.closed_symbol is None:
                 return  # no trade closed, or one closed in part: scored when the rest is closed
             trade_id = record.trade.trade_id
