@@ -13,6 +13,7 @@ The gatekeeper's ENGINE_STATE gate and the order path's re-check just before a s
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Protocol
 
 
@@ -81,8 +82,26 @@ class TradingState:
         was = (prev, self.reason, self.by)
         self.state, self.reason, self.by = new, reason, by  # in memory first: from here on no new order passes
         self.changes += 1
-        # The state the records hold, from which the event says it changed: the last one set, stored or on its way
-        # to the disk (a kill switch while a re-arm is being stored changes from RUNNING).
+        try:
+            await self._write(new, reason, by, kv)
+        except BaseException as exc:
+            if strictness(new) < strictness(prev) and strictness(prev) > strictness(self.state):
+                # A looser state (a resume, a re-arm) whose record failed: the engine goes back to the state it
+                # was in, as the operator is told, unless one as strict was set meanwhile (a kill switch); a
+                # stricter one holds in memory, stored or not. A pause set meanwhile (the breaker's) is not the
+                # HALTED a failed re-arm leaves, and where it was stored, HALTED is stored again over it (best
+                # effort: a store that fails again leaves it to the next `set`, as any state not stored).
+                self.state, self.reason, self.by = was
+                if isinstance(exc, Exception) and strictness(self.said) < strictness(prev):
+                    with contextlib.suppress(Exception):
+                        await self._write(*was)
+            raise
+
+    async def _write(self, new: EngineState, reason: str, by: str, kv: dict[str, Any] | None = None) -> None:
+        """`new` stored, with `kv` and the `engine_state` event that says it, in one transaction. The event says it
+        changed from the state the records hold: the last one set, stored or on its way to the disk (a kill switch
+        while a re-arm is being stored changes from RUNNING). Not stored: `said` goes back, and the next `set` of
+        it stores it."""
         before, self.said = self.said, new
 
         def publish() -> None:
@@ -90,35 +109,11 @@ class TradingState:
 
         try:
             await self.store.set_engine_state(new.value, reason, by, self.clock.wall(), kv=kv, publish=publish)
-        except BaseException as exc:
-            if self.said is new:  # not stored: the next `set` of it stores it
+        except BaseException:
+            if self.said is new:
                 self.said = before
-            if strictness(new) < strictness(prev) and strictness(prev) > strictness(self.state):
-                # A looser state (a resume, a re-arm) whose record failed: the engine goes back to the state it
-                # was in, as the operator is told, unless one as strict was set meanwhile (a kill switch); a
-                # stricter one holds in memory, stored or not. A pause set meanwhile (the breaker's) is not the
-                # HALTED a failed re-arm leaves, and where it was stored, HALTED is stored again over it.
-                self.state, self.reason, self.by = was
-                if isinstance(exc, Exception) and strictness(self.said) < strictness(prev):
-                    await self._store_again(*was)
             raise
         log.info("engine state", state=new.value, previous=before.value, reason=reason, by=by)
-
-    async def _store_again(self, state: EngineState, reason: str, by: str) -> None:
-        """The state in memory stored over a looser one the records hold (best effort: a store that fails again
-        leaves it to the next `set`, as any state not stored)."""
-        before, self.said = self.said, state
-
-        def publish() -> None:
-            self.bus.publish(EngineStateChanged(state=state.value, previous=before.value, reason=reason, by=by))
-
-        try:
-            await self.store.set_engine_state(state.value, reason, by, self.clock.wall(), publish=publish)
-        except Exception:
-            if self.said is state:
-                self.said = before
-            return
-        log.info("engine state", state=state.value, previous=before.value, reason=reason, by=by, stored="again")
 
     async def say_stored(self, by: str) -> None:
         """At start, the state restored: when the records' last `engine_state` event does not say it (stored on its
