@@ -83,6 +83,12 @@ class CancelReport:
     under_way: list[dict[str, str]] = field(default_factory=list)
 
 
+def counts_in_daily_trades(reduce_only: bool, reason: OrderReason) -> bool:
+    """Whether an order is an entry DAILY_TRADES counts: one from a signal or the operator, not an exit (as
+    Store.entries_since reads the journal)."""
+    return not reduce_only and reason in (OrderReason.SIGNAL, OrderReason.OPERATOR)
+
+
 class OrderPath:
     def __init__(self, *, store: Store, venue: Venue, breaker: CircuitBreaker, gatekeeper: Gatekeeper,
                  portfolio: Portfolio, bus: EventBus, clock: Clock, trading: TradingState, on_fill: FillHandler,
@@ -278,7 +284,7 @@ class OrderPath:
                     return self._refused(intent, gates, failure.refusal())
             # DAILY_TRADES: the day an entry counts in, journaled with it (its journal time alone cannot tell it at a
             # midnight: an entry of the day's last bar and one made as the next day began share it).
-            counted = not intent.reduce_only and intent.reason in (OrderReason.SIGNAL, OrderReason.OPERATOR)
+            counted = counts_in_daily_trades(intent.reduce_only, intent.reason)
             day = self.portfolio.day if counted else None
             placed = await self._journal(intent, gates, on_journal, entry_day=day)
         if isinstance(placed, Submission):
@@ -1240,7 +1246,7 @@ class OrderPath:
             raw = intents.get(o.client_order_id)
             intent = self.intents[o.client_order_id] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
             o.by = intent.by
-            if not o.reduce_only and o.reason in (OrderReason.SIGNAL, OrderReason.OPERATOR):
+            if counts_in_daily_trades(o.reduce_only, o.reason):
                 # The start counted it in its day from the journal (Store.entries_since): taken back likewise.
                 said = raw.get("entry_day") if raw else None
                 self._counted[o.client_order_id] = said if isinstance(said, int) else entry_day_of(o.created_ts)
