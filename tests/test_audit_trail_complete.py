@@ -196,7 +196,15 @@ def test_records_written_to_the_file_but_never_committed_are_set_aside_and_the_t
     assert doctor.returncode == 0 and "after the database's last event" not in doctor.stdout, doctor.stdout
 
 
-def test_a_record_the_database_never_committed_inside_the_trail_is_reported_alike(tmp_path):
+def as_an_older_ffe_left_it(db: Path) -> None:
+    """The database as an older ffe (schema version 5) left it: no seq from which its events run on unbroken."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM kv WHERE key = 'events_whole_after'")
+        conn.execute("PRAGMA user_version = 5")
+    conn.close()
+
+
+def test_a_record_an_older_ffe_never_committed_inside_the_trail_is_reported_alike(tmp_path):
     """A trail an older ffe went on after a record the database never committed: every check names it the same."""
     first_run(tmp_path)
     db = tmp_path / "data" / "ffe.db"
@@ -204,11 +212,64 @@ def test_a_record_the_database_never_committed_inside_the_trail_is_reported_alik
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
     conn.close()
+    as_an_older_ffe_left_it(db)
     note = f"seq {seq} is in the audit trail but the database never committed it"
     for check in (("doctor",), ("audit", "verify")):
         proc = run_ffe(tmp_path, *check)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert note in proc.stdout, proc.stdout
+
+
+def test_a_committed_record_deleted_from_inside_the_events_table_fails_every_check_and_the_start(tmp_path):
+    """This ffe's start sets aside what the database never committed before it writes on: its events run on by one.
+    A row missing from among them was committed, then lost (deleted, an older copy of the table): the doctor, the
+    audit verify, a backup and a start each refuse it, naming the seq, and nothing is written over it."""
+    first_run(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    (seq,) = db_rows(db, "SELECT seq FROM events WHERE event = 'decision' ORDER BY seq LIMIT 1 OFFSET 3")[0]
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    conn.close()
+    said = f"table events lacks seq {seq}"
+    for check in (("doctor",), ("audit", "verify")):
+        proc = run_ffe(tmp_path, *check)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 1 and said in out, (check, out)
+    proc = run_ffe(tmp_path, "backup", "--to", str(tmp_path / "backups"))
+    assert proc.returncode == 1 and said in proc.stderr, proc.stdout + proc.stderr
+    assert not list((tmp_path / "backups").glob("ffe-backup-*"))
+    before = db.read_bytes(), (tmp_path / "logs" / "audit.jsonl").read_bytes()
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert said in line and str(db) in line, proc.stderr
+    assert (db.read_bytes(), (tmp_path / "logs" / "audit.jsonl").read_bytes()) == before
+
+
+def test_an_older_database_runs_on_unbroken_from_its_first_start_on_this_ffe(tmp_path):
+    """A database an older ffe left, its events with a gap it made: the start takes it (the gap is noted, as
+    before), and from there on its events run on by one: a row deleted after that start is refused."""
+    first_run(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    (old,) = db_rows(db, "SELECT seq FROM events WHERE event = 'decision' ORDER BY seq LIMIT 1 OFFSET 3")[0]
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM events WHERE seq = ?", (old,))
+    conn.close()
+    as_an_older_ffe_left_it(db)
+    last = db_seqs(db)[-1]
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert db_value(db, "SELECT value FROM kv WHERE key = 'events_whole_after'") == str(last)
+    proc = run_ffe(tmp_path, "doctor")
+    assert proc.returncode == 0 and f"seq {old} is in the audit trail" in proc.stdout, proc.stdout + proc.stderr
+    newer = db_seqs(db)[-3]
+    assert newer > last
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM events WHERE seq = ?", (newer,))
+    conn.close()
+    proc = run_ffe(tmp_path, "doctor")
+    assert proc.returncode == 1 and f"table events lacks seq {newer}" in proc.stdout + proc.stderr, (
+        proc.stdout + proc.stderr)
 
 
 def an_older_database_put_back(cwd: Path, backups: Path | None = None) -> Path:
