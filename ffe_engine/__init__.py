@@ -1,3 +1,3 @@
 """ffe engine: the trading engine, with no user interface (it never imports textual)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

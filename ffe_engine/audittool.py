@@ -494,6 +494,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     head: ChainHead | None = None
     checked_db = Path(db_path).is_file()
     unsettled: str | None = None  # a loss a start set aside, not dealt with yet (ahead.unsettled)
+    gap: str | None = None  # a committed event missing from among the events (Records.events_gap)
     if not checked_db:
         try:
             result = verify_trail(path.parent, None, name=path.name)
@@ -511,6 +512,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
             if result.uncommitted is not None:  # an engine beside it may have committed since the read
                 result.uncommitted.ahead.committed_since(events_end(db_path), result.uncommitted.db_last)
             unsettled = ahead.unsettled(path, records.kv(ahead.CHECKED_KEY), records.engine_state_row())
+            gap = records.events_gap()
         except StorageError as exc:
             raise UsageError(str(exc)) from None
         finally:
@@ -522,6 +524,9 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     if result.ok and lost is None and unsettled is not None:  # the trail is whole; the books lack what was lost
         lost = unsettled
         said = f"the database lost committed records: {db_path}: {unsettled}"
+    if result.ok and lost is None and gap is not None:  # a row deleted from among the events the trail holds
+        lost = gap
+        said = f"the database lost committed records: {db_path}: {gap}"
     if as_json:
         print(json.dumps(_verify_json(result, db_path if checked_db else None, lost)))
     elif said is not None:

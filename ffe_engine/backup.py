@@ -208,6 +208,8 @@ def _stage_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str,
             # A backup of records that lost committed ones would hold the loss, and retention then deletes the
             # backups that do not: refused, as `ffe doctor` refuses them.
             raise DamagedRecords(f"{trail}: {copied.ahead.lost_records(facts.last_seq)}: no backup was written")
+        if facts.events_gap is not None:  # refused alike: the copy would fail its own verify
+            raise DamagedRecords(f"{db}: {facts.events_gap}: no backup was written")
         unsettled = ahead.unsettled(trail, facts.kv.get(ahead.CHECKED_KEY), facts.engine_state)
         if unsettled is not None:
             # Those records set aside by a start, the trail is level again, but the books still lack them: refused

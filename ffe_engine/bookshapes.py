@@ -75,6 +75,7 @@ SHAPES: dict[str, Any] = {
     "flatten_under_way": Maybe(Each(INTEGER)),
     "exits_held": Maybe(Each((one_of("stop_loss", "take_profit"), NUMBER, INTEGER))),
     "audit_head": {"seq": INTEGER, "hash": TEXT},
+    "events_whole_after": INTEGER,
     # Read by a start too: one of another type would stop it in a traceback, or be passed over as if not there (a
     # hold lifted, the manual approval the operator chose forgotten).
     "restored_from_backup": {"backup": Needed(TEXT), "taken_ms": Needed(INTEGER), "seq": INTEGER,

@@ -42,7 +42,7 @@ from .sqlthread import Connection
 from .sqlwriter import (MEMORY, SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterError, WriterProcess,
                         index_rows, scalar)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 PIN_TRIES = 5  # a backup's read view waits at most this many rounds for every buffered event to be written
 
 
@@ -51,6 +51,9 @@ class SchemaError(FfeError, RuntimeError):
 
     exit_code = 2
 
+
+# kv: the seq after which the table events runs on by one, as migration 6 found it (events_gap_damage).
+WHOLE_AFTER_KEY = "events_whole_after"
 
 # The indexes of the decision index tables by decision id. A backtest with decision records builds them once, when
 # its run is closed (`defer_decision_indexes`): built from the whole table their pages are full, where entries
@@ -141,6 +144,14 @@ MIGRATIONS: dict[int, list[str]] = {
         # start's alert goes on across a restart of the same engine only, not into an account restored or moved
         # elsewhere with its outbox. Rows from before this version name none, and hold no window (a start pages).
         "ALTER TABLE alert_outbox ADD COLUMN engine TEXT",
+    ],
+    6: [
+        # The seq after which the events run on by one (WHOLE_AFTER_KEY): the last one there when this version came,
+        # 0 for a new database. A start sets aside what the database never committed before it writes on, so from
+        # here on a seq missing among the events was committed, then lost. Older versions went on after such
+        # records, leaving gaps that are no loss.
+        f"INSERT OR REPLACE INTO kv (key, value, updated_ts) SELECT '{WHOLE_AFTER_KEY}', COALESCE(MAX(seq), 0), "
+        "CAST(strftime('%s', 'now') AS REAL) FROM events",
     ],
 }
 
@@ -369,6 +380,27 @@ def _events_lost_damage(r: tuple[Any, ...]) -> str | None:
             f"them, says seq {head}: committed records are missing")
 
 
+# The events after WHOLE_AFTER_KEY's seq: the key's value, how many there are, the last, and (only when they are
+# fewer than the seqs they span) the first seq missing among them.
+_SQL_EVENTS_GAP = (
+    f"WITH w(after) AS (SELECT CAST(value AS INTEGER) FROM kv WHERE key = '{WHOLE_AFTER_KEY}'), "
+    "e(n, last) AS (SELECT COUNT(*), MAX(seq) FROM events, w WHERE seq > w.after) "
+    "SELECT w.after, e.n, e.last, CASE WHEN e.n < e.last - w.after THEN (SELECT MIN(s) FROM ("
+    "SELECT w.after + 1 AS s WHERE NOT EXISTS (SELECT 1 FROM events WHERE seq = w.after + 1) "
+    "UNION ALL SELECT x.seq + 1 FROM events AS x WHERE x.seq > w.after "
+    "AND NOT EXISTS (SELECT 1 FROM events AS y WHERE y.seq = x.seq + 1))) END FROM w, e")
+
+
+def _events_gap_damage(r: tuple[Any, ...]) -> str | None:
+    # Rows deleted from among the events (by hand, a bad merge of copies): the audit trail still holds them, and
+    # the database that lacks them would be read as whole, its records as ever committed.
+    after, count, last, missing = r
+    if last is None or count >= last - after:
+        return None
+    return (f"table events lacks seq {missing}, though it holds seq {last} and its events run on by one after seq "
+            f"{after}: a committed record was lost, deleted or an older copy of the table put back")
+
+
 # Key-value records a start restores that are written before, or with, other records: missing while those are
 # there, they were lost (deleted by hand, a bad restore), and a start would take their absence for a first start.
 # key -> (table, the rows of it that show the record was written), the first table with such a row named.
@@ -417,6 +449,7 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
               ("SELECT (SELECT COUNT(*) FROM engine_state), (SELECT COUNT(*) FROM events)", _no_state_damage),
               (f"SELECT (SELECT value FROM kv WHERE key = '{HEAD_KEY}'), (SELECT MAX(seq) FROM events)",
                _events_lost_damage),
+              (_SQL_EVENTS_GAP, _events_gap_damage),
               ("SELECT key, value FROM kv", _kv_damage),
               ("SELECT symbol, side, quantity, entry_price FROM positions", _position_damage),
               ("SELECT client_order_id, side, reason, intent, status, quantity, filled FROM orders" + live,
@@ -2071,6 +2104,7 @@ class DatabaseFacts:
     rows: dict[str, int]
     engine_state: tuple[Any, ...] | None = None  # (state, reason, by)
     kv: dict[str, Any] = field(default_factory=dict)  # the keys asked for that it holds
+    events_gap: str | None = None  # a committed event missing from among the events (Records.events_gap)
 
 
 def pin_file(path: Path | str, read_only: bool = False) -> tuple[sqlite3.Connection, int]:
@@ -2111,6 +2145,7 @@ def copy_pinned(conn: sqlite3.Connection, dest: Path, keys: Iterable[str] = ()) 
                     for (name,) in target.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT "
                                                   "LIKE 'sqlite_%' ORDER BY name").fetchall()}
             state = target.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
+            gap = target.execute(_SQL_EVENTS_GAP).fetchone()
             kv = {}
             for key in keys:
                 row = target.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
@@ -2125,7 +2160,8 @@ def copy_pinned(conn: sqlite3.Connection, dest: Path, keys: Iterable[str] = ()) 
     finally:
         conn.close()
     return DatabaseFacts(schema_version=int(version), first_seq=int(first), last_seq=int(last), rows=rows,
-                         engine_state=tuple(state) if state is not None else None, kv=kv)
+                         engine_state=tuple(state) if state is not None else None, kv=kv,
+                         events_gap=_events_gap_damage(tuple(gap)) if gap is not None else None)
 
 
 def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:
@@ -2429,6 +2465,14 @@ class Records:
             return fills_damage(self.conn)
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+
+    def events_gap(self) -> str | None:
+        """A committed event missing from among those that run on by one (WHOLE_AFTER_KEY), or None."""
+        try:
+            rows = self._q(_SQL_EVENTS_GAP)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+        return _events_gap_damage(tuple(rows[0])) if rows else None
 
     def books_damage(self) -> str | None:
         """Rows that contradict each other where a start rebuilds the books from them (a fill of an order the journal

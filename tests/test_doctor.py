@@ -137,12 +137,21 @@ def lose_a_fill(cwd):
     return f"a fill event of order {cid} (buy "
 
 
+def as_an_older_ffe_left_it(cwd):
+    # A gap among the events is a lost record in a database of this ffe's (named first, as such: test_audit_trail_
+    # complete.py); in one an older ffe left (schema version 5), which went on after records it never committed, it
+    # is only noted, and what the missing event leaves unaudited is what the checks name.
+    sql(cwd, "DELETE FROM kv WHERE key = 'events_whole_after'")
+    sql(cwd, "PRAGMA user_version = 5")
+
+
 def lose_a_fill_and_its_event(cwd):
     (fid, cid) = sql(cwd, "SELECT MAX(id), client_order_id FROM fills GROUP BY client_order_id HAVING COUNT(*) = 1 "
                           "ORDER BY MAX(id) DESC LIMIT 1")[0]
     sql(cwd, "DELETE FROM fills WHERE id = ?", (fid,))
     (seq,) = sql(cwd, "SELECT MAX(seq) FROM events WHERE event = 'fill' AND instr(data, ?)", (cid.encode(),))[0]
     sql(cwd, "DELETE FROM events WHERE seq = ?", (seq,))  # the trail may hold more than the database: allowed
+    as_an_older_ffe_left_it(cwd)
     return f"order {cid} filled "
 
 
@@ -152,6 +161,7 @@ def lose_a_fill_event(cwd):
     (cid,) = sql(cwd, "SELECT client_order_id FROM fills ORDER BY id LIMIT 1")[0]
     (seq,) = sql(cwd, "SELECT MIN(seq) FROM events WHERE event = 'fill' AND instr(data, ?)", (cid.encode(),))[0]
     sql(cwd, "DELETE FROM events WHERE seq = ?", (seq,))
+    as_an_older_ffe_left_it(cwd)
     return f"order {cid} has a "
 
 

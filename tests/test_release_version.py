@@ -12,7 +12,7 @@ from ffe_engine.store import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each release's version and the schema it writes; a new schema takes a new entry (and a new version).
-RELEASES = {"0.1.0": 4, "0.2.0": 5}
+RELEASES = {"0.1.0": 4, "0.2.0": 5, "0.3.0": 6}
 
 
 def test_the_version_names_the_release_of_the_schema_it_writes():
