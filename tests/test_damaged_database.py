@@ -338,13 +338,14 @@ def test_a_damaged_record_stops_the_start_with_one_line_and_doctor_names_it(good
 def test_an_event_record_stored_as_text_is_named_as_damaged(good_dir, tmp_path, which):
     """An events row whose data is TEXT instead of BLOB (the same bytes, written back by a tool or by hand in the
     sqlite3 shell): every command that reads it names the database, the table and the seq in one line, exit 1; a
-    traceback was all `ffe doctor`, `ffe backup` and a start said of it. A start reads the last records only."""
+    traceback was all `ffe doctor`, `ffe backup` and a start said of it, and `ffe audit verify` passed it. A start
+    reads the last records only."""
     cwd = copy_of(good_dir, tmp_path)
     db = cwd / "data" / "ffe.db"
     ((seq,),) = db_rows(db, f"SELECT {which}(seq) FROM events")
     damage_record(db, f"UPDATE events SET data = CAST(data AS TEXT) WHERE seq = {seq}")
     before = db.read_bytes()
-    commands = [("doctor",), ("backup", "--to", "backups")]
+    commands = [("doctor",), ("backup", "--to", "backups"), ("audit", "verify")]
     if which == "MAX":
         commands.append(("run", "--headless", "--max-bars", "1"))
     for args in commands:
