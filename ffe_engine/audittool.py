@@ -35,7 +35,7 @@ from .audit import has_records
 from . import records as compact
 from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, rotated_seqs, trail_files,
                     verify_trail)
-from .errors import ArgumentError, StorageError, UsageError, unreadable_database
+from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
 from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end, open_read_only, peek_foreign,
                     refuse_foreign, refuse_not_a_file)
@@ -513,6 +513,8 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
                 result.uncommitted.ahead.committed_since(events_end(db_path), result.uncommitted.db_last)
             unsettled = ahead.unsettled(path, records.kv(ahead.CHECKED_KEY), records.engine_state_row())
             gap = records.events_gap()
+        except DamagedDatabase:  # a record that is not what ffe wrote: as the doctor says it, exit 1
+            raise
         except StorageError as exc:
             raise UsageError(str(exc)) from None
         finally:

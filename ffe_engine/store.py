@@ -2376,13 +2376,17 @@ class Records:
             seq = rows[-1][0]
 
     def event_seqs(self, chunk: int = 50000) -> Iterable[int]:
-        """The seq of every event record, in order."""
+        """The seq of every event record, in order (DamagedDatabase at a record whose data is not the BLOB ffe
+        writes, as event_line names it)."""
         seq = 0
         while True:
-            rows = self._q("SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk))
+            rows = self._q("SELECT seq, typeof(data) FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk))
             if not rows:
                 return
-            for (s,) in rows:
+            for s, kind in rows:
+                if kind != "blob":
+                    raise damaged_database(self.path, f"table events, seq {s}: data is stored as {kind.upper()}, "
+                                                      "not as the BLOB ffe writes")
                 yield s
             seq = rows[-1][0]
 
