@@ -1,0 +1,64 @@
+"""A pause asked while another control is under way (a close whose order the exchange holds, for up to its timeout)
+takes effect at once: no new entry passes from the moment it is asked, and the operator is answered then, not once
+the exchange has answered the other control. A resume asked before it, still waiting for its turn, does not undo it.
+Real engines over real SQLite files against the fake Binance through ccxt, the real control socket, and `ffe ctl` as
+a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ffe_engine.errors import ControlError
+from ffe_engine.model import EngineState
+
+from conftest import run_ffe
+from live_helpers import BTC, POST_ORDER, fx, stored_events, wait_for  # noqa: F401
+from test_live_engine import running_live
+
+LOOSE = {"max_position_pct": 100, "max_concentration_pct": 100, "max_leverage": 5, "max_var_pct": 100}
+
+
+def last_state_stored(db) -> str:
+    return stored_events(db, "engine_state")[-1]["state"]
+
+
+async def a_close_held_by_the_exchange(e, fx, seconds: float) -> asyncio.Task:  # noqa: F811
+    assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+    posts = len(fx.requests_to(POST_ORDER))
+    fx.fault(POST_ORDER, "hang", seconds=seconds, execute=True)
+    close = asyncio.ensure_future(e.close_position(BTC, by="ctl"))
+    await wait_for(lambda: len(fx.requests_to(POST_ORDER)) > posts, timeout=10, what="the closing order sent")
+    return close
+
+
+async def test_ffe_ctl_pause_behind_a_close_the_exchange_holds_answers_at_once_and_pauses(tmp_path, fx):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        await running.start_control()
+        close = await a_close_held_by_the_exchange(e, fx, 4.0)
+        paused = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "pause", "--data-dir", "data", "--timeout", "2")
+        assert paused.returncode == 0, paused.stdout + paused.stderr
+        assert "PAUSED" in paused.stdout, paused.stdout
+        assert not close.done(), "the close was answered before the pause: the test did not hold it"
+        assert e.state is EngineState.PAUSED and last_state_stored(db) == "PAUSED"
+        closed = await close
+        assert closed["accepted"], closed  # an exit: a pause lets it out
+        assert e.state is EngineState.PAUSED
+
+
+async def test_a_resume_asked_before_a_pause_both_behind_a_close_leaves_the_engine_paused(tmp_path, fx):  # noqa: F811
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        await e.pause(by="ctl")
+        close = await a_close_held_by_the_exchange(e, fx, 3.0)
+        resume = asyncio.ensure_future(e.resume(by="ctl"))
+        await asyncio.sleep(0.05)  # asked, waiting for the close's turn to end
+        assert not resume.done()
+        assert await asyncio.wait_for(e.pause(by="ctl"), timeout=1.0) is EngineState.PAUSED
+        await close
+        with pytest.raises(ControlError, match="paused since"):
+            await resume
+        assert e.state is EngineState.PAUSED and last_state_stored(db) == "PAUSED"
