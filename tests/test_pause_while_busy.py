@@ -26,7 +26,6 @@ def last_state_stored(db) -> str:
 
 
 async def a_close_held_by_the_exchange(e, fx, seconds: float) -> asyncio.Task:  # noqa: F811
-    assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
     posts = len(fx.requests_to(POST_ORDER))
     fx.fault(POST_ORDER, "hang", seconds=seconds, execute=True)
     close = asyncio.ensure_future(e.close_position(BTC, by="ctl"))
@@ -38,6 +37,7 @@ async def test_ffe_ctl_pause_behind_a_close_the_exchange_holds_answers_at_once_a
     async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
         e, db = running.engine, running.store.path
         await running.start_control()
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
         close = await a_close_held_by_the_exchange(e, fx, 4.0)
         paused = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "pause", "--data-dir", "data", "--timeout", "2")
         assert paused.returncode == 0, paused.stdout + paused.stderr
@@ -52,6 +52,7 @@ async def test_ffe_ctl_pause_behind_a_close_the_exchange_holds_answers_at_once_a
 async def test_a_resume_asked_before_a_pause_both_behind_a_close_leaves_the_engine_paused(tmp_path, fx):  # noqa: F811
     async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
         e, db = running.engine, running.store.path
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
         await e.pause(by="ctl")
         close = await a_close_held_by_the_exchange(e, fx, 3.0)
         resume = asyncio.ensure_future(e.resume(by="ctl"))
