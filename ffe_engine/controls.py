@@ -1,6 +1,7 @@
-"""The operator's controls run one at a time (pause, resume, approve, cancel, settle, accept, close, flatten, the
-kill switch's cancels), and the one under way is known by name: a kill switch or a flatten pressed meanwhile does
-not wait for it (it may wait on the exchange for as long as its timeout), and says what its rest waits for.
+"""The operator's controls run one at a time (resume, approve, cancel, settle, accept, close, flatten, the kill
+switch's cancels), and the one under way is known by name: a kill switch or a flatten pressed meanwhile does not wait
+for it (it may wait on the exchange for as long as its timeout), and says what its rest waits for. A pause waits for
+none: it is counted, and a resume asked before it that gets its turn after it is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ class Controls:
         self._lock = asyncio.Lock()
         self._queued = 0  # controls waiting for their turn
         self.under_way = ""  # the control that has its turn, as said to the operator ("the approve of a1b2")
+        self.pauses = 0  # the operator's pauses so far: a resume asked before the last one does not undo it
+
+    def paused(self) -> None:
+        self.pauses += 1
 
     def busy(self) -> bool:
         """Whether a control has its turn or waits for one: another asking now would wait."""

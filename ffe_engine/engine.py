@@ -1710,13 +1710,16 @@ class Engine:
     # ================================================================== control surface
 
     async def pause(self, reason: str = "operator", by: str = "operator") -> EngineState:
-        async with self._controls.turn("a pause"):
-            self._still_running()
-            if self.state is EngineState.HALTED:
-                raise ControlError("engine is HALTED; resume with confirmation to re-arm")
-            await self.trading.set(EngineState.PAUSED, reason, by)
-            await self.flush()
-            return self.state
+        """No new entry from the moment it is asked. It does not wait for the turn of a control under way (a close
+        whose order the exchange holds may take the exchange's whole timeout): a stricter state is safe beside any
+        of them, as the breaker's pause is; a resume asked before it and still waiting for its turn is refused."""
+        self._still_running()
+        if self.state is EngineState.HALTED:
+            raise ControlError("engine is HALTED; resume with confirmation to re-arm")
+        self._controls.paused()
+        await self.trading.set(EngineState.PAUSED, reason, by)
+        await self.flush()
+        return self.state
 
     async def _unchecked_losses(self) -> list[tuple[Any, ahead.Ahead]]:
         """The files of records set aside as lost that no resume has checked (ahead.unchecked_losses)."""
@@ -1729,8 +1732,12 @@ class Engine:
                      state_serial: int | None = None) -> EngineState:
         """`state_serial`: the state the operator was asked about (`state_serial` of the snapshot that asked); when
         the state has changed since (re-armed and halted again by someone else), nothing is done."""
+        pauses = self._controls.pauses
         async with self._controls.turn("a resume"):
             self._still_running()
+            if self._controls.pauses != pauses:
+                raise ControlError(f"not resumed: the engine was paused since you asked (now {self.state.value}: "
+                                   f"{self.state_reason}); resume again if it should run")
             if state_serial is not None and state_serial != self.trading.changes:
                 raise ControlError(f"not resumed: the engine's state changed since you were asked (now "
                                    f"{self.state.value}: {self.state_reason}); look again, then ask again")
