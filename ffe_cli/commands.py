@@ -659,9 +659,9 @@ def ctl(args: argparse.Namespace) -> int:
         return _ctl_health(args, settings)
     timeout = args.timeout if args.timeout is not None else settings.control.request_timeout_s
     _confirm(args, settings, payload, timeout)
-    if args.action in ("accept", "halt", "flatten"):
-        # An accept waits for the exchange's settle window, a halt or flatten for a control under way, only as long
-        # as it is waited for.
+    if args.action in ("accept", "halt", "flatten", "close"):
+        # An accept waits for the exchange's settle window, a halt, flatten or close for a control under way (a
+        # close for its order on the wire too), only as long as it is waited for.
         payload["timeout_s"] = timeout
     answer = _ask(settings, args.action, payload, timeout)
     if args.json:

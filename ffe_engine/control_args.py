@@ -74,6 +74,7 @@ class SymbolArgs(Args):
 class CloseArgs(SymbolArgs):
     # The position the operator was shown (its opening time, ms): another one in the symbol is not closed.
     opened_ts: int | None = Field(None, ge=0)
+    timeout_s: float | None = Field(None, gt=0, le=3600)  # as HaltArgs'
 
 
 class HandSaleArgs(SymbolArgs):

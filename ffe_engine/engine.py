@@ -1894,21 +1894,26 @@ class Engine:
         return press.open_then, CancelReport(cancelled=press.report.cancelled + wire.cancelled,
                                              failed=press.report.failed + wire.failed)
 
-    def _after_controls(self, work: Coroutine[Any, Any, R]) -> asyncio.Task[R]:
-        """A press's rest, run once the control under way has ended: the engine's own task, so it goes on whether its
-        caller waits for it or not (a client that gave up, an answer given first); a stop waits for it."""
+    def _after_controls(self, work: Coroutine[Any, Any, R], what: str = "a kill switch") -> asyncio.Task[R]:
+        """A press's rest (or a close), run once the control under way has ended: the engine's own task, so it goes
+        on whether its caller waits for it or not (a client that gave up, an answer given first); a stop waits for
+        it."""
         task = asyncio.ensure_future(work)
         self._rests.add(task)
-        task.add_done_callback(self._rest_ended)
+        task.add_done_callback(lambda t: self._rest_ended(t, what))
         return task
 
-    def _rest_ended(self, task: asyncio.Task[Any]) -> None:
+    def _rest_ended(self, task: asyncio.Task[Any], what: str) -> None:
         self._rests.discard(task)
         exc = None if task.cancelled() else task.exception()
-        if exc is not None:
-            message = f"{type(exc).__name__}: {exc}"
-            log.error("a kill switch's rest failed", error=message)
-            self.bus.publish(ErrorEvent(message=message, where="kill switch"))
+        if exc is None:
+            return
+        message = f"{type(exc).__name__}: {exc}"
+        if what != "a kill switch":  # a close refused after its answer said it under way: said in the log
+            log.warning(f"{what} asked by the operator ended without its order", error=message)
+            return
+        log.error("a kill switch's rest failed", error=message)
+        self.bus.publish(ErrorEvent(message=message, where="kill switch"))
 
     async def _answer_within(self, rest: asyncio.Task[R], at: float, timeout_s: float | None) -> R | None:
         """The rest's own answer when it ends within half the time the caller waits (halt), counted from the press
@@ -2388,11 +2393,34 @@ class Engine:
             return f"reconciliation: {blocked_text(held)}"
         return f"reconciliation found {blocked_text(held)}: accept them once checked (`ffe ctl why`)"
 
-    async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None) -> dict[str, Any]:
+    async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None,
+                             timeout_s: float | None = None) -> dict[str, Any]:
         """Close one position with a reduce-only market order on the single order path: the gates, the engine
         state (a HALTED engine refuses it), the breaker and the venue hold apply as for every other order.
         `opened_ts`: the position the operator was shown (its opening time); if the symbol's position now is
-        another one (that one closed, a new one opened since), nothing is sent."""
+        another one (that one closed, a new one opened since), nothing is sent.
+
+        The exchange may hold the closing order for its whole timeout, and another control under way may hold the
+        turn as long: the close runs as the engine's own task, and its answer waits for it half the time its
+        caller waits at most (`timeout_s`, or `control.request_timeout_s`), as the kill switch's does; then it says
+        what is under way (`under_way`), `accepted` True once its order is sent, None while it waits for its turn."""
+        at = self.clock.monotonic()
+        work = self._after_controls(self._close(symbol, by, opened_ts), what="a close")
+        done = await self._answer_within(work, at, timeout_s)
+        if done is not None:
+            return done
+        sent = [o for o in self.orders.live.values() if o.symbol == symbol and o.reduce_only
+                and o.reason is OrderReason.OPERATOR and o.client_order_id in self.orders.sending()]
+        if sent:
+            return {"symbol": symbol, "accepted": True, "client_order_id": sent[-1].client_order_id,
+                    "in_doubt": False, "gates": [],
+                    "under_way": "sent: the exchange has not answered it yet (`ffe ctl orders` shows how it ends)"}
+        under = self._controls.under_way or "another control"
+        return {"symbol": symbol, "accepted": None, "client_order_id": None, "in_doubt": False, "gates": [],
+                "under_way": f"{under} is under way: the close is checked and sent once it has ended "
+                             "(`ffe ctl orders` shows it)"}
+
+    async def _close(self, symbol: str, by: str, opened_ts: int | None) -> dict[str, Any]:
         async with self._controls.turn(f"the close of {symbol}"):
             self._still_running()
             pos = self.portfolio.holding(symbol)

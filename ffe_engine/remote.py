@@ -295,8 +295,10 @@ class RemoteEngine:
                              by: str = "operator") -> Any:
         return await self._call("sold-by-hand", symbol=symbol, quantity=quantity, price=price, fee=fee, by=by)
 
-    async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None) -> Any:
-        return await self._call("close", symbol=symbol, by=by, opened_ts=opened_ts)
+    async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None,
+                             timeout_s: float | None = None) -> Any:
+        return await self._call("close", symbol=symbol, by=by, opened_ts=opened_ts,
+                                timeout_s=min(timeout_s or self.timeout, self.timeout))
 
     async def balances(self) -> Any:
         return await self._call("balances")
