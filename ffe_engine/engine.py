@@ -2416,9 +2416,10 @@ class Engine:
                     "in_doubt": False, "gates": [],
                     "under_way": "sent: the exchange has not answered it yet (`ffe ctl orders` shows how it ends)"}
         under = self._controls.under_way or "another control"
+        waits = (f"{under} is under way: the close is checked and sent once it has ended"
+                 if under != f"the close of {symbol}" else "being placed: its order is not sent yet")
         return {"symbol": symbol, "accepted": None, "client_order_id": None, "in_doubt": False, "gates": [],
-                "under_way": f"{under} is under way: the close is checked and sent once it has ended "
-                             "(`ffe ctl orders` shows it)"}
+                "under_way": f"{waits} (`ffe ctl orders` shows it)"}
 
     async def _close(self, symbol: str, by: str, opened_ts: int | None) -> dict[str, Any]:
         async with self._controls.turn(f"the close of {symbol}"):
