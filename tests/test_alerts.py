@@ -559,6 +559,24 @@ async def test_a_condition_that_cleared_and_came_back_pages_again_and_a_storm_wi
                        ("RECONCILE", "page"), ("RECONCILE_OK", "warn"), ("RECONCILE", "page")], got
 
 
+async def test_a_flatten_s_follow_up_after_its_page_is_sent_at_once_not_at_the_window_s_end(tmp_path):
+    """The flatten paged (a closing order failed, or its answer was lost: check the venue now); its follow-up says
+    what the closing orders closed since. The operator paged is told at once, not when the page's window ends (or
+    the engine stops)."""
+    from ffe_engine.events import KillSwitchEvent
+
+    paged = KillSwitchEvent(action="flatten", closing=["ffe-close-1"], failed=[{"symbol": "ETH/USDT"}], by="ctl")
+    follow_up = KillSwitchEvent(action="flatten", follow_up=True, closed=["BTC/USDT"], by="engine")
+    async with a_notifier(tmp_path) as (hook, store, notifier, _):
+        for ev in (paged, follow_up):
+            notifier.sink(ev, b"")
+        await store.flush()
+        await until(lambda: len(hook.delivered) >= 2, what="the page and its follow-up")
+        got = [(r.body["kind"], r.body["severity"]) for r in hook.delivered]
+        assert got == [("FLATTEN", "page"), ("FLATTEN", "warn")], got
+        assert "follow-up" in hook.delivered[1].body["text"], hook.delivered[1].body
+
+
 async def test_a_more_severe_alert_within_a_window_is_sent_at_once_and_a_summary_of_pages_is_a_page(tmp_path):
     """Within a key's window, an alert more severe than the one sent (a flatten's warning, then its failure) is
     news sent at once; what repeats after it is counted, and a summary that holds a page pages: an operator who
