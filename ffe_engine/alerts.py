@@ -11,8 +11,8 @@ events into alerts synchronously and cheaply, then:
   same engine (host and data directory: an account restored or moved elsewhere is a new engine), so a crash loop is
   told once per window; a start's alert it holds back is said in the log. A storm of 500 breaker failures is one
   page and one summary. A condition that clears (a re-arm, a resume, the approval mode back to manual, the breaker
-  closed, a reconciliation that agrees or is accepted, an order no longer in doubt, fresh data, a loop or audit
-  trail turning again) ends the window of its alert at once: its summary goes then, and its return is news, sent at
+  closed, a reconciliation that agrees or is accepted, an order no longer in doubt, a flatten's follow-up, fresh
+  data, a loop or audit trail turning again) ends the window of its alert at once: its summary goes then, and its return is news, sent at
   once. So does the return for the clear's own alert (RECONCILE_OK after a new hold).
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart (not after a restore: those its backup held
@@ -365,6 +365,8 @@ def cleared_keys(ev: Event) -> tuple[str, ...]:
         return left + (("REARMED",) if ev.state == "HALTED" else ())
     if isinstance(ev, EngineStateChanged) and ev.reason == "approval mode manual":
         return ("APPROVAL_MODE",)  # back to manual: auto again after it is news
+    if isinstance(ev, KillSwitchEvent) and ev.action == "flatten" and ev.follow_up:
+        return ("FLATTEN",)  # what the flatten's closing orders did since its alert: the answer to its page
     if isinstance(ev, BreakerChanged):
         if ev.state == "closed":
             return (f"BREAKER_OPEN:{ev.venue}",)
