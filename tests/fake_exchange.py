@@ -245,6 +245,7 @@ class FakeBinance:
         # price `book_step` apart around the price (each with its own commission), as on a thin book.
         self.book_levels = 1
         self.book_step = 0.0005
+        self.my_trades_page = 500  # the trades myTrades answers when asked for no `limit` (Binance's default)
         self.balances: dict[str, Balance] = {
             asset: Balance(float(amount))
             for asset, amount in (balances if balances is not None else {"USDT": 10_000.0, "BTC": 0.0,
@@ -936,6 +937,8 @@ class FakeBinance:
             for t in o.trades:
                 if "startTime" in params and t.time < int(params["startTime"]):
                     continue
+                if "fromId" in params and t.trade_id < int(params["fromId"]):
+                    continue
                 rows.append({"symbol": sid, "id": t.trade_id, "orderId": o.order_id, "orderListId": -1,
                              "price": _fmt(t.price), "qty": _fmt(t.qty), "quoteQty": _fmt(t.qty * t.price),
                              "commission": _fmt(t.commission), "commissionAsset": t.commission_asset,
@@ -945,7 +948,8 @@ class FakeBinance:
         newest = max((t.trade_id for o in self.orders for t in o.trades), default=None)
         if self._stale(request):
             rows = [r for r in rows if r["id"] != newest]
-        return web.json_response(rows)
+        # A page, as Binance gives it: `limit` trades (500 by default, 1000 at most), the oldest first from `fromId`.
+        return web.json_response(rows[:min(int(params.get("limit", self.my_trades_page)), 1000)])
 
 
 def ccxt_options() -> dict[str, Any]:
