@@ -83,6 +83,11 @@ LONG_HOLD_S = 60.0
 # Binance's code for the account's limit on new orders ("Too many new orders; current limit is N orders per ...").
 ORDER_LIMIT_CODE = "-1015"
 SAID_MAX = 1000  # how many orders' warnings said once per order are remembered (CcxtVenue._first)
+# An order's trades are asked for this many at a time (Binance's most; its default is 500), page after page while a
+# page comes back full, at most TRADES_PAGES_MAX pages per look: an order of more trades than they hold (20,000) is
+# read as one whose trades lag its fill, as any list short of the order is.
+TRADES_PAGE = 1000
+TRADES_PAGES_MAX = 20
 _NO_URL = re.compile(r"does not have a testnet/sandbox URL for (\w+) endpoints")
 
 # With exchange.api_urls set: the ccxt URL sections that spot trading uses, and the ccxt options that keep the
@@ -907,6 +912,24 @@ class CcxtVenue:
                         "counted once", self.name, order.client_order_id, len(listed), len(trades))
         return trades
 
+    async def _paged_order_trades(self, order: VenueOrder) -> list[dict[str, Any]]:
+        """Every trade of the order, a page (TRADES_PAGE, Binance's most) at a time: a page that comes back full may
+        not be the last, and an order with more trades than a page read as whole would be booked in part, its trades
+        looked up again and again as if they lagged."""
+        trades: list[dict[str, Any]] = []
+        start: int | None = None
+        for _ in range(TRADES_PAGES_MAX):
+            params = {} if start is None else {"fromId": start}
+            page: list[dict[str, Any]] = await self.reads(
+                f"fetch_order_trades {order.client_order_id}",
+                lambda: self.exchange.fetch_order_trades(order.exchange_id, order.symbol, None, TRADES_PAGE,
+                                                         params))
+            trades += page
+            start = _next_trade_id(page) if len(page) >= TRADES_PAGE else None
+            if start is None:
+                break
+        return trades
+
     def _first(self, warning: str, client_order_id: str) -> bool:
         """Whether `warning` is said of the order now: once per order (of the last SAID_MAX), not at every look."""
         key = (warning, client_order_id)
@@ -922,16 +945,23 @@ class CcxtVenue:
         account's trades in the symbol since the order was placed; None where the exchange lists neither."""
         has = self.exchange.has
         if has.get("fetchOrderTrades"):
-            trades: list[dict[str, Any]] = await self.reads(
-                f"fetch_order_trades {order.client_order_id}",
-                lambda: self.exchange.fetch_order_trades(order.exchange_id, order.symbol))
-            return trades
+            return await self._paged_order_trades(order)
         if not has.get("fetchMyTrades") or order.ts is None:
             return None
         mine: list[dict[str, Any]] = await self.reads(
             f"fetch_my_trades {order.client_order_id}",
             lambda: self.exchange.fetch_my_trades(order.symbol, order.ts))
         return [t for t in mine if t.get("order") is not None and str(t["order"]) == order.exchange_id]
+
+
+def _next_trade_id(page: list[Any]) -> int | None:
+    """The id the next page of an order's trades starts from (Binance's `fromId`: the trades from that id on),
+    or None when the page's trades carry no numeric id to go on from."""
+    ids = [str(t.get("id")) for t in page if isinstance(t, dict)]
+    try:
+        return max(int(i) for i in ids) + 1 if ids else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _answered_so_far(order: VenueOrder, filled: float, average: float | None) -> VenueOrder:
