@@ -1,0 +1,33 @@
+"""After a restart, an exchange whose candles are older than the market time the records reached (its clock set
+back: a testnet reset, a gateway swapped) is not decided on again: market time never goes back (architecture.md),
+the candles before it are passed over, said once, and the engine decides again from where the records left off.
+`ffe doctor` passes after it. A real engine over a real SQLite file against the fake Binance through ccxt.
+"""
+
+from __future__ import annotations
+
+from conftest import engine_session, run_ffe
+from live_helpers import BTC, M, fx, live_settings, next_bar, rows  # noqa: F401
+
+
+async def test_candles_before_the_records_market_time_are_not_decided_after_a_restart(tmp_path, fx):  # noqa: F811
+    settings = live_settings(tmp_path, fx)
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        for _ in range(3):
+            assert await next_bar(running.engine, fx) == 1
+    [(reached,)] = rows(db, "SELECT MAX(ts) FROM decisions WHERE symbol = ?", (BTC,))
+    decided = len(rows(db, "SELECT 1 FROM decisions"))
+    fx.market_clock.now -= 10 * M  # the exchange's clock set back past what the records reached
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        for _ in range(5):  # still behind the records: nothing to decide
+            assert await next_bar(e, fx) == 0
+        assert "before the market time the records reached" in running.log.getvalue(), running.log.getvalue()[-2000:]
+        for _ in range(10):  # past it again: decided from where the records left off
+            await next_bar(e, fx)
+    times = [ts for (ts,) in rows(db, "SELECT ts FROM decisions WHERE symbol = ? ORDER BY rowid", (BTC,))]
+    assert times == sorted(times) and len(set(times)) == len(times), times
+    assert times[-1] > reached and len(times) > decided
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
