@@ -11,9 +11,10 @@ from live_helpers import BTC, M, fx, live_settings, next_bar, rows  # noqa: F401
 
 
 async def test_candles_before_the_records_market_time_are_not_decided_after_a_restart(tmp_path, fx):  # noqa: F811
-    settings = live_settings(tmp_path, fx)
+    settings = live_settings(tmp_path, fx, engine={"warmup_bars": 300})  # warm indicators: every bar is decided
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
+        await running.engine.resume(by="test")  # a live start comes up PAUSED
         for _ in range(3):
             assert await next_bar(running.engine, fx) == 1
     [(reached,)] = rows(db, "SELECT MAX(ts) FROM decisions WHERE symbol = ?", (BTC,))
@@ -21,6 +22,7 @@ async def test_candles_before_the_records_market_time_are_not_decided_after_a_re
     fx.market_clock.now -= 10 * M  # the exchange's clock set back past what the records reached
     async with engine_session(settings, live=True) as running:
         e = running.engine
+        await e.resume(by="test")
         for _ in range(5):  # still behind the records: nothing to decide
             assert await next_bar(e, fx) == 0
         assert "before the market time the records reached" in running.log.getvalue(), running.log.getvalue()[-2000:]
