@@ -353,6 +353,8 @@ class Engine:
         found: list[Override | None] = []  # saved state that disagrees with the configuration, to announce
         if self.sim_feed is not None:  # first: nothing written before a refusal, the clock at the books' market time
             found.append(await self._load_market())
+        else:
+            await self._feed_not_before()
         if self.profile.resumable:
             await self._check_quote()
         row = await self.store.get_engine_state()
@@ -621,6 +623,16 @@ class Engine:
                 # start (journaled just before a kill) is no older than that bar, and fills from the next one.
                 self.sim_venue.resume_at(reached - decided_tf)
         return overrides.market(self.settings.market.seed, saved) if saved else None
+
+    async def _feed_not_before(self) -> None:
+        """An exchange's candles go on by its own clock, never from before the market time the records reached
+        (ExchangeFeed.not_before): one set back is not decided on again in a past the records have left."""
+        floor = getattr(self.feed, "not_before", None)
+        if floor is None:
+            return
+        reached = await self.store.market_time(self.timeframe_ms)
+        if reached is not None:
+            floor(reached, await self.store.candles_done(self.symbols, self.timeframe_ms))
 
     async def _check_quote(self) -> None:
         """The books keep their cash in the quote currency the account began with: counted in another, the whole

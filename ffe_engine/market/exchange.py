@@ -37,7 +37,7 @@ symbol saying how many of how many: not a refusal, since the exchange has no mor
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
 from .. import fmt
 from ..clock import WallClock, format_timeframe
@@ -94,6 +94,9 @@ class ExchangeFeed:
         self._time_failing = False  # its time could not be read at the last try (said once per outage)
         self._time_disbelieved = False  # its time was before its own newest candle (said once)
         self._waiting_said = False  # the exchange's Retry-After was said (once per wait)
+        # symbol -> the earliest open time handed out (not_before: the market time the records reached)
+        self._not_before: dict[str, int] = {}
+        self._behind_said: set[str] = set()  # symbols whose candles before it were said passed over
 
     @classmethod
     def from_settings(cls, settings: Any, symbols: list[str], timeframe_ms: int, clock: Any = None,
@@ -109,6 +112,26 @@ class ExchangeFeed:
         if self._owned is not None:
             await self._owned.close()
             self._owned = None
+
+    def not_before(self, ts_ms: int, done: Mapping[str, int] | None = None) -> None:
+        """The records' market time reached ts_ms (as ResumableFeed.not_before): no candle closing before it is
+        handed out, nor a symbol's closing at or before `done`'s close of it, its latest candle processed. An
+        exchange whose clock was set back (a testnet reset, a gateway swapped) would otherwise be decided on again
+        in a past the records have left: market time never goes back."""
+        for sym in self.symbols:
+            self._not_before[sym] = max(ts_ms - self.timeframe_ms, (done or {}).get(sym, NEVER))
+
+    def _passed_over(self, sym: str, ts: int) -> bool:
+        """Whether the candle of `sym` opening at `ts` is before the market time the records reached (said once)."""
+        earliest = self._not_before.get(sym, NEVER)
+        if ts >= earliest:
+            return False
+        if sym not in self._behind_said:
+            self._behind_said.add(sym)
+            log.warning("exchange feed: %s candles before the market time the records reached (%s) are passed over: "
+                        "the exchange's clock is behind it (set back?); decisions go on once its candles reach it",
+                        sym, iso(earliest))
+        return True
 
     async def last_price(self, symbol: str) -> float:
         return await self.reader.last_price(symbol)
@@ -212,7 +235,7 @@ class ExchangeFeed:
             for ts, r in closed:
                 if ts > self._fetched.get(sym, NEVER):
                     self._fetched[sym] = ts
-                    c = self._candle(sym, ts, r)
+                    c = None if self._passed_over(sym, ts) else self._candle(sym, ts, r)
                     if c is not None:
                         self._pending[(sym, ts)] = c
             # A full page may hold more: ask again at once, but only when it moved the feed on (a page of candles
