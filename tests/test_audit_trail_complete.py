@@ -196,6 +196,21 @@ def test_records_written_to_the_file_but_never_committed_are_set_aside_and_the_t
     assert doctor.returncode == 0 and "after the database's last event" not in doctor.stdout, doctor.stdout
 
 
+def delete_event(db: Path, seq: int) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    conn.close()
+
+
+def a_run_with_an_event_deleted(cwd: Path) -> tuple[Path, int]:
+    """A run's database with one of its committed events (a decision's, from the middle) deleted: it, and the seq."""
+    first_run(cwd)
+    db = cwd / "data" / "ffe.db"
+    (seq,) = db_rows(db, "SELECT seq FROM events WHERE event = 'decision' ORDER BY seq LIMIT 1 OFFSET 3")[0]
+    delete_event(db, seq)
+    return db, seq
+
+
 def as_an_older_ffe_left_it(db: Path) -> None:
     """The database as an older ffe (schema version 5) left it: no seq from which its events run on unbroken."""
     with sqlite3.connect(db) as conn:
@@ -206,12 +221,7 @@ def as_an_older_ffe_left_it(db: Path) -> None:
 
 def test_a_record_an_older_ffe_never_committed_inside_the_trail_is_reported_alike(tmp_path):
     """A trail an older ffe went on after a record the database never committed: every check names it the same."""
-    first_run(tmp_path)
-    db = tmp_path / "data" / "ffe.db"
-    (seq,) = db_rows(db, "SELECT seq FROM events WHERE event = 'decision' ORDER BY seq LIMIT 1 OFFSET 3")[0]
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
-    conn.close()
+    db, seq = a_run_with_an_event_deleted(tmp_path)
     as_an_older_ffe_left_it(db)
     note = f"seq {seq} is in the audit trail but the database never committed it"
     for check in (("doctor",), ("audit", "verify")):
@@ -224,12 +234,7 @@ def test_a_committed_record_deleted_from_inside_the_events_table_fails_every_che
     """This ffe's start sets aside what the database never committed before it writes on: its events run on by one.
     A row missing from among them was committed, then lost (deleted, an older copy of the table): the doctor, the
     audit verify, a backup and a start each refuse it, naming the seq, and nothing is written over it."""
-    first_run(tmp_path)
-    db = tmp_path / "data" / "ffe.db"
-    (seq,) = db_rows(db, "SELECT seq FROM events WHERE event = 'decision' ORDER BY seq LIMIT 1 OFFSET 3")[0]
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
-    conn.close()
+    db, seq = a_run_with_an_event_deleted(tmp_path)
     said = f"table events lacks seq {seq}"
     for check in (("doctor",), ("audit", "verify")):
         proc = run_ffe(tmp_path, *check)
@@ -249,12 +254,7 @@ def test_a_committed_record_deleted_from_inside_the_events_table_fails_every_che
 def test_an_older_database_runs_on_unbroken_from_its_first_start_on_this_ffe(tmp_path):
     """A database an older ffe left, its events with a gap it made: the start takes it (the gap is noted, as
     before), and from there on its events run on by one: a row deleted after that start is refused."""
-    first_run(tmp_path)
-    db = tmp_path / "data" / "ffe.db"
-    (old,) = db_rows(db, "SELECT seq FROM events WHERE event = 'decision' ORDER BY seq LIMIT 1 OFFSET 3")[0]
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM events WHERE seq = ?", (old,))
-    conn.close()
+    db, old = a_run_with_an_event_deleted(tmp_path)
     as_an_older_ffe_left_it(db)
     last = db_seqs(db)[-1]
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
@@ -264,9 +264,7 @@ def test_an_older_database_runs_on_unbroken_from_its_first_start_on_this_ffe(tmp
     assert proc.returncode == 0 and f"seq {old} is in the audit trail" in proc.stdout, proc.stdout + proc.stderr
     newer = db_seqs(db)[-3]
     assert newer > last
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM events WHERE seq = ?", (newer,))
-    conn.close()
+    delete_event(db, newer)
     proc = run_ffe(tmp_path, "doctor")
     assert proc.returncode == 1 and f"table events lacks seq {newer}" in proc.stdout + proc.stderr, (
         proc.stdout + proc.stderr)
