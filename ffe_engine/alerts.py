@@ -12,8 +12,8 @@ events into alerts synchronously and cheaply, then:
   told once per window; a start's alert it holds back is said in the log. A storm of 500 breaker failures is one
   page and one summary. A condition that clears (a re-arm, a resume, the approval mode back to manual, the breaker
   closed, a reconciliation that agrees or is accepted, an order no longer in doubt, a flatten's follow-up, fresh
-  data, a loop or audit trail turning again) ends the window of its alert at once: its summary goes then, and its return is news, sent at
-  once. So does the return for the clear's own alert (RECONCILE_OK after a new hold).
+  data, a loop or audit trail turning again) ends the window of its alert at once: its summary goes then, and its
+  return is news, sent at once. So does the return for the clear's own alert (RECONCILE_OK after a new hold).
 - durable outbox: one row per alert and channel in the database, written with the event that raised it, so an
   alert raised just before a crash is delivered after the restart (not after a restore: those its backup held
   pending are withheld, as the engine it was taken from may have delivered them, and the restored start's alert

@@ -1747,9 +1747,6 @@ class Engine:
         pauses = self._controls.pauses
         async with self._controls.turn("a resume"):
             self._still_running()
-            if self._controls.pauses != pauses:
-                raise ControlError(f"not resumed: the engine was paused since you asked (now {self.state.value}: "
-                                   f"{self.state_reason}); resume again if it should run")
             if state_serial is not None and state_serial != self.trading.changes:
                 raise ControlError(f"not resumed: the engine's state changed since you were asked (now "
                                    f"{self.state.value}: {self.state_reason}); look again, then ask again")
@@ -1777,6 +1774,9 @@ class Engine:
             # with it, in the same transaction, and are not said again.
             checked = ({ahead.CHECKED_KEY: await asyncio.to_thread(ahead.checked_now, self.settings.audit_path)}
                        if self.state is not EngineState.RUNNING and self.profile.resumable else None)
+            if self._controls.pauses != pauses:  # looked at last: a pause needs no turn, and may come at any await
+                raise ControlError(f"not resumed: the engine was paused since you asked (now {self.state.value}: "
+                                   f"{self.state_reason}); resume again if it should run")
             await self.trading.set(EngineState.RUNNING, "re-armed" if self.state is EngineState.HALTED else "resume",
                                    by, kv=checked)
             self.breaker_pause.resumed()  # an opening under way does not pause it again (breaker_pause.py)
