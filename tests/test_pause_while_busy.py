@@ -63,3 +63,29 @@ async def test_a_resume_asked_before_a_pause_both_behind_a_close_leaves_the_engi
         with pytest.raises(ControlError, match="paused since"):
             await resume
         assert e.state is EngineState.PAUSED and last_state_stored(db) == "PAUSED"
+
+
+async def test_a_pause_while_a_resume_is_under_way_is_not_undone_by_it(tmp_path, fx, monkeypatch):  # noqa: F811
+    """The resume has its turn and is looking at the records set aside before it stores RUNNING (a read of the
+    disk): a pause asked then, which waits for no turn, holds."""
+    import time
+
+    from ffe_engine import ahead
+
+    checked_now = ahead.checked_now
+
+    def slow(*args):
+        time.sleep(0.5)
+        return checked_now(*args)
+
+    monkeypatch.setattr(ahead, "checked_now", slow)
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e, db = running.engine, running.store.path
+        await e.pause(by="ctl")
+        resume = asyncio.ensure_future(e.resume(by="ctl"))
+        await asyncio.sleep(0.2)
+        assert not resume.done()
+        await e.pause(by="ctl")
+        with pytest.raises(ControlError, match="paused since"):
+            await resume
+        assert e.state is EngineState.PAUSED and last_state_stored(db) == "PAUSED"
