@@ -61,14 +61,17 @@ def damage(cwd: Path, how: str = "a byte in a record", at: float = 0.3) -> tuple
 
 
 def db_seq_removed(cwd: Path, event: str = "position_opened") -> int:
-    """An event record the database no longer holds (as an older ffe's trail may hold records the database never
-    committed, the trail going on after them): the seq of a `position_opened` record well before the end."""
+    """An event record the database no longer holds, as an older ffe's trail may hold records the database never
+    committed, the trail going on after them (the database as that ffe left it: schema version 5, no seq from which
+    its events run on unbroken): the seq of a `position_opened` record well before the end."""
     db = sqlite3.connect(cwd / "data" / "ffe.db")
     with db:
         seqs = [r[0] for r in db.execute("SELECT seq FROM events WHERE event = ? ORDER BY seq", (event,))]
         last = db.execute("SELECT MAX(seq) FROM events").fetchone()[0]
         seq = next(s for s in seqs if s < last - 50)
         db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+        db.execute("DELETE FROM kv WHERE key = 'events_whole_after'")
+        db.execute("PRAGMA user_version = 5")
     db.close()
     return seq
 
