@@ -253,3 +253,52 @@ def test_a_socket_path_too_long_for_a_unix_socket_is_refused_at_load_before_anyt
         f"{len(str(long_dir / 'ffe.sock'))} bytes, longer than a Unix socket path can be (107): choose a shorter "
         "data directory, or a [control] socket elsewhere"], proc.stderr
     assert not long_dir.exists() and not (tmp_path / "logs").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- in the way
+def _records(*dirs: Path) -> dict[str, bytes]:
+    """Every file but the lock files, which each start writes its pid in before it is refused or goes on."""
+    return {str(p): p.read_bytes() for d in dirs for p in sorted(d.rglob("*")) if p.is_file() and p.suffix != ".lock"}
+
+
+def _a_file(path: Path) -> None:
+    path.write_text("precious\n")
+
+
+def _a_directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _listened_on(path: Path) -> socket.socket:
+    """A socket another program listens on: connections to it are taken (the kernel queues them unaccepted)."""
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    other.bind(str(path))
+    other.listen(8)
+    return other
+
+
+def test_what_is_in_the_socket_s_place_refuses_the_start_before_anything_is_written(tmp_path):
+    """A file, a directory, or another program's socket at the control socket's path: the start stops with one
+    line naming it, exit 2, before its engine starts: no run recorded, the records and the thing in the way left
+    as they were (as for a socket another engine holds)."""
+    assert run_ffe(tmp_path, "run", "--headless", "--max-bars", "3").returncode == 0
+    sock = tmp_path / "data" / "ffe.sock"
+    for make, said in ((_a_file, "exists and is not a socket"), (_a_directory, "exists and is not a socket"),
+                       (_listened_on, "is in use by a process that answers on it")):
+        held = make(sock)
+        try:
+            before = _records(tmp_path / "data", tmp_path / "logs")
+            proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
+            assert proc.returncode == 2, (make.__name__, proc.stderr[-3000:])
+            assert _error_lines(proc.stderr) == [f"ffe: error: control socket data/ffe.sock {said}; "
+                                                 f"{'stop it' if held else 'remove it'} or choose another [control] "
+                                                 "socket"], proc.stderr[-3000:]
+            assert "engine started" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+            assert _records(tmp_path / "data", tmp_path / "logs") == before, make.__name__
+        finally:
+            if held:
+                held.close()
+        if sock.is_dir():
+            sock.rmdir()
+        else:
+            sock.unlink()
