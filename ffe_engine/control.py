@@ -101,7 +101,8 @@ def _lock_path(path: Path) -> Path:
 async def claim(path: Path) -> int:
     """Hold `<socket>.lock` for as long as an engine serves `path` (the returned descriptor); StartError naming the
     engine that holds it. The lock file is never removed: removing a lock file races with the next one to take
-    it. A host claims its socket before its engine starts, so a refused start changes nothing."""
+    it. A host claims its socket before its engine starts, so a refused start changes nothing: what is at the path
+    is looked at here too (a file, a directory, another program's socket), not only once the engine has started."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -110,6 +111,11 @@ async def claim(path: Path) -> int:
         os.close(fd)
         raise StartError(f"control socket {path} belongs to {await _holder(path)}; give each engine its own "
                          "[control] socket (empty: <data dir>/ffe.sock)") from None
+    try:
+        _refuse_in_the_way(path)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -130,18 +136,26 @@ def _answers(path: Path) -> bool:
     return True
 
 
-def _clear_stale(path: Path) -> None:
+def _refuse_in_the_way(path: Path) -> bool:
+    """StartError for what at `path` the server could not replace: anything but a socket, or a socket some other
+    program answers on (the socket's lock is held: no ffe engine serves it). Returns whether a socket nobody
+    answers on is there (left by an engine that died)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
+        return False
     if not stat.S_ISSOCK(st.st_mode):
         raise StartError(f"control socket {path} exists and is not a socket; remove it or choose another "
                          "[control] socket")
     if _answers(path):
         raise StartError(f"control socket {path} is in use by a process that answers on it; stop it or choose "
                          "another [control] socket")
-    path.unlink()  # nobody answers: left by an engine that died (and we hold the socket's lock)
+    return True
+
+
+def _clear_stale(path: Path) -> None:
+    if _refuse_in_the_way(path):
+        path.unlink()  # nobody answers: left by an engine that died (and we hold the socket's lock)
 
 
 def _bind(path: Path) -> socket.socket:
