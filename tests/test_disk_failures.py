@@ -600,6 +600,36 @@ def test_a_directory_below_a_regular_file_in_the_config_names_the_file_and_its_l
     assert not (tmp_path / "data").exists()
 
 
+IN_PLACE_OF = ("data/ffe.lock", "data/ffe.reserve", "data/ffe.sock.lock", "logs/audit.jsonl", "logs/audit.jsonl.lock")
+
+
+@pytest.mark.parametrize("name", IN_PLACE_OF)
+def test_a_directory_where_a_file_of_the_records_goes_stops_the_start_naming_it_with_nothing_written(traded, tmp_path,
+                                                                                                  name):
+    """A directory in the place of a lock file, the disk reserve or the audit trail is a path to put right, not a
+    full disk: one line naming it, exit 2, before anything is written (no HALTED stored, no reserve emptied, nothing
+    recorded), as for a directory at the database's path. The next start, once it is moved away, comes up as the
+    last run left the account."""
+    cwd = copy_of(traded, tmp_path)
+    in_the_way = cwd / name
+    if in_the_way.exists():
+        in_the_way.unlink()
+    (in_the_way / "kept").mkdir(parents=True)
+    records = {str(p): p.read_bytes() for d in ("data", "logs") for p in sorted((cwd / d).rglob("*")) if p.is_file()}
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "3", timeout=60)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and "engine started" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [f"ffe: error: {name}: is a directory, not a file; it was left as it is: "
+                                        "move it away, then start again"], proc.stderr[-3000:]
+    assert {str(p): p.read_bytes() for d in ("data", "logs") for p in sorted((cwd / d).rglob("*"))
+            if p.is_file()} == records
+    assert (in_the_way / "kept").is_dir()
+    shutil.rmtree(in_the_way)
+    again = run_ffe(cwd, "run", "--headless", "--max-bars", "3", timeout=60)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
+
+
 def test_a_second_engine_is_refused_even_after_the_lock_files_were_removed(tmp_path, spawn_ffe):
     """The lock files removed under a running engine (a clean-up script, `rm data/*.lock`) must not let a second
     engine start on the same records: two would append to one trail and journal into one book. The database
