@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from . import fmt, logs
 from .api import STREAM, dispatch
-from .errors import ControlError, FfeError, StartError
+from .errors import ControlError, FfeError, StartError, directory_in_place
 
 if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine and no events: it starts faster without them
     from .engine import Engine
@@ -94,7 +94,7 @@ def describe(identity: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- the socket path
-def _lock_path(path: Path) -> Path:
+def socket_lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
@@ -104,7 +104,10 @@ async def claim(path: Path) -> int:
     it. A host claims its socket before its engine starts, so a refused start changes nothing: what is at the path
     is looked at here too (a file, a directory, another program's socket), not only once the engine has started."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(socket_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except IsADirectoryError:
+        raise directory_in_place(socket_lock_path(path)) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -129,6 +129,12 @@ def storage_failure(path: object, exc: BaseException) -> StorageError:
                         "then start again")
 
 
+def directory_in_place(path: object) -> StartError:
+    """A directory where one of the engine's files goes (a lock, the disk reserve, the audit trail): a path to put
+    right, not a disk that failed, as the write to it would say."""
+    return StartError(f"{path}: is a directory, not a file; it was left as it is: move it away, then start again")
+
+
 class UnreachablePath(FfeError):
     """A path the operator gave (or configured) that cannot be reached: a directory on the way or the file closed to
     this user, a name longer than the file system takes, a loop of symbolic links. Where to look, not damage."""

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import stat
 import sys
 import uuid
 from pathlib import Path
@@ -27,16 +28,17 @@ from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_
 from .backtest_runs import not_an_account, run_records
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
-from .control import DATA_LOCK, EARLIER_EVENTS, ControlServer, Limits, claim, pid_alive
+from .control import DATA_LOCK, EARLIER_EVENTS, ControlServer, Limits, claim, pid_alive, socket_lock_path
 from .engine import Engine, EngineOptions
 from .errors import (DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError, closed_to_reader,
-                     is_unreachable, storage_failure, unreachable)
+                     directory_in_place, is_unreachable, storage_failure, unreachable)
 from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
 from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
 from .market.base import Feed
 from .model import EngineState
 from .redact import Redactor
+from .reserve import reserve_path
 from .monitor import WATCHED, Monitor, check_bind, start_refused
 from .sdnotify import SystemdNotifier
 from .store import REQUEST_HOLD_KEY, Store, saved_state
@@ -97,6 +99,8 @@ def _hold_lock(path: Path, holder: str, refused: Callable[[str], StartError]) ->
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except IsADirectoryError:
+        raise directory_in_place(path) from None
     except OSError as exc:
         # A lock file there that this user cannot open is its owner's or mode's doing, not the disk's.
         raise closed_to_reader(path) or storage_failure(path, exc) from None
@@ -215,6 +219,20 @@ def _log_holder(written: str) -> str:
     return f"the ffe engine pid {pid} on {data_dir}"
 
 
+def refuse_directories_in_place(settings: Settings) -> None:
+    """A directory where one of the files a start writes goes (the locks, the disk reserve, the audit trail) stops
+    the start before anything is written: written to, it would read as a full disk, and the start would store
+    HALTED and empty the reserve for it, or go on without the log directory's lock."""
+    for path in (settings.data_dir / DATA_LOCK, reserve_path(settings.data_dir), socket_lock_path(settings.socket_path),
+                 settings.audit_path, settings.log_dir / LOG_LOCK):
+        try:
+            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+        except OSError:
+            continue  # nothing there, or nothing to tell yet: opening it says what
+        if is_dir:
+            raise directory_in_place(path)
+
+
 # What `ffe restore` (restore.py) names the files it moves aside and those it is putting in place.
 RESTORE_ASIDE = ".before-restore-"  # <name>.before-restore-<time>
 RESTORE_PARTIAL = ".restoring"  # <name>.restoring
@@ -289,6 +307,7 @@ class EngineHost:
         if run is not None:  # a wrong --data-dir, not damage: refused before the lock, nothing written there
             raise StartError(f"{not_an_account(settings, run)}: an engine runs on an account's data directory "
                              "(storage.path, --data-dir); `ffe doctor` checks a run")
+        refuse_directories_in_place(settings)
         secrets = settings.secrets()
         redactor = Redactor(secrets)
         redact = redactor.text if redactor else None  # for free text: a failed start's page
