@@ -326,6 +326,7 @@ def test_a_damaged_record_stops_the_start_with_one_line_and_doctor_names_it(good
     line = assert_one_line(proc, "ffe.db", "damaged", word)
     assert "engine started" not in proc.stderr and "fresh start" not in proc.stderr, proc.stderr[-3000:]
     assert db.read_bytes() == before, "the damaged database was changed"
+    assert beside_database(db) == ["ffe.db"], "the refused start created files beside the damaged database"
     assert audit.read_bytes() == audit_before, "the audit trail was written by a start that was refused"
     # `ffe doctor`: the first damage as a real process, the rest in this process (a read that ends before logging).
     doctor = (run_ffe if damage == next(iter(DAMAGED_RECORDS)) else ffe_in_process)(cwd, "doctor")
