@@ -791,13 +791,19 @@ def _damage_as_is(path: Path) -> list[str] | None:
     if not path.is_file() or path.with_name(path.name + "-wal").exists() or hot_journal(path) is not None:
         return None
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
+        conn = _open_as_is(path)
     except sqlite3.Error:
         return None
     try:
         return check_problems(conn.execute("PRAGMA quick_check").fetchall())
     finally:
         conn.close()
+
+
+def _open_as_is(path: Path) -> sqlite3.Connection:
+    """The file read as it is (immutable): no -wal or -shm is made beside it, nor anything locked. Only for a file
+    with nothing beside it that holds more of it (no -wal, no hot journal)."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
 
 
 def _in_wal_mode(path: Path) -> bool:
@@ -839,8 +845,13 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
     peek_foreign(path)
     checked = peek_damage(path)  # before the usual open, which would leave files beside a damaged one
     try:
-        roll_back_journal(path, timeout)
-        conn = open_read_only(path, timeout, peek=False)  # peeked above
+        if checked:
+            # Quick-checked as it is, nothing beside it: its records are read so too, as the usual open, read-only
+            # too, would leave an empty -wal and a -shm beside a database whose records then refuse the start.
+            conn = _open_as_is(path)
+        else:
+            roll_back_journal(path, timeout)
+            conn = open_read_only(path, timeout, peek=False)  # peeked above
     except sqlite3.DatabaseError as exc:
         raise _refusal(path, exc) from None
     try:
