@@ -371,6 +371,40 @@ async def test_a_close_behind_another_control_answers_within_its_time_and_is_sen
         await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=20, what="the close carried out after it")
 
 
+async def test_a_close_asked_twice_quickly_does_not_answer_with_the_first_close_s_order(tmp_path, fx):  # noqa: F811
+    """The first close's order is on the wire; the second close waits for its turn: its answer says so, never the
+    first close's order as its own."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e = running.engine
+        assert (await e.operator_order(BTC, "buy", 0.002))["accepted"]
+        fx.fault(POST_ORDER, "hang", seconds=2.0, execute=True)
+        first = await e.close_position(BTC, by="ctl", timeout_s=1.0)
+        assert first["accepted"] and "sent: the exchange has not answered it yet" in first["under_way"], first
+        second = await e.close_position(BTC, by="ctl", timeout_s=0.4)
+        assert second["client_order_id"] != first["client_order_id"], (first, second)
+        assert second["accepted"] is None and f"the close of {BTC} is under way" in second["under_way"], second
+        await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=20, what="the close carried out")
+
+
+async def test_a_close_whose_order_is_answered_while_it_is_recorded_gives_its_order(tmp_path, fx):  # noqa: F811
+    """The close's order answered (filled) and being recorded when the answer is due (a slow disk): the answer names
+    the order, sent, not "not sent yet" (which invites a second close)."""
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e = running.engine
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        flush = e.flush
+
+        async def slow_flush(*args, **kwargs):
+            await asyncio.sleep(1.5)
+            return await flush(*args, **kwargs)
+
+        e.flush = slow_flush
+        answer = await e.close_position(BTC, by="ctl", timeout_s=1.0)
+        [sell] = [o for o in fx.orders if o.side == "SELL"]
+        assert answer["accepted"] and answer["client_order_id"] == sell.client_id, answer
+        await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=20, what="the close recorded")
+
+
 async def test_a_re_arm_whose_record_fails_while_a_pause_comes_leaves_the_engine_halted(tmp_path, fx,  # noqa: F811
                                                                                         monkeypatch):
     async with running_live(tmp_path, fx, risk=LOOSE) as running:
