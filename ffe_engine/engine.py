@@ -2417,24 +2417,27 @@ class Engine:
         caller waits at most (`timeout_s`, or `control.request_timeout_s`), as the kill switch's does; then it says
         what is under way (`under_way`), `accepted` True once its order is sent, None while it waits for its turn."""
         at = self.clock.monotonic()
-        work = self._after_controls(self._close(symbol, by, opened_ts), what="a close")
+        mine: dict[str, Any] = {}  # "turn" once it has the controls' turn, "order" once its order is journaled
+        work = self._after_controls(self._close(symbol, by, opened_ts, mine), what="a close")
         done = await self._answer_within(work, at, timeout_s)
         if done is not None:
             return done
-        sent = [o for o in self.orders.live.values() if o.symbol == symbol and o.reduce_only
-                and o.reason is OrderReason.OPERATOR and o.client_order_id in self.orders.sending()]
-        if sent:
-            return {"symbol": symbol, "accepted": True, "client_order_id": sent[-1].client_order_id,
-                    "in_doubt": False, "gates": [],
-                    "under_way": "sent: the exchange has not answered it yet (`ffe ctl orders` shows how it ends)"}
+        o = mine.get("order")
+        if o is not None:
+            said = ("sent: the exchange has not answered it yet" if o.client_order_id in self.orders.sending()
+                    else f"sent, {o.status.value} at the exchange: being recorded")
+            return {"symbol": symbol, "accepted": True, "client_order_id": o.client_order_id,
+                    "in_doubt": o.status is OrderStatus.IN_DOUBT, "gates": [],
+                    "under_way": f"{said} (`ffe ctl orders` shows how it ends)"}
         under = self._controls.under_way or "another control"
-        waits = (f"{under} is under way: the close is checked and sent once it has ended"
-                 if under != f"the close of {symbol}" else "being placed: its order is not sent yet")
+        waits = ("being placed: its order is not sent yet" if mine.get("turn") else
+                 f"{under} is under way: the close is checked and sent once it has ended")
         return {"symbol": symbol, "accepted": None, "client_order_id": None, "in_doubt": False, "gates": [],
                 "under_way": f"{waits} (`ffe ctl orders` shows it)"}
 
-    async def _close(self, symbol: str, by: str, opened_ts: int | None) -> dict[str, Any]:
+    async def _close(self, symbol: str, by: str, opened_ts: int | None, mine: dict[str, Any]) -> dict[str, Any]:
         async with self._controls.turn(f"the close of {symbol}"):
+            mine["turn"] = True
             self._still_running()
             pos = self.portfolio.holding(symbol)
             if opened_ts is not None and (pos is None or pos.opened_ts != opened_ts):
@@ -2454,7 +2457,7 @@ class Engine:
             sub = await self.orders.submit(OrderIntent(
                 symbol=symbol, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.OPERATOR,
                 ref_price=self.portfolio.last_price.get(symbol), reduce_only=True,
-                decision_id=pos.entry_decision_id, by=by))
+                decision_id=pos.entry_decision_id, by=by), on_journal=lambda order, _gates: mine.update(order=order))
             log.info("operator close", symbol=symbol, by=by, accepted=sub.accepted, reason=sub.reason or None)
             await self.flush()
             return {"symbol": symbol, "accepted": sub.accepted, "reason": sub.reason,
