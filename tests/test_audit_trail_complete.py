@@ -251,6 +251,25 @@ def test_a_committed_record_deleted_from_inside_the_events_table_fails_every_che
     assert (db.read_bytes(), (tmp_path / "logs" / "audit.jsonl").read_bytes()) == before
 
 
+@pytest.mark.parametrize("value", [None, "-5", "\"abc\""], ids=["deleted", "negative", "text"])
+def test_the_seq_the_events_run_on_from_deleted_or_edited_is_damage_not_an_older_database(tmp_path, value):
+    """Version 6 writes `events_whole_after` with its migration: a database of version 6 without it, or with a value
+    that is no seq, lost or damaged that record, and a row deleted from among its events would pass as an older
+    ffe's gap. Every check refuses it, naming the key."""
+    db, _ = a_run_with_an_event_deleted(tmp_path)
+    with sqlite3.connect(db) as conn:
+        if value is None:
+            conn.execute("DELETE FROM kv WHERE key = 'events_whole_after'")
+        else:
+            conn.execute("UPDATE kv SET value = ? WHERE key = 'events_whole_after'", (value,))
+    conn.close()
+    for check in (("doctor",), ("audit", "verify"), ("backup", "--to", "backups"), ("run", "--headless")):
+        proc = run_ffe(tmp_path, *check)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 1 and "events_whole_after" in out, (check, out)
+    assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").glob("ffe-backup-*"))
+
+
 def test_an_older_database_runs_on_unbroken_from_its_first_start_on_this_ffe(tmp_path):
     """A database an older ffe left, its events with a gap it made: the start takes it (the gap is noted, as
     before), and from there on its events run on by one: a row deleted after that start is refused."""

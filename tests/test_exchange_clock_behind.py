@@ -6,7 +6,7 @@ the candles before it are passed over, said once, and the engine decides again f
 
 from __future__ import annotations
 
-from conftest import engine_session, run_ffe
+from conftest import engine_session, ffe_env, run_ffe
 from live_helpers import BTC, M, fx, live_settings, next_bar, rows  # noqa: F401
 
 
@@ -33,3 +33,20 @@ async def test_candles_before_the_records_market_time_are_not_decided_after_a_re
     assert times[-1] > reached and len(times) > decided
     doctor = run_ffe(tmp_path, "doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+def test_paper_books_of_the_simulated_market_are_not_taken_on_to_an_exchange_s_market(tmp_path):
+    """A data directory whose books and orders were made on the simulated market, started with market.source =
+    "exchange": refused before anything is asked of the exchange (as a replay's or the simulated market's start on
+    another source's books is), not left waiting days for the exchange's clock to reach the simulated market's."""
+    first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert first.returncode == 0, first.stderr
+    db = tmp_path / "data" / "ffe.db"
+    before = db.read_bytes()
+    env = ffe_env(FFE_MARKET__SOURCE="exchange", FFE_EXCHANGE__API_URLS__public="http://127.0.0.1:9/api/v3",
+                  FFE_EXCHANGE__API_URLS__private="http://127.0.0.1:9/api/v3")
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("ffe: error: ")]
+    assert 'market.source = "exchange"' in line and "simulated" in line, line
+    assert db.read_bytes() == before
