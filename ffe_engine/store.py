@@ -391,6 +391,26 @@ _SQL_EVENTS_GAP = (
     "AND NOT EXISTS (SELECT 1 FROM events AS y WHERE y.seq = x.seq + 1))) END FROM w, e")
 
 
+# The schema version and WHOLE_AFTER_KEY's value: written by migration 6, the key is in every database of version 6
+# on (or the check above would take a row deleted from among its events for an older ffe's gap).
+_SQL_WHOLE_AFTER = f"SELECT (SELECT user_version FROM pragma_user_version), (SELECT value FROM kv WHERE key = " \
+                   f"'{WHOLE_AFTER_KEY}')"
+
+
+def _whole_after_damage(r: tuple[Any, ...]) -> str | None:
+    version, raw = r
+    if raw is None:
+        return (f"table kv has no key {WHOLE_AFTER_KEY}, though the database is of schema version {version}, which "
+                "writes it: lost, and with it the check of the events" if version >= 6 else None)
+    try:
+        after = json.loads(raw)
+    except (TypeError, ValueError):
+        after = None
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        return unreadable(f"table kv, key {WHOLE_AFTER_KEY}", "value", raw, "a seq (a whole number, 0 or more)")
+    return None
+
+
 def _events_gap_damage(r: tuple[Any, ...]) -> str | None:
     # Rows deleted from among the events (by hand, a bad merge of copies): the audit trail still holds them, and
     # the database that lacks them would be read as whole, its records as ever committed.
@@ -449,6 +469,7 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
               ("SELECT (SELECT COUNT(*) FROM engine_state), (SELECT COUNT(*) FROM events)", _no_state_damage),
               (f"SELECT (SELECT value FROM kv WHERE key = '{HEAD_KEY}'), (SELECT MAX(seq) FROM events)",
                _events_lost_damage),
+              (_SQL_WHOLE_AFTER, _whole_after_damage),
               (_SQL_EVENTS_GAP, _events_gap_damage),
               ("SELECT key, value FROM kv", _kv_damage),
               ("SELECT symbol, side, quantity, entry_price FROM positions", _position_damage),
@@ -2156,7 +2177,8 @@ def copy_pinned(conn: sqlite3.Connection, dest: Path, keys: Iterable[str] = ()) 
                     for (name,) in target.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT "
                                                   "LIKE 'sqlite_%' ORDER BY name").fetchall()}
             state = target.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
-            gap = target.execute(_SQL_EVENTS_GAP).fetchone()
+            whole = _whole_after_damage(tuple(target.execute(_SQL_WHOLE_AFTER).fetchone()))
+            gap = None if whole is not None else target.execute(_SQL_EVENTS_GAP).fetchone()
             kv = {}
             for key in keys:
                 row = target.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
@@ -2172,7 +2194,7 @@ def copy_pinned(conn: sqlite3.Connection, dest: Path, keys: Iterable[str] = ()) 
         conn.close()
     return DatabaseFacts(schema_version=int(version), first_seq=int(first), last_seq=int(last), rows=rows,
                          engine_state=tuple(state) if state is not None else None, kv=kv,
-                         events_gap=_events_gap_damage(tuple(gap)) if gap is not None else None)
+                         events_gap=whole or (_events_gap_damage(tuple(gap)) if gap is not None else None))
 
 
 def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:
@@ -2482,12 +2504,14 @@ class Records:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
 
     def events_gap(self) -> str | None:
-        """A committed event missing from among those that run on by one (WHOLE_AFTER_KEY), or None."""
+        """A committed event missing from among those that run on by one (WHOLE_AFTER_KEY), or that key lost or
+        damaged; None when neither."""
         try:
-            rows = self._q(_SQL_EVENTS_GAP)
+            damage = _whole_after_damage(tuple(self._q(_SQL_WHOLE_AFTER)[0]))
+            rows = self._q(_SQL_EVENTS_GAP) if damage is None else []
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
-        return _events_gap_damage(tuple(rows[0])) if rows else None
+        return damage or (_events_gap_damage(tuple(rows[0])) if rows else None)
 
     def books_damage(self) -> str | None:
         """Rows that contradict each other where a start rebuilds the books from them (a fill of an order the journal
