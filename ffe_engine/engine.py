@@ -43,7 +43,7 @@ from .execution import CancelReport, OrderPath, side_to_close
 from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
-from .market.base import QuotingFeed, ResumableFeed
+from .market.base import QuotingFeed, ResumableFeed, check_source
 from .market.replay import ReplayFeed
 from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, GateResult, Order, OrderReason,
                     OrderStatus, Position, Side)
@@ -626,10 +626,18 @@ class Engine:
 
     async def _feed_not_before(self) -> None:
         """An exchange's candles go on by its own clock, never from before the market time the records reached
-        (ExchangeFeed.not_before): one set back is not decided on again in a past the records have left."""
+        (ExchangeFeed.not_before): one set back is not decided on again in a past the records have left. Books made
+        on a market of the process's own (the simulated one, a replay: its state saved with them) go on only on it:
+        MarketStateError (exit 2), as that market's start refuses another source's books."""
         floor = getattr(self.feed, "not_before", None)
         if floor is None:
             return
+        saved = await self.store.get_kv("market")
+        if saved:
+            try:
+                check_source(saved, "exchange")
+            except ValueError as exc:
+                raise damaged_database(self.store.path, f"table kv, key market: {exc}") from None
         reached = await self.store.market_time(self.timeframe_ms)
         if reached is not None:
             floor(reached, await self.store.candles_done(self.symbols, self.timeframe_ms))
