@@ -115,7 +115,7 @@ def config_check(args: argparse.Namespace) -> int:
         return 0
     found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
     market = (saved or {}).get("market")
-    if market and settings.market.source in ("simulated", "replay"):  # the sources a start goes on from
+    if market:  # a start goes on from its own source's market only (an exchange's: books made on none)
         from ffe_engine.market.base import MarketStateError, check_source
 
         try:

@@ -50,3 +50,12 @@ def test_paper_books_of_the_simulated_market_are_not_taken_on_to_an_exchange_s_m
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("ffe: error: ")]
     assert 'market.source = "exchange"' in line and "simulated" in line, line
     assert db.read_bytes() == before
+
+
+def test_ffe_config_check_names_the_simulated_books_an_exchange_s_market_would_refuse(tmp_path):
+    first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert first.returncode == 0, first.stderr
+    proc = run_ffe(tmp_path, "config", "check", env=ffe_env(FFE_MARKET__SOURCE="exchange"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'market.source = "exchange"' in proc.stdout and "the next start will stop on it (exit 2)" in proc.stdout, (
+        proc.stdout)
