@@ -60,6 +60,35 @@ def test_config_check_rejects_the_exchange_settings_a_live_start_would_reject(tm
     assert ffe_in_process(tmp_path, "config", "check").returncode == 0
 
 
+SPOT_OPTIONS = 'options = {fetchMarkets = {types = ["spot"]}, fetchCurrencies = false, fetchMargins = false}\n'
+PUBLIC = 'api_urls = {public = "http://127.0.0.1:9/api/v3"}\n'
+
+
+@pytest.mark.parametrize("exchange, says", [
+    ('api_urls = {nosuch = "http://127.0.0.1:9/api/v3"}\n' + SPOT_OPTIONS,
+     "config.toml:5: exchange.api_urls: ccxt's binance has no URL section 'nosuch'"),
+    ('api_urls = {private = "http://127.0.0.1:9/api/v3"}\n' + SPOT_OPTIONS,
+     "config.toml:5: exchange.api_urls: set public too"),
+    (PUBLIC, "config.toml:4: exchange.options: with exchange.api_urls set, keep ccxt's binance to those sections"),
+], ids=["a section ccxt does not have", "no public section", "no options keeping ccxt to it"])
+def test_the_exchanges_market_data_refuses_url_sections_it_cannot_read_at_config_check_and_start(tmp_path, exchange,
+                                                                                                   says):
+    # Paper trading on the exchange's candles: the feed reads ccxt's public section only (its markets loaded from
+    # it alone with the options). URLs it cannot read are the configuration's fault, said before anything starts
+    # (exit 2), not a start that fails as if the exchange did not answer (exit 1, which a service manager restarts
+    # for ever).
+    (tmp_path / "config.toml").write_text(f'[market]\nsource = "exchange"\n\n[exchange]\n{exchange}')
+    for command in (("config", "check"), ("run", "--headless", "--max-bars", "1")):
+        res = run_ffe(tmp_path, *command)
+        assert res.returncode == 2, (command, res.stdout, res.stderr)
+        [line] = res.stderr.strip().splitlines()
+        assert line.startswith("ffe: error: " + says), (command, line)
+    assert not (tmp_path / "data").exists()  # nothing made
+    # the private section is for orders: a feed of market data does without it
+    (tmp_path / "config.toml").write_text('[market]\nsource = "exchange"\n\n[exchange]\n' + PUBLIC + SPOT_OPTIONS)
+    assert ffe_in_process(tmp_path, "config", "check").returncode == 0
+
+
 @pytest.mark.parametrize("config, says", [
     ('[venue]\nkind = "ccxt"\n', 'venue.kind = "ccxt" places real orders: it needs mode = "live"'),
     ('mode = "live"\n', 'mode = "live" needs venue.kind = "ccxt"'),
