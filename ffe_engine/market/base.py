@@ -72,12 +72,21 @@ class QuotingFeed(Protocol):
 
 
 def check_market(settings: Any) -> None:
-    """An exchange feed's exchange.id names an exchange ccxt has (Settings; what `ffe config check` says too):
-    StartError before anything is made, naming where it was set. ccxt is imported only for such a market."""
+    """An exchange feed's exchange.id names an exchange ccxt has, and its [exchange] settings let it read the
+    market data (Settings; what `ffe config check` says too): StartError before anything is made, naming where the
+    key at fault was set. ccxt is imported only for such a market."""
     if settings.market.source != "exchange":
         return
+    from ..venues.base import VenueError
     from ..venues.ccxt_loader import exchange_class
+    from ..venues.ccxt_venue import check_venue_settings
 
     if exchange_class(settings.exchange.id) is None:
         raise StartError(settings.blame(("exchange", "id"),
                                         f"exchange.id: {settings.exchange.id!r} is not a ccxt exchange id"))
+    if settings.venue.kind == "ccxt":
+        return  # the order venue's own check covers the feed's sections, with what orders need besides
+    try:
+        check_venue_settings(settings, orders=False)
+    except VenueError as exc:  # an URL table the feed cannot read: the configuration's fault, not the exchange's
+        raise StartError(str(exc)) from None

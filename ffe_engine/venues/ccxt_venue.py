@@ -96,6 +96,8 @@ SPOT_ONLY: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "binance": (("public", "private"),
                 {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}),
 }
+# Of those, the sections a feed of market data reads (candles, ticker, the exchange's time: no account, no order).
+MARKET_DATA_SECTIONS = ("public",)
 
 
 def _toml(value: Any) -> str:
@@ -126,12 +128,13 @@ class SettingRefused(VenueError):
         self.key = key
 
 
-def check_settings(settings: Any, settle_from: str = "") -> None:
+def check_settings(settings: Any, settle_from: str = "", orders: bool = True) -> None:
     """Raise VenueError naming the [exchange] key to set when the settings cannot work as written: an exchange the
     order path cannot place orders on, an URL section ccxt does not have, a section or option that spot trading
     needs with replaced URLs, a settle window shorter than the exchange's receive window (`settle_from`: where the
-    settle window was set, or "the default", said beside it)."""
-    if settings.id not in ORDER_EXCHANGES:
+    settle window was set, or "the default", said beside it). `orders` False: for a feed of market data alone, which
+    places no order on the exchange and reads only its public sections."""
+    if orders and settings.id not in ORDER_EXCHANGES:
         build_exchange(settings, credentials=False)  # an id ccxt does not know is said as such first
         raise SettingRefused(f"exchange.id: ffe places orders on {', '.join(ORDER_EXCHANGES)} only (an unanswered "
                              "order is settled by ffe's own client order id, as Binance's spot API allows); orders "
@@ -139,6 +142,14 @@ def check_settings(settings: Any, settle_from: str = "") -> None:
                              '"exchange" with venue.kind = "paper"', ("id",))
     exchange = build_exchange(settings, credentials=False)
     own = type(exchange)()  # ccxt's own settings of the exchange, before ffe's options
+    check_option_spelling(settings, own)
+    if settings.api_urls:
+        check_api_urls(settings, own, orders)
+    if orders:
+        check_settle_window(settings, exchange, settle_from)
+
+
+def check_option_spelling(settings: Any, own: Any) -> None:
     spelled = {name.lower(): name for name in getattr(own, "options", None) or {}}
     for name in settings.options or {}:
         # ccxt matches an option by its exact spelling and passes any other over without a word: one written in
@@ -147,25 +158,36 @@ def check_settings(settings: Any, settle_from: str = "") -> None:
             raise SettingRefused(f"exchange.options: ccxt's {settings.id} has no option {name!r}: it reads "
                                  f"{spelled[str(name).lower()]!r} (options are matched by their exact spelling)",
                                  ("options", str(name)))
-    if settings.api_urls:
-        sections = sorted(getattr(own, "urls", {}).get("api", {}) or {})
-        unknown = sorted(set(settings.api_urls) - set(sections)) if sections else []
-        if unknown:
-            raise SettingRefused(f"exchange.api_urls: ccxt's {settings.id} has no URL section "
-                                 f"{', '.join(map(repr, unknown))}; its sections are {', '.join(sections)}",
-                                 ("api_urls", unknown[0]))
-        needs = SPOT_ONLY.get(settings.id)
-        if needs is not None:
-            wanted, options = needs
-            missing = [w for w in wanted if w not in settings.api_urls]
-            if missing:
-                raise SettingRefused(f"exchange.api_urls: set {' and '.join(missing)} too (ccxt's {settings.id} "
-                                     f"spot trading uses the sections {', '.join(wanted)})", ("api_urls",))
-            given = settings.options or {}
-            if any(given.get(k) != v for k, v in options.items()):
-                raise SettingRefused(f"exchange.options: with exchange.api_urls set, keep ccxt's {settings.id} to "
-                                     f"those sections: options = {mask_urls(_toml({**given, **options}))}",
-                                     ("options",))
+
+
+def check_api_urls(settings: Any, own: Any, orders: bool) -> None:
+    """The sections of exchange.api_urls are ccxt's, and those spot trading (`orders`) or its market data reads are
+    given, with the options that keep ccxt's market loading on them."""
+    sections = sorted(getattr(own, "urls", {}).get("api", {}) or {})
+    unknown = sorted(set(settings.api_urls) - set(sections)) if sections else []
+    if unknown:
+        raise SettingRefused(f"exchange.api_urls: ccxt's {settings.id} has no URL section "
+                             f"{', '.join(map(repr, unknown))}; its sections are {', '.join(sections)}",
+                             ("api_urls", unknown[0]))
+    needs = SPOT_ONLY.get(settings.id)
+    if needs is None:
+        return
+    wanted, options = needs
+    if not orders:
+        wanted = tuple(w for w in wanted if w in MARKET_DATA_SECTIONS)
+    missing = [w for w in wanted if w not in settings.api_urls]
+    if missing:
+        use = "spot trading" if orders else "market data"
+        raise SettingRefused(f"exchange.api_urls: set {' and '.join(missing)} too (ccxt's {settings.id} {use} "
+                             f"uses the sections {', '.join(wanted)})", ("api_urls",))
+    given = settings.options or {}
+    if any(given.get(k) != v for k, v in options.items()):
+        raise SettingRefused(f"exchange.options: with exchange.api_urls set, keep ccxt's {settings.id} to "
+                             f"those sections: options = {mask_urls(_toml({**given, **options}))}",
+                             ("options",))
+
+
+def check_settle_window(settings: Any, exchange: Any, settle_from: str) -> None:
     window = (exchange.options or {}).get("recvWindow")
     if isinstance(window, (int, float)) and settings.settle_window_ms < window:
         aside = f" ({settle_from})" if settle_from else ""
@@ -176,12 +198,14 @@ def check_settings(settings: Any, settle_from: str = "") -> None:
                              ("options", "recvWindow"))
 
 
-def check_venue_settings(settings: Any) -> None:
-    """check_settings on the whole settings (venue.kind = "ccxt"): the message also says where the key at fault was
-    set (its own line or variable, not the [exchange] header or `options = {}` line of the table around it)."""
+def check_venue_settings(settings: Any, orders: bool = True) -> None:
+    """check_settings on the whole settings (venue.kind = "ccxt"; `orders` False: an exchange feed beside the paper
+    venue): the message also says where the key at fault was set (its own line or variable, not the [exchange]
+    header or `options = {}` line of the table around it)."""
     settle = settings.set_at("exchange", "settle_window_ms")
     try:
-        check_settings(settings.exchange, settle_from=settle.source if settle is not None else "the default")
+        check_settings(settings.exchange, settle_from=settle.source if settle is not None else "the default",
+                       orders=orders)
     except SettingRefused as exc:
         path = ("exchange", *exc.key)
         if exc.key == ("options", "recvWindow") and settings.set_at(*path) is None:
