@@ -205,6 +205,21 @@ def test_a_database_that_cannot_be_read_is_bad_input(copy):
     assert len(err.strip().splitlines()) == 1 and "data/ffe.db" in err
 
 
+def test_a_database_that_cannot_be_read_is_bad_input_with_no_trail_beside_it_too(copy):
+    (copy / "data" / "ffe.db").write_bytes(b"this is not a database, just some bytes of text" * 100)
+    for p in (copy / "data").glob("ffe.db-*"):
+        p.unlink()
+    with_trail = verify(copy, ffe=ffe_in_process)
+    shutil.rmtree(copy / "logs")
+    without = verify(copy)
+    assert with_trail[0] == without[0] == 2, (with_trail, without)
+    assert without[2] == with_trail[2] == "ffe: error: data/ffe.db: cannot read the database (file is not a database)\n"
+    # `ffe audit tail` goes on without the database, as the file holds the records: there is no file here
+    tail = run_ffe(copy, "audit", "tail", "--data-dir", "data", "--log-dir", "logs")
+    assert tail.returncode == 2, tail.stderr
+    assert tail.stderr.strip().splitlines()[-1] == "ffe: error: no audit file at logs/audit.jsonl (is --log-dir right?)"
+
+
 def test_a_crash_mid_write_leaves_a_torn_line_that_is_set_aside_and_the_chain_stays_whole(copy, spawn_ffe):
     # A running engine killed outright, then the last write cut short (a power loss cuts it; a kill of the process
     # never does: lines go in whole batches).
