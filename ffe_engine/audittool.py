@@ -201,19 +201,40 @@ def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: boo
             head.close()
 
 
-def _no_trail_kept(db_path: Path) -> None:
-    """UsageError for a backtest run whose record level keeps no audit trail (trades, summary): said as such."""
+def _no_trail_kept(db_path: Path, must_read: bool = False) -> None:
+    """UsageError for a backtest run whose record level keeps no audit trail (trades, summary): said as such.
+    `must_read`: the database is part of what the command checks (verify), so one it cannot read is said as it is
+    with a trail beside it (exit 2; a damaged record exit 1); otherwise (tail) the command goes on without it and
+    says so itself."""
     if not Path(db_path).is_file():
         return
-    records = Records(db_path)
     try:
-        level = records.kv(BACKTEST_RECORDS_KEY)
-    finally:
-        records.close()
+        level = _records_level(db_path)
+    except (StorageError, UsageError):
+        if must_read:
+            raise
+        return
     if level in ("trades", "summary"):
         raise UsageError(f"{db_path}: a backtest run of {level} records: such runs keep no audit trail (only full "
                          "records do); its orders, fills and trades are in its database (`ffe report`, `ffe audit "
                          "show` of an order)")
+
+
+def _records_level(db_path: Path) -> Any:
+    """The backtest record level the database keeps (None for an engine's): a database that cannot be opened is
+    UsageError, a damaged record in it DamagedDatabase, as `ffe audit verify` says them."""
+    try:
+        records = Records(db_path)
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return records.kv(BACKTEST_RECORDS_KEY)
+    except DamagedDatabase:
+        raise
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        records.close()
 
 
 def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: EventHead | None) -> int:
@@ -489,7 +510,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     trail to check or the database cannot be read."""
     path = Path(path)
     if not trail_files(path):
-        _no_trail_kept(db_path)
+        _no_trail_kept(db_path, must_read=True)
         raise UsageError(f"no audit trail at {path} (is --log-dir right?)")
     head: ChainHead | None = None
     checked_db = Path(db_path).is_file()
