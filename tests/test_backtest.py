@@ -444,3 +444,22 @@ def test_the_same_market_at_either_end_of_the_price_bounds_trades_the_same(tmp_p
             assert other[key] == one[key], key
         assert [(r["trades"], r["wins"], r["avg_return_pct"]) for r in other["exits_by_reason"].values()] == \
             [(r["trades"], r["wins"], r["avg_return_pct"]) for r in one["exits_by_reason"].values()]
+
+
+def test_the_order_of_the_files_does_not_change_the_run(tmp_path):
+    """The symbols of a bar are gated one after the other (the first's entry counts against the second's positions,
+    concentration, correlation): a backtest takes them in one fixed order, sorted by symbol, whatever the order of
+    its files on the command line. One position at a time, so that the symbol gated first takes the place."""
+    write_slice(BTC_CSV, tmp_path / "BTC-USD_1h_slice.csv", ROWS)
+    write_slice(ETH_CSV, tmp_path / "ETH-USD_1h_slice.csv", ROWS)
+    (tmp_path / "config.toml").write_text("[risk]\nmax_open_positions = 1\nmin_confidence = 0.3\n")
+    reports = []
+    for files in (("BTC-USD_1h_slice.csv", "ETH-USD_1h_slice.csv"), ("ETH-USD_1h_slice.csv", "BTC-USD_1h_slice.csv")):
+        name = f"{files[0][:3]}.json"
+        proc = run_ffe(tmp_path, "backtest", *files, "--records", "summary", "--report", name)
+        assert proc.returncode == 0, proc.stderr
+        reports.append(json.loads((tmp_path / name).read_text()))
+    btc_first, eth_first = reports
+    assert btc_first["trades"] > 0
+    for key in ("results_sha256", "return_pct", "trades", "gate_refusals", "max_drawdown_pct"):
+        assert btc_first[key] == eth_first[key], (key, btc_first[key], eth_first[key])
