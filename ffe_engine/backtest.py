@@ -138,6 +138,10 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     records = records or settings.backtest.records
     if records not in RECORD_LEVELS:
         raise StartError(f"--records must be one of {', '.join(RECORD_LEVELS)}, got {records!r}")
+    # The symbols of a bar are gated one after the other (an entry of the first counts against the next's open
+    # positions, concentration and correlation): in one fixed order, sorted by symbol, so that the run does not
+    # depend on the order its files were given in.
+    series = {symbol: series[symbol] for symbol in sorted(series)}
     symbols = list(series)
     for symbol, s in series.items():
         _check_symbol(symbol, s.path or symbol)
