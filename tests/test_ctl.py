@@ -76,6 +76,25 @@ def test_ctl_status_pause_resume_halt_against_a_running_engine(tmp_path, spawn_f
     assert gone.returncode == 1 and "no engine is running" in gone.stderr
 
 
+def test_a_data_directory_named_with_an_escape_is_shown_escaped_by_ctl_and_the_engine_s_log(tmp_path, spawn_ffe):
+    """A directory's name is anyone's: an escape sequence in it reaches neither `ffe ctl`'s terminal nor the
+    headless log's as one it would act on (reverse video here), but as its escape, as `ffe init` shows it."""
+    name = "da\x1b[7mta"
+    engine = spawn_ffe(tmp_path, "run", "--headless", "--data-dir", name, "--log-dir", "lg")
+    wait_until(lambda: "control socket ready" in engine.stderr or not engine.alive(),
+               timeout=60, what="the control socket")
+    assert engine.alive(), engine.stderr
+    status = run_ffe(tmp_path, "ctl", "status", "--data-dir", name, "--log-dir", "lg", timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "\x1b" not in status.stdout, status.stdout
+    assert f"on {tmp_path}/da\\x1b[7mta (instance " in status.stdout.splitlines()[-1], status.stdout
+    engine.send(signal.SIGTERM)
+    assert engine.wait(timeout=20) == 0, engine.stderr
+    assert "\x1b" not in engine.stderr, engine.stderr
+    said = [line for line in engine.stderr.splitlines() if "control socket ready" in line or "] settings" in line]
+    assert len(said) == 2 and all("da\\x1b[7mta" in line for line in said), said
+
+
 def an_operator_buy_then_stopped(tmp_path, spawn_ffe) -> str:
     """A headless paper engine that buys 0.01 BTC on the operator's order (the socket's `order`, no decision of
     its own), waits for its fill, then stops in order. The order's client order id."""
