@@ -86,11 +86,12 @@ def engine_identity(instance: str, data_dir: Path) -> dict[str, Any]:
 
 
 def describe(identity: Any) -> str:
-    """`engine pid 123 on /srv/ffe/data (instance 1a2b3c)`, from an answer's "engine"."""
+    """`engine pid 123 on /srv/ffe/data (instance 1a2b3c)`, from an answer's "engine"; escaped as fmt.printable
+    escapes words from outside: a directory's name may hold an escape sequence a terminal would act on."""
     if not isinstance(identity, dict):
         return "an unnamed engine"
-    return (f"engine pid {identity.get('pid')} on {identity.get('data_dir')} "
-            f"(instance {identity.get('instance')})")
+    return fmt.printable(f"engine pid {identity.get('pid')} on {identity.get('data_dir')} "
+                         f"(instance {identity.get('instance')})")
 
 
 # ---------------------------------------------------------------------------------------------------- the socket path

@@ -3,9 +3,9 @@
     2026-01-01T00:00:00.000000Z [info     ] engine started                 mode=PAPER state=RUNNING
 
 the time in UTC, the level, the event padded to 30 characters, then the fields sorted by name (a string bare
-unless it holds a space, a quote or an equals sign; anything else as Python shows it). `audit.setup_logging`
-sets the level and where each line goes (the stream, through secret redaction, and the console's log pane);
-lines below the level are dropped here. Before it is set up, every line goes to stderr.
+unless it holds a space, a quote, an equals sign or a character that is not printable; anything else as Python
+shows it). `audit.setup_logging` sets the level and where each line goes (the stream, through secret redaction,
+and the console's log pane); lines below the level are dropped here. Before it is set up, every line goes to stderr.
 
 A few lines of formatting rather than a logging library: the library (with rich, which it imports when rich is
 installed, as the console's dependency makes it) cost every `ffe` process about 0.1 s to start.
@@ -42,7 +42,9 @@ def timestamp() -> str:
 
 def _value(v: Any) -> str:
     if isinstance(v, str):
-        return repr(v) if _QUOTED.intersection(v) else v
+        # A value that is not all printable (a path with an escape sequence in its name) as Python shows it, its
+        # control characters escaped: a log line read on a terminal never acts on it.
+        return repr(v) if _QUOTED.intersection(v) or not v.isprintable() else v
     return repr(v)
 
 
