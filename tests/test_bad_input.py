@@ -427,6 +427,19 @@ def test_a_command_line_mistake_is_one_line_and_starts_nothing(tmp_path, args, s
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("command, choices", [
+    ("report", "providers, trades"), ("audit", "tail, show, verify"), ("data", "download"), ("alert", "test"),
+    ("config", "check"),
+])
+def test_a_command_without_its_subcommand_names_the_ones_to_choose_from(tmp_path, command, choices):
+    # argparse would name its own field for it (`report_command`), a word no help shows
+    (tmp_path / "config.toml").write_text("")
+    proc = (run_ffe if command == "report" else ffe_in_process)(tmp_path, command)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == f"ffe: error: ffe {command}: choose one of: {choices} (see `ffe {command} --help`)\n"
+    assert proc.stdout == ""
+
+
 @pytest.mark.parametrize("args, option", [
     (("run", "--headless", "--max-bars", "1", "--data-dir", ""), "--data-dir"),
     (("config", "check", "--log-dir", ""), "--log-dir"),
