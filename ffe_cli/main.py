@@ -8,6 +8,7 @@ its code.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import shutil
@@ -167,6 +168,19 @@ def _fee(text: str) -> float:
     return value
 
 
+def subcommands(parser: Parser, name: str) -> Any:
+    """The subcommands of `ffe NAME`, one of which must be given. Not as argparse requires it, whose refusal names
+    its own field for it (`report_command`): with none given, the command names the ones to choose from."""
+    subs = parser.add_subparsers(dest=f"{name}_command")
+    parser.set_defaults(handler=functools.partial(choose_one, name, subs.choices))
+    return subs
+
+
+def choose_one(name: str, choices: dict[str, Any], args: argparse.Namespace) -> int:
+    """The handler of `ffe NAME` given without its subcommand: a subcommand's own handler replaces it."""
+    raise ArgumentError(f"ffe {name}: choose one of: {', '.join(choices)}")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="ffe", description="Finance Feedback Engine console")
     sub = parser.add_subparsers(dest="command", metavar="command")
@@ -183,7 +197,7 @@ def build_parser() -> Parser:
     att.set_defaults(handler=commands.attach)
 
     cfg = sub.add_parser("config", help="configuration")
-    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    cfg_sub = subcommands(cfg, "config")
     check = cfg_sub.add_parser("check", help="validate and print the effective configuration")
     _common(check)
     check.set_defaults(handler=commands.config_check)
@@ -236,13 +250,13 @@ def build_parser() -> Parser:
     ctl.set_defaults(handler=commands.ctl)
 
     alert = sub.add_parser("alert", help="alert channels")
-    alert_sub = alert.add_subparsers(dest="alert_command", required=True)
+    alert_sub = subcommands(alert, "alert")
     alert_test = alert_sub.add_parser("test", help="send a test alert to every configured channel, report each")
     _common(alert_test)
     alert_test.set_defaults(handler=commands.alert_test)
 
     audit = sub.add_parser("audit", help="read and verify the audit trail; the story of one decision")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub = subcommands(audit, "audit")
     tail = audit_sub.add_parser("tail", help="the last audit records, filtered, or followed as they come")
     _common(tail)
     tail.add_argument("-n", dest="lines", type=_count, default=20, metavar="N", help="how many records (default 20)")
@@ -262,7 +276,7 @@ def build_parser() -> Parser:
     verify.set_defaults(handler=commands.audit_verify)
 
     report = sub.add_parser("report", help="reports from the database")
-    report_sub = report.add_subparsers(dest="report_command", required=True)
+    report_sub = subcommands(report, "report")
     prov = report_sub.add_parser("providers", help="per provider: votes, trades backed, hit rate, return, weight")
     _common(prov)
     prov.add_argument("--last", type=_count, default=20, metavar="N", help="also over the last N trades (default 20)")
@@ -275,7 +289,7 @@ def build_parser() -> Parser:
     trades.set_defaults(handler=commands.report_trades)
 
     data = sub.add_parser("data", help="market data files")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
+    data_sub = subcommands(data, "data")
     dl = data_sub.add_parser("download", help="closed candles from an exchange into CSV files (resumable)")
     _common(dl)
     dl.add_argument("symbols", nargs="+", metavar="SYMBOL", help="e.g. BTC/USDT")
