@@ -88,8 +88,8 @@ def check_whole(app, table: KeyedTable, least: int) -> None:
     assert heading[:len(_words(labels[:shown]))] == _words(labels[:shown]), (table.id, rows[0])
     rest = " ".join(heading[len(_words(labels[:shown])):])
     left_out = labels[shown:]
-    if left_out:
-        assert rest in ("+" + ", ".join(left_out), f"+{len(left_out)} more", f"+{len(left_out)}"), (table.id, rows[0])
+    if left_out:  # named, or counted in words: a bare `+1` says nothing of what is missing
+        assert rest in ("+" + ", ".join(left_out), f"+{len(left_out)} more"), (table.id, rows[0])
     else:
         assert not rest, (table.id, rows[0])
 
@@ -133,6 +133,32 @@ async def test_every_table_shows_each_figure_whole_and_apart(tmp_path, size):
                     "the widest orders on screen")
         await pilot.pause(0.2)
         check_whole(app, orders, 9 if wide else 7)  # to the status; at 120 the reason and age too
+
+
+async def test_the_trades_view_at_80x24_names_or_counts_the_columns_it_leaves_out_in_words(tmp_path):
+    """The seeded market's own positions, of usual figures, open for 16 minutes: at 80 columns every column but the
+    trade id fits, with less room left after them than the id's name or `+1 more` takes."""
+    app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False}, clock=ManualClock(),
+                  ids=IdSource(seed=7))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.feed_ended, "the market feed to end", timeout=60,
+                    progress=lambda: bars_taken(app))
+        engine = app.engine
+        real = engine.snapshot
+
+        def aged() -> dict[str, Any]:
+            snap = real()
+            opened = snap["market_ts"] - 16 * 60_000
+            return {**snap, "positions": [{**p, "opened_ts": opened} for p in snap["positions"]]}
+
+        assert real()["positions"], "the seeded market holds a position"
+        engine.snapshot = aged
+        await pilot.press("2")
+        trades = app.query_one("#trades", KeyedTable)
+        await until(pilot, lambda: trades.row_count > 0 and "16m00s" in screen_text(app), "the open trades on screen")
+        await pilot.pause(0.2)
+        assert trades.left_out, "every column fits: nothing to name"
+        check_whole(app, trades, 6)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
