@@ -24,7 +24,7 @@ from textual_plotext import PlotextPlot
 
 from ffe_engine import fmt, tables
 
-from .columns import fit_columns
+from .columns import counted_columns, fit_columns, mark_start
 from .state import ConsoleState
 
 NO_STYLE = Style()
@@ -302,7 +302,7 @@ class KeyedTable(DataTable):
         if y or not self.show_header or not self.left_out:
             return strip
         # The headings' line: the names of the columns left out, after the last one shown.
-        at = sum(c.width for c in self.columns.values()) - self.scroll_offset.x
+        at = mark_start([(str(c.label), c.width) for c in self.columns.values()]) - self.scroll_offset.x
         mark = Strip([Segment(self.left_out, self.get_component_rich_style("datatable--header"))])
         return Strip.join([strip.crop(0, at), mark, strip.crop(at + len(self.left_out))])
 
@@ -513,13 +513,11 @@ class VotesTable:
 
 def columns_that_fit(heads: list[str], rows: list[list[Any]], width: int) -> int:
     """How many of the columns (the providers' first, then a symbol's each) a pane `width` wide shows whole, with room
-    left for the count of those it leaves out (columns.fit_columns, as the tables fit theirs); at least the
-    providers'."""
+    left for the count of those it leaves out (columns.counted_columns); at least the providers'."""
     widest = {head: max(cell_len(str(c)) for c in [head] + [row[i] for row in rows]) + 1  # the left padding
               for i, head in enumerate(heads)}
-    # The count's own column takes its padding on both sides.
-    widths, _ = fit_columns([(head, head, 0) for head in heads], widest, width - 2)
-    return sum(1 for w in widths if w)
+    # The count's own column takes its padding on both sides; each column one blank after it.
+    return counted_columns([widest[head] + 1 for head in heads], width - 2)
 
 
 GATE_CELL = 8  # characters of a gate's value or limit
