@@ -620,6 +620,58 @@ def test_a_restore_keeps_a_kill_switch_found_only_in_the_audit_records_past_the_
     assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
 
 
+def halted_after_its_backup_then_its_database_moved_aside(account: Path, tmp_path: Path,
+                                                          spawn_ffe) -> tuple[Path, Path]:
+    """An account backed up by its running engine, halted since (`ffe ctl halt`, HALTED stored, stopped in order),
+    whose database the operator then moved aside by hand, as the runbook says for a damaged one: the halt is in the
+    audit trail alone, past the backup's last event. Returns the directory and the backup."""
+    cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
+    backup = take(cwd, tmp_path / "b")
+    halt = run_ffe(cwd, "ctl", "halt")
+    assert halt.returncode == 0, halt.stderr
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+    assert db_value(cwd / "data" / "ffe.db", STATE) == "HALTED"
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for p in (cwd / "data").glob("ffe.db*"):
+        p.rename(aside / p.name)
+    return cwd, backup
+
+
+def test_a_restore_keeps_a_kill_switch_in_the_audit_records_past_the_backup_when_no_database_is_there(
+        account, tmp_path, spawn_ffe):
+    """The runbook's "move the damaged database aside, then restore the newest backup": with no database there to
+    read, the halt pressed after the backup is in the audit trail the restore moves aside, past the backup's last
+    event. The restore keeps it, and says so, as it does when the database is there."""
+    cwd, backup = halted_after_its_backup_then_its_database_moved_aside(account, tmp_path, spawn_ffe)
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" in proc.stdout, proc.stdout
+    db = cwd / "data" / "ffe.db"
+    with sqlite3.connect(db) as conn:
+        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
+    assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
+    started = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=env())
+    assert started.returncode == 0, started.stderr
+    assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
+
+
+def test_a_restore_with_no_database_there_and_audit_records_it_cannot_read_restores_the_account_halted(
+        account, tmp_path, spawn_ffe):
+    """No database to read, and records beside the trail that cannot be read (a directory here, a bad disk
+    elsewhere): whether they hold a kill switch cannot be told, so the restored account is HALTED, as over a
+    database that cannot be read."""
+    cwd, backup = halted_after_its_backup_then_its_database_moved_aside(account, tmp_path, spawn_ffe)
+    (cwd / "logs" / "audit.jsonl.uncommitted-after-1").mkdir()
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" in proc.stdout and "could not be read" in proc.stdout, proc.stdout
+    with sqlite3.connect(cwd / "data" / "ffe.db") as conn:
+        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
+    assert state == "HALTED" and by == "restore" and "could not be read" in reason, (state, reason, by)
+
+
 def test_a_restore_does_not_bring_back_a_kill_switch_the_operator_re_armed_after_its_records_were_set_aside(
         account, tmp_path, spawn_ffe):
     """The halt found in records a start set aside was kept by that start, and the operator, having checked the
