@@ -95,24 +95,12 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         # A kill switch pressed after the backup was taken is kept: the records it is in are moved aside, and the
         # restored account would otherwise start without it. Read first: opening the database can leave its -wal and
         # -shm files beside it, which are then moved aside with it.
-        unreadable = False
         try:
             # What is there must be ffe's for --force to move it aside: another application's database (or a
             # directory) is a wrong --data-dir, and the restore would take its place.
             refuse_not_a_file(db)
             peek_foreign(db)
-            if not db.exists() and wal_without_database(db) is None:
-                halted = _halted_aside(db)
-            else:  # a WAL without its database holds records that cannot be read without it: unreadable too
-                try:
-                    halted = _kept(halted_in(db, strict=True) or _halt_past(trail, db))
-                except StorageError as exc:
-                    # Damaged (the runbook's case for a restore): whether it was HALTED cannot be told, so the
-                    # restored account is HALTED all the same; a kill switch the damage hid is never re-armed by a
-                    # restore.
-                    unreadable = True
-                    halted = (f"the records this restore replaced could not be read ({exc}), so whether they were "
-                              "HALTED could not be told: re-arm once satisfied")
+            halted, unreadable = _halt_to_keep(db, trail, work / DB_NAME, checked.manifest["seq"]["last"])
         except NotADatabase as exc:
             raise NotADatabase(f"{exc}; nothing restored") from None
         # The records a start set aside beside the trail go with it: they belong to the records replaced (a loss
@@ -163,23 +151,58 @@ def _kept(halted: tuple[str, str] | None) -> str | None:
     return reason if KEPT_NOTE.search(reason) else f"{reason} (by {by}, kept across a restore)"
 
 
-def _halt_past(trail: Path, db: Path) -> tuple[str, str] | None:
-    """(reason, by) of a HALTED the records this restore moves aside hold past the database's last event: an older
-    copy of the database put back, or its WAL lost, after the kill switch was pressed; and in the records an earlier
-    start set aside as never committed that no resume has checked since (one that has was dealt with: re-armed, or
-    kept in the database's own state). The start would keep it (states.md); so does the restore. StorageError when
-    the records cannot be read: whether they hold one cannot be told."""
+def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int) -> tuple[str | None, bool]:
+    """The reason of the HALTED the restored account keeps (None: none), and whether it is kept because the records
+    this restore replaces could not be read. `backup_db` and `backup_last`: the backup's database and last seq."""
+    # A WAL without its database holds records that cannot be read without it: unreadable, as a damaged database.
+    no_database = not db.exists() and wal_without_database(db) is None
+    if no_database:
+        aside = _halted_aside(db)
+        if aside is not None:
+            return aside, False
+    try:
+        if no_database:
+            # Moved aside by hand (the runbook's step for a damaged one), or never there: the trail's records past
+            # the backup's last event are what the restored account would lose. Which set-aside files a resume had
+            # checked is read from the backup's database: one checked since counts as unchecked, and is read.
+            halt = _halt_past(trail, backup_last, _checked(backup_db), since="the backup's last event")
+        else:
+            halt = halted_in(db, strict=True) or _halt_past(trail, *_last_and_checked(db),
+                                                            since="the database's last event")
+    except StorageError as exc:
+        # Damaged (the runbook's case for a restore): whether it was HALTED cannot be told, so the restored account
+        # is HALTED all the same; a kill switch the damage hid is never re-armed by a restore.
+        return (f"the records this restore replaced could not be read ({exc}), so whether they were HALTED could "
+                "not be told: re-arm once satisfied"), True
+    return _kept(halt), False
+
+
+def _last_and_checked(db: Path) -> tuple[int, Any]:
+    """The database's last seq and the set-aside files a resume recorded as checked (CHECKED_KEY)."""
     records = Records(db)
     try:
-        db_last, checked = records.last_seq(), records.kv(CHECKED_KEY)
+        return records.last_seq(), records.kv(CHECKED_KEY)
     finally:
         records.close()
+
+
+def _checked(db: Path) -> Any:
+    return _last_and_checked(db)[1]
+
+
+def _halt_past(trail: Path, last: int, checked: Any, *, since: str) -> tuple[str, str] | None:
+    """(reason, by) of a HALTED the records this restore moves aside hold past seq `last` (the database's last event,
+    or with no database there the backup's): an older copy of the database put back, or its WAL lost, or the
+    database moved aside, after the kill switch was pressed; and in the records an earlier start set aside as never
+    committed that no resume has checked since (`checked`; one that has was dealt with: re-armed, or kept in the
+    database's own state). The start would keep it (states.md); so does the restore. StorageError when the records
+    cannot be read: whether they hold one cannot be told."""
 
     def past() -> Iterator[bytes]:
         for path in trail_files(trail):
             with open(path, "rb") as f:
                 for line in f:
-                    if b'"event":"engine_state"' in line and _seq(line) > db_last:
+                    if b'"event":"engine_state"' in line and _seq(line) > last:
                         yield line
         for path in unchecked_files(trail, checked):
             with open(path, "rb") as f:
@@ -192,7 +215,7 @@ def _halt_past(trail: Path, db: Path) -> tuple[str, str] | None:
     if halt is None:
         return None
     reason, by = halt
-    return f"{reason}: found in the audit records past the database's last event", by
+    return f"{reason}: found in the audit records past {since}", by
 
 
 def _seq(line: bytes) -> int:
