@@ -456,6 +456,30 @@ def test_a_running_engine_backs_itself_up_and_refuses_a_restore_over_it(account,
     assert engine.wait(60) == 0, engine.stderr
 
 
+def test_an_engine_whose_lock_files_were_removed_under_it_is_still_backed_up_by_itself_and_never_restored_over(
+        account, archive, tmp_path, spawn_ffe):
+    """A cleanup of `*.lock` files removed a running engine's lock files. The engine still holds its database (as a
+    second start finds): `ffe backup` asks the engine for its backup rather than copying its records from under it as
+    a stopped directory's, and `ffe restore --force` is refused, not moving aside the records the engine writes."""
+    cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
+    for lock in (cwd / "data" / "ffe.lock", cwd / "data" / "ffe.sock.lock", cwd / "logs" / "audit.jsonl.lock"):
+        lock.unlink(missing_ok=True)
+
+    proc = run_ffe(cwd, "backup", "--to", str(tmp_path / "b"), env=env())
+    assert proc.returncode == 0, proc.stderr
+    assert "from the running engine" in proc.stdout, proc.stdout
+    assert run_ffe(cwd, "audit", "tail", "--event", "backup", "--json").stdout.strip(), "the engine took no backup"
+
+    proc = run_ffe(cwd, "restore", str(archive), "--force")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == ["ffe: error: data: an ffe engine is running on this data directory; stop it "
+                                        "first (nothing restored)"], proc.stderr
+    assert not list((cwd / "data").glob("*.before-restore-*")) and not list((cwd / "logs").glob("*.before-restore-*"))
+    assert engine.alive()
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+
+
 def test_a_backup_beside_an_engine_that_does_not_answer_says_so_at_once_instead_of_waiting_an_hour(
         account, tmp_path, spawn_ffe):
     """The engine is frozen (SIGSTOP here; a hung event loop alike): `ffe backup` (run hourly by its timer) says in
