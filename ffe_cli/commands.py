@@ -800,8 +800,9 @@ def backup(args: argparse.Namespace) -> int:
         raise UsageError(f"{settings.db_path}: no database here (is --data-dir right?)")
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest}: not a directory (--to names the directory the backups go into)")
+    lock: list[int] | None  # what the backup holds while it takes it; None: the engine takes it
     try:
-        lock: int | None = acquire_lock(settings.data_dir, holder="backup")
+        directory = acquire_lock(settings.data_dir, holder="backup")
     except DirectoryHeld as exc:
         if exc.holder != "engine" and exc.holder != "unknown":
             raise FfeError(f"{exc}: take the backup once it has ended") from None
@@ -809,7 +810,9 @@ def backup(args: argparse.Namespace) -> int:
     except StorageError:
         # A directory that takes no write (a disk remounted read-only), where no engine can start: the database
         # file's own lock, which a running engine holds too, instead of the lock file that cannot be made.
-        lock = lock_database(settings.db_path)
+        lock = [lock_database(settings.db_path)]
+    else:
+        lock = _and_the_database(directory, settings.db_path)
     try:
         with stopped_by_signals():
             if lock is None:
@@ -824,7 +827,8 @@ def backup(args: argparse.Namespace) -> int:
                 try:
                     made = bk.take_stopped(settings, dest, clock.wall())
                 finally:
-                    os.close(lock)
+                    for fd in lock:
+                        os.close(fd)
                 path, manifest, held, swept = made.path, made.manifest, None, made.swept
     except KeyboardInterrupt:
         if lock is None:
@@ -847,6 +851,22 @@ def backup(args: argparse.Namespace) -> int:
         _print(f"pruned {p}")
     _said_trail_damaged(manifest)
     return 0
+
+
+def _and_the_database(directory: int, db: Path) -> list[int] | None:
+    """The data directory's lock `directory` and the database's own, for a backup of a stopped directory; None (the
+    first let go) when an engine holds the database: its lock file was removed under it (a cleanup of `*.lock`), and
+    it takes the backup itself, as any running engine does, rather than its records being copied from under it."""
+    from ffe_engine.host import lock_database
+
+    try:
+        database = lock_database(db)
+    except BaseException as exc:
+        os.close(directory)
+        if isinstance(exc, StartError):
+            return None
+        raise
+    return [directory, database]
 
 
 def _said_trail_damaged(manifest: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ A backup (`ffe-backup-<UTC time>.tar.zst`, a tar archive compressed with zstd) h
 A running engine takes its own backup when asked on its control socket (host.EngineHost.backup): it waits only
 while the buffered records are written and the read view is opened, a few milliseconds; the copy and the
 compression run on another thread. A stopped data directory is backed up by `ffe backup` itself, holding the
-directory's lock so that an engine starting meanwhile is refused.
+directory's lock so that an engine starting meanwhile is refused, and the database's own: an engine whose lock files
+were removed under it holds that one still, and takes the backup itself.
 
 `verify` checks a backup on its own; `restore` verifies first, then puts it in place (restore.py).
 

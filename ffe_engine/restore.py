@@ -1,7 +1,8 @@
 """`ffe restore`: a verified backup put in place as a data directory's database and a log directory's audit trail.
 
 In order: the backup is checked in full (backup.check_unpacked) and refused if anything is wrong; the data
-directory's lock is taken, then the log directory's (an engine running on either refuses the restore: a restore
+directory's lock is taken, then the database's own (host.lock_database: held by an engine whose lock files were
+removed under it), then the log directory's (an engine running on either refuses the restore: a restore
 must not replace the audit trail an engine is writing; one starting meanwhile is refused); files
 already there are refused unless `force`, and with it they are moved aside (`<name>.before-restore-<time>`), never
 deleted: the records a start set aside beside the trail (`audit.jsonl.uncommitted-after-SEQ`) with it. The
@@ -35,8 +36,9 @@ from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked,
                      sweep_unpacked)
 from .chain import rotated_files, trail_files
 from .config import Settings
-from .errors import FfeError, NotADatabase, StartError, StorageError, UsageError
-from .host import RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, log_dir_holder
+from .errors import FfeError, NotADatabase, StartError, StorageError, UnreachablePath, UsageError
+from .host import (RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, lock_database,
+                   log_dir_holder)
 from .interrupts import held
 from .staging import Staging
 from .store import (SIDE_FILES, Records, halted_in, keep_halted, mark_restored, peek_foreign,
@@ -75,22 +77,7 @@ def restore(file: Path, settings: Settings, *, force: bool, now: float) -> dict[
 def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, *, force: bool,
                   now: float) -> dict[str, Any]:
     data_dir, db, trail = settings.data_dir, settings.db_path, settings.audit_path
-    try:
-        lock = acquire_lock(data_dir, holder="restore")
-    except StartError:
-        raise Refused(f"{data_dir}: an ffe engine is running on this data directory; stop it first "
-                      "(nothing restored)") from None
-    except StorageError as exc:
-        raise _unwritable(exc) from None
-    try:
-        log_lock = acquire_log_lock(trail.parent, data_dir)
-    except StartError:
-        os.close(lock)
-        raise Refused(f"{trail.parent}: the audit trail there is written by {log_dir_holder(trail.parent)}; stop "
-                      "it first or restore with another --log-dir (nothing restored)") from None
-    except StorageError as exc:
-        os.close(lock)
-        raise _unwritable(exc) from None
+    locks = _take_locks(data_dir, db, trail)
     try:
         # A kill switch pressed after the backup was taken is kept: the records it is in are moved aside, and the
         # restored account would otherwise start without it. Read first: opening the database can leave its -wal and
@@ -128,13 +115,47 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         aside = _swap(there, puts, stamp)
     finally:
-        os.close(log_lock)
-        os.close(lock)
+        for fd in locks:
+            os.close(fd)
     return {"backup": str(file), "database": str(db), "audit_trail": str(trail),
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills, "kept_halted": halted is not None,
             "unreadable": unreadable, "alerts_withheld": withheld, "alerts_withheld_pages": paged}
+
+
+def _take_locks(data_dir: Path, db: Path, trail: Path) -> list[int]:
+    """The data directory's lock, the database's own and the log directory's, held for the restore; Refused when an
+    engine holds any of them (nothing changed)."""
+    running = Refused(f"{data_dir}: an ffe engine is running on this data directory; stop it first (nothing "
+                      "restored)")
+    try:
+        locks = [acquire_lock(data_dir, holder="restore")]
+    except StartError:
+        raise running from None
+    except StorageError as exc:
+        raise _unwritable(exc) from None
+    try:
+        # The engine holds its database too: its lock files can be removed under it (a cleanup of `*.lock`), the
+        # database it writes cannot be moved aside without losing what it writes next.
+        locks.append(lock_database(db))
+    except StartError:
+        os.close(locks[0])
+        raise running from None
+    except (StorageError, UnreachablePath):
+        pass  # no database (or none this user can open, so no engine of its own writes it): nothing to hold
+    try:
+        locks.append(acquire_log_lock(trail.parent, data_dir))
+    except StartError:
+        for fd in locks:
+            os.close(fd)
+        raise Refused(f"{trail.parent}: the audit trail there is written by {log_dir_holder(trail.parent)}; stop "
+                      "it first or restore with another --log-dir (nothing restored)") from None
+    except StorageError as exc:
+        for fd in locks:
+            os.close(fd)
+        raise _unwritable(exc) from None
+    return locks
 
 
 def _unwritable(exc: StorageError) -> NoRoom:
