@@ -322,6 +322,34 @@ def test_a_file_that_is_not_a_backup_is_bad_input(account, tmp_path, content):
     assert str(path) in line and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("engine", ["stopped", "running"])
+def test_a_backup_of_damaged_records_is_refused_and_prunes_none(account, tmp_path, spawn_ffe, engine):
+    """A fill's fee set to -1 by hand: the doctor and a start refuse the records, and so would the backup's own
+    verify. The backup is refused before anything is written, in one line naming the database and the damage, and
+    retention prunes none of the good backups (with keep_last 1 it would delete the one good backup there)."""
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    if engine == "running":
+        proc = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
+        wait_until(lambda: "control socket ready" in proc.stderr, timeout=60, what="the engine answering")
+    good = take(cwd, tmp_path / "b")
+    with sqlite3.connect(cwd / "data" / "ffe.db", timeout=10) as conn:
+        conn.execute("UPDATE fills SET fee = -1 WHERE id = (SELECT MIN(id) FROM fills)")
+    conn.close()
+
+    backup = run_ffe(cwd, "backup", "--to", str(tmp_path / "b"),
+                     env=env(FFE_BACKUP__KEEP_LAST="1", FFE_BACKUP__KEEP_DAYS="0"))
+    assert backup.returncode == 1, (backup.stdout, backup.stderr)
+    (line,) = backup.stderr.splitlines()
+    assert "data/ffe.db" in line and "fee" in line and "no backup was written and none pruned" in line, line
+    assert "Traceback" not in backup.stderr
+    assert sorted((tmp_path / "b").iterdir()) == [good]
+    if engine == "running":
+        assert proc.alive()
+        proc.send(15)
+        assert proc.wait(60) == 0, proc.stderr
+
+
 def test_a_trail_in_rotated_files_is_backed_up_whole(account, tmp_path):
     """A trail split into older files (named after their first seq) and the current one is read across them."""
     cwd = tmp_path / "rotated"
