@@ -209,8 +209,11 @@ def _stage_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str,
             # A backup of records that lost committed ones would hold the loss, and retention then deletes the
             # backups that do not: refused, as `ffe doctor` refuses them.
             raise DamagedRecords(f"{trail}: {copied.ahead.lost_records(facts.last_seq)}: no backup was written")
-        if facts.events_gap is not None:  # refused alike: the copy would fail its own verify
-            raise DamagedRecords(f"{db}: {facts.events_gap}: no backup was written")
+        damage = _damage(work / DB_NAME)
+        if damage is not None:
+            # Refused alike: the copy would fail its own verify (no backup of these records could be restored), and
+            # retention would then delete the good backups for it.
+            raise DamagedRecords(f"{db}: {damage}: no backup was written and none pruned")
         unsettled = ahead.unsettled(trail, facts.kv.get(ahead.CHECKED_KEY), facts.engine_state)
         if unsettled is not None:
             # Those records set aside by a start, the trail is level again, but the books still lack them: refused
@@ -241,6 +244,17 @@ def _stage_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str,
         return Made(path, manifest, swept)
     except OSError as exc:
         raise StorageError(f"{dest}: the backup could not be written ({exc.strerror or exc})") from None
+
+
+def _damage(copy: Path) -> str | None:
+    """What the records check of a backup's verify (check_unpacked) finds damaged in the database's copy `copy`, as
+    a start and `ffe doctor` find it (a value ffe never writes, a committed event missing, books that contradict
+    each other), or None."""
+    records = Records(copy)
+    try:
+        return records.damage() or records.books_damage()
+    finally:
+        records.close()
 
 
 def _copy_trail(trail: Path, work: Path, last_seq: int, db: Path) -> TrailCopy:

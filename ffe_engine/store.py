@@ -2136,7 +2136,6 @@ class DatabaseFacts:
     rows: dict[str, int]
     engine_state: tuple[Any, ...] | None = None  # (state, reason, by)
     kv: dict[str, Any] = field(default_factory=dict)  # the keys asked for that it holds
-    events_gap: str | None = None  # a committed event missing from among the events (Records.events_gap)
 
 
 def pin_file(path: Path | str, read_only: bool = False) -> tuple[sqlite3.Connection, int]:
@@ -2177,8 +2176,6 @@ def copy_pinned(conn: sqlite3.Connection, dest: Path, keys: Iterable[str] = ()) 
                     for (name,) in target.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT "
                                                   "LIKE 'sqlite_%' ORDER BY name").fetchall()}
             state = target.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
-            whole = _whole_after_damage(tuple(target.execute(_SQL_WHOLE_AFTER).fetchone()))
-            gap = None if whole is not None else target.execute(_SQL_EVENTS_GAP).fetchone()
             kv = {}
             for key in keys:
                 row = target.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
@@ -2193,8 +2190,7 @@ def copy_pinned(conn: sqlite3.Connection, dest: Path, keys: Iterable[str] = ()) 
     finally:
         conn.close()
     return DatabaseFacts(schema_version=int(version), first_seq=int(first), last_seq=int(last), rows=rows,
-                         engine_state=tuple(state) if state is not None else None, kv=kv,
-                         events_gap=whole or (_events_gap_damage(tuple(gap)) if gap is not None else None))
+                         engine_state=tuple(state) if state is not None else None, kv=kv)
 
 
 def mark_restored(path: Path | str, marker: dict[str, Any], ts: float) -> None:

@@ -24,6 +24,8 @@ import pytest
 
 from conftest import (count_events, db_rows, ffe_cmd, ffe_env, ffe_in_process, run_ffe, run_ffe_paging, starter_config,
                       wait_until)
+from ffe_engine import backup as bk
+from test_backup import repack
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +306,20 @@ def damage_record(db: Path, statement: str) -> None:
     assert not [p.name for p in db.parent.iterdir() if p.name.startswith("ffe.db-")]
 
 
+def damaged_backup(good_dir: Path, tmp_path: Path, statement: str) -> str:
+    """A backup of good_dir's records whose database has `statement` applied inside it, its checksums made to
+    match (a disk's or a hand's damage after it was taken): `ffe backup` refuses to take damaged records. Its file."""
+    whole = copy_of(good_dir, tmp_path / "whole")
+    made = run_ffe(whole, "backup", "--to", "backups", "--json")
+    assert made.returncode == 0, made.stderr
+    file = Path(json.loads(made.stdout)["file"])
+    work = tmp_path / "unpacked"
+    work.mkdir()
+    bk.unpack(file, work)
+    damage_record(work / bk.DB_NAME, statement)
+    return str(repack(work, file))
+
+
 def assert_one_line(proc: subprocess.CompletedProcess, *words: str) -> str:
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -380,8 +396,10 @@ def test_a_fill_whose_figures_contradict_its_order_stops_the_start_and_a_backup_
     assert "engine started" not in proc.stderr, proc.stderr[-3000:]
     assert db.read_bytes() == before
     made = run_ffe(cwd, "backup", "--to", "backups", "--json")
-    assert made.returncode == 0, made.stderr
-    verify = run_ffe(cwd, "backup", "verify", json.loads(made.stdout)["file"])
+    assert_one_line(made, "ffe.db", f"table orders, order {cid}: ", figure, "its fills",
+                    "no backup was written and none pruned")
+    assert not list((cwd / "backups").glob("ffe-backup-*"))
+    verify = run_ffe(cwd, "backup", "verify", damaged_backup(good_dir, tmp_path, statement))
     assert_one_line(verify, "ffe.db", f"table orders, order {cid}: ", figure, "its fills")
 
 
@@ -466,8 +484,8 @@ def test_backup_verify_finds_a_damaged_record(good_dir, tmp_path, damage):
     cwd = copy_of(good_dir, tmp_path)
     damage_record(cwd / "data" / "ffe.db", statement)
     made = run_ffe(cwd, "backup", "--to", "backups", "--json")
-    assert made.returncode == 0, made.stderr
-    file = json.loads(made.stdout)["file"]
+    assert_one_line(made, "ffe.db", word, "no backup was written and none pruned")
+    file = damaged_backup(good_dir, tmp_path, statement)
     verify = run_ffe(cwd, "backup", "verify", file)
     assert verify.stdout == ""
     assert_one_line(verify, "ffe.db", word)
