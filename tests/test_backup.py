@@ -277,16 +277,21 @@ def test_a_damaged_backup_file_fails_verify_and_is_not_restored(account, archive
     assert not (target / "data" / "ffe.db").exists()
 
 
-@pytest.mark.parametrize("keep", [4, 100, 600, 1000, 50_000])
+@pytest.mark.parametrize("keep", [1, 2, 3, 4, 100, 600, 1000, 50_000])
 def test_a_backup_cut_short_anywhere_is_damaged_not_bad_input(account, archive, tmp_path, keep):
-    """A copy that stopped part way is a backup that fails its checks (exit 1), however early it stopped: only its
-    first bytes were needed to see it is a backup."""
+    """A copy that stopped part way is a backup that fails its checks (exit 1), however early it stopped: within
+    its first four bytes too, which are the start of a Zstandard file's."""
     bad = tmp_path / "cut.tar.zst"
     bad.write_bytes(archive.read_bytes()[:keep])
-    proc = verify(account, bad, run_ffe if keep == 100 else ffe_in_process)
+    proc = verify(account, bad, run_ffe if keep in (2, 100) else ffe_in_process)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == [f"ffe: error: {bad}: damaged or cut short (it ends part way through)"], \
         proc.stderr
+    if keep == 2:  # restore checks it alike
+        target = tmp_path / "t"
+        proc = run_ffe(account, "restore", str(bad), "--data-dir", str(target / "data"), "--log-dir",
+                       str(target / "logs"))
+        assert proc.returncode == 1 and "nothing restored" in proc.stderr, proc.stderr
 
 
 def test_a_whole_zstandard_file_that_holds_no_backup_is_bad_input(account, tmp_path):
