@@ -333,6 +333,9 @@ def unpack(file: Path, into: Path) -> dict[str, Any]:
     try:
         with open(file, "rb", buffering=0) as f:
             head = _read_exactly(f, len(ZSTD_MAGIC))
+            if head and head != ZSTD_MAGIC and ZSTD_MAGIC.startswith(head):
+                # The first bytes of a Zstandard file, then its end: a copy that stopped at once, not another file.
+                raise Invalid(f"{file}: damaged or cut short (it ends part way through)")
             if head != ZSTD_MAGIC:
                 raise UsageError(f"{file}: not an ffe backup (not Zstandard-compressed)")
             frame = _Frame(_Rest(head, f))
