@@ -785,21 +785,35 @@ async def test_a_crash_loop_pages_once_per_window_not_once_per_restart(tmp_path)
 
 async def test_a_start_that_fails_again_after_a_start_that_succeeded_is_paged_again(tmp_path):
     """The crash loop's window holds back the same START_FAILED only while no start gets through: a start that
-    succeeded between (the exchange answered, or here the simulated market) ends it, so the next start failing the
-    same way within `alerts.window_s` is news, paged."""
+    succeeded between (the exchange answered) ends it, so the next start failing the same way within
+    `alerts.window_s` is news, paged."""
+    from fake_exchange import FakeBinance
+
     unreachable_exchange_config(tmp_path)
     hook = await Receiver().start()
     env = {"FFE_ALERTS__WEBHOOK_URL": hook.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}}
     try:
-        for args, extra, rc in [(("run", "--headless"), {}, 1),
-                                (("run", "--headless", "--max-bars", "3"), {"FFE_MARKET__SOURCE": "simulated"}, 0),
-                                (("run", "--headless"), {}, 1)]:
-            proc = await _ffe(*args, env=ffe_env(**env, **extra), cwd=tmp_path)
-            _, err = await asyncio.wait_for(proc.communicate(), 90)
-            assert proc.returncode == rc, err.decode()[-3000:]
+        await failed_start(tmp_path, env)
+        async with FakeBinance() as fx:  # the exchange answers this once: the start gets through, then is stopped
+            fx.set_price("BTCUSDT", 30_000.0)
+            answering = {f"FFE_EXCHANGE__API_URLS__{section}": fx.url + "/api/v3" for section in ("public", "private")}
+            proc = await _ffe("run", "--headless", env=ffe_env(**env, **answering), cwd=tmp_path)
+            assert proc.stderr is not None
+            while b"engine started" not in await asyncio.wait_for(proc.stderr.readline(), 60):
+                pass
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()[-3000:]
+        await failed_start(tmp_path, env)
     finally:
         await hook.stop()
     assert kinds(hook).count("START_FAILED") == 2, kinds(hook)
+
+
+async def failed_start(cwd, env: dict[str, str]) -> None:
+    proc = await _ffe("run", "--headless", env=ffe_env(**env), cwd=cwd)
+    _, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 1, err.decode()[-3000:]
 
 
 async def test_the_test_alert_s_webhook_body_carries_when_it_was_sent(tmp_path):
