@@ -251,7 +251,7 @@ def test_a_committed_record_deleted_from_inside_the_events_table_fails_every_che
     assert (db.read_bytes(), (tmp_path / "logs" / "audit.jsonl").read_bytes()) == before
 
 
-@pytest.mark.parametrize("value", [None, "-5", "\"abc\""], ids=["deleted", "negative", "text"])
+@pytest.mark.parametrize("value", [None, "-5", "\"abc\"", "999999"], ids=["deleted", "negative", "text", "past"])
 def test_the_seq_the_events_run_on_from_deleted_or_edited_is_damage_not_an_older_database(tmp_path, value):
     """Version 6 writes `events_whole_after` with its migration: a database of version 6 without it, or with a value
     that is no seq, lost or damaged that record, and a row deleted from among its events would pass as an older
