@@ -394,11 +394,11 @@ _SQL_EVENTS_GAP = (
 # The schema version and WHOLE_AFTER_KEY's value: written by migration 6, the key is in every database of version 6
 # on (or the check above would take a row deleted from among its events for an older ffe's gap).
 _SQL_WHOLE_AFTER = f"SELECT (SELECT user_version FROM pragma_user_version), (SELECT value FROM kv WHERE key = " \
-                   f"'{WHOLE_AFTER_KEY}')"
+                   f"'{WHOLE_AFTER_KEY}'), (SELECT COALESCE(MAX(seq), 0) FROM events)"
 
 
 def _whole_after_damage(r: tuple[Any, ...]) -> str | None:
-    version, raw = r
+    version, raw, last = r
     if raw is None:
         return (f"table kv has no key {WHOLE_AFTER_KEY}, though the database is of schema version {version}, which "
                 "writes it: lost, and with it the check of the events" if version >= 6 else None)
@@ -408,6 +408,9 @@ def _whole_after_damage(r: tuple[Any, ...]) -> str | None:
         after = None
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         return unreadable(f"table kv, key {WHOLE_AFTER_KEY}", "value", raw, "a seq (a whole number, 0 or more)")
+    if after > last:  # the last seq when version 6 came, and seqs only grow: one past the events' end is no record
+        return (f"table kv, key {WHOLE_AFTER_KEY}: seq {after} is past the last event (seq {last}), which no ffe "
+                "writes: edited, or the events after it lost")
     return None
 
 
