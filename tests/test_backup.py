@@ -677,18 +677,22 @@ def test_a_restore_keeps_a_kill_switch_found_only_in_the_audit_records_past_the_
     assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
 
 
-def halted_after_its_backup_then_its_database_moved_aside(account: Path, tmp_path: Path,
-                                                          spawn_ffe) -> tuple[Path, Path]:
-    """An account backed up by its running engine, halted since (`ffe ctl halt`, HALTED stored, stopped in order),
-    whose database the operator then moved aside by hand, as the runbook says for a damaged one: the halt is in the
-    audit trail alone, past the backup's last event. Returns the directory and the backup."""
+def halted_after_its_backup_then_its_database_moved_aside(account: Path, tmp_path: Path, spawn_ffe,
+                                                          rearmed: bool = False) -> tuple[Path, Path]:
+    """An account backed up by its running engine, halted since (`ffe ctl halt`, HALTED stored, stopped in order;
+    `rearmed`: re-armed after it, `ffe ctl resume --yes`), whose database the operator then moved aside by hand, as
+    the runbook says for a damaged one: the halt is in the audit trail alone, past the backup's last event. Returns
+    the directory and the backup."""
     cwd, engine = engine_running(account, tmp_path / "live", spawn_ffe)
     backup = take(cwd, tmp_path / "b")
     halt = run_ffe(cwd, "ctl", "halt")
     assert halt.returncode == 0, halt.stderr
+    if rearmed:
+        rearm = run_ffe(cwd, "ctl", "resume", "--yes")
+        assert rearm.returncode == 0, rearm.stdout + rearm.stderr
     engine.send(15)
     assert engine.wait(60) == 0, engine.stderr
-    assert db_value(cwd / "data" / "ffe.db", STATE) == "HALTED"
+    assert db_value(cwd / "data" / "ffe.db", STATE) == ("RUNNING" if rearmed else "HALTED")
     aside = tmp_path / "aside"
     aside.mkdir()
     for p in (cwd / "data").glob("ffe.db*"):
@@ -712,6 +716,16 @@ def test_a_restore_keeps_a_kill_switch_in_the_audit_records_past_the_backup_when
     started = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=env())
     assert started.returncode == 0, started.stderr
     assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
+
+
+def test_a_restore_with_no_database_there_does_not_bring_back_a_kill_switch_the_operator_re_armed(
+        account, tmp_path, spawn_ffe):
+    """Halted after the backup, then re-armed: the audit records past the backup end RUNNING. The restore keeps the
+    state they end in, as it does when the database is there: no HALTED the operator re-armed over."""
+    cwd, backup = halted_after_its_backup_then_its_database_moved_aside(account, tmp_path, spawn_ffe, rearmed=True)
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert db_value(cwd / "data" / "ffe.db", STATE) != "HALTED", proc.stdout
 
 
 def test_a_restore_with_no_database_there_and_audit_records_it_cannot_read_restores_the_account_halted(
