@@ -387,12 +387,12 @@ def strictest_stop(records: Iterable[bytes]) -> tuple[str, str] | None:
 
 
 def halt_among(records: Iterable[bytes]) -> tuple[str, str] | None:
-    """(reason, by) of the last HALTED among `records` (audit lines), or None: what a restore keeps of the records
-    it moves aside that the database it replaces never held."""
+    """(reason, by) of the HALTED `records` (audit lines, in seq order) end in, or None: what a restore keeps of the
+    records it moves aside that the database it replaces never held. One the operator re-armed over since (a later
+    state that is not HALTED) is not kept."""
     halt = None
     for rec in _states(records):
-        if rec.get("state") == "HALTED":
-            halt = (str(rec.get("reason", "")), str(rec.get("by", "")))
+        halt = (str(rec.get("reason", "")), str(rec.get("by", ""))) if rec.get("state") == "HALTED" else None
     return halt
 
 

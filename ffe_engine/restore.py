@@ -225,12 +225,16 @@ def _halt_past(trail: Path, last: int, checked: Any, *, since: str) -> tuple[str
                 for line in f:
                     if b'"event":"engine_state"' in line and _seq(line) > last:
                         yield line
-        for path in unchecked_files(trail, checked):
-            with open(path, "rb") as f:
-                yield from f
+
+    def aside(path: Path) -> Iterator[bytes]:
+        with open(path, "rb") as f:
+            yield from f
 
     try:
-        halt = halt_among(past())
+        # Each record of its own: the state the trail ends in, and the state each set-aside file ends in (its
+        # records are of another moment than the trail's). Every one read: one that cannot be read is said so.
+        halts = [halt_among(lines) for lines in (past(), *map(aside, unchecked_files(trail, checked)))]
+        halt = next((h for h in halts if h is not None), None)
     except OSError as exc:
         raise StorageError(f"{trail}: cannot be read ({exc})") from None
     if halt is None:
