@@ -1541,6 +1541,46 @@ async def test_after_accepting_a_small_shortfall_of_coins_an_exit_sells_what_the
         assert rejected == [(0,)], rejected
 
 
+
+async def test_a_reconciliation_while_an_accepted_shortfall_is_being_stored_leaves_the_exit_selling_what_is_held(
+        tmp_path, fx, monkeypatch):
+    """A reconciliation that reads the stored baseline while an accept of a small shortfall of coins is still
+    being written reads the baseline the accept replaces, which has no shortfall. Its books took that one over
+    the accept's, and kept it once the accept was stored: the exits after the accept sold the books' whole
+    quantity, more than the account holds, and the exchange refused them (until a later reconciliation took the
+    stored baseline again). The books take the accepted shortfall once it is stored, whatever ran meanwhile."""
+    from ffe_engine.model import EngineState
+    from ffe_engine.reconcile import BASELINE_KEY
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await sold_by_hand(e, fx, 0.005)
+            writing, stored = asyncio.Event(), asyncio.Event()
+            put_kvs = running.store.put_kvs
+
+            async def held_while_the_baseline_is_written(books, *args, **kwargs):
+                if BASELINE_KEY in books:
+                    writing.set()
+                    await stored.wait()
+                return await put_kvs(books, *args, **kwargs)
+
+            monkeypatch.setattr(running.store, "put_kvs", held_while_the_baseline_is_written)
+            accepting = asyncio.ensure_future(e.accept_reconcile(by="test"))
+            await asyncio.wait_for(writing.wait(), 30)
+            await e.reconcile()  # reads the stored baseline, the one being replaced
+            stored.set()
+            await asyncio.wait_for(accepting, 30)
+            assert await e.resume(by="test") is EngineState.RUNNING
+            report = await e.flatten()
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the closing order ended")
+        sells = [o for o in fx.orders if o.side == "SELL"]
+        assert report["failed"] == [] and sells and sells[-1].status == "FILLED", (report, sells)
+        assert fx.balances["BTC"].total < 1e-4
+        assert e.portfolio.holding(BTC) is None
+
 async def test_the_kill_switch_cancels_at_the_exchange_while_its_halted_is_still_being_stored(tmp_path, fx,
                                                                                                  monkeypatch):
     """The kill switch takes effect at once: HALTED in memory, and the cancels sent to the exchange, while the
