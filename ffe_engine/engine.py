@@ -2551,8 +2551,9 @@ class Engine:
             await self._persist_books(records, drop=drop, publish=lambda: self.bus.publish(
                 ReconcileEvent(status="accepted", differences=accepted, own_coins=dict(taken.own), by=by)))
             # Only once stored: a reconciliation under way meanwhile, against the baseline replaced, holds the engine
-            # for nothing accepted, and one that ends after this is dropped by the reconciler (superseded).
-            self.reconciler.note_accepted()
+            # for nothing accepted, and one that ends after this is dropped by the reconciler (superseded). The books
+            # take the new baseline (an accepted shortfall of coins, which the exits do not sell) only now too.
+            self.reconciler.note_accepted(taken)
             await self._hold([], f"{len(accepted)} difference(s) accepted", by=by)
             await self.flush()
             return accepted

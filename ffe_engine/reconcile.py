@@ -441,9 +441,15 @@ class Reconciler:
             out.append({"kind": "equity", "asset": self.quote, "journal": round(ours, 2), "venue": round(theirs, 2)})
         return out
 
-    def note_accepted(self) -> None:
-        """An accept's baseline is stored: a reconciliation under way since before it is superseded."""
+    def note_accepted(self, taken: Acceptance) -> None:
+        """An accept's records are stored: a reconciliation under way since before it is superseded, and its baseline
+        is the one the books go by from now on. Taken only now, not when the accept made it: a reconciliation that
+        read the stored baseline while the accept was being written took the one it replaces, and the exits after
+        the accept would have sold coins of an accepted shortfall, which the account does not hold."""
         self.accepts += 1
+        baseline: dict[str, float] | None = taken.records.get(BASELINE_KEY)
+        if baseline is not None:
+            self._take_baseline(baseline)
 
     async def run(self, *, with_cash: bool = True) -> ReconcileReport:
         """Compare and record; the report's differences are empty when everything agrees. `with_cash=False` leaves
@@ -602,8 +608,7 @@ class Reconciler:
             new = {a: min(v, old.get(a, v)) for a, v in new.items()}
         # Written over the old baseline in the same write: never missing in between, which the next start would
         # take for a first meeting with the account.
-        records[BASELINE_KEY] = new
-        self._take_baseline(new)
+        records[BASELINE_KEY] = new  # the books take it once it is stored (note_accepted)
         return Acceptance(balances.get(self.quote, 0.0), records, {a: old[a] - new[a] for a in taken})
 
     def current_at(self, read_at: float) -> float | None:
