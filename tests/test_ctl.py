@@ -95,6 +95,14 @@ def test_a_data_directory_named_with_an_escape_is_shown_escaped_by_ctl_and_the_e
     assert len(said) == 2 and all("da\\x1b[7mta" in line for line in said), said
 
 
+def test_ctl_health_of_no_engine_in_a_directory_named_with_an_escape_shows_it_escaped(tmp_path):
+    name = "da\x1b[7mta"
+    (tmp_path / name).mkdir()
+    health = run_ffe(tmp_path, "ctl", "health", "--data-dir", name, timeout=60)
+    assert health.returncode == 2, health.stdout + health.stderr
+    assert "\x1b" not in health.stdout + health.stderr and "da\\x1b[7mta" in health.stdout, health.stdout
+
+
 def an_operator_buy_then_stopped(tmp_path, spawn_ffe) -> str:
     """A headless paper engine that buys 0.01 BTC on the operator's order (the socket's `order`, no decision of
     its own), waits for its fill, then stops in order. The order's client order id."""
