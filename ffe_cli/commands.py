@@ -603,10 +603,11 @@ def _ctl_health(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, asyncio.TimeoutError, ValueError) as exc:
         problem = (f"timed out on {path}" if isinstance(exc, asyncio.TimeoutError)
                    else no_engine(path, settings.data_dir))
-        _print(json.dumps({"status": "down", "problems": [problem]}) if args.json else f"DOWN  {problem}")
+        said = json.dumps({"status": "down", "problems": [problem]}) if args.json else f"DOWN  {problem}"
+        _print(fmt.printable(said))
         return 2
     if not answer.get("ok"):
-        _print(f"DOWN  {answer.get('error')}")
+        _print(fmt.printable(f"DOWN  {answer.get('error')}"))
         return 2
     verdict = answer["result"]
     _print(json.dumps(verdict, indent=1, default=str) if args.json else one_line(verdict))
