@@ -352,9 +352,33 @@ async def test_ffe_ctl_close_waiting_on_the_exchange_answers_within_its_time_say
                                         "--timeout", "2")
         assert close.returncode == 0, close.stdout + close.stderr
         said = close.stdout.splitlines()[0]
-        assert said.startswith(f"closing {BTC}: order ffe-") and "sent: the exchange has not answered it yet" in said, (
-            close.stdout)
+        assert said.startswith(f"closing {BTC}: order ffe-"), close.stdout
+        cid = said.split()[3]
+        # Its create's answer still on the wire, the order path's own lookup may have found it filled meanwhile:
+        # said as the journal has it.
+        [(status,)] = rows(running.store.path, "SELECT status FROM orders WHERE client_order_id = ?", (cid,))
+        if status == "filled":
+            assert "filled at the exchange" in said and "not answered" not in said, (status, said)
+        else:
+            assert "sent: the exchange has not answered it yet" in said, (status, said)
         await wait_for(lambda: e.portfolio.holding(BTC) is None, timeout=20, what="the close carried out")
+
+
+async def test_a_close_whose_order_a_lookup_found_filled_while_its_answer_is_on_the_wire_says_it_filled(
+        tmp_path, fx):  # noqa: F811
+    """The create's answer held (the order placed and filled at once), the order path's lookup finds it filled:
+    the close's answer says so, never that the exchange has not answered."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e = running.engine
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        fx.fault(POST_ORDER, "hang", seconds=3.0, execute=True)
+        close = asyncio.ensure_future(e.close_position(BTC, by="ctl", timeout_s=4.0))
+        sells = "SELECT status FROM orders WHERE side = 'sell'"
+        await wait_for(lambda: rows(running.store.path, sells) == [("filled",)], timeout=10,
+                       what="the lookup finding the closing order filled")
+        answer = await close
+        assert answer["accepted"] and "filled at the exchange" in answer["under_way"], answer
+        assert "not answered" not in answer["under_way"], answer
 
 
 async def test_a_close_behind_another_control_answers_within_its_time_and_is_sent_after_it(
