@@ -371,11 +371,13 @@ async def test_a_close_whose_order_a_lookup_found_filled_while_its_answer_is_on_
     async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
         e = running.engine
         assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
-        fx.fault(POST_ORDER, "hang", seconds=3.0, execute=True)
+        fx.fault(POST_ORDER, "hang", seconds=5.0, execute=True)
         close = asyncio.ensure_future(e.close_position(BTC, by="ctl", timeout_s=4.0))
+        await asyncio.sleep(0.5)
+        await e.orders.poll()  # the order path's lookups, as the engine makes them on its bars
         sells = "SELECT status FROM orders WHERE side = 'sell'"
-        await wait_for(lambda: rows(running.store.path, sells) == [("filled",)], timeout=10,
-                       what="the lookup finding the closing order filled")
+        assert rows(running.store.path, sells) == [("filled",)], "the lookup did not find the closing order filled"
+        assert not close.done()
         answer = await close
         assert answer["accepted"] and "filled at the exchange" in answer["under_way"], answer
         assert "not answered" not in answer["under_way"], answer
