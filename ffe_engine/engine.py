@@ -153,6 +153,18 @@ class EngineOptions:
                    start_state=EngineState.RUNNING)
 
 
+def _close_said(o: Order, on_wire: bool) -> str:
+    """Where a close's own order is, as its answer says it before the close has ended: as its journal has it (the
+    order path's lookup can find it filled while the answer to its create is still on the wire)."""
+    if o.status is OrderStatus.FILLED:
+        return f"filled at the exchange at {fmt.price(o.average)}" if o.average else "filled at the exchange"
+    if o.status.final:
+        return f"{o.status.value} at the exchange: {o.error}" if o.error else f"{o.status.value} at the exchange"
+    if on_wire:
+        return "sent: the exchange has not answered it yet"
+    return f"sent, {o.status.value} at the exchange"
+
+
 class Engine:
     def __init__(self, settings: Settings, *, feed: Any, venue: Any, store: Store, bus: EventBus, clock: Clock,
                  providers: list[Any], ensemble: Ensemble, learner: WeightLearner | None, audit: Any = None,
@@ -2432,8 +2444,7 @@ class Engine:
             return done
         o = mine.get("order")
         if o is not None:
-            said = ("sent: the exchange has not answered it yet" if o.client_order_id in self.orders.sending()
-                    else f"sent, {o.status.value} at the exchange: being recorded")
+            said = _close_said(o, o.client_order_id in self.orders.sending())
             return {"symbol": symbol, "accepted": True, "client_order_id": o.client_order_id,
                     "in_doubt": o.status is OrderStatus.IN_DOUBT, "gates": [],
                     "under_way": f"{said} (`ffe ctl orders` shows how it ends)"}
