@@ -656,6 +656,26 @@ async def test_a_flatten_whose_closing_order_fills_in_part_closes_the_rest(tmp_p
         assert e.state is EngineState.HALTED
 
 
+async def test_a_flatten_follow_up_that_placed_more_says_when_they_closed_the_position(tmp_path, fx):  # noqa: F811
+    """The follow-up said one more closing order was placed for what the first left: once it fills, a follow-up says
+    the closing orders closed the position (the banner, the record and the alert), rather than the last word being
+    "1 more closing order placed" while nothing is held any more."""
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        await held_with_a_partial_close_next(e, fx)
+        async with engine_loop(e):
+            await e.flatten(by="test")
+            await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
+
+            def followed() -> list[dict]:
+                return [k for k in stored_events(db, "kill_switch") if k["by"] == "engine"]
+
+            await wait_for(lambda: len(followed()) >= 2, timeout=20, what="the follow-up saying it closed")
+        more, closed = followed()[:2]
+        assert len(more["closing"]) == 1 and more["closed"] == [], more
+        assert closed["closed"] == [BTC] and closed["closing"] == [], closed
+
+
 async def test_a_flatten_that_still_holds_a_position_after_its_closing_attempts_is_paged_at_once(tmp_path, fx):
     """The flatten's closing order fills in part (its warning is sent: closing orders placed), and the follow-up's
     orders are refused: the position still held after the last closing attempt is a page sent at once, not a repeat
