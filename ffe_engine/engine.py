@@ -283,6 +283,7 @@ class Engine:
         # The flatten under way: symbol -> closing orders placed for it (see _follow_flatten); None when none is.
         self._flattening: dict[str, int] | None = None
         self._flatten_wait_said: float | None = None  # the venue's Retry-After the flatten last said it waits for
+        self._flatten_more_said: set[str] = set()  # symbols a flatten's follow-up said it placed more orders for
         # Stop-loss and take-profit exits refused only because of the venue's Retry-After, unsent: symbol -> the
         # exit, sent once that time is over (see _exits_after_hold).
         self._exits_held: dict[str, OrderIntent] = {}
@@ -2236,6 +2237,7 @@ class Engine:
         closed: list[str] = []
         failed: list[dict[str, Any]] = []
         waits: list[str] = []
+        more: set[str] = set()  # the symbols it places one more closing order for
         async with self._controls.turn("a flatten's follow-up"):
             left = dict(placed)
             for sym in placed:
@@ -2270,12 +2272,17 @@ class Engine:
                 left[sym] += 1
                 if sub.accepted and sub.order is not None:
                     closing.append(sub.order.client_order_id)
+                    more.add(sym)
             waiting = self._flatten_waits(waits) if self._flatten_wait_said != self.orders.held_until() else []
             dust = self._dust(sym for sym in placed if sym not in left)
-            if closing or failed or dust or waiting:
+            # A position closed after a follow-up said more closing orders were placed for it: said too, or the
+            # last word the operator had would be that more were placed.
+            owed = [sym for sym in closed if sym in self._flatten_more_said]
+            if closing or failed or dust or waiting or owed:
                 self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing,
                                                  in_doubt=self._in_doubt(closing), dust=dust, waiting=waiting,
                                                  by="engine", follow_up=True, closed=closed))
+            self._flatten_more_said = (self._flatten_more_said - set(closed)) | more
             if left != placed:
                 await self._flatten_under_way(left or None)
 
