@@ -355,6 +355,35 @@ def test_a_backup_of_damaged_records_is_refused_and_prunes_none(account, tmp_pat
         assert proc.wait(60) == 0, proc.stderr
 
 
+DISAGREEING = {  # rows its verify judges against their audit records (doctor.check_against_events), as the doctor does
+    "trade_pnl": ("UPDATE trades SET pnl = pnl + 1 WHERE id = (SELECT MIN(id) FROM trades)", "pnl"),
+    "trade_deleted": ("DELETE FROM trades WHERE id = (SELECT MIN(id) FROM trades)", "closed trade"),
+    "status_back": ("UPDATE orders SET status = 'open' WHERE client_order_id = (SELECT MIN(client_order_id) FROM "
+                    "orders WHERE status = 'filled')", "order"),
+}
+
+
+@pytest.mark.parametrize("damage", DISAGREEING)
+def test_a_backup_of_rows_that_disagree_with_their_audit_records_is_refused_and_prunes_none(account, tmp_path,
+                                                                                           damage):
+    """A closed trade's P&L edited, a trade deleted, an order's status put back: rows the doctor and the backup's own
+    verify refuse against their audit records. The backup runs its verify's checks on its copy before anything is
+    written: refused in one line, and the good backup is kept."""
+    statement, word = DISAGREEING[damage]
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    good = take(cwd, tmp_path / "b")
+    with sqlite3.connect(cwd / "data" / "ffe.db", timeout=10) as conn:
+        conn.execute(statement)
+    conn.close()
+    backup = run_ffe(cwd, "backup", "--to", str(tmp_path / "b"),
+                     env=env(FFE_BACKUP__KEEP_LAST="1", FFE_BACKUP__KEEP_DAYS="0"))
+    assert backup.returncode == 1, (backup.stdout, backup.stderr)
+    (line,) = backup.stderr.splitlines()
+    assert "data/ffe.db" in line and word in line and "no backup was written and none pruned" in line, line
+    assert sorted((tmp_path / "b").iterdir()) == [good]
+
+
 def test_a_trail_in_rotated_files_is_backed_up_whole(account, tmp_path):
     """A trail split into older files (named after their first seq) and the current one is read across them."""
     cwd = tmp_path / "rotated"
