@@ -209,11 +209,6 @@ def _stage_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str,
             # A backup of records that lost committed ones would hold the loss, and retention then deletes the
             # backups that do not: refused, as `ffe doctor` refuses them.
             raise DamagedRecords(f"{trail}: {copied.ahead.lost_records(facts.last_seq)}: no backup was written")
-        damage = _damage(work / DB_NAME)
-        if damage is not None:
-            # Refused alike: the copy would fail its own verify (no backup of these records could be restored), and
-            # retention would then delete the good backups for it.
-            raise DamagedRecords(f"{db}: {damage}: no backup was written and none pruned")
         unsettled = ahead.unsettled(trail, facts.kv.get(ahead.CHECKED_KEY), facts.engine_state)
         if unsettled is not None:
             # Those records set aside by a start, the trail is level again, but the books still lack them: refused
@@ -232,6 +227,14 @@ def _stage_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str,
             "rows": facts.rows,
             "files": {name: _digest(work / name) for name in (DB_NAME, TRAIL_NAME, CONFIG_NAME)},
         }
+        # Its own verify's checks on the copy: records it would refuse (a value ffe never writes, rows that
+        # disagree with their audit records) are refused now, no backup of them could be restored, and retention
+        # would then delete the good backups for it.
+        checked = Checked(manifest)
+        check_records(work, manifest, checked)
+        if checked.problems:
+            problem = checked.problems[0].removeprefix(f"{DB_NAME}: ")
+            raise DamagedRecords(f"{db}: {problem}: no backup was written and none pruned")
         (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
         path = dest / archive_name(now)
         partial = work / (path.name + ".partial")  # in the staging directory: removed with it, if interrupted
@@ -244,17 +247,6 @@ def _stage_archive(conn: sqlite3.Connection, db: Path, trail: Path, config: str,
         return Made(path, manifest, swept)
     except OSError as exc:
         raise StorageError(f"{dest}: the backup could not be written ({exc.strerror or exc})") from None
-
-
-def _damage(copy: Path) -> str | None:
-    """What the records check of a backup's verify (check_unpacked) finds damaged in the database's copy `copy`, as
-    a start and `ffe doctor` find it (a value ffe never writes, a committed event missing, books that contradict
-    each other), or None."""
-    records = Records(copy)
-    try:
-        return records.damage() or records.books_damage()
-    finally:
-        records.close()
 
 
 def _copy_trail(trail: Path, work: Path, last_seq: int, db: Path) -> TrailCopy:
@@ -471,20 +463,29 @@ def check_unpacked(file: Path, work: Path) -> Checked:
         problems.append(f"{DB_NAME}: a backtest run's records ({level}), not an account's: nothing to restore (a "
                         "run is its folders, copied as they are)")
         return checked
+    check_records(work, manifest, checked)
+    return checked
+
+
+def check_records(work: Path, manifest: dict[str, Any], checked: Checked) -> None:
+    """A backup's records in `work` (its database and trail beside each other, as `manifest` describes them) checked
+    as its verify checks them; what is wrong goes to `checked.problems`. A backup runs it on its copy before it
+    writes anything (no backup its verify would refuse), a verify on what it unpacked."""
+    problems = checked.problems
     try:
         records = Records(work / DB_NAME)
     except (StorageError, NotADatabase) as exc:
         problems.append(str(exc))
-        return checked
+        return
     try:
         integrity = records.integrity()
         if integrity != ["ok"]:
             problems.append(f"{DB_NAME}: integrity check failed: {first_problem(integrity)}")
-            return checked
+            return
         damage = records.damage() or records.books_damage()
         if damage is not None:
             problems.append(f"{DB_NAME}: {damage}")
-            return checked
+            return
         if records.schema_version() != manifest["schema_version"]:
             problems.append(f"{DB_NAME}: schema version {records.schema_version()}, the manifest says "
                             f"{manifest['schema_version']}")
@@ -495,11 +496,10 @@ def check_unpacked(file: Path, work: Path) -> Checked:
         if not trail.ok:
             reason = trail.reason.replace(f"{work}{os.sep}", "")  # the unpacked copy's place means nothing to a reader
             problems.append(f"{TRAIL_NAME}: seq {trail.first_bad_seq}: {reason}")
-            return checked
+            return
         _agree(records, work / TRAIL_NAME, manifest, checked)
     finally:
         records.close()
-    return checked
 
 
 def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Checked) -> None:

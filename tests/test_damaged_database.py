@@ -500,9 +500,9 @@ def test_an_order_status_put_back_is_refused_by_a_backup_s_verify_and_a_restore(
     db = cwd / "data" / "ffe.db"
     ((cid,),) = db_rows(db, "SELECT client_order_id FROM orders WHERE status = 'filled' ORDER BY created_ts LIMIT 1")
     damage_record(db, DAMAGED_RECORDS["order_status_back_to_open"][0])
-    made = run_ffe(cwd, "backup", "--to", "backups", "--json")
-    assert made.returncode == 0, made.stderr
-    file = json.loads(made.stdout)["file"]
+    made = run_ffe(cwd, "backup", "--to", "backups", "--json")  # no backup is taken of them
+    assert_one_line(made, f"order {cid} is open in the database, filled in the audit trail", "no backup was written")
+    file = damaged_backup(good_dir, tmp_path, DAMAGED_RECORDS["order_status_back_to_open"][0])
     verify = run_ffe(cwd, "backup", "verify", file)
     assert_one_line(verify, f"order {cid} is open in the database, filled in the audit trail")
     restore = run_ffe(tmp_path, "restore", file, "--data-dir", "restored/data", "--log-dir", "restored/logs")
