@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import sqlite3
+import tempfile
 import tarfile
 import tempfile
 import time
@@ -755,6 +756,32 @@ def test_a_restore_with_no_database_there_does_not_bring_back_a_kill_switch_the_
     proc = run_ffe(cwd, "restore", str(backup), "--force")
     assert proc.returncode == 0, proc.stderr
     assert db_value(cwd / "data" / "ffe.db", STATE) != "HALTED", proc.stdout
+
+
+def test_a_restore_after_an_earlier_one_left_an_unreadable_database_aside_goes_through_halted(account, tmp_path):
+    """A damaged database restored over (`--force`: it is kept aside, as the runbook says, for a post-mortem), the
+    account run again; later its database is moved aside by hand and the newest backup restored. The damaged one
+    left aside by the earlier restore cannot be read: the restore is not refused as if a restore had been cut short
+    (nor sent to free space where it reads), it goes through, and keeps the account HALTED, whether that database
+    was cannot be told, naming it."""
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    backup = take(cwd, tmp_path / "b")
+    db = cwd / "data" / "ffe.db"
+    for side in ("-wal", "-shm"):
+        db.with_name(db.name + side).unlink(missing_ok=True)
+    db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # damaged
+    first = run_ffe(cwd, "restore", str(backup), "--force")
+    assert first.returncode == 0, first.stdout + first.stderr
+    aside = tmp_path / "by-hand"
+    aside.mkdir()
+    for p in (cwd / "data").glob("ffe.db"):
+        p.rename(aside / p.name)
+    second = run_ffe(cwd, "restore", str(backup), "--force")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "could not be read" in second.stdout and ".before-restore-" in second.stdout, second.stdout
+    assert tempfile.gettempdir() not in second.stdout + second.stderr
+    assert db_value(db, STATE) == "HALTED"
 
 
 def test_a_restore_with_no_database_there_and_audit_records_it_cannot_read_restores_the_account_halted(
