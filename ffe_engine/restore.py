@@ -178,9 +178,9 @@ def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int) -> t
     # A WAL without its database holds records that cannot be read without it: unreadable, as a damaged database.
     no_database = not db.exists() and wal_without_database(db) is None
     if no_database:
-        aside = _halted_aside(db)
+        aside, unreadable = _halted_aside(db)
         if aside is not None:
-            return aside, False
+            return aside, unreadable
     try:
         if no_database:
             # Moved aside by hand (the runbook's step for a damaged one), or never there: the trail's records past
@@ -248,13 +248,15 @@ def _seq(line: bytes) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _halted_aside(db: Path) -> str | None:
+def _halted_aside(db: Path) -> tuple[str | None, bool]:
     """With no database in place, the HALTED state of the newest database a restore moved aside (one killed before
-    it put the backup's in place, run again as the runbook says), which the account would otherwise lose. Read from
-    copies under the names SQLite reads a WAL by: a HALTED stored just before a crash can be in the WAL alone."""
+    it put the backup's in place, run again as the runbook says), which the account would otherwise lose, and
+    whether it is kept because those records cannot be read (an earlier restore's over a damaged database, kept for
+    a post-mortem: whether it was HALTED cannot be told, so the restored account is). Read from copies under the
+    names SQLite reads a WAL by: a HALTED stored just before a crash can be in the WAL alone."""
     stamps = sorted(p.name.rsplit(RESTORE_ASIDE, 1)[1] for p in db.parent.glob(f"{db.name}{RESTORE_ASIDE}*"))
     if not stamps:
-        return None
+        return None, False
     moved = db.with_name(f"{db.name}{RESTORE_ASIDE}{stamps[-1]}")
     wal = db.with_name(f"{db.name}-wal{RESTORE_ASIDE}{stamps[-1]}")
     if not wal.exists():  # killed before it moved the WAL: still under its own name
@@ -264,11 +266,16 @@ def _halted_aside(db: Path) -> str | None:
             shutil.copyfile(moved, Path(tmp) / db.name)
             if wal.exists():
                 shutil.copyfile(wal, Path(tmp) / f"{db.name}-wal")
-            return _kept(halted_in(Path(tmp) / db.name, strict=True))
-    except (OSError, StorageError) as exc:  # its state cannot be told: a HALTED there must not be lost
-        raise Refused(f"{moved}: the records a killed restore moved aside cannot be read to keep their state "
-                      f"({exc}): restore again once they can be (free space in {tempfile.gettempdir()}), or move "
-                      "them away if they are lost (nothing restored)") from None
+            try:
+                return _kept(halted_in(Path(tmp) / db.name, strict=True)), False
+            except StorageError as exc:  # the records themselves: said of the file moved aside, not of the copy
+                said = str(exc).replace(str(Path(tmp) / db.name), str(moved))
+                return (f"the records a restore moved aside ({moved}) could not be read ({said}), so whether they "
+                        "were HALTED could not be told: re-arm once satisfied"), True
+    except OSError as exc:  # no room to read them where copies are made: their state must not be lost
+        raise Refused(f"{moved}: the records a restore moved aside could not be copied to read their state ({exc}): "
+                      f"free space in {tempfile.gettempdir()} and restore again, or move them away if they are lost "
+                      "(nothing restored)") from None
 
 
 class NoRoom(FfeError):
