@@ -89,3 +89,24 @@ async def test_a_pause_while_a_resume_is_under_way_is_not_undone_by_it(tmp_path,
         with pytest.raises(ControlError, match="paused since"):
             await resume
         assert e.state is EngineState.PAUSED and last_state_stored(db) == "PAUSED"
+
+
+async def test_ffe_ctl_resume_behind_a_close_the_exchange_holds_says_it_waits_and_resumes_after(
+        tmp_path, fx):  # noqa: F811
+    """The resume waits for the close under way (it takes the controls' turn): its answer comes within half of
+    `--timeout`, saying it waits for the close and resumes once that has ended (exit 1: not resumed yet), never
+    that a running engine did not answer; then the engine resumes."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e = running.engine
+        await running.start_control()
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        await e.pause(by="ctl")
+        close = await a_close_held_by_the_exchange(e, fx, 4.0)
+        resumed = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "resume", "--data-dir", "data", "--timeout", "2")
+        assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+        said = resumed.stdout.splitlines()[0]
+        assert f"the close of {BTC} is under way" in said and "resumes once it has ended" in said, said
+        assert "did not answer" not in resumed.stdout + resumed.stderr
+        assert e.state is EngineState.PAUSED
+        await close
+        await wait_for(lambda: e.state is EngineState.RUNNING, timeout=10, what="the resume carried out")
