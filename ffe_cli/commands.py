@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 # is imported by the verbs that use it: every `ffe` process starts with only what its verb needs, and a mistake on
 # the command line is said before any of it is loaded.
 from ffe_engine import fmt, present, reach, tables
-from ffe_engine.api import COMMANDS as CONTROL
+from ffe_engine.api import COMMANDS as CONTROL, UNDER_WAY
 from ffe_engine.errors import (ArgumentError, ControlError, FfeError, Interrupted, NotADatabase, StartError,
                               StorageError, UsageError)
 
@@ -660,7 +660,7 @@ def ctl(args: argparse.Namespace) -> int:
         return _ctl_health(args, settings)
     timeout = args.timeout if args.timeout is not None else settings.control.request_timeout_s
     _confirm(args, settings, payload, timeout)
-    if args.action in ("accept", "halt", "flatten", "close"):
+    if args.action in ("accept", "halt", "flatten", "close", "resume"):
         # An accept waits for the exchange's settle window, a halt, flatten or close for a control under way (a
         # close for its order on the wire too), only as long as it is waited for.
         payload["timeout_s"] = timeout
@@ -681,6 +681,8 @@ def _carried_out(action: str, result: Any) -> bool:
     was lost (HALTED stored all the same), is a failure for a script (exit 1)."""
     if action == "close":
         return bool(result.get("accepted")) and not result.get("in_doubt")
+    if action == "resume":  # answered while it waits for another control under way: not resumed yet
+        return not str(result).startswith(UNDER_WAY)
     if action == "approve":
         return bool(result.get("accepted"))
     if action == "cancel":

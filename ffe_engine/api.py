@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple, Protocol
 
 from .errors import ControlError
 
+UNDER_WAY = "under way: "  # how a control's answer given before it has ended begins (a resume behind a close)
+
 if TYPE_CHECKING:
     from .control_args import Args
 
@@ -21,7 +23,8 @@ class EngineControl(Protocol):
 
     def snapshot(self) -> dict[str, Any]: ...
     async def pause(self, reason: str = ..., by: str = ...) -> Any: ...
-    async def resume(self, by: str = ..., confirm: bool = ..., state_serial: int | None = ...) -> Any: ...
+    async def resume(self, by: str = ..., confirm: bool = ..., state_serial: int | None = ...,
+                     timeout_s: float | None = ...) -> Any: ...
     async def halt(self, reason: str = ..., by: str = ..., timeout_s: float | None = ...) -> Any: ...
     async def flatten(self, by: str = ..., timeout_s: float | None = ...) -> Any: ...
     async def approve(self, approval_id: str, by: str = ...) -> Any: ...
@@ -56,7 +59,7 @@ async def _pause(e: EngineControl, a: Any) -> Any:
 
 
 async def _resume(e: EngineControl, a: Any) -> Any:
-    return await e.resume(by=a.by, confirm=a.confirm, state_serial=a.state_serial)
+    return await e.resume(by=a.by, confirm=a.confirm, state_serial=a.state_serial, timeout_s=a.timeout_s)
 
 
 async def _halt(e: EngineControl, a: Any) -> Any:

@@ -51,6 +51,7 @@ class FlattenArgs(Args):
 class ResumeArgs(Args):
     confirm: bool = False
     state_serial: int | None = Field(default=None, ge=0)  # the state the operator was asked about (snapshot's)
+    timeout_s: float | None = Field(None, gt=0, le=3600)  # as HaltArgs'
 
 
 class ApprovalArgs(Args):

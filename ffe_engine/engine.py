@@ -43,6 +43,7 @@ from .execution import CancelReport, OrderPath, side_to_close
 from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
+from .api import UNDER_WAY
 from .market.base import QuotingFeed, ResumableFeed, check_source
 from .market.replay import ReplayFeed
 from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, GateResult, Order, OrderReason,
@@ -1761,11 +1762,24 @@ class Engine:
         checked = await self.store.get_kv(ahead.CHECKED_KEY)
         return await asyncio.to_thread(ahead.unchecked_losses, self.settings.audit_path, checked)
 
-    async def resume(self, by: str = "operator", confirm: bool = False,
-                     state_serial: int | None = None) -> EngineState:
+    async def resume(self, by: str = "operator", confirm: bool = False, state_serial: int | None = None,
+                     timeout_s: float | None = None) -> EngineState | str:
         """`state_serial`: the state the operator was asked about (`state_serial` of the snapshot that asked); when
-        the state has changed since (re-armed and halted again by someone else), nothing is done."""
-        pauses = self._controls.pauses
+        the state has changed since (re-armed and halted again by someone else), nothing is done.
+
+        It takes the controls' turn, which a close whose order the exchange holds may keep for the exchange's whole
+        timeout: it runs as the engine's own task, and its answer waits for it half the time its caller waits at most
+        (`timeout_s`, or `control.request_timeout_s`), as the kill switch's does; then it says what it waits for
+        (UNDER_WAY and the control under way), and resumes once that has ended (or is refused then, in the log)."""
+        at = self.clock.monotonic()
+        work = self._after_controls(self._resume(by, confirm, state_serial, self._controls.pauses), what="a resume")
+        done = await self._answer_within(work, at, timeout_s)
+        if done is not None:
+            return done
+        under = self._controls.under_way or "another control"
+        return f"{UNDER_WAY}{under} is under way: the engine resumes once it has ended (`ffe ctl status` shows it)"
+
+    async def _resume(self, by: str, confirm: bool, state_serial: int | None, pauses: int) -> EngineState:
         async with self._controls.turn("a resume"):
             self._still_running()
             if state_serial is not None and state_serial != self.trading.changes:
@@ -1942,8 +1956,8 @@ class Engine:
         if exc is None:
             return
         message = f"{type(exc).__name__}: {exc}"
-        if what != "a kill switch":  # a close refused after its answer said it under way: said in the log
-            log.warning(f"{what} asked by the operator ended without its order", error=message)
+        if what != "a kill switch":  # refused after its answer said it under way (a close, a resume): in the log
+            log.warning(f"{what} asked by the operator was not carried out", error=message)
             return
         log.error("a kill switch's rest failed", error=message)
         self.bus.publish(ErrorEvent(message=message, where="kill switch"))

@@ -248,10 +248,12 @@ class RemoteEngine:
     async def pause(self, reason: str = "operator", by: str = "operator") -> Any:
         return await self._call("pause", reason=reason, by=by)
 
-    async def resume(self, by: str = "operator", confirm: bool = False, state_serial: int | None = None) -> Any:
+    async def resume(self, by: str = "operator", confirm: bool = False, state_serial: int | None = None,
+                     timeout_s: float | None = None) -> Any:
+        wait = min(timeout_s or self.timeout, self.timeout)  # the engine answers within half of it
         if state_serial is None:
-            return await self._call("resume", by=by, confirm=confirm)
-        return await self._call("resume", by=by, confirm=confirm, state_serial=state_serial)
+            return await self._call("resume", by=by, confirm=confirm, timeout_s=wait)
+        return await self._call("resume", by=by, confirm=confirm, state_serial=state_serial, timeout_s=wait)
 
     async def halt(self, reason: str = "kill switch", by: str = "operator",
                    timeout_s: float | None = None) -> CancelReport:
