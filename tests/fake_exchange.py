@@ -948,8 +948,12 @@ class FakeBinance:
         newest = max((t.trade_id for o in self.orders for t in o.trades), default=None)
         if self._stale(request):
             rows = [r for r in rows if r["id"] != newest]
-        # A page, as Binance gives it: `limit` trades (500 by default, 1000 at most), the oldest first from `fromId`.
-        return web.json_response(rows[:min(int(params.get("limit", self.my_trades_page)), 1000)])
+        # A page, as Binance gives it: `limit` trades (500 by default, 1000 at most), the oldest from `fromId` (or
+        # `startTime`) on; without either, the most recent ones.
+        limit = min(int(params.get("limit", self.my_trades_page)), 1000)
+        if "fromId" in params or "startTime" in params:
+            return web.json_response(rows[:limit])
+        return web.json_response(rows[-limit:])
 
 
 def ccxt_options() -> dict[str, Any]:
