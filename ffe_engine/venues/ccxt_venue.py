@@ -941,9 +941,11 @@ class CcxtVenue:
         not be the last, and an order with more trades than a page read as whole would be booked in part, its trades
         looked up again and again as if they lagged."""
         trades: list[dict[str, Any]] = []
-        start: int | None = None
+        # From the first trade id on, oldest first: asked from none, Binance answers the most recent trades, and
+        # the pages after them would hold nothing while the oldest were never read.
+        start: int | None = 0
         for _ in range(TRADES_PAGES_MAX):
-            params = {} if start is None else {"fromId": start}
+            params = {"fromId": start}
             page: list[dict[str, Any]] = await self.reads(
                 f"fetch_order_trades {order.client_order_id}",
                 lambda: self.exchange.fetch_order_trades(order.exchange_id, order.symbol, None, TRADES_PAGE,
