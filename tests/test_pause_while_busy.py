@@ -110,3 +110,34 @@ async def test_ffe_ctl_resume_behind_a_close_the_exchange_holds_says_it_waits_an
         assert e.state is EngineState.PAUSED
         await close
         await wait_for(lambda: e.state is EngineState.RUNNING, timeout=10, what="the resume carried out")
+
+
+async def test_a_re_arm_waiting_behind_a_close_does_not_undo_a_kill_switch_pressed_after_it(tmp_path, fx):  # noqa: F811
+    """`ffe ctl resume --yes` answered "under way" behind a close, then the kill switch: when the resume's turn comes
+    it is refused. The operator's last word holds: no RUNNING is ever stored after that HALTED."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        await e.pause(by="ctl")
+        close = await a_close_held_by_the_exchange(e, fx, 3.0)
+        answer = await e.resume(by="ctl", confirm=True, timeout_s=1.0)
+        assert str(answer).startswith("under way: "), answer
+        await e.halt(by="ctl", timeout_s=1.0)
+        await close
+        # The resume's turn came before the kill switch's rest, whose record follows it.
+        await wait_for(lambda: stored_events(db, "kill_switch"), timeout=10, what="the kill switch's report")
+        states = [ev["state"] for ev in stored_events(db, "engine_state")]
+        assert states[-1] == "HALTED" and "RUNNING" not in states[states.index("HALTED"):], states
+
+
+async def test_a_resume_behind_a_close_that_would_be_refused_now_is_refused_at_once(tmp_path, fx):  # noqa: F811
+    """HALTED and no confirmation: the refusal is known when it is asked, and said then, not an answer that the
+    engine resumes once the close has ended."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e = running.engine
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        close = await a_close_held_by_the_exchange(e, fx, 3.0)
+        await e.halt(by="ctl", timeout_s=1.0)
+        with pytest.raises(ControlError, match="re-arming needs confirmation"):
+            await asyncio.wait_for(e.resume(by="ctl", timeout_s=1.0), timeout=1.0)
+        await close
