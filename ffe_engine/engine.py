@@ -23,7 +23,7 @@ import functools
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable, NamedTuple, TypeVar
 
 from . import fmt, logs, present
 from . import __version__
@@ -152,6 +152,14 @@ class EngineOptions:
         profile = BACKTEST if decision_records else dataclasses.replace(BACKTEST, decision_records=False)
         return cls(profile=profile, flush_every=flush_every, approval="auto", adaptive=adaptive,
                    start_state=EngineState.RUNNING)
+
+
+class _Asked(NamedTuple):
+    """When a resume was asked: the operator's pauses so far, the trading state's changes and the state."""
+
+    pauses: int
+    changes: int
+    state: EngineState
 
 
 def _close_said(o: Order, on_wire: bool) -> str:
@@ -1772,46 +1780,63 @@ class Engine:
         (`timeout_s`, or `control.request_timeout_s`), as the kill switch's does; then it says what it waits for
         (UNDER_WAY and the control under way), and resumes once that has ended (or is refused then, in the log)."""
         at = self.clock.monotonic()
-        work = self._after_controls(self._resume(by, confirm, state_serial, self._controls.pauses), what="a resume")
+        self._still_running()
+        self._refuse_resume(confirm, state_serial)  # what refuses it now is said now, not once its turn has come
+        asked = _Asked(self._controls.pauses, self.trading.changes, self.state)
+        work = self._after_controls(self._resume(by, confirm, state_serial, asked), what="a resume")
         done = await self._answer_within(work, at, timeout_s)
         if done is not None:
             return done
         under = self._controls.under_way or "another control"
         return f"{UNDER_WAY}{under} is under way: the engine resumes once it has ended (`ffe ctl status` shows it)"
 
-    async def _resume(self, by: str, confirm: bool, state_serial: int | None, pauses: int) -> EngineState:
+    def _refuse_resume(self, confirm: bool, state_serial: int | None) -> None:
+        """ControlError when a resume is refused in the state the engine is in (or the one it was asked about)."""
+        if state_serial is not None and state_serial != self.trading.changes:
+            raise ControlError(f"not resumed: the engine's state changed since you were asked (now "
+                               f"{self.state.value}: {self.state_reason}); look again, then ask again")
+        if self.state is EngineState.HALTED and not confirm:
+            raise ControlError("engine is HALTED: re-arming needs confirmation (`ffe ctl resume --yes`, or "
+                               "the pause key and y in the console)")
+        if self.reconcile_blocked:
+            if in_doubt_only(self.reconcile_blocked):
+                raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; resume once it "
+                                   "has settled (`ffe ctl orders`), or settle it as the exchange's account shows "
+                                   "it if the exchange lost it (`ffe ctl settle`)")
+            if lagging_trades(self.reconcile_blocked):
+                # An accept is refused while they lag: telling the operator to accept would send them to a
+                # refusal. What they explain goes by itself once the trades are listed; the rest is accepted then.
+                then = ("resume then (`ffe ctl orders` shows the order `trades behind` until its fill is booked)"
+                        if not unexplained(self.reconcile_blocked) else
+                        "the accept is refused until then: accept what still differs then (`ffe ctl accept`, "
+                        "once the exchange's side is right: `ffe ctl status`), and resume")
+                raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; {then}")
+            raise ControlError(f"reconciliation: {UNREACHABLE}; resume once it answers and agrees"
+                               if outage_only(self.reconcile_blocked) else
+                               f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first "
+                               "(`ffe ctl accept`, once the exchange's side is right: `ffe ctl status`)")
+
+    def _refuse_since(self, asked: "_Asked") -> None:
+        """ControlError when the operator's word came after the resume was asked: a pause, or a kill switch (a halt
+        of an engine not HALTED then, or another halt of a HALTED one). Looked at last, just before RUNNING is
+        stored: neither takes the controls' turn before it changes the state, so either may come at any await."""
+        if self._controls.pauses != asked.pauses:
+            raise ControlError(f"not resumed: the engine was paused since you asked (now {self.state.value}: "
+                               f"{self.state_reason}); resume again if it should run")
+        if self.state is EngineState.HALTED and (asked.state is not EngineState.HALTED
+                                                 or self.trading.changes != asked.changes):
+            raise ControlError(f"not re-armed: the engine was halted since you asked ({self.state_reason}); "
+                               "re-arm again once satisfied")
+
+    async def _resume(self, by: str, confirm: bool, state_serial: int | None, asked: "_Asked") -> EngineState:
         async with self._controls.turn("a resume"):
             self._still_running()
-            if state_serial is not None and state_serial != self.trading.changes:
-                raise ControlError(f"not resumed: the engine's state changed since you were asked (now "
-                                   f"{self.state.value}: {self.state_reason}); look again, then ask again")
-            if self.state is EngineState.HALTED and not confirm:
-                raise ControlError("engine is HALTED: re-arming needs confirmation (`ffe ctl resume --yes`, or "
-                                   "the pause key and y in the console)")
-            if self.reconcile_blocked:
-                if in_doubt_only(self.reconcile_blocked):
-                    raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; resume once it "
-                                       "has settled (`ffe ctl orders`), or settle it as the exchange's account shows "
-                                       "it if the exchange lost it (`ffe ctl settle`)")
-                if lagging_trades(self.reconcile_blocked):
-                    # An accept is refused while they lag: telling the operator to accept would send them to a
-                    # refusal. What they explain goes by itself once the trades are listed; the rest is accepted then.
-                    then = ("resume then (`ffe ctl orders` shows the order `trades behind` until its fill is booked)"
-                            if not unexplained(self.reconcile_blocked) else
-                            "the accept is refused until then: accept what still differs then (`ffe ctl accept`, "
-                            "once the exchange's side is right: `ffe ctl status`), and resume")
-                    raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; {then}")
-                raise ControlError(f"reconciliation: {UNREACHABLE}; resume once it answers and agrees"
-                                   if outage_only(self.reconcile_blocked) else
-                                   f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first "
-                                   "(`ffe ctl accept`, once the exchange's side is right: `ffe ctl status`)")
+            self._refuse_resume(confirm, state_serial)
             # The operator's word on the books: the records set aside at a start as lost (ahead.py) are checked
             # with it, in the same transaction, and are not said again.
             checked = ({ahead.CHECKED_KEY: await asyncio.to_thread(ahead.checked_now, self.settings.audit_path)}
                        if self.state is not EngineState.RUNNING and self.profile.resumable else None)
-            if self._controls.pauses != pauses:  # looked at last: a pause needs no turn, and may come at any await
-                raise ControlError(f"not resumed: the engine was paused since you asked (now {self.state.value}: "
-                                   f"{self.state_reason}); resume again if it should run")
+            self._refuse_since(asked)
             await self.trading.set(EngineState.RUNNING, "re-armed" if self.state is EngineState.HALTED else "resume",
                                    by, kv=checked)
             self.breaker_pause.resumed()  # an opening under way does not pause it again (breaker_pause.py)
