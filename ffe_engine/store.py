@@ -250,8 +250,12 @@ def event_line(path: object, seq: Any, data: Any) -> bytes:
     by hand wrote them back), or any other value, are a damaged database, named with the row's seq."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
-    kind = _STORAGE_CLASS.get(type(data), type(data).__name__)
-    raise damaged_database(path, f"table events, seq {seq}: data is stored as {kind}, not as the BLOB ffe writes")
+    raise not_a_blob(path, seq, _STORAGE_CLASS.get(type(data), type(data).__name__))
+
+
+def not_a_blob(path: object, seq: Any, kind: str) -> DamagedDatabase:
+    """An events row whose data is stored as `kind` (TEXT, INTEGER, ...), not as the BLOB ffe writes."""
+    return damaged_database(path, f"table events, seq {seq}: data is stored as {kind}, not as the BLOB ffe writes")
 
 
 def _is_json(raw: Any) -> bool:
@@ -424,6 +428,12 @@ def _events_gap_damage(r: tuple[Any, ...]) -> str | None:
             f"{after}: a committed record was lost, deleted or an older copy of the table put back")
 
 
+# The events run on by one after WHOLE_AFTER_KEY's seq, that key as migration 6 wrote it first: a start's, the
+# doctor's and a backup's checks (record_checks), and `ffe audit verify`'s (Records.events_gap).
+_EVENTS_RUN_ON: tuple[tuple[str, Callable[[tuple[Any, ...]], str | None]], ...] = (
+    (_SQL_WHOLE_AFTER, _whole_after_damage), (_SQL_EVENTS_GAP, _events_gap_damage))
+
+
 # Key-value records a start restores that are written before, or with, other records: missing while those are
 # there, they were lost (deleted by hand, a bad restore), and a start would take their absence for a first start.
 # key -> (table, the rows of it that show the record was written), the first table with such a row named.
@@ -472,8 +482,7 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
               ("SELECT (SELECT COUNT(*) FROM engine_state), (SELECT COUNT(*) FROM events)", _no_state_damage),
               (f"SELECT (SELECT value FROM kv WHERE key = '{HEAD_KEY}'), (SELECT MAX(seq) FROM events)",
                _events_lost_damage),
-              (_SQL_WHOLE_AFTER, _whole_after_damage),
-              (_SQL_EVENTS_GAP, _events_gap_damage),
+              *_EVENTS_RUN_ON,
               ("SELECT key, value FROM kv", _kv_damage),
               ("SELECT symbol, side, quantity, entry_price FROM positions", _position_damage),
               ("SELECT client_order_id, side, reason, intent, status, quantity, filled FROM orders" + live,
@@ -2417,8 +2426,7 @@ class Records:
                 return
             for s, kind in rows:
                 if kind != "blob":
-                    raise damaged_database(self.path, f"table events, seq {s}: data is stored as {kind.upper()}, "
-                                                      "not as the BLOB ffe writes")
+                    raise not_a_blob(self.path, s, kind.upper())
                 yield s
             seq = rows[-1][0]
 
@@ -2506,11 +2514,14 @@ class Records:
         """A committed event missing from among those that run on by one (WHOLE_AFTER_KEY), or that key lost or
         damaged; None when neither."""
         try:
-            damage = _whole_after_damage(tuple(self._q(_SQL_WHOLE_AFTER)[0]))
-            rows = self._q(_SQL_EVENTS_GAP) if damage is None else []
+            for sql, judge in _EVENTS_RUN_ON:
+                for row in self._q(sql):
+                    damage = judge(tuple(row))
+                    if damage is not None:
+                        return damage
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
-        return damage or (_events_gap_damage(tuple(rows[0])) if rows else None)
+        return None
 
     def books_damage(self) -> str | None:
         """Rows that contradict each other where a start rebuilds the books from them (a fill of an order the journal
