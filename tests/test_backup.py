@@ -634,16 +634,12 @@ def test_a_restore_over_a_halted_account_keeps_the_kill_switch(account, archive,
     proc = run_ffe(cwd, "restore", str(archive), "--force")
     assert proc.returncode == 0, proc.stderr
     assert "HALTED" in proc.stdout + proc.stderr  # the operator is told the kill switch is kept
-    with sqlite3.connect(db) as conn:
-        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
-    assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
+    reason = kept_by_the_restore(db)
     # The state is stored without its event (the restored trail ends before the halt): doctor notes it until the
     # next start records the event that says it.
     doctor = ffe_in_process(cwd, "doctor")
     assert doctor.returncode == 0 and "HALTED kept across a restore, without its event" in doctor.stdout, doctor.stdout
-    started = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=env())
-    assert started.returncode == 0, started.stderr
-    assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
+    started_halted(cwd)
     said = [e for e in audit_lines(cwd / "logs" / "audit.jsonl") if e["event"] == "engine_state"][-1]
     assert (said["state"], said["reason"], said["by"]) == ("HALTED", reason, "restore"), said
     doctor = ffe_in_process(cwd, "doctor")
@@ -659,6 +655,20 @@ def test_a_restore_over_a_halted_account_keeps_the_kill_switch(account, archive,
 
 
 STATE = "SELECT state FROM engine_state"
+
+
+def kept_by_the_restore(db: Path) -> str:
+    """The kill switch a restore kept: HALTED stored by `restore` with the halt's reason (`ffe ctl halt`). The
+    reason."""
+    ((state, reason, by),) = db_rows(db, "SELECT state, reason, by FROM engine_state")
+    assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
+    return str(reason)
+
+
+def started_halted(cwd: Path) -> None:
+    started = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=env())
+    assert started.returncode == 0, started.stderr
+    assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
 
 
 def halted_then_an_older_database_put_back(account: Path, tmp_path: Path, spawn_ffe) -> tuple[Path, Path]:
@@ -699,12 +709,8 @@ def test_a_restore_keeps_a_kill_switch_found_only_in_the_audit_records_past_the_
     proc = run_ffe(cwd, "restore", str(archive), "--force")
     assert proc.returncode == 0, proc.stderr
     assert "HALTED" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    with sqlite3.connect(db) as conn:
-        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
-    assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
-    started = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=env())
-    assert started.returncode == 0, started.stderr
-    assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
+    kept_by_the_restore(db)
+    started_halted(cwd)
 
 
 def halted_after_its_backup_then_its_database_moved_aside(account: Path, tmp_path: Path, spawn_ffe,
@@ -740,12 +746,8 @@ def test_a_restore_keeps_a_kill_switch_in_the_audit_records_past_the_backup_when
     assert proc.returncode == 0, proc.stderr
     assert "HALTED" in proc.stdout, proc.stdout
     db = cwd / "data" / "ffe.db"
-    with sqlite3.connect(db) as conn:
-        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
-    assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
-    started = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=env())
-    assert started.returncode == 0, started.stderr
-    assert re.search(r"engine started.*state=HALTED", started.stderr), started.stderr[-2000:]
+    kept_by_the_restore(db)
+    started_halted(cwd)
 
 
 def test_a_restore_with_no_database_there_does_not_bring_back_a_kill_switch_the_operator_re_armed(
@@ -1199,9 +1201,7 @@ def test_a_restore_run_again_after_one_killed_midway_keeps_the_kill_switch_of_th
     proc = run_ffe(cwd, "restore", str(archive), "--force")
     assert proc.returncode == 0, proc.stderr
     assert "HALTED" in proc.stdout, proc.stdout
-    with sqlite3.connect(cwd / "data" / "ffe.db") as conn:
-        ((state, reason, by),) = conn.execute("SELECT state, reason, by FROM engine_state").fetchall()
-    assert state == "HALTED" and "ffe ctl halt" in reason and by == "restore", (state, reason, by)
+    kept_by_the_restore(cwd / "data" / "ffe.db")
 
 
 def halted_in_the_wal_alone(account: Path, cwd: Path) -> Path:

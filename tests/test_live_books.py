@@ -1516,13 +1516,30 @@ async def test_an_accept_is_refused_when_the_exchange_holds_fewer_coins_than_the
             assert e.portfolio.positions[BTC].quantity == held
 
 
+async def resumed_and_flattened(e) -> dict:
+    """The engine resumed after an accept, then flattened; the flatten's report once its closing order has ended."""
+    from ffe_engine.model import EngineState
+
+    assert await e.resume(by="test") is EngineState.RUNNING
+    report = await e.flatten()
+    await wait_for(lambda: not e.orders.live, timeout=30, what="the closing order ended")
+    return report
+
+
+def assert_the_account_sold_whole(e, fx: FakeBinance, report: dict) -> None:
+    """The flatten's closing order sold what the account held (the exchange took it, nothing of it is left), and
+    what is left in the books has no coins behind it: dust."""
+    sells = [o for o in fx.orders if o.side == "SELL"]
+    assert report["failed"] == [] and sells and sells[-1].status == "FILLED", (report, sells)
+    assert fx.balances["BTC"].total < 1e-4
+    assert e.portfolio.holding(BTC) is None
+
+
 async def test_after_accepting_a_small_shortfall_of_coins_an_exit_sells_what_the_account_holds(tmp_path, fx):
     """The account holds a little less than the books' position (under 1%: a fee taken in the coin that a settled
     order did not say, a transfer): the accept takes it, and from then on an exit sells what the account holds of
     the position, not the books' whole quantity, which the exchange would refuse at every bar. What is left in the
     books with no coins behind it is dust."""
-    from ffe_engine.model import EngineState
-
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
     async with engine_session(settings, live=True) as running:
@@ -1530,16 +1547,10 @@ async def test_after_accepting_a_small_shortfall_of_coins_an_exit_sells_what_the
         async with engine_loop(e):
             await sold_by_hand(e, fx, 0.005)
             await e.accept_reconcile(by="test")
-            assert await e.resume(by="test") is EngineState.RUNNING
-            report = await e.flatten()
-            await wait_for(lambda: not e.orders.live, timeout=30, what="the closing order ended")
-        sells = [o for o in fx.orders if o.side == "SELL"]
-        assert report["failed"] == [] and sells and sells[-1].status == "FILLED", (report, sells)
-        assert fx.balances["BTC"].total < 1e-4
-        assert e.portfolio.holding(BTC) is None  # what is left in the books has no coins behind it: dust
+            report = await resumed_and_flattened(e)
+        assert_the_account_sold_whole(e, fx, report)
         rejected = rows(running.store.path, "SELECT COUNT(*) FROM orders WHERE side = 'sell' AND status = 'rejected'")
         assert rejected == [(0,)], rejected
-
 
 
 async def test_a_reconciliation_while_an_accepted_shortfall_is_being_stored_leaves_the_exit_selling_what_is_held(
@@ -1549,7 +1560,6 @@ async def test_a_reconciliation_while_an_accepted_shortfall_is_being_stored_leav
     the accept's, and kept it once the accept was stored: the exits after the accept sold the books' whole
     quantity, more than the account holds, and the exchange refused them (until a later reconciliation took the
     stored baseline again). The books take the accepted shortfall once it is stored, whatever ran meanwhile."""
-    from ffe_engine.model import EngineState
     from ffe_engine.reconcile import BASELINE_KEY
 
     climbing(fx)
@@ -1573,13 +1583,9 @@ async def test_a_reconciliation_while_an_accepted_shortfall_is_being_stored_leav
             await e.reconcile()  # reads the stored baseline, the one being replaced
             stored.set()
             await asyncio.wait_for(accepting, 30)
-            assert await e.resume(by="test") is EngineState.RUNNING
-            report = await e.flatten()
-            await wait_for(lambda: not e.orders.live, timeout=30, what="the closing order ended")
-        sells = [o for o in fx.orders if o.side == "SELL"]
-        assert report["failed"] == [] and sells and sells[-1].status == "FILLED", (report, sells)
-        assert fx.balances["BTC"].total < 1e-4
-        assert e.portfolio.holding(BTC) is None
+            report = await resumed_and_flattened(e)
+        assert_the_account_sold_whole(e, fx, report)
+
 
 async def test_the_kill_switch_cancels_at_the_exchange_while_its_halted_is_still_being_stored(tmp_path, fx,
                                                                                                  monkeypatch):
