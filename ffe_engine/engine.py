@@ -1783,7 +1783,7 @@ class Engine:
         self._still_running()
         self._refuse_resume(confirm, state_serial)  # what refuses it now is said now, not once its turn has come
         asked = _Asked(self._controls.pauses, self.trading.changes, self.state)
-        work = self._after_controls(self._resume(by, confirm, state_serial, asked), what="a resume")
+        work = self._after_controls(self._resume(by, confirm, state_serial, asked), asked="a resume")
         done = await self._answer_within(work, at, timeout_s)
         if done is not None:
             return done
@@ -1966,23 +1966,24 @@ class Engine:
         return press.open_then, CancelReport(cancelled=press.report.cancelled + wire.cancelled,
                                              failed=press.report.failed + wire.failed)
 
-    def _after_controls(self, work: Coroutine[Any, Any, R], what: str = "a kill switch") -> asyncio.Task[R]:
-        """A press's rest (or a close), run once the control under way has ended: the engine's own task, so it goes
-        on whether its caller waits for it or not (a client that gave up, an answer given first); a stop waits for
-        it."""
+    def _after_controls(self, work: Coroutine[Any, Any, R], asked: str | None = None) -> asyncio.Task[R]:
+        """A press's rest, or a control `asked` by the operator (a close, a resume), run once the control under way
+        has ended: the engine's own task, so it goes on whether its caller waits for it or not (a client that gave
+        up, an answer given first); a stop waits for it. A press's rest that fails pages (KILL_SWITCH_FAILED); a
+        control refused after its answer said it under way is said in the log."""
         task = asyncio.ensure_future(work)
         self._rests.add(task)
-        task.add_done_callback(lambda t: self._rest_ended(t, what))
+        task.add_done_callback(lambda t: self._rest_ended(t, asked))
         return task
 
-    def _rest_ended(self, task: asyncio.Task[Any], what: str) -> None:
+    def _rest_ended(self, task: asyncio.Task[Any], asked: str | None) -> None:
         self._rests.discard(task)
         exc = None if task.cancelled() else task.exception()
         if exc is None:
             return
         message = f"{type(exc).__name__}: {exc}"
-        if what != "a kill switch":  # refused after its answer said it under way (a close, a resume): in the log
-            log.warning(f"{what} asked by the operator was not carried out", error=message)
+        if asked is not None:
+            log.warning(f"{asked} asked by the operator was not carried out", error=message)
             return
         log.error("a kill switch's rest failed", error=message)
         self.bus.publish(ErrorEvent(message=message, where="kill switch"))
@@ -2484,7 +2485,7 @@ class Engine:
         what is under way (`under_way`), `accepted` True once its order is sent, None while it waits for its turn."""
         at = self.clock.monotonic()
         mine: dict[str, Any] = {}  # "turn" once it has the controls' turn, "order" once its order is journaled
-        work = self._after_controls(self._close(symbol, by, opened_ts, mine), what="a close")
+        work = self._after_controls(self._close(symbol, by, opened_ts, mine), asked="a close")
         done = await self._answer_within(work, at, timeout_s)
         if done is not None:
             return done
