@@ -117,6 +117,53 @@ def test_a_torn_last_line_is_set_aside_and_the_trail_continues_whole(tmp_path):
     assert aside[0].name in proc.stderr
 
 
+@pytest.mark.parametrize("after", [
+    b'{"hello":"world"}\n',  # a whole line, no record
+    b"hello world\n",
+    b'{"ts":"2026-01-01T00:00:00Z","seq":99999,"event":"deci\n{"hello":"world"}\n',
+], ids=["json", "text", "two-lines"])
+def test_whole_lines_that_are_no_record_after_the_last_one_stop_the_start_and_are_left_as_found(tmp_path, after):
+    """A kill leaves at most an unfinished last line: whole lines after the last record were written over it, and
+    setting them aside as torn would let the trail verify as intact from then on."""
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    found = audit.read_bytes() + after
+    audit.write_bytes(found)
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 1, proc.stderr
+    assert "logs/audit.jsonl: the line at byte " in proc.stderr and "written over" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert audit.read_bytes() == found
+    assert not [p for p in audit.parent.iterdir() if ".torn" in p.name]
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode != 0, verify.stdout
+
+
+def test_a_file_replaced_by_lines_that_are_no_records_stops_the_start(tmp_path):
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    audit.write_bytes(b"line one\nline two\n")
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 1, proc.stderr
+    assert "written over" in proc.stderr
+    assert audit.read_bytes() == b"line one\nline two\n"
+
+
+def test_a_torn_last_line_closed_by_a_newline_is_still_set_aside(tmp_path):
+    """A writer that opens a file whose last line was cut closes it with a newline first (sqlwriter.open_lines_file):
+    one cut record ending in a newline is still a torn line."""
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    whole = audit.read_bytes()
+    torn = b'{"ts":"2026-01-01T00:00:00Z","seq":99999,"event":"deci\n'
+    audit.write_bytes(whole + torn)
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert_trail_holds_the_database(tmp_path)
+    aside = [p for p in audit.parent.iterdir() if p.name.startswith("audit.jsonl.torn")]
+    assert len(aside) == 1 and aside[0].read_bytes() == torn
+
+
 def append_uncommitted(audit: Path, records: list[dict]) -> list[bytes]:
     """Lines chained on from the trail's last one, as a kill between the audit write and the commit leaves them."""
     last = audit.read_bytes().split(b"\n")[-2] if audit.exists() and audit.stat().st_size else None
