@@ -512,7 +512,9 @@ def _last_rotated(path: Path) -> tuple[int, bytes | None]:
 
 def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes | None, bytes, Path | None]:
     """The seq and bytes of the last whole record, and the torn bytes after it (moved to a side file, and cut
-    off)."""
+    off). A kill or a power loss leaves at most one cut record there (closed by a newline when a writer opened the
+    file since: sqlwriter.open_lines_file), and blank bytes (the zeros of a power loss); a whole line of anything
+    else was written over the trail, which is refused as found: set aside, the trail would verify as intact."""
     size = os.fstat(fd).st_size
     block = 1 << 16
     while True:
@@ -520,6 +522,7 @@ def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes | None, bytes,
         tail = os.pread(fd, size - start, start)
         # The last whole record is the last line that ends in a newline and reads as a record.
         end = tail.rfind(b"\n")
+        cut = not _blank(tail[end + 1:])  # the unfinished bytes after the last newline: a cut record
         while end >= 0:
             begin = tail.rfind(b"\n", 0, end) + 1
             if begin == 0 and start > 0:
@@ -528,11 +531,32 @@ def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes | None, bytes,
             seq = _seq_of(line)
             if seq is not None:
                 return _cut(fd, path, start + end + 1, tail[end + 1:], seq, line)
+            if not _blank(line):
+                if cut or not _cut_record(line):
+                    raise DamagedRecords(f"{path}: the line at byte {start + begin} is no record of the trail, "
+                                         "and a kill leaves no whole line after the last one (written over); it "
+                                         "was left as it is: `ffe audit verify` names the damage")
+                cut = True
             end = begin - 1
         else:
             if start == 0:
                 return _cut(fd, path, 0, tail, 0, None)
         block *= 4
+
+
+def _blank(data: bytes) -> bool:
+    return not data.strip(b" \t\r\x00")
+
+
+def _cut_record(line: bytes) -> bool:
+    """A record cut short: the start of a JSON object that does not parse (no whole object is a prefix of one)."""
+    if not line.lstrip(b"\x00").startswith(b"{"):
+        return False
+    try:
+        json.loads(line)
+    except ValueError:
+        return True
+    return False
 
 
 def _seq_of(line: bytes) -> int | None:
