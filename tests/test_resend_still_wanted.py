@@ -1,0 +1,81 @@
+"""An entry whose answer was lost is sent again, once proven absent, only while what decided it still stands.
+
+The exchange can keep an order in doubt for a while (its settle window, a Retry-After, an engine down meanwhile):
+by the time the order is proven absent the market may have moved past the stops it was made with, or a bar closed
+since, on which the strategy (or the operator) decides again. Sent then, it would buy a trade nobody chose (an
+approval that bought above its own take-profit). It ends `rejected`, "not sent again: ...", and nothing reaches the
+exchange. An exit is sent again whatever the price: the position must be closed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from conftest import engine_session
+from live_helpers import BTC, M, POST_ORDER, engine_loop, fx, rows, wait_for  # noqa: F401
+from test_live_books import climbing, poll_until_ended, sends, strategy_order, strategy_settings
+
+
+async def test_an_approved_entry_proven_absent_after_the_price_passed_its_take_profit_is_not_sent_again(tmp_path,
+                                                                                                       fx):
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            fx.fault(POST_ORDER, "5xx_not_executed", status=503)  # the order never reached the book
+            res = await e.approve(a["approval_id"], by="test")
+            cid = res["client_order_id"]
+            assert e.orders.live[cid].status.value == "in_doubt"
+            fx.set_price("BTCUSDT", round(res["take_profit"] * 1.03, 2))
+            await poll_until_ended(e, cid, every=0.3, at_most=40)
+        assert sends(fx, cid) == 1
+        assert fx.orders == [] and fx.balances["BTC"].total == 0
+        [(status, error)] = rows(settings.db_path, "SELECT status, error FROM orders WHERE client_order_id = ?",
+                                 (cid,))
+        assert status == "rejected" and error.startswith("not sent again: "), error
+        assert "take-profit" in error, error
+        assert BTC not in e.portfolio.positions
+
+
+async def test_an_entry_proven_absent_once_a_bar_has_passed_since_it_was_made_is_not_sent_again(tmp_path, fx):
+    """The engine was down longer than a bar with the strategy's entry in doubt: at the restart it is proven
+    absent, and the strategy has decided again since; the old entry is not sent."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "5xx_not_executed", status=503)
+            cid = await strategy_order(fx)
+            await wait_for(lambda: cid in e.orders.live and e.orders.live[cid].status.value == "in_doubt",
+                           timeout=30, what="the entry in doubt")
+    # Made two bars before the restart (the engine down that long).
+    with sqlite3.connect(settings.db_path) as db:
+        db.execute("UPDATE orders SET created_ts = created_ts - ? WHERE client_order_id = ?", (2 * M, cid))
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await poll_until_ended(e, cid, every=0.3, at_most=40)
+        assert cid not in e.orders.live
+    assert sends(fx, cid) == 1
+    assert fx.orders == [] and fx.balances["BTC"].total == 0
+    [(status, error)] = rows(settings.db_path, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,))
+    assert status == "rejected" and error.startswith("not sent again: "), error
+    assert "bar" in error, error
+
+
+async def test_an_entry_proven_absent_within_its_bar_and_its_stops_is_sent_again(tmp_path, fx):
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.fault(POST_ORDER, "5xx_not_executed", status=503)
+            cid = await strategy_order(fx)
+            await poll_until_ended(e, cid, every=0.3, at_most=40)
+        assert sends(fx, cid) == 2
+        [(status,)] = rows(settings.db_path, "SELECT status FROM orders WHERE client_order_id = ?", (cid,))
+        assert status == "filled"
+        assert BTC in e.portfolio.positions
