@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable,
 from . import fmt, logs, present
 from . import __version__
 from . import ahead, halt_asked
-from .approvals import ApprovalDesk
+from .approvals import ApprovalDesk, moved_past
 from .breaker import CircuitBreaker
 from .breaker_pause import BreakerPause
 from .clock import DAY_MS, Clock
@@ -227,6 +227,7 @@ class Engine:
                                      symbols=self.symbols, clock=clock, quote=settings.venue.quote)
         # Before an order in doubt goes again, the venue's balance is asked whether it holds it already.
         self.orders.placed_evidence = self.reconciler.shows_placed
+        self.orders.entry_stands = self._entry_stands
         self.ind = {s: IndicatorSet(s) for s in self.symbols}
         # A backtest's indicators and vote actions computed for its whole series (batch.py); None: bar by bar.
         self.signals: BarSignals | None = None
@@ -1479,6 +1480,21 @@ class Engine:
         except (VenueError, VenueUnavailable) as exc:
             raise ControlError(f"the exchange's price of {symbol} could not be read ({str(exc)[:120]}): nothing "
                                "approved; approve it again") from None
+
+    async def _entry_stands(self, o: Order, intent: OrderIntent) -> str | None:
+        """Whether an entry proven absent may be sent again (OrderPath.entry_stands): "" while what decided it still
+        stands; not once a bar has passed since it was made (the strategy, or the operator, has decided again on
+        the bars since), nor once the price has moved past the stops it was made with (a trade nobody chose); None
+        while the price cannot be read."""
+        age_ms = self.clock.now_ms() - o.created_ts
+        if age_ms >= self.timeframe_ms:
+            return (f"made {fmt.duration(age_ms / 1000)} ago, a bar or more: what decided it was decided again "
+                    "since")
+        try:
+            price = await self._price_now(o.symbol)
+        except ControlError:
+            return None
+        return moved_past(intent, price) if price else None
 
     async def _enter(self, d: Decision) -> tuple[str, str]:
         """An entry decision taken: sized, gated, then proposed for approval or sent. What the entry log counts it

@@ -160,6 +160,10 @@ class OrderPath:
         # Asked before an order in doubt is sent again: a reason to think the venue has it although lookups do not
         # find it (its balance moved as the order would move it), or None. Set by the engine (the reconciler).
         self.placed_evidence: Callable[[Order], Awaitable[str | None]] | None = None
+        # Asked before an entry proven absent is sent again: "" when what decided it still stands, else why not (it
+        # then ends rejected, "not sent again: ..."), or None when that cannot be told now (asked again at the next
+        # poll). Set by the engine. An exit is sent again whatever it says: the position must be closed.
+        self.entry_stands: Callable[[Order, OrderIntent], Awaitable[str | None]] | None = None
         self._evidence_said: set[str] = set()
         # Orders whose venue answer showed a fill without its price: not booked until an answer gives it.
         self._unpriced: set[str] = set()
@@ -732,11 +736,21 @@ class OrderPath:
         if cid in self._cancel_asked:
             await self._finish(o, OrderStatus.CANCELED, "absent at the venue", unseen=True)
             return
-        # Surely absent. Send it again with the same id, unless the engine no longer allows it.
+        # Surely absent. Send it again with the same id, unless the engine no longer allows it, or (an entry) what
+        # decided it no longer stands.
         if not self._allowed_now(o):
             await self._finish(o, OrderStatus.REJECTED, f"not sent again: engine {self.trading.state.value}",
                                unseen=True)
             return
+        if not o.reduce_only and self.entry_stands is not None:
+            why_not = await self.entry_stands(o, self.intents.get(cid) or _intent_of(o))
+            if why_not is None or cid not in self.live or o.status is not OrderStatus.IN_DOUBT:
+                return  # not told now, or ended meanwhile
+            if why_not:
+                await self._finish(o, OrderStatus.REJECTED, f"not sent again: {why_not}", unseen=True)
+                return
+            if cid in self._cancel_asked or not self._allowed_now(o):
+                return  # a cancel or a pause while the price was read: the next poll ends it
         n = self._resends.get(cid, 0) + 1
         self._resends[cid] = n
         if n > MAX_RESENDS:
