@@ -12,7 +12,8 @@ from __future__ import annotations
 import sqlite3
 
 from conftest import engine_session
-from live_helpers import BTC, M, POST_ORDER, engine_loop, fx, rows, wait_for  # noqa: F401
+from live_helpers import (BTC, M, POST_ORDER, engine_loop, fx, live_env, rows, run_ffe_async,  # noqa: F401
+                          wait_for)
 from test_live_books import climbing, poll_until_ended, sends, strategy_order, strategy_settings
 
 
@@ -26,10 +27,17 @@ async def test_an_approved_entry_proven_absent_after_the_price_passed_its_take_p
             fx.market_clock.step()
             [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
             fx.fault(POST_ORDER, "5xx_not_executed", status=503)  # the order never reached the book
-            res = await e.approve(a["approval_id"], by="test")
-            cid = res["client_order_id"]
+            await running.start_control()
+            ctl = await run_ffe_async(tmp_path, "ctl", "approve", a["approval_id"], "--data-dir",
+                                      str(settings.data_dir), env=live_env(fx), name="approve")
+            [cid] = list(e.orders.live)
             assert e.orders.live[cid].status.value == "in_doubt"
-            fx.set_price("BTCUSDT", round(res["take_profit"] * 1.03, 2))
+            # Said as a closing order's lost answer is: in doubt, and a failure for a script.
+            assert ctl.proc.returncode == 1, ctl.stdout + ctl.stderr
+            assert f"its order {cid} is in doubt: the answer was lost" in ctl.stdout, ctl.stdout
+            [(take_profit,)] = rows(settings.db_path, "SELECT json_extract(intent, '$.take_profit') FROM orders "
+                                    "WHERE client_order_id = ?", (cid,))
+            fx.set_price("BTCUSDT", round(take_profit * 1.03, 2))
             await poll_until_ended(e, cid, every=0.3, at_most=40)
         assert sends(fx, cid) == 1
         assert fx.orders == [] and fx.balances["BTC"].total == 0
