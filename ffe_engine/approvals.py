@@ -26,7 +26,7 @@ from . import fmt, logs
 from .clock import Clock
 from .events import ApprovalEvent, EngineStateChanged, EventBus
 from .execution import OrderPath
-from .model import Decision, GateResult, Order, Side
+from .model import Decision, GateResult, Order, OrderStatus, Side
 from .overrides import Override, approval_mode
 from .portfolio import Portfolio
 from .risk import OrderIntent
@@ -234,7 +234,8 @@ class ApprovalDesk:
             await self._end(row, "approved", by, said, client_order_id=cid, approved=(sub.order.quantity, price))
         else:
             await self._end(row, "rejected", f"re-check ({by})", sub.reason)
-        return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason,
+        in_doubt = sub.order is not None and sub.order.status is OrderStatus.IN_DOUBT
+        return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason, "in_doubt": in_doubt,
                 "client_order_id": cid, "gates": [g.as_dict() for g in sub.gates], "quantity": intent.quantity,
                 "price": price, "stop_loss": intent.stop_loss, "take_profit": intent.take_profit}
 

@@ -100,7 +100,11 @@ def _approval(f: Fields) -> str:
 
 def approve_answer(r: Fields) -> str:
     """What an approve did, as the operator reads it (`ffe ctl approve`, the console)."""
-    if r.get("accepted"):
+    if r.get("accepted") and r.get("in_doubt"):  # as a closing order's lost answer is said
+        text = (f"approved {r.get('approval_id')}: its order {r.get('client_order_id')} is in doubt: the answer was "
+                "lost; it is looked up by its id, and sent again only while its bar and its stops stand: check "
+                "`ffe ctl orders`")
+    elif r.get("accepted"):
         text = f"approved {r.get('approval_id')}: order {r.get('client_order_id')}"
     elif r.get("client_order_id"):  # the re-check passed; the order made of it did not go through
         text = f"approved {r.get('approval_id')}: its order {r['client_order_id']} was refused: {r.get('reason')}"

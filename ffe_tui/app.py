@@ -950,7 +950,8 @@ class ConsoleApp(App[int]):
                        else "refused")
             self.view.set_gates(f"approval {aid} re-check -> {outcome}", res["gates"])
             self._show_gates()
-        self.say(approve_answer(res), severity="information" if res.get("accepted") else "warning")
+        ok = res.get("accepted") and not res.get("in_doubt")
+        self.say(approve_answer(res), severity="information" if ok else "warning")
         self._tick()
 
     def action_reject(self) -> None:
