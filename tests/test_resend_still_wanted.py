@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from conftest import engine_session
+from ffe_engine.errors import ControlError
 from live_helpers import (BTC, M, POST_ORDER, engine_loop, fx, live_env, rows, run_ffe_async,  # noqa: F401
                           wait_for)
 from test_live_books import climbing, poll_until_ended, sends, strategy_order, strategy_settings
@@ -87,3 +90,25 @@ async def test_an_entry_proven_absent_within_its_bar_and_its_stops_is_sent_again
         [(status,)] = rows(settings.db_path, "SELECT status FROM orders WHERE client_order_id = ?", (cid,))
         assert status == "filled"
         assert BTC in e.portfolio.positions
+
+
+async def test_an_approve_while_the_exchange_holds_orders_leaves_the_trade_pending(tmp_path, fx):
+    """The exchange asked for no orders for a while (Retry-After): an approve then sends nothing and ends nothing;
+    the trade stays pending, to approve once the wait is over (within its time to live)."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            fx.fault(POST_ORDER, "429", retry_after=30, code=-1015)  # the account's limit on orders
+            await e.operator_order(BTC, "buy", 0.01)  # refused: the exchange's Retry-After holds orders from here
+            assert e.orders.held_until() is not None
+            with pytest.raises(ControlError, match="VENUE_HOLD") as refused:
+                await e.approve(a["approval_id"], by="test")
+            assert "pending" in str(refused.value)
+            assert a["approval_id"] in e.approvals.pending
+        assert len(fx.requests_to(POST_ORDER)) == 1
+        assert rows(settings.db_path, "SELECT status FROM approvals WHERE approval_id = ?", (a["approval_id"],)) == [
+            ("pending",)]
