@@ -224,6 +224,11 @@ class ApprovalDesk:
 
         # The gates again, on the new size, against the state at this moment.
         sub = await self.orders.submit(intent, on_journal=with_its_journal)
+        if sub.order is None and sub.held_until is not None:
+            # The exchange asked for no orders for a while (Retry-After): nothing was sent, and the trade is no
+            # less what it was; it waits, as it does when the price cannot be read.
+            raise ControlError(f"{sub.reason}: nothing approved; the trade stays pending: approve it again once the "
+                               "wait is over (before it expires)")
         cid = sub.order.client_order_id if sub.order else None
         if sub.order is None:  # refused before any order was journaled
             self.store.add_gates(sub.gates, decision_id=row["decision_id"], client_order_id=None, ts=self.clock.wall())
