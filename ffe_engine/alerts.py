@@ -133,8 +133,9 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
             # Engine.flatten halts with this reason, then closes every position (its FLATTEN alert says how).
             positions = ("positions are being closed (FLATTEN follows)" if ev.reason == "flatten"
                          else "positions stay open")
-            # A halt the engine makes itself (at a start, on what the last run left) cancels nothing.
-            cancelled = "" if ev.by == "engine" else "open orders cancelled; "
+            # A halt the engine makes itself (at a start, on what the last run left) cancels nothing. Said as HALTED
+            # is stored, before the cancels' answers: a cancel that fails pages on its own (CANCEL_FAILED).
+            cancelled = "" if ev.by == "engine" else "open orders being cancelled; "
             return [Alert("HALTED", "HALTED", "page", f"ffe HALTED by {ev.by}: {ev.reason}. New orders refused, "
                                                       f"{cancelled}{positions}.")]
         if ev.state == "PAUSED" and ev.by == "risk":
@@ -143,6 +144,15 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         if ev.state == "RUNNING" and ev.previous == "HALTED":
             return [Alert("REARMED", "REARMED", "warn", f"ffe re-armed (HALTED -> RUNNING) by {ev.by}.")]
         return []
+    if isinstance(ev, KillSwitchEvent) and ev.action == "halt" and ev.failed:
+        # An order whose cancel failed still works at the exchange while the engine is HALTED: it may fill.
+        first = ev.failed[0]
+        named = f"{first.get('client_order_id')}: {_venue_said(str(first.get('error') or ''), 100)}"
+        more = f" and {len(ev.failed) - 1} more" if len(ev.failed) > 1 else ""
+        return [Alert("CANCEL_FAILED", "CANCEL_FAILED", "page",
+                      f"ffe kill switch by {ev.by}: {len(ev.failed)} cancel(s) FAILED ({named}{more}): still working "
+                      "at the exchange, they may still fill; the engine keeps asking their cancels, HALTED holds: check "
+                      "the venue now (`ffe ctl orders`).")]
     if isinstance(ev, KillSwitchEvent) and ev.action == "flatten":
         failed = len(ev.failed)
         # A closing order whose answer was lost may not have traded: the position is held until it is known.

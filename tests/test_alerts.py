@@ -945,7 +945,7 @@ def test_a_halt_the_engine_makes_at_start_is_paged_without_saying_orders_were_ca
     assert by_engine.kind == "HALTED" and "cancelled" not in by_engine.text, by_engine.text
     assert "could not write" in by_engine.text and "positions stay open" in by_engine.text
     (kill,) = alerts_for(EngineStateChanged(state="HALTED", previous="RUNNING", by="ctl", reason="ffe ctl halt"))
-    assert "open orders cancelled" in kill.text
+    assert "open orders being cancelled" in kill.text
 
 
 def test_a_halted_restated_at_start_is_paged_whatever_state_the_last_record_said():

@@ -33,6 +33,13 @@ async def test_a_kill_switch_whose_cancel_fails_pages_naming_the_order_still_wor
                 fx.fault(DELETE_ORDER, "5xx_not_executed", status=503, times=1000)
                 report = await e.halt(reason="ffe ctl halt", by="ctl")
                 assert [f["client_order_id"] for f in report.failed] == [cid], report
+                asked = len(fx.requests_to(DELETE_ORDER))
+                for _ in range(40):  # the engine's polls (engine.order_poll_s), past engine.cancel_timeout_s
+                    await e.orders.poll()
+                    if len(fx.requests_to(DELETE_ORDER)) > asked:
+                        break
+                    await asyncio.sleep(0.25)
+                assert len(fx.requests_to(DELETE_ORDER)) > asked  # asked again, as the page says
                 await running.store.flush()
                 await wait_for(lambda: sent("CANCEL_FAILED") and sent("HALTED"), timeout=10, what="the pages")
                 await asyncio.sleep(0.3)
