@@ -151,8 +151,8 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         more = f" and {len(ev.failed) - 1} more" if len(ev.failed) > 1 else ""
         return [Alert("CANCEL_FAILED", "CANCEL_FAILED", "page",
                       f"ffe kill switch by {ev.by}: {len(ev.failed)} cancel(s) FAILED ({named}{more}): still working "
-                      "at the exchange, they may still fill; the engine keeps asking their cancels, HALTED holds: check "
-                      "the venue now (`ffe ctl orders`).")]
+                      "at the exchange, they may still fill; the engine keeps asking their cancels, HALTED holds: "
+                      "check the venue now (`ffe ctl orders`).")]
     if isinstance(ev, KillSwitchEvent) and ev.action == "flatten":
         failed = len(ev.failed)
         # A closing order whose answer was lost may not have traded: the position is held until it is known.
