@@ -192,3 +192,26 @@ async def test_bars_before_the_recovery_of_a_restore_take_no_peak_or_drawdown_fr
         await next_bar(e, fx)
         answer = await e.operator_order(BTC, "buy", 0.01)
         assert answer["accepted"], answer
+
+
+async def test_orders_made_before_the_account_began_are_not_recovered_as_its_own(tmp_path, fx):
+    """Another data directory traded the same exchange account just before this one began (an account started
+    afresh, the old one moved away): a restore of this one's first backup asks the exchange for its orders since
+    the backup, less a margin for clock skew, which reaches back before this account existed. The old account's
+    order is not this one's: it is not journaled, and no position is made of it."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old = live_settings(tmp_path / "a", fx, engine={"live_start_paused": False})
+    async with engine_session(old, live=True) as running:
+        theirs = await buy(running.engine, fx, 0.01)
+    settings = live_settings(tmp_path / "b", fx, engine={"live_start_paused": False})
+    async with engine_session(settings, live=True) as running:
+        await next_bar(running.engine, fx)
+    archive = bk.take_stopped(settings, tmp_path / "backups", time.time()).path
+    restore(archive, settings, force=True, now=time.time())
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        [recovered] = [r for r in stored_events(settings.db_path, "recovered") if r["status"] == "recovered"]
+        assert recovered["orders"] == [], recovered
+        assert BTC not in e.portfolio.positions
+    assert theirs not in [r[0] for r in rows(settings.db_path, "SELECT client_order_id FROM orders")]
