@@ -203,7 +203,10 @@ async def test_orders_made_before_the_account_began_are_not_recovered_as_its_own
     (tmp_path / "b").mkdir()
     old = live_settings(tmp_path / "a", fx, engine={"live_start_paused": False})
     async with engine_session(old, live=True) as running:
+        # Made five minutes before the new account began (within the margin for clock skew before its backup).
+        fx.order_clock = lambda: int(time.time() * 1000) - 5 * 60_000
         theirs = await buy(running.engine, fx, 0.01)
+    fx.order_clock = None
     settings = live_settings(tmp_path / "b", fx, engine={"live_start_paused": False})
     async with engine_session(settings, live=True) as running:
         await next_bar(running.engine, fx)
