@@ -2,8 +2,9 @@
 
 `ffe restore` leaves a marker in the restored database (store.RESTORED_KEY: which backup, when it was taken). The
 next start, before its reconciliation and before any order, asks the venue for every order on the engine's symbols
-created since the backup (less a margin for clock skew). An order that carries ffe's client order id prefix and is
-not in the journal was placed by this account's engine after the backup: it is journaled as the venue shows it,
+created since the backup (less a margin for clock skew, but not from before the account's records began:
+another data directory on the same exchange account may have traded just before). An order that carries ffe's
+client order id prefix and is not in the journal was placed by this account's engine after the backup: it is journaled as the venue shows it,
 marked as recovered (its intent says `recovered`), and its fills are recorded from the venue's word through the
 order path, so positions and trades follow. Nothing is sent.
 
@@ -31,6 +32,9 @@ from .venues.base import OrderHistoryVenue, SimulatedVenue, Venue, VenueError, V
 log = logs.get_logger("ffe.recovery")
 
 SKEW_MS = 10 * 60_000  # orders up to this long before the backup's time are asked for too (clock skew)
+# No order of this account reached the venue before its records began (its first start) less this: an exchange
+# refuses a request whose time is further off its own than its receive window (at most a minute on Binance).
+BEGAN_MARGIN_MS = 60_000
 
 
 @dataclass(slots=True)
@@ -58,6 +62,9 @@ async def recover_after_restore(*, store: Store, venue: Venue, orders: OrderPath
         return _failed(bus, backup, f"{venue.name} cannot list past orders: check its account by hand, then "
                                     "accept the reconciliation's differences")
     since = int(marker.get("taken_ms", 0)) - SKEW_MS
+    began = await store.first_event_ts()
+    if began is not None:  # another account's orders on the same exchange account, made before this one began
+        since = max(since, int(began * 1000) - BEGAN_MARGIN_MS)
     journal = await store.order_ids_on(venue.name)
     found = []
     try:

@@ -1631,6 +1631,12 @@ class Store:
                 done[sym] = max(done.get(sym, 0), int(rows[0][0]) + timeframe_ms)
         return done
 
+    async def first_event_ts(self) -> float | None:
+        """When the records begin (the first event's wall time, seconds): the account's first start."""
+        cur = await self.conn.execute("SELECT ts FROM events ORDER BY seq LIMIT 1")
+        row = await cur.fetchone()
+        return float(row[0]) if row is not None else None
+
     async def order_ids_on(self, venue: str) -> set[str]:
         """The client order ids the journal has for a venue."""
         cur = await self.conn.execute("SELECT client_order_id FROM orders WHERE venue = ?", (venue,))
