@@ -4,9 +4,9 @@
 next start, before its reconciliation and before any order, asks the venue for every order on the engine's symbols
 created since the backup (less a margin for clock skew, but not from before the account's records began:
 another data directory on the same exchange account may have traded just before). An order that carries ffe's
-client order id prefix and is not in the journal was placed by this account's engine after the backup: it is journaled as the venue shows it,
-marked as recovered (its intent says `recovered`), and its fills are recorded from the venue's word through the
-order path, so positions and trades follow. Nothing is sent.
+client order id prefix and is not in the journal was placed by this account's engine after the backup: it is
+journaled as the venue shows it, marked as recovered (its intent says `recovered`), and its fills are recorded
+from the venue's word through the order path, so positions and trades follow. Nothing is sent.
 
 Orders in the journal that were in flight at the backup are resolved by the start's usual recovery (by client
 order id). Anything still unexplained (an order placed by hand, a transfer) is a difference for the reconciliation
