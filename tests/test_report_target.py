@@ -1,0 +1,69 @@
+"""`ffe backtest --report PATH` writes only where nothing is lost: a new file, or a report an earlier `--report`
+wrote. Any other file there (another account's audit trail, a rotated trail file, a trail's lock, a backup, a
+file of the user's) is refused before the run, in one line naming the path and what it is, and left as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import BTC_CSV, run_ffe, sample_head
+
+RUN = ("backtest", "--records", "summary", "BTC-USD_1h.csv")
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory) -> Path:
+    """Another account, elsewhere: its records, a backup of it, and a rotated trail file kept."""
+    account = tmp_path_factory.mktemp("other")
+    proc = run_ffe(account, "run", "--headless", "--max-bars", "40")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_ffe(account, "backup", "--to", "bk")
+    assert proc.returncode == 0, proc.stderr
+    (account / "kept").mkdir()
+    shutil.copyfile(account / "logs" / "audit.jsonl", account / "kept" / "audit-000000000001.jsonl")
+    return account
+
+
+def account_with_csv(tmp_path: Path) -> Path:
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
+    return here
+
+
+@pytest.mark.parametrize("name, says", [
+    ("logs/audit.jsonl", "is an audit trail"),
+    ("kept/audit-000000000001.jsonl", "is an audit trail"),
+    ("logs/audit.jsonl.lock", "is a lock file"),
+    ("backup", "is a compressed archive (zstd)"),
+    ("notes.txt", "is not a backtest report"),
+    ("config.json", "is not a backtest report"),
+    ("empty", "is not a backtest report (an empty file)"),
+], ids=["a trail", "a rotated trail file", "a trail's lock", "a backup", "a text file", "other JSON",
+        "an empty file"])
+def test_a_report_path_over_a_file_that_is_not_a_report_is_refused_and_the_file_kept(other, tmp_path, name, says):
+    here = account_with_csv(tmp_path)
+    (other / "notes.txt").write_text("my notes\n")
+    (other / "config.json").write_text('{"symbols": ["BTC/USD"], "bars": 3}\n')
+    (other / "empty").write_bytes(b"")
+    target = next((other / "bk").glob("ffe-backup-*.tar.zst")) if name == "backup" else other / name
+    before = target.read_bytes()
+    proc = run_ffe(here, *RUN, "--report", str(target))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"ffe: error: --report {target}: {says}; give another path"], proc.stderr
+    assert target.read_bytes() == before
+    assert not (here / "data").exists()  # refused before the run
+
+
+def test_a_report_is_written_over_an_earlier_report(tmp_path):
+    here = account_with_csv(tmp_path)
+    for rows in (60, 59):
+        (here / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, rows)))
+        proc = run_ffe(here, *RUN, "--report", "r.json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((here / "r.json").read_text())["bars"] == rows
