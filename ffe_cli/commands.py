@@ -228,7 +228,8 @@ def _overwrites(path: Path, settings: Settings, inputs: list[Path], read_from: l
     or not yet: a report written there would be read as settings), the control
     socket, anything in the data, log or backup directory (the database, its -wal and -shm, the audit trail, the
     locks, a backtest's records, the backups), any SQLite database, however it is named or linked to, and the -wal,
-    -shm or -journal file beside one (another account's) or a write-ahead log."""
+    -shm or -journal file beside one (another account's) or a write-ahead log, and any other file but a report an
+    earlier --report wrote (report_file.py): another account's audit trail, a lock, a backup, a file of the user's."""
     target = path.resolve()
     for what, files in (("is an input file of the run", inputs),
                         ("is a file the settings are read from", [*settings.source_files, *read_from]),
@@ -256,7 +257,9 @@ def _overwrites(path: Path, settings: Settings, inputs: list[Path], read_from: l
         return "is an SQLite database"
     if head[:4] in WAL_MAGICS:
         return "is an SQLite write-ahead log"
-    return None
+    from .report_file import not_a_report
+
+    return not_a_report(target) if target.is_file() else None
 
 
 def _is_special(path: Path) -> bool:

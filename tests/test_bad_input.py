@@ -325,12 +325,13 @@ def test_a_report_to_a_fifo_or_a_pipe_is_written_in_place(tmp_path):
 def test_a_report_through_a_link_is_written_to_the_file_it_links_to(tmp_path):
     (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 60)))
     (tmp_path / "reports").mkdir()
-    (tmp_path / "reports" / "latest.json").write_text("{}")
     (tmp_path / "latest.json").symlink_to(Path("reports") / "latest.json")
-    proc = run_ffe(tmp_path, "backtest", "--records", "summary", "BTC-USD_1h.csv", "--report", "latest.json")
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "latest.json").is_symlink()
-    assert json.loads((tmp_path / "reports" / "latest.json").read_text())["bars"] == 60
+    for rows in (59, 60):  # made through the link, then an earlier report written over through it
+        (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, rows)))
+        proc = run_ffe(tmp_path, "backtest", "--records", "summary", "BTC-USD_1h.csv", "--report", "latest.json")
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "latest.json").is_symlink()
+        assert json.loads((tmp_path / "reports" / "latest.json").read_text())["bars"] == rows
 
 
 def test_lenient_skips_the_bad_row_and_counts_it(recorded, tmp_path):

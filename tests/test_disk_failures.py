@@ -494,7 +494,9 @@ def test_a_report_the_disk_cannot_hold_leaves_the_previous_report_whole(tmp_path
     # The report is written beside its place and then put there: a write that fails part way leaves the report a
     # previous run wrote as it was, never a report cut short, and nothing of its own.
     (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 300)))
-    previous = json.dumps({"run_id": "previous", "pad": "x" * 2000}, indent=1)
+    previous = json.dumps({"run_id": "previous", "symbols": ["BTC/USD"], "bars": 300, "from": "2020-01-01T00:00:00Z",
+                           "to": "2020-01-13T11:00:00Z", "trades": 0, "return_pct": 0.0,
+                           "equity_curve": [["2020-01-01T01:00:00Z", 10000.0]] * 50}, indent=1)
     (tmp_path / "r.json").write_text(previous)
     proc = run_limited(tmp_path, "backtest", "--records", "summary", "BTC-USD_1h.csv", "--report", "r.json",
                        fsize=1024, FFE_BACKTEST__CACHE_MB="0")
