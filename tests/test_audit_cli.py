@@ -270,6 +270,33 @@ def test_long_lines_across_read_blocks_and_a_bad_line(tmp_path):
     assert f"not a JSON object at byte {offset}" in proc.stderr
 
 
+def test_lines_that_are_no_record_are_said_once_with_their_count(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = [rec_line(i, message=f"m{i}", where="w") for i in range(1, 6)]
+    for at in (4, 2, 1):
+        lines.insert(at, b"not a record\n")
+    (logs / "audit.jsonl").write_bytes(b"".join(lines))
+    proc = ffe(tmp_path, "audit", "tail", "-n", "10", "--log-dir", "logs")
+    assert proc.returncode == 0, proc.stderr
+    assert [x.split()[-1] for x in proc.stdout.splitlines()] == ["m1", "m2", "m3", "m4", "m5"]
+    offset = len(lines[0])  # the first of them
+    assert proc.stderr.splitlines() == [f"ffe: warning: {Path('logs') / 'audit.jsonl'}: skipped 3 lines that are not "
+                                        f"a JSON object (the first at byte {offset})"]
+
+
+def test_a_file_that_holds_no_record_is_bad_input_said_in_one_line(tmp_path):
+    # A report or any other text put where the trail is: thousands of lines, none a record. One line, exit 2.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "audit.jsonl").write_text(json.dumps({"bars": 60, "curve": list(range(3000))}, indent=1))
+    proc = ffe(tmp_path, "audit", "tail", "-n", "1", "--log-dir", "logs")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: holds no audit record (3004 "
+                                        "lines, none a JSON object): is --log-dir right?"]
+
+
 def test_the_last_lines_of_a_huge_file_are_read_from_its_end(tmp_path):
     """64 GiB of (sparse) leading bytes: reading the whole file, or keeping it in memory, could not finish."""
     logs = tmp_path / "logs"
