@@ -61,22 +61,44 @@ def format_record(rec: dict[str, Any]) -> str:
 # happened: with the database at hand, a record past its last event is held back until it is committed (with -f)
 # or left out (without). Without a database to ask, records are shown as the file holds them.
 class _Lines:
-    """Parses audit lines and applies the event filter; bad lines are reported on stderr, never printed."""
+    """Parses audit lines and applies the event filter; bad lines are counted, each file's said on stderr once
+    (say_skipped), never printed: a file that is no trail (a report put in its place) would otherwise say every one
+    of its thousands of lines."""
 
     def __init__(self, path: Path, events: set[str] | None) -> None:
         self.path = path
         self.events = events
+        self.records = 0  # lines read that are JSON objects
+        self.skipped: dict[Path, tuple[int, int]] = {}  # file -> (lines skipped, the first's offset), not said yet
+        self.skipped_ever = 0
 
-    def parse(self, line: bytes, offset: int) -> dict[str, Any] | None:
+    def parse(self, line: bytes, offset: int, where: Path | None = None) -> dict[str, Any] | None:
         try:
             rec = orjson.loads(line)
             if not isinstance(rec, dict):
                 raise ValueError("not an object")
         except ValueError:
-            print(fmt.printable(f"ffe: warning: {self.path}: skipped a line that is not a JSON object at byte "
-                                f"{offset}"), file=sys.stderr)
+            path = where or self.path
+            count, first = self.skipped.get(path, (0, offset))
+            self.skipped[path] = (count + 1, min(first, offset))
+            self.skipped_ever += 1
             return None
+        self.records += 1
         return rec
+
+    def say_skipped(self) -> None:
+        """One warning per file for the lines skipped since the last one said."""
+        for path, (count, first) in self.skipped.items():
+            said = (f"skipped a line that is not a JSON object at byte {first}" if count == 1 else
+                    f"skipped {count} lines that are not a JSON object (the first at byte {first})")
+            print(fmt.printable(f"ffe: warning: {path}: {said}"), file=sys.stderr)
+        self.skipped.clear()
+
+    def refuse_no_record(self) -> None:
+        """UsageError when every line read was skipped: the file is no audit trail (is --log-dir right?)."""
+        if self.records == 0 and self.skipped_ever:
+            raise UsageError(f"{self.path}: holds no audit record ({self.skipped_ever} line"
+                             f"{'s' if self.skipped_ever > 1 else ''}, none a JSON object): is --log-dir right?")
 
     def wanted(self, rec: dict[str, Any]) -> bool:
         return self.events is None or rec.get("event") in self.events
@@ -142,13 +164,15 @@ def _committed_end(f: BinaryIO, end: int, committed: int | None) -> tuple[int, i
     return end, past
 
 
-def last_records(f: BinaryIO, end: int, n: int, lines: _Lines) -> list[tuple[bytes, dict[str, Any]]]:
-    """The last `n` accepted lines before `end`, oldest first, reading backwards block by block."""
+def last_records(f: BinaryIO, end: int, n: int, lines: _Lines,
+                 where: Path | None = None) -> list[tuple[bytes, dict[str, Any]]]:
+    """The last `n` accepted lines before `end`, oldest first, reading backwards block by block. `where`: the file
+    `f` is, when not lines.path (a rotated file)."""
     found: list[tuple[bytes, dict[str, Any]]] = []
     if n <= 0:
         return found
     for offset, line in _lines_before(f, end):
-        rec = lines.parse(line, offset)
+        rec = lines.parse(line, offset, where)
         if rec is not None and lines.wanted(rec):
             found.append((line, rec))
             if len(found) == n:
@@ -267,6 +291,8 @@ def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: Even
         if f is not None:
             end, past = _committed_end(f, end, committed)
         shown, past_rotated = _last_across(path, f, end, n, lines, committed) if n > 0 else ([], 0)
+        lines.refuse_no_record()
+        lines.say_skipped()
         for line, rec in shown:
             out.emit(line, rec)
         out.buf.flush()
@@ -310,6 +336,8 @@ def _tail_packed(path: Path, n: int, lines: _Lines, out: _Out, head: EventHead |
         raise UsageError(f"cannot read the audit file {path}: {exc.strerror}") from None
     except zstandard.ZstdError as exc:  # a run killed mid-frame: its whole frames before are its records
         print(f"ffe: warning: {path}: read up to a frame that is cut off or damaged ({exc})", file=sys.stderr)
+    lines.refuse_no_record()
+    lines.say_skipped()
     for line, rec in shown:
         out.emit(line, rec)
     out.buf.flush()
@@ -345,7 +373,7 @@ def _last_across(path: Path, f: BinaryIO | None, end: int, n: int, lines: _Lines
             seen.add((st.st_dev, st.st_ino))
             g_end, g_past = _committed_end(g, _complete_end(g, st.st_size), committed)
             past += g_past
-            older = last_records(g, g_end, n - len(found), _Lines(p, lines.events))
+            older = last_records(g, g_end, n - len(found), lines, where=p)
         found = older + found
     return found, past
 
@@ -421,6 +449,7 @@ def _follow(path: Path, f: BinaryIO | None, pos: int, last: int | None, lines: _
                 last = _seq(rec) if _seq(rec) is not None else last
                 pos += len(part) + 1
                 moved = True
+            lines.say_skipped()  # a burst of lines that are no record: said once
             if changed:
                 # Read before its commit, and not what the database committed: a start set the line aside in
                 # between (the engine was killed before committing it) and wrote its own record under its seq. The
