@@ -67,3 +67,19 @@ def test_a_report_is_written_over_an_earlier_report(tmp_path):
         proc = run_ffe(here, *RUN, "--report", "r.json")
         assert proc.returncode == 0, proc.stderr
         assert json.loads((here / "r.json").read_text())["bars"] == rows
+
+
+@pytest.mark.parametrize("given, missing", [
+    ("typo/reports/2026/x.json", "typo/reports/2026"),
+    ("latest.json", "gone"),
+], ids=["a path", "a link to a file in a directory not there"])
+def test_a_report_path_whose_directory_is_not_there_is_refused_and_nothing_made(tmp_path, given, missing):
+    # A mistyped path made a tree of directories before the run, left behind when the run then failed.
+    here = account_with_csv(tmp_path)
+    (here / "latest.json").symlink_to(Path("gone") / "latest.json")
+    proc = run_ffe(here, *RUN, "--report", given)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    where = here / missing if given == "latest.json" else Path(missing)
+    assert proc.stderr.splitlines() == [f"ffe: error: --report {given}: its directory {where} does not exist "
+                                        "(make it first)"], proc.stderr
+    assert not (here / "typo").exists() and not (here / "gone").exists() and not (here / "data").exists()
