@@ -294,8 +294,8 @@ def _input_files(args: list[str]) -> list[Path]:
 
 def _report_path(args: argparse.Namespace, settings: Settings) -> Path:
     """Where `--report` writes, checked before the run, so that a run is not lost to a path it cannot write at its
-    end: nothing of the account's or the run's (_overwrites), not a directory, its directory made if missing (a file
-    standing where a directory should be refused). A FIFO, a pipe or a device is returned as given, to be written
+    end: nothing of the account's or the run's (_overwrites), not a directory, in a directory that is there (never
+    made: a file standing where a directory should be, or no directory, refused). A FIFO, a pipe or a device is returned as given, to be written
     in place; a link, as the file it links to."""
     from ffe_engine.config import settings_paths
 
@@ -312,15 +312,14 @@ def _report_path(args: argparse.Namespace, settings: Settings) -> Path:
         if not os.access(path, os.W_OK):
             raise UsageError(f"--report {text}: cannot be written (permissions)")
         return path
-    if path.is_symlink():  # the file it links to is written (and made, with its directory), the link kept
+    if path.is_symlink():  # the file it links to is written (and made), the link kept
         path = path.resolve()
     for parent in reversed([path.parent, *path.parent.parents]):
         if parent.exists() and not parent.is_dir():
             raise UsageError(f"--report {text}: {parent} is not a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--report {text}: cannot make its directory ({exc.strerror or exc})") from None
+    # Never made: a mistyped path would leave a tree of directories behind, the run's failure or not.
+    if not reach.is_dir(path.parent, "--report"):
+        raise UsageError(f"--report {text}: its directory {path.parent} does not exist (make it first)")
     if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UsageError(f"--report {text}: cannot be written (permissions)")
     return path

@@ -30,6 +30,7 @@ def backtest(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("backtest")
     write_slice(BTC_CSV, cwd / "BTC-USD_1h_slice.csv", ROWS)
     write_slice(ETH_CSV, cwd / "ETH-USD_1h_slice.csv", ROWS)
+    (cwd / "out").mkdir()
     proc = run_ffe(cwd, "backtest", "BTC-USD_1h_slice.csv", "ETH-USD_1h_slice.csv", "--report", "out/report.json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads((cwd / "out" / "report.json").read_text())
