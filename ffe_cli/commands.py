@@ -622,26 +622,26 @@ def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: floa
     does not answer (for a question: a command may still apply late); every failure as one line."""
     import asyncio
 
-    from ffe_engine.control import PROBE_TIMEOUT_S, carrying_out, no_engine, not_answering, request
+    from ffe_engine.control import carrying_out, command_or_probe, no_engine, not_answering, request
 
     path = settings.socket_path
+    question = action not in CONTROL or CONTROL[action].reads
     for asked in range(1, tries + 1):
         try:
-            return asyncio.run(request(path, action, payload, timeout=timeout, data_dir=settings.data_dir))
+            if question:
+                return asyncio.run(request(path, action, payload, timeout=timeout, data_dir=settings.data_dir))
+            # A command may wait on the exchange (its order on the wire) or on another control: an engine that
+            # answers a status meanwhile runs, and is carrying it out; not one to wake or halt by signal. The status
+            # is asked within the timeout, so that the whole wait is the timeout.
+            answer, status = asyncio.run(command_or_probe(path, action, payload, timeout, settings.data_dir))
+            if answer is not None:
+                return answer
+            if status is not None and status.get("ok"):
+                raise ControlError(carrying_out(path, action, timeout, status.get("engine")))
+            raise TimeoutError
         except TimeoutError:  # before OSError: TimeoutError is one
             if asked < tries:
                 continue
-            question = action not in CONTROL or CONTROL[action].reads
-            if not question:
-                # A command may wait on the exchange (its order on the wire) or on another control: an engine that
-                # answers a status at once runs, and is carrying it out; not one to wake or halt by signal.
-                try:
-                    status = asyncio.run(request(path, "status", {}, timeout=PROBE_TIMEOUT_S,
-                                                 data_dir=settings.data_dir))
-                except (OSError, ValueError):
-                    status = {}
-                if status.get("ok"):
-                    raise ControlError(carrying_out(path, action, timeout, status.get("engine"))) from None
             late = "" if question else f"the {action} may still apply when the engine wakes"
             raise ControlError(not_answering(path, settings.data_dir, timeout, tries=tries, late=late)) from None
         except (FileNotFoundError, ConnectionRefusedError):

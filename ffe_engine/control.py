@@ -639,3 +639,31 @@ async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, time
         return answer
 
     return await asyncio.wait_for(exchange(), timeout)
+
+
+async def command_or_probe(path: Path, cmd: str, args: dict[str, Any], timeout: float,
+                           data_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Send a command and wait `timeout` in all for its answer: (the answer, None), or, left unanswered, (None, the
+    engine's answer to a status asked beside it, or None when it answered that neither). The status tells an engine
+    that runs and is carrying the command out (waiting on the exchange, on another control) from one stopped or
+    frozen; it is asked once half of `timeout` has gone by unanswered (a command answered sooner needs none) and
+    waited for only until `timeout` ends, so the caller gives up when it said it would. Connection errors of the
+    command are raised as `request` raises them."""
+    command = asyncio.ensure_future(request(path, cmd, args, timeout=timeout, data_dir=data_dir))
+    done, _ = await asyncio.wait({command}, timeout=timeout / 2)
+    if done:
+        return command.result(), None
+    probe = asyncio.ensure_future(request(path, "status", {}, timeout=timeout / 2, data_dir=data_dir))
+    try:
+        await asyncio.wait({command})  # bounded by the command's own timeout
+        if not isinstance(command.exception(), TimeoutError):
+            return command.result(), None  # answered late, or failed as `request` fails: the probe is not needed
+        await asyncio.wait({probe})  # asked at half the timeout for the half left: it ends as the command did
+        try:
+            return None, probe.result()
+        except (OSError, ValueError):  # TimeoutError is an OSError
+            return None, None
+    finally:
+        probe.cancel()
+        if probe.done() and not probe.cancelled():
+            probe.exception()  # looked at: a failure of a probe not needed is no "exception never retrieved"
