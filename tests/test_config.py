@@ -193,6 +193,23 @@ def test_a_variable_set_twice_in_dotenv_is_refused_naming_both_lines(tmp_path, s
     assert error.exit_code == 2
 
 
+@pytest.mark.parametrize("first, second", [
+    ("FFE_RISK__MAX_OPEN_POSITIONS", "FFE_risk__max_open_positions"),
+    ("FFE_EXCHANGE__SECRET", "ffe_exchange__Secret"),
+], ids=["a setting", "a secret"])
+def test_two_environment_variables_that_differ_only_in_case_are_refused_naming_both(tmp_path, first, second):
+    """As in .env: one of them quietly taken (whichever sorts last) would be one of two values the operator set; the
+    values are never shown, one may be a secret."""
+    from conftest import ffe_env, run_ffe
+
+    write(tmp_path / "config.toml", 'mode = "paper"\n')
+    proc = run_ffe(tmp_path, "config", "check", env=ffe_env(**{first: "3-old-value-1", second: "5-new-value-2"}))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"ffe: error: environment: {first} and {second}: set twice (the names differ "
+                                        "only in case): keep one"], proc.stderr
+    assert "value" not in proc.stdout + proc.stderr
+
+
 def test_unknown_key_in_environment(tmp_path):
     config = write(tmp_path / "config.toml", "")
     error = config_error(config_path=config, environ={"FFE_RISK__MAX_OPEN_POSITONS": "3", "PATH": "/bin"})
