@@ -997,6 +997,14 @@ def _read_environ(environ: Mapping[str, str]) -> _Layer:
         for name, value in sorted(environ.items())
         if name.upper().startswith(ENV_PREFIX)
     ]
+    first: dict[str, str] = {}  # each variable by its name in upper case (as it is read)
+    for name, _, _ in entries:
+        # As a .env refuses a variable set twice: whichever sorts last would win, one of two values the operator
+        # set (a secret's among them: the values are never shown).
+        other = first.setdefault(name.upper(), name)
+        if other != name:
+            raise ConfigError(f"environment: {other} and {name}: set twice (the names differ only in case): keep one",
+                              source="environment", key=name)
     names = ", ".join(name for name, _, _ in entries)
     return _env_layer("env", entries, label=f"environment ({names})" if names else "environment")
 
