@@ -139,6 +139,25 @@ def test_a_loop_of_symbolic_links_is_one_line_naming_it_exit_2_and_nothing_writt
     assert not (cwd / "backups").exists() and not (cwd / "data" / "backtests").exists()
 
 
+@pytest.mark.parametrize("args, env, says", [
+    (["doctor", "--data-dir", "a"], {}, "command line: --data-dir: a: cannot be reached: a loop of symbolic links"),
+    (["audit", "verify", "--log-dir", "a"], {},
+     "command line: --log-dir: a: cannot be reached: a loop of symbolic links"),
+    (["config", "check"], {"FFE_STORAGE__PATH": "a/ffe.db"},
+     "environment: FFE_STORAGE__PATH: a: cannot be reached: a loop of symbolic links"),
+    (["config", "check"], {"FFE_LOGGING__DIR": "a/logs"},
+     "environment: FFE_LOGGING__DIR: a: cannot be reached: a loop of symbolic links"),
+], ids=["--data-dir", "--log-dir", "storage.path", "logging.dir"])
+def test_a_loop_of_symbolic_links_as_the_data_or_log_directory_is_said_as_a_loop(tmp_path, args, env, says):
+    """It was said `a is not a directory`, where every other path option says the loop as one."""
+    (tmp_path / "config.toml").write_text('mode = "paper"\n')
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    line = one_line(run_ffe(tmp_path, *args, env=ffe_env(**env)))
+    assert line == f"ffe: error: {says}", line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "config.toml"]  # nothing made
+
+
 def test_a_loop_of_symbolic_links_given_as_market_data_is_said_as_a_loop_not_as_missing(tmp_path):
     """Path.exists answers False for a loop: it was said as `No such file`."""
     (tmp_path / "loop").symlink_to("loop")
