@@ -10,6 +10,7 @@ ConfigError whose message is a single line and never holds a secret.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import ipaddress
 import json
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 from . import reach
 from .clock import DAY_MS
-from .errors import FfeError, StartError, UnreachablePath
+from .errors import FfeError, StartError, UnreachablePath, unreachable
 from .redact import MIN_SECRET, REDACTED, Redactor
 from .urls import base_url_problem, mask_url, mask_urls
 from .schema import (
@@ -1389,11 +1390,17 @@ def _quote_problems(settings: Settings, origins: Mapping[Path_, Origin]) -> list
     return problems
 
 
-def _not_a_directory(directory: Path) -> Path | None:
-    """The path in the way of `directory`: itself, or the nearest existing ancestor, when that is no directory."""
+def _not_a_directory(directory: Path) -> str | None:
+    """What is in the way of `directory`: itself, or the nearest existing ancestor, when that is no directory, or is
+    a loop of symbolic links (said as a loop, as every path option says one: unreachable)."""
     for candidate in (directory, *directory.parents):
         if os.path.lexists(candidate):
-            return None if os.path.isdir(candidate) else candidate
+            try:
+                os.stat(candidate)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return str(unreachable(candidate, exc))
+            return None if os.path.isdir(candidate) else f"{candidate} is not a directory"
     return None
 
 
@@ -1408,7 +1415,7 @@ def _directory_problems(settings: Settings) -> list[Problem]:
             continue
         origin = settings.origin_of(*key)
         rank = origin.rank if origin else (3, 0)
-        problems.append(((*rank, index), _format(origin, key, f"{blocker} is not a directory"), origin, _dotted(key)))
+        problems.append(((*rank, index), _format(origin, key, blocker), origin, _dotted(key)))
     return problems
 
 
