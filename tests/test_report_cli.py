@@ -426,3 +426,26 @@ def test_report_providers_json_gives_the_weights_time_in_utc_iso_form(run):
     assert r["weights_updated_ts"] == stored
     text = ffe(run, "report", "providers", "--data-dir", "data", real=False).stdout
     assert text.splitlines()[0].endswith(f"weights as stored {r['weights_updated']}"), text
+
+
+def test_weights_as_stored_are_stamped_with_when_they_were_stored_not_the_market_time(tmp_path):
+    # The simulated market runs ahead of the wall clock at speed 0 (a replay, years behind it): the weights stored
+    # with a fill were stamped with the fill's market time, and `report providers` said them stored then.
+    import time
+
+    from conftest import ffe_env, run_ffe
+
+    before = time.time()
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "300", env=ffe_env(FFE_ENSEMBLE__WARMUP_TRADES="1"))
+    after = time.time()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    conn = sqlite3.connect(tmp_path / "data" / "ffe.db")
+    try:
+        market_ts = conn.execute("SELECT MAX(ts) FROM fills").fetchone()[0]
+    finally:
+        conn.close()
+    assert market_ts / 1000 > after  # the market ran ahead of the wall clock: the two are told apart
+    report = json.loads(ffe(tmp_path, "report", "providers", "--json").stdout)
+    assert report["weights"] == "stored"
+    assert before <= report["weights_updated_ts"] <= after, (before, report["weights_updated_ts"], after)
+    assert report["weights_updated"] == fmt.iso(report["weights_updated_ts"])
