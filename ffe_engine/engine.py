@@ -1578,7 +1578,7 @@ class Engine:
         res = pf.apply_fill(fill, decision_id=order.decision_id if not order.reduce_only else None,
                             stop_loss=intent.stop_loss, take_profit=intent.take_profit, reason=order.reason.value,
                             client_order_id=order.client_order_id)
-        record = FillRecord(position=res.position, trade=res.closed)
+        record = FillRecord(wall=self.clock.wall(), position=res.position, trade=res.closed)
         if res.opened:
             if fill.venue_ts is None:
                 self._priced_from.pop(fill.symbol, None)

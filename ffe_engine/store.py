@@ -1031,6 +1031,10 @@ def _trade_row(t: ClosedTrade) -> tuple[Any, ...]:
 class FillRecord:
     """What a fill changed in the engine's book, recorded in the fill's own transaction."""
 
+    # The clock's wall time when the fill is recorded: the stored books' (`kv`) updated_ts, as every other writer of
+    # them stamps it. Not the fill's own time, which is the market's (a day ahead of the wall clock on a simulated
+    # market, years behind it in a replay): `ffe report providers` says the weights were stored then.
+    wall: float
     position: Position | None = None  # the position after the fill, to store
     closed_symbol: str | None = None  # or: the symbol whose position the fill closed
     trade: ClosedTrade | None = None  # a trade the fill closed (its trade_id is set once stored)
@@ -1717,7 +1721,7 @@ class Store:
                     await c.executemany(_SQL_SCORE, [(record.trade.trade_id, p, a, 1 if ok else 0, r)
                                                      for p, a, ok, r in record.scores])
             for key, value in record.kv.items():
-                await c.execute(_SQL_KV, (key, _dumps(value), f.ts / 1000.0))
+                await c.execute(_SQL_KV, (key, _dumps(value), record.wall))
 
     # ---------------------------------------------------------------- positions and trades
     async def positions(self) -> list[Position]:

@@ -81,7 +81,7 @@ async def _record_a_session(store: Store) -> None:
         scores = [("trend", "buy", True, 1.5), ("momentum", "hold", False, 0.0)] if n == 0 else []
         await store.add_fill(Fill(client_order_id="ffe-7", symbol="BTC/USDT", side=Side.BUY, quantity=0.25,
                                   price=107.0, fee=0.03, ts=8 + n), o,
-                             FillRecord(position=pos, trade=t, kv={"portfolio": {"n": n}}, scores=scores))
+                             FillRecord(wall=0.0, position=pos, trade=t, kv={"portfolio": {"n": n}}, scores=scores))
     assert [t.trade_id for t in trades] == [1, 2, 3]
     store.add_gates(gates[:2], decision_id=None, client_order_id="ffe-7", ts=9.0)
     await store.set_engine_state("PAUSED", "DRAWDOWN 16% > 15%", "risk", 10.0)

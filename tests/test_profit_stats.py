@@ -34,7 +34,7 @@ async def _store_with_trades(tmp_path) -> Store:
                             exit_client_order_id=o.client_order_id)
         fill = Fill(client_order_id=o.client_order_id, symbol=sym, side=Side.SELL, quantity=1.0, price=100.0,
                     fee=fees / 2, ts=ms(closed))
-        await store.add_fill(fill, o, FillRecord(trade=trade, closed_symbol=sym))
+        await store.add_fill(fill, o, FillRecord(wall=0.0, trade=trade, closed_symbol=sym))
     return store
 
 
@@ -89,7 +89,7 @@ async def test_weeks_are_iso_weeks_across_the_turn_of_the_year(tmp_path):
                                 exit_client_order_id=o.client_order_id)
             fill = Fill(client_order_id=o.client_order_id, symbol="BTC/USDT", side=Side.SELL, quantity=1.0,
                         price=101.0, fee=0.0, ts=ms(closed))
-            await store.add_fill(fill, o, FillRecord(trade=trade, closed_symbol="BTC/USDT"))
+            await store.add_fill(fill, o, FillRecord(wall=0.0, trade=trade, closed_symbol="BTC/USDT"))
         weeks = await store.trade_stats("week", limit=20)
         assert [(w["key"], w["trades"]) for w in weeks] == [
             ("2027-W01", 1), ("2026-W53", 2), ("2026-W49", 2), ("2025-W01", 1), ("2020-W53", 2)]

@@ -113,7 +113,7 @@ async def test_a_fill_whose_trade_the_database_refuses_is_recorded_not_at_all(tm
                     ts=2)
         trade = ClosedTrade(symbol="BTC/USDT", side=Side.BUY, quantity=0.5, entry_price=90.0, exit_price=100.0,
                             opened_ts=1, closed_ts=2, pnl=4.9, fees=0.1, reason="signal")
-        record = FillRecord(position=None, closed_symbol="BTC/USDT", trade=trade,
+        record = FillRecord(wall=0.0, position=None, closed_symbol="BTC/USDT", trade=trade,
                             kv={"portfolio": {"cash": 1.0}})
         with pytest.raises(sqlite3.IntegrityError):
             await store.add_fill(fill, filled, record)

@@ -70,7 +70,7 @@ async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
     o.filled, o.average, o.fee = 0.5, 100.0, 0.05  # as the order path keeps them: what its fills make them
     trade = ClosedTrade(symbol="ETH/USDT", side=Side.BUY, quantity=1.0, entry_price=10.0, exit_price=11.0, pnl=0.9,
                         fees=0.1, reason="take_profit", opened_ts=1, closed_ts=2)
-    record = FillRecord(position=Position(symbol="BTC/USDT", side=Side.BUY, quantity=0.5, entry_price=100.0,
+    record = FillRecord(wall=0.0, position=Position(symbol="BTC/USDT", side=Side.BUY, quantity=0.5, entry_price=100.0,
                                           opened_ts=5, stop_loss=90.0, take_profit=120.0, entry_decision_id="d1",
                                           fees=0.05), trade=trade)
     await store.add_fill(Fill(client_order_id=o.client_order_id, symbol="BTC/USDT", side=Side.BUY, quantity=0.5,
