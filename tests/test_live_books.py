@@ -922,6 +922,25 @@ async def test_coins_left_below_the_venue_s_minimum_order_value_are_dust_not_a_p
         assert not [ev for ev in stored_events(db, "order") if ev["status"] == "refused"]
 
 
+async def test_a_close_of_dust_asked_for_the_position_shown_says_it_is_dust(tmp_path, fx):
+    # The console's close key and `ffe ctl close` at a terminal name the position shown by its opening time. Dust
+    # keeps that time: the close is refused as dust, not as a position "no longer open" while its row is still there.
+    climbing(fx)
+    tables = {"risk": {"take_profit_atr": 0.3, "max_open_positions": 1}}
+    settings = strategy_settings(tmp_path, fx, **tables)
+    write_config(tmp_path, strategy_config(fx, **tables))
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await sell_to_dust(e, fx)
+        (dust,) = [p for p in e.snapshot()["positions"] if p["symbol"] == BTC]
+        assert dust["dust"], dust
+        with pytest.raises(FfeError) as refused:
+            await e.close_position(BTC, by="operator", opened_ts=dust["opened_ts"])
+        said = str(refused.value)
+        assert "below the venue's minimum order: left as dust" in said and "no longer open" not in said, said
+        assert len(fx.orders) == 2  # nothing was sent for it
+
+
 async def test_a_flatten_leaves_dust_below_the_venue_s_minimum_and_says_so(tmp_path, fx):
     climbing(fx)
     tables = {"risk": {"take_profit_atr": 0.3}}

@@ -431,6 +431,43 @@ async def test_dust_shows_no_stop_loss_or_take_profit_on_the_main_screen_and_the
         assert [row_of(trades)[sl], row_of(trades)[tp]] == ["-", "-"], row_of(trades)
 
 
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+async def test_the_trades_view_shows_dust_as_dust_and_its_close_key_refuses_it_without_a_dialog(tmp_path, size):
+    """Dust is no position to close: the trades view gives it the side `dust`, the line under the table offers no
+    close, and the close key says it is below the venue's minimum order and left as dust (as `ffe ctl close` does),
+    with no dialog offering to sell it and nothing sent."""
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await held(pilot)
+        await app.engine.pause(reason="test", by="test")  # no new entry over the dust meanwhile
+        first, *others = app.snap["positions"]
+        for pos in others:
+            sold = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"])
+            assert sold["accepted"], sold
+        sym, price = first["symbol"], first["last"]
+        sold = await app.engine.operator_order(sym, "sell", first["quantity"] - 5.0 / price)  # 5 left: under 10
+        assert sold["accepted"], sold
+        feed.release(2)
+        await until(pilot, lambda: [(p["symbol"], p["dust"]) for p in app.snap["positions"]] == [(sym, True)],
+                    "only dust held")
+        await pilot.press("2")
+        trades = app.query_one(TradesTable)
+        await until(pilot, lambda: trades.row_count == 1, "the dust row in the trades view")
+        (row,) = [[str(c) for c in trades.get_row(key)] for key in trades.rows]
+        assert row[trades.get_column_index("side")] == "dust", row
+        await pilot.press("j")
+        await until(pilot, lambda: "below the venue's minimum order" in screen_text(app), "the dust said under it")
+        assert "close at market" not in screen_text(app)
+        sent = rows(tmp_path, "SELECT client_order_id FROM orders")
+        before = notices(app)
+        await pilot.press("x")
+        await until(pilot, lambda: said_since(app, before, "left as dust"), "the close refused as dust")
+        assert said_since(app, before, "below the venue's minimum order")
+        assert not said_since(app, before, "no longer open")
+        assert f"Close {sym}" not in screen_text(app) and "at market" not in screen_text(app)
+        assert rows(tmp_path, "SELECT client_order_id FROM orders") == sent  # nothing sent
+
+
 async def test_the_dialogs_count_dust_as_dust_not_as_a_position_left_open(tmp_path):
     """Coins below what the venue takes an order for are no position to watch or close: the kill switch, flatten
     and quit dialogs count the positions without them, and name the dust apart."""
