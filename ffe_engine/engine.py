@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable, NamedTuple, TypeVar
 
-from . import fmt, logs, present
+from . import fmt, logs, present, tables
 from . import __version__
 from . import ahead, halt_asked
 from .approvals import ApprovalDesk, moved_past
@@ -2522,16 +2522,17 @@ class Engine:
             mine["turn"] = True
             self._still_running()
             pos = self.portfolio.holding(symbol)
+            # Dust first, whoever asks: it keeps the opening time of the position it is left of, so a close of the
+            # row shown (the console's, `ffe ctl close` at a terminal) finds no position and is told what the row is.
+            dust = self._dust([symbol]) if pos is None else []
+            if dust:
+                raise ControlError(tables.dust_left(symbol, dust[0]["quantity"], dust[0]["value"]))
             if opened_ts is not None and (pos is None or pos.opened_ts != opened_ts):
                 now = "" if pos is None else f" (the one open now was opened {fmt.iso_ms(pos.opened_ts)})"
                 raise ControlError(f"{symbol}: the position opened {fmt.iso_ms(opened_ts)} is no longer open{now}; "
                                    "nothing was sent")
             if pos is None:
-                dust = self._dust([symbol])
-                if not dust:
-                    raise ControlError(f"no open position in {symbol}")
-                raise ControlError(f"{symbol}: the {dust[0]['quantity']:.8g} {symbol.partition('/')[0]} left (worth "
-                                   f"{dust[0]['value']:.2f}) is below the venue's minimum order: left as dust")
+                raise ControlError(f"no open position in {symbol}")
             self._refuse_without_candles(symbol)
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
             if remaining <= 0:

@@ -59,6 +59,14 @@ def side_text(p: dict[str, Any]) -> str:
     return "dust" if p.get("dust") else ("long" if p["side"] == "buy" else "short")
 
 
+def dust_left(symbol: str, quantity: float, value: float) -> str:
+    """Why dust is not closed: said alike by the engine's refusal and by the console, which refuses its close key on
+    a dust row without asking the engine (no dialog offers to sell what no order can)."""
+    coin = symbol.partition("/")[0]
+    return (f"{symbol}: the {fmt.qty(quantity)} {coin} left (worth {value:.2f}) is below the venue's minimum order: "
+            "left as dust")
+
+
 def exit_prices(p: dict[str, Any]) -> tuple[str, str]:
     """A position's stop-loss and take-profit as shown: none for dust, for which no exit is watched."""
     if p.get("dust"):

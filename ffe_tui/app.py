@@ -301,10 +301,12 @@ class ConsoleApp(App[int]):
         if p is None:
             text = Text(self._unchosen(self.panes["trades"], "trade", "has closed", "close_trade"), style="dim")
         else:
+            # Dust is no position to close: the line says why instead of offering the close key.
+            act = ("  dust: below the venue's minimum order, no order can sell it" if p.get("dust") else
+                   f"  {self._key('close_trade')}: close at market")
             text = Text.assemble(("trade ", "dim"), (tables.position_id(p), "bold"), f"  {p['symbol']} opened ",
                                  fmt.iso_ms(p.get("opened_ts")), " (",
-                                 fmt.duration(tables.position_age(p, snap.get("market_ts"))), " ago)",
-                                 f"  {self._key('close_trade')}: close at market")
+                                 fmt.duration(tables.position_age(p, snap.get("market_ts"))), " ago)", act)
         self.panes["trades-note"].update(self._with_outcome("trades", text))
 
     def _note_order(self, snap: dict[str, Any]) -> None:
@@ -1014,6 +1016,10 @@ class ConsoleApp(App[int]):
             self.say(self._unchosen(table, "position", "has closed", "close_trade"), severity="warning")
             return
         sym = p["symbol"]
+        if p.get("dust"):
+            # Refused here, as the engine refuses it: no dialog offers to sell what no order can.
+            self.say(f"close: {tables.dust_left(sym, p['quantity'], p['quantity'] * p['last'])}", severity="warning")
+            return
         quote = self.settings.venue.quote
         halted = ("\nThe engine is HALTED: the order path will refuse this close. Flatten closes every position "
                   "while HALTED; or re-arm first.") if self.snap["state"] == "HALTED" else ""

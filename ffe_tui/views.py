@@ -32,16 +32,17 @@ def signed(x: Any, text: str) -> Text:
 
 
 # Widths include one space of separation (the tables use no cell padding), for the usual figures (a price of
-# 99,999.99, a P&L of -12,345.67); they are the least widths (columns.fit_columns). At 80x24 the columns close up and
-# the id, left out there, is also on the line under the table for the selected trade.
-TRADE_COLUMNS = (("symbol", "symbol", 9), ("qty", "qty", 10), ("entry", "entry", 10), ("last", "now", 10),
-                 ("pct", "%", 8), ("pnl", "P&L", 11), ("sl", "SL", 10), ("tp", "TP", 10), ("age", "age", 7),
-                 ("id", "trade id", 16))
+# 99,999.99, a P&L of -12,345.67); they are the least widths (columns.fit_columns). The side comes first after the
+# symbol, as on the main screen: it is what tells dust (no position, nothing to close) from a position. At 80x24 the
+# columns close up and the age and id, left out there, are also on the line under the table for the selected trade.
+TRADE_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 10), ("entry", "entry", 10),
+                 ("last", "now", 10), ("pct", "%", 8), ("pnl", "P&L", 11), ("sl", "SL", 10), ("tp", "TP", 10),
+                 ("age", "age", 7), ("id", "trade id", 16))
 
 
 class TradesTable(KeyedTable):
-    """Open trades: entry, price now, % and quote P&L, age, stop-loss, take-profit, id. One row per position
-    (position_key): at most one per symbol at a time."""
+    """Open trades: side (`dust` for coins no order can sell), entry, price now, % and quote P&L, age, stop-loss,
+    take-profit, id. One row per position (position_key): at most one per symbol at a time."""
 
     COLUMNS = TRADE_COLUMNS
 
@@ -50,8 +51,9 @@ class TradesTable(KeyedTable):
         for p in positions:
             sl, tp = tables.exit_prices(p)
             rows[position_key(p)] = {
-                "symbol": p["symbol"], "qty": fmt.qty(p["quantity"]), "entry": fmt.price(p["entry"]),
-                "last": fmt.price(p["last"]), "pct": signed(p.get("pnl_pct"), fmt.pct(p.get("pnl_pct"), signed=True)),
+                "symbol": p["symbol"], "side": tables.side_text(p), "qty": fmt.qty(p["quantity"]),
+                "entry": fmt.price(p["entry"]), "last": fmt.price(p["last"]),
+                "pct": signed(p.get("pnl_pct"), fmt.pct(p.get("pnl_pct"), signed=True)),
                 "pnl": signed(p.get("unrealised"), fmt.money(p.get("unrealised"), signed=True)),
                 "age": fmt.duration(tables.position_age(p, market_ts)), "sl": sl, "tp": tp, "id": tables.position_id(p)}
         self.put(rows)

@@ -125,7 +125,7 @@ async def test_every_table_shows_each_figure_whole_and_apart(tmp_path, size):
         await until(pilot, lambda: trades.row_count == 4,
                     "the widest trades on screen")
         await pilot.pause(0.2)
-        check_whole(app, trades, 8 if wide else 6)  # to the P&L; at 120 the stop-loss and take-profit too
+        check_whole(app, trades, 9 if wide else 6)  # to the %; at 120 the P&L, stop-loss and take-profit too
 
         await pilot.press("3")
         orders = app.query_one("#orders", KeyedTable)
@@ -137,7 +137,8 @@ async def test_every_table_shows_each_figure_whole_and_apart(tmp_path, size):
 
 async def test_the_trades_view_at_80x24_names_or_counts_the_columns_it_leaves_out_in_words(tmp_path):
     """The seeded market's own positions, of usual figures, open for 16 minutes: at 80 columns every column but the
-    trade id fits, with less room left after them than the id's name or `+1 more` takes."""
+    age and the trade id fits, and the heading names those two; the chosen trade's age and id are on the line under
+    the table."""
     app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False}, clock=ManualClock(),
                   ids=IdSource(seed=7))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -155,10 +156,12 @@ async def test_the_trades_view_at_80x24_names_or_counts_the_columns_it_leaves_ou
         engine.snapshot = aged
         await pilot.press("2")
         trades = app.query_one("#trades", KeyedTable)
-        await until(pilot, lambda: trades.row_count > 0 and "16m00s" in screen_text(app), "the open trades on screen")
+        await until(pilot, lambda: trades.row_count > 0, "the open trades on screen")
+        await pilot.press("j")  # the first trade, chosen: its age and id under the table
+        await until(pilot, lambda: "16m00s ago" in screen_text(app), "the chosen trade's age under the table")
         await pilot.pause(0.2)
-        assert trades.left_out, "every column fits: nothing to name"
-        check_whole(app, trades, 6)
+        assert trades.left_out == "+age, trade id", trades.left_out
+        check_whole(app, trades, 9)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
