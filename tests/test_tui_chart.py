@@ -63,3 +63,39 @@ async def test_a_low_priced_coin_that_moves_is_drawn_on_its_own_range(base):
     text = await drawn("PEPE/USDT", [base * (1 + 0.03 * ((i % 9) - 4) / 4) for i in range(90)], [10_000.0] * 90)
     left = _labels(text, "left")
     assert len(left) >= 2 and max(left) - min(left) <= base * 0.2 and min(left) > 0, (left, text)
+
+
+async def _console_chart(tmp_path, height: int) -> str:
+    """The chart pane's content, as the console draws it at 110 columns and `height` rows (the wide layout, where
+    every pane is on screen), once a seeded market has ended."""
+    from ffe_engine.clock import ManualClock
+    from test_tui_helpers import bars_taken, console, screen_text, until
+
+    app = console(tmp_path, speed=0.0, max_bars=150, monitor={"enabled": False}, clock=ManualClock())
+    async with app.run_test(size=(110, height)) as pilot:
+        await until(pilot, lambda: app.feed_ended and "STOPPED" in screen_text(app), "the market feed to end",
+                    timeout=60, progress=lambda: bars_taken(app))
+        chart = app.query_one(ChartPane)
+        await until(pilot, lambda: "ETH/USDT" in chart.render().plain or "too short" in chart.render().plain,
+                    "the chart drawn")
+        await pilot.pause(0.2)
+        lines = screen_text(app).split("\n")
+        region = chart.content_region
+        return "\n".join(lines[y][region.x:region.right].rstrip() for y in range(region.y, region.bottom))
+
+
+@pytest.mark.parametrize("height", [32, 33, 34])
+async def test_a_chart_pane_too_short_to_draw_in_says_so(tmp_path, height):
+    # 2 to 4 rows: plotext drew its axis labels reversed (the top one lower than the bottom one) and no line, or a
+    # line on one row. The pane says it is too short instead of drawing what is not so.
+    text = await _console_chart(tmp_path, height)
+    assert text.strip().startswith("chart: too short"), text
+    assert not re.search(r"\d┤|├\d", text), text
+
+
+async def test_the_shortest_chart_drawn_labels_its_axis_top_down(tmp_path):
+    text = await _console_chart(tmp_path, 35)
+    left, right = _labels(text, "left"), _labels(text, "right")
+    assert len(left) >= 2 and left == sorted(left, reverse=True), text
+    assert len(right) >= 2 and right == sorted(right, reverse=True), text
+    assert "too short" not in text
