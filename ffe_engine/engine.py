@@ -2644,6 +2644,12 @@ class Engine:
         pf = self.portfolio
         now_ms = self.clock.now_ms()
         behind = {o.client_order_id for o in self.orders.trades_lagging()}
+        market_ts = max(self.last_bar_ts.values()) if self.last_bar_ts else None
+        # A position's age runs to now on the clock its opening was stamped with. On an exchange's market (live, or
+        # paper on its candles) a fill is stamped with the clock's wall time, and market_ts, the last closed
+        # candle's open time, is one to two timeframes behind it; on a simulated or replayed market both are market
+        # time.
+        aged_to = now_ms if self.settings.market.source == "exchange" else market_ts
         return {
             "mode": self.mode,
             "version": __version__,
@@ -2661,11 +2667,12 @@ class Engine:
             "cash": pf.cash,
             "day_pnl": pf.day_pnl(),
             "drawdown_pct": pf.drawdown_pct(),
-            "market_ts": max(self.last_bar_ts.values()) if self.last_bar_ts else None,
+            "market_ts": market_ts,
             "positions": [{"symbol": p.symbol, "side": p.side.value, "quantity": p.quantity,
                            "entry": p.entry_price, "last": pf.last_price.get(p.symbol, p.entry_price),
                            "unrealised": p.unrealised, "stop_loss": p.stop_loss, "take_profit": p.take_profit,
                            "opened_ts": p.opened_ts, "id": p.entry_decision_id,
+                           "age_s": _age_s(p.opened_ts, aged_to),
                            "pnl_pct": _move_pct(p.side, p.entry_price, pf.last_price.get(p.symbol, p.entry_price)),
                            "dust": pf.is_dust(p.symbol)}
                           for p in pf.positions.values()],
@@ -2738,6 +2745,13 @@ def _move_pct(side: Side, entry: float, last: float) -> float | None:
     if not entry:
         return None
     return (1.0 if side is Side.BUY else -1.0) * 100.0 * (last - entry) / entry
+
+
+def _age_s(opened_ts: int, to_ms: int | None) -> float | None:
+    """Seconds from a position's opening to `to_ms`, at least 0; None with no time to count to."""
+    if to_ms is None or not opened_ts:
+        return None
+    return max(0.0, (to_ms - opened_ts) / 1000.0)
 
 
 async def _maybe_await(x: Any) -> Any:

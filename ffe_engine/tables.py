@@ -43,8 +43,10 @@ def orders(result: dict[str, Any]) -> str:
     return table(ORDER_HEADERS, rows, (False, False, False, True, True, False, True)) if rows else "no open order"
 
 
-def position_age(p: dict[str, Any], market_ts: int | None) -> float | None:
-    return None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
+def position_age(p: dict[str, Any]) -> float | None:
+    """A position's age in seconds, as the engine computed it (Engine.snapshot), None when it cannot say."""
+    age = p.get("age_s")
+    return None if age is None else float(age)
 
 
 def position_id(p: dict[str, Any]) -> str:
@@ -77,15 +79,15 @@ def exit_prices(p: dict[str, Any]) -> tuple[str, str]:
 TRADE_HEADERS = ("id", "symbol", "side", "qty", "entry", "now", "%", "P&L", "age", "SL", "TP")
 
 
-def trade_rows(positions: list[dict[str, Any]], market_ts: int | None) -> list[list[str]]:
+def trade_rows(positions: list[dict[str, Any]]) -> list[list[str]]:
     return [[position_id(p), p["symbol"], side_text(p), fmt.qty(p["quantity"]),
              fmt.price(p["entry"]), fmt.price(p["last"]), fmt.pct(p.get("pnl_pct"), signed=True),
-             fmt.money(p.get("unrealised"), signed=True), fmt.duration(position_age(p, market_ts)),
+             fmt.money(p.get("unrealised"), signed=True), fmt.duration(position_age(p)),
              *exit_prices(p)] for p in positions]
 
 
 def trades(result: dict[str, Any]) -> str:
-    rows = trade_rows(result["positions"], result.get("market_ts"))
+    rows = trade_rows(result["positions"])
     return table(TRADE_HEADERS, rows, (False, False, False) + (True,) * 8) if rows else "no open trade"
 
 

@@ -287,7 +287,7 @@ class ConsoleApp(App[int]):
         view = self.current_view
         if view == "trades":
             table = self.panes["trades"]
-            table.show(snap["positions"], snap.get("market_ts"))
+            table.show(snap["positions"])
             self._note_trade(snap)
         elif view == "orders":
             self.panes["orders"].show(snap["orders"])
@@ -306,7 +306,7 @@ class ConsoleApp(App[int]):
                    f"  {self._key('close_trade')}: close at market")
             text = Text.assemble(("trade ", "dim"), (tables.position_id(p), "bold"), f"  {p['symbol']} opened ",
                                  fmt.iso_ms(p.get("opened_ts")), " (",
-                                 fmt.duration(tables.position_age(p, snap.get("market_ts"))), " ago)", act)
+                                 fmt.duration(tables.position_age(p)), " ago)", act)
         self.panes["trades-note"].update(self._with_outcome("trades", text))
 
     def _note_order(self, snap: dict[str, Any]) -> None:
@@ -639,7 +639,7 @@ class ConsoleApp(App[int]):
                 note = f"CONTROL SOCKET BUSY {silent:.0f}s" if busy else f"ENGINE NOT ANSWERING {silent:.0f}s"
         where = f"attached pid {self.engine.identity.get('pid')}" if isinstance(self.engine, RemoteEngine) else ""
         self.panes["status"].show(shown, note=note, where=where)
-        self.panes["positions"].show(snap["positions"], snap.get("market_ts"))
+        self.panes["positions"].show(snap["positions"])
         self.panes["approvals"].show(snap["approvals"])
         self.panes["breaker"].show(snap["breakers"])
         if self.current_view != "main":

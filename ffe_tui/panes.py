@@ -400,17 +400,16 @@ class PositionsTable(KeyedTable):
 
     COLUMNS = POSITION_COLUMNS
 
-    def show(self, positions: list[dict[str, Any]], market_ts: int | None) -> None:
+    def show(self, positions: list[dict[str, Any]]) -> None:
         rows = {}
         for p in positions:
-            age = None if market_ts is None or not p.get("opened_ts") else (market_ts - p["opened_ts"]) / 1000
             upnl = p.get("unrealised") or 0.0
             sl, tp = tables.exit_prices(p)
             rows[position_key(p)] = {
                 "symbol": p["symbol"], "side": tables.side_text(p),
                 "qty": fmt.qty(p["quantity"]), "entry": fmt.price(p["entry"]), "last": fmt.price(p["last"]),
                 "upnl": Text(fmt.money(upnl, signed=True), style="green" if upnl >= 0 else "red"),
-                "sl": sl, "tp": tp, "age": fmt.duration(age),
+                "sl": sl, "tp": tp, "age": fmt.duration(tables.position_age(p)),
             }
         self.put(rows)
 

@@ -46,7 +46,7 @@ class TradesTable(KeyedTable):
 
     COLUMNS = TRADE_COLUMNS
 
-    def show(self, positions: list[dict[str, Any]], market_ts: int | None) -> None:
+    def show(self, positions: list[dict[str, Any]]) -> None:
         rows = {}
         for p in positions:
             sl, tp = tables.exit_prices(p)
@@ -55,7 +55,7 @@ class TradesTable(KeyedTable):
                 "entry": fmt.price(p["entry"]), "last": fmt.price(p["last"]),
                 "pct": signed(p.get("pnl_pct"), fmt.pct(p.get("pnl_pct"), signed=True)),
                 "pnl": signed(p.get("unrealised"), fmt.money(p.get("unrealised"), signed=True)),
-                "age": fmt.duration(tables.position_age(p, market_ts)), "sl": sl, "tp": tp, "id": tables.position_id(p)}
+                "age": fmt.duration(tables.position_age(p)), "sl": sl, "tp": tp, "id": tables.position_id(p)}
         self.put(rows)
 
 

@@ -25,7 +25,7 @@ def _positions(template: dict[str, Any], market_ts: int) -> list[dict[str, Any]]
             age_ms: int, **more: Any) -> dict[str, Any]:
         return {**template, "symbol": symbol, "side": "buy", "quantity": qty, "entry": entry, "last": last,
                 "unrealised": pnl, "pnl_pct": (last / entry - 1) * 100, "stop_loss": sl, "take_profit": tp,
-                "opened_ts": market_ts - age_ms, "dust": False, **more}
+                "opened_ts": market_ts - age_ms, "age_s": age_ms / 1000, "dust": False, **more}
 
     return [
         # the rows once seen run together
@@ -150,7 +150,7 @@ async def test_the_trades_view_at_80x24_names_or_counts_the_columns_it_leaves_ou
         def aged() -> dict[str, Any]:
             snap = real()
             opened = snap["market_ts"] - 16 * 60_000
-            return {**snap, "positions": [{**p, "opened_ts": opened} for p in snap["positions"]]}
+            return {**snap, "positions": [{**p, "opened_ts": opened, "age_s": 16 * 60.0} for p in snap["positions"]]}
 
         assert real()["positions"], "the seeded market holds a position"
         engine.snapshot = aged

@@ -567,16 +567,16 @@ async def test_the_widest_figures_keep_a_space_between_columns():
     every figure stays apart from the next column's (the tables have no cell padding; each width holds one space)."""
     t0 = 1_700_000_000_000
     pos = {"symbol": "BTC/USDT", "side": "buy", "quantity": 0.1234567, "entry": 99_999.99, "last": 99_999.9,
-           "pnl_pct": -12.34, "unrealised": -12_345.67, "opened_ts": t0, "stop_loss": 100_000.1,
-           "take_profit": 123_456.7, "id": "d0123456789ab"}
+           "pnl_pct": -12.34, "unrealised": -12_345.67, "opened_ts": t0, "age_s": 3 * 86_400.0,
+           "stop_loss": 100_000.1, "take_profit": 123_456.7, "id": "d0123456789ab"}
     order = {"client_order_id": "ffe-" + "a" * 24, "symbol": "BTC/USDT", "side": "sell", "quantity": 0.1234567,
              "filled": 0.0123456, "type": "limit", "price": 123_456.7, "status": "in_doubt", "reason": "take_profit",
              "age_s": 3 * 86_400.0}
     app = _Tables()
     async with app.run_test(size=(200, 20)) as pilot:
-        app.query_one(TradesTable).show([pos], t0 + 3 * 86_400_000)
+        app.query_one(TradesTable).show([pos])
         app.query_one(OrdersTable).show([order])
-        app.query_one(PositionsTable).show([{**pos, "unrealised": -9_999.99}], t0 + 3 * 86_400_000)
+        app.query_one(PositionsTable).show([{**pos, "unrealised": -9_999.99}])
         await pilot.pause()
         lines = screen_text(app).splitlines()
     rows = {
