@@ -605,8 +605,20 @@ class BreakerPane(Static):
         self.update(t, layout=False)
 
 
+# The title, the frame's top and bottom lines and two rows of plot: in fewer rows plotext labels its axis reversed
+# (the top label lower than the bottom one) and draws no line, or a line on one row.
+CHART_ROWS = 5
+
+
 class ChartPane(PlotextPlot):
-    """Close prices of one symbol and the account's equity (right axis), redrawn at most twice a second."""
+    """Close prices of one symbol and the account's equity (right axis), redrawn at most twice a second. Shorter than
+    CHART_ROWS (the wide layout from 110x32 to 110x34, a terminal too small for the layout) it says so instead."""
+
+    def render(self) -> RenderResult:
+        rows = self.size.height
+        if rows < CHART_ROWS:
+            return Text(f"chart: too short, {rows} rows (it takes {CHART_ROWS})", style="dim")
+        return super().render()
 
     def show(self, state: ConsoleState, symbol: str) -> None:
         plt = self.plt
