@@ -109,3 +109,40 @@ def test_a_close_asked_about_one_position_does_not_close_another_opened_while_th
     assert db_value(db, "SELECT quantity FROM positions WHERE symbol = 'BTC/USDT'") > 0.014
     engine.send(signal.SIGTERM)
     assert engine.wait(60) == 0, engine.stderr
+
+
+def test_a_ctl_close_of_dust_asks_nothing_and_says_it_is_left_as_dust(tmp_path, spawn_ffe):
+    """Dust is no position: `ffe ctl close` of it at a terminal does not ask to close it at market, it goes, and
+    the engine's refusal says it is below the venue's minimum order and left as dust."""
+    import asyncio
+
+    from ffe_engine.control import request
+
+    db = tmp_path / "data" / "ffe.db"
+    sock = tmp_path / "data" / "ffe.sock"
+    an_operator_buy_then_stopped(tmp_path, spawn_ffe)
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="5"))
+    wait_until(lambda: "control socket ready" in engine.stderr or not engine.alive(), timeout=60,
+               what="the control socket")
+    paused = asyncio.run(request(sock, "pause", {"by": "test"}))  # no entry over the dust meanwhile
+    assert paused["ok"], paused
+    status = asyncio.run(request(sock, "status", {"by": "test"}))
+    (pos,) = [p for p in status["result"]["positions"] if p["symbol"] == "BTC/USDT"]
+    left = 5.0 / pos["last"]  # worth 5, under the paper venue's minimum order value (10)
+    sold = asyncio.run(request(sock, "order", {"symbol": "BTC/USDT", "side": "sell",
+                                               "quantity": pos["quantity"] - left, "by": "test"}))
+    assert sold["ok"] and sold["result"]["accepted"], sold
+
+    def dust() -> bool:
+        answer = asyncio.run(request(sock, "status", {"by": "test"}))
+        return [(p["symbol"], p["dust"]) for p in answer["result"]["positions"]] == [("BTC/USDT", True)]
+    wait_until(dust, timeout=60, what="the sale filled, dust left")
+    orders = db_value(db, "SELECT COUNT(*) FROM orders")
+
+    proc = answered_with_eof(tmp_path, "ctl", "close", "BTC/USDT")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "[y/N]" not in proc.stdout, proc.stdout
+    assert "below the venue's minimum order: left as dust" in proc.stderr, proc.stderr
+    assert db_value(db, "SELECT COUNT(*) FROM orders") == orders  # nothing sent
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr
