@@ -534,7 +534,7 @@ def _confirm(args: argparse.Namespace, settings: Settings, request: dict[str, An
 
 
 def _target_now(status: dict[str, Any], kind: str, target: str) -> str:
-    """' (what the order or position is now)', or "" when the engine has none of that id or symbol."""
+    """' (what the order or position is now)', or "" when the engine has none of that id or symbol (dust is none)."""
     if kind == "id":
         for o in status.get("orders") or []:
             if o.get("client_order_id") == target:
@@ -543,7 +543,8 @@ def _target_now(status: dict[str, Any], kind: str, target: str) -> str:
                         f"{at}, filled {fmt.qty(o['filled'])}, {o['status']}, {fmt.duration(o.get('age_s'))} old)")
         return ""
     for p in status.get("positions") or []:
-        if p.get("symbol") == target:
+        # Dust is no position to close at market: not asked about, the engine's refusal says what it is.
+        if p.get("symbol") == target and not p.get("dust"):
             return (f" ({p['side']} {fmt.qty(p['quantity'])} {target}, entry {fmt.price(p['entry'])}, now "
                     f"{fmt.price(p['last'])}, {fmt.pct(p['pnl_pct'], signed=True)})")
     return ""
