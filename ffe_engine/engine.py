@@ -2534,6 +2534,10 @@ class Engine:
             if pos is None:
                 raise ControlError(f"no open position in {symbol}")
             self._refuse_without_candles(symbol)
+            entries = await self._cancel_entries(symbol, by)
+            pos = self.portfolio.holding(symbol)  # with what the entries filled before their cancels
+            if pos is None:
+                raise ControlError(f"no open position in {symbol} once its entries were cancelled")
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
             if remaining <= 0:
                 raise ControlError(f"{symbol}: its closing order is already working")
@@ -2546,7 +2550,27 @@ class Engine:
             return {"symbol": symbol, "accepted": sub.accepted, "reason": sub.reason,
                     "client_order_id": sub.order.client_order_id if sub.order else None,
                     "in_doubt": sub.order is not None and sub.order.status is OrderStatus.IN_DOUBT,
-                    "gates": [g.as_dict() for g in sub.gates]}
+                    "gates": [g.as_dict() for g in sub.gates], **entries}
+
+    async def _cancel_entries(self, symbol: str, by: str) -> dict[str, list[str]]:
+        """A close means flat: an entry of the symbol still working (filled in part, the rest open) would fill after
+        the close, and the position come back. Each is cancelled first (what it filled before is closed with the
+        rest); one in doubt is cancelled once the exchange shows it. A cancel that does not go through refuses the
+        close, nothing sent: the operator is told the entry still works. What was cancelled (`cancelled`) and what
+        waits for the exchange's word (`entries_in_doubt`), for the answer."""
+        cancelled: list[str] = []
+        in_doubt: list[str] = []
+        for o in [o for o in self.orders.live.values() if o.symbol == symbol and not o.reduce_only]:
+            ok, why = await self.orders.cancel(o, by)
+            if ok or o.client_order_id not in self.orders.live:
+                cancelled.append(o.client_order_id)
+            elif o.status is OrderStatus.IN_DOUBT:
+                in_doubt.append(o.client_order_id)
+            else:
+                raise ControlError(f"{symbol}: its entry {o.client_order_id} still works at the exchange and its "
+                                   f"cancel did not go through ({why}); nothing was sent: cancel it (`ffe ctl "
+                                   "cancel`), then close")
+        return {"cancelled": cancelled, "entries_in_doubt": in_doubt} if cancelled or in_doubt else {}
 
     async def balances(self) -> dict[str, Any]:
         """Per asset: free, locked in open orders, total and its value in the quote currency."""

@@ -169,8 +169,19 @@ def closed(r: dict[str, Any]) -> str:
         return (f"closing {r['symbol']}: order {r.get('client_order_id')} in doubt: the answer was lost, the position "
                 "is held until the exchange says: check the exchange")
     if r.get("accepted"):
-        return f"closing {r['symbol']}: order {r.get('client_order_id')}"
-    return f"close {r['symbol']} refused: {r.get('reason')}"
+        return f"closing {r['symbol']}: order {r.get('client_order_id')}" + _entries_cancelled(r)
+    return f"close {r['symbol']} refused: {r.get('reason')}" + _entries_cancelled(r)
+
+
+def _entries_cancelled(r: dict[str, Any]) -> str:
+    """The entries of the symbol a close cancelled first, and those in doubt it cancels once the exchange shows them."""
+    said = ""
+    if r.get("cancelled"):
+        said += f"; its entry {', '.join(r['cancelled'])} cancelled first"
+    if r.get("entries_in_doubt"):
+        said += (f"; its entry {', '.join(r['entries_in_doubt'])} is in doubt: cancelled once the exchange shows it, "
+                 "what it bought then closed by another close")
+    return said
 
 
 RENDER: dict[str, Callable[[Any], str]] = {"orders": orders, "trades": trades, "balances": balances,

@@ -89,6 +89,17 @@ async def resting_entry(e, fx: FakeBinance) -> str:
     return cid
 
 
+async def resting_exit(e, fx: FakeBinance) -> str:
+    """The strategy's entry filled; then the operator's sell of half the position, filled in part (40%) with the
+    rest open at the exchange: its client order id. An order a close of the symbol leaves working (it is an exit)."""
+    await strategy_entry(e, fx)
+    fx.partial_fill_next(0.4)
+    half = math.floor(e.portfolio.positions[BTC].quantity / 2 * 1e5) / 1e5
+    answer = await e.operator_order(BTC, "sell", half)
+    assert answer["accepted"], answer
+    return answer["client_order_id"]
+
+
 async def filled_further_at_the_venue(e, fx: FakeBinance):
     """The resting entry, and half of what it still has open filled at the exchange since the engine's last look:
     its client order id and the fake's order."""
@@ -1783,7 +1794,7 @@ async def test_two_kill_switches_pressed_at_once_cancel_an_order_once(tmp_path, 
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            cid = await resting_entry(e, fx)
+            cid = await resting_exit(e, fx)
             disk = HungDisk(monkeypatch, running.store, "journal_order")
             closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
             await asyncio.sleep(0.2)
@@ -1825,7 +1836,7 @@ async def test_the_kill_switch_cancels_at_once_while_another_control_waits_on_a_
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            cid = await resting_entry(e, fx)
+            cid = await resting_exit(e, fx)
             disk = HungDisk(monkeypatch, running.store, "journal_order", "set_engine_state")
             closing = asyncio.ensure_future(e.close_position(BTC, by="test"))
             await asyncio.sleep(0.2)
@@ -1836,7 +1847,8 @@ async def test_the_kill_switch_cancels_at_once_while_another_control_waits_on_a_
             report = await asyncio.wait_for(halting, 30)
             await asyncio.wait_for(closing, 30)
         assert cid in report.cancelled, report
-        assert not [r for r in fx.requests_to(POST_ORDER) if r.params["side"] == "SELL"], "the close was sent"
+        sells = [r.params["newClientOrderId"] for r in fx.requests_to(POST_ORDER) if r.params["side"] == "SELL"]
+        assert sells == [cid], "the close was sent"
 
 
 async def test_the_kill_switch_says_which_open_orders_filled_before_their_cancel(tmp_path, fx, monkeypatch):
