@@ -730,3 +730,27 @@ def test_the_health_view_s_first_lines_fit_an_80_column_pane_whatever_the_uptime
     assert any("HEALTHY" in line and "trading state RUNNING (PAPER)" in line for line in lines), lines
     [uptime] = [line for line in lines if "version 0.2.0" in line]
     assert uptime.rstrip().endswith(f"up {fmt.duration(snap['uptime_s'])}"), lines
+
+
+async def test_the_close_dialog_says_the_symbol_s_working_entry_is_cancelled_first_and_the_close_does_it(tmp_path):
+    """A buy of the symbol still works (the paper venue fills it at the next candle, which the held market does not
+    bring): the close dialog says it is cancelled first, and `y` cancels it and sells the position."""
+    app, feed = held_console(tmp_path, risk={"max_position_pct": 30, "max_concentration_pct": 60, "max_var_pct": 100})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        res = await app.engine.operator_order(pos["symbol"], "buy", pos["quantity"] / 10)
+        assert res["accepted"], res
+        entry = res["client_order_id"]
+        await pilot.press("2")
+        await until(pilot, lambda: app.query_one(TradesTable).row_count > 0, "the trades")
+        await pilot.press("j")
+        await pilot.press("x")
+        await until(pilot, lambda: f"Close {pos['symbol']}" in screen_text(app), "the close dialog")
+        assert f"its entry {entry} still works" in screen_text(app), screen_text(app)
+        assert "cancelled first" in screen_text(app)
+        await pilot.press("y")
+        await until(pilot, lambda: rows(tmp_path, "SELECT status FROM orders WHERE client_order_id = ?", entry)
+                    == [("canceled",)], "the entry cancelled")
+        await until(pilot, lambda: "cancelled first" in " ".join(notices(app)) or "cancelled first" in
+                    screen_text(app), "the outcome saying the entry was cancelled first")
