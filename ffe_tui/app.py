@@ -1023,6 +1023,12 @@ class ConsoleApp(App[int]):
         quote = self.settings.venue.quote
         halted = ("\nThe engine is HALTED: the order path will refuse this close. Flatten closes every position "
                   "while HALTED; or re-arm first.") if self.snap["state"] == "HALTED" else ""
+        # Entries (buys) of the symbol still working: the close cancels them first and sells what they bought too.
+        entries = [o for o in self.snap["orders"] if o["symbol"] == sym and o["side"] == "buy"]
+        if entries:
+            halted += "\n" + "; ".join(
+                f"its entry {o['client_order_id']} still works (filled {fmt.qty(o['filled'])} of "
+                f"{fmt.qty(o['quantity'])})" for o in entries) + ": cancelled first, and what it bought sold too."
         self._confirm("close", f"Close {sym}",
                       f"Sell {fmt.qty(p['quantity'])} {sym} at market (trade {tables.position_id(p)}, opened "
                       f"{fmt.iso_ms(p.get('opened_ts'))}, entry {fmt.price(p['entry'])}, now "

@@ -580,8 +580,8 @@ async def test_the_widest_figures_keep_a_space_between_columns():
         await pilot.pause()
         lines = screen_text(app).splitlines()
     rows = {
-        "trades": [pos["symbol"], "long", fmt.qty(pos["quantity"]), fmt.price(99_999.99), fmt.price(99_999.9), "-12.34%",
-                   "-12,345.67", fmt.price(100_000.1), fmt.price(123_456.7), "3d00h", "d0123456789ab"],
+        "trades": [pos["symbol"], "long", fmt.qty(pos["quantity"]), fmt.price(99_999.99), fmt.price(99_999.9),
+                   "-12.34%", "-12,345.67", fmt.price(100_000.1), fmt.price(123_456.7), "3d00h", "d0123456789ab"],
         "orders": ["BTC/USDT", "sell", fmt.qty(0.1234567), fmt.qty(0.0123456), "limit", fmt.price(123_456.7),
                    "in_doubt", "take_profit", "3d00h", order["client_order_id"]],
         "positions": ["BTC/USDT", "long", fmt.qty(0.1234567), fmt.price(99_999.99), fmt.price(99_999.9), "-9,999.99",
