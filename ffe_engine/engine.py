@@ -1483,13 +1483,17 @@ class Engine:
 
     async def _entry_stands(self, o: Order, intent: OrderIntent) -> str | None:
         """Whether an entry proven absent may be sent again (OrderPath.entry_stands): "" while what decided it still
-        stands; not once a bar has passed since it was made (the strategy, or the operator, has decided again on
-        the bars since), nor once the price has moved past the stops it was made with (a trade nobody chose); None
-        while the price cannot be read."""
+        stands; not once more than a bar has passed since it was made (the strategy, or the operator, has decided
+        again on the bars since), nor once the price has moved past the stops it was made with (a trade nobody
+        chose: the exchange's quote, on an exchange's market); None while the price cannot be read."""
         age_ms = self.clock.now_ms() - o.created_ts
-        if age_ms >= self.timeframe_ms:
-            return (f"made {fmt.duration(age_ms / 1000)} ago, a bar or more: what decided it was decided again "
+        if age_ms > self.timeframe_ms:  # its own bar's next candle is still the one it was made for
+            return (f"made {fmt.duration(age_ms / 1000)} ago, more than a bar: what decided it was decided again "
                     "since")
+        if not isinstance(self.feed, QuotingFeed):
+            # A simulated or replayed market: the paper venue fills it at the next candle's open, as it would have
+            # had the answer come (a run killed and started again trades as the backtest of its market does).
+            return ""
         try:
             price = await self._price_now(o.symbol)
         except ControlError:
