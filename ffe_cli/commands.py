@@ -295,8 +295,8 @@ def _input_files(args: list[str]) -> list[Path]:
 def _report_path(args: argparse.Namespace, settings: Settings) -> Path:
     """Where `--report` writes, checked before the run, so that a run is not lost to a path it cannot write at its
     end: nothing of the account's or the run's (_overwrites), not a directory, in a directory that is there (never
-    made: a file standing where a directory should be, or no directory, refused). A FIFO, a pipe or a device is returned as given, to be written
-    in place; a link, as the file it links to."""
+    made: a file standing where a directory should be, or no directory, refused). A FIFO, a pipe or a device is
+    returned as given, to be written in place; a link, as the file it links to."""
     from ffe_engine.config import settings_paths
 
     text = args.report
