@@ -2543,7 +2543,8 @@ class Engine:
             if pos is None:
                 raise ControlError(f"no open position in {symbol} once its entries were cancelled")
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
-            if remaining <= 0:
+            # Within a float's residue of the exits working (sums of fills and sales): nothing is left to close.
+            if remaining <= 1e-9 * pos.quantity:
                 raise ControlError(f"{symbol}: its closing order is already working")
             sub = await self.orders.submit(OrderIntent(
                 symbol=symbol, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.OPERATOR,
@@ -2559,22 +2560,26 @@ class Engine:
     async def _cancel_entries(self, symbol: str, by: str) -> dict[str, list[str]]:
         """A close means flat: an entry of the symbol still working (filled in part, the rest open) would fill after
         the close, and the position come back. Each is cancelled first (what it filled before is closed with the
-        rest); one in doubt is cancelled once the exchange shows it. A cancel that does not go through refuses the
-        close, nothing sent: the operator is told the entry still works. What was cancelled (`cancelled`) and what
-        waits for the exchange's word (`entries_in_doubt`), for the answer."""
-        cancelled: list[str] = []
-        in_doubt: list[str] = []
+        rest); one in doubt is cancelled once the exchange shows it. Refused, nothing sent, when an entry's cancel
+        did not go through (it still works), or its fill at the exchange is beyond the trades listed yet (a sale
+        sized now would leave that part open). For the answer: the entries cancelled (`cancelled`), those that had
+        filled (`filled`), those waiting for the exchange's word (`entries_in_doubt`)."""
+        said: dict[str, list[str]] = {"cancelled": [], "filled": [], "entries_in_doubt": []}
         for o in [o for o in self.orders.live.values() if o.symbol == symbol and not o.reduce_only]:
-            ok, why = await self.orders.cancel(o, by)
-            if ok or o.client_order_id not in self.orders.live:
-                cancelled.append(o.client_order_id)
+            cid = o.client_order_id
+            _, why = await self.orders.cancel(o, by)
+            if cid not in self.orders.live:  # ended, every fill of it booked
+                said["filled" if o.status is OrderStatus.FILLED else "cancelled"].append(cid)
             elif o.status is OrderStatus.IN_DOUBT:
-                in_doubt.append(o.client_order_id)
+                said["entries_in_doubt"].append(cid)
+            elif o in self.orders.trades_lagging():
+                raise ControlError(f"{symbol}: its entry {cid} has ended at the exchange, which has not listed the "
+                                   "trades of its last fill yet: the books do not hold all it bought; nothing was "
+                                   "sent: close once its fill is booked (`ffe ctl orders`: not `trades behind`)")
             else:
-                raise ControlError(f"{symbol}: its entry {o.client_order_id} still works at the exchange and its "
-                                   f"cancel did not go through ({why}); nothing was sent: cancel it (`ffe ctl "
-                                   "cancel`), then close")
-        return {"cancelled": cancelled, "entries_in_doubt": in_doubt} if cancelled or in_doubt else {}
+                raise ControlError(f"{symbol}: its entry {cid} still works at the exchange and its cancel did not "
+                                   f"go through ({why}); nothing was sent: cancel it (`ffe ctl cancel`), then close")
+        return {k: v for k, v in said.items() if v}
 
     async def balances(self) -> dict[str, Any]:
         """Per asset: free, locked in open orders, total and its value in the quote currency."""

@@ -174,10 +174,13 @@ def closed(r: dict[str, Any]) -> str:
 
 
 def _entries_cancelled(r: dict[str, Any]) -> str:
-    """The entries of the symbol a close cancelled first, and those in doubt it cancels once the exchange shows them."""
+    """The entries of the symbol a close cancelled first (or found filled), and those in doubt it cancels once the
+    exchange shows them."""
     said = ""
     if r.get("cancelled"):
         said += f"; its entry {', '.join(r['cancelled'])} cancelled first"
+    if r.get("filled"):
+        said += f"; its entry {', '.join(r['filled'])} had filled: sold with the rest"
     if r.get("entries_in_doubt"):
         said += (f"; its entry {', '.join(r['entries_in_doubt'])} is in doubt: cancelled once the exchange shows it, "
                  "what it bought then closed by another close")
