@@ -945,6 +945,16 @@ def check_mode(settings: Settings) -> None:
     if settings.mode == "live" and settings.venue.kind != "ccxt":
         raise StartError(settings.blame(("mode",), f'mode = "live" needs venue.kind = "ccxt" '
                                                    f'({settings.said("venue", "kind")})'))
+    if settings.mode == "live" and settings.market.source != "exchange":
+        # Real orders decided on a random walk or on candles of the past: never what a live account means.
+        source = settings.market.source
+        message = (f'market.source = "{source}" cannot decide real orders: mode = "live" trades on the exchange\'s '
+                   'market only; set market.source = "exchange"')
+        if settings.set_at("market", "source") is None:
+            raise StartError(settings.blame(("mode",), f'mode = "live" trades on the exchange\'s market only '
+                                                       f'({settings.said("market", "source")}): set market.source = '
+                                                       '"exchange"'))
+        raise StartError(settings.blame(("market", "source"), message))
 
 
 # ---------------------------------------------------------------------------------------------------------------

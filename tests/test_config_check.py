@@ -129,11 +129,11 @@ CROSS_KEY = [
      '--live needs mode = "live"', 'mode = "paper" from config.toml:1'),
     # Real orders decided on a simulated random walk or replayed candles: refused, whatever the credentials.
     ("a live account on the default simulated market", 'mode = "live"\nvenue.kind = "ccxt"\n', "", {},
-     ("config", "check"), 'mode = "live" trades on the exchange\'s market only', 'market.source = "simulated", the '
-     'default'),
-    ("a live account on a replayed market, started live", 'mode = "live"\nvenue.kind = "ccxt"\n'
-     '[market]\nsource = "replay"\n', "", {}, ("run", "--headless", "--live"),
-     'config.toml:4: market.source = "replay" cannot decide real orders', None),
+     ("config", "check"), 'config.toml:1: mode = "live" trades on the exchange\'s market only',
+     'market.source = "simulated", the default'),
+    ("a live account on a simulated market set so, started live", 'mode = "live"\nvenue.kind = "ccxt"\n'
+     '[market]\nsource = "simulated"\n', "", {}, ("run", "--headless", "--live"),
+     'config.toml:4: market.source = "simulated" cannot decide real orders', None),
     # The chat id a bot token needs: the token's variable is named, not the [alerts] header (which set nothing).
     ("a bot token from the environment without a chat id", "[alerts]\n", "",
      {"FFE_ALERTS__TELEGRAM_TOKEN": "123456:abcdefghijklmnopqrstuvwxyz"}, ("config", "check"),
