@@ -10,7 +10,7 @@ import pytest
 from conftest import engine_session
 from ffe_engine import tables
 from ffe_engine.errors import ControlError
-from live_helpers import BTC, POST_ORDER, engine_loop, fx, rows, wait_for  # noqa: F401
+from live_helpers import BTC, DELETE_ORDER, POST_ORDER, engine_loop, fx, rows, wait_for  # noqa: F401
 from test_live_books import assert_books_agree, climbing, resting_entry, strategy_entry, strategy_settings
 
 
@@ -99,3 +99,43 @@ async def test_a_close_while_an_exit_for_the_whole_position_works_says_so(tmp_pa
             await wait_for(lambda: e.orders.live, timeout=30, what="the exit working")
             with pytest.raises(ControlError, match="its closing order is already working"):
                 await e.close_position(BTC, by="test")
+
+
+async def test_a_close_refused_after_it_cancelled_the_symbol_s_entry_says_it_cancelled_it(tmp_path, fx):
+    """An exit for the whole position works, and an entry too: the close cancels the entry (a close means flat),
+    then has nothing left to sell. Its refusal says the entry was cancelled: the operator is told all it did."""
+    climbing(fx)
+    fx.buy_fee_in_quote = True  # the position is the entry's quantity, on the amount step: a sale can be all of it
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            fx.partial_fill_next(0.4)
+            sale = await e.operator_order(BTC, "sell", round(e.portfolio.positions[BTC].quantity, 5))
+            assert sale["accepted"], sale
+            fx.fault(POST_ORDER, "fill_later", seconds=60)
+            entry = (await e.operator_order(BTC, "buy", 0.001))["client_order_id"]
+            assert fx.open_order(entry) is not None
+            with pytest.raises(ControlError) as refused:
+                await e.close_position(BTC, by="test")
+            said = str(refused.value)
+            assert "its closing order is already working" in said and f"its entry {entry} cancelled first" in said, \
+                said
+            assert fx.open_order(entry) is None
+
+
+async def test_a_close_answered_while_its_entry_s_cancel_waits_on_the_exchange_says_so(tmp_path, fx):
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            entry = await resting_entry(e, fx)
+            fx.fault(DELETE_ORDER, "slow", seconds=3.0)
+            res = await e.close_position(BTC, by="test", timeout_s=2)
+            said = tables.closed(res)
+            assert f"cancelling its entry {entry} first" in said, said
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the close carried out")
+        assert BTC not in e.portfolio.positions or e.portfolio.is_dust(BTC)
+        assert_books_agree(e, fx)
