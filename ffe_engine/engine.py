@@ -2516,8 +2516,14 @@ class Engine:
                     "in_doubt": o.status is OrderStatus.IN_DOUBT, "gates": [],
                     "under_way": f"{said} (`ffe ctl orders` shows how it ends)"}
         under = self._controls.under_way or "another control"
-        waits = ("being placed: its order is not sent yet" if mine.get("turn") else
-                 f"{under} is under way: the close is checked and sent once it has ended")
+        cancelling = mine.get("cancelling")
+        if cancelling:
+            waits = (f"cancelling its entry {', '.join(cancelling)} first: the closing order is sent once the "
+                     "exchange has answered; if that cancel does not go through, nothing is sent and the entry still "
+                     "works (said in the log)")
+        else:
+            waits = ("being placed: its order is not sent yet" if mine.get("turn") else
+                     f"{under} is under way: the close is checked and sent once it has ended")
         return {"symbol": symbol, "accepted": None, "client_order_id": None, "in_doubt": False, "gates": [],
                 "under_way": f"{waits} (`ffe ctl orders` shows it)"}
 
@@ -2538,14 +2544,18 @@ class Engine:
             if pos is None:
                 raise ControlError(f"no open position in {symbol}")
             self._refuse_without_candles(symbol)
+            mine["cancelling"] = [o.client_order_id for o in self.orders.live.values()
+                                  if o.symbol == symbol and not o.reduce_only]
             entries = await self._cancel_entries(symbol, by)
+            mine.pop("cancelling")
+            done = tables.entries_said(entries)  # said with a refusal too: the entries' cancels are done
             pos = self.portfolio.holding(symbol)  # with what the entries filled before their cancels
             if pos is None:
-                raise ControlError(f"no open position in {symbol} once its entries were cancelled")
+                raise ControlError(f"no open position in {symbol}{done}")
             remaining = pos.quantity - self.orders.pending_exit_qty(symbol)
             # Within a float's residue of the exits working (sums of fills and sales): nothing is left to close.
             if remaining <= 1e-9 * pos.quantity:
-                raise ControlError(f"{symbol}: its closing order is already working")
+                raise ControlError(f"{symbol}: its closing order is already working{done}")
             sub = await self.orders.submit(OrderIntent(
                 symbol=symbol, side=side_to_close(pos.side), quantity=remaining, reason=OrderReason.OPERATOR,
                 ref_price=self.portfolio.last_price.get(symbol), reduce_only=True,

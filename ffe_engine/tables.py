@@ -169,11 +169,11 @@ def closed(r: dict[str, Any]) -> str:
         return (f"closing {r['symbol']}: order {r.get('client_order_id')} in doubt: the answer was lost, the position "
                 "is held until the exchange says: check the exchange")
     if r.get("accepted"):
-        return f"closing {r['symbol']}: order {r.get('client_order_id')}" + _entries_cancelled(r)
-    return f"close {r['symbol']} refused: {r.get('reason')}" + _entries_cancelled(r)
+        return f"closing {r['symbol']}: order {r.get('client_order_id')}" + entries_said(r)
+    return f"close {r['symbol']} refused: {r.get('reason')}" + entries_said(r)
 
 
-def _entries_cancelled(r: dict[str, Any]) -> str:
+def entries_said(r: dict[str, Any]) -> str:
     """The entries of the symbol a close cancelled first (or found filled), and those in doubt it cancels once the
     exchange shows them."""
     said = ""
