@@ -14,6 +14,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import pytest
+
 from conftest import db_value, ffe_env, ffe_in_process, run_ffe, wait_until
 
 from ffe_engine.control import request
@@ -302,3 +304,25 @@ def test_what_is_in_the_socket_s_place_refuses_the_start_before_anything_is_writ
             sock.rmdir()
         else:
             sock.unlink()
+
+
+@pytest.mark.parametrize("way", ["a file", "a loop of symbolic links"])
+def test_a_socket_whose_directory_cannot_be_one_is_refused_by_config_check_and_start_in_one_line(tmp_path, way):
+    """The control socket's directory is a file, or a loop of symbolic links: `ffe config check` says it and a
+    start stops on it, one line naming control.socket, exit 2, no traceback, as for any other path."""
+    if way == "a file":
+        (tmp_path / "afile").write_text("precious\n")
+        where, said = tmp_path / "afile", "is not a directory"
+    else:
+        (tmp_path / "loopA").symlink_to(tmp_path / "loopB")
+        (tmp_path / "loopB").symlink_to(tmp_path / "loopA")
+        where, said = tmp_path / "loopA", "cannot be reached: a loop of symbolic links"
+    env = ffe_env(FFE_CONTROL__SOCKET=str(where / "s.sock"))
+    for command in (("config", "check"), ("run", "--headless", "--max-bars", "1")):
+        proc = run_ffe(tmp_path, *command, env=env)
+        assert proc.returncode == 2, (command, proc.stderr[-3000:])
+        [line] = _error_lines(proc.stderr)
+        assert line.startswith("ffe: error: environment: FFE_CONTROL__SOCKET: ") and said in line, line
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if way == "a file":
+        assert (tmp_path / "afile").read_text() == "precious\n"
