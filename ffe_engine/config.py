@@ -1434,9 +1434,14 @@ MAX_SOCKET_PATH = 107
 
 
 def _socket_problems(settings: Settings) -> list[Problem]:
-    """The control socket's path fits a Unix socket's address: found only when the engine binds it, it would stop
-    a start that has already recorded itself."""
+    """The control socket's directory is one, or can be made, and its path fits a Unix socket's address: found only
+    when the engine binds it, it would stop a start that has already recorded itself."""
     path = settings.socket_path
+    blocker = _not_a_directory(path.parent) if settings.control.socket else None  # the data directory's own: above
+    if blocker is not None:
+        origin = settings.origin_of("control", "socket")
+        rank = origin.rank if origin else (3, 0)
+        return [((*rank, 0), _format(origin, ("control", "socket"), blocker), origin, "control.socket")]
     size = len(os.fsencode(str(path)))
     if size <= MAX_SOCKET_PATH:
         return []

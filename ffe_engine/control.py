@@ -104,7 +104,11 @@ async def claim(path: Path) -> int:
     engine that holds it. The lock file is never removed: removing a lock file races with the next one to take
     it. A host claims its socket before its engine starts, so a refused start changes nothing: what is at the path
     is looked at here too (a file, a directory, another program's socket), not only once the engine has started."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # a file in the way, a loop of symbolic links: the configuration's fault, one line
+        raise StartError(f"control socket {path}: its directory {path.parent} cannot be made "
+                         f"({exc.strerror or exc}): choose another [control] socket") from None
     try:
         fd = os.open(socket_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except IsADirectoryError:
