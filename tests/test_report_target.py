@@ -83,3 +83,23 @@ def test_a_report_path_whose_directory_is_not_there_is_refused_and_nothing_made(
     assert proc.stderr.splitlines() == [f"ffe: error: --report {given}: its directory {where} does not exist "
                                         "(make it first)"], proc.stderr
     assert not (here / "typo").exists() and not (here / "gone").exists() and not (here / "data").exists()
+
+
+@pytest.mark.parametrize("report, redirect", [("/dev/stdout", ">taken.json"), ("/dev/fd/3", "3>taken.json")],
+                         ids=["stdout", "fd-3"])
+def test_a_report_to_this_process_s_own_descriptor_redirected_to_a_file_is_written_into_it(tmp_path, report,
+                                                                                           redirect):
+    """`--report /dev/stdout > out.json` (or `/dev/fd/3 3> r.json`): the descriptor the shell opened on a file is
+    written into, as a pipe is, not refused as a file that is no report nor the file replaced."""
+    import subprocess
+
+    from conftest import ffe_cmd, ffe_env
+
+    here = account_with_csv(tmp_path)
+    command = ffe_cmd("backtest", "BTC-USD_1h.csv", "--records", "summary", "--report", report)
+    proc = subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", *command], cwd=here, env=ffe_env(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = (here / "taken.json").read_text()
+    start = text.index("{\n")  # after the summary, when the report shares stdout with it
+    assert json.loads(text[start:])["bars"] == 60, text
