@@ -4,6 +4,7 @@ here (`ffe_cli.main` prints them and picks the exit code)."""
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shlex
@@ -199,6 +200,14 @@ def _write_whole(path: Path, text: str) -> None:
     that fails part way (a full disk) leaves what was there before, never a file cut short. A FIFO, a pipe or a
     device (/dev/stdout, `>(cmd)`) is written into: it is the user's way of taking the report on, not a file to
     replace."""
+    fd = own_descriptor(str(path))
+    if fd is not None:  # the descriptor the shell opened (a redirect to a file included): written at its offset
+        if fd == 1:
+            sys.stdout.flush()  # after the summary already printed there
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data):]
+        return
     if _is_special(path):
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
@@ -262,6 +271,19 @@ def _overwrites(path: Path, settings: Settings, inputs: list[Path], read_from: l
     return not_a_report(target) if target.is_file() else None
 
 
+def own_descriptor(text: str) -> int | None:
+    """The number of this process's own descriptor a path names (/dev/stdout, /dev/stderr, /dev/fd/N,
+    /proc/self/fd/N), whatever it is open on; None for any other path. Opened by name it would be opened anew (a
+    file redirected to truncated, or replaced by a rename): it is written into as it is."""
+    named = {"/dev/stdout": 1, "/dev/stderr": 2}
+    if text in named:
+        return named[text]
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            return int(text[len(prefix):])
+    return None
+
+
 def _is_special(path: Path) -> bool:
     """A FIFO, a pipe, a device: something at `path` that is neither a regular file nor a directory."""
     try:
@@ -301,6 +323,15 @@ def _report_path(args: argparse.Namespace, settings: Settings) -> Path:
 
     text = args.report
     path = Path(text)
+    fd = own_descriptor(str(text))
+    if fd is not None:  # the user's own redirect: written into as it is (_write_whole), whatever it is open on
+        try:
+            writable = (fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
+        except OSError:
+            raise UsageError(f"--report {text}: descriptor {fd} is not open") from None
+        if not writable:
+            raise UsageError(f"--report {text}: descriptor {fd} is not open for writing")
+        return path
     read_from = list(settings_paths(args.config, args.env_file))
     reach.resolved(path, "--report")  # a loop of links on the way said first, as the path given
     overwrites = _overwrites(path, settings, _input_files(args.files), read_from)
