@@ -584,3 +584,20 @@ async def test_a_loss_found_by_a_start_on_a_halted_engine_stays_visible_while_it
     assert db_rows(db, "SELECT state FROM engine_state") == [("HALTED",)]
     (aside,) = [p for p in (tmp_path / "logs").iterdir() if ".uncommitted-after-" in p.name]
     assert_the_loss_stays_visible(tmp_path, aside, backups)
+
+
+def test_doctor_after_a_start_refused_for_a_trail_written_over_notes_the_halt_it_stored(tmp_path):
+    """The refused start stores HALTED without its event (the trail takes none): by design, as on a full disk. Once
+    the trail is put right, `ffe doctor` says so as a note, not as damage, and `ffe backup` agrees."""
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    found = audit.read_bytes()
+    audit.write_bytes(found + b"hello world\n")
+    assert run_ffe(tmp_path, "run", "--headless", "--max-bars", "5").returncode == 1
+    audit.write_bytes(found)
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "HALTED" in doctor.stdout + doctor.stderr
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert db_value(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == "HALTED"
