@@ -41,7 +41,7 @@ from .redact import Redactor
 from .reserve import reserve_path
 from .monitor import WATCHED, Monitor, check_bind, start_refused
 from .sdnotify import SystemdNotifier
-from .store import REQUEST_HOLD_KEY, Store, saved_state
+from .store import REQUEST_HOLD_KEY, TRAIL_DAMAGED_HALT, Store, saved_state
 from .venues.base import Venue, VenueError, VenueUnavailable
 
 log = logs.get_logger("ffe.host")
@@ -439,8 +439,7 @@ class EngineHost:
                 if store is not None:
                     # A record could not be written: HALTED, if it still can be. A damaged database is left as it is.
                     if isinstance(exc, StorageError) and not isinstance(exc, DamagedDatabase):
-                        why = ("records damaged: the audit trail disagrees with the database"
-                               if isinstance(exc, DamagedRecords) else "records cannot be written")
+                        why = TRAIL_DAMAGED_HALT if isinstance(exc, DamagedRecords) else "records cannot be written"
                         halted = await store.record_halt(why, "engine", clock.wall(),
                                                          free_room=not isinstance(exc, DamagedRecords))
                     with contextlib.suppress(StorageError):  # the failure met again: it is the one reported

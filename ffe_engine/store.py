@@ -54,6 +54,8 @@ class SchemaError(FfeError, RuntimeError):
 
 # kv: the seq after which the table events runs on by one, as migration 6 found it (events_gap_damage).
 WHOLE_AFTER_KEY = "events_whole_after"
+# The reason of the HALTED a start stores, without its event, when the audit trail disagrees with the database.
+TRAIL_DAMAGED_HALT = "records damaged: the audit trail disagrees with the database"
 
 # The indexes of the decision index tables by decision id. A backtest with decision records builds them once, when
 # its run is closed (`defer_decision_indexes`): built from the whole table their pages are full, where entries
