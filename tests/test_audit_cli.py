@@ -267,7 +267,7 @@ def test_long_lines_across_read_blocks_and_a_bad_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.encode().splitlines() == [x.rstrip(b"\n") for x in lines if x.startswith(b"{")][-4:]
     offset = sum(len(x) for x in lines[:2])
-    assert f"not a JSON object at byte {offset}" in proc.stderr
+    assert f"no audit record at byte {offset}" in proc.stderr
 
 
 def test_lines_that_are_no_record_are_said_once_with_their_count(tmp_path):
@@ -281,8 +281,8 @@ def test_lines_that_are_no_record_are_said_once_with_their_count(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert [x.split()[-1] for x in proc.stdout.splitlines()] == ["m1", "m2", "m3", "m4", "m5"]
     offset = len(lines[0])  # the first of them
-    assert proc.stderr.splitlines() == [f"ffe: warning: {Path('logs') / 'audit.jsonl'}: skipped 3 lines that are not "
-                                        f"a JSON object (the first at byte {offset})"]
+    assert proc.stderr.splitlines() == [f"ffe: warning: {Path('logs') / 'audit.jsonl'}: skipped 3 lines that are no "
+                                        f"audit record (the first at byte {offset})"]
 
 
 def test_a_file_that_holds_no_record_is_bad_input_said_in_one_line(tmp_path):
@@ -294,7 +294,19 @@ def test_a_file_that_holds_no_record_is_bad_input_said_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: holds no audit record (3004 "
-                                        "lines, none a JSON object): is --log-dir right?"]
+                                        "lines, none a record of the trail): is --log-dir right?"]
+
+
+def test_a_report_on_one_line_where_the_trail_is_holds_no_record(tmp_path):
+    # A JSON object, but no record of the trail (no seq, no event): not shown as one.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "audit.jsonl").write_text(json.dumps({"symbols": ["BTC/USD"], "bars": 599}) + "\n")
+    proc = ffe(tmp_path, "audit", "tail", "-n", "1", "--log-dir", "logs")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: holds no audit record (1 "
+                                        "line, none a record of the trail): is --log-dir right?"]
 
 
 def test_the_last_lines_of_a_huge_file_are_read_from_its_end(tmp_path):
