@@ -68,15 +68,16 @@ class _Lines:
     def __init__(self, path: Path, events: set[str] | None) -> None:
         self.path = path
         self.events = events
-        self.records = 0  # lines read that are JSON objects
+        self.records = 0  # lines read that are records of the trail
         self.skipped: dict[Path, tuple[int, int]] = {}  # file -> (lines skipped, the first's offset), not said yet
         self.skipped_ever = 0
 
     def parse(self, line: bytes, offset: int, where: Path | None = None) -> dict[str, Any] | None:
         try:
             rec = orjson.loads(line)
-            if not isinstance(rec, dict):
-                raise ValueError("not an object")
+            # A record of the trail: a JSON object with its seq and its event (a report is a JSON object too).
+            if not (isinstance(rec, dict) and isinstance(rec.get("seq"), int) and isinstance(rec.get("event"), str)):
+                raise ValueError("no record")
         except ValueError:
             path = where or self.path
             count, first = self.skipped.get(path, (0, offset))
@@ -89,8 +90,8 @@ class _Lines:
     def say_skipped(self) -> None:
         """One warning per file for the lines skipped since the last one said."""
         for path, (count, first) in self.skipped.items():
-            said = (f"skipped a line that is not a JSON object at byte {first}" if count == 1 else
-                    f"skipped {count} lines that are not a JSON object (the first at byte {first})")
+            said = (f"skipped a line that is no audit record at byte {first}" if count == 1 else
+                    f"skipped {count} lines that are no audit record (the first at byte {first})")
             print(fmt.printable(f"ffe: warning: {path}: {said}"), file=sys.stderr)
         self.skipped.clear()
 
@@ -98,7 +99,7 @@ class _Lines:
         """UsageError when every line read was skipped: the file is no audit trail (is --log-dir right?)."""
         if self.records == 0 and self.skipped_ever:
             raise UsageError(f"{self.path}: holds no audit record ({self.skipped_ever} line"
-                             f"{'s' if self.skipped_ever > 1 else ''}, none a JSON object): is --log-dir right?")
+                             f"{'s' if self.skipped_ever > 1 else ''}, none a record of the trail): is --log-dir right?")
 
     def wanted(self, rec: dict[str, Any]) -> bool:
         return self.events is None or rec.get("event") in self.events
