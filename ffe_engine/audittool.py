@@ -98,8 +98,9 @@ class _Lines:
     def refuse_no_record(self) -> None:
         """UsageError when every line read was skipped: the file is no audit trail (is --log-dir right?)."""
         if self.records == 0 and self.skipped_ever:
-            raise UsageError(f"{self.path}: holds no audit record ({self.skipped_ever} line"
-                             f"{'s' if self.skipped_ever > 1 else ''}, none a record of the trail): is --log-dir right?")
+            lines = f"{self.skipped_ever} line{'s' if self.skipped_ever > 1 else ''}"
+            raise UsageError(f"{self.path}: holds no audit record ({lines}, none a record of the trail): is "
+                             "--log-dir right?")
 
     def wanted(self, rec: dict[str, Any]) -> bool:
         return self.events is None or rec.get("event") in self.events
