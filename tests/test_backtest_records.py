@@ -209,3 +209,11 @@ def test_bytes_per_bar_stay_within_each_levels_bound(runs):
     bars = runs["full"]["report"]["bars"]
     assert written(runs["full"]["cwd"]) / bars <= FULL_BYTES_PER_BAR
     assert written(runs["trades"]["cwd"]) / bars <= TRADES_BYTES_PER_BAR
+
+
+def test_a_backtest_s_records_carry_the_time_of_the_run_to_the_second(runs):
+    """Sub-second digits of a run going at thousands of bars a second say nothing, and cost its records bytes that
+    vary with the machine's load: a backtest's records are stamped to the second."""
+    full = runs["full"]
+    stamps = [json.loads(r)["ts"] for r in records.read_lines(full["cwd"] / full["report"]["audit"])]
+    assert stamps and all(ts.endswith(".000Z") for ts in stamps), [ts for ts in stamps if not ts.endswith(".000Z")][:5]
