@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import batch, reach
-from .clock import SimClock, format_timeframe
+from .clock import RunClock, format_timeframe
 from .config import Settings, is_symbol
 from .datacache import DataCache, cache_for
 from . import records as compact
@@ -181,7 +181,7 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     if full:  # built whole when the run is closed: full pages, and no index to keep up during the run
         await store.defer_decision_indexes()
     redactor = Redactor(settings.secrets())
-    clock = SimClock()
+    clock = RunClock()
     bus = EventBus(clock, redactor=redactor, chain=False)
     weight_history: list[list[Any]] = []  # [market time ms, weights, reason] of each change
 

@@ -133,6 +133,15 @@ class SimClock:
 
 
 
+class RunClock(SimClock):
+    """A backtest's clock: market time as SimClock's, and the wall time of the run to the second. The sub-second
+    digits of a run going at thousands of bars a second say nothing, and would cost its records bytes that vary
+    with the machine's load."""
+
+    def wall(self) -> float:
+        return float(int(time.time()))
+
+
 class ManualClock(SimClock):
     """A clock for tests: market time as with SimClock (the feed advances it; `paced` as there), while wall and
     monotonic time stand still until the test moves them with `forward(seconds)`. A test that needs "two minutes
