@@ -662,7 +662,8 @@ async def command_or_probe(path: Path, cmd: str, args: dict[str, Any], timeout: 
         await asyncio.wait({command})  # bounded by the command's own timeout
         if not isinstance(command.exception(), TimeoutError):
             return command.result(), None  # answered late, or failed as `request` fails: the probe is not needed
-        await asyncio.wait({probe})  # asked at half the timeout for the half left: it ends as the command did
+        if not probe.done():  # an answer after the timeout is not waited for, nor taken: the caller gives up now
+            return None, None
         try:
             return None, probe.result()
         except (OSError, ValueError):  # TimeoutError is an OSError
