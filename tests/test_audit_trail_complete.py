@@ -50,15 +50,25 @@ def test_no_committed_event_is_ever_missing_from_the_audit_file_of_a_running_eng
     wait_until(lambda: "engine started" in proc.stderr, timeout=60, what="the engine to start")
     wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM orders"), timeout=60, what="the first order")
     checks = 0
-    for _ in range(60):
+    for _ in range(120):
         time.sleep(rng.uniform(0.0, 0.05))
         proc.send(signal.SIGSTOP)  # the file and the database as a SIGKILL now would leave them
         try:
-            missing = set(db_seqs(db)) - whole_line_seqs(audit)
+            try:
+                committed = set(db_seqs(db))
+            except sqlite3.OperationalError as exc:
+                # Stopped in the middle of its write to the WAL index, the engine leaves a reader nothing consistent
+                # to read until it goes on (SQLITE_PROTOCOL): this moment is looked at no further, another is.
+                if "locking protocol" not in str(exc):
+                    raise
+                continue
+            missing = committed - whole_line_seqs(audit)
             assert not missing, f"committed but not in the audit file: {sorted(missing)[:10]}"
             checks += 1
         finally:
             proc.send(signal.SIGCONT)
+        if checks == 60:
+            break
     assert checks == 60
     assert db_value(db, "SELECT COUNT(*) FROM fills") > 0
     proc.kill()
