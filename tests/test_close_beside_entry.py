@@ -139,3 +139,25 @@ async def test_a_close_answered_while_its_entry_s_cancel_waits_on_the_exchange_s
             await wait_for(lambda: not e.orders.live, timeout=30, what="the close carried out")
         assert BTC not in e.portfolio.positions or e.portfolio.is_dust(BTC)
         assert_books_agree(e, fx)
+
+
+async def test_a_close_refused_on_its_second_entry_says_the_first_it_cancelled(tmp_path, fx):
+    """Two entries work: the close cancels the first, the exchange refuses the second's cancel. Nothing is sold, and
+    the refusal says the first was cancelled by this close, as well as the second that still works."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            first = await resting_entry(e, fx)
+            fx.fault(POST_ORDER, "fill_later", seconds=60)
+            second = (await e.operator_order(BTC, "buy", 0.001))["client_order_id"]
+            assert list(e.orders.live) == [first, second]
+            fx.fault(DELETE_ORDER, "slow", seconds=0.0)  # the first cancel goes through
+            fx.fault(DELETE_ORDER, "error", status=400, times=100)  # the second is refused, every time
+            with pytest.raises(ControlError) as refused:
+                await e.close_position(BTC, by="test")
+            said = str(refused.value)
+            assert f"its entry {second} still works" in said and f"its entry {first} cancelled first" in said, said
+            assert fx.open_order(first) is None and fx.open_order(second) is not None
+            assert not [r for r in fx.requests_to(POST_ORDER) if r.params["side"] == "SELL"]
