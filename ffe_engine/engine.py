@@ -2577,18 +2577,24 @@ class Engine:
         said: dict[str, list[str]] = {"cancelled": [], "filled": [], "entries_in_doubt": []}
         for o in [o for o in self.orders.live.values() if o.symbol == symbol and not o.reduce_only]:
             cid = o.client_order_id
-            _, why = await self.orders.cancel(o, by)
+            ok, why = await self.orders.cancel(o, by)
             if cid not in self.orders.live:  # ended, every fill of it booked
                 said["filled" if o.status is OrderStatus.FILLED else "cancelled"].append(cid)
-            elif o.status is OrderStatus.IN_DOUBT:
+                continue
+            if o.status is OrderStatus.IN_DOUBT:
                 said["entries_in_doubt"].append(cid)
-            elif o in self.orders.trades_lagging():
-                raise ControlError(f"{symbol}: its entry {cid} has ended at the exchange, which has not listed the "
-                                   "trades of its last fill yet: the books do not hold all it bought; nothing was "
-                                   "sent: close once its fill is booked (`ffe ctl orders`: not `trades behind`)")
-            else:
-                raise ControlError(f"{symbol}: its entry {cid} still works at the exchange and its cancel did not "
-                                   f"go through ({why}); nothing was sent: cancel it (`ffe ctl cancel`), then close")
+                continue
+            # Refused: what this close did before (entries it cancelled) is said with it.
+            before = tables.entries_said({k: v for k, v in said.items() if v})
+            if o in self.orders.trades_lagging():
+                how = "cancelled by this close at" if ok else "ended at"
+                raise ControlError(f"{symbol}: its entry {cid} has {how} the exchange, which has not listed the "
+                                   "trades of its last fill yet: the books do not hold all it bought; no closing "
+                                   f"order was sent: close once its fill is booked (`ffe ctl orders`: not `trades "
+                                   f"behind`){before}")
+            raise ControlError(f"{symbol}: its entry {cid} still works at the exchange and its cancel did not go "
+                               f"through ({why}); no closing order was sent: cancel it (`ffe ctl cancel`), then "
+                               f"close{before}")
         return {k: v for k, v in said.items() if v}
 
     async def balances(self) -> dict[str, Any]:

@@ -72,7 +72,7 @@ async def test_a_close_whose_entry_filled_beyond_the_trades_listed_sends_nothing
             with pytest.raises(ControlError) as refused:
                 await e.close_position(BTC, by="test")
             said = str(refused.value)
-            assert f"its entry {entry}" in said and "trades" in said and "nothing was sent" in said, said
+            assert f"its entry {entry}" in said and "trades" in said and "no closing order was sent" in said, said
             assert "still works" not in said, said
             assert not [r for r in fx.requests_to(POST_ORDER) if r.params["side"] == "SELL"]
             fx.clear_faults(MY_TRADES)
