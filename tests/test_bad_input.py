@@ -779,3 +779,19 @@ def test_a_csv_with_both_date_and_time_columns_exits_2_naming_the_file_and_both_
     assert f"{csv.name}:1:" in line and "'Date'" in line and "'Time'" in line, line
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert not (tmp_path / "data" / "backtests").exists()  # no run was started
+
+
+@pytest.mark.parametrize("command", [("config", "check"), ("doctor",)], ids=["config-check", "doctor"])
+def test_standard_output_on_a_full_disk_is_one_line_not_a_traceback(tmp_path, command):
+    import subprocess
+
+    from conftest import ffe_cmd
+
+    if command == ("doctor",):  # records to look at
+        assert run_ffe(tmp_path, "run", "--headless", "--max-bars", "3").returncode == 0
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(ffe_cmd(*command), cwd=tmp_path, env=ffe_env(), stdin=subprocess.DEVNULL, stdout=full,
+                              stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == ["ffe: error: standard output cannot be written: No space left on device"], \
+        proc.stderr
