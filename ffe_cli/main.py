@@ -8,6 +8,7 @@ its code.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import math
 import os
@@ -340,6 +341,9 @@ def _help_of(args: argparse.Namespace | None) -> str:
     return " ".join(["ffe", *words])
 
 
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # what a write to a full or failing disk raises
+
+
 def _reader_gone() -> None:
     """stdout's reader went away (`| head`): stop quietly, and keep the interpreter's last flush from failing."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -405,6 +409,14 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
     except BrokenPipeError:
         _reader_gone()
         return 0
+    except OSError as exc:
+        # A write that found no room, with no file named: standard output on a full disk (`> /dev/full`), which no
+        # command wraps (the records' own failures name their file). One line; stdout's last flush would fail again.
+        if exc.errno not in NO_ROOM or exc.filename is not None:
+            raise
+        _reader_gone()
+        print(f"ffe: error: standard output cannot be written: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
