@@ -676,3 +676,14 @@ def test_audit_tail_names_only_the_events_the_trail_records():
     assert ", log," not in str(info.value) and "bar," not in str(info.value)
     assert parse_events("order,fill") == {"order", "fill"}
     assert not EVENT_TYPES["log"].audit
+
+
+def test_a_report_without_its_last_newline_where_the_trail_is_holds_no_record(tmp_path):
+    # Not an unfinished record (a kill cuts one short of its end, and a whole JSON object is no such cut): exit 2.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "audit.jsonl").write_text(json.dumps({"symbols": ["BTC/USD"], "bars": 599}))
+    proc = ffe(tmp_path, "audit", "tail", "-n", "1", "--log-dir", "logs")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: holds no audit record (1 "
+                                        "line, none a record of the trail): is --log-dir right?"]
