@@ -283,7 +283,10 @@ def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: Even
     end = 0
     try:
         if f is not None:
-            end = _complete_end(f, os.fstat(f.fileno()).st_size)
+            size = os.fstat(f.fileno()).st_size
+            end = _complete_end(f, size)
+            if end == 0 and size and not follow:
+                _no_whole_line(f, size, lines)
         # The database is asked after the file is read: the file holds every record it has committed by then.
         committed = head.last_seq() if head is not None else None
         if head is not None and committed is None and head.path.exists():
@@ -312,6 +315,19 @@ def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: Even
             f.close()
         return 0
     return _follow(path, f, end, _last_seq_before(path, f, end), lines, out, head)
+
+
+def _no_whole_line(f: BinaryIO, size: int, lines: _Lines) -> None:
+    """A file with no whole line: an unfinished record (a kill cut the first one short) is passed over; anything
+    else (a report written without its last newline, text) is counted as a line that is no record."""
+    f.seek(0)
+    data = f.read(min(size, READ_MAX))
+    try:
+        orjson.loads(data)
+    except ValueError:
+        if data.lstrip(b"\x00").startswith(b"{"):
+            return  # the start of a record, cut short
+    lines.parse(data, 0)
 
 
 def _tail_packed(path: Path, n: int, lines: _Lines, out: _Out, head: EventHead | None) -> int:
