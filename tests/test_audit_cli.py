@@ -687,3 +687,16 @@ def test_a_report_without_its_last_newline_where_the_trail_is_holds_no_record(tm
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: holds no audit record (1 "
                                         "line, none a record of the trail): is --log-dir right?"]
+
+
+@pytest.mark.parametrize("command", [("audit", "tail", "-n", "1"), ("audit", "verify")], ids=["tail", "verify"])
+def test_a_fifo_where_the_trail_is_is_refused_in_one_line_not_waited_on(tmp_path, command):
+    import os
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.mkfifo(logs / "audit.jsonl")
+    proc = ffe(tmp_path, *command, "--log-dir", "logs")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: is not a regular file (a FIFO, "
+                                        "a device): no audit trail (is --log-dir right?)"], proc.stderr
