@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import sys
 import time
 from pathlib import Path
@@ -263,7 +264,20 @@ def _records_level(db_path: Path) -> Any:
         records.close()
 
 
+def _not_a_regular_file(path: Path) -> None:
+    """UsageError when something other than a file is where the trail is: opened and read, a FIFO would be waited on
+    for ever, a device read for ever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # not there (or not reachable): said where it is opened
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, a device"
+        raise UsageError(f"{path}: is not a regular file ({kind}): no audit trail (is --log-dir right?)")
+
+
 def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: EventHead | None) -> int:
+    _not_a_regular_file(path)
     if not path.exists() and not rotated_files(path) and packed(path).exists():
         if follow:
             raise UsageError(f"{packed(path)}: a backtest run's compressed audit file cannot be followed: leave out "
@@ -556,6 +570,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     """`ffe audit verify`: 0 when the trail is intact, 1 when not (the first bad seq and why), 2 when there is no
     trail to check or the database cannot be read."""
     path = Path(path)
+    _not_a_regular_file(path)
     if not trail_files(path):
         _no_trail_kept(db_path, must_read=True)
         raise UsageError(f"no audit trail at {path} (is --log-dir right?)")
