@@ -700,3 +700,18 @@ def test_a_fifo_where_the_trail_is_is_refused_in_one_line_not_waited_on(tmp_path
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: is not a regular file (a FIFO, "
                                         "a device): no audit trail (is --log-dir right?)"], proc.stderr
+
+
+def test_verify_of_a_report_without_its_last_newline_where_the_trail_is_holds_no_record(tmp_path):
+    """One line, unfinished, that is no record cut short (a record starts with its time): not a trail with an
+    unfinished last line, but no trail. A record cut short alone still verifies, with its note."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "audit.jsonl").write_text(json.dumps({"symbols": ["BTC/USD"], "bars": 599}))
+    proc = ffe(tmp_path, "audit", "verify", "--log-dir", "logs")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: holds no audit record (1 "
+                                        "line, none a record of the trail): is --log-dir right?"]
+    (logs / "audit.jsonl").write_bytes(b'{"ts":"2026-01-01T00:00:00.000Z","seq":1,"ev')
+    proc = ffe(tmp_path, "audit", "verify", "--log-dir", "logs")
+    assert proc.returncode == 0 and "unfinished last line" in proc.stdout, proc.stdout + proc.stderr
