@@ -264,6 +264,18 @@ def _records_level(db_path: Path) -> Any:
         records.close()
 
 
+RECORD_START = b'{"ts":"'  # how every record of the trail begins (events.py writes its time first)
+
+
+def _starts_a_record(path: Path) -> bool:
+    """Whether the file starts as a record of the trail does (its time first): a record cut short by a kill."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(RECORD_START)) == RECORD_START
+    except OSError:
+        return False
+
+
 def _not_a_regular_file(path: Path) -> None:
     """UsageError when something other than a file is where the trail is: opened and read, a FIFO would be waited on
     for ever, a device read for ever."""
@@ -602,6 +614,9 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
             raise UsageError(str(exc)) from None
         finally:
             records.close()
+    if result.ok and result.records == 0 and result.torn_bytes and not _starts_a_record(path):
+        # One unfinished line that is no record cut short (a report written without its last newline): no trail.
+        raise UsageError(f"{path}: holds no audit record (1 line, none a record of the trail): is --log-dir right?")
     # Records after the database's last event that are more than the moment before a kill: the database lost
     # committed records (as the start and `ffe doctor` judge them), whatever the chain says.
     lost = result.uncommitted.lost_records() if result.ok and result.uncommitted is not None else None
