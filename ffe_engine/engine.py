@@ -2544,9 +2544,9 @@ class Engine:
             if pos is None:
                 raise ControlError(f"no open position in {symbol}")
             self._refuse_without_candles(symbol)
-            mine["cancelling"] = [o.client_order_id for o in self.orders.live.values()
-                                  if o.symbol == symbol and not o.reduce_only]
-            entries = await self._cancel_entries(symbol, by)
+            working = self.orders.entries(symbol)
+            mine["cancelling"] = [o.client_order_id for o in working]
+            entries = await self._cancel_entries(symbol, working, by)
             mine.pop("cancelling")
             done = tables.entries_said(entries)  # said with a refusal too: the entries' cancels are done
             pos = self.portfolio.holding(symbol)  # with what the entries filled before their cancels
@@ -2567,15 +2567,15 @@ class Engine:
                     "in_doubt": sub.order is not None and sub.order.status is OrderStatus.IN_DOUBT,
                     "gates": [g.as_dict() for g in sub.gates], **entries}
 
-    async def _cancel_entries(self, symbol: str, by: str) -> dict[str, list[str]]:
-        """A close means flat: an entry of the symbol still working (filled in part, the rest open) would fill after
-        the close, and the position come back. Each is cancelled first (what it filled before is closed with the
-        rest); one in doubt is cancelled once the exchange shows it. Refused, nothing sent, when an entry's cancel
-        did not go through (it still works), or its fill at the exchange is beyond the trades listed yet (a sale
-        sized now would leave that part open). For the answer: the entries cancelled (`cancelled`), those that had
-        filled (`filled`), those waiting for the exchange's word (`entries_in_doubt`)."""
+    async def _cancel_entries(self, symbol: str, working: list[Order], by: str) -> dict[str, list[str]]:
+        """A close means flat: an entry of the symbol still working (`working`: filled in part, the rest open) would
+        fill after the close, and the position come back. Each is cancelled first (what it filled before is closed
+        with the rest); one in doubt is cancelled once the exchange shows it. Refused, no closing order sent, when an
+        entry's cancel did not go through (it still works), or its fill at the exchange is beyond the trades listed
+        yet (a sale sized now would leave that part open). For the answer: the entries cancelled (`cancelled`), those
+        that had filled (`filled`), those waiting for the exchange's word (`entries_in_doubt`)."""
         said: dict[str, list[str]] = {"cancelled": [], "filled": [], "entries_in_doubt": []}
-        for o in [o for o in self.orders.live.values() if o.symbol == symbol and not o.reduce_only]:
+        for o in working:
             cid = o.client_order_id
             ok, why = await self.orders.cancel(o, by)
             if cid not in self.orders.live:  # ended, every fill of it booked

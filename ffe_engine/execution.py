@@ -226,8 +226,12 @@ class OrderPath:
         return [EntryInFlight(o.symbol, o.side, max(0.0, o.quantity - o.filled))
                 for o in self.live.values() if not o.reduce_only]
 
+    def entries(self, symbol: str) -> list[Order]:
+        """The entries of `symbol` in flight (not reduce-only)."""
+        return [o for o in self.live.values() if o.symbol == symbol and not o.reduce_only]
+
     def pending_entry(self, symbol: str) -> bool:
-        return any(o.symbol == symbol and not o.reduce_only for o in self.live.values())
+        return bool(self.entries(symbol))
 
     def pending_exit_qty(self, symbol: str) -> float:
         return sum(o.quantity - o.filled for o in self.live.values() if o.symbol == symbol and o.reduce_only)
