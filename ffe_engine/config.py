@@ -1415,11 +1415,14 @@ def _not_a_directory(directory: Path) -> str | None:
 
 
 def _directory_problems(settings: Settings) -> list[Problem]:
-    """The data and log directories are directories, or can be made: a regular file in the way would fail every
-    command that opens them, part way."""
+    """The data and log directories, and a control socket's own, are directories, or can be made: a regular file in
+    the way would fail every command that opens them, part way."""
     problems: list[Problem] = []
-    for index, (key, directory) in enumerate(((("storage", "path"), settings.data_dir),
-                                              (("logging", "dir"), settings.log_dir))):
+    directories: list[tuple[Path_, Path]] = [(("storage", "path"), settings.data_dir),
+                                             (("logging", "dir"), settings.log_dir)]
+    if settings.control.socket:  # a socket of its own: its directory too (the data directory's is above)
+        directories.append((("control", "socket"), settings.socket_path.parent))
+    for index, (key, directory) in enumerate(directories):
         blocker = _not_a_directory(directory)
         if blocker is None:
             continue
@@ -1434,14 +1437,9 @@ MAX_SOCKET_PATH = 107
 
 
 def _socket_problems(settings: Settings) -> list[Problem]:
-    """The control socket's directory is one, or can be made, and its path fits a Unix socket's address: found only
-    when the engine binds it, it would stop a start that has already recorded itself."""
+    """The control socket's path fits a Unix socket's address: found only when the engine binds it, it would stop
+    a start that has already recorded itself."""
     path = settings.socket_path
-    blocker = _not_a_directory(path.parent) if settings.control.socket else None  # the data directory's own: above
-    if blocker is not None:
-        origin = settings.origin_of("control", "socket")
-        rank = origin.rank if origin else (3, 0)
-        return [((*rank, 0), _format(origin, ("control", "socket"), blocker), origin, "control.socket")]
     size = len(os.fsencode(str(path)))
     if size <= MAX_SOCKET_PATH:
         return []
