@@ -532,7 +532,7 @@ def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes | None, bytes,
             if seq is not None:
                 return _cut(fd, path, start + end + 1, tail[end + 1:], seq, line)
             if not _blank(line):
-                if cut or not _cut_record(line):
+                if cut or not cut_record(line):
                     raise DamagedRecords(f"{path}: the line at byte {start + begin} is no record of the trail, "
                                          "and a kill leaves no whole line after the last one (written over); it "
                                          "was left as it is: `ffe audit verify` names the damage")
@@ -548,7 +548,7 @@ def _blank(data: bytes) -> bool:
     return not data.strip(b" \t\r\x00")
 
 
-def _cut_record(line: bytes) -> bool:
+def cut_record(line: bytes) -> bool:
     """A record cut short: the start of a JSON object that does not parse (no whole object is a prefix of one)."""
     if not line.lstrip(b"\x00").startswith(b"{"):
         return False

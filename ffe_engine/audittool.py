@@ -32,7 +32,7 @@ import orjson
 import zstandard
 
 from . import ahead, fmt, present, reach
-from .audit import has_records
+from .audit import cut_record, has_records
 from . import records as compact
 from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, rotated_seqs, trail_files,
                     verify_trail)
@@ -348,11 +348,8 @@ def _no_whole_line(f: BinaryIO, size: int, lines: _Lines) -> None:
     else (a report written without its last newline, text) is counted as a line that is no record."""
     f.seek(0)
     data = f.read(min(size, READ_MAX))
-    try:
-        orjson.loads(data)
-    except ValueError:
-        if data.lstrip(b"\x00").startswith(b"{"):
-            return  # the start of a record, cut short
+    if cut_record(data):  # the start of a record, cut short, as a start's repair takes it
+        return
     lines.parse(data, 0)
 
 
