@@ -168,6 +168,11 @@ MANIFEST_DAMAGE = {
     "seq_last_missing": (lambda m: m["seq"].pop("last"), "seq.last is missing"),
     "files_a_list": (lambda m: m.update(files=[]), "files [] is not a JSON object"),
     "rows_count_text": (lambda m: m["rows"].update(orders="many"), "rows.orders 'many' is not an integer"),
+    # what the manifest says of the files must be what the archive holds
+    "files_lists_one_not_held": (lambda m: m["files"].update({"audit-000000000001.jsonl": {"sha256": "00" * 32,
+                                                                                            "bytes": 100}}),
+                                 "files lists audit-000000000001.jsonl, which no backup holds"),
+    "seq_first_not_the_trail_s": (lambda m: m["seq"].update(first=2), "seq.first is 2, the audit trail's first is 1"),
 }
 
 
@@ -839,12 +844,12 @@ def test_a_restore_into_the_log_directory_of_a_running_engine_is_refused(account
     (line,) = proc.stderr.splitlines()
     assert "logs" in line and f"pid {engine.pid}" in line and "nothing restored" in line, line
     assert not list((cwd / "logs").glob("*.before-restore-*"))
-    assert not (cwd / "other" / "ffe.db").exists()
+    assert not (cwd / "other").exists()  # nothing touched: not even the data directory made, or a lock in it
 
     # nor does a second engine on another data directory write into the same trail
     proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", "--data-dir", str(cwd / "other"))
     assert proc.returncode == 2 and f"pid {engine.pid}" in proc.stderr, proc.stderr
-    assert not (cwd / "other" / "ffe.db").exists()
+    assert not (cwd / "other").exists()
 
     assert engine.alive()
     engine.send(15)
