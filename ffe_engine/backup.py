@@ -450,6 +450,8 @@ def check_unpacked(file: Path, work: Path) -> Checked:
                         f"ffe's ({SCHEMA_VERSION}): verify and restore it with that release")
         return checked
     files = manifest["files"]
+    for name in sorted(set(files) - {DB_NAME, TRAIL_NAME, CONFIG_NAME}):
+        problems.append(f"{MANIFEST_NAME}: files lists {name}, which no backup holds")
     for name in (DB_NAME, TRAIL_NAME, CONFIG_NAME):
         want = files.get(name)
         if not (work / name).exists():
@@ -515,7 +517,7 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
     db_last = records.last_seq()
     if db_last != manifest["seq"]["last"]:
         problems.append(f"the database's last seq is {db_last}, the manifest says {manifest['seq']['last']}")
-    last = 0
+    first = last = 0
     order_seen: set[str] = set()
     order_final: dict[str, str] = {}  # the first final status the trail shows for each order
     order_events: OrderEvents = {}
@@ -525,6 +527,7 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
         s = seq_of(line)
         if s is None:
             continue
+        first = first or s
         last = s
         if want is not None and want[0] < s:
             problems.append(f"seq {want[0]} is in the database but not in the audit trail")
@@ -546,6 +549,8 @@ def _agree(records: Records, trail: Path, manifest: dict[str, Any], checked: Che
             status = rec.get("status", "")
             if status in _FINAL:
                 order_final.setdefault(cid, status)
+    if first != manifest["seq"]["first"]:  # the range the ok line says is the trail's own
+        problems.append(f"{MANIFEST_NAME}: seq.first is {manifest['seq']['first']}, the audit trail's first is {first}")
     if want is not None:
         problems.append(f"seq {want[0]} is in the database but not in the audit trail (it ends before)")
     if last != db_last:

@@ -19,6 +19,7 @@ import signal
 import stat
 import sys
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Callable, Protocol
 
@@ -197,11 +198,31 @@ def acquire_log_lock(log_dir: Path, data_dir: Path) -> int:
     """One engine per log directory: two would write into one audit trail, and a restore must not replace the
     trail an engine is writing. The file says who holds it (pid, data directory) for the refusals to name it."""
 
-    def refused(written: str) -> StartError:
-        return StartError(f"{log_dir}: the audit trail there is written by {_log_holder(written)}; give each "
-                          "engine its own [logging] dir")
+    return _hold_lock(log_dir / LOG_LOCK, f"{os.getpid()} {data_dir.resolve()}", partial(_log_refused, log_dir))
 
-    return _hold_lock(log_dir / LOG_LOCK, f"{os.getpid()} {data_dir.resolve()}", refused)
+
+def refuse_held_log_dir(log_dir: Path, data_dir: Path) -> None:
+    """The refusal `acquire_log_lock` would give, found before the data directory's lock is taken where taking it
+    would make its file (and the directory): a start or a restore refused for another engine's log directory leaves
+    neither behind. Where the lock file is there, the data directory's own refusal comes first, as ever (the engine
+    holding both is named as the one running on the data directory). Taking the lock still decides."""
+    if (data_dir / DATA_LOCK).exists():
+        return
+    try:
+        fd = os.open(log_dir / LOG_LOCK, os.O_RDONLY)
+    except OSError:
+        return  # no lock file (or none this user can open): taking the lock says what
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # closing the file lets it go
+    except BlockingIOError:
+        raise _log_refused(log_dir, os.read(fd, 4096).decode(errors="replace").strip()) from None
+    finally:
+        os.close(fd)
+
+
+def _log_refused(log_dir: Path, written: str) -> StartError:
+    return StartError(f"{log_dir}: the audit trail there is written by {_log_holder(written)}; give each engine its "
+                      "own [logging] dir")
 
 
 def log_dir_holder(log_dir: Path) -> str:
@@ -311,6 +332,7 @@ class EngineHost:
         secrets = settings.secrets()
         redactor = Redactor(secrets)
         redact = redactor.text if redactor else None  # for free text: a failed start's page
+        refuse_held_log_dir(settings.log_dir, settings.data_dir)
         umask = os.umask(PRIVATE)
         try:
             lock_fd = await acquire_engine_lock(settings.data_dir, WallClock())  # real seconds, whatever the market's

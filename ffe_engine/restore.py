@@ -37,8 +37,8 @@ from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked,
 from .chain import rotated_files, trail_files
 from .config import Settings
 from .errors import FfeError, NotADatabase, StartError, StorageError, UnreachablePath, UsageError
-from .host import (RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, lock_database,
-                   log_dir_holder)
+from .host import (RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, lock_database, log_dir_holder,
+                   refuse_held_log_dir)
 from .interrupts import held
 from .staging import Staging
 from .store import (SIDE_FILES, Records, halted_in, keep_halted, mark_restored, peek_foreign,
@@ -129,6 +129,12 @@ def _take_locks(data_dir: Path, db: Path, trail: Path) -> list[int]:
     engine holds any of them (nothing changed)."""
     running = Refused(f"{data_dir}: an ffe engine is running on this data directory; stop it first (nothing "
                       "restored)")
+    log_held = Refused(f"{trail.parent}: the audit trail there is written by {log_dir_holder(trail.parent)}; stop "
+                       "it first or restore with another --log-dir (nothing restored)")
+    try:
+        refuse_held_log_dir(trail.parent, data_dir)
+    except StartError:
+        raise log_held from None
     try:
         locks = [acquire_lock(data_dir, holder="restore")]
     except StartError:
@@ -149,8 +155,7 @@ def _take_locks(data_dir: Path, db: Path, trail: Path) -> list[int]:
     except StartError:
         for fd in locks:
             os.close(fd)
-        raise Refused(f"{trail.parent}: the audit trail there is written by {log_dir_holder(trail.parent)}; stop "
-                      "it first or restore with another --log-dir (nothing restored)") from None
+        raise log_held from None
     except StorageError as exc:
         for fd in locks:
             os.close(fd)
