@@ -376,6 +376,26 @@ async def test_ffe_data_download_exits_1_with_one_line_when_the_exchange_is_unre
     assert not (tmp_path / "btc.csv").exists()
 
 
+async def test_an_unreachable_exchange_says_how_far_each_file_goes(fx, tmp_path):
+    """The markets not loaded, nothing is asked of any symbol: the line still says what each file holds."""
+    write_config(tmp_path, fake_config(fx))
+    out = tmp_path / "candles"
+    out.mkdir()
+    held = out / candle_file_name("BTC/USDT", "1h", "binance")
+    held.write_text("timestamp,open,high,low,close,volume\n"
+                    f"{iso(T0)},1,2,0.5,1.5,10\n{iso(T0 + H)},1,2,0.5,1.5,10\n")
+    before = held.read_bytes()
+    fx.down = True
+    p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "ETH/USDT", "--timeframe", "1h", "--since",
+                            "2023-11-01", "--out", "candles", env=ffe_env())
+    assert p.proc.returncode == 1, p.stderr
+    line = one_error_line(p.stderr)
+    assert "load_markets" in line, line
+    new = out / candle_file_name("ETH/USDT", "1h", "binance")
+    assert f"{held} holds candles up to {iso(T0 + H)}; {new} not written; run again to continue" in line, line
+    assert held.read_bytes() == before and not new.exists()
+
+
 async def test_an_exchange_answering_a_maintenance_page_for_its_markets_exits_1_not_2(fx, tmp_path):
     # Its market list comes back empty: that says nothing of the symbols asked for, and may pass by itself.
     write_config(tmp_path, fake_config(fx))
