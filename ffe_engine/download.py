@@ -368,9 +368,7 @@ class Downloader:
                 os.fsync(out.fileno())
         except DownloadError as exc:
             held = written_ts[-1] if written_ts else last_stored
-            where = (f"{path} holds candles up to {iso(held)}" if held is not None
-                     else f"{path} holds no candles" if path.exists() else f"{path} not written")
-            raise DownloadError(f"{exc} ({where}; run again to continue)") from None
+            raise DownloadError(f"{exc} ({_how_far(path, held)}; run again to continue)") from None
         finally:
             if out is not None:
                 out.close()
@@ -384,6 +382,14 @@ class Downloader:
         if written_ts or stored is not None:
             result.file = load_csv(path, symbol=symbol, timeframe=tf)  # what was written reads back
         return result
+
+    def how_far(self, symbol: str, path: Path) -> str:
+        """How far `path` goes, read without touching it (a download that failed before its symbol's turn)."""
+        try:
+            held = load_csv(path, symbol=symbol, timeframe=self.tf_ms).ts if path.exists() else []
+        except (FfeError, OSError, ValueError):
+            return f"{path} left as it was"  # what is wrong with it is said at its turn
+        return _how_far(path, held[-1] if held else None)
 
     def _none_from(self, symbol: str, cursor: int, end: int, page: Page) -> str:
         """Why the download ended before `end`: the exchange has no candle in [cursor, end), which it told."""
@@ -513,7 +519,11 @@ async def download(request: Request, *, clock: Any = None, progress: Progress | 
     results = []
     try:
         loader = Downloader(venue, request.timeframe, clock=clock, page=page, progress=progress)
-        await loader.connect([s for s, _ in plan])
+        try:
+            await loader.connect([s for s, _ in plan])
+        except DownloadError as exc:
+            where = "; ".join(loader.how_far(symbol, path) for symbol, path in plan)
+            raise DownloadError(f"{exc} ({where}; run again to continue)") from None
         for symbol, path in plan:
             result = await loader.symbol(symbol, path, since, until)
             results.append(result)
@@ -522,6 +532,13 @@ async def download(request: Request, *, clock: Any = None, progress: Progress | 
     finally:
         await venue.close()
     return results
+
+
+def _how_far(path: Path, held: int | None) -> str:
+    """What a failed download says of a file: the last candle it holds."""
+    if held is not None:
+        return f"{path} holds candles up to {iso(held)}"
+    return f"{path} holds no candles" if path.exists() else f"{path} not written"
 
 
 def _count(n: int, thing: str) -> str:
