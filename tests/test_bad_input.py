@@ -749,6 +749,23 @@ def test_replay_files_of_another_timeframe_than_the_engine_s_are_refused_by_conf
                            'are 1h candles'), line
 
 
+def test_replay_files_of_two_timeframes_are_refused_naming_the_line_that_set_them(tmp_path):
+    hourly = sample_head(BTC_CSV, 30)
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(hourly))
+    (tmp_path / "ETH-USD_2h.csv").write_text("".join(hourly[:1] + hourly[1::2]))  # every other hour
+    (tmp_path / "config.toml").write_text(
+        '[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\ntimeframe = "1h"\n[venue]\nquote = "USD"\n[market]\n'
+        'source = "replay"\nreplay_files = { "BTC/USD" = "BTC-USD_1h.csv", "ETH/USD" = "ETH-USD_2h.csv" }\n')
+    for command in (("config", "check"), ("run", "--headless", "--max-bars", "5")):
+        proc = run_ffe(tmp_path, *command)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        line = one_error_line(proc.stderr)
+        assert line.startswith("ffe: error: config.toml:8: market.replay_files: the files must share one "
+                               "timeframe"), (command, line)
+        assert "BTC-USD_1h.csv 1h" in line and "ETH-USD_2h.csv 2h" in line, (command, line)
+    assert not (tmp_path / "data" / "ffe.db").exists()
+
+
 def test_a_replayed_market_set_in_the_environment_names_the_variable_and_a_directory_is_no_file(tmp_path):
     """The replay files set by FFE_MARKET__REPLAY_FILES: a missing one is said with the variable that set it; a
     directory given as a file is said as such, not as "no such file"."""
