@@ -243,7 +243,8 @@ def replay_series(settings: Settings) -> dict[str, CandleSeries]:
     frames = {s.path: s.timeframe_ms for s in series.values()}
     if len(set(frames.values())) > 1:
         listed = ", ".join(f"{path} {format_timeframe(tf)}" for path, tf in frames.items())
-        raise StartError(f"market.replay_files: the files must share one timeframe: {listed}")
+        raise StartError(settings.blame(("market", "replay_files"), "market.replay_files: the files must share one "
+                                        f"timeframe: {listed}"))
     (frame,) = set(frames.values())
     engine = settings.engine
     if frame != engine.timeframe_ms:  # bars a timeframe apart would be stale to the engine's DATA_STALE gate
