@@ -798,7 +798,8 @@ def test_a_csv_with_both_date_and_time_columns_exits_2_naming_the_file_and_both_
     assert not (tmp_path / "data" / "backtests").exists()  # no run was started
 
 
-@pytest.mark.parametrize("command", [("config", "check"), ("doctor",)], ids=["config-check", "doctor"])
+@pytest.mark.parametrize("command", [("config", "check"), ("doctor",), ("--help",), ("backtest", "--help")],
+                         ids=["config-check", "doctor", "help", "backtest-help"])
 def test_standard_output_on_a_full_disk_is_one_line_not_a_traceback(tmp_path, command):
     import subprocess
 
