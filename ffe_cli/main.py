@@ -16,7 +16,7 @@ import shutil
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import IO, Any, Callable, NoReturn
 
 from ffe_engine import fmt
 from ffe_engine.api import COMMANDS as CONTROL
@@ -87,6 +87,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+    def print_help(self, file: IO[str] | None = None) -> None:
+        # Written as any command's output is: argparse's own writer drops a failed write (a full disk, a closed
+        # pipe), and the help would end as if shown.
+        (file or sys.stdout).write(self.format_help())
 
 
 def _path(text: str) -> Path:
@@ -373,7 +378,12 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     try:
-        args, extra = parser.parse_known_args(argv)
+        try:
+            args, extra = parser.parse_known_args(argv)
+        except SystemExit as done:
+            if not done.code:  # the help, printed: flushed here, so that a full standard output is said as below
+                sys.stdout.flush()
+            raise
         if extra and given and given[0].startswith("-") and extra[0] in parser.commands:
             # `ffe --config X config check`: the options were taken as run's, and the command left over.
             at = len(given) - len(extra) if given[-len(extra):] == extra else given.index(extra[0])
@@ -395,8 +405,11 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
                 early.release()
         if handler is None:
             parser.print_help()
+            sys.stdout.flush()
             return 2
-        return _handled(handler, args)
+        code = _handled(handler, args)
+        sys.stdout.flush()  # what is still buffered: a write that fails is said below, not by the interpreter's exit
+        return code
     except FfeError as exc:
         message = str(exc)
         if isinstance(exc, ArgumentError):  # found by the command, which cannot know how it was typed
