@@ -54,8 +54,9 @@ def test_every_help_fits_80_columns(tmp_path, words, columns):
     assert wide_lines(proc.stdout) == [], proc.stdout
 
 
-@pytest.mark.parametrize("words", [("ctl",), ("audit", "tail"), ("backtest",)], ids=lambda w: " ".join(w))
-def test_help_on_a_narrower_terminal_fits_its_width(tmp_path, words):
-    proc = ffe_in_process(tmp_path, *words, "--help", env=env_with("60"))
+@pytest.mark.parametrize("columns", [60, 50])
+@pytest.mark.parametrize("words", commands(), ids=lambda w: " ".join(("ffe", *w)))
+def test_help_on_a_narrower_terminal_fits_its_width(tmp_path, words, columns):
+    proc = ffe_in_process(tmp_path, *words, "--help", env=env_with(str(columns)))
     assert proc.returncode == 0, proc.stderr
-    assert [line for line in proc.stdout.splitlines() if len(line) > 60] == [], proc.stdout
+    assert [line for line in proc.stdout.splitlines() if len(line) > columns] == [], proc.stdout
