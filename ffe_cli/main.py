@@ -218,8 +218,8 @@ def build_parser() -> Parser:
     bt.set_defaults(positionals="files")
     bt.add_argument("--report", type=_path, default=None, help="write the JSON report here")
     bt.add_argument("--lenient", action="store_true", help="skip bad CSV rows (counted) instead of stopping")
-    bt.add_argument("--records", default=None, metavar="full|trades|summary",
-                    help="what the run writes (default: backtest.records, full)")
+    bt.add_argument("--records", default=None, metavar="LEVEL",
+                    help="what the run writes: full, trades or summary (default: backtest.records, full)")
     bt.add_argument("--list", action="store_true", help="list past runs: date, data, record level, size, result")
     bt.add_argument("--clean", action="store_true", help="remove past runs chosen by --keep and/or --older-than")
     bt.add_argument("--keep", default=None, metavar="N", help="with --clean: keep the newest N runs")
