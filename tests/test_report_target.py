@@ -85,6 +85,19 @@ def test_a_report_path_whose_directory_is_not_there_is_refused_and_nothing_made(
     assert not (here / "typo").exists() and not (here / "gone").exists() and not (here / "data").exists()
 
 
+@pytest.mark.parametrize("given", ["reports/", "r.json/"], ids=["a directory not there", "an earlier report"])
+def test_a_report_path_ending_in_a_slash_names_a_directory_and_is_refused(tmp_path, given):
+    # `reports/` wrote a report file named `reports`; `r.json/` wrote over r.json, as the system would not.
+    here = account_with_csv(tmp_path)
+    assert run_ffe(here, *RUN, "--report", "r.json").returncode == 0
+    before = (here / "r.json").read_bytes()
+    proc = run_ffe(here, *RUN, "--report", given)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line, = proc.stderr.splitlines()
+    assert line.startswith(f"ffe: error: argument --report: {given}: ends in /"), line
+    assert not (here / "reports").exists() and (here / "r.json").read_bytes() == before
+
+
 @pytest.mark.parametrize("report, redirect", [("/dev/stdout", ">taken.json"), ("/dev/fd/3", "3>taken.json")],
                          ids=["stdout", "fd-3"])
 def test_a_report_to_this_process_s_own_descriptor_redirected_to_a_file_is_written_into_it(tmp_path, report,
