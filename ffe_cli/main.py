@@ -102,6 +102,13 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _file_path(text: str) -> Path:
+    # Path("r.json/") is Path("r.json"): the slash, which names a directory, would be dropped and the file written.
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text}: ends in /, so it names a directory: give the file's name")
+    return _path(text)
+
+
 def _common(p: argparse.ArgumentParser, default: Any = None) -> None:
     """The options every command takes. A subcommand of a command that has them takes them too, with
     default=argparse.SUPPRESS: given before the subcommand's name, they are kept."""
@@ -216,7 +223,7 @@ def build_parser() -> Parser:
     _common(bt)
     bt.add_argument("files", nargs="*", metavar="[SYMBOL=]FILE.csv[.gz]")
     bt.set_defaults(positionals="files")
-    bt.add_argument("--report", type=_path, default=None, help="write the JSON report here")
+    bt.add_argument("--report", type=_file_path, default=None, help="write the JSON report here")
     bt.add_argument("--lenient", action="store_true", help="skip bad CSV rows (counted) instead of stopping")
     bt.add_argument("--records", default=None, metavar="LEVEL",
                     help="what the run writes: full, trades or summary (default: backtest.records, full)")
@@ -308,7 +315,7 @@ def build_parser() -> Parser:
     where = dl.add_mutually_exclusive_group()
     where.add_argument("--out", type=_path, default=None, metavar="DIR",
                        help="directory of SYMBOL_TIMEFRAME_EXCHANGE.csv files (default: the data directory)")
-    where.add_argument("--file", type=_path, default=None, help="write this one file (one symbol)")
+    where.add_argument("--file", type=_file_path, default=None, help="write this one file (one symbol)")
     dl.set_defaults(handler=commands.data_download)
 
     bk = sub.add_parser("backup", help="one compressed file of the records (database, audit trail, configuration)")
