@@ -322,6 +322,16 @@ def test_backup_verify_takes_the_common_options(account, archive, tmp_path):
         assert proc.stdout.startswith(f"ok: {archive}: "), proc.stdout
 
 
+@pytest.mark.parametrize("option", [("--to", "elsewhere"), ("--json",)], ids=["to", "json"])
+def test_backup_verify_refuses_the_backup_s_own_options_rather_than_ignore_them(account, archive, tmp_path, option):
+    proc = ffe_in_process(account, "backup", *option, "verify", str(archive))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line, = proc.stderr.splitlines()
+    assert f"{option[0]} is `ffe backup`'s own option, not its verify's" in line, line
+    assert line.endswith("(see `ffe backup verify --help`)"), line
+    assert proc.stdout == "" and not (account / "elsewhere").exists()
+
+
 @pytest.mark.parametrize("content", [b"", b"not a backup at all", None])
 def test_a_file_that_is_not_a_backup_is_bad_input(account, tmp_path, content):
     path = tmp_path / "x.tar.zst"
