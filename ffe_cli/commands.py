@@ -949,6 +949,9 @@ def backup_verify(args: argparse.Namespace) -> int:
     from ffe_engine import backup as bk
     from ffe_engine.interrupts import stopped_by_signals
 
+    for option, given in (("--to", args.to is not None), ("--json", args.json)):
+        if given:  # taken by `ffe backup` before the word verify: said, not ignored
+            raise ArgumentError(f"{option} is `ffe backup`'s own option, not its verify's")
     try:
         with stopped_by_signals():
             swept = bk.sweep_unpacked()
