@@ -63,7 +63,7 @@ from .errors import FfeError, UnreachablePath, UsageError, first_problem
 from .model import APPROVAL_PENDING, EngineState, OrderStatus, trail_disagrees
 from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, TRAIL_DAMAGED_HALT,
                     Records, check_files, events_end, lost_database, order_figures, position_differs, replay_positions,
-                    state_unsaid)
+                    restore_left_half_way, state_unsaid)
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 # client_order_id, symbol, side, quantity, average, fee
@@ -113,6 +113,10 @@ def check(settings: Settings) -> Findings:
     # and one beside a WAL that holds pages (which SQLite would delete on opening it) damaged: said so, left as they
     # are. A missing one with neither is no database here (--data-dir may be wrong).
     db = settings.db_path
+    if not db.exists():
+        said = restore_left_half_way(db, settings.audit_path)  # as the start says it
+        if said is not None:
+            raise Violation(said)
     check_files(db, new_ok=not has_records(settings.audit_path))
     try:
         records = Records(settings.db_path)

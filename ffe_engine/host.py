@@ -42,7 +42,7 @@ from .redact import Redactor
 from .reserve import reserve_path
 from .monitor import WATCHED, Monitor, check_bind, start_refused
 from .sdnotify import SystemdNotifier
-from .store import REQUEST_HOLD_KEY, TRAIL_DAMAGED_HALT, Store, saved_state
+from .store import REQUEST_HOLD_KEY, TRAIL_DAMAGED_HALT, Store, restore_left_half_way, saved_state
 from .venues.base import Venue, VenueError, VenueUnavailable
 
 log = logs.get_logger("ffe.host")
@@ -254,25 +254,11 @@ def refuse_directories_in_place(settings: Settings) -> None:
             raise directory_in_place(path)
 
 
-# What `ffe restore` (restore.py) names the files it moves aside and those it is putting in place.
-RESTORE_ASIDE = ".before-restore-"  # <name>.before-restore-<time>
-RESTORE_PARTIAL = ".restoring"  # <name>.restoring
-
-
 def _no_restore_left_half_way(settings: Settings) -> None:
-    """No database, and the files of a restore that moved the records aside but did not put the backup's in place
-    (killed, or the power cut): the records are in those files, and a first start would open a new account beside
-    them. Refused."""
-    db, trail = settings.db_path, settings.audit_path
-    found = sorted(p for folder, names in ((db.parent, (db.name, db.name + "-wal")), (trail.parent, (trail.name,)))
-                   if folder.is_dir() for p in folder.iterdir()
-                   if any(p.name.startswith(n + RESTORE_ASIDE) or p.name == n + RESTORE_PARTIAL for n in names))
-    if found:
-        raise DamagedRecords(f"{settings.db_path}: no database, but a restore's files are there "
-                             f"({', '.join(str(p) for p in found[:4])}{', ...' if len(found) > 4 else ''}): a restore "
-                             "was cut short, or the database was removed after one: run `ffe restore BACKUP --force` "
-                             "again, or put the files moved aside back under their names, or move them all elsewhere "
-                             "for a new account; nothing was started")
+    """No database, and a restore's files there: refused (store.restore_left_half_way)."""
+    said = restore_left_half_way(settings.db_path, settings.audit_path)
+    if said is not None:
+        raise DamagedRecords(f"{said}; nothing was started")
 
 
 def _restore_request_hold(venue: Any, db_path: Path) -> None:

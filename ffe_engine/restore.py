@@ -37,12 +37,11 @@ from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked,
 from .chain import rotated_files, trail_files
 from .config import Settings
 from .errors import FfeError, NotADatabase, StartError, StorageError, UnreachablePath, UsageError
-from .host import (RESTORE_ASIDE, RESTORE_PARTIAL, acquire_lock, acquire_log_lock, lock_database, log_dir_holder,
-                   refuse_held_log_dir)
+from .host import acquire_lock, acquire_log_lock, lock_database, log_dir_holder, refuse_held_log_dir
 from .interrupts import held
 from .staging import Staging
-from .store import (SIDE_FILES, Records, halted_in, keep_halted, mark_restored, peek_foreign,
-                    refuse_not_a_file, wal_without_database, withhold_pending_alerts)
+from .store import (RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_in, keep_halted, mark_restored,
+                    peek_foreign, refuse_not_a_file, wal_without_database, withhold_pending_alerts)
 
 CONFIG_COPY = "config.from-backup.toml"
 SEQ = re.compile(rb'"seq":(\d+)')  # an audit record's seq, read without parsing the line

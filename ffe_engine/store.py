@@ -664,6 +664,26 @@ def lost_database(path: Path | str, found: str) -> DamagedRecords:
     return DamagedRecords(_LOST.format(path=path, found=found))
 
 
+# What `ffe restore` (restore.py) names the files it moves aside and those it is putting in place.
+RESTORE_ASIDE = ".before-restore-"  # <name>.before-restore-<time>
+RESTORE_PARTIAL = ".restoring"  # <name>.restoring
+
+
+def restore_left_half_way(db: Path, trail: Path) -> str | None:
+    """No database, and the files of a restore that moved the records aside but did not put the backup's in place
+    (killed, or the power cut): the records are in those files, and a first start would open a new account beside
+    them. What the start (refused) and `ffe doctor` say of it; None when no such file is there."""
+    found = sorted(p for folder, names in ((db.parent, (db.name, db.name + "-wal")), (trail.parent, (trail.name,)))
+                   if folder.is_dir() for p in folder.iterdir()
+                   if any(p.name.startswith(n + RESTORE_ASIDE) or p.name == n + RESTORE_PARTIAL for n in names))
+    if not found:
+        return None
+    return (f"{db}: no database, but a restore's files are there ({', '.join(str(p) for p in found[:4])}"
+            f"{', ...' if len(found) > 4 else ''}): a restore was cut short, or the database was removed after one: "
+            "run `ffe restore BACKUP --force` again, or put the files moved aside back under their names, or move "
+            "them all elsewhere for a new account")
+
+
 def wal_without_database(path: Path | str) -> str | None:
     """What is wrong with a database whose main file is missing or empty while its -wal file holds pages, or None.
     SQLite, opening such a database (read-only too), deletes the WAL as one left over from an empty database: it
