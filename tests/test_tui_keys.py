@@ -61,6 +61,13 @@ def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
     ({"approve": "ctrl+f25"}, "tui.keys.approve: 'ctrl+f25' is not a key name"),
     ({"reject": "cmd+r"}, "tui.keys.reject: 'cmd+r' is not a key name"),
     ({"views": "1,2,3,4,5,6,seven"}, "tui.keys.views: 'seven' is not a key name"),
+    # A terminal sends the character shift makes, never shift with it: a binding no key press reaches.
+    ({"pause": "shift+p"}, "tui.keys.pause: 'shift+p' cannot be used (a terminal sends 'P' for it: write 'P')"),
+    ({"pause": "shift+k"}, "tui.keys.pause: 'shift+k' cannot be used (a terminal sends 'K' for it: write 'K')"),
+    ({"help": "shift+slash"}, "tui.keys.help: 'shift+slash' cannot be used (a terminal sends the character shift "
+                              "makes, not shift with a character: write that character)"),
+    ({"decisions": "ctrl+shift+d"}, "tui.keys.decisions: 'ctrl+shift+d' cannot be used (a terminal sends the "
+                                    "character shift makes, not shift with a character: write that character)"),
 ])
 def test_bad_key_entries_are_refused_with_the_id_named(entry, message):
     with pytest.raises(keys.KeymapError, match=re.escape(message)):
