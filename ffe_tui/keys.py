@@ -131,6 +131,17 @@ def is_key_name(key: str) -> bool:
         or last in CHARACTER_NAMES
 
 
+def _shifted_character(key: str) -> str | None:
+    """Why a key of shift with a character is no key at all: a terminal sends the character shift makes (`P`, `?`),
+    never shift with one, so no press reaches the binding (`shift+up`, `shift+f5` are keys of their own)."""
+    *mods, last = key.split("+") if len(key) > 1 else [key]
+    if mods != ["shift"] or last in NAMED_KEYS:  # (with ctrl or alt too, a terminal may tell it: Textual names some)
+        return None
+    if len(last) == 1 and last.isalpha() and last.lower() == last:
+        return f"a terminal sends {last.upper()!r} for it: write {last.upper()!r}"
+    return "a terminal sends the character shift makes, not shift with a character: write that character"
+
+
 def bindings() -> list[Binding]:
     # Textual is imported here, by the console: `ffe config check` validates the keys without it.
     from textual.binding import Binding
@@ -195,6 +206,9 @@ def keymap(keys: dict[str, str], origin_of: OriginOf = _nowhere) -> dict[str, st
                                              "'ctrl+k', 'shift+up')")
             if p.lower() in TAKEN:
                 raise _blame(origin_of, bid, f"{p!r} cannot be used ({TAKEN[p.lower()]})")
+            shifted = _shifted_character(p)
+            if shifted is not None:
+                raise _blame(origin_of, bid, f"{p!r} cannot be used ({shifted})")
             if p in PANE_KEYS:
                 raise _blame(origin_of, bid, f"{p!r} cannot be used (it {PANE_KEYS[p]})")
             if bid == "confirm" and p in ("enter", "escape"):

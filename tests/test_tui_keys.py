@@ -66,8 +66,6 @@ def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
     ({"pause": "shift+k"}, "tui.keys.pause: 'shift+k' cannot be used (a terminal sends 'K' for it: write 'K')"),
     ({"help": "shift+slash"}, "tui.keys.help: 'shift+slash' cannot be used (a terminal sends the character shift "
                               "makes, not shift with a character: write that character)"),
-    ({"decisions": "ctrl+shift+d"}, "tui.keys.decisions: 'ctrl+shift+d' cannot be used (a terminal sends the "
-                                    "character shift makes, not shift with a character: write that character)"),
 ])
 def test_bad_key_entries_are_refused_with_the_id_named(entry, message):
     with pytest.raises(keys.KeymapError, match=re.escape(message)):
