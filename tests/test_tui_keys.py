@@ -83,6 +83,20 @@ def test_the_key_names_textual_knows_are_accepted():
             assert keys.keymap({"approval_mode": name}), name
 
 
+@pytest.mark.parametrize("views, shown", [
+    ("f1,f2,f3,f4,f6,f7,f8", "f8 Health"),  # every tab whole, closer together
+    ("ctrl+f1,ctrl+f2,ctrl+f3,ctrl+f4,ctrl+f5,ctrl+f6,ctrl+f7", "…"),  # too long even so: cut, and marked
+], ids=["fits closer", "cut and marked"])
+async def test_the_tab_line_of_remapped_view_keys_is_never_cut_silently(tmp_path, views, shown):
+    app = console(tmp_path, speed=4.0, keys={"views": views})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await pilot.press(views.split(",")[1])
+        await until(pilot, lambda: app.current_view == "trades", "the trades view")
+        line = next(ln for ln in screen_text(app).splitlines() if "Main" in ln)
+        assert shown in line and line.rstrip().endswith(shown.split()[-1]), line
+
+
 async def test_remapped_view_keys_switch_views_and_help_shows_them(tmp_path):
     app = console(tmp_path, speed=4.0, keys={"views": "f1,f2,f3,f4,f5,f6,f7"})
     async with app.run_test(size=(80, 24)) as pilot:
