@@ -205,6 +205,8 @@ class ConsoleApp(App[int]):
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout(event.size.width, event.size.height)
+        if "tabs" in self.panes:
+            self._show_tabs()
         if self._banner and "banner" in self.panes:
             self._fit_banner()
 
@@ -257,13 +259,20 @@ class ConsoleApp(App[int]):
 
     # ------------------------------------------------------------------ views
     def _show_tabs(self) -> None:
-        """The views and their keys, on every view but the main one (whose log keeps that line at 80x24)."""
+        """The views and their keys, on every view but the main one (whose log keeps that line at 80x24). Closer
+        together when they do not fit (long remapped keys), then cut with a mark: never cut silently."""
         tabs = self.panes["tabs"]
-        parts: list[Any] = []
-        for key, name in zip(self.view_keys, VIEWS):
-            label = f" {keydefs.display(key)} {TAB_TITLES[name]} "
-            parts += [(label, "bold reverse") if name == self.current_view else label, " "]
-        tabs.update(Text.assemble(*parts, no_wrap=True, overflow="ellipsis"))
+        width = max(self.size.width - 2, 1)  # the line's padding
+        for pad in (" ", ""):
+            parts: list[Any] = []
+            for key, name in zip(self.view_keys, VIEWS):
+                label = f"{keydefs.display(key)} {TAB_TITLES[name]}"
+                parts += [(f" {label} ", "bold reverse") if name == self.current_view else f"{pad}{label}{pad}", " "]
+            line = Text.assemble(*parts, no_wrap=True)
+            if line.cell_len - 1 <= width:  # (the last space may go)
+                break
+        line.truncate(width, overflow="ellipsis")
+        tabs.update(line)
         tabs.set_class(self.current_view != "main", "-shown")
 
     def action_show_view(self, name: str) -> None:
