@@ -141,3 +141,42 @@ async def test_a_resume_behind_a_close_that_would_be_refused_now_is_refused_at_o
         with pytest.raises(ControlError, match="re-arming needs confirmation"):
             await asyncio.wait_for(e.resume(by="ctl", timeout_s=1.0), timeout=1.0)
         await close
+
+
+@pytest.mark.parametrize("press", ["halt", "flatten"])
+async def test_a_re_arm_asked_after_a_kill_switch_pressed_behind_a_close_re_arms_once_the_close_has_ended(
+        tmp_path, fx, press):  # noqa: F811
+    """The kill switch (or flatten) pressed behind a close is answered first; `resume --yes` asked after that answer
+    is answered "under way". Once the close has ended, the press's own rest (its cancels, its report) is no later
+    word from the operator: the re-arm is carried out, and RUNNING is the last state stored."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        close = await a_close_held_by_the_exchange(e, fx, 3.0)
+        await (e.halt(by="ctl", timeout_s=1.0) if press == "halt" else e.flatten(by="ctl", timeout_s=1.0))
+        assert e.state is EngineState.HALTED
+        answer = await e.resume(by="ctl", confirm=True, timeout_s=1.0)
+        assert str(answer).startswith("under way: "), answer
+        await close
+        await wait_for(lambda: stored_events(db, "kill_switch"), timeout=10, what="the kill switch's report")
+        # RUNNING is set in memory before it is stored: the stored state is what says the re-arm has ended.
+        await wait_for(lambda: last_state_stored(db) == "RUNNING", timeout=10, what="the re-arm carried out")
+        assert e.state is EngineState.RUNNING
+
+
+async def test_a_re_arm_waiting_behind_a_close_does_not_undo_a_second_kill_switch_pressed_after_it(
+        tmp_path, fx):  # noqa: F811
+    """HALTED when the re-arm was asked, and the kill switch pressed again after it: that later halt holds."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+        close = await a_close_held_by_the_exchange(e, fx, 3.0)
+        await e.halt(by="ctl", timeout_s=1.0)
+        answer = await e.resume(by="ctl", confirm=True, timeout_s=1.0)
+        assert str(answer).startswith("under way: "), answer
+        await e.halt(by="ctl", timeout_s=1.0)
+        await close
+        await wait_for(lambda: len(stored_events(db, "kill_switch")) == 2, timeout=10, what="both reports")
+        assert e.state is EngineState.HALTED
+        states = [ev["state"] for ev in stored_events(db, "engine_state")]
+        assert states[-1] == "HALTED" and "RUNNING" not in states[states.index("HALTED"):], states
