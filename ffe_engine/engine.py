@@ -1898,7 +1898,8 @@ class Engine:
             await press.sent.wait()
             # A flatten pressed after this halt goes on: the later word.
             return await self._halt(reason, by, early=await self._pressed_cancels(press),
-                                    ends_flatten=self._flattens_begun == flattens_then, pressed=pressed)
+                                    ends_flatten=self._flattens_begun == flattens_then, pressed=pressed,
+                                    follow_up=True)
 
     def _pressing_now(self) -> bool:
         """Whether a kill switch or flatten pressed now answers at the press, its rest following (`_press`): another
@@ -2037,10 +2038,12 @@ class Engine:
 
     async def _cancel_while_halting(self, reason: str, by: str, kv: dict[str, Any] | None = None,
                                     on_wire: dict[str, asyncio.Task[tuple[bool, str]]] | None = None,
-                                    stored: asyncio.Future[None] | None = None) -> CancelReport:
+                                    stored: asyncio.Future[None] | None = None,
+                                    follow_up: bool = False) -> CancelReport:
         """HALTED in memory at once (no order passes the gates from here), and every open order's cancel sent while
         its record (with `kv`) is stored: on a disk that hangs they would otherwise wait for it, and an open order
-        fill meanwhile. `on_wire`: see OrderPath.cancel_all. `stored`: set once the record is stored."""
+        fill meanwhile. `on_wire`: see OrderPath.cancel_all. `stored`: set once the record is stored. `follow_up`:
+        the rest of a press, whose HALTED was set (and counted) at the press (TradingState.set)."""
         # HALTED is recorded unless the engine is HALTED when the store's turn comes (not when this was asked):
         # a kill switch pressed in the same moment may have halted it first, and a halt of a HALTED engine does
         # not record the state again.
@@ -2049,7 +2052,7 @@ class Engine:
             kv = {**(kv or {}), EXITS_HELD_KEY: None}
         if self.orders.live:  # kept with HALTED: a stop or a kill before their answers leaves them to send
             kv = {**(kv or {}), **self.orders.cancels_kept(self.clock.wall() + self.orders.cancel_timeout_s)}
-        storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by, kv=kv))
+        storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by, kv=kv, follow_up=follow_up))
         if stored is not None:
             storing.add_done_callback(functools.partial(_pass_on, stored))
         await asyncio.sleep(0)  # TradingState.set's first step: the state in memory
@@ -2060,12 +2063,15 @@ class Engine:
 
     async def _halt(self, reason: str, by: str, flattening: dict[str, int] | None = None,
                     early: tuple[list[Order], CancelReport] | None = None, ends_flatten: bool = True,
-                    pressed: float | None = None, stored: asyncio.Future[None] | None = None) -> CancelReport:
+                    pressed: float | None = None, stored: asyncio.Future[None] | None = None,
+                    follow_up: bool = False) -> CancelReport:
         """The kill switch, with the controls. `flattening`: the positions a flatten is about to close, stored
         with HALTED before anything else, so that an engine stopped before its closing orders goes on with them.
         `early`: the orders open when the kill switch was pressed and the report of their cancels, sent before the
         control lock was had. `ends_flatten` False: a flatten under way began after this halt was pressed, and
-        goes on. `pressed`: when the kill switch was pressed (perf_counter), which its elapsed time counts from."""
+        goes on. `pressed`: when the kill switch was pressed (perf_counter), which its elapsed time counts from.
+        `follow_up`: this is the rest of a press, which set HALTED already: a re-arm asked since the press is asked
+        after it, and this rest's HALTED is no later halt that refuses it."""
         t0 = pressed if pressed is not None else time.perf_counter()
         # What a fill may beat its cancel to, from the press on.
         open_then = early[0] if early is not None else list(self.orders.live.values())
@@ -2076,7 +2082,7 @@ class Engine:
             self._flattening = flattening
             follow = {FLATTEN_KEY: flattening}
         try:
-            report = await self._cancel_while_halting(reason, by, kv=follow, stored=stored)
+            report = await self._cancel_while_halting(reason, by, kv=follow, stored=stored, follow_up=follow_up)
         except BaseException:
             # Not stored (a full disk): neither the flatten begun nor the one ended is, and the operator is told it
             # failed; the follow-up does not close positions for it later.
@@ -2157,7 +2163,8 @@ class Engine:
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
         report = await self._halt("flatten", by, flattening=self._to_close() or None,
-                                  early=await self._pressed_cancels(press), stored=stored)
+                                  early=await self._pressed_cancels(press), stored=stored,
+                                  follow_up=press is not None)
         held = self._to_close()  # a fill that came in with the cancels may have opened one more
         if held != (self._flattening or {}):
             await self._flatten_under_way(held or None)

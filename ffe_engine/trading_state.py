@@ -50,9 +50,9 @@ class TradingState:
         self.state = state
         self.reason = reason
         self.by = "engine"  # who set the state: a pause is kept in step only by the one that made it
-        # Every change of state in this run, and every halt of the HALTED engine, counted: a confirmation asked about
-        # one state (the re-arm of a halt) names it, and is refused once the state has changed since, even back to the
-        # same state, or the engine has been halted again.
+        # Every change of state in this run, and every halt of the HALTED engine, counted (a press once, not its rest
+        # again): a confirmation asked about one state (the re-arm of a halt) names it, and is refused once the state
+        # has changed since, even back to the same state, or the engine has been halted again.
         self.changes = 0
         # The state the records hold, or will once its write ends: the one in memory but after a write of a stricter
         # state that failed (a full disk), which the next `set` of that state stores (a kill switch pressed again
@@ -67,14 +67,16 @@ class TradingState:
         self.said = state
 
     async def set(self, new: EngineState, reason: str, by: str, force: bool = False,
-                  kv: dict[str, Any] | None = None) -> None:
+                  kv: dict[str, Any] | None = None, follow_up: bool = False) -> None:
         """`kv`: what is stored in the same transaction as the state (a flatten's positions to close), or on its
-        own when the state does not change."""
+        own when the state does not change. `follow_up`: HALTED set again by the rest of a kill switch (or flatten)
+        that was counted when it was pressed: no halt of its own."""
         prev = self.state
         if prev is new and not force and self.said is new:
-            if new is EngineState.HALTED:
+            if new is EngineState.HALTED and not follow_up:
                 # A halt of the HALTED engine (`ffe ctl halt`, SIGUSR1, a flatten) is a halt of its own: a re-arm
-                # asked about the earlier one must not undo it.
+                # asked about the earlier one must not undo it. The rest of a press is that press, not another:
+                # a re-arm asked between the two is no older than it.
                 self.changes += 1
             if kv:
                 await self.store.put_kvs(kv, self.clock.wall())
