@@ -16,7 +16,7 @@ from ffe_engine.model import EngineState
 
 from live_helpers import BTC, POST_ORDER, engine_loop, fx, rows, stored_events, wait_for  # noqa: F401
 from pipeline_helpers import BUY, make_settings, paper_venue, pipelines
-from test_approval_ends_once import SlowVenue
+from test_approval_ends_once import SlowVenue, manual, on_the_wire
 from test_halt_while_busy import ETH, ctl, kill_events, served, until
 from test_live_engine import running_live
 
@@ -144,3 +144,67 @@ async def test_ffe_ctl_flatten_while_a_strategy_entry_is_on_the_wire_exits_0_and
     await p.bars(2)
     assert p.engine.portfolio.holding(ETH) is None
     assert p.engine.state is EngineState.HALTED
+
+
+async def test_ffe_ctl_halt_after_a_lookup_found_the_order_on_the_wire_filled_reports_it_filled_once_answered(
+        tmp_path, fx):  # noqa: F811
+    """The exchange has executed the operator's buy and holds its answer; a lookup finds it filled meanwhile, so it
+    is no longer open, its create_order still on the wire. `ffe ctl halt` names it filled, and the kill_switch
+    event, recorded once the exchange has answered it, does too."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        await running.start_control()
+        fx.fault(POST_ORDER, "hang", seconds=3.0, execute=True)
+        buy = asyncio.ensure_future(e.operator_order(BTC, "buy", 0.001))
+        await wait_for(lambda: any(r.status is None for r in fx.requests_to(POST_ORDER)), timeout=10,
+                       what="the buy's POST held at the exchange")
+        [cid] = e.orders.sending()
+        await e.orders.poll()
+        assert cid not in e.orders.live, "the lookup did not find it filled: the test did not set it up"
+        halt = await ctl(tmp_path, "halt")
+        assert halt.returncode == 0, halt.stdout + halt.stderr
+        headline = halt.stdout.splitlines()[0]
+        assert headline.startswith("KILL SWITCH: HALTED by ctl: cancelled 0 failed 0"), headline
+        assert cid in headline, headline
+        assert not buy.done(), "the exchange answered the buy before the halt's answer: the test did not hold it"
+        assert stored_events(db, "kill_switch") == []  # recorded once the exchange has answered the buy
+        assert (await buy)["client_order_id"] == cid
+        await wait_for(lambda: stored_events(db, "kill_switch"), timeout=20, what="the kill switch's report")
+        [event] = stored_events(db, "kill_switch")
+    assert event["filled"] == [cid] and event["cancelled"] == [] and event["failed"] == [], event
+    assert rows(db, "SELECT status, filled FROM orders WHERE client_order_id = ?", (cid,)) == [("filled", 0.001)]
+
+
+class ExecutedThenHeld(SlowVenue):
+    """While `hold`, create_order is carried out at once, a market order filled at the last price then (an
+    exchange's own market order fills as it is placed), and its answer held until `release`."""
+
+    async def create_order(self, req):
+        if not self.hold:
+            return await super().create_order(req)
+        self.hold = False
+        await super().create_order(req)
+        self._fill(self.orders[req.client_order_id], self.last[req.symbol])
+        self.on_wire.set()
+        await self.release.wait()
+        return await self.fetch_order(req.client_order_id, req.symbol)
+
+
+async def test_a_halt_during_an_approve_whose_order_a_lookup_found_filled_reports_it_filled(tmp_path, pipelines):
+    s = manual(tmp_path)
+    p = await pipelines(s, script={BTC: (BUY, 0.8)}, venue=paper_venue(s, ExecutedThenHeld), clock=ManualClock())
+    await p.bars(1)
+    [aid] = p.engine.pending
+    approving = await on_the_wire(p, aid)
+    [cid] = p.engine.orders.sending()
+    await p.engine.orders.poll()
+    assert cid not in p.engine.orders.live, "the lookup did not find it filled: the test did not set it up"
+    report = await p.engine.halt(by="test", timeout_s=1.0)
+    assert report.filled == [cid] and report.failed == [], report
+    assert not approving.done() and kill_events(s.db_path) == []
+    p.venue.release.set()
+    assert (await asyncio.wait_for(approving, timeout=10))["client_order_id"] == cid
+    await until(lambda: kill_events(s.db_path), "the kill switch's report")
+    [event] = kill_events(s.db_path)
+    assert event["filled"] == [cid] and event["cancelled"] == [] and event["failed"] == [], event
+    assert p.engine.portfolio.holding(BTC) is not None
