@@ -1879,7 +1879,7 @@ class Engine:
         self._still_running(halting=True)
         pressed = time.perf_counter()
         if not self._pressing_now():
-            at, open_then = self.clock.monotonic(), list(self.orders.live.values())
+            at, open_then = self.clock.monotonic(), self.orders.in_flight()
             whole, stored = await self._alone("a kill switch",
                                               lambda stored: self._halt(reason, by, pressed=pressed, stored=stored))
             report = await self._answer_once_stored(whole, at, timeout_s, stored)
@@ -1972,7 +1972,9 @@ class Engine:
             await self.trading.set(EngineState.HALTED, reason, by, kv=kv)  # a halt of its own; `kv` stored
             return
         pressing = self._pressing = asyncio.get_running_loop().create_future()
-        press.open_then = list(self.orders.live.values())
+        # Every order open or on the wire: one a lookup found filled while its create_order is on the wire is no
+        # longer live, and its report (filled) waits for that answer all the same (_halt).
+        press.open_then = self.orders.in_flight()
         try:
             press.report = await self._cancel_while_halting(reason, by, kv=kv, on_wire=press.on_wire)
         finally:
@@ -2073,8 +2075,8 @@ class Engine:
         `follow_up`: this is the rest of a press, which set HALTED already: a re-arm asked since the press is asked
         after it, and this rest's HALTED is no later halt that refuses it."""
         t0 = pressed if pressed is not None else time.perf_counter()
-        # What a fill may beat its cancel to, from the press on.
-        open_then = early[0] if early is not None else list(self.orders.live.values())
+        # What a fill may beat its cancel to, from the press on, and the orders on the wire then.
+        open_then = early[0] if early is not None else self.orders.in_flight()
         follow: dict[str, Any] | None = None
         was_flattening = self._flattening
         if flattening is not None or (self._flattening is not None and ends_flatten):
@@ -2094,6 +2096,9 @@ class Engine:
             report.cancelled = [c for c in early[1].cancelled if c not in done] + report.cancelled
             report.failed = [f for f in early[1].failed if f.get("client_order_id") not in done
                              and f.get("client_order_id") in self.orders.live] + report.failed
+        # Reported once the exchange has answered each order that was on the wire at the press, as the press said:
+        # one a lookup found filled meanwhile has no cancel to wait for, and would be left out of the report.
+        await self.orders.answered(open_then)
         behind = set(report.filled) | (set(early[1].filled) if early is not None else set())
         report.filled = [o.client_order_id for o in open_then if o.status is OrderStatus.FILLED
                          or o.client_order_id in behind]  # or shown filled, its trades not listed yet
@@ -2125,7 +2130,7 @@ class Engine:
         self._still_running()
         self._flattens_begun += 1
         if not self._pressing_now():
-            at, open_then = self.clock.monotonic(), list(self.orders.live.values())
+            at, open_then = self.clock.monotonic(), self.orders.in_flight()
             held = ", ".join(self._to_close()) or "no position held"
             whole, stored = await self._alone("a flatten", lambda stored: self._flatten(by, attempts, stored=stored))
             done = await self._answer_once_stored(whole, at, timeout_s, stored)

@@ -27,7 +27,7 @@ import asyncio
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 
 from . import fmt, logs
@@ -118,6 +118,9 @@ class OrderPath:
         self._placing = asyncio.Lock()  # held from sizing an order until it is in flight (see submit)
         self._placed = 0  # orders counted in flight so far: an entry gated before the last of them is gated again
         self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
+        # The orders whose create_order is on the wire, by client order id. A lookup can end one before that answer
+        # (the exchange executed it and holds the answer: found filled): no longer live, still on the wire.
+        self._wire: dict[str, Order] = {}
         # One writer of an order at a time: a fill being booked changes its amounts in memory before they are
         # committed with it; another write of its state meanwhile (a cancel's end) would commit them without it.
         self._turns = Turns()
@@ -221,6 +224,19 @@ class OrderPath:
     def sending(self) -> list[str]:
         """The orders whose create_order is on the wire: the venue has not answered it yet."""
         return list(self._sending)
+
+    def in_flight(self) -> list[Order]:
+        """The orders not final, and those a lookup has ended while their create_order is still on the wire (found
+        filled before the exchange answered it): what a kill switch pressed now reports on, cancelled or filled."""
+        return [*self.live.values(), *(o for cid, o in self._wire.items() if cid not in self.live)]
+
+    async def answered(self, orders: Iterable[Order]) -> None:
+        """Once the exchange has answered the create_order of each of `orders` still on the wire, for as long as
+        it takes (the send's own timeout bounds it)."""
+        for o in orders:
+            sending = self._sending.get(o.client_order_id)
+            if sending is not None:
+                await sending.wait()
 
     def entries_in_flight(self) -> list[EntryInFlight]:
         return [EntryInFlight(o.symbol, o.side, max(0.0, o.quantity - o.filled))
@@ -424,11 +440,13 @@ class OrderPath:
         # A cancel issued while this send is on the wire waits for its answer: cancelling first would find
         # nothing, and the order would then open at the venue untracked.
         sent = self._sending[o.client_order_id] = asyncio.Event()
+        self._wire[o.client_order_id] = o
         try:
             await self._send_once(o)
         finally:
             sent.set()
             self._sending.pop(o.client_order_id, None)
+            self._wire.pop(o.client_order_id, None)
 
     async def _send_once(self, o: Order) -> None:
         repeat = o.client_order_id in self._resends
