@@ -166,8 +166,10 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                  "ended)" if ev.after_exit else ""]
         end = ": check the venue now." if failed or doubt else "."
         if ev.follow_up:
-            # Not the operator's flatten again: what its closing orders closed, what more it placed, what is left.
-            done = present.follow_up_parts({"closed": ev.closed, "closing": ev.closing, "dust": ev.dust})
+            # Not the operator's flatten again: what became of an entry on the wire, what its closing orders closed,
+            # what more it placed, what is left.
+            done = present.follow_up_parts({"closed": ev.closed, "closing": ev.closing, "dust": ev.dust,
+                                            "entries": ev.entries})
             text = f"ffe flatten follow-up by {ev.by}: " + "; ".join(done + [i for i in items if i]) + end
         else:
             text = (f"ffe flatten by {ev.by}: {len(ev.closing)} closing order(s) placed, {len(ev.cancelled)} "

@@ -40,6 +40,7 @@ from .errors import ControlError, StartError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
+from .flatten_entries import entry_end
 from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
@@ -294,6 +295,12 @@ class Engine:
         self._flattening: dict[str, int] | None = None
         self._flatten_wait_said: float | None = None  # the venue's Retry-After the flatten last said it waits for
         self._flatten_more_said: set[str] = set()  # symbols a flatten's follow-up said it placed more orders for
+        # Symbols a flatten's closing order sold in (a fill), not yet said closed by its follow-up: only these are
+        # said closed, not a symbol whose entry on the wire ended with nothing bought (no closing order was sent).
+        self._flatten_sold: set[str] = set()
+        # The entries on the wire (or in doubt) in a flatten's symbols, by client order id: what became of each is
+        # said by the follow-up once it has ended (flatten_entries.py).
+        self._flatten_entries: dict[str, Order] = {}
         # Stop-loss and take-profit exits refused only because of the venue's Retry-After, unsent: symbol -> the
         # exit, sent once that time is over (see _exits_after_hold).
         self._exits_held: dict[str, OrderIntent] = {}
@@ -1583,6 +1590,8 @@ class Engine:
                             stop_loss=intent.stop_loss, take_profit=intent.take_profit, reason=order.reason.value,
                             client_order_id=order.client_order_id)
         record = FillRecord(wall=self.clock.wall(), position=res.position, trade=res.closed)
+        if order.reason is OrderReason.FLATTEN:
+            self._flatten_sold.add(fill.symbol)
         if res.opened:
             if fill.venue_ts is None:
                 self._priced_from.pop(fill.symbol, None)
@@ -2167,6 +2176,7 @@ class Engine:
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
+        self._flatten_sold, self._flatten_entries = set(), {}  # this flatten's own, from its closing orders on
         report = await self._halt("flatten", by, flattening=self._to_close() or None,
                                   early=await self._pressed_cancels(press), stored=stored,
                                   follow_up=press is not None)
@@ -2229,6 +2239,7 @@ class Engine:
             # (dust, which no order can sell, is no position here either: the entry's coins will be one)
             if sym not in placed and self.portfolio.holding(sym) is None and self.orders.pending_entry(sym):
                 placed[sym] = 0  # an entry still in doubt: closed once the venue shows what it bought
+        self._watch_entries(placed)
         if placed != held:  # closed, or said as failed with no order working on it: not followed up
             await self._flatten_under_way(placed or None)
         waiting = self._flatten_waits(waits)
@@ -2311,13 +2322,15 @@ class Engine:
         waits: list[str] = []
         more: set[str] = set()  # the symbols it places one more closing order for
         async with self._controls.turn("a flatten's follow-up"):
+            self._watch_entries(placed)  # after a restart too: the entries recovered in doubt
             left = dict(placed)
             for sym in placed:
                 pos = self.portfolio.holding(sym)
                 if pos is None and self.orders.pending_entry(sym):
                     continue  # an entry still in doubt: what it bought is closed once the venue shows it
-                if pos is None:  # closed (or dust, less than the venue takes an order for)
-                    closed.append(sym)
+                if pos is None:  # nothing (or dust, less than the venue takes an order for) is held any more
+                    if sym in self._flatten_sold:  # closed by a closing order; not an entry that bought nothing
+                        closed.append(sym)
                     del left[sym]
                     continue
                 unfillable = self._without_candles_said(sym)
@@ -2347,16 +2360,32 @@ class Engine:
                     more.add(sym)
             waiting = self._flatten_waits(waits) if self._flatten_wait_said != self.orders.held_until() else []
             dust = self._dust(sym for sym in placed if sym not in left)
+            entries = self._entries_ended(closed)
             # A position closed after a follow-up said more closing orders were placed for it: said too, or the
             # last word the operator had would be that more were placed.
             owed = [sym for sym in closed if sym in self._flatten_more_said]
-            if closing or failed or dust or waiting or owed:
+            if closing or failed or dust or waiting or owed or entries:
                 self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing,
                                                  in_doubt=self._in_doubt(closing), dust=dust, waiting=waiting,
-                                                 by="engine", follow_up=True, closed=closed))
+                                                 by="engine", follow_up=True, closed=closed, entries=entries))
             self._flatten_more_said = (self._flatten_more_said - set(closed)) | more
+            self._flatten_sold -= set(closed)
             if left != placed:
                 await self._flatten_under_way(left or None)
+
+    def _watch_entries(self, placed: dict[str, int]) -> None:
+        """Keep the entries in flight in the flatten's symbols, so that its follow-up says what became of them."""
+        for sym in placed:
+            for o in self.orders.entries(sym):
+                self._flatten_entries.setdefault(o.client_order_id, o)
+
+    def _entries_ended(self, closed: list[str]) -> list[dict[str, Any]]:
+        """The watched entries that have ended since the follow-up last looked, as it says them (and no longer
+        watched); `closed`: the symbols the closing orders closed since."""
+        ended = [o for cid, o in self._flatten_entries.items() if cid not in self.orders.live]
+        for o in ended:
+            del self._flatten_entries[o.client_order_id]
+        return [entry_end(o, sold=o.symbol in closed) for o in ended]
 
     async def _flatten_under_way(self, placed: dict[str, int] | None) -> None:
         """Keep the flatten being followed up (None: none is), in memory and durably: a restart goes on with it."""

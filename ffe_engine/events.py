@@ -297,6 +297,9 @@ class KillSwitchEvent(Event):
     # closing orders closed since (what is left of them, if anything, is `dust`).
     follow_up: bool = False
     closed: list[str] = field(default_factory=list)
+    # On a follow-up: the entries on the wire (or in doubt) when the flatten began that have ended since, each with
+    # what became of it (client_order_id, symbol, detail: cancelled, absent at the venue, filled and sold...).
+    entries: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -175,15 +175,19 @@ def kill_summary(f: Fields) -> str:
 
 
 def follow_up_summary(f: Fields) -> str:
-    """A flatten's follow-up, after some of its closing orders ended: what they closed, the closing orders placed
-    for what they left, what failed, what is left as dust or waits. Not in the words of the flatten's own report:
-    its `closing 0`, `cancelled 0` would read as nothing closed."""
+    """A flatten's follow-up, after some of its closing orders ended: what became of an entry on the wire when it
+    began, what they closed, the closing orders placed for what they left, what failed, what is left as dust or
+    waits. Not in the words of the flatten's own report: its `closing 0`, `cancelled 0` would read as nothing
+    closed."""
     said = follow_up_parts(f)
     return fmt.printable(f"by {f.get('by') or '?'}: " + "; ".join(said or ["nothing more to do"]))
 
 
 def follow_up_parts(f: Fields) -> list[str]:
-    parts = []
+    # What became of an entry on the wire when the flatten began first: a symbol whose entry bought nothing is
+    # said so, not closed (no closing order was sent for it).
+    parts = [f"the entry on the wire {x.get('client_order_id')} ({x.get('symbol')}): {x.get('detail')}"
+             for x in f.get("entries") or [] if isinstance(x, dict)]
     closed = [str(s) for s in f.get("closed") or []]
     if closed:
         parts.append(f"the closing orders closed {', '.join(closed)}")
