@@ -290,7 +290,8 @@ class ApprovalDesk:
         return mode
 
     def summary(self) -> list[dict[str, Any]]:
-        """The pending approvals as the console shows them."""
+        """The pending approvals as the console shows them. `approving`: its approve is under way (the order made of
+        it on the wire): no longer waiting, and it cannot expire (its time to live was checked before the order)."""
         out = []
         for a in self.pending.values():
             last = self.portfolio.last_price.get(a["symbol"])
@@ -298,5 +299,6 @@ class ApprovalDesk:
             out.append({"approval_id": a["approval_id"], "symbol": a["symbol"], "side": a["side"],
                         "quantity": a["quantity"], "price": a["price"], "last": last,
                         "move_pct": None if move is None else round(move, 4),
-                        "expires_in": max(0.0, self._left(a["approval_id"])), "decision_id": a["decision_id"]})
+                        "expires_in": max(0.0, self._left(a["approval_id"])), "decision_id": a["decision_id"],
+                        "approving": a["approval_id"] in self._approving})
         return out

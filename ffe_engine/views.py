@@ -136,8 +136,9 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
                     "lifts": "a position closing (stop-loss, take-profit, a sell signal, or the close key)"})
     waiting = engine.approvals.summary()
     if waiting:
-        held = ", ".join(f"{a['symbol']} {a['side']} ({a['approval_id']}, {a['expires_in']:.0f}s left)"
-                         for a in waiting)
+        held = ", ".join(f"{a['symbol']} {a['side']} ({a['approval_id']}, "
+                         + ("being approved: its order is on the wire)" if a.get("approving")
+                            else f"{a['expires_in']:.0f}s left)") for a in waiting)
         out.append({"gate": "AWAITING_APPROVAL",
                     "now": f"{len(waiting)} trade(s) waiting for approval; a new entry in their symbol waits: {held}",
                     "lifts": "approve or reject each (the approve and reject keys; `ffe ctl approve|reject ID`), or "

@@ -44,7 +44,8 @@ from ffe_engine.remote import attach as attach_engine
 from . import keys as keydefs
 from .dialogs import ConfirmScreen, FilterScreen, HelpScreen
 from .panes import (ApprovalsTable, BreakerPane, ChartPane, GatesPane, KeyedTable, KeysFooter, LogPane,
-                    PositionsTable, StatusLine, VotesPane, fit_rows, selected_position)
+                    PositionsTable, StatusLine, VotesPane, fit_rows, selected_position,
+                    waiting_approvals)
 from .state import ConsoleState
 from .views import (OrdersTable, ScrollPane, TradesTable, balances_view, health_view, profit_view,
                     why_view)
@@ -776,12 +777,21 @@ class ConsoleApp(App[int]):
         symbols = [p["symbol"] for p in (self.snap or {}).get("positions") or [] if p.get("dust")]
         return (f" Dust in {', '.join(symbols)} (too little to sell) stays as it is." if symbols else "")
 
-    def _approvals_ended(self) -> str:
-        """What a halt does to the trades waiting for approval, for its confirmation: they are rejected."""
-        n = len((self.snap or {}).get("approvals") or [])
-        if not n:
-            return ""
-        return f" The {'trade' if n == 1 else f'{n} trades'} waiting for approval {'is' if n == 1 else 'are'} rejected."
+    def _approvals_ended(self, flatten: bool = False) -> str:
+        """What a halt does to the trades waiting for approval, for its confirmation: they are rejected. Not a trade
+        whose approve is under way (its order on the wire): it ends approved, and its order is cancelled once the
+        exchange has answered it (what it filled is a position, which a flatten closes)."""
+        rows = (self.snap or {}).get("approvals") or []
+        n = waiting_approvals(self.snap or {})
+        k = len(rows) - n
+        said = (f" The {'trade' if n == 1 else f'{n} trades'} waiting for approval {'is' if n == 1 else 'are'} "
+                "rejected." if n else "")
+        if k:
+            filled = "what it filled is closed" if flatten else "what it filled stays a position"
+            said += (f" The {'trade' if k == 1 else f'{k} trades'} being approved (the order on the wire) "
+                     f"{'ends' if k == 1 else 'end'} approved: {'its order is' if k == 1 else 'each order is'} "
+                     f"cancelled once the exchange has answered it, and {filled}.")
+        return said
 
     def action_kill(self) -> None:
         if self.engine is None:
@@ -918,7 +928,7 @@ class ConsoleApp(App[int]):
         def body() -> str:
             orders, positions = self._counts()
             return (f"Cancel every open order ({orders}), close every position ({positions}) with market orders, "
-                    f"then HALT.{self._approvals_ended()}{self._dust()}")
+                    f"then HALT.{self._approvals_ended(flatten=True)}{self._dust()}")
 
         self._confirm("flatten", "FLATTEN", body, "FLATTEN", lambda: self._control("flatten", self._flatten()))
 
@@ -1059,7 +1069,7 @@ class ConsoleApp(App[int]):
         if self.snap["approval_mode"] == "auto":  # back to manual tightens: at once
             self._control("approval mode", self.engine.set_approval_mode("manual", by="operator"))
             return
-        waiting = len(self.snap.get("approvals") or [])
+        waiting = waiting_approvals(self.snap)
         body = ("Trades the strategy decides are sent without approval from now on, as for an unattended run."
                 + (f"\n{waiting} trade(s) already waiting still wait for approve, reject or their expiry."
                    if waiting else ""))
@@ -1138,7 +1148,7 @@ class ConsoleApp(App[int]):
         how = ("The engine has already stopped after an error." if self.crash is not None else
                f"The engine has already stopped ({self._stopped_why()})." if self.feed_ended else
                "The engine stops in order.")
-        waiting = len((self.snap or {}).get("approvals") or [])
+        waiting = waiting_approvals(self.snap or {})
         approvals = (f" The {waiting} trade(s) waiting for approval still wait at the next start (unless their "
                      "time has run out by then)." if waiting else "")
         # HALTED watches no stop-loss or take-profit, and the next start of a HALTED engine is HALTED too.

@@ -35,6 +35,12 @@ STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow
 STATE_STYLE_NO_COLOR = {"RUNNING": "bold", "PAUSED": "bold underline", "HALTED": "bold reverse"}
 
 
+def waiting_approvals(snap: dict[str, Any]) -> int:
+    """The trades waiting for approval: not one whose approve is under way (its order on the wire), which ends
+    approved or with its order's end, whatever is pressed meanwhile."""
+    return sum(1 for a in snap.get("approvals") or [] if not a.get("approving"))
+
+
 def monitor_text(snap: dict[str, Any]) -> str:
     """Whether the alert channels deliver (those failing, by name) and where /health and /metrics answer."""
     return "".join(forms[0].plain for forms in (_alerts_forms(snap), _monitor_forms(snap)) if forms)
@@ -140,7 +146,8 @@ class StatusLine(Static):
         key = (width, note) if snap is None else (width, where,
             snap["mode"], snap["state"], snap.get("state_reason"), round(snap["equity"], 2),
             round(snap["day_pnl"], 2), round(snap["drawdown_pct"], 2), snap.get("market_ts"), snap["approval_mode"],
-            len(snap.get("approvals") or []), snap.get("bars"), note, len(snap.get("reconcile_blocked") or []),
+            waiting_approvals(snap), len(snap.get("approvals") or []), snap.get("bars"), note,
+            len(snap.get("reconcile_blocked") or []),
             tuple((b.get("venue"), b.get("state")) for b in snap.get("breakers") or []), monitor_text(snap),
             str(snap.get("venue_hold")))
         if key == self._last:
@@ -181,7 +188,8 @@ class StatusLine(Static):
 
     def _second(self, snap: dict[str, Any], note: str, width: int) -> Text:
         bad = [b for b in snap.get("breakers") or [] if b.get("state") != "closed"]
-        n_appr = len(snap.get("approvals") or [])
+        n_appr = waiting_approvals(snap)
+        approving = len(snap.get("approvals") or []) - n_appr
         market = fmt.market_time(snap.get("market_ts"))
         if bad:
             states = (", ".join(f"{b['venue']} {b['state'].upper()}" for b in bad), "bold red")
@@ -189,7 +197,8 @@ class StatusLine(Static):
         else:
             breaker = [Text("  breaker ok"), Text("  brk ok"), Text()]
         count = (str(n_appr), "bold yellow" if n_appr else "")
-        approvals = [Text.assemble("  approvals ", count, f" ({snap['approval_mode']})"),
+        being = f", {approving} being approved" if approving else ""
+        approvals = [Text.assemble("  approvals ", count, f"{being} ({snap['approval_mode']})"),
                      Text.assemble("  approvals ", count), Text.assemble("  appr ", count)]
         if not n_appr:
             approvals.append(Text())
@@ -441,10 +450,12 @@ class ApprovalsTable(KeyedTable):
         rows = {}
         for a in approvals:
             left = a.get("expires_in")
+            # An approve under way (its order on the wire) no longer waits, and cannot expire: no countdown.
+            expires = (Text("approving", style="bold") if a.get("approving") else
+                       Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else ""))
             rows[a["approval_id"]] = {
                 "id": a["approval_id"], "symbol": a["symbol"], "side": a["side"], "move": approval_move(a),
-                "last": fmt.price(a.get("last")),
-                "expires": Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else ""),
+                "last": fmt.price(a.get("last")), "expires": expires,
                 "price": fmt.price(a["price"]), "qty": fmt.qty(a["quantity"])}
         self.put(rows)
 
