@@ -10,6 +10,7 @@ SQLite, the sample files.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from conftest import BTC_CSV, ETH_CSV, db_rows, run_ffe, starter_config
@@ -152,6 +153,26 @@ def test_doctor_fails_a_trade_that_closes_before_it_opens(tmp_path):
     proc = run_ffe(tmp_path, "doctor")
     assert proc.returncode == 1, proc.stdout
     assert f"trade {trade}" in proc.stderr and "before it opened" in proc.stderr, proc.stderr
+
+
+def test_doctor_names_a_trade_s_times_to_the_millisecond_when_both_fall_in_one_second(tmp_path):
+    """A trade closing 400 ms before it opened, within one second: the line tells the two times apart."""
+    db = tmp_path / "data" / "ffe.db"
+    replay_config(tmp_path, ["BTC/USD", "ETH/USD"])
+    run(tmp_path, 300)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        (trade,) = conn.execute("SELECT MIN(id) FROM trades").fetchone()
+        assert trade is not None, "the run closed no trade"
+        conn.execute("UPDATE trades SET opened_ts = opened_ts - opened_ts % 1000 + 600, "
+                     "closed_ts = opened_ts - opened_ts % 1000 + 200 WHERE id = ?", (trade,))
+        (opened,) = conn.execute("SELECT opened_ts FROM trades WHERE id = ?", (trade,)).fetchone()
+    finally:
+        conn.close()
+    proc = run_ffe(tmp_path, "doctor")
+    assert proc.returncode == 1, proc.stdout
+    second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(opened // 1000))
+    assert f"closed at {second}.200Z, before it opened at {second}.600Z" in proc.stderr, proc.stderr
 
 
 def test_doctor_fails_a_bar_decided_back_in_time(tmp_path):
