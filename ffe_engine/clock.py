@@ -87,6 +87,49 @@ class WallClock:
         await asyncio.sleep(seconds)
 
 
+class SteadyClock:
+    """A wall clock whose market time never goes back: the engine's, over the clock it is given (the system clock,
+    which its owner or NTP may set back). `now_ms` holds at the latest time it told until the clock passes it
+    again, and at `not_before`, the latest market time the records hold (seeded at the start), so that no fill,
+    order, position or trade is stamped before one stamped earlier, in this run or before a restart: a clock that
+    ran ahead and was corrected holds market time until it catches up. Wall and monotonic time are the clock's own:
+    wall time stamps when a record was written, and says so as it is."""
+
+    __slots__ = ("clock", "_floor")
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._floor: int | None = None
+
+    def now_ms(self) -> int:
+        now = self.clock.now_ms()
+        if self._floor is not None and now < self._floor:
+            return self._floor
+        self._floor = now
+        return now
+
+    def behind_ms(self) -> int:
+        """How far the clock is behind the market time held (0 when it is not)."""
+        return 0 if self._floor is None else max(0, self._floor - self.clock.now_ms())
+
+    def not_before(self, ts_ms: int) -> None:
+        """Market time never before ts_ms from now on: the records reached it."""
+        if self._floor is None or ts_ms > self._floor:
+            self._floor = ts_ms
+
+    def wall(self) -> float:
+        return self.clock.wall()
+
+    def monotonic(self) -> float:
+        return self.clock.monotonic()
+
+    def advance(self, ts_ms: int) -> None:
+        self.clock.advance(ts_ms)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+
+
 class SimClock:
     """Market time: `now_ms` is the close time of the last candle the feed advanced it to.
 

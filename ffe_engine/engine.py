@@ -31,7 +31,7 @@ from . import ahead, halt_asked
 from .approvals import ApprovalDesk, moved_past
 from .breaker import CircuitBreaker
 from .breaker_pause import BreakerPause
-from .clock import DAY_MS, Clock
+from .clock import DAY_MS, Clock, SteadyClock, WallClock
 from .config import Settings
 from .ensemble import Ensemble, is_async_provider
 from .controls import Controls, Press, answered_early
@@ -186,6 +186,10 @@ class Engine:
         self.venue = venue
         self.store = store
         self.bus = bus
+        if isinstance(clock, WallClock):
+            # Market time read off the system clock would go back with it (an NTP step, a clock set right after
+            # running ahead): the records' times would too. A market's own clock (SimClock) never goes back.
+            clock = SteadyClock(clock)
         self.clock = clock
         self.providers = providers
         self.async_providers = any(is_async_provider(p) for p in providers)
@@ -648,6 +652,7 @@ class Engine:
             # Each symbol's own candles processed too: a kill after an order was committed and before the books were
             # stored leaves the saved market a candle behind that order's (its fill would be at the deciding open).
             self.sim_feed.not_before(reached, await self.store.candles_done(self.symbols, decided_tf))
+            self._clock_not_before(reached)
             if self.sim_venue is not None:
                 # The bar the records reached may be handed out again (decided anew): an order sent again at the
                 # start (journaled just before a kill) is no older than that bar, and fills from the next one.
@@ -671,6 +676,19 @@ class Engine:
         reached = await self.store.market_time(self.timeframe_ms)
         if reached is not None:
             floor(reached, await self.store.candles_done(self.symbols, self.timeframe_ms))
+            self._clock_not_before(reached)
+
+    def _clock_not_before(self, reached: int) -> None:
+        """Market time read off the system clock goes on from the latest the records hold (SteadyClock): a clock
+        behind it (set back, or set right after running ahead) holds market time there until it catches up, said
+        once here; entries meanwhile measure their market as stale, as they did while the clock ran ahead."""
+        if not isinstance(self.clock, SteadyClock):
+            return
+        self.clock.not_before(reached)
+        behind = self.clock.behind_ms()
+        if behind:
+            log.warning("the clock is behind the market time the records reached: market time holds there until "
+                        "the clock catches up", reached=fmt.iso_ms(reached), behind_s=round(behind / 1000, 3))
 
     async def _check_quote(self) -> None:
         """The books keep their cash in the quote currency the account began with: counted in another, the whole

@@ -161,6 +161,14 @@ def iso_ms(ts_ms: Any) -> str:
     return iso(ts_ms // 1000) if _finite(ts_ms) else "-"
 
 
+def iso_ms_apart(a: Any, b: Any) -> tuple[str, str]:
+    """Two market timestamps as iso_ms gives them, or to the millisecond (2026-01-02T03:04:05.678Z) when they fall
+    in one second: a line saying one is before the other shows them apart."""
+    if not (_finite(a) and _finite(b)) or a // 1000 != b // 1000 or iso_ms(a) == "-":
+        return iso_ms(a), iso_ms(b)
+    return f"{iso_ms(a)[:-1]}.{int(a) % 1000:03d}Z", f"{iso_ms(b)[:-1]}.{int(b) % 1000:03d}Z"
+
+
 # The epoch times in the engine's answers that are not named `X_ts` (milliseconds): wall seconds.
 WALL_SECONDS = ("until", "last_success")
 

@@ -634,13 +634,15 @@ _SQL_BAR_BACK_IN_TIME = ("SELECT decision_id, symbol, ts, before FROM (SELECT de
 
 
 def _trade_time_damage(r: tuple[Any, ...]) -> str:
-    return (f"table trades, trade {r[0]} ({r[1]}): closed at {fmt.iso_ms(r[3])}, before it opened at "
-            f"{fmt.iso_ms(r[2])}: market time went back")
+    closed, opened = fmt.iso_ms_apart(r[3], r[2])
+    return (f"table trades, trade {r[0]} ({r[1]}): closed at {closed}, before it opened at {opened}: "
+            "market time went back")
 
 
 def _bar_time_damage(r: tuple[Any, ...]) -> str:
-    return (f"table decisions, decision {r[0]} ({r[1]}): its bar {fmt.iso_ms(r[2])} was decided after the bar "
-            f"{fmt.iso_ms(r[3])}: market time went back")
+    bar, later = fmt.iso_ms_apart(r[2], r[3])
+    return (f"table decisions, decision {r[0]} ({r[1]}): its bar {bar} was decided after the bar {later}: "
+            "market time went back")
 
 
 # SQLite's answers that mean the file cannot be written (as opposed to a wrong statement): the disk or directory
