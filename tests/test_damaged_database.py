@@ -548,6 +548,44 @@ def test_a_halt_the_database_lost_with_its_wal_still_halts_the_next_start(tmp_pa
         assert con.execute("SELECT COUNT(*) FROM orders").fetchone() == (orders,)  # no order since
 
 
+def halted_account(cwd: Path, spawn_ffe) -> None:
+    """A paper account the operator halted (`ffe ctl halt`), its engine stopped since."""
+    starter_config(cwd)
+    engine = spawn_ffe(cwd, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"), name="engine")
+    wait_until(lambda: "control socket ready" in engine.stderr or not engine.alive(), timeout=60,
+               what="the engine answering")
+    halted = run_ffe(cwd, "ctl", "halt")
+    assert halted.returncode == 0, halted.stderr
+    engine.send(15)
+    assert engine.wait(60) == 0, engine.stderr
+
+
+@pytest.mark.parametrize("state", ["RUNNING", "PAUSED"])
+async def test_a_halted_state_row_edited_to_another_state_stops_the_start_with_one_line(tmp_path, spawn_ffe, state):
+    """The engine_state row of a HALTED account edited by hand (its last engine_state event says HALTED): the start
+    judges it as `ffe doctor` does, damage, never the state the row says. It came up RUNNING and traded, saying the
+    row was stored without its event, which only HALTED ever is (a full disk, a restore)."""
+    halted_account(tmp_path, spawn_ffe)
+    db = tmp_path / "data" / "ffe.db"
+    audit = tmp_path / "logs" / "audit.jsonl"
+    damage_record(db, f"UPDATE engine_state SET state = '{state}'")
+    [(orders,)] = db_rows(db, "SELECT COUNT(*) FROM orders")
+    before, audit_before = db.read_bytes(), audit.read_bytes()
+    proc, hook = await run_ffe_paging(tmp_path, "run", "--headless", "--max-bars", "5")
+    line = assert_one_line(proc, "ffe.db", "damaged", f"the engine_state row says {state}",
+                           "the last engine_state event says HALTED")
+    assert "engine started" not in proc.stderr, proc.stderr[-3000:]
+    pages = [r.body for r in hook.delivered if r.body.get("severity") == "page"]
+    assert [p["kind"] for p in pages] == ["START_FAILED"], [r.body for r in hook.delivered]
+    assert db.read_bytes() == before, "the damaged database was changed"
+    assert audit.read_bytes() == audit_before, "the audit trail was written by a start that was refused"
+    assert db_rows(db, "SELECT COUNT(*) FROM orders") == [(orders,)]
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 1, doctor.stderr
+    said = doctor.stderr.strip().split("ffe.db: ", 1)[1]  # one judgement: the start's line says what doctor says
+    assert said.startswith("the engine_state row says") and said in line, (line, doctor.stderr)
+
+
 def half_cut_beside_its_wal(cwd: Path) -> Path:
     """The database cut to half its size while its WAL (holding the schema page) stays whole, as a kill then a
     copy gone wrong leave it: SQLite opens it and its check finds a hundred damaged pages."""
