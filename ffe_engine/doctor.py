@@ -60,10 +60,10 @@ from .backtest_runs import RUN_ID
 from .chain import packed, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
 from .errors import FfeError, UnreachablePath, UsageError, first_problem
-from .model import APPROVAL_PENDING, EngineState, OrderStatus, trail_disagrees
-from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, TRAIL_DAMAGED_HALT,
-                    Records, check_files, events_end, lost_database, order_figures, position_differs, replay_positions,
-                    restore_left_half_way, state_unsaid)
+from .model import APPROVAL_PENDING, OrderStatus, trail_disagrees
+from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, Records, check_files,
+                    events_end, lost_database, order_figures, position_differs, replay_positions, restore_left_half_way,
+                    state_unsaid_why)
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 # client_order_id, symbol, side, quantity, average, fee
@@ -511,25 +511,16 @@ def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], 
 
 def _check_state(records: Records, settings: Settings, found: Findings) -> None:
     """The engine_state row and the last event that says a state agree, but where HALTED was stored on its own by
-    design: when the records could not be written (the disk reserve emptied for it), kept across a restore (the
-    restore's marker), or stored by a start refused for an audit trail that disagrees with the database."""
-    row = records.engine_state_row()
-    unsaid = state_unsaid(row, records.last_state_event())
-    if row is None or unsaid is None:
+    design (store.state_unsaid_why, which a start judges its row by too): noted, the next start records it."""
+    judged = state_unsaid_why(records.engine_state_row(), records.last_state_event(),
+                              reserve_used=reserve.used(settings.data_dir),
+                              restored=records.kv(RESTORED_KEY) is not None)
+    if judged is None:
         return
-    halted = row[0] == EngineState.HALTED.value
-    if halted and reserve.used(settings.data_dir):
-        found.notes.append(f"{settings.db_path}: {unsaid}: HALTED stored when the records could not be written, "
-                           "without its event; the next start records it")
-    elif halted and row[2] == "restore" and records.kv(RESTORED_KEY) is not None:
-        found.notes.append(f"{settings.db_path}: {unsaid}: HALTED kept across a restore, without its event; the "
-                           "next start records it")
-    elif halted and row[2] == "engine" and row[1] == TRAIL_DAMAGED_HALT:
-        found.notes.append(f"{settings.db_path}: {unsaid}: HALTED stored by a start that found the audit trail "
-                           "disagreeing with the database, without its event (the trail took none); the next start "
-                           "records it")
-    else:
+    unsaid, why = judged
+    if why is None:
         raise Violation(f"{settings.db_path}: {unsaid}")
+    found.notes.append(f"{settings.db_path}: {unsaid}: {why}; the next start records it")
 
 
 def _check_approvals(records: Records, db: Path) -> None:

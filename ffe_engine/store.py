@@ -931,7 +931,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
                     if problem is not None:
                         raise damaged_database(path, problem)
             problem = (fills_damage(conn) or contradictions(conn) or positions_damage(conn)
-                       or status_went_back(conn))
+                       or status_went_back(conn) or _state_row_damage(path, conn))
             if problem is not None:
                 raise damaged_database(path, problem)
     except sqlite3.DatabaseError as exc:
@@ -975,6 +975,65 @@ def state_unsaid(row: tuple[Any, ...] | None, rec: dict[str, Any] | None) -> str
         return None
     return (f"the engine_state row says {row[0]} ({row[1]}), the last engine_state event "
             + ("is missing" if said is None else f"says {said[0]} ({said[1]})"))
+
+
+def state_unsaid_why(row: tuple[Any, ...] | None, rec: dict[str, Any] | None, *, reserve_used: bool,
+                     restored: bool) -> tuple[str, str | None] | None:
+    """The engine_state row (state, reason, by) against the last `engine_state` event that says a state: None when
+    they agree; else how they differ (state_unsaid) and why ffe stored the row on its own, or None for why: no ffe
+    writes it (edited by hand), and `ffe doctor` fails it as the start refuses it. The one judgement of both. Only
+    HALTED is ever stored without its event: when the records could not be written (`reserve_used`: the disk
+    reserve emptied for it), kept across a restore (`restored`: the restore's marker still there), or by a start
+    refused for an audit trail that disagrees with the database."""
+    unsaid = state_unsaid(row, rec)
+    if row is None or unsaid is None:
+        return None
+    if row[0] != EngineState.HALTED.value:
+        return unsaid, None
+    if reserve_used:
+        return unsaid, "HALTED stored when the records could not be written, without its event"
+    if row[2] == "restore" and restored:
+        return unsaid, "HALTED kept across a restore, without its event"
+    if row[2] == "engine" and row[1] == TRAIL_DAMAGED_HALT:
+        return unsaid, ("HALTED stored by a start that found the audit trail disagreeing with the database, without "
+                        "its event (the trail took none)")
+    return unsaid, None
+
+
+def _last_state_event(path: Path, query: Callable[[str, tuple[Any, ...]], list[Any]],
+                      record: Callable[[Any, Any], bytes]) -> dict[str, Any] | None:
+    """The record of the last `engine_state` event that says a state, read with `query` (a read-only connection's)
+    and `record` (an events row's audit line), or None."""
+    seq = None
+    while True:
+        rows = query(_SQL_STATE_EVENTS, (seq, seq, _STATE_EVENTS_CHUNK))
+        for seq, data in rows:
+            try:
+                rec = json.loads(record(seq, data))
+            except ValueError:
+                raise damaged_database(path, unreadable(f"table events, seq {seq}", "data", data, "JSON")) from None
+            if says_state(rec):
+                return dict(rec)
+        if len(rows) < _STATE_EVENTS_CHUNK:
+            return None
+
+
+def _state_row_damage(path: Path, conn: sqlite3.Connection) -> str | None:
+    """What is wrong with the engine_state row a start restores, judged against its last event as `ffe doctor`
+    judges it (state_unsaid_why), or None: a row that is not as ffe writes it (a HALTED account's row set to
+    RUNNING by hand) would start in a state the records never said."""
+    rows = conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchall()
+    if not rows:
+        return None
+
+    def query(sql: str, params: tuple[Any, ...]) -> list[Any]:
+        return conn.execute(sql, params).fetchall()
+
+    marker = conn.execute("SELECT value FROM kv WHERE key = ?", (RESTORED_KEY,)).fetchall()
+    judged = state_unsaid_why(tuple(rows[0]), _last_state_event(path, query, functools.partial(event_line, path)),
+                              reserve_used=reserve.used(path.parent),
+                              restored=bool(marker) and json.loads(marker[0][0]) is not None)
+    return None if judged is None or judged[1] is not None else judged[0]
 
 
 def _dumps(obj: Any) -> str:
@@ -2592,19 +2651,7 @@ class Records:
 
     def last_state_event(self) -> dict[str, Any] | None:
         """The record of the last `engine_state` event that says a state (Store.last_state_event)."""
-        seq = None
-        while True:
-            rows = self._q(_SQL_STATE_EVENTS, (seq, seq, _STATE_EVENTS_CHUNK))
-            for seq, data in rows:
-                try:
-                    rec = json.loads(self._record(seq, data))
-                except ValueError:
-                    raise damaged_database(self.path, unreadable(f"table events, seq {seq}", "data", data,
-                                                                 "JSON")) from None
-                if says_state(rec):
-                    return dict(rec)
-            if len(rows) < _STATE_EVENTS_CHUNK:
-                return None
+        return _last_state_event(self.path, self._q, self._record)
 
     def chain_head(self) -> ChainHead | None:
         """The audit chain's head the database stored (None: no records yet, or written before it was stored)."""

@@ -119,7 +119,8 @@ class TradingState:
 
     async def say_stored(self, by: str) -> None:
         """At start, the state restored: when the records' last `engine_state` event does not say it (stored on its
-        own: HALTED on a full disk, kept across a restore), the event that says it, from the state it says."""
+        own: HALTED on a full disk, kept across a restore), the event that says it, from the state it says. Any other
+        difference never gets here: the start's record checks refuse it (store.state_unsaid_why)."""
         last = await self.store.last_state_event()
         if state_unsaid((self.state.value, self.reason), last) is None:
             return
