@@ -934,6 +934,24 @@ def test_orders_the_exchange_made_since_a_restored_backup_are_told_when_journale
     assert RecoveredEvent.name in WATCHED  # the bus hands the monitor the event
 
 
+def test_started_says_its_count_is_of_the_orders_in_flight_and_where_those_since_a_restored_backup_are_told():
+    """After `ffe restore`, STARTED said "0 order(s) recovered" while the RECOVERED alert of the same start said two
+    orders and their fills were journaled: STARTED counts the orders the records had in flight only, and says so;
+    after a restore it says where the orders the exchange made since the backup are told."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import RunEvent
+
+    restored = {"backup": "ffe-backup-20261204T100000Z.tar.zst", "taken": "2026-12-04T10:00:00Z"}
+    for state in ("RUNNING", "PAUSED"):
+        detail = {"state": state, "reason": "live start", "recovered_orders": 0, "restored": restored}
+        (alert,) = alerts_for(RunEvent(phase="start", mode="LIVE", detail=detail), state=state)
+        assert "0 order(s) in flight recovered" in alert.text, alert.text
+        assert "since the backup" in alert.text and "RECOVERED" in alert.text, alert.text
+    detail = {"state": "RUNNING", "reason": "resume", "recovered_orders": 1}
+    (alert,) = alerts_for(RunEvent(phase="start", mode="LIVE", detail=detail), state="RUNNING")
+    assert "1 order(s) in flight recovered" in alert.text and "backup" not in alert.text, alert.text
+
+
 def test_a_halt_the_engine_makes_at_start_is_paged_without_saying_orders_were_cancelled():
     """The start halts the engine itself (HALTED found only in audit records the database never committed, a disk
     reserve the last run emptied): it cancels nothing, and its page does not say it did, as a kill switch's does."""
