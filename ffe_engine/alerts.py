@@ -272,6 +272,11 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                 urgent = True
             restored = ev.detail.get("restored")
             source, withheld, paged = _restored_text(restored)
+            # The count is of the orders the records had in flight, taken up at start. After a restore the orders
+            # the exchange made since the backup are journaled later in the start, and told by RECOVERED.
+            recovered = f"{recovered} order(s) in flight recovered"
+            since = (" The orders the exchange made since the backup, if any, follow in a RECOVERED alert."
+                     if source else "")
             # A restored start HALTED, or one whose backup held a page pending, pages: the halt's own page may have
             # been pending in the backup, and the restore delivers none of those again.
             urgent = urgent or paged or (source != "" and state == "HALTED")
@@ -279,12 +284,12 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                 resume = "ffe ctl resume --yes" if state == "HALTED" else "ffe ctl resume"
                 return [Alert("STARTED", "STARTED", "page" if urgent else "warn",
                               f"ffe started ({ev.mode}){source} {state} ({ev.detail.get('reason', '')}){after}: "
-                              f"nothing new trades until you resume it (`{resume}`); {recovered} order(s) "
-                              f"recovered.{withheld}{aside}")]
+                              f"nothing new trades until you resume it (`{resume}`); {recovered}."
+                              f"{since}{withheld}{aside}")]
             source = source.rstrip(",")  # the sentence ends after it
             return [Alert("STARTED", "STARTED", "page" if urgent else "warn" if cut or aside or withheld else "info",
-                          f"ffe started ({ev.mode}, {state}, {recovered} order(s) recovered){source}{after}."
-                          f"{withheld}{aside}")]
+                          f"ffe started ({ev.mode}, {state}, {recovered}){source}{after}."
+                          f"{since}{withheld}{aside}")]
         if ev.phase == "stop" and ev.detail.get("error"):
             return [Alert("START_FAILED", "START_FAILED", "page",
                           f"ffe start FAILED ({ev.mode}): {str(ev.detail['error'])[:160]}. The process exits 1 "

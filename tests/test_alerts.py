@@ -918,8 +918,8 @@ def test_a_reconcile_page_for_coins_gone_from_the_account_says_how_to_book_a_sal
 
 def test_orders_the_exchange_made_since_a_restored_backup_are_told_when_journaled_from_it():
     """After `ffe restore`, the start journals the orders the exchange made since the backup (with their fills): the
-    STARTED alert before it counts only the orders the backup had in flight ("0 order(s) recovered"), so this one
-    says what was journaled. Nothing to tell when the exchange made none."""
+    STARTED alert before it counts only the orders the backup had in flight ("0 order(s) in flight recovered"), so
+    this one says what was journaled. Nothing to tell when the exchange made none."""
     from ffe_engine.alerts import alerts_for
     from ffe_engine.events import RecoveredEvent
 
