@@ -632,6 +632,39 @@ def test_a_directory_where_a_file_of_the_records_goes_stops_the_start_naming_it_
     assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
 
 
+def run_bounded(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`ffe ARGS` with its memory bounded (3 GB of address space): a start that reads a device without end fails
+    there instead of taking the machine's memory."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    starter_config(cwd)
+    return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, preexec_fn=limit)
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_a_device_where_the_audit_trail_goes_stops_the_start_naming_it_with_nothing_written(traded, tmp_path,
+                                                                                          device):
+    """The audit trail a link to a device: written into /dev/null every record would go nowhere, and /dev/zero would
+    be read without end. Not a file: one line naming it, exit 2, before anything is written or started, as for a
+    directory there."""
+    cwd = copy_of(traded, tmp_path)
+    trail = cwd / "logs" / "audit.jsonl"
+    trail.unlink()
+    trail.symlink_to(device)
+    records = {str(p): p.read_bytes() for d in ("data", "logs") for p in sorted((cwd / d).rglob("*")) if p.is_file()}
+    proc = run_bounded(cwd, "run", "--headless", "--max-bars", "3")
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: is a character device (a link "
+                                        f"to {device}), not a file; it was left as it is: move it away, then start "
+                                        "again"], proc.stderr[-3000:]
+    assert {str(p): p.read_bytes() for d in ("data", "logs") for p in sorted((cwd / d).rglob("*"))
+            if p.is_file()} == records
+    assert os.readlink(trail) == device
+
+
 def test_a_second_engine_is_refused_even_after_the_lock_files_were_removed(tmp_path, spawn_ffe):
     """The lock files removed under a running engine (a clean-up script, `rm data/*.lock`) must not let a second
     engine start on the same records: two would append to one trail and journal into one book. The database
