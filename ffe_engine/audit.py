@@ -23,6 +23,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from .ahead import Ahead
 from .chain import (GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files,
                     unreadable_trail, verify_current, verify_trail)
 from .clock import Clock
-from .errors import DamagedRecords, StorageError, storage_failure
+from .errors import DamagedRecords, StorageError, not_a_file, storage_failure
 from .events import Event
 from .redact import Redactor
 from .sqlwriter import append_lines, open_lines_file
@@ -235,6 +236,8 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # put there since the start looked (host.py): left alone
+            raise not_a_file(path, ", then start again") or StorageError(f"{path}: not a file")
         _check_head(fd, path)
         last_seq, last, torn, aside = _set_aside_torn_tail(fd, path)
         uncommitted, moved = await _set_aside_uncommitted(fd, path, events_after)

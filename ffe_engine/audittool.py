@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import sqlite3
-import stat
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import zstandard
 from . import ahead, fmt, present, reach
 from .audit import cut_record, has_records
 from . import records as compact
-from .chain import (ChainHead, VerifyResult, last_line, packed, rotated_files, rotated_seqs, trail_files,
+from .chain import (ChainHead, VerifyResult, is_a_file, last_line, packed, rotated_files, rotated_seqs, trail_files,
                     verify_trail)
 from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
@@ -276,20 +275,8 @@ def _starts_a_record(path: Path) -> bool:
         return False
 
 
-def _not_a_regular_file(path: Path) -> None:
-    """UsageError when something other than a file is where the trail is: opened and read, a FIFO would be waited on
-    for ever, a device read for ever."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return  # not there (or not reachable): said where it is opened
-    if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, a device"
-        raise UsageError(f"{path}: is not a regular file ({kind}): no audit trail (is --log-dir right?)")
-
-
 def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: EventHead | None) -> int:
-    _not_a_regular_file(path)
+    is_a_file(path)  # a FIFO or a device there is one line, never waited on
     if not path.exists() and not rotated_files(path) and packed(path).exists():
         if follow:
             raise UsageError(f"{packed(path)}: a backtest run's compressed audit file cannot be followed: leave out "
@@ -579,7 +566,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     """`ffe audit verify`: 0 when the trail is intact, 1 when not (the first bad seq and why), 2 when there is no
     trail to check or the database cannot be read."""
     path = Path(path)
-    _not_a_regular_file(path)
+    is_a_file(path)  # a FIFO or a device there is one line, never waited on
     if not trail_files(path):
         _no_trail_kept(db_path, must_read=True)
         raise UsageError(f"no audit trail at {path} (is --log-dir right?)")

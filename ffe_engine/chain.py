@@ -25,7 +25,7 @@ import zstandard
 
 from .ahead import Ahead
 from . import reach
-from .errors import FfeError, StorageError, is_unreachable, unreachable
+from .errors import FfeError, StorageError, is_unreachable, not_a_file, unreachable
 
 GENESIS = "0" * 64  # the `prev` of a trail's first line
 HEAD_KEY = "audit_head"  # the database's kv key for the chain head: {"seq": n, "hash": hex}
@@ -70,6 +70,10 @@ def rotated_files(current: Path) -> list[Path]:
 
 def rotated_seqs(current: Path) -> list[tuple[int, Path]]:
     """The trail's rotated files, oldest first, each with the first seq it holds (from its name)."""
+    return _rotated(current)
+
+
+def _rotated(current: Path) -> list[tuple[int, Path]]:
     pattern = re.compile(re.escape(current.stem) + r"-(\d{12,})" + re.escape(current.suffix) + "$")
     found = []
     for name in reach.names_in(current.parent):
@@ -79,13 +83,33 @@ def rotated_seqs(current: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def trail_paths(current: Path) -> list[Path]:
+    """The paths of the trail's files, unchecked: the rotated ones, then the current one (whether it is there or
+    not). For a start, which says what is not a file in its own words before it writes."""
+    return [p for _, p in _rotated(current)] + [current]
+
+
+# What a file of the trail that is not a regular file is told, once it is moved away.
+NOT_A_FILE_THEN = " (is --log-dir right?)"
+
+
+def is_a_file(path: Path) -> bool:
+    """Whether a file of the trail is there (False: nothing there). Anything there but a regular file (a directory,
+    a FIFO, a device, a socket, a link to one) is errors.NotAFile: opened, a FIFO would be waited on for ever and a
+    device read without end. Every file of the trail is looked at here before it is opened."""
+    said = not_a_file(path, NOT_A_FILE_THEN)
+    if said is not None:
+        raise said
+    return reach.exists(path)
+
+
 def trail_files(current: Path) -> list[Path]:
     """Every file of the trail, oldest first: the rotated ones, then the current one if it exists (a backtest's
     compressed file if that is what there is)."""
     files = rotated_files(current)
-    if reach.exists(current):
+    if is_a_file(current):
         files.append(current)
-    elif not files and packed(current).exists():
+    elif not files and is_a_file(packed(current)):
         files.append(packed(current))
     return files
 
@@ -210,10 +234,11 @@ def open_trail(current: Path) -> list[tuple[Path, IO[bytes]]]:
     can only add a file that is already open (it is then read once, under the name it had when opened)."""
     opened: list[tuple[Path, IO[bytes]]] = []
     cur: IO[bytes] | None = None
+    is_a_file(current)
     try:
         cur = open(current, "rb")
     except FileNotFoundError:
-        if not rotated_files(current) and packed(current).exists():
+        if not rotated_files(current) and is_a_file(packed(current)):
             raw = _open_file(packed(current))
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
             return [(packed(current), io.BufferedReader(reader))]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 
 
 class FfeError(Exception):
@@ -133,6 +134,35 @@ def directory_in_place(path: object) -> StartError:
     """A directory where one of the engine's files goes (a lock, the disk reserve, the audit trail): a path to put
     right, not a disk that failed, as the write to it would say."""
     return StartError(f"{path}: is a directory, not a file; it was left as it is: move it away, then start again")
+
+
+class NotAFile(FfeError):
+    """Something other than a regular file where one of ffe's files is (a directory, a FIFO, a device, a socket, or
+    a link to one): a path to put right, not damage nor a full disk. Written into, a device takes every record and
+    keeps none; read, a FIFO is waited on for ever and a device read without end."""
+
+    exit_code = 2
+
+
+KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_a_file(path: object, then: str) -> NotAFile | None:
+    """What is at `path` when it is there and is not a regular file, as the one line the operator reads, which
+    ends with `then` (what to do once it is moved away); None for a regular file, or nothing there (opening it says
+    what is wrong with a path that cannot be reached)."""
+    name = os.fspath(path)  # type: ignore[call-overload]
+    try:
+        mode = os.stat(name).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((what for test, what in KINDS if test(mode)), "not a file")
+    if os.path.islink(name):
+        kind += f" (a link to {os.readlink(name)})"
+    return NotAFile(f"{path}: is {kind}, not a file; it was left as it is: move it away{then}")
 
 
 class UnreachablePath(FfeError):

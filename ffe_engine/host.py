@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import os
 import signal
-import stat
 import sys
 import uuid
 from functools import partial
@@ -27,12 +26,13 @@ from . import halt_asked as halt_asked_file
 from . import logs, overrides
 from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_damage
 from .backtest_runs import not_an_account, run_records
+from .chain import trail_paths
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import DATA_LOCK, EARLIER_EVENTS, ControlServer, Limits, claim, pid_alive, socket_lock_path
 from .engine import Engine, EngineOptions
 from .errors import (DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError, closed_to_reader,
-                     directory_in_place, is_unreachable, storage_failure, unreachable)
+                     directory_in_place, is_unreachable, not_a_file, storage_failure, unreachable)
 from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
 from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
@@ -240,18 +240,17 @@ def _log_holder(written: str) -> str:
     return f"the ffe engine pid {pid} on {data_dir}"
 
 
-def refuse_directories_in_place(settings: Settings) -> None:
-    """A directory where one of the files a start writes goes (the locks, the disk reserve, the audit trail) stops
-    the start before anything is written: written to, it would read as a full disk, and the start would store
-    HALTED and empty the reserve for it, or go on without the log directory's lock."""
+def refuse_what_is_not_a_file(settings: Settings) -> None:
+    """Anything but a regular file where one of the files a start writes goes (the locks, the disk reserve, the
+    audit trail and its rotated files): a directory, a FIFO, a device, a socket, or a link to one, stops the start
+    before anything is written: written to, a directory would read as a full disk (the start would store HALTED and
+    empty the reserve for it, or go on without the log directory's lock), a device would take every record and keep
+    none, and a FIFO or a device read would be waited on, or read, without end."""
     for path in (settings.data_dir / DATA_LOCK, reserve_path(settings.data_dir), socket_lock_path(settings.socket_path),
-                 settings.audit_path, settings.log_dir / LOG_LOCK):
-        try:
-            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
-        except OSError:
-            continue  # nothing there, or nothing to tell yet: opening it says what
-        if is_dir:
-            raise directory_in_place(path)
+                 *trail_paths(settings.audit_path), settings.log_dir / LOG_LOCK):
+        said = not_a_file(path, ", then start again")
+        if said is not None:
+            raise said
 
 
 def _no_restore_left_half_way(settings: Settings) -> None:
@@ -314,7 +313,7 @@ class EngineHost:
         if run is not None:  # a wrong --data-dir, not damage: refused before the lock, nothing written there
             raise StartError(f"{not_an_account(settings, run)}: an engine runs on an account's data directory "
                              "(storage.path, --data-dir); `ffe doctor` checks a run")
-        refuse_directories_in_place(settings)
+        refuse_what_is_not_a_file(settings)
         secrets = settings.secrets()
         redactor = Redactor(secrets)
         redact = redactor.text if redactor else None  # for free text: a failed start's page

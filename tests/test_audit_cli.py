@@ -698,8 +698,8 @@ def test_a_fifo_where_the_trail_is_is_refused_in_one_line_not_waited_on(tmp_path
     os.mkfifo(logs / "audit.jsonl")
     proc = ffe(tmp_path, *command, "--log-dir", "logs")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: is not a regular file (a FIFO, "
-                                        "a device): no audit trail (is --log-dir right?)"], proc.stderr
+    assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: is a FIFO, not a file; it was "
+                                        "left as it is: move it away (is --log-dir right?)"], proc.stderr
 
 
 def test_verify_of_a_report_without_its_last_newline_where_the_trail_is_holds_no_record(tmp_path):
