@@ -665,6 +665,36 @@ def test_a_device_where_the_audit_trail_goes_stops_the_start_naming_it_with_noth
     assert os.readlink(trail) == device
 
 
+@pytest.mark.parametrize("kind", ["fifo", "link_to_nowhere"])
+def test_a_fifo_or_a_link_to_nowhere_where_the_audit_trail_goes_is_bad_input_not_a_full_disk(traded, tmp_path,
+                                                                                           kind):
+    """A FIFO where the trail goes, or a link to a file whose directory is not there: not a disk that refuses
+    writes (told to free space, HALTED stored, the next start HALTED for it) but a path to put right: one line
+    saying what is there, exit 2, nothing written, no HALTED. Once moved away, the start comes up as the last run
+    left the account."""
+    cwd = copy_of(traded, tmp_path)
+    trail = cwd / "logs" / "audit.jsonl"
+    trail.unlink()
+    if kind == "fifo":
+        os.mkfifo(trail)
+        said = "is a FIFO, not a file; it was left as it is: move it away, then start again"
+    else:
+        trail.symlink_to(tmp_path / "gone" / "audit.jsonl")
+        said = (f"is a link to {tmp_path / 'gone' / 'audit.jsonl'}, whose directory is not there; it was left as it "
+                "is: move it away or make that directory, then start again")
+    records = {str(p): p.read_bytes() for d in ("data", "logs") for p in sorted((cwd / d).rglob("*")) if p.is_file()}
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "3", timeout=60)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: {said}"], proc.stderr[-3000:]
+    assert {str(p): p.read_bytes() for d in ("data", "logs") for p in sorted((cwd / d).rglob("*"))
+            if p.is_file()} == records
+    assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
+    trail.unlink()
+    again = run_ffe(cwd, "run", "--headless", "--max-bars", "3", timeout=60)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
+
+
 def test_a_second_engine_is_refused_even_after_the_lock_files_were_removed(tmp_path, spawn_ffe):
     """The lock files removed under a running engine (a clean-up script, `rm data/*.lock`) must not let a second
     engine start on the same records: two would append to one trail and journal into one book. The database
