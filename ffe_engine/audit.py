@@ -36,7 +36,7 @@ from .ahead import Ahead
 from .chain import (GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files,
                     unreadable_trail, verify_current, verify_trail)
 from .clock import Clock
-from .errors import DamagedRecords, StorageError, not_a_file, storage_failure
+from .errors import START_AGAIN, DamagedRecords, FfeError, StorageError, not_a_file, storage_failure
 from .events import Event
 from .redact import Redactor
 from .sqlwriter import append_lines, open_lines_file
@@ -73,7 +73,7 @@ class AuditWriter:
             self._size = os.fstat(self._fd).st_size
             self._first = _first_record(self.path) if self._size else None  # (seq, UTC day) of the file's first
         except OSError as exc:
-            raise storage_failure(self.path, exc) from None
+            raise opening_failure(self.path, exc) from None
         self._lines: list[bytes] = []
         self._batch_first: tuple[int, str] | None = None  # (seq, UTC day) of the first line waiting
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ffe-audit")
@@ -229,7 +229,14 @@ async def repair_trail(path: Path, events_after: Callable[[int], Awaitable[list[
     try:
         return await _repair(path, events_after)
     except OSError as exc:
-        raise storage_failure(path, exc) from None
+        raise opening_failure(path, exc) from None
+
+
+def opening_failure(path: Path, exc: OSError) -> FfeError:
+    """The trail that could not be opened or read at start, as the one line the operator reads: something there
+    that is not a file (put there since the start looked: a FIFO, a link to a directory that is not there) is a
+    path to put right (exit 2, no HALTED stored for it); anything else, a disk that failed."""
+    return not_a_file(path, START_AGAIN) or storage_failure(path, exc)
 
 
 async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> TrailRepair:
@@ -237,7 +244,7 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # put there since the start looked (host.py): left alone
-            raise not_a_file(path, ", then start again") or StorageError(f"{path}: not a file")
+            raise not_a_file(path, START_AGAIN) or StorageError(f"{path}: not a file")
         _check_head(fd, path)
         last_seq, last, torn, aside = _set_aside_torn_tail(fd, path)
         uncommitted, moved = await _set_aside_uncommitted(fd, path, events_after)

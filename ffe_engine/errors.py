@@ -144,6 +144,8 @@ class NotAFile(FfeError):
     exit_code = 2
 
 
+# What a start says to do once a path that is not a file is put right.
+START_AGAIN = ", then start again"
 KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
@@ -155,6 +157,8 @@ def not_a_file(path: object, then: str) -> NotAFile | None:
     name = os.fspath(path)  # type: ignore[call-overload]
     try:
         mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        return _link_to_nowhere(path, name, then)
     except OSError:
         return None
     if stat.S_ISREG(mode):
@@ -163,6 +167,21 @@ def not_a_file(path: object, then: str) -> NotAFile | None:
     if os.path.islink(name):
         kind += f" (a link to {os.readlink(name)})"
     return NotAFile(f"{path}: is {kind}, not a file; it was left as it is: move it away{then}")
+
+
+def _link_to_nowhere(path: object, name: str, then: str) -> NotAFile | None:
+    """A link whose target's directory is not there: nothing can be made through it (opened to be written, the open
+    says only `No such file or directory`, which reads as a disk failing). A link to a file not there yet, in a
+    directory that is, is not said: the file is made through it, as it would be without the link."""
+    try:
+        target = os.readlink(name)
+    except OSError:
+        return None  # no link: nothing there
+    folder = os.path.dirname(os.path.join(os.path.dirname(name), target))
+    if os.path.isdir(folder or "."):
+        return None
+    return NotAFile(f"{path}: is a link to {target}, whose directory is not there; it was left as it is: move it away "
+                    f"or make that directory{then}")
 
 
 class UnreachablePath(FfeError):

@@ -31,8 +31,8 @@ from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import DATA_LOCK, EARLIER_EVENTS, ControlServer, Limits, claim, pid_alive, socket_lock_path
 from .engine import Engine, EngineOptions
-from .errors import (DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError, closed_to_reader,
-                     directory_in_place, is_unreachable, not_a_file, storage_failure, unreachable)
+from .errors import (START_AGAIN, DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError,
+                     closed_to_reader, directory_in_place, is_unreachable, not_a_file, storage_failure, unreachable)
 from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
 from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
@@ -248,7 +248,7 @@ def refuse_what_is_not_a_file(settings: Settings) -> None:
     none, and a FIFO or a device read would be waited on, or read, without end."""
     for path in (settings.data_dir / DATA_LOCK, reserve_path(settings.data_dir), socket_lock_path(settings.socket_path),
                  *trail_paths(settings.audit_path), settings.log_dir / LOG_LOCK):
-        said = not_a_file(path, ", then start again")
+        said = not_a_file(path, START_AGAIN)
         if said is not None:
             raise said
 
