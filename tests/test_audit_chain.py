@@ -7,14 +7,17 @@ torn line), and in the test process for the checks after it."""
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import signal
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ffe_env, ffe_in_process, run_ffe, starter_config, wait_until
+from conftest import ffe_cmd, ffe_env, ffe_in_process, run_ffe, starter_config, wait_until
 from ffe_engine.audit import verify_trail
 from ffe_engine.chain import GENESIS, ChainHead, line_hash, rotated_files
 
@@ -393,3 +396,62 @@ def test_a_last_record_out_of_its_place_is_set_aside_and_the_trail_goes_on_from_
     assert (copy / "logs" / f"audit.jsonl.out-of-order-after-{prev}").read_bytes() == raw[-1] + b"\n"
     code, out, err = verify(copy, ffe=ffe_in_process)
     assert code == 0, out + err
+
+
+@pytest.fixture(scope="module")
+def rotated_trail(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("rotated")
+    run_engine(root, 40, FFE_AUDIT__ROTATE_MB="0.01")  # about 10 KB a file
+    assert len(rotated_files(root / "logs" / "audit.jsonl")) >= 3
+    return root
+
+
+def run_bounded(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`ffe ARGS` with its memory bounded (3 GB of address space) and its time (30 s): a command that reads a
+    device without end, or waits on a FIFO, fails the test instead of taking the machine's memory or hanging."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    starter_config(cwd)
+    try:
+        return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"ffe {' '.join(args)} still running after 30 s")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "link_to_dev_zero"])
+def test_a_rotated_file_of_the_trail_that_is_not_a_file_is_said_in_one_line_by_every_reader(rotated_trail,
+                                                                                          tmp_path, kind):
+    """A rotated file of the trail that is a FIFO, a directory or a device: every command that reads the trail says
+    it in one line naming it, exit 2, never waiting on it nor reading it without end, as it says the current file;
+    a start refuses it the same way before anything is written."""
+    for d in ("data", "logs"):
+        shutil.copytree(rotated_trail / d, tmp_path / d, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    shutil.copy(rotated_trail / "config.toml", tmp_path / "config.toml")
+    rotated = rotated_files(tmp_path / "logs" / "audit.jsonl")[-1]
+    rotated.unlink()
+    if kind == "fifo":
+        os.mkfifo(rotated)
+        what = "a FIFO"
+    elif kind == "directory":
+        rotated.mkdir()
+        what = "a directory"
+    else:
+        rotated.symlink_to("/dev/zero")
+        what = "a character device (a link to /dev/zero)"
+    name = Path("logs") / rotated.name
+    for args in (("audit", "verify"), ("audit", "tail", "-n", "300"), ("doctor",),
+                 ("backup", "--to", str(tmp_path / "backups"))):
+        proc = run_bounded(tmp_path, *args)
+        assert proc.returncode == 2, (args, proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert [x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")] == [
+            f"ffe: error: {name}: is {what}, not a file; it was left as it is: move it away (is --log-dir right?)"], \
+            (args, proc.stderr[-2000:])
+    assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").iterdir())
+    start = run_bounded(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert start.returncode == 2, start.stderr[-3000:]
+    assert start.stderr.splitlines() == [f"ffe: error: {name}: is {what}, not a file; it was left as it is: move it "
+                                         "away, then start again"], start.stderr[-3000:]
