@@ -69,8 +69,13 @@ def rotated_files(current: Path) -> list[Path]:
 
 
 def rotated_seqs(current: Path) -> list[tuple[int, Path]]:
-    """The trail's rotated files, oldest first, each with the first seq it holds (from its name)."""
-    return _rotated(current)
+    """The trail's rotated files, oldest first, each with the first seq it holds (from its name). Each is looked at
+    here (`is_a_file`), before anyone opens it: every reader of the trail (audit verify and tail, doctor, backup,
+    restore, a start's repair) lists its files here or through `trail_files`."""
+    found = _rotated(current)
+    for _, p in found:
+        is_a_file(p)
+    return found
 
 
 def _rotated(current: Path) -> list[tuple[int, Path]]:
