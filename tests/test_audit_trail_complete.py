@@ -160,6 +160,43 @@ def test_a_file_replaced_by_lines_that_are_no_records_stops_the_start(tmp_path):
     assert audit.read_bytes() == b"line one\nline two\n"
 
 
+def semicolon(line: bytes) -> bytes:
+    return line.replace(b'"event":', b'"event";', 1)
+
+
+def zeros_inside(line: bytes) -> bytes:
+    mid = len(line) // 2
+    return line[:mid] + b"\0" * 20 + line[mid + 20:]
+
+
+@pytest.mark.parametrize("edit", [semicolon, zeros_inside], ids=["a-byte-changed", "zeros-inside"])
+def test_a_committed_last_record_edited_so_it_does_not_parse_stops_the_start_naming_its_seq(tmp_path, edit):
+    """A kill leaves a cut end, never a whole line of the record's length that fails to parse: the last record, which
+    the database committed, edited (one byte changed, zeros written inside it) and still ending in its newline, is
+    damage, not a torn line. The start stops with one line naming the file and the seq, exit 1, the trail left as
+    found; `ffe audit verify` and `ffe doctor` name the same seq."""
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    lines = audit.read_bytes().split(b"\n")[:-1]
+    last = json.loads(lines[-1])["seq"]
+    assert last == db_value(tmp_path / "data" / "ffe.db", "SELECT MAX(seq) FROM events")
+    found = b"".join(x + b"\n" for x in lines[:-1] + [edit(lines[-1])])
+    audit.write_bytes(found)
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "engine started" not in proc.stderr, proc.stderr[-3000:]
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")]
+    assert line.startswith(f"ffe: error: {Path('logs') / 'audit.jsonl'}: the record of seq {last} is not the "
+                           "database's copy of it (edited, or written over); it was left as it is"), line
+    assert audit.read_bytes() == found
+    assert not [p for p in audit.parent.iterdir() if ".torn" in p.name or ".uncommitted" in p.name]
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode == 1 and f"first bad seq {last}:" in verify.stdout, verify.stdout + verify.stderr
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 1 and f"audit.jsonl:{len(lines)}" in doctor.stdout + doctor.stderr, \
+        doctor.stdout + doctor.stderr
+
+
 def test_a_torn_last_line_closed_by_a_newline_is_still_set_aside(tmp_path):
     """A writer that opens a file whose last line was cut closes it with a newline first (sqlwriter.open_lines_file):
     one cut record ending in a newline is still a torn line."""
