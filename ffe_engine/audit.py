@@ -246,7 +246,7 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # put there since the start looked (host.py): left alone
             raise not_a_file(path, START_AGAIN) or StorageError(f"{path}: not a file")
         _check_head(fd, path)
-        last_seq, last, torn, aside = _set_aside_torn_tail(fd, path)
+        last_seq, last, torn, aside = await _set_aside_torn_tail(fd, path, events_after)
         uncommitted, moved = await _set_aside_uncommitted(fd, path, events_after)
         if uncommitted:
             last_seq, last = _last_record(fd)
@@ -520,11 +520,13 @@ def _last_rotated(path: Path) -> tuple[int, bytes | None]:
     return (seq, line) if seq is not None else (0, None)
 
 
-def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes | None, bytes, Path | None]:
+async def _set_aside_torn_tail(fd: int, path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]
+                               ) -> tuple[int, bytes | None, bytes, Path | None]:
     """The seq and bytes of the last whole record, and the torn bytes after it (moved to a side file, and cut
     off). A kill or a power loss leaves at most one cut record there (closed by a newline when a writer opened the
     file since: sqlwriter.open_lines_file), and blank bytes (the zeros of a power loss); a whole line of anything
-    else was written over the trail, which is refused as found: set aside, the trail would verify as intact."""
+    else was written over the trail, which is refused as found: set aside, the trail would verify as intact. So is
+    a cut record where the database holds the record after the last whole one (`_not_cut_short`)."""
     size = os.fstat(fd).st_size
     block = 1 << 16
     while True:
@@ -533,6 +535,7 @@ def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes | None, bytes,
         # The last whole record is the last line that ends in a newline and reads as a record.
         end = tail.rfind(b"\n")
         cut = not _blank(tail[end + 1:])  # the unfinished bytes after the last newline: a cut record
+        cut_line = tail[end + 1:]  # the cut record, unfinished or closed by a newline
         while end >= 0:
             begin = tail.rfind(b"\n", 0, end) + 1
             if begin == 0 and start > 0:
@@ -540,18 +543,34 @@ def _set_aside_torn_tail(fd: int, path: Path) -> tuple[int, bytes | None, bytes,
             line = tail[begin:end]
             seq = _seq_of(line)
             if seq is not None:
+                await _not_cut_short(path, seq, cut_line, events_after)
                 return _cut(fd, path, start + end + 1, tail[end + 1:], seq, line)
             if not _blank(line):
                 if cut or not cut_record(line):
                     raise DamagedRecords(f"{path}: the line at byte {start + begin} is no record of the trail, "
                                          "and a kill leaves no whole line after the last one (written over); it "
                                          "was left as it is: `ffe audit verify` names the damage")
-                cut = True
+                cut, cut_line = True, line
             end = begin - 1
         else:
             if start == 0:
+                await _not_cut_short(path, 0, cut_line, events_after)
                 return _cut(fd, path, 0, tail, 0, None)
         block *= 4
+
+
+async def _not_cut_short(path: Path, seq: int, cut_line: bytes,
+                         events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> None:
+    """What looks like a record cut short after the record of `seq`, when the database holds the record after it:
+    the store writes a record whole before it commits it, so a kill never cuts one the database holds, and a power
+    loss leaves the start of it (then zeros). Anything else there, a line of the record's length that fails to
+    parse (a byte changed, zeros written inside it), is that record edited: refused as found, naming its seq."""
+    found = cut_line.strip(b" \t\r\x00")
+    if not found:
+        return
+    held = (await events_after(seq))[:1]
+    if held and held[0][0] == seq + 1 and not held[0][1].startswith(found):
+        raise _not_the_databases(path, seq + 1)
 
 
 def _blank(data: bytes) -> bool:
