@@ -227,6 +227,31 @@ def append_uncommitted(audit: Path, records: list[dict]) -> list[bytes]:
     return out
 
 
+@pytest.mark.parametrize("after", [[99999], [1, 3]], ids=["far-ahead", "a-gap-among-them"])
+def test_records_ahead_whose_seq_does_not_go_on_from_the_database_s_stop_the_start_naming_the_seq(tmp_path, after):
+    """Records a kill leaves after the database's last event go on from its seq, one by one: the store writes them
+    in order, just before it would commit them. One whose seq does not (seq 99999 after seq N, or a gap among
+    them) was written over the trail: the start stops with one line naming the file and the seq, exit 1, the trail
+    left as found, nothing set aside under a name the database's last event does not give."""
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    last = db_value(tmp_path / "data" / "ffe.db", "SELECT MAX(seq) FROM events")
+    seqs = [s if s > 1000 else last + s for s in after]
+    found = audit.read_bytes() + b"".join(json.dumps({"seq": s, "event": "x"}).encode() + b"\n" for s in seqs)
+    audit.write_bytes(found)
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "engine started" not in proc.stderr, proc.stderr[-3000:]
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")]
+    before = seqs[-2] if len(seqs) > 1 else last
+    assert line.startswith(f"ffe: error: {Path('logs') / 'audit.jsonl'}: seq {seqs[-1]} after seq {before}"), line
+    assert "it was left as it is" in line, line
+    assert audit.read_bytes() == found
+    assert not [p for p in audit.parent.iterdir() if ".uncommitted" in p.name or ".torn" in p.name]
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode == 1 and "NOT intact" in verify.stdout, verify.stdout + verify.stderr
+
+
 def rotated_last(audit: Path) -> bytes:
     (older,) = sorted(audit.parent.glob("audit-*.jsonl"))
     return older.read_bytes().split(b"\n")[-2]
