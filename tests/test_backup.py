@@ -608,27 +608,29 @@ def test_a_backup_asked_in_the_moment_before_a_stop_is_answered_and_recorded_bef
     trail.write_bytes(b"".join(lines[10:]))
     engine = spawn_ffe(cwd, "run", "--headless", env=env(FFE_MARKET__SPEED="20"), name="engine")
     wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
-    rotated.unlink()  # the backup's reading of the trail now waits on a pipe, in the middle of its work
-    os.mkfifo(rotated)
     dest = tmp_path / "b"
-    backup = spawn_ffe(cwd, "backup", "--to", str(dest), "--json", env=env(), name="backup")
-    wait_until(lambda: staged(dest, ".ffe-backup-"), what="the backup staging its files")
-    engine.send(signal.SIGTERM)
-    wait_until(lambda: "the stop waits for control commands under way" in engine.stderr or not backup.alive(),
-               what="the stop waiting")
-    fd = open_pipe(rotated, engine)
-    os.write(fd, b"".join(lines[:10]))
-    os.close(fd)
-
+    for attempt in range(20):
+        before = set(staged(dest, ".ffe-backup-"))
+        archives = set(dest.glob("ffe-backup-*")) if dest.exists() else set()
+        backup = spawn_ffe(cwd, "backup", "--to", str(dest), "--json", env=env(), name=f"backup{attempt}-")
+        wait_until(lambda: staged(dest, ".ffe-backup-", before) or not backup.alive(), what="the backup staging")
+        engine.send(signal.SIGSTOP)  # the engine, its backup with it, held where it is
+        if staged(dest, ".ffe-backup-", before) and set(dest.glob("ffe-backup-*")) == archives:
+            break  # under way: its staging there, its archive not yet in place
+        engine.send(signal.SIGCONT)
+        assert backup.wait(60) == 0, backup.stderr
+    else:
+        pytest.fail("no backup could be held under way in 20 tries")
+    engine.send(signal.SIGTERM)  # the stop, asked while the backup is under way
+    engine.send(signal.SIGCONT)
+    wait_until(lambda: "the stop waits for control commands under way" in engine.stderr, what="the stop waiting")
     assert backup.wait(60) == 0, backup.stderr
     made = json.loads(backup.stdout)
     assert engine.wait(60) == 0, engine.stderr
     assert "Traceback" not in engine.stderr and "callback" not in engine.stderr, engine.stderr
-    rotated.unlink()
-    rotated.write_bytes(b"".join(lines[:10]))
     proc = run_ffe(cwd, "audit", "tail", "--event", "backup", "--json")
-    (event,) = [json.loads(x) for x in proc.stdout.splitlines()]
-    assert event["file"] == made["file"] and Path(made["file"]).exists()
+    events = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert events[-1]["file"] == made["file"] and Path(made["file"]).exists()
     assert verify(cwd, Path(made["file"]), ffe_in_process).returncode == 0
 
 
@@ -868,16 +870,25 @@ def test_a_restore_into_the_log_directory_of_a_running_engine_is_refused(account
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def waiting_account(account: Path, cwd: Path) -> tuple[Path, bytes]:
-    """A copy of the account whose oldest audit file is a pipe: a backup of it stops there, its staging made and
-    the database copied into it, until the pipe is fed the bytes returned."""
-    shutil.copytree(account, cwd)
-    trail = cwd / "logs" / "audit.jsonl"
-    lines = trail.read_bytes().splitlines(keepends=True)
-    trail.write_bytes(b"".join(lines[10:]))
-    pipe = cwd / "logs" / "audit-000000000001.jsonl"
-    os.mkfifo(pipe)
-    return pipe, b"".join(lines[:10])
+def held_backup(cwd: Path, dest: Path, spawn_ffe, name: str):
+    """`ffe backup` of cwd into dest held under way: stopped (SIGSTOP) once its staging directory holds the
+    database's copy and before its archive is in place, its staging still held (SIGCONT lets it go on). A backup
+    that ended before it could be stopped is taken again, its archive removed. Returns the process and its
+    staging directory."""
+    for attempt in range(20):
+        before = set(staged(dest, ".ffe-backup-"))
+        archives = set(dest.glob("ffe-backup-*")) if dest.exists() else set()
+        proc = spawn_ffe(cwd, "backup", "--to", str(dest), env=env(), name=f"{name}{attempt}-")
+        wait_until(lambda: staged(dest, ".ffe-backup-", before) or not proc.alive(), what="the backup staging")
+        proc.send(signal.SIGSTOP)
+        mine = staged(dest, ".ffe-backup-", before)
+        if proc.alive() and mine and set(dest.glob("ffe-backup-*")) == archives:
+            return proc, mine
+        proc.send(signal.SIGCONT)
+        assert proc.wait(60) == 0, proc.stderr
+        for made in set(dest.glob("ffe-backup-*")) - archives:
+            made.unlink()
+    pytest.fail("no backup could be stopped under way in 20 tries")
 
 
 def open_pipe(pipe: Path, reader) -> int:
@@ -899,11 +910,12 @@ def staged(directory: Path, prefix: str, but: set[Path] = frozenset()) -> list[P
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_backup_removes_what_it_staged(account, tmp_path, spawn_ffe, sig):
-    pipe, _ = waiting_account(account, tmp_path / "acct")
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd)
     dest = tmp_path / "b"
-    proc = spawn_ffe(tmp_path / "acct", "backup", "--to", str(dest), env=env(), name="backup")
-    wait_until(lambda: staged(dest, ".ffe-backup-"), what="the backup staging its files")
+    proc, _ = held_backup(cwd, dest, spawn_ffe, "backup")
     proc.send(sig)
+    proc.send(signal.SIGCONT)
     assert proc.wait(60) == 130, proc.stderr
     (line,) = proc.stderr.splitlines()
     assert "backup interrupted" in line and str(dest) in line, line
@@ -912,12 +924,10 @@ def test_an_interrupted_backup_removes_what_it_staged(account, tmp_path, spawn_f
 
 def test_a_backup_removes_what_interrupted_backups_left_but_not_a_backup_under_way(account, tmp_path, spawn_ffe):
     dest = tmp_path / "b"
-    pipe, head = waiting_account(account, tmp_path / "waiting")
-    waiting = spawn_ffe(tmp_path / "waiting", "backup", "--to", str(dest), env=env(), name="waiting")
-    under_way = wait_until(lambda: staged(dest, ".ffe-backup-"), what="a backup staging its files")
-    waiting_account(account, tmp_path / "killed")
-    killed = spawn_ffe(tmp_path / "killed", "backup", "--to", str(dest), env=env(), name="killed")
-    left = wait_until(lambda: staged(dest, ".ffe-backup-", set(under_way)), what="a second backup staging")
+    for name in ("waiting", "killed"):
+        shutil.copytree(account, tmp_path / name)
+    waiting, under_way = held_backup(tmp_path / "waiting", dest, spawn_ffe, "waiting")
+    killed, left = held_backup(tmp_path / "killed", dest, spawn_ffe, "killed")
     killed.kill()  # SIGKILL: nothing of it can clean up
     partial = dest / "ffe-backup-20260101T000000000Z.tar.zst.partial"  # a file killed while it was written
     partial.write_bytes(b"x" * 4096)
@@ -929,9 +939,7 @@ def test_a_backup_removes_what_interrupted_backups_left_but_not_a_backup_under_w
     assert not left[0].exists() and not partial.exists()
     assert all(p.exists() for p in under_way)
 
-    fd = open_pipe(pipe, waiting)  # the backup under way goes on, whole
-    os.write(fd, head)
-    os.close(fd)
+    waiting.send(signal.SIGCONT)  # the backup under way goes on, whole
     assert waiting.wait(60) == 0, waiting.stderr
     made = sorted(dest.iterdir())
     assert len(made) == 2 and all(bk.taken_at(p.name) for p in made), made
