@@ -334,8 +334,9 @@ async def _set_aside_uncommitted(fd: int, path: Path,
         if seq in held and held[seq] != kept:
             raise _not_the_databases(path, seq)
     found.reverse()
-    end_seq = _seq_of(found[0])
-    aside = path.with_name(f"{path.name}.uncommitted-after-{(end_seq or 1) - 1}")
+    db_last = seq if seq is not None else (_seq_of(found[0]) or 1) - 1  # all the trail's records are such
+    _continued(path, db_last, found)
+    aside = path.with_name(f"{path.name}.uncommitted-after-{db_last}")
     with open(aside, "ab") as f:
         f.write(b"".join(line + b"\n" for line in found))
         f.flush()
@@ -353,6 +354,22 @@ async def _set_aside_uncommitted(fd: int, path: Path,
                 os.fsync(f.fileno())
     sync_dir(path.parent)
     return found, aside
+
+
+def _continued(path: Path, db_last: int, found: list[bytes]) -> None:
+    """Records after the database's last event (`db_last`) go on from its seq one by one: the store writes them in
+    seq order, just before it would commit them, so that is all a kill leaves. One that does not (seq 99999 after
+    the database's last, a gap among them) was written over the trail: refused as found, naming it."""
+    before = db_last
+    for line in found:
+        seq = _seq_of(line)
+        if seq != before + 1:
+            which = ", the database's last event" if before == db_last else ""
+            raise DamagedRecords(f"{path}: seq {seq} after seq {before}{which}: "
+                                 "records a kill leaves after the database's last event go on from its seq one by "
+                                 "one, so this line was written over the trail; it was left as it is: `ffe audit "
+                                 "verify` names the damage")
+        before = seq
 
 
 async def _uncommitted_in(fd: int, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]],
