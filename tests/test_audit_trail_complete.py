@@ -212,6 +212,25 @@ def test_a_torn_last_line_closed_by_a_newline_is_still_set_aside(tmp_path):
     assert len(aside) == 1 and aside[0].read_bytes() == torn
 
 
+def test_a_torn_last_line_closed_by_a_newline_is_judged_by_verify_and_doctor_as_the_start_judges_it(tmp_path):
+    """A record cut short after the database's last event and closed by a newline is what the start sets aside as a
+    torn line: `ffe audit verify` and `ffe doctor` say it as they say an unfinished last line, not as damage."""
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    last = db_value(tmp_path / "data" / "ffe.db", "SELECT MAX(seq) FROM events")
+    torn = b'{"ts":"2026-01-01T00:00:00Z","seq":%d,"event":"deci\n' % (last + 1)
+    audit.write_bytes(audit.read_bytes() + torn)
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"an unfinished last line ({len(torn)} bytes" in verify.stdout, verify.stdout
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "1 line after the database's last event cut off" in doctor.stdout, doctor.stdout
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "logs" / f"audit.jsonl.torn-after-{last}").read_bytes() == torn
+
+
 def append_uncommitted(audit: Path, records: list[dict]) -> list[bytes]:
     """Lines chained on from the trail's last one, as a kill between the audit write and the commit leaves them."""
     last = audit.read_bytes().split(b"\n")[-2] if audit.exists() and audit.stat().st_size else None
