@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from . import logs
 from .ahead import Ahead
-from .chain import (GENESIS, VerifyResult, last_line, line_hash, rotated_files, rotated_name, trail_files,
+from .chain import (GENESIS, VerifyResult, cut_record, last_line, line_hash, rotated_files, rotated_name, trail_files,
                     unreadable_trail, verify_current, verify_trail)
 from .clock import Clock
 from .errors import START_AGAIN, DamagedRecords, FfeError, StorageError, not_a_file, storage_failure
@@ -592,17 +592,6 @@ async def _not_cut_short(path: Path, seq: int, cut_line: bytes,
 
 def _blank(data: bytes) -> bool:
     return not data.strip(b" \t\r\x00")
-
-
-def cut_record(line: bytes) -> bool:
-    """A record cut short: the start of a JSON object that does not parse (no whole object is a prefix of one)."""
-    if not line.lstrip(b"\x00").startswith(b"{"):
-        return False
-    try:
-        json.loads(line)
-    except ValueError:
-        return True
-    return False
 
 
 def _seq_of(line: bytes) -> int | None:

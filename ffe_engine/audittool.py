@@ -31,10 +31,10 @@ import orjson
 import zstandard
 
 from . import ahead, fmt, present, reach
-from .audit import cut_record, has_records
+from .audit import has_records
 from . import records as compact
-from .chain import (ChainHead, VerifyResult, is_a_file, last_line, packed, rotated_files, rotated_seqs, trail_files,
-                    verify_trail)
+from .chain import (ChainHead, VerifyResult, cut_record, is_a_file, last_line, packed, rotated_files, rotated_seqs,
+                    trail_files, verify_trail)
 from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
 from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end, open_read_only, peek_foreign,

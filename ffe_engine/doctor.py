@@ -57,7 +57,7 @@ import zstandard
 from . import ahead, reserve
 from .audit import has_records
 from .backtest_runs import RUN_ID
-from .chain import packed, trail_files, unchained, unreadable_trail, verify_trail
+from .chain import cut_record, packed, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
 from .errors import FfeError, UnreachablePath, UsageError, first_problem
 from .model import APPROVAL_PENDING, OrderStatus, trail_disagrees
@@ -229,30 +229,40 @@ def _open_trail_file(p: Path) -> IO[bytes]:
     return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=True))
 
 
-def _audit_lines(path: Path, cut: list[str]) -> Iterator[tuple[str, int, bytes]]:
+def _audit_lines(path: Path, cut: list[tuple[str, str, bytes]]) -> Iterator[tuple[str, int, bytes]]:
     """(file:line, seq, line) of every whole line of the trail, rotated files first; an unreadable line is a
-    violation, and so is a cut one except at the very end of the trail, where it is put in `cut` (file:line and
-    size) for the caller to judge: beside a running engine the writer may be half way through it."""
+    violation, and so is a cut one except at the very end of the trail, where it is put in `cut` (what to say, its
+    file:line and its bytes) for the caller to judge: beside a running engine the writer may be half way through
+    it, and a start sets it aside as torn, unfinished or closed by a newline (chain.cut_record)."""
     files = trail_files(path)
     for p in files:
         with _open_trail_file(p) as f:
+            held: tuple[str, bytes] | None = None  # a record cut short and closed by a newline, until a line follows
             for n, line in _numbered(f, p):
                 where = f"{p}:{n}"
+                if held is not None:
+                    raise Violation(f"{held[0]}: not a JSON record: {held[1][:80]!r}")
                 if not line.endswith(b"\n"):
                     cut_off = f"{where}: the last line is cut off ({len(line)} bytes, no newline)"
                     if p != files[-1]:
                         raise Violation(cut_off)
-                    cut.append(cut_off)
+                    cut.append((cut_off, where, line))
                     return
                 line = line[:-1]
                 try:
                     rec = json.loads(line)
                 except ValueError:
+                    if p == files[-1] and cut_record(line):
+                        held = (where, line)
+                        continue
                     raise Violation(f"{where}: not a JSON record: {line[:80]!r}") from None
                 seq = rec.get("seq") if isinstance(rec, dict) else None
                 if not isinstance(seq, int):
                     raise Violation(f"{where}: a record without an integer seq")
                 yield where, seq, line
+            if held is not None:
+                cut.append((f"{held[0]}: the last line is a record cut short ({len(held[1])} bytes and a newline)",
+                            *held))
 
 
 def _numbered(f: IO[bytes], p: Path) -> Iterator[tuple[int, bytes]]:
@@ -277,7 +287,7 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
     # journal with the trail up to the database's last event only.
     snapshot_seq = records.last_seq()
     order_events: OrderEvents = {}
-    cut: list[str] = []
+    cut: list[tuple[str, str, bytes]] = []
     for where, seq, line in _audit_lines(path, cut):
         found.audit_lines += 1
         if want is not None and want[0] < seq:
@@ -294,7 +304,12 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
                 order_events.setdefault(rec["client_order_id"], []).append((where, rec))
     if want is not None:
         if cut:
-            raise Violation(cut[0])
+            said, where, data = cut[0]
+            start = data.strip(b" \t\r\x00")
+            # Not the start of the database's record of that seq: the record edited, as a start says it.
+            if start and not want[1].startswith(start):
+                raise Violation(f"{where}: seq {want[0]} differs from the database's record of it")
+            raise Violation(said)
         raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
                         f"(the file ends before it)")
     # Each event was whole in the file before the database committed it: a cut line after the last of them is a
