@@ -455,3 +455,24 @@ def test_a_rotated_file_of_the_trail_that_is_not_a_file_is_said_in_one_line_by_e
     assert start.returncode == 2, start.stderr[-3000:]
     assert start.stderr.splitlines() == [f"ffe: error: {name}: is {what}, not a file; it was left as it is: move it "
                                          "away, then start again"], start.stderr[-3000:]
+
+
+def test_a_set_aside_file_that_is_not_a_file_is_said_in_one_line_by_every_reader(rotated_trail, tmp_path):
+    """The records a start set aside beside the trail (`audit.jsonl.uncommitted-after-SEQ`) are read by doctor,
+    audit verify, backup and the start: a FIFO there is said in one line naming it, exit 2, never waited on."""
+    for d in ("data", "logs"):
+        shutil.copytree(rotated_trail / d, tmp_path / d, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    shutil.copy(rotated_trail / "config.toml", tmp_path / "config.toml")
+    aside = tmp_path / "logs" / "audit.jsonl.uncommitted-after-5"
+    os.mkfifo(aside)
+    name = Path("logs") / aside.name
+    for args in (("audit", "verify"), ("doctor",), ("backup", "--to", str(tmp_path / "backups"))):
+        proc = run_bounded(tmp_path, *args)
+        assert proc.returncode == 2, (args, proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert [x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")] == [
+            f"ffe: error: {name}: is a FIFO, not a file; it was left as it is: move it away (is --log-dir right?)"], \
+            (args, proc.stderr[-2000:])
+    start = run_bounded(tmp_path, "run", "--headless", "--max-bars", "3")
+    assert start.returncode == 2, start.stderr[-3000:]
+    assert start.stderr.splitlines() == [f"ffe: error: {name}: is a FIFO, not a file; it was left as it is: move it "
+                                         "away, then start again"], start.stderr[-3000:]
