@@ -25,6 +25,8 @@ from typing import Any, Iterable
 
 import orjson
 
+from .errors import LOG_DIR_RIGHT, not_a_file
+
 # Records ahead spanning longer than this are more than the moment before a kill.
 SPAN_S = 60.0
 # The engine's pause for such records: its reason starts so (by `engine`).
@@ -148,7 +150,19 @@ def pause_reason(records: int) -> str:
 
 def aside_files(trail: Path) -> list[Path]:
     """The files a start set records the database never committed aside in, beside the trail (audit.py names
-    them `<trail>.uncommitted-after-SEQ`), oldest first; not those a restore moved aside."""
+    them `<trail>.uncommitted-after-SEQ`), oldest first; not those a restore moved aside. Each must be a regular
+    file: anything else there (a FIFO, a device, a directory) is errors.NotAFile, never opened (a FIFO would be
+    waited on for ever)."""
+    found = aside_paths(trail)
+    for p in found:
+        said = not_a_file(p, LOG_DIR_RIGHT)
+        if said is not None:
+            raise said
+    return found
+
+
+def aside_paths(trail: Path) -> list[Path]:
+    """The paths of the set-aside files, unchecked (for a start, which says what is not a file in its own words)."""
     name = re.compile(re.escape(trail.name) + r"\.uncommitted-after-(\d+)")
     try:
         found = [(int(m.group(1)), p) for p in trail.parent.iterdir() if (m := name.fullmatch(p.name))]

@@ -26,7 +26,7 @@ import zstandard
 
 from .ahead import Ahead
 from . import reach
-from .errors import FfeError, StorageError, is_unreachable, not_a_file, unreachable
+from .errors import LOG_DIR_RIGHT, FfeError, StorageError, is_unreachable, not_a_file, unreachable
 
 GENESIS = "0" * 64  # the `prev` of a trail's first line
 HEAD_KEY = "audit_head"  # the database's kv key for the chain head: {"seq": n, "hash": hex}
@@ -95,15 +95,11 @@ def trail_paths(current: Path) -> list[Path]:
     return [p for _, p in _rotated(current)] + [current]
 
 
-# What a file of the trail that is not a regular file is told, once it is moved away.
-NOT_A_FILE_THEN = " (is --log-dir right?)"
-
-
 def is_a_file(path: Path) -> bool:
     """Whether a file of the trail is there (False: nothing there). Anything there but a regular file (a directory,
     a FIFO, a device, a socket, a link to one) is errors.NotAFile: opened, a FIFO would be waited on for ever and a
     device read without end. Every file of the trail is looked at here before it is opened."""
-    said = not_a_file(path, NOT_A_FILE_THEN)
+    said = not_a_file(path, LOG_DIR_RIGHT)
     if said is not None:
         raise said
     return reach.exists(path)

@@ -144,8 +144,9 @@ class NotAFile(FfeError):
     exit_code = 2
 
 
-# What a start says to do once a path that is not a file is put right.
+# What a start says to do once a path that is not a file is put right; and a command that reads the records.
 START_AGAIN = ", then start again"
+LOG_DIR_RIGHT = " (is --log-dir right?)"
 KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 

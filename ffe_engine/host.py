@@ -24,6 +24,7 @@ from typing import IO, Any, Callable, Protocol
 
 from . import halt_asked as halt_asked_file
 from . import logs, overrides
+from .ahead import aside_paths
 from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_damage
 from .backtest_runs import not_an_account, run_records
 from .chain import trail_paths
@@ -241,13 +242,14 @@ def _log_holder(written: str) -> str:
 
 
 def refuse_what_is_not_a_file(settings: Settings) -> None:
-    """Anything but a regular file where one of the files a start writes goes (the locks, the disk reserve, the
-    audit trail and its rotated files): a directory, a FIFO, a device, a socket, or a link to one, stops the start
-    before anything is written: written to, a directory would read as a full disk (the start would store HALTED and
-    empty the reserve for it, or go on without the log directory's lock), a device would take every record and keep
-    none, and a FIFO or a device read would be waited on, or read, without end."""
+    """Anything but a regular file where one of the files a start writes or reads goes (the locks, the disk reserve,
+    the audit trail, its rotated files and the records set aside beside it): a directory, a FIFO, a device, a
+    socket, or a link to one, stops the start before anything is written: written to, a directory would read as a
+    full disk (the start would store HALTED and empty the reserve for it, or go on without the log directory's
+    lock), a device would take every record and keep none, and a FIFO or a device read would be waited on, or read,
+    without end."""
     for path in (settings.data_dir / DATA_LOCK, reserve_path(settings.data_dir), socket_lock_path(settings.socket_path),
-                 *trail_paths(settings.audit_path), settings.log_dir / LOG_LOCK):
+                 *trail_paths(settings.audit_path), *aside_paths(settings.audit_path), settings.log_dir / LOG_LOCK):
         said = not_a_file(path, START_AGAIN)
         if said is not None:
             raise said
