@@ -819,6 +819,21 @@ def test_a_restore_with_no_database_there_and_audit_records_it_cannot_read_resto
     assert state == "HALTED" and by == "restore" and "could not be read" in reason, (state, reason, by)
 
 
+@pytest.mark.parametrize("name", ["audit-000000000001.jsonl", "audit.jsonl.uncommitted-after-1"])
+def test_a_restore_over_records_with_a_fifo_among_them_moves_it_aside_unread_and_restores_the_account_halted(
+        account, tmp_path, spawn_ffe, name):
+    """A FIFO among the records a restore replaces (a rotated file of the trail, a set-aside file) is never waited
+    on: like records that cannot be read, whether they hold a kill switch cannot be told, so the restored account
+    is HALTED, and the FIFO is moved aside with the rest."""
+    cwd, backup = halted_after_its_backup_then_its_database_moved_aside(account, tmp_path, spawn_ffe)
+    os.mkfifo(cwd / "logs" / name)
+    proc = run_ffe(cwd, "restore", str(backup), "--force", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "HALTED" in proc.stdout and "could not be read" in proc.stdout, proc.stdout
+    assert not (cwd / "logs" / name).exists()
+    assert [p.name for p in (cwd / "logs").iterdir() if p.name.startswith(name + ".before-restore-")]
+
+
 def test_a_restore_does_not_bring_back_a_kill_switch_the_operator_re_armed_after_its_records_were_set_aside(
         account, tmp_path, spawn_ffe):
     """The halt found in records a start set aside was kept by that start, and the operator, having checked the
