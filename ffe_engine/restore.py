@@ -29,14 +29,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from .ahead import CHECKED_KEY, aside_files, unchecked_files
+from .ahead import CHECKED_KEY, aside_paths, unchecked_files
 from .audit import halt_among, sync_dir
 from .backtest_runs import not_an_account, run_records
 from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked, Invalid, check_unpacked,
                      sweep_unpacked)
-from .chain import rotated_files, trail_files
+from .chain import trail_files, trail_paths
 from .config import Settings
-from .errors import FfeError, NotADatabase, StartError, StorageError, UnreachablePath, UsageError
+from .errors import (LOG_DIR_RIGHT, FfeError, NotADatabase, NotAFile, StartError, StorageError, UnreachablePath,
+                     UsageError)
 from .host import acquire_lock, acquire_log_lock, lock_database, log_dir_holder, refuse_held_log_dir
 from .interrupts import held
 from .staging import Staging
@@ -91,9 +92,10 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             raise NotADatabase(f"{exc}; nothing restored") from None
         # The records a start set aside beside the trail go with it: they belong to the records replaced (a loss
         # they show is what this restore remedies), and a later start's would otherwise be added to them.
-        there = [p for p in (db, *(db.with_name(db.name + side) for side in SIDE_FILES), trail, *rotated_files(trail),
-                             *aside_files(trail))
-                 if p.exists() and (p.stat().st_size > 0 or p == db)]
+        # Listed unchecked: whatever is there is moved aside, a FIFO or a directory among them too (never opened).
+        sides = [db.with_name(db.name + side) for side in SIDE_FILES]
+        there = [p for p in (db, *sides, trail, *trail_paths(trail)[:-1], *aside_paths(trail))
+                 if p.exists() and (p.stat().st_size > 0 or p == db or not p.is_file())]
         if there and not force:
             raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "
                           "and restore (nothing restored)")
@@ -241,6 +243,8 @@ def _halt_past(trail: Path, last: int, checked: Any, *, since: str) -> tuple[str
         halt = next((h for h in halts if h is not None), None)
     except OSError as exc:
         raise StorageError(f"{trail}: cannot be read ({exc})") from None
+    except NotAFile as exc:  # a FIFO, a device or a directory among them, never opened: not read either
+        raise StorageError(str(exc).removesuffix(LOG_DIR_RIGHT)) from None
     if halt is None:
         return None
     reason, by = halt
