@@ -4,7 +4,7 @@ Every error that reaches the command line derives from FfeError; `ffe_cli.main` 
 (`ffe: error: ...`) and exits with its `exit_code`. Nothing else decides an exit code.
 
 - 2: the operator's input is wrong (usage, configuration, a CSV file, a key map, a refused start, a schema, a
-  database path that names no ffe database).
+  database path that names no ffe database, something other than a regular file where one of ffe's files is).
 - 1: a runtime failure (a command the engine refused, a venue or disk failure).
 """
 
