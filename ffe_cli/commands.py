@@ -583,18 +583,24 @@ def _target_now(status: dict[str, Any], kind: str, target: str) -> str:
 
 def _render(action: str, result: Any) -> str:
     if action == "status":
+        from ffe_engine.outage import outage, outage_only
+
         r = result
         state = f"{r['state']} ({fmt.printable(str(r['state_reason']))})"  # stored as a request gave it
         if r.get("ended"):  # nothing runs it now: the state it was left in is the one it starts in again
             state = f"STOPPED ({r['ended']}): was {state}"
         dust = sum(1 for p in r["positions"] if p.get("dust"))
-        held = len(r.get("reconcile_blocked") or [])
+        blocked = r.get("reconcile_blocked") or []
+        # Nothing compared (the exchange unreachable, or refusing this machine's clock) is no difference: said as
+        # what it is, whatever the state's reason says (a halt hides reconciliation's).
+        held = (f"  RECONCILE: {outage(blocked).reason} (ffe ctl why)" if outage_only(blocked) else
+                f"  RECONCILE {len(blocked)} difference(s) hold entries (ffe ctl why)" if blocked else "")
         hold = r.get("venue_hold")
         return (f"{r['mode']} {state}  equity {fmt.money(r['equity'])}  "
                 f"positions {len(r['positions']) - dust}{f'  dust {dust}' if dust else ''}  "
                 f"open orders {len(r['orders'])}  pending approvals {len(r['approvals'])}  "
                 f"approval {r['approval_mode']}"
-                + (f"  RECONCILE {held} difference(s) hold entries (ffe ctl why)" if held else "")
+                + held
                 + (f"  HOLD to {fmt.clock(hold['until'])}: the exchange's Retry-After (ffe ctl why)" if hold else ""))
     if action in ("halt", "flatten"):  # the words of the console's banner
         return present.kill_headline({**result, "action": action, "by": "ctl"})

@@ -47,8 +47,10 @@ from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
 from .events import (ApprovalEvent, BreakerChanged, EngineStateChanged, ErrorEvent, Event, KillSwitchEvent,
                      OrderEvent, ReconcileEvent, RecoveredEvent, RunEvent, VenueFault)
+from .outage import CLOCK, outage, outage_only
+from .outage import KINDS as OUTAGE_KINDS
 from .reconcile import (OWN_COINS_COMMAND, blocked_text, coins_gone, hand_sale_command, in_doubt_only,
-                        lagging_trades, outage_only, own_coins_may_have_left, says_held, unexplained)
+                        lagging_trades, own_coins_may_have_left, says_held, unexplained)
 from .tasks import cancel_and_wait
 from .venues.base import clock_refused
 
@@ -195,13 +197,19 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                       f"journaled from it, with {ev.fills} fill(s): {named}. The books hold them now; "
                       "`ffe audit tail --event recovered,order`.")]
     if isinstance(ev, ReconcileEvent) and ev.status in ("differences", "failed"):
-        found = ev.differences if ev.status == "differences" else [{"kind": "venue_unreachable"}]
+        found = ev.differences
+        if ev.status == "failed":  # nothing compared: its one difference says why (outage.py)
+            found = [d for d in ev.differences if d.get("kind") in OUTAGE_KINDS] or [{"kind": "venue_unreachable"}]
         if outage_only(found):
             error = next((str(d["error"]) for d in ev.differences if d.get("error")), "")
+            said = outage(found)
+            if said is CLOCK:  # its words say what the exchange's refusal means and what to do: the refusal after
+                told = f"; the exchange said: {fmt.ends(error, 160).rstrip('.')}" if error else ""
+                return [Alert("RECONCILE", "RECONCILE:clock", "page",
+                              f"ffe reconciliation: {said.what}{told}. Entries held; {_stays(state)}. {said.page}")]
             return [Alert("RECONCILE", "RECONCILE:unreachable", "page",
-                          f"ffe reconciliation: {blocked_text(found)}" + (f" ({_venue_said(error)})" if error else "")
-                          + f". Entries held; {_stays(state)}. Nothing to accept: the hold lifts once it answers "
-                          "and agrees with the journal.")]
+                          f"ffe reconciliation: {said.what}" + (f" ({_venue_said(error)})" if error else "")
+                          + f". Entries held; {_stays(state)}. {said.page}")]
         if in_doubt_only(found):
             return [Alert("RECONCILE", "RECONCILE", "page",
                           f"ffe reconciliation: {blocked_text(found)}. Entries held; {_stays(state)}. Nothing to "
@@ -390,7 +398,7 @@ def cleared_keys(ev: Event) -> tuple[str, ...]:
         if ev.state == "open" and ev.previous != "open":
             return (f"BREAKER_CLOSED:{ev.venue}",)
     if isinstance(ev, ReconcileEvent) and ev.status in ("ok", "resolved", "accepted"):
-        return ("RECONCILE", "RECONCILE:unreachable")
+        return ("RECONCILE", "RECONCILE:unreachable", "RECONCILE:clock")
     if isinstance(ev, ReconcileEvent) and ev.status in ("differences", "failed"):
         return ("RECONCILE_OK",)  # held again: the end of this hold is news, told once it comes
     return ()

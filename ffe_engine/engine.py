@@ -52,8 +52,10 @@ from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, Ga
 from . import overrides
 from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio, entry_day_of
-from .reconcile import (BALANCE_KINDS, UNREACHABLE, Reconciler, blocked_text, difference_key, hold_reason,
-                        in_doubt_only, lagging_trades, lifted_reason, outage_only, paused_by_reconcile, says_held,
+from .outage import KINDS as OUTAGE_KINDS
+from .outage import outage, outage_only
+from .reconcile import (BALANCE_KINDS, Reconciler, blocked_text, difference_key, hold_reason,
+                        in_doubt_only, lagging_trades, lifted_reason, paused_by_reconcile, says_held,
                         unexplained)
 from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
@@ -1745,7 +1747,7 @@ class Engine:
             # The venue answers again: an outage is nothing for the operator to accept, nor are the differences a
             # restore showed before the venue's later orders could be recovered (the engine stays PAUSED until
             # resumed). A difference found for the first time now holds the engine once confirmed.
-            await self._hold([], "the exchange answers again" if outage_only(before)
+            await self._hold([], outage(before).lifted if outage_only(before)
                              else "the exchange's orders since the backup are recovered")
         elif not report.unconfirmed:
             # Nothing found: what was found before and is no longer there is nothing to accept (coins that left
@@ -1858,8 +1860,7 @@ class Engine:
                         "the accept is refused until then: accept what still differs then (`ffe ctl accept`, "
                         "once the exchange's side is right: `ffe ctl status`), and resume")
                 raise ControlError(f"reconciliation: {blocked_text(self.reconcile_blocked)}; {then}")
-            raise ControlError(f"reconciliation: {UNREACHABLE}; resume once it answers and agrees"
-                               if outage_only(self.reconcile_blocked) else
+            raise ControlError(outage(self.reconcile_blocked).resume if outage_only(self.reconcile_blocked) else
                                f"reconciliation found {blocked_text(self.reconcile_blocked)}; accept them first "
                                "(`ffe ctl accept`, once the exchange's side is right: `ffe ctl status`)")
 
@@ -2690,12 +2691,11 @@ class Engine:
         async with self._controls.turn("an accept of reconciliation's differences"):
             self._still_running()
             accepted = list(self.reconcile_blocked)
-            if any(d.get("kind") == "venue_unreachable" for d in accepted):
-                # Nothing was compared: the books against an account nobody has read. It lifts by itself once a
-                # reconciliation reaches the exchange (and shows what, if anything, is left to accept).
-                raise ControlError("nothing accepted: the exchange could not be reached at the last reconciliation, "
-                                   "and an outage is nothing to accept; the hold lifts once a reconciliation reaches "
-                                   "it and agrees (`ffe ctl why`)")
+            if any(d.get("kind") in OUTAGE_KINDS for d in accepted):
+                # Nothing was compared: the books against an account nobody has read. It lifts once a reconciliation
+                # reaches the exchange (and shows what, if anything, is left to accept); a clock the exchange
+                # refuses, once the operator has set it right.
+                raise ControlError(outage(accepted).accept)
             if not accepted:
                 # Only what a reconciliation showed is accepted: a change at the venue since then (coins arriving)
                 # is for the next reconciliation to show, never taken into the baseline unseen. The operator's word

@@ -66,9 +66,10 @@ from .errors import ControlError
 from .events import EventBus, ReconcileEvent
 from .execution import OrderPath
 from .model import Order, OrderStatus, Side
+from .outage import outage, outage_only
 from .portfolio import Portfolio
 from .store import Store
-from .venues.base import Venue, VenueError, VenueUnavailable
+from .venues.base import Venue, VenueError, VenueUnavailable, clock_refused
 
 CENT = 0.01  # cash and equity agree to the cent of the quote currency
 STUCK_SETTLE_WINDOWS = 2  # an order still in doubt this many settle windows past its own is a difference
@@ -123,15 +124,6 @@ class ReconcileReport:
         return self.current_from is None
 
 
-UNREACHABLE = "the exchange could not be reached"
-
-
-def outage_only(differences: list[dict[str, Any]]) -> bool:
-    """The exchange could not be reached, and nothing else was found: an outage that clears when it answers and
-    agrees, not a difference for the operator to look into and accept."""
-    return bool(differences) and all(d.get("kind") == "venue_unreachable" for d in differences)
-
-
 def in_doubt_only(differences: list[dict[str, Any]]) -> bool:
     """Orders long in doubt, and nothing else: they lift once those settle, nothing to accept."""
     return bool(differences) and all(d.get("kind") == "order_in_doubt" for d in differences)
@@ -174,7 +166,7 @@ def blocked_text(differences: list[dict[str, Any]]) -> str:
     if in_doubt_only(differences):
         return in_doubt_text(differences)
     if outage_only(differences):
-        return UNREACHABLE
+        return outage(differences).what
     lagging = lagging_trades(differences)
     rest = unexplained(differences)
     if not lagging:
@@ -203,7 +195,7 @@ RESUME_LEFT = "resume when ready"
 
 
 def hold_reason(blocked: list[dict[str, Any]]) -> str:
-    return f"{REASON}{UNREACHABLE if outage_only(blocked) else f'{len(blocked)} difference(s)'}"
+    return f"{REASON}{outage(blocked).reason if outage_only(blocked) else f'{len(blocked)} difference(s)'}"
 
 
 def lifted_reason(what: str) -> str:
@@ -535,8 +527,11 @@ class Reconciler:
                     d["trades_behind"] = ids
 
     def _unreachable(self, exc: Exception) -> ReconcileReport:
-        # One list for the record and the report: the record says what the difference is, as every one does.
-        unreachable = [{"kind": "venue_unreachable", "error": str(exc)[:200]}]
+        # One list for the record and the report: the record says what the difference is, as every one does. An
+        # exchange that refused this machine's clock answered: said apart, as the clock it is (outage.py).
+        error = str(exc)
+        unreachable = [{"kind": "clock_refused", "error": error[:200]} if clock_refused(error) else
+                       {"kind": "venue_unreachable", "error": error[:200]}]
         self.bus.publish(ReconcileEvent(status="failed", differences=unreachable))
         return ReconcileReport("failed", unreachable)
 

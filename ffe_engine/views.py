@@ -13,8 +13,9 @@ from .clock import DAY_MS, utc_day
 from .entrylog import refusal_code
 from .fmt import iso, iso_ms
 from .model import EngineState, Side
+from .outage import outage, outage_only
 from .reconcile import (OWN_COINS_COMMAND, blocked_text, coins_gone, hand_sale_command, in_doubt_only,
-                        lagging_trades, outage_only, own_coins_may_have_left, unexplained)
+                        lagging_trades, own_coins_may_have_left, unexplained)
 from .risk import open_symbols
 
 if TYPE_CHECKING:
@@ -166,8 +167,7 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
         listed = (f"the exchange listing the trades of order {', '.join(lagging)}: its fill is booked then "
                   "(`ffe ctl orders` shows it `trades behind` until then)")
         if outage_only(engine.reconcile_blocked):
-            lifts = ("itself, once a reconciliation reaches the exchange and agrees: an outage is nothing to accept; "
-                     "then resume")
+            lifts = outage(engine.reconcile_blocked).lifts
         elif in_doubt_only(engine.reconcile_blocked):
             lifts = ("the order settling at the venue, or, if the exchange lost it, `ffe ctl settle ID filled|"
                      "canceled` as its account shows it (then accept what still differs); then resume")

@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Log, Static
 from textual_plotext import PlotextPlot
 
 from ffe_engine import fmt, tables
+from ffe_engine.outage import outage, outage_only
 
 from .columns import counted_columns, fit_columns, mark_start
 from .state import ConsoleState
@@ -202,9 +203,11 @@ class StatusLine(Static):
                      Text.assemble("  approvals ", count), Text.assemble("  appr ", count)]
         if not n_appr:
             approvals.append(Text())
-        differences = len(snap.get("reconcile_blocked") or [])
+        blocked = snap.get("reconcile_blocked") or []
         # Held entries and a blocked resume, whatever the state: a halt for another reason hides them from its reason.
-        held = [Text.assemble("  ", (f"RECONCILE {differences}", "bold red"))] if differences else [Text()]
+        # Nothing compared (unreachable, a clock the exchange refuses) is said as what it is, not counted.
+        said = outage(blocked).badge if outage_only(blocked) else str(len(blocked))
+        held = [Text.assemble("  ", (f"RECONCILE {said}", "bold red"))] if blocked else [Text()]
         # The exchange's Retry-After: nothing goes to it before then (the Why view says what and until when).
         hold = snap.get("venue_hold")
         until = fmt.clock(hold["until"]) if hold else ""
