@@ -509,7 +509,8 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
     elif args.second:
         raise ArgumentError(f"ffe ctl {args.action} takes {'one argument' if command.target else 'no argument'} "
                             f"(got {args.second!r})")
-    given: dict[str, Any] = {k: v for k in ("quantity", "price", "fee") if (v := getattr(args, k)) is not None}
+    given: dict[str, Any] = {k: v for k in ("quantity", "price", "fee", "fee_currency")
+                             if (v := getattr(args, k, None)) is not None}
     if getattr(args, "own_coins", False):
         given["own_coins"] = True
     for name in given:
@@ -517,9 +518,11 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
             takers = [f"ffe ctl {c.name}" for c in CONTROL.values() if name in c.options]
             raise ArgumentError(f"--{name.replace('_', '-')} goes with {' and '.join(f'`{t}`' for t in takers)}, "
                                 f"not {args.action}")
-    if args.action == "settle":  # the outcome says which it takes: a fill's quantity and price, or neither
+    if args.action == "settle":  # the outcome says which it takes: a fill's quantity, price and fee, or none
         if args.second == "canceled" and given:
-            raise ArgumentError("ffe ctl settle ID canceled takes no --quantity or --price: nothing filled")
+            raise ArgumentError("ffe ctl settle ID canceled takes no --quantity, --price or --fee: nothing filled")
+        if "fee_currency" in given and "fee" not in given:
+            raise ArgumentError("--fee-currency names the currency of --fee: give the fee too")
         unsaid = [f"--{name}" for name in ("quantity", "price") if args.second == "filled" and name not in given]
         if unsaid:
             raise ArgumentError(f"ffe ctl settle ID filled needs {' and '.join(unsaid)}, as the exchange's account "
@@ -614,6 +617,8 @@ def _render(action: str, result: Any) -> str:
         r = result
         how = f"filled {fmt.qty(r['filled'])} at {fmt.price(r['average'])}" if r["status"] != "canceled" or r[
             "filled"] else "canceled"
+        if r.get("fee"):  # the fee the operator gave, as they gave it
+            how += f" (fee {fmt.qty(r['fee'], 8)} {r['fee_currency']})"
         return f"settled {r['client_order_id']} {r['symbol']}: {how} (the venue: {r['venue']}); {r['reconcile']}"
     if action == "sold-by-hand":
         r = result

@@ -252,8 +252,11 @@ def build_parser() -> Parser:
     ctl.add_argument("--price", type=_price, default=None, metavar="P",
                      help="settle ... filled, sold-by-hand: the price, as the exchange's account shows it")
     ctl.add_argument("--fee", type=_fee, default=None, metavar="F",
-                     help="sold-by-hand: the sale's fee in the quote currency, as the exchange's account shows it "
-                          "(default 0)")
+                     help="settle ... filled: the fill's fee, in --fee-currency; sold-by-hand: the sale's fee in the "
+                          "quote currency; as the exchange's account shows it (default 0)")
+    ctl.add_argument("--fee-currency", default=None, metavar="C",
+                     help="settle ... filled: the currency of --fee, the symbol's base (e.g. BTC, a buy's fee on "
+                          "Binance) or quote (default)")
     ctl.add_argument("--own-coins", action="store_true",
                      help="accept: the coins gone beside a position were your own (held before ffe), withdrawn or "
                           "sold, not the position's: the baseline is lowered by what left, the position kept")

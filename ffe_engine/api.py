@@ -34,7 +34,8 @@ class EngineControl(Protocol):
     async def operator_order(self, symbol: str, side: str, quantity: float, by: str = ...) -> Any: ...
     async def operator_cancel(self, client_order_id: str, by: str = ...) -> Any: ...
     async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = ...,
-                           price: float | None = ..., by: str = ...) -> Any: ...
+                           price: float | None = ..., by: str = ..., fee: float | None = ...,
+                           fee_currency: str | None = ...) -> Any: ...
     async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float = ...,
                              by: str = ...) -> Any: ...
     async def close_position(self, symbol: str, by: str = ..., opened_ts: int | None = ...,
@@ -99,7 +100,8 @@ async def _cancel(e: EngineControl, a: Any) -> Any:
 
 
 async def _settle(e: EngineControl, a: Any) -> Any:
-    return await e.settle_order(a.id, a.outcome, quantity=a.quantity, price=a.price, by=a.by)
+    return await e.settle_order(a.id, a.outcome, quantity=a.quantity, price=a.price, by=a.by, fee=a.fee,
+                                fee_currency=a.fee_currency)
 
 
 async def _sold_by_hand(e: EngineControl, a: Any) -> Any:
@@ -161,9 +163,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("orders", _orders, "open orders with their age and status", reads=True),
     Command("cancel", _cancel, "cancel one open order (its client order id) through the order path",
             target="id", confirm="cancel this order at the venue"),
-    Command("settle", _settle, "end an order in doubt that the exchange lost, as filled (--quantity, --price) or "
-            "canceled, through the order path; nothing is sent", target="id", second="outcome",
-            confirm="record this order's end by hand, without the exchange's word", options=("quantity", "price")),
+    Command("settle", _settle, "end an order in doubt that the exchange lost, as filled (--quantity, --price, "
+            "--fee, --fee-currency) or canceled, through the order path; nothing is sent", target="id",
+            second="outcome", confirm="record this order's end by hand, without the exchange's word",
+            options=("quantity", "price", "fee", "fee_currency")),
     Command("sold-by-hand", _sold_by_hand, "book a sale of a position's coins made on the exchange by hand, "
             "outside ffe (--quantity, --price, --fee), as the exchange's account shows it; nothing is sent",
             target="symbol", confirm="book this sale as made on the exchange by hand",

@@ -66,6 +66,9 @@ class SettleArgs(OrderIdArgs):
     outcome: Literal["filled", "canceled"]
     quantity: float | None = Field(None, gt=0)  # filled: what filled, and at what price (the operator's word)
     price: float | None = Field(None, ge=PRICE_MIN, le=PRICE_MAX)  # a price the books can compute with
+    # filled: its fee, as the exchange's account shows it, in the symbol's base or quote currency (the default)
+    fee: float | None = Field(None, ge=0)
+    fee_currency: OptionalText = Field(None, min_length=1, max_length=16)
 
 
 class SymbolArgs(Args):

@@ -41,6 +41,7 @@ from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEve
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
 from .flatten_entries import entry_end
+from .settled_fee import settled_fee
 from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
@@ -2470,12 +2471,14 @@ class Engine:
             return _cancel_answer(o, ok, why)
 
     async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = None,
-                           price: float | None = None, by: str = "operator") -> dict[str, Any]:
+                           price: float | None = None, by: str = "operator", fee: float | None = None,
+                           fee_currency: str | None = None) -> dict[str, Any]:
         """The operator's word on an order in doubt that the exchange lost (`ffe ctl settle`): ended `filled` (the
-        quantity and price given, booked as its fill) or `canceled`, through the order path; nothing is sent. Or on
-        the fill of an order the exchange shows filled beyond the trades it lists (OrderPath.settle). A
-        reconciliation follows at once: the order holds the engine no more, and whatever the books and the venue
-        still differ by holds it until accepted."""
+        quantity and price given, booked as its fill, with its fee `fee` in `fee_currency`: the symbol's base or
+        quote currency, the quote by default) or `canceled`, through the order path; nothing is sent. Or on the fill
+        of an order the exchange shows filled beyond the trades it lists (OrderPath.settle). A reconciliation
+        follows at once: the order holds the engine no more, and whatever the books and the venue still differ by
+        holds it until accepted."""
         async with self._controls.turn(f"the settle of {client_order_id}"):
             self._still_running()
             o = self.orders.live.get(client_order_id)
@@ -2483,15 +2486,17 @@ class Engine:
                 now = f" (it is {o.status.value})" if o is not None else ""
                 raise ControlError(f"no order {client_order_id} in doubt or filled beyond the trades the exchange lists"
                                    f"{now}: nothing settled")
-            if outcome == "canceled" and (quantity is not None or price is not None):
-                raise ControlError(f"settle {client_order_id} canceled takes no quantity or price: nothing settled")
-            detail = await self.orders.settle(o, outcome, quantity=quantity, price=price, by=by)
+            if outcome == "canceled" and (quantity is not None or price is not None or fee is not None):
+                raise ControlError(f"settle {client_order_id} canceled takes no quantity, price or fee: nothing "
+                                   "settled")
+            paid = settled_fee(o.symbol, fee, fee_currency, quantity)
+            detail = await self.orders.settle(o, outcome, quantity=quantity, price=price, by=by, fee=paid)
             log.warning("order settled by hand", client_order_id=client_order_id, outcome=outcome, by=by,
-                        quantity=quantity, price=price, venue=detail)
+                        quantity=quantity, price=price, fee=paid.amount, fee_currency=paid.currency, venue=detail)
             after = await self._reconcile_after_by_hand(client_order_id)
             return {"client_order_id": client_order_id, "symbol": o.symbol, "status": o.status.value,
-                    "filled": o.filled, "average": o.average, "venue": detail, "reconcile": after,
-                    "reconcile_blocked": list(self.reconcile_blocked)}
+                    "filled": o.filled, "average": o.average, "fee": paid.amount, "fee_currency": paid.currency,
+                    "venue": detail, "reconcile": after, "reconcile_blocked": list(self.reconcile_blocked)}
 
     async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float = 0.0,
                              by: str = "operator") -> dict[str, Any]:

@@ -206,6 +206,8 @@ class OrderSettled(Event):
     outcome: str = ""  # filled | canceled
     quantity: float = 0.0  # filled: what the operator booked
     price: float | None = None  # filled: the price the operator gave
+    fee: float = 0.0  # filled: the fee the operator gave, in fee_currency (booked with the fill)
+    fee_currency: str = ""  # the symbol's base or quote currency; empty with no fee
     by: str = ""
     detail: str = ""  # what the venue said when it was looked up once more (lookup, balance)
 

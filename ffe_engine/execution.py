@@ -39,6 +39,7 @@ from .ids import IdSource
 from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder, floor_to_step
 from .portfolio import Portfolio, entry_day_of
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure
+from .settled_fee import NO_FEE, SettledFee
 from .store import FillRecord, Store
 from .tasks import to_its_end
 from .trading_state import TradingState
@@ -906,18 +907,18 @@ class OrderPath:
 
     # ------------------------------------------------------------------ settled by hand
     async def settle(self, o: Order, outcome: str, *, quantity: float | None = None, price: float | None = None,
-                     by: str) -> str:
+                     by: str, fee: SettledFee = NO_FEE) -> str:
         """The operator's word on an order in doubt that the venue never shows (its record lost at the exchange):
-        `filled` (`quantity` at `price`, booked as a fill) or `canceled` (nothing filled). Nothing is sent to the
-        venue. Refused (ControlError, nothing changed) when the order is not in doubt, within its settle window (the
-        request may still reach the venue), when the venue cannot be asked about it, and when one more lookup finds
-        it (the venue's word is then recorded instead). What the books then hold against the venue's balances is
-        for reconciliation to compare, and for the operator to accept. Returns what the venue said of it.
+        `filled` (`quantity` at `price`, booked as a fill with its `fee`) or `canceled` (nothing filled). Nothing is
+        sent to the venue. Refused (ControlError, nothing changed) when the order is not in doubt, within its settle
+        window (the request may still reach the venue), when the venue cannot be asked about it, and when one more
+        lookup finds it (the venue's word is then recorded instead). What the books then hold against the venue's
+        balances is for reconciliation to compare, and for the operator to accept. Returns what the venue said of it.
         Or an order the venue shows filled beyond the trades it lists (_settle_unlisted)."""
         cid = o.client_order_id
         async with self._poll_lock:
             if self.live.get(cid) is o and cid in self._behind:
-                return await self._settle_unlisted(o, outcome, quantity, price, by)
+                return await self._settle_unlisted(o, outcome, quantity, price, by, fee)
             if o.status is not OrderStatus.IN_DOUBT or self.live.get(cid) is not o:
                 raise ControlError(f"order {cid} is {o.status.value}, not in doubt: nothing settled")
             deadline = self._doubt_deadline.get(cid)
@@ -958,11 +959,11 @@ class OrderPath:
             assert quantity is not None and price is not None
             # The rest of an order filled in part never fills: it ends cancelled, with what it filled.
             done = round(o.filled + quantity, 12) + 1e-12 >= o.quantity
-            await self._settled_fill(o, quantity, price, "closed" if done else "canceled", by, detail)
+            await self._settled_fill(o, quantity, price, "closed" if done else "canceled", by, detail, fee)
             return detail
 
     async def _settle_unlisted(self, o: Order, outcome: str, quantity: float | None, price: float | None,
-                               by: str) -> str:
+                               by: str, fee: SettledFee) -> str:
         """The operator's word on the fill of an order the venue shows filled beyond the trades it lists, past the
         settle window: the fill is in the venue's balances, and the books take a fill only from its trades, so an
         exchange that never lists them would hold the engine for ever. `filled` books the rest the venue shows
@@ -998,22 +999,28 @@ class OrderPath:
                                f"lists, {rest:.8g}, and the price it filled at, as the exchange's account shows them "
                                "(--quantity, --price): nothing settled")
         detail = f"the venue shows it filled {round(o.filled + rest, 12):.8g}, its trades list {o.filled:.8g}"
-        await self._settled_fill(o, rest, price, "closed" if vo.venue_status == "closed" else "canceled", by, detail)
+        await self._settled_fill(o, rest, price, "closed" if vo.venue_status == "closed" else "canceled", by, detail,
+                                 fee)
         return detail
 
-    async def _settled_fill(self, o: Order, quantity: float, price: float, ended: str, by: str, detail: str) -> None:
-        """`quantity` more of `o` filled at `price` by the operator's word, and the order ended so (`closed` or
-        `canceled`), with its `order_settled` record; nothing sent to the venue. Its fee stays as recorded: what
-        the venue took beyond it is a difference for reconciliation."""
+    async def _settled_fill(self, o: Order, quantity: float, price: float, ended: str, by: str, detail: str,
+                            fee: SettledFee) -> None:
+        """`quantity` more of `o` filled at `price` by the operator's word, with its `fee` (settled_fee.py), and the
+        order ended so (`closed` or `canceled`), with its `order_settled` record; nothing sent to the venue. The fee
+        is booked with the fill as the venue's own would be (in coins, or off the cash): what the venue took beyond
+        it is a difference for reconciliation."""
         cid = o.client_order_id
         filled = round(o.filled + quantity, 12)
         average = ((o.average or 0.0) * o.filled + price * quantity) / filled
         o.error = f"settled filled by {by}: {detail}"[:300]
+        paid, coins, coins_value = fee.booked(price)
         view = VenueOrder(client_order_id=cid, symbol=o.symbol, side=o.side, quantity=o.quantity, status=ended,
-                          filled=filled, average=average, fee=o.fee, exchange_id=o.exchange_id, type=o.type,
-                          price=o.price, fee_base=o.fee_base, fee_base_value=o.fee_base_value)
+                          filled=filled, average=average, fee=o.fee + paid, exchange_id=o.exchange_id, type=o.type,
+                          price=o.price, fee_base=round(o.fee_base + coins, 12),
+                          fee_base_value=o.fee_base_value + coins_value)
         note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome="filled",
-                            quantity=quantity, price=price, by=by, detail=detail)
+                            quantity=quantity, price=price, by=by, detail=detail, fee=fee.amount,
+                            fee_currency=fee.currency)
         # The operator's word on what the venue did long before: no balance read lags it.
         await self._apply(o, view, note=note, venue_news=False)
 

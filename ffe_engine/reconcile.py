@@ -151,7 +151,8 @@ def unexplained(differences: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # The way out when an exchange never lists an order's trades (OrderPath.settle).
-SETTLE_UNLISTED = "never listed: `ffe ctl settle ID filled --quantity Q --price P` from the exchange's account"
+SETTLE_UNLISTED = ("never listed: `ffe ctl settle ID filled --quantity Q --price P --fee F --fee-currency C` from the "
+                   "exchange's account")
 
 
 def lagging_text(ids: list[str]) -> str:
@@ -719,7 +720,7 @@ class Reconciler:
                 "taking them now would count it twice: accept again once its trades are listed (`ffe ctl orders` "
                 "shows its fill booked); ffe books a fill only from the exchange's trades, so until the exchange lists "
                 f"them nothing is accepted; if it never does, `ffe ctl settle {o.client_order_id} filled --quantity Q "
-                "--price P` books the fill as the exchange's account shows it")
+                "--price P --fee F --fee-currency C` books the fill and its fee as the exchange's account shows them")
         state = {OrderStatus.IN_DOUBT: "in doubt", OrderStatus.NEW: "sent and not answered yet"}.get(
             o.status, f"ended {o.status.value} in the journal and not done at the venue yet" if o.status.final
             else "not readable at the venue at the last look")

@@ -290,8 +290,10 @@ class RemoteEngine:
         return await self._call("cancel", id=client_order_id, by=by)
 
     async def settle_order(self, client_order_id: str, outcome: str, quantity: float | None = None,
-                           price: float | None = None, by: str = "operator") -> Any:
-        return await self._call("settle", id=client_order_id, outcome=outcome, quantity=quantity, price=price, by=by)
+                           price: float | None = None, by: str = "operator", fee: float | None = None,
+                           fee_currency: str | None = None) -> Any:
+        return await self._call("settle", id=client_order_id, outcome=outcome, quantity=quantity, price=price, by=by,
+                                fee=fee, fee_currency=fee_currency)
 
     async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float = 0.0,
                              by: str = "operator") -> Any:

@@ -407,7 +407,7 @@ def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
      "argument --quantity: must be a finite number, got nan"),
     (("ctl", "status", "--timeout", "nan"), "argument --timeout: must be a finite number, got nan"),
     (("ctl", "settle", "X-1", "canceled", "--quantity", "1", "--price", "30000", "--yes"),
-     "ffe ctl settle ID canceled takes no --quantity or --price: nothing filled"),
+     "ffe ctl settle ID canceled takes no --quantity, --price or --fee: nothing filled"),
     (("ctl", "settle", "X-1", "filled", "--quantity", "1", "--yes"),
      "ffe ctl settle ID filled needs --price, as the exchange's account shows it"),
 ], ids=["bad value", "unknown action", "not a number", "missing argument", "unknown command", "abbreviation",

@@ -1938,7 +1938,7 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
             fee_elsewhere = await run_ffe_async(tmp_path, "ctl", "close", BTC, "--fee", "1", "--yes",
                                                 env=live_env(fx), name="close")
             assert fee_elsewhere.proc.returncode == 2, fee_elsewhere.stderr
-            assert "--fee goes with `ffe ctl sold-by-hand`, not close" in fee_elsewhere.stderr
+            assert "--fee goes with `ffe ctl settle` and `ffe ctl sold-by-hand`, not close" in fee_elsewhere.stderr
             sale = await run_ffe_async(tmp_path, "ctl", "sold-by-hand", BTC, "--quantity", f"{sold}", "--price",
                                        "30000", "--fee", "1.2345", "--yes", env=live_env(fx), name="sold")
             assert sale.proc.returncode == 0, sale.stderr
