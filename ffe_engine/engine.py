@@ -41,7 +41,6 @@ from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEve
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
 from .flatten_entries import entry_end
-from .settled_fee import settled_fee
 from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
@@ -60,6 +59,7 @@ from .reconcile import (BALANCE_KINDS, Reconciler, blocked_text, difference_key,
                         unexplained)
 from .recovery import recover_after_restore
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_entry
+from .settled_fee import settled_fee
 from .signals import close_providers
 from .signals.base import BUY_CODE, SELL_CODE
 from .store import (BOOKS_QUOTE_KEY, CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORE_ALERTS_KEY, RESTORED_KEY,
