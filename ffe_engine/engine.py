@@ -655,7 +655,6 @@ class Engine:
             # Each symbol's own candles processed too: a kill after an order was committed and before the books were
             # stored leaves the saved market a candle behind that order's (its fill would be at the deciding open).
             self.sim_feed.not_before(reached, await self.store.candles_done(self.symbols, decided_tf))
-            self._clock_not_before(reached)
             if self.sim_venue is not None:
                 # The bar the records reached may be handed out again (decided anew): an order sent again at the
                 # start (journaled just before a kill) is no older than that bar, and fills from the next one.
@@ -679,13 +678,17 @@ class Engine:
         reached = await self.store.market_time(self.timeframe_ms)
         if reached is not None:
             floor(reached, await self.store.candles_done(self.symbols, self.timeframe_ms))
-            self._clock_not_before(reached)
+        await self._clock_not_before()
 
-    def _clock_not_before(self, reached: int) -> None:
-        """Market time read off the system clock goes on from the latest the records hold (SteadyClock): a clock
+    async def _clock_not_before(self) -> None:
+        """Market time read off the system clock goes on from the latest the books hold (SteadyClock): a clock
         behind it (set back, or set right after running ahead) holds market time there until it catches up, said
-        once here; entries meanwhile measure their market as stale, as they did while the clock ran ahead."""
+        once here; entries meanwhile measure their market as stale, as they did while the clock ran ahead. Only the
+        clock's own stamps count: an exchange's candles go by its clock, which may run ahead of this machine's."""
         if not isinstance(self.clock, SteadyClock):
+            return
+        reached = await self.store.stamped_time()
+        if reached is None:
             return
         self.clock.not_before(reached)
         behind = self.clock.behind_ms()

@@ -162,6 +162,11 @@ _SQL_MARKET_TIME = ("SELECT MAX(t) FROM (SELECT ts + ? AS t FROM (SELECT ts FROM
                     "LIMIT 1) UNION ALL SELECT MAX(created_ts) FROM orders UNION ALL SELECT MAX(updated_ts) "
                     "FROM orders UNION ALL SELECT MAX(ts) FROM fills UNION ALL SELECT MAX(closed_ts) FROM trades "
                     "UNION ALL SELECT MAX(opened_ts) FROM positions)")
+# The latest stamp the engine's own clock left (orders, fills, trades, positions): never a candle's time, which on an
+# exchange's market is the exchange's clock, not this machine's.
+_SQL_STAMPED_TIME = ("SELECT MAX(t) FROM (SELECT MAX(created_ts) AS t FROM orders UNION ALL SELECT MAX(updated_ts) "
+                     "FROM orders UNION ALL SELECT MAX(ts) FROM fills UNION ALL SELECT MAX(closed_ts) FROM trades "
+                     "UNION ALL SELECT MAX(opened_ts) FROM positions)")
 # Each symbol's own candles the records say were processed, as clock times (at their close): the stamps a candle of
 # that symbol leaves. An order counts only when the engine made it on a candle (a strategy's entry or exit, a stop or
 # take profit, asked for by nobody): an operator's order, an approval's or a cancel's stamp is the clock at any
@@ -1702,6 +1707,13 @@ class Store:
         plus `timeframe_ms` (the timeframe it was decided on). The decisions' last row only: a symbol's bars are
         decided in time order (`ffe doctor` fails them otherwise), and the table is the largest."""
         rows = await self.query(_SQL_MARKET_TIME, (timeframe_ms,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    async def stamped_time(self) -> int | None:
+        """The latest time the engine's clock stamped on the books (an order, a fill, a trade, a position), or None:
+        where a clock read off the system's goes on from (clock.SteadyClock). The candles' times are left out: on an
+        exchange's market they are the exchange's clock."""
+        rows = await self.query(_SQL_STAMPED_TIME)
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def candles_done(self, symbols: Iterable[str], timeframe_ms: int) -> dict[str, int]:
