@@ -415,6 +415,22 @@ def test_a_trail_in_rotated_files_is_backed_up_whole(account, tmp_path):
     assert verify(cwd, path, ffe_in_process).returncode == 0
 
 
+def test_doctor_names_a_rotated_file_of_the_trail_that_is_missing(account, tmp_path):
+    """A rotated file moved away: doctor names it (rotated files are named after their first seq), not the current
+    file as if its lines were missing."""
+    cwd = tmp_path / "rotated"
+    shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    trail = cwd / "logs" / "audit.jsonl"
+    lines = trail.read_bytes().splitlines(keepends=True)
+    (cwd / "logs" / "audit-000000000001.jsonl").write_bytes(b"".join(lines[:10]))
+    trail.write_bytes(b"".join(lines[25:]))  # audit-000000000011.jsonl, seq 11 to 25, gone
+    proc = run_ffe(cwd, "doctor")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "seq 11 is in the database but not in the audit trail" in line, line
+    assert "logs/audit-000000000011.jsonl is missing" in line, line
+
+
 def test_a_backup_of_records_a_kill_left_verifies_as_doctor_finds_them(account, tmp_path):
     # What a kill -9 may leave, which the next start takes as it is (docs/storage.md): a fill line written to the
     # trail whose transaction never committed (the restarted engine's records follow it), and an order journaled
