@@ -57,7 +57,7 @@ import zstandard
 from . import ahead, reserve
 from .audit import has_records
 from .backtest_runs import RUN_ID
-from .chain import cut_record, packed, trail_files, unchained, unreadable_trail, verify_trail
+from .chain import cut_record, packed, rotated_name, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
 from .errors import FfeError, UnreachablePath, UsageError, first_problem
 from .model import APPROVAL_PENDING, OrderStatus, trail_disagrees
@@ -291,7 +291,10 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
     for where, seq, line in _audit_lines(path, cut):
         found.audit_lines += 1
         if want is not None and want[0] < seq:
-            raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
+            # At a file's first line, the gap may be a whole rotated file gone: named after its first seq.
+            gone = rotated_name(path, want[0])
+            file_gone = f": {gone} is missing" if where.endswith(":1") and not gone.exists() else ""
+            raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail{file_gone} "
                             f"(next line {where} has seq {seq})")
         if want is not None and want[0] == seq:
             if want[1] != (unchained(line) if compact_rows else line):
