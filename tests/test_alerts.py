@@ -1268,3 +1268,16 @@ async def test_a_halt_whose_page_waited_in_the_backup_is_paged_by_the_restored_s
     assert f"HALTED ({reason})" in text and "HALTED x1" in text, (text, reason)
     # The restore says it, and where the operator will read which they were.
     assert "HALTED x1" in restored.stdout and "first alert" in restored.stdout, restored.stdout
+
+
+def test_a_breaker_opened_by_the_exchange_refusing_this_machine_s_clock_says_it_is_the_clock():
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import BreakerChanged
+
+    error = ('InvalidNonce: binance {"code":-1021,"msg":"Timestamp for this request was 1000ms ahead of the '
+             'server\'s time."}')
+    (alert,) = alerts_for(BreakerChanged(venue="binance", state="open", previous="closed", failures=3, error=error),
+                          state="RUNNING")
+    assert alert.kind == "BREAKER_OPEN"
+    assert "this machine's clock is off; set it right (NTP" in alert.text, alert.text
+
