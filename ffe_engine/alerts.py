@@ -183,7 +183,8 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
     if isinstance(ev, BreakerChanged):
         if ev.state == "open" and ev.previous != "open":  # open -> open: a later failure, no new opening
             return [Alert("BREAKER_OPEN", f"BREAKER_OPEN:{ev.venue}", "page",
-                          f"ffe circuit breaker OPEN on {ev.venue} after {ev.failures} failure(s): {ev.error}. "
+                          f"ffe circuit breaker OPEN on {ev.venue} after {ev.failures} failure(s): "
+                          f"{_venue_said(ev.error, 240)}. "
                           f"Entries refused; {_stays(state)}.")]
         if ev.state == "closed":
             return [Alert("BREAKER_CLOSED", f"BREAKER_CLOSED:{ev.venue}", "info",
