@@ -76,8 +76,8 @@ async def test_reopening_an_existing_database_keeps_its_data(tmp_path):
     await store.add_fill(Fill(client_order_id=o.client_order_id, symbol="BTC/USDT", side=Side.BUY, quantity=0.5,
                               price=100.0, fee=0.05, ts=5), o, record)
     assert trade.trade_id == 1
-    for _ in range(3):
-        bus.publish(EngineStateChanged(state="PAUSED", previous="RUNNING", reason="x", by="test"))
+    for _ in range(3):  # the state's own records, as the engine writes them with it (a start judges the two)
+        bus.publish(EngineStateChanged(state="PAUSED", previous="RUNNING", reason="operator", by="ctl"))
     await store.close()
 
     store = await Store.open(path)
