@@ -1279,19 +1279,25 @@ def moved_aside_by_a_killed_restore(cwd: Path, *, but: tuple[str, ...] = ()) -> 
             p.rename(p.with_name(p.name + ".before-restore-20261201T000000Z"))
 
 
-def test_doctor_says_a_restore_cut_short_as_the_start_does(account, tmp_path):
-    """No database, the records moved aside by a restore killed midway: the start refuses naming the restore's files,
-    and `ffe doctor` says the same, not "no database here"."""
+@pytest.mark.parametrize("database", ["missing", "empty"])
+def test_doctor_says_a_restore_cut_short_as_the_start_does(account, tmp_path, database):
+    """No database (or an empty one), the records moved aside by a restore killed midway: the start refuses naming
+    the restore's files, never a fresh start over them, and `ffe doctor` says the same, not "no database here"."""
     cwd = tmp_path / "acct"
     shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
     moved_aside_by_a_killed_restore(cwd)
+    if database == "empty":
+        (cwd / "data" / "ffe.db").write_bytes(b"")
     for command in (("run", "--headless", "--max-bars", "3"), ("doctor",)):
         proc = run_ffe(cwd, *command)
         assert proc.returncode == 1, (command, proc.stdout, proc.stderr)
         line = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffe: error: ")][-1]
-        assert "no database, but a restore's files are there" in line and "ffe.db.before-restore-" in line, line
+        assert "no database" in line and "but a restore's files are there" in line, line
+        assert "ffe.db.before-restore-" in line, line
         assert "ffe restore BACKUP --force" in line, line
-    assert not (cwd / "data" / "ffe.db").exists()
+    assert not (cwd / "logs" / "audit.jsonl").exists()  # no fresh trail begun
+    assert (cwd / "data" / "ffe.db").exists() == (database == "empty")
+    assert database == "missing" or (cwd / "data" / "ffe.db").stat().st_size == 0
 
 
 def test_a_restore_run_again_keeps_a_halted_state_the_killed_one_moved_aside_in_its_wal(account, archive, tmp_path):
