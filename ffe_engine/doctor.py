@@ -113,10 +113,9 @@ def check(settings: Settings) -> Findings:
     # and one beside a WAL that holds pages (which SQLite would delete on opening it) damaged: said so, left as they
     # are. A missing one with neither is no database here (--data-dir may be wrong).
     db = settings.db_path
-    if not db.exists():
-        said = restore_left_half_way(db, settings.audit_path)  # as the start says it
-        if said is not None:
-            raise Violation(said)
+    said = restore_left_half_way(db, settings.audit_path)  # as the start says it
+    if said is not None:
+        raise Violation(said)
     check_files(db, new_ok=not has_records(settings.audit_path))
     try:
         records = Records(settings.db_path)

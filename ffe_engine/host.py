@@ -376,10 +376,9 @@ class EngineHost:
             if feed is None:
                 feed = make_feed(settings, clock, max_bars, venue)
             # An audit trail with records means this is not a first start: the database must be there, whole.
+            _no_restore_left_half_way(settings)  # no database, or an empty one, beside a restore's files
             if settings.db_path.exists():
                 db_lock = lock_database(settings.db_path)
-            else:
-                _no_restore_left_half_way(settings)
             store = await Store.open(settings.db_path, new_ok=not has_records(settings.audit_path),
                                      busy_timeout_s=settings.storage.busy_timeout_s)
             if db_lock is None:

@@ -677,15 +677,24 @@ RESTORE_PARTIAL = ".restoring"  # <name>.restoring
 
 
 def restore_left_half_way(db: Path, trail: Path) -> str | None:
-    """No database, and the files of a restore that moved the records aside but did not put the backup's in place
-    (killed, or the power cut): the records are in those files, and a first start would open a new account beside
-    them. What the start (refused) and `ffe doctor` say of it; None when no such file is there."""
+    """No database (none, or an empty file), and the files of a restore that moved the records aside but did not put
+    the backup's in place (killed, or the power cut): the records are in those files, and a first start would open a
+    new account beside them. What the start (refused) and `ffe doctor` say of it; None when no such file is there, or
+    when the database holds anything."""
+    try:
+        if db.stat().st_size > 0:
+            return None
+        none = "no database (an empty file)"
+    except FileNotFoundError:
+        none = "no database"
+    except OSError:
+        return None  # (a loop of links, a closed directory): the database's own checks say what it is
     found = sorted(p for folder, names in ((db.parent, (db.name, db.name + "-wal")), (trail.parent, (trail.name,)))
                    if folder.is_dir() for p in folder.iterdir()
                    if any(p.name.startswith(n + RESTORE_ASIDE) or p.name == n + RESTORE_PARTIAL for n in names))
     if not found:
         return None
-    return (f"{db}: no database, but a restore's files are there ({', '.join(str(p) for p in found[:4])}"
+    return (f"{db}: {none}, but a restore's files are there ({', '.join(str(p) for p in found[:4])}"
             f"{', ...' if len(found) > 4 else ''}): a restore was cut short, or the database was removed after one: "
             "run `ffe restore BACKUP --force` again, or put the files moved aside back under their names, or move "
             "them all elsewhere for a new account")
