@@ -410,10 +410,14 @@ def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
      "ffe ctl settle ID canceled takes no --quantity, --price or --fee: nothing filled"),
     (("ctl", "settle", "X-1", "filled", "--quantity", "1", "--yes"),
      "ffe ctl settle ID filled needs --price, as the exchange's account shows it"),
+    (("ctl", "settle", "X-1", "filled", "--quantity", "1", "--price", "3", "--fee", "0.1", "--fee-currency", "",
+      "--yes"), "argument --fee-currency: must name a currency (BTC, USDT), got ''"),
+    (("ctl", "settle", "X-1", "filled", "--quantity", "1", "--price", "3", "--fee", "0.1", "--fee-currency", "  ",
+      "--yes"), "argument --fee-currency: must name a currency (BTC, USDT), got '  '"),
 ], ids=["bad value", "unknown action", "not a number", "missing argument", "unknown command", "abbreviation",
         "an option before the command", "a price beyond the bounds", "an infinite price", "an infinite fee",
         "a fee not a number", "a quantity not a number", "a timeout not a number", "a canceled settle's fill",
-        "a filled settle without its price"])
+        "a filled settle without its price", "an empty fee currency", "a blank fee currency"])
 def test_a_command_line_mistake_is_one_line_and_starts_nothing(tmp_path, args, says):
     # An abbreviated option (--headles for --headless) is a typo too: it must not start an engine.
     (tmp_path / "config.toml").write_text("")
