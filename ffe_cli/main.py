@@ -174,6 +174,12 @@ def _price(text: str) -> float:
     return value
 
 
+def _currency(text: str) -> str:
+    if not text.strip() or text != text.strip():
+        raise argparse.ArgumentTypeError(f"must name a currency (BTC, USDT), got {text!r}")
+    return text
+
+
 def _fee(text: str) -> float:
     value = _finite(text)
     if not value >= 0:
@@ -254,7 +260,7 @@ def build_parser() -> Parser:
     ctl.add_argument("--fee", type=_fee, default=None, metavar="F",
                      help="settle ... filled: the fill's fee, in --fee-currency; sold-by-hand: the sale's fee in the "
                           "quote currency; as the exchange's account shows it (default 0)")
-    ctl.add_argument("--fee-currency", default=None, metavar="C",
+    ctl.add_argument("--fee-currency", type=_currency, default=None, metavar="C",
                      help="settle ... filled: the currency of --fee, the symbol's base (e.g. BTC, a buy's fee on "
                           "Binance) or quote (default)")
     ctl.add_argument("--own-coins", action="store_true",
