@@ -97,6 +97,24 @@ async def test_the_tab_line_of_remapped_view_keys_is_never_cut_silently(tmp_path
         assert shown in line and line.rstrip().endswith(shown.split()[-1]), line
 
 
+async def test_the_tab_line_is_drawn_again_for_the_width_a_resize_leaves(tmp_path):
+    views = "ctrl+f1,ctrl+f2,ctrl+f3,ctrl+f4,ctrl+f5,ctrl+f6,ctrl+f7"
+    app = console(tmp_path, speed=4.0, keys={"views": views})
+    async with app.run_test(size=(160, 40)) as pilot:
+        await running(pilot)
+        await pilot.press("ctrl+f2")
+        await until(pilot, lambda: app.current_view == "trades", "the trades view")
+
+        def tabs() -> str:
+            return next(ln for ln in screen_text(app).splitlines() if "Main" in ln).rstrip()
+
+        assert tabs().endswith("ctrl+f7 Health"), tabs()  # whole at 160 columns
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: tabs().endswith("…"), "the tab line cut with its mark at 80 columns")
+        await pilot.resize_terminal(160, 40)
+        await until(pilot, lambda: tabs().endswith("ctrl+f7 Health"), "the tab line whole again")
+
+
 async def test_remapped_view_keys_switch_views_and_help_shows_them(tmp_path):
     app = console(tmp_path, speed=4.0, keys={"views": "f1,f2,f3,f4,f5,f6,f7"})
     async with app.run_test(size=(80, 24)) as pilot:
