@@ -207,7 +207,7 @@ class ConsoleApp(App[int]):
     def on_resize(self, event: events.Resize) -> None:
         self._layout(event.size.width, event.size.height)
         if "tabs" in self.panes:
-            self._show_tabs()
+            self._show_tabs(event.size.width)  # (the app's own size is not the new one yet)
         if self._banner and "banner" in self.panes:
             self._fit_banner()
 
@@ -259,11 +259,11 @@ class ConsoleApp(App[int]):
         return self.current_view == "main" and (self._wide or self._detail == view)
 
     # ------------------------------------------------------------------ views
-    def _show_tabs(self) -> None:
+    def _show_tabs(self, width: int | None = None) -> None:
         """The views and their keys, on every view but the main one (whose log keeps that line at 80x24). Closer
         together when they do not fit (long remapped keys), then cut with a mark: never cut silently."""
         tabs = self.panes["tabs"]
-        width = max(self.size.width - 2, 1)  # the line's padding
+        width = max((width or self.size.width) - 2, 1)  # the line's padding
         for pad in (" ", ""):
             parts: list[Any] = []
             for key, name in zip(self.view_keys, VIEWS):
