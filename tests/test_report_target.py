@@ -85,7 +85,8 @@ def test_a_report_path_whose_directory_is_not_there_is_refused_and_nothing_made(
     assert not (here / "typo").exists() and not (here / "gone").exists() and not (here / "data").exists()
 
 
-@pytest.mark.parametrize("given", ["reports/", "r.json/"], ids=["a directory not there", "an earlier report"])
+@pytest.mark.parametrize("given", ["reports/", "r.json/", "r.json/.", "."],
+                         ids=["a directory not there", "an earlier report", "an earlier report, then a dot", "a dot"])
 def test_a_report_path_ending_in_a_slash_names_a_directory_and_is_refused(tmp_path, given):
     # `reports/` wrote a report file named `reports`; `r.json/` wrote over r.json, as the system would not.
     here = account_with_csv(tmp_path)
@@ -94,7 +95,7 @@ def test_a_report_path_ending_in_a_slash_names_a_directory_and_is_refused(tmp_pa
     proc = run_ffe(here, *RUN, "--report", given)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     line, = proc.stderr.splitlines()
-    assert line.startswith(f"ffe: error: argument --report: {given}: ends in /"), line
+    assert line.startswith(f"ffe: error: argument --report: {given}: names a directory"), line
     assert not (here / "reports").exists() and (here / "r.json").read_bytes() == before
 
 
