@@ -103,9 +103,10 @@ def _path(text: str) -> Path:
 
 
 def _file_path(text: str) -> Path:
-    # Path("r.json/") is Path("r.json"): the slash, which names a directory, would be dropped and the file written.
-    if text.endswith(("/", os.sep)):
-        raise argparse.ArgumentTypeError(f"{text}: ends in /, so it names a directory: give the file's name")
+    # Path("r.json/") and Path("r.json/.") are Path("r.json"): the slash or dot, which name a directory, would be
+    # dropped and the file written.
+    if text and os.path.basename(text) in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"{text}: names a directory (it ends in /, . or ..): give the file's name")
     return _path(text)
 
 
