@@ -802,6 +802,22 @@ def test_a_csv_with_both_date_and_time_columns_exits_2_naming_the_file_and_both_
     assert not (tmp_path / "data" / "backtests").exists()  # no run was started
 
 
+@pytest.mark.parametrize("command", [("--help",), ("config", "check"), ("doctor",), ("audit", "tail", "-n", "1")],
+                         ids=["help", "config-check", "doctor", "audit-tail"])
+def test_a_closed_standard_output_is_one_line_not_a_traceback(tmp_path, command):
+    import shlex
+    import subprocess
+
+    from conftest import ffe_cmd
+
+    if command[0] in ("doctor", "audit"):  # records to look at
+        assert run_ffe(tmp_path, "run", "--headless", "--max-bars", "3").returncode == 0
+    proc = subprocess.run(["bash", "-c", shlex.join(ffe_cmd(*command)) + " >&-"], cwd=tmp_path, env=ffe_env(),
+                          stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == ["ffe: error: standard output cannot be written: it is closed"], proc.stderr
+
+
 @pytest.mark.parametrize("command", [("config", "check"), ("doctor",), ("--help",), ("backtest", "--help")],
                          ids=["config-check", "doctor", "help", "backtest-help"])
 def test_standard_output_on_a_full_disk_is_one_line_not_a_traceback(tmp_path, command):
