@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import io
 import math
 import os
 import shutil
@@ -366,6 +367,21 @@ def _help_of(args: argparse.Namespace | None) -> str:
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # what a write to a full or failing disk raises
 
 
+class ClosedOutput(io.TextIOBase):
+    """Standard output when the process was started without one (`>&-`: Python makes sys.stdout None): a write is
+    refused as a write to a full disk is, said in one line by `main`, not as a traceback from wherever it came."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+    @property
+    def buffer(self) -> "ClosedOutput":  # what writes bytes (ffe audit tail) meets the same
+        return self
+
+    def flush(self) -> None:
+        pass
+
+
 def _reader_gone() -> None:
     """stdout's reader went away (`| head`): stop quietly, and keep the interpreter's last flush from failing."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -388,6 +404,8 @@ def _handled(handler: Handler, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) -> int:
     """`early`: the signals taken since the process began (ffe_cli.entry), for a headless run to act on; every
     other command gets them back at once."""
+    if sys.stdout is None:
+        sys.stdout = ClosedOutput()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     given = argv
@@ -441,10 +459,13 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         return 0
     except OSError as exc:
         # A write that found no room, with no file named: standard output on a full disk (`> /dev/full`), which no
-        # command wraps (the records' own failures name their file). One line; stdout's last flush would fail again.
-        if exc.errno not in NO_ROOM or exc.filename is not None:
+        # command wraps (the records' own failures name their file), or closed. One line; stdout's last flush would
+        # fail again.
+        closed = isinstance(sys.stdout, ClosedOutput) and exc.errno == errno.EBADF
+        if not closed and (exc.errno not in NO_ROOM or exc.filename is not None):
             raise
-        _reader_gone()
+        if not closed:
+            _reader_gone()
         print(f"ffe: error: standard output cannot be written: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
