@@ -476,3 +476,20 @@ def test_a_set_aside_file_that_is_not_a_file_is_said_in_one_line_by_every_reader
     assert start.returncode == 2, start.stderr[-3000:]
     assert start.stderr.splitlines() == [f"ffe: error: {name}: is a FIFO, not a file; it was left as it is: move it "
                                          "away, then start again"], start.stderr[-3000:]
+
+
+def test_a_set_aside_file_that_is_a_loop_of_links_is_said_as_one_by_every_reader(rotated_trail, tmp_path):
+    """A set-aside file that is a link looping back to itself cannot be reached: audit verify, doctor and backup
+    all say so in the same line naming it, exit 2; backup does not blame its destination, and writes nothing."""
+    for d in ("data", "logs"):
+        shutil.copytree(rotated_trail / d, tmp_path / d, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    shutil.copy(rotated_trail / "config.toml", tmp_path / "config.toml")
+    aside = tmp_path / "logs" / "audit.jsonl.uncommitted-after-5"
+    aside.symlink_to(aside.name)
+    name = Path("logs") / aside.name
+    for args in (("audit", "verify"), ("doctor",), ("backup", "--to", str(tmp_path / "backups"))):
+        proc = run_bounded(tmp_path, *args)
+        assert proc.returncode == 2, (args, proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert [x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")] == [
+            f"ffe: error: {name}: cannot be reached: a loop of symbolic links"], (args, proc.stderr[-2000:])
+    assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").iterdir())
