@@ -850,6 +850,34 @@ def test_a_restore_over_records_with_a_fifo_among_them_moves_it_aside_unread_and
     assert [p.name for p in (cwd / "logs").iterdir() if p.name.startswith(name + ".before-restore-")]
 
 
+@pytest.mark.parametrize("name, target", [("audit.jsonl", "audit.jsonl"),
+                                          ("audit-000000000001.jsonl", "audit-000000000001.jsonl"),
+                                          ("audit.jsonl.uncommitted-after-1", "audit.jsonl.uncommitted-after-1"),
+                                          ("audit.jsonl", "/nonexistent/x")],
+                         ids=["loop_current", "loop_rotated", "loop_set_aside", "link_to_nowhere_current"])
+def test_a_restore_over_records_with_a_bad_link_among_them_moves_the_link_aside_unread(account, archive, tmp_path,
+                                                                                      name, target):
+    """A link among the records a restore replaces that loops, or leads nowhere, is one of them as a FIFO is: moved
+    aside unread (never deleted, never left in place), whichever file of the trail it is, and since what it held
+    cannot be read the restored account is HALTED. The account then passes doctor."""
+    cwd = tmp_path / "acct"
+    shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    link = cwd / "logs" / name
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    proc = run_ffe(cwd, "restore", str(archive), "--force", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "HALTED" in proc.stdout and "could not be read" in proc.stdout, proc.stdout
+    (aside,) = [p for p in (cwd / "logs").iterdir() if p.name.startswith(name + ".before-restore-")]
+    assert aside.is_symlink() and os.readlink(aside) == target
+    if name == "audit.jsonl":
+        assert link.is_file() and not link.is_symlink()  # the backup's trail in its place
+    else:
+        assert not os.path.lexists(link)
+    doctor = run_ffe(cwd, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
 def test_a_restore_does_not_bring_back_a_kill_switch_the_operator_re_armed_after_its_records_were_set_aside(
         account, tmp_path, spawn_ffe):
     """The halt found in records a start set aside was kept by that start, and the operator, having checked the
