@@ -5,7 +5,8 @@ directory's lock is taken, then the database's own (host.lock_database: held by 
 removed under it), then the log directory's (an engine running on either refuses the restore: a restore
 must not replace the audit trail an engine is writing; one starting meanwhile is refused); files
 already there are refused unless `force`, and with it they are moved aside (`<name>.before-restore-<time>`), never
-deleted: the records a start set aside beside the trail (`audit.jsonl.uncommitted-after-SEQ`) with it. The
+deleted: the records a start set aside beside the trail (`audit.jsonl.uncommitted-after-SEQ`) with it; a link among
+them is moved aside itself, never followed (one that loops or leads nowhere is not read, as a FIFO is not). The
 database is marked as restored (store.RESTORED_KEY): the next start asks the venue for the orders the account made
 after the backup before it sends any (recovery.py). The backup's configuration is written beside
 the database as `config.from-backup.toml`, for reference: the operator's own configuration is not touched. The
@@ -24,11 +25,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import reach
 from .ahead import CHECKED_KEY, aside_paths, unchecked_files
 from .audit import halt_among, sync_dir
 from .backtest_runs import not_an_account, run_records
@@ -94,8 +97,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         # they show is what this restore remedies), and a later start's would otherwise be added to them.
         # Listed unchecked: whatever is there is moved aside, a FIFO or a directory among them too (never opened).
         sides = [db.with_name(db.name + side) for side in SIDE_FILES]
-        there = [p for p in (db, *sides, trail, *trail_paths(trail)[:-1], *aside_paths(trail))
-                 if p.exists() and (p.stat().st_size > 0 or p == db or not p.is_file())]
+        there = [p for p in (db, *sides, trail, *trail_paths(trail)[:-1], *aside_paths(trail)) if _replaced(p, db)]
         if there and not force:
             raise Refused(f"{', '.join(str(p) for p in there)} already there: add --force to move them aside "
                           "and restore (nothing restored)")
@@ -123,6 +125,20 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills, "kept_halted": halted is not None,
             "unreadable": unreadable, "alerts_withheld": withheld, "alerts_withheld_pages": paged}
+
+
+def _replaced(path: Path, db: Path) -> bool:
+    """Whether `path` holds something the restore moves aside rather than writes over: anything there, looked at
+    without following a link, so that a link that loops or leads nowhere is moved aside unread as a FIFO is (followed,
+    it reads as nothing there, and would be left in place or written over); not an empty regular file, which holds
+    no records (the database excepted: it is always moved aside)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:  # a directory on the way closed to this user
+        raise reach.said(path, exc) from None
+    return path == db or not stat.S_ISREG(info.st_mode) or info.st_size > 0
 
 
 def _take_locks(data_dir: Path, db: Path, trail: Path) -> list[int]:
@@ -243,7 +259,8 @@ def _halt_past(trail: Path, last: int, checked: Any, *, since: str) -> tuple[str
         halt = next((h for h in halts if h is not None), None)
     except OSError as exc:
         raise StorageError(f"{trail}: cannot be read ({exc})") from None
-    except NotAFile as exc:  # a FIFO, a device or a directory among them, never opened: not read either
+    except (NotAFile, UnreachablePath) as exc:  # a FIFO, a device, a directory, a link that loops or leads
+        # nowhere among them, never opened: not read either (moved aside with the rest)
         raise StorageError(str(exc).removesuffix(LOG_DIR_RIGHT)) from None
     if halt is None:
         return None
