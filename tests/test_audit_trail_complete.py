@@ -693,3 +693,29 @@ def test_doctor_after_a_start_refused_for_a_trail_written_over_notes_the_halt_it
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr
     assert db_value(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == "HALTED"
+
+
+def test_a_record_after_the_database_s_last_event_that_does_not_chain_from_it_stops_the_start(tmp_path):
+    """A record a kill leaves after the database's last event chains on from the database's last record: the store
+    chains each record onto the one before it, which the database holds. One with the right seq but a `prev` that is
+    not that record's hash was written over the trail: the start stops with one line naming the file and the seq,
+    exit 1, the trail left as found, as `ffe doctor` and `ffe audit verify` call it."""
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    last = db_value(tmp_path / "data" / "ffe.db", "SELECT MAX(seq) FROM events")
+    rec = {"ts": "2026-01-01T00:00:00.000Z", "seq": last + 1, "event": "run", "phase": "start", "detail": {}}
+    found = audit.read_bytes() + chained(json.dumps(rec, separators=(",", ":")).encode(), "1" * 64) + b"\n"
+    audit.write_bytes(found)
+    for check in (("doctor",), ("audit", "verify")):
+        proc = run_ffe(tmp_path, *check)
+        assert proc.returncode == 1 and "a line inserted or edited" in proc.stdout + proc.stderr, \
+            proc.stdout + proc.stderr
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "engine started" not in proc.stderr, proc.stderr[-3000:]
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")]
+    assert line.startswith(f"ffe: error: {Path('logs') / 'audit.jsonl'}: seq {last + 1} does not chain on from "
+                           f"seq {last}, the database's last event"), line
+    assert "it was left as it is" in line, line
+    assert audit.read_bytes() == found
+    assert not [p for p in audit.parent.iterdir() if ".uncommitted" in p.name or ".torn" in p.name]
