@@ -33,8 +33,8 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from . import logs
 from .ahead import Ahead
-from .chain import (GENESIS, VerifyResult, cut_record, last_line, line_hash, rotated_files, rotated_name, trail_files,
-                    unreadable_trail, verify_current, verify_trail)
+from .chain import (GENESIS, VerifyResult, cut_record, follows, last_line, line_hash, rotated_files, rotated_name,
+                    trail_files, unreadable_trail, verify_current, verify_trail)
 from .clock import Clock
 from .errors import START_AGAIN, DamagedRecords, FfeError, StorageError, not_a_file, storage_failure
 from .events import Event
@@ -336,6 +336,9 @@ async def _set_aside_uncommitted(fd: int, path: Path,
     found.reverse()
     db_last = seq if seq is not None else (_seq_of(found[0]) or 1) - 1  # all the trail's records are such
     _continued(path, db_last, found)
+    if kept is None and db_last:  # none of the trail's records is the database's: its copy of its last one
+        kept = dict((await events_after(db_last - 1))[:1]).get(db_last)
+    _chained_on(path, db_last, kept, found)
     aside = path.with_name(f"{path.name}.uncommitted-after-{db_last}")
     with open(aside, "ab") as f:
         f.write(b"".join(line + b"\n" for line in found))
@@ -370,6 +373,22 @@ def _continued(path: Path, db_last: int, found: list[bytes]) -> None:
                                  "one, so this line was written over the trail; it was left as it is: `ffe audit "
                                  "verify` names the damage")
         before = seq
+
+
+def _chained_on(path: Path, db_last: int, kept: bytes | None, found: list[bytes]) -> None:
+    """Records after the database's last event (`db_last`, whose record is `kept`) chain on from it one by one: the
+    store chains each record onto the one before it as it writes them, so that is all a kill leaves. One whose
+    `prev` does not (chain.follows) was written over the trail: refused as found, naming it, as `ffe audit verify`
+    and `ffe doctor` call it."""
+    before, before_seq = kept, db_last
+    for line in found:
+        if not follows(line, before):
+            which = ", the database's last event" if before is kept else ""
+            raise DamagedRecords(f"{path}: seq {_seq_of(line)} does not chain on from seq {before_seq}{which} (its "
+                                 "prev hash is not that record's hash): records a kill leaves after the database's "
+                                 "last event chain on from it one by one, so this line was inserted or edited; it "
+                                 "was left as it is: `ffe audit verify` names the damage")
+        before, before_seq = line, _seq_of(line) or before_seq + 1
 
 
 async def _uncommitted_in(fd: int, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]],

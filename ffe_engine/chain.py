@@ -317,6 +317,16 @@ def _lines(opened: Sequence[tuple[Path, Iterable[bytes]]], torn: list[int],
                 closed.append(f"{path}:{n}")
 
 
+def follows(line: bytes, before: bytes | None) -> bool:
+    """Whether `line` chains on from `before`, the line before it (None: it is the trail's first), as `verify_trail`
+    walks the chain: its `prev` is that line's hash (GENESIS for the first); a line without one only where the
+    chain has not begun (`before` carries none either)."""
+    prev = _fields(line)[1]
+    if prev is None:
+        return before is not None and _fields(before)[1] is None
+    return prev == (line_hash(before) if before is not None else GENESIS)
+
+
 def cut_record(line: bytes) -> bool:
     """A record cut short: the start of a JSON object that does not parse (no whole object is a prefix of one)."""
     if not line.lstrip(b"\x00").startswith(b"{"):
