@@ -719,3 +719,47 @@ def test_a_record_after_the_database_s_last_event_that_does_not_chain_from_it_st
     assert "it was left as it is" in line, line
     assert audit.read_bytes() == found
     assert not [p for p in audit.parent.iterdir() if ".uncommitted" in p.name or ".torn" in p.name]
+
+
+@pytest.mark.parametrize("after", [b"\n\n", b"   \n"], ids=["empty-lines", "spaces"])
+def test_blank_lines_after_the_last_record_are_judged_by_verify_and_doctor_as_the_start_judges_them(tmp_path, after):
+    """Blank bytes after the last record (what a power loss leaves) are a torn tail: the start sets them aside and
+    starts; `ffe audit verify` and `ffe doctor` say so, exit 0, rather than calling them damage."""
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    last = db_value(tmp_path / "data" / "ffe.db", "SELECT MAX(seq) FROM events")
+    audit.write_bytes(audit.read_bytes() + after)
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"blank bytes after the last record ({len(after)} bytes" in verify.stdout, verify.stdout
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "1 line after the database's last event cut off" in doctor.stdout, doctor.stdout
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "logs" / f"audit.jsonl.torn-after-{last}").read_bytes() == after
+
+
+@pytest.mark.parametrize("end", [b"", b"\0" * 200, b"\n"], ids=["no-newline", "zeros-after", "newline"])
+def test_the_committed_last_record_torn_by_a_power_loss_is_judged_by_verify_and_doctor_as_the_start_judges_it(
+        tmp_path, end):
+    """A power loss can leave the start of the last record the database committed (then zeros): the start sets it
+    aside as a torn line and appends that record from the database. `ffe audit verify` and `ffe doctor` say so,
+    exit 0, rather than calling the trail cut short."""
+    first_run(tmp_path)
+    audit = tmp_path / "logs" / "audit.jsonl"
+    lines = audit.read_bytes().split(b"\n")[:-1]
+    last = json.loads(lines[-1])["seq"]
+    assert last == db_value(tmp_path / "data" / "ffe.db", "SELECT MAX(seq) FROM events")
+    torn = lines[-1][:60] + end
+    audit.write_bytes(b"".join(x + b"\n" for x in lines[:-1]) + torn)
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"the start of seq {last}, which the database holds" in verify.stdout, verify.stdout
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert f"the start of seq {last}, which the database holds" in doctor.stdout, doctor.stdout
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "logs" / f"audit.jsonl.torn-after-{last - 1}").read_bytes() == torn
+    assert run_ffe(tmp_path, "doctor").returncode == 0
