@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from . import logs
 from .ahead import Ahead
-from .chain import (GENESIS, VerifyResult, cut_record, follows, last_line, line_hash, rotated_files, rotated_name,
+from .chain import (GENESIS, TornTail, VerifyResult, follows, last_line, line_hash, rotated_files, rotated_name,
                     trail_files, unreadable_trail, verify_current, verify_trail)
 from .clock import Clock
 from .errors import START_AGAIN, DamagedRecords, FfeError, StorageError, not_a_file, storage_failure
@@ -559,10 +559,10 @@ def _last_rotated(path: Path) -> tuple[int, bytes | None]:
 async def _set_aside_torn_tail(fd: int, path: Path, events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]
                                ) -> tuple[int, bytes | None, bytes, Path | None]:
     """The seq and bytes of the last whole record, and the torn bytes after it (moved to a side file, and cut
-    off). A kill or a power loss leaves at most one cut record there (closed by a newline when a writer opened the
-    file since: sqlwriter.open_lines_file), and blank bytes (the zeros of a power loss); a whole line of anything
-    else was written over the trail, which is refused as found: set aside, the trail would verify as intact. So is
-    a cut record where the database holds the record after the last whole one (`_not_cut_short`)."""
+    off). What a kill or a power loss leaves there is chain.TornTail's to judge, as `ffe audit verify` and `ffe
+    doctor` do: anything else was written over the trail, which is refused as found (set aside, the trail would
+    verify as intact). So is a cut record where the database holds the record after the last whole one and it is
+    not the start of its copy (`_not_cut_short`)."""
     size = os.fstat(fd).st_size
     block = 1 << 16
     while True:
@@ -570,8 +570,8 @@ async def _set_aside_torn_tail(fd: int, path: Path, events_after: Callable[[int]
         tail = os.pread(fd, size - start, start)
         # The last whole record is the last line that ends in a newline and reads as a record.
         end = tail.rfind(b"\n")
-        cut = not _blank(tail[end + 1:])  # the unfinished bytes after the last newline: a cut record
-        cut_line = tail[end + 1:]  # the cut record, unfinished or closed by a newline
+        found = TornTail()
+        found.add(tail[end + 1:], closed=False)  # the unfinished bytes after the last newline
         while end >= 0:
             begin = tail.rfind(b"\n", 0, end) + 1
             if begin == 0 and start > 0:
@@ -579,38 +579,30 @@ async def _set_aside_torn_tail(fd: int, path: Path, events_after: Callable[[int]
             line = tail[begin:end]
             seq = _seq_of(line)
             if seq is not None:
-                await _not_cut_short(path, seq, cut_line, events_after)
+                await _not_cut_short(path, seq, found, events_after)
                 return _cut(fd, path, start + end + 1, tail[end + 1:], seq, line)
-            if not _blank(line):
-                if cut or not cut_record(line):
-                    raise DamagedRecords(f"{path}: the line at byte {start + begin} is no record of the trail, "
-                                         "and a kill leaves no whole line after the last one (written over); it "
-                                         "was left as it is: `ffe audit verify` names the damage")
-                cut, cut_line = True, line
+            if not found.add(line, closed=True):
+                raise DamagedRecords(f"{path}: the line at byte {start + begin} is no record of the trail, "
+                                     "and a kill leaves no whole line after the last one (written over); it "
+                                     "was left as it is: `ffe audit verify` names the damage")
             end = begin - 1
         else:
             if start == 0:
-                await _not_cut_short(path, 0, cut_line, events_after)
+                await _not_cut_short(path, 0, found, events_after)
                 return _cut(fd, path, 0, tail, 0, None)
         block *= 4
 
 
-async def _not_cut_short(path: Path, seq: int, cut_line: bytes,
+async def _not_cut_short(path: Path, seq: int, found: TornTail,
                          events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> None:
     """What looks like a record cut short after the record of `seq`, when the database holds the record after it:
-    the store writes a record whole before it commits it, so a kill never cuts one the database holds, and a power
-    loss leaves the start of it (then zeros). Anything else there, a line of the record's length that fails to
-    parse (a byte changed, zeros written inside it), is that record edited: refused as found, naming its seq."""
-    found = cut_line.strip(b" \t\r\x00")
-    if not found:
+    one that is not the start of its copy (TornTail.edits) is that record edited: refused as found, naming its
+    seq."""
+    if not found.cut:
         return
     held = (await events_after(seq))[:1]
-    if held and held[0][0] == seq + 1 and not held[0][1].startswith(found):
+    if held and held[0][0] == seq + 1 and found.edits(held[0][1]):
         raise _not_the_databases(path, seq + 1)
-
-
-def _blank(data: bytes) -> bool:
-    return not data.strip(b" \t\r\x00")
 
 
 def _seq_of(line: bytes) -> int | None:

@@ -587,7 +587,8 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
             raise UsageError(str(exc)) from None
         try:
             head = records.chain_head()
-            result = verify_trail(path.parent, head, name=path.name, committed=records.event_seqs())
+            result = verify_trail(path.parent, head, name=path.name, committed=records.event_seqs(),
+                                  head_record=records.record_of(head.seq) if head is not None else None)
             if result.uncommitted is not None:  # an engine beside it may have committed since the read
                 result.uncommitted.ahead.committed_since(events_end(db_path), result.uncommitted.db_last)
             unsettled = ahead.unsettled(path, records.kv(ahead.CHECKED_KEY), records.engine_state_row())
@@ -644,12 +645,19 @@ def _verify_lines(r: VerifyResult, db_path: Path | None) -> list[str]:
         out.append("no database found: the chain head was not checked (a trail cut short would not be seen)")
     elif r.head is None:
         out.append(f"{db_path} stores no chain head yet: the trail's end was not checked against it")
+    elif r.torn_head:
+        out.append(f"chain head in {db_path}: seq {r.head.seq}: the trail's last line is the start of seq "
+                   f"{r.head.seq}, which the database holds, torn (a power loss): the next start sets it aside and "
+                   f"appends seq {r.head.seq} from the database")
     else:
         out.append(f"chain head in {db_path}: seq {r.head.seq}, matches")
     if r.unchained:
         out.append(f"note: the first {r.unchained} records were written before the trail was chained: their order "
                    "is checked, their content only as far as the first chained record covers it")
-    if r.torn_bytes:
+    if r.torn_bytes and r.torn_blank:
+        out.append(f"note: blank bytes after the last record ({r.torn_bytes} bytes, a crash or a power loss) are set "
+                   "aside at the next start")
+    elif r.torn_bytes:
         out.append(f"note: an unfinished last line ({r.torn_bytes} bytes, a crash mid-write) is set aside at the "
                    "next start")
     if r.uncommitted is not None:

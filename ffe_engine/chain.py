@@ -201,8 +201,12 @@ class VerifyResult:
     files: list[str]
     head: ChainHead | None  # the database's chain head it was checked against
     unchained: int  # records at the start written before the trail was chained (seq order checked only)
-    torn_bytes: int  # an unfinished last line (a crash mid-write): set aside at the next start, not tampering
+    torn_bytes: int  # a torn tail (TornTail: a crash mid-write, a power loss): set aside at the next start
     uncommitted: Uncommitted | None = None  # checked against the database's event seqs (`committed`)
+    torn_blank: bool = False  # the torn tail is blank bytes only, no record cut short
+    # The torn tail is where the database's head record would be, the start of its copy (a power loss): the next
+    # start sets it aside and appends that record from the database.
+    torn_head: bool = False
 
 
 class _Bad(Exception):
@@ -289,32 +293,61 @@ def _open_file(path: Path) -> IO[bytes]:
         raise unreadable_trail(path, exc) from None
 
 
-def _lines(opened: Sequence[tuple[Path, Iterable[bytes]]], torn: list[int],
-           closed: list[str] | None = None) -> Iterator[_Line]:
-    """The trail's lines; an unfinished last line, or a last line that is a record cut short and closed by a
-    newline, is put in `torn` (its size; `closed`: where the latter is), as a start sets both aside."""
+BLANK = b" \t\r\x00"  # what a power loss leaves besides a record's start: zeros, and lines of nothing
+
+
+class TornTail:
+    """What follows a trail's last whole record, as a start sets it aside (audit.repair_trail) and `ffe audit verify`
+    and `ffe doctor` judge it: a kill or a power loss leaves there at most one record cut short (unfinished, or
+    closed by the newline a writer opening the file adds: sqlwriter.open_lines_file) and blank bytes (a power
+    loss's zeros, empty lines); a whole line of anything else, or a second cut record, was written over the trail.
+    Fed a line at a time, forwards or backwards."""
+
+    def __init__(self) -> None:
+        self.cut = b""  # the record cut short there, its blank bytes stripped (b"": blank bytes only)
+        self.where = ""  # where it is (file:line), or the tail's first line
+        self.size = 0  # its bytes, newlines included
+
+    def add(self, data: bytes, closed: bool, where: str = "") -> bool:
+        """One line of it (`closed`: ended by a newline, `data` without it; else the unfinished end). False when
+        no kill or power loss leaves it there."""
+        found = data.strip(BLANK)
+        if found:
+            if self.cut or (closed and not cut_record(data)):
+                return False
+            self.cut, self.where = found, where
+        elif not self.where:
+            self.where = where
+        self.size += len(data) + closed
+        return True
+
+    def edits(self, held: bytes | None) -> bool:
+        """Whether the record cut short is not the start of `held`, the database's copy of the record after the
+        last whole one (None: it holds none): that record edited (a byte changed, zeros written inside it), not cut.
+        The store writes a record whole before it commits it, so a kill never cuts one the database holds, and a
+        power loss leaves only its start."""
+        return bool(self.cut) and held is not None and not held.startswith(self.cut)
+
+
+def _lines(opened: Sequence[tuple[Path, Iterable[bytes]]], torn: list[TornTail]) -> Iterator[_Line]:
+    """The trail's lines; what follows the last whole record of the last file, when it is a torn tail a start sets
+    aside (TornTail), is put in `torn` instead."""
     last = len(opened) - 1
     for i, (path, f) in enumerate(opened):
-        cut: bytes | None = None  # a record cut short and closed by a newline, held until a line follows it
+        tail = TornTail()
+        held: list[_Line] = []  # lines after the last record that may be a torn tail, until a record follows
         for n, raw in enumerate(f, 1):
-            if cut is not None:
-                yield _Line(f"{path}:{n - 1}", cut[:-1], None, None)
-                cut = None
-            if not raw.endswith(b"\n"):
-                if i == last:  # an unfinished last line: a crash mid-write; the next start sets it aside
-                    torn.append(len(raw))
-                    return
-                yield _Line(f"{path}:{n}", raw, None, None)
+            where = f"{path}:{n}"
+            closed = raw.endswith(b"\n")
+            line = _Line.parse(where, raw[:-1]) if closed else _Line(where, raw, None, None)
+            if i == last and (not closed or line.seq is None) and tail.add(line.raw, closed, where):
+                held.append(_Line(where, line.raw, None, None))
                 continue
-            seq, prev = _fields(raw[:-1])
-            if i == last and seq is None and cut_record(raw[:-1]):
-                cut = raw
-                continue
-            yield _Line(f"{path}:{n}", raw[:-1], seq, prev)
-        if cut is not None:  # the trail's last line: torn, closed by the newline a writer opening the file adds
-            torn.append(len(cut))  # (sqlwriter.open_lines_file); the next start sets it aside as it is
-            if closed is not None:
-                closed.append(f"{path}:{n}")
+            yield from held
+            held, tail = [], TornTail()
+            yield line
+        if held:
+            torn.append(tail)
 
 
 def follows(line: bytes, before: bytes | None) -> bool:
@@ -344,38 +377,51 @@ def _fields(raw: bytes) -> tuple[int | None, str | None]:
 
 
 def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: str = CURRENT,
-                 committed: Iterable[int] | None = None) -> VerifyResult:
+                 committed: Iterable[int] | None = None, head_record: bytes | None = None) -> VerifyResult:
     """Check the audit trail in `log_dir` (every rotated file, then the current one) line by line: seq runs on by
     one from 1, each line's `prev` is the hash of the line before it; and, with the database's chain `head`, that
     the trail reaches it and its line there hashes to it (a trail cut short, or whose last lines were rewritten,
     is found so). With `committed`, the seqs of the database's events in order, the records it never committed are
-    counted (`uncommitted`). Never writes. The first bad seq is the first record found not as it was written: an edited
+    counted (`uncommitted`). With `head_record`, the database's copy of the head's record, a torn tail where that
+    record would be is judged as a start judges it (`_torn_head`). Never writes. The first bad seq is the first record found not as it was written: an edited
     line's own seq, a deleted (or moved) line's seq, an inserted line's place."""
     opened = open_trail(Path(log_dir) / name)
-    torn: list[int] = []
+    torn: list[TornTail] = []
     state = _Walk(head)
     # A backtest's compressed audit file is written in frames of many transactions (Ahead.many_transactions).
     frames = any(p.suffix == ".zst" for p, _ in opened)
     match = _Match(committed, many_transactions=frames) if committed is not None else None
     bad: _Bad | None = None
-    closed: list[str] = []
     try:
-        lines = _lines(opened, torn, closed)
+        lines = _lines(opened, torn)
         state.run(match.walk(lines) if match is not None else lines)
+        state.torn_head = _torn_head(head, head_record, state.expected, torn)
         state.finish()
     except _Bad as exc:
         bad = exc
-        if closed and exc.seq == state.expected:  # a record the database holds, where a cut one is: edited
-            bad = _Bad(exc.seq, f"{closed[0]}: not an audit record where seq {exc.seq} was expected (the database "
-                                "holds it: a kill never cuts a record it committed)")
     finally:
         for _, f in opened:
             f.close()
     return VerifyResult(ok=bad is None, first_bad_seq=bad.seq if bad else None, reason=bad.reason if bad else "",
                         records=state.records, first_seq=state.first_seq, last_seq=state.expected - 1,
                         last_hash=state.prev_hash, files=[str(p) for p, _ in opened], head=head,
-                        unchained=state.unchained, torn_bytes=sum(torn),
-                        uncommitted=match.result() if match is not None else None)
+                        unchained=state.unchained, torn_bytes=sum(t.size for t in torn),
+                        uncommitted=match.result() if match is not None else None,
+                        torn_blank=bool(torn) and not torn[0].cut, torn_head=state.torn_head)
+
+
+def _torn_head(head: ChainHead | None, held: bytes | None, expected: int, torn: list[TornTail]) -> bool:
+    """Whether the trail ends in a torn tail where the database's head record (`held`, its copy) would be: a power
+    loss after the commit left the start of that record (then zeros), which the next start sets aside before it
+    appends the record from the database. A record cut short there that is not the start of the database's copy is
+    that record edited (TornTail.edits): _Bad, naming it."""
+    if head is None or held is None or not torn or head.seq != expected:
+        return False
+    if torn[0].edits(held):
+        raise _Bad(head.seq, f"{torn[0].where}: not the start of the database's record of seq {head.seq}, where it was "
+                             "expected (a power loss leaves only its start, and a kill never cuts a record the database "
+                             "committed): the line was edited")
+    return True
 
 
 def verify_current(current: Path, size: int) -> VerifyResult | None:
@@ -393,7 +439,7 @@ def verify_current(current: Path, size: int) -> VerifyResult | None:
         state.expected = (seq or 0) + 1
         state.prev_hash, state.chained = line_hash(before), prev is not None
         state.prev_where = f"{rotated[-1]} (its last line)"
-    torn: list[int] = []
+    torn: list[TornTail] = []
     bad: _Bad | None = None
     with open(current, "rb") as f:
         if _chained_on(_upto(f, size), state.prev_hash):
@@ -407,7 +453,8 @@ def verify_current(current: Path, size: int) -> VerifyResult | None:
         return None
     return VerifyResult(ok=False, first_bad_seq=bad.seq, reason=bad.reason, records=state.records,
                         first_seq=state.first_seq, last_seq=state.expected - 1, last_hash=state.prev_hash,
-                        files=[str(current)], head=None, unchained=state.unchained, torn_bytes=sum(torn))
+                        files=[str(current)], head=None, unchained=state.unchained,
+                        torn_bytes=sum(t.size for t in torn))
 
 
 _PREV_TAIL = len(_PREV) + 64 + 3  # `,"prev":"<64 hex digits>"}` and the newline
@@ -488,6 +535,7 @@ class _Walk:
         self.head_hash: str | None = None  # the hash of the line at the head's seq, once read
         self.prev_where = ""  # file:line of the line before
         self.head_where = ""
+        self.torn_head = False  # the trail ends in the head record's start, torn (_torn_head)
 
     def run(self, lines: Iterator[_Line]) -> None:
         line: _Line | None = None
@@ -559,6 +607,8 @@ class _Walk:
         if head is None or head.seq == 0:
             return
         last = self.expected - 1
+        if self.torn_head and last + 1 == head.seq:  # its start, torn: checked against the database's copy
+            return
         if last < head.seq:
             raise _Bad(last + 1, f"the trail ends at seq {last} but the database's chain head is seq {head.seq}: "
                                  f"seq {last + 1} to {head.seq} are missing from the trail (cut short)")

@@ -57,7 +57,7 @@ import zstandard
 from . import ahead, reserve
 from .audit import has_records
 from .backtest_runs import RUN_ID
-from .chain import cut_record, packed, rotated_name, trail_files, unchained, unreadable_trail, verify_trail
+from .chain import TornTail, packed, rotated_name, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
 from .errors import FfeError, UnreachablePath, UsageError, first_problem
 from .model import APPROVAL_PENDING, OrderStatus, trail_disagrees
@@ -91,6 +91,7 @@ class Findings:
     fills: int = 0
     positions: int = 0
     cut_tail: int = 0  # a cut last line after the database's last event (1 or 0)
+    torn_seq: int | None = None  # the database's last event, whose start the trail ends in (torn by a power loss)
     level: str | None = None  # a backtest run's record level
     checks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # records of the trail the database never committed
@@ -98,6 +99,9 @@ class Findings:
     def summary(self) -> str:
         tail = (", 1 line after the database's last event cut off (being written, or torn: the next start sets it "
                 "aside)") if self.cut_tail else ""
+        if self.torn_seq is not None:
+            tail = (f", the last line the start of seq {self.torn_seq}, which the database holds, torn (a power loss): "
+                    f"the next start sets it aside and appends seq {self.torn_seq} from the database")
         if self.level is not None:
             tail += f"; a backtest run, records {self.level}" + (
                 " (no events nor audit trail, by design)" if self.level == "trades" else "")
@@ -139,8 +143,10 @@ def check(settings: Settings) -> Findings:
             order_events = _check_audit(records, settings.audit_path, found, compact_rows=level == "full")
             found.checks.append("audit trail")
         if level != "trades" and trail_files(settings.audit_path):
-            chain = verify_trail(settings.log_dir, records.chain_head(), name=settings.audit_path.name,
-                                 committed=records.event_seqs())
+            head = records.chain_head()
+            chain = verify_trail(settings.log_dir, head, name=settings.audit_path.name,
+                                 committed=records.event_seqs(),
+                                 head_record=records.record_of(head.seq) if head is not None else None)
             if not chain.ok:
                 raise Violation(f"audit chain broken at seq {chain.first_bad_seq}: {chain.reason}")
             if chain.uncommitted is not None:
@@ -228,40 +234,46 @@ def _open_trail_file(p: Path) -> IO[bytes]:
     return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=True))
 
 
-def _audit_lines(path: Path, cut: list[tuple[str, str, bytes]]) -> Iterator[tuple[str, int, bytes]]:
+def _audit_lines(path: Path, cut: list[tuple[str, TornTail]]) -> Iterator[tuple[str, int, bytes]]:
     """(file:line, seq, line) of every whole line of the trail, rotated files first; an unreadable line is a
-    violation, and so is a cut one except at the very end of the trail, where it is put in `cut` (what to say, its
-    file:line and its bytes) for the caller to judge: beside a running engine the writer may be half way through
-    it, and a start sets it aside as torn, unfinished or closed by a newline (chain.cut_record)."""
+    violation, and so is a cut or blank one except at the very end of the trail, where what a start sets aside as
+    a torn tail (chain.TornTail: a record cut short, unfinished or closed by a newline, and blank bytes) is put in
+    `cut` (what to say, and the tail) for the caller to judge: beside a running engine the writer may be half way
+    through it."""
     files = trail_files(path)
     for p in files:
         with _open_trail_file(p) as f:
-            held: tuple[str, bytes] | None = None  # a record cut short and closed by a newline, until a line follows
+            tail = TornTail()
+            held: list[tuple[str, bytes]] = []  # lines that may be a torn tail, until a record follows them
             for n, line in _numbered(f, p):
                 where = f"{p}:{n}"
-                if held is not None:
-                    raise Violation(f"{held[0]}: not a JSON record: {held[1][:80]!r}")
-                if not line.endswith(b"\n"):
-                    cut_off = f"{where}: the last line is cut off ({len(line)} bytes, no newline)"
-                    if p != files[-1]:
-                        raise Violation(cut_off)
-                    cut.append((cut_off, where, line))
-                    return
-                line = line[:-1]
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    if p == files[-1] and cut_record(line):
-                        held = (where, line)
-                        continue
-                    raise Violation(f"{where}: not a JSON record: {line[:80]!r}") from None
-                seq = rec.get("seq") if isinstance(rec, dict) else None
-                if not isinstance(seq, int):
+                closed = line.endswith(b"\n")
+                raw = line[:-1] if closed else line
+                is_json, seq = _seq_in(raw) if closed else (False, None)
+                if p == files[-1] and seq is None and tail.add(raw, closed, where):
+                    held.append((where, raw))
+                    continue
+                if held:
+                    raise Violation(f"{held[0][0]}: not a JSON record: {held[0][1][:80]!r}")
+                if not closed:
+                    raise Violation(f"{where}: the last line is cut off ({len(line)} bytes, no newline)")
+                if not is_json:
+                    raise Violation(f"{where}: not a JSON record: {raw[:80]!r}")
+                if seq is None:
                     raise Violation(f"{where}: a record without an integer seq")
-                yield where, seq, line
-            if held is not None:
-                cut.append((f"{held[0]}: the last line is a record cut short ({len(held[1])} bytes and a newline)",
-                            *held))
+                yield where, seq, raw
+            if held:
+                cut.append((f"{tail.where}: the last line is cut off ({tail.size} bytes after the last record)", tail))
+
+
+def _seq_in(line: bytes) -> tuple[bool, int | None]:
+    """Whether a whole line is JSON, and its seq (None: none, or not an integer)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return False, None
+    seq = rec.get("seq") if isinstance(rec, dict) else None
+    return True, seq if isinstance(seq, int) else None
 
 
 def _numbered(f: IO[bytes], p: Path) -> Iterator[tuple[int, bytes]]:
@@ -286,7 +298,7 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
     # journal with the trail up to the database's last event only.
     snapshot_seq = records.last_seq()
     order_events: OrderEvents = {}
-    cut: list[tuple[str, str, bytes]] = []
+    cut: list[tuple[str, TornTail]] = []
     for where, seq, line in _audit_lines(path, cut):
         found.audit_lines += 1
         if want is not None and want[0] < seq:
@@ -306,11 +318,13 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
                 order_events.setdefault(rec["client_order_id"], []).append((where, rec))
     if want is not None:
         if cut:
-            said, where, data = cut[0]
-            start = data.strip(b" \t\r\x00")
+            said, tail = cut[0]
             # Not the start of the database's record of that seq: the record edited, as a start says it.
-            if start and not want[1].startswith(start):
-                raise Violation(f"{where}: seq {want[0]} differs from the database's record of it")
+            if tail.edits(want[1]):
+                raise Violation(f"{tail.where}: seq {want[0]} differs from the database's record of it")
+            if next(db_events, None) is None:  # the database's last event, its start torn: the start repairs it
+                found.torn_seq = want[0]
+                return order_events
             raise Violation(said)
         raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail "
                         f"(the file ends before it)")

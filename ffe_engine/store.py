@@ -2530,6 +2530,12 @@ class Records:
                 yield s, self._record(s, data)
             seq = rows[-1][0]
 
+    def record_of(self, seq: int) -> bytes | None:
+        """The audit line of the event of `seq`, None if there is none."""
+        for found, line in self.events(chunk=1, after=seq - 1):
+            return line if found == seq else None
+        return None
+
     def event_seqs(self, chunk: int = 50000) -> Iterable[int]:
         """The seq of every event record, in order (DamagedDatabase at a record whose data is not the BLOB ffe
         writes, as event_line names it)."""
