@@ -493,3 +493,23 @@ def test_a_set_aside_file_that_is_a_loop_of_links_is_said_as_one_by_every_reader
         assert [x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")] == [
             f"ffe: error: {name}: cannot be reached: a loop of symbolic links"], (args, proc.stderr[-2000:])
     assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").iterdir())
+
+
+def test_a_rotated_file_gone_from_the_middle_of_the_trail_is_named_as_missing_by_every_reader(rotated_trail,
+                                                                                            tmp_path):
+    """Rotated files are named after their first seq: where a gap falls at a file's first line and the file named
+    after the missing seq is not there, `ffe doctor`, `ffe audit verify` and `ffe backup` all name that file as
+    missing, not the file after it."""
+    for d in ("data", "logs"):
+        shutil.copytree(rotated_trail / d, tmp_path / d, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    shutil.copy(rotated_trail / "config.toml", tmp_path / "config.toml")
+    gone, after = rotated_files(tmp_path / "logs" / "audit.jsonl")[1:3]
+    gone.unlink()
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 1 and f"{gone.name} is missing" in doctor.stderr, doctor.stdout + doctor.stderr
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode == 1 and f"{gone.name} is missing" in verify.stdout, verify.stdout + verify.stderr
+    backup = run_ffe(tmp_path, "backup", "--to", str(tmp_path / "backups"))
+    assert backup.returncode == 0, backup.stderr
+    [warning] = [x for x in backup.stderr.splitlines() if x.startswith("warning: the audit trail is damaged")]
+    assert f"{gone.name} is missing" in warning and after.name not in warning, warning
