@@ -928,10 +928,13 @@ def _said_trail_damaged(manifest: dict[str, Any]) -> None:
         more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
         # On stderr, with --json too: what needs the operator reaches them where stdout is thrown away (the shipped
         # cron job keeps only stderr, which cron mails).
-        sys.stderr.write(fmt.printable(f"warning: the audit trail is damaged: {file}: seq {', '.join(runs[:10])}"
-                                       f"{more} not as written (or missing): the backup holds the database's copy of "
-                                       "those records; the trail is left as it is: run `ffe doctor` (and `ffe audit "
-                                       "verify`)") + "\n")
+        # A rotated file gone (trailcopy names it where a gap falls at a file's first line) is said as missing.
+        seqs = f"seq {', '.join(runs[:10])}{more}"
+        said = f"{file} is missing ({seqs})" if not Path(file).exists() else f"{file}: {seqs} not as written (or " \
+            "missing)"
+        sys.stderr.write(fmt.printable(f"warning: the audit trail is damaged: {said}: the backup holds the database's "
+                                       "copy of those records; the trail is left as it is: run `ffe doctor` (and "
+                                       "`ffe audit verify`)") + "\n")
 
 
 def _answering(settings: Settings) -> None:

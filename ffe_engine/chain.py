@@ -89,6 +89,16 @@ def _rotated(current: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def missing_file(current: Path, first_line: bool, seq: int) -> Path | None:
+    """The rotated file a gap in the trail leaves out: where the gap falls at a file's first line and the file
+    named after the first seq missing (rotated_name) is not there, that file; else None (lines missing inside a
+    file). `ffe doctor`, `ffe audit verify` and `ffe backup` name it so."""
+    if not first_line:
+        return None
+    gone = rotated_name(current, seq)
+    return None if reach.exists(gone) else gone
+
+
 def trail_paths(current: Path) -> list[Path]:
     """The paths of the trail's files, unchecked: the rotated ones, then the current one (whether it is there or
     not). For a start, which says what is not a file in its own words before it writes."""
@@ -388,6 +398,7 @@ def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: st
     opened = open_trail(Path(log_dir) / name)
     torn: list[TornTail] = []
     state = _Walk(head)
+    state.current = Path(log_dir) / name
     # A backtest's compressed audit file is written in frames of many transactions (Ahead.many_transactions).
     frames = any(p.suffix == ".zst" for p, _ in opened)
     match = _Match(committed, many_transactions=frames) if committed is not None else None
@@ -536,6 +547,7 @@ class _Walk:
         self.prev_where = ""  # file:line of the line before
         self.head_where = ""
         self.torn_head = False  # the trail ends in the head record's start, torn (_torn_head)
+        self.current: Path | None = None  # the trail's current file, to name a rotated file gone (missing_file)
 
     def run(self, lines: Iterator[_Line]) -> None:
         line: _Line | None = None
@@ -554,6 +566,10 @@ class _Walk:
             if e == 1:
                 raise _Bad(1, f"{line.where}: the trail starts at seq {line.seq}, not 1 (its first records are "
                               "missing)")
+            gone = missing_file(self.current, line.where.endswith(":1"), e) if self.current is not None else None
+            if line.seq > e and gone is not None:
+                raise _Bad(e, f"{line.where}: seq {line.seq} follows seq {e - 1}: {gone} is missing (seq {e} to "
+                              f"{line.seq - 1}: a rotated file deleted or moved)")
             if line.seq > e:
                 raise _Bad(e, f"{line.where}: seq {line.seq} follows seq {e - 1}: seq {e} is missing here (a line "
                               "deleted or moved)")

@@ -57,7 +57,7 @@ import zstandard
 from . import ahead, reserve
 from .audit import has_records
 from .backtest_runs import RUN_ID
-from .chain import TornTail, packed, rotated_name, trail_files, unchained, unreadable_trail, verify_trail
+from .chain import TornTail, missing_file, packed, trail_files, unchained, unreadable_trail, verify_trail
 from .config import Settings
 from .errors import FfeError, UnreachablePath, UsageError, first_problem
 from .model import APPROVAL_PENDING, OrderStatus, trail_disagrees
@@ -303,8 +303,8 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
         found.audit_lines += 1
         if want is not None and want[0] < seq:
             # At a file's first line, the gap may be a whole rotated file gone: named after its first seq.
-            gone = rotated_name(path, want[0])
-            file_gone = f": {gone} is missing" if where.endswith(":1") and not gone.exists() else ""
+            gone = missing_file(path, where.endswith(":1"), want[0])
+            file_gone = f": {gone} is missing" if gone is not None else ""
             raise Violation(f"{path}: seq {want[0]} is in the database but not in the audit trail{file_gone} "
                             f"(next line {where} has seq {seq})")
         if want is not None and want[0] == seq:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .ahead import Ahead
-from .chain import GENESIS, open_trail
+from .chain import GENESIS, missing_file, open_trail
 from .errors import DamagedRecords
 from .store import Records
 
@@ -58,7 +58,9 @@ def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> TrailCopy:
         with open(out, "wb") as w:
             writer = _Writer(w, db)
             current = str(trail.absolute())
+            last_where = ""  # the file of the line before
             for where, line in _lines(trail):
+                first_line, last_where = where != last_where, where
                 e = writer.next
                 if e > last_seq:  # after the database's last event: judged by the caller
                     writer.result.ahead.add(line)
@@ -78,8 +80,10 @@ def copy_trail(trail: Path, out: Path, last_seq: int, db: Path) -> TrailCopy:
                         writer.from_database(where, e, copy)
                     continue
                 if s is not None and s <= last_seq and copies.at(s) == line:
-                    for gap in range(e, s):  # the lines before it missing here
-                        writer.from_database(where, gap, copies.at(gap))
+                    # The lines before it missing here; at a file's first line, maybe the rotated file before it.
+                    gone = missing_file(trail, first_line, e)
+                    for gap in range(e, s):
+                        writer.from_database(str(gone.absolute()) if gone else where, gap, copies.at(gap))
                     writer.put(line, None)
                     continue
                 # No record, or not its seq's (a byte flipped in it): the damaged line in the place of seq e.
