@@ -8,8 +8,9 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
    start makes, over every record (store.Records.damage);
 2. the audit trail (its rotated files, then the current one) is whole lines, one JSON record each, with strictly
    increasing seq, and holds every event the database holds, byte for byte (it may hold more: lines written just
-   before a kill, never committed, noted as `ffe audit verify` notes them, and a cut last line after the database's
-   last event: one being written, or torn); and its hash chain is whole up to the chain head the database stores
+   before a kill, never committed, noted as `ffe audit verify` notes them, and a cut last line or blank bytes after
+   the database's last event: one being written, or torn; or the start of the database's last record, torn by a power
+   loss: chain.TornTail, as the start judges them); and its hash chain is whole up to the chain head the database stores
    (chain.verify_trail); records after the database's last event that are more than the moment before a kill (a run's
    boundary among them (a stop with records after it, a start with bar decisions beside it) or a whole run, or over a
    minute of records: ahead.Ahead, as the start judges them) are records the database lost, a violation; and so are
