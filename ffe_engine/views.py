@@ -112,7 +112,7 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
                     "lifts": "re-arm: resume with confirmation (the pause key, then y; `ffe ctl resume --yes`)"})
     elif state is EngineState.PAUSED:
         # A resume is refused while reconciliation holds the engine (whatever paused it): said so beside it.
-        held = ", once RECONCILE below has lifted" if engine.reconcile_blocked else ""
+        held = ", once reconciliation's hold (below) has lifted" if engine.reconcile_blocked else ""
         out.append({"gate": "ENGINE_STATE", "now": f"PAUSED ({engine.state_reason})",
                     "lifts": f"resume (the pause key; `ffe ctl resume`){held}"})
     dd = pf.drawdown_pct()

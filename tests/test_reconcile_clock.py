@@ -69,7 +69,7 @@ async def test_a_clock_the_exchange_refuses_is_said_as_such_and_lifts_once_set_r
             assert says_the_clock(gate) and "lifted by setting this machine's clock right" in gate, why.stdout
             # the pause it made is lifted by a resume only once the hold has lifted: said so, not "resume" alone
             (state,) = [line for line in why.stdout.splitlines() if "ENGINE_STATE:" in line]
-            assert "once RECONCILE below has lifted" in state, why.stdout
+            assert "once reconciliation's hold (below) has lifted" in state, why.stdout
             with pytest.raises(ControlError) as resume:
                 await e.resume(by="test")
             assert says_the_clock(str(resume.value)), resume.value
