@@ -393,8 +393,9 @@ def verify_trail(log_dir: Path | str, head: ChainHead | None = None, *, name: st
     the trail reaches it and its line there hashes to it (a trail cut short, or whose last lines were rewritten,
     is found so). With `committed`, the seqs of the database's events in order, the records it never committed are
     counted (`uncommitted`). With `head_record`, the database's copy of the head's record, a torn tail where that
-    record would be is judged as a start judges it (`_torn_head`). Never writes. The first bad seq is the first record found not as it was written: an edited
-    line's own seq, a deleted (or moved) line's seq, an inserted line's place."""
+    record would be is judged as a start judges it (`_torn_head`). Never writes. The first bad seq is the first record
+    found not as it was written: an edited line's own seq, a deleted (or moved) line's seq, an inserted line's
+    place."""
     opened = open_trail(Path(log_dir) / name)
     torn: list[TornTail] = []
     state = _Walk(head)
@@ -429,9 +430,9 @@ def _torn_head(head: ChainHead | None, held: bytes | None, expected: int, torn: 
     if head is None or held is None or not torn or head.seq != expected:
         return False
     if torn[0].edits(held):
-        raise _Bad(head.seq, f"{torn[0].where}: not the start of the database's record of seq {head.seq}, where it was "
-                             "expected (a power loss leaves only its start, and a kill never cuts a record the database "
-                             "committed): the line was edited")
+        raise _Bad(head.seq, f"{torn[0].where}: not the start of the database's record of seq {head.seq}, where it "
+                             "was expected (a power loss leaves only its start, and a kill never cuts a record the "
+                             "database committed): the line was edited")
     return True
 
 
