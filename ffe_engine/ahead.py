@@ -26,7 +26,6 @@ from typing import Any, Iterable
 import orjson
 
 from . import reach
-from .errors import LOG_DIR_RIGHT, not_a_file
 
 # Records ahead spanning longer than this are more than the moment before a kill.
 SPAN_S = 60.0
@@ -154,13 +153,10 @@ def aside_files(trail: Path) -> list[Path]:
     them `<trail>.uncommitted-after-SEQ`), oldest first; not those a restore moved aside. Each must be a regular
     file: anything else there (a FIFO, a device, a directory) is errors.NotAFile, never opened (a FIFO would be
     waited on for ever); one that cannot be reached (a loop of symbolic links) is errors.UnreachablePath, as a file
-    of the trail is (chain.is_a_file): said as the file at fault by every reader, never as a backup's destination."""
+    of the trail is (reach.is_a_file)."""
     found = aside_paths(trail)
     for p in found:
-        said = not_a_file(p, LOG_DIR_RIGHT)
-        if said is not None:
-            raise said
-        reach.exists(p)
+        reach.is_a_file(p)
     return found
 
 

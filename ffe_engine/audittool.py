@@ -33,8 +33,8 @@ import zstandard
 from . import ahead, fmt, present, reach
 from .audit import has_records
 from . import records as compact
-from .chain import (ChainHead, VerifyResult, cut_record, is_a_file, last_line, packed, rotated_files, rotated_seqs,
-                    trail_files, verify_trail)
+from .chain import (ChainHead, VerifyResult, cut_record, last_line, packed, rotated_files, rotated_seqs, trail_files,
+                    verify_trail)
 from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, unreadable_database
 from .events import EVENT_TYPES
 from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end, open_read_only, peek_foreign,
@@ -276,7 +276,7 @@ def _starts_a_record(path: Path) -> bool:
 
 
 def _tail(path: Path, n: int, lines: _Lines, out: _Out, follow: bool, head: EventHead | None) -> int:
-    is_a_file(path)  # a FIFO or a device there is one line, never waited on
+    reach.is_a_file(path)  # a FIFO or a device there is one line, never waited on
     if not path.exists() and not rotated_files(path) and packed(path).exists():
         if follow:
             raise UsageError(f"{packed(path)}: a backtest run's compressed audit file cannot be followed: leave out "
@@ -566,7 +566,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     """`ffe audit verify`: 0 when the trail is intact, 1 when not (the first bad seq and why), 2 when there is no
     trail to check or the database cannot be read."""
     path = Path(path)
-    is_a_file(path)  # a FIFO or a device there is one line, never waited on
+    reach.is_a_file(path)  # a FIFO or a device there is one line, never waited on
     if not trail_files(path):
         _no_trail_kept(db_path, must_read=True)
         raise UsageError(f"no audit trail at {path} (is --log-dir right?)")

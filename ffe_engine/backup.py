@@ -51,7 +51,7 @@ from . import __version__, ahead, reach
 from .audit import has_records, sync_dir
 from .backtest_runs import not_an_account, run_log_dir, run_records
 from .bookshapes import INTEGER, TEXT, Each, Items, Needed, mismatch
-from .chain import is_a_file, rotated_files, verify_trail
+from .chain import rotated_files, verify_trail
 from .config import Settings, render_settings
 from .doctor import OrderEvents, Violation, check_against_events
 from .errors import DamagedRecords, FfeError, NotADatabase, StorageError, UsageError, first_problem
@@ -278,7 +278,7 @@ def trail_lines(path: Path) -> Iterator[bytes]:
     """The audit trail's whole lines (newline included), oldest first: its rotated files, then the current one.
     A torn last line is not one."""
     for part in [*rotated_files(path), path]:
-        if not is_a_file(part):
+        if not reach.is_a_file(part):
             continue
         with open(part, "rb") as f:
             for line in f:

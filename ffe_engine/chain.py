@@ -26,7 +26,7 @@ import zstandard
 
 from .ahead import Ahead
 from . import reach
-from .errors import LOG_DIR_RIGHT, FfeError, StorageError, is_unreachable, not_a_file, unreachable
+from .errors import FfeError, StorageError, is_unreachable, unreachable
 
 GENESIS = "0" * 64  # the `prev` of a trail's first line
 HEAD_KEY = "audit_head"  # the database's kv key for the chain head: {"seq": n, "hash": hex}
@@ -71,11 +71,11 @@ def rotated_files(current: Path) -> list[Path]:
 
 def rotated_seqs(current: Path) -> list[tuple[int, Path]]:
     """The trail's rotated files, oldest first, each with the first seq it holds (from its name). Each is looked at
-    here (`is_a_file`), before anyone opens it: every reader of the trail (audit verify and tail, doctor, backup,
+    here (`reach.is_a_file`), before anyone opens it: every reader of the trail (audit verify and tail, doctor, backup,
     restore, a start's repair) lists its files here or through `trail_files`."""
     found = _rotated(current)
     for _, p in found:
-        is_a_file(p)
+        reach.is_a_file(p)
     return found
 
 
@@ -105,23 +105,13 @@ def trail_paths(current: Path) -> list[Path]:
     return [p for _, p in _rotated(current)] + [current]
 
 
-def is_a_file(path: Path) -> bool:
-    """Whether a file of the trail is there (False: nothing there). Anything there but a regular file (a directory,
-    a FIFO, a device, a socket, a link to one) is errors.NotAFile: opened, a FIFO would be waited on for ever and a
-    device read without end. Every file of the trail is looked at here before it is opened."""
-    said = not_a_file(path, LOG_DIR_RIGHT)
-    if said is not None:
-        raise said
-    return reach.exists(path)
-
-
 def trail_files(current: Path) -> list[Path]:
     """Every file of the trail, oldest first: the rotated ones, then the current one if it exists (a backtest's
     compressed file if that is what there is)."""
     files = rotated_files(current)
-    if is_a_file(current):
+    if reach.is_a_file(current):
         files.append(current)
-    elif not files and is_a_file(packed(current)):
+    elif not files and reach.is_a_file(packed(current)):
         files.append(packed(current))
     return files
 
@@ -250,11 +240,11 @@ def open_trail(current: Path) -> list[tuple[Path, IO[bytes]]]:
     can only add a file that is already open (it is then read once, under the name it had when opened)."""
     opened: list[tuple[Path, IO[bytes]]] = []
     cur: IO[bytes] | None = None
-    is_a_file(current)
+    reach.is_a_file(current)
     try:
         cur = open(current, "rb")
     except FileNotFoundError:
-        if not rotated_files(current) and is_a_file(packed(current)):
+        if not rotated_files(current) and reach.is_a_file(packed(current)):
             raw = _open_file(packed(current))
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
             return [(packed(current), io.BufferedReader(reader))]

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .errors import is_unreachable, unreachable
+from .errors import LOG_DIR_RIGHT, is_unreachable, not_a_file, unreachable
 
 
 def exists(path: Path, given: str = "") -> bool:
@@ -24,6 +24,18 @@ def is_file(path: Path, given: str = "") -> bool:
 
 def is_dir(path: Path, given: str = "") -> bool:
     return _looked(path.is_dir, path, given)
+
+
+def is_a_file(path: Path) -> bool:
+    """Whether a file of the records (the audit trail's, the records set aside beside it) is there (False: nothing
+    there), looked at before it is opened. Anything there but a regular file (a directory, a FIFO, a device, a socket,
+    a link to one) is errors.NotAFile: opened, a FIFO would be waited on for ever and a device read without end; one
+    that cannot be reached (a loop of symbolic links) is errors.UnreachablePath: said as the file at fault by every
+    reader, never as a backup's destination."""
+    said = not_a_file(path, LOG_DIR_RIGHT)
+    if said is not None:
+        raise said
+    return exists(path)
 
 
 def _looked(look: Callable[[], bool], path: Path, given: str) -> bool:
