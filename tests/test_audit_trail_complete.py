@@ -216,19 +216,26 @@ def test_a_torn_last_line_closed_by_a_newline_is_judged_by_verify_and_doctor_as_
     """A record cut short after the database's last event and closed by a newline is what the start sets aside as a
     torn line: `ffe audit verify` and `ffe doctor` say it as they say an unfinished last line, not as damage."""
     first_run(tmp_path)
-    audit = tmp_path / "logs" / "audit.jsonl"
     last = db_value(tmp_path / "data" / "ffe.db", "SELECT MAX(seq) FROM events")
     torn = b'{"ts":"2026-01-01T00:00:00Z","seq":%d,"event":"deci\n' % (last + 1)
-    audit.write_bytes(audit.read_bytes() + torn)
+    assert_judged_as_a_torn_tail(tmp_path, torn, f"an unfinished last line ({len(torn)} bytes")
+
+
+def assert_judged_as_a_torn_tail(tmp_path: Path, appended: bytes, verify_says: str) -> None:
+    """`appended` after the trail's last record (the database's last event): `ffe audit verify` says it
+    (`verify_says`) and `ffe doctor` notes it, both exit 0, and the start sets it aside as a torn tail and starts."""
+    audit = tmp_path / "logs" / "audit.jsonl"
+    last = db_value(tmp_path / "data" / "ffe.db", "SELECT MAX(seq) FROM events")
+    audit.write_bytes(audit.read_bytes() + appended)
     verify = run_ffe(tmp_path, "audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert f"an unfinished last line ({len(torn)} bytes" in verify.stdout, verify.stdout
+    assert verify_says in verify.stdout, verify.stdout
     doctor = run_ffe(tmp_path, "doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "1 line after the database's last event cut off" in doctor.stdout, doctor.stdout
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "logs" / f"audit.jsonl.torn-after-{last}").read_bytes() == torn
+    assert (tmp_path / "logs" / f"audit.jsonl.torn-after-{last}").read_bytes() == appended
 
 
 def append_uncommitted(audit: Path, records: list[dict]) -> list[bytes]:
@@ -726,18 +733,7 @@ def test_blank_lines_after_the_last_record_are_judged_by_verify_and_doctor_as_th
     """Blank bytes after the last record (what a power loss leaves) are a torn tail: the start sets them aside and
     starts; `ffe audit verify` and `ffe doctor` say so, exit 0, rather than calling them damage."""
     first_run(tmp_path)
-    audit = tmp_path / "logs" / "audit.jsonl"
-    last = db_value(tmp_path / "data" / "ffe.db", "SELECT MAX(seq) FROM events")
-    audit.write_bytes(audit.read_bytes() + after)
-    verify = run_ffe(tmp_path, "audit", "verify")
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert f"blank bytes after the last record ({len(after)} bytes" in verify.stdout, verify.stdout
-    doctor = run_ffe(tmp_path, "doctor")
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    assert "1 line after the database's last event cut off" in doctor.stdout, doctor.stdout
-    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "logs" / f"audit.jsonl.torn-after-{last}").read_bytes() == after
+    assert_judged_as_a_torn_tail(tmp_path, after, f"blank bytes after the last record ({len(after)} bytes")
 
 
 @pytest.mark.parametrize("end", [b"", b"\0" * 200, b"\n"], ids=["no-newline", "zeros-after", "newline"])

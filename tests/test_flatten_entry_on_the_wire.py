@@ -26,6 +26,13 @@ async def entry_over_the_dust(e, fx, fault: str) -> str:
     return cid
 
 
+def climbing_settings(tmp_path, fx):
+    """A climbing market, the strategy's settings, one position at most and orders looked up often."""
+    climbing(fx)
+    tables = {"risk": {"take_profit_atr": 0.3, "max_open_positions": 1}, "engine": {"order_poll_s": 0.1}}
+    return strategy_settings(tmp_path, fx, **tables)
+
+
 def follow_ups(db) -> list[dict]:
     return [k for k in stored_events(db, "kill_switch") if k.get("follow_up")]
 
@@ -33,10 +40,7 @@ def follow_ups(db) -> list[dict]:
 async def test_an_entry_on_the_wire_that_never_reached_the_exchange_is_not_said_closed(tmp_path, fx):
     """The entry never reached the exchange's book (its request dropped before it), so no position ever existed and
     no closing order was sent: the follow-up says the entry ended absent with nothing bought, and closed nothing."""
-    climbing(fx)
-    tables = {"risk": {"take_profit_atr": 0.3, "max_open_positions": 1}, "engine": {"order_poll_s": 0.1}}
-    settings = strategy_settings(tmp_path, fx, **tables)
-    async with engine_session(settings, live=True) as running:
+    async with engine_session(climbing_settings(tmp_path, fx), live=True) as running:
         e, db = running.engine, running.store.path
         async with engine_loop(e):
             cid = await entry_over_the_dust(e, fx, "drop_before")
@@ -57,10 +61,7 @@ async def test_an_entry_on_the_wire_that_filled_is_said_filled_and_closed_by_the
     """The entry filled at the exchange, its answer lost, and the exchange's lookups do not show it for a while (the
     flatten's cancel finds nothing): once they show it filled, the follow-up's closing order sells what it bought,
     and the follow-ups say both: the entry filled, then the closing orders closed the symbol."""
-    climbing(fx)
-    tables = {"risk": {"take_profit_atr": 0.3, "max_open_positions": 1}, "engine": {"order_poll_s": 0.1}}
-    settings = strategy_settings(tmp_path, fx, **tables)
-    async with engine_session(settings, live=True) as running:
+    async with engine_session(climbing_settings(tmp_path, fx), live=True) as running:
         e, db = running.engine, running.store.path
         async with engine_loop(e):
             fx.fault(GET_ORDER, "stale", seconds=3, times=10_000)
