@@ -84,6 +84,13 @@ class CancelReport:
     under_way: list[dict[str, str]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class OnTheWire:
+    """An order whose create_order is on the wire, and the event set once the venue has answered it."""
+    order: Order
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 def counts_in_daily_trades(reduce_only: bool, reason: OrderReason) -> bool:
     """Whether an order is an entry DAILY_TRADES counts: one from a signal or the operator, not an exit (as
     Store.entries_since reads the journal)."""
@@ -118,10 +125,10 @@ class OrderPath:
         self._poll_lock = asyncio.Lock()
         self._placing = asyncio.Lock()  # held from sizing an order until it is in flight (see submit)
         self._placed = 0  # orders counted in flight so far: an entry gated before the last of them is gated again
-        self._sending: dict[str, asyncio.Event] = {}  # client order id -> set once its create_order answered
-        # The orders whose create_order is on the wire, by client order id. A lookup can end one before that answer
-        # (the exchange executed it and holds the answer: found filled): no longer live, still on the wire.
-        self._wire: dict[str, Order] = {}
+        # The orders whose create_order is on the wire, by client order id, each with the event set once it is
+        # answered. A lookup can end one before that answer (the exchange executed it and holds the answer: found
+        # filled): no longer live, still on the wire.
+        self._sending: dict[str, OnTheWire] = {}
         # One writer of an order at a time: a fill being booked changes its amounts in memory before they are
         # committed with it; another write of its state meanwhile (a cancel's end) would commit them without it.
         self._turns = Turns()
@@ -229,7 +236,7 @@ class OrderPath:
     def in_flight(self) -> list[Order]:
         """The orders not final, and those a lookup has ended while their create_order is still on the wire (found
         filled before the exchange answered it): what a kill switch pressed now reports on, cancelled or filled."""
-        return [*self.live.values(), *(o for cid, o in self._wire.items() if cid not in self.live)]
+        return [*self.live.values(), *(w.order for cid, w in self._sending.items() if cid not in self.live)]
 
     async def answered(self, orders: Iterable[Order]) -> None:
         """Once the exchange has answered the create_order of each of `orders` still on the wire, for as long as
@@ -237,7 +244,7 @@ class OrderPath:
         for o in orders:
             sending = self._sending.get(o.client_order_id)
             if sending is not None:
-                await sending.wait()
+                await sending.answered.wait()
 
     def entries_in_flight(self) -> list[EntryInFlight]:
         return [EntryInFlight(o.symbol, o.side, max(0.0, o.quantity - o.filled))
@@ -440,14 +447,12 @@ class OrderPath:
     async def _send(self, o: Order) -> None:
         # A cancel issued while this send is on the wire waits for its answer: cancelling first would find
         # nothing, and the order would then open at the venue untracked.
-        sent = self._sending[o.client_order_id] = asyncio.Event()
-        self._wire[o.client_order_id] = o
+        sent = self._sending[o.client_order_id] = OnTheWire(o)
         try:
             await self._send_once(o)
         finally:
-            sent.set()
+            sent.answered.set()
             self._sending.pop(o.client_order_id, None)
-            self._wire.pop(o.client_order_id, None)
 
     async def _send_once(self, o: Order) -> None:
         repeat = o.client_order_id in self._resends
@@ -1069,7 +1074,7 @@ class OrderPath:
             o.cancel_by = by
         sending = self._sending.get(o.client_order_id)
         if sending is not None:
-            await sending.wait()
+            await sending.answered.wait()
             if o.status.final:
                 return _end_of(o)
         try:
@@ -1231,7 +1236,7 @@ class OrderPath:
         for cid in tasks:
             sending = self._sending.get(cid)
             if sending is not None:
-                await sending.wait()
+                await sending.answered.wait()
         done, pending = await asyncio.wait(tasks.values(), timeout=self.cancel_timeout_s)
         late = False
         for cid, task in tasks.items():
