@@ -17,7 +17,7 @@ from fake_exchange import FakeBinance, exchange_settings
 from ffe_engine.breaker import CircuitBreaker
 from ffe_engine.clock import WallClock
 from ffe_engine.config import RiskSettings
-from ffe_engine.events import BreakerChanged, EventBus
+from ffe_engine.events import BreakerChanged, EventBus, OrderEvent, VenueFault
 from ffe_engine.execution import CANCEL_DUE_KEY, OrderPath
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.portfolio import Portfolio
@@ -186,6 +186,23 @@ async def test_request_hangs_past_the_timeout(fx, make_desk, executed):
     await assert_journal_filled(desk, o.client_order_id)
     # executed: found and never resent; not executed: resent once, with the same id, after the settle window
     assert desk.sent_ids() == [o.client_order_id] * (1 if executed else 2)
+
+
+@pytest.mark.parametrize("executed", [True, False])
+async def test_an_order_found_filled_after_its_answer_was_lost_keeps_no_error(fx, make_desk, executed):
+    # The lost answer's words are the doubt's, said by its in_doubt fault record; once the exchange's answer has
+    # resolved the doubt, the filled order's journal and its order record carry no error.
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "hang", seconds=5, execute=executed)
+    o = (await desk.buy()).order
+    assert o.status is OrderStatus.IN_DOUBT and o.error
+    await desk.resolve(o)
+    (journaled,) = await desk.journal(o.client_order_id)
+    assert (journaled.status, journaled.error) == (OrderStatus.FILLED, "")
+    said = [e for e in desk.events if isinstance(e, OrderEvent) and e.client_order_id == o.client_order_id]
+    assert said[-1].status == "filled" and said[-1].error == ""
+    doubt = [e for e in desk.events if isinstance(e, VenueFault) and e.kind == "in_doubt"]
+    assert [e.phase for e in doubt] == ["fault", "resolved"] and doubt[0].detail
 
 
 @pytest.mark.parametrize("status", [502, 503])
