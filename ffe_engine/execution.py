@@ -537,6 +537,10 @@ class OrderPath:
             self._fault("in_doubt", "fault", o, o.error or "no answer recorded: the engine stopped while it was sent")
         elif cid in self._doubted and status is not OrderStatus.IN_DOUBT and status is not OrderStatus.NEW:
             self._doubted.discard(cid)  # resolved by the venue's word (a resend is not that yet)
+            if error is None and status is not OrderStatus.REJECTED:
+                # The lost answer's words were the doubt's (its in_doubt record keeps them): an order the venue shows
+                # open, filled or cancelled has no error. A rejected one keeps them: they say why.
+                o.error = ""
             self._fault("in_doubt", "resolved", o,
                         f"{status.value}: {o.error}" if status is OrderStatus.REJECTED else status.value)
         return True
