@@ -29,7 +29,8 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "hang": hold the request for `seconds` (past the client's timeout); `execute=True` runs it first;
 - "slow": hold the request for `seconds` before running it, then answer normally;
 - "5xx_executed": run the request, then answer `status` (503 by default) with a gateway error page;
-- "5xx_not_executed": answer `status` without running the request;
+- "5xx_not_executed": answer `status` without running the request; either with a Retry-After header of
+  `page_retry_after` seconds when that is given (a proxy's or CDN's rate-limit page);
 - "429" / "418": answer Binance's rate-limit error with a Retry-After header (`retry_after` seconds): by default code
   -1003, the address's request weight (418: the address banned), or the Binance `code` given, e.g. -1015 ("Too
   many new orders", the account's limit on new orders, with its own message unless `msg` is given);
@@ -178,6 +179,7 @@ class Fault:
     times: int = 1
     status: int = 503
     retry_after: int = 1
+    page_retry_after: int | None = None  # 5xx_executed, 5xx_not_executed: the page's Retry-After header
     seconds: float = 30.0
     execute: bool = True
     code: int | None = None  # "error": -1000 when None; "429"/"418": -1003 when None
@@ -440,13 +442,14 @@ class FakeBinance:
         if f.kind == "slow":  # the request waits `seconds` on the way in, then runs and is answered
             await asyncio.sleep(f.seconds)
             return await self._run(handler, request)
-        if f.kind == "5xx_executed":
-            await self._run(handler, request)
-            return web.Response(status=f.status, text=f"<html><body><h1>{f.status} Service Unavailable</h1>"
+        if f.kind in ("5xx_executed", "5xx_not_executed"):
+            if f.kind == "5xx_executed":
+                await self._run(handler, request)
+            page = web.Response(status=f.status, text=f"<html><body><h1>{f.status} Service Unavailable</h1>"
                                                       "</body></html>", content_type="text/html")
-        if f.kind == "5xx_not_executed":
-            return web.Response(status=f.status, text=f"<html><body><h1>{f.status} Service Unavailable</h1>"
-                                                      "</body></html>", content_type="text/html")
+            if f.page_retry_after is not None:
+                page.headers["Retry-After"] = str(f.page_retry_after)
+            return page
         if f.kind in ("429", "418"):
             code = f.code if f.code is not None else -1003
             if f.msg is not None:

@@ -1,0 +1,113 @@
+"""What an answer to a new order proves, on the order path wired to the fake Binance through real ccxt.
+
+ccxt raises an error from the HTTP status alone when the body carries no error of the exchange's (a proxy's,
+captive portal's or CDN's page): 401, 407 and 511 as AuthenticationError, 422 as ExchangeError, 418 and 429 as a
+rate limit, the rest as an exchange not available. Such an answer says nothing of whether the order was placed: the
+order is in doubt and looked up by its client order id, whether the request had executed or not. Only the
+exchange's own refusal, its code and message in the body it wrote, ends an order `rejected`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ffe_engine.model import OrderReason, OrderStatus, Side
+from ffe_engine.risk import OrderIntent
+from ffe_engine.venues.ccxt_loader import exchange_class
+from test_live_faults import (BTC, POST_ORDER, assert_journal_filled, assert_one_filled_order, fx,  # noqa: F401
+                              make_desk)
+
+# Every status ccxt's binance maps to an error from the status alone: the base Exchange's table, which binance keeps,
+# and 418 and 429, which binance's own error handler maps whatever the body.
+STATUS_ONLY = sorted({int(s) for s in exchange_class("binance").httpExceptions} | {418, 429})
+
+
+def test_the_statuses_are_ccxt_s():
+    # The table read above is ccxt's own; these are the ones a refusal was once taken from.
+    assert {401, 407, 422, 511, 418, 429, 400, 403, 404, 500, 502, 503, 504} <= set(STATUS_ONLY)
+
+
+@pytest.mark.parametrize("executed", [True, False], ids=["executed", "not_executed"])
+@pytest.mark.parametrize("status", STATUS_ONLY)
+async def test_a_status_only_answer_to_a_buy_leaves_it_in_doubt(fx, make_desk, status, executed):
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "5xx_executed" if executed else "5xx_not_executed", status=status)
+    sub = await desk.buy()
+    o = sub.order
+    assert sub.accepted and o.status is OrderStatus.IN_DOUBT, (o.status, o.error)
+    assert f" {status} " in o.error, o.error
+    assert desk.breaker.failures == 1  # no answer from the exchange: a failure of the venue's
+    await desk.resolve(o)
+    assert_one_filled_order(fx, o.client_order_id)
+    await assert_journal_filled(desk, o.client_order_id)
+    # executed: found by its client order id, never sent again; not executed: sent again once with the same id
+    assert desk.sent_ids() == [o.client_order_id] * (1 if executed else 2)
+
+
+@pytest.mark.parametrize("status", STATUS_ONLY)
+async def test_a_sell_executed_and_answered_by_status_alone_leaves_no_coins_in_the_books(fx, make_desk, status):
+    desk = await make_desk()
+    bought = (await desk.buy()).order
+    assert bought.status is OrderStatus.FILLED
+    held = desk.pf.positions[BTC].quantity
+    fx.fault(POST_ORDER, "5xx_executed", status=status)
+    sub = await desk.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=held, reason=OrderReason.OPERATOR,
+                                             ref_price=30_000.0))
+    o = sub.order
+    assert sub.accepted and o.status is OrderStatus.IN_DOUBT, (o.status, o.error)
+    await desk.resolve(o)
+    assert (o.status, o.filled) == (OrderStatus.FILLED, pytest.approx(held))
+    assert [(x.side, x.status) for x in fx.orders] == [("BUY", "FILLED"), ("SELL", "FILLED")]
+    assert BTC not in desk.pf.positions and fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+    assert desk.sent_ids() == [bought.client_order_id, o.client_order_id]
+
+
+@pytest.mark.parametrize("status, code, msg, said", [
+    (401, -2015, "Invalid API-key, IP, or permissions for action.", "AuthenticationError"),
+    (400, -2010, "Account has insufficient balance for requested action.", "InsufficientFunds"),
+    (422, -1013, "Filter failure: LOT_SIZE", "InvalidOrder"),
+    (511, -2015, "Invalid API-key, IP, or permissions for action.", "AuthenticationError"),
+])
+async def test_the_exchange_s_own_refusal_ends_the_order_rejected(fx, make_desk, status, code, msg, said):
+    # Its code and message in the body it wrote, whatever the status: a refusal, final, the venue healthy.
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "error", status=status, code=code, msg=msg)
+    sub = await desk.buy()
+    o = sub.order
+    assert not sub.accepted and o.status is OrderStatus.REJECTED, (o.status, o.error)
+    assert said in o.error, o.error
+    assert desk.breaker.failures == 0
+    await desk.path.poll()
+    assert fx.orders == [] and desk.sent_ids() == [o.client_order_id]
+    (journaled,) = await desk.journal(o.client_order_id)
+    assert journaled.status is OrderStatus.REJECTED
+
+
+async def test_a_wrong_api_key_is_a_refusal(fx, make_desk):
+    # The exchange's real answer to a key it does not know: 401 with its code -2015. Nothing placed, nothing to look
+    # up, and the breaker does not count it (the venue answered).
+    desk = await make_desk()
+    desk.venue.exchange.apiKey = "someone-else"
+    sub = await desk.buy()
+    o = sub.order
+    assert not sub.accepted and o.status is OrderStatus.REJECTED, (o.status, o.error)
+    assert "AuthenticationError: code -2015" in o.error, o.error
+    assert [r.status for r in fx.requests_to(POST_ORDER)] == [401]
+    assert fx.orders == [] and desk.breaker.failures == 0
+
+
+async def test_a_rate_limit_page_without_the_exchange_s_code_keeps_its_retry_after_and_the_order_in_doubt(fx,
+                                                                                                          make_desk):
+    # A 429 page (no Binance code) with a Retry-After, after the order executed: the wait it asks for is kept, for
+    # every request (the kind of limit is not told) and for orders, and the order is looked up once it is over.
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "5xx_executed", status=429, page_retry_after=1)
+    sub = await desk.buy()
+    o = sub.order
+    assert sub.accepted and o.status is OrderStatus.IN_DOUBT, (o.status, o.error)
+    assert desk.path.held_until() is not None and desk.venue.requests_held_until() is not None
+    await desk.resolve(o)
+    assert_one_filled_order(fx, o.client_order_id)
+    await assert_journal_filled(desk, o.client_order_id)
+    assert desk.sent_ids() == [o.client_order_id]
+
