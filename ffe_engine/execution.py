@@ -469,6 +469,8 @@ class OrderPath:
             await self._repeat_not_placed(o, str(exc), refused=True)
             return
         except OrderInDoubt as exc:
+            if exc.retry_after:  # a rate-limit page that is not the exchange's word: its wait is kept all the same
+                await self._hold(exc.retry_after)
             # The poll may have found the order at the venue while this answer was on its way: then the venue
             # has spoken and the lost answer changes nothing.
             if not self._move(o, OrderStatus.IN_DOUBT, str(exc)):

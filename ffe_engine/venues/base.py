@@ -16,7 +16,8 @@ from ..model import Candle, MarketInfo, OrderRequest, VenueOrder
 
 
 class VenueError(Exception):
-    """A final answer from the venue: the order was refused (funds, invalid, auth). Never retried."""
+    """A final answer from the venue: the order was refused (funds, invalid, auth), in the exchange's own words (an
+    error taken from an HTTP status alone is no refusal: OrderInDoubt). Never retried."""
 
 
 class UnknownOrder(VenueError):

@@ -4,20 +4,25 @@ How ccxt's errors become ours (ccxt 4 hierarchy: OperationFailed > NetworkError 
 ExchangeNotAvailable, DDoSProtection, RateLimitExceeded, InvalidNonce; ExchangeError > AuthenticationError,
 InsufficientFunds, InvalidOrder > OrderNotFound, BadRequest, ...):
 
-create_order is sent once and never retried here:
+create_order is sent once and never retried here. Only the exchange's own refusal, its error in the body it wrote,
+proves the order was not placed. ccxt also raises errors from an answer's HTTP status alone, when the body carries
+no error of the exchange's (401, 407, 511 AuthenticationError, 422 ExchangeError, 418/429 a rate limit, most others
+ExchangeNotAvailable): a page in front of the exchange (a proxy's, a captive portal's, a CDN's), which may answer a
+request the exchange executed: such an error, marked as it is raised (_mark_status_only), proves nothing of the order.
 - DDoSProtection / RateLimitExceeded (HTTP 429/418, Binance -1003, -1015) and InvalidNonce (timestamp outside the
   receive window): the exchange refused the request before matching it -> VenueUnavailable (with retry_after). Its
   Retry-After holds every request to the venue, as a read's does, unless it is the account's limit on new orders
-  (Binance -1015), which the order path holds alone.
+  (Binance -1015), which the order path holds alone. A 418/429 page without the exchange's code: its Retry-After
+  holds every request all the same, and the order may exist -> OrderInDoubt (with retry_after).
 - any other OperationFailed (RequestTimeout, ExchangeNotAvailable for 5xx and lost connections, bare
-  OperationFailed for Binance -1000/-1001/-1006, BadResponse), a ccxt error caused by the HTTP client (a truncated
-  answer), or a network error that escaped ccxt: the order may or may not exist -> OrderInDoubt. The order path
-  resolves it by client order id.
+  OperationFailed for Binance -1000/-1001/-1006, BadResponse), any error taken from the HTTP status alone, a ccxt
+  error caused by the HTTP client (a truncated answer), or a network error that escaped ccxt: the order may or may
+  not exist -> OrderInDoubt. The order path resolves it by client order id.
 - DuplicateOrderId, or Binance's "Duplicate order sent." (-2010, which ccxt reports as InvalidOrder): an open order
   with this client order id exists already, as after a resend of an order whose lookup did not find it yet
   -> DuplicateOrder, an OrderInDoubt: the order path looks it up instead of recording a rejection.
-- any other ExchangeError (InsufficientFunds, InvalidOrder, AuthenticationError, PermissionDenied, BadRequest, ...):
-  a final answer -> VenueError.
+- any other ExchangeError (InsufficientFunds, InvalidOrder, AuthenticationError such as Binance's -2015 for a key it
+  does not take, PermissionDenied, BadRequest, ...), from the exchange's own words: a final answer -> VenueError.
 
 `settle_s` (exchange.settle_window_ms) is how long after an unanswered create_order a lookup that does not find
 the order still proves nothing: Binance refuses a request whose timestamp is older than its receive window (ccxt's
@@ -89,6 +94,8 @@ SAID_MAX = 1000  # how many orders' warnings said once per order are remembered 
 TRADES_PAGE = 1000
 TRADES_PAGES_MAX = 20
 _NO_URL = re.compile(r"does not have a testnet/sandbox URL for (\w+) endpoints")
+# The attribute set on a ccxt error taken from an answer's HTTP status alone (_mark_status_only).
+STATUS_ONLY = "ffe_status_only"
 
 # With exchange.api_urls set: the ccxt URL sections that spot trading uses, and the ccxt options that keep the
 # exchange's load_markets on them, per exchange id.
@@ -346,6 +353,48 @@ def _error_body(text: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def _exchange_wrote(response: Any) -> bool:
+    """A body (as ccxt parsed it) that is the exchange's own error: Binance's {"code": ..., "msg": ...}."""
+    return isinstance(response, dict) and ("code" in response or "msg" in response)
+
+
+def _status_only(exc: BaseException) -> bool:
+    """Whether ccxt took this error from the answer's HTTP status alone (see _mark_status_only)."""
+    return bool(getattr(exc, STATUS_ONLY, False))
+
+
+def _mark_status_only(exchange: Any) -> None:
+    """Mark the errors ccxt raises from an answer's HTTP status alone, with no error of the exchange's in its body.
+
+    ccxt reads an error answer twice: the exchange's own handler (handle_errors) raises the error its body names
+    (Binance's code and message), then its status table (handle_http_status_code) raises one for a status left
+    over, from the status alone: 401, 407 and 511 AuthenticationError, 422 ExchangeError, most others
+    ExchangeNotAvailable. Binance's handler also takes 418 and 429 as a rate limit whatever the body. Such an error
+    may be a page put in front of the exchange (a proxy's, a captive portal's, a CDN's), which can answer a request
+    the exchange executed: it says nothing of what the exchange did. Marked, create_order takes it as such."""
+    handle_errors = exchange.handle_errors
+    handle_status = exchange.handle_http_status_code
+
+    def errors(code: Any, reason: Any, url: Any, method: Any, headers: Any, body: Any, response: Any,
+               request_headers: Any, request_body: Any) -> Any:
+        try:
+            return handle_errors(code, reason, url, method, headers, body, response, request_headers, request_body)
+        except cx.BaseError as exc:
+            if not _exchange_wrote(response):
+                setattr(exc, STATUS_ONLY, True)
+            raise
+
+    def status(code: Any, reason: Any, url: Any, method: Any, body: Any) -> Any:
+        try:
+            return handle_status(code, reason, url, method, body)
+        except cx.BaseError as exc:
+            setattr(exc, STATUS_ONLY, True)
+            raise
+
+    exchange.handle_errors = errors
+    exchange.handle_http_status_code = status
+
+
 def _lost_answer(exc: BaseException) -> bool:
     """ccxt raises a bare ExchangeError for HTTP client errors other than connection errors (a cut-off body)."""
     return isinstance(exc.__cause__, _NETWORK)
@@ -478,6 +527,7 @@ class CcxtVenue:
         self._secrets += [s for s in (getattr(self.exchange, a, None) for a in ("apiKey", "secret", "password"))
                           if isinstance(s, str) and len(s) >= 4 and s not in self._secrets]
         self.exchange.logger = _RedactingLogger(logging.getLogger(__name__ + ".http"), self._secrets)
+        _mark_status_only(self.exchange)
         self.reads = ReadRetry(self.exchange, self.name, self._secrets, attempts=read_attempts, backoff_s=backoff_s,
                                max_backoff_s=max_backoff_s, max_retry_after_s=max_retry_after_s, sleep=sleep)
         self._hold_every_send()
@@ -594,8 +644,15 @@ class CcxtVenue:
         try:
             raw = await self.exchange.create_order(req.symbol, req.type, req.side.value, req.quantity, price, params)
         except (cx.DDoSProtection, cx.RateLimitExceeded) as exc:
-            message = f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}"
             asked = _retry_after(self.exchange)
+            if _status_only(exc):
+                # A 418 or 429 page without the exchange's code (a proxy's, a CDN's): the wait it asks for is kept,
+                # for every request (whose limit it is, it does not tell), but it may have answered a request the
+                # exchange executed.
+                message = f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}"
+                self.reads.hold(asked, message)
+                raise OrderInDoubt(message, retry_after=asked) from None
+            message = f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}"
             # Held by the order path either way. Only the account's limit on new orders (Binance -1015) leaves the
             # other requests free, and the kill switch's cancels, the lookups and the feed need them through a
             # limit that can last a day. Anything else (a 418, the address's request weight -1003, a limit whose
@@ -610,11 +667,13 @@ class CcxtVenue:
         except cx.OperationFailed as exc:
             raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}") from None
         except cx.BaseError as exc:
-            if isinstance(exc, cx.DuplicateOrderId) or "Duplicate order sent" in str(exc):
-                raise DuplicateOrder(f"{self.name} {what}: already open: {describe(exc, self._secrets)}") from None
-            if _lost_answer(exc):
+            # Only the exchange's own refusal, in the body it wrote, ends the order: an error ccxt took from the
+            # HTTP status alone (401, 407, 511, 422 on a proxy's or captive portal's page) says nothing of it.
+            if _lost_answer(exc) or _status_only(exc):
                 raise OrderInDoubt(f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}") \
                     from None
+            if isinstance(exc, cx.DuplicateOrderId) or "Duplicate order sent" in str(exc):
+                raise DuplicateOrder(f"{self.name} {what}: already open: {describe(exc, self._secrets)}") from None
             if "Filter failure" in str(exc):
                 await self.reload_markets()
             raise VenueError(f"{self.name} {what}: {describe(exc, self._secrets)}") from None
