@@ -5,6 +5,7 @@ paper venue."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -218,3 +219,34 @@ async def test_orders_made_before_the_account_began_are_not_recovered_as_its_own
         assert recovered["orders"] == [], recovered
         assert BTC not in e.portfolio.positions
     assert theirs not in [r[0] for r in rows(settings.db_path, "SELECT client_order_id FROM orders")]
+
+
+async def test_a_buy_recovered_after_a_restore_is_charged_once_in_the_books_stored_with_it(tmp_path, fx):
+    # The first reconciliation after the restore cannot read the exchange's order history, and takes the cash from
+    # the exchange meanwhile: its balance has paid for the buy made after the backup. The recovery that follows books
+    # that buy's fill, and the books stored with it must not charge the buy a second time (a kill before the cash
+    # is taken again would leave them so for good: the restore marker is gone by then).
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False}, risk={"max_open_positions": 10})
+    async with engine_session(settings, live=True) as running:
+        await buy(running.engine, fx, 0.01)
+    archive = bk.take_stopped(settings, tmp_path / "backups", time.time()).path
+    async with engine_session(settings, live=True) as running:
+        later = await buy(running.engine, fx, 0.02)
+    restore(archive, settings, force=True, now=time.time())
+    db = settings.db_path
+    venue_cash = fx.balances["USDT"].total
+
+    fx.fault(ALL_ORDERS, "5xx_not_executed", times=8)
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        assert fx.pending_faults(ALL_ORDERS) == 0
+        await e.reconcile()  # the venue answers: the later buy recovered, its fill booked
+        await e.flush()
+        assert rows(db, "SELECT COUNT(*) FROM fills WHERE client_order_id = ?", (later,)) == [(1,)]
+        (books,) = rows(db, "SELECT value FROM kv WHERE key = 'portfolio'")
+        cash = json.loads(books[0])["cash"]
+        assert cash is None or cash == pytest.approx(venue_cash), (cash, venue_cash)
+        await reconcile_twice(e)  # the cash taken from the exchange once its balances show the fill, and stored
+        (books,) = rows(db, "SELECT value FROM kv WHERE key = 'portfolio'")
+        assert json.loads(books[0])["cash"] == pytest.approx(venue_cash)
+        assert e.reconcile_blocked == []
