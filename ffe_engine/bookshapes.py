@@ -64,8 +64,9 @@ _ORDER = {"client_order_id": TEXT, "symbol": TEXT, "side": TEXT, "quantity": NUM
           "price": Maybe(NUMBER), "ts": NUMBER}
 
 SHAPES: dict[str, Any] = {
-    # The cash, and the peak equity the drawdown is measured from: without them the books are not any.
-    "portfolio": {"cash": Needed(NUMBER), "peak_equity": Needed(NUMBER), "max_drawdown_pct": NUMBER,
+    # The cash, and the peak equity the drawdown is measured from: without them the books are not any. The cash is
+    # null while a live account's is the venue's, not yet taken by a reconciliation (Engine._books_state).
+    "portfolio": {"cash": Needed(Maybe(NUMBER)), "peak_equity": Needed(NUMBER), "max_drawdown_pct": NUMBER,
                   "day": INTEGER, "day_start_equity": NUMBER, "day_realised": NUMBER, "entries_today": INTEGER,
                   "fees_paid": NUMBER, "realised": NUMBER, "last_price": Each(NUMBER)},
     "paper_venue": {"balances": Needed(Each(NUMBER)), "reserved": Each(NUMBER), "reservations": Each((TEXT, NUMBER)),

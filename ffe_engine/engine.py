@@ -291,7 +291,8 @@ class Engine:
         # A real account's cash is the venue's quote balance at the first start on it (and after a restore's
         # recovered fills), taken from the first reconciliation that finds no order in doubt: a fill they bring is
         # in that balance already. When one was, the next reconciliation comes as soon as the orders in flight are
-        # settled (`_cash_waits`). A restart keeps the books' cash, compared with the venue's (start()).
+        # settled (`_cash_waits`). A restart keeps the books' cash, compared with the venue's (start()). Until it is
+        # taken, the books are stored without a cash (`_books_state`).
         self._cash_from_venue = False
         self._cash_waits = False
         self._reconciled_at = clock.monotonic()
@@ -497,10 +498,11 @@ class Engine:
         if self.sim_venue is None:
             # A real account: its cash is what the venue holds in the quote currency. The first start on it takes
             # it from the venue, and so does the first after a restore (the backup's books lack what the venue did
-            # since). A restart keeps the books' own (the journal's, stored with every fill, and the fills of the
-            # orders in flight recorded as they settle): reconciliation compares it with the venue's once nothing is
-            # in doubt, so that quote moved in or out while the engine was stopped is a difference to accept, not
-            # taken over without a word.
+            # since), and one after books stored before the venue's cash was taken (without a cash: _books_state).
+            # A restart keeps the books' own (the journal's, stored with every fill, and the fills of the orders in
+            # flight recorded as they settle): reconciliation compares it with the venue's once nothing is in doubt,
+            # so that quote moved in or out while the engine was stopped is a difference to accept, not taken over
+            # without a word.
             saved_cash = (saved_books or {}).get("cash")
             restored = await self.store.get_kv(RESTORED_KEY, None) is not None
             if saved_cash is not None and not restored:
@@ -912,7 +914,7 @@ class Engine:
         """The books as they stand, in one transaction (one sync a bar, not one per key): a crash never leaves the
         portfolio, the simulated market, the paper venue or the weights a bar ahead of the others. `records` (and
         `drop`, keys deleted) change with the books, and `publish` publishes the events that say so: all in it."""
-        books: dict[str, Any] = {"portfolio": self.portfolio.state(), **(records or {})}
+        books: dict[str, Any] = {"portfolio": self._books_state(), **(records or {})}
         if self.sim_feed is not None:
             # Stored by another task while a candle is in hand (the housekeeping, a control), the market's place is
             # before it (ResumableFeed.processed): a restart hands it out again unless the records say it was decided.
@@ -927,6 +929,17 @@ class Engine:
             self._request_hold_stored = books[REQUEST_HOLD_KEY]
         if learner is not None:
             self._learner_dirty = False
+
+    def _books_state(self) -> dict[str, Any]:
+        """The portfolio as it is stored. While its cash is the venue's balance not yet taken by a reconciliation
+        (`_cash_from_venue`), a fill booked on it may be one that balance had already paid for or received (an order
+        in flight recovered at the start, a restore's order recovered): that cash may count the fill twice, and is
+        stored as none (null). A start after a kill meanwhile takes the venue's cash again, as the first did; the
+        reconciliation that takes it stores the books at once."""
+        state = self.portfolio.state()
+        if self._cash_from_venue:
+            state["cash"] = None
+        return state
 
     def _request_hold_change(self) -> dict[str, Any]:
         """The exchange's Retry-After on every request (until when, or None once over) when it changed since it was
@@ -1625,7 +1638,7 @@ class Engine:
             record.closed_symbol = fill.symbol
             self._priced_from.pop(fill.symbol, None)
         if self.profile.resumable:  # otherwise the books are stored at each flush
-            record.kv["portfolio"] = pf.state()
+            record.kv["portfolio"] = self._books_state()
             record.kv.update(self._venue_book())
             # with the fill: a restart inside the candle of the fill still knows where the position's prices begin
             record.kv[PRICED_FROM_KEY] = dict(self._priced_from)
@@ -1700,16 +1713,20 @@ class Engine:
         unrecovered: list[dict[str, Any]] = []
         if self._restore_pending:
             # After a restore, first the orders the venue made since the backup: they explain what it holds.
+            # The venue's quote balance already holds what their fills paid and received: the cash is taken from it
+            # again, as after a start. Set before they are booked: the books stored with their fills carry no cash
+            # (`_books_state`), not one that counts them twice (the venue's, taken by an earlier reconciliation).
+            taken = self._cash_from_venue
+            if self.sim_venue is None:
+                self._cash_from_venue = True
             recovery = await recover_after_restore(store=self.store, venue=self.venue, orders=self.orders,
                                                    bus=self.bus, clock=self.clock, symbols=self.symbols)
             if recovery.status == "failed":
                 unrecovered = [{"kind": "restore_unrecovered", "error": recovery.error}]
             else:
                 self._restore_pending = False
-            if recovery.fills and self.sim_venue is None:
-                # The venue's quote balance already holds what those fills paid and received: the cash is
-                # taken from it again, as after a start.
-                self._cash_from_venue = True
+            if not recovery.fills:  # nothing booked: the cash is as it was
+                self._cash_from_venue = taken
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
         if report.status == "superseded":  # an accept was stored meanwhile: the next one compares with its baseline
@@ -1734,8 +1751,9 @@ class Engine:
         if adopt and report.venue_cash is not None and report.settled and report.current and not report.unconfirmed:
             self.portfolio.cash = report.venue_cash
             self._cash_from_venue = False
-            if self._books_whole():
-                await self._persist_books()
+            # Stored at once: the books stored since the cash was taken from the venue carry none (_books_state).
+            self._books_whole()
+            await self._persist_books()
         differences = report.differences + unrecovered
         before = self.reconcile_blocked
         if differences:

@@ -486,7 +486,9 @@ class Portfolio:
 
     def load(self, state: dict[str, Any], positions: list[Position], now_ms: int) -> None:
         """The books stored by `state` (none: {}), at `now_ms` by the engine's clock."""
-        self.cash = state.get("cash", self.cash)
+        cash = state.get("cash")
+        if cash is not None:  # null: a live account's cash not yet taken from the venue (Engine._books_state)
+            self.cash = cash
         self.peak_equity = state.get("peak_equity", self.peak_equity)
         self.max_drawdown_pct = state.get("max_drawdown_pct", 0.0)
         day = state.get("day")
