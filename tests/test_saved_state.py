@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import db_rows, engine_session, ffe_env, make_settings, run_ffe
 from ffe_engine.model import EngineState
 from ffe_tui.state import ConsoleState
+from test_damaged_database import assert_one_line, damage_record
 
 
 def overrides_recorded(db) -> list[dict]:
@@ -109,3 +112,42 @@ def test_config_check_says_when_the_database_a_start_would_read_is_damaged(tmp_p
     assert res.returncode == 0, res.stderr
     notes = [x for x in res.stdout.splitlines() if x.startswith("#") and "ffe.db" in x]
     assert len(notes) == 1 and "damaged" in notes[0] and "the next start" in notes[0], res.stdout
+
+
+# The approval mode the operator set, against the engine_state event committed with it: the record lost (deleted by
+# hand, a bad merge of copies) or put back to auto would start the account in auto, and entries would go out without
+# the approval the operator asked for.
+APPROVAL_MODE_DAMAGED = {
+    "missing": ("DELETE FROM kv WHERE key = 'approval_mode'", "has no key approval_mode"),
+    "put_back_to_auto": ("UPDATE kv SET value = '\"auto\"' WHERE key = 'approval_mode'", "approval_mode auto"),
+}
+
+
+@pytest.mark.parametrize("damage", APPROVAL_MODE_DAMAGED)
+async def test_an_approval_mode_unlike_its_recorded_change_stops_the_start_and_doctor_names_it(tmp_path, damage):
+    statement, words = APPROVAL_MODE_DAMAGED[damage]
+    write_config(tmp_path, "auto")
+    async with engine_session(make_settings(tmp_path)) as running:
+        await running.engine.set_approval_mode("manual", by="operator")
+    db = tmp_path / "data" / "ffe.db"
+    damage_record(db, statement)
+    before = db.read_bytes()
+    for args in (("doctor",), ("run", "--headless", "--max-bars", "5")):
+        proc = run_ffe(tmp_path, *args, timeout=60)
+        line = assert_one_line(proc, "ffe.db", words, "approval mode manual")
+        assert "engine started" not in proc.stderr, proc.stderr[-3000:]
+        assert db.read_bytes() == before, args
+    assert "damaged" in line
+    assert db_rows(db, "SELECT COUNT(*) FROM orders") == [(0,)]
+
+
+async def test_an_approval_mode_that_agrees_with_its_recorded_change_starts_in_it(tmp_path):
+    write_config(tmp_path, "auto")
+    async with engine_session(make_settings(tmp_path)) as running:
+        await running.engine.set_approval_mode("manual", by="operator")
+        await running.engine.set_approval_mode("auto", by="operator")
+        await running.engine.set_approval_mode("manual", by="operator")
+    assert run_ffe(tmp_path, "doctor").returncode == 0
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "approval=manual" in proc.stderr, proc.stderr[-3000:]
