@@ -4,7 +4,8 @@ In order, stopping at the first violation (a `Violation`, exit 1, naming what is
 1. the database passes SQLite's integrity check, and its records are what ffe writes: every table and column of
    its schema version, a known engine state, key-value records, order intents and approvals that are JSON, known
    statuses, sides and order reasons, no order filled beyond its quantity, and no key-value record a start
-   restores missing beside the records written with it (the books beside orders and fills, say): the checks a
+   restores missing beside the records written with it (the books beside orders and fills, the approval mode
+   beside its recorded change, say): the checks a
    start makes, over every record (store.Records.damage);
 2. the audit trail (its rotated files, then the current one) is whole lines, one JSON record each, with strictly
    increasing seq, and holds every event the database holds, byte for byte (it may hold more: lines written just

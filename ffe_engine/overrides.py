@@ -36,7 +36,9 @@ class Override:
 
 
 def approval_mode(configured: str, saved: Any) -> tuple[str, Override | None]:
-    """The approval mode to start in: manual when either the configuration or the saved mode says manual."""
+    """The approval mode to start in: manual when either the configuration or the saved mode says manual. No saved
+    mode is an account whose mode was never changed: one lost beside its recorded change never gets here (the
+    start's record checks refuse it, store.record_checks)."""
     if saved not in ("auto", "manual") or saved == configured:
         return configured, None
     if saved == "manual":

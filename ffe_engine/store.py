@@ -478,10 +478,35 @@ def _lost_record_check(key: str) -> tuple[str, Callable[[tuple[Any, ...]], str |
     return sql, judge
 
 
+# The approval mode the operator set (kv approval_mode) beside the last change of it recorded: an engine_state event,
+# reason `approval mode auto|manual`, committed in the same transaction. The row lost, or put back to another mode,
+# a start would take engine.approval (auto, say) for the operator's manual, and entries would go out unapproved.
+# One row when a change is recorded: the kv value (NULL when missing), that event's seq and reason.
+_SQL_APPROVAL_MODE = (
+    "SELECT (SELECT value FROM kv WHERE key = 'approval_mode'), seq, reason FROM (SELECT seq, CASE WHEN "
+    "json_valid(CAST(data AS TEXT)) THEN json_extract(CAST(data AS TEXT), '$.reason') END AS reason FROM events "
+    "WHERE event = 'engine_state') WHERE reason IN ('approval mode auto', 'approval mode manual') "
+    "ORDER BY seq DESC LIMIT 1")
+
+
+def _approval_mode_damage(r: tuple[Any, ...]) -> str | None:
+    raw, seq, reason = r
+    change = f"table events, seq {seq}: {reason}"
+    if raw is None:
+        return (f"table kv has no key approval_mode, though the approval mode change committed with it is recorded "
+                f"({change}): lost, not a first start (the start would take engine.approval for it)")
+    mode = json.loads(raw) if _is_json(raw) else raw  # (a value that is no JSON: the key-value check names it)
+    if f"approval mode {mode}" == reason:
+        return None
+    return (f"table kv holds approval_mode {mode}, though the last approval mode change, committed with it, says "
+            f"otherwise ({change}): put back or edited, not what ffe wrote")
+
+
 def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable[[tuple[Any, ...]], str | None]]]:
     """(query, judge of each row it returns: what is damaged, or None). What a start restores: the engine state,
-    the key-value records (and those of them missing beside the records they were written with, in an `account`'s
-    records: a backtest run stores no books), the open positions, the orders and approvals that have not ended
+    the key-value records (and those of them missing beside the records they were written with, and the approval
+    mode unlike its last recorded change, in an `account`'s records: a backtest run stores no books), the open
+    positions, the orders and approvals that have not ended
     (of any status but an ended one: one no ffe writes is damage); with `every`, every order and approval too."""
     live = "" if every else f" WHERE status NOT IN ({_ORDERS_ENDED})"
     pending = "" if every else f" WHERE status NOT IN ({_APPROVALS_ENDED})"
@@ -497,7 +522,9 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
               ("SELECT approval_id, intent, gates, status FROM approvals" + pending, _approval_damage)]
     if every:  # market time that went back: nothing a start restores, so what `ffe doctor` and a backup check
         checks += [(_SQL_TRADE_BEFORE_OPEN, _trade_time_damage), (_SQL_BAR_BACK_IN_TIME, _bar_time_damage)]
-    return checks + ([_lost_record_check(key) for key in _WRITTEN_BEFORE] if account else [])
+    if account:
+        checks += [_lost_record_check(key) for key in _WRITTEN_BEFORE] + [(_SQL_APPROVAL_MODE, _approval_mode_damage)]
+    return checks
 
 
 def fills_damage(conn: sqlite3.Connection) -> str | None:
