@@ -253,6 +253,9 @@ DAMAGED_RECORDS = {
     # the books gone beside the orders and fills they were written with: never fresh books in their place
     "portfolio_missing": ("DELETE FROM kv WHERE key = 'portfolio'", "portfolio"),
     "paper_venue_missing": ("DELETE FROM kv WHERE key = 'paper_venue'", "paper_venue"),
+    # the simulated market, stored with the books at every bar: a fresh one would price the positions carried across
+    # on a new path from the seed, not the one they were opened on
+    "market_missing": ("DELETE FROM kv WHERE key = 'market'", "market"),
     # measured at the first reconciliation: taken again, the venue as it is now would be accepted unseen
     "reconcile_baseline_missing": ("DELETE FROM kv WHERE key = 'reconcile_baseline'", "reconcile_baseline"),
     # the records a start reads besides the books: of another type, a start would stop on them in a traceback (a

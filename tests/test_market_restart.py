@@ -169,3 +169,29 @@ def test_a_replayed_market_goes_on_after_a_restart_from_the_bar_after_the_last_o
         assert later and later[0] == last_ts + 3_600_000  # the next bar, decided at once: warmed up on the past
     fills = [r[0] for r in db_rows(db, "SELECT ts FROM fills ORDER BY id")]
     assert fills and fills == sorted(fills)
+
+
+def test_a_replayed_market_lost_beside_its_books_stops_the_start_and_doctor_names_it(tmp_path):
+    """A replay's place in its files (kv `market`) is stored with the books at every bar: lost, a start would replay
+    the files from their first bar under the books carried across, their positions priced on candles already past
+    and traded a second time."""
+    from conftest import BTC_CSV, ETH_CSV
+    from test_damaged_database import assert_one_line, damage_record
+
+    (tmp_path / "config.toml").write_text(
+        f'[market]\nsource = "replay"\nreplay_files = {{ "BTC/USD" = "{BTC_CSV}", "ETH/USD" = "{ETH_CSV}" }}\n'
+        '[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\ntimeframe = "1h"\nwarmup_bars = 50\n'
+        '[venue]\nquote = "USD"\n[risk]\nmin_confidence = 0.3\n')
+    db = tmp_path / "data" / "ffe.db"
+    first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "300")
+    assert first.returncode == 0, first.stderr
+    assert db_value(db, "SELECT COUNT(*) FROM fills") > 0
+    decided = db_value(db, "SELECT COUNT(*) FROM decisions")
+    damage_record(db, "DELETE FROM kv WHERE key = 'market'")
+    before = db.read_bytes()
+    for args in (("doctor",), ("run", "--headless", "--max-bars", "50")):
+        proc = run_ffe(tmp_path, *args, timeout=60)
+        assert_one_line(proc, "ffe.db", "has no key market", "portfolio")
+        assert "engine started" not in proc.stderr, proc.stderr[-3000:]
+        assert db.read_bytes() == before, args
+    assert db_value(db, "SELECT COUNT(*) FROM decisions") == decided
