@@ -470,3 +470,36 @@ def db_count(db, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     finally:
         conn.close()
+
+
+def test_a_fill_before_the_first_bar_s_books_commits_the_market_with_them(tmp_path):
+    """The books (kv portfolio) are stored with every fill, and a simulated market's state with the books: an
+    order on the paper venue before the first bar's books were stored (an operator's, or one recovered at a start)
+    fills at the first candle's open, and a kill right after that fill's commit must not leave the books without
+    their market, which a start takes for a market lost (damage), not for a first start."""
+    settings = fill_settings(tmp_path)
+    found: list[tuple[bool, bool]] = []
+
+    async def main() -> None:
+        p = await trading_pipeline(settings)
+        add_fill = p.store.add_fill
+
+        async def add_fill_then_crash_here(fill, order, *args, **kwargs):
+            await add_fill(fill, order, *args, **kwargs)
+            with crashed_copy(settings.db_path, tmp_path / f"crash{len(found)}.db") as db:
+                keys = {r[0] for r in db.execute("SELECT key FROM kv WHERE key IN ('portfolio', 'market')")}
+            found.append(("portfolio" in keys, "market" in keys))
+
+        p.store.add_fill = add_fill_then_crash_here
+        try:
+            assert await p.store.get_kv("market") is None  # no bar's books stored yet
+            await p.engine.operator_order("BTC/USDT", "buy", 0.01, by="ctl")
+            candles = p.feed.iter_candles()
+            for _ in SYMBOLS:
+                await p.engine.on_candle(next(candles))
+        finally:
+            await p.close()
+
+    asyncio.run(main())
+    assert found and found[0][0], found
+    assert found[0] == (True, True), "the first fill's commit stored the books without the market"
