@@ -1639,6 +1639,10 @@ class Engine:
             self._priced_from.pop(fill.symbol, None)
         if self.profile.resumable:  # otherwise the books are stored at each flush
             record.kv["portfolio"] = self._books_state()
+            if self.sim_feed is not None:
+                # The market goes with the books, as at every bar: a fill before the first bar's books were stored
+                # (an order recovered at a start) never leaves them without it, which a start takes for one lost.
+                record.kv["market"] = self.sim_feed.state()
             record.kv.update(self._venue_book())
             # with the fill: a restart inside the candle of the fill still knows where the position's prices begin
             record.kv[PRICED_FROM_KEY] = dict(self._priced_from)

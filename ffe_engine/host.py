@@ -37,7 +37,7 @@ from .errors import (START_AGAIN, DamagedDatabase, DamagedRecords, FfeError, Sta
 from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
 from .ids import IdSource
 from .kernel import build_engine, check_credentials, make_feed, make_venue
-from .market.base import Feed
+from .market.base import Feed, ResumableFeed
 from .model import EngineState
 from .redact import Redactor
 from .reserve import reserve_path
@@ -379,8 +379,10 @@ class EngineHost:
             _no_restore_left_half_way(settings)  # no database, or an empty one, beside a restore's files
             if settings.db_path.exists():
                 db_lock = lock_database(settings.db_path)
+            # A market made in the process stores its state with the books: lost beside them, it is damage.
             store = await Store.open(settings.db_path, new_ok=not has_records(settings.audit_path),
-                                     busy_timeout_s=settings.storage.busy_timeout_s)
+                                     busy_timeout_s=settings.storage.busy_timeout_s,
+                                     own_market=isinstance(feed, ResumableFeed))
             if db_lock is None:
                 db_lock = lock_database(settings.db_path)
             # Before anything else is written: the audit trail level with the database, and the seq after both.

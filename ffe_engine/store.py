@@ -502,12 +502,31 @@ def _approval_mode_damage(r: tuple[Any, ...]) -> str | None:
             f"otherwise ({change}): put back or edited, not what ffe wrote")
 
 
-def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable[[tuple[Any, ...]], str | None]]]:
+# The market made in the process (the simulated one, a replay: its kv market) is stored with the books, in every
+# transaction that stores kv portfolio (each bar's, each fill's). Missing beside them, it was lost: a fresh market
+# (the seed's path again, a replay from its files' first bar) would price the positions carried across on another
+# path than they were opened on. Only the configuration says which market the account is on (an exchange's stores
+# none), so it is checked for an account on such a market (`own_market`).
+_SQL_MARKET_LOST = ("SELECT EXISTS (SELECT 1 FROM kv WHERE key = 'market'), "
+                    "EXISTS (SELECT 1 FROM kv WHERE key = 'portfolio')")
+
+
+def _market_lost_damage(r: tuple[Any, ...]) -> str | None:
+    if r[0] or not r[1]:
+        return None
+    return ("table kv has no key market, though key portfolio, the books stored with it, is there: lost, not a first "
+            "start (a new market would price the positions on another path), or the books were made on an "
+            "exchange's market (market.source)")
+
+
+def record_checks(every: bool, account: bool = True, own_market: bool = False
+                  ) -> list[tuple[str, Callable[[tuple[Any, ...]], str | None]]]:
     """(query, judge of each row it returns: what is damaged, or None). What a start restores: the engine state,
     the key-value records (and those of them missing beside the records they were written with, and the approval
-    mode unlike its last recorded change, in an `account`'s records: a backtest run stores no books), the open
-    positions, the orders and approvals that have not ended
-    (of any status but an ended one: one no ffe writes is damage); with `every`, every order and approval too."""
+    mode unlike its last recorded change, in an `account`'s records: a backtest run stores no books; the market
+    too when `own_market`, the account's market being made in the process), the open positions, the orders and
+    approvals that have not ended (of any status but an ended one: one no ffe writes is damage); with `every`,
+    every order and approval too."""
     live = "" if every else f" WHERE status NOT IN ({_ORDERS_ENDED})"
     pending = "" if every else f" WHERE status NOT IN ({_APPROVALS_ENDED})"
     checks = [("SELECT state FROM engine_state", _state_damage),
@@ -524,6 +543,8 @@ def record_checks(every: bool, account: bool = True) -> list[tuple[str, Callable
         checks += [(_SQL_TRADE_BEFORE_OPEN, _trade_time_damage), (_SQL_BAR_BACK_IN_TIME, _bar_time_damage)]
     if account:
         checks += [_lost_record_check(key) for key in _WRITTEN_BEFORE] + [(_SQL_APPROVAL_MODE, _approval_mode_damage)]
+        if own_market:
+            checks.append((_SQL_MARKET_LOST, _market_lost_damage))
     return checks
 
 
@@ -932,12 +953,13 @@ def check_files(path: Path | str, new_ok: bool) -> bool:
     return bool(size)
 
 
-def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
+def check_for_start(path: Path, new_ok: bool, timeout: float, own_market: bool = False) -> None:
     """The checks a start makes before it opens the database to write it, on a read-only connection: a writing
     one, closed on a damaged file, would merge the WAL into it and delete the WAL. The files (check_files); whether
     it is ffe's at all (peek_foreign, refuse_foreign: another application's database is never taken over as a new
     account); SQLite's quick check; the schema version; the schema and the records a start restores, as ffe wrote
-    them. A start never goes on over a damaged state, nor starts afresh in its place."""
+    them (the market's too with `own_market`: record_checks). A start never goes on over a damaged state, nor starts
+    afresh in its place."""
     if not check_files(path, new_ok):
         return  # a first start (an empty file: one a first start killed at once left)
     peek_foreign(path)
@@ -966,7 +988,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float) -> None:
             problem = schema_damage(version, conn.execute(_SQL_COLUMNS).fetchall())
             if problem is not None:
                 raise damaged_database(path, problem)
-            for sql, judge in record_checks(every=False):
+            for sql, judge in record_checks(every=False, own_market=own_market):
                 for row in conn.execute(sql).fetchall():
                     problem = judge(tuple(row))
                     if problem is not None:
@@ -1232,7 +1254,8 @@ class Store:
     @classmethod
     async def open(cls, path: Path | str, *, backtest: bool = False, synchronous: str = "FULL",
                    audit_path: Path | str | None = None, new_ok: bool = True,
-                   writer: WriterProcess | None = None, busy_timeout_s: float = 5.0) -> "Store":
+                   writer: WriterProcess | None = None, busy_timeout_s: float = 5.0,
+                   own_market: bool = False) -> "Store":
         """The system of record: WAL, every commit synced (`synchronous`), statements on the connection's thread.
 
         `backtest=True`: a run's own database, written once and never resumed, by a child process that owns the
@@ -1247,6 +1270,8 @@ class Store:
         directory or another application's database in its place raises NotADatabase (check_for_start).
         `writer`: the backtest's writer process, started beforehand (`backtest_writer`) for this path.
         `busy_timeout_s`: how long a statement waits for another process's lock before it fails (StorageError).
+        `own_market`: the account's market is made in the process (its state stored with the books): one missing
+        beside the books is damage too.
         """
         path = Path(path)
         if backtest:
@@ -1260,7 +1285,7 @@ class Store:
             except OSError as exc:
                 raise storage_failure(path.parent, exc) from None
             # Read before anything is written, and read-only: a damaged file is refused as it was found.
-            await asyncio.to_thread(check_for_start, path, new_ok, busy_timeout_s)
+            await asyncio.to_thread(check_for_start, path, new_ok, busy_timeout_s, own_market)
             _made_private(path)
             conn = await Connection.connect(str(path))
         store = cls(conn, path)
@@ -2640,15 +2665,16 @@ class Records:
             raise damaged_database(self.path, unreadable(f"table kv, key {key}", "value", rows[0][0], "JSON"))
         return json.loads(rows[0][0])
 
-    def damage(self, account: bool = True) -> str | None:
+    def damage(self, account: bool = True, own_market: bool = False) -> str | None:
         """What is damaged in the records (a table or column missing, a value that is not one ffe writes, a record
         missing beside those written with it), or None: the checks a start makes (Store.open), over every order and
-        approval. `account` false: a backtest run's records, which keep no books to restore."""
+        approval. `account` false: a backtest run's records, which keep no books to restore. `own_market`: the
+        account's market is made in the process (record_checks)."""
         problem = schema_damage(self.schema_version(), self._q(_SQL_COLUMNS))
         if problem is not None:
             return problem
         try:
-            for sql, judge in record_checks(every=True, account=account):
+            for sql, judge in record_checks(every=True, account=account, own_market=own_market):
                 for row in self.conn.execute(sql):
                     problem = judge(tuple(row))
                     if problem is not None:
