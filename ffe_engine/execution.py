@@ -331,7 +331,8 @@ class OrderPath:
         # with it: a day begun since (the journal's write awaited) does not count it.
         counted = counted and self.portfolio.day == day
         if not intent.reduce_only:
-            self.portfolio.note_order(now)  # ORDER_RATE: every order sent, as an exchange's own rate limit counts
+            # ORDER_RATE: every entry sent, refused by the exchange or not, as its own rate limit counts requests
+            self.portfolio.note_order(now)
         if counted and day is not None and not o.status.final:
             self.portfolio.entries_today += 1
             self._counted[o.client_order_id] = day

@@ -1882,7 +1882,7 @@ async def test_the_kill_switch_says_which_open_orders_filled_before_their_cancel
 
 async def test_an_entry_the_exchange_refuses_is_no_trade_of_the_day(tmp_path, fx):
     """DAILY_TRADES counts the entries made since the start of the UTC day: one the exchange refused (insufficient
-    balance, a filter) was not made, and does not use up the day's trades. (ORDER_RATE counts every order sent, as
+    balance, a filter) was not made, and does not use up the day's trades. (ORDER_RATE counts every entry sent, as
     the exchange's own rate limit does.)"""
     climbing(fx)
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1}, risk={"max_daily_trades": 1})
