@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import deliveries, fmt, logs, present, sentalerts
+from . import deliveries, flatten_owed, fmt, logs, present, sentalerts
 from .ahead import LOST, Ahead
 from .channels import Channel, DeliveryFailed, new_session
 from .config import AlertSettings
@@ -171,15 +171,16 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
             # Not the operator's flatten again: what became of an entry on the wire, what its closing orders closed,
             # what more it placed, what is left.
             done = present.follow_up_parts({"closed": ev.closed, "closing": ev.closing, "dust": ev.dust,
-                                            "entries": ev.entries})
+                                            "entries": ev.entries, "answers": ev.answers})
             text = f"ffe flatten follow-up by {ev.by}: " + "; ".join(done + [i for i in items if i]) + end
         else:
             text = (f"ffe flatten by {ev.by}: {len(ev.closing)} closing order(s) placed, {len(ev.cancelled)} "
                     "cancelled" + "".join(f", {i}" for i in items if i) + end)
         # A position left open while the exchange takes no request (or an exit it was to cancel still works) is the
         # operator's to know at once, too.
-        return [Alert("FLATTEN", "FLATTEN", "page" if failed or doubt or ev.waiting or ev.after_exit else "warn",
-                      text)]
+        # The answer to a page (a position in doubt, waiting, failed) pages too: it goes wherever the page went.
+        paged = failed or doubt or ev.waiting or ev.after_exit or flatten_owed.pages(ev.answers)
+        return [Alert("FLATTEN", "FLATTEN", "page" if paged else "warn", text)]
     if isinstance(ev, BreakerChanged):
         if ev.state == "open" and ev.previous != "open":  # open -> open: a later failure, no new opening
             return [Alert("BREAKER_OPEN", f"BREAKER_OPEN:{ev.venue}", "page",

@@ -74,6 +74,7 @@ SHAPES: dict[str, Any] = {
     "weights": {"weights": Each(NUMBER), "stats": dict},
     "reconcile_baseline": Each(NUMBER),
     "flatten_under_way": Maybe(Each(INTEGER)),
+    "flatten_owed": Maybe(Each(TEXT)),
     "exits_held": Maybe(Each((one_of("stop_loss", "take_profit"), NUMBER, INTEGER))),
     "audit_head": {"seq": INTEGER, "hash": TEXT},
     "events_whole_after": INTEGER,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable,
 
 from . import fmt, logs, present, tables
 from . import __version__
-from . import ahead, halt_asked
+from . import ahead, flatten_owed, halt_asked
 from .approvals import ApprovalDesk, moved_past
 from .breaker import CircuitBreaker
 from .breaker_pause import BreakerPause
@@ -83,6 +83,7 @@ R = TypeVar("R")
 REFUSED = frozenset(("rejected", "refused", "exit_refused"))  # decision outcomes where a gate said no
 FLATTEN_ORDERS = 3  # closing orders one flatten tries per position at most: the first, and one for each rest left
 FLATTEN_KEY = "flatten_under_way"  # kv: the flatten being followed up (symbol -> closing orders placed), or null
+FLATTEN_OWED_KEY = "flatten_owed"  # kv: what its follow-up owes an answer to (symbol -> what was said), or null
 # kv: the stop-loss and take-profit exits the venue's Retry-After held back (symbol -> [reason, reference price, the
 # position's opening time]), or null: sent once it is over, by this run or the next.
 EXITS_HELD_KEY = "exits_held"
@@ -302,7 +303,9 @@ class Engine:
         # The flatten under way: symbol -> closing orders placed for it (see _follow_flatten); None when none is.
         self._flattening: dict[str, int] | None = None
         self._flatten_wait_said: float | None = None  # the venue's Retry-After the flatten last said it waits for
-        self._flatten_more_said: set[str] = set()  # symbols a flatten's follow-up said it placed more orders for
+        # The flatten's positions its last word left open (in doubt, waiting, more closing orders placed...): symbol
+        # -> what it said; the follow-up says each one's outcome once it is known (flatten_owed.py).
+        self._flatten_owed: dict[str, str] = {}
         # Symbols a flatten's closing order sold in (a fill), not yet said closed by its follow-up: only these are
         # said closed, not a symbol whose entry on the wire ended with nothing bought (no closing order was sent).
         self._flatten_sold: set[str] = set()
@@ -444,6 +447,7 @@ class Engine:
             under_way = await self.store.get_kv(FLATTEN_KEY)
             if isinstance(under_way, dict) and under_way:
                 self._flattening = {str(k): int(v) for k, v in under_way.items()}
+                self._flatten_owed = flatten_owed.loaded(await self.store.get_kv(FLATTEN_OWED_KEY))
         positions = await self.store.positions()
         saved_books = await self.store.get_kv("portfolio")
         self.portfolio.load(saved_books or {}, positions, self.clock.now_ms())
@@ -2132,18 +2136,19 @@ class Engine:
         # What a fill may beat its cancel to, from the press on, and the orders on the wire then.
         open_then = early[0] if early is not None else self.orders.in_flight()
         follow: dict[str, Any] | None = None
-        was_flattening = self._flattening
+        was_flattening, was_owed = self._flattening, self._flatten_owed
         if flattening is not None or (self._flattening is not None and ends_flatten):
             # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
-            self._flattening = flattening
-            follow = {FLATTEN_KEY: flattening}
+            # Either way nothing is owed of the one before (a flatten's report says what it owes).
+            self._flattening, self._flatten_owed = flattening, {}
+            follow = {FLATTEN_KEY: flattening, FLATTEN_OWED_KEY: None}
         try:
             report = await self._cancel_while_halting(reason, by, kv=follow, stored=stored, follow_up=follow_up)
         except BaseException:
             # Not stored (a full disk): neither the flatten begun nor the one ended is, and the operator is told it
             # failed; the follow-up does not close positions for it later.
             if follow is not None and self._flattening is flattening:
-                self._flattening = was_flattening
+                self._flattening, self._flatten_owed = was_flattening, was_owed
             raise
         if early is not None:  # the cancels sent at the press, then what was still open under the lock
             done = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
@@ -2190,16 +2195,17 @@ class Engine:
             done = await self._answer_once_stored(whole, at, timeout_s, stored)
             return done if done is not None else _flatten_answer(answered_early(
                 open_then, list(self.orders.sending()), f"the positions ({held}) are closed and the report recorded"))
-        was_flattening = self._flattening
+        was_flattening, was_owed = self._flattening, self._flatten_owed
         to_close = self._flattening = self._to_close() or None  # stored with HALTED: a restart goes on with it
+        self._flatten_owed = {}  # nothing owed of a flatten before: this one's report says what it owes
         press = self._pressed()
         rest = self._after_controls(self._flatten_rest(by, attempts, press))
         try:
-            await self._press(press, "flatten", by, kv={FLATTEN_KEY: to_close})
+            await self._press(press, "flatten", by, kv={FLATTEN_KEY: to_close, FLATTEN_OWED_KEY: None})
         except BaseException:
             # Its HALTED not stored: the operator is told the flatten failed, and nothing closes for it later.
             if self._flattening is to_close:
-                self._flattening = was_flattening
+                self._flattening, self._flatten_owed = was_flattening, was_owed
             raise
         done = await self._answer_within(rest, press.at, timeout_s)
         if done is not None:
@@ -2291,9 +2297,14 @@ class Engine:
         behind = self._after_exit(after_exit)
         dust = self._dust(sym for sym in self.portfolio.positions if sym not in held)
         doubt = self._in_doubt(closing)
-        self.bus.publish(KillSwitchEvent(action="flatten", cancelled=report.cancelled,
-                                         failed=report.failed + failed, filled=report.filled, closing=closing,
-                                         in_doubt=doubt, dust=dust, waiting=waiting, after_exit=behind, by=by))
+        # What the report leaves open, for the follow-up to answer once it is known; nothing when it is the whole
+        # truth (its closing orders answered): stored with the report's record, in one transaction.
+        said = {self.orders.live[cid].symbol: "in_doubt" for cid in doubt}
+        said |= {x["symbol"]: "waiting" for x in waiting} | {x["symbol"]: "after_exit" for x in behind}
+        said |= {x["symbol"]: "failed" for x in failed if x.get("symbol") in placed}  # beside an exit still working
+        await self._flatten_said(said, KillSwitchEvent(
+            action="flatten", cancelled=report.cancelled, failed=report.failed + failed, filled=report.filled,
+            closing=closing, in_doubt=doubt, dust=dust, waiting=waiting, after_exit=behind, by=by))
         await self._persist_books()
         await self.flush()
         return {"cancelled": report.cancelled, "failed": report.failed + failed, "filled": report.filled,
@@ -2366,6 +2377,8 @@ class Engine:
         failed: list[dict[str, Any]] = []
         waits: list[str] = []
         more: set[str] = set()  # the symbols it places one more closing order for
+        owed = dict(self._flatten_owed)
+        answers: list[dict[str, str]] = []  # the outcomes, known now, of what an earlier word left open
         async with self._controls.turn("a flatten's follow-up"):
             self._watch_entries(placed)  # after a restart too: the entries recovered in doubt
             left = dict(placed)
@@ -2374,13 +2387,16 @@ class Engine:
                 if pos is None and self.orders.pending_entry(sym):
                     continue  # an entry still in doubt: what it bought is closed once the venue shows it
                 if pos is None:  # nothing (or dust, less than the venue takes an order for) is held any more
-                    if sym in self._flatten_sold:  # closed by a closing order; not an entry that bought nothing
+                    sold = sym in self._flatten_sold
+                    if sold:  # closed by a closing order; not an entry that bought nothing
                         closed.append(sym)
+                    answers += flatten_owed.answer(owed, sym, "closed" if sold else "gone")
                     del left[sym]
                     continue
                 unfillable = self._without_candles_said(sym)
                 if unfillable is not None:  # a flatten stored before a restart that removed its symbol
                     failed.append({"symbol": sym, "error": unfillable})
+                    answers += flatten_owed.answer(owed, sym, "failed")
                     del left[sym]
                     continue
                 if self.orders.pending_exit_qty(sym) > 0:
@@ -2388,6 +2404,7 @@ class Engine:
                 if placed[sym] >= FLATTEN_ORDERS:
                     failed.append({"symbol": sym, "error": f"{pos.quantity:g} still held after {placed[sym]} "
                                                            "closing attempts"})
+                    answers += flatten_owed.answer(owed, sym, "failed")
                     del left[sym]
                     continue
                 if self.orders.held_until() is not None:
@@ -2406,14 +2423,15 @@ class Engine:
             waiting = self._flatten_waits(waits) if self._flatten_wait_said != self.orders.held_until() else []
             dust = self._dust(sym for sym in placed if sym not in left)
             entries = self._entries_ended(closed)
-            # A position closed after a follow-up said more closing orders were placed for it: said too, or the
-            # last word the operator had would be that more were placed.
-            owed = [sym for sym in closed if sym in self._flatten_more_said]
-            if closing or failed or dust or waiting or owed or entries:
-                self.bus.publish(KillSwitchEvent(action="flatten", failed=failed, closing=closing,
-                                                 in_doubt=self._in_doubt(closing), dust=dust, waiting=waiting,
-                                                 by="engine", follow_up=True, closed=closed, entries=entries))
-            self._flatten_more_said = (self._flatten_more_said - set(closed)) | more
+            doubt = self._in_doubt(closing)
+            # A position an earlier word left open (in doubt, waiting, more closing orders placed) whose outcome is
+            # known now is said too (`answers`), or that word would stand as the operator's last.
+            if closing or failed or dust or waiting or answers or entries:
+                said = {sym: "closing" for sym in more} | {self.orders.live[cid].symbol: "in_doubt" for cid in doubt}
+                said |= {x["symbol"]: "waiting" for x in waiting}
+                await self._flatten_said(flatten_owed.said_now(owed, said), KillSwitchEvent(
+                    action="flatten", failed=failed, closing=closing, in_doubt=doubt, dust=dust, waiting=waiting,
+                    by="engine", follow_up=True, closed=closed, entries=entries, answers=answers))
             self._flatten_sold -= set(closed)
             if left != placed:
                 await self._flatten_under_way(left or None)
@@ -2432,10 +2450,20 @@ class Engine:
             del self._flatten_entries[o.client_order_id]
         return [entry_end(o, sold=o.symbol in closed) for o in ended]
 
+    async def _flatten_said(self, owed: dict[str, str], report: KillSwitchEvent) -> None:
+        """Publish a flatten's report (or follow-up) with what its follow-up owes after it, in one transaction: a
+        start after a stop answers what the last record left open, and nothing it answered already."""
+        self._flatten_owed = owed
+        await self.store.put_kv(FLATTEN_OWED_KEY, owed or None, self.clock.wall(),
+                                publish=lambda: self.bus.publish(report))
+
     async def _flatten_under_way(self, placed: dict[str, int] | None) -> None:
         """Keep the flatten being followed up (None: none is), in memory and durably: a restart goes on with it."""
         self._flattening = placed
         await self.store.put_kv(FLATTEN_KEY, placed, self.clock.wall())
+        if placed is None and self._flatten_owed:  # ended (re-armed): nothing is owed of it any more
+            self._flatten_owed = {}
+            await self.store.put_kv(FLATTEN_OWED_KEY, None, self.clock.wall())
 
     async def approve(self, approval_id: str, by: str = "operator") -> dict[str, Any]:
         async with self._controls.turn(f"the approve of {approval_id}"):

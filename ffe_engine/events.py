@@ -302,6 +302,9 @@ class KillSwitchEvent(Event):
     # On a follow-up: the entries on the wire (or in doubt) when the flatten began that have ended since, each with
     # what became of it (client_order_id, symbol, detail: cancelled, absent at the venue, filled and sold...).
     entries: list[dict[str, Any]] = field(default_factory=list)
+    # On a follow-up: the positions an earlier word of the flatten left open (symbol, said: in_doubt, waiting,
+    # after_exit, failed, closing) whose outcome it says (outcome: closed, gone: nothing held any more, failed).
+    answers: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

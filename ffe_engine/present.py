@@ -191,6 +191,11 @@ def follow_up_parts(f: Fields) -> list[str]:
     closed = [str(s) for s in f.get("closed") or []]
     if closed:
         parts.append(f"the closing orders closed {', '.join(closed)}")
+    # A position an earlier word left open that no closing order is known to have sold (an exit still working sold
+    # it, or a closing order before a restart): what is known is that nothing is held any more.
+    gone = [str(a.get("symbol")) for a in f.get("answers") or [] if isinstance(a, dict) and a.get("outcome") == "gone"]
+    if gone:
+        parts.append(f"nothing held any more in {', '.join(gone)}")
     closing = [str(c) for c in f.get("closing") or []]
     if closing:
         parts.append(f"{len(closing)} more closing order(s) placed for what they left ({', '.join(closing[:4])}"
