@@ -146,6 +146,14 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         if ev.state == "RUNNING" and ev.previous == "HALTED":
             return [Alert("REARMED", "REARMED", "warn", f"ffe re-armed (HALTED -> RUNNING) by {ev.by}.")]
         return []
+    if isinstance(ev, KillSwitchEvent) and ev.action == "halt" and ev.follow_up:
+        # The answer to CANCEL_FAILED: an order it said still works has ended since. One that filled changed a
+        # position after the halt: the operator's to look at.
+        filled = ": check the position (`ffe ctl status`)" if ev.filled else ""
+        return [Alert("CANCEL_ENDED", "CANCEL_ENDED", "page" if ev.filled else "warn",
+                      f"ffe kill switch follow-up by {ev.by}: " + "; ".join(present.follow_up_parts(
+                          {"cancelled": ev.cancelled, "filled": ev.filled}))
+                      + f"; no longer working at the exchange{filled}.")]
     if isinstance(ev, KillSwitchEvent) and ev.action == "halt" and ev.failed:
         # An order whose cancel failed still works at the exchange while the engine is HALTED: it may fill.
         first = ev.failed[0]
@@ -392,6 +400,8 @@ def cleared_keys(ev: Event) -> tuple[str, ...]:
         return left + (("REARMED",) if ev.state == "HALTED" else ())
     if isinstance(ev, EngineStateChanged) and ev.reason == "approval mode manual":
         return ("APPROVAL_MODE",)  # back to manual: auto again after it is news
+    if isinstance(ev, KillSwitchEvent) and ev.action == "halt" and ev.follow_up:
+        return ("CANCEL_FAILED",)  # a cancel that fails after it is news again
     if isinstance(ev, KillSwitchEvent) and ev.action == "flatten" and ev.follow_up:
         return ("FLATTEN",)  # what the flatten's closing orders did since its alert: the answer to its page
     if isinstance(ev, BreakerChanged):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable,
 
 from . import fmt, logs, present, tables
 from . import __version__
-from . import ahead, flatten_owed, halt_asked
+from . import ahead, failed_cancels, flatten_owed, halt_asked
 from .approvals import ApprovalDesk, moved_past
 from .breaker import CircuitBreaker
 from .breaker_pause import BreakerPause
@@ -40,6 +40,7 @@ from .errors import ControlError, StartError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, side_to_close
+from .failed_cancels import FailedCancels
 from .flatten_entries import entry_end
 from .ids import IdSource
 from .indicators import IndicatorSet
@@ -302,6 +303,7 @@ class Engine:
         self.reconcile_waits = False
         # The flatten under way: symbol -> closing orders placed for it (see _follow_flatten); None when none is.
         self._flattening: dict[str, int] | None = None
+        self._failed_cancels = FailedCancels()  # a kill switch's failed cancels, followed until their orders end
         self._flatten_wait_said: float | None = None  # the venue's Retry-After the flatten last said it waits for
         # The flatten's positions its last word left open (in doubt, waiting, more closing orders placed...): symbol
         # -> what it said; the follow-up says each one's outcome once it is known (flatten_owed.py).
@@ -499,6 +501,7 @@ class Engine:
         await self.venue.connect()
         self._read_markets()
         recovered = await self.orders.recover()
+        await self._load_failed_cancels()
         if self.sim_venue is None:
             # A real account: its cash is what the venue holds in the quote currency. The first start on it takes
             # it from the venue, and so does the first after a restore (the backup's books lack what the venue did
@@ -993,6 +996,7 @@ class Engine:
                 self._read_markets()
                 await self._exits_after_hold()
                 await self._follow_flatten()
+                await self._follow_failed_cancels()
                 await self._breaker_pause()
                 await self._persist_books()
                 await self.flush()
@@ -2161,17 +2165,25 @@ class Engine:
         behind = set(report.filled) | (set(early[1].filled) if early is not None else set())
         report.filled = [o.client_order_id for o in open_then if o.status is OrderStatus.FILLED
                          or o.client_order_id in behind]  # or shown filled, its trades not listed yet
-        # Cancelled meanwhile by a cancel said timed out (its answer came late): cancelled all the same.
-        said = set(report.cancelled) | {f.get("client_order_id") for f in report.failed}
-        report.cancelled += [o.client_order_id for o in open_then
-                             if o.status is OrderStatus.CANCELED and o.client_order_id not in said]
+        # A cancel said failed (not ended within engine.cancel_timeout_s) whose order has ended by now, before this
+        # report is recorded (its answer came late, or the records' writer held this report up): said as it ended,
+        # not as still working. One ended by the exchange otherwise (expired) works no more either: its own
+        # `order` record says how.
+        ended = {o.client_order_id: o for o in open_then if o.status.final}
+        late = [f.get("client_order_id") for f in report.failed if f.get("client_order_id") in ended]
+        report.failed = [f for f in report.failed if f.get("client_order_id") not in ended]
+        said = set(report.cancelled) | set(report.filled) | {f.get("client_order_id") for f in report.failed}
+        report.cancelled += [cid for cid, o in ended.items() if cid not in said and (
+            o.status is OrderStatus.CANCELED or (cid in late and o.status is not OrderStatus.FILLED))]
         # Nothing decided before the halt may be sent after re-arming: every pending approval ends here (after
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
         await self.approvals.reject_all(by, f"halted by {by} ({reason})")
         report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
         self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed,
                                          filled=report.filled, by=by, elapsed_ms=round(report.elapsed_ms, 2)))
-        await self._persist_books(self.orders.cancels_answered())  # the cancels it kept due, those answered dropped
+        # The cancels it kept due, those answered dropped; the failed ones followed until their orders end.
+        await self._persist_books({**self.orders.cancels_answered(),
+                                   **self._failed_cancels.note(report.failed, open_then)})
         await self.flush()
         log.warning("kill switch", cancelled=len(report.cancelled), failed=len(report.failed),
                     elapsed_ms=round(report.elapsed_ms, 1))
@@ -2435,6 +2447,28 @@ class Engine:
             self._flatten_sold -= set(closed)
             if left != placed:
                 await self._flatten_under_way(left or None)
+
+    async def _follow_failed_cancels(self) -> None:
+        """A kill switch's cancel reported failed whose order has ended since (a slow cancel that went through, a
+        fill, the exchange's own end): said by a follow-up record, in the transaction that stops following it."""
+        ended = self._failed_cancels.ended()
+        if ended is None:
+            return
+        log.warning("kill switch follow-up: orders whose cancel was reported failed have ended",
+                    cancelled=",".join(ended.cancelled), filled=",".join(ended.filled))
+        await self._persist_books(self._failed_cancels.record(), publish=lambda: self.bus.publish(ended))
+
+    async def _load_failed_cancels(self) -> None:
+        """The kill switch's failed cancels a stopped engine was still following (failed_cancels.py)."""
+        kept = await self.store.get_kv(failed_cancels.KEY)
+        if not isinstance(kept, list):
+            return
+        journal = {}
+        for cid in kept:
+            o = await self.store.order(str(cid))
+            if o is not None:
+                journal[o.client_order_id] = o
+        self._failed_cancels.load(kept, self.orders.live, journal)
 
     def _watch_entries(self, placed: dict[str, int]) -> None:
         """Keep the entries in flight in the flatten's symbols, so that its follow-up says what became of them."""

@@ -188,6 +188,12 @@ def follow_up_parts(f: Fields) -> list[str]:
     # said so, not closed (no closing order was sent for it).
     parts = [f"the entry on the wire {x.get('client_order_id')} ({x.get('symbol')}): {x.get('detail')}"
              for x in f.get("entries") or [] if isinstance(x, dict)]
+    # A kill switch's follow-up: orders whose cancel it reported failed, ended since.
+    for what, key in (("cancelled since (its cancel reported failed)", "cancelled"),
+                      ("filled before its cancel (reported failed)", "filled")):
+        ids = [str(c) for c in f.get(key) or []]
+        if ids:
+            parts.append(f"{what} {len(ids)} ({', '.join(ids[:4])}{', …' if len(ids) > 4 else ''})")
     closed = [str(s) for s in f.get("closed") or []]
     if closed:
         parts.append(f"the closing orders closed {', '.join(closed)}")
@@ -240,7 +246,9 @@ def _left(f: Fields) -> list[str]:
 
 def kill_headline(f: Fields) -> str:
     """The kill switch's or flatten's report as the operator reads it first: the console's banner, `ffe ctl`."""
-    if f.get("follow_up"):
+    if f.get("follow_up") and f.get("action") == "halt":
+        what = "KILL SWITCH follow-up"
+    elif f.get("follow_up"):
         what = "FLATTEN follow-up, HALTED,"
     else:
         what = "FLATTEN, then HALTED," if f.get("action") == "flatten" else "KILL SWITCH: HALTED"

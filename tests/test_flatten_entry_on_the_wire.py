@@ -34,7 +34,7 @@ def climbing_settings(tmp_path, fx):
 
 
 def follow_ups(db) -> list[dict]:
-    return [k for k in stored_events(db, "kill_switch") if k.get("follow_up")]
+    return [k for k in stored_events(db, "kill_switch") if k.get("follow_up") and k["action"] == "flatten"]
 
 
 async def test_an_entry_on_the_wire_that_never_reached_the_exchange_is_not_said_closed(tmp_path, fx):
