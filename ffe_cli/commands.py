@@ -673,7 +673,7 @@ def _ask(settings: Settings, action: str, payload: dict[str, Any], timeout: floa
         try:
             if question:
                 return asyncio.run(request(path, action, payload, timeout=timeout, data_dir=settings.data_dir))
-            # A command may wait on the exchange (its order on the wire) or on another control: an engine that
+            # A command may wait on the exchange (its order on the wire), its records or another control: an engine that
             # answers a status meanwhile runs, and is carrying it out; not one to wake or halt by signal. The status
             # is asked within the timeout, so that the whole wait is the timeout.
             answer, status = asyncio.run(command_or_probe(path, action, payload, timeout, settings.data_dir))

@@ -563,11 +563,12 @@ def not_answering(socket: Path, data_dir: Path, within: float, *, tries: int = 1
 
 def carrying_out(socket: Path, action: str, within: float, identity: Any) -> str:
     """What a client says when its command went unanswered in time while the engine answers a status at once: it
-    runs, and is carrying the command out, waiting on the exchange (an order on the wire) or on another control
-    under way; not stopped, nothing to wake."""
+    runs, and is carrying the command out; not stopped, nothing to wake. What it waits on (the exchange, a disk that
+    hangs under its records, another control under way) the client cannot tell: none is named as the cause."""
     return (f"the {describe(identity)} is running but did not answer the {action} on {socket} within {within:g}s: it "
-            "is carrying it out, waiting on the exchange or on another control under way, and it applies when "
-            "that answers; `ffe ctl status` and `ffe ctl orders` show what it did")
+            "is carrying it out and waits on something it needs (the exchange, its records, another control under "
+            "way: not known here which); it applies once that is done; `ffe ctl status` and `ffe ctl orders` show "
+            "what it did")
 
 
 def no_engine(socket: Path, data_dir: Path, why: str = "") -> str:
