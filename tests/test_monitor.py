@@ -244,19 +244,40 @@ def test_ctl_health_exits_2_when_no_engine_runs(tmp_path):
     assert proc.stdout.startswith("DOWN") and "no engine is running" in proc.stdout
 
 
-def test_a_monitor_port_in_use_stops_the_start_in_one_line(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=ffe_env(FFE_MONITOR__PORT=port))
-    assert proc.returncode == 2
+async def test_a_monitor_port_in_use_stops_the_start_in_one_line_pages_it_and_exits_for_a_retry(tmp_path):
+    """A port another process holds can be free at the next start without any edit (a process that was leaving, an
+    engine restarted before its old one let go): a runtime failure, exit 1, which systemd starts again (exit 2 it
+    does not), paged START_FAILED as the other failed starts are, or the engine would stay down in silence."""
+    hook = await Receiver().start()
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            env = ffe_env(FFE_MONITOR__PORT=port, FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook")
+            proc = await asyncio.to_thread(run_ffe, tmp_path, "run", "--headless", "--max-bars", "5", env=env)
+    finally:
+        await hook.stop()
+    assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     # It names the setting and where it was set, and the way out (another account's engine holds the port).
     assert lines[-1].startswith("ffe: error: ") and "FFE_MONITOR__PORT" in lines[-1], proc.stderr
     assert f"monitor.port = {port}: cannot listen on 127.0.0.1:{port}: address already in use" in lines[-1], lines
     assert "monitor.port = 0" in lines[-1], lines
     assert "engine started" not in proc.stderr
+    [page] = [r.body for r in hook.delivered]
+    assert page["kind"] == "START_FAILED" and page["severity"] == "page", page
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in page["text"], page["text"]
+
+
+def test_a_monitor_address_no_interface_has_stops_the_start_as_a_configuration_error(tmp_path):
+    """An address none of the machine's interfaces has cannot be listened on at any start until the configuration
+    changes: exit 2, which systemd does not start again."""
+    env = ffe_env(FFE_MONITOR__HOST="192.0.2.1", FFE_MONITOR__TOKEN="t0ken-for-a-non-loopback-monitor")
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=env)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ffe: error: ") and "cannot listen on 192.0.2.1:" in last, last
 
 
 def test_a_non_loopback_monitor_without_a_token_is_refused_in_one_line(tmp_path):
