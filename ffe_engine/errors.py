@@ -5,7 +5,7 @@ Every error that reaches the command line derives from FfeError; `ffe_cli.main` 
 
 - 2: the operator's input is wrong (usage, configuration, a CSV file, a key map, a refused start, a schema, a
   database path that names no ffe database, something other than a regular file where one of ffe's files is).
-- 1: a runtime failure (a command the engine refused, a venue or disk failure).
+- 1: a runtime failure (a command the engine refused, a venue or disk failure, a port another process holds).
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ class StartError(FfeError):
     """The engine cannot start as configured (live without --live, a held data directory, missing credentials)."""
 
     exit_code = 2
+
+
+class PortInUse(FfeError):
+    """A port the engine listens on is held by another process: a start refused now, not a configuration error (the
+    port can be free at the next start with nothing edited), so exit 1, which systemd starts again."""
+
+    exit_code = 1
 
 
 class ControlError(FfeError):

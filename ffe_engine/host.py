@@ -32,7 +32,7 @@ from .clock import Clock, SimClock, WallClock
 from .config import Settings
 from .control import DATA_LOCK, EARLIER_EVENTS, ControlServer, Limits, claim, pid_alive, socket_lock_path
 from .engine import Engine, EngineOptions
-from .errors import (START_AGAIN, DamagedDatabase, DamagedRecords, FfeError, StartError, StorageError,
+from .errors import (START_AGAIN, DamagedDatabase, DamagedRecords, FfeError, PortInUse, StartError, StorageError,
                      closed_to_reader, directory_in_place, is_unreachable, not_a_file, storage_failure, unreachable)
 from .events import BackupEvent, BarEvent, ErrorEvent, Event, EventBus, LogEvent, Subscription
 from .ids import IdSource
@@ -441,7 +441,9 @@ class EngineHost:
                     # Before the monitor closes: the failure's record raises its alert, which gets its chance to leave.
                     with contextlib.suppress(Exception):
                         await engine.start_failed(exc)
-                if isinstance(exc, StorageError):  # its records could not be written, its alert neither
+                # Its records could not be written, its alert neither; or it stopped before the engine started
+                # (the monitor's port held by another process), which records nothing to raise one.
+                if isinstance(exc, (StorageError, PortInUse)):
                     with contextlib.suppress(Exception):
                         await start_refused(settings, clock, exc, redact)
                 if monitor is not None:

@@ -11,6 +11,7 @@ loop is alive, so a receiver that expects it notices an engine that is dead or h
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import ipaddress
 import os
@@ -24,7 +25,7 @@ from . import logs
 from .alerts import ALERTING, Alert, Notifier
 from .channels import DeliveryFailed, channels_from, new_session, origin_of, ping
 from .config import Settings
-from .errors import DamagedRecords, StartError, StorageError
+from .errors import DamagedRecords, PortInUse, StartError, StorageError
 from .health import HEALTHY, assess, data_stale_after
 from .httpd import HttpServer, Response
 from .metrics import COUNTED, EngineMetrics
@@ -67,9 +68,9 @@ def check_bind(settings: Settings) -> None:
 async def start_refused(settings: Settings, clock: Any, failure: Exception,
                         redact: Callable[[str], str] | None = None) -> None:
     """Page that a start stopped on its records (a disk that takes no write, a damaged database) or before them (a
-    live start's exchange check), however far it got (the monitor may not exist yet): nothing of the start could
-    be recorded, the alerts' outbox neither, so the page leaves now, one try per channel, as for a disk that fills
-    while running."""
+    live start's exchange check, the monitor's port held by another process), however far it got (the monitor may
+    not exist yet): nothing of the start could be recorded, the alerts' outbox neither, so the page leaves now, one
+    try per channel, as for a disk that fills while running."""
     origin = origin_of(settings.data_dir, settings.alerts.instance)
     channels = channels_from(settings.alerts, origin)
     if not channels:
@@ -250,9 +251,13 @@ class Monitor:
         except OSError as exc:
             reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             port = self.cfg.port
-            raise StartError(self.settings.blame(("monitor", "port"), (
+            text = self.settings.blame(("monitor", "port"), (
                 f"monitor.port = {port}: cannot listen on {self.cfg.host}:{port}: {reason} (another account's "
-                "engine on this machine? give each its own port, or monitor.port = 0 for any free one)"))) from None
+                "engine on this machine? give each its own port, or monitor.port = 0 for any free one)"))
+            # A port held by another process may be free at the next start, nothing edited: a runtime failure,
+            # paged, that systemd starts again. Any other refusal (an address no interface has) stays a
+            # configuration error.
+            raise (PortInUse(text) if exc.errno == errno.EADDRINUSE else StartError(text)) from None
         self._server = server
         host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
         self.url = f"http://{host}:{port}"
