@@ -40,6 +40,8 @@ log = logs.get_logger("ffe.monitor")
 # RECORDS_UNWRITABLE's cause whatever file takes no write: a disk that fills again at every restart stops a run on
 # the database, then a start on the audit trail.
 UNWRITABLE = "the records cannot be written"
+# kv: the directories ("data", "log", "data and log") whose file system DISK_LOW said low, not seen recover since
+DISK_LOW_KEY = "disk_low"
 
 # Events that move a counter or may raise an alert; the others (fills, positions, weights) pass by: the bus hands
 # the monitor only these (EventBus.add_sink's names).
@@ -110,7 +112,10 @@ class Monitor:
         self._tasks: list[asyncio.Task[None]] = []
         self._stale: set[str] = set()
         self._stalled = False
-        self._low: set[str] = set()  # the directories whose file system was said to run low (DISK_LOW)
+        # The directories whose file system was said to run low (DISK_LOW), kept across restarts (DISK_LOW_KEY).
+        self._low: set[str] = set()
+        self._store = store
+        self._low_writes: set[asyncio.Task[None]] = set()
         self._loop_suspect: int | None = None  # the loop's turn count when it was last seen stale
         self._audit_stalled = False
         self._audit_suspect = False  # the audit trail was seen stale at the last look
@@ -227,17 +232,39 @@ class Monitor:
             key = f"DISK_LOW:{which}"
             if floor and free < floor and which not in self._low:
                 self._low.add(which)
+                self._keep_low()
                 out.append(Alert("DISK_LOW", key, "warn",
                                  f"ffe {which} directory {where}: {free / 1e6:,.0f} MB free (monitor.disk_free_min_mb "
                                  f"= {self.cfg.disk_free_min_mb:g}). When it is full the engine stops HALTED "
                                  "(RECORDS_UNWRITABLE): make room now."))
             elif which in self._low and (not floor or free >= floor * 1.1):
                 self._low.discard(which)
+                self._keep_low()
                 self.notifier.cleared(key)
         return out
 
+    def _keep_low(self) -> None:
+        """What was said low, kept for the next start: an engine restarted while the disk stays low (a deploy,
+        systemd after a crash) says it once, not at every start. Written in the background (a check is no
+        coroutine); the writer keeps their order."""
+        task = asyncio.ensure_future(self._store_low(sorted(self._low)))
+        self._low_writes.add(task)
+        task.add_done_callback(self._low_writes.discard)
+
+    async def _store_low(self, low: list[str]) -> None:
+        try:
+            await self._store.put_kv(DISK_LOW_KEY, low or None, self.engine.clock.wall())
+        except StorageError as exc:  # a disk too full for it: the next start says DISK_LOW once more
+            log.warning("what DISK_LOW said could not be kept for the next start", error=str(exc))
+
+    async def _said_low(self) -> None:
+        """What a run before said low and has not seen recover since."""
+        kept = await self._store.get_kv(DISK_LOW_KEY)
+        self._low = {str(which) for which in kept} if isinstance(kept, list) else set()
+
     # ------------------------------------------------------------------ running
     async def start(self) -> None:
+        await self._said_low()  # before the checks begin
         await self.notifier.start()
         if self.cfg.enabled:
             await self._serve()
@@ -312,7 +339,9 @@ class Monitor:
             self.records_unwritable(failure)
         if self._unwritable is not None:
             await self._unwritable  # the page has its one try before the process ends
-        await self.notifier.close()
+        await self.notifier.close()  # its checks end with it
+        if self._low_writes:  # written before the records close
+            await asyncio.gather(*self._low_writes, return_exceptions=True)
 
 
 def disk_free(settings: Settings) -> list[tuple[str, str, float]]:
