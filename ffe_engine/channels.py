@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 SEVERITY_MARK = {"page": "PAGE", "warn": "WARN", "info": "INFO"}
+# The longest message each chat takes, in characters: a longer one is refused, the alert never delivered.
+LONGEST = {"discord": 2000, "telegram": 4096}
 
 
 class DeliveryFailed(Exception):
@@ -84,9 +86,10 @@ class Channel:
         if self.name == "slack":
             return {"text": line}
         if self.name == "discord":
-            return {"content": line[:2000]}  # Discord refuses longer messages
+            return {"content": within(line, LONGEST["discord"])}
         if self.name == "telegram":
-            return {"chat_id": self.chat_id, "text": line[:4096], "disable_web_page_preview": True}
+            return {"chat_id": self.chat_id, "text": within(line, LONGEST["telegram"]),
+                    "disable_web_page_preview": True}
         body = {"key": alert["key"], "kind": alert["kind"], "severity": alert["severity"], "text": text,
                 "created_ts": alert["created_ts"], "source": "ffe",
                 "created": fmt.iso(alert["created_ts"]) if alert["created_ts"] is not None else None}
@@ -115,6 +118,23 @@ class Channel:
             raise DeliveryFailed(f"no answer within {timeout_s:g}s") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise DeliveryFailed(type(exc).__name__) from None
+
+
+def within(line: str, width: int) -> str:
+    """`line` in at most `width` characters: its middle left out, a mark saying how much, its head (what happened)
+    and its ending kept whole. The ending is what to do and the engine the alert comes from (`[HOST:DATA_DIR]`): a
+    cut at the end would drop both."""
+    if len(line) <= width:
+        return line
+    # The count's digits are at most those of the line's length: the mark said is never longer than the one
+    # room was made for.
+    keep = width - len(_left_out(len(line)))
+    head = keep // 3
+    return line[:head] + _left_out(len(line) - keep) + line[len(line) - (keep - head):]
+
+
+def _left_out(count: int) -> str:
+    return f" … [{count} characters left out] … "
 
 
 def channels_from(cfg: AlertSettings, origin: Origin | None = None) -> list[Channel]:
