@@ -91,3 +91,29 @@ async def test_a_cancel_reported_failed_that_goes_through_later_is_followed_by_a
         assert fx.open_order(cid) is None
     finally:
         await hook.stop()
+
+
+async def test_a_failed_cancel_whose_order_ends_while_the_engine_is_stopped_is_followed_up_after_its_start(
+        tmp_path, fx):
+    """The orders followed are kept with the report: an engine stopped before they ended says it after its start."""
+    hook = await Receiver().start()
+    settings = _settings(tmp_path, fx, hook)
+    try:
+        async with engine_session(settings, live=True) as running:
+            e = running.engine
+            async with engine_loop(e):
+                cid = await resting_entry(e, fx)
+                fx.fault(DELETE_ORDER, "5xx_not_executed", status=503, times=1000)
+                report = await e.halt(reason="ffe ctl halt", by="ctl")
+                assert [f["client_order_id"] for f in report.failed] == [cid], report
+        fx.clear_faults(DELETE_ORDER)
+        fx.end(cid, "CANCELED")  # cancelled at the exchange by hand while the engine was stopped
+        async with engine_session(settings, live=True) as running:
+            async with engine_loop(running.engine):
+                await wait_for(lambda: _sent(hook, "CANCEL_ENDED"), timeout=10, what="the follow-up's alert")
+        follow = stored_events(settings.db_path, "kill_switch")[-1]
+        assert follow["follow_up"] is True and follow["cancelled"] == [cid], follow
+        [ended] = _sent(hook, "CANCEL_ENDED")
+        assert cid in ended["text"], ended["text"]
+    finally:
+        await hook.stop()
