@@ -24,7 +24,7 @@ CLOSED = f"the closing orders closed {BTC}"
 
 
 def follow_ups(db) -> list[dict]:
-    return [k for k in stored_events(db, "kill_switch") if k.get("follow_up")]
+    return [k for k in stored_events(db, "kill_switch") if k.get("follow_up") and k["action"] == "flatten"]
 
 
 def flatten_pages(hook: Receiver) -> list[tuple[str, str]]:
