@@ -9,6 +9,7 @@ Stopping the console never stops the engine it is attached to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from dataclasses import fields
@@ -37,6 +38,7 @@ def event_from(rec: dict[str, Any]) -> Event | None:
 CONNECT_TRIES = 3  # an engine busy past the request timeout is asked again before attaching gives up
 DROPPED_RETRY_S = 0.2  # ... and one that dropped the connection (its socket full) after this pause
 REFRESH_S = 0.5  # the snapshot is asked for this often, and at once after a change of state
+ASK_AGAIN_S = 1.0  # an event stream lost: the engine is asked this often until it answers
 
 
 class NoAnswer(ControlError):
@@ -70,6 +72,15 @@ class RemoteEngine:
         self._writer: asyncio.StreamWriter | None = None
         self.crashed: BaseException | None = None
         self.ended = False  # the engine said it stopped in order (not a dropped connection)
+        # The event stream ended without its end line (the engine disconnected a console that fell behind, or was
+        # killed, or the link broke): what happened and what asking the engine found, as words after "this console"
+        # ("lost its event stream (...) and cannot reach the engine: ..."), until it is subscribed again. None while
+        # the stream runs. No stop seen: the engine may run on.
+        self.lost: str | None = None
+        self.lost_at = 0.0
+        self.subscriptions = 0  # the event streams subscribed after one was lost
+        self.replaced: dict[str, Any] | None = None  # another run of an engine answers on the socket instead
+        self._relayed = 0  # the seq of the engine's last event relayed: a stream subscribed again goes on from it
         self.answered_at = self.clock.monotonic()  # its last answer to a status request
         self.refusal: str | None = None  # why the last status request was refused, when it was (the engine answers)
         self.refused_at = 0.0  # ... and when (monotonic): a refusal says the engine is busy only while it is recent
@@ -93,6 +104,7 @@ class RemoteEngine:
                 if isinstance(exc, Dropped):
                     await asyncio.sleep(DROPPED_RETRY_S)
         self.answered_at = self.clock.monotonic()
+        self._relayed = max([0, *(ev.seq for ev in self.earlier)])
         # The console's own events (an error it records) are numbered after the engine's, as for those relayed.
         self.bus.seq = max([self.bus.seq, *(ev.seq for ev in self.earlier)])
 
@@ -123,7 +135,7 @@ class RemoteEngine:
         first = await self._reader.readline()
         if not first:
             raise ConnectionResetError("closed without a line")
-        head = [json.loads(first), json.loads(await self._reader.readline() or b"null")]
+        head = [self._decoded(first), self._decoded(await self._reader.readline() or b"null")]
         if isinstance(head[0], dict) and head[0].get("ok") is False:  # refused ("too many control connections")
             raise ControlError(f"the engine at {self.path} refused the event stream: {head[0].get('error')}")
         if [rec.get("event") if isinstance(rec, dict) else None for rec in head] != [SNAPSHOT, EARLIER]:
@@ -132,10 +144,19 @@ class RemoteEngine:
         self.identity = head[0].get("engine") or {}
         earlier = []
         for _ in range(int(head[1].get("count") or 0)):
-            ev = event_from(json.loads(await self._reader.readline() or b"null") or {})
+            ev = event_from(self._decoded(await self._reader.readline() or b"null") or {})
             if ev is not None:
                 earlier.append(ev)
         return earlier
+
+    @staticmethod
+    def _decoded(line: bytes) -> Any:
+        """One line of the stream; a line cut short (the engine disconnected this reader in the middle of a write)
+        or not JSON ends the connection, never the console."""
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise ConnectionResetError(f"a line cut short or not JSON: {line[:60]!r}") from None
 
     async def _call(self, cmd: str, **args: Any) -> Any:
         # Every request names the run of the engine this console attached to (once its stream has named it): a
@@ -178,41 +199,127 @@ class RemoteEngine:
         return None if self.refusal is None else self.clock.monotonic() - self.refused_at
 
     async def run(self) -> None:
-        """Relay the engine's events until it goes away or the console stops; refresh the snapshot meanwhile."""
+        """Relay the engine's events until it says it stopped or the console stops; refresh the snapshot meanwhile.
+        A stream that ends without the engine's end line is a lost connection, not a stop: the engine is asked, and
+        subscribed to again once it answers (until then `lost` says why it is not)."""
         assert self._reader is not None
         refresher = asyncio.ensure_future(self._refresh())
         try:
             while not self._stop.is_set():
-                try:
-                    line = await self._reader.readline()
-                except ConnectionError:
-                    line = b""
-                if not line:
-                    if self._stop.is_set():
-                        return
-                    raise ConnectionError(f"engine at {self.path} closed the connection")
-                rec = json.loads(line)
-                if rec.get("event") == STREAM_END:
-                    if rec.get("crashed"):
-                        raise EngineStopped(f"the engine at {self.path} stopped after an error: {rec['crashed']}")
-                    self.ended = True
+                why = await self._follow()
+                if why is None or self._stop.is_set():
                     return
-                ev = event_from(rec)
-                if ev is not None:
-                    if isinstance(ev, EngineStateChanged):
-                        # The state as the stream says it, at once: the snapshot's status requests may not be
-                        # answered for a while (the socket's places all taken), and the badge must not contradict
-                        # the log. The next snapshot brings the rest (its serial among them).
-                        self._snapshot = {**self._snapshot, "state": ev.state, "state_reason": ev.reason}
-                        self._state_events += 1
-                        self._wake.set()
-                    self.bus.relay(ev)  # with the engine's own seq and ts
+                self.lost = f"lost its event stream ({why}; no end line from the engine)"
+                self.lost_at = self.clock.monotonic()
+                if not await self._subscribe_again():
+                    return
         finally:
             refresher.cancel()
 
+    async def _follow(self) -> str | None:
+        """Relay the stream's events: None once it says the engine stopped in order (or the console stops), else
+        why it ended."""
+        assert self._reader is not None
+        while not self._stop.is_set():
+            try:
+                line = await self._reader.readline()
+            except (ConnectionError, ValueError) as exc:  # ValueError: a line past the reader's limit
+                return f"{type(exc).__name__}: {exc}"
+            if not line:
+                return "the engine closed the connection"
+            if not line.endswith(b"\n"):
+                return "the engine closed the connection in the middle of a line"
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                return f"a line that is not JSON: {line[:60]!r}"
+            if rec.get("event") == STREAM_END:
+                if rec.get("crashed"):
+                    raise EngineStopped(f"the engine at {self.path} stopped after an error: {rec['crashed']}")
+                self.ended = True
+                return None
+            self._relay(event_from(rec))
+        return None
+
+    def _relay(self, ev: Event | None) -> None:
+        if ev is None:
+            return
+        if isinstance(ev, EngineStateChanged):
+            # The state as the stream says it, at once: the snapshot's status requests may not be answered for a
+            # while (the socket's places all taken), and the badge must not contradict the log. The next snapshot
+            # brings the rest (its serial among them).
+            self._snapshot = {**self._snapshot, "state": ev.state, "state_reason": ev.reason}
+            self._state_events += 1
+            self._wake.set()
+        self._relayed = max(self._relayed, ev.seq)
+        self.bus.relay(ev)  # with the engine's own seq and ts
+
+    async def _subscribe_again(self) -> bool:
+        """After a lost stream: ask the engine until it answers, then subscribe again, from a fresh snapshot, with
+        the events sent meanwhile that the console has not had (those among the engine's latest). False when the
+        console stops first, or another run of an engine answers on the socket (this one is gone)."""
+        assert self.lost is not None
+        lost = self.lost
+        instance = self.identity.get("instance")
+        while not self._stop.is_set():
+            try:
+                # Asked without the instance: the answer names whichever engine runs on the socket now.
+                asked, answer = await self._unless_stopped(request(self.path, "status", timeout=self.timeout,
+                                                                   data_dir=self.data_dir))
+                if not asked:
+                    return False
+                engine = answer.get("engine") or {}
+                if instance and engine.get("instance") not in (None, instance):
+                    self.replaced = engine
+                    return False
+                opened, _ = await self._unless_stopped(self._open_stream())
+                if not opened:
+                    return False
+                if instance and self.identity.get("instance") != instance:  # another run took the socket meanwhile
+                    self.replaced = self.identity
+                    if self._writer is not None:
+                        self._writer.close()
+                    return False
+            except Dropped as exc:  # there, its socket full: asked again
+                self.lost = f"{lost} and cannot reach the engine: {exc}"
+            except (asyncio.TimeoutError, NoAnswer):
+                self.lost = f"{lost} and cannot reach the engine: no answer within {self.timeout:g}s"
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                self.lost = f"{lost} and cannot reach the engine: nothing answers on {self.path} ({exc.strerror})"
+            except (OSError, ValueError, ControlError) as exc:
+                self.lost = f"{lost} and cannot reach the engine: {exc}"
+            else:
+                self._snapshot_after = self._state_events  # the snapshot the stream began with is the state now
+                for ev in self.earlier:  # what happened while this console was not subscribed, in order
+                    if ev.seq > self._relayed:
+                        self._relay(ev)
+                self.bus.seq = max(self.bus.seq, self._relayed)
+                self.lost = None
+                self.answered_at = self.clock.monotonic()
+                self.subscriptions += 1
+                return True
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), ASK_AGAIN_S)
+        return False
+
+    async def _unless_stopped(self, asked: Any) -> tuple[bool, Any]:
+        """(True, what `asked` gives), or (False, None) once the console stops first: not waited for then."""
+        task = asyncio.ensure_future(asked)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            return False, None
+        return True, task.result()
+
     async def _refresh(self) -> None:
         """The snapshot, asked for every half second. An engine that does not answer (frozen, busy past the request
-        timeout) is asked again; one that is gone ends the event stream, which ends this."""
+        timeout), or is gone, is asked again (a lost event stream is said by `lost`, not here)."""
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), REFRESH_S)

@@ -38,7 +38,7 @@ from ffe_engine.host import (EngineHost, Installed, install_signals, kept_for_ne
                              remove_signals)
 from ffe_engine.model import EngineState
 from ffe_engine.present import approve_answer, kill_headline
-from ffe_engine.remote import NoAnswer, RemoteEngine, RemoteHost
+from ffe_engine.remote import ASK_AGAIN_S, EngineStopped, NoAnswer, RemoteEngine, RemoteHost
 from ffe_engine.remote import attach as attach_engine
 
 from . import keys as keydefs
@@ -119,6 +119,7 @@ class ConsoleApp(App[int]):
         self.crash: BaseException | None = None
         self.feed_ended = False
         self.engine_stopped = False  # attached: the engine stopped in order in its own process
+        self._subscriptions = 0  # attached: the event streams subscribed again after one was lost, as last seen
         self._changed: set[str] = set()  # panes to redraw at the next refresh besides those its events change
         # Notifications raised while a confirmation dialog is open: shown once it closes, not over what it asks.
         self._held_notes: list[tuple[str, str, float | None]] = []
@@ -424,6 +425,15 @@ class ConsoleApp(App[int]):
         self._tick()
         if self.stopping:
             await self._finish()
+        elif self.attached and self.engine.replaced is not None:
+            # Another run of an engine answers on the socket: the one this console showed has stopped (how, it did
+            # not say: its stream was lost). Not this console's engine: it acts on none from now on.
+            self.engine_stopped = True
+            self._status_note = "ENGINE STOPPED"
+            self._set_banner(f"ENGINE STOPPED: the engine this console was attached to no longer runs: "
+                             f"{describe(self.engine.replaced)} answers on its socket now; quit and `ffe attach` to "
+                             f"show that one. {self._key('quit')} closes this console.", error=True)
+            self._tick()
         elif self.attached:
             self.engine_stopped = True
             self._status_note = "ENGINE STOPPED"
@@ -487,17 +497,28 @@ class ConsoleApp(App[int]):
                 await self.engine.flush()
             except Exception:
                 pass
-        self._status_note = "ENGINE STOPPED (crash)"
-        self._set_banner(f"ENGINE CRASHED: {text}. The engine is stopped; orders and state are as stored. "
-                         f"{self._key('quit')} quits.", error=True)
+        if self.attached and not isinstance(exc, EngineStopped):
+            # The console's own failure to follow the engine: the engine said nothing of a stop, and may run on.
+            self._status_note = "CONSOLE ERROR"
+            self._set_banner(f"CONSOLE ERROR: {text}. This console no longer follows its engine, which may still be "
+                             f"running: `ffe ctl status` says whether it is. {self._key('quit')} quits.", error=True)
+        else:
+            self._status_note = "ENGINE STOPPED (crash)"
+            self._set_banner(f"ENGINE CRASHED: {text}. The engine is stopped; orders and state are as stored. "
+                             f"{self._key('quit')} quits.", error=True)
         self._tick()
         if self.stopping:
             await self._finish()
 
     async def _finish(self) -> None:
         await self._close()
-        code = 1 if self.crash is not None else 0
+        code = 1 if self.crash is not None or self.lost() else 0
         self.exit(code, return_code=code)
+
+    def lost(self) -> str | None:
+        """Attached: why this console has lost its engine's event stream and has not subscribed again (it cannot
+        reach the engine); None otherwise. No stop seen: the engine may run on."""
+        return self.engine.lost if isinstance(self.engine, RemoteEngine) else None
 
     async def _close(self) -> None:
         """End the engine in order (idempotent; awaited by quit, signals and the app's unmount)."""
@@ -567,13 +588,21 @@ class ConsoleApp(App[int]):
         started on the same socket since."""
         if not (self.feed_ended or self.engine_stopped or self.crash is not None):
             return False
-        if isinstance(self.engine, RemoteEngine):  # another engine may run on the socket since: not this console's
+        if self.crash is not None and not self._engine_crashed():
+            self.say("this console no longer follows its engine (an error of its own): nothing was done; quit and "
+                     "`ffe attach` again", severity="warning")
+        elif isinstance(self.engine, RemoteEngine):  # another engine may run on the socket since: not this console's
             self.say("the engine this console was attached to has stopped: nothing was done; to act on an engine "
                      "started since, quit and `ffe attach` again", severity="warning")
         else:
             self.say("the engine has stopped: nothing runs to act on, nothing was done; it starts again in the state "
                      "it was left in", severity="warning")
         return True
+
+    def _engine_crashed(self) -> bool:
+        """Whether the engine stopped after an error: in process, or, attached, as its event stream said (the
+        console's own error in following it is none: the engine may run on)."""
+        return self.crash is not None and (not self.attached or isinstance(self.crash, EngineStopped))
 
     def _not_started(self) -> None:
         """A key that needs a running engine, pressed while it starts."""
@@ -631,13 +660,15 @@ class ConsoleApp(App[int]):
             if isinstance(screen, ConfirmScreen) and not screen.answered:
                 screen.refresh_body()
         shown, note = snap, self._status_note
-        if self.crash is not None or self.engine_stopped or self.feed_ended:
+        if self._engine_crashed() or self.engine_stopped or self.feed_ended:
             # Nothing runs it now: the state it stopped in, and the one it starts in again where that is another (a
             # live engine starts PAUSED after every start, engine.live_start_paused).
             state = str(snap["state"])
             after = str(snap.get("starts_again") or self._starts_again(state))
             shown = {**snap, "state": "STOPPED",
                      "state_reason": f"was {state}" if after == state else f"next start {after}"}
+        elif self.attached and not self.stopping and self.lost():
+            note = f"CONNECTION LOST {self.engine.clock.monotonic() - self.engine.lost_at:.0f}s"
         elif self.attached and not self.stopping:
             silent = self.engine.silent_s()
             if silent >= NOT_ANSWERING_S:  # the picture is as old as that: said, not shown as if live
@@ -668,6 +699,8 @@ class ConsoleApp(App[int]):
                 self._chart_due = now + self.chart_s
                 self._chart_dirty = False
                 self.panes["chart"].show(self.view, self._chart_symbol())
+        if isinstance(self.engine, RemoteEngine) and not self.engine_stopped:
+            changed |= self._follow_connection()
         if "banner" in changed:
             if self.view.kill is not None and (self.view.error is None or self.view.kill.seq > self.view.error.seq):
                 self._set_banner(kill_headline(self.view.kill.payload()), error=True)
@@ -686,6 +719,30 @@ class ConsoleApp(App[int]):
                         + (f": {done.reason}" if done.reason else ""),
                         severity="warning" if done.outcome == "expired" else "information")
         self.view.approvals_done.clear()
+
+    def _follow_connection(self) -> set[str]:
+        """Attached: say a lost event stream while it is lost (the engine is asked again meanwhile), and once it is
+        subscribed again, that it was and why; the panes changed."""
+        engine = self.engine
+        lost = self.lost()
+        if lost:
+            pid = engine.identity.get("pid")
+            halt = f"; `kill -USR1 {pid}` halts it" if pid else ""
+            text = (f"CONNECTION LOST: this console {lost}. The engine may still be running, and trading: `ffe ctl "
+                    f"status` says whether it is{halt}. Asked again every {ASK_AGAIN_S:g}s; {self._key('quit')} "
+                    "closes this console.")
+            if self._banner != fmt.printable(text):
+                self._set_banner(text, error=True)
+            return set()
+        if engine.subscriptions == self._subscriptions:
+            return set()
+        self._subscriptions = engine.subscriptions
+        self.say("this console fell behind the engine's events and the engine disconnected it (more than "
+                 "control.stream_buffer_kb of them waiting); the engine runs on: subscribed again, the panes show "
+                 "its state now and the log the events since", severity="warning", timeout=30)
+        if self._banner.startswith("CONNECTION LOST"):
+            self._set_banner("")
+        return {"banner"}  # the kill switch's or an error's banner, if one stands, shown again
 
     def _show_gates(self) -> None:
         pane = self.panes["gates"]
@@ -1136,6 +1193,14 @@ class ConsoleApp(App[int]):
         """What quitting leaves, from the engine's figures as they are."""
         orders, positions = self._counts()
         state = self.snap["state"] if self.snap else "?"
+        if self.attached and self.lost():
+            return (f"This console {self.lost()}. The engine may still be running in its own "
+                    f"process, and trading: last seen {state}, with {orders} open order(s) and {positions} "
+                    "position(s); `ffe ctl status` says whether it runs, `ffe attach` shows it again.")
+        if self.attached and self.crash is not None and not isinstance(self.crash, EngineStopped):
+            return (f"This console stopped following its engine after an error of its own ({type(self.crash).__name__}:"
+                    f" {self.crash}). The engine may still be running, last seen {state}, with {orders} open order(s) "
+                    f"and {positions} position(s); `ffe ctl status` says whether it runs.")
         if self.attached and self.crash is not None:
             return ("The engine has stopped after an error in its own process: nothing runs there now. Its last "
                     f"state was {state}, with {orders} open order(s) and {positions} position(s); "
@@ -1232,8 +1297,14 @@ def run_console(settings: Settings, *, live: bool, max_bars: int | None, attach:
     app.run(mouse=False)
     if app.start_failure is not None:
         raise app.start_failure
+    if app.crash is not None and attach and not isinstance(app.crash, EngineStopped):
+        raise FfeError(f"the console stopped following its engine after an error: {type(app.crash).__name__}: "
+                       f"{app.crash}; the engine may still be running: `ffe ctl status` says whether it is")
     if app.crash is not None:
         raise FfeError(f"engine stopped after an error: {type(app.crash).__name__}: {app.crash}")
+    if app.return_code and attach and app.lost():
+        raise FfeError(f"this console {app.lost()}; the engine may still be running: `ffe ctl status` says whether "
+                       "it is")
     if app.return_code:
         if attach:  # the engine is the headless process's: it runs on
             raise FfeError("the console stopped after an error; the engine it was attached to runs on (`ffe ctl "
