@@ -71,14 +71,43 @@ def run(args: argparse.Namespace) -> int:
 
 def attach(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    from ffe_engine.remote import CONNECT_TRIES
+    _listened_on(settings)
+    if not sys.stderr.isatty():
+        # No terminal to draw the console on (a script, a pipe): the engine's answer first, so that what ends it is
+        # one line, as for `ffe ctl`. On a terminal the console is drawn at once and says it is connecting.
+        from ffe_engine.remote import CONNECT_TRIES
 
-    answer = _ask(settings, "status", {}, settings.control.request_timeout_s, tries=CONNECT_TRIES)
-    if not answer.get("ok"):
-        raise ControlError(str(answer.get("error")))
+        answer = _ask(settings, "status", {}, settings.control.request_timeout_s, tries=CONNECT_TRIES)
+        if not answer.get("ok"):
+            raise ControlError(str(answer.get("error")))
     from ffe_tui.app import run_console
 
     return run_console(settings, live=False, max_bars=None, attach=True)
+
+
+def _listened_on(settings: Settings) -> None:
+    """A connection to the engine's socket, made and closed at once, asking nothing: no socket, or nobody listening
+    on it, is said here in one line. An engine that takes the connection but does not answer yet (frozen, busy) is
+    the console's to say, with its kill switch on screen meanwhile."""
+    import socket
+
+    from ffe_engine.control import no_engine
+
+    path = settings.socket_path
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(str(path))
+    except BlockingIOError:
+        pass  # its queue of new connections full: an engine is there, busy
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ControlError(no_engine(path, settings.data_dir)) from None
+    except PermissionError:
+        raise ControlError(f"{path}: permission denied (the engine runs as another user?)") from None
+    except OSError as exc:
+        raise ControlError(f"the engine on {path} did not answer: {exc}") from None
+    finally:
+        probe.close()
 
 
 def config_check(args: argparse.Namespace) -> int:

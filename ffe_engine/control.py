@@ -555,10 +555,15 @@ def not_answering(socket: Path, data_dir: Path, within: float, *, tries: int = 1
     at = f" (pid {pid})" if pid is not None else ""
     times = f", asked {tries} times" if tries > 1 else ""
     then = f"; {late}" if late else ""
-    halt = (f"`kill -USR1 {pid}` halts it as soon as it runs (`kill -CONT {pid}` if it was stopped with SIGSTOP)"
-            if pid is not None else
-            f"`kill -USR1` on the engine's pid (in {Path(data_dir) / DATA_LOCK}) halts it as soon as it runs")
-    return f"no answer from the engine on {socket}{at} within {within:g}s{times} (stopped or busy?){then}; {halt}"
+    return (f"no answer from the engine on {socket}{at} within {within:g}s{times} (stopped or busy?){then}; "
+            f"{halt_by_signal(data_dir, pid)}")
+
+
+def halt_by_signal(data_dir: Path, pid: int | None) -> str:
+    """How to halt an engine that does not answer on its socket: the kill switch by signal (docs/runbook.md)."""
+    if pid is None:
+        return f"`kill -USR1` on the engine's pid (in {Path(data_dir) / DATA_LOCK}) halts it as soon as it runs"
+    return f"`kill -USR1 {pid}` halts it as soon as it runs (`kill -CONT {pid}` if it was stopped with SIGSTOP)"
 
 
 def carrying_out(socket: Path, action: str, within: float, identity: Any) -> str:

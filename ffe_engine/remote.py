@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .api import STREAM
 from .clock import Clock, WallClock
@@ -92,14 +92,18 @@ class RemoteEngine:
         self._snapshot_after = 0
         self._wake = asyncio.Event()  # a change of state: the refresher asks for the snapshot at once
 
-    async def connect(self) -> None:
-        for tries in range(1, CONNECT_TRIES + 1):
+    async def connect(self, more: Callable[[], bool] | None = None) -> None:
+        """Ask the engine for its state and subscribe to its events; an engine that does not answer in time is
+        asked CONNECT_TRIES times, and on while `more()` (the console's kill switch waits for it)."""
+        tries = 0
+        while True:
+            tries += 1
             try:
                 self._snapshot = await self._call("status")
                 await self._open_stream()
                 break
             except NoAnswer as exc:
-                if tries == CONNECT_TRIES:
+                if tries >= CONNECT_TRIES and not (more is not None and more()):
                     raise
                 if isinstance(exc, Dropped):
                     await asyncio.sleep(DROPPED_RETRY_S)
@@ -450,12 +454,13 @@ class RemoteHost:
         self.engine.request_stop()
 
 
-async def attach(settings: Settings) -> RemoteHost:
+async def attach(settings: Settings, more: Callable[[], bool] | None = None) -> RemoteHost:
+    """The engine on settings' socket, connected to (asked on past CONNECT_TRIES while `more()`)."""
     bus = EventBus(WallClock())  # the engine's events arrive stamped; only the console's own are stamped here
     engine = RemoteEngine(settings.socket_path, bus, data_dir=settings.data_dir,
                           timeout=settings.control.request_timeout_s)
     try:
-        await engine.connect()
+        await engine.connect(more)
     except Dropped:
         raise ControlError(f"the engine on {settings.socket_path} is there but busy: it closed the connection "
                            f"before answering, {CONNECT_TRIES} times (its control socket full: [control] "

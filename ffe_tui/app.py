@@ -31,7 +31,7 @@ from textual.widgets import ContentSwitcher, Input, Static
 
 from ffe_engine import fmt, overrides, tables
 from ffe_engine.config import Settings
-from ffe_engine.control import describe
+from ffe_engine.control import describe, halt_by_signal, starting_engine
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
 from ffe_engine.host import (EngineHost, Installed, install_signals, kept_for_next_start, quiet_signals,
@@ -126,6 +126,7 @@ class ConsoleApp(App[int]):
         self.stopping = False
         self.stop_reason = ""
         self._open_task: asyncio.Task | None = None
+        self._opened_at = 0.0  # when the engine began opening (attached: connecting)
         self._run_task: asyncio.Task | None = None
         self._engine_closed: asyncio.Future | None = None
         self._signals: Installed = {}
@@ -201,6 +202,7 @@ class ConsoleApp(App[int]):
         if self.handle_signals:
             # before the engine opens: a SIGTERM while it starts still stops it in order
             self._signals = install_signals(self._signal_stop, self._signal_halt)
+        self._opened_at = time.monotonic()
         self._open_task = asyncio.ensure_future(self._open())
         self.run_worker(self._lifecycle(), name="engine", group="engine", exit_on_error=False)
         self.set_interval(self.tick_s, self._tick, name="drain")
@@ -380,7 +382,8 @@ class ConsoleApp(App[int]):
     # ------------------------------------------------------------------ engine lifecycle
     async def _open(self) -> EngineHost | RemoteHost:
         if self.attached:
-            return await attach_engine(self.settings)
+            # A kill switch asked while connecting keeps the console asking, past the tries it gives up after.
+            return await attach_engine(self.settings, more=lambda: self._halt_when_started is not None)
         return await EngineHost.open(self.settings, live=self.live, max_bars=self.max_bars, headless=False,
                                      feed=self._market_feed, clock=self._market_clock, ids=self._ids)
 
@@ -530,6 +533,16 @@ class ConsoleApp(App[int]):
             quiet_signals(self._signals)
             running = self.running
             if running is None and self._open_task is not None:
+                if self.attached and not self._open_task.done():
+                    # Nothing of an attached engine's to close in order: connecting is given up, not waited for
+                    # (an engine that does not answer would hold the console as long as it is asked).
+                    self._open_task.cancel()
+                    if self._halt_when_started is not None:
+                        self._halt_when_started = None
+                        pid = starting_engine(self.settings.data_dir)
+                        self.start_failure = ControlError(
+                            "the kill switch asked while connecting was not made: the engine had not answered; "
+                            f"{halt_by_signal(self.settings.data_dir, pid)}")
                 try:
                     running = self.running = await self._open_task
                 except BaseException as exc:
@@ -642,7 +655,11 @@ class ConsoleApp(App[int]):
             for message, severity, timeout in held:
                 self.notify(message, severity=severity, timeout=timeout, markup=False)
         if self.engine is None:
+            if self.attached and self._starting():
+                self._say_connecting()
             return
+        if self._banner.startswith("ENGINE NOT ANSWERING"):  # connected at last
+            self._set_banner("")
         batch = self.sub.drain() if self.sub is not None else []
         changed, self._changed = self._changed, set()
         if batch:
@@ -719,6 +736,24 @@ class ConsoleApp(App[int]):
                         + (f": {done.reason}" if done.reason else ""),
                         severity="warning" if done.outcome == "expired" else "information")
         self.view.approvals_done.clear()
+
+    def _say_connecting(self) -> None:
+        """Attached, while the console connects: that it does, and past the first request timeout that the engine
+        does not answer and how to halt it all the same (the console's own kill switch too, once it answers)."""
+        waited = time.monotonic() - self._opened_at
+        within = self.settings.control.request_timeout_s
+        where = self.settings.socket_path
+        if waited < within:
+            self.panes["status"].show(None, opening=("CONNECTING", f"to the engine on {where}…"))
+            return
+        self.panes["status"].show(None, opening=("NOT ANSWERING", f"{waited:.0f}s: the engine on {where}"))
+        if not self._banner.startswith("ENGINE NOT ANSWERING"):
+            pid = starting_engine(self.settings.data_dir)
+            asked = ("the kill switch asked here is made as soon as it answers" if self._halt_when_started else
+                     f"{self._key('kill')} halts it as soon as it answers")
+            self._set_banner(f"ENGINE NOT ANSWERING: no answer within {within:g}s (stopped or busy?): "
+                             f"{halt_by_signal(self.settings.data_dir, pid)}; {asked}. Still asking; "
+                             f"{self._key('quit')} quits.", error=True)
 
     def _follow_connection(self) -> set[str]:
         """Attached: say a lost event stream while it is lost (the engine is asked again meanwhile), and once it is
@@ -856,7 +891,7 @@ class ConsoleApp(App[int]):
                 self.say("the engine is not running", severity="warning")
                 return
             if self._halt_when_started is not None:
-                self.say("the engine is halted as soon as it has started, before it trades", severity="warning")
+                self.say(self._halt_coming(), severity="warning")
                 return
             def body() -> str:  # written again as the engine opens (refresh_body)
                 if self.attached:
@@ -889,7 +924,12 @@ class ConsoleApp(App[int]):
             return
         if self._halt_when_started is None:  # the first asked is the one made (and recorded)
             self._halt_when_started = (reason, by)  # made by _lifecycle (or _close) before the engine runs
-        self.say("the engine is halted as soon as it has started, before it trades", severity="warning")
+        self.say(self._halt_coming(), severity="warning")
+
+    def _halt_coming(self) -> str:
+        if self.attached:
+            return "the engine is halted as soon as it answers this console (it is asked until it does)"
+        return "the engine is halted as soon as it has started, before it trades"
 
     def _kill_confirmed(self) -> None:
         self._control("kill switch", self._halt("kill switch", "operator"))

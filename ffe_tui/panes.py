@@ -125,6 +125,9 @@ def fit_rows(text: str, width: int, rows: int, more: str, console: Console) -> s
     return (" ".join(words[:low]).rstrip(" ,:;") + f" … {more}").lstrip()
 
 
+OPENING = ("STARTING", "opening the engine…")  # the status line before the engine is open: what, and its words
+
+
 class StatusLine(Static):
     """Mode, engine state in words, equity, today's P&L, drawdown, breakers, market clock, approvals.
 
@@ -133,18 +136,20 @@ class StatusLine(Static):
     keeps its place; the rest is shortened or left out first."""
 
     _last: tuple = ()
-    _shown: tuple[dict[str, Any] | None, str, str] = (None, "", "")
+    _shown: tuple[dict[str, Any] | None, str, str, tuple[str, str]] = (None, "", "", OPENING)
 
     def on_resize(self, event: events.Resize) -> None:
-        snap, note, where = self._shown
-        self.show(snap, note=note, where=where)
+        snap, note, where, opening = self._shown
+        self.show(snap, note=note, where=where, opening=opening)
 
-    def show(self, snap: dict[str, Any] | None, *, note: str = "", where: str = "") -> None:
+    def show(self, snap: dict[str, Any] | None, *, note: str = "", where: str = "",
+             opening: tuple[str, str] = OPENING) -> None:
         """`note` leads the second line (a condition to see at once); `where` ends the first (an attached console:
-        which engine it shows, `attached pid N`)."""
-        self._shown = (snap, note, where)
+        which engine it shows, `attached pid N`); `opening`, before there is a snapshot: what is under way, and
+        its words."""
+        self._shown = (snap, note, where, opening)
         width = self.content_size.width or max(1, self.app.size.width - 2)
-        key = (width, note) if snap is None else (width, where,
+        key = (width, note, opening) if snap is None else (width, where,
             snap["mode"], snap["state"], snap.get("state_reason"), round(snap["equity"], 2),
             round(snap["day_pnl"], 2), round(snap["drawdown_pct"], 2), snap.get("market_ts"), snap["approval_mode"],
             waiting_approvals(snap), len(snap.get("approvals") or []), snap.get("bars"), note,
@@ -155,7 +160,7 @@ class StatusLine(Static):
             return  # nothing visible changed: no redraw
         self._last = key
         if snap is None:
-            text = Text.assemble(("ffe ", "bold"), ("STARTING", "bold reverse"), "  opening the engine…")
+            text = Text.assemble(("ffe ", "bold"), (opening[0], "bold reverse"), f"  {opening[1]}")
         else:
             text = Text("\n").join([self._first(snap, where, width), self._second(snap, note, width)])
         self.update(text, layout=False)
