@@ -1229,6 +1229,11 @@ class ConsoleApp(App[int]):
         title = "Detach the console" if self.attached else "Quit the console"
         self._confirm("quit", title, self._quit_text, "QUIT", lambda: self.request_stop("quit"))
 
+    async def action_help_quit(self) -> None:
+        # Textual binds ctrl+c to a notice that ctrl+q quits; the operator pressing it means to quit: the same
+        # question as q and ctrl+q (a text field takes ctrl+c itself, as copy).
+        await self.action_quit()
+
     def _quit_text(self) -> str:
         """What quitting leaves, from the engine's figures as they are."""
         orders, positions = self._counts()

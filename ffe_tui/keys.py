@@ -6,7 +6,8 @@ that and refused for other bindings.
 ctrl+k always kills, whatever `kill` is remapped to: the one key that kills from a text field too.
 Keys that tmux or the terminal itself take are refused: ctrl+b and ctrl+a are tmux/screen prefixes, ctrl+m/j/i/h
 arrive as enter/enter/tab/backspace, ctrl+c and ctrl+z belong to the shell, and ctrl/shift+enter are not told apart
-from enter by most terminals. A name Textual does not know (`notakey`) is refused: no key press would reach it.
+from enter by most terminals. ctrl+q and ctrl+c quit, whatever `quit` is remapped to, asking first as it does. A
+name Textual does not know (`notakey`) is refused: no key press would reach it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ FIXED_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("up", "down", "j", "k"), "move within the focused pane (a table: choose its row)"),
     (("tab", "shift+tab"), "move to the next or the previous pane"),
     (("end",), "in the log: follow the newest line again, after scrolling up"),
+    (("ctrl+q", "ctrl+c"), "quit, as the quit key does (asks first)"),
 )
 
 TAKEN = {
@@ -95,7 +97,8 @@ TAKEN = {
     "ctrl+j": "sent as enter by terminals",
     "ctrl+i": "sent as tab by terminals",
     "ctrl+h": "sent as backspace by terminals",
-    "ctrl+c": "the shell's interrupt key",
+    "ctrl+c": "the shell's interrupt key; in the console it quits, asking first",
+    "ctrl+q": "it quits the console, asking first",
     "ctrl+z": "the shell's suspend key",
     "ctrl+enter": "not told apart from enter by most terminals",
     "shift+enter": "not told apart from enter by most terminals",
