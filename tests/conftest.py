@@ -131,6 +131,22 @@ def run_ffe(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: f
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def run_bounded(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`ffe ARGS` with its memory bounded (3 GB of address space) and its time (30 s): a command that reads a
+    device without end, or waits on a FIFO, fails the test instead of taking the machine's memory or hanging."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    starter_config(cwd)
+    try:
+        return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"ffe {' '.join(args)} still running after 30 s")
+
+
 async def run_ffe_paging(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess, Any]:
     """Run `ffe ARGS` to the end in cwd with its alerts going to a webhook receiver of the test's: the process, and
     the receiver (stopped) with what it was sent."""

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import signal
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ffe_cmd, ffe_env, ffe_in_process, run_ffe, starter_config, wait_until
+from conftest import ffe_env, ffe_in_process, run_bounded, run_ffe, starter_config, wait_until
 from ffe_engine.audit import verify_trail
 from ffe_engine.chain import GENESIS, ChainHead, line_hash, rotated_files
 
@@ -404,21 +402,6 @@ def rotated_trail(tmp_path_factory) -> Path:
     run_engine(root, 40, FFE_AUDIT__ROTATE_MB="0.01")  # about 10 KB a file
     assert len(rotated_files(root / "logs" / "audit.jsonl")) >= 3
     return root
-
-
-def run_bounded(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """`ffe ARGS` with its memory bounded (3 GB of address space) and its time (30 s): a command that reads a
-    device without end, or waits on a FIFO, fails the test instead of taking the machine's memory or hanging."""
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-
-    starter_config(cwd)
-    try:
-        return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL, preexec_fn=limit)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"ffe {' '.join(args)} still running after 30 s")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "link_to_dev_zero"])
