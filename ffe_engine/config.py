@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from . import reach
 from .clock import DAY_MS
-from .errors import FfeError, StartError, UnreachablePath, unreachable
+from .errors import FfeError, StartError, UnreachablePath, kind_of, unreachable
 from .redact import MIN_SECRET, REDACTED, Redactor
 from .urls import base_url_problem, mask_url, mask_urls
 from .schema import (
@@ -788,13 +788,32 @@ def too_deep(value: Any, limit: int = MAX_NESTING) -> tuple[Any, ...] | None:
 
 
 
-def _read_toml(path: Path, shown: str) -> _Layer:
+# The most a config file or a .env file may hold. Settings are a few kB (the config.toml `ffe init` writes is under
+# 20 kB, comments and all): a file of megabytes is some other file named by mistake (a log, a data file), refused
+# before it is read whole, as a device would be read without end.
+MAX_SETTINGS_BYTES = 4 << 20
+
+
+def _settings_bytes(path: Path, shown: str, what: str) -> bytes:
+    """The bytes of a settings file (`what`: "a config file", "a .env file"). Looked at before it is opened:
+    anything there but a regular file (a directory, a FIFO, a device, a socket, a link to one) is refused, as a FIFO
+    would be waited on for ever (deaf to SIGTERM) and a device read until memory runs out; a file larger than
+    MAX_SETTINGS_BYTES is refused once that much is read, never read whole."""
+    kind = kind_of(path)
+    if kind is not None:
+        raise ConfigError(f"{shown}: is {kind}, not {what}", source=shown)
     try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise ConfigError(f"{shown}: is a directory, not a config file", source=shown) from None
+        with open(path, "rb") as f:
+            data = f.read(MAX_SETTINGS_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read: {exc.strerror}", source=shown) from None
+    if len(data) > MAX_SETTINGS_BYTES:
+        raise ConfigError(f"{shown}: larger than {MAX_SETTINGS_BYTES >> 20} MiB: too large for {what}", source=shown)
+    return data
+
+
+def _read_toml(path: Path, shown: str) -> _Layer:
+    data = _settings_bytes(path, shown, "a config file")
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is dropped. TOML 1.0 allows none, but it means
         # nothing else, and tomllib would call the first line an invalid statement.
@@ -964,15 +983,13 @@ def check_mode(settings: Settings) -> None:
 def _read_dotenv(path: Path, shown: str) -> _Layer:
     from dotenv.parser import parse_stream  # only where there is a .env file: python-dotenv imports much of its own
 
+    data = _settings_bytes(path, shown, "a .env file")
     try:
         # A byte-order mark kept would be part of the first variable's name, which would then be passed over.
-        text = path.read_text(encoding="utf-8-sig")
-    except IsADirectoryError:
-        raise ConfigError(f"{shown}: is a directory, not a .env file", source=shown) from None
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{shown}: not valid UTF-8", source=shown) from None
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot read: {exc.strerror}", source=shown) from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # line ends as a file read as text has them
     if "\x00" in text:
         # UTF-16 without a byte-order mark reads as UTF-8 with a NUL beside every character: each name would be
         # another program's variable, passed over, and every setting in the file dropped without a word.

@@ -164,9 +164,24 @@ def not_a_file(path: object, then: str) -> NotAFile | None:
     what is wrong with a path that cannot be reached)."""
     name = os.fspath(path)  # type: ignore[call-overload]
     try:
-        mode = os.stat(name).st_mode
+        os.stat(name)
     except FileNotFoundError:
         return _link_to_nowhere(path, name, then)
+    except OSError:
+        return None
+    kind = kind_of(name)
+    if kind is None:
+        return None
+    return NotAFile(f"{path}: is {kind}, not a file; it was left as it is: move it away{then}")
+
+
+def kind_of(path: object) -> str | None:
+    """What is at `path` when it is there and is not a regular file, as the operator reads it (`a FIFO`, `a character
+    device (a link to /dev/zero)`); None for a regular file, nothing there, or a path that cannot be looked at (its
+    open says why). Looked at without opening it: opened, a FIFO is waited on and a device may be read without end."""
+    name = os.fspath(path)  # type: ignore[call-overload]
+    try:
+        mode = os.stat(name).st_mode
     except OSError:
         return None
     if stat.S_ISREG(mode):
@@ -174,7 +189,7 @@ def not_a_file(path: object, then: str) -> NotAFile | None:
     kind = next((what for test, what in KINDS if test(mode)), "not a file")
     if os.path.islink(name):
         kind += f" (a link to {os.readlink(name)})"
-    return NotAFile(f"{path}: is {kind}, not a file; it was left as it is: move it away{then}")
+    return kind
 
 
 def _link_to_nowhere(path: object, name: str, then: str) -> NotAFile | None:
