@@ -10,11 +10,12 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
-from conftest import ffe_env, ffe_in_process, run_ffe
+from conftest import ffe_env, ffe_in_process, run_bounded, run_ffe
 from fake_exchange import FakeBinance, ccxt_options, exchange_settings, kline, path_price
 from ffe_engine.download import (DownloadError, DownloadInputError, NoProgress, ProgressBar, Request,
                                  candle_file_name, download, progress_for)
@@ -587,3 +588,20 @@ async def test_when_the_exchange_s_time_cannot_be_read_the_newest_candle_is_left
                                       since=iso(T0), until=None, out_dir=tmp_path), clock=ahead, report=io.StringIO())
     assert load_csv(csv_path(tmp_path)).ts[-1] == T0 + 9 * H
     assert any("next run" in n for n in result.notes), result.notes
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link_to_device"])
+def test_a_candle_file_that_is_not_a_file_exits_2_with_one_line_before_anything_is_asked(tmp_path, kind):
+    """`--file` naming a FIFO or a device: the candles already there are read before new ones are appended, and a
+    FIFO would be waited on for ever, a device read without end. Told in one line naming it, exit 2, before the
+    exchange is asked anything (here it could not be: no network)."""
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "c.csv")
+        what = "a FIFO"
+    else:
+        (tmp_path / "c.csv").symlink_to("/dev/zero")
+        what = "a character device (a link to /dev/zero)"
+    proc = run_bounded(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--since", "2024-01-01",
+                       "--file", "c.csv")
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stderr.splitlines() == [f"ffe: error: c.csv: is {what}, not a CSV file"], proc.stderr[-2000:]
