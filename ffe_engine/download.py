@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Protocol, TextIO
 from .clock import DAY_MS, WallClock, format_timeframe, timeframe_ms
 from . import reach
 from .config import allowed_timeframe, is_symbol
-from .errors import ArgumentError, FfeError, UsageError, storage_failure
+from .errors import ArgumentError, FfeError, UsageError, kind_of, storage_failure
 from .market.bounds import candle_problem, time_problem
 from .market.csvdata import CandleSeries, CsvError, find_gaps, iso, load_csv
 from .market.ohlcv import Page, candles_from, page_size
@@ -497,6 +497,9 @@ class Request:
             check_csv_path(path)
             if reach.is_dir(path):
                 raise DownloadInputError(f"{path}: is a directory")
+            kind = kind_of(path)
+            if kind is not None:  # its candles are read first: a FIFO would be waited on, a device read without end
+                raise DownloadInputError(f"{path}: is {kind}, not a CSV file")
             if since is None and not path.exists():
                 raise DownloadInputError(f"{path}: no candles yet: --since is needed to start it")
         # Last: ccxt takes a few tenths of a second to import, and a mistyped argument above is told without it.
