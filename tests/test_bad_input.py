@@ -833,3 +833,17 @@ def test_standard_output_on_a_full_disk_is_one_line_not_a_traceback(tmp_path, co
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == ["ffe: error: standard output cannot be written: No space left on device"], \
         proc.stderr
+
+
+def test_a_candle_time_off_the_files_grid_exits_2_naming_its_line_not_a_gap_of_no_bar(tmp_path):
+    """One hourly row stamped half a second late: a damaged time, named with its line, never a gap that misses no
+    bar in the summary."""
+    t0 = 1641013200
+    rows = [f"{t0 + i * 3600}{'.5' if i == 5 else ''},100,101,99,100.5,10" for i in range(300)]
+    (tmp_path / "BTC-USDT_1h.csv").write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    proc = run_ffe(tmp_path, "backtest", "--records", "summary", "BTC-USDT_1h.csv")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == ["ffe: error: BTC-USDT_1h.csv:7: timestamp 2022-01-01T10:00:00.500Z is off the "
+                                        "1h grid of the candles either side of it (2022-01-01T09:00:00Z and "
+                                        "2022-01-01T11:00:00Z): a damaged time?"], proc.stderr
+    assert proc.stdout == ""

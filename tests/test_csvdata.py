@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ffe_engine.model import Candle
-from ffe_engine.market.csvdata import CsvError, load_csv, parse_symbol_arg, symbol_from_filename
+from ffe_engine.market.csvdata import CandleSeries, CsvError, load_csv, parse_symbol_arg, symbol_from_filename
 
 from ffe_engine.market.csvdata import MAX_LINE_BYTES
 
@@ -493,6 +493,33 @@ def test_gaps_are_counted_and_reported(tmp_path: Path) -> None:
     assert series.gap_count == 2
     assert series.missing_bars == 4
     assert "2 gaps (4 missing bars)" in series.summary()
+
+
+@pytest.mark.parametrize("stamp", ["1577854800.5", "2020-01-01T05:00:00.500Z", "2020-01-01T05:30:00Z"],
+                         ids=["epoch-fraction", "iso-fraction", "half-hour"])
+def test_a_candle_off_the_files_grid_is_a_bad_row(tmp_path: Path, stamp: str) -> None:
+    """An hourly file whose row at 05:00 is stamped between the hours: its time is damaged, not a gap of no bar.
+    The row is named (or skipped and counted with --lenient: the bar is then missing, a gap of one)."""
+    lines = good_lines(20)
+    lines[6] = lines[6].replace(iso(T0 + 5 * HOUR), stamp)
+    path = write(tmp_path, lines)
+    at = {"1577854800.5": "2020-01-01T05:00:00.500Z"}.get(stamp, stamp)
+    with pytest.raises(CsvError) as info:
+        load_csv(path)
+    assert str(info.value) == (f"{path}:7: timestamp {at} is off the 1h grid of the candles either side of it "
+                               "(2020-01-01T04:00:00Z and 2020-01-01T06:00:00Z): a damaged time?"), str(info.value)
+    series = load_csv(path, lenient=True)
+    assert series.skipped == 1 and len(series) == 19
+    assert series.skip_reasons[0].startswith("line 7: timestamp "), series.skip_reasons
+    assert series.gaps == [(T0 + 4 * HOUR, T0 + 6 * HOUR)] and series.missing_bars == 1
+
+
+def test_a_step_longer_than_the_timeframe_that_misses_no_bar_is_no_gap() -> None:
+    """Candles from elsewhere than a file (an exchange's) are not checked against a grid: a step of one and a half
+    timeframes leaves no bar out, and is never reported as a gap of none."""
+    ts = [T0, T0 + HOUR * 3 // 2, T0 + HOUR * 5 // 2, T0 + HOUR * 9 // 2]
+    series = CandleSeries("X/Y", HOUR, ts, [1.0] * 4, [2.0] * 4, [0.5] * 4, [1.0] * 4, [3.0] * 4)
+    assert series.gaps == [(T0 + HOUR * 5 // 2, T0 + HOUR * 9 // 2)] and series.missing_bars == 1
 
 
 def test_sample_files_parse_with_their_real_gaps() -> None:
