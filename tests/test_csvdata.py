@@ -514,6 +514,18 @@ def test_a_candle_off_the_files_grid_is_a_bad_row(tmp_path: Path, stamp: str) ->
     assert series.gaps == [(T0 + 4 * HOUR, T0 + 6 * HOUR)] and series.missing_bars == 1
 
 
+def test_monthly_candles_and_a_move_to_another_grid_after_a_gap_are_read_as_they_are(tmp_path: Path) -> None:
+    """Steps of several lengths (calendar months) and a move to another grid after a gap (hourly candles at :30 from
+    one day on) put no candle between two of one grid: read as they are."""
+    months = [f"20{y}-{m:02d}-15" for y in range(20, 23) for m in range(1, 13)]
+    monthly = load_csv(write(tmp_path, history_lines(months), name="SPX-USD_1mo.csv"))
+    assert len(monthly) == 36 and monthly.skipped == 0
+    lines = good_lines(20)
+    moved = lines[:11] + [line.replace(":00:00Z", ":30:00Z", 1) for line in lines[13:]]
+    shifted = load_csv(write(tmp_path, moved))
+    assert len(shifted) == 18 and shifted.gaps == [(T0 + 9 * HOUR, T0 + 12 * HOUR + HOUR // 2)]
+
+
 def test_a_step_longer_than_the_timeframe_that_misses_no_bar_is_no_gap() -> None:
     """Candles from elsewhere than a file (an exchange's) are not checked against a grid: a step of one and a half
     timeframes leaves no bar out, and is never reported as a gap of none."""

@@ -4,13 +4,14 @@ The contract (docs/cli.md, "CSV market data"): UTF-8 text, plain or gzip-compres
 line longer than MAX_LINE_BYTES; a header row naming at least timestamp, open, high, low, close and volume in any
 order (case-insensitive, common aliases accepted, extra columns ignored; a `date` and a `time` column apart are
 refused, never read as one or the other); timestamps in ISO-8601 (UTC when no offset
-is given) or epoch seconds, milliseconds or microseconds in ASCII digits (told apart by size); numbers plain decimal
+is given) or epoch seconds, milliseconds or microseconds in ASCII digits, a fraction after one point allowed (told
+apart by size); numbers plain decimal
 numbers (ASCII digits, a sign, a decimal point, an exponent; spaces around them allowed), not every text Python's
 float() reads; quoting strict but for spaces around a quoted field; rows strictly increasing in time; times, prices
 and volumes within the bounds ffe computes with (bounds.py).
 A bad row is a `CsvError` naming the file and the line the row begins on, or is skipped and counted when lenient; a
 quote never closed (or closed lines later) is an error even then, since the rows after it are no longer rows. Gaps are
-allowed and reported.
+allowed and reported; a candle off the grid of the candles either side of it is a bad row (off_grid).
 
 Parsing is on the backtest's clock, so the common case takes a fast path: whole columns are converted at C speed
 (`map(float, ...)`, cached date and time-of-day parts for ISO timestamps) and checked with a few whole-column
@@ -30,7 +31,7 @@ import zlib
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from itertools import compress, islice, repeat
-from operator import add, gt, itemgetter, le, lt, methodcaller, sub
+from operator import add, ge, itemgetter, le, lt, methodcaller, mod, sub
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -198,11 +199,26 @@ def infer_timeframe(ts: list[int]) -> int:
 
 
 def find_gaps(ts: list[int], step: int) -> list[tuple[int, int]]:
-    """(from_ts, to_ts) for every step larger than the timeframe: the bars in between are missing."""
+    """(from_ts, to_ts) for every step of two timeframes or more: at least one bar in between is missing. A step
+    between one and two timeframes leaves no bar out, and is no gap (a file's candle off the grid is a bad row:
+    off_grid)."""
     if step <= 0 or len(ts) < 2:
         return []
-    late = map(gt, map(sub, islice(ts, 1, None), ts), repeat(step))
+    late = map(ge, map(sub, islice(ts, 1, None), ts), repeat(2 * step))
     return [(ts[i], ts[i + 1]) for i in compress(range(len(ts) - 1), late)]
+
+
+def off_grid(ts: list[int], step: int) -> list[int]:
+    """The indexes of the candles off the grid of the candles either side of them: those two a whole number of
+    timeframes (`step`) apart, and it not (10:00:00.5, or 10:30, between hourly candles at 9:00 and 11:00). Its time
+    is damaged: read as it is, it would be a gap that misses no bar and a step shorter than the timeframe. A series
+    whose steps are of several lengths (monthly candles: 28 to 31 days) or that moves to another grid after a gap
+    (hourly candles at :30 from one day on) has no candle between two of one grid. That every step is a whole
+    number of timeframes (the common case) is told by one pass at C speed."""
+    if step <= 0 or len(ts) < 3 or not any(map(mod, map(sub, islice(ts, 1, None), ts), repeat(step))):
+        return []
+    steps = list(map(sub, islice(ts, 1, None), ts))
+    return [i for i in range(1, len(ts) - 1) if steps[i - 1] % step and (steps[i - 1] + steps[i]) % step == 0]
 
 
 def symbol_from_filename(path: str | os.PathLike[str]) -> str:
@@ -492,7 +508,14 @@ def load_csv(path: str | os.PathLike[str], symbol: str | None = None, lenient: b
             columns = _csv_columns(reader, ncols, index)
         series = _fast_path(columns) if columns else None
         if series is not None:
-            return CandleSeries(sym, tf, *series, path=path)
+            # The steps between candles, counted once: the timeframe (as infer_timeframe finds it), and whether each
+            # step is a whole number of it, which leaves no candle off the grid (off_grid) without another pass.
+            ts = series[0]
+            steps = Counter(map(sub, islice(ts, 1, None), ts))
+            step = tf or (steps.most_common(1)[0][0] if steps else 0)
+            if not step or not any(d % step for d in steps) or not off_grid(ts, step):
+                return CandleSeries(sym, step, *series, path=path)
+            # A candle off the grid: the row-by-row path names its line.
         reader = _reader(text)
         for _ in range(header_line):
             next(reader)
@@ -635,6 +658,7 @@ def _careful_path(path: str, sym: str, tf: int, reader: CsvRows, index: list[int
     lo: list[float] = []
     c: list[float] = []
     v: list[float] = []
+    lines: list[int] = []  # the line each candle's row begins on
     skipped = 0
     reasons: list[str] = []
     last: int | None = None
@@ -667,6 +691,7 @@ def _careful_path(path: str, sym: str, tf: int, reader: CsvRows, index: list[int
                 lo.append(rl)
                 c.append(rc)
                 v.append(rv)
+                lines.append(line)
                 last = t
                 continue
         if not lenient:
@@ -678,4 +703,17 @@ def _careful_path(path: str, sym: str, tf: int, reader: CsvRows, index: list[int
         if skipped:
             raise CsvError(path, None, f"no usable rows: all {skipped} data rows are bad (first: {reasons[0]})")
         raise CsvError(path, header_line + 1, "no data rows after the header")
+    step = tf or infer_timeframe(ts)
+    off = off_grid(ts, step)
+    if off:
+        apart = set(off)
+        said = [f"timestamp {iso(ts[i])} is off the {format_timeframe(step)} grid of the candles either side of it "
+                f"({iso(ts[i - 1])} and {iso(ts[i + 1])}): a damaged time?" for i in off]
+        if not lenient:
+            raise CsvError(path, lines[off[0]], said[0])
+        skipped += len(off)
+        reasons += [f"line {lines[i]}: {reason}" for i, reason in zip(off, said)][: MAX_SKIP_REASONS - len(reasons)]
+        kept = [i not in apart for i in range(len(ts))]
+        ts = list(compress(ts, kept))
+        o, h, lo, c, v = (list(compress(column, kept)) for column in (o, h, lo, c, v))
     return CandleSeries(sym, tf, ts, o, h, lo, c, v, path=path, skipped=skipped, skip_reasons=reasons)
