@@ -8,6 +8,7 @@ import http.server
 import io
 import json
 import logging
+import os
 import shlex
 import shutil
 import threading
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, ffe_in_process, run_ffe,
-                      wait_until)
+from conftest import (BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, ffe_in_process,
+                      run_bounded, run_ffe, wait_until)
 from ffe_engine import logs
 from ffe_engine.clock import WallClock
 from ffe_engine.audit import setup_logging
@@ -847,3 +848,58 @@ def test_a_candle_time_off_the_files_grid_exits_2_naming_its_line_not_a_gap_of_n
                                         "1h grid of the candles either side of it (2022-01-01T09:00:00Z and "
                                         "2022-01-01T11:00:00Z): a damaged time?"], proc.stderr
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "link_to_device"])
+def test_a_market_data_file_that_is_not_a_file_exits_2_in_one_line_never_read(tmp_path, kind):
+    """`ffe backtest BTC/USDT=/dev/urandom` read without end (gigabytes in seconds); a FIFO nobody writes to was
+    waited on for ever. Anything there but a regular file or a pipe the shell opened (`<(zcat ...)`) is refused in
+    one line, never opened."""
+    if kind == "device":
+        given, what = "/dev/urandom", "a character device"
+    elif kind == "fifo":
+        os.mkfifo(tmp_path / "candles.fifo")
+        given, what = "candles.fifo", "a FIFO"
+    else:
+        (tmp_path / "BTC-USDT_1h.csv").symlink_to("/dev/zero")
+        given, what = "BTC-USDT_1h.csv", "a character device (a link to /dev/zero)"
+    proc = run_bounded(tmp_path, "backtest", "--records", "summary", f"BTC/USDT={given}")
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stderr.splitlines() == [f"ffe: error: {given}: is {what}, not a CSV file"], proc.stderr[-2000:]
+    assert proc.stdout == ""
+
+
+def test_binary_data_is_refused_at_its_first_chunk_not_after_the_whole_file(tmp_path):
+    """A file whose first bytes are not UTF-8 is not candles: refused once they are read, before the rest (here a
+    line longer than any row further on, which a whole read would have come to first)."""
+    head = bytes(range(128, 256)) * 64 + b"\n"  # not UTF-8; line breaks keep each line short
+    path = tmp_path / "BTC-USDT_1h.csv"
+    path.write_bytes(head * 64 + b"x" * 200_000 + b"\n")
+    proc = run_bounded(tmp_path, "backtest", "--records", "summary", path.name)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stderr.splitlines() == ["ffe: error: BTC-USDT_1h.csv:1: not UTF-8 text"], proc.stderr[-2000:]
+
+
+def test_an_endless_pipe_of_binary_data_is_refused_at_its_first_chunk(tmp_path):
+    """`ffe backtest BTC/USDT=<(cat /dev/urandom)`: a pipe is read (it is how a compressed or remote file is given),
+    and refused once its first bytes are seen not to be text, not read until memory runs out."""
+    read, write = os.pipe()
+
+    def feed() -> None:
+        chunk = bytes(range(128, 256)) * 512
+        try:
+            with os.fdopen(write, "wb") as f:
+                while True:
+                    f.write(chunk)
+        except (BrokenPipeError, ValueError):
+            pass  # the reader is gone: what the test waits for
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        proc = run_bounded(tmp_path, "backtest", "--records", "summary", f"BTC/USDT=/dev/fd/{read}", pass_fds=(read,))
+    finally:
+        os.close(read)
+    writer.join(timeout=10)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stderr.splitlines() == [f"ffe: error: /dev/fd/{read}:1: not UTF-8 text"], proc.stderr[-2000:]
