@@ -777,9 +777,11 @@ def test_a_replayed_market_set_in_the_environment_names_the_variable_and_a_direc
     (tmp_path / "config.toml").write_text('[engine]\nsymbols = ["BTC/USD"]\n[venue]\nquote = "USD"\n'
                                           '[market]\nsource = "replay"\n')
     (tmp_path / "adir").mkdir()
+    os.mkfifo(tmp_path / "c.fifo")
     for files, words in (('{"BTC/USD": "nope.csv"}', "environment: FFE_MARKET__REPLAY_FILES: "
                                                      "market.replay_files.BTC/USD: nope.csv: no such file"),
-                         ('{"BTC/USD": "adir"}', "market.replay_files.BTC/USD: adir: a directory, not a file")):
+                         ('{"BTC/USD": "adir"}', "market.replay_files.BTC/USD: adir: a directory, not a file"),
+                         ('{"BTC/USD": "c.fifo"}', "market.replay_files.BTC/USD: c.fifo: a FIFO, not a file")):
         proc = run_ffe(tmp_path, "config", "check", env=ffe_env(FFE_MARKET__REPLAY_FILES=files))
         assert proc.returncode == 2, (files, proc.stdout, proc.stderr)
         assert words in proc.stderr, (files, proc.stderr)
