@@ -1606,6 +1606,9 @@ def _replay_file_problem(path: Path) -> str | None:
     try:
         if reach.is_dir(path):
             return f"{path}: a directory, not a file"
+        kind = kind_of(path)
+        if kind is not None:  # never opened: a FIFO would be waited on, a device read without end
+            return f"{path}: {kind}, not a file"
         if not reach.is_file(path):
             return f"{path}: no such file"
     except UnreachablePath as exc:  # a loop of symbolic links, a directory on the way closed to this user

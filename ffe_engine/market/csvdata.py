@@ -21,12 +21,14 @@ finds the first bad row and its line number, or skips bad rows in lenient mode.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import math
 import os
 import re
+import stat
 import zlib
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
 from ..clock import DAY_MS, format_timeframe, timeframe_ms as parse_timeframe
-from ..errors import ArgumentError, FfeError
+from ..errors import ArgumentError, FfeError, kind_of
 from ..model import Candle
 from . import bounds
 
@@ -439,14 +441,46 @@ def _open_bytes(path: str) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if gzipped(path) else open(path, "rb")
 
 
+# The names a pipe the shell opened goes by (`<(zcat FILE)` is /dev/fd/63, `| ffe backtest X=/dev/stdin`): read as
+# a file is, its writer already there. A FIFO by any other name may have none, and would be waited on for ever.
+_OWN_PIPE = re.compile(r"/dev/fd/\d+|/proc/self/fd/\d+|/dev/stdin")
+
+
+def not_a_csv_file(path: str) -> str | None:
+    """What keeps `path` from being read as a file of candles when it is neither a regular file nor a pipe the
+    shell opened (a device, a FIFO, a socket, a directory, a link to one), said after the path; looked at without
+    opening it, as a device would be read without end (/dev/urandom, gigabytes in seconds) and a FIFO nobody writes
+    to waited on for ever. None when it may be read (or is not there: its open says so)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or (stat.S_ISFIFO(mode) and _OWN_PIPE.fullmatch(path)):
+        return None
+    return f"is {kind_of(path) or 'not a file'}, not a CSV file"
+
+
+def _refuse_binary(path: str, chunk: bytes) -> None:
+    """The file's first chunk, refused when it is not UTF-8 text (binary data: a pipe of it may never end, and a
+    large file would be read whole before its decoding failed). A character cut at the chunk's end is no fault."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(chunk, final=False)
+    except UnicodeDecodeError as e:
+        raise CsvError(path, chunk.count(b"\n", 0, e.start) + 1, "not UTF-8 text") from None
+
+
 def _read_text(path: str, length: int | None = None) -> str:
     """The whole file (or its first `length` bytes) as text, read in chunks so a line longer than MAX_LINE_BYTES
     stops the read as soon as it is seen (a file that is not candles, or a damaged one, can hold one enormous line;
     read at once it would take its whole size in memory, several times over, before any check could run).
 
     A chunk is at most MAX_LINE_BYTES long, so any line that starts and ends inside one chunk is short enough; only
-    the line still open across chunk boundaries needs counting.
+    the line still open across chunk boundaries needs counting. The path is looked at before it is opened
+    (not_a_csv_file), and the first chunk is checked to be text before more is read (_refuse_binary).
     """
+    said = not_a_csv_file(path)
+    if said is not None:
+        raise CsvError(path, None, said)
     chunks: list[bytes] = []
     newlines = 0  # line breaks in the chunks kept so far
     open_line = 0  # bytes of the line not yet ended by a line break
@@ -454,6 +488,8 @@ def _read_text(path: str, length: int | None = None) -> str:
     try:
         with _open_bytes(path) as f:
             while chunk := f.read(MAX_LINE_BYTES if left is None else min(MAX_LINE_BYTES, left)):
+                if not chunks:
+                    _refuse_binary(path, chunk)
                 if left is not None:
                     left -= len(chunk)
                 first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
