@@ -136,8 +136,11 @@ def check(settings: Settings) -> Findings:
             raise Violation(f"{settings.db_path}: integrity check failed: {first_problem(problems)}")
         found.checks.append("integrity")
         level = found.level = run_level(settings, records)
-        # The account's market made in the process (simulated, a replay) stores its state with the books.
-        damage = records.damage(account=level is None, own_market=settings.market.source != "exchange")
+        # The account's market made in the process (simulated, a replay) stores its state with the books. Only a
+        # paper account (its paper venue's book stored) can be on one: a live account trades on the exchange's
+        # market, whatever the configuration this doctor was given says.
+        own_market = settings.market.source != "exchange" and records.kv("paper_venue") is not None
+        damage = records.damage(account=level is None, own_market=own_market)
         if damage is not None:
             raise Violation(f"{settings.db_path}: {damage}")
         found.checks.append("records")
