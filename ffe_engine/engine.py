@@ -323,9 +323,9 @@ class Engine:
         # Whether a restored journal may still lack the venue's later orders (recovery.py): looked at by the first
         # reconciliation, and by every one after until the venue has answered.
         self._restore_pending = True
-        # After a restore, until the books hold the venue's orders since the backup (_books_whole): the day begun at
-        # the start, if one was, and whether the day's figures wait for them.
-        self._books_day_at_start: int | None = None
+        # Whether the day's figures wait for the whole books (_books_whole): the venue's cash taken over stored books
+        # (a restore's, books stored without a cash), until a reconciliation has taken it with the positions of the
+        # venue's orders since a restored backup.
         self._day_awaits_recovery = False
         self._bar_ts: int | None = None
         self._since_flush = 0
@@ -521,17 +521,18 @@ class Engine:
                 balances = await self.venue.fetch_balance()
                 self.portfolio.cash = balances.get(self.settings.venue.quote, 0.0)
                 self._cash_from_venue = True
-                # After a restore the venue's cash holds what its orders since the backup paid and received, and
-                # the books lack their positions until the reconciliation recovers them: the day's figures wait for
-                # the whole books (_books_whole).
-                self._day_awaits_recovery = self.portfolio.marks_held = restored and saved_books is not None
+            # Over stored books (after a restore, or books stored with no cash), the venue's cash holds what its
+            # orders since paid and received, and any quote moved in or out since: the books' peak and day's start
+            # are from before, and the books may lack the positions of those orders until the reconciliation
+            # recovers them. The day's figures wait for the whole books, which begin them at what the account holds
+            # (_books_whole): a transfer made meanwhile is no drawdown, no day's loss and no profit.
+            self._day_awaits_recovery = self.portfolio.marks_held = self._cash_from_venue and saved_books is not None
             if saved_books is None:  # the first start on this account: its books begin at what it holds
                 self.portfolio.begin_at_equity()
         # The day of DAILY_LOSS and DAILY_TRADES is the clock's UTC day from the moment the books are open, not from
         # the first bar (an operator's loss before it is the day's): the stored books' own when they are of today,
         # a new one at the equity now when they are of an earlier day, or new. Within a bar after a midnight, the
         # day before until the warm-up has marked the bar closing at it (below): its marks begin the day.
-        self._books_day_at_start = self.portfolio.day
         self._roll_day(self.clock.now_ms() - self.timeframe_ms)
         # A breach that was there before the restart already paused the engine, or the operator resumed it since:
         # it is not a new breach, and does not pause the engine again.
@@ -1370,17 +1371,18 @@ class Engine:
             pf.entries_today = self._entries_before.get(pf.day, 0)
 
     def _books_whole(self) -> bool:
-        """The books hold the venue's cash and the positions of its orders since a restored backup: their equity
-        counts for the peak and the drawdown again; a day begun since the start (the books being of an earlier day,
-        or a midnight passed meanwhile) begins at this equity; and a DRAWDOWN or DAILY_LOSS breach is one already
-        there (as at any start), not a new one. Whether the books changed (to be stored)."""
+        """The books hold the venue's cash, taken over stored books (a restore's, books stored without a cash), and
+        the positions of its orders since a restored backup: their equity counts for the peak and the drawdown
+        again. The peak and the day's start were stored before that cash, and quote moved in or out since is in it:
+        no trade made it, so both begin at this equity, as a first start's do (a withdrawal is no drawdown and no
+        day's loss, a deposit no profit). A DRAWDOWN or DAILY_LOSS breach is one already there (as at any start),
+        not a new one. Whether the books changed (to be stored)."""
         if not self._day_awaits_recovery or self._restore_pending:
             return False
         self._day_awaits_recovery = self.portfolio.marks_held = False
         pf, risk = self.portfolio, self.settings.risk
-        if pf.day != self._books_day_at_start:
-            pf.day_start_equity = pf.equity()
-        pf.close_bar(returns=False)  # the peak and the deepest drawdown, from the whole books
+        pf.begin_at_equity()
+        pf.close_bar(returns=False)  # the deepest drawdown, from the whole books
         self._dd_breached = pf.drawdown_pct() > risk.max_drawdown_pct
         self._dl_breached = pf.day_loss_pct() > risk.daily_loss_limit_pct
         return True
@@ -1739,6 +1741,8 @@ class Engine:
                 self._restore_pending = False
             if not recovery.fills:  # nothing booked: the cash is as it was
                 self._cash_from_venue = taken
+            if not self._cash_from_venue and self._books_whole():  # the cash taken before the recovery
+                await self._persist_books()
         adopt = self._cash_from_venue
         report = await self.reconciler.run(with_cash=not adopt)
         if report.status == "superseded":  # an accept was stored meanwhile: the next one compares with its baseline
