@@ -20,7 +20,7 @@ from ffe_engine import backup as bk
 from ffe_engine.control import request
 from ffe_engine.model import EngineState
 from ffe_engine.restore import restore
-from live_helpers import (BTC, fx, live_config, live_env, live_settings, next_bar, processes,  # noqa: F401
+from live_helpers import (BTC, AsyncFfe, fx, live_config, live_env, live_settings, next_bar, processes,  # noqa: F401
                           reconcile_twice, rows, run_ffe_async, stored_events, wait_for, write_config)
 from test_first_start_recovered_fill import stored_cash
 from test_live_restart import start_engine
@@ -33,9 +33,10 @@ def stored_books(db) -> dict:
     return json.loads(books[0])
 
 
-@pytest.mark.parametrize("moved", [-2000.0, 1500.0], ids=["withdrawn", "deposited"])
-async def test_quote_moved_while_the_stored_books_carry_no_cash_is_no_drawdown_or_profit(tmp_path, fx, processes,
-                                                                                        moved):
+async def restored_without_a_cash(tmp_path, fx, processes) -> AsyncFfe:
+    """A live engine restored from a backup, the orders made since it recovered and their fills stored with books
+    that carry no cash: its balance reads fail after the start's own (a 503 each, until the test clears
+    `ACCOUNT`'s faults and `fx.on_request`), so no reconciliation takes the exchange's cash. Left running."""
     write_config(tmp_path, live_config(fx, engine={"order_poll_s": 0.5, "reconcile_interval_s": 5},
                                        exchange={"timeout_ms": 3000}))
     db = tmp_path / "data" / "ffe.db"
@@ -58,7 +59,7 @@ async def test_quote_moved_while_the_stored_books_carry_no_cash_is_no_drawdown_o
     assert restored.proc.returncode == 0, restored.stderr
 
     # The restored start reads the exchange's balance once; every read after it fails, so no reconciliation takes
-    # the cash: the later orders are recovered and their fills stored with books that carry none. Then a kill.
+    # the cash: the later orders are recovered and their fills stored with books that carry none.
     reads = {"n": 0}
 
     def balances_fail_after_the_start_s_own(rec) -> None:
@@ -71,6 +72,15 @@ async def test_quote_moved_while_the_stored_books_carry_no_cash_is_no_drawdown_o
     engine = await start_engine(tmp_path, fx, processes, "restored")
     await wait_for(lambda: rows(db, "SELECT COUNT(*) FROM fills") == [(3,)] and stored_cash(db) is None, timeout=30,
                    what="the later orders recovered, the books stored without a cash")
+    return engine
+
+
+@pytest.mark.parametrize("moved", [-2000.0, 1500.0], ids=["withdrawn", "deposited"])
+async def test_quote_moved_while_the_stored_books_carry_no_cash_is_no_drawdown_or_profit(tmp_path, fx, processes,
+                                                                                        moved):
+    db = tmp_path / "data" / "ffe.db"
+    sock = tmp_path / "data" / "ffe.sock"
+    engine = await restored_without_a_cash(tmp_path, fx, processes)
     await engine.kill()
     fx.on_request = None
     fx.clear_faults(ACCOUNT)
