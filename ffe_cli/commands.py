@@ -628,7 +628,10 @@ def _render(action: str, result: Any) -> str:
         held = (f"  RECONCILE: {outage(blocked).reason} (ffe ctl why)" if outage_only(blocked) else
                 f"  RECONCILE {len(blocked)} difference(s) hold entries (ffe ctl why)" if blocked else "")
         hold = r.get("venue_hold")
-        return (f"{r['mode']} {state}  equity {fmt.money(r['equity'])}  "
+        # No equity while the cash may count a recovered fill twice: said instead of a figure made from it.
+        equity = (f"equity -: {tables.CASH_UNRECONCILED}" if r.get("cash_unreconciled")
+                  else f"equity {fmt.money(r['equity'])}")
+        return (f"{r['mode']} {state}  {equity}  "
                 f"positions {len(r['positions']) - dust}{f'  dust {dust}' if dust else ''}  "
                 f"open orders {len(r['orders'])}  pending approvals {len(r['approvals'])}  "
                 f"approval {r['approval_mode']}"

@@ -296,6 +296,9 @@ class Engine:
         # settled (`_cash_waits`). A restart keeps the books' cash, compared with the venue's (start()). Until it is
         # taken, the books are stored without a cash (`_books_state`).
         self._cash_from_venue = False
+        # A fill was booked on that cash: it may be one the venue's balance already held, and the cash in memory may
+        # count it twice. Not shown as the account's until a reconciliation takes the cash (cash_unreconciled).
+        self._cash_charged = False
         self._cash_waits = False
         self._reconciled_at = clock.monotonic()
         self._recheck_at: float | None = None  # when to look again at differences found once (reconcile.py)
@@ -948,6 +951,13 @@ class Engine:
         if self._cash_from_venue:
             state["cash"] = None
         return state
+
+    def cash_unreconciled(self) -> bool:
+        """The cash is the venue's quote balance, not yet taken by a reconciliation, and fills were booked on it that
+        the balance may already hold (a restore's recovered orders, an order in flight recovered by the start): the
+        cash, the equity, the day's P&L and the drawdown in memory may count them twice, and are not shown as the
+        account's (status, profit, the console) until a reconciliation takes the cash."""
+        return self._cash_from_venue and self._cash_charged
 
     def _request_hold_change(self) -> dict[str, Any]:
         """The exchange's Retry-After on every request (until when, or None once over) when it changed since it was
@@ -1647,6 +1657,8 @@ class Engine:
         if res.position is None and fill.symbol not in pf.positions:
             record.closed_symbol = fill.symbol
             self._priced_from.pop(fill.symbol, None)
+        if self._cash_from_venue:
+            self._cash_charged = True
         if self.profile.resumable:  # otherwise the books are stored at each flush
             record.kv["portfolio"] = self._books_state()
             if self.sim_feed is not None:
@@ -1766,7 +1778,7 @@ class Engine:
         self._cash_waits = adopt and report.venue_cash is not None and not report.settled
         if adopt and report.venue_cash is not None and report.settled and report.current and not report.unconfirmed:
             self.portfolio.cash = report.venue_cash
-            self._cash_from_venue = False
+            self._cash_from_venue = self._cash_charged = False
             # Stored at once: the books stored since the cash was taken from the venue carry none (_books_state).
             self._books_whole()
             await self._persist_books()
@@ -2823,7 +2835,7 @@ class Engine:
                     self.portfolio.cash = cash
                 else:  # what the books held differs from the account by no trade: no peak, drawdown or day's loss
                     self.portfolio.take_cash(cash)
-                self._cash_from_venue = self._cash_waits = False
+                self._cash_from_venue = self._cash_waits = self._cash_charged = False
                 self._books_whole()
             # The new baseline, the books' cash and peak and the accept's record in one transaction: a kill leaves
             # all or none (the baseline stored with the old cash, a restart would find the difference again).
@@ -2867,10 +2879,11 @@ class Engine:
             "ended": self.ended(),
             "approval_mode": self.approval_mode,
             "overrides": [o.as_dict() for o in self.overrides],
-            "equity": pf.equity(),
-            "cash": pf.cash,
-            "day_pnl": pf.day_pnl(),
-            "drawdown_pct": pf.drawdown_pct(),
+            # None while the cash in memory may count a fill twice (cash_unreconciled): no figure made from it.
+            **dict.fromkeys(("equity", "cash", "day_pnl", "drawdown_pct"), None),
+            **({} if self.cash_unreconciled() else {"equity": pf.equity(), "cash": pf.cash, "day_pnl": pf.day_pnl(),
+                                                     "drawdown_pct": pf.drawdown_pct()}),
+            "cash_unreconciled": self.cash_unreconciled(),
             "market_ts": market_ts,
             "positions": [{"symbol": p.symbol, "side": p.side.value, "quantity": p.quantity,
                            "entry": p.entry_price, "last": pf.last_price.get(p.symbol, p.entry_price),

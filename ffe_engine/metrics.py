@@ -10,6 +10,7 @@ no metrics work per bar and takes no client metric's lock, and a scrape shows th
 
 from __future__ import annotations
 
+import math
 import shutil
 from typing import Any, Callable, Iterator
 
@@ -197,9 +198,12 @@ class _Snapshot(Collector):
             pos.add_metric([sym], p.quantity if p is not None else 0.0)
         yield pos
         pf = e.portfolio
-        yield GaugeMetricFamily("ffe_equity", "Account equity in the quote currency.", value=pf.equity())
+        # NaN (not known) while the cash in memory may count a recovered fill twice (Engine.cash_unreconciled).
+        unknown = e.cash_unreconciled()
+        yield GaugeMetricFamily("ffe_equity", "Account equity in the quote currency.",
+                                value=math.nan if unknown else pf.equity())
         yield GaugeMetricFamily("ffe_drawdown_ratio", "Drawdown from the equity peak (0..1).",
-                                value=pf.drawdown_pct() / 100.0)
+                                value=math.nan if unknown else pf.drawdown_pct() / 100.0)
         risk = e.settings.risk
         yield GaugeMetricFamily("ffe_drawdown_limit_ratio", "The drawdown that pauses the engine (0..1).",
                                 value=risk.max_drawdown_pct / 100.0)

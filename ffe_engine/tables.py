@@ -106,6 +106,8 @@ def balances(result: dict[str, Any]) -> str:
 
 
 PERIOD_HEADERS = ("trades", "win %", "P&L", "fees", "mean time")
+# Said instead of the equity while the cash in memory may count a recovered fill twice (Engine.cash_unreconciled).
+CASH_UNRECONCILED = "the cash is the exchange's balance, not yet reconciled"
 
 
 def period_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -123,7 +125,8 @@ def profit_lines(p: dict[str, Any]) -> list[str]:
         f"{fmt.duration(p['avg_duration_s'])}   best {fmt.money(p['best'], signed=True)}   worst "
         f"{fmt.money(p['worst'], signed=True)}",
         f"drawdown now {fmt.pct(p['drawdown_pct'])}   deepest {fmt.pct(p['max_drawdown_pct'])}   equity "
-        f"{fmt.money(p['equity'])} {q}",
+        f"{fmt.money(p['equity'])} {q}" if not p.get("cash_unreconciled") else
+        f"drawdown now -   deepest {fmt.pct(p['max_drawdown_pct'])}   equity -: {CASH_UNRECONCILED}",
     ]
 
 

@@ -75,11 +75,15 @@ async def profit(engine: "Engine", periods: int = 7) -> dict[str, Any]:
     overall = _row(total[0]) if total else _row({"key": "all", "trades": 0, "wins": 0, "pnl": 0.0, "fees": 0.0,
                                                   "avg_duration_ms": None, "best": None, "worst": None})
     open_fees = sum(p.fees for p in pf.positions.values())
+    # While the cash in memory may count a recovered fill twice (Engine.cash_unreconciled), the equity and the
+    # drawdown now are unknown (None), and the deepest is the one stored.
+    unknown = engine.cash_unreconciled()
     return {
         "quote": engine.settings.venue.quote,
         "realised": overall["pnl"],
         "unrealised": pf.unrealised(),
-        "equity": pf.equity(),
+        "equity": None if unknown else pf.equity(),
+        "cash_unreconciled": unknown,
         "starting_cash": pf.starting_cash,
         "trades": overall["trades"],
         "wins": overall["wins"],
@@ -88,8 +92,8 @@ async def profit(engine: "Engine", periods: int = 7) -> dict[str, Any]:
         "best": overall["best"],
         "worst": overall["worst"],
         "fees": overall["fees"] + open_fees,  # the open positions' entry fees are paid already
-        "drawdown_pct": pf.drawdown_pct(),
-        "max_drawdown_pct": max(pf.max_drawdown_pct, pf.drawdown_pct()),
+        "drawdown_pct": None if unknown else pf.drawdown_pct(),
+        "max_drawdown_pct": pf.max_drawdown_pct if unknown else max(pf.max_drawdown_pct, pf.drawdown_pct()),
         "day": [_row(r) for r in await store.trade_stats("day", periods)],
         "week": [_row(r) for r in await store.trade_stats("week", periods)],
         "month": [_row(r) for r in await store.trade_stats("month", periods)],

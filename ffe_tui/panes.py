@@ -74,6 +74,11 @@ def _monitor_forms(snap: dict[str, Any]) -> list[Text]:
     return [Text(f"  monitor {url.removeprefix('http://') if url else 'off'}"), Text()]
 
 
+def _rounded(figure: float | None) -> float | None:
+    """A figure to the cent, None (not known) as it is."""
+    return None if figure is None else round(figure, 2)
+
+
 def fit(parts: dict[str, list[Text]], order: list[str], width: int) -> Text:
     """One line of `parts` (each its forms, the fullest first, each form with the spaces that lead it; an empty form
     leaves the part out): while the line is wider than `width`, the part named next in `order` takes its next
@@ -150,8 +155,8 @@ class StatusLine(Static):
         self._shown = (snap, note, where, opening)
         width = self.content_size.width or max(1, self.app.size.width - 2)
         key = (width, note, opening) if snap is None else (width, where,
-            snap["mode"], snap["state"], snap.get("state_reason"), round(snap["equity"], 2),
-            round(snap["day_pnl"], 2), round(snap["drawdown_pct"], 2), snap.get("market_ts"), snap["approval_mode"],
+            snap["mode"], snap["state"], snap.get("state_reason"), _rounded(snap["equity"]),
+            _rounded(snap["day_pnl"]), _rounded(snap["drawdown_pct"]), snap.get("market_ts"), snap["approval_mode"],
             waiting_approvals(snap), len(snap.get("approvals") or []), snap.get("bars"), note,
             len(snap.get("reconcile_blocked") or []),
             tuple((b.get("venue"), b.get("state")) for b in snap.get("breakers") or []), monitor_text(snap),
@@ -172,18 +177,11 @@ class StatusLine(Static):
         no_color = self.app.no_color
         styles = STATE_STYLE_NO_COLOR if no_color else STATE_STYLE
         live = "bold underline" if no_color else "bold reverse"
-        equity = (fmt.money(snap["equity"]), "bold")
-        # Without colour red is a grey a step from the background: a loss is bold, in the line's own colour.
-        day_style = ("" if snap["day_pnl"] >= 0 else "bold") if no_color else \
-            ("green" if snap["day_pnl"] >= 0 else "red")
-        day = (fmt.money(snap["day_pnl"], signed=True), day_style)
         parts = {
             "state": [Text.assemble((f" {mode} ", live if mode == "LIVE" else "bold"), " ",
                                     (f" {state} ", styles.get(state, "bold reverse")))],
             "reason": [Text.assemble(" ", (fmt.short(reason, n), "italic")) for n in (22, 16, 10)],
-            "equity": [Text.assemble("  equity ", equity), Text.assemble("  eq ", equity)],
-            "day": [Text.assemble("  day ", day)],
-            "dd": [Text(f"  dd {fmt.pct(snap['drawdown_pct'])}"), Text()],
+            **self._figures(snap, no_color),
             "where": [Text(f"  {where}"), Text(f"  {where.split(' ', 1)[-1]}"), Text()] if where else [Text()],
         }
         # Why the engine is not RUNNING outranks which engine it is, once shortened (the pid stays at 80 columns, as
@@ -191,6 +189,23 @@ class StatusLine(Static):
         order = (["where", "equity", "reason", "where"] if state == "RUNNING"
                  else ["where", "equity", "reason", "dd", "where"])
         return fit(parts, [*order, "reason", "reason", "dd"], width)
+
+    @staticmethod
+    def _figures(snap: dict[str, Any], no_color: bool) -> dict[str, list[Text]]:
+        """The equity, the day's P&L and the drawdown; while the cash may count a recovered fill twice (the
+        engine's cash_unreconciled) none of them, but what the cash is."""
+        if snap.get("cash_unreconciled"):
+            said = ("cash: the exchange's, not yet reconciled", "bold")
+            return {"equity": [Text.assemble("  ", said), Text.assemble("  ", ("cash unreconciled", "bold"))],
+                    "day": [Text()], "dd": [Text()]}
+        equity = (fmt.money(snap["equity"]), "bold")
+        # Without colour red is a grey a step from the background: a loss is bold, in the line's own colour.
+        day_style = ("" if snap["day_pnl"] >= 0 else "bold") if no_color else \
+            ("green" if snap["day_pnl"] >= 0 else "red")
+        day = (fmt.money(snap["day_pnl"], signed=True), day_style)
+        return {"equity": [Text.assemble("  equity ", equity), Text.assemble("  eq ", equity)],
+                "day": [Text.assemble("  day ", day)],
+                "dd": [Text(f"  dd {fmt.pct(snap['drawdown_pct'])}"), Text()]}
 
     def _second(self, snap: dict[str, Any], note: str, width: int) -> Text:
         bad = [b for b in snap.get("breakers") or [] if b.get("state") != "closed"]
