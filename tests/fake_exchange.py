@@ -30,7 +30,8 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "slow": hold the request for `seconds` before running it, then answer normally;
 - "5xx_executed": run the request, then answer `status` (503 by default) with a gateway error page;
 - "5xx_not_executed": answer `status` without running the request; either with a Retry-After header of
-  `page_retry_after` seconds when that is given (a proxy's or CDN's rate-limit page);
+  `page_retry_after` seconds when that is given (a proxy's or CDN's rate-limit page), and with `page_json` (a dict)
+  for the page's body when that is given: an API gateway's error page written in JSON, not Binance's error;
 - "429" / "418": answer Binance's rate-limit error with a Retry-After header (`retry_after` seconds): by default code
   -1003, the address's request weight (418: the address banned), or the Binance `code` given, e.g. -1015 ("Too
   many new orders", the account's limit on new orders, with its own message unless `msg` is given);
@@ -180,6 +181,7 @@ class Fault:
     status: int = 503
     retry_after: int = 1
     page_retry_after: int | None = None  # 5xx_executed, 5xx_not_executed: the page's Retry-After header
+    page_json: dict[str, Any] | None = None  # 5xx_executed, 5xx_not_executed: the page's body, in JSON
     seconds: float = 30.0
     execute: bool = True
     code: int | None = None  # "error": -1000 when None; "429"/"418": -1003 when None
@@ -445,8 +447,11 @@ class FakeBinance:
         if f.kind in ("5xx_executed", "5xx_not_executed"):
             if f.kind == "5xx_executed":
                 await self._run(handler, request)
-            page = web.Response(status=f.status, text=f"<html><body><h1>{f.status} Service Unavailable</h1>"
-                                                      "</body></html>", content_type="text/html")
+            if f.page_json is not None:
+                page = web.Response(status=f.status, text=json.dumps(f.page_json), content_type="application/json")
+            else:
+                page = web.Response(status=f.status, text=f"<html><body><h1>{f.status} Service Unavailable</h1>"
+                                                          "</body></html>", content_type="text/html")
             if f.page_retry_after is not None:
                 page.headers["Retry-After"] = str(f.page_retry_after)
             return page

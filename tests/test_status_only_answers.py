@@ -111,3 +111,46 @@ async def test_a_rate_limit_page_without_the_exchange_s_code_keeps_its_retry_aft
     await assert_journal_filled(desk, o.client_order_id)
     assert desk.sent_ids() == [o.client_order_id]
 
+
+
+# A gateway's error page written in JSON: Binance's own error carries both its code, a negative integer, and its
+# message, "msg". None of these is: a code of the gateway's own (an HTTP status, which Binance never uses as a code)
+# with or without a message, or a message alone that ccxt matches to an exchange's error (insufficient funds, a
+# filter failure).
+GATEWAY_PAGES = {
+    "gateway_code": {"code": 503, "message": "Service Temporarily Unavailable"},
+    "http_code_and_msg": {"code": 503, "msg": "Service Unavailable"},
+    "msg_alone": {"msg": "Account has insufficient balance for requested action."},
+    "filter_msg_alone": {"msg": "Filter failure: LOT_SIZE"},
+}
+
+
+@pytest.mark.parametrize("page", sorted(GATEWAY_PAGES))
+@pytest.mark.parametrize("status", [400, 401, 429, 503])
+async def test_a_json_gateway_page_answering_an_executed_buy_leaves_it_in_doubt(fx, make_desk, status, page):
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "5xx_executed", status=status, page_json=GATEWAY_PAGES[page])
+    sub = await desk.buy()
+    o = sub.order
+    assert sub.accepted and o.status is OrderStatus.IN_DOUBT, (o.status, o.error)
+    assert desk.breaker.failures == 1  # no answer from the exchange: a failure of the venue's
+    await desk.resolve(o)
+    assert_one_filled_order(fx, o.client_order_id)
+    await assert_journal_filled(desk, o.client_order_id)
+    assert desk.sent_ids() == [o.client_order_id]  # found by its client order id, never sent again
+
+
+@pytest.mark.parametrize("status", [401, 503])
+async def test_a_json_gateway_page_answering_an_executed_sale_leaves_no_coins_in_the_books(fx, make_desk, status):
+    desk = await make_desk()
+    bought = (await desk.buy()).order
+    held = desk.pf.positions[BTC].quantity
+    fx.fault(POST_ORDER, "5xx_executed", status=status, page_json=GATEWAY_PAGES["gateway_code"])
+    sub = await desk.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=held, reason=OrderReason.OPERATOR,
+                                             ref_price=30_000.0))
+    o = sub.order
+    assert sub.accepted and o.status is OrderStatus.IN_DOUBT, (o.status, o.error)
+    await desk.resolve(o)
+    assert (o.status, o.filled) == (OrderStatus.FILLED, pytest.approx(held))
+    assert BTC not in desk.pf.positions and fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+    assert desk.sent_ids() == [bought.client_order_id, o.client_order_id]
