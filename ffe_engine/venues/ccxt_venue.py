@@ -9,6 +9,8 @@ proves the order was not placed. ccxt also raises errors from an answer's HTTP s
 no error of the exchange's (401, 407, 511 AuthenticationError, 422 ExchangeError, 418/429 a rate limit, most others
 ExchangeNotAvailable): a page in front of the exchange (a proxy's, a captive portal's, a CDN's), which may answer a
 request the exchange executed: such an error, marked as it is raised (_mark_status_only), proves nothing of the order.
+The exchange's own error is Binance's shape whole, its code a negative integer and its message (`msg`): a JSON page
+of a gateway's (an HTTP status for a code, a message alone) is no word of the exchange's, whatever ccxt makes of it.
 - DDoSProtection / RateLimitExceeded (HTTP 429/418, Binance -1003, -1015) and InvalidNonce (timestamp outside the
   receive window): the exchange refused the request before matching it -> VenueUnavailable (with retry_after). Its
   Retry-After holds every request to the venue, as a read's does, unless it is the account's limit on new orders
@@ -56,7 +58,7 @@ import copy
 import json
 import logging
 import re
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, TypeGuard, TypeVar
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
@@ -307,8 +309,8 @@ def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
         return (f"{name}: exchange.api_urls has no URL for ccxt's {no_url.group(1)!r} section; add it, or keep "
                 "ccxt to the sections given with exchange.options (see README, Live trading)")
     body = _error_body(text)
-    if body is not None and ("code" in body or "msg" in body):
-        return _mask(fmt.printable(f"{name}: code {body.get('code')}: {body.get('msg', '')}".strip()), secrets)
+    if _exchange_wrote(body):  # the exchange's own error, said by its code and message; any other body as it reads
+        return _mask(fmt.printable(f"{name}: code {body['code']}: {body['msg']}".strip()), secrets)
     text = _URL.sub(r"\1", text)
     text = re.sub(r"<[^>]*>", " ", text)  # gateway error pages
     text = " ".join(text.split())
@@ -353,9 +355,17 @@ def _error_body(text: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _exchange_wrote(response: Any) -> bool:
-    """A body (as ccxt parsed it) that is the exchange's own error: Binance's {"code": ..., "msg": ...}."""
-    return isinstance(response, dict) and ("code" in response or "msg" in response)
+def _exchange_wrote(response: Any) -> TypeGuard[dict[str, Any]]:
+    """A body (as ccxt parsed it) that is the exchange's own error: Binance's {"code": -2015, "msg": "..."}, both its
+    code, a negative integer, and its message. A page in front of the exchange can be JSON too (an API gateway's):
+    a code of its own, an HTTP status Binance never uses as one ({"code": 503, "message": ...}), or a message alone,
+    which ccxt may still match to an exchange's error ("insufficient balance"). Such a body is not the exchange's
+    word, and neither is what ccxt raises from it: an order it answered may have executed. Anything short of the
+    exchange's shape leaves the order in doubt, which a lookup resolves; taken as a refusal, a fill would be lost."""
+    if not isinstance(response, dict):
+        return False
+    code, msg = response.get("code"), response.get("msg")
+    return type(code) is int and code < 0 and isinstance(msg, str) and msg.strip() != ""
 
 
 def _status_only(exc: BaseException) -> bool:
