@@ -13,9 +13,10 @@ import pytest
 
 from ffe_engine.model import OrderReason, OrderStatus, Side
 from ffe_engine.risk import OrderIntent
+from ffe_engine.venues.base import VenueError
 from ffe_engine.venues.ccxt_loader import exchange_class
-from test_live_faults import (BTC, POST_ORDER, assert_journal_filled, assert_one_filled_order, fx,  # noqa: F401
-                              make_desk)
+from test_live_faults import (BTC, GET_ORDER, POST_ORDER, assert_journal_filled,  # noqa: F401
+                              assert_one_filled_order, fx, make_desk)
 
 # Every status ccxt's binance maps to an error from the status alone: the base Exchange's table, which binance keeps,
 # and 418 and 429, which binance's own error handler maps whatever the body.
@@ -154,3 +155,36 @@ async def test_a_json_gateway_page_answering_an_executed_sale_leaves_no_coins_in
     assert (o.status, o.filled) == (OrderStatus.FILLED, pytest.approx(held))
     assert BTC not in desk.pf.positions and fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
     assert desk.sent_ids() == [bought.client_order_id, o.client_order_id]
+
+
+KEY_REFUSED = dict(status=401, code=-2015, msg="Invalid API-key, IP, or permissions for action.")
+
+
+async def test_the_key_refused_after_it_worked_is_a_refusal_the_breaker_does_not_count(fx, make_desk):
+    # Once a client has made one authenticated call, ccxt's binance raises the exchange's -2015 as DDoSProtection (a
+    # temporary ban, it guesses), not AuthenticationError. The exchange's code says what it is: its refusal of the
+    # key, final, the order not placed, the venue healthy. Three in a row do not open the breaker, and the next
+    # order, the key taken again, goes.
+    desk = await make_desk(threshold=3)
+    await desk.venue.fetch_balance()  # an authenticated call that works
+    for _ in range(3):
+        fx.fault(POST_ORDER, "error", **KEY_REFUSED)
+        sub = await desk.buy()
+        o = sub.order
+        assert not sub.accepted and o.status is OrderStatus.REJECTED, (o.status, o.error)
+        assert "-2015" in o.error, o.error
+    assert (desk.breaker.state, desk.breaker.failures) == ("closed", 0)
+    assert fx.orders == [] and [r.status for r in fx.requests_to(POST_ORDER)] == [401] * 3
+    sub = await desk.buy()
+    assert sub.accepted and sub.order.status is OrderStatus.FILLED, (sub.order.status, sub.order.error)
+    assert_one_filled_order(fx, sub.order.client_order_id)
+
+
+async def test_a_lookup_refused_for_the_key_after_it_worked_is_final_and_not_counted(fx, make_desk):
+    # The same refusal on a read: the exchange's final word on the key, not sent again and not a failure of the venue.
+    desk = await make_desk(threshold=3)
+    o = (await desk.buy()).order  # authenticated calls that work
+    fx.fault(GET_ORDER, "error", times=2, **KEY_REFUSED)
+    with pytest.raises(VenueError, match="-2015"):
+        await desk.breaker.call(lambda: desk.venue.fetch_order(o.client_order_id, BTC))
+    assert len(fx.requests_to(GET_ORDER)) == 1 and desk.breaker.failures == 0
