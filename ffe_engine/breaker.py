@@ -4,10 +4,10 @@ closed -> (failure_threshold consecutive transient failures) -> open -> (recover
 probe call goes through; its failure opens the breaker again for another timeout, its success closes it unless the
 kind of call that opened it has not yet worked.
 Only transient failures (VenueUnavailable, which includes an order in doubt) count: a venue that answers
-"insufficient funds" is healthy. A request held back by the exchange's Retry-After (VenueUnavailable, not sent) is
-neither a failure nor a success: it never reached the venue, whose own answer (the 418 or 429 that asked for the
-wait) counted once already. Counted, the poll's lookups refused every half second would open the breaker (and pause
-the engine) over one answer.
+"insufficient funds", or refuses the API key, is healthy (VenueError). A request held back by the exchange's
+Retry-After (VenueUnavailable, not sent) is neither a failure nor a success: it never reached the venue, whose own
+answer (the 418 or 429 that asked for the wait) counted once already. Counted, the poll's lookups refused every half
+second would open the breaker (and pause the engine) over one answer.
 
 Failures are counted three ways: every call in a row, and each kind of call (order sends, reads) in a row of its
 own kind. A venue that refuses every order while it answers every lookup (a 503 on its order route alone) fails

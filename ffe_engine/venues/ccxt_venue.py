@@ -25,6 +25,8 @@ of a gateway's (an HTTP status for a code, a message alone) is no word of the ex
   -> DuplicateOrder, an OrderInDoubt: the order path looks it up instead of recording a rejection.
 - any other ExchangeError (InsufficientFunds, InvalidOrder, AuthenticationError such as Binance's -2015 for a key it
   does not take, PermissionDenied, BadRequest, ...), from the exchange's own words: a final answer -> VenueError.
+  Binance's -2015 is one however ccxt raises it: after one authenticated call that worked, ccxt's binance raises it
+  as DDoSProtection, which its code, not the class, tells apart from a rate limit (_key_refused), for reads too.
 
 `settle_s` (exchange.settle_window_ms) is how long after an unanswered create_order a lookup that does not find
 the order still proves nothing: Binance refuses a request whose timestamp is older than its receive window (ccxt's
@@ -89,6 +91,8 @@ TIME_READ_S = 2.0  # the longest the exchange's time is waited for (CcxtVenue.se
 LONG_HOLD_S = 60.0
 # Binance's code for the account's limit on new orders ("Too many new orders; current limit is N orders per ...").
 ORDER_LIMIT_CODE = "-1015"
+# Binance's refusal of the API key ("Invalid API-key, IP, or permissions for action."), final however ccxt raises it.
+KEY_REFUSED_CODE = -2015
 SAID_MAX = 1000  # how many orders' warnings said once per order are remembered (CcxtVenue._first)
 # An order's trades are asked for this many at a time (Binance's most; its default is 500), page after page while a
 # page comes back full, at most TRADES_PAGES_MAX pages per look: an order of more trades than they hold (20,000) is
@@ -368,6 +372,15 @@ def _exchange_wrote(response: Any) -> TypeGuard[dict[str, Any]]:
     return type(code) is int and code < 0 and isinstance(msg, str) and msg.strip() != ""
 
 
+def _key_refused(exc: BaseException) -> bool:
+    """Whether this is the exchange's own refusal of the API key (Binance's -2015), told by its code, not ccxt's
+    class: once a client has made one authenticated call, ccxt's binance raises it as DDoSProtection (it guesses a
+    temporary ban), which would read as a rate limit, a failure of the venue's. The exchange answered, and refused:
+    the request was not carried out, and sending it again before the key is set right gets the same answer."""
+    body = _error_body(str(exc))
+    return _exchange_wrote(body) and body["code"] == KEY_REFUSED_CODE and not _status_only(exc)
+
+
 def _status_only(exc: BaseException) -> bool:
     """Whether ccxt took this error from the answer's HTTP status alone (see _mark_status_only)."""
     return bool(getattr(exc, STATUS_ONLY, False))
@@ -467,6 +480,8 @@ class ReadRetry:
     def translate(self, exc: BaseException, what: str) -> Exception:
         """A ccxt or network error as VenueUnavailable (transient) or VenueError (final)."""
         msg = f"{self.name} {what}: {describe(exc, self.secrets)}"
+        if _key_refused(exc):
+            return VenueError(msg)
         if isinstance(exc, (cx.DDoSProtection, cx.RateLimitExceeded)):
             asked = _retry_after(self.exchange)
             self.hold(asked, msg)
@@ -654,6 +669,9 @@ class CcxtVenue:
         try:
             raw = await self.exchange.create_order(req.symbol, req.type, req.side.value, req.quantity, price, params)
         except (cx.DDoSProtection, cx.RateLimitExceeded) as exc:
+            if _key_refused(exc):  # the exchange's refusal of the key, whatever ccxt calls it: final, not placed
+                raise VenueError(f"{self.name} {what}: the API key refused, not placed: "
+                                 f"{describe(exc, self._secrets)}") from None
             asked = _retry_after(self.exchange)
             if _status_only(exc):
                 # A 418 or 429 page without the exchange's code (a proxy's, a CDN's): the wait it asks for is kept,
