@@ -125,11 +125,18 @@ async def killed_and_started_within_the_ban(tmp_path, fx, processes, first) -> N
     await wait_for(lambda: rows(db, "SELECT value FROM kv WHERE key = 'venue_request_hold_until' AND value != 'null'"),
                    timeout=30, what="the ban stored")
     await first.kill()
+    await started_within_the_ban(tmp_path, fx, processes)
+
+
+async def started_within_the_ban(tmp_path, fx, processes) -> None:
+    """The engine started again within the ban: it sends nothing to the exchange and stops in one line saying so."""
     sent = len(fx.requests)
     second = await AsyncFfe.start(tmp_path, *RUN, env=live_env(fx), name="second")
     processes.append(second)
+    await wait_for(lambda: not second.alive() or len(fx.requests) > sent, timeout=60,
+                   what="the start's end or its first request")
+    assert [r.route for r in fx.requests[sent:]] == []  # nothing sent during the ban
     assert await second.wait(timeout=60) == 1, second.stderr
-    assert len(fx.requests) == sent, [r.route for r in fx.requests[sent:]]  # nothing sent during the ban
     errors = [line for line in second.stderr.splitlines() if line.startswith("ffe: error: ")]
     assert len(errors) == 1 and "Retry-After" in errors[0], second.stderr[-2000:]
 
@@ -159,6 +166,27 @@ async def test_an_exchange_s_ban_met_by_an_order_holds_the_next_start_too(tmp_pa
     assert answer["ok"] and not answer["result"]["accepted"], answer
     assert "VENUE_HOLD" in answer["result"]["reason"], answer
     await killed_and_started_within_the_ban(tmp_path, fx, processes, first)
+    assert len(fx.requests_to(POST_ORDER)) == 1 and not fx.orders
+
+
+@pytest.mark.parametrize("answer", ["exchange418", "exchange429", "page418", "page429"])
+async def test_killed_as_soon_as_an_order_met_a_ban_the_next_start_sends_nothing(tmp_path, fx, processes, answer):
+    """An order answered with a Retry-After on every request (the exchange's 418, its 429 -1003 for the address's
+    request weight, or a 418 or 429 page without its code), and the engine killed as soon as the order's answer is
+    given, nothing else waited for: the ban was stored when it was set, so the start within it sends nothing."""
+    write_config(tmp_path, live_config(fx, engine={"live_start_paused": False}))
+    sock = tmp_path / "data" / "ffe.sock"
+    first = await start_engine(tmp_path, fx, processes, "first")
+    await wait_for_bar(sock, fx)
+    status = int(answer[-3:])
+    if answer.startswith("exchange"):
+        fx.fault(POST_ORDER, str(status), retry_after=600)
+    else:
+        fx.fault(POST_ORDER, "5xx_not_executed", status=status, page_retry_after=600)
+    reply = await request(sock, "order", {"symbol": BTC, "side": "buy", "quantity": 0.001, "by": "test"})
+    assert reply["ok"] and [r.status for r in fx.requests_to(POST_ORDER)] == [status], reply
+    await first.kill()
+    await started_within_the_ban(tmp_path, fx, processes)
     assert len(fx.requests_to(POST_ORDER)) == 1 and not fx.orders
 
 
