@@ -278,6 +278,10 @@ class Engine:
         # The exchange's Retry-After on requests, as last stored; unknown at the start, so that the first storing of
         # the books says it as it is (a hold that ended while the engine was down is cleared).
         self._request_hold_stored: float | None | str = "unknown"
+        # and stored as soon as the exchange asks for it, before its answer goes further (_store_request_hold)
+        tell = getattr(venue, "tell_requests_held", None)
+        if tell is not None:
+            tell(self._store_request_hold)
         # Differences the last reconciliation saw for the first time: looked at again before they hold the engine.
         self.reconcile_unconfirmed: list[dict[str, Any]] = []
         self._reconciled_whole = False  # the last reconciliation compared every position, the cash and the equity
@@ -958,6 +962,15 @@ class Engine:
         cash, the equity, the day's P&L and the drawdown in memory may count them twice, and are not shown as the
         account's (status, profit, the console) until a reconciliation takes the cash."""
         return self._cash_from_venue and self._cash_charged
+
+    async def _store_request_hold(self, until: float) -> None:
+        """The exchange's Retry-After on every request, stored as soon as the venue is given it: before the answer
+        that asked for it goes further, so before anything else is sent (as the order path stores its hold on
+        orders). With the books only, an engine killed in between let the next start send within the ban."""
+        if until == self._request_hold_stored:
+            return
+        await self.store.put_kvs({REQUEST_HOLD_KEY: until}, self.clock.wall())
+        self._request_hold_stored = until
 
     def _request_hold_change(self) -> dict[str, Any]:
         """The exchange's Retry-After on every request (until when, or None once over) when it changed since it was

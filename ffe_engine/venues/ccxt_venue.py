@@ -43,7 +43,8 @@ Retry-After asks for more than `max_retry_after_s`. After the last attempt they 
 Retry-After holds the whole venue, not only the request it answered: until that time no request goes to the exchange
 (which bans an address that goes on asking, for longer each time), a read, cancel or order asked for meanwhile is
 refused at once with VenueUnavailable (not sent, its retry_after the time left), or waited for when what is left is
-within `max_retry_after_s`. Final errors
+within `max_retry_after_s`. A hold on every request that begins or lengthens is told to the engine
+(tell_requests_held), which stores it before the answer that asked for it goes further. Final errors
 raise VenueError at once. OrderNotFound is an ExchangeError in ccxt 4 (not an OperationFailed), so it is never
 retried: fetch_order answers None for it, and cancel_order looks the order up to report what became of it.
 
@@ -442,6 +443,10 @@ class ReadRetry:
         self.wall = wall if wall is not None else WallClock().wall
         self.hold_until: float | None = None  # monotonic time before which the exchange asked for no requests
         self.hold_until_wall: float | None = None  # the same time in wall seconds (stored across restarts)
+        # Told each time a hold begins or lengthens (its wall time), before the answer that asked for it goes further:
+        # the engine stores it then, so that a start after a kill within it sends nothing either (see tell).
+        self.on_hold: Callable[[float], Awaitable[None]] | None = None
+        self._told: float | None = None
 
     def hold(self, retry_after: float | None, answer: str = "") -> None:
         """The exchange asked for no requests for `retry_after` seconds: none goes to it before then. `answer`: the
@@ -457,6 +462,17 @@ class ReadRetry:
                 log.warning("%s asked for no requests for %.0fs (Retry-After): none is sent to it before %s; market "
                             "data, order lookups, cancels and orders wait until then (%s)", self.name, retry_after,
                             fmt.iso(self.hold_until_wall), answer)
+
+    async def tell(self) -> None:
+        """Tell on_hold of a hold begun or lengthened since it was last told. Awaited where the answer that asked for
+        it is read, before that answer goes to the caller: stored only with the engine's next storing of its books,
+        an engine killed in between (an order answered 418, the operator told so at once) left the next start free
+        to send within the ban, which the exchange lengthens for every request sent during it."""
+        until = self.hold_until_wall
+        if self.on_hold is None or until is None or until == self._told:
+            return
+        self._told = until
+        await self.on_hold(until)
 
     def held_for(self) -> float:
         """Seconds left of the exchange's Retry-After (0 when requests may go)."""
@@ -523,10 +539,12 @@ class ReadRetry:
             except passthrough:
                 raise
             except (cx.BaseError, *_NETWORK) as exc:
-                raise self.translate(exc, what) from None
+                error = self.translate(exc, what)
             except _UNPARSED as exc:  # a body that is not the exchange's answer (a gateway's page): not read
                 raise VenueUnavailable(f"{self.name} {what}: the answer could not be read "
                                        f"({type(exc).__name__})") from None
+            await self.tell()  # a Retry-After the answer asked for is stored before anything else is sent
+            raise error from None
 
         retrying = AsyncRetrying(stop=(lambda _state: True) if once else self._stop, wait=self._wait,
                                  retry=retry_if_exception_type(VenueUnavailable), before_sleep=self._before_sleep,
@@ -577,6 +595,11 @@ class CcxtVenue:
         self.exchange.fetch = fetch
 
     # -- the exchange's Retry-After, across restarts ---------------------------------------------------------------
+    def tell_requests_held(self, listener: Callable[[float], Awaitable[None]]) -> None:
+        """`listener` is given until when (wall seconds) the exchange asked for no requests at all, each time such a
+        hold begins or lengthens, and awaited before the answer that asked for it goes further (ReadRetry.tell)."""
+        self.reads.on_hold = listener
+
     def requests_held_until(self) -> float | None:
         """Until when (wall seconds) the exchange asked for no requests at all, None when they may go: stored by the
         engine, so that a start within it sends nothing either (an exchange's ban grows with every request sent
@@ -679,6 +702,7 @@ class CcxtVenue:
                 # exchange executed.
                 message = f"{self.name} {what}: outcome unknown: {describe(exc, self._secrets)}"
                 self.reads.hold(asked, message)
+                await self.reads.tell()
                 raise OrderInDoubt(message, retry_after=asked) from None
             message = f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}"
             # Held by the order path either way. Only the account's limit on new orders (Binance -1015) leaves the
@@ -688,6 +712,7 @@ class CcxtVenue:
             # ban for every request sent during it, and a read held back needlessly costs less than a longer ban.
             if not _orders_only(exc, self.name):
                 self.reads.hold(asked, message)
+                await self.reads.tell()
             raise VenueUnavailable(message, retry_after=asked) from None
         except cx.InvalidNonce as exc:
             raise VenueUnavailable(f"{self.name} {what}: refused, not placed: {describe(exc, self._secrets)}") \
