@@ -1,8 +1,8 @@
 """A live engine whose cash is the exchange's quote balance, not yet taken by a reconciliation, with fills booked on
 it that the balance may already hold (a restore's recovered orders): `ffe ctl status`, its JSON and `ffe ctl
 profit` and a console attached to it show no cash, equity or drawdown that counts those fills twice, for as long as
-the exchange's balances cannot be read. Real `ffe run --headless --live` and `ffe ctl` subprocesses against the fake Binance, the same
-SQLite database.
+the exchange's balances cannot be read. Real `ffe run --headless --live` and `ffe ctl` subprocesses against the fake
+Binance, the same SQLite database.
 """
 
 from __future__ import annotations

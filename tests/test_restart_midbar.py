@@ -6,7 +6,8 @@ open time) and the orders', fills', trades' and positions' stamps (the clock, at
 A replay stopped after BTC/USD's candle of a bar filled an order, and before ETH/USD's candle of that bar, started a
 bar later: ETH/USD's candle of that bar was never handed out, ETH/USD never decided it, and its next return spanned
 two bars. The simulated market whose saved state was lost went on from the last decision's open time: that bar was
-generated and decided again (a lost market state is refused by the start now). Real `ffe backtest` and `ffe run --headless` processes over the sample files, real SQLite.
+generated and decided again (a lost market state is refused by the start now). Real `ffe backtest` and `ffe run
+--headless` processes over the sample files, real SQLite.
 """
 
 from __future__ import annotations
