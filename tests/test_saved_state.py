@@ -55,6 +55,20 @@ async def test_manual_approval_saved_from_the_last_run_wins_over_configured_auto
     assert "approval mode manual" in line and "engine.approval = auto" in line
 
 
+async def test_manual_asked_while_the_configuration_alone_makes_it_manual_is_saved_over_a_saved_auto(tmp_path):
+    # Saved auto; started manual by the configuration (the safer wins); the operator then asks for manual: that is
+    # the operator's word, saved, so a start whose configuration says auto again stays manual.
+    async with engine_session(make_settings(tmp_path)) as running:
+        await running.engine.set_approval_mode("manual", by="operator")
+        await running.engine.set_approval_mode("auto", by="operator")  # saved: auto
+    async with engine_session(make_settings(tmp_path, engine={"approval": "manual"})) as running:
+        assert running.engine.approval_mode == "manual"
+        assert await running.engine.set_approval_mode("manual", by="operator") == "manual"
+    assert db_rows(tmp_path / "data" / "ffe.db", "SELECT value FROM kv WHERE key = 'approval_mode'") == [('"manual"',)]
+    async with engine_session(make_settings(tmp_path)) as running:  # engine.approval = "auto" again
+        assert running.engine.approval_mode == "manual"
+
+
 async def test_a_halted_engine_restarts_halted_and_says_so(tmp_path):
     settings = make_settings(tmp_path)
     async with engine_session(settings) as running:
