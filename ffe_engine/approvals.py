@@ -66,6 +66,9 @@ class ApprovalDesk:
         self.clock = clock
         self.ttl_s = ttl_s
         self.mode = mode
+        # The mode the operator last set, as stored (kv approval_mode); None while never set. The mode in effect may
+        # be manual by the configuration alone (the safer wins): the operator's word is saved all the same.
+        self.saved: str | None = None
         self.new_id = new_id
         self.size = size
         self.price_now = price_now  # the market's price at this moment (ControlError when it cannot be read)
@@ -81,7 +84,9 @@ class ApprovalDesk:
         traded = set(traded)
         override = None
         if mode:
-            self.mode, override = approval_mode(self.mode, await self.store.get_kv("approval_mode"))
+            stored = await self.store.get_kv("approval_mode")
+            self.saved = stored if stored in MODES else None
+            self.mode, override = approval_mode(self.mode, stored)
         now = self.clock.wall()
         for row in await self.store.approvals("pending"):
             sent = await self.store.entry_order_of(row["decision_id"])
@@ -278,9 +283,11 @@ class ApprovalDesk:
     async def set_mode(self, mode: str, by: str) -> str:
         if mode not in MODES:
             raise ControlError(f"approval mode must be auto or manual, not {mode!r}")
-        if mode == self.mode:  # nothing changes: nothing to record, as a second pause records nothing
-            return mode
-        self.mode = mode
+        if mode == self.mode and mode == (self.saved or self.mode):
+            return mode  # nothing changes: nothing to record, as a second pause records nothing
+        # Recorded too when the mode in effect is already `mode` by the configuration alone but the stored one says
+        # otherwise: a start whose configuration changes back would take the stored one.
+        self.mode = self.saved = mode
 
         def publish() -> None:
             state = self.trading.state.value
