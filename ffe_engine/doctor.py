@@ -139,7 +139,7 @@ def check(settings: Settings) -> Findings:
         # The account's market made in the process (simulated, a replay) stores its state with the books. Only a
         # paper account (its paper venue's book stored) can be on one: a live account trades on the exchange's
         # market, whatever the configuration this doctor was given says.
-        own_market = settings.market.source != "exchange" and records.kv("paper_venue") is not None
+        own_market = settings.market.source != "exchange" and _paper_account(records)
         damage = records.damage(account=level is None, own_market=own_market)
         if damage is not None:
             raise Violation(f"{settings.db_path}: {damage}")
@@ -184,8 +184,9 @@ def check(settings: Settings) -> Findings:
         held = _check_positions(records, fills, settings.db_path)
         found.positions = len(held)
         found.checks.append("positions")
-        # A paper account by its records (its simulated exchange's book), whatever the configuration names now.
-        if settings.venue.kind == "paper" or records.kv("paper_venue") is not None:
+        # A paper account by its records (its simulated exchange's book, its own starting cash), whatever the
+        # configuration names now: a live account's cash is the exchange's balance, not a starting cash and the fills.
+        if _paper_account(records):
             _check_cash(records, fills, held, settings)
             found.checks.append("cash and equity")
             if level is None:
@@ -523,6 +524,12 @@ def _check_positions(records: Records, fills: list[FillRow], db: Path) -> dict[s
     return stored
 
 
+def _paper_account(records: Records) -> bool:
+    """A paper account by its records: its simulated exchange's book, or its own starting cash (stored at its first
+    start, before any bar stores the book). A live account stores neither."""
+    return records.kv("paper_venue") is not None or records.kv(STARTING_CASH_KEY) is not None
+
+
 def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], settings: Settings) -> None:
     db = settings.db_path
     book = records.kv("portfolio")
@@ -530,6 +537,9 @@ def _check_cash(records: Records, fills: list[FillRow], held: dict[str, float], 
         if fills:
             raise Violation(f"{db}: fills are recorded but no portfolio book is stored")
         return
+    if book["cash"] is None:  # stored so by a live account only, while its cash is the exchange's not yet taken
+        raise Violation(f"{db}: stored cash is null in the books of a paper account: only a live account's is, while "
+                        "it is the exchange's balance not yet reconciled")
     own = records.kv(STARTING_CASH_KEY)  # the account's own (a backtest run's, and an older account's: configured)
     starting = float(own) if isinstance(own, (int, float)) else settings.venue.starting_cash
     cash = starting + float(records.kv(CASH_ACCEPTED_KEY) or 0.0)
