@@ -74,6 +74,10 @@ class Receiver:
             return web.json_response({"ok": True, "result": {}})
         return web.Response(text="ok")
 
+    def delivered_of(self, kind: str) -> list[dict]:
+        """The JSON bodies delivered of one alert kind (a webhook's), in the order they came."""
+        return [r.body for r in self.delivered if isinstance(r.body, dict) and r.body.get("kind") == kind]
+
     def texts(self) -> list[str]:
         """The alert texts delivered, whatever the channel's format."""
         out = []

@@ -36,7 +36,7 @@ async def test_disk_low_is_not_said_again_by_a_restart_while_the_disk_stays_low(
     hook = await Receiver().start()
     try:
         assert await _start_and_look(tmp_path, hook, LOW) == 1
-        await until(lambda: [r for r in hook.delivered if r.body.get("kind") == "DISK_LOW"], what="DISK_LOW")
+        await until(lambda: hook.delivered_of("DISK_LOW"), what="DISK_LOW")
         assert await _start_and_look(tmp_path, hook, LOW) == 1  # still low: said already
         assert await _start_and_look(tmp_path, hook, LOW) == 1
         assert await _start_and_look(tmp_path, hook, ROOM) == 1  # room again: the episode ends

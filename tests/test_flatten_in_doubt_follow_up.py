@@ -28,7 +28,7 @@ def follow_ups(db) -> list[dict]:
 
 
 def flatten_pages(hook: Receiver) -> list[tuple[str, str]]:
-    return [(r.body["severity"], r.body["text"]) for r in hook.delivered if r.body.get("kind") == "FLATTEN"]
+    return [(b["severity"], b["text"]) for b in hook.delivered_of("FLATTEN")]
 
 
 def not_followed(db) -> bool:

@@ -22,9 +22,6 @@ async def test_a_kill_switch_whose_cancel_fails_pages_naming_the_order_still_wor
     settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600}, monitor={"port": 0},
                                  alerts={"webhook_url": hook.url, **FAST})
 
-    def sent(kind: str) -> list[dict]:
-        return [r.body for r in hook.delivered if r.body.get("kind") == kind]
-
     try:
         async with engine_session(settings, live=True) as running:
             e = running.engine
@@ -41,12 +38,13 @@ async def test_a_kill_switch_whose_cancel_fails_pages_naming_the_order_still_wor
                     await asyncio.sleep(0.25)
                 assert len(fx.requests_to(DELETE_ORDER)) > asked  # asked again, as the page says
                 await running.store.flush()
-                await wait_for(lambda: sent("CANCEL_FAILED") and sent("HALTED"), timeout=10, what="the pages")
+                await wait_for(lambda: hook.delivered_of("CANCEL_FAILED") and hook.delivered_of("HALTED"), timeout=10,
+                               what="the pages")
                 await asyncio.sleep(0.3)
-        [page] = sent("CANCEL_FAILED")
+        [page] = hook.delivered_of("CANCEL_FAILED")
         assert page["severity"] == "page", page
         assert cid in page["text"] and "may still fill" in page["text"] and "503" in page["text"], page["text"]
-        [halted] = sent("HALTED")
+        [halted] = hook.delivered_of("HALTED")
         assert "open orders cancelled" not in halted["text"], halted["text"]
         assert fx.open_order(cid) is not None  # still working at the exchange, as the page says
     finally:

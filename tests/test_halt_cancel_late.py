@@ -30,10 +30,6 @@ def _settings(tmp_path, fx, hook: Receiver):
                              alerts={"webhook_url": hook.url, **FAST})
 
 
-def _sent(hook: Receiver, kind: str) -> list[dict]:
-    return [r.body for r in hook.delivered if r.body.get("kind") == kind]
-
-
 async def test_a_cancel_done_before_the_report_is_recorded_is_reported_cancelled_not_failed(tmp_path, fx):
     hook = await Receiver().start()
     settings = _settings(tmp_path, fx, hook)
@@ -55,12 +51,12 @@ async def test_a_cancel_done_before_the_report_is_recorded_is_reported_cancelled
                     holder.close()
                 report = await halting
                 await running.store.flush()
-                await wait_for(lambda: _sent(hook, "HALTED"), timeout=10, what="the HALTED page")
+                await wait_for(lambda: hook.delivered_of("HALTED"), timeout=10, what="the HALTED page")
                 await asyncio.sleep(0.5)
         [switch] = stored_events(settings.db_path, "kill_switch")
         assert switch["cancelled"] == [cid] and switch["failed"] == [], switch
         assert report.cancelled == [cid] and report.failed == [], report
-        assert _sent(hook, "CANCEL_FAILED") == []
+        assert hook.delivered_of("CANCEL_FAILED") == []
     finally:
         await hook.stop()
 
@@ -78,14 +74,14 @@ async def test_a_cancel_reported_failed_that_goes_through_later_is_followed_by_a
                 fx.fault(DELETE_ORDER, "slow", seconds=3, times=5)
                 report = await e.halt(reason="ffe ctl halt", by="ctl")
                 assert [f["client_order_id"] for f in report.failed] == [cid], report
-                await wait_for(lambda: _sent(hook, "CANCEL_ENDED"), timeout=10, what="the follow-up's alert")
+                await wait_for(lambda: hook.delivered_of("CANCEL_ENDED"), timeout=10, what="the follow-up's alert")
         first, follow = stored_events(settings.db_path, "kill_switch")
         assert [f["client_order_id"] for f in first["failed"]] == [cid], first
         assert follow["action"] == "halt" and follow["follow_up"] is True and follow["by"] == "engine", follow
         assert follow["cancelled"] == [cid] and follow["failed"] == [] and follow["filled"] == [], follow
-        [page] = _sent(hook, "CANCEL_FAILED")
+        [page] = hook.delivered_of("CANCEL_FAILED")
         assert cid in page["text"] and "still working" in page["text"], page["text"]
-        [ended] = _sent(hook, "CANCEL_ENDED")
+        [ended] = hook.delivered_of("CANCEL_ENDED")
         assert cid in ended["text"] and "cancelled" in ended["text"], ended["text"]
         assert "no longer working at the exchange" in ended["text"], ended["text"]
         assert fx.open_order(cid) is None
@@ -110,10 +106,10 @@ async def test_a_failed_cancel_whose_order_ends_while_the_engine_is_stopped_is_f
         fx.end(cid, "CANCELED")  # cancelled at the exchange by hand while the engine was stopped
         async with engine_session(settings, live=True) as running:
             async with engine_loop(running.engine):
-                await wait_for(lambda: _sent(hook, "CANCEL_ENDED"), timeout=10, what="the follow-up's alert")
+                await wait_for(lambda: hook.delivered_of("CANCEL_ENDED"), timeout=10, what="the follow-up's alert")
         follow = stored_events(settings.db_path, "kill_switch")[-1]
         assert follow["follow_up"] is True and follow["cancelled"] == [cid], follow
-        [ended] = _sent(hook, "CANCEL_ENDED")
+        [ended] = hook.delivered_of("CANCEL_ENDED")
         assert cid in ended["text"], ended["text"]
     finally:
         await hook.stop()
