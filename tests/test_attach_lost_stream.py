@@ -168,6 +168,14 @@ async def test_a_stream_cut_in_the_middle_of_a_line_is_a_lost_connection_not_a_t
     stop_in_order(engine)
 
 
+async def killed_under(pilot, app, engine) -> None:
+    """The engine the console is attached to killed (SIGKILL: no `stream_end` line), until the console says it
+    cannot reach it."""
+    engine.send(signal.SIGKILL)
+    engine.wait()
+    await until(pilot, lambda: "cannot reach" in screen_text(app), "the lost connection on screen")
+
+
 async def test_a_console_whose_engine_was_killed_says_it_cannot_reach_it_not_that_it_stopped(tmp_path, spawn_ffe):
     """No `stream_end` line: the console has not seen the engine stop. It asks the engine, which does not answer,
     and says so: it cannot reach it, and the engine may still run (a frozen engine and a dead one look the same
@@ -176,9 +184,7 @@ async def test_a_console_whose_engine_was_killed_says_it_cannot_reach_it_not_tha
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await running(pilot)
-        engine.send(signal.SIGKILL)
-        engine.wait()
-        await until(pilot, lambda: "cannot reach" in screen_text(app), "the lost connection on screen")
+        await killed_under(pilot, app, engine)
         await pilot.pause(0.5)
         text = screen_text(app)
         for wrong in ("CRASH", "STOPPED", "has stopped", "is stopped"):
@@ -202,9 +208,7 @@ async def test_a_console_whose_engine_was_killed_and_another_started_says_its_ow
     app = ConsoleApp(settings, attach=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await running(pilot)
-        engine.send(signal.SIGKILL)
-        engine.wait()
-        await until(pilot, lambda: "cannot reach" in screen_text(app), "the lost connection on screen")
+        await killed_under(pilot, app, engine)
         again, _ = headless_engine(spawn_ffe, tmp_path)
         await until(pilot, lambda: "no longer runs" in screen_text(app), "the attached engine said gone")
         assert f"engine pid {again.pid}" in screen_text(app), screen_text(app)

@@ -45,22 +45,28 @@ async def test_a_status_only_answer_to_a_buy_leaves_it_in_doubt(fx, make_desk, s
     assert desk.sent_ids() == [o.client_order_id] * (1 if executed else 2)
 
 
-@pytest.mark.parametrize("status", STATUS_ONLY)
-async def test_a_sell_executed_and_answered_by_status_alone_leaves_no_coins_in_the_books(fx, make_desk, status):
-    desk = await make_desk()
+async def sale_executed_and_answered(desk, fx, **fault):
+    """A position bought, then sold whole with its answer faulted by `fault` (the sale executed): the sale in doubt,
+    then found filled by its client order id, and nothing left in the books or the account. The buy's order."""
     bought = (await desk.buy()).order
-    assert bought.status is OrderStatus.FILLED
     held = desk.pf.positions[BTC].quantity
-    fx.fault(POST_ORDER, "5xx_executed", status=status)
+    fx.fault(POST_ORDER, "5xx_executed", **fault)
     sub = await desk.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=held, reason=OrderReason.OPERATOR,
                                              ref_price=30_000.0))
     o = sub.order
     assert sub.accepted and o.status is OrderStatus.IN_DOUBT, (o.status, o.error)
     await desk.resolve(o)
     assert (o.status, o.filled) == (OrderStatus.FILLED, pytest.approx(held))
-    assert [(x.side, x.status) for x in fx.orders] == [("BUY", "FILLED"), ("SELL", "FILLED")]
     assert BTC not in desk.pf.positions and fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
     assert desk.sent_ids() == [bought.client_order_id, o.client_order_id]
+    return bought
+
+
+@pytest.mark.parametrize("status", STATUS_ONLY)
+async def test_a_sell_executed_and_answered_by_status_alone_leaves_no_coins_in_the_books(fx, make_desk, status):
+    bought = await sale_executed_and_answered(await make_desk(), fx, status=status)
+    assert bought.status is OrderStatus.FILLED
+    assert [(x.side, x.status) for x in fx.orders] == [("BUY", "FILLED"), ("SELL", "FILLED")]
 
 
 @pytest.mark.parametrize("status, code, msg, said", [
@@ -143,18 +149,7 @@ async def test_a_json_gateway_page_answering_an_executed_buy_leaves_it_in_doubt(
 
 @pytest.mark.parametrize("status", [401, 503])
 async def test_a_json_gateway_page_answering_an_executed_sale_leaves_no_coins_in_the_books(fx, make_desk, status):
-    desk = await make_desk()
-    bought = (await desk.buy()).order
-    held = desk.pf.positions[BTC].quantity
-    fx.fault(POST_ORDER, "5xx_executed", status=status, page_json=GATEWAY_PAGES["gateway_code"])
-    sub = await desk.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=held, reason=OrderReason.OPERATOR,
-                                             ref_price=30_000.0))
-    o = sub.order
-    assert sub.accepted and o.status is OrderStatus.IN_DOUBT, (o.status, o.error)
-    await desk.resolve(o)
-    assert (o.status, o.filled) == (OrderStatus.FILLED, pytest.approx(held))
-    assert BTC not in desk.pf.positions and fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
-    assert desk.sent_ids() == [bought.client_order_id, o.client_order_id]
+    await sale_executed_and_answered(await make_desk(), fx, status=status, page_json=GATEWAY_PAGES["gateway_code"])
 
 
 KEY_REFUSED = dict(status=401, code=-2015, msg="Invalid API-key, IP, or permissions for action.")
