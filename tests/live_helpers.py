@@ -289,6 +289,23 @@ async def reconcile_twice(engine) -> list[dict]:
     return await engine.reconcile()
 
 
+def held_for(kind: str) -> Callable[[list[dict]], bool]:
+    """For reconcile_until: a difference of `kind` holds the engine."""
+    return lambda held: any(d["kind"] == kind for d in held)
+
+
+async def reconcile_until(engine, done: Callable[[list[dict]], bool], what: str, tries: int = 10) -> list[dict]:
+    """Reconcile in pairs (reconcile_twice) until `done(engine.reconcile_blocked)`; what holds the engine then. A read
+    of the venue that times out (a loaded machine) makes one look an outage, and a difference first found after it
+    counts only once the next pair confirms it."""
+    for _ in range(tries):
+        await reconcile_twice(engine)
+        if done(engine.reconcile_blocked):
+            return engine.reconcile_blocked
+    raise AssertionError(f"{what}: after {tries} pairs of reconciliations the engine is held by "
+                         f"{engine.reconcile_blocked}")
+
+
 async def next_bar(engine, fx: FakeBinance) -> int:
     """Move the market one bar on and pass the engine the candles its own feed releases. Returns how many."""
     fx.market_clock.step()

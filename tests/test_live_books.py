@@ -24,7 +24,7 @@ from ffe_engine.control import request
 from ffe_engine.errors import FfeError
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
                           MarketClock, engine_loop, exchange_options, fx, live_config, live_env, live_settings,
-                          next_bar, paused_by_reconciliation, processes, reconciled_ok, rows, run_ffe_async,
+                          held_for, next_bar, paused_by_reconciliation, processes, reconciled_ok, rows, run_ffe_async,
                           stored_events, wait_for, wait_for_bar, write_config)
 
 GET_ACCOUNT = "GET /api/v3/account"
@@ -1992,13 +1992,10 @@ async def test_a_sale_by_hand_clears_no_difference_its_reconciliation_could_not_
             sold = round(e.portfolio.positions[BTC].quantity * 0.5, 5)
             fx.balances["BTC"].free -= sold
             fx.balances["USDT"].free += sold * 30_000.0 - 500.0  # and 500 USDT withdrawn
-            from live_helpers import reconcile_twice
+            from live_helpers import reconcile_until
 
-            for _ in range(10):  # until the ETH entry's trades have settled and the cash is compared too
-                await reconcile_twice(e)
-                if any(d["kind"] == "cash" for d in e.reconcile_blocked):
-                    break
-            assert any(d["kind"] == "cash" for d in e.reconcile_blocked), e.reconcile_blocked
+            # until the ETH entry's trades have settled and the cash is compared too
+            await reconcile_until(e, held_for("cash"), "the withdrawal found")
             fx.fault(POST_ORDER, "hang", seconds=4, execute=False)
             await e.close_position(eth, by="test")  # its answer lost: in doubt
             result = await e.book_hand_sale(BTC, quantity=sold, price=30_000.0, by="test")
@@ -2012,7 +2009,7 @@ async def test_an_outage_over_a_held_difference_lifts_once_the_venue_answers_and
     """A withdrawal holds the engine; the exchange goes down (reconciliation cannot read it), the coins come back,
     the exchange answers and agrees with the journal: nothing holds the engine any more, the outage least of all,
     and the resume it waits for goes through."""
-    from live_helpers import reconcile_twice
+    from live_helpers import reconcile_until
 
     from ffe_engine.model import EngineState
 
@@ -2023,16 +2020,36 @@ async def test_an_outage_over_a_held_difference_lifts_once_the_venue_answers_and
         async with engine_loop(e):
             await strategy_entry(e, fx)
             fx.balances["USDT"].free -= 250.0  # a withdrawal
-            await reconcile_twice(e)
-            assert any(d["kind"] == "cash" for d in e.reconcile_blocked), e.reconcile_blocked
+            await reconcile_until(e, held_for("cash"), "the withdrawal found")
             fx.down, fx.down_status = True, 503
             await e.reconcile()
             assert any(d["kind"] == "venue_unreachable" for d in e.reconcile_blocked), e.reconcile_blocked
             fx.down = False
             fx.balances["USDT"].free += 250.0  # put back
-            await reconcile_twice(e)
-            assert e.reconcile_blocked == [], e.reconcile_blocked
+            await reconcile_until(e, lambda held: held == [], "the coins back")
             assert await e.resume(by="test") is EngineState.RUNNING
+
+
+async def test_a_withdrawal_first_found_by_the_look_that_ends_an_outage_holds_the_engine_once_confirmed(tmp_path, fx):
+    """The reads of the first look after a withdrawal time out (an outage, for as long as it lasts); the next look
+    finds the cash short for the first time, which counts once a look the settle window later finds it again: the
+    engine looks again by itself, and the withdrawal holds it then."""
+    from ffe_engine.model import EngineState
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            fx.balances["USDT"].free -= 250.0  # a withdrawal
+            fx.fault(GET_ACCOUNT, "hang", seconds=1.5, times=5)  # every try of the look's balance read
+            await e.reconcile()
+            assert [d["kind"] for d in e.reconcile_blocked] == ["venue_unreachable"], e.reconcile_blocked
+            await asyncio.sleep(e.venue.settle_s)
+            assert await e.reconcile() == [] and e.reconcile_blocked == []  # found once: not confirmed yet
+            await wait_for(lambda: held_for("cash")(e.reconcile_blocked), timeout=10, what="the withdrawal held")
+            assert e.state is EngineState.PAUSED and e.state_reason.startswith("reconcile"), e.state_reason
 
 
 async def test_a_crash_at_any_instant_of_a_sale_by_hand_leaves_no_order_journaled_new(tmp_path, fx, monkeypatch):
