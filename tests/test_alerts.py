@@ -765,22 +765,55 @@ async def test_approval_mode_set_to_auto_again_after_manual_is_sent_at_once(tmp_
     await hook.stop()
 
 
+def raised(receiver: Receiver) -> list[str]:
+    """The kinds of the alerts a receiver was delivered, each alert once: one delivered again (its answer came after
+    the sender's timeout, or after its process ended) has the same creation time."""
+    seen: dict[tuple[str, float], None] = {}
+    for r in receiver.delivered:
+        if isinstance(r.body, dict):
+            seen.setdefault((r.body["kind"], r.body["created_ts"]), None)
+    return [kind for kind, _ in seen]
+
+
+async def crash_loop(tmp_path, receiver: Receiver, starts: int = 3) -> None:
+    """`ffe run` started again and again on an exchange that never answers, as systemd would: each start fails."""
+    unreachable_exchange_config(tmp_path)
+    for _ in range(starts):
+        proc = await _ffe("run", "--headless", env=ffe_env(
+            FFE_ALERTS__WEBHOOK_URL=receiver.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}),
+            cwd=tmp_path)
+        await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode == 1
+
+
 async def test_a_crash_loop_pages_once_per_window_not_once_per_restart(tmp_path):
     """A start that fails again and again (as systemd restarts it) raises STARTED and START_FAILED each time. The
     window per key (`alerts.window_s`) holds across the restarts, as the outbox it is counted in does: the operator
     gets each once, not once per restart."""
-    unreachable_exchange_config(tmp_path)
     hook = await Receiver().start()
     try:
-        for _ in range(3):
-            proc = await _ffe("run", "--headless", env=ffe_env(
-                FFE_ALERTS__WEBHOOK_URL=hook.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}),
-                cwd=tmp_path)
-            await asyncio.wait_for(proc.communicate(), 90)
-            assert proc.returncode == 1
+        await crash_loop(tmp_path, hook)
     finally:
         await hook.stop()
-    assert kinds(hook) == ["STARTED", "START_FAILED"], kinds(hook)
+    assert raised(hook) == ["STARTED", "START_FAILED"], kinds(hook)
+
+
+async def test_a_crash_loop_s_page_answered_after_the_timeout_is_delivered_again_as_the_same_alert(tmp_path):
+    """The receiver takes START_FAILED but answers only after the sender's timeout (a loaded machine), by when the
+    failed start has ended: the next start delivers it again, as it should (at least once), and it is the same alert
+    (its creation time), not one raised again by each restart."""
+    late = asyncio.Event()
+    hook = await Receiver(hold=late, hold_kind="START_FAILED").start()
+    answer = asyncio.get_running_loop().call_later(FAST["timeout_s"] * 4, late.set)
+    try:
+        await crash_loop(tmp_path, hook)
+    finally:
+        answer.cancel()
+        late.set()
+        await hook.stop()
+    failed = [r.body["created_ts"] for r in hook.delivered if r.body["kind"] == "START_FAILED"]
+    assert len(failed) >= 2 and len(set(failed)) == 1, failed
+    assert raised(hook) == ["STARTED", "START_FAILED"], kinds(hook)
 
 
 async def test_a_start_that_fails_again_after_a_start_that_succeeded_is_paged_again(tmp_path):
