@@ -6,36 +6,43 @@ Order, reconciliation and breaker counts follow the events the engine publishes 
 venue timings come from the breaker, kept as plain numbers; the gate denials are the gatekeeper's own counts. All
 of it, and the engine's state, is turned into metric families at scrape time (`_Snapshot`): the trading loop does
 no metrics work per bar and takes no client metric's lock, and a scrape shows the state at that moment.
+
+The Prometheus client is imported at the first scrape, not at the start: every `ffe run` would pay for it (tens of
+milliseconds of CPU) and most are never scraped.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
 
 from bisect import bisect_left
-
-from prometheus_client import CollectorRegistry, Info, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .events import BreakerChanged, Event, OrderEvent, ReconcileEvent
 from .risk import GATE_ORDER
 
-# A `_created` series per counter doubles the scrape and no shipped rule or panel reads it.
-disable_created_metrics()  # type: ignore[no-untyped-call]
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
 
 STATES = ("RUNNING", "PAUSED", "HALTED")
 COUNTED = frozenset({OrderEvent.name, ReconcileEvent.name, BreakerChanged.name})
 BREAKER_STATES = ("closed", "open", "half_open")
 # The venue round trip is milliseconds on a healthy exchange, seconds when it is not.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# The buckets' `le` labels, written as the client writes them.
-_LE = [floatToGoString(b) for b in DURATION_BUCKETS]  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _le() -> list[str]:
+    """The buckets' `le` labels, written as the client writes them."""
+    from prometheus_client.utils import floatToGoString
+
+    return [floatToGoString(b) for b in DURATION_BUCKETS]  # type: ignore[no-untyped-call]
 
 
 class Timings:
@@ -57,7 +64,7 @@ class Timings:
         """Cumulative, as Prometheus reads a histogram: (le, how many took at most that long)."""
         out: list[tuple[str, float]] = []
         running = 0
-        for le, count in zip(_LE, self.counts):
+        for le, count in zip(_le(), self.counts):
             running += count
             out.append((le, float(running)))
         out.append(("+Inf", float(self.n)))
@@ -74,10 +81,8 @@ class EngineMetrics:
         self.audit = audit
         self.alert_status = alert_status
         self.health = health
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        Info("ffe_build", "The running ffe version and trading mode.", registry=r).info(
-            {"version": __version__, "mode": mode})
+        self.mode = mode
+        self._registry: CollectorRegistry | None = None
         # The counts are plain numbers, exported by `_Snapshot` at scrape time: an order or a venue call costs an
         # addition, not a client metric's lock (prometheus-client's way to export state kept elsewhere).
         self.orders_submitted = 0
@@ -87,8 +92,22 @@ class EngineMetrics:
         self.breaker_transitions: dict[tuple[str, str], int] = {}
         self.venue_timings: dict[str, Timings] = {}
         self.venue_errors: dict[tuple[str, str], int] = {}
-        r.register(_Snapshot(self))
         self._in_doubt: set[str] = set()
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The client's registry, made at the first scrape."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry, Info, disable_created_metrics
+
+            # A `_created` series per counter doubles the scrape and no shipped rule or panel reads it.
+            disable_created_metrics()  # type: ignore[no-untyped-call]
+            r = CollectorRegistry(auto_describe=True)
+            Info("ffe_build", "The running ffe version and trading mode.", registry=r).info(
+                {"version": __version__, "mode": self.mode})
+            r.register(cast("Collector", _Snapshot(self)))
+            self._registry = r
+        return self._registry
 
     # ------------------------------------------------------------------ inputs
     def observe_venue(self, venue: str) -> Callable[[float, BaseException | None], None]:
@@ -125,16 +144,26 @@ class EngineMetrics:
             self.breaker_transitions[key] = self.breaker_transitions.get(key, 0) + 1
 
     def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
+    @staticmethod
+    def content_type() -> str:
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-class _Snapshot(Collector):
-    """The engine's state at scrape time."""
+        return CONTENT_TYPE_LATEST
+
+
+class _Snapshot:
+    """The engine's state at scrape time (a collector of the client's registry)."""
 
     def __init__(self, m: EngineMetrics) -> None:
         self.m = m
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
         m = self.m
         e = m.engine
         yield CounterMetricFamily("ffe_orders_submitted", "Orders sent to the venue.", value=m.orders_submitted)
@@ -250,4 +279,6 @@ class _Snapshot(Collector):
 
 
 def _counter(name: str, doc: str) -> CounterMetricFamily:
+    from prometheus_client.core import CounterMetricFamily
+
     return CounterMetricFamily(name[: -len("_total")], doc, labels=["channel"])

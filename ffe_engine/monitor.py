@@ -19,7 +19,6 @@ import shutil
 from typing import Any, Callable
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import logs
 from .alerts import ALERTING, Alert, Notifier
@@ -307,7 +306,7 @@ class Monitor:
     async def _metrics_handler(self, headers: dict[str, str]) -> Response:
         if not self._authorised(headers):
             return Response(401, b"bearer token required\n")
-        return Response(200, self.metrics.text(), CONTENT_TYPE_LATEST)
+        return Response(200, self.metrics.text(), self.metrics.content_type())
 
     async def _heartbeat(self) -> None:
         cfg = self.settings.alerts
