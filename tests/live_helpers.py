@@ -289,7 +289,7 @@ async def reconcile_twice(engine) -> list[dict]:
     return await engine.reconcile()
 
 
-def held_for(kind: str) -> Callable[[list[dict]], bool]:
+def a_difference_of(kind: str) -> Callable[[list[dict]], bool]:
     """For reconcile_until: a difference of `kind` holds the engine."""
     return lambda held: any(d["kind"] == kind for d in held)
 

@@ -18,8 +18,8 @@ import pytest
 from conftest import engine_session
 from ffe_engine.model import EngineState
 from ffe_engine.reconcile import BASELINE_KEY
-from live_helpers import (BTC, engine_loop, fx, live_env, reconcile_twice, rows, run_ffe_async,  # noqa: F401
-                          stored_events, wait_for, write_config)
+from live_helpers import (BTC, a_difference_of, engine_loop, fx, live_env, reconcile_twice,  # noqa: F401
+                          reconcile_until, rows, run_ffe_async, stored_events, wait_for, write_config)
 from test_live_books import assert_books_agree, climbing, strategy_config, strategy_entry, strategy_settings
 
 OWN = 1.0  # BTC the operator held on the exchange before ffe first started: more than any position ffe takes
@@ -105,8 +105,7 @@ async def test_the_operator_s_own_coins_sold_with_no_position_are_accepted_and_n
         async with engine_loop(e):
             fx.balances["BTC"].free -= 0.25
             fx.balances["USDT"].free += 0.25 * 30_000.0
-            await reconcile_twice(e)
-            assert "position" in [d["kind"] for d in e.reconcile_blocked], e.reconcile_blocked
+            await reconcile_until(e, a_difference_of("position"), "the coins sold found")
             (held_by,) = [b for b in (await e.why())["blocking"] if b["gate"] == "RECONCILE"]
             assert "sold-by-hand" not in held_by["lifts"] and "accept them" in held_by["lifts"], held_by
             await e.accept_reconcile(by="test")
@@ -149,8 +148,7 @@ async def test_an_outage_is_nothing_to_accept_and_a_resume_stays_refused_until_t
             await e.resume(by="test")
         assert e.state is not EngineState.RUNNING
         fx.down = False
-        await reconcile_twice(e)
-        assert e.reconcile_blocked == []
+        await reconcile_until(e, lambda held: held == [], "the exchange answering and agreeing")
         assert await e.resume(by="test") is EngineState.RUNNING
     assert not [r for r in stored_events(settings.db_path, "reconcile") if r["status"] == "accepted"]
 
@@ -163,8 +161,7 @@ async def test_an_accept_whose_balance_read_fails_takes_no_difference_of_the_bal
     async with engine_session(settings, live=True) as running:
         e = running.engine
         fx.balances["USDT"].free -= 250.0  # a withdrawal
-        await reconcile_twice(e)
-        assert "cash" in [d["kind"] for d in e.reconcile_blocked], e.reconcile_blocked
+        await reconcile_until(e, a_difference_of("cash"), "the withdrawal found")
         fx.down, fx.down_status = True, 503
         with pytest.raises(Exception, match="nothing accepted: the exchange's balances could not be read"):
             await e.accept_reconcile(by="test")
@@ -299,7 +296,7 @@ async def test_accept_own_coins_with_no_position_says_the_plain_accept_takes_the
         await running.start_control()
         async with engine_loop(e):
             fx.balances["BTC"].free -= 0.3
-            await reconcile_twice(e)
+            await reconcile_until(e, a_difference_of("position"), "the coins gone found")
             line = one_refusal(await run_ffe_async(tmp_path, "ctl", "accept", "--own-coins", env=live_env(fx),
                                                    name="own"))
             assert "nothing accepted" in line and "accept without --own-coins" in line, line

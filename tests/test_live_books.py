@@ -23,9 +23,9 @@ from ffe_engine import fmt
 from ffe_engine.control import request
 from ffe_engine.errors import FfeError
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, M, POST_ORDER, RECV_WINDOW_MS, AsyncFfe,  # noqa: F401
-                          MarketClock, engine_loop, exchange_options, fx, live_config, live_env, live_settings,
-                          held_for, next_bar, paused_by_reconciliation, processes, reconciled_ok, rows, run_ffe_async,
-                          stored_events, wait_for, wait_for_bar, write_config)
+                          MarketClock, a_difference_of, engine_loop, exchange_options, fx, live_config, live_env,
+                          live_settings, next_bar, paused_by_reconciliation, processes, reconciled_ok, rows,
+                          run_ffe_async, stored_events, wait_for, wait_for_bar, write_config)
 
 GET_ACCOUNT = "GET /api/v3/account"
 START = 30_000.0
@@ -1509,7 +1509,7 @@ async def test_a_position_made_dust_by_a_raised_minimum_is_a_position_again_once
 async def sold_by_hand(e, fx: FakeBinance, share: float) -> float:
     """The strategy's entry, settled; then `share` of its coins sold on the exchange by hand, not through ffe, and
     found by reconciliation as a difference in the position. The books' quantity before."""
-    from live_helpers import reconcile_twice
+    from live_helpers import reconcile_until
 
     await strategy_entry(e, fx)
     await wait_for(lambda: not e.orders.live, timeout=30, what="the entry settled")
@@ -1517,8 +1517,7 @@ async def sold_by_hand(e, fx: FakeBinance, share: float) -> float:
     sold = round(held * share, 5)
     fx.balances["BTC"].free -= sold
     fx.balances["USDT"].free += sold * 30_000.0
-    differences = await reconcile_twice(e)
-    assert any(d["kind"] == "position" for d in differences), differences
+    await reconcile_until(e, a_difference_of("position"), "the coins sold by hand found")
     return held
 
 
@@ -1995,7 +1994,7 @@ async def test_a_sale_by_hand_clears_no_difference_its_reconciliation_could_not_
             from live_helpers import reconcile_until
 
             # until the ETH entry's trades have settled and the cash is compared too
-            await reconcile_until(e, held_for("cash"), "the withdrawal found")
+            await reconcile_until(e, a_difference_of("cash"), "the withdrawal found")
             fx.fault(POST_ORDER, "hang", seconds=4, execute=False)
             await e.close_position(eth, by="test")  # its answer lost: in doubt
             result = await e.book_hand_sale(BTC, quantity=sold, price=30_000.0, by="test")
@@ -2020,7 +2019,7 @@ async def test_an_outage_over_a_held_difference_lifts_once_the_venue_answers_and
         async with engine_loop(e):
             await strategy_entry(e, fx)
             fx.balances["USDT"].free -= 250.0  # a withdrawal
-            await reconcile_until(e, held_for("cash"), "the withdrawal found")
+            await reconcile_until(e, a_difference_of("cash"), "the withdrawal found")
             fx.down, fx.down_status = True, 503
             await e.reconcile()
             assert any(d["kind"] == "venue_unreachable" for d in e.reconcile_blocked), e.reconcile_blocked
@@ -2048,7 +2047,8 @@ async def test_a_withdrawal_first_found_by_the_look_that_ends_an_outage_holds_th
             assert [d["kind"] for d in e.reconcile_blocked] == ["venue_unreachable"], e.reconcile_blocked
             await asyncio.sleep(e.venue.settle_s)
             assert await e.reconcile() == [] and e.reconcile_blocked == []  # found once: not confirmed yet
-            await wait_for(lambda: held_for("cash")(e.reconcile_blocked), timeout=10, what="the withdrawal held")
+            withdrawn = a_difference_of("cash")
+            await wait_for(lambda: withdrawn(e.reconcile_blocked), timeout=10, what="the withdrawal held")
             assert e.state is EngineState.PAUSED and e.state_reason.startswith("reconcile"), e.state_reason
 
 
