@@ -127,6 +127,7 @@ class ConsoleApp(App[int]):
         self.stop_reason = ""
         self._open_task: asyncio.Task | None = None
         self._opened_at = 0.0  # when the engine began opening (attached: connecting)
+        self._connecting_said: bool | None = None  # the NOT ANSWERING banner said, with a kill switch pending or not
         self._run_task: asyncio.Task | None = None
         self._engine_closed: asyncio.Future | None = None
         self._signals: Installed = {}
@@ -523,6 +524,11 @@ class ConsoleApp(App[int]):
         reach the engine); None otherwise. No stop seen: the engine may run on."""
         return self.engine.lost if isinstance(self.engine, RemoteEngine) else None
 
+    def replaced(self) -> Any:
+        """Attached: the identity of another run of an engine answering on the socket since this console's engine
+        was lost (that one no longer runs); None otherwise."""
+        return self.engine.replaced if isinstance(self.engine, RemoteEngine) else None
+
     async def _close(self) -> None:
         """End the engine in order (idempotent; awaited by quit, signals and the app's unmount)."""
         if self._engine_closed is not None:
@@ -747,7 +753,9 @@ class ConsoleApp(App[int]):
             self.panes["status"].show(None, opening=("CONNECTING", f"to the engine on {where}…"))
             return
         self.panes["status"].show(None, opening=("NOT ANSWERING", f"{waited:.0f}s: the engine on {where}"))
-        if not self._banner.startswith("ENGINE NOT ANSWERING"):
+        pending = self._halt_when_started is not None
+        if self._connecting_said != pending:  # said once, and again once a kill switch asked here waits for it
+            self._connecting_said = pending
             pid = starting_engine(self.settings.data_dir)
             asked = ("the kill switch asked here is made as soon as it answers" if self._halt_when_started else
                      f"{self._key('kill')} halts it as soon as it answers")
@@ -1221,7 +1229,14 @@ class ConsoleApp(App[int]):
 
     async def action_quit(self) -> None:
         if self.engine is None:
-            self.exit(self.start_failure.exit_code if self.start_failure else 0)
+            def leave() -> None:
+                self.exit(self.start_failure.exit_code if self.start_failure else 0)
+
+            if self.attached and self._halt_when_started is not None:
+                # Detaching before the engine answered drops the kill switch asked here: asked first, as any quit.
+                self._confirm("quit", "Detach the console", self._halt_dropped_text, "QUIT", leave)
+                return
+            leave()
             return
         if self.attached and self.engine_stopped:
             self.request_stop("quit")  # nothing runs there now: nothing to confirm
@@ -1233,6 +1248,12 @@ class ConsoleApp(App[int]):
         # Textual binds ctrl+c to a notice that ctrl+q quits; the operator pressing it means to quit: the same
         # question as q and ctrl+q (a text field takes ctrl+c itself, as copy).
         await self.action_quit()
+
+    def _halt_dropped_text(self) -> str:
+        pid = starting_engine(self.settings.data_dir)
+        return (f"The kill switch asked here is not made yet: the engine on {self.settings.socket_path} has not "
+                f"answered. Detaching now drops it: nothing halts the engine, which may still be running and "
+                f"trading; {halt_by_signal(self.settings.data_dir, pid)}.")
 
     def _quit_text(self) -> str:
         """What quitting leaves, from the engine's figures as they are."""
@@ -1340,19 +1361,34 @@ def run_console(settings: Settings, *, live: bool, max_bars: int | None, attach:
     engine. Returns 0 after an orderly stop; every other ending is raised as an FfeError carrying its exit code."""
     app = ConsoleApp(settings, live=live, max_bars=max_bars, handle_signals=True, attach=attach)
     app.run(mouse=False)
+    ending = console_ending(app)
+    if ending is not None:
+        raise ending
+    return 0
+
+
+def console_ending(app: ConsoleApp) -> FfeError | None:
+    """How a console that has ended ended: None after an orderly stop (exit 0), else the error saying it, carrying
+    its exit code."""
+    attach = app.attached
     if app.start_failure is not None:
-        raise app.start_failure
+        return app.start_failure
     if app.crash is not None and attach and not isinstance(app.crash, EngineStopped):
-        raise FfeError(f"the console stopped following its engine after an error: {type(app.crash).__name__}: "
-                       f"{app.crash}; the engine may still be running: `ffe ctl status` says whether it is")
+        return FfeError(f"the console stopped following its engine after an error: {type(app.crash).__name__}: "
+                        f"{app.crash}; the engine may still be running: `ffe ctl status` says whether it is")
     if app.crash is not None:
-        raise FfeError(f"engine stopped after an error: {type(app.crash).__name__}: {app.crash}")
+        return FfeError(f"engine stopped after an error: {type(app.crash).__name__}: {app.crash}")
+    replaced = app.replaced()
+    if app.return_code and replaced is not None:
+        # Its stream was lost, and another run answers on the socket since: the console's engine no longer runs.
+        return FfeError(f"the engine this console was attached to no longer runs: {describe(replaced)} answers on "
+                        "its socket now; `ffe attach` shows that one")
     if app.return_code and attach and app.lost():
-        raise FfeError(f"this console {app.lost()}; the engine may still be running: `ffe ctl status` says whether "
-                       "it is")
+        return FfeError(f"this console {app.lost()}; the engine may still be running: `ffe ctl status` says whether "
+                        "it is")
     if app.return_code:
         if attach:  # the engine is the headless process's: it runs on
-            raise FfeError("the console stopped after an error; the engine it was attached to runs on (`ffe ctl "
-                           "status`)")
-        raise FfeError("the console stopped after an error; the engine was stopped in order")
-    return 0
+            return FfeError("the console stopped after an error; the engine it was attached to runs on (`ffe ctl "
+                            "status`)")
+        return FfeError("the console stopped after an error; the engine was stopped in order")
+    return None

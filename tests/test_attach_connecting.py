@@ -82,3 +82,38 @@ def test_attaching_to_a_socket_nobody_listens_on_says_so_at_once_in_one_line(tmp
     proc = run_ffe(tmp_path, "attach")
     assert proc.returncode == 1 and proc.stdout == "", proc.stdout + proc.stderr
     assert proc.stderr == "ffe: error: no engine is running on data/ffe.sock\n", proc.stderr
+
+
+def test_a_kill_switch_asked_while_connecting_is_said_pending_and_a_quit_asks_before_dropping_it(tmp_path, spawn_ffe):
+    """K confirmed while the engine does not answer: the banner says the kill switch asked here is to be made once
+    it answers (not that K would make one), and q asks before it drops it; kept, the halt is made when the engine
+    answers."""
+    engine = frozen_engine(tmp_path, spawn_ffe)
+    env = ffe_env(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS), FFE_CONTROL__REQUEST_TIMEOUT_S="2")
+    term = Terminal(tmp_path, env, ("attach",))
+    try:
+        try:
+            term.until(lambda: on_screen(term, "NOT ANSWERING"), "the engine not answering", timeout=20)
+            assert not on_screen(term, "asked here"), "\n".join(term.rows())
+            term.press(b"K")
+            term.until(lambda: on_screen(term, "connecting to its engine"), "the kill switch's dialog")
+            term.press(b"y")
+            term.until(lambda: on_screen(term, "the kill switch asked here is made as soon as it answers"),
+                       "the banner saying the kill switch waits for the engine", timeout=20)
+            term.press(b"q")
+            term.until(lambda: on_screen(term, "not made yet"), "the question before dropping the kill switch")
+            assert term.proc.poll() is None, "\n".join(term.rows())
+            term.press(b"n")
+            term.until(lambda: not on_screen(term, "not made yet"), "the question answered no")
+        finally:
+            engine.send(signal.SIGCONT)
+        db = tmp_path / "data" / "ffe.db"
+        wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=PATIENCE_S,
+                   what="HALTED stored once the engine answered")
+        term.until(lambda: "HALTED" in term.rows()[0], "HALTED on the status line")
+        term.press(b"q")
+        term.until(lambda: on_screen(term, "Detach"), "the detach dialog")
+        term.press(b"y")
+        assert ended(term) == 0, "\n".join(term.rows())
+    finally:
+        term.close()

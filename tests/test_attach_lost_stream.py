@@ -19,7 +19,7 @@ from test_tui_attach import detach, headless_engine, stop_in_order
 from test_tui_helpers import notices, running, said_since, screen_text, status_text, until
 
 from ffe_engine.control import request
-from ffe_tui.app import ConsoleApp
+from ffe_tui.app import ConsoleApp, console_ending
 
 DROPPED = "event stream subscribers disconnected: not reading"
 
@@ -220,3 +220,8 @@ async def test_a_console_whose_engine_was_killed_and_another_started_says_its_ow
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running, "the console to close")
     stop_in_order(again)
+    ending = console_ending(app)
+    assert ending is not None and ending.exit_code == 1, ending
+    said = str(ending)
+    assert "no longer runs" in said and f"engine pid {again.pid}" in said, said
+    assert "cannot reach" not in said and "may still be running" not in said, said
