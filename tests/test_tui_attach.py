@@ -213,7 +213,7 @@ async def test_a_kill_switch_the_engine_does_not_answer_stays_said_on_the_banner
 async def test_a_console_attaching_to_an_engine_busy_past_the_request_timeout_asks_again(tmp_path, spawn_ffe):
     # An engine that does not answer the console's first question in time (busy, or a loaded host) is asked again:
     # one late answer does not turn into "no engine is running" while the engine runs.
-    engine, settings = headless_engine(spawn_ffe, tmp_path, control={"request_timeout_s": 1.0})
+    engine, settings = headless_engine(spawn_ffe, tmp_path, control={"request_timeout_s": 2.0})
     engine.send(signal.SIGSTOP)
     try:
         # Not answering at all: the console ends with one line saying so (exit 1, as `ffe attach`), not "no engine".
@@ -228,7 +228,7 @@ async def test_a_console_attaching_to_an_engine_busy_past_the_request_timeout_as
 
         app = ConsoleApp(settings, attach=True)
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.pause(1.5)  # past the first question's timeout
+            await pilot.pause(2.5)  # past the first question's timeout
             engine.send(signal.SIGCONT)
             await running(pilot)
             await detach(pilot, app)
