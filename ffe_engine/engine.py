@@ -297,13 +297,16 @@ class Engine:
         # A real account's cash is the venue's quote balance at the first start on it (and after a restore's
         # recovered fills), taken from the first reconciliation that finds no order in doubt: a fill they bring is
         # in that balance already. When one was, the next reconciliation comes as soon as the orders in flight are
-        # settled (`_cash_waits`). A restart keeps the books' cash, compared with the venue's (start()). Until it is
-        # taken, the books are stored without a cash (`_books_state`).
+        # settled (`_compare_waits`). A restart keeps the books' cash, compared with the venue's (start()). Until it
+        # is taken, the books are stored without a cash (`_books_state`).
         self._cash_from_venue = False
         # A fill was booked on that cash: it may be one the venue's balance already held, and the cash in memory may
         # count it twice. Not shown as the account's until a reconciliation takes the cash (cash_unreconciled).
         self._cash_charged = False
-        self._cash_waits = False
+        # The last reconciliation compared neither the cash nor the equity (nor an order's symbol) for an order whose
+        # fate was unknown: the next comes as soon as none is, not at the next periodic one (a start with an order
+        # in doubt would trade meanwhile on quote moved while it was stopped).
+        self._compare_waits = False
         self._reconciled_at = clock.monotonic()
         self._recheck_at: float | None = None  # when to look again at differences found once (reconcile.py)
         # The last reconciliation compared nothing: the exchange asked for no requests then (Retry-After).
@@ -1013,7 +1016,7 @@ class Engine:
                 if (self.orders.live or self.orders.watching()) and self.sim_venue is None and now >= next_poll:
                     next_poll = now + poll_s
                     await self.orders.poll()
-                settled = self._cash_waits and not self.orders.live
+                settled = self._compare_waits and not self.reconciler.unsettled()
                 recheck = self._recheck_at is not None and now >= self._recheck_at
                 if settled or recheck or now >= self._reconciled_at + reconcile_s:  # from the last one, the start's
                     await self.reconcile()
@@ -1786,9 +1789,9 @@ class Engine:
         self._reconciled_whole = report.settled and report.current and not adopt and report.status != "failed"
         # Differences found once are looked at again when the venue's reads have had time to catch up.
         self._recheck_at = report.confirm_at
+        self._compare_waits = not report.settled
         # Taken only from balances read when no order was in doubt (a fill found later would be counted twice),
         # and that showed no difference, even one not confirmed yet (they may lag the venue's books).
-        self._cash_waits = adopt and report.venue_cash is not None and not report.settled
         if adopt and report.venue_cash is not None and report.settled and report.current and not report.unconfirmed:
             self.portfolio.cash = report.venue_cash
             self._cash_from_venue = self._cash_charged = False
@@ -2848,7 +2851,7 @@ class Engine:
                     self.portfolio.cash = cash
                 else:  # what the books held differs from the account by no trade: no peak, drawdown or day's loss
                     self.portfolio.take_cash(cash)
-                self._cash_from_venue = self._cash_waits = self._cash_charged = False
+                self._cash_from_venue = self._compare_waits = self._cash_charged = False
                 self._books_whole()
             # The new baseline, the books' cash and peak and the accept's record in one transaction: a kill leaves
             # all or none (the baseline stored with the old cash, a restart would find the difference again).
