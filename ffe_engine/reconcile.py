@@ -292,6 +292,10 @@ class Reconciler:
             report.confirm_at = max(report.confirm_at or 0.0, report.current_from)
             if not report.differences:  # not "ok": nothing in the balances was compared with current reads
                 report.status = "unconfirmed"
+        if not report.settled and report.status == "ok":
+            # Not "ok" either: an order's fate unknown kept the cash and the equity (and its symbol) from being
+            # compared; the engine looks again once none is (Engine._compare_waits).
+            report.status = "unconfirmed"
         return report
 
     def unsettled(self) -> list[Order]:

@@ -1,13 +1,14 @@
 """Quote moved in or out of the account while the engine was stopped with an order in doubt: the start cannot
-compare the cash while that order is unsettled (its fill may be in the balances already), and compares it as soon
-as it is settled, holding the engine on the difference then, not at the next periodic reconciliation."""
+compare the cash while that order is unsettled (its fill may be in the balances already), says so (its look is not
+`ok`), and compares it as soon as it is settled, holding the engine on the difference then, not at the next periodic
+reconciliation."""
 
 from __future__ import annotations
 
 import shutil
 
 from conftest import engine_session
-from live_helpers import BTC, POST_ORDER, a_difference_of, engine_loop, fx, wait_for  # noqa: F401
+from live_helpers import BTC, POST_ORDER, a_difference_of, engine_loop, fx, stored_events, wait_for  # noqa: F401
 from pipeline_helpers import crashed_copy
 from test_live_books import climbing, strategy_settings
 
@@ -38,6 +39,7 @@ async def test_quote_moved_while_stopped_with_an_order_in_doubt_holds_the_engine
     fx.down = False
     fx.balances["USDT"].free -= 500.0  # withdrawn while the engine was stopped
     settings = strategy_settings(after, fx, engine=engine)
+    earlier = len(stored_events(settings.db_path, "reconcile"))
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
@@ -46,3 +48,6 @@ async def test_quote_moved_while_stopped_with_an_order_in_doubt_holds_the_engine
             await wait_for(lambda: withdrawn(e.reconcile_blocked), timeout=20,
                            what="the withdrawal holding the engine once nothing is in flight")
             assert e.state is EngineState.PAUSED, (e.state, e.state_reason)
+    # No look since the start compared the cash with the withdrawal in it and agreed: none is recorded `ok`.
+    statuses = [r["status"] for r in stored_events(settings.db_path, "reconcile")[earlier:]]
+    assert statuses and "ok" not in statuses, statuses
