@@ -291,12 +291,6 @@ class ConsoleApp(App[int]):
         self._read_due = 0.0  # a read view asks the engine at once
         self._tick()
 
-    def on_key(self, event: events.Key) -> None:
-        # Reached only by keys no widget took: a digit typed into a text field never switches views.
-        if event.key in self.view_keys and self.screen is self.screen_stack[0]:
-            event.stop()
-            self.action_show_view(VIEWS[self.view_keys.index(event.key)])
-
     def _show_view_data(self, snap: dict[str, Any]) -> None:
         view = self.current_view
         if view == "trades":
@@ -831,9 +825,22 @@ class ConsoleApp(App[int]):
                 event.stop()
                 self.action_kill()
                 return
-        if isinstance(event, events.Key) and not event.is_forwarded and self._typed_into_filter(event):
+        if isinstance(event, events.Key) and not event.is_forwarded and (self._typed_into_filter(event)
+                                                                         or self._view_key(event)):
             return
         await super().on_event(event)
+
+    def _view_key(self, event: events.Key) -> bool:
+        """A view's key switches the view here, as it arrives, as the filter key opens its dialog: handed to the
+        widgets, a digit typed in one go with the filter key (tmux send-keys "1/") came back to the console after
+        the dialog had opened, and was lost. Not over a dialog, nor while a text field has the focus (a digit typed
+        into it is the field's). Whether the key was taken."""
+        if event.key not in self.view_keys or self.screen is not self.screen_stack[0] or isinstance(self.focused,
+                                                                                                   Input):
+            return False
+        event.stop()
+        self.action_show_view(VIEWS[self.view_keys.index(event.key)])
+        return True
 
     def _typed_into_filter(self, event: events.Key) -> bool:
         """The filter key opens its dialog here, at once, and what is typed in one go with it (tmux send-keys, a

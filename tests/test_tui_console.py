@@ -325,6 +325,21 @@ async def test_what_is_typed_in_one_go_with_the_filter_key_goes_into_the_filter(
         await until(pilot, lambda: "filter: order" in screen_text(app), "the filter applied")
 
 
+async def test_a_view_key_typed_in_one_go_with_the_filter_key_switches_the_view_before_the_dialog_opens(tmp_path):
+    # As tmux send-keys "1/" delivers them: the digit must not be lost behind the dialog its next key opens.
+    app = console(tmp_path, speed=0.0, max_bars=5, monitor={"enabled": False})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        await pilot.press("7")
+        await until(pilot, lambda: app.current_view == "health", "the health view")
+        for key, character in (("1", "1"), ("slash", "/")):
+            app.post_message(events.Key(key, character))
+        await until(pilot, lambda: "Filter the log" in screen_text(app), "the filter dialog")
+        await pilot.press("escape")
+        await until(pilot, lambda: "Filter the log" not in screen_text(app), "the filter dialog closed")
+        assert app.current_view == "main", app.current_view
+
+
 class _FailingFeed(SimulatedFeed):
     """The simulated market, whose connection drops after a few bars."""
 
