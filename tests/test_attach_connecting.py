@@ -42,12 +42,31 @@ def ended(term: Terminal) -> int:
     return term.ended()
 
 
+def attached(tmp_path, request_timeout_s: float) -> Terminal:
+    """`ffe attach` on a real terminal, asking the engine for `request_timeout_s` each time."""
+    env = ffe_env(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS),
+                  FFE_CONTROL__REQUEST_TIMEOUT_S=f"{request_timeout_s:g}")
+    return Terminal(tmp_path, env, ("attach",))
+
+
+def halted_then_detached(tmp_path, term: Terminal) -> None:
+    """The kill switch asked while connecting made once the engine answered (HALTED stored and shown); then the
+    console detached, exit 0."""
+    db = tmp_path / "data" / "ffe.db"
+    wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=PATIENCE_S,
+               what="HALTED stored once the engine answered")
+    term.until(lambda: "HALTED" in term.rows()[0], "HALTED on the status line")
+    term.press(b"q")
+    term.until(lambda: on_screen(term, "Detach"), "the detach dialog")
+    term.press(b"y")
+    assert ended(term) == 0, "\n".join(term.rows())
+
+
 def test_attaching_to_a_frozen_engine_draws_the_console_at_once_with_its_kill_switch(tmp_path, spawn_ffe):
     engine = frozen_engine(tmp_path, spawn_ffe)
     # The console asks for 8 s each time: with nothing on the terminal until it gave up, that was 24 s of a blank
     # screen and no key.
-    env = ffe_env(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS), FFE_CONTROL__REQUEST_TIMEOUT_S="8")
-    term = Terminal(tmp_path, env, ("attach",))
+    term = attached(tmp_path, 8)
     try:
         try:
             term.until(lambda: "CONNECTING" in term.rows()[0], "the console saying it is connecting", timeout=20)
@@ -60,14 +79,7 @@ def test_attaching_to_a_frozen_engine_draws_the_console_at_once_with_its_kill_sw
             term.until(lambda: on_screen(term, "halted as soon as"), "the halt said to come once connected")
         finally:
             engine.send(signal.SIGCONT)
-        db = tmp_path / "data" / "ffe.db"
-        wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=PATIENCE_S,
-                   what="HALTED stored once the engine answered")
-        term.until(lambda: "HALTED" in term.rows()[0], "HALTED on the status line")
-        term.press(b"q")
-        term.until(lambda: on_screen(term, "Detach"), "the detach dialog")
-        term.press(b"y")
-        assert ended(term) == 0, "\n".join(term.rows())
+        halted_then_detached(tmp_path, term)
         assert engine.alive()
     finally:
         term.close()
@@ -89,8 +101,7 @@ def test_a_kill_switch_asked_while_connecting_is_said_pending_and_a_quit_asks_be
     it answers (not that K would make one), and q asks before it drops it; kept, the halt is made when the engine
     answers."""
     engine = frozen_engine(tmp_path, spawn_ffe)
-    env = ffe_env(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS), FFE_CONTROL__REQUEST_TIMEOUT_S="2")
-    term = Terminal(tmp_path, env, ("attach",))
+    term = attached(tmp_path, 2)
     try:
         try:
             term.until(lambda: on_screen(term, "NOT ANSWERING"), "the engine not answering", timeout=20)
@@ -107,13 +118,6 @@ def test_a_kill_switch_asked_while_connecting_is_said_pending_and_a_quit_asks_be
             term.until(lambda: not on_screen(term, "not made yet"), "the question answered no")
         finally:
             engine.send(signal.SIGCONT)
-        db = tmp_path / "data" / "ffe.db"
-        wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=PATIENCE_S,
-                   what="HALTED stored once the engine answered")
-        term.until(lambda: "HALTED" in term.rows()[0], "HALTED on the status line")
-        term.press(b"q")
-        term.until(lambda: on_screen(term, "Detach"), "the detach dialog")
-        term.press(b"y")
-        assert ended(term) == 0, "\n".join(term.rows())
+        halted_then_detached(tmp_path, term)
     finally:
         term.close()

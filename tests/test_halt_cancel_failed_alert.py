@@ -13,7 +13,7 @@ from conftest import engine_session
 from live_helpers import DELETE_ORDER, engine_loop, fx, wait_for  # noqa: F401
 from receiver import Receiver
 from test_alert_returns import FAST
-from test_live_books import climbing, resting_entry, strategy_settings
+from test_live_books import climbing, halted_over_failing_cancels, strategy_settings
 
 
 async def test_a_kill_switch_whose_cancel_fails_pages_naming_the_order_still_working(tmp_path, fx):
@@ -26,10 +26,7 @@ async def test_a_kill_switch_whose_cancel_fails_pages_naming_the_order_still_wor
         async with engine_session(settings, live=True) as running:
             e = running.engine
             async with engine_loop(e):
-                cid = await resting_entry(e, fx)
-                fx.fault(DELETE_ORDER, "5xx_not_executed", status=503, times=1000)
-                report = await e.halt(reason="ffe ctl halt", by="ctl")
-                assert [f["client_order_id"] for f in report.failed] == [cid], report
+                cid, _ = await halted_over_failing_cancels(e, fx, "5xx_not_executed", status=503, times=1000)
                 asked = len(fx.requests_to(DELETE_ORDER))
                 for _ in range(40):  # the engine's polls (engine.order_poll_s), past engine.cancel_timeout_s
                     await e.orders.poll()

@@ -19,7 +19,7 @@ from conftest import engine_session
 from live_helpers import DELETE_ORDER, engine_loop, fx, stored_events, wait_for  # noqa: F401
 from receiver import Receiver
 from test_alert_returns import FAST
-from test_live_books import climbing, resting_entry, strategy_settings
+from test_live_books import climbing, halted_over_failing_cancels, resting_entry, strategy_settings
 
 QUICK_CANCELS = {"order_poll_s": 600, "cancel_timeout_s": 0.3}
 
@@ -68,12 +68,9 @@ async def test_a_cancel_reported_failed_that_goes_through_later_is_followed_by_a
         async with engine_session(settings, live=True) as running:
             e = running.engine
             async with engine_loop(e):
-                cid = await resting_entry(e, fx)
                 # Every cancel answered, and done, seconds past the timeout: the first the kill switch sent, and the
                 # one it keeps due and sends again once engine.cancel_timeout_s is over.
-                fx.fault(DELETE_ORDER, "slow", seconds=3, times=5)
-                report = await e.halt(reason="ffe ctl halt", by="ctl")
-                assert [f["client_order_id"] for f in report.failed] == [cid], report
+                cid, _ = await halted_over_failing_cancels(e, fx, "slow", seconds=3, times=5)
                 await wait_for(lambda: hook.delivered_of("CANCEL_ENDED"), timeout=10, what="the follow-up's alert")
         first, follow = stored_events(settings.db_path, "kill_switch")
         assert [f["client_order_id"] for f in first["failed"]] == [cid], first
@@ -98,10 +95,7 @@ async def test_a_failed_cancel_whose_order_ends_while_the_engine_is_stopped_is_f
         async with engine_session(settings, live=True) as running:
             e = running.engine
             async with engine_loop(e):
-                cid = await resting_entry(e, fx)
-                fx.fault(DELETE_ORDER, "5xx_not_executed", status=503, times=1000)
-                report = await e.halt(reason="ffe ctl halt", by="ctl")
-                assert [f["client_order_id"] for f in report.failed] == [cid], report
+                cid, _ = await halted_over_failing_cancels(e, fx, "5xx_not_executed", status=503, times=1000)
         fx.clear_faults(DELETE_ORDER)
         fx.end(cid, "CANCELED")  # cancelled at the exchange by hand while the engine was stopped
         async with engine_session(settings, live=True) as running:

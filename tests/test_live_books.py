@@ -89,6 +89,16 @@ async def resting_entry(e, fx: FakeBinance) -> str:
     return cid
 
 
+async def halted_over_failing_cancels(e, fx: FakeBinance, fault: str, **opts):
+    """The strategy's entry resting at the exchange, then the kill switch with the exchange's cancels faulted
+    (FakeBinance.fault's `fault` and options), the cancel reported failed: its client order id and the report."""
+    cid = await resting_entry(e, fx)
+    fx.fault(DELETE_ORDER, fault, **opts)
+    report = await e.halt(reason="ffe ctl halt", by="ctl")
+    assert [f["client_order_id"] for f in report.failed] == [cid], report
+    return cid, report
+
+
 async def resting_exit(e, fx: FakeBinance) -> str:
     """The strategy's entry filled; then the operator's sell of half the position, filled in part (40%) with the
     rest open at the exchange: its client order id. An order a close of the symbol leaves working (it is an exit)."""
@@ -2004,6 +2014,20 @@ async def test_a_sale_by_hand_clears_no_difference_its_reconciliation_could_not_
                 await e.resume(by="test")
 
 
+@contextlib.asynccontextmanager
+async def withdrawn_after_entry(tmp_path, fx: FakeBinance, amount: float):
+    """A live engine running on the climbing market, its strategy entry filled and final, then `amount` of quote
+    withdrawn from the account by hand: the engine."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            fx.balances["USDT"].free -= amount
+            yield e
+
+
 async def test_an_outage_over_a_held_difference_lifts_once_the_venue_answers_and_agrees(tmp_path, fx):
     """A withdrawal holds the engine; the exchange goes down (reconciliation cannot read it), the coins come back,
     the exchange answers and agrees with the journal: nothing holds the engine any more, the outage least of all,
@@ -2012,21 +2036,15 @@ async def test_an_outage_over_a_held_difference_lifts_once_the_venue_answers_and
 
     from ffe_engine.model import EngineState
 
-    climbing(fx)
-    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
-    async with engine_session(settings, live=True) as running:
-        e = running.engine
-        async with engine_loop(e):
-            await strategy_entry(e, fx)
-            fx.balances["USDT"].free -= 250.0  # a withdrawal
-            await reconcile_until(e, a_difference_of("cash"), "the withdrawal found")
-            fx.down, fx.down_status = True, 503
-            await e.reconcile()
-            assert any(d["kind"] == "venue_unreachable" for d in e.reconcile_blocked), e.reconcile_blocked
-            fx.down = False
-            fx.balances["USDT"].free += 250.0  # put back
-            await reconcile_until(e, lambda held: held == [], "the coins back")
-            assert await e.resume(by="test") is EngineState.RUNNING
+    async with withdrawn_after_entry(tmp_path, fx, 250.0) as e:
+        await reconcile_until(e, a_difference_of("cash"), "the withdrawal found")
+        fx.down, fx.down_status = True, 503
+        await e.reconcile()
+        assert any(d["kind"] == "venue_unreachable" for d in e.reconcile_blocked), e.reconcile_blocked
+        fx.down = False
+        fx.balances["USDT"].free += 250.0  # put back
+        await reconcile_until(e, lambda held: held == [], "the coins back")
+        assert await e.resume(by="test") is EngineState.RUNNING
 
 
 async def test_a_withdrawal_first_found_by_the_look_that_ends_an_outage_holds_the_engine_once_confirmed(tmp_path, fx):
@@ -2035,21 +2053,15 @@ async def test_a_withdrawal_first_found_by_the_look_that_ends_an_outage_holds_th
     engine looks again by itself, and the withdrawal holds it then."""
     from ffe_engine.model import EngineState
 
-    climbing(fx)
-    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
-    async with engine_session(settings, live=True) as running:
-        e = running.engine
-        async with engine_loop(e):
-            await strategy_entry(e, fx)
-            fx.balances["USDT"].free -= 250.0  # a withdrawal
-            fx.fault(GET_ACCOUNT, "hang", seconds=1.5, times=5)  # every try of the look's balance read
-            await e.reconcile()
-            assert [d["kind"] for d in e.reconcile_blocked] == ["venue_unreachable"], e.reconcile_blocked
-            await asyncio.sleep(e.venue.settle_s)
-            assert await e.reconcile() == [] and e.reconcile_blocked == []  # found once: not confirmed yet
-            withdrawn = a_difference_of("cash")
-            await wait_for(lambda: withdrawn(e.reconcile_blocked), timeout=10, what="the withdrawal held")
-            assert e.state is EngineState.PAUSED and e.state_reason.startswith("reconcile"), e.state_reason
+    async with withdrawn_after_entry(tmp_path, fx, 250.0) as e:
+        fx.fault(GET_ACCOUNT, "hang", seconds=1.5, times=5)  # every try of the look's balance read
+        await e.reconcile()
+        assert [d["kind"] for d in e.reconcile_blocked] == ["venue_unreachable"], e.reconcile_blocked
+        await asyncio.sleep(e.venue.settle_s)
+        assert await e.reconcile() == [] and e.reconcile_blocked == []  # found once: not confirmed yet
+        withdrawn = a_difference_of("cash")
+        await wait_for(lambda: withdrawn(e.reconcile_blocked), timeout=10, what="the withdrawal held")
+        assert e.state is EngineState.PAUSED and e.state_reason.startswith("reconcile"), e.state_reason
 
 
 async def test_a_crash_at_any_instant_of_a_sale_by_hand_leaves_no_order_journaled_new(tmp_path, fx, monkeypatch):

@@ -7,6 +7,8 @@ engine over the same database continues it. Real engine, real SQLite, the simula
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ffe_engine.clock import SimClock
 
 from pipeline_helpers import BUY, MIN, START_TS, make_settings, open_pipeline, simulated_feed
@@ -146,19 +148,27 @@ async def test_config_check_says_the_saved_market_continues_when_the_seed_change
     assert any(x.startswith("#   market.seed:") and "continues" in x for x in res.stdout.splitlines()), res.stdout
 
 
-def test_a_replayed_market_goes_on_after_a_restart_from_the_bar_after_the_last_one_seen(tmp_path):
-    """`market.source = "replay"`: a restart continues the files from the bar after the last one the engine saw
-    (warmed on the bars before it), never again from their first bar: the books carried across are not traded a
-    second time on the same history, nor market time sent backwards."""
-    from conftest import BTC_CSV, ETH_CSV, db_rows
+def replayed_300_bars(tmp_path) -> Path:
+    """`ffe run --headless` on the two sample files replayed (`market.source = "replay"`), 300 bars, ended in order:
+    its database."""
+    from conftest import BTC_CSV, ETH_CSV
 
     (tmp_path / "config.toml").write_text(
         f'[market]\nsource = "replay"\nreplay_files = {{ "BTC/USD" = "{BTC_CSV}", "ETH/USD" = "{ETH_CSV}" }}\n'
         '[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\ntimeframe = "1h"\nwarmup_bars = 50\n'
         '[venue]\nquote = "USD"\n[risk]\nmin_confidence = 0.3\n')
-    db = tmp_path / "data" / "ffe.db"
     first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "300")
     assert first.returncode == 0, first.stderr
+    return tmp_path / "data" / "ffe.db"
+
+
+def test_a_replayed_market_goes_on_after_a_restart_from_the_bar_after_the_last_one_seen(tmp_path):
+    """`market.source = "replay"`: a restart continues the files from the bar after the last one the engine saw
+    (warmed on the bars before it), never again from their first bar: the books carried across are not traded a
+    second time on the same history, nor market time sent backwards."""
+    from conftest import db_rows
+
+    db = replayed_300_bars(tmp_path)
     seen = db_rows(db, "SELECT symbol, MAX(ts), COUNT(*) FROM decisions GROUP BY symbol ORDER BY symbol")
     second = run_ffe(tmp_path, "run", "--headless", "--max-bars", "200")
     assert second.returncode == 0, second.stderr
@@ -175,16 +185,9 @@ def test_a_replayed_market_lost_beside_its_books_stops_the_start_and_doctor_name
     """A replay's place in its files (kv `market`) is stored with the books at every bar: lost, a start would replay
     the files from their first bar under the books carried across, their positions priced on candles already past
     and traded a second time."""
-    from conftest import BTC_CSV, ETH_CSV
     from test_damaged_database import assert_one_line, damage_record
 
-    (tmp_path / "config.toml").write_text(
-        f'[market]\nsource = "replay"\nreplay_files = {{ "BTC/USD" = "{BTC_CSV}", "ETH/USD" = "{ETH_CSV}" }}\n'
-        '[engine]\nsymbols = ["BTC/USD", "ETH/USD"]\ntimeframe = "1h"\nwarmup_bars = 50\n'
-        '[venue]\nquote = "USD"\n[risk]\nmin_confidence = 0.3\n')
-    db = tmp_path / "data" / "ffe.db"
-    first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "300")
-    assert first.returncode == 0, first.stderr
+    db = replayed_300_bars(tmp_path)
     assert db_value(db, "SELECT COUNT(*) FROM fills") > 0
     decided = db_value(db, "SELECT COUNT(*) FROM decisions")
     damage_record(db, "DELETE FROM kv WHERE key = 'market'")
