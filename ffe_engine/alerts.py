@@ -888,6 +888,18 @@ class Notifier:
             sent[alert.key] = {"cause": cause, "ts": wall}
             sentalerts.write(self._sent_file, sent)
 
+    def lost(self, names: list[str], why: dict[str, str]) -> None:
+        """Channels the account had that are not configured now: FAILING in the status for this run, saying `why`
+        of each (nothing is queued for them), and a page on the channels left."""
+        for name in names:
+            self.status[name] = ChannelStatus(ok=False, last_error=why[name])
+        if not names:
+            return
+        said = "; ".join(why[name] for name in names)
+        self.raise_alert(Alert("ALERT_CHANNEL_LOST", "ALERT_CHANNEL_LOST", "page",
+                               f"ffe alerts no longer go to {', '.join(names)}: {said}. Set it again in .env (or the "
+                               "environment) and restart ffe to have them there."))
+
     def status_dict(self) -> dict[str, dict[str, Any]]:
         return {name: st.as_dict() for name, st in self.status.items()}
 

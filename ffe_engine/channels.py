@@ -137,6 +137,11 @@ def _left_out(count: int) -> str:
     return f" … [{count} characters left out] … "
 
 
+# Where each channel's URL or token is set: `.env` or the environment only (a secret).
+CHANNEL_VARIABLES = {"webhook": "FFE_ALERTS__WEBHOOK_URL", "slack": "FFE_ALERTS__SLACK_URL",
+                     "discord": "FFE_ALERTS__DISCORD_URL", "telegram": "FFE_ALERTS__TELEGRAM_TOKEN"}
+
+
 def channels_from(cfg: AlertSettings, origin: Origin | None = None) -> list[Channel]:
     """The channels whose URL or token is set; `origin`: the engine their alerts name."""
     out: list[Channel] = []

@@ -22,7 +22,7 @@ import orjson
 
 from . import logs
 from .alerts import ALERTING, Alert, Notifier
-from .channels import DeliveryFailed, channels_from, new_session, origin_of, ping
+from .channels import CHANNEL_VARIABLES, DeliveryFailed, channels_from, new_session, origin_of, ping
 from .config import Settings
 from .errors import DamagedRecords, PortInUse, StartError, StorageError
 from .health import HEALTHY, assess, data_stale_after
@@ -41,6 +41,7 @@ log = logs.get_logger("ffe.monitor")
 UNWRITABLE = "the records cannot be written"
 # kv: the directories ("data", "log", "data and log") whose file system DISK_LOW said low, not seen recover since
 DISK_LOW_KEY = "disk_low"
+CHANNELS_KEY = "alert_channels"  # the alert channels configured at the last start
 
 # Events that move a counter or may raise an alert; the others (fills, positions, weights) pass by: the bus hands
 # the monitor only these (EventBus.add_sink's names).
@@ -261,10 +262,32 @@ class Monitor:
         kept = await self._store.get_kv(DISK_LOW_KEY)
         self._low = {str(which) for which in kept} if isinstance(kept, list) else set()
 
+    async def _channels_lost(self) -> None:
+        """The alert channels configured at the last start (or, for an account from before they were kept, those its
+        outbox has alerts for) that are not now: their URL or token is set in `.env` or the environment only, so a
+        `.env` lost or edited takes a channel away without a word. Said once: a warning, the channel FAILING in the
+        status for this run and a page on the channels left (Notifier.lost). The channels as they are now are kept
+        for the next start."""
+        kept = await self._store.get_kv(CHANNELS_KEY)
+        before = [str(n) for n in kept] if isinstance(kept, list) else await self._store.alert_channels()
+        now = [c.name for c in self.notifier.channels]
+        lost = [n for n in before if n not in now]
+        why = {n: (f"{n} was configured at the last start and is not now ({CHANNEL_VARIABLES.get(n, n)} unset: "
+                   "the .env file lost or edited?)") for n in lost}
+        for name in lost:
+            log.warning("alert channel no longer configured: its alerts go nowhere", channel=name, why=why[name])
+        self.notifier.lost(lost, why)
+        if kept != now:
+            try:
+                await self._store.put_kv(CHANNELS_KEY, now, self.engine.clock.wall())
+            except StorageError as exc:  # the next start says it again
+                log.warning("the alert channels could not be kept for the next start", error=str(exc))
+
     # ------------------------------------------------------------------ running
     async def start(self) -> None:
         await self._said_low()  # before the checks begin
         await self.notifier.start()
+        await self._channels_lost()
         if self.cfg.enabled:
             await self._serve()
         if self.settings.alerts.heartbeat_url is not None:

@@ -1990,6 +1990,11 @@ class Store:
         (n,) = await cur.fetchone()
         return int(n)
 
+    async def alert_channels(self) -> list[str]:
+        """The channels the outbox has alerts for, in any state: those the account has had."""
+        cur = await self.conn.execute("SELECT DISTINCT channel FROM alert_outbox ORDER BY channel")
+        return [str(row[0]) for row in await cur.fetchall()]
+
     async def recent_alerts(self, since_ts: float, engine: str = "") -> list[tuple[str, str, str, str, float]]:
         """The last alert of each key that `engine` raised since a time: key, kind, severity, text and when (the
         notifier's windows go on across a restart of the same engine)."""

@@ -327,6 +327,62 @@ async def test_a_disk_running_low_is_told_before_it_fills_once_per_episode_and_s
         await hook.stop()
 
 
+async def test_a_channel_configured_at_the_last_start_and_unset_now_is_told_once(tmp_path):
+    """Alert channels are set only by `.env` or the environment: a `.env` lost or edited takes a channel away
+    without a word, and the operator learns of it when a page never comes. A start that finds a channel of the last
+    start unset says so: a page on the channels left, a warning in the log, the channel FAILING on the console's
+    alerts line (its alerts kept in the outbox) for this run. The next start takes the channels as they are; the
+    channel set again gets what waited for it."""
+    hook, slack = await Receiver().start(), await Receiver().start()
+    both = {"webhook_url": hook.url, "slack_url": slack.url, **FAST}
+    try:
+        async with engine_session(make_settings(tmp_path, alerts=both)) as host:
+            await until(lambda: host.engine.snapshot()["monitor"]["channels"]["slack"]["sent"] >= 1,
+                        what="an alert on slack")
+        assert "ALERT_CHANNEL_LOST" not in kinds(hook)
+        settings = make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST})
+        async with engine_session(settings) as host:
+            await host.engine.halt(reason="the slack channel should have had this", by="ctl")
+            await until(lambda: "ALERT_CHANNEL_LOST" in kinds(hook), what="the lost channel paged")
+            lost = host.engine.snapshot()["monitor"]["channels"]["slack"]
+        logged = host.log.getvalue()
+        [page] = [r.body for r in hook.delivered if r.body["kind"] == "ALERT_CHANNEL_LOST"]
+        assert page["severity"] == "page", page
+        assert "slack" in page["text"] and "FFE_ALERTS__SLACK_URL" in page["text"], page
+        assert not lost["ok"] and "FFE_ALERTS__SLACK_URL" in lost["last_error"], lost
+        assert lost["pending"] == 0 and lost["sent"] == 0, lost  # nothing is queued for a channel not configured
+        said = [line for line in logged.splitlines() if "alert channel" in line and "slack" in line]
+        assert len(said) == 1 and slack.url not in logged + page["text"], said
+
+        async with engine_session(settings) as host:  # told: the channels as they are now
+            await asyncio.sleep(1.5)
+            assert "slack" not in host.engine.snapshot()["monitor"]["channels"]
+        async with engine_session(make_settings(tmp_path, alerts=both)) as host:  # set again: nothing lost
+            await asyncio.sleep(1.5)
+            assert host.engine.snapshot()["monitor"]["channels"]["slack"]["ok"]
+        assert kinds(hook).count("ALERT_CHANNEL_LOST") == 1 and "alert channel" not in host.log.getvalue()
+    finally:
+        await hook.stop()
+        await slack.stop()
+
+
+async def test_a_start_with_every_channel_unset_says_so_in_its_log_and_status(tmp_path):
+    """The whole `.env` lost: no channel is left to page, so the log and the console's alerts line say it."""
+    hook = await Receiver().start()
+    try:
+        async with engine_session(make_settings(tmp_path, alerts={"webhook_url": hook.url, **FAST})) as host:
+            await until(lambda: host.engine.snapshot()["monitor"]["channels"]["webhook"]["sent"] >= 1,
+                        what="an alert on the webhook")
+        async with engine_session(make_settings(tmp_path)) as host:
+            channels = host.engine.snapshot()["monitor"]["channels"]
+        assert set(channels) == {"webhook"} and not channels["webhook"]["ok"], channels
+        assert "FFE_ALERTS__WEBHOOK_URL" in channels["webhook"]["last_error"], channels
+        [said] = [line for line in host.log.getvalue().splitlines() if "alert channel" in line and "webhook" in line]
+        assert "FFE_ALERTS__WEBHOOK_URL" in said and hook.url not in said, said
+    finally:
+        await hook.stop()
+
+
 async def test_ffe_alert_test_reports_each_channel(tmp_path):
     ok, down = await Receiver().start(), await Receiver().start()
     down.fail_with = 500
