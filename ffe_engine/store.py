@@ -54,6 +54,9 @@ class SchemaError(FfeError, RuntimeError):
 
 # kv: the seq after which the table events runs on by one, as migration 6 found it (events_gap_damage).
 WHOLE_AFTER_KEY = "events_whole_after"
+# kv: a paper account's own starting cash, stored at its first start; `venue.starting_cash` changed since applies to a
+# fresh data directory only (overrides.starting_cash).
+STARTING_CASH_KEY = "paper_starting_cash"
 # The reason of the HALTED a start stores, without its event, when the audit trail disagrees with the database.
 TRAIL_DAMAGED_HALT = "records damaged: the audit trail disagrees with the database"
 
@@ -459,6 +462,14 @@ _WRITTEN_BEFORE: dict[str, tuple[tuple[str, str], ...]] = {
     "reconcile_baseline": (("events", "event = 'reconcile' AND CASE WHEN json_valid(CAST(data AS TEXT)) THEN "
                                       "json_extract(CAST(data AS TEXT), '$.status') END IN "
                                       "('ok', 'resolved', 'differences', 'unconfirmed')"),),
+    # A paper account's own starting cash (the simulated exchange's book there: a paper account): stored by every
+    # start of an ffe of schema 6 before its run record. Missing after such a start's, a start would take the
+    # configured figure for it and rebuild the books' cash from that. (An account made before ffe stored it has
+    # no such run record until the start that stores it.)
+    STARTING_CASH_KEY: (("events", f"event = 'run' AND seq > COALESCE((SELECT CAST(value AS INTEGER) FROM kv WHERE "
+                                   f"key = '{WHOLE_AFTER_KEY}'), 0) AND CASE WHEN json_valid(CAST(data AS TEXT)) "
+                                   "THEN json_extract(CAST(data AS TEXT), '$.phase') END = 'start' AND EXISTS "
+                                   "(SELECT 1 FROM kv WHERE key = 'paper_venue')"),),
 }
 
 
@@ -2140,9 +2151,6 @@ RESTORE_ALERTS_KEY = "restore_withheld_alerts"
 # kv: what accepted reconciliations added to a paper account's cash beyond what its fills make it (the simulated
 # exchange's figure taken as it was): counted with the fills wherever cash is rebuilt from them.
 CASH_ACCEPTED_KEY = "cash_accepted"
-# kv: a paper account's own starting cash, stored at its first start; `venue.starting_cash` changed since applies to a
-# fresh data directory only (overrides.starting_cash).
-STARTING_CASH_KEY = "paper_starting_cash"
 # kv: the currency the books keep their cash in (venue.quote at the account's first start)
 BOOKS_QUOTE_KEY = "books_quote"
 

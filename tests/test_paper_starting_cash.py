@@ -146,3 +146,26 @@ def test_a_quote_currency_changed_on_an_existing_account_stops_the_start(account
     assert again.returncode == 0, again.stderr[-3000:]
     assert db_value(db, "SELECT value FROM kv WHERE key = 'books_quote'") == '"USDT"'
 
+
+
+def test_a_starting_cash_record_lost_from_an_account_that_stored_it_stops_the_start(account, tmp_path):
+    """`paper_starting_cash` deleted from an account whose starts stored it: the start took its absence for an
+    account made before ffe stored it, stored the configured figure, and rebuilt the books' cash from it (10,000 more
+    with `venue.starting_cash = 20000`), after which `ffe doctor` passed. It is damage, as any record lost beside
+    those written after it: the start, the doctor and a backup refuse it, naming the key, nothing written."""
+    cwd = copy_of(account, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM kv WHERE key = 'paper_starting_cash'")
+    conn.close()
+    before = db.read_bytes()
+    changed = ffe_env(FFE_VENUE__STARTING_CASH="20000")
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=changed, timeout=60)
+    assert proc.returncode != 0, proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if "paper_starting_cash" in x]
+    assert "ffe.db" in line and "lost" in line, proc.stderr
+    assert db.read_bytes() == before
+    doctor = run_ffe(cwd, "doctor", env=changed)
+    assert doctor.returncode == 1 and "paper_starting_cash" in doctor.stdout + doctor.stderr
+    backup = run_ffe(cwd, "backup", env=changed)
+    assert backup.returncode != 0 and "paper_starting_cash" in backup.stdout + backup.stderr
