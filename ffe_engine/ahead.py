@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import orjson
 
@@ -224,3 +224,49 @@ def unsettled(trail: Path, checked: Any, state: Iterable[Any] | None) -> str | N
     if len(row) >= 2 and row[0] == "PAUSED" and str(row[1]).startswith(PAUSE):
         return f"the engine is PAUSED ({row[1]}) and nobody has dealt with it yet: {REMEDY}"
     return None
+
+
+STRICTNESS = {"RUNNING": 0, "PAUSED": 1, "HALTED": 2}
+
+
+def strictest_stop(records: Iterable[bytes]) -> tuple[str, str] | None:
+    """The strictest pause or halt among records set aside as never committed, (state, reason). Only a kill between
+    their write and their commit leaves such records, and then they were never answered; but a database that lost
+    committed transactions (its write-ahead log deleted or damaged) leaves them too, and a halt the operator was told
+    of must not be dropped with them."""
+    strictest: tuple[str, str] | None = None
+    for rec in states_in(records):
+        state = str(rec.get("state"))
+        if STRICTNESS.get(state, 0) > STRICTNESS.get(strictest[0] if strictest else "RUNNING", 0):
+            strictest = (state, str(rec.get("reason", "")))
+    return strictest
+
+
+def unchecked_stop(trail: Path, checked: Any) -> tuple[str, str, str] | None:
+    """The strictest pause or halt in the set-aside files no resume has checked, the start's own and earlier ones':
+    (state, reason, the file's name). Kept at every start until the operator resumes (which checks the files): a
+    start that failed after setting records aside (a crash loop's, one the OOM killer ended) left its stop in them,
+    and the next start must not come up without it. (A file that cannot be read pauses the start as a loss:
+    unchecked_losses.)"""
+    found: tuple[str, str, str] | None = None
+    for p in unchecked_files(trail, checked):
+        try:
+            stop = strictest_stop(p.read_bytes().splitlines())
+        except OSError:
+            continue
+        if stop is not None and STRICTNESS.get(stop[0], 0) > STRICTNESS.get(found[0] if found else "RUNNING", 0):
+            found = (*stop, p.name)
+    return found
+
+
+def states_in(records: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The `engine_state` records among audit lines, parsed (a line that does not parse is skipped)."""
+    for line in records:
+        if b'"event":"engine_state"' not in line:
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            yield rec

@@ -279,6 +279,10 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
             after = (f" after a run that {cut} ({why or 'killed, the machine stopped, a full disk, or a backup '
                                                     'restored'})" if cut else "")
             aside, urgent = _set_aside_text(ev.detail.get("set_aside"), why)
+            earlier = _earlier_losses_text(ev.detail.get("set_aside_earlier"))
+            if earlier:
+                aside += earlier
+                urgent = True
             damaged = _trail_damaged_text(ev.detail.get("trail_damaged"))
             if damaged:
                 aside += damaged
@@ -345,6 +349,21 @@ def _set_aside_text(summary: Any, why: Any = None) -> tuple[str, bool]:
         # The start knows why the last run ended when it stopped on a record it could not write (`why`).
         text += f": written just before the last run {'ended: ' + str(why) if why else 'was killed'}."
     return text, ahead.lost
+
+
+def _earlier_losses_text(summaries: Any) -> str:
+    """The losses set aside at earlier starts that no resume has checked (their starts failed before saying them,
+    or said them to nobody who has acted yet), said to the operator as the start's own are."""
+    if not isinstance(summaries, list):
+        return ""
+    text = ""
+    for summary in summaries:
+        if isinstance(summary, dict) and summary.get("records"):
+            name = Path(str(summary.get("file", ""))).name
+            text += (f" {Ahead.of(summary).held()} were set aside in {name} at an earlier start: {LOST}: stop it and "
+                     "restore the newest backup, or check the books against the exchange (`ffe doctor`, `ffe ctl "
+                     "balances`).")
+    return text
 
 
 def _restored_text(restored: Any) -> tuple[str, str, bool]:

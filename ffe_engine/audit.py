@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from . import logs
-from .ahead import Ahead
+from .ahead import Ahead, states_in
 from .chain import (GENESIS, TornTail, VerifyResult, follows, last_line, line_hash, rotated_files, rotated_name,
                     trail_files, unreadable_trail, verify_current, verify_trail)
 from .clock import Clock
@@ -209,8 +209,6 @@ class TrailRepair:
     torn_bytes: int
     uncommitted: Path | None = None  # where the records the database never committed were set aside
     uncommitted_records: int = 0
-    # The strictest engine state those records changed to, HALTED or PAUSED, and why: (state, reason).
-    uncommitted_stop: tuple[str, str] | None = None
     # What those records hold, for the operator: set_aside_summary.
     uncommitted_summary: dict[str, Any] | None = None
 
@@ -274,7 +272,7 @@ async def _repair(path: Path, events_after: Callable[[int], Awaitable[list[tuple
             last_seq, last = rows[-1]
         return TrailRepair(last_seq=last_seq, last_hash=line_hash(last) if last is not None else GENESIS,
                            appended=appended, torn=aside, torn_bytes=len(torn), uncommitted=moved,
-                           uncommitted_records=len(uncommitted), uncommitted_stop=strictest_stop(uncommitted),
+                           uncommitted_records=len(uncommitted),
                            uncommitted_summary=set_aside_summary(uncommitted, moved))
     finally:
         os.close(fd)
@@ -405,9 +403,6 @@ async def _uncommitted_in(fd: int, events_after: Callable[[int], Awaitable[list[
     return cut, None
 
 
-STRICTNESS = {"RUNNING": 0, "PAUSED": 1, "HALTED": 2}
-
-
 def set_aside_summary(records: list[bytes], file: Path | None) -> dict[str, Any] | None:
     """What records set aside as never committed hold (ahead.Ahead: how many, their fills, orders' updates and run
     records, the time of the first and the last) and the file they are in. None for none."""
@@ -419,40 +414,14 @@ def set_aside_summary(records: list[bytes], file: Path | None) -> dict[str, Any]
     return {**ahead.as_dict(), "file": str(file)}
 
 
-def strictest_stop(records: Iterable[bytes]) -> tuple[str, str] | None:
-    """The strictest pause or halt among records set aside as never committed, (state, reason). Only a kill between
-    their write and their commit leaves such records, and then they were never answered; but a database that lost
-    committed transactions (its write-ahead log deleted or damaged) leaves them too, and a halt the operator was told
-    of must not be dropped with them."""
-    strictest: tuple[str, str] | None = None
-    for rec in _states(records):
-        state = str(rec.get("state"))
-        if STRICTNESS.get(state, 0) > STRICTNESS.get(strictest[0] if strictest else "RUNNING", 0):
-            strictest = (state, str(rec.get("reason", "")))
-    return strictest
-
-
 def halt_among(records: Iterable[bytes]) -> tuple[str, str] | None:
     """(reason, by) of the HALTED `records` (audit lines, in seq order) end in, or None: what a restore keeps of the
     records it moves aside that the database it replaces never held. One the operator re-armed over since (a later
     state that is not HALTED) is not kept."""
     halt = None
-    for rec in _states(records):
+    for rec in states_in(records):
         halt = (str(rec.get("reason", "")), str(rec.get("by", ""))) if rec.get("state") == "HALTED" else None
     return halt
-
-
-def _states(records: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """The `engine_state` records among audit lines, parsed (a line that does not parse is skipped)."""
-    for line in records:
-        if b'"event":"engine_state"' not in line:
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            yield rec
 
 
 async def _check_last_records(fd: int, path: Path,

@@ -144,8 +144,6 @@ class EngineOptions:
     adaptive: bool = True
     start_state: EngineState = EngineState.RUNNING  # for a fresh database
     max_bars: int | None = None  # stop by itself after this many bars per symbol
-    # A pause or halt found only in audit records the database never committed (audit.TrailRepair): (state, reason).
-    uncommitted_stop: tuple[EngineState, str] | None = None
     # What the start set aside of those records (audit.set_aside_summary), said in the start's record and page.
     set_aside: dict[str, Any] | None = None
     # The check of the audit trail's current file, under way beside the start (audit.trail_damage): awaited before
@@ -436,11 +434,11 @@ class Engine:
             # The last run emptied the disk reserve to store HALTED, and may not have managed even that.
             await self.trading.set(EngineState.HALTED, "the last run stopped on a record it could not write",
                                    "engine")
-        stop = self.opts.uncommitted_stop
+        stop = await self._unchecked_stop()
         if stop is not None and (self.state is EngineState.RUNNING or stop[0] is EngineState.HALTED):
             if self.state is not stop[0]:
                 await self.trading.set(stop[0], f"{stop[1]}: found only in audit records the database never "
-                                       "committed, set aside at this start", "engine")
+                                       f"committed, set aside in {stop[2]}", "engine")
         losses = await self._unchecked_losses()
         if losses:
             # The books lack records the database had committed (fills, maybe): nothing new trades on them until
@@ -576,6 +574,12 @@ class Engine:
                         "flight were recovered")
         if self.opts.set_aside is not None:
             detail["set_aside"] = self.opts.set_aside
+        # A loss set aside at an earlier start that no resume has checked (that start failed, or was killed, before
+        # its record and page): said again, as the pause it holds the engine in is for it.
+        own = os.path.basename(str(self.opts.set_aside.get("file", ""))) if self.opts.set_aside else None
+        earlier = [{**a.as_dict(), "file": str(p)} for p, a in losses if p.name != own]
+        if earlier:
+            detail["set_aside_earlier"] = earlier
         if self.opts.trail_check is not None:
             damaged = await self.opts.trail_check
             if damaged is not None:
@@ -1877,6 +1881,15 @@ class Engine:
         await self.trading.set(EngineState.PAUSED, reason, by)
         await self.flush()
         return self.state
+
+    async def _unchecked_stop(self) -> tuple[EngineState, str, str] | None:
+        """The strictest pause or halt in the records set aside at this start or an earlier one that no resume has
+        checked (ahead.unchecked_stop): state, reason, the file."""
+        if not self.profile.resumable:
+            return None
+        checked = await self.store.get_kv(ahead.CHECKED_KEY)
+        stop = await asyncio.to_thread(ahead.unchecked_stop, self.settings.audit_path, checked)
+        return (EngineState(stop[0]), stop[1], stop[2]) if stop is not None else None
 
     async def _unchecked_losses(self) -> list[tuple[Any, ahead.Ahead]]:
         """The files of records set aside as lost that no resume has checked (ahead.unchecked_losses)."""

@@ -404,11 +404,9 @@ class EngineHost:
             bus.add_sink(store.add_event)
             bus.add_sink(audit)
             start_state = overrides.configured_start(settings, live=live)
-            stop = repair.uncommitted_stop
             options = EngineOptions(live=live, approval=settings.engine.approval,
                                     approval_ttl_s=settings.engine.approval_ttl_s, adaptive=settings.ensemble.adaptive,
                                     start_state=start_state, max_bars=max_bars,
-                                    uncommitted_stop=(EngineState(stop[0]), stop[1]) if stop else None,
                                     set_aside=repair.uncommitted_summary, trail_check=trail_check)
             engine = build_engine(settings, feed=feed, venue=venue, store=store, bus=bus, clock=clock,
                                   options=options, timeframe_ms=settings.engine.timeframe_ms, audit=audit, ids=ids)

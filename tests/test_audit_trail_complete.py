@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -759,3 +760,68 @@ def test_the_committed_last_record_torn_by_a_power_loss_is_judged_by_verify_and_
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "logs" / f"audit.jsonl.torn-after-{last - 1}").read_bytes() == torn
     assert run_ffe(tmp_path, "doctor").returncode == 0
+
+
+def a_start_that_fails_after_setting_aside(cwd: Path) -> subprocess.CompletedProcess:
+    """A start that sets aside the records after the database's last event, then fails (the monitor's port held by
+    another process): as a crash loop's start, or one the OOM killer ends, leaves them."""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    try:
+        port = str(held.getsockname()[1])
+        proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=ffe_env(FFE_MONITOR__PORT=port))
+    finally:
+        held.close()
+    assert proc.returncode == 1 and "monitor.port" in proc.stderr, proc.stderr
+    assert list((cwd / "logs").glob("audit.jsonl.uncommitted-after-*")), "nothing set aside"
+    return proc
+
+
+@pytest.mark.parametrize("state", ["HALTED", "PAUSED"])
+def test_a_stop_found_only_in_records_set_aside_holds_after_the_start_that_found_them_failed(tmp_path, state):
+    """A halt (or pause) written to the trail and never committed, a kill between the two: the start that sets the
+    record aside keeps the stop. When that start failed after setting it aside, the next one no longer saw it
+    among its own records and came up RUNNING. A stop found in set-aside records no resume has checked holds at
+    every start until the operator resumes."""
+    first_run(tmp_path)
+    db = tmp_path / "data" / "ffe.db"
+    last = db_seqs(db)[-1]
+    reason = "ffe ctl halt" if state == "HALTED" else "ffe ctl pause"
+    append_uncommitted(tmp_path / "logs" / "audit.jsonl", [{
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "seq": last + 1,
+        "event": "engine_state", "state": state, "previous": "RUNNING", "reason": reason, "by": "ctl",
+        "restated": False}])
+    a_start_that_fails_after_setting_aside(tmp_path)
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    (now, why), = db_rows(db, "SELECT state, reason FROM engine_state")
+    assert now == state and reason in why and "set aside" in why, (now, why)
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")  # restarted again, still unresumed
+    assert again.returncode == 0, again.stderr
+    assert db_rows(db, "SELECT state FROM engine_state") == [(state,)]
+    started = max(r["seq"] for r in audit_lines(tmp_path / "logs" / "audit.jsonl") if r["event"] == "run"
+                  and r["phase"] == "start" and r["seq"] > last)
+    entries = [r for r in audit_lines(tmp_path / "logs" / "audit.jsonl") if r["seq"] > started
+               and r["event"] == "order" and r["side"] == "buy"]
+    assert entries == [], entries
+
+
+async def test_a_loss_set_aside_by_a_start_that_failed_is_paged_by_the_next(tmp_path):
+    """The start that sets aside records a database lost pages what they hold. When it failed after setting them
+    aside, the next start came up PAUSED for the loss but said it only as a warning, without the loss: an
+    operator taking pages only never heard that fills were missing from the books."""
+    an_older_database_put_back(tmp_path)
+    a_start_that_fails_after_setting_aside(tmp_path)
+    proc, hook = await run_ffe_paging(tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr
+    aside = next(p for p in (tmp_path / "logs").iterdir() if ".uncommitted-after-" in p.name)
+    held = [json.loads(line) for line in aside.read_bytes().splitlines()]
+    fills = sum(1 for r in held if r["event"] == "fill")
+    started = [r.body for r in hook.delivered if r.body.get("kind") == "STARTED"]
+    assert len(started) == 1 and started[0]["severity"] == "page", [r.body for r in hook.delivered]
+    text = started[0]["text"]
+    assert f"{len(held)} audit records" in text and f"{fills} fills" in text and aside.name in text, text
+    assert "PAUSED" in text and "restore the newest backup" in text, text
