@@ -147,8 +147,12 @@ async def test_the_first_start_after_a_restore_takes_the_day_s_figures_from_the_
         (start,) = stored_events(db, "run")[-1:]
         assert start["phase"] == "start" and "breached" not in start["detail"], start
         assert e.portfolio.day_loss_pct() < 0.5
-        expected = start_of_day if backup_day == "today" else e.portfolio.equity()
-        assert e.portfolio.day_start_equity == pytest.approx(expected, rel=2e-3)
+        # The day begins at the whole books' equity, the position the recovered buy made in it (what the cash
+        # alone would be is ~900 less), on the backup's day as on a later one (states.md, reconciliation: the
+        # books after a restore). The day's start before the restore was about the same, but not within a fixed
+        # margin: the price moves meanwhile.
+        assert e.portfolio.day_start_equity == pytest.approx(e.portfolio.equity(), rel=2e-3)
+        assert abs(e.portfolio.day_start_equity - start_of_day) < 0.05 * start_of_day
         assert e.state is EngineState.RUNNING
 
 
