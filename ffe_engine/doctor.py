@@ -59,7 +59,8 @@ import zstandard
 from . import ahead, reserve
 from .audit import has_records
 from .backtest_runs import RUN_ID
-from .chain import TornTail, missing_file, packed, trail_files, unchained, unreadable_trail, verify_trail
+from .chain import (HEAD_KEY, TornTail, line_hash, missing_file, packed, trail_files, unchained, unreadable_trail,
+                    verify_trail)
 from .config import Settings
 from .errors import FfeError, UnreachablePath, UsageError, first_problem
 from .model import APPROVAL_PENDING, OrderStatus, trail_disagrees
@@ -273,6 +274,26 @@ def _audit_lines(path: Path, cut: list[tuple[str, TornTail]]) -> Iterator[tuple[
                 cut.append((f"{tail.where}: the last line is cut off ({tail.size} bytes after the last record)", tail))
 
 
+def _prev_of(line: bytes) -> str | None:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    prev = rec.get("prev") if isinstance(rec, dict) else None
+    return prev if isinstance(prev, str) else None
+
+
+def _which_differs(where: str, seq: int, line: bytes, record: bytes, next_prev: str | None) -> str:
+    """A trail line unlike the database's record of its seq, and which of the two is the damaged one: the next
+    record's `prev` (or the chain's head, after the last) is the hash of the one ffe wrote."""
+    said = f"{where}: seq {seq} differs from the database's record of it"
+    if next_prev is not None and next_prev == line_hash(line):
+        return f"{said}: the database's record is the damaged one (the trail's line chains on to the next record)"
+    if next_prev is not None and next_prev == line_hash(record):
+        return f"{said}: the trail's line is the damaged one (the database's record chains on to the next record)"
+    return said
+
+
 def _seq_in(line: bytes) -> tuple[bool, int | None]:
     """Whether a whole line is JSON, and its seq (None: none, or not an integer)."""
     try:
@@ -306,7 +327,10 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
     snapshot_seq = records.last_seq()
     order_events: OrderEvents = {}
     cut: list[tuple[str, TornTail]] = []
+    differs: tuple[str, int, bytes, bytes] | None = None  # a line unlike the database's record: judged at the next
     for where, seq, line in _audit_lines(path, cut):
+        if differs is not None:
+            raise Violation(_which_differs(*differs, _prev_of(line)))
         found.audit_lines += 1
         if want is not None and want[0] < seq:
             # At a file's first line, the gap may be a whole rotated file gone: named after its first seq.
@@ -316,13 +340,19 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
                             f"(next line {where} has seq {seq})")
         if want is not None and want[0] == seq:
             if want[1] != (unchained(line) if compact_rows else line):
-                raise Violation(f"{where}: seq {seq} differs from the database's record of it")
+                if compact_rows:  # a backtest run's rows carry no chain to tell which copy is whole
+                    raise Violation(f"{where}: seq {seq} differs from the database's record of it")
+                differs = (where, seq, line, want[1])
+                continue
             found.events += 1
             want = next(db_events, None)
         if seq <= snapshot_seq and b'"event":"order"' in line:
             rec = json.loads(line)
             if rec.get("client_order_id"):
                 order_events.setdefault(rec["client_order_id"], []).append((where, rec))
+    if differs is not None:  # the last line: the chain's head, kept with the database's last record, tells
+        head = records.kv(HEAD_KEY)
+        raise Violation(_which_differs(*differs, head.get("hash") if isinstance(head, dict) else None))
     if want is not None:
         if cut:
             said, tail = cut[0]
