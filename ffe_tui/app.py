@@ -213,7 +213,7 @@ class ConsoleApp(App[int]):
         if "tabs" in self.panes:
             self._show_tabs(event.size.width)  # (the app's own size is not the new one yet)
         if self._banner and "banner" in self.panes:
-            self._fit_banner()
+            self._fit_banner(event.size.width)
 
     def _layout(self, width: int, height: int) -> None:
         self._wide = width >= WIDE[0] and height >= WIDE[1]
@@ -805,9 +805,10 @@ class ConsoleApp(App[int]):
         if self.current_view == "health":
             self._read_due = 0.0  # the whole text there at once
 
-    def _fit_banner(self) -> None:
-        """The banner whole in its rows, or cut after a whole word and marked, the whole text in the Health view."""
-        width = self.size.width - 2  # its padding
+    def _fit_banner(self, width: int | None = None) -> None:
+        """The banner whole in its rows, or cut after a whole word and marked, the whole text in the Health view.
+        `width`: the terminal's, during a resize (the app's own size is not the new one yet)."""
+        width = (width or self.size.width) - 2  # its padding
         health = keydefs.display(self.view_keys[VIEWS.index("health")])
         more = f"(whole text: {health} Health)"
         self.panes["banner"].update(Text(fit_rows(self._banner, width, BANNER_ROWS, more, self.console)))

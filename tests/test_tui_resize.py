@@ -3,20 +3,22 @@ does: not what fitted the width it had when its data last came (until the next b
 case: three symbols, 80x24 -> 60x18 (too small: the panes shrink) -> 200x50 left the votes pane at "provider +3",
 the width it had when the votes came (none: off screen) or too small for all three. Also with a dialog open over the
 console while it is resized, and with the data coming while the screen is too small. The market ends before the
-resizes, so no new data redraws a pane meanwhile."""
+resizes, so no new data redraws a pane meanwhile. The banner too is fitted to the new width, from its whole text."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from conftest import make_settings
+from rich.text import Text
 
 from ffe_engine.clock import ManualClock
 from ffe_engine.ids import IdSource
 from ffe_engine.market.simulated import SimulatedFeed
-from ffe_tui.app import ConsoleApp
-from test_tui_helpers import START_TS, bars_taken, screen_text, until
+from ffe_tui.app import BANNER_ROWS, ConsoleApp
+from test_tui_helpers import START_TS, bars_taken, console, running, screen_text, until
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 PANES = ("status", "positions", "approvals", "breaker", "votes", "gates")
@@ -121,3 +123,46 @@ async def test_a_pane_hidden_while_its_data_came_shows_what_fits_once_on_screen(
         await pilot.resize_terminal(200, 50)
         got = await _settled(pilot, expected)
     assert got == expected, _differences(got, expected)
+
+
+def banner_text(app: ConsoleApp) -> str:
+    """The banner's rows on screen, their wrapping undone (one space for every run of blanks and line ends)."""
+    lines = screen_text(app).split("\n")
+    region = app.panes["banner"].region
+    rows = " ".join(lines[y][region.x:region.right] for y in range(region.y, min(region.bottom, len(lines))))
+    return re.sub(r"\s+", " ", rows).strip()
+
+
+async def test_after_resizes_the_banner_is_fitted_to_the_new_width_from_its_whole_text(tmp_path):
+    """The reported case: a kill switch's banner whole at 100x30, then 20x6 and back to 100x30 (and on to 200x60)
+    stayed cut as at 20 columns, `KILL SWITCH: HALTED by … (whole text: 7 Health)`; and a banner whole at 100 columns
+    resized to 22x8 lost its end with no mark. Each time it was fitted to the width before the resize."""
+    more = "… (whole text: 7 Health)"
+    app = console(tmp_path, speed=2.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await running(pilot)
+        await pilot.press("K", "y")
+        await until(pilot, lambda: "KILL SWITCH: HALTED by operator" in banner_text(app), "the kill switch's banner")
+        whole = banner_text(app)
+        assert "…" not in whole and re.fullmatch(r"KILL SWITCH: HALTED by operator: .* in [\d.]+ ms", whole), whole
+        for size in [(20, 6), (100, 30), (200, 60)]:
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.3)
+            shown = str(app.panes["banner"].content)
+            if size[0] == 20:
+                assert shown.endswith(more) and whole.startswith(shown.removesuffix(more).rstrip()), shown
+                assert len(Text(shown).wrap(app.console, 18)) <= BANNER_ROWS, shown
+            else:
+                assert shown == whole and banner_text(app) == whole, (size, shown, banner_text(app))
+    app = console(tmp_path / "again", speed=2.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await running(pilot)
+        await pilot.press("K", "y")
+        await until(pilot, lambda: "KILL SWITCH: HALTED by operator" in banner_text(app), "the kill switch's banner")
+        whole = banner_text(app)
+        await pilot.resize_terminal(22, 8)
+        await pilot.pause(0.3)
+        shown = str(app.panes["banner"].content)
+        assert shown.endswith(more) and whole.startswith(shown.removesuffix(more).rstrip()), shown
+        assert len(Text(shown).wrap(app.console, 20)) <= BANNER_ROWS, shown
+        assert banner_text(app) == shown, banner_text(app)
