@@ -274,6 +274,8 @@ POSITION_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 6), ("qty", "qty",
 
 # j/k beside the arrow keys, in every table (keys.PANE_KEYS keeps them for this).
 TABLE_MOVES = [Binding("j", "cursor_down", "Down", show=False), Binding("k", "cursor_up", "Up", show=False)]
+# The same in every pane that scrolls rather than moves a cursor: the log, the read views.
+SCROLL_MOVES = [Binding("j", "scroll_down", "Down", show=False), Binding("k", "scroll_up", "Up", show=False)]
 
 
 class KeyedTable(DataTable):
@@ -690,6 +692,8 @@ class LogPane(Log):
     than read from the scroll position: a pane that changes height (a banner appearing after a kill switch) or is
     refilled (a new filter) is no longer at its end, yet must go on following.
     """
+
+    BINDINGS = SCROLL_MOVES  # through action_scroll_up/down below: k stops the following as up does
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(auto_scroll=False, **kw)

@@ -13,17 +13,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ffe_engine import fmt, tables
 from ffe_engine.reconcile import accept_hint, blocked_text
 
-from .panes import KeyedTable, position_key
-
-# j/k beside the arrow keys in a scrolling pane, as in every table (keys.PANE_KEYS keeps them for this).
-SCROLL_MOVES = [Binding("j", "scroll_down", "Down", show=False), Binding("k", "scroll_up", "Up", show=False)]
+from .panes import SCROLL_MOVES, KeyedTable, position_key
 
 
 def signed(x: Any, text: str) -> Text:

@@ -220,6 +220,27 @@ async def test_the_footer_shows_the_keys_that_come_and_go_with_the_focus():
         assert "Zoom in" not in footer()
 
 
+async def test_j_and_k_move_every_focusable_pane_of_every_view_as_down_and_up_do(tmp_path):
+    """keys.PANE_KEYS keeps j/k for moving within the focused pane: in each pane Tab reaches (the log, the tables,
+    the read views), they do what down and up do there."""
+    app = console(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        seen = set()
+        for view in keys.VIEWS:
+            await pilot.press(app.view_keys[keys.VIEWS.index(view)])
+            await until(pilot, lambda: app.current_view == view, f"the {view} view")
+            for pane in list(app.screen.focus_chain):
+                pane.focus()
+                await until(pilot, lambda: app.focused is pane, f"{pane.id} focused")
+                bound = app.active_bindings
+                for letter, arrow in (("j", "down"), ("k", "up")):
+                    assert letter in bound and bound[letter].node is pane, (view, pane.id, letter)
+                    assert bound[letter].binding.action == bound[arrow].binding.action, (view, pane.id, letter)
+                seen.add(pane.id)
+        assert {"positions", "approvals", "log", "trades", "orders", "health"} <= seen, seen
+
+
 async def test_the_command_palette_reaches_the_same_actions(tmp_path):
     db = db_path(tmp_path)
     app = console(tmp_path, speed=4.0)

@@ -140,6 +140,33 @@ async def test_scrolled_up_the_log_stays_put_and_says_so_until_end(tmp_path):
         await _newest_on_screen(pilot, "after end")
 
 
+
+async def test_j_and_k_scroll_the_focused_log_as_down_and_up_do(tmp_path):
+    """The reported case: in the log pane, reached by Tab, up and pageup scrolled it and k and j did nothing."""
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        pane = app.query_one("#log")
+        await _log_full(pilot)
+        for _ in range(4):
+            if app.focused is pane:
+                break
+            await pilot.press("tab")
+        assert app.focused is pane, app.focused
+        await pilot.press("up")
+        await until(pilot, lambda: "not following" in screen_text(app), "up to stop the following")
+        top = pane.scroll_y
+        await pilot.press("k", "k")
+        await pilot.pause(0.1)
+        assert pane.scroll_y == top - 2, (top, pane.scroll_y)
+        await pilot.press("j")
+        await pilot.pause(0.1)
+        assert pane.scroll_y == top - 1, (top, pane.scroll_y)
+        await pilot.press("j", "j")  # back to the end: following again, as down does there
+        await until(pilot, lambda: "not following" not in screen_text(app), "following again at the end")
+        await _newest_on_screen(pilot, "after j")
+
+
 # ------------------------------------------------------------------------------------------ gates
 async def test_a_failing_gate_is_always_on_screen_at_80x24(tmp_path):
     """DAILY_TRADES is the last of 14 gates: at 80x24 the gates pane has room for fewer, and the one refusing
