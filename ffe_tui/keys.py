@@ -6,8 +6,10 @@ that and refused for other bindings.
 ctrl+k always kills, whatever `kill` is remapped to: the one key that kills from a text field too.
 Keys that tmux or the terminal itself take are refused: ctrl+b and ctrl+a are tmux/screen prefixes, ctrl+m/j/i/h
 arrive as enter/enter/tab/backspace, ctrl+c and ctrl+z belong to the shell, and ctrl/shift+enter are not told apart
-from enter by most terminals. ctrl+q and ctrl+c quit, whatever `quit` is remapped to, asking first as it does. A
-name Textual does not know (`notakey`) is refused: no key press would reach it.
+from enter by most terminals. Shift with a character is refused (a terminal sends the character shift makes: `P`
+for shift+p), and so is ctrl+shift with a letter (a terminal sends ctrl+p for ctrl+shift+p). ctrl+q and ctrl+c
+quit, whatever `quit` is remapped to, asking first as it does. A name Textual does not know (`notakey`) is refused:
+no key press would reach it.
 """
 
 from __future__ import annotations
@@ -136,9 +138,14 @@ def is_key_name(key: str) -> bool:
 
 def _shifted_character(key: str) -> str | None:
     """Why a key of shift with a character is no key at all: a terminal sends the character shift makes (`P`, `?`),
-    never shift with one, so no press reaches the binding (`shift+up`, `shift+f5` are keys of their own)."""
+    never shift with one, so no press reaches the binding (`shift+up`, `shift+f5` are keys of their own). With ctrl
+    and a letter, a terminal sends the letter's control code, the same whether shift is down or not: ctrl+shift+p
+    (or ctrl+P) arrives as ctrl+p."""
     *mods, last = key.split("+") if len(key) > 1 else [key]
-    if mods != ["shift"] or last in NAMED_KEYS:  # (with ctrl or alt too, a terminal may tell it: Textual names some)
+    letter = len(last) == 1 and last.isascii() and last.isalpha()
+    if letter and (sorted(mods) == ["ctrl", "shift"] or (mods == ["ctrl"] and last.isupper())):
+        return f"a terminal sends {'ctrl+' + last.lower()!r} for it, shift or not"
+    if mods != ["shift"] or last in NAMED_KEYS:  # (with alt too, a terminal may tell it: Textual names some)
         return None
     if len(last) == 1 and last.isalpha() and last.lower() == last:
         return f"a terminal sends {last.upper()!r} for it: write {last.upper()!r}"

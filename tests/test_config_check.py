@@ -31,9 +31,10 @@ def write_config(tmp_path, keys: str) -> None:
     ('{pause = "notakey"}', "tui.keys.pause: 'notakey' is not a key name"),
     ('{flatten = "ctrl+notakey"}', "tui.keys.flatten: 'ctrl+notakey' is not a key name"),
     ('{pause = "shift+p"}', "tui.keys.pause: 'shift+p' cannot be used (a terminal sends 'P' for it: write 'P')"),
+    ('{pause = "ctrl+shift+p"}', "tui.keys.pause: 'ctrl+shift+p' cannot be used (a terminal sends 'ctrl+p' for it"),
 ], ids=["taken by tmux", "bound twice", "unknown id", "a pane's move key", "the log's end key", "a page key",
         "too few view keys", "a view key",
-        "no such key", "no such key with a modifier", "shift with a letter"])
+        "no such key", "no such key with a modifier", "shift with a letter", "ctrl+shift with a letter"])
 def test_config_check_rejects_the_key_bindings_the_console_would_reject(tmp_path, keys, says):
     write_config(tmp_path, keys)
     first = keys == '{kill = "ctrl+b"}'  # the first as a real process

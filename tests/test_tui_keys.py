@@ -66,6 +66,12 @@ def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
     ({"pause": "shift+k"}, "tui.keys.pause: 'shift+k' cannot be used (a terminal sends 'K' for it: write 'K')"),
     ({"help": "shift+slash"}, "tui.keys.help: 'shift+slash' cannot be used (a terminal sends the character shift "
                               "makes, not shift with a character: write that character)"),
+    # Nor ctrl+shift with a letter: a terminal sends the letter's control code, the same as for ctrl with it alone.
+    ({"pause": "ctrl+shift+p"}, "tui.keys.pause: 'ctrl+shift+p' cannot be used (a terminal sends 'ctrl+p' for it, "
+                                "shift or not)"),
+    ({"approve": "shift+ctrl+x"}, "tui.keys.approve: 'shift+ctrl+x' cannot be used (a terminal sends 'ctrl+x' for "
+                                  "it, shift or not)"),
+    ({"pause": "ctrl+P"}, "tui.keys.pause: 'ctrl+P' cannot be used (a terminal sends 'ctrl+p' for it, shift or not)"),
 ])
 def test_bad_key_entries_are_refused_with_the_id_named(entry, message):
     with pytest.raises(keys.KeymapError, match=re.escape(message)):
