@@ -1276,9 +1276,10 @@ class ConsoleApp(App[int]):
                     f" {self.crash}). The engine may still be running, last seen {state}, with {orders} open order(s) "
                     f"and {positions} position(s); `ffe ctl status` says whether it runs.")
         if self.attached and self.crash is not None:
-            return ("The engine has stopped after an error in its own process: nothing runs there now. Its last "
-                    f"state was {state}, with {orders} open order(s) and {positions} position(s); "
-                    "`ffe run --headless` starts it again.")
+            # Said from what the stream last told: another run may answer on the socket since.
+            return ("The engine this console was attached to has stopped after an error in its own process. Its "
+                    f"last state was {state}, with {orders} open order(s) and {positions} position(s); "
+                    "`ffe ctl status` says whether another run answers now, `ffe run --headless` starts one.")
         if self.attached:
             return (f"The engine keeps running {state} in its own process, with its {orders} open order(s) "
                     f"and {positions} position(s); `ffe attach` shows it again.")
