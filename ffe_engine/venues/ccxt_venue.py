@@ -387,6 +387,16 @@ def _status_only(exc: BaseException) -> bool:
     return bool(getattr(exc, STATUS_ONLY, False))
 
 
+def _no_resend(session: Any) -> None:
+    """aiohttp sends a GET or a DELETE again at once, itself, when a kept-alive connection drops it: below ccxt and
+    below the hold looked at as each request leaves (CcxtVenue._hold_every_send), so a read in flight when a ban
+    began reached the exchange inside it, and a cancel was sent twice unseen. Turned off: a request that fails so
+    fails, and is asked again, if at all, through the read retries and the order path, which look at the hold.
+    (aiohttp 3.14 keeps the switch in the session, with no public setting for it.)"""
+    if session is not None and getattr(session, "_retry_connection", False):
+        session._retry_connection = False
+
+
 def _mark_status_only(exchange: Any) -> None:
     """Mark the errors ccxt raises from an answer's HTTP status alone, with no error of the exchange's in its body.
 
@@ -585,11 +595,14 @@ class CcxtVenue:
         that waited its turn in ccxt's pacing meanwhile (a lookup asked while an order was on the wire, the order
         answered 429 -1003) is not sent, as the exchange lengthens a ban for every request sent during it (a short
         hold is waited out, as before asking)."""
-        send = self.exchange.fetch
+        exchange = self.exchange
+        send = exchange.fetch
         reads = self.reads
 
         async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
             await reads.wait_hold(f"{method} request")
+            exchange.open(True)  # ccxt's session, made as ccxt makes it (its fetch does the same first)
+            _no_resend(exchange.session)
             return await send(url, method, headers, body)
 
         self.exchange.fetch = fetch
