@@ -13,7 +13,8 @@ peer is checked (SO_PEERCRED): only the engine's own user and root are served.
 
 Connections are bounded (`[control] max_connections`), idle ones are closed (`idle_timeout_s`), and one more
 connection is always kept for a `halt`. Event-stream subscribers (`ffe attach`) that stop reading are disconnected
-once `stream_buffer_kb` of events wait for them: the engine never waits for a reader.
+once what waits for one passes `stream_buffer_kb` plus the size of its stream's beginning (the snapshot and the
+earlier events): the engine never waits for a reader.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ COMMANDS_AT_STOP_S = 10.0
 class Limits:
     max_connections: int = 16  # besides these, one connection is kept for a halt
     idle_timeout_s: float = 30.0  # a connection that sends no request for this long is closed
-    stream_buffer_bytes: int = 4 << 20  # events waiting for one subscriber before it is disconnected
+    # What may wait for one subscriber besides its stream's beginning, before it is disconnected.
+    stream_buffer_bytes: int = 4 << 20
 
 
 def _jsonable(x: Any) -> Any:
@@ -218,7 +220,8 @@ class ControlServer:
         self._halting = False  # ... and it is carrying out its halt
         self._full_logged = False
         self._writers: set[asyncio.StreamWriter] = set()
-        self._streams: set[asyncio.StreamWriter] = set()
+        # Each event-stream subscriber, with the size of its stream's beginning (room it has besides the buffer).
+        self._streams: dict[asyncio.StreamWriter, int] = {}
         self._fan_out: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None  # the fan-out's subscription to the bus
         self._pending: list[Event] = []  # published, waiting for the database to commit them
@@ -340,7 +343,7 @@ class ControlServer:
         finally:
             self._give_back(place, writer)
             self._writers.discard(writer)
-            self._streams.discard(writer)
+            self._streams.pop(writer, None)
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, halt_only: bool) -> None:
@@ -443,11 +446,13 @@ class ControlServer:
         from .events import encode
 
         earlier = list(self._earlier)
-        self._streams.add(writer)  # at once: the events not yet in `earlier` are sent to it as they come
-        if not self._send(writer, encode({"event": SNAPSHOT, "snapshot": _jsonable(self.engine.snapshot()),
-                                          "engine": self.identity}) + b"\n"
-                          + encode({"event": EARLIER, "count": len(earlier)}) + b"\n" + b"".join(earlier)):
-            return
+        beginning = (encode({"event": SNAPSHOT, "snapshot": _jsonable(self.engine.snapshot()),
+                             "engine": self.identity}) + b"\n"
+                     + encode({"event": EARLIER, "count": len(earlier)}) + b"\n" + b"".join(earlier))
+        # Written whole, and room besides the buffer: a subscriber that has not read it yet has had no chance to, one
+        # reading it while events come is reading, and its size (up to EARLIER_EVENTS events) is the engine's doing.
+        writer.transport.write(beginning)
+        self._streams[writer] = len(beginning)  # at once: the events not yet in `earlier` are sent to it as they come
         if self._fan_out is None or self._fan_out.done():
             self._fan_out = asyncio.ensure_future(self._send_events())
         while await reader.read(4096):
@@ -483,7 +488,7 @@ class ControlServer:
                 data = b"".join(lines)
                 for writer in list(self._streams):
                     if writer.transport.is_closing():
-                        self._streams.discard(writer)
+                        self._streams.pop(writer, None)
                     else:
                         self._send(writer, data)
                 await asyncio.sleep(STREAM_INTERVAL_S)
@@ -504,16 +509,16 @@ class ControlServer:
         self._pending = pending[n:]
         return pending[:n]
 
-    def _send(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
-        """Write to one subscriber without waiting; False, and it is disconnected, once what it has not read yet
-        passes the limit."""
+    def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Write to one subscriber without waiting; it is disconnected once what it has not read yet passes the
+        limit and the size of its stream's beginning: one that reads nothing, once the limit's worth of events came
+        after the beginning."""
         writer.transport.write(data)
-        if writer.transport.get_write_buffer_size() <= self.limits.stream_buffer_bytes:
-            return True
-        self._streams.discard(writer)
+        if writer.transport.get_write_buffer_size() <= self.limits.stream_buffer_bytes + self._streams[writer]:
+            return
+        self._streams.pop(writer, None)
         writer.transport.abort()
         self._dropped += 1
-        return False
 
 
 def pid_alive(pid: int) -> bool:

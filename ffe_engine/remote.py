@@ -50,6 +50,13 @@ class Dropped(NoAnswer):
     (the place kept for a halt went to a newer connection)."""
 
 
+class StreamCut(Dropped):
+    """The engine began the event stream (its snapshot came), then ended it before the events it begins with were
+    all read: the connection was served, so no full socket ended it. An engine ends a stream so when the console
+    leaves control.stream_buffer_kb of events unread; it cannot say so on the stream (what waits unread is ahead
+    of any word), its log does."""
+
+
 class EngineGone(ControlError):
     """Nothing answers on the socket: no engine runs there (any more)."""
 
@@ -139,19 +146,39 @@ class RemoteEngine:
         first = await self._reader.readline()
         if not first:
             raise ConnectionResetError("closed without a line")
-        head = [self._decoded(first), self._decoded(await self._reader.readline() or b"null")]
-        if isinstance(head[0], dict) and head[0].get("ok") is False:  # refused ("too many control connections")
-            raise ControlError(f"the engine at {self.path} refused the event stream: {head[0].get('error')}")
-        if [rec.get("event") if isinstance(rec, dict) else None for rec in head] != [SNAPSHOT, EARLIER]:
+        head = self._decoded(first)
+        if isinstance(head, dict) and head.get("ok") is False:  # refused ("too many control connections")
+            raise ControlError(f"the engine at {self.path} refused the event stream: {head.get('error')}")
+        if not isinstance(head, dict) or head.get("event") != SNAPSHOT:
             raise ControlError(f"the engine at {self.path} began its event stream with {head!r:.80}")
-        self._snapshot = head[0].get("snapshot") or self._snapshot
-        self.identity = head[0].get("engine") or {}
-        earlier = []
-        for _ in range(int(head[1].get("count") or 0)):
-            ev = event_from(self._decoded(await self._reader.readline() or b"null") or {})
-            if ev is not None:
-                earlier.append(ev)
+        earlier: list[Event] = []
+        count: int | None = None
+        try:
+            told = self._decoded(await self._whole_line())
+            if not isinstance(told, dict) or told.get("event") != EARLIER:
+                raise ControlError(f"the engine at {self.path} began its event stream with {[head, told]!r:.80}")
+            count = int(told.get("count") or 0)
+            for _ in range(count):
+                ev = event_from(self._decoded(await self._whole_line()) or {})
+                if ev is not None:
+                    earlier.append(ev)
+        except ConnectionError:  # the end of the stream, or a line it cut short
+            of = f"{len(earlier)} of the {count} earlier events" if count is not None else "its snapshot"
+            raise StreamCut(f"the engine at {self.path} closed its event stream after {of}, before this console "
+                            "had read how it began: an engine ends the stream of a console that leaves "
+                            "[control] stream_buffer_kb of events unread (its log then says `event stream "
+                            "subscribers disconnected: not reading`)") from None
+        self._snapshot = head.get("snapshot") or self._snapshot
+        self.identity = head.get("engine") or {}
         return earlier
+
+    async def _whole_line(self) -> bytes:
+        """The stream's next line; ConnectionResetError when it ends first."""
+        assert self._reader is not None
+        line = await self._reader.readline()
+        if not line:
+            raise ConnectionResetError("the engine closed the connection")
+        return line
 
     @staticmethod
     def _decoded(line: bytes) -> Any:
@@ -284,6 +311,8 @@ class RemoteEngine:
                     if self._writer is not None:
                         self._writer.close()
                     return False
+            except StreamCut as exc:  # it answered: reached, but its stream ended again as it began; asked again
+                self.lost = f"{lost}, and subscribed again: {exc}"
             except Dropped as exc:  # there, its socket full: asked again
                 self.lost = f"{lost} and cannot reach the engine: {exc}"
             except (asyncio.TimeoutError, NoAnswer):
@@ -461,6 +490,8 @@ async def attach(settings: Settings, more: Callable[[], bool] | None = None) -> 
                           timeout=settings.control.request_timeout_s)
     try:
         await engine.connect(more)
+    except StreamCut as exc:  # served, so not a full socket: what ended the stream, as far as it can be told
+        raise ControlError(f"attaching failed {CONNECT_TRIES} times: {exc}") from None
     except Dropped:
         raise ControlError(f"the engine on {settings.socket_path} is there but busy: it closed the connection "
                            f"before answering, {CONNECT_TRIES} times (its control socket full: [control] "
