@@ -55,7 +55,7 @@ from .overrides import Override
 from .portfolio import RATE_WINDOW_MS, Portfolio, entry_day_of
 from .outage import KINDS as OUTAGE_KINDS
 from .outage import outage, outage_only
-from .reconcile import (BALANCE_KINDS, Reconciler, blocked_text, difference_key, hold_reason,
+from .reconcile import (BALANCE_KINDS, BalancesMoved, Reconciler, blocked_text, difference_key, hold_reason,
                         in_doubt_only, lagging_trades, lifted_reason, paused_by_reconcile, says_held,
                         unexplained)
 from .recovery import recover_after_restore
@@ -2847,7 +2847,12 @@ class Engine:
             answer_s = self.settings.control.request_timeout_s
             if timeout_s is not None:
                 answer_s = min(answer_s, timeout_s)
-            taken = await self.reconciler.accept(accepted, wait_s=answer_s / 2, own_coins=own_coins)
+            try:
+                taken = await self.reconciler.accept(accepted, wait_s=answer_s / 2, own_coins=own_coins,
+                                                     cash_of_the_books=not self._cash_from_venue)
+            except BalancesMoved:
+                self._recheck_at = self.clock.monotonic()  # the balances as they are now, shown at once
+                raise
             records, cash = dict(taken.records), taken.cash
             drop: tuple[str, ...] = ()
             if any(d.get("kind") == "restore_unrecovered" for d in accepted):

@@ -80,6 +80,10 @@ ACCEPTED_KEY = "reconcile_accepted_orders"  # open orders at the venue that the 
 BALANCE_KINDS = ("position", "cash", "equity")  # the differences found in the venue's balances
 
 
+class BalancesMoved(ControlError):
+    """An accept refused: the venue's balances are not those the differences being accepted showed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Acceptance:
     """What an accept takes from the venue: its quote balance, the engine's cash from now on (None when the venue
@@ -541,7 +545,7 @@ class Reconciler:
         return ReconcileReport("failed", unreachable)
 
     async def accept(self, differences: list[dict[str, Any]], *, wait_s: float = 0.0,
-                     own_coins: bool = False) -> Acceptance:
+                     own_coins: bool = False, cash_of_the_books: bool = True) -> Acceptance:
         """The operator accepts the venue as it is: its balances become the new baseline, and the open orders found
         that are not ffe's are left out of later reconciliations (while they stay open). Returns the venue's quote
         balance, the engine's cash from now on (None when the venue could not be read), and those records, which
@@ -554,6 +558,11 @@ class Reconciler:
         settle window has passed since the last order change the books took (a fill, a cancel): a read that lags
         steadily answers the same balances twice, from before it. That wait is waited for when it ends within
         `wait_s`, and refused with when to accept again otherwise.
+
+        Only what was shown is accepted: balances that moved since the differences were shown (a withdrawal after the
+        one shown, coins arriving in a symbol shown agreeing) are refused (BalancesMoved), for a reconciliation to
+        show them first. `cash_of_the_books`: whether the books hold a cash of their own to weigh the venue's
+        against (not while they take the venue's, after a first start or a restore).
 
         Fewer coins toward a position than the books hold, which the baseline covers, is refused unless `own_coins`
         (the operator's word that coins of their own left): then the baseline of those coins is lowered by what left
@@ -587,6 +596,12 @@ class Reconciler:
                                "not show it yet; accept again")
         # Weighed against the baseline in force (none stored yet: every coin counts toward the positions).
         old: dict[str, float] = await self.store.get_kv(BASELINE_KEY) or {}
+        if balances is not None:
+            moved = self._moved_since_shown(balances, old, differences, cash_of_the_books)
+            if moved:
+                raise BalancesMoved(f"nothing accepted: the exchange's balances moved since reconciliation showed the "
+                                    f"differences ({'; '.join(moved)}): a reconciliation shows them now; look at "
+                                    "them (`ffe ctl why`), then accept")
         taken = self._refuse_coins_missing(balances, old, own_coins) if balances is not None else []
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
                    if d.get("kind") == "unknown_open_order"}
@@ -610,6 +625,31 @@ class Reconciler:
         # take for a first meeting with the account.
         records[BASELINE_KEY] = new  # the books take it once it is stored (note_accepted)
         return Acceptance(balances.get(self.quote, 0.0), records, {a: old[a] - new[a] for a in taken})
+
+    def _moved_since_shown(self, balances: dict[str, float], base_line: dict[str, float],
+                           differences: list[dict[str, Any]], cash_of_the_books: bool) -> list[str]:
+        """Where the venue's balances now differ from the books by another amount than the differences being
+        accepted showed (the books' own trades since move both sides alike): a traded symbol's position, or the
+        cash, shown differing by one amount and differing by another now; one shown agreeing (or not compared
+        then, an order in it unsettled) and differing now. The equity follows from these and the prices."""
+        shown = {difference_key(d): d for d in differences if d.get("kind") in ("position", "cash")}
+
+        def then(key: str) -> float:
+            d = shown.get(key)
+            return float(d["venue"]) - float(d["journal"]) if d is not None else 0.0
+
+        moved = []
+        for sym in self.symbols:
+            ours, theirs = self._position_both_ways(sym, balances, base_line)
+            was = then(f"position:{sym}")
+            if abs((theirs - ours) - was) > self._tolerance(sym):
+                moved.append(f"{sym}: the exchange {was:+.8g} off the books then, {theirs - ours:+.8g} now")
+        if cash_of_the_books:
+            cash, ours = balances.get(self.quote, 0.0), self.portfolio.cash
+            was = then(f"cash:{self.quote}")
+            if abs((cash - ours) - was) > CENT:
+                moved.append(f"{self.quote}: the exchange {was:+.2f} off the books then, {cash - ours:+.2f} now")
+        return moved
 
     def current_at(self, read_at: float) -> float | None:
         """When (the clock's monotonic time) a read of the venue's balances made at `read_at` would have been sure to

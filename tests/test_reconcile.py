@@ -467,6 +467,38 @@ async def test_an_accept_with_nothing_shown_accepts_nothing(tmp_path, fx):
         assert await running.store.get_kv(BASELINE_KEY) == {"BTC": 0.25}
 
 
+async def test_an_accept_refuses_balances_that_moved_since_the_differences_were_shown(tmp_path, fx):
+    """10 USDT withdrawn: reconciliation holds the engine, showing cash 10,000 in the journal and 9,990 at the
+    exchange. Then 5,000 more leave, and no reconciliation runs before the operator accepts. The accept took the
+    balances as they were then (4,990 in the books) while its record, and its answer, said 9,990: the 5,000 left
+    unseen, in no record. An accept takes only what was shown: it is refused, nothing changed, and a reconciliation
+    shows what the balances are now, which an accept then takes."""
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600})
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await reconcile_twice(e)
+        fx.balances["USDT"].free -= 10.0
+        shown = {d["kind"]: d for d in await reconcile_twice(e)}
+        assert shown["cash"]["venue"] == pytest.approx(9_990.0), shown
+        fx.balances["USDT"].free -= 5_000.0  # nobody has seen this yet
+        with pytest.raises(ControlError, match="moved since") as refused:
+            await e.accept_reconcile(by="test")
+        assert "USDT: the exchange -10.00 off the books then, -5010.00 now" in str(refused.value), refused.value
+        assert e.portfolio.cash == pytest.approx(10_000.0) and e.state is EngineState.PAUSED
+        # The engine's loop reconciles at once (here, without it running, as it would)
+        now = {d["kind"]: d for d in await reconcile_twice(e)}
+        assert now["cash"]["venue"] == pytest.approx(4_990.0), now
+        accepted = await e.accept_reconcile(by="test")
+        assert {d["kind"]: d["venue"] for d in accepted}["cash"] == pytest.approx(4_990.0)
+        assert e.portfolio.cash == pytest.approx(4_990.0)
+        await e.flush()
+    records = stored_events(db, "reconcile")
+    assert [r["status"] for r in records].count("accepted") == 1
+    said = [d["venue"] for r in records for d in r["differences"] if d.get("kind") == "cash"]
+    assert said[-1] == pytest.approx(4_990.0) and pytest.approx(9_990.0) in said, said
+
+
 async def test_the_balance_asked_before_a_repeat_never_takes_the_baseline(tmp_path, fx):  # noqa: F811
     """Before an order in doubt is sent again, the venue's balance is compared with the baseline the first
     reconciliation took. With none taken yet there is nothing to compare with: the answer is "nothing shown", and
