@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from fake_exchange import FakeBinance, ccxt_options, exchange_settings
+from fake_exchange import Balance, FakeBinance, ccxt_options, exchange_settings
 from ffe_engine.model import OrderRequest, Side
 from ffe_engine.venues.base import DuplicateOrder, OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
 from ffe_engine.venues.ccxt_venue import CcxtVenue, build_exchange
@@ -442,6 +442,18 @@ async def test_a_request_ccxt_paced_past_a_retry_after_another_got_meanwhile_is_
         assert fx.requests_to(POST_ORDER) and not fx.requests_to("GET /api/v3/order")
     finally:
         await v.close()
+
+
+async def test_fees_paid_in_a_coin_ffe_trades_are_said_to_take_that_position_s_coins(fx, venue, caplog):
+    """Binance's BNB fee payment with BNB/USDT traded: the fees are left out of the books like any exchange token's,
+    but here they take coins the books count toward that position, which reconciliation then finds missing after
+    every trade. The warning says so, and what to do, not that the books stay the account's."""
+    fx.fee_asset = "ETH"  # ETH/USDT is one of the venue's symbols
+    fx.balances["ETH"] = Balance(1.0)
+    with caplog.at_level("WARNING"):
+        await venue.create_order(buy("f-1"))
+    [said] = [r.getMessage() for r in caplog.records if "fees paid in ETH" in r.getMessage()]
+    assert "which ffe trades (ETH/USDT)" in said and "engine.symbols" in said, said
 
 
 async def test_a_read_dropped_after_a_ban_began_is_not_sent_again_inside_it(fx, venue, waits):

@@ -997,8 +997,17 @@ class CcxtVenue:
                     base_value += float(cost) * float(price)
             elif float(cost) and cur not in self._fees_left_out:
                 self._fees_left_out.add(cur)
-                log.warning("%s: fees paid in %s are left out of the books (a fee is counted in the quote or the "
-                            "base currency only): the P&L is higher than the account's by them", self.name, cur)
+                traded = [s for s in self.symbols if s.partition("/")[0] == cur]
+                if traded:
+                    # The coins a traded position is counted in pay them: the account holds less of it than the
+                    # books, and reconciliation holds the engine on that difference again after every trade.
+                    log.warning("%s: fees paid in %s, which ffe trades (%s), are left out of the books: they take "
+                                "coins the account holds toward that position, which reconciliation then finds "
+                                "missing; turn off paying fees in %s at the exchange, or take %s out of "
+                                "engine.symbols", self.name, cur, ", ".join(traded), cur, ", ".join(traded))
+                else:
+                    log.warning("%s: fees paid in %s are left out of the books (a fee is counted in the quote or the "
+                                "base currency only): the P&L is higher than the account's by them", self.name, cur)
         return total, base, base_value
 
     async def _with_fees(self, order: VenueOrder, raw: dict[str, Any]) -> VenueOrder:
