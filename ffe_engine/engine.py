@@ -1561,7 +1561,14 @@ class Engine:
             return self.portfolio.last_price.get(symbol)
         try:
             return await self.feed.last_price(symbol)
-        except (VenueError, VenueUnavailable) as exc:
+        except VenueUnavailable as exc:
+            if exc.asked_to_wait:  # every request held (a ban, the address's limit): the same until it is over
+                raise ControlError(f"VENUE_HOLD: the exchange's price of {symbol} could not be read "
+                                   f"({str(exc)[:160]}): nothing approved; the trade stays pending: approve it again "
+                                   "once the wait is over (before it expires)") from None
+            raise ControlError(f"the exchange's price of {symbol} could not be read ({str(exc)[:120]}): nothing "
+                               "approved; approve it again") from None
+        except VenueError as exc:
             raise ControlError(f"the exchange's price of {symbol} could not be read ({str(exc)[:120]}): nothing "
                                "approved; approve it again") from None
 

@@ -112,3 +112,25 @@ async def test_an_approve_while_the_exchange_holds_orders_leaves_the_trade_pendi
         assert len(fx.requests_to(POST_ORDER)) == 1
         assert rows(settings.db_path, "SELECT status FROM approvals WHERE approval_id = ?", (a["approval_id"],)) == [
             ("pending",)]
+
+
+async def test_an_approve_while_the_exchange_holds_every_request_leaves_the_trade_pending_and_says_so(tmp_path, fx):
+    """A ban of the address (429 -1003 on any request: every request held) while a trade waits for approval: its
+    price cannot be read either. The approve said only that the price could not be read, `approve it again`, which
+    fails the same way until the wait is over; it says VENUE_HOLD and when to approve again, as for orders held."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.market_clock.step()
+            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            fx.fault("GET /api/v3/klines", "429", retry_after=30)  # the address's request weight: every request
+            fx.market_clock.step()
+            await wait_for(lambda: e.venue.requests_held_until() is not None, timeout=30, what="the hold")
+            with pytest.raises(ControlError, match="VENUE_HOLD") as refused:
+                await e.approve(a["approval_id"], by="test")
+            said = str(refused.value)
+            assert "pending" in said and "once the wait is over" in said, said
+            assert a["approval_id"] in e.approvals.pending
+        assert fx.requests_to(POST_ORDER) == []
