@@ -287,9 +287,9 @@ class Monitor:
     async def start(self) -> None:
         await self._said_low()  # before the checks begin
         await self.notifier.start()
-        await self._channels_lost()
         if self.cfg.enabled:
             await self._serve()
+        await self._channels_lost()  # once nothing of the start's own can fail: a start refused says it again
         if self.settings.alerts.heartbeat_url is not None:
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="ffe-heartbeat"))
 
