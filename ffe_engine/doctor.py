@@ -283,14 +283,15 @@ def _prev_of(line: bytes) -> str | None:
     return prev if isinstance(prev, str) else None
 
 
-def _which_differs(where: str, seq: int, line: bytes, record: bytes, next_prev: str | None) -> str:
+def _which_differs(where: str, seq: int, line: bytes, record: bytes, next_prev: str | None,
+                   by: str = "chains on to the next record") -> str:
     """A trail line unlike the database's record of its seq, and which of the two is the damaged one: the next
-    record's `prev` (or the chain's head, after the last) is the hash of the one ffe wrote."""
+    record's `prev` (or the chain's head, after the last: `by` says which) is the hash of the one ffe wrote."""
     said = f"{where}: seq {seq} differs from the database's record of it"
     if next_prev is not None and next_prev == line_hash(line):
-        return f"{said}: the database's record is the damaged one (the trail's line chains on to the next record)"
+        return f"{said}: the database's record is the damaged one (the trail's line {by})"
     if next_prev is not None and next_prev == line_hash(record):
-        return f"{said}: the trail's line is the damaged one (the database's record chains on to the next record)"
+        return f"{said}: the trail's line is the damaged one (the database's record {by})"
     return said
 
 
@@ -352,7 +353,8 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
                 order_events.setdefault(rec["client_order_id"], []).append((where, rec))
     if differs is not None:  # the last line: the chain's head, kept with the database's last record, tells
         head = records.kv(HEAD_KEY)
-        raise Violation(_which_differs(*differs, head.get("hash") if isinstance(head, dict) else None))
+        raise Violation(_which_differs(*differs, head.get("hash") if isinstance(head, dict) else None,
+                                       "is the one the chain's head names"))
     if want is not None:
         if cut:
             said, tail = cut[0]

@@ -599,9 +599,11 @@ class Reconciler:
         if balances is not None:
             moved = self._moved_since_shown(balances, old, differences, cash_of_the_books)
             if moved:
-                raise BalancesMoved(f"nothing accepted: the exchange's balances moved since reconciliation showed the "
-                                    f"differences ({'; '.join(moved)}): a reconciliation shows them now; look at "
-                                    "them (`ffe ctl why`), then accept")
+                raise BalancesMoved(f"nothing accepted: the exchange's balances differ from the books by other "
+                                    f"amounts than the differences shown ({'; '.join(moved)}): a reconciliation looks "
+                                    "again now, and shows a difference it had not seen once a second look confirms "
+                                    "it, the settle window later (exchange.settle_window_ms; `ffe ctl why`); accept "
+                                    "what it shows then")
         taken = self._refuse_coins_missing(balances, old, own_coins) if balances is not None else []
         foreign = {d["client_order_id"] or f"#{d.get('exchange_id')}" for d in differences
                    if d.get("kind") == "unknown_open_order"}

@@ -121,6 +121,15 @@ def alter_the_database_s_copy_of_a_record(cwd):
     return f"seq {rec['seq']} differs from the database's record of it: the database's record is the damaged one"
 
 
+def alter_the_database_s_copy_of_the_last_record(cwd):
+    # No record after it: the chain's head, stored with the database's last record, names the whole copy.
+    rec = json.loads(lines(cwd)[-1])
+    rec["ts"] = "1999-01-01T00:00:00Z"
+    sql(cwd, "UPDATE events SET data = ? WHERE seq = ?", (json.dumps(rec, separators=(",", ":")).encode(), rec["seq"]))
+    return (f"seq {rec['seq']} differs from the database's record of it: the database's record is the damaged one "
+            "(the trail's line is the one the chain's head names)")
+
+
 def alter_a_record_s_line(cwd):
     alter_a_record(cwd)
     rec = json.loads(lines(cwd)[7])
@@ -288,7 +297,7 @@ def damage_a_page(cwd):
 
 
 DAMAGES = [drop_a_middle_line, cut_the_last_line, swap_two_lines, repeat_a_line, garble_a_line, alter_a_record,
-           alter_the_database_s_copy_of_a_record, alter_a_record_s_line,
+           alter_the_database_s_copy_of_a_record, alter_the_database_s_copy_of_the_last_record, alter_a_record_s_line,
            rewrite_a_record_in_the_trail_and_the_database_alike, reopen_a_filled_order, unknown_status, lose_a_fill,
            lose_a_fill_and_its_event, lose_a_fill_event, charge_a_fill_twice, halve_a_fill_s_price,
            change_a_closed_trade_s_pnl,

@@ -482,9 +482,11 @@ async def test_an_accept_refuses_balances_that_moved_since_the_differences_were_
         shown = {d["kind"]: d for d in await reconcile_twice(e)}
         assert shown["cash"]["venue"] == pytest.approx(9_990.0), shown
         fx.balances["USDT"].free -= 5_000.0  # nobody has seen this yet
-        with pytest.raises(ControlError, match="moved since") as refused:
+        with pytest.raises(ControlError, match="other amounts than the differences shown") as refused:
             await e.accept_reconcile(by="test")
-        assert "USDT: the exchange -10.00 off the books then, -5010.00 now" in str(refused.value), refused.value
+        said = str(refused.value)
+        assert "USDT: the exchange -10.00 off the books then, -5010.00 now" in said, said
+        assert "second look" in said and "settle_window_ms" in said, said  # a new difference is confirmed first
         assert e.portfolio.cash == pytest.approx(10_000.0) and e.state is EngineState.PAUSED
         # The engine's loop reconciles at once (here, without it running, as it would)
         now = {d["kind"]: d for d in await reconcile_twice(e)}
