@@ -168,6 +168,8 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
         # the exchange lists the trades. Only the rest is looked into.
         lagging = lagging_trades(engine.reconcile_blocked)
         rest = unexplained(engine.reconcile_blocked)
+        # A position or the cash seen differing for the first time since: what an accept refuses until confirmed.
+        seen_once = [d for d in engine.reconcile_unconfirmed if d.get("kind") in ("position", "cash")]
         gone = coins_gone(rest)
         either = own_coins_may_have_left(rest)
         listed = (f"the exchange listing the trades of order {', '.join(lagging)}: its fill is booked then "
@@ -189,6 +191,11 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
         elif lagging and not rest:
             lifts = (f"{listed} and the differences go by themselves, nothing to accept (an accept is refused "
                      "meanwhile); then resume")
+        elif seen_once:
+            # Seen once since (coins arriving): an accept takes only what was shown, and is refused until then.
+            lifts = (f"a second look at what it has just seen ({blocked_text(seen_once)}), the "
+                     "settle window later (exchange.settle_window_ms); then accept what it shows (`ffe ctl accept`; "
+                     "refused until then), then resume")
         else:
             lifts = "accept them (`ffe ctl accept`), then resume"
         if lagging and rest:

@@ -501,6 +501,29 @@ async def test_an_accept_refuses_balances_that_moved_since_the_differences_were_
     assert said[-1] == pytest.approx(4_990.0) and pytest.approx(9_990.0) in said, said
 
 
+async def test_a_difference_seen_once_after_a_refused_accept_is_said_to_wait_for_its_second_look(tmp_path, fx):
+    """100 USDT deposited and shown; then coins of a traded symbol arrive, and the accept is refused. The
+    reconciliation that follows sees the coins once: a difference seen for the first time is confirmed by a second
+    look, the settle window later, and an accept meanwhile is refused again. `ffe ctl why` said to accept them; it
+    says what the accept waits for."""
+    settings = live_settings(tmp_path, fx, engine={"live_start_paused": False, "reconcile_interval_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await reconcile_twice(e)
+        fx.balances["USDT"].free += 100.0
+        await reconcile_twice(e)
+        fx.balances["BTC"].free += 0.25
+        with pytest.raises(ControlError, match="other amounts than the differences shown"):
+            await e.accept_reconcile(by="test")
+        await e.reconcile()  # the engine's at once
+        assert [d["kind"] for d in e.reconcile_unconfirmed] == ["position"], e.reconcile_unconfirmed
+        [held] = [b for b in blocking(e, e.clock.now_ms()) if b["gate"] == "RECONCILE"]
+        assert "second look" in held["lifts"] and "refused" in held["lifts"], held
+        await reconcile_twice(e)  # the second look confirms it: accepted with what was shown
+        assert {d["kind"] for d in await e.accept_reconcile(by="test")} >= {"position", "cash"}
+        assert await running.store.get_kv(BASELINE_KEY) == {"BTC": 0.25}
+
+
 async def test_the_balance_asked_before_a_repeat_never_takes_the_baseline(tmp_path, fx):  # noqa: F811
     """Before an order in doubt is sent again, the venue's balance is compared with the baseline the first
     reconciliation took. With none taken yet there is nothing to compare with: the answer is "nothing shown", and
