@@ -67,6 +67,7 @@ from .model import APPROVAL_PENDING, OrderStatus, trail_disagrees
 from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, Records, check_files,
                     events_end, lost_database, order_figures, position_differs, replay_positions, restore_left_half_way,
                     state_unsaid_why)
+from .trailcopy import prev_of
 
 OrderRow = tuple[str, str, str, float, float, str]  # client_order_id, status, symbol, quantity, filled, venue
 # client_order_id, symbol, side, quantity, average, fee
@@ -274,15 +275,6 @@ def _audit_lines(path: Path, cut: list[tuple[str, TornTail]]) -> Iterator[tuple[
                 cut.append((f"{tail.where}: the last line is cut off ({tail.size} bytes after the last record)", tail))
 
 
-def _prev_of(line: bytes) -> str | None:
-    try:
-        rec = json.loads(line)
-    except ValueError:
-        return None
-    prev = rec.get("prev") if isinstance(rec, dict) else None
-    return prev if isinstance(prev, str) else None
-
-
 def _which_differs(where: str, seq: int, line: bytes, record: bytes, next_prev: str | None,
                    by: str = "chains on to the next record") -> str:
     """A trail line unlike the database's record of its seq, and which of the two is the damaged one: the next
@@ -331,7 +323,7 @@ def _check_audit(records: Records, path: Path, found: Findings, compact_rows: bo
     differs: tuple[str, int, bytes, bytes] | None = None  # a line unlike the database's record: judged at the next
     for where, seq, line in _audit_lines(path, cut):
         if differs is not None:
-            raise Violation(_which_differs(*differs, _prev_of(line)))
+            raise Violation(_which_differs(*differs, prev_of(line)))
         found.audit_lines += 1
         if want is not None and want[0] < seq:
             # At a file's first line, the gap may be a whole rotated file gone: named after its first seq.

@@ -149,7 +149,7 @@ class _Writer:
     def put(self, line: bytes, trail_only: str | None) -> None:
         """Write the record of seq `next`: the database's copy, or (`trail_only`: its file) a line it lacks."""
         seq = self.next
-        prev = _prev_of(line)
+        prev = prev_of(line)
         if (prev is None and self._chained) or (prev is not None and prev != self._hash):
             # The database's copies are the records as written: the line it lacks is the one that is not.
             if self._trail_only is not None and self._trail_only[1] == seq - 1:
@@ -182,7 +182,7 @@ def _no_copy(where: str, seq: int) -> DamagedRecords:
                           "is wrong")
 
 
-def _prev_of(line: bytes) -> str | None:
+def prev_of(line: bytes) -> str | None:
     """A record's `prev` (its last key, as the bus writes it), or None for a record written before the chain."""
     if line.endswith(b'"}') and line[-66 - len(_PREV):-66] == _PREV:
         return line[-66:-2].decode("ascii", "replace")

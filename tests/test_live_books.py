@@ -65,6 +65,13 @@ def answer_settings(tmp_path, fx: FakeBinance, answer: str = "RESULT", **tables)
     return strategy_settings(tmp_path, fx, exchange={"options": options}, **tables)
 
 
+async def strategy_approval(e: Any, fx: FakeBinance) -> dict[str, Any]:
+    """The next bar, on which the strategy enters, in manual approval: the one trade it proposed, pending."""
+    fx.market_clock.step()
+    [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+    return a
+
+
 async def strategy_order(fx: FakeBinance) -> str:
     """The next bar, on which the strategy enters: the client order id of the one order it sent."""
     fx.market_clock.step()
@@ -2159,8 +2166,7 @@ async def approved_after_the_market_moved(tmp_path, fx, to) -> tuple[dict, Any]:
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            a = await strategy_approval(e, fx)
             fx.set_price("BTCUSDT", to(a))
             return await e.approve(a["approval_id"]), settings
 
@@ -2217,8 +2223,7 @@ async def test_an_approval_that_expires_while_the_exchange_s_price_is_read_is_no
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            a = await strategy_approval(e, fx)
             fx.fault("GET /api/v3/ticker/24hr", "429", retry_after=4)
             with contextlib.suppress(FfeError):
                 res = await e.approve(a["approval_id"])
@@ -2239,8 +2244,7 @@ async def test_an_approved_entry_the_exchange_refuses_ends_approved_with_its_ord
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            a = await strategy_approval(e, fx)
             fx.fault(POST_ORDER, "429", retry_after=3)
             res = await e.approve(a["approval_id"], by="test")
         (sent,) = fx.requests_to(POST_ORDER)

@@ -17,7 +17,8 @@ from conftest import engine_session
 from ffe_engine.errors import ControlError
 from live_helpers import (BTC, M, POST_ORDER, engine_loop, fx, live_env, rows, run_ffe_async,  # noqa: F401
                           wait_for)
-from test_live_books import climbing, poll_until_ended, sends, strategy_order, strategy_settings
+from test_live_books import (climbing, poll_until_ended, sends, strategy_approval, strategy_order,
+                             strategy_settings)
 
 
 async def test_an_approved_entry_proven_absent_after_the_price_passed_its_take_profit_is_not_sent_again(tmp_path,
@@ -27,8 +28,7 @@ async def test_an_approved_entry_proven_absent_after_the_price_passed_its_take_p
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            a = await strategy_approval(e, fx)
             fx.fault(POST_ORDER, "5xx_not_executed", status=503)  # the order never reached the book
             await running.start_control()
             ctl = await run_ffe_async(tmp_path, "ctl", "approve", a["approval_id"], "--data-dir",
@@ -100,8 +100,7 @@ async def test_an_approve_while_the_exchange_holds_orders_leaves_the_trade_pendi
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            a = await strategy_approval(e, fx)
             fx.fault(POST_ORDER, "429", retry_after=30, code=-1015)  # the account's limit on orders
             await e.operator_order(BTC, "buy", 0.01)  # refused: the exchange's Retry-After holds orders from here
             assert e.orders.held_until() is not None
@@ -123,8 +122,7 @@ async def test_an_approve_while_the_exchange_holds_every_request_leaves_the_trad
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.market_clock.step()
-            [a] = await wait_for(lambda: list(e.approvals.pending.values()), timeout=30, what="an approval")
+            a = await strategy_approval(e, fx)
             fx.fault("GET /api/v3/klines", "429", retry_after=30)  # the address's request weight: every request
             fx.market_clock.step()
             await wait_for(lambda: e.venue.requests_held_until() is not None, timeout=30, what="the hold")
