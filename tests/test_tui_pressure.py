@@ -140,7 +140,6 @@ async def test_scrolled_up_the_log_stays_put_and_says_so_until_end(tmp_path):
         await _newest_on_screen(pilot, "after end")
 
 
-
 async def test_j_and_k_scroll_the_focused_log_as_down_and_up_do(tmp_path):
     """The reported case: in the log pane, reached by Tab, up and pageup scrolled it and k and j did nothing."""
     app = console(tmp_path)
