@@ -191,24 +191,41 @@ def unchecked_files(trail: Path, checked: Any) -> list[Path]:
     return out
 
 
-def unchecked_losses(trail: Path, checked: Any) -> list[tuple[Path, Ahead]]:
-    """The set-aside files whose records show the database lost committed ones and that no resume has checked.
-    A file that cannot be read counts as lost: it cannot be told otherwise."""
+@dataclass
+class Unchecked:
+    """A set-aside file no resume has checked: what its records hold, and the strictest pause or halt among them
+    (state, reason), or None."""
+
+    path: Path
+    ahead: Ahead
+    stop: tuple[str, str] | None
+
+
+def unchecked(trail: Path, checked: Any) -> list[Unchecked]:
+    """The set-aside files no resume has checked, each read once. A file that cannot be read counts as lost: it
+    cannot be told otherwise."""
     out = []
     for p in unchecked_files(trail, checked):
         ahead = Ahead()
+        states: list[bytes] = []
         try:
             with open(p, "rb") as f:
                 for line in f:
                     if line.strip():
                         ahead.add(line)
+                        if b'"event":"engine_state"' in line:
+                            states.append(line)
         except FileNotFoundError:
             continue
         except OSError:
             ahead.runs += 1  # unreadable: not shown to be a kill's last moment
-        if ahead.lost:
-            out.append((p, ahead))
+        out.append(Unchecked(p, ahead, strictest_stop(states)))
     return out
+
+
+def unchecked_losses(trail: Path, checked: Any) -> list[tuple[Path, Ahead]]:
+    """The set-aside files whose records show the database lost committed ones and that no resume has checked."""
+    return [(u.path, u.ahead) for u in unchecked(trail, checked) if u.ahead.lost]
 
 
 def unsettled(trail: Path, checked: Any, state: Iterable[Any] | None) -> str | None:
@@ -242,20 +259,15 @@ def strictest_stop(records: Iterable[bytes]) -> tuple[str, str] | None:
     return strictest
 
 
-def unchecked_stop(trail: Path, checked: Any) -> tuple[str, str, str] | None:
-    """The strictest pause or halt in the set-aside files no resume has checked, the start's own and earlier ones':
+def strictest_of(files: Iterable[Unchecked]) -> tuple[str, str, str] | None:
+    """The strictest pause or halt in set-aside files no resume has checked, the start's own and earlier ones':
     (state, reason, the file's name). Kept at every start until the operator resumes (which checks the files): a
     start that failed after setting records aside (a crash loop's, one the OOM killer ended) left its stop in them,
-    and the next start must not come up without it. (A file that cannot be read pauses the start as a loss:
-    unchecked_losses.)"""
+    and the next start must not come up without it."""
     found: tuple[str, str, str] | None = None
-    for p in unchecked_files(trail, checked):
-        try:
-            stop = strictest_stop(p.read_bytes().splitlines())
-        except OSError:
-            continue
-        if stop is not None and STRICTNESS.get(stop[0], 0) > STRICTNESS.get(found[0] if found else "RUNNING", 0):
-            found = (*stop, p.name)
+    for u in files:
+        if u.stop is not None and STRICTNESS.get(u.stop[0], 0) > STRICTNESS.get(found[0] if found else "RUNNING", 0):
+            found = (*u.stop, u.path.name)
     return found
 
 

@@ -340,15 +340,18 @@ def _set_aside_text(summary: Any, why: Any = None) -> tuple[str, bool]:
     if not isinstance(summary, dict) or not summary.get("records"):
         return "", False
     ahead = Ahead.of(summary)
-    name = Path(str(summary.get("file", ""))).name
-    text = f" {ahead.held()} were set aside in {name}"
     if ahead.lost:
-        text += (f": {LOST}: stop it and restore the newest backup, or check the books against the exchange "
-                 "(`ffe doctor`, `ffe ctl balances`).")
-    else:
-        # The start knows why the last run ended when it stopped on a record it could not write (`why`).
-        text += f": written just before the last run {'ended: ' + str(why) if why else 'was killed'}."
-    return text, ahead.lost
+        return _lost_text(summary), True
+    # The start knows why the last run ended when it stopped on a record it could not write (`why`).
+    return (f" {ahead.held()} were set aside in {Path(str(summary.get('file', ''))).name}: written just before the "
+            f"last run {'ended: ' + str(why) if why else 'was killed'}."), False
+
+
+def _lost_text(summary: dict[str, Any], when: str = "") -> str:
+    """Records set aside that show the database lost committed ones (`when`: at which start, if not this one)."""
+    name = Path(str(summary.get("file", ""))).name
+    return (f" {Ahead.of(summary).held()} were set aside in {name}{when}: {LOST}: stop it and restore the newest "
+            "backup, or check the books against the exchange (`ffe doctor`, `ffe ctl balances`).")
 
 
 def _earlier_losses_text(summaries: Any) -> str:
@@ -356,14 +359,8 @@ def _earlier_losses_text(summaries: Any) -> str:
     or said them to nobody who has acted yet), said to the operator as the start's own are."""
     if not isinstance(summaries, list):
         return ""
-    text = ""
-    for summary in summaries:
-        if isinstance(summary, dict) and summary.get("records"):
-            name = Path(str(summary.get("file", ""))).name
-            text += (f" {Ahead.of(summary).held()} were set aside in {name} at an earlier start: {LOST}: stop it and "
-                     "restore the newest backup, or check the books against the exchange (`ffe doctor`, `ffe ctl "
-                     "balances`).")
-    return text
+    return "".join(_lost_text(summary, " at an earlier start") for summary in summaries
+                   if isinstance(summary, dict) and summary.get("records"))
 
 
 def _restored_text(restored: Any) -> tuple[str, str, bool]:

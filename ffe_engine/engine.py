@@ -434,12 +434,14 @@ class Engine:
             # The last run emptied the disk reserve to store HALTED, and may not have managed even that.
             await self.trading.set(EngineState.HALTED, "the last run stopped on a record it could not write",
                                    "engine")
-        stop = await self._unchecked_stop()
+        aside = await self._unchecked()
+        strictest = ahead.strictest_of(aside)
+        stop = (EngineState(strictest[0]), strictest[1], strictest[2]) if strictest is not None else None
         if stop is not None and (self.state is EngineState.RUNNING or stop[0] is EngineState.HALTED):
             if self.state is not stop[0]:
                 await self.trading.set(stop[0], f"{stop[1]}: found only in audit records the database never "
                                        f"committed, set aside in {stop[2]}", "engine")
-        losses = await self._unchecked_losses()
+        losses = [(u.path, u.ahead) for u in aside if u.ahead.lost]
         if losses:
             # The books lack records the database had committed (fills, maybe): nothing new trades on them until
             # the operator has looked. A pause, not a halt: what is held keeps its stop-loss and take-profit. Set
@@ -1561,14 +1563,12 @@ class Engine:
             return self.portfolio.last_price.get(symbol)
         try:
             return await self.feed.last_price(symbol)
-        except VenueUnavailable as exc:
-            if exc.asked_to_wait:  # every request held (a ban, the address's limit): the same until it is over
+        except (VenueError, VenueUnavailable) as exc:
+            if isinstance(exc, VenueUnavailable) and exc.asked_to_wait:
+                # Every request held (a ban, the address's limit): the same until it is over.
                 raise ControlError(f"VENUE_HOLD: the exchange's price of {symbol} could not be read "
                                    f"({str(exc)[:160]}): nothing approved; the trade stays pending: approve it again "
                                    "once the wait is over (before it expires)") from None
-            raise ControlError(f"the exchange's price of {symbol} could not be read ({str(exc)[:120]}): nothing "
-                               "approved; approve it again") from None
-        except VenueError as exc:
             raise ControlError(f"the exchange's price of {symbol} could not be read ({str(exc)[:120]}): nothing "
                                "approved; approve it again") from None
 
@@ -1889,21 +1889,13 @@ class Engine:
         await self.flush()
         return self.state
 
-    async def _unchecked_stop(self) -> tuple[EngineState, str, str] | None:
-        """The strictest pause or halt in the records set aside at this start or an earlier one that no resume has
-        checked (ahead.unchecked_stop): state, reason, the file."""
-        if not self.profile.resumable:
-            return None
-        checked = await self.store.get_kv(ahead.CHECKED_KEY)
-        stop = await asyncio.to_thread(ahead.unchecked_stop, self.settings.audit_path, checked)
-        return (EngineState(stop[0]), stop[1], stop[2]) if stop is not None else None
-
-    async def _unchecked_losses(self) -> list[tuple[Any, ahead.Ahead]]:
-        """The files of records set aside as lost that no resume has checked (ahead.unchecked_losses)."""
+    async def _unchecked(self) -> list[ahead.Unchecked]:
+        """The files of records set aside at this start or an earlier one that no resume has checked
+        (ahead.unchecked): the losses among them, and the pauses and halts they hold, kept until a resume."""
         if not self.profile.resumable:
             return []
         checked = await self.store.get_kv(ahead.CHECKED_KEY)
-        return await asyncio.to_thread(ahead.unchecked_losses, self.settings.audit_path, checked)
+        return await asyncio.to_thread(ahead.unchecked, self.settings.audit_path, checked)
 
     async def resume(self, by: str = "operator", confirm: bool = False, state_serial: int | None = None,
                      timeout_s: float | None = None) -> EngineState | str:
