@@ -26,7 +26,8 @@ Behaviour that matters for the order path, as on Binance:
 Faults are queued per route ("METHOD /path") and each is used once (or `times` times):
 - "drop_after": run the request (an order is placed), then drop the connection without an answer;
 - "drop_before": drop the connection without running the request;
-- "hang": hold the request for `seconds` (past the client's timeout); `execute=True` runs it first;
+- "hang": hold the request for `seconds` (past the client's timeout), or until `fx.end_hangs()`; `execute=True`
+  runs it first;
 - "slow": hold the request for `seconds` before running it, then answer normally;
 - "5xx_executed": run the request, then answer `status` (503 by default) with a gateway error page;
 - "5xx_not_executed": answer `status` without running the request; either with a Retry-After header of
@@ -280,7 +281,7 @@ class FakeBinance:
         self._changed_at = 0.0  # when the books last changed (time.time())
         self._ids = itertools.count(1)
         self._trade_ids = itertools.count(1)
-        self._release = asyncio.Event()  # set at shutdown: ends every hanging request
+        self._release = asyncio.Event()  # set at shutdown (or by end_hangs): ends every hanging request
         self._later: list[asyncio.TimerHandle] = []  # market orders to fill later ("fill_later")
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -327,6 +328,12 @@ class FakeBinance:
             self._runner = None
 
     # -- test controls -----------------------------------------------------------------------------------------
+    def end_hangs(self) -> None:
+        """End the requests hanging now (answered if they ran, else dropped), as their `seconds` would; a hang
+        that begins later waits its own time."""
+        self._release.set()
+        self._release = asyncio.Event()
+
     def fault(self, route: str, kind: str, **opts: Any) -> None:
         """Queue a fault for the next request(s) on `route`, e.g. fault("POST /api/v3/order", "429")."""
         if kind not in FAULT_KINDS:

@@ -154,7 +154,8 @@ async def test_ffe_ctl_halt_after_a_lookup_found_the_order_on_the_wire_filled_re
     async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
         e, db = running.engine, running.store.path
         await running.start_control()
-        fx.fault(POST_ORDER, "hang", seconds=3.0, execute=True)
+        # Held until the halt has answered (fx.end_hangs), however long `ffe ctl` takes to start on a busy machine.
+        fx.fault(POST_ORDER, "hang", seconds=7.5, execute=True)
         buy = asyncio.ensure_future(e.operator_order(BTC, "buy", 0.001))
         await wait_for(lambda: any(r.status is None for r in fx.requests_to(POST_ORDER)), timeout=10,
                        what="the buy's POST held at the exchange")
@@ -168,6 +169,7 @@ async def test_ffe_ctl_halt_after_a_lookup_found_the_order_on_the_wire_filled_re
         assert cid in headline, headline
         assert not buy.done(), "the exchange answered the buy before the halt's answer: the test did not hold it"
         assert stored_events(db, "kill_switch") == []  # recorded once the exchange has answered the buy
+        fx.end_hangs()
         assert (await buy)["client_order_id"] == cid
         await wait_for(lambda: stored_events(db, "kill_switch"), timeout=20, what="the kill switch's report")
         [event] = stored_events(db, "kill_switch")
