@@ -29,6 +29,12 @@ class Controls:
         """Whether a control has its turn or waits for one: another asking now would wait."""
         return self._lock.locked() or self._queued > 0
 
+    async def idle(self) -> None:
+        """Once no control has its turn or waits for one (an orderly stop carries out the controls under way)."""
+        while self.busy():
+            async with self._lock:
+                pass
+
     @contextlib.asynccontextmanager
     async def turn(self, what: str) -> AsyncIterator[None]:
         """Run `what` once no other control is under way."""

@@ -855,6 +855,10 @@ class Engine:
         self.stopped = True
         self._stop.set()
         under_way = [*self._tasks, *self._rests, *self.orders.late]
+        if self._controls.busy():
+            # A control under way (an approve, a cancel, a close: its caller's own task) is carried out too, its
+            # order answered and booked before the venue's connection is closed under it.
+            under_way.append(asyncio.ensure_future(self._controls.idle()))
         if under_way:
             # Housekeeping ends after its current round: cancelled, it could lose a journal write half done (an
             # order resolved in memory, not yet in the database). A kill switch's or flatten's rest is done too
