@@ -223,6 +223,7 @@ class ControlServer:
         # Each event-stream subscriber, with the size of its stream's beginning (room it has besides the buffer).
         self._streams: dict[asyncio.StreamWriter, int] = {}
         self._fan_out: asyncio.Task[None] | None = None
+        self._end: bytes | None = None  # every stream's last line, once the engine's run has ended (end_streams)
         self._sub: Subscription | None = None  # the fan-out's subscription to the bus
         self._pending: list[Event] = []  # published, waiting for the database to commit them
         # The latest events but bars, for the next subscriber to begin with; from `earlier` (the engine's start) on.
@@ -265,23 +266,9 @@ class ControlServer:
             self._server.close()  # no new connection; those open keep being served while the stop waits
             self._server = None
         await self.commands_done()
-        if self._fan_out is not None:
-            self._fan_out.cancel()
-            self._fan_out = None
-        # An attached console learns how the engine ended from a last line, not from the connection dropping
-        # (which is what a crash or a kill -9 looks like); closing, unlike aborting, sends it first. The events
-        # committed since the fan-out's last turn go before it.
-        from .events import encode
-
-        last = self._committed(self._sub.drain() if self._sub is not None else [])
-        crashed = self.engine.crashed
-        end = encode({"event": STREAM_END,
-                      "crashed": None if crashed is None else f"{type(crashed).__name__}: {crashed}"}) + b"\n"
+        self.end_streams()
         for writer in list(self._writers):
-            if writer in self._streams and not writer.transport.is_closing():
-                writer.transport.write(b"".join(event_line(ev) for ev in last) + end)
-                writer.transport.close()
-            else:
+            if not writer.transport.is_closing():
                 writer.transport.abort()
         if _same_file(self.path, self._bound):
             # Only the socket this engine bound: if the path is now another engine's, it stays.
@@ -294,6 +281,31 @@ class ControlServer:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def end_streams(self) -> None:
+        """The engine's run has ended: every event stream ends with its last line, and one asked for from now on
+        ends with it after its beginning. The socket goes on answering requests while its process keeps it (a
+        console shows the stopped engine). An attached console learns how the engine ended from that line, not
+        from the connection dropping (which is what a crash or a kill -9 looks like); closing, unlike aborting,
+        sends it first. The events committed since the fan-out's last turn go before it."""
+        if self._end is not None:
+            return
+        if self._fan_out is not None:
+            self._fan_out.cancel()
+            self._fan_out = None
+        from .events import BarEvent, encode
+
+        events = self._committed(self._sub.drain() if self._sub is not None else [])
+        last = [event_line(ev) for ev in events]
+        self._earlier.extend(line for ev, line in zip(events, last) if ev.name != BarEvent.name)
+        crashed = self.engine.crashed
+        self._end = encode({"event": STREAM_END,
+                            "crashed": None if crashed is None else f"{type(crashed).__name__}: {crashed}"}) + b"\n"
+        for writer in list(self._streams):
+            if not writer.transport.is_closing():
+                writer.transport.write(b"".join(last) + self._end)
+                writer.transport.close()
+        self._streams.clear()
 
     # ------------------------------------------------------------------ connections
     def _take_place(self, writer: asyncio.StreamWriter) -> str | None:
@@ -451,6 +463,10 @@ class ControlServer:
                      + encode({"event": EARLIER, "count": len(earlier)}) + b"\n" + b"".join(earlier))
         # Written whole, and room besides the buffer: a subscriber that has not read it yet has had no chance to, one
         # reading it while events come is reading, and its size (up to EARLIER_EVENTS events) is the engine's doing.
+        if self._end is not None:  # the run has ended: nothing more comes
+            writer.transport.write(beginning + self._end)
+            writer.transport.close()
+            return
         writer.transport.write(beginning)
         self._streams[writer] = len(beginning)  # at once: the events not yet in `earlier` are sent to it as they come
         if self._fan_out is None or self._fan_out.done():

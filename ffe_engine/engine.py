@@ -364,6 +364,7 @@ class Engine:
         # closed, its books stored): the control commands under way (a close whose order is on the wire, a backup)
         # are carried out and answered first.
         self.before_stop: Callable[[], Awaitable[None]] | None = None
+        self.after_stop: Callable[[], None] | None = None  # the run has ended, its last records written (or not)
         self._finishing = False  # the loop has ended: the stop is under way
 
     # ================================================================== helpers
@@ -797,7 +798,11 @@ class Engine:
             self._finishing = True  # no new command changes anything from here: the stop is under way
             if self.before_stop is not None:
                 await self.before_stop()
-            await self.stop()
+            try:
+                await self.stop()
+            finally:
+                if self.after_stop is not None:
+                    self.after_stop()
 
     async def _run_paced(self) -> None:
         it = self.feed.candles().__aiter__()

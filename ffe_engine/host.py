@@ -530,6 +530,7 @@ class EngineHost:
         claimed, self._socket_lock = self._socket_lock, None
         await self._server.start(claimed)
         self.engine.before_stop = self._server.commands_done
+        self.engine.after_stop = self._server.end_streams
 
     def install_signals(self) -> None:
         """Headless: the engine is told directly (the console installs handlers of its own, which say on its screen

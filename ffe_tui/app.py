@@ -436,7 +436,8 @@ class ConsoleApp(App[int]):
             self.engine_stopped = True
             self._status_note = "ENGINE STOPPED"
             self._set_banner(f"ENGINE STOPPED: the engine stopped in order in its own process (`ffe run --headless` "
-                             f"starts it again). {self._key('quit')} closes this console.", error=True)
+                             f"starts it again once that process has ended: a console that ran it shows it until "
+                             f"it is quit). {self._key('quit')} closes this console.", error=True)
             self._tick()
         else:
             self.feed_ended = True
