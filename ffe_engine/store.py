@@ -2440,13 +2440,20 @@ def halted_in(path: Path | str, *, strict: bool = False) -> tuple[str, str] | No
         if strict:
             refuse_foreign(path, conn)
         row = conn.execute("SELECT state, reason, by FROM engine_state").fetchone()
+        if row is not None and row[0] == EngineState.HALTED.value:
+            return str(row[1]), str(row[2])
+        # The row edited or deleted by hand (a start refuses it): the state the records last said is the account's.
+        said = _last_state_event(Path(path), lambda sql, params: conn.execute(sql, params).fetchall(),
+                                 functools.partial(event_line, path)) if strict else None
     except sqlite3.Error as exc:
         if strict:
             raise StorageError(f"{path}: cannot be read ({exc})") from None
         return None
     finally:
         conn.close()
-    return (str(row[1]), str(row[2])) if row is not None and row[0] == EngineState.HALTED.value else None
+    if said is not None and said.get("state") == EngineState.HALTED.value:
+        return str(said.get("reason")), str(said.get("by"))
+    return None
 
 
 def events_end(path: Path | str) -> int:
@@ -2711,12 +2718,22 @@ class Records:
 
     def books_damage(self) -> str | None:
         """Rows that contradict each other where a start rebuilds the books from them (a fill of an order the journal
-        lacks, an order's filled not its fills' sum, a position not what the fills make it): the start refuses them,
-        and so does a backup's verify. After `damage`, which checks the fills' figures."""
+        lacks, an order's filled not its fills' sum, a position not what the fills make it, an engine_state row
+        that says a state other than HALTED unlike its last event): the start refuses them, and so does a backup's
+        verify. After `damage`, which checks the fills' figures. A HALTED row without its event is left to `ffe
+        doctor`: ffe stores one so in cases whose marks (the disk reserve emptied, a restore's marker) are in the
+        data directory, not in a copy of its database."""
         try:
-            return contradictions(self.conn) or positions_damage(self.conn)
+            return contradictions(self.conn) or positions_damage(self.conn) or self._state_row_unsaid()
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+
+    def _state_row_unsaid(self) -> str | None:
+        row = self.conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
+        if row is None or row[0] == EngineState.HALTED.value:
+            return None
+        return state_unsaid(tuple(row), _last_state_event(self.path, self._q, functools.partial(event_line,
+                                                                                               self.path)))
 
     def engine_state(self) -> str | None:
         rows = self._q("SELECT state FROM engine_state WHERE id = 1")
