@@ -35,7 +35,7 @@ from .audit import has_records
 from . import records as compact
 from .chain import (ChainHead, VerifyResult, cut_record, last_line, packed, rotated_files, rotated_seqs, trail_files,
                     verify_trail)
-from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, unreadable_database
+from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, damaged_database, unreadable_database
 from .events import EVENT_TYPES
 from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end, open_read_only, peek_foreign,
                     refuse_foreign, refuse_not_a_file)
@@ -587,6 +587,9 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
             raise UsageError(str(exc)) from None
         try:
             head = records.chain_head()
+            lost = records.head_lost() if head is None else None
+            if lost is not None:
+                raise damaged_database(db_path, lost)
             result = verify_trail(path.parent, head, name=path.name, committed=records.event_seqs(),
                                   head_record=records.record_of(head.seq) if head is not None else None)
             if result.uncommitted is not None:  # an engine beside it may have committed since the read

@@ -86,7 +86,7 @@ def not_ffe_database(path: object, what: str) -> NotADatabase:
 def damaged_database(path: object, what: str) -> DamagedDatabase:
     """A damaged database as the one line the operator reads: the file, what is damaged and what to do."""
     return DamagedDatabase(f"{path}: the database is damaged ({what}); it was left as it is: restore it from a "
-                           "backup, or move it away to start a new account")
+                           "backup, or move it and the audit trail away to start a new account")
 
 
 def unreadable_database(path: object, exc: BaseException) -> FfeError:

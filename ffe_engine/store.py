@@ -455,6 +455,10 @@ _WRITTEN_BEFORE: dict[str, tuple[tuple[str, str], ...]] = {
     # The paper venue's book: with the state of each order it took (its exchange id). A fresh one would forget
     # its balances and open orders, and give its exchange ids again.
     "paper_venue": (("orders", "venue = 'paper' AND exchange_id IS NOT NULL"),),
+    # The audit chain's head: with every chained record (one with its `prev`), in their transaction. Without it
+    # nothing says where the trail must end: a trail cut short would verify, and a start would take what is left
+    # of it for the whole.
+    HEAD_KEY: (("events", "instr(CAST(data AS TEXT), '\"prev\":') > 0"),),
     # The learner's state: with the scores of the trade that moved it. Fresh weights forget what it learned.
     "weights": (("provider_scores", "1"),),
     # The venue's balances ffe did not put there, measured before the first reconciliation that compared says so.
@@ -2727,6 +2731,12 @@ class Records:
             return contradictions(self.conn) or positions_damage(self.conn) or self._state_row_unsaid()
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+
+    def head_lost(self) -> str | None:
+        """The audit chain's head missing beside the chained records it was committed with (`ffe audit verify` checks
+        the trail's end against it), or None."""
+        sql, judge = _lost_record_check(HEAD_KEY)
+        return judge(tuple(self._q(sql)[0]))
 
     def _state_row_unsaid(self) -> str | None:
         row = self.conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()

@@ -258,6 +258,8 @@ DAMAGED_RECORDS = {
     "market_missing": ("DELETE FROM kv WHERE key = 'market'", "market"),
     # measured at the first reconciliation: taken again, the venue as it is now would be accepted unseen
     "reconcile_baseline_missing": ("DELETE FROM kv WHERE key = 'reconcile_baseline'", "reconcile_baseline"),
+    # the audit chain's head, committed with the events it ends: without it nothing says where the trail must end
+    "audit_head_missing": ("DELETE FROM kv WHERE key = 'audit_head'", "audit_head"),
     # the records a start reads besides the books: of another type, a start would stop on them in a traceback (a
     # restore marker's time, the cash accepted, an order's cancel time) or pass them over (a hold, the approval mode
     # manual the operator chose)
@@ -352,6 +354,17 @@ def test_a_damaged_record_stops_the_start_with_one_line_and_doctor_names_it(good
     assert doctor.stdout == ""
     assert assert_one_line(doctor, "ffe.db", word), line
     assert db.read_bytes() == before
+
+
+def test_a_trail_cut_short_beside_a_database_whose_chain_head_was_deleted_fails_verify(good_dir, tmp_path):
+    cwd = copy_of(good_dir, tmp_path)
+    damage_record(cwd / "data" / "ffe.db", DAMAGED_RECORDS["audit_head_missing"][0])
+    audit = cwd / "logs" / "audit.jsonl"
+    lines = audit.read_bytes().splitlines(keepends=True)
+    audit.write_bytes(b"".join(lines[:len(lines) // 2]))
+    proc = run_ffe(cwd, "audit", "verify")
+    assert proc.returncode == 1 and "intact" not in proc.stdout, proc.stdout + proc.stderr
+    assert "audit_head" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("which", ["MAX", "MIN"], ids=["last", "first"])
