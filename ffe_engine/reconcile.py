@@ -621,8 +621,9 @@ class Reconciler:
                                    "are in them; accept again once it answers")
             return Acceptance(None, records)
         new = self._new_baseline(balances)
-        if own_coins:  # the operator's word that coins of theirs left: it lowers a baseline, never raises one
-            new = {a: min(v, old.get(a, v)) for a, v in new.items()}
+        if own_coins:  # the operator's word that these coins of theirs left: it lowers their baseline, never raises it
+            # (any other difference shown is taken as the plain accept takes it: a deposit raises its coin's)
+            new = {a: min(v, old.get(a, v)) if a in taken else v for a, v in new.items()}
         # Written over the old baseline in the same write: never missing in between, which the next start would
         # take for a first meeting with the account.
         records[BASELINE_KEY] = new  # the books take it once it is stored (note_accepted)

@@ -16,6 +16,7 @@ import json
 import pytest
 
 from conftest import engine_session
+from fake_exchange import Balance
 from ffe_engine.model import EngineState
 from ffe_engine.reconcile import BASELINE_KEY
 from live_helpers import (BTC, a_difference_of, engine_loop, fx, live_env, reconcile_twice,  # noqa: F401
@@ -310,3 +311,41 @@ async def test_accept_own_coins_with_no_position_says_the_plain_accept_takes_the
             assert "nothing accepted: " in line and "no coins are missing" in line, line
             plain = await run_ffe_async(tmp_path, "ctl", "accept", env=live_env(fx), name="plain-again")
             assert plain.proc.returncode == 0 and "nothing to accept" in plain.stdout, plain.stdout + plain.stderr
+
+
+async def test_an_accept_with_own_coins_takes_a_deposit_shown_beside_them_as_the_plain_accept_would(tmp_path, fx):
+    """The operator's own BTC withdrawn beside ffe's position, and ETH deposited beside ffe's ETH position: the plain
+    accept is refused for the BTC; `ffe ctl accept --own-coins` takes the BTC as the operator's and the ETH as the
+    plain accept takes a deposit. It says, and records, what it took: every difference it names accepted is in the
+    new baseline, and the next reconciliations find nothing."""
+    eth = "ETH/USDT"
+    climbing(fx)
+    fx.balances["BTC"].free = OWN
+    tables = {"engine": {"order_poll_s": 0.1, "symbols": [BTC, eth]}, "risk": {"max_correlation": 1.0}}
+    settings = strategy_settings(tmp_path, fx, **tables)
+    write_config(tmp_path, strategy_config(fx, **tables))
+    db = settings.db_path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            fx.market_clock.step()  # the strategy enters both
+            await wait_for(lambda: BTC in e.portfolio.positions and eth in e.portfolio.positions, timeout=30,
+                           what="both entries filled")
+            await wait_for(lambda: not e.orders.live, timeout=30, what="both entries final")
+            fx.balances["BTC"].free -= 0.5
+            fx.balances.setdefault("ETH", Balance(0.0)).free += 0.05
+            await reconcile_until(e, lambda ds: {d.get("symbol") for d in ds if d["kind"] == "position"} == {BTC, eth},
+                                  "both coins' differences found")
+            await reconcile_twice(e)
+            shown = list(e.reconcile_blocked)
+
+            own = await run_ffe_async(tmp_path, "ctl", "accept", "--own-coins", env=live_env(fx), name="own")
+            assert own.proc.returncode == 0, own.stdout + own.stderr
+            baseline = await e.store.get_kv(BASELINE_KEY)
+            assert baseline["BTC"] == pytest.approx(OWN - 0.5, abs=1e-9)
+            assert baseline["ETH"] == pytest.approx(0.05, abs=1e-9)
+            assert f"accepted {len(shown)} difference" in own.stdout, own.stdout
+            assert await reconcile_twice(e) == [] and e.reconcile_blocked == []
+    (accepted,) = [r for r in stored_events(db, "reconcile") if r["status"] == "accepted"]
+    assert {d.get("symbol") for d in accepted["differences"] if d["kind"] == "position"} == {BTC, eth}, accepted
