@@ -99,6 +99,8 @@ TAKEN = {
     "ctrl+j": "sent as enter by terminals",
     "ctrl+i": "sent as tab by terminals",
     "ctrl+h": "sent as backspace by terminals",
+    "ctrl+[": "sent as escape by terminals",
+    "ctrl+left_square_bracket": "sent as escape by terminals",
     "ctrl+c": "the shell's interrupt key; in the console it quits, asking first",
     "ctrl+q": "it quits the console, asking first",
     "ctrl+z": "the shell's suspend key",

@@ -44,6 +44,9 @@ def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
     ({"bogus": "x"}, "unknown binding id 'bogus'"),
     ({"kill": "ctrl+b"}, "tui.keys.kill: 'ctrl+b' cannot be used (the tmux prefix)"),
     ({"pause": "ctrl+m"}, "tui.keys.pause: 'ctrl+m' cannot be used (sent as enter by terminals)"),
+    ({"pause": "ctrl+["}, "tui.keys.pause: 'ctrl+[' cannot be used (sent as escape by terminals)"),
+    ({"kill": "ctrl+left_square_bracket"},
+     "tui.keys.kill: 'ctrl+left_square_bracket' cannot be used (sent as escape by terminals)"),
     ({"kill": "p"}, "key 'p' is bound to both 'kill' and 'pause'"),
     ({"confirm": "K"}, "key 'K' is bound to both 'kill' and 'confirm'"),
     # A dialog's confirm key that also opens a dialog: a double press would confirm what the first asked.
