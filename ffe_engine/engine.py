@@ -46,7 +46,7 @@ from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
 from .api import UNDER_WAY
-from .market.base import QuotingFeed, ResumableFeed, check_source
+from .market.base import QuotingFeed, ResumableFeed, check_books, check_source
 from .market.replay import ReplayFeed
 from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, GateResult, Order, OrderReason,
                     OrderStatus, Position, Side)
@@ -669,6 +669,8 @@ class Engine:
         database."""
         assert self.sim_feed is not None
         saved = await self.store.get_kv("market")
+        if not saved:  # a live account's books were made on an exchange's market: they go on only on it
+            check_books(None, await self.store.live_books(), self.settings.market.source)
         if saved:
             try:
                 self.sim_feed.load(saved)

@@ -57,6 +57,9 @@ WHOLE_AFTER_KEY = "events_whole_after"
 # kv: a paper account's own starting cash, stored at its first start; `venue.starting_cash` changed since applies to a
 # fresh data directory only (overrides.starting_cash).
 STARTING_CASH_KEY = "paper_starting_cash"
+# The kv records only a paper account's books have (the simulated exchange's book, its own starting cash): books with
+# neither are a live account's.
+_PAPER_BOOKS = f"('paper_venue', '{STARTING_CASH_KEY}')"
 # The reason of the HALTED a start stores, without its event, when the audit trail disagrees with the database.
 TRAIL_DAMAGED_HALT = "records damaged: the audit trail disagrees with the database"
 
@@ -522,12 +525,17 @@ def _approval_mode_damage(r: tuple[Any, ...]) -> str | None:
 # (the seed's path again, a replay from its files' first bar) would price the positions carried across on another
 # path than they were opened on. Only the configuration says which market the account is on (an exchange's stores
 # none), so it is checked for an account on such a market (`own_market`).
+_SQL_LIVE_BOOKS = (f"SELECT EXISTS (SELECT 1 FROM kv WHERE key = 'portfolio') AND NOT EXISTS (SELECT 1 FROM kv WHERE "
+                   f"key IN {_PAPER_BOOKS})")
 _SQL_MARKET_LOST = ("SELECT EXISTS (SELECT 1 FROM kv WHERE key = 'market'), "
-                    "EXISTS (SELECT 1 FROM kv WHERE key = 'portfolio')")
+                    "EXISTS (SELECT 1 FROM kv WHERE key = 'portfolio'), "
+                    f"EXISTS (SELECT 1 FROM kv WHERE key IN {_PAPER_BOOKS})")
 
 
 def _market_lost_damage(r: tuple[Any, ...]) -> str | None:
-    if r[0] or not r[1]:
+    # A live account's books (no paper venue's book, no starting cash of its own) were made on an exchange's market,
+    # which stores none: a start on a market of the process's own refuses them as another source's (check_books).
+    if r[0] or not r[1] or not r[2]:
         return None
     return ("table kv has no key market, though key portfolio, the books stored with it, is there: lost, not a first "
             "start (a new market would price the positions on another path), or the books were made on an "
@@ -1615,6 +1623,12 @@ class Store:
         cur = await self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,))
         row = await cur.fetchone()
         return self._loads(row[0], f"table kv, key {key}", "value") if row else default
+
+    async def live_books(self) -> bool:
+        """Whether the books stored are a live account's: books, with neither of the records only a paper account's
+        books have (made on an exchange's market, which stores no market state with them)."""
+        cur = await self.conn.execute(_SQL_LIVE_BOOKS)
+        return bool((await cur.fetchone())[0])
 
     async def events_after(self, seq: int, limit: int = 5000) -> list[tuple[int, bytes]]:
         """The next event records after `seq`, in seq order: (seq, audit line)."""
@@ -2845,6 +2859,7 @@ def chain_head_of(value: Any) -> ChainHead | None:
 # order path stores its own for orders): a start within it sends nothing.
 REQUEST_HOLD_KEY = "venue_request_hold_until"
 BACKTEST_RECORDS_KEY = "backtest_records"  # a backtest run's record level, in its own database
+LIVE_BOOKS = "live_books"  # saved_state: whether the books are a live account's (Store.live_books)
 SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY, STARTING_CASH_KEY, BOOKS_QUOTE_KEY)
 
 
@@ -2881,6 +2896,8 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
                 row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
                 if row is not None:
                     out[key] = json.loads(row[0])
+        with contextlib.suppress(sqlite3.DatabaseError):
+            out[LIVE_BOOKS] = bool(conn.execute(_SQL_LIVE_BOOKS).fetchone()[0])
         return out
     except sqlite3.DatabaseError as exc:  # met by the quick check: no SQLite database at all, or not readable here
         raise unreadable_database(path, exc) from None

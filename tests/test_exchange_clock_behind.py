@@ -6,6 +6,8 @@ the candles before it are passed over, said once, and the engine decides again f
 
 from __future__ import annotations
 
+import asyncio
+
 from conftest import engine_session, ffe_env, run_ffe
 from live_helpers import BTC, M, fx, live_settings, next_bar, rows  # noqa: F401
 
@@ -58,3 +60,26 @@ def test_ffe_config_check_names_the_simulated_books_an_exchange_s_market_would_r
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'market.source = "exchange"' in proc.stdout and "the next start will stop on it (exit 2)" in proc.stdout, (
         proc.stdout)
+
+
+async def test_a_live_account_s_books_are_not_taken_on_to_the_simulated_market(tmp_path, fx):  # noqa: F811
+    """The other way: a live account's books and orders, made on the exchange's market (which stores no market state
+    with them), started in paper mode on the simulated market. Refused as another source's books, exit 2, one line
+    naming market.source, as `ffe config check` says beforehand; not taken for a database whose market record was
+    lost (exit 1, `restore it from a backup`), which `ffe doctor` does not find either."""
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        await running.engine.resume(by="test")
+        await next_bar(running.engine, fx)
+    db = settings.db_path
+    before = db.read_bytes()
+    proc = await asyncio.to_thread(run_ffe, tmp_path, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("ffe: error: ")]
+    assert 'market.source = "simulated"' in line and "an exchange's market" in line, line
+    assert "damaged" not in line, line
+    assert db.read_bytes() == before
+    check = await asyncio.to_thread(run_ffe, tmp_path, "config", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "an exchange's market" in check.stdout and "the next start will stop on it (exit 2)" in check.stdout, (
+        check.stdout)

@@ -58,10 +58,25 @@ def check_source(state: dict[str, Any], source: str) -> None:
         raise ValueError(f"version {state.get('version') if isinstance(state, dict) else None!r} is not 1")
     saved = state.get("source", "simulated")
     if saved != source:
-        raise MarketStateError(
-            f"market.source = \"{source}\", but the data directory's books and orders were made on a {saved} "
-            f"market: they go on only on it; set market.source = \"{saved}\" back, or use a new storage.path for "
-            "another market")
+        raise _made_on(source, saved)
+
+
+def check_books(market: dict[str, Any] | None, live_books: bool, source: str) -> None:
+    """The market an account's books and orders were made on against market.source: `market`, the state stored
+    with them by a market made in the process (check_source), or none stored, where `live_books` (a live account's
+    books, with no paper venue's book or starting cash) were made on an exchange's. MarketStateError when another
+    source's; ValueError for a state that is not one."""
+    if market:
+        check_source(market, source)
+    elif live_books and source != "exchange":
+        raise _made_on(source, "exchange")
+
+
+def _made_on(source: str, saved: str) -> MarketStateError:
+    market = "an exchange's" if saved == "exchange" else f"a {saved}"
+    return MarketStateError(
+        f"market.source = \"{source}\", but the data directory's books and orders were made on {market} market: "
+        f"they go on only on it; set market.source = \"{saved}\" back, or use a new storage.path for another market")
 
 
 @runtime_checkable
