@@ -45,10 +45,11 @@ from .host import acquire_lock, acquire_log_lock, lock_database, log_dir_holder,
 from .interrupts import held
 from .staging import Staging
 from .store import (RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_in, keep_halted, mark_restored,
-                    peek_foreign, refuse_not_a_file, wal_without_database, withhold_pending_alerts)
+                    peek_foreign, refuse_not_a_file, stops_in, wal_without_database, withhold_pending_alerts)
 
 CONFIG_COPY = "config.from-backup.toml"
 SEQ = re.compile(rb'"seq":(\d+)')  # an audit record's seq, read without parsing the line
+STOPS_LOST = "the records this restore replaced were "  # how a HALTED that keeps PAUSED or manual approval begins
 KEPT_NOTE = re.compile(r" \(by [^()]*, kept across a restore\)$")  # what _kept adds to a HALTED's reason
 
 
@@ -90,7 +91,8 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             # directory) is a wrong --data-dir, and the restore would take its place.
             refuse_not_a_file(db)
             peek_foreign(db)
-            halted, unreadable = _halt_to_keep(db, trail, work / DB_NAME, checked.manifest["seq"]["last"])
+            halted, unreadable = _halt_to_keep(db, trail, work / DB_NAME, checked.manifest["seq"]["last"],
+                                               settings.engine.approval == "manual")
         except NotADatabase as exc:
             raise NotADatabase(f"{exc}; nothing restored") from None
         # The records a start set aside beside the trail go with it: they belong to the records replaced (a loss
@@ -124,6 +126,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills, "kept_halted": halted is not None,
+            "stops_kept": halted if halted is not None and halted.startswith(STOPS_LOST) else None,
             "unreadable": unreadable, "alerts_withheld": withheld, "alerts_withheld_pages": paged}
 
 
@@ -194,9 +197,10 @@ def _kept(halted: tuple[str, str] | None) -> str | None:
     return reason if KEPT_NOTE.search(reason) else f"{reason} (by {by}, kept across a restore)"
 
 
-def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int) -> tuple[str | None, bool]:
+def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int, manual: bool) -> tuple[str | None, bool]:
     """The reason of the HALTED the restored account keeps (None: none), and whether it is kept because the records
-    this restore replaces could not be read. `backup_db` and `backup_last`: the backup's database and last seq."""
+    this restore replaces could not be read. `backup_db` and `backup_last`: the backup's database and last seq;
+    `manual`: the configuration's approval mode is manual (engine.approval)."""
     # A WAL without its database holds records that cannot be read without it: unreadable, as a damaged database.
     no_database = not db.exists() and wal_without_database(db) is None
     if no_database:
@@ -211,13 +215,34 @@ def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int) -> t
             halt = _halt_past(trail, backup_last, _checked(backup_db), since="the backup's last event")
         else:
             halt = halted_in(db, strict=True) or _halt_past(trail, *_last_and_checked(db),
-                                                            since="the database's last event")
+                                                            since="the database's last event") \
+                or _stops_lost(db, backup_db, manual)
     except StorageError as exc:
         # Damaged (the runbook's case for a restore): whether it was HALTED cannot be told, so the restored account
         # is HALTED all the same; a kill switch the damage hid is never re-armed by a restore.
         return (f"the records this restore replaced could not be read ({exc}), so whether they were HALTED could "
                 "not be told: re-arm once satisfied"), True
     return _kept(halt), False
+
+
+def _stops_lost(db: Path, backup_db: Path, manual: bool) -> tuple[str, str] | None:
+    """(reason, by) of the HALTED that keeps the operator's stops of the records this restore replaces which the
+    backup's lack: PAUSED (entries stopped), manual approval (every entry asked first; unless the configuration's
+    engine.approval is manual, which a start takes anyway). Restored without them, the account would trade at its
+    next start as the operator had stopped it from trading; HALTED, nothing trades until re-armed, and the reason
+    says what to set again first. None when the backup's records hold them too, or there are none."""
+    paused, manual_mode = stops_in(db)
+    backup_paused, backup_manual = stops_in(backup_db)
+    backup_halted = halted_in(backup_db, strict=True) is not None
+    lost = []
+    if paused is not None and backup_paused is None and not backup_halted:
+        lost.append(f"PAUSED: {paused}; pause again (`p`, `ffe ctl pause`)")
+    if manual_mode and not backup_manual and not manual:
+        lost.append("in manual approval; set it again (`ffe ctl mode manual`)")
+    if not lost:
+        return None
+    return (f"{STOPS_LOST}{' and '.join(lost)}, which the backup's were not: HALTED so that nothing trades before "
+            "that is done; then re-arm"), "restore"
 
 
 def _last_and_checked(db: Path) -> tuple[int, Any]:

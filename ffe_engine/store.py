@@ -2488,6 +2488,24 @@ def events_end(path: Path | str) -> int:
         conn.close()
 
 
+def stops_in(path: Path | str) -> tuple[str | None, bool]:
+    """The operator's stops a database holds short of HALTED, read-only: the reason of the PAUSED state stored (None
+    when not PAUSED), and whether the approval mode stored is manual. StorageError when it cannot be read."""
+    try:
+        conn = open_read_only(path, peek=False)
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"{path}: cannot be read ({exc})") from None
+    try:
+        row = conn.execute("SELECT state, reason, by FROM engine_state").fetchone()
+        mode = conn.execute("SELECT value FROM kv WHERE key = 'approval_mode'").fetchone()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot be read ({exc})") from None
+    finally:
+        conn.close()
+    paused = f"{row[1]} (by {row[2]})" if row is not None and row[0] == EngineState.PAUSED.value else None
+    return paused, mode is not None and mode[0] == json.dumps("manual")
+
+
 def keep_halted(path: Path | str, reason: str, ts: float) -> None:
     """Store HALTED in a restored database, by `restore`: the kill switch of the records it replaced."""
     conn = sqlite3.connect(str(path), isolation_level=None)

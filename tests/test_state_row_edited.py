@@ -83,3 +83,34 @@ def test_a_backup_of_a_state_row_set_running_over_a_halt_is_refused_and_so_is_it
     verify = run_ffe(cwd, "backup", "verify", str(bad))
     assert verify.returncode == 1, verify.stdout + verify.stderr
     assert "engine_state row says RUNNING (x)" in verify.stderr, verify.stderr
+
+
+@pytest.mark.parametrize("stop", ["pause", "manual approval"])
+def test_a_restore_over_an_account_paused_or_in_manual_approval_since_the_backup_keeps_it_from_trading(
+        tmp_path, spawn_ffe, stop):
+    """PAUSED, or manual approval set with `ffe ctl mode manual`, after the backup was taken: restored as the backup
+    holds it, the account would trade at its next start as the operator had stopped it from trading. It is restored
+    HALTED, the restore's answer saying what to set again before the re-arm."""
+    cwd = tmp_path / "acct"
+    cwd.mkdir()
+    assert run_ffe(cwd, "run", "--headless", "--max-bars", "30").returncode == 0
+    assert run_ffe(cwd, "backup", "--to", "b").returncode == 0
+    (backup,) = (cwd / "b").glob("ffe-backup-*.tar.zst")
+    engine = spawn_ffe(cwd, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    asked = run_ffe(cwd, "ctl", "pause") if stop == "pause" else run_ffe(cwd, "ctl", "mode", "manual")
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr
+
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    said = "PAUSED" if stop == "pause" else "manual approval"
+    assert f"the records this restore replaced were {'PAUSED' if stop == 'pause' else 'in manual approval'}" in \
+        proc.stdout and "the restored account is HALTED" in proc.stdout, proc.stdout
+    [(state, reason)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason FROM engine_state")
+    assert state == "HALTED" and said in reason, (state, reason)
+    assert run_ffe(cwd, "doctor").returncode == 0
+    start = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
+    assert start.returncode == 0, start.stderr
+    assert db_rows(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == [("HALTED",)]
