@@ -593,8 +593,8 @@ def carrying_out(socket: Path, action: str, within: float, identity: Any) -> str
     hangs under its records, another control under way) the client cannot tell: none is named as the cause."""
     return (f"the {describe(identity)} is running but did not answer the {action} on {socket} within {within:g}s: it "
             "is carrying it out and waits on something it needs (the exchange, its records, another control under "
-            "way: not known here which); it applies once that is done; `ffe ctl status` and `ffe ctl orders` show "
-            "what it did")
+            "way: not known here which); it takes effect, or fails, once that is done; `ffe ctl status` and `ffe ctl "
+            "orders` show what it did")
 
 
 def no_engine(socket: Path, data_dir: Path, why: str = "") -> str:

@@ -104,6 +104,6 @@ def test_a_command_unanswered_while_a_status_is_answered_is_said_carried_out(acc
     assert proc.stderr.splitlines() == [
         "ffe: error: the engine pid 4242 on /srv/ffe/data (instance 1a2b3c) is running but did not answer the pause "
         "on data/ffe.sock within 1s: it is carrying it out and waits on something it needs (the exchange, its "
-        "records, another control under way: not known here which); it applies once that is done; `ffe ctl status` "
-        "and `ffe ctl orders` show what it did"]
+        "records, another control under way: not known here which); it takes effect, or fails, once that is done; "
+        "`ffe ctl status` and `ffe ctl orders` show what it did"]
     assert stand_in.asked == ["pause", "status"]
