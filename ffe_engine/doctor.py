@@ -111,7 +111,8 @@ class Findings:
                 " (no events nor audit trail, by design)" if self.level == "trades" else "")
         return (f"ok: {len(self.checks)} checks passed ({', '.join(self.checks)}); {self.events} events, "
                 f"{self.audit_lines} audit lines, {self.orders} orders, {self.fills} fills, "
-                f"{self.positions} open positions{tail}" + "".join("\n" + note for note in self.notes))
+                f"{self.positions} positions in the books (dust included){tail}"
+                + "".join("\n" + note for note in self.notes))
 
 
 def check(settings: Settings) -> Findings:
