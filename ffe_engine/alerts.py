@@ -179,7 +179,7 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
             # Not the operator's flatten again: what became of an entry on the wire, what its closing orders closed,
             # what more it placed, what is left.
             done = present.follow_up_parts({"closed": ev.closed, "closing": ev.closing, "dust": ev.dust,
-                                            "entries": ev.entries, "answers": ev.answers})
+                                            "entries": ev.entries, "answers": ev.answers, "held": ev.held})
             text = f"ffe flatten follow-up by {ev.by}: " + "; ".join(done + [i for i in items if i]) + end
         else:
             text = (f"ffe flatten by {ev.by}: {len(ev.closing)} closing order(s) placed, {len(ev.cancelled)} "

@@ -2496,9 +2496,13 @@ class Engine:
             if closing or failed or dust or waiting or answers or entries:
                 said = {sym: "closing" for sym in more} | {self.orders.live[cid].symbol: "in_doubt" for cid in doubt}
                 said |= {x["symbol"]: "waiting" for x in waiting}
+                # Positions the flatten gave up on earlier (their closing orders failed for good), still held.
+                gave_up = {str(f.get("symbol")) for f in failed}
+                held = sorted(sym for sym in self.portfolio.positions if self.portfolio.holding(sym) is not None
+                              and sym not in left and sym not in gave_up and not self.orders.pending_exit_qty(sym))
                 await self._flatten_said(flatten_owed.said_now(owed, said), KillSwitchEvent(
                     action="flatten", failed=failed, closing=closing, in_doubt=doubt, dust=dust, waiting=waiting,
-                    by="engine", follow_up=True, closed=closed, entries=entries, answers=answers))
+                    by="engine", follow_up=True, closed=closed, entries=entries, answers=answers, held=held))
             self._flatten_sold -= set(closed)
             if left != placed:
                 await self._flatten_under_way(left or None)

@@ -305,6 +305,9 @@ class KillSwitchEvent(Event):
     # On a follow-up: the positions an earlier word of the flatten left open (symbol, said: in_doubt, waiting,
     # after_exit, failed, closing) whose outcome it says (outcome: closed, gone: nothing held any more, failed).
     answers: list[dict[str, str]] = field(default_factory=list)
+    # On a follow-up: the positions still held that no closing order of the flatten works on any more (one failed for
+    # good earlier): the follow-up's word must not read as the whole flatten done.
+    held: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

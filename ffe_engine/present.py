@@ -209,6 +209,9 @@ def follow_up_parts(f: Fields) -> list[str]:
     failed = list(f.get("failed") or [])
     if failed:
         parts.append(f"failed {len(failed)} {_failures(failed)}")
+    held = [str(s) for s in f.get("held") or []]
+    if held:  # given up on earlier: the flatten is not done with them
+        parts.append(f"still held, no closing order working on it: {', '.join(held)} (`ffe ctl close SYMBOL`)")
     return parts + _doubt(f) + _left(f)
 
 

@@ -13,7 +13,7 @@ from conftest import engine_session
 from ffe_engine.model import EngineState, OrderStatus
 from ffe_engine.present import kill_headline
 from ffe_tui.app import ConsoleApp
-from live_helpers import BTC, GET_ORDER, POST_ORDER, engine_loop, fx, live_settings, reconciled_ok, rows, \
+from live_helpers import BTC, GET_ORDER, POST_ORDER, engine_loop, fx, live_settings, next_bar, reconciled_ok, rows, \
     stored_events, wait_for  # noqa: F401
 from receiver import Receiver
 from test_alerts import FAST
@@ -184,3 +184,36 @@ async def test_a_position_left_to_an_exit_still_working_that_sells_it_all_is_fol
             assert answer[0] == "page" and f"nothing held any more in {BTC}" in answer[1], answer
     finally:
         await hook.stop()
+
+
+async def test_a_follow_up_names_a_position_the_flatten_gave_up_on_as_still_held(tmp_path, fx):
+    """Two positions flattened: BTC's closing order in doubt, ETH's refused for good (the exchange says the account
+    lacks the funds). Once BTC's order has filled, the follow-up says BTC closed, and that ETH is still held with no
+    closing order working on it: on its own, "closed BTC/USDT" reads as the flatten done while a position is open,
+    HALTED, with no stop-loss watched."""
+    eth = "ETH/USDT"
+    settings = live_settings(tmp_path, fx, engine={"symbols": [BTC, eth]},
+                             risk={"max_correlation": 1.0, "max_position_pct": 50.0, "max_concentration_pct": 60.0,
+                                   "max_leverage": 3.0})
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        assert await next_bar(e, fx) == 2
+        await e.resume(by="test")
+        for sym, quantity in ((BTC, 0.02), (eth, 0.05)):
+            bought = await e.operator_order(sym, "buy", quantity)
+            assert bought["accepted"], bought
+        fx.fault(POST_ORDER, "5xx_executed")  # the first closing order: executed, its answer lost
+        fx.fault(POST_ORDER, "error", status=400, code=-2010, times=5,
+                 msg="Account has insufficient balance for requested action.")
+        result = await e.flatten(by="test")
+        assert len(result["in_doubt"]) == 1 and len(result["failed"]) == 1, result
+        gave_up = result["failed"][0]["symbol"]
+        async with engine_loop(e):
+            await wait_for(lambda: follow_ups(db), timeout=20, what="the follow-up once the order has filled")
+        (said,) = follow_ups(db)
+    closed = ({BTC, eth} - {gave_up}).pop()
+    assert said["closed"] == [closed] and said["held"] == [gave_up], said
+    headline = kill_headline(said)
+    assert f"the closing orders closed {closed}" in headline, headline
+    assert f"still held, no closing order working on it: {gave_up}" in headline, headline
+    assert rows(db, "SELECT symbol FROM positions") == [(gave_up,)]
