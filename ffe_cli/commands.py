@@ -1034,12 +1034,12 @@ def restore(args: argparse.Namespace) -> int:
     if done["kept_halted"] and done["unreadable"]:
         _print("the records moved aside could not be read, so whether they were HALTED could not be told: the "
                "restored account is HALTED (re-arm it with `ffe ctl resume --yes` once you are satisfied)")
-    elif done["stops_kept"]:
-        _print(f"{done['stops_kept']}: the restored account is HALTED (re-arm it with `ffe ctl resume --yes` once "
-               "you have)")
     elif done["kept_halted"]:
         _print("the records moved aside were HALTED: the restored account is HALTED too (re-arm it with "
                "`ffe ctl resume --yes` once you are satisfied)")
+    elif done["stops_kept"]:
+        _print(f"{done['stops_kept']}: the restored account is PAUSED (resume it with `ffe ctl resume` once you are "
+               "satisfied)")
     withheld = done["alerts_withheld"]
     if withheld:
         said = ", ".join(f"{kind} x{n}" for kind, n in withheld.items())

@@ -45,11 +45,12 @@ from .host import acquire_lock, acquire_log_lock, lock_database, log_dir_holder,
 from .interrupts import held
 from .staging import Staging
 from .store import (RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_in, keep_halted, mark_restored,
-                    peek_foreign, refuse_not_a_file, stops_in, wal_without_database, withhold_pending_alerts)
+                    keep_paused, peek_foreign, refuse_not_a_file, stops_in, wal_without_database,
+                    withhold_pending_alerts)
 
 CONFIG_COPY = "config.from-backup.toml"
 SEQ = re.compile(rb'"seq":(\d+)')  # an audit record's seq, read without parsing the line
-STOPS_LOST = "the records this restore replaced were "  # how a HALTED that keeps PAUSED or manual approval begins
+STOPS_LOST = "the records this restore replaced were "  # how the PAUSED that keeps the operator's stops begins
 KEPT_NOTE = re.compile(r" \(by [^()]*, kept across a restore\)$")  # what _kept adds to a HALTED's reason
 
 
@@ -91,8 +92,9 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             # directory) is a wrong --data-dir, and the restore would take its place.
             refuse_not_a_file(db)
             peek_foreign(db)
-            halted, unreadable = _halt_to_keep(db, trail, work / DB_NAME, checked.manifest["seq"]["last"],
-                                               settings.engine.approval == "manual")
+            halted, unreadable = _halt_to_keep(db, trail, work / DB_NAME, checked.manifest["seq"]["last"])
+            stops = None if halted is not None or halted_in(work / DB_NAME, strict=True) is not None else \
+                _stops_lost(db, work / DB_NAME, settings.engine.approval == "manual")
         except NotADatabase as exc:
             raise NotADatabase(f"{exc}; nothing restored") from None
         # The records a start set aside beside the trail go with it: they belong to the records replaced (a loss
@@ -114,6 +116,8 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
                                        "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
         if halted is not None:
             keep_halted(work / DB_NAME, halted, now)
+        elif stops is not None:
+            keep_paused(work / DB_NAME, stops, now)
         trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         puts = [(work / DB_NAME, db), (work / TRAIL_NAME, trail), (work / CONFIG_NAME, data_dir / CONFIG_COPY)]
         _check_room(puts)
@@ -126,7 +130,7 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             "config": str(data_dir / CONFIG_COPY), "moved_aside": aside, "seq": manifest["seq"],
             "taken": manifest.get("created"), "events": checked.events, "orders": checked.orders,
             "fills": checked.fills, "kept_halted": halted is not None,
-            "stops_kept": halted if halted is not None and halted.startswith(STOPS_LOST) else None,
+            "stops_kept": stops,
             "unreadable": unreadable, "alerts_withheld": withheld, "alerts_withheld_pages": paged}
 
 
@@ -197,10 +201,9 @@ def _kept(halted: tuple[str, str] | None) -> str | None:
     return reason if KEPT_NOTE.search(reason) else f"{reason} (by {by}, kept across a restore)"
 
 
-def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int, manual: bool) -> tuple[str | None, bool]:
+def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int) -> tuple[str | None, bool]:
     """The reason of the HALTED the restored account keeps (None: none), and whether it is kept because the records
-    this restore replaces could not be read. `backup_db` and `backup_last`: the backup's database and last seq;
-    `manual`: the configuration's approval mode is manual (engine.approval)."""
+    this restore replaces could not be read. `backup_db` and `backup_last`: the backup's database and last seq."""
     # A WAL without its database holds records that cannot be read without it: unreadable, as a damaged database.
     no_database = not db.exists() and wal_without_database(db) is None
     if no_database:
@@ -215,8 +218,7 @@ def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int, manu
             halt = _halt_past(trail, backup_last, _checked(backup_db), since="the backup's last event")
         else:
             halt = halted_in(db, strict=True) or _halt_past(trail, *_last_and_checked(db),
-                                                            since="the database's last event") \
-                or _stops_lost(db, backup_db, manual)
+                                                            since="the database's last event")
     except StorageError as exc:
         # Damaged (the runbook's case for a restore): whether it was HALTED cannot be told, so the restored account
         # is HALTED all the same; a kill switch the damage hid is never re-armed by a restore.
@@ -225,24 +227,28 @@ def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int, manu
     return _kept(halt), False
 
 
-def _stops_lost(db: Path, backup_db: Path, manual: bool) -> tuple[str, str] | None:
-    """(reason, by) of the HALTED that keeps the operator's stops of the records this restore replaces which the
-    backup's lack: PAUSED (entries stopped), manual approval (every entry asked first; unless the configuration's
-    engine.approval is manual, which a start takes anyway). Restored without them, the account would trade at its
-    next start as the operator had stopped it from trading; HALTED, nothing trades until re-armed, and the reason
-    says what to set again first. None when the backup's records hold them too, or there are none."""
-    paused, manual_mode = stops_in(db)
+def _stops_lost(db: Path, backup_db: Path, manual: bool) -> str | None:
+    """The reason of the PAUSED that keeps the operator's stops of the records this restore replaces which the
+    backup's lack: their PAUSED (the operator's: not one the engine set on its own, a risk limit, the breaker,
+    reconciliation), and manual approval (unless the configuration's engine.approval is manual, which a start takes
+    anyway). Restored without them, the account would trade at its next start as the operator had stopped it from
+    trading; PAUSED, nothing enters until resumed (exits and stop-losses go on), and the reason says what to set
+    again first. None when the backup's records hold them too, or there are none, or no database is there."""
+    if not db.exists():
+        return None
+    try:
+        paused, manual_mode = stops_in(db)
+    except StorageError as exc:  # whether the operator had stopped it cannot be told: as if so
+        return f"{STOPS_LOST}not readable for the operator's stops ({exc}): kept PAUSED"
     backup_paused, backup_manual = stops_in(backup_db)
-    backup_halted = halted_in(backup_db, strict=True) is not None
     lost = []
-    if paused is not None and backup_paused is None and not backup_halted:
-        lost.append(f"PAUSED: {paused}; pause again (`p`, `ffe ctl pause`)")
+    if paused is not None and backup_paused is None:
+        lost.append(f"PAUSED ({paused})")
     if manual_mode and not backup_manual and not manual:
-        lost.append("in manual approval; set it again (`ffe ctl mode manual`)")
+        lost.append("in manual approval: set it again (`ffe ctl mode manual`) before you resume")
     if not lost:
         return None
-    return (f"{STOPS_LOST}{' and '.join(lost)}, which the backup's were not: HALTED so that nothing trades before "
-            "that is done; then re-arm"), "restore"
+    return f"{STOPS_LOST}{' and '.join(lost)}, which the backup's were not: kept PAUSED"
 
 
 def _last_and_checked(db: Path) -> tuple[int, Any]:

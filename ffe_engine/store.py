@@ -1068,12 +1068,15 @@ def state_unsaid_why(row: tuple[Any, ...] | None, rec: dict[str, Any] | None, *,
     """The engine_state row (state, reason, by) against the last `engine_state` event that says a state: None when
     they agree; else how they differ (state_unsaid) and why ffe stored the row on its own, or None for why: no ffe
     writes it (edited by hand), and `ffe doctor` fails it as the start refuses it. The one judgement of both. Only
-    HALTED is ever stored without its event: when the records could not be written (`reserve_used`: the disk
+    HALTED is ever stored without its event, when the records could not be written (`reserve_used`: the disk
     reserve emptied for it), kept across a restore (`restored`: the restore's marker still there), or by a start
-    refused for an audit trail that disagrees with the database."""
+    refused for an audit trail that disagrees with the database; and PAUSED kept across a restore (the operator's
+    stops of the records it replaced)."""
     unsaid = state_unsaid(row, rec)
     if row is None or unsaid is None:
         return None
+    if row[0] == EngineState.PAUSED.value and row[2] == "restore" and restored:
+        return unsaid, "PAUSED kept across a restore (the operator's stops), without its event"
     if row[0] != EngineState.HALTED.value:
         return unsaid, None
     if reserve_used:
@@ -2488,22 +2491,48 @@ def events_end(path: Path | str) -> int:
         conn.close()
 
 
+# Who stores PAUSED on the engine's own (a risk limit, the breaker, reconciliation, a live start): any other `by` is
+# an operator's (the console's `operator`, `ffe ctl`'s `ctl` or its --by, a restore that kept one).
+ENGINE_AUTHORS = frozenset({"engine", "risk", "breaker", "reconcile"})
+
+
 def stops_in(path: Path | str) -> tuple[str | None, bool]:
-    """The operator's stops a database holds short of HALTED, read-only: the reason of the PAUSED state stored (None
-    when not PAUSED), and whether the approval mode stored is manual. StorageError when it cannot be read."""
+    """The operator's stops short of HALTED a database holds, read-only: the reason (and who) of an operator's PAUSED
+    (None when not so paused), and whether manual approval is set (`ffe ctl mode manual`). Each is read from the
+    stored row and from the last event that recorded it, the stricter taken: a row edited or lost by hand does not
+    lose it. StorageError when it cannot be read."""
     try:
         conn = open_read_only(path, peek=False)
     except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"{path}: cannot be read ({exc})") from None
     try:
         row = conn.execute("SELECT state, reason, by FROM engine_state").fetchone()
-        mode = conn.execute("SELECT value FROM kv WHERE key = 'approval_mode'").fetchone()
+        said = _last_state_event(Path(path), lambda sql, params: conn.execute(sql, params).fetchall(),
+                                 functools.partial(event_line, path))
+        mode = conn.execute(_SQL_APPROVAL_MODE).fetchone()
+        kept = conn.execute("SELECT value FROM kv WHERE key = 'approval_mode'").fetchone()
     except sqlite3.Error as exc:
         raise StorageError(f"{path}: cannot be read ({exc})") from None
     finally:
         conn.close()
-    paused = f"{row[1]} (by {row[2]})" if row is not None and row[0] == EngineState.PAUSED.value else None
-    return paused, mode is not None and mode[0] == json.dumps("manual")
+    paused = None
+    for state, reason, by in ([tuple(row)] if row is not None else []) + (
+            [(said.get("state"), said.get("reason"), said.get("by"))] if said is not None else []):
+        if state == EngineState.PAUSED.value and by not in ENGINE_AUTHORS:
+            paused = f"{reason} (by {by})"
+            break
+    manual = (kept is not None and kept[0] == json.dumps("manual")) or (
+        mode is not None and mode[2] == "approval mode manual")
+    return paused, manual
+
+
+def keep_paused(path: Path | str, reason: str, ts: float) -> None:
+    """Store PAUSED in a restored database, by `restore`: the operator's stops of the records it replaced."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute(_SQL_STATE, (EngineState.PAUSED.value, reason, "restore", ts))
+    finally:
+        conn.close()
 
 
 def keep_halted(path: Path | str, reason: str, ts: float) -> None:
@@ -2774,6 +2803,8 @@ class Records:
         row = self.conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
         if row is None or row[0] == EngineState.HALTED.value:
             return None
+        if row[0] == EngineState.PAUSED.value and row[2] == "restore" and self.kv(RESTORED_KEY) is not None:
+            return None  # the operator's stops kept across a restore, without their event (state_unsaid_why)
         return state_unsaid(tuple(row), _last_state_event(self.path, self._q, functools.partial(event_line,
                                                                                                self.path)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -85,32 +86,87 @@ def test_a_backup_of_a_state_row_set_running_over_a_halt_is_refused_and_so_is_it
     assert "engine_state row says RUNNING (x)" in verify.stderr, verify.stderr
 
 
-@pytest.mark.parametrize("stop", ["pause", "manual approval"])
-def test_a_restore_over_an_account_paused_or_in_manual_approval_since_the_backup_keeps_it_from_trading(
-        tmp_path, spawn_ffe, stop):
-    """PAUSED, or manual approval set with `ffe ctl mode manual`, after the backup was taken: restored as the backup
-    holds it, the account would trade at its next start as the operator had stopped it from trading. It is restored
-    HALTED, the restore's answer saying what to set again before the re-arm."""
-    cwd = tmp_path / "acct"
+def stopped_after_a_backup(cwd: Path, spawn_ffe, *asks: tuple[str, ...], env: dict | None = None,
+                           until: Callable[[], Any] | None = None) -> Path:
+    """An account backed up RUNNING in auto approval, then run again with `ffe ctl ASK` for each of `asks` (and
+    until `until()`) and stopped: the backup."""
     cwd.mkdir()
     assert run_ffe(cwd, "run", "--headless", "--max-bars", "30").returncode == 0
     assert run_ffe(cwd, "backup", "--to", "b").returncode == 0
     (backup,) = (cwd / "b").glob("ffe-backup-*.tar.zst")
-    engine = spawn_ffe(cwd, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    engine = spawn_ffe(cwd, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20", **(env or {})))
     wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
-    asked = run_ffe(cwd, "ctl", "pause") if stop == "pause" else run_ffe(cwd, "ctl", "mode", "manual")
-    assert asked.returncode == 0, asked.stdout + asked.stderr
+    for ask in asks:
+        asked = run_ffe(cwd, "ctl", *ask)
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+    if until is not None:
+        wait_until(until, timeout=60, what="the engine's own pause")
     engine.send(signal.SIGTERM)
     assert engine.wait(60) == 0, engine.stderr
+    return backup
 
+
+ASKS = {"pause": [("pause",)], "manual approval": [("mode", "manual")],
+        "both": [("pause",), ("mode", "manual")]}
+
+
+@pytest.mark.parametrize("stop", ASKS)
+def test_a_restore_over_an_account_paused_or_in_manual_approval_since_the_backup_keeps_it_from_trading(
+        tmp_path, spawn_ffe, stop):
+    """PAUSED, or manual approval set with `ffe ctl mode manual`, after the backup was taken: restored as the backup
+    holds it, the account would trade at its next start as the operator had stopped it from trading. It is restored
+    PAUSED, the restore's answer saying what to set again before the resume; doctor passes, the start stays PAUSED,
+    and the operator's resume (after `ffe ctl mode manual` while paused) lifts it."""
+    cwd = tmp_path / "acct"
+    backup = stopped_after_a_backup(cwd, spawn_ffe, *ASKS[stop])
     proc = run_ffe(cwd, "restore", str(backup), "--force")
     assert proc.returncode == 0, proc.stderr
-    said = "PAUSED" if stop == "pause" else "manual approval"
-    assert f"the records this restore replaced were {'PAUSED' if stop == 'pause' else 'in manual approval'}" in \
-        proc.stdout and "the restored account is HALTED" in proc.stdout, proc.stdout
-    [(state, reason)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason FROM engine_state")
-    assert state == "HALTED" and said in reason, (state, reason)
+    assert "the records this restore replaced were " in proc.stdout and "the restored account is PAUSED" in \
+        proc.stdout, proc.stdout
+    [(state, reason, by)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason, by FROM engine_state")
+    assert (state, by) == ("PAUSED", "restore"), (state, reason, by)
+    assert ("ffe ctl pause" in reason) == (stop != "manual approval"), reason
+    assert ("manual approval" in reason) == (stop != "pause"), reason
     assert run_ffe(cwd, "doctor").returncode == 0
-    start = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
-    assert start.returncode == 0, start.stderr
-    assert db_rows(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == [("HALTED",)]
+    engine = spawn_ffe(cwd, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    assert db_rows(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == [("PAUSED",)]
+    assert run_ffe(cwd, "ctl", "mode", "manual").returncode == 0  # set again while paused, as the reason says
+    resumed = run_ffe(cwd, "ctl", "resume")
+    assert resumed.returncode == 0 and "RUNNING" in resumed.stdout, resumed.stdout + resumed.stderr
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr
+    assert run_ffe(cwd, "doctor").returncode == 0
+
+
+def test_a_restore_keeps_no_pause_the_engine_set_on_its_own(tmp_path, spawn_ffe):
+    """A PAUSED a risk limit set (the drawdown past engine's risk.max_drawdown_pct) is no stop of the operator's:
+    the account is restored as the backup holds it, and that limit pauses it again if it is still passed."""
+    cwd = tmp_path / "acct"
+    def paused_by_risk() -> bool:
+        return db_rows(cwd / "data" / "ffe.db", "SELECT state, by FROM engine_state") == [("PAUSED", "risk")]
+
+    backup = stopped_after_a_backup(cwd, spawn_ffe, env={"FFE_RISK__MAX_DRAWDOWN_PCT": "0.01"}, until=paused_by_risk)
+    [(state, by)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, by FROM engine_state")
+    assert (state, by) == ("PAUSED", "risk"), (state, by)
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "the records this restore replaced were" not in proc.stdout, proc.stdout
+    assert db_rows(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == [("RUNNING",)]
+
+
+@pytest.mark.parametrize("edit", ["UPDATE engine_state SET state = 'RUNNING', reason = 'x', by = 'x'",
+                                  "DELETE FROM kv WHERE key = 'approval_mode'"])
+def test_a_restore_over_damaged_records_keeps_the_operator_s_stops_their_events_say(tmp_path, spawn_ffe, edit):
+    cwd = tmp_path / "acct"
+    backup = stopped_after_a_backup(cwd, spawn_ffe, ("pause",), ("mode", "manual"))
+    edit_db = sqlite3.connect(cwd / "data" / "ffe.db", isolation_level=None)
+    try:
+        edit_db.execute(edit)
+    finally:
+        edit_db.close()
+    assert run_ffe(cwd, "doctor").returncode == 1
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    [(state, reason)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason FROM engine_state")
+    assert state == "PAUSED" and "ffe ctl pause" in reason and "manual approval" in reason, (state, reason)
