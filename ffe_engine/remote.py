@@ -238,6 +238,8 @@ class RemoteEngine:
         try:
             while not self._stop.is_set():
                 why = await self._follow()
+                if why is None and self.ended:
+                    await self._last_snapshot()
                 if why is None or self._stop.is_set():
                     return
                 self.lost = f"lost its event stream ({why}; no end line from the engine)"
@@ -246,6 +248,13 @@ class RemoteEngine:
                     return
         finally:
             refresher.cancel()
+
+    async def _last_snapshot(self) -> None:
+        """The engine's figures once its run has ended in order, asked for once: the snapshot refreshed last may be
+        from before its last bars and its stop's records. An engine that a console ran still answers on its socket;
+        a headless one has gone with it, and the last snapshot stays what the console shows."""
+        with contextlib.suppress(asyncio.TimeoutError, ControlError, OSError, ValueError):  # no answer, gone
+            await asyncio.wait_for(self.fresh_snapshot(), self.timeout)
 
     async def _follow(self) -> str | None:
         """Relay the stream's events: None once it says the engine stopped in order (or the console stops), else

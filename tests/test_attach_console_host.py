@@ -33,6 +33,10 @@ async def test_an_attached_console_says_the_engine_stopped_when_the_console_runn
             text = screen_text(app)
             assert "stopped in order" in text and "crash" not in text.lower(), text
             assert "STOPPED  was RUNNING" in status_text(app), status_text(app)
+            # Its last picture is the engine's last: the figures after the run's last bar, not those before it.
+            last = host.engine.snapshot()
+            await until(pilot, lambda: app.snap["bars"] == last["bars"], "the engine's last figures")
+            assert app.snap["equity"] == last["equity"], (app.snap["equity"], last["equity"])
 
 
 async def test_an_attached_console_says_the_engine_crashed_when_the_console_running_it_crashes(tmp_path):
