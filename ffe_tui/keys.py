@@ -99,8 +99,6 @@ TAKEN = {
     "ctrl+j": "sent as enter by terminals",
     "ctrl+i": "sent as tab by terminals",
     "ctrl+h": "sent as backspace by terminals",
-    "ctrl+[": "sent as escape by terminals",
-    "ctrl+left_square_bracket": "sent as escape by terminals",
     "ctrl+c": "the shell's interrupt key; in the console it quits, asking first",
     "ctrl+q": "it quits the console, asking first",
     "ctrl+z": "the shell's suspend key",
@@ -152,6 +150,16 @@ def _shifted_character(key: str) -> str | None:
     if len(last) == 1 and last.isalpha() and last.lower() == last:
         return f"a terminal sends {last.upper()!r} for it: write {last.upper()!r}"
     return "a terminal sends the character shift makes, not shift with a character: write that character"
+
+
+# ctrl with `[` (or `{`, its shifted key) is the escape character's code: a terminal sends escape for it, with shift
+# or alt too (alt adds an escape before it).
+_ESCAPE_KEYS = frozenset({"[", "{", "left_square_bracket", "left_curly_bracket"})
+
+
+def _sent_as_escape(key: str) -> bool:
+    *mods, last = key.split("+") if len(key) > 1 else [key]
+    return "ctrl" in mods and last in _ESCAPE_KEYS
 
 
 def bindings() -> list[Binding]:
@@ -218,6 +226,8 @@ def keymap(keys: dict[str, str], origin_of: OriginOf = _nowhere) -> dict[str, st
                                              "'ctrl+k', 'shift+up')")
             if p.lower() in TAKEN:
                 raise _blame(origin_of, bid, f"{p!r} cannot be used ({TAKEN[p.lower()]})")
+            if _sent_as_escape(p):
+                raise _blame(origin_of, bid, f"{p!r} cannot be used (sent as escape by terminals)")
             shifted = _shifted_character(p)
             if shifted is not None:
                 raise _blame(origin_of, bid, f"{p!r} cannot be used ({shifted})")

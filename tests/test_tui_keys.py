@@ -47,6 +47,10 @@ def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
     ({"pause": "ctrl+["}, "tui.keys.pause: 'ctrl+[' cannot be used (sent as escape by terminals)"),
     ({"kill": "ctrl+left_square_bracket"},
      "tui.keys.kill: 'ctrl+left_square_bracket' cannot be used (sent as escape by terminals)"),
+    ({"pause": "ctrl+{"}, "tui.keys.pause: 'ctrl+{' cannot be used (sent as escape by terminals)"),
+    ({"pause": "ctrl+shift+["}, "tui.keys.pause: 'ctrl+shift+[' cannot be used (sent as escape by terminals)"),
+    ({"pause": "ctrl+alt+left_curly_bracket"},
+     "tui.keys.pause: 'ctrl+alt+left_curly_bracket' cannot be used (sent as escape by terminals)"),
     ({"kill": "p"}, "key 'p' is bound to both 'kill' and 'pause'"),
     ({"confirm": "K"}, "key 'K' is bound to both 'kill' and 'confirm'"),
     # A dialog's confirm key that also opens a dialog: a double press would confirm what the first asked.
