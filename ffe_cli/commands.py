@@ -146,10 +146,10 @@ def config_check(args: argparse.Namespace) -> int:
     found = overrides.find(settings, saved, live=settings.mode == "live") if saved else []
     if saved:  # a start goes on from its own source's market only (an exchange's: books made on none)
         from ffe_engine.market.base import MarketStateError, check_books
-        from ffe_engine.store import LIVE_BOOKS
+        from ffe_engine.store import EXCHANGE_BOOKS
 
         try:
-            check_books(saved.get("market"), bool(saved.get(LIVE_BOOKS)), settings.market.source)
+            check_books(saved.get("market"), bool(saved.get(EXCHANGE_BOOKS)), settings.market.source)
         except MarketStateError as exc:  # the start refuses it: said as a damaged database is, exit 0
             text += f"\n\n# {exc}; the next start will stop on it (exit {exc.exit_code})"
         except ValueError:

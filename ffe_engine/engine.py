@@ -63,8 +63,8 @@ from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_en
 from .settled_fee import settled_fee
 from .signals import close_providers
 from .signals.base import BUY_CODE, SELL_CODE
-from .store import (BOOKS_QUOTE_KEY, CASH_ACCEPTED_KEY, REQUEST_HOLD_KEY, RESTORE_ALERTS_KEY, RESTORED_KEY,
-                    STARTING_CASH_KEY, FillRecord, Store)
+from .store import (BOOKS_QUOTE_KEY, CASH_ACCEPTED_KEY, MARKET_SOURCE_KEY, REQUEST_HOLD_KEY, RESTORE_ALERTS_KEY,
+                    RESTORED_KEY, STARTING_CASH_KEY, FillRecord, Store)
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
@@ -409,6 +409,9 @@ class Engine:
             await self._feed_not_before()
         if self.profile.resumable:
             await self._check_quote()
+            if self.sim_feed is None and await self.store.get_kv(MARKET_SOURCE_KEY) is None:
+                # An exchange's market stores no market state with the books: the account says where they were made.
+                await self.store.put_kv(MARKET_SOURCE_KEY, "exchange", self.clock.wall())
         row = await self.store.get_engine_state()
         if row is None:
             await self.trading.set(self.opts.start_state, "fresh start", "engine", force=True)
@@ -669,8 +672,8 @@ class Engine:
         database."""
         assert self.sim_feed is not None
         saved = await self.store.get_kv("market")
-        if not saved:  # a live account's books were made on an exchange's market: they go on only on it
-            check_books(None, await self.store.live_books(), self.settings.market.source)
+        if not saved:  # books made on an exchange's market go on only on it
+            check_books(None, await self.store.exchange_books(), self.settings.market.source)
         if saved:
             try:
                 self.sim_feed.load(saved)

@@ -60,6 +60,9 @@ STARTING_CASH_KEY = "paper_starting_cash"
 # The kv records only a paper account's books have (the simulated exchange's book, its own starting cash): books with
 # neither are a live account's.
 _PAPER_BOOKS = f"('paper_venue', '{STARTING_CASH_KEY}')"
+# kv: "exchange", stored by the first start of an account on an exchange's market (which stores no market state with
+# the books, as a market made in the process does in kv `market`): a paper account's books made there.
+MARKET_SOURCE_KEY = "market_source"
 # The reason of the HALTED a start stores, without its event, when the audit trail disagrees with the database.
 TRAIL_DAMAGED_HALT = "records damaged: the audit trail disagrees with the database"
 
@@ -525,17 +528,19 @@ def _approval_mode_damage(r: tuple[Any, ...]) -> str | None:
 # (the seed's path again, a replay from its files' first bar) would price the positions carried across on another
 # path than they were opened on. Only the configuration says which market the account is on (an exchange's stores
 # none), so it is checked for an account on such a market (`own_market`).
-_SQL_LIVE_BOOKS = (f"SELECT EXISTS (SELECT 1 FROM kv WHERE key = 'portfolio') AND NOT EXISTS (SELECT 1 FROM kv WHERE "
-                   f"key IN {_PAPER_BOOKS})")
+# Books made on an exchange's market: a live account's (no paper venue's book, no starting cash of its own), or an
+# account's that says so (MARKET_SOURCE_KEY).
+_MADE_ON_EXCHANGE = (f"(NOT EXISTS (SELECT 1 FROM kv WHERE key IN {_PAPER_BOOKS}) OR EXISTS (SELECT 1 FROM kv WHERE "
+                     f"key = '{MARKET_SOURCE_KEY}'))")
+_SQL_EXCHANGE_BOOKS = f"SELECT EXISTS (SELECT 1 FROM kv WHERE key = 'portfolio') AND {_MADE_ON_EXCHANGE}"
 _SQL_MARKET_LOST = ("SELECT EXISTS (SELECT 1 FROM kv WHERE key = 'market'), "
-                    "EXISTS (SELECT 1 FROM kv WHERE key = 'portfolio'), "
-                    f"EXISTS (SELECT 1 FROM kv WHERE key IN {_PAPER_BOOKS})")
+                    f"EXISTS (SELECT 1 FROM kv WHERE key = 'portfolio'), {_MADE_ON_EXCHANGE}")
 
 
 def _market_lost_damage(r: tuple[Any, ...]) -> str | None:
-    # A live account's books (no paper venue's book, no starting cash of its own) were made on an exchange's market,
-    # which stores none: a start on a market of the process's own refuses them as another source's (check_books).
-    if r[0] or not r[1] or not r[2]:
+    # Books made on an exchange's market have no market state: a start on a market of the process's own refuses them
+    # as another source's (check_books).
+    if r[0] or not r[1] or r[2]:
         return None
     return ("table kv has no key market, though key portfolio, the books stored with it, is there: lost, not a first "
             "start (a new market would price the positions on another path), or the books were made on an "
@@ -1627,10 +1632,10 @@ class Store:
         row = await cur.fetchone()
         return self._loads(row[0], f"table kv, key {key}", "value") if row else default
 
-    async def live_books(self) -> bool:
-        """Whether the books stored are a live account's: books, with neither of the records only a paper account's
-        books have (made on an exchange's market, which stores no market state with them)."""
-        cur = await self.conn.execute(_SQL_LIVE_BOOKS)
+    async def exchange_books(self) -> bool:
+        """Whether the books stored were made on an exchange's market, which stores no market state with them: a
+        live account's (neither of the records only a paper account's books have), or one that says so."""
+        cur = await self.conn.execute(_SQL_EXCHANGE_BOOKS)
         return bool((await cur.fetchone())[0])
 
     async def events_after(self, seq: int, limit: int = 5000) -> list[tuple[int, bytes]]:
@@ -2908,7 +2913,7 @@ def chain_head_of(value: Any) -> ChainHead | None:
 # order path stores its own for orders): a start within it sends nothing.
 REQUEST_HOLD_KEY = "venue_request_hold_until"
 BACKTEST_RECORDS_KEY = "backtest_records"  # a backtest run's record level, in its own database
-LIVE_BOOKS = "live_books"  # saved_state: whether the books are a live account's (Store.live_books)
+EXCHANGE_BOOKS = "exchange_books"  # saved_state: whether the books were made on an exchange's market
 SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY, STARTING_CASH_KEY, BOOKS_QUOTE_KEY)
 
 
@@ -2946,7 +2951,7 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
                 if row is not None:
                     out[key] = json.loads(row[0])
         with contextlib.suppress(sqlite3.DatabaseError):
-            out[LIVE_BOOKS] = bool(conn.execute(_SQL_LIVE_BOOKS).fetchone()[0])
+            out[EXCHANGE_BOOKS] = bool(conn.execute(_SQL_EXCHANGE_BOOKS).fetchone()[0])
         return out
     except sqlite3.DatabaseError as exc:  # met by the quick check: no SQLite database at all, or not readable here
         raise unreadable_database(path, exc) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from conftest import engine_session, ffe_env, run_ffe
-from live_helpers import BTC, M, fx, live_settings, next_bar, rows  # noqa: F401
+from live_helpers import BTC, M, fx, live_config, live_env, live_settings, next_bar, rows, write_config  # noqa: F401
 
 
 async def test_candles_before_the_records_market_time_are_not_decided_after_a_restart(tmp_path, fx):  # noqa: F811
@@ -83,3 +83,30 @@ async def test_a_live_account_s_books_are_not_taken_on_to_the_simulated_market(t
     assert check.returncode == 0, check.stdout + check.stderr
     assert "an exchange's market" in check.stdout and "the next start will stop on it (exit 2)" in check.stdout, (
         check.stdout)
+
+
+async def test_a_paper_account_s_books_of_an_exchange_s_market_are_not_taken_on_to_the_simulated_market(
+        tmp_path, fx):  # noqa: F811
+    """A paper account trading on the exchange's market (venue.kind paper, market.source exchange) keeps a paper
+    venue's book and its own starting cash, but no market state: the exchange's market stores none. Started on the
+    simulated market, it is refused as another market's books, exit 2 naming market.source, as ffe config check
+    says beforehand; not taken for a database that lost its market record (exit 1), which neither a backup nor moving
+    the records away would mend."""
+    settings = live_settings(tmp_path, fx, mode="paper", venue={"kind": "paper"})
+    async with engine_session(settings) as running:
+        await next_bar(running.engine, fx)
+    values = live_config(fx, mode="paper", venue={"kind": "paper"})
+    values["market"] = {"source": "simulated"}
+    write_config(tmp_path, values)
+    db = settings.db_path
+    before = db.read_bytes()
+    proc = await asyncio.to_thread(run_ffe, tmp_path, "run", "--headless", "--max-bars", "5", env=live_env(fx))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("ffe: error: ")]
+    assert 'market.source = "simulated"' in line and "an exchange's market" in line, line
+    assert db.read_bytes() == before
+    check = await asyncio.to_thread(run_ffe, tmp_path, "config", "check", env=live_env(fx))
+    assert "an exchange's market" in check.stdout and "the next start will stop on it (exit 2)" in check.stdout, (
+        check.stdout + check.stderr)
+    doctor = await asyncio.to_thread(run_ffe, tmp_path, "doctor", env=live_env(fx))
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr

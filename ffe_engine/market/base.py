@@ -61,14 +61,14 @@ def check_source(state: dict[str, Any], source: str) -> None:
         raise _made_on(source, saved)
 
 
-def check_books(market: dict[str, Any] | None, live_books: bool, source: str) -> None:
+def check_books(market: dict[str, Any] | None, exchange_books: bool, source: str) -> None:
     """The market an account's books and orders were made on against market.source: `market`, the state stored
-    with them by a market made in the process (check_source), or none stored, where `live_books` (a live account's
-    books, with no paper venue's book or starting cash) were made on an exchange's. MarketStateError when another
-    source's; ValueError for a state that is not one."""
+    with them by a market made in the process (check_source), or none stored, where `exchange_books` were made on
+    an exchange's (a live account's, or one whose records say so). MarketStateError when another source's;
+    ValueError for a state that is not one."""
     if market:
         check_source(market, source)
-    elif live_books and source != "exchange":
+    elif exchange_books and source != "exchange":
         raise _made_on(source, "exchange")
 
 
