@@ -190,3 +190,31 @@ async def test_an_order_whose_answer_says_another_cost_than_its_trades_is_booked
         ((price,),) = rows(settings.db_path, "SELECT price FROM fills WHERE client_order_id = ?", (cid,))
         assert average == pytest.approx(traded, rel=1e-12) and price == pytest.approx(traded, rel=1e-12)
         assert_account_s_books(e, fx, settings.db_path, cid)
+
+
+async def test_a_trade_listed_after_a_later_one_is_booked_once_at_its_own_price(tmp_path, fx):
+    """An entry filled 40% in the new order's answer (its first trade named there), the rest filled later at another
+    price. The exchange's trade list names the second trade before the first (listed late): the sums of what it
+    lists are not the order's fill so far, and their difference with what is booked is no trade. Each trade is
+    booked once, at its own price and amount, whatever order they are listed in; none at a price no trade had."""
+    climbing(fx)
+    settings = answer_settings(tmp_path, fx, "FULL", engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.partial_fill_next(0.4)
+            cid = await strategy_order(fx)
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part booked")
+            (order,) = fx.orders_with(cid)
+            first = order.trades[0]
+            fx.unlisted.add(first.trade_id)  # the first trade listed late
+            fx.fill(cid, price=round(first.price * 1.003, 2))
+            await e.orders.poll()
+            fx.unlisted.clear()
+            await e.orders.poll()
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
+        booked = rows(settings.db_path, "SELECT quantity, price FROM fills WHERE client_order_id = ? ORDER BY id",
+                      (cid,))
+        made = sorted((t.qty, t.price) for t in order.trades)
+        assert len(booked) == len(made) == 2, (booked, made)
+        assert sorted(booked) == [pytest.approx(x) for x in made], (booked, made)
