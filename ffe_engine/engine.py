@@ -841,6 +841,10 @@ class Engine:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def stop_asked(self) -> bool:
+        """Whether an orderly stop has been asked for (it may be under way)."""
+        return self._stop.is_set()
+
     def ended(self) -> str | None:
         """Why the engine's run has ended (it crashed, or stopped), None while it has not. An ended engine takes no
         command that would change its state or place or cancel an order: nothing runs its orders any more."""

@@ -73,10 +73,11 @@ def quiet_signals(installed: Installed) -> None:
     in the middle of its stop)."""
     loop = asyncio.get_running_loop()
     for sig in installed:
-        loop.add_signal_handler(sig, _already_stopping, signal.Signals(sig).name)
+        loop.add_signal_handler(sig, already_stopping, signal.Signals(sig).name)
 
 
-def _already_stopping(name: str) -> None:
+def already_stopping(name: str) -> None:
+    """What a stop signal does once an ordered stop is under way: it says so, and the stop goes on to its end."""
     log.warning("signal ignored: the engine is already stopping", signal=name)
 
 
@@ -535,7 +536,13 @@ class EngineHost:
     def install_signals(self) -> None:
         """Headless: the engine is told directly (the console installs handlers of its own, which say on its screen
         what is happening)."""
-        self._signals = install_signals(lambda name: self.engine.request_stop(), self.halt_by_signal)
+        self._signals = install_signals(self._stop_by_signal, self.halt_by_signal)
+
+    def _stop_by_signal(self, name: str) -> None:
+        if self.engine.stop_asked():  # a second SIGTERM, a hang-up after the operator's own SIGHUP
+            already_stopping(name)
+            return
+        self.engine.request_stop()
 
     def halt_by_signal(self) -> None:
         self._halts.append(asyncio.ensure_future(self.engine.halt(reason="SIGUSR1", by="signal")))

@@ -34,8 +34,8 @@ from ffe_engine.config import Settings
 from ffe_engine.control import describe, halt_by_signal, starting_engine
 from ffe_engine.errors import ControlError, FfeError
 from ffe_engine.events import ErrorEvent
-from ffe_engine.host import (EngineHost, Installed, install_signals, kept_for_next_start, quiet_signals,
-                             remove_signals)
+from ffe_engine.host import (EngineHost, Installed, already_stopping, install_signals, kept_for_next_start,
+                             quiet_signals, remove_signals)
 from ffe_engine.model import EngineState
 from ffe_engine.present import approve_answer, kill_headline
 from ffe_engine.remote import ASK_AGAIN_S, EngineStopped, NoAnswer, RemoteEngine, RemoteHost
@@ -578,6 +578,9 @@ class ConsoleApp(App[int]):
         await self._close()
 
     def _signal_stop(self, name: str) -> None:
+        if self.stopping:  # a second SIGTERM, a hang-up after the operator's own SIGHUP
+            already_stopping(name)
+            return
         self.request_stop(f"{name} received")
 
     def _signal_halt(self) -> None:
