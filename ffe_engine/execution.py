@@ -602,11 +602,12 @@ class OrderPath:
         # The venue's amounts are decimals: what filled since the last answer is their difference to 12 places, as
         # the venue's trade says it (0.01382, not the float 0.013819999999999999).
         delta = round(vo.filled - o.filled, 12)
-        if vo.trades_behind and o.filled > 0:
-            # The venue's trades lag the order, and some of its fill is booked already: those listed need not be
-            # those booked (an exchange can list a later trade before an earlier one a new order's answer named),
-            # and the difference of their sums would be booked at a price no trade had, the earlier trade again
-            # once listed. The rest is booked once the trades cover the whole fill.
+        if vo.trades_behind and vo.trades_unsure and o.filled > 0:
+            # The venue's trades lag the order, some of its fill is booked already, and the venue knows of none of
+            # its trades from before (a start since): those listed need not be those booked (an exchange can list a
+            # later trade before an earlier one a new order's answer named), and the difference of their sums would
+            # be booked at a price no trade had, the earlier trade again once listed. The rest is booked once the
+            # trades cover the whole fill.
             delta = 0.0
         prev_status = o.status
         if vo.exchange_id:

@@ -207,6 +207,9 @@ class VenueOrder:
     venue_status: str | None = None
     # With trades_behind: how much the venue says the order filled (`filled` is what its trades cover).
     venue_filled: float | None = None
+    # With trades_behind: the venue knows of none of the order's trades from before this answer (a start since it
+    # placed the order): those it lists need not include those booked already.
+    trades_unsure: bool = False
 
 
 @dataclass(slots=True)

@@ -218,3 +218,58 @@ async def test_a_trade_listed_after_a_later_one_is_booked_once_at_its_own_price(
         made = sorted((t.qty, t.price) for t in order.trades)
         assert len(booked) == len(made) == 2, (booked, made)
         assert sorted(booked) == [pytest.approx(x) for x in made], (booked, made)
+
+
+async def test_trades_listed_in_order_but_the_newest_late_are_each_booked_at_their_own_price(tmp_path, fx):
+    """The usual lag: the entry filled 40% in its answer (its first trade), then 30% and 30% more; the trade list
+    names the first two and the third only later. What they cover is booked as it is listed, each trade once at its
+    own price and amount, never two merged into one fill."""
+    climbing(fx)
+    settings = answer_settings(tmp_path, fx, "FULL", engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.partial_fill_next(0.4)
+            cid = await strategy_order(fx)
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part booked")
+            (order,) = fx.orders_with(cid)
+            price = order.trades[0].price
+            fx.fill(cid, qty=round(order.remaining / 2, 5), price=round(price * 1.003, 2))
+            fx.fill(cid, price=round(price * 1.006, 2))
+            fx.unlisted.add(order.trades[2].trade_id)  # the newest listed late
+            await e.orders.poll()
+            listed = rows(settings.db_path, "SELECT COUNT(*) FROM fills WHERE client_order_id = ?", (cid,))
+            assert listed == [(2,)], listed  # the second trade booked as soon as it was listed
+            fx.unlisted.clear()
+            await e.orders.poll()
+            await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
+        booked = rows(settings.db_path, "SELECT quantity, price FROM fills WHERE client_order_id = ? ORDER BY id",
+                      (cid,))
+        made = [(t.qty, t.price) for t in order.trades]
+        assert booked == [pytest.approx(x) for x in made], (booked, made)
+
+
+async def test_after_a_restart_a_trade_listed_late_is_not_booked_twice(tmp_path, fx):
+    """The first trade named by the new order's answer and booked, then the engine restarted (it knows none of the
+    order's trades any more), the rest filled, the first listed late: nothing is booked from the list until it
+    covers the whole fill, then each trade once at its own price."""
+    climbing(fx)
+    settings = answer_settings(tmp_path, fx, "FULL", engine={"order_poll_s": 600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.partial_fill_next(0.4)
+            cid = await strategy_order(fx)
+            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part booked")
+    (order,) = fx.orders_with(cid)
+    fx.unlisted.add(order.trades[0].trade_id)
+    fx.fill(cid, price=round(order.trades[0].price * 1.003, 2))
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await e.orders.poll()
+        fx.unlisted.clear()
+        await e.orders.poll()
+        await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
+    booked = rows(settings.db_path, "SELECT quantity, price FROM fills WHERE client_order_id = ? ORDER BY id", (cid,))
+    made = [(t.qty, t.price) for t in order.trades]
+    assert booked == [pytest.approx(x) for x in made], (booked, made)

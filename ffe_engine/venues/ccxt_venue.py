@@ -588,6 +588,9 @@ class CcxtVenue:
         self._exchange_ids: dict[str, str] = {}  # client order id -> exchange order id, as learnt
         self._fees_left_out: set[str] = set()  # currencies fees were paid in that the books do not count
         self._trades_behind: set[str] = set()  # orders whose trades were last seen short of their fill
+        # The trades (with their ids) this process has seen of each order, from its new order's answer on, or from a
+        # list that covered its whole fill: a trade seen before and listed late is the order's all the same.
+        self._trades_seen: dict[str, list[dict[str, Any]]] = {}
         self._said: dict[tuple[str, str], None] = {}  # (warning, client order id) said, oldest first
 
     def _hold_every_send(self) -> None:
@@ -753,6 +756,8 @@ class CcxtVenue:
         order = self.to_venue_order(raw, req.client_order_id)
         if order.exchange_id:
             self._exchange_ids[req.client_order_id] = order.exchange_id
+        # Seen from its start: the trades its answer names (none, for an answer without them) are all it made yet.
+        self._seen(req.client_order_id, [t for t in raw.get("trades") or [] if isinstance(t, dict)])
         try:
             return await self._with_fees(order, raw)
         except (VenueError, VenueUnavailable):
@@ -1034,6 +1039,10 @@ class CcxtVenue:
                 order.fee += order.fee_base_value
             return order
         trades = self._counted_once(order, listed)
+        seen = self._trades_seen.get(order.client_order_id)
+        late = _listed_late(seen or [], trades)
+        if late:  # named before (the new order's answer), not listed yet: the order's trades still
+            trades = trades + late
         total, traded_at = trade_list.amount(trades), trade_list.average(trades)
         if trade_list.beyond(total, order.filled):
             # Trades the order did not make are among them, and which is not known: none is booked (its fee would
@@ -1043,6 +1052,8 @@ class CcxtVenue:
                             "booked until they agree with it", self.name, order.client_order_id, total, order.filled)
             order.fee = order.fee_base = order.fee_base_value = 0.0
             return _answered_so_far(order, 0.0, None)
+        if seen is not None or not trade_list.short_of(total, order.filled):  # (none the order did not make)
+            self._seen(order.client_order_id, trades)
         order.fee, order.fee_base, order.fee_base_value = self._trade_fees(trades, order.symbol)
         # The price is the trades' when they cover the fill (the balances follow them, not the cost an answer says),
         # or when the answer says how much filled but not for how much.
@@ -1056,9 +1067,19 @@ class CcxtVenue:
                 self._trades_behind.add(order.client_order_id)
                 log.warning("%s: the trades of order %s cover %.12g of its %.12g filled; the rest is read later",
                             self.name, order.client_order_id, total, order.filled)
-            return _answered_so_far(order, total, traded_at)
+            order = _answered_so_far(order, total, traded_at)
+            order.trades_unsure = seen is None
+            return order
         self._trades_behind.discard(order.client_order_id)
         return order
+
+    def _seen(self, client_order_id: str, trades: list[dict[str, Any]]) -> None:
+        """Remember the order's trades (those with an id: a trade without one cannot be told from another listed
+        later), the oldest orders forgotten past SAID_MAX."""
+        self._trades_seen.pop(client_order_id, None)
+        self._trades_seen[client_order_id] = [t for t in trades if t.get("id") is not None]
+        while len(self._trades_seen) > SAID_MAX:
+            del self._trades_seen[next(iter(self._trades_seen))]
 
     def _counted_once(self, order: VenueOrder, listed: list[Any]) -> list[dict[str, Any]]:
         """The order's trades `listed`, each once (trade_list.distinct); a list that names a trade twice is said
@@ -1122,6 +1143,15 @@ def _next_trade_id(page: list[Any]) -> int | None:
         return max(int(i) for i in ids) + 1 if ids else None
     except (TypeError, ValueError):
         return None
+
+
+def _listed_late(seen: list[dict[str, Any]], listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trades seen of an order before that a list of its trades leaves out, when every trade listed has an id
+    to tell them apart by (without ids, one could be counted twice: none is added)."""
+    ids = {str(t.get("id")) for t in listed}
+    if not seen or any(t.get("id") is None for t in listed):
+        return []
+    return [t for t in seen if str(t.get("id")) not in ids]
 
 
 def _answered_so_far(order: VenueOrder, filled: float, average: float | None) -> VenueOrder:
