@@ -43,10 +43,10 @@ from .errors import (LOG_DIR_RIGHT, FfeError, NotADatabase, NotAFile, StartError
                      UsageError)
 from .host import acquire_lock, acquire_log_lock, lock_database, log_dir_holder, refuse_held_log_dir
 from .interrupts import held
+from .model import EngineState
 from .staging import Staging
-from .store import (RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_in, keep_halted, mark_restored,
-                    keep_paused, peek_foreign, refuse_not_a_file, stops_in, wal_without_database,
-                    withhold_pending_alerts)
+from .store import (RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_in, keep_state, mark_restored,
+                    peek_foreign, refuse_not_a_file, stops_in, wal_without_database, withhold_pending_alerts)
 
 CONFIG_COPY = "config.from-backup.toml"
 SEQ = re.compile(rb'"seq":(\d+)')  # an audit record's seq, read without parsing the line
@@ -115,9 +115,9 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         mark_restored(work / DB_NAME, {"backup": file.name, "taken_ms": manifest["created_ms"],
                                        "seq": manifest["seq"]["last"], "restored_ms": int(now * 1000)}, now)
         if halted is not None:
-            keep_halted(work / DB_NAME, halted, now)
+            keep_state(work / DB_NAME, EngineState.HALTED, halted, now)
         elif stops is not None:
-            keep_paused(work / DB_NAME, stops, now)
+            keep_state(work / DB_NAME, EngineState.PAUSED, stops, now)
         trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         puts = [(work / DB_NAME, db), (work / TRAIL_NAME, trail), (work / CONFIG_NAME, data_dir / CONFIG_COPY)]
         _check_room(puts)

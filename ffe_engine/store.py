@@ -2531,20 +2531,12 @@ def stops_in(path: Path | str) -> tuple[str | None, bool]:
     return paused, manual
 
 
-def keep_paused(path: Path | str, reason: str, ts: float) -> None:
-    """Store PAUSED in a restored database, by `restore`: the operator's stops of the records it replaced."""
+def keep_state(path: Path | str, state: EngineState, reason: str, ts: float) -> None:
+    """Store `state` in a restored database, by `restore`: the kill switch (HALTED) or the operator's stops
+    (PAUSED) of the records it replaced, without its event (state_unsaid_why)."""
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
-        conn.execute(_SQL_STATE, (EngineState.PAUSED.value, reason, "restore", ts))
-    finally:
-        conn.close()
-
-
-def keep_halted(path: Path | str, reason: str, ts: float) -> None:
-    """Store HALTED in a restored database, by `restore`: the kill switch of the records it replaced."""
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    try:
-        conn.execute(_SQL_STATE, (EngineState.HALTED.value, reason, "restore", ts))
+        conn.execute(_SQL_STATE, (state.value, reason, "restore", ts))
     finally:
         conn.close()
 
@@ -2808,10 +2800,9 @@ class Records:
         row = self.conn.execute("SELECT state, reason, by FROM engine_state WHERE id = 1").fetchone()
         if row is None or row[0] == EngineState.HALTED.value:
             return None
-        if row[0] == EngineState.PAUSED.value and row[2] == "restore" and self.kv(RESTORED_KEY) is not None:
-            return None  # the operator's stops kept across a restore, without their event (state_unsaid_why)
-        return state_unsaid(tuple(row), _last_state_event(self.path, self._q, functools.partial(event_line,
-                                                                                               self.path)))
+        judged = state_unsaid_why(tuple(row), _last_state_event(self.path, self._q, functools.partial(
+            event_line, self.path)), reserve_used=False, restored=self.kv(RESTORED_KEY) is not None)
+        return None if judged is None or judged[1] is not None else judged[0]
 
     def engine_state(self) -> str | None:
         rows = self._q("SELECT state FROM engine_state WHERE id = 1")

@@ -20,7 +20,7 @@ from ffe_engine.clock import ManualClock, SimClock
 from ffe_engine.engine import ControlError
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_engine.model import EngineState
-from ffe_engine.store import keep_halted, mark_restored
+from ffe_engine.store import keep_state, mark_restored
 
 from pipeline_helpers import (BUY, GATE_ORDER, MIN, START_TS, FlakyVenue, crash_paths, make_settings, open_pipeline,
                               paper_venue, pipelines, replay_feed, simulated_feed, wave)
@@ -557,7 +557,7 @@ async def test_an_engine_starting_halted_rejects_the_approvals_still_pending(tmp
     await p.close()
     # what ffe restore does: its marker, and the kill switch of the records it moved aside
     mark_restored(s.db_path, {"backup": "ffe-backup-test.tar.zst", "taken_ms": START_TS}, 1.0)
-    keep_halted(s.db_path, "ffe ctl halt (by ctl, kept across a restore)", 1.0)
+    keep_state(s.db_path, EngineState.HALTED, "ffe ctl halt (by ctl, kept across a restore)", 1.0)
 
     clock = SimClock()
     p = await open_pipeline(s, script={}, feed=simulated_feed(s, clock, start_ts=START_TS + 10 * MIN), clock=clock)

@@ -23,7 +23,8 @@ import pytest
 from conftest import (assert_strictly_increasing, audit_lines, db_rows, db_value, ffe_env, run_ffe,
                       run_ffe_paging, wait_until)
 from ffe_engine.chain import chained, line_hash
-from ffe_engine.store import keep_halted, mark_restored
+from ffe_engine.model import EngineState
+from ffe_engine.store import keep_state, mark_restored
 
 
 def db_seqs(db: Path) -> list[int]:
@@ -678,7 +679,7 @@ async def test_a_loss_found_by_a_start_on_a_halted_engine_stays_visible_while_it
     db = an_older_database_put_back(tmp_path, backups)
     # HALTED stored on its own, as a restore keeps a halt (with its marker)
     mark_restored(db, {"backup": "ffe-backup-test.tar.zst", "taken_ms": 0}, 1.0)
-    keep_halted(db, "kill switch (kept across a restore)", 1.0)
+    keep_state(db, EngineState.HALTED, "kill switch (kept across a restore)", 1.0)
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr
     assert db_rows(db, "SELECT state FROM engine_state") == [("HALTED",)]

@@ -14,7 +14,8 @@ import json
 
 from conftest import run_ffe, run_ffe_paging, starter_config
 from ffe_engine import doctor
-from ffe_engine.store import keep_halted, mark_restored
+from ffe_engine.model import EngineState
+from ffe_engine.store import keep_state, mark_restored
 
 from pipeline_helpers import BUY, crashed_copy, make_settings, pipelines
 
@@ -93,7 +94,7 @@ async def test_a_state_stored_without_its_event_is_named_by_doctor_and_said_by_t
     await p.bars(1)
     await p.close()
     mark_restored(settings.db_path, {"backup": "ffe-backup-test.tar.zst", "taken_ms": 0}, 1.0)  # as a restore
-    keep_halted(settings.db_path, "ffe ctl halt (by ctl, kept across a restore)", 1.0)
+    keep_state(settings.db_path, EngineState.HALTED, "ffe ctl halt (by ctl, kept across a restore)", 1.0)
     notes = doctor.check(settings).notes
     assert [n for n in notes if "engine_state" in n and "HALTED kept across a restore, without its event" in n], notes
 
@@ -115,7 +116,8 @@ async def test_a_halted_state_restated_at_start_is_paged_as_kept_not_as_a_kill_s
     first = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3")
     assert first.returncode == 0, first.stderr
     mark_restored(tmp_path / "data" / "ffe.db", {"backup": "ffe-backup-test.tar.zst", "taken_ms": 0}, 1.0)
-    keep_halted(tmp_path / "data" / "ffe.db", "ffe ctl halt (by ctl, kept across a restore)", 1.0)
+    keep_state(tmp_path / "data" / "ffe.db", EngineState.HALTED, "ffe ctl halt (by ctl, kept across a restore)",
+               1.0)
     proc, hook = await run_ffe_paging(tmp_path, "run", "--headless", "--max-bars", "3")
     assert proc.returncode == 0, proc.stderr
     halted = [r.body for r in hook.delivered if r.body.get("kind") == "HALTED"]
