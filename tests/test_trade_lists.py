@@ -12,8 +12,8 @@ import pytest
 from conftest import engine_session
 from fake_exchange import FakeBinance
 from live_helpers import BTC, POST_ORDER, engine_loop, fx, rows, wait_for  # noqa: F401
-from test_live_books import (MY_TRADES, answer_settings, climbing, filled_further_at_the_venue, strategy_entry,
-                             strategy_order)
+from test_live_books import (MY_TRADES, answer_settings, climbing, filled_further_at_the_venue, resting_entry,
+                             strategy_entry, strategy_order)
 from test_venue_fees import assert_account_s_books, venue_fee
 
 # How the exchange lists the order's trades: the first of them twice; and out of order; and without their ids (a
@@ -192,6 +192,13 @@ async def test_an_order_whose_answer_says_another_cost_than_its_trades_is_booked
         assert_account_s_books(e, fx, settings.db_path, cid)
 
 
+def each_trade_booked_once(db, cid: str, order) -> None:
+    """The order's fills are its trades at the exchange, in order: each once, at its own amount and price."""
+    booked = rows(db, "SELECT quantity, price FROM fills WHERE client_order_id = ? ORDER BY id", (cid,))
+    made = [(t.qty, t.price) for t in order.trades]
+    assert booked == [pytest.approx(x) for x in made], (booked, made)
+
+
 async def test_a_trade_listed_after_a_later_one_is_booked_once_at_its_own_price(tmp_path, fx):
     """An entry filled 40% in the new order's answer (its first trade named there), the rest filled later at another
     price. The exchange's trade list names the second trade before the first (listed late): the sums of what it
@@ -202,9 +209,7 @@ async def test_a_trade_listed_after_a_later_one_is_booked_once_at_its_own_price(
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.partial_fill_next(0.4)
-            cid = await strategy_order(fx)
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part booked")
+            cid = await resting_entry(e, fx)
             (order,) = fx.orders_with(cid)
             first = order.trades[0]
             fx.unlisted.add(first.trade_id)  # the first trade listed late
@@ -213,11 +218,7 @@ async def test_a_trade_listed_after_a_later_one_is_booked_once_at_its_own_price(
             fx.unlisted.clear()
             await e.orders.poll()
             await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
-        booked = rows(settings.db_path, "SELECT quantity, price FROM fills WHERE client_order_id = ? ORDER BY id",
-                      (cid,))
-        made = sorted((t.qty, t.price) for t in order.trades)
-        assert len(booked) == len(made) == 2, (booked, made)
-        assert sorted(booked) == [pytest.approx(x) for x in made], (booked, made)
+        each_trade_booked_once(settings.db_path, cid, order)
 
 
 async def test_trades_listed_in_order_but_the_newest_late_are_each_booked_at_their_own_price(tmp_path, fx):
@@ -229,9 +230,7 @@ async def test_trades_listed_in_order_but_the_newest_late_are_each_booked_at_the
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.partial_fill_next(0.4)
-            cid = await strategy_order(fx)
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part booked")
+            cid = await resting_entry(e, fx)
             (order,) = fx.orders_with(cid)
             price = order.trades[0].price
             fx.fill(cid, qty=round(order.remaining / 2, 5), price=round(price * 1.003, 2))
@@ -243,10 +242,7 @@ async def test_trades_listed_in_order_but_the_newest_late_are_each_booked_at_the
             fx.unlisted.clear()
             await e.orders.poll()
             await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
-        booked = rows(settings.db_path, "SELECT quantity, price FROM fills WHERE client_order_id = ? ORDER BY id",
-                      (cid,))
-        made = [(t.qty, t.price) for t in order.trades]
-        assert booked == [pytest.approx(x) for x in made], (booked, made)
+        each_trade_booked_once(settings.db_path, cid, order)
 
 
 async def test_after_a_restart_a_trade_listed_late_is_not_booked_twice(tmp_path, fx):
@@ -258,9 +254,7 @@ async def test_after_a_restart_a_trade_listed_late_is_not_booked_twice(tmp_path,
     async with engine_session(settings, live=True) as running:
         e = running.engine
         async with engine_loop(e):
-            fx.partial_fill_next(0.4)
-            cid = await strategy_order(fx)
-            await wait_for(lambda: BTC in e.portfolio.positions, timeout=30, what="the first part booked")
+            cid = await resting_entry(e, fx)
     (order,) = fx.orders_with(cid)
     fx.unlisted.add(order.trades[0].trade_id)
     fx.fill(cid, price=round(order.trades[0].price * 1.003, 2))
@@ -270,6 +264,4 @@ async def test_after_a_restart_a_trade_listed_late_is_not_booked_twice(tmp_path,
         fx.unlisted.clear()
         await e.orders.poll()
         await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
-    booked = rows(settings.db_path, "SELECT quantity, price FROM fills WHERE client_order_id = ? ORDER BY id", (cid,))
-    made = [(t.qty, t.price) for t in order.trades]
-    assert booked == [pytest.approx(x) for x in made], (booked, made)
+    each_trade_booked_once(settings.db_path, cid, order)
