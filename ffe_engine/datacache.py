@@ -164,8 +164,11 @@ class DataCache:
     def _read(self, key: str) -> tuple[dict[str, Any], dict[str, array[Any]]] | None:
         path = self._file(key)
         try:
-            with open(path, "rb") as f:
-                found = _load(f, key)
+            # Opened without waiting, and read only as a file: a FIFO put at an entry's name would be waited on for
+            # ever, a device read without end.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            with open(fd, "rb") as f:
+                found = _load(f, key) if stat.S_ISREG(os.fstat(fd).st_mode) else None
         except OSError:
             found = None
         if found is None:

@@ -501,3 +501,24 @@ def test_a_run_holds_the_cache_to_its_limit_from_its_start_and_a_limit_of_zero_e
     proc = run_ffe(tmp_path, *args, env=ffe_env(FFE_BACKTEST__CACHE_MB="0"))
     assert proc.returncode == 0, proc.stderr
     assert entries(root) == []
+
+
+def test_an_entry_that_is_no_file_is_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO where an entry was (the cache is only a shortcut): the run computes afresh instead of waiting on it
+    for ever, and writes the entry back as a file."""
+    cache, want, entry = eth_entry(tmp_path)
+    entry.unlink()
+    os.mkfifo(entry)
+    again = datacache.DataCache(cache.root, 1 << 30)
+    got: list[CandleSeries] = []
+    reader = threading.Thread(target=lambda: got.append(again.series(ETH_CSV, "ETH/USD")), daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # let the waiting open end, then fail
+        os.close(os.open(entry, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5)
+        pytest.fail("the cache waited on a FIFO at an entry's name")
+    same_series(got[0], want)
+    again.wait()
+    assert (again.hits, again.misses) == (0, 1)
+    assert stat.S_ISREG(entry.stat().st_mode)
