@@ -18,25 +18,28 @@ after the range asked for ends the download too, saying that the exchange has no
 
 The file is the CSV market data contract (ffe_engine/market/csvdata.py): `timestamp,open,high,low,close,volume`,
 ISO-8601 UTC timestamps, strictly increasing. A row from the exchange that breaks the contract (a zero price, low
-above high, a price or a time beyond the bounds of market/bounds.py) is left out and counted rather than written: the
-file must always load.
+above high, a price or a time beyond the bounds of market/bounds.py, a time off the grid of the candles either side
+of it) is left out and counted rather than written: the file must always load. Each folder written into is held
+(flock) for the whole download: a second download appending to the same file would interleave their lines.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Protocol, TextIO
 
 from .clock import DAY_MS, WallClock, format_timeframe, timeframe_ms
 from . import reach
+from .backtest_runs import hold
 from .config import allowed_timeframe, is_symbol
 from .errors import ArgumentError, FfeError, UsageError, kind_of, storage_failure
 from .market.bounds import candle_problem, time_problem
-from .market.csvdata import CandleSeries, CsvError, find_gaps, iso, load_csv
+from .market.csvdata import CandleSeries, CsvError, find_gaps, iso, load_csv, symbol_from_filename
 from .market.ohlcv import Page, candles_from, page_size
 from .venues.base import VenueError, VenueUnavailable
 
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from .venues.ccxt_venue import CcxtVenue
 
 HEADER = "timestamp,open,high,low,close,volume"
+AGAIN = "run the same command again to continue"  # a failed download: --since included, when the file had none
 MAX_GAPS_SHOWN = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -207,6 +211,42 @@ def _row_line(row: list[Any]) -> str | None:
     return f"{iso(ts)},{o!r},{h!r},{lo!r},{c!r},{v!r}\n"
 
 
+class _Grid:
+    """Which of the exchange's candles go into the file, so that it keeps loading. A candle whose time is off the
+    grid of the candle before it (a step of no whole number of timeframes) is held until the next one tells: when
+    that one is on the grid of the candle before the held one, the held one's time is damaged (load_csv's off_grid)
+    and it is left out; otherwise the exchange moved to another grid (hourly candles at :30 from then on), and it
+    is kept. One still held when the run ends is not written: the next run fetches it again with the candle after
+    it."""
+
+    def __init__(self, tf_ms: int, last_ms: int | None) -> None:
+        self.tf = tf_ms
+        self.last = last_ms  # the last candle kept: in the file, or written by this run
+        self.held: tuple[int, str] | None = None
+
+    @property
+    def newest(self) -> int | None:
+        return self.held[0] if self.held is not None else self.last
+
+    def take(self, ts: int, line: str) -> tuple[list[tuple[int, str]], int]:
+        """The candles to write now, in order, and how many were left out (0 or 1)."""
+        out: list[tuple[int, str]] = []
+        refused = 0
+        if self.held is not None and self.last is not None:
+            if (ts - self.last) % self.tf == 0:
+                refused = 1
+            else:
+                out.append(self.held)
+                self.last = self.held[0]
+            self.held = None
+        if self.last is None or (ts - self.last) % self.tf == 0:
+            out.append((ts, line))
+            self.last = ts
+        else:
+            self.held = (ts, line)
+        return out, refused
+
+
 def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSeries | None:
     """The candles already in `path` (None when there are none). An unended last line (a write cut short by a
     crash) is cut off, once the lines before it are checked as candles of this timeframe, or it is the header cut
@@ -217,7 +257,8 @@ def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSe
     with open(path, "rb") as f:
         size, keep = _complete_length(f)
         f.seek(0)
-        complete = f.read(min(keep, 4_096)).strip()  # enough to tell blank lines or the header only
+        complete_head = f.read(min(keep, 4_096))
+        complete = complete_head.strip()  # enough to tell blank lines, the header, or the header only
         f.seek(keep)
         unended = f.read(len(HEADER) + 1)
         if not complete and unended and not HEADER.encode().startswith(unended):
@@ -232,6 +273,13 @@ def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSe
         if len(series) >= 2 and series.timeframe_ms != tf_ms:
             raise DownloadInputError(f"{path}: holds {format_timeframe(series.timeframe_ms)} candles, not "
                                      f"{format_timeframe(tf_ms)}")
+        # Read by name, in any order, by load_csv; the candles are appended in ffe's own order.
+        blank = len(complete_head) - len(complete_head.lstrip())
+        first = complete.split(b"\n", 1)[0].strip().removeprefix(b"\xef\xbb\xbf").decode(errors="replace")
+        if first.replace(" ", "").lower() != HEADER:
+            line = complete_head[:blank].count(b"\n") + 1
+            raise DownloadInputError(f"{path}:{line}: its columns are {first}, not {HEADER}: candles are added only "
+                                     "to a file of this layout (download into a new file)")
     if keep < size:
         with open(path, "r+b") as f:
             f.truncate(keep)
@@ -328,6 +376,7 @@ class Downloader:
 
         self.progress.begin(symbol, start, end)
         seam = last_stored
+        grid = _Grid(tf, last_stored)
         written_ts: list[int] = []
         cursor = start
         out: TextIO | None = None
@@ -349,14 +398,18 @@ class Downloader:
                 lines = []
                 for r in fresh:
                     ts = int(r[0])
-                    if written_ts and ts <= written_ts[-1]:
+                    kept_last = grid.newest
+                    if kept_last is not None and ts <= kept_last:
                         continue  # a row served twice
                     line = _row_line(r)
                     if line is None:
                         result.refused += 1
                         continue
-                    lines.append(line)
-                    written_ts.append(ts)
+                    kept, refused = grid.take(ts, line)
+                    result.refused += refused
+                    for kept_ts, kept_line in kept:
+                        lines.append(kept_line)
+                        written_ts.append(kept_ts)
                 if lines:
                     if out is None:
                         out = _open_for_candles(path, fresh_file=stored is None)
@@ -366,9 +419,14 @@ class Downloader:
                 self.progress.advance(symbol, cursor, len(written_ts))
             if out is not None:
                 os.fsync(out.fileno())
+            if grid.held is not None:
+                result.notes.append(f"the newest candle, at {iso(grid.held[0])}, is off the "
+                                    f"{format_timeframe(tf)} grid of the one before it ({iso(grid.last or 0)}): "
+                                    "left for the next run, which tells by the candle after it whether its time is "
+                                    "damaged")
         except DownloadError as exc:
             held = written_ts[-1] if written_ts else last_stored
-            raise DownloadError(f"{exc} ({_how_far(path, held)}; run again to continue)") from None
+            raise DownloadError(f"{exc} ({_how_far(path, held)}; {AGAIN})") from None
         finally:
             if out is not None:
                 out.close()
@@ -491,6 +549,12 @@ class Request:
             if len(self.symbols) != 1:
                 raise DownloadArgumentError("--file takes one symbol; use --out DIR for several")
             plan = [(self.symbols[0], self.file)]
+            named = _named_symbol(self.file)
+            if named is not None and named.upper() != self.symbols[0].upper():
+                # `ffe backtest` reads the symbol back from the name: the candles would be taken for another's.
+                raise DownloadArgumentError(f"--file {self.file}: its name reads back as {named}, not "
+                                            f"{self.symbols[0]} (name it "
+                                            f"{candle_file_name(self.symbols[0], self.timeframe, self.exchange.id)})")
         else:
             plan = [(s, self.out_dir / candle_file_name(s, self.timeframe, self.exchange.id)) for s in self.symbols]
         for _, path in plan:
@@ -515,9 +579,15 @@ async def download(request: Request, *, clock: Any = None, progress: Progress | 
     """Run a download: validate, connect (public data, no credentials), then each symbol in turn. Each symbol's
     report lines go to `report` (stdout by default) as soon as it is done."""
     since, until, plan = request.validated((clock if clock is not None else WallClock()).now_ms())
+    out = report if report is not None else sys.stdout
+    with _folders_held(path for _, path in plan):
+        return await _download(request, plan, since, until, clock, progress, page, out)
+
+
+async def _download(request: Request, plan: list[tuple[str, Path]], since: int | None, until: int | None,
+                    clock: Any, progress: Progress | None, page: int | None, out: TextIO) -> list[Result]:
     from .venues.ccxt_venue import CcxtVenue, build_exchange
 
-    out = report if report is not None else sys.stdout
     venue = CcxtVenue(None, [s for s, _ in plan], exchange=build_exchange(request.exchange, credentials=False))
     results = []
     try:
@@ -526,7 +596,7 @@ async def download(request: Request, *, clock: Any = None, progress: Progress | 
             await loader.connect([s for s, _ in plan])
         except DownloadError as exc:
             where = "; ".join(loader.how_far(symbol, path) for symbol, path in plan)
-            raise DownloadError(f"{exc} ({where}; run again to continue)") from None
+            raise DownloadError(f"{exc} ({where}; {AGAIN})") from None
         for symbol, path in plan:
             result = await loader.symbol(symbol, path, since, until)
             results.append(result)
@@ -535,6 +605,48 @@ async def download(request: Request, *, clock: Any = None, progress: Progress | 
     finally:
         await venue.close()
     return results
+
+
+def _named_symbol(path: Path) -> str | None:
+    """The symbol `ffe backtest` reads from the file's name, when it names one (BASE-QUOTE_...)."""
+    try:
+        named = symbol_from_filename(path)
+    except CsvError:
+        return None
+    return named if is_symbol(named) else None
+
+
+class DownloadHeld(DownloadError):
+    """Another download is writing into the folder: its files are left to it."""
+
+
+@contextmanager
+def _folders_held(paths: Iterable[Path]) -> Iterator[None]:
+    """Hold each folder the candles go to (flock) while they are read and written: two downloads appending to one
+    file would interleave their lines, and each continue after the last candle it read. A folder made for them and
+    left empty is removed again."""
+    made: list[Path] = []
+    fds: list[int] = []
+    try:
+        for folder in sorted({p.parent for p in paths}):
+            missing = [f for f in (folder, *folder.parents) if not f.exists()]
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                made.extend(missing)
+                fd = hold(folder)
+            except OSError as exc:
+                raise storage_failure(folder, exc) from None
+            if fd is None:
+                raise DownloadHeld(f"{folder}: another ffe data download is writing candles here; run this one "
+                                   "again once it has ended")
+            fds.append(fd)
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for folder in made:  # deepest first
+            with suppress(OSError):
+                folder.rmdir()
 
 
 def _how_far(path: Path, held: int | None) -> str:

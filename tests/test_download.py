@@ -163,6 +163,51 @@ async def test_until_bounds_the_candles_and_the_requests(fx, tmp_path):
     assert result.pages == 2  # 20 + 10 candles; nothing after --until was asked for
 
 
+def shifted(moves: dict[int, int]):
+    """A klines_edit serving the candle opening at each key of `moves` that many ms later, or (a key of None) every
+    candle from the first key on."""
+    def edit(rows):
+        return [[r[0] + moves.get(r[0], 0), *r[1:]] for r in rows]
+    return edit
+
+
+async def test_a_candle_off_the_grid_of_the_ones_either_side_is_left_out_and_counted(fx, tmp_path):
+    """A time the file could not hold (load_csv's off_grid: a damaged time) is a bad row: left out, and the file
+    written loads, now and after the next run."""
+    fx.klines_edit = shifted({T0 + 5 * H: 1})
+    clock = at(fx, T0 + 10 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock)
+    series = load_csv(csv_path(tmp_path))
+    assert series.ts == [T0 + i * H for i in range(10) if i != 5]
+    assert result.refused == 1 and "1 bad rows from the exchange left out" in result.lines()[0]
+    clock.now += 5 * H
+    [again] = await fetch(fx, tmp_path, clock, since=None)
+    assert again.written == 5 and load_csv(csv_path(tmp_path)).ts[-1] == T0 + 14 * H
+
+
+async def test_candles_that_move_to_another_grid_are_kept(fx, tmp_path):
+    fx.klines_edit = lambda rows: [[r[0] + (1_800_000 if r[0] >= T0 + 5 * H else 0), *r[1:]] for r in rows]
+    clock = at(fx, T0 + 10 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock)
+    series = load_csv(csv_path(tmp_path))
+    assert series.ts == [T0 + i * H for i in range(5)] + [T0 + i * H + 1_800_000 for i in range(5, 9)]
+    assert result.refused == 0
+
+
+async def test_a_newest_candle_off_the_grid_is_left_for_the_next_run_which_tells_by_the_one_after_it(fx, tmp_path):
+    fx.klines_edit = shifted({T0 + 9 * H: 1})
+    clock = at(fx, T0 + 10 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock)
+    path = csv_path(tmp_path)
+    assert load_csv(path).ts == [T0 + i * H for i in range(9)]
+    assert result.refused == 0
+    assert any("off the 1h grid" in line and "left for the next run" in line for line in result.lines())
+    clock.now += 3 * H
+    [again] = await fetch(fx, tmp_path, clock, since=None)
+    assert load_csv(path).ts == [T0 + i * H for i in range(13) if i != 9]
+    assert again.refused == 1
+
+
 async def test_gaps_are_reported_with_where_they_are(fx, tmp_path):
     fx.klines_max = 50
     fx.kline_gaps = [(T0 + 20 * H, T0 + 25 * H), (T0 + 48 * H, T0 + 53 * H)]  # the second spans a page edge
@@ -208,7 +253,7 @@ async def test_a_network_failure_keeps_what_was_written_valid_and_a_rerun_comple
     with pytest.raises(DownloadError) as failed:
         await fetch(fx, tmp_path, clock, progress=DownAfterFirstPage(fx))
     path = csv_path(tmp_path)
-    assert f"{path} holds candles up to {iso(T0 + 49 * H)}; run again to continue" in str(failed.value)
+    assert f"{path} holds candles up to {iso(T0 + 49 * H)}; run the same command again to continue" in str(failed.value)
     assert "\n" not in str(failed.value)
     assert load_csv(path).ts == list(range(T0, T0 + 50 * H, H))
     fx.down = False
@@ -252,7 +297,7 @@ async def test_answers_that_stay_no_list_of_candles_fail_the_download_saying_how
     path = csv_path(tmp_path)
     message = str(failed.value)
     assert f"no BTC/USDT candles from {iso(T0 + 100 * H)} on" in message, message
-    assert f"{path} holds candles up to {iso(T0 + 99 * H)}; run again to continue" in message, message
+    assert f"{path} holds candles up to {iso(T0 + 99 * H)}; run the same command again to continue" in message, message
     assert "\n" not in message
     assert load_csv(path).ts == list(range(T0, T0 + 100 * H, H))
     fx.clear_faults(KLINES)
@@ -394,7 +439,7 @@ async def test_an_unreachable_exchange_says_how_far_each_file_goes(fx, tmp_path)
     assert "load_markets" in line, line
     new = out / candle_file_name("ETH/USDT", "1h", "binance")
     said = (f"{held.relative_to(tmp_path)} holds candles up to {iso(T0 + H)}; {new.relative_to(tmp_path)} not "
-            "written; run again to continue")  # named as --out gave them
+            "written; run the same command again to continue")  # named as --out gave them
     assert said in line, line
     assert held.read_bytes() == before and not new.exists()
 
@@ -420,7 +465,7 @@ async def test_a_first_page_that_stays_no_list_of_candles_exits_1_and_writes_no_
     assert p.proc.returncode == 1, (p.stdout, p.stderr)
     line = one_error_line(p.stderr)
     path = Path("o") / candle_file_name("BTC/USDT", "1h", "binance")
-    assert "no BTC/USDT candles from" in line and f"{path} not written; run again" in line, line
+    assert "no BTC/USDT candles from" in line and f"{path} not written; run the same command again" in line, line
     assert not (tmp_path / path).exists()
 
 
@@ -437,7 +482,7 @@ async def test_ffe_data_download_exits_1_not_0_when_the_exchange_stops_answering
     assert p.proc.returncode == 1, (p.stdout, p.stderr)
     line = one_error_line(p.stderr)
     path = Path("o") / candle_file_name("BTC/USDT", "1h", "binance")
-    assert f"{path} holds candles up to {iso(since + 19 * H)}; run again to continue" in line, line
+    assert f"{path} holds candles up to {iso(since + 19 * H)}; run the same command again to continue" in line, line
     assert load_csv(tmp_path / path).ts == list(range(since, since + 20 * H, H))
 
 
@@ -539,6 +584,53 @@ async def test_a_file_that_is_not_this_download_s_candles_is_left_whole_even_wit
         await fetch(fx, tmp_path, clock)
     assert path.read_text() == text and fx.requests_to(KLINES) == []
 
+
+
+@pytest.mark.parametrize("header", ["Date,Open,High,Low,Close,Adj Close,Volume",  # yfinance's, as cli.md cites
+                                    "timestamp,volume,close,low,high,open"])
+async def test_a_file_of_candles_in_another_column_layout_is_refused_before_anything_is_asked(fx, tmp_path, header):
+    """It loads (load_csv reads columns by name); but the rows are appended in ffe's layout, which would break it."""
+    clock = at(fx, T0 + 20 * H + 1_000_000)
+    path = csv_path(tmp_path)
+    row = {"Date": iso(T0), "Open": "1", "High": "2", "Low": "0.5", "Close": "1.5", "Adj Close": "1.5",
+           "Volume": "3", "timestamp": iso(T0), "volume": "3", "close": "1.5", "low": "0.5", "high": "2", "open": "1"}
+    text = header + "\n" + ",".join(row[c] for c in header.split(",")) + "\n"
+    path.write_text(text)
+    load_csv(path)
+    with pytest.raises(DownloadInputError, match=rf"_1h_binance\.csv:1: its columns are {header}, not "
+                                                 r"timestamp,open,high,low,close,volume"):
+        await fetch(fx, tmp_path, clock)
+    assert path.read_text() == text and fx.requests_to(KLINES) == []
+
+
+def test_a_file_named_for_another_symbol_is_refused_before_anything_is_asked(tmp_path):
+    # `ffe backtest` reads the symbol back from the name: BTC candles in it would be taken for ETH's.
+    proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--since", "2024-01-01",
+                   "--file", "ETH-USDT_1h_binance.csv")
+    assert proc.returncode == 2
+    assert ("--file ETH-USDT_1h_binance.csv: its name reads back as ETH/USDT, not BTC/USDT"
+            in one_error_line(proc.stderr))
+    assert not (tmp_path / "ETH-USDT_1h_binance.csv").exists()
+
+
+async def test_a_second_download_into_a_folder_being_written_is_refused_and_the_first_s_file_left_whole(
+        fx, tmp_path):
+    import fcntl
+
+    write_config(tmp_path, fake_config(fx))
+    out = tmp_path / "candles"
+    out.mkdir()
+    held = os.open(out, os.O_RDONLY | os.O_DIRECTORY)  # as the first download holds it
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "--timeframe", "1h", "--since",
+                                iso(fx.market_clock() // H * H - 30 * H), "--out", "candles", env=ffe_env())
+    finally:
+        os.close(held)
+    assert p.proc.returncode == 1
+    assert ("candles: another ffe data download is writing candles here; run this one again once it has ended"
+            in one_error_line(p.stderr))
+    assert list(out.iterdir()) == [] and fx.requests_to(KLINES) == []
 
 
 def test_downloads_in_one_process_leave_one_log_handler_not_one_each(tmp_path):
