@@ -133,6 +133,9 @@ def storage_failure(path: object, exc: BaseException) -> StorageError:
         return StorageError(f"{path}: cannot write (the database is locked by another process): end what holds it "
                             "(an sqlite3 shell left in a transaction, a tool writing to it), then start again")
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOTDIR:  # no disk's doing: a file where a folder goes
+        return StorageError(f"{path}: cannot write ({reason}): a part of its path is a file, not a directory: move "
+                            "it away, then start again")
     return StorageError(f"{path}: cannot write ({reason}): free space on its disk or make its directory writable, "
                         "then start again")
 

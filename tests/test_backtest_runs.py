@@ -403,6 +403,7 @@ def test_a_run_whose_folder_cannot_be_made_is_one_line_and_leaves_nothing(tmp_pa
     said = [line for line in proc.stderr.splitlines() if not line.startswith("20")]  # the engine's log lines
     assert proc.returncode == 1 and len(said) == 1, proc.stderr
     assert said[0].startswith(f"ffe: error: {side}/backtests/") and "cannot write (Not a directory)" in said[0], said
+    assert "a part of its path is a file, not a directory: move it away" in said[0] and "free space" not in said[0]
     if side == "logs":
         assert [p.name for p in (tmp_path / "data" / "backtests").iterdir()] == []
     listed = run_ffe(tmp_path, "backtest", "--list")
