@@ -574,6 +574,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     checked_db = Path(db_path).is_file()
     unsettled: str | None = None  # a loss a start set aside, not dealt with yet (ahead.unsettled)
     gap: str | None = None  # a committed event missing from among the events (Records.events_gap)
+    run = False  # a backtest run's records, never started again
     if not checked_db:
         try:
             result = verify_trail(path.parent, None, name=path.name)
@@ -596,6 +597,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
                 result.uncommitted.ahead.committed_since(events_end(db_path), result.uncommitted.db_last)
             unsettled = ahead.unsettled(path, records.kv(ahead.CHECKED_KEY), records.engine_state_row())
             gap = records.events_gap()
+            run = records.kv(BACKTEST_RECORDS_KEY) is not None
         except DamagedDatabase:  # a record that is not what ffe wrote: as the doctor says it, exit 1
             raise
         except StorageError as exc:
@@ -620,7 +622,7 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     elif said is not None:
         print(said)
     else:
-        print(_verify_text(result, db_path if checked_db else None))
+        print(_verify_text(result, db_path if checked_db else None, run))
     return 0 if result.ok and lost is None else 1
 
 
@@ -634,12 +636,12 @@ def _verify_json(r: VerifyResult, db_path: Path | None, lost: str | None) -> dic
                             "lost": u.ahead.lost} if u else None}
 
 
-def _verify_text(r: VerifyResult, db_path: Path | None) -> str:
+def _verify_text(r: VerifyResult, db_path: Path | None, run: bool) -> str:
     """The verdict, a line each (each escaped: a reason or a path names files, of a directory of any name)."""
-    return "\n".join(map(fmt.printable, _verify_lines(r, db_path)))
+    return "\n".join(map(fmt.printable, _verify_lines(r, db_path, run)))
 
 
-def _verify_lines(r: VerifyResult, db_path: Path | None) -> list[str]:
+def _verify_lines(r: VerifyResult, db_path: Path | None, run: bool) -> list[str]:
     files = f"{len(r.files)} file{'s' if len(r.files) != 1 else ''}"
     if not r.ok:
         return [f"audit trail NOT intact: first bad seq {r.first_bad_seq}: {r.reason}"]
@@ -664,7 +666,7 @@ def _verify_lines(r: VerifyResult, db_path: Path | None) -> list[str]:
         out.append(f"note: an unfinished last line ({r.torn_bytes} bytes, a crash mid-write) is set aside at the "
                    "next start")
     if r.uncommitted is not None:
-        out.extend(r.uncommitted.notes())
+        out.extend(r.uncommitted.notes(run))
     return out
 
 

@@ -168,7 +168,8 @@ class Uncommitted:
         records; None when they are the moment before a kill (or there are none)."""
         return self.ahead.lost_records(self.db_last) if self.ahead.lost else None
 
-    def notes(self) -> list[str]:
+    def notes(self, run: bool = False) -> list[str]:
+        """What an operator reads of them; `run`: the records are a backtest run's, which is never started again."""
         out = []
         if self.inside:
             one = len(self.inside) == 1
@@ -178,10 +179,14 @@ class Uncommitted:
                        "after (an older ffe): no record of what happened")
         if self.after and not self.ahead.lost:
             one = self.after == 1
-            out.append(f"note: {self.after} record{'' if one else 's'} after the database's last event (seq "
-                       f"{self.db_last}) {'is' if one else 'are'} not in it: written just before a kill and never "
-                       "committed (or being committed, beside a running engine); the next start sets "
-                       f"{'it' if one else 'them'} aside")
+            head = (f"note: {self.after} record{'' if one else 's'} after the database's last event (seq "
+                    f"{self.db_last}) {'is' if one else 'are'} not in it: ")
+            if run:
+                out.append(head + "the run was cut short there (its writer ended before the commit, or is still "
+                           "writing); a run is not started again: run the backtest again for its whole records")
+            else:
+                out.append(head + "written just before a kill and never committed (or being committed, beside a "
+                           f"running engine); the next start sets {'it' if one else 'them'} aside")
         return out
 
 

@@ -163,7 +163,7 @@ def check(settings: Settings) -> Findings:
                 lost = chain.uncommitted.lost_records()
                 if lost is not None:  # as the start judges them, which pages for them
                     raise Violation(f"{settings.db_path}: {lost}")
-                found.notes = chain.uncommitted.notes()
+                found.notes = chain.uncommitted.notes(run=level is not None)
         if level != "trades":
             found.checks.append("audit chain")
         if level is None:  # the trail level again, the loss a start set aside is still there until dealt with

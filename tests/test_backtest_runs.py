@@ -316,6 +316,34 @@ def test_doctor_still_finds_a_run_s_damage(runs_dir, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and "has no fill" in proc.stderr, proc.stderr
 
 
+def test_a_run_cut_short_with_records_in_its_trail_the_database_lacks_is_said_as_a_run_cut_short(runs_dir, tmp_path):
+    """Its writer ended between writing a flush's records to the audit file and committing them (the out-of-memory
+    killer): the database's last transaction is rolled back, chain head included. A run has no next start to set the
+    records aside: doctor and verify say it was cut short."""
+    import zstandard
+
+    from ffe_engine.chain import line_hash
+
+    cwd = copy(runs_dir, tmp_path / "c")
+    data, logs = run_of(cwd, "full")
+    with open(cwd / logs / "audit.jsonl.zst", "rb") as f:
+        lines = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read().split(b"\n")[:-1]
+    kept = lines[-5]
+    seq = json.loads(kept)["seq"]
+    with sqlite3.connect(cwd / data / "ffe.db") as conn:
+        conn.execute("DELETE FROM events WHERE seq > ?", (seq,))
+        conn.execute("UPDATE kv SET value = ? WHERE key = 'audit_head'",
+                     (json.dumps({"seq": seq, "hash": line_hash(kept)}),))
+    conn.close()
+    said = (f"note: 4 records after the database's last event (seq {seq}) are not in it: the run was cut short there "
+            "(its writer ended before the commit, or is still writing); a run is not started again: run the backtest "
+            "again for its whole records")
+    for args in (("doctor",), ("audit", "verify")):
+        proc = run_ffe(cwd, *args, "--data-dir", data, "--log-dir", logs)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        assert said in proc.stdout.splitlines() and "next start" not in proc.stdout, (args, proc.stdout)
+
+
 def test_audit_tail_prints_a_finished_run_s_last_records_and_says_it_cannot_follow_one(runs_dir):
     data, logs = run_of(runs_dir, "full")
     proc = run_ffe(runs_dir, "audit", "tail", "-n", "5", "--json", "--data-dir", data, "--log-dir", logs)
