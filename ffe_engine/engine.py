@@ -2615,7 +2615,7 @@ class Engine:
                 if ended is None:
                     raise ControlError(f"no open order {client_order_id}")
                 return _cancel_answer(ended, False, _ended_text(ended))
-            ok, why = await self.orders.cancel(o, by=by)
+            ok, why = await self.orders.cancel_within(o, by=by)
             log.info("operator cancel", client_order_id=client_order_id, by=by, cancelled=ok, reason=why or None)
             await self._persist_books()
             await self.flush()
@@ -2795,7 +2795,7 @@ class Engine:
         said: dict[str, list[str]] = {"cancelled": [], "filled": [], "entries_in_doubt": []}
         for o in working:
             cid = o.client_order_id
-            ok, why = await self.orders.cancel(o, by)
+            ok, why = await self.orders.cancel_within(o, by)
             if cid not in self.orders.live:  # ended, every fill of it booked
                 said["filled" if o.status is OrderStatus.FILLED else "cancelled"].append(cid)
                 continue

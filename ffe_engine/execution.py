@@ -1146,6 +1146,18 @@ class OrderPath:
             return False, FILLED_TRADES_BEHIND
         return await self._cancel_again(o, f"still {o.status.value}")
 
+    async def cancel_within(self, o: Order, by: str = "") -> tuple[bool, str]:
+        """`cancel`, answered within cancel_timeout_s (counted from the create_order's answer of an order on the
+        wire), as the kill switch's cancels are: one the exchange has not answered by then goes on, is sent again by
+        the poll, and is answered as not done. An operator's cancel or a close's must not hold the controls' turn
+        through every retry of the cancel and of its lookup."""
+        task = asyncio.ensure_future(self.cancel(o, by))
+        await self.collect({o.client_order_id: task})
+        if task.done():
+            return task.result()
+        return False, (f"not answered within {self.cancel_timeout_s:g} s (the exchange is slow or unreachable): "
+                       "not done yet; sent again at the next poll")
+
     async def _cancel_held(self, o: Order, retry_after: float) -> tuple[bool, str]:
         """A cancel the venue's Retry-After kept from the exchange (or the exchange refused for it): not done now,
         and sent once that time is over (by the poll), whoever asked for it: the kill switch never waits for it.

@@ -19,7 +19,7 @@ from ffe_engine.model import EngineState, OrderReason, Side
 from ffe_engine.risk import OrderIntent
 
 from conftest import engine_session, run_ffe
-from live_helpers import (BTC, DELETE_ORDER, POST_ORDER, engine_loop, fx, live_settings,  # noqa: F401
+from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, engine_loop, fx, live_settings,  # noqa: F401
                           reconcile_twice, rows, stored_events, wait_for)
 from receiver import Receiver
 from test_live_engine import open_limit_orders, running_live
@@ -459,3 +459,29 @@ async def test_a_re_arm_whose_record_fails_while_a_pause_comes_leaves_the_engine
         assert rows(running.store.path, "SELECT state FROM engine_state") == [("HALTED",)]
         last = stored_events(running.store.path, "engine_state")[-1]
         assert (last["previous"], last["state"]) == ("PAUSED", "HALTED"), last
+
+
+async def test_an_operator_cancel_the_exchange_holds_is_answered_within_its_bound_and_goes_on(tmp_path, fx):  # noqa: F811
+    """The exchange holds the cancel and every lookup of the order past the client's timeout. The operator's cancel
+    (`ffe ctl cancel`, the console's) is answered within engine.cancel_timeout_s as not done yet, while the cancel
+    is still at the exchange: not after every retry of the cancel and then of its lookup, holding the controls'
+    turn (an approve or a close behind it) all that time. The cancel goes on, and the order ends cancelled once the
+    exchange answers."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 1000}) as running:
+        e, db = running.engine, running.store.path
+        e.orders.cancel_timeout_s = 1.0
+        [cid] = await open_limit_orders(e, 1)
+        for route in (DELETE_ORDER, GET_ORDER):
+            fx.fault(route, "hang", seconds=120, times=100)
+        answer = await asyncio.wait_for(e.operator_cancel(cid, by="ctl"), timeout=60)
+        assert any(not task.done() for task in e.orders.late), "answered only once the exchange had"
+        assert not answer["cancelled"] and answer["status"] == "open", answer
+        assert "not answered within 1 s" in answer["reason"] and "sent again at the next poll" in answer["reason"]
+        async with asyncio.timeout(5):  # the controls' turn is free: the next control is not held behind it
+            async with e._controls.turn("the next control"):
+                pass
+        for route in (DELETE_ORDER, GET_ORDER):
+            fx.clear_faults(route)
+        fx.end_hangs()
+        await wait_for(lambda: rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,))
+                       == [("canceled",)], timeout=30, what="the cancel carried out")
