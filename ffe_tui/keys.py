@@ -162,6 +162,26 @@ def _sent_as_escape(key: str) -> bool:
     return "ctrl" in mods and last in _ESCAPE_KEYS
 
 
+# alt is sent as an escape before the key; escape and `[` (CSI) or `O` (SS3) begin the sequences a terminal sends for
+# other keys (arrows, function keys), so alt with either never arrives as itself.
+_SEQUENCE_STARTS = {"[": "[", "left_square_bracket": "[", "O": "O"}
+# Modifiers Textual names that terminals reached over SSH or under tmux never send (only a local terminal speaking
+# the kitty keyboard protocol does, and tmux does not pass it on): a binding the footer would show and no press fires.
+_UNSENT_MODIFIERS = ("meta", "super", "hyper")
+
+
+def _never_arrives(key: str) -> str | None:
+    """Why a key with alt, meta, super or hyper never reaches the console as itself; None when it does."""
+    *mods, last = key.split("+") if len(key) > 1 else [key]
+    if any(m in _UNSENT_MODIFIERS for m in mods):
+        return "a terminal over SSH or under tmux sends no meta, super or hyper: use alt+"
+    if "alt" in mods:
+        start = _SEQUENCE_STARTS.get(last) or ("O" if last == "o" and "shift" in mods else None)
+        if start is not None:
+            return f"escape and {start!r} begin a terminal's key sequences: it never arrives as this key"
+    return None
+
+
 def bindings() -> list[Binding]:
     # Textual is imported here, by the console: `ffe config check` validates the keys without it.
     from textual.binding import Binding
@@ -228,6 +248,9 @@ def keymap(keys: dict[str, str], origin_of: OriginOf = _nowhere) -> dict[str, st
                 raise _blame(origin_of, bid, f"{p!r} cannot be used ({TAKEN[p.lower()]})")
             if _sent_as_escape(p):
                 raise _blame(origin_of, bid, f"{p!r} cannot be used (sent as escape by terminals)")
+            unsent = _never_arrives(p)
+            if unsent is not None:
+                raise _blame(origin_of, bid, f"{p!r} cannot be used ({unsent})")
             shifted = _shifted_character(p)
             if shifted is not None:
                 raise _blame(origin_of, bid, f"{p!r} cannot be used ({shifted})")

@@ -51,6 +51,17 @@ def test_ctrl_k_stays_a_kill_key_whatever_kill_is_remapped_to():
     ({"pause": "ctrl+shift+["}, "tui.keys.pause: 'ctrl+shift+[' cannot be used (sent as escape by terminals)"),
     ({"pause": "ctrl+alt+left_curly_bracket"},
      "tui.keys.pause: 'ctrl+alt+left_curly_bracket' cannot be used (sent as escape by terminals)"),
+    # alt adds an escape before the key: escape [ and escape O begin the sequences a terminal sends for other keys.
+    ({"pause": "alt+["}, "tui.keys.pause: 'alt+[' cannot be used (escape and '[' begin a terminal's key sequences: "
+                         "it never arrives as this key)"),
+    ({"pause": "alt+left_square_bracket"}, "tui.keys.pause: 'alt+left_square_bracket' cannot be used (escape and "
+                                           "'[' begin a terminal's key sequences"),
+    ({"pause": "alt+O"}, "tui.keys.pause: 'alt+O' cannot be used (escape and 'O' begin a terminal's key sequences"),
+    ({"pause": "alt+shift+o"}, "tui.keys.pause: 'alt+shift+o' cannot be used (escape and 'O' begin a terminal's"),
+    ({"pause": "meta+p"}, "tui.keys.pause: 'meta+p' cannot be used (a terminal over SSH or under tmux sends no "
+                          "meta, super or hyper: use alt+)"),
+    ({"kill": "super+k"}, "tui.keys.kill: 'super+k' cannot be used (a terminal over SSH or under tmux sends no"),
+    ({"pause": "ctrl+hyper+p"}, "tui.keys.pause: 'ctrl+hyper+p' cannot be used (a terminal over SSH or under tmux"),
     ({"kill": "p"}, "key 'p' is bound to both 'kill' and 'pause'"),
     ({"confirm": "K"}, "key 'K' is bound to both 'kill' and 'confirm'"),
     # A dialog's confirm key that also opens a dialog: a double press would confirm what the first asked.
