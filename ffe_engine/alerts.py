@@ -493,6 +493,10 @@ class Notifier:
         self._doubts: dict[str, _Doubt] = {}
         self._state: str | None = None  # the engine's state as its last events said, for the alerts' texts
         self._reconcile_held = False  # a reconciliation held entries (paged): its end is told, once
+        # A START_FAILED was raised after the last STARTED, before a restart: the STARTED this start's window held
+        # back (the same text as that last one) is sent once the start gets through (start_succeeded).
+        self._failed_since_started = False
+        self._started_held: Alert | None = None
         self._raised = 0  # rows added since the last flush the notifier itself made
         self._wake = {c.name: asyncio.Event() for c in channels}
         self._closing = asyncio.Event()
@@ -536,9 +540,17 @@ class Notifier:
         """The start got through, in `state`: a start failing after it is news (START_FAILED), and so is a disk
         that fills again (RECORDS_UNWRITABLE) unless the engine came up HALTED, as a restart into the same full
         disk does (sentalerts.start_succeeded). Kept for the next start, which may be that failure."""
-        self._end_window("START_FAILED", self._now())
+        now = self._now()
+        self._end_window("START_FAILED", now)
         if self.channels and self._sent_file is not None:
             sentalerts.start_succeeded(self._sent_file, self._wall(), halted=state == "HALTED")
+        held, self._started_held = self._started_held, None
+        if held is not None and self._failed_since_started:
+            # The last the operator heard was the failure ("nothing trades until a start succeeds"): this one did.
+            # (A crash loop's starts never get here: its STARTED stays held back, once per window.)
+            self._windows["STARTED"] = _Window(until=now + self.cfg.window_s, severity=held.severity,
+                                               kind=held.kind)
+            self._enqueue(held)
 
     def _reconcile_told(self, ev: ReconcileEvent) -> None:
         """A reconciliation that held entries (paged) is followed by one that agrees: the hold lifts by itself,
@@ -578,6 +590,8 @@ class Notifier:
                 log.warning("alert not sent again: the same was sent within alerts.window_s (before a restart)",
                             kind=alert.kind, sent=fmt.iso(w.raised), text=self._stored_text(alert))
                 self.suppressed += 1
+                if alert.key == "STARTED":
+                    self._started_held = alert
                 return
             w.repeats += 1
             w.last_text = alert.text
@@ -648,8 +662,10 @@ class Notifier:
                      else None)
         rearmed = (sentalerts.last_rearm(self._sent_file) if self.channels and self._sent_file is not None
                    else None)
-        for key, kind, severity, text, raised in await self.store.recent_alerts(wall - self.cfg.window_s,
-                                                                                self._engine):
+        recent = await self.store.recent_alerts(wall - self.cfg.window_s, self._engine)
+        last_raised = {key: raised for key, _, _, _, raised in recent}
+        self._failed_since_started = last_raised.get("START_FAILED", 0.0) > last_raised.get("STARTED", 0.0) > 0.0
+        for key, kind, severity, text, raised in recent:
             left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
             if key == "START_FAILED" and succeeded is not None and raised <= succeeded:
                 continue

@@ -17,7 +17,7 @@ from conftest import config_for_run, db_rows, db_value, engine_session, ffe_cmd,
 from ffe_engine import fmt
 from ffe_engine.alerts import Alert
 from ffe_engine.venues.base import VenueUnavailable
-from live_helpers import SteppedClock
+from live_helpers import SteppedClock, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from receiver import Receiver
 from test_alert_channel_down import log_lines  # noqa: F401
@@ -899,6 +899,42 @@ async def test_a_start_that_fails_again_after_a_start_that_succeeded_is_paged_ag
     finally:
         await hook.stop()
     assert kinds(hook).count("START_FAILED") == 2, kinds(hook)
+
+
+async def test_a_start_that_gets_through_after_a_failed_one_is_told_though_a_start_before_was_within_the_window(
+        tmp_path):
+    """A start got through (STARTED), the next failed (START_FAILED: "nothing trades until a start succeeds"), the
+    next got through again, within `alerts.window_s` of the first: the operator's last word must not be the failure.
+    Its STARTED is sent, though the same text was sent for the first start within the window; a crash loop (whose
+    starts never get through) stays quiet after its first STARTED and START_FAILED."""
+    from fake_exchange import FakeBinance
+
+    unreachable_exchange_config(tmp_path)
+    hook = await Receiver().start()
+    env = {"FFE_ALERTS__WEBHOOK_URL": hook.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}}
+
+    async def start_that_gets_through() -> None:
+        async with FakeBinance() as fx:
+            fx.set_price("BTCUSDT", 30_000.0)
+            answering = {f"FFE_EXCHANGE__API_URLS__{section}": fx.url + "/api/v3" for section in ("public", "private")}
+            proc = await _ffe("run", "--headless", env=ffe_env(**env, **answering), cwd=tmp_path)
+            assert proc.stderr is not None
+            while b"engine started" not in await asyncio.wait_for(proc.stderr.readline(), 60):
+                pass
+            await wait_for(lambda: hook.delivered and kinds(hook)[-1] != "START_FAILED", timeout=20,
+                           what="the start's alert delivered")
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()[-3000:]
+
+    try:
+        await start_that_gets_through()
+        await failed_start(tmp_path, env)
+        await failed_start(tmp_path, env)
+        await start_that_gets_through()
+    finally:
+        await hook.stop()
+    assert raised(hook) == ["STARTED", "STOPPED", "START_FAILED", "STARTED", "STOPPED"], kinds(hook)
 
 
 async def failed_start(cwd, env: dict[str, str]) -> None:
