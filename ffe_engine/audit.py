@@ -424,6 +424,24 @@ def halt_among(records: Iterable[bytes]) -> tuple[str, str] | None:
     return halt
 
 
+MODE_REASONS = {"approval mode manual": True, "approval mode auto": False}  # the engine_state records of `ffe ctl mode`
+
+
+def stops_among(records: Iterable[bytes], engine_authors: frozenset[str]) -> tuple[str | None, bool]:
+    """The operator's stops short of HALTED that `records` (audit lines, in seq order) end in: the reason (and who)
+    of a PAUSED of the operator's (None when they end otherwise: resumed, HALTED, or paused by the engine itself, one
+    of `engine_authors`), and whether they end in manual approval. What a restore keeps of the records it moves aside
+    that the database it replaces never held, as halt_among does of a HALTED."""
+    paused, manual = None, False
+    for rec in states_in(records):
+        reason, by = str(rec.get("reason", "")), str(rec.get("by", ""))
+        if reason in MODE_REASONS:  # a change of mode, in whatever state the engine was
+            manual = MODE_REASONS[reason]
+            continue
+        paused = f"{reason} (by {by})" if rec.get("state") == "PAUSED" and by not in engine_authors else None
+    return paused, manual
+
+
 async def _check_last_records(fd: int, path: Path,
                               events_after: Callable[[int], Awaitable[list[tuple[int, bytes]]]]) -> Path | None:
     """The file's last two records must be the database's copies of them, in order: new records chained onto a

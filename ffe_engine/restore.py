@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 from . import reach
 from .ahead import CHECKED_KEY, aside_paths, unchecked_files
-from .audit import halt_among, sync_dir
+from .audit import halt_among, stops_among, sync_dir
 from .backtest_runs import not_an_account, run_records
 from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked, Invalid, check_unpacked,
                      sweep_unpacked)
@@ -45,8 +45,9 @@ from .host import acquire_lock, acquire_log_lock, lock_database, log_dir_holder,
 from .interrupts import held
 from .model import EngineState
 from .staging import Staging
-from .store import (RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_in, keep_state, mark_restored,
-                    peek_foreign, refuse_not_a_file, stops_in, wal_without_database, withhold_pending_alerts)
+from .store import (ENGINE_AUTHORS, RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_in, keep_state,
+                    mark_restored, peek_foreign, refuse_not_a_file, stops_in, wal_without_database,
+                    withhold_pending_alerts)
 
 CONFIG_COPY = "config.from-backup.toml"
 SEQ = re.compile(rb'"seq":(\d+)')  # an audit record's seq, read without parsing the line
@@ -92,9 +93,9 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
             # directory) is a wrong --data-dir, and the restore would take its place.
             refuse_not_a_file(db)
             peek_foreign(db)
-            halted, unreadable = _halt_to_keep(db, trail, work / DB_NAME, checked.manifest["seq"]["last"])
+            halted, unreadable, found = _states_to_keep(db, trail, work / DB_NAME, checked.manifest["seq"]["last"])
             stops = None if halted is not None or halted_in(work / DB_NAME, strict=True) is not None else \
-                _stops_lost(db, work / DB_NAME, settings.engine.approval == "manual")
+                _stops_lost(found, work / DB_NAME, settings.engine.approval == "manual")
         except NotADatabase as exc:
             raise NotADatabase(f"{exc}; nothing restored") from None
         # The records a start set aside beside the trail go with it: they belong to the records replaced (a loss
@@ -201,45 +202,56 @@ def _kept(halted: tuple[str, str] | None) -> str | None:
     return reason if KEPT_NOTE.search(reason) else f"{reason} (by {by}, kept across a restore)"
 
 
-def _halt_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int) -> tuple[str | None, bool]:
-    """The reason of the HALTED the restored account keeps (None: none), and whether it is kept because the records
-    this restore replaces could not be read. `backup_db` and `backup_last`: the backup's database and last seq."""
+# The operator's stops short of HALTED: the reason (and who) of their PAUSED, and whether manual approval is set.
+Stops = tuple[str | None, bool]
+NO_STOPS: Stops = (None, False)
+
+
+def _either(a: Stops, b: Stops) -> Stops:
+    return a[0] or b[0], a[1] or b[1]
+
+
+def _states_to_keep(db: Path, trail: Path, backup_db: Path, backup_last: int) -> tuple[str | None, bool, Stops]:
+    """What the records this restore replaces hold that the restored account keeps: the reason of their HALTED (None:
+    none), whether it is kept because they could not be read, and the operator's stops short of it. Read from the
+    same records for both: the database in place and the audit records past its last event, or with none in place
+    the database an earlier restore moved aside and the trail past the backup's last event; and the records a start
+    set aside that no resume has checked. `backup_db` and `backup_last`: the backup's database and last seq."""
     # A WAL without its database holds records that cannot be read without it: unreadable, as a damaged database.
     no_database = not db.exists() and wal_without_database(db) is None
+    stops = NO_STOPS
     if no_database:
-        aside, unreadable = _halted_aside(db)
+        aside, unreadable, stops = _states_aside(db)
         if aside is not None:
-            return aside, unreadable
+            return aside, unreadable, stops
     try:
         if no_database:
             # Moved aside by hand (the runbook's step for a damaged one), or never there: the trail's records past
             # the backup's last event are what the restored account would lose. Which set-aside files a resume had
             # checked is read from the backup's database: one checked since counts as unchecked, and is read.
-            halt = _halt_past(trail, backup_last, _checked(backup_db), since="the backup's last event")
+            halt, past = _states_past(trail, backup_last, _checked(backup_db), since="the backup's last event")
         else:
-            halt = halted_in(db, strict=True) or _halt_past(trail, *_last_and_checked(db),
-                                                            since="the database's last event")
+            halt = halted_in(db, strict=True)
+            if halt is not None:
+                return _kept(halt), False, NO_STOPS
+            stops = stops_in(db)
+            halt, past = _states_past(trail, *_last_and_checked(db), since="the database's last event")
     except StorageError as exc:
         # Damaged (the runbook's case for a restore): whether it was HALTED cannot be told, so the restored account
         # is HALTED all the same; a kill switch the damage hid is never re-armed by a restore.
         return (f"the records this restore replaced could not be read ({exc}), so whether they were HALTED could "
-                "not be told: re-arm once satisfied"), True
-    return _kept(halt), False
+                "not be told: re-arm once satisfied"), True, NO_STOPS
+    return _kept(halt), False, _either(stops, past)
 
 
-def _stops_lost(db: Path, backup_db: Path, manual: bool) -> str | None:
-    """The reason of the PAUSED that keeps the operator's stops of the records this restore replaces which the
-    backup's lack: their PAUSED (the operator's: not one the engine set on its own, a risk limit, the breaker,
+def _stops_lost(found: Stops, backup_db: Path, manual: bool) -> str | None:
+    """The reason of the PAUSED that keeps the operator's stops (`found`) of the records this restore replaces which
+    the backup's lack: their PAUSED (the operator's: not one the engine set on its own, a risk limit, the breaker,
     reconciliation), and manual approval (unless the configuration's engine.approval is manual, which a start takes
     anyway). Restored without them, the account would trade at its next start as the operator had stopped it from
     trading; PAUSED, nothing enters until resumed (exits and stop-losses go on), and the reason says what to set
-    again first. None when the backup's records hold them too, or there are none, or no database is there."""
-    if not db.exists():
-        return None
-    try:
-        paused, manual_mode = stops_in(db)
-    except StorageError as exc:  # whether the operator had stopped it cannot be told: as if so
-        return f"{STOPS_LOST}not readable for the operator's stops ({exc}): kept PAUSED"
+    again first. None when the backup's records hold them too, or there are none."""
+    paused, manual_mode = found
     backup_paused, backup_manual = stops_in(backup_db)
     lost = []
     if paused is not None and backup_paused is None:
@@ -264,13 +276,14 @@ def _checked(db: Path) -> Any:
     return _last_and_checked(db)[1]
 
 
-def _halt_past(trail: Path, last: int, checked: Any, *, since: str) -> tuple[str, str] | None:
+def _states_past(trail: Path, last: int, checked: Any, *, since: str) -> tuple[tuple[str, str] | None, Stops]:
     """(reason, by) of a HALTED the records this restore moves aside hold past seq `last` (the database's last event,
-    or with no database there the backup's): an older copy of the database put back, or its WAL lost, or the
-    database moved aside, after the kill switch was pressed; and in the records an earlier start set aside as never
-    committed that no resume has checked since (`checked`; one that has was dealt with: re-armed, or kept in the
-    database's own state). The start would keep it (states.md); so does the restore. StorageError when the records
-    cannot be read: whether they hold one cannot be told."""
+    or with no database there the backup's), and the operator's stops they hold: an older copy of the database put
+    back, or its WAL lost, or the database moved aside, after the kill switch was pressed or the operator paused;
+    and in the records an earlier start set aside as never committed that no resume has checked since (`checked`;
+    one that has was dealt with: re-armed, resumed, or kept in the database's own state). The start would keep them
+    (states.md); so does the restore. StorageError when the records cannot be read: whether they hold one cannot
+    be told."""
 
     def past() -> Iterator[bytes]:
         for path in trail_files(trail):
@@ -286,17 +299,20 @@ def _halt_past(trail: Path, last: int, checked: Any, *, since: str) -> tuple[str
     try:
         # Each record of its own: the state the trail ends in, and the state each set-aside file ends in (its
         # records are of another moment than the trail's). Every one read: one that cannot be read is said so.
-        halts = [halt_among(lines) for lines in (past(), *map(aside, unchecked_files(trail, checked)))]
-        halt = next((h for h in halts if h is not None), None)
+        sources = [list(lines) for lines in (past(), *map(aside, unchecked_files(trail, checked)))]
+        halt = next((h for h in map(halt_among, sources) if h is not None), None)
+        stops = NO_STOPS
+        for lines in sources:
+            stops = _either(stops, stops_among(lines, ENGINE_AUTHORS))
     except OSError as exc:
         raise StorageError(f"{trail}: cannot be read ({exc})") from None
     except (NotAFile, UnreachablePath) as exc:  # a FIFO, a device, a directory, a link that loops or leads
         # nowhere among them, never opened: not read either (moved aside with the rest)
         raise StorageError(str(exc).removesuffix(LOG_DIR_RIGHT)) from None
     if halt is None:
-        return None
+        return None, stops
     reason, by = halt
-    return f"{reason}: found in the audit records past {since}", by
+    return (f"{reason}: found in the audit records past {since}", by), stops
 
 
 def _seq(line: bytes) -> int:
@@ -304,15 +320,16 @@ def _seq(line: bytes) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _halted_aside(db: Path) -> tuple[str | None, bool]:
+def _states_aside(db: Path) -> tuple[str | None, bool, Stops]:
     """With no database in place, the HALTED state of the newest database a restore moved aside (one killed before
-    it put the backup's in place, run again as the runbook says), which the account would otherwise lose, and
-    whether it is kept because those records cannot be read (an earlier restore's over a damaged database, kept for
-    a post-mortem: whether it was HALTED cannot be told, so the restored account is). Read from copies under the
-    names SQLite reads a WAL by: a HALTED stored just before a crash can be in the WAL alone."""
+    it put the backup's in place, run again as the runbook says), which the account would otherwise lose, whether it
+    is kept because those records cannot be read (an earlier restore's over a damaged database, kept for a
+    post-mortem: whether it was HALTED cannot be told, so the restored account is), and the operator's stops they
+    hold. Read from copies under the names SQLite reads a WAL by: a state stored just before a crash can be in the
+    WAL alone."""
     stamps = sorted(p.name.rsplit(RESTORE_ASIDE, 1)[1] for p in db.parent.glob(f"{db.name}{RESTORE_ASIDE}*"))
     if not stamps:
-        return None, False
+        return None, False, NO_STOPS
     moved = db.with_name(f"{db.name}{RESTORE_ASIDE}{stamps[-1]}")
     wal = db.with_name(f"{db.name}-wal{RESTORE_ASIDE}{stamps[-1]}")
     if not wal.exists():  # killed before it moved the WAL: still under its own name
@@ -322,12 +339,13 @@ def _halted_aside(db: Path) -> tuple[str | None, bool]:
             shutil.copyfile(moved, Path(tmp) / db.name)
             if wal.exists():
                 shutil.copyfile(wal, Path(tmp) / f"{db.name}-wal")
+            copy = Path(tmp) / db.name
             try:
-                return _kept(halted_in(Path(tmp) / db.name, strict=True)), False
+                return _kept(halted_in(copy, strict=True)), False, stops_in(copy)
             except StorageError as exc:  # the records themselves: said of the file moved aside, not of the copy
-                said = str(exc).replace(str(Path(tmp) / db.name), str(moved))
+                said = str(exc).replace(str(copy), str(moved))
                 return (f"the records a restore moved aside ({moved}) could not be read ({said}), so whether they "
-                        "were HALTED could not be told: re-arm once satisfied"), True
+                        "were HALTED could not be told: re-arm once satisfied"), True, NO_STOPS
     except OSError as exc:  # no room to read them where copies are made: their state must not be lost
         raise Refused(f"{moved}: the records a restore moved aside could not be copied to read their state ({exc}): "
                       f"free space in {tempfile.gettempdir()} and restore again, or move them away if they are lost "

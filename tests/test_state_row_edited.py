@@ -170,3 +170,51 @@ def test_a_restore_over_damaged_records_keeps_the_operator_s_stops_their_events_
     assert proc.returncode == 0, proc.stderr
     [(state, reason)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason FROM engine_state")
     assert state == "PAUSED" and "ffe ctl pause" in reason and "manual approval" in reason, (state, reason)
+
+
+def moved_by_hand(cwd: Path) -> None:
+    """The runbook's step for a damaged database: moved aside with its -wal and -shm, out of the data directory."""
+    (cwd / "moved").mkdir()
+    for path in (cwd / "data").glob("ffe.db*"):
+        path.rename(cwd / "moved" / path.name)
+
+
+def cut_short_restore(cwd: Path) -> None:
+    """What a restore killed while it put the files in place leaves: the records moved aside, none in their place."""
+    for name in ("data/ffe.db", "logs/audit.jsonl"):
+        (cwd / name).rename(cwd / f"{name}.before-restore-20261207T000000Z")
+
+
+def older_copy_started(cwd: Path, older: Path) -> None:
+    """An older copy of the database put back, then a start: it sets aside the records past the copy's last event
+    (the operator's pause and mode among them) and comes up PAUSED for them; then stopped."""
+    for path in (cwd / "data").glob("ffe.db*"):
+        path.unlink()
+    (cwd / "data" / "ffe.db").write_bytes(older.read_bytes())
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "2")
+    assert "set aside" in proc.stderr, proc.stderr[-2000:]
+    assert list((cwd / "logs").glob("audit.jsonl.uncommitted-after-*")), list((cwd / "logs").iterdir())
+
+
+@pytest.mark.parametrize("layout", ["database moved aside by hand", "restore run again after one cut short",
+                                    "stops only in records a start set aside"])
+def test_a_restore_keeps_the_operator_s_stops_wherever_the_records_it_replaces_hold_them(tmp_path, spawn_ffe, layout):
+    """As it keeps a HALTED: read from the trail past the backup's last event when no database is there, from the
+    database an earlier restore moved aside, and from the records a start set aside that no resume has checked."""
+    cwd = tmp_path / "acct"
+    backup = stopped_after_a_backup(cwd, spawn_ffe, ("pause",), ("mode", "manual"))
+    if layout == "database moved aside by hand":
+        moved_by_hand(cwd)
+    elif layout == "restore run again after one cut short":
+        cut_short_restore(cwd)
+    else:
+        work = tmp_path / "b"
+        unpack(backup, work)
+        older_copy_started(cwd, work / bk.DB_NAME)
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "the restored account is PAUSED" in proc.stdout, proc.stdout
+    [(state, reason, by)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason, by FROM engine_state")
+    assert (state, by) == ("PAUSED", "restore"), (state, reason, by)
+    assert "ffe ctl pause" in reason and "manual approval" in reason, reason
+    assert run_ffe(cwd, "doctor").returncode == 0
