@@ -60,6 +60,7 @@ DATA_LOCK = "ffe.lock"  # in the data directory: held by its engine (host.acquir
 # How long a stop waits for the commands under way (a backup writing its file) to be carried out and answered, so
 # their callers hear how they ended and their records are written before the store closes.
 COMMANDS_AT_STOP_S = 10.0
+KEEP_PATH_S = 2.0  # how often the server looks that its socket is still at its path (made again where removed)
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,8 @@ class ControlServer:
         self._earlier: deque[bytes] = deque((event_line(ev) for ev in earlier), maxlen=EARLIER_EVENTS)
         self._dropped = 0  # subscribers disconnected for not reading, not yet logged
         self._under_way: dict[asyncio.Future[None], str] = {}  # commands being carried out, set done once answered
+        self._keeper: asyncio.Task[None] | None = None  # makes the socket again where it was removed (_keep_path)
+        self._path_said = ""  # what was last logged of the path (each said once, until it changes)
 
     async def start(self, claimed: int | None = None) -> None:
         """Serve on the path; `claimed` is the descriptor from `claim` (this server closes it at stop)."""
@@ -246,7 +249,48 @@ class ControlServer:
             self._lock_fd = None
             raise
         self._fan_out = asyncio.ensure_future(self._send_events())
+        self._keeper = asyncio.ensure_future(self._keep_path())
         log.info("control socket ready", path=str(self.path), **self.identity)
+
+    async def _keep_path(self) -> None:
+        """The socket made again where it was removed (a cleaner of /tmp or /run, a stray rm): without it no `ffe ctl`,
+        its kill switch included, and no attached console reaches the engine, and `ffe ctl status` would take it for
+        one still starting. Only where nothing is: a path another process put something at is left to it (said
+        once). The connections open on the socket removed go on being served."""
+        while self._server is not None:
+            await asyncio.sleep(KEEP_PATH_S)
+            if self._server is None:
+                return
+            try:
+                st = os.lstat(self.path)
+            except FileNotFoundError:
+                await self._make_again()
+                continue
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != self._bound:
+                self._say_path("control socket path holds another file: left to it; `ffe ctl` and consoles do not "
+                               "reach this engine until it is removed")
+
+    async def _make_again(self) -> None:
+        try:
+            sock = _bind(self.path)
+        except StartError as exc:  # its directory gone or unwritable: said once, tried again
+            self._say_path(f"control socket was removed and cannot be made again: {exc}")
+            return
+        st = os.lstat(self.path)
+        old, self._server = self._server, await asyncio.start_unix_server(
+            self._handle, sock=sock, limit=MAX_REQUEST_BYTES, backlog=ACCEPT_BACKLOG)
+        self._bound = (st.st_dev, st.st_ino)
+        if old is not None:
+            old.close()  # listens no more (no path leads to it); its connections stay open
+        self._say_path("control socket was removed: made again")
+        self._path_said = ""
+
+    def _say_path(self, said: str) -> None:
+        if said != self._path_said:
+            self._path_said = said
+            log.warning(said, path=str(self.path))
 
     async def commands_done(self) -> None:
         """The commands under way carried out and answered, for up to COMMANDS_AT_STOP_S: the engine's stop awaits
@@ -262,6 +306,9 @@ class ControlServer:
                             commands=sorted(set(self._under_way.values())))
 
     async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
         if self._server is not None:
             self._server.close()  # no new connection; those open keep being served while the stop waits
             self._server = None
