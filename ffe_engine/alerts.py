@@ -254,7 +254,8 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                       "What it filled is booked against it; check the exchange's open orders and `ffe ctl trades`.")]
     if isinstance(ev, OrderEvent) and _exit_refused(ev):
         return [Alert("EXIT_REFUSED", f"EXIT_REFUSED:{ev.symbol}", "page",
-                      f"ffe could not exit {ev.symbol}: its {ev.reason} sell of {fmt.qty(ev.quantity)} was refused "
+                      f"ffe could not exit {ev.symbol}: its {ev.reason} sell of {fmt.qty(ev.quantity)} "
+                      f"{'was refused' if ev.status == 'rejected' else 'ended there'} "
                       f"({_venue_said(ev.error, 240) or 'the venue gave no reason'}). The position stays open, tried "
                       "again at the next bar; check the exchange (a trading halt on the symbol, coins moved or "
                       "locked), close it by hand if need be.")]
@@ -399,10 +400,11 @@ def _venue_said(error: str, width: int = 160) -> str:
 
 
 def _exit_refused(ev: OrderEvent) -> bool:
-    """The strategy's exit (a stop-loss, a take-profit, a SELL signal: every sell is an exit) ended rejected, so the
-    position it was to close is still open; not when a halt stopped it, which the operator asked for."""
-    return (ev.status == "rejected" and ev.side == "sell" and ev.reason in EXIT_REASONS
-            and "engine HALTED" not in ev.error)
+    """The strategy's exit (a stop-loss, a take-profit, a SELL signal: every sell is an exit) ended rejected, or
+    accepted and then ended by the exchange on its own (expired, cancelled there) with the position it was to close
+    still open; not when a halt stopped it, which the operator asked for."""
+    ended = ev.status == "rejected" or (ev.status == "canceled" and present.ended_by_exchange(ev.error))
+    return ended and ev.side == "sell" and ev.reason in EXIT_REASONS and "engine HALTED" not in ev.error
 
 
 def cleared_keys(ev: Event) -> tuple[str, ...]:

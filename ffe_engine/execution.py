@@ -38,6 +38,7 @@ from .events import Event, EventBus, FillEvent, OrderEvent, OrderSettled, VenueF
 from .ids import IdSource
 from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder, floor_to_step
 from .portfolio import Portfolio, entry_day_of
+from .present import CANCELED_THERE, EXPIRED_THERE, REJECTED_THERE
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure
 from .settled_fee import NO_FEE, SettledFee
 from .store import FillRecord, Store
@@ -1374,11 +1375,11 @@ def _ended_by_venue(o: Order, vo: VenueOrder, cancel_sent: bool) -> str | None:
     """Why the venue ended an order it had accepted, with what filled; None for an end that needs no reason (filled,
     or cancelled after ffe asked it to)."""
     if vo.status == "rejected":
-        return f"ended rejected by the exchange after it was accepted, {_filled_text(o, vo)}"
+        return f"{REJECTED_THERE} after it was accepted, {_filled_text(o, vo)}"
     if vo.status == "expired":
-        return f"expired at the exchange, {_filled_text(o, vo)}"
+        return f"{EXPIRED_THERE}, {_filled_text(o, vo)}"
     if vo.status == "canceled" and not cancel_sent:
-        return f"canceled at the exchange, no cancel sent by ffe since it started, {_filled_text(o, vo)}"
+        return f"{CANCELED_THERE}, no cancel sent by ffe since it started, {_filled_text(o, vo)}"
     return None
 
 

@@ -113,6 +113,18 @@ def approve_answer(r: Fields) -> str:
     return fmt.printable(text)  # the refusal's reason may be an exchange's words
 
 
+# How an order the exchange accepted and then ended on its own is worded (its error begins so; execution.py writes
+# it): it expired (a time in force, self-trade prevention), the exchange cancelled it, or rejected it after accepting.
+EXPIRED_THERE = "expired at the exchange"
+CANCELED_THERE = "canceled at the exchange"
+REJECTED_THERE = "ended rejected by the exchange"
+
+
+def ended_by_exchange(error: str | None) -> bool:
+    """Whether an order's error says the exchange ended it on its own (not ffe's cancel, not a refusal)."""
+    return bool(error) and str(error).startswith((EXPIRED_THERE, CANCELED_THERE, REJECTED_THERE))
+
+
 def order_ended(f: Fields) -> str:
     """What an order no longer open had become (its journal record: status, filled, average, symbol, error), for
     the answer to a cancel asked of it."""
@@ -120,6 +132,8 @@ def order_ended(f: Fields) -> str:
     done = f"{fmt.qty(filled)} {f.get('symbol')} at {fmt.price(f.get('average'))}"
     if status == "filled":
         return f"it had filled {done}"
+    if status == "canceled" and ended_by_exchange(f.get("error")):  # nobody's cancel: the exchange's own end
+        return f"it had {f['error']}"
     if status == "canceled":
         return "it had been cancelled" + (f", after {done} filled" if filled else ", nothing filled")
     if status == "rejected":

@@ -1,5 +1,6 @@
-"""An exit the exchange refuses (a trading halt on the symbol: Binance's "Market is closed.") leaves the position
-unprotected while nobody watches: the operator is paged, once per symbol and window, not at every refused try."""
+"""An exit the exchange refuses (a trading halt on the symbol: Binance's "Market is closed."), or accepts and then
+ends on its own with nothing sold (expired, cancelled by the exchange), leaves the position unprotected while nobody
+watches: the operator is paged, once per symbol and window, not at every refused try."""
 
 from __future__ import annotations
 
@@ -77,17 +78,17 @@ async def exit_ended_by_the_exchange(tmp_path, fx, status: str):
             ended = "SELECT status, error FROM orders WHERE client_order_id = ? AND status IN ('rejected', 'canceled')"
             (row,) = await wait_for(lambda: rows(settings.db_path, ended, (cid,)), timeout=30,
                                     what="the exit's end journaled")
+            await wait_for(lambda: [r for r in hook.delivered if r.body.get("kind") == "EXIT_REFUSED"],
+                           timeout=15, what="the page")
             pages = [r.body for r in hook.delivered if r.body.get("kind") == "EXIT_REFUSED"]
-            if status == "REJECTED":
-                await wait_for(lambda: [r for r in hook.delivered if r.body.get("kind") == "EXIT_REFUSED"],
-                               timeout=15, what="the page")
-                pages = [r.body for r in hook.delivered if r.body.get("kind") == "EXIT_REFUSED"]
+            answer = await e.operator_cancel(cid)  # asked of it once ended: what it had become
     await hook.stop()
-    return row, pages
+    assert not answer["cancelled"], answer
+    return row, pages, answer["reason"]
 
 
 async def test_an_exit_the_exchange_accepts_then_rejects_says_so_in_the_journal_and_the_page(tmp_path, fx):
-    (status, error), pages = await exit_ended_by_the_exchange(tmp_path, fx, "REJECTED")
+    (status, error), pages, _answer = await exit_ended_by_the_exchange(tmp_path, fx, "REJECTED")
     assert status == "rejected"
     assert "rejected by the exchange after it was accepted" in error and "nothing filled" in error
     (page,) = pages
@@ -96,7 +97,13 @@ async def test_an_exit_the_exchange_accepts_then_rejects_says_so_in_the_journal_
 
 @pytest.mark.parametrize("status, said", [("EXPIRED", "expired at the exchange"),
                                           ("CANCELED", "canceled at the exchange")])
-async def test_an_exit_the_exchange_ends_on_its_own_says_why_in_the_journal(tmp_path, fx, status, said):
-    (ended, error), _pages = await exit_ended_by_the_exchange(tmp_path, fx, status)
+async def test_an_exit_the_exchange_ends_on_its_own_says_why_in_the_journal_and_pages(tmp_path, fx, status, said):
+    """Expired (a time in force, self-trade prevention) or cancelled by the exchange itself: the position stays open
+    and unprotected as after a refusal, and the operator is paged the same way."""
+    (ended, error), pages, answer = await exit_ended_by_the_exchange(tmp_path, fx, status)
     assert ended == "canceled"
     assert said in error and "nothing filled" in error
+    (page,) = pages
+    assert said in page["text"] and "stop_loss" in page["text"] and "stays open" in page["text"], page
+    # A cancel asked of it then is not told it "had been cancelled": nobody cancelled it.
+    assert answer.startswith(f"it had {said}") and answer.endswith("nothing filled"), answer
