@@ -757,7 +757,7 @@ def _carried_out(action: str, result: Any) -> bool:
     flatten that left an order it could not cancel or a position it could not close, or whose closing order's answer
     was lost (HALTED stored all the same), is a failure for a script (exit 1)."""
     if action == "close":
-        return bool(result.get("accepted")) and not result.get("in_doubt")
+        return bool(result.get("accepted")) and not result.get("in_doubt") and not result.get("ended")
     if action == "resume":  # answered while it waits for another control under way: not resumed yet
         return not str(result).startswith(UNDER_WAY)
     if action == "approve":

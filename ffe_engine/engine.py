@@ -2780,9 +2780,14 @@ class Engine:
                 decision_id=pos.entry_decision_id, by=by), on_journal=lambda order, _gates: mine.update(order=order))
             log.info("operator close", symbol=symbol, by=by, accepted=sub.accepted, reason=sub.reason or None)
             await self.flush()
+            o = sub.order
+            # Ended in its own answer without selling everything (expired: a time in force, self-trade prevention;
+            # rejected after it was accepted): the position is still open, and the close not done.
+            ended = o is not None and o.status.final and o.status is not OrderStatus.FILLED
             return {"symbol": symbol, "accepted": sub.accepted, "reason": sub.reason,
-                    "client_order_id": sub.order.client_order_id if sub.order else None,
-                    "in_doubt": sub.order is not None and sub.order.status is OrderStatus.IN_DOUBT,
+                    "client_order_id": o.client_order_id if o else None,
+                    "in_doubt": o is not None and o.status is OrderStatus.IN_DOUBT,
+                    "ended": (o.error or o.status.value) if ended and o is not None else None,
                     "gates": [g.as_dict() for g in sub.gates], **entries}
 
     async def _cancel_entries(self, symbol: str, working: list[Order], by: str) -> dict[str, list[str]]:

@@ -168,6 +168,9 @@ def closed(r: dict[str, Any]) -> str:
     if r.get("under_way"):  # answered before the exchange (or another control under way) let it end
         order = f"order {r['client_order_id']} " if r.get("client_order_id") else ""
         return f"closing {r['symbol']}: {order}{r['under_way']}"
+    if r.get("accepted") and r.get("ended"):  # its order ended in its own answer, the position not all sold
+        return (f"close {r['symbol']} not done: its order {r.get('client_order_id')} {r['ended']}; the position "
+                "stays open: close it again, or on the exchange" + entries_said(r))
     if r.get("accepted") and r.get("in_doubt"):  # as a flatten's closing order in doubt is said
         return (f"closing {r['symbol']}: order {r.get('client_order_id')} in doubt: the answer was lost, the position "
                 "is held until the exchange says: check the exchange")

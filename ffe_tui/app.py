@@ -1177,7 +1177,8 @@ class ConsoleApp(App[int]):
     async def _close_trade(self, symbol: str, opened_ts: int) -> None:
         # The position shown, not whichever is open in the symbol when `y` comes.
         res = await self.engine.close_position(symbol, by="operator", opened_ts=opened_ts)
-        self._set_outcome("trades", tables.closed(res), bool(res.get("accepted")) and not res.get("in_doubt"))
+        self._set_outcome("trades", tables.closed(res),
+                          bool(res.get("accepted")) and not res.get("in_doubt") and not res.get("ended"))
         self._tick()
 
     def action_approval_mode(self) -> None:

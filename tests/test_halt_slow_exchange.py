@@ -461,7 +461,7 @@ async def test_a_re_arm_whose_record_fails_while_a_pause_comes_leaves_the_engine
         assert (last["previous"], last["state"]) == ("PAUSED", "HALTED"), last
 
 
-async def test_an_operator_cancel_the_exchange_holds_is_answered_within_its_bound_and_goes_on(tmp_path, fx):  # noqa: F811
+async def test_an_operator_cancel_the_exchange_holds_is_answered_in_its_bound_and_goes_on(tmp_path, fx):  # noqa: F811
     """The exchange holds the cancel and every lookup of the order past the client's timeout. The operator's cancel
     (`ffe ctl cancel`, the console's) is answered within engine.cancel_timeout_s as not done yet, while the cancel
     is still at the exchange: not after every retry of the cancel and then of its lookup, holding the controls'
@@ -485,3 +485,23 @@ async def test_an_operator_cancel_the_exchange_holds_is_answered_within_its_boun
         fx.end_hangs()
         await wait_for(lambda: rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,))
                        == [("canceled",)], timeout=30, what="the cancel carried out")
+
+
+async def test_a_close_whose_order_the_exchange_ends_at_once_unsold_is_no_close(tmp_path, fx):  # noqa: F811
+    """The exchange accepts the closing order and ends it in the same answer, half of it sold (expired: a time in
+    force, self-trade prevention). The position is still open: the close is not said done ("closing ...", exit 0),
+    but not done, with what the exchange said; the position stays in the books at what is left."""
+    from ffe_engine import tables
+
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e = running.engine
+        assert (await e.operator_order(BTC, "buy", 0.002))["accepted"]
+        held = e.portfolio.holding(BTC).quantity
+        fx.partial_fill_next(0.5, rest="expire")
+        answer = await e.close_position(BTC, by="ctl")
+        assert "expired at the exchange" in answer["ended"], answer
+        said = tables.closed(answer)
+        cid = answer["client_order_id"]
+        assert said.startswith(f"close {BTC} not done: its order {cid} expired at the exchange"), said
+        assert "the position stays open" in said, said
+        assert 0 < e.portfolio.holding(BTC).quantity < held
