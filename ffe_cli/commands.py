@@ -761,7 +761,7 @@ def _carried_out(action: str, result: Any) -> bool:
     if action == "resume":  # answered while it waits for another control under way: not resumed yet
         return not str(result).startswith(UNDER_WAY)
     if action == "approve":
-        return bool(result.get("accepted")) and not result.get("in_doubt")
+        return bool(result.get("accepted")) and not result.get("in_doubt") and not result.get("ended")
     if action == "cancel":
         return bool(result.get("cancelled"))
     if action in ("halt", "flatten"):

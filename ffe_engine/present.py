@@ -104,6 +104,8 @@ def approve_answer(r: Fields) -> str:
         text = (f"approved {r.get('approval_id')}: its order {r.get('client_order_id')} is in doubt: the answer was "
                 "lost; it is looked up by its id, and sent again only while its bar and its stops stand: check "
                 "`ffe ctl orders`")
+    elif r.get("accepted") and r.get("ended"):  # ended in its own answer, not all of it bought
+        text = f"approved {r.get('approval_id')}: its order {r.get('client_order_id')} {r['ended']}"
     elif r.get("accepted"):
         text = f"approved {r.get('approval_id')}: order {r.get('client_order_id')}"
     elif r.get("client_order_id"):  # the re-check passed; the order made of it did not go through

@@ -1088,7 +1088,7 @@ class ConsoleApp(App[int]):
                        else "refused")
             self.view.set_gates(f"approval {aid} re-check -> {outcome}", res["gates"])
             self._show_gates()
-        ok = res.get("accepted") and not res.get("in_doubt")
+        ok = res.get("accepted") and not res.get("in_doubt") and not res.get("ended")
         self.say(approve_answer(res), severity="information" if ok else "warning")
         self._tick()
 

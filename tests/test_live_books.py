@@ -2259,3 +2259,23 @@ async def test_an_approved_entry_the_exchange_refuses_ends_approved_with_its_ord
         assert "refused" in ended["reason"] and "VENUE_HOLD" in ended["reason"], ended
         [(status, error)] = rows(db, "SELECT status, error FROM orders WHERE client_order_id = ?", (cid,))
         assert status == "rejected" and "Too many requests" in error, error
+
+
+async def test_an_approved_entry_the_exchange_ends_at_once_unsold_is_said_so_not_bought(tmp_path, fx):
+    """The exchange accepts the approved entry and ends it in the same answer, half of it bought (expired: a time in
+    force, self-trade prevention). The approval is approved with its order; the answer says how the order ended,
+    not only its id, and a script is told it was not carried out whole."""
+    from ffe_engine import present
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            a = await strategy_approval(e, fx)
+            fx.partial_fill_next(0.5, rest="expire")
+            res = await e.approve(a["approval_id"])
+    assert res["accepted"] and "expired at the exchange" in res["ended"], res
+    said = present.approve_answer(res)
+    aid, cid = a["approval_id"], res["client_order_id"]
+    assert said.startswith(f"approved {aid}: its order {cid} expired at the exchange"), said
