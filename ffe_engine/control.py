@@ -274,8 +274,12 @@ class ControlServer:
 
     async def _make_again(self) -> None:
         try:
+            if not self._lock_held():
+                self._say_path("control socket was removed, and another engine has claimed its path since: left to "
+                               "it; `ffe ctl` and consoles do not reach this engine")
+                return
             sock = _bind(self.path)
-        except StartError as exc:  # its directory gone or unwritable: said once, tried again
+        except (StartError, OSError) as exc:  # its directory unwritable: said once, tried again
             self._say_path(f"control socket was removed and cannot be made again: {exc}")
             return
         st = os.lstat(self.path)
@@ -286,6 +290,28 @@ class ControlServer:
             old.close()  # listens no more (no path leads to it); its connections stay open
         self._say_path("control socket was removed: made again")
         self._path_said = ""
+
+    def _lock_held(self) -> bool:
+        """Whether this server holds the socket's lock file at its path: the one it claimed, or, where that was
+        removed (its directory with it: a cleaner of /tmp), one made and claimed again. False when another engine
+        claimed a new one meanwhile."""
+        lock = socket_lock_path(self.path)
+        try:
+            if self._lock_fd is not None and os.path.samestat(os.fstat(self._lock_fd), os.stat(lock)):
+                return True
+        except FileNotFoundError:
+            pass
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+        self._lock_fd = fd
+        return True
 
     def _say_path(self, said: str) -> None:
         if said != self._path_said:
@@ -701,8 +727,21 @@ async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, time
     if instance is not None:
         message["instance"] = instance
 
+    async def connected() -> socket.socket:
+        # A socket removed under a running engine is made again within KEEP_PATH_S (ControlServer._keep_path): a
+        # command sent meanwhile (the kill switch above all) waits for it, while an engine holds the data directory,
+        # rather than taking that engine for gone or still starting.
+        until = asyncio.get_running_loop().time() + KEEP_PATH_S + 1.0
+        while True:
+            try:
+                return await connect(path)
+            except FileNotFoundError:
+                if data_dir is None or asyncio.get_running_loop().time() >= until or starting_engine(data_dir) is None:
+                    raise
+                await asyncio.sleep(0.1)
+
     async def exchange() -> dict[str, Any]:
-        reader, writer = await asyncio.open_unix_connection(sock=await connect(path), limit=MAX_ANSWER_BYTES)
+        reader, writer = await asyncio.open_unix_connection(sock=await connected(), limit=MAX_ANSWER_BYTES)
         try:
             writer.write((json.dumps(message) + "\n").encode())
             await writer.drain()

@@ -6,6 +6,7 @@ Real parts: a headless `ffe run` on the simulated market, `ffe ctl` processes, t
 
 from __future__ import annotations
 
+import shutil
 import signal
 
 from conftest import db_rows, ffe_env, run_ffe, wait_until
@@ -16,12 +17,13 @@ def test_a_removed_control_socket_is_made_again_and_answers(tmp_path, spawn_ffe)
     wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
     sock = tmp_path / "data" / "ffe.sock"
     sock.unlink()
-    assert run_ffe(tmp_path, "ctl", "status").returncode == 1  # nobody at the path for now
-    wait_until(lambda: run_ffe(tmp_path, "ctl", "status").returncode == 0, timeout=30, what="the socket made again")
-    assert "control socket was removed: made again" in engine.stderr, engine.stderr[-3000:]
+    # Sent at once, while nothing is at the path: the kill switch waits for the socket made again, not taken for an
+    # engine gone or still starting (the console's goes the same way).
     halt = run_ffe(tmp_path, "ctl", "halt")
     assert halt.returncode == 0, halt.stdout + halt.stderr
     assert db_rows(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == [("HALTED",)]
+    assert "control socket was removed: made again" in engine.stderr, engine.stderr[-3000:]
+    assert run_ffe(tmp_path, "ctl", "status").returncode == 0
     engine.send(signal.SIGTERM)
     assert engine.wait(60) == 0, engine.stderr[-3000:]
     assert not sock.exists()
@@ -38,3 +40,20 @@ def test_a_path_another_process_took_is_left_to_it(tmp_path, spawn_ffe):
     engine.send(signal.SIGTERM)
     assert engine.wait(60) == 0, engine.stderr[-3000:]
     assert sock.read_text() == "someone else's"
+
+
+def test_a_socket_whose_directory_was_removed_is_made_again_with_it(tmp_path, spawn_ffe):
+    """`control.socket` in a directory of its own (under /run, /tmp), removed whole with its lock file by a cleaner:
+    the directory, the lock and the socket are made again, and the kill switch reaches the engine."""
+    run_dir = tmp_path / "run"
+    env = ffe_env(FFE_MARKET__SPEED="20", FFE_CONTROL__SOCKET=str(run_dir / "ffe.sock"))
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=env)
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    shutil.rmtree(run_dir)
+    wait_until(lambda: (run_dir / "ffe.sock").exists(), timeout=30, what="the socket made again")
+    assert (run_dir / "ffe.sock.lock").exists()
+    halt = run_ffe(tmp_path, "ctl", "halt", env=env)
+    assert halt.returncode == 0, halt.stdout + halt.stderr
+    assert db_rows(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == [("HALTED",)]
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr[-3000:]
