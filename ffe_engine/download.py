@@ -415,7 +415,11 @@ class Downloader:
                         out = _open_for_candles(path, fresh_file=stored is None)
                     out.write("".join(lines))
                     out.flush()
-                cursor = int(fresh[-1][0]) + tf
+                # The next page from a timeframe after the last row, or just after it when its time is off the grid
+                # of the last candle kept (held, or left out): a timeframe after a damaged time would pass over the
+                # candle after it, served on the grid.
+                last_ts = int(fresh[-1][0])
+                cursor = last_ts + (tf if grid.last is None or (last_ts - grid.last) % tf == 0 else 1)
                 self.progress.advance(symbol, cursor, len(written_ts))
             if out is not None:
                 os.fsync(out.fileno())

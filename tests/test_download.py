@@ -185,6 +185,17 @@ async def test_a_candle_off_the_grid_of_the_ones_either_side_is_left_out_and_cou
     assert again.written == 5 and load_csv(csv_path(tmp_path)).ts[-1] == T0 + 14 * H
 
 
+async def test_a_candle_off_the_grid_at_the_end_of_a_page_does_not_skip_the_next(fx, tmp_path):
+    """The next page is asked from just after it, not a timeframe after its damaged time: that would pass over the
+    candle after it, which the exchange serves on the grid."""
+    fx.klines_max = 7
+    fx.klines_edit = shifted({T0 + 6 * H: 1})
+    clock = at(fx, T0 + 12 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock)
+    assert load_csv(csv_path(tmp_path)).ts == [T0 + i * H for i in range(12) if i != 6]
+    assert result.refused == 1 and result.gaps == [(T0 + 5 * H, T0 + 7 * H)]
+
+
 async def test_candles_that_move_to_another_grid_are_kept(fx, tmp_path):
     fx.klines_edit = lambda rows: [[r[0] + (1_800_000 if r[0] >= T0 + 5 * H else 0), *r[1:]] for r in rows]
     clock = at(fx, T0 + 10 * H + 1_000_000)
