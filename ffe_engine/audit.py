@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from . import logs
-from .ahead import Ahead, states_in
+from .ahead import Ahead
 from .chain import (GENESIS, TornTail, VerifyResult, follows, last_line, line_hash, rotated_files, rotated_name,
                     trail_files, unreadable_trail, verify_current, verify_trail)
 from .clock import Clock
@@ -414,32 +414,14 @@ def set_aside_summary(records: list[bytes], file: Path | None) -> dict[str, Any]
     return {**ahead.as_dict(), "file": str(file)}
 
 
-def halt_among(records: Iterable[bytes]) -> tuple[str, str] | None:
-    """(reason, by) of the HALTED `records` (audit lines, in seq order) end in, or None: what a restore keeps of the
+def halt_among(states: Iterable[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, by) of the HALTED `engine_state` records (in seq order) end in, or None: what a restore keeps of the
     records it moves aside that the database it replaces never held. One the operator re-armed over since (a later
     state that is not HALTED) is not kept."""
     halt = None
-    for rec in states_in(records):
+    for rec in states:
         halt = (str(rec.get("reason", "")), str(rec.get("by", ""))) if rec.get("state") == "HALTED" else None
     return halt
-
-
-MODE_REASONS = {"approval mode manual": True, "approval mode auto": False}  # the engine_state records of `ffe ctl mode`
-
-
-def stops_among(records: Iterable[bytes], engine_authors: frozenset[str]) -> tuple[str | None, bool]:
-    """The operator's stops short of HALTED that `records` (audit lines, in seq order) end in: the reason (and who)
-    of a PAUSED of the operator's (None when they end otherwise: resumed, HALTED, or paused by the engine itself, one
-    of `engine_authors`), and whether they end in manual approval. What a restore keeps of the records it moves aside
-    that the database it replaces never held, as halt_among does of a HALTED."""
-    paused, manual = None, False
-    for rec in states_in(records):
-        reason, by = str(rec.get("reason", "")), str(rec.get("by", ""))
-        if reason in MODE_REASONS:  # a change of mode, in whatever state the engine was
-            manual = MODE_REASONS[reason]
-            continue
-        paused = f"{reason} (by {by})" if rec.get("state") == "PAUSED" and by not in engine_authors else None
-    return paused, manual
 
 
 async def _check_last_records(fd: int, path: Path,

@@ -63,8 +63,8 @@ from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure, size_en
 from .settled_fee import settled_fee
 from .signals import close_providers
 from .signals.base import BUY_CODE, SELL_CODE
-from .store import (BOOKS_QUOTE_KEY, CASH_ACCEPTED_KEY, MARKET_SOURCE_KEY, REQUEST_HOLD_KEY, RESTORE_ALERTS_KEY,
-                    RESTORED_KEY, STARTING_CASH_KEY, FillRecord, Store)
+from .store import (BOOKS_QUOTE_KEY, CASH_ACCEPTED_KEY, ENGINE_AUTHORS, MARKET_SOURCE_KEY, REQUEST_HOLD_KEY,
+                    RESTORE_ALERTS_KEY, RESTORED_KEY, STARTING_CASH_KEY, FillRecord, Store)
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
@@ -1903,7 +1903,10 @@ class Engine:
         if self.state is EngineState.HALTED:
             raise ControlError("engine is HALTED; resume with confirmation to re-arm")
         self._controls.paused()
-        await self.trading.set(EngineState.PAUSED, reason, by)
+        # Paused already by the engine itself (a risk limit, the breaker, reconciliation, records found lost): the
+        # operator's pause is recorded over it, as theirs: it stays until they resume, whatever lifts the other.
+        own = self.state is EngineState.PAUSED and self.trading.by in ENGINE_AUTHORS and by not in ENGINE_AUTHORS
+        await self.trading.set(EngineState.PAUSED, reason, by, force=own)
         await self.flush()
         return self.state
 

@@ -31,13 +31,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
+
 from . import reach
 from .ahead import CHECKED_KEY, aside_paths, unchecked_files
-from .audit import halt_among, stops_among, sync_dir
+from .audit import halt_among, sync_dir
 from .backtest_runs import not_an_account, run_records
 from .backup import (CONFIG_NAME, DB_NAME, TRAIL_NAME, UNPACK_PREFIXES, Checked, Invalid, check_unpacked,
                      sweep_unpacked)
-from .chain import trail_files, trail_paths
+from .chain import BLANK, trail_files, trail_paths
 from .config import Settings
 from .errors import (LOG_DIR_RIGHT, FfeError, NotADatabase, NotAFile, StartError, StorageError, UnreachablePath,
                      UsageError)
@@ -45,8 +47,8 @@ from .host import acquire_lock, acquire_log_lock, lock_database, log_dir_holder,
 from .interrupts import held
 from .model import EngineState
 from .staging import Staging
-from .store import (ENGINE_AUTHORS, RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_in, keep_state,
-                    mark_restored, peek_foreign, refuse_not_a_file, stops_in, wal_without_database,
+from .store import (RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_in, keep_state,
+                    mark_restored, operator_stops, peek_foreign, refuse_not_a_file, stops_in, wal_without_database,
                     withhold_pending_alerts)
 
 CONFIG_COPY = "config.from-backup.toml"
@@ -285,25 +287,15 @@ def _states_past(trail: Path, last: int, checked: Any, *, since: str) -> tuple[t
     (states.md); so does the restore. StorageError when the records cannot be read: whether they hold one cannot
     be told."""
 
-    def past() -> Iterator[bytes]:
-        for path in trail_files(trail):
-            with open(path, "rb") as f:
-                for line in f:
-                    if b'"event":"engine_state"' in line and _seq(line) > last:
-                        yield line
-
-    def aside(path: Path) -> Iterator[bytes]:
-        with open(path, "rb") as f:
-            yield from f
-
     try:
         # Each record of its own: the state the trail ends in, and the state each set-aside file ends in (its
         # records are of another moment than the trail's). Every one read: one that cannot be read is said so.
-        sources = [list(lines) for lines in (past(), *map(aside, unchecked_files(trail, checked)))]
+        sources = [_states_after(trail_files(trail), last),
+                   *(_states_after([path], None) for path in unchecked_files(trail, checked))]
         halt = next((h for h in map(halt_among, sources) if h is not None), None)
         stops = NO_STOPS
-        for lines in sources:
-            stops = _either(stops, stops_among(lines, ENGINE_AUTHORS))
+        for states in sources:
+            stops = _either(stops, operator_stops(states))
     except OSError as exc:
         raise StorageError(f"{trail}: cannot be read ({exc})") from None
     except (NotAFile, UnreachablePath) as exc:  # a FIFO, a device, a directory, a link that loops or leads
@@ -313,6 +305,33 @@ def _states_past(trail: Path, last: int, checked: Any, *, since: str) -> tuple[t
         return None, stops
     reason, by = halt
     return (f"{reason}: found in the audit records past {since}", by), stops
+
+
+def _states_after(paths: list[Path], last: int | None) -> list[dict[str, Any]]:
+    """The `engine_state` records of the audit lines in `paths` (read in order) past seq `last` (every one when None).
+    Each line from the record of seq `last` on must read as a record: one that does not (damaged, or written over)
+    could be the halt or the pause the restore must keep, so which state the records end in cannot be told
+    (StorageError). A file's unfinished last line, or a line of blank bytes (what a crash or a power loss leaves), is
+    no record yet, as the start sets it aside."""
+    out: list[dict[str, Any]] = []
+    checking = last is None
+    for path in paths:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not checking:
+                    if _seq(line) < (last or 0):
+                        continue
+                    checking = True
+                if not line.endswith(b"\n") or not line.strip(BLANK + b"\n"):
+                    continue
+                try:
+                    rec = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    raise StorageError(f"{path}:{number}: a record past seq {last or 0} cannot be read (damaged?)") \
+                        from None
+                if isinstance(rec, dict) and rec.get("event") == "engine_state":
+                    out.append(rec)
+    return out
 
 
 def _seq(line: bytes) -> int:

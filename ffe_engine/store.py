@@ -2501,33 +2501,55 @@ def events_end(path: Path | str) -> int:
 ENGINE_AUTHORS = frozenset({"engine", "risk", "breaker", "reconcile"})
 
 
+MODE_REASONS = {"approval mode manual": True, "approval mode auto": False}  # the engine_state records of `ffe ctl mode`
+
+
+def operator_stops(states: Iterable[dict[str, Any]]) -> tuple[str | None, bool]:
+    """The operator's stops short of HALTED that `engine_state` records (in seq order) end in: the reason (and who)
+    of the operator's last PAUSED that the engine has not run since (a pause the engine set on its own after it, a
+    risk limit, records found lost, does not lift it; a resume or a re-arm does), and whether they end in manual
+    approval."""
+    paused, manual = None, False
+    for rec in states:
+        reason, by, state = str(rec.get("reason", "")), str(rec.get("by", "")), rec.get("state")
+        if reason in MODE_REASONS:  # a change of mode, in whatever state the engine was
+            manual = MODE_REASONS[reason]
+        elif state == EngineState.PAUSED.value and by not in ENGINE_AUTHORS:
+            paused = f"{reason} (by {by})"
+        elif state == EngineState.RUNNING.value:
+            paused = None
+    return paused, manual
+
+
 def stops_in(path: Path | str) -> tuple[str | None, bool]:
     """The operator's stops short of HALTED a database holds, read-only: the reason (and who) of an operator's PAUSED
     (None when not so paused), and whether manual approval is set (`ffe ctl mode manual`). Each is read from the
-    stored row and from the last event that recorded it, the stricter taken: a row edited or lost by hand does not
-    lose it. StorageError when it cannot be read."""
+    stored row and from the events that recorded the states (operator_stops), the stricter taken: a row edited or
+    lost by hand, or written over by a pause of the engine's own, does not lose it. StorageError when it cannot be
+    read."""
     try:
         conn = open_read_only(path, peek=False)
     except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"{path}: cannot be read ({exc})") from None
     try:
         row = conn.execute("SELECT state, reason, by FROM engine_state").fetchone()
-        said = _last_state_event(Path(path), lambda sql, params: conn.execute(sql, params).fetchall(),
-                                 functools.partial(event_line, path))
-        mode = conn.execute(_SQL_APPROVAL_MODE).fetchone()
+        states = []
+        for seq, data in conn.execute("SELECT seq, data FROM events WHERE event = 'engine_state' ORDER BY seq"):
+            try:
+                rec = json.loads(event_line(path, seq, data))
+            except ValueError:
+                raise damaged_database(path, unreadable(f"table events, seq {seq}", "data", data, "JSON")) from None
+            if isinstance(rec, dict):
+                states.append(rec)
         kept = conn.execute("SELECT value FROM kv WHERE key = 'approval_mode'").fetchone()
     except sqlite3.Error as exc:
         raise StorageError(f"{path}: cannot be read ({exc})") from None
     finally:
         conn.close()
-    paused = None
-    for state, reason, by in ([tuple(row)] if row is not None else []) + (
-            [(said.get("state"), said.get("reason"), said.get("by"))] if said is not None else []):
-        if state == EngineState.PAUSED.value and by not in ENGINE_AUTHORS:
-            paused = f"{reason} (by {by})"
-            break
-    manual = (kept is not None and kept[0] == json.dumps("manual")) or (
-        mode is not None and mode[2] == "approval mode manual")
+    paused, manual = operator_stops(states)
+    if row is not None and row[0] == EngineState.PAUSED.value and row[2] not in ENGINE_AUTHORS:
+        paused = paused or f"{row[1]} (by {row[2]})"
+    manual = manual or (kept is not None and kept[0] == json.dumps("manual"))
     return paused, manual
 
 

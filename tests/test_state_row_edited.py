@@ -218,3 +218,65 @@ def test_a_restore_keeps_the_operator_s_stops_wherever_the_records_it_replaces_h
     assert (state, by) == ("PAUSED", "restore"), (state, reason, by)
     assert "ffe ctl pause" in reason and "manual approval" in reason, reason
     assert run_ffe(cwd, "doctor").returncode == 0
+
+
+def test_an_operator_s_pause_the_start_s_loss_pause_wrote_over_is_kept_by_the_restore(tmp_path, spawn_ffe):
+    """Paused by the operator; an older copy of the database (still paused) put back; the start sets the records
+    past it aside and pauses for the loss, by the engine, over the operator's pause. The restore the loss pause asks
+    for keeps the operator's pause: an engine's own pause after it does not lift it, only a run does."""
+    cwd = tmp_path / "acct"
+    backup = stopped_after_a_backup(cwd, spawn_ffe, ("pause",))
+    older = tmp_path / "older.db"
+    older.write_bytes((cwd / "data" / "ffe.db").read_bytes())
+    assert run_ffe(cwd, "run", "--headless", "--max-bars", "3").returncode == 0  # more records, still paused
+    older_copy_started(cwd, older)
+    [(state, by)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, by FROM engine_state")
+    assert (state, by) == ("PAUSED", "engine"), (state, by)
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    [(state, reason, by)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason, by FROM engine_state")
+    assert (state, by) == ("PAUSED", "restore") and "ffe ctl pause" in reason, (state, reason, by)
+
+
+@pytest.mark.parametrize("stop", ["halt", "pause"])
+def test_a_state_record_damaged_in_the_trail_the_restore_reads_makes_it_halted_saying_why(tmp_path, spawn_ffe,
+                                                                                          stop):
+    """The database moved aside by hand, and the record of the operator's halt (or pause) in the trail past the
+    backup's last event damaged: whether the records were HALTED cannot be told, so the restored account is HALTED,
+    the restore saying why, not restored RUNNING as if the record were not there."""
+    cwd = tmp_path / "acct"
+    backup = stopped_after_a_backup(cwd, spawn_ffe, (stop,))
+    moved_by_hand(cwd)
+    trail = cwd / "logs" / "audit.jsonl"
+    lines = trail.read_bytes().split(b"\n")
+    state = b'"state":"HALTED"' if stop == "halt" else b'"state":"PAUSED"'
+    (at,) = [i for i, line in enumerate(lines) if b'"event":"engine_state"' in line and state in line]
+    lines[at] = lines[at].replace(state, b'"state":"PAUSED\x00\xff')
+    trail.write_bytes(b"\n".join(lines))
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    [(state_now, reason)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason FROM engine_state")
+    assert state_now == "HALTED" and "could not be read" in reason, (state_now, reason)
+    assert "could not be read" in proc.stdout, proc.stdout
+
+
+def test_an_operator_s_pause_over_a_risk_limit_s_pause_is_recorded_and_kept_by_a_restore(tmp_path, spawn_ffe):
+    """`ffe ctl pause` while a risk limit has the engine paused: the operator's stop is recorded (its event, the row
+    by ctl), not answered PAUSED with nothing kept; a restore keeps it, as the limit's own pause it does not."""
+    cwd = tmp_path / "acct"
+    cwd.mkdir()
+    assert run_ffe(cwd, "run", "--headless", "--max-bars", "30").returncode == 0
+    assert run_ffe(cwd, "backup", "--to", "b").returncode == 0
+    (backup,) = (cwd / "b").glob("ffe-backup-*.tar.zst")
+    engine = spawn_ffe(cwd, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20", FFE_RISK__MAX_DRAWDOWN_PCT="0.01"))
+    wait_until(lambda: db_rows(cwd / "data" / "ffe.db", "SELECT state, by FROM engine_state") == [("PAUSED", "risk")],
+               timeout=60, what="the risk limit's pause")
+    asked = run_ffe(cwd, "ctl", "pause")
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert db_rows(cwd / "data" / "ffe.db", "SELECT state, by FROM engine_state") == [("PAUSED", "ctl")]
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr
+    proc = run_ffe(cwd, "restore", str(backup), "--force")
+    assert proc.returncode == 0, proc.stderr
+    [(state, reason, by)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason, by FROM engine_state")
+    assert (state, by) == ("PAUSED", "restore") and "by ctl" in reason, (state, reason, by)
