@@ -666,7 +666,12 @@ class Notifier:
                    else None)
         recent = await self.store.recent_alerts(wall - self.cfg.window_s, self._engine)
         last_raised = {key: raised for key, _, _, _, raised in recent}
-        self._failed_since_started = last_raised.get("START_FAILED", 0.0) > last_raised.get("STARTED", 0.0) > 0.0
+        # A start that failed after the last STARTED: raised in the outbox (after its records), or sent past it (a
+        # start refused before anything could be recorded: the monitor's port held, a live start's exchange check).
+        past_outbox = (sentalerts.last_sent(self._sent_file, "START_FAILED")
+                       if self.channels and self._sent_file is not None else None)
+        failed = max(last_raised.get("START_FAILED", 0.0), past_outbox or 0.0)
+        self._failed_since_started = failed > last_raised.get("STARTED", 0.0) > 0.0
         for key, kind, severity, text, raised in recent:
             left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
             if key == "START_FAILED" and succeeded is not None and raised <= succeeded:

@@ -130,6 +130,12 @@ def last_start(path: Path) -> float | None:
     return _marked(path, START_SUCCEEDED)
 
 
+def last_sent(path: Path, key: str) -> float | None:
+    """When the alert `key` was last sent past the outbox (START_FAILED before anything could be recorded), unless a
+    start that got through since forgot it; None when not known."""
+    return _marked(path, key)
+
+
 def _mark(path: Path, key: str, ts: float, forgotten: tuple[str, ...], unkept: str) -> None:
     """When `key` happened kept in the file (no alert: a moment the windows are measured against), the keys it
     ends forgotten; `unkept`: what is lost if the file cannot be written (logged)."""

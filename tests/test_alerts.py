@@ -937,6 +937,31 @@ async def test_a_start_that_gets_through_after_a_failed_one_is_told_though_a_sta
     assert raised(hook) == ["STARTED", "STOPPED", "START_FAILED", "STARTED", "STOPPED"], kinds(hook)
 
 
+async def test_a_start_that_gets_through_after_one_refused_before_its_records_is_told(tmp_path):
+    """The START_FAILED of a start refused before it could record anything (the monitor's port held by another
+    process: paged past the outbox, kept in data/ffe.alerts-sent) is a failure after the last STARTED as well: the
+    next start that gets through within alerts.window_s sends its STARTED."""
+    hook = await Receiver().start()
+    env = {"FFE_ALERTS__WEBHOOK_URL": hook.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}}
+
+    async def paper_start(**extra: str) -> int:
+        proc = await _ffe("run", "--headless", "--max-bars", "3", env=ffe_env(**env, **extra), cwd=tmp_path)
+        await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode is not None
+        return proc.returncode
+
+    try:
+        assert await paper_start() == 0
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            assert await paper_start(FFE_MONITOR__PORT=str(held.getsockname()[1])) == 1
+        assert await paper_start() == 0
+    finally:
+        await hook.stop()
+    assert raised(hook) == ["STARTED", "STOPPED", "START_FAILED", "STARTED", "STOPPED"], kinds(hook)
+
+
 async def failed_start(cwd, env: dict[str, str]) -> None:
     proc = await _ffe("run", "--headless", env=ffe_env(**env), cwd=cwd)
     _, err = await asyncio.wait_for(proc.communicate(), 90)
