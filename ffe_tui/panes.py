@@ -777,6 +777,18 @@ class LogPane(Log):
     def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
         self._after_user_scroll()
 
+    def render_line(self, y: int) -> Strip:
+        """A line wider than the pane ends with an ellipsis where it is cut, never mid-number unmarked (a price of
+        30,000.0 read as 30); Right and Left scroll the log sideways to the rest."""
+        strip = super().render_line(y)
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width  # the vertical scrollbar's column left out
+        lines = self.lines
+        index = scroll_y + y
+        if width > 1 and index < len(lines) and cell_len(self._process_line(lines[index])) > scroll_x + width:
+            strip = Strip.join([strip.crop(0, width - 1), Strip([Segment("…", self.rich_style)])])
+        return strip
+
     def _update_size(self, updates: int, lines: list[str]) -> None:
         # Textual's Log measures new lines in a thread worker that looks up the app from the widget; a batch written
         # as the console quits then fails the app (the pane is already detached). The batches here are bounded,

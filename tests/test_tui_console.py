@@ -561,3 +561,29 @@ async def test_quit_says_the_trades_waiting_for_approval_wait_on_at_the_next_sta
         text = screen_text(app)
         assert "waiting for approval still wait" in text, text
         await pilot.press("n")
+
+
+async def test_a_log_line_wider_than_the_pane_is_marked_where_it_is_cut_and_scrolls_sideways(tmp_path):
+    """At 80x24 an order's line runs past the pane: its price must not read as another number ("@ 30" for
+    30,000.0). The cut is marked with an ellipsis, and Right scrolls the log sideways to the rest, Left back."""
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await app.engine.pause(by="test")  # no trade's lines push the wide one out of sight
+        pane = app.query_one("#log")
+        logs.get_logger("ffe.wide").info("a wide line " + "x" * 100, price="30,000.0")
+        await until(pilot, lambda: any("price=30,000.0" in line for line in pane.lines), "the wide line")
+        pane.focus()
+        await until(pilot, lambda: any(line.rstrip().endswith("…") and "a wide line" in line
+                                       for line in screen_text(app).splitlines()), "the cut marked")
+        assert not any("price=30,000.0" in line for line in screen_text(app).splitlines())
+        def rest_shown() -> bool:
+            return any("price=30,000.0" in line for line in screen_text(app).splitlines())
+
+        for _ in range(120):  # a column at a time, as far as the end of the line
+            if rest_shown():
+                break
+            await pilot.press("right")
+        assert pane.scroll_x > 0 and rest_shown(), screen_text(app)
+        await pilot.press("ctrl+pageup", "ctrl+pageup", "ctrl+pageup")
+        await until(pilot, lambda: pane.scroll_x == 0, "back to the start of the lines")
