@@ -2622,7 +2622,11 @@ class Engine:
             log.info("operator cancel", client_order_id=client_order_id, by=by, cancelled=ok, reason=why or None)
             await self._persist_books()
             await self.flush()
-            if not ok and o.status.final:  # it had ended at the venue (its lookup said so): what it became
+            if not ok and o.status is OrderStatus.CANCELED and not present.ended_by_exchange(o.error):
+                # Its cancel's answer is late (or the poll's resend of it answered first), and a lookup found it
+                # cancelled meanwhile: by a cancel ffe sent since this one was asked, nobody else's.
+                ok, why = True, ""
+            elif not ok and o.status.final:  # it had ended at the venue (its lookup said so): what it became
                 why = _ended_text(o)
             return _cancel_answer(o, ok, why)
 

@@ -505,3 +505,22 @@ async def test_a_close_whose_order_the_exchange_ends_at_once_unsold_is_no_close(
         assert said.startswith(f"close {BTC} not done: its order {cid} expired at the exchange"), said
         assert "the position stays open" in said, said
         assert 0 < e.portfolio.holding(BTC).quantity < held
+
+
+async def test_an_operator_cancel_whose_answer_is_late_but_whose_order_a_lookup_finds_cancelled_is_said_done(
+        tmp_path, fx):  # noqa: F811
+    """The exchange carries the cancel out at once and holds its answer; the order path's lookup finds the order
+    cancelled before the cancel's bound. Nobody else cancelled it: the operator is told it was cancelled (exit 0),
+    not "not cancelled: it had been cancelled"."""
+    async with running_live(tmp_path, fx, risk=LOOSE, exchange={"timeout_ms": 8000}) as running:
+        e, db = running.engine, running.store.path
+        e.orders.cancel_timeout_s = 3.0
+        [cid] = await open_limit_orders(e, 1)
+        fx.fault(DELETE_ORDER, "hang", seconds=30, execute=True)
+        cancel = asyncio.ensure_future(e.operator_cancel(cid, by="ctl"))
+        await wait_for(lambda: fx.requests_to(DELETE_ORDER), timeout=10, what="the cancel at the exchange")
+        await e.orders.poll()  # the lookup, as the engine makes it on its bars
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
+        answer = await cancel
+        fx.end_hangs()
+    assert answer["cancelled"] and answer["status"] == "canceled", answer
