@@ -2788,13 +2788,11 @@ class Engine:
             log.info("operator close", symbol=symbol, by=by, accepted=sub.accepted, reason=sub.reason or None)
             await self.flush()
             o = sub.order
-            # Ended in its own answer without selling everything (expired: a time in force, self-trade prevention;
-            # rejected after it was accepted): the position is still open, and the close not done.
-            ended = o is not None and o.status.final and o.status is not OrderStatus.FILLED
             return {"symbol": symbol, "accepted": sub.accepted, "reason": sub.reason,
                     "client_order_id": o.client_order_id if o else None,
                     "in_doubt": o is not None and o.status is OrderStatus.IN_DOUBT,
-                    "ended": (o.error or o.status.value) if ended and o is not None else None,
+                    # Ended in its own answer before it sold all: the position still open, the close not done.
+                    "ended": _ended_unsold(o),
                     "gates": [g.as_dict() for g in sub.gates], **entries}
 
     async def _cancel_entries(self, symbol: str, working: list[Order], by: str) -> dict[str, list[str]]:
@@ -3048,6 +3046,14 @@ def _ended_text(o: Order) -> str:
     """What an order no longer open had become, for the answer to a cancel asked of it."""
     return present.order_ended({"status": o.status.value, "filled": o.filled, "average": o.average,
                                 "symbol": o.symbol, "error": o.error})
+
+
+def _ended_unsold(o: Order | None) -> str | None:
+    """How an order the exchange ended in its own answer before it filled whole (expired: a time in force,
+    self-trade prevention; rejected after it was accepted) ended; None for one working, in doubt or filled."""
+    if o is None or not o.status.final or o.status is OrderStatus.FILLED:
+        return None
+    return o.error or o.status.value
 
 
 def _cancel_answer(o: Order, cancelled: bool, reason: str) -> dict[str, Any]:
