@@ -2709,7 +2709,9 @@ class Engine:
             return (f"reconciliation sees {len(self.reconcile_unconfirmed)} difference(s) it looks at again once the "
                     "venue's reads have caught up: accept them if they stay (`ffe ctl why`)")
         if not held:
-            return "reconciliation agrees with the venue; resume when ready"
+            then = ("re-arm when ready (`ffe ctl resume --yes`)" if self.state is EngineState.HALTED else
+                    "resume when ready")
+            return f"reconciliation agrees with the venue; {then}"
         if any(d.get("client_order_id") == client_order_id for d in held):
             return ("reconciliation looks again once the venue's reads have caught up; entries stay held until it "
                     "agrees or finds what to accept")

@@ -2279,3 +2279,24 @@ async def test_an_approved_entry_the_exchange_ends_at_once_unsold_is_said_so_not
     said = present.approve_answer(res)
     aid, cid = a["approval_id"], res["client_order_id"]
     assert said.startswith(f"approved {aid}: its order {cid} expired at the exchange"), said
+
+
+async def test_a_sale_made_by_hand_booked_while_halted_says_to_re_arm_not_resume(tmp_path, fx):
+    """The same sale booked while the engine is HALTED: reconciliation agrees, and the answer says how to go on
+    from HALTED (a re-arm, `ffe ctl resume --yes`), not "resume when ready", which a HALTED engine refuses."""
+    climbing(fx)
+    tables = {"engine": {"order_poll_s": 0.1}}
+    settings = strategy_settings(tmp_path, fx, **tables)
+    write_config(tmp_path, strategy_config(fx, **tables))
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await running.start_control()
+        async with engine_loop(e):
+            held = await sold_by_hand(e, fx, 0.5)
+            await e.halt(by="test")
+            fx.balances["USDT"].free -= 1.2345
+            sale = await run_ffe_async(tmp_path, "ctl", "sold-by-hand", BTC, "--quantity", f"{round(held * 0.5, 5)}",
+                                       "--price", "30000", "--fee", "1.2345", "--yes", env=live_env(fx), name="sold")
+            assert sale.proc.returncode == 0, sale.stderr
+            assert "reconciliation agrees with the venue; re-arm when ready (`ffe ctl resume --yes`)" in sale.stdout, \
+                sale.stdout
