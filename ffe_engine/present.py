@@ -154,6 +154,9 @@ def _reconcile(f: Fields) -> str:
     text = f"{f.get('status')} ({len(diffs)} difference(s))" + (f" by {f['by']}" if f.get("by") else "")
     if diffs:
         text += ": " + "; ".join(fmt.compact(d) for d in diffs[:3]) + ("; …" if len(diffs) > 3 else "")
+    own = f.get("own_coins")
+    if isinstance(own, dict) and own:  # an accept with --own-coins: what it took as the operator's
+        text += "; coins taken as the operator's own: " + ", ".join(f"{fmt.qty(q)} {c}" for c, q in own.items())
     return text
 
 

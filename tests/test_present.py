@@ -130,3 +130,11 @@ def test_a_figure_over_its_limit_is_said_with_the_decimals_that_show_it_over():
     assert fmt.beyond(16.0, 15.0) == "16.00"
     assert fmt.beyond(0.0507, 0.05) == "0.051"
     assert fmt.beyond(15.0000001, 15.0) == "15.000000"  # at most six: the comparison said over, the text says why
+
+
+def test_an_accept_of_the_operator_s_own_coins_names_them_in_its_reconcile_line():
+    """runbook.md: the accept's `reconcile` record names the coins taken as the operator's, and `ffe audit tail
+    --event reconcile` shows them: its line says them, rounded as quantities are, not only in --json."""
+    said = present.line("reconcile", {"status": "accepted", "by": "ctl", "differences": [{"kind": "position"}],
+                                      "own_coins": {"BTC": 0.020000000000000004}})
+    assert said.endswith("; coins taken as the operator's own: 0.02 BTC"), said
