@@ -513,7 +513,7 @@ class Notifier:
         if isinstance(ev, OrderEvent):
             self._track_doubt(ev)
             for key in cleared_keys(ev):
-                self._end_window(key, self._now())
+                self._end_window(key, self._now(), cleared=ev)
             for alert in alerts_for(ev, state=self._state, in_doubt=self._doubts):
                 self.raise_alert(alert)
             return
@@ -532,7 +532,7 @@ class Notifier:
             # (Not one whose hold ended before the restart: its reason says so, and its end was told then.)
             self._reconcile_held = says_held(str(ev.detail.get("reason", "")))
         for key in cleared_keys(ev):
-            self._end_window(key, self._now())
+            self._end_window(key, self._now(), cleared=ev)
         for alert in alerts_for(ev, state=self._state, in_doubt=self._doubts):
             self.raise_alert(alert)
         if isinstance(ev, ReconcileEvent):
@@ -612,16 +612,21 @@ class Notifier:
     def _stored_text(self, alert: Alert) -> str:
         return self._redact(alert.text) if self._redact is not None else alert.text
 
-    def _end_window(self, key: str, now: float) -> None:
-        """The window of a key ends (its time is up, or its condition cleared): the summary of its repeats."""
+    def _end_window(self, key: str, now: float, cleared: Event | None = None) -> None:
+        """The window of a key ends (its time is up, or its condition cleared: `cleared`, the event that cleared
+        it): the summary of its repeats."""
         w = self._windows.pop(key, None)
         if w is None or not w.repeats:
             return
         span = f"{self.cfg.window_s:g}" if now >= w.until else f"{now - (w.until - self.cfg.window_s):.0f}"
-        # A page among the repeats keeps its severity: an operator who takes pages only still hears of it.
-        severity = "page" if w.repeated == "page" else "warn"
+        # A page among the repeats keeps its severity: an operator who takes pages only still hears of it. Unless
+        # the condition has cleared: its last text (entries held, say) is then no longer so, and the summary says so
+        # as a warning, not as the page that would stand as the operator's last word.
+        severity = "page" if w.repeated == "page" and cleared is None else "warn"
+        since = f"; cleared since: {fmt.short(present.line(cleared.name, cleared.payload()), 120)}" \
+            if cleared is not None else ""
         self.raise_alert(Alert(f"{w.kind}_REPEATED", f"{key}:summary", severity,
-                               f"{w.repeats} more {w.kind} alert(s) in the last {span}s; last: {w.last_text}"))
+                               f"{w.repeats} more {w.kind} alert(s) in the last {span}s{since}; last: {w.last_text}"))
 
     def _enqueue(self, alert: Alert) -> None:
         ts = self._wall()

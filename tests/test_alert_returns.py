@@ -150,3 +150,24 @@ async def test_a_condition_that_clears_and_comes_back_is_sent_at_once_and_so_is_
             assert got() == expected, [r.body.get("kind") for r in hook.delivered]
     finally:
         await hook.stop()
+
+
+async def test_the_summary_of_a_hold_s_repeats_sent_as_it_clears_says_it_cleared_and_pages_no_one(tmp_path):
+    """A reconciliation hold paged, its repeats summed up within the window, then the differences accepted: the
+    summary sent as the window ends with the clear must not be the last word, a page saying entries are held. It
+    says the hold cleared, as a warning (an operator who takes pages only is not paged for what is over)."""
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, engine={"symbols": [SYMBOL], "warmup_bars": 100}, monitor={"port": 0},
+                             alerts={"webhook_url": hook.url, **FAST})
+    try:
+        async with engine_session(settings, clock=SteppedClock()) as host:
+            rig = Rig(host, SteppedClock())
+            rig.said(DIFFERENCES, DIFFERENCES, DIFFERENCES, ACCEPTED)
+            await host.store.flush()
+            await wait_for(lambda: any(r.body.get("kind") == "RECONCILE_REPEATED" for r in hook.delivered),
+                           timeout=10, what="the summary")
+    finally:
+        await hook.stop()
+    (summary,) = [r.body for r in hook.delivered if r.body.get("kind") == "RECONCILE_REPEATED"]
+    assert summary["severity"] == "warn", summary
+    assert "cleared since: reconcile accepted" in summary["text"], summary
