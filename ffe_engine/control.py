@@ -102,6 +102,28 @@ def socket_lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+# What the socket's lock file holds once its engine has served on the path (emptied when an engine claims it): a
+# client finding no socket there while that engine runs knows it was removed and is being made again, not that the
+# engine is still starting.
+SERVING = b"serving\n"
+
+
+def _mark_serving(fd: int) -> None:
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, SERVING, 0)
+    except OSError:  # a full disk: a client then takes a removed socket for a start, as before
+        pass
+
+
+def _served(path: Path) -> bool:
+    try:
+        with open(socket_lock_path(path), "rb") as f:
+            return f.read(len(SERVING)) == SERVING
+    except OSError:
+        return False
+
+
 async def claim(path: Path) -> int:
     """Hold `<socket>.lock` for as long as an engine serves `path` (the returned descriptor); StartError naming the
     engine that holds it. The lock file is never removed: removing a lock file races with the next one to take
@@ -123,6 +145,7 @@ async def claim(path: Path) -> int:
         raise StartError(f"control socket {path} belongs to {await _holder(path)}; give each engine its own "
                          "[control] socket (empty: <data dir>/ffe.sock)") from None
     try:
+        os.ftruncate(fd, 0)  # not serving yet (an engine before this one may have left SERVING in it)
         _refuse_in_the_way(path)
     except BaseException:
         os.close(fd)
@@ -248,6 +271,8 @@ class ControlServer:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise
+        if self._lock_fd is not None:
+            _mark_serving(self._lock_fd)
         self._fan_out = asyncio.ensure_future(self._send_events())
         self._keeper = asyncio.ensure_future(self._keep_path())
         log.info("control socket ready", path=str(self.path), **self.identity)
@@ -311,6 +336,7 @@ class ControlServer:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
         self._lock_fd = fd
+        _mark_serving(fd)
         return True
 
     def _say_path(self, said: str) -> None:
@@ -729,14 +755,16 @@ async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, time
 
     async def connected() -> socket.socket:
         # A socket removed under a running engine is made again within KEEP_PATH_S (ControlServer._keep_path): a
-        # command sent meanwhile (the kill switch above all) waits for it, while an engine holds the data directory,
-        # rather than taking that engine for gone or still starting.
+        # command sent meanwhile (the kill switch above all) waits for it, while the engine that served on it holds
+        # the data directory, rather than taking that engine for gone or still starting. One still starting has
+        # not served yet: it is said at once.
         until = asyncio.get_running_loop().time() + KEEP_PATH_S + 1.0
         while True:
             try:
                 return await connect(path)
             except FileNotFoundError:
-                if data_dir is None or asyncio.get_running_loop().time() >= until or starting_engine(data_dir) is None:
+                if data_dir is None or asyncio.get_running_loop().time() >= until or not _served(path) \
+                        or starting_engine(data_dir) is None:
                     raise
                 await asyncio.sleep(0.1)
 
