@@ -734,8 +734,7 @@ async def test_a_start_that_fails_on_an_unreachable_exchange_is_paged_ends_its_r
     hook = await Receiver().start()
     beat = await Receiver().start()  # the dead man's switch: a start that fails never ran the main loop
     proc = await _ffe("run", "--headless", env=ffe_env(
-        FFE_ALERTS__WEBHOOK_URL=hook.url, FFE_ALERTS__HEARTBEAT_URL=beat.url + "/ping", FFE_ALERTS__HEARTBEAT_S="0.05",
-        **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}), cwd=tmp_path)
+        **paging(hook), FFE_ALERTS__HEARTBEAT_URL=beat.url + "/ping", FFE_ALERTS__HEARTBEAT_S="0.05"), cwd=tmp_path)
     _, err = await asyncio.wait_for(proc.communicate(), 90)
     stderr = err.decode()
     assert proc.returncode == 1, stderr
@@ -832,14 +831,36 @@ def raised(receiver: Receiver) -> list[str]:
     return [kind for kind, _ in seen]
 
 
+def paging(receiver: Receiver) -> dict[str, str]:
+    """The variables of a start whose alerts go to `receiver`, its retries quick."""
+    return {"FFE_ALERTS__WEBHOOK_URL": receiver.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}}
+
+
+async def start_that_gets_through(cwd, env: dict[str, str], delivered: Any = None) -> None:
+    """`ffe run` on an exchange that answers this once: the start gets through, then is stopped (SIGTERM), once
+    `delivered()` is true when it is given (the start's alert at the receiver)."""
+    from fake_exchange import FakeBinance
+
+    async with FakeBinance() as fx:
+        fx.set_price("BTCUSDT", 30_000.0)
+        answering = {f"FFE_EXCHANGE__API_URLS__{section}": fx.url + "/api/v3" for section in ("public", "private")}
+        proc = await _ffe("run", "--headless", env=ffe_env(**env, **answering), cwd=cwd)
+        assert proc.stderr is not None
+        while b"engine started" not in await asyncio.wait_for(proc.stderr.readline(), 60):
+            pass
+        if delivered is not None:
+            await wait_for(delivered, timeout=20, what="the start's alert delivered")
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()[-3000:]
+
+
 async def crash_loop(tmp_path, receiver: Receiver, starts: int = 3) -> None:
     """`ffe run` started again and again on an exchange that never answers, as systemd would: each start fails."""
     if not (tmp_path / "config.toml").exists():
         unreachable_exchange_config(tmp_path)
     for _ in range(starts):
-        proc = await _ffe("run", "--headless", env=ffe_env(
-            FFE_ALERTS__WEBHOOK_URL=receiver.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}),
-            cwd=tmp_path)
+        proc = await _ffe("run", "--headless", env=ffe_env(**paging(receiver)), cwd=tmp_path)
         await asyncio.wait_for(proc.communicate(), 90)
         assert proc.returncode == 1
 
@@ -879,23 +900,12 @@ async def test_a_start_that_fails_again_after_a_start_that_succeeded_is_paged_ag
     """The crash loop's window holds back the same START_FAILED only while no start gets through: a start that
     succeeded between (the exchange answered) ends it, so the next start failing the same way within
     `alerts.window_s` is news, paged."""
-    from fake_exchange import FakeBinance
-
     unreachable_exchange_config(tmp_path)
     hook = await Receiver().start()
-    env = {"FFE_ALERTS__WEBHOOK_URL": hook.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}}
+    env = paging(hook)
     try:
         await failed_start(tmp_path, env)
-        async with FakeBinance() as fx:  # the exchange answers this once: the start gets through, then is stopped
-            fx.set_price("BTCUSDT", 30_000.0)
-            answering = {f"FFE_EXCHANGE__API_URLS__{section}": fx.url + "/api/v3" for section in ("public", "private")}
-            proc = await _ffe("run", "--headless", env=ffe_env(**env, **answering), cwd=tmp_path)
-            assert proc.stderr is not None
-            while b"engine started" not in await asyncio.wait_for(proc.stderr.readline(), 60):
-                pass
-            proc.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(proc.communicate(), 60)
-            assert proc.returncode == 0, err.decode()[-3000:]
+        await start_that_gets_through(tmp_path, env)
         await failed_start(tmp_path, env)
     finally:
         await hook.stop()
@@ -908,31 +918,18 @@ async def test_a_start_that_gets_through_after_a_failed_one_is_told_though_a_sta
     next got through again, within `alerts.window_s` of the first: the operator's last word must not be the failure.
     Its STARTED is sent, though the same text was sent for the first start within the window; a crash loop (whose
     starts never get through) stays quiet after its first STARTED and START_FAILED."""
-    from fake_exchange import FakeBinance
-
     unreachable_exchange_config(tmp_path)
     hook = await Receiver().start()
-    env = {"FFE_ALERTS__WEBHOOK_URL": hook.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}}
+    env = paging(hook)
 
-    async def start_that_gets_through() -> None:
-        async with FakeBinance() as fx:
-            fx.set_price("BTCUSDT", 30_000.0)
-            answering = {f"FFE_EXCHANGE__API_URLS__{section}": fx.url + "/api/v3" for section in ("public", "private")}
-            proc = await _ffe("run", "--headless", env=ffe_env(**env, **answering), cwd=tmp_path)
-            assert proc.stderr is not None
-            while b"engine started" not in await asyncio.wait_for(proc.stderr.readline(), 60):
-                pass
-            await wait_for(lambda: hook.delivered and kinds(hook)[-1] != "START_FAILED", timeout=20,
-                           what="the start's alert delivered")
-            proc.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(proc.communicate(), 60)
-            assert proc.returncode == 0, err.decode()[-3000:]
+    def started_told() -> bool:
+        return bool(hook.delivered) and kinds(hook)[-1] != "START_FAILED"
 
     try:
-        await start_that_gets_through()
+        await start_that_gets_through(tmp_path, env, started_told)
         await failed_start(tmp_path, env)
         await failed_start(tmp_path, env)
-        await start_that_gets_through()
+        await start_that_gets_through(tmp_path, env, started_told)
     finally:
         await hook.stop()
     assert raised(hook) == ["STARTED", "STOPPED", "START_FAILED", "STARTED", "STOPPED"], kinds(hook)
@@ -943,7 +940,7 @@ async def test_a_start_that_gets_through_after_one_refused_before_its_records_is
     process: paged past the outbox, kept in data/ffe.alerts-sent) is a failure after the last STARTED as well: the
     next start that gets through within alerts.window_s sends its STARTED."""
     hook = await Receiver().start()
-    env = {"FFE_ALERTS__WEBHOOK_URL": hook.url, **{f"FFE_ALERTS__{k.upper()}": str(v) for k, v in FAST.items()}}
+    env = paging(hook)
 
     async def paper_start(**extra: str) -> int:
         proc = await _ffe("run", "--headless", "--max-bars", "3", env=ffe_env(**env, **extra), cwd=tmp_path)
