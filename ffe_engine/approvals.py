@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from . import fmt, logs
 from .clock import Clock
 from .events import ApprovalEvent, EngineStateChanged, EventBus
-from .execution import OrderPath
+from .execution import OrderPath, ended_unsold
 from .model import Decision, GateResult, Order, OrderStatus, Side
 from .overrides import Override, approval_mode
 from .portfolio import Portfolio
@@ -244,11 +244,9 @@ class ApprovalDesk:
             await self._end(row, "approved", by, said, client_order_id=cid, approved=(sub.order.quantity, price))
         else:
             await self._end(row, "rejected", f"re-check ({by})", sub.reason)
-        o = sub.order
-        in_doubt = o is not None and o.status is OrderStatus.IN_DOUBT
+        in_doubt = sub.order is not None and sub.order.status is OrderStatus.IN_DOUBT
         # Ended in its own answer without buying all it was for (expired: a time in force, self-trade prevention).
-        ended = (o.error or o.status.value) if o is not None and sub.accepted and o.status.final \
-            and o.status is not OrderStatus.FILLED else None
+        ended = ended_unsold(sub.order) if sub.accepted else None
         return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason, "in_doubt": in_doubt,
                 "ended": ended, "client_order_id": cid, "gates": [g.as_dict() for g in sub.gates], "quantity": intent.quantity,
                 "price": price, "stop_loss": intent.stop_loss, "take_profit": intent.take_profit}

@@ -39,7 +39,7 @@ from .entrylog import EntryLog
 from .errors import ControlError, StartError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
-from .execution import CancelReport, OrderPath, side_to_close
+from .execution import CancelReport, OrderPath, ended_unsold, side_to_close
 from .failed_cancels import FailedCancels
 from .flatten_entries import entry_end
 from .ids import IdSource
@@ -2794,7 +2794,7 @@ class Engine:
                     "client_order_id": o.client_order_id if o else None,
                     "in_doubt": o is not None and o.status is OrderStatus.IN_DOUBT,
                     # Ended in its own answer before it sold all: the position still open, the close not done.
-                    "ended": _ended_unsold(o),
+                    "ended": ended_unsold(o),
                     "gates": [g.as_dict() for g in sub.gates], **entries}
 
     async def _cancel_entries(self, symbol: str, working: list[Order], by: str) -> dict[str, list[str]]:
@@ -3048,14 +3048,6 @@ def _ended_text(o: Order) -> str:
     """What an order no longer open had become, for the answer to a cancel asked of it."""
     return present.order_ended({"status": o.status.value, "filled": o.filled, "average": o.average,
                                 "symbol": o.symbol, "error": o.error})
-
-
-def _ended_unsold(o: Order | None) -> str | None:
-    """How an order the exchange ended in its own answer before it filled whole (expired: a time in force,
-    self-trade prevention; rejected after it was accepted) ended; None for one working, in doubt or filled."""
-    if o is None or not o.status.final or o.status is OrderStatus.FILLED:
-        return None
-    return o.error or o.status.value
 
 
 def _cancel_answer(o: Order, cancelled: bool, reason: str) -> dict[str, Any]:

@@ -1371,6 +1371,15 @@ def _clock_text(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
+def ended_unsold(o: Order | None) -> str | None:
+    """How an order the exchange ended in its own answer before it filled whole (expired: a time in force,
+    self-trade prevention; rejected after it was accepted) ended; None for one working, in doubt or filled. A close
+    or an approval made of such an order is not done."""
+    if o is None or not o.status.final or o.status is OrderStatus.FILLED:
+        return None
+    return o.error or o.status.value
+
+
 def _ended_by_venue(o: Order, vo: VenueOrder, cancel_sent: bool) -> str | None:
     """Why the venue ended an order it had accepted, with what filled; None for an end that needs no reason (filled,
     or cancelled after ffe asked it to)."""
