@@ -135,21 +135,29 @@ async def claim(path: Path) -> int:
         raise StartError(f"control socket {path}: its directory {path.parent} cannot be made "
                          f"({exc.strerror or exc}): choose another [control] socket") from None
     try:
-        fd = os.open(socket_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = _take_lock(path)
     except IsADirectoryError:
         raise directory_in_place(socket_lock_path(path)) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    if fd is None:
         raise StartError(f"control socket {path} belongs to {await _holder(path)}; give each engine its own "
-                         "[control] socket (empty: <data dir>/ffe.sock)") from None
+                         "[control] socket (empty: <data dir>/ffe.sock)")
     try:
         os.ftruncate(fd, 0)  # not serving yet (an engine before this one may have left SERVING in it)
         _refuse_in_the_way(path)
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def _take_lock(path: Path) -> int | None:
+    """`<socket>.lock` opened (made where missing) and held: its descriptor, or None when another engine holds it."""
+    fd = os.open(socket_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
     return fd
 
 
@@ -327,11 +335,8 @@ class ControlServer:
         except FileNotFoundError:
             pass
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = _take_lock(self.path)
+        if fd is None:
             return False
         if self._lock_fd is not None:
             os.close(self._lock_fd)
