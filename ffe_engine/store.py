@@ -1094,6 +1094,14 @@ def state_unsaid_why(row: tuple[Any, ...] | None, rec: dict[str, Any] | None, *,
     return unsaid, None
 
 
+def _record_read(path: Path, seq: Any, data: Any, record: Callable[[Any, Any], bytes]) -> Any:
+    """An events row's audit record, parsed; a row that is not JSON is a damaged database, named with its seq."""
+    try:
+        return json.loads(record(seq, data))
+    except ValueError:
+        raise damaged_database(path, unreadable(f"table events, seq {seq}", "data", data, "JSON")) from None
+
+
 def _last_state_event(path: Path, query: Callable[[str, tuple[Any, ...]], list[Any]],
                       record: Callable[[Any, Any], bytes]) -> dict[str, Any] | None:
     """The record of the last `engine_state` event that says a state, read with `query` (a read-only connection's)
@@ -1102,10 +1110,7 @@ def _last_state_event(path: Path, query: Callable[[str, tuple[Any, ...]], list[A
     while True:
         rows = query(_SQL_STATE_EVENTS, (seq, seq, _STATE_EVENTS_CHUNK))
         for seq, data in rows:
-            try:
-                rec = json.loads(record(seq, data))
-            except ValueError:
-                raise damaged_database(path, unreadable(f"table events, seq {seq}", "data", data, "JSON")) from None
+            rec = _record_read(path, seq, data, record)
             if says_state(rec):
                 return dict(rec)
         if len(rows) < _STATE_EVENTS_CHUNK:
@@ -2535,10 +2540,7 @@ def stops_in(path: Path | str) -> tuple[str | None, bool]:
         row = conn.execute("SELECT state, reason, by FROM engine_state").fetchone()
         states = []
         for seq, data in conn.execute("SELECT seq, data FROM events WHERE event = 'engine_state' ORDER BY seq"):
-            try:
-                rec = json.loads(event_line(path, seq, data))
-            except ValueError:
-                raise damaged_database(path, unreadable(f"table events, seq {seq}", "data", data, "JSON")) from None
+            rec = _record_read(Path(path), seq, data, functools.partial(event_line, path))
             if isinstance(rec, dict):
                 states.append(rec)
         kept = conn.execute("SELECT value FROM kv WHERE key = 'approval_mode'").fetchone()
