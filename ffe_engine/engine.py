@@ -319,6 +319,7 @@ class Engine:
         # Symbols a flatten's closing order sold in (a fill), not yet said closed by its follow-up: only these are
         # said closed, not a symbol whose entry on the wire ended with nothing bought (no closing order was sent).
         self._flatten_sold: set[str] = set()
+        self._flatten_ended: dict[str, str] = {}  # symbol: how its last closing order a follow-up placed went wrong
         # The entries on the wire (or in doubt) in a flatten's symbols, by client order id: what became of each is
         # said by the follow-up once it has ended (flatten_entries.py).
         self._flatten_entries: dict[str, Order] = {}
@@ -2305,6 +2306,7 @@ class Engine:
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
         self._flatten_sold, self._flatten_entries = set(), {}  # this flatten's own, from its closing orders on
+        self._flatten_ended = {}
         report = await self._halt("flatten", by, flattening=self._to_close() or None,
                                   early=await self._pressed_cancels(press), stored=stored,
                                   follow_up=press is not None)
@@ -2322,11 +2324,14 @@ class Engine:
                 continue
             tries = 0  # attempts the venue answered (or the gates refused): one held back unsent is none
             refusal = ""
+            ended = False  # the last attempt's order the exchange ended in its own answer before it filled whole
             while tries < attempts:
                 self._read_markets()
                 pos = self.portfolio.holding(sym)
                 if pos is None:
-                    if tries and sym in self.portfolio.positions:
+                    if ended:  # what its closing orders left is dust, or nothing: the follow-up says they closed it
+                        placed[sym] = tries
+                    elif tries and sym in self.portfolio.positions:
                         # Refused, and the markets read again since make what is held dust: a minimum the
                         # exchange raised. Not closed, and no flatten can: said as a failure.
                         failed.append({"symbol": sym, "error": "the venue refused the closing order and what "
@@ -2347,18 +2352,25 @@ class Engine:
                     ref_price=price, reduce_only=True, by=by))
                 if sub.accepted and sub.order is not None:
                     closing.append(sub.order.client_order_id)
-                    placed[sym] = 1
-                    break
-                if sub.held_until is not None and not sub.answered:  # placed by the follow-up after the hold
-                    placed[sym] = 0
+                    why = ended_unsold(sub.order)
+                    if why is None:
+                        placed[sym] = tries + 1
+                        break
+                    # Ended by the exchange in its own answer (a time in force, self-trade prevention, a book short
+                    # of liquidity): an attempt, which closed what it filled; what is left is tried again.
+                    ended, refusal = True, f"its closing order {sub.order.client_order_id} {why}"
+                elif sub.held_until is not None and not sub.answered:  # placed by the follow-up after the hold
+                    placed[sym] = tries
                     waits.append(sym)
                     break
+                else:
+                    ended, refusal = False, f"could not place the closing order: {sub.reason}"
                 tries += 1
-                refusal = sub.reason
                 if tries < attempts:
                     await asyncio.sleep(0.2 * tries)
             else:
-                failed.append({"symbol": sym, "error": f"could not place the closing order: {refusal}"})
+                failed.append({"symbol": sym, "error": f"still held after {tries} closing attempts: the last, "
+                                                       f"{refusal}" if ended else refusal})
                 if self.orders.pending_exit_qty(sym) > 0:
                     # An exit still works on it: followed up all the same, so that what is held once that exit has
                     # ended is said (no attempt is left for it).
@@ -2479,8 +2491,9 @@ class Engine:
                 if self.orders.pending_exit_qty(sym) > 0:
                     continue  # a closing order is still working on it
                 if placed[sym] >= FLATTEN_ORDERS:
-                    failed.append({"symbol": sym, "error": f"{pos.quantity:g} still held after {placed[sym]} "
-                                                           "closing attempts"})
+                    last = self._flatten_ended.pop(sym, None)
+                    held_on = f"{pos.quantity:g} still held after {placed[sym]} closing attempts"
+                    failed.append({"symbol": sym, "error": f"{held_on}: the last, {last}" if last else held_on})
                     answers += flatten_owed.answer(owed, sym, "failed")
                     del left[sym]
                     continue
@@ -2494,9 +2507,15 @@ class Engine:
                     waits.append(sym)
                     continue
                 left[sym] += 1
-                if sub.accepted and sub.order is not None:
+                why = ended_unsold(sub.order) if sub.accepted else None
+                if why is not None and sub.order is not None:
+                    # Ended by the exchange in its own answer: an attempt, said with the failure if it is the last.
+                    self._flatten_ended[sym] = f"its closing order {sub.order.client_order_id} {why}"
+                elif sub.accepted and sub.order is not None:
                     closing.append(sub.order.client_order_id)
                     more.add(sym)
+                else:
+                    self._flatten_ended[sym] = f"its closing order was refused: {sub.reason}"
             waiting = self._flatten_waits(waits) if self._flatten_wait_said != self.orders.held_until() else []
             dust = self._dust(sym for sym in placed if sym not in left)
             entries = self._entries_ended(closed)

@@ -48,6 +48,8 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "fill_later": run the request, but a market order it places is answered NEW, nothing filled yet, and fills
   `seconds` later at the price then (unless cancelled first), as an exchange that fills market orders after it
   has acknowledged them;
+- "expire": run the request, but the order it places is answered EXPIRED, nothing filled, as an order whose time in
+  force found no liquidity, or that self-trade prevention ended, is;
 - "page_200": answer 200 with an HTML page (a gateway's or a CDN's), after running the request unless
   `execute=False`; "empty_200": the same with `{}` for a body;
 - "trade_twice": run the request and answer its trades (a trade list, or a new order's `fills`) with one of them
@@ -86,7 +88,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418",
+FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418", "expire",
                "not_found_once", "error", "stale", "no_cost", "fill_later", "page_200", "empty_200", "trade_twice",
                "extra_trade")
 
@@ -102,6 +104,7 @@ OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
 ORDER_LIMIT = -1015  # Binance's code for the account's limit on new orders ("Too many new orders")
 STALE = web.RequestKey("stale", float)  # answered from the books before a change less than this many seconds old
 LATER = web.RequestKey("later", float)  # a market order the request places fills this many seconds later
+EXPIRE = web.RequestKey("expire", bool)  # the order the request places expires in its answer, nothing filled
 INTERVAL_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -484,6 +487,9 @@ class FakeBinance:
         if f.kind == "fill_later":
             request[LATER] = f.seconds
             return await self._run(handler, request)
+        if f.kind == "expire":
+            request[EXPIRE] = True
+            return await self._run(handler, request)
         if f.kind == "no_cost":
             resp = await self._run(handler, request)
             if resp.status != 200 or not isinstance(resp, web.Response) or resp.text is None:
@@ -775,7 +781,9 @@ class FakeBinance:
         crosses = otype == "MARKET" or (side == "BUY" and market_price <= reserve) or (
             side == "SELL" and market_price >= reserve)
         later = request.get(LATER)
-        if later is not None and otype == "MARKET":
+        if request.get(EXPIRE):
+            self._close(order, "EXPIRED", changing=False)
+        elif later is not None and otype == "MARKET":
             self._later.append(asyncio.get_running_loop().call_later(later, self._fill_later, order))
         elif otype == "MARKET":
             self._fill_market(order, market_price, new=True)

@@ -631,29 +631,70 @@ async def test_a_flatten_waiting_for_the_exchange_s_retry_after_goes_on_after_a_
     await flatten_goes_on_after_a_restart(settings, fx)
 
 
-async def held_with_a_partial_close_next(e, fx) -> None:
+async def held_with_a_partial_close_next(e, fx, rest: str = "open") -> None:
     """A position bought by the operator, and the exchange set to fill the next order (flatten's closing order) in
-    part and expire the rest."""
+    part, the rest resting (or expired in its answer, with rest="expire")."""
     bought = await e.operator_order(BTC, "buy", 0.02)
     assert bought["accepted"], bought
-    fx.partial_fill_next(0.5, rest="expire")
+    fx.partial_fill_next(0.5, rest=rest)
 
 
-async def test_a_flatten_whose_closing_order_fills_in_part_closes_the_rest(tmp_path, fx):
-    """A market order can fill in part and expire (an exchange short of liquidity, or its self-trade prevention):
-    flatten goes on with another closing order for what is still held, until the books and the account are flat."""
+async def test_a_flatten_whose_closing_order_fills_in_part_and_expires_closes_the_rest_at_once(tmp_path, fx):
+    """A market order can fill in part and expire in its own answer (an exchange short of liquidity, or its
+    self-trade prevention): the flatten places another closing order for what is still held, there and then, and
+    its report says the closing orders it placed, nothing failed."""
     async with running_live(tmp_path, fx) as running:
         e, db = running.engine, running.store.path
-        await held_with_a_partial_close_next(e, fx)
+        await held_with_a_partial_close_next(e, fx, rest="expire")
         async with engine_loop(e):
             result = await e.flatten(by="test")
-            assert result["failed"] == [] and len(result["closing"]) == 1
+            assert result["failed"] == [] and len(result["closing"]) == 2, result
             await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
         sells = [o for o in fx.orders if o.side == "SELL"]
-        assert [o.status for o in sells] == ["EXPIRED", "FILLED"] and sells[0].client_id == result["closing"][0]
+        assert [o.status for o in sells] == ["EXPIRED", "FILLED"]
+        assert [o.client_id for o in sells] == result["closing"]
         assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
         assert [r for r, in rows(db, "SELECT reason FROM orders WHERE side = 'sell'")] == ["flatten", "flatten"]
         assert e.state is EngineState.HALTED
+
+
+async def test_a_flatten_whose_closing_order_expires_unfilled_in_its_answer_tries_again_at_once(tmp_path, fx):
+    """The exchange accepts the closing order and expires it in the same answer, nothing filled (a time in force that
+    found no liquidity): the flatten does not leave the position under `closing` behind an order that has ended; it
+    places another, and the position is closed when it answers."""
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.fault(POST_ORDER, "expire")
+        result = await e.flatten(by="test")
+        assert result["failed"] == [] and len(result["closing"]) == 2, result
+        assert BTC not in e.portfolio.positions, e.portfolio.positions
+        assert [o.status for o in fx.orders if o.side == "SELL"] == ["EXPIRED", "FILLED"]
+        assert fx.balances["BTC"].total == pytest.approx(0.0, abs=1e-12)
+
+
+async def test_a_flatten_whose_closing_orders_all_expire_says_it_failed_in_the_exchange_s_words(tmp_path, fx):
+    """Every closing order expires in its own answer: the flatten says the position failed, with how the exchange
+    ended the last of its orders, and `ffe ctl flatten` exits 1, rather than `closing SYMBOL`, exit 0, while nothing
+    works on it."""
+    from ffe_engine.present import kill_headline
+
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.fault(POST_ORDER, "expire", times=3)
+        result = await e.flatten(by="test")
+        sells = [o for o in fx.orders if o.side == "SELL"]
+        assert [o.status for o in sells] == ["EXPIRED"] * 3
+        (failed,) = result["failed"]
+        assert failed["symbol"] == BTC, result
+        assert failed["error"] == (f"still held after 3 closing attempts: the last, its closing order "
+                                   f"{sells[-1].client_id} expired at the exchange, nothing filled"), failed
+        assert e.portfolio.holding(BTC) is not None and e.state is EngineState.HALTED
+        assert "failed 1" in kill_headline({**result, "action": "flatten", "by": "test"})
+        assert e._flattening is None  # nothing works on it: not followed up (the operator is told it failed)
 
 
 async def test_a_flatten_follow_up_that_placed_more_says_when_they_closed_the_position(tmp_path, fx):  # noqa: F811
@@ -664,7 +705,8 @@ async def test_a_flatten_follow_up_that_placed_more_says_when_they_closed_the_po
         e, db = running.engine, running.store.path
         await held_with_a_partial_close_next(e, fx)
         async with engine_loop(e):
-            await e.flatten(by="test")
+            result = await e.flatten(by="test")
+            fx.expire(result["closing"][0])  # the rest of the first closing order expires, later
             await wait_for(lambda: BTC not in e.portfolio.positions, timeout=20, what="the position closed")
 
             def followed() -> list[dict]:
@@ -691,6 +733,7 @@ async def test_a_flatten_that_still_holds_a_position_after_its_closing_attempts_
             async with engine_loop(e):
                 result = await e.flatten(by="test")
                 assert result["failed"] == [] and len(result["closing"]) == 1
+                fx.expire(result["closing"][0])
                 await wait_for(lambda: [r for r in hook.delivered if r.body["kind"] == "FLATTEN"
                                         and "FAILED" in r.body["text"]], timeout=20, what="the flatten's failure")
             flattens = [(r.body["severity"], r.body["text"]) for r in hook.delivered if r.body["kind"] == "FLATTEN"]
@@ -710,6 +753,7 @@ async def test_a_flatten_goes_on_after_a_restart(tmp_path, fx):
         await held_with_a_partial_close_next(e, fx)
         result = await e.flatten(by="test")  # no engine loop: nothing follows it up before the stop
         assert result["failed"] == [] and BTC in e.portfolio.positions
+    fx.expire(result["closing"][0])  # the rest of its closing order expires while the engine is stopped
     async with engine_session(settings, live=True) as running:
         e = running.engine
         assert e.state is EngineState.HALTED
@@ -774,6 +818,7 @@ async def test_a_flatten_that_cannot_close_what_is_left_pages_the_operator(tmp_p
             assert result["failed"] == []
             fx.fault(POST_ORDER, "error", status=400, code=-2010, msg="Account has insufficient balance for "
                      "requested action.", times=1000)
+            fx.expire(result["closing"][0])
 
             def left_open() -> list[dict]:
                 return [k for k in stored_events(db, "kill_switch") if k["action"] == "flatten" and k["failed"]]
@@ -781,10 +826,38 @@ async def test_a_flatten_that_cannot_close_what_is_left_pages_the_operator(tmp_p
             (said,) = await wait_for(left_open, timeout=20, what="the flatten saying what it left open")
         (failed,) = said["failed"]
         assert failed["symbol"] == BTC and "still held" in failed["error"], said
+        assert "closing attempts: the last, its closing order was refused: " in failed["error"], failed
+        assert failed["error"].endswith("Account has insufficient balance for requested action."), failed
         assert BTC in e.portfolio.positions and e.state is EngineState.HALTED
         (alert,) = alerts_for(KillSwitchEvent(action=said["action"], failed=said["failed"], by=said["by"]))
         assert alert.severity == "page" and "FAILED" in alert.text
         assert len([o for o in fx.orders if o.side == "SELL"]) == 1  # the refused ones never reached the book
+
+
+async def test_a_flatten_s_follow_up_whose_orders_expire_in_their_answer_pages_in_the_exchange_s_words(tmp_path, fx):
+    """What the first closing order left is tried again by the follow-up, whose orders the exchange expires in their
+    own answers: no `more closing order(s) placed` for orders that have ended, and the page at the last attempt says
+    how the exchange ended it."""
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        await held_with_a_partial_close_next(e, fx)
+        async with engine_loop(e):
+            result = await e.flatten(by="test")
+            fx.fault(POST_ORDER, "expire", times=2)
+            fx.expire(result["closing"][0])
+
+            def followed() -> list[dict]:
+                return [k for k in stored_events(db, "kill_switch") if k["by"] == "engine"]
+
+            said = await wait_for(lambda: [k for k in followed() if k["failed"]], timeout=20,
+                                  what="the follow-up's failure")
+        sells = [o for o in fx.orders if o.side == "SELL"]
+        assert [o.status for o in sells] == ["EXPIRED"] * 3
+        assert all(k["closing"] == [] for k in followed()), followed()
+        (failed,) = said[0]["failed"]
+        assert failed["error"].endswith(f"still held after 3 closing attempts: the last, its closing order "
+                                        f"{sells[-1].client_id} expired at the exchange, nothing filled"), failed
+        assert e.portfolio.holding(BTC) is not None and e.state is EngineState.HALTED
 
 
 async def test_a_flatten_s_follow_up_says_what_its_closing_orders_closed_and_what_is_left_as_dust(tmp_path, fx):
