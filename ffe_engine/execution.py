@@ -146,6 +146,9 @@ class OrderPath:
         # Cancels not done because the venue's Retry-After held them (not sent, or refused for it): client order id
         # -> wall time it ends; sent again by the poll once it has (see cancels_due).
         self._cancel_due: dict[str, float] = {}
+        # The cancels at the venue now, by client order id, each resolved with its outcome: a second ask of the same
+        # order (the operator's again, the poll's) waits for it rather than send another beside it.
+        self._cancelling: dict[str, asyncio.Future[tuple[bool, str]]] = {}
         self.fills_recorded = 0  # how many fills this path has recorded: tells a reader whether one landed
         # When the books last took an order's change (a fill, a new status: a cancel frees locked funds), on the
         # clock's monotonic time. The venue's balance reads can lag its books by up to the settle window: one taken
@@ -1087,11 +1090,24 @@ class OrderPath:
         order's events from here on (its end among them, whenever that comes in this run)."""
         if by:
             o.cancel_by = by
-        sending = self._sending.get(o.client_order_id)
+        cid = o.client_order_id
+        sending = self._sending.get(cid)
         if sending is not None:
             await sending.answered.wait()
             if o.status.final:
                 return _end_of(o)
+        outcome: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+        self._cancelling[cid] = outcome
+        try:
+            done = await self._cancel_at_venue(o)
+            outcome.set_result(done)
+            return done
+        finally:
+            outcome.cancel()  # ended without an outcome (cut off): who waits for it sends their own
+            if self._cancelling.get(cid) is outcome:
+                del self._cancelling[cid]
+
+    async def _cancel_at_venue(self, o: Order) -> tuple[bool, str]:
         try:
             self._cancels_sent.add(o.client_order_id)
             vo: VenueOrder | None = await self.venue.cancel_order(o.client_order_id, o.symbol)
@@ -1152,12 +1168,24 @@ class OrderPath:
         wire), as the kill switch's cancels are: one the exchange has not answered by then goes on, is sent again by
         the poll, and is answered as not done. An operator's cancel or a close's must not hold the controls' turn
         through every retry of the cancel and of its lookup."""
+        under_way = self._cancelling.get(o.client_order_id)
+        if under_way is not None:  # asked again while a cancel of it is at the venue: its answer, not a second one
+            if by:
+                o.cancel_by = by
+            await asyncio.wait([under_way], timeout=self.cancel_timeout_s)
+            if not under_way.done():
+                return False, self._not_answered()
+            if not under_way.cancelled():
+                return under_way.result()
         task = asyncio.ensure_future(self.cancel(o, by))
         await self.collect({o.client_order_id: task})
         if task.done():
             return task.result()
-        return False, (f"not answered within {self.cancel_timeout_s:g} s (the exchange is slow or unreachable): "
-                       "not done yet; sent again at the next poll")
+        return False, self._not_answered()
+
+    def _not_answered(self) -> str:
+        return (f"not answered within {self.cancel_timeout_s:g} s (the exchange is slow or unreachable): not done yet; "
+                "sent again at the next poll")
 
     async def _cancel_held(self, o: Order, retry_after: float) -> tuple[bool, str]:
         """A cancel the venue's Retry-After kept from the exchange (or the exchange refused for it): not done now,
@@ -1212,7 +1240,7 @@ class OrderPath:
         now = self.clock.wall()
         for cid, until in list(self._cancel_due.items()):
             o = self.live.get(cid)
-            if o is None or now < until:
+            if o is None or now < until or cid in self._cancelling:  # one at the venue now: its answer says
                 continue
             # Kept in the stored map while on the wire: a stop before its answer leaves it to send.
             ok, why = await self.cancel(o)

@@ -24,9 +24,9 @@ from test_live_books import climbing, halted_over_failing_cancels, resting_entry
 QUICK_CANCELS = {"order_poll_s": 600, "cancel_timeout_s": 0.3}
 
 
-def _settings(tmp_path, fx, hook: Receiver):
+def _settings(tmp_path, fx, hook: Receiver, **engine):
     climbing(fx)
-    return strategy_settings(tmp_path, fx, engine=QUICK_CANCELS, monitor={"port": 0},
+    return strategy_settings(tmp_path, fx, engine=QUICK_CANCELS | engine, monitor={"port": 0},
                              alerts={"webhook_url": hook.url, **FAST})
 
 
@@ -63,15 +63,15 @@ async def test_a_cancel_done_before_the_report_is_recorded_is_reported_cancelled
 
 async def test_a_cancel_reported_failed_that_goes_through_later_is_followed_by_a_record_and_an_alert(tmp_path, fx):
     hook = await Receiver().start()
-    settings = _settings(tmp_path, fx, hook)
+    settings = _settings(tmp_path, fx, hook, order_poll_s=1.0)
     try:
         async with engine_session(settings, live=True) as running:
             e = running.engine
             async with engine_loop(e):
-                # Every cancel answered, and done, seconds past the timeout: the first the kill switch sent, and the
-                # one it keeps due and sends again once engine.cancel_timeout_s is over.
+                # Every cancel answered seconds past the timeout: the kill switch's (and its retries) time out; the
+                # one it keeps due is sent again by the poll once they have ended, and goes through.
                 cid, _ = await halted_over_failing_cancels(e, fx, "slow", seconds=3, times=5)
-                await wait_for(lambda: hook.delivered_of("CANCEL_ENDED"), timeout=10, what="the follow-up's alert")
+                await wait_for(lambda: hook.delivered_of("CANCEL_ENDED"), timeout=30, what="the follow-up's alert")
         first, follow = stored_events(settings.db_path, "kill_switch")
         assert [f["client_order_id"] for f in first["failed"]] == [cid], first
         assert follow["action"] == "halt" and follow["follow_up"] is True and follow["by"] == "engine", follow

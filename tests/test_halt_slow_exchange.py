@@ -524,3 +524,22 @@ async def test_an_operator_cancel_whose_answer_is_late_but_whose_order_a_lookup_
         answer = await cancel
         fx.end_hangs()
     assert answer["cancelled"] and answer["status"] == "canceled", answer
+
+
+async def test_a_cancel_asked_again_while_the_first_is_at_the_exchange_sends_no_second(tmp_path, fx):  # noqa: F811
+    """The operator's cancel is answered "not done yet" while the exchange still holds it; the operator asks again
+    (and the poll goes on meanwhile). The second ask waits for the cancel already at the exchange instead of sending
+    another of the same order beside it: one DELETE, and the order ends cancelled."""
+    async with running_live(tmp_path, fx, risk=LOOSE) as running:
+        e, db = running.engine, running.store.path
+        e.orders.cancel_timeout_s = 0.3
+        [cid] = await open_limit_orders(e, 1)
+        fx.fault(DELETE_ORDER, "slow", seconds=0.8)  # within the client's timeout (1 s): answered, late
+        async with engine_loop(e):
+            first = await e.operator_cancel(cid, by="ctl")
+            assert not first["cancelled"] and "not answered within" in first["reason"], first
+            await e.operator_cancel(cid, by="ctl")  # while the first is still held at the exchange
+            await wait_for(lambda: rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,))
+                           == [("canceled",)], timeout=30, what="the cancel carried out")
+            await asyncio.sleep(1.0)  # a poll or two after it
+        assert len(fx.requests_to(DELETE_ORDER)) == 1, fx.requests_to(DELETE_ORDER)
