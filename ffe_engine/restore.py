@@ -54,6 +54,10 @@ from .store import (RESTORE_ASIDE, RESTORE_PARTIAL, SIDE_FILES, Records, halted_
 CONFIG_COPY = "config.from-backup.toml"
 SEQ = re.compile(rb'"seq":(\d+)')  # an audit record's seq, read without parsing the line
 STOPS_LOST = "the records this restore replaced were "  # how the PAUSED that keeps the operator's stops begins
+MANUAL_LOST = "in manual approval: set it again (`ffe ctl mode manual`) before you resume"
+STOPS_KEPT = ", which the backup's were not: kept PAUSED"  # and how it ends
+# Such a PAUSED as the records of a restore's stops read it back: what it kept, for a restore run over it again.
+RESTORE_PAUSE = re.compile(re.escape(STOPS_LOST) + "(.*)" + re.escape(STOPS_KEPT) + r" \(by restore\)", re.S)
 KEPT_NOTE = re.compile(r" \(by [^()]*, kept across a restore\)$")  # what _kept adds to a HALTED's reason
 
 
@@ -257,12 +261,13 @@ def _stops_lost(found: Stops, backup_db: Path, manual: bool) -> str | None:
     backup_paused, backup_manual = stops_in(backup_db)
     lost = []
     if paused is not None and backup_paused is None:
-        lost.append(f"PAUSED ({paused})")
-    if manual_mode and not backup_manual and not manual:
-        lost.append("in manual approval: set it again (`ffe ctl mode manual`) before you resume")
+        earlier = RESTORE_PAUSE.fullmatch(paused)  # a restore's own: the stops it kept, said once
+        lost.append(earlier.group(1) if earlier is not None else f"PAUSED ({paused})")
+    if manual_mode and not backup_manual and not manual and not any(MANUAL_LOST in x for x in lost):
+        lost.append(MANUAL_LOST)
     if not lost:
         return None
-    return f"{STOPS_LOST}{' and '.join(lost)}, which the backup's were not: kept PAUSED"
+    return f"{STOPS_LOST}{' and '.join(lost)}{STOPS_KEPT}"
 
 
 def _last_and_checked(db: Path) -> tuple[int, Any]:

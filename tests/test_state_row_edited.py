@@ -280,3 +280,19 @@ def test_an_operator_s_pause_over_a_risk_limit_s_pause_is_recorded_and_kept_by_a
     assert proc.returncode == 0, proc.stderr
     [(state, reason, by)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason, by FROM engine_state")
     assert (state, by) == ("PAUSED", "restore") and "by ctl" in reason, (state, reason, by)
+
+
+def test_a_restore_run_again_over_a_restore_s_pause_says_the_operator_s_stops_once(tmp_path, spawn_ffe):
+    """The restore kept the operator's PAUSED and manual approval with a PAUSED of its own; the operator restores the
+    same backup again (a step of the runbook repeated). The pause is kept once more, its reason saying the stops the
+    first restore found, not nested inside the words of the first restore's reason."""
+    cwd = tmp_path / "acct"
+    backup = stopped_after_a_backup(cwd, spawn_ffe, *ASKS["both"])
+    assert run_ffe(cwd, "restore", str(backup), "--force").returncode == 0
+    [(first,)] = db_rows(cwd / "data" / "ffe.db", "SELECT reason FROM engine_state")
+    again = run_ffe(cwd, "restore", str(backup), "--force")
+    assert again.returncode == 0, again.stderr
+    [(state, reason, by)] = db_rows(cwd / "data" / "ffe.db", "SELECT state, reason, by FROM engine_state")
+    assert (state, by) == ("PAUSED", "restore"), (state, reason, by)
+    assert reason == first, (first, reason)
+    assert reason.count("the records this restore replaced were") == 1 and reason.count("manual approval") == 1
