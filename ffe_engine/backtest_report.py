@@ -153,11 +153,11 @@ def drawdown_lines(r: dict[str, Any]) -> list[str]:
     dd = r["drawdown"]
     if not dd["peak"]:
         return [f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}"]
-    duration = fmt.duration(dd["duration_days"] * 86_400)
+    duration = fmt.duration(round(dd["duration_days"] * 86_400))
     recovered = (f"{dd['recovered']}, {duration} after the peak" if dd["recovered"]
                  else f"no, {duration} under that peak by the end")
     return [f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}  peak {dd['peak']}, trough {dd['trough']}",
-            f"  recovered     {recovered}; longest time under a peak {fmt.duration(dd['longest_days'] * 86_400)}"]
+            f"  recovered     {recovered}; longest time under a peak {fmt.duration(round(dd['longest_days'] * 86_400))}"]
 
 
 COLUMNS = (("trades", 6), ("win rate", 8), ("P&L", 12), ("fees", 10), ("avg ret", 8), ("avg hold", 8))

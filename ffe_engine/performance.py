@@ -121,8 +121,9 @@ def _drawdown(points: Sequence[tuple[int, float]], start_ts: int,
         "peak": fmt.iso_ms(peak_at),
         "trough": fmt.iso_ms(trough_at),
         "recovered": fmt.iso_ms(recovered) if recovered is not None else None,
-        "duration_days": round(((recovered if recovered is not None else end_ts) - peak_at) / DAY_MS, 2),
-        "longest_days": round(longest_ms / DAY_MS, 2),
+        # To 0.1 s: two places of a day (about 14 minutes) would print an intraday duration minutes off.
+        "duration_days": round(((recovered if recovered is not None else end_ts) - peak_at) / DAY_MS, 6),
+        "longest_days": round(longest_ms / DAY_MS, 6),
     }
 
 

@@ -95,7 +95,7 @@ def test_a_curve_that_never_recovers_runs_its_drawdown_to_the_end_and_a_rising_o
     dd = performance.curve_figures(falling, 100.0, HOUR)["drawdown"]
     assert (dd["max_pct"], dd["peak"], dd["trough"], dd["recovered"]) == (
         20.0, "2022-06-01T02:00:00Z", "2022-06-01T03:00:00Z", None)
-    assert dd["duration_days"] == dd["longest_days"] == round(2 * HOUR / 86_400_000, 2)  # to the last close
+    assert dd["duration_days"] == dd["longest_days"] == round(2 * HOUR / 86_400_000, 6)  # to the last close
     rising = [(t0 + k * HOUR, 100.0 + k) for k in range(5)]
     figures = performance.curve_figures(rising, 100.0, HOUR)
     assert figures["drawdown"]["peak"] is None and figures["max_drawdown_pct"] == 0.0
@@ -144,6 +144,21 @@ def test_the_printed_drawdown_names_its_dates_and_its_recovery():
         "  recovered     2021-03-01T12:00:00Z, 28d00h after the peak; longest time under a peak 28d00h"]
     rising = performance.curve_figures([(0, 101.0), (HOUR, 102.0)], 100.0, HOUR)
     assert drawdown_lines(rising) == ["  max drawdown  0.00%"]
+
+
+def test_the_printed_drawdown_durations_are_to_the_minute():
+    """Durations of hours and minutes are printed as the curve has them, not from days rounded to two places
+    (0.01 day is about 14 minutes: 2h read 1h55m)."""
+    from ffe_engine.backtest_report import drawdown_lines
+
+    t0, minute = ms("2022-06-01T00:00:00"), 60_000
+    equities = [100.0, 99.0, 101.0, 100.0, 98.0, 99.0, 99.5]  # under a peak 2h, then 4h to the end
+    curve = [(t0 + k * HOUR, eq) for k, eq in enumerate(equities)]
+    lines = drawdown_lines(performance.curve_figures(curve, 100.0, HOUR))
+    assert lines[1] == "  recovered     no, 4h00m under that peak by the end; longest time under a peak 4h00m", lines
+    curve = [(t0 + k * 131 * minute, eq) for k, eq in enumerate([100.0, 95.0, 96.0])]
+    lines = drawdown_lines(performance.curve_figures(curve, 100.0, minute))
+    assert lines[1].startswith("  recovered     no, 4h22m under that peak by the end"), lines
 
 
 def test_calmar_is_measured_on_the_drawdown_itself_not_its_rounded_figure():
