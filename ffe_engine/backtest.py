@@ -76,8 +76,10 @@ def _load_files(args: list[str], lenient: bool, cache: DataCache | None) -> dict
         else:
             loaded = load_csv(path, symbol=symbol, lenient=lenient)
         if len(loaded) < 2:
+            skipped = (f"; {loaded.skipped} bad rows skipped (--lenient); first: {'; '.join(loaded.skip_reasons)}"
+                       if loaded.skipped else "")
             raise CsvError(path, None, f"{len(loaded)} candle: too few candles to infer the timeframe (a backtest "
-                                       "needs at least 2)")
+                                       f"needs at least 2){skipped}")
         series[symbol] = loaded
     loaded_series = list(series.values())
     for first, other in zip(loaded_series, loaded_series[1:]):

@@ -91,3 +91,15 @@ def test_lenient_reports_the_rows_it_skipped_with_their_line_numbers(tmp_path):
     assert r["skipped_rows"]["BTC/USD"]["count"] == 2
     assert [x.split(":")[0] for x in r["skipped_rows"]["BTC/USD"]["first"]] == ["line 6", "line 10"]
     assert r["bars"] == 298
+
+
+def test_lenient_says_the_rows_it_skipped_when_too_few_candles_are_left(tmp_path):
+    """A file in descending time order read with --lenient keeps its first row and skips the rest: refused for too
+    few candles, the one line says how many rows were skipped and why, with line numbers, not only "1 candle"."""
+    head, *rows = sample_head(BTC_CSV, 300)
+    (tmp_path / "BTC-USD.csv").write_text("".join([head, *reversed(rows)]))
+    proc = run_ffe(tmp_path, "backtest", "BTC-USD.csv", "--lenient")
+    assert proc.returncode == 2, proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("ffe: error:")]
+    assert "BTC-USD.csv: 1 candle: too few candles" in line, line
+    assert "299 bad rows skipped (--lenient); first: line 3:" in line, line
