@@ -439,7 +439,9 @@ class Downloader:
             result.written = len(written_ts)
             result.first_ms, result.last_ms = written_ts[0], written_ts[-1]
             result.gaps = find_gaps(([seam] if seam is not None else []) + written_ts, tf)
-            if since_ms is not None and seam is None and written_ts[0] > start:
+            # A --since between two candles' opens starts at the next: none is missing before it unless a whole
+            # timeframe passed first.
+            if since_ms is not None and seam is None and written_ts[0] >= start + tf:
                 result.notes.append(f"{self.venue.name} has no {symbol} candles before {iso(written_ts[0])}")
         if written_ts or stored is not None:
             result.file = load_csv(path, symbol=symbol, timeframe=tf)  # what was written reads back

@@ -83,6 +83,20 @@ async def test_pages_through_the_history_and_writes_closed_candles_that_load_bac
     assert starts == [T0, T0 + 50 * H, T0 + 100 * H, T0 + 150 * H]
 
 
+async def test_a_since_between_two_candles_starts_at_the_next_without_saying_none_came_before(fx, tmp_path):
+    """--since at half past the hour: the first candle to take opens at the next hour (the one before opened before
+    --since). No note that the exchange has no candles before it: it has, before --since."""
+    clock = at(fx, T0 + 10 * H)
+    [result] = await fetch(fx, tmp_path, clock, since=T0 + H // 2)
+    assert load_csv(csv_path(tmp_path)).ts[0] == T0 + H
+    assert not any("has no BTC/USDT candles before" in n for n in result.notes), result.notes
+    fx.kline_gaps = [(T0 + 20 * H, T0 + 23 * H)]  # none from 20:00 to 23:00 after the first: that one is said
+    clock.now = T0 + 30 * H
+    [later] = await fetch(fx, tmp_path / "later", clock, since=T0 + 20 * H + H // 2)
+    assert load_csv(csv_path(tmp_path / "later")).ts[0] == T0 + 23 * H
+    assert any(f"has no BTC/USDT candles before {iso(T0 + 23 * H)}" in n for n in later.notes), later.notes
+
+
 async def test_the_candle_still_forming_is_never_written_and_is_taken_once_it_has_closed(fx, tmp_path):
     clock = at(fx, T0 + 10 * H + 20 * 60_000)
     await fetch(fx, tmp_path, clock)
