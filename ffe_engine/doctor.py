@@ -181,9 +181,11 @@ def check(settings: Settings) -> Findings:
         _check_fills(orders, fills, None if level == "trades" else records.fill_events(), settings.db_path)
         _check_order_rows(order_figures(records), fills, order_events, settings.db_path)
         found.checks.append("fills")
-        if level != "trades":  # a trades-level backtest run keeps no events to check its trades against
+        if level != "trades":
             _check_closed_trades(records.closed_trades(), records.closed_trade_events(), settings.db_path)
-            found.checks.append("closed trades")
+        else:  # a trades-level backtest run keeps no events to check its trades against: their own figures
+            _check_closed_trades_alone(records.closed_trades(), fills, settings.db_path)
+        found.checks.append("closed trades")
         held = _check_positions(records, fills, settings.db_path)
         found.positions = len(held)
         found.checks.append("positions")
@@ -492,7 +494,7 @@ def _check_closed_trades(trades: list[Any], closed_events: list[bytes], db: Path
     report` and the learner read, the event what `ffe audit show` tells; the store commits both with the fill that
     closed the trade. The event's P&L and fees are rounded to 8 decimals."""
     said = _closed_trade_claims(closed_events, db)
-    for tid, symbol, side, quantity, entry, exit_, pnl, fees, reason in trades:
+    for tid, symbol, side, quantity, entry, exit_, pnl, fees, reason, _exit_order in trades:
         rec = said.pop(tid, None)
         if rec is None:
             raise Violation(f"{db}: closed trade {tid} ({symbol}) has no position_closed event")
@@ -509,6 +511,24 @@ def _check_closed_trades(trades: list[Any], closed_events: list[bytes], db: Path
     if said:
         tid = sorted(said, key=str)[0]
         raise Violation(f"{db}: closed trade {tid} is in a position_closed event but not in the trades table")
+
+
+def _check_closed_trades_alone(trades: list[Any], fills: list[FillRow], db: Path) -> None:
+    """The closed trades of records without their `position_closed` events (a trades-level backtest run): each
+    one's P&L is what its own figures make (the exit price less the entry's, times the quantity, less the fees: how
+    the books reckon a long trade's), and its exit price is one of its exit order's fills."""
+    exits: dict[str, list[float]] = {}
+    for cid, _symbol, _side, _quantity, price, *_fees in fills:
+        exits.setdefault(cid, []).append(price)
+    for tid, symbol, side, quantity, entry, exit_, pnl, fees, _reason, exit_order in trades:
+        made = (exit_ - entry) * quantity - fees
+        if side == "buy" and not _close(pnl, made, floor=1e-8):
+            raise Violation(f"{db}: closed trade {tid} ({symbol}): pnl {pnl:.10g} in the trades table, but its own "
+                            f"figures make {made:.10g} (exit {exit_:.10g} less entry {entry:.10g}, times "
+                            f"{quantity:.10g}, less fees {fees:.10g})")
+        if exit_order is not None and not any(_close(p, exit_, floor=1e-12) for p in exits.get(exit_order, [])):
+            raise Violation(f"{db}: closed trade {tid} ({symbol}): exit price {exit_:.10g} is no fill of its exit "
+                            f"order {exit_order}")
 
 
 def _closed_trade_claims(closed_events: list[bytes], db: Path) -> dict[Any, dict[str, Any]]:

@@ -2754,9 +2754,10 @@ class Records:
         return dict(self._q("SELECT symbol, quantity FROM positions"))
 
     def closed_trades(self) -> list[Any]:
-        """(id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason) of every closed trade, by id."""
-        return self._q("SELECT id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason FROM trades "
-                       "ORDER BY id")
+        """(id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, exit_client_order_id) of every
+        closed trade, by id."""
+        return self._q("SELECT id, symbol, side, quantity, entry_price, exit_price, pnl, fees, reason, "
+                       "exit_client_order_id FROM trades ORDER BY id")
 
     def closed_trade_events(self) -> list[bytes]:
         """The audit records of every `position_closed` event the database holds, in seq order."""

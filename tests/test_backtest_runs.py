@@ -316,6 +316,22 @@ def test_doctor_still_finds_a_run_s_damage(runs_dir, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and "has no fill" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("edit", ["UPDATE trades SET pnl = pnl + 100 WHERE id = 1",
+                                  "UPDATE trades SET exit_price = exit_price * 1.01 WHERE id = 1"])
+def test_doctor_finds_a_trades_run_s_closed_trade_edited(runs_dir, tmp_path, edit):
+    """A trades run keeps no position_closed events to hold its closed trades against; its trades are checked
+    against their own figures and their exit's fills: a P&L or an exit price edited is found, as in a full run."""
+    cwd = copy(runs_dir, tmp_path / "runs")
+    data, logs = run_of(cwd, "trades")
+    with sqlite3.connect(cwd / data / "ffe.db") as conn:
+        assert conn.execute(edit).rowcount == 1
+    conn.close()
+    proc = run_ffe(cwd, "doctor", "--data-dir", data, "--log-dir", logs)
+    assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
+    [line] = proc.stderr.strip().splitlines()
+    assert "closed trade 1" in line, line
+
+
 def test_a_run_cut_short_with_records_in_its_trail_the_database_lacks_is_said_as_a_run_cut_short(runs_dir, tmp_path):
     """Its writer ended between writing a flush's records to the audit file and committing them (the out-of-memory
     killer): the database's last transaction is rolled back, chain head included. A run has no next start to set the
