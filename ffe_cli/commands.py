@@ -180,6 +180,7 @@ def backtest(args: argparse.Namespace) -> int:
 
     from ffe_engine import backtest as bt
     from ffe_engine.backtest_report import format_summary
+    from ffe_engine.backtest_runs import refuse_run_folder
     from ffe_engine.audit import setup_logging
 
     if args.list or args.clean:
@@ -193,6 +194,7 @@ def backtest(args: argparse.Namespace) -> int:
         # Said before the files are read and the run's folder is made, as the other options' mistakes are.
         raise ArgumentError(f"--records must be one of {', '.join(bt.RECORD_LEVELS)}, got {args.records!r}")
     settings = settings_from(args)
+    refuse_run_folder(settings)
     report_path = _report_path(args, settings) if args.report else None
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)

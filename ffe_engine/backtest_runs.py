@@ -35,7 +35,7 @@ from typing import Any
 
 from . import fmt, reach
 from .config import Settings
-from .errors import ArgumentError, storage_failure
+from .errors import ArgumentError, UsageError, storage_failure
 from .store import backtest_records, in_use
 
 RUN_ID = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
@@ -76,6 +76,16 @@ def run_records(settings: Settings) -> str | None:
 def not_an_account(settings: Settings, level: str) -> str:
     """The start of the refusal of a backtest run's data directory where an account's is due."""
     return f"{settings.data_dir}: a backtest run's records{f' ({level})' if level else ''}, not an account's"
+
+
+def refuse_run_folder(settings: Settings) -> None:
+    """UsageError (exit 2) for a backtest run's data directory given to a backtest: its runs and its cache would go
+    inside that run (its size on --list, and a --clean of it, taking them along). Said before anything is read or
+    written."""
+    level = run_records(settings)
+    if level is not None:
+        raise UsageError(f"{not_an_account(settings, level)}: a backtest keeps its runs in an account's data "
+                         "directory (storage.path, --data-dir), under backtests/")
 
 
 def account_logs(settings: Settings) -> bool:

@@ -638,3 +638,17 @@ def test_a_run_s_data_and_log_folder_that_are_one_folder_are_made_and_held_once(
     finally:
         held.release()
     assert not is_held(folder) and os.listdir(folder.parent) == [run]
+
+
+@pytest.mark.parametrize("level", ["full", "trades"])
+def test_a_backtest_into_a_run_s_folder_is_refused_and_writes_nothing_there(runs_dir, tmp_path, level):
+    """`--data-dir data/backtests/RUN` (a run's folder where the account's was meant): a backtest would put a run and
+    a cache inside that run, which its size on `--list` and a `--clean` of it would then take along. Refused, exit
+    2, naming the folder, as `ffe run` and `ffe backup` refuse it; nothing is written there."""
+    cwd = copy(runs_dir, tmp_path / "runs")
+    data, _logs = run_of(cwd, level)
+    before = sorted(p.relative_to(cwd) for p in (cwd / data).rglob("*"))
+    proc = run_ffe(cwd, "backtest", "ETH-USD_1h.csv", "--data-dir", data)
+    line = one_error_line(proc)
+    assert f"{data}: a backtest run's records ({level}), not an account's" in line, line
+    assert sorted(p.relative_to(cwd) for p in (cwd / data).rglob("*")) == before
