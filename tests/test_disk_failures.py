@@ -771,8 +771,11 @@ async def test_a_halted_paged_from_the_outbox_when_its_sent_mark_cannot_be_writt
              f'cp -a "$DISK/data" {t}/after')
     release = asyncio.ensure_future(release_when(hook, "HALTED", t))
     try:
+        # At a bounded speed: as fast as it can, the first run's records alone could fill the disk on a fast
+        # machine before the filler does (2,000 bars a second: 8 MB), leaving no room for the start once room is back.
         await asyncio.wait_for(asyncio.to_thread(run_steps_on_a_small_disk, tmp_path, steps, size="8m",
-                                                 FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"), 400)
+                                                 FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook",
+                                                 FFE_MARKET__SPEED="200"), 400)
     finally:
         release.cancel()
         hook.hold.set()
