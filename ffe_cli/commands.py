@@ -25,11 +25,27 @@ if TYPE_CHECKING:
     from ffe_engine.config import Settings
 
 
+# The secrets of the settings this command loaded: taken out of its error line, which may quote what it was given (a
+# symbol or an id an operator pasted a key into, a file's bad cell).
+_secrets: set[str] = set()
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     from ffe_engine.config import load_settings
 
-    return load_settings(config_path=args.config, env_file=args.env_file, data_dir=args.data_dir,
-                         log_dir=args.log_dir)
+    settings = load_settings(config_path=args.config, env_file=args.env_file, data_dir=args.data_dir,
+                             log_dir=args.log_dir)
+    _secrets.update(settings.secrets())
+    return settings
+
+
+def masked(text: str) -> str:
+    """`text` with the secrets of the settings this command loaded replaced, as its logs have them."""
+    if not _secrets:
+        return text
+    from ffe_engine.redact import Redactor
+
+    return Redactor(_secrets).text(text)
 
 
 def _print(text: str) -> None:
@@ -202,8 +218,8 @@ def backtest(args: argparse.Namespace) -> int:
     series = bt.load_files(args.files, lenient=args.lenient, cache=cache)
     for symbol, ser in series.items():
         if ser.skipped:  # said at once, on stderr, and again in the summary
-            sys.stderr.write(f"ffe: {symbol}: {ser.skipped} bad rows skipped (--lenient); first: "
-                             f"{'; '.join(ser.skip_reasons)}\n")
+            sys.stderr.write(masked(f"ffe: {symbol}: {ser.skipped} bad rows skipped (--lenient); first: "
+                                    f"{'; '.join(ser.skip_reasons)}\n"))
     run_id = bt.new_run_id()
     try:
         report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id, records=args.records, cache=cache))
@@ -217,7 +233,7 @@ def backtest(args: argparse.Namespace) -> int:
                               f"{data_dir / 'ffe.db'}") from None
         raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
                           f"{log_dir / bt.AUDIT_NAME}") from None
-    _print(format_summary(report))
+    _print(masked(format_summary(report)))  # its skipped rows quote the file's cells
     if report_path is not None:
         try:
             _write_whole(report_path, json.dumps(report, indent=1))

@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
             message += f" (see `{_help_of(args)} --help`)"
         # One line, whatever it quotes (a file's header cells, a path): a character a terminal would act on, a new
         # line among them, is shown as its escape.
-        message = fmt.printable(message)
+        message = fmt.printable(commands.masked(message))
         print(f"ffe: error: {message}" if exc.exit_code != 130 else f"ffe: {message}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:

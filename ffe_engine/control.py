@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from . import fmt, logs
 from .api import STREAM, dispatch
 from .errors import ControlError, FfeError, StartError, directory_in_place
+from .redact import Redactor
 
 if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine and no events: it starts faster without them
     from .engine import Engine
@@ -238,8 +239,11 @@ def peer_uid(sock: socket.socket | None) -> int | None:
 # ---------------------------------------------------------------------------------------------------- the server
 class ControlServer:
     def __init__(self, engine: Engine, path: Path, *, data_dir: Path | None = None, instance: str = "-",
-                 limits: Limits = Limits(), earlier: Iterable[Event] = ()) -> None:
+                 limits: Limits = Limits(), earlier: Iterable[Event] = (), redactor: Redactor | None = None) -> None:
         self.engine = engine
+        # The configured secrets, taken out of every answer: an error quotes what it was asked (a symbol, an id)
+        # and an operator may have pasted a key there.
+        self.redactor = redactor or Redactor()
         self.path = Path(path)
         self.limits = limits
         self.identity = engine_identity(instance, data_dir if data_dir is not None else self.path.parent)
@@ -539,6 +543,7 @@ class ControlServer:
             done.set_result(None)
 
     async def _reply(self, writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
+        answer = self.redactor.value(answer)
         writer.write((json.dumps({**answer, "engine": self.identity}, default=str) + "\n").encode())
         await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
 

@@ -527,7 +527,8 @@ class EngineHost:
         limits = Limits(max_connections=control.max_connections, idle_timeout_s=control.idle_timeout_s,
                         stream_buffer_bytes=control.stream_buffer_kb * 1024)
         self._server = ControlServer(self.engine, self.settings.socket_path, data_dir=self.settings.data_dir,
-                                     instance=self.instance, limits=limits, earlier=self.earlier)
+                                     instance=self.instance, limits=limits, earlier=self.earlier,
+                                     redactor=Redactor(self.settings.secrets()))
         claimed, self._socket_lock = self._socket_lock, None
         await self._server.start(claimed)
         self.engine.before_stop = self._server.commands_done

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from conftest import (BTC_CSV, audit_lines, db_rows, engine_session, ffe_env, ffe_in_process, make_settings, run_ffe,
-                      sample_head)
+                      sample_head, wait_until)
 from ffe_engine import backup as bk
 from ffe_engine.events import ErrorEvent
 
@@ -183,3 +183,34 @@ def test_config_check_and_a_backup_mask_a_secret_in_values_only_and_stay_the_tom
         assert config["exchange"]["password"] == config["exchange"]["secret"] == REDACTED
         assert config["exchange"]["options"] == {"note": f"key {REDACTED}"}
         assert not [s for s in strings(config) if ESCAPED in s]
+
+
+KEY = "APIKEYsecretAAAA1111"
+
+
+def test_an_error_line_that_quotes_what_was_typed_takes_a_secret_out(tmp_path, spawn_ffe):
+    """An operator pastes the API key where a symbol or an id goes (a clipboard mix-up), or a file holds it: the
+    error line quotes what it was given, and the secret is masked there as in the logs: in `ffe ctl`'s refusal
+    (from the engine's answer too, asked by a client whose settings do not hold the secret), in a CSV's bad cell,
+    in `ffe audit show`'s "no decision"."""
+    from ffe_engine.control import request
+
+    env = ffe_env(FFE_EXCHANGE__API_KEY=KEY, FFE_MARKET__SPEED="20")
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=env)
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    close = run_ffe(tmp_path, "ctl", "close", KEY, "--yes", env=env)
+    assert close.returncode == 1 and KEY not in close.stdout + close.stderr, close.stderr
+    assert f"no open position in {REDACTED}" in close.stderr, close.stderr
+    answer = asyncio.run(request(tmp_path / "data" / "ffe.sock", "close", {"symbol": KEY}, timeout=30))
+    assert KEY not in json.dumps(answer) and REDACTED in answer["error"], answer
+    shown = run_ffe(tmp_path, "audit", "show", KEY, env=env)
+    assert shown.returncode == 2 and KEY not in shown.stdout + shown.stderr, shown.stderr
+    lines = sample_head(BTC_CSV, 60)
+    lines[20] = lines[20].replace(lines[20].split(",")[1], KEY, 1)
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(lines))
+    bad = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", env=env)
+    line = one_error_line(bad.stderr)
+    assert KEY not in line and REDACTED in line and "BTC-USD_1h.csv:21:" in line, line
+    skipped = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--lenient", env=env)
+    assert skipped.returncode == 0, skipped.stderr
+    assert KEY not in skipped.stdout + skipped.stderr and "line 21:" in skipped.stderr, skipped.stderr
