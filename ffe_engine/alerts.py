@@ -315,7 +315,8 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           f"{since}{withheld}{aside}")]
         if ev.phase == "stop" and ev.detail.get("error"):
             return [Alert("START_FAILED", "START_FAILED", "page",
-                          f"ffe start FAILED ({ev.mode}): {str(ev.detail['error'])[:160]}. The process exits 1 "
+                          f"ffe start FAILED ({ev.mode}): {fmt.ends(str(ev.detail['error']), 400).rstrip('.')}. "
+                          "The process exits 1 "
                           "(systemd starts it again); nothing trades until a start succeeds.")]
         if ev.phase == "stop":
             return [Alert("STOPPED", "STOPPED", "info", f"ffe stopped ({ev.mode}, {ev.detail.get('state')}).")]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
+from . import fmt
 from .events import BreakerChanged, EventBus
 from .venues.base import VenueUnavailable
 
@@ -121,7 +122,7 @@ class CircuitBreaker:
     def record_failure(self, error: str, kind: str = READ) -> None:
         self.in_a_row += 1
         self.by_kind[kind] += 1
-        self.last_error = error[:200]
+        self.last_error = fmt.ends(error, 200)  # what was asked first, the exchange's answer last
         if self.state == OPEN:
             # A call already under way when the breaker opened failed: no probe was made, the state stays; the probe
             # waits a full timeout from this failure, and its new time is published.

@@ -81,7 +81,7 @@ async def start_refused(settings: Settings, clock: Any, failure: Exception,
                         sent_file=sent_path(settings.data_dir), engine=origin.engine)
     unwritable = isinstance(failure, StorageError) and not isinstance(failure, DamagedRecords)
     kind = "RECORDS_UNWRITABLE" if unwritable else "START_FAILED"
-    await notifier.send_now(Alert(kind, kind, "page", f"ffe start FAILED: {failure}. Nothing trades until a start "
+    await notifier.send_now(Alert(kind, kind, "page", f"ffe start FAILED: {str(failure).rstrip('.')}. Nothing trades until a start "
                                                       "succeeds.", cause=UNWRITABLE if unwritable else ""))
 
 

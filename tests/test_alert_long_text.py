@@ -40,3 +40,51 @@ async def test_a_long_alert_keeps_its_head_and_its_ending_whole_on_discord_and_t
     finally:
         await discord.stop()
         await tg.stop()
+
+
+def test_a_start_failure_page_keeps_the_end_of_its_error_which_says_what_to_do():
+    """A start that failed on a long error (the exchange's answer quoted, then what to do): the START_FAILED page
+    keeps the error's end, not its first 160 characters cut mid-word, and an error ending in a period gets no
+    second."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import RunEvent
+
+    error = ("start failed on binance: fetch_ohlcv BTC/USDT answered " + "{} " * 60 + "(in maintenance?), or the "
+             "market has none; nothing was sent: start again once it answers.")
+    [alert] = alerts_for(RunEvent(phase="stop", mode="LIVE", detail={"error": error}))
+    assert alert.kind == "START_FAILED", alert
+    assert "nothing was sent: start again once it answers. The process exits 1" in alert.text, alert.text
+    assert alert.text.startswith("ffe start FAILED (LIVE): start failed on binance: fetch_ohlcv"), alert.text
+    assert ".." not in alert.text, alert.text
+
+
+def test_the_breaker_keeps_the_end_of_a_long_error():
+    """The breaker's last error (the reason of the PAUSED it sets, in status, health and why) keeps the start and
+    the end of a long one, the exchange's answer last, not 200 characters cut mid-word."""
+    from ffe_engine.breaker import CircuitBreaker
+
+    breaker = CircuitBreaker("binance", failure_threshold=5, recovery_timeout_s=30.0, now=lambda: 0.0)
+    error = "binance GET https://api.binance.com/api/v3/account " + "503 Service Unavailable " * 20 + "THE END"
+    breaker.record_failure(error)
+    assert breaker.last_error.startswith("binance GET") and breaker.last_error.endswith("THE END"), \
+        breaker.last_error
+    assert len(breaker.last_error) <= 200
+
+
+async def test_a_start_refused_on_an_error_ending_in_a_period_pages_one_period(tmp_path):
+    """The exchange's refusal of a live start's check ends in a period (Binance's messages do): the START_FAILED
+    page sent past the outbox says it once, `... action. Nothing trades`, not `action.. Nothing trades`."""
+    from ffe_engine.clock import WallClock
+    from ffe_engine.errors import StartError
+    from ffe_engine.monitor import start_refused
+
+    hook = await Receiver().start()
+    try:
+        settings = make_settings(tmp_path, alerts={"webhook_url": hook.url + "/hook", **FAST})
+        refusal = StartError("live start check failed on binance: -2015 Invalid API-key, IP, or permissions for "
+                             "action.")
+        await start_refused(settings, WallClock(), refusal)
+        [page] = [r.body for r in hook.delivered]
+        assert "permissions for action. Nothing trades until a start succeeds." in page["text"], page
+    finally:
+        await hook.stop()
