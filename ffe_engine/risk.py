@@ -129,6 +129,15 @@ class Gatekeeper:
     def _missing(self, code: str, limit: Any) -> GateResult:
         return GateResult(code, None, limit, not self.live, INPUT_MISSING)
 
+    def data_age(self, symbol: str) -> float | None:
+        """DATA_STALE's figure: how many bars late the symbol's newest closed bar is (0 while it is current), on the
+        engine's clock; None before its first bar."""
+        last = self.last_bar_ts(symbol)
+        if last is None:
+            return None
+        # `last` is the open time of the newest closed bar; it is current while now < its close + 1 bar.
+        return max(0.0, (self.now_ms() - last - self.timeframe_ms) / self.timeframe_ms)
+
     def evaluate(self, it: OrderIntent, *, until_refused: bool = False) -> list[GateResult]:
         """The gates of `it`, in GATE_ORDER. With `until_refused`, the gates after the first that refuses are not
         measured, nor VAR when a bound of it passes (Portfolio.var_bound_pct): for a caller that keeps no more of a
@@ -156,12 +165,10 @@ class Gatekeeper:
         price = it.ref_price or pf.last_price.get(it.symbol)
         equity = pf.equity()
 
-        last = self.last_bar_ts(it.symbol)
-        if last is None:
+        age = self.data_age(it.symbol)
+        if age is None:
             yield self._missing("DATA_STALE", r.stale_after_bars)
         else:
-            # `last` is the open time of the newest closed bar; it is current while now < its close + 1 bar.
-            age = max(0.0, (self.now_ms() - last - self.timeframe_ms) / self.timeframe_ms)
             yield GateResult("DATA_STALE", _shown(age, r.stale_after_bars, 2), r.stale_after_bars,
                              age <= r.stale_after_bars)
 

@@ -105,7 +105,7 @@ async def profit(engine: "Engine", periods: int = 7) -> dict[str, Any]:
 def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
     """What refuses new entries right now and what lifts it: the engine state, a breached drawdown or daily loss
     (each paused the engine when it happened), the day's trade count, full positions, trades waiting for approval
-    (a new entry in their symbol waits for them), an open breaker, the exchange's Retry-After while it lasts, and
+    (a new entry in their symbol waits for them), market data gone stale (no candle past its limit), an open breaker, the exchange's Retry-After while it lasts, and
     reconciliation differences."""
     out: list[dict[str, str]] = []
     r = engine.settings.risk
@@ -150,6 +150,14 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
                     "now": f"{len(waiting)} trade(s) waiting for approval; a new entry in their symbol waits: {held}",
                     "lifts": "approve or reject each (the approve and reject keys; `ffe ctl approve|reject ID`), or "
                              "its expiry"})
+    late = {sym: age for sym in engine.symbols
+            if (age := engine.gatekeeper.data_age(sym)) is not None and age > r.stale_after_bars}
+    if late:
+        out.append({"gate": "DATA_STALE",
+                    "now": ", ".join(f"{sym} {age:.3g} bars late" for sym, age in late.items())
+                           + f" (limit {r.stale_after_bars}): no candle has come since",
+                    "lifts": "a new candle from the market (the feed: the status line's market time, the "
+                             "STALE_DATA alert)"})
     b = engine.breaker.summary()
     if b.get("state") != "closed":
         retry = b.get("retry_in")

@@ -122,6 +122,20 @@ async def test_data_stale_refuses_an_entry_on_a_late_candle(tmp_path, pipelines)
     check(g["DATA_STALE"], passed=False, value=9.0, limit=3)
 
 
+async def test_why_no_trades_names_data_stale_while_the_feed_lags(tmp_path, pipelines):
+    """The market's clock moves on while no candle comes (the feed down): DATA_STALE refuses every entry, and the
+    why view says so, with the symbols and what lifts it, not "nothing blocks entries now"."""
+    from ffe_engine.views import blocking
+
+    p = await pipelines(make_settings(tmp_path), script={})
+    await p.bars(1)
+    assert [b for b in blocking(p.engine, p.clock.now_ms()) if b["gate"] == "DATA_STALE"] == []
+    p.clock.advance(p.clock.now_ms() + 10 * MIN)
+    (stale,) = [b for b in blocking(p.engine, p.clock.now_ms()) if b["gate"] == "DATA_STALE"]
+    assert stale["now"].startswith(f"{BTC} 10 bars late, {ETH} 10 bars late (limit 3)"), stale
+    assert "a new candle" in stale["lifts"], stale
+
+
 async def test_min_confidence_refuses_a_lukewarm_decision(tmp_path, pipelines):
     p = await pipelines(make_settings(tmp_path, risk={"min_confidence": 0.5}), script={BTC: (BUY, 0.45)})
     await p.bars(1)
