@@ -59,7 +59,8 @@ def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str],
     return {
         "status": status,
         "problems": down + degraded,
-        "state": state,
+        "state": state,  # the last trading state, also once the engine has stopped (`stopped`)
+        "stopped": stopped,
         "loop_age_s": round(loop_age, 3),
         "loop_stale_s": cfg.loop_stale_s,
         "bar_age_s": {s: round(a, 3) for s, a in bar_ages.items()},
@@ -75,7 +76,8 @@ def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str],
 
 def one_line(verdict: dict[str, Any]) -> str:
     """The verdict as `ffe ctl health` prints it."""
-    head = f"{verdict['status'].upper()} {verdict['state']}  loop {verdict['loop_age_s']:.1f}s ago"
+    state = f"STOPPED (was {verdict['state']})" if verdict.get("stopped") else verdict["state"]
+    head = f"{verdict['status'].upper()} {state}  loop {verdict['loop_age_s']:.1f}s ago"
     if verdict.get("problems"):
         return head + "  " + "; ".join(verdict["problems"])
     return head

@@ -521,3 +521,17 @@ def test_a_sink_given_names_gets_only_those_events_and_nothing_is_encoded_for_no
     bus.publish(FillEvent(client_order_id="b", symbol="BTC/USDT", side="buy", quantity=1.0, price=1.0))
     assert seen == ["engine_state"] and everything == ["fill"]
     assert bus.seq == 3  # every audited event takes its seq, taken by a sink or not
+
+
+def test_health_of_an_engine_whose_run_has_ended_says_stopped_not_its_last_state():
+    """A console left open after its run ended (--max-bars): `ffe ctl status` says STOPPED, was RUNNING; `ffe ctl
+    health`'s line says the same, not `DOWN RUNNING`, which reads as an engine trading while down."""
+    from ffe_engine.config import MonitorSettings
+    from ffe_engine.health import assess, one_line
+    from ffe_engine.liveness import Liveness
+
+    verdict = assess(state="RUNNING", stopped=True, liveness=Liveness(lambda: 10.0, lambda: 10.0), symbols=[],
+                     breakers=[], reconcile_blocked=0, pending_approvals=0, audit=None, cfg=MonitorSettings(),
+                     timeframe_ms=60_000)
+    assert verdict["status"] == "down" and verdict["state"] == "RUNNING"  # the last state, for what reads it
+    assert one_line(verdict).startswith("DOWN STOPPED (was RUNNING)"), one_line(verdict)
