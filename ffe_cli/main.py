@@ -247,7 +247,10 @@ def build_parser() -> Parser:
     ctl = sub.add_parser("ctl", help="control a running engine",
                          epilog=action_list("actions", {n: CONTROL[n].help for n in names}))
     _common(ctl)
-    ctl.add_argument("action", choices=names, metavar="action", help="what to do (the actions are listed below)")
+    # Optional to argparse, so that `ffe ctl` alone names the actions to choose from (choose_one), as the commands
+    # with subcommands do, instead of argparse's "arguments are required: action".
+    ctl.add_argument("action", nargs="?", choices=names, metavar="action",
+                     help="what to do (the actions are listed below)")
     ctl.add_argument("target", nargs="?", help="approval id (approve, reject), auto|manual (mode), "
                                                 "client order id (cancel, settle) or symbol (close, sold-by-hand)")
     ctl.add_argument("second", nargs="?", metavar="filled|canceled", help="how the order ended (settle)")
@@ -271,7 +274,8 @@ def build_parser() -> Parser:
     ctl.add_argument("--json", action="store_true", help="print the raw answer as JSON")
     ctl.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                      help="give up after S seconds without an answer (default [control] request_timeout_s)")
-    ctl.set_defaults(handler=commands.ctl)
+    ctl.set_defaults(handler=lambda args: commands.ctl(args) if args.action is not None
+                     else choose_one("ctl", dict.fromkeys(names), args))
 
     alert = sub.add_parser("alert", help="alert channels")
     alert_sub = subcommands(alert, "alert")

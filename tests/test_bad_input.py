@@ -435,7 +435,8 @@ def test_a_command_line_mistake_is_one_line_and_starts_nothing(tmp_path, args, s
 
 @pytest.mark.parametrize("command, choices", [
     ("report", "providers, trades"), ("audit", "tail, show, verify"), ("data", "download"), ("alert", "test"),
-    ("config", "check"),
+    ("config", "check"), ("ctl", "status, health, pause, resume, halt, flatten, approve, reject, mode, accept, "
+                                 "orders, cancel, settle, sold-by-hand, trades, close, balances, profit, why"),
 ])
 def test_a_command_without_its_subcommand_names_the_ones_to_choose_from(tmp_path, command, choices):
     # argparse would name its own field for it (`report_command`), a word no help shows
