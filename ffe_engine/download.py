@@ -217,21 +217,39 @@ class _Grid:
     that one is on the grid of the candle before the held one, the held one's time is damaged (load_csv's off_grid)
     and it is left out; otherwise the exchange moved to another grid (hourly candles at :30 from then on), and it
     is kept. One still held when the run ends is not written: the next run fetches it again with the candle after
-    it."""
+    it. A new file's first candle has none before it: it waits for the candles after it, and is left out when the
+    two after it share a grid it is off (kept when there are no two to tell)."""
 
     def __init__(self, tf_ms: int, last_ms: int | None) -> None:
         self.tf = tf_ms
         self.last = last_ms  # the last candle kept: in the file, or written by this run
+        self.first: tuple[int, str] | None = None  # a new file's first candle, until the candles after it tell
         self.held: tuple[int, str] | None = None
 
     @property
     def newest(self) -> int | None:
-        return self.held[0] if self.held is not None else self.last
+        pending = self.held or self.first
+        return pending[0] if pending is not None else self.last
 
     def take(self, ts: int, line: str) -> tuple[list[tuple[int, str]], int]:
         """The candles to write now, in order, and how many were left out (0 or 1)."""
         out: list[tuple[int, str]] = []
         refused = 0
+        if self.last is None and self.first is None:
+            self.first = (ts, line)
+            return out, 0
+        if self.first is not None:
+            first = self.first
+            if self.held is None and (ts - first[0]) % self.tf != 0:
+                self.held = (ts, line)  # the first and the second disagree: the third tells which is off
+                return out, 0
+            if self.held is not None and (ts - self.held[0]) % self.tf == 0 and (ts - first[0]) % self.tf != 0:
+                refused, out, self.last = 1, [self.held], self.held[0]  # the first is off the grid after it
+                self.held = None
+            else:
+                out.append(first)  # on the grid of what follows: as if it had been in the file
+                self.last = first[0]
+            self.first = None
         if self.held is not None and self.last is not None:
             if (ts - self.last) % self.tf == 0:
                 refused = 1
@@ -245,6 +263,14 @@ class _Grid:
         else:
             self.held = (ts, line)
         return out, refused
+
+    def finish(self) -> list[tuple[int, str]]:
+        """At the end of the run: a new file's first candle with no two after it to judge it, kept as it is."""
+        if self.first is None:
+            return []
+        kept, self.first = self.first, None
+        self.last = kept[0]
+        return [kept]
 
 
 def _existing(path: Path, symbol: str, tf_ms: int, notes: list[str]) -> CandleSeries | None:
@@ -411,16 +437,17 @@ class Downloader:
                         lines.append(kept_line)
                         written_ts.append(kept_ts)
                 if lines:
-                    if out is None:
-                        out = _open_for_candles(path, fresh_file=stored is None)
-                    out.write("".join(lines))
-                    out.flush()
+                    out = self._write(out, path, stored is None, lines)
                 # The next page from a timeframe after the last row, or just after it when its time is off the grid
                 # of the last candle kept (held, or left out): a timeframe after a damaged time would pass over the
                 # candle after it, served on the grid.
                 last_ts = int(fresh[-1][0])
                 cursor = last_ts + (tf if grid.last is None or (last_ts - grid.last) % tf == 0 else 1)
                 self.progress.advance(symbol, cursor, len(written_ts))
+            ending = grid.finish()
+            if ending:
+                out = self._write(out, path, stored is None, [line for _, line in ending])
+                written_ts += [ts for ts, _ in ending]
             if out is not None:
                 os.fsync(out.fileno())
             if grid.held is not None:
@@ -446,6 +473,15 @@ class Downloader:
         if written_ts or stored is not None:
             result.file = load_csv(path, symbol=symbol, timeframe=tf)  # what was written reads back
         return result
+
+    @staticmethod
+    def _write(out: TextIO | None, path: Path, fresh_file: bool, lines: list[str]) -> TextIO:
+        """`lines` appended to the candle file (opened at its first), flushed: the file it is open as."""
+        if out is None:
+            out = _open_for_candles(path, fresh_file=fresh_file)
+        out.write("".join(lines))
+        out.flush()
+        return out
 
     def how_far(self, symbol: str, path: Path) -> str:
         """How far `path` goes, read without touching it (a download that failed before its symbol's turn)."""

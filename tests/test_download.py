@@ -210,6 +210,28 @@ async def test_a_candle_off_the_grid_at_the_end_of_a_page_does_not_skip_the_next
     assert result.refused == 1 and result.gaps == [(T0 + 5 * H, T0 + 7 * H)]
 
 
+async def test_the_first_candle_of_a_new_file_off_the_grid_of_those_after_it_is_left_out(fx, tmp_path):
+    """A new file has no candle before its first to judge it by: the two after it do. Off their grid (a damaged
+    time), it is left out and counted, and the file starts on the grid; one on the grid with the first, whose second
+    is off it, keeps the first and leaves the second out."""
+    fx.klines_edit = shifted({T0: 1})
+    clock = at(fx, T0 + 10 * H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock, since=T0)
+    assert load_csv(csv_path(tmp_path)).ts == [T0 + i * H for i in range(1, 10)]
+    assert result.refused == 1, result.lines()
+    fx.klines_edit = shifted({T0 + H: 1})
+    [second] = await fetch(fx, tmp_path / "second", clock, since=T0)
+    assert load_csv(csv_path(tmp_path / "second")).ts == [T0 + i * H for i in range(10) if i != 1]
+    assert second.refused == 1, second.lines()
+
+
+async def test_a_new_file_of_one_candle_keeps_it(fx, tmp_path):
+    """Nothing after it to judge it by: written, as it is."""
+    clock = at(fx, T0 + H + 1_000_000)
+    [result] = await fetch(fx, tmp_path, clock, since=T0)
+    assert load_csv(csv_path(tmp_path), timeframe=H).ts == [T0] and result.written == 1
+
+
 async def test_candles_that_move_to_another_grid_are_kept(fx, tmp_path):
     fx.klines_edit = lambda rows: [[r[0] + (1_800_000 if r[0] >= T0 + 5 * H else 0), *r[1:]] for r in rows]
     clock = at(fx, T0 + 10 * H + 1_000_000)
