@@ -7,6 +7,8 @@ returns the names of the panes whose content changed, so the screen redraws only
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -96,10 +98,12 @@ class ConsoleState:
             elif isinstance(e, ev.ApprovalEvent):
                 if e.outcome == "pending" and e.gates:
                     self.gates = {"title": f"{e.symbol} {e.side} {fmt.qty(e.quantity)} -> awaiting approval",
-                                  "gates": e.gates}
+                                  "gates": e.gates, "approval": e.approval_id}
                     changed.add("gates")
-                elif e.outcome != "pending" and news:
-                    self.approvals_done.append(e)
+                elif e.outcome != "pending":
+                    changed |= self._approval_ended(e)
+                    if news:
+                        self.approvals_done.append(e)
                 changed.add("approvals")
             elif isinstance(e, ev.KillSwitchEvent) and news:
                 self.kill = e
@@ -111,6 +115,21 @@ class ConsoleState:
                 changed.add("status")
         if len(self.pending_lines) > self.lines.maxlen:
             del self.pending_lines[: len(self.pending_lines) - self.lines.maxlen]
+        return changed
+
+    def _approval_ended(self, e: ev.ApprovalEvent) -> set[str]:
+        """What the gates' title and the votes said of a trade waiting for approval, brought up to its end (nothing
+        when a newer decision has replaced them)."""
+        changed = set()
+        ended = f"approval {e.outcome}" + (f" by {e.by}" if e.by else "")
+        if self.gates.get("approval") == e.approval_id:
+            self.gates = {**self.gates, "title": f"{e.symbol} {e.side} {fmt.qty(e.quantity)} -> {ended}",
+                          "approval": None}
+            changed.add("gates")
+        d = self.decisions.get(e.symbol)
+        if d is not None and d.decision_id == e.decision_id and d.outcome == "pending_approval":
+            self.decisions[e.symbol] = dataclasses.replace(d, outcome=f"approval {e.outcome}")
+            changed.add("votes")
         return changed
 
     def set_gates(self, title: str, gates: list[dict[str, Any]]) -> None:
