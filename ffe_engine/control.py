@@ -117,10 +117,15 @@ def _mark_serving(fd: int) -> None:
         pass
 
 
-def _served(path: Path) -> bool:
+def _may_have_served(path: Path) -> bool:
+    """Whether the engine holding the data directory may have served on `path`: its lock file says it did, or is
+    gone (removed with the socket by a cleaner: the engine makes both again). One the lock file names as not serving
+    yet is starting."""
     try:
         with open(socket_lock_path(path), "rb") as f:
             return f.read(len(SERVING)) == SERVING
+    except FileNotFoundError:
+        return True
     except OSError:
         return False
 
@@ -773,7 +778,7 @@ async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, time
             try:
                 return await connect(path)
             except FileNotFoundError:
-                if data_dir is None or asyncio.get_running_loop().time() >= until or not _served(path) \
+                if data_dir is None or asyncio.get_running_loop().time() >= until or not _may_have_served(path) \
                         or starting_engine(data_dir) is None:
                     raise
                 await asyncio.sleep(0.1)

@@ -29,6 +29,21 @@ def test_a_removed_control_socket_is_made_again_and_answers(tmp_path, spawn_ffe)
     assert not sock.exists()
 
 
+def test_a_kill_switch_sent_just_after_the_socket_and_its_lock_were_removed_waits_for_them(tmp_path, spawn_ffe):
+    """The socket and its lock file beside it removed at once (a cleaner of the directory), and `ffe ctl halt` sent
+    at once: it waits for the engine to make them again and halts it, not refused as an engine still starting."""
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    sock = tmp_path / "data" / "ffe.sock"
+    sock.unlink()
+    sock.with_name("ffe.sock.lock").unlink()
+    halt = run_ffe(tmp_path, "ctl", "halt")
+    assert halt.returncode == 0, halt.stdout + halt.stderr
+    assert db_rows(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == [("HALTED",)]
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr[-3000:]
+
+
 def test_a_path_another_process_took_is_left_to_it(tmp_path, spawn_ffe):
     engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
     wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
