@@ -209,7 +209,22 @@ WITHHELD = "withheld"  # the status of an alert a restore found pending in its b
 # restore): read back, such a record is a damaged database, said in one line naming the table and the record.
 _SQL_COLUMNS = ("SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p "
                 "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'")
+# AUTOINCREMENT's own table, which SQLite makes with ffe's first tables: a start reads the largest ids from it (the
+# next trade's), so its columns are judged with ffe's.
+SEQUENCE, SEQUENCE_COLUMNS = "sqlite_sequence", frozenset({"name", "seq"})
+_SQL_SEQUENCE = f"SELECT '{SEQUENCE}', name FROM pragma_table_info('{SEQUENCE}')"
 _EnumT = TypeVar("_EnumT", bound=Enum)
+
+
+def schema_columns(conn: sqlite3.Connection) -> list[Any]:
+    """The database's (table, column) pairs; a name damaged into bytes that are no UTF-8 read as such, so that the
+    column it was is said missing (schema_damage) rather than the read failing."""
+    before = conn.text_factory
+    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    try:
+        return conn.execute(_SQL_COLUMNS).fetchall() + conn.execute(_SQL_SEQUENCE).fetchall()
+    finally:
+        conn.text_factory = before
 
 
 @functools.lru_cache(maxsize=None)
@@ -242,7 +257,7 @@ def check_problems(rows: Iterable[Any]) -> list[str]:
 def schema_damage(version: int, rows: Iterable[Any]) -> str | None:
     """What the schema lacks of its version's (rows: the database's (table, column) pairs), or None."""
     have = _tables(rows)
-    for table, columns in schema_of(version).items():
+    for table, columns in [*schema_of(version).items(), (SEQUENCE, SEQUENCE_COLUMNS)]:
         if table not in have:
             return f"table {table} is missing"
         missing = sorted(columns - have[table])
@@ -1013,7 +1028,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float, own_market: bool =
         if tables == 0 and not new_ok:
             raise lost_database(path, "holds no records")
         if version > 0:
-            problem = schema_damage(version, conn.execute(_SQL_COLUMNS).fetchall())
+            problem = schema_damage(version, schema_columns(conn))
             if problem is not None:
                 raise damaged_database(path, problem)
             for sql, judge in record_checks(every=False, own_market=own_market):
@@ -1349,7 +1364,8 @@ class Store:
                 # SQLite says only `unable to open database file` of a file it cannot open: one of the database's
                 # files closed to this user (its owner, its mode) is no disk's failure.
                 raise closed_to_reader(path) or storage_failure(path, exc) from None
-            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            if isinstance(exc, sqlite3.DatabaseError) and (not isinstance(exc, sqlite3.OperationalError)
+                                                           or str(exc).startswith(("no such table", "no such column"))):
                 raise damaged_database(path, str(exc)) from None
             raise
         if backtest:
@@ -2777,7 +2793,11 @@ class Records:
         missing beside those written with it), or None: the checks a start makes (Store.open), over every order and
         approval. `account` false: a backtest run's records, which keep no books to restore. `own_market`: the
         account's market is made in the process (record_checks)."""
-        problem = schema_damage(self.schema_version(), self._q(_SQL_COLUMNS))
+        try:
+            columns = schema_columns(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot read the database ({exc})") from None
+        problem = schema_damage(self.schema_version(), columns)
         if problem is not None:
             return problem
         try:

@@ -851,3 +851,22 @@ async def test_a_damaged_database_after_a_start_that_succeeded_is_paged_again(go
     assert [p.returncode for p in (refused, started, again)] == [1, 0, 1], [started.stderr[-3000:]]
     pages = [r.body for r in hook.delivered if r.body.get("kind") == "START_FAILED"]
     assert len(pages) == 2 and all("the database is damaged" in p["text"] for p in pages), pages
+
+
+def test_a_damaged_sqlite_sequence_stops_the_start_in_one_line_and_fails_doctor(good_dir, tmp_path):
+    """One byte of the schema's text changed, so that AUTOINCREMENT's own table no longer has its `seq` column:
+    the integrity check passes (it is text), and the start read the largest trade id from it and died on a
+    traceback while `ffe doctor` said ok. Both now say it in one line, nothing changed."""
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    data = bytearray(db.read_bytes())
+    at = data.find(b"sqlite_sequence(name,seq)")
+    assert at >= 0
+    data[at + len("sqlite_sequence(name,s")] ^= 0xFF
+    db.write_bytes(bytes(data))
+    before = db.read_bytes()
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", timeout=30)
+    assert_one_line(proc, "ffe.db", "damaged", "table sqlite_sequence has no column seq")
+    assert "Traceback" not in proc.stderr and db.read_bytes() == before
+    doctor = run_ffe(cwd, "doctor")
+    assert doctor.returncode == 1 and "table sqlite_sequence has no column seq" in doctor.stderr, doctor.stderr
