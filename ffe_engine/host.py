@@ -440,13 +440,14 @@ class EngineHost:
                     # Before the monitor closes: the failure's record raises its alert, which gets its chance to leave.
                     with contextlib.suppress(Exception):
                         await engine.start_failed(exc)
+                if monitor is not None:
+                    await monitor.close()
                 # Its records could not be written, its alert neither; or it stopped before the engine started
-                # (the monitor's port held by another process), which records nothing to raise one.
+                # (the monitor's port held by another process), which records nothing to raise one. Sent after
+                # what the monitor had to send (this start's STARTED): the failure is the operator's last word.
                 if isinstance(exc, (StorageError, PortInUse)):
                     with contextlib.suppress(Exception):
                         await start_refused(settings, clock, exc, redact)
-                if monitor is not None:
-                    await monitor.close()
                 if store is not None:
                     # A record could not be written: HALTED, if it still can be. A damaged database is left as it is.
                     if isinstance(exc, StorageError) and not isinstance(exc, DamagedDatabase):

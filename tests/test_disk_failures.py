@@ -849,3 +849,23 @@ def test_a_read_only_database_file_stops_the_start_saying_the_next_one_comes_up_
     again = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "state=HALTED" in again.stderr, again.stderr[-3000:]
+
+
+async def test_a_start_that_fails_on_a_record_it_cannot_write_is_the_last_word_at_the_receiver(tmp_path):
+    """The start's STARTED is raised (its run record went into the outbox) and then a record cannot be written (the
+    trail at a file size limit): the start stops, paging RECORDS_UNWRITABLE past the outbox. What the monitor had
+    to send goes first, so the operator's last word is the failure, not `ffe started (PAPER, RUNNING, ...)`."""
+    hook = await Receiver().start()
+    try:
+        first = await asyncio.to_thread(run_limited, tmp_path, "run", "--headless", "--max-bars", "60",
+                                        fsize=1 << 30)
+        assert first.returncode == 0, first.stderr[-3000:]
+        trail = tmp_path / "logs" / "audit.jsonl"
+        proc = await asyncio.to_thread(run_limited, tmp_path, "run", "--headless", fsize=trail.stat().st_size + 200,
+                                       FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook", FFE_ALERTS__WINDOW_S="1")
+        assert proc.returncode == 1 and "cannot write" in proc.stderr, proc.stderr[-3000:]
+        kinds = [r.body["kind"] for r in hook.delivered]
+        assert kinds[-1] == "RECORDS_UNWRITABLE", kinds
+        assert "start FAILED" in hook.delivered[-1].body["text"], hook.delivered[-1].body
+    finally:
+        await hook.stop()
