@@ -1032,6 +1032,7 @@ class Engine:
             except asyncio.TimeoutError:
                 pass
             try:
+                self.store.check_in_place()  # the database file removed under the engine: it stops, HALTED
                 # A UTC midnight by the clock begins a new day, whether a candle comes or not (a stale feed).
                 self._roll_day(self._marked_at(clock.now_ms()))
                 await self.approvals.expire()

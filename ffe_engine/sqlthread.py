@@ -99,6 +99,18 @@ class Connection:
             raise failed
         return _execute(self._conn, last)
 
+    async def copy_to(self, target: str) -> None:
+        """The whole database as this connection reads it (its WAL's commits included) written to `target`, a new
+        file (SQLite's backup)."""
+        def copy() -> None:
+            dest = sqlite3.connect(target)
+            try:
+                self._conn.backup(dest)
+            finally:
+                dest.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, copy)
+
     async def close(self) -> None:
         self._held, self._in_tx = [], False
         try:

@@ -20,6 +20,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Awaitable, Callable, Collection, Iterable, TypeVar
 import orjson
 import zstandard
 
-from . import bookshapes, fmt, reach, reserve
+from . import bookshapes, fmt, logs, reach, reserve
 from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import (ControlError, DamagedDatabase, DamagedRecords, FfeError, NotADatabase, StorageError,
@@ -41,6 +42,8 @@ from .model import (APPROVAL_PENDING, APPROVAL_STATUSES, ClosedTrade, EngineStat
 from .sqlthread import Connection
 from .sqlwriter import (MEMORY, SQL_DECISION, SQL_EVENT, SQL_GATE, SQL_VOTE, WriterError, WriterProcess,
                         index_rows, scalar)
+
+log = logs.get_logger("ffe.store")
 
 SCHEMA_VERSION = 6
 PIN_TRIES = 5  # a backup's read view waits at most this many rounds for every buffered event to be written
@@ -1278,6 +1281,11 @@ class Store:
         self._reserve_dir: Path | None = None
         # The reserve is emptied (found so at open, or emptied since): a start comes up HALTED.
         self.reserve_used = False
+        # An account's database file as opened, (device, inode); and how it left its path while open, if it did
+        # (check_in_place): its records are then written back there as it closes.
+        self._file_id: tuple[int, int] | None = None
+        self._left_its_place: str | None = None
+        self._saved: Path | None = None
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
         # transaction must not interleave with another's.
         self._lock = asyncio.Lock()
@@ -1343,6 +1351,9 @@ class Store:
         if not backtest:
             store._reserve_dir = path.parent
             store.reserve_used = reserve.used(path.parent)
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                store._file_id = (st.st_dev, st.st_ino)
         if backtest:  # the child derives the index rows from the records
             store.add_event = conn.add_event  # type: ignore[method-assign]
         try:
@@ -1422,7 +1433,61 @@ class Store:
             await self.conn.execute(f"DROP INDEX IF EXISTS {name}")
         self._deferred_indexes = True
 
+    def check_in_place(self) -> None:
+        """StorageError when the account's database file is no longer at its path (removed, or another file put
+        there, while the engine ran): what it records from then on would be lost with the process, and a start would
+        not find it. Its records are written back there as it closes (close)."""
+        if self._file_id is None or self._left_its_place is not None:
+            return
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._file_id:
+                return
+            how = "replaced by another file"
+        except FileNotFoundError:
+            how = "removed"
+        except OSError:
+            return  # the directory cannot be looked at now: its writes say what is wrong, if anything
+        self._left_its_place = how
+        raise StorageError(f"{self.path}: the database file was {how} while the engine ran: its records would no "
+                           "longer be where a start reads them; they are written back as the engine stops (beside it, "
+                           f"{self.path.name}.saved-TIME, if another file is in its place)")
+
+    async def _write_back(self) -> None:
+        """The records of a database file that left its path, as the connection reads them (HALTED among them),
+        copied beside it, then put back at the path when nothing has taken it (else left beside it), said in the
+        log: nothing recorded is lost with the process, and the next start finds them."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        saved = self.path.with_name(f"{self.path.name}.saved-{stamp}")
+        try:
+            await self.conn.copy_to(str(saved))
+        except (sqlite3.Error, OSError) as exc:
+            log.error("database file left its path: its records could not be copied out", path=str(self.path),
+                      error=str(exc))
+            return
+        self._saved = saved
+
+    def _put_back(self) -> None:
+        saved = self._saved
+        if saved is None:
+            return
+        if os.path.lexists(self.path):
+            log.error("database file left its path: its records are saved beside it; another file is in its place",
+                      path=str(self.path), saved=str(saved))
+            return
+        try:
+            os.replace(saved, self.path)
+        except OSError as exc:
+            log.error("database file left its path: its records are saved beside it", path=str(self.path),
+                      saved=str(saved), error=str(exc))
+            return
+        log.warning("database file left its path: its records were written back", path=str(self.path))
+
     async def close(self) -> None:
+        if self._left_its_place is not None:
+            with contextlib.suppress(Exception):
+                await self.flush()  # what is buffered (HALTED's record with it) goes into the copy
+            await self._write_back()
         try:
             if self.failed is None:
                 await self.flush()
@@ -1435,6 +1500,8 @@ class Store:
                 self.batch = False
         finally:  # a failed write must not leave the connection (or a backtest's writer process) open
             await self.conn.close()
+            if self._left_its_place is not None:
+                self._put_back()  # once closed: SQLite removes its -wal and -shm at the path as it closes
             if isinstance(self.failed, WriterError) and str(self.path) != MEMORY:
                 # A writer process killed in a transaction leaves its journal hot: rolled back here, as no start of
                 # a run's records ever comes to do it, so that what the run committed reads as a run cut short.

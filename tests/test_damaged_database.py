@@ -870,3 +870,40 @@ def test_a_damaged_sqlite_sequence_stops_the_start_in_one_line_and_fails_doctor(
     assert "Traceback" not in proc.stderr and db.read_bytes() == before
     doctor = run_ffe(cwd, "doctor")
     assert doctor.returncode == 1 and "table sqlite_sequence has no column seq" in doctor.stderr, doctor.stderr
+
+
+def test_a_database_file_removed_under_a_running_engine_stops_it_halted_and_is_written_back(tmp_path, spawn_ffe):
+    """`rm data/ffe.db` while the engine runs (a slip in a cleanup): SQLite goes on writing into the removed file,
+    which vanishes with the process, and a start would find no database. The engine stops within seconds, HALTED
+    (exit 1, one line saying so), and writes its records back to data/ffe.db: nothing recorded is lost, doctor
+    passes, and the next start comes up HALTED."""
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    db = tmp_path / "data" / "ffe.db"
+    wait_until(lambda: count_events(db, "decision") > 5, timeout=60, what="decisions recorded")
+    db.unlink()
+    assert engine.wait(60) == 1, engine.stderr[-3000:]
+    assert "the database file was removed while the engine ran" in engine.stderr, engine.stderr[-3000:]
+    assert "records were written back" in engine.stderr, engine.stderr[-3000:]
+    assert db_rows(db, "SELECT state FROM engine_state") == [("HALTED",)]
+    assert not list(db.parent.glob("ffe.db.saved-*"))
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "2")
+    assert again.returncode == 0 and "state=HALTED" in again.stderr, again.stderr[-3000:]
+
+
+def test_a_database_file_replaced_under_a_running_engine_keeps_its_records_beside_the_new_one(tmp_path, spawn_ffe):
+    """Another file put where the database was (removed, then something written there): the engine stops HALTED,
+    and its records are saved beside it, `ffe.db.saved-TIME`, the file in its place left as it is."""
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    db = tmp_path / "data" / "ffe.db"
+    db.unlink()
+    db.write_bytes(b"someone else's file")
+    assert engine.wait(60) == 1, engine.stderr[-3000:]
+    assert "the database file was replaced by another file" in engine.stderr, engine.stderr[-3000:]
+    assert db.read_bytes() == b"someone else's file"
+    (saved,) = db.parent.glob("ffe.db.saved-*")
+    assert db_rows(saved, "SELECT state FROM engine_state") == [("HALTED",)]
+    assert str(saved) in engine.stderr or saved.name in engine.stderr, engine.stderr[-3000:]
