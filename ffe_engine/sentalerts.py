@@ -63,9 +63,15 @@ def read(path: Path, lost: str = SENT_LOST) -> dict[str, dict[str, Any]]:
     if not isinstance(entries, dict) or not all(
             isinstance(e, dict) and isinstance(e.get("cause"), str) and isinstance(e.get("ts"), (int, float))
             for e in entries.values()):
-        log.warning(f"damaged: {lost}", file=str(path))
+        said = (str(path), hashlib.sha256(raw).digest())
+        if said not in _DAMAGE_SAID:  # read again at each look the process takes: said once
+            _DAMAGE_SAID.add(said)
+            log.warning(f"damaged: {lost}", file=str(path))
         return {}
     return entries
+
+
+_DAMAGE_SAID: set[tuple[str, bytes]] = set()  # (file, its bytes' digest) of the damage said in this process
 
 
 def _blob(entries: dict[str, dict[str, Any]]) -> bytes:

@@ -272,3 +272,16 @@ async def test_a_damaged_delivered_file_is_said_once_for_what_it_is(tmp_path, lo
     said = [line for line in log_lines if "ffe.alerts-delivered" in line]
     assert len(said) == 1, said
     assert "delivered again" in said[0] and "repeats" not in said[0], said[0]
+
+
+def test_a_damaged_sent_alerts_file_is_said_once_at_a_start(tmp_path):
+    """The file beside the database that keeps the windows of alerts sent past the outbox, damaged (garbage in it):
+    its loss is said once in the start's log, not once per look the start takes at it."""
+    from conftest import ffe_env, run_ffe
+
+    assert run_ffe(tmp_path, "run", "--headless", "--max-bars", "3").returncode == 0
+    (tmp_path / "data" / "ffe.alerts-sent").write_bytes(bytes(range(256)) * 16)
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3",
+                   env=ffe_env(FFE_ALERTS__WEBHOOK_URL="http://127.0.0.1:9/hook"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("damaged: alerts sent before this start") == 1, proc.stderr[-3000:]
