@@ -172,14 +172,13 @@ def kill_summary(f: Fields) -> str:
     failed = list(f.get("failed") or [])
     parts = [f"by {f.get('by') or '?'}: cancelled {len(cancelled)}"]
     if cancelled:
-        parts.append(f"({', '.join(map(str, cancelled[:4]))}{', …' if len(cancelled) > 4 else ''})")
+        parts.append(f"({', '.join(map(str, cancelled))})")
     parts.append(f"failed {len(failed)}")
     if failed:
         parts.append(_failures(failed))
     filled = list(f.get("filled") or [])
     if filled:
-        parts.append(f"filled before its cancel {len(filled)} ({', '.join(map(str, filled[:4]))}"
-                     f"{', …' if len(filled) > 4 else ''})")
+        parts.append(f"filled before its cancel {len(filled)} ({', '.join(map(str, filled))})")
     if f.get("action") == "flatten":
         parts.append(f"closing {len(f.get('closing') or [])}")
     parts += _doubt(f) + _left(f)
@@ -212,7 +211,7 @@ def follow_up_parts(f: Fields) -> list[str]:
                       ("filled before its cancel (reported failed)", "filled")):
         ids = [str(c) for c in f.get(key) or []]
         if ids:
-            parts.append(f"{what} {len(ids)} ({', '.join(ids[:4])}{', …' if len(ids) > 4 else ''})")
+            parts.append(f"{what} {len(ids)} ({', '.join(ids)})")
     closed = [str(s) for s in f.get("closed") or []]
     if closed:
         parts.append(f"the closing orders closed {', '.join(closed)}")
@@ -223,8 +222,7 @@ def follow_up_parts(f: Fields) -> list[str]:
         parts.append(f"nothing held any more in {', '.join(gone)}")
     closing = [str(c) for c in f.get("closing") or []]
     if closing:
-        parts.append(f"{len(closing)} more closing order(s) placed for what they left ({', '.join(closing[:4])}"
-                     f"{', …' if len(closing) > 4 else ''})")
+        parts.append(f"{len(closing)} more closing order(s) placed for what they left ({', '.join(closing)})")
     failed = list(f.get("failed") or [])
     if failed:
         parts.append(f"failed {len(failed)} {_failures(failed)}")
@@ -239,7 +237,7 @@ def _doubt(f: Fields) -> list[str]:
     doubt = [str(c) for c in f.get("in_doubt") or []]
     if not doubt:
         return []
-    return [f"in doubt {len(doubt)} ({', '.join(doubt[:4])}{', …' if len(doubt) > 4 else ''}): the answer was lost, "
+    return [f"in doubt {len(doubt)} ({', '.join(doubt)}): the answer was lost, "
             "the position is held until the exchange says: check the exchange"]
 
 

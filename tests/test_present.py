@@ -138,3 +138,17 @@ def test_an_accept_of_the_operator_s_own_coins_names_them_in_its_reconcile_line(
     said = present.line("reconcile", {"status": "accepted", "by": "ctl", "differences": [{"kind": "position"}],
                                       "own_coins": {"BTC": 0.020000000000000004}})
     assert said.endswith("; coins taken as the operator's own: 0.02 BTC"), said
+
+
+def test_a_kill_switch_report_names_every_order_not_the_first_four():
+    """`ffe ctl halt`, the audit line and the console's whole text (Health) are where the operator reads which
+    orders a kill switch cancelled, which filled first and which are in doubt: each one, not four and an ellipsis."""
+    ids = [f"ffe-{i:02d}" for i in range(7)]
+    said = present.kill_headline({"action": "flatten", "by": "ctl", "cancelled": ids, "failed": [], "filled": ids,
+                                  "closing": ids, "in_doubt": ids})
+    for cid in ids:
+        assert said.count(cid) >= 3, said
+    assert "…" not in said, said
+    follow = present.kill_headline({"action": "flatten", "by": "engine", "follow_up": True, "closing": ids,
+                                    "failed": [], "cancelled": [], "filled": []})
+    assert all(cid in follow for cid in ids) and "…" not in follow, follow
