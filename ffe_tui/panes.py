@@ -626,19 +626,45 @@ class BreakerPane(Static):
             rows.append((b.get("venue", "?"), b.get("state", "?"), str(b.get("failures", 0)),
                          "-" if retry_in is None else fmt.duration(retry_in),
                          # A breaker closed again: its last error is over (the log keeps it).
-                         "-" if b.get("state") == "closed" else fmt.short(b.get("last_error") or "-", 40)))
+                         "-" if b.get("state") == "closed" else fmt.short(b.get("last_error") or "-", 200)))
         key = tuple(rows)
         if key == self._last:
             return
         self._last = key
-        t = Table(box=None, padding=(0, 1), show_edge=False)
-        # In a narrow pane the last error gives way: the state and the probe time stay whole.
-        for name, least in (("venue", 7), ("state", 9), ("failures", 8), ("probe in", 8)):
-            t.add_column(name, no_wrap=True, min_width=least)
-        t.add_column("last error", no_wrap=True, overflow="ellipsis")
-        for venue, st, failures, probe, error in rows:
-            t.add_row(venue, Text(st.upper(), style="green" if st == "closed" else "bold red"), failures, probe, error)
-        self.update(t, layout=False)
+        self.update(BreakerTable(rows), layout=False)
+
+
+class BreakerTable:
+    """The breakers' table, fitted to the width it is drawn at (columns.fit_columns): the figures whole, the last
+    error in what is left, cut with an ellipsis; in a pane too narrow for ERROR_LEAST of it, the columns that do not
+    fit are left out from the right, and the heading names them (`+last error`)."""
+
+    HEADS = ("venue", "state", "failures", "probe in", "last error")
+    ERROR_LEAST = 12
+
+    def __init__(self, rows: list[tuple[str, str, str, str, str]]) -> None:
+        self.rows = rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        widest = {h: max([cell_len(h), *(cell_len(r[i].upper() if i == 1 else r[i]) for r in self.rows)])
+                  for i, h in enumerate(self.HEADS)}
+        widest["last error"] = min(widest["last error"], self.ERROR_LEAST)
+        room = options.max_width - 1  # the blank before the first column
+        widths, mark = fit_columns([(h, h, 0) for h in self.HEADS], widest, room)
+        if widths[-1]:  # shown: the last error takes the room left
+            widths[-1] = max(widths[-1], room - sum(widths[:-1]))
+        shown = [i for i, w in enumerate(widths) if w]
+        t = Table(box=None, padding=(0, 0, 0, 1), show_edge=False, expand=False)
+        for i in shown:
+            t.add_column(self.HEADS[i], no_wrap=True, width=widths[i] - 1,
+                         overflow="ellipsis" if self.HEADS[i] == "last error" else "fold")
+        if mark:
+            t.add_column(mark, no_wrap=True)
+        for row in self.rows:
+            cells: list[Any] = [Text(row[i].upper(), style="green" if row[i] == "closed" else "bold red")
+                                if i == 1 else row[i] for i in shown]
+            t.add_row(*cells, *([""] if mark else []))
+        yield t
 
 
 # The title, the frame's top and bottom lines and two rows of plot: in fewer rows plotext labels its axis reversed

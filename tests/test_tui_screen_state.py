@@ -39,6 +39,27 @@ async def test_the_breaker_pane_shows_no_last_error_once_the_breaker_is_closed_a
         assert "CLOSED" in screen_text(app) and "connection reset" not in screen_text(app), screen_text(app)
 
 
+@pytest.mark.parametrize("width", [30, 38, 46, 60, 120])
+async def test_the_breaker_pane_shows_its_last_error_or_says_it_left_it_out(width):
+    """In a pane too narrow for the last error (the console's at 120x40 shares its row), the column is left out and
+    its heading says so (`+last error`), as the other tables do; no heading is cut (`probe` for `probe in`)."""
+    app = BreakerOnly()
+    async with app.run_test(size=(width, 10)) as pilot:
+        pane = app.query_one(BreakerPane)
+        pane.show([{"venue": "binance", "state": "open", "failures": 3, "retry_in": 52.0,
+                    "last_error": "binance fetch_order ffe-1a21afeb772f42: 503 Service Unavailable"}])
+        await pilot.pause()
+        text = screen_text(app)
+        heading = next(line for line in text.splitlines() if "venue" in line)
+        assert "state" in heading, text
+        if "last error" in heading and "+last error" not in heading:
+            assert "binance fe" in text, text  # shown, cut with its ellipsis where it must be
+        else:
+            assert "+" in heading, text  # left out, and said so
+        for word in ("failures", "probe in"):
+            assert word in heading or "+" in heading, text
+
+
 async def test_a_kill_switch_confirmed_over_the_flatten_dialog_closes_it(tmp_path):
     db = db_path(tmp_path)
     app = console(tmp_path)
