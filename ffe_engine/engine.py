@@ -558,7 +558,9 @@ class Engine:
             self._dl_breached = dl > risk.daily_loss_limit_pct
         detail: dict[str, Any] = {
             "state": self.state.value, "reason": self.state_reason, "approval": self.approval_mode,
-            "recovered_orders": len(recovered), "positions": len(positions), "pid": os.getpid(),
+            # Positions as `ffe ctl status` counts them: dust (less than the venue takes an order for) apart.
+            "recovered_orders": len(recovered), "positions": len(self.portfolio.held_symbols()),
+            "dust": sum(1 for sym in self.portfolio.positions if self.portfolio.is_dust(sym)), "pid": os.getpid(),
             "backtest": self.profile.name == BACKTEST.name}
         # Not paused for (it may be a limit lowered since the last run): said, as the gate refuses every entry now.
         breached = []

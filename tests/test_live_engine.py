@@ -899,6 +899,11 @@ async def test_a_flatten_s_follow_up_says_what_its_closing_orders_closed_and_wha
         assert alert.text.startswith(f"ffe flatten follow-up by engine: the closing orders closed {BTC}; left as "
                                      f"dust, below the venue's minimum order: {BTC} 0.0001"), alert.text
         assert "0 closing order(s) placed" not in alert.text, alert.text
+    # The next start's record counts positions as the status does: the dust apart.
+    async with engine_session(live_settings(tmp_path, fx), live=True):
+        pass
+    start = [r for r in stored_events(db, "run") if r["phase"] == "start"][-1]
+    assert (start["detail"]["positions"], start["detail"]["dust"]) == (0, 1), start
 
 
 # ---------------------------------------------------------------------------------------------------- breaker
