@@ -185,6 +185,10 @@ class OrderPath:
         # Orders whose last answer showed a fill beyond their trades (read later): client order id -> monotonic
         # time the venue first showed it so.
         self._behind: dict[str, float] = {}
+        # Of those, the orders the venue has said ended (cancelled, expired, filled) while their trades lag: known to
+        # it, so lookups that do not find them (a replica behind) never make them lost (_lost); they wait for their
+        # trades.
+        self._ended_behind: set[str] = set()
         # Orders ended without the venue's word (absent by their lookups, or not sent again), which the venue may
         # have all the same: its lookups can lag past the settle window. Client order id -> the order and the wall
         # time until which each poll looks it up by its id. One the venue shows is taken in (`reappeared`): stored,
@@ -603,6 +607,10 @@ class OrderPath:
             self._behind.setdefault(o.client_order_id, self.clock.monotonic())
         else:
             self._behind.pop(o.client_order_id, None)
+        if vo.trades_behind and vo.venue_status in ("closed", "canceled", "expired"):
+            self._ended_behind.add(o.client_order_id)
+        else:
+            self._ended_behind.discard(o.client_order_id)
         # The venue's amounts are decimals: what filled since the last answer is their difference to 12 places, as
         # the venue's trade says it (0.01382, not the float 0.013819999999999999).
         delta = round(vo.filled - o.filled, 12)
@@ -716,6 +724,7 @@ class OrderPath:
             self._cancels_sent &= set(self.live)
             self._unpriced &= set(self.live)
             self._behind = {cid: seen for cid, seen in self._behind.items() if cid in self.live}
+            self._ended_behind &= set(self._behind)
             for o in list(self.live.values()):
                 try:
                     if o.status is OrderStatus.IN_DOUBT or o.status is OrderStatus.NEW:
@@ -818,6 +827,8 @@ class OrderPath:
         glitch), and ending the order on it would drop whatever it filled at the venue: the order is taken as lost
         only once lookups have not found it for the settle window and three times over."""
         cid = o.client_order_id
+        if cid in self._ended_behind:  # the venue said how it ended: its trades are awaited, not its existence
+            return False
         first, looks = self._not_found(cid)
         if looks == 1:
             log.warning("venue did not find an open order", client_order_id=cid, symbol=o.symbol)
@@ -894,13 +905,18 @@ class OrderPath:
             if self._ended.pop(cid, None) is not None:  # ended there too, with nothing the books lack: as journaled
                 await self._store_ended()
             return cid not in self._reappeared or await self._take_in_done(o, vo)
+        # An answer whose trades lag says "open" until they show: the venue's own status and fill are said, and
+        # an order it has ended is not cancelled again.
+        working = vo.status == "open" and vo.venue_status in (None, "open")
         if cid not in self._reappeared:
             self._reappeared.add(cid)
+            shown = vo.venue_status or vo.status
+            filled = vo.venue_filled if vo.venue_filled is not None else vo.filled
             self._fault("reappeared", "fault", o, f"ended {o.status.value} in the journal ({o.error or 'no error'}); "
-                                                  f"the venue shows it {vo.status}, filled {fmt.qty(vo.filled, 8)}: "
-                                                  + ("cancelled now" if vo.status == "open" else "its fill booked"))
+                                                  f"the venue shows it {shown}, filled {fmt.qty(filled, 8)}: "
+                                                  + ("cancelled now" if working else "its fill booked"))
         seen: VenueOrder | None = vo
-        if vo.status == "open":
+        if working:
             try:
                 self._cancels_sent.add(cid)
                 seen = await self.venue.cancel_order(cid, o.symbol)

@@ -190,3 +190,35 @@ async def test_an_order_whose_trades_are_never_listed_is_settled_by_the_operator
         assert BTC not in e.portfolio.positions or e.portfolio.is_dust(BTC), e.portfolio.positions
         clock.forward(e.venue.settle_s + 0.1)
         assert await e.reconcile() == []
+
+
+async def test_an_order_whose_cancel_the_exchange_confirmed_is_not_taken_for_lost_while_its_trades_lag(tmp_path, fx):
+    """The exchange fills part of a resting order and answers its cancel CANCELED with that fill; its trade list
+    trails, and its lookups by id do not find the order for longer than the settle window (a replica behind). The
+    venue has said how the order ended: it is not "no longer known to the venue" (ended rejected with a fill, and an
+    ORDER_REAPPEARED page when it shows up again); it waits for its trades, and ends cancelled with its fill."""
+    from live_helpers import GET_ORDER
+    from test_live_engine import open_limit_orders
+
+    settings = lag_settings(tmp_path, fx)
+    db = settings.db_path
+    clock = SteppedClock()
+    async with engine_session(settings, live=True, clock=clock) as running:
+        e = running.engine
+        await next_bar(e, fx)
+        [cid] = await open_limit_orders(e, 1)
+        fx.fault(MY_TRADES, "stale", seconds=3600, times=10_000)
+        fx.fill(cid, qty=0.0004)
+        done, why = await e.orders.cancel(e.orders.live[cid], by="ctl")
+        assert done and "its last fill is recorded once" in why, why
+        fx.fault(GET_ORDER, "not_found_once", times=10_000)
+        for _ in range(5):
+            clock.forward(e.venue.settle_s + 0.1)
+            await e.orders.poll()
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("open",)]
+        assert not [v for v in stored_events(db, "venue_fault") if v.get("kind") == "reappeared"]
+        fx.clear_faults(GET_ORDER)
+        fx.clear_faults(MY_TRADES)
+        await e.orders.poll()
+        assert rows(db, "SELECT status, filled FROM orders WHERE client_order_id = ?", (cid,)) == \
+            [("canceled", pytest.approx(0.0004))]
