@@ -1484,6 +1484,8 @@ class Store:
         log.warning("database file left its path: its records were written back", path=str(self.path))
 
     async def close(self) -> None:
+        with contextlib.suppress(StorageError):
+            self.check_in_place()  # removed after the engine's last look (while it stopped): written back too
         if self._left_its_place is not None:
             with contextlib.suppress(Exception):
                 await self.flush()  # what is buffered (HALTED's record with it) goes into the copy

@@ -907,3 +907,16 @@ def test_a_database_file_replaced_under_a_running_engine_keeps_its_records_besid
     (saved,) = db.parent.glob("ffe.db.saved-*")
     assert db_rows(saved, "SELECT state FROM engine_state") == [("HALTED",)]
     assert str(saved) in engine.stderr or saved.name in engine.stderr, engine.stderr[-3000:]
+
+
+async def test_a_database_file_removed_while_the_engine_stops_is_written_back(tmp_path):
+    """Removed after the engine's last look at it (its stop under way): the store's close looks once more, and the
+    records are written back all the same."""
+    from conftest import engine_session, make_settings
+
+    settings = make_settings(tmp_path)
+    async with engine_session(settings) as running:
+        await running.engine.flush()
+        settings.db_path.unlink()
+    assert db_rows(settings.db_path, "SELECT COUNT(*) FROM events")[0][0] > 0
+    assert not list(settings.db_path.parent.glob("ffe.db.saved-*"))
