@@ -1286,6 +1286,10 @@ class Store:
         self._file_id: tuple[int, int] | None = None
         self._left_its_place: str | None = None
         self._saved: Path | None = None
+        # Its size as last seen: it only grows while ffe has it open (checkpoints add pages, none are given back).
+        # The file is never opened here beside SQLite's own descriptor: closing another descriptor of it would drop
+        # SQLite's locks on it.
+        self._size = 0
         # One connection, several tasks (the bar loop, housekeeping, operator commands): a write and its
         # transaction must not interleave with another's.
         self._lock = asyncio.Lock()
@@ -1353,7 +1357,7 @@ class Store:
             store.reserve_used = reserve.used(path.parent)
             with contextlib.suppress(OSError):
                 st = os.stat(path)
-                store._file_id = (st.st_dev, st.st_ino)
+                store._file_id, store._size = (st.st_dev, st.st_ino), st.st_size
         if backtest:  # the child derives the index rows from the records
             store.add_event = conn.add_event  # type: ignore[method-assign]
         try:
@@ -1442,7 +1446,13 @@ class Store:
         try:
             st = os.stat(self.path)
             if (st.st_dev, st.st_ino) == self._file_id:
-                return
+                if st.st_size >= self._size:
+                    self._size = st.st_size
+                    return
+                # Written over in place (emptied, a smaller file copied onto it): what the connection reads and
+                # writes is no longer the account's; nothing of it can be written back.
+                self._left_its_place = "written over"
+                raise damaged_database(self.path, "the file was written over while the engine ran, not by ffe")
             how = "replaced by another file"
         except FileNotFoundError:
             how = "removed"
@@ -1454,6 +1464,8 @@ class Store:
                            f"{self.path.name}.saved-TIME, if another file is in its place)")
 
     async def _write_back(self) -> None:
+        if self._left_its_place == "written over":
+            return  # the file the connection reads is not the account's any more
         """The records of a database file that left its path, as the connection reads them (HALTED among them),
         copied beside it, then put back at the path when nothing has taken it (else left beside it), said in the
         log: nothing recorded is lost with the process, and the next start finds them."""
@@ -2310,6 +2322,11 @@ class _Writing:
         store._lock.release()
         if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
             store.failed = storage_failure(store.path, exc)
+            raise store.failed from None
+        if isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorname", "").startswith(
+                ("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            # Damaged under the engine (a file written over it): nothing more is written; the engine stops on it.
+            store.failed = damaged_database(store.path, f"{exc}, met while the engine ran")
             raise store.failed from None
         if isinstance(exc, WriterError):  # a backtest's writer process: a failed write, or the process gone
             store.failed = exc

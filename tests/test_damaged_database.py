@@ -920,3 +920,33 @@ async def test_a_database_file_removed_while_the_engine_stops_is_written_back(tm
         settings.db_path.unlink()
     assert db_rows(settings.db_path, "SELECT COUNT(*) FROM events")[0][0] > 0
     assert not list(settings.db_path.parent.glob("ffe.db.saved-*"))
+
+
+@pytest.mark.parametrize("how", ["emptied", "a smaller database copied over it"])
+def test_a_database_file_written_over_under_a_running_engine_stops_it(tmp_path, spawn_ffe, how):
+    """`: > data/ffe.db`, or another SQLite file copied onto it (same inode): what the engine would read and write is
+    no longer the account's. It stops within seconds, exit 1, saying the database is damaged, instead of trading on
+    with its records going nowhere and a kill switch failing on a malformed database."""
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    db = tmp_path / "data" / "ffe.db"
+    wait_until(lambda: count_events(db, "decision") > 5, timeout=60, what="decisions recorded")
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # its records in the file itself, as a while of running
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    time.sleep(2.5)  # a look or two of the engine's at the file's size since
+    if how == "emptied":
+        with open(db, "r+b") as f:
+            f.truncate(0)
+    else:  # a smaller one: the account's only grows while the engine has it open
+        other = tmp_path / "other.db"
+        with contextlib.closing(sqlite3.connect(other)) as conn:
+            conn.execute("CREATE TABLE notes (x)")
+            conn.commit()
+        with open(db, "r+b") as f:
+            f.write(other.read_bytes())
+            f.truncate()
+    assert engine.wait(60) == 1, engine.stderr[-3000:]
+    # Seen by the engine's look at the file, or by SQLite as the engine next reads a page of it.
+    assert "the database is damaged" in engine.stderr, engine.stderr[-3000:]
+    assert "written over" in engine.stderr or "met while the engine ran" in engine.stderr, engine.stderr[-3000:]
+    assert "Traceback" not in engine.stderr, engine.stderr[-3000:]
