@@ -403,12 +403,13 @@ class ConsoleApp(App[int]):
             if self._asking("kill") and self._halt_when_started is None and not self.attached:
                 await self._held_for_the_answer()
             await self._halt_asked_while_opening()
+            # What the engine published before this console subscribed: its start (shown as it happened), or,
+            # attached, what a running engine did before (in the log as past: no banner, no notice). A failure here
+            # ends the engine in order as any other, never leaving it opened and not run.
+            self._changed |= self.view.apply(self.running.earlier, news=not self.attached)
         except Exception as exc:
             await self._engine_failed(exc)
             return
-        # What the engine published before this console subscribed: its start (shown as it happened), or, attached,
-        # what a running engine did before (in the log as past: no banner, no notice).
-        self._changed |= self.view.apply(self.running.earlier, news=not self.attached)
         if isinstance(self.engine, RemoteEngine):
             self.say(f"attached to {describe(self.engine.identity)}; quitting this console leaves it running")
         try:

@@ -122,7 +122,7 @@ class ConsoleState:
         when a newer decision has replaced them)."""
         changed = set()
         ended = f"approval {e.outcome}" + (f" by {e.by}" if e.by else "")
-        if self.gates.get("approval") == e.approval_id:
+        if self.gates is not None and self.gates.get("approval") == e.approval_id:
             self.gates = {**self.gates, "title": f"{e.symbol} {e.side} {fmt.qty(e.quantity)} -> {ended}",
                           "approval": None}
             changed.add("gates")

@@ -40,3 +40,13 @@ def test_an_approval_that_ended_after_a_newer_decision_leaves_that_one_alone():
                                   side="buy", quantity=0.5, price=30_000.0)])
     assert state.gates["title"] == f"{BTC} sell 0.5 -> filled", state.gates
     assert state.decisions[BTC].outcome == "filled"
+
+
+def test_an_approval_that_ended_before_the_console_showed_any_gates_is_taken_in():
+    """A console opening on an engine whose approval expired at its start (by ttl, while it was down) gets that end
+    before any gates were shown: taken in, nothing changed, not an error that stops the console before its engine
+    runs."""
+    state = ConsoleState([BTC])
+    changed = state.apply([ev.ApprovalEvent(approval_id="a1", decision_id="d1", outcome="expired", by="ttl",
+                                            symbol=BTC, side="buy", quantity=0.5, price=30_000.0)], news=False)
+    assert state.gates is None and "approvals" in changed
