@@ -626,7 +626,7 @@ class BreakerPane(Static):
             rows.append((b.get("venue", "?"), b.get("state", "?"), str(b.get("failures", 0)),
                          "-" if retry_in is None else fmt.duration(retry_in),
                          # A breaker closed again: its last error is over (the log keeps it).
-                         "-" if b.get("state") == "closed" else fmt.short(b.get("last_error") or "-", 200)))
+                         "-" if b.get("state") == "closed" else fmt.printable(b.get("last_error") or "-")))
         key = tuple(rows)
         if key == self._last:
             return
@@ -651,16 +651,17 @@ class BreakerTable:
         widest["last error"] = min(widest["last error"], self.ERROR_LEAST)
         room = options.max_width - 1  # the blank before the first column
         widths, mark = fit_columns([(h, h, 0) for h in self.HEADS], widest, room)
-        if widths[-1]:  # shown: the last error takes the room left
+        if widths[-1]:  # shown: the last error takes the room left, its start and its end (the exchange's words)
             widths[-1] = max(widths[-1], room - sum(widths[:-1]))
         shown = [i for i, w in enumerate(widths) if w]
+        rows = [(*row[:4], fmt.ends(row[4], max(1, widths[-1] - 1))) if widths[-1] else row for row in self.rows]
         t = Table(box=None, padding=(0, 0, 0, 1), show_edge=False, expand=False)
         for i in shown:
             t.add_column(self.HEADS[i], no_wrap=True, width=widths[i] - 1,
                          overflow="ellipsis" if self.HEADS[i] == "last error" else "fold")
         if mark:
             t.add_column(mark, no_wrap=True)
-        for row in self.rows:
+        for row in rows:
             cells: list[Any] = [Text(row[i].upper(), style="green" if row[i] == "closed" else "bold red")
                                 if i == 1 else row[i] for i in shown]
             t.add_row(*cells, *([""] if mark else []))
