@@ -111,7 +111,11 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
     r = engine.settings.risk
     pf = engine.portfolio
     state = engine.state
-    if state is EngineState.HALTED:
+    ended = engine.ended()
+    if ended is not None:  # a console's engine whose run has ended: nothing of it trades any more
+        out.append({"gate": "ENGINE_STATE", "now": f"STOPPED ({ended}), was {state.value}",
+                    "lifts": "start it again (`ffe run`): it starts in the state it was left in"})
+    elif state is EngineState.HALTED:
         out.append({"gate": "ENGINE_STATE", "now": f"HALTED ({engine.state_reason})",
                     "lifts": "re-arm: resume with confirmation (the pause key, then y; `ffe ctl resume --yes`)"})
     elif state is EngineState.PAUSED:
@@ -225,4 +229,5 @@ async def why(engine: "Engine") -> dict[str, Any]:
             counts[code] = counts.get(code, 0) + n
         windows[name] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return {"market_ts": now, "refused": windows, "blocking": blocking(engine, now),
-            "last_entry_ts": await engine.store.last_entry_ts(), "state": engine.state.value}
+            "last_entry_ts": await engine.store.last_entry_ts(), "state": engine.state.value,
+            "ended": engine.ended()}

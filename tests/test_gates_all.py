@@ -631,3 +631,19 @@ async def test_a_start_past_a_lowered_drawdown_limit_says_the_breach(tmp_path, p
     p = await pipelines(strict, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
     [start] = [e for e in await p.events("run") if e["phase"] == "start"][-1:]
     assert start["detail"].get("breached") == [f"DRAWDOWN {fmt.beyond(dd, 5.0)}% > 5.0%"], start["detail"]
+
+
+async def test_why_no_trades_of_an_engine_whose_run_has_ended_says_it_stopped(tmp_path):
+    """A console left open after its run ended (--max-bars, the feed's end): every command is refused, and the why
+    view says so, not `engine RUNNING ... nothing blocks entries now`."""
+    from conftest import engine_session
+    from ffe_engine import tables
+    from ffe_engine.views import why
+
+    async with engine_session(make_settings(tmp_path)) as running:
+        e = running.engine
+        await e.stop()
+        w = await why(e)
+        (stopped,) = [b for b in w["blocking"] if b["gate"] == "ENGINE_STATE"]
+        assert stopped["now"].startswith("STOPPED (") and "start it again" in stopped["lifts"], stopped
+        assert tables.why(w).startswith("engine STOPPED (was RUNNING)"), tables.why(w)
