@@ -36,7 +36,7 @@ from .config import Settings
 from .ensemble import Ensemble, is_async_provider
 from .controls import Controls, Press, answered_early
 from .entrylog import EntryLog
-from .errors import ControlError, StartError, StorageError, damaged_database
+from .errors import ControlError, FfeError, StartError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
 from .execution import CancelReport, OrderPath, ended_unsold, side_to_close
@@ -906,7 +906,8 @@ class Engine:
                 detail: dict[str, Any] = {"state": self.state.value, "bars": 0,
                                           "equity": round(self.portfolio.equity(), 2)}
                 if isinstance(exc, Exception):
-                    message = f"{type(exc).__name__}: {exc}"
+                    # The host's own words for the failure (FfeError) as they are; another error with its kind.
+                    message = str(exc) if type(exc) is FfeError else f"{type(exc).__name__}: {exc}"
                     self.bus.publish(ErrorEvent(message=message, where="start"))
                     detail["error"] = message
                 self.bus.publish(RunEvent(phase="stop", mode=self.mode, detail=detail))

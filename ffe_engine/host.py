@@ -435,11 +435,16 @@ class EngineHost:
             halted = False
             if trail_check is not None:
                 trail_check.cancel()  # its thread reads on to the end of the file, its answer no longer wanted
+            told: BaseException = exc  # the failure as the operator reads it, in the error line and the page alike
+            if isinstance(exc, (VenueError, VenueUnavailable)) and venue is not None:
+                # Past the start check, the exchange stopped answering (rate limit, outage): nothing was sent.
+                told = FfeError(f"start failed on {venue.name}: {exc}; nothing was sent: start again once it "
+                                "answers")
             try:
                 if engine is not None:
                     # Before the monitor closes: the failure's record raises its alert, which gets its chance to leave.
                     with contextlib.suppress(Exception):
-                        await engine.start_failed(exc)
+                        await engine.start_failed(told)
                 if monitor is not None:
                     await monitor.close()
                 # Its records could not be written, its alert neither; or it stopped before the engine started
@@ -481,10 +486,8 @@ class EngineHost:
                 # The disk reserve emptied for a HALTED that could not be stored: the next start says it.
                 raise StorageError(f"{exc}; HALTED could not be stored; the next start comes up HALTED all the "
                                    "same") from None
-            if isinstance(exc, (VenueError, VenueUnavailable)) and venue is not None:
-                # Past the start check, the exchange stopped answering (rate limit, outage): nothing was sent.
-                raise FfeError(f"start failed on {venue.name}: {exc}; nothing was sent: start again once it "
-                               "answers") from None
+            if told is not exc:
+                raise told from None
             raise
 
     # ------------------------------------------------------------------ backups

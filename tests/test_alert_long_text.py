@@ -56,6 +56,9 @@ def test_a_start_failure_page_keeps_the_end_of_its_error_which_says_what_to_do()
     assert "nothing was sent: start again once it answers. The process exits 1" in alert.text, alert.text
     assert alert.text.startswith("ffe start FAILED (LIVE): start failed on binance: fetch_ohlcv"), alert.text
     assert ".." not in alert.text, alert.text
+    cut = "start failed on binance: GET https://127.0.0.1:1/" + "seg8888888888/" * 40 + "..."
+    [alert] = alerts_for(RunEvent(phase="stop", mode="LIVE", detail={"error": cut}))
+    assert "seg8888888888/... The process exits 1" in alert.text, alert.text  # the mark of the cut kept
 
 
 def test_the_breaker_keeps_the_end_of_a_long_error():

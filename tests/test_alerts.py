@@ -752,6 +752,9 @@ async def test_a_start_that_fails_on_an_unreachable_exchange_is_paged_ends_its_r
     failed = hook.delivered[1].body
     assert failed["severity"] == "page" and "fetch_ohlcv" in failed["text"], failed
     assert failed["text"].startswith("ffe start FAILED (PAPER)"), failed
+    # The page says what the error line says, to its end: what to do.
+    assert errors[0].endswith("nothing was sent: start again once it answers"), errors
+    assert "nothing was sent: start again once it answers. The process exits 1" in failed["text"], failed
     assert beat.requests == []
     await hook.stop()
     await beat.stop()
