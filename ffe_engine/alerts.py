@@ -954,6 +954,12 @@ class Notifier:
     def status_dict(self) -> dict[str, dict[str, Any]]:
         return {name: st.as_dict() for name, st in self.status.items()}
 
+    async def drained(self, grace_s: float) -> None:
+        """Until what is in the outbox has left on every channel that works, `grace_s` at most."""
+        deadline = self._now() + grace_s
+        while self._now() < deadline and any(st.pending and st.ok for st in self.status.values()):
+            await asyncio.sleep(0.05)
+
     async def close(self, grace_s: float = 2.0) -> None:
         """Give what is in the outbox a short chance to leave (the stop alert), then end the tasks. What has not
         left stays in the outbox for the next start."""
@@ -968,9 +974,7 @@ class Notifier:
                 await self.store.flush(audit_first=False)
             except Exception:
                 pass
-        deadline = self._now() + grace_s
-        while self._now() < deadline and any(st.pending and st.ok for st in self.status.values()):
-            await asyncio.sleep(0.05)
+        await self.drained(grace_s)
         self._closing.set()
         await cancel_and_wait(self._tasks)
         self._tasks.clear()

@@ -85,6 +85,9 @@ async def start_refused(settings: Settings, clock: Any, failure: Exception,
                                                       "succeeds.", cause=UNWRITABLE if unwritable else ""))
 
 
+UNWRITABLE_AFTER_S = 2.0  # how long a RECORDS_UNWRITABLE page waits for the outbox's alerts to leave before it
+
+
 class Monitor:
     def __init__(self, settings: Settings, engine: Any, *, audit: Any, store: Any,
                  redactor: Redactor | None = None) -> None:
@@ -151,10 +154,16 @@ class Monitor:
                         "they may fill; cancel them there, or start the engine once the disk takes records.")
             else:
                 left = "No order is open."
-            self._unwritable = asyncio.ensure_future(self.notifier.send_now(Alert(
+            self._unwritable = asyncio.ensure_future(self._page_last(Alert(
                 "RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page",
                 f"ffe HALTED and stopped: {failure}. Nothing new is sent until it is started again. {left}",
                 cause=UNWRITABLE)))
+
+    async def _page_last(self, alert: Alert) -> None:
+        """`alert` past the outbox, after what the outbox holds has left (a STARTED raised a moment before, say):
+        the operator's last word is the failure. Waited for a moment at most."""
+        await self.notifier.drained(UNWRITABLE_AFTER_S)
+        await self.notifier.send_now(alert)
 
     def start_succeeded(self) -> None:
         """The engine's start got through: the alerts of the failures before it end (Notifier.start_succeeded)."""

@@ -869,3 +869,19 @@ async def test_a_start_that_fails_on_a_record_it_cannot_write_is_the_last_word_a
         assert "start FAILED" in hook.delivered[-1].body["text"], hook.delivered[-1].body
     finally:
         await hook.stop()
+
+
+async def test_a_disk_that_fills_just_after_a_start_pages_after_that_start_s_started(tmp_path):
+    """The start gets through and raises STARTED into the outbox; a moment later a record cannot be written. The
+    RECORDS_UNWRITABLE page, sent past the outbox, goes after what the outbox held, so the last word is the
+    failure, not `ffe started (PAPER, RUNNING, ...)`."""
+    hook = await Receiver().start()
+    try:
+        proc = await asyncio.to_thread(run_limited, tmp_path, "run", "--headless", fsize=300 * 1024,
+                                       FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook")
+        assert proc.returncode == 1 and "cannot write" in proc.stderr, proc.stderr[-3000:]
+        assert "engine started" in proc.stderr, proc.stderr[-3000:]
+        kinds = [r.body["kind"] for r in hook.delivered]
+        assert kinds[-1] == "RECORDS_UNWRITABLE" and "STARTED" in kinds, kinds
+    finally:
+        await hook.stop()
