@@ -514,21 +514,39 @@ def _check_closed_trades(trades: list[Any], closed_events: list[bytes], db: Path
 
 
 def _check_closed_trades_alone(trades: list[Any], fills: list[FillRow], db: Path) -> None:
-    """The closed trades of records without their `position_closed` events (a trades-level backtest run): each
-    one's P&L is what its own figures make (the exit price less the entry's, times the quantity, less the fees: how
-    the books reckon a long trade's), and its exit price is one of its exit order's fills."""
-    exits: dict[str, list[float]] = {}
-    for cid, _symbol, _side, _quantity, price, *_fees in fills:
-        exits.setdefault(cid, []).append(price)
+    """The closed trades of records without their `position_closed` events (a trades-level backtest run), against
+    their own figures and their exit orders' fills: each is a long trade (ffe trades long only) whose P&L is what
+    its figures make (the exit price less the entry's, times the quantity, less the fees: the books' reckoning), in
+    its exit order's symbol, at a price one of that order's fills has; and the trades an exit order closed add up
+    to what its fills sold, no more (a row copied, a quantity changed) and no less (a row deleted)."""
+    exits: dict[str, tuple[str, list[float], float]] = {}  # exit order -> (symbol, fill prices, quantity sold)
+    for cid, symbol, side, quantity, price, *_fees in fills:
+        if side == "sell":
+            _, prices, sold = exits.get(cid, (symbol, [], 0.0))
+            exits[cid] = (symbol, [*prices, price], sold + quantity)
+    closed: dict[str, float] = {}
     for tid, symbol, side, quantity, entry, exit_, pnl, fees, _reason, exit_order in trades:
+        where = f"{db}: closed trade {tid} ({symbol})"
+        if side != "buy":
+            raise Violation(f"{where}: side {side!r}: ffe's trades are long (bought, then sold)")
         made = (exit_ - entry) * quantity - fees
-        if side == "buy" and not _close(pnl, made, floor=1e-8):
-            raise Violation(f"{db}: closed trade {tid} ({symbol}): pnl {pnl:.10g} in the trades table, but its own "
-                            f"figures make {made:.10g} (exit {exit_:.10g} less entry {entry:.10g}, times "
-                            f"{quantity:.10g}, less fees {fees:.10g})")
-        if exit_order is not None and not any(_close(p, exit_, floor=1e-12) for p in exits.get(exit_order, [])):
-            raise Violation(f"{db}: closed trade {tid} ({symbol}): exit price {exit_:.10g} is no fill of its exit "
-                            f"order {exit_order}")
+        if not _close(pnl, made, floor=1e-8):
+            raise Violation(f"{where}: pnl {pnl:.10g} in the trades table, but its own figures make {made:.10g} (exit "
+                            f"{exit_:.10g} less entry {entry:.10g}, times {quantity:.10g}, less fees {fees:.10g})")
+        if exit_order is None:
+            continue
+        if exit_order not in exits:
+            raise Violation(f"{where}: its exit order {exit_order} sold nothing")
+        sold_in, prices, _ = exits[exit_order]
+        if sold_in != symbol:
+            raise Violation(f"{where}: its exit order {exit_order} sold {sold_in}")
+        if not any(_close(p, exit_, floor=1e-12) for p in prices):
+            raise Violation(f"{where}: exit price {exit_:.10g} is no fill of its exit order {exit_order}")
+        closed[exit_order] = closed.get(exit_order, 0.0) + quantity
+    for cid, (symbol, _, sold) in exits.items():
+        if not _close(closed.get(cid, 0.0), sold, rel=1e-9, floor=1e-9):
+            raise Violation(f"{db}: exit order {cid} ({symbol}) sold {sold:.10g}, and the closed trades it ended add "
+                            f"up to {closed.get(cid, 0.0):.10g}")
 
 
 def _closed_trade_claims(closed_events: list[bytes], db: Path) -> dict[Any, dict[str, Any]]:
