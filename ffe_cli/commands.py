@@ -40,12 +40,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def masked(text: str) -> str:
-    """`text` with the secrets of the settings this command loaded replaced, as its logs have them."""
-    if not _secrets:
-        return text
+    """`text` with the secrets of the settings this command loaded replaced, as its logs have them; before any was
+    loaded (a mistake in the arguments), those the environment and the .env file hold."""
+    from ffe_engine.config import secrets_around
     from ffe_engine.redact import Redactor
 
-    return Redactor(_secrets).text(text)
+    return Redactor(_secrets or secrets_around()).text(text)
 
 
 def _print(text: str) -> None:

@@ -1309,6 +1309,22 @@ def settings_paths(config_path: str | Path | None, env_file: str | Path | None) 
     return config, Path(env_file) if env_file is not None else config.parent / ".env"
 
 
+def secrets_around(env_file: str | Path | None = None) -> list[str]:
+    """The values the secret variables hold in the environment and in the .env file (`env_file`, else the default
+    one), for an error said before a command's settings were read (an argument mistyped): taken out of it as the
+    logs take the settings' secrets. Best effort: a .env file that cannot be read adds none."""
+    names = {_env_name(path) for path in _secret_paths(Settings)}
+    found = [value for name, value in os.environ.items() if name.upper() in names]
+    try:
+        from dotenv import dotenv_values
+
+        found += [value or "" for name, value in dotenv_values(settings_paths(None, env_file)[1]).items()
+                  if name.upper() in names]
+    except Exception:  # its own read, when a command comes to it, says what is wrong with it
+        pass
+    return [value for value in found if len(value) >= MIN_SECRET]
+
+
 def _read_layers(config_path: str | Path | None, env_file: str | Path | None,
                  environ: Mapping[str, str]) -> list[_Layer]:
     layers: list[_Layer] = []

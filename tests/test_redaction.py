@@ -214,3 +214,15 @@ def test_an_error_line_that_quotes_what_was_typed_takes_a_secret_out(tmp_path, s
     skipped = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--lenient", env=env)
     assert skipped.returncode == 0, skipped.stderr
     assert KEY not in skipped.stdout + skipped.stderr and "line 21:" in skipped.stderr, skipped.stderr
+
+
+def test_an_argument_mistake_said_before_the_settings_are_read_takes_a_secret_out(tmp_path):
+    """A key pasted where an action, a number or a file goes: argparse's refusal, said before any settings are read,
+    quotes it; the secrets of the environment and of the .env file are taken out of it all the same."""
+    (tmp_path / ".env").write_text(f"FFE_EXCHANGE__SECRET={KEY}x\n")
+    env = ffe_env(FFE_EXCHANGE__API_KEY=KEY)
+    for args in (("ctl", KEY), ("ctl", "status", "--timeout", KEY), ("backtest", "--list", KEY + "x"),
+                 ("config", "check", "--config", f"/tmp/{KEY}")):
+        proc = run_ffe(tmp_path, *args, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert KEY not in proc.stdout + proc.stderr and REDACTED in proc.stderr, (args, proc.stderr)
