@@ -688,15 +688,16 @@ def _ctl_health(args: argparse.Namespace, settings: Settings) -> int:
     --timeout: an engine whose event loop is blocked does not answer at all)."""
     import asyncio
 
-    from ffe_engine.control import no_engine, request
+    from ffe_engine.control import no_engine, not_answering, request
     from ffe_engine.health import EXIT_CODES, one_line
 
     path = settings.socket_path
+    timeout = args.timeout if args.timeout is not None else 5.0
     try:
-        timeout = args.timeout if args.timeout is not None else 5.0
         answer = asyncio.run(request(path, "health", {"by": "ctl"}, timeout=timeout, data_dir=settings.data_dir))
     except (OSError, asyncio.TimeoutError, ValueError) as exc:
-        problem = (f"timed out on {path}" if isinstance(exc, asyncio.TimeoutError)
+        # An engine that does not answer (stopped with SIGSTOP, its loop blocked): its pid and how to halt it.
+        problem = (not_answering(path, settings.data_dir, timeout) if isinstance(exc, asyncio.TimeoutError)
                    else no_engine(path, settings.data_dir))
         said = json.dumps({"status": "down", "problems": [problem]}) if args.json else f"DOWN  {problem}"
         _print(fmt.printable(said))

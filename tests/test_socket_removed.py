@@ -72,3 +72,21 @@ def test_a_socket_whose_directory_was_removed_is_made_again_with_it(tmp_path, sp
     assert db_rows(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == [("HALTED",)]
     engine.send(signal.SIGTERM)
     assert engine.wait(60) == 0, engine.stderr[-3000:]
+
+
+def test_health_of_an_engine_stopped_with_sigstop_names_it_and_how_to_halt_it(tmp_path, spawn_ffe):
+    """SIGSTOP (a debugger, a `kill -STOP` by mistake): the engine takes the connection and never answers. `ffe ctl
+    health` says DOWN (exit 2), naming the engine's pid and how to halt it, as every `ffe ctl` does."""
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    engine.send(signal.SIGSTOP)
+    try:
+        health = run_ffe(tmp_path, "ctl", "health", "--timeout", "1")
+    finally:
+        engine.send(signal.SIGCONT)
+    assert health.returncode == 2, health.stdout + health.stderr
+    pid = engine.proc.pid
+    assert health.stdout.startswith("DOWN  no answer from the engine") and f"kill -USR1 {pid}" in health.stdout, \
+        health.stdout
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr[-3000:]
