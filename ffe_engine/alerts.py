@@ -154,6 +154,15 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                       f"ffe kill switch follow-up by {ev.by}: " + "; ".join(present.follow_up_parts(
                           {"cancelled": ev.cancelled, "filled": ev.filled}))
                       + f"; no longer working at the exchange{filled}.")]
+    ended_flatten: list[Alert] = []
+    if isinstance(ev, KillSwitchEvent) and ev.action == "halt" and ev.flatten_ended:
+        # The last word of the flatten was that these would be closed (its WAITING page, say): no longer.
+        ended_flatten = [Alert("FLATTEN", "FLATTEN:ended", "page",
+                               f"ffe kill switch by {ev.by} ended the flatten under way: still held, no closing order "
+                               f"goes out for them now: {', '.join(ev.flatten_ended)}; `ffe ctl flatten` closes "
+                               "them.")]
+        if not ev.failed:
+            return ended_flatten
     if isinstance(ev, KillSwitchEvent) and ev.action == "halt" and ev.failed:
         # An order whose cancel failed still works at the exchange while the engine is HALTED: it may fill.
         first = ev.failed[0]
@@ -162,7 +171,7 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         return [Alert("CANCEL_FAILED", "CANCEL_FAILED", "page",
                       f"ffe kill switch by {ev.by}: {len(ev.failed)} cancel(s) FAILED ({named}{more}): still working "
                       "at the exchange, they may still fill; the engine keeps asking their cancels, HALTED holds: "
-                      "check the venue now (`ffe ctl orders`).")]
+                      "check the venue now (`ffe ctl orders`).")] + ended_flatten
     if isinstance(ev, KillSwitchEvent) and ev.action == "flatten":
         failed = len(ev.failed)
         # A closing order whose answer was lost may not have traded: the position is held until it is known.

@@ -319,7 +319,7 @@ class Engine:
         # Symbols a flatten's closing order sold in (a fill), not yet said closed by its follow-up: only these are
         # said closed, not a symbol whose entry on the wire ended with nothing bought (no closing order was sent).
         self._flatten_sold: set[str] = set()
-        self._flatten_ended: dict[str, str] = {}  # symbol: how its last closing order a follow-up placed went wrong
+        self._flatten_last_word: dict[str, str] = {}  # symbol: how its last closing order a follow-up placed went wrong
         # The entries on the wire (or in doubt) in a flatten's symbols, by client order id: what became of each is
         # said by the follow-up once it has ended (flatten_entries.py).
         self._flatten_entries: dict[str, Order] = {}
@@ -2211,6 +2211,10 @@ class Engine:
         open_then = early[0] if early is not None else self.orders.in_flight()
         follow: dict[str, Any] | None = None
         was_flattening, was_owed = self._flattening, self._flatten_owed
+        # A halt that ends a flatten under way (one waiting for the exchange's Retry-After, or following up what a
+        # closing order left): what it leaves held is said in the halt's report, not dropped without a word.
+        ended_flatten = sorted(sym for sym in was_flattening or {} if self.portfolio.holding(sym) is not None) \
+            if flattening is None and ends_flatten else []
         if flattening is not None or (self._flattening is not None and ends_flatten):
             # A halt ends a flatten under way; a flatten's begins its own: stored with HALTED, in its transaction.
             # Either way nothing is owed of the one before (a flatten's report says what it owes).
@@ -2249,8 +2253,10 @@ class Engine:
         # the cancels, which come first; HALTED already refuses an approval's re-check meanwhile).
         await self.approvals.reject_all(by, f"halted by {by} ({reason})")
         report.elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        report.flatten_ended = ended_flatten
         self.bus.publish(KillSwitchEvent(action="halt", cancelled=report.cancelled, failed=report.failed,
-                                         filled=report.filled, by=by, elapsed_ms=round(report.elapsed_ms, 2)))
+                                         filled=report.filled, by=by, elapsed_ms=round(report.elapsed_ms, 2),
+                                         flatten_ended=ended_flatten))
         # The cancels it kept due, those answered dropped; the failed ones followed until their orders end.
         await self._persist_books({**self.orders.cancels_answered(),
                                    **self._failed_cancels.note(report.failed, open_then)})
@@ -2310,7 +2316,7 @@ class Engine:
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
         self._flatten_sold, self._flatten_entries = set(), {}  # this flatten's own, from its closing orders on
-        self._flatten_ended = {}
+        self._flatten_last_word = {}
         report = await self._halt("flatten", by, flattening=self._to_close() or None,
                                   early=await self._pressed_cancels(press), stored=stored,
                                   follow_up=press is not None)
@@ -2495,7 +2501,7 @@ class Engine:
                 if self.orders.pending_exit_qty(sym) > 0:
                     continue  # a closing order is still working on it
                 if placed[sym] >= FLATTEN_ORDERS:
-                    last = self._flatten_ended.pop(sym, None)
+                    last = self._flatten_last_word.pop(sym, None)
                     held_on = f"{pos.quantity:g} still held after {placed[sym]} closing attempts"
                     failed.append({"symbol": sym, "error": f"{held_on}: the last, {last}" if last else held_on})
                     answers += flatten_owed.answer(owed, sym, "failed")
@@ -2514,12 +2520,12 @@ class Engine:
                 why = ended_unsold(sub.order) if sub.accepted else None
                 if why is not None and sub.order is not None:
                     # Ended by the exchange in its own answer: an attempt, said with the failure if it is the last.
-                    self._flatten_ended[sym] = f"its closing order {sub.order.client_order_id} {why}"
+                    self._flatten_last_word[sym] = f"its closing order {sub.order.client_order_id} {why}"
                 elif sub.accepted and sub.order is not None:
                     closing.append(sub.order.client_order_id)
                     more.add(sym)
                 else:
-                    self._flatten_ended[sym] = f"its closing order was refused: {sub.reason}"
+                    self._flatten_last_word[sym] = f"its closing order was refused: {sub.reason}"
             waiting = self._flatten_waits(waits) if self._flatten_wait_said != self.orders.held_until() else []
             dust = self._dust(sym for sym in placed if sym not in left)
             entries = self._entries_ended(closed)

@@ -308,6 +308,9 @@ class KillSwitchEvent(Event):
     # On a follow-up: the positions still held that no closing order of the flatten works on any more (one failed for
     # good earlier): the follow-up's word must not read as the whole flatten done.
     held: list[str] = field(default_factory=list)
+    # A halt's: the positions a flatten under way was closing, which this halt ended (a halt ends a flatten), still
+    # held: no closing order goes out for them any more.
+    flatten_ended: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -83,6 +83,8 @@ class CancelReport:
     # wire): each {"detail": ...}, with the "client_order_id" of an order whose cancel waits for its create_order's
     # answer.
     under_way: list[dict[str, str]] = field(default_factory=list)
+    # A halt's: the positions a flatten under way was closing, which this halt ended, still held.
+    flatten_ended: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -181,6 +181,10 @@ def kill_summary(f: Fields) -> str:
         parts.append(f"filled before its cancel {len(filled)} ({', '.join(map(str, filled))})")
     if f.get("action") == "flatten":
         parts.append(f"closing {len(f.get('closing') or [])}")
+    ended = [str(s) for s in f.get("flatten_ended") or []]
+    if ended:
+        parts.append(f"the flatten under way ended here, these still held: {', '.join(ended)} (`ffe ctl flatten` "
+                     "closes them)")
     parts += _doubt(f) + _left(f)
     under_way = [u for u in f.get("under_way") or [] if isinstance(u, dict)]
     if under_way:  # answered before it was done: HALTED is stored, the rest follows (its own kill_switch event)

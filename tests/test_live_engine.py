@@ -7,8 +7,9 @@ circuit breaker, the SQLite database) and the fake exchange on 127.0.0.1, whose 
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import dataclasses
+import json
 import math
 
 import pytest
@@ -602,6 +603,32 @@ async def test_a_start_that_comes_up_halted_by_a_kept_kill_switch_drops_a_held_s
             await asyncio.sleep(12)  # past the hold
         assert BTC in e.portfolio.positions
     assert [o.side for o in fx.orders] == ["BUY"]
+
+
+async def test_a_halt_that_ends_a_flatten_waiting_for_the_exchange_says_what_it_leaves_held(tmp_path, fx):
+    """The flatten waits for the exchange's Retry-After (its page: closed once it is over); a kill switch pressed
+    meanwhile ends it, as a halt ends any flatten under way. Its report, its record and a FLATTEN page say which
+    positions are still held and that nothing closes them now, instead of the flatten's promise standing."""
+    from ffe_engine.alerts import alerts_for
+    from ffe_engine.events import KillSwitchEvent
+    from ffe_engine.present import kill_headline
+
+    async with running_live(tmp_path, fx) as running:
+        e, db = running.engine, running.store.path
+        bought = await e.operator_order(BTC, "buy", 0.02)
+        assert bought["accepted"], bought
+        fx.fault(POST_ORDER, "418", retry_after=3)
+        result = await e.flatten(by="test")
+        assert [w["symbol"] for w in result["waiting"]] == [BTC], result
+        report = await e.halt(reason="ffe ctl halt", by="ctl")
+        assert report.flatten_ended == [BTC], report
+        headline = kill_headline({**dataclasses.asdict(report), "action": "halt", "by": "ctl"})
+        assert f"the flatten under way ended here, these still held: {BTC}" in headline, headline
+        halt = [k for k in stored_events(db, "kill_switch") if k["action"] == "halt"][-1]
+        assert halt["flatten_ended"] == [BTC], halt
+        (alert,) = alerts_for(KillSwitchEvent(action="halt", by="ctl", flatten_ended=[BTC]))
+        assert alert.severity == "page" and BTC in alert.text and "ended the flatten" in alert.text, alert
+        assert e._flattening is None and BTC in e.portfolio.positions
 
 
 async def flatten_goes_on_after_a_restart(settings, fx):
