@@ -4,6 +4,7 @@ here (`ffe_cli.main` prints them and picks the exit code)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -42,10 +43,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def masked(text: str) -> str:
     """`text` with the secrets of the settings this command loaded replaced, as its logs have them; before any was
     loaded (a mistake in the arguments), those the environment and the .env file hold."""
+    if not _secrets and not _may_quote_a_variable(text):
+        return text  # the usual case, said without importing the settings (a usage error is said at once)
     from ffe_engine.config import secrets_around
     from ffe_engine.redact import Redactor
 
     return Redactor(_secrets or secrets_around()).text(text)
+
+
+def _may_quote_a_variable(text: str) -> bool:
+    """Whether `text` holds the value of an FFE_ variable of the environment or a line of ./.env (any: which are
+    secrets is the settings' to say)."""
+    values = [v for k, v in os.environ.items() if k.upper().startswith("FFE_")]
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in Path(".env").read_text(encoding="utf-8-sig").splitlines():
+            values.append(line.partition("=")[2].strip().strip("'\""))
+    return any(len(v) >= 8 and v in text for v in values)  # 8: redact.MIN_SECRET, the shortest a secret is
 
 
 def _print(text: str) -> None:
