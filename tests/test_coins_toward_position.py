@@ -20,8 +20,9 @@ from fake_exchange import Balance
 from ffe_engine.model import EngineState
 from ffe_engine.reconcile import BASELINE_KEY
 from live_helpers import (BTC, a_difference_of, engine_loop, fx, live_env, reconcile_twice,  # noqa: F401
-                          reconcile_until, rows, run_ffe_async, stored_events, wait_for, write_config)
-from test_live_books import assert_books_agree, climbing, strategy_config, strategy_entry, strategy_settings
+                          reconcile_until, rows, run_ffe_async, stored_events, wait_for)
+from test_live_books import (assert_books_agree, climbing, controlled_settings, strategy_entry,
+                             strategy_settings)
 
 OWN = 1.0  # BTC the operator held on the exchange before ffe first started: more than any position ffe takes
 TABLES = {"engine": {"order_poll_s": 0.1}}
@@ -43,8 +44,7 @@ async def test_an_accept_over_coins_sold_by_hand_is_refused_and_the_sale_is_book
     again (the operator's coins left out), and an exit after it sells the position's coins, never the operator's."""
     climbing(fx)
     fx.balances["BTC"].free = own
-    settings = strategy_settings(tmp_path, fx, **TABLES)
-    write_config(tmp_path, strategy_config(fx, **TABLES))
+    settings = controlled_settings(tmp_path, fx, **TABLES)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
@@ -205,8 +205,7 @@ async def test_the_operator_s_own_coins_withdrawn_beside_a_position_are_taken_as
 
     climbing(fx)
     fx.balances["BTC"].free = OWN
-    settings = strategy_settings(tmp_path, fx, **TABLES)
-    write_config(tmp_path, strategy_config(fx, **TABLES))
+    settings = controlled_settings(tmp_path, fx, **TABLES)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
@@ -260,8 +259,7 @@ async def test_accept_own_coins_is_refused_when_coins_of_the_position_are_gone_o
     before, naming the sale to book, and not --own-coins."""
     climbing(fx)
     fx.balances["BTC"].free = own
-    settings = strategy_settings(tmp_path, fx, **TABLES)
-    write_config(tmp_path, strategy_config(fx, **TABLES))
+    settings = controlled_settings(tmp_path, fx, **TABLES)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
@@ -290,8 +288,7 @@ async def test_accept_own_coins_with_no_position_says_the_plain_accept_takes_the
     account): --own-coins is refused saying so, not that the account holds every coin of the baseline."""
     climbing(fx)
     fx.balances["BTC"].free = OWN
-    settings = strategy_settings(tmp_path, fx, **TABLES)
-    write_config(tmp_path, strategy_config(fx, **TABLES))
+    settings = controlled_settings(tmp_path, fx, **TABLES)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         await running.start_control()
@@ -322,8 +319,7 @@ async def test_an_accept_with_own_coins_takes_a_deposit_shown_beside_them_as_the
     climbing(fx)
     fx.balances["BTC"].free = OWN
     tables = {"engine": {"order_poll_s": 0.1, "symbols": [BTC, eth]}, "risk": {"max_correlation": 1.0}}
-    settings = strategy_settings(tmp_path, fx, **tables)
-    write_config(tmp_path, strategy_config(fx, **tables))
+    settings = controlled_settings(tmp_path, fx, **tables)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine

@@ -346,6 +346,14 @@ def strategy_config(fx: FakeBinance, **tables):
     return live_config(fx, **with_strategy(**tables))
 
 
+def controlled_settings(tmp_path, fx: FakeBinance, **tables):
+    """strategy_settings for the engine opened in-process, written as tmp_path's config.toml too, for the `ffe ctl`
+    processes that reach it."""
+    settings = strategy_settings(tmp_path, fx, **tables)
+    write_config(tmp_path, strategy_config(fx, **tables))
+    return settings
+
+
 async def start_engine(cwd, fx, processes, name: str) -> AsyncFfe:
     """`ffe run --headless --live`, once its control socket answers (a killed predecessor may have left the
     socket file behind)."""
@@ -919,8 +927,7 @@ async def test_coins_left_below_the_venue_s_minimum_order_value_are_dust_not_a_p
     # counts no position, a close says what it is, and the strategy enters again over it.
     climbing(fx)
     tables = {"risk": {"take_profit_atr": 0.3, "max_open_positions": 1}}
-    settings = strategy_settings(tmp_path, fx, **tables)
-    write_config(tmp_path, strategy_config(fx, **tables))
+    settings = controlled_settings(tmp_path, fx, **tables)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
@@ -955,8 +962,7 @@ async def test_a_close_of_dust_asked_for_the_position_shown_says_it_is_dust(tmp_
     # keeps that time: the close is refused as dust, not as a position "no longer open" while its row is still there.
     climbing(fx)
     tables = {"risk": {"take_profit_atr": 0.3, "max_open_positions": 1}}
-    settings = strategy_settings(tmp_path, fx, **tables)
-    write_config(tmp_path, strategy_config(fx, **tables))
+    settings = controlled_settings(tmp_path, fx, **tables)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         await sell_to_dust(e, fx)
@@ -972,8 +978,7 @@ async def test_a_close_of_dust_asked_for_the_position_shown_says_it_is_dust(tmp_
 async def test_a_flatten_leaves_dust_below_the_venue_s_minimum_and_says_so(tmp_path, fx):
     climbing(fx)
     tables = {"risk": {"take_profit_atr": 0.3}}
-    settings = strategy_settings(tmp_path, fx, **tables)
-    write_config(tmp_path, strategy_config(fx, **tables))
+    settings = controlled_settings(tmp_path, fx, **tables)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
@@ -1929,8 +1934,7 @@ async def test_a_sale_made_by_hand_is_booked_by_the_operator_and_the_books_equal
 
     climbing(fx)
     tables = {"engine": {"order_poll_s": 0.1}}
-    settings = strategy_settings(tmp_path, fx, **tables)
-    write_config(tmp_path, strategy_config(fx, **tables))
+    settings = controlled_settings(tmp_path, fx, **tables)
     db = settings.db_path
     async with engine_session(settings, live=True) as running:
         e = running.engine
@@ -2286,8 +2290,7 @@ async def test_a_sale_made_by_hand_booked_while_halted_says_to_re_arm_not_resume
     from HALTED (a re-arm, `ffe ctl resume --yes`), not "resume when ready", which a HALTED engine refuses."""
     climbing(fx)
     tables = {"engine": {"order_poll_s": 0.1}}
-    settings = strategy_settings(tmp_path, fx, **tables)
-    write_config(tmp_path, strategy_config(fx, **tables))
+    settings = controlled_settings(tmp_path, fx, **tables)
     async with engine_session(settings, live=True) as running:
         e = running.engine
         await running.start_control()
