@@ -248,8 +248,8 @@ class ApprovalDesk:
         # Ended in its own answer without buying all it was for (expired: a time in force, self-trade prevention).
         ended = ended_unsold(sub.order) if sub.accepted else None
         return {"approval_id": approval_id, "accepted": sub.accepted, "reason": sub.reason, "in_doubt": in_doubt,
-                "ended": ended, "client_order_id": cid, "gates": [g.as_dict() for g in sub.gates], "quantity": intent.quantity,
-                "price": price, "stop_loss": intent.stop_loss, "take_profit": intent.take_profit}
+                "ended": ended, "client_order_id": cid, "gates": [g.as_dict() for g in sub.gates],
+                "quantity": intent.quantity, "price": price, "stop_loss": intent.stop_loss, "take_profit": intent.take_profit}
 
     def resized(self, proposed: OrderIntent, price: float, by: str) -> OrderIntent:
         """The proposed entry sized again at `price`: the quantity the engine would give it now (within the

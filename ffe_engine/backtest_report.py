@@ -154,10 +154,11 @@ def drawdown_lines(r: dict[str, Any]) -> list[str]:
     if not dd["peak"]:
         return [f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}"]
     duration = fmt.duration(round(dd["duration_days"] * 86_400))
+    longest = fmt.duration(round(dd["longest_days"] * 86_400))
     recovered = (f"{dd['recovered']}, {duration} after the peak" if dd["recovered"]
                  else f"no, {duration} under that peak by the end")
     return [f"  max drawdown  {fmt.pct(r['max_drawdown_pct'])}  peak {dd['peak']}, trough {dd['trough']}",
-            f"  recovered     {recovered}; longest time under a peak {fmt.duration(round(dd['longest_days'] * 86_400))}"]
+            f"  recovered     {recovered}; longest time under a peak {longest}"]
 
 
 COLUMNS = (("trades", 6), ("win rate", 8), ("P&L", 12), ("fees", 10), ("avg ret", 8), ("avg hold", 8))

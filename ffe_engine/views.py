@@ -105,8 +105,8 @@ async def profit(engine: "Engine", periods: int = 7) -> dict[str, Any]:
 def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
     """What refuses new entries right now and what lifts it: the engine state, a breached drawdown or daily loss
     (each paused the engine when it happened), the day's trade count, full positions, trades waiting for approval
-    (a new entry in their symbol waits for them), market data gone stale (no candle past its limit), an open breaker, the exchange's Retry-After while it lasts, and
-    reconciliation differences."""
+    (a new entry in their symbol waits for them), market data gone stale (no candle past its limit), an open
+    breaker, the exchange's Retry-After while it lasts, and reconciliation differences; or a run that has ended."""
     out: list[dict[str, str]] = []
     r = engine.settings.risk
     pf = engine.portfolio
