@@ -324,18 +324,12 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
                           f"{since}{withheld}{aside}")]
         if ev.phase == "stop" and ev.detail.get("error"):
             return [Alert("START_FAILED", "START_FAILED", "page",
-                          f"ffe start FAILED ({ev.mode}): {_sentence(fmt.ends(str(ev.detail['error']), 400))} "
+                          f"ffe start FAILED ({ev.mode}): {fmt.sentence(fmt.ends(str(ev.detail['error']), 400))} "
                           "The process exits 1 "
                           "(systemd starts it again); nothing trades until a start succeeds.")]
         if ev.phase == "stop":
             return [Alert("STOPPED", "STOPPED", "info", f"ffe stopped ({ev.mode}, {ev.detail.get('state')}).")]
     return []
-
-
-def _sentence(text: str) -> str:
-    """`text` ended as a sentence: its own period kept, one added, never a second (nor one taking an ellipsis's
-    place)."""
-    return text if text.endswith(".") else text + "."
 
 
 EXIT_REASONS = frozenset({"stop_loss", "take_profit", "signal"})

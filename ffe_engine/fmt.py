@@ -229,6 +229,12 @@ def short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
+def sentence(text: str) -> str:
+    """`text` ended as a sentence: its own period kept, one added, never a second (nor one taking an ellipsis's
+    place)."""
+    return text if text.endswith(".") else text + "."
+
+
 def ends(text: str, width: int) -> str:
     """`text` within `width` characters, its start and its end kept: an error says what was asked first and the
     other side's answer last, and a cut at the end would keep only the question."""

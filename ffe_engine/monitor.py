@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import orjson
 
-from . import logs
+from . import fmt, logs
 from .alerts import ALERTING, Alert, Notifier
 from .channels import CHANNEL_VARIABLES, DeliveryFailed, channels_from, new_session, origin_of, ping
 from .config import Settings
@@ -81,8 +81,8 @@ async def start_refused(settings: Settings, clock: Any, failure: Exception,
                         sent_file=sent_path(settings.data_dir), engine=origin.engine)
     unwritable = isinstance(failure, StorageError) and not isinstance(failure, DamagedRecords)
     kind = "RECORDS_UNWRITABLE" if unwritable else "START_FAILED"
-    await notifier.send_now(Alert(kind, kind, "page", f"ffe start FAILED: {str(failure).rstrip('.')}. Nothing trades until a start "
-                                                      "succeeds.", cause=UNWRITABLE if unwritable else ""))
+    text = f"ffe start FAILED: {fmt.sentence(str(failure))} Nothing trades until a start succeeds."
+    await notifier.send_now(Alert(kind, kind, "page", text, cause=UNWRITABLE if unwritable else ""))
 
 
 UNWRITABLE_AFTER_S = 2.0  # how long a RECORDS_UNWRITABLE page waits for the outbox's alerts to leave before it
