@@ -229,6 +229,11 @@ def short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
+def run_state(state: str, ended: object) -> str:
+    """A trading state as said of a run: `STOPPED (was STATE)` once it has ended (`ended`: truthy)."""
+    return f"STOPPED (was {state})" if ended else state
+
+
 def sentence(text: str) -> str:
     """`text` ended as a sentence: its own period kept, one added, never a second (nor one taking an ellipsis's
     place)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from . import fmt
 from .config import MonitorSettings
 from .liveness import Liveness
 
@@ -76,7 +77,7 @@ def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str],
 
 def one_line(verdict: dict[str, Any]) -> str:
     """The verdict as `ffe ctl health` prints it."""
-    state = f"STOPPED (was {verdict['state']})" if verdict.get("stopped") else verdict["state"]
+    state = fmt.run_state(verdict["state"], verdict.get("stopped"))
     head = f"{verdict['status'].upper()} {state}  loop {verdict['loop_age_s']:.1f}s ago"
     if verdict.get("problems"):
         return head + "  " + "; ".join(verdict["problems"])

@@ -144,7 +144,7 @@ def refusal_text(counts: dict[str, int]) -> str:
 
 
 def why(w: dict[str, Any]) -> str:
-    state = f"STOPPED (was {w['state']})" if w.get("ended") else w["state"]
+    state = fmt.run_state(w["state"], w.get("ended"))
     out = [f"engine {state}   last entry sent {fmt.iso_ms(w.get('last_entry_ts'))}   market time "
            f"{fmt.iso_ms(w.get('market_ts'))}",
            f"refused in the last market hour: {refusal_text(w['refused']['hour'])}",

@@ -138,7 +138,7 @@ def profit_view(p: dict[str, Any], wide: bool) -> Any:
 
 
 def why_view(w: dict[str, Any]) -> Any:
-    state = f"STOPPED (was {w['state']})" if w.get("ended") else w["state"]
+    state = fmt.run_state(w["state"], w.get("ended"))
     head = Text.assemble("engine ", (state, "bold"), "   last entry sent ", fmt.iso_ms(w.get("last_entry_ts")),
                          "   market time ", fmt.iso_ms(w.get("market_ts")))
     hour, day = w["refused"]["hour"], w["refused"]["day"]
