@@ -78,14 +78,34 @@ def not_an_account(settings: Settings, level: str) -> str:
     return f"{settings.data_dir}: a backtest run's records{f' ({level})' if level else ''}, not an account's"
 
 
+def runs_folder(settings: Settings) -> str | None:
+    """For a data directory that is the folder of an account's runs (data/backtests: it holds run folders, or is
+    beside the account's database), the start of its refusal where an account's data directory is due; else None."""
+    data_dir = settings.data_dir
+    if data_dir.name != "backtests":
+        return None
+    try:
+        holds_runs = any(RUN_ID.fullmatch(p.name) and p.is_dir() for p in data_dir.iterdir())
+    except OSError:
+        holds_runs = False
+    if not holds_runs and not (data_dir.parent / settings.db_path.name).is_file():
+        return None
+    return (f"{data_dir}: the folder of an account's backtest runs, not an account's data directory "
+            f"(--data-dir {data_dir.parent} is the account's)")
+
+
 def refuse_run_folder(settings: Settings) -> None:
     """UsageError (exit 2) for a backtest run's data directory given to a backtest: its runs and its cache would go
-    inside that run (its size on --list, and a --clean of it, taking them along). Said before anything is read or
-    written."""
+    inside that run (its size on --list, and a --clean of it, taking them along); and for the folder of the runs
+    themselves, where its run would go under backtests/backtests/, out of the account's sight. Said before anything
+    is read or written."""
     level = run_records(settings)
     if level is not None:
         raise UsageError(f"{not_an_account(settings, level)}: a backtest keeps its runs in an account's data "
                          "directory (storage.path, --data-dir), under backtests/")
+    runs = runs_folder(settings)
+    if runs is not None:
+        raise UsageError(f"{runs}: a backtest keeps its runs in an account's data directory, under backtests/")
 
 
 def account_logs(settings: Settings) -> bool:

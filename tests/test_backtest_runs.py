@@ -661,3 +661,19 @@ def test_a_backtest_into_a_run_s_folder_is_refused_and_writes_nothing_there(runs
     line = one_error_line(proc)
     assert f"{data}: a backtest run's records ({level}), not an account's" in line, line
     assert sorted(p.relative_to(cwd) for p in (cwd / data).rglob("*")) == before
+
+
+def test_a_backtest_into_the_runs_folder_is_refused_and_writes_nothing_there(runs_dir, tmp_path):
+    """`--data-dir data/backtests` (the folder of an account's runs, where the account's was meant): a backtest would
+    put its run in data/backtests/backtests/RUN, which `--list` and `--clean` of the account never see. Refused, exit
+    2, naming the folder and the account's; nothing is written there. `ffe run` refuses it too: it is no account."""
+    cwd = copy(runs_dir, tmp_path / "runs")
+    before = sorted(p.relative_to(cwd) for p in (cwd / "data").rglob("*"))
+    proc = run_ffe(cwd, "backtest", "ETH-USD_1h.csv", "--data-dir", "data/backtests")
+    line = one_error_line(proc)
+    assert "data/backtests: the folder of an account's backtest runs, not an account's data directory" in line, line
+    assert "--data-dir data" in line, line
+    proc = run_ffe(cwd, "run", "--data-dir", "data/backtests", "--max-bars", "1")
+    line = one_error_line(proc)
+    assert "data/backtests: the folder of an account's backtest runs" in line, line
+    assert sorted(p.relative_to(cwd) for p in (cwd / "data").rglob("*")) == before
