@@ -1117,6 +1117,10 @@ class OrderPath:
         outcome: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
         self._cancelling[cid] = outcome
         try:
+            if o.status is OrderStatus.IN_DOUBT:
+                # Stored before the cancel goes out: from the moment it is asked the order is never sent again, by
+                # the poll while the cancel is on the wire, or by an engine started after a stop that cut it off.
+                await self._keep_cancel_asked(cid)
             done = await self._cancel_at_venue(o)
             outcome.set_result(done)
             return done
@@ -1124,6 +1128,14 @@ class OrderPath:
             outcome.cancel()  # ended without an outcome (cut off): who waits for it sends their own
             if self._cancelling.get(cid) is outcome:
                 del self._cancelling[cid]
+
+    async def _keep_cancel_asked(self, cid: str) -> None:
+        """An order in doubt whose cancel was asked: never sent again, ended cancelled if the venue never shows it,
+        cancelled if it does. Stored, so that an engine started after a stop holds to it too."""
+        if cid in self._cancel_asked:
+            return
+        self._cancel_asked = (self._cancel_asked | {cid}) & set(self.live)
+        await self.store.put_kv(CANCEL_ASKED_KEY, sorted(self._cancel_asked), self.clock.wall())
 
     async def _cancel_at_venue(self, o: Order) -> tuple[bool, str]:
         try:
@@ -1147,9 +1159,7 @@ class OrderPath:
             if vo is None:
                 if o.status is OrderStatus.IN_DOUBT:
                     # Not placed yet, or never: the request may still reach the venue within the settle window.
-                    # Stored before the answer: an engine started after a stop must not send it again either.
-                    self._cancel_asked = (self._cancel_asked | {o.client_order_id}) & set(self.live)
-                    await self.store.put_kv(CANCEL_ASKED_KEY, sorted(self._cancel_asked), self.clock.wall())
+                    await self._keep_cancel_asked(o.client_order_id)
                     return False, "in doubt and not found yet: not sent again, and cancelled if it appears"
                 if o.status is OrderStatus.OPEN and not self._lost(o):
                     self._unread.add(o.client_order_id)
