@@ -508,3 +508,19 @@ async def test_cancel_all_with_50_open_orders(fx, make_desk):
     assert sorted(report.cancelled) == sorted(o.client_order_id for o in orders) and report.failed == []
     assert fx.open_orders() == [] and {o.status for o in fx.orders} == {"CANCELED"}
     assert desk.path.live == {}
+
+
+# -- a new order's answer that names a trade the order did not make ----------------------------------------------
+
+async def test_a_full_answer_naming_a_trade_too_many_is_booked_from_the_exchange_s_trade_list(fx, make_desk):
+    """A new order's FULL answer names one trade more than the order made; the exchange's own list of the order's
+    trades is right from the start. The answer's trades are no account of the order (they add up to more than it
+    filled): the order is booked from the list, not held unbooked for as long as the engine runs."""
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "extra_trade")
+    o = (await desk.buy(0.01)).order
+    await desk.resolve(o, rounds=20)
+    assert (o.status, o.filled) == (OrderStatus.FILLED, 0.01)
+    assert_one_filled_order(fx, o.client_order_id)
+    await assert_journal_filled(desk, o.client_order_id)
+    assert desk.pf.cash == pytest.approx(fx.balances["USDT"].total)

@@ -756,8 +756,12 @@ class CcxtVenue:
         order = self.to_venue_order(raw, req.client_order_id)
         if order.exchange_id:
             self._exchange_ids[req.client_order_id] = order.exchange_id
-        # Seen from its start: the trades its answer names (none, for an answer without them) are all it made yet.
-        self._seen(req.client_order_id, [t for t in raw.get("trades") or [] if isinstance(t, dict)])
+        # Seen from its start: the trades its answer names (none, for an answer without them) are all it made yet;
+        # unless they add up to more than it says filled: then they are no account of it, and nothing is kept of
+        # them (kept, they would be added to every later list of its trades, which could then never agree with it).
+        named = trade_list.distinct([t for t in raw.get("trades") or [] if isinstance(t, dict)])
+        if not trade_list.beyond(trade_list.amount(named), order.filled):
+            self._seen(req.client_order_id, named)
         try:
             return await self._with_fees(order, raw)
         except (VenueError, VenueUnavailable):
@@ -1041,8 +1045,8 @@ class CcxtVenue:
         trades = self._counted_once(order, listed)
         seen = self._trades_seen.get(order.client_order_id)
         late = _listed_late(seen or [], trades)
-        if late:  # named before (the new order's answer), not listed yet: the order's trades still
-            trades = trades + late
+        if late and not trade_list.beyond(trade_list.amount(trades + late), order.filled):
+            trades = trades + late  # named before (the new order's answer), not listed yet: the order's trades still
         total, traded_at = trade_list.amount(trades), trade_list.average(trades)
         if trade_list.beyond(total, order.filled):
             # Trades the order did not make are among them, and which is not known: none is booked (its fee would
