@@ -595,15 +595,18 @@ class OrderPath:
         async with self._turns.of(o.client_order_id):
             await self.store.update_order(o, kv, publish=publish)
 
-    async def _apply(self, o: Order, vo: VenueOrder, note: Event | None = None, *, venue_news: bool = True) -> None:
+    async def _apply(self, o: Order, vo: VenueOrder, note: Event | None = None, *, venue_news: bool = True,
+                     said: str | None = None) -> None:
         """Bring the journal in line with the venue's view of the order, recording any new fill. `note` (an event
-        that says where the view came from) is committed with the fill. `venue_news`: as for `_move`. One at a
-        time per order (its turn): a view is compared with the amounts its fills hold, and its fill committed before
-        any other write of the order."""
+        that says where the view came from) is committed with the fill. `venue_news`: as for `_move`. `said`: the
+        order's words from here on, where the view is not the venue's (an operator's settle), in place of those the
+        venue's end would give it. One at a time per order (its turn): a view is compared with the amounts its fills
+        hold, and its fill committed before any other write of the order."""
         async with self._turns.of(o.client_order_id):
-            await self._apply_view(o, vo, note, venue_news=venue_news)
+            await self._apply_view(o, vo, note, venue_news=venue_news, said=said)
 
-    async def _apply_view(self, o: Order, vo: VenueOrder, note: Event | None, *, venue_news: bool) -> None:
+    async def _apply_view(self, o: Order, vo: VenueOrder, note: Event | None, *, venue_news: bool,
+                          said: str | None = None) -> None:
         self._missing.pop(o.client_order_id, None)  # found
         if vo.trades_behind:
             self._behind.setdefault(o.client_order_id, self.clock.monotonic())
@@ -632,7 +635,10 @@ class OrderPath:
         if status is OrderStatus.FILLED and vo.filled + 1e-12 < o.quantity and vo.filled <= 0:
             status = OrderStatus.CANCELED
         # An end the exchange gave on its own says why, in the journal and in every page and line that prints it.
-        cause = _ended_by_venue(o, vo, o.client_order_id in self._cancels_sent) if status.final else None
+        if said is not None:
+            cause: str | None = said
+        else:
+            cause = _ended_by_venue(o, vo, o.client_order_id in self._cancels_sent) if status.final else None
         if delta > 1e-12 and vo.average is None and o.price is None:
             # A fill whose price neither the answer nor the order's trades gave: booked at no price, the coins would
             # cost nothing. The order stays as it was and is looked up again; if no answer ever says, the venue's
@@ -1053,7 +1059,6 @@ class OrderPath:
         cid = o.client_order_id
         filled = round(o.filled + quantity, 12)
         average = ((o.average or 0.0) * o.filled + price * quantity) / filled
-        o.error = f"settled filled by {by}: {detail}"[:300]
         paid, coins, coins_value = fee.booked(price)
         view = VenueOrder(client_order_id=cid, symbol=o.symbol, side=o.side, quantity=o.quantity, status=ended,
                           filled=filled, average=average, fee=o.fee + paid, exchange_id=o.exchange_id, type=o.type,
@@ -1062,8 +1067,9 @@ class OrderPath:
         note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome="filled",
                             quantity=quantity, price=price, by=by, detail=detail, fee=fee.amount,
                             fee_currency=fee.currency)
-        # The operator's word on what the venue did long before: no balance read lags it.
-        await self._apply(o, view, note=note, venue_news=False)
+        # The operator's word on what the venue did long before: no balance read lags it. Its end is theirs, not one
+        # the venue gave on its own (a settled part's rest is no cancel at the exchange, and pages no exit refused).
+        await self._apply(o, view, note=note, venue_news=False, said=f"settled filled by {by}: {detail}")
 
     # ------------------------------------------------------------------ sold by hand
     async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float, *, by: str,
