@@ -167,6 +167,9 @@ class OrderPath:
         # Orders in doubt that a cancel did not find: never sent again; cancelled if they appear, ended once surely
         # absent (the original request may still reach the venue until the settle window has passed).
         self._cancel_asked: set[str] = set()
+        # Orders whose error is a lookup's the venue refused (a key refused for a moment): the venue's next view of
+        # the order answers it, and the order no longer carries it (a filled order has no error).
+        self._lookup_refused: set[str] = set()
         # Orders this engine sent a cancel for: a cancel the venue then shows is not said to be the exchange's own.
         self._cancels_sent: set[str] = set()
         # Orders in doubt whose repeat (sent again with the same id) the venue refused: the first send may be there
@@ -544,6 +547,7 @@ class OrderPath:
             self.changed_at = self.clock.monotonic()
         if error is not None:
             o.error = error[:300]
+            self._lookup_refused.discard(o.client_order_id)
         cid = o.client_order_id
         if status is OrderStatus.IN_DOUBT and cid not in self._doubted:
             self._doubted.add(cid)
@@ -608,6 +612,9 @@ class OrderPath:
     async def _apply_view(self, o: Order, vo: VenueOrder, note: Event | None, *, venue_news: bool,
                           said: str | None = None) -> None:
         self._missing.pop(o.client_order_id, None)  # found
+        if o.client_order_id in self._lookup_refused:
+            self._lookup_refused.discard(o.client_order_id)
+            o.error = ""
         if vo.trades_behind:
             self._behind.setdefault(o.client_order_id, self.clock.monotonic())
         else:
@@ -730,6 +737,7 @@ class OrderPath:
             self._missing = {cid: seen for cid, seen in self._missing.items() if cid in self.live}
             self._cancel_asked &= set(self.live)
             self._cancels_sent &= set(self.live)
+            self._lookup_refused &= set(self.live)
             self._unpriced &= set(self.live)
             self._behind = {cid: seen for cid, seen in self._behind.items() if cid in self.live}
             self._ended_behind &= set(self._behind)
@@ -756,6 +764,7 @@ class OrderPath:
                 except VenueError as exc:  # a final answer about the order is not a gap in what is known of it
                     self._unread.discard(o.client_order_id)
                     o.error = str(exc)[:300]
+                    self._lookup_refused.add(o.client_order_id)
 
     async def _resolve(self, o: Order) -> None:
         cid = o.client_order_id

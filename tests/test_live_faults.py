@@ -524,3 +524,20 @@ async def test_a_full_answer_naming_a_trade_too_many_is_booked_from_the_exchange
     assert_one_filled_order(fx, o.client_order_id)
     await assert_journal_filled(desk, o.client_order_id)
     assert desk.pf.cash == pytest.approx(fx.balances["USDT"].total)
+
+
+async def test_a_lookup_the_exchange_refused_once_leaves_no_error_on_the_order_that_then_fills(fx, make_desk):
+    """One lookup of an open order is refused (the key refused for a moment, -2015): the order says so while it is
+    all that is known. The exchange then shows it filled: its journal row and its last record carry no error."""
+    desk = await make_desk()
+    o = (await desk.buy(0.01, type="limit", price=29_000.0)).order
+    assert o.status is OrderStatus.OPEN
+    fx.fault(GET_ORDER, "error", status=401, code=-2015, msg="Invalid API-key, IP, or permissions for action.")
+    await desk.path.poll()
+    assert "-2015" in o.error, o.error
+    fx.set_price("BTCUSDT", 28_900.0)  # the limit fills
+    await desk.resolve(o)
+    (journaled,) = await desk.journal(o.client_order_id)
+    (last,) = [e for e in desk.events if isinstance(e, OrderEvent) and e.client_order_id == o.client_order_id
+               and e.status == "filled"]
+    assert (journaled.status, journaled.error, last.error) == (OrderStatus.FILLED, "", "")
