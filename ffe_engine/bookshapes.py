@@ -92,6 +92,7 @@ SHAPES: dict[str, Any] = {
     "orders_ended_unseen": Maybe(Each(NUMBER)),
     "orders_cancel_asked": Maybe(Items(TEXT)),
     "orders_repeat_refused": Maybe(Items(TEXT)),
+    "orders_resent": Maybe(Each(INTEGER)),
     "reconcile_accepted_orders": Maybe(Items(TEXT)),
 }
 

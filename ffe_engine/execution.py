@@ -50,6 +50,7 @@ from .venues.base import DuplicateOrder, OrderInDoubt, Venue, VenueError, VenueU
 MAX_RESENDS = 3
 CANCEL_ASKED_KEY = "orders_cancel_asked"  # kv: the orders in doubt a cancel did not find (see OrderPath.cancel)
 REPEAT_REFUSED_KEY = "orders_repeat_refused"  # kv: the orders in doubt whose repeat the venue refused
+RESENT_KEY = "orders_resent"  # kv: client order id -> times an order in doubt was sent again (at most MAX_RESENDS)
 HOLD_KEY = "venue_hold_until"  # kv: the wall time before which the venue asked for no orders (Retry-After)
 CANCEL_DUE_KEY = "orders_cancel_due"  # kv: cancels a Retry-After kept from the venue -> the wall time it ends
 ENDED_KEY = "orders_ended_unseen"  # kv: orders ended without the venue's word -> the wall time they are watched until
@@ -500,6 +501,7 @@ class OrderPath:
             if repeat:
                 if not exc.sent:  # held back (a Retry-After; the paper venue without a price yet): no send to count
                     self._resends[o.client_order_id] -= 1
+                    await self._keep_resends()
                 await self._repeat_not_placed(o, f"venue unavailable: {exc}", refused=False)
             elif exc.retry_after:
                 self._held_back[o.client_order_id] = exc.sent
@@ -824,14 +826,22 @@ class OrderPath:
             if cid in self._cancel_asked or not self._allowed_now(o):
                 return  # a cancel or a pause while the price was read: the next poll ends it
         n = self._resends.get(cid, 0) + 1
-        self._resends[cid] = n
         if n > MAX_RESENDS:
             await self._finish(o, OrderStatus.REJECTED, "absent at the venue after repeated sends", unseen=True)
             return
+        # Counted before it goes, and stored: the limit holds across restarts (a crash loop would send it again
+        # MAX_RESENDS times after every start).
+        self._resends[cid] = n
+        await self._keep_resends()
         if not self._move(o, OrderStatus.NEW, ""):
             return
         self._missing.pop(cid, None)
         await self._send(o)
+
+    async def _keep_resends(self) -> None:
+        """The repeats of the orders in flight, stored (RESENT_KEY)."""
+        self._resends = {cid: n for cid, n in self._resends.items() if cid in self.live}
+        await self.store.put_kv(RESENT_KEY, self._resends, self.clock.wall())
 
     async def _venue_shows(self, o: Order, vo: VenueOrder) -> None:
         """An order in doubt the venue shows: its word recorded, then the cancel asked of it while it was in doubt."""
@@ -1387,6 +1397,9 @@ class OrderPath:
                 self._ended[o.client_order_id] = (o, float(until))
         refused = set(await self.store.get_kv(REPEAT_REFUSED_KEY, []) or [])
         self._repeat_refused = refused & {o.client_order_id for o in orders}
+        resent = await self.store.get_kv(RESENT_KEY) or {}
+        self._resends = {str(cid): int(n) for cid, n in resent.items() if cid in live_ids} \
+            if isinstance(resent, dict) else {}
         for o in orders:
             self.live[o.client_order_id] = o
             raw = intents.get(o.client_order_id)

@@ -13,7 +13,7 @@ import pytest
 from fake_exchange import FakeBinance, exchange_settings
 from test_live_faults import BTC, POST_ORDER, SETTLE_S, Desk, fx, make_desk, no_wait  # noqa: F401 (fixtures)
 from ffe_engine.config import RiskSettings
-from ffe_engine.execution import CANCEL_ASKED_KEY
+from ffe_engine.execution import CANCEL_ASKED_KEY, MAX_RESENDS
 from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
 from ffe_engine.risk import OrderIntent
 from ffe_engine.venues.ccxt_venue import CcxtVenue
@@ -21,14 +21,14 @@ from ffe_engine.venues.ccxt_venue import CcxtVenue
 DELETE_ORDER = "DELETE /api/v3/order"
 
 
-async def restarted(first: Desk, fx: FakeBinance) -> Desk:
+async def restarted(first: Desk, fx: FakeBinance, threshold: int = 3) -> Desk:
     """A new order path and venue, nothing in memory, on the first's records and books: the engine after a restart
     (which loads the books from the records)."""
     venue = CcxtVenue(exchange_settings(fx), [BTC], read_attempts=2, settle_s=SETTLE_S, sleep=no_wait)
     venue.exchange.enableRateLimit = False
     venue.exchange.timeout_on_exit = 0
     await venue.connect()
-    desk = Desk(fx, venue, first.store, threshold=3, recovery_s=30.0, risk=RiskSettings())
+    desk = Desk(fx, venue, first.store, threshold=threshold, recovery_s=30.0, risk=RiskSettings())
     desk.pf.cash, desk.pf.positions = first.pf.cash, first.pf.positions
     return desk
 
@@ -86,3 +86,34 @@ async def test_an_engine_started_after_a_cancel_cut_off_on_the_wire_does_not_sen
     assert recovered.status is OrderStatus.CANCELED, (recovered.status, recovered.error)
     assert second.sent_ids() == [bought.client_order_id, o.client_order_id]  # the exit's first send, never again
     await second.venue.close()
+
+
+async def test_the_repeats_of_an_order_in_doubt_are_counted_across_restarts(fx, make_desk):
+    """Every send of an exit is lost before it reaches the exchange, and the engine restarts after each repeat (a
+    crash loop). The order is sent at most 1 + MAX_RESENDS times in all, then ended rejected ("absent at the venue
+    after repeated sends"), not sent MAX_RESENDS times more after every start."""
+    first = await make_desk(threshold=1000)  # the lost sends are the breaker's failures: kept from opening it
+    bought = (await first.buy(0.01)).order
+    assert bought.status is OrderStatus.FILLED
+    fx.fault(POST_ORDER, "drop_before", times=1000)
+    o = (await first.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=0.00999,
+                                             reason=OrderReason.STOP_LOSS, ref_price=30_000.0,
+                                             reduce_only=True))).order
+    desks, order = [first], o
+    for _ in range(2 * MAX_RESENDS):
+        sent = len(fx.requests_to(POST_ORDER))
+        for _ in range(40):  # polls until the order is sent again, or ended
+            await desks[-1].path.poll()
+            if len(fx.requests_to(POST_ORDER)) > sent or order.status.final:
+                break
+            await asyncio.sleep(SETTLE_S / 4)
+        if order.status.final:
+            break
+        desks.append(await restarted(first, fx, threshold=1000))  # the engine stops after each repeat
+        desks[-1].trading.restore(EngineState.PAUSED, "live start", "engine")
+        (order,) = [r for r in await desks[-1].path.recover() if r.client_order_id == o.client_order_id]
+    for desk in desks[1:]:
+        await desk.venue.close()
+    assert [cid for cid in first.sent_ids() if cid == o.client_order_id] == [o.client_order_id] * (1 + MAX_RESENDS)
+    (row,) = await first.journal(o.client_order_id)
+    assert (row.status, row.error) == (OrderStatus.REJECTED, "absent at the venue after repeated sends")
