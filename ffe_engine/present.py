@@ -279,6 +279,21 @@ def kill_headline(f: Fields) -> str:
     return f"{what} {kill_summary(f)}"
 
 
+def found_nothing(f: Fields) -> bool:
+    """Whether a kill switch's report says it found nothing to do: pressed again while an earlier press stands (its
+    cancels done, or under way), every order left to cancel was the earlier's."""
+    if f.get("action") != "halt" or f.get("follow_up"):
+        return False
+    return not any(f.get(k) for k in ("cancelled", "failed", "filled", "in_doubt", "flatten_ended", "under_way",
+                                      "dust", "waiting", "after_exit", "closing"))
+
+
+def pressed_again(headline: str, again: Fields) -> str:
+    """The banner of a kill switch pressed again with nothing more to do: the earlier press's report (`headline`),
+    which says what was cancelled, and that the later press found nothing more."""
+    return f"{headline} (pressed again by {again.get('by') or '?'}: nothing more to cancel)"
+
+
 def _kill(f: Fields) -> str:
     return f"{f.get('action')}{' follow-up' if f.get('follow_up') else ''} {kill_summary(f)}"
 

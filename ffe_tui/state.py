@@ -63,6 +63,10 @@ class ConsoleState:
         self.equity: deque[float] = deque(maxlen=chart_points)
         self._equity_ts: int | None = None
         self.kill: ev.KillSwitchEvent | None = None
+        # A kill switch pressed again while the engine stayed HALTED since `kill`, which found nothing more to do:
+        # said beside `kill`, which says what the halt cancelled, rather than in its place.
+        self.kill_again: ev.KillSwitchEvent | None = None
+        self._halted_since_kill = False
         self.error: ev.ErrorEvent | None = None
         self.approvals_done: list[ev.ApprovalEvent] = []  # outcomes since the last look (for notifications)
 
@@ -106,12 +110,18 @@ class ConsoleState:
                         self.approvals_done.append(e)
                 changed.add("approvals")
             elif isinstance(e, ev.KillSwitchEvent) and news:
-                self.kill = e
+                if self.kill is not None and self._halted_since_kill and present.found_nothing(e.payload()):
+                    self.kill_again = e
+                else:
+                    self.kill, self.kill_again = e, None
+                self._halted_since_kill = True
                 changed.add("banner")
             elif isinstance(e, ev.ErrorEvent) and news:
                 self.error = e
                 changed.add("banner")
             elif isinstance(e, (ev.EngineStateChanged, ev.PositionOpened, ev.PositionClosed, ev.FillEvent)):
+                if isinstance(e, ev.EngineStateChanged) and e.state != "HALTED":
+                    self._halted_since_kill = False
                 changed.add("status")
         if len(self.pending_lines) > self.lines.maxlen:
             del self.pending_lines[: len(self.pending_lines) - self.lines.maxlen]

@@ -19,8 +19,8 @@ from ffe_engine.events import EVENT_TYPES
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_tui.app import HISTORY_LINES, LOG_LINES
 from ffe_tui.state import EVENT_NAMES
-from test_tui_helpers import (SIZE_IDS, SIZES, audit_path, bars_taken, console, db_path, running, screen_text,
-                              status_text, until)
+from test_tui_helpers import (SIZE_IDS, SIZES, audit_path, banner_text, bars_taken, console, db_path, running,
+                              screen_text, status_text, until)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
@@ -97,6 +97,31 @@ async def test_kill_switch_K_then_y_halts_cancels_and_survives_a_restart(tmp_pat
         await until(pilot, lambda: again.snap is not None and "HALTED" in status_text(again), "HALTED after restart")
         assert again.snap["state"] == "HALTED"
     assert db_value(db, "SELECT state FROM engine_state") == "HALTED"
+
+
+async def test_a_second_kill_switch_press_does_not_hide_what_the_first_cancelled(tmp_path):
+    """The operator presses the kill switch again (the first's answer slow, or to be sure): the second finds nothing
+    left to cancel. The banner keeps the first's report (what it cancelled), saying the second found nothing more,
+    rather than end on "cancelled 0"; the audit keeps both."""
+    db = db_path(tmp_path)
+    app = console(tmp_path, speed=4.0, feed_class=_HeldFeed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        await until(pilot, lambda: app.snap["bars"] >= 2, "the first live bar")
+        feed = app.engine.feed
+        feed.hold = True
+        await until(pilot, feed.parked.is_set, "the market held still")
+        cid = await _open_order(pilot, app)
+        for _ in range(2):
+            await pilot.press("K")
+            await until(pilot, lambda: "cancel every open order" in screen_text(app), "the kill switch confirmation")
+            await pilot.press("y")
+            await until(pilot, lambda: "cancel every open order" not in screen_text(app), "the confirmation closed")
+        await until(pilot, lambda: db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'kill_switch'") == 2,
+                    "both presses recorded")
+        await until(pilot, lambda: "pressed again" in banner_text(app), "the second press on the banner")
+        text = banner_text(app)
+        assert f"cancelled 1 ({cid})" in text and "nothing more to cancel" in text, text
 
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)

@@ -3,6 +3,7 @@ tmp_path, and ways to read what is on its screen."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -44,6 +45,14 @@ def screen_text(app: ConsoleApp) -> str:
     """The characters on the terminal right now (every screen on the stack, as the operator sees them)."""
     strips = app.screen._compositor.render_strips()
     return "\n".join(strip.text for strip in strips)
+
+
+def banner_text(app: ConsoleApp) -> str:
+    """The banner's rows on screen, their wrapping undone (one space for every run of blanks and line ends)."""
+    lines = screen_text(app).split("\n")
+    region = app.panes["banner"].region
+    rows = " ".join(lines[y][region.x:region.right] for y in range(region.y, min(region.bottom, len(lines))))
+    return re.sub(r"\s+", " ", rows).strip()
 
 
 def status_text(app: ConsoleApp) -> str:
