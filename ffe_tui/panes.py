@@ -35,6 +35,9 @@ STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow
 # stopped engine is the one filled badge on screen, and a running one plain text.
 STATE_STYLE_NO_COLOR = {"RUNNING": "bold", "PAUSED": "bold underline", "HALTED": "bold reverse"}
 
+# The forms of the state's reason on the status line, the fullest first: cut at so many characters.
+REASON_WIDTHS = (200, 80, 48, 22, 16, 10)
+
 
 def waiting_approvals(snap: dict[str, Any]) -> int:
     """The trades waiting for approval: not one whose approve is under way (its order on the wire), which ends
@@ -180,14 +183,16 @@ class StatusLine(Static):
         parts = {
             "state": [Text.assemble((f" {mode} ", live if mode == "LIVE" else "bold"), " ",
                                     (f" {state} ", styles.get(state, "bold reverse")))],
-            "reason": [Text.assemble(" ", (fmt.short(reason, n), "italic")) for n in (22, 16, 10)],
+            # Whole where the line has room for it (what lifts a pause is often at its end), else shortened.
+            "reason": [Text.assemble(" ", (fmt.short(reason, n), "italic")) for n in REASON_WIDTHS],
             **self._figures(snap, no_color),
             "where": [Text(f"  {where}"), Text(f"  {where.split(' ', 1)[-1]}"), Text()] if where else [Text()],
         }
         # Why the engine is not RUNNING outranks which engine it is, once shortened (the pid stays at 80 columns, as
         # the README says); why it runs does not.
-        order = (["where", "equity", "reason", "where"] if state == "RUNNING"
-                 else ["where", "equity", "reason", "dd", "where"])
+        to_22 = ["reason"] * REASON_WIDTHS.index(22)  # the steps down to the 22 characters the line began with
+        order = (["where", "equity", *to_22, "reason", "where"] if state == "RUNNING"
+                 else ["where", "equity", *to_22, "reason", "dd", "where"])
         return fit(parts, [*order, "reason", "reason", "dd"], width)
 
     @staticmethod

@@ -18,7 +18,7 @@ from ffe_engine.clock import ManualClock
 from ffe_engine.ids import IdSource
 from ffe_engine.market.simulated import SimulatedFeed
 from ffe_tui.app import BANNER_ROWS, ConsoleApp
-from test_tui_helpers import START_TS, bars_taken, console, running, screen_text, until
+from test_tui_helpers import START_TS, banner_text, bars_taken, console, running, screen_text, until
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 PANES = ("status", "positions", "approvals", "breaker", "votes", "gates")
@@ -125,14 +125,6 @@ async def test_a_pane_hidden_while_its_data_came_shows_what_fits_once_on_screen(
     assert got == expected, _differences(got, expected)
 
 
-def banner_text(app: ConsoleApp) -> str:
-    """The banner's rows on screen, their wrapping undone (one space for every run of blanks and line ends)."""
-    lines = screen_text(app).split("\n")
-    region = app.panes["banner"].region
-    rows = " ".join(lines[y][region.x:region.right] for y in range(region.y, min(region.bottom, len(lines))))
-    return re.sub(r"\s+", " ", rows).strip()
-
-
 async def test_after_resizes_the_banner_is_fitted_to_the_new_width_from_its_whole_text(tmp_path):
     """The reported case: a kill switch's banner whole at 100x30, then 20x6 and back to 100x30 (and on to 200x60)
     stayed cut as at 20 columns, `KILL SWITCH: HALTED by … (whole text: 7 Health)`; and a banner whole at 100 columns
@@ -166,3 +158,21 @@ async def test_after_resizes_the_banner_is_fitted_to_the_new_width_from_its_whol
         assert shown.endswith(more) and whole.startswith(shown.removesuffix(more).rstrip()), shown
         assert len(Text(shown).wrap(app.console, 20)) <= BANNER_ROWS, shown
         assert banner_text(app) == shown, banner_text(app)
+
+
+async def test_the_status_line_shows_the_whole_reason_where_it_has_room(tmp_path):
+    """A pause's reason often ends in what lifts it ("...; resume when ready"): at 200 columns the status line shows
+    it whole; at 80 it is shortened, with its mark, as before."""
+    reason = "reconcile: the exchange answers again; resume when ready"
+    app = console(tmp_path)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await running(pilot)
+        await app.engine.pause(reason=reason, by="engine")
+        await until(pilot, lambda: reason in status_line(app), "the whole reason at 200 columns")
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: "PAUSED" in status_line(app) and "reconcile: the exchan…" in status_line(app),
+                    "the reason shortened at 80 columns")
+
+
+def status_line(app) -> str:
+    return screen_text(app).split("\n")[0]
