@@ -95,7 +95,12 @@ BALANCE_HEADERS = ("asset", "free", "locked", "total", "value")
 
 
 def balance_rows(result: dict[str, Any]) -> list[list[str]]:
-    return [[b["asset"], fmt.qty(b["free"]), fmt.qty(b["locked"]), fmt.qty(b["total"]), fmt.money(b["value"])]
+    """The quote currency's amounts as money, to the cent its value is said to; a coin's to ten significant digits
+    (an exchange keeps eight decimals): each row's free and locked add up to its total as shown."""
+    def amount(asset: str, x: Any) -> str:
+        return fmt.money(x) if asset == result["quote"] else fmt.qty(x, 10)
+
+    return [[b["asset"], *(amount(b["asset"], b[k]) for k in ("free", "locked", "total")), fmt.money(b["value"])]
             for b in result["assets"]]
 
 

@@ -152,3 +152,14 @@ def test_a_kill_switch_report_names_every_order_not_the_first_four():
     follow = present.kill_headline({"action": "flatten", "by": "engine", "follow_up": True, "closing": ids,
                                     "failed": [], "cancelled": [], "filled": []})
     assert all(cid in follow for cid in ids) and "…" not in follow, follow
+
+
+def test_balances_show_the_quote_currency_to_the_cent_and_coins_to_their_last_digit():
+    """The quote currency's free, locked and total as money (to the cent, as its value), not six significant digits
+    (123,457 for 123,456.78): free and locked add up to the total on screen; a coin keeps its exchange decimals."""
+    from ffe_engine import tables, views
+    result = views.balance_rows({"USDT": 123_456.78, "BTC": 0.01234567}, {"USDT": 989.234}, {"BTC/USDT": 30_000.0},
+                                "USDT")
+    usdt, btc = tables.balance_rows(result)
+    assert usdt == ["USDT", "122,467.55", "989.23", "123,456.78", "123,456.78"], usdt
+    assert btc == ["BTC", "0.01234567", "0", "0.01234567", "370.37"], btc
