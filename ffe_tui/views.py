@@ -61,6 +61,10 @@ ORDER_COLUMNS = (("symbol", "symbol", 9), ("side", "side", 5), ("qty", "qty", 10
                  ("age", "age", 7), ("id", "client order id", 29))
 
 
+# The columns of tables.order_rows, by the keys of ORDER_COLUMNS.
+ORDER_CELLS = ("id", "symbol", "side", "qty", "filled", "type", "price", "status", "reason", "age")
+
+
 class OrdersTable(KeyedTable):
     """Orders not yet final, by client order id: side, size, filled, type, limit price, status, why, age."""
 
@@ -68,14 +72,12 @@ class OrdersTable(KeyedTable):
 
     def show(self, orders: list[dict[str, Any]]) -> None:
         rows = {}
-        for o in orders:
-            rows[o["client_order_id"]] = {
-                "symbol": o["symbol"], "side": o["side"], "qty": fmt.qty(o["quantity"]),
-                "filled": fmt.qty(o.get("filled")), "type": o.get("type") or "market",
-                "price": fmt.price(o.get("price")) if o.get("price") else "market",
-                "status": Text(tables.order_status(o), style="bold yellow" if o["status"] == "in_doubt"
-                               or o.get("trades_behind") else ""),
-                "reason": o["reason"], "age": fmt.duration(o.get("age_s")), "id": o["client_order_id"]}
+        # The cells of `ffe ctl orders` (tables.order_rows), by column: the two say an order alike.
+        for o, cells in zip(orders, tables.order_rows(orders)):
+            row = dict(zip(ORDER_CELLS, cells))
+            row["status"] = Text(row["status"], style="bold yellow" if o["status"] == "in_doubt"
+                                 or o.get("trades_behind") else "")
+            rows[o["client_order_id"]] = row
         self.put(rows)
 
 
