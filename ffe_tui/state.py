@@ -51,6 +51,12 @@ class LogFilter:
         return name not in self.exclude
 
 
+def gates_title(symbol: str, side: Any, quantity: float, outcome: str) -> str:
+    """The Risk gates pane's title: what the gates were checked for, and what became of it. The side in the words
+    the approvals and orders say it in (buy, sell), whether a decision's action or an order's side says it."""
+    return f"{symbol} {fmt.enum_text(side).lower()} {fmt.qty(quantity)} -> {outcome}"
+
+
 class ConsoleState:
     def __init__(self, symbols: Iterable[str], *, max_lines: int = 5000, chart_points: int = 240) -> None:
         self.symbols = list(symbols)
@@ -96,12 +102,11 @@ class ConsoleState:
                 self.decisions[e.symbol] = e
                 changed.add("votes")
                 if e.gates:
-                    self.gates = {"title": f"{e.symbol} {fmt.enum_text(e.action)} {fmt.qty(e.quantity)} -> "
-                                           f"{e.outcome}", "gates": e.gates}
+                    self.gates = {"title": gates_title(e.symbol, e.action, e.quantity, e.outcome), "gates": e.gates}
                     changed.add("gates")
             elif isinstance(e, ev.ApprovalEvent):
                 if e.outcome == "pending" and e.gates:
-                    self.gates = {"title": f"{e.symbol} {e.side} {fmt.qty(e.quantity)} -> awaiting approval",
+                    self.gates = {"title": gates_title(e.symbol, e.side, e.quantity, "awaiting approval"),
                                   "gates": e.gates, "approval": e.approval_id}
                     changed.add("gates")
                 elif e.outcome != "pending":
@@ -133,7 +138,7 @@ class ConsoleState:
         changed = set()
         ended = f"approval {e.outcome}" + (f" by {e.by}" if e.by else "")
         if self.gates is not None and self.gates.get("approval") == e.approval_id:
-            self.gates = {**self.gates, "title": f"{e.symbol} {e.side} {fmt.qty(e.quantity)} -> {ended}",
+            self.gates = {**self.gates, "title": gates_title(e.symbol, e.side, e.quantity, ended),
                           "approval": None}
             changed.add("gates")
         d = self.decisions.get(e.symbol)

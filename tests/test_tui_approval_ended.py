@@ -50,3 +50,15 @@ def test_an_approval_that_ended_before_the_console_showed_any_gates_is_taken_in(
     changed = state.apply([ev.ApprovalEvent(approval_id="a1", decision_id="d1", outcome="expired", by="ttl",
                                             symbol=BTC, side="buy", quantity=0.5, price=30_000.0)], news=False)
     assert state.gates is None and "approvals" in changed
+
+
+def test_the_gates_title_says_the_side_alike_for_a_decision_and_an_approval():
+    """A refused decision's title said `BUY` (the action's enum) where an approval's said `buy`: one word for it."""
+    from ffe_engine.model import Action, Side
+    state = ConsoleState([BTC])
+    state.apply([ev.DecisionMade(decision_id="d1", symbol=BTC, action=Action.BUY, quantity=0.5, gates=GATES,
+                                 outcome="rejected")])
+    assert state.gates["title"] == f"{BTC} buy 0.5 -> rejected", state.gates
+    state.apply([ev.ApprovalEvent(approval_id="a2", decision_id="d2", outcome="pending", symbol=BTC, side=Side.BUY,
+                                  quantity=0.5, price=30_000.0, gates=GATES)])
+    assert state.gates["title"] == f"{BTC} buy 0.5 -> awaiting approval", state.gates
