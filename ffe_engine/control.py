@@ -717,8 +717,24 @@ def no_engine(socket: Path, data_dir: Path, why: str = "") -> str:
     pid = starting_engine(data_dir)
     if pid is None:
         return f"no engine is running on {socket}" + (f" ({why})" if why else "")
+    other = _not_a_socket(socket)
+    if other is not None:  # put there under the running engine, which leaves it alone (ControlServer)
+        return (f"the engine on {data_dir} (pid {pid}) runs, but {socket} is not its control socket ({other} is "
+                f"there): remove {socket} and the engine makes its socket again within seconds; `kill -USR1 {pid}` "
+                "halts it now")
     return (f"the engine on {data_dir} (pid {pid}) is starting: it answers on {socket} once started (a live "
             f"start waits for its exchange); `kill -USR1 {pid}` halts it now, before it trades")
+
+
+def _not_a_socket(path: Path) -> str | None:
+    """What is at `path` where a socket is due ("a file", "a directory", ...); None for a socket or nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISSOCK(mode):
+        return None
+    return "a directory" if stat.S_ISDIR(mode) else "a link" if stat.S_ISLNK(mode) else "a file"
 
 
 async def _holder(path: Path) -> str:

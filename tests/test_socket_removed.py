@@ -52,6 +52,13 @@ def test_a_path_another_process_took_is_left_to_it(tmp_path, spawn_ffe):
     sock.write_text("someone else's")
     wait_until(lambda: "control socket path holds another file: left to it" in engine.stderr, timeout=30,
                what="the engine's word on it")
+    # `ffe ctl` does not take the running engine for one still starting: it says what holds the path, and what to do.
+    for args, code in ((("status",), 1), (("halt",), 1), (("health",), 2)):
+        proc = run_ffe(tmp_path, "ctl", *args)
+        said = proc.stdout + proc.stderr
+        assert proc.returncode == code, said
+        assert "is starting" not in said and "is not its control socket (a file is there)" in said, said
+        assert "remove data/ffe.sock" in said and f"kill -USR1 {engine.proc.pid}" in said, said
     engine.send(signal.SIGTERM)
     assert engine.wait(60) == 0, engine.stderr[-3000:]
     assert sock.read_text() == "someone else's"
