@@ -419,6 +419,8 @@ class Engine:
         else:
             self.trading.restore(EngineState(row[0]), row[1], row[2])
             await self.trading.say_stored(row[2])
+            if row[1] == "fresh start":  # the first start's reason is no restart's: the records did not begin anew
+                await self.trading.set(self.state, "restart", "engine", force=True)
             if self.profile.resumable:
                 found.append(overrides.start_state(self.opts.start_state, self.state, row[1], row[2],
                                                    self.opts.live))

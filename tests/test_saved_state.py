@@ -165,3 +165,13 @@ async def test_an_approval_mode_that_agrees_with_its_recorded_change_starts_in_i
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "3", timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "approval=manual" in proc.stderr, proc.stderr[-3000:]
+
+
+async def test_a_restart_of_an_account_is_not_said_a_fresh_start(tmp_path):
+    """`fresh start` is the reason of a database's first start only (states.md): a restart of an account left RUNNING
+    since then says `restart`, in the state shown and the run's record, not that the records began anew."""
+    settings = make_settings(tmp_path)
+    async with engine_session(settings) as running:
+        assert (running.engine.state.value, running.engine.trading.reason) == ("RUNNING", "fresh start")
+    async with engine_session(settings) as running:
+        assert (running.engine.state.value, running.engine.trading.reason) == ("RUNNING", "restart")
