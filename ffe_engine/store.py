@@ -2315,6 +2315,11 @@ class _Writing:
                 store.failed = exc
                 raise
         await store._lock.acquire()
+        if store.failed is not None:
+            # The write before this one, which held the lock, failed: its events are not written, and this one's
+            # later events, committed, would leave a hole in the records no start takes.
+            store._lock.release()
+            raise store.failed
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

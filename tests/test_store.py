@@ -158,3 +158,41 @@ async def test_a_new_database_is_private_to_its_user_whatever_the_umask(tmp_path
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "ffe.db").stat().st_mode) == 0o600
+
+
+async def test_a_write_queued_behind_one_the_lock_refused_writes_nothing(tmp_path):
+    """Another process holds the database past busy_timeout_s: the flush under way fails (its events are not
+    written), and a state change queued behind it (an operator's pause) must not commit its own later events once
+    the lock is gone: the events table would lack the failed flush's seqs, and no start would take the account."""
+    import asyncio
+    import threading
+
+    from ffe_engine.errors import StorageError
+
+    path = tmp_path / "ffe.db"
+    store = await Store.open(path, busy_timeout_s=0.3)
+    bus = EventBus(WallClock())
+    bus.add_sink(store.add_event)
+    try:
+        bus.publish(EngineStateChanged(state="RUNNING", previous="", reason="fresh start", by="engine"))
+        await store.flush()
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN EXCLUSIVE")
+        unlocked = threading.Timer(0.45, lambda: other.execute("ROLLBACK"))
+        bus.publish(EngineStateChanged(state="RUNNING", previous="RUNNING", reason="a bar", by="engine"))
+        flush = asyncio.ensure_future(store.flush())
+        await asyncio.sleep(0.05)  # the flush waits on the lock
+        unlocked.start()  # gone after the flush has given up, before the pause's wait would end
+        pause = asyncio.ensure_future(store.set_engine_state(
+            "PAUSED", "operator", "ctl", 2.0,
+            publish=lambda: bus.publish(EngineStateChanged(state="PAUSED", previous="RUNNING", reason="operator",
+                                                           by="ctl"))))
+        for asked in (flush, pause):
+            with pytest.raises(StorageError):
+                await asked
+        unlocked.join()
+        other.close()
+        assert db_rows(path, "SELECT seq FROM events ORDER BY seq") == [(1,)]
+        assert db_rows(path, "SELECT state FROM engine_state") == []
+    finally:
+        await store.close()
