@@ -1434,3 +1434,39 @@ def test_a_breaker_opened_by_the_exchange_refusing_this_machine_s_clock_says_it_
     assert alert.kind == "BREAKER_OPEN"
     assert "this machine's clock is off; set it right (NTP" in alert.text, alert.text
 
+
+
+async def test_a_failure_sent_past_the_outbox_again_after_another_page_went_out_is_sent_though_within_its_window(
+        tmp_path):
+    """A start restated a HALTED (its page delivered through the outbox), then failed on the disk that halted the
+    last run: its RECORDS_UNWRITABLE, the same as paged within alerts.window_s, is the operator's last word only if
+    it is sent again. Held back, the last page they got would say the engine starts. Without a page in between it is
+    held back as before (a crash loop is told once per window). Each notifier is a process of its own."""
+    from ffe_engine.alerts import Alert, Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.store import Store
+
+    loop = asyncio.get_running_loop()
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, **FAST, window_s=3600)
+    failure = Alert("RECORDS_UNWRITABLE", "RECORDS_UNWRITABLE", "page", "ffe start FAILED: disk full",
+                    cause="the records cannot be written")
+    beside = {"sent_file": tmp_path / "ffe.alerts-sent"}
+    walls = iter(1_700_000_000.0 + 60 * n for n in range(10))
+    store = await Store.open(tmp_path / "ffe.db")
+    try:
+        for paged_between in (False, False, True):
+            wall = next(walls)
+            notifier = Notifier(cfg, store, channels_from(cfg), now=loop.time, wall=lambda w=wall: w, **beside)
+            await notifier.start()
+            if paged_between:
+                notifier.raise_alert(Alert("HALTED", "HALTED:kept:x", "page", "ffe starts HALTED, kept from before"))
+                await store.flush()
+                await until(lambda: "HALTED" in kinds(hook), what="the HALTED page delivered")
+            await notifier.send_now(failure)
+            await notifier.close()
+    finally:
+        await store.close()
+        await hook.stop()
+    assert kinds(hook) == ["RECORDS_UNWRITABLE", "HALTED", "RECORDS_UNWRITABLE"], kinds(hook)
