@@ -62,6 +62,7 @@ from .backtest_runs import RUN_ID
 from .chain import (HEAD_KEY, TornTail, line_hash, missing_file, packed, trail_files, unchained, unreadable_trail,
                     verify_trail)
 from .config import Settings
+from .control import starting_engine
 from .errors import FfeError, UnreachablePath, UsageError, first_problem
 from .model import APPROVAL_PENDING, OrderStatus, trail_disagrees
 from .store import (BACKTEST_RECORDS_KEY, CASH_ACCEPTED_KEY, RESTORED_KEY, STARTING_CASH_KEY, Records, check_files,
@@ -125,7 +126,9 @@ def check(settings: Settings) -> Findings:
     said = restore_left_half_way(db, settings.audit_path)  # as the start says it
     if said is not None:
         raise Violation(said)
-    check_files(db, new_ok=not has_records(settings.audit_path))
+    # The WAL read as SQLite would, where no engine writes it now (beside one it is being written).
+    check_files(db, new_ok=not has_records(settings.audit_path),
+                whole_wal=starting_engine(settings.data_dir) is None)
     try:
         records = Records(settings.db_path)
     except UsageError:  # no table in it: beside a trail with records that is a lost database, as the start says

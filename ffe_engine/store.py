@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable, Collection, Iterable, TypeVar
 import orjson
 import zstandard
 
-from . import bookshapes, fmt, logs, reach, reserve
+from . import bookshapes, fmt, logs, reach, reserve, walcheck
 from . import records as compact
 from .chain import HEAD_KEY, ChainHead, line_hash
 from .errors import (ControlError, DamagedDatabase, DamagedRecords, FfeError, NotADatabase, StorageError,
@@ -813,6 +813,18 @@ def wal_without_database(path: Path | str) -> str | None:
             "keep it for a salvage")
 
 
+def damaged_wal(path: Path | str) -> str | None:
+    """What is wrong with the WAL beside the database at `path` that SQLite would not read whole (walcheck), or
+    None: the commits past the damage, the newest records, would be dropped without a word, and the WAL reset."""
+    wal = Path(f"{path}-wal")
+    damage = walcheck.damage(wal)
+    if damage is None:
+        return None
+    return (f"{wal.name} beside it, the newest records committed to it, is damaged ({damage}): keep it for a "
+            f"salvage; moved aside, the start goes on without them (the audit trail holds them: it sets them aside "
+            "and says what was lost)")
+
+
 # The files SQLite keeps beside a database, which belong to it: moved with it, never left beside another.
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -982,15 +994,18 @@ def _in_wal_mode(path: Path) -> bool:
     return len(header) == 20 and header.startswith(b"SQLite format 3\x00") and 2 in (header[18], header[19])
 
 
-def check_files(path: Path | str, new_ok: bool) -> bool:
+def check_files(path: Path | str, new_ok: bool, *, whole_wal: bool = False) -> bool:
     """The files of the database at `path` before SQLite opens them (opening can change them): NotADatabase for a
     directory there; DamagedDatabase for a main file missing or empty beside a WAL that holds pages
-    (wal_without_database); DamagedRecords for one missing or empty when `new_ok` is false (the audit trail holds
-    records: the account's database was lost, and a new one would forget it). Returns whether there is a database
-    to open and read (False: none yet)."""
+    (wal_without_database), and, with `whole_wal` (no engine writes it now: a start's, a doctor's with none
+    running), for a WAL SQLite would not read whole (walcheck); DamagedRecords for one missing or empty when `new_ok`
+    is false (the audit trail holds records: the account's database was lost, and a new one would forget it).
+    Returns whether there is a database to open and read (False: none yet)."""
     path = Path(path)
     refuse_not_a_file(path)
     problem = wal_without_database(path)
+    if problem is None and whole_wal:
+        problem = damaged_wal(path)
     if problem is not None:
         raise damaged_database(path, problem)
     size = path.stat().st_size if path.exists() else None
@@ -1006,7 +1021,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float, own_market: bool =
     account); SQLite's quick check; the schema version; the schema and the records a start restores, as ffe wrote
     them (the market's too with `own_market`: record_checks). A start never goes on over a damaged state, nor starts
     afresh in its place."""
-    if not check_files(path, new_ok):
+    if not check_files(path, new_ok, whole_wal=True):
         return  # a first start (an empty file: one a first start killed at once left)
     peek_foreign(path)
     checked = peek_damage(path)  # before the usual open, which would leave files beside a damaged one

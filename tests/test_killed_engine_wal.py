@@ -185,3 +185,44 @@ def test_a_removed_database_beside_a_trail_with_records_is_called_lost_as_the_st
     line = one_line(proc)
     assert "data/ffe.db" in line and "lost" in line and "is --data-dir right" not in line, line
     assert not (cwd / "data" / "ffe.db").exists()
+
+
+def salt_written_over(wal: Path) -> None:
+    with open(wal, "r+b") as f:
+        f.seek(16)
+        f.write(b"\xde\xad\xbe\xef")
+
+
+def a_middle_frame_s_page_flipped(wal: Path) -> None:
+    """One byte of a page in a frame about halfway through the log: every commit after it is lost to SQLite, which
+    stops reading the log at the first frame whose checksum fails."""
+    page = int.from_bytes(wal.read_bytes()[8:12], "big")
+    frames = (wal.stat().st_size - 32) // (24 + page)
+    at = 32 + (frames // 2) * (24 + page) + 24 + 100
+    with open(wal, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("damage", [salt_written_over, a_middle_frame_s_page_flipped], ids=lambda f: f.__name__)
+def test_a_damaged_wal_a_kill_left_is_refused_not_dropped(killed, tmp_path, damage):
+    """The WAL a killed engine left, damaged (its header's salt written over; a page flipped halfway through it):
+    SQLite would read the database without the commits it holds (past the damage) and a start would reset it, the
+    records gone and called never committed. The start and `ffe doctor` refuse it in one line naming it, and leave it
+    as it was, for a salvage."""
+    cwd = copy_of(killed, tmp_path)
+    damage(cwd / "data" / "ffe.db-wal")
+    before = files(cwd)
+    for args in (("run", "--headless", "--max-bars", "3"), ("doctor",)):
+        proc = run_ffe(cwd, *args, timeout=60)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        line = one_line(proc)
+        assert "ffe.db-wal" in line and "damaged" in line and "engine started" not in proc.stderr, line
+        assert_left_as_found(cwd, before, proc)
+    # Moved aside, as the line says, the start goes on without its records, which the trail holds: set aside, said.
+    (cwd / "data" / "ffe.db-wal").rename(cwd / "data" / "ffe.db-wal.damaged")
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "3", timeout=60)
+    assert proc.returncode == 0 and "records the database never committed were set aside" in proc.stderr, \
+        proc.stderr[-3000:]
