@@ -154,6 +154,27 @@ class AuditWriter:
         os.close(self._fd)
         self._fd, self._size, self._first = fd, 0, None
 
+    def check_in_place(self) -> None:
+        """StorageError when the trail's file is no longer at its path (removed, or another file put there, while
+        the engine ran): what is appended from then on would reach no file anyone reads (`ffe audit verify` finds
+        none), and would vanish with the process. The records are all in the database too: the next start writes
+        the trail again from it. Not looked at while a batch is being written (a rotation renames the file)."""
+        if self._writing.locked():
+            return
+        try:
+            ours = os.fstat(self._fd)
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino):
+                return
+            how = "replaced by another file"
+        except FileNotFoundError:
+            how = "removed"
+        except OSError:
+            return  # the directory cannot be looked at now: its writes say what is wrong, if anything
+        raise StorageError(f"{self.path}: the audit trail was {how} while the engine ran: the records appended "
+                           "since reach no file; the database holds them all, and the next start writes the trail "
+                           "again from it (move away any other file put in its place first)")
+
     def lag(self) -> float:
         """Seconds the oldest record not yet in the file has been waiting (0 when all are written)."""
         since = self._batch_since if self._batch_since is not None else self.waiting_since

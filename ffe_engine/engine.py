@@ -1038,6 +1038,8 @@ class Engine:
                 pass
             try:
                 self.store.check_in_place()  # the database file removed under the engine: it stops, HALTED
+                if self.audit is not None:
+                    self.audit.check_in_place()  # so does the audit trail's
                 # A UTC midnight by the clock begins a new day, whether a candle comes or not (a stale feed).
                 self._roll_day(self._marked_at(clock.now_ms()))
                 await self.approvals.expire()

@@ -289,3 +289,30 @@ def test_a_start_on_another_accounts_longer_trail_is_refused_and_leaves_it_as_fo
     assert (cwd / TRAIL).read_bytes() == foreign, "the refused start changed the trail"
     assert not list((cwd / "logs").glob("audit.jsonl.uncommitted-after-*")), "records set aside by a refused start"
     assert reserve.stat().st_size == kept, "the disk reserve emptied for records that disagree"
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["removed", "replaced"])
+def test_an_audit_trail_removed_under_a_running_engine_stops_it_halted_and_is_rebuilt(tmp_path, spawn_ffe, replaced):
+    """`rm logs/audit.jsonl` (or another file put there) while the engine runs: it went on appending to the removed
+    file, `ffe audit verify` found no trail, and nobody was told. The engine stops within seconds, HALTED (exit 1,
+    one line saying so, paged as a record it cannot write); the file put there is left as it is; once it is moved
+    away, the next start rebuilds the trail from the database, comes up HALTED, and the trail verifies."""
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    trail = tmp_path / "logs" / "audit.jsonl"
+    wait_until(lambda: len(audit_lines(trail)) > 20, timeout=60, what="records in the trail")
+    trail.unlink()
+    if replaced:
+        trail.write_text("someone else's\n")
+    assert engine.wait(30) == 1, engine.stderr[-3000:]
+    how = "replaced by another file" if replaced else "removed"
+    assert f"the audit trail was {how} while the engine ran" in engine.stderr, engine.stderr[-3000:]
+    if replaced:
+        assert trail.read_text() == "someone else's\n"
+        trail.rename(trail.with_name("someone-else.txt"))
+    again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "2")
+    assert again.returncode == 0 and "state=HALTED" in again.stderr, again.stderr[-3000:]
+    verify = run_ffe(tmp_path, "audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    doctor = run_ffe(tmp_path, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
