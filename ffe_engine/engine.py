@@ -199,6 +199,8 @@ class Engine:
         self.ensemble = ensemble
         self.learner = learner
         self.audit = audit
+        self._books_checked = False  # check_books made (a start's refusals that write nothing)
+        self._market_override: Override | None = None  # what check_books found the stored market overrides
         self.timeframe_ms = timeframe_ms
         self.ids = ids or IdSource()  # order, decision and approval ids (ids.py): random unless a test fixes them
         self.symbols = list(settings.engine.symbols)
@@ -398,18 +400,28 @@ class Engine:
                    for e in self.orders.entries_in_flight() if e.side is Side.BUY)
 
     # ================================================================== lifecycle
-    async def start(self) -> None:
-        """Restore the state the engine was left in, recover orders in flight, then warm the indicators."""
+    async def check_books(self) -> None:
+        """The refusals of a start that writes nothing (MarketStateError, a venue.quote the books do not keep: exit
+        2), made before anything else is: the host asks for them before its monitor starts (whose alerts' bookkeeping
+        writes), and `start` makes them if it has not. The clock is set at the books' market time."""
+        if self._books_checked:
+            return
         head = await self.store.chain_head()
         if head is not None and head.seq > self.bus.seq:  # the trail goes on from the records already stored
             self.bus.resume(head.seq, head.hash)
-        found: list[Override | None] = []  # saved state that disagrees with the configuration, to announce
-        if self.sim_feed is not None:  # first: nothing written before a refusal, the clock at the books' market time
-            found.append(await self._load_market())
+        if self.sim_feed is not None:
+            self._market_override = await self._load_market()
         else:
             await self._feed_not_before()
         if self.profile.resumable:
             await self._check_quote()
+        self._books_checked = True
+
+    async def start(self) -> None:
+        """Restore the state the engine was left in, recover orders in flight, then warm the indicators."""
+        await self.check_books()
+        found: list[Override | None] = [self._market_override]  # saved state that disagrees with the configuration
+        if self.profile.resumable:
             if self.sim_feed is None and await self.store.get_kv(MARKET_SOURCE_KEY) is None:
                 # An exchange's market stores no market state with the books: the account says where they were made.
                 await self.store.put_kv(MARKET_SOURCE_KEY, "exchange", self.clock.wall())

@@ -428,6 +428,9 @@ class EngineHost:
             engine.on_records_unwritable = monitor.records_unwritable
             engine.backup_hook = host.backup
             engine.liveness.on_turn = host.systemd.watchdog
+            # A start refused by its books (another market, another quote currency) writes nothing: before the
+            # monitor, whose alerts' bookkeeping writes.
+            await engine.check_books()
             await monitor.start()  # bound before the engine starts: a port in use stops the start, not trading
             host.monitor = monitor
             await engine.start()

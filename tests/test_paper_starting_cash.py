@@ -169,3 +169,30 @@ def test_a_starting_cash_record_lost_from_an_account_that_stored_it_stops_the_st
     assert doctor.returncode == 1 and "paper_starting_cash" in doctor.stdout + doctor.stderr
     backup = run_ffe(cwd, "backup", env=changed)
     assert backup.returncode != 0 and "paper_starting_cash" in backup.stdout + backup.stderr
+
+
+def test_a_start_refused_for_its_quote_currency_writes_nothing_not_even_the_alerts_bookkeeping(account, tmp_path):
+    """The account was started with an alert channel; the refused start (another venue.quote, exit 2) has none
+    configured. It stops before anything is written: not the alert channels it would have said lost (the next good
+    start says so), not a delivery of the outbox. Every row of the database is as it was."""
+    cwd = copy_of(account, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    with_channel = ffe_env(FFE_ALERTS__WEBHOOK_URL="http://127.0.0.1:9/hook")
+    first = run_ffe(cwd, "run", "--headless", "--max-bars", "2", env=with_channel, timeout=60)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert db_value(db, "SELECT value FROM kv WHERE key = 'alert_channels'") == '["webhook"]'
+
+    def rows() -> list[str]:
+        conn = sqlite3.connect(db)
+        try:
+            return list(conn.iterdump())
+        finally:
+            conn.close()
+
+    before = rows()
+    changed = ffe_env(FFE_VENUE__QUOTE="USDC", FFE_ENGINE__SYMBOLS='["BTC/USDC", "ETH/USDC"]')
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5", env=changed, timeout=60)
+    assert proc.returncode == 2 and "venue.quote" in proc.stderr, proc.stderr[-3000:]
+    assert rows() == before
+    again = run_ffe(cwd, "run", "--headless", "--max-bars", "2", timeout=60)  # no channel now: said at this start
+    assert again.returncode == 0 and "alert channel no longer configured" in again.stderr, again.stderr[-3000:]
