@@ -54,8 +54,17 @@ REFUSED = [
      "environment: FFE_EXCHANGE__API_KEY: ", "control character", "secretpart"),
     ("a tab in the monitor token", "", 'FFE_MONITOR__TOKEN="tok\\ten-secretpart"\n', {},
      ".env:1: FFE_MONITOR__TOKEN: ", "control character", "secretpart"),
+    # Refused for another key's sake: named by its own source, with the other key's beside it (or `the default`).
     ("a quorum beyond the default providers", '[engine]\napproval = "auto"\n\n[ensemble]\nmin_votes = 5\n', "", {},
-     "config.toml:5: ensemble.providers: ", "min_votes = 5 can never be reached with 4 provider(s)", None),
+     "config.toml:5: ensemble.providers: ",
+     "min_votes = 5 can never be reached with 4 provider(s) (ensemble.providers, the default)", None),
+    ("a quorum from .env beyond the providers of config.toml", '[ensemble]\nproviders = ["trend", "momentum"]\n',
+     "FFE_ENSEMBLE__MIN_VOTES=5\n", {}, "config.toml:2: ensemble.providers: ",
+     "min_votes = 5 can never be reached with 2 provider(s) (ensemble.min_votes from .env:1 FFE_ENSEMBLE__MIN_VOTES)",
+     None),
+    ("a telegram token from .env beside an empty chat in config.toml", '[alerts]\ntelegram_chat_id = ""\n',
+     "FFE_ALERTS__TELEGRAM_TOKEN=tok-secretpart\n", {}, "config.toml:2: alerts.telegram_chat_id: ",
+     "(alerts.telegram_token from .env:1 FFE_ALERTS__TELEGRAM_TOKEN)", "secretpart"),
     ("a quorum beyond the providers from the environment", "", "", {"FFE_ENSEMBLE__MIN_VOTES": "5"},
      "environment: FFE_ENSEMBLE__MIN_VOTES: ", "can never be reached with 4 provider(s)", None),
     # A number from the environment is written as a number is: Python would read 1_0 as 10 and a full-width digit
