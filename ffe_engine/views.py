@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import fmt
 from .clock import DAY_MS, utc_day
 from .entrylog import refusal_code
 from .fmt import iso, iso_ms
@@ -126,17 +127,18 @@ def blocking(engine: "Engine", now_ms: int) -> list[dict[str, str]]:
     dd = pf.drawdown_pct()
     if dd > r.max_drawdown_pct:
         floor = pf.peak_equity * (1.0 - r.max_drawdown_pct / 100.0)
-        out.append({"gate": "DRAWDOWN", "now": f"{dd:.2f}% > {r.max_drawdown_pct:g}% below the peak "
-                                               f"{pf.peak_equity:,.2f}",
+        # As many decimals as it takes to show it over the limit: "0.01% > 0.01%" said nothing.
+        out.append({"gate": "DRAWDOWN", "now": f"{fmt.beyond(dd, r.max_drawdown_pct)}% > {r.max_drawdown_pct:g}% "
+                                               f"below the peak {pf.peak_equity:,.2f}",
                     "lifts": (f"equity back above {floor:,.2f} (held positions recovering); it does not re-arm "
                               "with time") if pf.held() else
-                             (f"nothing is held that could bring equity back above {floor:,.2f}, and it does not "
-                              "re-arm with time: a higher risk.max_drawdown_pct (the configuration, then a "
-                              "restart) lifts it")})
+                             ("a higher risk.max_drawdown_pct (the configuration, then a restart): nothing is held "
+                              f"that could bring equity back above {floor:,.2f}, and it does not re-arm with time")})
     next_day = (utc_day(now_ms) + 1) * DAY_MS
     dl = pf.day_loss_pct()
     if dl > r.daily_loss_limit_pct:
-        out.append({"gate": "DAILY_LOSS", "now": f"{dl:.2f}% > {r.daily_loss_limit_pct:g}% of the day's start",
+        out.append({"gate": "DAILY_LOSS", "now": f"{fmt.beyond(dl, r.daily_loss_limit_pct)}% > "
+                                                 f"{r.daily_loss_limit_pct:g}% of the day's start",
                     "lifts": f"the next UTC day of market time, {iso_ms(next_day)}"})
     if pf.entries_today >= r.max_daily_trades:
         out.append({"gate": "DAILY_TRADES", "now": f"{pf.entries_today} entries today, limit {r.max_daily_trades}",

@@ -6,6 +6,7 @@ engine's database records."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 
 import pytest
@@ -149,10 +150,13 @@ async def test_why_no_trades_names_a_latched_drawdown_and_what_lifts_it(tmp_path
         await pilot.press("6")
         # What lifts it: equity back above the floor, which only a held position can bring about.
         lifts = ("lifted by equity back above" if any(not p["dust"] for p in app.snap["positions"])
-                 else "lifted by nothing is held that could bring equity back above")
+                 else "lifted by a higher risk.max_drawdown_pct (the configuration, then a restart): nothing is held")
         await until(pilot, lambda: lifts in " ".join(screen_text(app).split()), "the latched drawdown")
         text = screen_text(app)
         assert "DRAWDOWN" in text and "re-arm with time" in text
+        # Over its limit as shown, with as many decimals as that takes (not "0.01% > 0.01%").
+        shown, limit = re.search(r"DRAWDOWN\s+([\d.]+)% > ([\d.]+)%", " ".join(text.split())).groups()
+        assert float(shown) > float(limit) == 0.01, (shown, limit)
         assert "ENGINE_STATE PAUSED" in text and "resume" in text
         refused = rows(tmp_path, "SELECT COUNT(*) FROM decisions WHERE outcome = 'rejected' AND reason LIKE "
                                  "'ENGINE_STATE:%'")[0][0]
