@@ -150,7 +150,8 @@ def refusal_text(counts: dict[str, int]) -> str:
 
 def why(w: dict[str, Any]) -> str:
     state = fmt.run_state(w["state"], w.get("ended"))
-    out = [f"engine {state}   last entry sent {fmt.iso_ms(w.get('last_entry_ts'))}   market time "
+    # The newest bar by its opening time, as the status line shows it; an entry is sent at a bar's close.
+    out = [f"engine {state}   last entry sent {fmt.iso_ms(w.get('last_entry_ts'))}   newest bar "
            f"{fmt.iso_ms(w.get('market_ts'))}",
            f"refused in the last market hour: {refusal_text(w['refused']['hour'])}",
            f"refused in the last market day:  {refusal_text(w['refused']['day'])}"]

@@ -142,7 +142,7 @@ def profit_view(p: dict[str, Any], wide: bool) -> Any:
 def why_view(w: dict[str, Any]) -> Any:
     state = fmt.run_state(w["state"], w.get("ended"))
     head = Text.assemble("engine ", (state, "bold"), "   last entry sent ", fmt.iso_ms(w.get("last_entry_ts")),
-                         "   market time ", fmt.iso_ms(w.get("market_ts")))
+                         "   newest bar ", fmt.iso_ms(w.get("market_ts")))
     hour, day = w["refused"]["hour"], w["refused"]["day"]
     codes = list(dict.fromkeys([*day, *hour]))
     if codes:

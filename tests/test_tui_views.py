@@ -157,6 +157,8 @@ async def test_why_no_trades_names_a_latched_drawdown_and_what_lifts_it(tmp_path
         # Over its limit as shown, with as many decimals as that takes (not "0.01% > 0.01%").
         shown, limit = re.search(r"DRAWDOWN\s+([\d.]+)% > ([\d.]+)%", " ".join(text.split())).groups()
         assert float(shown) > float(limit) == 0.01, (shown, limit)
+        # The newest bar by its opening time, not "market time" beside an entry stamped at a bar's close after it.
+        assert "newest bar" in text and "market time" not in text
         assert "ENGINE_STATE PAUSED" in text and "resume" in text
         refused = rows(tmp_path, "SELECT COUNT(*) FROM decisions WHERE outcome = 'rejected' AND reason LIKE "
                                  "'ENGINE_STATE:%'")[0][0]
