@@ -169,7 +169,9 @@ class ApprovalDesk:
         for row in list(self.pending.values()):
             aid = row["approval_id"]
             if self.pending.get(aid) is row and aid not in self._approving and self._left(aid) <= 0:
-                await self._end(row, "expired", "ttl", f"not approved within {self.ttl_s:g}s")
+                # Its own time to live (offered before a restart with another, it keeps its own, or a shorter one).
+                ttl = min(row["expires_ts"] - row["created_ts"], self.ttl_s)
+                await self._end(row, "expired", "ttl", f"not approved within {ttl:g}s")
 
     async def _row(self, approval_id: str) -> dict[str, Any]:
         row = self.pending.get(approval_id)

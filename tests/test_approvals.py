@@ -334,6 +334,25 @@ async def test_a_pending_approval_whose_time_ran_out_during_a_restart_is_expired
         await p.close()
 
 
+async def test_an_approval_expired_at_a_restart_with_a_longer_time_to_live_says_its_own(tmp_path):
+    """Offered for 120 s, the engine restarted after it with approval_ttl_s 600: its end says the 120 s it had, not
+    the configuration's 600 (a longer time to live does not lengthen an approval offered before)."""
+    first = ManualClock()
+    p = await open_pipeline(manual(tmp_path, ttl=120.0), script={BTC: (BUY, 0.8)}, clock=first)
+    await p.bars(1)
+    [a] = await approvals(p, "pending")
+    await p.close()
+
+    s = manual(tmp_path, ttl=600.0)
+    clock = ManualClock(wall=first.wall() + 121.0)
+    p = await open_pipeline(s, script={}, feed=simulated_feed(s, clock, start_ts=START_TS + 10 * MIN), clock=clock)
+    try:
+        ended = (await approval_events(p, a["approval_id"]))[-1]
+        assert (ended["outcome"], ended["reason"]) == ("expired", "not approved within 120s"), ended
+    finally:
+        await p.close()
+
+
 async def test_approval_mode_switches_while_running_and_the_switch_persists(tmp_path):
     s = make_settings(tmp_path)  # approval = "auto" in the configuration
     script = {BTC: (BUY, 0.8)}
