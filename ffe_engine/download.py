@@ -88,7 +88,7 @@ def candle_file_name(symbol: str, timeframe: str, exchange_id: str) -> str:
 
 def check_csv_path(path: Path) -> None:
     if path.suffix != ".csv":
-        raise DownloadInputError(f"{path}: the file name must end in .csv")
+        raise DownloadArgumentError(f"{path}: the file name must end in .csv")  # only --file names one
     # The folders it would be made in: one that is a file is told now, not after the candles were fetched.
     for folder in path.parents:
         if folder.exists():
@@ -379,7 +379,7 @@ class Downloader:
         stored = _existing(path, symbol, tf, result.notes)
         last_stored = stored.ts[-1] if stored is not None else None
         if last_stored is None and since_ms is None:
-            raise DownloadInputError(f"{path}: no candles yet: --since is needed to start it")
+            raise DownloadArgumentError(f"{path}: no candles yet: --since is needed to start it")
         if stored is not None and since_ms is not None and since_ms < stored.ts[0]:
             result.notes.append(f"{path} starts at {iso(stored.ts[0])}: candles before it are not fetched "
                                 f"(download into a new file for them)")
@@ -607,12 +607,14 @@ class Request:
             if kind is not None:  # its candles are read first: a FIFO would be waited on, a device read without end
                 raise DownloadInputError(f"{path}: is {kind}, not a CSV file")
             if since is None and not path.exists():
-                raise DownloadInputError(f"{path}: no candles yet: --since is needed to start it")
+                raise DownloadArgumentError(f"{path}: no candles yet: --since is needed to start it")
         # Last: ccxt takes a few tenths of a second to import, and a mistyped argument above is told without it.
         from .venues.ccxt_loader import exchange_class
 
         if exchange_class(self.exchange.id) is None:
-            raise DownloadInputError(f"{self.exchange_named}: {self.exchange.id!r} is not a ccxt exchange id")
+            # A mistake in the arguments when --exchange named it; in the configuration (where it was set) otherwise.
+            error = DownloadArgumentError if self.exchange_named == "--exchange" else DownloadInputError
+            raise error(f"{self.exchange_named}: {self.exchange.id!r} is not a ccxt exchange id")
         return since, until, plan
 
 

@@ -568,7 +568,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     ffe = run_ffe if args == ("--exchange", "no_such_exchange") else ffe_in_process  # the first as a real process
     proc = ffe(tmp_path, "data", "download", "BTC/USDT", *opts)
     assert proc.returncode == 2, proc.stderr
-    assert message in one_error_line(proc.stderr)
+    line = one_error_line(proc.stderr)
+    # A mistake in the command's arguments ends with the help to read (cli.md, Exit codes).
+    assert message in line and line.endswith("(see `ffe data download --help`)"), line
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
 
 
@@ -599,7 +601,9 @@ def test_an_exchange_id_from_the_configuration_that_ccxt_does_not_know_is_said_w
 def test_a_new_file_needs_since(tmp_path):
     proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--file", "btc.csv")
     assert proc.returncode == 2
-    assert "btc.csv: no candles yet: --since is needed to start it" in one_error_line(proc.stderr)
+    line = one_error_line(proc.stderr)
+    assert "btc.csv: no candles yet: --since is needed to start it" in line, line
+    assert line.endswith("(see `ffe data download --help`)"), line
 
 
 async def test_a_damaged_file_is_refused_naming_its_line_and_left_as_it_is(fx, tmp_path):
