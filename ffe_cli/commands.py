@@ -580,7 +580,9 @@ def _ctl_args(args: argparse.Namespace) -> dict[str, Any]:
                                 f"not {args.action}")
     if args.action == "settle":  # the outcome says which it takes: a fill's quantity, price and fee, or none
         if args.second == "canceled" and given:
-            raise ArgumentError("ffe ctl settle ID canceled takes no --quantity, --price or --fee: nothing filled")
+            named = [f"--{name.replace('_', '-')}" for name in given]
+            said = ", ".join(named[:-1]) + f" or {named[-1]}" if len(named) > 1 else named[0]
+            raise ArgumentError(f"ffe ctl settle ID canceled takes no {said}: nothing filled")
         if "fee_currency" in given and "fee" not in given:
             raise ArgumentError("--fee-currency names the currency of --fee: give the fee too")
         unsaid = [f"--{name}" for name in ("quantity", "price") if args.second == "filled" and name not in given]

@@ -408,7 +408,9 @@ def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
      "argument --quantity: must be a finite number, got nan"),
     (("ctl", "status", "--timeout", "nan"), "argument --timeout: must be a finite number, got nan"),
     (("ctl", "settle", "X-1", "canceled", "--quantity", "1", "--price", "30000", "--yes"),
-     "ffe ctl settle ID canceled takes no --quantity, --price or --fee: nothing filled"),
+     "ffe ctl settle ID canceled takes no --quantity or --price: nothing filled"),
+    (("ctl", "settle", "X-1", "canceled", "--fee-currency", "BTC", "--yes"),
+     "ffe ctl settle ID canceled takes no --fee-currency: nothing filled"),
     (("ctl", "settle", "X-1", "filled", "--quantity", "1", "--yes"),
      "ffe ctl settle ID filled needs --price, as the exchange's account shows it"),
     (("ctl", "settle", "X-1", "filled", "--quantity", "1", "--price", "3", "--fee", "0.1", "--fee-currency", "",
@@ -418,6 +420,7 @@ def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
 ], ids=["bad value", "unknown action", "not a number", "missing argument", "unknown command", "abbreviation",
         "an option before the command", "a price beyond the bounds", "an infinite price", "an infinite fee",
         "a fee not a number", "a quantity not a number", "a timeout not a number", "a canceled settle's fill",
+        "a canceled settle's fee currency",
         "a filled settle without its price", "an empty fee currency", "a blank fee currency"])
 def test_a_command_line_mistake_is_one_line_and_starts_nothing(tmp_path, args, says):
     # An abbreviated option (--headles for --headless) is a typo too: it must not start an engine.
