@@ -46,7 +46,7 @@ from .ids import IdSource
 from .indicators import IndicatorSet
 from .liveness import TURN_S, Liveness
 from .api import UNDER_WAY
-from .market.base import QuotingFeed, ResumableFeed, check_books, check_source
+from .market.base import MarketStateError, QuotingFeed, ResumableFeed, check_books, check_source
 from .market.replay import ReplayFeed
 from .model import (Action, Candle, ClosedTrade, Decision, EngineState, Fill, GateResult, Order, OrderReason,
                     OrderStatus, Position, Side)
@@ -409,10 +409,13 @@ class Engine:
         head = await self.store.chain_head()
         if head is not None and head.seq > self.bus.seq:  # the trail goes on from the records already stored
             self.bus.resume(head.seq, head.hash)
-        if self.sim_feed is not None:
-            self._market_override = await self._load_market()
-        else:
-            await self._feed_not_before()
+        try:
+            if self.sim_feed is not None:
+                self._market_override = await self._load_market()
+            else:
+                await self._feed_not_before()
+        except MarketStateError as exc:  # said after where market.source was set, as other refused keys are
+            raise MarketStateError(self.settings.blame(("market", "source"), str(exc))) from None
         if self.profile.resumable:
             await self._check_quote()
         self._books_checked = True

@@ -50,6 +50,7 @@ def test_paper_books_of_the_simulated_market_are_not_taken_on_to_an_exchange_s_m
     assert proc.returncode == 2, proc.stdout + proc.stderr
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("ffe: error: ")]
     assert 'market.source = "exchange"' in line and "simulated" in line, line
+    assert line.startswith("ffe: error: environment: FFE_MARKET__SOURCE: "), line  # where it was set, as others say
     assert db.read_bytes() == before
 
 
