@@ -827,10 +827,14 @@ def _read_toml(path: Path, shown: str) -> _Layer:
         raise _toml_syntax_error(exc, text, shown) from None
     except RecursionError:  # tomllib parses nested values by recursion: the file itself is past what it can read
         deep: list[int] = []
-        _toml_key_lines(text, deep=deep)
-        where = f"{shown}:{deep[0]}" if deep else shown
-        raise ConfigError(f"{where}: a value {NESTED_TOO_DEEP}", source=shown, line=deep[0] if deep else None) \
-            from None
+        keyed = _toml_key_lines(text, deep=deep)
+        if not deep:
+            raise ConfigError(f"{shown}: a value {NESTED_TOO_DEEP}", source=shown) from None
+        # The key whose value it is: the last key line at or before it, named as at fewer levels.
+        key = max(((line, k) for k, line in keyed.items() if line <= deep[0]), default=(0, ()))[1][:2]
+        message = _format(Origin("toml", file=shown, line=deep[0]), key, NESTED_TOO_DEEP) if key else \
+            f"{shown}:{deep[0]}: a value {NESTED_TOO_DEEP}"
+        raise ConfigError(message, source=shown, line=deep[0], key=_dotted(key) if key else None) from None
     headers: set[Path_] = set()
     lines = _toml_key_lines(text, headers)
     origins = {key: Origin("toml", file=shown, line=line, table=key in headers) for key, line in lines.items()}
