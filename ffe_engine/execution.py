@@ -568,8 +568,9 @@ class OrderPath:
                       unseen: bool = False, venue_news: bool = True) -> None:
         """An order's final status; `note` (an event that says why) is committed with it. `unseen`: ended without
         the venue's word (absent by its lookups), so it is looked up for a while after, in the same transaction.
-        `venue_news`: as for `_move`."""
-        if not self._move(o, status, error, venue_news=venue_news):
+        `venue_news`: as for `_move`. An order ends once: one ended meanwhile (the poll, while a cancel of it was
+        at the venue) is left as it ended, and said no second time."""
+        if o.status.final or not self._move(o, status, error, venue_news=venue_news):
             return
         self.live.pop(o.client_order_id, None)
         self._uncount(o)
@@ -833,6 +834,9 @@ class OrderPath:
         # MAX_RESENDS times after every start).
         self._resends[cid] = n
         await self._keep_resends()
+        # Asked again after the wait: a cancel, a pause or a halt, or the order's end, may have come meanwhile.
+        if cid in self._cancel_asked or not self._allowed_now(o) or self.live.get(cid) is not o:
+            return  # the next poll ends it, as the cancel or the state says
         if not self._move(o, OrderStatus.NEW, ""):
             return
         self._missing.pop(cid, None)
@@ -1025,7 +1029,8 @@ class OrderPath:
             assert quantity is not None and price is not None
             # The rest of an order filled in part never fills: it ends cancelled, with what it filled.
             done = round(o.filled + quantity, 12) + 1e-12 >= o.quantity
-            await self._settled_fill(o, quantity, price, "closed" if done else "canceled", by, detail, fee)
+            await self._settled_fill(o, quantity, price, "closed" if done else "canceled", by, detail, fee,
+                                     said=f"settled filled by {by}: {detail}")
             return detail
 
     async def _settle_unlisted(self, o: Order, outcome: str, quantity: float | None, price: float | None,
@@ -1065,16 +1070,18 @@ class OrderPath:
                                f"lists, {rest:.8g}, and the price it filled at, as the exchange's account shows them "
                                "(--quantity, --price): nothing settled")
         detail = f"the venue shows it filled {round(o.filled + rest, 12):.8g}, its trades list {o.filled:.8g}"
-        await self._settled_fill(o, rest, price, "closed" if vo.venue_status == "closed" else "canceled", by, detail,
-                                 fee)
+        # Ended by the venue (filled, or its rest expired or cancelled there): said in the venue's words, as its own
+        # end would be (an exit the exchange ended with the position still open pages EXIT_REFUSED).
+        await self._settled_fill(o, rest, price, vo.venue_status, by, detail, fee, said=None)
         return detail
 
     async def _settled_fill(self, o: Order, quantity: float, price: float, ended: str, by: str, detail: str,
-                            fee: SettledFee) -> None:
+                            fee: SettledFee, *, said: str | None) -> None:
         """`quantity` more of `o` filled at `price` by the operator's word, with its `fee` (settled_fee.py), and the
-        order ended so (`closed` or `canceled`), with its `order_settled` record; nothing sent to the venue. The fee
-        is booked with the fill as the venue's own would be (in coins, or off the cash): what the venue took beyond
-        it is a difference for reconciliation."""
+        order ended so (`closed`, `canceled` or `expired`), with its `order_settled` record; nothing sent to the
+        venue. The fee is booked with the fill as the venue's own would be (in coins, or off the cash): what the
+        venue took beyond it is a difference for reconciliation. `said`: the order's end in the settle's words; None
+        where the venue ended it and its own words say how."""
         cid = o.client_order_id
         filled = round(o.filled + quantity, 12)
         average = ((o.average or 0.0) * o.filled + price * quantity) / filled
@@ -1086,9 +1093,10 @@ class OrderPath:
         note = OrderSettled(client_order_id=cid, symbol=o.symbol, side=o.side.value, outcome="filled",
                             quantity=quantity, price=price, by=by, detail=detail, fee=fee.amount,
                             fee_currency=fee.currency)
-        # The operator's word on what the venue did long before: no balance read lags it. Its end is theirs, not one
-        # the venue gave on its own (a settled part's rest is no cancel at the exchange, and pages no exit refused).
-        await self._apply(o, view, note=note, venue_news=False, said=f"settled filled by {by}: {detail}")
+        # The operator's word on what the venue did long before: no balance read lags it. For an order the venue
+        # never showed, its end is theirs, not one the venue gave on its own (a settled part's rest is no cancel at
+        # the exchange, and pages no exit refused).
+        await self._apply(o, view, note=note, venue_news=False, said=said)
 
     # ------------------------------------------------------------------ sold by hand
     async def book_hand_sale(self, symbol: str, quantity: float, price: float, fee: float, *, by: str,
@@ -1146,6 +1154,9 @@ class OrderPath:
                 # Stored before the cancel goes out: from the moment it is asked the order is never sent again, by
                 # the poll while the cancel is on the wire, or by an engine started after a stop that cut it off.
                 await self._keep_cancel_asked(cid)
+                if o.status.final:  # ended meanwhile (the poll found it absent, its cancel asked): as it ended
+                    outcome.set_result(_end_of(o))
+                    return _end_of(o)
             done = await self._cancel_at_venue(o)
             outcome.set_result(done)
             return done

@@ -117,3 +117,45 @@ async def test_the_repeats_of_an_order_in_doubt_are_counted_across_restarts(fx, 
     assert [cid for cid in first.sent_ids() if cid == o.client_order_id] == [o.client_order_id] * (1 + MAX_RESENDS)
     (row,) = await first.journal(o.client_order_id)
     assert (row.status, row.error) == (OrderStatus.REJECTED, "absent at the venue after repeated sends")
+
+
+async def test_a_cancel_asked_while_the_repeat_is_being_counted_keeps_the_order_from_going(fx, make_desk, tmp_path):
+    """Another process holds the database for half a second (within busy_timeout_s) while the poll, having proved an
+    order in doubt absent, stores its repeat's count before sending it again; the operator's cancel comes meanwhile.
+    The order must not go out after its cancel was asked."""
+    import sqlite3
+    import threading
+
+    desk = await make_desk()
+    fx.fault(POST_ORDER, "drop_before")
+    o = (await desk.buy(0.01)).order
+    await asyncio.sleep(SETTLE_S * 1.3)
+    await desk.path.poll()  # past the window: not found once
+    held, release = threading.Event(), threading.Event()
+
+    def other_process() -> None:
+        conn = sqlite3.connect(str(tmp_path / "ffe.db"), isolation_level=None, timeout=10)
+        conn.execute("BEGIN EXCLUSIVE")
+        held.set()
+        release.wait(5)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    while not held.is_set():
+        await asyncio.sleep(0.01)
+    poll = asyncio.ensure_future(desk.path.poll())  # not found twice: its repeat counted, then sent
+    await asyncio.sleep(0.2)
+    cancel = asyncio.ensure_future(desk.path.cancel(o, by="ctl"))
+    await asyncio.sleep(0.3)
+    release.set()
+    await poll
+    await cancel
+    holder.join()
+    for _ in range(6):
+        await desk.path.poll()
+        await asyncio.sleep(SETTLE_S / 3)
+    assert fx.orders == [], [(x.client_id, x.status) for x in fx.orders]
+    assert desk.sent_ids() == [o.client_order_id]
+    assert o.status is OrderStatus.CANCELED, (o.status, o.error)

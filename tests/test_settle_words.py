@@ -59,3 +59,28 @@ async def test_a_stop_loss_settled_in_part_is_not_said_ended_by_the_exchange(fx,
     row, last = await settled(desk, o, 0.004)
     assert (last.status, last.side, last.reason) == ("canceled", "sell", "stop_loss")
     assert last.error.startswith("settled filled by ctl: ") and not present.ended_by_exchange(last.error), last.error
+
+
+async def test_an_exit_the_exchange_expired_settled_beyond_its_listed_trades_keeps_the_exchange_s_words(fx, make_desk):
+    """A stop-loss exit fills in part and the exchange expires the rest; its trades are never listed (trades behind).
+    The operator settles the part the venue shows filled: the exchange ended the exit on its own with the position
+    still open, and its end says so (EXIT_REFUSED pages on it), not the settle's words."""
+    from ffe_engine.alerts import alerts_for
+    desk = await make_desk()
+    bought = (await desk.buy(0.01)).order
+    assert bought.status is OrderStatus.FILLED
+    fx.partial_fill_next(0.5, rest="expire")
+    fx.fault(POST_ORDER, "no_cost")
+    fx.fault("GET /api/v3/myTrades", "stale", seconds=600, times=10_000)
+    o = (await desk.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=0.00999,
+                                            reason=OrderReason.STOP_LOSS, ref_price=30_000.0,
+                                            reduce_only=True))).order
+    for _ in range(10):
+        await desk.path.poll()
+        await asyncio.sleep(SETTLE_S / 3)
+    rest = round(fx.orders[-1].filled - o.filled, 12)
+    assert rest > 0 and not o.status.final, (o.status, o.filled, rest)
+    await desk.path.settle(o, "filled", quantity=rest, price=30_000.0, by="ctl")
+    last = [e for e in desk.events if isinstance(e, OrderEvent) and e.client_order_id == o.client_order_id][-1]
+    assert last.status == "canceled" and present.ended_by_exchange(last.error), last.error
+    assert "EXIT_REFUSED" in [a.kind for a in alerts_for(last)]
