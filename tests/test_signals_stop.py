@@ -60,7 +60,10 @@ def test_a_stop_signal_mid_run_exits_0_with_everything_whole_and_a_restart_resum
     assert records[: len(first)] == first  # appended to, never rewritten
     assert_strictly_increasing([r["seq"] for r in records])  # seq continues across the restart
     second = records[len(first):]
-    start = second[0]
+    # The first restart of an account left in its first start's state says so (`restart`, no longer `fresh start`),
+    # then records its start.
+    said, start = second[0], second[1]
+    assert (said["event"], said["state"], said["reason"]) == ("engine_state", "RUNNING", "restart"), said
     assert start["event"] == "run" and start["phase"] == "start"
     assert start["detail"]["state"] == "RUNNING" and start["detail"]["positions"] == positions
     assert second[-1]["event"] == "run" and second[-1]["detail"]["bars"] == 80  # 40 bars x 2 symbols
