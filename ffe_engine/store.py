@@ -821,8 +821,9 @@ def damaged_wal(path: Path | str) -> str | None:
     if damage is None:
         return None
     return (f"{wal.name} beside it, the newest records committed to it, is damaged ({damage}): keep it for a "
-            f"salvage; moved aside, the start goes on without them (the audit trail holds them: it sets them aside "
-            "and says what was lost)")
+            "salvage; moved aside, a start goes on without them if the database file holds the account's earlier "
+            "records (the audit trail holds them: it sets them aside and says what was lost), else restore the last "
+            "backup")
 
 
 # The files SQLite keeps beside a database, which belong to it: moved with it, never left beside another.

@@ -46,13 +46,32 @@ def damage(wal: Path) -> str | None:
             s0, s1 = _checksum(data[at + FRAME_HEADER:at + size], order, s0, s1)
             if (s0, s1) == (f1, f2):
                 continue
-        # SQLite stops here. A frame of this log after it (its salts) was written after this one: damage.
-        later = [j for j in range(i + 1, frames)
-                 if struct.unpack(">2I", data[HEADER + j * size + 8:HEADER + j * size + 16]) == (salt1, salt2)]
-        if later:
-            return (f"frame {i + 1} of its {frames} does not check out while {len(later)} written after it do: "
-                    "SQLite would drop every commit from that frame on")
+        # SQLite stops here. Damage, when a whole commit of this log follows: frames that chain on from this one's
+        # own checksum (as they were written after it) up to a commit frame. A transaction a crash or a full disk
+        # cut short leaves frames that chain to no commit: dropped, as SQLite should.
+        committed = _commit_after(data, i, frames, size, order, (salt1, salt2))
+        if committed is not None:
+            return (f"frame {i + 1} of its {frames} does not check out, while a commit written after it (frame "
+                    f"{committed + 1}) does: SQLite would drop every commit from that frame on")
         return None
+    return None
+
+
+def _commit_after(data: bytes, bad: int, frames: int, size: int, order: str, salts: tuple[int, int]) -> int | None:
+    """The first commit frame after frame `bad` reached by frames that each check out against the stored checksum of
+    the one before (the chain as it was written), or None."""
+    prev = struct.unpack(">2I", data[HEADER + bad * size + 16:HEADER + bad * size + 24])
+    for j in range(bad + 1, frames):
+        at = HEADER + j * size
+        _, commit, f_salt1, f_salt2, f1, f2 = struct.unpack(">6I", data[at:at + FRAME_HEADER])
+        if (f_salt1, f_salt2) != salts:
+            return None
+        s0, s1 = _checksum(data[at:at + 8], order, *prev)
+        if _checksum(data[at + FRAME_HEADER:at + size], order, s0, s1) != (f1, f2):
+            return None
+        if commit:
+            return j
+        prev = (f1, f2)
     return None
 
 
