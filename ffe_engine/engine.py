@@ -582,9 +582,10 @@ class Engine:
         # Not paused for (it may be a limit lowered since the last run): said, as the gate refuses every entry now.
         breached = []
         if self._dd_breached:
-            breached.append(f"DRAWDOWN {fmt.beyond(dd, risk.max_drawdown_pct)}% > {risk.max_drawdown_pct}%")
+            breached.append(f"DRAWDOWN {fmt.beyond(dd, risk.max_drawdown_pct)}% > {risk.max_drawdown_pct:g}%")
         if self._dl_breached:
-            breached.append(f"DAILY_LOSS {fmt.beyond(dl, risk.daily_loss_limit_pct)}% > {risk.daily_loss_limit_pct}%")
+            breached.append(f"DAILY_LOSS {fmt.beyond(dl, risk.daily_loss_limit_pct)}% > "
+                            f"{risk.daily_loss_limit_pct:g}%")
         if breached and self.profile.resumable:
             detail["breached"] = breached
             log.warning(f"{' and '.join(breached)}: the gates refuse every entry until it is back within the limit "
@@ -1480,13 +1481,13 @@ class Engine:
         breached = dd > r.max_drawdown_pct
         if breached and not self._dd_breached and self.state is EngineState.RUNNING:
             await self.trading.set(EngineState.PAUSED, f"DRAWDOWN {fmt.beyond(dd, r.max_drawdown_pct)}% > "
-                                                       f"{r.max_drawdown_pct}%", "risk")
+                                                       f"{r.max_drawdown_pct:g}%", "risk")
         self._dd_breached = breached
         dl = pf.day_loss_pct()
         breached = dl > r.daily_loss_limit_pct
         if breached and not self._dl_breached and self.state is EngineState.RUNNING:
             await self.trading.set(EngineState.PAUSED, f"DAILY_LOSS {fmt.beyond(dl, r.daily_loss_limit_pct)}% > "
-                                                       f"{r.daily_loss_limit_pct}%", "risk")
+                                                       f"{r.daily_loss_limit_pct:g}%", "risk")
         self._dl_breached = breached
 
     async def _monitor(self, c: Candle, pos: Position) -> None:

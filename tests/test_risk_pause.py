@@ -28,7 +28,7 @@ async def risk_pauses(p) -> list[dict]:
 
 
 def pct_in(reason: str, code: str, limit: float) -> float:
-    m = re.fullmatch(rf"{code} (\d+\.\d\d)% > {limit}%", reason)
+    m = re.fullmatch(rf"{code} (\d+\.\d\d+)% > {limit:g}%", reason)  # the limit as configured: 5%, not 5.0%
     assert m, reason
     return float(m.group(1))
 
