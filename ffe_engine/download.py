@@ -93,7 +93,8 @@ def check_csv_path(path: Path) -> None:
     for folder in path.parents:
         if folder.exists():
             if not folder.is_dir():
-                raise DownloadInputError(f"{folder}: is not a directory (the candles would go to {path})")
+                # --out or --file names it: a mistake in the arguments
+                raise DownloadArgumentError(f"{folder}: is not a directory (the candles would go to {path})")
             break
 
 

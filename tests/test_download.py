@@ -583,7 +583,8 @@ def test_a_regular_file_on_the_way_to_the_candles_exits_2_with_one_line_before_a
     proc = run_ffe(tmp_path, "data", "download", "BTC/USDT", "--exchange", "binance", "--since", "2024-01-01",
                    *where)
     assert proc.returncode == 2, proc.stderr
-    assert "afile: is not a directory" in one_error_line(proc.stderr), proc.stderr
+    line = one_error_line(proc.stderr)
+    assert "afile: is not a directory" in line and line.endswith("(see `ffe data download --help`)"), line
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine\n"
 
