@@ -288,10 +288,20 @@ def found_nothing(f: Fields) -> bool:
                                       "dust", "waiting", "after_exit", "closing"))
 
 
-def pressed_again(headline: str, again: Fields) -> str:
-    """The banner of a kill switch pressed again with nothing more to do: the earlier press's report (`headline`),
-    which says what was cancelled, and that the later press found nothing more."""
-    return f"{headline} (pressed again by {again.get('by') or '?'}: nothing more to cancel)"
+def halt_banner(first: Fields, later: list[Fields]) -> str:
+    """The console's banner for a halt: its first press's report (`first`), then what each later press and the
+    halt's follow-up did while the engine stayed HALTED (`later`), in order: none said in place of what came
+    before (a second press that retries a failed cancel, or finds nothing left, would hide what the first
+    cancelled)."""
+    text = kill_headline(first)
+    for f in later:
+        if found_nothing(f):
+            text += f"; pressed again by {f.get('by') or '?'}: nothing more to cancel"
+        elif f.get("follow_up"):
+            text += f"; follow-up {kill_summary(f)}"
+        else:
+            text += f"; pressed again {kill_summary(f)}"
+    return text
 
 
 def _kill(f: Fields) -> str:

@@ -37,7 +37,7 @@ from ffe_engine.events import ErrorEvent
 from ffe_engine.host import (EngineHost, Installed, already_stopping, install_signals, kept_for_next_start,
                              quiet_signals, remove_signals)
 from ffe_engine.model import EngineState
-from ffe_engine.present import approve_answer, kill_headline, pressed_again
+from ffe_engine.present import approve_answer, halt_banner, kill_headline
 from ffe_engine.remote import ASK_AGAIN_S, EngineStopped, NoAnswer, RemoteEngine, RemoteHost
 from ffe_engine.remote import attach as attach_engine
 
@@ -725,10 +725,8 @@ class ConsoleApp(App[int]):
             changed |= self._follow_connection()
         if "banner" in changed:
             if self.view.kill is not None and (self.view.error is None or self.view.kill.seq > self.view.error.seq):
-                headline = kill_headline(self.view.kill.payload())
-                if self.view.kill_again is not None:
-                    headline = pressed_again(headline, self.view.kill_again.payload())
-                self._set_banner(headline, error=True)
+                self._set_banner(halt_banner(self.view.kill.payload(), [e.payload() for e in self.view.kill_later]),
+                                 error=True)
             elif self.view.error is not None and self.crash is None:
                 self._set_banner(f"ERROR [{self.view.error.where}] {self.view.error.message}", error=True)
         if prev_state == "HALTED" and snap["state"] == "RUNNING":

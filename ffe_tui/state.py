@@ -69,9 +69,9 @@ class ConsoleState:
         self.equity: deque[float] = deque(maxlen=chart_points)
         self._equity_ts: int | None = None
         self.kill: ev.KillSwitchEvent | None = None
-        # A kill switch pressed again while the engine stayed HALTED since `kill`, which found nothing more to do:
-        # said beside `kill`, which says what the halt cancelled, rather than in its place.
-        self.kill_again: ev.KillSwitchEvent | None = None
+        # What the kill switch pressed again and the halt's follow-ups did while the engine stayed HALTED since
+        # `kill`: said after `kill`, which says what the halt cancelled first, never in its place.
+        self.kill_later: list[ev.KillSwitchEvent] = []
         self._halted_since_kill = False
         self.error: ev.ErrorEvent | None = None
         self.approvals_done: list[ev.ApprovalEvent] = []  # outcomes since the last look (for notifications)
@@ -115,10 +115,11 @@ class ConsoleState:
                         self.approvals_done.append(e)
                 changed.add("approvals")
             elif isinstance(e, ev.KillSwitchEvent) and news:
-                if self.kill is not None and self._halted_since_kill and present.found_nothing(e.payload()):
-                    self.kill_again = e
+                if (self.kill is not None and self._halted_since_kill and e.action == "halt"
+                        and self.kill.action == "halt"):
+                    self.kill_later.append(e)
                 else:
-                    self.kill, self.kill_again = e, None
+                    self.kill, self.kill_later = e, []
                 self._halted_since_kill = True
                 changed.add("banner")
             elif isinstance(e, ev.ErrorEvent) and news:
