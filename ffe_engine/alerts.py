@@ -781,8 +781,8 @@ class Notifier:
                     log.warning("alerts delivered without their sent mark fill the file that keeps them: the rest "
                                 "wait in the outbox for a start that can write", channel=channel.name)
                     return
-            if alert["severity"] == "page" and self._sent_file is not None:
-                sentalerts.paged(self._sent_file, sent_ts)
+            if self._sent_file is not None:  # the operator's last word now (send_now)
+                sentalerts.delivered(self._sent_file, sent_ts)
             st.sent += 1
             st.pending = max(0, st.pending - 1)
             st.last_success = sent_ts
@@ -921,10 +921,10 @@ class Notifier:
         # to another machine is another engine, whose first failure is news)
         sent = sentalerts.read(self._sent_file) if self._sent_file is not None else {}
         last = sent.get(alert.key)
-        # Held back while it is still the last page the operator got: a page since (a HALTED a start restated) would
-        # be their last word otherwise.
-        paged = sent.get(sentalerts.PAGED)
-        since = paged is not None and paged["ts"] > (last or {}).get("ts", wall)
+        # Held back while it is still the last word the operator got: an alert since (a STARTED, a HALTED a start
+        # restated) would be their last word otherwise.
+        told = sent.get(sentalerts.DELIVERED)
+        since = told is not None and told["ts"] > (last or {}).get("ts", wall)
         if last is not None and last["cause"] == cause and 0 <= wall - last["ts"] < self.cfg.window_s and not since:
             log.warning("alert not sent again: the same was sent within alerts.window_s (before a restart)",
                         kind=alert.kind, sent=fmt.iso(last["ts"]), text=text)

@@ -25,11 +25,11 @@ from . import logs
 log = logs.get_logger("ffe.alerts")
 
 FILE_NAME = "ffe.alerts-sent"
-FILE_BYTES = 4096  # a few keys: RECORDS_UNWRITABLE, START_FAILED, START_SUCCEEDED, REARMED, PAGED
+FILE_BYTES = 4096  # a few keys: RECORDS_UNWRITABLE, START_FAILED, START_SUCCEEDED, REARMED, DELIVERED
 # Not an alert: when a start last got through. A failure sent before it is news again when it comes back.
 START_SUCCEEDED = "START_SUCCEEDED"
 REARMED = "REARMED"  # not an alert either: when the operator last re-armed the engine
-PAGED = "PAGED"  # nor this: when a page last left through the outbox
+DELIVERED = "DELIVERED"  # nor this: when an alert last left through the outbox
 
 
 def sent_path(data_dir: Path) -> Path:
@@ -137,11 +137,11 @@ def last_start(path: Path) -> float | None:
     return _marked(path, START_SUCCEEDED)
 
 
-def paged(path: Path, ts: float) -> None:
-    """A page left through the outbox: a failure sent past it before (`send_now`) is no longer the operator's last
-    word, and is sent again if it comes again within its window."""
-    _mark(path, PAGED, ts, (), "a page's delivery cannot be kept for the next start: a failure paged before it may "
-          "not be paged again within alerts.window_s")
+def delivered(path: Path, ts: float) -> None:
+    """An alert left through the outbox (a STARTED, a HALTED a start restated): a failure sent past it before
+    (`send_now`) is no longer the operator's last word, and is sent again if it comes again within its window."""
+    _mark(path, DELIVERED, ts, (), "an alert's delivery cannot be kept for the next start: a failure paged before it "
+          "may not be paged again within alerts.window_s")
 
 
 def last_sent(path: Path, key: str) -> float | None:

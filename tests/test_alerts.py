@@ -1436,12 +1436,14 @@ def test_a_breaker_opened_by_the_exchange_refusing_this_machine_s_clock_says_it_
 
 
 
-async def test_a_failure_sent_past_the_outbox_again_after_another_page_went_out_is_sent_though_within_its_window(
-        tmp_path):
-    """A start restated a HALTED (its page delivered through the outbox), then failed on the disk that halted the
-    last run: its RECORDS_UNWRITABLE, the same as paged within alerts.window_s, is the operator's last word only if
-    it is sent again. Held back, the last page they got would say the engine starts. Without a page in between it is
-    held back as before (a crash loop is told once per window). Each notifier is a process of its own."""
+@pytest.mark.parametrize("between", [("HALTED", "page", "ffe starts HALTED, kept from before"),
+                                     ("STARTED", "warn", "ffe started (PAPER, HALTED)")], ids=["halted", "started"])
+async def test_a_failure_sent_past_the_outbox_again_after_another_alert_went_out_is_sent_though_within_its_window(
+        tmp_path, between):
+    """A start restated a HALTED, or said it started (delivered through the outbox), then failed on the disk that
+    halted the last run: its RECORDS_UNWRITABLE, the same as paged within alerts.window_s, is the operator's last word
+    only if it is sent again. Held back, the last they heard would say the engine starts. Without an alert in between
+    it is held back as before (a crash loop is told once per window). Each notifier is a process of its own."""
     from ffe_engine.alerts import Alert, Notifier
     from ffe_engine.channels import channels_from
     from ffe_engine.config import AlertSettings
@@ -1461,12 +1463,13 @@ async def test_a_failure_sent_past_the_outbox_again_after_another_page_went_out_
             notifier = Notifier(cfg, store, channels_from(cfg), now=loop.time, wall=lambda w=wall: w, **beside)
             await notifier.start()
             if paged_between:
-                notifier.raise_alert(Alert("HALTED", "HALTED:kept:x", "page", "ffe starts HALTED, kept from before"))
+                kind, severity, text = between
+                notifier.raise_alert(Alert(kind, f"{kind}:x", severity, text))
                 await store.flush()
-                await until(lambda: "HALTED" in kinds(hook), what="the HALTED page delivered")
+                await until(lambda: kind in kinds(hook), what="the alert between delivered")
             await notifier.send_now(failure)
             await notifier.close()
     finally:
         await store.close()
         await hook.stop()
-    assert kinds(hook) == ["RECORDS_UNWRITABLE", "HALTED", "RECORDS_UNWRITABLE"], kinds(hook)
+    assert kinds(hook) == ["RECORDS_UNWRITABLE", between[0], "RECORDS_UNWRITABLE"], kinds(hook)

@@ -86,12 +86,12 @@ def run_steps_on_a_small_disk(cwd: Path, steps: str, size: str, timeout: float =
 
 
 def assert_failure_told_once_after_each_page(told: list[dict]) -> None:
-    """RECORDS_UNWRITABLE paged once per window (a crash loop's restarts hold it back), again only after another page
-    went out since (a HALTED a restart kept from before), and the last page: the operator's last word is the
-    failure."""
-    pages = [b["kind"] for b in told if b["severity"] == "page"]
-    assert pages and pages[-1] == "RECORDS_UNWRITABLE", told
-    assert all(not (a == b == "RECORDS_UNWRITABLE") for a, b in zip(pages, pages[1:])), told
+    """RECORDS_UNWRITABLE paged once per window (a crash loop's restarts hold it back), again only after another
+    alert went out since (a STARTED, a HALTED a restart kept from before), and the last word: the operator's last
+    word is the failure."""
+    kinds = [b["kind"] for b in told]
+    assert kinds and kinds[-1] == "RECORDS_UNWRITABLE", told
+    assert all(not (a == b == "RECORDS_UNWRITABLE") for a, b in zip(kinds, kinds[1:])), told
 
 
 def step(cwd: Path, name: str) -> tuple[int, str]:
