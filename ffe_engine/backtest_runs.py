@@ -79,19 +79,26 @@ def not_an_account(settings: Settings, level: str) -> str:
 
 
 def runs_folder(settings: Settings) -> str | None:
-    """For a data directory that is the folder of an account's runs (data/backtests: it holds run folders, or is
-    beside the account's database), the start of its refusal where an account's data directory is due; else None."""
+    """For a data directory that is the folder of an account's runs (data/backtests, or a link to it: it holds run
+    folders, or is beside the account's database or backtest cache) and holds no account of its own (its database),
+    the start of its refusal where an account's data directory is due; else None."""
     data_dir = settings.data_dir
-    if data_dir.name != "backtests":
+    try:
+        real = data_dir.resolve()
+    except (OSError, RuntimeError):
+        return None
+    if real.name != "backtests" or (real / settings.db_path.name).exists():
         return None
     try:
-        holds_runs = any(RUN_ID.fullmatch(p.name) and p.is_dir() for p in data_dir.iterdir())
+        holds_runs = any(RUN_ID.fullmatch(p.name) and p.is_dir() for p in real.iterdir())
     except OSError:
         holds_runs = False
-    if not holds_runs and not (data_dir.parent / settings.db_path.name).is_file():
+    account = real.parent
+    if not holds_runs and not (account / settings.db_path.name).is_file() and not (account / "cache").is_dir():
         return None
+    shown = data_dir.parent if real == data_dir.parent.resolve() / data_dir.name else account
     return (f"{data_dir}: the folder of an account's backtest runs, not an account's data directory "
-            f"(--data-dir {data_dir.parent} is the account's)")
+            f"(--data-dir {shown} is the account's)")
 
 
 def refuse_run_folder(settings: Settings) -> None:

@@ -677,3 +677,32 @@ def test_a_backtest_into_the_runs_folder_is_refused_and_writes_nothing_there(run
     line = one_error_line(proc)
     assert "data/backtests: the folder of an account's backtest runs" in line, line
     assert sorted(p.relative_to(cwd) for p in (cwd / "data").rglob("*")) == before
+
+
+def test_the_runs_folder_is_refused_through_a_link_and_emptied_but_an_account_named_backtests_is_not(runs_dir,
+                                                                                                     tmp_path):
+    """The folder of the runs reached through a symbolic link, or emptied by `--clean` (beside the account's cache),
+    is still no account's data directory: refused. A data directory named `backtests` that holds an account of its
+    own (its database) is an account: taken, whatever is beside it."""
+    cwd = copy(runs_dir, tmp_path / "runs")
+    (cwd / "runslink").symlink_to(cwd / "data" / "backtests")
+    line = one_error_line(run_ffe(cwd, "backtest", "ETH-USD_1h.csv", "--data-dir", "runslink"))
+    assert "runslink: the folder of an account's backtest runs" in line, line
+    assert "--data-dir data/backtests/backtests" not in line
+    cleaned = run_ffe(cwd, "backtest", "--clean", "--keep", "0", "--yes")
+    assert cleaned.returncode == 0, cleaned.stderr
+    for name in os.listdir(cwd / "data" / "backtests"):  # the operator's folder of notes too
+        shutil.rmtree(cwd / "data" / "backtests" / name)
+    (cwd / "data" / "ffe.db").unlink(missing_ok=True)  # an account that only ran backtests: its cache beside
+    assert (cwd / "data" / "cache").is_dir()
+    line = one_error_line(run_ffe(cwd, "backtest", "ETH-USD_1h.csv", "--data-dir", "data/backtests"))
+    assert "data/backtests: the folder of an account's backtest runs" in line, line
+
+    other = tmp_path / "other"
+    (other / "backtests").mkdir(parents=True)
+    first = run_ffe(other, "run", "--headless", "--max-bars", "2", "--data-dir", "backtests", "--log-dir", "logsB")
+    assert first.returncode == 0, first.stderr[-2000:]
+    beside = run_ffe(other, "run", "--headless", "--max-bars", "2", "--data-dir", ".", "--log-dir", "logsA")
+    assert beside.returncode == 0, beside.stderr[-2000:]
+    again = run_ffe(other, "run", "--headless", "--max-bars", "2", "--data-dir", "backtests", "--log-dir", "logsB")
+    assert again.returncode == 0, again.stderr[-2000:]
