@@ -1512,15 +1512,20 @@ def _validation_problems(exc: ValidationError, origins: Mapping[Path_, Origin]) 
         # Refused for another key's sake: named by its own source, with the other key's beside it; a key left to
         # its default, by the other key's own source (a variable that set a whole table holding it too), not the
         # [table] header above the default, which set neither.
+        named = loc
         if origin is None and loc in _CAUSES:
             own, cause = _own_origin(loc, origins), _own_origin(_CAUSES[loc], origins)
             if own is not None and cause is not None and own != cause:
                 problem = f"{problem} ({_dotted(_CAUSES[loc])} from {cause.source})"
-            elif own is None and cause is not None:
+            elif own is not None:
+                problem = f"{problem} ({_dotted(_CAUSES[loc])}, the default)"
+            elif cause is not None:
                 problem = f"{problem} ({_dotted(loc)}, the default)"
+                if cause.kind == "toml":  # a file's line is named with the key on it (a variable names its own)
+                    named = _CAUSES[loc]
             origin = own or cause
         origin = origin or _own_origin(loc, origins) or _origin_for(loc, origins)
-        message = _format(origin, loc, problem, names_key)
+        message = _format(origin, named, problem, names_key)
         rank = origin.rank if origin else (3, 0)
         problems.append(((*rank, index), message, origin, _dotted(loc)))
     return problems

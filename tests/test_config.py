@@ -321,7 +321,7 @@ def test_files_saved_with_a_utf8_byte_order_mark_are_read_as_without_it(tmp_path
 def test_replay_without_files_is_rejected(tmp_path):
     config = write(tmp_path / "config.toml", '[market]\nseed = 1\nsource = "replay"\n')
     error = config_error(config_path=config)
-    assert str(error).startswith(f"{config}:3: market.replay_files: ")
+    assert str(error).startswith(f"{config}:3: market.source: ")
     config = write(tmp_path / "config.toml", '[market]\nsource = "replay"\nreplay_files = { "BTC/USD" = "btc.csv" }\n')
     assert load_settings(config_path=config, environ={}).market.replay_files == {"BTC/USD": "btc.csv"}
 

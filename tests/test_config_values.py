@@ -56,8 +56,11 @@ REFUSED = [
      ".env:1: FFE_MONITOR__TOKEN: ", "control character", "secretpart"),
     # Refused for another key's sake: named by its own source, with the other key's beside it (or `the default`).
     ("a quorum beyond the default providers", '[engine]\napproval = "auto"\n\n[ensemble]\nmin_votes = 5\n', "", {},
-     "config.toml:5: ensemble.providers: ",
+     "config.toml:5: ensemble.min_votes: ",
      "min_votes = 5 can never be reached with 4 provider(s) (ensemble.providers, the default)", None),
+    ("providers below the default quorum", '[ensemble]\nproviders = ["trend"]\n', "", {},
+     "config.toml:2: ensemble.providers: ",
+     "min_votes = 2 can never be reached with 1 provider(s) (ensemble.min_votes, the default)", None),
     ("a quorum from .env beyond the providers of config.toml", '[ensemble]\nproviders = ["trend", "momentum"]\n',
      "FFE_ENSEMBLE__MIN_VOTES=5\n", {}, "config.toml:2: ensemble.providers: ",
      "min_votes = 5 can never be reached with 2 provider(s) (ensemble.min_votes from .env:1 FFE_ENSEMBLE__MIN_VOTES)",
