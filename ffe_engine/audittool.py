@@ -35,10 +35,11 @@ from .audit import has_records
 from . import records as compact
 from .chain import (ChainHead, VerifyResult, cut_record, last_line, packed, rotated_files, rotated_seqs, trail_files,
                     verify_trail)
+from .control import starting_engine
 from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, damaged_database, unreadable_database
 from .events import EVENT_TYPES
 from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end, open_read_only, peek_foreign,
-                    refuse_foreign, refuse_not_a_file)
+                    refuse_damaged_wal, refuse_foreign, refuse_not_a_file)
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -582,7 +583,8 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
             raise UsageError(str(exc)) from None
     else:  # the head first: a running engine writes the trail before it commits the head
         try:
-            check_files(db_path, new_ok=not has_records(path))  # before it is opened: a lost one is said so
+            # Before it is opened: a lost one is said so, and (no engine writing it) a WAL SQLite would not read whole.
+            check_files(db_path, new_ok=not has_records(path), whole_wal=starting_engine(db_path.parent) is None)
             records = Records(db_path)
         except StorageError as exc:
             raise UsageError(str(exc)) from None
@@ -678,6 +680,8 @@ def open_db(path: Path) -> sqlite3.Connection:
     if not reach.is_file(path):
         raise UsageError(f"no database at {path} (is --data-dir right?)")
     peek_foreign(path)
+    if starting_engine(path.parent) is None:  # beside a running engine its WAL is being written
+        refuse_damaged_wal(path)  # read without its newest commits, the records would be said wrong
     try:
         conn = open_read_only(path)
     except sqlite3.DatabaseError as exc:  # damaged or unreadable records (exit 1), not a command line mistake

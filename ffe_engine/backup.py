@@ -168,7 +168,7 @@ def take_stopped(settings: Settings, dest: Path, now: float) -> Made:
     # and so are no records here (missing, empty, no table: --data-dir may be wrong) and another application's
     # database, as `ffe doctor` says them.
     db = settings.db_path
-    check_files(db, new_ok=not has_records(settings.audit_path))
+    check_files(db, new_ok=not has_records(settings.audit_path), whole_wal=True)
     records = Records(db)
     try:  # a newer release's (after a rollback): this release's own verify would refuse the backup
         records.check_version()

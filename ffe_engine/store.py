@@ -813,6 +813,14 @@ def wal_without_database(path: Path | str) -> str | None:
             "keep it for a salvage")
 
 
+def refuse_damaged_wal(path: Path | str) -> None:
+    """DamagedDatabase for a WAL SQLite would not read whole beside the database at `path` (damaged_wal): for a
+    reader where no engine writes it now, which would otherwise read the database without its newest commits."""
+    problem = damaged_wal(path)
+    if problem is not None:
+        raise damaged_database(path, problem)
+
+
 def damaged_wal(path: Path | str) -> str | None:
     """What is wrong with the WAL beside the database at `path` that SQLite would not read whole (walcheck), or
     None: the commits past the damage, the newest records, would be dropped without a word, and the WAL reset."""
