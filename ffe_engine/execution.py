@@ -48,7 +48,7 @@ from .turns import Turns
 from .venues.base import DuplicateOrder, OrderInDoubt, Venue, VenueError, VenueUnavailable
 
 MAX_RESENDS = 3
-CANCEL_ASKED_KEY = "orders_cancel_asked"  # kv: the orders in doubt a cancel did not find (see OrderPath.cancel)
+CANCEL_ASKED_KEY = "orders_cancel_asked"  # kv: the orders in doubt whose cancel was asked (see OrderPath.cancel)
 REPEAT_REFUSED_KEY = "orders_repeat_refused"  # kv: the orders in doubt whose repeat the venue refused
 RESENT_KEY = "orders_resent"  # kv: client order id -> times an order in doubt was sent again (at most MAX_RESENDS)
 HOLD_KEY = "venue_hold_until"  # kv: the wall time before which the venue asked for no orders (Retry-After)
@@ -165,8 +165,9 @@ class OrderPath:
         # Orders that lookups did not find, in a row: client order id -> (monotonic time of the first such lookup,
         # how many so far). An open order is taken as lost (`_lost`), one in doubt as absent (`_resolve`) on them.
         self._missing: dict[str, tuple[float, int]] = {}
-        # Orders in doubt that a cancel did not find: never sent again; cancelled if they appear, ended once surely
-        # absent (the original request may still reach the venue until the settle window has passed).
+        # Orders in doubt whose cancel was asked (stored before it goes out): never sent again; cancelled if they
+        # appear, ended once surely absent (the original request may still reach the venue until the settle window
+        # has passed).
         self._cancel_asked: set[str] = set()
         # Orders whose error is a lookup's the venue refused (a key refused for a moment): the venue's next view of
         # the order answers it, and the order no longer carries it (a filled order has no error).
