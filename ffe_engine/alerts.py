@@ -923,8 +923,8 @@ class Notifier:
         last = sent.get(alert.key)
         # Held back while it is still the last word the operator got: an alert since (a STARTED, a HALTED a start
         # restated) would be their last word otherwise.
-        told = sent.get(sentalerts.DELIVERED)
-        since = told is not None and told["ts"] > (last or {}).get("ts", wall)
+        delivered = sent.get(sentalerts.DELIVERED)
+        since = delivered is not None and delivered["ts"] > (last or {}).get("ts", wall)
         if last is not None and last["cause"] == cause and 0 <= wall - last["ts"] < self.cfg.window_s and not since:
             log.warning("alert not sent again: the same was sent within alerts.window_s (before a restart)",
                         kind=alert.kind, sent=fmt.iso(last["ts"]), text=text)

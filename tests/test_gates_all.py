@@ -630,7 +630,7 @@ async def test_a_start_past_a_lowered_drawdown_limit_says_the_breach(tmp_path, p
     clock = SimClock()
     p = await pipelines(strict, script=script, feed=replay_feed(tmp_path, paths, clock), clock=clock)
     [start] = [e for e in await p.events("run") if e["phase"] == "start"][-1:]
-    assert start["detail"].get("breached") == [f"DRAWDOWN {fmt.beyond(dd, 5.0)}% > 5.0%"], start["detail"]
+    assert start["detail"].get("breached") == [f"DRAWDOWN {fmt.beyond(dd, 5.0)}% > 5%"], start["detail"]
 
 
 async def test_why_no_trades_of_an_engine_whose_run_has_ended_says_it_stopped(tmp_path):
