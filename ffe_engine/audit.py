@@ -157,23 +157,29 @@ class AuditWriter:
     def check_in_place(self) -> None:
         """StorageError when the trail's file is no longer at its path (removed, or another file put there, while
         the engine ran): what is appended from then on would reach no file anyone reads (`ffe audit verify` finds
-        none), and would vanish with the process. The records are all in the database too: the next start writes
-        the trail again from it. Not looked at while a batch is being written (a rotation renames the file)."""
+        none), and would vanish with the process; or when it is shorter than what this writer wrote to it (emptied
+        in place). The records are all in the database too: the next start writes the trail again from it. Not
+        looked at while a batch is being written (a rotation renames the file)."""
         if self._writing.locked():
             return
         try:
             ours = os.fstat(self._fd)
             st = os.stat(self.path)
             if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino):
-                return
-            how = "replaced by another file"
+                if st.st_size >= self._size:
+                    return
+                how = "cut short"  # emptied or truncated in place (`: > audit.jsonl`): its records gone from it
+            else:
+                how = "replaced by another file"
         except FileNotFoundError:
             how = "removed"
         except OSError:
             return  # the directory cannot be looked at now: its writes say what is wrong, if anything
-        raise StorageError(f"{self.path}: the audit trail was {how} while the engine ran: the records appended "
-                           "since reach no file; the database holds them all, and the next start writes the trail "
-                           "again from it (move away any other file put in its place first)")
+        then = ("move the file away and start again: the start writes the trail again from the database, which "
+                "holds every record" if how == "cut short" else
+                "the records appended since reach no file; the database holds them all, and the next start writes "
+                "the trail again from it (move away any other file put in its place first)")
+        raise StorageError(f"{self.path}: the audit trail was {how} while the engine ran: {then}")
 
     def lag(self) -> float:
         """Seconds the oldest record not yet in the file has been waiting (0 when all are written)."""

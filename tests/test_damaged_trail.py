@@ -12,6 +12,7 @@ sent to a real local webhook receiver.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -291,8 +292,8 @@ def test_a_start_on_another_accounts_longer_trail_is_refused_and_leaves_it_as_fo
     assert reserve.stat().st_size == kept, "the disk reserve emptied for records that disagree"
 
 
-@pytest.mark.parametrize("replaced", [False, True], ids=["removed", "replaced"])
-def test_an_audit_trail_removed_under_a_running_engine_stops_it_halted_and_is_rebuilt(tmp_path, spawn_ffe, replaced):
+@pytest.mark.parametrize("how", ["removed", "replaced", "emptied"])
+def test_an_audit_trail_removed_under_a_running_engine_stops_it_halted_and_is_rebuilt(tmp_path, spawn_ffe, how):
     """`rm logs/audit.jsonl` (or another file put there) while the engine runs: it went on appending to the removed
     file, `ffe audit verify` found no trail, and nobody was told. The engine stops within seconds, HALTED (exit 1,
     one line saying so, paged as a record it cannot write); the file put there is left as it is; once it is moved
@@ -301,15 +302,22 @@ def test_an_audit_trail_removed_under_a_running_engine_stops_it_halted_and_is_re
     wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
     trail = tmp_path / "logs" / "audit.jsonl"
     wait_until(lambda: len(audit_lines(trail)) > 20, timeout=60, what="records in the trail")
-    trail.unlink()
-    if replaced:
+    if how == "emptied":
+        os.truncate(trail, 0)  # `: > logs/audit.jsonl`: the same file, its records gone
+    else:
+        trail.unlink()
+    if how == "replaced":
         trail.write_text("someone else's\n")
     assert engine.wait(30) == 1, engine.stderr[-3000:]
-    how = "replaced by another file" if replaced else "removed"
-    assert f"the audit trail was {how} while the engine ran" in engine.stderr, engine.stderr[-3000:]
-    if replaced:
+    said = {"removed": "removed", "replaced": "replaced by another file", "emptied": "cut short"}[how]
+    assert f"the audit trail was {said} while the engine ran" in engine.stderr, engine.stderr[-3000:]
+    if how == "replaced":
         assert trail.read_text() == "someone else's\n"
         trail.rename(trail.with_name("someone-else.txt"))
+    if how == "emptied":  # the records appended after it lack those before: the start says so, and to move it away
+        refused = run_ffe(tmp_path, "run", "--headless", "--max-bars", "2")
+        assert refused.returncode == 1 and "move this file away and start again" in refused.stderr, refused.stderr
+        trail.rename(trail.with_name("cut-short.jsonl"))
     again = run_ffe(tmp_path, "run", "--headless", "--max-bars", "2")
     assert again.returncode == 0 and "state=HALTED" in again.stderr, again.stderr[-3000:]
     verify = run_ffe(tmp_path, "audit", "verify")
