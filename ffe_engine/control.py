@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from . import fmt, logs
 from .api import STREAM, dispatch
-from .errors import ControlError, FfeError, StartError, directory_in_place
+from .errors import KINDS, ControlError, FfeError, StartError, directory_in_place
 from .redact import Redactor
 
 if TYPE_CHECKING:  # the client side (`ffe ctl`) needs no engine and no events: it starts faster without them
@@ -727,14 +727,17 @@ def no_engine(socket: Path, data_dir: Path, why: str = "") -> str:
 
 
 def _not_a_socket(path: Path) -> str | None:
-    """What is at `path` where a socket is due ("a file", "a directory", ...); None for a socket or nothing."""
+    """What is at `path` where a socket is due ("a file", "a directory", "a link", ... as errors.KINDS names them);
+    None for a socket or nothing. The path itself is looked at: a link is said as one, wherever it points."""
     try:
         mode = os.lstat(path).st_mode
     except OSError:
         return None
     if stat.S_ISSOCK(mode):
         return None
-    return "a directory" if stat.S_ISDIR(mode) else "a link" if stat.S_ISLNK(mode) else "a file"
+    if stat.S_ISLNK(mode):
+        return "a link"
+    return next((what for test, what in KINDS if test(mode)), "a file")
 
 
 async def _holder(path: Path) -> str:
