@@ -14,8 +14,7 @@ from fake_exchange import FakeBinance, exchange_settings
 from test_live_faults import BTC, POST_ORDER, SETTLE_S, Desk, fx, make_desk, no_wait  # noqa: F401 (fixtures)
 from ffe_engine.config import RiskSettings
 from ffe_engine.execution import CANCEL_ASKED_KEY, MAX_RESENDS
-from ffe_engine.model import EngineState, OrderReason, OrderStatus, Side
-from ffe_engine.risk import OrderIntent
+from ffe_engine.model import EngineState, OrderStatus
 from ffe_engine.venues.ccxt_venue import CcxtVenue
 
 DELETE_ORDER = "DELETE /api/v3/order"
@@ -63,9 +62,7 @@ async def test_an_engine_started_after_a_cancel_cut_off_on_the_wire_does_not_sen
     bought = (await first.buy(0.01)).order
     assert bought.status is OrderStatus.FILLED
     fx.fault(POST_ORDER, "drop_before")
-    o = (await first.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=0.00999,
-                                             reason=OrderReason.STOP_LOSS, ref_price=30_000.0,
-                                             reduce_only=True))).order
+    o = (await first.stop_loss()).order
     assert o.status is OrderStatus.IN_DOUBT
     fx.fault(DELETE_ORDER, "hang", seconds=30, execute=False)
     cancel = asyncio.ensure_future(first.path.cancel(o, by="ctl"))
@@ -96,9 +93,7 @@ async def test_the_repeats_of_an_order_in_doubt_are_counted_across_restarts(fx, 
     bought = (await first.buy(0.01)).order
     assert bought.status is OrderStatus.FILLED
     fx.fault(POST_ORDER, "drop_before", times=1000)
-    o = (await first.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=0.00999,
-                                             reason=OrderReason.STOP_LOSS, ref_price=30_000.0,
-                                             reduce_only=True))).order
+    o = (await first.stop_loss()).order
     desks, order = [first], o
     for _ in range(2 * MAX_RESENDS):
         sent = len(fx.requests_to(POST_ORDER))

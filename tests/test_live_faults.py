@@ -71,6 +71,11 @@ class Desk:
                                                  reason=OrderReason.OPERATOR, ref_price=30_000.0, **kw))
         return sub
 
+    async def stop_loss(self, qty: float = 0.00999):
+        """A stop-loss exit selling `qty` of the position, as the engine's exits are sent."""
+        return await self.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=qty,
+                                                  reason=OrderReason.STOP_LOSS, ref_price=30_000.0, reduce_only=True))
+
     async def resolve(self, order, *, until=lambda o: o.status.final, rounds: int = 40) -> None:
         """Poll the order path (as the engine's loop does) until the order reaches the wanted state."""
         for _ in range(rounds):

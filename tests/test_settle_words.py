@@ -11,11 +11,10 @@ import asyncio
 
 import pytest
 
-from test_live_faults import BTC, POST_ORDER, SETTLE_S, fx, make_desk  # noqa: F401 (fixtures)
+from test_live_faults import POST_ORDER, SETTLE_S, fx, make_desk  # noqa: F401 (fixtures)
 from ffe_engine import present
 from ffe_engine.events import OrderEvent
-from ffe_engine.model import OrderReason, OrderStatus, Side
-from ffe_engine.risk import OrderIntent
+from ffe_engine.model import OrderStatus
 
 
 async def settled(desk, o, quantity: float):
@@ -53,9 +52,7 @@ async def test_a_stop_loss_settled_in_part_is_not_said_ended_by_the_exchange(fx,
     bought = (await desk.buy(0.01)).order
     assert bought.status is OrderStatus.FILLED
     fx.fault(POST_ORDER, "drop_before")
-    o = (await desk.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=0.00999,
-                                            reason=OrderReason.STOP_LOSS, ref_price=30_000.0,
-                                            reduce_only=True))).order
+    o = (await desk.stop_loss()).order
     row, last = await settled(desk, o, 0.004)
     assert (last.status, last.side, last.reason) == ("canceled", "sell", "stop_loss")
     assert last.error.startswith("settled filled by ctl: ") and not present.ended_by_exchange(last.error), last.error
@@ -72,9 +69,7 @@ async def test_an_exit_the_exchange_expired_settled_beyond_its_listed_trades_kee
     fx.partial_fill_next(0.5, rest="expire")
     fx.fault(POST_ORDER, "no_cost")
     fx.fault("GET /api/v3/myTrades", "stale", seconds=600, times=10_000)
-    o = (await desk.path.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=0.00999,
-                                            reason=OrderReason.STOP_LOSS, ref_price=30_000.0,
-                                            reduce_only=True))).order
+    o = (await desk.stop_loss()).order
     for _ in range(10):
         await desk.path.poll()
         await asyncio.sleep(SETTLE_S / 3)
