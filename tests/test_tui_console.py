@@ -66,17 +66,22 @@ class _HeldFeed(SimulatedFeed):
             yield c
 
 
+async def _held_open_order(pilot, app) -> str:
+    """A console's engine running on a _HeldFeed, the market held still, with one order open at the paper venue."""
+    await running(pilot)
+    await until(pilot, lambda: app.snap["bars"] >= 2, "the first live bar")
+    feed = app.engine.feed
+    feed.hold = True
+    await until(pilot, feed.parked.is_set, "the market held still")
+    return await _open_order(pilot, app)
+
+
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 async def test_kill_switch_K_then_y_halts_cancels_and_survives_a_restart(tmp_path, size):
     db = db_path(tmp_path)
     app = console(tmp_path, speed=4.0, feed_class=_HeldFeed)
     async with app.run_test(size=size) as pilot:
-        await running(pilot)
-        await until(pilot, lambda: app.snap["bars"] >= 2, "the first live bar")
-        feed = app.engine.feed
-        feed.hold = True
-        await until(pilot, feed.parked.is_set, "the market held still")
-        cid = await _open_order(pilot, app)
+        cid = await _held_open_order(pilot, app)
         await pilot.press("K")
         await until(pilot, lambda: "KILL SWITCH" in screen_text(app), "the kill switch confirmation")
         await pilot.press("enter")  # the default is cancel
@@ -106,12 +111,7 @@ async def test_a_second_kill_switch_press_does_not_hide_what_the_first_cancelled
     db = db_path(tmp_path)
     app = console(tmp_path, speed=4.0, feed_class=_HeldFeed)
     async with app.run_test(size=(120, 40)) as pilot:
-        await running(pilot)
-        await until(pilot, lambda: app.snap["bars"] >= 2, "the first live bar")
-        feed = app.engine.feed
-        feed.hold = True
-        await until(pilot, feed.parked.is_set, "the market held still")
-        cid = await _open_order(pilot, app)
+        cid = await _held_open_order(pilot, app)
         for _ in range(2):
             await pilot.press("K")
             await until(pilot, lambda: "cancel every open order" in screen_text(app), "the kill switch confirmation")
