@@ -386,6 +386,23 @@ class ClosedOutput(io.TextIOBase):
         pass
 
 
+class DroppedErrors(io.TextIOBase):
+    """Standard error when the process was started without one (`2>&-`: Python makes sys.stderr None): what is
+    written to it (log lines, progress) is dropped, as a log line that cannot be written is (logs.write_line); the
+    one-line error of a command that fails goes to standard output instead (`_error_stream`)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _error_stream() -> Any:
+    """Where the one-line error of a failed command goes: standard error, or standard output without one."""
+    return sys.stdout if isinstance(sys.stderr, DroppedErrors) else sys.stderr
+
+
 def _reader_gone() -> None:
     """stdout's reader went away (`| head`): stop quietly, and keep the interpreter's last flush from failing."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -410,6 +427,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
     other command gets them back at once."""
     if sys.stdout is None:
         sys.stdout = ClosedOutput()
+    if sys.stderr is None:
+        sys.stderr = DroppedErrors()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     given = argv
@@ -456,7 +475,7 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         # One line, whatever it quotes (a file's header cells, a path): a character a terminal would act on, a new
         # line among them, is shown as its escape.
         message = fmt.printable(commands.masked(message))
-        print(f"ffe: error: {message}" if exc.exit_code != 130 else f"ffe: {message}", file=sys.stderr)
+        print(f"ffe: error: {message}" if exc.exit_code != 130 else f"ffe: {message}", file=_error_stream())
         return exc.exit_code
     except BrokenPipeError:
         _reader_gone()

@@ -909,3 +909,28 @@ def test_an_endless_pipe_of_binary_data_is_refused_at_its_first_chunk(tmp_path):
     writer.join(timeout=10)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert proc.stderr.splitlines() == [f"ffe: error: /dev/fd/{read}:1: not UTF-8 text"], proc.stderr[-2000:]
+
+
+def test_a_closed_standard_error_drops_the_log_lines_and_the_commands_go_on(tmp_path):
+    """Started without a standard error (`2>&-`: Python makes sys.stderr None), a run and a backtest do their work,
+    their log lines dropped as a line that cannot be written is; a command's one-line error goes to standard output."""
+    import subprocess
+
+    from conftest import ffe_cmd, starter_config
+
+    def closed_stderr(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", shlex.join(ffe_cmd(*args)) + " 2>&-"], cwd=tmp_path, env=ffe_env(),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, timeout=120)
+
+    starter_config(tmp_path)
+    run = closed_stderr("run", "--headless", "--max-bars", "3")
+    assert run.returncode == 0, run.stdout
+    stops = [r for r in audit_lines(tmp_path / "logs" / "audit.jsonl") if r["event"] == "run" and r["phase"] == "stop"]
+    assert len(stops) == 1
+    csv = tmp_path / "BTC-USD_1h.csv"
+    csv.write_text("".join(sample_head(BTC_CSV, 300)))
+    backtest = closed_stderr("backtest", csv.name, "--report", "r.json")
+    assert backtest.returncode == 0, backtest.stdout
+    assert "trades" in backtest.stdout and json.loads((tmp_path / "r.json").read_text())["bars"] == 300
+    refused = closed_stderr("doctor", "--no-such-option")
+    assert refused.returncode == 2 and refused.stdout.startswith("ffe: error: unrecognized arguments"), refused.stdout
