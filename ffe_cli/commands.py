@@ -246,12 +246,14 @@ def backtest(args: argparse.Namespace) -> int:
                               f"{data_dir / 'ffe.db'}") from None
         raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
                           f"{log_dir / bt.AUDIT_NAME}") from None
-    _print(masked(format_summary(report)))  # its skipped rows quote the file's cells
-    if report_path is not None:
-        try:
-            _write_whole(report_path, json.dumps(report, indent=1))
-        except OSError as exc:  # checked before the run: the disk filled or the directory changed since
-            raise StorageError(f"--report {args.report}: cannot write ({exc.strerror or exc})") from None
+    try:
+        _print(masked(format_summary(report)))  # its skipped rows quote the file's cells
+    finally:  # written when the summary's reader went away (`| head`) too: the user asked for it
+        if report_path is not None:
+            try:
+                _write_whole(report_path, json.dumps(report, indent=1))
+            except OSError as exc:  # checked before the run: the disk filled or the directory changed since
+                raise StorageError(f"--report {args.report}: cannot write ({exc.strerror or exc})") from None
     return 0
 
 

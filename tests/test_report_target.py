@@ -117,3 +117,19 @@ def test_a_report_to_this_process_s_own_descriptor_redirected_to_a_file_is_writt
     text = (here / "taken.json").read_text()
     start = text.index("{\n")  # after the summary, when the report shares stdout with it
     assert json.loads(text[start:])["bars"] == 60, text
+
+
+@pytest.mark.parametrize("reader", ["true", "head -1"])
+def test_the_report_is_written_when_the_summary_s_reader_went_away(tmp_path, reader):
+    """`ffe backtest ... --report r.json | head -1`: the reader of the summary going away ends the command quietly,
+    and the report the user asked for is written all the same (an exit of 0 tells a sweep that it was)."""
+    import subprocess
+
+    from conftest import ffe_cmd, ffe_env
+
+    here = account_with_csv(tmp_path)
+    command = ffe_cmd("backtest", "BTC-USD_1h.csv", "--records", "summary", "--report", "r.json")
+    proc = subprocess.run(["bash", "-c", f'"$@" | {reader}', "sh", *command], cwd=here, env=ffe_env(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((here / "r.json").read_text())["bars"] == 60
