@@ -432,6 +432,7 @@ def backtest_runs(args: argparse.Namespace) -> int:
     if args.records is not None or args.report is not None or args.lenient:
         raise ArgumentError(f"ffe backtest {verb} takes no --records, --report or --lenient")
     settings = settings_from(args)
+    past.refuse_run_folder(settings)  # a run's folder, or the runs' own: none of the account's runs are in it
     runs = past.find_runs(settings)
     where = settings.data_dir / "backtests"
     if args.list:

@@ -706,3 +706,17 @@ def test_the_runs_folder_is_refused_through_a_link_and_emptied_but_an_account_na
     assert beside.returncode == 0, beside.stderr[-2000:]
     again = run_ffe(other, "run", "--headless", "--max-bars", "2", "--data-dir", "backtests", "--log-dir", "logsB")
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+@pytest.mark.parametrize("option", [("--list",), ("--clean", "--keep", "0", "--yes")], ids=["list", "clean"])
+def test_list_and_clean_refuse_a_run_s_folder_and_the_runs_folder_as_the_data_directory(runs_dir, tmp_path, option):
+    """`ffe backtest --list` or `--clean` with `--data-dir` naming a run's folder or the folder of the runs: refused as
+    a backtest refuses them (exit 2, naming the folder), not answered "no backtest runs"; nothing is removed."""
+    cwd = copy(runs_dir, tmp_path / "runs")
+    data, _logs = run_of(cwd, "trades")
+    before = sorted(p.relative_to(cwd) for p in (cwd / "data").rglob("*"))
+    line = one_error_line(run_ffe(cwd, "backtest", *option, "--data-dir", data))
+    assert f"{data}: a backtest run's records (trades), not an account's" in line, line
+    line = one_error_line(run_ffe(cwd, "backtest", *option, "--data-dir", "data/backtests"))
+    assert "data/backtests: the folder of an account's backtest runs, not an account's data directory" in line, line
+    assert sorted(p.relative_to(cwd) for p in (cwd / "data").rglob("*")) == before
