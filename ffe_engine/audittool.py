@@ -39,7 +39,7 @@ from .control import starting_engine
 from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, damaged_database, unreadable_database
 from .events import EVENT_TYPES
 from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end, open_read_only, peek_foreign,
-                    refuse_damaged_wal, refuse_foreign, refuse_not_a_file)
+                    refuse_damaged_wal, refuse_foreign, refuse_newer_schema, refuse_not_a_file)
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -688,6 +688,7 @@ def open_db(path: Path) -> sqlite3.Connection:
         raise unreadable_database(path, exc) from None
     try:
         refuse_foreign(path, conn)
+        refuse_newer_schema(path, conn.execute("PRAGMA user_version").fetchone()[0])
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except BaseException as exc:
         conn.close()

@@ -2765,9 +2765,11 @@ class Records:
             (tables,) = self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             if tables:
                 refuse_foreign(self.path, self.conn)
+                # Read as whole, the records of a newer ffe's database would be said wrong.
+                refuse_newer_schema(self.path, self.conn.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise cannot_read_database(self.path, exc) from None
-        except NotADatabase:
+        except (NotADatabase, SchemaError):
             self.conn.close()
             raise
         if not tables:  # a first start stopped before it committed its schema: nothing here yet, as for an empty file
@@ -3015,7 +3017,8 @@ class EventHead:
     def last_seq(self) -> int | None:
         """The last committed event's seq (0: none yet); None when there is no database here, or one that cannot
         be read. Once read, a read that fails answers the seq read last: an answer never runs ahead of the
-        database. A file put in place of the one read (a restore) is read from then on."""
+        database. A file put in place of the one read (a restore) is read from then on. SchemaError for a database
+        a newer ffe wrote."""
         try:
             st = self.path.stat()
         except OSError:
@@ -3027,7 +3030,13 @@ class EventHead:
             if self.conn is None:
                 if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
                     return None
-                self.conn = open_read_only(self.path)
+                conn = open_read_only(self.path)
+                try:  # a newer ffe's records are not all this release can say: SchemaError, as the other readers
+                    refuse_newer_schema(self.path, conn.execute("PRAGMA user_version").fetchone()[0])
+                except BaseException:
+                    conn.close()
+                    raise
+                self.conn = conn
                 self.file = (st.st_dev, st.st_ino)
             row = self.conn.execute("SELECT max(seq) FROM events").fetchall()[0]
         except (OSError, sqlite3.DatabaseError):

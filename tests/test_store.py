@@ -196,3 +196,22 @@ async def test_a_write_queued_behind_one_the_lock_refused_writes_nothing(tmp_pat
         assert db_rows(path, "SELECT state FROM engine_state") == []
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("command", [("report", "trades"), ("report", "providers"), ("audit", "tail", "-n", "2"),
+                                     ("audit", "verify"), ("audit", "show", "1")],
+                         ids=["report-trades", "report-providers", "audit-tail", "audit-verify", "audit-show"])
+def test_the_readers_refuse_a_database_a_newer_ffe_wrote(tmp_path, command):
+    """`ffe report` and `ffe audit` read the records as whole: those of a newer ffe's database are not all this
+    release knows how to read. Refused as `ffe doctor`, `ffe backup` and the start refuse it: one line, exit 2."""
+    assert run_ffe(tmp_path, "run", "--headless", "--max-bars", "3").returncode == 0
+    db = tmp_path / "data" / "ffe.db"
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    proc = run_ffe(tmp_path, *command)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"schema version {SCHEMA_VERSION + 1} is newer than this ffe" in lines[0], proc.stderr
+    assert proc.stdout == ""
