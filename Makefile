@@ -51,7 +51,7 @@ test: $(STAMP)
 	$(BIN)/python -m compileall -q ffe_engine ffe_tui ffe_cli > /dev/null
 	@types=$$(mktemp); $(BIN)/python -m mypy > $$types 2>&1 & mypy=$$!; \
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest --collect-only -q -p no:cacheprovider > /dev/null 2>&1; \
-	SUBPROCESS_COVERAGE_DIR=$(CURDIR)/$(SUBCOV) \
+	SUBPROCESS_COVERAGE_DIR="$(CURDIR)/$(SUBCOV)" \
 	COVERAGE_CORE=$$($(BIN)/python -c 'import sys; print("sysmon" if sys.version_info >= (3, 12) else "ctrace")') \
 	$(BIN)/coverage run -m pytest -q -n $(WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); tests=$$?; \
 	wait $$mypy; typed=$$?; echo "mypy:"; cat $$types; rm -f $$types; \
