@@ -62,7 +62,10 @@ def _may_quote_a_variable(text: str) -> bool:
 
 
 def _print(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    """A command's output, line by line: a character a terminal would act on (a path or a name of the user's with an
+    escape sequence or a bell in it) shown as its escape, never passed on to act. A line whose words may hold a new
+    line of their own is made printable whole first (fmt.printable), so that it stays one line."""
+    sys.stdout.write("\n".join(map(fmt.printable, text.split("\n"))) + "\n")
     sys.stdout.flush()
 
 
