@@ -422,6 +422,25 @@ def _handled(handler: Handler, args: argparse.Namespace) -> int:
         raise said from None
 
 
+def _options_before_the_command(parser: Parser, given: list[str], extra: list[str]) -> NoReturn:
+    """`ffe --config X config check`: the options were taken as run's, or refused, and the command left over. The
+    line says the command with the options after it, when it takes them; else which of them it does not take."""
+    command = next(word for word in extra if word in parser.commands)
+    at = len(given) - len(extra) + extra.index(command) if given[-len(extra):] == extra else given.index(command)
+    moved = given[at:] + given[:at]
+    try:
+        parsed, left = parser.parse_known_args(moved)
+    except (UsageError, SystemExit):  # a value it refuses: the options it does not take are not known
+        parsed, left = None, [word for word in given[:at] if word.startswith("-")]
+    if not left:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}; options go after the command: "
+                     f"`ffe {' '.join(moved)}`")
+    name = _help_of(parsed) if parsed is not None else f"ffe {command}"
+    refused = ", ".join(word for word in left if word.startswith("-"))
+    raise UsageError(f"unrecognized arguments: {' '.join(given[at:])}; `{name}` takes no {refused} (see `{name} "
+                     "--help`)")
+
+
 def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) -> int:
     """`early`: the signals taken since the process began (ffe_cli.entry), for a headless run to act on; every
     other command gets them back at once."""
@@ -442,11 +461,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
             if not done.code:  # the help, printed: flushed here, so that a full standard output is said as below
                 sys.stdout.flush()
             raise
-        if extra and given and given[0].startswith("-") and extra[0] in parser.commands:
-            # `ffe --config X config check`: the options were taken as run's, and the command left over.
-            at = len(given) - len(extra) if given[-len(extra):] == extra else given.index(extra[0])
-            parser.error(f"unrecognized arguments: {' '.join(extra)}; options go after the command: "
-                         f"`ffe {' '.join(given[at:] + given[:at])}`")
+        if extra and given and given[0].startswith("-") and any(word in parser.commands for word in extra):
+            _options_before_the_command(parser, given, extra)
         # argparse gives a list positional the arguments before the first option only: the files of
         # `ffe backtest A.csv --lenient B.csv` are A.csv and B.csv.
         listed = getattr(args, "positionals", None)
