@@ -922,7 +922,7 @@ def render_kept_story(s: dict[str, Any]) -> str:
            "records do); its orders, fills and trades:"]
     for o in s["orders"]:
         out += ["", f"order {o['client_order_id']}  {o['side']} {fmt.qty(o['quantity'])} {o['type']}  {o['reason']}  "
-                    f"{o['status']}  at {fmt.iso_ms(o['created_ts'])}", *_filled_lines(o)]
+                    f"{o['status']}  placed {fmt.iso_ms(o['created_ts'])}", *_filled_lines(o)]
     for t in s["trades"]:
         out += ["", "trade", f"{_trade_line(t)}  {t['reason']}  (closed by {t['exit_client_order_id'] or 'no order'})"]
     if not s["orders"] and not s["trades"]:
@@ -933,7 +933,7 @@ def render_kept_story(s: dict[str, Any]) -> str:
 def render_order_story(s: dict[str, Any]) -> str:
     o = s["orders"][0]
     out = [f"order {s['client_order_id']}  {s['symbol']}  {o['side']} {fmt.qty(o['quantity'])} {o['type']}  "
-           f"{o['status']}  at {fmt.iso_ms(o['created_ts'])}",
+           f"{o['status']}  placed {fmt.iso_ms(o['created_ts'])}",
            f"  no decision (an {s['reason']} order): the gates below were checked under its own id", "", "gates"]
     if s["gates"]:
         out.append(f"  {'code':<20}{'value':<12}{'limit':<31}result")
@@ -1044,7 +1044,7 @@ def render_story(s: dict[str, Any]) -> str:
         via = f" (decision {o['decision_id']})" if o["decision_id"] not in (None, s["decision_id"]) else ""
         add(f"  {o['client_order_id']}  {o['side']} {fmt.qty(o['quantity'])} {o['symbol']} {o['type']}  {o['reason']}"
             f"  {o['status']}  filled {fmt.qty(o['filled'])} @ {fmt.price(o['average'])}  fee {fmt.fee(o['fee'])}"
-            f"  at {fmt.iso_ms(o['created_ts'])}{via}" + (f"  error: {o['error']}" if o["error"] else ""))
+            f"  placed {fmt.iso_ms(o['created_ts'])}{via}" + (f"  error: {o['error']}" if o["error"] else ""))
         if o.get("gates"):
             add(f"    gates at {fmt.iso(o['gates'][0]['ts'])}")
             for g in o["gates"]:

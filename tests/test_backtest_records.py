@@ -11,6 +11,7 @@ import pytest
 
 from conftest import BTC_CSV, ETH_CSV, db_rows, ffe_cmd, ffe_env, run_ffe
 from ffe_engine import records
+from ffe_engine.fmt import iso_ms
 
 LEVELS = ("full", "trades", "summary")
 FULL_BYTES_PER_BAR = 600
@@ -129,11 +130,15 @@ def test_audit_show_of_a_trades_run_tells_a_decision_s_orders_fills_and_trade_by
     [(trade_id, exit_cid)] = db_rows(db, "SELECT id, exit_client_order_id FROM trades WHERE entry_decision_id = ?",
                                      (did,))
     fills = db_rows(db, "SELECT quantity, price FROM fills WHERE client_order_id = ?", (cid,))
+    [(created,)] = db_rows(db, "SELECT created_ts FROM orders WHERE client_order_id = ?", (cid,))
     for ident in (did, cid):
         proc = run_ffe(run["cwd"], "audit", "show", ident, "--data-dir", str(db.parent))
         assert proc.returncode == 0, (ident, proc.stdout + proc.stderr)
         assert "keeps no decision record" in proc.stdout and did in proc.stdout, proc.stdout
         assert cid in proc.stdout and exit_cid in proc.stdout and f"#{trade_id}" in proc.stdout, proc.stdout
+        # The order's time is when it was placed, said so: its fill comes a bar later.
+        [order_line] = [line for line in proc.stdout.splitlines() if line.startswith(f"order {cid}")]
+        assert order_line.endswith(f"filled  placed {iso_ms(created)}"), order_line
         story = json.loads(run_ffe(run["cwd"], "audit", "show", ident, "--json", "--data-dir",
                                    str(db.parent)).stdout)
         assert story["decision_id"] == did and story["records"] == "trades"
