@@ -448,11 +448,11 @@ def backtest_runs(args: argparse.Namespace) -> int:
     older = past.parse_age(args.older_than) if args.older_than is not None else None
     chosen = past.to_clean(runs, keep=keep, older_than_s=older, now=datetime.now(timezone.utc))
     if not chosen:
-        _print(f"nothing to remove: {len(runs)} run{'' if len(runs) == 1 else 's'} in {where} (none chosen by the "
+        _print(f"nothing to remove: {fmt.counted(len(runs), 'run')} in {where} (none chosen by the "
                "options)")
         return 0
     total = fmt.size(sum(r.size for r in chosen))
-    _print(f"{'removing' if args.yes else 'would remove'} {len(chosen)} of {len(runs)} runs, {total}:")
+    _print(f"{'removing' if args.yes else 'would remove'} {len(chosen)} of {fmt.counted(len(runs), 'run')}, {total}:")
     for run in chosen:
         _print("  " + past.run_line(run))
         for folder in run.folders:
@@ -465,7 +465,7 @@ def backtest_runs(args: argparse.Namespace) -> int:
     # A run that cannot be removed is said in one line, and the others are removed all the same.
     refused = [f"{run.run_id} not removed: {why}" for run in chosen if (why := past.remove(run)) is not None]
     left = f"{len(refused)} not removed; " if refused else ""
-    _print(f"removed {len(chosen) - len(refused)} runs; {left}{len(runs) - len(chosen)} kept")
+    _print(f"removed {fmt.counted(len(chosen) - len(refused), 'run')}; {left}{len(runs) - len(chosen)} kept")
     if refused:
         raise FfeError("; ".join(refused))
     return 0

@@ -249,7 +249,8 @@ def format_summary(r: dict[str, Any]) -> str:
             for name, f in r["provider_failures"].items()))
     for sym, gaps in r["gaps"].items():
         if gaps["count"]:
-            text = f"  gaps          {sym}: {gaps['count']:,} gaps, {gaps['missing_bars']:,} missing bars"
+            text = (f"  gaps          {sym}: {fmt.counted(gaps['count'], 'gap')}, "
+                    f"{fmt.counted(gaps['missing_bars'], 'missing bar')}")
             longest = gaps.get("longest")  # not in the reports of older versions
             if longest:
                 text += (f" (the longest: {longest['missing_bars']:,} after {longest['after']}, next candle at "

@@ -64,6 +64,11 @@ def number(x: Any, digits: int = 6) -> str:
     return str(x)
 
 
+def counted(n: int, noun: str) -> str:
+    """`n` and its noun, singular for one: "1 gap", "2,000 missing bars"."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def money(x: Any, signed: bool = False) -> str:
     if not _finite(x):
         return "-"

@@ -339,7 +339,7 @@ def test_a_gap_of_years_is_told_with_its_size_and_place(tmp_path):
     (tmp_path / "BTC-USD_1h.csv").write_text(header + "".join(rows[:200] + later))
     proc = run_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--records", "summary")
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"^\s+gaps\s+BTC/USD: 1 gaps, 26,304 missing bars \(the longest: 26,304 after "
+    assert re.search(r"^\s+gaps\s+BTC/USD: 1 gap, 26,304 missing bars \(the longest: 26,304 after "
                      r"2020-01-09T07:00:00Z, next candle at 2023-01-09T08:00:00Z\)$", proc.stdout, re.MULTILINE), \
         proc.stdout
 

@@ -551,7 +551,7 @@ def test_a_run_is_listed_and_cleaned_as_the_folders_it_has_on_disk_whatever_the_
     assert re.search(rf"^{run} +\S+ +full +{re.escape(fmt.size(files_size(folders)))}  .*; return ", listed.stdout,
                      re.MULTILINE), listed.stdout
     proc = run_ffe(tmp_path, "backtest", "--clean", "--keep", "0", "--yes", *dirs)
-    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("removed 1 runs; 0 kept"), (proc.stdout, proc.stderr)
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("removed 1 run; 0 kept"), (proc.stdout, proc.stderr)
     assert len([line for line in proc.stdout.splitlines() if line.startswith("    ")]) == len(folders), proc.stdout
     assert not any(f.exists() for f in folders)
     assert run_ffe(tmp_path, "backtest", "--list", *dirs).stdout.startswith("no backtest runs in "), listed
@@ -594,7 +594,7 @@ def test_a_clean_stopped_by_a_file_it_cannot_remove_leaves_the_run_listed_and_cl
     assert re.search(rf"^{run} +\S+ +full .*; return ", listed.stdout, re.MULTILINE), listed.stdout
     assert listed.stdout.splitlines()[-1].startswith("1 run, "), listed.stdout
     proc = run_ffe(cwd, "backtest", "--clean", "--keep", "0", "--yes")
-    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("removed 1 runs; 0 kept"), (proc.stdout, proc.stderr)
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("removed 1 run; 0 kept"), (proc.stdout, proc.stderr)
     assert not (cwd / "data" / "backtests" / run).exists() and not (cwd / "logs" / "backtests" / run).exists()
 
 
