@@ -421,6 +421,11 @@ class ConsoleApp(App[int]):
         except Exception as exc:
             await self._engine_failed(exc)
             return
+        if not self.attached and self.engine.crashed is not None:
+            # Stopped by a failure it recorded and returned from (records it cannot write: HALTED, as headless
+            # exits 1 on it): a crash, not a market feed that ended.
+            await self._engine_failed(self.engine.crashed)
+            return
         self._tick()
         if self.stopping:
             await self._finish()
@@ -1296,8 +1301,14 @@ class ConsoleApp(App[int]):
                f"The engine has already stopped ({self._stopped_why()})." if self.feed_ended else
                "The engine stops in order.")
         waiting = waiting_approvals(self.snap or {})
-        approvals = (f" The {waiting} trade(s) waiting for approval still wait at the next start (unless their "
-                     "time has run out by then)." if waiting else "")
+        if not waiting:
+            approvals = ""
+        elif self._starts_again(state) == EngineState.HALTED.value:  # docs/states.md: such a start rejects them
+            approvals = (f" The {waiting} trade(s) waiting for approval are rejected by the next start, which comes "
+                         "up HALTED.")
+        else:
+            approvals = (f" The {waiting} trade(s) waiting for approval still wait at the next start (unless their "
+                         "time has run out by then).")
         # HALTED watches no stop-loss or take-profit, and the next start of a HALTED engine is HALTED too.
         until = ("the engine is re-armed after the next start" if state == EngineState.HALTED.value else
                  "the next start")

@@ -612,3 +612,24 @@ async def test_a_log_line_wider_than_the_pane_is_marked_where_it_is_cut_and_scro
         assert pane.scroll_x > 0 and rest_shown(), screen_text(app)
         await pilot.press("ctrl+pageup", "ctrl+pageup", "ctrl+pageup")
         await until(pilot, lambda: pane.scroll_x == 0, "back to the start of the lines")
+
+
+async def test_an_engine_stopped_halted_by_its_records_is_a_crash_on_screen_and_in_the_exit_code(tmp_path):
+    """The audit trail removed under the console's own engine: the engine stops HALTED (records it cannot write, as
+    headless). The console says it as a crash, with the error in full, not as a market feed that ended; its quit
+    dialog says the next start rejects the approvals waiting; quitting exits 1, as `ffe run --headless` does."""
+    app = console(tmp_path, speed=4.0, approval="manual", ttl=600.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        await until(pilot, lambda: app.engine.approvals.pending, "an approval waiting", timeout=60)
+        os.unlink(audit_path(tmp_path))
+        await until(pilot, lambda: "ENGINE CRASHED" in screen_text(app), "the crash on screen", timeout=30)
+        assert "the audit trail was removed" in banner_text(app), banner_text(app)
+        assert app.engine.state.value == "HALTED"
+        await pilot.press("q")
+        await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
+        said = screen_text(app)
+        assert "still wait" not in said and "are rejected by the" in said, said
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, "the console to exit")
+    assert app.return_code == 1
