@@ -735,7 +735,12 @@ class LogPane(Log):
     # ------------------------------------------------------------------ what is written
     def add(self, lines: list[str]) -> None:
         if lines:
+            before = self.line_count
             self.write_lines(lines, scroll_end=False)
+            dropped = before + len(lines) - self.line_count  # the oldest, past max_lines
+            if dropped > 0 and not self.following:
+                # Scrolled up: the lines being read stay where they are on screen.
+                self.scroll_to(y=max(0, self.scroll_y - dropped), animate=False, immediate=True)
             self._keep_up()
 
     def replace(self, lines: list[str], filter_spec: str) -> None:

@@ -3,6 +3,8 @@ engine (simulated market, SQLite under tmp_path) driven through Textual's Pilot.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from textual.color import Color
 from textual.command import CommandPalette
@@ -138,6 +140,29 @@ async def test_scrolled_up_the_log_stays_put_and_says_so_until_end(tmp_path):
         await pilot.press("end")
         await until(pilot, lambda: "not following" not in screen_text(app), "following again")
         await _newest_on_screen(pilot, "after end")
+
+
+async def test_scrolled_up_in_a_full_log_the_lines_read_stay_put_as_the_oldest_are_dropped(tmp_path):
+    """The pane keeps its newest LOG_LINES lines: scrolled up in a full pane, the oldest dropped for new ones must not
+    slide the lines being read away."""
+    from ffe_tui.app import LOG_LINES
+
+    app = console(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        pane = app.query_one("#log")
+        _say(LOG_LINES + 50, "filling")
+        await until(pilot, lambda: len(pane.lines) == LOG_LINES and "filling n=" in pane.lines[-1], "a full log")
+        pane.focus()
+        await pilot.press("pageup", "pageup")
+        await until(pilot, lambda: "not following" in screen_text(app), "the pane saying it stopped following")
+        await pilot.pause(0.2)
+        read = re.findall(r"filling n=\d+", screen_text(app))
+        assert read, screen_text(app)
+        _say(300, "more")
+        await until(pilot, lambda: "more n=299" in pane.lines[-1], "the new lines in the pane")
+        await pilot.pause(0.3)
+        assert re.findall(r"filling n=\d+", screen_text(app)) == read
 
 
 async def test_j_and_k_scroll_the_focused_log_as_down_and_up_do(tmp_path):
