@@ -164,8 +164,9 @@ def _error(f: Fields) -> str:
     return f"[{f.get('where')}] {f.get('message')}"
 
 
-def kill_summary(f: Fields) -> str:
-    """What a kill switch or flatten did: also the console's banner after one."""
+def kill_summary(f: Fields, ended: frozenset[str] = frozenset()) -> str:
+    """What a kill switch or flatten did: also the console's banner after one. `ended`: the orders whose failed
+    cancel a later report ended, named without their error (no longer news)."""
     if f.get("follow_up"):
         return follow_up_summary(f)
     cancelled = list(f.get("cancelled") or [])
@@ -175,7 +176,7 @@ def kill_summary(f: Fields) -> str:
         parts.append(f"({', '.join(map(str, cancelled))})")
     parts.append(f"failed {len(failed)}")
     if failed:
-        parts.append(_failures(failed))
+        parts.append(_failures(failed, ended))
     filled = list(f.get("filled") or [])
     if filled:
         parts.append(f"filled before its cancel {len(filled)} ({', '.join(map(str, filled))})")
@@ -245,9 +246,14 @@ def _doubt(f: Fields) -> list[str]:
             "the position is held until the exchange says: check the exchange"]
 
 
-def _failures(failed: list[Any]) -> str:
-    return "(" + ", ".join(f"{x.get('client_order_id') or x.get('symbol')}: {x.get('error')}"
-                           if isinstance(x, dict) else str(x) for x in failed[:3]) + ")"
+def _failures(failed: list[Any], ended: frozenset[str] = frozenset()) -> str:
+    def one(x: Any) -> str:
+        if not isinstance(x, dict):
+            return str(x)
+        name = str(x.get("client_order_id") or x.get("symbol"))
+        return name if name in ended else f"{name}: {x.get('error')}"
+
+    return "(" + ", ".join(map(one, failed[:3])) + ")"
 
 
 def _left(f: Fields) -> list[str]:
@@ -268,15 +274,16 @@ def _left(f: Fields) -> list[str]:
     return parts
 
 
-def kill_headline(f: Fields) -> str:
-    """The kill switch's or flatten's report as the operator reads it first: the console's banner, `ffe ctl`."""
+def kill_headline(f: Fields, ended: frozenset[str] = frozenset()) -> str:
+    """The kill switch's or flatten's report as the operator reads it first: the console's banner, `ffe ctl`
+    (`ended`: as kill_summary)."""
     if f.get("follow_up") and f.get("action") == "halt":
         what = "KILL SWITCH follow-up"
     elif f.get("follow_up"):
         what = "FLATTEN follow-up, HALTED,"
     else:
         what = "FLATTEN, then HALTED," if f.get("action") == "flatten" else "KILL SWITCH: HALTED"
-    return f"{what} {kill_summary(f)}"
+    return f"{what} {kill_summary(f, ended)}"
 
 
 def found_nothing(f: Fields) -> bool:
@@ -292,16 +299,22 @@ def halt_banner(first: Fields, later: list[Fields]) -> str:
     """The console's banner for a halt: its first press's report (`first`), then what each later press and the
     halt's follow-up did while the engine stayed HALTED (`later`), in order: none said in place of what came
     before (a second press that retries a failed cancel, or finds nothing left, would hide what the first
-    cancelled)."""
-    text = kill_headline(first)
-    for f in later:
+    cancelled). A failed cancel that a later report ended is named without its error there: the banner's rows then
+    show how it ended."""
+    text = kill_headline(first, _ended_after(later))
+    for i, f in enumerate(later):
         if found_nothing(f):
             text += f"; pressed again by {f.get('by') or '?'}: nothing more to cancel"
         elif f.get("follow_up"):
             text += f"; follow-up {kill_summary(f)}"
         else:
-            text += f"; pressed again {kill_summary(f)}"
+            text += f"; pressed again {kill_summary(f, _ended_after(later[i + 1:]))}"
     return text
+
+
+def _ended_after(reports: list[Fields]) -> frozenset[str]:
+    """The orders these reports say cancelled or filled."""
+    return frozenset(str(c) for f in reports for key in ("cancelled", "filled") for c in f.get(key) or [])
 
 
 def _kill(f: Fields) -> str:

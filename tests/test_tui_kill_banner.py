@@ -44,3 +44,21 @@ def test_a_halt_after_a_re_arm_begins_a_new_banner():
     halted(state)
     state.apply([ev.KillSwitchEvent(action="halt", by="operator")])
     assert banner(state) == "KILL SWITCH: HALTED by operator: cancelled 0 failed 0", banner(state)
+
+
+def test_a_failed_cancel_ended_since_is_said_short_so_its_end_shows_in_the_banner_s_rows():
+    """A cancel that failed on an exchange that was down, then the follow-up that cancelled it: the exchange's long
+    error is no longer news, and kept whole it pushed the follow-up out of the banner's three rows. The failure is
+    named by its order only once a later report ends it; one still failing keeps its error."""
+    error = "ExchangeNotAvailable: binance GET https://api.example/api/v3/order " + "x" * 200
+    state = ConsoleState(["BTC/USDT"])
+    halted(state)
+    state.apply([ev.KillSwitchEvent(action="halt", failed=[{"client_order_id": "ffe-c", "error": error},
+                                                           {"client_order_id": "ffe-d", "error": "timed out"}],
+                                    by="operator")])
+    assert error in banner(state)
+    state.apply([ev.KillSwitchEvent(action="halt", cancelled=["ffe-c"], by="engine", follow_up=True)])
+    text = banner(state)
+    assert "ExchangeNotAvailable" not in text, text
+    assert text.startswith("KILL SWITCH: HALTED by operator: cancelled 0 failed 2 (ffe-c, ffe-d: timed out)"), text
+    assert text.endswith("follow-up by engine: cancelled since (its cancel reported failed) 1 (ffe-c)"), text
