@@ -188,11 +188,14 @@ class StatusLine(Static):
             **self._figures(snap, no_color),
             "where": [Text(f"  {where}"), Text(f"  {where.split(' ', 1)[-1]}"), Text()] if where else [Text()],
         }
-        # Why the engine is not RUNNING outranks which engine it is, once shortened (the pid stays at 80 columns, as
-        # the README says); why it runs does not.
+        # Why the engine is not RUNNING outranks its figures (the Positions and Balances views have them) and, once
+        # shortened, which engine it is (the pid stays at 80 columns, as the README says): what lifts a pause is
+        # often at the reason's end. Why it runs does not.
         to_22 = ["reason"] * REASON_WIDTHS.index(22)  # the steps down to the 22 characters the line began with
-        order = (["where", "equity", *to_22, "reason", "where"] if state == "RUNNING"
-                 else ["where", "equity", *to_22, "reason", "dd", "where"])
+        if state == "RUNNING":
+            order = ["where", "equity", *to_22, "reason", "where"]
+        else:
+            order = ["where", "equity", "dd", "day", "equity", *to_22, "reason", "where"]
         return fit(parts, [*order, "reason", "reason", "dd"], width)
 
     @staticmethod
@@ -201,15 +204,15 @@ class StatusLine(Static):
         engine's cash_unreconciled) none of them, but what the cash is."""
         if snap.get("cash_unreconciled"):
             said = ("cash: the exchange's, not yet reconciled", "bold")
-            return {"equity": [Text.assemble("  ", said), Text.assemble("  ", ("cash unreconciled", "bold"))],
+            return {"equity": [Text.assemble("  ", said), Text.assemble("  ", ("cash unreconciled", "bold")), Text()],
                     "day": [Text()], "dd": [Text()]}
         equity = (fmt.money(snap["equity"]), "bold")
         # Without colour red is a grey a step from the background: a loss is bold, in the line's own colour.
         day_style = ("" if snap["day_pnl"] >= 0 else "bold") if no_color else \
             ("green" if snap["day_pnl"] >= 0 else "red")
         day = (fmt.money(snap["day_pnl"], signed=True), day_style)
-        return {"equity": [Text.assemble("  equity ", equity), Text.assemble("  eq ", equity)],
-                "day": [Text.assemble("  day ", day)],
+        return {"equity": [Text.assemble("  equity ", equity), Text.assemble("  eq ", equity), Text()],
+                "day": [Text.assemble("  day ", day), Text()],
                 "dd": [Text(f"  dd {fmt.pct(snap['drawdown_pct'])}"), Text()]}
 
     def _second(self, snap: dict[str, Any], note: str, width: int) -> Text:
