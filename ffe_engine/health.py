@@ -3,8 +3,9 @@
 healthy (HTTP 200, exit 0): the loop turns, every symbol has fresh bars, the audit trail is being written, the
     breaker is closed and reconciliation found no unexplained difference.
 degraded (HTTP 503, exit 1): the engine runs but cannot be trusted to trade as configured: a symbol's data is stale
-    (no bar for `monitor.data_stale_s`, by default three timeframes), the circuit breaker is open or probing, or
-    reconciliation holds unexplained differences.
+    (no bar for `monitor.data_stale_s`, by default three timeframes), the circuit breaker is open or probing,
+    reconciliation holds unexplained differences, or the disk of the records runs low (below
+    `monitor.disk_free_min_mb`: the engine stops HALTED when it is full).
 down (HTTP 503, exit 2): the main loop has not completed a turn for `monitor.loop_stale_s` (hung, or not started
     yet), the engine has stopped, or an audit record has waited `monitor.audit_stale_s` to be written. `ffe ctl
     health` also exits 2 when no engine answers.
@@ -35,7 +36,7 @@ def data_stale_after(cfg: MonitorSettings, timeframe_ms: int) -> float:
 
 def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str], breakers: list[dict[str, Any]],
            reconcile_blocked: int, pending_approvals: int, reconcile_text: str = "", audit: AuditLag | None,
-           cfg: MonitorSettings, timeframe_ms: int) -> dict[str, Any]:
+           cfg: MonitorSettings, timeframe_ms: int, disk_low: list[str] | None = None) -> dict[str, Any]:
     down: list[str] = []
     degraded: list[str] = []
     loop_age = liveness.loop_age()
@@ -56,6 +57,7 @@ def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str],
             degraded.append(f"breaker {b.get('state')} on {b.get('venue')}: {b.get('last_error') or 'failures'}")
     if reconcile_blocked:
         degraded.append(f"reconciliation: {reconcile_text or f'{reconcile_blocked} unexplained difference(s)'}")
+    degraded += disk_low or []
     status = DOWN if down else DEGRADED if degraded else HEALTHY
     return {
         "status": status,

@@ -117,6 +117,7 @@ class Monitor:
         self._stalled = False
         # The directories whose file system was said to run low (DISK_LOW), kept across restarts (DISK_LOW_KEY).
         self._low: set[str] = set()
+        self._low_said: dict[str, str] = {}  # what the health verdict says of them, from the last look
         self._store = store
         self._low_writes: set[asyncio.Task[None]] = set()
         self._loop_suspect: int | None = None  # the loop's turn count when it was last seen stale
@@ -131,7 +132,7 @@ class Monitor:
                          breakers=[e.breaker.summary()], reconcile_blocked=len(e.reconcile_blocked),
                          reconcile_text=blocked_text(e.reconcile_blocked),
                          pending_approvals=len(e.pending), audit=self.audit, cfg=self.cfg,
-                         timeframe_ms=e.timeframe_ms)
+                         timeframe_ms=e.timeframe_ms, disk_low=list(self._low_said.values()))
         # The secrets out of its string values, never out of its JSON: a secret's text may be a piece of it.
         return self._redactor.value(verdict) if self._redactor is not None else verdict
 
@@ -237,19 +238,26 @@ class Monitor:
         10% more again: nothing else tells of a disk filling before the records stop on it."""
         floor = self.cfg.disk_free_min_mb * 1e6
         out: list[Alert] = []
+        low_now: dict[str, str] = {}
         for which, where, free in disk_free(self.settings):
             key = f"DISK_LOW:{which}"
+            said = (f"{which} directory {where}: {free / 1e6:,.0f} MB free (monitor.disk_free_min_mb = "
+                    f"{self.cfg.disk_free_min_mb:g})")
             if floor and free < floor and which not in self._low:
                 self._low.add(which)
                 self._keep_low()
+                # Said in the log too: with no alert channel (the shipped default) nothing else would say it.
+                log.warning(f"disk running low: {said}; when it is full the engine stops HALTED: make room now")
                 out.append(Alert("DISK_LOW", key, "warn",
-                                 f"ffe {which} directory {where}: {free / 1e6:,.0f} MB free (monitor.disk_free_min_mb "
-                                 f"= {self.cfg.disk_free_min_mb:g}). When it is full the engine stops HALTED "
-                                 "(RECORDS_UNWRITABLE): make room now."))
+                                 f"ffe {said}. When it is full the engine stops HALTED (RECORDS_UNWRITABLE): make "
+                                 "room now."))
             elif which in self._low and (not floor or free >= floor * 1.1):
                 self._low.discard(which)
                 self._keep_low()
                 self.notifier.cleared(key)
+            if which in self._low:
+                low_now[which] = f"disk low: {said}"
+        self._low_said = low_now
         return out
 
     def _keep_low(self) -> None:

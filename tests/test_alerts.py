@@ -1473,3 +1473,18 @@ async def test_a_failure_sent_past_the_outbox_again_after_another_alert_went_out
         await store.close()
         await hook.stop()
     assert kinds(hook) == ["RECORDS_UNWRITABLE", between[0], "RECORDS_UNWRITABLE"], kinds(hook)
+
+
+async def test_a_disk_running_low_is_said_without_any_alert_channel(tmp_path):
+    """The shipped default has no alert channel: a disk running low must still reach the operator, as a warning in
+    the log (the console's log pane, a headless run's stderr) and as a problem of the health verdict (DEGRADED:
+    `ffe ctl health`, /health, the console's Health view), until it has room again."""
+    settings = make_settings(tmp_path, monitor={"disk_free_min_mb": 1e9})  # more than any disk here: low at once
+    async with engine_session(settings) as host:
+        await until(lambda: host.monitor.health()["status"] == "degraded", what="the verdict degraded")
+        [problem] = host.monitor.health()["problems"]
+        assert problem.startswith("disk low: data and log directory") and "MB free" in problem, problem
+        said = [line for line in host.log.getvalue().splitlines() if "disk running low" in line]
+        assert len(said) == 1 and "MB free" in said[0] and "WARN" in said[0].upper(), host.log.getvalue()
+        host.monitor.cfg = host.monitor.cfg.model_copy(update={"disk_free_min_mb": 0.0})  # room again
+        await until(lambda: host.monitor.health()["status"] == "healthy", what="healthy again")
