@@ -117,6 +117,7 @@ class ConsoleApp(App[int]):
         self.start_error: str | None = None
         self.start_failure: FfeError | None = None
         self.crash: BaseException | None = None
+        self._toggling: str | None = None  # "pause" or "resume" while p's request is under way
         self.feed_ended = False
         self.engine_stopped = False  # attached: the engine stopped in order in its own process
         self._subscriptions = 0  # attached: the event streams subscribed again after one was lost, as last seen
@@ -1007,10 +1008,13 @@ class ConsoleApp(App[int]):
         if self._has_stopped():
             return
         state = self.snap["state"]
-        if state == "RUNNING":
-            self._control("pause", self.engine.pause(reason="operator pause", by="operator"))
+        if self._toggling is not None and state in ("RUNNING", "PAUSED"):
+            # The state shown is the one before it: taken on it, a second press would do the same again.
+            self.say(f"a {self._toggling} is under way: press again once it is done", severity="warning")
+        elif state == "RUNNING":
+            self._toggle("pause", self.engine.pause(reason="operator pause", by="operator"))
         elif state == "PAUSED":
-            self._control("resume", self.engine.resume(by="operator"))
+            self._toggle("resume", self.engine.resume(by="operator"))
         elif isinstance(self.engine, RemoteEngine):
             # The state serial of the halt on screen: from the engine's snapshot if it was asked for after the last
             # change of state the event stream told (the console's copy may be a tick older); else the dialog is
@@ -1022,6 +1026,18 @@ class ConsoleApp(App[int]):
                 self._control("re-arm", self._ask_rearm_afresh())
         else:
             self._ask_rearm(self.snap.get("state_serial"))
+
+    def _toggle(self, what: str, coro: Any) -> None:
+        """p's pause or resume, marked under way until it is done (and the state shown is its)."""
+        self._toggling = what
+
+        async def toggled() -> Any:
+            try:
+                return await coro
+            finally:
+                self._toggling = None
+
+        self._control(what, toggled())
 
     async def _ask_rearm_afresh(self) -> None:
         snap = await self.engine.fresh_snapshot()

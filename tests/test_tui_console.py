@@ -633,3 +633,24 @@ async def test_an_engine_stopped_halted_by_its_records_is_a_crash_on_screen_and_
         await pilot.press("y")
         await until(pilot, lambda: not app.is_running, "the console to exit")
     assert app.return_code == 1
+
+
+async def test_p_pressed_again_while_its_pause_or_resume_is_under_way_is_not_taken_on_the_state_shown(tmp_path):
+    """`p p` in one write (tmux send-keys): the second press came before the first's resume was done, and acted on the
+    state still shown (PAUSED), resuming again. It is said to be under way instead; the engine changes state once."""
+    app = console(tmp_path, speed=0.0, max_bars=2000, monitor={"enabled": False})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await running(pilot)
+        await app.engine.pause(reason="operator pause", by="operator")
+        await until(pilot, lambda: app.snap["state"] == "PAUSED", "PAUSED on screen")
+        before = [r for r in audit_lines(audit_path(tmp_path)) if r["event"] == "engine_state"]
+        for _ in range(2):
+            app.post_message(events.Key("p", "p"))
+        await until(pilot, lambda: app.snap["state"] == "RUNNING", "RUNNING on screen")
+        await pilot.pause(0.5)
+        await app.engine.flush()
+        after = [r for r in audit_lines(audit_path(tmp_path)) if r["event"] == "engine_state"]
+        assert [r["state"] for r in after[len(before):]] == ["RUNNING"], after[len(before):]
+        notes = [n.message for n in app._notifications]
+        assert sum(1 for n in notes if n.startswith("resume:")) == 1, notes
+        assert any("under way" in n for n in notes), notes
