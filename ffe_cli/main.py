@@ -210,8 +210,9 @@ def build_parser() -> Parser:
     _common(run)
     run.add_argument("--headless", action="store_true", help="no UI; log lines on stderr")
     run.add_argument("--max-bars", type=_positive, default=None, help="stop after N bars per symbol")
-    run.add_argument("--live", action="store_true", help="allow live trading (needs mode = \"live\", venue.kind = \"ccxt\" and "
-                     "exchange credentials that pass the start check)")
+    run.add_argument("--live", action="store_true",
+                     help="allow live trading (needs mode = \"live\", venue.kind = \"ccxt\" and exchange credentials "
+                          "that pass the start check)")
     run.set_defaults(handler=commands.run)
 
     att = sub.add_parser("attach", help="the console of a running headless engine")

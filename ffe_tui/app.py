@@ -875,7 +875,8 @@ class ConsoleApp(App[int]):
             return True
         return False
 
-    def _confirm(self, kind: str, title: str, body: str | Callable[[], str], verb: str, on_confirm) -> None:
+    def _confirm(self, kind: str, title: str, body: str | Callable[[], str], verb: str | Callable[[], str],
+                 on_confirm) -> None:
         if self._asking(kind):
             return  # already asking
         self.clear_notifications()  # at 80x24 they would cover the dialog's right half
@@ -1136,8 +1137,13 @@ class ConsoleApp(App[int]):
             table.focus()
             self.say(self._unchosen(table, "order", "is no longer open", "cancel_order"), severity="warning")
             return
-        self._confirm("cancel", f"Cancel order {cid}", lambda: self._cancel_text(o, cid), "CANCEL ORDER",
-                      lambda: self._control("cancel", self._cancel_order(cid)))
+        self._confirm("cancel", f"Cancel order {cid}", lambda: self._cancel_text(o, cid),
+                      lambda: self._cancel_verb(cid), lambda: self._control("cancel", self._cancel_order(cid)))
+
+    def _cancel_verb(self, cid: str) -> str:
+        """The cancel dialog's key, as its words say: an order that ended while it was asked is not cancelled."""
+        still = any(o["client_order_id"] == cid for o in (self.snap or {}).get("orders") or [])
+        return "CANCEL ORDER" if still else "ASK WHAT IT BECAME"
 
     def _cancel_text(self, asked: dict[str, Any], cid: str) -> str:
         """The cancel dialog's words, from the engine's figures as they are: an order that ends while it is asked

@@ -31,36 +31,46 @@ class ConfirmScreen(ModalScreen[bool]):
     (the kill switch above all) starts without waiting for a screen refresh.
     """
 
-    def __init__(self, kind: str, title: str, body: str | Callable[[], str], confirm_keys: list[str], verb: str,
-                 on_confirm: Callable[[], None] | None = None) -> None:
+    def __init__(self, kind: str, title: str, body: str | Callable[[], str], confirm_keys: list[str],
+                 verb: str | Callable[[], str], on_confirm: Callable[[], None] | None = None) -> None:
         super().__init__(classes=f"confirm -{kind}")
         self.kind = kind
         self.title_text = title
         self._body = body  # or what writes it from the engine's figures as they are (refresh_body)
         self.confirm_keys = confirm_keys
-        self.verb = verb
+        self._verb = verb  # or what says it from the same figures as the body
         self.on_confirm = on_confirm
         self.answered = False
 
     def compose(self) -> ComposeResult:
-        keys = "/".join(self.confirm_keys)
         with Vertical(id="dialog"):
             yield Static(Text(self.title_text, style="bold"), id="dialog-title")
             yield Static(Text(self.body), id="dialog-body")
-            yield Static(Text.assemble((f" {keys} ", "bold reverse"), f" {self.verb}    ",
-                                       (" any other key ", "reverse"), " cancel (default)"), id="dialog-keys")
+            yield Static(self._keys(), id="dialog-keys")
+
+    def _keys(self) -> Text:
+        keys = "/".join(self.confirm_keys)
+        return Text.assemble((f" {keys} ", "bold reverse"), f" {self.verb}    ", (" any other key ", "reverse"),
+                             " cancel (default)")
 
     @property
     def body(self) -> str:
         return self._body() if callable(self._body) else self._body
 
+    @property
+    def verb(self) -> str:
+        return self._verb() if callable(self._verb) else self._verb
+
     def refresh_body(self) -> None:
-        """A body written from the engine's figures (open orders, positions) follows them while it is asked."""
-        if callable(self._body):
-            text = self.body
-            for shown in self.query("#dialog-body").results(Static):  # none before the dialog is composed
-                if str(shown.content) != text:  # every tick asks; only a change is drawn again
-                    shown.update(Text(text))
+        """A body (and its key's word) written from the engine's figures (open orders, positions) follows them while
+        it is asked."""
+        for name, text in (("#dialog-body", Text(self.body) if callable(self._body) else None),
+                           ("#dialog-keys", self._keys() if callable(self._verb) else None)):
+            if text is None:
+                continue
+            for shown in self.query(name).results(Static):  # none before the dialog is composed
+                if str(shown.content) != text.plain:  # every tick asks; only a change is drawn again
+                    shown.update(text)
 
     def on_key(self, event: events.Key) -> None:
         event.stop()

@@ -231,6 +231,26 @@ async def test_cancel_one_order_from_the_orders_view(tmp_path, size):
         assert all(b["locked"] == 0 for b in locked), locked
 
 
+async def test_an_order_that_fills_while_its_cancel_is_asked_changes_the_dialog_s_words_and_its_key(tmp_path):
+    """The cancel dialog's body says an order that ended while it was asked is no longer open and that nothing is
+    cancelled: its key then says what it does (asks what the order became), not CANCEL ORDER."""
+    app, feed = held_console(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await held(pilot)
+        pos = await a_position(pilot)
+        res = await app.engine.operator_order(pos["symbol"], "sell", pos["quantity"] / 2)
+        await pilot.press("3")
+        await until(pilot, lambda: app.query_one(OrdersTable).row_count == 1, "the orders view")
+        await pilot.press("j", "c")
+        await until(pilot, lambda: f"Cancel order {res['client_order_id']}" in screen_text(app), "the dialog")
+        assert "CANCEL ORDER" in screen_text(app)
+        feed.release()  # the next bar fills it
+        await until(pilot, lambda: "no longer open" in screen_text(app), "the order ended, said in the dialog")
+        assert "CANCEL ORDER" not in screen_text(app) and "ASK WHAT IT BECAME" in screen_text(app), screen_text(app)
+        await pilot.press("y")
+        await until(pilot, lambda: "Cancel order" not in screen_text(app), "the dialog closed")
+
+
 async def test_any_other_key_cancels_the_cancel_and_the_order_stays(tmp_path):
     app, feed = held_console(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
