@@ -953,14 +953,20 @@ def peek_foreign(path: Path | str) -> None:
         conn.close()
 
 
+# What a start checks a database with: SQLite's integrity check, not its quick check, which compares no index with its
+# table (an index entry damaged passes it, and the engine would trade on records `ffe doctor` and `ffe backup` refuse).
+# It reads every index whole: about 0.3 s for a 35 MB database.
+START_CHECK = "PRAGMA integrity_check"
+
+
 def peek_damage(path: Path | str) -> bool:
-    """SQLite's quick check of the file read as it is (immutable), when nothing beside it holds more of it (no -wal,
-    no hot journal): a damaged file is refused (DamagedDatabase) before the usual open, which would leave -wal and
-    -shm files beside it, read-only too, and so the damaged file is left as it is. Returns whether it was checked
-    (and passed): otherwise the check is the usual open's to make."""
+    """SQLite's integrity check of the file read as it is (immutable), when nothing beside it holds more of it (no
+    -wal, no hot journal): a damaged file is refused (DamagedDatabase) before the usual open, which would leave -wal
+    and -shm files beside it, read-only too, and so the damaged file is left as it is. Returns whether it was
+    checked (and passed): otherwise the check is the usual open's to make."""
     path = Path(path)
     try:
-        problems = _damage_as_is(path)
+        problems = _damage_as_is(path, whole=True)
     except sqlite3.DatabaseError as exc:
         raise _refusal(path, exc) from None
     if problems is None:
@@ -970,10 +976,10 @@ def peek_damage(path: Path | str) -> bool:
     return True
 
 
-def _damage_as_is(path: Path) -> list[str] | None:
+def _damage_as_is(path: Path, whole: bool = False) -> list[str] | None:
     """SQLite's quick check of the file read as it is (immutable: nothing is made beside it), when nothing beside it
-    holds more of it (no -wal, no hot journal); None when it was not checked so. What SQLite raises reading it is
-    raised."""
+    holds more of it (no -wal, no hot journal); None when it was not checked so. `whole`: its integrity check, which
+    also compares every index with its table (START_CHECK). What SQLite raises reading it is raised."""
     if not path.is_file() or path.with_name(path.name + "-wal").exists() or hot_journal(path) is not None:
         return None
     try:
@@ -981,7 +987,7 @@ def _damage_as_is(path: Path) -> list[str] | None:
     except sqlite3.Error:
         return None
     try:
-        return check_problems(conn.execute("PRAGMA quick_check").fetchall())
+        return check_problems(conn.execute(START_CHECK if whole else "PRAGMA quick_check").fetchall())
     finally:
         conn.close()
 
@@ -1027,7 +1033,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float, own_market: bool =
     """The checks a start makes before it opens the database to write it, on a read-only connection: a writing
     one, closed on a damaged file, would merge the WAL into it and delete the WAL. The files (check_files); whether
     it is ffe's at all (peek_foreign, refuse_foreign: another application's database is never taken over as a new
-    account); SQLite's quick check; the schema version; the schema and the records a start restores, as ffe wrote
+    account); SQLite's integrity check (START_CHECK); the schema version; the schema and the records a start restores, as ffe wrote
     them (the market's too with `own_market`: record_checks). A start never goes on over a damaged state, nor starts
     afresh in its place."""
     if not check_files(path, new_ok, whole_wal=True):
@@ -1036,7 +1042,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float, own_market: bool =
     checked = peek_damage(path)  # before the usual open, which would leave files beside a damaged one
     try:
         if checked:
-            # Quick-checked as it is, nothing beside it: its records are read so too, as the usual open, read-only
+            # Checked as it is, nothing beside it: its records are read so too, as the usual open, read-only
             # too, would leave an empty -wal and a -shm beside a database whose records then refuse the start.
             conn = _open_as_is(path)
         else:
@@ -1045,7 +1051,7 @@ def check_for_start(path: Path, new_ok: bool, timeout: float, own_market: bool =
     except sqlite3.DatabaseError as exc:
         raise _refusal(path, exc) from None
     try:
-        problems = ["ok"] if checked else check_problems(conn.execute("PRAGMA quick_check").fetchall())
+        problems = ["ok"] if checked else check_problems(conn.execute(START_CHECK).fetchall())
         if problems != ["ok"]:
             raise damaged_database(path, first_problem(problems))
         refuse_foreign(path, conn, checked=True)  # what peek_foreign could not read: beside a -wal, a hot journal
