@@ -507,7 +507,7 @@ class Notifier:
         self._reconcile_held = False  # a reconciliation held entries (paged): its end is told, once
         # A START_FAILED was raised after the last STARTED, before a restart: the STARTED this start's window held
         # back (the same text as that last one) is sent once the start gets through (start_succeeded).
-        self._failed_since_started = False
+        self._ended_since_started = False
         self._started_held: Alert | None = None
         self._raised = 0  # rows added since the last flush the notifier itself made
         self._wake = {c.name: asyncio.Event() for c in channels}
@@ -557,8 +557,9 @@ class Notifier:
         if self.channels and self._sent_file is not None:
             sentalerts.start_succeeded(self._sent_file, self._wall(), halted=state == "HALTED")
         held, self._started_held = self._started_held, None
-        if held is not None and self._failed_since_started:
-            # The last the operator heard was the failure ("nothing trades until a start succeeds"): this one did.
+        if held is not None and self._ended_since_started:
+            # The last the operator heard was the failure ("nothing trades until a start succeeds"), or the stop:
+            # this one got through.
             # (A crash loop's starts never get here: its STARTED stays held back, once per window.)
             self._windows["STARTED"] = _Window(until=now + self.cfg.window_s, severity=held.severity,
                                                kind=held.kind)
@@ -686,7 +687,9 @@ class Notifier:
         past_outbox = (sentalerts.last_sent(self._sent_file, "START_FAILED")
                        if self.channels and self._sent_file is not None else None)
         failed = max(last_raised.get("START_FAILED", 0.0), past_outbox or 0.0)
-        self._failed_since_started = failed > last_raised.get("STARTED", 0.0) > 0.0
+        # Or a stop in order after it (STOPPED): the operator's last word is then that the engine stopped.
+        ended = max(failed, last_raised.get("STOPPED", 0.0))
+        self._ended_since_started = ended > last_raised.get("STARTED", 0.0) > 0.0
         for key, kind, severity, text, raised in recent:
             left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
             if key == "START_FAILED" and succeeded is not None and raised <= succeeded:

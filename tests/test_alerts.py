@@ -963,6 +963,23 @@ async def test_a_start_that_gets_through_after_one_refused_before_its_records_is
     assert raised(hook) == ["STARTED", "STOPPED", "START_FAILED", "STARTED", "STOPPED"], kinds(hook)
 
 
+async def test_a_start_after_an_orderly_stop_within_the_window_is_told(tmp_path):
+    """Started, stopped in order (STOPPED), started again within `alerts.window_s`: the operator's last word must not
+    be the stop while the engine runs. Each start's STARTED is sent, as after a failed start; only a crash loop's
+    starts (no stop between them) are told once per window."""
+    hook = await Receiver().start()
+    env = paging(hook)
+    try:
+        for _ in range(3):
+            proc = await _ffe("run", "--headless", "--max-bars", "3", env=ffe_env(**env), cwd=tmp_path)
+            await asyncio.wait_for(proc.communicate(), 90)
+            assert proc.returncode == 0
+            await until(lambda: kinds(hook)[-1:] == ["STOPPED"], what="the stop delivered")
+    finally:
+        await hook.stop()
+    assert raised(hook) == ["STARTED", "STOPPED"] * 3, kinds(hook)
+
+
 async def failed_start(cwd, env: dict[str, str]) -> None:
     proc = await _ffe("run", "--headless", env=ffe_env(**env), cwd=cwd)
     _, err = await asyncio.wait_for(proc.communicate(), 90)
