@@ -164,8 +164,8 @@ def _error(f: Fields) -> str:
     return f"[{f.get('where')}] {f.get('message')}"
 
 
-def kill_summary(f: Fields, ended: frozenset[str] = frozenset()) -> str:
-    """What a kill switch or flatten did: also the console's banner after one. `ended`: the orders whose failed
+def kill_summary(f: Fields, settled: frozenset[str] = frozenset()) -> str:
+    """What a kill switch or flatten did: also the console's banner after one. `settled`: the orders whose failed
     cancel a later report ended, named without their error (no longer news)."""
     if f.get("follow_up"):
         return follow_up_summary(f)
@@ -176,7 +176,7 @@ def kill_summary(f: Fields, ended: frozenset[str] = frozenset()) -> str:
         parts.append(f"({', '.join(map(str, cancelled))})")
     parts.append(f"failed {len(failed)}")
     if failed:
-        parts.append(_failures(failed, ended))
+        parts.append(_failures(failed, settled))
     filled = list(f.get("filled") or [])
     if filled:
         parts.append(f"filled before its cancel {len(filled)} ({', '.join(map(str, filled))})")
@@ -246,12 +246,12 @@ def _doubt(f: Fields) -> list[str]:
             "the position is held until the exchange says: check the exchange"]
 
 
-def _failures(failed: list[Any], ended: frozenset[str] = frozenset()) -> str:
+def _failures(failed: list[Any], settled: frozenset[str] = frozenset()) -> str:
     def one(x: Any) -> str:
         if not isinstance(x, dict):
             return str(x)
         name = str(x.get("client_order_id") or x.get("symbol"))
-        return name if name in ended else f"{name}: {x.get('error')}"
+        return name if name in settled else f"{name}: {x.get('error')}"
 
     return "(" + ", ".join(map(one, failed[:3])) + ")"
 
@@ -274,16 +274,16 @@ def _left(f: Fields) -> list[str]:
     return parts
 
 
-def kill_headline(f: Fields, ended: frozenset[str] = frozenset()) -> str:
+def kill_headline(f: Fields, settled: frozenset[str] = frozenset()) -> str:
     """The kill switch's or flatten's report as the operator reads it first: the console's banner, `ffe ctl`
-    (`ended`: as kill_summary)."""
+    (`settled`: as kill_summary)."""
     if f.get("follow_up") and f.get("action") == "halt":
         what = "KILL SWITCH follow-up"
     elif f.get("follow_up"):
         what = "FLATTEN follow-up, HALTED,"
     else:
         what = "FLATTEN, then HALTED," if f.get("action") == "flatten" else "KILL SWITCH: HALTED"
-    return f"{what} {kill_summary(f, ended)}"
+    return f"{what} {kill_summary(f, settled)}"
 
 
 def found_nothing(f: Fields) -> bool:
