@@ -36,6 +36,7 @@ Times: rate-limit windows and ages are real seconds (monotonic); alert timestamp
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,6 +341,14 @@ RESTART_KEYS = frozenset({"STARTED", "START_FAILED"})
 KEPT_HALTED = "HALTED:kept:"  # a HALTED a start restates (alerts_for): its window goes on across restarts too
 
 
+_FIGURES = re.compile(r"\d+")
+
+
+def _same_words(text: str, before: str) -> bool:
+    """Whether two texts of an alert differ in their figures at most (counts, seqs, times)."""
+    return _FIGURES.sub("#", text) == _FIGURES.sub("#", before)
+
+
 def _across_restarts(key: str) -> bool:
     return key in RESTART_KEYS or key.startswith(KEPT_HALTED)
 
@@ -587,8 +596,8 @@ class Notifier:
         w = self._windows.get(alert.key)
         # A window opened before a restart holds back the same alert again (a crash loop's start failing the same
         # way at every restart); news is sent: another text (a start that waits for the operator for another
-        # reason).
-        if w is not None and w.inherited and self._stored_text(alert) != w.last_text:
+        # reason), not the same words with other figures (the records each start of a loop sets aside).
+        if w is not None and w.inherited and not _same_words(self._stored_text(alert), w.last_text):
             w = None
         if w is not None and now < w.until and _RANK[alert.severity] < _RANK[w.severity]:
             # More severe than what was sent for its key (a flatten's warning, then its failure): news, sent at
@@ -598,13 +607,15 @@ class Notifier:
             return
         if w is not None and now < w.until:
             if w.inherited:
+                if alert.key == "STARTED":
+                    self._started_held = alert
+                    if self._ended_since_started:
+                        return  # sent once the start gets through (start_succeeded): it is no repeat then
                 # Each start held back is a process of its own, said in its own log: not counted, as a summary at
                 # the window's end would tell this start alone, as a repeat within its run.
                 log.warning("alert not sent again: the same was sent within alerts.window_s (before a restart)",
                             kind=alert.kind, sent=fmt.iso(w.raised), text=self._stored_text(alert))
                 self.suppressed += 1
-                if alert.key == "STARTED":
-                    self._started_held = alert
                 return
             w.repeats += 1
             w.last_text = alert.text
@@ -686,10 +697,13 @@ class Notifier:
         # start refused before anything could be recorded: the monitor's port held, a live start's exchange check).
         past_outbox = (sentalerts.last_sent(self._sent_file, "START_FAILED")
                        if self.channels and self._sent_file is not None else None)
-        failed = max(last_raised.get("START_FAILED", 0.0), past_outbox or 0.0)
-        # Or a stop in order after it (STOPPED): the operator's last word is then that the engine stopped.
-        ended = max(failed, last_raised.get("STOPPED", 0.0))
-        self._ended_since_started = ended > last_raised.get("STARTED", 0.0) > 0.0
+        # Or a stop in order after it (STOPPED): the operator's last word is then that the engine stopped. The
+        # outbox's in the order raised (a short run raises its STARTED and STOPPED within the same second).
+        raised_order = [key for key, *_ in recent]
+        started = raised_order.index("STARTED") if "STARTED" in raised_order else None
+        self._ended_since_started = started is not None and (
+            any(key in ("START_FAILED", "STOPPED") for key in raised_order[started + 1:])
+            or (past_outbox or 0.0) > last_raised["STARTED"])
         for key, kind, severity, text, raised in recent:
             left = min(self.cfg.window_s, self.cfg.window_s - (wall - raised))
             if key == "START_FAILED" and succeeded is not None and raised <= succeeded:

@@ -2166,12 +2166,12 @@ class Store:
 
     async def recent_alerts(self, since_ts: float, engine: str = "") -> list[tuple[str, str, str, str, float]]:
         """The last alert of each key that `engine` raised since a time: key, kind, severity, text and when (the
-        notifier's windows go on across a restart of the same engine)."""
+        notifier's windows go on across a restart of the same engine), in the order they were raised."""
         # Not those a restore withheld: none of them was delivered from these records, and the restored start's
         # own alert must not be held back by one.
         rows = await self.query("SELECT key, kind, severity, text, created_ts FROM alert_outbox WHERE id IN "
                                 "(SELECT MAX(id) FROM alert_outbox WHERE created_ts >= ? AND engine = ? AND status != "
-                                "? GROUP BY key)", (since_ts, engine, WITHHELD))
+                                "? GROUP BY key) ORDER BY id", (since_ts, engine, WITHHELD))
         return [(str(k), str(kind), str(sev), str(text), float(ts)) for k, kind, sev, text, ts in rows]
 
     async def alert_sent(self, alert_id: int, attempts: int, ts: float) -> None:
