@@ -6,8 +6,8 @@ degraded (HTTP 503, exit 1): the engine runs but cannot be trusted to trade as c
     (no bar for `monitor.data_stale_s`, by default three timeframes), the circuit breaker is open or probing,
     reconciliation holds unexplained differences, or the disk of the records runs low (below
     `monitor.disk_free_min_mb`: the engine stops HALTED when it is full).
-down (HTTP 503, exit 2): the main loop has not completed a turn for `monitor.loop_stale_s` (hung, or not started
-    yet), the engine has stopped, or an audit record has waited `monitor.audit_stale_s` to be written. `ffe ctl
+down (HTTP 503, exit 2): the engine is still starting (the monitor answers from the start on), the main loop has not
+    completed a turn for `monitor.loop_stale_s` (hung), the engine has stopped, or an audit record has waited `monitor.audit_stale_s` to be written. `ffe ctl
     health` also exits 2 when no engine answers.
 
 PAUSED and HALTED are deliberate states and do not make the verdict worse on their own: the state is in the
@@ -35,6 +35,7 @@ def data_stale_after(cfg: MonitorSettings, timeframe_ms: int) -> float:
 
 
 def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str], breakers: list[dict[str, Any]],
+           started: bool = True,
            reconcile_blocked: int, pending_approvals: int, reconcile_text: str = "", audit: AuditLag | None,
            cfg: MonitorSettings, timeframe_ms: int, disk_low: list[str] | None = None) -> dict[str, Any]:
     down: list[str] = []
@@ -42,6 +43,8 @@ def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str],
     loop_age = liveness.loop_age()
     if stopped:
         down.append("engine stopped")
+    elif not started:  # no turn of its loop yet, nor a bar: its ages would read fresh
+        down.append("the engine is starting")
     elif loop_age > cfg.loop_stale_s:
         down.append(f"main loop stalled: no turn for {loop_age:.0f}s (limit {cfg.loop_stale_s:g}s)")
     audit_lag = audit.lag() if audit is not None else 0.0

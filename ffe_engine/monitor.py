@@ -128,8 +128,8 @@ class Monitor:
     # ------------------------------------------------------------------ the verdict
     def health(self) -> dict[str, Any]:
         e = self.engine
-        verdict = assess(state=e.state.value, stopped=e.stopped, liveness=e.liveness, symbols=e.symbols,
-                         breakers=[e.breaker.summary()], reconcile_blocked=len(e.reconcile_blocked),
+        verdict = assess(state=e.state.value, stopped=e.stopped, started=e.started, liveness=e.liveness,
+                         symbols=e.symbols, breakers=[e.breaker.summary()], reconcile_blocked=len(e.reconcile_blocked),
                          reconcile_text=blocked_text(e.reconcile_blocked),
                          pending_approvals=len(e.pending), audit=self.audit, cfg=self.cfg,
                          timeframe_ms=e.timeframe_ms, disk_low=list(self._low_said.values()))

@@ -535,3 +535,18 @@ def test_health_of_an_engine_whose_run_has_ended_says_stopped_not_its_last_state
                      timeframe_ms=60_000)
     assert verdict["status"] == "down" and verdict["state"] == "RUNNING"  # the last state, for what reads it
     assert one_line(verdict).startswith("DOWN STOPPED (was RUNNING)"), one_line(verdict)
+
+
+def test_health_of_an_engine_still_starting_is_down_as_ffe_ctl_health_says_it():
+    """The monitor answers while the engine starts (a live start waits on the exchange for seconds): no loop has
+    turned and no bar has come, so it is not healthy: down, saying it is starting, as `ffe ctl health` says then
+    (`the engine ... is starting`)."""
+    from ffe_engine.config import MonitorSettings
+    from ffe_engine.health import assess, one_line
+    from ffe_engine.liveness import Liveness
+
+    verdict = assess(state="PAUSED", stopped=False, started=False, liveness=Liveness(lambda: 1.0, lambda: 1.0),
+                     symbols=["BTC/USDT"], breakers=[], reconcile_blocked=0, pending_approvals=0, audit=None,
+                     cfg=MonitorSettings(), timeframe_ms=3_600_000)
+    assert verdict["status"] == "down" and verdict["problems"] == ["the engine is starting"], verdict
+    assert one_line(verdict).startswith("DOWN"), one_line(verdict)
