@@ -1476,13 +1476,8 @@ class Store:
         try:
             st = os.stat(self.path)
             if (st.st_dev, st.st_ino) == self._file_id:
-                if st.st_size >= self._size:
-                    self._size = st.st_size
-                    return
-                # Written over in place (emptied, a smaller file copied onto it): what the connection reads and
-                # writes is no longer the account's; nothing of it can be written back.
-                self._left_its_place = "written over"
-                raise damaged_database(self.path, "the file was written over while the engine ran, not by ffe")
+                self._check_not_written_over(st)
+                return
             how = "replaced by another file"
         except FileNotFoundError:
             how = "removed"
@@ -1493,12 +1488,32 @@ class Store:
                            "longer be where a start reads them; they are written back as the engine stops (beside it, "
                            f"{self.path.name}.saved-TIME, if another file is in its place)")
 
+    def _check_not_written_over(self, st: os.stat_result | None = None) -> None:
+        """DamagedDatabase when the account's file at its path is smaller than the size last seen: written over in
+        place (emptied, a smaller file copied onto it), what the connection reads and writes is no longer the
+        account's, and nothing of it can be written back. Looked at before every write too (_Writing): the commit's
+        checkpoint would write the WAL's pages back into the file and grow it past that size, hiding the change."""
+        if self._file_id is None or self._left_its_place is not None:
+            return
+        if st is None:
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                return  # removed, or not to be looked at now: check_in_place's to say
+            if (st.st_dev, st.st_ino) != self._file_id:
+                return  # replaced: check_in_place's to say
+        if st.st_size >= self._size:
+            self._size = st.st_size
+            return
+        self._left_its_place = "written over"
+        raise damaged_database(self.path, "the file was written over while the engine ran, not by ffe")
+
     async def _write_back(self) -> None:
-        if self._left_its_place == "written over":
-            return  # the file the connection reads is not the account's any more
         """The records of a database file that left its path, as the connection reads them (HALTED among them),
         copied beside it, then put back at the path when nothing has taken it (else left beside it), said in the
         log: nothing recorded is lost with the process, and the next start finds them."""
+        if self._left_its_place == "written over":
+            return  # the file the connection reads is not the account's any more
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         saved = self.path.with_name(f"{self.path.name}.saved-{stamp}")
         try:
@@ -2350,6 +2365,12 @@ class _Writing:
             # later events, committed, would leave a hole in the records no start takes.
             store._lock.release()
             raise store.failed
+        try:
+            store._check_not_written_over()
+        except DamagedDatabase as exc:  # nothing more is written: the engine stops on it
+            store.failed = exc
+            store._lock.release()
+            raise
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

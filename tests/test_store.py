@@ -215,3 +215,32 @@ def test_the_readers_refuse_a_database_a_newer_ffe_wrote(tmp_path, command):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"schema version {SCHEMA_VERSION + 1} is newer than this ffe" in lines[0], proc.stderr
     assert proc.stdout == ""
+
+
+async def test_a_database_written_over_in_place_is_refused_by_the_next_write_before_its_checkpoint_grows_it_back(
+        tmp_path):
+    """A smaller SQLite file copied onto the account's (same inode) between two of the engine's looks at its size:
+    the next commit's checkpoint would write the WAL's pages back into it and grow it past the size the look
+    knows, hiding the change for good. The write itself looks first: refused as damage, nothing written."""
+    from ffe_engine.errors import DamagedDatabase
+
+    path = tmp_path / "ffe.db"
+    store = await Store.open(path)
+    try:
+        for n in range(200):
+            await store.put_kv(f"k{n}", "x" * 200, 0.0)
+        await store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.check_in_place()  # the size seen
+        other = tmp_path / "other.db"
+        with sqlite3.connect(other) as conn:
+            conn.execute("CREATE TABLE notes (x)")
+        with open(path, "r+b") as f:
+            f.write(other.read_bytes())
+            f.truncate()
+        with pytest.raises(DamagedDatabase, match="written over while the engine ran"):
+            await store.put_kv("after", 1, 0.0)
+        with pytest.raises(DamagedDatabase):
+            await store.put_kv("after", 2, 0.0)  # nothing more is written
+        assert path.stat().st_size == other.stat().st_size
+    finally:
+        await store.close()
