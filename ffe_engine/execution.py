@@ -503,7 +503,7 @@ class OrderPath:
                 if not exc.sent:  # held back (a Retry-After; the paper venue without a price yet): no send to count
                     self._resends[o.client_order_id] -= 1
                     await self._keep_resends()
-                await self._repeat_not_placed(o, f"venue unavailable: {exc}", refused=False)
+                await self._repeat_not_placed(o, f"venue unavailable: {exc}", refused=False, held=not exc.sent)
             elif exc.retry_after:
                 self._held_back[o.client_order_id] = exc.sent
                 await self._finish(o, OrderStatus.REJECTED, f"{await self._held()}; {exc}")
@@ -519,19 +519,24 @@ class OrderPath:
             return
         await self._apply(o, vo)
 
-    async def _repeat_not_placed(self, o: Order, why: str, *, refused: bool) -> None:
+    async def _repeat_not_placed(self, o: Order, why: str, *, refused: bool, held: bool = False) -> None:
         """A repeat of an order in doubt did not place it. That says nothing of its first send, which a lookup
         lagging behind the venue can miss: the order stays in doubt and is looked up until the venue shows it. A
         repeat the venue refused (a sell refused for the coins the first sold, a duplicate id) is not tried
-        again."""
+        again. `held`: it was not sent (held back), which is recorded once for the same reason."""
         cid = o.client_order_id
         if refused:
             self._repeat_refused.add(cid)
             await self.store.put_kv(REPEAT_REFUSED_KEY, sorted(self._repeat_refused & set(self.live)),
                                     self.clock.wall())
-        if not self._move(o, OrderStatus.IN_DOUBT, f"sent again, not placed: {why}"):
+        said = f"sent again, not placed: {why}"
+        again = held and o.error == said  # the last try's word (kept through the resend): recorded already
+        if not self._move(o, OrderStatus.IN_DOUBT, said):
             return
         self._doubt_deadline[cid] = self.clock.monotonic() + self.settle_s
+        if again:
+            # The paper venue without a price yet holds back the sends of a start at each poll: said once.
+            return
         await self._write_state(o, self.book(), publish=functools.partial(self._emit, o))
 
     def _move(self, o: Order, status: OrderStatus, error: str | None = None, *, venue_news: bool = True) -> bool:
@@ -838,7 +843,7 @@ class OrderPath:
         # Asked again after the wait: a cancel, a pause or a halt, or the order's end, may have come meanwhile.
         if cid in self._cancel_asked or not self._allowed_now(o) or self.live.get(cid) is not o:
             return  # the next poll ends it, as the cancel or the state says
-        if not self._move(o, OrderStatus.NEW, ""):
+        if not self._move(o, OrderStatus.NEW):  # its last word kept until the send's answer replaces it
             return
         self._missing.pop(cid, None)
         await self._send(o)

@@ -216,6 +216,10 @@ def test_a_new_accounts_first_order_killed_right_after_its_journal_entry_fills_a
     (fill,) = db_rows(db, "SELECT ts FROM fills WHERE client_order_id = ?", (cid,))
     assert status == "filled" and fill[0] == created + HOUR, (status, fill)
     assert_as_the_backtest(db, expected, cid)
+    # Its sends held back while the paper venue had no price are not said again and again, each as a new record.
+    said = [(r["status"], r.get("error")) for r in (json.loads(d) for (d,) in db_rows(
+        db, "SELECT data FROM events WHERE event = 'order' ORDER BY seq")) if r["client_order_id"] == cid]
+    assert all(a != b for a, b in zip(said, said[1:])), said
 
 
 def test_an_order_journaled_just_before_a_kill_keeps_its_gates(tmp_path):
