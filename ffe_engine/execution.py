@@ -189,6 +189,9 @@ class OrderPath:
         self._evidence_said: set[str] = set()
         # Orders whose venue answer showed a fill without its price: not booked until an answer gives it.
         self._unpriced: set[str] = set()
+        # Fills on their way to the books (_book): their orders already count them filled (a final one has left
+        # `live`), the books not yet. Counted with the orders in flight until the books have taken them.
+        self._booking: list[tuple[Order, Fill]] = []
         # Orders whose last answer showed a fill beyond their trades (read later): client order id -> monotonic
         # time the venue first showed it so.
         self._behind: dict[str, float] = {}
@@ -262,18 +265,24 @@ class OrderPath:
                 await sending.answered.wait()
 
     def entries_in_flight(self) -> list[EntryInFlight]:
-        return [EntryInFlight(o.symbol, o.side, max(0.0, o.quantity - o.filled))
-                for o in self.live.values() if not o.reduce_only]
+        """The entries still to fill, and the fills of entries on their way to the books."""
+        return ([EntryInFlight(o.symbol, o.side, max(0.0, o.quantity - o.filled))
+                 for o in self.live.values() if not o.reduce_only]
+                + [EntryInFlight(f.symbol, f.side, f.quantity) for o, f in self._booking if not o.reduce_only])
 
     def entries(self, symbol: str) -> list[Order]:
         """The entries of `symbol` in flight (not reduce-only)."""
         return [o for o in self.live.values() if o.symbol == symbol and not o.reduce_only]
 
     def pending_entry(self, symbol: str) -> bool:
-        return bool(self.entries(symbol))
+        """Whether an entry of `symbol` is in flight, or its fill on its way to the books."""
+        return bool(self.entries(symbol)) or any(o.symbol == symbol and not o.reduce_only for o, _ in self._booking)
 
     def pending_exit_qty(self, symbol: str) -> float:
-        return sum(o.quantity - o.filled for o in self.live.values() if o.symbol == symbol and o.reduce_only)
+        """What the exits of `symbol` working have still to sell, and what their fills on their way to the books
+        sold."""
+        return (sum(o.quantity - o.filled for o in self.live.values() if o.symbol == symbol and o.reduce_only)
+                + sum(f.quantity for o, f in self._booking if o.symbol == symbol and o.reduce_only))
 
     def _exit_room(self, symbol: str) -> float:
         """What an exit may sell: what the account holds of the position (Portfolio.sellable) less the exits working."""
@@ -720,8 +729,14 @@ class OrderPath:
         Never cut off between the books in memory taking the fill and its commit (a stop past its time, a cancel
         past its bound): the books would be ahead of the records."""
 
+        booking = (o, fill)
+        self._booking.append(booking)  # from here (no await since the order took the fill) until the books have it
+
         async def book() -> FillRecord | None:
-            record = await self.on_fill(o, fill, intent)
+            try:
+                record = await self.on_fill(o, fill, intent)
+            finally:
+                self._booking.remove(booking)
             await self.store.add_fill(fill, o, record, publish=publish, journal=journal)
             return record
 
