@@ -7,8 +7,8 @@ degraded (HTTP 503, exit 1): the engine runs but cannot be trusted to trade as c
     reconciliation holds unexplained differences, or the disk of the records runs low (below
     `monitor.disk_free_min_mb`: the engine stops HALTED when it is full).
 down (HTTP 503, exit 2): the engine is still starting (the monitor answers from the start on), the main loop has not
-    completed a turn for `monitor.loop_stale_s` (hung), the engine has stopped, or an audit record has waited `monitor.audit_stale_s` to be written. `ffe ctl
-    health` also exits 2 when no engine answers.
+    completed a turn for `monitor.loop_stale_s` (hung), the engine has stopped, or an audit record has waited
+    `monitor.audit_stale_s` to be written. `ffe ctl health` also exits 2 when no engine answers.
 
 PAUSED and HALTED are deliberate states and do not make the verdict worse on their own: the state is in the
 answer, and the shipped Prometheus rules alert on an engine HALTED for too long.
@@ -35,9 +35,11 @@ def data_stale_after(cfg: MonitorSettings, timeframe_ms: int) -> float:
 
 
 def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str], breakers: list[dict[str, Any]],
-           started: bool = True,
            reconcile_blocked: int, pending_approvals: int, reconcile_text: str = "", audit: AuditLag | None,
-           cfg: MonitorSettings, timeframe_ms: int, disk_low: list[str] | None = None) -> dict[str, Any]:
+           cfg: MonitorSettings, timeframe_ms: int, started: bool = True,
+           disk_low: list[str] | None = None) -> dict[str, Any]:
+    """The verdict. `started`: whether the engine's start is done; `disk_low`: what the monitor says of the disks
+    running low (Monitor._disk_alerts)."""
     down: list[str] = []
     degraded: list[str] = []
     loop_age = liveness.loop_age()

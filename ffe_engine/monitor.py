@@ -247,7 +247,9 @@ class Monitor:
                 self._low.add(which)
                 self._keep_low()
                 # Said in the log too: with no alert channel (the shipped default) nothing else would say it.
-                log.warning(f"disk running low: {said}; when it is full the engine stops HALTED: make room now")
+                log.warning("disk running low: when it is full the engine stops HALTED; make room now",
+                            directory=f"{which} directory {where}", free=f"{free / 1e6:,.0f} MB free",
+                            disk_free_min_mb=self.cfg.disk_free_min_mb)
                 out.append(Alert("DISK_LOW", key, "warn",
                                  f"ffe {said}. When it is full the engine stops HALTED (RECORDS_UNWRITABLE): make "
                                  "room now."))

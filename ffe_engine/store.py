@@ -1033,9 +1033,9 @@ def check_for_start(path: Path, new_ok: bool, timeout: float, own_market: bool =
     """The checks a start makes before it opens the database to write it, on a read-only connection: a writing
     one, closed on a damaged file, would merge the WAL into it and delete the WAL. The files (check_files); whether
     it is ffe's at all (peek_foreign, refuse_foreign: another application's database is never taken over as a new
-    account); SQLite's integrity check (START_CHECK); the schema version; the schema and the records a start restores, as ffe wrote
-    them (the market's too with `own_market`: record_checks). A start never goes on over a damaged state, nor starts
-    afresh in its place."""
+    account); SQLite's integrity check (START_CHECK); the schema version; the schema and the records a start
+    restores, as ffe wrote them (the market's too with `own_market`: record_checks). A start never goes on over a
+    damaged state, nor starts afresh in its place."""
     if not check_files(path, new_ok, whole_wal=True):
         return  # a first start (an empty file: one a first start killed at once left)
     peek_foreign(path)
