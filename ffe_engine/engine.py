@@ -1716,6 +1716,7 @@ class Engine:
         res = pf.apply_fill(fill, decision_id=order.decision_id if not order.reduce_only else None,
                             stop_loss=intent.stop_loss, take_profit=intent.take_profit, reason=order.reason.value,
                             client_order_id=order.client_order_id)
+        self.orders.taken(fill)  # in the books now: counted there only, whatever this awaits below
         record = FillRecord(wall=self.clock.wall(), position=res.position, trade=res.closed)
         if order.reason is OrderReason.FLATTEN:
             self._flatten_sold.add(fill.symbol)

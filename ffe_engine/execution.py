@@ -729,14 +729,15 @@ class OrderPath:
         Never cut off between the books in memory taking the fill and its commit (a stop past its time, a cancel
         past its bound): the books would be ahead of the records."""
 
-        booking = (o, fill)
-        self._booking.append(booking)  # from here (no await since the order took the fill) until the books have it
+        # Counted with its order from here (no await since the order took the fill) until the books have it (the
+        # owner says so at once: taken), or on_fill ends.
+        self._booking.append((o, fill))
 
         async def book() -> FillRecord | None:
             try:
                 record = await self.on_fill(o, fill, intent)
             finally:
-                self._booking.remove(booking)
+                self.taken(fill)
             await self.store.add_fill(fill, o, record, publish=publish, journal=journal)
             return record
 
@@ -744,6 +745,10 @@ class OrderPath:
         self._fill_booked(venue_news=venue_news)
         if record is not None and record.then is not None:
             await record.then()
+
+    def taken(self, fill: Fill) -> None:
+        """The books have taken `fill` (on_fill's owner, as it applies it): no longer counted with its order."""
+        self._booking = [b for b in self._booking if b[1] is not fill]
 
     def _fill_booked(self, *, venue_news: bool = True) -> None:
         self.fills_recorded += 1

@@ -73,3 +73,32 @@ async def test_a_buy_decided_while_an_entry_s_whole_fill_is_booked_is_no_new_ent
         await e.orders.poll()
         await asyncio.wait_for(watching, 10)
         assert unheld == [], f"the entry neither held nor in flight while its fill was booked: {unheld}"
+
+
+async def test_an_entry_s_fill_the_books_have_taken_is_no_longer_counted_in_flight_while_its_booking_goes_on(
+        tmp_path, fx):
+    """Once the books hold the fill, it counts there only: the owner's booking goes on (here it reads the votes of an
+    entry decided bars before, as an approval or a resting limit order is), and the gates and sizing meanwhile must
+    not count the entry twice (its position, and an entry in flight with its cash held)."""
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        seen: list[tuple[float | None, float]] = []
+        reads = e.store.decision_votes
+
+        async def votes_read_while_watched(decision_id: str):
+            held = e.portfolio.holding(BTC)
+            seen.append((held.quantity if held else None,
+                         sum(x.quantity for x in e.orders.entries_in_flight() if x.symbol == BTC)))
+            await asyncio.sleep(0.05)  # other tasks run meanwhile
+            return await reads(decision_id)
+
+        e.store.decision_votes = votes_read_while_watched
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, type="limit",
+                                                price=20_000.0, reason=OrderReason.OPERATOR, ref_price=30_000.0,
+                                                decision_id="d-decided-bars-before"))
+        assert sub.accepted, sub.reason
+        fx.fill(sub.order.client_order_id)
+        await e.orders.poll()
+        await wait_for(lambda: e.portfolio.holding(BTC) is not None and seen, timeout=10, what="the fill booked")
+        [(held, in_flight)] = seen
+        assert held and in_flight == 0, f"the books hold {held} and the entries in flight {in_flight} more"
