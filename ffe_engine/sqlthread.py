@@ -17,6 +17,7 @@ transaction itself (a COMMIT the disk refused): every caller's ROLLBACK is safe,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -111,10 +112,21 @@ class Connection:
 
         await asyncio.get_running_loop().run_in_executor(self._thread, copy)
 
-    async def close(self) -> None:
+    async def close(self, checkpoint: bool = True) -> None:
+        """Closed; without `checkpoint`, its WAL is left as it is, not written into the database file (SQLite's
+        checkpoint on close; Python 3.12 and newer, where its setting is reached)."""
         self._held, self._in_tx = [], False
+
+        def close() -> None:
+            no_checkpoint = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
+            setconfig = getattr(self._conn, "setconfig", None)
+            if not checkpoint and no_checkpoint is not None and setconfig is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    setconfig(no_checkpoint, True)
+            self._conn.close()
+
         try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+            await asyncio.get_running_loop().run_in_executor(self._thread, close)
         finally:
             self._thread.shutdown(wait=False)
 

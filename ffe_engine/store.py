@@ -1508,6 +1508,16 @@ class Store:
         self._left_its_place = "written over"
         raise damaged_database(self.path, "the file was written over while the engine ran, not by ffe")
 
+    def _seen_after_write(self) -> None:
+        """The file's size after a write: its commit's checkpoint may have grown it, and the next write compares
+        with it (_check_not_written_over)."""
+        if self._file_id is None or self._left_its_place is not None:
+            return
+        with contextlib.suppress(OSError):
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._file_id and st.st_size > self._size:
+                self._size = st.st_size
+
     async def _write_back(self) -> None:
         """The records of a database file that left its path, as the connection reads them (HALTED among them),
         copied beside it, then put back at the path when nothing has taken it (else left beside it), said in the
@@ -1558,7 +1568,11 @@ class Store:
                 await self.conn.execute("COMMIT")
                 self.batch = False
         finally:  # a failed write must not leave the connection (or a backtest's writer process) open
-            await self.conn.close()
+            if self._left_its_place == "written over":
+                # SQLite checkpoints the WAL into the file as its last connection closes: not into another's file.
+                await self.conn.close(checkpoint=False)
+            else:
+                await self.conn.close()
             if self._left_its_place is not None:
                 self._put_back()  # once closed: SQLite removes its -wal and -shm at the path as it closes
             if isinstance(self.failed, WriterError) and str(self.path) != MEMORY:
@@ -1580,6 +1594,8 @@ class Store:
         be written first, so they stay buffered), in the room the disk reserve frees; failing that, after a WAL
         checkpoint, which may free room (a file size limit: the WAL starts again). Returns whether it was
         stored. Not `free_room`: no write failed (records that disagree), the reserve is kept."""
+        if self._left_its_place == "written over":
+            return False  # the file at the path is not the account's: nothing of it goes there
         async with self._lock:
             with contextlib.suppress(sqlite3.Error):  # a transaction the failure left open
                 await self.conn.execute("ROLLBACK")
@@ -2375,6 +2391,7 @@ class _Writing:
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         store = self.store
+        store._seen_after_write()  # before another process may cut the file back below what this write left
         store._lock.release()
         if isinstance(exc, sqlite3.OperationalError) and _is_write_failure(exc):
             store.failed = storage_failure(store.path, exc)

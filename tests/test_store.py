@@ -244,3 +244,56 @@ async def test_a_database_written_over_in_place_is_refused_by_the_next_write_bef
         assert path.stat().st_size == other.stat().st_size
     finally:
         await store.close()
+
+
+async def test_a_database_written_over_in_place_is_left_as_it_was_found_halt_and_close_included(tmp_path):
+    """Once the file at the path is found written over (another database copied onto it), nothing of the engine's
+    goes into it: not the HALTED its stop records, nor its WAL's pages as the connection closes (SQLite checkpoints
+    on close); the file stays byte for byte what was put there, as the refusal says."""
+    import hashlib
+
+    from ffe_engine.errors import DamagedDatabase
+
+    path = tmp_path / "ffe.db"
+    store = await Store.open(path)
+    try:
+        for n in range(200):
+            await store.put_kv(f"k{n}", "x" * 200, 0.0)
+        older = tmp_path / "older.db"
+        await store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        older.write_bytes(path.read_bytes())  # the account as it was, copied back later over the grown file
+        for n in range(400):
+            await store.put_kv(f"m{n}", "y" * 400, 0.0)
+        await store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        await store.put_kv("seen", 1, 0.0)  # the size after that, seen
+        for n in range(50):
+            await store.put_kv(f"w{n}", "z" * 400, 0.0)  # in the WAL only
+        path.write_bytes(older.read_bytes())  # in place: the same inode
+        put_there = hashlib.sha256(path.read_bytes()).hexdigest()
+        with pytest.raises(DamagedDatabase):
+            await store.put_kv("after", 1, 0.0)
+        assert await store.record_halt("records cannot be written", "engine", 0.0) is False
+    finally:
+        await store.close()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == put_there
+
+
+async def test_a_database_cut_back_after_a_commit_s_own_checkpoint_grew_it_is_refused_by_the_next_write(tmp_path):
+    """The size a write compares with is the one after the last write (its commit's checkpoint may have grown the
+    file), not the one before it: a file cut back below it in between is refused, not taken for the account's."""
+    from ffe_engine.errors import DamagedDatabase
+
+    path = tmp_path / "ffe.db"
+    store = await Store.open(path)
+    try:
+        await store.conn.execute("PRAGMA wal_autocheckpoint=1")  # every commit checkpoints, as a busy one does
+        await store.put_kv("first", 1, 0.0)
+        before = path.stat().st_size
+        await store.put_kv("big", "x" * 40_000, 0.0)  # its commit's checkpoint grows the file
+        assert path.stat().st_size > before
+        with open(path, "r+b") as f:
+            f.truncate(before)
+        with pytest.raises(DamagedDatabase, match="written over while the engine ran"):
+            await store.put_kv("after", 1, 0.0)
+    finally:
+        await store.close()
