@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     live = check_live(settings, args.live)
     if not args.headless:
+        _console_can_draw("ffe run --headless")
         from ffe_tui.app import run_console
 
         return run_console(settings, live=live, max_bars=args.max_bars)
@@ -101,8 +102,17 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(run_headless(settings, live=live, max_bars=args.max_bars, early=getattr(args, "early", None)))
 
 
+def _console_can_draw(instead: str) -> None:
+    """UsageError when the process has no standard error: the console draws on it (its writer would die on the
+    first screen, and the loop the engine runs on would wait on it for ever)."""
+    if sys.__stderr__ is None:
+        raise UsageError(f"the console draws on standard error, which is closed (2>&-): give it a terminal, or run "
+                         f"`{instead}`")
+
+
 def attach(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    _console_can_draw("ffe ctl status")
     _listened_on(settings)
     if not sys.stderr.isatty():
         # No terminal to draw the console on (a script, a pipe): the engine's answer first, so that what ends it is

@@ -941,6 +941,9 @@ def test_a_closed_standard_error_drops_the_log_lines_and_the_commands_go_on(tmp_
     backtest = closed_stderr("backtest", csv.name, "--report", "r.json")
     assert backtest.returncode == 0, backtest.stdout
     assert "trades" in backtest.stdout and json.loads((tmp_path / "r.json").read_text())["bars"] == 300
+    for console in (("run",), ("attach",)):  # the console draws on standard error: refused, not frozen
+        proc = closed_stderr(*console)
+        assert proc.returncode == 2 and "the console draws on standard error, which is closed" in proc.stdout, proc
     refused = closed_stderr("doctor", "--no-such-option")
     assert refused.returncode == 2 and refused.stdout.startswith("ffe: error: unrecognized arguments"), refused.stdout
 
