@@ -1396,6 +1396,36 @@ async def test_a_crash_loop_s_starts_that_differ_only_in_the_records_they_set_as
     assert "uncommitted-after-768" in hook.delivered[0].body["text"]
 
 
+async def test_a_crash_loop_s_start_that_recovered_other_orders_is_told(tmp_path):
+    """Only the figures of the records set aside are no news: a start of the loop that found an order in flight
+    where the last found none is told (the operator's last word must not be "0 order(s) in flight")."""
+    from ffe_engine.alerts import Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.config import AlertSettings
+    from ffe_engine.events import RunEvent
+    from ffe_engine.store import Store
+
+    hook = await Receiver().start()
+    cfg = AlertSettings(webhook_url=hook.url, window_s=60.0, **FAST)
+    db = tmp_path / "ffe.db"
+    try:
+        for n in range(3):
+            start = RunEvent(phase="start", mode="live", detail={"state": "RUNNING", "recovered_orders": min(n, 1),
+                                                                 "last_run": "ended without its stop record"})
+            store = await Store.open(db)
+            notifier = Notifier(cfg, store, channels_from(cfg), now=ManualTime(),
+                                wall=lambda n=n: 1_700_000_000.0 + 5 * n)
+            await notifier.start()
+            notifier.sink(start, b"")
+            await store.flush()
+            await notifier.close()
+            await store.close()
+    finally:
+        await hook.stop()
+    said = [r.body["text"] for r in hook.delivered]
+    assert len(said) == 2 and "0 order(s) in flight" in said[0] and "1 order(s) in flight" in said[1], said
+
+
 async def test_alerts_pending_in_a_backup_are_not_delivered_again_after_the_runbook_s_restore(tmp_path):
     """The receiver is down when the kill switch is pressed: the HALTED page waits in the outbox, and a backup taken
     then holds it pending. The receiver comes back and the engine delivers it; the engine is stopped and the backup
