@@ -680,6 +680,7 @@ class Engine:
             # after the journal entry) goes to it again before the next candle, which fills it at its open.
             await self.orders.poll()
         self.started = True
+        self.liveness.started()
         await self.flush()
         log.info("engine started", mode=self.mode, state=self.state.value, approval=self.approval_mode,
                  symbols=",".join(self.symbols))

@@ -34,6 +34,11 @@ class Liveness:
         if self.on_turn is not None:
             self.on_turn()
 
+    def started(self) -> None:
+        """The engine's start is done: a loop that has not turned yet, and a symbol without a bar yet, are aged from
+        now, not from before a start that took long (a live one waits on the exchange)."""
+        self.created = self._now()
+
     def bar(self, symbol: str) -> None:
         self.last_bar[symbol] = self._now()
 

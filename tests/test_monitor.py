@@ -550,3 +550,21 @@ def test_health_of_an_engine_still_starting_is_down_as_ffe_ctl_health_says_it():
                      cfg=MonitorSettings(), timeframe_ms=3_600_000)
     assert verdict["status"] == "down" and verdict["problems"] == ["the engine is starting"], verdict
     assert one_line(verdict).startswith("DOWN"), one_line(verdict)
+
+
+def test_a_loop_not_turned_yet_is_aged_from_the_end_of_the_start_not_from_before_it():
+    """A live start waits on the exchange for seconds: the loop that has not turned yet right after it is neither
+    healthy on an age the start took (16 s against a limit of 30), nor stalled on it (against a limit of 3)."""
+    from ffe_engine.config import MonitorSettings
+    from ffe_engine.health import assess
+    from ffe_engine.liveness import Liveness
+
+    now = [100.0]
+    live = Liveness(lambda: now[0], lambda: now[0])
+    now[0] += 16.0  # the start took 16 s
+    live.started()
+    now[0] += 0.5
+    verdict = assess(state="PAUSED", stopped=False, started=True, liveness=live, symbols=["BTC/USDT"], breakers=[],
+                     reconcile_blocked=0, pending_approvals=0, audit=None, cfg=MonitorSettings(loop_stale_s=3.0),
+                     timeframe_ms=3_600_000)
+    assert verdict["status"] == "healthy" and verdict["loop_age_s"] == 0.5, verdict
