@@ -69,6 +69,11 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
+def _line(text: str) -> None:
+    """One line of output that quotes a path or a name of the user's: a new line in it is shown as its escape too."""
+    _print(fmt.printable(text))
+
+
 def _confirmed(question: str) -> bool:
     """Whether the operator answers `question` yes at the terminal; end of input (Ctrl-D) is a no."""
     try:
@@ -452,13 +457,13 @@ def backtest_runs(args: argparse.Namespace) -> int:
         for option, given in (("--keep", args.keep), ("--older-than", args.older_than), ("--yes", args.yes)):
             if given not in (None, False):
                 raise ArgumentError(f"ffe backtest {option} goes with --clean, not --list")
-        _print("\n".join(past.list_lines(runs, where)))
+        _print("\n".join(map(fmt.printable, past.list_lines(runs, where))))
         return 0
     keep = past.parse_keep(args.keep) if args.keep is not None else None
     older = past.parse_age(args.older_than) if args.older_than is not None else None
     chosen = past.to_clean(runs, keep=keep, older_than_s=older, now=datetime.now(timezone.utc))
     if not chosen:
-        _print(f"nothing to remove: {fmt.counted(len(runs), 'run')} in {where} (none chosen by the "
+        _line(f"nothing to remove: {fmt.counted(len(runs), 'run')} in {where} (none chosen by the "
                "options)")
         return 0
     total = fmt.size(sum(r.size for r in chosen))
@@ -466,7 +471,7 @@ def backtest_runs(args: argparse.Namespace) -> int:
     for run in chosen:
         _print("  " + past.run_line(run))
         for folder in run.folders:
-            _print(f"    {folder} -> {folder.resolve()}" if folder.is_symlink() else f"    {folder}")
+            _line(f"    {folder} -> {folder.resolve()}" if folder.is_symlink() else f"    {folder}")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("ffe backtest --clean would remove these runs: add --yes to confirm")
@@ -973,12 +978,12 @@ def backup(args: argparse.Namespace) -> int:
         return 0
     _said_swept("backups", swept)
     seq = manifest["seq"]
-    _print(f"{path}: {path.stat().st_size} bytes, records to seq {seq['last']} "
+    _line(f"{path}: {path.stat().st_size} bytes, records to seq {seq['last']} "
            f"({manifest['rows'].get('orders', 0)} orders, {manifest['rows'].get('fills', 0)} fills), "
            + (f"from the running engine (its writes waited {held:.1f} ms)" if held is not None
               else "from the stopped data directory"))
     for p in pruned:
-        _print(f"pruned {p}")
+        _line(f"pruned {p}")
     _said_trail_damaged(manifest)
     return 0
 
@@ -1038,7 +1043,7 @@ def _answering(settings: Settings) -> None:
 
 def _said_swept(what: str, swept: list[Path]) -> None:
     if swept:
-        _print(f"removed what interrupted {what} left: {', '.join(str(p) for p in swept)}")
+        _line(f"removed what interrupted {what} left: {', '.join(str(p) for p in swept)}")
 
 
 def backup_verify(args: argparse.Namespace) -> int:
@@ -1055,7 +1060,7 @@ def backup_verify(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         raise Interrupted("backup verify interrupted: what it had unpacked removed") from None
     m = checked.manifest
-    _print(f"ok: {args.file}: checksums, integrity, audit trail seq {m['seq']['first']}..{m['seq']['last']}, "
+    _line(f"ok: {args.file}: checksums, integrity, audit trail seq {m['seq']['first']}..{m['seq']['last']}, "
            f"{checked.events} events, {checked.orders} orders and {checked.fills} fills agree "
            f"(taken {m.get('created')} by ffe {m.get('ffe_version')}, schema {m.get('schema_version')})")
     _said_swept("verifies and restores", swept)
@@ -1078,8 +1083,8 @@ def restore(args: argparse.Namespace) -> int:
     assert done is not None
     _said_swept("verifies and restores", [Path(p) for p in done["swept"]])
     for moved in done["moved_aside"]:
-        _print(f"moved aside {moved}")
-    _print(f"restored {done['backup']} (taken {done['taken']}, records to seq {done['seq']['last']}): "
+        _line(f"moved aside {moved}")
+    _line(f"restored {done['backup']} (taken {done['taken']}, records to seq {done['seq']['last']}): "
            f"{done['database']}, {done['audit_trail']}; its configuration in {done['config']}")
     if done["kept_halted"] and done["unreadable"]:
         _print("the records moved aside could not be read, so whether they were HALTED could not be told: the "

@@ -264,9 +264,9 @@ def format_summary(r: dict[str, Any]) -> str:
     if r.get("gate_refusals"):
         lines.append("  refused       " + ", ".join(f"{code} {n}" for code, n in r["gate_refusals"].items()))
     if r.get("database"):
-        lines.append(f"  database      {r['database']}")
+        lines.append(f"  database      {fmt.printable(str(r['database']))}")
         if r.get("audit"):
-            lines.append(f"  audit         {r['audit']}")
+            lines.append(f"  audit         {fmt.printable(str(r['audit']))}")
     else:
         lines.append(f"  records       {r.get('records', 'summary')}: the report only")
     lines.append("")

@@ -948,22 +948,26 @@ def test_a_closed_standard_error_drops_the_log_lines_and_the_commands_go_on(tmp_
     assert refused.returncode == 2 and refused.stdout.startswith("ffe: error: unrecognized arguments"), refused.stdout
 
 
-def test_a_path_with_characters_a_terminal_acts_on_is_shown_escaped_by_every_command(tmp_path):
+@pytest.mark.parametrize("odd", ["\x1b]0;x\x07", "\nFAKE"], ids=["escape", "new-line"])
+def test_a_path_with_characters_a_terminal_acts_on_is_shown_escaped_by_every_command(tmp_path, odd):
     """A directory named with an escape sequence or a bell (one that sets the terminal's title): `ffe backup`,
     `ffe backup verify`, `ffe restore`, a backtest's summary and `ffe backtest --clean` show it escaped (`\\x1b`),
     as the errors and `ffe doctor` do, never passed on to the terminal."""
     assert run_ffe(tmp_path, "run", "--headless", "--max-bars", "3").returncode == 0
     outputs = []
-    backup = run_ffe(tmp_path, "backup", "--to", "bk\x1b]0;x\x07")
+    backup = run_ffe(tmp_path, "backup", "--to", f"bk{odd}")
     outputs.append(backup)
-    (archive,) = (tmp_path / "bk\x1b]0;x\x07").glob("*.zst")
+    (archive,) = (tmp_path / f"bk{odd}").glob("*.zst")
     outputs.append(run_ffe(tmp_path, "backup", "verify", str(archive)))
-    outputs.append(run_ffe(tmp_path, "restore", str(archive), "--data-dir", "rr\x1b[1m", "--log-dir", "rrl"))
+    outputs.append(run_ffe(tmp_path, "restore", str(archive), "--data-dir", f"rr{odd}", "--log-dir", "rrl"))
     csv = tmp_path / "BTC-USD_1h.csv"
     csv.write_text("".join(sample_head(BTC_CSV, 100)))
-    outputs.append(run_ffe(tmp_path, "backtest", csv.name, "--records", "trades", "--data-dir", "bt\x1b[5m"))
-    outputs.append(run_ffe(tmp_path, "backtest", "--clean", "--keep", "0", "--yes", "--data-dir", "bt\x1b[5m"))
-    for proc in outputs:
+    outputs.append(run_ffe(tmp_path, "backtest", csv.name, "--records", "trades", "--data-dir", f"bt{odd}"))
+    outputs.append(run_ffe(tmp_path, "backtest", "--list", "--data-dir", f"bt{odd}"))
+    outputs.append(run_ffe(tmp_path, "backtest", "--clean", "--keep", "0", "--yes", "--data-dir", f"bt{odd}"))
+    for n, proc in enumerate(outputs):
         assert proc.returncode == 0, proc.stderr
         assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout, proc.stdout
-        assert "\\x1b" in proc.stdout, proc.stdout
+        assert not any(line.startswith("FAKE") for line in proc.stdout.splitlines()), proc.stdout
+        if n != 4:  # --list names no folder
+            assert ("\\x1b" if "\x1b" in odd else "\\nFAKE") in proc.stdout, proc.stdout
